@@ -1,0 +1,211 @@
+"""One settings model for every entry point (Lambda handlers, ``kbsearch`` CLI, tests).
+
+Plain settings come from the environment (or a ``.env`` file locally). Secrets are resolved lazily by
+:class:`Secrets`: a plain variable (``EMBEDDING_API_KEY``) wins; otherwise ``<NAME>_PARAM`` names an SSM
+parameter that is fetched with Powertools Parameters (decrypted, cached with a TTL, all names in one batched
+call) the first time any secret is needed. Nothing here imports boto3 until a secret is actually read from SSM,
+so the health route stays light.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import TYPE_CHECKING, Any
+
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from kbsearch.errors import ConfigError
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.parameters.ssm import SSMProvider
+
+logger = logging.getLogger(__name__)
+
+DEEPINFRA_EMBEDDINGS_URL = "https://api.deepinfra.com/v1/openai/embeddings"
+DEEPINFRA_RERANK_URL = "https://api.deepinfra.com/v1/inference/Qwen/Qwen3-Reranker-8B"
+DEEPINFRA_CHAT_URL = "https://api.deepinfra.com/v1/openai/chat/completions"
+FIREWORKS_EMBEDDINGS_URL = "https://api.fireworks.ai/inference/v1/embeddings"
+FIREWORKS_RERANK_URL = "https://api.fireworks.ai/inference/v1/rerank"
+
+#: The secret settings, by environment name. Each may instead be given as ``<NAME>_PARAM`` (an SSM name).
+SECRET_NAMES: tuple[str, ...] = (
+    "QDRANT_API_KEY",
+    "EMBEDDING_API_KEY",
+    "EMBEDDING_FALLBACK_API_KEY",
+    "RERANKER_API_KEY",
+    "RERANKER_FALLBACK_API_KEY",
+    "EXPANSION_API_KEY",
+    "SLACK_SIGNING_SECRET",
+)
+
+
+def running_in_lambda() -> bool:
+    """True inside a real Lambda execution environment (not ``kbsearch invoke`` / ``sam local``)."""
+    return bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME")) and os.environ.get("AWS_SAM_LOCAL") != "true"
+
+
+class Settings(BaseSettings):
+    """Every setting kb-search reads. Field ``foo_bar`` is the environment variable ``FOO_BAR``."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False, frozen=True
+    )
+
+    # Qdrant: Cloud when QDRANT_URL is set, else the embedded store at QDRANT_PATH.
+    qdrant_url: str = ""
+    qdrant_path: str = ".kbsearch/qdrant"
+    qdrant_collection: str = "kb"
+    qdrant_timeout_s: float = Field(default=10.0, gt=0)
+
+    # Embeddings (OpenAI-compatible). Qwen3-Embedding-8B on DeepInfra, Fireworks as the fallback.
+    embedding_url: str = DEEPINFRA_EMBEDDINGS_URL
+    embedding_model: str = "Qwen/Qwen3-Embedding-8B"
+    embedding_fallback_url: str = FIREWORKS_EMBEDDINGS_URL
+    embedding_fallback_model: str = "fireworks/qwen3-embedding-8b"
+    embedding_dimensions: int = Field(default=1024, ge=32, le=4096)
+
+    # Reranker: DeepInfra native inference API, Fireworks /v1/rerank as the fallback.
+    reranker_url: str = DEEPINFRA_RERANK_URL
+    reranker_model: str = "Qwen/Qwen3-Reranker-8B"
+    reranker_fallback_url: str = FIREWORKS_RERANK_URL
+    reranker_fallback_model: str = "accounts/fireworks/models/qwen3-reranker-8b"
+
+    # Query expansion: an OpenAI-compatible chat model (used only when EXPANSION_API_KEY is set).
+    expansion_url: str = DEEPINFRA_CHAT_URL
+    expansion_model: str = "Qwen/Qwen3-32B"
+
+    # The knowledge base: a folder or s3://bucket/prefix.
+    kb_source: str = ""
+
+    # Secrets given directly (local runs). In Lambda only the *_PARAM names are set.
+    qdrant_api_key: SecretStr | None = None
+    embedding_api_key: SecretStr | None = None
+    embedding_fallback_api_key: SecretStr | None = None
+    reranker_api_key: SecretStr | None = None
+    reranker_fallback_api_key: SecretStr | None = None
+    expansion_api_key: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
+
+    # SSM parameter names of the secrets.
+    qdrant_api_key_param: str = ""
+    embedding_api_key_param: str = ""
+    embedding_fallback_api_key_param: str = ""
+    reranker_api_key_param: str = ""
+    reranker_fallback_api_key_param: str = ""
+    expansion_api_key_param: str = ""
+    slack_signing_secret_param: str = ""
+    secrets_ttl_s: int = Field(default=300, ge=0)
+
+    @property
+    def store_kind(self) -> str:
+        """``cloud`` when a Qdrant URL is configured, ``embedded`` otherwise."""
+        return "cloud" if self.qdrant_url else "embedded"
+
+    def secret_param(self, name: str) -> str:
+        return str(getattr(self, f"{name.lower()}_param"))
+
+    def plain_secret(self, name: str) -> str | None:
+        value: SecretStr | None = getattr(self, name.lower())
+        if value is None or not value.get_secret_value():
+            return None
+        return value.get_secret_value()
+
+    def require(self, *names: str) -> None:
+        """Raise :class:`ConfigError` naming the first setting in ``names`` that is empty."""
+        for name in names:
+            value = getattr(self, name.lower())
+            if value in (None, ""):
+                raise ConfigError(f"missing required setting {name}: set the environment variable {name}")
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the settings from the environment; a bad or missing value stops with one clear message.
+
+    In a real Lambda, ``QDRANT_URL`` is required: the embedded store is for laptops and CI only.
+    """
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = str(err["loc"][0]).upper() if err.get("loc") else "?"
+        raise ConfigError(f"invalid setting {name}: {err['msg']}") from None
+    if running_in_lambda():
+        settings.require("QDRANT_URL")
+    return settings
+
+
+class Secrets:
+    """Resolves secret settings; SSM values are fetched in one batched call and cached for ``secrets_ttl_s``.
+
+    ``get(name)`` returns ``None`` for a secret that is not configured (the feature that needs it is then off).
+    ``refresh()`` drops the cache so the next ``get`` refetches: providers call it once after a 401.
+    Values never appear in ``repr``, logs or exceptions.
+    """
+
+    def __init__(self, settings: Settings, ssm: SSMProvider | None = None) -> None:
+        self._settings = settings
+        self._ssm = ssm
+        self._lock = threading.Lock()
+        self._warned: set[str] = set()
+
+    def __repr__(self) -> str:
+        return f"Secrets(configured={sorted(self.configured())})"
+
+    def configured(self) -> set[str]:
+        """Names of the secrets that have a value or an SSM parameter name (without fetching anything)."""
+        s = self._settings
+        return {n for n in SECRET_NAMES if s.plain_secret(n) is not None or s.secret_param(n)}
+
+    def _ssm_names(self) -> dict[str, str]:
+        s = self._settings
+        return {n: s.secret_param(n) for n in SECRET_NAMES if s.plain_secret(n) is None and s.secret_param(n)}
+
+    def _provider(self) -> SSMProvider:
+        if self._ssm is None:
+            from aws_lambda_powertools.utilities.parameters.ssm import SSMProvider
+
+            self._ssm = SSMProvider()
+        return self._ssm
+
+    def get(self, name: str) -> str | None:
+        if name not in SECRET_NAMES:
+            raise KeyError(f"unknown secret {name}")
+        plain = self._settings.plain_secret(name)
+        if plain is not None:
+            return plain
+        param = self._settings.secret_param(name)
+        if not param:
+            return None
+        values = self._fetch()
+        return values.get(param)
+
+    def _fetch(self) -> dict[str, str]:
+        wanted = sorted(set(self._ssm_names().values()))
+        with self._lock:
+            try:
+                raw = self._provider().get_parameters_by_name(
+                    {p: {} for p in wanted},
+                    decrypt=True,
+                    max_age=self._settings.secrets_ttl_s,
+                    raise_on_error=False,
+                )
+            except Exception as exc:
+                # botocore messages name the parameter or the credential problem, never a value.
+                raise ConfigError(
+                    f"cannot read secrets from SSM Parameter Store ({type(exc).__name__}): {exc}"
+                ) from None
+        missing = [str(p) for p in raw.get("_errors", [])]  # type: ignore[union-attr]
+        for param in missing:
+            if param not in self._warned:
+                self._warned.add(param)
+                logger.warning("SSM parameter %s not found: the secret it names is treated as unset", param)
+        return {k: str(v) for k, v in raw.items() if k != "_errors"}
+
+    def refresh(self) -> None:
+        """Forget cached SSM values (after a provider answered 401: the key may have been rotated)."""
+        if self._ssm is not None:
+            with self._lock:
+                self._ssm.clear_cache()

@@ -1,0 +1,15 @@
+"""Exceptions shared by the kbsearch parts. Messages are safe to show: they never carry a secret value."""
+
+from __future__ import annotations
+
+
+class KbSearchError(Exception):
+    """Base class of kb-search's own errors."""
+
+
+class ConfigError(KbSearchError):
+    """A setting is missing or invalid; the message names it."""
+
+
+class TemplateError(KbSearchError):
+    """template.yaml cannot be read, or does not define what was asked for."""
