@@ -41,9 +41,7 @@ def _parameter_overrides(items: Sequence[str] | None) -> dict[str, str]:
 
 def _template_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--template", "-t", help="SAM template (default: template.yaml here or above)")
-    p.add_argument(
-        "--parameter-overrides", nargs="+", metavar="NAME=VALUE", help="template parameter values"
-    )
+    p.add_argument("--parameter-overrides", nargs="+", metavar="NAME=VALUE", help="template parameter values")
     p.add_argument("--env-vars", "-n", help='JSON file in SAM\'s format: {"Parameters": {...}, "<Fn>": {...}}')
     p.add_argument(
         "--use-ssm",
@@ -99,8 +97,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for logical_id in sorted({r.function_id for r in api.routes}):
         api.function(logical_id)  # import now: a configuration error stops start-up, not the first request
     server = make_server(api, args.host, args.port)
-    host, port = server.server_address[:2]
-    base = f"http://{host}:{port}"
+    port = server.server_address[1]
+    base = f"http://{args.host}:{port}"
     print(f"kbsearch serve: {template.path.name} on {base}", flush=True)
     for route in api.routes:
         key = " (API key)" if route.api_key_required and api.api_keys else ""

@@ -137,6 +137,12 @@ def load_settings(**overrides: Any) -> Settings:
     return settings
 
 
+def _quiet_logger(name: str) -> None:
+    log = logging.getLogger(name)
+    if log.getEffectiveLevel() < logging.WARNING:
+        log.setLevel(logging.WARNING)
+
+
 class Secrets:
     """Resolves secret settings; SSM values are fetched in one batched call and cached for ``secrets_ttl_s``.
 
@@ -164,6 +170,8 @@ class Secrets:
         return {n: s.secret_param(n) for n in SECRET_NAMES if s.plain_secret(n) is None and s.secret_param(n)}
 
     def _provider(self) -> SSMProvider:
+        # botocore logs response bodies (parameter values) at DEBUG: never let that through.
+        _quiet_logger("botocore")
         if self._ssm is None:
             from aws_lambda_powertools.utilities.parameters.ssm import SSMProvider
 
@@ -197,7 +205,7 @@ class Secrets:
                 raise ConfigError(
                     f"cannot read secrets from SSM Parameter Store ({type(exc).__name__}): {exc}"
                 ) from None
-        missing = [str(p) for p in raw.get("_errors", [])]  # type: ignore[union-attr]
+        missing = [str(p) for p in raw.get("_errors", [])]
         for param in missing:
             if param not in self._warned:
                 self._warned.add(param)

@@ -114,7 +114,7 @@ def load_handler(spec: FunctionSpec) -> Handler:
     handler = getattr(module, spec.handler_name, None)
     if not callable(handler):
         raise TemplateError(f"{spec.logical_id}: {path.name} has no callable {spec.handler_name!r}")
-    return handler  # type: ignore[no-any-return]
+    return handler
 
 
 def _import(module_name: str, path: Path, code_uri: Path) -> ModuleType:

@@ -46,11 +46,30 @@ def _construct(tag: str, node: yaml.Node, loader: _CfnLoader) -> dict[str, Any]:
 
 
 for _tag in (
-    "Ref", "Condition", "Sub", "GetAtt", "If", "Equals", "Join", "Select", "Split", "FindInMap", "Not",
-    "And", "Or", "ImportValue", "Base64", "Cidr", "GetAZs", "Transform", "Length", "ToJsonString",
+    "Ref",
+    "Condition",
+    "Sub",
+    "GetAtt",
+    "If",
+    "Equals",
+    "Join",
+    "Select",
+    "Split",
+    "FindInMap",
+    "Not",
+    "And",
+    "Or",
+    "ImportValue",
+    "Base64",
+    "Cidr",
+    "GetAZs",
+    "Transform",
+    "Length",
+    "ToJsonString",
 ):
     _CfnLoader.add_constructor(
-        f"!{_tag}", lambda loader, node, t=_tag: _construct(t, node, loader)  # type: ignore[misc]
+        f"!{_tag}",
+        lambda loader, node, t=_tag: _construct(t, node, loader),  # type: ignore[misc]
     )
 
 
@@ -176,7 +195,7 @@ class Template:
 
         return re.sub(r"\$\{([^}]+)\}", repl, text)
 
-    def resolve(self, value: Any) -> Any:  # noqa: PLR0911 - one branch per intrinsic
+    def resolve(self, value: Any) -> Any:
         if isinstance(value, list):
             return [self.resolve(v) for v in value]
         if not isinstance(value, dict):
@@ -221,7 +240,8 @@ class Template:
 
     def function_ids(self) -> list[str]:
         return [
-            k for k, v in self.data["Resources"].items()
+            k
+            for k, v in self.data["Resources"].items()
             if isinstance(v, dict) and v.get("Type") == "AWS::Serverless::Function"
         ]
 

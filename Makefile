@@ -1,0 +1,61 @@
+# kb-search developer tasks. Everything installs into .venv (and .venv-sam for the SAM CLI) on first use.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+SAMENV := .venv-sam
+SAM    := $(SAMENV)/bin/sam
+HOST   ?= 127.0.0.1
+PORT   ?= 3000
+STAGE  ?= dev
+# sam build needs the Lambda runtime's Python (3.13) on PATH; pyenv provides it here.
+SAM_PY ?= 3.13.0
+export SAM_CLI_TELEMETRY = 0
+
+.PHONY: install run serve index test lint format unit build deploy clean
+
+$(STAMP): pyproject.toml layers/kbsearch/requirements.txt requirements-local.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install kbsearch with its dev tools
+
+index: $(STAMP) ## index sample-kb/ into the embedded store (.kbsearch/qdrant)
+	$(BIN)/kbsearch index sample-kb
+
+run: index ## index sample-kb/, then serve the API on http://$(HOST):$(PORT)
+	@echo "try: curl -s 'http://$(HOST):$(PORT)/search?q=qdrant+snapshot' | python3 -m json.tool"
+	$(BIN)/kbsearch serve --host $(HOST) --port $(PORT)
+
+serve: $(STAMP) ## serve the API without indexing first
+	$(BIN)/kbsearch serve --host $(HOST) --port $(PORT)
+
+lint: $(STAMP) ## ruff, mypy, cfn-lint
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/cfn-lint template.yaml
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+unit: $(STAMP) ## tests only
+	$(BIN)/python -m pytest -q
+
+test: lint unit ## lint + the whole test suite (offline)
+
+$(SAM):
+	$(PYTHON) -m venv $(SAMENV)
+	$(SAMENV)/bin/python -m pip install -q --upgrade pip aws-sam-cli
+
+build: $(SAM) ## sam build (python3.13, arm64, no container)
+	PYENV_VERSION=$(SAM_PY) $(SAM) build
+
+deploy: build ## sam deploy to STAGE (samconfig.toml)
+	$(SAM) deploy --config-env $(STAGE)
+
+clean:
+	rm -rf .aws-sam .kbsearch .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,170 @@
+"""`kbsearch invoke` and `kbsearch serve` as a user runs them: real processes, real HTTP on loopback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import KBSEARCH_CMD, ROOT, subprocess_env
+
+EVENTS = ROOT / "events"
+
+
+def invoke(function: str, event: Path, *extra: str, **env: str) -> tuple[int, Any, str]:
+    proc = subprocess.run(
+        [*KBSEARCH_CMD, "invoke", function, "--event", str(event), *extra],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=subprocess_env(**env),
+        timeout=120,
+        check=False,
+    )
+    out = json.loads(proc.stdout) if proc.stdout.strip() else None
+    return proc.returncode, out, proc.stderr
+
+
+def test_invoke_health_prints_a_200() -> None:
+    rc, result, _ = invoke("SearchFunction", EVENTS / "health.json")
+    assert rc == 0
+    assert result["statusCode"] == 200
+    body = json.loads(result["body"])
+    assert body == {"status": "ok", "version": body["version"], "collection": "kb", "store": "embedded"}
+
+
+def test_invoke_uses_template_env_and_shell_overrides() -> None:
+    rc, result, _ = invoke("SearchFunction", EVENTS / "health.json", QDRANT_COLLECTION="from-shell")
+    assert rc == 0 and json.loads(result["body"])["collection"] == "from-shell"
+
+
+def test_invoke_env_vars_file_wins(tmp_path: Path) -> None:
+    env_file = tmp_path / "env.json"
+    env_file.write_text(
+        json.dumps({"Parameters": {"QDRANT_COLLECTION": "p"}, "SearchFunction": {"QDRANT_URL": "https://q"}})
+    )
+    rc, result, _ = invoke("SearchFunction", EVENTS / "health.json", "--env-vars", str(env_file), QDRANT_COLLECTION="s")
+    body = json.loads(result["body"])
+    assert rc == 0 and body["collection"] == "p" and body["store"] == "cloud"
+
+
+def test_invoke_parameter_overrides() -> None:
+    rc, result, _ = invoke("SearchFunction", EVENTS / "health.json", "--parameter-overrides", "QdrantCollection=over")
+    assert rc == 0 and json.loads(result["body"])["collection"] == "over"
+
+
+@pytest.mark.parametrize(
+    ("event", "status"),
+    [
+        ("search.json", 501),
+        ("search_get.json", 501),
+        ("search_bad_request.json", 501),
+        ("slack_command.json", 501),
+        ("mcp_tools_list.json", 501),
+    ],
+)
+def test_invoke_every_api_event(event: str, status: int) -> None:
+    rc, result, _ = invoke("SearchFunction", EVENTS / event)
+    assert rc == 0
+    assert result["statusCode"] == status
+    assert "Traceback" not in result["body"]
+    json.loads(result["body"])
+
+
+def test_invoke_errors_are_clear() -> None:
+    proc = subprocess.run(
+        [*KBSEARCH_CMD, "invoke", "NoSuchFunction", "--event", str(EVENTS / "health.json")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=subprocess_env(),
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "no function 'NoSuchFunction'" in proc.stderr and "SearchFunction" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_invoke_missing_event_file_is_clear() -> None:
+    rc, _, err = invoke("SearchFunction", Path("/nonexistent/event.json"))
+    assert rc == 2 and "cannot read event file" in err and "Traceback" not in err
+
+
+def test_health_path_imports_nothing_heavy() -> None:
+    """A fresh interpreter answers /health through the real handler without the heavy modules."""
+    code = f"""
+import json, sys
+from kbsearch.local.template import Template
+from kbsearch.local.runtime import LocalFunction, function_environment
+import os
+t = Template({str(ROOT / "template.yaml")!r})
+spec = t.function("SearchFunction")
+fn = LocalFunction(spec, t.region, function_environment(spec, t.region, os.environ))
+event = json.load(open({str(EVENTS / "health.json")!r}))
+result = fn.invoke(event)
+heavy = [m for m in ("qdrant_client", "numpy", "boto3", "aws_xray_sdk", "grpc", "botocore.session", "httpx")
+         if m in sys.modules]
+print(json.dumps({{"status": result["statusCode"], "heavy": heavy}}))
+"""
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=subprocess_env(), check=True
+    )
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out == {"status": 200, "heavy": []}
+
+
+@pytest.fixture
+def served(request: pytest.FixtureRequest) -> Iterator[str]:
+    env = getattr(request, "param", {})
+    proc = subprocess.Popen(
+        [*KBSEARCH_CMD, "serve", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env=subprocess_env(**env),
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        assert "http://127.0.0.1:" in first, first + (
+            proc.stderr.read() if proc.stderr and proc.poll() is not None else ""
+        )
+        base = first.split(" on ")[1].strip()
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_serve_answers_health_over_http(served: str) -> None:
+    t0 = time.monotonic()
+    r = httpx.get(f"{served}/health", timeout=10)
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("application/json")
+    assert r.json()["status"] == "ok"
+    assert time.monotonic() - t0 < 10
+    # API Gateway's answers for routes that do not exist
+    r = httpx.get(f"{served}/nope", timeout=10)
+    assert r.status_code == 403 and r.json() == {"message": "Missing Authentication Token"}
+    r = httpx.post(f"{served}/search", json={"query": "x"}, timeout=10)
+    assert r.status_code == 501  # no keys configured: the route is open locally
+
+
+@pytest.mark.parametrize("served", [{"KB_LOCAL_API_KEYS": "k1,k2"}], indirect=True)
+def test_serve_honours_api_keys(served: str) -> None:
+    assert httpx.post(f"{served}/search", json={"query": "x"}, timeout=10).status_code == 403
+    assert (
+        httpx.post(f"{served}/search", json={"query": "x"}, headers={"x-api-key": "bad"}, timeout=10).status_code == 403
+    )
+    assert (
+        httpx.post(f"{served}/search", json={"query": "x"}, headers={"x-api-key": "k2"}, timeout=10).status_code == 501
+    )
+    assert httpx.get(f"{served}/health", timeout=10).status_code == 200  # no key on health
