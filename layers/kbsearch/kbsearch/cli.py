@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -113,10 +114,82 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+class _ProgressBar:
+    """A one-line progress bar on stderr when it is a terminal; silent otherwise."""
+
+    def __init__(self) -> None:
+        self.enabled = sys.stderr.isatty()
+        self.started = time.monotonic()
+
+    def __call__(self, done: int, total: int, path: str) -> None:
+        if not self.enabled or total == 0:
+            return
+        width = 30
+        filled = int(width * done / total)
+        elapsed = time.monotonic() - self.started
+        eta = elapsed / done * (total - done) if done else 0.0
+        name = path if len(path) <= 40 else "…" + path[-39:]
+        sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} eta {eta:4.0f}s {name:<40}")
+        if done == total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def _print_sync_summary(report: dict[str, Any]) -> None:
+    state = "INCOMPLETE" if report["incomplete"] else "done"
+    mode = "dense + BM25" if report["dense"] else "BM25 only (no EMBEDDING_API_KEY)"
+    print(
+        f"sync {state}: {report['source']} → collection {report['collection']!r} [{mode}] in {report['duration_ms']} ms"
+    )
+    print(
+        f"  notes: {report['notes_listed']} listed, {report['added']} added, {report['updated']} updated, "
+        f"{report['deleted']} deleted, {report['unchanged']} unchanged, {len(report['skipped'])} skipped; "
+        f"{report['attachments_ignored']} attachments ignored"
+    )
+    print(
+        f"  chunks: {report['chunks_upserted']} upserted, {report['chunks_deleted']} deleted; "
+        f"embedding: {report['embedding_calls']} calls, {report['embedding_tokens']} tokens"
+        + (f", {report['embedding_fallbacks']} via fallback" if report["embedding_fallbacks"] else "")
+    )
+    for item in report["skipped"]:
+        print(f"  skipped {item['path']}: {item['reason']}")
+    if report["deletion_blocked"]:
+        print(f"  deletions blocked: {report['deletion_blocked']}")
+    if report["remaining"]:
+        print(f"  {report['remaining']} notes left for the next run")
+    if report["error"]:
+        print(f"  error: {report['error']}")
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from kbsearch.config import Secrets, load_settings
+    from kbsearch.indexer import run_sync
+
+    settings = load_settings()
+    source = args.source or settings.kb_source
+    if not source:
+        raise KbSearchError("no KB source: pass a folder or s3://bucket/prefix, or set KB_SOURCE")
+    progress = None if args.json else _ProgressBar()
+    report = run_sync(
+        settings,
+        Secrets(settings),
+        source_uri=source,
+        full=args.full,
+        allow_mass_delete=args.allow_mass_delete,
+        progress=progress,
+    ).to_dict()
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False, indent=2))
+    else:
+        _print_sync_summary(report)
+    return 1 if report["error"] else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kbsearch",
-        description="kb-search: serve and invoke the SAM functions locally (no Docker, no AWS needed).",
+        description="kb-search: index a markdown KB and serve/invoke the SAM functions locally "
+        "(no Docker, no AWS needed).",
     )
     parser.add_argument("--version", action="version", version=f"kbsearch {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
@@ -143,6 +216,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--event", "-e", required=True, help="event JSON file ('-' for stdin)")
     _template_args(p)
     p.set_defaults(func=cmd_invoke)
+
+    p = sub.add_parser(
+        "index",
+        help="sync a KB folder or s3://bucket/prefix into the index (what the scheduled indexer does)",
+        description="Incremental sync: new and changed notes are (re)indexed, deleted notes removed, unchanged "
+        "notes cost nothing. Uses Qdrant Cloud when QDRANT_URL is set, else the embedded store at QDRANT_PATH; "
+        "dense vectors when EMBEDDING_API_KEY is set, else BM25 only.",
+    )
+    p.add_argument("source", nargs="?", help="folder or s3://bucket/prefix (default: KB_SOURCE)")
+    p.add_argument("--full", action="store_true", help="re-embed every note, changed or not")
+    p.add_argument(
+        "--allow-mass-delete",
+        action="store_true",
+        help="delete even when more than MAX_DELETE_RATIO (default 50%%) of the indexed notes are gone",
+    )
+    p.add_argument("--json", action="store_true", help="print the JSON report instead of a summary")
+    p.set_defaults(func=cmd_index)
     return parser
 
 

@@ -66,6 +66,13 @@ class Settings(BaseSettings):
     embedding_fallback_url: str = FIREWORKS_EMBEDDINGS_URL
     embedding_fallback_model: str = "fireworks/qwen3-embedding-8b"
     embedding_dimensions: int = Field(default=1024, ge=32, le=4096)
+    embedding_provider: str = "deepinfra"  # names reported in results and metrics
+    embedding_fallback_provider: str = "fireworks"
+    embedding_batch_size: int = Field(default=32, ge=1, le=2048)
+    embedding_batch_tokens: int = Field(default=16_000, ge=256)
+    embedding_concurrency: int = Field(default=4, ge=1, le=64)
+    embedding_timeout_s: float = Field(default=30.0, gt=0)
+    provider_retries: int = Field(default=3, ge=0, le=10)
 
     # Reranker: DeepInfra native inference API, Fireworks /v1/rerank as the fallback.
     reranker_url: str = DEEPINFRA_RERANK_URL
@@ -79,6 +86,13 @@ class Settings(BaseSettings):
 
     # The knowledge base: a folder or s3://bucket/prefix.
     kb_source: str = ""
+
+    # Indexer.
+    chunk_max_tokens: int = Field(default=400, ge=64, le=8000)
+    chunk_overlap_tokens: int = Field(default=40, ge=0, le=1000)
+    max_note_bytes: int = Field(default=1024 * 1024, ge=1024)
+    max_delete_ratio: float = Field(default=0.5, ge=0.0, le=1.0)
+    deadline_margin_s: float = Field(default=60.0, ge=0.0)
 
     # Secrets given directly (local runs). In Lambda only the *_PARAM names are set.
     qdrant_api_key: SecretStr | None = None

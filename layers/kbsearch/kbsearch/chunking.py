@@ -1,0 +1,159 @@
+"""Note sections → chunks: one per section, split with a small overlap when a section is over the token budget.
+
+Code fences are kept whole unless a single fence alone is over the budget. The text that gets embedded is the
+heading path ("Title > Section > Subsection"), the note's summary on the first chunk, and the chunk text.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from kbsearch.notes import Note
+
+DEFAULT_MAX_TOKENS = 400
+DEFAULT_OVERLAP_TOKENS = 40
+_SENTENCE = re.compile(r"(?<=[.!?…])\s+")
+_FENCE = re.compile(r"^[ \t]{0,3}(`{3,}|~{3,})")
+
+
+def estimate_tokens(text: str) -> int:
+    """A conservative token estimate without a tokenizer: UTF-8 bytes / 4 (≈ 4 Latin or 2 Cyrillic chars)."""
+    return max(1, (len(text.encode("utf-8")) + 3) // 4)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    index: int
+    heading: str  # the heading path, "Title > Section > Subsection"
+    text: str  # what a reader sees: the chunk of the section
+    embed_text: str  # what is embedded and BM25-indexed
+
+
+def _blocks(text: str) -> list[tuple[str, bool]]:
+    """Paragraphs separated by blank lines, code fences as single blocks: (text, is_code)."""
+    blocks: list[tuple[str, bool]] = []
+    current: list[str] = []
+    fence: str | None = None
+    for line in text.split("\n"):
+        m = _FENCE.match(line)
+        if fence is None and m:
+            if current:
+                blocks.append(("\n".join(current), False))
+                current = []
+            fence = m.group(1)
+            current.append(line)
+            continue
+        if fence is not None:
+            current.append(line)
+            closing = line.strip()
+            if closing and set(closing) == {fence[0]} and len(closing) >= len(fence):
+                blocks.append(("\n".join(current), True))
+                current, fence = [], None
+            continue
+        if not line.strip():
+            if current:
+                blocks.append(("\n".join(current), False))
+                current = []
+            continue
+        current.append(line)
+    if current:
+        blocks.append(("\n".join(current), fence is not None))
+    return blocks
+
+
+def _split_oversized(block: str, is_code: bool, max_tokens: int) -> list[str]:
+    """One block over the budget → pieces under it: lines for code, sentences then words for prose."""
+    units = block.split("\n") if is_code else [s for s in _SENTENCE.split(block) if s]
+    pieces: list[str] = []
+    current: list[str] = []
+    joiner = "\n" if is_code else " "
+    for unit in units:
+        if estimate_tokens(unit) > max_tokens:
+            words = unit.split(" ")
+            unit_parts: list[str] = []
+            part: list[str] = []
+            for word in words:
+                if part and estimate_tokens(" ".join([*part, word])) > max_tokens:
+                    unit_parts.append(" ".join(part))
+                    part = []
+                rest = word
+                while estimate_tokens(rest) > max_tokens:  # one enormous "word" (base64, a minified line)
+                    cut = max_tokens * 2
+                    unit_parts.append(rest[:cut])
+                    rest = rest[cut:]
+                part.append(rest)
+            if part:
+                unit_parts.append(" ".join(part))
+        else:
+            unit_parts = [unit]
+        for piece in unit_parts:
+            if current and estimate_tokens(joiner.join([*current, piece])) > max_tokens:
+                pieces.append(joiner.join(current))
+                current = []
+            current.append(piece)
+    if current:
+        pieces.append(joiner.join(current))
+    return pieces
+
+
+def _tail(text: str, tokens: int) -> str:
+    """The last words of ``text`` worth about ``tokens`` tokens (the overlap carried into the next chunk)."""
+    if tokens <= 0:
+        return ""
+    words = text.split()
+    out: list[str] = []
+    for word in reversed(words):
+        if estimate_tokens(" ".join([word, *out])) > tokens:
+            break
+        out.insert(0, word)
+    return " ".join(out)
+
+
+def split_section(
+    text: str, max_tokens: int = DEFAULT_MAX_TOKENS, overlap_tokens: int = DEFAULT_OVERLAP_TOKENS
+) -> list[str]:
+    if estimate_tokens(text) <= max_tokens:
+        return [text]
+    units: list[tuple[str, bool]] = []
+    for block, is_code in _blocks(text):
+        if estimate_tokens(block) > max_tokens:
+            units.extend((piece, is_code) for piece in _split_oversized(block, is_code, max_tokens))
+        else:
+            units.append((block, is_code))
+    chunks: list[str] = []
+    current: list[str] = []
+    last_code = False
+    for block, is_code in units:
+        if current and estimate_tokens("\n\n".join([*current, block])) > max_tokens:
+            chunks.append("\n\n".join(current))
+            overlap = "" if (last_code or is_code) else _tail(current[-1], overlap_tokens)
+            current = (
+                [f"… {overlap}"] if overlap and estimate_tokens(overlap) + estimate_tokens(block) < max_tokens else []
+            )
+        current.append(block)
+        last_code = is_code
+    if current:
+        chunks.append("\n\n".join(current))
+    return chunks
+
+
+def chunk_note(
+    note: Note, max_tokens: int = DEFAULT_MAX_TOKENS, overlap_tokens: int = DEFAULT_OVERLAP_TOKENS
+) -> list[Chunk]:
+    """Every note yields at least one chunk (its title and summary), so it can be found by title."""
+    pieces: list[tuple[str, str]] = []
+    for section in note.sections:
+        heading = " > ".join((note.title, *section.headings))
+        pieces.extend((heading, text) for text in split_section(section.text, max_tokens, overlap_tokens))
+    if not pieces:
+        pieces.append((note.title, note.summary or ""))
+    chunks = []
+    for index, (heading, text) in enumerate(pieces):
+        parts = [heading]
+        if index == 0 and note.summary and note.summary != text:
+            parts.append(note.summary)
+        if text:
+            parts.append(text)
+        chunks.append(Chunk(index=index, heading=heading, text=text, embed_text="\n\n".join(parts)))
+    return chunks

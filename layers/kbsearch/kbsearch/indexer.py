@@ -1,0 +1,339 @@
+"""The sync: list the KB, diff it against what the index holds, (re)index what changed, remove what is gone.
+
+Guarantees:
+- unchanged notes (same etag, a complete set of chunks) are neither downloaded nor embedded;
+- per note, the new chunks are upserted first and the old version's extra chunks deleted after, so the note is
+  never missing from search; a crash anywhere leaves a state the next run repairs (a half-written note has no
+  complete set of chunks for its etag, so it is redone);
+- a failed listing deletes nothing; a run that would delete more than ``max_delete_ratio`` of the indexed notes
+  deletes nothing unless allowed;
+- a bad note is skipped with a reason, and its last good version stays indexed;
+- the run stops before its deadline and says ``incomplete``; the next run carries on.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from kbsearch.chunking import Chunk, chunk_note
+from kbsearch.config import Secrets, Settings
+from kbsearch.lexical import document_vector
+from kbsearch.notes import Note, NoteError, parse_note
+from kbsearch.providers.embeddings import Embedder, EmbeddingStats
+from kbsearch.providers.http import Deadline, ProviderError
+from kbsearch.sources import Source, SourceError, SourceObject, open_source
+from kbsearch.store import ChunkPoint, NoteState, Store
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass
+class SyncReport:
+    source: str
+    collection: str
+    dense: bool
+    full: bool = False
+    notes_listed: int = 0
+    added: int = 0
+    updated: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+    repaired: int = 0
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    attachments_ignored: int = 0
+    chunks_upserted: int = 0
+    chunks_deleted: int = 0
+    embedding_calls: int = 0
+    embedding_tokens: int = 0
+    embedding_fallbacks: int = 0
+    duration_ms: int = 0
+    incomplete: bool = False
+    remaining: int = 0
+    deletion_blocked: str | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class _Parsed:
+    obj: SourceObject
+    kind: str  # added | updated
+    note: Note
+    chunks: list[Chunk]
+
+
+@dataclass
+class SyncOptions:
+    full: bool = False
+    allow_mass_delete: bool = False
+    max_delete_ratio: float = 0.5
+    max_note_bytes: int = 1024 * 1024
+    chunk_max_tokens: int = 400
+    chunk_overlap_tokens: int = 40
+    window_chunks: int = 128  # chunks parsed ahead and embedded together (batch size x concurrency)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> SyncOptions:
+        options = cls(
+            max_delete_ratio=settings.max_delete_ratio,
+            max_note_bytes=settings.max_note_bytes,
+            chunk_max_tokens=settings.chunk_max_tokens,
+            chunk_overlap_tokens=settings.chunk_overlap_tokens,
+            window_chunks=settings.embedding_batch_size * settings.embedding_concurrency,
+        )
+        for key, value in overrides.items():
+            setattr(options, key, value)
+        return options
+
+
+class Indexer:
+    def __init__(
+        self,
+        source: Source,
+        store: Store,
+        embedder: Embedder | None,
+        options: SyncOptions | None = None,
+        progress: Progress | None = None,
+    ) -> None:
+        self.source = source
+        self.store = store
+        self.embedder = embedder
+        self.options = options or SyncOptions()
+        self.progress = progress
+
+    def sync(self, stop_at: Deadline | None = None, call_deadline: Deadline | None = None) -> SyncReport:
+        """One sync run. ``stop_at``: no new work starts after it; ``call_deadline`` bounds provider calls."""
+        started = time.monotonic()
+        report = SyncReport(
+            source=self.source.uri, collection=self.store.collection, dense=self.embedder is not None,
+            full=self.options.full,
+        )  # fmt: skip
+        try:
+            self._sync(report, stop_at or Deadline(), call_deadline)
+        finally:
+            report.duration_ms = int((time.monotonic() - started) * 1000)
+        return report
+
+    def _sync(self, report: SyncReport, stop_at: Deadline, call_deadline: Deadline | None) -> None:
+        self.store.ensure_collection()
+        try:
+            listing = list(self.source.list())
+        except SourceError as exc:
+            report.error = str(exc)
+            report.incomplete = True
+            logger.error("listing failed; nothing changed", extra={"error": str(exc)})
+            return
+        notes = {o.path: o for o in listing if o.is_note}
+        report.notes_listed = len(notes)
+        report.attachments_ignored = len(listing) - len(notes)
+        state = self.store.indexed_state()
+
+        self._delete_missing(report, state, notes)
+
+        work: list[tuple[SourceObject, str]] = []
+        for path in sorted(notes):
+            obj = notes[path]
+            kind = self._classify(obj, state.get(path))
+            if kind == "unchanged":
+                report.unchanged += 1
+            elif kind == "repair":
+                st = state[path]
+                complete = st.complete_etag()
+                n = len(st.chunks[complete]) if complete is not None else 0
+                leftover = {i for idx in st.chunks.values() for i in idx if i >= n}
+                self.store.delete_leftovers(path, n)
+                report.chunks_deleted += len(leftover)
+                report.repaired += 1
+                report.unchanged += 1
+            else:
+                work.append((obj, kind))
+        self._index(report, work, state, stop_at, call_deadline)
+
+    def _classify(self, obj: SourceObject, st: NoteState | None) -> str:
+        if st is None:
+            return "added"
+        if self.options.full or st.complete_etag() != obj.etag:
+            return "updated"
+        if self.embedder is not None and not st.dense:
+            return "updated"  # indexed before a key was configured: embed it now
+        if st.has_orphans():
+            return "repair"
+        return "unchanged"
+
+    def _delete_missing(self, report: SyncReport, state: dict[str, NoteState], notes: dict[str, SourceObject]) -> None:
+        gone = sorted(p for p in state if p not in notes)
+        if not gone:
+            return
+        share = len(gone) / max(1, len(state))
+        if share > self.options.max_delete_ratio and not self.options.allow_mass_delete:
+            report.deletion_blocked = (
+                f"would delete {len(gone)} of {len(state)} indexed notes ({share:.0%} > "
+                f"{self.options.max_delete_ratio:.0%}); nothing deleted. If that is intended, rerun with "
+                '--allow-mass-delete (or {"allow_mass_delete": true} in the event)'
+            )
+            logger.warning("mass delete blocked", extra={"would_delete": len(gone), "indexed": len(state)})
+            return
+        for path in gone:
+            self.store.delete_note(path)
+            report.deleted += 1
+            report.chunks_deleted += state[path].points
+
+    def _skip(self, report: SyncReport, path: str, reason: str) -> None:
+        report.skipped.append({"path": path, "reason": reason})
+        logger.warning("note skipped", extra={"path": path, "reason": reason})
+
+    def _parse(self, report: SyncReport, obj: SourceObject, kind: str) -> _Parsed | None:
+        if obj.size > self.options.max_note_bytes:
+            self._skip(report, obj.path, f"too large: {obj.size} bytes (limit {self.options.max_note_bytes})")
+            return None
+        try:
+            raw = self.source.read(obj)
+            note = parse_note(obj.path, raw, self.options.max_note_bytes)
+        except SourceError as exc:
+            self._skip(report, obj.path, str(exc))
+            return None
+        except NoteError as exc:
+            self._skip(report, obj.path, exc.reason)
+            return None
+        chunks = chunk_note(note, self.options.chunk_max_tokens, self.options.chunk_overlap_tokens)
+        return _Parsed(obj, kind, note, chunks)
+
+    def _index(
+        self,
+        report: SyncReport,
+        work: list[tuple[SourceObject, str]],
+        state: dict[str, NoteState],
+        stop_at: Deadline,
+        call_deadline: Deadline | None,
+    ) -> None:
+        stats = EmbeddingStats()
+        window: list[_Parsed] = []
+        done = 0
+        try:
+            for position, (obj, kind) in enumerate(work):
+                if stop_at.remaining() <= 0:
+                    report.incomplete = True
+                    report.remaining = len(work) - position + len(window)
+                    break
+                parsed = self._parse(report, obj, kind)
+                done += 1
+                if parsed is not None:
+                    window.append(parsed)
+                if sum(len(p.chunks) for p in window) >= self.options.window_chunks:
+                    self._write_window(report, window, state, stats, call_deadline)
+                    window = []
+                if self.progress:
+                    self.progress(done, len(work), obj.path)
+            if window and not report.incomplete:
+                self._write_window(report, window, state, stats, call_deadline)
+            elif window:
+                report.remaining = report.remaining or len(window)
+        except ProviderError as exc:
+            report.error = f"embedding failed: {exc}"
+            report.incomplete = True
+            logger.error("embedding failed; the run stops, unchanged notes keep their last version",
+                         extra={"error": str(exc)})  # fmt: skip
+        finally:
+            report.embedding_calls = stats.calls
+            report.embedding_tokens = stats.tokens
+            report.embedding_fallbacks = stats.fallbacks
+
+    def _write_window(
+        self,
+        report: SyncReport,
+        window: list[_Parsed],
+        state: dict[str, NoteState],
+        stats: EmbeddingStats,
+        call_deadline: Deadline | None,
+    ) -> None:
+        vectors: list[list[float]] | None = None
+        if self.embedder is not None:
+            texts = [c.embed_text for p in window for c in p.chunks]
+            vectors = self.embedder.embed_documents(texts, call_deadline, stats)
+        now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        position = 0
+        for parsed in window:
+            points = []
+            for chunk in parsed.chunks:
+                dense = vectors[position] if vectors is not None else None
+                position += 1
+                points.append(
+                    ChunkPoint(
+                        path=parsed.obj.path,
+                        chunk_index=chunk.index,
+                        payload=_payload(parsed, chunk, now, dense is not None),
+                        sparse=document_vector(chunk.embed_text),
+                        dense=dense,
+                    )
+                )
+            self.store.upsert(points)
+            report.chunks_upserted += len(points)
+            old = state.get(parsed.obj.path)
+            n = len(parsed.chunks)
+            leftover = {i for idx in old.chunks.values() for i in idx if i >= n} if old else set()
+            if leftover:
+                self.store.delete_leftovers(parsed.obj.path, n)
+                report.chunks_deleted += len(leftover)
+            if parsed.kind == "added":
+                report.added += 1
+            else:
+                report.updated += 1
+
+
+def _payload(parsed: _Parsed, chunk: Chunk, indexed_at: str, dense: bool) -> dict[str, Any]:
+    note = parsed.note
+    return {
+        "doc_id": note.doc_id,
+        "path": note.path,
+        "title": note.title,
+        "heading": chunk.heading,
+        "chunk_index": chunk.index,
+        "n_chunks": len(parsed.chunks),
+        "text": chunk.text,
+        "tags": note.tags,
+        "type": note.type,
+        "status": note.status,
+        "summary": note.summary,
+        "ai_weight": note.ai_weight,
+        "created": note.created,
+        "updated": note.updated,
+        "links": note.links,
+        "etag": parsed.obj.etag,
+        "indexed_at": indexed_at,
+        "dense": dense,
+        "meta": note.metadata,
+    }
+
+
+def run_sync(
+    settings: Settings,
+    secrets: Secrets,
+    *,
+    source_uri: str | None = None,
+    full: bool = False,
+    allow_mass_delete: bool = False,
+    stop_at: Deadline | None = None,
+    call_deadline: Deadline | None = None,
+    progress: Progress | None = None,
+) -> SyncReport:
+    """Wire the configured source, store and embedder together and run one sync."""
+    from kbsearch.providers.embeddings import build_embedder
+    from kbsearch.providers.http import shared_client
+
+    source = open_source(source_uri or settings.kb_source)
+    store = Store.open(settings, secrets)
+    try:
+        embedder = build_embedder(settings, secrets, shared_client())
+        options = SyncOptions.from_settings(settings, full=full, allow_mass_delete=allow_mass_delete)
+        return Indexer(source, store, embedder, options, progress).sync(stop_at, call_deadline)
+    finally:
+        store.close()

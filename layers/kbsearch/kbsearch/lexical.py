@@ -1,0 +1,125 @@
+"""BM25 sparse vectors, computed in the project (the same code for notes and queries).
+
+Tokens: Unicode words, lower-cased, ``ё`` → ``е``, stop words dropped (Russian and English), each word stemmed
+with the Snowball stemmer of its script (Cyrillic → Russian, Latin → English; others kept as they are).
+Term ids: the first 4 bytes of BLAKE2b of the stem, so every process and machine agrees.
+
+Documents carry BM25's term-frequency part, ``tf·(k1+1) / (tf + k1·(1 − b + b·dl/avgdl))`` with k1 = 1.2,
+b = 0.75; the collection's sparse vector has Qdrant's IDF modifier, so the server supplies the IDF at query
+time. ``avgdl`` is a constant (:data:`AVG_DOC_TOKENS`) rather than the corpus mean: weights then never drift as
+the KB changes, and an incremental sync never has to rewrite unchanged notes. Queries send weight 1.0 per term.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+from collections import Counter
+from dataclasses import dataclass
+from functools import lru_cache
+
+import snowballstemmer
+
+K1 = 1.2
+B = 0.75
+#: Mean chunk length in tokens after stop-word removal, measured on the Obsidian help vault (3,255 chunks: 45)
+#: with the default 400-token chunk budget; see README "BM25".
+AVG_DOC_TOKENS = 45.0
+MAX_TOKEN_CHARS = 40
+
+_WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*", re.UNICODE)
+_CYRILLIC = re.compile(r"[а-яё]")
+_LATIN = re.compile(r"[a-z]")
+
+STOP_WORDS_EN = frozenset(
+    """a about above after again against all am an and any are aren as at be because been before being below
+    between both but by can cannot could did didn do does doesn doing don down during each few for from further
+    had hadn has hasn have haven having he her here hers herself him himself his how i if in into is isn it its
+    itself just let me more most mustn my myself no nor not now of off on once only or other ought our ours
+    ourselves out over own same shan she should shouldn so some such than that the their theirs them themselves
+    then there these they this those through to too under until up very was wasn we were weren what when where
+    which while who whom why will with won would wouldn you your yours yourself yourselves s t d ll m re ve""".split()
+)
+
+STOP_WORDS_RU = frozenset(
+    """а без более бы был была были было быть в вам вас весь во вот все всего всех вы где да даже для до его ее ей
+    ему если есть еще же за здесь и из или им их к как какая какой когда кто ли либо между меня мне много может
+    мой мы на над надо наш не него нее нет ни них но ну о об однако он она они оно от очень по под при с со так
+    также такой там те тем то того тоже той только том ты у уже хотя чего чей чем что чтобы чье чья эта эти это
+    этого этой этом этот я ею будет будут был бывает вдруг ведь впрочем всегда всю иногда куда нельзя никогда
+    ними ним нибудь потом потому почти раз разве сам свою себе себя сейчас сказал совсем теперь тогда тот три
+    тут уж чуть эту""".replace("ё", "е").split()
+)
+
+_local = threading.local()
+
+
+def _stemmers() -> tuple[snowballstemmer.stemmer, snowballstemmer.stemmer]:
+    pair = getattr(_local, "stemmers", None)
+    if pair is None:
+        pair = (snowballstemmer.stemmer("russian"), snowballstemmer.stemmer("english"))
+        _local.stemmers = pair
+    return pair
+
+
+@lru_cache(maxsize=200_000)
+def _stem(word: str) -> str | None:
+    """Stem of one lower-cased word with ё folded, or None for a stop word. Cached: vocabularies are small."""
+    if word in STOP_WORDS_RU or word in STOP_WORDS_EN:
+        return None
+    ru, en = _stemmers()
+    if _CYRILLIC.search(word) and not _LATIN.search(word):
+        return str(ru.stemWord(word))
+    if _LATIN.search(word) and not _CYRILLIC.search(word):
+        return str(en.stemWord(word.replace("’", "'")))
+    return word
+
+
+def tokenize(text: str) -> list[str]:
+    """Stemmed tokens of ``text`` in order (stop words and over-long tokens dropped)."""
+    out: list[str] = []
+    for match in _WORD.finditer(text.lower().replace("ё", "е")):
+        word = match.group(0)
+        if len(word) > MAX_TOKEN_CHARS:
+            continue
+        stem = _stem(word)
+        if stem:
+            out.append(stem)
+    return out
+
+
+def term_id(term: str) -> int:
+    return int.from_bytes(hashlib.blake2b(term.encode("utf-8"), digest_size=4).digest(), "big")
+
+
+@dataclass(frozen=True)
+class SparseVector:
+    indices: list[int]
+    values: list[float]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def _to_sparse(weights: dict[int, float]) -> SparseVector:
+    items = sorted(weights.items())
+    return SparseVector([i for i, _ in items], [w for _, w in items])
+
+
+def document_vector(text: str, avgdl: float = AVG_DOC_TOKENS, k1: float = K1, b: float = B) -> SparseVector:
+    tokens = tokenize(text)
+    if not tokens:
+        return SparseVector([], [])
+    dl = len(tokens)
+    norm = k1 * (1 - b + b * dl / avgdl)
+    weights: dict[int, float] = {}
+    for term, tf in Counter(tokens).items():
+        tid = term_id(term)
+        # Two stems hashing to one id (rare) add up, as they would in one posting list.
+        weights[tid] = weights.get(tid, 0.0) + tf * (k1 + 1) / (tf + norm)
+    return _to_sparse(weights)
+
+
+def query_vector(text: str) -> SparseVector:
+    return _to_sparse({term_id(t): 1.0 for t in set(tokenize(text))})

@@ -1,0 +1,241 @@
+"""A markdown note (YAML frontmatter, Obsidian wiki-links) → metadata, sections with heading paths, links.
+
+Parsing never raises anything but :class:`NoteError`, whose ``reason`` says why the note was skipped.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+MAX_NOTE_BYTES = 1024 * 1024
+
+KNOWN_KEYS = (
+    "id", "title", "status", "source", "tags", "type", "summary", "ai_weight", "created", "updated",
+    "aliases", "description", "permalink",
+)  # fmt: skip
+
+_FRONTMATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)(?:\r?\n)?^(?:---|\.\.\.)[ \t]*(?:\r?\n|\Z)", re.S | re.M)
+_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)(?:[ \t]+#+)?[ \t]*$")
+_FENCE = re.compile(r"^[ \t]{0,3}(`{3,}|~{3,})")
+_WIKILINK = re.compile(r"(!?)\[\[([^\[\]\n]+?)\]\]")
+_INLINE_CODE = re.compile(r"(`+)(?:(?!\1).)+?\1")
+_TAG_SPLIT = re.compile(r"[,\s]+")
+
+
+class NoteError(Exception):
+    """The note cannot be indexed; ``reason`` is short and safe to report."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Section:
+    headings: tuple[str, ...]  # heading texts from the outermost down (the note title not included)
+    text: str
+
+
+@dataclass
+class Note:
+    path: str
+    title: str
+    doc_id: str
+    metadata: dict[str, Any]
+    tags: list[str]
+    type: str | None
+    status: str | None
+    summary: str | None
+    ai_weight: float | None
+    created: str | None
+    updated: str | None
+    links: list[str]
+    sections: list[Section] = field(default_factory=list)
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
+
+
+def normalize_tags(value: Any) -> list[str]:
+    """Tags from a string (comma/space separated), a list, or ``#tag`` forms → unique strings, in order."""
+    items: list[Any]
+    if value is None:
+        items = []
+    elif isinstance(value, str):
+        items = _TAG_SPLIT.split(value)
+    elif isinstance(value, list | tuple | set):
+        items = [p for v in value if v is not None for p in (_TAG_SPLIT.split(v) if isinstance(v, str) else [v])]
+    else:
+        items = [value]
+    out: list[str] = []
+    for item in items:
+        tag = str(_json_safe(item)).strip().lstrip("#").strip()
+        if tag and tag not in out:
+            out.append(tag)
+    return out
+
+
+def _text_or_none(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(_json_safe(value)).strip()
+    return text or None
+
+
+def _float_or_none(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _link_display(inner: str) -> tuple[str, str]:
+    """``target#heading|alias`` → (what a reader sees, the linked note's name)."""
+    target, _, alias = inner.partition("|")
+    note, _, fragment = target.partition("#")
+    note, fragment, alias = note.strip(), fragment.strip(), alias.strip()
+    if alias:
+        return alias, note
+    if fragment and not fragment.startswith("^"):
+        return (f"{note} > {fragment}" if note else fragment), note
+    return note or fragment.lstrip("^"), note
+
+
+def _render_links(line: str, links: list[str]) -> str:
+    """Wiki-links and embeds in one line of prose → their display text; targets are appended to ``links``."""
+
+    def repl(m: re.Match[str]) -> str:
+        shown, note = _link_display(m.group(2))
+        if note and note not in links:
+            links.append(note)
+        return shown
+
+    parts: list[str] = []
+    pos = 0
+    for code in _INLINE_CODE.finditer(line):  # `[[x]]` inside inline code stays as written
+        parts.append(_WIKILINK.sub(repl, line[pos : code.start()]))
+        parts.append(code.group(0))
+        pos = code.end()
+    parts.append(_WIKILINK.sub(repl, line[pos:]))
+    return "".join(parts)
+
+
+def decode_note(raw: bytes, max_bytes: int = MAX_NOTE_BYTES) -> str:
+    if len(raw) > max_bytes:
+        raise NoteError(f"too large: {len(raw)} bytes (limit {max_bytes})")
+    if b"\x00" in raw:
+        raise NoteError("binary content (NUL bytes)")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise NoteError(f"not UTF-8 (invalid byte at offset {exc.start})") from None
+    text = text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+    if not text.strip():
+        raise NoteError("empty note")
+    return text
+
+
+def split_frontmatter(text: str) -> tuple[dict[str, Any], str]:
+    m = _FRONTMATTER.match(text)
+    if m is None:
+        return {}, text
+    try:
+        data = yaml.safe_load(m.group(1)) if m.group(1).strip() else {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 2}" if mark is not None else ""
+        raise NoteError(f"invalid YAML frontmatter{where}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise NoteError("frontmatter is not a mapping of keys to values")
+    return {str(k): _json_safe(v) for k, v in data.items()}, text[m.end() :]
+
+
+def _sections(body: str, links: list[str]) -> tuple[list[Section], str | None]:
+    """Body → sections under their heading stack, and the first H1 (a title candidate)."""
+    sections: list[Section] = []
+    stack: list[tuple[int, str]] = []
+    lines: list[str] = []
+    first_h1: str | None = None
+    fence: str | None = None
+
+    def flush() -> None:
+        text = "\n".join(lines).strip("\n")
+        if text.strip():
+            sections.append(Section(tuple(h for _, h in stack), text))
+        lines.clear()
+
+    for line in body.split("\n"):
+        fm = _FENCE.match(line)
+        if fence is not None:
+            lines.append(line)
+            closing = line.strip()
+            if closing and set(closing) == {fence[0]} and len(closing) >= len(fence):
+                fence = None
+            continue
+        if fm:
+            fence = fm.group(1)
+            lines.append(line)
+            continue
+        hm = _HEADING.match(line)
+        if hm:
+            flush()
+            level, heading = len(hm.group(1)), _render_links(hm.group(2).strip(), links)
+            if level == 1 and first_h1 is None:
+                first_h1 = heading
+            while stack and stack[-1][0] >= level:
+                stack.pop()
+            stack.append((level, heading))
+            continue
+        lines.append(_render_links(line, links))
+    flush()
+    return sections, first_h1
+
+
+def parse_note(path: str, raw: bytes, max_bytes: int = MAX_NOTE_BYTES) -> Note:
+    text = decode_note(raw, max_bytes)
+    meta, body = split_frontmatter(text)
+    links: list[str] = []
+    sections, first_h1 = _sections(body, links)
+    stem = path.rsplit("/", 1)[-1]
+    stem = stem[:-3] if stem.lower().endswith(".md") else stem
+    title = _text_or_none(meta.get("title")) or first_h1 or stem
+    # The H1 that repeats the title is not a level of the heading path.
+    if first_h1 is not None and first_h1 == title:
+        sections = [Section(s.headings[1:] if s.headings[:1] == (title,) else s.headings, s.text) for s in sections]
+    return Note(
+        path=path,
+        title=title,
+        doc_id=_text_or_none(meta.get("id")) or path,
+        metadata=meta,
+        tags=normalize_tags(meta.get("tags")),
+        type=_text_or_none(meta.get("type")),
+        status=_text_or_none(meta.get("status")),
+        summary=_text_or_none(meta.get("summary")) or _text_or_none(meta.get("description")),
+        ai_weight=_float_or_none(meta.get("ai_weight")),
+        created=_text_or_none(meta.get("created")),
+        updated=_text_or_none(meta.get("updated")),
+        links=links,
+        sections=sections,
+    )

@@ -1,0 +1,1 @@
+"""Model providers (embeddings, rerankers, expansion) and the HTTP policy they share."""

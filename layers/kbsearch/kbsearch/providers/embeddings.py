@@ -1,0 +1,234 @@
+"""Qwen3-Embedding-8B over OpenAI-compatible endpoints: DeepInfra primary, Fireworks fallback.
+
+Documents get no instruction; queries get Qwen's ``Instruct: ...\\nQuery:`` prefix. Inputs are batched by count
+and by estimated tokens, a bounded number of requests run at once, every vector is checked (count, dimension,
+finite) and L2-normalised. DeepInfra's path (``/v1/openai/embeddings``) takes ``encoding_format``; Fireworks'
+schema rejects unknown fields, so it is sent only where the path says OpenAI-style DeepInfra.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import httpx
+
+from kbsearch.chunking import estimate_tokens
+from kbsearch.config import Secrets, Settings
+from kbsearch.providers.http import CircuitBreaker, Deadline, Endpoint, ProviderError, RetryPolicy, post_json
+
+QUERY_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
+
+
+def query_text(query: str, instruction: str = QUERY_INSTRUCTION) -> str:
+    """Qwen3's query format: no space after ``Query:``; the instruction in English whatever the language."""
+    return f"Instruct: {instruction}\nQuery:{query}"
+
+
+@dataclass(frozen=True)
+class Embedded:
+    vectors: list[list[float]]
+    tokens: int
+    provider: str
+
+
+@dataclass
+class EmbeddingStats:
+    calls: int = 0
+    tokens: int = 0
+    providers: Counter[str] = field(default_factory=Counter)
+    fallbacks: int = 0
+
+    def add(self, result: Embedded, fell_back: bool) -> None:
+        self.calls += 1
+        self.tokens += result.tokens
+        self.providers[result.provider] += 1
+        self.fallbacks += int(fell_back)
+
+
+def _normalise(vector: list[float]) -> list[float]:
+    norm = math.sqrt(sum(x * x for x in vector))
+    return [x / norm for x in vector]
+
+
+class EmbeddingClient:
+    """One OpenAI-compatible embeddings endpoint."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        dimensions: int,
+        secrets: Secrets,
+        client: httpx.Client,
+        policy: RetryPolicy,
+    ) -> None:
+        self.endpoint = endpoint
+        self.dimensions = dimensions
+        self.secrets = secrets
+        self.client = client
+        self.policy = policy
+        self.send_encoding_format = "/openai/" in urlsplit(endpoint.url).path
+
+    def embed(self, texts: Sequence[str], deadline: Deadline | None = None) -> Embedded:
+        payload: dict[str, object] = {"model": self.endpoint.model, "input": list(texts), "dimensions": self.dimensions}
+        if self.send_encoding_format:
+            payload["encoding_format"] = "float"
+        answer = post_json(self.client, self.endpoint, self.secrets, payload, self.policy, deadline)
+        return Embedded(self._vectors(answer, len(texts)), self._tokens(answer), self.endpoint.name)
+
+    def _bad(self, message: str) -> ProviderError:
+        return ProviderError(self.endpoint.name, "malformed", message)
+
+    def _vectors(self, answer: object, expected: int) -> list[list[float]]:
+        data = answer.get("data") if isinstance(answer, dict) else None
+        if not isinstance(data, list) or len(data) != expected:
+            got = len(data) if isinstance(data, list) else "no"
+            raise self._bad(f"expected {expected} embeddings, got {got}")
+        vectors: list[list[float] | None] = [None] * expected
+        for position, item in enumerate(data):
+            index = item.get("index", position) if isinstance(item, dict) else None
+            vector = item.get("embedding") if isinstance(item, dict) else None
+            if not isinstance(index, int) or not 0 <= index < expected or vectors[index] is not None:
+                raise self._bad(f"bad or repeated index {index!r}")
+            if not isinstance(vector, list) or len(vector) != self.dimensions:
+                size = len(vector) if isinstance(vector, list) else "no"
+                raise self._bad(f"embedding {index} has dimension {size}, expected {self.dimensions}")
+            try:
+                floats = [float(x) for x in vector]
+            except (TypeError, ValueError):
+                raise self._bad(f"embedding {index} has non-numeric values") from None
+            if not all(math.isfinite(x) for x in floats) or not any(floats):
+                raise self._bad(f"embedding {index} is zero or not finite")
+            vectors[index] = _normalise(floats)
+        return [v for v in vectors if v is not None]
+
+    @staticmethod
+    def _tokens(answer: object) -> int:
+        usage = answer.get("usage") if isinstance(answer, dict) else None
+        if not isinstance(usage, dict):
+            return 0
+        value = usage.get("prompt_tokens") or usage.get("total_tokens") or 0
+        return int(value) if isinstance(value, int | float) else 0
+
+
+class Embedder:
+    """Primary with fallback, batching and bounded concurrency. A primary error (after its retries) sends the
+    batch to the fallback; a breaker skips a primary that keeps failing."""
+
+    def __init__(
+        self,
+        primary: EmbeddingClient,
+        fallback: EmbeddingClient | None = None,
+        batch_size: int = 32,
+        batch_tokens: int = 16_000,
+        concurrency: int = 4,
+        breaker: CircuitBreaker | None = None,
+    ) -> None:
+        self.primary = primary
+        self.fallback = fallback
+        self.batch_size = batch_size
+        self.batch_tokens = batch_tokens
+        self.concurrency = concurrency
+        self.breaker = breaker or CircuitBreaker()
+        self.dimensions = primary.dimensions
+        self._lock = threading.Lock()
+
+    @property
+    def name(self) -> str:
+        return self.primary.endpoint.name
+
+    def batches(self, texts: Sequence[str]) -> list[list[int]]:
+        """Indices of ``texts`` grouped into requests of at most ``batch_size`` items and ``batch_tokens``."""
+        groups: list[list[int]] = []
+        current: list[int] = []
+        tokens = 0
+        for i, text in enumerate(texts):
+            cost = estimate_tokens(text)
+            if current and (len(current) >= self.batch_size or tokens + cost > self.batch_tokens):
+                groups.append(current)
+                current, tokens = [], 0
+            current.append(i)
+            tokens += cost
+        if current:
+            groups.append(current)
+        return groups
+
+    def embed_one_batch(self, texts: Sequence[str], deadline: Deadline | None = None) -> tuple[Embedded, bool]:
+        """(result, whether the fallback answered)."""
+        if not self.breaker.is_open:
+            try:
+                result = self.primary.embed(texts, deadline)
+            except ProviderError:
+                self.breaker.failure()
+                if self.fallback is None:
+                    raise
+            else:
+                self.breaker.success()
+                return result, False
+        if self.fallback is None:
+            raise ProviderError(self.primary.endpoint.name, "server", "circuit open and no fallback configured")
+        return self.fallback.embed(texts, deadline), True
+
+    def embed_documents(
+        self, texts: Sequence[str], deadline: Deadline | None = None, stats: EmbeddingStats | None = None
+    ) -> list[list[float]]:
+        stats = stats if stats is not None else EmbeddingStats()
+        groups = self.batches(texts)
+        out: list[list[float]] = [[] for _ in texts]
+
+        def run(group: list[int]) -> None:
+            result, fell_back = self.embed_one_batch([texts[i] for i in group], deadline)
+            with self._lock:
+                stats.add(result, fell_back)
+            for i, vector in zip(group, result.vectors, strict=True):
+                out[i] = vector
+
+        if len(groups) <= 1 or self.concurrency <= 1:
+            for group in groups:
+                run(group)
+        else:
+            with ThreadPoolExecutor(max_workers=min(self.concurrency, len(groups))) as pool:
+                for future in [pool.submit(run, g) for g in groups]:
+                    future.result()
+        return out
+
+
+def build_embedder(settings: Settings, secrets: Secrets, client: httpx.Client) -> Embedder | None:
+    """The configured embedder, or None when no embedding key is configured (then search is BM25-only)."""
+    configured = secrets.configured()
+    if "EMBEDDING_API_KEY" not in configured or not settings.embedding_url:
+        return None
+    policy = RetryPolicy(attempts=settings.provider_retries + 1, timeout_s=settings.embedding_timeout_s)
+    primary = EmbeddingClient(
+        Endpoint(settings.embedding_provider, settings.embedding_url, settings.embedding_model, "EMBEDDING_API_KEY"),
+        settings.embedding_dimensions,
+        secrets,
+        client,
+        policy,
+    )
+    fallback = None
+    if "EMBEDDING_FALLBACK_API_KEY" in configured and settings.embedding_fallback_url:
+        fallback = EmbeddingClient(
+            Endpoint(
+                settings.embedding_fallback_provider,
+                settings.embedding_fallback_url,
+                settings.embedding_fallback_model,
+                "EMBEDDING_FALLBACK_API_KEY",
+            ),
+            settings.embedding_dimensions,
+            secrets,
+            client,
+            policy,
+        )
+    return Embedder(
+        primary,
+        fallback,
+        batch_size=settings.embedding_batch_size,
+        batch_tokens=settings.embedding_batch_tokens,
+        concurrency=settings.embedding_concurrency,
+    )

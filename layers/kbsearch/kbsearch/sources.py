@@ -1,0 +1,180 @@
+"""Where the KB lives: an S3 prefix or a local folder, behind one interface.
+
+A listing yields every object under the root with its ``path`` (the key relative to the root, ``/``-separated,
+Unicode NFC: the same for a folder and for S3), ETag, size and modification time. Only ``.md`` files are notes;
+everything else is counted as an attachment. A listing that fails part-way raises :class:`SourceError`: callers
+never see a partial listing (which would look like deletions).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import unicodedata
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from kbsearch.errors import KbSearchError
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+NOTE_SUFFIX = ".md"
+
+
+class SourceError(KbSearchError):
+    """The KB source cannot be listed or read."""
+
+
+@dataclass(frozen=True)
+class SourceObject:
+    path: str  # identity in the index: relative, '/'-separated, NFC
+    key: str  # where to read it: the S3 key or the file's path relative to the root as found on disk
+    etag: str
+    size: int
+    modified: str | None = None
+
+    @property
+    def is_note(self) -> bool:
+        return self.path.lower().endswith(NOTE_SUFFIX)
+
+
+class Source(Protocol):
+    uri: str
+
+    def list(self) -> Iterator[SourceObject]: ...
+
+    def read(self, obj: SourceObject) -> bytes: ...
+
+    def read_path(self, path: str) -> bytes: ...
+
+
+def _nfc(path: str) -> str:
+    return unicodedata.normalize("NFC", path)
+
+
+class LocalSource:
+    """A folder. The ETag of a note is the MD5 of its content (what S3 reports for a single-part upload);
+    attachments are not read at all."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self.uri = str(self.root)
+        if not self.root.is_dir():
+            raise SourceError(f"KB folder {self.root} does not exist or is not a folder")
+
+    def list(self) -> Iterator[SourceObject]:
+        try:
+            for dirpath, dirnames, filenames in os.walk(self.root, onerror=self._raise):
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+                for name in sorted(filenames):
+                    if name.startswith("."):
+                        continue
+                    full = Path(dirpath) / name
+                    rel = full.relative_to(self.root).as_posix()
+                    stat = full.stat()
+                    path = _nfc(rel)
+                    is_note = path.lower().endswith(NOTE_SUFFIX)
+                    etag = hashlib.md5(full.read_bytes(), usedforsecurity=False).hexdigest() if is_note else ""
+                    modified = dt.datetime.fromtimestamp(stat.st_mtime, dt.UTC).isoformat()
+                    yield SourceObject(path=path, key=rel, etag=etag, size=stat.st_size, modified=modified)
+        except OSError as exc:
+            raise SourceError(f"listing {self.root} failed: {exc}") from None
+
+    @staticmethod
+    def _raise(exc: OSError) -> None:
+        raise exc
+
+    def read(self, obj: SourceObject) -> bytes:
+        return self.read_path(obj.key)
+
+    def read_path(self, path: str) -> bytes:
+        full = (self.root / path).resolve()
+        if not full.is_relative_to(self.root.resolve()):
+            raise SourceError(f"{path!r} is outside the KB folder")
+        try:
+            return full.read_bytes()
+        except FileNotFoundError:
+            raise SourceError(f"no note at {path!r}") from None
+        except OSError as exc:
+            raise SourceError(f"cannot read {path!r}: {exc.strerror}") from None
+
+
+class S3Source:
+    """``s3://bucket/prefix``: a paginated ListObjectsV2 (ETag, size, last-modified), GetObject per changed note."""
+
+    def __init__(self, bucket: str, prefix: str = "", client: S3Client | None = None) -> None:
+        self.bucket = bucket
+        self.prefix = prefix.lstrip("/")
+        if self.prefix and not self.prefix.endswith("/"):
+            self.prefix += "/"
+        self.uri = f"s3://{bucket}/{self.prefix}"
+        if client is None:
+            import boto3
+
+            client = boto3.client("s3")
+        self.client = client
+
+    def list(self) -> Iterator[SourceObject]:
+        try:
+            paginator = self.client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
+                for item in page.get("Contents", []):
+                    key = item["Key"]
+                    if key.endswith("/"):
+                        continue  # a "folder" placeholder object
+                    rel = key[len(self.prefix) :]
+                    modified = item.get("LastModified")
+                    yield SourceObject(
+                        path=_nfc(rel),
+                        key=key,
+                        etag=str(item.get("ETag", "")).strip('"'),
+                        size=int(item.get("Size", 0)),
+                        modified=modified.isoformat() if modified else None,
+                    )
+        except SourceError:
+            raise
+        except Exception as exc:
+            raise SourceError(f"listing {self.uri} failed: {_aws_message(exc)}") from None
+
+    def read(self, obj: SourceObject) -> bytes:
+        return self._get(obj.key)
+
+    def read_path(self, path: str) -> bytes:
+        if ".." in path.split("/"):
+            raise SourceError(f"{path!r} is outside the KB prefix")
+        return self._get(self.prefix + path.lstrip("/"))
+
+    def _get(self, key: str) -> bytes:
+        try:
+            body: bytes = self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except Exception as exc:
+            code = _aws_code(exc)
+            if code in ("NoSuchKey", "404"):
+                raise SourceError(f"no note at {key!r}") from None
+            raise SourceError(f"cannot read s3://{self.bucket}/{key}: {_aws_message(exc)}") from None
+        return body
+
+
+def _aws_code(exc: Exception) -> str:
+    response: Any = getattr(exc, "response", None)
+    return str((response or {}).get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
+
+
+def _aws_message(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def open_source(uri: str, s3_client: S3Client | None = None) -> Source:
+    """``s3://bucket/prefix`` or a folder path."""
+    if not uri:
+        raise SourceError("no KB source: pass a folder or s3://bucket/prefix (or set KB_SOURCE)")
+    if uri.startswith("s3://"):
+        bucket, _, prefix = uri[len("s3://") :].partition("/")
+        if not bucket:
+            raise SourceError(f"bad S3 URI {uri!r}: expected s3://bucket/prefix")
+        return S3Source(bucket, prefix, s3_client)
+    return LocalSource(uri)

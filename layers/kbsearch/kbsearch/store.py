@@ -1,0 +1,216 @@
+"""The Qdrant collection: schema, the index's view of each note, and per-note writes.
+
+Cloud when ``QDRANT_URL`` is set, else the embedded store (qdrant-client local mode) at ``QDRANT_PATH``.
+Points: id = uuid5(path + "#" + chunk_index); named vectors ``dense`` (cosine) and ``bm25`` (sparse, IDF).
+"""
+
+from __future__ import annotations
+
+import uuid
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from qdrant_client import QdrantClient, models
+
+from kbsearch.config import Secrets, Settings
+from kbsearch.errors import KbSearchError
+from kbsearch.lexical import SparseVector
+
+DENSE = "dense"
+SPARSE = "bm25"
+POINT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://kb-search/points")
+KEYWORD_FIELDS = ("path", "doc_id", "tags", "type", "status")
+STATE_FIELDS = ["path", "etag", "chunk_index", "n_chunks", "dense"]
+
+
+class StoreError(KbSearchError):
+    """Qdrant cannot be reached or the collection is not usable."""
+
+
+class SchemaMismatchError(StoreError):
+    """The collection exists with another schema; writing into it would corrupt the index."""
+
+
+def point_id(path: str, chunk_index: int) -> str:
+    return str(uuid.uuid5(POINT_NAMESPACE, f"{path}#{chunk_index}"))
+
+
+@dataclass
+class NoteState:
+    """What the index holds for one path: chunk indexes per etag, and what each chunk says the note has."""
+
+    chunks: dict[str, set[int]] = field(default_factory=dict)
+    n_chunks: dict[str, set[int]] = field(default_factory=dict)
+    dense: bool = True
+    points: int = 0
+
+    def add(self, etag: str, chunk_index: int, n_chunks: int, dense: bool) -> None:
+        self.chunks.setdefault(etag, set()).add(chunk_index)
+        self.n_chunks.setdefault(etag, set()).add(n_chunks)
+        self.dense = self.dense and dense
+        self.points += 1
+
+    def complete_etag(self) -> str | None:
+        """The etag whose chunks 0..n-1 are all present (a whole version of the note), if there is one."""
+        for etag, indexes in self.chunks.items():
+            ns = self.n_chunks[etag]
+            if len(ns) == 1:
+                (n,) = ns
+                if indexes == set(range(n)):
+                    return etag
+        return None
+
+    def has_orphans(self) -> bool:
+        etag = self.complete_etag()
+        return etag is None or self.points != len(self.chunks[etag])
+
+
+@dataclass(frozen=True)
+class ChunkPoint:
+    path: str
+    chunk_index: int
+    payload: dict[str, Any]
+    sparse: SparseVector
+    dense: list[float] | None
+
+
+class Store:
+    def __init__(self, client: QdrantClient, collection: str, dimensions: int, embedded: bool) -> None:
+        self.client = client
+        self.collection = collection
+        self.dimensions = dimensions
+        self.embedded = embedded
+
+    @classmethod
+    def open(cls, settings: Settings, secrets: Secrets) -> Store:
+        try:
+            if settings.qdrant_url:
+                client = QdrantClient(
+                    url=settings.qdrant_url,
+                    api_key=secrets.get("QDRANT_API_KEY"),
+                    timeout=int(max(1, settings.qdrant_timeout_s)),
+                    check_compatibility=False,
+                )
+                return cls(client, settings.qdrant_collection, settings.embedding_dimensions, embedded=False)
+            Path(settings.qdrant_path).mkdir(parents=True, exist_ok=True)
+            client = QdrantClient(path=settings.qdrant_path)
+        except RuntimeError as exc:  # embedded store already open by another process
+            raise StoreError(f"cannot open the embedded store at {settings.qdrant_path}: {exc}") from None
+        return cls(client, settings.qdrant_collection, settings.embedding_dimensions, embedded=True)
+
+    def close(self) -> None:
+        self.client.close()
+
+    # -- schema -----------------------------------------------------------------------------------------------
+    def exists(self) -> bool:
+        try:
+            return bool(self.client.collection_exists(self.collection))
+        except Exception as exc:
+            raise StoreError(f"Qdrant is not reachable ({type(exc).__name__})") from None
+
+    def ensure_collection(self) -> bool:
+        """Create the collection when missing (returns True), else check its schema."""
+        if self.exists():
+            self.check_schema()
+            return False
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the embedded store ignores HNSW/quantization/indexes, with a warning
+            self.client.create_collection(
+                self.collection,
+                vectors_config={DENSE: models.VectorParams(size=self.dimensions, distance=models.Distance.COSINE)},
+                sparse_vectors_config={SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)},
+                hnsw_config=models.HnswConfigDiff(m=16, ef_construct=128),
+                quantization_config=models.ScalarQuantization(
+                    scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8, quantile=0.99, always_ram=True)
+                ),
+                on_disk_payload=True,
+            )
+            for name in KEYWORD_FIELDS:
+                self.client.create_payload_index(self.collection, name, models.PayloadSchemaType.KEYWORD)
+            self.client.create_payload_index(self.collection, "chunk_index", models.PayloadSchemaType.INTEGER)
+            self.client.create_payload_index(self.collection, "updated", models.PayloadSchemaType.DATETIME)
+        return True
+
+    def check_schema(self) -> None:
+        info = self.client.get_collection(self.collection)
+        params = info.config.params
+        vectors = params.vectors if isinstance(params.vectors, dict) else {}
+        dense = vectors.get(DENSE)
+        sparse = (params.sparse_vectors or {}).get(SPARSE)
+        problems = []
+        if dense is None:
+            problems.append(f"no dense vector named {DENSE!r}")
+        else:
+            if dense.size != self.dimensions:
+                problems.append(f"dense size {dense.size} but EMBEDDING_DIMENSIONS={self.dimensions}")
+            if dense.distance != models.Distance.COSINE:
+                problems.append(f"dense distance {dense.distance} (expected Cosine)")
+        if sparse is None:
+            problems.append(f"no sparse vector named {SPARSE!r}")
+        elif sparse.modifier != models.Modifier.IDF:
+            problems.append("sparse vector without the IDF modifier")
+        if problems:
+            raise SchemaMismatchError(
+                f"collection {self.collection!r} does not match kb-search's schema: {'; '.join(problems)}. "
+                "Use another QDRANT_COLLECTION, or delete the collection and run a full sync."
+            )
+
+    # -- state --------------------------------------------------------------------------------------------------
+    def _scroll(self, fields: list[str] | bool) -> Iterator[models.Record]:
+        offset: Any = None
+        while True:
+            points, offset = self.client.scroll(
+                self.collection, limit=2048, offset=offset, with_payload=fields, with_vectors=False
+            )
+            yield from points
+            if offset is None:
+                return
+
+    def indexed_state(self) -> dict[str, NoteState]:
+        state: dict[str, NoteState] = {}
+        for point in self._scroll(STATE_FIELDS):
+            p = point.payload or {}
+            path = p.get("path")
+            if not isinstance(path, str):
+                continue
+            state.setdefault(path, NoteState()).add(
+                str(p.get("etag", "")), int(p.get("chunk_index", -1)), int(p.get("n_chunks", 0)), bool(p.get("dense"))
+            )
+        return state
+
+    def points(self) -> dict[str, dict[str, Any]]:
+        """Every point's payload by id (tests and diagnostics)."""
+        return {str(p.id): dict(p.payload or {}) for p in self._scroll(True)}
+
+    def count(self) -> int:
+        return int(self.client.count(self.collection, exact=True).count)
+
+    # -- writes ------------------------------------------------------------------------------------------------
+    def upsert(self, chunks: list[ChunkPoint]) -> None:
+        points = []
+        for c in chunks:
+            vector: dict[str, Any] = {}
+            if c.dense is not None:
+                vector[DENSE] = c.dense
+            if len(c.sparse):
+                vector[SPARSE] = models.SparseVector(indices=c.sparse.indices, values=c.sparse.values)
+            points.append(models.PointStruct(id=point_id(c.path, c.chunk_index), vector=vector, payload=c.payload))
+        if points:
+            self.client.upsert(self.collection, points=points, wait=True)
+
+    def _path_filter(self, path: str, from_chunk: int | None = None) -> models.Filter:
+        must: list[models.Condition] = [models.FieldCondition(key="path", match=models.MatchValue(value=path))]
+        if from_chunk is not None:
+            must.append(models.FieldCondition(key="chunk_index", range=models.Range(gte=from_chunk)))
+        return models.Filter(must=must)
+
+    def delete_note(self, path: str) -> None:
+        self.client.delete(self.collection, models.FilterSelector(filter=self._path_filter(path)), wait=True)
+
+    def delete_leftovers(self, path: str, n_chunks: int) -> None:
+        """Remove the note's chunks from ``n_chunks`` on (left by an older, longer version)."""
+        selector = models.FilterSelector(filter=self._path_filter(path, n_chunks))
+        self.client.delete(self.collection, selector, wait=True)
