@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from kbsearch.config import SECRET_NAMES, Settings
 
+from tests.fakes.providers import FakeProvider
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 VAULT = SHARED / "kb" / "obsidian-help"
@@ -55,3 +57,40 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in _SETTING_VARS and k not in _LAMBDA_VARS}
     env.update(extra)
     return env
+
+
+@pytest.fixture
+def deepinfra() -> Iterator[FakeProvider]:
+    fake = FakeProvider("deepinfra", api_key="di-test-key").start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def fireworks() -> Iterator[FakeProvider]:
+    fake = FakeProvider("fireworks", api_key="fw-test-key").start()
+    yield fake
+    fake.stop()
+
+
+def provider_settings(
+    deepinfra: FakeProvider | None, fireworks: FakeProvider | None = None, **extra: object
+) -> Settings:
+    """Settings pointing at the loopback fakes (64-dim embeddings keep the tests quick)."""
+    values: dict[str, object] = {"embedding_dimensions": 64, "provider_retries": 1}
+    if deepinfra is not None:
+        values |= {
+            "embedding_url": deepinfra.embeddings_url,
+            "embedding_api_key": deepinfra.api_key,
+            "reranker_url": deepinfra.rerank_url,
+            "reranker_api_key": deepinfra.api_key,
+        }
+    if fireworks is not None:
+        values |= {
+            "embedding_fallback_url": fireworks.embeddings_url,
+            "embedding_fallback_api_key": fireworks.api_key,
+            "reranker_fallback_url": fireworks.rerank_url,
+            "reranker_fallback_api_key": fireworks.api_key,
+        }
+    values |= extra
+    return Settings(**values)  # type: ignore[arg-type]

@@ -1,0 +1,274 @@
+"""Loopback HTTP fakes of DeepInfra and Fireworks that speak their JSON contracts (see shared/reference/providers.md).
+
+They check requests as strictly as the real APIs (auth, model name, unknown fields where the provider rejects
+them, ``documents`` not ``passages``) and can be told to fail, hang, rate-limit or answer garbage. Embeddings are
+deterministic bag-of-words hashes (similar texts get similar vectors), returned unnormalised on purpose.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+@dataclass
+class Fault:
+    """How the next requests of one operation misbehave. ``times`` limits it to the first N requests."""
+
+    status: int | None = None
+    retry_after: str | None = None
+    hang_s: float = 0.0
+    garbage: bool = False
+    wrong_dim: int | None = None
+    short: bool = False
+    nan: bool = False
+    times: int | None = None
+    used: int = 0
+
+    def active(self) -> bool:
+        return self.times is None or self.used < self.times
+
+
+def count_tokens(text: str) -> int:
+    """Roughly what the real tokenizers report: ~4/3 tokens per word."""
+    return max(1, (len(_WORD.findall(text)) * 4 + 2) // 3)
+
+
+def fake_embedding(text: str, dims: int) -> list[float]:
+    vec = [0.0] * dims
+    body = text.split("\nQuery:", 1)[-1]  # the instruction is not content
+    for word in _WORD.findall(body.lower()):
+        h = int.from_bytes(hashlib.blake2b(word.encode(), digest_size=8).digest(), "big")
+        vec[h % dims] += 1.0 if (h >> 32) & 1 else -1.0
+    if not any(vec):
+        vec[0] = 1.0
+    return [2.5 * x for x in vec]  # deliberately not unit length
+
+
+def relevance(query: str, document: str) -> float:
+    q = set(_WORD.findall(query.lower()))
+    d = set(_WORD.findall(document.lower()))
+    if not q:
+        return 0.0
+    return round(1 / (1 + math.exp(-(6 * len(q & d) / len(q) - 3))), 6)
+
+
+@dataclass
+class Recorded:
+    path: str
+    body: Any
+    headers: dict[str, str]
+    at: float = field(default_factory=time.monotonic)
+
+
+class FakeProvider:
+    """One provider (``deepinfra`` or ``fireworks``) on 127.0.0.1, on a free port."""
+
+    EMBED_MODEL = {"deepinfra": "Qwen/Qwen3-Embedding-8B", "fireworks": "fireworks/qwen3-embedding-8b"}
+    RERANK_MODEL = {"deepinfra": "Qwen/Qwen3-Reranker-8B", "fireworks": "accounts/fireworks/models/qwen3-reranker-8b"}
+
+    def __init__(self, flavor: str, api_key: str = "test-key", latency_s: float = 0.0) -> None:
+        assert flavor in ("deepinfra", "fireworks")
+        self.flavor = flavor
+        self.api_key = api_key
+        self.latency_s = latency_s
+        self.faults: dict[str, Fault] = {}
+        self.requests: list[Recorded] = []
+        self._lock = threading.Lock()
+        handler = type("Handler", (_Handler,), {"fake": self})
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server.daemon_threads = True
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------
+    def start(self) -> FakeProvider:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    @property
+    def embeddings_url(self) -> str:
+        path = "/v1/openai/embeddings" if self.flavor == "deepinfra" else "/inference/v1/embeddings"
+        return self.base + path
+
+    @property
+    def rerank_url(self) -> str:
+        path = "/v1/inference/Qwen/Qwen3-Reranker-8B" if self.flavor == "deepinfra" else "/inference/v1/rerank"
+        return self.base + path
+
+    def calls(self, operation: str) -> list[Recorded]:
+        return [r for r in self.requests if _operation(r.path) == operation]
+
+    def fail(self, operation: str, **kwargs: Any) -> None:
+        self.faults[operation] = Fault(**kwargs)
+
+    def heal(self) -> None:
+        self.faults.clear()
+
+    # -- request handling ----------------------------------------------------------------------------------------
+    def _error(self, status: int, message: str) -> tuple[int, Any]:
+        if self.flavor == "deepinfra":
+            return status, {"detail": message}
+        return status, {"error": {"type": "invalid_request_error", "message": message}}
+
+    def handle(self, path: str, headers: dict[str, str], raw: bytes) -> tuple[int, Any, dict[str, str]]:
+        try:
+            body = json.loads(raw or b"null")
+        except ValueError:
+            body = None
+        with self._lock:
+            self.requests.append(Recorded(path, body, headers))
+            op = _operation(path)
+            fault = self.faults.get(op)
+            if fault is not None and fault.active():
+                fault.used += 1
+            else:
+                fault = None
+        if self.latency_s:
+            time.sleep(self.latency_s)
+        if fault and fault.hang_s:
+            time.sleep(fault.hang_s)
+        if headers.get("authorization") != f"Bearer {self.api_key}":
+            return (*self._error(401, "invalid API key"), {})
+        if fault and fault.status:
+            extra = {"Retry-After": fault.retry_after} if fault.retry_after else {}
+            return (*self._error(fault.status, f"injected {fault.status}"), extra)
+        if fault and fault.garbage:
+            return 200, b"<html>502 Bad Gateway</html>", {}
+        if not isinstance(body, dict):
+            return (*self._error(400, "body must be a JSON object"), {})
+        if op == "embeddings":
+            return (*self._embeddings(body, fault), {})
+        if op == "rerank":
+            return (*self._rerank(body, fault), {})
+        return (*self._error(404, f"no route {path}"), {})
+
+    def _embeddings(self, body: dict[str, Any], fault: Fault | None) -> tuple[int, Any]:
+        allowed = {"model", "input", "dimensions", "user"} | (
+            {"encoding_format"} if self.flavor == "deepinfra" else set()
+        )
+        extra = set(body) - allowed
+        if extra:
+            return self._error(
+                400 if self.flavor == "fireworks" else 422, f"Extra inputs are not permitted: {sorted(extra)}"
+            )
+        if body.get("model") != self.EMBED_MODEL[self.flavor]:
+            return self._error(404, f"model {body.get('model')!r} not found")
+        inputs = body.get("input")
+        if isinstance(inputs, str):
+            inputs = [inputs]
+        if not isinstance(inputs, list) or not inputs or not all(isinstance(t, str) for t in inputs):
+            return self._error(422, "input must be a non-empty list of strings")
+        if self.flavor == "fireworks" and len(inputs) > 2048:
+            return self._error(400, "at most 2048 inputs")
+        dims = int(body.get("dimensions") or 4096)
+        if fault and fault.wrong_dim:
+            dims = fault.wrong_dim
+        data = [{"object": "embedding", "index": i, "embedding": fake_embedding(t, dims)} for i, t in enumerate(inputs)]
+        if fault and fault.short:
+            data = data[:-1]
+        if fault and fault.nan and data:
+            data[0]["embedding"][0] = float("nan")
+        tokens = sum(count_tokens(t) for t in inputs)
+        return 200, {
+            "object": "list",
+            "data": data,
+            "model": body["model"],
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+
+    def _rerank(self, body: dict[str, Any], fault: Fault | None) -> tuple[int, Any]:
+        if self.flavor == "deepinfra":
+            if "passages" in body:
+                return self._error(422, "field 'documents' required ('passages' is not accepted)")
+            queries, documents = body.get("queries"), body.get("documents")
+            if not isinstance(queries, list) or not isinstance(documents, list) or not documents:
+                return self._error(422, "queries and documents must be lists")
+            if len(documents) > 1024:
+                return self._error(422, "at most 1024 documents")
+            if len(queries) not in (1, len(documents)):
+                return self._error(422, "queries and documents must have the same length")
+            qs = queries if len(queries) == len(documents) else queries * len(documents)
+            scores = [relevance(q, d) for q, d in zip(qs, documents, strict=True)]
+            if fault and fault.short:
+                scores = scores[:-1]
+            if fault and fault.nan and scores:
+                scores[0] = float("nan")
+            tokens = sum(count_tokens(q) + count_tokens(d) for q, d in zip(qs, documents, strict=True))
+            return 200, {
+                "scores": scores,
+                "input_tokens": tokens,
+                "request_id": str(uuid.uuid4()),
+                "inference_status": {"status": "succeeded", "runtime_ms": 80, "cost": 0.0, "tokens_input": tokens},
+            }
+        allowed = {"model", "query", "documents", "top_n", "return_documents", "task"}
+        if set(body) - allowed:
+            return self._error(400, f"Extra inputs are not permitted: {sorted(set(body) - allowed)}")
+        if body.get("model") != self.RERANK_MODEL["fireworks"]:
+            return self._error(404, f"model {body.get('model')!r} not found")
+        query, documents = body.get("query"), body.get("documents")
+        if not isinstance(query, str) or not isinstance(documents, list) or not documents:
+            return self._error(400, "query and documents are required")
+        ranked = sorted(
+            ({"index": i, "relevance_score": relevance(query, d)} for i, d in enumerate(documents)),
+            key=lambda r: -r["relevance_score"],
+        )
+        top_n = body.get("top_n")
+        if isinstance(top_n, int):
+            ranked = ranked[:top_n]
+        if fault and fault.short:
+            ranked = ranked[:-1]
+        tokens = sum(count_tokens(query) + count_tokens(d) for d in documents)
+        return 200, {"object": "list", "model": body["model"], "data": ranked,
+                     "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}  # fmt: skip
+
+
+def _operation(path: str) -> str:
+    if path.endswith("/embeddings"):
+        return "embeddings"
+    if path.endswith("/rerank") or "/v1/inference/" in path:
+        return "rerank"
+    if path.endswith("/chat/completions"):
+        return "chat"
+    return "other"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    fake: FakeProvider
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:
+        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        status, body, extra = self.fake.handle(self.path, headers, raw)
+        payload = body if isinstance(body, bytes) else json.dumps(body).encode()
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "text/html" if isinstance(body, bytes) else "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            for k, v in extra.items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(payload)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up (a timeout test)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass

@@ -1,0 +1,414 @@
+"""The sync against the embedded Qdrant, a loopback embedding fake, real folders and moto's S3."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from kbsearch.chunking import chunk_note
+from kbsearch.config import Secrets, Settings
+from kbsearch.indexer import Indexer, SyncOptions, SyncReport
+from kbsearch.notes import parse_note
+from kbsearch.providers.embeddings import build_embedder
+from kbsearch.providers.http import Deadline, shared_client
+from kbsearch.sources import LocalSource, S3Source, Source, SourceError, SourceObject
+from kbsearch.store import Store, point_id
+from moto import mock_aws
+
+from tests.conftest import VAULT, provider_settings
+from tests.fakes.providers import FakeProvider
+
+NOTE = """---
+id: {id}
+title: {title}
+tags: [ops, qdrant]
+type: runbook
+status: active
+updated: 2026-01-0{n}
+---
+# {title}
+
+Intro about {title}.
+
+## Steps
+
+Run the thing number {n}. See [[Other note|the other one]].
+"""
+
+
+def write_notes(root: Path, count: int, prefix: str = "n") -> None:
+    for i in range(count):
+        (root / f"{prefix}{i:02d}.md").write_text(
+            NOTE.format(id=f"{prefix}-{i}", title=f"Note {prefix}{i}", n=i % 9 + 1)
+        )
+
+
+def store_for(settings: Settings) -> Store:
+    return Store.open(settings, Secrets(settings))
+
+
+def run(source: Source, settings: Settings, **options: Any) -> SyncReport:
+    store = store_for(settings)
+    try:
+        embedder = build_embedder(settings, Secrets(settings), shared_client())
+        return Indexer(source, store, embedder, SyncOptions.from_settings(settings, **options)).sync()
+    finally:
+        store.close()
+
+
+def snapshot(settings: Settings) -> dict[str, str]:
+    """point id → hash of its payload (without the indexing time): equal snapshots are equal collections."""
+    store = store_for(settings)
+    try:
+        points = store.points()
+    finally:
+        store.close()
+    out = {}
+    for pid, payload in points.items():
+        payload.pop("indexed_at", None)
+        out[pid] = hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+    return out
+
+
+def assert_exact_chunks(settings: Settings, root: Path) -> None:
+    """For every note on disk, the points in Qdrant are exactly its chunks: no orphans, no duplicates."""
+    store = store_for(settings)
+    try:
+        points = store.points()
+    finally:
+        store.close()
+    expected: dict[str, str] = {}
+    for file in root.rglob("*.md"):
+        rel = file.relative_to(root).as_posix()
+        note = parse_note(rel, file.read_bytes())
+        for chunk in chunk_note(note):
+            expected[point_id(rel, chunk.index)] = rel
+    assert {pid: p["path"] for pid, p in points.items()} == expected
+
+
+@pytest.fixture
+def vault(tmp_path: Path) -> Path:
+    if not VAULT.is_dir():
+        pytest.skip("shared/kb/obsidian-help is not present")
+    dest = tmp_path / "vault"
+    shutil.copytree(VAULT, dest)
+    return dest
+
+
+def test_vault_sync_modify_delete_rename_add(vault: Path, tmp_path: Path, deepinfra: FakeProvider) -> None:
+    settings = provider_settings(deepinfra, qdrant_path=str(tmp_path / "q"))
+    source = LocalSource(vault)
+    notes = sorted(p for p in vault.rglob("*.md"))
+    assert len(notes) == 346
+
+    first = run(source, settings)
+    assert first.added == 346 and first.skipped == [] and first.dense and not first.incomplete
+    assert first.attachments_ignored == 134
+    assert first.embedding_calls == len(deepinfra.calls("embeddings")) > 0
+    assert_exact_chunks(settings, vault)
+
+    rng = random.Random(7)
+    picked = rng.sample(notes, 12)
+    modified, deleted, renamed = picked[:5], picked[5:8], picked[8:10]
+    for p in modified:
+        p.write_text(
+            p.read_text(encoding="utf-8") + "\n\n## Added section\n\nFresh text about ёлки.\n", encoding="utf-8"
+        )
+    for p in deleted:
+        p.unlink()
+    for p in renamed:
+        p.rename(p.with_name("Renamed " + p.name))
+    (vault / "en" / "Brand new.md").write_text("# Brand new\n\nA new note about [[Embed files]].\n")
+    (vault / "ru" / "Новая заметка.md").write_text("---\ntags: новое\n---\n# Новая\n\nТекст заметки.\n")
+
+    before = len(deepinfra.calls("embeddings"))
+    second = run(source, settings)
+    assert (second.added, second.updated, second.deleted, second.unchanged) == (4, 5, 5, 346 - 10)
+    assert second.skipped == [] and not second.incomplete
+    # unchanged notes cost nothing: every text embedded belongs to a changed or new note
+    changed_paths = {p.relative_to(vault).as_posix() for p in modified} | {"en/Brand new.md", "ru/Новая заметка.md"}
+    changed_paths |= {p.with_name("Renamed " + p.name).relative_to(vault).as_posix() for p in renamed}
+    expected_texts = [
+        c.embed_text for rel in sorted(changed_paths) for c in chunk_note(parse_note(rel, (vault / rel).read_bytes()))
+    ]
+    sent = [t for r in deepinfra.calls("embeddings")[before:] for t in r.body["input"]]
+    assert sorted(sent) == sorted(expected_texts)
+    assert second.embedding_calls == len(deepinfra.calls("embeddings")) - before
+    assert_exact_chunks(settings, vault)
+
+    third = run(source, settings)
+    assert (third.added, third.updated, third.deleted, third.unchanged) == (0, 0, 0, 345)
+    assert third.embedding_calls == 0 and third.chunks_upserted == 0 and third.chunks_deleted == 0
+
+
+def test_no_key_indexes_sparse_only_then_embeds_when_a_key_appears(tmp_path: Path, deepinfra: FakeProvider) -> None:
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    write_notes(kb, 3)
+    sparse_only = Settings(qdrant_path=str(tmp_path / "q"), embedding_dimensions=64)
+    report = run(LocalSource(kb), sparse_only)
+    assert report.dense is False and report.added == 3 and report.embedding_calls == 0
+    with_key = provider_settings(deepinfra, qdrant_path=str(tmp_path / "q"))
+    report = run(LocalSource(kb), with_key)
+    assert report.dense is True and report.updated == 3 and report.embedding_calls == 1
+
+
+def test_s3_source_through_moto(tmp_path: Path, deepinfra: FakeProvider) -> None:
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="kb-notes")
+        body = NOTE.format(id="x", title="Ротация ключей", n=1).encode()
+        s3.put_object(Bucket="kb-notes", Key="notes/ru/Заметки/ротация ключей.md", Body=body)
+        s3.put_object(
+            Bucket="kb-notes", Key="notes/en/with space.md", Body=NOTE.format(id="y", title="Spaces", n=2).encode()
+        )
+        s3.put_object(Bucket="kb-notes", Key="notes/img/pic.png", Body=b"\x89PNG\x00")
+        s3.put_object(Bucket="kb-notes", Key="notes/folder/", Body=b"")
+        s3.put_object(Bucket="kb-notes", Key="elsewhere/skip.md", Body=b"# not under the prefix")
+        for i in range(1200):  # more than one ListObjectsV2 page (1000)
+            s3.put_object(Bucket="kb-notes", Key=f"notes/att/{i:04d}.txt", Body=b"x")
+        settings = provider_settings(deepinfra, qdrant_path=str(tmp_path / "q"))
+        source = S3Source("kb-notes", "notes", s3)
+        report = run(source, settings)
+        assert report.added == 2 and report.attachments_ignored == 1201 and report.skipped == []
+        store = store_for(settings)
+        paths = {p["path"] for p in store.points().values()}
+        store.close()
+        assert paths == {"ru/Заметки/ротация ключей.md", "en/with space.md"}
+        assert source.read_path("ru/Заметки/ротация ключей.md") == body
+        with pytest.raises(SourceError, match="no note"):
+            source.read_path("missing.md")
+        again = run(source, settings)
+        assert again.unchanged == 2 and again.embedding_calls == 0
+        s3.delete_object(Bucket="kb-notes", Key="notes/en/with space.md")
+        s3.put_object(Bucket="kb-notes", Key="notes/en/new.md", Body=b"# New\n\ntext")
+        third = run(source, settings)
+        assert (third.added, third.deleted, third.unchanged) == (1, 1, 1)
+
+
+class FailingListing:
+    """A source whose listing breaks after ``after`` objects (a lost page, a timeout)."""
+
+    def __init__(self, inner: LocalSource, after: int) -> None:
+        self.inner = inner
+        self.after = after
+        self.uri = inner.uri
+
+    def list(self) -> Iterator[SourceObject]:
+        for i, obj in enumerate(self.inner.list()):
+            if i == self.after:
+                raise SourceError("listing failed: connection reset")
+            yield obj
+
+    def read(self, obj: SourceObject) -> bytes:
+        return self.inner.read(obj)
+
+    def read_path(self, path: str) -> bytes:
+        return self.inner.read_path(path)
+
+
+def test_listing_failure_deletes_nothing(tmp_path: Path) -> None:
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    write_notes(kb, 10)
+    settings = Settings(qdrant_path=str(tmp_path / "q"))
+    run(LocalSource(kb), settings)
+    before = snapshot(settings)
+    report = run(FailingListing(LocalSource(kb), after=3), settings)
+    assert report.error and "listing failed" in report.error and report.incomplete
+    assert report.deleted == 0 and snapshot(settings) == before
+
+
+def test_mass_delete_guard_and_override(tmp_path: Path) -> None:
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    write_notes(kb, 10)
+    settings = Settings(qdrant_path=str(tmp_path / "q"))
+    run(LocalSource(kb), settings)
+    for p in sorted(kb.glob("*.md"))[:6]:
+        p.unlink()
+    blocked = run(LocalSource(kb), settings)
+    assert blocked.deleted == 0 and blocked.deletion_blocked and "6 of 10" in blocked.deletion_blocked
+    assert len({p["path"] for p in store_points(settings)}) == 10
+    allowed = run(LocalSource(kb), settings, allow_mass_delete=True)
+    assert allowed.deleted == 6 and allowed.deletion_blocked is None
+    assert_exact_chunks(settings, kb)
+
+
+def store_points(settings: Settings) -> list[dict[str, Any]]:
+    store = store_for(settings)
+    try:
+        return list(store.points().values())
+    finally:
+        store.close()
+
+
+def test_bad_notes_are_skipped_and_keep_their_last_good_version(tmp_path: Path) -> None:
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    write_notes(kb, 6)
+    settings = Settings(qdrant_path=str(tmp_path / "q"), max_note_bytes=4096)
+    run(LocalSource(kb), settings)
+    good = {p["path"]: p["etag"] for p in store_points(settings)}
+    (kb / "n00.md").write_text("---\ntitle: [unclosed\n---\nbody")
+    (kb / "n01.md").write_bytes("# Заметка\n".encode("cp1251"))
+    (kb / "n02.md").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00binary")
+    (kb / "n03.md").write_text("   \n\n")
+    (kb / "n04.md").write_text("# big\n\n" + "word " * 2000)
+    (kb / "new-bad.md").write_text("---\n- a list\n- not a mapping\n---\n")
+    (kb / "new-good.md").write_text("# Fine\n\nstill indexed")
+    report = run(LocalSource(kb), settings)
+    reasons = {s["path"]: s["reason"] for s in report.skipped}
+    assert set(reasons) == {"n00.md", "n01.md", "n02.md", "n03.md", "n04.md", "new-bad.md"}
+    assert "invalid YAML" in reasons["n00.md"]
+    assert "not UTF-8" in reasons["n01.md"]
+    assert "binary" in reasons["n02.md"]
+    assert "empty" in reasons["n03.md"]
+    assert "too large" in reasons["n04.md"]
+    assert "not a mapping" in reasons["new-bad.md"]
+    assert report.added == 1 and report.unchanged == 1
+    after = {p["path"]: p["etag"] for p in store_points(settings)}
+    for path in ("n00.md", "n01.md", "n02.md", "n03.md", "n04.md"):
+        assert after[path] == good[path]  # the last good version is still searchable
+
+
+class Crash(Exception):
+    pass
+
+
+class CrashingStore(Store):
+    """The real store, failing on its k-th write (upsert or delete), as a process killed mid-sync would."""
+
+    def __init__(self, inner: Store, crash_at: int) -> None:
+        super().__init__(inner.client, inner.collection, inner.dimensions, inner.embedded)
+        self.writes = 0
+        self.crash_at = crash_at
+
+    def _tick(self) -> None:
+        self.writes += 1
+        if self.writes == self.crash_at:
+            raise Crash(f"crash at write {self.crash_at}")
+
+    def upsert(self, chunks: Any) -> None:
+        self._tick()
+        super().upsert(chunks)
+
+    def delete_note(self, path: str) -> None:
+        self._tick()
+        super().delete_note(path)
+
+    def delete_leftovers(self, path: str, n_chunks: int) -> None:
+        self._tick()
+        super().delete_leftovers(path, n_chunks)
+
+
+def mutate(kb: Path) -> None:
+    """Shrink, grow, delete, rename and add notes: every kind of write the sync makes."""
+    (kb / "n00.md").write_text("# Short now\n\none chunk")
+    (kb / "n01.md").write_text((kb / "n01.md").read_text() + "\n## More\n\nmore\n\n## Even more\n\nmore again\n")
+    (kb / "n02.md").unlink()
+    (kb / "n03.md").rename(kb / "n03-renamed.md")
+    (kb / "fresh.md").write_text("# Fresh\n\nnew one")
+
+
+def test_mutation_sync_makes_seven_writes(tmp_path: Path) -> None:
+    """The crash test below crashes at every one of these writes."""
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    write_notes(kb, 8)
+    settings = Settings(qdrant_path=str(tmp_path / "q"))
+    run(LocalSource(kb), settings)
+    mutate(kb)
+    store = CrashingStore(store_for(settings), crash_at=0)
+    try:
+        Indexer(LocalSource(kb), store, None, SyncOptions(window_chunks=2)).sync()
+    finally:
+        store.close()
+    assert store.writes == 7  # 2 deletes, 4 upserts, 1 leftover delete
+
+
+@pytest.mark.parametrize("window", [2, 64])
+@pytest.mark.parametrize("crash_at", range(1, 8))
+def test_crash_then_sync_equals_clean_build(
+    tmp_path: Path, crash_at: int, window: int, deepinfra: FakeProvider
+) -> None:
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    write_notes(kb, 8)
+    settings = provider_settings(deepinfra, qdrant_path=str(tmp_path / "q"), embedding_batch_size=2)
+    run(LocalSource(kb), settings)
+    mutate(kb)
+    store = CrashingStore(store_for(settings), crash_at)
+    embedder = build_embedder(settings, Secrets(settings), shared_client())
+    options = SyncOptions(window_chunks=window)
+    try:
+        with pytest.raises(Crash):
+            Indexer(LocalSource(kb), store, embedder, options).sync()
+    finally:
+        store.close()
+    recovered = run(LocalSource(kb), settings)
+    assert not recovered.incomplete
+    clean = provider_settings(deepinfra, qdrant_path=str(tmp_path / "clean"))
+    run(LocalSource(kb), clean)
+    assert snapshot(settings) == snapshot(clean)
+    assert run(LocalSource(kb), settings).unchanged == 8  # and then it is quiet
+
+
+class CountdownDeadline(Deadline):
+    """Lets ``n`` notes start, then says time is up (a Lambda about to hit its timeout)."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n = n
+
+    def remaining(self) -> float:
+        self.n -= 1
+        return 1.0 if self.n >= 0 else 0.0
+
+
+def test_deadline_stops_cleanly_and_the_next_run_resumes(tmp_path: Path, deepinfra: FakeProvider) -> None:
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    write_notes(kb, 12)
+    settings = provider_settings(deepinfra, qdrant_path=str(tmp_path / "q"))
+    store = store_for(settings)
+    embedder = build_embedder(settings, Secrets(settings), shared_client())
+    try:
+        report = Indexer(LocalSource(kb), store, embedder, SyncOptions(window_chunks=4)).sync(
+            stop_at=CountdownDeadline(5)
+        )
+    finally:
+        store.close()
+    assert report.incomplete and report.error is None
+    assert report.added + report.remaining == 12 and 0 < report.added < 12
+    resumed = run(LocalSource(kb), settings)
+    assert resumed.added == 12 - report.added and resumed.unchanged == report.added and not resumed.incomplete
+    assert_exact_chunks(settings, kb)
+
+
+def test_full_sync_reembeds_everything(tmp_path: Path, deepinfra: FakeProvider) -> None:
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    write_notes(kb, 4)
+    settings = provider_settings(deepinfra, qdrant_path=str(tmp_path / "q"))
+    run(LocalSource(kb), settings)
+    report = run(LocalSource(kb), settings, full=True)
+    assert report.updated == 4 and report.embedding_calls >= 1 and report.full
+
+
+def test_schema_mismatch_stops_with_a_clear_error(tmp_path: Path) -> None:
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    write_notes(kb, 1)
+    run(LocalSource(kb), Settings(qdrant_path=str(tmp_path / "q"), embedding_dimensions=64))
+    from kbsearch.store import SchemaMismatchError
+
+    with pytest.raises(SchemaMismatchError, match="dense size 64 but EMBEDDING_DIMENSIONS=128"):
+        run(LocalSource(kb), Settings(qdrant_path=str(tmp_path / "q"), embedding_dimensions=128))
