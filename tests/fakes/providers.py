@@ -16,7 +16,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, ClassVar
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -74,8 +74,14 @@ class Recorded:
 class FakeProvider:
     """One provider (``deepinfra`` or ``fireworks``) on 127.0.0.1, on a free port."""
 
-    EMBED_MODEL = {"deepinfra": "Qwen/Qwen3-Embedding-8B", "fireworks": "fireworks/qwen3-embedding-8b"}
-    RERANK_MODEL = {"deepinfra": "Qwen/Qwen3-Reranker-8B", "fireworks": "accounts/fireworks/models/qwen3-reranker-8b"}
+    EMBED_MODEL: ClassVar[dict[str, str]] = {
+        "deepinfra": "Qwen/Qwen3-Embedding-8B",
+        "fireworks": "fireworks/qwen3-embedding-8b",
+    }
+    RERANK_MODEL: ClassVar[dict[str, str]] = {
+        "deepinfra": "Qwen/Qwen3-Reranker-8B",
+        "fireworks": "accounts/fireworks/models/qwen3-reranker-8b",
+    }
 
     def __init__(self, flavor: str, api_key: str = "test-key", latency_s: float = 0.0) -> None:
         assert flavor in ("deepinfra", "fireworks")
@@ -181,7 +187,9 @@ class FakeProvider:
         dims = int(body.get("dimensions") or 4096)
         if fault and fault.wrong_dim:
             dims = fault.wrong_dim
-        data = [{"object": "embedding", "index": i, "embedding": fake_embedding(t, dims)} for i, t in enumerate(inputs)]
+        data: list[dict[str, Any]] = [
+            {"object": "embedding", "index": i, "embedding": fake_embedding(t, dims)} for i, t in enumerate(inputs)
+        ]
         if fault and fault.short:
             data = data[:-1]
         if fault and fault.nan and data:
