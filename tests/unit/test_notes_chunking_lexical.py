@@ -1,0 +1,199 @@
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kbsearch.chunking import chunk_note, estimate_tokens, split_section
+from kbsearch.lexical import document_vector, query_vector, term_id, tokenize
+from kbsearch.notes import NoteError, normalize_tags, parse_note
+
+FULL = """---
+id: KB-42
+title: Rotating provider keys
+status: active
+source: https://wiki.example.com/keys
+tags: [runbook, "#security", deepinfra]
+type: runbook
+summary: How to rotate the DeepInfra and Fireworks keys without downtime.
+ai_weight: 0.8
+created: 2025-03-01
+updated: 2025-11-02T10:30:00
+owner: platform-team
+---
+# Rotating provider keys
+
+Keys live in SSM, see [[SSM parameters|the parameter list]] and [[Qdrant Cloud#API keys]].
+
+## Steps
+
+1. Put the new key: ![[rotate.png]]
+2. Wait for [[Secrets cache]] to expire.
+
+```bash
+# not a heading
+aws ssm put-parameter --name /kb-search/prod/deepinfra-api-key --type SecureString --overwrite
+echo "[[not a link]]"
+```
+
+### Checking
+
+Call `[[literal]]` and look at the 401 rate.
+
+## Rollback
+
+Restore the previous version.
+"""
+
+
+def test_frontmatter_metadata_and_links() -> None:
+    note = parse_note("ops/keys.md", FULL.encode())
+    assert note.doc_id == "KB-42"
+    assert note.title == "Rotating provider keys"
+    assert note.tags == ["runbook", "security", "deepinfra"]
+    assert (note.type, note.status, note.ai_weight) == ("runbook", "active", 0.8)
+    assert note.created == "2025-03-01" and note.updated == "2025-11-02T10:30:00"
+    assert note.summary.startswith("How to rotate")
+    assert note.metadata["owner"] == "platform-team"  # unknown keys are kept
+    assert note.links == ["SSM parameters", "Qdrant Cloud", "rotate.png", "Secrets cache"]
+    headings = [s.headings for s in note.sections]
+    assert headings == [(), ("Steps",), ("Steps", "Checking"), ("Rollback",)]
+    intro = note.sections[0].text
+    assert "see the parameter list and Qdrant Cloud > API keys." in intro
+    steps = note.sections[1].text
+    assert "# not a heading" in steps and '"[[not a link]]"' in steps  # code stays as written
+    assert "`[[literal]]`" in note.sections[2].text
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("a, b c", ["a", "b", "c"]),
+        (["#x", "y", "#x"], ["x", "y"]),
+        ("#solo", ["solo"]),
+        (None, []),
+        ([1, None, "z"], ["1", "z"]),
+        ("", []),
+    ],
+)
+def test_tag_forms(value: object, expected: list[str]) -> None:
+    assert normalize_tags(value) == expected
+
+
+def test_title_falls_back_to_h1_then_file_name() -> None:
+    assert parse_note("a/b.md", b"# From H1\n\ntext").title == "From H1"
+    assert parse_note("a/Имя файла.md", b"just text").title == "Имя файла"
+    note = parse_note("x.md", b"---\ntitle: FM\n---\n# Other H1\n\ntext")
+    assert note.title == "FM" and note.sections[0].headings == ("Other H1",)
+
+
+def test_frontmatter_only_note_still_has_a_chunk() -> None:
+    note = parse_note("x.md", b"---\ntitle: Only meta\nsummary: A summary.\n---\n")
+    chunks = chunk_note(note)
+    assert len(chunks) == 1 and "A summary." in chunks[0].embed_text and chunks[0].heading == "Only meta"
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"---\nkey: [oops\n---\nbody", "invalid YAML frontmatter"),
+        (b"---\njust a string\n---\nbody", "not a mapping"),
+        ("тест".encode("cp1251"), "not UTF-8"),
+        (b"abc\x00def", "binary"),
+        (b"  \n\t\n", "empty"),
+    ],
+)
+def test_bad_notes_raise_note_error(raw: bytes, reason: str) -> None:
+    with pytest.raises(NoteError, match=reason):
+        parse_note("bad.md", raw)
+
+
+def test_size_limit_and_bom() -> None:
+    with pytest.raises(NoteError, match="too large"):
+        parse_note("big.md", b"x" * 2000, max_bytes=1000)
+    assert parse_note("bom.md", "\ufeff# Title\n\ntext".encode()).title == "Title"
+
+
+def test_chunks_carry_heading_paths_and_embed_text() -> None:
+    note = parse_note("ops/keys.md", FULL.encode())
+    chunks = chunk_note(note)
+    assert [c.heading for c in chunks] == [
+        "Rotating provider keys",
+        "Rotating provider keys > Steps",
+        "Rotating provider keys > Steps > Checking",
+        "Rotating provider keys > Rollback",
+    ]
+    assert chunks[0].embed_text.startswith("Rotating provider keys\n\nHow to rotate")
+    assert "How to rotate" not in chunks[1].embed_text  # the summary only on the first chunk
+    assert chunks[2].embed_text.startswith("Rotating provider keys > Steps > Checking\n\n")
+
+
+def test_long_sections_split_with_overlap_and_code_kept_whole() -> None:
+    para = " ".join(f"word{i}" for i in range(120))  # ~ 200 tokens
+    code = "```python\n" + "\n".join(f"x{i} = {i}" for i in range(30)) + "\n```"
+    text = "\n\n".join([para, para, code, para])
+    pieces = split_section(text, max_tokens=300, overlap_tokens=20)
+    assert len(pieces) >= 3
+    assert all(estimate_tokens(p) <= 300 for p in pieces)
+    assert sum(code in p for p in pieces) == 1  # the fence is never cut
+    assert any(p.startswith("… ") for p in pieces)  # overlap carried into a continuation
+
+
+def test_oversized_code_fence_and_giant_word_are_split() -> None:
+    code = "```\n" + "\n".join("line " * 20 for _ in range(100)) + "\n```"
+    assert all(estimate_tokens(p) <= 200 for p in split_section(code, max_tokens=200))
+    blob = "A" * 10_000
+    assert all(estimate_tokens(p) <= 200 for p in split_section(blob, max_tokens=200))
+
+
+def test_tokenizer_russian_and_english() -> None:
+    assert tokenize("ёлки") == tokenize("елки") == tokenize("Ёлки")
+    assert tokenize("ёлкам")[0] == tokenize("ёлки")[0]
+    assert tokenize("заметки")[0] == tokenize("заметкам")[0]
+    assert tokenize("indexing")[0] == tokenize("indexed")[0] == tokenize("index")[0]
+    assert tokenize("the notes and a runbook") == ["note", "runbook"]  # stop words dropped
+    assert tokenize("и в на заметка") == tokenize("заметка")
+    assert tokenize("Qdrant-1.16 snake_case x²") == ["qdrant", "1", "16", "snake", "case", "x²"]
+
+
+def test_term_ids_are_stable_across_processes() -> None:
+    # fixed values: a change here breaks every existing index
+    assert term_id("qdrant") == 3738887970
+    assert term_id("елк") == 4040593017
+
+
+def test_bm25_document_and_query_vectors() -> None:
+    doc = document_vector("Qdrant qdrant snapshot")
+    q = query_vector("qdrant qdrant snapshots")
+    assert q.values == [1.0, 1.0] and sorted(q.indices) == q.indices
+    weights = dict(zip(doc.indices, doc.values, strict=True))
+    assert weights[term_id("qdrant")] > weights[term_id("snapshot")]
+    # k1 = 1.2, b = 0.75, avgdl = 45: tf=1, dl=3 → 2.2 / (1 + 1.2 * (0.25 + 0.75 * 3 / 45))
+    assert weights[term_id("snapshot")] == pytest.approx(2.2 / (1 + 1.2 * (0.25 + 0.75 * 3 / 45)))
+    assert len(document_vector("the and of")) == 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=3000))
+def test_parser_never_raises_anything_but_note_error(text: str) -> None:
+    try:
+        note = parse_note("p.md", text.encode("utf-8"))
+    except NoteError:
+        return
+    chunks = chunk_note(note, max_tokens=80, overlap_tokens=10)
+    assert chunks and [c.index for c in chunks] == list(range(len(chunks)))
+    # every word of every section reaches some chunk
+    joined = "\n".join(c.text for c in chunks)
+    for section in note.sections:
+        for word in section.text.split():
+            assert word[:160] in joined
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=500))
+def test_tokenizer_is_total_and_lowercase(text: str) -> None:
+    tokens = tokenize(text)
+    assert all(t and t == t.lower() and "ё" not in t for t in tokens)
+    vec = document_vector(text)
+    assert len(set(vec.indices)) == len(vec.indices)
+    assert all(v > 0 for v in vec.values)
