@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kbsearch.config import SECRET_NAMES, Settings
 
+from kbsearch.config import SECRET_NAMES, Settings
 from tests.fakes.providers import FakeProvider
 
 ROOT = Path(__file__).resolve().parents[1]

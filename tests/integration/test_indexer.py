@@ -12,6 +12,8 @@ from typing import Any
 
 import boto3
 import pytest
+from moto import mock_aws
+
 from kbsearch.chunking import chunk_note
 from kbsearch.config import Secrets, Settings
 from kbsearch.indexer import Indexer, SyncOptions, SyncReport
@@ -20,8 +22,6 @@ from kbsearch.providers.embeddings import build_embedder
 from kbsearch.providers.http import Deadline, shared_client
 from kbsearch.sources import LocalSource, S3Source, Source, SourceError, SourceObject
 from kbsearch.store import Store, point_id
-from moto import mock_aws
-
 from tests.conftest import VAULT, provider_settings
 from tests.fakes.providers import FakeProvider
 

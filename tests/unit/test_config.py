@@ -6,9 +6,10 @@ from collections.abc import Iterator
 import boto3
 import pytest
 from aws_lambda_powertools.utilities.parameters.ssm import SSMProvider
+from moto import mock_aws
+
 from kbsearch.config import Secrets, Settings, load_settings
 from kbsearch.errors import ConfigError
-from moto import mock_aws
 
 DEEPINFRA = "di-secret-value-123"
 FIREWORKS = "fw-secret-value-456"

@@ -53,7 +53,7 @@ def test_frontmatter_metadata_and_links() -> None:
     assert note.tags == ["runbook", "security", "deepinfra"]
     assert (note.type, note.status, note.ai_weight) == ("runbook", "active", 0.8)
     assert note.created == "2025-03-01" and note.updated == "2025-11-02T10:30:00"
-    assert note.summary.startswith("How to rotate")
+    assert note.summary is not None and note.summary.startswith("How to rotate")
     assert note.metadata["owner"] == "platform-team"  # unknown keys are kept
     assert note.links == ["SSM parameters", "Qdrant Cloud", "rotate.png", "Secrets cache"]
     headings = [s.headings for s in note.sections]

@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kbsearch.local.template import Template, load_template
 from samtranslator.translator.transform import transform
+
+from kbsearch.local.template import Template, load_template
 
 ROOT = Path(__file__).resolve().parents[2]
 
