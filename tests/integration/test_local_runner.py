@@ -168,3 +168,39 @@ def test_serve_honours_api_keys(served: str) -> None:
         httpx.post(f"{served}/search", json={"query": "x"}, headers={"x-api-key": "k2"}, timeout=10).status_code == 501
     )
     assert httpx.get(f"{served}/health", timeout=10).status_code == 200  # no key on health
+
+
+def test_invoke_indexer_schedule_event(tmp_path: Path) -> None:
+    env = {"KB_SOURCE": str(ROOT / "sample-kb"), "QDRANT_PATH": str(tmp_path / "q")}
+    rc, report, _ = invoke("IndexerFunction", EVENTS / "indexer_schedule.json", **env)
+    assert rc == 0, report
+    assert report["added"] >= 30 and report["dense"] is False and report["incomplete"] is False
+    assert [s["path"] for s in report["skipped"]] == ["en/Broken frontmatter.md"]
+    rc, again, _ = invoke("IndexerFunction", EVENTS / "indexer_schedule.json", **env)
+    assert rc == 0 and again["unchanged"] == report["added"] and again["embedding_calls"] == 0
+
+
+def test_invoke_indexer_with_a_missing_source_fails_clearly(tmp_path: Path) -> None:
+    env = {"KB_SOURCE": str(tmp_path / "nowhere"), "QDRANT_PATH": str(tmp_path / "q")}
+    rc, result, _ = invoke("IndexerFunction", EVENTS / "indexer_schedule.json", **env)
+    assert rc == 1
+    assert result["errorType"] == "SourceError" and "does not exist" in result["errorMessage"]
+
+
+def test_kbsearch_index_cli_json_and_summary(tmp_path: Path) -> None:
+    env = subprocess_env(QDRANT_PATH=str(tmp_path / "q"))
+    cmd = [*KBSEARCH_CMD, "index", str(ROOT / "sample-kb")]
+    first = subprocess.run([*cmd, "--json"], capture_output=True, text=True, env=env, check=False, timeout=120)
+    assert first.returncode == 0, first.stderr
+    report = json.loads(first.stdout)
+    for key in (
+        "added", "updated", "deleted", "unchanged", "skipped", "attachments_ignored", "chunks_upserted",
+        "chunks_deleted", "embedding_calls", "embedding_tokens", "duration_ms", "incomplete", "dense",
+    ):  # fmt: skip
+        assert key in report
+    second = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False, timeout=120)
+    assert second.returncode == 0
+    assert "sync done" in second.stdout and "unchanged" in second.stdout
+    assert "skipped en/Broken frontmatter.md: invalid YAML frontmatter" in second.stdout
+    missing = subprocess.run([*KBSEARCH_CMD, "index"], capture_output=True, text=True, env=env, check=False)
+    assert missing.returncode == 2 and "no KB source" in missing.stderr

@@ -52,6 +52,7 @@ def _template_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_invoke(args: argparse.Namespace) -> int:
+    from kbsearch.errors import TemplateError
     from kbsearch.local.runtime import LocalFunction, function_environment, read_env_vars_file
     from kbsearch.local.template import Template
 
@@ -76,9 +77,9 @@ def cmd_invoke(args: argparse.Namespace) -> int:
         try:
             result: Any = LocalFunction(spec, template.region, env).invoke(event)
             status = 0
-        except KbSearchError:
+        except TemplateError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # the function's own init or invocation error, reported as Lambda does
             logging.getLogger("kbsearch").debug("handler raised", exc_info=True)
             result = {"errorType": type(exc).__name__, "errorMessage": str(exc)}
             status = 1
@@ -165,6 +166,8 @@ def cmd_index(args: argparse.Namespace) -> int:
     from kbsearch.config import Secrets, load_settings
     from kbsearch.indexer import run_sync
 
+    if not args.verbose:
+        logging.getLogger("kbsearch.indexer").setLevel(logging.ERROR)  # the summary lists skipped notes
     settings = load_settings()
     source = args.source or settings.kb_source
     if not source:

@@ -189,7 +189,7 @@ class Indexer:
 
     def _skip(self, report: SyncReport, path: str, reason: str) -> None:
         report.skipped.append({"path": path, "reason": reason})
-        logger.warning("note skipped", extra={"path": path, "reason": reason})
+        logger.warning("note skipped: %s: %s", path, reason, extra={"path": path, "reason": reason})
 
     def _parse(self, report: SyncReport, obj: SourceObject, kind: str) -> _Parsed | None:
         if obj.size > self.options.max_note_bytes:
