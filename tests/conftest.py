@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from kbsearch.config import SECRET_NAMES, Settings
-from tests.fakes.providers import FakeProvider
+from kbsearch.fakes import FakeProvider
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"

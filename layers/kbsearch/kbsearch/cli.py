@@ -188,6 +188,40 @@ def cmd_index(args: argparse.Namespace) -> int:
     return 1 if report["error"] else 0
 
 
+def _int_list(value: str) -> tuple[int, ...]:
+    try:
+        items = tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {value!r}") from None
+    if not items or any(i < 1 for i in items):
+        raise argparse.ArgumentTypeError("values must be positive")
+    return items
+
+
+def _default_bench_kb() -> str:
+    vault = Path(__file__).resolve().parents[3].parent / "shared" / "kb" / "obsidian-help"
+    return str(vault) if vault.is_dir() else "sample-kb"
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from kbsearch import bench
+
+    if args.what == "index":
+        kb = Path(args.kb or _default_bench_kb())
+        if not kb.is_dir():
+            raise KbSearchError(f"KB folder {kb} does not exist")
+
+        def progress(row: dict[str, Any]) -> None:
+            if not args.json:
+                print(f"  batch {row['batch_size']:>3} x {row['concurrency']:>2}: {row['seconds']} s", file=sys.stderr)
+
+        results = bench.bench_index(
+            kb, args.latency_ms, args.batch_sizes, args.concurrency, args.runs, args.dims, progress
+        )
+        print(json.dumps(results, indent=2) if args.json else bench.format_index(results))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kbsearch",
@@ -236,6 +270,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print the JSON report instead of a summary")
     p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser(
+        "bench",
+        help="benchmarks against loopback fake providers (see BENCHMARKS.md)",
+        description="Measure kb-search against loopback fakes of fixed latency and the embedded store.",
+    )
+    p.add_argument("what", choices=["index"], help="index: full sync grid (batch x concurrency) and no-change sync")
+    p.add_argument("--kb", help="KB folder (default: ../shared/kb/obsidian-help if present, else sample-kb)")
+    p.add_argument("--latency-ms", type=float, default=150.0, help="fake embedder latency per request (150)")
+    p.add_argument("--batch-sizes", type=_int_list, default=(16, 32, 64), help="comma-separated (16,32,64)")
+    p.add_argument("--concurrency", type=_int_list, default=(1, 4, 8), help="comma-separated (1,4,8)")
+    p.add_argument("--runs", type=int, default=5, help="runs per no-change measurement; the median is reported")
+    p.add_argument("--dims", type=int, default=1024, help="embedding dimensions (1024)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bench)
     return parser
 
 
@@ -247,6 +296,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if not args.verbose:
+        for noisy in ("httpx", "httpcore"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return int(args.func(args))
     except KbSearchError as exc:

@@ -79,7 +79,7 @@ class SyncOptions:
     max_note_bytes: int = 1024 * 1024
     chunk_max_tokens: int = 400
     chunk_overlap_tokens: int = 40
-    window_chunks: int = 128  # chunks parsed ahead and embedded together (batch size x concurrency)
+    window_chunks: int = 512  # chunks parsed ahead and embedded together (4 x batch size x concurrency)
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> SyncOptions:
@@ -88,7 +88,7 @@ class SyncOptions:
             max_note_bytes=settings.max_note_bytes,
             chunk_max_tokens=settings.chunk_max_tokens,
             chunk_overlap_tokens=settings.chunk_overlap_tokens,
-            window_chunks=settings.embedding_batch_size * settings.embedding_concurrency,
+            window_chunks=settings.embedding_batch_size * settings.embedding_concurrency * 4,
         )
         for key, value in overrides.items():
             setattr(options, key, value)
@@ -260,9 +260,9 @@ class Indexer:
             texts = [c.embed_text for p in window for c in p.chunks]
             vectors = self.embedder.embed_documents(texts, call_deadline, stats)
         now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        points: list[ChunkPoint] = []
         position = 0
         for parsed in window:
-            points = []
             for chunk in parsed.chunks:
                 dense = vectors[position] if vectors is not None else None
                 position += 1
@@ -275,8 +275,10 @@ class Indexer:
                         dense=dense,
                     )
                 )
-            self.store.upsert(points)
-            report.chunks_upserted += len(points)
+        # New versions first (one round trip per window), then each note's leftovers: a note is never missing.
+        self.store.upsert(points)
+        report.chunks_upserted += len(points)
+        for parsed in window:
             old = state.get(parsed.obj.path)
             n = len(parsed.chunks)
             leftover = {i for idx in old.chunks.values() for i in idx if i >= n} if old else set()

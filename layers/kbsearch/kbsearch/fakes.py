@@ -1,5 +1,7 @@
 """Loopback HTTP fakes of DeepInfra and Fireworks that speak their JSON contracts (see shared/reference/providers.md).
 
+Used by the tests and by `kbsearch bench`; never by the services themselves.
+
 They check requests as strictly as the real APIs (auth, model name, unknown fields where the provider rejects
 them, ``documents`` not ``passages``) and can be told to fail, hang, rate-limit or answer garbage. Embeddings are
 deterministic bag-of-words hashes (similar texts get similar vectors), returned unnormalised on purpose.
