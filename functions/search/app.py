@@ -1,24 +1,67 @@
 """SearchFunction: API Gateway (REST) → kbsearch services. Translation only; no search logic lives here.
 
 Module import must stay light (health and Slack acknowledgement answer from a cold start): anything that pulls
-qdrant_client, numpy, boto3 or the X-Ray SDK is imported inside the route that needs it.
+qdrant_client, numpy, boto3 or the X-Ray SDK is imported inside the route that needs it, once per container.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Annotated, Any
 
-from aws_lambda_powertools import Logger
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.params import Query
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import ValidationError
 
-from kbsearch.config import load_settings
+from kbsearch.config import Secrets, load_settings
 from kbsearch.health import health_status
+from kbsearch.schemas import MAX_QUERY_CHARS, MAX_TOP_K, ErrorResponse, SearchFilters, SearchRequest, SearchResponse
+
+if TYPE_CHECKING:
+    from kbsearch.search import SearchService
+
+MAX_BODY_BYTES = 64 * 1024
+RETRY_AFTER_S = "5"
 
 logger = Logger()
+copy_config_to_registered_loggers(source_logger=logger, include={"kbsearch"})
+metrics = Metrics()
 settings = load_settings()
+secrets = Secrets(settings)
 app = APIGatewayRestResolver(enable_validation=True)
+app.enable_swagger(path="/docs", title="kb-search", version=health_status(settings)["version"])
+
+_service: SearchService | None = None
+_tracer: Any = None
+
+
+def service() -> SearchService:
+    """The search service, built on the first search of this container (SnapStart snapshots it warm)."""
+    global _service  # noqa: PLW0603 - one per container
+    if _service is None:
+        from kbsearch.search import SearchService
+
+        _service = SearchService(settings, secrets)
+    return _service
+
+
+@contextlib.contextmanager
+def _span(name: str) -> Iterator[None]:
+    """An X-Ray subsegment per stage; the tracer (and the X-Ray SDK) is loaded on the first search only."""
+    global _tracer  # noqa: PLW0603
+    if _tracer is None:
+        from aws_lambda_powertools import Tracer
+
+        _tracer = Tracer()
+    with _tracer.provider.in_subsegment(f"## {name}"):
+        yield
 
 
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response[Any]:
@@ -35,7 +78,7 @@ def get_health() -> dict[str, Any]:
     return health_status(settings)
 
 
-@app.get("/openapi.json")
+@app.get("/openapi.json", include_in_schema=False)
 def get_openapi() -> Response[Any]:
     return Response(
         status_code=200,
@@ -44,20 +87,110 @@ def get_openapi() -> Response[Any]:
     )
 
 
-@app.get("/search")
-@app.post("/search")
-def search_not_ready() -> Response[Any]:
-    return _error(501, "not_implemented", "search is not deployed in this version")
+def _run_search(request: SearchRequest) -> Response[SearchResponse]:
+    from kbsearch.search import IndexUnavailable
+
+    context = app.lambda_context
+    remaining = context.get_remaining_time_in_millis() / 1000 if context is not None else None
+    try:
+        answer = service().search(request, app.current_event.request_context.request_id, remaining, _span)
+    except IndexUnavailable as exc:
+        logger.error("index unavailable", extra={"error": str(exc)})
+        metrics.add_metric(name="IndexUnavailable", unit=MetricUnit.Count, value=1)
+        return _error(503, "index_unavailable", str(exc), {"Retry-After": RETRY_AFTER_S})
+    meta = answer.meta
+    for stage, ms in meta.timings_ms.items():
+        metrics.add_metric(name=f"Latency_{stage}", unit=MetricUnit.Milliseconds, value=ms)
+    for stage in meta.degraded:
+        metrics.add_metric(name=f"Degraded_{stage}", unit=MetricUnit.Count, value=1)
+    metrics.add_metric(name="Degraded", unit=MetricUnit.Count, value=int(bool(meta.degraded)))
+    for kind, by_provider in meta.usage.items():
+        for provider, tokens in by_provider.items():
+            metrics.add_metric(name=f"Tokens_{kind}_{provider}", unit=MetricUnit.Count, value=tokens)
+    timing = ", ".join(f"{k};dur={v}" for k, v in meta.timings_ms.items())
+    return Response(
+        status_code=200,
+        content_type=content_types.APPLICATION_JSON,
+        body=answer,
+        headers={"Server-Timing": timing},
+    )
 
 
-@app.post("/slack/command")
+@app.post(
+    "/search",
+    summary="Search the knowledge base",
+    responses={
+        200: {"description": "Results", "content": {"application/json": {"model": SearchResponse}}},
+        413: {"description": "Body too large", "content": {"application/json": {"model": ErrorResponse}}},
+        503: {"description": "Index unavailable", "content": {"application/json": {"model": ErrorResponse}}},
+    },
+)
+def post_search(request: SearchRequest) -> Response[SearchResponse]:
+    return _run_search(request)
+
+
+@app.get(
+    "/search",
+    summary="Search the knowledge base (query string)",
+    responses={
+        200: {"description": "Results", "content": {"application/json": {"model": SearchResponse}}},
+        503: {"description": "Index unavailable", "content": {"application/json": {"model": ErrorResponse}}},
+    },
+)
+def get_search(
+    q: Annotated[str, Query(min_length=1, max_length=MAX_QUERY_CHARS, description="the query")],
+    top_k: Annotated[int, Query(ge=1, le=MAX_TOP_K)] = 5,
+    tags: Annotated[list[str] | None, Query(description="repeatable: any of these tags")] = None,
+    type: Annotated[list[str] | None, Query(description="repeatable")] = None,
+    status: Annotated[list[str] | None, Query(description="repeatable")] = None,
+    path_prefix: Annotated[str | None, Query(max_length=500)] = None,
+    updated_after: Annotated[str | None, Query(description="ISO date or date-time")] = None,
+    rerank: bool = True,
+    expand: bool = True,
+) -> Response[SearchResponse]:
+    filters = {"tags": tags, "type": type, "status": status, "path_prefix": path_prefix, "updated_after": updated_after}
+    try:
+        request = SearchRequest(
+            query=q,
+            top_k=top_k,
+            filters=SearchFilters.model_validate({k: v for k, v in filters.items() if v is not None}),
+            rerank=rerank,
+            expand=expand,
+        )
+    except ValidationError as exc:
+        return _validation_error(exc.errors(), location="query")
+    return _run_search(request)
+
+
+@app.post("/slack/command", include_in_schema=False)
 def slack_not_ready() -> Response[Any]:
     return _error(501, "not_implemented", "the Slack command is not deployed in this version")
 
 
-@app.route("/mcp", method=["GET", "POST"])
+@app.route("/mcp", method=["GET", "POST"], include_in_schema=False)
 def mcp_not_ready() -> Response[Any]:
     return _error(501, "not_implemented", "the MCP endpoint is not deployed in this version")
+
+
+def _validation_error(errors: Any, location: str | None = None) -> Response[Any]:
+    detail = [
+        {
+            "loc": ([location] if location else []) + list(e.get("loc", ())),
+            "msg": e.get("msg", "invalid value"),
+            "type": e.get("type", ""),
+        }
+        for e in errors
+    ]
+    return Response(
+        status_code=422,
+        content_type=content_types.APPLICATION_JSON,
+        body={"error": "validation_error", "message": "the request is not valid", "detail": detail},
+    )
+
+
+@app.exception_handler(RequestValidationError)
+def invalid_request(exc: RequestValidationError) -> Response[Any]:
+    return _validation_error(exc.errors())
 
 
 @app.not_found
@@ -72,6 +205,24 @@ def unexpected(exc: Exception) -> Response[Any]:
     return _error(500, "internal_error", "unexpected error; see the logs with this request's id")
 
 
+def _body_size(event: dict[str, Any]) -> int:
+    body = event.get("body") or ""
+    if event.get("isBase64Encoded"):
+        return len(body) * 3 // 4
+    return len(body.encode("utf-8")) if isinstance(body, str) else 0
+
+
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return app.resolve(event, context)
+    if _body_size(event) > MAX_BODY_BYTES:
+        return {
+            "statusCode": 413,
+            "multiValueHeaders": {"Content-Type": ["application/json"]},
+            "body": '{"error": "payload_too_large", "message": "the body is over 64 KiB"}',
+            "isBase64Encoded": False,
+        }
+    try:
+        return app.resolve(event, context)
+    finally:
+        if metrics.metric_set:
+            metrics.flush_metrics()

@@ -79,10 +79,34 @@ class Settings(BaseSettings):
     reranker_model: str = "Qwen/Qwen3-Reranker-8B"
     reranker_fallback_url: str = FIREWORKS_RERANK_URL
     reranker_fallback_model: str = "accounts/fireworks/models/qwen3-reranker-8b"
+    reranker_provider: str = "deepinfra"
+    reranker_fallback_provider: str = "fireworks"
+    reranker_api_style: str = Field(default="auto", pattern="^(auto|native|standard)$")
+    reranker_fallback_api_style: str = Field(default="auto", pattern="^(auto|native|standard)$")
+    rerank_timeout_s: float = Field(default=3.0, gt=0)
+    rerank_hedge_ms: float = Field(default=600.0, ge=0)  # 0 turns hedging off
+    rerank_passage_tokens: int = Field(default=384, ge=32, le=8000)
+    breaker_threshold: int = Field(default=3, ge=1)
+    breaker_cooldown_s: float = Field(default=30.0, ge=0)
 
     # Query expansion: an OpenAI-compatible chat model (used only when EXPANSION_API_KEY is set).
     expansion_url: str = DEEPINFRA_CHAT_URL
     expansion_model: str = "Qwen/Qwen3-32B"
+    expansion_provider: str = "deepinfra"
+    expansion_variants: int = Field(default=3, ge=1, le=8)
+    expansion_budget_ms: float = Field(default=800.0, gt=0)
+    expansion_cache_size: int = Field(default=512, ge=0)
+    expansion_cache_ttl_s: float = Field(default=3600.0, ge=0)
+
+    # Search.
+    search_budget_s: float = Field(default=10.0, gt=0, le=28)
+    search_candidates: int = Field(default=50, ge=1, le=200)
+    search_prefetch_limit: int = Field(default=50, ge=1, le=1000)
+    search_hnsw_ef: int = Field(default=256, ge=4)
+    rrf_k: int = Field(default=60, ge=1)
+    embedding_query_timeout_s: float = Field(default=2.0, gt=0)
+    snippet_chars: int = Field(default=300, ge=40)
+    search_prior: bool = False  # ai_weight/status prior on the final score (README "Ranking prior")
 
     # The knowledge base: a folder or s3://bucket/prefix.
     kb_source: str = ""

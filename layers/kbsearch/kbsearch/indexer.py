@@ -27,7 +27,7 @@ from kbsearch.notes import Note, NoteError, parse_note
 from kbsearch.providers.embeddings import Embedder, EmbeddingStats
 from kbsearch.providers.http import Deadline, ProviderError
 from kbsearch.sources import Source, SourceError, SourceObject, open_source
-from kbsearch.store import ChunkPoint, NoteState, Store
+from kbsearch.store import ChunkPoint, NoteState, Store, folders_of
 
 logger = logging.getLogger(__name__)
 
@@ -296,6 +296,7 @@ def _payload(parsed: _Parsed, chunk: Chunk, indexed_at: str, dense: bool) -> dic
     return {
         "doc_id": note.doc_id,
         "path": note.path,
+        "folders": folders_of(note.path),
         "title": note.title,
         "heading": chunk.heading,
         "chunk_index": chunk.index,

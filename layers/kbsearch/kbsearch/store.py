@@ -6,6 +6,7 @@ Points: id = uuid5(path + "#" + chunk_index); named vectors ``dense`` (cosine) a
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from kbsearch.lexical import SparseVector
 DENSE = "dense"
 SPARSE = "bm25"
 POINT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://kb-search/points")
-KEYWORD_FIELDS = ("path", "doc_id", "tags", "type", "status")
+KEYWORD_FIELDS = ("path", "doc_id", "tags", "type", "status", "folders")
 STATE_FIELDS = ["path", "etag", "chunk_index", "n_chunks", "dense"]
 
 
@@ -214,3 +215,93 @@ class Store:
         """Remove the note's chunks from ``n_chunks`` on (left by an older, longer version)."""
         selector = models.FilterSelector(filter=self._path_filter(path, n_chunks))
         self.client.delete(self.collection, selector, wait=True)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """The best chunk of one note, with its fused (RRF) score."""
+
+    payload: dict[str, Any]
+    fusion: float
+
+
+def build_filter(
+    tags: list[str] | None = None,
+    types: list[str] | None = None,
+    statuses: list[str] | None = None,
+    path_prefix: str | None = None,
+    updated_after: dt.date | None = None,
+) -> models.Filter | None:
+    must: list[models.Condition] = []
+    if tags:
+        must.append(models.FieldCondition(key="tags", match=models.MatchAny(any=tags)))
+    if types:
+        must.append(models.FieldCondition(key="type", match=models.MatchAny(any=types)))
+    if statuses:
+        must.append(models.FieldCondition(key="status", match=models.MatchAny(any=statuses)))
+    if path_prefix:
+        folder = path_prefix.strip("/")
+        must.append(models.FieldCondition(key="folders", match=models.MatchValue(value=folder)))
+    if updated_after:
+        must.append(models.FieldCondition(key="updated", range=models.DatetimeRange(gt=updated_after)))
+    return models.Filter(must=must) if must else None
+
+
+def folders_of(path: str) -> list[str]:
+    """``a/b/c.md`` → ``["a", "a/b"]``: what ``path_prefix`` filters match."""
+    parts = path.split("/")[:-1]
+    return ["/".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def hybrid_query(
+    store: Store,
+    dense: list[list[float]],
+    sparse: SparseVector | None,
+    query_filter: models.Filter | None,
+    limit: int = 50,
+    prefetch_limit: int = 50,
+    hnsw_ef: int = 256,
+    rrf_k: int = 60,
+    timeout_s: float | None = None,
+) -> list[Candidate]:
+    """One Query API call: a dense prefetch per query variant plus a BM25 prefetch, each filtered, fused
+    server-side with RRF (k = ``rrf_k``; the plain ``Fusion.RRF`` would use k = 2), grouped by note."""
+    params = models.SearchParams(
+        hnsw_ef=hnsw_ef, quantization=models.QuantizationSearchParams(rescore=True, oversampling=2.0)
+    )
+    prefetch = [
+        models.Prefetch(query=vector, using=DENSE, filter=query_filter, limit=prefetch_limit, params=params)
+        for vector in dense
+    ]
+    if sparse is not None and len(sparse):
+        prefetch.append(
+            models.Prefetch(
+                query=models.SparseVector(indices=sparse.indices, values=sparse.values),
+                using=SPARSE,
+                filter=query_filter,
+                limit=prefetch_limit,
+            )
+        )
+    if not prefetch:
+        return []
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the embedded store warns that it ignores hnsw_ef/quantization
+            result = store.client.query_points_groups(
+                store.collection,
+                group_by="doc_id",
+                prefetch=prefetch,
+                query=models.RrfQuery(rrf=models.Rrf(k=rrf_k)),
+                limit=limit,
+                group_size=1,
+                with_payload=models.PayloadSelectorExclude(exclude=["meta"]),
+                timeout=None if timeout_s is None else max(1, int(timeout_s)),
+            )
+    except Exception as exc:
+        raise StoreError(f"Qdrant query failed ({type(exc).__name__})") from None
+    out = []
+    for group in result.groups:
+        if group.hits:
+            hit = group.hits[0]
+            out.append(Candidate(dict(hit.payload or {}), float(hit.score)))
+    return out

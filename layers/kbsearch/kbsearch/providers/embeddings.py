@@ -198,12 +198,20 @@ class Embedder:
         return out
 
 
-def build_embedder(settings: Settings, secrets: Secrets, client: httpx.Client) -> Embedder | None:
-    """The configured embedder, or None when no embedding key is configured (then search is BM25-only)."""
+def build_embedder(
+    settings: Settings, secrets: Secrets, client: httpx.Client, for_queries: bool = False
+) -> Embedder | None:
+    """The configured embedder, or None when no embedding key is configured (then search is BM25-only).
+
+    ``for_queries``: one attempt per provider with the short query timeout (the fallback is the retry), as a
+    search has a latency budget; indexing retries with backoff instead."""
     configured = secrets.configured()
     if "EMBEDDING_API_KEY" not in configured or not settings.embedding_url:
         return None
-    policy = RetryPolicy(attempts=settings.provider_retries + 1, timeout_s=settings.embedding_timeout_s)
+    if for_queries:
+        policy = RetryPolicy(attempts=1, timeout_s=settings.embedding_query_timeout_s)
+    else:
+        policy = RetryPolicy(attempts=settings.provider_retries + 1, timeout_s=settings.embedding_timeout_s)
     primary = EmbeddingClient(
         Endpoint(settings.embedding_provider, settings.embedding_url, settings.embedding_model, "EMBEDDING_API_KEY"),
         settings.embedding_dimensions,

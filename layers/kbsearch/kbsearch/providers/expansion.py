@@ -1,0 +1,151 @@
+"""Multi-query expansion: an OpenAI-compatible chat model writes N rewrites of the query as JSON, one of them a
+translation into the other language (ru ↔ en). Bounded by a latency budget; answers are cached in the warm
+container (LRU with TTL). Any failure returns no variants and the search goes on with the query alone."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import httpx
+
+from kbsearch.config import Secrets, Settings
+from kbsearch.providers.http import Deadline, Endpoint, ProviderError, RetryPolicy, post_json
+
+SYSTEM_PROMPT = (
+    "You rewrite search queries for a company knowledge base written in Russian and English. "
+    "Given a query, write {n} different rewrites that could find the same notes: rephrasings, synonyms or more "
+    "specific wordings. Exactly one rewrite must be a translation of the query into the other language "
+    "(Russian if the query is English, English if it is Russian). Keep product names, code and identifiers "
+    'as they are. Answer with JSON only: {{"queries": ["...", "..."]}} /no_think'
+)
+_THINK = re.compile(r"<think>.*?</think>", re.S)
+_FENCE = re.compile(r"^```(?:json)?\s*|\s*```$", re.M)
+
+
+@dataclass(frozen=True)
+class Expansion:
+    variants: list[str]
+    tokens: int
+    provider: str
+    cached: bool
+
+
+class _TtlLru:
+    def __init__(self, size: int, ttl_s: float) -> None:
+        self.size = size
+        self.ttl_s = ttl_s
+        self._items: OrderedDict[str, tuple[float, list[str], int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> tuple[list[str], int] | None:
+        with self._lock:
+            item = self._items.get(key)
+            if item is None:
+                return None
+            stored, variants, tokens = item
+            if time.monotonic() - stored > self.ttl_s:
+                del self._items[key]
+                return None
+            self._items.move_to_end(key)
+            return variants, tokens
+
+    def put(self, key: str, variants: list[str], tokens: int) -> None:
+        if self.size <= 0:
+            return
+        with self._lock:
+            self._items[key] = (time.monotonic(), variants, tokens)
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+
+def parse_variants(content: str, query: str, n: int) -> list[str]:
+    """Rewrites from the model's answer (JSON object, list, or fenced JSON; ``<think>`` blocks dropped)."""
+    text = _FENCE.sub("", _THINK.sub("", content).strip()).strip()
+    start = min((i for i in (text.find("{"), text.find("[")) if i >= 0), default=-1)
+    if start < 0:
+        raise ValueError("no JSON in the answer")
+    data = json.loads(text[start:])
+    items = data.get("queries") if isinstance(data, dict) else data
+    if not isinstance(items, list):
+        raise ValueError("no list of queries in the answer")
+    seen = {query.strip().casefold()}
+    out: list[str] = []
+    for item in items:
+        if not isinstance(item, str):
+            continue
+        variant = " ".join(item.split())[:1000]
+        if variant and variant.casefold() not in seen:
+            seen.add(variant.casefold())
+            out.append(variant)
+    return out[:n]
+
+
+class Expander:
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        secrets: Secrets,
+        client: httpx.Client,
+        n: int = 3,
+        budget_s: float = 0.8,
+        cache_size: int = 512,
+        cache_ttl_s: float = 3600,
+    ) -> None:
+        self.endpoint = endpoint
+        self.secrets = secrets
+        self.client = client
+        self.n = n
+        self.budget_s = budget_s
+        self.cache = _TtlLru(cache_size, cache_ttl_s)
+
+    @property
+    def name(self) -> str:
+        return self.endpoint.name
+
+    def expand(self, query: str, deadline: Deadline) -> Expansion:
+        """Raises :class:`ProviderError` on any failure (the caller degrades)."""
+        key = f"{self.n}\x00{query}"
+        hit = self.cache.get(key)
+        if hit is not None:
+            return Expansion(hit[0], 0, self.endpoint.name, cached=True)
+        budget = Deadline(min(self.budget_s, deadline.remaining()))
+        payload = {
+            "model": self.endpoint.model,
+            "messages": [
+                {"role": "system", "content": SYSTEM_PROMPT.format(n=self.n)},
+                {"role": "user", "content": query},
+            ],
+            "temperature": 0.2,
+            "max_tokens": 300,
+        }
+        policy = RetryPolicy(attempts=1, timeout_s=self.budget_s)
+        answer = post_json(self.client, self.endpoint, self.secrets, payload, policy, budget)
+        try:
+            content = answer["choices"][0]["message"]["content"]
+            variants = parse_variants(str(content), query, self.n)
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            raise ProviderError(self.endpoint.name, "malformed", f"unusable expansion answer ({exc})") from None
+        usage = answer.get("usage") if isinstance(answer, dict) else None
+        tokens = int(usage.get("total_tokens", 0)) if isinstance(usage, dict) else 0
+        self.cache.put(key, variants, tokens)
+        return Expansion(variants, tokens, self.endpoint.name, cached=False)
+
+
+def build_expander(settings: Settings, secrets: Secrets, client: httpx.Client) -> Expander | None:
+    if "EXPANSION_API_KEY" not in secrets.configured() or not settings.expansion_url:
+        return None
+    return Expander(
+        Endpoint(settings.expansion_provider, settings.expansion_url, settings.expansion_model, "EXPANSION_API_KEY"),
+        secrets,
+        client,
+        n=settings.expansion_variants,
+        budget_s=settings.expansion_budget_ms / 1000,
+        cache_size=settings.expansion_cache_size,
+        cache_ttl_s=settings.expansion_cache_ttl_s,
+    )

@@ -1,0 +1,231 @@
+"""Qwen3-Reranker-8B: DeepInfra's native inference API, Fireworks' standard ``/v1/rerank`` as the fallback.
+
+The contract comes from the URL path (``/v1/inference/<model>`` → native ``queries``/``documents`` → ``scores``;
+a path ending in ``/rerank`` → standard ``query``/``documents`` → ``data[index, relevance_score]``), unless set
+explicitly. :class:`Reranking` adds the fallback, hedging (if the primary has not answered within the hedge
+delay, the same request goes to the fallback and the first valid answer wins) and a circuit breaker.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import httpx
+
+from kbsearch.config import Secrets, Settings
+from kbsearch.providers.http import CircuitBreaker, Deadline, Endpoint, ProviderError, RetryPolicy, post_json
+
+
+@dataclass(frozen=True)
+class Ranked:
+    scores: list[float]  # scores[i] belongs to documents[i]
+    tokens: int
+    provider: str
+
+
+def detect_style(url: str, override: str = "auto") -> str:
+    if override in ("native", "standard"):
+        return override
+    path = urlsplit(url).path.rstrip("/")
+    if path.endswith("/rerank"):
+        return "standard"
+    if "/v1/inference/" in path:
+        return "native"
+    raise ValueError(f"cannot tell the rerank contract from {url!r}: set the *_API_STYLE setting to native|standard")
+
+
+class RerankClient:
+    """One rerank endpoint in either contract."""
+
+    def __init__(
+        self, endpoint: Endpoint, secrets: Secrets, client: httpx.Client, policy: RetryPolicy, style: str = "auto"
+    ) -> None:
+        self.endpoint = endpoint
+        self.secrets = secrets
+        self.client = client
+        self.policy = policy
+        self.style = detect_style(endpoint.url, style)
+
+    def rerank(self, query: str, documents: Sequence[str], deadline: Deadline | None = None) -> Ranked:
+        if self.style == "native":
+            # Public clients repeat the query once per document; the safe form of the contract.
+            payload: dict[str, object] = {"queries": [query] * len(documents), "documents": list(documents)}
+        else:
+            payload = {
+                "model": self.endpoint.model,
+                "query": query,
+                "documents": list(documents),
+                "top_n": len(documents),
+                "return_documents": False,
+            }
+        answer = post_json(self.client, self.endpoint, self.secrets, payload, self.policy, deadline)
+        scores = (
+            self._native(answer, len(documents)) if self.style == "native" else self._standard(answer, len(documents))
+        )
+        return Ranked(scores, self._tokens(answer), self.endpoint.name)
+
+    def _bad(self, message: str) -> ProviderError:
+        return ProviderError(self.endpoint.name, "malformed", message)
+
+    @staticmethod
+    def _finite(value: object) -> float | None:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return None
+        number = float(value)
+        return number if math.isfinite(number) else None
+
+    def _native(self, answer: object, n: int) -> list[float]:
+        scores = answer.get("scores") if isinstance(answer, dict) else None
+        if not isinstance(scores, list) or len(scores) != n:
+            raise self._bad(f"expected {n} scores, got {len(scores) if isinstance(scores, list) else 'none'}")
+        out = [self._finite(s) for s in scores]
+        if any(s is None for s in out):
+            raise self._bad("a score is missing, NaN or infinite")
+        return [s for s in out if s is not None]
+
+    def _standard(self, answer: object, n: int) -> list[float]:
+        data = answer.get("data") if isinstance(answer, dict) else None
+        if not isinstance(data, list) or len(data) != n:
+            raise self._bad(f"expected {n} results, got {len(data) if isinstance(data, list) else 'none'}")
+        scores: list[float | None] = [None] * n
+        for item in data:
+            index = item.get("index") if isinstance(item, dict) else None
+            score = self._finite(item.get("relevance_score")) if isinstance(item, dict) else None
+            if not isinstance(index, int) or not 0 <= index < n or scores[index] is not None or score is None:
+                raise self._bad("bad index or relevance_score in the results")
+            scores[index] = score
+        return [s for s in scores if s is not None]
+
+    @staticmethod
+    def _tokens(answer: object) -> int:
+        if not isinstance(answer, dict):
+            return 0
+        usage = answer.get("usage")
+        value = usage.get("total_tokens") if isinstance(usage, dict) else answer.get("input_tokens")
+        return int(value) if isinstance(value, int | float) else 0
+
+
+@dataclass(frozen=True)
+class RerankOutcome:
+    ranked: Ranked | None  # None: both failed (or nothing configured answered)
+    fell_back: bool
+    hedged: bool
+    errors: list[str]
+
+
+_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="rerank")
+
+
+class Reranking:
+    def __init__(
+        self,
+        primary: RerankClient,
+        fallback: RerankClient | None = None,
+        hedge_delay_s: float | None = 0.6,
+        breaker: CircuitBreaker | None = None,
+    ) -> None:
+        self.primary = primary
+        self.fallback = fallback
+        self.hedge_delay_s = hedge_delay_s
+        self.breaker = breaker or CircuitBreaker(threshold=3, cooldown_s=30)
+        self._lock = threading.Lock()
+
+    @property
+    def name(self) -> str:
+        return self.primary.endpoint.name
+
+    def _primary_done(self, future: Future[Ranked]) -> None:
+        if future.cancelled():
+            return
+        if future.exception() is None:
+            self.breaker.success()
+        else:
+            self.breaker.failure()
+
+    def rerank(self, query: str, documents: Sequence[str], deadline: Deadline) -> RerankOutcome:
+        errors: list[str] = []
+        if self.breaker.is_open:
+            errors.append(f"{self.primary.endpoint.name}: circuit open")
+            return self._fallback_only(query, documents, deadline, errors)
+        primary = _pool.submit(self.primary.rerank, query, documents, deadline)
+        primary.add_done_callback(self._primary_done)
+        pending: dict[Future[Ranked], str] = {primary: "primary"}
+        hedged = False
+        hedge_at = (
+            time.monotonic() + self.hedge_delay_s
+            if self.fallback is not None and self.hedge_delay_s is not None
+            else None
+        )
+        while pending:
+            remaining = deadline.remaining()
+            if remaining <= 0:
+                errors.append("rerank budget exhausted")
+                break
+            timeout = remaining if hedge_at is None else max(0.0, min(remaining, hedge_at - time.monotonic()))
+            done, _ = wait(list(pending), timeout=timeout, return_when=FIRST_COMPLETED)
+            for future in done:
+                role = pending.pop(future)
+                exc = future.exception()
+                if exc is None:
+                    return RerankOutcome(future.result(), role == "fallback", hedged, errors)
+                errors.append(str(exc))
+                if role == "primary" and self.fallback is not None and not hedged:
+                    hedge_at = None  # the primary failed before the hedge: ask the fallback now
+                    pending[_pool.submit(self.fallback.rerank, query, documents, deadline)] = "fallback"
+            if not done and hedge_at is not None and time.monotonic() >= hedge_at and self.fallback is not None:
+                hedged = True
+                hedge_at = None
+                pending[_pool.submit(self.fallback.rerank, query, documents, deadline)] = "fallback"
+        return RerankOutcome(None, False, hedged, errors)
+
+    def _fallback_only(
+        self, query: str, documents: Sequence[str], deadline: Deadline, errors: list[str]
+    ) -> RerankOutcome:
+        if self.fallback is None:
+            return RerankOutcome(None, False, False, errors)
+        try:
+            return RerankOutcome(self.fallback.rerank(query, documents, deadline), True, False, errors)
+        except ProviderError as exc:
+            errors.append(str(exc))
+            return RerankOutcome(None, False, False, errors)
+
+
+def build_reranking(settings: Settings, secrets: Secrets, client: httpx.Client) -> Reranking | None:
+    configured = secrets.configured()
+    if "RERANKER_API_KEY" not in configured or not settings.reranker_url:
+        return None
+    policy = RetryPolicy(attempts=1, timeout_s=settings.rerank_timeout_s)  # no retries: the fallback is the retry
+    primary = RerankClient(
+        Endpoint(settings.reranker_provider, settings.reranker_url, settings.reranker_model, "RERANKER_API_KEY"),
+        secrets,
+        client,
+        policy,
+        settings.reranker_api_style,
+    )
+    fallback = None
+    if "RERANKER_FALLBACK_API_KEY" in configured and settings.reranker_fallback_url:
+        fallback = RerankClient(
+            Endpoint(
+                settings.reranker_fallback_provider,
+                settings.reranker_fallback_url,
+                settings.reranker_fallback_model,
+                "RERANKER_FALLBACK_API_KEY",
+            ),
+            secrets,
+            client,
+            policy,
+            settings.reranker_fallback_api_style,
+        )
+    hedge = settings.rerank_hedge_ms / 1000 if settings.rerank_hedge_ms > 0 else None
+    return Reranking(
+        primary,
+        fallback,
+        hedge_delay_s=hedge,
+        breaker=CircuitBreaker(settings.breaker_threshold, settings.breaker_cooldown_s),
+    )

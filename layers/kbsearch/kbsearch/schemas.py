@@ -1,0 +1,83 @@
+"""The search API's request and answer models (pydantic only: cheap to import on the handler's cold path)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+MAX_QUERY_CHARS = 1000
+MAX_TOP_K = 20
+
+
+class SearchFilters(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    tags: list[str] | None = Field(default=None, max_length=50, description="any of these tags")
+    type: list[str] | None = Field(default=None, max_length=20, description="note type(s)")
+    status: list[str] | None = Field(default=None, max_length=20, description="note status(es)")
+    path_prefix: str | None = Field(default=None, max_length=500, description="a folder, e.g. 'ru/ранбуки'")
+    updated_after: dt.date | dt.datetime | None = Field(default=None, description="ISO date or date-time")
+
+    @field_validator("tags", "type", "status", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    def is_empty(self) -> bool:
+        return not (self.tags or self.type or self.status or self.path_prefix or self.updated_after)
+
+
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
+    top_k: int = Field(default=5, ge=1, le=MAX_TOP_K)
+    filters: SearchFilters = Field(default_factory=SearchFilters)
+    rerank: bool = True
+    expand: bool = True
+    min_score: float | None = Field(default=None, description="drop hits whose final score is below this")
+
+
+class HitScores(BaseModel):
+    rerank: float | None
+    fusion: float
+
+
+class Hit(BaseModel):
+    rank: int
+    doc_id: str
+    path: str
+    title: str
+    heading: str
+    snippet: str
+    score: float
+    scores: HitScores
+    tags: list[str]
+    type: str | None
+    status: str | None
+    updated: str | None
+    links: list[str]
+
+
+class SearchMeta(BaseModel):
+    request_id: str | None
+    variants: list[str]
+    embedder: str
+    reranker: str
+    degraded: list[str]
+    candidates: int
+    timings_ms: dict[str, float]
+    usage: dict[str, dict[str, int]]
+
+
+class SearchResponse(BaseModel):
+    query: str
+    results: list[Hit]
+    meta: SearchMeta
+
+
+class ErrorResponse(BaseModel):
+    error: str
+    message: str

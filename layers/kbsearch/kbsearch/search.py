@@ -1,0 +1,258 @@
+"""The search pipeline: expand → embed (one request) → retrieve + fuse (one Qdrant call) → rerank → shape.
+
+Every optional stage degrades instead of failing and says so in ``meta.degraded``:
+``expand`` (expansion failed or ran out of budget), ``embed_fallback`` / ``embed`` (fallback used / both failed:
+BM25 only), ``rerank_fallback`` / ``rerank`` (fallback answered / both failed: fusion order). Only an unreachable
+index is an error (:class:`IndexUnavailable`, a 503).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any
+
+from kbsearch.chunking import estimate_tokens
+from kbsearch.config import Secrets, Settings
+from kbsearch.errors import KbSearchError
+from kbsearch.lexical import query_vector
+from kbsearch.providers.embeddings import Embedder, build_embedder, query_text
+from kbsearch.providers.expansion import Expander, build_expander
+from kbsearch.providers.http import Deadline, ProviderError, shared_client
+from kbsearch.providers.rerankers import Reranking, build_reranking
+from kbsearch.schemas import Hit, HitScores, SearchMeta, SearchRequest, SearchResponse
+from kbsearch.store import Candidate, Store, StoreError, build_filter, hybrid_query
+
+logger = logging.getLogger(__name__)
+
+Span = Callable[[str], AbstractContextManager[Any]]
+STATUS_PRIOR = {"deprecated": 0.85, "archived": 0.85, "draft": 0.95}
+
+
+class IndexUnavailable(KbSearchError):
+    """The index cannot be queried (Qdrant down, collection missing): answer 503 with Retry-After."""
+
+
+def _no_span(_name: str) -> AbstractContextManager[Any]:
+    return contextlib.nullcontext()
+
+
+def snippet(text: str, limit: int) -> str:
+    """The chunk text with whitespace folded, cut at a word boundary."""
+    flat = " ".join(text.split())
+    if len(flat) <= limit:
+        return flat
+    cut = flat[:limit]
+    space = cut.rfind(" ")
+    return (cut[:space] if space > limit // 2 else cut).rstrip(" ,.;:") + "…"
+
+
+def passage(payload: dict[str, Any], max_tokens: int) -> str:
+    """What the reranker reads: title, heading path and chunk text, truncated to a token budget."""
+    text = f"{payload.get('title', '')}\n{payload.get('heading', '')}\n{payload.get('text', '')}".strip()
+    if estimate_tokens(text) <= max_tokens:
+        return text
+    budget = max_tokens * 4
+    raw = text.encode("utf-8")[:budget]
+    return raw.decode("utf-8", errors="ignore")
+
+
+def prior(payload: dict[str, Any]) -> float:
+    """Optional ranking prior (SEARCH_PRIOR): ai_weight in [0, 1] scales by 0.9–1.1; deprecated, archived and
+    draft notes are pushed down a little. 1.0 when nothing is known."""
+    factor = 1.0
+    weight = payload.get("ai_weight")
+    if isinstance(weight, int | float) and not isinstance(weight, bool):
+        factor *= 0.9 + 0.2 * min(1.0, max(0.0, float(weight)))
+    status = payload.get("status")
+    if isinstance(status, str):
+        factor *= STATUS_PRIOR.get(status.lower(), 1.0)
+    return factor
+
+
+class SearchService:
+    """Built once per container; clients and connections are reused across requests."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        secrets: Secrets,
+        store: Store | None = None,
+        embedder: Embedder | None = None,
+        reranking: Reranking | None = None,
+        expander: Expander | None = None,
+        wire_providers: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.secrets = secrets
+        self._store = store
+        if wire_providers:
+            client = shared_client()
+            embedder = embedder or build_embedder(settings, secrets, client, for_queries=True)
+            reranking = reranking or build_reranking(settings, secrets, client)
+            expander = expander or build_expander(settings, secrets, client)
+        self.embedder = embedder
+        self.reranking = reranking
+        self.expander = expander
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            try:
+                self._store = Store.open(self.settings, self.secrets)
+            except StoreError as exc:
+                raise IndexUnavailable(str(exc)) from None
+        return self._store
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def search(
+        self,
+        request: SearchRequest,
+        request_id: str | None = None,
+        remaining_s: float | None = None,
+        span: Span = _no_span,
+    ) -> SearchResponse:
+        started = time.perf_counter()
+        budget = self.settings.search_budget_s
+        if remaining_s is not None:
+            budget = min(budget, remaining_s - 1.0)
+        deadline = Deadline(max(0.1, budget))
+        query = request.query
+        degraded: list[str] = []
+        usage: dict[str, dict[str, int]] = {}
+        timings = {"expand": 0.0, "embed": 0.0, "retrieve": 0.0, "rerank": 0.0}
+        logger.debug("search", extra={"query": query, "top_k": request.top_k})
+
+        variants = [query]
+        if request.expand and self.expander is not None:
+            t = time.perf_counter()
+            with span("expand"):
+                try:
+                    expansion = self.expander.expand(query, deadline)
+                    variants.extend(expansion.variants)
+                    if expansion.tokens:
+                        usage.setdefault("expansion", {})[expansion.provider] = expansion.tokens
+                except ProviderError as exc:
+                    degraded.append("expand")
+                    logger.warning("expansion failed; searching with the query alone", extra={"error": str(exc)})
+            timings["expand"] = (time.perf_counter() - t) * 1000
+
+        dense: list[list[float]] = []
+        embedder_name = "none"
+        if self.embedder is not None:
+            t = time.perf_counter()
+            with span("embed"):
+                try:
+                    embedded, fell_back = self.embedder.embed_one_batch([query_text(v) for v in variants], deadline)
+                    dense = embedded.vectors
+                    embedder_name = embedded.provider
+                    usage.setdefault("embedding", {})[embedded.provider] = embedded.tokens
+                    if fell_back:
+                        degraded.append("embed_fallback")
+                except ProviderError as exc:
+                    degraded.append("embed")
+                    logger.warning("embedding failed; BM25 only", extra={"error": str(exc)})
+            timings["embed"] = (time.perf_counter() - t) * 1000
+
+        t = time.perf_counter()
+        filters = request.filters
+        with span("retrieve"):
+            query_filter = build_filter(
+                tags=filters.tags,
+                types=filters.type,
+                statuses=filters.status,
+                path_prefix=filters.path_prefix,
+                updated_after=filters.updated_after,
+            )
+            try:
+                if not self.store.exists():
+                    raise IndexUnavailable(
+                        f"collection {self.settings.qdrant_collection!r} does not exist: run the indexer first"
+                    )
+                candidates = hybrid_query(
+                    self.store,
+                    dense,
+                    query_vector(query),
+                    query_filter,
+                    limit=self.settings.search_candidates,
+                    prefetch_limit=self.settings.search_prefetch_limit,
+                    hnsw_ef=self.settings.search_hnsw_ef,
+                    rrf_k=self.settings.rrf_k,
+                    timeout_s=min(self.settings.qdrant_timeout_s, max(1.0, deadline.remaining())),
+                )
+            except StoreError as exc:
+                raise IndexUnavailable(str(exc)) from None
+        timings["retrieve"] = (time.perf_counter() - t) * 1000
+
+        rerank_scores: list[float] | None = None
+        reranker_name = "none"
+        if request.rerank and self.reranking is not None and candidates:
+            t = time.perf_counter()
+            with span("rerank"):
+                docs = [passage(c.payload, self.settings.rerank_passage_tokens) for c in candidates]
+                outcome = self.reranking.rerank(query, docs, deadline)
+                if outcome.ranked is not None:
+                    rerank_scores = outcome.ranked.scores
+                    reranker_name = outcome.ranked.provider
+                    usage.setdefault("rerank", {})[outcome.ranked.provider] = outcome.ranked.tokens
+                    if outcome.fell_back:
+                        degraded.append("rerank_fallback")
+                else:
+                    degraded.append("rerank")
+                if outcome.errors:
+                    logger.warning("rerank problems", extra={"errors": outcome.errors, "hedged": outcome.hedged})
+            timings["rerank"] = (time.perf_counter() - t) * 1000
+
+        results = self._shape(candidates, rerank_scores, request)
+        timings["total"] = (time.perf_counter() - started) * 1000
+        meta = SearchMeta(
+            request_id=request_id,
+            variants=variants,
+            embedder=embedder_name,
+            reranker=reranker_name,
+            degraded=degraded,
+            candidates=len(candidates),
+            timings_ms={k: round(v, 1) for k, v in timings.items()},
+            usage=usage,
+        )
+        return SearchResponse(query=query, results=results, meta=meta)
+
+    def _shape(self, candidates: list[Candidate], rerank: list[float] | None, request: SearchRequest) -> list[Hit]:
+        scored = []
+        for i, c in enumerate(candidates):
+            base = rerank[i] if rerank is not None else c.fusion
+            final = base * prior(c.payload) if self.settings.search_prior else base
+            scored.append((final, c.fusion, i, c, None if rerank is None else rerank[i]))
+        scored.sort(key=lambda s: (-s[0], -s[1], s[2]))
+        hits: list[Hit] = []
+        for final, fusion, _, c, rr in scored:
+            if request.min_score is not None and final < request.min_score:
+                continue
+            p = c.payload
+            hits.append(
+                Hit(
+                    rank=len(hits) + 1,
+                    doc_id=str(p.get("doc_id", p.get("path", ""))),
+                    path=str(p.get("path", "")),
+                    title=str(p.get("title", "")),
+                    heading=str(p.get("heading", "")),
+                    snippet=snippet(str(p.get("text") or p.get("summary") or ""), self.settings.snippet_chars),
+                    score=round(final, 6),
+                    scores=HitScores(rerank=None if rr is None else round(rr, 6), fusion=round(fusion, 6)),
+                    tags=[str(t) for t in p.get("tags") or []],
+                    type=p.get("type"),
+                    status=p.get("status"),
+                    updated=p.get("updated"),
+                    links=[str(link) for link in p.get("links") or []],
+                )
+            )
+            if len(hits) == request.top_k:
+                break
+        return hits
