@@ -84,6 +84,8 @@ def provider_settings(
             "embedding_api_key": deepinfra.api_key,
             "reranker_url": deepinfra.rerank_url,
             "reranker_api_key": deepinfra.api_key,
+            "expansion_url": deepinfra.chat_url,
+            "expansion_api_key": deepinfra.api_key,
         }
     if fireworks is not None:
         values |= {

@@ -87,7 +87,7 @@ def get_openapi() -> Response[Any]:
     )
 
 
-def _run_search(request: SearchRequest) -> Response[SearchResponse]:
+def _run_search(request: SearchRequest) -> Response[Any]:
     from kbsearch.search import IndexUnavailable
 
     context = app.lambda_context
@@ -125,7 +125,7 @@ def _run_search(request: SearchRequest) -> Response[SearchResponse]:
         503: {"description": "Index unavailable", "content": {"application/json": {"model": ErrorResponse}}},
     },
 )
-def post_search(request: SearchRequest) -> Response[SearchResponse]:
+def post_search(request: SearchRequest) -> Response[Any]:
     return _run_search(request)
 
 
@@ -147,7 +147,7 @@ def get_search(
     updated_after: Annotated[str | None, Query(description="ISO date or date-time")] = None,
     rerank: bool = True,
     expand: bool = True,
-) -> Response[SearchResponse]:
+) -> Response[Any]:
     filters = {"tags": tags, "type": type, "status": status, "path_prefix": path_prefix, "updated_after": updated_after}
     try:
         request = SearchRequest(

@@ -60,22 +60,38 @@ def test_invoke_parameter_overrides() -> None:
     assert rc == 0 and json.loads(result["body"])["collection"] == "over"
 
 
+@pytest.fixture(scope="module")
+def sample_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("invoke") / "q"
+    proc = subprocess.run(
+        [*KBSEARCH_CMD, "index", str(ROOT / "sample-kb"), "--json"],
+        capture_output=True, text=True, env=subprocess_env(QDRANT_PATH=str(path)), check=False, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return path
+
+
 @pytest.mark.parametrize(
     ("event", "status"),
     [
-        ("search.json", 501),
-        ("search_get.json", 501),
-        ("search_bad_request.json", 501),
+        ("search.json", 200),
+        ("search_get.json", 200),
+        ("search_bad_request.json", 422),
         ("slack_command.json", 501),
         ("mcp_tools_list.json", 501),
     ],
 )
-def test_invoke_every_api_event(event: str, status: int) -> None:
-    rc, result, _ = invoke("SearchFunction", EVENTS / event)
+def test_invoke_every_api_event(event: str, status: int, sample_index: Path) -> None:
+    rc, result, _ = invoke("SearchFunction", EVENTS / event, QDRANT_PATH=str(sample_index))
     assert rc == 0
     assert result["statusCode"] == status
     assert "Traceback" not in result["body"]
-    json.loads(result["body"])
+    body = json.loads(result["body"])
+    if status == 200:
+        assert body["results"] and body["meta"]["degraded"] == []
+    if status == 422:
+        fields = {d["loc"][-1] for d in body["detail"]}
+        assert {"query", "top_k", "colour"} <= fields
 
 
 def test_invoke_errors_are_clear() -> None:
@@ -121,8 +137,8 @@ print(json.dumps({{"status": result["statusCode"], "heavy": heavy}}))
 
 
 @pytest.fixture
-def served(request: pytest.FixtureRequest) -> Iterator[str]:
-    env = getattr(request, "param", {})
+def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    env = {"QDRANT_PATH": str(tmp_path / "q"), **getattr(request, "param", {})}
     proc = subprocess.Popen(
         [*KBSEARCH_CMD, "serve", "--port", "0"],
         stdout=subprocess.PIPE,
@@ -154,8 +170,8 @@ def test_serve_answers_health_over_http(served: str) -> None:
     # API Gateway's answers for routes that do not exist
     r = httpx.get(f"{served}/nope", timeout=10)
     assert r.status_code == 403 and r.json() == {"message": "Missing Authentication Token"}
-    r = httpx.post(f"{served}/search", json={"query": "x"}, timeout=10)
-    assert r.status_code == 501  # no keys configured: the route is open locally
+    r = httpx.post(f"{served}/search", json={"query": ""}, timeout=10)
+    assert r.status_code == 422  # no keys configured: the route is open locally
 
 
 @pytest.mark.parametrize("served", [{"KB_LOCAL_API_KEYS": "k1,k2"}], indirect=True)
@@ -165,7 +181,7 @@ def test_serve_honours_api_keys(served: str) -> None:
         httpx.post(f"{served}/search", json={"query": "x"}, headers={"x-api-key": "bad"}, timeout=10).status_code == 403
     )
     assert (
-        httpx.post(f"{served}/search", json={"query": "x"}, headers={"x-api-key": "k2"}, timeout=10).status_code == 501
+        httpx.post(f"{served}/search", json={"query": ""}, headers={"x-api-key": "k2"}, timeout=10).status_code == 422
     )
     assert httpx.get(f"{served}/health", timeout=10).status_code == 200  # no key on health
 

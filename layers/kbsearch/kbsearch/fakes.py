@@ -16,6 +16,7 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
@@ -57,6 +58,21 @@ def fake_embedding(text: str, dims: int) -> list[float]:
     return [2.5 * x for x in vec]  # deliberately not unit length
 
 
+_TRANSLATIONS = {
+    "rotate": "ротация", "keys": "ключей", "key": "ключ", "snapshot": "снапшот", "restore": "восстановление",
+    "reindex": "переиндексация", "reranker": "реранкер", "outage": "сбой", "index": "индекс",
+    "ротация": "rotate", "ключей": "keys", "снапшот": "snapshot", "восстановление": "restore",
+    "переиндексация": "reindex", "реранкер": "reranker", "сбой": "outage", "индексатор": "indexer",
+}  # fmt: skip
+
+
+def default_rewrites(query: str) -> list[str]:
+    """Three deterministic rewrites, the last a word-by-word "translation" (ru ↔ en) from a tiny dictionary."""
+    words = _WORD.findall(query.lower())
+    translated = " ".join(_TRANSLATIONS.get(w, w) for w in words)
+    return [f"{query} guide", f"how to {query}", translated or query]
+
+
 def relevance(query: str, document: str) -> float:
     q = set(_WORD.findall(query.lower()))
     d = set(_WORD.findall(document.lower()))
@@ -91,6 +107,8 @@ class FakeProvider:
         self.api_key = api_key
         self.latency_s = latency_s
         self.faults: dict[str, Fault] = {}
+        #: the chat model's rewrites of a query (what expansion gets back); tests may replace it
+        self.rewrite: Callable[[str], list[str]] = default_rewrites
         self.requests: list[Recorded] = []
         self._lock = threading.Lock()
         handler = type("Handler", (_Handler,), {"fake": self})
@@ -114,6 +132,11 @@ class FakeProvider:
     @property
     def embeddings_url(self) -> str:
         path = "/v1/openai/embeddings" if self.flavor == "deepinfra" else "/inference/v1/embeddings"
+        return self.base + path
+
+    @property
+    def chat_url(self) -> str:
+        path = "/v1/openai/chat/completions" if self.flavor == "deepinfra" else "/inference/v1/chat/completions"
         return self.base + path
 
     @property
@@ -166,6 +189,8 @@ class FakeProvider:
             return (*self._embeddings(body, fault), {})
         if op == "rerank":
             return (*self._rerank(body, fault), {})
+        if op == "chat":
+            return (*self._chat(body, fault), {})
         return (*self._error(404, f"no route {path}"), {})
 
     def _embeddings(self, body: dict[str, Any], fault: Fault | None) -> tuple[int, Any]:
@@ -202,6 +227,24 @@ class FakeProvider:
             "data": data,
             "model": body["model"],
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+
+    def _chat(self, body: dict[str, Any], fault: Fault | None) -> tuple[int, Any]:
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages or not isinstance(body.get("model"), str):
+            return self._error(422, "model and messages are required")
+        user = next((m.get("content", "") for m in reversed(messages) if m.get("role") == "user"), "")
+        content = json.dumps({"queries": self.rewrite(str(user))}, ensure_ascii=False)
+        if fault and fault.short:
+            content = "Sure! Here are some rewrites: 1. ..."
+        prompt = sum(count_tokens(str(m.get("content", ""))) for m in messages)
+        completion = count_tokens(content)
+        return 200, {
+            "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
+            "object": "chat.completion",
+            "model": body["model"],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
         }
 
     def _rerank(self, body: dict[str, Any], fault: Fault | None) -> tuple[int, Any]:

@@ -264,8 +264,11 @@ def hybrid_query(
     rrf_k: int = 60,
     timeout_s: float | None = None,
 ) -> list[Candidate]:
-    """One Query API call: a dense prefetch per query variant plus a BM25 prefetch, each filtered, fused
-    server-side with RRF (k = ``rrf_k``; the plain ``Fusion.RRF`` would use k = 2), grouped by note."""
+    """One Query API call: a dense prefetch per query variant plus a BM25 prefetch, each filtered and limited to
+    ``prefetch_limit``, fused server-side with RRF (k = ``rrf_k``; the plain ``Fusion.RRF`` would use k = 2).
+    The whole fused list comes back (at most prefetches x limit chunks) and is grouped here, keeping each note's
+    best chunk: the scores are exactly Σ 1/(k + rank) over the prefetches, in the embedded store and in Cloud
+    alike (server-side grouping may widen the prefetches to fill its groups)."""
     params = models.SearchParams(
         hnsw_ef=hnsw_ef, quantization=models.QuantizationSearchParams(rescore=True, oversampling=2.0)
     )
@@ -287,21 +290,25 @@ def hybrid_query(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the embedded store warns that it ignores hnsw_ef/quantization
-            result = store.client.query_points_groups(
+            result = store.client.query_points(
                 store.collection,
-                group_by="doc_id",
                 prefetch=prefetch,
                 query=models.RrfQuery(rrf=models.Rrf(k=rrf_k)),
-                limit=limit,
-                group_size=1,
+                limit=prefetch_limit * len(prefetch),
                 with_payload=models.PayloadSelectorExclude(exclude=["meta"]),
                 timeout=None if timeout_s is None else max(1, int(timeout_s)),
             )
     except Exception as exc:
         raise StoreError(f"Qdrant query failed ({type(exc).__name__})") from None
-    out = []
-    for group in result.groups:
-        if group.hits:
-            hit = group.hits[0]
-            out.append(Candidate(dict(hit.payload or {}), float(hit.score)))
+    out: list[Candidate] = []
+    seen: set[str] = set()
+    for point in result.points:
+        payload = dict(point.payload or {})
+        doc = str(payload.get("doc_id", point.id))
+        if doc in seen:
+            continue
+        seen.add(doc)
+        out.append(Candidate(payload, float(point.score)))
+        if len(out) == limit:
+            break
     return out

@@ -1,0 +1,208 @@
+"""/search through the real handler with API Gateway REST events (in-process) and over HTTP (kbsearch serve)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from kbsearch.config import Secrets, Settings
+from kbsearch.fakes import FakeProvider
+from kbsearch.indexer import run_sync
+from kbsearch.local.apigw import HttpRequest, build_event
+from kbsearch.local.runtime import LambdaContext
+from kbsearch.schemas import SearchResponse
+from tests.conftest import KBSEARCH_CMD, ROOT, subprocess_env
+
+Handler = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+@pytest.fixture(scope="module")
+def bm25_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("api") / "q"
+    settings = Settings(qdrant_path=str(path))
+    run_sync(settings, Secrets(settings), source_uri=str(ROOT / "sample-kb"))
+    return path
+
+
+@pytest.fixture
+def handler(bm25_index: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Handler]]:
+    """Imports functions/search/app.py afresh with the given environment, like a new container."""
+    loaded: list[Any] = []
+
+    def load(**env: str) -> Handler:
+        store = tmp_path / f"q-{len(loaded)}"
+        shutil.copytree(bm25_index, store)
+        monkeypatch.setenv("QDRANT_PATH", str(store))
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        sys.path.insert(0, str(ROOT / "functions" / "search"))
+        spec = importlib.util.spec_from_file_location(
+            f"search_app_{uuid.uuid4().hex}", ROOT / "functions/search/app.py"
+        )
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        loaded.append(module)
+
+        def call(event: dict[str, Any]) -> dict[str, Any]:
+            return module.lambda_handler(event, LambdaContext("kb-search-test-search", 1536, 28))
+
+        return call
+
+    yield load
+    for module in loaded:
+        if module._service is not None:
+            module._service.close()
+
+
+def event(method: str, path: str, body: Any = None, query: str = "", raw: bytes | None = None) -> dict[str, Any]:
+    data = raw if raw is not None else (b"" if body is None else json.dumps(body).encode())
+    return build_event(HttpRequest(method, path, query, [("Content-Type", "application/json")], data), path, {}, "dev")
+
+
+def body_of(result: dict[str, Any]) -> Any:
+    return json.loads(result["body"])
+
+
+def test_post_search_answers_with_the_contract(handler) -> None:
+    call = handler()
+    result = call(event("POST", "/search", {"query": "  restore a qdrant snapshot  ", "top_k": 3}))
+    assert result["statusCode"] == 200
+    answer = SearchResponse.model_validate(body_of(result))
+    assert answer.query == "restore a qdrant snapshot" and len(answer.results) == 3
+    assert answer.meta.request_id  # API Gateway's request id
+    (timing,) = result["multiValueHeaders"]["Server-Timing"]
+    assert [part.split(";")[0] for part in timing.split(", ")] == ["expand", "embed", "retrieve", "rerank", "total"]
+
+
+def test_get_search_with_repeated_tags(handler) -> None:
+    call = handler()
+    result = call(event("GET", "/search", query="q=runbook&top_k=10&tags=security&tags=qdrant&rerank=false"))
+    assert result["statusCode"] == 200
+    hits = body_of(result)["results"]
+    assert hits and all({"security", "qdrant"} & set(h["tags"]) for h in hits)
+
+
+@pytest.mark.parametrize(
+    ("body", "loc"),
+    [
+        ({"query": ""}, ["body", "query"]),
+        ({"query": "   "}, ["body", "query"]),
+        ({"query": "x" * 1001}, ["body", "query"]),
+        ({"query": "x", "top_k": 0}, ["body", "top_k"]),
+        ({"query": "x", "top_k": 21}, ["body", "top_k"]),
+        ({"query": "x", "top_k": "many"}, ["body", "top_k"]),
+        ({"query": "x", "colour": "blue"}, ["body", "colour"]),
+        ({"query": "x", "filters": {"owner": "me"}}, ["body", "filters", "owner"]),
+        ({"query": "x", "filters": {"updated_after": "yesterday"}}, ["body", "filters", "updated_after"]),
+        ({"query": 42}, ["body", "query"]),
+        ({}, ["body", "query"]),
+        ([1, 2], ["body"]),
+    ],
+)
+def test_bad_bodies_get_422_with_field_errors(handler, body: Any, loc: list[Any]) -> None:
+    result = handler()(event("POST", "/search", body))
+    assert result["statusCode"] == 422
+    answer = body_of(result)
+    assert answer["error"] == "validation_error"
+    assert any(d["loc"][: len(loc)] == loc for d in answer["detail"]), answer["detail"]
+    assert all(d["msg"] for d in answer["detail"])
+
+
+def test_not_json_and_oversized(handler) -> None:
+    call = handler()
+    assert call(event("POST", "/search", raw=b"{not json"))["statusCode"] == 422
+    big = call(event("POST", "/search", {"query": "x" * 70_000}))
+    assert big["statusCode"] == 413 and body_of(big)["error"] == "payload_too_large"
+
+
+@pytest.mark.parametrize(
+    ("query", "loc"),
+    [
+        ("", ["query", "q"]),
+        ("q=x&top_k=abc", ["query", "top_k"]),
+        ("q=x&updated_after=soon", ["query", "updated_after"]),
+    ],
+)
+def test_bad_query_strings_get_422(handler, query: str, loc: list[str]) -> None:
+    result = handler()(event("GET", "/search", query=query))
+    assert result["statusCode"] == 422
+    assert any(d["loc"][: len(loc)] == loc for d in body_of(result)["detail"])
+
+
+def test_qdrant_down_is_503_with_retry_after(handler) -> None:
+    dead = FakeProvider("deepinfra").start()
+    url = dead.base
+    dead.stop()
+    result = handler(QDRANT_URL=url, QDRANT_TIMEOUT_S="1")(event("POST", "/search", {"query": "x"}))
+    assert result["statusCode"] == 503
+    assert result["multiValueHeaders"]["Retry-After"] == ["5"]
+    answer = body_of(result)
+    assert answer["error"] == "index_unavailable" and "Traceback" not in result["body"]
+
+
+def test_missing_collection_is_503(handler) -> None:
+    result = handler(QDRANT_COLLECTION="nothing-here")(event("POST", "/search", {"query": "x"}))
+    assert result["statusCode"] == 503 and "run the indexer" in body_of(result)["message"]
+
+
+def test_openapi_and_docs(handler) -> None:
+    call = handler()
+    schema = body_of(call(event("GET", "/openapi.json")))
+    assert {"get", "post"} <= set(schema["paths"]["/search"])
+    assert "SearchResponse" in json.dumps(schema) and "SearchRequest" in json.dumps(schema)
+    docs = call(event("GET", "/docs"))
+    assert docs["statusCode"] == 200 and "swagger" in docs["body"].lower()
+
+
+def test_search_over_http_with_providers_end_to_end(bm25_index: Path, tmp_path: Path) -> None:
+    """kbsearch serve + fake providers: the full pipeline over real HTTP, API keys on."""
+    deepinfra = FakeProvider("deepinfra", api_key="di-key").start()
+    fireworks = FakeProvider("fireworks", api_key="fw-key").start()
+    store = tmp_path / "q"
+    settings = Settings.model_validate(
+        {"qdrant_path": str(store), "embedding_url": deepinfra.embeddings_url, "embedding_api_key": "di-key"}
+    )
+    run_sync(settings, Secrets(settings), source_uri=str(ROOT / "sample-kb"))
+    env = subprocess_env(
+        QDRANT_PATH=str(store), KB_LOCAL_API_KEYS="k1",
+        EMBEDDING_URL=deepinfra.embeddings_url, EMBEDDING_API_KEY="di-key",
+        EMBEDDING_FALLBACK_URL=fireworks.embeddings_url, EMBEDDING_FALLBACK_API_KEY="fw-key",
+        RERANKER_URL=deepinfra.rerank_url, RERANKER_API_KEY="di-key",
+        RERANKER_FALLBACK_URL=fireworks.rerank_url, RERANKER_FALLBACK_API_KEY="fw-key",
+        EXPANSION_URL=deepinfra.chat_url, EXPANSION_API_KEY="di-key",
+    )  # fmt: skip
+    proc = subprocess.Popen([*KBSEARCH_CMD, "serve", "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=ROOT, env=env)  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        base = proc.stdout.readline().split(" on ")[1].strip()
+        r = httpx.post(f"{base}/search", json={"query": "reranker outage"}, headers={"x-api-key": "k1"}, timeout=30)
+        assert r.status_code == 200, r.text
+        answer = r.json()
+        assert answer["meta"]["reranker"] == "deepinfra" and answer["meta"]["embedder"] == "deepinfra"
+        assert answer["meta"]["degraded"] == [] and len(answer["meta"]["variants"]) == 4
+        assert "Server-Timing" in r.headers
+        deepinfra.fail("rerank", status=503)
+        r = httpx.get(f"{base}/search", params={"q": "reranker outage"}, headers={"x-api-key": "k1"}, timeout=30)
+        assert r.json()["meta"]["reranker"] == "fireworks" and "rerank_fallback" in r.json()["meta"]["degraded"]
+        assert httpx.get(f"{base}/search", params={"q": "x"}, timeout=10).status_code == 403
+        for secret in ("di-key", "fw-key"):
+            assert secret not in r.text
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=10)
+        deepinfra.stop()
+        fireworks.stop()
+    for secret in ("di-key", "fw-key"):
+        assert secret not in out + err  # nothing in the server's logs either
