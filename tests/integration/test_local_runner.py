@@ -220,3 +220,29 @@ def test_kbsearch_index_cli_json_and_summary(tmp_path: Path) -> None:
     assert "skipped en/Broken frontmatter.md: invalid YAML frontmatter" in second.stdout
     missing = subprocess.run([*KBSEARCH_CMD, "index"], capture_output=True, text=True, env=env, check=False)
     assert missing.returncode == 2 and "no KB source" in missing.stderr
+
+
+def test_kbsearch_search_cli(sample_index: Path) -> None:
+    env = subprocess_env(QDRANT_PATH=str(sample_index))
+    table = subprocess.run(
+        [*KBSEARCH_CMD, "search", "ротация ключей", "--top-k", "3"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert table.returncode == 0, table.stderr
+    assert "Ротация ключей провайдеров" in table.stdout and "ru/ранбуки/Ротация ключей.md" in table.stdout
+    as_json = subprocess.run(
+        [*KBSEARCH_CMD, "search", "snapshot", "--tag", "runbook", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    answer = json.loads(as_json.stdout)
+    assert answer["results"] and all("runbook" in h["tags"] for h in answer["results"])
+    bad = subprocess.run(
+        [*KBSEARCH_CMD, "search", "x", "--top-k", "99"], capture_output=True, text=True, env=env, check=False
+    )
+    assert bad.returncode == 2 and "top_k" in bad.stderr and "Traceback" not in bad.stderr

@@ -188,6 +188,54 @@ def cmd_index(args: argparse.Namespace) -> int:
     return 1 if report["error"] else 0
 
 
+def cmd_search(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from kbsearch.config import Secrets, load_settings
+    from kbsearch.schemas import SearchFilters, SearchRequest
+    from kbsearch.search import IndexUnavailable, SearchService
+
+    try:
+        request = SearchRequest(
+            query=args.query,
+            top_k=args.top_k,
+            filters=SearchFilters(
+                tags=args.tag or None, type=args.type or None, status=args.status or None,
+                path_prefix=args.path_prefix, updated_after=args.updated_after,
+            ),
+            rerank=not args.no_rerank,
+            expand=not args.no_expand,
+        )  # fmt: skip
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise KbSearchError(f"invalid search: {problems}") from None
+    settings = load_settings()
+    service = SearchService(settings, Secrets(settings))
+    try:
+        answer = service.search(request)
+    except IndexUnavailable as exc:
+        raise KbSearchError(f"index unavailable: {exc}") from None
+    finally:
+        service.close()
+    if args.json:
+        print(answer.model_dump_json(indent=2))
+        return 0
+    meta = answer.meta
+    print(
+        f"{len(answer.results)} results for {answer.query!r} in {meta.timings_ms['total']:.0f} ms "
+        f"(embedder {meta.embedder}, reranker {meta.reranker}"
+        + (f", degraded: {', '.join(meta.degraded)}" if meta.degraded else "")
+        + ")"
+    )
+    for hit in answer.results:
+        print(f"{hit.rank:>3}. {hit.score:8.4f}  {hit.title}")
+        if hit.heading and hit.heading != hit.title:
+            print(f"{'':15}§ {hit.heading}")
+        print(f"{'':15}{hit.path}" + (f"  [{', '.join(hit.tags)}]" if hit.tags else ""))
+        print(f"{'':15}{hit.snippet}")
+    return 0
+
+
 def _int_list(value: str) -> tuple[int, ...]:
     try:
         items = tuple(int(v) for v in value.split(",") if v.strip())
@@ -270,6 +318,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print the JSON report instead of a summary")
     p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser(
+        "search",
+        help="search the index from the command line (the same service as POST /search)",
+        description="Search the configured index (Qdrant Cloud or the embedded store) and print a table or the "
+        "API's JSON answer.",
+    )
+    p.add_argument("query")
+    p.add_argument("--top-k", type=int, default=5, help="results (1-20, default 5)")
+    p.add_argument("--tag", action="append", help="any of these tags (repeatable)")
+    p.add_argument("--type", action="append", help="note type (repeatable)")
+    p.add_argument("--status", action="append", help="note status (repeatable)")
+    p.add_argument("--path-prefix", help="a folder, e.g. ru/ранбуки")
+    p.add_argument("--updated-after", help="ISO date")
+    p.add_argument("--no-rerank", action="store_true")
+    p.add_argument("--no-expand", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the API's JSON answer")
+    p.set_defaults(func=cmd_search)
 
     p = sub.add_parser(
         "bench",

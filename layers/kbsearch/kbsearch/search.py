@@ -118,7 +118,11 @@ class SearchService:
         request_id: str | None = None,
         remaining_s: float | None = None,
         span: Span = _no_span,
+        retrieval: str = "hybrid",
     ) -> SearchResponse:
+        """``retrieval``: ``hybrid`` (the product), or ``dense`` / ``lexical`` alone (evaluation phases)."""
+        if retrieval not in ("hybrid", "dense", "lexical"):
+            raise ValueError(f"unknown retrieval mode {retrieval!r}")
         started = time.perf_counter()
         budget = self.settings.search_budget_s
         if remaining_s is not None:
@@ -146,7 +150,7 @@ class SearchService:
 
         dense: list[list[float]] = []
         embedder_name = "none"
-        if self.embedder is not None:
+        if self.embedder is not None and retrieval != "lexical":
             t = time.perf_counter()
             with span("embed"):
                 try:
@@ -179,7 +183,7 @@ class SearchService:
                 candidates = hybrid_query(
                     self.store,
                     dense,
-                    query_vector(query),
+                    query_vector(query) if retrieval != "dense" else None,
                     query_filter,
                     limit=self.settings.search_candidates,
                     prefetch_limit=self.settings.search_prefetch_limit,

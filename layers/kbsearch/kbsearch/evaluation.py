@@ -1,0 +1,81 @@
+"""Retrieval metrics (binary relevance) and labelled query sets.
+
+Conventions (those of trec_eval / ranx): P@k divides by k even when fewer results come back; nDCG@k uses
+gain 1 per relevant hit and log2(rank + 1) discounts, over the ideal ordering of all relevant documents;
+MRR@k is 1/rank of the first relevant hit within k, else 0; Recall@k divides by the number of relevant
+documents. A query without relevant documents scores 0 on every metric (it is still counted).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from kbsearch.errors import KbSearchError
+
+
+def precision_at(ranked: Sequence[str], relevant: set[str], k: int) -> float:
+    return sum(1 for d in ranked[:k] if d in relevant) / k
+
+
+def recall_at(ranked: Sequence[str], relevant: set[str], k: int) -> float:
+    if not relevant:
+        return 0.0
+    return sum(1 for d in ranked[:k] if d in relevant) / len(relevant)
+
+
+def mrr_at(ranked: Sequence[str], relevant: set[str], k: int) -> float:
+    for i, d in enumerate(ranked[:k]):
+        if d in relevant:
+            return 1.0 / (i + 1)
+    return 0.0
+
+
+def ndcg_at(ranked: Sequence[str], relevant: set[str], k: int) -> float:
+    if not relevant:
+        return 0.0
+    dcg = sum(1.0 / math.log2(i + 2) for i, d in enumerate(ranked[:k]) if d in relevant)
+    ideal = sum(1.0 / math.log2(i + 2) for i in range(min(k, len(relevant))))
+    return dcg / ideal
+
+
+def summarize(runs: Sequence[tuple[Sequence[str], set[str]]]) -> dict[str, float]:
+    """Mean P@5, nDCG@10, MRR@10, Recall@50 over (ranking, relevant set) pairs."""
+    n = max(1, len(runs))
+    return {
+        "P@5": sum(precision_at(r, rel, 5) for r, rel in runs) / n,
+        "nDCG@10": sum(ndcg_at(r, rel, 10) for r, rel in runs) / n,
+        "MRR@10": sum(mrr_at(r, rel, 10) for r, rel in runs) / n,
+        "Recall@50": sum(recall_at(r, rel, 50) for r, rel in runs) / n,
+    }
+
+
+@dataclass(frozen=True)
+class LabelledQuery:
+    query: str
+    relevant: frozenset[str]
+
+
+def load_queries(path: str | Path) -> list[LabelledQuery]:
+    """A YAML/JSON list of ``{query, relevant: [note paths]}``."""
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8-sig"))
+    except OSError as exc:
+        raise KbSearchError(f"cannot read queries file {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise KbSearchError(f"queries file {path} is not valid YAML/JSON: {exc}") from None
+    if not isinstance(data, list):
+        raise KbSearchError(f"queries file {path} must be a list of {{query, relevant}} items")
+    out = []
+    for i, item in enumerate(data):
+        if not isinstance(item, dict) or not isinstance(item.get("query"), str):
+            raise KbSearchError(f"queries file {path}: item {i} has no query")
+        relevant = item.get("relevant") or []
+        if not isinstance(relevant, list):
+            raise KbSearchError(f"queries file {path}: item {i}: relevant must be a list of paths")
+        out.append(LabelledQuery(item["query"], frozenset(str(r) for r in relevant)))
+    return out
