@@ -12,7 +12,7 @@ STAGE  ?= dev
 SAM_PY ?= 3.13.0
 export SAM_CLI_TELEMETRY = 0
 
-.PHONY: install run serve index test lint format unit build deploy clean
+.PHONY: install run serve index test lint format unit build deploy clean bench
 
 $(STAMP): pyproject.toml layers/kbsearch/requirements.txt requirements-local.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,7 +26,7 @@ index: $(STAMP) ## index sample-kb/ into the embedded store (.kbsearch/qdrant)
 	$(BIN)/kbsearch index sample-kb
 
 run: index ## index sample-kb/, then serve the API on http://$(HOST):$(PORT)
-	@echo "try: curl -s 'http://$(HOST):$(PORT)/search?q=qdrant+snapshot' | python3 -m json.tool"
+	@echo "try: curl -s 'http://$(HOST):$(PORT)/search?q=restore+qdrant+snapshot&top_k=3' | python3 -m json.tool"
 	$(BIN)/kbsearch serve --host $(HOST) --port $(PORT)
 
 serve: $(STAMP) ## serve the API without indexing first
@@ -46,6 +46,12 @@ unit: $(STAMP) ## tests only
 	$(BIN)/python -m pytest -q
 
 test: lint unit ## lint + the whole test suite (offline)
+
+bench: $(STAMP) ## the benchmark set (BENCHMARKS.md), about 8 minutes
+	$(BIN)/kbsearch bench coldstart --runs 7
+	$(BIN)/kbsearch bench search
+	$(BIN)/kbsearch bench search --primary-hang --queries 100
+	$(BIN)/kbsearch bench index --runs 5 --batch-sizes 32,64 --concurrency 1,4,8
 
 $(SAM):
 	$(PYTHON) -m venv $(SAMENV)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -96,3 +97,37 @@ def provider_settings(
         }
     values |= extra
     return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def load_search_app(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Callable[[dict[str, Any]], Any]]]:
+    """Imports functions/search/app.py afresh with the given environment, like a new container, and returns
+    a function that invokes its handler with an event and a Lambda context."""
+    import importlib.util
+    import uuid
+
+    from kbsearch.local.runtime import LambdaContext
+
+    loaded: list[Any] = []
+
+    def load(**env: str) -> Callable[[dict[str, Any]], Any]:
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.syspath_prepend(str(ROOT / "functions" / "search"))
+        name = f"search_app_{uuid.uuid4().hex}"
+        spec = importlib.util.spec_from_file_location(name, ROOT / "functions/search/app.py")
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        loaded.append(module)
+
+        def call(event: dict[str, Any]) -> Any:
+            return module.lambda_handler(event, LambdaContext("kb-search-test-search", 1536, 28))
+
+        call.module = module  # type: ignore[attr-defined]
+        return call
+
+    yield load
+    for module in loaded:
+        if module._service is not None:
+            module._service.close()

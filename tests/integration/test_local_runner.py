@@ -77,12 +77,15 @@ def sample_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ("search.json", 200),
         ("search_get.json", 200),
         ("search_bad_request.json", 422),
-        ("slack_command.json", 501),
+        ("slack_command.json", 401),  # its timestamp is from 2018: stale (a freshly signed copy is tested below)
         ("mcp_tools_list.json", 501),
     ],
 )
 def test_invoke_every_api_event(event: str, status: int, sample_index: Path) -> None:
-    rc, result, _ = invoke("SearchFunction", EVENTS / event, QDRANT_PATH=str(sample_index))
+    rc, result, _ = invoke(
+        "SearchFunction", EVENTS / event, QDRANT_PATH=str(sample_index), SLACK_SIGNING_SECRET="test-signing-secret",
+        SLACK_RESPONSE_HOSTS="127.0.0.1",  # never post to Slack from a test
+    )  # fmt: skip
     assert rc == 0
     assert result["statusCode"] == status
     assert "Traceback" not in result["body"]
@@ -246,3 +249,26 @@ def test_kbsearch_search_cli(sample_index: Path) -> None:
         [*KBSEARCH_CMD, "search", "x", "--top-k", "99"], capture_output=True, text=True, env=env, check=False
     )
     assert bad.returncode == 2 and "top_k" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_invoke_freshly_signed_slack_event(tmp_path: Path, sample_index: Path) -> None:
+    import base64
+    import time
+
+    from kbsearch.slack import sign
+
+    event = json.loads((EVENTS / "slack_command.json").read_text())
+    body = base64.b64decode(event["body"])
+    ts = str(int(time.time()))
+    for headers in (event["headers"], event["multiValueHeaders"]):
+        signature = sign("test-signing-secret", ts, body)
+        headers["X-Slack-Request-Timestamp"] = ts if headers is event["headers"] else [ts]
+        headers["X-Slack-Signature"] = signature if headers is event["headers"] else [signature]
+    fresh = tmp_path / "slack.json"
+    fresh.write_text(json.dumps(event))
+    rc, result, _ = invoke(
+        "SearchFunction", fresh, QDRANT_PATH=str(sample_index), SLACK_SIGNING_SECRET="test-signing-secret",
+        SLACK_RESPONSE_HOSTS="127.0.0.1",
+    )  # fmt: skip
+    assert rc == 0 and result["statusCode"] == 200
+    assert json.loads(result["body"])["text"] == "Searching for “qdrant snapshot restore”…"

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import subprocess
-import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +17,6 @@ from kbsearch.config import Secrets, Settings
 from kbsearch.fakes import FakeProvider
 from kbsearch.indexer import run_sync
 from kbsearch.local.apigw import HttpRequest, build_event
-from kbsearch.local.runtime import LambdaContext
 from kbsearch.schemas import SearchResponse
 from tests.conftest import KBSEARCH_CMD, ROOT, subprocess_env
 
@@ -35,34 +32,13 @@ def bm25_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def handler(bm25_index: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Handler]]:
-    """Imports functions/search/app.py afresh with the given environment, like a new container."""
-    loaded: list[Any] = []
-
+def handler(bm25_index: Path, tmp_path: Path, load_search_app) -> Callable[..., Handler]:
     def load(**env: str) -> Handler:
-        store = tmp_path / f"q-{len(loaded)}"
+        store = tmp_path / f"q-{uuid.uuid4().hex[:8]}"
         shutil.copytree(bm25_index, store)
-        monkeypatch.setenv("QDRANT_PATH", str(store))
-        for key, value in env.items():
-            monkeypatch.setenv(key, value)
-        sys.path.insert(0, str(ROOT / "functions" / "search"))
-        spec = importlib.util.spec_from_file_location(
-            f"search_app_{uuid.uuid4().hex}", ROOT / "functions/search/app.py"
-        )
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        loaded.append(module)
+        return load_search_app(QDRANT_PATH=str(store), **env)
 
-        def call(event: dict[str, Any]) -> dict[str, Any]:
-            return module.lambda_handler(event, LambdaContext("kb-search-test-search", 1536, 28))
-
-        return call
-
-    yield load
-    for module in loaded:
-        if module._service is not None:
-            module._service.close()
+    return load
 
 
 def event(method: str, path: str, body: Any = None, query: str = "", raw: bytes | None = None) -> dict[str, Any]:

@@ -126,3 +126,268 @@ def format_index(results: dict[str, Any]) -> str:
         f"{nc['command_median_s']} s as a whole `kbsearch index` command"
     )
     return "\n".join(lines)
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    if not ordered:
+        return {"p50": 0.0, "p95": 0.0, "p99": 0.0}
+
+    def pick(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
+
+    return {"p50": round(statistics.median(ordered), 1), "p95": pick(0.95), "p99": pick(0.99)}
+
+
+def synthetic_kb(folder: Path, chunks: int, seed: int = 7) -> int:
+    """About ``chunks`` chunks of KB-like text: notes of 5 sections, words drawn from sample-kb's vocabulary."""
+    import random
+    import re
+
+    sample = Path(__file__).resolve().parents[3] / "sample-kb"
+    words = sorted({w for p in sample.rglob("*.md") for w in re.findall(r"\w{3,}", p.read_text("utf-8").lower())})
+    if not words:
+        words = [f"word{i}" for i in range(2000)]
+    rng = random.Random(seed)
+    notes = max(1, chunks // 5)
+    for n in range(notes):
+        sections = [f"## {' '.join(rng.sample(words, 3))}\n\n{' '.join(rng.choices(words, k=60))}\n" for _ in range(5)]
+        tags = ", ".join(rng.sample(["ops", "runbook", "adr", "qdrant", "lambda", "security"], 2))
+        body = f"---\ntitle: Note {n} {' '.join(rng.sample(words, 2))}\ntags: [{tags}]\ntype: reference\n---\n"
+        (folder / f"n{n:05d}.md").write_text(body + "\n".join(sections), encoding="utf-8")
+    return notes
+
+
+def bench_search(
+    chunks: int = 5000,
+    queries: int = 200,
+    concurrency: int = 8,
+    expansion_ms: float = 400,
+    embedding_ms: float = 100,
+    rerank_ms: float = 300,
+    primary_hang: bool = False,
+    dims: int = 1024,
+    progress: Any = None,
+) -> dict[str, Any]:
+    """End-to-end latency of SearchService.search with fake providers of fixed latency over an embedded store of
+    ``chunks`` generated chunks. Own overhead = total - time the fakes spent answering - Qdrant time."""
+    import random
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from kbsearch.schemas import SearchRequest
+    from kbsearch.search import SearchService
+
+    latency = {"chat": expansion_ms / 1000, "embeddings": embedding_ms / 1000, "rerank": rerank_ms / 1000}
+    deepinfra = FakeProvider("deepinfra", api_key="bench-di", latency=latency).start()
+    fireworks = FakeProvider("fireworks", api_key="bench-fw", latency=latency).start()
+    if primary_hang:
+        deepinfra.fail("rerank", hang_s=30.0)
+    results: dict[str, Any] = {
+        "chunks": chunks, "queries": queries, "dims": dims, "primary_hang": primary_hang,
+        "latency_ms": {"expansion": expansion_ms, "embedding": embedding_ms, "rerank": rerank_ms},
+        "machine": _machine(),
+    }  # fmt: skip
+    try:
+        with tempfile.TemporaryDirectory(prefix="kbsearch-bench-") as tmp:
+            root = Path(tmp)
+            (root / "kb").mkdir()
+            synthetic_kb(root / "kb", chunks)
+            deepinfra.latency = {}  # index at full speed
+            settings = Settings.model_validate(
+                {
+                    "qdrant_path": str(root / "q"), "embedding_dimensions": dims,
+                    "embedding_url": deepinfra.embeddings_url, "embedding_api_key": deepinfra.api_key,
+                    "embedding_fallback_url": fireworks.embeddings_url, "embedding_fallback_api_key": fireworks.api_key,
+                    "reranker_url": deepinfra.rerank_url, "reranker_api_key": deepinfra.api_key,
+                    "reranker_fallback_url": fireworks.rerank_url, "reranker_fallback_api_key": fireworks.api_key,
+                    "expansion_url": deepinfra.chat_url, "expansion_api_key": deepinfra.api_key,
+                    "embedding_batch_size": 64, "embedding_concurrency": 4,
+                }
+            )  # fmt: skip
+            report = run_sync(settings, Secrets(settings), source_uri=str(root / "kb"))
+            results["indexed_chunks"] = report.chunks_upserted
+            deepinfra.latency = latency
+            service = SearchService(settings, Secrets(settings))
+            rng = random.Random(11)
+            vocabulary = ["qdrant", "snapshot", "restore", "rotate", "keys", "reranker", "индексатор", "ключей",
+                          "lambda", "runbook", "embedding", "fusion", "снапшот", "deploy", "budget"]  # fmt: skip
+            texts = [f"{' '.join(rng.sample(vocabulary, 3))} q{i}" for i in range(queries)]  # unique: no cache hits
+            service.search(SearchRequest(query="warm up the store"))  # open the store once, as a warm container
+
+            fakes = (deepinfra, fireworks)
+            rows = []
+            for text in texts:
+                before = [len(f.requests) for f in fakes]
+                t0 = time.perf_counter()
+                answer = service.search(SearchRequest(query=text))
+                wall = (time.perf_counter() - t0) * 1000
+                provider = sum(r.served_s for f, b in zip(fakes, before, strict=True) for r in f.requests[b:]) * 1000
+                timings = answer.meta.timings_ms
+                rows.append({
+                    "total": wall, "provider": provider, "qdrant": timings["retrieve"], "rerank": timings["rerank"],
+                    "overhead": wall - provider - timings["retrieve"], "degraded": bool(answer.meta.degraded),
+                })  # fmt: skip
+                if progress and len(rows) % 50 == 0:
+                    progress(f"{len(rows)}/{queries} queries")
+            results["concurrency_1"] = {
+                "total_ms": _percentiles([r["total"] for r in rows]),
+                "provider_ms": _percentiles([r["provider"] for r in rows]),
+                "qdrant_ms": _percentiles([r["qdrant"] for r in rows]),
+                "rerank_stage_ms": _percentiles([r["rerank"] for r in rows]),
+                "overhead_ms": _percentiles([r["overhead"] for r in rows]),
+                "degraded_share": round(sum(r["degraded"] for r in rows) / len(rows), 3),
+            }
+            lock = threading.Lock()  # one embedded store client; Qdrant Cloud serves concurrent readers itself
+            walls: list[float] = []
+
+            def one(text: str) -> None:
+                t0 = time.perf_counter()
+                service.search(SearchRequest(query=text + " c"))
+                with lock:
+                    walls.append((time.perf_counter() - t0) * 1000)
+
+            t0 = time.perf_counter()
+            with ThreadPoolExecutor(max_workers=concurrency) as pool:
+                list(pool.map(one, texts))
+            elapsed = time.perf_counter() - t0
+            results[f"concurrency_{concurrency}"] = {
+                "total_ms": _percentiles(walls),
+                "throughput_qps": round(len(walls) / elapsed, 1),
+            }
+            service.close()
+    finally:
+        deepinfra.stop()
+        fireworks.stop()
+    return results
+
+
+def format_search(results: dict[str, Any]) -> str:
+    lat = results["latency_ms"]
+    c1 = results["concurrency_1"]
+    lines = [
+        f"bench search: {results['indexed_chunks']} chunks, {results['queries']} queries, fakes: expansion "
+        f"{lat['expansion']:.0f} ms, embedding {lat['embedding']:.0f} ms, rerank {lat['rerank']:.0f} ms"
+        + (" (primary reranker hanging)" if results["primary_hang"] else ""),
+        f"{'':22}{'p50':>9}{'p95':>9}{'p99':>9}",
+    ]
+    for name, key in (("end to end", "total_ms"), ("providers (fakes)", "provider_ms"), ("qdrant", "qdrant_ms"),
+                      ("rerank stage", "rerank_stage_ms"), ("own overhead", "overhead_ms")):  # fmt: skip
+        p = c1[key]
+        lines.append(f"{name:<22}{p['p50']:>9}{p['p95']:>9}{p['p99']:>9}")
+    for key, value in results.items():
+        if key.startswith("concurrency_") and key != "concurrency_1":
+            p = value["total_ms"]
+            lines.append(
+                f"{'e2e at ' + key.split('_')[1] + ' in flight':<22}{p['p50']:>9}{p['p95']:>9}{p['p99']:>9}"
+                f"   {value['throughput_qps']} queries/s"
+            )
+    lines.append(f"degraded answers: {c1['degraded_share']:.1%}")
+    return "\n".join(lines)
+
+
+_COLDSTART_CHILD = r"""
+import json, os, resource, sys, time
+t0 = time.perf_counter()
+from kbsearch.local.runtime import LocalFunction, function_environment
+from kbsearch.local.template import Template
+template = Template(os.environ["KB_BENCH_TEMPLATE"])
+spec = template.function("SearchFunction")
+harness = time.perf_counter() - t0
+t1 = time.perf_counter()
+fn = LocalFunction(spec, template.region, function_environment(spec, template.region, os.environ))
+health = fn.invoke(json.loads(os.environ["KB_BENCH_HEALTH"]))
+t2 = time.perf_counter()
+search = fn.invoke(json.loads(os.environ["KB_BENCH_SEARCH"]))
+t3 = time.perf_counter()
+assert health["statusCode"] == 200 and search["statusCode"] == 200, search
+print(json.dumps({"import_health_s": t2 - t1, "first_search_s": t3 - t2, "import_first_search_s": t3 - t1,
+                  "harness_s": harness, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def _top_imports(stderr: str, top: int) -> list[dict[str, Any]]:
+    """Top-level packages by the import time spent in their own modules (``python -X importtime`` self times,
+    summed per package), so qdrant_client is charged to qdrant_client, not to the kbsearch module importing it."""
+    totals: dict[str, int] = {}
+    for line in stderr.splitlines():
+        if not line.startswith("import time:") or line.count("|") != 2:
+            continue
+        own, _cumulative, name = (part.strip() for part in line[len("import time:") :].split("|"))
+        if not own.isdigit():
+            continue
+        package = name.split(".")[0]
+        totals[package] = totals.get(package, 0) + int(own)
+    ranked = sorted(totals.items(), key=lambda kv: -kv[1])[:top]
+    return [{"module": name, "ms": round(us / 1000, 1)} for name, us in ranked]
+
+
+def bench_coldstart(runs: int = 7, top: int = 10) -> dict[str, Any]:
+    """Fresh interpreter per run: import the search handler + first /health, and + first /search (zero-latency
+    fakes, full pipeline, embedded store of sample-kb). Medians of ``runs``; peak RSS; top imports."""
+    import json
+
+    from kbsearch.local.apigw import HttpRequest, build_event
+
+    root = Path(__file__).resolve().parents[3]
+    deepinfra = FakeProvider("deepinfra", api_key="bench-di").start()
+    fireworks = FakeProvider("fireworks", api_key="bench-fw").start()
+    try:
+        with tempfile.TemporaryDirectory(prefix="kbsearch-cold-") as tmp:
+            store = Path(tmp) / "q"
+            settings = Settings.model_validate({"qdrant_path": str(store), "embedding_url": deepinfra.embeddings_url,
+                                                "embedding_api_key": deepinfra.api_key})  # fmt: skip
+            run_sync(settings, Secrets(settings), source_uri=str(root / "sample-kb"))
+            health = build_event(HttpRequest("GET", "/health", "", [], b""), "/health", {}, "dev")
+            body = json.dumps({"query": "restore a qdrant snapshot"}).encode()
+            search = build_event(
+                HttpRequest("POST", "/search", "", [("Content-Type", "application/json")], body), "/search", {}, "dev"
+            )
+            env = dict(
+                os.environ,
+                KB_BENCH_TEMPLATE=str(root / "template.yaml"), KB_BENCH_HEALTH=json.dumps(health),
+                KB_BENCH_SEARCH=json.dumps(search), QDRANT_PATH=str(store), POWERTOOLS_METRICS_DISABLED="true",
+                EMBEDDING_URL=deepinfra.embeddings_url, EMBEDDING_API_KEY=deepinfra.api_key,
+                EMBEDDING_FALLBACK_URL=fireworks.embeddings_url, EMBEDDING_FALLBACK_API_KEY=fireworks.api_key,
+                RERANKER_URL=deepinfra.rerank_url, RERANKER_API_KEY=deepinfra.api_key,
+                RERANKER_FALLBACK_URL=fireworks.rerank_url, RERANKER_FALLBACK_API_KEY=fireworks.api_key,
+                EXPANSION_URL=deepinfra.chat_url, EXPANSION_API_KEY=deepinfra.api_key,
+            )  # fmt: skip
+            samples = []
+            for _ in range(runs):
+                out = subprocess.run(
+                    [sys.executable, "-c", _COLDSTART_CHILD], env=env, capture_output=True, text=True, check=True
+                )
+                samples.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            traced = subprocess.run(
+                [sys.executable, "-X", "importtime", "-c", _COLDSTART_CHILD],
+                env=env, capture_output=True, text=True, check=True,
+            )  # fmt: skip
+    finally:
+        deepinfra.stop()
+        fireworks.stop()
+
+    def median(key: str) -> float:
+        return round(statistics.median(s[key] for s in samples), 3)
+
+    return {
+        "runs": runs,
+        "import_health_s": median("import_health_s"),
+        "import_first_search_s": median("import_first_search_s"),
+        "first_search_after_health_s": median("first_search_s"),
+        "peak_rss_mb": round(max(s["peak_rss_mb"] for s in samples), 1),
+        "top_imports": _top_imports(traced.stderr, top),
+        "machine": _machine(),
+    }
+
+
+def format_coldstart(results: dict[str, Any]) -> str:
+    lines = [
+        f"bench coldstart: fresh interpreter, median of {results['runs']} runs",
+        f"  import handler + first /health:          {results['import_health_s'] * 1000:7.0f} ms",
+        f"  import handler + first /search (fakes 0 ms): {results['import_first_search_s'] * 1000:7.0f} ms",
+        f"  peak RSS:                                {results['peak_rss_mb']:7.1f} MB",
+        "  top imports (time in each package's own modules):",
+    ]
+    lines += [f"    {m['module']:<28}{m['ms']:>8.1f} ms" for m in results["top_imports"]]
+    return "\n".join(lines)

@@ -264,9 +264,24 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 print(f"  batch {row['batch_size']:>3} x {row['concurrency']:>2}: {row['seconds']} s", file=sys.stderr)
 
         results = bench.bench_index(
-            kb, args.latency_ms, args.batch_sizes, args.concurrency, args.runs, args.dims, progress
+            kb, args.latency_ms, args.batch_sizes, args.concurrency or (1, 4, 8), args.runs, args.dims, progress
         )
         print(json.dumps(results, indent=2) if args.json else bench.format_index(results))
+    elif args.what == "search":
+
+        def note(message: str) -> None:
+            if not args.json:
+                print(f"  {message}", file=sys.stderr)
+
+        results = bench.bench_search(
+            chunks=args.chunks, queries=args.queries, concurrency=(args.concurrency or (8,))[0],
+            expansion_ms=args.expansion_ms, embedding_ms=args.embedding_ms, rerank_ms=args.rerank_ms,
+            primary_hang=args.primary_hang, dims=args.dims, progress=note,
+        )  # fmt: skip
+        print(json.dumps(results, indent=2) if args.json else bench.format_search(results))
+    elif args.what == "coldstart":
+        results = bench.bench_coldstart(runs=args.runs)
+        print(json.dumps(results, indent=2) if args.json else bench.format_coldstart(results))
     return 0
 
 
@@ -342,13 +357,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="benchmarks against loopback fake providers (see BENCHMARKS.md)",
         description="Measure kb-search against loopback fakes of fixed latency and the embedded store.",
     )
-    p.add_argument("what", choices=["index"], help="index: full sync grid (batch x concurrency) and no-change sync")
-    p.add_argument("--kb", help="KB folder (default: ../shared/kb/obsidian-help if present, else sample-kb)")
-    p.add_argument("--latency-ms", type=float, default=150.0, help="fake embedder latency per request (150)")
-    p.add_argument("--batch-sizes", type=_int_list, default=(16, 32, 64), help="comma-separated (16,32,64)")
-    p.add_argument("--concurrency", type=_int_list, default=(1, 4, 8), help="comma-separated (1,4,8)")
-    p.add_argument("--runs", type=int, default=5, help="runs per no-change measurement; the median is reported")
+    p.add_argument(
+        "what",
+        choices=["index", "search", "coldstart"],
+        help="index: full sync grid (batch x concurrency) and no-change sync; search: end-to-end latency and "
+        "our own overhead with fake providers of fixed latency; coldstart: fresh-interpreter import + first "
+        "/health and first /search",
+    )
+    p.add_argument("--kb", help="index: KB folder (default: ../shared/kb/obsidian-help if present, else sample-kb)")
+    p.add_argument("--latency-ms", type=float, default=150.0, help="index: fake embedder latency per request (150)")
+    p.add_argument("--batch-sizes", type=_int_list, default=(16, 32, 64), help="index: comma-separated (16,32,64)")
+    p.add_argument(
+        "--concurrency", type=_int_list, default=None, help="index: comma-separated (1,4,8); search: in flight (8)"
+    )
+    p.add_argument("--runs", type=int, default=5, help="index/coldstart: runs per measurement, median reported")
     p.add_argument("--dims", type=int, default=1024, help="embedding dimensions (1024)")
+    p.add_argument("--chunks", type=int, default=5000, help="search: generated chunks in the store (5000)")
+    p.add_argument("--queries", type=int, default=200, help="search: queries per run (200)")
+    p.add_argument("--expansion-ms", type=float, default=400.0, help="search: fake expansion latency (400)")
+    p.add_argument("--embedding-ms", type=float, default=100.0, help="search: fake embedding latency (100)")
+    p.add_argument("--rerank-ms", type=float, default=300.0, help="search: fake rerank latency (300)")
+    p.add_argument("--primary-hang", action="store_true", help="search: the primary reranker never answers")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench)
     return parser

@@ -108,6 +108,13 @@ class Settings(BaseSettings):
     snippet_chars: int = Field(default=300, ge=40)
     search_prior: bool = False  # ai_weight/status prior on the final score (README "Ranking prior")
 
+    # Slack.
+    slack_worker_function: str = ""  # the worker's function name (Lambda); empty → a local thread
+    slack_dedupe_table: str = ""  # DynamoDB table for at-most-once answers; empty → in memory
+    slack_response_hosts: str = "hooks.slack.com"  # where response_url may point (comma-separated hosts)
+    slack_top_k: int = Field(default=5, ge=1, le=10)
+    kb_base_url: str = ""  # titles link to KB_BASE_URL/<path> when set
+
     # The knowledge base: a folder or s3://bucket/prefix.
     kb_source: str = ""
 

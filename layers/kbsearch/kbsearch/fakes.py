@@ -87,6 +87,7 @@ class Recorded:
     body: Any
     headers: dict[str, str]
     at: float = field(default_factory=time.monotonic)
+    served_s: float = 0.0  # time this fake spent answering (its latency, sleeps included)
 
 
 class FakeProvider:
@@ -101,11 +102,15 @@ class FakeProvider:
         "fireworks": "accounts/fireworks/models/qwen3-reranker-8b",
     }
 
-    def __init__(self, flavor: str, api_key: str = "test-key", latency_s: float = 0.0) -> None:
+    def __init__(
+        self, flavor: str, api_key: str = "test-key", latency_s: float = 0.0, latency: dict[str, float] | None = None
+    ) -> None:
         assert flavor in ("deepinfra", "fireworks")
         self.flavor = flavor
         self.api_key = api_key
         self.latency_s = latency_s
+        #: per-operation latency in seconds (embeddings, rerank, chat), over ``latency_s``
+        self.latency: dict[str, float] = dict(latency or {})
         self.faults: dict[str, Fault] = {}
         #: the chat model's rewrites of a query (what expansion gets back); tests may replace it
         self.rewrite: Callable[[str], list[str]] = default_rewrites
@@ -160,20 +165,32 @@ class FakeProvider:
         return status, {"error": {"type": "invalid_request_error", "message": message}}
 
     def handle(self, path: str, headers: dict[str, str], raw: bytes) -> tuple[int, Any, dict[str, str]]:
+        started = time.monotonic()
+        record = Recorded(path, None, headers)
+        try:
+            return self._handle(path, headers, raw, record)
+        finally:
+            record.served_s = time.monotonic() - started
+
+    def _handle(
+        self, path: str, headers: dict[str, str], raw: bytes, record: Recorded
+    ) -> tuple[int, Any, dict[str, str]]:
         try:
             body = json.loads(raw or b"null")
         except ValueError:
             body = None
+        record.body = body
         with self._lock:
-            self.requests.append(Recorded(path, body, headers))
+            self.requests.append(record)
             op = _operation(path)
             fault = self.faults.get(op)
             if fault is not None and fault.active():
                 fault.used += 1
             else:
                 fault = None
-        if self.latency_s:
-            time.sleep(self.latency_s)
+        delay = self.latency.get(_operation(path), self.latency_s)
+        if delay:
+            time.sleep(delay)
         if fault and fault.hang_s:
             time.sleep(fault.hang_s)
         if headers.get("authorization") != f"Bearer {self.api_key}":
@@ -306,6 +323,7 @@ def _operation(path: str) -> str:
 class _Handler(BaseHTTPRequestHandler):
     fake: FakeProvider
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are separate writes: no 40 ms delayed-ACK stalls
 
     def do_POST(self) -> None:
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -322,6 +340,70 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(payload)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (a timeout test)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class FakeEndpoint:
+    """A loopback endpoint that records every request (JSON or raw) and answers ``status`` — a Slack
+    ``response_url``, or AWS Lambda's Invoke API (``POST /2015-03-31/functions/<name>/invocations``, 202).
+    ``fail_times`` first requests get ``fail_status``."""
+
+    def __init__(self, status: int = 200, fail_times: int = 0, fail_status: int = 500) -> None:
+        self.status = status
+        self.fail_times = fail_times
+        self.fail_status = fail_status
+        self.requests: list[Recorded] = []
+        self._lock = threading.Lock()
+        self.received = threading.Event()
+        handler = type("EndpointHandler", (_EndpointHandler,), {"endpoint": self})
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server.daemon_threads = True
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def start(self) -> FakeEndpoint:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def record(self, path: str, headers: dict[str, str], raw: bytes) -> int:
+        try:
+            body: Any = json.loads(raw) if raw else None
+        except ValueError:
+            body = raw
+        with self._lock:
+            self.requests.append(Recorded(path, body, headers))
+            failing = len(self.requests) <= self.fail_times
+        if not failing:
+            self.received.set()
+        return self.fail_status if failing else self.status
+
+    def wait(self, timeout: float = 10.0) -> bool:
+        return self.received.wait(timeout)
+
+
+class _EndpointHandler(BaseHTTPRequestHandler):
+    endpoint: FakeEndpoint
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+
+    def do_POST(self) -> None:
+        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        status = self.endpoint.record(self.path, {k.lower(): v for k, v in self.headers.items()}, raw)
+        payload = b"ok" if status < 300 else b"error"
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
 
     def log_message(self, format: str, *args: Any) -> None:
         pass

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -97,6 +98,9 @@ class SearchService:
         self.embedder = embedder
         self.reranking = reranking
         self.expander = expander
+        # The embedded store's client is not meant for concurrent use (kbsearch serve runs the Slack worker in a
+        # thread); Qdrant Cloud calls are independent HTTP requests, but one lock per container costs nothing.
+        self._store_lock = threading.Lock()
 
     @property
     def store(self) -> Store:
@@ -175,24 +179,25 @@ class SearchService:
                 path_prefix=filters.path_prefix,
                 updated_after=filters.updated_after,
             )
-            try:
-                if not self.store.exists():
-                    raise IndexUnavailable(
-                        f"collection {self.settings.qdrant_collection!r} does not exist: run the indexer first"
+            with self._store_lock:
+                try:
+                    if not self.store.exists():
+                        raise IndexUnavailable(
+                            f"collection {self.settings.qdrant_collection!r} does not exist: run the indexer first"
+                        )
+                    candidates = hybrid_query(
+                        self.store,
+                        dense,
+                        query_vector(query) if retrieval != "dense" else None,
+                        query_filter,
+                        limit=self.settings.search_candidates,
+                        prefetch_limit=self.settings.search_prefetch_limit,
+                        hnsw_ef=self.settings.search_hnsw_ef,
+                        rrf_k=self.settings.rrf_k,
+                        timeout_s=min(self.settings.qdrant_timeout_s, max(1.0, deadline.remaining())),
                     )
-                candidates = hybrid_query(
-                    self.store,
-                    dense,
-                    query_vector(query) if retrieval != "dense" else None,
-                    query_filter,
-                    limit=self.settings.search_candidates,
-                    prefetch_limit=self.settings.search_prefetch_limit,
-                    hnsw_ef=self.settings.search_hnsw_ef,
-                    rrf_k=self.settings.rrf_k,
-                    timeout_s=min(self.settings.qdrant_timeout_s, max(1.0, deadline.remaining())),
-                )
-            except StoreError as exc:
-                raise IndexUnavailable(str(exc)) from None
+                except StoreError as exc:
+                    raise IndexUnavailable(str(exc)) from None
         timings["retrieve"] = (time.perf_counter() - t) * 1000
 
         rerank_scores: list[float] | None = None

@@ -1,0 +1,198 @@
+"""Slack slash command: request signatures, parsing, the acknowledgement, and Block Kit answers.
+
+Standard library and pydantic models only: this module is on the acknowledgement path, which must answer within
+Slack's 3 seconds from a cold start.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, quote, urlsplit
+
+from kbsearch.errors import KbSearchError
+from kbsearch.schemas import SearchResponse
+
+MAX_SKEW_S = 300
+MAX_BLOCKS = 50
+MAX_SECTION_CHARS = 3000
+MAX_TOTAL_CHARS = 12_000
+SNIPPET_CHARS = 300
+
+HELP_TEXT = (
+    "*Search the knowledge base*\n"
+    "• `/kb <question>`: answer visible only to you\n"
+    "• `/kb share <question>`: post the answer to the channel\n"
+    "• `/kb help`: this message\n"
+    "Tips: a few specific words work best (`qdrant snapshot restore`); Russian and English both work."
+)
+
+
+class SlackAuthError(KbSearchError):
+    """The request is not from Slack (or is too old): answer 401, run nothing."""
+
+
+def escape(text: str) -> str:
+    """mrkdwn escaping: only &, < and > (Slack's rule)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    base = b"v0:" + timestamp.encode() + b":" + body
+    return "v0=" + hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
+
+
+def verify(secret: str, headers: Mapping[str, str], body: bytes, now: float | None = None) -> None:
+    """Check ``X-Slack-Signature`` over ``v0:{timestamp}:{raw body}``; raise :class:`SlackAuthError` otherwise."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    timestamp = lowered.get("x-slack-request-timestamp")
+    signature = lowered.get("x-slack-signature")
+    if not timestamp or not signature:
+        raise SlackAuthError("missing Slack signature headers")
+    try:
+        ts = int(timestamp)
+    except ValueError:
+        raise SlackAuthError("malformed request timestamp") from None
+    if abs((time.time() if now is None else now) - ts) > MAX_SKEW_S:
+        raise SlackAuthError("stale request timestamp")
+    if not signature.startswith("v0="):
+        raise SlackAuthError("unsupported signature version")
+    if not hmac.compare_digest(sign(secret, timestamp, body).encode(), signature.encode()):
+        raise SlackAuthError("signature mismatch")
+
+
+@dataclass(frozen=True)
+class SlashCommand:
+    command: str
+    text: str
+    user_id: str
+    channel_id: str
+    team_id: str
+    response_url: str
+    trigger_id: str
+
+    @property
+    def request_key(self) -> str:
+        """Identifies one slash command: Slack's trigger id (unique per invocation)."""
+        return self.trigger_id or hashlib.sha256(f"{self.team_id}:{self.user_id}:{self.text}".encode()).hexdigest()
+
+    def to_job(self) -> dict[str, str]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+    @classmethod
+    def from_job(cls, job: Mapping[str, Any]) -> SlashCommand:
+        return cls(**{k: str(job.get(k, "")) for k in cls.__dataclass_fields__})
+
+
+def parse_command(body: bytes) -> SlashCommand:
+    try:
+        form = parse_qs(body.decode("utf-8"), keep_blank_values=True)
+    except UnicodeDecodeError:
+        raise KbSearchError("the form body is not UTF-8") from None
+
+    def one(name: str) -> str:
+        return (form.get(name) or [""])[0]
+
+    return SlashCommand(
+        command=one("command"),
+        text=one("text").strip(),
+        user_id=one("user_id"),
+        channel_id=one("channel_id"),
+        team_id=one("team_id"),
+        response_url=one("response_url"),
+        trigger_id=one("trigger_id"),
+    )
+
+
+@dataclass(frozen=True)
+class Intent:
+    kind: str  # help | search
+    query: str = ""
+    share: bool = False
+
+
+def parse_text(text: str) -> Intent:
+    words = text.split(maxsplit=1)
+    if not words or words[0].lower() in ("help", "помощь", "?"):
+        return Intent("help")
+    if words[0].lower() == "share":
+        rest = words[1].strip() if len(words) > 1 else ""
+        return Intent("search", rest, share=True) if rest else Intent("help")
+    return Intent("search", text.strip())
+
+
+def allowed_response_url(url: str, hosts: tuple[str, ...]) -> bool:
+    """Only post where Slack would send us: https on Slack's hooks host (configurable for local tests)."""
+    parts = urlsplit(url)
+    if parts.hostname is None:
+        return False
+    if parts.hostname in ("127.0.0.1", "localhost"):
+        return parts.hostname in hosts
+    return parts.scheme == "https" and parts.hostname in hosts
+
+
+def ack(intent: Intent) -> dict[str, Any]:
+    if intent.kind == "help":
+        return {"response_type": "ephemeral", "text": HELP_TEXT}
+    return {"response_type": "ephemeral", "text": f"Searching for “{escape(intent.query)}”…"}
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def _link(base_url: str | None, path: str, title: str) -> str:
+    label = escape(title).replace("|", "¦")
+    if base_url:
+        return f"<{base_url.rstrip('/')}/{quote(path)}|{label}>"
+    return f"*{label}*"
+
+
+def render_answer(answer: SearchResponse, share: bool, kb_base_url: str | None = None) -> dict[str, Any]:
+    """Block Kit for ``response_url``: a header line, one section per hit, a context line with time and any
+    degraded stage. Within Slack's limits: ≤ 50 blocks, ≤ 3,000 chars per section, ~12,000 in all."""
+    response_type = "in_channel" if share else "ephemeral"
+    query = escape(answer.query)
+    if not answer.results:
+        text = (
+            f"No notes found for “{query}”. Try fewer or other words, the other language "
+            "(Russian ↔ English), or `/kb help`."
+        )
+        return {"response_type": response_type, "replace_original": False, "text": text,
+                "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]}  # fmt: skip
+    blocks: list[dict[str, Any]] = [
+        {"type": "section", "text": {"type": "mrkdwn", "text": f"*Results for “{_cut(query, 200)}”*"}}
+    ]
+    total = len(blocks[0]["text"]["text"])
+    for hit in answer.results:
+        lines = [f"{hit.rank}. {_link(kb_base_url, hit.path, hit.title)}"]
+        if hit.heading and hit.heading != hit.title:
+            lines.append(f"_{escape(_cut(hit.heading, 200))}_")
+        if not kb_base_url:
+            lines.append(f"`{escape(_cut(hit.path, 200))}`")
+        lines.append(escape(_cut(hit.snippet, SNIPPET_CHARS)))
+        meta = f"score {hit.score:.3f}"
+        if hit.tags:
+            meta = " ".join(f"`{escape(t)}`" for t in hit.tags[:8]) + f" · {meta}"
+        lines.append(meta)
+        text = _cut("\n".join(lines), MAX_SECTION_CHARS)
+        if total + len(text) > MAX_TOTAL_CHARS - 500 or len(blocks) >= MAX_BLOCKS - 2:
+            break
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": text}})
+        total += len(text)
+    timing = answer.meta.timings_ms.get("total", 0.0)
+    context = f"{len(blocks) - 1} of {len(answer.results)} notes · {timing / 1000:.1f} s"
+    if answer.meta.degraded:
+        context += f" · degraded: {', '.join(answer.meta.degraded)}"
+    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": escape(context)}]})
+    fallback = f"{len(answer.results)} notes for “{_cut(query, 200)}”"
+    return {"response_type": response_type, "replace_original": False, "text": fallback, "blocks": blocks}
+
+
+def apology(query: str) -> dict[str, Any]:
+    text = f"Sorry, the search for “{escape(_cut(query, 200))}” failed. Please try again in a minute."
+    return {"response_type": "ephemeral", "replace_original": False, "text": text}

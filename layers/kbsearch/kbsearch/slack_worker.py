@@ -1,0 +1,143 @@
+"""The Slack worker: run the search for a slash command and post Block Kit to its ``response_url``.
+
+Runs in ``SlackWorkerFunction`` (invoked asynchronously by the acknowledgement) or, locally, in a thread of
+``kbsearch serve``. Each command is answered at most once: the request key is claimed before posting and
+released if posting fails, so a retried delivery posts exactly one answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+import httpx
+
+from kbsearch.config import Settings
+from kbsearch.errors import KbSearchError
+from kbsearch.schemas import MAX_QUERY_CHARS, SearchRequest
+from kbsearch.slack import HELP_TEXT, SlashCommand, allowed_response_url, apology, parse_text, render_answer
+
+if TYPE_CHECKING:
+    from kbsearch.search import SearchService
+
+logger = logging.getLogger(__name__)
+
+
+class SlackPostError(KbSearchError):
+    """``response_url`` did not take the answer (after retries)."""
+
+
+class Deduper(Protocol):
+    def claim(self, key: str) -> bool: ...
+
+    def release(self, key: str) -> None: ...
+
+
+class MemoryDeduper:
+    """One process (``kbsearch serve``): a set of claimed keys."""
+
+    def __init__(self) -> None:
+        self._keys: set[str] = set()
+        self._lock = threading.Lock()
+
+    def claim(self, key: str) -> bool:
+        with self._lock:
+            if key in self._keys:
+                return False
+            self._keys.add(key)
+            return True
+
+    def release(self, key: str) -> None:
+        with self._lock:
+            self._keys.discard(key)
+
+
+class DynamoDeduper:
+    """Across Lambda invocations: a conditional put on a DynamoDB table (``pk`` key, ``expires_at`` TTL)."""
+
+    def __init__(self, table: str, client: Any = None, ttl_s: int = 86_400) -> None:
+        if client is None:
+            import boto3
+
+            client = boto3.client("dynamodb")
+        self.table = table
+        self.client = client
+        self.ttl_s = ttl_s
+
+    def claim(self, key: str) -> bool:
+        try:
+            self.client.put_item(
+                TableName=self.table,
+                Item={"pk": {"S": key}, "expires_at": {"N": str(int(time.time()) + self.ttl_s)}},
+                ConditionExpression="attribute_not_exists(pk)",
+            )
+        except self.client.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+    def release(self, key: str) -> None:
+        self.client.delete_item(TableName=self.table, Key={"pk": {"S": key}})
+
+
+def post_to_slack(
+    client: httpx.Client,
+    url: str,
+    payload: dict[str, Any],
+    attempts: int = 3,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """POST JSON to a response_url; retry connection errors, 429 and 5xx with backoff."""
+    last = ""
+    for attempt in range(attempts):
+        try:
+            response = client.post(url, json=payload, timeout=5.0)
+        except httpx.HTTPError as exc:
+            last = type(exc).__name__
+        else:
+            if response.status_code < 300:
+                return
+            last = f"HTTP {response.status_code}"
+            if response.status_code < 500 and response.status_code != 429:
+                raise SlackPostError(f"response_url refused the answer ({last})")
+        if attempt + 1 < attempts:
+            sleep(0.5 * 2**attempt)
+    raise SlackPostError(f"response_url did not take the answer after {attempts} attempts ({last})")
+
+
+def handle_job(
+    job: dict[str, Any],
+    service: Callable[[], SearchService],
+    deduper: Deduper,
+    client: httpx.Client,
+    settings: Settings,
+) -> str:
+    """Answer one slash command. Returns ``posted``, ``duplicate`` or ``rejected``; raises SlackPostError."""
+    command = SlashCommand.from_job(job)
+    hosts = tuple(h.strip() for h in settings.slack_response_hosts.split(",") if h.strip())
+    if not allowed_response_url(command.response_url, hosts):
+        logger.error("response_url rejected", extra={"host": command.response_url.split("/")[2:3]})
+        return "rejected"
+    if not deduper.claim(command.request_key):
+        logger.info("duplicate delivery ignored", extra={"request_key": command.request_key})
+        return "duplicate"
+    intent = parse_text(command.text)
+    if intent.kind == "help":
+        payload: dict[str, Any] = {"response_type": "ephemeral", "text": HELP_TEXT}
+    else:
+        try:
+            request = SearchRequest(query=intent.query[:MAX_QUERY_CHARS], top_k=settings.slack_top_k)
+            answer = service().search(request)
+        except Exception:
+            logger.exception("search for Slack failed")
+            payload = apology(intent.query)
+        else:
+            payload = render_answer(answer, intent.share, settings.kb_base_url or None)
+    try:
+        post_to_slack(client, command.response_url, payload)
+    except SlackPostError:
+        deduper.release(command.request_key)  # let a retried delivery try again
+        raise
+    return "posted"

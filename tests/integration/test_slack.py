@@ -1,0 +1,349 @@
+"""/kb slash command: signatures (acting as Slack with slack_sdk), acknowledgement, worker, Block Kit, retries."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import boto3
+import httpx
+import pytest
+from moto import mock_aws
+from slack_sdk.signature import SignatureVerifier
+
+from kbsearch import slack
+from kbsearch.config import Secrets, Settings
+from kbsearch.fakes import FakeEndpoint
+from kbsearch.indexer import run_sync
+from kbsearch.local.apigw import HttpRequest, build_event
+from kbsearch.providers.http import shared_client
+from kbsearch.schemas import Hit, HitScores, SearchMeta, SearchResponse
+from kbsearch.search import SearchService
+from kbsearch.slack_worker import DynamoDeduper, MemoryDeduper, SlackPostError, handle_job, post_to_slack
+from tests.conftest import KBSEARCH_CMD, ROOT, subprocess_env
+
+SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
+VECTOR_BODY = (
+    "token=xyzz0WbapA4vBCDEFasx0q6G&team_id=T1DC2JH3J&team_domain=testteamnow&channel_id=G8PSS9T3V&"
+    "channel_name=foobar&user_id=U2CERLKJA&user_name=roadrunner&command=%2Fwebhook-collect&text=&"
+    "response_url=https%3A%2F%2Fhooks.slack.com%2Fcommands%2FT1DC2JH3J%2F397700885554%2F96rGlfmibIGlgcZRskXaIFfN&"
+    "trigger_id=398738663015.47445629121.803a0bc887a14d10d2c447fce8b6703c"
+)
+VECTOR_SIGNATURE = "v0=a2114d57b48eac39b9ad189dd8316235a7b4a8d21a10bd27519666489c69b503"
+
+
+def test_slacks_documented_test_vector() -> None:
+    assert slack.sign(SECRET, "1531420618", VECTOR_BODY.encode()) == VECTOR_SIGNATURE
+    headers = {"X-Slack-Request-Timestamp": "1531420618", "X-Slack-Signature": VECTOR_SIGNATURE}
+    slack.verify(SECRET, headers, VECTOR_BODY.encode(), now=1531420618 + 299)
+    with pytest.raises(slack.SlackAuthError, match="stale"):
+        slack.verify(SECRET, headers, VECTOR_BODY.encode(), now=1531420618 + 301)
+
+
+def test_agrees_with_slack_sdk_both_ways() -> None:
+    verifier = SignatureVerifier(SECRET)
+    ts = str(int(time.time()))
+    body = "command=%2Fkb&text=hello"
+    ours = slack.sign(SECRET, ts, body.encode())
+    assert verifier.is_valid(body, ts, ours)
+    theirs = verifier.generate_signature(timestamp=ts, body=body)
+    slack.verify(SECRET, {"x-slack-request-timestamp": ts, "x-slack-signature": theirs}, body.encode())
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "query", "share"),
+    [("", "help", "", False), ("help", "help", "", False), ("share", "help", "", False),
+     ("qdrant snapshot", "search", "qdrant snapshot", False), ("share ротация ключей", "search", "ротация ключей", True),
+     ("  Share   x ", "search", "x", True)],
+)  # fmt: skip
+def test_text_parsing(text: str, kind: str, query: str, share: bool) -> None:
+    intent = slack.parse_text(text.strip())
+    assert (intent.kind, intent.query, intent.share) == (kind, query, share)
+
+
+# -- through the handler ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bm25_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("slack") / "q"
+    settings = Settings(qdrant_path=str(path))
+    run_sync(settings, Secrets(settings), source_uri=str(ROOT / "sample-kb"))
+    return path
+
+
+@pytest.fixture
+def response_url() -> Iterator[FakeEndpoint]:
+    endpoint = FakeEndpoint().start()
+    yield endpoint
+    endpoint.stop()
+
+
+@pytest.fixture
+def app(load_search_app, bm25_index: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
+    store = tmp_path / "q"
+    shutil.copytree(bm25_index, store)
+    return load_search_app(QDRANT_PATH=str(store), SLACK_SIGNING_SECRET=SECRET, SLACK_RESPONSE_HOSTS="127.0.0.1")
+
+
+def form(text: str, response_url: str, trigger: str = "13345224609.738474920.8088930838d88f008e0") -> str:
+    return urlencode({
+        "token": "gIkuvaNzQIHg97ATvDxqgjtO", "team_id": "T0001", "channel_id": "C2147483705", "user_id": "U2147483697",
+        "command": "/kb", "text": text, "response_url": response_url, "trigger_id": trigger, "api_app_id": "A123",
+    })  # fmt: skip
+
+
+def slack_event(body: str, ts: int | None = None, secret: str = SECRET, b64: bool = True, headers: Any = None) -> dict:
+    stamp = str(int(time.time()) if ts is None else ts)
+    sig = slack.sign(secret, stamp, body.encode())
+    hdrs = [("X-Slack-Request-Timestamp", stamp), ("X-Slack-Signature", sig)] if headers is None else headers
+    content_type = "application/x-www-form-urlencoded" if b64 else "text/plain"
+    return build_event(HttpRequest("POST", "/slack/command", "", [("Content-Type", content_type), *hdrs], body.encode()),
+                       "/slack/command", {}, "dev")  # fmt: skip
+
+
+@pytest.mark.parametrize("b64", [True, False])
+def test_signed_command_is_acknowledged_then_answered(app, response_url: FakeEndpoint, b64: bool) -> None:
+    event = slack_event(form("restore <qdrant> & snapshot", response_url.url + "/commands/1"), b64=b64)
+    assert event["isBase64Encoded"] is b64
+    result = app(event)
+    assert result["statusCode"] == 200
+    ack = json.loads(result["body"])
+    assert ack == {"response_type": "ephemeral", "text": "Searching for “restore &lt;qdrant&gt; &amp; snapshot”…"}
+    assert response_url.wait(20), "the worker never answered"
+    (post,) = response_url.requests
+    assert post.path == "/commands/1" and post.body["response_type"] == "ephemeral"
+    assert len(post.body["blocks"]) >= 3 and post.body["blocks"][-1]["type"] == "context"
+    assert "Runbook - restore a Qdrant snapshot" in json.dumps(post.body, ensure_ascii=False)
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["forged", "stale_past", "stale_future", "missing_headers", "non_integer_ts", "bad_version", "tampered_body"],
+)
+def test_bad_requests_are_401_and_nothing_runs(app, response_url: FakeEndpoint, case: str) -> None:
+    body = form("qdrant", response_url.url)
+    now = int(time.time())
+    if case == "forged":
+        event = slack_event(body, secret="not-the-secret")
+    elif case == "stale_past":
+        event = slack_event(body, ts=now - 301)
+    elif case == "stale_future":
+        event = slack_event(body, ts=now + 301)
+    elif case == "missing_headers":
+        event = slack_event(body, headers=[])
+    elif case == "non_integer_ts":
+        event = slack_event(body, headers=[("X-Slack-Request-Timestamp", "soon"), ("X-Slack-Signature", "v0=00")])
+    elif case == "bad_version":
+        sig = slack.sign(SECRET, str(now), body.encode()).replace("v0=", "v1=")
+        event = slack_event(body, headers=[("X-Slack-Request-Timestamp", str(now)), ("X-Slack-Signature", sig)])
+    else:
+        event = slack_event(body)
+        event["body"] = base64.b64encode(form("something else", response_url.url).encode()).decode()
+    result = app(event)
+    assert result["statusCode"] == 401, result
+    answer = json.loads(result["body"])
+    assert answer["error"] == "unauthorized" and "Traceback" not in result["body"]
+    time.sleep(0.3)
+    assert response_url.requests == []  # no hand-off, no search
+
+
+def test_replayed_request_is_rejected_after_the_window(app, response_url: FakeEndpoint) -> None:
+    body = form("qdrant", response_url.url)
+    old = slack_event(body, ts=int(time.time()) - 400)  # captured earlier, replayed now
+    assert app(old)["statusCode"] == 401
+
+
+def test_help_answers_at_once_without_a_worker(app, response_url: FakeEndpoint) -> None:
+    result = app(slack_event(form("help", response_url.url)))
+    assert result["statusCode"] == 200 and "/kb share" in json.loads(result["body"])["text"]
+    time.sleep(0.3)
+    assert response_url.requests == []
+
+
+def test_unconfigured_secret_is_503(load_search_app, tmp_path: Path) -> None:
+    call = load_search_app(QDRANT_PATH=str(tmp_path / "q"))
+    assert call(slack_event(form("x", "https://hooks.slack.com/x")))["statusCode"] == 503
+
+
+def test_acknowledgement_imports_nothing_heavy_in_lambda(tmp_path: Path) -> None:
+    """A fresh interpreter as a real Lambda: the ack path hands off through the Lambda Invoke API (a loopback
+    fake) and imports none of qdrant_client, numpy or the X-Ray SDK (boto3 is what the hand-off needs)."""
+    lambda_api = FakeEndpoint(status=202).start()
+    try:
+        event = slack_event(form("qdrant snapshot", "https://hooks.slack.com/commands/1"))
+        code = f"""
+import json, sys
+sys.path.insert(0, {str(ROOT / "functions" / "search")!r})
+import importlib.util
+spec = importlib.util.spec_from_file_location("app", {str(ROOT / "functions/search/app.py")!r})
+app = importlib.util.module_from_spec(spec); spec.loader.exec_module(app)
+from kbsearch.local.runtime import LambdaContext
+result = app.lambda_handler(json.loads(sys.stdin.read()), LambdaContext("kb-search-dev-search", 1536, 28))
+heavy = [m for m in ("qdrant_client", "numpy", "aws_xray_sdk", "grpc") if m in sys.modules]
+print(json.dumps({{"status": result["statusCode"], "heavy": heavy, "body": result["body"]}}))
+"""
+        env = subprocess_env(
+            AWS_LAMBDA_FUNCTION_NAME="kb-search-dev-search", QDRANT_URL="https://example.invalid:6333",
+            SLACK_SIGNING_SECRET=SECRET, SLACK_WORKER_FUNCTION="kb-search-dev-slack-worker",
+            AWS_ENDPOINT_URL_LAMBDA=lambda_api.url, POWERTOOLS_TRACE_DISABLED="true",
+        )  # fmt: skip
+        proc = subprocess.run([sys.executable, "-c", code], input=json.dumps(event), capture_output=True, text=True,
+                              env=env, check=False, timeout=60)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        out = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert out["status"] == 200 and out["heavy"] == [], out
+        (invoke,) = lambda_api.requests
+        assert invoke.path == "/2015-03-31/functions/kb-search-dev-slack-worker/invocations"
+        assert invoke.headers.get("x-amz-invocation-type") == "Event"
+        assert invoke.body["slack_job"]["text"] == "qdrant snapshot"
+    finally:
+        lambda_api.stop()
+
+
+# -- the worker ---------------------------------------------------------------------------------------------------
+
+
+def answer_with(n: int, title: str = "T & <b>", degraded: list[str] | None = None) -> SearchResponse:
+    hits = [
+        Hit(rank=i + 1, doc_id=f"d{i}", path=f"ru/папка/{i}.md", title=f"{title} {i}", heading=f"{title} {i} > Section",
+            snippet="x" * 5000, score=0.5, scores=HitScores(rerank=0.5, fusion=0.01), tags=["a&b", "<t>"],
+            type="runbook", status="active", updated=None, links=[])
+        for i in range(n)
+    ]  # fmt: skip
+    meta = SearchMeta(request_id="r", variants=["q"], embedder="none", reranker="none", degraded=degraded or [],
+                      candidates=n, timings_ms={"total": 1234.0}, usage={})  # fmt: skip
+    return SearchResponse(query="q <&>", results=hits, meta=meta)
+
+
+def test_block_kit_limits_and_escaping() -> None:
+    message = slack.render_answer(
+        answer_with(60, degraded=["rerank"]), share=True, kb_base_url="https://kb.example.com"
+    )
+    blocks = message["blocks"]
+    assert message["response_type"] == "in_channel"
+    assert len(blocks) <= 50
+    sections = [b["text"]["text"] for b in blocks if b["type"] == "section"]
+    assert all(len(t) <= 3000 for t in sections)
+    assert len(json.dumps(blocks, ensure_ascii=False)) < 16_000
+    assert sum(len(t) for t in sections) <= 12_000
+    text = "\n".join(sections)
+    assert "T &amp; &lt;b&gt;" in text and "<b>" not in text.replace("<https://", "")
+    assert "`a&amp;b`" in text and "`&lt;t&gt;`" in text
+    assert "<https://kb.example.com/ru/%D0%BF%D0%B0%D0%BF%D0%BA%D0%B0/0.md|" in text  # a link when a base URL is set
+    context = blocks[-1]["elements"][0]["text"]
+    assert "1.2 s" in context and "degraded: rerank" in context
+    plain = slack.render_answer(answer_with(2), share=False)
+    assert plain["response_type"] == "ephemeral" and "`ru/папка/0.md`" in json.dumps(plain, ensure_ascii=False)
+
+
+def test_no_hits_is_a_friendly_message() -> None:
+    message = slack.render_answer(answer_with(0), share=False)
+    assert "No notes found" in message["text"] and "/kb help" in message["text"]
+
+
+def settings_for(store: Path) -> Settings:
+    return Settings(qdrant_path=str(store), slack_response_hosts="127.0.0.1")
+
+
+def test_worker_posts_once_for_duplicate_deliveries(bm25_index: Path, tmp_path: Path, response_url) -> None:
+    store = tmp_path / "q"
+    shutil.copytree(bm25_index, store)
+    settings = settings_for(store)
+    service = SearchService(settings, Secrets(settings))
+    job = slack.parse_command(form("share ротация ключей", response_url.url + "/r").encode()).to_job()
+    deduper = MemoryDeduper()
+    try:
+        assert handle_job(job, lambda: service, deduper, shared_client(), settings) == "posted"
+        assert handle_job(job, lambda: service, deduper, shared_client(), settings) == "duplicate"
+    finally:
+        service.close()
+    (post,) = response_url.requests
+    assert post.body["response_type"] == "in_channel"
+    assert "Ротация ключей провайдеров" in json.dumps(post.body, ensure_ascii=False)
+
+
+def test_worker_retries_a_failing_response_url_and_reposts_after_failure(tmp_path: Path) -> None:
+    flaky = FakeEndpoint(fail_times=2).start()
+    settings = settings_for(tmp_path / "none")
+    broken = SearchService(settings, Secrets(settings))  # no index there: the search fails → an apology
+    try:
+        job = slack.parse_command(form("qdrant", flaky.url + "/r", trigger="t-1").encode()).to_job()
+        deduper = MemoryDeduper()
+        assert handle_job(job, lambda: broken, deduper, shared_client(), settings) == "posted"
+        assert [r.body["text"] for r in flaky.requests][-1].startswith("Sorry, the search for “qdrant” failed")
+        assert len(flaky.requests) == 3  # 2 failures, then delivered
+        flaky.fail_times, flaky.requests = 10, []
+        job2 = slack.parse_command(form("qdrant", flaky.url + "/r", trigger="t-2").encode()).to_job()
+        with pytest.raises(SlackPostError):
+            handle_job(job2, lambda: broken, deduper, shared_client(), settings)
+        assert deduper.claim("t-2")  # released: a retried delivery may post
+    finally:
+        broken.close()
+        flaky.stop()
+
+
+def test_response_url_must_be_slack(tmp_path: Path, response_url) -> None:
+    settings = Settings(qdrant_path=str(tmp_path / "q"))  # default: only hooks.slack.com over https
+    job = slack.parse_command(form("x", response_url.url).encode()).to_job()
+    assert handle_job(job, lambda: None, MemoryDeduper(), shared_client(), settings) == "rejected"  # type: ignore[arg-type,return-value]
+    assert response_url.requests == []
+    assert slack.allowed_response_url("https://hooks.slack.com/commands/1", ("hooks.slack.com",))
+    assert not slack.allowed_response_url("http://hooks.slack.com/commands/1", ("hooks.slack.com",))
+    assert not slack.allowed_response_url("https://evil.example/hooks.slack.com", ("hooks.slack.com",))
+
+
+def test_post_to_slack_gives_up_on_4xx_at_once() -> None:
+    endpoint = FakeEndpoint(status=404).start()
+    try:
+        with pytest.raises(SlackPostError, match="refused"):
+            post_to_slack(shared_client(), endpoint.url, {"text": "x"}, sleep=lambda _s: None)
+        assert len(endpoint.requests) == 1
+    finally:
+        endpoint.stop()
+
+
+def test_dynamodb_deduper_with_moto() -> None:
+    with mock_aws():
+        ddb = boto3.client("dynamodb", region_name="us-east-1")
+        ddb.create_table(TableName="dedupe", KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+                         AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+                         BillingMode="PAY_PER_REQUEST")  # fmt: skip
+        deduper = DynamoDeduper("dedupe", ddb)
+        assert deduper.claim("k") and not deduper.claim("k")
+        deduper.release("k")
+        assert deduper.claim("k")
+
+
+def test_end_to_end_through_kbsearch_serve(bm25_index: Path, tmp_path: Path, response_url) -> None:
+    store = tmp_path / "q"
+    shutil.copytree(bm25_index, store)
+    env = subprocess_env(QDRANT_PATH=str(store), SLACK_SIGNING_SECRET=SECRET, SLACK_RESPONSE_HOSTS="127.0.0.1")
+    proc = subprocess.Popen([*KBSEARCH_CMD, "serve", "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=ROOT, env=env)  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        base = proc.stdout.readline().split(" on ")[1].strip()
+        body = form("reindex from scratch", response_url.url + "/hook")
+        ts = str(int(time.time()))
+        headers = {"Content-Type": "application/x-www-form-urlencoded", "X-Slack-Request-Timestamp": ts,
+                   "X-Slack-Signature": SignatureVerifier(SECRET).generate_signature(timestamp=ts, body=body)}  # fmt: skip
+        t0 = time.monotonic()
+        r = httpx.post(f"{base}/slack/command", content=body, headers=headers, timeout=10)
+        assert r.status_code == 200 and time.monotonic() - t0 < 3
+        assert r.json()["text"].startswith("Searching for")
+        assert response_url.wait(20)
+        assert "Runbook - reindex from scratch" in json.dumps(response_url.requests[0].body)
+        forged = dict(headers, **{"X-Slack-Signature": "v0=" + "0" * 64})
+        assert httpx.post(f"{base}/slack/command", content=body, headers=forged, timeout=10).status_code == 401
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
