@@ -27,7 +27,7 @@ index: $(STAMP) ## index sample-kb/ into the embedded store (.kbsearch/qdrant)
 
 run: index ## index sample-kb/, then serve the API on http://$(HOST):$(PORT)
 	@echo "try: curl -s 'http://$(HOST):$(PORT)/search?q=restore+qdrant+snapshot&top_k=3' | python3 -m json.tool"
-	$(BIN)/kbsearch serve --host $(HOST) --port $(PORT)
+	KB_SOURCE=sample-kb $(BIN)/kbsearch serve --host $(HOST) --port $(PORT)
 
 serve: $(STAMP) ## serve the API without indexing first
 	$(BIN)/kbsearch serve --host $(HOST) --port $(PORT)

@@ -26,7 +26,9 @@ from kbsearch.health import health_status
 from kbsearch.schemas import MAX_QUERY_CHARS, MAX_TOP_K, ErrorResponse, SearchFilters, SearchRequest, SearchResponse
 
 if TYPE_CHECKING:
+    from kbsearch.mcp_server import McpServer
     from kbsearch.search import SearchService
+    from kbsearch.sources import Source
 
 MAX_BODY_BYTES = 64 * 1024
 RETRY_AFTER_S = "5"
@@ -42,6 +44,8 @@ app.enable_swagger(path="/docs", title="kb-search", version=health_status(settin
 _service: SearchService | None = None
 _tracer: Any = None
 _slack_handoff: Callable[[dict[str, Any]], None] | None = None
+_mcp_server: McpServer | None = None
+_kb_source: Source | None = None
 
 
 def service() -> SearchService:
@@ -236,9 +240,34 @@ def slack_command() -> Response[Any]:
     return Response(200, content_types.APPLICATION_JSON, slack.ack(intent))
 
 
-@app.route("/mcp", method=["GET", "POST"], include_in_schema=False)
-def mcp_not_ready() -> Response[Any]:
-    return _error(501, "not_implemented", "the MCP endpoint is not deployed in this version")
+def _mcp() -> McpServer:
+    global _mcp_server  # noqa: PLW0603 - one per container
+    if _mcp_server is None:
+        from kbsearch.mcp_server import McpServer, Tools
+        from kbsearch.sources import open_source
+
+        def search(request: SearchRequest) -> SearchResponse:
+            context = app.lambda_context
+            remaining = context.get_remaining_time_in_millis() / 1000 if context is not None else None
+            return service().search(request, app.current_event.request_context.request_id, remaining, _span)
+
+        def read_note(path: str) -> bytes:
+            global _kb_source  # noqa: PLW0603
+            if _kb_source is None:
+                _kb_source = open_source(settings.kb_source)
+            return _kb_source.read_path(path)
+
+        _mcp_server = McpServer(Tools(search=search, read_note=read_note))
+    return _mcp_server
+
+
+@app.route("/mcp", method=["GET", "POST", "DELETE"], include_in_schema=False)
+def mcp_endpoint() -> Response[Any]:
+    event = app.current_event
+    answer = _mcp().handle(event.http_method, dict(event.headers or {}), event.decoded_body)
+    if answer.body is None:
+        return Response(status_code=answer.status, body="", headers=answer.headers)
+    return Response(answer.status, content_types.APPLICATION_JSON, answer.body, headers=answer.headers)
 
 
 def _validation_error(errors: Any, location: str | None = None) -> Response[Any]:

@@ -1,8 +1,8 @@
 """Reading template.yaml the way ``sam local`` does: functions, their handlers, environment and API routes.
 
 Only what the local runner needs is resolved: parameters (defaults, then overrides), conditions, pseudo
-parameters and the common intrinsic functions. A ``Ref`` to a resource resolves to its logical id and a
-``GetAtt`` to ``LogicalId.Attribute`` (there is no stack to ask).
+parameters and the common intrinsic functions. A ``Ref`` to a resource and a ``GetAtt`` resolve to an empty
+string: there is no stack to ask, and a made-up name could send a local run to a real AWS resource.
 """
 
 from __future__ import annotations
@@ -176,7 +176,7 @@ class Template:
         if name in _PSEUDO:
             return _PSEUDO[name]
         if name in self.data["Resources"]:
-            return name
+            return ""  # no stack here: a resource has no name or ARN locally (like SAM's local runner)
         raise TemplateError(f"Ref to unknown name {name}")
 
     def _sub(self, arg: Any) -> str:
@@ -231,7 +231,7 @@ class Template:
             sep, text = arg
             return str(self.resolve(text)).split(sep)
         if key == "Fn::GetAtt":
-            return ".".join(str(x) for x in arg)
+            return ""
         return {k: self.resolve(v) for k, v in value.items()}
 
     # -- functions --------------------------------------------------------------------------------------------

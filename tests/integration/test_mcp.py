@@ -1,0 +1,269 @@
+"""POST /mcp with the official MCP SDK as the client, in both eras, in-process and over real HTTP."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import httpx2
+import jsonschema
+import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
+
+from kbsearch.config import Secrets, Settings
+from kbsearch.indexer import run_sync
+from kbsearch.local.apigw import HttpRequest, build_event, parse_result
+from tests.conftest import KBSEARCH_CMD, ROOT, subprocess_env
+
+MODERN = "2026-07-28"
+META = {"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientCapabilities": {}}
+
+
+@pytest.fixture(scope="module")
+def bm25_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("mcp") / "q"
+    settings = Settings(qdrant_path=str(path))
+    run_sync(settings, Secrets(settings), source_uri=str(ROOT / "sample-kb"))
+    return path
+
+
+@pytest.fixture
+def app(load_search_app, bm25_index: Path, tmp_path: Path):
+    store = tmp_path / "q"
+    shutil.copytree(bm25_index, store)
+    return load_search_app(QDRANT_PATH=str(store), KB_SOURCE=str(ROOT / "sample-kb"))
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, dict[str, str], Any]] = []
+
+
+def in_process_client(app, mode: str, recorder: Recorder | None = None) -> Client:
+    """The SDK's HTTP client on a mock transport that turns each request into an API Gateway event."""
+
+    def handle(request: httpx2.Request) -> httpx2.Response:
+        body = request.read()
+        headers = [(k, v) for k, v in request.headers.items()]
+        if recorder is not None:
+            recorder.requests.append((request.method, dict(request.headers), json.loads(body) if body else None))
+        event = build_event(HttpRequest(request.method, request.url.path, request.url.query.decode()
+                                        if isinstance(request.url.query, bytes) else str(request.url.query),
+                                        headers, body), "/mcp", {}, "dev")  # fmt: skip
+        answer = parse_result(app(event))
+        return httpx2.Response(answer.status, headers=answer.headers, content=answer.body)
+
+    http_client = httpx2.AsyncClient(transport=httpx2.MockTransport(handle))
+    return Client(streamable_http_client("http://kb.local/mcp", http_client=http_client), mode=mode)
+
+
+def run(coro_fn: Any, *args: Any) -> Any:
+    return anyio.run(coro_fn, *args)
+
+
+def tool_schemas(tools: Any) -> dict[str, dict[str, Any]]:
+    return {t.name: t.output_schema for t in tools.tools}
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+def test_sdk_client_lists_and_calls_both_tools_in_process(app, mode: str) -> None:
+    recorder = Recorder()
+
+    async def main() -> dict[str, Any]:
+        async with in_process_client(app, mode, recorder) as client:
+            tools = await client.list_tools()
+            search = await client.call_tool("kb_search", {"query": "restore a qdrant snapshot", "top_k": 3})
+            note = await client.call_tool("kb_get_note", {"path": "ru/ранбуки/Ротация ключей.md"})
+            return {"tools": tools, "search": search, "note": note}
+
+    out = run(main)
+    schemas = tool_schemas(out["tools"])
+    assert set(schemas) == {"kb_search", "kb_get_note"}
+    for tool in out["tools"].tools:
+        assert tool.input_schema["type"] == "object"
+    search = out["search"]
+    assert not search.is_error
+    jsonschema.validate(search.structured_content, schemas["kb_search"])
+    paths = [hit["path"] for hit in search.structured_content["results"]]
+    assert "en/runbooks/Runbook - restore a Qdrant snapshot.md" in paths
+    assert "Runbook - restore a Qdrant snapshot" in search.content[0].text  # markdown for text-only clients
+    note = out["note"]
+    assert not note.is_error
+    jsonschema.validate(note.structured_content, schemas["kb_get_note"])
+    assert note.structured_content["frontmatter"]["id"] == "KB-122"
+    assert note.structured_content["body"].startswith("# Ротация ключей провайдеров")
+    methods = [body["method"] for _, _, body in recorder.requests if body]
+    if mode == "auto":
+        assert methods[0] == "server/discover" and "initialize" not in methods
+        calls = [(h, b) for _, h, b in recorder.requests if b and b["method"] == "tools/call"]
+        assert all(h["mcp-method"] == "tools/call" and h["mcp-name"] == b["params"]["name"] for h, b in calls)
+        assert all(h["mcp-protocol-version"] == MODERN for h, _ in calls)
+    else:
+        assert methods[:2] == ["initialize", "notifications/initialized"]
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+def test_bad_arguments_and_unknown_notes_are_tool_errors(app, mode: str) -> None:
+    async def main() -> list[Any]:
+        async with in_process_client(app, mode) as client:
+            return [
+                await client.call_tool("kb_search", {"query": ""}),
+                await client.call_tool("kb_search", {"query": "x", "top_k": 99}),
+                await client.call_tool("kb_search", {"query": "x", "colour": "blue"}),
+                await client.call_tool("kb_get_note", {"path": "en/does-not-exist.md"}),
+                await client.call_tool("kb_get_note", {"path": "../../etc/passwd.md"}),
+                await client.call_tool("kb_get_note", {"path": "attachments/architecture.svg"}),
+            ]
+
+    empty, too_many, unknown_field, missing, escape, not_a_note = run(main)
+    for result in (empty, too_many, unknown_field, missing, escape, not_a_note):
+        assert result.is_error
+    assert "query" in empty.content[0].text and "top_k" in too_many.content[0].text
+    assert "colour" in unknown_field.content[0].text
+    assert "no note at" in missing.content[0].text and "kb_search" in missing.content[0].text
+    assert "outside" in escape.content[0].text
+    assert "not a note" in not_a_note.content[0].text
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+def test_unknown_tool_is_a_protocol_error(app, mode: str) -> None:
+    async def main() -> None:
+        async with in_process_client(app, mode) as client:
+            await client.call_tool("kb_delete_everything", {})
+
+    with pytest.raises(BaseException) as info:
+        run(main)
+    error = find_mcp_error(info.value)
+    assert error is not None and error.error.code == -32602 and "kb_delete_everything" in error.error.message
+
+
+def find_mcp_error(exc: BaseException) -> MCPError | None:
+    if isinstance(exc, MCPError):
+        return exc
+    for inner in getattr(exc, "exceptions", ()):
+        found = find_mcp_error(inner)
+        if found is not None:
+            return found
+    return None
+
+
+def post(app, body: Any, headers: dict[str, str] | None = None, method: str = "POST", raw: bytes | None = None):
+    data = raw if raw is not None else json.dumps(body).encode()
+    hdrs = [("Content-Type", "application/json"), *(headers or {}).items()]
+    result = parse_result(app(build_event(HttpRequest(method, "/mcp", "", hdrs, data), "/mcp", {}, "dev")))
+    return result.status, dict(result.headers), json.loads(result.body) if result.body else None
+
+
+def modern_headers(method: str, name: str | None = None, version: str = MODERN) -> dict[str, str]:
+    headers = {"MCP-Protocol-Version": version, "Mcp-Method": method}
+    if name:
+        headers["Mcp-Name"] = name
+    return headers
+
+
+def test_protocol_errors(app) -> None:
+    # wrong protocol version: -32022 with the supported list
+    meta = {**META, "io.modelcontextprotocol/protocolVersion": "2030-01-01"}
+    status, _, body = post(app, {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": meta}},
+                           modern_headers("tools/list", version="2030-01-01"))  # fmt: skip
+    assert status == 400 and body["error"]["code"] == -32022 and body["error"]["data"]["supported"] == [MODERN]
+    # header and body disagree: -32020
+    request = {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+               "params": {"name": "kb_search", "arguments": {"query": "x"}, "_meta": META}}  # fmt: skip
+    status, _, body = post(app, request, modern_headers("tools/list"))
+    assert status == 400 and body["error"]["code"] == -32020
+    status, _, body = post(app, request, modern_headers("tools/call", name="kb_get_note"))
+    assert status == 400 and body["error"]["code"] == -32020
+    status, _, body = post(
+        app, request, {**modern_headers("tools/call", "kb_search"), "MCP-Protocol-Version": "2026-07-29"}
+    )
+    assert status == 400 and body["error"]["code"] == -32020
+    # modern request without the envelope
+    status, _, body = post(
+        app, {"jsonrpc": "2.0", "id": 3, "method": "tools/list", "params": {}}, modern_headers("tools/list")
+    )
+    assert status == 400 and body["error"]["code"] == -32602
+    # parse error, batch, not a request, unknown method
+    status, _, body = post(app, None, raw=b"{not json")
+    assert status == 400 and body["error"]["code"] == -32700
+    status, _, body = post(app, [{"jsonrpc": "2.0", "id": 1, "method": "ping"}])
+    assert status == 400 and body["error"]["code"] == -32600
+    status, _, body = post(app, {"id": 1, "method": "ping"})
+    assert status == 400 and body["error"]["code"] == -32600
+    status, _, body = post(app, {"jsonrpc": "2.0", "id": 4, "method": "resources/list", "params": {"_meta": META}},
+                           modern_headers("resources/list"))  # fmt: skip
+    assert status == 404 and body["error"]["code"] == -32601
+    status, _, body = post(app, {"jsonrpc": "2.0", "id": 5, "method": "resources/list"})
+    assert status == 200 and body["error"]["code"] == -32601
+    # notifications are acknowledged with an empty 202
+    status, _, body = post(app, {"jsonrpc": "2.0", "method": "notifications/initialized"})
+    assert status == 202 and body is None
+    # GET: 405 with Allow
+    status, headers, _ = post(app, None, method="GET", raw=b"")
+    assert status == 405 and headers["Allow"] == "POST"
+
+
+def test_modern_results_carry_result_type_and_cache_hints(app) -> None:
+    status, _, body = post(app, {"jsonrpc": "2.0", "id": 1, "method": "server/discover", "params": {"_meta": META}},
+                           modern_headers("server/discover"))  # fmt: skip
+    result = body["result"]
+    assert status == 200 and result["supportedVersions"] == [MODERN] and result["resultType"] == "complete"
+    assert result["_meta"]["io.modelcontextprotocol/serverInfo"]["name"] == "kb-search"
+    _, _, body = post(app, {"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {"_meta": META}},
+                      modern_headers("tools/list"))  # fmt: skip
+    assert body["result"]["resultType"] == "complete" and body["result"]["ttlMs"] >= 0
+    assert body["result"]["cacheScope"] in ("public", "private")
+    _, _, body = post(app, {"jsonrpc": "2.0", "id": 3, "method": "initialize",
+                            "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                                       "clientInfo": {"name": "t", "version": "1"}}})  # fmt: skip
+    assert body["result"]["protocolVersion"] == "2025-11-25" and "resultType" not in body["result"]
+
+
+@pytest.fixture
+def served_with_keys(bm25_index: Path, tmp_path: Path) -> Iterator[str]:
+    store = tmp_path / "q"
+    shutil.copytree(bm25_index, store)
+    env = subprocess_env(QDRANT_PATH=str(store), KB_SOURCE=str(ROOT / "sample-kb"), KB_LOCAL_API_KEYS="mcp-key")
+    proc = subprocess.Popen([*KBSEARCH_CMD, "serve", "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=ROOT, env=env)  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        yield proc.stdout.readline().split(" on ")[1].strip()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+def test_sdk_client_over_http_with_an_api_key(served_with_keys: str, mode: str) -> None:
+    async def main() -> Any:
+        http_client = httpx2.AsyncClient(headers={"x-api-key": "mcp-key"})
+        async with Client(streamable_http_client(f"{served_with_keys}/mcp", http_client=http_client), mode=mode) as c:
+            tools = await c.list_tools()
+            result = await c.call_tool("kb_search", {"query": "ротация ключей", "tags": ["ранбук"]})
+            return tools, result
+
+    tools, result = run(main)
+    assert not result.is_error
+    jsonschema.validate(result.structured_content, tool_schemas(tools)["kb_search"])
+    assert all("ранбук" in hit["tags"] for hit in result.structured_content["results"])
+
+
+def test_missing_api_key_is_403_through_serve(served_with_keys: str) -> None:
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+    assert httpx.post(f"{served_with_keys}/mcp", json=body, timeout=10).status_code == 403
+    assert (
+        httpx.post(f"{served_with_keys}/mcp", json=body, headers={"x-api-key": "wrong"}, timeout=10).status_code == 403
+    )
+    ok = httpx.post(f"{served_with_keys}/mcp", json=body, headers={"x-api-key": "mcp-key"}, timeout=10)
+    assert ok.status_code == 200 and {t["name"] for t in ok.json()["result"]["tools"]} == {"kb_search", "kb_get_note"}
+    get = httpx.get(f"{served_with_keys}/mcp", headers={"x-api-key": "mcp-key"}, timeout=10)
+    assert get.status_code == 405 and get.headers["allow"] == "POST"
