@@ -391,3 +391,64 @@ def format_coldstart(results: dict[str, Any]) -> str:
     ]
     lines += [f"    {m['module']:<28}{m['ms']:>8.1f} ms" for m in results["top_imports"]]
     return "\n".join(lines)
+
+
+#: $ per 1M tokens. rerank: DeepInfra's published price for Qwen3-Reranker-8B (shared/reference/providers.md);
+#: embedding and expansion: assumptions to override with --price, as their prices are not in the reference.
+DEFAULT_PRICES = {"expansion": 0.10, "embedding": 0.01, "rerank": 0.05}
+
+
+def bench_cost(queries: int = 60, prices: dict[str, float] | None = None) -> dict[str, Any]:
+    """Tokens per query per stage from the usage the fakes report (counted like the real APIs, ~4/3 tokens a
+    word), over sample-kb with the default settings, priced per 1M tokens → $ per 1,000 queries."""
+    from kbsearch.evaluation import load_queries
+    from kbsearch.schemas import SearchRequest
+    from kbsearch.search import SearchService
+
+    price = DEFAULT_PRICES | (prices or {})
+    root = Path(__file__).resolve().parents[3]
+    texts = [q.query for q in load_queries(root / "eval" / "sample-kb-queries.yaml")]
+    deepinfra = FakeProvider("deepinfra", api_key="bench-di").start()
+    try:
+        with tempfile.TemporaryDirectory(prefix="kbsearch-cost-") as tmp:
+            settings = Settings.model_validate({
+                "qdrant_path": str(Path(tmp) / "q"),
+                "embedding_url": deepinfra.embeddings_url, "embedding_api_key": deepinfra.api_key,
+                "reranker_url": deepinfra.rerank_url, "reranker_api_key": deepinfra.api_key,
+                "expansion_url": deepinfra.chat_url, "expansion_api_key": deepinfra.api_key,
+                "expansion_cache_size": 0,
+            })  # fmt: skip
+            report = run_sync(settings, Secrets(settings), source_uri=str(root / "sample-kb"))
+            service = SearchService(settings, Secrets(settings))
+            totals: dict[str, int] = {}
+            n = 0
+            for i in range(queries):
+                answer = service.search(SearchRequest(query=texts[i % len(texts)]))
+                for kind, by_provider in answer.meta.usage.items():
+                    totals[kind] = totals.get(kind, 0) + sum(by_provider.values())
+                n += 1
+            service.close()
+    finally:
+        deepinfra.stop()
+    per_query = {kind: tokens / n for kind, tokens in totals.items()}
+    dollars = {kind: per_query[kind] * price.get(kind, 0.0) / 1_000_000 * 1000 for kind in per_query}
+    return {
+        "queries": n,
+        "index_tokens": report.embedding_tokens,
+        "tokens_per_query": {k: round(v, 1) for k, v in per_query.items()},
+        "prices_per_million_tokens": price,
+        "usd_per_1000_queries": {k: round(v, 5) for k, v in dollars.items()},
+        "usd_per_1000_queries_total": round(sum(dollars.values()), 5),
+        "machine": _machine(),
+    }
+
+
+def format_cost(results: dict[str, Any]) -> str:
+    lines = [f"bench cost: {results['queries']} queries over sample-kb, default settings (fakes count tokens)",
+             f"{'stage':<12}{'tokens/query':>14}{'$/1M tokens':>13}{'$/1000 queries':>16}"]  # fmt: skip
+    for kind, tokens in results["tokens_per_query"].items():
+        lines.append(f"{kind:<12}{tokens:>14.1f}{results['prices_per_million_tokens'].get(kind, 0):>13.3f}"
+                     f"{results['usd_per_1000_queries'][kind]:>16.5f}")  # fmt: skip
+    lines.append(f"{'total':<12}{'':>14}{'':>13}{results['usd_per_1000_queries_total']:>16.5f}")
+    lines.append(f"indexing sample-kb once: {results['index_tokens']} embedding tokens")
+    return "\n".join(lines)

@@ -236,6 +236,35 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from kbsearch import eval_runner
+    from kbsearch.config import load_settings
+
+    if bool(args.beir) == bool(args.kb):
+        raise KbSearchError("give either --beir DIR or --kb DIR --queries FILE")
+    if args.kb and not args.queries:
+        raise KbSearchError("--kb needs --queries FILE (a YAML/JSON list of {query, relevant: [paths]})")
+    if not args.verbose:
+        logging.getLogger("kbsearch").setLevel(logging.ERROR)
+    settings = load_settings()
+    phases = tuple(p.strip() for p in args.phases.split(",") if p.strip())
+    progress = None if args.json else _ProgressBar()
+    if not 10 <= args.top_k <= 200:
+        raise KbSearchError("--top-k must be between 10 and 200 (Recall@50 needs at least 50)")
+    common: dict[str, Any] = {"phases": phases, "store_path": args.store, "progress": progress, "limit": args.limit,
+                              "depth": args.top_k}  # fmt: skip
+    if args.beir:
+        folder = Path(args.beir)
+        if not folder.is_dir():
+            raise KbSearchError(f"BEIR folder {folder} does not exist")
+        report = eval_runner.eval_beir(settings, folder, args.split, **common)
+    else:
+        report = eval_runner.eval_kb(settings, Path(args.kb), Path(args.queries), **common)
+    result = report.to_dict()
+    print(json.dumps(result, ensure_ascii=False, indent=2) if args.json else eval_runner.format_report(result))
+    return 0
+
+
 def _int_list(value: str) -> tuple[int, ...]:
     try:
         items = tuple(int(v) for v in value.split(",") if v.strip())
@@ -253,6 +282,9 @@ def _default_bench_kb() -> str:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from kbsearch import bench
+
+    if not args.verbose:  # degraded answers are the point of --primary-hang: count them, don't log each
+        logging.getLogger("kbsearch").setLevel(logging.ERROR)
 
     if args.what == "index":
         kb = Path(args.kb or _default_bench_kb())
@@ -279,6 +311,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
             primary_hang=args.primary_hang, dims=args.dims, progress=note,
         )  # fmt: skip
         print(json.dumps(results, indent=2) if args.json else bench.format_search(results))
+    elif args.what == "cost":
+        prices: dict[str, float] = {}
+        for item in args.price or []:
+            kind, sep, value = item.partition("=")
+            try:
+                prices[kind] = float(value)
+            except ValueError:
+                raise KbSearchError(f"--price takes STAGE=DOLLARS_PER_1M_TOKENS, got {item!r}") from None
+            if not sep:
+                raise KbSearchError(f"--price takes STAGE=DOLLARS_PER_1M_TOKENS, got {item!r}")
+        results = bench.bench_cost(queries=args.queries if args.queries != 200 else 60, prices=prices)
+        print(json.dumps(results, indent=2) if args.json else bench.format_cost(results))
     elif args.what == "coldstart":
         results = bench.bench_coldstart(runs=args.runs)
         print(json.dumps(results, indent=2) if args.json else bench.format_coldstart(results))
@@ -353,16 +397,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser(
+        "eval",
+        help="score the pipeline phases (P@5, nDCG@10, MRR@10, Recall@50) on a BEIR dataset or a KB",
+        description="Index a BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv) or a KB folder into a "
+        "throw-away embedded collection through the real indexer, run each phase over the same index and print "
+        "P@5, nDCG@10, MRR@10, Recall@50 and p50 latency. Phases whose provider is not configured are skipped.",
+    )
+    p.add_argument("--beir", help="BEIR-format folder")
+    p.add_argument("--split", default="test", help="qrels split (default test)")
+    p.add_argument("--kb", help="a KB folder of notes")
+    p.add_argument("--queries", help="with --kb: YAML/JSON list of {query, relevant: [note paths]}")
+    p.add_argument("--phases", default=",".join(("lexical", "dense", "hybrid", "expanded", "reranked")),
+                   help="comma-separated subset of lexical,dense,hybrid,expanded,reranked")  # fmt: skip
+    p.add_argument(
+        "--top-k", type=int, default=50, help="ranking depth per query, 10-200 (default 50; Recall@50 needs 50)"
+    )
+    p.add_argument("--limit", type=int, help="only the first N queries")
+    p.add_argument("--store", help="reuse (or keep) the embedded index at this folder instead of a temporary one")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser(
         "bench",
         help="benchmarks against loopback fake providers (see BENCHMARKS.md)",
         description="Measure kb-search against loopback fakes of fixed latency and the embedded store.",
     )
     p.add_argument(
         "what",
-        choices=["index", "search", "coldstart"],
+        choices=["index", "search", "coldstart", "cost"],
         help="index: full sync grid (batch x concurrency) and no-change sync; search: end-to-end latency and "
         "our own overhead with fake providers of fixed latency; coldstart: fresh-interpreter import + first "
-        "/health and first /search",
+        "/health and first /search; cost: tokens per query per stage and $ per 1,000 queries",
     )
     p.add_argument("--kb", help="index: KB folder (default: ../shared/kb/obsidian-help if present, else sample-kb)")
     p.add_argument("--latency-ms", type=float, default=150.0, help="index: fake embedder latency per request (150)")
@@ -378,6 +443,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embedding-ms", type=float, default=100.0, help="search: fake embedding latency (100)")
     p.add_argument("--rerank-ms", type=float, default=300.0, help="search: fake rerank latency (300)")
     p.add_argument("--primary-hang", action="store_true", help="search: the primary reranker never answers")
+    p.add_argument("--price", action="append", metavar="STAGE=USD",
+                   help="cost: $ per 1M tokens for expansion|embedding|rerank (repeatable)")  # fmt: skip
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench)
     return parser

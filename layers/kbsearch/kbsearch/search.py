@@ -123,8 +123,10 @@ class SearchService:
         remaining_s: float | None = None,
         span: Span = _no_span,
         retrieval: str = "hybrid",
+        max_results: int | None = None,
     ) -> SearchResponse:
-        """``retrieval``: ``hybrid`` (the product), or ``dense`` / ``lexical`` alone (evaluation phases)."""
+        """``retrieval``: ``hybrid`` (the product), or ``dense`` / ``lexical`` alone (evaluation phases);
+        ``max_results`` overrides ``request.top_k`` beyond the API's limit (evaluation depth, e.g. Recall@50)."""
         if retrieval not in ("hybrid", "dense", "lexical"):
             raise ValueError(f"unknown retrieval mode {retrieval!r}")
         started = time.perf_counter()
@@ -219,7 +221,7 @@ class SearchService:
                     logger.warning("rerank problems", extra={"errors": outcome.errors, "hedged": outcome.hedged})
             timings["rerank"] = (time.perf_counter() - t) * 1000
 
-        results = self._shape(candidates, rerank_scores, request)
+        results = self._shape(candidates, rerank_scores, request, max_results or request.top_k)
         timings["total"] = (time.perf_counter() - started) * 1000
         meta = SearchMeta(
             request_id=request_id,
@@ -233,7 +235,9 @@ class SearchService:
         )
         return SearchResponse(query=query, results=results, meta=meta)
 
-    def _shape(self, candidates: list[Candidate], rerank: list[float] | None, request: SearchRequest) -> list[Hit]:
+    def _shape(
+        self, candidates: list[Candidate], rerank: list[float] | None, request: SearchRequest, top_k: int
+    ) -> list[Hit]:
         scored = []
         for i, c in enumerate(candidates):
             base = rerank[i] if rerank is not None else c.fusion
@@ -262,6 +266,6 @@ class SearchService:
                     links=[str(link) for link in p.get("links") or []],
                 )
             )
-            if len(hits) == request.top_k:
+            if len(hits) == top_k:
                 break
         return hits

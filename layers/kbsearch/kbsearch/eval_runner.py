@@ -1,0 +1,245 @@
+"""``kbsearch eval``: index a dataset through the real indexing code, run each pipeline phase, score it.
+
+Phases (each a configuration of the one search service, sharing one index):
+``lexical`` (BM25 only) · ``dense`` (dense prefetches only) · ``hybrid`` (RRF of both) · ``expanded`` (hybrid
+with query expansion) · ``reranked`` (expanded, or hybrid without an expander, then reranked). A phase whose
+provider is not configured is listed as skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kbsearch.config import Secrets, Settings
+from kbsearch.errors import KbSearchError
+from kbsearch.evaluation import LabelledQuery, load_queries, summarize
+from kbsearch.indexer import Indexer, SyncOptions
+from kbsearch.providers.embeddings import build_embedder
+from kbsearch.providers.http import shared_client
+from kbsearch.schemas import SearchRequest
+from kbsearch.search import SearchService
+from kbsearch.sources import LocalSource, Source, SourceObject
+from kbsearch.store import Store
+
+PHASES = ("lexical", "dense", "hybrid", "expanded", "reranked")
+DEPTH = 50
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    retrieval: str
+    expand: bool
+    rerank: bool
+
+
+PHASE_CONFIG = {
+    "lexical": Phase("lexical", "lexical", False, False),
+    "dense": Phase("dense", "dense", False, False),
+    "hybrid": Phase("hybrid", "hybrid", False, False),
+    "expanded": Phase("expanded", "hybrid", True, False),
+    "reranked": Phase("reranked", "hybrid", True, True),
+}
+
+
+def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    try:
+        with path.open(encoding="utf-8-sig") as handle:
+            for number, line in enumerate(handle, 1):
+                if line.strip():
+                    try:
+                        item = json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        raise KbSearchError(f"{path}:{number}: not JSON ({exc.msg})") from None
+                    if not isinstance(item, dict) or "_id" not in item:
+                        raise KbSearchError(f"{path}:{number}: expected an object with _id")
+                    yield item
+    except OSError as exc:
+        raise KbSearchError(f"cannot read {path}: {exc.strerror}") from None
+
+
+@dataclass
+class BeirDataset:
+    name: str
+    corpus: dict[str, tuple[str, str]]  # _id → (title, text)
+    queries: list[LabelledQuery]  # relevant = document _ids with relevance > 0
+
+    @classmethod
+    def load(cls, folder: Path, split: str = "test") -> BeirDataset:
+        corpus = {str(d["_id"]): (str(d.get("title") or ""), str(d.get("text") or ""))
+                  for d in _read_jsonl(folder / "corpus.jsonl")}  # fmt: skip
+        texts = {str(q["_id"]): str(q.get("text") or "") for q in _read_jsonl(folder / "queries.jsonl")}
+        qrels_path = folder / "qrels" / f"{split}.tsv"
+        relevant: dict[str, set[str]] = {}
+        try:
+            with qrels_path.open(encoding="utf-8-sig", newline="") as handle:
+                reader = csv.reader(handle, delimiter="\t")
+                header = next(reader, None)
+                if header is None or [h.strip().lower() for h in header[:3]] != ["query-id", "corpus-id", "score"]:
+                    raise KbSearchError(f"{qrels_path}: expected a header 'query-id<TAB>corpus-id<TAB>score'")
+                for number, row in enumerate(reader, 2):
+                    if not row:
+                        continue
+                    try:
+                        qid, did, score = row[0], row[1], int(float(row[2]))
+                    except (IndexError, ValueError):
+                        raise KbSearchError(f"{qrels_path}:{number}: expected query-id, corpus-id, score") from None
+                    relevant.setdefault(qid, set())
+                    if score > 0:
+                        relevant[qid].add(did)
+        except OSError as exc:
+            raise KbSearchError(f"cannot read {qrels_path}: {exc.strerror}") from None
+        missing = [qid for qid in relevant if qid not in texts]
+        if missing:
+            raise KbSearchError(f"{qrels_path}: query ids not in queries.jsonl: {', '.join(missing[:5])}")
+        queries = [LabelledQuery(texts[qid], frozenset(relevant[qid])) for qid in relevant]
+        return cls(folder.name, corpus, queries)
+
+
+def _note_path(doc_id: str) -> str:
+    safe = doc_id.replace("%", "%25").replace("/", "%2F")
+    return f"{safe}.md"
+
+
+class BeirSource:
+    """The corpus as notes: frontmatter ``id`` = the BEIR ``_id`` (what the metrics compare), title, text."""
+
+    def __init__(self, dataset: BeirDataset) -> None:
+        self.uri = f"beir:{dataset.name}"
+        self._notes: dict[str, bytes] = {}
+        for doc_id, (title, text) in dataset.corpus.items():
+            front = f"---\nid: {json.dumps(doc_id)}\ntitle: {json.dumps(title or 'untitled')}\n---\n"
+            self._notes[_note_path(doc_id)] = (front + text + "\n").encode("utf-8")
+
+    def list(self) -> Iterator[SourceObject]:
+        for path, raw in self._notes.items():
+            yield SourceObject(path, path, hashlib.md5(raw, usedforsecurity=False).hexdigest(), len(raw))
+
+    def read(self, obj: SourceObject) -> bytes:
+        return self._notes[obj.key]
+
+    def read_path(self, path: str) -> bytes:
+        return self._notes[path]
+
+
+@dataclass
+class EvalReport:
+    dataset: str
+    queries: int
+    phases: dict[str, dict[str, float]] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    index: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"dataset": self.dataset, "queries": self.queries, "phases": self.phases, "skipped": self.skipped,
+                "index": self.index}  # fmt: skip
+
+
+def _skip_reason(phase: Phase, service: SearchService) -> str | None:
+    if phase.retrieval in ("dense", "hybrid") and service.embedder is None:
+        return "needs an embedding provider (EMBEDDING_API_KEY)"
+    if phase.expand and phase.name == "expanded" and service.expander is None:
+        return "needs an expansion model (EXPANSION_API_KEY)"
+    if phase.rerank and service.reranking is None:
+        return "needs a reranker (RERANKER_API_KEY)"
+    return None
+
+
+def run_eval(
+    settings: Settings,
+    source: Source,
+    queries: list[LabelledQuery],
+    dataset: str,
+    phases: tuple[str, ...] = PHASES,
+    key: str = "doc_id",
+    store_path: str | None = None,
+    progress: Progress | None = None,
+    depth: int = DEPTH,
+) -> EvalReport:
+    """Index ``source`` into a throw-away embedded collection (or ``store_path``), then score each phase.
+    ``key`` is what ``relevant`` names: ``doc_id`` (BEIR ids) or ``path`` (KB note paths)."""
+    unknown = [p for p in phases if p not in PHASE_CONFIG]
+    if unknown:
+        raise KbSearchError(f"unknown phase(s) {', '.join(unknown)}; choose from {', '.join(PHASES)}")
+    with tempfile.TemporaryDirectory(prefix="kbsearch-eval-") as tmp:
+        local = settings.model_copy(update={"qdrant_url": "", "qdrant_path": store_path or str(Path(tmp) / "q"),
+                                            "qdrant_collection": "eval", "search_candidates": depth,
+                                            "search_prefetch_limit": max(depth, settings.search_prefetch_limit)})  # fmt: skip
+        secrets = Secrets(local)
+        store = Store.open(local, secrets)
+        report = EvalReport(dataset=dataset, queries=len(queries))
+        try:
+            embedder = build_embedder(local, secrets, shared_client())
+            sync = Indexer(source, store, embedder, SyncOptions.from_settings(local, allow_mass_delete=True)).sync()
+            if sync.error:
+                raise KbSearchError(f"indexing failed: {sync.error}")
+            report.index = {"notes": sync.notes_listed, "chunks": sync.chunks_upserted, "dense": sync.dense,
+                            "skipped": len(sync.skipped), "seconds": round(sync.duration_ms / 1000, 1)}  # fmt: skip
+            service = SearchService(local, secrets, store=store)
+            runnable = []
+            for name in phases:
+                reason = _skip_reason(PHASE_CONFIG[name], service)
+                if reason:
+                    report.skipped[name] = reason
+                else:
+                    runnable.append(PHASE_CONFIG[name])
+            total = len(runnable) * len(queries)
+            done = 0
+            for phase in runnable:
+                runs: list[tuple[list[str], set[str]]] = []
+                latencies: list[float] = []
+                for q in queries:
+                    request = SearchRequest(query=q.query[:1000] or "?", top_k=20, expand=phase.expand,
+                                            rerank=phase.rerank)  # fmt: skip
+                    t0 = time.perf_counter()
+                    answer = service.search(request, retrieval=phase.retrieval, max_results=depth)
+                    latencies.append((time.perf_counter() - t0) * 1000)
+                    runs.append(([getattr(h, key) for h in answer.results], set(q.relevant)))
+                    done += 1
+                    if progress:
+                        progress(done, total, phase.name)
+                scores = summarize(runs)
+                scores["p50_ms"] = round(statistics.median(latencies), 1) if latencies else 0.0
+                report.phases[phase.name] = {k: round(v, 4) for k, v in scores.items()}
+        finally:
+            store.close()
+    return report
+
+
+def eval_beir(
+    settings: Settings, folder: Path, split: str = "test", limit: int | None = None, **kwargs: Any
+) -> EvalReport:
+    dataset = BeirDataset.load(folder, split)
+    queries = dataset.queries[:limit] if limit else dataset.queries
+    return run_eval(settings, BeirSource(dataset), queries, dataset.name, key="doc_id", **kwargs)
+
+
+def eval_kb(settings: Settings, kb: Path, queries_file: Path, limit: int | None = None, **kwargs: Any) -> EvalReport:
+    queries = load_queries(queries_file)
+    queries = queries[:limit] if limit else queries
+    return run_eval(settings, LocalSource(kb), queries, kb.name, key="path", **kwargs)
+
+
+def format_report(report: dict[str, Any]) -> str:
+    index = report.get("index", {})
+    lines = [
+        f"eval: {report['dataset']}, {report['queries']} queries; index: {index.get('notes')} docs, "
+        f"{index.get('chunks')} chunks, {'dense + BM25' if index.get('dense') else 'BM25 only'}",
+        f"{'phase':<10}{'P@5':>8}{'nDCG@10':>9}{'MRR@10':>8}{'R@50':>8}{'p50 ms':>9}",
+    ]
+    for name, m in report["phases"].items():
+        lines.append(f"{name:<10}{m['P@5']:>8.3f}{m['nDCG@10']:>9.3f}{m['MRR@10']:>8.3f}{m['Recall@50']:>8.3f}"
+                     f"{m['p50_ms']:>9.1f}")  # fmt: skip
+    for name, reason in report["skipped"].items():
+        lines.append(f"{name:<10} skipped: {reason}")
+    return "\n".join(lines)

@@ -1,0 +1,81 @@
+"""kbsearch eval: BEIR fixture and sample-kb through the real indexer, every phase, loopback fake providers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from kbsearch.errors import KbSearchError
+from kbsearch.eval_runner import BeirDataset, eval_beir, eval_kb, format_report
+from kbsearch.fakes import FakeProvider
+from tests.conftest import KBSEARCH_CMD, ROOT, provider_settings, subprocess_env
+
+BEIR = ROOT / "tests" / "fixtures" / "beir-mini"
+QUERIES = ROOT / "eval" / "sample-kb-queries.yaml"
+METRICS = {"P@5", "nDCG@10", "MRR@10", "Recall@50", "p50_ms"}
+
+
+def test_beir_loading_handles_bom_and_empty_titles() -> None:
+    data = BeirDataset.load(BEIR)
+    assert len(data.corpus) == 30 and data.corpus["d02"][0] == ""
+    assert len(data.queries) == 14
+    assert any(not q.relevant for q in data.queries)
+
+
+def test_beir_errors_are_clear(tmp_path: Path) -> None:
+    (tmp_path / "qrels").mkdir()
+    (tmp_path / "corpus.jsonl").write_text('{"_id": "d1", "text": "x"}\n')
+    (tmp_path / "queries.jsonl").write_text('{"_id": "q1", "text": "x"}\n')
+    (tmp_path / "qrels" / "test.tsv").write_text("q1\td1\t1\n")
+    with pytest.raises(KbSearchError, match="expected a header"):
+        BeirDataset.load(tmp_path)
+    (tmp_path / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq9\td1\t1\n")
+    with pytest.raises(KbSearchError, match=r"not in queries\.jsonl"):
+        BeirDataset.load(tmp_path)
+    (tmp_path / "corpus.jsonl").write_text("{broken\n")
+    with pytest.raises(KbSearchError, match=r"corpus\.jsonl:1"):
+        BeirDataset.load(tmp_path)
+
+
+def test_all_phases_with_fake_providers(deepinfra: FakeProvider, fireworks: FakeProvider) -> None:
+    settings = provider_settings(deepinfra, fireworks, embedding_dimensions=256)
+    report = eval_beir(settings, BEIR).to_dict()
+    assert set(report["phases"]) == {"lexical", "dense", "hybrid", "expanded", "reranked"} and not report["skipped"]
+    for metrics in report["phases"].values():
+        assert set(metrics) == METRICS and all(0.0 <= metrics[k] <= 1.0 for k in METRICS - {"p50_ms"})
+    phases = report["phases"]
+    assert phases["hybrid"]["Recall@50"] >= phases["lexical"]["Recall@50"]
+    assert phases["lexical"]["MRR@10"] > 0.8  # a regression in BM25 shows up here
+    text = format_report(report)
+    assert "reranked" in text and "nDCG@10" in text
+
+
+def test_phases_without_providers_are_skipped_with_reasons() -> None:
+    from kbsearch.config import Settings
+
+    report = eval_beir(Settings(), BEIR, phases=("lexical", "dense", "reranked")).to_dict()
+    assert set(report["phases"]) == {"lexical"}
+    assert "EMBEDDING_API_KEY" in report["skipped"]["dense"] and report["skipped"]["reranked"]
+
+
+def test_sample_kb_hybrid_is_not_worse_than_lexical(deepinfra: FakeProvider) -> None:
+    settings = provider_settings(deepinfra, embedding_dimensions=256)
+    report = eval_kb(settings, ROOT / "sample-kb", QUERIES, phases=("lexical", "dense", "hybrid")).to_dict()
+    lexical, hybrid = report["phases"]["lexical"], report["phases"]["hybrid"]
+    assert report["queries"] == 44
+    assert hybrid["P@5"] >= lexical["P@5"] and hybrid["Recall@50"] >= lexical["Recall@50"]
+    assert lexical["MRR@10"] >= 0.9  # guards the BM25 tokenizer/stemmer against regressions
+
+
+def test_eval_cli_json() -> None:
+    proc = subprocess.run([*KBSEARCH_CMD, "eval", "--beir", str(BEIR), "--phases", "lexical", "--json", "--limit", "5"],
+                          capture_output=True, text=True, env=subprocess_env(), check=False, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["dataset"] == "beir-mini" and out["queries"] == 5 and set(out["phases"]["lexical"]) == METRICS
+    bad = subprocess.run([*KBSEARCH_CMD, "eval", "--kb", "sample-kb"], capture_output=True, text=True,
+                         env=subprocess_env(), check=False, cwd=ROOT)  # fmt: skip
+    assert bad.returncode == 2 and "--queries" in bad.stderr
