@@ -219,8 +219,11 @@ class Secrets:
         _quiet_logger("botocore")
         if self._ssm is None:
             from aws_lambda_powertools.utilities.parameters.ssm import SSMProvider
+            from botocore.config import Config
 
-            self._ssm = SSMProvider()
+            # Bounded: a hung SSM must not eat a search's budget (the default read timeout is 60 s).
+            timeouts = Config(connect_timeout=2, read_timeout=3, retries={"max_attempts": 2, "mode": "standard"})
+            self._ssm = SSMProvider(boto_config=timeouts)
         return self._ssm
 
     def get(self, name: str) -> str | None:

@@ -354,6 +354,11 @@ class FakeEndpoint:
         self.status = status
         self.fail_times = fail_times
         self.fail_status = fail_status
+        #: what to answer instead of the default: a body, a content type, extra headers, a delay
+        self.body: bytes | None = None
+        self.content_type = "text/plain"
+        self.headers: dict[str, str] = {}
+        self.hang_s = 0.0
         self.requests: list[Recorded] = []
         self._lock = threading.Lock()
         self.received = threading.Event()
@@ -395,15 +400,26 @@ class _EndpointHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
 
-    def do_POST(self) -> None:
+    def _answer(self) -> None:
+        endpoint = self.endpoint
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        status = self.endpoint.record(self.path, {k.lower(): v for k, v in self.headers.items()}, raw)
-        payload = b"ok" if status < 300 else b"error"
-        self.send_response(status)
-        self.send_header("Content-Type", "text/plain")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+        status = endpoint.record(self.path, {k.lower(): v for k, v in self.headers.items()}, raw)
+        if endpoint.hang_s:
+            time.sleep(endpoint.hang_s)
+        payload = endpoint.body if endpoint.body is not None else (b"ok" if status < 300 else b"error")
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", endpoint.content_type)
+            self.send_header("Content-Length", str(len(payload)))
+            for key, value in endpoint.headers.items():
+                self.send_header(key, value)
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(payload)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up (a timeout test)
+
+    do_POST = do_GET = do_PUT = do_DELETE = do_HEAD = _answer
 
     def log_message(self, format: str, *args: Any) -> None:
         pass

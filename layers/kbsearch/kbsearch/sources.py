@@ -114,8 +114,10 @@ class S3Source:
         self.uri = f"s3://{bucket}/{self.prefix}"
         if client is None:
             import boto3
+            from botocore.config import Config
 
-            client = boto3.client("s3")
+            config = Config(connect_timeout=5, read_timeout=20, retries={"max_attempts": 4, "mode": "standard"})
+            client = boto3.client("s3", config=config)
         self.client = client
 
     def list(self) -> Iterator[SourceObject]:

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 
 from kbsearch.config import Secrets
-from kbsearch.errors import KbSearchError
+from kbsearch.errors import ConfigError, KbSearchError
 
 RETRYABLE = frozenset({"connect", "timeout", "rate_limited", "server"})
 
@@ -121,7 +121,10 @@ def post_json(
     refreshed = False
     attempt = 0
     while True:
-        key = secrets.get(endpoint.secret)
+        try:
+            key = secrets.get(endpoint.secret)
+        except ConfigError as exc:  # SSM unreachable or denied: this provider is unusable, the caller degrades
+            raise ProviderError(endpoint.name, "auth", f"cannot read the API key: {exc}") from None
         if not key:
             raise ProviderError(endpoint.name, "auth", f"no API key configured ({endpoint.secret})")
         timeout = min(policy.timeout_s, deadline.remaining())
