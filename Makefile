@@ -12,7 +12,7 @@ STAGE  ?= dev
 SAM_PY ?= 3.13.0
 export SAM_CLI_TELEMETRY = 0
 
-.PHONY: install run serve index test lint format unit build deploy clean bench
+.PHONY: install run serve index test lint format unit build deploy clean bench eval
 
 $(STAMP): pyproject.toml layers/kbsearch/requirements.txt requirements-local.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,7 +47,12 @@ unit: $(STAMP) ## tests only
 
 test: lint unit ## lint + the whole test suite (offline)
 
-bench: $(STAMP) ## the benchmark set (BENCHMARKS.md), about 8 minutes
+eval: $(STAMP) ## phase tables on sample-kb and the BEIR fixture (set provider keys for every phase)
+	$(BIN)/kbsearch eval --kb sample-kb --queries eval/sample-kb-queries.yaml
+	$(BIN)/kbsearch eval --beir tests/fixtures/beir-mini
+
+bench: $(STAMP) ## the benchmark set (BENCHMARKS.md), about 9 minutes
+	$(BIN)/kbsearch bench cost
 	$(BIN)/kbsearch bench coldstart --runs 7
 	$(BIN)/kbsearch bench search
 	$(BIN)/kbsearch bench search --primary-hang --queries 100
