@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, SecretStr, ValidationError
@@ -201,6 +202,8 @@ class Secrets:
         self._ssm = ssm
         self._lock = threading.Lock()
         self._warned: set[str] = set()
+        self._failed_at: float | None = None
+        self._failure: ConfigError | None = None
 
     def __repr__(self) -> str:
         return f"Secrets(configured={sorted(self.configured())})"
@@ -238,9 +241,16 @@ class Secrets:
         values = self._fetch()
         return values.get(param)
 
+    #: After SSM fails, further reads fail fast for this long: an outage costs one timeout, not one per call.
+    FAILURE_TTL_S = 15.0
+
     def _fetch(self) -> dict[str, str]:
         wanted = sorted(set(self._ssm_names().values()))
         with self._lock:
+            if self._failure is not None and self._failed_at is not None:
+                if time.monotonic() - self._failed_at < self.FAILURE_TTL_S:
+                    raise self._failure
+                self._failure = self._failed_at = None
             try:
                 raw = self._provider().get_parameters_by_name(
                     {p: {} for p in wanted},
@@ -250,9 +260,13 @@ class Secrets:
                 )
             except Exception as exc:
                 # botocore messages name the parameter or the credential problem, never a value.
-                raise ConfigError(
+                self._failure = ConfigError(
                     f"cannot read secrets from SSM Parameter Store ({type(exc).__name__}): {exc}"
-                ) from None
+                )
+                self._failed_at = time.monotonic()
+                raise self._failure from None
+            if not isinstance(raw, dict):
+                raw = {}
         missing = [str(p) for p in raw.get("_errors", [])]
         for param in missing:
             if param not in self._warned:
@@ -265,3 +279,4 @@ class Secrets:
         if self._ssm is not None:
             with self._lock:
                 self._ssm.clear_cache()
+                self._failure = self._failed_at = None

@@ -359,6 +359,9 @@ class FakeEndpoint:
         self.content_type = "text/plain"
         self.headers: dict[str, str] = {}
         self.hang_s = 0.0
+        #: per-request override: (method, path) → (status, body, content type) or None for the defaults above;
+        #: status 0 drops the connection without answering
+        self.responder: Callable[[str, str], tuple[int, bytes, str] | None] | None = None
         self.requests: list[Recorded] = []
         self._lock = threading.Lock()
         self.received = threading.Event()
@@ -404,12 +407,20 @@ class _EndpointHandler(BaseHTTPRequestHandler):
         endpoint = self.endpoint
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         status = endpoint.record(self.path, {k.lower(): v for k, v in self.headers.items()}, raw)
-        if endpoint.hang_s:
+        custom = endpoint.responder(self.command, self.path) if endpoint.responder else None
+        if custom is None and endpoint.hang_s:
             time.sleep(endpoint.hang_s)
         payload = endpoint.body if endpoint.body is not None else (b"ok" if status < 300 else b"error")
+        content_type = endpoint.content_type
+        if custom is not None:
+            status, payload, content_type = custom
+            if status == 0:  # drop the connection without an answer (a connection failure mid-exchange)
+                self.close_connection = True
+                self.connection.shutdown(2)
+                return
         try:
             self.send_response(status)
-            self.send_header("Content-Type", endpoint.content_type)
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(payload)))
             for key, value in endpoint.headers.items():
                 self.send_header(key, value)

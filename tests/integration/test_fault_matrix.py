@@ -1,0 +1,332 @@
+"""The fault matrix of RELIABILITY.md, row by row: inject each fault on loopback, observe the documented outcome.
+
+The rows are read from RELIABILITY.md; a row this module cannot run, or a runnable case missing from the table,
+fails `test_table_and_tests_agree`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+
+from kbsearch.config import Secrets, Settings
+from kbsearch.fakes import FakeEndpoint, FakeProvider
+from kbsearch.indexer import Indexer, SyncOptions
+from kbsearch.local.apigw import HttpRequest, build_event
+from kbsearch.sources import LocalSource, S3Source
+from kbsearch.store import Store
+from tests.conftest import ROOT
+
+FAULTS = ("refused", "hang", "429", "5xx", "malformed", "wrong shape", "401")
+PROVIDER_DEPS = {
+    # dependency: (which fake, operation, URL setting, the other side failing with it)
+    "embedding primary": ("deepinfra", "embeddings", "EMBEDDING_URL", None),
+    "embedding fallback": ("fireworks", "embeddings", "EMBEDDING_FALLBACK_URL", ("deepinfra", "embeddings")),
+    "expansion": ("deepinfra", "chat", "EXPANSION_URL", None),
+    "reranker primary": ("deepinfra", "rerank", "RERANKER_URL", None),
+    "reranker fallback": ("fireworks", "rerank", "RERANKER_FALLBACK_URL", ("deepinfra", "rerank")),
+}
+S3_READ_FAULTS = tuple(f for f in FAULTS if f != "malformed")
+
+
+def read_table() -> list[tuple[str, str, str]]:
+    text = (ROOT / "RELIABILITY.md").read_text(encoding="utf-8")
+    section = text.split("## Fault matrix", 1)[1]
+    rows = []
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and line.startswith("|") and cells[0] not in ("dependency", "---"):
+            rows.append((cells[0], cells[1], cells[2]))
+        elif rows and not line.startswith("|"):
+            break
+    return rows
+
+
+TABLE = read_table()
+
+
+def runnable_cases() -> set[tuple[str, str]]:
+    cases = {(dep, f) for dep in (*PROVIDER_DEPS, "ssm", "qdrant", "s3 listing") for f in FAULTS}
+    return cases | {("s3 read", f) for f in S3_READ_FAULTS}
+
+
+def test_table_and_tests_agree() -> None:
+    documented = {(dep, fault) for dep, fault, _ in TABLE}
+    assert len(documented) == len(TABLE), "a row appears twice"
+    assert documented == runnable_cases()
+
+
+def dead_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+# -- search side --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def dense_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from kbsearch.indexer import run_sync
+
+    fake = FakeProvider("deepinfra", api_key="di-test-key").start()
+    try:
+        path = tmp_path_factory.mktemp("matrix") / "q"
+        settings = Settings.model_validate({"qdrant_path": str(path), "embedding_url": fake.embeddings_url,
+                                            "embedding_api_key": fake.api_key, "embedding_dimensions": 64})  # fmt: skip
+        run_sync(settings, Secrets(settings), source_uri=str(ROOT / "sample-kb"))
+    finally:
+        fake.stop()
+    return path
+
+
+@pytest.fixture
+def fakes() -> Iterator[dict[str, FakeProvider]]:
+    started = {"deepinfra": FakeProvider("deepinfra", api_key="di-test-key").start(),
+               "fireworks": FakeProvider("fireworks", api_key="fw-test-key").start()}  # fmt: skip
+    yield started
+    for fake in started.values():
+        fake.stop()
+
+
+def provider_env(fakes: dict[str, FakeProvider], store: Path) -> dict[str, str]:
+    di, fw = fakes["deepinfra"], fakes["fireworks"]
+    return {
+        "QDRANT_PATH": str(store), "EMBEDDING_DIMENSIONS": "64", "PROVIDER_RETRIES": "0",
+        "EMBEDDING_URL": di.embeddings_url, "EMBEDDING_API_KEY": di.api_key,
+        "EMBEDDING_FALLBACK_URL": fw.embeddings_url, "EMBEDDING_FALLBACK_API_KEY": fw.api_key,
+        "RERANKER_URL": di.rerank_url, "RERANKER_API_KEY": di.api_key,
+        "RERANKER_FALLBACK_URL": fw.rerank_url, "RERANKER_FALLBACK_API_KEY": fw.api_key,
+        "EXPANSION_URL": di.chat_url, "EXPANSION_API_KEY": di.api_key,
+        "EMBEDDING_QUERY_TIMEOUT_S": "0.5", "RERANK_TIMEOUT_S": "0.5", "RERANK_HEDGE_MS": "0",
+        "EXPANSION_BUDGET_MS": "300",
+    }  # fmt: skip
+
+
+def search_outcome(call: Callable[[dict[str, Any]], Any]) -> str:
+    body = json.dumps({"query": "qdrant snapshot restore"}).encode()
+    event = build_event(
+        HttpRequest("POST", "/search", "", [("Content-Type", "application/json")], body), "/search", {}, "dev"
+    )
+    result = call(event)
+    status = int(result["statusCode"])
+    assert "Traceback" not in result["body"]
+    if status == 503:
+        return "503, Retry-After" if result["multiValueHeaders"].get("Retry-After") else "503"
+    answer = json.loads(result["body"])
+    assert answer["results"], "a degraded search still answers"
+    degraded = answer["meta"]["degraded"]
+    return f"{status}, degraded: {', '.join(degraded)}" if degraded else f"{status}, ok"
+
+
+def inject(fake: FakeProvider, operation: str, fault: str) -> None:
+    options: dict[str, Any] = {
+        "hang": {"hang_s": 2.0}, "429": {"status": 429, "retry_after": "1"}, "5xx": {"status": 503},
+        "malformed": {"garbage": True}, "wrong shape": {"short": True}, "401": {"status": 401},
+    }[fault]  # fmt: skip
+    fake.fail(operation, **options)
+
+
+def rows_for(*deps: str) -> list[Any]:
+    return [pytest.param(d, f, o, id=f"{d}-{f}") for d, f, o in TABLE if d in deps]
+
+
+@pytest.fixture
+def store_copy(dense_index: Path, tmp_path: Path) -> Path:
+    dest = tmp_path / "q"
+    shutil.copytree(dense_index, dest)
+    return dest
+
+
+@pytest.mark.parametrize(("dep", "fault", "outcome"), rows_for(*PROVIDER_DEPS))
+def test_provider_faults(dep: str, fault: str, outcome: str, fakes, store_copy: Path, load_search_app) -> None:
+    which, operation, url_setting, also_failing = PROVIDER_DEPS[dep]
+    env = provider_env(fakes, store_copy)
+    if also_failing is not None:
+        fakes[also_failing[0]].fail(also_failing[1], status=503)
+    if fault == "refused":
+        env[url_setting] = dead_url() + "/" + env[url_setting].split("/", 3)[3]
+    else:
+        inject(fakes[which], operation, fault)
+    assert search_outcome(load_search_app(**env)) == outcome
+
+
+SSM_ANSWERS: dict[str, tuple[int, bytes]] = {
+    "429": (429, b'{"__type": "ThrottlingException", "message": "Rate exceeded"}'),
+    "5xx": (500, b'{"__type": "InternalServerError", "message": "internal error"}'),
+    "malformed": (200, b"<html>not json</html>"),
+    "wrong shape": (200, b'{"Parameters": "surprise", "InvalidParameters": 7}'),
+    "401": (400, b'{"__type": "AccessDeniedException", "message": "not authorized to perform ssm:GetParameters"}'),
+}
+
+
+@pytest.mark.parametrize(("dep", "fault", "outcome"), rows_for("ssm"))
+def test_ssm_faults(dep: str, fault: str, outcome: str, fakes, store_copy: Path, load_search_app) -> None:
+    env = provider_env(fakes, store_copy)
+    for name in ("EMBEDDING", "EMBEDDING_FALLBACK", "RERANKER", "RERANKER_FALLBACK", "EXPANSION"):
+        env.pop(f"{name}_API_KEY")
+        env[f"{name}_API_KEY_PARAM"] = f"/kb-search/test/{name.lower()}"
+    endpoint = FakeEndpoint().start()
+    try:
+        if fault == "refused":
+            env["AWS_ENDPOINT_URL_SSM"] = dead_url()
+        else:
+            endpoint.content_type = "application/x-amz-json-1.1"
+            if fault == "hang":
+                endpoint.hang_s = 3.5  # over the SSM client's 3 s read timeout
+                endpoint.body = b'{"Parameters": [], "InvalidParameters": []}'
+            else:
+                endpoint.status, endpoint.body = SSM_ANSWERS[fault]
+            env["AWS_ENDPOINT_URL_SSM"] = endpoint.url
+        assert search_outcome(load_search_app(**env)) == outcome
+    finally:
+        endpoint.stop()
+
+
+QDRANT_ANSWERS: dict[str, tuple[int, bytes, str]] = {
+    "429": (429, b'{"status": {"error": "Too many requests"}}', "application/json"),
+    "5xx": (503, b'{"status": {"error": "Service unavailable"}}', "application/json"),
+    "malformed": (200, b"<html>gateway</html>", "text/html"),
+    "wrong shape": (200, b'{"result": "nonsense", "status": "ok", "time": 0.0}', "application/json"),
+    "401": (401, b'{"status": {"error": "Unauthorized"}}', "application/json"),
+}
+
+
+@pytest.mark.parametrize(("dep", "fault", "outcome"), rows_for("qdrant"))
+def test_qdrant_faults(dep: str, fault: str, outcome: str, load_search_app) -> None:
+    endpoint = FakeEndpoint().start()
+    try:
+        url = endpoint.url
+        if fault == "refused":
+            url = dead_url()
+        elif fault == "hang":
+            endpoint.hang_s = 3.0
+            endpoint.body = b'{"result": {"exists": true}, "status": "ok", "time": 0.0}'
+            endpoint.content_type = "application/json"
+        else:
+            endpoint.status, endpoint.body, endpoint.content_type = QDRANT_ANSWERS[fault]
+        call = load_search_app(QDRANT_URL=url, QDRANT_TIMEOUT_S="1", QDRANT_API_KEY="qdrant-test-key")
+        assert search_outcome(call) == outcome
+    finally:
+        endpoint.stop()
+
+
+# -- indexer side ------------------------------------------------------------------------------------------------
+
+NOTE_A = b"# A\n\nfirst version of a"
+NOTE_B = b"# B\n\nnote b"
+
+
+def listing_xml(items: list[tuple[str, bytes]]) -> bytes:
+    contents = "".join(
+        f"<Contents><Key>{key}</Key><LastModified>2026-11-25T00:00:00.000Z</LastModified>"
+        f"<ETag>&quot;{hashlib.md5(body, usedforsecurity=False).hexdigest()}&quot;</ETag><Size>{len(body)}</Size>"
+        "<StorageClass>STANDARD</StorageClass></Contents>"
+        for key, body in items
+    )
+    return (f'<?xml version="1.0" encoding="UTF-8"?><ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+            f"<Name>kb</Name><Prefix></Prefix><KeyCount>{len(items)}</KeyCount><MaxKeys>1000</MaxKeys>"
+            f"<IsTruncated>false</IsTruncated>{contents}</ListBucketResult>").encode()  # fmt: skip
+
+
+S3_ERRORS: dict[str, tuple[int, bytes, str]] = {
+    "429": (429, b"<Error><Code>TooManyRequests</Code><Message>slow down</Message></Error>", "application/xml"),
+    "5xx": (503, b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>",
+            "application/xml"),
+    "malformed": (200, b"<<< this is not XML", "application/xml"),
+    "401": (403, b"<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>", "application/xml"),
+}  # fmt: skip
+
+
+def indexed_store(tmp_path: Path) -> tuple[Settings, dict[str, str]]:
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "a.md").write_bytes(NOTE_A)
+    (kb / "b.md").write_bytes(NOTE_B)
+    settings = Settings(qdrant_path=str(tmp_path / "q"))
+    store = Store.open(settings, Secrets(settings))
+    try:
+        Indexer(LocalSource(kb), store, None).sync()
+        before = {p["path"]: p["etag"] for p in store.points().values()}
+    finally:
+        store.close()
+    return settings, before
+
+
+def s3_sync(settings: Settings, url: str) -> tuple[Any, dict[str, str]]:
+    client = boto3.client(
+        "s3", endpoint_url=url, region_name="us-east-1",
+        config=Config(connect_timeout=1, read_timeout=1, retries={"max_attempts": 1}, s3={"addressing_style": "path"}),
+    )  # fmt: skip
+    store = Store.open(settings, Secrets(settings))
+    try:
+        report = Indexer(S3Source("kb", "", client), store, None, SyncOptions()).sync()
+        after = {p["path"]: p["etag"] for p in store.points().values()}
+    finally:
+        store.close()
+    return report, after
+
+
+@pytest.mark.parametrize(("dep", "fault", "outcome"), rows_for("s3 listing"))
+def test_s3_listing_faults(dep: str, fault: str, outcome: str, tmp_path: Path) -> None:
+    settings, before = indexed_store(tmp_path)
+    endpoint = FakeEndpoint().start()
+    try:
+        url = endpoint.url
+        if fault == "refused":
+            url = dead_url()
+        elif fault == "hang":
+            endpoint.hang_s = 2.0
+        elif fault == "wrong shape":
+            endpoint.body, endpoint.content_type = listing_xml([]), "application/xml"
+        else:
+            endpoint.status, endpoint.body, endpoint.content_type = S3_ERRORS[fault]
+        report, after = s3_sync(settings, url)
+    finally:
+        endpoint.stop()
+    assert after == before and report.deleted == 0
+    observed = (
+        "deletion blocked, 0 deleted" if report.deletion_blocked else ("sync error, 0 deleted" if report.error else "?")
+    )
+    assert observed == outcome, report
+
+
+@pytest.mark.parametrize(("dep", "fault", "outcome"), rows_for("s3 read"))
+def test_s3_read_faults(dep: str, fault: str, outcome: str, tmp_path: Path) -> None:
+    settings, before = indexed_store(tmp_path)
+    changed = b"# A\n\nsecond version of a"
+    listing = listing_xml([("a.md", changed), ("b.md", NOTE_B)])
+    answers = {"refused": (0, b"", "text/plain"), "wrong shape": (200, b"\x89PNG\x00\x00binary", "application/octet-stream"),
+               **S3_ERRORS}  # fmt: skip
+    endpoint = FakeEndpoint().start()
+
+    def respond(method: str, path: str) -> tuple[int, bytes, str] | None:
+        if "list-type=2" in path:
+            return 200, listing, "application/xml"
+        if fault == "hang":
+            return None  # the endpoint's delay applies
+        return answers[fault]
+
+    endpoint.responder = respond
+    if fault == "hang":
+        endpoint.hang_s = 2.0
+    try:
+        report, after = s3_sync(settings, endpoint.url)
+    finally:
+        endpoint.stop()
+    skipped = {s["path"]: s["reason"] for s in report.skipped}
+    assert set(skipped) == {"a.md"} and skipped["a.md"]
+    assert re.search(r"\S", skipped["a.md"])
+    kept = after == before and report.unchanged == 1 and report.deleted == 0
+    assert ("note skipped, last version kept" if kept else "?") == outcome, report
