@@ -131,11 +131,11 @@ def search_outcome(call: Callable[[dict[str, Any]], Any]) -> str:
 
 
 def inject(fake: FakeProvider, operation: str, fault: str) -> None:
-    options: dict[str, Any] = {
+    table: dict[str, dict[str, Any]] = {
         "hang": {"hang_s": 2.0}, "429": {"status": 429, "retry_after": "1"}, "5xx": {"status": 503},
         "malformed": {"garbage": True}, "wrong shape": {"short": True}, "401": {"status": 401},
-    }[fault]  # fmt: skip
-    fake.fail(operation, **options)
+    }  # fmt: skip
+    fake.fail(operation, **table[fault])
 
 
 def rows_for(*deps: str) -> list[Any]:
