@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import sys
+import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +31,76 @@ _LAMBDA_VARS = {
     "_HANDLER",
     "KB_LOCAL_API_KEYS",
 }
+
+
+#: Every secret value any test hands to kb-search. None may appear in a log record, captured output or response.
+SECRET_VALUES = (
+    "di-test-key", "fw-test-key", "di-key", "fw-key", "qdrant-test-key", "qdrant-plain-secret",
+    "di-secret-value-123", "fw-secret-value-456", "slack-signing-secret-789", "8f742231b10e8888abcd99yyyzzz85a5",
+    "test-signing-secret", "stale-key", "wrong-again", "fw-plain-secret",
+)  # fmt: skip
+
+
+def leaked_secrets(text: str) -> list[str]:
+    return [value for value in SECRET_VALUES if value in text]
+
+
+class _RecordCollector(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.texts: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = f"{record.getMessage()} {record.__dict__!r}"
+        except Exception:  # a record whose message cannot be built is itself worth a look
+            text = repr(record.__dict__)
+        if record.exc_info:
+            text += "".join(traceback.format_exception(*record.exc_info))
+        self.texts.append(text)
+
+
+@pytest.fixture(autouse=True)
+def secret_guard() -> Iterator[None]:
+    """Collects every log record of kb-search (at DEBUG) and of its libraries during the test; fails the test if
+    any carries a secret value. Captured stdout/stderr are checked by the report hook below."""
+    collector = _RecordCollector()
+    root = logging.getLogger()
+    kbsearch_logger = logging.getLogger("kbsearch")
+    previous = kbsearch_logger.level
+    kbsearch_logger.setLevel(logging.DEBUG)
+    root.addHandler(collector)
+    try:
+        yield
+    finally:
+        root.removeHandler(collector)
+        kbsearch_logger.setLevel(previous)
+    leaked = leaked_secrets("\n".join(collector.texts))
+    assert not leaked, f"secret value(s) in log records: {leaked}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Fails a passing test whose captured stdout, stderr or log output carries a secret value (Powertools'
+    JSON logs go to stdout)."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if report.when != "call" or not report.passed:
+        return
+    leaked = leaked_secrets("\n".join(content for _, content in report.sections))
+    if leaked:
+        report.outcome = "failed"
+        report.longrepr = f"secret value(s) leaked into captured output: {leaked}"
+
+
+def check_response(result: Any) -> None:
+    """What any handler answers: no secret values; error bodies without tracebacks or local paths."""
+    text = json.dumps(result, default=str)
+    assert not leaked_secrets(text), f"secret value(s) in a response: {leaked_secrets(text)}"
+    if isinstance(result, dict) and int(result.get("statusCode", 200)) >= 400:
+        body = str(result.get("body") or "")
+        for marker in ("Traceback", 'File "', "site-packages", str(ROOT), "/tmp/"):
+            assert marker not in body, f"error body exposes internals ({marker!r}): {body[:300]}"
 
 
 @pytest.fixture(autouse=True)
@@ -122,7 +195,9 @@ def load_search_app(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., C
         loaded.append(module)
 
         def call(event: dict[str, Any]) -> Any:
-            return module.lambda_handler(event, LambdaContext("kb-search-test-search", 1536, 28))
+            result = module.lambda_handler(event, LambdaContext("kb-search-test-search", 1536, 28))
+            check_response(result)
+            return result
 
         call.module = module  # type: ignore[attr-defined]
         return call

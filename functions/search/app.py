@@ -131,7 +131,7 @@ def _run_search(request: SearchRequest) -> Response[Any]:
     except IndexUnavailable as exc:
         logger.error("index unavailable", extra={"error": str(exc)})
         metrics.add_metric(name="IndexUnavailable", unit=MetricUnit.Count, value=1)
-        return _error(503, "index_unavailable", str(exc), {"Retry-After": RETRY_AFTER_S})
+        return _error(503, "index_unavailable", exc.public, {"Retry-After": RETRY_AFTER_S})
     meta = answer.meta
     for stage, ms in meta.timings_ms.items():
         metrics.add_metric(name=f"Latency_{stage}", unit=MetricUnit.Milliseconds, value=ms)

@@ -34,7 +34,14 @@ STATUS_PRIOR = {"deprecated": 0.85, "archived": 0.85, "draft": 0.95}
 
 
 class IndexUnavailable(KbSearchError):
-    """The index cannot be queried (Qdrant down, collection missing): answer 503 with Retry-After."""
+    """The index cannot be queried (Qdrant down, collection missing): answer 503 with Retry-After.
+
+    ``str(exc)`` is the detail for logs and operators (it may name hosts and paths); ``public`` is what a caller
+    may be told."""
+
+    def __init__(self, detail: str, public: str = "the search index is unreachable; try again shortly") -> None:
+        super().__init__(detail)
+        self.public = public
 
 
 def _no_span(_name: str) -> AbstractContextManager[Any]:
@@ -184,8 +191,10 @@ class SearchService:
             with self._store_lock:
                 try:
                     if not self.store.exists():
+                        missing = "the index has not been built yet: run the indexer first"
                         raise IndexUnavailable(
-                            f"collection {self.settings.qdrant_collection!r} does not exist: run the indexer first"
+                            f"collection {self.settings.qdrant_collection!r} does not exist: run the indexer first",
+                            missing,
                         )
                     candidates = hybrid_query(
                         self.store,
