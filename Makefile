@@ -12,7 +12,7 @@ STAGE  ?= dev
 SAM_PY ?= 3.13.0
 export SAM_CLI_TELEMETRY = 0
 
-.PHONY: install run serve index test lint format unit build deploy clean bench eval
+.PHONY: install run serve index test lint format unit build deploy clean bench eval load
 
 $(STAMP): pyproject.toml layers/kbsearch/requirements.txt requirements-local.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -57,6 +57,9 @@ bench: $(STAMP) ## the benchmark set (BENCHMARKS.md), about 9 minutes
 	$(BIN)/kbsearch bench search
 	$(BIN)/kbsearch bench search --primary-hang --queries 100
 	$(BIN)/kbsearch bench index --runs 5 --batch-sizes 32,64 --concurrency 1,4,8
+
+load: $(STAMP) ## bounded load test: 10,000 requests at concurrency 32 against kbsearch serve on 127.0.0.1 (~2 min)
+	$(BIN)/kbsearch bench load --requests 10000 --concurrency 32
 
 $(SAM):
 	$(PYTHON) -m venv $(SAMENV)

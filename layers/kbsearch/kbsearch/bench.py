@@ -452,3 +452,125 @@ def format_cost(results: dict[str, Any]) -> str:
     lines.append(f"{'total':<12}{'':>14}{'':>13}{results['usd_per_1000_queries_total']:>16.5f}")
     lines.append(f"indexing sample-kb once: {results['index_tokens']} embedding tokens")
     return "\n".join(lines)
+
+
+def _rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def bench_load(requests: int = 10_000, concurrency: int = 32, max_seconds: float = 900.0,
+               progress: Any = None) -> dict[str, Any]:  # fmt: skip
+    """A bounded load test of ``kbsearch serve`` on 127.0.0.1 with fake providers (zero latency): a mix of
+    POST /search (80%, unique queries), GET /health (10%) and MCP tools/list (10%). Stops after ``requests`` or
+    ``max_seconds``. Reports errors, latency percentiles and the server's RSS after the first and last 1,000."""
+    import itertools
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    from kbsearch.evaluation import load_queries
+
+    root = Path(__file__).resolve().parents[3]
+    texts = [q.query for q in load_queries(root / "eval" / "sample-kb-queries.yaml")]
+    deepinfra = FakeProvider("deepinfra", api_key="load-di").start()
+    fireworks = FakeProvider("fireworks", api_key="load-fw").start()
+    results: dict[str, Any] = {"requests": requests, "concurrency": concurrency, "machine": _machine()}
+    try:
+        with tempfile.TemporaryDirectory(prefix="kbsearch-load-") as tmp:
+            store = Path(tmp) / "q"
+            env = dict(
+                os.environ, QDRANT_PATH=str(store), KB_SOURCE=str(root / "sample-kb"), KB_LOCAL_API_KEYS="load-key",
+                EMBEDDING_URL=deepinfra.embeddings_url, EMBEDDING_API_KEY=deepinfra.api_key,
+                EMBEDDING_FALLBACK_URL=fireworks.embeddings_url, EMBEDDING_FALLBACK_API_KEY=fireworks.api_key,
+                RERANKER_URL=deepinfra.rerank_url, RERANKER_API_KEY=deepinfra.api_key,
+                RERANKER_FALLBACK_URL=fireworks.rerank_url, RERANKER_FALLBACK_API_KEY=fireworks.api_key,
+                EXPANSION_URL=deepinfra.chat_url, EXPANSION_API_KEY=deepinfra.api_key,
+                POWERTOOLS_LOG_LEVEL="WARNING", POWERTOOLS_METRICS_DISABLED="true",
+            )  # fmt: skip
+            subprocess.run([sys.executable, "-m", "kbsearch.cli", "index", str(root / "sample-kb"), "--json"],
+                           env=env, check=True, capture_output=True)  # fmt: skip
+            server = subprocess.Popen(
+                [sys.executable, "-m", "kbsearch.cli", "serve", "--host", "127.0.0.1", "--port", "0"],
+                env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            )  # fmt: skip
+            try:
+                assert server.stdout is not None
+                base = server.stdout.readline().split(" on ")[1].strip()
+                headers = {"x-api-key": "load-key"}
+                counter = itertools.count()
+                lock = threading.Lock()
+                latencies: list[float] = []
+                errors: dict[str, int] = {}
+                rss: dict[str, float] = {}
+                deadline = time.monotonic() + max_seconds
+                client = httpx.Client(limits=httpx.Limits(max_connections=concurrency), timeout=30.0)
+
+                def one(_: int) -> None:
+                    i = next(counter)
+                    if time.monotonic() > deadline:
+                        return
+                    kind = i % 10
+                    t0 = time.perf_counter()
+                    try:
+                        if kind == 0:
+                            r = client.get(f"{base}/health")
+                        elif kind == 1:
+                            r = client.post(f"{base}/mcp", headers=headers,
+                                            json={"jsonrpc": "2.0", "id": i, "method": "tools/list"})  # fmt: skip
+                        else:
+                            r = client.post(f"{base}/search", headers=headers,
+                                            json={"query": f"{texts[i % len(texts)]} {i}", "top_k": 5})  # fmt: skip
+                        status = r.status_code
+                    except httpx.HTTPError as exc:
+                        status = type(exc).__name__  # type: ignore[assignment]
+                    elapsed = (time.perf_counter() - t0) * 1000
+                    with lock:
+                        latencies.append(elapsed)
+                        if status != 200:
+                            errors[str(status)] = errors.get(str(status), 0) + 1
+                        done = len(latencies)
+                        if done == 1000:
+                            rss["after_first_1000_mb"] = _rss_mb(server.pid)
+                    if progress and done % 1000 == 0:
+                        progress(f"{done}/{requests}")
+
+                t0 = time.perf_counter()
+                with ThreadPoolExecutor(max_workers=concurrency) as pool:
+                    list(pool.map(one, range(requests)))
+                elapsed = time.perf_counter() - t0
+                rss["after_last_1000_mb"] = _rss_mb(server.pid)
+                client.close()
+            finally:
+                server.terminate()
+                server.wait(timeout=10)
+    finally:
+        deepinfra.stop()
+        fireworks.stop()
+    first, last = rss.get("after_first_1000_mb", 0.0), rss.get("after_last_1000_mb", 0.0)
+    results.update({
+        "completed": len(latencies), "errors": errors, "seconds": round(elapsed, 1),
+        "throughput_rps": round(len(latencies) / elapsed, 1), "latency_ms": _percentiles(latencies),
+        "rss_mb": {"after_first_1000": round(first, 1), "after_last_1000": round(last, 1)},
+        "rss_growth_pct": round((last - first) / first * 100, 1) if first else None,
+        "provider_requests": len(deepinfra.requests) + len(fireworks.requests),
+    })  # fmt: skip
+    return results
+
+
+def format_load(results: dict[str, Any]) -> str:
+    lat = results["latency_ms"]
+    return "\n".join([
+        f"bench load: {results['completed']}/{results['requests']} requests at concurrency {results['concurrency']} "
+        f"against kbsearch serve on 127.0.0.1 in {results['seconds']} s ({results['throughput_rps']} req/s)",
+        f"  errors: {sum(results['errors'].values())} {results['errors'] or ''}",
+        f"  latency ms: p50 {lat['p50']}, p95 {lat['p95']}, p99 {lat['p99']}",
+        f"  server RSS: {results['rss_mb']['after_first_1000']} MB after the first 1,000, "
+        f"{results['rss_mb']['after_last_1000']} MB after the last ({results['rss_growth_pct']}% growth)",
+    ])  # fmt: skip

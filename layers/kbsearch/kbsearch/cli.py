@@ -323,6 +323,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 raise KbSearchError(f"--price takes STAGE=DOLLARS_PER_1M_TOKENS, got {item!r}")
         results = bench.bench_cost(queries=args.queries if args.queries != 200 else 60, prices=prices)
         print(json.dumps(results, indent=2) if args.json else bench.format_cost(results))
+    elif args.what == "load":
+
+        def tick(message: str) -> None:
+            if not args.json:
+                print(f"  {message}", file=sys.stderr)
+
+        results = bench.bench_load(requests=args.requests, concurrency=(args.concurrency or (32,))[0], progress=tick)
+        print(json.dumps(results, indent=2) if args.json else bench.format_load(results))
+        if results["errors"] or results["completed"] < args.requests:
+            return 1
     elif args.what == "coldstart":
         results = bench.bench_coldstart(runs=args.runs)
         print(json.dumps(results, indent=2) if args.json else bench.format_coldstart(results))
@@ -424,16 +434,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "what",
-        choices=["index", "search", "coldstart", "cost"],
+        choices=["index", "search", "coldstart", "cost", "load"],
         help="index: full sync grid (batch x concurrency) and no-change sync; search: end-to-end latency and "
         "our own overhead with fake providers of fixed latency; coldstart: fresh-interpreter import + first "
-        "/health and first /search; cost: tokens per query per stage and $ per 1,000 queries",
+        "/health and first /search; cost: tokens per query per stage and $ per 1,000 queries; load: a bounded "
+        "load test of kbsearch serve on 127.0.0.1 (errors, latency, RSS growth)",
     )
     p.add_argument("--kb", help="index: KB folder (default: ../shared/kb/obsidian-help if present, else sample-kb)")
     p.add_argument("--latency-ms", type=float, default=150.0, help="index: fake embedder latency per request (150)")
     p.add_argument("--batch-sizes", type=_int_list, default=(16, 32, 64), help="index: comma-separated (16,32,64)")
     p.add_argument(
-        "--concurrency", type=_int_list, default=None, help="index: comma-separated (1,4,8); search: in flight (8)"
+        "--concurrency",
+        type=_int_list,
+        default=None,
+        help="index: comma-separated (1,4,8); search: in flight (8); load: client threads (32)",
     )
     p.add_argument("--runs", type=int, default=5, help="index/coldstart: runs per measurement, median reported")
     p.add_argument("--dims", type=int, default=1024, help="embedding dimensions (1024)")
@@ -443,6 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embedding-ms", type=float, default=100.0, help="search: fake embedding latency (100)")
     p.add_argument("--rerank-ms", type=float, default=300.0, help="search: fake rerank latency (300)")
     p.add_argument("--primary-hang", action="store_true", help="search: the primary reranker never answers")
+    p.add_argument("--requests", type=int, default=10_000, help="load: requests in all (10000)")
     p.add_argument("--price", action="append", metavar="STAGE=USD",
                    help="cost: $ per 1M tokens for expansion|embedding|rerank (repeatable)")  # fmt: skip
     p.add_argument("--json", action="store_true")
