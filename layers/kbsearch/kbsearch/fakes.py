@@ -90,6 +90,11 @@ class Recorded:
     served_s: float = 0.0  # time this fake spent answering (its latency, sleeps included)
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 128  # the default backlog of 5 resets connections under concurrent load
+    daemon_threads = True
+
+
 class FakeProvider:
     """One provider (``deepinfra`` or ``fireworks``) on 127.0.0.1, on a free port."""
 
@@ -117,7 +122,7 @@ class FakeProvider:
         self.requests: list[Recorded] = []
         self._lock = threading.Lock()
         handler = type("Handler", (_Handler,), {"fake": self})
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server = _Server(("127.0.0.1", 0), handler)
         self.server.daemon_threads = True
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
@@ -366,7 +371,7 @@ class FakeEndpoint:
         self._lock = threading.Lock()
         self.received = threading.Event()
         handler = type("EndpointHandler", (_EndpointHandler,), {"endpoint": self})
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server = _Server(("127.0.0.1", 0), handler)
         self.server.daemon_threads = True
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 

@@ -140,8 +140,14 @@ class _Handler(BaseHTTPRequestHandler):
         logger.info("%s %s", self.address_string(), format % args)
 
 
+class _Server(ThreadingHTTPServer):
+    # socketserver's default listen backlog is 5: a burst of clients then sees resets and SYN retries of 1-3 s.
+    request_queue_size = 128
+    daemon_threads = True
+
+
 def make_server(api: LocalApi, host: str, port: int) -> ThreadingHTTPServer:
     handler = type("Handler", (_Handler,), {"api": api})
-    server = ThreadingHTTPServer((host, port), handler)
+    server = _Server((host, port), handler)
     server.daemon_threads = True
     return server
