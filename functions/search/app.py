@@ -114,11 +114,12 @@ def get_health() -> dict[str, Any]:
 
 @app.get("/openapi.json", include_in_schema=False)
 def get_openapi() -> Response[Any]:
-    return Response(
-        status_code=200,
-        content_type=content_types.APPLICATION_JSON,
-        body=app.get_openapi_json_schema(title="kb-search", version=health_status(settings)["version"]),
-    )
+    import json
+
+    from kbsearch.openapi import complete
+
+    generated = json.loads(app.get_openapi_json_schema(title="kb-search", version=health_status(settings)["version"]))
+    return Response(status_code=200, content_type=content_types.APPLICATION_JSON, body=complete(generated))
 
 
 def _run_search(request: SearchRequest) -> Response[Any]:

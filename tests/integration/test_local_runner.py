@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from kbsearch.local.process import serve_process
 from tests.conftest import KBSEARCH_CMD, ROOT, subprocess_env
 
 EVENTS = ROOT / "events"
@@ -144,25 +145,8 @@ print(json.dumps({{"status": result["statusCode"], "heavy": heavy}}))
 @pytest.fixture
 def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     env = {"QDRANT_PATH": str(tmp_path / "q"), **getattr(request, "param", {})}
-    proc = subprocess.Popen(
-        [*KBSEARCH_CMD, "serve", "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-        env=subprocess_env(**env),
-    )
-    try:
-        assert proc.stdout is not None
-        first = proc.stdout.readline()
-        assert "http://127.0.0.1:" in first, first + (
-            proc.stderr.read() if proc.stderr and proc.poll() is not None else ""
-        )
-        base = first.split(" on ")[1].strip()
-        yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with serve_process(subprocess_env(**env), cwd=ROOT) as server:
+        yield server.base_url
 
 
 def test_serve_answers_health_over_http(served: str) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,8 @@ from mcp.shared.exceptions import MCPError
 from kbsearch.config import Secrets, Settings
 from kbsearch.indexer import run_sync
 from kbsearch.local.apigw import HttpRequest, build_event, parse_result
-from tests.conftest import KBSEARCH_CMD, ROOT, subprocess_env
+from kbsearch.local.process import serve_process
+from tests.conftest import ROOT, subprocess_env
 
 MODERN = "2026-07-28"
 META = {"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientCapabilities": {}}
@@ -232,14 +232,8 @@ def served_with_keys(bm25_index: Path, tmp_path: Path) -> Iterator[str]:
     store = tmp_path / "q"
     shutil.copytree(bm25_index, store)
     env = subprocess_env(QDRANT_PATH=str(store), KB_SOURCE=str(ROOT / "sample-kb"), KB_LOCAL_API_KEYS="mcp-key")
-    proc = subprocess.Popen([*KBSEARCH_CMD, "serve", "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=ROOT, env=env)  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        yield proc.stdout.readline().split(" on ")[1].strip()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with serve_process(env, cwd=ROOT) as server:
+        yield server.base_url
 
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])

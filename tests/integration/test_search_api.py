@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -17,8 +16,9 @@ from kbsearch.config import Secrets, Settings
 from kbsearch.fakes import FakeProvider
 from kbsearch.indexer import run_sync
 from kbsearch.local.apigw import HttpRequest, build_event
+from kbsearch.local.process import serve_process
 from kbsearch.schemas import SearchResponse
-from tests.conftest import KBSEARCH_CMD, ROOT, subprocess_env
+from tests.conftest import ROOT, subprocess_env
 
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -158,11 +158,10 @@ def test_search_over_http_with_providers_end_to_end(bm25_index: Path, tmp_path: 
         RERANKER_FALLBACK_URL=fireworks.rerank_url, RERANKER_FALLBACK_API_KEY="fw-key",
         EXPANSION_URL=deepinfra.chat_url, EXPANSION_API_KEY="di-key",
     )  # fmt: skip
-    proc = subprocess.Popen([*KBSEARCH_CMD, "serve", "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=ROOT, env=env)  # fmt: skip
+    server = serve_process(env, cwd=ROOT)
+    served = server.__enter__()
     try:
-        assert proc.stdout is not None
-        base = proc.stdout.readline().split(" on ")[1].strip()
+        base = served.base_url
         r = httpx.post(f"{base}/search", json={"query": "reranker outage"}, headers={"x-api-key": "k1"}, timeout=30)
         assert r.status_code == 200, r.text
         answer = r.json()
@@ -176,9 +175,8 @@ def test_search_over_http_with_providers_end_to_end(bm25_index: Path, tmp_path: 
         for secret in ("di-key", "fw-key"):
             assert secret not in r.text
     finally:
-        proc.terminate()
-        out, err = proc.communicate(timeout=10)
+        server.__exit__(None, None, None)
         deepinfra.stop()
         fireworks.stop()
     for secret in ("di-key", "fw-key"):
-        assert secret not in out + err  # nothing in the server's logs either
+        assert secret not in served.text()  # nothing in the server's logs either

@@ -24,11 +24,12 @@ from kbsearch.config import Secrets, Settings
 from kbsearch.fakes import FakeEndpoint
 from kbsearch.indexer import run_sync
 from kbsearch.local.apigw import HttpRequest, build_event
+from kbsearch.local.process import serve_process
 from kbsearch.providers.http import shared_client
 from kbsearch.schemas import Hit, HitScores, SearchMeta, SearchResponse
 from kbsearch.search import SearchService
 from kbsearch.slack_worker import DynamoDeduper, MemoryDeduper, SlackPostError, handle_job, post_to_slack
-from tests.conftest import KBSEARCH_CMD, ROOT, subprocess_env
+from tests.conftest import ROOT, subprocess_env
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 VECTOR_BODY = (
@@ -327,11 +328,8 @@ def test_end_to_end_through_kbsearch_serve(bm25_index: Path, tmp_path: Path, res
     store = tmp_path / "q"
     shutil.copytree(bm25_index, store)
     env = subprocess_env(QDRANT_PATH=str(store), SLACK_SIGNING_SECRET=SECRET, SLACK_RESPONSE_HOSTS="127.0.0.1")
-    proc = subprocess.Popen([*KBSEARCH_CMD, "serve", "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=ROOT, env=env)  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        base = proc.stdout.readline().split(" on ")[1].strip()
+    with serve_process(env, cwd=ROOT) as server:
+        base = server.base_url
         body = form("reindex from scratch", response_url.url + "/hook")
         ts = str(int(time.time()))
         headers = {"Content-Type": "application/x-www-form-urlencoded", "X-Slack-Request-Timestamp": ts,
@@ -344,6 +342,3 @@ def test_end_to_end_through_kbsearch_serve(bm25_index: Path, tmp_path: Path, res
         assert "Runbook - reindex from scratch" in json.dumps(response_url.requests[0].body)
         forged = dict(headers, **{"X-Slack-Signature": "v0=" + "0" * 64})
         assert httpx.post(f"{base}/slack/command", content=body, headers=forged, timeout=10).status_code == 401
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)

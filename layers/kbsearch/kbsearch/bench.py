@@ -15,6 +15,7 @@ from typing import Any
 from kbsearch.config import Secrets, Settings
 from kbsearch.fakes import FakeProvider
 from kbsearch.indexer import run_sync
+from kbsearch.local.process import serve_process
 
 
 def _machine() -> dict[str, Any]:
@@ -496,13 +497,8 @@ def bench_load(requests: int = 10_000, concurrency: int = 32, max_seconds: float
             )  # fmt: skip
             subprocess.run([sys.executable, "-m", "kbsearch.cli", "index", str(root / "sample-kb"), "--json"],
                            env=env, check=True, capture_output=True)  # fmt: skip
-            server = subprocess.Popen(
-                [sys.executable, "-m", "kbsearch.cli", "serve", "--host", "127.0.0.1", "--port", "0"],
-                env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-            )  # fmt: skip
-            try:
-                assert server.stdout is not None
-                base = server.stdout.readline().split(" on ")[1].strip()
+            with serve_process(env) as served:
+                server, base = served.process, served.base_url
                 headers = {"x-api-key": "load-key"}
                 counter = itertools.count()
                 lock = threading.Lock()
@@ -547,9 +543,6 @@ def bench_load(requests: int = 10_000, concurrency: int = 32, max_seconds: float
                 elapsed = time.perf_counter() - t0
                 rss["after_last_1000_mb"] = _rss_mb(server.pid)
                 client.close()
-            finally:
-                server.terminate()
-                server.wait(timeout=10)
     finally:
         deepinfra.stop()
         fireworks.stop()

@@ -99,6 +99,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for logical_id in sorted({r.function_id for r in api.routes}):
         api.function(logical_id)  # import now: a configuration error stops start-up, not the first request
     server = make_server(api, args.host, args.port)
+    import faulthandler
+    import signal
+
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 <pid>` prints every thread's stack
     port = server.server_address[1]
     base = f"http://{args.host}:{port}"
     print(f"kbsearch serve: {template.path.name} on {base}", flush=True)
