@@ -54,7 +54,7 @@ eval: $(STAMP) ## phase tables on sample-kb and the BEIR fixture (set provider k
 bench: $(STAMP) ## the benchmark set (BENCHMARKS.md), about 9 minutes
 	$(BIN)/kbsearch bench cost
 	$(BIN)/kbsearch bench coldstart --runs 7
-	$(BIN)/kbsearch bench search
+	$(BIN)/kbsearch bench search --queries 150
 	$(BIN)/kbsearch bench search --primary-hang --queries 100
 	$(BIN)/kbsearch bench index --runs 5 --batch-sizes 32,64 --concurrency 1,4,8
 

@@ -206,3 +206,16 @@ def load_search_app(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., C
     for module in loaded:
         if module._service is not None:
             module._service.close()
+
+
+@pytest.fixture(scope="session")
+def bm25_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """sample-kb indexed once, BM25 only, for tests that search it (copy it before opening: one client per path)."""
+    from kbsearch.config import Secrets
+    from kbsearch.indexer import run_sync
+
+    path = tmp_path_factory.mktemp("sample-bm25") / "q"
+    # explicit: a session fixture may run before clean_env has cleared the shell's settings
+    settings = Settings(qdrant_path=str(path), qdrant_url="", embedding_api_key=None, embedding_api_key_param="")
+    run_sync(settings, Secrets(settings), source_uri=str(ROOT / "sample-kb"))
+    return path

@@ -17,22 +17,12 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
-from kbsearch.config import Secrets, Settings
-from kbsearch.indexer import run_sync
 from kbsearch.local.apigw import HttpRequest, build_event, parse_result
 from kbsearch.local.process import serve_process
 from tests.conftest import ROOT, subprocess_env
 
 MODERN = "2026-07-28"
 META = {"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientCapabilities": {}}
-
-
-@pytest.fixture(scope="module")
-def bm25_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("mcp") / "q"
-    settings = Settings(qdrant_path=str(path))
-    run_sync(settings, Secrets(settings), source_uri=str(ROOT / "sample-kb"))
-    return path
 
 
 @pytest.fixture

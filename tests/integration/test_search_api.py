@@ -23,14 +23,6 @@ from tests.conftest import ROOT, subprocess_env
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
 
 
-@pytest.fixture(scope="module")
-def bm25_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("api") / "q"
-    settings = Settings(qdrant_path=str(path))
-    run_sync(settings, Secrets(settings), source_uri=str(ROOT / "sample-kb"))
-    return path
-
-
 @pytest.fixture
 def handler(bm25_index: Path, tmp_path: Path, load_search_app) -> Callable[..., Handler]:
     def load(**env: str) -> Handler:

@@ -22,7 +22,6 @@ from slack_sdk.signature import SignatureVerifier
 from kbsearch import slack
 from kbsearch.config import Secrets, Settings
 from kbsearch.fakes import FakeEndpoint
-from kbsearch.indexer import run_sync
 from kbsearch.local.apigw import HttpRequest, build_event
 from kbsearch.local.process import serve_process
 from kbsearch.providers.http import shared_client
@@ -71,14 +70,6 @@ def test_text_parsing(text: str, kind: str, query: str, share: bool) -> None:
 
 
 # -- through the handler ------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def bm25_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("slack") / "q"
-    settings = Settings(qdrant_path=str(path))
-    run_sync(settings, Secrets(settings), source_uri=str(ROOT / "sample-kb"))
-    return path
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -95,7 +95,29 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
 
-class FakeProvider:
+class _LoopbackServer:
+    """A threaded HTTP server on 127.0.0.1 and a free port, with ``handler`` bound to this object."""
+
+    def _listen(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self.requests: list[Recorded] = []
+        self._lock = threading.Lock()
+        self.server = _Server(("127.0.0.1", 0), handler)
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def start(self) -> Self:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+
+class FakeProvider(_LoopbackServer):
     """One provider (``deepinfra`` or ``fireworks``) on 127.0.0.1, on a free port."""
 
     EMBED_MODEL: ClassVar[dict[str, str]] = {
@@ -119,25 +141,7 @@ class FakeProvider:
         self.faults: dict[str, Fault] = {}
         #: the chat model's rewrites of a query (what expansion gets back); tests may replace it
         self.rewrite: Callable[[str], list[str]] = default_rewrites
-        self.requests: list[Recorded] = []
-        self._lock = threading.Lock()
-        handler = type("Handler", (_Handler,), {"fake": self})
-        self.server = _Server(("127.0.0.1", 0), handler)
-        self.server.daemon_threads = True
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    # -- lifecycle ---------------------------------------------------------------------------------------------
-    def start(self) -> FakeProvider:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._listen(type("Handler", (_Handler,), {"fake": self}))
 
     @property
     def embeddings_url(self) -> str:
@@ -350,7 +354,7 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
-class FakeEndpoint:
+class FakeEndpoint(_LoopbackServer):
     """A loopback endpoint that records every request (JSON or raw) and answers ``status`` — a Slack
     ``response_url``, or AWS Lambda's Invoke API (``POST /2015-03-31/functions/<name>/invocations``, 202).
     ``fail_times`` first requests get ``fail_status``."""
@@ -367,25 +371,12 @@ class FakeEndpoint:
         #: per-request override: (method, path) → (status, body, content type) or None for the defaults above;
         #: status 0 drops the connection without answering
         self.responder: Callable[[str, str], tuple[int, bytes, str] | None] | None = None
-        self.requests: list[Recorded] = []
-        self._lock = threading.Lock()
         self.received = threading.Event()
-        handler = type("EndpointHandler", (_EndpointHandler,), {"endpoint": self})
-        self.server = _Server(("127.0.0.1", 0), handler)
-        self.server.daemon_threads = True
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def start(self) -> FakeEndpoint:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self._listen(type("EndpointHandler", (_EndpointHandler,), {"endpoint": self}))
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        return self.base
 
     def record(self, path: str, headers: dict[str, str], raw: bytes) -> int:
         try:
