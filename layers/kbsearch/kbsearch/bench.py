@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from kbsearch.config import Secrets, Settings
-from kbsearch.fakes import FakeProvider
+from kbsearch.fakes import FakeEndpoint, FakeProvider
 from kbsearch.indexer import run_sync
 from kbsearch.local.process import serve_process
 
@@ -303,7 +303,8 @@ search = fn.invoke(json.loads(os.environ["KB_BENCH_SEARCH"]))
 t3 = time.perf_counter()
 assert health["statusCode"] == 200 and search["statusCode"] == 200, search
 print(json.dumps({"import_health_s": t2 - t1, "first_search_s": t3 - t2, "import_first_search_s": t3 - t1,
-                  "harness_s": harness, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "harness_s": harness, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "qdrant_client_imported": "qdrant_client" in sys.modules}))
 """
 
 
@@ -323,9 +324,35 @@ def _top_imports(stderr: str, top: int) -> list[dict[str, Any]]:
     return [{"module": name, "ms": round(us / 1000, 1)} for name, us in ranked]
 
 
+def _fake_qdrant_cloud(root: Path) -> FakeEndpoint:
+    """A loopback stand-in for Qdrant Cloud's REST API answering the search's two calls with sample-kb chunks."""
+    import json
+
+    from kbsearch.chunking import chunk_note
+    from kbsearch.notes import NoteError, parse_note
+
+    points: list[dict[str, Any]] = []
+    for path in sorted((root / "sample-kb").rglob("*.md"))[:50]:
+        rel = path.relative_to(root / "sample-kb").as_posix()
+        try:
+            note = parse_note(rel, path.read_bytes())
+        except NoteError:
+            continue
+        chunk = chunk_note(note)[0]
+        points.append({"id": len(points), "version": 1, "score": 1 / (60 + len(points)),
+                       "payload": {"doc_id": note.doc_id, "path": rel, "title": note.title, "heading": chunk.heading,
+                                   "text": chunk.text, "tags": note.tags, "type": note.type, "status": note.status}})  # fmt: skip
+    exists = json.dumps({"result": {"exists": True}, "status": "ok", "time": 0.0}).encode()
+    query = json.dumps({"result": {"points": points}, "status": "ok", "time": 0.001}).encode()
+    endpoint = FakeEndpoint().start()
+    endpoint.responder = lambda method, path: (200, exists if path.endswith("/exists") else query, "application/json")
+    return endpoint
+
+
 def bench_coldstart(runs: int = 7, top: int = 10) -> dict[str, Any]:
     """Fresh interpreter per run: import the search handler + first /health, and + first /search (zero-latency
-    fakes, full pipeline, embedded store of sample-kb). Medians of ``runs``; peak RSS; top imports."""
+    fakes, full pipeline), against the embedded store of sample-kb and against Qdrant Cloud's REST API (a
+    loopback fake). Medians of ``runs``; peak RSS; top imports of the embedded run."""
     import json
 
     from kbsearch.local.apigw import HttpRequest, build_event
@@ -333,6 +360,8 @@ def bench_coldstart(runs: int = 7, top: int = 10) -> dict[str, Any]:
     root = Path(__file__).resolve().parents[3]
     deepinfra = FakeProvider("deepinfra", api_key="bench-di").start()
     fireworks = FakeProvider("fireworks", api_key="bench-fw").start()
+    cloud = _fake_qdrant_cloud(root)
+    modes: dict[str, Any] = {}
     try:
         with tempfile.TemporaryDirectory(prefix="kbsearch-cold-") as tmp:
             store = Path(tmp) / "q"
@@ -344,53 +373,56 @@ def bench_coldstart(runs: int = 7, top: int = 10) -> dict[str, Any]:
             search = build_event(
                 HttpRequest("POST", "/search", "", [("Content-Type", "application/json")], body), "/search", {}, "dev"
             )
-            env = dict(
+            base_env = dict(
                 os.environ,
                 KB_BENCH_TEMPLATE=str(root / "template.yaml"), KB_BENCH_HEALTH=json.dumps(health),
-                KB_BENCH_SEARCH=json.dumps(search), QDRANT_PATH=str(store), POWERTOOLS_METRICS_DISABLED="true",
+                KB_BENCH_SEARCH=json.dumps(search), POWERTOOLS_METRICS_DISABLED="true",
                 EMBEDDING_URL=deepinfra.embeddings_url, EMBEDDING_API_KEY=deepinfra.api_key,
                 EMBEDDING_FALLBACK_URL=fireworks.embeddings_url, EMBEDDING_FALLBACK_API_KEY=fireworks.api_key,
                 RERANKER_URL=deepinfra.rerank_url, RERANKER_API_KEY=deepinfra.api_key,
                 RERANKER_FALLBACK_URL=fireworks.rerank_url, RERANKER_FALLBACK_API_KEY=fireworks.api_key,
                 EXPANSION_URL=deepinfra.chat_url, EXPANSION_API_KEY=deepinfra.api_key,
             )  # fmt: skip
-            samples = []
-            for _ in range(runs):
-                out = subprocess.run(
-                    [sys.executable, "-c", _COLDSTART_CHILD], env=env, capture_output=True, text=True, check=True
-                )
-                samples.append(json.loads(out.stdout.strip().splitlines()[-1]))
-            traced = subprocess.run(
-                [sys.executable, "-X", "importtime", "-c", _COLDSTART_CHILD],
-                env=env, capture_output=True, text=True, check=True,
-            )  # fmt: skip
+            envs = {
+                "embedded": dict(base_env, QDRANT_PATH=str(store), QDRANT_URL=""),
+                "cloud": dict(base_env, QDRANT_URL=cloud.url, QDRANT_API_KEY="bench-qdrant"),
+            }
+            for mode, env in envs.items():
+                samples = []
+                for _ in range(runs):
+                    out = subprocess.run(
+                        [sys.executable, "-c", _COLDSTART_CHILD], env=env, capture_output=True, text=True, check=True
+                    )
+                    samples.append(json.loads(out.stdout.strip().splitlines()[-1]))
+                traced = subprocess.run(
+                    [sys.executable, "-X", "importtime", "-c", _COLDSTART_CHILD],
+                    env=env, capture_output=True, text=True, check=True,
+                )  # fmt: skip
+                modes[mode] = {
+                    "import_health_s": round(statistics.median(s["import_health_s"] for s in samples), 3),
+                    "import_first_search_s": round(statistics.median(s["import_first_search_s"] for s in samples), 3),
+                    "peak_rss_mb": round(max(s["peak_rss_mb"] for s in samples), 1),
+                    "qdrant_client_imported": any(s["qdrant_client_imported"] for s in samples),
+                    "top_imports": _top_imports(traced.stderr, top),
+                }
     finally:
         deepinfra.stop()
         fireworks.stop()
-
-    def median(key: str) -> float:
-        return round(statistics.median(s[key] for s in samples), 3)
-
-    return {
-        "runs": runs,
-        "import_health_s": median("import_health_s"),
-        "import_first_search_s": median("import_first_search_s"),
-        "first_search_after_health_s": median("first_search_s"),
-        "peak_rss_mb": round(max(s["peak_rss_mb"] for s in samples), 1),
-        "top_imports": _top_imports(traced.stderr, top),
-        "machine": _machine(),
-    }
+        cloud.stop()
+    return {"runs": runs, "modes": modes, "machine": _machine()}
 
 
 def format_coldstart(results: dict[str, Any]) -> str:
-    lines = [
-        f"bench coldstart: fresh interpreter, median of {results['runs']} runs",
-        f"  import handler + first /health:          {results['import_health_s'] * 1000:7.0f} ms",
-        f"  import handler + first /search (fakes 0 ms): {results['import_first_search_s'] * 1000:7.0f} ms",
-        f"  peak RSS:                                {results['peak_rss_mb']:7.1f} MB",
-        "  top imports (time in each package's own modules):",
-    ]
-    lines += [f"    {m['module']:<28}{m['ms']:>8.1f} ms" for m in results["top_imports"]]
+    lines = [f"bench coldstart: fresh interpreter, median of {results['runs']} runs"]
+    for mode, m in results["modes"].items():
+        lines += [
+            f"  {mode} store:",
+            f"    import handler + first /health:              {m['import_health_s'] * 1000:7.0f} ms",
+            f"    import handler + first /search (fakes 0 ms): {m['import_first_search_s'] * 1000:7.0f} ms",
+            f"    peak RSS: {m['peak_rss_mb']:.1f} MB; qdrant_client imported: {m['qdrant_client_imported']}",
+            "    top imports (time in each package's own modules):",
+        ]
+        lines += [f"      {t['module']:<26}{t['ms']:>8.1f} ms" for t in m["top_imports"][:6]]
     return "\n".join(lines)
 
 

@@ -13,3 +13,7 @@ class ConfigError(KbSearchError):
 
 class TemplateError(KbSearchError):
     """template.yaml cannot be read, or does not define what was asked for."""
+
+
+class StoreError(KbSearchError):
+    """Qdrant cannot be reached or the collection is not usable."""

@@ -14,18 +14,21 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kbsearch.chunking import estimate_tokens
 from kbsearch.config import Secrets, Settings
-from kbsearch.errors import KbSearchError
+from kbsearch.errors import KbSearchError, StoreError
 from kbsearch.lexical import query_vector
 from kbsearch.providers.embeddings import Embedder, build_embedder, query_text
 from kbsearch.providers.expansion import Expander, build_expander
 from kbsearch.providers.http import Deadline, ProviderError, shared_client
 from kbsearch.providers.rerankers import Reranking, build_reranking
+from kbsearch.retrieval import Candidate, QdrantRest, Retriever, filter_json, fusion_request, group
 from kbsearch.schemas import Hit, HitScores, SearchMeta, SearchRequest, SearchResponse
-from kbsearch.store import Candidate, Store, StoreError, build_filter, hybrid_query
+
+if TYPE_CHECKING:
+    from kbsearch.store import Store
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +99,11 @@ class SearchService:
     ) -> None:
         self.settings = settings
         self.secrets = secrets
-        self._store = store
+        self._retriever: Retriever | None = None
+        if store is not None:
+            from kbsearch.store import EmbeddedRetriever
+
+            self._retriever = EmbeddedRetriever(store)
         if wire_providers:
             client = shared_client()
             embedder = embedder or build_embedder(settings, secrets, client, for_queries=True)
@@ -110,18 +117,28 @@ class SearchService:
         self._store_lock = threading.Lock()
 
     @property
-    def store(self) -> Store:
-        if self._store is None:
-            try:
-                self._store = Store.open(self.settings, self.secrets)
-            except StoreError as exc:
-                raise IndexUnavailable(str(exc)) from None
-        return self._store
+    def retriever(self) -> Retriever:
+        """Qdrant Cloud over REST (no qdrant_client import), or the embedded store; built once per container."""
+        if self._retriever is None:
+            s = self.settings
+            if s.qdrant_url:
+                self._retriever = QdrantRest(
+                    s.qdrant_url, s.qdrant_collection, lambda: self.secrets.get("QDRANT_API_KEY"), shared_client(),
+                    s.qdrant_timeout_s,
+                )  # fmt: skip
+            else:
+                from kbsearch.store import EmbeddedRetriever, Store
+
+                try:
+                    self._retriever = EmbeddedRetriever(Store.open(s, self.secrets))
+                except StoreError as exc:
+                    raise IndexUnavailable(str(exc)) from None
+        return self._retriever
 
     def close(self) -> None:
-        if self._store is not None:
-            self._store.close()
-            self._store = None
+        if self._retriever is not None:
+            self._retriever.close()
+            self._retriever = None
 
     def search(
         self,
@@ -181,34 +198,34 @@ class SearchService:
         t = time.perf_counter()
         filters = request.filters
         with span("retrieve"):
-            query_filter = build_filter(
+            query_filter = filter_json(
                 tags=filters.tags,
                 types=filters.type,
                 statuses=filters.status,
                 path_prefix=filters.path_prefix,
                 updated_after=filters.updated_after,
             )
+            request_body = fusion_request(
+                dense,
+                query_vector(query) if retrieval != "dense" else None,
+                query_filter,
+                prefetch_limit=self.settings.search_prefetch_limit,
+                hnsw_ef=self.settings.search_hnsw_ef,
+                rrf_k=self.settings.rrf_k,
+            )
             with self._store_lock:
                 try:
-                    if not self.store.exists():
+                    if not self.retriever.exists():
                         missing = "the index has not been built yet: run the indexer first"
                         raise IndexUnavailable(
                             f"collection {self.settings.qdrant_collection!r} does not exist: run the indexer first",
                             missing,
                         )
-                    candidates = hybrid_query(
-                        self.store,
-                        dense,
-                        query_vector(query) if retrieval != "dense" else None,
-                        query_filter,
-                        limit=self.settings.search_candidates,
-                        prefetch_limit=self.settings.search_prefetch_limit,
-                        hnsw_ef=self.settings.search_hnsw_ef,
-                        rrf_k=self.settings.rrf_k,
-                        timeout_s=min(self.settings.qdrant_timeout_s, max(1.0, deadline.remaining())),
-                    )
+                    timeout = min(self.settings.qdrant_timeout_s, max(1.0, deadline.remaining()))
+                    points = self.retriever.query(request_body, timeout) if request_body else []
                 except StoreError as exc:
                     raise IndexUnavailable(str(exc)) from None
+            candidates = group(points, self.settings.search_candidates)
         timings["retrieve"] = (time.perf_counter() - t) * 1000
 
         rerank_scores: list[float] | None = None

@@ -6,7 +6,6 @@ Points: id = uuid5(path + "#" + chunk_index); named vectors ``dense`` (cosine) a
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -17,18 +16,14 @@ from typing import Any
 from qdrant_client import QdrantClient, models
 
 from kbsearch.config import Secrets, Settings
-from kbsearch.errors import KbSearchError
+from kbsearch.errors import StoreError
 from kbsearch.lexical import SparseVector
+from kbsearch.retrieval import DENSE, SPARSE, Candidate, fusion_request, group
 
-DENSE = "dense"
-SPARSE = "bm25"
+__all__ = ["DENSE", "SPARSE", "Candidate", "EmbeddedRetriever", "Store", "StoreError", "hybrid_query"]
 POINT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://kb-search/points")
 KEYWORD_FIELDS = ("path", "doc_id", "tags", "type", "status", "folders")
 STATE_FIELDS = ["path", "etag", "chunk_index", "n_chunks", "dense"]
-
-
-class StoreError(KbSearchError):
-    """Qdrant cannot be reached or the collection is not usable."""
 
 
 class SchemaMismatchError(StoreError):
@@ -217,98 +212,56 @@ class Store:
         self.client.delete(self.collection, selector, wait=True)
 
 
-@dataclass(frozen=True)
-class Candidate:
-    """The best chunk of one note, with its fused (RRF) score."""
+class EmbeddedRetriever:
+    """The search's retrieval call on the embedded store: the Query API JSON of :mod:`kbsearch.retrieval`,
+    validated into qdrant_client models (local mode takes no JSON)."""
 
-    payload: dict[str, Any]
-    fusion: float
+    def __init__(self, store: Store) -> None:
+        self.store = store
 
+    def exists(self) -> bool:
+        return self.store.exists()
 
-def build_filter(
-    tags: list[str] | None = None,
-    types: list[str] | None = None,
-    statuses: list[str] | None = None,
-    path_prefix: str | None = None,
-    updated_after: dt.date | None = None,
-) -> models.Filter | None:
-    must: list[models.Condition] = []
-    if tags:
-        must.append(models.FieldCondition(key="tags", match=models.MatchAny(any=tags)))
-    if types:
-        must.append(models.FieldCondition(key="type", match=models.MatchAny(any=types)))
-    if statuses:
-        must.append(models.FieldCondition(key="status", match=models.MatchAny(any=statuses)))
-    if path_prefix:
-        folder = path_prefix.strip("/")
-        must.append(models.FieldCondition(key="folders", match=models.MatchValue(value=folder)))
-    if updated_after:
-        must.append(models.FieldCondition(key="updated", range=models.DatetimeRange(gt=updated_after)))
-    return models.Filter(must=must) if must else None
+    def query(self, request: dict[str, Any], timeout_s: float) -> list[dict[str, Any]]:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # local mode warns that it ignores hnsw_ef/quantization
+                result = self.store.client.query_points(
+                    self.store.collection,
+                    prefetch=[models.Prefetch.model_validate(p) for p in request["prefetch"]],
+                    query=models.RrfQuery.model_validate(request["query"]),
+                    limit=request["limit"],
+                    with_payload=models.PayloadSelectorExclude.model_validate(request["with_payload"]),
+                    with_vectors=request.get("with_vector", False),
+                    timeout=max(1, int(timeout_s)),
+                )
+        except Exception as exc:
+            raise StoreError(f"Qdrant query failed ({type(exc).__name__})") from None
+        return [{"id": str(p.id), "score": p.score, "payload": p.payload} for p in result.points]
 
-
-def folders_of(path: str) -> list[str]:
-    """``a/b/c.md`` → ``["a", "a/b"]``: what ``path_prefix`` filters match."""
-    parts = path.split("/")[:-1]
-    return ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    def close(self) -> None:
+        self.store.close()
 
 
 def hybrid_query(
     store: Store,
     dense: list[list[float]],
     sparse: SparseVector | None,
-    query_filter: models.Filter | None,
+    query_filter: dict[str, Any] | None,
     limit: int = 50,
     prefetch_limit: int = 50,
     hnsw_ef: int = 256,
     rrf_k: int = 60,
-    timeout_s: float | None = None,
+    timeout_s: float = 10.0,
 ) -> list[Candidate]:
-    """One Query API call: a dense prefetch per query variant plus a BM25 prefetch, each filtered and limited to
-    ``prefetch_limit``, fused server-side with RRF (k = ``rrf_k``; the plain ``Fusion.RRF`` would use k = 2).
-    The whole fused list comes back (at most prefetches x limit chunks) and is grouped here, keeping each note's
-    best chunk: the scores are exactly Σ 1/(k + rank) over the prefetches, in the embedded store and in Cloud
-    alike (server-side grouping may widen the prefetches to fill its groups)."""
-    params = models.SearchParams(
-        hnsw_ef=hnsw_ef, quantization=models.QuantizationSearchParams(rescore=True, oversampling=2.0)
-    )
-    prefetch = [
-        models.Prefetch(query=vector, using=DENSE, filter=query_filter, limit=prefetch_limit, params=params)
-        for vector in dense
-    ]
-    if sparse is not None and len(sparse):
-        prefetch.append(
-            models.Prefetch(
-                query=models.SparseVector(indices=sparse.indices, values=sparse.values),
-                using=SPARSE,
-                filter=query_filter,
-                limit=prefetch_limit,
-            )
-        )
-    if not prefetch:
+    """One fused query on the embedded store, grouped per note (see :func:`kbsearch.retrieval.fusion_request`)."""
+    request = fusion_request(dense, sparse, query_filter, prefetch_limit, hnsw_ef, rrf_k)
+    if request is None:
         return []
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the embedded store warns that it ignores hnsw_ef/quantization
-            result = store.client.query_points(
-                store.collection,
-                prefetch=prefetch,
-                query=models.RrfQuery(rrf=models.Rrf(k=rrf_k)),
-                limit=prefetch_limit * len(prefetch),
-                with_payload=models.PayloadSelectorExclude(exclude=["meta"]),
-                timeout=None if timeout_s is None else max(1, int(timeout_s)),
-            )
-    except Exception as exc:
-        raise StoreError(f"Qdrant query failed ({type(exc).__name__})") from None
-    out: list[Candidate] = []
-    seen: set[str] = set()
-    for point in result.points:
-        payload = dict(point.payload or {})
-        doc = str(payload.get("doc_id", point.id))
-        if doc in seen:
-            continue
-        seen.add(doc)
-        out.append(Candidate(payload, float(point.score)))
-        if len(out) == limit:
-            break
-    return out
+    return group(EmbeddedRetriever(store).query(request, timeout_s), limit)
+
+
+def folders_of(path: str) -> list[str]:
+    """``a/b/c.md`` → ``["a", "a/b"]``: what ``path_prefix`` filters match."""
+    parts = path.split("/")[:-1]
+    return ["/".join(parts[: i + 1]) for i in range(len(parts))]

@@ -1,0 +1,164 @@
+"""The one retrieval call of a search, as Qdrant Query API JSON, and what comes back, as candidates.
+
+No qdrant_client here: Qdrant Cloud is queried over its REST API with the shared httpx client
+(:class:`QdrantRest`), which keeps qdrant_client's ~0.6 s import off the Lambda search path. The embedded store
+(laptops, CI) validates the same JSON into qdrant_client models (:mod:`kbsearch.store`), and a contract test
+checks that this JSON is what qdrant_client itself sends for the same query.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import quote
+
+import httpx
+
+from kbsearch.errors import StoreError
+from kbsearch.lexical import SparseVector
+
+DENSE = "dense"
+SPARSE = "bm25"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """The best chunk of one note, with its fused (RRF) score."""
+
+    payload: dict[str, Any]
+    fusion: float
+
+
+def filter_json(
+    tags: list[str] | None = None,
+    types: list[str] | None = None,
+    statuses: list[str] | None = None,
+    path_prefix: str | None = None,
+    updated_after: dt.date | None = None,
+) -> dict[str, Any] | None:
+    must: list[dict[str, Any]] = []
+    if tags:
+        must.append({"key": "tags", "match": {"any": list(tags)}})
+    if types:
+        must.append({"key": "type", "match": {"any": list(types)}})
+    if statuses:
+        must.append({"key": "status", "match": {"any": list(statuses)}})
+    if path_prefix:
+        must.append({"key": "folders", "match": {"value": path_prefix.strip("/")}})
+    if updated_after:
+        when = (
+            updated_after if isinstance(updated_after, dt.datetime) else dt.datetime.combine(updated_after, dt.time())
+        )
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.UTC)
+        must.append({"key": "updated", "range": {"gt": when.isoformat()}})
+    return {"must": must} if must else None
+
+
+def fusion_request(
+    dense: Sequence[list[float]],
+    sparse: SparseVector | None,
+    query_filter: dict[str, Any] | None,
+    prefetch_limit: int = 50,
+    hnsw_ef: int = 256,
+    rrf_k: int = 60,
+) -> dict[str, Any] | None:
+    """A dense prefetch per query variant plus a BM25 prefetch, each filtered and limited, fused server-side with
+    RRF (k = ``rrf_k``; the plain ``{"fusion": "rrf"}`` would use k = 2). The whole fused list comes back (at
+    most prefetches x limit chunks) and :func:`group` keeps each note's best chunk, so every score is exactly
+    Σ 1/(k + rank) over the prefetches. None when there is nothing to search with."""
+    params = {"hnsw_ef": hnsw_ef, "quantization": {"rescore": True, "oversampling": 2.0}}
+    prefetch: list[dict[str, Any]] = [
+        {"query": list(vector), "using": DENSE, "limit": prefetch_limit, "params": params} for vector in dense
+    ]
+    if sparse is not None and len(sparse):
+        prefetch.append(
+            {
+                "query": {"indices": list(sparse.indices), "values": list(sparse.values)},
+                "using": SPARSE,
+                "limit": prefetch_limit,
+            }
+        )
+    if not prefetch:
+        return None
+    if query_filter is not None:
+        for p in prefetch:
+            p["filter"] = query_filter
+    return {
+        "prefetch": prefetch,
+        "query": {"rrf": {"k": rrf_k}},
+        "limit": prefetch_limit * len(prefetch),
+        "with_payload": {"exclude": ["meta"]},
+        "with_vector": False,
+    }
+
+
+def group(points: Sequence[dict[str, Any]], limit: int) -> list[Candidate]:
+    """Fused points (best first) → one candidate per note, its best chunk."""
+    out: list[Candidate] = []
+    seen: set[str] = set()
+    for point in points:
+        payload = dict(point.get("payload") or {})
+        doc = str(payload.get("doc_id", point.get("id")))
+        if doc in seen:
+            continue
+        seen.add(doc)
+        out.append(Candidate(payload, float(point["score"])))
+        if len(out) == limit:
+            break
+    return out
+
+
+class Retriever(Protocol):
+    def exists(self) -> bool: ...
+
+    def query(self, request: dict[str, Any], timeout_s: float) -> list[dict[str, Any]]: ...
+
+    def close(self) -> None: ...
+
+
+class QdrantRest:
+    """Qdrant Cloud over REST: ``GET /collections/{c}/exists`` and ``POST /collections/{c}/points/query``."""
+
+    def __init__(
+        self, url: str, collection: str, api_key: Callable[[], str | None], client: httpx.Client, timeout_s: float
+    ) -> None:
+        self.base = url.rstrip("/") + f"/collections/{quote(collection, safe='')}"
+        self.collection = collection
+        self._api_key = api_key
+        self._client = client
+        self._timeout_s = timeout_s
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None, timeout_s: float) -> Any:
+        headers = {}
+        key = self._api_key()
+        if key:
+            headers["api-key"] = key
+        try:
+            response = self._client.request(method, self.base + path, json=body, headers=headers, timeout=timeout_s)
+        except httpx.HTTPError as exc:
+            raise StoreError(f"Qdrant is not reachable ({type(exc).__name__})") from None
+        if response.status_code != 200:
+            raise StoreError(f"Qdrant answered HTTP {response.status_code}")
+        try:
+            return response.json()["result"]
+        except (ValueError, KeyError, TypeError):
+            raise StoreError("Qdrant's answer is not what the API returns") from None
+
+    def exists(self) -> bool:
+        result = self._call("GET", "/exists", None, self._timeout_s)
+        if not isinstance(result, dict) or not isinstance(result.get("exists"), bool):
+            raise StoreError("Qdrant's answer is not what the API returns")
+        return bool(result["exists"])
+
+    def query(self, request: dict[str, Any], timeout_s: float) -> list[dict[str, Any]]:
+        result = self._call("POST", "/points/query", request, timeout_s)
+        points = result.get("points") if isinstance(result, dict) else None
+        if not isinstance(points, list) or not all(isinstance(p, dict) and "score" in p for p in points):
+            raise StoreError("Qdrant's answer is not what the API returns")
+        return points
+
+    def close(self) -> None:
+        """The httpx client is shared; nothing to close."""
