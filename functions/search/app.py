@@ -79,9 +79,9 @@ def _span(name: str) -> Iterator[None]:
 
 
 def _before_snapshot() -> None:
-    """SnapStart: import the search path and build its clients before the snapshot, so a restored container
-    answers its first search without paying for qdrant_client's import (≈ 0.6 s). Plain cold starts stay light
-    for /health and Slack: this runs only in SnapStart's checkpoint phase."""
+    """SnapStart: import the search path (providers, retrieval, stemmers, schemas) and build its clients before
+    the snapshot, so a restored container answers its first search without those imports. Plain cold starts stay
+    light for /health and Slack: this runs only in SnapStart's checkpoint phase."""
     service()
     if _tracing_enabled():
         from aws_lambda_powertools import Tracer
