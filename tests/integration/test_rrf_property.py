@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 from qdrant_client import QdrantClient, models
 
 from kbsearch.lexical import SparseVector
-from kbsearch.store import DENSE, SPARSE, ChunkPoint, Store, hybrid_query
+from kbsearch.retrieval import retrieve
+from kbsearch.store import DENSE, SPARSE, ChunkPoint, EmbeddedRetriever, Store
 
 DIMS = 4
 vector = st.lists(st.floats(min_value=-1, max_value=1, allow_nan=False, width=32), min_size=DIMS, max_size=DIMS).filter(
@@ -41,7 +42,10 @@ def test_fused_scores_are_reciprocal_rank_sums(points, dense_queries, sparse_que
                                  SparseVector([i for i, _ in items], [w for _, w in items]), dense))  # fmt: skip
     store.upsert(chunks)
     query_sparse = SparseVector(sorted(sparse_query), [sparse_query[i] for i in sorted(sparse_query)])
-    candidates = hybrid_query(store, dense_queries, query_sparse, None, limit=50, prefetch_limit=limit, rrf_k=k)
+    # the service's own retrieval call, on the embedded store
+    candidates = retrieve(
+        EmbeddedRetriever(store), dense_queries, query_sparse, None, limit=50, prefetch_limit=limit, rrf_k=k
+    )
 
     expected: dict[str, float] = {}
     rankings = [client.query_points("kb", query=q, using=DENSE, limit=limit).points for q in dense_queries]

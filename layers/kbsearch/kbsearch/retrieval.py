@@ -119,6 +119,24 @@ class Retriever(Protocol):
     def close(self) -> None: ...
 
 
+def retrieve(
+    retriever: Retriever,
+    dense: Sequence[list[float]],
+    sparse: SparseVector | None,
+    query_filter: dict[str, Any] | None,
+    limit: int = 50,
+    prefetch_limit: int = 50,
+    hnsw_ef: int = 256,
+    rrf_k: int = 60,
+    timeout_s: float = 10.0,
+) -> list[Candidate]:
+    """The search's one retrieval call: the fused query, then one candidate per note (best first)."""
+    request = fusion_request(dense, sparse, query_filter, prefetch_limit, hnsw_ef, rrf_k)
+    if request is None:
+        return []
+    return group(retriever.query(request, timeout_s), limit)
+
+
 class QdrantRest:
     """Qdrant Cloud over REST: ``GET /collections/{c}/exists`` and ``POST /collections/{c}/points/query``."""
 

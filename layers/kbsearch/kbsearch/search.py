@@ -24,7 +24,7 @@ from kbsearch.providers.embeddings import Embedder, build_embedder, query_text
 from kbsearch.providers.expansion import Expander, build_expander
 from kbsearch.providers.http import Deadline, ProviderError, shared_client
 from kbsearch.providers.rerankers import Reranking, build_reranking
-from kbsearch.retrieval import Candidate, QdrantRest, Retriever, filter_json, fusion_request, group
+from kbsearch.retrieval import Candidate, QdrantRest, Retriever, filter_json, retrieve
 from kbsearch.schemas import Hit, HitScores, SearchMeta, SearchRequest, SearchResponse
 
 if TYPE_CHECKING:
@@ -205,14 +205,6 @@ class SearchService:
                 path_prefix=filters.path_prefix,
                 updated_after=filters.updated_after,
             )
-            request_body = fusion_request(
-                dense,
-                query_vector(query) if retrieval != "dense" else None,
-                query_filter,
-                prefetch_limit=self.settings.search_prefetch_limit,
-                hnsw_ef=self.settings.search_hnsw_ef,
-                rrf_k=self.settings.rrf_k,
-            )
             with self._store_lock:
                 try:
                     if not self.retriever.exists():
@@ -221,11 +213,19 @@ class SearchService:
                             f"collection {self.settings.qdrant_collection!r} does not exist: run the indexer first",
                             missing,
                         )
-                    timeout = min(self.settings.qdrant_timeout_s, max(1.0, deadline.remaining()))
-                    points = self.retriever.query(request_body, timeout) if request_body else []
+                    candidates = retrieve(
+                        self.retriever,
+                        dense,
+                        query_vector(query) if retrieval != "dense" else None,
+                        query_filter,
+                        limit=self.settings.search_candidates,
+                        prefetch_limit=self.settings.search_prefetch_limit,
+                        hnsw_ef=self.settings.search_hnsw_ef,
+                        rrf_k=self.settings.rrf_k,
+                        timeout_s=min(self.settings.qdrant_timeout_s, max(1.0, deadline.remaining())),
+                    )
                 except StoreError as exc:
                     raise IndexUnavailable(str(exc)) from None
-            candidates = group(points, self.settings.search_candidates)
         timings["retrieve"] = (time.perf_counter() - t) * 1000
 
         rerank_scores: list[float] | None = None

@@ -18,9 +18,9 @@ from qdrant_client import QdrantClient, models
 from kbsearch.config import Secrets, Settings
 from kbsearch.errors import StoreError
 from kbsearch.lexical import SparseVector
-from kbsearch.retrieval import DENSE, SPARSE, Candidate, fusion_request, group
+from kbsearch.retrieval import DENSE, SPARSE, Candidate
 
-__all__ = ["DENSE", "SPARSE", "Candidate", "EmbeddedRetriever", "Store", "StoreError", "hybrid_query"]
+__all__ = ["DENSE", "SPARSE", "Candidate", "EmbeddedRetriever", "Store", "StoreError"]
 POINT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://kb-search/points")
 KEYWORD_FIELDS = ("path", "doc_id", "tags", "type", "status", "folders")
 STATE_FIELDS = ["path", "etag", "chunk_index", "n_chunks", "dense"]
@@ -241,24 +241,6 @@ class EmbeddedRetriever:
 
     def close(self) -> None:
         self.store.close()
-
-
-def hybrid_query(
-    store: Store,
-    dense: list[list[float]],
-    sparse: SparseVector | None,
-    query_filter: dict[str, Any] | None,
-    limit: int = 50,
-    prefetch_limit: int = 50,
-    hnsw_ef: int = 256,
-    rrf_k: int = 60,
-    timeout_s: float = 10.0,
-) -> list[Candidate]:
-    """One fused query on the embedded store, grouped per note (see :func:`kbsearch.retrieval.fusion_request`)."""
-    request = fusion_request(dense, sparse, query_filter, prefetch_limit, hnsw_ef, rrf_k)
-    if request is None:
-        return []
-    return group(EmbeddedRetriever(store).query(request, timeout_s), limit)
 
 
 def folders_of(path: str) -> list[str]:

@@ -149,5 +149,4 @@ class _Server(ThreadingHTTPServer):
 def make_server(api: LocalApi, host: str, port: int) -> ThreadingHTTPServer:
     handler = type("Handler", (_Handler,), {"api": api})
     server = _Server((host, port), handler)
-    server.daemon_threads = True
     return server
