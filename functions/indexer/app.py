@@ -17,7 +17,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from kbsearch.config import Secrets, load_settings
 from kbsearch.errors import KbSearchError
 from kbsearch.indexer import run_sync
-from kbsearch.providers.http import Deadline
+from kbsearch.providers.resilience import Deadline
 
 logger = Logger()
 copy_config_to_registered_loggers(source_logger=logger, include={"kbsearch"})

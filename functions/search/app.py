@@ -207,7 +207,7 @@ def _handoff() -> Callable[[dict[str, Any]], None]:
         if running_in_lambda() and settings.slack_worker_function:
             _slack_handoff = LambdaHandoff(settings.slack_worker_function)
         else:
-            from kbsearch.providers.http import shared_client
+            from kbsearch.providers.resilience import shared_client
             from kbsearch.slack_worker import MemoryDeduper, handle_job
 
             deduper = MemoryDeduper()

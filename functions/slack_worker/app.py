@@ -13,7 +13,7 @@ from aws_lambda_powertools.logging.utils import copy_config_to_registered_logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from kbsearch.config import Secrets, load_settings
-from kbsearch.providers.http import shared_client
+from kbsearch.providers.resilience import shared_client
 from kbsearch.slack_worker import Deduper, DynamoDeduper, MemoryDeduper, handle_job
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ from kbsearch.config import Secrets, Settings
 from kbsearch.fakes import FakeProvider
 from kbsearch.indexer import Indexer
 from kbsearch.providers.embeddings import Embedder, EmbeddingStats, build_embedder, query_text
-from kbsearch.providers.http import CircuitBreaker, ProviderError, shared_client
+from kbsearch.providers.resilience import CircuitBreaker, ProviderError, shared_client
 from kbsearch.sources import LocalSource
 from kbsearch.store import Store
 from tests.conftest import provider_settings

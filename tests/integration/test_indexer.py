@@ -21,7 +21,7 @@ from kbsearch.fakes import FakeProvider
 from kbsearch.indexer import Indexer, SyncOptions, SyncReport
 from kbsearch.notes import NoteError, parse_note
 from kbsearch.providers.embeddings import build_embedder
-from kbsearch.providers.http import Deadline, shared_client
+from kbsearch.providers.resilience import Deadline, shared_client
 from kbsearch.sources import LocalSource, S3Source, Source, SourceError, SourceObject
 from kbsearch.store import Store, point_id
 from tests.conftest import ROOT, VAULT, provider_settings

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from qdrant_client import QdrantClient, models
 
-from kbsearch.errors import StoreError
+from kbsearch.errors import IndexMissing, StoreError
 from kbsearch.fakes import FakeEndpoint
 from kbsearch.lexical import SparseVector
-from kbsearch.providers.http import shared_client
-from kbsearch.retrieval import QdrantRest, filter_json, fusion_request
+from kbsearch.providers.resilience import shared_client
+from kbsearch.retrieval import QdrantRest, filter_json, fusion_request, retrieve
 
 
 def drop_none(value: Any) -> Any:
@@ -86,18 +86,41 @@ def test_rest_retriever_reads_answers_and_sends_the_key(qdrant: FakeEndpoint) ->
     points = rest.query({"prefetch": [], "query": {"rrf": {"k": 60}}, "limit": 1}, 2.0)
     assert points[0]["payload"] == {"doc_id": "n1"} and points[0]["score"] == 0.5
     assert qdrant.requests[-1].headers["api-key"] == "qdrant-test-key"
-    qdrant.body = b'{"result": {"exists": true}, "status": "ok", "time": 0}'
-    assert rest.exists() is True
-    assert qdrant.requests[-1].path == "/collections/kb/exists"
+    assert qdrant.requests[-1].path == "/collections/kb/points/query"
 
 
-@pytest.mark.parametrize(
-    ("status", "body"),
-    [(500, b"{}"), (401, b'{"status": {"error": "no"}}'), (200, b"not json"), (200, b'{"result": {"points": 5}}'),
-     (200, b'{"result": {"points": [{"id": 1}]}}')],
-)  # fmt: skip
+def test_a_missing_collection_is_the_query_s_own_404(qdrant: FakeEndpoint) -> None:
+    qdrant.status, qdrant.body = 404, b'{"status": {"error": "Not found: Collection `kb` doesn\'t exist!"}}'
+    rest = QdrantRest(qdrant.url, "kb", lambda: None, shared_client(), 2.0)
+    with pytest.raises(IndexMissing):
+        rest.query({"prefetch": [], "query": {"rrf": {"k": 60}}, "limit": 1}, 2.0)
+    assert len(qdrant.requests) == 1  # one round trip: no separate exists call
+
+
+DEEP = b'{"result": {"points": ' + b"[" * 100_000 + b"]" * 100_000 + b"}}"
+BAD_ANSWERS = [
+    (500, b"{}"), (401, b'{"status": {"error": "no"}}'), (200, b"not json"), (200, b"<html>502</html>"),
+    (200, b'{"result": {"points": 5}}'), (200, b'{"result": null}'), (200, b"[]"), (200, DEEP),
+    (200, b'{"result": {"points": [{"id": 1}]}}'),
+    (200, b'{"result": {"points": [{"id": 1, "score": null, "payload": {}}]}}'),
+    (200, b'{"result": {"points": [{"id": 1, "score": "0.5", "payload": {}}]}}'),
+    (200, b'{"result": {"points": [{"id": 1, "score": NaN, "payload": {}}]}}'),
+    (200, b'{"result": {"points": [{"id": 1, "score": Infinity, "payload": {}}]}}'),
+    (200, b'{"result": {"points": [{"id": 1, "score": 1e999, "payload": {}}]}}'),
+    (200, b'{"result": {"points": [{"id": 1, "score": true, "payload": {}}]}}'),
+    (200, b'{"result": {"points": [{"id": 1, "score": 0.5, "payload": "text"}]}}'),
+    (200, b'{"result": {"points": [{"id": 1, "score": 0.5, "payload": {"title": 5}}]}}'),
+    (200, b'{"result": {"points": [{"id": 1, "score": 0.5, "payload": {"tags": [1, 2]}}]}}'),
+    (200, b'{"result": {"points": [{"id": 1, "score": 0.5, "payload": {"tags": "a"}}]}}'),
+    (200, b'{"result": {"points": [{"id": 1, "score": 0.5, "payload": {"text": {"a": 1}}}]}}'),
+    (200, b'{"result": {"points": ["x"]}}'),
+    (200, b"\xff\xfe{}"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("status", "body"), BAD_ANSWERS, ids=range(len(BAD_ANSWERS)))
 def test_rest_retriever_turns_every_bad_answer_into_store_error(qdrant: FakeEndpoint, status: int, body: bytes) -> None:
-    qdrant.status, qdrant.body = status, body
+    qdrant.status, qdrant.body, qdrant.content_type = status, body, "application/json"
     rest = QdrantRest(qdrant.url, "kb", lambda: None, shared_client(), 2.0)
     with pytest.raises(StoreError):
-        rest.query({"prefetch": [], "query": {"rrf": {"k": 60}}, "limit": 1}, 2.0)
+        retrieve(rest, [[1.0, 0.0]], None, None, timeout_s=2.0)

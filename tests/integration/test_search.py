@@ -15,7 +15,7 @@ from kbsearch.fakes import FakeProvider
 from kbsearch.indexer import run_sync
 from kbsearch.lexical import query_vector
 from kbsearch.providers.embeddings import query_text
-from kbsearch.providers.http import CircuitBreaker
+from kbsearch.providers.resilience import CircuitBreaker
 from kbsearch.schemas import SearchFilters, SearchRequest, SearchResponse
 from kbsearch.search import IndexUnavailable, SearchService
 from kbsearch.store import DENSE, SPARSE, Store

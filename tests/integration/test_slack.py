@@ -24,7 +24,7 @@ from kbsearch.config import Secrets, Settings
 from kbsearch.fakes import FakeEndpoint
 from kbsearch.local.apigw import HttpRequest, build_event
 from kbsearch.local.process import serve_process
-from kbsearch.providers.http import shared_client
+from kbsearch.providers.resilience import shared_client
 from kbsearch.schemas import Hit, HitScores, SearchMeta, SearchResponse
 from kbsearch.search import SearchService
 from kbsearch.slack_worker import DynamoDeduper, MemoryDeduper, SlackPostError, handle_job, post_to_slack

@@ -204,6 +204,7 @@ class Secrets:
         self._warned: set[str] = set()
         self._failed_at: float | None = None
         self._failure: ConfigError | None = None
+        self._seen: set[str] = set()
 
     def __repr__(self) -> str:
         return f"Secrets(configured={sorted(self.configured())})"
@@ -238,8 +239,18 @@ class Secrets:
         param = self._settings.secret_param(name)
         if not param:
             return None
-        values = self._fetch()
-        return values.get(param)
+        value = self._fetch().get(param)
+        if value:
+            with self._lock:
+                self._seen.add(value)
+        return value
+
+    def known_values(self) -> list[str]:
+        """Every secret value this process holds (plain settings and values read from SSM so far), for redacting
+        text that came from outside (a provider that echoes the key in its error). Fetches nothing."""
+        plain = (self._settings.plain_secret(n) for n in SECRET_NAMES)
+        with self._lock:
+            return sorted({v for v in plain if v} | self._seen, key=len, reverse=True)
 
     #: After SSM fails, further reads fail fast for this long: an outage costs one timeout, not one per call.
     FAILURE_TTL_S = 15.0

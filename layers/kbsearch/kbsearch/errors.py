@@ -17,3 +17,7 @@ class TemplateError(KbSearchError):
 
 class StoreError(KbSearchError):
     """Qdrant cannot be reached or the collection is not usable."""
+
+
+class IndexMissing(StoreError):
+    """The collection does not exist (the indexer has not run yet)."""

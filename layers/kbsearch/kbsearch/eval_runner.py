@@ -24,7 +24,7 @@ from kbsearch.errors import KbSearchError
 from kbsearch.evaluation import LabelledQuery, load_queries, summarize
 from kbsearch.indexer import Indexer, SyncOptions
 from kbsearch.providers.embeddings import build_embedder
-from kbsearch.providers.http import shared_client
+from kbsearch.providers.resilience import shared_client
 from kbsearch.schemas import SearchRequest
 from kbsearch.search import SearchService
 from kbsearch.sources import LocalSource, Source, SourceObject

@@ -25,7 +25,7 @@ from kbsearch.config import Secrets, Settings
 from kbsearch.lexical import document_vector
 from kbsearch.notes import Note, NoteError, parse_note
 from kbsearch.providers.embeddings import Embedder, EmbeddingStats
-from kbsearch.providers.http import Deadline, ProviderError
+from kbsearch.providers.resilience import Deadline, ProviderError
 from kbsearch.sources import Source, SourceError, SourceObject, open_source
 from kbsearch.store import ChunkPoint, NoteState, Store, folders_of
 
@@ -330,7 +330,7 @@ def run_sync(
 ) -> SyncReport:
     """Wire the configured source, store and embedder together and run one sync."""
     from kbsearch.providers.embeddings import build_embedder
-    from kbsearch.providers.http import shared_client
+    from kbsearch.providers.resilience import shared_client
 
     source = open_source(source_uri or settings.kb_source)
     store = Store.open(settings, secrets)

@@ -9,6 +9,7 @@ checks that this JSON is what qdrant_client itself sends for the same query.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -16,8 +17,9 @@ from urllib.parse import quote
 
 import httpx
 
-from kbsearch.errors import StoreError
+from kbsearch.errors import ConfigError, IndexMissing, StoreError
 from kbsearch.lexical import SparseVector
+from kbsearch.providers.resilience import Outbound, ProviderError, RetryPolicy, send
 
 DENSE = "dense"
 SPARSE = "bm25"
@@ -100,20 +102,48 @@ def group(points: Sequence[dict[str, Any]], limit: int) -> list[Candidate]:
     out: list[Candidate] = []
     seen: set[str] = set()
     for point in points:
-        payload = dict(point.get("payload") or {})
+        payload, score = _checked(point)
         doc = str(payload.get("doc_id", point.get("id")))
         if doc in seen:
             continue
         seen.add(doc)
-        out.append(Candidate(payload, float(point["score"])))
+        out.append(Candidate(payload, score))
         if len(out) == limit:
             break
     return out
 
 
-class Retriever(Protocol):
-    def exists(self) -> bool: ...
+_PAYLOAD_TYPES: dict[str, type | tuple[type, ...]] = {
+    "path": str, "doc_id": str, "title": str, "heading": str, "text": str, "summary": (str, type(None)),
+    "type": (str, type(None)), "status": (str, type(None)), "updated": (str, type(None)), "tags": list,
+    "links": list,
+}  # fmt: skip
 
+
+def _checked(point: object) -> tuple[dict[str, Any], float]:
+    """A scored point as the Query API returns it, or StoreError: an answer of the wrong shape (a null, string
+    or non-finite score, a payload that is not the one the indexer writes) means the index is not usable."""
+    bad = StoreError("Qdrant's answer is not what the API returns")
+    if not isinstance(point, dict):
+        raise bad
+    score = point.get("score")
+    if isinstance(score, bool) or not isinstance(score, int | float) or not math.isfinite(score):
+        raise bad
+    payload = point.get("payload")
+    if payload is None:
+        payload = {}
+    if not isinstance(payload, dict):
+        raise bad
+    for key, kind in _PAYLOAD_TYPES.items():
+        if key in payload and not isinstance(payload[key], kind):
+            raise bad
+    for key in ("tags", "links"):
+        if not all(isinstance(v, str) for v in payload.get(key) or []):
+            raise bad
+    return dict(payload), float(score)
+
+
+class Retriever(Protocol):
     def query(self, request: dict[str, Any], timeout_s: float) -> list[dict[str, Any]]: ...
 
     def close(self) -> None: ...
@@ -138,7 +168,8 @@ def retrieve(
 
 
 class QdrantRest:
-    """Qdrant Cloud over REST: ``GET /collections/{c}/exists`` and ``POST /collections/{c}/points/query``."""
+    """Qdrant Cloud over REST: ``POST /collections/{c}/points/query`` (a missing collection is its 404, so a search
+    makes one round trip)."""
 
     def __init__(
         self, url: str, collection: str, api_key: Callable[[], str | None], client: httpx.Client, timeout_s: float
@@ -150,31 +181,38 @@ class QdrantRest:
         self._timeout_s = timeout_s
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None, timeout_s: float) -> Any:
-        headers = {}
-        key = self._api_key()
-        if key:
-            headers["api-key"] = key
-        try:
-            response = self._client.request(method, self.base + path, json=body, headers=headers, timeout=timeout_s)
-        except httpx.HTTPError as exc:
-            raise StoreError(f"Qdrant is not reachable ({type(exc).__name__})") from None
-        if response.status_code != 200:
-            raise StoreError(f"Qdrant answered HTTP {response.status_code}")
-        try:
-            return response.json()["result"]
-        except (ValueError, KeyError, TypeError):
-            raise StoreError("Qdrant's answer is not what the API returns") from None
+        """One request under the shared outbound policy (one attempt: a search has no time for retries; the
+        caller's deadline bounds the whole exchange). Any failure or answer of the wrong shape is a StoreError."""
+        keys: list[str] = []
 
-    def exists(self) -> bool:
-        result = self._call("GET", "/exists", None, self._timeout_s)
-        if not isinstance(result, dict) or not isinstance(result.get("exists"), bool):
+        def headers() -> dict[str, str]:
+            try:
+                key = self._api_key()
+            except ConfigError:
+                raise ProviderError("qdrant", "auth", "cannot read the Qdrant API key") from None
+            if key:
+                keys.append(key)
+            return {"api-key": key} if key else {}
+
+        call = Outbound("qdrant", method, self.base + path, body, headers=headers, secret_values=lambda: keys)
+        try:
+            answer = send(self._client, call, RetryPolicy(attempts=1, timeout_s=timeout_s))
+        except ProviderError as exc:
+            if exc.status == 404:
+                raise IndexMissing(f"collection {self.collection!r} does not exist (Qdrant answered 404)") from None
+            if exc.status is not None:
+                raise StoreError(f"Qdrant answered HTTP {exc.status}") from None
+            if exc.kind == "malformed":
+                raise StoreError("Qdrant's answer is not what the API returns") from None
+            raise StoreError(f"Qdrant is not reachable ({exc.kind})") from None
+        if answer.status != 200 or not isinstance(answer.data, dict) or "result" not in answer.data:
             raise StoreError("Qdrant's answer is not what the API returns")
-        return bool(result["exists"])
+        return answer.data["result"]
 
     def query(self, request: dict[str, Any], timeout_s: float) -> list[dict[str, Any]]:
         result = self._call("POST", "/points/query", request, timeout_s)
         points = result.get("points") if isinstance(result, dict) else None
-        if not isinstance(points, list) or not all(isinstance(p, dict) and "score" in p for p in points):
+        if not isinstance(points, list):
             raise StoreError("Qdrant's answer is not what the API returns")
         return points
 

@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 from kbsearch.chunking import estimate_tokens
 from kbsearch.config import Secrets, Settings
-from kbsearch.errors import KbSearchError, StoreError
+from kbsearch.errors import IndexMissing, KbSearchError, StoreError
 from kbsearch.lexical import query_vector
 from kbsearch.providers.embeddings import Embedder, build_embedder, query_text
 from kbsearch.providers.expansion import Expander, build_expander
-from kbsearch.providers.http import Deadline, ProviderError, shared_client
 from kbsearch.providers.rerankers import Reranking, build_reranking
+from kbsearch.providers.resilience import Deadline, ProviderError, shared_client
 from kbsearch.retrieval import Candidate, QdrantRest, Retriever, filter_json, retrieve
 from kbsearch.schemas import Hit, HitScores, SearchMeta, SearchRequest, SearchResponse
 
@@ -158,6 +158,8 @@ class SearchService:
         if remaining_s is not None:
             budget = min(budget, remaining_s - 1.0)
         deadline = Deadline(max(0.1, budget))
+        # Expansion and embedding must leave the one call that cannot be skipped (retrieval) time to run.
+        before_retrieval = deadline.within(reserve=min(self.settings.qdrant_timeout_s, 0.3 * budget))
         query = request.query
         degraded: list[str] = []
         usage: dict[str, dict[str, int]] = {}
@@ -169,7 +171,7 @@ class SearchService:
             t = time.perf_counter()
             with span("expand"):
                 try:
-                    expansion = self.expander.expand(query, deadline)
+                    expansion = self.expander.expand(query, before_retrieval)
                     variants.extend(expansion.variants)
                     if expansion.tokens:
                         usage.setdefault("expansion", {})[expansion.provider] = expansion.tokens
@@ -184,7 +186,9 @@ class SearchService:
             t = time.perf_counter()
             with span("embed"):
                 try:
-                    embedded, fell_back = self.embedder.embed_one_batch([query_text(v) for v in variants], deadline)
+                    embedded, fell_back = self.embedder.embed_one_batch(
+                        [query_text(v) for v in variants], before_retrieval
+                    )
                     dense = embedded.vectors
                     embedder_name = embedded.provider
                     usage.setdefault("embedding", {})[embedded.provider] = embedded.tokens
@@ -207,12 +211,6 @@ class SearchService:
             )
             with self._store_lock:
                 try:
-                    if not self.retriever.exists():
-                        missing = "the index has not been built yet: run the indexer first"
-                        raise IndexUnavailable(
-                            f"collection {self.settings.qdrant_collection!r} does not exist: run the indexer first",
-                            missing,
-                        )
                     candidates = retrieve(
                         self.retriever,
                         dense,
@@ -222,8 +220,12 @@ class SearchService:
                         prefetch_limit=self.settings.search_prefetch_limit,
                         hnsw_ef=self.settings.search_hnsw_ef,
                         rrf_k=self.settings.rrf_k,
-                        timeout_s=min(self.settings.qdrant_timeout_s, max(1.0, deadline.remaining())),
+                        timeout_s=max(0.05, min(self.settings.qdrant_timeout_s, deadline.remaining())),
                     )
+                except IndexMissing as exc:
+                    raise IndexUnavailable(
+                        f"{exc}: run the indexer first", "the index has not been built yet: run the indexer first"
+                    ) from None
                 except StoreError as exc:
                     raise IndexUnavailable(str(exc)) from None
         timings["retrieve"] = (time.perf_counter() - t) * 1000

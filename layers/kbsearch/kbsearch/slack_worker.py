@@ -17,6 +17,7 @@ import httpx
 
 from kbsearch.config import Settings
 from kbsearch.errors import KbSearchError
+from kbsearch.providers.resilience import Deadline, Outbound, ProviderError, RetryPolicy, send
 from kbsearch.schemas import MAX_QUERY_CHARS, SearchRequest
 from kbsearch.slack import HELP_TEXT, SlashCommand, allowed_response_url, apology, parse_text, render_answer
 
@@ -88,23 +89,18 @@ def post_to_slack(
     payload: dict[str, Any],
     attempts: int = 3,
     sleep: Callable[[float], None] = time.sleep,
+    deadline: Deadline | None = None,
 ) -> None:
-    """POST JSON to a response_url; retry connection errors, 429 and 5xx with backoff."""
-    last = ""
-    for attempt in range(attempts):
-        try:
-            response = client.post(url, json=payload, timeout=5.0)
-        except httpx.HTTPError as exc:
-            last = type(exc).__name__
-        else:
-            if response.status_code < 300:
-                return
-            last = f"HTTP {response.status_code}"
-            if response.status_code < 500 and response.status_code != 429:
-                raise SlackPostError(f"response_url refused the answer ({last})")
-        if attempt + 1 < attempts:
-            sleep(0.5 * 2**attempt)
-    raise SlackPostError(f"response_url did not take the answer after {attempts} attempts ({last})")
+    """POST JSON to a response_url under the shared outbound policy: connection errors, timeouts, 429 and 5xx
+    are retried with backoff (5 s a try, 30 s in all unless ``deadline`` is sooner); other 4xx give up."""
+    policy = RetryPolicy(attempts=attempts, base_delay_s=0.5, max_delay_s=4.0, timeout_s=5.0)
+    call = Outbound("slack", "POST", url, payload, expect_json=False, max_bytes=64 * 1024)
+    try:
+        send(client, call, policy, (deadline or Deadline()).within(30.0), sleep)
+    except ProviderError as exc:
+        if exc.kind in {"client", "auth"}:
+            raise SlackPostError(f"response_url refused the answer (HTTP {exc.status})") from None
+        raise SlackPostError(f"response_url did not take the answer ({exc.kind})") from None
 
 
 def handle_job(

@@ -16,7 +16,7 @@ from typing import Any
 from qdrant_client import QdrantClient, models
 
 from kbsearch.config import Secrets, Settings
-from kbsearch.errors import StoreError
+from kbsearch.errors import IndexMissing, StoreError
 from kbsearch.lexical import SparseVector
 from kbsearch.retrieval import DENSE, SPARSE, Candidate
 
@@ -219,10 +219,9 @@ class EmbeddedRetriever:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def exists(self) -> bool:
-        return self.store.exists()
-
     def query(self, request: dict[str, Any], timeout_s: float) -> list[dict[str, Any]]:
+        if not self.store.exists():
+            raise IndexMissing(f"collection {self.store.collection!r} does not exist")
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # local mode warns that it ignores hnsw_ef/quantization

@@ -20,7 +20,16 @@ import httpx
 
 from kbsearch.chunking import estimate_tokens
 from kbsearch.config import Secrets, Settings
-from kbsearch.providers.http import CircuitBreaker, Deadline, Endpoint, ProviderError, RetryPolicy, post_json
+from kbsearch.providers.resilience import (
+    CircuitBreaker,
+    Deadline,
+    Endpoint,
+    ProviderError,
+    RetryPolicy,
+    failover,
+    post_json,
+    usage_tokens,
+)
 
 QUERY_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
 
@@ -98,10 +107,12 @@ class EmbeddingClient:
             if not isinstance(vector, list) or len(vector) != self.dimensions:
                 size = len(vector) if isinstance(vector, list) else "no"
                 raise self._bad(f"embedding {index} has dimension {size}, expected {self.dimensions}")
+            if not all(type(x) is float or type(x) is int for x in vector):
+                raise self._bad(f"embedding {index} has non-numeric values")
             try:
                 floats = [float(x) for x in vector]
-            except (TypeError, ValueError):
-                raise self._bad(f"embedding {index} has non-numeric values") from None
+            except OverflowError:
+                raise self._bad(f"embedding {index} has out-of-range values") from None
             if not all(math.isfinite(x) for x in floats) or not any(floats):
                 raise self._bad(f"embedding {index} is zero or not finite")
             vectors[index] = _normalise(floats)
@@ -109,11 +120,7 @@ class EmbeddingClient:
 
     @staticmethod
     def _tokens(answer: object) -> int:
-        usage = answer.get("usage") if isinstance(answer, dict) else None
-        if not isinstance(usage, dict):
-            return 0
-        value = usage.get("prompt_tokens") or usage.get("total_tokens") or 0
-        return int(value) if isinstance(value, int | float) else 0
+        return usage_tokens(answer, "usage.prompt_tokens", "usage.total_tokens")
 
 
 class Embedder:
@@ -159,20 +166,20 @@ class Embedder:
         return groups
 
     def embed_one_batch(self, texts: Sequence[str], deadline: Deadline | None = None) -> tuple[Embedded, bool]:
-        """(result, whether the fallback answered)."""
-        if not self.breaker.is_open:
-            try:
-                result = self.primary.embed(texts, deadline)
-            except ProviderError:
-                self.breaker.failure()
-                if self.fallback is None:
-                    raise
-            else:
-                self.breaker.success()
-                return result, False
-        if self.fallback is None:
+        """(result, whether the fallback answered); :class:`ProviderError` when no endpoint answered."""
+        fallback = self.fallback
+        outcome = failover(
+            lambda d: self.primary.embed(texts, d),
+            (lambda d: fallback.embed(texts, d)) if fallback is not None else None,
+            self.breaker,
+            deadline or Deadline(),
+            names=(self.primary.endpoint.name, fallback.endpoint.name if fallback else "none"),
+        )
+        if outcome.value is None:
+            if outcome.errors:
+                raise outcome.errors[-1]
             raise ProviderError(self.primary.endpoint.name, "server", "circuit open and no fallback configured")
-        return self.fallback.embed(texts, deadline), True
+        return outcome.value, outcome.fell_back
 
     def embed_documents(
         self, texts: Sequence[str], deadline: Deadline | None = None, stats: EmbeddingStats | None = None
@@ -239,4 +246,5 @@ def build_embedder(
         batch_size=settings.embedding_batch_size,
         batch_tokens=settings.embedding_batch_tokens,
         concurrency=settings.embedding_concurrency,
+        breaker=CircuitBreaker(settings.breaker_threshold, settings.breaker_cooldown_s),
     )

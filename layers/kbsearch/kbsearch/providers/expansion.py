@@ -4,7 +4,6 @@ container (LRU with TTL). Any failure returns no variants and the search goes on
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 import time
@@ -14,7 +13,7 @@ from dataclasses import dataclass
 import httpx
 
 from kbsearch.config import Secrets, Settings
-from kbsearch.providers.http import Deadline, Endpoint, ProviderError, RetryPolicy, post_json
+from kbsearch.providers.resilience import Deadline, Endpoint, ProviderError, RetryPolicy, loads, post_json, usage_tokens
 
 SYSTEM_PROMPT = (
     "You rewrite search queries for a company knowledge base written in Russian and English. "
@@ -70,7 +69,7 @@ def parse_variants(content: str, query: str, n: int) -> list[str]:
     start = min((i for i in (text.find("{"), text.find("[")) if i >= 0), default=-1)
     if start < 0:
         raise ValueError("no JSON in the answer")
-    data = json.loads(text[start:])
+    data = loads(text[start:])
     items = data.get("queries") if isinstance(data, dict) else data
     if not isinstance(items, list):
         raise ValueError("no list of queries in the answer")
@@ -114,7 +113,7 @@ class Expander:
         hit = self.cache.get(key)
         if hit is not None:
             return Expansion(hit[0], 0, self.endpoint.name, cached=True)
-        budget = Deadline(min(self.budget_s, deadline.remaining()))
+        budget = deadline.within(self.budget_s)
         payload = {
             "model": self.endpoint.model,
             "messages": [
@@ -131,8 +130,7 @@ class Expander:
             variants = parse_variants(str(content), query, self.n)
         except (KeyError, IndexError, TypeError, ValueError) as exc:
             raise ProviderError(self.endpoint.name, "malformed", f"unusable expansion answer ({exc})") from None
-        usage = answer.get("usage") if isinstance(answer, dict) else None
-        tokens = int(usage.get("total_tokens", 0)) if isinstance(usage, dict) else 0
+        tokens = usage_tokens(answer, "usage.total_tokens")
         self.cache.put(key, variants, tokens)
         return Expansion(variants, tokens, self.endpoint.name, cached=False)
 

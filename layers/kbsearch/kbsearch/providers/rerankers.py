@@ -9,17 +9,23 @@ delay, the same request goes to the fallback and the first valid answer wins) an
 from __future__ import annotations
 
 import math
-import threading
-import time
 from collections.abc import Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import httpx
 
 from kbsearch.config import Secrets, Settings
-from kbsearch.providers.http import CircuitBreaker, Deadline, Endpoint, ProviderError, RetryPolicy, post_json
+from kbsearch.providers.resilience import (
+    CircuitBreaker,
+    Deadline,
+    Endpoint,
+    ProviderError,
+    RetryPolicy,
+    failover,
+    post_json,
+    usage_tokens,
+)
 
 
 @dataclass(frozen=True)
@@ -104,11 +110,7 @@ class RerankClient:
 
     @staticmethod
     def _tokens(answer: object) -> int:
-        if not isinstance(answer, dict):
-            return 0
-        usage = answer.get("usage")
-        value = usage.get("total_tokens") if isinstance(usage, dict) else answer.get("input_tokens")
-        return int(value) if isinstance(value, int | float) else 0
+        return usage_tokens(answer, "usage.total_tokens", "input_tokens", "inference_status.tokens_input")
 
 
 @dataclass(frozen=True)
@@ -119,10 +121,10 @@ class RerankOutcome:
     errors: list[str]
 
 
-_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="rerank")
-
-
 class Reranking:
+    """The primary reranker, hedged by the fallback after ``hedge_delay_s``, behind a circuit breaker (see
+    :func:`~kbsearch.providers.resilience.failover`)."""
+
     def __init__(
         self,
         primary: RerankClient,
@@ -134,66 +136,22 @@ class Reranking:
         self.fallback = fallback
         self.hedge_delay_s = hedge_delay_s
         self.breaker = breaker or CircuitBreaker(threshold=3, cooldown_s=30)
-        self._lock = threading.Lock()
 
     @property
     def name(self) -> str:
         return self.primary.endpoint.name
 
-    def _primary_done(self, future: Future[Ranked]) -> None:
-        if future.cancelled():
-            return
-        if future.exception() is None:
-            self.breaker.success()
-        else:
-            self.breaker.failure()
-
     def rerank(self, query: str, documents: Sequence[str], deadline: Deadline) -> RerankOutcome:
-        errors: list[str] = []
-        if self.breaker.is_open:
-            errors.append(f"{self.primary.endpoint.name}: circuit open")
-            return self._fallback_only(query, documents, deadline, errors)
-        primary = _pool.submit(self.primary.rerank, query, documents, deadline)
-        primary.add_done_callback(self._primary_done)
-        pending: dict[Future[Ranked], str] = {primary: "primary"}
-        hedged = False
-        hedge_at = (
-            time.monotonic() + self.hedge_delay_s
-            if self.fallback is not None and self.hedge_delay_s is not None
-            else None
+        fallback = self.fallback
+        outcome = failover(
+            lambda d: self.primary.rerank(query, documents, d),
+            (lambda d: fallback.rerank(query, documents, d)) if fallback is not None else None,
+            self.breaker,
+            deadline,
+            hedge_delay_s=self.hedge_delay_s,
+            names=(self.primary.endpoint.name, fallback.endpoint.name if fallback else "none"),
         )
-        while pending:
-            remaining = deadline.remaining()
-            if remaining <= 0:
-                errors.append("rerank budget exhausted")
-                break
-            timeout = remaining if hedge_at is None else max(0.0, min(remaining, hedge_at - time.monotonic()))
-            done, _ = wait(list(pending), timeout=timeout, return_when=FIRST_COMPLETED)
-            for future in done:
-                role = pending.pop(future)
-                exc = future.exception()
-                if exc is None:
-                    return RerankOutcome(future.result(), role == "fallback", hedged, errors)
-                errors.append(str(exc))
-                if role == "primary" and self.fallback is not None and not hedged:
-                    hedge_at = None  # the primary failed before the hedge: ask the fallback now
-                    pending[_pool.submit(self.fallback.rerank, query, documents, deadline)] = "fallback"
-            if not done and hedge_at is not None and time.monotonic() >= hedge_at and self.fallback is not None:
-                hedged = True
-                hedge_at = None
-                pending[_pool.submit(self.fallback.rerank, query, documents, deadline)] = "fallback"
-        return RerankOutcome(None, False, hedged, errors)
-
-    def _fallback_only(
-        self, query: str, documents: Sequence[str], deadline: Deadline, errors: list[str]
-    ) -> RerankOutcome:
-        if self.fallback is None:
-            return RerankOutcome(None, False, False, errors)
-        try:
-            return RerankOutcome(self.fallback.rerank(query, documents, deadline), True, False, errors)
-        except ProviderError as exc:
-            errors.append(str(exc))
-            return RerankOutcome(None, False, False, errors)
+        return RerankOutcome(outcome.value, outcome.fell_back, outcome.hedged, outcome.messages)
 
 
 def build_reranking(settings: Settings, secrets: Secrets, client: httpx.Client) -> Reranking | None:

@@ -1,0 +1,590 @@
+"""The one outbound policy: every call kb-search makes over HTTP (embedding, rerank and chat providers, Qdrant
+Cloud's REST API, Slack ``response_url``) goes through :func:`send`.
+
+- **Wall-clock deadlines**, not per-read timeouts: a :class:`Deadline` bounds connect + send + the whole answer.
+  The shared client's network backend clamps every socket operation to the deadline of the call running on that
+  thread, so a server that drips its answer a byte at a time is cut off when the deadline passes.
+- **Retries** with exponential backoff and full jitter on connection errors, timeouts, 429 and 5xx, honouring
+  ``Retry-After``, never past the deadline; **secret refresh** once on 401/403 (a rotated key).
+- **Answers are untrusted**: size-capped, decoded as strict JSON (no ``NaN``, bounded nesting), and every error
+  message is redacted of secret values and bearer tokens before it reaches an exception or a log.
+- **Failover** (:func:`failover`): primary, then fallback, behind a :class:`CircuitBreaker`, optionally hedged
+  (the fallback starts when the primary is slow). Each attempt runs on its own short-lived thread, so a stuck
+  primary never holds a worker the fallback needs, and a primary that lost to a hedge counts as a failure.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import math
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import httpcore
+import httpx
+
+from kbsearch.errors import ConfigError, KbSearchError
+
+RETRYABLE = frozenset({"connect", "timeout", "rate_limited", "server"})
+#: The largest answer read from any dependency (a 2,048 x 4,096-d embedding batch as JSON is ~170 MB; the
+#: indexer's batches are far smaller). Past it the answer is a failure, not a memory spike.
+MAX_ANSWER_BYTES = 64 * 1024 * 1024
+
+T = TypeVar("T")
+
+
+class ProviderError(KbSearchError):
+    """An outbound call failed. ``kind``: connect, timeout, rate_limited, server, auth, client, malformed."""
+
+    def __init__(self, provider: str, kind: str, message: str, status: int | None = None) -> None:
+        super().__init__(f"{provider}: {message}")
+        self.provider = provider
+        self.kind = kind
+        self.status = status
+
+    @property
+    def retryable(self) -> bool:
+        return self.kind in RETRYABLE
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str  # the provider's name as reported (deepinfra, fireworks, ...)
+    url: str
+    model: str
+    secret: str  # the secret setting holding its key, e.g. EMBEDDING_API_KEY
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 4
+    base_delay_s: float = 0.5
+    max_delay_s: float = 10.0
+    timeout_s: float = 30.0  # one attempt's wall-clock limit (connect + send + whole answer)
+
+
+# -- deadlines -------------------------------------------------------------------------------------------------
+
+
+class Deadline:
+    """A point in monotonic time; ``None`` seconds means no deadline."""
+
+    def __init__(self, seconds: float | None = None) -> None:
+        self.at = None if seconds is None else time.monotonic() + seconds
+
+    def remaining(self) -> float:
+        return float("inf") if self.at is None else self.at - time.monotonic()
+
+    @property
+    def expired(self) -> bool:
+        return self.remaining() <= 0
+
+    def within(self, seconds: float | None = None, reserve: float = 0.0) -> Deadline:
+        """A sub-deadline: at most ``seconds`` from now, and ``reserve`` seconds before this one ends (time kept
+        for the stages after it)."""
+        limits = [time.monotonic() + seconds] if seconds is not None else []
+        if self.at is not None:
+            limits.append(self.at - reserve)
+        child = Deadline()
+        child.at = min(limits) if limits else None
+        return child
+
+
+_active = threading.local()
+
+
+@contextmanager
+def bounded(deadline: Deadline) -> Iterator[None]:
+    """Bound every socket operation of this thread's HTTP calls by ``deadline`` (see :class:`_DeadlineBackend`)."""
+    previous = getattr(_active, "deadline", None)
+    _active.deadline = deadline
+    try:
+        yield
+    finally:
+        _active.deadline = previous
+
+
+def _clamp(timeout: float | None, error: type[Exception]) -> float | None:
+    deadline: Deadline | None = getattr(_active, "deadline", None)
+    if deadline is None or deadline.at is None:
+        return timeout
+    left = deadline.remaining()
+    if left <= 0:
+        raise error("the call's deadline passed")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """A socket stream whose every read and write waits at most until the calling thread's deadline."""
+
+    def __init__(self, inner: httpcore.NetworkStream) -> None:
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, _clamp(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, _clamp(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(
+        self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore.NetworkStream:
+        stream = self._inner.start_tls(ssl_context, server_hostname, _clamp(timeout, httpcore.ConnectTimeout))
+        return _DeadlineStream(stream)
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    def __init__(self, inner: httpcore.NetworkBackend) -> None:
+        self._inner = inner
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        stream = self._inner.connect_tcp(
+            host, port, _clamp(timeout, httpcore.ConnectTimeout), local_address, socket_options
+        )
+        return _DeadlineStream(stream)
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore.NetworkStream:
+        stream = self._inner.connect_unix_socket(path, _clamp(timeout, httpcore.ConnectTimeout), socket_options)
+        return _DeadlineStream(stream)
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+def deadline_transport(**kwargs: Any) -> httpx.HTTPTransport:
+    """httpx's own transport with the deadline-aware network backend under its connection pool (httpx takes no
+    ``network_backend`` argument; the pool does)."""
+    transport = httpx.HTTPTransport(**kwargs)
+    pool: Any = transport._pool
+    pool._network_backend = _DeadlineBackend(pool._network_backend)
+    return transport
+
+
+_client: httpx.Client | None = None
+_client_lock = threading.Lock()
+
+
+def shared_client() -> httpx.Client:
+    """One pooled client per process (a warm Lambda container reuses its connections)."""
+    global _client  # noqa: PLW0603 - process-wide connection pool
+    with _client_lock:
+        if _client is None:
+            limits = httpx.Limits(max_connections=64, max_keepalive_connections=16)
+            _client = httpx.Client(
+                transport=deadline_transport(limits=limits), headers={"User-Agent": "kb-search"}, limits=limits
+            )
+        return _client
+
+
+# -- untrusted answers -----------------------------------------------------------------------------------------
+
+_BEARER = re.compile(r"(?i)\b(bearer|api[-_ ]?key|token|authorization)(\s*[:=]?\s*)([A-Za-z0-9._~+/=-]{6,})")
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` without any of ``secrets`` and without anything that looks like a bearer token or key."""
+    for value in secrets:
+        if value and len(value) >= 4:
+            text = text.replace(value, "[redacted]")
+    return _BEARER.sub(lambda m: f"{m.group(1)}{m.group(2)}[redacted]", text)
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def loads(raw: bytes | str) -> Any:
+    """Strict JSON: no NaN/Infinity, nesting bounded by the decoder (a deep document is an error, not a crash).
+    Raises ValueError for anything else."""
+    try:
+        return json.loads(raw, parse_constant=_no_constants)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+    except UnicodeDecodeError:
+        raise ValueError("not UTF-8") from None
+
+
+def usage_tokens(answer: object, *keys: str) -> int:
+    """Token usage from an answer: the first of ``keys`` (dotted, e.g. ``usage.total_tokens``) that holds a
+    non-negative finite number; 0 when none does (a garbled usage block is not worth failing a call)."""
+    for key in keys:
+        value: object = answer
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if isinstance(value, float) and not (0 <= value < 2**53):
+            continue
+        if isinstance(value, int) and not 0 <= value < 2**53:
+            continue
+        return int(value)
+    return 0
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        seconds = when.timestamp() - time.time()
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+def _error_detail(raw: bytes) -> str:
+    """The dependency's own error message (DeepInfra ``detail``, OpenAI/Fireworks ``error.message``), short."""
+    try:
+        body = loads(raw)
+    except ValueError:
+        return raw[:200].decode("utf-8", errors="replace")
+    if isinstance(body, dict):
+        detail = body.get("detail") or body.get("error") or body.get("message")
+        if isinstance(detail, dict):
+            detail = detail.get("message") or detail.get("type")
+        if detail is not None:
+            return (detail if isinstance(detail, str) else json.dumps(detail))[:200]
+    return str(body)[:200]
+
+
+# -- one call --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Outbound:
+    """One outbound request. ``headers`` is called before every attempt (it reads the current key and may raise
+    :class:`ProviderError` ``auth``); ``refresh`` is called once after a 401/403 (reread a rotated key)."""
+
+    name: str
+    method: str
+    url: str
+    body: Any = None
+    headers: Callable[[], dict[str, str]] = dict
+    refresh: Callable[[], None] | None = None
+    expect_json: bool = True
+    secret_values: Callable[[], Iterable[str]] = tuple
+    max_bytes: int = MAX_ANSWER_BYTES
+
+
+@dataclass
+class Answer:
+    status: int
+    data: Any
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def _read(response: httpx.Response, limit: int, name: str) -> bytes:
+    declared = response.headers.get("Content-Length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise ProviderError(name, "malformed", f"answer of {declared} bytes is over the {limit}-byte limit")
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in response.iter_bytes():
+        size += len(chunk)
+        if size > limit:
+            raise ProviderError(name, "malformed", f"answer is over the {limit}-byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _attempt(client: httpx.Client, call: Outbound, attempt_deadline: Deadline) -> tuple[httpx.Response, bytes]:
+    headers = call.headers()
+    left = attempt_deadline.remaining()
+    if left <= 0.005:
+        raise ProviderError(call.name, "timeout", "no time left before the deadline")
+    content = None if call.body is None else json.dumps(call.body, ensure_ascii=False).encode()
+    if content is not None:
+        headers = {"Content-Type": "application/json", **headers}
+    with bounded(attempt_deadline):
+        try:
+            with client.stream(call.method, call.url, content=content, headers=headers, timeout=left) as response:
+                raw = _read(response, call.max_bytes, call.name)
+        except httpx.TimeoutException:
+            raise ProviderError(call.name, "timeout", f"no complete answer within {left:.2f}s") from None
+        except httpx.TransportError as exc:
+            raise ProviderError(call.name, "connect", f"connection failed ({type(exc).__name__})") from None
+    return response, raw
+
+
+def send(
+    client: httpx.Client,
+    call: Outbound,
+    policy: RetryPolicy,
+    deadline: Deadline | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Answer:
+    """Make ``call`` under ``policy`` within ``deadline``; the decoded answer, or :class:`ProviderError` whose
+    message is redacted of secrets."""
+    try:
+        return _send(client, call, policy, deadline or Deadline(), sleep)
+    except ProviderError as exc:
+        message = redact(str(exc).removeprefix(f"{call.name}: "), call.secret_values())
+        raise ProviderError(call.name, exc.kind, message, exc.status) from None
+
+
+def _send(
+    client: httpx.Client, call: Outbound, policy: RetryPolicy, deadline: Deadline, sleep: Callable[[float], None]
+) -> Answer:
+    refreshed = False
+    attempt = 0
+    while True:
+        retry_after: float | None = None
+        try:
+            response, raw = _attempt(client, call, deadline.within(policy.timeout_s))
+        except ProviderError as exc:
+            if not exc.retryable:
+                raise
+            error = exc
+        else:
+            status = response.status_code
+            if status in (401, 403):
+                if not refreshed and call.refresh is not None:
+                    refreshed = True  # the key may have been rotated: reread it once, retry at once
+                    call.refresh()
+                    continue
+                raise ProviderError(call.name, "auth", f"HTTP {status}: {_error_detail(raw)}", status)
+            if status == 429 or status >= 500:
+                kind = "rate_limited" if status == 429 else "server"
+                error = ProviderError(call.name, kind, f"HTTP {status}: {_error_detail(raw)}", status)
+                retry_after = _retry_after(response)
+            elif status >= 400:
+                raise ProviderError(call.name, "client", f"HTTP {status}: {_error_detail(raw)}", status)
+            elif not call.expect_json:
+                return Answer(status, raw, dict(response.headers))
+            else:
+                try:
+                    return Answer(status, loads(raw), dict(response.headers))
+                except ValueError as exc:
+                    raise ProviderError(call.name, "malformed", f"answer is not JSON ({exc})", status) from None
+        attempt += 1
+        if attempt >= policy.attempts:
+            raise error
+        backoff = random.uniform(0, min(policy.max_delay_s, policy.base_delay_s * 2 ** (attempt - 1)))
+        delay = min(policy.max_delay_s, retry_after) if retry_after is not None else backoff
+        if delay >= deadline.remaining():
+            raise error
+        sleep(delay)
+
+
+def bearer_call(endpoint: Endpoint, secrets: Any, payload: dict[str, Any]) -> Outbound:
+    """A provider request: ``POST`` JSON with the endpoint's key as a bearer token (read from ``secrets`` at each
+    attempt, refreshed once on 401)."""
+
+    def headers() -> dict[str, str]:
+        try:
+            key = secrets.get(endpoint.secret)
+        except ConfigError as exc:  # SSM unreachable or denied: this provider is unusable, the caller degrades
+            raise ProviderError(endpoint.name, "auth", f"cannot read the API key: {exc}") from None
+        if not key:
+            raise ProviderError(endpoint.name, "auth", f"no API key configured ({endpoint.secret})")
+        return {"Authorization": f"Bearer {key}"}
+
+    return Outbound(
+        endpoint.name,
+        "POST",
+        endpoint.url,
+        payload,
+        headers=headers,
+        refresh=secrets.refresh,
+        secret_values=secrets.known_values,
+    )
+
+
+def post_json(
+    client: httpx.Client,
+    endpoint: Endpoint,
+    secrets: Any,
+    payload: dict[str, Any],
+    policy: RetryPolicy,
+    deadline: Deadline | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Any:
+    """POST ``payload`` to a provider and return the decoded JSON answer, or raise :class:`ProviderError`."""
+    return send(client, bearer_call(endpoint, secrets, payload), policy, deadline, sleep).data
+
+
+# -- failover --------------------------------------------------------------------------------------------------
+
+
+class CircuitBreaker:
+    """After ``threshold`` consecutive failures the breaker opens for ``cooldown_s``: callers skip the primary
+    and go straight to the fallback. The first call after the cooldown is a trial; success closes it."""
+
+    def __init__(self, threshold: int = 3, cooldown_s: float = 30.0, clock: Callable[[], float] = time.monotonic):
+        self.threshold = threshold
+        self.cooldown_s = cooldown_s
+        self._clock = clock
+        self._failures = 0
+        self._opened_at: float | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def is_open(self) -> bool:
+        with self._lock:
+            if self._opened_at is None:
+                return False
+            # past the cooldown the breaker is half-open: a trial call goes through
+            return self._clock() - self._opened_at < self.cooldown_s
+
+    def success(self) -> None:
+        with self._lock:
+            self._failures = 0
+            self._opened_at = None
+
+    def failure(self) -> None:
+        with self._lock:
+            self._failures += 1
+            if self._failures >= self.threshold:
+                self._opened_at = self._clock()
+
+
+@dataclass
+class Outcome(Generic[T]):
+    value: T | None  # None: every configured endpoint failed
+    fell_back: bool = False
+    hedged: bool = False
+    errors: list[ProviderError] = field(default_factory=list)
+
+    @property
+    def messages(self) -> list[str]:
+        return [str(e) for e in self.errors]
+
+
+def _spawn(fn: Callable[[], T], name: str) -> Future[T]:
+    """Run ``fn`` on its own daemon thread (a stuck call never holds a pooled worker that another call needs)."""
+    future: Future[T] = Future()
+
+    def run() -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(fn())
+        except BaseException as exc:
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return future
+
+
+def _as_provider_error(exc: BaseException, name: str) -> ProviderError:
+    if isinstance(exc, ProviderError):
+        return exc
+    return ProviderError(name, "malformed", f"unexpected failure ({type(exc).__name__})")
+
+
+def failover(
+    primary: Callable[[Deadline], T],
+    fallback: Callable[[Deadline], T] | None,
+    breaker: CircuitBreaker,
+    deadline: Deadline,
+    hedge_delay_s: float | None = None,
+    names: tuple[str, str] = ("primary", "fallback"),
+) -> Outcome[T]:
+    """The primary, then the fallback on its failure, within ``deadline``. An open breaker skips the primary.
+    With ``hedge_delay_s`` the fallback also starts when the primary has not answered by then, and the first
+    valid answer wins; a primary that failed, or lost to the hedge, counts as a failure for the breaker."""
+    outcome: Outcome[T] = Outcome(None)
+    if breaker.is_open:
+        outcome.errors.append(ProviderError(names[0], "server", "circuit open"))
+        return _fallback_only(fallback, deadline, outcome, names[1])
+    if hedge_delay_s is None or fallback is None:
+        try:
+            outcome.value = primary(deadline)
+        except ProviderError as exc:
+            breaker.failure()
+            outcome.errors.append(exc)
+            return _fallback_only(fallback, deadline, outcome, names[1])
+        breaker.success()
+        return outcome
+    return _hedged(primary, fallback, breaker, deadline, hedge_delay_s, outcome, names)
+
+
+def _fallback_only(
+    fallback: Callable[[Deadline], T] | None, deadline: Deadline, outcome: Outcome[T], name: str
+) -> Outcome[T]:
+    if fallback is None:
+        return outcome
+    try:
+        outcome.value = fallback(deadline)
+        outcome.fell_back = True
+    except ProviderError as exc:
+        outcome.errors.append(exc)
+    return outcome
+
+
+def _hedged(
+    primary: Callable[[Deadline], T],
+    fallback: Callable[[Deadline], T],
+    breaker: CircuitBreaker,
+    deadline: Deadline,
+    hedge_delay_s: float,
+    outcome: Outcome[T],
+    names: tuple[str, str],
+) -> Outcome[T]:
+    judged = threading.Event()  # the primary's result has been counted by the breaker (once per call)
+
+    def judge(success: bool) -> None:
+        if not judged.is_set():
+            judged.set()
+            breaker.success() if success else breaker.failure()
+
+    first = _spawn(lambda: primary(deadline), f"{names[0]}-call")
+    first.add_done_callback(lambda f: judge(f.exception() is None))
+    pending: dict[Future[T], str] = {first: "primary"}
+    hedge_at: float | None = time.monotonic() + hedge_delay_s
+    fallback_started = False
+    while pending:
+        remaining = deadline.remaining()
+        if remaining <= 0:
+            outcome.errors.append(ProviderError(names[0], "timeout", "budget exhausted"))
+            break
+        timeout = remaining if hedge_at is None else max(0.0, min(remaining, hedge_at - time.monotonic()))
+        done, _ = wait(list(pending), timeout=timeout, return_when=FIRST_COMPLETED)
+        for future in done:
+            role = pending.pop(future)
+            exc = future.exception()
+            if exc is None:
+                if role == "fallback":
+                    judge(False)  # the primary was slower than the hedge and than the fallback: a slow failure
+                    outcome.fell_back = True
+                outcome.value = future.result()
+                return outcome
+            outcome.errors.append(_as_provider_error(exc, names[0] if role == "primary" else names[1]))
+            if role == "primary" and not fallback_started:
+                hedge_at = None  # the primary failed before the hedge: ask the fallback now
+                fallback_started = True
+                pending[_spawn(lambda: fallback(deadline), f"{names[1]}-call")] = "fallback"
+        if not done and hedge_at is not None and time.monotonic() >= hedge_at:
+            hedge_at = None
+            outcome.hedged = fallback_started = True
+            pending[_spawn(lambda: fallback(deadline), f"{names[1]}-call")] = "fallback"
+    if first.running() or not first.done():
+        judge(False)  # still no answer at the deadline: slow is a failure
+    return outcome
