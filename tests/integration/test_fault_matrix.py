@@ -11,6 +11,7 @@ import json
 import re
 import shutil
 import socket
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,13 @@ from kbsearch.sources import LocalSource, S3Source
 from kbsearch.store import Store
 from tests.conftest import ROOT
 
-FAULTS = ("refused", "hang", "429", "5xx", "malformed", "wrong shape", "401")
+FAULTS = ("refused", "hang", "drip", "429", "5xx", "malformed", "deep json", "wrong shape", "401")
+#: faults the indexer-side S3 rows do not take (boto3 is not behind kb-search's outbound policy; see RELIABILITY.md)
+SEARCH_ONLY = ("drip", "deep json")
+#: A JSON document nested 100,000 deep: parsing it must be an error, not a RecursionError (a 500).
+DEEP_JSON = b"[" * 100_000 + b"]" * 100_000
+#: every search in the matrix runs with this budget and must answer within it plus this much overhead
+BUDGET_S, OVERHEAD_S = 3.0, 1.5
 PROVIDER_DEPS = {
     # dependency: (which fake, operation, URL setting, the other side failing with it)
     "embedding primary": ("deepinfra", "embeddings", "EMBEDDING_URL", None),
@@ -36,7 +43,7 @@ PROVIDER_DEPS = {
     "reranker primary": ("deepinfra", "rerank", "RERANKER_URL", None),
     "reranker fallback": ("fireworks", "rerank", "RERANKER_FALLBACK_URL", ("deepinfra", "rerank")),
 }
-S3_READ_FAULTS = tuple(f for f in FAULTS if f != "malformed")
+S3_READ_FAULTS = tuple(f for f in FAULTS if f != "malformed" and f not in SEARCH_ONLY)
 
 
 def read_table() -> list[tuple[str, str, str]]:
@@ -56,7 +63,8 @@ TABLE = read_table()
 
 
 def runnable_cases() -> set[tuple[str, str]]:
-    cases = {(dep, f) for dep in (*PROVIDER_DEPS, "ssm", "qdrant", "s3 listing") for f in FAULTS}
+    cases = {(dep, f) for dep in (*PROVIDER_DEPS, "ssm", "qdrant") for f in FAULTS}
+    cases |= {("s3 listing", f) for f in FAULTS if f not in SEARCH_ONLY}
     return cases | {("s3 read", f) for f in S3_READ_FAULTS}
 
 
@@ -110,7 +118,7 @@ def provider_env(fakes: dict[str, FakeProvider], store: Path) -> dict[str, str]:
         "RERANKER_FALLBACK_URL": fw.rerank_url, "RERANKER_FALLBACK_API_KEY": fw.api_key,
         "EXPANSION_URL": di.chat_url, "EXPANSION_API_KEY": di.api_key,
         "EMBEDDING_QUERY_TIMEOUT_S": "0.5", "RERANK_TIMEOUT_S": "0.5", "RERANK_HEDGE_MS": "0",
-        "EXPANSION_BUDGET_MS": "300",
+        "EXPANSION_BUDGET_MS": "300", "SEARCH_BUDGET_S": str(BUDGET_S),
     }  # fmt: skip
 
 
@@ -119,8 +127,12 @@ def search_outcome(call: Callable[[dict[str, Any]], Any]) -> str:
     event = build_event(
         HttpRequest("POST", "/search", "", [("Content-Type", "application/json")], body), "/search", {}, "dev"
     )
+    started = time.monotonic()
     result = call(event)
+    elapsed = time.monotonic() - started
+    assert elapsed < BUDGET_S + OVERHEAD_S, f"the search took {elapsed:.1f}s against a {BUDGET_S}s budget"
     status = int(result["statusCode"])
+    assert "NaN" not in result["body"] and "Infinity" not in result["body"]
     assert "Traceback" not in result["body"]
     if status == 503:
         return "503, Retry-After" if result["multiValueHeaders"].get("Retry-After") else "503"
@@ -134,6 +146,7 @@ def inject(fake: FakeProvider, operation: str, fault: str) -> None:
     table: dict[str, dict[str, Any]] = {
         "hang": {"hang_s": 2.0}, "429": {"status": 429, "retry_after": "1"}, "5xx": {"status": 503},
         "malformed": {"garbage": True}, "wrong shape": {"short": True}, "401": {"status": 401},
+        "drip": {"drip_s": 0.05}, "deep json": {"body": DEEP_JSON},
     }  # fmt: skip
     fake.fail(operation, **table[fault])
 
@@ -186,6 +199,11 @@ def test_ssm_faults(dep: str, fault: str, outcome: str, fakes, store_copy: Path,
             if fault == "hang":
                 endpoint.hang_s = 3.5  # over the SSM client's 3 s read timeout
                 endpoint.body = b'{"Parameters": [], "InvalidParameters": []}'
+            elif fault == "drip":
+                endpoint.drip_s = 0.2  # every byte well within botocore's per-read timeout
+                endpoint.body = b'{"Parameters": [], "InvalidParameters": []}'
+            elif fault == "deep json":
+                endpoint.body = DEEP_JSON
             else:
                 endpoint.status, endpoint.body = SSM_ANSWERS[fault]
             env["AWS_ENDPOINT_URL_SSM"] = endpoint.url
@@ -210,13 +228,19 @@ def test_qdrant_faults(dep: str, fault: str, outcome: str, load_search_app) -> N
         url = endpoint.url
         if fault == "refused":
             url = dead_url()
-        elif fault == "hang":
-            endpoint.hang_s = 3.0
-            endpoint.body = b'{"result": {"exists": true}, "status": "ok", "time": 0.0}'
+        elif fault in ("hang", "drip"):
+            endpoint.hang_s = BUDGET_S + 2 if fault == "hang" else 0.0
+            endpoint.drip_s = 0.05 if fault == "drip" else 0.0
+            endpoint.body = b'{"result": {"points": []}, "status": "ok", "time": 0.0}'
             endpoint.content_type = "application/json"
+        elif fault == "deep json":
+            endpoint.body, endpoint.content_type = DEEP_JSON, "application/json"
         else:
             endpoint.status, endpoint.body, endpoint.content_type = QDRANT_ANSWERS[fault]
-        call = load_search_app(QDRANT_URL=url, QDRANT_TIMEOUT_S="1", QDRANT_API_KEY="qdrant-test-key")
+        # the Qdrant timeout is longer than the budget: the search's own deadline must cut a drip
+        call = load_search_app(
+            QDRANT_URL=url, QDRANT_TIMEOUT_S="20", QDRANT_API_KEY="qdrant-test-key", SEARCH_BUDGET_S=str(BUDGET_S)
+        )
         assert search_outcome(call) == outcome
     finally:
         endpoint.stop()

@@ -169,6 +169,8 @@ def bench_search(
     primary_hang: bool = False,
     dims: int = 1024,
     progress: Any = None,
+    drip: str = "none",
+    budget_s: float | None = None,
 ) -> dict[str, Any]:
     """End-to-end latency of SearchService.search with fake providers of fixed latency over an embedded store of
     ``chunks`` generated chunks. Own overhead = total - time the fakes spent answering - Qdrant time."""
@@ -185,7 +187,7 @@ def bench_search(
     if primary_hang:
         deepinfra.fail("rerank", hang_s=30.0)
     results: dict[str, Any] = {
-        "chunks": chunks, "queries": queries, "dims": dims, "primary_hang": primary_hang,
+        "chunks": chunks, "queries": queries, "dims": dims, "primary_hang": primary_hang, "drip": drip,
         "latency_ms": {"expansion": expansion_ms, "embedding": embedding_ms, "rerank": rerank_ms},
         "machine": _machine(),
     }  # fmt: skip
@@ -204,11 +206,17 @@ def bench_search(
                     "reranker_fallback_url": fireworks.rerank_url, "reranker_fallback_api_key": fireworks.api_key,
                     "expansion_url": deepinfra.chat_url, "expansion_api_key": deepinfra.api_key,
                     "embedding_batch_size": 64, "embedding_concurrency": 4,
-                }
+                } | ({"search_budget_s": budget_s} if budget_s else {})
             )  # fmt: skip
             report = run_sync(settings, Secrets(settings), source_uri=str(root / "kb"))
             results["indexed_chunks"] = report.chunks_upserted
+            results["budget_s"] = settings.search_budget_s
             deepinfra.latency = latency
+            # --drip: the providers send every answer one byte per 50 ms (no read ever times out): "primary"
+            # drips DeepInfra (expansion, embeddings, reranker), "all" drips Fireworks too.
+            for fake in {"none": (), "primary": (deepinfra,), "all": (deepinfra, fireworks)}[drip]:
+                for operation in ("chat", "embeddings", "rerank"):
+                    fake.fail(operation, drip_s=0.05)
             service = SearchService(settings, Secrets(settings))
             rng = random.Random(11)
             vocabulary = ["qdrant", "snapshot", "restore", "rotate", "keys", "reranker", "индексатор", "ключей",
@@ -238,6 +246,7 @@ def bench_search(
                 "rerank_stage_ms": _percentiles([r["rerank"] for r in rows]),
                 "overhead_ms": _percentiles([r["overhead"] for r in rows]),
                 "degraded_share": round(sum(r["degraded"] for r in rows) / len(rows), 3),
+                "over_budget": sum(r["total"] > settings.search_budget_s * 1000 for r in rows),
             }
             lock = threading.Lock()  # one embedded store client; Qdrant Cloud serves concurrent readers itself
             walls: list[float] = []
@@ -269,7 +278,8 @@ def format_search(results: dict[str, Any]) -> str:
     lines = [
         f"bench search: {results['indexed_chunks']} chunks, {results['queries']} queries, fakes: expansion "
         f"{lat['expansion']:.0f} ms, embedding {lat['embedding']:.0f} ms, rerank {lat['rerank']:.0f} ms"
-        + (" (primary reranker hanging)" if results["primary_hang"] else ""),
+        + (" (primary reranker hanging)" if results["primary_hang"] else "")
+        + (f" (dripping: {results['drip']}, budget {results['budget_s']:g} s)" if results["drip"] != "none" else ""),
         f"{'':22}{'p50':>9}{'p95':>9}{'p99':>9}",
     ]
     for name, key in (("end to end", "total_ms"), ("providers (fakes)", "provider_ms"), ("qdrant", "qdrant_ms"),
@@ -283,7 +293,7 @@ def format_search(results: dict[str, Any]) -> str:
                 f"{'e2e at ' + key.split('_')[1] + ' in flight':<22}{p['p50']:>9}{p['p95']:>9}{p['p99']:>9}"
                 f"   {value['throughput_qps']} queries/s"
             )
-    lines.append(f"degraded answers: {c1['degraded_share']:.1%}")
+    lines.append(f"degraded answers: {c1['degraded_share']:.1%}; over the budget: {c1['over_budget']}")
     return "\n".join(lines)
 
 

@@ -312,7 +312,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         results = bench.bench_search(
             chunks=args.chunks, queries=args.queries, concurrency=(args.concurrency or (8,))[0],
             expansion_ms=args.expansion_ms, embedding_ms=args.embedding_ms, rerank_ms=args.rerank_ms,
-            primary_hang=args.primary_hang, dims=args.dims, progress=note,
+            primary_hang=args.primary_hang, dims=args.dims, progress=note, drip=args.drip, budget_s=args.budget_s,
         )  # fmt: skip
         print(json.dumps(results, indent=2) if args.json else bench.format_search(results))
     elif args.what == "cost":
@@ -461,6 +461,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embedding-ms", type=float, default=100.0, help="search: fake embedding latency (100)")
     p.add_argument("--rerank-ms", type=float, default=300.0, help="search: fake rerank latency (300)")
     p.add_argument("--primary-hang", action="store_true", help="search: the primary reranker never answers")
+    p.add_argument(
+        "--drip",
+        choices=("none", "primary", "all"),
+        default="none",
+        help="search: providers send every answer one byte per 50 ms: DeepInfra (primary) or all",
+    )
+    p.add_argument("--budget-s", type=float, default=None, help="search: SEARCH_BUDGET_S for the run (default 10)")
     p.add_argument("--requests", type=int, default=10_000, help="load: requests in all (10000)")
     p.add_argument("--price", action="append", metavar="STAGE=USD",
                    help="cost: $ per 1M tokens for expansion|embedding|rerank (repeatable)")  # fmt: skip

@@ -9,6 +9,7 @@ so the health route stays light.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -255,20 +256,28 @@ class Secrets:
     #: After SSM fails, further reads fail fast for this long: an outage costs one timeout, not one per call.
     FAILURE_TTL_S = 15.0
 
-    def _fetch(self) -> dict[str, str]:
+    #: The longest one SSM read may take, whatever the socket does (botocore's timeouts are per read, so a
+    #: server that drips its answer would otherwise hold the caller for ever).
+    FETCH_TIMEOUT_S = 5.0
+
+    def prefetch(self, timeout_s: float | None = None) -> None:
+        """Read the SSM secrets now, within ``timeout_s``, so that the calls that need them later read the cache
+        and no stage's budget pays for SSM. A failure is remembered (the providers then degrade), not raised."""
+        if not self._ssm_names():
+            return
+        with contextlib.suppress(ConfigError):
+            self._fetch(timeout_s)
+
+    def _fetch(self, timeout_s: float | None = None) -> dict[str, str]:
         wanted = sorted(set(self._ssm_names().values()))
+        limit = self.FETCH_TIMEOUT_S if timeout_s is None else max(0.05, min(timeout_s, self.FETCH_TIMEOUT_S))
         with self._lock:
             if self._failure is not None and self._failed_at is not None:
                 if time.monotonic() - self._failed_at < self.FAILURE_TTL_S:
                     raise self._failure
                 self._failure = self._failed_at = None
             try:
-                raw = self._provider().get_parameters_by_name(
-                    {p: {} for p in wanted},
-                    decrypt=True,
-                    max_age=self._settings.secrets_ttl_s,
-                    raise_on_error=False,
-                )
+                raw = self._bounded_get(wanted, limit)
             except Exception as exc:
                 # botocore messages name the parameter or the credential problem, never a value.
                 self._failure = ConfigError(
@@ -284,6 +293,32 @@ class Secrets:
                 self._warned.add(param)
                 logger.warning("SSM parameter %s not found: the secret it names is treated as unset", param)
         return {k: str(v) for k, v in raw.items() if k != "_errors"}
+
+    def _bounded_get(self, wanted: list[str], limit_s: float) -> Any:
+        """One batched, decrypted SSM read on a helper thread, abandoned after ``limit_s`` (TimeoutError)."""
+        provider = self._provider()
+        outcome: dict[str, Any] = {}
+        done = threading.Event()
+
+        def read() -> None:
+            try:
+                outcome["value"] = provider.get_parameters_by_name(
+                    {p: {} for p in wanted},
+                    decrypt=True,
+                    max_age=self._settings.secrets_ttl_s,
+                    raise_on_error=False,
+                )
+            except Exception as exc:
+                outcome["error"] = exc
+            finally:
+                done.set()
+
+        threading.Thread(target=read, name="ssm-read", daemon=True).start()
+        if not done.wait(limit_s):
+            raise TimeoutError(f"no complete answer within {limit_s:.1f}s")
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome.get("value")
 
     def refresh(self) -> None:
         """Forget cached SSM values (after a provider answered 401: the key may have been rotated)."""

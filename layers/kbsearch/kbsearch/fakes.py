@@ -35,6 +35,8 @@ class Fault:
     wrong_dim: int | None = None
     short: bool = False
     nan: bool = False
+    drip_s: float = 0.0  # send the whole answer (status line, headers, body) one byte per drip_s seconds
+    body: bytes | None = None  # answer exactly these bytes (200, application/json) instead of a real answer
     times: int | None = None
     used: int = 0
 
@@ -209,6 +211,8 @@ class FakeProvider(_LoopbackServer):
             return (*self._error(fault.status, f"injected {fault.status}"), extra)
         if fault and fault.garbage:
             return 200, b"<html>502 Bad Gateway</html>", {}
+        if fault and fault.body is not None:
+            return 200, fault.body, {"Content-Type": "application/json"}
         if not isinstance(body, dict):
             return (*self._error(400, "body must be a JSON object"), {})
         if op == "embeddings":
@@ -319,6 +323,29 @@ class FakeProvider(_LoopbackServer):
                      "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}  # fmt: skip
 
 
+def drip(
+    handler: BaseHTTPRequestHandler,
+    status: int,
+    content_type: str,
+    payload: bytes,
+    headers: dict[str, str],
+    every_s: float,
+) -> None:
+    """Answer one byte at a time, ``every_s`` apart: a slow sender that never trips a per-read timeout. Stops when
+    the client hangs up."""
+    head = f"HTTP/1.1 {status} X\r\nContent-Type: {content_type}\r\nContent-Length: {len(payload)}\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+    handler.close_connection = True
+    for i, byte in enumerate(head.encode() + payload):
+        if i:
+            time.sleep(every_s)
+        try:
+            handler.wfile.write(bytes([byte]))
+            handler.wfile.flush()
+        except OSError:
+            return
+
+
 def _operation(path: str) -> str:
     if path.endswith("/embeddings"):
         return "embeddings"
@@ -339,9 +366,14 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {k.lower(): v for k, v in self.headers.items()}
         status, body, extra = self.fake.handle(self.path, headers, raw)
         payload = body if isinstance(body, bytes) else json.dumps(body).encode()
+        fault = self.fake.faults.get(_operation(self.path))
+        content_type = extra.pop("Content-Type", "text/html" if isinstance(body, bytes) else "application/json")
         try:
+            if fault is not None and fault.drip_s:
+                drip(self, status, content_type, payload, extra, fault.drip_s)
+                return
             self.send_response(status)
-            self.send_header("Content-Type", "text/html" if isinstance(body, bytes) else "application/json")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(payload)))
             for k, v in extra.items():
                 self.send_header(k, v)
@@ -368,6 +400,7 @@ class FakeEndpoint(_LoopbackServer):
         self.content_type = "text/plain"
         self.headers: dict[str, str] = {}
         self.hang_s = 0.0
+        self.drip_s = 0.0  # > 0: every answer is sent one byte at a time, this far apart
         #: per-request override: (method, path) → (status, body, content type) or None for the defaults above;
         #: status 0 drops the connection without answering
         self.responder: Callable[[str, str], tuple[int, bytes, str] | None] | None = None
@@ -415,6 +448,9 @@ class _EndpointHandler(BaseHTTPRequestHandler):
                 self.connection.shutdown(2)
                 return
         try:
+            if endpoint.drip_s:
+                drip(self, status, content_type, payload, dict(endpoint.headers), endpoint.drip_s)
+                return
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(payload)))

@@ -158,6 +158,8 @@ class SearchService:
         if remaining_s is not None:
             budget = min(budget, remaining_s - 1.0)
         deadline = Deadline(max(0.1, budget))
+        # Secrets from SSM are read up front (cached afterwards), so that no stage's own budget pays for them.
+        self.secrets.prefetch(deadline.within(reserve=min(self.settings.qdrant_timeout_s, 0.3 * budget)).remaining())
         # Expansion and embedding must leave the one call that cannot be skipped (retrieval) time to run.
         before_retrieval = deadline.within(reserve=min(self.settings.qdrant_timeout_s, 0.3 * budget))
         query = request.query

@@ -216,11 +216,18 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:20]} is out of range")
+    return value
+
+
 def loads(raw: bytes | str) -> Any:
-    """Strict JSON: no NaN/Infinity, nesting bounded by the decoder (a deep document is an error, not a crash).
-    Raises ValueError for anything else."""
+    """Strict JSON: no NaN/Infinity (neither the literals nor numbers that overflow to them), nesting bounded by
+    the decoder (a deep document is an error, not a crash). Raises ValueError for anything else."""
     try:
-        return json.loads(raw, parse_constant=_no_constants)
+        return json.loads(raw, parse_constant=_no_constants, parse_float=_finite_float)
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
     except UnicodeDecodeError:
@@ -507,7 +514,8 @@ def failover(
     hedge_delay_s: float | None = None,
     names: tuple[str, str] = ("primary", "fallback"),
 ) -> Outcome[T]:
-    """The primary, then the fallback on its failure, within ``deadline``. An open breaker skips the primary.
+    """The primary, then the fallback on its failure, within ``deadline`` (the primary gets at most half of it
+    when there is a fallback). An open breaker skips the primary.
     With ``hedge_delay_s`` the fallback also starts when the primary has not answered by then, and the first
     valid answer wins; a primary that failed, or lost to the hedge, counts as a failure for the breaker."""
     outcome: Outcome[T] = Outcome(None)
@@ -515,8 +523,11 @@ def failover(
         outcome.errors.append(ProviderError(names[0], "server", "circuit open"))
         return _fallback_only(fallback, deadline, outcome, names[1])
     if hedge_delay_s is None or fallback is None:
+        # With a fallback and a finite deadline, the primary may use half of what is left: a slow primary must
+        # not leave the fallback no time at all.
+        first = deadline.within(deadline.remaining() / 2) if fallback is not None and deadline.at else deadline
         try:
-            outcome.value = primary(deadline)
+            outcome.value = primary(first)
         except ProviderError as exc:
             breaker.failure()
             outcome.errors.append(exc)
