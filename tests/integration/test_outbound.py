@@ -1,0 +1,307 @@
+"""The one outbound policy (kbsearch.providers.resilience) against loopback servers that drip, hang, echo keys
+and answer garbage: wall-clock deadlines, size caps, strict JSON, redaction, failover that cannot be starved."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from kbsearch.config import Secrets, Settings
+from kbsearch.fakes import FakeEndpoint, FakeProvider
+from kbsearch.providers.embeddings import build_embedder
+from kbsearch.providers.rerankers import build_reranking
+from kbsearch.providers.resilience import (
+    CircuitBreaker,
+    Deadline,
+    Endpoint,
+    Outbound,
+    ProviderError,
+    RetryPolicy,
+    failover,
+    loads,
+    post_json,
+    redact,
+    send,
+    shared_client,
+    usage_tokens,
+)
+from kbsearch.slack_worker import SlackPostError, post_to_slack
+from tests.conftest import provider_settings
+
+
+@pytest.fixture
+def endpoint() -> Iterator[FakeEndpoint]:
+    fake = FakeEndpoint().start()
+    yield fake
+    fake.stop()
+
+
+def timed(fn: Any) -> tuple[float, BaseException | None]:
+    started = time.monotonic()
+    try:
+        fn()
+    except BaseException as exc:
+        return time.monotonic() - started, exc
+    return time.monotonic() - started, None
+
+
+# -- wall-clock deadlines ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("every_s", [0.02, 0.2])
+def test_a_dripping_server_is_cut_off_at_the_deadline(endpoint: FakeEndpoint, every_s: float) -> None:
+    """Each byte arrives well inside any per-read timeout; only a wall-clock deadline ends the call."""
+    endpoint.drip_s = every_s
+    endpoint.body, endpoint.content_type = json.dumps({"data": "x" * 500}).encode(), "application/json"
+    call = Outbound("dripper", "POST", endpoint.url + "/v1", {"q": 1})
+    elapsed, exc = timed(lambda: send(shared_client(), call, RetryPolicy(attempts=1, timeout_s=30), Deadline(1.0)))
+    assert isinstance(exc, ProviderError) and exc.kind == "timeout", exc
+    assert 0.9 <= elapsed < 1.6, elapsed
+
+
+def test_the_attempt_timeout_is_wall_clock_too(endpoint: FakeEndpoint) -> None:
+    endpoint.drip_s = 0.05
+    call = Outbound("dripper", "GET", endpoint.url + "/x", expect_json=False)
+    elapsed, exc = timed(lambda: send(shared_client(), call, RetryPolicy(attempts=2, timeout_s=0.5), Deadline(30)))
+    assert isinstance(exc, ProviderError) and exc.kind == "timeout"
+    assert elapsed < 2.0  # two attempts of 0.5 s plus one short backoff
+
+
+def test_a_server_that_never_accepts_is_bounded() -> None:
+    """A listening socket whose backlog is never served: connect succeeds at the kernel, nothing answers."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(1)
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}/x"
+        elapsed, exc = timed(
+            lambda: send(shared_client(), Outbound("mute", "POST", url, {}), RetryPolicy(attempts=1), Deadline(0.7))
+        )
+    assert isinstance(exc, ProviderError) and exc.kind == "timeout"
+    assert elapsed < 1.3
+
+
+def test_retries_never_sleep_past_the_deadline(endpoint: FakeEndpoint) -> None:
+    endpoint.status, endpoint.headers = 503, {"Retry-After": "30"}
+    slept: list[float] = []
+    call = Outbound("busy", "POST", endpoint.url, {})
+    with pytest.raises(ProviderError, match="HTTP 503"):
+        send(shared_client(), call, RetryPolicy(attempts=5), Deadline(2.0), sleep=slept.append)
+    assert slept == [] and len(endpoint.requests) == 1
+
+
+@pytest.mark.parametrize("value", ["-5", "NaN", "inf", "Wed, 21 Oct 2015 07:28:00 GMT", "soon", "1e400"])
+def test_any_retry_after_is_safe(endpoint: FakeEndpoint, value: str) -> None:
+    endpoint.status, endpoint.headers = 429, {"Retry-After": value}
+    slept: list[float] = []
+    with pytest.raises(ProviderError, match="HTTP 429"):
+        send(shared_client(), Outbound("busy", "POST", endpoint.url, {}), RetryPolicy(attempts=2), Deadline(5),
+             sleep=slept.append)  # fmt: skip
+    assert len(slept) == 1 and 0 <= slept[0] <= 10
+
+
+# -- untrusted answers --------------------------------------------------------------------------------------------
+
+GARBAGE = {
+    "html": b"<html>502 Bad Gateway</html>",
+    "nan literal": b'{"a": NaN}',
+    "infinity literal": b'{"a": -Infinity}',
+    "overflowing number": b'{"a": 1e999}',
+    "deep": b"[" * 100_000 + b"]" * 100_000,
+    "not utf-8": b'{"a": "\xff\xfe"}',
+    "truncated": b'{"data": [1, 2',
+    "empty": b"",
+}
+
+
+@pytest.mark.parametrize("name", list(GARBAGE))
+def test_garbage_answers_are_malformed_errors(endpoint: FakeEndpoint, name: str) -> None:
+    endpoint.body, endpoint.content_type = GARBAGE[name], "application/json"
+    with pytest.raises(ProviderError) as info:
+        send(shared_client(), Outbound("junk", "POST", endpoint.url, {}), RetryPolicy(attempts=1), Deadline(5))
+    assert info.value.kind == "malformed"
+
+
+def test_answers_over_the_size_cap_are_refused(endpoint: FakeEndpoint) -> None:
+    endpoint.body, endpoint.content_type = b'{"a": "' + b"x" * 200_000 + b'"}', "application/json"
+    call = Outbound("big", "POST", endpoint.url, {}, max_bytes=100_000)
+    with pytest.raises(ProviderError, match="limit") as info:
+        send(shared_client(), call, RetryPolicy(attempts=1), Deadline(5))
+    assert info.value.kind == "malformed"
+
+
+def test_strict_json_and_usage_parsing() -> None:
+    assert loads(b'{"a": [1, 2.5, "x"]}') == {"a": [1, 2.5, "x"]}
+    for raw in GARBAGE.values():
+        with pytest.raises(ValueError):
+            loads(raw)
+    usage: Any
+    for usage in (None, "12", [], {}, -3, 2**64, True, {"total_tokens": None}, {"total_tokens": "7"}):
+        assert usage_tokens({"usage": usage}, "usage.total_tokens", "usage") == 0
+    assert usage_tokens({"usage": {"prompt_tokens": None, "total_tokens": 9}}, "usage.prompt_tokens",
+                        "usage.total_tokens") == 9  # fmt: skip
+    assert usage_tokens([1, 2], "usage.total_tokens") == 0
+
+
+USAGE_GARBAGE = [None, "many", -1, 10**30, {"x": 1}, [1], 1.5e300]
+
+
+@pytest.mark.parametrize("usage", USAGE_GARBAGE, ids=range(len(USAGE_GARBAGE)))
+def test_garbled_usage_never_breaks_embeddings_or_reranking(deepinfra: FakeProvider, usage: Any) -> None:
+    settings = provider_settings(deepinfra)
+    secrets = Secrets(settings)
+    embed_answer = {"data": [{"index": 0, "embedding": [0.5] * 64}], "usage": {"prompt_tokens": usage}}
+    deepinfra.fail("embeddings", body=json.dumps(embed_answer).encode())
+    embedder = build_embedder(settings, secrets, shared_client(), for_queries=True)
+    assert embedder is not None
+    result, _ = embedder.embed_one_batch(["q"], Deadline(5))
+    assert result.tokens == 0 and len(result.vectors[0]) == 64
+    deepinfra.fail("rerank", body=json.dumps({"scores": [0.1, 0.9], "input_tokens": usage}).encode())
+    reranking = build_reranking(settings, secrets, shared_client())
+    assert reranking is not None
+    outcome = reranking.rerank("q", ["a", "b"], Deadline(5))
+    assert outcome.ranked is not None and outcome.ranked.scores == [0.1, 0.9] and outcome.ranked.tokens == 0
+
+
+BAD_VECTORS = [["0.5"] * 64, [True] * 64, [None] * 64, [[0.1]] * 64, [0.0] * 64, [0.5] * 63, "abc", None]
+
+
+@pytest.mark.parametrize("vector", BAD_VECTORS, ids=range(len(BAD_VECTORS)))
+def test_embeddings_of_the_wrong_shape_are_provider_failures(deepinfra: FakeProvider, vector: Any) -> None:
+    settings = provider_settings(deepinfra)
+    deepinfra.fail("embeddings", body=json.dumps({"data": [{"index": 0, "embedding": vector}]}).encode())
+    embedder = build_embedder(settings, Secrets(settings), shared_client(), for_queries=True)
+    assert embedder is not None
+    with pytest.raises(ProviderError) as info:
+        embedder.embed_one_batch(["q"], Deadline(5))
+    assert info.value.kind == "malformed"
+
+
+# -- secrets stay inside ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "echo",
+    ["bad key Bearer {key}", "invalid api key: {key}", "key {key} is revoked", "Authorization={key}",
+     '{{"detail": "token {key} expired"}}'],
+)  # fmt: skip
+def test_a_provider_that_echoes_the_key_never_gets_it_into_an_error(endpoint: FakeEndpoint, echo: str) -> None:
+    key = "di-secret-value-123"
+    settings = Settings.model_validate({"embedding_api_key": key})
+    endpoint.status, endpoint.body = 401, echo.format(key=key).encode()
+    target = Endpoint("deepinfra", endpoint.url + "/v1/openai/embeddings", "m", "EMBEDDING_API_KEY")
+    with pytest.raises(ProviderError) as info:
+        post_json(shared_client(), target, Secrets(settings), {"input": ["x"]}, RetryPolicy(attempts=1), Deadline(5))
+    assert key not in str(info.value) and "[redacted]" in str(info.value)
+    assert len(endpoint.requests) == 2  # one refresh after the 401, then the error
+
+
+def test_redact_removes_known_values_and_bearer_tokens() -> None:
+    assert redact("x Bearer abcdef123456 y", []) == "x Bearer [redacted] y"
+    assert redact("the value s3cr3t-val leaked", ["s3cr3t-val"]) == "the value [redacted] leaked"
+    assert redact("nothing here", ["", "ab"]) == "nothing here"
+
+
+# -- failover -------------------------------------------------------------------------------------------------------
+
+
+def test_a_stuck_primary_never_starves_the_fallback(deepinfra: FakeProvider, fireworks: FakeProvider) -> None:
+    """More concurrent searches than the old 8-thread pool, each with a primary reranker that drips for ever: each
+    still gets the fallback's answer shortly after the hedge delay."""
+    settings = provider_settings(deepinfra, fireworks, rerank_hedge_ms=200, rerank_timeout_s=5, breaker_threshold=100)
+    deepinfra.fail("rerank", drip_s=0.05)
+    reranking = build_reranking(settings, Secrets(settings), shared_client())
+    assert reranking is not None
+
+    def one(i: int) -> tuple[float, bool]:
+        started = time.monotonic()
+        outcome = reranking.rerank(f"query {i}", ["alpha doc", "query doc"], Deadline(6))
+        return time.monotonic() - started, outcome.ranked is not None and outcome.fell_back
+
+    with ThreadPoolExecutor(max_workers=24) as pool:
+        results = list(pool.map(one, range(24)))
+    assert all(ok for _, ok in results)
+    assert max(elapsed for elapsed, _ in results) < 2.5, results
+
+
+def test_slow_primaries_open_the_breaker(deepinfra: FakeProvider, fireworks: FakeProvider) -> None:
+    settings = provider_settings(deepinfra, fireworks, rerank_hedge_ms=100, breaker_threshold=2, breaker_cooldown_s=60)
+    deepinfra.latency["rerank"] = 1.0  # answers, but always after the hedge and after the fallback
+    reranking = build_reranking(settings, Secrets(settings), shared_client())
+    assert reranking is not None
+    for _ in range(2):
+        outcome = reranking.rerank("q", ["a"], Deadline(5))
+        assert outcome.fell_back and outcome.hedged
+    time.sleep(1.2)  # the slow primaries finish, successfully: they still count as failures
+    assert reranking.breaker.is_open
+    before = len(deepinfra.calls("rerank"))
+    outcome = reranking.rerank("q", ["a"], Deadline(5))
+    assert outcome.fell_back and not outcome.hedged and len(deepinfra.calls("rerank")) == before
+    assert any("circuit open" in m for m in outcome.errors)
+
+
+def test_the_embedder_honours_the_breaker_settings(deepinfra: FakeProvider, fireworks: FakeProvider) -> None:
+    settings = provider_settings(deepinfra, fireworks, breaker_threshold=1, breaker_cooldown_s=120)
+    embedder = build_embedder(settings, Secrets(settings), shared_client(), for_queries=True)
+    assert embedder is not None
+    assert (embedder.breaker.threshold, embedder.breaker.cooldown_s) == (1, 120)
+    deepinfra.fail("embeddings", status=503)
+    _, fell_back = embedder.embed_one_batch(["q"], Deadline(5))
+    assert fell_back and embedder.breaker.is_open
+    calls = len(deepinfra.calls("embeddings"))
+    embedder.embed_one_batch(["q"], Deadline(5))
+    assert len(deepinfra.calls("embeddings")) == calls  # skipped while open
+
+
+def test_a_slow_primary_leaves_the_fallback_half_the_time() -> None:
+    seen: list[float] = []
+
+    def primary(deadline: Deadline) -> str:
+        seen.append(deadline.remaining())
+        raise ProviderError("p", "timeout", "slow")
+
+    def fallback(deadline: Deadline) -> str:
+        seen.append(deadline.remaining())
+        return "ok"
+
+    outcome = failover(primary, fallback, CircuitBreaker(), Deadline(2.0))
+    assert outcome.value == "ok" and outcome.fell_back
+    assert seen[0] <= 1.01 and seen[1] > 1.5
+
+
+def test_failover_converts_unexpected_errors_in_hedged_calls() -> None:
+    def primary(_d: Deadline) -> str:
+        raise RuntimeError("boom")
+
+    def fallback(_d: Deadline) -> str:
+        raise KeyError("x")
+
+    outcome = failover(primary, fallback, CircuitBreaker(), Deadline(2.0), hedge_delay_s=0.05)
+    assert outcome.value is None and len(outcome.errors) == 2
+    assert all(isinstance(e, ProviderError) for e in outcome.errors)
+
+
+# -- Slack response_url -------------------------------------------------------------------------------------------
+
+
+def test_a_dripping_response_url_is_bounded(endpoint: FakeEndpoint) -> None:
+    endpoint.drip_s = 0.05
+    elapsed, exc = timed(lambda: post_to_slack(shared_client(), endpoint.url, {"text": "x"}, deadline=Deadline(1.5)))
+    assert isinstance(exc, SlackPostError)
+    assert elapsed < 2.2
+
+
+def test_the_shared_client_is_one_per_process() -> None:
+    clients: list[Any] = []
+    threads = [threading.Thread(target=lambda: clients.append(shared_client())) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len({id(c) for c in clients}) == 1
