@@ -4,11 +4,13 @@ and answer garbage: wall-clock deadlines, size caps, strict JSON, redaction, fai
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,6 +34,8 @@ from kbsearch.providers.resilience import (
     shared_client,
     usage_tokens,
 )
+from kbsearch.schemas import SearchRequest
+from kbsearch.search import SearchService
 from kbsearch.slack_worker import SlackPostError, post_to_slack
 from tests.conftest import provider_settings
 
@@ -305,3 +309,29 @@ def test_the_shared_client_is_one_per_process() -> None:
     for t in threads:
         t.join()
     assert len({id(c) for c in clients}) == 1
+
+
+# -- a whole search -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("remaining_s", [2.5, 6.0])
+def test_a_search_with_every_dependency_dripping_answers_before_the_lambda_times_out(
+    bm25_index: Path, tmp_path: Path, deepinfra: FakeProvider, fireworks: FakeProvider, remaining_s: float
+) -> None:
+    """Expansion, embeddings and rerank (primary and fallback) all drip: the search still answers, BM25-only in
+    the fusion order, before the invocation's remaining time runs out (1 s kept for the handler)."""
+    store = tmp_path / "q"
+    shutil.copytree(bm25_index, store)
+    settings = provider_settings(deepinfra, fireworks, qdrant_path=str(store), search_budget_s=20)
+    for fake in (deepinfra, fireworks):
+        for operation in ("chat", "embeddings", "rerank"):
+            fake.fail(operation, drip_s=0.05)
+    service = SearchService(settings, Secrets(settings))
+    try:
+        started = time.monotonic()
+        answer = service.search(SearchRequest(query="restore qdrant snapshot"), remaining_s=remaining_s)
+        elapsed = time.monotonic() - started
+    finally:
+        service.close()
+    assert elapsed < remaining_s - 0.8, elapsed
+    assert answer.results and set(answer.meta.degraded) == {"expand", "embed", "rerank"}
