@@ -12,7 +12,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
@@ -113,7 +113,7 @@ class SearchService:
         self.reranking = reranking
         self.expander = expander
         # The embedded store's client is not meant for concurrent use (kbsearch serve runs the Slack worker in a
-        # thread); Qdrant Cloud calls are independent HTTP requests, but one lock per container costs nothing.
+        # thread); Qdrant Cloud calls are independent HTTP requests and take no lock.
         self._store_lock = threading.Lock()
 
     @property
@@ -134,6 +134,23 @@ class SearchService:
                 except StoreError as exc:
                     raise IndexUnavailable(str(exc)) from None
         return self._retriever
+
+    @contextlib.contextmanager
+    def _retrieval_slot(self, deadline: Deadline) -> Iterator[None]:
+        """Qdrant Cloud serves concurrent queries itself; the embedded store's client takes one at a time, and a
+        search that cannot get it within its deadline answers 503 instead of waiting past its budget."""
+        retriever = self.retriever
+        if isinstance(retriever, QdrantRest):
+            yield
+            return
+        if not self._store_lock.acquire(timeout=max(0.0, deadline.remaining())):
+            raise IndexUnavailable(
+                "the embedded store stayed busy for the whole search budget", "the search index is busy; try again"
+            )
+        try:
+            yield
+        finally:
+            self._store_lock.release()
 
     def close(self) -> None:
         if self._retriever is not None:
@@ -211,7 +228,7 @@ class SearchService:
                 path_prefix=filters.path_prefix,
                 updated_after=filters.updated_after,
             )
-            with self._store_lock:
+            with self._retrieval_slot(deadline):
                 try:
                     candidates = retrieve(
                         self.retriever,
