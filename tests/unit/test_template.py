@@ -55,9 +55,10 @@ def _key_required(op: dict[str, Any]) -> bool:
     return any("api_key" in s for s in op.get("security", []))
 
 
-def test_cfn_lint_reports_nothing() -> None:
+@pytest.mark.parametrize("extra", [[], ["--append-rules", "cfn_lint_serverless.rules"]], ids=["cfn", "serverless"])
+def test_cfn_lint_reports_nothing(extra: list[str]) -> None:
     proc = subprocess.run(
-        [str(Path(sys.executable).with_name("cfn-lint")), str(ROOT / "template.yaml")],
+        [str(Path(sys.executable).with_name("cfn-lint")), *extra, "--", str(ROOT / "template.yaml")],
         capture_output=True,
         text=True,
         check=False,
