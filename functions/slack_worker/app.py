@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 logger = Logger()
 copy_config_to_registered_loggers(source_logger=logger, include={"kbsearch"})
-settings, config_problem = load_handler_settings()  # never raises at import; a job then fails with it
+settings, config_problem = load_handler_settings()  # never raises at import; a job then logs it and apologises
 secrets = Secrets(settings)
 deduper: Deduper = DynamoDeduper(settings.slack_dedupe_table) if settings.slack_dedupe_table else MemoryDeduper()
 _service: SearchService | None = None
