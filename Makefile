@@ -5,6 +5,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 SAMENV := .venv-sam
 SAM    := $(SAMENV)/bin/sam
+# checkov has its own pinned tool venv: its dependency tree would otherwise constrain the project's lock.
+CHECKOV_VERSION ?= 3.3.30
+CHECKOVENV := .venv-checkov
+CHECKOV := $(CHECKOVENV)/bin/checkov
+# One lock (uv.lock, universal: python3.11-3.13, any platform, with hashes); both requirement files are exports.
+EXPORT := $(BIN)/uv export --frozen --format requirements-txt --no-emit-project --quiet
 HOST   ?= 127.0.0.1
 PORT   ?= 3000
 STAGE  ?= dev
@@ -12,15 +18,23 @@ STAGE  ?= dev
 SAM_PY ?= 3.13.0
 export SAM_CLI_TELEMETRY = 0
 
-.PHONY: install run serve index test lint format unit build deploy clean bench eval load
+.PHONY: install lock run serve index test lint format unit build deploy clean bench eval load
 
-$(STAMP): pyproject.toml layers/kbsearch/requirements.txt requirements-local.txt
+$(STAMP): pyproject.toml requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q --require-hashes -r requirements-dev.txt
+	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
-install: $(STAMP) ## create .venv and install kbsearch with its dev tools
+install: $(STAMP) ## create .venv and install kbsearch with its dev tools, exactly as locked (hash-checked)
+
+lock: $(STAMP) ## re-resolve uv.lock from pyproject.toml (UPGRADE=1: newest allowed versions) and export both requirement files
+	$(BIN)/uv lock $(if $(UPGRADE),--upgrade,)
+	$(EXPORT) --no-dev --no-emit-package botocore --no-emit-package python-dateutil --no-emit-package six \
+		-o layers/kbsearch/requirements.txt
+	$(EXPORT) --extra dev -o requirements-dev.txt
+	$(BIN)/python -m pip install -q --require-hashes -r requirements-dev.txt
 
 index: $(STAMP) ## index sample-kb/ into the embedded store (.kbsearch/qdrant)
 	$(BIN)/kbsearch index sample-kb
@@ -32,11 +46,17 @@ run: index ## index sample-kb/, then serve the API on http://$(HOST):$(PORT)
 serve: $(STAMP) ## serve the API without indexing first
 	$(BIN)/kbsearch serve --host $(HOST) --port $(PORT)
 
-lint: $(STAMP) ## ruff, mypy, cfn-lint
+$(CHECKOV):
+	$(PYTHON) -m venv $(CHECKOVENV)
+	$(CHECKOVENV)/bin/python -m pip install -q checkov==$(CHECKOV_VERSION)
+
+lint: $(STAMP) $(CHECKOV) ## ruff, mypy, cfn-lint (+ serverless rules), checkov; suppressions are inline in template.yaml
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/cfn-lint template.yaml
+	$(BIN)/cfn-lint --append-rules cfn_lint_serverless.rules -- template.yaml
+	$(CHECKOV) --file template.yaml --framework cloudformation --quiet --compact --skip-download
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .

@@ -2,7 +2,9 @@
 
 Event (EventBridge Scheduler input, or an EventBridge rule event with the same keys under ``detail``):
 ``{"full": false, "allow_mass_delete": false}``. Returns the sync report. A run that could not list the KB or
-embed raises after logging its report, so the failure reaches the OnFailure destination and its alarm.
+embed, or that is not configured, raises after logging, so the failure reaches the OnFailure destination and its
+alarm. A run that finds another holding the index lease touches nothing and returns
+``{"status": "skipped", "reason": "another run holds the lease", ...}``.
 """
 
 from __future__ import annotations
@@ -14,16 +16,16 @@ from aws_lambda_powertools.logging.utils import copy_config_to_registered_logger
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from kbsearch.config import Secrets, load_settings
+from kbsearch.config import Secrets, load_handler_settings
 from kbsearch.errors import KbSearchError
 from kbsearch.indexer import run_sync
+from kbsearch.lease import SKIPPED, LeaseHeld
 from kbsearch.providers.resilience import Deadline
 
 logger = Logger()
 copy_config_to_registered_loggers(source_logger=logger, include={"kbsearch"})
 metrics = Metrics()
-settings = load_settings()
-settings.require("KB_SOURCE")
+settings, config_problem = load_handler_settings("KB_SOURCE")  # never raises at import; each run reports it
 secrets = Secrets(settings)
 
 COUNTS = (
@@ -46,15 +48,24 @@ def _flag(event: dict[str, Any], name: str) -> bool:
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     event = event if isinstance(event, dict) else {}
+    if config_problem is not None:
+        logger.error("indexer not configured", extra={"error": str(config_problem)})
+        metrics.add_metric(name="not_configured", unit=MetricUnit.Count, value=1)
+        raise IndexerRunError(str(config_problem))
     remaining_s = context.get_remaining_time_in_millis() / 1000
-    report = run_sync(
-        settings,
-        secrets,
-        full=_flag(event, "full"),
-        allow_mass_delete=_flag(event, "allow_mass_delete"),
-        stop_at=Deadline(remaining_s - settings.deadline_margin_s),
-        call_deadline=Deadline(remaining_s - 5),
-    ).to_dict()
+    try:
+        report = run_sync(
+            settings,
+            secrets,
+            full=_flag(event, "full"),
+            allow_mass_delete=_flag(event, "allow_mass_delete"),
+            stop_at=Deadline(remaining_s - settings.deadline_margin_s),
+            call_deadline=Deadline(remaining_s - 5),
+        ).to_dict()
+    except LeaseHeld as held:
+        logger.info("sync skipped", extra={"reason": SKIPPED, "holder": held.holder, "expires_at": held.expires_at})
+        metrics.add_metric(name="lease_skipped", unit=MetricUnit.Count, value=1)
+        return {"status": "skipped", "reason": SKIPPED, "holder": held.holder, "expires_at": held.expires_at}
     for name in COUNTS:
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=report[name])
     metrics.add_metric(name="skipped", unit=MetricUnit.Count, value=len(report["skipped"]))

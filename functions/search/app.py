@@ -21,7 +21,8 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
-from kbsearch.config import Secrets, load_settings, running_in_lambda
+from kbsearch.config import Secrets, load_handler_settings, running_in_lambda
+from kbsearch.errors import ConfigError
 from kbsearch.health import health_status
 from kbsearch.schemas import MAX_QUERY_CHARS, MAX_TOP_K, ErrorResponse, SearchFilters, SearchRequest, SearchResponse
 
@@ -36,7 +37,7 @@ RETRY_AFTER_S = "5"
 logger = Logger()
 copy_config_to_registered_loggers(source_logger=logger, include={"kbsearch"})
 metrics = Metrics()
-settings = load_settings()
+settings, config_problem = load_handler_settings()  # never raises: /health reports it, searches answer 503
 secrets = Secrets(settings)
 app = APIGatewayRestResolver(enable_validation=True)
 app.enable_swagger(path="/docs", title="kb-search", version=health_status(settings)["version"])
@@ -51,6 +52,8 @@ _kb_source: Source | None = None
 def service() -> SearchService:
     """The search service, built on the first search of this container (SnapStart snapshots it warm)."""
     global _service  # noqa: PLW0603 - one per container
+    if config_problem is not None:
+        raise config_problem
     if _service is None:
         from kbsearch.search import SearchService
 
@@ -81,7 +84,10 @@ def _span(name: str) -> Iterator[None]:
 def _before_snapshot() -> None:
     """SnapStart: import the search path (providers, retrieval, stemmers, schemas) and build its clients before
     the snapshot, so a restored container answers its first search without those imports. Plain cold starts stay
-    light for /health and Slack: this runs only in SnapStart's checkpoint phase."""
+    light for /health and Slack: this runs only in SnapStart's checkpoint phase. A misconfigured function still
+    publishes (its searches answer 503 not_configured), so the deploy does not fail far from the cause."""
+    if config_problem is not None:
+        return
     service()
     if _tracing_enabled():
         from aws_lambda_powertools import Tracer
@@ -109,16 +115,30 @@ def _error(status: int, code: str, message: str, headers: dict[str, str] | None 
 
 @app.get("/health")
 def get_health() -> dict[str, Any]:
-    return health_status(settings)
+    return health_status(settings, config_problem)
+
+
+def _base_path() -> str:
+    """The stage prefix as callers see it (``/prod`` on API Gateway's URL; empty under a custom domain or
+    locally), decided as Powertools decides it for /docs."""
+    context = app.current_event.request_context
+    stage = context.stage
+    return f"/{stage}" if stage and stage != "$default" and (context.path or "").startswith(f"/{stage}") else ""
 
 
 @app.get("/openapi.json", include_in_schema=False)
 def get_openapi() -> Response[Any]:
     import json
 
+    from aws_lambda_powertools.event_handler.openapi.models import Server
+
     from kbsearch.openapi import complete
 
-    generated = json.loads(app.get_openapi_json_schema(title="kb-search", version=health_status(settings)["version"]))
+    generated = json.loads(
+        app.get_openapi_json_schema(
+            title="kb-search", version=health_status(settings)["version"], servers=[Server(url=_base_path() or "/")]
+        )
+    )
     return Response(status_code=200, content_type=content_types.APPLICATION_JSON, body=complete(generated))
 
 
@@ -285,6 +305,15 @@ def _validation_error(errors: Any, location: str | None = None) -> Response[Any]
         content_type=content_types.APPLICATION_JSON,
         body={"error": "validation_error", "message": "the request is not valid", "detail": detail},
     )
+
+
+@app.exception_handler(ConfigError)
+def not_configured(exc: ConfigError) -> Response[Any]:
+    logger.error("not configured", extra={"error": str(exc)})
+    # The import-time problem names the setting to fix; any other ConfigError (SSM unreadable) may carry AWS
+    # account details, so callers get a generic message and operators the log line.
+    message = str(exc) if exc is config_problem else "the service cannot read its configuration; see the logs"
+    return _error(503, "not_configured", message, {"Retry-After": RETRY_AFTER_S})
 
 
 @app.exception_handler(RequestValidationError)

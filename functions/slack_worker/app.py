@@ -12,7 +12,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from kbsearch.config import Secrets, load_settings
+from kbsearch.config import Secrets, load_handler_settings
 from kbsearch.providers.resilience import shared_client
 from kbsearch.slack_worker import Deduper, DynamoDeduper, MemoryDeduper, handle_job
 
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 logger = Logger()
 copy_config_to_registered_loggers(source_logger=logger, include={"kbsearch"})
-settings = load_settings()
+settings, config_problem = load_handler_settings()  # never raises at import; a job then logs it and apologises
 secrets = Secrets(settings)
 deduper: Deduper = DynamoDeduper(settings.slack_dedupe_table) if settings.slack_dedupe_table else MemoryDeduper()
 _service: SearchService | None = None
@@ -29,6 +29,8 @@ _service: SearchService | None = None
 
 def service() -> SearchService:
     global _service  # noqa: PLW0603 - one per container
+    if config_problem is not None:
+        raise config_problem
     if _service is None:
         from kbsearch.search import SearchService
 

@@ -49,7 +49,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def api_schema(server: str) -> schemathesis.BaseSchema:
-    document = httpx.get(f"{server}/openapi.json", timeout=10).json()
+    document = httpx.get(f"{server}/openapi.json", headers={"x-api-key": API_KEY}, timeout=10).json()
     return schemathesis.openapi.from_dict(document).include(path_regex="^/(search|mcp|slack/command)$")
 
 
@@ -80,7 +80,7 @@ def test_generated_requests(api_schema: schemathesis.BaseSchema, server: str) ->
 
 
 def test_schema_documents_every_route(api_schema: schemathesis.BaseSchema, server: str) -> None:
-    document = httpx.get(f"{server}/openapi.json", timeout=10).json()
+    document = httpx.get(f"{server}/openapi.json", headers={"x-api-key": API_KEY}, timeout=10).json()
     assert {"/search", "/mcp", "/slack/command", "/health"} <= set(document["paths"])
     assert document["paths"]["/search"]["post"]["security"] == [{"ApiKey": []}]
     assert "security" not in document["paths"]["/slack/command"]["post"]

@@ -38,7 +38,14 @@ def test_invoke_health_prints_a_200() -> None:
     assert rc == 0
     assert result["statusCode"] == 200
     body = json.loads(result["body"])
-    assert body == {"status": "ok", "version": body["version"], "collection": "kb", "store": "embedded"}
+    assert body == {
+        "status": "ok",
+        "ready": True,
+        "reasons": [],
+        "version": body["version"],
+        "collection": "kb",
+        "store": "embedded",
+    }
 
 
 def test_invoke_uses_template_env_and_shell_overrides() -> None:

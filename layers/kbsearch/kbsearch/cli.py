@@ -17,6 +17,7 @@ from kbsearch import __version__
 from kbsearch.errors import KbSearchError
 
 EXIT_USAGE = 2
+EXIT_LEASE_HELD = 75  # EX_TEMPFAIL: another run holds the index lease; nothing was changed, try again later
 
 
 def _find_template(given: str | None) -> Path:
@@ -169,6 +170,7 @@ def _print_sync_summary(report: dict[str, Any]) -> None:
 def cmd_index(args: argparse.Namespace) -> int:
     from kbsearch.config import Secrets, load_settings
     from kbsearch.indexer import run_sync
+    from kbsearch.lease import SKIPPED, LeaseHeld
 
     if not args.verbose:
         logging.getLogger("kbsearch.indexer").setLevel(logging.ERROR)  # the summary lists skipped notes
@@ -177,14 +179,27 @@ def cmd_index(args: argparse.Namespace) -> int:
     if not source:
         raise KbSearchError("no KB source: pass a folder or s3://bucket/prefix, or set KB_SOURCE")
     progress = None if args.json else _ProgressBar()
-    report = run_sync(
-        settings,
-        Secrets(settings),
-        source_uri=source,
-        full=args.full,
-        allow_mass_delete=args.allow_mass_delete,
-        progress=progress,
-    ).to_dict()
+    if settings.store_kind == "cloud" and not settings.index_lease_table:
+        print(
+            "note: INDEX_LEASE_TABLE is not set, so nothing stops a scheduled indexer run from syncing the same "
+            "collection at the same time (set it to the stack's IndexerLeaseTable output)",
+            file=sys.stderr,
+        )
+    try:
+        report = run_sync(
+            settings,
+            Secrets(settings),
+            source_uri=source,
+            full=args.full,
+            allow_mass_delete=args.allow_mass_delete,
+            progress=progress,
+        ).to_dict()
+    except LeaseHeld as held:
+        if args.json:
+            print(json.dumps({"status": "skipped", "reason": SKIPPED, "holder": held.holder}, indent=2))
+        else:
+            print(f"skipped: {held}")
+        return EXIT_LEASE_HELD
     if args.json:
         print(json.dumps(report, ensure_ascii=False, indent=2))
     else:

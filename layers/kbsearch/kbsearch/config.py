@@ -126,6 +126,8 @@ class Settings(BaseSettings):
     max_note_bytes: int = Field(default=1024 * 1024, ge=1024)
     max_delete_ratio: float = Field(default=0.5, ge=0.0, le=1.0)
     deadline_margin_s: float = Field(default=60.0, ge=0.0)
+    index_lease_table: str = ""  # DynamoDB table of the one-run-at-a-time lease (kbsearch.lease); empty → none
+    index_lease_ttl_s: float = Field(default=300.0, ge=30.0, le=3600.0)
 
     # Secrets given directly (local runs). In Lambda only the *_PARAM names are set.
     qdrant_api_key: SecretStr | None = None
@@ -168,20 +170,40 @@ class Settings(BaseSettings):
                 raise ConfigError(f"missing required setting {name}: set the environment variable {name}")
 
 
+def _read_settings(**overrides: Any) -> Settings:
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = str(err["loc"][0]).upper() if err.get("loc") else "?"
+        raise ConfigError(f"invalid setting {name}: {err['msg']}") from None
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Read the settings from the environment; a bad or missing value stops with one clear message.
 
     In a real Lambda, ``QDRANT_URL`` is required: the embedded store is for laptops and CI only.
     """
-    try:
-        settings = Settings(**overrides)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        name = str(err["loc"][0]).upper() if err.get("loc") else "?"
-        raise ConfigError(f"invalid setting {name}: {err['msg']}") from None
+    settings = _read_settings(**overrides)
     if running_in_lambda():
         settings.require("QDRANT_URL")
     return settings
+
+
+def load_handler_settings(*required: str) -> tuple[Settings, ConfigError | None]:
+    """Settings for a Lambda handler at import time, which must never raise: a crash at import fails the
+    SnapStart version publish (and the deploy) far from its cause. Returns the settings and the configuration
+    problem, if any (an invalid value, or an empty required setting, named in the message); with an invalid
+    value the settings are the defaults. Handlers report the problem on /health and refuse work with it."""
+    try:
+        settings = _read_settings()
+    except ConfigError as exc:
+        return Settings.model_construct(), exc
+    try:
+        settings.require(*(("QDRANT_URL",) if running_in_lambda() else ()), *required)
+    except ConfigError as exc:
+        return settings, exc
+    return settings, None
 
 
 def _quiet_logger(name: str) -> None:

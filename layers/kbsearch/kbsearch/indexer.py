@@ -328,15 +328,18 @@ def run_sync(
     call_deadline: Deadline | None = None,
     progress: Progress | None = None,
 ) -> SyncReport:
-    """Wire the configured source, store and embedder together and run one sync."""
+    """Wire the configured source, store and embedder together and run one sync, holding the index lease
+    (``INDEX_LEASE_TABLE``) for its duration: raises :class:`kbsearch.lease.LeaseHeld` when another run has it."""
+    from kbsearch.lease import index_lease
     from kbsearch.providers.embeddings import build_embedder
     from kbsearch.providers.resilience import shared_client
 
     source = open_source(source_uri or settings.kb_source)
-    store = Store.open(settings, secrets)
-    try:
-        embedder = build_embedder(settings, secrets, shared_client())
-        options = SyncOptions.from_settings(settings, full=full, allow_mass_delete=allow_mass_delete)
-        return Indexer(source, store, embedder, options, progress).sync(stop_at, call_deadline)
-    finally:
-        store.close()
+    with index_lease(settings):
+        store = Store.open(settings, secrets)
+        try:
+            embedder = build_embedder(settings, secrets, shared_client())
+            options = SyncOptions.from_settings(settings, full=full, allow_mass_delete=allow_mass_delete)
+            return Indexer(source, store, embedder, options, progress).sync(stop_at, call_deadline)
+        finally:
+            store.close()

@@ -1,0 +1,179 @@
+"""One indexer run at a time: a lease in DynamoDB, a conditional write with an expiry.
+
+The scheduled indexer and ``kbsearch index`` against the same Qdrant collection take the same lease (table
+``INDEX_LEASE_TABLE``, key ``index#<collection>``). A run that finds it held by someone else leaves everything
+alone and reports ``skipped: another run holds the lease``. The holder renews it every third of its time to live
+while it works and deletes it when done; a holder that dies (a Lambda timeout, a killed laptop) blocks others only
+until the expiry, which is also the table's TTL attribute.
+
+Item: ``{pk, owner, expires_at (epoch seconds), acquired_at}``. Every write is conditional:
+acquire ``attribute_not_exists(pk) OR expires_at < now``; renew and release ``owner = me``, so a run whose
+lease expired and was taken over never extends or deletes the new holder's lease.
+
+Without ``INDEX_LEASE_TABLE`` there is no lease: the embedded store (local runs) is already single-writer, since
+Qdrant's local mode locks its folder and a second process fails to open it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from kbsearch.errors import KbSearchError
+
+if TYPE_CHECKING:
+    from kbsearch.config import Settings
+
+logger = logging.getLogger(__name__)
+
+SKIPPED = "another run holds the lease"
+
+
+class LeaseError(KbSearchError):
+    """The lease table could not be used (missing, no permission, unreachable)."""
+
+
+class LeaseHeld(KbSearchError):
+    """Another run holds the lease; this run must not touch the index."""
+
+    def __init__(self, holder: str, expires_at: int | None) -> None:
+        self.holder = holder
+        self.expires_at = expires_at
+        until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires_at)) if expires_at else "unknown"
+        super().__init__(f"{SKIPPED} (held by {holder} until {until})")
+
+
+def _error_code(exc: Exception) -> str:
+    response = getattr(exc, "response", None)
+    return str(response.get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
+
+
+class Lease:
+    """A named lease in a DynamoDB table (string hash key ``pk``). Use as a context manager, or call
+    :meth:`acquire` / :meth:`renew` / :meth:`release` yourself."""
+
+    def __init__(
+        self,
+        table: str,
+        name: str,
+        ttl_s: float = 300.0,
+        client: Any = None,
+        clock: Callable[[], float] = time.time,
+        owner: str | None = None,
+    ) -> None:
+        if ttl_s <= 0:
+            raise ValueError("ttl_s must be positive")
+        self.table = table
+        self.name = name
+        self.ttl_s = ttl_s
+        self.clock = clock
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        if client is None:
+            import boto3
+            from botocore.config import Config
+
+            config = Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 3, "mode": "standard"})
+            client = boto3.client("dynamodb", config=config)
+        self.client = client
+        self._stop = threading.Event()
+        self._renewer: threading.Thread | None = None
+        self.lost = False
+
+    def __repr__(self) -> str:
+        return f"Lease(table={self.table!r}, name={self.name!r}, owner={self.owner!r})"
+
+    def _expiry(self) -> int:
+        return int(self.clock() + self.ttl_s)
+
+    def acquire(self) -> None:
+        """Take the lease, or raise :class:`LeaseHeld` naming the holder."""
+        now = int(self.clock())
+        item = {
+            "pk": {"S": self.name},
+            "owner": {"S": self.owner},
+            "expires_at": {"N": str(self._expiry())},
+            "acquired_at": {"N": str(now)},
+        }
+        try:
+            self.client.put_item(
+                TableName=self.table,
+                Item=item,
+                ConditionExpression="attribute_not_exists(pk) OR expires_at < :now",
+                ExpressionAttributeValues={":now": {"N": str(now)}},
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except Exception as exc:
+            if _error_code(exc) == "ConditionalCheckFailedException":
+                old = getattr(exc, "response", {}).get("Item") or {}
+                holder = old.get("owner", {}).get("S", "another run")
+                expires = old.get("expires_at", {}).get("N")
+                raise LeaseHeld(holder, int(expires) if expires else None) from None
+            raise LeaseError(f"cannot take the lease in table {self.table}: {_error_code(exc) or exc}") from None
+        self.lost = False
+
+    def renew(self) -> bool:
+        """Push the expiry out by ``ttl_s``. False when the lease is no longer ours (it expired and was taken)."""
+        try:
+            self.client.update_item(
+                TableName=self.table,
+                Key={"pk": {"S": self.name}},
+                UpdateExpression="SET expires_at = :expires",
+                ConditionExpression="#owner = :me",
+                ExpressionAttributeNames={"#owner": "owner"},
+                ExpressionAttributeValues={":expires": {"N": str(self._expiry())}, ":me": {"S": self.owner}},
+            )
+        except Exception as exc:
+            if _error_code(exc) == "ConditionalCheckFailedException":
+                self.lost = True
+                logger.error("indexer lease %s lost: another run took it after it expired", self.name)
+                return False
+            logger.warning("indexer lease %s not renewed (%s); retrying", self.name, _error_code(exc) or exc)
+        return True
+
+    def release(self) -> None:
+        """Delete the lease if it is still ours; a lease taken over by another run is left alone."""
+        try:
+            self.client.delete_item(
+                TableName=self.table,
+                Key={"pk": {"S": self.name}},
+                ConditionExpression="#owner = :me",
+                ExpressionAttributeNames={"#owner": "owner"},
+                ExpressionAttributeValues={":me": {"S": self.owner}},
+            )
+        except Exception as exc:
+            if _error_code(exc) != "ConditionalCheckFailedException":
+                # it expires by itself; the next run waits at most ttl_s
+                logger.warning("indexer lease %s not released (%s)", self.name, _error_code(exc) or exc)
+
+    def _renew_until_stopped(self) -> None:
+        while not self._stop.wait(self.ttl_s / 3):
+            if not self.renew():
+                return
+
+    def __enter__(self) -> Lease:
+        self.acquire()
+        self._stop.clear()
+        self._renewer = threading.Thread(target=self._renew_until_stopped, name="kbsearch-lease", daemon=True)
+        self._renewer.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        if self._renewer is not None:
+            self._renewer.join(timeout=10)
+            self._renewer = None
+        self.release()
+
+
+def index_lease(settings: Settings) -> contextlib.AbstractContextManager[Any]:
+    """The lease guarding the configured collection, or no lease when ``INDEX_LEASE_TABLE`` is not set."""
+    if not settings.index_lease_table:
+        return contextlib.nullcontext()
+    return Lease(settings.index_lease_table, f"index#{settings.qdrant_collection}", settings.index_lease_ttl_s)

@@ -1,0 +1,169 @@
+"""The index lease (kbsearch.lease) in DynamoDB via moto: one run at a time for the indexer handler and
+``kbsearch index``; a second run leaves everything alone and says so."""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from kbsearch.cli import EXIT_LEASE_HELD, main
+from kbsearch.lease import SKIPPED, Lease, LeaseError, LeaseHeld
+from kbsearch.local.runtime import LambdaContext
+from tests.conftest import ROOT
+from tests.unit.test_template import LEASE_ACTIONS
+
+TABLE = "kb-search-test-lease"
+
+
+class Clock:
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Recording:
+    """A real (moto) DynamoDB client that records which API operations it was asked for."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.calls: list[str] = []
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if callable(attr) and not name.startswith("_") and name != "exceptions":
+            with self._lock:
+                self.calls.append(name)
+        return attr
+
+
+@pytest.fixture
+def dynamodb() -> Iterator[Any]:
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        client.create_table(
+            TableName=TABLE,
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        yield client
+
+
+def _item(client: Any, name: str = "index#kb") -> dict[str, Any] | None:
+    item: dict[str, Any] | None = client.get_item(TableName=TABLE, Key={"pk": {"S": name}}).get("Item")
+    return item
+
+
+def test_second_run_sees_the_lease_and_leaves_it_alone(dynamodb: Any) -> None:
+    clock = Clock()
+    first = Lease(TABLE, "index#kb", ttl_s=60, client=dynamodb, clock=clock, owner="run-a")
+    second = Lease(TABLE, "index#kb", ttl_s=60, client=dynamodb, clock=clock, owner="run-b")
+    first.acquire()
+    with pytest.raises(LeaseHeld) as held:
+        second.acquire()
+    assert held.value.holder == "run-a" and held.value.expires_at == int(clock.now + 60)
+    assert str(held.value).startswith(f"{SKIPPED} (held by run-a until 2027-")
+    assert _item(dynamodb)["owner"] == {"S": "run-a"}  # type: ignore[index]
+    second.release()  # not the holder: nothing happens
+    assert _item(dynamodb)["owner"] == {"S": "run-a"}  # type: ignore[index]
+    other = Lease(TABLE, "index#other-collection", ttl_s=60, client=dynamodb, clock=clock, owner="run-b")
+    other.acquire()  # another collection has its own lease
+
+
+def test_an_expired_lease_is_taken_over_and_the_old_holder_cannot_touch_it(dynamodb: Any) -> None:
+    clock = Clock()
+    first = Lease(TABLE, "index#kb", ttl_s=60, client=dynamodb, clock=clock, owner="run-a")
+    second = Lease(TABLE, "index#kb", ttl_s=60, client=dynamodb, clock=clock, owner="run-b")
+    first.acquire()
+    clock.now += 30
+    assert first.renew() and _item(dynamodb)["expires_at"] == {"N": str(int(clock.now + 60))}  # type: ignore[index]
+    clock.now += 59
+    with pytest.raises(LeaseHeld):
+        second.acquire()  # renewed: still held
+    clock.now += 2
+    second.acquire()  # expired: taken over
+    assert not first.renew() and first.lost
+    first.release()
+    assert _item(dynamodb)["owner"] == {"S": "run-b"}  # type: ignore[index]
+    second.release()
+    assert _item(dynamodb) is None
+
+
+def test_context_manager_renews_while_held_and_releases(dynamodb: Any) -> None:
+    recording = Recording(dynamodb)
+    with Lease(TABLE, "index#kb", ttl_s=0.3, client=recording, owner="run-a") as lease:
+        assert _item(dynamodb)["owner"] == {"S": "run-a"}  # type: ignore[index]
+        time.sleep(0.45)
+        assert recording.calls.count("update_item") >= 2 and not lease.lost
+    assert _item(dynamodb) is None
+    operations = {
+        "put_item": "dynamodb:PutItem",
+        "update_item": "dynamodb:UpdateItem",
+        "delete_item": "dynamodb:DeleteItem",
+    }
+    assert {operations[c] for c in recording.calls} <= LEASE_ACTIONS  # what the template grants the indexer
+
+
+def test_a_missing_table_is_a_clear_error(dynamodb: Any) -> None:
+    with pytest.raises(LeaseError, match="cannot take the lease in table nope: ResourceNotFoundException"):
+        Lease("nope", "index#kb", client=dynamodb).acquire()
+
+
+def _load_indexer(monkeypatch: pytest.MonkeyPatch, **env: str) -> Any:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    spec = importlib.util.spec_from_file_location(f"indexer_app_{uuid.uuid4().hex}", ROOT / "functions/indexer/app.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_indexer_handler_skips_while_another_run_holds_the_lease(
+    dynamodb: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = tmp_path / "qdrant"
+    app = _load_indexer(monkeypatch, KB_SOURCE=str(ROOT / "sample-kb"), QDRANT_PATH=str(store), INDEX_LEASE_TABLE=TABLE)
+    other = Lease(TABLE, "index#kb", ttl_s=600, client=dynamodb, owner="laptop:42:abcd")
+    other.acquire()
+    result = app.lambda_handler({"full": False}, LambdaContext("kb-search-test-indexer", 2048, 900))
+    assert result["status"] == "skipped" and result["reason"] == "another run holds the lease"
+    assert result["holder"] == "laptop:42:abcd" and result["expires_at"] > time.time()
+    assert not store.exists()  # the index was never opened
+    other.release()
+    report = app.lambda_handler({"full": False}, LambdaContext("kb-search-test-indexer", 2048, 900))
+    assert report["added"] > 0 and report["error"] is None
+    assert _item(dynamodb) is None  # released after the run
+
+
+def test_kbsearch_index_skips_while_the_scheduled_run_holds_the_lease(
+    dynamodb: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("QDRANT_PATH", str(tmp_path / "qdrant"))
+    monkeypatch.setenv("INDEX_LEASE_TABLE", TABLE)
+    Lease(TABLE, "index#kb", ttl_s=600, client=dynamodb, owner="lambda:1:feed").acquire()
+    assert main(["index", str(ROOT / "sample-kb")]) == EXIT_LEASE_HELD
+    out = capsys.readouterr().out
+    assert out.startswith("skipped: another run holds the lease (held by lambda:1:feed until ")
+    assert not (tmp_path / "qdrant").exists()
+
+
+def test_kbsearch_index_against_cloud_without_a_lease_table_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("QDRANT_URL", "http://127.0.0.1:9")  # nothing listens: the run itself then fails
+    monkeypatch.setenv("QDRANT_TIMEOUT_S", "0.5")
+    assert main(["index", "--json", str(ROOT / "sample-kb")]) != 0
+    assert "INDEX_LEASE_TABLE is not set" in capsys.readouterr().err
