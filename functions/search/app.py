@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -188,6 +189,10 @@ def get_search(
     rerank: bool = True,
     expand: bool = True,
 ) -> Response[Any]:
+    raw_top_k = (app.current_event.query_string_parameters or {}).get("top_k")
+    if raw_top_k is not None and not re.fullmatch(r"[0-9]{1,6}", raw_top_k):  # strict: "5.0" or "+5" is not 5
+        return _validation_error([{"loc": ("top_k",), "msg": "Input should be a whole number", "type": "int_type"}],
+                                 location="query")  # fmt: skip
     filters = {"tags": tags, "type": type, "status": status, "path_prefix": path_prefix, "updated_after": updated_after}
     try:
         request = SearchRequest(

@@ -151,7 +151,7 @@ def parse_json(document: str, allow_constants: bool = False) -> Any:
             object_pairs_hook=_no_duplicates,
             parse_int=_number(int),
             parse_float=_number(float),
-            **({} if allow_constants else {"parse_constant": _refuse_constant}),
+            parse_constant=float if allow_constants else _refuse_constant,
         )
     except BadBody:
         raise
