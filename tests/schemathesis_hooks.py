@@ -1,4 +1,4 @@
-"""Schemathesis hooks for the fuzz run (``SCHEMATHESIS_HOOKS=tests.schemathesis_hooks``): sign generated Slack
+"""Schemathesis hooks for the fuzz run (``SCHEMATHESIS_HOOKS=tests/schemathesis_hooks.py``): sign generated Slack
 commands the way Slack does, so the fuzzer reaches what runs after the signature check (form parsing, replay
 guard, the hand-off), not only the 401. A case whose generator already chose a signature header keeps it (and is
 expected to get a 401)."""

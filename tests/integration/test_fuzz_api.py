@@ -66,8 +66,10 @@ def test_schemathesis_all_phases_no_5xx(served: ServeProcess, tmp_path: Path) ->
         "--request-timeout", "30", "--generation-database", "none", "--no-color",
         "--report", "json", "--report-json-path", str(report),
     ]  # fmt: skip
-    env = subprocess_env(SCHEMATHESIS_HOOKS="tests.schemathesis_hooks", FUZZ_SLACK_SIGNING_SECRET=SLACK_SECRET)
-    proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900, check=False)
+    hooks = str(ROOT / "tests" / "schemathesis_hooks.py")
+    env = subprocess_env(SCHEMATHESIS_HOOKS=hooks, FUZZ_SLACK_SIGNING_SECRET=SLACK_SECRET)
+    # its own folder: schemathesis keeps a cache (.schemathesis/) in the working directory
+    proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900, check=False)
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
     run = json.loads(report.read_text())
     assert run["schemathesis_version"].startswith("4.")
