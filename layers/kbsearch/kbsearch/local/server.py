@@ -177,10 +177,14 @@ class _Handler(BaseHTTPRequestHandler):
         if header_bytes > MAX_HEADER_BYTES:
             self._fail(431)
             return
+        try:
+            url = urlsplit(self.path)
+        except ValueError:  # e.g. an absolute URL with a broken IPv6 host
+            self._fail(400)
+            return
         body = self._body()
         if body is None:
             return
-        url = urlsplit(self.path)
         request = HttpRequest(
             method=self.command,
             path=url.path or "/",
