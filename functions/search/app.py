@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -21,12 +22,14 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
+from kbsearch.api import body
 from kbsearch.config import Secrets, load_handler_settings, running_in_lambda
 from kbsearch.errors import ConfigError
 from kbsearch.health import health_status
 from kbsearch.schemas import MAX_QUERY_CHARS, MAX_TOP_K, ErrorResponse, SearchFilters, SearchRequest, SearchResponse
 
 if TYPE_CHECKING:
+    from kbsearch import slack
     from kbsearch.mcp_server import McpServer
     from kbsearch.search import SearchService
     from kbsearch.sources import Source
@@ -39,7 +42,9 @@ copy_config_to_registered_loggers(source_logger=logger, include={"kbsearch"})
 metrics = Metrics()
 settings, config_problem = load_handler_settings()  # never raises: /health reports it, searches answer 503
 secrets = Secrets(settings)
-app = APIGatewayRestResolver(enable_validation=True)
+app = APIGatewayRestResolver(
+    enable_validation=True, json_body_deserializer=lambda text: body.parse_json(text, allow_constants=True)
+)
 app.enable_swagger(path="/docs", title="kb-search", version=health_status(settings)["version"])
 
 _service: SearchService | None = None
@@ -47,6 +52,7 @@ _tracer: Any = None
 _slack_handoff: Callable[[dict[str, Any]], None] | None = None
 _mcp_server: McpServer | None = None
 _kb_source: Source | None = None
+_seen_signatures: slack.SeenSignatures | None = None
 
 
 def service() -> SearchService:
@@ -203,6 +209,10 @@ def get_search(
     rerank: bool = True,
     expand: bool = True,
 ) -> Response[Any]:
+    raw_top_k = (app.current_event.query_string_parameters or {}).get("top_k")
+    if raw_top_k is not None and not re.fullmatch(r"[0-9]{1,6}", raw_top_k):  # strict: "5.0" or "+5" is not 5
+        return _validation_error([{"loc": ("top_k",), "msg": "Input should be a whole number", "type": "int_type"}],
+                                 location="query")  # fmt: skip
     filters = {"tags": tags, "type": type, "status": status, "path_prefix": path_prefix, "updated_after": updated_after}
     try:
         request = SearchRequest(
@@ -235,22 +245,46 @@ def _handoff() -> Callable[[dict[str, Any]], None]:
     return _slack_handoff
 
 
+def _seen() -> slack.SeenSignatures:
+    """Signatures already accepted: the Slack DynamoDB table in Lambda (shared by every container), memory locally."""
+    global _seen_signatures  # noqa: PLW0603 - one per container
+    if _seen_signatures is None:
+        from kbsearch import slack
+
+        if settings.slack_dedupe_table:
+            from kbsearch.slack_worker import DynamoDeduper
+
+            _seen_signatures = DynamoDeduper(settings.slack_dedupe_table, ttl_s=slack.REPLAY_WINDOW_S)
+        else:
+            _seen_signatures = slack.MemorySeenSignatures()
+    return _seen_signatures
+
+
 @app.post("/slack/command", include_in_schema=False)
 def slack_command() -> Response[Any]:
     from kbsearch import slack
+    from kbsearch.errors import KbSearchError
 
     secret = secrets.get("SLACK_SIGNING_SECRET")
     if not secret:
         logger.error("SLACK_SIGNING_SECRET is not configured")
         return _error(503, "slack_not_configured", "the Slack signing secret is not configured")
     event = app.current_event
-    raw = (event.decoded_body or "").encode("utf-8")
+    headers = dict(event.headers or {})
+    raw = body.raw_bytes(event.raw_event)  # the exact bytes Slack signed: checked before anything decodes them
     try:
-        slack.verify(secret, dict(event.headers or {}), raw)
+        slack.verify(secret, headers, raw)
+        slack.reject_replay(_seen(), headers)  # only signatures that verified reach the store
     except slack.SlackAuthError as exc:
         logger.warning("Slack request rejected", extra={"reason": str(exc)})
         return _error(401, "unauthorized", str(exc))
-    command = slack.parse_command(raw)
+    except Exception:
+        logger.exception("the store of seen Slack signatures failed")
+        return _error(503, "slack_unavailable", "cannot check this request right now; try again shortly")
+    try:
+        command = slack.parse_command(raw)
+    except KbSearchError as exc:
+        return _error(400, "bad_request", str(exc))
     intent = slack.parse_text(command.text)
     if intent.kind == "search":
         try:
@@ -284,8 +318,15 @@ def _mcp() -> McpServer:
 
 @app.route("/mcp", method=["GET", "POST", "DELETE"], include_in_schema=False)
 def mcp_endpoint() -> Response[Any]:
+    from kbsearch.mcp_server import body_error
+
     event = app.current_event
-    answer = _mcp().handle(event.http_method, dict(event.headers or {}), event.decoded_body)
+    try:
+        raw = body.raw_bytes(event.raw_event)
+    except body.BadBody as exc:
+        answer = body_error(exc)
+    else:
+        answer = _mcp().handle(event.http_method, dict(event.headers or {}), raw)
     if answer.body is None:
         return Response(status_code=answer.status, body="", headers=answer.headers)
     return Response(answer.status, content_types.APPLICATION_JSON, answer.body, headers=answer.headers)
@@ -321,6 +362,11 @@ def invalid_request(exc: RequestValidationError) -> Response[Any]:
     return _validation_error(exc.errors())
 
 
+@app.exception_handler(body.BadBody)
+def bad_body(exc: body.BadBody) -> Response[Any]:
+    return _error(exc.status, exc.code, exc.message)
+
+
 @app.not_found
 def not_found(_exc: NotFoundError) -> Response[Any]:
     return _error(404, "not_found", f"no route for {app.current_event.http_method} {app.current_event.path}")
@@ -334,21 +380,54 @@ def unexpected(exc: Exception) -> Response[Any]:
 
 
 def _body_size(event: dict[str, Any]) -> int:
-    body = event.get("body") or ""
+    raw = event.get("body") or ""
+    if not isinstance(raw, str):
+        return 0
     if event.get("isBase64Encoded"):
-        return len(body) * 3 // 4
-    return len(body.encode("utf-8")) if isinstance(body, str) else 0
+        return len(raw) * 3 // 4
+    return len(raw.encode("utf-8", "surrogatepass"))
+
+
+#: Routes whose body is JSON for Powertools' validation: their body is checked here first (bytes, media type,
+#: UTF-8), so a body Powertools would choke on (not UTF-8, a form, ...) is a 4xx, never a 500.
+JSON_BODY_ROUTES = frozenset({("POST", "/search")})
+
+
+def _checked(event: dict[str, Any]) -> dict[str, Any]:
+    """For a JSON-body route: the event with its body as checked UTF-8 text and a plain JSON Content-Type
+    (Powertools then parses it with :func:`kbsearch.api.body.parse_json`). Raises :class:`body.BadBody`."""
+    route = (str(event.get("httpMethod") or "").upper(), event.get("resource") or event.get("path"))
+    if route not in JSON_BODY_ROUTES:
+        return event
+    raw = body.raw_bytes(event)
+    body.require_json_media_type(body.header(event.get("headers"), "content-type"))
+    checked = dict(event, body=body.text(raw) if raw else None, isBase64Encoded=False)
+    headers = {k: v for k, v in (event.get("headers") or {}).items() if str(k).lower() != "content-type"}
+    multi = {k: v for k, v in (event.get("multiValueHeaders") or {}).items() if str(k).lower() != "content-type"}
+    checked["headers"] = {**headers, "Content-Type": "application/json"}
+    checked["multiValueHeaders"] = {**multi, "Content-Type": ["application/json"]}
+    return checked
+
+
+def _gateway_error(status: int, code: str, message: str) -> dict[str, Any]:
+    import json
+
+    return {
+        "statusCode": status,
+        "multiValueHeaders": {"Content-Type": ["application/json"]},
+        "body": json.dumps({"error": code, "message": message}),
+        "isBase64Encoded": False,
+    }
 
 
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if _body_size(event) > MAX_BODY_BYTES:
-        return {
-            "statusCode": 413,
-            "multiValueHeaders": {"Content-Type": ["application/json"]},
-            "body": '{"error": "payload_too_large", "message": "the body is over 64 KiB"}',
-            "isBase64Encoded": False,
-        }
+        return _gateway_error(413, "payload_too_large", "the body is over 64 KiB")
+    try:
+        event = _checked(event)
+    except body.BadBody as exc:
+        return _gateway_error(exc.status, exc.code, exc.message)
     try:
         return app.resolve(event, context)
     finally:

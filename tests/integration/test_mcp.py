@@ -119,7 +119,7 @@ def test_bad_arguments_and_unknown_notes_are_tool_errors(app, mode: str) -> None
     assert "query" in empty.content[0].text and "top_k" in too_many.content[0].text
     assert "colour" in unknown_field.content[0].text
     assert "no note at" in missing.content[0].text and "kb_search" in missing.content[0].text
-    assert "outside" in escape.content[0].text
+    assert "not a note path" in escape.content[0].text and ".." in escape.content[0].text
     assert "not a note" in not_a_note.content[0].text
 
 

@@ -89,7 +89,8 @@ def test_bad_bodies_get_422_with_field_errors(handler, body: Any, loc: list[Any]
 
 def test_not_json_and_oversized(handler) -> None:
     call = handler()
-    assert call(event("POST", "/search", raw=b"{not json"))["statusCode"] == 422
+    not_json = call(event("POST", "/search", raw=b"{not json"))
+    assert not_json["statusCode"] == 400 and body_of(not_json)["error"] == "invalid_json"
     big = call(event("POST", "/search", {"query": "x" * 70_000}))
     assert big["statusCode"] == 413 and body_of(big)["error"] == "payload_too_large"
 

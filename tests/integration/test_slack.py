@@ -167,9 +167,12 @@ def test_unconfigured_secret_is_503(load_search_app, tmp_path: Path) -> None:
 
 
 def test_acknowledgement_imports_nothing_heavy_in_lambda(tmp_path: Path) -> None:
-    """A fresh interpreter as a real Lambda: the ack path hands off through the Lambda Invoke API (a loopback
-    fake) and imports none of qdrant_client, numpy or the X-Ray SDK (boto3 is what the hand-off needs)."""
+    """A fresh interpreter as a real Lambda: the ack path records the signature in DynamoDB (the replay guard) and
+    hands off through the Lambda Invoke API (loopback fakes of both), and imports none of qdrant_client, numpy or
+    the X-Ray SDK (boto3 is what the replay guard and the hand-off need)."""
     lambda_api = FakeEndpoint(status=202).start()
+    dynamodb = FakeEndpoint(status=200).start()
+    dynamodb.body, dynamodb.content_type = b"{}", "application/x-amz-json-1.0"
     try:
         event = slack_event(form("qdrant snapshot", "https://hooks.slack.com/commands/1"))
         code = f"""
@@ -187,6 +190,7 @@ print(json.dumps({{"status": result["statusCode"], "heavy": heavy, "body": resul
             AWS_LAMBDA_FUNCTION_NAME="kb-search-dev-search", QDRANT_URL="https://example.invalid:6333",
             SLACK_SIGNING_SECRET=SECRET, SLACK_WORKER_FUNCTION="kb-search-dev-slack-worker",
             AWS_ENDPOINT_URL_LAMBDA=lambda_api.url, POWERTOOLS_TRACE_DISABLED="true",
+            SLACK_DEDUPE_TABLE="kb-search-dev-slack", AWS_ENDPOINT_URL_DYNAMODB=dynamodb.url,
         )  # fmt: skip
         proc = subprocess.run([sys.executable, "-c", code], input=json.dumps(event), capture_output=True, text=True,
                               env=env, check=False, timeout=60)  # fmt: skip
@@ -197,8 +201,13 @@ print(json.dumps({{"status": result["statusCode"], "heavy": heavy, "body": resul
         assert invoke.path == "/2015-03-31/functions/kb-search-dev-slack-worker/invocations"
         assert invoke.headers.get("x-amz-invocation-type") == "Event"
         assert invoke.body["slack_job"]["text"] == "qdrant snapshot"
+        (put,) = dynamodb.requests
+        assert put.headers.get("x-amz-target") == "DynamoDB_20120810.PutItem"
+        assert put.body["TableName"] == "kb-search-dev-slack"
+        assert put.body["Item"]["pk"]["S"] == "slack-signature:" + dict(event["headers"])["X-Slack-Signature"]
     finally:
         lambda_api.stop()
+        dynamodb.stop()
 
 
 # -- the worker ---------------------------------------------------------------------------------------------------
@@ -331,5 +340,8 @@ def test_end_to_end_through_kbsearch_serve(bm25_index: Path, tmp_path: Path, res
         assert r.json()["text"].startswith("Searching for")
         assert response_url.wait(20)
         assert "Runbook - reindex from scratch" in json.dumps(response_url.requests[0].body)
+        replay = httpx.post(f"{base}/slack/command", content=body, headers=headers, timeout=10)  # same signature
+        assert replay.status_code == 401 and replay.json()["message"] == "replayed request"
+        assert len(response_url.requests) == 1
         forged = dict(headers, **{"X-Slack-Signature": "v0=" + "0" * 64})
         assert httpx.post(f"{base}/slack/command", content=body, headers=forged, timeout=10).status_code == 401

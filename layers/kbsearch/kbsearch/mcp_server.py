@@ -16,15 +16,17 @@ version is a 2026-07-28 request; anything else is handshake-era.
 
 from __future__ import annotations
 
-import json
 import logging
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
 from kbsearch import __version__
+from kbsearch.api.body import BadBody, header, parse_json, require_json_media_type
+from kbsearch.api.body import text as body_text
 from kbsearch.schemas import MAX_QUERY_CHARS, MAX_TOP_K, SearchFilters, SearchRequest, SearchResponse
 
 logger = logging.getLogger(__name__)
@@ -44,6 +46,9 @@ INSTRUCTIONS = (
 
 PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, INTERNAL_ERROR = -32700, -32600, -32601, -32602, -32603
 HEADER_MISMATCH, UNSUPPORTED_PROTOCOL_VERSION = -32020, -32022
+#: A note path as kb_search returns it: relative, '/'-separated, no empty, '.' or '..' segment, no backslash, no
+#: control character (NUL included).
+_BAD_PATH_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\\]")
 HTTP_STATUS = {PARSE_ERROR: 400, INVALID_REQUEST: 400, INVALID_PARAMS: 400, HEADER_MISMATCH: 400,
                UNSUPPORTED_PROTOCOL_VERSION: 400, METHOD_NOT_FOUND: 404}  # fmt: skip
 
@@ -51,17 +56,17 @@ HTTP_STATUS = {PARSE_ERROR: 400, INVALID_REQUEST: 400, INVALID_PARAMS: 400, HEAD
 class KbSearchArgs(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS, description="what to look for (ru or en)")
-    top_k: int = Field(default=5, ge=1, le=MAX_TOP_K, description="how many notes to return")
-    tags: list[str] | None = Field(default=None, description="only notes with any of these tags")
-    type: str | None = Field(default=None, description="only notes of this type (runbook, decision, ...)")
-    status: str | None = Field(default=None, description="only notes with this status (active, draft, ...)")
+    query: StrictStr = Field(min_length=1, max_length=MAX_QUERY_CHARS, description="what to look for (ru or en)")
+    top_k: StrictInt = Field(default=5, ge=1, le=MAX_TOP_K, description="how many notes to return")
+    tags: list[StrictStr] | None = Field(default=None, max_length=50, description="only notes with any of these tags")
+    type: StrictStr | None = Field(default=None, description="only notes of this type (runbook, decision, ...)")
+    status: StrictStr | None = Field(default=None, description="only notes with this status (active, draft, ...)")
 
 
 class KbGetNoteArgs(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    path: str = Field(min_length=1, max_length=1024, description="the note's path, as kb_search returns it")
+    path: StrictStr = Field(min_length=1, max_length=1024, description="the note's path, as kb_search returns it")
 
 
 class NoteOut(BaseModel):
@@ -99,7 +104,8 @@ TOOLS: list[dict[str, Any]] = [
 
 
 class ToolFailure(Exception):
-    """A tool ran but could not answer (unknown note, failed search): reported with ``isError``."""
+    """A tool ran but could not answer (unknown note, failed search): reported with ``isError``. Its message is
+    public: it never carries a bucket, an endpoint, a server path or an exception's text (those go to the log)."""
 
 
 @dataclass
@@ -123,6 +129,24 @@ def _rpc_error(id_: Any, code: int, message: str, data: Any = None, modern: bool
         error["data"] = data
     status = HTTP_STATUS.get(code, 200) if modern or code in (PARSE_ERROR, INVALID_REQUEST) else 200
     return HttpAnswer(status, {"jsonrpc": "2.0", "id": id_, "error": error}, {})
+
+
+def body_error(exc: BadBody) -> HttpAnswer:
+    """A body that cannot be read as JSON (not UTF-8, not a JSON media type, too deep, ...) as a JSON-RPC error."""
+    if exc.status == 415:
+        answer = _rpc_error(None, INVALID_REQUEST, f"Invalid Request: {exc.message}")
+        return HttpAnswer(415, answer.body, {})
+    return _rpc_error(None, PARSE_ERROR, f"Parse error: {exc.message}")
+
+
+def _note_path_problem(path: str) -> str | None:
+    if _BAD_PATH_CHARS.search(path):
+        return "a note path has no control characters or backslashes"
+    if path.startswith("/") or any(part in ("", ".", "..") for part in path.split("/")):
+        return "a note path is relative, with no empty, '.' or '..' parts"
+    if not path.lower().endswith(".md"):
+        return "paths end in .md"
+    return None
 
 
 def _render_search(answer: SearchResponse) -> str:
@@ -149,14 +173,16 @@ class McpServer:
         self.tools = tools
 
     # -- HTTP -------------------------------------------------------------------------------------------------
-    def handle(self, method: str, headers: Mapping[str, str], body: str | None) -> HttpAnswer:
+    def handle(self, method: str, headers: Mapping[str, str], body: bytes | str | None) -> HttpAnswer:
         if method.upper() != "POST":
             return HttpAnswer(405, {"error": "method_not_allowed", "message": "use POST"}, {"Allow": "POST"})
         lowered = {k.lower(): v for k, v in headers.items()}
+        raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else (body or b"")
         try:
-            message = json.loads(body or "")
-        except ValueError:
-            return _rpc_error(None, PARSE_ERROR, "Parse error: the body is not JSON")
+            require_json_media_type(header(headers, "content-type"))
+            message = parse_json(body_text(raw))
+        except BadBody as exc:
+            return body_error(exc)
         if isinstance(message, list):
             return _rpc_error(None, INVALID_REQUEST, "JSON-RPC batches are not supported")
         if (
@@ -252,6 +278,9 @@ class McpServer:
                 result = self._error_result(f"invalid arguments for {name}: {_validation_text(exc)}")
             except ToolFailure as exc:
                 result = self._error_result(str(exc))
+            except Exception:  # the detail is for operators; the caller gets a public message
+                logger.exception("MCP tool %s failed", name)
+                result = self._error_result(f"{name} failed; try again shortly")
         return HttpAnswer(200, {"jsonrpc": "2.0", "id": id_, "result": result}, {})
 
     @staticmethod
@@ -268,9 +297,9 @@ class McpServer:
         request = SearchRequest(query=args.query, top_k=args.top_k, filters=filters)
         try:
             answer = self.tools.search(request)
-        except Exception as exc:
+        except Exception:
             logger.exception("kb_search failed")
-            raise ToolFailure(f"the search failed: {type(exc).__name__}; try again shortly") from None
+            raise ToolFailure("the search failed; try again shortly") from None
         return {
             "content": [{"type": "text", "text": _render_search(answer)}],
             "structuredContent": answer.model_dump(mode="json"),
@@ -282,19 +311,24 @@ class McpServer:
         from kbsearch.sources import SourceError
 
         args = KbGetNoteArgs.model_validate(arguments)
-        if not args.path.lower().endswith(".md"):
-            raise ToolFailure(f"{args.path!r} is not a note: paths end in .md (use kb_search to find one)")
+        problem = _note_path_problem(args.path)
+        if problem:
+            raise ToolFailure(f"not a note path: {problem} (use kb_search to find one)")
         try:
             raw = self.tools.read_note(args.path)
         except SourceError as exc:
-            raise ToolFailure(f"{exc}; use kb_search to find the right path") from None
+            # The source's text names buckets, keys with their prefix or server folders: log it, say less.
+            logger.warning("kb_get_note could not read a note", extra={"error": str(exc)})
+            if str(exc).startswith("no note at"):
+                raise ToolFailure(f"no note at {args.path!r}; use kb_search to find the right path") from None
+            raise ToolFailure("the knowledge base cannot be read right now; try again shortly") from None
         try:
             text = decode_note(raw, max_bytes=4 * 1024 * 1024)
         except NoteError as exc:
             raise ToolFailure(f"the note at {args.path!r} cannot be read: {exc.reason}") from None
         try:
             frontmatter, body = split_frontmatter(text)
-        except NoteError:
+        except Exception:
             frontmatter, body = {}, text  # broken frontmatter: still show the note as written
         title = str(frontmatter.get("title") or args.path.rsplit("/", 1)[-1].removesuffix(".md"))
         note = NoteOut(path=args.path, title=title, frontmatter=frontmatter, body=body.lstrip("\n"))

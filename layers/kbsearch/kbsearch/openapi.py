@@ -1,5 +1,8 @@
 """The parts of the OpenAPI document that Powertools cannot derive: the API key scheme, the JSON-RPC ``/mcp``
-endpoint and Slack's form-encoded ``/slack/command``. Plain data: cheap to import."""
+endpoint, Slack's form-encoded ``/slack/command``, the answers API Gateway gives before the function runs
+(403 without a key, 411 for a body without a length, 413 over 10 MB, in its ``{"message"}`` shape) and the links
+between operations that stateful testing follows (a search → the same search by query string → its top hit read
+over MCP). Plain data: cheap to import."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ _ERROR = {
     "required": ["error", "message"],
     "properties": {"error": {"type": "string"}, "message": {"type": "string"}},
 }
+_GATEWAY_ERROR = {"type": "object", "required": ["message"], "properties": {"message": {"type": "string"}}}
 _RPC_ERROR = {
     "type": "object",
     "required": ["jsonrpc", "error"],
@@ -54,6 +58,40 @@ MCP_PATH: dict[str, Any] = {
             "required": True,
             "content": {
                 "application/json": {
+                    "examples": {
+                        "initialize": {
+                            "value": {
+                                "jsonrpc": "2.0",
+                                "id": 1,
+                                "method": "initialize",
+                                "params": {
+                                    "protocolVersion": "2025-11-25",
+                                    "capabilities": {},
+                                    "clientInfo": {"name": "example", "version": "1"},
+                                },
+                            }
+                        },
+                        "toolsList": {"value": {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}},
+                        "kbSearch": {
+                            "value": {
+                                "jsonrpc": "2.0",
+                                "id": 3,
+                                "method": "tools/call",
+                                "params": {
+                                    "name": "kb_search",
+                                    "arguments": {"query": "restore a qdrant snapshot", "top_k": 3},
+                                },
+                            }
+                        },
+                        "kbGetNote": {
+                            "value": {
+                                "jsonrpc": "2.0",
+                                "id": 4,
+                                "method": "tools/call",
+                                "params": {"name": "kb_get_note", "arguments": {"path": "en/Glossary.md"}},
+                            }
+                        },
+                    },
                     "schema": {
                         "type": "object",
                         "required": ["jsonrpc", "method"],
@@ -63,7 +101,7 @@ MCP_PATH: dict[str, Any] = {
                             "method": {"type": "string"},
                             "params": {"type": "object"},
                         },
-                    }
+                    },
                 }
             },
         },
@@ -72,6 +110,7 @@ MCP_PATH: dict[str, Any] = {
             "202": {"description": "A notification, acknowledged"},
             "400": _json(_RPC_ERROR, "Parse error, invalid request or params, header mismatch, unsupported version"),
             "404": _json(_RPC_ERROR, "Method not found (2026-07-28 requests)"),
+            "415": _json(_RPC_ERROR, "The body is not application/json in UTF-8"),
         },
     },
     "get": {
@@ -94,6 +133,15 @@ SLACK_PATH: dict[str, Any] = {
             "required": True,
             "content": {
                 "application/x-www-form-urlencoded": {
+                    "example": {
+                        "command": "/kb",
+                        "text": "help",
+                        "user_id": "U1",
+                        "channel_id": "C1",
+                        "team_id": "T1",
+                        "response_url": "https://hooks.slack.com/commands/T1/1/x",
+                        "trigger_id": "1.2.3",
+                    },
                     "schema": {
                         "type": "object",
                         "properties": {
@@ -109,7 +157,7 @@ SLACK_PATH: dict[str, Any] = {
                                 "api_app_id",
                             )
                         },
-                    }
+                    },
                 }
             },
         },
@@ -122,24 +170,77 @@ SLACK_PATH: dict[str, Any] = {
                 },
                 "Acknowledgement (the answer follows on response_url)",
             ),
-            "401": _json(_ERROR, "Not signed by Slack, or too old"),
-            "503": _json(_ERROR, "The signing secret is not configured"),
+            "400": _json(_ERROR, "Signed, but the form is not readable (not UTF-8, too many fields)"),
+            "401": _json(_ERROR, "Not signed by Slack, too old, or a replay of an accepted request"),
+            "503": _json(_ERROR, "The signing secret is not configured, or the replay store is unavailable"),
         },
     }
 }
 
 
-def complete(schema: dict[str, Any], key_required_paths: tuple[str, ...] = ("/search",)) -> dict[str, Any]:
-    """Powertools' document plus the API key scheme, ``/mcp`` and ``/slack/command``."""
+SEARCH_EXAMPLES: dict[str, Any] = {
+    "runbook": {"value": {"query": "restore a qdrant snapshot", "top_k": 3}},
+    "filtered": {"value": {"query": "ротация ключей", "filters": {"tags": ["security"], "path_prefix": "ru/"},
+                           "rerank": False, "expand": False, "min_score": 0.0}},
+}  # fmt: skip
+
+
+def _search_links(get_id: str | None, post_id: str | None) -> dict[str, dict[str, Any]]:
+    """Links out of a search answer: the same query through the other /search form, and its top hit over MCP."""
+    read_top_hit = {
+        "operationId": "mcp",
+        "requestBody": {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "tools/call",
+            "params": {"name": "kb_get_note", "arguments": {"path": "$response.body#/results/0/path"}},
+        },
+    }
+    links: dict[str, dict[str, Any]] = {"ReadTopHit": read_top_hit}
+    if get_id:
+        links["SearchByQueryString"] = {"operationId": get_id, "parameters": {"query.q": "$response.body#/query"}}
+    if post_id:
+        links["SearchByBody"] = {"operationId": post_id, "requestBody": {"query": "$response.body#/query"}}
+    return links
+
+
+def complete(schema: dict[str, Any], key_required_paths: tuple[str, ...] = ("/search", "/mcp")) -> dict[str, Any]:
+    """Powertools' document plus the API key scheme, ``/mcp``, ``/slack/command``, API Gateway's own answers and
+    the links between the search operations."""
     doc = copy.deepcopy(schema)
     components = doc.setdefault("components", {})
     components.setdefault("securitySchemes", {})["ApiKey"] = {"type": "apiKey", "in": "header", "name": "x-api-key"}
     paths = doc.setdefault("paths", {})
-    for path in key_required_paths:
-        for operation in paths.get(path, {}).values():
-            operation["security"] = [{"ApiKey": []}]
-            operation.setdefault("responses", {})["413"] = _json(_ERROR, "Body over 64 KiB")
-            operation["responses"]["503"] = _json(_ERROR, "The index is unavailable (with Retry-After)")
     paths["/mcp"] = copy.deepcopy(MCP_PATH)
     paths["/slack/command"] = copy.deepcopy(SLACK_PATH)
+    search = paths.get("/search", {})
+    for method, operation in search.items():
+        responses = operation.setdefault("responses", {})
+        responses["413"] = _json(_ERROR, "Body over 64 KiB")
+        responses["503"] = _json(_ERROR, "The index is unavailable (with Retry-After)")
+        if method == "post":
+            content = operation.get("requestBody", {}).get("content", {}).get("application/json")
+            if content is not None:
+                content["examples"] = copy.deepcopy(SEARCH_EXAMPLES)
+            responses["400"] = _json(_ERROR, "The body is not UTF-8 or not JSON (too deep, duplicate keys, ...)")
+            responses["415"] = _json(_ERROR, "The body is not application/json in UTF-8")
+        for parameter in operation.get("parameters", []):
+            if parameter.get("name") == "q":
+                parameter["example"] = "reranker outage"
+        if "200" in responses:
+            get_id = search.get("get", {}).get("operationId")
+            post_id = search.get("post", {}).get("operationId")
+            responses["200"]["links"] = _search_links(get_id if method == "post" else None, post_id)
+    for path, item in paths.items():
+        for method, operation in item.items():
+            responses = operation.setdefault("responses", {})
+            if path in key_required_paths:
+                operation["security"] = [{"ApiKey": []}]
+                responses["403"] = _json(_GATEWAY_ERROR, "API Gateway: no valid x-api-key")
+            if method in ("post", "put", "patch"):
+                responses["411"] = _json(_GATEWAY_ERROR, "API Gateway: a body without a Content-Length")
+                big = responses.get("413", {}).get("content", {}).get("application/json", {}).get("schema")
+                responses["413"] = _json(
+                    {"anyOf": [big or _ERROR, _GATEWAY_ERROR]}, "Body over 64 KiB (10 MB at the gateway)"
+                )
     return doc

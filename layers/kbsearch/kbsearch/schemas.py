@@ -1,11 +1,15 @@
-"""The search API's request and answer models (pydantic only: cheap to import on the handler's cold path)."""
+"""The search API's request and answer models (pydantic only: cheap to import on the handler's cold path).
+
+Requests are strict: a number is a JSON number, a flag a JSON boolean, text a JSON string (``top_k: "5"``,
+``rerank: "yes"``, ``min_score: NaN`` are 422, not coerced); ``min_score`` must be finite.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
 
 MAX_QUERY_CHARS = 1000
 MAX_TOP_K = 20
@@ -14,16 +18,23 @@ MAX_TOP_K = 20
 class SearchFilters(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    tags: list[str] | None = Field(default=None, max_length=50, description="any of these tags")
-    type: list[str] | None = Field(default=None, max_length=20, description="note type(s)")
-    status: list[str] | None = Field(default=None, max_length=20, description="note status(es)")
-    path_prefix: str | None = Field(default=None, max_length=500, description="a folder, e.g. 'ru/ранбуки'")
+    tags: list[StrictStr] | None = Field(default=None, max_length=50, description="any of these tags")
+    type: list[StrictStr] | None = Field(default=None, max_length=20, description="note type(s)")
+    status: list[StrictStr] | None = Field(default=None, max_length=20, description="note status(es)")
+    path_prefix: StrictStr | None = Field(default=None, max_length=500, description="a folder, e.g. 'ru/ранбуки'")
     updated_after: dt.date | dt.datetime | None = Field(default=None, description="ISO date or date-time")
 
     @field_validator("tags", "type", "status", mode="before")
     @classmethod
     def _one_or_many(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
+
+    @field_validator("updated_after", mode="before")
+    @classmethod
+    def _iso_text(cls, value: Any) -> Any:
+        if value is None or isinstance(value, str | dt.date):
+            return value
+        raise ValueError("must be an ISO date or date-time string")
 
     def is_empty(self) -> bool:
         return not (self.tags or self.type or self.status or self.path_prefix or self.updated_after)
@@ -32,12 +43,14 @@ class SearchFilters(BaseModel):
 class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
-    top_k: int = Field(default=5, ge=1, le=MAX_TOP_K)
+    query: StrictStr = Field(min_length=1, max_length=MAX_QUERY_CHARS)
+    top_k: StrictInt = Field(default=5, ge=1, le=MAX_TOP_K)
     filters: SearchFilters = Field(default_factory=SearchFilters)
-    rerank: bool = True
-    expand: bool = True
-    min_score: float | None = Field(default=None, description="drop hits whose final score is below this")
+    rerank: StrictBool = True
+    expand: StrictBool = True
+    min_score: float | None = Field(
+        default=None, strict=True, allow_inf_nan=False, description="drop hits whose final score is below this"
+    )
 
 
 class HitScores(BaseModel):

@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs, quote, urlsplit
 
 from kbsearch.errors import KbSearchError
 from kbsearch.schemas import SearchResponse
 
 MAX_SKEW_S = 300
+#: A signature is accepted within ±MAX_SKEW_S of its timestamp, so remembering it this long covers its whole life.
+REPLAY_WINDOW_S = 2 * MAX_SKEW_S
+MAX_FORM_FIELDS = 100
 MAX_BLOCKS = 50
 MAX_SECTION_CHARS = 3000
 MAX_TOTAL_CHARS = 12_000
@@ -65,6 +69,39 @@ def verify(secret: str, headers: Mapping[str, str], body: bytes, now: float | No
         raise SlackAuthError("signature mismatch")
 
 
+class SeenSignatures(Protocol):
+    """A short-lived store of the signatures already accepted: ``claim`` is True the first time only."""
+
+    def claim(self, key: str) -> bool: ...
+
+
+class MemorySeenSignatures:
+    """One process (``kbsearch serve``): signatures with their expiry, purged as new ones arrive."""
+
+    def __init__(self, ttl_s: float = REPLAY_WINDOW_S, clock: Any = time.monotonic) -> None:
+        self.ttl_s = ttl_s
+        self._clock = clock
+        self._expiry: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def claim(self, key: str) -> bool:
+        now = self._clock()
+        with self._lock:
+            if len(self._expiry) > 1000:
+                self._expiry = {k: t for k, t in self._expiry.items() if t > now}
+            if self._expiry.get(key, 0.0) > now:
+                return False
+            self._expiry[key] = now + self.ttl_s
+            return True
+
+
+def reject_replay(seen: SeenSignatures, headers: Mapping[str, str]) -> None:
+    """After :func:`verify`: a signature seen before is a replayed request → :class:`SlackAuthError`."""
+    signature = next((v for k, v in headers.items() if k.lower() == "x-slack-signature"), "")
+    if not seen.claim(f"slack-signature:{signature}"):
+        raise SlackAuthError("replayed request")
+
+
 @dataclass(frozen=True)
 class SlashCommand:
     command: str
@@ -90,9 +127,11 @@ class SlashCommand:
 
 def parse_command(body: bytes) -> SlashCommand:
     try:
-        form = parse_qs(body.decode("utf-8"), keep_blank_values=True)
+        form = parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS)
     except UnicodeDecodeError:
         raise KbSearchError("the form body is not UTF-8") from None
+    except ValueError:
+        raise KbSearchError(f"the form body has more than {MAX_FORM_FIELDS} fields") from None
 
     def one(name: str) -> str:
         return (form.get(name) or [""])[0]

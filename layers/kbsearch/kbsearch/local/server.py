@@ -4,13 +4,22 @@ Each request becomes an API Gateway REST proxy event for the function that owns 
 the HTTP response. Like API Gateway: unknown routes answer 403 "Missing Authentication Token", routes that
 require an API key answer 403 "Forbidden" without a valid ``x-api-key`` (when ``KB_LOCAL_API_KEYS`` is set),
 bodies over 10 MB answer 413. Each function is one warm container: its calls run one at a time.
+
+At the socket it answers as API Gateway does, in its ``{"message": ...}`` JSON, never with a traceback in the log
+or an HTML page: a ``Content-Length`` that is not one number → 400, a body shorter than its ``Content-Length`` →
+400 (or a quiet close when the client stalls past the idle timeout), ``Transfer-Encoding`` → 411 (400 with a
+``Content-Length`` too), headers over 10 KiB → 431, a request line that is not HTTP/1.x → 400 (HTTP/0.9: a quiet
+close), any method the template has no route for (TRACE, CONNECT, PROPFIND, ...) → 403 "Missing Authentication
+Token". A client that hangs up (``curl .../docs | head``) ends its connection quietly.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
+import sys
 import threading
 from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,6 +33,13 @@ from kbsearch.local.template import ApiRoute, Template
 logger = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 10 * 1024 * 1024
+MAX_HEADER_BYTES = 10 * 1024  # API Gateway's limit on the total size of request headers
+IDLE_TIMEOUT_S = 10.0  # a client that sends nothing (or stalls mid-body) for this long is disconnected
+_CONTENT_LENGTH = re.compile(r"[0-9]{1,12}")
+_GATEWAY_MESSAGES = {
+    400: "Bad Request", 403: "Missing Authentication Token", 411: "Length Required", 413: "Request Too Long",
+    414: "Request-URI Too Long", 431: "Request Header Fields Too Large",
+}  # fmt: skip
 
 
 def parse_api_keys(value: str | None) -> frozenset[str]:
@@ -101,16 +117,74 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "kbsearch-local"
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # headers and body are separate writes: no 40 ms delayed-ACK stalls
+    timeout = IDLE_TIMEOUT_S  # socket reads and writes: a stalled client is dropped, not waited for
     api: LocalApi
 
-    def _serve(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_BODY_BYTES:
-            self._send(error_response(413, "Request Too Long"))
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except OSError as exc:  # the client hung up, reset or stalled: nobody is left to answer
+            logger.debug("%s: connection ended (%s)", self.client_address[0], type(exc).__name__)
             self.close_connection = True
-            return
+
+    def parse_request(self) -> bool:
+        words = str(self.raw_requestline, "iso-8859-1").split()
+        if len(words) == 2:  # HTTP/0.9 has no status line or headers to answer with: close quietly
+            self.close_connection = True
+            return False
+        return super().parse_request()
+
+    def __getattr__(self, name: str) -> Any:
+        # Every method reaches the router (TRACE, CONNECT, PROPFIND, ...): API Gateway answers a method a route does
+        # not have with 403 "Missing Authentication Token", not an HTML 501.
+        if name.startswith("do_"):
+            return self._serve
+        raise AttributeError(name)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own errors (bad request line, header lines too long, ...) in API Gateway's JSON shape."""
+        if self.request_version in ("", "HTTP/0.9") or not self.request_version.startswith("HTTP/1."):
+            self.request_version = "HTTP/1.1"  # answer with a status line and headers whatever was sent
+        self._fail(400 if code >= 500 else code)  # 501 (unknown method syntax) and 505 (HTTP/2 line) are 400s there
+
+    def _fail(self, status: int) -> None:
+        self.close_connection = True
+        self._send(error_response(status, _GATEWAY_MESSAGES.get(status, "Bad Request")), close=True)
+
+    def _body(self) -> bytes | None:
+        """The request body, or None after answering (or dropping) a request whose framing is wrong."""
+        lengths = self.headers.get_all("Content-Length") or []
+        if self.headers.get("Transfer-Encoding") is not None:
+            self._fail(400 if lengths else 411)
+            return None
+        if not lengths:
+            return b""
+        if len(set(lengths)) != 1 or not _CONTENT_LENGTH.fullmatch(lengths[0].strip()):
+            self._fail(400)
+            return None
+        length = int(lengths[0])
+        if length > MAX_BODY_BYTES:
+            self._fail(413)
+            return None
         body = self.rfile.read(length) if length else b""
-        url = urlsplit(self.path)
+        if len(body) != length:  # the client ended its side before sending the whole body
+            self._fail(400)
+            return None
+        return body
+
+    def _serve(self) -> None:
+        header_bytes = sum(len(k) + len(v) for k, v in self.headers.items())
+        if header_bytes > MAX_HEADER_BYTES:
+            self._fail(431)
+            return
+        try:
+            url = urlsplit(self.path)
+        except ValueError:  # e.g. an absolute URL with a broken IPv6 host
+            self._fail(400)
+            return
+        body = self._body()
+        if body is None:
+            return
         request = HttpRequest(
             method=self.command,
             path=url.path or "/",
@@ -121,7 +195,7 @@ class _Handler(BaseHTTPRequestHandler):
         )
         self._send(self.api.handle(request))
 
-    def _send(self, response: HttpResponse) -> None:
+    def _send(self, response: HttpResponse, close: bool = False) -> None:
         self.send_response(response.status)
         names = {k.lower() for k, _ in response.headers}
         for key, value in response.headers:
@@ -130,14 +204,14 @@ class _Handler(BaseHTTPRequestHandler):
         if "content-type" not in names:
             self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(response.body)))
+        if close:
+            self.send_header("Connection", "close")
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(response.body)
 
-    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = _serve
-
     def log_message(self, format: str, *args: Any) -> None:
-        logger.info("%s %s", self.address_string(), format % args)
+        logger.info("%s %s", self.address_string(), (format % args).translate(self._control_char_table))
 
 
 class _Server(ThreadingHTTPServer):
@@ -145,8 +219,17 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 128
     daemon_threads = True
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """socketserver prints a traceback to stderr for anything a connection raises; a client going away is not
+        an error, and anything else is logged once, through logging."""
+        error = sys.exc_info()[1]
+        if isinstance(error, OSError):
+            logger.debug("%s: connection ended (%s)", client_address[0], type(error).__name__)
+            return
+        logger.error("connection from %s failed: %s", client_address[0], type(error).__name__)
 
-def make_server(api: LocalApi, host: str, port: int) -> ThreadingHTTPServer:
-    handler = type("Handler", (_Handler,), {"api": api})
+
+def make_server(api: LocalApi, host: str, port: int, idle_timeout_s: float = IDLE_TIMEOUT_S) -> ThreadingHTTPServer:
+    handler = type("Handler", (_Handler,), {"api": api, "timeout": idle_timeout_s})
     server = _Server((host, port), handler)
     return server

@@ -1,0 +1,161 @@
+"""Request bodies as API Gateway hands them over → checked bytes, text and JSON, in linear time and memory.
+
+Every failure is a :class:`BadBody` carrying the HTTP status, a short error code and a public message (no input is
+echoed); the routes turn it into their own envelope (``{"error", "message"}`` or a JSON-RPC error).
+
+- bytes: ``isBase64Encoded`` bodies are strictly base64 (400 otherwise); text bodies must encode as UTF-8.
+- media type: JSON routes take ``application/json`` or ``application/*+json`` (or no Content-Type at all), with no
+  ``charset`` other than UTF-8; anything else is 415.
+- text: strict UTF-8, one leading UTF-8 BOM ignored (RFC 8259 §8.1); anything else is 400.
+- JSON: at most :data:`MAX_DEPTH` levels (checked before parsing, so nothing recurses deeply), numbers of at most
+  :data:`MAX_NUMBER_CHARS` characters, no duplicate keys, no lone surrogates (``"\\ud800"``). ``NaN`` and
+  ``Infinity`` are not JSON: :func:`parse_json` refuses them unless ``allow_constants`` (``/search`` lets its
+  strict models answer 422 for them with the field's name).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from kbsearch.errors import KbSearchError
+
+MAX_DEPTH = 32
+MAX_NUMBER_CHARS = 100
+JSON_MEDIA_TYPES = ("application/json",)
+_BOM = b"\xef\xbb\xbf"
+_DEPTH_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.S)
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class BadBody(KbSearchError):
+    """The request body cannot be taken: ``status`` (400, 413, 415), ``code`` and a public ``message``."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def raw_bytes(event: Mapping[str, Any]) -> bytes:
+    """The body exactly as the client sent it (API Gateway base64-encodes binary and form bodies)."""
+    body = event.get("body")
+    if body is None or body == "":
+        return b""
+    if not isinstance(body, str):
+        raise BadBody(400, "bad_request", "the request body is not text")
+    if event.get("isBase64Encoded"):
+        try:
+            return base64.b64decode(body, validate=True)
+        except (binascii.Error, ValueError):
+            raise BadBody(400, "bad_request", "the request body is not valid base64") from None
+    try:
+        return body.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadBody(400, "bad_request", "the request body is not valid UTF-8") from None
+
+
+def header(headers: Mapping[str, Any] | None, name: str) -> str | None:
+    """A header's value, whatever the case of its name."""
+    wanted = name.lower()
+    for key, value in (headers or {}).items():
+        if isinstance(key, str) and key.lower() == wanted:
+            return value if isinstance(value, str) else None
+    return None
+
+
+def require_json_media_type(content_type: str | None) -> None:
+    """415 unless the Content-Type is JSON in UTF-8 (a missing Content-Type is taken as JSON)."""
+    if content_type is None or not content_type.strip():
+        return
+    media, *params = (part.strip() for part in content_type.split(";"))
+    media = media.lower()
+    if not (media in JSON_MEDIA_TYPES or (media.startswith("application/") and media.endswith("+json"))):
+        raise BadBody(415, "unsupported_media_type", "send the body as application/json")
+    for param in params:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in ("utf-8", "utf8"):
+            raise BadBody(415, "unsupported_media_type", "the body must be UTF-8 (charset=utf-8)")
+
+
+def text(raw: bytes) -> str:
+    """Strict UTF-8; one leading BOM is ignored."""
+    if raw.startswith(_BOM):
+        raw = raw[len(_BOM) :]
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadBody(400, "bad_request", "the request body is not valid UTF-8") from None
+
+
+def _check_depth(document: str) -> None:
+    depth = 0
+    for match in _DEPTH_TOKENS.finditer(document):
+        mark = match.group()
+        if mark in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise BadBody(400, "invalid_json", f"the JSON body is nested more than {MAX_DEPTH} levels deep")
+        elif mark in "]}":
+            depth -= 1
+
+
+def _number(kind: type[int] | type[float]) -> Any:
+    def parse(literal: str) -> int | float:
+        if len(literal) > MAX_NUMBER_CHARS:
+            raise BadBody(400, "invalid_json", f"a number in the body is longer than {MAX_NUMBER_CHARS} characters")
+        return kind(literal)
+
+    return parse
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise BadBody(400, "invalid_json", "the JSON body repeats a key in one object")
+        obj[key] = value
+    return obj
+
+
+def _refuse_constant(_name: str) -> Any:
+    raise BadBody(400, "invalid_json", "NaN and Infinity are not JSON")
+
+
+def _check_strings(value: Any) -> None:
+    """Lone surrogates (``\\ud800``) decode into str values that cannot be encoded again: refuse them."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                raise BadBody(400, "invalid_json", "the JSON body has a lone surrogate (\\ud800-\\udfff) escape")
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def parse_json(document: str, allow_constants: bool = False) -> Any:
+    """JSON text → a value, or :class:`BadBody` (400). Linear in the input whatever it holds."""
+    _check_depth(document)
+    try:
+        value = json.loads(
+            document,
+            object_pairs_hook=_no_duplicates,
+            parse_int=_number(int),
+            parse_float=_number(float),
+            parse_constant=float if allow_constants else _refuse_constant,
+        )
+    except BadBody:
+        raise
+    except (ValueError, RecursionError):
+        raise BadBody(400, "invalid_json", "the request body is not valid JSON") from None
+    _check_strings(value)
+    return value

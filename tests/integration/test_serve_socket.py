@@ -1,0 +1,193 @@
+"""`kbsearch serve` at the socket: raw bytes from clients that frame requests wrongly, use odd methods or protocol
+versions, send huge headers or hang up mid-answer. Every answer is API Gateway's JSON shape (never a 5xx or an
+HTML page) or a quiet close, and the server's log never holds a traceback."""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from kbsearch.local.process import ServeProcess, serve_process
+from kbsearch.local.server import LocalApi, make_server
+from kbsearch.local.template import Template
+from tests.conftest import ROOT, subprocess_env
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
+    store = tmp_path_factory.mktemp("socket") / "q"
+    env = subprocess_env(QDRANT_PATH=str(store), KB_SOURCE=str(ROOT / "sample-kb"))
+    with serve_process(env, cwd=ROOT) as process:
+        yield process
+    text = process.text()
+    assert "Traceback" not in text and "<html" not in text.lower(), text[-3000:]
+
+
+def address(base_url: str) -> tuple[str, int]:
+    url = urlsplit(base_url)
+    assert url.hostname and url.port
+    return url.hostname, url.port
+
+
+def exchange(base_url: str, data: bytes, half_close: bool = True, timeout: float = 15.0) -> bytes:
+    """Send raw bytes, optionally end our side, and read until the server closes."""
+    with socket.create_connection(address(base_url), timeout=timeout) as sock:
+        sock.sendall(data)
+        if half_close:
+            sock.shutdown(socket.SHUT_WR)
+        chunks = []
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def responses(raw: bytes) -> list[tuple[int, dict[str, str], bytes]]:
+    """Split a byte stream of HTTP/1.1 responses (each with a Content-Length)."""
+    out = []
+    while raw:
+        head, _, rest = raw.partition(b"\r\n\r\n")
+        lines = head.decode("iso-8859-1").split("\r\n")
+        assert lines[0].startswith("HTTP/1.1 "), raw[:300]
+        headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+        length = int(headers["content-length"])
+        out.append((int(lines[0].split()[1]), headers, rest[:length]))
+        raw = rest[length:]
+    return out
+
+
+def gateway_error(raw: bytes, status: int) -> None:
+    (answer,) = responses(raw)
+    assert answer[0] == status, answer
+    assert answer[1]["content-type"] == "application/json"
+    assert set(json.loads(answer[2])) == {"message"}
+
+
+def req(head: str, body: bytes = b"") -> bytes:
+    return head.replace("\n", "\r\n").encode("utf-8") + b"\r\n" + body
+
+
+@pytest.mark.parametrize("length", ["abc", "-1", "+5", "5 5", "0x10", "1e3", "", "9" * 30, "٣"])
+def test_content_length_that_is_not_a_number_is_400(served: ServeProcess, length: str) -> None:
+    raw = exchange(served.base_url, req(f"POST /search HTTP/1.1\nHost: x\nContent-Length: {length}\n", b"{}"))
+    gateway_error(raw, 400)
+
+
+def test_two_content_lengths_and_a_short_body_are_400(served: ServeProcess) -> None:
+    two = req("POST /search HTTP/1.1\nHost: x\nContent-Length: 2\nContent-Length: 3\n", b"{}")
+    gateway_error(exchange(served.base_url, two), 400)
+    short = req("POST /search HTTP/1.1\nHost: x\nContent-Type: application/json\nContent-Length: 100\n", b'{"q"')
+    gateway_error(exchange(served.base_url, short), 400)
+
+
+def test_a_body_longer_than_its_length_is_a_request_then_garbage(served: ServeProcess) -> None:
+    data = req("POST /search HTTP/1.1\nHost: x\nContent-Type: application/json\nContent-Length: 2\n", b"{}garbage\r\n")
+    (first, second) = responses(exchange(served.base_url, data))
+    assert first[0] == 422 and json.loads(first[2])["error"] == "validation_error"
+    assert second[0] == 400 and json.loads(second[2]) == {"message": "Bad Request"}
+
+
+def test_content_length_over_10_mb_is_413(served: ServeProcess) -> None:
+    gateway_error(exchange(served.base_url, req("POST /search HTTP/1.1\nHost: x\nContent-Length: 10485761\n")), 413)
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [("Transfer-Encoding: chunked\n", 411), ("Transfer-Encoding: gzip, chunked\n", 411),
+     ("Transfer-Encoding: chunked\nContent-Length: 4\n", 400)],
+)  # fmt: skip
+def test_chunked_bodies_are_refused(served: ServeProcess, headers: str, status: int) -> None:
+    raw = exchange(served.base_url, req(f"POST /search HTTP/1.1\nHost: x\n{headers}", b"2\r\n{}\r\n0\r\n\r\n"))
+    gateway_error(raw, status)
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["TRACE / HTTP/1.1", "TRACE /search HTTP/1.1", "CONNECT example.com:443 HTTP/1.1", "PROPFIND /search HTTP/1.1",
+     "MKCOL /x HTTP/1.1", "DELETE /search HTTP/1.1", "PUT /health HTTP/1.1", "BREW /pot HTTP/1.1",
+     "OPTIONS * HTTP/1.1", "GET http://evil.example/nowhere HTTP/1.1"],
+)  # fmt: skip
+def test_methods_without_a_route_are_403(served: ServeProcess, line: str) -> None:
+    raw = exchange(served.base_url, req(f"{line}\nHost: x\n"))
+    (answer,) = responses(raw)
+    assert answer[0] == 403 and json.loads(answer[2]) == {"message": "Missing Authentication Token"}
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"GET /health\r\n", b"GET /\r\n\r\n", b"HELLO\r\n\r\n", b"GET / HTTP/2.0\r\n\r\n", b"GET / HTTP/1.1.1\r\n\r\n",
+     b"GET / FTP/1.0\r\n\r\n", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(range(256)), b"\r\n\r\n",
+     b"\x00\x00\x00\x00\r\n\r\n", b"GET / HTTP/1.1 extra\r\n\r\n", b"GET http://[::1/health HTTP/1.1\r\n\r\n",
+     b"GET /\xff\xfe\x00 HTTP/1.1\r\n\xff: \xfe\r\n\r\n"],
+)  # fmt: skip
+def test_garbage_and_other_protocols_are_400_or_a_quiet_close(served: ServeProcess, data: bytes) -> None:
+    raw = exchange(served.base_url, data)
+    if raw:
+        for status, headers, body in responses(raw):
+            assert status in (400, 403) and headers["content-type"] == "application/json" and b"message" in body
+
+
+def test_http_09_gets_a_quiet_close(served: ServeProcess) -> None:
+    assert exchange(served.base_url, b"GET /health\r\n") == b""
+
+
+@pytest.mark.parametrize(
+    "headers",
+    ["X-Big: " + "a" * 70_000 + "\n", "".join(f"X-H{i}: v\n" for i in range(150)),
+     "".join(f"X-H{i}: " + "b" * 1000 + "\n" for i in range(12))],
+)  # fmt: skip
+def test_huge_headers_are_431(served: ServeProcess, headers: str) -> None:
+    gateway_error(exchange(served.base_url, req(f"GET /health HTTP/1.1\nHost: x\n{headers}")), 431)
+
+
+def test_a_request_line_over_64_kib_is_414(served: ServeProcess) -> None:
+    gateway_error(exchange(served.base_url, req("GET /health?q=" + "x" * 70_000 + " HTTP/1.1\nHost: x\n")), 414)
+
+
+def test_clients_that_hang_up_mid_answer(served: ServeProcess) -> None:
+    """`curl .../docs | head`: the client reads a little and resets the connection; then the server still answers."""
+    for path in ("/docs", "/openapi.json", "/health"):
+        for _ in range(3):
+            sock = socket.create_connection(address(served.base_url), timeout=10)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+            sock.sendall(req(f"GET {path} HTTP/1.1\nHost: x\n"))
+            assert sock.recv(64).startswith(b"HTTP/1.1 200")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close → RST
+            sock.close()
+        sock = socket.create_connection(address(served.base_url), timeout=10)
+        sock.sendall(req(f"GET {path} HTTP/1.1\nHost: x\n"))
+        sock.close()  # before reading anything
+    time.sleep(0.5)
+    assert httpx.get(f"{served.base_url}/health", timeout=10).status_code == 200
+    assert "Traceback" not in served.text()
+
+
+def test_a_stalled_client_is_disconnected_quietly() -> None:
+    """A body that never arrives: the connection is closed after the idle timeout, with nothing sent."""
+    api = LocalApi(Template(ROOT / "template.yaml"))
+    server = make_server(api, "127.0.0.1", 0, idle_timeout_s=1.0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        t0 = time.monotonic()
+        stalled = req("POST /search HTTP/1.1\nHost: x\nContent-Length: 100\n", b"{")
+        assert exchange(base, stalled, half_close=False) == b""
+        assert exchange(base, b"GET /health HTTP/1.1\r\nHost: x\r\n", half_close=False) == b""  # headers unfinished
+        assert time.monotonic() - t0 < 8
+    finally:
+        server.shutdown()
+        server.server_close()
