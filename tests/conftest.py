@@ -204,8 +204,7 @@ def load_search_app(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., C
 
     yield load
     for module in loaded:
-        if module._service is not None:
-            module._service.close()
+        module.api.container.close()
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ from aws_lambda_powertools.logging.utils import copy_config_to_registered_logger
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from kbsearch.config import Secrets, load_handler_settings
+from kbsearch.api.container import Container
 from kbsearch.errors import KbSearchError
 from kbsearch.indexer import run_sync
 from kbsearch.lease import SKIPPED, LeaseHeld
@@ -25,8 +25,8 @@ from kbsearch.providers.resilience import Deadline
 logger = Logger()
 copy_config_to_registered_loggers(source_logger=logger, include={"kbsearch"})
 metrics = Metrics()
-settings, config_problem = load_handler_settings("KB_SOURCE")  # never raises at import; each run reports it
-secrets = Secrets(settings)
+container = Container("KB_SOURCE")  # never raises at import; each run reports the problem
+settings, secrets, config_problem = container.settings, container.secrets, container.config_problem
 
 COUNTS = (
     "added", "updated", "deleted", "unchanged", "attachments_ignored", "chunks_upserted", "chunks_deleted",

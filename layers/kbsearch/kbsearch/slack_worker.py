@@ -109,8 +109,11 @@ def handle_job(
     deduper: Deduper,
     client: httpx.Client,
     settings: Settings,
+    deadline: Deadline | None = None,
 ) -> str:
-    """Answer one slash command. Returns ``posted``, ``duplicate`` or ``rejected``; raises SlackPostError."""
+    """Answer one slash command within ``deadline`` (the invocation's remaining time). Returns ``posted``,
+    ``duplicate`` or ``rejected``; raises SlackPostError."""
+    deadline = deadline or Deadline()
     command = SlashCommand.from_job(job)
     hosts = tuple(h.strip() for h in settings.slack_response_hosts.split(",") if h.strip())
     if not allowed_response_url(command.response_url, hosts):
@@ -125,14 +128,14 @@ def handle_job(
     else:
         try:
             request = SearchRequest(query=intent.query[:MAX_QUERY_CHARS], top_k=settings.slack_top_k)
-            answer = service().search(request)
+            answer = service().search(request, remaining_s=deadline.remaining() if deadline.at else None)
         except Exception:
             logger.exception("search for Slack failed")
             payload = apology(intent.query)
         else:
             payload = render_answer(answer, intent.share, settings.kb_base_url or None)
     try:
-        post_to_slack(client, command.response_url, payload)
+        post_to_slack(client, command.response_url, payload, deadline=deadline)
     except SlackPostError:
         deduper.release(command.request_key)  # let a retried delivery try again
         raise

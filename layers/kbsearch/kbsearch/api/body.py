@@ -159,3 +159,30 @@ def parse_json(document: str, allow_constants: bool = False) -> Any:
         raise BadBody(400, "invalid_json", "the request body is not valid JSON") from None
     _check_strings(value)
     return value
+
+
+def size(event: Mapping[str, Any]) -> int:
+    """The body's size in bytes as API Gateway counts it (base64 bodies by their decoded length)."""
+    raw = event.get("body") or ""
+    if not isinstance(raw, str):
+        return 0
+    if event.get("isBase64Encoded"):
+        return len(raw) * 3 // 4
+    return len(raw.encode("utf-8", "surrogatepass"))
+
+
+def checked_json_event(event: dict[str, Any], json_routes: frozenset[tuple[str, str]]) -> dict[str, Any]:
+    """For a route in ``json_routes`` (method, resource): the event with its body as checked UTF-8 text and a plain
+    JSON Content-Type, so the router parses it with :func:`parse_json`. Other events pass unchanged. Raises
+    :class:`BadBody`."""
+    route = (str(event.get("httpMethod") or "").upper(), event.get("resource") or event.get("path"))
+    if route not in json_routes:
+        return event
+    raw = raw_bytes(event)
+    require_json_media_type(header(event.get("headers"), "content-type"))
+    checked = dict(event, body=text(raw) if raw else None, isBase64Encoded=False)
+    headers = {k: v for k, v in (event.get("headers") or {}).items() if str(k).lower() != "content-type"}
+    multi = {k: v for k, v in (event.get("multiValueHeaders") or {}).items() if str(k).lower() != "content-type"}
+    checked["headers"] = {**headers, "Content-Type": "application/json"}
+    checked["multiValueHeaders"] = {**multi, "Content-Type": ["application/json"]}
+    return checked

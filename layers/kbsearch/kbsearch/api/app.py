@@ -1,0 +1,182 @@
+"""The search function's API: one Powertools REST resolver with the search, Slack and MCP routers, errors as
+exception handlers (the documented envelope, never a traceback), body checks before routing, metrics and X-Ray
+spans per search. Built once per container by ``functions/search/app.py``.
+
+Import stays light (``/health`` and the Slack acknowledgement answer from a cold start): qdrant_client, numpy,
+boto3 and the X-Ray SDK load inside the routes that need them, once per container.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator
+from typing import Any, cast
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler.api_gateway import Router
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from kbsearch.api import body
+from kbsearch.api.container import Container
+from kbsearch.api.mcp_routes import mcp_router
+from kbsearch.api.responses import error, gateway_error, unavailable, validation_error
+from kbsearch.api.search_routes import search_router
+from kbsearch.api.slack_routes import slack_router
+from kbsearch.config import running_in_lambda
+from kbsearch.errors import ConfigError
+from kbsearch.health import health_status
+from kbsearch.schemas import SearchRequest, SearchResponse
+
+MAX_BODY_BYTES = 64 * 1024
+#: Routes whose body is JSON for Powertools' validation: their body is checked first (bytes, media type, UTF-8),
+#: so a body Powertools would choke on (not UTF-8, a form, ...) is a 4xx, never a 500.
+JSON_BODY_ROUTES = frozenset({("POST", "/search")})
+
+
+class Tracing:
+    """An X-Ray subsegment per search stage, only in Lambda with tracing on (locally there is nothing to send
+    traces to); the tracer and the X-Ray SDK load on the first search."""
+
+    def __init__(self) -> None:
+        self.enabled = running_in_lambda() and os.environ.get("POWERTOOLS_TRACE_DISABLED", "").lower() not in (
+            "1",
+            "true",
+        )
+        self._tracer: Any = None
+
+    def warm(self) -> None:
+        if self.enabled and self._tracer is None:
+            from aws_lambda_powertools import Tracer
+
+            self._tracer = Tracer()
+
+    @contextlib.contextmanager
+    def span(self, name: str) -> Iterator[None]:
+        if not self.enabled:
+            yield
+            return
+        self.warm()
+        with self._tracer.provider.in_subsegment(f"## {name}"):
+            yield
+
+
+class SearchApi:
+    def __init__(self, container: Container | None = None) -> None:
+        self.container = container or Container()
+        self.logger = Logger()
+        copy_config_to_registered_loggers(source_logger=self.logger, include={"kbsearch"})
+        self.metrics = Metrics()
+        self.tracing = Tracing()
+        version = health_status(self.container.settings)["version"]
+        self.app = app = APIGatewayRestResolver(
+            enable_validation=True, json_body_deserializer=lambda text: body.parse_json(text, allow_constants=True)
+        )
+        app.enable_swagger(path="/docs", title="kb-search", version=version)
+        app.get("/health")(self._health)
+        app.get("/openapi.json", include_in_schema=False)(self._openapi)
+        app.include_router(search_router(self.search))
+        app.include_router(slack_router(self.container))
+        app.include_router(mcp_router(self.container, self.search))
+        app.exception_handler(ConfigError)(self._not_configured)
+        app.exception_handler(RequestValidationError)(lambda exc: validation_error(exc.errors()))
+        app.exception_handler(body.BadBody)(lambda exc: error(exc.status, exc.code, exc.message))
+        app.not_found(self._not_found)
+        app.exception_handler(Exception)(self._unexpected)
+        self.handler = self.logger.inject_lambda_context(clear_state=True)(self._handle)
+
+    # -- one search, as every route makes it ------------------------------------------------------------------
+
+    def search(self, request: SearchRequest, router: Router) -> SearchResponse:
+        """The search for the current invocation (its request id and remaining time), with metrics recorded."""
+        context = router.lambda_context
+        remaining = context.get_remaining_time_in_millis() / 1000 if context is not None else None
+        request_id = cast(APIGatewayProxyEvent, router.current_event).request_context.request_id
+        from kbsearch.search import IndexUnavailable
+
+        try:
+            answer = self.container.search().search(request, request_id, remaining, self.tracing.span)
+        except IndexUnavailable as exc:
+            self.logger.error("index unavailable", extra={"error": str(exc)})
+            self.metrics.add_metric(name="IndexUnavailable", unit=MetricUnit.Count, value=1)
+            raise
+        self._record(answer)
+        return answer
+
+    def _record(self, answer: SearchResponse) -> None:
+        add, meta = self.metrics.add_metric, answer.meta
+        for stage, ms in meta.timings_ms.items():
+            add(name=f"Latency_{stage}", unit=MetricUnit.Milliseconds, value=ms)
+        for stage in meta.degraded:
+            add(name=f"Degraded_{stage}", unit=MetricUnit.Count, value=1)
+        add(name="Degraded", unit=MetricUnit.Count, value=int(bool(meta.degraded)))
+        for kind, by_provider in meta.usage.items():
+            for provider, tokens in by_provider.items():
+                add(name=f"Tokens_{kind}_{provider}", unit=MetricUnit.Count, value=tokens)
+
+    def before_snapshot(self) -> None:
+        """SnapStart: build the search path (providers, retrieval, stemmers, schemas) before the snapshot, so a
+        restored container answers its first search without those imports. A misconfigured function still
+        publishes (its searches answer 503 not_configured), so the deploy does not fail far from the cause."""
+        if self.container.config_problem is None:
+            self.container.search()
+            self.tracing.warm()
+
+    # -- routes of the app itself -------------------------------------------------------------------------------
+
+    def _health(self) -> dict[str, Any]:
+        return health_status(self.container.settings, self.container.config_problem)
+
+    def _openapi(self) -> Response[Any]:
+        from aws_lambda_powertools.event_handler.openapi.models import Server
+
+        from kbsearch.openapi import complete
+
+        # The stage prefix as callers see it (/prod on API Gateway's URL; none under a custom domain or locally),
+        # decided as Powertools decides it for /docs.
+        context = self.app.current_event.request_context
+        stage = context.stage
+        base = f"/{stage}" if stage and stage != "$default" and (context.path or "").startswith(f"/{stage}") else ""
+        version = health_status(self.container.settings)["version"]
+        schema = self.app.get_openapi_json_schema(title="kb-search", version=version, servers=[Server(url=base or "/")])
+        return Response(200, content_types.APPLICATION_JSON, complete(json.loads(schema)))
+
+    # -- errors -------------------------------------------------------------------------------------------------
+
+    def _not_configured(self, exc: ConfigError) -> Response[Any]:
+        self.logger.error("not configured", extra={"error": str(exc)})
+        # The import-time problem names the setting to fix; any other ConfigError (SSM unreadable) may carry AWS
+        # account details, so callers get a generic message and operators the log line.
+        known = exc is self.container.config_problem
+        return unavailable("not_configured", str(exc) if known else "the service cannot read its configuration")
+
+    def _not_found(self, _exc: NotFoundError) -> Response[Any]:
+        event = self.app.current_event
+        return error(404, "not_found", f"no route for {event.http_method} {event.path}")
+
+    def _unexpected(self, exc: Exception) -> Response[Any]:
+        # Logged with its traceback for operators; the caller sees no internals.
+        self.logger.exception("unhandled error", extra={"error_type": type(exc).__name__})
+        return error(500, "internal_error", "unexpected error; see the logs with this request's id")
+
+    # -- the handler ----------------------------------------------------------------------------------------------
+
+    def _handle(self, event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+        if body.size(event) > MAX_BODY_BYTES:
+            return gateway_error(413, "payload_too_large", "the body is over 64 KiB")
+        try:
+            event = body.checked_json_event(event, JSON_BODY_ROUTES)
+        except body.BadBody as exc:
+            return gateway_error(exc.status, exc.code, exc.message)
+        try:
+            return self.app.resolve(event, context)
+        finally:
+            if self.metrics.metric_set:
+                self.metrics.flush_metrics()

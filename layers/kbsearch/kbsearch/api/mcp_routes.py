@@ -1,0 +1,59 @@
+"""``/mcp``: the MCP server (stateless Streamable HTTP) with two tools, ``kb_search`` (the same search a user
+makes) and ``kb_get_note`` (a note's text from the KB source)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from aws_lambda_powertools.event_handler import Response, content_types
+from aws_lambda_powertools.event_handler.api_gateway import Router
+
+from kbsearch.api import body
+from kbsearch.api.container import Container
+from kbsearch.schemas import SearchRequest, SearchResponse
+
+if TYPE_CHECKING:
+    from kbsearch.mcp_server import McpServer
+    from kbsearch.sources import Source
+
+
+def mcp_router(container: Container, run: Callable[[SearchRequest, Router], SearchResponse]) -> Router:
+    router = Router()
+    built: dict[str, McpServer] = {}
+    sources: dict[str, Source] = {}
+    lock = threading.Lock()
+
+    def read_note(path: str) -> bytes:
+        with lock:
+            if "kb" not in sources:
+                from kbsearch.sources import open_source
+
+                sources["kb"] = open_source(container.settings.kb_source)
+        return sources["kb"].read_path(path)
+
+    def server() -> McpServer:
+        with lock:
+            if "mcp" not in built:
+                from kbsearch.mcp_server import McpServer, Tools
+
+                built["mcp"] = McpServer(Tools(search=lambda request: run(request, router), read_note=read_note))
+            return built["mcp"]
+
+    @router.route("/mcp", method=["GET", "POST", "DELETE"], include_in_schema=False)
+    def mcp_endpoint() -> Response[Any]:
+        from kbsearch.mcp_server import body_error
+
+        event = router.current_event
+        try:
+            raw = body.raw_bytes(event.raw_event)
+        except body.BadBody as exc:
+            answer = body_error(exc)
+        else:
+            answer = server().handle(event.http_method, dict(event.headers or {}), raw)
+        if answer.body is None:
+            return Response(status_code=answer.status, body="", headers=answer.headers)
+        return Response(answer.status, content_types.APPLICATION_JSON, answer.body, headers=answer.headers)
+
+    return router

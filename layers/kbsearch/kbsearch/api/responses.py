@@ -1,0 +1,52 @@
+"""The API's error envelope, in one place: ``{"error": code, "message": text}`` (plus ``detail`` for validation
+errors), as a Powertools ``Response`` or, before routing, as a raw API Gateway proxy result."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from aws_lambda_powertools.event_handler import Response, content_types
+
+RETRY_AFTER_S = "5"
+
+
+def error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response[Any]:
+    return Response(
+        status_code=status,
+        content_type=content_types.APPLICATION_JSON,
+        body={"error": code, "message": message},
+        headers=headers,
+    )
+
+
+def unavailable(code: str, message: str) -> Response[Any]:
+    """503 with ``Retry-After``: the caller may try again shortly."""
+    return error(503, code, message, {"Retry-After": RETRY_AFTER_S})
+
+
+def validation_error(errors: Iterable[Mapping[str, Any]], location: str | None = None) -> Response[Any]:
+    detail = [
+        {
+            "loc": ([location] if location else []) + list(e.get("loc", ())),
+            "msg": e.get("msg", "invalid value"),
+            "type": e.get("type", ""),
+        }
+        for e in errors
+    ]
+    return Response(
+        status_code=422,
+        content_type=content_types.APPLICATION_JSON,
+        body={"error": "validation_error", "message": "the request is not valid", "detail": detail},
+    )
+
+
+def gateway_error(status: int, code: str, message: str) -> dict[str, Any]:
+    """The same envelope as a proxy result, for answers given before the router runs."""
+    return {
+        "statusCode": status,
+        "multiValueHeaders": {"Content-Type": ["application/json"]},
+        "body": json.dumps({"error": code, "message": message}),
+        "isBase64Encoded": False,
+    }

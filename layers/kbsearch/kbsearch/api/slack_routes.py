@@ -1,0 +1,109 @@
+"""``POST /slack/command``: verify Slack's signature over the raw bytes, refuse replays, acknowledge at once and
+hand the search off (an asynchronous invoke of the worker in Lambda, a thread locally)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from aws_lambda_powertools.event_handler import Response, content_types
+from aws_lambda_powertools.event_handler.api_gateway import Router
+
+from kbsearch.api import body
+from kbsearch.api.container import Container
+from kbsearch.api.responses import error
+from kbsearch.config import running_in_lambda
+from kbsearch.errors import KbSearchError
+
+if TYPE_CHECKING:
+    from kbsearch import slack
+
+logger = logging.getLogger(__name__)
+
+
+class SlackEdge:
+    """The per-container pieces of the Slack acknowledgement, built on first use."""
+
+    def __init__(self, container: Container) -> None:
+        self.container = container
+        self._handoff: Callable[[dict[str, Any]], None] | None = None
+        self._seen: slack.SeenSignatures | None = None
+        self._lock = threading.Lock()
+
+    def handoff(self) -> Callable[[dict[str, Any]], None]:
+        """Lambda: an asynchronous invoke of the worker function. Locally: a thread running the same worker code
+        against this process's search service (one embedded store client per process)."""
+        with self._lock:
+            if self._handoff is None:
+                from kbsearch.handoff import LambdaHandoff, ThreadHandoff
+
+                settings = self.container.settings
+                if running_in_lambda() and settings.slack_worker_function:
+                    self._handoff = LambdaHandoff(settings.slack_worker_function)
+                else:
+                    from kbsearch.providers.resilience import shared_client
+                    from kbsearch.slack_worker import MemoryDeduper, handle_job
+
+                    deduper, service = MemoryDeduper(), self.container.search
+                    self._handoff = ThreadHandoff(
+                        lambda job: handle_job(job, service, deduper, shared_client(), settings)
+                    )
+            return self._handoff
+
+    def seen(self) -> slack.SeenSignatures:
+        """Signatures already accepted: the Slack DynamoDB table in Lambda (shared by every container), memory
+        locally."""
+        with self._lock:
+            if self._seen is None:
+                from kbsearch import slack
+
+                table = self.container.settings.slack_dedupe_table
+                if table:
+                    from kbsearch.slack_worker import DynamoDeduper
+
+                    self._seen = DynamoDeduper(table, ttl_s=slack.REPLAY_WINDOW_S)
+                else:
+                    self._seen = slack.MemorySeenSignatures()
+            return self._seen
+
+
+def slack_router(container: Container) -> Router:
+    router = Router()
+    edge = SlackEdge(container)
+
+    @router.post("/slack/command", include_in_schema=False)
+    def slack_command() -> Response[Any]:
+        from kbsearch import slack
+
+        secret = container.secrets.get("SLACK_SIGNING_SECRET")
+        if not secret:
+            logger.error("SLACK_SIGNING_SECRET is not configured")
+            return error(503, "slack_not_configured", "the Slack signing secret is not configured")
+        event = router.current_event
+        headers = dict(event.headers or {})
+        raw = body.raw_bytes(event.raw_event)  # the exact bytes Slack signed: checked before anything decodes them
+        try:
+            slack.verify(secret, headers, raw)
+            slack.reject_replay(edge.seen(), headers)  # only signatures that verified reach the store
+        except slack.SlackAuthError as exc:
+            logger.warning("Slack request rejected", extra={"reason": str(exc)})
+            return error(401, "unauthorized", str(exc))
+        except Exception:
+            logger.exception("the store of seen Slack signatures failed")
+            return error(503, "slack_unavailable", "cannot check this request right now; try again shortly")
+        try:
+            command = slack.parse_command(raw)
+        except KbSearchError as exc:
+            return error(400, "bad_request", str(exc))
+        intent = slack.parse_text(command.text)
+        if intent.kind == "search":
+            try:
+                edge.handoff()(command.to_job())
+            except Exception:
+                logger.exception("Slack hand-off failed")
+                return Response(200, content_types.APPLICATION_JSON, slack.apology(intent.query))
+        return Response(200, content_types.APPLICATION_JSON, slack.ack(intent))
+
+    return router
