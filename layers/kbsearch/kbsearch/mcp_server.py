@@ -279,25 +279,29 @@ class McpServer:
 
     def _kb_get_note(self, arguments: dict[str, Any]) -> dict[str, Any]:
         from kbsearch.notes import NoteError, decode_note, split_frontmatter
-        from kbsearch.sources import SourceError
+        from kbsearch.sources import SourceError, note_path, path_problem
 
         args = KbGetNoteArgs.model_validate(arguments)
-        if not args.path.lower().endswith(".md"):
-            raise ToolFailure(f"{args.path!r} is not a note: paths end in .md (use kb_search to find one)")
+        path = note_path(args.path)  # the identity the indexer gave the note (NFC), whatever form the client sent
+        problem = path_problem(path)
+        if problem:
+            raise ToolFailure(f"{path!r} is not a note path: {problem} (use kb_search to find one)")
+        if not path.lower().endswith(".md"):
+            raise ToolFailure(f"{path!r} is not a note: paths end in .md (use kb_search to find one)")
         try:
-            raw = self.tools.read_note(args.path)
+            raw = self.tools.read_note(path)
         except SourceError as exc:
             raise ToolFailure(f"{exc}; use kb_search to find the right path") from None
         try:
             text = decode_note(raw, max_bytes=4 * 1024 * 1024)
         except NoteError as exc:
-            raise ToolFailure(f"the note at {args.path!r} cannot be read: {exc.reason}") from None
+            raise ToolFailure(f"the note at {path!r} cannot be read: {exc.reason}") from None
         try:
-            frontmatter, body = split_frontmatter(text)
+            frontmatter, body = split_frontmatter(text)  # the indexer's parser: linear, no alias expansion
         except NoteError:
-            frontmatter, body = {}, text  # broken frontmatter: still show the note as written
-        title = str(frontmatter.get("title") or args.path.rsplit("/", 1)[-1].removesuffix(".md"))
-        note = NoteOut(path=args.path, title=title, frontmatter=frontmatter, body=body.lstrip("\n"))
+            frontmatter, body = {}, text  # unusable frontmatter: still show the note as written
+        title = str(frontmatter.get("title") or path.rsplit("/", 1)[-1].removesuffix(".md"))
+        note = NoteOut(path=path, title=title, frontmatter=frontmatter, body=body.lstrip("\n"))
         return {
             "content": [{"type": "text", "text": text}],
             "structuredContent": note.model_dump(mode="json"),

@@ -86,7 +86,7 @@ def path_problem(path: str) -> str | None:
     if "" in segments:
         return "path has an empty segment ('//')"
     if "." in segments or ".." in segments:
-        return "path has a '.' or '..' segment"
+        return "path has a '.' or '..' segment, which could lead outside the KB"
     return None
 
 
