@@ -191,8 +191,8 @@ class Indexer:
             winner = preferred(list(objs))
             notes[path] = objs[winner]
             for key in sorted(k for k in objs if k != winner):
-                self._skip(report, path, f"key {key!r} has the same path as {winner!r} after Unicode (NFC) "
-                           f"normalisation; {winner!r} is the one indexed")  # fmt: skip
+                self._skip(report, path, f"key {key!r} is another Unicode form of the same path as {winner!r} "
+                           f"(equal after NFC normalisation); only {winner!r} is indexed")  # fmt: skip
         return notes
 
     def _warn_duplicate_ids(
