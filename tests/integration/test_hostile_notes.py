@@ -20,6 +20,7 @@ from typing import Any
 import boto3
 import pytest
 from moto import mock_aws
+from pydantic import SecretStr
 
 from kbsearch.config import Secrets, Settings
 from kbsearch.indexer import Indexer, SyncOptions, run_sync
@@ -78,7 +79,7 @@ def kbsearch_index(kb: Path, qdrant: Path, *extra: str, limit_bytes: int | None 
     proc = subprocess.run(
         [*KBSEARCH_CMD, "index", str(kb), "--json", *extra],
         env=subprocess_env(QDRANT_PATH=str(qdrant), EMBEDDING_API_KEY="", EMBEDDING_API_KEY_PARAM=""),
-        capture_output=True, text=True, timeout=300, preexec_fn=limit if limit_bytes else None,
+        capture_output=True, text=True, timeout=300, preexec_fn=limit if limit_bytes else None, check=False,
     )  # fmt: skip
     return proc.returncode, json.loads(proc.stdout), proc.stderr
 
@@ -147,7 +148,7 @@ def test_a_full_disk_ends_the_run_with_an_error_and_a_rerun_converges(tmp_path: 
 
     code, rerun, stderr = kbsearch_index(kb, tmp_path / "q")
     assert code == 0 and rerun["error"] is None and not rerun["incomplete"], stderr
-    code, clean, _ = kbsearch_index(kb, tmp_path / "clean")
+    code, _, _ = kbsearch_index(kb, tmp_path / "clean")
     assert code == 0
     assert snapshot(Settings(qdrant_path=str(tmp_path / "q"))) == snapshot(
         Settings(qdrant_path=str(tmp_path / "clean"))
@@ -166,7 +167,7 @@ class FakeQdrant:
                 length = int(self.headers.get("Content-Length") or 0)
                 self.rfile.read(length)
                 path = self.path.split("?")[0]
-                status, result = 200, {"operation_id": 1, "status": "completed"}
+                status, result = 200, dict[str, Any]({"operation_id": 1, "status": "completed"})
                 if path.endswith("/exists"):
                     result = {"exists": True}
                 elif self.command == "GET":
@@ -176,7 +177,7 @@ class FakeQdrant:
                 elif self.command == "PUT" and path.endswith("/points"):
                     fake.upserts += 1
                     if fake.upserts > fake.ok_upserts:
-                        status, result = 503, None
+                        status = 503
                 body = json.dumps(
                     {"result": result, "status": "ok", "time": 0.0}
                     if status == 200
@@ -221,7 +222,7 @@ def test_qdrant_5xx_mid_run_is_an_error_in_the_report(tmp_path: Path, flaky_qdra
     kb = tmp_path / "kb"
     kb.mkdir()
     write_notes(kb, 12)
-    settings = Settings(qdrant_url=flaky_qdrant.url, qdrant_api_key="qdrant-test-key")
+    settings = Settings(qdrant_url=flaky_qdrant.url, qdrant_api_key=SecretStr("qdrant-test-key"))
     store = Store.open(settings, Secrets(settings))
     try:
         report = Indexer(LocalSource(kb), store, None, SyncOptions(window_chunks=4)).sync()
