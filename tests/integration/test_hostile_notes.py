@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import resource
 import shutil
 import signal
@@ -351,3 +352,16 @@ def test_two_notes_with_one_id_are_both_found_and_reported(tmp_path: Path, load_
     hits = json.loads(answer["body"])["results"]
     assert sorted(h["path"] for h in hits) == ["a.md", "b.md", "c.md"]
     assert sorted(h["doc_id"] for h in hits) == ["KB-1", "KB-1", "KB-2"]
+
+
+def test_reliability_rows_name_real_tests() -> None:
+    text = (ROOT / "RELIABILITY.md").read_text(encoding="utf-8")
+    section = text.split("## Hostile notes", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "`test_" in line]
+    assert len(rows) >= 12
+    defined = "\n".join(p.read_text(encoding="utf-8") for p in (ROOT / "tests").rglob("test_*.py"))
+    for row in rows:
+        names = re.findall(r"`(test_\w+)`", row.rsplit("|", 2)[1])
+        assert names, row
+        for name in names:
+            assert f"def {name}(" in defined, f"RELIABILITY.md names {name}, which does not exist"

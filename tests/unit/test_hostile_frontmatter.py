@@ -229,3 +229,22 @@ def test_arbitrary_yaml_frontmatter_only_ever_raises_note_error(raw: bytes) -> N
 def test_arbitrary_bytes_only_ever_raise_note_error(raw: bytes) -> None:
     parse_quickly(raw)
     parse_quickly(b"---\n" + raw + b"\n---\n# t\n")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "# a" + " " * 256_000 + "b",  # a heading line of spaces: the old heading regex backtracked quadratically
+        "# " + "# " * 128_000 + "x",
+        "`a" * 128_000,
+        "[[a" * 85_000,
+        "[[" + "|" * 256_000,
+        "```\n" * 64_000,
+        "\n" * 256_000 + "x",
+    ],
+    ids=["heading-spaces", "heading-hashes", "backticks", "wikilinks", "pipes", "fences", "newlines"],
+)
+def test_pathological_markdown_is_parsed_and_chunked_in_linear_time(body: str) -> None:
+    started = time.perf_counter()
+    chunk_note(parse_note("big.md", body.encode()))
+    assert time.perf_counter() - started < 3.0  # the quadratic heading regex took minutes on the first case
