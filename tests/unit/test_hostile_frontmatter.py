@@ -72,6 +72,8 @@ def assert_payload_types(parsed: Note) -> None:
         ("x: !!timestamp nope", "x", "not a valid date"),
         ("x: !!timestamp 2024-99-99", "x", "not a valid date"),
         ("x: !!int twelve", "x", "not a valid int"),
+        ("x: !!int ''", "x", "not a valid int"),  # found by the Hypothesis test below: PyYAML raised IndexError
+        ("x: !!float", "x", "not a valid float"),
         ("x: !!bool maybe", "x", "not a valid bool"),
         ("blob: !!binary '!!! not base64 !!!'", "blob", "not a valid binary"),
         ("x: !!python/object/apply:os.system ['echo hi']", "x", "unsupported YAML tag"),
@@ -155,7 +157,7 @@ def test_aliases_are_refused_in_linear_time(front: str) -> None:
     started = time.perf_counter()
     with pytest.raises(NoteError, match="alias"):
         parse_note("bomb.md", note(front))
-    assert time.perf_counter() - started < 0.5
+    assert time.perf_counter() - started < 1.0
 
 
 def test_an_alias_bomb_at_the_size_limit_is_refused_fast() -> None:
@@ -165,7 +167,7 @@ def test_an_alias_bomb_at_the_size_limit_is_refused_fast() -> None:
     started = time.perf_counter()
     with pytest.raises(NoteError, match="alias"):
         parse_note("bomb.md", note(front))
-    assert time.perf_counter() - started < 0.5
+    assert time.perf_counter() - started < 1.0
 
 
 @pytest.mark.parametrize(
@@ -187,7 +189,7 @@ def test_unusable_frontmatter_skips_the_note_with_a_reason(front: str, reason: s
     started = time.perf_counter()
     with pytest.raises(NoteError, match=reason):
         parse_note("bad.md", note(front))
-    assert time.perf_counter() - started < 1.0
+    assert time.perf_counter() - started < 2.0
 
 
 # -- the whole parser, on anything ---------------------------------------------------------------------------------
@@ -215,7 +217,7 @@ def parse_quickly(raw: bytes) -> None:
         assert exc.reason
     else:
         assert_payload_types(parsed)
-    assert time.perf_counter() - started < 1.0
+    assert time.perf_counter() - started < 2.0
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
