@@ -21,7 +21,6 @@ with string keys):
 from __future__ import annotations
 
 import base64
-import binascii
 import datetime as dt
 import math
 from dataclasses import dataclass, field
