@@ -163,7 +163,9 @@ def _scalar(node: ScalarNode, loader: yaml.SafeLoader) -> Any:
         compact = "".join(value.split())
         base64.b64decode(compact, validate=True)
         return compact
-    except Exception:  # PyYAML's constructors raise ValueError, IndexError, KeyError, AttributeError, binascii.Error ...
+    except (
+        Exception
+    ):  # PyYAML's constructors raise ValueError, IndexError, KeyError, AttributeError, binascii.Error ...
         shown = value if len(value) <= 40 else value[:37] + "..."
         kind = "date or time" if name == "timestamp" else name
         raise _Unbuildable(f"{shown!r} is not a valid {kind}") from None
