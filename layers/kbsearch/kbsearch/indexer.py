@@ -118,6 +118,7 @@ class Indexer:
         self.embedder = embedder
         self.options = options or SyncOptions()
         self.progress = progress
+        self._written_ids: dict[str, str] = {}  # path → doc_id of the notes this run wrote
 
     def sync(self, stop_at: Deadline | None = None, call_deadline: Deadline | None = None) -> SyncReport:
         """One sync run. ``stop_at``: no new work starts after it; ``call_deadline`` bounds provider calls."""
@@ -167,7 +168,7 @@ class Indexer:
                 report.unchanged += 1
             else:
                 work.append((obj, kind))
-        self._written_ids: dict[str, str] = {}
+        self._written_ids = {}
         try:
             self._index(report, work, state, stop_at, call_deadline)
         finally:
