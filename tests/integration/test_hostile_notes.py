@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import threading
+import time
 import unicodedata
 import uuid
 from collections.abc import Iterator
@@ -325,6 +326,35 @@ def test_s3_keys_are_normalised_and_unsafe_keys_skipped(tmp_path: Path, load_sea
                             ("..\\x.md", "backslash")):  # fmt: skip
             result = get_note(bad)
             assert result["isError"] and reason in result["content"][0]["text"], (bad, result)
+
+
+def mcp_event(tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": tool, "arguments": arguments}}
+    return {"resource": "/mcp", "path": "/mcp", "httpMethod": "POST", "body": json.dumps(body),
+            "headers": {"Content-Type": "application/json"}, "isBase64Encoded": False,
+            "requestContext": {"requestId": "r", "stage": "dev", "identity": {"sourceIp": "127.0.0.1"}}}  # fmt: skip
+
+
+def test_kb_get_note_on_hostile_notes_answers_fast_and_small(tmp_path: Path, load_search_app) -> None:
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    for name, (raw, _, _) in HOSTILE.items():
+        (kb / name).write_bytes(raw)
+    call = load_search_app(KB_SOURCE=str(kb))
+    for name, (raw, reason, _) in HOSTILE.items():
+        started = time.perf_counter()
+        answer = call(mcp_event("kb_get_note", {"path": name}))
+        assert time.perf_counter() - started < 2.0 and answer["statusCode"] == 200, name
+        assert len(answer["body"]) < 4 * len(raw) + 2000, name  # the note as written, nothing expanded
+        result = json.loads(answer["body"])["result"]
+        assert not result["isError"] and result["content"][0]["text"] == raw.decode()
+        front = result["structuredContent"]["frontmatter"]
+        if reason is not None:
+            assert front == {}  # unusable frontmatter: shown as written, not parsed
+        json.dumps(front, allow_nan=False)
+    assert json.loads(call(mcp_event("kb_get_note", {"path": "n00.md"}))["body"])["result"]["structuredContent"][
+        "frontmatter"
+    ] == {"title": "Feb"}  # the field that is not a date is dropped, as in the index
 
 
 def test_two_notes_with_one_id_are_both_found_and_reported(tmp_path: Path, load_search_app) -> None:
