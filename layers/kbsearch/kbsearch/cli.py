@@ -157,9 +157,9 @@ def _print_sync_summary(report: dict[str, Any]) -> None:
         + (f", {report['embedding_fallbacks']} via fallback" if report["embedding_fallbacks"] else "")
     )
     for item in report["skipped"]:
-        print(f"  skipped {item['path']!r}: {item['reason']}")
+        print(f"  skipped {item['path']}: {item['reason']}")
     for item in report["warnings"]:
-        print(f"  warning {item['path']!r}: {item['reason']}")
+        print(f"  warning {item['path']}: {item['reason']}")
     if report["deletion_blocked"]:
         print(f"  deletions blocked: {report['deletion_blocked']}")
     if report["remaining"]:
