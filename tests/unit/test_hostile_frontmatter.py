@@ -189,7 +189,9 @@ def test_unusable_frontmatter_skips_the_note_with_a_reason(front: str, reason: s
     started = time.perf_counter()
     with pytest.raises(NoteError, match=reason):
         parse_note("bad.md", note(front))
-    assert time.perf_counter() - started < 2.0
+    assert (
+        time.perf_counter() - started < 5.0
+    )  # under 0.5 s unloaded (PyYAML scans up to 1,024 chars ahead per simple key); bounds a loaded CI
 
 
 # -- the whole parser, on anything ---------------------------------------------------------------------------------
@@ -249,4 +251,6 @@ def test_arbitrary_bytes_only_ever_raise_note_error(raw: bytes) -> None:
 def test_pathological_markdown_is_parsed_and_chunked_in_linear_time(body: str) -> None:
     started = time.perf_counter()
     chunk_note(parse_note("big.md", body.encode()))
-    assert time.perf_counter() - started < 3.0  # the quadratic heading regex took minutes on the first case
+    assert (
+        time.perf_counter() - started < 5.0
+    )  # under 0.7 s unloaded; the old heading regex took minutes on the first case
