@@ -1,9 +1,9 @@
 """IndexerFunction: scheduled event → kbsearch.indexer.run_sync. Translation only.
 
 Event (EventBridge Scheduler input, or an EventBridge rule event with the same keys under ``detail``):
-``{"full": false, "allow_mass_delete": false}``. Returns the sync report. A run that could not list the KB or
-embed, or that is not configured, raises after logging, so the failure reaches the OnFailure destination and its
-alarm. A run that finds another holding the index lease touches nothing and returns
+``{"full": false, "allow_mass_delete": false}``. Returns the sync report. A run that could not list the KB,
+embed or write the index, or that is not configured, raises after logging its report, so the failure reaches the
+OnFailure destination and its alarm. A run that finds another holding the index lease touches nothing and returns
 ``{"status": "skipped", "reason": "another run holds the lease", ...}``.
 """
 
@@ -69,9 +69,10 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     for name in COUNTS:
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=report[name])
     metrics.add_metric(name="skipped", unit=MetricUnit.Count, value=len(report["skipped"]))
+    metrics.add_metric(name="warnings", unit=MetricUnit.Count, value=len(report["warnings"]))
     metrics.add_metric(name="incomplete", unit=MetricUnit.Count, value=int(report["incomplete"]))
     metrics.add_metric(name="duration", unit=MetricUnit.Milliseconds, value=report["duration_ms"])
-    logger.info("sync finished", extra={k: v for k, v in report.items() if k != "skipped"})
+    logger.info("sync finished", extra={k: v for k, v in report.items() if k not in ("skipped", "warnings")})
     if report["error"]:
         raise IndexerRunError(report["error"])
     return report

@@ -418,10 +418,12 @@ def test_schema_mismatch_stops_with_a_clear_error(tmp_path: Path) -> None:
     kb.mkdir()
     write_notes(kb, 1)
     run(LocalSource(kb), Settings(qdrant_path=str(tmp_path / "q"), embedding_dimensions=64))
-    from kbsearch.store import SchemaMismatchError
-
-    with pytest.raises(SchemaMismatchError, match="dense size 64 but EMBEDDING_DIMENSIONS=128"):
-        run(LocalSource(kb), Settings(qdrant_path=str(tmp_path / "q"), embedding_dimensions=128))
+    before = snapshot(Settings(qdrant_path=str(tmp_path / "q"), embedding_dimensions=64))
+    write_notes(kb, 2)  # a change that would be written, were the schema right
+    report = run(LocalSource(kb), Settings(qdrant_path=str(tmp_path / "q"), embedding_dimensions=128))
+    assert report.error is not None and "dense size 64 but EMBEDDING_DIMENSIONS=128" in report.error
+    assert report.incomplete and report.added == 0
+    assert snapshot(Settings(qdrant_path=str(tmp_path / "q"), embedding_dimensions=64)) == before
 
 
 @pytest.mark.parametrize("seed", range(20))

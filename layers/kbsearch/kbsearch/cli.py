@@ -159,6 +159,8 @@ def _print_sync_summary(report: dict[str, Any]) -> None:
     )
     for item in report["skipped"]:
         print(f"  skipped {item['path']}: {item['reason']}")
+    for item in report["warnings"]:
+        print(f"  warning {item['path']}: {item['reason']}")
     if report["deletion_blocked"]:
         print(f"  deletions blocked: {report['deletion_blocked']}")
     if report["remaining"]:

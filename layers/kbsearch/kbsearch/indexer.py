@@ -7,27 +7,34 @@ Guarantees:
   complete set of chunks for its etag, so it is redone);
 - a failed listing deletes nothing; a run that would delete more than ``max_delete_ratio`` of the indexed notes
   deletes nothing unless allowed;
-- a bad note is skipped with a reason, and its last good version stays indexed;
+- a bad note is skipped with a reason, and its last good version stays indexed: everything that happens to one
+  note (read, decode, parse, chunk, payload) is isolated, whatever it raises;
+- a note whose key is not a safe path, or whose key has the same NFC path as another key, is skipped with a
+  reason; fields the note keeps but kb-search drops, and frontmatter ids shared by several notes, are warnings;
+- a storage failure (a full disk, the embedded store's errors, Qdrant 5xx) ends the run with ``error`` set;
+  what was written is consistent, and the next run converges;
 - the run stops before its deadline and says ``incomplete``; the next run carries on.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from kbsearch.chunking import Chunk, chunk_note
 from kbsearch.config import Secrets, Settings
+from kbsearch.errors import StoreError
 from kbsearch.lexical import document_vector
 from kbsearch.notes import Note, NoteError, parse_note
 from kbsearch.providers.embeddings import Embedder, EmbeddingStats
 from kbsearch.providers.resilience import Deadline, ProviderError
-from kbsearch.sources import Source, SourceError, SourceObject, open_source
-from kbsearch.store import ChunkPoint, NoteState, Store, folders_of
+from kbsearch.sources import Source, SourceError, SourceObject, open_source, path_problem, preferred
+from kbsearch.store import ChunkPoint, NoteState, SchemaMismatchError, Store, folders_of
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +54,7 @@ class SyncReport:
     unchanged: int = 0
     repaired: int = 0
     skipped: list[dict[str, str]] = field(default_factory=list)
+    warnings: list[dict[str, str]] = field(default_factory=list)
     attachments_ignored: int = 0
     chunks_upserted: int = 0
     chunks_deleted: int = 0
@@ -69,6 +77,7 @@ class _Parsed:
     kind: str  # added | updated
     note: Note
     chunks: list[Chunk]
+    points: list[ChunkPoint]  # payload and sparse vector built; the dense vector is added when the window is embedded
 
 
 @dataclass
@@ -109,6 +118,7 @@ class Indexer:
         self.embedder = embedder
         self.options = options or SyncOptions()
         self.progress = progress
+        self._written_ids: dict[str, str] = {}  # path → doc_id of the notes this run wrote
 
     def sync(self, stop_at: Deadline | None = None, call_deadline: Deadline | None = None) -> SyncReport:
         """One sync run. ``stop_at``: no new work starts after it; ``call_deadline`` bounds provider calls."""
@@ -119,6 +129,10 @@ class Indexer:
         )  # fmt: skip
         try:
             self._sync(report, stop_at or Deadline(), call_deadline)
+        except StoreError as exc:
+            report.error = str(exc) if isinstance(exc, SchemaMismatchError) else f"index storage failed: {exc}"
+            report.incomplete = True
+            logger.error("the index cannot be written; the run stops", extra={"error": report.error})
         finally:
             report.duration_ms = int((time.monotonic() - started) * 1000)
         return report
@@ -132,9 +146,7 @@ class Indexer:
             report.incomplete = True
             logger.error("listing failed; nothing changed", extra={"error": str(exc)})
             return
-        notes = {o.path: o for o in listing if o.is_note}
-        report.notes_listed = len(notes)
-        report.attachments_ignored = len(listing) - len(notes)
+        notes = self._notes(report, listing)
         state = self.store.indexed_state()
 
         self._delete_missing(report, state, notes)
@@ -156,7 +168,49 @@ class Indexer:
                 report.unchanged += 1
             else:
                 work.append((obj, kind))
-        self._index(report, work, state, stop_at, call_deadline)
+        self._written_ids = {}
+        try:
+            self._index(report, work, state, stop_at, call_deadline)
+        finally:
+            self._warn_duplicate_ids(report, notes, state)
+
+    def _notes(self, report: SyncReport, listing: list[SourceObject]) -> dict[str, SourceObject]:
+        """The listing's notes by path; keys that cannot be a note's identity, and all but one of the keys that
+        share a path after Unicode normalisation, are skipped with a reason."""
+        by_path: dict[str, dict[str, SourceObject]] = {}
+        for obj in listing:
+            if obj.is_note:
+                report.notes_listed += 1
+                problem = path_problem(obj.path)
+                if problem:
+                    self._skip(report, obj.path, f"{problem}: kb_get_note could not reach it")
+                else:
+                    by_path.setdefault(obj.path, {})[obj.key] = obj
+        report.attachments_ignored = len(listing) - report.notes_listed
+        notes: dict[str, SourceObject] = {}
+        for path, objs in by_path.items():
+            winner = preferred(list(objs))
+            notes[path] = objs[winner]
+            for key in sorted(k for k in objs if k != winner):
+                self._skip(report, path, f"key {key!r} is another Unicode form of the same path as {winner!r} "
+                           f"(equal after NFC normalisation); only {winner!r} is indexed")  # fmt: skip
+        return notes
+
+    def _warn_duplicate_ids(
+        self, report: SyncReport, notes: dict[str, SourceObject], state: dict[str, NoteState]
+    ) -> None:
+        """Frontmatter ids that several indexed notes share (search keeps one hit per path, so none hides)."""
+        paths_by_id: dict[str, list[str]] = {}
+        for path in sorted(notes):
+            doc_id = self._written_ids.get(path) or (state[path].doc_id() if path in state else None)
+            if doc_id is not None:
+                paths_by_id.setdefault(doc_id, []).append(path)
+        for doc_id, paths in sorted(paths_by_id.items()):
+            for path in paths if len(paths) > 1 else []:
+                others = ", ".join(p for p in paths if p != path)
+                report.warnings.append(
+                    {"path": path, "reason": f"frontmatter id {doc_id!r} is also the id of {others}"}
+                )
 
     def _classify(self, obj: SourceObject, st: NoteState | None) -> str:
         if st is None:
@@ -191,21 +245,34 @@ class Indexer:
         report.skipped.append({"path": path, "reason": reason})
         logger.warning("note skipped: %s: %s", path, reason, extra={"path": path, "reason": reason})
 
-    def _parse(self, report: SyncReport, obj: SourceObject, kind: str) -> _Parsed | None:
+    def _parse(self, report: SyncReport, obj: SourceObject, kind: str, indexed_at: str) -> _Parsed | None:
+        """Everything that happens to one note before it is written; any failure skips the note, nothing else."""
         if obj.size > self.options.max_note_bytes:
             self._skip(report, obj.path, f"too large: {obj.size} bytes (limit {self.options.max_note_bytes})")
             return None
         try:
             raw = self.source.read(obj)
             note = parse_note(obj.path, raw, self.options.max_note_bytes)
+            chunks = chunk_note(note, self.options.chunk_max_tokens, self.options.chunk_overlap_tokens)
+            dense = self.embedder is not None
+            points = []
+            for chunk in chunks:
+                payload = _payload(obj, note, chunk, len(chunks), indexed_at, dense)
+                json.dumps(payload, allow_nan=False, ensure_ascii=False).encode("utf-8")  # what the store must take
+                points.append(ChunkPoint(obj.path, chunk.index, payload, document_vector(chunk.embed_text), None))
         except SourceError as exc:
             self._skip(report, obj.path, str(exc))
             return None
         except NoteError as exc:
             self._skip(report, obj.path, exc.reason)
             return None
-        chunks = chunk_note(note, self.options.chunk_max_tokens, self.options.chunk_overlap_tokens)
-        return _Parsed(obj, kind, note, chunks)
+        except Exception as exc:  # a bug or an input no rule above foresaw: this note only
+            logger.exception("note failed", extra={"path": obj.path})
+            self._skip(report, obj.path, f"cannot be indexed ({type(exc).__name__})")
+            return None
+        for warning in note.warnings:
+            report.warnings.append({"path": obj.path, "reason": warning})
+        return _Parsed(obj, kind, note, chunks, points)
 
     def _index(
         self,
@@ -218,13 +285,14 @@ class Indexer:
         stats = EmbeddingStats()
         window: list[_Parsed] = []
         done = 0
+        indexed_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         try:
             for position, (obj, kind) in enumerate(work):
                 if stop_at.remaining() <= 0:
                     report.incomplete = True
                     report.remaining = len(work) - position + len(window)
                     break
-                parsed = self._parse(report, obj, kind)
+                parsed = self._parse(report, obj, kind, indexed_at)
                 done += 1
                 if parsed is not None:
                     window.append(parsed)
@@ -259,22 +327,9 @@ class Indexer:
         if self.embedder is not None:
             texts = [c.embed_text for p in window for c in p.chunks]
             vectors = self.embedder.embed_documents(texts, call_deadline, stats)
-        now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-        points: list[ChunkPoint] = []
-        position = 0
-        for parsed in window:
-            for chunk in parsed.chunks:
-                dense = vectors[position] if vectors is not None else None
-                position += 1
-                points.append(
-                    ChunkPoint(
-                        path=parsed.obj.path,
-                        chunk_index=chunk.index,
-                        payload=_payload(parsed, chunk, now, dense is not None),
-                        sparse=document_vector(chunk.embed_text),
-                        dense=dense,
-                    )
-                )
+        points = [point for parsed in window for point in parsed.points]
+        if vectors is not None:
+            points = [replace(point, dense=vector) for point, vector in zip(points, vectors, strict=True)]
         # New versions first (one round trip per window), then each note's leftovers: a note is never missing.
         self.store.upsert(points)
         report.chunks_upserted += len(points)
@@ -285,14 +340,16 @@ class Indexer:
             if leftover:
                 self.store.delete_leftovers(parsed.obj.path, n)
                 report.chunks_deleted += len(leftover)
+            self._written_ids[parsed.obj.path] = parsed.note.doc_id
             if parsed.kind == "added":
                 report.added += 1
             else:
                 report.updated += 1
 
 
-def _payload(parsed: _Parsed, chunk: Chunk, indexed_at: str, dense: bool) -> dict[str, Any]:
-    note = parsed.note
+def _payload(
+    obj: SourceObject, note: Note, chunk: Chunk, n_chunks: int, indexed_at: str, dense: bool
+) -> dict[str, Any]:
     return {
         "doc_id": note.doc_id,
         "path": note.path,
@@ -300,7 +357,7 @@ def _payload(parsed: _Parsed, chunk: Chunk, indexed_at: str, dense: bool) -> dic
         "title": note.title,
         "heading": chunk.heading,
         "chunk_index": chunk.index,
-        "n_chunks": len(parsed.chunks),
+        "n_chunks": n_chunks,
         "text": chunk.text,
         "tags": note.tags,
         "type": note.type,
@@ -310,7 +367,7 @@ def _payload(parsed: _Parsed, chunk: Chunk, indexed_at: str, dense: bool) -> dic
         "created": note.created,
         "updated": note.updated,
         "links": note.links,
-        "etag": parsed.obj.etag,
+        "etag": obj.etag,
         "indexed_at": indexed_at,
         "dense": dense,
         "meta": note.metadata,
@@ -336,7 +393,12 @@ def run_sync(
 
     source = open_source(source_uri or settings.kb_source)
     with index_lease(settings):
-        store = Store.open(settings, secrets)
+        try:
+            store = Store.open(settings, secrets)
+        except StoreError as exc:
+            report = SyncReport(source=source.uri, collection=settings.qdrant_collection, dense=False, full=full)
+            report.error, report.incomplete = f"index storage failed: {exc}", True
+            return report
         try:
             embedder = build_embedder(settings, secrets, shared_client())
             options = SyncOptions.from_settings(settings, full=full, allow_mass_delete=allow_mass_delete)

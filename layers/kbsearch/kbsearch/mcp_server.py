@@ -139,16 +139,6 @@ def body_error(exc: BadBody) -> HttpAnswer:
     return _rpc_error(None, PARSE_ERROR, f"Parse error: {exc.message}")
 
 
-def _note_path_problem(path: str) -> str | None:
-    if _BAD_PATH_CHARS.search(path):
-        return "a note path has no control characters or backslashes"
-    if path.startswith("/") or any(part in ("", ".", "..") for part in path.split("/")):
-        return "a note path is relative, with no empty, '.' or '..' parts"
-    if not path.lower().endswith(".md"):
-        return "paths end in .md"
-    return None
-
-
 def _render_search(answer: SearchResponse) -> str:
     if not answer.results:
         return f"No notes found for “{answer.query}”."
@@ -308,30 +298,31 @@ class McpServer:
 
     def _kb_get_note(self, arguments: dict[str, Any]) -> dict[str, Any]:
         from kbsearch.notes import NoteError, decode_note, split_frontmatter
-        from kbsearch.sources import SourceError
+        from kbsearch.sources import SourceError, note_path, path_problem
 
         args = KbGetNoteArgs.model_validate(arguments)
-        problem = _note_path_problem(args.path)
+        path = note_path(args.path)  # the identity the indexer gave the note (NFC), whatever form the client sent
+        problem = path_problem(path) or (None if path.lower().endswith(".md") else "note paths end in .md")
         if problem:
             raise ToolFailure(f"not a note path: {problem} (use kb_search to find one)")
         try:
-            raw = self.tools.read_note(args.path)
+            raw = self.tools.read_note(path)
         except SourceError as exc:
             # The source's text names buckets, keys with their prefix or server folders: log it, say less.
             logger.warning("kb_get_note could not read a note", extra={"error": str(exc)})
             if str(exc).startswith("no note at"):
-                raise ToolFailure(f"no note at {args.path!r}; use kb_search to find the right path") from None
+                raise ToolFailure(f"no note at {path!r}; use kb_search to find the right path") from None
             raise ToolFailure("the knowledge base cannot be read right now; try again shortly") from None
         try:
             text = decode_note(raw, max_bytes=4 * 1024 * 1024)
         except NoteError as exc:
-            raise ToolFailure(f"the note at {args.path!r} cannot be read: {exc.reason}") from None
+            raise ToolFailure(f"the note at {path!r} cannot be read: {exc.reason}") from None
         try:
-            frontmatter, body = split_frontmatter(text)
-        except Exception:
-            frontmatter, body = {}, text  # broken frontmatter: still show the note as written
-        title = str(frontmatter.get("title") or args.path.rsplit("/", 1)[-1].removesuffix(".md"))
-        note = NoteOut(path=args.path, title=title, frontmatter=frontmatter, body=body.lstrip("\n"))
+            frontmatter, body = split_frontmatter(text)  # the indexer's parser: linear, no alias expansion
+        except NoteError:
+            frontmatter, body = {}, text  # unusable frontmatter: still show the note as written
+        title = str(frontmatter.get("title") or path.rsplit("/", 1)[-1].removesuffix(".md"))
+        note = NoteOut(path=path, title=title, frontmatter=frontmatter, body=body.lstrip("\n"))
         return {
             "content": [{"type": "text", "text": text}],
             "structuredContent": note.model_dump(mode="json"),

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
+from kbsearch.frontmatter import FrontmatterError, iso_date, parse_frontmatter
 
 MAX_NOTE_BYTES = 1024 * 1024
 
@@ -21,7 +21,7 @@ KNOWN_KEYS = (
 )  # fmt: skip
 
 _FRONTMATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)(?:\r?\n)?^(?:---|\.\.\.)[ \t]*(?:\r?\n|\Z)", re.S | re.M)
-_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)(?:[ \t]+#+)?[ \t]*$")
+_HEADING = re.compile(r"(#{1,6})[ \t]+(?=[^ \t])")
 _FENCE = re.compile(r"^[ \t]{0,3}(`{3,}|~{3,})")
 _WIKILINK = re.compile(r"(!?)\[\[([^\[\]\n]+?)\]\]")
 _INLINE_CODE = re.compile(r"(`+)(?:(?!\1).)+?\1")
@@ -57,6 +57,7 @@ class Note:
     updated: str | None
     links: list[str]
     sections: list[Section] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # fields dropped or not understood; the note is indexed
 
 
 def _json_safe(value: Any) -> Any:
@@ -155,21 +156,46 @@ def decode_note(raw: bytes, max_bytes: int = MAX_NOTE_BYTES) -> str:
     return text
 
 
-def split_frontmatter(text: str) -> tuple[dict[str, Any], str]:
+def read_frontmatter(text: str) -> tuple[dict[str, Any], str, list[str]]:
+    """Decoded note text → (JSON-safe frontmatter, body, warnings); :class:`NoteError` when the frontmatter is
+    unusable (see :mod:`kbsearch.frontmatter`: linear time, no alias expansion, size and depth limits)."""
     m = _FRONTMATTER.match(text)
     if m is None:
-        return {}, text
+        return {}, text, []
     try:
-        data = yaml.safe_load(m.group(1)) if m.group(1).strip() else {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 2}" if mark is not None else ""
-        raise NoteError(f"invalid YAML frontmatter{where}") from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise NoteError("frontmatter is not a mapping of keys to values")
-    return {str(k): _json_safe(v) for k, v in data.items()}, text[m.end() :]
+        front = parse_frontmatter(m.group(1))
+    except FrontmatterError as exc:
+        raise NoteError(exc.reason) from None
+    return front.data, text[m.end() :], front.warnings
+
+
+def split_frontmatter(text: str) -> tuple[dict[str, Any], str]:
+    meta, body, _ = read_frontmatter(text)
+    return meta, body
+
+
+def _date_or_none(meta: dict[str, Any], key: str, warnings: list[str]) -> str | None:
+    value = meta.get(key)
+    if value is None or value == "":
+        return None
+    when = iso_date(value)
+    if when is None:
+        shown = str(value) if len(str(value)) <= 40 else str(value)[:37] + "..."
+        warnings.append(f"frontmatter field {key!r} dropped: {shown!r} is not an ISO date or date-time")
+    return when
+
+
+def _heading(line: str) -> tuple[int, str] | None:
+    """An ATX heading line → (level, text without a closing ``#`` run); linear in the line (no backtracking)."""
+    m = _HEADING.match(line)
+    if m is None:
+        return None
+    text = line[m.end() :].rstrip(" \t")
+    closed = text.rstrip("#")
+    if closed != text and (not closed or closed[-1] in " \t"):
+        text = closed.rstrip(" \t")
+    text = text.strip()
+    return (len(m.group(1)), text) if text else None
 
 
 def _sections(body: str, links: list[str]) -> tuple[list[Section], str | None]:
@@ -198,10 +224,10 @@ def _sections(body: str, links: list[str]) -> tuple[list[Section], str | None]:
             fence = fm.group(1)
             lines.append(line)
             continue
-        hm = _HEADING.match(line)
-        if hm:
+        parsed = _heading(line)
+        if parsed:
             flush()
-            level, heading = len(hm.group(1)), _render_links(hm.group(2).strip(), links)
+            level, heading = parsed[0], _render_links(parsed[1], links)
             if level == 1 and first_h1 is None:
                 first_h1 = heading
             while stack and stack[-1][0] >= level:
@@ -215,7 +241,7 @@ def _sections(body: str, links: list[str]) -> tuple[list[Section], str | None]:
 
 def parse_note(path: str, raw: bytes, max_bytes: int = MAX_NOTE_BYTES) -> Note:
     text = decode_note(raw, max_bytes)
-    meta, body = split_frontmatter(text)
+    meta, body, warnings = read_frontmatter(text)
     links: list[str] = []
     sections, first_h1 = _sections(body, links)
     stem = path.rsplit("/", 1)[-1]
@@ -234,8 +260,9 @@ def parse_note(path: str, raw: bytes, max_bytes: int = MAX_NOTE_BYTES) -> Note:
         status=_text_or_none(meta.get("status")),
         summary=_text_or_none(meta.get("summary")) or _text_or_none(meta.get("description")),
         ai_weight=_float_or_none(meta.get("ai_weight")),
-        created=_text_or_none(meta.get("created")),
-        updated=_text_or_none(meta.get("updated")),
+        created=_date_or_none(meta, "created", warnings),
+        updated=_date_or_none(meta, "updated", warnings),
         links=links,
         sections=sections,
+        warnings=warnings,
     )

@@ -98,12 +98,13 @@ def fusion_request(
 
 
 def group(points: Sequence[dict[str, Any]], limit: int) -> list[Candidate]:
-    """Fused points (best first) → one candidate per note, its best chunk."""
+    """Fused points (best first) → one candidate per note, its best chunk. A note is its path: two notes that
+    share a frontmatter ``id`` are two hits."""
     out: list[Candidate] = []
     seen: set[str] = set()
     for point in points:
         payload, score = _checked(point)
-        doc = str(payload.get("doc_id", point.get("id")))
+        doc = str(payload.get("path") or payload.get("doc_id") or point.get("id"))
         if doc in seen:
             continue
         seen.add(doc)

@@ -4,6 +4,11 @@ A listing yields every object under the root with its ``path`` (the key relative
 Unicode NFC: the same for a folder and for S3), ETag, size and modification time. Only ``.md`` files are notes;
 everything else is counted as an attachment. A listing that fails part-way raises :class:`SourceError`: callers
 never see a partial listing (which would look like deletions).
+
+Paths are identities, so the indexer and ``kb_get_note`` agree on them through the helpers here: a path is
+:func:`note_path` (NFC) of the key; :func:`path_problem` says why a path cannot be a note's identity (empty, ``.``
+or ``..`` segments, a leading ``/``, backslashes, control characters); when several keys have the same path,
+:func:`preferred` picks the one both of them use (the key already in NFC, else the smallest).
 """
 
 from __future__ import annotations
@@ -52,8 +57,42 @@ class Source(Protocol):
     def read_path(self, path: str) -> bytes: ...
 
 
+MAX_PATH_CHARS = 1024
+
+
 def _nfc(path: str) -> str:
     return unicodedata.normalize("NFC", path)
+
+
+def note_path(path: str) -> str:
+    """A note's identity: the relative path in Unicode NFC."""
+    return _nfc(path)
+
+
+def path_problem(path: str) -> str | None:
+    """Why ``path`` cannot identify a note (``kb_get_note`` could not reach it, or it could escape the root);
+    None when it is fine."""
+    if not path:
+        return "empty path"
+    if len(path) > MAX_PATH_CHARS:
+        return f"path longer than {MAX_PATH_CHARS} characters"
+    if path.startswith("/"):
+        return "path starts with '/'"
+    if "\\" in path:
+        return "path contains a backslash"
+    if any(unicodedata.category(c) in ("Cc", "Cs") for c in path):
+        return "path contains a control character"
+    segments = path.split("/")
+    if "" in segments:
+        return "path has an empty segment ('//')"
+    if "." in segments or ".." in segments:
+        return "path has a '.' or '..' segment, which could lead outside the KB"
+    return None
+
+
+def preferred(keys: list[str]) -> str:
+    """Of several keys with the same NFC path, the one that is indexed and read: already NFC, else the smallest."""
+    return min(keys, key=lambda k: (k != _nfc(k), k))
 
 
 class LocalSource:
@@ -92,15 +131,29 @@ class LocalSource:
         return self.read_path(obj.key)
 
     def read_path(self, path: str) -> bytes:
-        full = (self.root / path).resolve()
-        if not full.is_relative_to(self.root.resolve()):
-            raise SourceError(f"{path!r} is outside the KB folder")
+        path = _checked(path)
         try:
+            full = self._find(path)
+            if not full.resolve().is_relative_to(self.root.resolve()):
+                raise SourceError(f"{path!r} is outside the KB folder")
             return full.read_bytes()
         except FileNotFoundError:
             raise SourceError(f"no note at {path!r}") from None
         except OSError as exc:
             raise SourceError(f"cannot read {path!r}: {exc.strerror}") from None
+
+    def _find(self, path: str) -> Path:
+        """The file whose NFC path is ``path``, whatever normalisation its name has on disk (as the listing)."""
+        full = self.root / path
+        if full.exists():
+            return full
+        here = self.root
+        for segment in path.split("/"):
+            names = [n for n in os.listdir(here) if _nfc(n) == segment] if here.is_dir() else []
+            if not names:
+                raise FileNotFoundError(path)
+            here = here / preferred(names)
+        return here
 
 
 class S3Source:
@@ -146,9 +199,29 @@ class S3Source:
         return self._get(obj.key)
 
     def read_path(self, path: str) -> bytes:
-        if ".." in path.split("/"):
-            raise SourceError(f"{path!r} is outside the KB prefix")
-        return self._get(self.prefix + path.lstrip("/"))
+        path = _checked(path)
+        try:
+            return self._get(self.prefix + path)
+        except SourceError as exc:
+            if not str(exc).startswith("no note"):
+                raise
+        key = self._find(path)  # the key may be stored in another Unicode normalisation (macOS uploads are NFD)
+        if key is None:
+            raise SourceError(f"no note at {path!r}")
+        return self._get(key)
+
+    def _find(self, path: str) -> str | None:
+        """The key whose NFC path is ``path`` (what the listing indexed), by listing the keys that share its
+        leading ASCII part (which no normalisation changes)."""
+        ascii_head = path[: next((i for i, c in enumerate(path) if ord(c) > 127), len(path))]
+        keys: list[str] = []
+        try:
+            paginator = self.client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + ascii_head):
+                keys += [i["Key"] for i in page.get("Contents", []) if _nfc(i["Key"][len(self.prefix) :]) == path]
+        except Exception as exc:
+            raise SourceError(f"listing {self.uri} failed: {_aws_message(exc)}") from None
+        return preferred(keys) if keys else None
 
     def _get(self, key: str) -> bytes:
         try:
@@ -159,6 +232,15 @@ class S3Source:
                 raise SourceError(f"no note at {key!r}") from None
             raise SourceError(f"cannot read s3://{self.bucket}/{key}: {_aws_message(exc)}") from None
         return body
+
+
+def _checked(path: str) -> str:
+    """A requested path (``kb_get_note``) → its NFC form, or :class:`SourceError` if no note can have it."""
+    path = _nfc(path)
+    problem = path_problem(path)
+    if problem:
+        raise SourceError(f"{path!r} is not a note path: {problem}")
+    return path
 
 
 def _aws_code(exc: Exception) -> str:

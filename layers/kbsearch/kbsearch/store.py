@@ -6,9 +6,11 @@ Points: id = uuid5(path + "#" + chunk_index); named vectors ``dense`` (cosine) a
 
 from __future__ import annotations
 
+import logging
 import uuid
 import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,11 +25,26 @@ from kbsearch.retrieval import DENSE, SPARSE, Candidate
 __all__ = ["DENSE", "SPARSE", "Candidate", "EmbeddedRetriever", "Store", "StoreError"]
 POINT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://kb-search/points")
 KEYWORD_FIELDS = ("path", "doc_id", "tags", "type", "status", "folders")
-STATE_FIELDS = ["path", "etag", "chunk_index", "n_chunks", "dense"]
+STATE_FIELDS = ["path", "etag", "chunk_index", "n_chunks", "dense", "doc_id"]
+
+logger = logging.getLogger(__name__)
 
 
 class SchemaMismatchError(StoreError):
     """The collection exists with another schema; writing into it would corrupt the index."""
+
+
+@contextmanager
+def storage_errors(action: str) -> Iterator[None]:
+    """Any failure of the store while ``action`` (a full disk, the embedded store's sqlite errors, a Qdrant 5xx
+    or a dropped connection) → :class:`StoreError` naming what failed, for the sync report."""
+    try:
+        yield
+    except StoreError:
+        raise
+    except Exception as exc:
+        detail = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise StoreError(f"{action} failed: {type(exc).__name__}" + (f": {detail}" if detail else "")) from None
 
 
 def point_id(path: str, chunk_index: int) -> str:
@@ -42,12 +59,20 @@ class NoteState:
     n_chunks: dict[str, set[int]] = field(default_factory=dict)
     dense: bool = True
     points: int = 0
+    doc_ids: dict[str, str] = field(default_factory=dict)  # etag → the frontmatter id (or path) it was indexed with
 
-    def add(self, etag: str, chunk_index: int, n_chunks: int, dense: bool) -> None:
+    def add(self, etag: str, chunk_index: int, n_chunks: int, dense: bool, doc_id: str | None = None) -> None:
         self.chunks.setdefault(etag, set()).add(chunk_index)
         self.n_chunks.setdefault(etag, set()).add(n_chunks)
         self.dense = self.dense and dense
         self.points += 1
+        if doc_id is not None:
+            self.doc_ids[etag] = doc_id
+
+    def doc_id(self) -> str | None:
+        """The id of the complete version, if there is one."""
+        etag = self.complete_etag()
+        return self.doc_ids.get(etag) if etag is not None else None
 
     def complete_etag(self) -> str | None:
         """The etag whose chunks 0..n-1 are all present (a whole version of the note), if there is one."""
@@ -98,7 +123,10 @@ class Store:
         return cls(client, settings.qdrant_collection, settings.embedding_dimensions, embedded=True)
 
     def close(self) -> None:
-        self.client.close()
+        try:
+            self.client.close()
+        except Exception as exc:  # a store that failed mid-run may fail to close too; the report has the cause
+            logger.warning("closing the store failed", extra={"error": type(exc).__name__})
 
     # -- schema -----------------------------------------------------------------------------------------------
     def exists(self) -> bool:
@@ -110,9 +138,11 @@ class Store:
     def ensure_collection(self) -> bool:
         """Create the collection when missing (returns True), else check its schema."""
         if self.exists():
-            self.check_schema()
+            with storage_errors("reading the collection's schema"):
+                info = self.client.get_collection(self.collection)
+            self.check_schema(info)
             return False
-        with warnings.catch_warnings():
+        with storage_errors(f"creating the collection {self.collection!r}"), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the embedded store ignores HNSW/quantization/indexes, with a warning
             self.client.create_collection(
                 self.collection,
@@ -130,8 +160,8 @@ class Store:
             self.client.create_payload_index(self.collection, "updated", models.PayloadSchemaType.DATETIME)
         return True
 
-    def check_schema(self) -> None:
-        info = self.client.get_collection(self.collection)
+    def check_schema(self, info: models.CollectionInfo | None = None) -> None:
+        info = info or self.client.get_collection(self.collection)
         params = info.config.params
         vectors = params.vectors if isinstance(params.vectors, dict) else {}
         dense = vectors.get(DENSE)
@@ -167,14 +197,17 @@ class Store:
 
     def indexed_state(self) -> dict[str, NoteState]:
         state: dict[str, NoteState] = {}
-        for point in self._scroll(STATE_FIELDS):
-            p = point.payload or {}
-            path = p.get("path")
-            if not isinstance(path, str):
-                continue
-            state.setdefault(path, NoteState()).add(
-                str(p.get("etag", "")), int(p.get("chunk_index", -1)), int(p.get("n_chunks", 0)), bool(p.get("dense"))
-            )
+        with storage_errors("reading the index's state"):
+            for point in self._scroll(STATE_FIELDS):
+                p = point.payload or {}
+                path = p.get("path")
+                if not isinstance(path, str):
+                    continue
+                doc_id = p.get("doc_id")
+                state.setdefault(path, NoteState()).add(
+                    str(p.get("etag", "")), int(p.get("chunk_index", -1)), int(p.get("n_chunks", 0)),
+                    bool(p.get("dense")), doc_id if isinstance(doc_id, str) else None,
+                )  # fmt: skip
         return state
 
     def points(self) -> dict[str, dict[str, Any]]:
@@ -195,7 +228,8 @@ class Store:
                 vector[SPARSE] = models.SparseVector(indices=c.sparse.indices, values=c.sparse.values)
             points.append(models.PointStruct(id=point_id(c.path, c.chunk_index), vector=vector, payload=c.payload))
         if points:
-            self.client.upsert(self.collection, points=points, wait=True)
+            with storage_errors(f"writing {len(points)} points"):
+                self.client.upsert(self.collection, points=points, wait=True)
 
     def _path_filter(self, path: str, from_chunk: int | None = None) -> models.Filter:
         must: list[models.Condition] = [models.FieldCondition(key="path", match=models.MatchValue(value=path))]
@@ -204,12 +238,14 @@ class Store:
         return models.Filter(must=must)
 
     def delete_note(self, path: str) -> None:
-        self.client.delete(self.collection, models.FilterSelector(filter=self._path_filter(path)), wait=True)
+        with storage_errors("deleting a note's points"):
+            self.client.delete(self.collection, models.FilterSelector(filter=self._path_filter(path)), wait=True)
 
     def delete_leftovers(self, path: str, n_chunks: int) -> None:
         """Remove the note's chunks from ``n_chunks`` on (left by an older, longer version)."""
         selector = models.FilterSelector(filter=self._path_filter(path, n_chunks))
-        self.client.delete(self.collection, selector, wait=True)
+        with storage_errors("deleting a note's leftover points"):
+            self.client.delete(self.collection, selector, wait=True)
 
 
 class EmbeddedRetriever:

@@ -1,0 +1,266 @@
+"""YAML frontmatter → a JSON-safe mapping, in time and memory linear in its size, or a :class:`FrontmatterError`.
+
+PyYAML's own loaders build whatever the YAML says: aliases expand without limit (a 320-byte "billion laughs"
+note took 97 s and 1.1 GB), ``2024-02-30`` or ``!!float abc`` raise plain ``ValueError`` deep in the constructor,
+a 5,000-digit integer trips Python's int-string limit, nesting recurses. Here only PyYAML's scanner and parser
+run (both iterative); the node tree is built from their events under three limits, and every value is built
+by this module into the types a payload can hold (str, int within int64, finite float, bool, None, list, dict
+with string keys):
+
+- refused (the whole frontmatter fails): more than :data:`MAX_FRONTMATTER_CHARS`, aliases (``*name``), nesting
+  deeper than :data:`MAX_DEPTH`, more than one document, YAML syntax errors, a root that is not a mapping;
+- dropped with a warning (the rest of the note is kept): a top-level field whose value YAML can parse but
+  Python cannot build (a date that does not exist, ``!!float abc``, ``!!timestamp nope``, ``!!binary`` that is
+  not base64, ``!!python/...`` and other unknown tags, a bad merge ``<<``, a key that is a list or a mapping);
+- normalised: dates and times → ISO text, integers beyond int64 → their digits as text, NaN/inf → None,
+  sets → lists, ``!!omap`` → mappings, ``!!pairs`` → ``[key, value]`` lists, ``!!binary`` → its base64 text,
+  non-string keys → text, merge keys ``<<`` (inline mappings only: aliases are refused) → merged, lone
+  surrogates in strings → U+FFFD.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from yaml import events
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+MAX_FRONTMATTER_CHARS = 64 * 1024
+MAX_DEPTH = 16
+INT64 = 2**63
+_MAX_INT_CHARS = 40  # longer integer literals are kept as text (they cannot be int64 anyway)
+
+_T = "tag:yaml.org,2002:"
+_SCALAR_TAGS = {f"{_T}{n}" for n in ("null", "bool", "int", "float", "str", "timestamp", "binary", "value", "merge")}
+_SEQ_TAGS = {f"{_T}seq", f"{_T}omap", f"{_T}pairs"}
+_MAP_TAGS = {f"{_T}map", f"{_T}set"}
+
+
+class FrontmatterError(Exception):
+    """The frontmatter cannot be used at all; ``reason`` is short and safe to report."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class _Unbuildable(Exception):
+    """One value YAML parsed but kb-search cannot build; its top-level field is dropped."""
+
+
+@dataclass
+class Frontmatter:
+    data: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+
+
+def _line(mark: Any) -> str:
+    return f" at line {mark.line + 2}" if mark is not None else ""  # +1: 0-based, +1: the opening '---'
+
+
+def _mark(event: events.Event) -> Any:
+    return event.start_mark  # PyYAML's stubs type the C and the Python marks apart; nodes take either
+
+
+def _compose(text: str) -> tuple[Node | None, yaml.SafeLoader]:
+    """One document's node tree from the parser's events: no aliases, bounded depth, no recursion in PyYAML."""
+    root: Node | None = None
+    stack: list[tuple[Node, list[Any]]] = []
+    documents = 0
+    try:
+        loader = yaml.SafeLoader(text)  # its reader refuses control characters and lone surrogates
+        while True:
+            event = loader.get_event()
+            if isinstance(event, events.AliasEvent):
+                raise FrontmatterError(
+                    f"frontmatter uses a YAML alias (*{event.anchor}){_line(event.start_mark)}: aliases are not "
+                    "expanded (they allow exponential 'billion laughs' documents)"
+                )
+            if isinstance(event, events.DocumentStartEvent):
+                documents += 1
+                if documents > 1:
+                    raise FrontmatterError("frontmatter holds more than one YAML document")
+                continue
+            if isinstance(event, events.StreamEndEvent):
+                break
+            if isinstance(event, events.StreamStartEvent | events.DocumentEndEvent):
+                continue
+            node: Node
+            if isinstance(event, events.ScalarEvent):
+                tag = event.tag
+                if tag is None or tag == "!":
+                    tag = loader.resolve(ScalarNode, event.value, event.implicit)
+                node = ScalarNode(tag, event.value, _mark(event), None, style=event.style)
+            elif isinstance(event, events.SequenceStartEvent | events.MappingStartEvent):
+                if len(stack) >= MAX_DEPTH:
+                    raise FrontmatterError(
+                        f"frontmatter nested deeper than {MAX_DEPTH} levels{_line(event.start_mark)}"
+                    )
+                kind: type[SequenceNode | MappingNode] = (
+                    SequenceNode if isinstance(event, events.SequenceStartEvent) else MappingNode
+                )
+                tag = event.tag
+                if tag is None or tag == "!":
+                    tag = loader.resolve(kind, None, event.implicit)
+                node = kind(tag, [], _mark(event), None)
+                stack.append((node, []))
+                continue
+            elif isinstance(event, events.SequenceEndEvent | events.MappingEndEvent):
+                node, items = stack.pop()
+                node.value = (
+                    items if isinstance(node, SequenceNode) else list(zip(items[::2], items[1::2], strict=True))
+                )
+            else:  # pragma: no cover - PyYAML has no other event types
+                raise FrontmatterError(f"unexpected YAML event {type(event).__name__}")
+            if stack:
+                stack[-1][1].append(node)
+            else:
+                root = node
+    except yaml.YAMLError as exc:
+        raise FrontmatterError(f"invalid YAML frontmatter{_line(getattr(exc, 'problem_mark', None))}") from None
+    return root, loader
+
+
+def _text(value: str) -> str:
+    """Lone surrogates (from ``"\\ud800"`` escapes) cannot be stored as UTF-8 JSON: pairs are joined, the rest
+    become U+FFFD."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    return value
+
+
+def _scalar(node: ScalarNode, loader: yaml.SafeLoader) -> Any:
+    tag, value = node.tag, node.value
+    if tag not in _SCALAR_TAGS:
+        raise _Unbuildable(f"unsupported YAML tag {tag}")
+    name = tag[len(_T) :]
+    try:
+        if name in ("str", "value", "merge"):
+            return _text(value)
+        if name == "null":
+            return None
+        if name == "bool":
+            return loader.construct_yaml_bool(node)
+        if name == "int":
+            if len(value) > _MAX_INT_CHARS:
+                return _text(value)
+            integer: int = loader.construct_yaml_int(node)
+            return integer if -INT64 <= integer < INT64 else value
+        if name == "float":
+            number: float = loader.construct_yaml_float(node)
+            return number if math.isfinite(number) else None
+        if name == "timestamp":
+            when = loader.construct_yaml_timestamp(node)
+            return when.isoformat()
+        # binary: kept as its base64 text, once it is known to be base64
+        compact = "".join(value.split())
+        base64.b64decode(compact, validate=True)
+        return compact
+    except (
+        Exception
+    ):  # PyYAML's constructors raise ValueError, IndexError, KeyError, AttributeError, binascii.Error ...
+        shown = value if len(value) <= 40 else value[:37] + "..."
+        kind = "date or time" if name == "timestamp" else name
+        raise _Unbuildable(f"{shown!r} is not a valid {kind}") from None
+
+
+def _key(node: Node, loader: yaml.SafeLoader) -> str:
+    if not isinstance(node, ScalarNode):
+        raise _Unbuildable("a key that is a list or a mapping")
+    value = _scalar(node, loader)
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _build(node: Node, loader: yaml.SafeLoader) -> Any:
+    if isinstance(node, ScalarNode):
+        return _scalar(node, loader)
+    if isinstance(node, SequenceNode):
+        if node.tag not in _SEQ_TAGS:
+            raise _Unbuildable(f"unsupported YAML tag {node.tag}")
+        items = [_build(item, loader) for item in node.value]
+        if node.tag == f"{_T}seq":
+            return items
+        if not all(isinstance(i, dict) and len(i) == 1 for i in items):
+            raise _Unbuildable(f"{node.tag[len(_T) :]} entries must be single-key mappings")
+        if node.tag == f"{_T}omap":
+            return {k: v for i in items for k, v in i.items()}
+        return [[k, v] for i in items for k, v in i.items()]
+    assert isinstance(node, MappingNode)
+    if node.tag not in _MAP_TAGS:
+        raise _Unbuildable(f"unsupported YAML tag {node.tag}")
+    out: dict[str, Any] = {}
+    merged: dict[str, Any] = {}
+    for key_node, value_node in node.value:
+        if isinstance(key_node, ScalarNode) and key_node.tag == f"{_T}merge":
+            merged = _merge(value_node, loader) | merged
+            continue
+        out[_key(key_node, loader)] = _build(value_node, loader)
+    if node.tag == f"{_T}set":
+        return list(out)
+    return merged | out  # explicit keys win over merged ones
+
+
+def _merge(node: Node, loader: yaml.SafeLoader) -> dict[str, Any]:
+    sources = node.value if isinstance(node, SequenceNode) else [node]
+    out: dict[str, Any] = {}
+    for source in reversed(sources):  # earlier mappings in a merge list win
+        value = _build(source, loader)
+        if not isinstance(value, dict):
+            raise _Unbuildable("a merge key (<<) must hold a mapping or a list of mappings")
+        out |= value
+    return out
+
+
+def parse_frontmatter(text: str) -> Frontmatter:
+    """The YAML between the ``---`` lines → JSON-safe data and warnings; :class:`FrontmatterError` if unusable."""
+    if len(text) > MAX_FRONTMATTER_CHARS:
+        raise FrontmatterError(f"frontmatter too large: {len(text)} characters (limit {MAX_FRONTMATTER_CHARS})")
+    if not text.strip():
+        return Frontmatter({})
+    root, loader = _compose(text)
+    if root is None or (isinstance(root, ScalarNode) and root.tag == f"{_T}null"):
+        return Frontmatter({})
+    if not isinstance(root, MappingNode) or root.tag not in _MAP_TAGS:
+        raise FrontmatterError("frontmatter is not a mapping of keys to values")
+    result = Frontmatter({})
+    merged: dict[str, Any] = {}
+    for key_node, value_node in root.value:
+        try:
+            if isinstance(key_node, ScalarNode) and key_node.tag == f"{_T}merge":
+                merged = _merge(value_node, loader) | merged
+                continue
+            key = _key(key_node, loader)
+        except _Unbuildable as exc:
+            result.warnings.append(f"frontmatter entry{_line(key_node.start_mark)} dropped: {exc}")
+            continue
+        try:
+            result.data[key] = _build(value_node, loader)
+        except _Unbuildable as exc:
+            result.data.pop(key, None)
+            result.warnings.append(f"frontmatter field {key!r} dropped: {exc}")
+    result.data = merged | result.data
+    return result
+
+
+def iso_date(value: Any) -> str | None:
+    """An ISO date or date-time (as YAML or a person writes it) → its ISO text; None when it is not one."""
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    try:
+        if len(text) == 10:
+            return dt.date.fromisoformat(text).isoformat()
+        return dt.datetime.fromisoformat(text).isoformat()
+    except ValueError:
+        return None

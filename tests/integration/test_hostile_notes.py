@@ -1,0 +1,397 @@
+"""Hostile notes, hostile keys and a failing store, through the real interfaces: `kbsearch index` as a process,
+the indexer's and the search function's handlers, moto's S3, the embedded store and a loopback Qdrant."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import resource
+import shutil
+import signal
+import subprocess
+import threading
+import time
+import unicodedata
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+from pydantic import SecretStr
+
+from kbsearch.config import Secrets, Settings
+from kbsearch.indexer import Indexer, SyncOptions, run_sync
+from kbsearch.local.runtime import LambdaContext
+from kbsearch.sources import LocalSource, S3Source, SourceObject
+from kbsearch.store import Store
+from tests.conftest import KBSEARCH_CMD, ROOT, subprocess_env
+from tests.integration.test_indexer import snapshot, store_points, write_notes
+
+BILLION_LAUGHS = 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n' + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{','.join(['*' + chr(97 + i)] * 9)}]\n" for i in range(8)
+)
+
+#: note → (skipped reason fragment | None, warning fragment | None). Each is a class from issue 11, section 1/2.
+HOSTILE: dict[str, tuple[bytes, str | None, str | None]] = {
+    "n00.md": (b"---\ntitle: Feb\nupdated: 2024-02-30\n---\n# Feb\n\nbody", None, "'updated' dropped"),
+    "n01.md": (b"---\ncreated: 2024-13-45\n---\n# Month\n\nbody", None, "'created' dropped"),
+    "n02.md": (b"---\nai_weight: !!float abc\n---\n# F\n\nbody", None, "not a valid float"),
+    "n03.md": (b"---\nwhen: !!timestamp nope\n---\n# T\n\nbody", None, "not a valid date"),
+    "n04.md": (b"---\nbig: " + b"9" * 5000 + b"\n---\n# Big\n\nbody", None, None),
+    "n05.md": (b"---\nx: !!python/object/apply:os.system [id]\n---\n# P\n\nbody", None, "unsupported YAML tag"),
+    "recursive.md": (b"---\na: &a [*a]\n---\n# R\n\nbody", "alias", None),
+    "laughs.md": (f"---\n{BILLION_LAUGHS}---\n# L\n\nbody".encode(), "alias", None),
+    "deep.md": (b"---\nx: " + b"[" * 5000 + b"\n---\n# D\n\nbody", "nested deeper", None),
+    "huge.md": (b"---\n" + b"k: v\n" * 20_000 + b"---\n# H\n\nbody", "frontmatter too large", None),
+}
+
+
+class ExplodingReads:
+    """A source whose read of one note fails with something no rule foresees (a bug in a reader, say)."""
+
+    def __init__(self, inner: LocalSource, path: str) -> None:
+        self.inner, self.path, self.uri = inner, path, inner.uri
+
+    def list(self) -> Iterator[SourceObject]:
+        return self.inner.list()
+
+    def read(self, obj: SourceObject) -> bytes:
+        if obj.path == self.path:
+            raise RuntimeError("reader blew up")
+        return self.inner.read(obj)
+
+    def read_path(self, path: str) -> bytes:
+        return self.inner.read_path(path)
+
+
+def kbsearch_index(kb: Path, qdrant: Path, *extra: str, limit_bytes: int | None = None) -> tuple[int, dict, str]:
+    """`kbsearch index --json` as a process; with ``limit_bytes`` no file it writes may grow past that (a full
+    disk: writes fail with EFBIG instead of the process being killed)."""
+
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        assert limit_bytes is not None
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
+
+    proc = subprocess.run(
+        [*KBSEARCH_CMD, "index", str(kb), "--json", *extra],
+        env=subprocess_env(QDRANT_PATH=str(qdrant), EMBEDDING_API_KEY="", EMBEDDING_API_KEY_PARAM=""),
+        capture_output=True, text=True, timeout=300, preexec_fn=limit if limit_bytes else None, check=False,
+    )  # fmt: skip
+    return proc.returncode, json.loads(proc.stdout), proc.stderr
+
+
+def test_hostile_notes_never_stop_a_sync_and_keep_their_last_good_version(tmp_path: Path) -> None:
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    write_notes(kb, 6)
+    for name in ("recursive.md", "laughs.md", "deep.md", "huge.md"):
+        (kb / name).write_text(f"# {name}\n\ngood first version of {name}\n")
+    code, first, stderr = kbsearch_index(kb, tmp_path / "q")
+    assert code == 0 and first["skipped"] == [] and first["added"] == 10, stderr
+    good = {p["path"]: p["etag"] for p in store_points(Settings(qdrant_path=str(tmp_path / "q")))}
+
+    for name, (raw, _, _) in HOSTILE.items():
+        (kb / name).write_bytes(raw)
+    (kb / "fresh.md").write_text("# Fresh\n\nstill indexed after all that\n")
+    code, report, stderr = kbsearch_index(kb, tmp_path / "q")
+    assert code == 0 and report["error"] is None and not report["incomplete"], stderr
+    assert "Traceback" not in stderr
+    skipped = {s["path"]: s["reason"] for s in report["skipped"]}
+    warnings = [(w["path"], w["reason"]) for w in report["warnings"]]
+    for name, (_, reason, warning) in HOSTILE.items():
+        if reason is not None:
+            assert reason in skipped.get(name, ""), (name, skipped)
+        else:
+            assert name not in skipped, skipped
+        if warning is not None:
+            assert any(p == name and warning in r for p, r in warnings), (name, warnings)
+    assert report["added"] == 1 and report["updated"] == 6
+    points = store_points(Settings(qdrant_path=str(tmp_path / "q")))
+    after = {p["path"]: p for p in points}
+    for name in ("recursive.md", "laughs.md", "deep.md", "huge.md"):
+        assert after[name]["etag"] == good[name]  # the last good version is still searchable
+    assert after["n00.md"]["updated"] is None and after["n00.md"]["title"] == "Feb"  # the field went, not the note
+    assert after["n04.md"]["meta"]["big"] == "9" * 5000
+    assert "fresh.md" in after
+
+
+def test_any_failure_of_one_note_skips_only_that_note(tmp_path: Path) -> None:
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    write_notes(kb, 4)
+    settings = Settings(qdrant_path=str(tmp_path / "q"))
+    store = Store.open(settings, Secrets(settings))
+    try:
+        report = Indexer(ExplodingReads(LocalSource(kb), "n02.md"), store, None).sync()
+    finally:
+        store.close()
+    assert report.skipped == [{"path": "n02.md", "reason": "cannot be indexed (RuntimeError)"}]
+    assert report.added == 3 and report.error is None and not report.incomplete
+
+
+# -- storage failures ----------------------------------------------------------------------------------------------
+
+
+def test_a_full_disk_ends_the_run_with_an_error_and_a_rerun_converges(tmp_path: Path) -> None:
+    kb = tmp_path / "kb"
+    shutil.copytree(ROOT / "sample-kb", kb)
+    for i in range(3):
+        write_notes(kb, 30, prefix=f"bulk{i}-")
+    code, report, stderr = kbsearch_index(kb, tmp_path / "q", limit_bytes=256 * 1024)
+    assert code != 0 and "Traceback" not in stderr, stderr
+    assert report["error"] is not None and report["error"].startswith("index storage failed: writing")
+    assert report["incomplete"]
+
+    code, rerun, stderr = kbsearch_index(kb, tmp_path / "q")
+    assert code == 0 and rerun["error"] is None and not rerun["incomplete"], stderr
+    code, _, _ = kbsearch_index(kb, tmp_path / "clean")
+    assert code == 0
+    assert snapshot(Settings(qdrant_path=str(tmp_path / "q"))) == snapshot(
+        Settings(qdrant_path=str(tmp_path / "clean"))
+    )
+
+
+class FakeQdrant:
+    """Just enough of Qdrant's REST API for qdrant_client's sync calls; upserts answer 503 after ``ok_upserts``."""
+
+    def __init__(self, collection_info: dict[str, Any], ok_upserts: int) -> None:
+        self.info, self.ok_upserts, self.upserts = collection_info, ok_upserts, 0
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(length)
+                path = self.path.split("?")[0]
+                status, result = 200, dict[str, Any]({"operation_id": 1, "status": "completed"})
+                if path.endswith("/exists"):
+                    result = {"exists": True}
+                elif self.command == "GET":
+                    result = fake.info
+                elif path.endswith("/points/scroll"):
+                    result = {"points": [], "next_page_offset": None}
+                elif self.command == "PUT" and path.endswith("/points"):
+                    fake.upserts += 1
+                    if fake.upserts > fake.ok_upserts:
+                        status = 503
+                body = json.dumps(
+                    {"result": result, "status": "ok", "time": 0.0}
+                    if status == 200
+                    else {"status": {"error": "Service Unavailable: overloaded"}, "time": 0.0}
+                ).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = do_PUT = _answer
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def flaky_qdrant(tmp_path: Path) -> Iterator[FakeQdrant]:
+    """A Qdrant Cloud stand-in whose collection has kb-search's schema (taken from the embedded store)."""
+    settings = Settings(qdrant_path=str(tmp_path / "schema"))
+    store = Store.open(settings, Secrets(settings))
+    try:
+        store.ensure_collection()
+        info = store.client.get_collection(store.collection).model_dump(mode="json", exclude_none=True)
+    finally:
+        store.close()
+    fake = FakeQdrant(info, ok_upserts=1)
+    yield fake
+    fake.stop()
+
+
+def test_qdrant_5xx_mid_run_is_an_error_in_the_report(tmp_path: Path, flaky_qdrant: FakeQdrant) -> None:
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    write_notes(kb, 12)
+    settings = Settings(qdrant_url=flaky_qdrant.url, qdrant_api_key=SecretStr("qdrant-test-key"))
+    store = Store.open(settings, Secrets(settings))
+    try:
+        report = Indexer(LocalSource(kb), store, None, SyncOptions(window_chunks=4)).sync()
+    finally:
+        store.close()
+    assert flaky_qdrant.upserts == 2  # one window written, the next refused: the run stopped there
+    assert report.error is not None and report.incomplete
+    assert report.error.startswith("index storage failed: writing") and "503" in report.error
+    assert 0 < report.added < 12
+
+
+def test_indexer_handler_reports_a_storage_failure(
+    tmp_path: Path, flaky_qdrant: FakeQdrant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    write_notes(kb, 12)
+    for key, value in {"KB_SOURCE": str(kb), "QDRANT_URL": flaky_qdrant.url, "CHUNK_MAX_TOKENS": "400",
+                       "EMBEDDING_BATCH_SIZE": "1", "EMBEDDING_CONCURRENCY": "1"}.items():  # fmt: skip
+        monkeypatch.setenv(key, value)
+    spec = importlib.util.spec_from_file_location(f"indexer_app_{uuid.uuid4().hex}", ROOT / "functions/indexer/app.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with pytest.raises(module.IndexerRunError, match=r"index storage failed: writing \d+ points failed"):
+        module.lambda_handler({}, LambdaContext("kb-search-test-indexer", 1024, 900))
+
+
+def test_an_unopenable_store_is_an_error_in_the_report(tmp_path: Path) -> None:
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    write_notes(kb, 1)
+    settings = Settings(qdrant_path=str(tmp_path / "q"))
+    holder = Store.open(settings, Secrets(settings))  # the embedded store admits one process at a time
+    try:
+        code, report, stderr = kbsearch_index(kb, tmp_path / "q")
+    finally:
+        holder.close()
+    assert code != 0 and "Traceback" not in stderr
+    assert report["error"].startswith("index storage failed: cannot open the embedded store")
+
+
+# -- keys and identities -------------------------------------------------------------------------------------------
+
+
+def nfd(text: str) -> str:
+    return unicodedata.normalize("NFD", text)
+
+
+def test_s3_keys_are_normalised_and_unsafe_keys_skipped(tmp_path: Path, load_search_app) -> None:
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="kb-notes")
+
+        def put(key: str, text: str) -> None:
+            s3.put_object(Bucket="kb-notes", Key="notes/" + key, Body=text.encode())
+
+        put("ru/Ёлка.md", "# Ёлка NFC\n\nзелёная")
+        put(nfd("ru/Ёлка.md"), "# Ёлка NFD\n\nдругая")  # the same path after NFC: one is skipped
+        put(nfd("ru/Йогурт.md"), "# Йогурт\n\nтолько NFD")  # stored only decomposed (a macOS upload)
+        for key in ("a//b.md", "../up.md", "x/./y.md", "/lead.md", "back\\slash.md", "ctl\x01.md", "ok.md"):
+            put(key, f"# {key}\n\ntext")
+        settings = Settings(qdrant_path=str(tmp_path / "q"))
+        source = S3Source("kb-notes", "notes", s3)
+        store = Store.open(settings, Secrets(settings))
+        try:
+            report = Indexer(source, store, None).sync()
+        finally:
+            store.close()
+        reasons = {s["path"]: s["reason"] for s in report.skipped}
+        assert "empty segment" in reasons["a//b.md"] and "'..' segment" in reasons["../up.md"]
+        assert "'..' segment" in reasons["x/./y.md"] and "starts with '/'" in reasons["/lead.md"]
+        assert "backslash" in reasons["back\\slash.md"] and "control character" in reasons["ctl\x01.md"]
+        assert "another Unicode form" in reasons["ru/Ёлка.md"] and nfd("notes/ru/Ёлка.md") in reasons["ru/Ёлка.md"]
+        assert report.notes_listed == 10 and report.added == 3 and len(report.skipped) == 7
+        indexed = {p["path"]: p["title"] for p in store_points(settings)}
+        assert indexed == {"ru/Ёлка.md": "Ёлка NFC", "ru/Йогурт.md": "Йогурт", "ok.md": "ok.md"}
+
+        # kb_get_note reads what the indexer indexed, by the path kb_search returns, in either normalisation
+        call = load_search_app(QDRANT_PATH=str(tmp_path / "q"), KB_SOURCE="s3://kb-notes/notes")
+
+        def get_note(path: str) -> dict[str, Any]:
+            body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                    "params": {"name": "kb_get_note", "arguments": {"path": path}}}  # fmt: skip
+            event = {"resource": "/mcp", "path": "/mcp", "httpMethod": "POST", "body": json.dumps(body),
+                     "headers": {"Content-Type": "application/json"}, "isBase64Encoded": False,
+                     "requestContext": {"requestId": "r", "stage": "dev", "identity": {"sourceIp": "127.0.0.1"}}}  # fmt: skip
+            answer = call(event)
+            assert answer["statusCode"] == 200, answer
+            return dict(json.loads(answer["body"])["result"])
+
+        for path in ("ru/Йогурт.md", nfd("ru/Йогурт.md")):
+            result = get_note(path)
+            assert not result["isError"] and result["structuredContent"]["path"] == "ru/Йогурт.md"
+            assert "только NFD" in result["structuredContent"]["body"]
+        assert "зелёная" in get_note(nfd("ru/Ёлка.md"))["structuredContent"]["body"]  # the one indexed
+        for bad, reason in (("ru/\x00.md", "control character"), ("a\x00b.md", "control character"),
+                            ("a//b.md", "empty segment"), ("/etc/passwd.md", "starts with '/'"),
+                            ("..\\x.md", "backslash")):  # fmt: skip
+            result = get_note(bad)
+            assert result["isError"] and reason in result["content"][0]["text"], (bad, result)
+
+
+def mcp_event(tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": tool, "arguments": arguments}}
+    return {"resource": "/mcp", "path": "/mcp", "httpMethod": "POST", "body": json.dumps(body),
+            "headers": {"Content-Type": "application/json"}, "isBase64Encoded": False,
+            "requestContext": {"requestId": "r", "stage": "dev", "identity": {"sourceIp": "127.0.0.1"}}}  # fmt: skip
+
+
+def test_kb_get_note_on_hostile_notes_answers_fast_and_small(tmp_path: Path, load_search_app) -> None:
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    for name, (raw, _, _) in HOSTILE.items():
+        (kb / name).write_bytes(raw)
+    call = load_search_app(KB_SOURCE=str(kb))
+    for name, (raw, reason, _) in HOSTILE.items():
+        started = time.perf_counter()
+        answer = call(mcp_event("kb_get_note", {"path": name}))
+        assert time.perf_counter() - started < 5.0 and answer["statusCode"] == 200, name
+        assert len(answer["body"]) < 4 * len(raw) + 2000, name  # the note as written, nothing expanded
+        result = json.loads(answer["body"])["result"]
+        assert not result["isError"] and result["content"][0]["text"] == raw.decode()
+        front = result["structuredContent"]["frontmatter"]
+        if reason is not None:
+            assert front == {}  # unusable frontmatter: shown as written, not parsed
+        json.dumps(front, allow_nan=False)
+    assert json.loads(call(mcp_event("kb_get_note", {"path": "n00.md"}))["body"])["result"]["structuredContent"][
+        "frontmatter"
+    ] == {"title": "Feb"}  # the field that is not a date is dropped, as in the index
+
+
+def test_two_notes_with_one_id_are_both_found_and_reported(tmp_path: Path, load_search_app) -> None:
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "a.md").write_text("---\nid: KB-1\n---\n# Alpha\n\nzebra crossing rules\n")
+    (kb / "b.md").write_text("---\nid: KB-1\n---\n# Beta\n\nzebra stripes\n")
+    (kb / "c.md").write_text("---\nid: KB-2\n---\n# Gamma\n\nzebra\n")
+    settings = Settings(qdrant_path=str(tmp_path / "q"))
+    report = run_sync(settings, Secrets(settings), source_uri=str(kb))
+    expected = [
+        {"path": "a.md", "reason": "frontmatter id 'KB-1' is also the id of b.md"},
+        {"path": "b.md", "reason": "frontmatter id 'KB-1' is also the id of a.md"},
+    ]
+    assert report.warnings == expected
+    assert run_sync(settings, Secrets(settings), source_uri=str(kb)).warnings == expected  # unchanged notes too
+
+    call = load_search_app(QDRANT_PATH=str(tmp_path / "q"))
+    event = {"resource": "/search", "path": "/search", "httpMethod": "POST",
+             "body": json.dumps({"query": "zebra", "top_k": 5, "rerank": False, "expand": False}),
+             "headers": {"Content-Type": "application/json"}, "isBase64Encoded": False,
+             "requestContext": {"requestId": "r", "stage": "dev", "identity": {"sourceIp": "127.0.0.1"}}}  # fmt: skip
+    answer = call(event)
+    assert answer["statusCode"] == 200, answer
+    hits = json.loads(answer["body"])["results"]
+    assert sorted(h["path"] for h in hits) == ["a.md", "b.md", "c.md"]
+    assert sorted(h["doc_id"] for h in hits) == ["KB-1", "KB-1", "KB-2"]
+
+
+def test_reliability_rows_name_real_tests() -> None:
+    text = (ROOT / "RELIABILITY.md").read_text(encoding="utf-8")
+    section = text.split("## Hostile notes", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "`test_" in line]
+    assert len(rows) >= 12
+    defined = "\n".join(p.read_text(encoding="utf-8") for p in (ROOT / "tests").rglob("test_*.py"))
+    for row in rows:
+        names = re.findall(r"`(test_\w+)`", row.rsplit("|", 2)[1])
+        assert names, row
+        for name in names:
+            assert f"def {name}(" in defined, f"RELIABILITY.md names {name}, which does not exist"
