@@ -17,7 +17,6 @@ version is a 2026-07-28 request; anything else is handshake-era.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -48,7 +47,6 @@ PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, INTERNAL_ERROR =
 HEADER_MISMATCH, UNSUPPORTED_PROTOCOL_VERSION = -32020, -32022
 #: A note path as kb_search returns it: relative, '/'-separated, no empty, '.' or '..' segment, no backslash, no
 #: control character (NUL included).
-_BAD_PATH_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\\]")
 HTTP_STATUS = {PARSE_ERROR: 400, INVALID_REQUEST: 400, INVALID_PARAMS: 400, HEADER_MISMATCH: 400,
                UNSUPPORTED_PROTOCOL_VERSION: 400, METHOD_NOT_FOUND: 404}  # fmt: skip
 
