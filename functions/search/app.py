@@ -6,10 +6,18 @@ Slack acknowledgement answer from a cold start without qdrant_client, numpy, bot
 
 from __future__ import annotations
 
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
 from kbsearch.api.app import SearchApi
 
 api = SearchApi()
-lambda_handler = api.handler
+
+
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return api.handler(event, context)
+
 
 try:  # present in the Lambda Python runtime (3.12+) when SnapStart is on
     from snapshot_restore_py import register_before_snapshot  # type: ignore[import-not-found]

@@ -41,7 +41,11 @@ def build_event(
     path_parameters: dict[str, str],
     stage: str,
     api_key: str | None = None,
+    stage_in_path: bool = True,
 ) -> dict[str, Any]:
+    """The REST proxy event API Gateway would send. ``stage_in_path``: the request came through the default
+    execute-api URL (``requestContext.path`` starts with ``/{stage}``); False is a custom domain's mapping, which
+    is what ``kbsearch serve`` is, since it answers at the root."""
     headers, multi_headers = _multi(request.headers)
     query, multi_query = _multi(parse_qsl(request.query, keep_blank_values=True))
     content_type = next((v for k, v in request.headers if k.lower() == "content-type"), "")
@@ -73,7 +77,7 @@ def build_event(
             "httpMethod": request.method.upper(),
             "extendedRequestId": request_id,
             "requestTime": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now)),
-            "path": f"/{stage}{request.path}",
+            "path": f"/{stage}{request.path}" if stage_in_path else request.path,
             "accountId": "123456789012",
             "protocol": "HTTP/1.1",
             "stage": stage,

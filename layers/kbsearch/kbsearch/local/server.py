@@ -104,7 +104,7 @@ class LocalApi:
             api_key = self._key_ok(request)
             if api_key is None:
                 return error_response(403, "Forbidden")
-        event = build_event(request, route.path, params, self.stage, api_key)
+        event = build_event(request, route.path, params, self.stage, api_key, stage_in_path=False)
         try:
             result = self.function(route.function_id).invoke(event)
         except Exception:
