@@ -599,3 +599,143 @@ def format_load(results: dict[str, Any]) -> str:
         f"  server RSS: {results['rss_mb']['after_first_1000']} MB after the first 1,000, "
         f"{results['rss_mb']['after_last_1000']} MB after the last ({results['rss_growth_pct']}% growth)",
     ])  # fmt: skip
+
+
+_STORE_CHILD = r"""
+import json, os, resource, statistics, sys, time
+t_start = time.perf_counter()
+job = json.loads(os.environ["KB_BENCH_JOB"])
+from kbsearch.config import Secrets, Settings
+settings = Settings.model_validate(job["settings"])
+out = {}
+if job["mode"] == "index":
+    from kbsearch.indexer import run_sync
+    report = run_sync(settings, Secrets(settings), source_uri=job["kb"])
+    assert report.error is None, report.error
+    out = {"seconds": time.perf_counter() - t_start, "notes": report.added, "chunks": report.chunks_upserted}
+else:
+    from kbsearch.schemas import SearchRequest
+    from kbsearch.search import SearchService
+    service = SearchService(settings, Secrets(settings))
+    t0 = time.perf_counter()
+    assert service.retriever.exists()
+    out["open_s"] = time.perf_counter() - t0
+    out["process_to_open_s"] = time.perf_counter() - t_start
+    retrieve, total = [], []
+    for i, text in enumerate(job["queries"]):
+        t0 = time.perf_counter()
+        answer = service.search(SearchRequest(query=text, top_k=10, rerank=False, expand=False))
+        if i >= 3:  # warm: the first searches load the shard's pages
+            total.append((time.perf_counter() - t0) * 1000)
+            retrieve.append(answer.meta.timings_ms["retrieve"])
+        assert answer.results, text
+    out["retrieve_p50_ms"] = statistics.median(retrieve)
+    out["retrieve_p95_ms"] = sorted(retrieve)[int(0.95 * (len(retrieve) - 1))]
+    out["search_p50_ms"] = statistics.median(total)
+    service.close()
+out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps(out))
+"""
+
+
+def copied_vault(vault: Path, copies: int, into: Path) -> Path:
+    """``copies`` copies of a vault side by side (``copy-00/…``): the same notes at other paths, other doc ids."""
+    import shutil
+
+    if copies == 1:
+        return vault
+    for i in range(copies):
+        shutil.copytree(vault, into / f"copy-{i:02d}", ignore=shutil.ignore_patterns(".*"))
+    return into
+
+
+def bench_store(
+    kb: Path,
+    copies: tuple[int, ...] = (1, 10),
+    engines: tuple[str, ...] = ("edge", "local"),
+    queries: int = 50,
+    runs: int = 3,
+    dims: int = 1024,
+    progress: Any = None,
+) -> dict[str, Any]:
+    """The embedded store under the product's own calls, per vault size and engine (Qdrant Edge, qdrant-client's
+    local mode), each step in a fresh process: full index (fake embedder answering at once), opening the store,
+    warm hybrid searches (one dense prefetch + BM25, RRF; no expansion or rerank), the no-change sync as a whole
+    ``kbsearch index`` command (median of ``runs``), with each process's peak RSS."""
+    import json
+    import random
+
+    fake = FakeProvider("deepinfra", api_key="bench-key").start()
+    results: dict[str, Any] = {"kb": str(kb), "dims": dims, "queries": queries, "runs": runs, "machine": _machine()}
+    rng = random.Random(5)
+    vocabulary = ["sync", "plugin", "canvas", "vault", "graph", "link", "note", "publish", "theme", "hotkey", "file",
+                  "backlinks", "tags", "search", "embed", "properties", "template", "daily", "mobile", "settings"]  # fmt: skip
+    texts = [" ".join(rng.sample(vocabulary, 3)) + f" {i}" for i in range(queries + 3)]
+
+    def child(job: dict[str, Any]) -> dict[str, Any]:
+        env = dict(os.environ, KB_BENCH_JOB=json.dumps(job))
+        done = subprocess.run(
+            [sys.executable, "-c", _STORE_CHILD], check=False, env=env, capture_output=True, text=True
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"bench child failed: {done.stderr[-2000:]}")
+        return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+    rows = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="kbsearch-bench-") as tmp:
+            root = Path(tmp)
+            for n in copies:
+                (root / f"kb{n}").mkdir()
+                source = copied_vault(kb, n, root / f"kb{n}")
+                for engine in engines:
+                    store = root / f"q-{n}-{engine}"
+                    values = {"qdrant_path": str(store), "qdrant_embedded": engine, "embedding_dimensions": dims,
+                              "embedding_url": fake.embeddings_url, "embedding_api_key": fake.api_key,
+                              "embedding_batch_size": 64, "embedding_concurrency": 4}  # fmt: skip
+                    index = child({"mode": "index", "settings": values, "kb": str(source)})
+                    search = child({"mode": "search", "settings": values, "queries": texts})
+                    env = dict(os.environ, QDRANT_PATH=str(store), QDRANT_EMBEDDED=engine,
+                               EMBEDDING_URL=fake.embeddings_url, EMBEDDING_API_KEY=fake.api_key,
+                               EMBEDDING_DIMENSIONS=str(dims))  # fmt: skip
+                    walls = []
+                    for _ in range(runs):
+                        t0 = time.perf_counter()
+                        subprocess.run([sys.executable, "-m", "kbsearch.cli", "index", str(source), "--json"],
+                                       env=env, check=True, capture_output=True)  # fmt: skip
+                        walls.append(time.perf_counter() - t0)
+                    row = {
+                        "copies": n, "engine": engine, "notes": index["notes"], "chunks": index["chunks"],
+                        "index_s": round(index["seconds"], 2), "index_peak_rss_mb": round(index["peak_rss_mb"]),
+                        "open_s": round(search["open_s"], 3), "process_to_open_s": round(search["process_to_open_s"], 3),
+                        "retrieve_p50_ms": round(search["retrieve_p50_ms"], 1),
+                        "retrieve_p95_ms": round(search["retrieve_p95_ms"], 1),
+                        "search_p50_ms": round(search["search_p50_ms"], 1),
+                        "search_peak_rss_mb": round(search["peak_rss_mb"]),
+                        "no_change_command_s": round(statistics.median(walls), 2),
+                    }  # fmt: skip
+                    rows.append(row)
+                    if progress:
+                        progress(row)
+    finally:
+        fake.stop()
+    results["rows"] = rows
+    return results
+
+
+def format_store(results: dict[str, Any]) -> str:
+    lines = [
+        f"bench store: {results['kb']} ({results['dims']} dims, fake embedder answering at once; "
+        f"{results['queries']} warm searches, no-change sync median of {results['runs']}; "
+        f"{results['machine']['cpus']} CPUs, Python {results['machine']['python']})",
+        f"{'copies':>6} {'engine':>6} {'notes':>6} {'chunks':>7} {'index s':>8} {'RSS MB':>7} {'open s':>7} "
+        f"{'retr p50':>9} {'retr p95':>9} {'search p50':>10} {'RSS MB':>7} {'no-change s':>12}",
+    ]
+    for r in results["rows"]:
+        lines.append(
+            f"{r['copies']:>6} {r['engine']:>6} {r['notes']:>6} {r['chunks']:>7} {r['index_s']:>8} "
+            f"{r['index_peak_rss_mb']:>7} {r['open_s']:>7} {r['retrieve_p50_ms']:>9} {r['retrieve_p95_ms']:>9} "
+            f"{r['search_p50_ms']:>10} {r['search_peak_rss_mb']:>7} {r['no_change_command_s']:>12}"
+        )
+    lines.append("(index: whole process, full sync; open: Store.open + exists; retr: the one Qdrant call per search)")
+    return "\n".join(lines)

@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -55,9 +55,11 @@ class Settings(BaseSettings):
         env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False, frozen=True
     )
 
-    # Qdrant: Cloud when QDRANT_URL is set, else the embedded store at QDRANT_PATH.
+    # Qdrant: Cloud when QDRANT_URL is set, else the embedded store at QDRANT_PATH: Qdrant Edge, or qdrant-client's
+    # local mode ("local": where no Edge wheel exists, or to compare).
     qdrant_url: str = ""
     qdrant_path: str = ".kbsearch/qdrant"
+    qdrant_embedded: Literal["edge", "local"] = "edge"
     qdrant_collection: str = "kb"
     qdrant_timeout_s: float = Field(default=10.0, gt=0)
 

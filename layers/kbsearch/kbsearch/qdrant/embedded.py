@@ -56,9 +56,12 @@ def rebuild_hint(collection: str) -> str:
 
 
 def open_embedded(settings: Settings) -> Store:
-    """Qdrant Edge when its wheel is installed, else qdrant-client's local mode (with a one-line notice)."""
+    """Qdrant Edge when its wheel is installed, else qdrant-client's local mode (with a one-line notice);
+    ``QDRANT_EMBEDDED=local`` asks for local mode."""
     root = Path(settings.qdrant_path)
     collection = settings.qdrant_collection
+    if settings.qdrant_embedded == "local":
+        return open_local_mode(root, collection, settings.embedding_dimensions)
     try:
         import qdrant_edge  # noqa: F401
     except ImportError:
