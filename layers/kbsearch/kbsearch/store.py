@@ -11,14 +11,15 @@ import uuid
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
-
-from qdrant_client import QdrantClient, models
+from typing import TYPE_CHECKING, Any
 
 from kbsearch.config import Secrets, Settings
 from kbsearch.errors import StoreError
 from kbsearch.lexical import SparseVector
 from kbsearch.retrieval import DENSE, SPARSE, Candidate
+
+if TYPE_CHECKING:  # qdrant_client (~0.5 s to import) is loaded only by the stores that use it
+    from qdrant_client import QdrantClient, models
 
 __all__ = ["DENSE", "SPARSE", "Candidate", "EmbeddedRetriever", "Store", "StoreError"]
 POINT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://kb-search/points")
@@ -83,6 +84,8 @@ class Store:
     @classmethod
     def open(cls, settings: Settings, secrets: Secrets) -> Store:
         if settings.qdrant_url:
+            from qdrant_client import QdrantClient
+
             client = QdrantClient(
                 url=settings.qdrant_url,
                 api_key=secrets.get("QDRANT_API_KEY"),
@@ -106,6 +109,8 @@ class Store:
 
     def ensure_collection(self) -> bool:
         """Create the collection when missing (returns True), else check its schema."""
+        from qdrant_client import models
+
         if self.exists():
             self.check_schema()
             return False
@@ -128,6 +133,8 @@ class Store:
         return True
 
     def check_schema(self) -> None:
+        from qdrant_client import models
+
         info = self.client.get_collection(self.collection)
         params = info.config.params
         vectors = params.vectors if isinstance(params.vectors, dict) else {}
@@ -184,6 +191,8 @@ class Store:
 
     # -- writes ------------------------------------------------------------------------------------------------
     def upsert(self, chunks: list[ChunkPoint]) -> None:
+        from qdrant_client import models
+
         points = []
         for c in chunks:
             vector: dict[str, Any] = {}
@@ -199,6 +208,8 @@ class Store:
     def query(self, request: dict[str, Any], timeout_s: float) -> list[dict[str, Any]]:
         """Run Query API JSON (the body of ``POST /collections/{c}/points/query``), validated into
         qdrant_client models (local mode takes no JSON)."""
+        from qdrant_client import models
+
         try:
             req = models.QueryRequest.model_validate(request)
             with warnings.catch_warnings():
@@ -219,16 +230,22 @@ class Store:
         return [{"id": str(p.id), "score": p.score, "payload": p.payload} for p in result.points]
 
     def _path_filter(self, path: str, from_chunk: int | None = None) -> models.Filter:
+        from qdrant_client import models
+
         must: list[models.Condition] = [models.FieldCondition(key="path", match=models.MatchValue(value=path))]
         if from_chunk is not None:
             must.append(models.FieldCondition(key="chunk_index", range=models.Range(gte=from_chunk)))
         return models.Filter(must=must)
 
     def delete_note(self, path: str) -> None:
+        from qdrant_client import models
+
         self.client.delete(self.collection, models.FilterSelector(filter=self._path_filter(path)), wait=True)
 
     def delete_leftovers(self, path: str, n_chunks: int) -> None:
         """Remove the note's chunks from ``n_chunks`` on (left by an older, longer version)."""
+        from qdrant_client import models
+
         selector = models.FilterSelector(filter=self._path_filter(path, n_chunks))
         self.client.delete(self.collection, selector, wait=True)
 
