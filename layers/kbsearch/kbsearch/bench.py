@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
+import socket
 import statistics
 import subprocess
 import sys
@@ -296,16 +298,36 @@ template = Template(os.environ["KB_BENCH_TEMPLATE"])
 spec = template.function("SearchFunction")
 harness = time.perf_counter() - t0
 t1 = time.perf_counter()
-fn = LocalFunction(spec, template.region, function_environment(spec, template.region, os.environ))
+env = function_environment(spec, template.region, os.environ)
+if os.environ.get("KB_BENCH_XRAY_DAEMON"):  # tracing on as deployed: the X-Ray SDK in Lambda mode, sampled
+    env.pop("AWS_SAM_LOCAL")  # Powertools turns tracing off when it is set at all
+    env.update(LAMBDA_TASK_ROOT=os.getcwd(), AWS_XRAY_DAEMON_ADDRESS=os.environ["KB_BENCH_XRAY_DAEMON"],
+               _X_AMZN_TRACE_ID="Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1")
+fn = LocalFunction(spec, template.region, env)
 health = fn.invoke(json.loads(os.environ["KB_BENCH_HEALTH"]))
 t2 = time.perf_counter()
 search = fn.invoke(json.loads(os.environ["KB_BENCH_SEARCH"]))
 t3 = time.perf_counter()
 assert health["statusCode"] == 200 and search["statusCode"] == 200, search
 print(json.dumps({"import_health_s": t2 - t1, "first_search_s": t3 - t2, "import_first_search_s": t3 - t1,
+                  "process_first_search_s": time.time() - float(os.environ["KB_BENCH_SPAWNED"]),
+                  "degraded": json.loads(search["body"])["meta"]["degraded"],
                   "harness_s": harness, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                  "qdrant_client_imported": "qdrant_client" in sys.modules}))
+                  "qdrant_client_imported": "qdrant_client" in sys.modules,
+                  "xray_sdk_imported": "aws_xray_sdk" in sys.modules}))
 """
+
+
+def _fake_ssm(values: dict[str, str]) -> FakeEndpoint:
+    """A loopback SSM Parameter Store answering GetParameters (AWS JSON 1.1) with these SecureString values."""
+    import json
+
+    params = [{"Name": name, "Type": "SecureString", "Value": value, "Version": 1, "DataType": "text",
+               "ARN": f"arn:aws:ssm:us-east-1:123456789012:parameter{name}"} for name, value in values.items()]  # fmt: skip
+    endpoint = FakeEndpoint().start()
+    endpoint.content_type = "application/x-amz-json-1.1"
+    endpoint.body = json.dumps({"Parameters": params, "InvalidParameters": []}).encode()
+    return endpoint
 
 
 def _top_imports(stderr: str, top: int) -> list[dict[str, Any]]:
@@ -361,6 +383,12 @@ def bench_coldstart(runs: int = 7, top: int = 10) -> dict[str, Any]:
     deepinfra = FakeProvider("deepinfra", api_key="bench-di").start()
     fireworks = FakeProvider("fireworks", api_key="bench-fw").start()
     cloud = _fake_qdrant_cloud(root)
+    keys = {"EMBEDDING": deepinfra.api_key, "EMBEDDING_FALLBACK": fireworks.api_key, "RERANKER": deepinfra.api_key,
+            "RERANKER_FALLBACK": fireworks.api_key, "EXPANSION": deepinfra.api_key, "QDRANT": "bench-qdrant"}  # fmt: skip
+    ssm = _fake_ssm({f"/kb-search/bench/{name.lower()}": value for name, value in keys.items()})
+    daemon = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # stands in for the X-Ray daemon: counts segments
+    daemon.bind(("127.0.0.1", 0))
+    daemon.setblocking(False)
     modes: dict[str, Any] = {}
     try:
         with tempfile.TemporaryDirectory(prefix="kbsearch-cold-") as tmp:
@@ -386,14 +414,26 @@ def bench_coldstart(runs: int = 7, top: int = 10) -> dict[str, Any]:
             envs = {
                 "embedded": dict(base_env, QDRANT_PATH=str(store), QDRANT_URL=""),
                 "cloud": dict(base_env, QDRANT_URL=cloud.url, QDRANT_API_KEY="bench-qdrant"),
+                # as deployed: every key from SSM (loopback), X-Ray tracing on (sampled, sent to a loopback daemon)
+                "cloud+ssm+xray": dict(
+                    {k: v for k, v in base_env.items() if not k.endswith("_API_KEY")},
+                    QDRANT_URL=cloud.url,
+                    AWS_ENDPOINT_URL_SSM=ssm.url,
+                    AWS_ACCESS_KEY_ID="bench",
+                    AWS_SECRET_ACCESS_KEY="bench",  # noqa: S106 - fake credentials for the loopback SSM
+                    KB_BENCH_XRAY_DAEMON=f"127.0.0.1:{daemon.getsockname()[1]}",
+                    **{f"{name}_API_KEY_PARAM": f"/kb-search/bench/{name.lower()}" for name in keys},
+                ),
             }
             for mode, env in envs.items():
                 samples = []
                 for _ in range(runs):
+                    env["KB_BENCH_SPAWNED"] = repr(time.time())
                     out = subprocess.run(
                         [sys.executable, "-c", _COLDSTART_CHILD], env=env, capture_output=True, text=True, check=True
                     )
                     samples.append(json.loads(out.stdout.strip().splitlines()[-1]))
+                env["KB_BENCH_SPAWNED"] = repr(time.time())
                 traced = subprocess.run(
                     [sys.executable, "-X", "importtime", "-c", _COLDSTART_CHILD],
                     env=env, capture_output=True, text=True, check=True,
@@ -401,14 +441,26 @@ def bench_coldstart(runs: int = 7, top: int = 10) -> dict[str, Any]:
                 modes[mode] = {
                     "import_health_s": round(statistics.median(s["import_health_s"] for s in samples), 3),
                     "import_first_search_s": round(statistics.median(s["import_first_search_s"] for s in samples), 3),
+                    "process_first_search_s": round(statistics.median(s["process_first_search_s"] for s in samples), 3),
+                    "first_search_degraded": sum(bool(s["degraded"]) for s in samples),
+                    "xray_sdk_imported": any(s["xray_sdk_imported"] for s in samples),
+                    "ssm_requests": len(ssm.requests) if "ssm" in mode else 0,
                     "peak_rss_mb": round(max(s["peak_rss_mb"] for s in samples), 1),
                     "qdrant_client_imported": any(s["qdrant_client_imported"] for s in samples),
                     "top_imports": _top_imports(traced.stderr, top),
                 }
+                if "xray" in mode:
+                    datagrams = 0
+                    with contextlib.suppress(BlockingIOError):
+                        while daemon.recv(65536):
+                            datagrams += 1
+                    modes[mode]["xray_segments_sent"] = datagrams
     finally:
         deepinfra.stop()
         fireworks.stop()
         cloud.stop()
+        ssm.stop()
+        daemon.close()
     return {"runs": runs, "modes": modes, "machine": _machine()}
 
 
@@ -419,6 +471,10 @@ def format_coldstart(results: dict[str, Any]) -> str:
             f"  {mode} store:",
             f"    import handler + first /health:              {m['import_health_s'] * 1000:7.0f} ms",
             f"    import handler + first /search (fakes 0 ms): {m['import_first_search_s'] * 1000:7.0f} ms",
+            f"    process start to first /search answered:     {m['process_first_search_s'] * 1000:7.0f} ms",
+            f"    first searches degraded: {m['first_search_degraded']} of {results['runs']}; SSM requests: "
+            f"{m['ssm_requests']}; X-Ray SDK loaded: {m['xray_sdk_imported']}; "
+            f"segments sent: {m.get('xray_segments_sent', 0)}",
             f"    peak RSS: {m['peak_rss_mb']:.1f} MB; qdrant_client imported: {m['qdrant_client_imported']}",
             "    top imports (time in each package's own modules):",
         ]

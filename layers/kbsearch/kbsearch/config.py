@@ -9,6 +9,7 @@ so the health route stays light.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -242,6 +243,15 @@ class Secrets:
             return None
         values = self._fetch()
         return values.get(param)
+
+    def prefetch(self) -> None:
+        """Read the SSM-held secrets now, when a container builds its service, so that no stage of the first
+        search spends its budget waiting on SSM. A failure is remembered (``FAILURE_TTL_S``) and reported by the
+        stage that needs the secret, as before."""
+        if not self._ssm_names():
+            return
+        with contextlib.suppress(ConfigError):
+            self._fetch()
 
     #: After SSM fails, further reads fail fast for this long: an outage costs one timeout, not one per call.
     FAILURE_TTL_S = 15.0
