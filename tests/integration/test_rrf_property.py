@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import qdrant_edge
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -17,6 +16,8 @@ from kbsearch.lexical import SparseVector
 from kbsearch.qdrant.embedded import EdgeStore
 from kbsearch.retrieval import fusion_request, group, retrieve
 from kbsearch.store import DENSE, SPARSE, ChunkPoint, EmbeddedRetriever
+
+qdrant_edge = pytest.importorskip("qdrant_edge", reason="no Qdrant Edge wheel on this platform")
 
 DIMS = 4
 vector = st.lists(st.floats(min_value=-1, max_value=1, allow_nan=False, width=32), min_size=DIMS, max_size=DIMS).filter(
