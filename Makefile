@@ -51,7 +51,7 @@ eval: $(STAMP) ## phase tables on sample-kb and the BEIR fixture (set provider k
 	$(BIN)/kbsearch eval --kb sample-kb --queries eval/sample-kb-queries.yaml
 	$(BIN)/kbsearch eval --beir tests/fixtures/beir-mini
 
-bench: $(STAMP) ## the benchmark set (BENCHMARKS.md), about 7 minutes
+bench: $(STAMP) ## the benchmark set (BENCHMARKS.md), about 30 minutes (bench store: 10x vault, local mode is most of it)
 	$(BIN)/kbsearch bench cost
 	$(BIN)/kbsearch bench coldstart --runs 7
 	$(BIN)/kbsearch bench search --queries 150
