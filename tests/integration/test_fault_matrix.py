@@ -354,3 +354,24 @@ def test_s3_read_faults(dep: str, fault: str, outcome: str, tmp_path: Path) -> N
     assert re.search(r"\S", skipped["a.md"])
     kept = after == before and report.unchanged == 1 and report.deleted == 0
     assert ("note skipped, last version kept" if kept else "?") == outcome, report
+
+
+def test_slow_ssm_at_cold_start_costs_no_stage_its_budget(fakes, store_copy: Path, load_search_app) -> None:
+    """Every key in SSM, and SSM answering in 1 s (well over the 300 ms expansion budget): the keys are read when
+    the container builds its service, so the first search still runs every stage (nothing degraded)."""
+    env = provider_env(fakes, store_copy)
+    params = []
+    for name in ("EMBEDDING", "EMBEDDING_FALLBACK", "RERANKER", "RERANKER_FALLBACK", "EXPANSION"):
+        params.append({"Name": f"/kb-search/test/{name.lower()}", "Type": "SecureString", "Value": env.pop(f"{name}_API_KEY"),
+                       "Version": 1, "DataType": "text"})  # fmt: skip
+        env[f"{name}_API_KEY_PARAM"] = f"/kb-search/test/{name.lower()}"
+    endpoint = FakeEndpoint().start()
+    try:
+        endpoint.content_type = "application/x-amz-json-1.1"
+        endpoint.hang_s = 1.0
+        endpoint.body = json.dumps({"Parameters": params, "InvalidParameters": []}).encode()
+        env["AWS_ENDPOINT_URL_SSM"] = endpoint.url
+        assert search_outcome(load_search_app(**env)) == "200, ok"
+        assert len(endpoint.requests) == 1  # one batched read, cached for the container
+    finally:
+        endpoint.stop()

@@ -9,7 +9,7 @@ import random
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import boto3
 import pytest
@@ -287,13 +287,17 @@ class Crash(Exception):
     pass
 
 
-class CrashingStore(Store):
-    """The real store, failing on its k-th write (upsert or delete), as a process killed mid-sync would."""
+class CrashingStore:
+    """The real store (whichever the embedded one is), failing on its k-th write (upsert or delete), as a process
+    killed mid-sync would."""
 
     def __init__(self, inner: Store, crash_at: int) -> None:
-        super().__init__(inner.client, inner.collection, inner.dimensions, inner.embedded)
+        self.inner = inner
         self.writes = 0
         self.crash_at = crash_at
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
 
     def _tick(self) -> None:
         self.writes += 1
@@ -302,15 +306,15 @@ class CrashingStore(Store):
 
     def upsert(self, chunks: Any) -> None:
         self._tick()
-        super().upsert(chunks)
+        self.inner.upsert(chunks)
 
     def delete_note(self, path: str) -> None:
         self._tick()
-        super().delete_note(path)
+        self.inner.delete_note(path)
 
     def delete_leftovers(self, path: str, n_chunks: int) -> None:
         self._tick()
-        super().delete_leftovers(path, n_chunks)
+        self.inner.delete_leftovers(path, n_chunks)
 
 
 def mutate(kb: Path) -> None:
@@ -332,7 +336,7 @@ def count_writes(tmp_path: Path, window: int) -> int:
     mutate(kb)
     store = CrashingStore(store_for(settings), crash_at=0)
     try:
-        Indexer(LocalSource(kb), store, None, SyncOptions(window_chunks=window)).sync()
+        Indexer(LocalSource(kb), cast(Store, store), None, SyncOptions(window_chunks=window)).sync()
     finally:
         store.close()
     return store.writes
@@ -362,7 +366,7 @@ def test_crash_at_every_write_then_sync_equals_clean_build(
         embedder = build_embedder(settings, Secrets(settings), shared_client())
         try:
             with pytest.raises(Crash):
-                Indexer(LocalSource(kb), store, embedder, SyncOptions(window_chunks=window)).sync()
+                Indexer(LocalSource(kb), cast(Store, store), embedder, SyncOptions(window_chunks=window)).sync()
         finally:
             store.close()
         recovered = run(LocalSource(kb), settings)
@@ -454,7 +458,7 @@ def test_chaos_seeded_crash_or_timeout_then_sync_equals_clean_build(
         (kb / f"new-{seed}-{i}.md").write_text(f"# New {i}\n\nadded by seed {seed}\n", encoding="utf-8")
     store = CrashingStore(store_for(settings), crash_at=rng.randint(1, 6))
     embedder = build_embedder(settings, Secrets(settings), shared_client())
-    indexer = Indexer(LocalSource(kb), store, embedder, SyncOptions(window_chunks=rng.choice([2, 8, 64])))
+    indexer = Indexer(LocalSource(kb), cast(Store, store), embedder, SyncOptions(window_chunks=rng.choice([2, 8, 64])))
     try:
         if rng.random() < 0.5:
             store.crash_at = 0  # no exception: the Lambda runs out of time instead

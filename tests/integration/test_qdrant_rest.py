@@ -1,5 +1,6 @@
 """The REST path to Qdrant Cloud (no qdrant_client on the search path): the JSON it sends is what qdrant_client
-sends for the same query, and its answers are read the way the API returns them."""
+sends for the same query, the embedded store (Qdrant Edge) turns that JSON into the request one would write with
+Edge's own API, and REST answers are read the way the API returns them."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from kbsearch.errors import IndexMissing, StoreError
 from kbsearch.fakes import FakeEndpoint
 from kbsearch.lexical import SparseVector
 from kbsearch.providers.resilience import shared_client
+from kbsearch.qdrant.embedded import edge_request
 from kbsearch.retrieval import QdrantRest, filter_json, fusion_request, retrieve
 
 
@@ -36,7 +38,33 @@ def qdrant() -> Any:
     endpoint.stop()
 
 
-def test_request_body_matches_qdrant_client(qdrant: FakeEndpoint) -> None:
+def edge_by_hand(weights: list[float] | None) -> Any:
+    """The same query written with Qdrant Edge's own API (qdrant.tech/documentation/edge)."""
+    edge = pytest.importorskip("qdrant_edge", reason="no Qdrant Edge wheel on this platform")
+    qfilter = edge.Filter(must=[
+        edge.FieldCondition(key="tags", match=edge.MatchAny(any=["runbook", "qdrant"])),
+        edge.FieldCondition(key="type", match=edge.MatchAny(any=["runbook"])),
+        edge.FieldCondition(key="status", match=edge.MatchAny(any=["active"])),
+        edge.FieldCondition(key="folders", match=edge.MatchValue(value="ru/ранбуки")),
+        edge.FieldCondition(key="updated", range=edge.RangeDateTime(gt="2026-01-01T00:00:00+00:00")),
+    ])  # fmt: skip
+    params = edge.SearchParams(hnsw_ef=256, quantization=edge.QuantizationSearchParams(rescore=True, oversampling=2.0))
+    return edge.QueryRequest(
+        limit=150,
+        prefetches=[
+            edge.Prefetch(limit=50, query=edge.Query.Nearest([0.1, 0.2], using="dense"), filter=qfilter, params=params),
+            edge.Prefetch(limit=50, query=edge.Query.Nearest([0.3, 0.4], using="dense"), filter=qfilter, params=params),
+            edge.Prefetch(limit=50, query=edge.Query.Nearest(edge.SparseVector(indices=[1, 5], values=[1.0, 1.0]),
+                                                             using="bm25"), filter=qfilter),
+        ],
+        query=edge.Fusion.Rrf(k=60, weights=weights),
+        with_payload=edge.PayloadSelector.Exclude(["meta"]),
+        with_vector=False,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("weights", [None, [1.0, 0.5, 2.0]])
+def test_request_body_matches_qdrant_client_and_edge(qdrant: FakeEndpoint, weights: list[float] | None) -> None:
     client = QdrantClient(url=qdrant.url, check_compatibility=False)
     when = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     conditions: list[models.Condition] = [
@@ -58,7 +86,7 @@ def test_request_body_matches_qdrant_client(qdrant: FakeEndpoint) -> None:
             models.Prefetch(query=models.SparseVector(indices=[1, 5], values=[1.0, 1.0]), using="bm25",
                             filter=qfilter, limit=50),
         ],
-        query=models.RrfQuery(rrf=models.Rrf(k=60)),
+        query=models.RrfQuery(rrf=models.Rrf(k=60, weights=weights)),
         limit=150,
         with_payload=models.PayloadSelectorExclude(exclude=["meta"]),
     )  # fmt: skip
@@ -72,6 +100,10 @@ def test_request_body_matches_qdrant_client(qdrant: FakeEndpoint) -> None:
         prefetch_limit=50, hnsw_ef=256, rrf_k=60,
     )  # fmt: skip
     assert ours is not None
+    if weights:  # weighted RRF (issue 13) adds one weight per prefetch to the same JSON
+        ours["query"]["rrf"]["weights"] = weights
+    # the embedded store runs what Edge's own API would build (Edge objects compare by their full repr)
+    assert repr(edge_request(ours)) == repr(edge_by_hand(weights))
     # datetimes: compare instants, whatever the spelling of UTC
     for body in (sent, ours):
         for prefetch in body["prefetch"]:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
+import socket
 import statistics
 import subprocess
 import sys
@@ -306,16 +308,36 @@ template = Template(os.environ["KB_BENCH_TEMPLATE"])
 spec = template.function("SearchFunction")
 harness = time.perf_counter() - t0
 t1 = time.perf_counter()
-fn = LocalFunction(spec, template.region, function_environment(spec, template.region, os.environ))
+env = function_environment(spec, template.region, os.environ)
+if os.environ.get("KB_BENCH_XRAY_DAEMON"):  # tracing on as deployed: the X-Ray SDK in Lambda mode, sampled
+    env.pop("AWS_SAM_LOCAL")  # Powertools turns tracing off when it is set at all
+    env.update(LAMBDA_TASK_ROOT=os.getcwd(), AWS_XRAY_DAEMON_ADDRESS=os.environ["KB_BENCH_XRAY_DAEMON"],
+               _X_AMZN_TRACE_ID="Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1")
+fn = LocalFunction(spec, template.region, env)
 health = fn.invoke(json.loads(os.environ["KB_BENCH_HEALTH"]))
 t2 = time.perf_counter()
 search = fn.invoke(json.loads(os.environ["KB_BENCH_SEARCH"]))
 t3 = time.perf_counter()
 assert health["statusCode"] == 200 and search["statusCode"] == 200, search
 print(json.dumps({"import_health_s": t2 - t1, "first_search_s": t3 - t2, "import_first_search_s": t3 - t1,
+                  "process_first_search_s": time.time() - float(os.environ["KB_BENCH_SPAWNED"]),
+                  "degraded": json.loads(search["body"])["meta"]["degraded"],
                   "harness_s": harness, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                  "qdrant_client_imported": "qdrant_client" in sys.modules}))
+                  "qdrant_client_imported": "qdrant_client" in sys.modules,
+                  "xray_sdk_imported": "aws_xray_sdk" in sys.modules}))
 """
+
+
+def _fake_ssm(values: dict[str, str]) -> FakeEndpoint:
+    """A loopback SSM Parameter Store answering GetParameters (AWS JSON 1.1) with these SecureString values."""
+    import json
+
+    params = [{"Name": name, "Type": "SecureString", "Value": value, "Version": 1, "DataType": "text",
+               "ARN": f"arn:aws:ssm:us-east-1:123456789012:parameter{name}"} for name, value in values.items()]  # fmt: skip
+    endpoint = FakeEndpoint().start()
+    endpoint.content_type = "application/x-amz-json-1.1"
+    endpoint.body = json.dumps({"Parameters": params, "InvalidParameters": []}).encode()
+    return endpoint
 
 
 def _top_imports(stderr: str, top: int) -> list[dict[str, Any]]:
@@ -371,6 +393,12 @@ def bench_coldstart(runs: int = 7, top: int = 10) -> dict[str, Any]:
     deepinfra = FakeProvider("deepinfra", api_key="bench-di").start()
     fireworks = FakeProvider("fireworks", api_key="bench-fw").start()
     cloud = _fake_qdrant_cloud(root)
+    keys = {"EMBEDDING": deepinfra.api_key, "EMBEDDING_FALLBACK": fireworks.api_key, "RERANKER": deepinfra.api_key,
+            "RERANKER_FALLBACK": fireworks.api_key, "EXPANSION": deepinfra.api_key, "QDRANT": "bench-qdrant"}  # fmt: skip
+    ssm = _fake_ssm({f"/kb-search/bench/{name.lower()}": value for name, value in keys.items()})
+    daemon = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # stands in for the X-Ray daemon: counts segments
+    daemon.bind(("127.0.0.1", 0))
+    daemon.setblocking(False)
     modes: dict[str, Any] = {}
     try:
         with tempfile.TemporaryDirectory(prefix="kbsearch-cold-") as tmp:
@@ -396,14 +424,26 @@ def bench_coldstart(runs: int = 7, top: int = 10) -> dict[str, Any]:
             envs = {
                 "embedded": dict(base_env, QDRANT_PATH=str(store), QDRANT_URL=""),
                 "cloud": dict(base_env, QDRANT_URL=cloud.url, QDRANT_API_KEY="bench-qdrant"),
+                # as deployed: every key from SSM (loopback), X-Ray tracing on (sampled, sent to a loopback daemon)
+                "cloud+ssm+xray": dict(
+                    {k: v for k, v in base_env.items() if not k.endswith("_API_KEY")},
+                    QDRANT_URL=cloud.url,
+                    AWS_ENDPOINT_URL_SSM=ssm.url,
+                    AWS_ACCESS_KEY_ID="bench",
+                    AWS_SECRET_ACCESS_KEY="bench",  # noqa: S106 - fake credentials for the loopback SSM
+                    KB_BENCH_XRAY_DAEMON=f"127.0.0.1:{daemon.getsockname()[1]}",
+                    **{f"{name}_API_KEY_PARAM": f"/kb-search/bench/{name.lower()}" for name in keys},
+                ),
             }
             for mode, env in envs.items():
                 samples = []
                 for _ in range(runs):
+                    env["KB_BENCH_SPAWNED"] = repr(time.time())
                     out = subprocess.run(
                         [sys.executable, "-c", _COLDSTART_CHILD], env=env, capture_output=True, text=True, check=True
                     )
                     samples.append(json.loads(out.stdout.strip().splitlines()[-1]))
+                env["KB_BENCH_SPAWNED"] = repr(time.time())
                 traced = subprocess.run(
                     [sys.executable, "-X", "importtime", "-c", _COLDSTART_CHILD],
                     env=env, capture_output=True, text=True, check=True,
@@ -411,14 +451,26 @@ def bench_coldstart(runs: int = 7, top: int = 10) -> dict[str, Any]:
                 modes[mode] = {
                     "import_health_s": round(statistics.median(s["import_health_s"] for s in samples), 3),
                     "import_first_search_s": round(statistics.median(s["import_first_search_s"] for s in samples), 3),
+                    "process_first_search_s": round(statistics.median(s["process_first_search_s"] for s in samples), 3),
+                    "first_search_degraded": sum(bool(s["degraded"]) for s in samples),
+                    "xray_sdk_imported": any(s["xray_sdk_imported"] for s in samples),
+                    "ssm_requests": len(ssm.requests) if "ssm" in mode else 0,
                     "peak_rss_mb": round(max(s["peak_rss_mb"] for s in samples), 1),
                     "qdrant_client_imported": any(s["qdrant_client_imported"] for s in samples),
                     "top_imports": _top_imports(traced.stderr, top),
                 }
+                if "xray" in mode:
+                    datagrams = 0
+                    with contextlib.suppress(BlockingIOError):
+                        while daemon.recv(65536):
+                            datagrams += 1
+                    modes[mode]["xray_segments_sent"] = datagrams
     finally:
         deepinfra.stop()
         fireworks.stop()
         cloud.stop()
+        ssm.stop()
+        daemon.close()
     return {"runs": runs, "modes": modes, "machine": _machine()}
 
 
@@ -429,6 +481,10 @@ def format_coldstart(results: dict[str, Any]) -> str:
             f"  {mode} store:",
             f"    import handler + first /health:              {m['import_health_s'] * 1000:7.0f} ms",
             f"    import handler + first /search (fakes 0 ms): {m['import_first_search_s'] * 1000:7.0f} ms",
+            f"    process start to first /search answered:     {m['process_first_search_s'] * 1000:7.0f} ms",
+            f"    first searches degraded: {m['first_search_degraded']} of {results['runs']}; SSM requests: "
+            f"{m['ssm_requests']}; X-Ray SDK loaded: {m['xray_sdk_imported']}; "
+            f"segments sent: {m.get('xray_segments_sent', 0)}",
             f"    peak RSS: {m['peak_rss_mb']:.1f} MB; qdrant_client imported: {m['qdrant_client_imported']}",
             "    top imports (time in each package's own modules):",
         ]
@@ -609,3 +665,143 @@ def format_load(results: dict[str, Any]) -> str:
         f"  server RSS: {results['rss_mb']['after_first_1000']} MB after the first 1,000, "
         f"{results['rss_mb']['after_last_1000']} MB after the last ({results['rss_growth_pct']}% growth)",
     ])  # fmt: skip
+
+
+_STORE_CHILD = r"""
+import json, os, resource, statistics, sys, time
+t_start = time.perf_counter()
+job = json.loads(os.environ["KB_BENCH_JOB"])
+from kbsearch.config import Secrets, Settings
+settings = Settings.model_validate(job["settings"])
+out = {}
+if job["mode"] == "index":
+    from kbsearch.indexer import run_sync
+    report = run_sync(settings, Secrets(settings), source_uri=job["kb"])
+    assert report.error is None, report.error
+    out = {"seconds": time.perf_counter() - t_start, "notes": report.added, "chunks": report.chunks_upserted}
+else:
+    from kbsearch.schemas import SearchRequest
+    from kbsearch.search import SearchService
+    service = SearchService(settings, Secrets(settings))
+    t0 = time.perf_counter()
+    assert service.retriever.exists()
+    out["open_s"] = time.perf_counter() - t0
+    out["process_to_open_s"] = time.perf_counter() - t_start
+    retrieve, total = [], []
+    for i, text in enumerate(job["queries"]):
+        t0 = time.perf_counter()
+        answer = service.search(SearchRequest(query=text, top_k=10, rerank=False, expand=False))
+        if i >= 3:  # warm: the first searches load the shard's pages
+            total.append((time.perf_counter() - t0) * 1000)
+            retrieve.append(answer.meta.timings_ms["retrieve"])
+        assert answer.results, text
+    out["retrieve_p50_ms"] = statistics.median(retrieve)
+    out["retrieve_p95_ms"] = sorted(retrieve)[int(0.95 * (len(retrieve) - 1))]
+    out["search_p50_ms"] = statistics.median(total)
+    service.close()
+out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps(out))
+"""
+
+
+def copied_vault(vault: Path, copies: int, into: Path) -> Path:
+    """``copies`` copies of a vault side by side (``copy-00/…``): the same notes at other paths, other doc ids."""
+    import shutil
+
+    if copies == 1:
+        return vault
+    for i in range(copies):
+        shutil.copytree(vault, into / f"copy-{i:02d}", ignore=shutil.ignore_patterns(".*"))
+    return into
+
+
+def bench_store(
+    kb: Path,
+    copies: tuple[int, ...] = (1, 10),
+    engines: tuple[str, ...] = ("edge", "local"),
+    queries: int = 50,
+    runs: int = 3,
+    dims: int = 1024,
+    progress: Any = None,
+) -> dict[str, Any]:
+    """The embedded store under the product's own calls, per vault size and engine (Qdrant Edge, qdrant-client's
+    local mode), each step in a fresh process: full index (fake embedder answering at once), opening the store,
+    warm hybrid searches (one dense prefetch + BM25, RRF; no expansion or rerank), the no-change sync as a whole
+    ``kbsearch index`` command (median of ``runs``), with each process's peak RSS."""
+    import json
+    import random
+
+    fake = FakeProvider("deepinfra", api_key="bench-key").start()
+    results: dict[str, Any] = {"kb": str(kb), "dims": dims, "queries": queries, "runs": runs, "machine": _machine()}
+    rng = random.Random(5)
+    vocabulary = ["sync", "plugin", "canvas", "vault", "graph", "link", "note", "publish", "theme", "hotkey", "file",
+                  "backlinks", "tags", "search", "embed", "properties", "template", "daily", "mobile", "settings"]  # fmt: skip
+    texts = [" ".join(rng.sample(vocabulary, 3)) + f" {i}" for i in range(queries + 3)]
+
+    def child(job: dict[str, Any]) -> dict[str, Any]:
+        env = dict(os.environ, KB_BENCH_JOB=json.dumps(job))
+        done = subprocess.run(
+            [sys.executable, "-c", _STORE_CHILD], check=False, env=env, capture_output=True, text=True
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"bench child failed: {done.stderr[-2000:]}")
+        return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+    rows = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="kbsearch-bench-") as tmp:
+            root = Path(tmp)
+            for n in copies:
+                (root / f"kb{n}").mkdir()
+                source = copied_vault(kb, n, root / f"kb{n}")
+                for engine in engines:
+                    store = root / f"q-{n}-{engine}"
+                    values = {"qdrant_path": str(store), "qdrant_embedded": engine, "embedding_dimensions": dims,
+                              "embedding_url": fake.embeddings_url, "embedding_api_key": fake.api_key,
+                              "embedding_batch_size": 64, "embedding_concurrency": 4}  # fmt: skip
+                    index = child({"mode": "index", "settings": values, "kb": str(source)})
+                    search = child({"mode": "search", "settings": values, "queries": texts})
+                    env = dict(os.environ, QDRANT_PATH=str(store), QDRANT_EMBEDDED=engine,
+                               EMBEDDING_URL=fake.embeddings_url, EMBEDDING_API_KEY=fake.api_key,
+                               EMBEDDING_DIMENSIONS=str(dims))  # fmt: skip
+                    walls = []
+                    for _ in range(runs):
+                        t0 = time.perf_counter()
+                        subprocess.run([sys.executable, "-m", "kbsearch.cli", "index", str(source), "--json"],
+                                       env=env, check=True, capture_output=True)  # fmt: skip
+                        walls.append(time.perf_counter() - t0)
+                    row = {
+                        "copies": n, "engine": engine, "notes": index["notes"], "chunks": index["chunks"],
+                        "index_s": round(index["seconds"], 2), "index_peak_rss_mb": round(index["peak_rss_mb"]),
+                        "open_s": round(search["open_s"], 3), "process_to_open_s": round(search["process_to_open_s"], 3),
+                        "retrieve_p50_ms": round(search["retrieve_p50_ms"], 1),
+                        "retrieve_p95_ms": round(search["retrieve_p95_ms"], 1),
+                        "search_p50_ms": round(search["search_p50_ms"], 1),
+                        "search_peak_rss_mb": round(search["peak_rss_mb"]),
+                        "no_change_command_s": round(statistics.median(walls), 2),
+                    }  # fmt: skip
+                    rows.append(row)
+                    if progress:
+                        progress(row)
+    finally:
+        fake.stop()
+    results["rows"] = rows
+    return results
+
+
+def format_store(results: dict[str, Any]) -> str:
+    lines = [
+        f"bench store: {results['kb']} ({results['dims']} dims, fake embedder answering at once; "
+        f"{results['queries']} warm searches, no-change sync median of {results['runs']}; "
+        f"{results['machine']['cpus']} CPUs, Python {results['machine']['python']})",
+        f"{'copies':>6} {'engine':>6} {'notes':>6} {'chunks':>7} {'index s':>8} {'RSS MB':>7} {'open s':>7} "
+        f"{'retr p50':>9} {'retr p95':>9} {'search p50':>10} {'RSS MB':>7} {'no-change s':>12}",
+    ]
+    for r in results["rows"]:
+        lines.append(
+            f"{r['copies']:>6} {r['engine']:>6} {r['notes']:>6} {r['chunks']:>7} {r['index_s']:>8} "
+            f"{r['index_peak_rss_mb']:>7} {r['open_s']:>7} {r['retrieve_p50_ms']:>9} {r['retrieve_p95_ms']:>9} "
+            f"{r['search_p50_ms']:>10} {r['search_peak_rss_mb']:>7} {r['no_change_command_s']:>12}"
+        )
+    lines.append("(index: whole process, full sync; open: Store.open + exists; retr: the one Qdrant call per search)")
+    return "\n".join(lines)

@@ -354,6 +354,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(json.dumps(results, indent=2) if args.json else bench.format_load(results))
         if results["errors"] or results["completed"] < args.requests:
             return 1
+    elif args.what == "store":
+        kb = Path(args.kb or _default_bench_kb())
+        if not kb.is_dir():
+            raise KbSearchError(f"KB folder {kb} does not exist")
+
+        def row(r: dict[str, Any]) -> None:
+            if not args.json:
+                print(f"  {r['copies']}x {r['engine']}: index {r['index_s']} s, open {r['open_s']} s", file=sys.stderr)
+
+        results = bench.bench_store(
+            kb, copies=args.copies, engines=tuple(args.engines.split(",")), queries=args.queries if args.queries != 200
+            else 50, runs=args.runs if args.runs != 5 else 3, dims=args.dims, progress=row,
+        )  # fmt: skip
+        print(json.dumps(results, indent=2) if args.json else bench.format_store(results))
     elif args.what == "coldstart":
         results = bench.bench_coldstart(runs=args.runs)
         print(json.dumps(results, indent=2) if args.json else bench.format_coldstart(results))
@@ -455,13 +469,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "what",
-        choices=["index", "search", "coldstart", "cost", "load"],
+        choices=["index", "search", "store", "coldstart", "cost", "load"],
         help="index: full sync grid (batch x concurrency) and no-change sync; search: end-to-end latency and "
-        "our own overhead with fake providers of fixed latency; coldstart: fresh-interpreter import + first "
+        "our own overhead with fake providers of fixed latency; store: the embedded store (Qdrant Edge vs "
+        "qdrant-client local mode) on the vault and its copies: index, open, warm search, no-change sync, peak RSS; "
+        "coldstart: fresh-interpreter import + first "
         "/health and first /search; cost: tokens per query per stage and $ per 1,000 queries; load: a bounded "
         "load test of kbsearch serve on 127.0.0.1 (errors, latency, RSS growth)",
     )
     p.add_argument("--kb", help="index: KB folder (default: ../shared/kb/obsidian-help if present, else sample-kb)")
+    p.add_argument("--copies", type=_int_list, default=(1, 10), help="store: vault sizes as copies of --kb (1,10)")
+    p.add_argument("--engines", default="edge,local", help="store: embedded engines to compare (edge,local)")
     p.add_argument("--latency-ms", type=float, default=150.0, help="index: fake embedder latency per request (150)")
     p.add_argument("--batch-sizes", type=_int_list, default=(16, 32, 64), help="index: comma-separated (16,32,64)")
     p.add_argument(

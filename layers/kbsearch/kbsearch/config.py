@@ -14,7 +14,7 @@ import logging
 import os
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -56,9 +56,11 @@ class Settings(BaseSettings):
         env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False, frozen=True
     )
 
-    # Qdrant: Cloud when QDRANT_URL is set, else the embedded store at QDRANT_PATH.
+    # Qdrant: Cloud when QDRANT_URL is set, else the embedded store at QDRANT_PATH: Qdrant Edge, or qdrant-client's
+    # local mode ("local": where no Edge wheel exists, or to compare).
     qdrant_url: str = ""
     qdrant_path: str = ".kbsearch/qdrant"
+    qdrant_embedded: Literal["edge", "local"] = "edge"
     qdrant_collection: str = "kb"
     qdrant_timeout_s: float = Field(default=10.0, gt=0)
 
@@ -283,8 +285,10 @@ class Secrets:
     FETCH_TIMEOUT_S = 5.0
 
     def prefetch(self, timeout_s: float | None = None) -> None:
-        """Read the SSM secrets now, within ``timeout_s``, so that the calls that need them later read the cache
-        and no stage's budget pays for SSM. A failure is remembered (the providers then degrade), not raised."""
+        """Read the SSM secrets now, within ``timeout_s`` (at most ``FETCH_TIMEOUT_S``), so that the calls that
+        need them later read the cache and no stage's budget pays for SSM: when a container builds its service,
+        and again (a cache hit while the TTL holds) at the start of each search. A failure is remembered
+        (``FAILURE_TTL_S``; the providers then degrade), not raised."""
         if not self._ssm_names():
             return
         with contextlib.suppress(ConfigError):

@@ -402,6 +402,15 @@ def run_sync(
         try:
             embedder = build_embedder(settings, secrets, shared_client())
             options = SyncOptions.from_settings(settings, full=full, allow_mass_delete=allow_mass_delete)
-            return Indexer(source, store, embedder, options, progress).sync(stop_at, call_deadline)
+            report = Indexer(source, store, embedder, options, progress).sync(stop_at, call_deadline)
         finally:
-            store.close()
+            try:
+                store.close()
+            except StoreError as exc:  # the writes may not be durable: the run did not complete
+                closing: StoreError | None = exc
+            else:
+                closing = None
+        if closing is not None:
+            report.error = report.error or f"index storage failed: {closing}"
+            report.incomplete = True
+        return report

@@ -2,8 +2,9 @@
 
 No qdrant_client here: Qdrant Cloud is queried over its REST API with the shared httpx client
 (:class:`QdrantRest`), which keeps qdrant_client's ~0.6 s import off the Lambda search path. The embedded store
-(laptops, CI) validates the same JSON into qdrant_client models (:mod:`kbsearch.store`), and a contract test
-checks that this JSON is what qdrant_client itself sends for the same query.
+(laptops, CI) runs the same JSON on Qdrant Edge (:mod:`kbsearch.qdrant.embedded`), and a contract test checks that
+this JSON is what qdrant_client itself sends for the same query and that its Edge translation is what Edge's own API
+builds.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """The Qdrant collection: schema, the index's view of each note, and per-note writes.
 
-Cloud when ``QDRANT_URL`` is set, else the embedded store (qdrant-client local mode) at ``QDRANT_PATH``.
+Cloud (qdrant_client) when ``QDRANT_URL`` is set, else the embedded store at ``QDRANT_PATH``: Qdrant Edge
+(:mod:`kbsearch.qdrant.embedded`), or qdrant-client's local mode where the platform has no Edge wheel.
 Points: id = uuid5(path + "#" + chunk_index); named vectors ``dense`` (cosine) and ``bm25`` (sparse, IDF).
 """
 
@@ -12,15 +13,15 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
-
-from qdrant_client import QdrantClient, models
+from typing import TYPE_CHECKING, Any
 
 from kbsearch.config import Secrets, Settings
 from kbsearch.errors import IndexMissing, StoreError
 from kbsearch.lexical import SparseVector
 from kbsearch.retrieval import DENSE, SPARSE, Candidate
+
+if TYPE_CHECKING:  # qdrant_client (~0.5 s to import) is loaded only by the stores that use it
+    from qdrant_client import QdrantClient, models
 
 __all__ = ["DENSE", "SPARSE", "Candidate", "EmbeddedRetriever", "Store", "StoreError"]
 POINT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://kb-search/points")
@@ -107,20 +108,19 @@ class Store:
 
     @classmethod
     def open(cls, settings: Settings, secrets: Secrets) -> Store:
-        try:
-            if settings.qdrant_url:
-                client = QdrantClient(
-                    url=settings.qdrant_url,
-                    api_key=secrets.get("QDRANT_API_KEY"),
-                    timeout=int(max(1, settings.qdrant_timeout_s)),
-                    check_compatibility=False,
-                )
-                return cls(client, settings.qdrant_collection, settings.embedding_dimensions, embedded=False)
-            Path(settings.qdrant_path).mkdir(parents=True, exist_ok=True)
-            client = QdrantClient(path=settings.qdrant_path)
-        except RuntimeError as exc:  # embedded store already open by another process
-            raise StoreError(f"cannot open the embedded store at {settings.qdrant_path}: {exc}") from None
-        return cls(client, settings.qdrant_collection, settings.embedding_dimensions, embedded=True)
+        if settings.qdrant_url:
+            from qdrant_client import QdrantClient
+
+            client = QdrantClient(
+                url=settings.qdrant_url,
+                api_key=secrets.get("QDRANT_API_KEY"),
+                timeout=int(max(1, settings.qdrant_timeout_s)),
+                check_compatibility=False,
+            )
+            return cls(client, settings.qdrant_collection, settings.embedding_dimensions, embedded=False)
+        from kbsearch.qdrant.embedded import open_embedded
+
+        return open_embedded(settings)
 
     def close(self) -> None:
         try:
@@ -137,10 +137,11 @@ class Store:
 
     def ensure_collection(self) -> bool:
         """Create the collection when missing (returns True), else check its schema."""
+        from qdrant_client import models
+
         if self.exists():
             with storage_errors("reading the collection's schema"):
-                info = self.client.get_collection(self.collection)
-            self.check_schema(info)
+                self.check_schema()
             return False
         with storage_errors(f"creating the collection {self.collection!r}"), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the embedded store ignores HNSW/quantization/indexes, with a warning
@@ -160,8 +161,10 @@ class Store:
             self.client.create_payload_index(self.collection, "updated", models.PayloadSchemaType.DATETIME)
         return True
 
-    def check_schema(self, info: models.CollectionInfo | None = None) -> None:
-        info = info or self.client.get_collection(self.collection)
+    def check_schema(self) -> None:
+        from qdrant_client import models
+
+        info = self.client.get_collection(self.collection)
         params = info.config.params
         vectors = params.vectors if isinstance(params.vectors, dict) else {}
         dense = vectors.get(DENSE)
@@ -185,21 +188,22 @@ class Store:
             )
 
     # -- state --------------------------------------------------------------------------------------------------
-    def _scroll(self, fields: list[str] | bool) -> Iterator[models.Record]:
+    def _scroll(self, fields: list[str] | bool) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Every point as (id, payload with ``fields``)."""
         offset: Any = None
         while True:
             points, offset = self.client.scroll(
                 self.collection, limit=2048, offset=offset, with_payload=fields, with_vectors=False
             )
-            yield from points
+            for point in points:
+                yield str(point.id), dict(point.payload or {})
             if offset is None:
                 return
 
     def indexed_state(self) -> dict[str, NoteState]:
         state: dict[str, NoteState] = {}
         with storage_errors("reading the index's state"):
-            for point in self._scroll(STATE_FIELDS):
-                p = point.payload or {}
+            for _, p in self._scroll(STATE_FIELDS):
                 path = p.get("path")
                 if not isinstance(path, str):
                     continue
@@ -212,13 +216,15 @@ class Store:
 
     def points(self) -> dict[str, dict[str, Any]]:
         """Every point's payload by id (tests and diagnostics)."""
-        return {str(p.id): dict(p.payload or {}) for p in self._scroll(True)}
+        return dict(self._scroll(True))
 
     def count(self) -> int:
         return int(self.client.count(self.collection, exact=True).count)
 
     # -- writes ------------------------------------------------------------------------------------------------
     def upsert(self, chunks: list[ChunkPoint]) -> None:
+        from qdrant_client import models
+
         points = []
         for c in chunks:
             vector: dict[str, Any] = {}
@@ -231,26 +237,56 @@ class Store:
             with storage_errors(f"writing {len(points)} points"):
                 self.client.upsert(self.collection, points=points, wait=True)
 
+    # -- reads -------------------------------------------------------------------------------------------------
+    def query(self, request: dict[str, Any], timeout_s: float) -> list[dict[str, Any]]:
+        """Run Query API JSON (the body of ``POST /collections/{c}/points/query``), validated into
+        qdrant_client models (local mode takes no JSON)."""
+        from qdrant_client import models
+
+        try:
+            req = models.QueryRequest.model_validate(request)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # local mode warns that it ignores hnsw_ef/quantization
+                result = self.client.query_points(
+                    self.collection,
+                    prefetch=req.prefetch,
+                    query=req.query,
+                    using=req.using,
+                    query_filter=req.filter,
+                    limit=req.limit or 10,
+                    with_payload=req.with_payload if req.with_payload is not None else False,
+                    with_vectors=req.with_vector or False,
+                    timeout=max(1, int(timeout_s)),
+                )
+        except Exception as exc:
+            raise StoreError(f"Qdrant query failed ({type(exc).__name__})") from None
+        return [{"id": str(p.id), "score": p.score, "payload": p.payload} for p in result.points]
+
     def _path_filter(self, path: str, from_chunk: int | None = None) -> models.Filter:
+        from qdrant_client import models
+
         must: list[models.Condition] = [models.FieldCondition(key="path", match=models.MatchValue(value=path))]
         if from_chunk is not None:
             must.append(models.FieldCondition(key="chunk_index", range=models.Range(gte=from_chunk)))
         return models.Filter(must=must)
 
     def delete_note(self, path: str) -> None:
+        from qdrant_client import models
+
         with storage_errors("deleting a note's points"):
             self.client.delete(self.collection, models.FilterSelector(filter=self._path_filter(path)), wait=True)
 
     def delete_leftovers(self, path: str, n_chunks: int) -> None:
         """Remove the note's chunks from ``n_chunks`` on (left by an older, longer version)."""
+        from qdrant_client import models
+
         selector = models.FilterSelector(filter=self._path_filter(path, n_chunks))
         with storage_errors("deleting a note's leftover points"):
             self.client.delete(self.collection, selector, wait=True)
 
 
 class EmbeddedRetriever:
-    """The search's retrieval call on the embedded store: the Query API JSON of :mod:`kbsearch.retrieval`,
-    validated into qdrant_client models (local mode takes no JSON)."""
+    """The search's retrieval call on the embedded store: the Query API JSON of :mod:`kbsearch.retrieval`."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -258,21 +294,7 @@ class EmbeddedRetriever:
     def query(self, request: dict[str, Any], timeout_s: float) -> list[dict[str, Any]]:
         if not self.store.exists():
             raise IndexMissing(f"collection {self.store.collection!r} does not exist")
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # local mode warns that it ignores hnsw_ef/quantization
-                result = self.store.client.query_points(
-                    self.store.collection,
-                    prefetch=[models.Prefetch.model_validate(p) for p in request["prefetch"]],
-                    query=models.RrfQuery.model_validate(request["query"]),
-                    limit=request["limit"],
-                    with_payload=models.PayloadSelectorExclude.model_validate(request["with_payload"]),
-                    with_vectors=request.get("with_vector", False),
-                    timeout=max(1, int(timeout_s)),
-                )
-        except Exception as exc:
-            raise StoreError(f"Qdrant query failed ({type(exc).__name__})") from None
-        return [{"id": str(p.id), "score": p.score, "payload": p.payload} for p in result.points]
+        return self.store.query(request, timeout_s)
 
     def close(self) -> None:
         self.store.close()

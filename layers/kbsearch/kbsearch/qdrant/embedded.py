@@ -1,0 +1,407 @@
+"""The embedded store (laptops, CI, ``make run``, evaluation): Qdrant Edge, Qdrant's own engine in-process.
+
+One Edge shard per collection at ``QDRANT_PATH/edge/<collection>``: HNSW and the sparse index on disk, payload
+indexes, filters, prefetch + RRF in one query. It speaks the Query API JSON of :mod:`kbsearch.retrieval` (the
+same request the search sends to Qdrant Cloud over REST), translated here into Edge's request objects.
+
+When the platform has no ``qdrant-edge-py`` wheel, the store falls back to qdrant-client's local mode at
+``QDRANT_PATH`` itself, with a one-line notice. The two formats never mix: an Edge store that finds only
+local-mode data at ``QDRANT_PATH`` refuses to search it (and names the command that rebuilds it); the indexer
+rebuilds it, removing the old local-mode files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kbsearch.errors import StoreError
+from kbsearch.retrieval import DENSE, SPARSE
+from kbsearch.store import KEYWORD_FIELDS, ChunkPoint, SchemaMismatchError, Store, point_id, storage_errors
+
+if TYPE_CHECKING:
+    import qdrant_edge as edge
+
+    from kbsearch.config import Settings
+
+logger = logging.getLogger("kbsearch.store")
+
+FALLBACK_NOTICE = (
+    "kbsearch: no Qdrant Edge wheel for this platform (pip install qdrant-edge-py); "
+    "the embedded store runs on qdrant-client's slower local mode"
+)
+COLLECTION_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,254}$")
+SCROLL_PAGE = 2048
+
+
+def local_mode_data(root: Path) -> bool:
+    """True when ``root`` holds a qdrant-client local-mode store (its ``meta.json`` and ``collection/``)."""
+    meta = root / "meta.json"
+    if not meta.is_file() or not (root / "collection").is_dir():
+        return False
+    try:
+        return isinstance(json.loads(meta.read_text(encoding="utf-8")).get("collections"), dict)
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def rebuild_hint(collection: str) -> str:
+    return f"rebuild it with: kbsearch index <your KB folder>   (QDRANT_COLLECTION={collection})"
+
+
+def open_embedded(settings: Settings) -> Store:
+    """Qdrant Edge when its wheel is installed, else qdrant-client's local mode (with a one-line notice);
+    ``QDRANT_EMBEDDED=local`` asks for local mode."""
+    root = Path(settings.qdrant_path)
+    collection = settings.qdrant_collection
+    if settings.qdrant_embedded == "local":
+        return open_local_mode(root, collection, settings.embedding_dimensions)
+    try:
+        import qdrant_edge  # noqa: F401
+    except ImportError:
+        logger.warning(FALLBACK_NOTICE)
+        return open_local_mode(root, collection, settings.embedding_dimensions)
+    return EdgeStore(root, collection, settings.embedding_dimensions)
+
+
+def open_local_mode(root: Path, collection: str, dimensions: int) -> Store:
+    from qdrant_client import QdrantClient
+
+    if (root / "edge" / collection / "edge_config.json").is_file():
+        raise StoreError(
+            f"the embedded store at {root} was built by Qdrant Edge, which is not installed here: "
+            "pip install qdrant-edge-py, or delete the folder and run kbsearch index"
+        )
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        client = QdrantClient(path=str(root))
+    except RuntimeError as exc:  # already open by another process
+        raise StoreError(f"cannot open the embedded store at {root}: {exc}") from None
+    return Store(client, collection, dimensions, embedded=True)
+
+
+class EdgeStore(Store):
+    """The indexer's :class:`Store` and the search's retrieval call, on one Qdrant Edge shard."""
+
+    def __init__(self, root: Path, collection: str, dimensions: int) -> None:
+        if not COLLECTION_NAME.match(collection):
+            raise StoreError(f"QDRANT_COLLECTION {collection!r} is not a usable name (letters, digits, _ . -)")
+        self.collection = collection
+        self.dimensions = dimensions
+        self.embedded = True
+        self.root = root
+        self.path = root / "edge" / collection
+        self._lock = threading.RLock()
+        self._shard: edge.EdgeShard | None = None
+        self._written = False
+        if (self.path / "edge_config.json").is_file():
+            self._shard = self._load()
+
+    def _load(self) -> edge.EdgeShard:
+        import qdrant_edge as edge
+
+        try:
+            return edge.EdgeShard.load(str(self.path))
+        except Exception as exc:  # the shard's WAL is locked by another process, or the files are damaged
+            reason = "another process has it open" if "WouldBlock" in str(exc) else type(exc).__name__
+            raise StoreError(f"cannot open the embedded store at {self.path}: {reason}") from None
+
+    @property
+    def shard(self) -> edge.EdgeShard:
+        if self._shard is None:
+            raise StoreError(f"collection {self.collection!r} does not exist in {self.root}")
+        return self._shard
+
+    def close(self) -> None:
+        """Flush and close; a failure to make the writes durable (a full disk) is a StoreError for the report."""
+        with self._lock:
+            shard, self._shard = self._shard, None
+            if shard is None:
+                return
+            try:
+                if self._written:
+                    with storage_errors("flushing the embedded store"):
+                        shard.optimize()  # build the HNSW / payload indexes of grown segments once per sync
+                        shard.flush()
+            finally:
+                with contextlib.suppress(Exception):
+                    shard.close()
+
+    # -- schema -----------------------------------------------------------------------------------------------
+    def exists(self) -> bool:
+        if self._shard is None and local_mode_data(self.root):
+            raise StoreError(
+                f"{self.root} holds an index from qdrant-client's local mode, which the embedded Qdrant Edge store "
+                f"does not read; {rebuild_hint(self.collection)}"
+            )
+        return self._shard is not None
+
+    def ensure_collection(self) -> bool:
+        import qdrant_edge as edge
+
+        if self._shard is not None:
+            self.check_schema()
+            return False
+        if local_mode_data(self.root):
+            logger.warning(
+                "kbsearch: %s held an index from qdrant-client's local mode; rebuilding it in Qdrant Edge", self.root
+            )
+            for name in ("collection", "meta.json", ".lock"):
+                target = self.root / name
+                if target.is_dir():
+                    shutil.rmtree(target)
+                elif target.exists():
+                    target.unlink()
+        config = edge.EdgeConfig(
+            vectors={DENSE: edge.EdgeVectorParams(size=self.dimensions, distance=edge.Distance.Cosine)},
+            sparse_vectors={SPARSE: edge.EdgeSparseVectorParams(modifier=edge.Modifier.Idf)},
+            hnsw_config=edge.HnswIndexConfig(m=16, ef_construct=128, full_scan_threshold=10_000),
+        )
+        with self._lock, storage_errors(f"creating the collection {self.collection!r}"):
+            self._shard = edge.EdgeShard.create(str(self.path), config)
+            for name in KEYWORD_FIELDS:
+                self._shard.update(edge.UpdateOperation.create_field_index(name, edge.PayloadSchemaType.Keyword))
+            self._shard.update(edge.UpdateOperation.create_field_index("chunk_index", edge.PayloadSchemaType.Integer))
+            self._shard.update(edge.UpdateOperation.create_field_index("updated", edge.PayloadSchemaType.Datetime))
+            self._written = True
+        return True
+
+    def check_schema(self) -> None:
+        try:
+            config = json.loads((self.path / "edge_config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            raise StoreError(f"the embedded store at {self.path} has no readable edge_config.json") from None
+        dense = (config.get("vectors") or {}).get(DENSE)
+        sparse = (config.get("sparse_vectors") or {}).get(SPARSE)
+        problems = []
+        if not isinstance(dense, dict):
+            problems.append(f"no dense vector named {DENSE!r}")
+        else:
+            if dense.get("size") != self.dimensions:
+                problems.append(f"dense size {dense.get('size')} but EMBEDDING_DIMENSIONS={self.dimensions}")
+            if dense.get("distance") != "Cosine":
+                problems.append(f"dense distance {dense.get('distance')} (expected Cosine)")
+        if not isinstance(sparse, dict):
+            problems.append(f"no sparse vector named {SPARSE!r}")
+        elif str(sparse.get("modifier", "")).lower() != "idf":
+            problems.append("sparse vector without the IDF modifier")
+        if problems:
+            raise SchemaMismatchError(
+                f"collection {self.collection!r} does not match kb-search's schema: {'; '.join(problems)}. "
+                f"Use another QDRANT_COLLECTION, or delete {self.path} and run a full sync."
+            )
+
+    # -- state --------------------------------------------------------------------------------------------------
+    def _scroll(self, fields: list[str] | bool) -> Iterator[tuple[str, dict[str, Any]]]:
+        import qdrant_edge as edge
+
+        offset: Any = None
+        while True:
+            with self._lock:
+                records, offset = self.shard.scroll(
+                    edge.ScrollRequest(offset=offset, limit=SCROLL_PAGE, with_payload=fields, with_vector=False)
+                )
+            for record in records:
+                yield str(record.id), dict(record.payload or {})
+            if offset is None:
+                return
+
+    def count(self) -> int:
+        import qdrant_edge as edge
+
+        with self._lock:
+            return int(self.shard.count(edge.CountRequest(exact=True)))
+
+    # -- writes ------------------------------------------------------------------------------------------------
+    def upsert(self, chunks: list[ChunkPoint]) -> None:
+        import qdrant_edge as edge
+
+        points = []
+        for c in chunks:
+            vector: dict[str, Any] = {}
+            if c.dense is not None:
+                vector[DENSE] = c.dense
+            if len(c.sparse):
+                vector[SPARSE] = edge.SparseVector(indices=list(c.sparse.indices), values=list(c.sparse.values))
+            points.append(edge.Point(id=point_id(c.path, c.chunk_index), vector=vector, payload=c.payload))
+        if points:
+            with self._lock, storage_errors(f"writing {len(points)} points"):
+                self.shard.update(edge.UpdateOperation.upsert_points(points))
+                self._written = True
+
+    def _delete(self, path: str, from_chunk: int | None) -> None:
+        import qdrant_edge as edge
+
+        must: list[Any] = [edge.FieldCondition(key="path", match=edge.MatchValue(value=path))]
+        if from_chunk is not None:
+            must.append(edge.FieldCondition(key="chunk_index", range=edge.RangeFloat(gte=from_chunk)))
+        with self._lock, storage_errors("deleting a note's points"):
+            self.shard.update(edge.UpdateOperation.delete_points_by_filter(edge.Filter(must=must)))
+            self._written = True
+
+    def delete_note(self, path: str) -> None:
+        self._delete(path, None)
+
+    def delete_leftovers(self, path: str, n_chunks: int) -> None:
+        self._delete(path, n_chunks)
+
+    # -- the search's one call ---------------------------------------------------------------------------------
+    def query(self, request: dict[str, Any], timeout_s: float) -> list[dict[str, Any]]:
+        """Run Query API JSON (see :func:`edge_request`); ``timeout_s`` is moot in-process."""
+        try:
+            translated = edge_request(request)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StoreError(f"cannot run this query on the embedded store ({exc})") from None
+        with self._lock:
+            try:
+                points = self.shard.query(translated)
+            except Exception as exc:
+                raise StoreError(f"Qdrant query failed ({type(exc).__name__})") from None
+        return [{"id": str(p.id), "score": p.score, "payload": p.payload} for p in points]
+
+
+# -- Query API JSON -> Qdrant Edge ----------------------------------------------------------------------------
+def edge_request(request: dict[str, Any]) -> edge.QueryRequest:
+    """The Query API body (``POST /collections/{c}/points/query``) as an Edge ``QueryRequest``: prefetches
+    (nearest dense / sparse, filter, params, limit), the query (nearest, ``{"rrf": {"k", "weights"}}``,
+    ``{"fusion": "rrf" | "dbsf"}``), filter, limit, with_payload, with_vector."""
+    import qdrant_edge as edge
+
+    return edge.QueryRequest(
+        limit=int(request.get("limit", 10)),
+        offset=request.get("offset"),
+        query=_query(request.get("query"), request.get("using")),
+        prefetches=[_prefetch(p) for p in _as_list(request.get("prefetch"))],
+        filter=_filter(request.get("filter")),
+        params=_params(request.get("params")),
+        score_threshold=request.get("score_threshold"),
+        with_payload=_with_payload(request.get("with_payload", False)),
+        with_vector=bool(request.get("with_vector", False)),
+    )
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+def _prefetch(p: dict[str, Any]) -> edge.Prefetch:
+    import qdrant_edge as edge
+
+    return edge.Prefetch(
+        limit=int(p.get("limit", 10)),
+        query=_query(p.get("query"), p.get("using")),
+        prefetches=[_prefetch(q) for q in _as_list(p.get("prefetch"))],
+        params=_params(p.get("params")),
+        filter=_filter(p.get("filter")),
+        score_threshold=p.get("score_threshold"),
+    )
+
+
+def _query(q: Any, using: str | None) -> Any:
+    import qdrant_edge as edge
+
+    if q is None:
+        return None
+    if isinstance(q, dict) and "nearest" in q:
+        q = q["nearest"]
+    if isinstance(q, dict) and "rrf" in q:
+        rrf = q["rrf"] or {}
+        weights = rrf.get("weights")
+        return edge.Fusion.Rrf(k=int(rrf.get("k", 2)), weights=[float(w) for w in weights] if weights else None)
+    if isinstance(q, dict) and "fusion" in q:
+        if q["fusion"] == "rrf":
+            return edge.Fusion.Rrf(k=2)
+        if q["fusion"] == "dbsf":
+            return edge.Fusion.Dbsf()
+        raise ValueError(f"unknown fusion {q['fusion']!r}")
+    if isinstance(q, dict) and "indices" in q:
+        return edge.Query.Nearest(edge.SparseVector(indices=list(q["indices"]), values=list(q["values"])), using=using)
+    if isinstance(q, list) or hasattr(q, "tolist"):
+        return edge.Query.Nearest(q, using=using)
+    raise ValueError(f"unsupported query {type(q).__name__}")
+
+
+def _params(p: dict[str, Any] | None) -> edge.SearchParams | None:
+    import qdrant_edge as edge
+
+    if not p:
+        return None
+    quantization = p.get("quantization")
+    return edge.SearchParams(
+        hnsw_ef=p.get("hnsw_ef"),
+        exact=bool(p.get("exact", False)),
+        quantization=edge.QuantizationSearchParams(
+            ignore=bool(quantization.get("ignore", False)),
+            rescore=quantization.get("rescore"),
+            oversampling=quantization.get("oversampling"),
+        )
+        if quantization
+        else None,
+        indexed_only=bool(p.get("indexed_only", False)),
+    )
+
+
+def _filter(f: dict[str, Any] | None) -> edge.Filter | None:
+    import qdrant_edge as edge
+
+    if not f:
+        return None
+    return edge.Filter(
+        must=[_condition(c) for c in _as_list(f.get("must"))] or None,
+        should=[_condition(c) for c in _as_list(f.get("should"))] or None,
+        must_not=[_condition(c) for c in _as_list(f.get("must_not"))] or None,
+    )
+
+
+def _condition(c: dict[str, Any]) -> Any:
+    import qdrant_edge as edge
+
+    if any(k in c for k in ("must", "should", "must_not")):
+        return _filter(c)
+    if "has_id" in c:
+        return edge.HasIdCondition(point_ids=set(c["has_id"]))
+    if "is_empty" in c:
+        return edge.IsEmptyCondition(key=c["is_empty"]["key"])
+    if "is_null" in c:
+        return edge.IsNullCondition(key=c["is_null"]["key"])
+    key = c["key"]
+    if "match" in c:
+        m = c["match"]
+        if "value" in m:
+            return edge.FieldCondition(key=key, match=edge.MatchValue(value=m["value"]))
+        if "any" in m:
+            return edge.FieldCondition(key=key, match=edge.MatchAny(any=list(m["any"])))
+        if "except" in m:
+            return edge.FieldCondition(key=key, match=edge.MatchExcept(except_=list(m["except"])))
+        if "text" in m:
+            return edge.FieldCondition(key=key, match=edge.MatchText(text=m["text"]))
+        raise ValueError(f"unsupported match on {key!r}")
+    if "range" in c:
+        bounds = {k: v for k, v in c["range"].items() if k in ("gt", "gte", "lt", "lte") and v is not None}
+        if all(isinstance(v, int | float) and not isinstance(v, bool) for v in bounds.values()):
+            return edge.FieldCondition(key=key, range=edge.RangeFloat(**{k: float(v) for k, v in bounds.items()}))
+        return edge.FieldCondition(key=key, range=edge.RangeDateTime(**{k: str(v) for k, v in bounds.items()}))
+    raise ValueError(f"unsupported condition on {key!r}")
+
+
+def _with_payload(w: Any) -> Any:
+    import qdrant_edge as edge
+
+    if isinstance(w, dict):
+        if "exclude" in w:
+            return edge.PayloadSelector.Exclude(list(w["exclude"]))
+        if "include" in w:
+            return edge.PayloadSelector.Include(list(w["include"]))
+        raise ValueError("unsupported with_payload")
+    if isinstance(w, list):
+        return [str(k) for k in w]
+    return bool(w)

@@ -1,0 +1,114 @@
+"""The embedded store: Qdrant Edge by default, qdrant-client's local mode where no Edge wheel exists (with a notice),
+and a store left by local mode is never read as Edge data nor silently mixed with it."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kbsearch.config import Secrets, Settings
+from kbsearch.errors import StoreError
+from kbsearch.fakes import FakeProvider
+from kbsearch.indexer import run_sync
+from kbsearch.qdrant.embedded import FALLBACK_NOTICE, EdgeStore, local_mode_data
+from kbsearch.schemas import SearchRequest
+from kbsearch.search import IndexUnavailable, SearchService
+from kbsearch.store import Store
+from tests.conftest import ROOT, provider_settings, subprocess_env
+
+SAMPLE = ROOT / "sample-kb"
+pytest.importorskip("qdrant_edge", reason="no Qdrant Edge wheel on this platform (the fallback is local mode)")
+
+
+def search(settings: Settings) -> list[str]:
+    service = SearchService(settings, Secrets(settings))
+    try:
+        answer = service.search(SearchRequest(query="restore a qdrant snapshot", rerank=False, expand=False))
+    finally:
+        service.close()
+    return [hit.path for hit in answer.results]
+
+
+def test_default_store_is_edge_and_answers_like_local_mode(tmp_path: Path, deepinfra: FakeProvider) -> None:
+    edge = provider_settings(deepinfra, qdrant_path=str(tmp_path / "edge"), embedding_dimensions=64)
+    local = provider_settings(
+        deepinfra, qdrant_path=str(tmp_path / "local"), embedding_dimensions=64, qdrant_embedded="local"
+    )
+    for settings in (edge, local):
+        report = run_sync(settings, Secrets(settings), source_uri=str(SAMPLE))
+        assert report.error is None and report.added >= 35
+    store = Store.open(edge, Secrets(edge))
+    try:
+        assert isinstance(store, EdgeStore) and store.count() == report.chunks_upserted
+    finally:
+        store.close()
+    assert (tmp_path / "edge" / "edge" / "kb" / "edge_config.json").is_file()
+    assert local_mode_data(tmp_path / "local") and not local_mode_data(tmp_path / "edge")
+    # the same engine family on the same points: the same notes, in the same order
+    assert search(edge) == search(local)
+
+
+def test_local_mode_store_is_refused_then_rebuilt_by_the_indexer(
+    tmp_path: Path, deepinfra: FakeProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = str(tmp_path / "q")
+    old = provider_settings(deepinfra, qdrant_path=path, embedding_dimensions=64, qdrant_embedded="local")
+    run_sync(old, Secrets(old), source_uri=str(SAMPLE))
+    assert local_mode_data(tmp_path / "q")
+
+    new = provider_settings(deepinfra, qdrant_path=path, embedding_dimensions=64)
+    with pytest.raises(IndexUnavailable, match=r"qdrant-client's local mode.*kbsearch index"):
+        search(new)
+
+    with caplog.at_level(logging.WARNING, logger="kbsearch.store"):
+        report = run_sync(new, Secrets(new), source_uri=str(SAMPLE))
+    assert report.error is None and report.added >= 35  # a full rebuild, not a no-change sync over old data
+    assert any("rebuilding it in Qdrant Edge" in r.getMessage() for r in caplog.records)
+    assert not local_mode_data(tmp_path / "q") and not (tmp_path / "q" / "meta.json").exists()
+    assert search(new)
+
+
+def test_edge_store_is_not_read_by_local_mode(tmp_path: Path, deepinfra: FakeProvider) -> None:
+    edge = provider_settings(deepinfra, qdrant_path=str(tmp_path / "q"), embedding_dimensions=64)
+    run_sync(edge, Secrets(edge), source_uri=str(SAMPLE))
+    local = edge.model_copy(update={"qdrant_embedded": "local"})
+    with pytest.raises(StoreError, match="built by Qdrant Edge"):
+        Store.open(local, Secrets(local))
+
+
+def test_second_process_gets_a_clear_error(tmp_path: Path, deepinfra: FakeProvider) -> None:
+    settings = provider_settings(deepinfra, qdrant_path=str(tmp_path / "q"), embedding_dimensions=64)
+    run_sync(settings, Secrets(settings), source_uri=str(SAMPLE))
+    store = Store.open(settings, Secrets(settings))
+    try:
+        with pytest.raises(StoreError, match="another process has it open"):
+            Store.open(settings, Secrets(settings))
+    finally:
+        store.close()
+
+
+def test_bad_collection_name_is_a_clear_error(tmp_path: Path) -> None:
+    settings = Settings(qdrant_path=str(tmp_path / "q"), qdrant_collection="../../etc")
+    with pytest.raises(StoreError, match="not a usable name"):
+        Store.open(settings, Secrets(settings))
+
+
+def test_without_an_edge_wheel_kbsearch_index_falls_back_with_one_notice(tmp_path: Path) -> None:
+    """A platform without the wheel: ``import qdrant_edge`` fails in a fresh interpreter (sys.modules entry None)."""
+    code = "import sys; sys.modules['qdrant_edge'] = None; from kbsearch.cli import main; sys.exit(main(sys.argv[1:]))"
+    env = subprocess_env(QDRANT_PATH=str(tmp_path / "q"))
+    done = subprocess.run(
+        [sys.executable, "-c", code, "index", str(SAMPLE)],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count(FALLBACK_NOTICE) == 1
+    assert local_mode_data(tmp_path / "q")
