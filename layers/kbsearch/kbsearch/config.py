@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     embedding_fallback_url: str = FIREWORKS_EMBEDDINGS_URL
     embedding_fallback_model: str = "fireworks/qwen3-embedding-8b"
     embedding_dimensions: int = Field(default=1024, ge=32, le=4096)
+    # How texts are dressed for the model: qwen3 = "Instruct: ...\nQuery:" on queries, documents bare;
+    # e5 = "query: " / "passage: "; none = as they are. Recorded in the collection with the model and dimensions.
+    embedding_input_format: str = Field(default="qwen3", pattern="^(qwen3|e5|none)$")
     embedding_provider: str = "deepinfra"  # names reported in results and metrics
     embedding_fallback_provider: str = "fireworks"
     embedding_batch_size: int = Field(default=32, ge=1, le=2048)
@@ -87,6 +90,9 @@ class Settings(BaseSettings):
     rerank_timeout_s: float = Field(default=3.0, gt=0)
     rerank_hedge_ms: float = Field(default=600.0, ge=0)  # 0 turns hedging off
     rerank_passage_tokens: int = Field(default=384, ge=32, le=8000)
+    # The final order: rerank_weight x RRF(rerank order) + (1 - rerank_weight) x RRF(fused order), k = rrf_k.
+    # 1.0 is the reranker's order alone (fusion only breaks ties); 0.0 ignores the reranker.
+    rerank_weight: float = Field(default=0.5, ge=0.0, le=1.0)
     breaker_threshold: int = Field(default=3, ge=1)
     breaker_cooldown_s: float = Field(default=30.0, ge=0)
 
@@ -105,6 +111,8 @@ class Settings(BaseSettings):
     search_prefetch_limit: int = Field(default=50, ge=1, le=1000)
     search_hnsw_ef: int = Field(default=256, ge=4)
     rrf_k: int = Field(default=60, ge=1)
+    # Weighted RRF: each dense prefetch weighs 1.0, the BM25 prefetch this much (1.0 = the seed's plain RRF).
+    search_bm25_weight: float = Field(default=1.0, ge=0.0, le=4.0)
     embedding_query_timeout_s: float = Field(default=2.0, gt=0)
     snippet_chars: int = Field(default=300, ge=40)
     search_prior: bool = False  # ai_weight/status prior on the final score (README "Ranking prior")

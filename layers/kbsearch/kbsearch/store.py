@@ -18,16 +18,22 @@ from qdrant_client import QdrantClient, models
 from kbsearch.config import Secrets, Settings
 from kbsearch.errors import StoreError
 from kbsearch.lexical import SparseVector
-from kbsearch.retrieval import DENSE, SPARSE, Candidate
+from kbsearch.retrieval import DENSE, REBUILDING, SIGNATURE_KEYS, SPARSE, Candidate
 
-__all__ = ["DENSE", "SPARSE", "Candidate", "EmbeddedRetriever", "Store", "StoreError"]
+__all__ = ["DENSE", "REBUILDING", "SIGNATURE_KEYS", "SPARSE", "Candidate", "EmbeddedRetriever", "Store", "StoreError"]
 POINT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://kb-search/points")
 KEYWORD_FIELDS = ("path", "doc_id", "tags", "type", "status", "folders")
-STATE_FIELDS = ["path", "etag", "chunk_index", "n_chunks", "dense"]
+STATE_FIELDS = ["path", "etag", "chunk_index", "n_chunks", "dense", "embedding"]
 
 
 class SchemaMismatchError(StoreError):
     """The collection exists with another schema; writing into it would corrupt the index."""
+
+
+def signature_id(signature: dict[str, Any]) -> str:
+    """A short id of an embedding signature, stored on every chunk embedded with it."""
+    raw = "|".join(str(signature.get(k)) for k in SIGNATURE_KEYS)
+    return uuid.uuid5(POINT_NAMESPACE, raw).hex[:12]
 
 
 def point_id(path: str, chunk_index: int) -> str:
@@ -42,11 +48,13 @@ class NoteState:
     n_chunks: dict[str, set[int]] = field(default_factory=dict)
     dense: bool = True
     points: int = 0
+    embeddings: set[str] = field(default_factory=set)  # signature ids of the chunks' vectors
 
-    def add(self, etag: str, chunk_index: int, n_chunks: int, dense: bool) -> None:
+    def add(self, etag: str, chunk_index: int, n_chunks: int, dense: bool, embedding: str = "") -> None:
         self.chunks.setdefault(etag, set()).add(chunk_index)
         self.n_chunks.setdefault(etag, set()).add(n_chunks)
         self.dense = self.dense and dense
+        self.embeddings.add(embedding)
         self.points += 1
 
     def complete_etag(self) -> str | None:
@@ -107,8 +115,8 @@ class Store:
         except Exception as exc:
             raise StoreError(f"Qdrant is not reachable ({type(exc).__name__})") from None
 
-    def ensure_collection(self) -> bool:
-        """Create the collection when missing (returns True), else check its schema."""
+    def ensure_collection(self, signature: dict[str, Any] | None = None) -> bool:
+        """Create the collection when missing (returns True; ``signature`` recorded), else check its schema."""
         if self.exists():
             self.check_schema()
             return False
@@ -123,12 +131,28 @@ class Store:
                     scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8, quantile=0.99, always_ram=True)
                 ),
                 on_disk_payload=True,
+                metadata=dict(signature) if signature else None,
             )
             for name in KEYWORD_FIELDS:
                 self.client.create_payload_index(self.collection, name, models.PayloadSchemaType.KEYWORD)
             self.client.create_payload_index(self.collection, "chunk_index", models.PayloadSchemaType.INTEGER)
             self.client.create_payload_index(self.collection, "updated", models.PayloadSchemaType.DATETIME)
         return True
+
+    def metadata(self) -> dict[str, Any]:
+        """The collection's metadata (the embedding signature it records); {} when none."""
+        return dict(self.client.get_collection(self.collection).config.metadata or {})
+
+    def set_metadata(self, metadata: dict[str, Any]) -> None:
+        """Replace the recorded embedding signature (keys not given are cleared)."""
+        current = self.metadata()
+        update: dict[str, Any] = {k: None for k in current if k not in metadata}
+        update.update(metadata)
+        self.client.update_collection(self.collection, metadata=update)
+
+    def drop(self) -> None:
+        """Delete the collection (the indexer rebuilds it when the embedding dimensions change)."""
+        self.client.delete_collection(self.collection)
 
     def check_schema(self) -> None:
         info = self.client.get_collection(self.collection)
@@ -173,7 +197,11 @@ class Store:
             if not isinstance(path, str):
                 continue
             state.setdefault(path, NoteState()).add(
-                str(p.get("etag", "")), int(p.get("chunk_index", -1)), int(p.get("n_chunks", 0)), bool(p.get("dense"))
+                str(p.get("etag", "")),
+                int(p.get("chunk_index", -1)),
+                int(p.get("n_chunks", 0)),
+                bool(p.get("dense")),
+                str(p.get("embedding", "")),
             )
         return state
 
@@ -221,6 +249,12 @@ class EmbeddedRetriever:
 
     def exists(self) -> bool:
         return self.store.exists()
+
+    def metadata(self) -> dict[str, Any]:
+        try:
+            return self.store.metadata()
+        except Exception as exc:
+            raise StoreError(f"Qdrant collection info failed ({type(exc).__name__})") from None
 
     def query(self, request: dict[str, Any], timeout_s: float) -> list[dict[str, Any]]:
         try:
