@@ -113,6 +113,7 @@ class Settings(BaseSettings):
     rrf_k: int = Field(default=60, ge=1)
     # Weighted RRF: each dense prefetch weighs 1.0, the BM25 prefetch this much (1.0 = the seed's plain RRF).
     search_bm25_weight: float = Field(default=1.0, ge=0.0, le=4.0)
+    search_fusion: str = Field(default="rrf", pattern="^(rrf|dbsf)$")  # dbsf: Qdrant's score-based fusion
     embedding_query_timeout_s: float = Field(default=2.0, gt=0)
     snippet_chars: int = Field(default=300, ge=40)
     search_prior: bool = False  # ai_weight/status prior on the final score (README "Ranking prior")

@@ -222,6 +222,7 @@ def _run_eval(
         store = Store.open(local, secrets)
         report = EvalReport(dataset=dataset, queries=len(queries))
         report.settings = {"rrf_k": local.rrf_k, "search_bm25_weight": local.search_bm25_weight,
+                           "search_fusion": local.search_fusion,
                            "rerank_weight": local.rerank_weight, "search_prefetch_limit": local.search_prefetch_limit,
                            "search_candidates": local.search_candidates,
                            "rerank_passage_tokens": local.rerank_passage_tokens}  # fmt: skip

@@ -260,6 +260,7 @@ class SearchService:
                         hnsw_ef=self.settings.search_hnsw_ef,
                         rrf_k=self.settings.rrf_k,
                         bm25_weight=self.settings.search_bm25_weight,
+                        fusion=self.settings.search_fusion,
                         timeout_s=min(self.settings.qdrant_timeout_s, max(1.0, deadline.remaining())),
                     )
                 except StoreError as exc:

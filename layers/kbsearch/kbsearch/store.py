@@ -263,7 +263,7 @@ class EmbeddedRetriever:
                 result = self.store.client.query_points(
                     self.store.collection,
                     prefetch=[models.Prefetch.model_validate(p) for p in request["prefetch"]],
-                    query=models.RrfQuery.model_validate(request["query"]),
+                    query=_fusion_query(request["query"]),
                     limit=request["limit"],
                     with_payload=models.PayloadSelectorExclude.model_validate(request["with_payload"]),
                     with_vectors=request.get("with_vector", False),
@@ -275,6 +275,10 @@ class EmbeddedRetriever:
 
     def close(self) -> None:
         self.store.close()
+
+
+def _fusion_query(query: dict[str, Any]) -> models.RrfQuery | models.FusionQuery:
+    return models.FusionQuery.model_validate(query) if "fusion" in query else models.RrfQuery.model_validate(query)
 
 
 def folders_of(path: str) -> list[str]:
