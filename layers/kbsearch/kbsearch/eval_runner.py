@@ -298,15 +298,16 @@ def format_report(report: dict[str, Any]) -> str:
     lines = [
         f"eval: {report['dataset']}, {report['queries']} queries; index: {index.get('notes')} docs, "
         f"{index.get('chunks')} chunks, {'dense + BM25' if index.get('dense') else 'BM25 only'}",
-        f"{'phase':<10}{'P@5':>8}{'nDCG@10':>9}{'MRR@10':>8}{'R@50':>8}{'p50 ms':>9}{'p95 ms':>9}{'degraded':>9}",
+        f"{'phase':<10}{'P@5':>8}{'nDCG@10':>9}{'MRR@10':>8}{'R@50':>8}{'p50 ms':>9}{'p95 ms':>9}{'degraded':>9}{'full':>6}",
     ]
     for name, m in report["phases"].items():
         lines.append(f"{name:<10}{m['P@5']:>8.3f}{m['nDCG@10']:>9.3f}{m['MRR@10']:>8.3f}{m['Recall@50']:>8.3f}"
-                     f"{m['p50_ms']:>9.1f}{m.get('p95_ms', 0.0):>9.1f}{int(m.get('degraded', 0)):>9}")  # fmt: skip
+                     f"{m['p50_ms']:>9.1f}{m.get('p95_ms', 0.0):>9.1f}{int(m.get('degraded', 0)):>9}{m.get('full_candidates', 0.0):>6.2f}")  # fmt: skip
     for name, reason in report["skipped"].items():
         lines.append(f"{name:<10} skipped: {reason}")
     for name, used in report.get("models", {}).items():
         lines.append(f"  {name}: {used}")
+    lines.append("  full: share of searches whose candidates held --top-k notes (what reaches the reranker)")
     if report.get("settings"):
         lines.append("  settings: " + ", ".join(f"{k}={v}" for k, v in report["settings"].items()))
     return "\n".join(lines)

@@ -82,6 +82,7 @@ def fusion_request(
     rrf_k: int = 60,
     bm25_weight: float = 1.0,
     fusion: str = "rrf",
+    fused_limit: int | None = None,
 ) -> dict[str, Any] | None:
     """A dense prefetch per query variant plus a BM25 prefetch, each filtered and limited, fused server-side with
     RRF (k = ``rrf_k``; the plain ``{"fusion": "rrf"}`` would use k = 2). The whole fused list comes back (at
@@ -89,7 +90,8 @@ def fusion_request(
     Σ 1/(k + rank) over the prefetches. ``bm25_weight`` ≠ 1 weighs the BM25 prefetch against the dense ones
     (Qdrant's weighted RRF, ``{"rrf": {"k", "weights"}}``: rank r counts as r / weight). None when there is
     nothing to search with. ``fusion="dbsf"``: Qdrant's distribution-based score fusion instead (each leg's
-    scores normalised by mean ± 3σ, then summed; no k, no weights)."""
+    scores normalised by mean ± 3σ, then summed; no k, no weights). ``fused_limit``: how many fused chunks come
+    back (default all of them, prefetches x limit)."""
     params = {"hnsw_ef": hnsw_ef, "quantization": {"rescore": True, "oversampling": 2.0}}
     prefetch: list[dict[str, Any]] = [
         {"query": list(vector), "using": DENSE, "limit": prefetch_limit, "params": params} for vector in dense
@@ -113,7 +115,7 @@ def fusion_request(
     return {
         "prefetch": prefetch,
         "query": {"fusion": "dbsf"} if fusion == "dbsf" else {"rrf": rrf},
-        "limit": prefetch_limit * len(prefetch),
+        "limit": min(fused_limit, prefetch_limit * len(prefetch)) if fused_limit else prefetch_limit * len(prefetch),
         "with_payload": {"exclude": ["meta"]},
         "with_vector": False,
     }
@@ -157,9 +159,12 @@ def retrieve(
     timeout_s: float = 10.0,
     bm25_weight: float = 1.0,
     fusion: str = "rrf",
+    fused_limit: int | None = None,
 ) -> list[Candidate]:
     """The search's one retrieval call: the fused query, then one candidate per note (best first)."""
-    request = fusion_request(dense, sparse, query_filter, prefetch_limit, hnsw_ef, rrf_k, bm25_weight, fusion)
+    request = fusion_request(
+        dense, sparse, query_filter, prefetch_limit, hnsw_ef, rrf_k, bm25_weight, fusion, fused_limit
+    )
     if request is None:
         return []
     return group(retriever.query(request, timeout_s), limit)

@@ -34,6 +34,8 @@ logger = logging.getLogger(__name__)
 
 Span = Callable[[str], AbstractContextManager[Any]]
 STATUS_PRIOR = {"deprecated": 0.85, "archived": 0.85, "draft": 0.95}
+#: Fused chunks fetched per candidate note: notes have several chunks, and grouping keeps one per note.
+CHUNKS_PER_CANDIDATE = 4
 
 
 class IndexUnavailable(KbSearchError):
@@ -261,6 +263,8 @@ class SearchService:
                         rrf_k=self.settings.rrf_k,
                         bm25_weight=self.settings.search_bm25_weight,
                         fusion=self.settings.search_fusion,
+                        # chunks, not notes: enough fused chunks that SEARCH_CANDIDATES notes survive grouping
+                        fused_limit=CHUNKS_PER_CANDIDATE * self.settings.search_candidates,
                         timeout_s=min(self.settings.qdrant_timeout_s, max(1.0, deadline.remaining())),
                     )
                 except StoreError as exc:
