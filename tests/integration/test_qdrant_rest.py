@@ -89,6 +89,20 @@ def test_rest_retriever_reads_answers_and_sends_the_key(qdrant: FakeEndpoint) ->
     qdrant.body = b'{"result": {"exists": true}, "status": "ok", "time": 0}'
     assert rest.exists() is True
     assert qdrant.requests[-1].path == "/collections/kb/exists"
+    # the embedding signature the collection records (GET /collections/{c}: result.config.metadata)
+    meta = {
+        "embedding_model": "Qwen/Qwen3-Embedding-8B",
+        "embedding_dimensions": 1024,
+        "embedding_input_format": "qwen3",
+    }
+    qdrant.body = json.dumps({"result": {"status": "green", "config": {"params": {}, "metadata": meta}}}).encode()
+    assert rest.metadata() == meta
+    assert qdrant.requests[-1].path == "/collections/kb"
+    qdrant.body = b'{"result": {"status": "green", "config": {"params": {}}}}'
+    assert rest.metadata() == {}  # a collection built before signatures were recorded
+    qdrant.body = b'{"result": {"points": []}}'
+    with pytest.raises(StoreError):
+        rest.metadata()
 
 
 @pytest.mark.parametrize(
