@@ -1,6 +1,6 @@
 """Hypothesis property of the fusion: for random collections and queries, every candidate's score is exactly
-Σ 1/(k + rank) over the prefetches (zero-based ranks, the best chunk of its note), one candidate per note, in
-descending order."""
+Σ 1/(k + (rank + 1)/w - 1) over the prefetches (zero-based ranks, w the prefetch's weight: Σ 1/(k + rank) at equal
+weights; the best chunk of its note), one candidate per note, in descending order."""
 
 from __future__ import annotations
 
@@ -27,8 +27,9 @@ point = st.tuples(st.integers(0, 6), vector, sparse)  # (note number, dense, spa
     sparse_query=sparse,
     k=st.sampled_from([1, 2, 60]),
     limit=st.integers(1, 12),
+    bm25_weight=st.sampled_from([1.0, 0.1, 0.5, 2.0]),
 )
-def test_fused_scores_are_reciprocal_rank_sums(points, dense_queries, sparse_query, k, limit) -> None:
+def test_fused_scores_are_reciprocal_rank_sums(points, dense_queries, sparse_query, k, limit, bm25_weight) -> None:
     client = QdrantClient(":memory:")
     store = Store(client, "kb", DIMS, embedded=True)
     store.ensure_collection()
@@ -44,7 +45,14 @@ def test_fused_scores_are_reciprocal_rank_sums(points, dense_queries, sparse_que
     query_sparse = SparseVector(sorted(sparse_query), [sparse_query[i] for i in sorted(sparse_query)])
     # the service's own retrieval call, on the embedded store
     candidates = retrieve(
-        EmbeddedRetriever(store), dense_queries, query_sparse, None, limit=50, prefetch_limit=limit, rrf_k=k
+        EmbeddedRetriever(store),
+        dense_queries,
+        query_sparse,
+        None,
+        limit=50,
+        prefetch_limit=limit,
+        rrf_k=k,
+        bm25_weight=bm25_weight,
     )
 
     expected: dict[str, float] = {}
@@ -53,9 +61,12 @@ def test_fused_scores_are_reciprocal_rank_sums(points, dense_queries, sparse_que
                                                                        values=query_sparse.values),
                                         using=SPARSE, limit=limit).points)  # fmt: skip
     doc_of: dict[str, str] = {}
-    for ranking in rankings:
+    # Qdrant's weighted RRF: 1 / (k + (rank + 1) / w - 1); the BM25 prefetch weighs bm25_weight when there is a
+    # dense one to weigh it against, every other prefetch 1
+    weights = [1.0] * len(dense_queries) + [bm25_weight if dense_queries else 1.0]
+    for ranking, w in zip(rankings, weights, strict=True):
         for rank, hit in enumerate(ranking):
-            expected[str(hit.id)] = expected.get(str(hit.id), 0.0) + 1.0 / (k + rank)
+            expected[str(hit.id)] = expected.get(str(hit.id), 0.0) + 1.0 / (k + (rank + 1) / w - 1)
             doc_of[str(hit.id)] = str((hit.payload or {})["doc_id"])
     best: dict[str, float] = {}
     for pid, score in expected.items():
