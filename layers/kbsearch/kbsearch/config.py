@@ -92,7 +92,7 @@ class Settings(BaseSettings):
     rerank_passage_tokens: int = Field(default=384, ge=32, le=8000)
     # The final order: rerank_weight x RRF(rerank order) + (1 - rerank_weight) x RRF(fused order), k = rrf_k.
     # 1.0 is the reranker's order alone (fusion only breaks ties); 0.0 ignores the reranker.
-    rerank_weight: float = Field(default=0.3, ge=0.0, le=1.0)  # measured (EVAL.md), stand-in reranker
+    rerank_weight: float = Field(default=0.2, ge=0.0, le=1.0)  # measured (EVAL.md), stand-in reranker
     breaker_threshold: int = Field(default=3, ge=1)
     breaker_cooldown_s: float = Field(default=30.0, ge=0)
 
