@@ -14,6 +14,9 @@ EXPORT := $(BIN)/uv export --frozen --format requirements-txt --no-emit-project 
 HOST   ?= 127.0.0.1
 PORT   ?= 3000
 STAGE  ?= dev
+# ORACLE=e5 (or use): index and serve with a real model on loopback, no keys (make run ORACLE=e5).
+ORACLE ?=
+ORACLE_ARG := $(if $(ORACLE),--oracle $(ORACLE))
 # sam build needs the Lambda runtime's Python (3.13) on PATH; pyenv provides it here.
 SAM_PY ?= 3.13.0
 export SAM_CLI_TELEMETRY = 0
@@ -37,14 +40,14 @@ lock: $(STAMP) ## re-resolve uv.lock from pyproject.toml (UPGRADE=1: newest allo
 	$(BIN)/python -m pip install -q --require-hashes -r requirements-dev.txt
 
 index: $(STAMP) ## index sample-kb/ into the embedded store (.kbsearch/qdrant)
-	$(BIN)/kbsearch index sample-kb
+	$(BIN)/kbsearch index sample-kb $(ORACLE_ARG)
 
 run: index ## index sample-kb/, then serve the API on http://$(HOST):$(PORT)
 	@echo "try: curl -s 'http://$(HOST):$(PORT)/search?q=restore+qdrant+snapshot&top_k=3' | python3 -m json.tool"
-	KB_SOURCE=sample-kb $(BIN)/kbsearch serve --host $(HOST) --port $(PORT)
+	KB_SOURCE=sample-kb $(BIN)/kbsearch serve --host $(HOST) --port $(PORT) $(ORACLE_ARG)
 
 serve: $(STAMP) ## serve the API without indexing first
-	$(BIN)/kbsearch serve --host $(HOST) --port $(PORT)
+	$(BIN)/kbsearch serve --host $(HOST) --port $(PORT) $(ORACLE_ARG)
 
 $(CHECKOV):
 	$(PYTHON) -m venv $(CHECKOVENV)

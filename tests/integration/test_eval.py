@@ -15,7 +15,8 @@ from tests.conftest import KBSEARCH_CMD, ROOT, provider_settings, subprocess_env
 
 BEIR = ROOT / "tests" / "fixtures" / "beir-mini"
 QUERIES = ROOT / "eval" / "sample-kb-queries.yaml"
-METRICS = {"P@5", "nDCG@10", "MRR@10", "Recall@50", "p50_ms"}
+QUALITY = {"P@5", "nDCG@10", "MRR@10", "Recall@50"}
+METRICS = QUALITY | {"p50_ms", "p95_ms", "degraded", "full_candidates"}
 
 
 def test_beir_loading_handles_bom_and_empty_titles() -> None:
@@ -45,12 +46,26 @@ def test_all_phases_with_fake_providers(deepinfra: FakeProvider, fireworks: Fake
     report = eval_beir(settings, BEIR).to_dict()
     assert set(report["phases"]) == {"lexical", "dense", "hybrid", "expanded", "reranked"} and not report["skipped"]
     for metrics in report["phases"].values():
-        assert set(metrics) == METRICS and all(0.0 <= metrics[k] <= 1.0 for k in METRICS - {"p50_ms"})
+        assert set(metrics) == METRICS and all(0.0 <= metrics[k] <= 1.0 for k in QUALITY | {"full_candidates"})
+        assert metrics["degraded"] == 0 and metrics["p95_ms"] >= metrics["p50_ms"] > 0
+    assert report["models"]["dense"] == "Qwen/Qwen3-Embedding-8B (256-d, qwen3)"
+    assert report["models"]["reranked"].endswith("+ BM25 + rerank Qwen/Qwen3-Reranker-8B")
     phases = report["phases"]
     assert phases["hybrid"]["Recall@50"] >= phases["lexical"]["Recall@50"]
     assert phases["lexical"]["MRR@10"] > 0.8  # a regression in BM25 shows up here
     text = format_report(report)
     assert "reranked" in text and "nDCG@10" in text
+
+
+def test_a_phase_that_fell_back_counts_its_degraded_searches(deepinfra: FakeProvider, fireworks: FakeProvider) -> None:
+    settings = provider_settings(deepinfra, fireworks, embedding_dimensions=256).model_copy(
+        update={"reranker_fallback_api_key": None}
+    )
+    deepinfra.fail("rerank", status=500)
+    report = eval_beir(settings, BEIR, phases=("hybrid", "reranked")).to_dict()
+    assert report["phases"]["hybrid"]["degraded"] == 0
+    assert report["phases"]["reranked"]["degraded"] == report["queries"] > 0
+    assert format_report(report).splitlines()[3].split()[-2] == str(report["queries"])
 
 
 def test_phases_without_providers_are_skipped_with_reasons() -> None:
@@ -62,7 +77,8 @@ def test_phases_without_providers_are_skipped_with_reasons() -> None:
 
 
 def test_sample_kb_hybrid_is_not_worse_than_lexical(deepinfra: FakeProvider) -> None:
-    settings = provider_settings(deepinfra, embedding_dimensions=256)
+    # the fake embedder hashes words: the seed's equal-weight RRF (real-model gates: test_oracle.py)
+    settings = provider_settings(deepinfra, embedding_dimensions=256, rrf_k=60, search_bm25_weight=1.0)
     report = eval_kb(settings, ROOT / "sample-kb", QUERIES, phases=("lexical", "dense", "hybrid")).to_dict()
     lexical, hybrid = report["phases"]["lexical"], report["phases"]["hybrid"]
     assert report["queries"] == 44

@@ -119,6 +119,20 @@ def test_rest_retriever_reads_answers_and_sends_the_key(qdrant: FakeEndpoint) ->
     assert points[0]["payload"] == {"doc_id": "n1"} and points[0]["score"] == 0.5
     assert qdrant.requests[-1].headers["api-key"] == "qdrant-test-key"
     assert qdrant.requests[-1].path == "/collections/kb/points/query"
+    # the embedding signature the collection records (GET /collections/{c}: result.config.metadata)
+    meta = {
+        "embedding_model": "Qwen/Qwen3-Embedding-8B",
+        "embedding_dimensions": 1024,
+        "embedding_input_format": "qwen3",
+    }
+    qdrant.body = json.dumps({"result": {"status": "green", "config": {"params": {}, "metadata": meta}}}).encode()
+    assert rest.metadata(2.0) == meta
+    assert qdrant.requests[-1].path == "/collections/kb"
+    qdrant.body = b'{"result": {"status": "green", "config": {"params": {}}}}'
+    assert rest.metadata(2.0) == {}  # a collection built before signatures were recorded
+    qdrant.body = b'{"result": {"points": []}}'
+    with pytest.raises(StoreError):
+        rest.metadata(2.0)
 
 
 def test_a_missing_collection_is_the_query_s_own_404(qdrant: FakeEndpoint) -> None:
@@ -156,3 +170,47 @@ def test_rest_retriever_turns_every_bad_answer_into_store_error(qdrant: FakeEndp
     rest = QdrantRest(qdrant.url, "kb", lambda: None, shared_client(), 2.0)
     with pytest.raises(StoreError):
         retrieve(rest, [[1.0, 0.0]], None, None, timeout_s=2.0)
+
+
+def test_weighted_rrf_body_matches_qdrant_client_and_the_embedded_store_weighs_it(qdrant: FakeEndpoint) -> None:
+    client = QdrantClient(url=qdrant.url, check_compatibility=False)
+    params = models.SearchParams(
+        hnsw_ef=256, quantization=models.QuantizationSearchParams(rescore=True, oversampling=2.0)
+    )
+    client.query_points(
+        "kb",
+        prefetch=[
+            models.Prefetch(query=[0.1, 0.2], using="dense", limit=50, params=params),
+            models.Prefetch(query=models.SparseVector(indices=[1], values=[1.0]), using="bm25", limit=50),
+        ],
+        query=models.RrfQuery(rrf=models.Rrf(k=60, weights=[1.0, 0.25])),
+        limit=100,
+        with_payload=models.PayloadSelectorExclude(exclude=["meta"]),
+    )
+    ours = fusion_request([[0.1, 0.2]], SparseVector([1], [1.0]), None, rrf_k=60, bm25_weight=0.25)
+    assert ours is not None and ours["query"] == {"rrf": {"k": 60, "weights": [1.0, 0.25]}}
+    assert drop_none(qdrant.requests[-1].body) == drop_none(ours)
+    # weight 1.0 is the seed's plain RRF body; BM25 alone has nothing to weigh against
+    plain = fusion_request([[0.1, 0.2]], SparseVector([1], [1.0]), None, bm25_weight=1.0)
+    assert plain is not None and plain["query"] == {"rrf": {"k": 60}}
+    lexical = fusion_request([], SparseVector([1], [1.0]), None, bm25_weight=0.25)
+    assert lexical is not None and lexical["query"] == {"rrf": {"k": 60}}
+
+    # The embedded store takes the same body and weighs ranks as Qdrant does: 1 / (k + (rank + 1) / w - 1).
+    from kbsearch.retrieval import retrieve
+    from kbsearch.store import ChunkPoint, EmbeddedRetriever, Store
+
+    store = Store(QdrantClient(":memory:"), "kb", 2, embedded=True)
+    store.ensure_collection()
+    store.upsert([
+        ChunkPoint("a.md", 0, {"doc_id": "a"}, SparseVector([1], [2.0]), [0.6, 0.8]),  # BM25 first, dense second
+        ChunkPoint("b.md", 0, {"doc_id": "b"}, SparseVector([1], [1.0]), [1.0, 0.0]),  # dense first, BM25 second
+    ])  # fmt: skip
+    retriever = EmbeddedRetriever(store)
+    ask = [[1.0, 0.0]], SparseVector([1], [1.0]), None
+    tied = retrieve(retriever, *ask, rrf_k=60)
+    assert tied[0].fusion == tied[1].fusion == 1 / 60 + 1 / 61  # one first place each: a tie at equal weights
+    weighted = {c.payload["doc_id"]: c.fusion for c in retrieve(retriever, *ask, rrf_k=60, bm25_weight=0.5)}
+    assert abs(weighted["a"] - (1 / (60 + 2 - 1) + 1 / 61)) < 1e-9
+    assert abs(weighted["b"] - (1 / 60 + 1 / (60 + 4 - 1))) < 1e-9
+    store.close()

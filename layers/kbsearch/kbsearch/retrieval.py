@@ -24,6 +24,22 @@ from kbsearch.providers.resilience import Outbound, ProviderError, RetryPolicy, 
 
 DENSE = "dense"
 SPARSE = "bm25"
+#: What a collection records about its dense vectors (collection metadata): model, dimensions, input format.
+SIGNATURE_KEYS = ("embedding_model", "embedding_dimensions", "embedding_input_format")
+REBUILDING = "embedding_rebuilding"  # metadata key while a re-embed runs: the vectors are of two models
+
+
+def signature_mismatch(recorded: dict[str, Any], wanted: dict[str, Any]) -> str | None:
+    """Why the collection's vectors cannot be compared with ``wanted``'s (None: they can). A collection that
+    records nothing (built before signatures were recorded) is taken as it is."""
+    if recorded.get(REBUILDING) is not None:
+        return "the index is being re-embedded with another model"
+    if any(recorded.get(k) is not None for k in SIGNATURE_KEYS) and any(
+        recorded.get(k) != wanted.get(k) for k in SIGNATURE_KEYS
+    ):
+        shown = "/".join(str(recorded.get(k)) for k in SIGNATURE_KEYS)
+        return f"the index was embedded with {shown}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -67,11 +83,18 @@ def fusion_request(
     prefetch_limit: int = 50,
     hnsw_ef: int = 256,
     rrf_k: int = 60,
+    bm25_weight: float = 1.0,
+    fusion: str = "rrf",
+    fused_limit: int | None = None,
 ) -> dict[str, Any] | None:
     """A dense prefetch per query variant plus a BM25 prefetch, each filtered and limited, fused server-side with
     RRF (k = ``rrf_k``; the plain ``{"fusion": "rrf"}`` would use k = 2). The whole fused list comes back (at
     most prefetches x limit chunks) and :func:`group` keeps each note's best chunk, so every score is exactly
-    Σ 1/(k + rank) over the prefetches. None when there is nothing to search with."""
+    Σ 1/(k + rank) over the prefetches. ``bm25_weight`` ≠ 1 weighs the BM25 prefetch against the dense ones
+    (Qdrant's weighted RRF, ``{"rrf": {"k", "weights"}}``: rank r counts as r / weight). None when there is
+    nothing to search with. ``fusion="dbsf"``: Qdrant's distribution-based score fusion instead (each leg's
+    scores normalised by mean ± 3σ, then summed; no k, no weights). ``fused_limit``: how many fused chunks come
+    back (default all of them, prefetches x limit)."""
     params = {"hnsw_ef": hnsw_ef, "quantization": {"rescore": True, "oversampling": 2.0}}
     prefetch: list[dict[str, Any]] = [
         {"query": list(vector), "using": DENSE, "limit": prefetch_limit, "params": params} for vector in dense
@@ -89,10 +112,13 @@ def fusion_request(
     if query_filter is not None:
         for p in prefetch:
             p["filter"] = query_filter
+    rrf: dict[str, Any] = {"k": rrf_k}
+    if bm25_weight != 1.0 and dense and len(prefetch) > len(dense):
+        rrf["weights"] = [1.0] * len(dense) + [bm25_weight]
     return {
         "prefetch": prefetch,
-        "query": {"rrf": {"k": rrf_k}},
-        "limit": prefetch_limit * len(prefetch),
+        "query": {"fusion": "dbsf"} if fusion == "dbsf" else {"rrf": rrf},
+        "limit": min(fused_limit, prefetch_limit * len(prefetch)) if fused_limit else prefetch_limit * len(prefetch),
         "with_payload": {"exclude": ["meta"]},
         "with_vector": False,
     }
@@ -146,6 +172,8 @@ def _checked(point: object) -> tuple[dict[str, Any], float]:
 
 
 class Retriever(Protocol):
+    def metadata(self, timeout_s: float) -> dict[str, Any]: ...
+
     def query(self, request: dict[str, Any], timeout_s: float) -> list[dict[str, Any]]: ...
 
     def close(self) -> None: ...
@@ -161,9 +189,14 @@ def retrieve(
     hnsw_ef: int = 256,
     rrf_k: int = 60,
     timeout_s: float = 10.0,
+    bm25_weight: float = 1.0,
+    fusion: str = "rrf",
+    fused_limit: int | None = None,
 ) -> list[Candidate]:
     """The search's one retrieval call: the fused query, then one candidate per note (best first)."""
-    request = fusion_request(dense, sparse, query_filter, prefetch_limit, hnsw_ef, rrf_k)
+    request = fusion_request(
+        dense, sparse, query_filter, prefetch_limit, hnsw_ef, rrf_k, bm25_weight, fusion, fused_limit
+    )
     if request is None:
         return []
     return group(retriever.query(request, timeout_s), limit)
@@ -210,6 +243,15 @@ class QdrantRest:
         if answer.status != 200 or not isinstance(answer.data, dict) or "result" not in answer.data:
             raise StoreError("Qdrant's answer is not what the API returns")
         return answer.data["result"]
+
+    def metadata(self, timeout_s: float) -> dict[str, Any]:
+        """The collection's metadata (``GET /collections/{c}``, ``result.config.metadata``); {} when none."""
+        result = self._call("GET", "", None, timeout_s)
+        config = result.get("config") if isinstance(result, dict) else None
+        if not isinstance(config, dict):
+            raise StoreError("Qdrant's answer is not what the API returns")
+        metadata = config.get("metadata")
+        return dict(metadata) if isinstance(metadata, dict) else {}
 
     def query(self, request: dict[str, Any], timeout_s: float) -> list[dict[str, Any]]:
         result = self._call("POST", "/points/query", request, timeout_s)

@@ -16,15 +16,15 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
-from kbsearch.chunking import estimate_tokens
+from kbsearch.chunking import truncate_tokens
 from kbsearch.config import Secrets, Settings
 from kbsearch.errors import IndexMissing, KbSearchError, StoreError
 from kbsearch.lexical import query_vector
-from kbsearch.providers.embeddings import Embedder, build_embedder, query_text
+from kbsearch.providers.embeddings import Embedder, build_embedder
 from kbsearch.providers.expansion import Expander, build_expander
 from kbsearch.providers.rerankers import Reranking, build_reranking
 from kbsearch.providers.resilience import Deadline, ProviderError, shared_client
-from kbsearch.retrieval import Candidate, QdrantRest, Retriever, filter_json, retrieve
+from kbsearch.retrieval import Candidate, QdrantRest, Retriever, filter_json, retrieve, signature_mismatch
 from kbsearch.schemas import Hit, HitScores, SearchMeta, SearchRequest, SearchResponse
 
 if TYPE_CHECKING:
@@ -34,6 +34,8 @@ logger = logging.getLogger(__name__)
 
 Span = Callable[[str], AbstractContextManager[Any]]
 STATUS_PRIOR = {"deprecated": 0.85, "archived": 0.85, "draft": 0.95}
+#: Fused chunks fetched per candidate note: notes have several chunks, and grouping keeps one per note.
+CHUNKS_PER_CANDIDATE = 4
 
 
 class IndexUnavailable(KbSearchError):
@@ -62,13 +64,12 @@ def snippet(text: str, limit: int) -> str:
 
 
 def passage(payload: dict[str, Any], max_tokens: int) -> str:
-    """What the reranker reads: title, heading path and chunk text, truncated to a token budget."""
-    text = f"{payload.get('title', '')}\n{payload.get('heading', '')}\n{payload.get('text', '')}".strip()
-    if estimate_tokens(text) <= max_tokens:
-        return text
-    budget = max_tokens * 4
-    raw = text.encode("utf-8")[:budget]
-    return raw.decode("utf-8", errors="ignore")
+    """What the reranker reads: title, heading path and chunk text (the title once: the heading path usually
+    starts with it), cut to ``max_tokens`` estimated tokens at a word boundary, whatever the script."""
+    title, heading = str(payload.get("title") or ""), str(payload.get("heading") or "")
+    head = heading if title and heading.startswith(title) else f"{title}\n{heading}"
+    text = f"{head}\n{payload.get('text') or ''}".strip()
+    return truncate_tokens(text, max_tokens)
 
 
 def prior(payload: dict[str, Any]) -> float:
@@ -82,6 +83,19 @@ def prior(payload: dict[str, Any]) -> float:
     if isinstance(status, str):
         factor *= STATUS_PRIOR.get(status.lower(), 1.0)
     return factor
+
+
+def blend(candidates: list[Candidate], rerank: list[float] | None, weight: float, k: int) -> list[float] | None:
+    """The reranked order combined with the fused one, by rank: ``weight / (k + rerank rank) + (1 - weight) /
+    (k + fused rank)`` (zero-based ranks; candidates come in fused order). ``weight`` 1.0 keeps the reranker's
+    order (its scores as they are); 0.0 keeps the fused order. None without rerank scores."""
+    if rerank is None:
+        return None
+    if weight >= 1.0:
+        return list(rerank)
+    order = sorted(range(len(rerank)), key=lambda i: (-rerank[i], i))
+    rerank_rank = {i: r for r, i in enumerate(order)}
+    return [weight / (k + rerank_rank[i]) + (1 - weight) / (k + i) for i in range(len(candidates))]
 
 
 class SearchService:
@@ -116,6 +130,7 @@ class SearchService:
         # The embedded store's client is not meant for concurrent use (kbsearch serve runs the Slack worker in a
         # thread); Qdrant Cloud calls are independent HTTP requests and take no lock.
         self._store_lock = threading.Lock()
+        self._signature_checked: tuple[float, str | None] | None = None
 
     @property
     def retriever(self) -> Retriever:
@@ -152,6 +167,26 @@ class SearchService:
             yield
         finally:
             self._store_lock.release()
+
+    #: How long a collection's recorded embedding signature is trusted before it is read again.
+    SIGNATURE_TTL_S = 60.0
+
+    def _embedding_mismatch(self, deadline: Deadline) -> str | None:
+        """Why the index's vectors are not comparable with this service's embedder (another model, input
+        format or dimensions, or a re-embed under way); None when they are or the index cannot tell."""
+        if self.embedder is None:
+            return None
+        now = time.monotonic()
+        if self._signature_checked is None or now - self._signature_checked[0] > self.SIGNATURE_TTL_S:
+            try:
+                with self._retrieval_slot(deadline):
+                    recorded = self.retriever.metadata(
+                        max(0.05, min(self.settings.qdrant_timeout_s, deadline.remaining()))
+                    )
+            except (StoreError, IndexUnavailable):
+                return None  # the retrieval call reports an unreachable index
+            self._signature_checked = (now, signature_mismatch(recorded, self.embedder.signature))
+        return self._signature_checked[1]
 
     def close(self) -> None:
         if self._retriever is not None:
@@ -202,12 +237,18 @@ class SearchService:
 
         dense: list[list[float]] = []
         embedder_name = "none"
-        if self.embedder is not None and retrieval != "lexical":
+        mismatch = (
+            self._embedding_mismatch(before_retrieval) if self.embedder is not None and retrieval != "lexical" else None
+        )
+        if mismatch:
+            degraded.append("embed_mismatch")
+            logger.warning("dense retrieval off: BM25 only", extra={"reason": mismatch})
+        if self.embedder is not None and retrieval != "lexical" and not mismatch:
             t = time.perf_counter()
             with span("embed"):
                 try:
                     embedded, fell_back = self.embedder.embed_one_batch(
-                        [query_text(v) for v in variants], before_retrieval
+                        [self.embedder.format_query(v) for v in variants], before_retrieval
                     )
                     dense = embedded.vectors
                     embedder_name = embedded.provider
@@ -240,6 +281,10 @@ class SearchService:
                         prefetch_limit=self.settings.search_prefetch_limit,
                         hnsw_ef=self.settings.search_hnsw_ef,
                         rrf_k=self.settings.rrf_k,
+                        bm25_weight=self.settings.search_bm25_weight,
+                        fusion=self.settings.search_fusion,
+                        # chunks, not notes: enough fused chunks that SEARCH_CANDIDATES notes survive grouping
+                        fused_limit=CHUNKS_PER_CANDIDATE * self.settings.search_candidates,
                         timeout_s=max(0.05, min(self.settings.qdrant_timeout_s, deadline.remaining())),
                     )
                 except IndexMissing as exc:
@@ -286,9 +331,10 @@ class SearchService:
     def _shape(
         self, candidates: list[Candidate], rerank: list[float] | None, request: SearchRequest, top_k: int
     ) -> list[Hit]:
+        blended = blend(candidates, rerank, self.settings.rerank_weight, self.settings.rrf_k)
         scored = []
         for i, c in enumerate(candidates):
-            base = rerank[i] if rerank is not None else c.fusion
+            base = blended[i] if blended is not None else c.fusion
             final = base * prior(c.payload) if self.settings.search_prior else base
             scored.append((final, c.fusion, i, c, None if rerank is None else rerank[i]))
         scored.sort(key=lambda s: (-s[0], -s[1], s[2]))

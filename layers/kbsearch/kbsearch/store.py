@@ -18,15 +18,15 @@ from typing import TYPE_CHECKING, Any
 from kbsearch.config import Secrets, Settings
 from kbsearch.errors import IndexMissing, StoreError
 from kbsearch.lexical import SparseVector
-from kbsearch.retrieval import DENSE, SPARSE, Candidate
+from kbsearch.retrieval import DENSE, REBUILDING, SIGNATURE_KEYS, SPARSE, Candidate
 
 if TYPE_CHECKING:  # qdrant_client (~0.5 s to import) is loaded only by the stores that use it
     from qdrant_client import QdrantClient, models
 
-__all__ = ["DENSE", "SPARSE", "Candidate", "EmbeddedRetriever", "Store", "StoreError"]
+__all__ = ["DENSE", "REBUILDING", "SIGNATURE_KEYS", "SPARSE", "Candidate", "EmbeddedRetriever", "Store", "StoreError"]
 POINT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://kb-search/points")
 KEYWORD_FIELDS = ("path", "doc_id", "tags", "type", "status", "folders")
-STATE_FIELDS = ["path", "etag", "chunk_index", "n_chunks", "dense", "doc_id"]
+STATE_FIELDS = ["path", "etag", "chunk_index", "n_chunks", "dense", "doc_id", "embedding"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +48,12 @@ def storage_errors(action: str) -> Iterator[None]:
         raise StoreError(f"{action} failed: {type(exc).__name__}" + (f": {detail}" if detail else "")) from None
 
 
+def signature_id(signature: dict[str, Any]) -> str:
+    """A short id of an embedding signature, stored on every chunk embedded with it."""
+    raw = "|".join(str(signature.get(k)) for k in SIGNATURE_KEYS)
+    return uuid.uuid5(POINT_NAMESPACE, raw).hex[:12]
+
+
 def point_id(path: str, chunk_index: int) -> str:
     return str(uuid.uuid5(POINT_NAMESPACE, f"{path}#{chunk_index}"))
 
@@ -61,11 +67,15 @@ class NoteState:
     dense: bool = True
     points: int = 0
     doc_ids: dict[str, str] = field(default_factory=dict)  # etag → the frontmatter id (or path) it was indexed with
+    embeddings: set[str] = field(default_factory=set)  # signature ids of the chunks' vectors
 
-    def add(self, etag: str, chunk_index: int, n_chunks: int, dense: bool, doc_id: str | None = None) -> None:
+    def add(
+        self, etag: str, chunk_index: int, n_chunks: int, dense: bool, doc_id: str | None = None, embedding: str = ""
+    ) -> None:
         self.chunks.setdefault(etag, set()).add(chunk_index)
         self.n_chunks.setdefault(etag, set()).add(n_chunks)
         self.dense = self.dense and dense
+        self.embeddings.add(embedding)
         self.points += 1
         if doc_id is not None:
             self.doc_ids[etag] = doc_id
@@ -135,8 +145,8 @@ class Store:
         except Exception as exc:
             raise StoreError(f"Qdrant is not reachable ({type(exc).__name__})") from None
 
-    def ensure_collection(self) -> bool:
-        """Create the collection when missing (returns True), else check its schema."""
+    def ensure_collection(self, signature: dict[str, Any] | None = None) -> bool:
+        """Create the collection when missing (returns True; ``signature`` recorded), else check its schema."""
         from qdrant_client import models
 
         if self.exists():
@@ -154,12 +164,28 @@ class Store:
                     scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8, quantile=0.99, always_ram=True)
                 ),
                 on_disk_payload=True,
+                metadata=dict(signature) if signature else None,
             )
             for name in KEYWORD_FIELDS:
                 self.client.create_payload_index(self.collection, name, models.PayloadSchemaType.KEYWORD)
             self.client.create_payload_index(self.collection, "chunk_index", models.PayloadSchemaType.INTEGER)
             self.client.create_payload_index(self.collection, "updated", models.PayloadSchemaType.DATETIME)
         return True
+
+    def metadata(self) -> dict[str, Any]:
+        """The collection's metadata (the embedding signature it records); {} when none."""
+        return dict(self.client.get_collection(self.collection).config.metadata or {})
+
+    def set_metadata(self, metadata: dict[str, Any]) -> None:
+        """Replace the recorded embedding signature (keys not given are cleared)."""
+        current = self.metadata()
+        update: dict[str, Any] = {k: None for k in current if k not in metadata}
+        update.update(metadata)
+        self.client.update_collection(self.collection, metadata=update)
+
+    def drop(self) -> None:
+        """Delete the collection (the indexer rebuilds it when the embedding dimensions change)."""
+        self.client.delete_collection(self.collection)
 
     def check_schema(self) -> None:
         from qdrant_client import models
@@ -210,7 +236,7 @@ class Store:
                 doc_id = p.get("doc_id")
                 state.setdefault(path, NoteState()).add(
                     str(p.get("etag", "")), int(p.get("chunk_index", -1)), int(p.get("n_chunks", 0)),
-                    bool(p.get("dense")), doc_id if isinstance(doc_id, str) else None,
+                    bool(p.get("dense")), doc_id if isinstance(doc_id, str) else None, str(p.get("embedding", "")),
                 )  # fmt: skip
         return state
 
@@ -291,6 +317,12 @@ class EmbeddedRetriever:
     def __init__(self, store: Store) -> None:
         self.store = store
 
+    def metadata(self, timeout_s: float = 10.0) -> dict[str, Any]:
+        with storage_errors("reading the collection's metadata"):
+            if not self.store.exists():
+                raise IndexMissing(f"collection {self.store.collection!r} does not exist")
+            return self.store.metadata()
+
     def query(self, request: dict[str, Any], timeout_s: float) -> list[dict[str, Any]]:
         if not self.store.exists():
             raise IndexMissing(f"collection {self.store.collection!r} does not exist")
@@ -298,6 +330,10 @@ class EmbeddedRetriever:
 
     def close(self) -> None:
         self.store.close()
+
+
+def _fusion_query(query: dict[str, Any]) -> models.RrfQuery | models.FusionQuery:
+    return models.FusionQuery.model_validate(query) if "fusion" in query else models.RrfQuery.model_validate(query)
 
 
 def folders_of(path: str) -> list[str]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,10 +31,14 @@ def _drain(stream: IO[str], sink: list[str]) -> None:
 
 @contextmanager
 def serve_process(
-    env: Mapping[str, str], cwd: str | Path | None = None, host: str = "127.0.0.1", timeout_s: float = 60.0
+    env: Mapping[str, str],
+    cwd: str | Path | None = None,
+    host: str = "127.0.0.1",
+    timeout_s: float = 60.0,
+    args: Sequence[str] = (),
 ) -> Iterator[ServeProcess]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "kbsearch.cli", "serve", "--host", host, "--port", "0"],
+        [sys.executable, "-m", "kbsearch.cli", "serve", "--host", host, "--port", "0", *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(env), cwd=cwd,
     )  # fmt: skip
     assert process.stdout is not None and process.stderr is not None

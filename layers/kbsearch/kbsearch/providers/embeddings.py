@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -37,6 +38,24 @@ QUERY_INSTRUCTION = "Given a web search query, retrieve relevant passages that a
 def query_text(query: str, instruction: str = QUERY_INSTRUCTION) -> str:
     """Qwen3's query format: no space after ``Query:``; the instruction in English whatever the language."""
     return f"Instruct: {instruction}\nQuery:{query}"
+
+
+#: EMBEDDING_INPUT_FORMAT values: how a model wants queries and documents dressed.
+INPUT_FORMATS = ("qwen3", "e5", "none")
+
+
+def format_query(query: str, input_format: str = "qwen3") -> str:
+    """A query as the model expects it: Qwen3's instruction, e5's ``query: ``, or as it is."""
+    if input_format == "qwen3":
+        return query_text(query)
+    if input_format == "e5":
+        return f"query: {query}"
+    return query
+
+
+def format_document(text: str, input_format: str = "qwen3") -> str:
+    """A document as the model expects it: e5's ``passage: ``; Qwen3 and none take it bare."""
+    return f"passage: {text}" if input_format == "e5" else text
 
 
 @dataclass(frozen=True)
@@ -135,7 +154,9 @@ class Embedder:
         batch_tokens: int = 16_000,
         concurrency: int = 4,
         breaker: CircuitBreaker | None = None,
+        input_format: str = "qwen3",
     ) -> None:
+        self.input_format = input_format
         self.primary = primary
         self.fallback = fallback
         self.batch_size = batch_size
@@ -148,6 +169,18 @@ class Embedder:
     @property
     def name(self) -> str:
         return self.primary.endpoint.name
+
+    @property
+    def signature(self) -> dict[str, Any]:
+        """What a collection built with this embedder records: its vectors are comparable only with these."""
+        return {"embedding_model": self.primary.endpoint.model, "embedding_dimensions": self.dimensions,
+                "embedding_input_format": self.input_format}  # fmt: skip
+
+    def format_query(self, query: str) -> str:
+        return format_query(query, self.input_format)
+
+    def format_document(self, text: str) -> str:
+        return format_document(text, self.input_format)
 
     def batches(self, texts: Sequence[str]) -> list[list[int]]:
         """Indices of ``texts`` grouped into requests of at most ``batch_size`` items and ``batch_tokens``."""
@@ -247,4 +280,5 @@ def build_embedder(
         batch_tokens=settings.embedding_batch_tokens,
         concurrency=settings.embedding_concurrency,
         breaker=CircuitBreaker(settings.breaker_threshold, settings.breaker_cooldown_s),
+        input_format=settings.embedding_input_format,
     )

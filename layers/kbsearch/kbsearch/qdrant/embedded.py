@@ -143,7 +143,38 @@ class EdgeStore(Store):
             )
         return self._shard is not None
 
-    def ensure_collection(self) -> bool:
+    # -- the embedding signature (model, dimensions, input format) the collection was built with ---------------
+    @property
+    def _metadata_file(self) -> Path:
+        return self.path.parent / f"{self.collection}.metadata.json"
+
+    def metadata(self) -> dict[str, Any]:
+        """What Qdrant Cloud keeps as collection metadata; an Edge shard has none, so a file beside it."""
+        try:
+            data = json.loads(self._metadata_file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            raise StoreError(f"cannot read the collection's metadata ({type(exc).__name__})") from None
+        return data if isinstance(data, dict) else {}
+
+    def set_metadata(self, metadata: dict[str, Any]) -> None:
+        with storage_errors("recording the collection's metadata"):
+            tmp = self._metadata_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps({k: v for k, v in metadata.items() if v is not None}), encoding="utf-8")
+            tmp.replace(self._metadata_file)
+
+    def drop(self) -> None:
+        with self._lock:
+            if self._shard is not None:
+                with contextlib.suppress(Exception):
+                    self._shard.close()
+                self._shard = None
+            with storage_errors(f"deleting the collection {self.collection!r}"):
+                shutil.rmtree(self.path, ignore_errors=True)
+                self._metadata_file.unlink(missing_ok=True)
+
+    def ensure_collection(self, signature: dict[str, Any] | None = None) -> bool:
         import qdrant_edge as edge
 
         if self._shard is not None:
@@ -171,6 +202,7 @@ class EdgeStore(Store):
             self._shard.update(edge.UpdateOperation.create_field_index("chunk_index", edge.PayloadSchemaType.Integer))
             self._shard.update(edge.UpdateOperation.create_field_index("updated", edge.PayloadSchemaType.Datetime))
             self._written = True
+        self.set_metadata(signature or {})
         return True
 
     def check_schema(self) -> None:
