@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 
 from kbsearch.config import SECRET_NAMES, Settings
-from kbsearch.fakes import FakeProvider
+from kbsearch_tools.fakes import FakeProvider
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 VAULT = SHARED / "kb" / "obsidian-help"
-KBSEARCH_CMD = [sys.executable, "-m", "kbsearch.cli"]
+KBSEARCH_CMD = [sys.executable, "-m", "kbsearch_tools.cli"]
 
 _SETTING_VARS = {name.upper() for name in Settings.model_fields} | {f"{n}_PARAM" for n in SECRET_NAMES}
 _LAMBDA_VARS = {
@@ -179,7 +179,7 @@ def load_search_app(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., C
     import importlib.util
     import uuid
 
-    from kbsearch.local.runtime import LambdaContext
+    from kbsearch_tools.local.runtime import LambdaContext
 
     loaded: list[Any] = []
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from kbsearch.config import Secrets
-from kbsearch.fakes import FakeProvider
 from kbsearch.indexer import run_sync
 from kbsearch.schemas import SearchRequest
 from kbsearch.search import SearchService
+from kbsearch_tools.fakes import FakeProvider
 from tests.conftest import provider_settings
 
 SECTION = "## Part {j}\n\nRestore the qdrant snapshot, step {j} of note {i}: check the collection and the indexer.\n"

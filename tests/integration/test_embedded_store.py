@@ -12,12 +12,12 @@ import pytest
 
 from kbsearch.config import Secrets, Settings
 from kbsearch.errors import StoreError
-from kbsearch.fakes import FakeProvider
 from kbsearch.indexer import run_sync
 from kbsearch.qdrant.embedded import FALLBACK_NOTICE, EdgeStore, local_mode_data
 from kbsearch.schemas import SearchRequest
 from kbsearch.search import IndexUnavailable, SearchService
 from kbsearch.store import Store
+from kbsearch_tools.fakes import FakeProvider
 from tests.conftest import ROOT, provider_settings, subprocess_env
 
 SAMPLE = ROOT / "sample-kb"
@@ -99,7 +99,7 @@ def test_bad_collection_name_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_without_an_edge_wheel_kbsearch_index_falls_back_with_one_notice(tmp_path: Path) -> None:
     """A platform without the wheel: ``import qdrant_edge`` fails in a fresh interpreter (sys.modules entry None)."""
-    code = "import sys; sys.modules['qdrant_edge'] = None; from kbsearch.cli import main; sys.exit(main(sys.argv[1:]))"
+    code = "import sys; sys.modules['qdrant_edge'] = None; from kbsearch_tools.cli import main; sys.exit(main(sys.argv[1:]))"
     env = subprocess_env(QDRANT_PATH=str(tmp_path / "q"))
     done = subprocess.run(
         [sys.executable, "-c", code, "index", str(SAMPLE)],

@@ -11,12 +11,12 @@ import pytest
 from moto import mock_aws
 
 from kbsearch.config import Secrets, Settings
-from kbsearch.fakes import FakeProvider
 from kbsearch.indexer import Indexer
 from kbsearch.providers.embeddings import Embedder, EmbeddingStats, build_embedder, query_text
 from kbsearch.providers.resilience import CircuitBreaker, ProviderError, shared_client
 from kbsearch.sources import LocalSource
 from kbsearch.store import Store
+from kbsearch_tools.fakes import FakeProvider
 from tests.conftest import provider_settings
 
 DOCS = ["Qdrant snapshot restore runbook", "Ротация ключей DeepInfra", "third text"]

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from kbsearch.errors import KbSearchError
-from kbsearch.eval_runner import BeirDataset, eval_beir, eval_kb, format_report
-from kbsearch.fakes import FakeProvider
+from kbsearch_tools.evaluate import BeirDataset, eval_beir, eval_kb, format_report
+from kbsearch_tools.fakes import FakeProvider
 from tests.conftest import KBSEARCH_CMD, ROOT, provider_settings, subprocess_env
 
 BEIR = ROOT / "tests" / "fixtures" / "beir-mini"

@@ -21,11 +21,11 @@ import pytest
 from botocore.config import Config
 
 from kbsearch.config import Secrets, Settings
-from kbsearch.fakes import FakeEndpoint, FakeProvider
 from kbsearch.indexer import Indexer, SyncOptions
-from kbsearch.local.apigw import HttpRequest, build_event
 from kbsearch.sources import LocalSource, S3Source
 from kbsearch.store import Store
+from kbsearch_tools.fakes import FakeEndpoint, FakeProvider
+from kbsearch_tools.local.apigw import HttpRequest, build_event
 from tests.conftest import ROOT
 
 FAULTS = ("refused", "hang", "drip", "429", "5xx", "malformed", "deep json", "wrong shape", "401")

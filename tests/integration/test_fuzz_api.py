@@ -15,9 +15,9 @@ import httpx
 import pytest
 
 from kbsearch.config import Secrets
-from kbsearch.fakes import FakeProvider
 from kbsearch.indexer import run_sync
-from kbsearch.local.process import ServeProcess, serve_process
+from kbsearch_tools.fakes import FakeProvider
+from kbsearch_tools.local.process import ServeProcess, serve_process
 from tests.conftest import ROOT, provider_settings, subprocess_env
 
 API_KEY = "fuzz-api-key"

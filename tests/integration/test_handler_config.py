@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from kbsearch.local.apigw import HttpRequest, build_event
-from kbsearch.local.runtime import LambdaContext
-from kbsearch.local.template import load_template
+from kbsearch_tools.local.apigw import HttpRequest, build_event
+from kbsearch_tools.local.runtime import LambdaContext
+from kbsearch_tools.local.template import load_template
 from tests.conftest import ROOT
 
 

@@ -21,7 +21,7 @@ import pytest
 from moto import mock_aws
 
 from kbsearch import slack
-from kbsearch.local.apigw import HttpRequest, build_event
+from kbsearch_tools.local.apigw import HttpRequest, build_event
 from tests.conftest import ROOT
 
 Handler = Callable[[dict[str, Any]], dict[str, Any]]

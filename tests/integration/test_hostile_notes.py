@@ -26,9 +26,9 @@ from pydantic import SecretStr
 
 from kbsearch.config import Secrets, Settings
 from kbsearch.indexer import Indexer, SyncOptions, run_sync
-from kbsearch.local.runtime import LambdaContext
 from kbsearch.sources import LocalSource, S3Source, SourceObject
 from kbsearch.store import Store
+from kbsearch_tools.local.runtime import LambdaContext
 from tests.conftest import KBSEARCH_CMD, ROOT, subprocess_env
 from tests.integration.test_indexer import snapshot, store_points, write_notes
 

@@ -15,9 +15,9 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from kbsearch.cli import EXIT_LEASE_HELD, main
 from kbsearch.lease import SKIPPED, Lease, LeaseError, LeaseHeld
-from kbsearch.local.runtime import LambdaContext
+from kbsearch_tools.cli import EXIT_LEASE_HELD, main
+from kbsearch_tools.local.runtime import LambdaContext
 from tests.conftest import ROOT
 from tests.unit.test_template import LEASE_ACTIONS
 

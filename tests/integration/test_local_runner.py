@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from kbsearch.local.process import serve_process
+from kbsearch_tools.local.process import serve_process
 from tests.conftest import KBSEARCH_CMD, ROOT, subprocess_env
 
 EVENTS = ROOT / "events"
@@ -130,8 +130,8 @@ def test_health_path_imports_nothing_heavy() -> None:
     """A fresh interpreter answers /health through the real handler without the heavy modules."""
     code = f"""
 import json, sys
-from kbsearch.local.template import Template
-from kbsearch.local.runtime import LocalFunction, function_environment
+from kbsearch_tools.local.template import Template
+from kbsearch_tools.local.runtime import LocalFunction, function_environment
 import os
 t = Template({str(ROOT / "template.yaml")!r})
 spec = t.function("SearchFunction")

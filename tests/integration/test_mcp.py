@@ -17,8 +17,8 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
-from kbsearch.local.apigw import HttpRequest, build_event, parse_result
-from kbsearch.local.process import serve_process
+from kbsearch_tools.local.apigw import HttpRequest, build_event, parse_result
+from kbsearch_tools.local.process import serve_process
 from tests.conftest import ROOT, subprocess_env
 
 MODERN = "2026-07-28"
@@ -229,7 +229,7 @@ def served_with_keys(bm25_index: Path, tmp_path: Path) -> Iterator[str]:
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
 def test_sdk_client_over_http_with_an_api_key(served_with_keys: str, mode: str) -> None:
     async def main() -> Any:
-        http_client = httpx2.AsyncClient(headers={"x-api-key": "mcp-key"})
+        http_client = httpx2.AsyncClient(headers={"x-api-key": "mcp-key"}, timeout=60)
         async with Client(streamable_http_client(f"{served_with_keys}/mcp", http_client=http_client), mode=mode) as c:
             tools = await c.list_tools()
             result = await c.call_tool("kb_search", {"query": "ротация ключей", "tags": ["ранбук"]})

@@ -15,12 +15,12 @@ import httpx
 import pytest
 
 from kbsearch.config import Secrets, Settings
-from kbsearch.eval_runner import eval_kb
-from kbsearch.local.process import serve_process
-from kbsearch.oracle import OracleProvider, oracle_settings, unavailable
 from kbsearch.providers.embeddings import build_embedder
 from kbsearch.providers.rerankers import build_reranking
 from kbsearch.providers.resilience import Deadline, ProviderError, shared_client
+from kbsearch_tools.evaluate import eval_kb
+from kbsearch_tools.local.process import serve_process
+from kbsearch_tools.oracle import OracleProvider, oracle_settings, unavailable
 from tests.conftest import KBSEARCH_CMD, ROOT, subprocess_env
 
 CACHE = ROOT / ".kbsearch" / "oracle-test"

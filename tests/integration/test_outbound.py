@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 
 from kbsearch.config import Secrets, Settings
-from kbsearch.fakes import FakeEndpoint, FakeProvider
 from kbsearch.providers.embeddings import build_embedder
 from kbsearch.providers.rerankers import build_reranking
 from kbsearch.providers.resilience import (
@@ -37,6 +36,7 @@ from kbsearch.providers.resilience import (
 from kbsearch.schemas import SearchRequest
 from kbsearch.search import SearchService
 from kbsearch.slack_worker import SlackPostError, post_to_slack
+from kbsearch_tools.fakes import FakeEndpoint, FakeProvider
 from tests.conftest import provider_settings
 
 

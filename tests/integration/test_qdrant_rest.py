@@ -12,11 +12,11 @@ import pytest
 from qdrant_client import QdrantClient, models
 
 from kbsearch.errors import IndexMissing, StoreError
-from kbsearch.fakes import FakeEndpoint
 from kbsearch.lexical import SparseVector
 from kbsearch.providers.resilience import shared_client
 from kbsearch.qdrant.embedded import edge_request
 from kbsearch.retrieval import QdrantRest, filter_json, fusion_request, retrieve
+from kbsearch_tools.fakes import FakeEndpoint
 
 
 def drop_none(value: Any) -> Any:

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from kbsearch.config import Secrets, Settings
-from kbsearch.fakes import FakeProvider
 from kbsearch.indexer import run_sync
 from kbsearch.lexical import query_vector
 from kbsearch.providers.embeddings import query_text
@@ -18,6 +17,7 @@ from kbsearch.providers.resilience import CircuitBreaker
 from kbsearch.schemas import SearchFilters, SearchRequest, SearchResponse
 from kbsearch.search import IndexUnavailable, SearchService
 from kbsearch.store import DENSE, SPARSE, Store
+from kbsearch_tools.fakes import FakeProvider
 from tests.conftest import ROOT, provider_settings
 
 SAMPLE = ROOT / "sample-kb"
@@ -290,7 +290,7 @@ def test_rrf_scores_are_the_sum_over_prefetches(make_service, deepinfra, store_p
     store = Store.open(settings, Secrets(settings))
     try:
         (text,) = deepinfra.calls("embeddings")[0].body["input"]
-        from kbsearch.fakes import fake_embedding
+        from kbsearch_tools.fakes import fake_embedding
 
         vector = fake_embedding(text, DIMS)
         norm = sum(x * x for x in vector) ** 0.5

@@ -13,11 +13,11 @@ import httpx
 import pytest
 
 from kbsearch.config import Secrets, Settings
-from kbsearch.fakes import FakeProvider
 from kbsearch.indexer import run_sync
-from kbsearch.local.apigw import HttpRequest, build_event
-from kbsearch.local.process import serve_process
 from kbsearch.schemas import SearchResponse
+from kbsearch_tools.fakes import FakeProvider
+from kbsearch_tools.local.apigw import HttpRequest, build_event
+from kbsearch_tools.local.process import serve_process
 from tests.conftest import ROOT, subprocess_env
 
 Handler = Callable[[dict[str, Any]], dict[str, Any]]

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from kbsearch.config import Secrets, Settings
-from kbsearch.evaluation import load_queries, summarize
-from kbsearch.fakes import FakeProvider
 from kbsearch.indexer import run_sync
 from kbsearch.schemas import SearchRequest
 from kbsearch.search import SearchService
+from kbsearch_tools.fakes import FakeProvider
+from kbsearch_tools.metrics import load_queries, summarize
 from tests.conftest import ROOT
 
 QUERIES = ROOT / "eval" / "sample-kb-queries.yaml"

@@ -15,9 +15,9 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from kbsearch.local.process import ServeProcess, serve_process
-from kbsearch.local.server import LocalApi, make_server
-from kbsearch.local.template import Template
+from kbsearch_tools.local.process import ServeProcess, serve_process
+from kbsearch_tools.local.server import LocalApi, make_server
+from kbsearch_tools.local.template import Template
 from tests.conftest import ROOT, subprocess_env
 
 

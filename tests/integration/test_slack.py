@@ -21,13 +21,13 @@ from slack_sdk.signature import SignatureVerifier
 
 from kbsearch import slack
 from kbsearch.config import Secrets, Settings
-from kbsearch.fakes import FakeEndpoint
-from kbsearch.local.apigw import HttpRequest, build_event
-from kbsearch.local.process import serve_process
 from kbsearch.providers.resilience import shared_client
 from kbsearch.schemas import Hit, HitScores, SearchMeta, SearchResponse
 from kbsearch.search import SearchService
 from kbsearch.slack_worker import DynamoDeduper, MemoryDeduper, SlackPostError, handle_job, post_to_slack
+from kbsearch_tools.fakes import FakeEndpoint
+from kbsearch_tools.local.apigw import HttpRequest, build_event
+from kbsearch_tools.local.process import serve_process
 from tests.conftest import ROOT, subprocess_env
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
@@ -181,7 +181,7 @@ sys.path.insert(0, {str(ROOT / "functions" / "search")!r})
 import importlib.util
 spec = importlib.util.spec_from_file_location("app", {str(ROOT / "functions/search/app.py")!r})
 app = importlib.util.module_from_spec(spec); spec.loader.exec_module(app)
-from kbsearch.local.runtime import LambdaContext
+from kbsearch_tools.local.runtime import LambdaContext
 result = app.lambda_handler(json.loads(sys.stdin.read()), LambdaContext("kb-search-dev-search", 1536, 28))
 heavy = [m for m in ("qdrant_client", "numpy", "aws_xray_sdk", "grpc") if m in sys.modules]
 print(json.dumps({{"status": result["statusCode"], "heavy": heavy, "body": result["body"]}}))

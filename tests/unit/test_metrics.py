@@ -7,7 +7,7 @@ import random
 import pytest
 import pytrec_eval
 
-from kbsearch.evaluation import mrr_at, ndcg_at, precision_at, recall_at
+from kbsearch_tools.metrics import mrr_at, ndcg_at, precision_at, recall_at
 
 
 def trec_order(run: dict[str, float]) -> list[str]:

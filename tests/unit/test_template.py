@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from samtranslator.translator.transform import transform
 
-from kbsearch.local.template import Template, load_template
+from kbsearch_tools.local.template import Template, load_template
 
 ROOT = Path(__file__).resolve().parents[2]
 

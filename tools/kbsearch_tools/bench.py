@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from kbsearch.config import Secrets, Settings
-from kbsearch.fakes import FakeEndpoint, FakeProvider
 from kbsearch.indexer import run_sync
-from kbsearch.local.process import serve_process
+from kbsearch_tools import repo_root
+from kbsearch_tools.fakes import FakeEndpoint, FakeProvider
+from kbsearch_tools.local.process import serve_process
 
 
 def _machine() -> dict[str, Any]:
@@ -95,7 +96,7 @@ def bench_index(
             for _ in range(runs):
                 t0 = time.perf_counter()
                 subprocess.run(
-                    [sys.executable, "-m", "kbsearch.cli", "index", str(kb), "--json"],
+                    [sys.executable, "-m", "kbsearch_tools.cli", "index", str(kb), "--json"],
                     env=env,
                     check=True,
                     capture_output=True,
@@ -147,7 +148,7 @@ def synthetic_kb(folder: Path, chunks: int, seed: int = 7) -> int:
     import random
     import re
 
-    sample = Path(__file__).resolve().parents[3] / "sample-kb"
+    sample = repo_root() / "sample-kb"
     words = sorted({w for p in sample.rglob("*.md") for w in re.findall(r"\w{3,}", p.read_text("utf-8").lower())})
     if not words:
         words = [f"word{i}" for i in range(2000)]
@@ -302,8 +303,8 @@ def format_search(results: dict[str, Any]) -> str:
 _COLDSTART_CHILD = r"""
 import json, os, resource, sys, time
 t0 = time.perf_counter()
-from kbsearch.local.runtime import LocalFunction, function_environment
-from kbsearch.local.template import Template
+from kbsearch_tools.local.runtime import LocalFunction, function_environment
+from kbsearch_tools.local.template import Template
 template = Template(os.environ["KB_BENCH_TEMPLATE"])
 spec = template.function("SearchFunction")
 harness = time.perf_counter() - t0
@@ -387,9 +388,9 @@ def bench_coldstart(runs: int = 7, top: int = 10) -> dict[str, Any]:
     loopback fake). Medians of ``runs``; peak RSS; top imports of the embedded run."""
     import json
 
-    from kbsearch.local.apigw import HttpRequest, build_event
+    from kbsearch_tools.local.apigw import HttpRequest, build_event
 
-    root = Path(__file__).resolve().parents[3]
+    root = repo_root()
     deepinfra = FakeProvider("deepinfra", api_key="bench-di").start()
     fireworks = FakeProvider("fireworks", api_key="bench-fw").start()
     cloud = _fake_qdrant_cloud(root)
@@ -500,12 +501,12 @@ DEFAULT_PRICES = {"expansion": 0.10, "embedding": 0.01, "rerank": 0.05}
 def bench_cost(queries: int = 60, prices: dict[str, float] | None = None) -> dict[str, Any]:
     """Tokens per query per stage from the usage the fakes report (counted like the real APIs, ~4/3 tokens a
     word), over sample-kb with the default settings, priced per 1M tokens → $ per 1,000 queries."""
-    from kbsearch.evaluation import load_queries
     from kbsearch.schemas import SearchRequest
     from kbsearch.search import SearchService
+    from kbsearch_tools.metrics import load_queries
 
     price = DEFAULT_PRICES | (prices or {})
-    root = Path(__file__).resolve().parents[3]
+    root = repo_root()
     texts = [q.query for q in load_queries(root / "eval" / "sample-kb-queries.yaml")]
     deepinfra = FakeProvider("deepinfra", api_key="bench-di").start()
     try:
@@ -574,9 +575,9 @@ def bench_load(requests: int = 10_000, concurrency: int = 32, max_seconds: float
 
     import httpx
 
-    from kbsearch.evaluation import load_queries
+    from kbsearch_tools.metrics import load_queries
 
-    root = Path(__file__).resolve().parents[3]
+    root = repo_root()
     texts = [q.query for q in load_queries(root / "eval" / "sample-kb-queries.yaml")]
     deepinfra = FakeProvider("deepinfra", api_key="load-di").start()
     fireworks = FakeProvider("fireworks", api_key="load-fw").start()
@@ -593,7 +594,7 @@ def bench_load(requests: int = 10_000, concurrency: int = 32, max_seconds: float
                 EXPANSION_URL=deepinfra.chat_url, EXPANSION_API_KEY=deepinfra.api_key,
                 POWERTOOLS_LOG_LEVEL="WARNING", POWERTOOLS_METRICS_DISABLED="true",
             )  # fmt: skip
-            subprocess.run([sys.executable, "-m", "kbsearch.cli", "index", str(root / "sample-kb"), "--json"],
+            subprocess.run([sys.executable, "-m", "kbsearch_tools.cli", "index", str(root / "sample-kb"), "--json"],
                            env=env, check=True, capture_output=True)  # fmt: skip
             with serve_process(env) as served:
                 server, base = served.process, served.base_url
@@ -672,6 +673,7 @@ import json, os, resource, statistics, sys, time
 t_start = time.perf_counter()
 job = json.loads(os.environ["KB_BENCH_JOB"])
 from kbsearch.config import Secrets, Settings
+from kbsearch_tools import repo_root
 settings = Settings.model_validate(job["settings"])
 out = {}
 if job["mode"] == "index":
@@ -767,7 +769,7 @@ def bench_store(
                     walls = []
                     for _ in range(runs):
                         t0 = time.perf_counter()
-                        subprocess.run([sys.executable, "-m", "kbsearch.cli", "index", str(source), "--json"],
+                        subprocess.run([sys.executable, "-m", "kbsearch_tools.cli", "index", str(source), "--json"],
                                        env=env, check=True, capture_output=True)  # fmt: skip
                         walls.append(time.perf_counter() - t0)
                     row = {

@@ -15,6 +15,7 @@ from typing import Any
 
 from kbsearch import __version__
 from kbsearch.errors import KbSearchError
+from kbsearch_tools import repo_root
 
 EXIT_USAGE = 2
 EXIT_LEASE_HELD = 75  # EX_TEMPFAIL: another run holds the index lease; nothing was changed, try again later
@@ -53,9 +54,9 @@ def _template_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_invoke(args: argparse.Namespace) -> int:
-    from kbsearch.errors import TemplateError
-    from kbsearch.local.runtime import LocalFunction, function_environment, read_env_vars_file
-    from kbsearch.local.template import Template
+    from kbsearch_tools import TemplateError
+    from kbsearch_tools.local.runtime import LocalFunction, function_environment, read_env_vars_file
+    from kbsearch_tools.local.template import Template
 
     template = Template(_find_template(args.template), _parameter_overrides(args.parameter_overrides))
     spec = template.function(args.function)
@@ -94,7 +95,7 @@ def _start_oracle(args: argparse.Namespace) -> Any:
     environment points kb-search at it. None without ``--oracle``."""
     if not getattr(args, "oracle", None):
         return None
-    from kbsearch.oracle import OracleProvider, oracle_environment, unavailable
+    from kbsearch_tools.oracle import OracleProvider, oracle_environment, unavailable
 
     reason = unavailable(args.oracle)
     if reason:
@@ -118,9 +119,9 @@ def _oracle_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     _start_oracle(args)
-    from kbsearch.local.runtime import read_env_vars_file
-    from kbsearch.local.server import LocalApi, make_server, parse_api_keys
-    from kbsearch.local.template import Template
+    from kbsearch_tools.local.runtime import read_env_vars_file
+    from kbsearch_tools.local.server import LocalApi, make_server, parse_api_keys
+    from kbsearch_tools.local.template import Template
 
     template = Template(_find_template(args.template), _parameter_overrides(args.parameter_overrides))
     env_vars = read_env_vars_file(args.env_vars) if args.env_vars else None
@@ -293,8 +294,8 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from kbsearch import eval_runner
     from kbsearch.config import load_settings
+    from kbsearch_tools import evaluate as eval_runner
 
     if bool(args.beir) == bool(args.kb):
         raise KbSearchError("give either --beir DIR or --kb DIR --queries FILE")
@@ -333,12 +334,12 @@ def _int_list(value: str) -> tuple[int, ...]:
 
 
 def _default_bench_kb() -> str:
-    vault = Path(__file__).resolve().parents[3].parent / "shared" / "kb" / "obsidian-help"
+    vault = repo_root().parent / "shared" / "kb" / "obsidian-help"
     return str(vault) if vault.is_dir() else "sample-kb"
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from kbsearch import bench
+    from kbsearch_tools import bench
 
     if not args.verbose:  # degraded answers are the point of --primary-hang: count them, don't log each
         logging.getLogger("kbsearch").setLevel(logging.ERROR)

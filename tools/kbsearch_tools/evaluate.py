@@ -21,7 +21,6 @@ from typing import Any
 
 from kbsearch.config import Secrets, Settings
 from kbsearch.errors import KbSearchError
-from kbsearch.evaluation import LabelledQuery, load_queries, summarize
 from kbsearch.indexer import Indexer, SyncOptions
 from kbsearch.providers.embeddings import build_embedder
 from kbsearch.providers.resilience import shared_client
@@ -29,6 +28,7 @@ from kbsearch.schemas import SearchRequest
 from kbsearch.search import SearchService
 from kbsearch.sources import LocalSource, Source, SourceObject
 from kbsearch.store import Store
+from kbsearch_tools.metrics import LabelledQuery, load_queries, summarize
 
 PHASES = ("lexical", "dense", "hybrid", "expanded", "reranked")
 DEPTH = 50
@@ -172,13 +172,13 @@ def run_eval(
 ) -> EvalReport:
     """Index ``source`` into a throw-away embedded collection (or ``store_path``), then score each phase.
     ``key`` is what ``relevant`` names: ``doc_id`` (BEIR ids) or ``path`` (KB note paths). ``oracle`` (``e5`` or
-    ``use``): embeddings and a bi-encoder stand-in reranker from a real model on loopback (:mod:`kbsearch.oracle`)."""
+    ``use``): embeddings and a bi-encoder stand-in reranker from a real model on loopback (:mod:`kbsearch_tools.oracle`)."""
     unknown = [p for p in phases if p not in PHASE_CONFIG]
     if unknown:
         raise KbSearchError(f"unknown phase(s) {', '.join(unknown)}; choose from {', '.join(PHASES)}")
     if oracle is None:
         return _run_eval(settings, source, queries, dataset, phases, key, store_path, progress, depth)
-    from kbsearch.oracle import OracleProvider, oracle_settings, unavailable
+    from kbsearch_tools.oracle import OracleProvider, oracle_settings, unavailable
 
     reason = unavailable(oracle)
     if reason:

@@ -1,6 +1,6 @@
 """A real multilingual model on loopback, behind the exact provider contracts: the quality oracle.
 
-The provider fakes (:mod:`kbsearch.fakes`) check contracts but are not semantic models. This server answers the
+The provider fakes (:mod:`kbsearch_tools.fakes`) check contracts but are not semantic models. This server answers the
 same DeepInfra JSON with a real model, so kb-search's own code (batching, input formats, fusion, rerank) runs
 unmodified with real semantics, offline and without keys:
 
@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 from pydantic import SecretStr
 
 from kbsearch.config import Settings
-from kbsearch.fakes import FakeProvider, Fault
+from kbsearch_tools.fakes import FakeProvider, Fault
 
 #: model key → (pip package, import name, model name reported on the wire, dimensions, input format)
 MODELS: dict[str, tuple[str, str, str, int, str]] = {

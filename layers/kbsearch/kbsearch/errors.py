@@ -11,10 +11,6 @@ class ConfigError(KbSearchError):
     """A setting is missing or invalid; the message names it."""
 
 
-class TemplateError(KbSearchError):
-    """template.yaml cannot be read, or does not define what was asked for."""
-
-
 class StoreError(KbSearchError):
     """Qdrant cannot be reached or the collection is not usable."""
 

@@ -38,7 +38,7 @@ def serve_process(
     args: Sequence[str] = (),
 ) -> Iterator[ServeProcess]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "kbsearch.cli", "serve", "--host", host, "--port", "0", *args],
+        [sys.executable, "-m", "kbsearch_tools.cli", "serve", "--host", host, "--port", "0", *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(env), cwd=cwd,
     )  # fmt: skip
     assert process.stdout is not None and process.stderr is not None

@@ -21,8 +21,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from kbsearch.errors import TemplateError
-from kbsearch.local.template import FunctionSpec
+from kbsearch_tools import TemplateError
+from kbsearch_tools.local.template import FunctionSpec
 
 Handler = Callable[[dict[str, Any], Any], Any]
 

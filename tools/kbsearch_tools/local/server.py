@@ -26,9 +26,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
-from kbsearch.local.apigw import HttpRequest, HttpResponse, build_event, error_response, parse_result
-from kbsearch.local.runtime import LocalFunction, function_environment
-from kbsearch.local.template import ApiRoute, Template
+from kbsearch_tools.local.apigw import HttpRequest, HttpResponse, build_event, error_response, parse_result
+from kbsearch_tools.local.runtime import LocalFunction, function_environment
+from kbsearch_tools.local.template import ApiRoute, Template
 
 logger = logging.getLogger(__name__)
 

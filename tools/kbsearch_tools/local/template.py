@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from kbsearch.errors import TemplateError
+from kbsearch_tools import TemplateError
 
 _PSEUDO = {
     "AWS::AccountId": "123456789012",
