@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import subprocess
 import sys
 import traceback
 from collections.abc import Callable, Iterator
@@ -124,6 +125,12 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPath
 @pytest.fixture
 def repo_root() -> Path:
     return ROOT
+
+
+def copy_store(src: Path, dst: Path) -> None:
+    """Copy an embedded store keeping its files sparse: Qdrant Edge preallocates 32 MiB files (WAL, mmap pages)
+    that hold ~1 MiB of data; shutil.copytree would write every zero (a suite of such copies filled 58 GB)."""
+    subprocess.run(["cp", "-a", "--sparse=always", str(src), str(dst)], check=True)
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import shutil
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -26,7 +25,7 @@ from kbsearch.sources import LocalSource, S3Source
 from kbsearch.store import Store
 from kbsearch_tools.fakes import FakeEndpoint, FakeProvider
 from kbsearch_tools.local.apigw import HttpRequest, build_event
-from tests.conftest import ROOT
+from tests.conftest import ROOT, copy_store
 
 FAULTS = ("refused", "hang", "drip", "429", "5xx", "malformed", "deep json", "wrong shape", "401")
 #: faults the indexer-side S3 rows do not take (boto3 is not behind kb-search's outbound policy; see RELIABILITY.md)
@@ -158,7 +157,7 @@ def rows_for(*deps: str) -> list[Any]:
 @pytest.fixture
 def store_copy(dense_index: Path, tmp_path: Path) -> Path:
     dest = tmp_path / "q"
-    shutil.copytree(dense_index, dest)
+    copy_store(dense_index, dest)
     return dest
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import shutil
 import uuid
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import pytest
 from kbsearch_tools.local.apigw import HttpRequest, build_event
 from kbsearch_tools.local.runtime import LambdaContext
 from kbsearch_tools.local.template import load_template
-from tests.conftest import ROOT
+from tests.conftest import ROOT, copy_store
 
 
 def event(method: str, path: str, body: Any = None, query: str = "", stage: str = "dev") -> dict[str, Any]:
@@ -82,7 +81,7 @@ def test_slack_worker_imports_without_configuration(monkeypatch: pytest.MonkeyPa
 def search_app(bm25_index: Path, tmp_path: Path, load_search_app):
     def load(**env: str):
         store = tmp_path / f"q-{uuid.uuid4().hex[:8]}"
-        shutil.copytree(bm25_index, store)
+        copy_store(bm25_index, store)
         return load_search_app(QDRANT_PATH=str(store), **env)
 
     return load

@@ -8,7 +8,6 @@ import base64
 import json
 import logging
 import re
-import shutil
 import time
 import uuid
 from collections.abc import Callable
@@ -22,7 +21,7 @@ from moto import mock_aws
 
 from kbsearch import slack
 from kbsearch_tools.local.apigw import HttpRequest, build_event
-from tests.conftest import ROOT
+from tests.conftest import ROOT, copy_store
 
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
 SLACK_SECRET = "slack-signing-secret-789"
@@ -33,7 +32,7 @@ GOOD = json.dumps({"query": "restore a qdrant snapshot", "top_k": 2}).encode()
 def handler(bm25_index: Path, tmp_path: Path, load_search_app) -> Callable[..., Handler]:
     def load(**env: str) -> Handler:
         store = tmp_path / f"q-{uuid.uuid4().hex[:8]}"
-        shutil.copytree(bm25_index, store)
+        copy_store(bm25_index, store)
         return load_search_app(QDRANT_PATH=str(store), **{"KB_SOURCE": str(ROOT / "sample-kb"), **env})
 
     return load

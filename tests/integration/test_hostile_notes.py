@@ -145,7 +145,8 @@ def test_a_full_disk_ends_the_run_with_an_error_and_a_rerun_converges(tmp_path: 
         write_notes(kb, 30, prefix=f"bulk{i}-")
     code, report, stderr = kbsearch_index(kb, tmp_path / "q", limit_bytes=256 * 1024)
     assert code != 0 and "Traceback" not in stderr, stderr
-    assert report["error"] is not None and report["error"].startswith("index storage failed: writing")
+    # where the disk fills first depends on the store (Qdrant Edge preallocates its WAL when the collection is made)
+    assert report["error"] is not None and report["error"].startswith("index storage failed: "), report["error"]
     assert report["incomplete"]
 
     code, rerun, stderr = kbsearch_index(kb, tmp_path / "q")

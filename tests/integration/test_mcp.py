@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from mcp.shared.exceptions import MCPError
 
 from kbsearch_tools.local.apigw import HttpRequest, build_event, parse_result
 from kbsearch_tools.local.process import serve_process
-from tests.conftest import ROOT, subprocess_env
+from tests.conftest import ROOT, copy_store, subprocess_env
 
 MODERN = "2026-07-28"
 META = {"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientCapabilities": {}}
@@ -28,7 +27,7 @@ META = {"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextproto
 @pytest.fixture
 def app(load_search_app, bm25_index: Path, tmp_path: Path):
     store = tmp_path / "q"
-    shutil.copytree(bm25_index, store)
+    copy_store(bm25_index, store)
     return load_search_app(QDRANT_PATH=str(store), KB_SOURCE=str(ROOT / "sample-kb"))
 
 
@@ -220,7 +219,7 @@ def test_modern_results_carry_result_type_and_cache_hints(app) -> None:
 @pytest.fixture
 def served_with_keys(bm25_index: Path, tmp_path: Path) -> Iterator[str]:
     store = tmp_path / "q"
-    shutil.copytree(bm25_index, store)
+    copy_store(bm25_index, store)
     env = subprocess_env(QDRANT_PATH=str(store), KB_SOURCE=str(ROOT / "sample-kb"), KB_LOCAL_API_KEYS="mcp-key")
     with serve_process(env, cwd=ROOT) as server:
         yield server.base_url

@@ -4,7 +4,6 @@ and answer garbage: wall-clock deadlines, size caps, strict JSON, redaction, fai
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import threading
 import time
@@ -37,7 +36,7 @@ from kbsearch.schemas import SearchRequest
 from kbsearch.search import SearchService
 from kbsearch.slack_worker import SlackPostError, post_to_slack
 from kbsearch_tools.fakes import FakeEndpoint, FakeProvider
-from tests.conftest import provider_settings
+from tests.conftest import copy_store, provider_settings
 
 
 @pytest.fixture
@@ -321,7 +320,7 @@ def test_a_search_with_every_dependency_dripping_answers_before_the_lambda_times
     """Expansion, embeddings and rerank (primary and fallback) all drip: the search still answers, BM25-only in
     the fusion order, before the invocation's remaining time runs out (1 s kept for the handler)."""
     store = tmp_path / "q"
-    shutil.copytree(bm25_index, store)
+    copy_store(bm25_index, store)
     settings = provider_settings(deepinfra, fireworks, qdrant_path=str(store), search_budget_s=20)
     for fake in (deepinfra, fireworks):
         for operation in ("chat", "embeddings", "rerank"):

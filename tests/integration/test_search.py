@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +17,7 @@ from kbsearch.schemas import SearchFilters, SearchRequest, SearchResponse
 from kbsearch.search import IndexUnavailable, SearchService
 from kbsearch.store import DENSE, SPARSE, Store
 from kbsearch_tools.fakes import FakeProvider
-from tests.conftest import ROOT, provider_settings
+from tests.conftest import ROOT, copy_store, provider_settings
 
 SAMPLE = ROOT / "sample-kb"
 DIMS = 256  # the fake embedder hashes words into dimensions: more dimensions, fewer collisions
@@ -44,7 +43,7 @@ def indexed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def store_path(indexed: Path, tmp_path: Path) -> Path:
     dest = tmp_path / "q"
-    shutil.copytree(indexed, dest)
+    copy_store(indexed, dest)
     return dest
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +17,7 @@ from kbsearch.schemas import SearchResponse
 from kbsearch_tools.fakes import FakeProvider
 from kbsearch_tools.local.apigw import HttpRequest, build_event
 from kbsearch_tools.local.process import serve_process
-from tests.conftest import ROOT, subprocess_env
+from tests.conftest import ROOT, copy_store, subprocess_env
 
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -27,7 +26,7 @@ Handler = Callable[[dict[str, Any]], dict[str, Any]]
 def handler(bm25_index: Path, tmp_path: Path, load_search_app) -> Callable[..., Handler]:
     def load(**env: str) -> Handler:
         store = tmp_path / f"q-{uuid.uuid4().hex[:8]}"
-        shutil.copytree(bm25_index, store)
+        copy_store(bm25_index, store)
         return load_search_app(QDRANT_PATH=str(store), **env)
 
     return load

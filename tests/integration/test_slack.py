@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -28,7 +27,7 @@ from kbsearch.slack_worker import DynamoDeduper, MemoryDeduper, SlackPostError, 
 from kbsearch_tools.fakes import FakeEndpoint
 from kbsearch_tools.local.apigw import HttpRequest, build_event
 from kbsearch_tools.local.process import serve_process
-from tests.conftest import ROOT, subprocess_env
+from tests.conftest import ROOT, copy_store, subprocess_env
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 VECTOR_BODY = (
@@ -82,7 +81,7 @@ def response_url() -> Iterator[FakeEndpoint]:
 @pytest.fixture
 def app(load_search_app, bm25_index: Path, tmp_path: Path):
     store = tmp_path / "q"
-    shutil.copytree(bm25_index, store)
+    copy_store(bm25_index, store)
     return load_search_app(QDRANT_PATH=str(store), SLACK_SIGNING_SECRET=SECRET, SLACK_RESPONSE_HOSTS="127.0.0.1")
 
 
@@ -257,7 +256,7 @@ def settings_for(store: Path) -> Settings:
 
 def test_worker_posts_once_for_duplicate_deliveries(bm25_index: Path, tmp_path: Path, response_url) -> None:
     store = tmp_path / "q"
-    shutil.copytree(bm25_index, store)
+    copy_store(bm25_index, store)
     settings = settings_for(store)
     service = SearchService(settings, Secrets(settings))
     job = slack.parse_command(form("share ротация ключей", response_url.url + "/r").encode()).to_job()
@@ -326,7 +325,7 @@ def test_dynamodb_deduper_with_moto() -> None:
 
 def test_end_to_end_through_kbsearch_serve(bm25_index: Path, tmp_path: Path, response_url) -> None:
     store = tmp_path / "q"
-    shutil.copytree(bm25_index, store)
+    copy_store(bm25_index, store)
     env = subprocess_env(QDRANT_PATH=str(store), SLACK_SIGNING_SECRET=SECRET, SLACK_RESPONSE_HOSTS="127.0.0.1")
     with serve_process(env, cwd=ROOT) as server:
         base = server.base_url
