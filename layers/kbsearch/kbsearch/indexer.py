@@ -160,7 +160,13 @@ class Indexer:
             return
         wanted = self.embedder.signature
         self._signature_id = signature_id(wanted)
-        if self.store.ensure_collection(wanted if not self.store.exists() else None):
+        try:
+            fresh = not self.store.exists()
+        except SchemaMismatchError:
+            raise
+        except StoreError:
+            fresh = True  # e.g. an embedded store in an older format, which ensure_collection rebuilds
+        if self.store.ensure_collection(wanted if fresh else None):
             return
         recorded = self.store.metadata()
         before = {k: recorded.get(k) for k in SIGNATURE_KEYS}

@@ -119,7 +119,6 @@ class SearchService:
 
             self._retriever = EmbeddedRetriever(store)
         if wire_providers:
-            secrets.prefetch()  # SSM at container start, never inside a stage's budget
             client = shared_client()
             embedder = embedder or build_embedder(settings, secrets, client, for_queries=True)
             reranking = reranking or build_reranking(settings, secrets, client)
