@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from kbsearch.config import Secrets, Settings
-from kbsearch.errors import StoreError
+from kbsearch.errors import IndexUnavailable, StoreError
 from kbsearch.indexer import run_sync
 from kbsearch.qdrant.embedded import FALLBACK_NOTICE, EdgeStore, local_mode_data
 from kbsearch.schemas import SearchRequest
-from kbsearch.search import IndexUnavailable, SearchService
+from kbsearch.search import SearchService
 from kbsearch.store import Store
 from kbsearch_tools.fakes import FakeProvider
 from tests.conftest import ROOT, provider_settings, subprocess_env

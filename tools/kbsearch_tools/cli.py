@@ -249,8 +249,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from kbsearch.config import Secrets, load_settings
+    from kbsearch.errors import IndexUnavailable
     from kbsearch.schemas import SearchFilters, SearchRequest
-    from kbsearch.search import IndexUnavailable, SearchService
+    from kbsearch.search import SearchService
 
     try:
         request = SearchRequest(

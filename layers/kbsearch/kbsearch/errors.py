@@ -17,3 +17,14 @@ class StoreError(KbSearchError):
 
 class IndexMissing(StoreError):
     """The collection does not exist (the indexer has not run yet)."""
+
+
+class IndexUnavailable(KbSearchError):
+    """The index cannot be queried (Qdrant down, collection missing): answer 503 with Retry-After.
+
+    ``str(exc)`` is the detail for logs and operators (it may name hosts and paths); ``public`` is what a caller
+    may be told."""
+
+    def __init__(self, detail: str, public: str = "the search index is unreachable; try again shortly") -> None:
+        super().__init__(detail)
+        self.public = public

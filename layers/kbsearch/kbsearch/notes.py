@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from kbsearch.errors import KbSearchError
 from kbsearch.frontmatter import FrontmatterError, iso_date, parse_frontmatter
 
 MAX_NOTE_BYTES = 1024 * 1024
@@ -28,7 +29,7 @@ _INLINE_CODE = re.compile(r"(`+)(?:(?!\1).)+?\1")
 _TAG_SPLIT = re.compile(r"[,\s]+")
 
 
-class NoteError(Exception):
+class NoteError(KbSearchError):
     """The note cannot be indexed; ``reason`` is short and safe to report."""
 
     def __init__(self, reason: str) -> None:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from kbsearch.chunking import truncate_tokens
 from kbsearch.config import Secrets, Settings
-from kbsearch.errors import IndexMissing, KbSearchError, StoreError
+from kbsearch.errors import IndexMissing, IndexUnavailable, StoreError
 from kbsearch.lexical import query_vector
 from kbsearch.providers.embeddings import Embedder, build_embedder
 from kbsearch.providers.expansion import Expander, build_expander
@@ -36,17 +36,6 @@ Span = Callable[[str], AbstractContextManager[Any]]
 STATUS_PRIOR = {"deprecated": 0.85, "archived": 0.85, "draft": 0.95}
 #: Fused chunks fetched per candidate note: notes have several chunks, and grouping keeps one per note.
 CHUNKS_PER_CANDIDATE = 4
-
-
-class IndexUnavailable(KbSearchError):
-    """The index cannot be queried (Qdrant down, collection missing): answer 503 with Retry-After.
-
-    ``str(exc)`` is the detail for logs and operators (it may name hosts and paths); ``public`` is what a caller
-    may be told."""
-
-    def __init__(self, detail: str, public: str = "the search index is unreachable; try again shortly") -> None:
-        super().__init__(detail)
-        self.public = public
 
 
 def _no_span(_name: str) -> AbstractContextManager[Any]:

@@ -99,7 +99,7 @@ class SearchApi:
         context = router.lambda_context
         remaining = context.get_remaining_time_in_millis() / 1000 if context is not None else None
         request_id = cast(APIGatewayProxyEvent, router.current_event).request_context.request_id
-        from kbsearch.search import IndexUnavailable
+        from kbsearch.errors import IndexUnavailable
 
         try:
             answer = self.container.search().search(request, request_id, remaining, self.tracing.span)

@@ -27,7 +27,7 @@ def search_router(run: Callable[[SearchRequest, Router], SearchResponse]) -> Rou
     router = Router()
 
     def answer(request: SearchRequest) -> Response[Any]:
-        from kbsearch.search import IndexUnavailable
+        from kbsearch.errors import IndexUnavailable
 
         try:
             found = run(request, router)

@@ -37,7 +37,7 @@ class SlackEdge:
         against this process's search service (one embedded store client per process)."""
         with self._lock:
             if self._handoff is None:
-                from kbsearch.handoff import LambdaHandoff, ThreadHandoff
+                from kbsearch.api.handoff import LambdaHandoff, ThreadHandoff
 
                 settings = self.container.settings
                 if running_in_lambda() and settings.slack_worker_function:
