@@ -79,6 +79,8 @@ bench: $(STAMP) ## the benchmark set (BENCHMARKS.md), about 30 minutes (bench st
 	$(BIN)/kbsearch bench coldstart --runs 7
 	$(BIN)/kbsearch bench search --queries 150
 	$(BIN)/kbsearch bench search --primary-hang --queries 100
+	$(BIN)/kbsearch bench search --drip primary --budget-s 3 --queries 60
+	$(BIN)/kbsearch bench search --drip all --budget-s 3 --queries 60
 	$(BIN)/kbsearch bench index --runs 5 --batch-sizes 32,64 --concurrency 1,4,8
 	$(BIN)/kbsearch bench store --copies 1,10 --runs 3
 
