@@ -215,8 +215,10 @@ def test_expansion_translation_finds_the_other_language(make_service, deepinfra)
         return next((h.scores.fusion for h in answer.results if h.path == english), 0.0)
 
     # the fake reranker is monolingual: look at retrieval, every candidate (evaluation depth)
-    plain = service.search(SearchRequest(query="ротация ключей", rerank=False, expand=False), max_results=100)
-    expanded = service.search(SearchRequest(query="ротация ключей", rerank=False), max_results=100)
+    plain = service.evaluation_view("hybrid", 100).search(
+        SearchRequest(query="ротация ключей", rerank=False, expand=False)
+    )
+    expanded = service.evaluation_view("hybrid", 100).search(SearchRequest(query="ротация ключей", rerank=False))
     assert "rotate keys" in expanded.meta.variants
     # The translated variant ranks the English note first (1/60); without it the note shares no term and has zero
     # dense similarity, so it can only come in among the zero-similarity ties that fill a prefetch over a

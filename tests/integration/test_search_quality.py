@@ -47,8 +47,8 @@ def test_hybrid_is_at_least_as_good_as_lexical_and_dense(tmp_path: Path) -> None
         for mode in ("lexical", "dense", "hybrid"):
             runs = []
             for q in load_queries(QUERIES):
-                answer = service.search(
-                    SearchRequest(query=q.query, top_k=20, rerank=False, expand=False), retrieval=mode
+                answer = service.evaluation_view(mode).search(
+                    SearchRequest(query=q.query, top_k=20, rerank=False, expand=False)
                 )
                 runs.append(([h.path for h in answer.results], set(q.relevant)))
             scores[mode] = summarize(runs)

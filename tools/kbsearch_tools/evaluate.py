@@ -253,7 +253,7 @@ def _run_eval(
                     request = SearchRequest(query=q.query[:1000] or "?", top_k=20, expand=phase.expand,
                                             rerank=phase.rerank)  # fmt: skip
                     t0 = time.perf_counter()
-                    answer = service.search(request, retrieval=phase.retrieval, max_results=depth)
+                    answer = service.evaluation_view(phase.retrieval, depth).search(request)
                     latencies.append((time.perf_counter() - t0) * 1000)
                     degraded += bool(answer.meta.degraded)
                     full += answer.meta.candidates >= depth

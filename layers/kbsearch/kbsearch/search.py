@@ -9,6 +9,7 @@ index is an error (:class:`IndexUnavailable`, a 503).
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import threading
 import time
@@ -118,6 +119,8 @@ class SearchService:
         # The embedded store's client is not meant for concurrent use (kbsearch serve runs the Slack worker in a
         # thread); Qdrant Cloud calls are independent HTTP requests and take no lock.
         self._store_lock = threading.Lock()
+        self.retrieval = "hybrid"  # see evaluation_view
+        self.max_results: int | None = None
         self._signature_checked: tuple[float, str | None] | None = None
 
     @property
@@ -176,6 +179,16 @@ class SearchService:
             self._signature_checked = (now, signature_mismatch(recorded, self.embedder.signature))
         return self._signature_checked[1]
 
+    def evaluation_view(self, retrieval: str, max_results: int | None = None) -> SearchService:
+        """The documented seam for evaluation: this same service (providers, store, breakers, caches) answering
+        with one retrieval mode, ``hybrid`` (the product) or ``dense`` / ``lexical`` alone, and ``max_results``
+        hits beyond the API's ``top_k`` limit (evaluation depth, e.g. Recall@50). The product never calls it."""
+        if retrieval not in ("hybrid", "dense", "lexical"):
+            raise ValueError(f"unknown retrieval mode {retrieval!r}")
+        view = copy.copy(self)
+        view.retrieval, view.max_results = retrieval, max_results
+        return view
+
     def close(self) -> None:
         if self._retriever is not None:
             self._retriever.close()
@@ -187,13 +200,9 @@ class SearchService:
         request_id: str | None = None,
         remaining_s: float | None = None,
         span: Span = _no_span,
-        retrieval: str = "hybrid",
-        max_results: int | None = None,
     ) -> SearchResponse:
-        """``retrieval``: ``hybrid`` (the product), or ``dense`` / ``lexical`` alone (evaluation phases);
-        ``max_results`` overrides ``request.top_k`` beyond the API's limit (evaluation depth, e.g. Recall@50)."""
-        if retrieval not in ("hybrid", "dense", "lexical"):
-            raise ValueError(f"unknown retrieval mode {retrieval!r}")
+        """One search, as every caller makes it (API, Slack, MCP, CLI); evaluation uses :meth:`evaluation_view`."""
+        retrieval, max_results = self.retrieval, self.max_results
         started = time.perf_counter()
         budget = self.settings.search_budget_s
         if remaining_s is not None:
