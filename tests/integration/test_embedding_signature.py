@@ -120,3 +120,24 @@ def test_other_dimensions_rebuild_the_collection(deepinfra: FakeProvider, tmp_pa
     assert report.added == 3 and report.reembedded is not None and "dimensions changed to 32" in report.reembedded
     assert recorded(small)[0]["embedding_dimensions"] == 32
     assert search(small, "reranker outage").meta.degraded == []
+
+
+def test_a_note_skipped_during_a_reembed_keeps_the_reembed_open(deepinfra: FakeProvider, tmp_path: Path) -> None:
+    """A skipped note keeps the old model's vectors, so the re-embed is not done: the run says incomplete, the
+    collection keeps saying it is rebuilding (searches stay BM25-only), and the next good run finishes it."""
+    kb = make_kb(tmp_path)
+    qwen = settings_for(deepinfra, tmp_path)
+    sync(qwen, kb)
+    (kb / "keys.md").write_bytes(b"# Rotate keys\n\n\xff\xfe not UTF-8 any more\n")
+    e5 = settings_for(deepinfra, tmp_path, embedding_input_format="e5")
+    partial = sync(e5, kb)
+    assert [s["path"] for s in partial.skipped] == ["keys.md"] and partial.incomplete
+    assert any("re-embedding not finished" in w["reason"] for w in partial.warnings)
+    assert REBUILDING in recorded(e5)[0]
+    assert "embed_mismatch" in search(e5, "restore snapshot").meta.degraded
+    (kb / "keys.md").write_text(NOTES["keys.md"], encoding="utf-8")
+    done = sync(e5, kb)
+    assert not done.incomplete and done.skipped == []
+    meta, ids = recorded(e5)
+    assert REBUILDING not in meta and ids == {signature_id(meta)}
+    assert search(e5, "restore snapshot").meta.degraded == []

@@ -334,3 +334,49 @@ def test_a_search_with_every_dependency_dripping_answers_before_the_lambda_times
         service.close()
     assert elapsed < remaining_s - 0.8, elapsed
     assert answer.results and set(answer.meta.degraded) == {"expand", "embed", "rerank"}
+
+
+# -- what a cold review found ---------------------------------------------------------------------------------------
+
+
+def test_a_score_too_large_for_a_float_is_a_provider_failure_not_a_500(deepinfra: FakeProvider) -> None:
+    settings = provider_settings(deepinfra, rerank_hedge_ms=0, breaker_threshold=1)
+    deepinfra.fail("rerank", body=b'{"scores": [1' + b"0" * 400 + b", 0.5]}")
+    reranking = build_reranking(settings, Secrets(settings), shared_client())
+    assert reranking is not None
+    outcome = reranking.rerank("q", ["a", "b"], Deadline(5))
+    assert outcome.ranked is None and any("malformed" in m or "score" in m for m in outcome.errors)
+    assert reranking.breaker.is_open  # a garbled answer is the provider's failure
+
+
+@pytest.mark.parametrize("vector", [[1e-200] + [0.0] * 63, [1e200] * 64], ids=["underflow", "overflow"])
+def test_tiny_and_huge_embeddings_normalise_exactly(deepinfra: FakeProvider, vector: list[float]) -> None:
+    """Sum-of-squares norms underflow to 0 (a ZeroDivisionError, a 500) or overflow to inf (an all-zero vector);
+    the norm is taken without either."""
+    settings = provider_settings(deepinfra)
+    deepinfra.fail("embeddings", body=json.dumps({"data": [{"index": 0, "embedding": vector}]}).encode())
+    embedder = build_embedder(settings, Secrets(settings), shared_client(), for_queries=True)
+    assert embedder is not None
+    result, _ = embedder.embed_one_batch(["q"], Deadline(5))
+    (unit,) = result.vectors
+    assert abs(sum(x * x for x in unit) - 1.0) < 1e-9
+
+
+def test_a_spent_budget_is_not_counted_against_the_dependency(deepinfra: FakeProvider) -> None:
+    settings = provider_settings(deepinfra, rerank_hedge_ms=0, breaker_threshold=1)
+    reranking = build_reranking(settings, Secrets(settings), shared_client())
+    assert reranking is not None
+    for _ in range(3):
+        outcome = reranking.rerank("q", ["a"], Deadline(0.0))
+        assert outcome.ranked is None
+    assert not reranking.breaker.is_open and deepinfra.calls("rerank") == []
+
+
+def test_a_key_at_the_edge_of_the_error_text_is_still_redacted(endpoint: FakeEndpoint) -> None:
+    key = "di-secret-value-123"
+    settings = Settings.model_validate({"embedding_api_key": key})
+    endpoint.status, endpoint.body = 401, json.dumps({"detail": "x" * 190 + " bad key " + key}).encode()
+    target = Endpoint("deepinfra", endpoint.url + "/v1/openai/embeddings", "m", "EMBEDDING_API_KEY")
+    with pytest.raises(ProviderError) as info:
+        post_json(shared_client(), target, Secrets(settings), {"input": ["x"]}, RetryPolicy(attempts=1), Deadline(5))
+    assert "di-secret" not in str(info.value) and "di-s" not in str(info.value).split("bad key")[-1]

@@ -118,8 +118,9 @@ def test_signed_command_is_acknowledged_then_answered(app, response_url: FakeEnd
 
 @pytest.mark.parametrize(
     "case",
-    ["forged", "stale_past", "stale_future", "missing_headers", "non_integer_ts", "bad_version", "tampered_body"],
-)
+    ["forged", "stale_past", "stale_future", "missing_headers", "non_integer_ts", "huge_ts", "negative_ts",
+     "bad_version", "tampered_body"],
+)  # fmt: skip
 def test_bad_requests_are_401_and_nothing_runs(app, response_url: FakeEndpoint, case: str) -> None:
     body = form("qdrant", response_url.url)
     now = int(time.time())
@@ -133,6 +134,9 @@ def test_bad_requests_are_401_and_nothing_runs(app, response_url: FakeEndpoint, 
         event = slack_event(body, headers=[])
     elif case == "non_integer_ts":
         event = slack_event(body, headers=[("X-Slack-Request-Timestamp", "soon"), ("X-Slack-Signature", "v0=00")])
+    elif case in ("huge_ts", "negative_ts"):  # a 400-digit timestamp used to overflow the skew check (a 503)
+        ts = "9" * 400 if case == "huge_ts" else "-1"
+        event = slack_event(body, headers=[("X-Slack-Request-Timestamp", ts), ("X-Slack-Signature", "v0=00")])
     elif case == "bad_version":
         sig = slack.sign(SECRET, str(now), body.encode()).replace("v0=", "v1=")
         event = slack_event(body, headers=[("X-Slack-Request-Timestamp", str(now)), ("X-Slack-Signature", sig)])

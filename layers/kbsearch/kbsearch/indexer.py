@@ -198,6 +198,11 @@ class Indexer:
                 "note re-embedded"
             )
         self._sync_notes(report, stop_at, call_deadline)
+        if self._reembed and report.skipped and not report.incomplete:
+            # a skipped note keeps the old model's vectors: the re-embed is not done until a run embeds it too
+            report.incomplete = True
+            report.warnings.append({"path": "", "reason": f"re-embedding not finished: {len(report.skipped)} note(s) "
+                                    "skipped keep the previous model's vectors; searches stay BM25-only"})  # fmt: skip
         if self._reembed and not (report.incomplete or report.error) and self.embedder is not None:
             self.store.set_metadata(self.embedder.signature)
 

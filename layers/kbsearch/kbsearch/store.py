@@ -174,18 +174,21 @@ class Store:
 
     def metadata(self) -> dict[str, Any]:
         """The collection's metadata (the embedding signature it records); {} when none."""
-        return dict(self.client.get_collection(self.collection).config.metadata or {})
+        with storage_errors("reading the collection's metadata"):
+            return dict(self.client.get_collection(self.collection).config.metadata or {})
 
     def set_metadata(self, metadata: dict[str, Any]) -> None:
         """Replace the recorded embedding signature (keys not given are cleared)."""
         current = self.metadata()
         update: dict[str, Any] = {k: None for k in current if k not in metadata}
         update.update(metadata)
-        self.client.update_collection(self.collection, metadata=update)
+        with storage_errors("recording the collection's metadata"):
+            self.client.update_collection(self.collection, metadata=update)
 
     def drop(self) -> None:
         """Delete the collection (the indexer rebuilds it when the embedding dimensions change)."""
-        self.client.delete_collection(self.collection)
+        with storage_errors(f"deleting the collection {self.collection!r}"):
+            self.client.delete_collection(self.collection)
 
     def check_schema(self) -> None:
         from qdrant_client import models

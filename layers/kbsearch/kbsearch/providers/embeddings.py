@@ -79,9 +79,13 @@ class EmbeddingStats:
         self.fallbacks += int(fell_back)
 
 
-def _normalise(vector: list[float]) -> list[float]:
-    norm = math.sqrt(sum(x * x for x in vector))
-    return [x / norm for x in vector]
+def _normalise(vector: list[float]) -> list[float] | None:
+    """Unit length, or None when the vector has no usable length (it underflows to 0 or overflows)."""
+    norm = math.hypot(*vector)
+    if not (math.isfinite(norm) and norm > 0):
+        return None
+    unit = [x / norm for x in vector]
+    return unit if any(unit) else None
 
 
 class EmbeddingClient:
@@ -134,7 +138,10 @@ class EmbeddingClient:
                 raise self._bad(f"embedding {index} has out-of-range values") from None
             if not all(math.isfinite(x) for x in floats) or not any(floats):
                 raise self._bad(f"embedding {index} is zero or not finite")
-            vectors[index] = _normalise(floats)
+            unit = _normalise(floats)
+            if unit is None:
+                raise self._bad(f"embedding {index} has no usable length (it underflows or overflows)")
+            vectors[index] = unit
         return [v for v in vectors if v is not None]
 
     @staticmethod

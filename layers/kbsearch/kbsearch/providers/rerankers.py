@@ -83,7 +83,10 @@ class RerankClient:
     def _finite(value: object) -> float | None:
         if isinstance(value, bool) or not isinstance(value, int | float):
             return None
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # a JSON integer of hundreds of digits
+            return None
         return number if math.isfinite(number) else None
 
     def _native(self, answer: object, n: int) -> list[float]:

@@ -42,7 +42,8 @@ T = TypeVar("T")
 
 
 class ProviderError(KbSearchError):
-    """An outbound call failed. ``kind``: connect, timeout, rate_limited, server, auth, client, malformed."""
+    """An outbound call failed. ``kind``: connect, timeout, rate_limited, server, auth, client, malformed, or
+    budget (the caller's deadline had passed before anything was sent: not the dependency's fault)."""
 
     def __init__(self, provider: str, kind: str, message: str, status: int | None = None) -> None:
         super().__init__(f"{provider}: {message}")
@@ -271,14 +272,14 @@ def _error_detail(raw: bytes) -> str:
     try:
         body = loads(raw)
     except ValueError:
-        return raw[:200].decode("utf-8", errors="replace")
+        return raw[:4000].decode("utf-8", errors="replace")
     if isinstance(body, dict):
         detail = body.get("detail") or body.get("error") or body.get("message")
         if isinstance(detail, dict):
             detail = detail.get("message") or detail.get("type")
         if detail is not None:
-            return (detail if isinstance(detail, str) else json.dumps(detail))[:200]
-    return str(body)[:200]
+            return (detail if isinstance(detail, str) else json.dumps(detail))[:4000]
+    return str(body)[:4000]
 
 
 # -- one call --------------------------------------------------------------------------------------------------
@@ -325,7 +326,7 @@ def _attempt(client: httpx.Client, call: Outbound, attempt_deadline: Deadline) -
     headers = call.headers()
     left = attempt_deadline.remaining()
     if left <= 0.005:
-        raise ProviderError(call.name, "timeout", "no time left before the deadline")
+        raise ProviderError(call.name, "budget", "no time left before the deadline")
     content = None if call.body is None else json.dumps(call.body, ensure_ascii=False).encode()
     if content is not None:
         headers = {"Content-Type": "application/json", **headers}
@@ -352,7 +353,9 @@ def send(
     try:
         return _send(client, call, policy, deadline or Deadline(), sleep)
     except ProviderError as exc:
+        # redact the whole text first, then shorten it: a key cut in half would escape redaction
         message = redact(str(exc).removeprefix(f"{call.name}: "), call.secret_values())
+        message = message if len(message) <= 300 else message[:299] + "…"
         raise ProviderError(call.name, exc.kind, message, exc.status) from None
 
 
@@ -528,9 +531,11 @@ def failover(
         first = deadline.within(deadline.remaining() / 2) if fallback is not None and deadline.at else deadline
         try:
             outcome.value = primary(first)
-        except ProviderError as exc:
-            breaker.failure()
-            outcome.errors.append(exc)
+        except Exception as exc:  # any failure, garbled answers included, is the primary's: degrade, never raise
+            error = _as_provider_error(exc, names[0])
+            if error.kind != "budget":  # our own spent deadline says nothing about the dependency
+                breaker.failure()
+            outcome.errors.append(error)
             return _fallback_only(fallback, deadline, outcome, names[1])
         breaker.success()
         return outcome
@@ -545,8 +550,8 @@ def _fallback_only(
     try:
         outcome.value = fallback(deadline)
         outcome.fell_back = True
-    except ProviderError as exc:
-        outcome.errors.append(exc)
+    except Exception as exc:
+        outcome.errors.append(_as_provider_error(exc, name))
     return outcome
 
 
@@ -567,7 +572,13 @@ def _hedged(
             breaker.success() if success else breaker.failure()
 
     first = _spawn(lambda: primary(deadline), f"{names[0]}-call")
-    first.add_done_callback(lambda f: judge(f.exception() is None))
+
+    def primary_done(future: Future[T]) -> None:
+        exc = future.exception()
+        if not (isinstance(exc, ProviderError) and exc.kind == "budget"):
+            judge(exc is None)
+
+    first.add_done_callback(primary_done)
     pending: dict[Future[T], str] = {first: "primary"}
     hedge_at: float | None = time.monotonic() + hedge_delay_s
     fallback_started = False
