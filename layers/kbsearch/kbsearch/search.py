@@ -119,13 +119,20 @@ class SearchService:
         # The embedded store's client is not meant for concurrent use (kbsearch serve runs the Slack worker in a
         # thread); Qdrant Cloud calls are independent HTTP requests and take no lock.
         self._store_lock = threading.Lock()
+        self._open_lock = threading.Lock()
         self.retrieval = "hybrid"  # see evaluation_view
         self.max_results: int | None = None
         self._signature_checked: tuple[float, str | None] | None = None
 
     @property
     def retriever(self) -> Retriever:
-        """Qdrant Cloud over REST (no qdrant_client import), or the embedded store; built once per container."""
+        """Qdrant Cloud over REST (no qdrant_client import), or the embedded store; built once per container
+        (under a lock: kbsearch serve's Slack thread and a request may both be first, and one embedded store may be
+        opened once)."""
+        with self._open_lock:
+            return self._open_retriever()
+
+    def _open_retriever(self) -> Retriever:
         if self._retriever is None:
             s = self.settings
             if s.qdrant_url:
@@ -185,6 +192,7 @@ class SearchService:
         hits beyond the API's ``top_k`` limit (evaluation depth, e.g. Recall@50). The product never calls it."""
         if retrieval not in ("hybrid", "dense", "lexical"):
             raise ValueError(f"unknown retrieval mode {retrieval!r}")
+        self.retriever  # noqa: B018 - open the store first, so that every view shares this one
         view = copy.copy(self)
         view.retrieval, view.max_results = retrieval, max_results
         return view

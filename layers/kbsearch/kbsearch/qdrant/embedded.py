@@ -184,12 +184,13 @@ class EdgeStore(Store):
             logger.warning(
                 "kbsearch: %s held an index from qdrant-client's local mode; rebuilding it in Qdrant Edge", self.root
             )
-            for name in ("collection", "meta.json", ".lock"):
-                target = self.root / name
-                if target.is_dir():
-                    shutil.rmtree(target)
-                elif target.exists():
-                    target.unlink()
+            with storage_errors("removing the local-mode index"):
+                for name in ("collection", "meta.json", ".lock"):
+                    target = self.root / name
+                    if target.is_dir():
+                        shutil.rmtree(target)
+                    elif target.exists():
+                        target.unlink()
         config = edge.EdgeConfig(
             vectors={DENSE: edge.EdgeVectorParams(size=self.dimensions, distance=edge.Distance.Cosine)},
             sparse_vectors={SPARSE: edge.EdgeSparseVectorParams(modifier=edge.Modifier.Idf)},
