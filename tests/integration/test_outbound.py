@@ -380,3 +380,38 @@ def test_a_key_at_the_edge_of_the_error_text_is_still_redacted(endpoint: FakeEnd
     with pytest.raises(ProviderError) as info:
         post_json(shared_client(), target, Secrets(settings), {"input": ["x"]}, RetryPolicy(attempts=1), Deadline(5))
     assert "di-secret" not in str(info.value) and "di-s" not in str(info.value).split("bad key")[-1]
+
+
+def test_rereading_a_rotated_key_stays_within_the_deadline(
+    endpoint: FakeEndpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A provider answers 401, the key is re-read from SSM, and SSM is now slow: the call still ends at its deadline
+    (the re-read gets what the attempt has left, not SSM's own 5 s)."""
+    ssm = FakeEndpoint().start()
+    answer = json.dumps({"Parameters": [{"Name": "/kb/di", "Type": "SecureString", "Value": "di-secret-value-123",
+                                         "Version": 1}], "InvalidParameters": []}).encode()  # fmt: skip
+    served: list[int] = []
+
+    def respond(_method: str, _path: str) -> tuple[int, bytes, str] | None:
+        served.append(1)
+        if len(served) > 1:
+            time.sleep(4.5)  # every read after the first is slow
+        return 200, answer, "application/x-amz-json-1.1"
+
+    ssm.responder = respond
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SSM", ssm.url)
+    try:
+        settings = Settings.model_validate({"embedding_api_key_param": "/kb/di"})
+        secrets = Secrets(settings)
+        secrets.prefetch()
+        endpoint.status, endpoint.body = 401, b'{"detail": "invalid key"}'
+        target = Endpoint("deepinfra", endpoint.url + "/v1/openai/embeddings", "m", "EMBEDDING_API_KEY")
+        elapsed, exc = timed(
+            lambda: post_json(
+                shared_client(), target, secrets, {"input": ["x"]}, RetryPolicy(attempts=1), Deadline(1.0)
+            )
+        )
+    finally:
+        ssm.stop()
+    assert isinstance(exc, ProviderError) and len(served) == 2
+    assert elapsed < 1.6, elapsed

@@ -236,7 +236,8 @@ class Secrets:
     def __init__(self, settings: Settings, ssm: SSMProvider | None = None) -> None:
         self._settings = settings
         self._ssm = ssm
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # held while SSM is read
+        self._seen_lock = threading.Lock()
         self._warned: set[str] = set()
         self._failed_at: float | None = None
         self._failure: ConfigError | None = None
@@ -266,7 +267,9 @@ class Secrets:
             self._ssm = SSMProvider(boto_config=timeouts)
         return self._ssm
 
-    def get(self, name: str) -> str | None:
+    def get(self, name: str, timeout_s: float | None = None) -> str | None:
+        """The secret's value (None when it is not configured); a read from SSM takes at most ``timeout_s``
+        (and ``FETCH_TIMEOUT_S``), so a caller with a deadline passes what it has left."""
         if name not in SECRET_NAMES:
             raise KeyError(f"unknown secret {name}")
         plain = self._settings.plain_secret(name)
@@ -275,9 +278,9 @@ class Secrets:
         param = self._settings.secret_param(name)
         if not param:
             return None
-        value = self._fetch().get(param)
+        value = self._fetch(timeout_s).get(param)
         if value:
-            with self._lock:
+            with self._seen_lock:
                 self._seen.add(value)
         return value
 
@@ -285,7 +288,7 @@ class Secrets:
         """Every secret value this process holds (plain settings and values read from SSM so far), for redacting
         text that came from outside (a provider that echoes the key in its error). Fetches nothing."""
         plain = (self._settings.plain_secret(n) for n in SECRET_NAMES)
-        with self._lock:
+        with self._seen_lock:  # never waits on an SSM read in progress
             return sorted({v for v in plain if v} | self._seen, key=len, reverse=True)
 
     #: After SSM fails, further reads fail fast for this long: an outage costs one timeout, not one per call.
@@ -308,7 +311,10 @@ class Secrets:
     def _fetch(self, timeout_s: float | None = None) -> dict[str, str]:
         wanted = sorted(set(self._ssm_names().values()))
         limit = self.FETCH_TIMEOUT_S if timeout_s is None else max(0.05, min(timeout_s, self.FETCH_TIMEOUT_S))
-        with self._lock:
+        # Another request reading SSM holds the lock: wait for it no longer than this read may take.
+        if not self._lock.acquire(timeout=limit):
+            raise ConfigError("the secrets are being read from SSM by another request; not within this deadline")
+        try:
             if self._failure is not None and self._failed_at is not None:
                 if time.monotonic() - self._failed_at < self.FAILURE_TTL_S:
                     raise self._failure
@@ -324,6 +330,8 @@ class Secrets:
                 raise self._failure from None
             if not isinstance(raw, dict):
                 raw = {}
+        finally:
+            self._lock.release()
         missing = [str(p) for p in raw.get("_errors", [])]
         for param in missing:
             if param not in self._warned:

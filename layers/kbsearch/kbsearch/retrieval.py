@@ -220,7 +220,7 @@ class QdrantRest:
         caller's deadline bounds the whole exchange). Any failure or answer of the wrong shape is a StoreError."""
         keys: list[str] = []
 
-        def headers() -> dict[str, str]:
+        def headers(_left_s: float) -> dict[str, str]:
             try:
                 key = self._api_key()
             except ConfigError:

@@ -287,14 +287,15 @@ def _error_detail(raw: bytes) -> str:
 
 @dataclass
 class Outbound:
-    """One outbound request. ``headers`` is called before every attempt (it reads the current key and may raise
-    :class:`ProviderError` ``auth``); ``refresh`` is called once after a 401/403 (reread a rotated key)."""
+    """One outbound request. ``headers`` is called before every attempt with the seconds the attempt has left (it
+    reads the current key, from SSM within that time, and may raise :class:`ProviderError` ``auth``); ``refresh``
+    is called once after a 401/403 (reread a rotated key)."""
 
     name: str
     method: str
     url: str
     body: Any = None
-    headers: Callable[[], dict[str, str]] = dict
+    headers: Callable[[float], dict[str, str]] = lambda _left: {}
     refresh: Callable[[], None] | None = None
     expect_json: bool = True
     secret_values: Callable[[], Iterable[str]] = tuple
@@ -323,7 +324,7 @@ def _read(response: httpx.Response, limit: int, name: str) -> bytes:
 
 
 def _attempt(client: httpx.Client, call: Outbound, attempt_deadline: Deadline) -> tuple[httpx.Response, bytes]:
-    headers = call.headers()
+    headers = call.headers(max(0.0, attempt_deadline.remaining()))  # a key read from SSM fits in the attempt
     left = attempt_deadline.remaining()
     if left <= 0.005:
         raise ProviderError(call.name, "budget", "no time left before the deadline")
@@ -407,9 +408,9 @@ def bearer_call(endpoint: Endpoint, secrets: Any, payload: dict[str, Any]) -> Ou
     """A provider request: ``POST`` JSON with the endpoint's key as a bearer token (read from ``secrets`` at each
     attempt, refreshed once on 401)."""
 
-    def headers() -> dict[str, str]:
+    def headers(left_s: float) -> dict[str, str]:
         try:
-            key = secrets.get(endpoint.secret)
+            key = secrets.get(endpoint.secret, timeout_s=left_s)
         except ConfigError as exc:  # SSM unreachable or denied: this provider is unusable, the caller degrades
             raise ProviderError(endpoint.name, "auth", f"cannot read the API key: {exc}") from None
         if not key:
