@@ -238,6 +238,9 @@ class Secrets:
         self._ssm = ssm
         self._lock = threading.Lock()  # held while SSM is read
         self._seen_lock = threading.Lock()
+        # the last SSM answer and when it came: within SECRETS_TTL_S a read is a dictionary lookup, no SSM call and
+        # no helper thread (every provider call reads its key)
+        self._cached: tuple[float, dict[str, Any]] | None = None
         self._warned: set[str] = set()
         self._failed_at: float | None = None
         self._failure: ConfigError | None = None
@@ -319,8 +322,12 @@ class Secrets:
                 if time.monotonic() - self._failed_at < self.FAILURE_TTL_S:
                     raise self._failure
                 self._failure = self._failed_at = None
+            cached = self._cached
             try:
-                raw = self._bounded_get(wanted, limit)
+                if cached is not None and time.monotonic() - cached[0] < self._settings.secrets_ttl_s:
+                    raw = cached[1]
+                else:
+                    raw = self._bounded_get(wanted, limit)
             except Exception as exc:
                 # botocore messages name the parameter or the credential problem, never a value.
                 self._failure = ConfigError(
@@ -330,6 +337,8 @@ class Secrets:
                 raise self._failure from None
             if not isinstance(raw, dict):
                 raw = {}
+            if raw is not (cached[1] if cached else None):
+                self._cached = (time.monotonic(), raw)
         finally:
             self._lock.release()
         missing = [str(p) for p in raw.get("_errors", [])]
@@ -367,7 +376,8 @@ class Secrets:
 
     def refresh(self) -> None:
         """Forget cached SSM values (after a provider answered 401: the key may have been rotated)."""
-        if self._ssm is not None:
-            with self._lock:
+        with self._lock:
+            self._cached = None
+            self._failure = self._failed_at = None
+            if self._ssm is not None:
                 self._ssm.clear_cache()
-                self._failure = self._failed_at = None

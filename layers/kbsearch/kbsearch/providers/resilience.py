@@ -194,9 +194,7 @@ def shared_client() -> httpx.Client:
     with _client_lock:
         if _client is None:
             limits = httpx.Limits(max_connections=64, max_keepalive_connections=16)
-            _client = httpx.Client(
-                transport=deadline_transport(limits=limits), headers={"User-Agent": "kb-search"}, limits=limits
-            )
+            _client = httpx.Client(transport=deadline_transport(limits=limits), headers={"User-Agent": "kb-search"})
         return _client
 
 
