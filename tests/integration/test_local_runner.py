@@ -138,7 +138,8 @@ spec = t.function("SearchFunction")
 fn = LocalFunction(spec, t.region, function_environment(spec, t.region, os.environ))
 event = json.load(open({str(EVENTS / "health.json")!r}))
 result = fn.invoke(event)
-heavy = [m for m in ("qdrant_client", "numpy", "boto3", "aws_xray_sdk", "grpc", "botocore.session", "httpx")
+heavy = [m for m in ("qdrant_client", "numpy", "boto3", "aws_xray_sdk", "grpc", "botocore.session", "httpx",
+                   "aws_lambda_powertools.event_handler.openapi.models")  # ~200 ms of pydantic models, /docs only
          if m in sys.modules]
 print(json.dumps({{"status": result["statusCode"], "heavy": heavy}}))
 """

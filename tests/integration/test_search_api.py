@@ -130,7 +130,13 @@ def test_openapi_and_docs(handler) -> None:
     assert {"get", "post"} <= set(schema["paths"]["/search"])
     assert "SearchResponse" in json.dumps(schema) and "SearchRequest" in json.dumps(schema)
     docs = call(event("GET", "/docs"))
-    assert docs["statusCode"] == 200 and "swagger" in docs["body"].lower()
+    assert docs["statusCode"] == 200 and docs["multiValueHeaders"]["Content-Type"] == ["text/html"]
+    assert "swagger" in docs["body"].lower() and "<\\/" not in json.dumps(schema)
+    # the page shows the completed document /openapi.json serves (the API key scheme, /mcp), inlined
+    embedded = docs["body"].split("spec: ", 1)[1]
+    assert '"/mcp"' in embedded and '"ApiKey"' in embedded and '"ApiKey"' in json.dumps(schema)
+    as_json = call(event("GET", "/docs", query="format=json"))  # the address the page gives its document
+    assert body_of(as_json) == schema
 
 
 def test_search_over_http_with_providers_end_to_end(bm25_index: Path, tmp_path: Path) -> None:

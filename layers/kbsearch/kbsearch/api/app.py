@@ -75,13 +75,14 @@ class SearchApi:
         copy_config_to_registered_loggers(source_logger=self.logger, include={"kbsearch"})
         self.metrics = Metrics()
         self.tracing = Tracing()
-        version = health_status(self.container.settings)["version"]
         self.app = app = APIGatewayRestResolver(
             enable_validation=True, json_body_deserializer=lambda text: body.parse_json(text, allow_constants=True)
         )
-        app.enable_swagger(path="/docs", title="kb-search", version=version)
+        # Our own /docs, not ``enable_swagger``: that builds Powertools' OpenAPI models at import (~200 ms of every
+        # cold start), and it would show Powertools' document rather than the completed one /openapi.json serves.
         app.get("/health")(self._health)
         app.get("/openapi.json", include_in_schema=False)(self._openapi)
+        app.get("/docs", include_in_schema=False)(self._docs)
         app.include_router(search_router(self.search))
         app.include_router(slack_router(self.container))
         app.include_router(mcp_router(self.container, self.search))
@@ -135,6 +136,29 @@ class SearchApi:
         return health_status(self.container.settings, self.container.config_problem)
 
     def _openapi(self) -> Response[Any]:
+        return Response(200, content_types.APPLICATION_JSON, self._openapi_document())
+
+    def _docs(self) -> Response[Any]:
+        """Swagger UI over the same document as ``/openapi.json`` (its script and styles inlined, as Powertools
+        serves them: the page needs nothing from the internet). The page names ``/docs?format=json`` as its
+        document's address, so that answers the document too."""
+        from pathlib import Path
+
+        query = self.app.current_event.query_string_parameters or {}
+        if query.get("format") == "json":
+            return self._openapi()
+
+        from aws_lambda_powertools.event_handler.openapi import swagger_ui
+
+        assets = Path(swagger_ui.__file__).parent
+        # "</" escaped so no string in the document can close the page's <script>
+        spec = json.dumps(self._openapi_document(), indent=2).replace("</", "<\\/")
+        script = (assets / "swagger-ui-bundle.min.js").read_text(encoding="utf-8")
+        style = (assets / "swagger-ui.min.css").read_text(encoding="utf-8")
+        page = swagger_ui.generate_swagger_html(spec, script, style, "", None)
+        return Response(200, content_types.TEXT_HTML, page)
+
+    def _openapi_document(self) -> dict[str, Any]:
         from aws_lambda_powertools.event_handler.openapi.models import Server
 
         from kbsearch.openapi import complete
@@ -146,7 +170,7 @@ class SearchApi:
         base = f"/{stage}" if stage and stage != "$default" and (context.path or "").startswith(f"/{stage}") else ""
         version = health_status(self.container.settings)["version"]
         schema = self.app.get_openapi_json_schema(title="kb-search", version=version, servers=[Server(url=base or "/")])
-        return Response(200, content_types.APPLICATION_JSON, complete(json.loads(schema)))
+        return complete(json.loads(schema))
 
     # -- errors -------------------------------------------------------------------------------------------------
 
