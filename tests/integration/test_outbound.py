@@ -24,6 +24,7 @@ from kbsearch.providers.resilience import (
     Outbound,
     ProviderError,
     RetryPolicy,
+    deadline_transport,
     failover,
     loads,
     post_json,
@@ -88,6 +89,60 @@ def test_a_server_that_never_accepts_is_bounded() -> None:
         )
     assert isinstance(exc, ProviderError) and exc.kind == "timeout"
     assert elapsed < 1.3
+
+
+def port_of(endpoint: FakeEndpoint) -> int:
+    return int(endpoint.url.rsplit(":", 1)[1].split("/")[0])
+
+
+def client_resolving(resolve: Any) -> Any:
+    import httpx
+
+    return httpx.Client(transport=deadline_transport(resolve=resolve))
+
+
+def test_a_resolver_that_hangs_is_bounded_by_the_deadline(endpoint: FakeEndpoint) -> None:
+    """DNS is part of the call: a lookup that never answers costs the deadline, not the resolver's own timeouts."""
+    release = threading.Event()
+
+    def hung(host: str, port: int) -> list[Any]:
+        release.wait(30)
+        return socket.getaddrinfo("127.0.0.1", port)
+
+    call = Outbound("slow-dns", "POST", f"http://provider.invalid:{port_of(endpoint)}/v1", {})
+    with client_resolving(hung) as client:
+        elapsed, exc = timed(lambda: send(client, call, RetryPolicy(attempts=1), Deadline(0.5)))
+    release.set()
+    assert isinstance(exc, ProviderError) and exc.kind == "timeout", exc
+    assert 0.45 <= elapsed < 1.2 and endpoint.requests == []
+
+
+@pytest.mark.parametrize("failure", [socket.gaierror(-2, "Name or service not known"), OSError("resolver down")])
+def test_a_name_that_does_not_resolve_is_a_connect_error(endpoint: FakeEndpoint, failure: OSError) -> None:
+    def broken(host: str, port: int) -> list[Any]:
+        raise failure
+
+    call = Outbound("no-dns", "POST", f"http://provider.invalid:{port_of(endpoint)}/v1", {})
+    with client_resolving(broken) as client, pytest.raises(ProviderError) as caught:
+        send(client, call, RetryPolicy(attempts=2, base_delay_s=0.01), Deadline(5))
+    assert caught.value.kind == "connect" and "Traceback" not in str(caught.value)
+
+
+def test_every_resolved_address_is_tried_in_order(endpoint: FakeEndpoint) -> None:
+    """A name with a dead address first (an old record; the fake listens on 127.0.0.1 only, so 127.0.0.2 refuses)
+    still reaches the live one."""
+    asked: list[str] = []
+
+    def two_records(host: str, port: int) -> list[Any]:
+        asked.append(host)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.2", port)),
+                (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]  # fmt: skip
+
+    endpoint.body, endpoint.content_type = b'{"ok": true}', "application/json"
+    call = Outbound("two-records", "POST", f"http://provider.invalid:{port_of(endpoint)}/v1", {})
+    with client_resolving(two_records) as client:
+        answer = send(client, call, RetryPolicy(attempts=1), Deadline(5))
+    assert answer.data == {"ok": True} and asked == ["provider.invalid"] and len(endpoint.requests) == 1
 
 
 def test_retries_never_sleep_past_the_deadline(endpoint: FakeEndpoint) -> None:

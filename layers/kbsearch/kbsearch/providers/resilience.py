@@ -1,9 +1,10 @@
 """The one outbound policy: every call kb-search makes over HTTP (embedding, rerank and chat providers, Qdrant
 Cloud's REST API, Slack ``response_url``) goes through :func:`send`.
 
-- **Wall-clock deadlines**, not per-read timeouts: a :class:`Deadline` bounds connect + send + the whole answer.
-  The shared client's network backend clamps every socket operation to the deadline of the call running on that
-  thread, so a server that drips its answer a byte at a time is cut off when the deadline passes.
+- **Wall-clock deadlines**, not per-read timeouts: a :class:`Deadline` bounds name resolution + connect + send +
+  the whole answer. The shared client's network backend clamps every socket operation to the deadline of the call
+  running on that thread, so a server that drips its answer a byte at a time is cut off when the deadline passes,
+  and a resolver that hangs is waited on no longer than the deadline either.
 - **Retries** with exponential backoff and full jitter on connection errors, timeouts, 429 and 5xx, honouring
   ``Retry-After``, never past the deadline; **secret refresh** once on 401/403 (a rotated key).
 - **Answers are untrusted**: size-capped, decoded as strict JSON (no ``NaN``, bounded nesting), and every error
@@ -16,10 +17,12 @@ Cloud's REST API, Slack ``response_url``) goes through :func:`send`.
 from __future__ import annotations
 
 import email.utils
+import ipaddress
 import json
 import math
 import random
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -148,9 +151,18 @@ class _DeadlineStream(httpcore.NetworkStream):
         return self._inner.get_extra_info(info)
 
 
+#: ``socket.getaddrinfo``'s shape: (host, port) → address infos, whose ``[4][0]`` is an address.
+Resolver = Callable[[str, int], list[tuple[Any, ...]]]
+
+
+def system_resolver(host: str, port: int) -> list[tuple[Any, ...]]:
+    return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+
+
 class _DeadlineBackend(httpcore.NetworkBackend):
-    def __init__(self, inner: httpcore.NetworkBackend) -> None:
+    def __init__(self, inner: httpcore.NetworkBackend, resolve: Resolver = system_resolver) -> None:
         self._inner = inner
+        self._resolve = resolve
 
     def connect_tcp(
         self,
@@ -160,10 +172,34 @@ class _DeadlineBackend(httpcore.NetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.NetworkStream:
-        stream = self._inner.connect_tcp(
-            host, port, _clamp(timeout, httpcore.ConnectTimeout), local_address, socket_options
-        )
-        return _DeadlineStream(stream)
+        options = list(socket_options or ())
+        failure: Exception | None = None
+        for address in self._addresses(host, port, timeout):  # in the resolver's order, as create_connection does
+            try:
+                clamped = _clamp(timeout, httpcore.ConnectTimeout)
+                stream = self._inner.connect_tcp(address, port, clamped, local_address, options)
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                failure = exc
+                continue
+            return _DeadlineStream(stream)
+        raise failure or httpcore.ConnectError(f"{host} resolved to no address")
+
+    def _addresses(self, host: str, port: int, timeout: float | None) -> list[str]:
+        """The host's addresses, resolved on a helper thread waited on no longer than the call's deadline
+        (``getaddrinfo`` itself cannot be interrupted: a resolver that hangs keeps only that thread)."""
+        try:
+            return [str(ipaddress.ip_address(host))]
+        except ValueError:
+            pass
+        limit = _clamp(timeout, httpcore.ConnectTimeout)
+        lookup = _spawn(lambda: self._resolve(host, port), "kbsearch-resolve")
+        try:
+            infos = lookup.result(timeout=limit)
+        except TimeoutError:
+            raise httpcore.ConnectTimeout(f"resolving {host} took longer than the call's deadline") from None
+        except OSError as exc:
+            raise httpcore.ConnectError(f"cannot resolve {host} ({type(exc).__name__})") from None
+        return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
     def connect_unix_socket(
         self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
@@ -175,12 +211,12 @@ class _DeadlineBackend(httpcore.NetworkBackend):
         self._inner.sleep(seconds)
 
 
-def deadline_transport(**kwargs: Any) -> httpx.HTTPTransport:
+def deadline_transport(resolve: Resolver = system_resolver, **kwargs: Any) -> httpx.HTTPTransport:
     """httpx's own transport with the deadline-aware network backend under its connection pool (httpx takes no
-    ``network_backend`` argument; the pool does)."""
+    ``network_backend`` argument; the pool does). ``resolve`` looks host names up (the system's resolver)."""
     transport = httpx.HTTPTransport(**kwargs)
     pool: Any = transport._pool
-    pool._network_backend = _DeadlineBackend(pool._network_backend)
+    pool._network_backend = _DeadlineBackend(pool._network_backend, resolve)
     return transport
 
 
