@@ -14,13 +14,12 @@ from typing import Any
 
 import pytest
 
-from kbsearch.config import Secrets, Settings
+from kbsearch.config import Endpoint, Secrets, Settings
 from kbsearch.providers.embeddings import build_embedder
 from kbsearch.providers.rerankers import build_reranking
 from kbsearch.providers.resilience import (
     CircuitBreaker,
     Deadline,
-    Endpoint,
     Outbound,
     ProviderError,
     RetryPolicy,

@@ -19,18 +19,18 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from kbsearch.chunking import estimate_tokens
-from kbsearch.config import Secrets, Settings
+from kbsearch.config import Endpoint, Secrets, Settings
 from kbsearch.providers.resilience import (
     CircuitBreaker,
     Deadline,
-    Endpoint,
+    PrimaryFallback,
     ProviderError,
     RetryPolicy,
-    failover,
     post_json,
+    role_clients,
     usage_tokens,
 )
+from kbsearch.tokens import estimate_tokens
 
 QUERY_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
 
@@ -149,7 +149,7 @@ class EmbeddingClient:
         return usage_tokens(answer, "usage.prompt_tokens", "usage.total_tokens")
 
 
-class Embedder:
+class Embedder(PrimaryFallback[EmbeddingClient]):
     """Primary with fallback, batching and bounded concurrency. A primary error (after its retries) sends the
     batch to the fallback; a breaker skips a primary that keeps failing."""
 
@@ -163,19 +163,13 @@ class Embedder:
         breaker: CircuitBreaker | None = None,
         input_format: str = "qwen3",
     ) -> None:
+        super().__init__(primary, fallback, breaker or CircuitBreaker())
         self.input_format = input_format
-        self.primary = primary
-        self.fallback = fallback
         self.batch_size = batch_size
         self.batch_tokens = batch_tokens
         self.concurrency = concurrency
-        self.breaker = breaker or CircuitBreaker()
         self.dimensions = primary.dimensions
         self._lock = threading.Lock()
-
-    @property
-    def name(self) -> str:
-        return self.primary.endpoint.name
 
     @property
     def signature(self) -> dict[str, Any]:
@@ -207,14 +201,7 @@ class Embedder:
 
     def embed_one_batch(self, texts: Sequence[str], deadline: Deadline | None = None) -> tuple[Embedded, bool]:
         """(result, whether the fallback answered); :class:`ProviderError` when no endpoint answered."""
-        fallback = self.fallback
-        outcome = failover(
-            lambda d: self.primary.embed(texts, d),
-            (lambda d: fallback.embed(texts, d)) if fallback is not None else None,
-            self.breaker,
-            deadline or Deadline(),
-            names=(self.primary.endpoint.name, fallback.endpoint.name if fallback else "none"),
-        )
+        outcome = self.call(lambda client, d: client.embed(texts, d), deadline or Deadline())
         if outcome.value is None:
             if outcome.errors:
                 raise outcome.errors[-1]
@@ -252,40 +239,23 @@ def build_embedder(
 
     ``for_queries``: one attempt per provider with the short query timeout (the fallback is the retry), as a
     search has a latency budget; indexing retries with backoff instead."""
-    configured = secrets.configured()
-    if "EMBEDDING_API_KEY" not in configured or not settings.embedding_url:
-        return None
+    role = settings.embedding
     if for_queries:
-        policy = RetryPolicy(attempts=1, timeout_s=settings.embedding_query_timeout_s)
+        policy = RetryPolicy(attempts=1, timeout_s=role.query_timeout_s)
     else:
-        policy = RetryPolicy(attempts=settings.provider_retries + 1, timeout_s=settings.embedding_timeout_s)
-    primary = EmbeddingClient(
-        Endpoint(settings.embedding_provider, settings.embedding_url, settings.embedding_model, "EMBEDDING_API_KEY"),
-        settings.embedding_dimensions,
-        secrets,
-        client,
-        policy,
+        policy = RetryPolicy(attempts=role.retries + 1, timeout_s=role.timeout_s)
+    clients = role_clients(
+        role, secrets.configured(), lambda e: EmbeddingClient(e, role.dimensions, secrets, client, policy)
     )
-    fallback = None
-    if "EMBEDDING_FALLBACK_API_KEY" in configured and settings.embedding_fallback_url:
-        fallback = EmbeddingClient(
-            Endpoint(
-                settings.embedding_fallback_provider,
-                settings.embedding_fallback_url,
-                settings.embedding_fallback_model,
-                "EMBEDDING_FALLBACK_API_KEY",
-            ),
-            settings.embedding_dimensions,
-            secrets,
-            client,
-            policy,
-        )
+    if clients is None:
+        return None
+    primary, fallback, breaker = clients
     return Embedder(
         primary,
         fallback,
-        batch_size=settings.embedding_batch_size,
-        batch_tokens=settings.embedding_batch_tokens,
-        concurrency=settings.embedding_concurrency,
-        breaker=CircuitBreaker(settings.breaker_threshold, settings.breaker_cooldown_s),
-        input_format=settings.embedding_input_format,
+        batch_size=role.batch_size,
+        batch_tokens=role.batch_tokens,
+        concurrency=role.concurrency,
+        breaker=breaker,
+        input_format=role.input_format,
     )

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import httpx
 
-from kbsearch.config import Secrets, Settings
-from kbsearch.providers.resilience import Deadline, Endpoint, ProviderError, RetryPolicy, loads, post_json, usage_tokens
+from kbsearch.config import Endpoint, Secrets, Settings
+from kbsearch.providers.resilience import Deadline, ProviderError, RetryPolicy, loads, post_json, usage_tokens
 
 SYSTEM_PROMPT = (
     "You rewrite search queries for a company knowledge base written in Russian and English. "
@@ -136,14 +136,15 @@ class Expander:
 
 
 def build_expander(settings: Settings, secrets: Secrets, client: httpx.Client) -> Expander | None:
-    if "EXPANSION_API_KEY" not in secrets.configured() or not settings.expansion_url:
+    role = settings.expansion
+    if not role.primary.usable(secrets.configured()):
         return None
     return Expander(
-        Endpoint(settings.expansion_provider, settings.expansion_url, settings.expansion_model, "EXPANSION_API_KEY"),
+        role.primary,
         secrets,
         client,
-        n=settings.expansion_variants,
-        budget_s=settings.expansion_budget_ms / 1000,
-        cache_size=settings.expansion_cache_size,
-        cache_ttl_s=settings.expansion_cache_ttl_s,
+        n=role.variants,
+        budget_s=role.budget_s,
+        cache_size=role.cache_size,
+        cache_ttl_s=role.cache_ttl_s,
     )

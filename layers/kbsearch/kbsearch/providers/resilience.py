@@ -22,15 +22,16 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import httpcore
 import httpx
 
+from kbsearch.config import Endpoint, FailoverRole
 from kbsearch.errors import ConfigError, KbSearchError
 
 RETRYABLE = frozenset({"connect", "timeout", "rate_limited", "server"})
@@ -54,14 +55,6 @@ class ProviderError(KbSearchError):
     @property
     def retryable(self) -> bool:
         return self.kind in RETRYABLE
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    name: str  # the provider's name as reported (deepinfra, fireworks, ...)
-    url: str
-    model: str
-    secret: str  # the secret setting holding its key, e.g. EMBEDDING_API_KEY
 
 
 @dataclass(frozen=True)
@@ -609,3 +602,51 @@ def _hedged(
     if first.running() or not first.done():
         judge(False)  # still no answer at the deadline: slow is a failure
     return outcome
+
+
+# -- primary + fallback ----------------------------------------------------------------------------------------
+
+
+class _Client(Protocol):
+    endpoint: Endpoint
+
+
+C = TypeVar("C", bound=_Client)
+
+
+def role_clients(
+    role: FailoverRole, configured: Collection[str], client: Callable[[Endpoint], C]
+) -> tuple[C, C | None, CircuitBreaker] | None:
+    """A role's clients, built by ``client``: the primary, the fallback when its URL and key are configured
+    (``configured``: the configured secrets), and the role's breaker; None when the primary is not configured."""
+    if not role.primary.usable(configured):
+        return None
+    fallback = client(role.fallback) if role.fallback.usable(configured) else None
+    return client(role.primary), fallback, CircuitBreaker(role.breaker.threshold, role.breaker.cooldown_s)
+
+
+class PrimaryFallback(Generic[C]):
+    """A primary client, an optional fallback and the breaker between them: one call of both is :meth:`call`."""
+
+    def __init__(self, primary: C, fallback: C | None, breaker: CircuitBreaker) -> None:
+        self.primary = primary
+        self.fallback = fallback
+        self.breaker = breaker
+
+    @property
+    def name(self) -> str:
+        return self.primary.endpoint.name
+
+    def call(
+        self, fn: Callable[[C, Deadline], T], deadline: Deadline, hedge_delay_s: float | None = None
+    ) -> Outcome[T]:
+        """``fn(client, deadline)`` on the primary, then the fallback (see :func:`failover`)."""
+        fallback = self.fallback
+        return failover(
+            lambda d: fn(self.primary, d),
+            (lambda d: fn(fallback, d)) if fallback is not None else None,
+            self.breaker,
+            deadline,
+            hedge_delay_s=hedge_delay_s,
+            names=(self.primary.endpoint.name, fallback.endpoint.name if fallback else "none"),
+        )
