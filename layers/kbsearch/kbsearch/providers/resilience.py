@@ -31,7 +31,7 @@ from typing import Any, Generic, Protocol, TypeVar
 import httpcore
 import httpx
 
-from kbsearch.config import Endpoint, FailoverRole
+from kbsearch.config import Breaker, Endpoint
 from kbsearch.errors import ConfigError, KbSearchError
 
 RETRYABLE = frozenset({"connect", "timeout", "rate_limited", "server"})
@@ -609,6 +609,18 @@ def _hedged(
 
 class _Client(Protocol):
     endpoint: Endpoint
+
+
+class FailoverRole(Protocol):
+    """Settings of a role served by a primary endpoint and a fallback behind a breaker (``Settings.embedding``,
+    ``Settings.reranking``)."""
+
+    @property
+    def primary(self) -> Endpoint: ...
+    @property
+    def fallback(self) -> Endpoint: ...
+    @property
+    def breaker(self) -> Breaker: ...
 
 
 C = TypeVar("C", bound=_Client)
