@@ -24,9 +24,9 @@ from kbsearch.providers.resilience import (
     CircuitBreaker,
     Deadline,
     PrimaryFallback,
+    ProviderClient,
     ProviderError,
     RetryPolicy,
-    post_json,
     role_clients,
     usage_tokens,
 )
@@ -88,7 +88,7 @@ def _normalise(vector: list[float]) -> list[float] | None:
     return unit if any(unit) else None
 
 
-class EmbeddingClient:
+class EmbeddingClient(ProviderClient):
     """One OpenAI-compatible embeddings endpoint."""
 
     def __init__(
@@ -99,22 +99,16 @@ class EmbeddingClient:
         client: httpx.Client,
         policy: RetryPolicy,
     ) -> None:
-        self.endpoint = endpoint
+        super().__init__(endpoint, secrets, client, policy)
         self.dimensions = dimensions
-        self.secrets = secrets
-        self.client = client
-        self.policy = policy
         self.send_encoding_format = "/openai/" in urlsplit(endpoint.url).path
 
     def embed(self, texts: Sequence[str], deadline: Deadline | None = None) -> Embedded:
         payload: dict[str, object] = {"model": self.endpoint.model, "input": list(texts), "dimensions": self.dimensions}
         if self.send_encoding_format:
             payload["encoding_format"] = "float"
-        answer = post_json(self.client, self.endpoint, self.secrets, payload, self.policy, deadline)
+        answer = self.post(payload, deadline)
         return Embedded(self._vectors(answer, len(texts)), self._tokens(answer), self.endpoint.name)
-
-    def _bad(self, message: str) -> ProviderError:
-        return ProviderError(self.endpoint.name, "malformed", message)
 
     def _vectors(self, answer: object, expected: int) -> list[list[float]]:
         data = answer.get("data") if isinstance(answer, dict) else None

@@ -17,12 +17,10 @@ import httpx
 
 from kbsearch.config import Endpoint, Secrets, Settings
 from kbsearch.providers.resilience import (
-    CircuitBreaker,
     Deadline,
     PrimaryFallback,
-    ProviderError,
+    ProviderClient,
     RetryPolicy,
-    post_json,
     role_clients,
     usage_tokens,
 )
@@ -46,14 +44,11 @@ def detect_style(url: str, override: str = "auto") -> str:
     raise ValueError(f"cannot tell the rerank contract from {url!r}: set the *_API_STYLE setting to native|standard")
 
 
-class RerankClient:
+class RerankClient(ProviderClient):
     """One rerank endpoint in either contract."""
 
     def __init__(self, endpoint: Endpoint, secrets: Secrets, client: httpx.Client, policy: RetryPolicy) -> None:
-        self.endpoint = endpoint
-        self.secrets = secrets
-        self.client = client
-        self.policy = policy
+        super().__init__(endpoint, secrets, client, policy)
         self.style = detect_style(endpoint.url, endpoint.api_style)
 
     def rerank(self, query: str, documents: Sequence[str], deadline: Deadline | None = None) -> Ranked:
@@ -68,14 +63,11 @@ class RerankClient:
                 "top_n": len(documents),
                 "return_documents": False,
             }
-        answer = post_json(self.client, self.endpoint, self.secrets, payload, self.policy, deadline)
+        answer = self.post(payload, deadline)
         scores = (
             self._native(answer, len(documents)) if self.style == "native" else self._standard(answer, len(documents))
         )
         return Ranked(scores, self._tokens(answer), self.endpoint.name)
-
-    def _bad(self, message: str) -> ProviderError:
-        return ProviderError(self.endpoint.name, "malformed", message)
 
     @staticmethod
     def _finite(value: object) -> float | None:
@@ -123,21 +115,11 @@ class RerankOutcome:
 
 
 class Reranking(PrimaryFallback[RerankClient]):
-    """The primary reranker, hedged by the fallback after ``hedge_delay_s``, behind a circuit breaker (see
-    :func:`~kbsearch.providers.resilience.failover`)."""
-
-    def __init__(
-        self,
-        primary: RerankClient,
-        fallback: RerankClient | None = None,
-        hedge_delay_s: float | None = 0.6,
-        breaker: CircuitBreaker | None = None,
-    ) -> None:
-        super().__init__(primary, fallback, breaker or CircuitBreaker(threshold=3, cooldown_s=30))
-        self.hedge_delay_s = hedge_delay_s
+    """The primary reranker, hedged by the fallback after ``hedge_delay_s`` (RERANK_HEDGE_MS), behind a circuit
+    breaker (see :func:`~kbsearch.providers.resilience.failover`)."""
 
     def rerank(self, query: str, documents: Sequence[str], deadline: Deadline) -> RerankOutcome:
-        outcome = self.call(lambda client, d: client.rerank(query, documents, d), deadline, self.hedge_delay_s)
+        outcome = self.call(lambda client, d: client.rerank(query, documents, d), deadline)
         return RerankOutcome(outcome.value, outcome.fell_back, outcome.hedged, outcome.messages)
 
 
@@ -148,4 +130,4 @@ def build_reranking(settings: Settings, secrets: Secrets, client: httpx.Client) 
     if clients is None:
         return None
     primary, fallback, breaker = clients
-    return Reranking(primary, fallback, hedge_delay_s=role.hedge_s, breaker=breaker)
+    return Reranking(primary, fallback, breaker, hedge_delay_s=role.hedge_s)

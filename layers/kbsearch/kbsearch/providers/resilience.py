@@ -31,7 +31,7 @@ from typing import Any, Generic, Protocol, TypeVar
 import httpcore
 import httpx
 
-from kbsearch.config import Breaker, Endpoint
+from kbsearch.config import Breaker, Endpoint, Secrets
 from kbsearch.errors import ConfigError, KbSearchError
 
 RETRYABLE = frozenset({"connect", "timeout", "rate_limited", "server"})
@@ -607,8 +607,23 @@ def _hedged(
 # -- primary + fallback ----------------------------------------------------------------------------------------
 
 
-class _Client(Protocol):
-    endpoint: Endpoint
+class ProviderClient:
+    """One provider endpoint: its key read from ``secrets`` at each call, every call under ``policy`` on the shared
+    ``client``."""
+
+    def __init__(self, endpoint: Endpoint, secrets: Secrets, client: httpx.Client, policy: RetryPolicy) -> None:
+        self.endpoint = endpoint
+        self.secrets = secrets
+        self.client = client
+        self.policy = policy
+
+    def post(self, payload: dict[str, Any], deadline: Deadline | None = None) -> Any:
+        """The endpoint's decoded answer to ``payload`` (:func:`post_json`)."""
+        return post_json(self.client, self.endpoint, self.secrets, payload, self.policy, deadline)
+
+    def _bad(self, message: str) -> ProviderError:
+        """The error for an answer that cannot be used."""
+        return ProviderError(self.endpoint.name, "malformed", message)
 
 
 class FailoverRole(Protocol):
@@ -623,7 +638,7 @@ class FailoverRole(Protocol):
     def breaker(self) -> Breaker: ...
 
 
-C = TypeVar("C", bound=_Client)
+C = TypeVar("C", bound=ProviderClient)
 
 
 def role_clients(
@@ -638,20 +653,26 @@ def role_clients(
 
 
 class PrimaryFallback(Generic[C]):
-    """A primary client, an optional fallback and the breaker between them: one call of both is :meth:`call`."""
+    """A primary client, an optional fallback and the breaker between them: one call of both is :meth:`call`
+    (hedged after ``hedge_delay_s`` when that is set)."""
 
-    def __init__(self, primary: C, fallback: C | None, breaker: CircuitBreaker) -> None:
+    def __init__(
+        self,
+        primary: C,
+        fallback: C | None = None,
+        breaker: CircuitBreaker | None = None,
+        hedge_delay_s: float | None = None,
+    ) -> None:
         self.primary = primary
         self.fallback = fallback
-        self.breaker = breaker
+        self.breaker = breaker or CircuitBreaker()
+        self.hedge_delay_s = hedge_delay_s
 
     @property
     def name(self) -> str:
         return self.primary.endpoint.name
 
-    def call(
-        self, fn: Callable[[C, Deadline], T], deadline: Deadline, hedge_delay_s: float | None = None
-    ) -> Outcome[T]:
+    def call(self, fn: Callable[[C, Deadline], T], deadline: Deadline) -> Outcome[T]:
         """``fn(client, deadline)`` on the primary, then the fallback (see :func:`failover`)."""
         fallback = self.fallback
         return failover(
@@ -659,6 +680,6 @@ class PrimaryFallback(Generic[C]):
             (lambda d: fn(fallback, d)) if fallback is not None else None,
             self.breaker,
             deadline,
-            hedge_delay_s=hedge_delay_s,
+            hedge_delay_s=self.hedge_delay_s,
             names=(self.primary.endpoint.name, fallback.endpoint.name if fallback else "none"),
         )
