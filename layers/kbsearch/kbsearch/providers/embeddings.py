@@ -157,7 +157,7 @@ class Embedder(PrimaryFallback[EmbeddingClient]):
         breaker: CircuitBreaker | None = None,
         input_format: str = "qwen3",
     ) -> None:
-        super().__init__(primary, fallback, breaker or CircuitBreaker())
+        super().__init__(primary, fallback, breaker)
         self.input_format = input_format
         self.batch_size = batch_size
         self.batch_tokens = batch_tokens

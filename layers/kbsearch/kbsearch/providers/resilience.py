@@ -11,6 +11,8 @@ Cloud's REST API, Slack ``response_url``) goes through :func:`send`.
 - **Failover** (:func:`failover`): primary, then fallback, behind a :class:`CircuitBreaker`, optionally hedged
   (the fallback starts when the primary is slow). Each attempt runs on its own short-lived thread, so a stuck
   primary never holds a worker the fallback needs, and a primary that lost to a hedge counts as a failure.
+  Every provider role with a fallback is a :class:`PrimaryFallback` over one :class:`ProviderClient` per endpoint,
+  built from its settings group (``Settings.embedding``, ``Settings.reranking``) by :func:`role_clients`.
 """
 
 from __future__ import annotations
