@@ -15,7 +15,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from kbsearch.config import Secrets, Settings
@@ -46,14 +45,14 @@ def _no_span(_name: str) -> AbstractContextManager[Any]:
     return contextlib.nullcontext()
 
 
-@dataclass
 class Stages:
     """The stages of one search: each runs in its tracing span and its time (ms) lands in ``timings``. An optional
     stage that fails with :class:`ProviderError` is named in ``degraded`` and the search goes on without it."""
 
-    span: Span = _no_span
-    timings: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGE_NAMES, 0.0))
-    degraded: list[str] = field(default_factory=list)
+    def __init__(self, span: Span = _no_span) -> None:
+        self.span = span
+        self.timings: dict[str, float] = dict.fromkeys(STAGE_NAMES, 0.0)
+        self.degraded: list[str] = []
 
     @contextlib.contextmanager
     def run(self, name: str, degrade_with: str | None = None) -> Iterator[None]:
