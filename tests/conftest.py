@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from kbsearch.config import SECRET_NAMES, Settings
-from kbsearch_tools.fakes import FakeProvider
+from kbsearch_tools.fakes import FakeProvider, provider_env
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -159,22 +159,7 @@ def provider_settings(
 ) -> Settings:
     """Settings pointing at the loopback fakes (64-dim embeddings keep the tests quick)."""
     values: dict[str, object] = {"embedding_dimensions": 64, "provider_retries": 1}
-    if deepinfra is not None:
-        values |= {
-            "embedding_url": deepinfra.embeddings_url,
-            "embedding_api_key": deepinfra.api_key,
-            "reranker_url": deepinfra.rerank_url,
-            "reranker_api_key": deepinfra.api_key,
-            "expansion_url": deepinfra.chat_url,
-            "expansion_api_key": deepinfra.api_key,
-        }
-    if fireworks is not None:
-        values |= {
-            "embedding_fallback_url": fireworks.embeddings_url,
-            "embedding_fallback_api_key": fireworks.api_key,
-            "reranker_fallback_url": fireworks.rerank_url,
-            "reranker_fallback_api_key": fireworks.api_key,
-        }
+    values |= provider_env(deepinfra, fireworks, fields=True)
     values |= extra
     return Settings(**values)  # type: ignore[arg-type]
 

@@ -24,6 +24,7 @@ from kbsearch.indexer import Indexer, SyncOptions
 from kbsearch.sources import LocalSource, S3Source
 from kbsearch.store import Store
 from kbsearch_tools.fakes import FakeEndpoint, FakeProvider
+from kbsearch_tools.fakes import provider_env as fake_provider_env
 from kbsearch_tools.local.apigw import HttpRequest, build_event
 from tests.conftest import ROOT, copy_store
 
@@ -108,14 +109,8 @@ def fakes() -> Iterator[dict[str, FakeProvider]]:
 
 
 def provider_env(fakes: dict[str, FakeProvider], store: Path) -> dict[str, str]:
-    di, fw = fakes["deepinfra"], fakes["fireworks"]
-    return {
+    return fake_provider_env(fakes["deepinfra"], fakes["fireworks"]) | {
         "QDRANT_PATH": str(store), "EMBEDDING_DIMENSIONS": "64", "PROVIDER_RETRIES": "0",
-        "EMBEDDING_URL": di.embeddings_url, "EMBEDDING_API_KEY": di.api_key,
-        "EMBEDDING_FALLBACK_URL": fw.embeddings_url, "EMBEDDING_FALLBACK_API_KEY": fw.api_key,
-        "RERANKER_URL": di.rerank_url, "RERANKER_API_KEY": di.api_key,
-        "RERANKER_FALLBACK_URL": fw.rerank_url, "RERANKER_FALLBACK_API_KEY": fw.api_key,
-        "EXPANSION_URL": di.chat_url, "EXPANSION_API_KEY": di.api_key,
         "EMBEDDING_QUERY_TIMEOUT_S": "0.5", "RERANK_TIMEOUT_S": "0.5", "RERANK_HEDGE_MS": "0",
         "EXPANSION_BUDGET_MS": "300", "SEARCH_BUDGET_S": str(BUDGET_S),
     }  # fmt: skip

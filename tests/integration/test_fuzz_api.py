@@ -16,7 +16,7 @@ import pytest
 
 from kbsearch.config import Secrets
 from kbsearch.indexer import run_sync
-from kbsearch_tools.fakes import FakeProvider
+from kbsearch_tools.fakes import FakeProvider, provider_env
 from kbsearch_tools.local.process import ServeProcess, serve_process
 from tests.conftest import ROOT, provider_settings, subprocess_env
 
@@ -43,12 +43,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
         QDRANT_PATH=str(store), KB_SOURCE=str(ROOT / "sample-kb"), KB_LOCAL_API_KEYS=API_KEY,
         EMBEDDING_DIMENSIONS="64", SLACK_SIGNING_SECRET=SLACK_SECRET,
         SLACK_RESPONSE_HOSTS="hooks.slack.invalid",  # signed fuzzed commands never post anywhere real
-        EMBEDDING_URL=deepinfra.embeddings_url, EMBEDDING_API_KEY=deepinfra.api_key,
-        EMBEDDING_FALLBACK_URL=fireworks.embeddings_url, EMBEDDING_FALLBACK_API_KEY=fireworks.api_key,
-        RERANKER_URL=deepinfra.rerank_url, RERANKER_API_KEY=deepinfra.api_key,
-        RERANKER_FALLBACK_URL=fireworks.rerank_url, RERANKER_FALLBACK_API_KEY=fireworks.api_key,
-        EXPANSION_URL=deepinfra.chat_url, EXPANSION_API_KEY=deepinfra.api_key,
-        POWERTOOLS_LOG_LEVEL="WARNING",
+        POWERTOOLS_LOG_LEVEL="WARNING", **provider_env(deepinfra, fireworks),
     )  # fmt: skip
     try:
         with serve_process(env, cwd=ROOT) as process:

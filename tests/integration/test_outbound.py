@@ -14,13 +14,12 @@ from typing import Any
 
 import pytest
 
-from kbsearch.config import Secrets, Settings
+from kbsearch.config import Endpoint, Secrets, Settings
 from kbsearch.providers.embeddings import build_embedder
 from kbsearch.providers.rerankers import build_reranking
 from kbsearch.providers.resilience import (
     CircuitBreaker,
     Deadline,
-    Endpoint,
     Outbound,
     ProviderError,
     RetryPolicy,
@@ -302,6 +301,25 @@ def test_slow_primaries_open_the_breaker(deepinfra: FakeProvider, fireworks: Fak
     outcome = reranking.rerank("q", ["a"], Deadline(5))
     assert outcome.fell_back and not outcome.hedged and len(deepinfra.calls("rerank")) == before
     assert any("circuit open" in m for m in outcome.errors)
+
+
+def test_a_fallback_is_built_only_with_its_url_and_key(deepinfra: FakeProvider, fireworks: FakeProvider) -> None:
+    full = provider_settings(deepinfra, fireworks, reranker_fallback_api_style="native")
+    embedder = build_embedder(full, Secrets(full), shared_client())
+    reranking = build_reranking(full, Secrets(full), shared_client())
+    assert embedder is not None and embedder.fallback is not None and embedder.fallback.endpoint.name == "fireworks"
+    assert reranking is not None and reranking.fallback is not None
+    assert (reranking.primary.style, reranking.fallback.style) == ("native", "native")  # the fallback's own style
+    for missing in ({"embedding_fallback_url": "", "reranker_fallback_url": ""},
+                    {"embedding_fallback_api_key": None, "reranker_fallback_api_key": None}):  # fmt: skip
+        settings = full.model_copy(update=missing)
+        embedder = build_embedder(settings, Secrets(settings), shared_client())
+        reranking = build_reranking(settings, Secrets(settings), shared_client())
+        assert embedder is not None and embedder.fallback is None
+        assert reranking is not None and reranking.fallback is None
+    no_primary = full.model_copy(update={"embedding_api_key": None, "reranker_url": ""})
+    assert build_embedder(no_primary, Secrets(no_primary), shared_client()) is None
+    assert build_reranking(no_primary, Secrets(no_primary), shared_client()) is None
 
 
 def test_the_embedder_honours_the_breaker_settings(deepinfra: FakeProvider, fireworks: FakeProvider) -> None:

@@ -14,7 +14,7 @@ import pytest
 from kbsearch.config import Secrets, Settings
 from kbsearch.indexer import run_sync
 from kbsearch.schemas import SearchResponse
-from kbsearch_tools.fakes import FakeProvider
+from kbsearch_tools.fakes import FakeProvider, provider_env
 from kbsearch_tools.local.apigw import HttpRequest, build_event
 from kbsearch_tools.local.process import serve_process
 from tests.conftest import ROOT, copy_store, subprocess_env
@@ -148,14 +148,7 @@ def test_search_over_http_with_providers_end_to_end(bm25_index: Path, tmp_path: 
         {"qdrant_path": str(store), "embedding_url": deepinfra.embeddings_url, "embedding_api_key": "di-key"}
     )
     run_sync(settings, Secrets(settings), source_uri=str(ROOT / "sample-kb"))
-    env = subprocess_env(
-        QDRANT_PATH=str(store), KB_LOCAL_API_KEYS="k1",
-        EMBEDDING_URL=deepinfra.embeddings_url, EMBEDDING_API_KEY="di-key",
-        EMBEDDING_FALLBACK_URL=fireworks.embeddings_url, EMBEDDING_FALLBACK_API_KEY="fw-key",
-        RERANKER_URL=deepinfra.rerank_url, RERANKER_API_KEY="di-key",
-        RERANKER_FALLBACK_URL=fireworks.rerank_url, RERANKER_FALLBACK_API_KEY="fw-key",
-        EXPANSION_URL=deepinfra.chat_url, EXPANSION_API_KEY="di-key",
-    )  # fmt: skip
+    env = subprocess_env(QDRANT_PATH=str(store), KB_LOCAL_API_KEYS="k1", **provider_env(deepinfra, fireworks))
     server = serve_process(env, cwd=ROOT)
     served = server.__enter__()
     try:

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from kbsearch.chunking import chunk_note, estimate_tokens, truncate_tokens
+from kbsearch.chunking import chunk_note
 from kbsearch.notes import parse_note
 from kbsearch.retrieval import Candidate
 from kbsearch.search import blend, passage
+from kbsearch.tokens import estimate_tokens, truncate_tokens
 from tests.conftest import VAULT
 
 EN = "Restore the collection from the latest snapshot, then run a full sync to pick up newer notes. " * 20

@@ -8,7 +8,7 @@ import pytest
 from aws_lambda_powertools.utilities.parameters.ssm import SSMProvider
 from moto import mock_aws
 
-from kbsearch.config import Secrets, Settings, load_settings
+from kbsearch.config import Endpoint, Secrets, Settings, load_settings
 from kbsearch.errors import ConfigError
 
 DEEPINFRA = "di-secret-value-123"
@@ -46,6 +46,45 @@ def _param_settings(**extra: object) -> Settings:
         slack_signing_secret_param="/kb-search/test/slack-signing-secret",
         **extra,  # type: ignore[arg-type]
     )
+
+
+def test_roles_are_grouped_from_the_same_flat_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {
+        "EMBEDDING_FALLBACK_URL": "https://fb.example/v1/embeddings", "EMBEDDING_FALLBACK_PROVIDER": "other",
+        "EMBEDDING_FALLBACK_MODEL": "m2", "EMBEDDING_DIMENSIONS": "256", "EMBEDDING_QUERY_TIMEOUT_S": "1.5",
+        "PROVIDER_RETRIES": "5", "BREAKER_THRESHOLD": "7", "BREAKER_COOLDOWN_S": "9",
+        "RERANKER_FALLBACK_API_STYLE": "native", "RERANK_HEDGE_MS": "0", "RERANK_PASSAGE_TOKENS": "100",
+        "EXPANSION_URL": "https://chat.example/v1/chat/completions", "EXPANSION_BUDGET_MS": "250",
+    }.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+    s = load_settings()
+    assert s.embedding.primary == Endpoint(
+        "deepinfra", "https://api.deepinfra.com/v1/openai/embeddings", "Qwen/Qwen3-Embedding-8B", "EMBEDDING_API_KEY"
+    )
+    assert s.embedding.fallback == Endpoint(
+        "other", "https://fb.example/v1/embeddings", "m2", "EMBEDDING_FALLBACK_API_KEY"
+    )
+    assert (s.embedding.dimensions, s.embedding.query_timeout_s, s.embedding.retries) == (256, 1.5, 5)
+    assert s.embedding.breaker == s.reranking.breaker == (7, 9.0)
+    assert s.reranking.primary.api_style == "auto" and s.reranking.fallback.api_style == "native"
+    assert s.reranking.fallback.secret == "RERANKER_FALLBACK_API_KEY"
+    assert s.reranking.hedge_s is None and s.reranking.passage_tokens == 100
+    assert s.expansion.primary.url == "https://chat.example/v1/chat/completions" and s.expansion.budget_s == 0.25
+
+
+def test_the_grouped_view_follows_a_copy_with_other_values() -> None:
+    s = Settings()
+    assert s.embedding.primary.model == "Qwen/Qwen3-Embedding-8B"  # read once: a cached view would stay stale
+    copy = s.model_copy(update={"embedding_model": "e5", "rerank_hedge_ms": 250.0})
+    assert copy.embedding.primary.model == "e5" and copy.reranking.hedge_s == 0.25
+    assert s.embedding.primary.model == "Qwen/Qwen3-Embedding-8B"
+
+
+def test_an_endpoint_is_usable_with_a_url_and_a_configured_key() -> None:
+    endpoint = Endpoint("p", "https://p.example", "m", "RERANKER_FALLBACK_API_KEY")
+    assert endpoint.usable({"RERANKER_FALLBACK_API_KEY"})
+    assert not endpoint.usable({"RERANKER_API_KEY"})
+    assert not endpoint._replace(url="").usable({"RERANKER_FALLBACK_API_KEY"})
 
 
 def test_defaults_are_the_real_providers() -> None:

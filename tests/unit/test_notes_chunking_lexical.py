@@ -4,9 +4,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kbsearch.chunking import chunk_note, estimate_tokens, split_section
+from kbsearch.chunking import chunk_note, split_section
 from kbsearch.lexical import document_vector, query_vector, term_id, tokenize
 from kbsearch.notes import NoteError, normalize_tags, parse_note
+from kbsearch.tokens import estimate_tokens
 
 FULL = """---
 id: KB-42

@@ -17,7 +17,7 @@ from typing import Any
 from kbsearch.config import Secrets, Settings
 from kbsearch.indexer import run_sync
 from kbsearch_tools import repo_root
-from kbsearch_tools.fakes import FakeEndpoint, FakeProvider
+from kbsearch_tools.fakes import FakeEndpoint, FakeProvider, provider_env
 from kbsearch_tools.local.process import serve_process
 
 
@@ -32,8 +32,7 @@ def _machine() -> dict[str, Any]:
 
 def _settings(store: Path, fake: FakeProvider | None, **extra: Any) -> Settings:
     values: dict[str, Any] = {"qdrant_path": str(store), "embedding_dimensions": extra.pop("dims", 1024)}
-    if fake is not None:
-        values |= {"embedding_url": fake.embeddings_url, "embedding_api_key": fake.api_key}
+    values |= provider_env(fake, roles=["EMBEDDING"], fields=True)
     return Settings(**(values | extra))
 
 
@@ -90,8 +89,8 @@ def bench_index(
                 report = run_sync(settings, Secrets(settings), source_uri=str(kb))
                 in_process.append(time.perf_counter() - t0)
                 assert report.embedding_calls == 0 and report.unchanged == report.notes_listed - len(report.skipped)
-            env = dict(os.environ, QDRANT_PATH=str(store), EMBEDDING_URL=fake.embeddings_url,
-                       EMBEDDING_API_KEY=fake.api_key, EMBEDDING_DIMENSIONS=str(dims))  # fmt: skip
+            env = dict(os.environ, QDRANT_PATH=str(store), EMBEDDING_DIMENSIONS=str(dims),
+                       **provider_env(fake, roles=["EMBEDDING"]))  # fmt: skip
             command = []
             for _ in range(runs):
                 t0 = time.perf_counter()
@@ -203,13 +202,8 @@ def bench_search(
             settings = Settings.model_validate(
                 {
                     "qdrant_path": str(root / "q"), "embedding_dimensions": dims,
-                    "embedding_url": deepinfra.embeddings_url, "embedding_api_key": deepinfra.api_key,
-                    "embedding_fallback_url": fireworks.embeddings_url, "embedding_fallback_api_key": fireworks.api_key,
-                    "reranker_url": deepinfra.rerank_url, "reranker_api_key": deepinfra.api_key,
-                    "reranker_fallback_url": fireworks.rerank_url, "reranker_fallback_api_key": fireworks.api_key,
-                    "expansion_url": deepinfra.chat_url, "expansion_api_key": deepinfra.api_key,
                     "embedding_batch_size": 64, "embedding_concurrency": 4,
-                } | ({"search_budget_s": budget_s} if budget_s else {})
+                } | provider_env(deepinfra, fireworks, fields=True) | ({"search_budget_s": budget_s} if budget_s else {})
             )  # fmt: skip
             report = run_sync(settings, Secrets(settings), source_uri=str(root / "kb"))
             results["indexed_chunks"] = report.chunks_upserted
@@ -394,8 +388,9 @@ def bench_coldstart(runs: int = 7, top: int = 10) -> dict[str, Any]:
     deepinfra = FakeProvider("deepinfra", api_key="bench-di").start()
     fireworks = FakeProvider("fireworks", api_key="bench-fw").start()
     cloud = _fake_qdrant_cloud(root)
-    keys = {"EMBEDDING": deepinfra.api_key, "EMBEDDING_FALLBACK": fireworks.api_key, "RERANKER": deepinfra.api_key,
-            "RERANKER_FALLBACK": fireworks.api_key, "EXPANSION": deepinfra.api_key, "QDRANT": "bench-qdrant"}  # fmt: skip
+    providers = provider_env(deepinfra, fireworks)
+    keys = {k.removesuffix("_API_KEY"): v for k, v in providers.items() if k.endswith("_API_KEY")}
+    keys["QDRANT"] = "bench-qdrant"
     ssm = _fake_ssm({f"/kb-search/bench/{name.lower()}": value for name, value in keys.items()})
     daemon = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # stands in for the X-Ray daemon: counts segments
     daemon.bind(("127.0.0.1", 0))
@@ -404,8 +399,9 @@ def bench_coldstart(runs: int = 7, top: int = 10) -> dict[str, Any]:
     try:
         with tempfile.TemporaryDirectory(prefix="kbsearch-cold-") as tmp:
             store = Path(tmp) / "q"
-            settings = Settings.model_validate({"qdrant_path": str(store), "embedding_url": deepinfra.embeddings_url,
-                                                "embedding_api_key": deepinfra.api_key})  # fmt: skip
+            settings = Settings.model_validate(
+                {"qdrant_path": str(store)} | provider_env(deepinfra, roles=["EMBEDDING"], fields=True)
+            )
             run_sync(settings, Secrets(settings), source_uri=str(root / "sample-kb"))
             health = build_event(HttpRequest("GET", "/health", "", [], b""), "/health", {}, "dev")
             body = json.dumps({"query": "restore a qdrant snapshot"}).encode()
@@ -415,12 +411,7 @@ def bench_coldstart(runs: int = 7, top: int = 10) -> dict[str, Any]:
             base_env = dict(
                 os.environ,
                 KB_BENCH_TEMPLATE=str(root / "template.yaml"), KB_BENCH_HEALTH=json.dumps(health),
-                KB_BENCH_SEARCH=json.dumps(search), POWERTOOLS_METRICS_DISABLED="true",
-                EMBEDDING_URL=deepinfra.embeddings_url, EMBEDDING_API_KEY=deepinfra.api_key,
-                EMBEDDING_FALLBACK_URL=fireworks.embeddings_url, EMBEDDING_FALLBACK_API_KEY=fireworks.api_key,
-                RERANKER_URL=deepinfra.rerank_url, RERANKER_API_KEY=deepinfra.api_key,
-                RERANKER_FALLBACK_URL=fireworks.rerank_url, RERANKER_FALLBACK_API_KEY=fireworks.api_key,
-                EXPANSION_URL=deepinfra.chat_url, EXPANSION_API_KEY=deepinfra.api_key,
+                KB_BENCH_SEARCH=json.dumps(search), POWERTOOLS_METRICS_DISABLED="true", **providers,
             )  # fmt: skip
             envs = {
                 "embedded": dict(base_env, QDRANT_PATH=str(store), QDRANT_URL=""),
@@ -512,11 +503,8 @@ def bench_cost(queries: int = 60, prices: dict[str, float] | None = None) -> dic
     try:
         with tempfile.TemporaryDirectory(prefix="kbsearch-cost-") as tmp:
             settings = Settings.model_validate({
-                "qdrant_path": str(Path(tmp) / "q"),
-                "embedding_url": deepinfra.embeddings_url, "embedding_api_key": deepinfra.api_key,
-                "reranker_url": deepinfra.rerank_url, "reranker_api_key": deepinfra.api_key,
-                "expansion_url": deepinfra.chat_url, "expansion_api_key": deepinfra.api_key,
-                "expansion_cache_size": 0,
+                "qdrant_path": str(Path(tmp) / "q"), "expansion_cache_size": 0,
+                **provider_env(deepinfra, fields=True),
             })  # fmt: skip
             report = run_sync(settings, Secrets(settings), source_uri=str(root / "sample-kb"))
             service = SearchService(settings, Secrets(settings))
@@ -587,12 +575,7 @@ def bench_load(requests: int = 10_000, concurrency: int = 32, max_seconds: float
             store = Path(tmp) / "q"
             env = dict(
                 os.environ, QDRANT_PATH=str(store), KB_SOURCE=str(root / "sample-kb"), KB_LOCAL_API_KEYS="load-key",
-                EMBEDDING_URL=deepinfra.embeddings_url, EMBEDDING_API_KEY=deepinfra.api_key,
-                EMBEDDING_FALLBACK_URL=fireworks.embeddings_url, EMBEDDING_FALLBACK_API_KEY=fireworks.api_key,
-                RERANKER_URL=deepinfra.rerank_url, RERANKER_API_KEY=deepinfra.api_key,
-                RERANKER_FALLBACK_URL=fireworks.rerank_url, RERANKER_FALLBACK_API_KEY=fireworks.api_key,
-                EXPANSION_URL=deepinfra.chat_url, EXPANSION_API_KEY=deepinfra.api_key,
-                POWERTOOLS_LOG_LEVEL="WARNING", POWERTOOLS_METRICS_DISABLED="true",
+                POWERTOOLS_LOG_LEVEL="WARNING", POWERTOOLS_METRICS_DISABLED="true", **provider_env(deepinfra, fireworks),
             )  # fmt: skip
             subprocess.run([sys.executable, "-m", "kbsearch_tools.cli", "index", str(root / "sample-kb"), "--json"],
                            env=env, check=True, capture_output=True)  # fmt: skip
@@ -759,13 +742,12 @@ def bench_store(
                 for engine in engines:
                     store = root / f"q-{n}-{engine}"
                     values = {"qdrant_path": str(store), "qdrant_embedded": engine, "embedding_dimensions": dims,
-                              "embedding_url": fake.embeddings_url, "embedding_api_key": fake.api_key,
-                              "embedding_batch_size": 64, "embedding_concurrency": 4}  # fmt: skip
+                              "embedding_batch_size": 64, "embedding_concurrency": 4,
+                              **provider_env(fake, roles=["EMBEDDING"], fields=True)}  # fmt: skip
                     index = child({"mode": "index", "settings": values, "kb": str(source)})
                     search = child({"mode": "search", "settings": values, "queries": texts})
                     env = dict(os.environ, QDRANT_PATH=str(store), QDRANT_EMBEDDED=engine,
-                               EMBEDDING_URL=fake.embeddings_url, EMBEDDING_API_KEY=fake.api_key,
-                               EMBEDDING_DIMENSIONS=str(dims))  # fmt: skip
+                               EMBEDDING_DIMENSIONS=str(dims), **provider_env(fake, roles=["EMBEDDING"]))  # fmt: skip
                     walls = []
                     for _ in range(runs):
                         t0 = time.perf_counter()

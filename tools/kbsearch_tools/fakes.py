@@ -16,7 +16,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar, Self
@@ -159,6 +159,23 @@ class FakeProvider(_LoopbackServer):
     def rerank_url(self) -> str:
         path = "/v1/inference/Qwen/Qwen3-Reranker-8B" if self.flavor == "deepinfra" else "/inference/v1/rerank"
         return self.base + path
+
+    #: kb-search's provider roles (the prefix of their environment variables) and the URL of this fake each calls
+    ROLE_URLS: ClassVar[dict[str, str]] = {
+        "EMBEDDING": "embeddings_url",
+        "RERANKER": "rerank_url",
+        "EXPANSION": "chat_url",
+    }
+
+    def env(self, roles: Sequence[str] = tuple(ROLE_URLS), fallback: bool = False) -> dict[str, str]:
+        """The environment variables that make this fake the primary (or ``fallback``) endpoint of ``roles``:
+        ``<ROLE>[_FALLBACK]_URL`` and ``<ROLE>[_FALLBACK]_API_KEY``."""
+        suffix = "_FALLBACK" if fallback else ""
+        env: dict[str, str] = {}
+        for role in roles:
+            env[f"{role}{suffix}_URL"] = getattr(self, self.ROLE_URLS[role])
+            env[f"{role}{suffix}_API_KEY"] = self.api_key
+        return env
 
     def calls(self, operation: str) -> list[Recorded]:
         return [r for r in self.requests if _operation(r.path) == operation]
@@ -321,6 +338,20 @@ class FakeProvider(_LoopbackServer):
         tokens = sum(count_tokens(query) + count_tokens(d) for d in documents)
         return 200, {"object": "list", "model": body["model"], "data": ranked,
                      "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}  # fmt: skip
+
+
+def provider_env(
+    primary: FakeProvider | None,
+    fallback: FakeProvider | None = None,
+    roles: Sequence[str] = tuple(FakeProvider.ROLE_URLS),
+    fields: bool = False,
+) -> dict[str, str]:
+    """kb-search's provider variables for fakes: ``primary`` serves ``roles``, ``fallback`` is the fallback of those
+    that have one (embedding and reranking). ``fields``: keyed by Settings field name (lower case) instead."""
+    env = primary.env(roles) if primary is not None else {}
+    if fallback is not None:
+        env |= fallback.env([r for r in roles if r != "EXPANSION"], fallback=True)
+    return {k.lower(): v for k, v in env.items()} if fields else env
 
 
 def drip(

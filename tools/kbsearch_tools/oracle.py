@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 from pydantic import SecretStr
 
 from kbsearch.config import Settings
-from kbsearch_tools.fakes import FakeProvider, Fault
+from kbsearch_tools.fakes import FakeProvider, Fault, provider_env
 
 #: model key → (pip package, import name, model name reported on the wire, dimensions, input format)
 MODELS: dict[str, tuple[str, str, str, int, str]] = {
@@ -199,13 +199,11 @@ class OracleProvider(FakeProvider):
 def oracle_values(oracle: OracleProvider, rerank: bool = True) -> dict[str, Any]:
     """The settings that point kb-search at the oracle: its model, dimensions and input format, its loopback key;
     no fallbacks, no hedging, timeouts for a CPU model rather than a GPU service."""
-    values: dict[str, Any] = {
-        "embedding_url": oracle.embeddings_url,
+    values: dict[str, Any] = provider_env(oracle, roles=["EMBEDDING"], fields=True) | {
         "embedding_model": oracle.model_name,
         "embedding_dimensions": oracle.dimensions,
         "embedding_input_format": oracle.input_format,
         "embedding_provider": f"oracle-{oracle.model}",
-        "embedding_api_key": ORACLE_KEY,
         "embedding_fallback_url": "",
         "embedding_query_timeout_s": 30.0,
         "embedding_concurrency": 1,
@@ -213,11 +211,9 @@ def oracle_values(oracle: OracleProvider, rerank: bool = True) -> dict[str, Any]
         "search_budget_s": 28.0,
     }
     if rerank:
-        values |= {
-            "reranker_url": oracle.rerank_url,
+        values |= provider_env(oracle, roles=["RERANKER"], fields=True) | {
             "reranker_model": f"{oracle.model_name} (bi-encoder stand-in)",
             "reranker_provider": f"oracle-{oracle.model}-biencoder",
-            "reranker_api_key": ORACLE_KEY,
             "reranker_fallback_url": "",
             "rerank_timeout_s": 60.0,
             "rerank_hedge_ms": 0.0,

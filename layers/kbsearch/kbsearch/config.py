@@ -14,7 +14,8 @@ import logging
 import os
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Collection
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -42,6 +43,68 @@ SECRET_NAMES: tuple[str, ...] = (
     "EXPANSION_API_KEY",
     "SLACK_SIGNING_SECRET",
 )
+
+
+# The provider settings grouped per role. NamedTuples (immutable, typed) rather than frozen dataclasses: a frozen
+# dataclass costs ~0.5 ms to define, six of them a few ms of every cold start.
+
+
+class Endpoint(NamedTuple):
+    """One provider endpoint, primary or fallback alike: where it is, which model, whose key."""
+
+    name: str  # the provider's name as reported in results and metrics (deepinfra, fireworks, ...)
+    url: str
+    model: str
+    secret: str  # the secret setting holding its key, e.g. EMBEDDING_API_KEY
+    api_style: str = "auto"  # the rerank contract (auto|native|standard); other roles ignore it
+
+    def usable(self, configured: Collection[str]) -> bool:
+        """It has a URL and its key is configured (``configured``: :meth:`Secrets.configured`)."""
+        return bool(self.url) and self.secret in configured
+
+
+class Breaker(NamedTuple):
+    threshold: int  # consecutive failures that open it
+    cooldown_s: float  # how long an open breaker skips the primary
+
+
+class EmbeddingRole(NamedTuple):
+    """EMBEDDING_*: the embedding model's endpoints (the fallback is used when its URL and key are set) and how
+    texts are sent to it."""
+
+    primary: Endpoint
+    fallback: Endpoint
+    breaker: Breaker
+    dimensions: int
+    input_format: str  # qwen3 | e5 | none
+    batch_size: int
+    batch_tokens: int
+    concurrency: int
+    timeout_s: float  # one indexing request (retried PROVIDER_RETRIES times)
+    query_timeout_s: float  # one query request (no retries: the fallback is the retry)
+    retries: int
+
+
+class RerankRole(NamedTuple):
+    """RERANKER_* / RERANK_*: the reranker's endpoints, hedging and how its scores are blended."""
+
+    primary: Endpoint
+    fallback: Endpoint
+    breaker: Breaker
+    timeout_s: float
+    hedge_s: float | None  # None: no hedging
+    passage_tokens: int
+    weight: float
+
+
+class ExpansionRole(NamedTuple):
+    """EXPANSION_*: the chat model that writes query variants (one endpoint, no fallback)."""
+
+    primary: Endpoint
+    variants: int
+    budget_s: float
+    cache_size: int
+    cache_ttl_s: float
 
 
 def running_in_lambda() -> bool:
@@ -160,6 +223,68 @@ class Settings(BaseSettings):
     expansion_api_key_param: str = ""
     slack_signing_secret_param: str = ""
     secrets_ttl_s: int = Field(default=300, ge=0)
+
+    # The provider settings grouped per role, read from the flat fields above (whose names are the environment
+    # variables). Plain properties, not cached: ``model_copy(update=...)`` copies a cache along with the values.
+
+    @property
+    def breaker(self) -> Breaker:
+        return Breaker(self.breaker_threshold, self.breaker_cooldown_s)
+
+    @property
+    def embedding(self) -> EmbeddingRole:
+        return EmbeddingRole(
+            primary=Endpoint(self.embedding_provider, self.embedding_url, self.embedding_model, "EMBEDDING_API_KEY"),
+            fallback=Endpoint(
+                self.embedding_fallback_provider,
+                self.embedding_fallback_url,
+                self.embedding_fallback_model,
+                "EMBEDDING_FALLBACK_API_KEY",
+            ),
+            breaker=self.breaker,
+            dimensions=self.embedding_dimensions,
+            input_format=self.embedding_input_format,
+            batch_size=self.embedding_batch_size,
+            batch_tokens=self.embedding_batch_tokens,
+            concurrency=self.embedding_concurrency,
+            timeout_s=self.embedding_timeout_s,
+            query_timeout_s=self.embedding_query_timeout_s,
+            retries=self.provider_retries,
+        )
+
+    @property
+    def reranking(self) -> RerankRole:
+        return RerankRole(
+            primary=Endpoint(
+                self.reranker_provider,
+                self.reranker_url,
+                self.reranker_model,
+                "RERANKER_API_KEY",
+                self.reranker_api_style,
+            ),
+            fallback=Endpoint(
+                self.reranker_fallback_provider,
+                self.reranker_fallback_url,
+                self.reranker_fallback_model,
+                "RERANKER_FALLBACK_API_KEY",
+                self.reranker_fallback_api_style,
+            ),
+            breaker=self.breaker,
+            timeout_s=self.rerank_timeout_s,
+            hedge_s=self.rerank_hedge_ms / 1000 if self.rerank_hedge_ms > 0 else None,
+            passage_tokens=self.rerank_passage_tokens,
+            weight=self.rerank_weight,
+        )
+
+    @property
+    def expansion(self) -> ExpansionRole:
+        return ExpansionRole(
+            primary=Endpoint(self.expansion_provider, self.expansion_url, self.expansion_model, "EXPANSION_API_KEY"),
+            variants=self.expansion_variants,
+            budget_s=self.expansion_budget_ms / 1000,
+            cache_size=self.expansion_cache_size,
+            cache_ttl_s=self.expansion_cache_ttl_s,
+        )
 
     @property
     def store_kind(self) -> str:

@@ -107,7 +107,7 @@ class SyncOptions:
             max_note_bytes=settings.max_note_bytes,
             chunk_max_tokens=settings.chunk_max_tokens,
             chunk_overlap_tokens=settings.chunk_overlap_tokens,
-            window_chunks=settings.embedding_batch_size * settings.embedding_concurrency * 4,
+            window_chunks=settings.embedding.batch_size * settings.embedding.concurrency * 4,
         )
         for key, value in overrides.items():
             setattr(options, key, value)

@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
-from kbsearch.chunking import truncate_tokens
 from kbsearch.config import Secrets, Settings
 from kbsearch.errors import IndexMissing, IndexUnavailable, StoreError
 from kbsearch.lexical import query_vector
@@ -27,6 +26,7 @@ from kbsearch.providers.rerankers import Reranking, build_reranking
 from kbsearch.providers.resilience import Deadline, ProviderError, shared_client
 from kbsearch.retrieval import Candidate, QdrantRest, Retriever, filter_json, retrieve, signature_mismatch
 from kbsearch.schemas import Hit, HitScores, SearchMeta, SearchRequest, SearchResponse
+from kbsearch.tokens import truncate_tokens
 
 if TYPE_CHECKING:
     from kbsearch.store import Store
@@ -37,10 +37,37 @@ Span = Callable[[str], AbstractContextManager[Any]]
 STATUS_PRIOR = {"deprecated": 0.85, "archived": 0.85, "draft": 0.95}
 #: Fused chunks fetched per candidate note: notes have several chunks, and grouping keeps one per note.
 CHUNKS_PER_CANDIDATE = 4
+#: The stages a search times in ``meta.timings_ms`` (0 when a stage is skipped), before ``total``.
+STAGE_NAMES = ("expand", "embed", "retrieve", "rerank")
 
 
 def _no_span(_name: str) -> AbstractContextManager[Any]:
     return contextlib.nullcontext()
+
+
+class Stages:
+    """The stages of one search: each runs in its tracing span and its time (ms) lands in ``timings``. An optional
+    stage that fails with :class:`ProviderError` is named in ``degraded`` and the search goes on without it."""
+
+    def __init__(self, span: Span = _no_span) -> None:
+        self.span = span
+        self.timings: dict[str, float] = dict.fromkeys(STAGE_NAMES, 0.0)
+        self.degraded: list[str] = []
+
+    @contextlib.contextmanager
+    def run(self, name: str, degrade_with: str | None = None) -> Iterator[None]:
+        """One stage. ``degrade_with``: the stage is optional, and a provider failure is logged with this message
+        instead of raised."""
+        started = time.perf_counter()
+        with self.span(name):
+            try:
+                yield
+            except ProviderError as exc:
+                if degrade_with is None:
+                    raise
+                self.degraded.append(name)
+                logger.warning(degrade_with, extra={"error": str(exc)})
+        self.timings[name] = (time.perf_counter() - started) * 1000
 
 
 def snippet(text: str, limit: int) -> str:
@@ -221,24 +248,18 @@ class SearchService:
         # Expansion and embedding must leave the one call that cannot be skipped (retrieval) time to run.
         before_retrieval = deadline.within(reserve=min(self.settings.qdrant_timeout_s, 0.3 * budget))
         query = request.query
-        degraded: list[str] = []
+        stages = Stages(span)
+        degraded = stages.degraded
         usage: dict[str, dict[str, int]] = {}
-        timings = {"expand": 0.0, "embed": 0.0, "retrieve": 0.0, "rerank": 0.0}
         logger.debug("search", extra={"query": query, "top_k": request.top_k})
 
         variants = [query]
         if request.expand and self.expander is not None:
-            t = time.perf_counter()
-            with span("expand"):
-                try:
-                    expansion = self.expander.expand(query, before_retrieval)
-                    variants.extend(expansion.variants)
-                    if expansion.tokens:
-                        usage.setdefault("expansion", {})[expansion.provider] = expansion.tokens
-                except ProviderError as exc:
-                    degraded.append("expand")
-                    logger.warning("expansion failed; searching with the query alone", extra={"error": str(exc)})
-            timings["expand"] = (time.perf_counter() - t) * 1000
+            with stages.run("expand", degrade_with="expansion failed; searching with the query alone"):
+                expansion = self.expander.expand(query, before_retrieval)
+                variants.extend(expansion.variants)
+                if expansion.tokens:
+                    usage.setdefault("expansion", {})[expansion.provider] = expansion.tokens
 
         dense: list[list[float]] = []
         embedder_name = "none"
@@ -249,25 +270,18 @@ class SearchService:
             degraded.append("embed_mismatch")
             logger.warning("dense retrieval off: BM25 only", extra={"reason": mismatch})
         if self.embedder is not None and retrieval != "lexical" and not mismatch:
-            t = time.perf_counter()
-            with span("embed"):
-                try:
-                    embedded, fell_back = self.embedder.embed_one_batch(
-                        [self.embedder.format_query(v) for v in variants], before_retrieval
-                    )
-                    dense = embedded.vectors
-                    embedder_name = embedded.provider
-                    usage.setdefault("embedding", {})[embedded.provider] = embedded.tokens
-                    if fell_back:
-                        degraded.append("embed_fallback")
-                except ProviderError as exc:
-                    degraded.append("embed")
-                    logger.warning("embedding failed; BM25 only", extra={"error": str(exc)})
-            timings["embed"] = (time.perf_counter() - t) * 1000
+            with stages.run("embed", degrade_with="embedding failed; BM25 only"):
+                embedded, fell_back = self.embedder.embed_one_batch(
+                    [self.embedder.format_query(v) for v in variants], before_retrieval
+                )
+                dense = embedded.vectors
+                embedder_name = embedded.provider
+                usage.setdefault("embedding", {})[embedded.provider] = embedded.tokens
+                if fell_back:
+                    degraded.append("embed_fallback")
 
-        t = time.perf_counter()
         filters = request.filters
-        with span("retrieve"):
+        with stages.run("retrieve"):
             query_filter = filter_json(
                 tags=filters.tags,
                 types=filters.type,
@@ -298,14 +312,12 @@ class SearchService:
                     ) from None
                 except StoreError as exc:
                     raise IndexUnavailable(str(exc)) from None
-        timings["retrieve"] = (time.perf_counter() - t) * 1000
 
         rerank_scores: list[float] | None = None
         reranker_name = "none"
         if request.rerank and self.reranking is not None and candidates:
-            t = time.perf_counter()
-            with span("rerank"):
-                docs = [passage(c.payload, self.settings.rerank_passage_tokens) for c in candidates]
+            with stages.run("rerank"):
+                docs = [passage(c.payload, self.settings.reranking.passage_tokens) for c in candidates]
                 outcome = self.reranking.rerank(query, docs, deadline)
                 if outcome.ranked is not None:
                     rerank_scores = outcome.ranked.scores
@@ -317,9 +329,9 @@ class SearchService:
                     degraded.append("rerank")
                 if outcome.errors:
                     logger.warning("rerank problems", extra={"errors": outcome.errors, "hedged": outcome.hedged})
-            timings["rerank"] = (time.perf_counter() - t) * 1000
 
         results = self._shape(candidates, rerank_scores, request, max_results or request.top_k)
+        timings = stages.timings
         timings["total"] = (time.perf_counter() - started) * 1000
         meta = SearchMeta(
             request_id=request_id,
@@ -336,7 +348,7 @@ class SearchService:
     def _shape(
         self, candidates: list[Candidate], rerank: list[float] | None, request: SearchRequest, top_k: int
     ) -> list[Hit]:
-        blended = blend(candidates, rerank, self.settings.rerank_weight, self.settings.rrf_k)
+        blended = blend(candidates, rerank, self.settings.reranking.weight, self.settings.rrf_k)
         scored = []
         for i, c in enumerate(candidates):
             base = blended[i] if blended is not None else c.fusion

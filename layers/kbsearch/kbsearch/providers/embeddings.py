@@ -19,18 +19,18 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from kbsearch.chunking import estimate_tokens
-from kbsearch.config import Secrets, Settings
+from kbsearch.config import Endpoint, Secrets, Settings
 from kbsearch.providers.resilience import (
     CircuitBreaker,
     Deadline,
-    Endpoint,
+    PrimaryFallback,
+    ProviderClient,
     ProviderError,
     RetryPolicy,
-    failover,
-    post_json,
+    role_clients,
     usage_tokens,
 )
+from kbsearch.tokens import estimate_tokens
 
 QUERY_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
 
@@ -88,7 +88,7 @@ def _normalise(vector: list[float]) -> list[float] | None:
     return unit if any(unit) else None
 
 
-class EmbeddingClient:
+class EmbeddingClient(ProviderClient):
     """One OpenAI-compatible embeddings endpoint."""
 
     def __init__(
@@ -99,22 +99,16 @@ class EmbeddingClient:
         client: httpx.Client,
         policy: RetryPolicy,
     ) -> None:
-        self.endpoint = endpoint
+        super().__init__(endpoint, secrets, client, policy)
         self.dimensions = dimensions
-        self.secrets = secrets
-        self.client = client
-        self.policy = policy
         self.send_encoding_format = "/openai/" in urlsplit(endpoint.url).path
 
     def embed(self, texts: Sequence[str], deadline: Deadline | None = None) -> Embedded:
         payload: dict[str, object] = {"model": self.endpoint.model, "input": list(texts), "dimensions": self.dimensions}
         if self.send_encoding_format:
             payload["encoding_format"] = "float"
-        answer = post_json(self.client, self.endpoint, self.secrets, payload, self.policy, deadline)
+        answer = self.post(payload, deadline)
         return Embedded(self._vectors(answer, len(texts)), self._tokens(answer), self.endpoint.name)
-
-    def _bad(self, message: str) -> ProviderError:
-        return ProviderError(self.endpoint.name, "malformed", message)
 
     def _vectors(self, answer: object, expected: int) -> list[list[float]]:
         data = answer.get("data") if isinstance(answer, dict) else None
@@ -149,7 +143,7 @@ class EmbeddingClient:
         return usage_tokens(answer, "usage.prompt_tokens", "usage.total_tokens")
 
 
-class Embedder:
+class Embedder(PrimaryFallback[EmbeddingClient]):
     """Primary with fallback, batching and bounded concurrency. A primary error (after its retries) sends the
     batch to the fallback; a breaker skips a primary that keeps failing."""
 
@@ -163,19 +157,13 @@ class Embedder:
         breaker: CircuitBreaker | None = None,
         input_format: str = "qwen3",
     ) -> None:
+        super().__init__(primary, fallback, breaker)
         self.input_format = input_format
-        self.primary = primary
-        self.fallback = fallback
         self.batch_size = batch_size
         self.batch_tokens = batch_tokens
         self.concurrency = concurrency
-        self.breaker = breaker or CircuitBreaker()
         self.dimensions = primary.dimensions
         self._lock = threading.Lock()
-
-    @property
-    def name(self) -> str:
-        return self.primary.endpoint.name
 
     @property
     def signature(self) -> dict[str, Any]:
@@ -207,14 +195,7 @@ class Embedder:
 
     def embed_one_batch(self, texts: Sequence[str], deadline: Deadline | None = None) -> tuple[Embedded, bool]:
         """(result, whether the fallback answered); :class:`ProviderError` when no endpoint answered."""
-        fallback = self.fallback
-        outcome = failover(
-            lambda d: self.primary.embed(texts, d),
-            (lambda d: fallback.embed(texts, d)) if fallback is not None else None,
-            self.breaker,
-            deadline or Deadline(),
-            names=(self.primary.endpoint.name, fallback.endpoint.name if fallback else "none"),
-        )
+        outcome = self.call(lambda client, d: client.embed(texts, d), deadline or Deadline())
         if outcome.value is None:
             if outcome.errors:
                 raise outcome.errors[-1]
@@ -252,40 +233,23 @@ def build_embedder(
 
     ``for_queries``: one attempt per provider with the short query timeout (the fallback is the retry), as a
     search has a latency budget; indexing retries with backoff instead."""
-    configured = secrets.configured()
-    if "EMBEDDING_API_KEY" not in configured or not settings.embedding_url:
-        return None
+    role = settings.embedding
     if for_queries:
-        policy = RetryPolicy(attempts=1, timeout_s=settings.embedding_query_timeout_s)
+        policy = RetryPolicy(attempts=1, timeout_s=role.query_timeout_s)
     else:
-        policy = RetryPolicy(attempts=settings.provider_retries + 1, timeout_s=settings.embedding_timeout_s)
-    primary = EmbeddingClient(
-        Endpoint(settings.embedding_provider, settings.embedding_url, settings.embedding_model, "EMBEDDING_API_KEY"),
-        settings.embedding_dimensions,
-        secrets,
-        client,
-        policy,
+        policy = RetryPolicy(attempts=role.retries + 1, timeout_s=role.timeout_s)
+    clients = role_clients(
+        role, secrets.configured(), lambda e: EmbeddingClient(e, role.dimensions, secrets, client, policy)
     )
-    fallback = None
-    if "EMBEDDING_FALLBACK_API_KEY" in configured and settings.embedding_fallback_url:
-        fallback = EmbeddingClient(
-            Endpoint(
-                settings.embedding_fallback_provider,
-                settings.embedding_fallback_url,
-                settings.embedding_fallback_model,
-                "EMBEDDING_FALLBACK_API_KEY",
-            ),
-            settings.embedding_dimensions,
-            secrets,
-            client,
-            policy,
-        )
+    if clients is None:
+        return None
+    primary, fallback, breaker = clients
     return Embedder(
         primary,
         fallback,
-        batch_size=settings.embedding_batch_size,
-        batch_tokens=settings.embedding_batch_tokens,
-        concurrency=settings.embedding_concurrency,
-        breaker=CircuitBreaker(settings.breaker_threshold, settings.breaker_cooldown_s),
-        input_format=settings.embedding_input_format,
+        batch_size=role.batch_size,
+        batch_tokens=role.batch_tokens,
+        concurrency=role.concurrency,
+        breaker=breaker,
+        input_format=role.input_format,
     )

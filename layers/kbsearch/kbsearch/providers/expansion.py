@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import httpx
 
-from kbsearch.config import Secrets, Settings
-from kbsearch.providers.resilience import Deadline, Endpoint, ProviderError, RetryPolicy, loads, post_json, usage_tokens
+from kbsearch.config import Endpoint, Secrets, Settings
+from kbsearch.providers.resilience import Deadline, ProviderClient, RetryPolicy, loads, usage_tokens
 
 SYSTEM_PROMPT = (
     "You rewrite search queries for a company knowledge base written in Russian and English. "
@@ -85,7 +85,9 @@ def parse_variants(content: str, query: str, n: int) -> list[str]:
     return out[:n]
 
 
-class Expander:
+class Expander(ProviderClient):
+    """One chat endpoint, one attempt within ``budget_s`` (EXPANSION_BUDGET_MS), answers cached."""
+
     def __init__(
         self,
         endpoint: Endpoint,
@@ -96,9 +98,7 @@ class Expander:
         cache_size: int = 512,
         cache_ttl_s: float = 3600,
     ) -> None:
-        self.endpoint = endpoint
-        self.secrets = secrets
-        self.client = client
+        super().__init__(endpoint, secrets, client, RetryPolicy(attempts=1, timeout_s=budget_s))
         self.n = n
         self.budget_s = budget_s
         self.cache = _TtlLru(cache_size, cache_ttl_s)
@@ -123,27 +123,27 @@ class Expander:
             "temperature": 0.2,
             "max_tokens": 300,
         }
-        policy = RetryPolicy(attempts=1, timeout_s=self.budget_s)
-        answer = post_json(self.client, self.endpoint, self.secrets, payload, policy, budget)
+        answer = self.post(payload, budget)
         try:
             content = answer["choices"][0]["message"]["content"]
             variants = parse_variants(str(content), query, self.n)
         except (KeyError, IndexError, TypeError, ValueError) as exc:
-            raise ProviderError(self.endpoint.name, "malformed", f"unusable expansion answer ({exc})") from None
+            raise self._bad(f"unusable expansion answer ({exc})") from None
         tokens = usage_tokens(answer, "usage.total_tokens")
         self.cache.put(key, variants, tokens)
         return Expansion(variants, tokens, self.endpoint.name, cached=False)
 
 
 def build_expander(settings: Settings, secrets: Secrets, client: httpx.Client) -> Expander | None:
-    if "EXPANSION_API_KEY" not in secrets.configured() or not settings.expansion_url:
+    role = settings.expansion
+    if not role.primary.usable(secrets.configured()):
         return None
     return Expander(
-        Endpoint(settings.expansion_provider, settings.expansion_url, settings.expansion_model, "EXPANSION_API_KEY"),
+        role.primary,
         secrets,
         client,
-        n=settings.expansion_variants,
-        budget_s=settings.expansion_budget_ms / 1000,
-        cache_size=settings.expansion_cache_size,
-        cache_ttl_s=settings.expansion_cache_ttl_s,
+        n=role.variants,
+        budget_s=role.budget_s,
+        cache_size=role.cache_size,
+        cache_ttl_s=role.cache_ttl_s,
     )

@@ -15,15 +15,13 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from kbsearch.config import Secrets, Settings
+from kbsearch.config import Endpoint, Secrets, Settings
 from kbsearch.providers.resilience import (
-    CircuitBreaker,
     Deadline,
-    Endpoint,
-    ProviderError,
+    PrimaryFallback,
+    ProviderClient,
     RetryPolicy,
-    failover,
-    post_json,
+    role_clients,
     usage_tokens,
 )
 
@@ -46,17 +44,12 @@ def detect_style(url: str, override: str = "auto") -> str:
     raise ValueError(f"cannot tell the rerank contract from {url!r}: set the *_API_STYLE setting to native|standard")
 
 
-class RerankClient:
+class RerankClient(ProviderClient):
     """One rerank endpoint in either contract."""
 
-    def __init__(
-        self, endpoint: Endpoint, secrets: Secrets, client: httpx.Client, policy: RetryPolicy, style: str = "auto"
-    ) -> None:
-        self.endpoint = endpoint
-        self.secrets = secrets
-        self.client = client
-        self.policy = policy
-        self.style = detect_style(endpoint.url, style)
+    def __init__(self, endpoint: Endpoint, secrets: Secrets, client: httpx.Client, policy: RetryPolicy) -> None:
+        super().__init__(endpoint, secrets, client, policy)
+        self.style = detect_style(endpoint.url, endpoint.api_style)
 
     def rerank(self, query: str, documents: Sequence[str], deadline: Deadline | None = None) -> Ranked:
         if self.style == "native":
@@ -70,14 +63,11 @@ class RerankClient:
                 "top_n": len(documents),
                 "return_documents": False,
             }
-        answer = post_json(self.client, self.endpoint, self.secrets, payload, self.policy, deadline)
+        answer = self.post(payload, deadline)
         scores = (
             self._native(answer, len(documents)) if self.style == "native" else self._standard(answer, len(documents))
         )
         return Ranked(scores, self._tokens(answer), self.endpoint.name)
-
-    def _bad(self, message: str) -> ProviderError:
-        return ProviderError(self.endpoint.name, "malformed", message)
 
     @staticmethod
     def _finite(value: object) -> float | None:
@@ -124,69 +114,20 @@ class RerankOutcome:
     errors: list[str]
 
 
-class Reranking:
-    """The primary reranker, hedged by the fallback after ``hedge_delay_s``, behind a circuit breaker (see
-    :func:`~kbsearch.providers.resilience.failover`)."""
-
-    def __init__(
-        self,
-        primary: RerankClient,
-        fallback: RerankClient | None = None,
-        hedge_delay_s: float | None = 0.6,
-        breaker: CircuitBreaker | None = None,
-    ) -> None:
-        self.primary = primary
-        self.fallback = fallback
-        self.hedge_delay_s = hedge_delay_s
-        self.breaker = breaker or CircuitBreaker(threshold=3, cooldown_s=30)
-
-    @property
-    def name(self) -> str:
-        return self.primary.endpoint.name
+class Reranking(PrimaryFallback[RerankClient]):
+    """The primary reranker, hedged by the fallback after ``hedge_delay_s`` (RERANK_HEDGE_MS), behind a circuit
+    breaker (see :func:`~kbsearch.providers.resilience.failover`)."""
 
     def rerank(self, query: str, documents: Sequence[str], deadline: Deadline) -> RerankOutcome:
-        fallback = self.fallback
-        outcome = failover(
-            lambda d: self.primary.rerank(query, documents, d),
-            (lambda d: fallback.rerank(query, documents, d)) if fallback is not None else None,
-            self.breaker,
-            deadline,
-            hedge_delay_s=self.hedge_delay_s,
-            names=(self.primary.endpoint.name, fallback.endpoint.name if fallback else "none"),
-        )
+        outcome = self.call(lambda client, d: client.rerank(query, documents, d), deadline)
         return RerankOutcome(outcome.value, outcome.fell_back, outcome.hedged, outcome.messages)
 
 
 def build_reranking(settings: Settings, secrets: Secrets, client: httpx.Client) -> Reranking | None:
-    configured = secrets.configured()
-    if "RERANKER_API_KEY" not in configured or not settings.reranker_url:
+    role = settings.reranking
+    policy = RetryPolicy(attempts=1, timeout_s=role.timeout_s)  # no retries: the fallback is the retry
+    clients = role_clients(role, secrets.configured(), lambda e: RerankClient(e, secrets, client, policy))
+    if clients is None:
         return None
-    policy = RetryPolicy(attempts=1, timeout_s=settings.rerank_timeout_s)  # no retries: the fallback is the retry
-    primary = RerankClient(
-        Endpoint(settings.reranker_provider, settings.reranker_url, settings.reranker_model, "RERANKER_API_KEY"),
-        secrets,
-        client,
-        policy,
-        settings.reranker_api_style,
-    )
-    fallback = None
-    if "RERANKER_FALLBACK_API_KEY" in configured and settings.reranker_fallback_url:
-        fallback = RerankClient(
-            Endpoint(
-                settings.reranker_fallback_provider,
-                settings.reranker_fallback_url,
-                settings.reranker_fallback_model,
-                "RERANKER_FALLBACK_API_KEY",
-            ),
-            secrets,
-            client,
-            policy,
-            settings.reranker_fallback_api_style,
-        )
-    hedge = settings.rerank_hedge_ms / 1000 if settings.rerank_hedge_ms > 0 else None
-    return Reranking(
-        primary,
-        fallback,
-        hedge_delay_s=hedge,
-        breaker=CircuitBreaker(settings.breaker_threshold, settings.breaker_cooldown_s),
-    )
+    primary, fallback, breaker = clients
+    return Reranking(primary, fallback, breaker, hedge_delay_s=role.hedge_s)

@@ -12,6 +12,8 @@ Cloud's REST API, Slack ``response_url``) goes through :func:`send`.
 - **Failover** (:func:`failover`): primary, then fallback, behind a :class:`CircuitBreaker`, optionally hedged
   (the fallback starts when the primary is slow). Each attempt runs on its own short-lived thread, so a stuck
   primary never holds a worker the fallback needs, and a primary that lost to a hedge counts as a failure.
+  Every provider role with a fallback is a :class:`PrimaryFallback` over one :class:`ProviderClient` per endpoint,
+  built from its settings group (``Settings.embedding``, ``Settings.reranking``) by :func:`role_clients`.
 """
 
 from __future__ import annotations
@@ -25,15 +27,16 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import httpcore
 import httpx
 
+from kbsearch.config import Breaker, Endpoint, Secrets
 from kbsearch.errors import ConfigError, KbSearchError
 
 RETRYABLE = frozenset({"connect", "timeout", "rate_limited", "server"})
@@ -57,14 +60,6 @@ class ProviderError(KbSearchError):
     @property
     def retryable(self) -> bool:
         return self.kind in RETRYABLE
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    name: str  # the provider's name as reported (deepinfra, fireworks, ...)
-    url: str
-    model: str
-    secret: str  # the secret setting holding its key, e.g. EMBEDDING_API_KEY
 
 
 @dataclass(frozen=True)
@@ -645,3 +640,84 @@ def _hedged(
     if first.running() or not first.done():
         judge(False)  # still no answer at the deadline: slow is a failure
     return outcome
+
+
+# -- primary + fallback ----------------------------------------------------------------------------------------
+
+
+class ProviderClient:
+    """One provider endpoint: its key read from ``secrets`` at each call, every call under ``policy`` on the shared
+    ``client``."""
+
+    def __init__(self, endpoint: Endpoint, secrets: Secrets, client: httpx.Client, policy: RetryPolicy) -> None:
+        self.endpoint = endpoint
+        self.secrets = secrets
+        self.client = client
+        self.policy = policy
+
+    def post(self, payload: dict[str, Any], deadline: Deadline | None = None) -> Any:
+        """The endpoint's decoded answer to ``payload`` (:func:`post_json`)."""
+        return post_json(self.client, self.endpoint, self.secrets, payload, self.policy, deadline)
+
+    def _bad(self, message: str) -> ProviderError:
+        """The error for an answer that cannot be used."""
+        return ProviderError(self.endpoint.name, "malformed", message)
+
+
+class FailoverRole(Protocol):
+    """Settings of a role served by a primary endpoint and a fallback behind a breaker (``Settings.embedding``,
+    ``Settings.reranking``)."""
+
+    @property
+    def primary(self) -> Endpoint: ...
+    @property
+    def fallback(self) -> Endpoint: ...
+    @property
+    def breaker(self) -> Breaker: ...
+
+
+C = TypeVar("C", bound=ProviderClient)
+
+
+def role_clients(
+    role: FailoverRole, configured: Collection[str], client: Callable[[Endpoint], C]
+) -> tuple[C, C | None, CircuitBreaker] | None:
+    """A role's clients, built by ``client``: the primary, the fallback when its URL and key are configured
+    (``configured``: the configured secrets), and the role's breaker; None when the primary is not configured."""
+    if not role.primary.usable(configured):
+        return None
+    fallback = client(role.fallback) if role.fallback.usable(configured) else None
+    return client(role.primary), fallback, CircuitBreaker(role.breaker.threshold, role.breaker.cooldown_s)
+
+
+class PrimaryFallback(Generic[C]):
+    """A primary client, an optional fallback and the breaker between them: one call of both is :meth:`call`
+    (hedged after ``hedge_delay_s`` when that is set)."""
+
+    def __init__(
+        self,
+        primary: C,
+        fallback: C | None = None,
+        breaker: CircuitBreaker | None = None,
+        hedge_delay_s: float | None = None,
+    ) -> None:
+        self.primary = primary
+        self.fallback = fallback
+        self.breaker = breaker or CircuitBreaker()
+        self.hedge_delay_s = hedge_delay_s
+
+    @property
+    def name(self) -> str:
+        return self.primary.endpoint.name
+
+    def call(self, fn: Callable[[C, Deadline], T], deadline: Deadline) -> Outcome[T]:
+        """``fn(client, deadline)`` on the primary, then the fallback (see :func:`failover`)."""
+        fallback = self.fallback
+        return failover(
+            lambda d: fn(self.primary, d),
+            (lambda d: fn(fallback, d)) if fallback is not None else None,
+            self.breaker,
+            deadline,
+            hedge_delay_s=self.hedge_delay_s,
+            names=(self.primary.endpoint.name, fallback.endpoint.name if fallback else "none"),
+        )

@@ -1,0 +1,37 @@
+"""Token counts without a tokenizer: what chunking, embedding batches and rerank passages are budgeted in."""
+
+from __future__ import annotations
+
+import math
+import re
+
+_LETTER = re.compile(r"[^\W\d_]")
+_DIGIT = re.compile(r"\d")
+_SPACE = re.compile(r"\s")
+
+
+def estimate_tokens(text: str) -> int:
+    """A script-aware token estimate without a tokenizer: letters / 3.6 (Latin and Cyrillic alike), digits / 1.9,
+    other symbols / 1.2. Fitted on the real (XLM-R SentencePiece) token counts of multilingual-e5 over 1,600 en/ru
+    chunks of the Obsidian help vault: within 1.5% per language, where UTF-8 bytes / 4 was 26% under for English
+    and 31% over for Russian (a Russian note got about half the text of an English one)."""
+    letters = len(_LETTER.findall(text))
+    digits = len(_DIGIT.findall(text))
+    other = len(text) - letters - digits - len(_SPACE.findall(text))
+    return max(1, math.ceil(letters / 3.6 + digits / 1.9 + other / 1.2))
+
+
+def truncate_tokens(text: str, max_tokens: int) -> str:
+    """``text`` cut to at most ``max_tokens`` estimated tokens, at a word boundary when one is near."""
+    if estimate_tokens(text) <= max_tokens:
+        return text
+    lo, hi = 0, len(text)
+    while lo < hi:  # the longest prefix within the budget
+        mid = (lo + hi + 1) // 2
+        if estimate_tokens(text[:mid]) <= max_tokens:
+            lo = mid
+        else:
+            hi = mid - 1
+    cut = text[:lo]
+    space = max(cut.rfind(" "), cut.rfind("\n"))
+    return (cut[:space] if space > lo // 2 else cut).rstrip()
