@@ -161,7 +161,7 @@ def provider_settings(
     values: dict[str, object] = {"embedding_dimensions": 64, "provider_retries": 1}
     values |= provider_env(deepinfra, fireworks, fields=True)
     values |= extra
-    return Settings(**values)  # type: ignore[arg-type]
+    return Settings(**values)
 
 
 @pytest.fixture

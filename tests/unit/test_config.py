@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 import boto3
 import pytest
@@ -44,7 +45,7 @@ def _param_settings(**extra: object) -> Settings:
         reranker_api_key_param="/kb-search/test/deepinfra-api-key",
         embedding_fallback_api_key_param="/kb-search/test/fireworks-api-key",
         slack_signing_secret_param="/kb-search/test/slack-signing-secret",
-        **extra,  # type: ignore[arg-type]
+        **extra,
     )
 
 
@@ -200,3 +201,44 @@ def test_secret_values_never_reach_logs_or_reprs(ssm, caplog) -> None:
     text = caplog.text + repr(settings) + str(settings) + repr(secrets)
     for value in (DEEPINFRA, FIREWORKS, SLACK, "qdrant-plain-secret"):
         assert value not in text
+
+
+def test_dotenv_lines_read_as_python_dotenv_reads_them(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / ".env").write_text(
+        "# a comment\n"
+        "export QDRANT_COLLECTION=exported\n"
+        'kb_base_url = "https://kb.example.com/notes"  \n'
+        "KB_SOURCE='s3://bucket/kb # not a comment'\n"
+        "SNIPPET_CHARS=120 # a comment after a value\n"
+        "A LINE WITHOUT AN EQUALS SIGN\n"
+        "SLACK_RESPONSE_HOSTS=\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    s = load_settings()
+    assert s.qdrant_collection == "exported" and s.kb_base_url == "https://kb.example.com/notes"
+    assert s.kb_source == "s3://bucket/kb # not a comment" and s.snippet_chars == 120
+    assert s.slack_response_hosts == ""
+
+
+def test_overrides_then_environment_then_dotenv(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / ".env").write_text("QDRANT_COLLECTION=from-dotenv\nRRF_K=7\nSNIPPET_CHARS=99\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("qdrant_collection", "from-env")  # any case
+    monkeypatch.setenv("RRF_K", "5")
+    s = load_settings(rrf_k=9)
+    assert (s.qdrant_collection, s.rrf_k, s.snippet_chars) == ("from-env", 9, 99)
+    assert Settings.model_validate({"rrf_k": 3}).model_dump(include={"qdrant_collection", "rrf_k"}) == {
+        "qdrant_collection": "from-env",
+        "rrf_k": 3,
+    }
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe not utf-8", None])
+def test_an_unreadable_dotenv_is_a_config_error(tmp_path, monkeypatch: pytest.MonkeyPatch, content: Any) -> None:
+    if content is None:
+        (tmp_path / ".env").symlink_to(tmp_path / ".env")  # a loop: reading it fails
+    else:
+        (tmp_path / ".env").write_bytes(content)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=r"cannot read \.env"):
+        load_settings()

@@ -15,10 +15,10 @@ import os
 import threading
 import time
 from collections.abc import Collection
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
-from pydantic import Field, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from kbsearch.errors import ConfigError
 
@@ -112,12 +112,44 @@ def running_in_lambda() -> bool:
     return bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME")) and os.environ.get("AWS_SAM_LOCAL") != "true"
 
 
-class Settings(BaseSettings):
-    """Every setting kb-search reads. Field ``foo_bar`` is the environment variable ``FOO_BAR``."""
+def dotenv_values(path: Path) -> dict[str, str]:
+    """``KEY=value`` lines of a ``.env`` file (``export`` prefixes, ``#`` comments, single or double quotes), as
+    python-dotenv reads them minus ``${VAR}`` interpolation. No file, no values."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return {}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {type(exc).__name__}") from None
+    values: dict[str, str] = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.removeprefix("export ").partition("=")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1].replace("\\n", "\n") if value[0] == '"' else value[1:-1]
+        else:
+            value = value.split(" #", 1)[0].rstrip()
+        values[key.strip()] = value
+    return values
 
-    model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False, frozen=True
-    )
+
+class Settings(BaseModel):
+    """Every setting kb-search reads. Field ``foo_bar`` is the environment variable ``FOO_BAR`` (any case), read
+    whenever the model is built (``Settings(**values)`` or ``model_validate``): the given values, then the environment,
+    then ``./.env``, then the defaults. A plain pydantic model with its own reader: pydantic-settings cost ~50 ms of
+    every cold start for the few lines it took here."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    def __init__(self, **overrides: Any) -> None:
+        names = {name.upper() for name in type(self).model_fields}
+        found: dict[str, Any] = {}
+        for source in (dotenv_values(Path(".env")), os.environ):  # the environment wins over .env
+            found.update((key.lower(), value) for key, value in source.items() if key.upper() in names)
+        super().__init__(**(found | overrides))
 
     # Qdrant: Cloud when QDRANT_URL is set, else the embedded store at QDRANT_PATH: Qdrant Edge, or qdrant-client's
     # local mode ("local": where no Edge wheel exists, or to compare).
