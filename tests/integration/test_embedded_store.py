@@ -14,9 +14,9 @@ from kbsearch.config import Secrets, Settings
 from kbsearch.errors import IndexUnavailable, StoreError
 from kbsearch.indexer import run_sync
 from kbsearch.qdrant.embedded import FALLBACK_NOTICE, EdgeStore, local_mode_data
+from kbsearch.qdrant.store import Store
 from kbsearch.schemas import SearchRequest
 from kbsearch.search import SearchService
-from kbsearch.store import Store
 from kbsearch_tools.fakes import FakeProvider
 from tests.conftest import ROOT, provider_settings, subprocess_env
 
@@ -64,7 +64,7 @@ def test_local_mode_store_is_refused_then_rebuilt_by_the_indexer(
     with pytest.raises(IndexUnavailable, match=r"qdrant-client's local mode.*kbsearch index"):
         search(new)
 
-    with caplog.at_level(logging.WARNING, logger="kbsearch.store"):
+    with caplog.at_level(logging.WARNING, logger="kbsearch.qdrant.store"):
         report = run_sync(new, Secrets(new), source_uri=str(SAMPLE))
     assert report.error is None and report.added >= 35  # a full rebuild, not a no-change sync over old data
     assert any("rebuilding it in Qdrant Edge" in r.getMessage() for r in caplog.records)

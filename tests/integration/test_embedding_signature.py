@@ -10,10 +10,10 @@ from kbsearch.config import Secrets, Settings
 from kbsearch.indexer import Indexer, SyncOptions, SyncReport
 from kbsearch.providers.embeddings import build_embedder
 from kbsearch.providers.resilience import Deadline, shared_client
+from kbsearch.qdrant.store import REBUILDING, Store, signature_id
 from kbsearch.schemas import SearchRequest
 from kbsearch.search import SearchService
 from kbsearch.sources import LocalSource
-from kbsearch.store import REBUILDING, Store, signature_id
 from kbsearch_tools.fakes import FakeProvider
 from tests.conftest import provider_settings
 

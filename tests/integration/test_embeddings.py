@@ -14,8 +14,8 @@ from kbsearch.config import Secrets, Settings
 from kbsearch.indexer import Indexer
 from kbsearch.providers.embeddings import Embedder, EmbeddingStats, build_embedder, query_text
 from kbsearch.providers.resilience import CircuitBreaker, ProviderError, shared_client
+from kbsearch.qdrant.store import Store
 from kbsearch.sources import LocalSource
-from kbsearch.store import Store
 from kbsearch_tools.fakes import FakeProvider
 from tests.conftest import provider_settings
 

@@ -21,8 +21,8 @@ from botocore.config import Config
 
 from kbsearch.config import Secrets, Settings
 from kbsearch.indexer import Indexer, SyncOptions
+from kbsearch.qdrant.store import Store
 from kbsearch.sources import LocalSource, S3Source
-from kbsearch.store import Store
 from kbsearch_tools.fakes import FakeEndpoint, FakeProvider
 from kbsearch_tools.local.apigw import HttpRequest, build_event
 from tests.conftest import ROOT, copy_store

@@ -26,8 +26,8 @@ from pydantic import SecretStr
 
 from kbsearch.config import Secrets, Settings
 from kbsearch.indexer import Indexer, SyncOptions, run_sync
+from kbsearch.qdrant.store import Store
 from kbsearch.sources import LocalSource, S3Source, SourceObject
-from kbsearch.store import Store
 from kbsearch_tools.local.runtime import LambdaContext
 from tests.conftest import KBSEARCH_CMD, ROOT, subprocess_env
 from tests.integration.test_indexer import snapshot, store_points, write_notes

@@ -21,8 +21,8 @@ from kbsearch.indexer import Indexer, SyncOptions, SyncReport
 from kbsearch.notes import NoteError, parse_note
 from kbsearch.providers.embeddings import build_embedder
 from kbsearch.providers.resilience import Deadline, shared_client
+from kbsearch.qdrant.store import Store, point_id
 from kbsearch.sources import LocalSource, S3Source, Source, SourceError, SourceObject
-from kbsearch.store import Store, point_id
 from kbsearch_tools.fakes import FakeProvider
 from tests.conftest import ROOT, VAULT, provider_settings
 

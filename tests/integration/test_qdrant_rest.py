@@ -15,7 +15,7 @@ from kbsearch.errors import IndexMissing, StoreError
 from kbsearch.lexical import SparseVector
 from kbsearch.providers.resilience import shared_client
 from kbsearch.qdrant.embedded import edge_request
-from kbsearch.retrieval import QdrantRest, filter_json, fusion_request, retrieve
+from kbsearch.qdrant.query import QdrantRest, filter_json, fusion_request, retrieve
 from kbsearch_tools.fakes import FakeEndpoint
 
 
@@ -197,8 +197,8 @@ def test_weighted_rrf_body_matches_qdrant_client_and_the_embedded_store_weighs_i
     assert lexical is not None and lexical["query"] == {"rrf": {"k": 60}}
 
     # The embedded store takes the same body and weighs ranks as Qdrant does: 1 / (k + (rank + 1) / w - 1).
-    from kbsearch.retrieval import retrieve
-    from kbsearch.store import ChunkPoint, EmbeddedRetriever, Store
+    from kbsearch.qdrant.query import retrieve
+    from kbsearch.qdrant.store import ChunkPoint, EmbeddedRetriever, Store
 
     store = Store(QdrantClient(":memory:"), "kb", 2, embedded=True)
     store.ensure_collection()

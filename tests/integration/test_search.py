@@ -14,9 +14,9 @@ from kbsearch.indexer import run_sync
 from kbsearch.lexical import query_vector
 from kbsearch.providers.embeddings import query_text
 from kbsearch.providers.resilience import CircuitBreaker
+from kbsearch.qdrant.store import DENSE, SPARSE, Store
 from kbsearch.schemas import SearchFilters, SearchRequest, SearchResponse
 from kbsearch.search import SearchService
-from kbsearch.store import DENSE, SPARSE, Store
 from kbsearch_tools.fakes import FakeProvider
 from tests.conftest import ROOT, copy_store, provider_settings
 

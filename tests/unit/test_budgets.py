@@ -8,7 +8,7 @@ import pytest
 
 from kbsearch.chunking import chunk_note, estimate_tokens, truncate_tokens
 from kbsearch.notes import parse_note
-from kbsearch.retrieval import Candidate
+from kbsearch.qdrant.query import Candidate
 from kbsearch.search import blend, passage
 from tests.conftest import VAULT
 

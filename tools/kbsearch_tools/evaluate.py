@@ -24,10 +24,10 @@ from kbsearch.errors import KbSearchError
 from kbsearch.indexer import Indexer, SyncOptions
 from kbsearch.providers.embeddings import build_embedder
 from kbsearch.providers.resilience import shared_client
+from kbsearch.qdrant.store import Store
 from kbsearch.schemas import SearchRequest
 from kbsearch.search import SearchService
 from kbsearch.sources import LocalSource, Source, SourceObject
-from kbsearch.store import Store
 from kbsearch_tools.metrics import LabelledQuery, load_queries, summarize
 
 PHASES = ("lexical", "dense", "hybrid", "expanded", "reranked")

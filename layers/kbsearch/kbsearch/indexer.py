@@ -33,8 +33,7 @@ from kbsearch.lexical import document_vector
 from kbsearch.notes import Note, NoteError, parse_note
 from kbsearch.providers.embeddings import Embedder, EmbeddingStats
 from kbsearch.providers.resilience import Deadline, ProviderError
-from kbsearch.sources import Source, SourceError, SourceObject, open_source, path_problem, preferred
-from kbsearch.store import (
+from kbsearch.qdrant.store import (
     REBUILDING,
     SIGNATURE_KEYS,
     ChunkPoint,
@@ -44,6 +43,7 @@ from kbsearch.store import (
     folders_of,
     signature_id,
 )
+from kbsearch.sources import Source, SourceError, SourceObject, open_source, path_problem, preferred
 
 logger = logging.getLogger(__name__)
 

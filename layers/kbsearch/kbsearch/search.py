@@ -25,11 +25,11 @@ from kbsearch.providers.embeddings import Embedder, build_embedder
 from kbsearch.providers.expansion import Expander, build_expander
 from kbsearch.providers.rerankers import Reranking, build_reranking
 from kbsearch.providers.resilience import Deadline, ProviderError, shared_client
-from kbsearch.retrieval import Candidate, QdrantRest, Retriever, filter_json, retrieve, signature_mismatch
+from kbsearch.qdrant.query import Candidate, QdrantRest, Retriever, filter_json, retrieve, signature_mismatch
 from kbsearch.schemas import Hit, HitScores, SearchMeta, SearchRequest, SearchResponse
 
 if TYPE_CHECKING:
-    from kbsearch.store import Store
+    from kbsearch.qdrant.store import Store
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ class SearchService:
         self.secrets = secrets
         self._retriever: Retriever | None = None
         if store is not None:
-            from kbsearch.store import EmbeddedRetriever
+            from kbsearch.qdrant.store import EmbeddedRetriever
 
             self._retriever = EmbeddedRetriever(store)
         if wire_providers:
@@ -141,7 +141,7 @@ class SearchService:
                     s.qdrant_timeout_s,
                 )  # fmt: skip
             else:
-                from kbsearch.store import EmbeddedRetriever, Store
+                from kbsearch.qdrant.store import EmbeddedRetriever, Store
 
                 try:
                     self._retriever = EmbeddedRetriever(Store.open(s, self.secrets))

@@ -1,7 +1,7 @@
 """The embedded store (laptops, CI, ``make run``, evaluation): Qdrant Edge, Qdrant's own engine in-process.
 
 One Edge shard per collection at ``QDRANT_PATH/edge/<collection>``: HNSW and the sparse index on disk, payload
-indexes, filters, prefetch + RRF in one query. It speaks the Query API JSON of :mod:`kbsearch.retrieval` (the
+indexes, filters, prefetch + RRF in one query. It speaks the Query API JSON of :mod:`kbsearch.qdrant.query` (the
 same request the search sends to Qdrant Cloud over REST), translated here into Edge's request objects.
 
 When the platform has no ``qdrant-edge-py`` wheel, the store falls back to qdrant-client's local mode at
@@ -23,15 +23,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kbsearch.errors import StoreError
-from kbsearch.retrieval import DENSE, SPARSE
-from kbsearch.store import KEYWORD_FIELDS, ChunkPoint, SchemaMismatchError, Store, point_id, storage_errors
+from kbsearch.qdrant.query import DENSE, SPARSE
+from kbsearch.qdrant.store import KEYWORD_FIELDS, ChunkPoint, SchemaMismatchError, Store, point_id, storage_errors
 
 if TYPE_CHECKING:
     import qdrant_edge as edge
 
     from kbsearch.config import Settings
 
-logger = logging.getLogger("kbsearch.store")
+logger = logging.getLogger("kbsearch.qdrant.store")
 
 FALLBACK_NOTICE = (
     "kbsearch: no Qdrant Edge wheel for this platform (pip install qdrant-edge-py); "

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from kbsearch.config import Secrets, Settings
 from kbsearch.errors import IndexMissing, StoreError
 from kbsearch.lexical import SparseVector
-from kbsearch.retrieval import DENSE, REBUILDING, SIGNATURE_KEYS, SPARSE, Candidate
+from kbsearch.qdrant.query import DENSE, REBUILDING, SIGNATURE_KEYS, SPARSE, Candidate
 
 if TYPE_CHECKING:  # qdrant_client (~0.5 s to import) is loaded only by the stores that use it
     from qdrant_client import QdrantClient, models
@@ -315,7 +315,7 @@ class Store:
 
 
 class EmbeddedRetriever:
-    """The search's retrieval call on the embedded store: the Query API JSON of :mod:`kbsearch.retrieval`."""
+    """The search's retrieval call on the embedded store: the Query API JSON of :mod:`kbsearch.qdrant.query`."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
