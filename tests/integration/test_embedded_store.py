@@ -7,14 +7,16 @@ import logging
 import subprocess
 import sys
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
 from kbsearch.config import Secrets, Settings
 from kbsearch.errors import IndexUnavailable, StoreError
 from kbsearch.indexer import run_sync
+from kbsearch.qdrant import open_store
 from kbsearch.qdrant.embedded import FALLBACK_NOTICE, EdgeStore, local_mode_data
-from kbsearch.qdrant.store import Store
+from kbsearch.qdrant.store import SchemaMismatchError
 from kbsearch.schemas import SearchRequest
 from kbsearch.search import SearchService
 from kbsearch_tools.fakes import FakeProvider
@@ -41,7 +43,7 @@ def test_default_store_is_edge_and_answers_like_local_mode(tmp_path: Path, deepi
     for settings in (edge, local):
         report = run_sync(settings, Secrets(settings), source_uri=str(SAMPLE))
         assert report.error is None and report.added >= 35
-    store = Store.open(edge, Secrets(edge))
+    store = open_store(edge, Secrets(edge))
     try:
         assert isinstance(store, EdgeStore) and store.count() == report.chunks_upserted
     finally:
@@ -64,7 +66,7 @@ def test_local_mode_store_is_refused_then_rebuilt_by_the_indexer(
     with pytest.raises(IndexUnavailable, match=r"qdrant-client's local mode.*kbsearch index"):
         search(new)
 
-    with caplog.at_level(logging.WARNING, logger="kbsearch.qdrant.store"):
+    with caplog.at_level(logging.WARNING, logger="kbsearch.qdrant.embedded"):
         report = run_sync(new, Secrets(new), source_uri=str(SAMPLE))
     assert report.error is None and report.added >= 35  # a full rebuild, not a no-change sync over old data
     assert any("rebuilding it in Qdrant Edge" in r.getMessage() for r in caplog.records)
@@ -77,24 +79,49 @@ def test_edge_store_is_not_read_by_local_mode(tmp_path: Path, deepinfra: FakePro
     run_sync(edge, Secrets(edge), source_uri=str(SAMPLE))
     local = edge.model_copy(update={"qdrant_embedded": "local"})
     with pytest.raises(StoreError, match="built by Qdrant Edge"):
-        Store.open(local, Secrets(local))
+        open_store(local, Secrets(local))
 
 
 def test_second_process_gets_a_clear_error(tmp_path: Path, deepinfra: FakeProvider) -> None:
     settings = provider_settings(deepinfra, qdrant_path=str(tmp_path / "q"), embedding_dimensions=64)
     run_sync(settings, Secrets(settings), source_uri=str(SAMPLE))
-    store = Store.open(settings, Secrets(settings))
+    store = open_store(settings, Secrets(settings))
     try:
         with pytest.raises(StoreError, match="another process has it open"):
-            Store.open(settings, Secrets(settings))
+            open_store(settings, Secrets(settings))
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("engine", ["edge", "local"])
+def test_a_collection_of_other_dimensions_is_refused_with_the_remedy(
+    tmp_path: Path, engine: Literal["edge", "local"]
+) -> None:
+    """Both embedded engines check a collection's vectors the same way, each naming what to delete."""
+    built = Settings(qdrant_path=str(tmp_path / "q"), qdrant_embedded=engine, embedding_dimensions=64)
+    store = open_store(built, Secrets(built))
+    try:
+        assert store.ensure_collection() is True and store.ensure_collection() is False
+    finally:
+        store.close()
+    other = built.model_copy(update={"embedding_dimensions": 32})
+    store = open_store(other, Secrets(other))
+    try:
+        with pytest.raises(SchemaMismatchError) as caught:
+            store.ensure_collection()
+    finally:
+        store.close()
+    remedy = f"delete {tmp_path / 'q' / 'edge' / 'kb'}" if engine == "edge" else "delete the collection"
+    assert str(caught.value) == (
+        "collection 'kb' does not match kb-search's schema: dense size 64 but EMBEDDING_DIMENSIONS=32. "
+        f"Use another QDRANT_COLLECTION, or {remedy} and run a full sync."
+    )
 
 
 def test_bad_collection_name_is_a_clear_error(tmp_path: Path) -> None:
     settings = Settings(qdrant_path=str(tmp_path / "q"), qdrant_collection="../../etc")
     with pytest.raises(StoreError, match="not a usable name"):
-        Store.open(settings, Secrets(settings))
+        open_store(settings, Secrets(settings))
 
 
 def test_without_an_edge_wheel_kbsearch_index_falls_back_with_one_notice(tmp_path: Path) -> None:
