@@ -1,11 +1,12 @@
 """Qdrant's language in kb-search: the names (vectors, payload fields, point ids), the Query API JSON of a search
 and of a filter, and how an answer is read back.
 
-Every Qdrant call is written here as Query API JSON (the body of ``POST /collections/{c}/points/query``, Qdrant's
-filter objects) and run as it is by Qdrant Cloud (:mod:`kbsearch.qdrant.rest`, over REST), validated into
-qdrant_client's models (``models.Filter.model_validate``; :mod:`kbsearch.qdrant.store`) or translated into Qdrant
-Edge's objects (:mod:`kbsearch.qdrant.embedded`). A contract test checks that the search's JSON is what qdrant_client
-itself sends for the same query and that its Edge translation is what Edge's own API builds.
+The search's query and every filter (the search's and the indexer's deletes) are written here once, as Qdrant's JSON
+(the body of ``POST /collections/{c}/points/query``, Qdrant's filter objects), and run as they are by Qdrant Cloud
+(:mod:`kbsearch.qdrant.rest`, over REST), validated into qdrant_client's models (``model_validate``;
+:mod:`kbsearch.qdrant.store`) or translated into Qdrant Edge's objects (:mod:`kbsearch.qdrant.embedded`). Contract
+tests check that this JSON is what qdrant_client itself sends and that its Edge translation is what Edge's own API
+builds.
 
 The answer side lives here too (:class:`Candidate`, :func:`group`, :func:`retrieve`): reading a scored point means
 knowing the payload the indexer writes, which is this module's subject, and both retrievers return the same points.
@@ -57,6 +58,11 @@ def folders_of(path: str) -> list[str]:
 def index_missing(collection: str, detail: str = "") -> IndexMissing:
     """The error of a search whose collection is not there (the indexer has not run yet), whichever store."""
     return IndexMissing(f"collection {collection!r} does not exist" + (f" ({detail})" if detail else ""))
+
+
+def unreachable(why: str) -> StoreError:
+    """The error of a Qdrant that did not answer (Cloud over REST or through qdrant-client)."""
+    return StoreError(f"Qdrant is not reachable ({why})")
 
 
 def signature_mismatch(recorded: dict[str, Any], wanted: dict[str, Any]) -> str | None:

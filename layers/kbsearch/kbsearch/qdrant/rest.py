@@ -12,7 +12,7 @@ import httpx
 
 from kbsearch.errors import ConfigError, StoreError
 from kbsearch.providers.resilience import Outbound, ProviderError, RetryPolicy, send
-from kbsearch.qdrant.query import index_missing
+from kbsearch.qdrant.query import index_missing, unreachable
 
 
 class QdrantRest:
@@ -52,7 +52,7 @@ class QdrantRest:
                 raise StoreError(f"Qdrant answered HTTP {exc.status}") from None
             if exc.kind == "malformed":
                 raise StoreError("Qdrant's answer is not what the API returns") from None
-            raise StoreError(f"Qdrant is not reachable ({exc.kind})") from None
+            raise unreachable(exc.kind) from None
         if answer.status != 200 or not isinstance(answer.data, dict) or "result" not in answer.data:
             raise StoreError("Qdrant's answer is not what the API returns")
         return answer.data["result"]

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from kbsearch.errors import StoreError
 from kbsearch.lexical import SparseVector
-from kbsearch.qdrant.query import DENSE, PAYLOAD_INDEXES, SPARSE, path_filter, point_id
+from kbsearch.qdrant.query import DENSE, PAYLOAD_INDEXES, SPARSE, path_filter, point_id, unreachable
 
 if TYPE_CHECKING:  # qdrant_client (~0.5 s to import) is loaded only by the stores that use it
     from qdrant_client import QdrantClient
@@ -154,7 +154,7 @@ class Store:
         try:
             return bool(self.client.collection_exists(self.collection))
         except Exception as exc:
-            raise StoreError(f"Qdrant is not reachable ({type(exc).__name__})") from None
+            raise unreachable(type(exc).__name__) from None
 
     def ensure_collection(self, signature: dict[str, Any] | None = None) -> bool:
         """Create the collection when missing (returns True; ``signature`` recorded), else check its schema."""
