@@ -139,3 +139,14 @@ def test_without_an_edge_wheel_kbsearch_index_falls_back_with_one_notice(tmp_pat
     assert done.returncode == 0, done.stderr
     assert done.stderr.count(FALLBACK_NOTICE) == 1
     assert local_mode_data(tmp_path / "q")
+
+
+def test_bench_store_opens_and_searches_through_the_search_service() -> None:
+    """`kbsearch bench store` times the store's opening with the retriever the search service opens (it once called
+    an ``exists`` the retriever does not have, and every run failed)."""
+    from kbsearch_tools.bench import bench_store
+
+    results = bench_store(SAMPLE, copies=(1,), engines=("edge",), queries=4, runs=1, dims=32)
+    (row,) = results["rows"]
+    assert row["engine"] == "edge" and row["notes"] >= 35 and row["chunks"] > row["notes"]
+    assert row["open_s"] > 0 and row["search_p50_ms"] > 0
