@@ -16,6 +16,7 @@ from kbsearch.errors import IndexUnavailable, StoreError
 from kbsearch.indexer import run_sync
 from kbsearch.qdrant import open_store
 from kbsearch.qdrant.embedded import FALLBACK_NOTICE, EdgeStore, local_mode_data
+from kbsearch.qdrant.query import PAYLOAD_INDEXES
 from kbsearch.qdrant.store import SchemaMismatchError
 from kbsearch.schemas import SearchRequest
 from kbsearch.search import SearchService
@@ -116,6 +117,19 @@ def test_a_collection_of_other_dimensions_is_refused_with_the_remedy(
         "collection 'kb' does not match kb-search's schema: dense size 64 but EMBEDDING_DIMENSIONS=32. "
         f"Use another QDRANT_COLLECTION, or {remedy} and run a full sync."
     )
+
+
+def test_an_edge_collection_gets_every_payload_index_of_the_one_list(tmp_path: Path) -> None:
+    settings = Settings(qdrant_path=str(tmp_path / "q"), embedding_dimensions=32)
+    store = open_store(settings, Secrets(settings))
+    try:
+        assert isinstance(store, EdgeStore) and store.ensure_collection()
+        schema = store.shard.info().payload_schema
+        assert {name: str(info.data_type).rsplit(".", 1)[-1].lower() for name, info in schema.items()} == (
+            PAYLOAD_INDEXES
+        )
+    finally:
+        store.close()
 
 
 def test_bad_collection_name_is_a_clear_error(tmp_path: Path) -> None:
