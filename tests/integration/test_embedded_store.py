@@ -7,16 +7,19 @@ import logging
 import subprocess
 import sys
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
 from kbsearch.config import Secrets, Settings
 from kbsearch.errors import IndexUnavailable, StoreError
 from kbsearch.indexer import run_sync
+from kbsearch.qdrant import open_store
 from kbsearch.qdrant.embedded import FALLBACK_NOTICE, EdgeStore, local_mode_data
+from kbsearch.qdrant.query import PAYLOAD_INDEXES
+from kbsearch.qdrant.store import SchemaMismatchError
 from kbsearch.schemas import SearchRequest
 from kbsearch.search import SearchService
-from kbsearch.store import Store
 from kbsearch_tools.fakes import FakeProvider
 from tests.conftest import ROOT, provider_settings, subprocess_env
 
@@ -41,7 +44,7 @@ def test_default_store_is_edge_and_answers_like_local_mode(tmp_path: Path, deepi
     for settings in (edge, local):
         report = run_sync(settings, Secrets(settings), source_uri=str(SAMPLE))
         assert report.error is None and report.added >= 35
-    store = Store.open(edge, Secrets(edge))
+    store = open_store(edge, Secrets(edge))
     try:
         assert isinstance(store, EdgeStore) and store.count() == report.chunks_upserted
     finally:
@@ -64,7 +67,7 @@ def test_local_mode_store_is_refused_then_rebuilt_by_the_indexer(
     with pytest.raises(IndexUnavailable, match=r"qdrant-client's local mode.*kbsearch index"):
         search(new)
 
-    with caplog.at_level(logging.WARNING, logger="kbsearch.store"):
+    with caplog.at_level(logging.WARNING, logger="kbsearch.qdrant.embedded"):
         report = run_sync(new, Secrets(new), source_uri=str(SAMPLE))
     assert report.error is None and report.added >= 35  # a full rebuild, not a no-change sync over old data
     assert any("rebuilding it in Qdrant Edge" in r.getMessage() for r in caplog.records)
@@ -77,16 +80,54 @@ def test_edge_store_is_not_read_by_local_mode(tmp_path: Path, deepinfra: FakePro
     run_sync(edge, Secrets(edge), source_uri=str(SAMPLE))
     local = edge.model_copy(update={"qdrant_embedded": "local"})
     with pytest.raises(StoreError, match="built by Qdrant Edge"):
-        Store.open(local, Secrets(local))
+        open_store(local, Secrets(local))
 
 
 def test_second_process_gets_a_clear_error(tmp_path: Path, deepinfra: FakeProvider) -> None:
     settings = provider_settings(deepinfra, qdrant_path=str(tmp_path / "q"), embedding_dimensions=64)
     run_sync(settings, Secrets(settings), source_uri=str(SAMPLE))
-    store = Store.open(settings, Secrets(settings))
+    store = open_store(settings, Secrets(settings))
     try:
         with pytest.raises(StoreError, match="another process has it open"):
-            Store.open(settings, Secrets(settings))
+            open_store(settings, Secrets(settings))
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("engine", ["edge", "local"])
+def test_a_collection_of_other_dimensions_is_refused_with_the_remedy(
+    tmp_path: Path, engine: Literal["edge", "local"]
+) -> None:
+    """Both embedded engines check a collection's vectors the same way, each naming what to delete."""
+    built = Settings(qdrant_path=str(tmp_path / "q"), qdrant_embedded=engine, embedding_dimensions=64)
+    store = open_store(built, Secrets(built))
+    try:
+        assert store.ensure_collection() is True and store.ensure_collection() is False
+    finally:
+        store.close()
+    other = built.model_copy(update={"embedding_dimensions": 32})
+    store = open_store(other, Secrets(other))
+    try:
+        with pytest.raises(SchemaMismatchError) as caught:
+            store.ensure_collection()
+    finally:
+        store.close()
+    remedy = f"delete {tmp_path / 'q' / 'edge' / 'kb'}" if engine == "edge" else "delete the collection"
+    assert str(caught.value) == (
+        "collection 'kb' does not match kb-search's schema: dense size 64 but EMBEDDING_DIMENSIONS=32. "
+        f"Use another QDRANT_COLLECTION, or {remedy} and run a full sync."
+    )
+
+
+def test_an_edge_collection_gets_every_payload_index_of_the_one_list(tmp_path: Path) -> None:
+    settings = Settings(qdrant_path=str(tmp_path / "q"), embedding_dimensions=32)
+    store = open_store(settings, Secrets(settings))
+    try:
+        assert isinstance(store, EdgeStore) and store.ensure_collection()
+        schema = store.shard.info().payload_schema
+        assert {name: str(info.data_type).rsplit(".", 1)[-1].lower() for name, info in schema.items()} == (
+            PAYLOAD_INDEXES
+        )
     finally:
         store.close()
 
@@ -94,7 +135,7 @@ def test_second_process_gets_a_clear_error(tmp_path: Path, deepinfra: FakeProvid
 def test_bad_collection_name_is_a_clear_error(tmp_path: Path) -> None:
     settings = Settings(qdrant_path=str(tmp_path / "q"), qdrant_collection="../../etc")
     with pytest.raises(StoreError, match="not a usable name"):
-        Store.open(settings, Secrets(settings))
+        open_store(settings, Secrets(settings))
 
 
 def test_without_an_edge_wheel_kbsearch_index_falls_back_with_one_notice(tmp_path: Path) -> None:
@@ -112,3 +153,14 @@ def test_without_an_edge_wheel_kbsearch_index_falls_back_with_one_notice(tmp_pat
     assert done.returncode == 0, done.stderr
     assert done.stderr.count(FALLBACK_NOTICE) == 1
     assert local_mode_data(tmp_path / "q")
+
+
+def test_bench_store_opens_and_searches_through_the_search_service() -> None:
+    """`kbsearch bench store` times the store's opening with the retriever the search service opens (it once called
+    an ``exists`` the retriever does not have, and every run failed)."""
+    from kbsearch_tools.bench import bench_store
+
+    results = bench_store(SAMPLE, copies=(1,), engines=("edge",), queries=4, runs=1, dims=32)
+    (row,) = results["rows"]
+    assert row["engine"] == "edge" and row["notes"] >= 35 and row["chunks"] > row["notes"]
+    assert row["open_s"] > 0 and row["search_p50_ms"] > 0

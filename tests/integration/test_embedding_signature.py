@@ -10,10 +10,11 @@ from kbsearch.config import Secrets, Settings
 from kbsearch.indexer import Indexer, SyncOptions, SyncReport
 from kbsearch.providers.embeddings import build_embedder
 from kbsearch.providers.resilience import Deadline, shared_client
+from kbsearch.qdrant import open_store
+from kbsearch.qdrant.query import REBUILDING, signature_id
 from kbsearch.schemas import SearchRequest
 from kbsearch.search import SearchService
 from kbsearch.sources import LocalSource
-from kbsearch.store import REBUILDING, Store, signature_id
 from kbsearch_tools.fakes import FakeProvider
 from tests.conftest import provider_settings
 
@@ -29,7 +30,7 @@ def settings_for(deepinfra: FakeProvider, tmp_path: Path, **extra: Any) -> Setti
 
 
 def sync(settings: Settings, kb: Path, stop_at: Deadline | None = None) -> SyncReport:
-    store = Store.open(settings, Secrets(settings))
+    store = open_store(settings, Secrets(settings))
     try:
         embedder = build_embedder(settings, Secrets(settings), shared_client())
         return Indexer(LocalSource(kb), store, embedder, SyncOptions.from_settings(settings)).sync(stop_at)
@@ -38,7 +39,7 @@ def sync(settings: Settings, kb: Path, stop_at: Deadline | None = None) -> SyncR
 
 
 def recorded(settings: Settings) -> tuple[dict[str, Any], set[str]]:
-    store = Store.open(settings, Secrets(settings))
+    store = open_store(settings, Secrets(settings))
     try:
         return store.metadata(), {str(p.get("embedding")) for p in store.points().values()}
     finally:

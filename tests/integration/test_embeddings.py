@@ -14,8 +14,8 @@ from kbsearch.config import Secrets, Settings
 from kbsearch.indexer import Indexer
 from kbsearch.providers.embeddings import Embedder, EmbeddingStats, build_embedder, query_text
 from kbsearch.providers.resilience import CircuitBreaker, ProviderError, shared_client
+from kbsearch.qdrant import open_store
 from kbsearch.sources import LocalSource
-from kbsearch.store import Store
 from kbsearch_tools.fakes import FakeProvider
 from tests.conftest import provider_settings
 
@@ -121,7 +121,7 @@ def test_both_down_during_a_sync_loses_nothing(
     secrets = Secrets(settings)
 
     def sync() -> dict:
-        store = Store.open(settings, secrets)
+        store = open_store(settings, secrets)
         try:
             report = Indexer(LocalSource(kb), store, build_embedder(settings, secrets, shared_client())).sync()
             return {"report": report, "points": store.points()}

@@ -21,8 +21,8 @@ from botocore.config import Config
 
 from kbsearch.config import Secrets, Settings
 from kbsearch.indexer import Indexer, SyncOptions
+from kbsearch.qdrant import open_store
 from kbsearch.sources import LocalSource, S3Source
-from kbsearch.store import Store
 from kbsearch_tools.fakes import FakeEndpoint, FakeProvider
 from kbsearch_tools.fakes import provider_env as fake_provider_env
 from kbsearch_tools.local.apigw import HttpRequest, build_event
@@ -273,7 +273,7 @@ def indexed_store(tmp_path: Path) -> tuple[Settings, dict[str, str]]:
     (kb / "a.md").write_bytes(NOTE_A)
     (kb / "b.md").write_bytes(NOTE_B)
     settings = Settings(qdrant_path=str(tmp_path / "q"))
-    store = Store.open(settings, Secrets(settings))
+    store = open_store(settings, Secrets(settings))
     try:
         Indexer(LocalSource(kb), store, None).sync()
         before = {p["path"]: p["etag"] for p in store.points().values()}
@@ -287,7 +287,7 @@ def s3_sync(settings: Settings, url: str) -> tuple[Any, dict[str, str]]:
         "s3", endpoint_url=url, region_name="us-east-1",
         config=Config(connect_timeout=1, read_timeout=1, retries={"max_attempts": 1}, s3={"addressing_style": "path"}),
     )  # fmt: skip
-    store = Store.open(settings, Secrets(settings))
+    store = open_store(settings, Secrets(settings))
     try:
         report = Indexer(S3Source("kb", "", client), store, None, SyncOptions()).sync()
         after = {p["path"]: p["etag"] for p in store.points().values()}

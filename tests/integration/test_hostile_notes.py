@@ -26,8 +26,8 @@ from pydantic import SecretStr
 
 from kbsearch.config import Secrets, Settings
 from kbsearch.indexer import Indexer, SyncOptions, run_sync
+from kbsearch.qdrant import open_store
 from kbsearch.sources import LocalSource, S3Source, SourceObject
-from kbsearch.store import Store
 from kbsearch_tools.local.runtime import LambdaContext
 from tests.conftest import KBSEARCH_CMD, ROOT, subprocess_env
 from tests.integration.test_indexer import snapshot, store_points, write_notes
@@ -126,7 +126,7 @@ def test_any_failure_of_one_note_skips_only_that_note(tmp_path: Path) -> None:
     kb.mkdir()
     write_notes(kb, 4)
     settings = Settings(qdrant_path=str(tmp_path / "q"))
-    store = Store.open(settings, Secrets(settings))
+    store = open_store(settings, Secrets(settings))
     try:
         report = Indexer(ExplodingReads(LocalSource(kb), "n02.md"), store, None).sync()
     finally:
@@ -210,7 +210,7 @@ class FakeQdrant:
 def flaky_qdrant(tmp_path: Path) -> Iterator[FakeQdrant]:
     """A Qdrant Cloud stand-in whose collection has kb-search's schema (taken from the embedded store)."""
     settings = Settings(qdrant_path=str(tmp_path / "schema"), qdrant_embedded="local")  # qdrant-client's models
-    store = Store.open(settings, Secrets(settings))
+    store = open_store(settings, Secrets(settings))
     try:
         store.ensure_collection()
         info = store.client.get_collection(store.collection).model_dump(mode="json", exclude_none=True)
@@ -226,7 +226,7 @@ def test_qdrant_5xx_mid_run_is_an_error_in_the_report(tmp_path: Path, flaky_qdra
     kb.mkdir()
     write_notes(kb, 12)
     settings = Settings(qdrant_url=flaky_qdrant.url, qdrant_api_key=SecretStr("qdrant-test-key"))
-    store = Store.open(settings, Secrets(settings))
+    store = open_store(settings, Secrets(settings))
     try:
         report = Indexer(LocalSource(kb), store, None, SyncOptions(window_chunks=4)).sync()
     finally:
@@ -259,7 +259,7 @@ def test_an_unopenable_store_is_an_error_in_the_report(tmp_path: Path) -> None:
     kb.mkdir()
     write_notes(kb, 1)
     settings = Settings(qdrant_path=str(tmp_path / "q"))
-    holder = Store.open(settings, Secrets(settings))  # the embedded store admits one process at a time
+    holder = open_store(settings, Secrets(settings))  # the embedded store admits one process at a time
     holder.ensure_collection()  # Qdrant Edge opens its shard (and takes its lock) on first use
     try:
         code, report, stderr = kbsearch_index(kb, tmp_path / "q")
@@ -291,7 +291,7 @@ def test_s3_keys_are_normalised_and_unsafe_keys_skipped(tmp_path: Path, load_sea
             put(key, f"# {key}\n\ntext")
         settings = Settings(qdrant_path=str(tmp_path / "q"))
         source = S3Source("kb-notes", "notes", s3)
-        store = Store.open(settings, Secrets(settings))
+        store = open_store(settings, Secrets(settings))
         try:
             report = Indexer(source, store, None).sync()
         finally:

@@ -21,8 +21,10 @@ from kbsearch.indexer import Indexer, SyncOptions, SyncReport
 from kbsearch.notes import NoteError, parse_note
 from kbsearch.providers.embeddings import build_embedder
 from kbsearch.providers.resilience import Deadline, shared_client
+from kbsearch.qdrant import open_store
+from kbsearch.qdrant.query import point_id
+from kbsearch.qdrant.store import Store
 from kbsearch.sources import LocalSource, S3Source, Source, SourceError, SourceObject
-from kbsearch.store import Store, point_id
 from kbsearch_tools.fakes import FakeProvider
 from tests.conftest import ROOT, VAULT, provider_settings
 
@@ -52,7 +54,7 @@ def write_notes(root: Path, count: int, prefix: str = "n") -> None:
 
 
 def store_for(settings: Settings) -> Store:
-    return Store.open(settings, Secrets(settings))
+    return open_store(settings, Secrets(settings))
 
 
 def run(source: Source, settings: Settings, **options: Any) -> SyncReport:

@@ -14,8 +14,9 @@ from qdrant_client import QdrantClient, models
 from kbsearch.errors import IndexMissing, StoreError
 from kbsearch.lexical import SparseVector
 from kbsearch.providers.resilience import shared_client
-from kbsearch.qdrant.embedded import edge_request
-from kbsearch.retrieval import QdrantRest, filter_json, fusion_request, retrieve
+from kbsearch.qdrant.embedded import edge_filter, edge_request
+from kbsearch.qdrant.query import filter_json, fusion_request, path_filter, retrieve
+from kbsearch.qdrant.rest import QdrantRest
 from kbsearch_tools.fakes import FakeEndpoint
 
 
@@ -113,6 +114,27 @@ def test_request_body_matches_qdrant_client_and_edge(qdrant: FakeEndpoint, weigh
     assert sent == drop_none(ours)
 
 
+@pytest.mark.parametrize("from_chunk", [None, 3])
+def test_delete_filter_is_one_json_for_qdrant_client_and_edge(qdrant: FakeEndpoint, from_chunk: int | None) -> None:
+    """The indexer's deletes use the same filter JSON everywhere: what qdrant_client sends for the filter one would
+    write with its models, validated into those models for Cloud / local mode, translated for Edge."""
+    conditions: list[models.Condition] = [models.FieldCondition(key="path", match=models.MatchValue(value="ru/a.md"))]
+    if from_chunk is not None:
+        conditions.append(models.FieldCondition(key="chunk_index", range=models.Range(gte=from_chunk)))
+    by_hand = models.Filter(must=conditions)
+    qdrant.body = b'{"result": {"operation_id": 1, "status": "completed"}, "status": "ok", "time": 0.001}'
+    QdrantClient(url=qdrant.url, check_compatibility=False).delete("kb", models.FilterSelector(filter=by_hand))
+    assert qdrant.requests[-1].path == "/collections/kb/points/delete?wait=true"
+    ours = path_filter("ru/a.md", from_chunk)
+    assert drop_none(qdrant.requests[-1].body) == {"filter": ours}
+    assert models.Filter.model_validate(ours) == by_hand
+    edge = pytest.importorskip("qdrant_edge", reason="no Qdrant Edge wheel on this platform")
+    must = [edge.FieldCondition(key="path", match=edge.MatchValue(value="ru/a.md"))]
+    if from_chunk is not None:
+        must.append(edge.FieldCondition(key="chunk_index", range=edge.RangeFloat(gte=from_chunk)))
+    assert repr(edge_filter(ours)) == repr(edge.Filter(must=must))
+
+
 def test_rest_retriever_reads_answers_and_sends_the_key(qdrant: FakeEndpoint) -> None:
     rest = QdrantRest(qdrant.url, "kb", lambda: "qdrant-test-key", shared_client(), 2.0)
     points = rest.query({"prefetch": [], "query": {"rrf": {"k": 60}}, "limit": 1}, 2.0)
@@ -197,8 +219,8 @@ def test_weighted_rrf_body_matches_qdrant_client_and_the_embedded_store_weighs_i
     assert lexical is not None and lexical["query"] == {"rrf": {"k": 60}}
 
     # The embedded store takes the same body and weighs ranks as Qdrant does: 1 / (k + (rank + 1) / w - 1).
-    from kbsearch.retrieval import retrieve
-    from kbsearch.store import ChunkPoint, EmbeddedRetriever, Store
+    from kbsearch.qdrant.embedded import EmbeddedRetriever
+    from kbsearch.qdrant.store import ChunkPoint, Store
 
     store = Store(QdrantClient(":memory:"), "kb", 2, embedded=True)
     store.ensure_collection()

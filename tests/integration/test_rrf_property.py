@@ -13,9 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kbsearch.lexical import SparseVector
-from kbsearch.qdrant.embedded import EdgeStore
-from kbsearch.retrieval import fusion_request, group, retrieve
-from kbsearch.store import DENSE, SPARSE, ChunkPoint, EmbeddedRetriever
+from kbsearch.qdrant.embedded import EdgeStore, EmbeddedRetriever
+from kbsearch.qdrant.query import DENSE, SPARSE, fusion_request, group, retrieve
+from kbsearch.qdrant.store import ChunkPoint
 
 qdrant_edge = pytest.importorskip("qdrant_edge", reason="no Qdrant Edge wheel on this platform")
 

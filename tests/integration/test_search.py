@@ -14,9 +14,10 @@ from kbsearch.indexer import run_sync
 from kbsearch.lexical import query_vector
 from kbsearch.providers.embeddings import query_text
 from kbsearch.providers.resilience import CircuitBreaker
+from kbsearch.qdrant import open_store
+from kbsearch.qdrant.query import DENSE, SPARSE
 from kbsearch.schemas import SearchFilters, SearchRequest, SearchResponse
 from kbsearch.search import SearchService
-from kbsearch.store import DENSE, SPARSE, Store
 from kbsearch_tools.fakes import FakeProvider
 from tests.conftest import ROOT, copy_store, provider_settings
 
@@ -289,7 +290,7 @@ def test_rrf_scores_are_the_sum_over_prefetches(make_service, deepinfra, store_p
     answer = ask(service, query, top_k=10, rerank=False, expand=False)
     service.close()
     settings = Settings(qdrant_path=str(store_path))
-    store = Store.open(settings, Secrets(settings))
+    store = open_store(settings, Secrets(settings))
     try:
         (text,) = deepinfra.calls("embeddings")[0].body["input"]
         from kbsearch_tools.fakes import fake_embedding

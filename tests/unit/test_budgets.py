@@ -8,7 +8,7 @@ import pytest
 
 from kbsearch.chunking import chunk_note
 from kbsearch.notes import parse_note
-from kbsearch.retrieval import Candidate
+from kbsearch.qdrant.query import Candidate
 from kbsearch.search import blend, passage
 from kbsearch.tokens import estimate_tokens, truncate_tokens
 from tests.conftest import VAULT

@@ -3,6 +3,8 @@
 - The runtime package (``kbsearch``, the layer) and the handlers import nothing from the developer tooling
   (``kbsearch_tools``), statically and at run time.
 - Parts never import the services (``search``, ``indexer``); nothing in the runtime imports a handler.
+- Qdrant has one home, ``kbsearch.qdrant``: nothing else imports qdrant_client or qdrant_edge, and nothing else
+  reads the settings that choose between Qdrant Cloud and the embedded store.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ SERVICES = {"kbsearch.search", "kbsearch.indexer"}
 #: the layer above the services: request/command adapters that call them
 API_LEVEL = ("kbsearch.api", "kbsearch.slack_worker", "kbsearch.mcp_server")
 TOOLING = ("cli", "bench", "fakes", "local", "eval_runner", "evaluation", "evaluate", "metrics")
+QDRANT_HOME = RUNTIME / "qdrant"
+#: the settings behind the cloud-or-embedded choice (``Settings.store_kind`` is the one place that reads the URL)
+STORE_CHOICE = {"qdrant_url", "qdrant_embedded", "qdrant_path"}
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -69,3 +74,20 @@ def test_importing_every_runtime_module_loads_no_tooling() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env(), check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_qdrant_has_one_home() -> None:
+    """Outside ``kbsearch/qdrant`` (and ``config.py``, which defines the settings), no runtime module, handler or
+    tool imports a Qdrant library or reads the settings that pick the store: they call ``open_store`` /
+    ``open_retriever``."""
+    offenders: dict[str, list[str]] = {}
+    tools = ROOT / "tools" / "kbsearch_tools"
+    for path in [*RUNTIME.rglob("*.py"), *HANDLERS.rglob("*.py"), *tools.rglob("*.py")]:
+        if path.is_relative_to(QDRANT_HOME) or path == RUNTIME / "config.py":
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        found = {m for m in imported_modules(path) if m.split(".")[0] in ("qdrant_client", "qdrant_edge")}
+        found |= {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute) and n.attr in STORE_CHOICE}
+        if found:
+            offenders[str(path.relative_to(ROOT))] = sorted(found)
+    assert offenders == {}

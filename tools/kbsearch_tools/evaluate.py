@@ -24,10 +24,10 @@ from kbsearch.errors import KbSearchError
 from kbsearch.indexer import Indexer, SyncOptions
 from kbsearch.providers.embeddings import build_embedder
 from kbsearch.providers.resilience import shared_client
+from kbsearch.qdrant import open_store
 from kbsearch.schemas import SearchRequest
 from kbsearch.search import SearchService
 from kbsearch.sources import LocalSource, Source, SourceObject
-from kbsearch.store import Store
 from kbsearch_tools.metrics import LabelledQuery, load_queries, summarize
 
 PHASES = ("lexical", "dense", "hybrid", "expanded", "reranked")
@@ -219,7 +219,7 @@ def _run_eval(
                                             "qdrant_collection": "eval", "search_candidates": depth,
                                             "search_prefetch_limit": max(depth, settings.search_prefetch_limit)})  # fmt: skip
         secrets = Secrets(local)
-        store = Store.open(local, secrets)
+        store = open_store(local, secrets)
         report = EvalReport(dataset=dataset, queries=len(queries))
         report.settings = {"rrf_k": local.rrf_k, "search_bm25_weight": local.search_bm25_weight,
                            "search_fusion": local.search_fusion,

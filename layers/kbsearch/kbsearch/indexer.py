@@ -33,17 +33,10 @@ from kbsearch.lexical import document_vector
 from kbsearch.notes import Note, NoteError, parse_note
 from kbsearch.providers.embeddings import Embedder, EmbeddingStats
 from kbsearch.providers.resilience import Deadline, ProviderError
+from kbsearch.qdrant import open_store
+from kbsearch.qdrant.query import REBUILDING, SIGNATURE_KEYS, folders_of, signature_id
+from kbsearch.qdrant.store import ChunkPoint, NoteState, SchemaMismatchError, Store
 from kbsearch.sources import Source, SourceError, SourceObject, open_source, path_problem, preferred
-from kbsearch.store import (
-    REBUILDING,
-    SIGNATURE_KEYS,
-    ChunkPoint,
-    NoteState,
-    SchemaMismatchError,
-    Store,
-    folders_of,
-    signature_id,
-)
 
 logger = logging.getLogger(__name__)
 
@@ -471,7 +464,7 @@ def run_sync(
     source = open_source(source_uri or settings.kb_source)
     with index_lease(settings):
         try:
-            store = Store.open(settings, secrets)
+            store = open_store(settings, secrets)
         except StoreError as exc:
             report = SyncReport(source=source.uri, collection=settings.qdrant_collection, dense=False, full=full)
             report.error, report.incomplete = f"index storage failed: {exc}", True

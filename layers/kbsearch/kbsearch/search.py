@@ -24,12 +24,14 @@ from kbsearch.providers.embeddings import Embedder, build_embedder
 from kbsearch.providers.expansion import Expander, build_expander
 from kbsearch.providers.rerankers import Reranking, build_reranking
 from kbsearch.providers.resilience import Deadline, ProviderError, shared_client
-from kbsearch.retrieval import Candidate, QdrantRest, Retriever, filter_json, retrieve, signature_mismatch
+from kbsearch.qdrant import open_retriever
+from kbsearch.qdrant.query import Candidate, Retriever, filter_json, retrieve, signature_mismatch
+from kbsearch.qdrant.rest import QdrantRest
 from kbsearch.schemas import Hit, HitScores, SearchMeta, SearchRequest, SearchResponse
 from kbsearch.tokens import truncate_tokens
 
 if TYPE_CHECKING:
-    from kbsearch.store import Store
+    from kbsearch.qdrant.store import Store
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +134,7 @@ class SearchService:
         self.secrets = secrets
         self._retriever: Retriever | None = None
         if store is not None:
-            from kbsearch.store import EmbeddedRetriever
+            from kbsearch.qdrant.embedded import EmbeddedRetriever
 
             self._retriever = EmbeddedRetriever(store)
         if wire_providers:
@@ -161,19 +163,10 @@ class SearchService:
 
     def _open_retriever(self) -> Retriever:
         if self._retriever is None:
-            s = self.settings
-            if s.qdrant_url:
-                self._retriever = QdrantRest(
-                    s.qdrant_url, s.qdrant_collection, lambda: self.secrets.get("QDRANT_API_KEY"), shared_client(),
-                    s.qdrant_timeout_s,
-                )  # fmt: skip
-            else:
-                from kbsearch.store import EmbeddedRetriever, Store
-
-                try:
-                    self._retriever = EmbeddedRetriever(Store.open(s, self.secrets))
-                except StoreError as exc:
-                    raise IndexUnavailable(str(exc)) from None
+            try:
+                self._retriever = open_retriever(self.settings, self.secrets)
+            except StoreError as exc:
+                raise IndexUnavailable(str(exc)) from None
         return self._retriever
 
     @contextlib.contextmanager

@@ -1,1 +1,50 @@
-"""One home for Qdrant (issue 14): the embedded store lives in :mod:`kbsearch.qdrant.embedded`."""
+"""The one home for Qdrant, and the one place that chooses between Qdrant Cloud and the embedded store.
+
+- :mod:`~kbsearch.qdrant.query`: the names (vectors, payload fields, point ids), the Query API JSON of a search and of
+  a filter, the embedding-signature check, and how an answer is read (the :class:`Retriever` seam).
+- :mod:`~kbsearch.qdrant.rest`: Qdrant Cloud for the search, over REST (no qdrant_client import).
+- :mod:`~kbsearch.qdrant.store`: the indexer's store seam, on qdrant-client (Qdrant Cloud; local mode).
+- :mod:`~kbsearch.qdrant.embedded`: the embedded store, Qdrant Edge in-process or qdrant-client's local mode.
+
+``QDRANT_URL`` set (``Settings.store_kind == "cloud"``) means Qdrant Cloud, else the embedded store at
+``QDRANT_PATH``: :func:`open_store` (the indexer, tools) and :func:`open_retriever` (the search) are the only two
+places that act on it. Importing this package loads neither qdrant_client nor qdrant_edge.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from kbsearch.config import Secrets, Settings
+    from kbsearch.qdrant.query import Retriever
+    from kbsearch.qdrant.store import Store
+
+
+def open_store(settings: Settings, secrets: Secrets) -> Store:
+    """The indexer's store: Qdrant Cloud through qdrant-client, or the embedded store (Qdrant Edge, else
+    qdrant-client's local mode with a one-line notice). Raises StoreError when it cannot be opened."""
+    if settings.store_kind == "cloud":
+        from kbsearch.qdrant.store import Store
+
+        return Store.cloud(settings, secrets)
+    from kbsearch.qdrant.embedded import open_embedded
+
+    return open_embedded(settings)
+
+
+def open_retriever(settings: Settings, secrets: Secrets) -> Retriever:
+    """The search's retrieval call: Qdrant Cloud over REST with the shared httpx client (the key read per call,
+    so a rotated key is picked up), or the embedded store opened in this process. Raises StoreError when the
+    embedded store cannot be opened."""
+    if settings.store_kind == "cloud":
+        from kbsearch.providers.resilience import shared_client
+        from kbsearch.qdrant.rest import QdrantRest
+
+        return QdrantRest(
+            settings.qdrant_url, settings.qdrant_collection, lambda: secrets.get("QDRANT_API_KEY"), shared_client(),
+            settings.qdrant_timeout_s,
+        )  # fmt: skip
+    from kbsearch.qdrant.embedded import EmbeddedRetriever
+
+    return EmbeddedRetriever(open_store(settings, secrets))

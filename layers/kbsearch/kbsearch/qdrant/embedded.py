@@ -1,8 +1,9 @@
 """The embedded store (laptops, CI, ``make run``, evaluation): Qdrant Edge, Qdrant's own engine in-process.
 
 One Edge shard per collection at ``QDRANT_PATH/edge/<collection>``: HNSW and the sparse index on disk, payload
-indexes, filters, prefetch + RRF in one query. It speaks the Query API JSON of :mod:`kbsearch.retrieval` (the
-same request the search sends to Qdrant Cloud over REST), translated here into Edge's request objects.
+indexes, filters, prefetch + RRF in one query. It speaks the Query API JSON of :mod:`kbsearch.qdrant.query` (the
+same request the search sends to Qdrant Cloud over REST, the same filters the indexer deletes by), translated here
+into Edge's request objects.
 
 When the platform has no ``qdrant-edge-py`` wheel, the store falls back to qdrant-client's local mode at
 ``QDRANT_PATH`` itself, with a one-line notice. The two formats never mix: an Edge store that finds only
@@ -23,15 +24,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kbsearch.errors import StoreError
-from kbsearch.retrieval import DENSE, SPARSE
-from kbsearch.store import KEYWORD_FIELDS, ChunkPoint, SchemaMismatchError, Store, point_id, storage_errors
+from kbsearch.qdrant.query import DENSE, PAYLOAD_INDEXES, SPARSE, index_missing, path_filter, point_id
+from kbsearch.qdrant.store import ChunkPoint, Store, check_vectors, storage_errors
 
 if TYPE_CHECKING:
     import qdrant_edge as edge
 
     from kbsearch.config import Settings
 
-logger = logging.getLogger("kbsearch.store")
+logger = logging.getLogger(__name__)
 
 FALLBACK_NOTICE = (
     "kbsearch: no Qdrant Edge wheel for this platform (pip install qdrant-edge-py); "
@@ -198,10 +199,9 @@ class EdgeStore(Store):
         )
         with self._lock, storage_errors(f"creating the collection {self.collection!r}"):
             self._shard = edge.EdgeShard.create(str(self.path), config)
-            for name in KEYWORD_FIELDS:
-                self._shard.update(edge.UpdateOperation.create_field_index(name, edge.PayloadSchemaType.Keyword))
-            self._shard.update(edge.UpdateOperation.create_field_index("chunk_index", edge.PayloadSchemaType.Integer))
-            self._shard.update(edge.UpdateOperation.create_field_index("updated", edge.PayloadSchemaType.Datetime))
+            for name, kind in PAYLOAD_INDEXES.items():
+                schema = getattr(edge.PayloadSchemaType, kind.capitalize())
+                self._shard.update(edge.UpdateOperation.create_field_index(name, schema))
             self._written = True
         self.set_metadata(signature or {})
         return True
@@ -213,23 +213,10 @@ class EdgeStore(Store):
             raise StoreError(f"the embedded store at {self.path} has no readable edge_config.json") from None
         dense = (config.get("vectors") or {}).get(DENSE)
         sparse = (config.get("sparse_vectors") or {}).get(SPARSE)
-        problems = []
-        if not isinstance(dense, dict):
-            problems.append(f"no dense vector named {DENSE!r}")
-        else:
-            if dense.get("size") != self.dimensions:
-                problems.append(f"dense size {dense.get('size')} but EMBEDDING_DIMENSIONS={self.dimensions}")
-            if dense.get("distance") != "Cosine":
-                problems.append(f"dense distance {dense.get('distance')} (expected Cosine)")
-        if not isinstance(sparse, dict):
-            problems.append(f"no sparse vector named {SPARSE!r}")
-        elif str(sparse.get("modifier", "")).lower() != "idf":
-            problems.append("sparse vector without the IDF modifier")
-        if problems:
-            raise SchemaMismatchError(
-                f"collection {self.collection!r} does not match kb-search's schema: {'; '.join(problems)}. "
-                f"Use another QDRANT_COLLECTION, or delete {self.path} and run a full sync."
-            )
+        check_vectors(
+            self.collection, self.dimensions, f"delete {self.path}",
+            dense=dense if isinstance(dense, dict) else None, sparse=sparse if isinstance(sparse, dict) else None,
+        )  # fmt: skip
 
     # -- state --------------------------------------------------------------------------------------------------
     def _scroll(self, fields: list[str] | bool) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -272,11 +259,9 @@ class EdgeStore(Store):
     def _delete(self, path: str, from_chunk: int | None) -> None:
         import qdrant_edge as edge
 
-        must: list[Any] = [edge.FieldCondition(key="path", match=edge.MatchValue(value=path))]
-        if from_chunk is not None:
-            must.append(edge.FieldCondition(key="chunk_index", range=edge.RangeFloat(gte=from_chunk)))
+        selector = edge_filter(path_filter(path, from_chunk))
         with self._lock, storage_errors("deleting a note's points"):
-            self.shard.update(edge.UpdateOperation.delete_points_by_filter(edge.Filter(must=must)))
+            self.shard.update(edge.UpdateOperation.delete_points_by_filter(selector))
             self._written = True
 
     def delete_note(self, path: str) -> None:
@@ -298,6 +283,29 @@ class EdgeStore(Store):
             except Exception as exc:
                 raise StoreError(f"Qdrant query failed ({type(exc).__name__})") from None
         return [{"id": str(p.id), "score": p.score, "payload": p.payload} for p in points]
+
+
+class EmbeddedRetriever:
+    """The search's retrieval call (:class:`kbsearch.qdrant.query.Retriever`) on a store opened in this process:
+    the embedded store (Edge or local mode), or any :class:`Store` given to the search service."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def _present(self) -> Store:
+        if not self.store.exists():
+            raise index_missing(self.store.collection)
+        return self.store
+
+    def metadata(self, timeout_s: float = 10.0) -> dict[str, Any]:
+        with storage_errors("reading the collection's metadata"):
+            return self._present().metadata()
+
+    def query(self, request: dict[str, Any], timeout_s: float) -> list[dict[str, Any]]:
+        return self._present().query(request, timeout_s)
+
+    def close(self) -> None:
+        self.store.close()
 
 
 # -- Query API JSON -> Qdrant Edge ----------------------------------------------------------------------------
@@ -384,10 +392,13 @@ def _params(p: dict[str, Any] | None) -> edge.SearchParams | None:
 
 
 def _filter(f: dict[str, Any] | None) -> edge.Filter | None:
+    return edge_filter(f) if f else None
+
+
+def edge_filter(f: dict[str, Any]) -> edge.Filter:
+    """A filter's JSON (``{"must", "should", "must_not"}``) as an Edge ``Filter``."""
     import qdrant_edge as edge
 
-    if not f:
-        return None
     return edge.Filter(
         must=[_condition(c) for c in _as_list(f.get("must"))] or None,
         should=[_condition(c) for c in _as_list(f.get("should"))] or None,

@@ -1,32 +1,68 @@
-"""The one retrieval call of a search, as Qdrant Query API JSON, and what comes back, as candidates.
+"""Qdrant's language in kb-search: the names (vectors, payload fields, point ids), the Query API JSON of a search
+and of a filter, and how an answer is read back.
 
-No qdrant_client here: Qdrant Cloud is queried over its REST API with the shared httpx client
-(:class:`QdrantRest`), which keeps qdrant_client's ~0.6 s import off the Lambda search path. The embedded store
-(laptops, CI) runs the same JSON on Qdrant Edge (:mod:`kbsearch.qdrant.embedded`), and a contract test checks that
-this JSON is what qdrant_client itself sends for the same query and that its Edge translation is what Edge's own API
+The search's query and every filter (the search's and the indexer's deletes) are written here once, as Qdrant's JSON
+(the body of ``POST /collections/{c}/points/query``, Qdrant's filter objects), and run as they are by Qdrant Cloud
+(:mod:`kbsearch.qdrant.rest`, over REST), validated into qdrant_client's models (``model_validate``;
+:mod:`kbsearch.qdrant.store`) or translated into Qdrant Edge's objects (:mod:`kbsearch.qdrant.embedded`). Contract
+tests check that this JSON is what qdrant_client itself sends and that its Edge translation is what Edge's own API
 builds.
+
+The answer side lives here too (:class:`Candidate`, :func:`group`, :func:`retrieve`): reading a scored point means
+knowing the payload the indexer writes, which is this module's subject, and both retrievers return the same points.
+No qdrant_client or httpx import here: the search path and ``/health`` stay light.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Callable, Sequence
+import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
-from urllib.parse import quote
 
-import httpx
-
-from kbsearch.errors import ConfigError, IndexMissing, StoreError
+from kbsearch.errors import IndexMissing, StoreError
 from kbsearch.lexical import SparseVector
-from kbsearch.providers.resilience import Outbound, ProviderError, RetryPolicy, send
 
-DENSE = "dense"
-SPARSE = "bm25"
+DENSE = "dense"  # the named dense vector (cosine)
+SPARSE = "bm25"  # the named sparse vector (BM25 term weights; Qdrant applies IDF)
 #: What a collection records about its dense vectors (collection metadata): model, dimensions, input format.
 SIGNATURE_KEYS = ("embedding_model", "embedding_dimensions", "embedding_input_format")
 REBUILDING = "embedding_rebuilding"  # metadata key while a re-embed runs: the vectors are of two models
+#: The payload indexes every collection gets (field → Qdrant's payload schema type).
+PAYLOAD_INDEXES = {
+    "path": "keyword", "doc_id": "keyword", "tags": "keyword", "type": "keyword", "status": "keyword",
+    "folders": "keyword", "chunk_index": "integer", "updated": "datetime",
+}  # fmt: skip
+POINT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://kb-search/points")
+
+
+def point_id(path: str, chunk_index: int) -> str:
+    """A chunk's point id: uuid5 of ``path#chunk_index`` (re-running anything converges)."""
+    return str(uuid.uuid5(POINT_NAMESPACE, f"{path}#{chunk_index}"))
+
+
+def signature_id(signature: dict[str, Any]) -> str:
+    """A short id of an embedding signature, stored on every chunk embedded with it."""
+    raw = "|".join(str(signature.get(k)) for k in SIGNATURE_KEYS)
+    return uuid.uuid5(POINT_NAMESPACE, raw).hex[:12]
+
+
+def folders_of(path: str) -> list[str]:
+    """``a/b/c.md`` → ``["a", "a/b"]``: what ``path_prefix`` filters match."""
+    parts = path.split("/")[:-1]
+    return ["/".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def index_missing(collection: str, detail: str = "") -> IndexMissing:
+    """The error of a search whose collection is not there (the indexer has not run yet), whichever store."""
+    return IndexMissing(f"collection {collection!r} does not exist" + (f" ({detail})" if detail else ""))
+
+
+def unreachable(why: str) -> StoreError:
+    """The error of a Qdrant that did not answer (Cloud over REST or through qdrant-client)."""
+    return StoreError(f"Qdrant is not reachable ({why})")
 
 
 def signature_mismatch(recorded: dict[str, Any], wanted: dict[str, Any]) -> str | None:
@@ -74,6 +110,14 @@ def filter_json(
             when = when.replace(tzinfo=dt.UTC)
         must.append({"key": "updated", "range": {"gt": when.isoformat()}})
     return {"must": must} if must else None
+
+
+def path_filter(path: str, from_chunk: int | None = None) -> dict[str, Any]:
+    """The points of one note (from chunk ``from_chunk`` on): what the indexer deletes."""
+    must: list[dict[str, Any]] = [{"key": "path", "match": {"value": path}}]
+    if from_chunk is not None:
+        must.append({"key": "chunk_index", "range": {"gte": from_chunk}})
+    return {"must": must}
 
 
 def fusion_request(
@@ -200,65 +244,3 @@ def retrieve(
     if request is None:
         return []
     return group(retriever.query(request, timeout_s), limit)
-
-
-class QdrantRest:
-    """Qdrant Cloud over REST: ``POST /collections/{c}/points/query`` (a missing collection is its 404, so a search
-    makes one round trip)."""
-
-    def __init__(
-        self, url: str, collection: str, api_key: Callable[[], str | None], client: httpx.Client, timeout_s: float
-    ) -> None:
-        self.base = url.rstrip("/") + f"/collections/{quote(collection, safe='')}"
-        self.collection = collection
-        self._api_key = api_key
-        self._client = client
-        self._timeout_s = timeout_s
-
-    def _call(self, method: str, path: str, body: dict[str, Any] | None, timeout_s: float) -> Any:
-        """One request under the shared outbound policy (one attempt: a search has no time for retries; the
-        caller's deadline bounds the whole exchange). Any failure or answer of the wrong shape is a StoreError."""
-        keys: list[str] = []
-
-        def headers(_left_s: float) -> dict[str, str]:
-            try:
-                key = self._api_key()
-            except ConfigError:
-                raise ProviderError("qdrant", "auth", "cannot read the Qdrant API key") from None
-            if key:
-                keys.append(key)
-            return {"api-key": key} if key else {}
-
-        call = Outbound("qdrant", method, self.base + path, body, headers=headers, secret_values=lambda: keys)
-        try:
-            answer = send(self._client, call, RetryPolicy(attempts=1, timeout_s=timeout_s))
-        except ProviderError as exc:
-            if exc.status == 404:
-                raise IndexMissing(f"collection {self.collection!r} does not exist (Qdrant answered 404)") from None
-            if exc.status is not None:
-                raise StoreError(f"Qdrant answered HTTP {exc.status}") from None
-            if exc.kind == "malformed":
-                raise StoreError("Qdrant's answer is not what the API returns") from None
-            raise StoreError(f"Qdrant is not reachable ({exc.kind})") from None
-        if answer.status != 200 or not isinstance(answer.data, dict) or "result" not in answer.data:
-            raise StoreError("Qdrant's answer is not what the API returns")
-        return answer.data["result"]
-
-    def metadata(self, timeout_s: float) -> dict[str, Any]:
-        """The collection's metadata (``GET /collections/{c}``, ``result.config.metadata``); {} when none."""
-        result = self._call("GET", "", None, timeout_s)
-        config = result.get("config") if isinstance(result, dict) else None
-        if not isinstance(config, dict):
-            raise StoreError("Qdrant's answer is not what the API returns")
-        metadata = config.get("metadata")
-        return dict(metadata) if isinstance(metadata, dict) else {}
-
-    def query(self, request: dict[str, Any], timeout_s: float) -> list[dict[str, Any]]:
-        result = self._call("POST", "/points/query", request, timeout_s)
-        points = result.get("points") if isinstance(result, dict) else None
-        if not isinstance(points, list):
-            raise StoreError("Qdrant's answer is not what the API returns")
-        return points
-
-    def close(self) -> None:
-        """The httpx client is shared; nothing to close."""

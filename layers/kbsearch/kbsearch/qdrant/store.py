@@ -1,31 +1,30 @@
-"""The Qdrant collection: schema, the index's view of each note, and per-note writes.
+"""The indexer's store: the collection's schema, the index's view of each note, and per-note writes.
 
-Cloud (qdrant_client) when ``QDRANT_URL`` is set, else the embedded store at ``QDRANT_PATH``: Qdrant Edge
-(:mod:`kbsearch.qdrant.embedded`), or qdrant-client's local mode where the platform has no Edge wheel.
+:class:`Store` runs them on qdrant-client: Qdrant Cloud for the indexer (:meth:`Store.cloud`; the search reaches
+Cloud over REST instead, :mod:`kbsearch.qdrant.rest`) and qdrant-client's local mode, the embedded store's fallback
+where the platform has no Qdrant Edge wheel. :class:`kbsearch.qdrant.embedded.EdgeStore` is the same seam on Qdrant
+Edge. Which one a process gets is decided once, by :func:`kbsearch.qdrant.open_store`.
 Points: id = uuid5(path + "#" + chunk_index); named vectors ``dense`` (cosine) and ``bm25`` (sparse, IDF).
 """
 
 from __future__ import annotations
 
 import logging
-import uuid
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from kbsearch.config import Secrets, Settings
-from kbsearch.errors import IndexMissing, StoreError
+from kbsearch.errors import StoreError
 from kbsearch.lexical import SparseVector
-from kbsearch.retrieval import DENSE, REBUILDING, SIGNATURE_KEYS, SPARSE, Candidate
+from kbsearch.qdrant.query import DENSE, PAYLOAD_INDEXES, SPARSE, path_filter, point_id, unreachable
 
 if TYPE_CHECKING:  # qdrant_client (~0.5 s to import) is loaded only by the stores that use it
-    from qdrant_client import QdrantClient, models
+    from qdrant_client import QdrantClient
 
-__all__ = ["DENSE", "REBUILDING", "SIGNATURE_KEYS", "SPARSE", "Candidate", "EmbeddedRetriever", "Store", "StoreError"]
-POINT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://kb-search/points")
-KEYWORD_FIELDS = ("path", "doc_id", "tags", "type", "status", "folders")
+    from kbsearch.config import Secrets, Settings
+
 STATE_FIELDS = ["path", "etag", "chunk_index", "n_chunks", "dense", "doc_id", "embedding"]
 
 logger = logging.getLogger(__name__)
@@ -48,14 +47,29 @@ def storage_errors(action: str) -> Iterator[None]:
         raise StoreError(f"{action} failed: {type(exc).__name__}" + (f": {detail}" if detail else "")) from None
 
 
-def signature_id(signature: dict[str, Any]) -> str:
-    """A short id of an embedding signature, stored on every chunk embedded with it."""
-    raw = "|".join(str(signature.get(k)) for k in SIGNATURE_KEYS)
-    return uuid.uuid5(POINT_NAMESPACE, raw).hex[:12]
-
-
-def point_id(path: str, chunk_index: int) -> str:
-    return str(uuid.uuid5(POINT_NAMESPACE, f"{path}#{chunk_index}"))
+def check_vectors(
+    collection: str, dimensions: int, remedy: str, *, dense: dict[str, Any] | None, sparse: dict[str, Any] | None
+) -> None:
+    """:class:`SchemaMismatchError` unless the collection's vectors are kb-search's: ``dense`` and ``sparse`` are
+    the named vectors' parameters as Qdrant's JSON spells them (None: no such vector), from qdrant-client's
+    collection info or an Edge shard's config; ``remedy`` says what to delete instead of using another name."""
+    problems = []
+    if dense is None:
+        problems.append(f"no dense vector named {DENSE!r}")
+    else:
+        if dense.get("size") != dimensions:
+            problems.append(f"dense size {dense.get('size')} but EMBEDDING_DIMENSIONS={dimensions}")
+        if dense.get("distance") != "Cosine":
+            problems.append(f"dense distance {dense.get('distance')} (expected Cosine)")
+    if sparse is None:
+        problems.append(f"no sparse vector named {SPARSE!r}")
+    elif str(sparse.get("modifier") or "").lower() != "idf":
+        problems.append("sparse vector without the IDF modifier")
+    if problems:
+        raise SchemaMismatchError(
+            f"collection {collection!r} does not match kb-search's schema: {'; '.join(problems)}. "
+            f"Use another QDRANT_COLLECTION, or {remedy} and run a full sync."
+        )
 
 
 @dataclass
@@ -117,20 +131,17 @@ class Store:
         self.embedded = embedded
 
     @classmethod
-    def open(cls, settings: Settings, secrets: Secrets) -> Store:
-        if settings.qdrant_url:
-            from qdrant_client import QdrantClient
+    def cloud(cls, settings: Settings, secrets: Secrets) -> Store:
+        """Qdrant Cloud through qdrant-client (``QDRANT_URL``, the key from ``QDRANT_API_KEY``)."""
+        from qdrant_client import QdrantClient
 
-            client = QdrantClient(
-                url=settings.qdrant_url,
-                api_key=secrets.get("QDRANT_API_KEY"),
-                timeout=int(max(1, settings.qdrant_timeout_s)),
-                check_compatibility=False,
-            )
-            return cls(client, settings.qdrant_collection, settings.embedding_dimensions, embedded=False)
-        from kbsearch.qdrant.embedded import open_embedded
-
-        return open_embedded(settings)
+        client = QdrantClient(
+            url=settings.qdrant_url,
+            api_key=secrets.get("QDRANT_API_KEY"),
+            timeout=int(max(1, settings.qdrant_timeout_s)),
+            check_compatibility=False,
+        )
+        return cls(client, settings.qdrant_collection, settings.embedding_dimensions, embedded=False)
 
     def close(self) -> None:
         try:
@@ -143,7 +154,7 @@ class Store:
         try:
             return bool(self.client.collection_exists(self.collection))
         except Exception as exc:
-            raise StoreError(f"Qdrant is not reachable ({type(exc).__name__})") from None
+            raise unreachable(type(exc).__name__) from None
 
     def ensure_collection(self, signature: dict[str, Any] | None = None) -> bool:
         """Create the collection when missing (returns True; ``signature`` recorded), else check its schema."""
@@ -166,10 +177,8 @@ class Store:
                 on_disk_payload=True,
                 metadata=dict(signature) if signature else None,
             )
-            for name in KEYWORD_FIELDS:
-                self.client.create_payload_index(self.collection, name, models.PayloadSchemaType.KEYWORD)
-            self.client.create_payload_index(self.collection, "chunk_index", models.PayloadSchemaType.INTEGER)
-            self.client.create_payload_index(self.collection, "updated", models.PayloadSchemaType.DATETIME)
+            for name, kind in PAYLOAD_INDEXES.items():
+                self.client.create_payload_index(self.collection, name, models.PayloadSchemaType(kind))
         return True
 
     def metadata(self) -> dict[str, Any]:
@@ -191,30 +200,14 @@ class Store:
             self.client.delete_collection(self.collection)
 
     def check_schema(self) -> None:
-        from qdrant_client import models
-
-        info = self.client.get_collection(self.collection)
-        params = info.config.params
-        vectors = params.vectors if isinstance(params.vectors, dict) else {}
-        dense = vectors.get(DENSE)
+        params = self.client.get_collection(self.collection).config.params
+        dense = (params.vectors if isinstance(params.vectors, dict) else {}).get(DENSE)
         sparse = (params.sparse_vectors or {}).get(SPARSE)
-        problems = []
-        if dense is None:
-            problems.append(f"no dense vector named {DENSE!r}")
-        else:
-            if dense.size != self.dimensions:
-                problems.append(f"dense size {dense.size} but EMBEDDING_DIMENSIONS={self.dimensions}")
-            if dense.distance != models.Distance.COSINE:
-                problems.append(f"dense distance {dense.distance} (expected Cosine)")
-        if sparse is None:
-            problems.append(f"no sparse vector named {SPARSE!r}")
-        elif sparse.modifier != models.Modifier.IDF:
-            problems.append("sparse vector without the IDF modifier")
-        if problems:
-            raise SchemaMismatchError(
-                f"collection {self.collection!r} does not match kb-search's schema: {'; '.join(problems)}. "
-                "Use another QDRANT_COLLECTION, or delete the collection and run a full sync."
-            )
+        check_vectors(
+            self.collection, self.dimensions, "delete the collection",
+            dense=dense.model_dump(mode="json") if dense is not None else None,
+            sparse=sparse.model_dump(mode="json") if sparse is not None else None,
+        )  # fmt: skip
 
     # -- state --------------------------------------------------------------------------------------------------
     def _scroll(self, fields: list[str] | bool) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -291,55 +284,17 @@ class Store:
             raise StoreError(f"Qdrant query failed ({type(exc).__name__})") from None
         return [{"id": str(p.id), "score": p.score, "payload": p.payload} for p in result.points]
 
-    def _path_filter(self, path: str, from_chunk: int | None = None) -> models.Filter:
-        from qdrant_client import models
-
-        must: list[models.Condition] = [models.FieldCondition(key="path", match=models.MatchValue(value=path))]
-        if from_chunk is not None:
-            must.append(models.FieldCondition(key="chunk_index", range=models.Range(gte=from_chunk)))
-        return models.Filter(must=must)
-
     def delete_note(self, path: str) -> None:
         from qdrant_client import models
 
+        selector = models.FilterSelector(filter=models.Filter.model_validate(path_filter(path)))
         with storage_errors("deleting a note's points"):
-            self.client.delete(self.collection, models.FilterSelector(filter=self._path_filter(path)), wait=True)
+            self.client.delete(self.collection, selector, wait=True)
 
     def delete_leftovers(self, path: str, n_chunks: int) -> None:
         """Remove the note's chunks from ``n_chunks`` on (left by an older, longer version)."""
         from qdrant_client import models
 
-        selector = models.FilterSelector(filter=self._path_filter(path, n_chunks))
+        selector = models.FilterSelector(filter=models.Filter.model_validate(path_filter(path, n_chunks)))
         with storage_errors("deleting a note's leftover points"):
             self.client.delete(self.collection, selector, wait=True)
-
-
-class EmbeddedRetriever:
-    """The search's retrieval call on the embedded store: the Query API JSON of :mod:`kbsearch.retrieval`."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-
-    def metadata(self, timeout_s: float = 10.0) -> dict[str, Any]:
-        with storage_errors("reading the collection's metadata"):
-            if not self.store.exists():
-                raise IndexMissing(f"collection {self.store.collection!r} does not exist")
-            return self.store.metadata()
-
-    def query(self, request: dict[str, Any], timeout_s: float) -> list[dict[str, Any]]:
-        if not self.store.exists():
-            raise IndexMissing(f"collection {self.store.collection!r} does not exist")
-        return self.store.query(request, timeout_s)
-
-    def close(self) -> None:
-        self.store.close()
-
-
-def _fusion_query(query: dict[str, Any]) -> models.RrfQuery | models.FusionQuery:
-    return models.FusionQuery.model_validate(query) if "fusion" in query else models.RrfQuery.model_validate(query)
-
-
-def folders_of(path: str) -> list[str]:
-    """``a/b/c.md`` → ``["a", "a/b"]``: what ``path_prefix`` filters match."""
-    parts = path.split("/")[:-1]
-    return ["/".join(parts[: i + 1]) for i in range(len(parts))]

@@ -1,0 +1,77 @@
+"""Qdrant Cloud for the search: the Query API JSON of :mod:`kbsearch.qdrant.query` sent over REST with the shared
+httpx client, under the one outbound policy (:mod:`kbsearch.providers.resilience`). No qdrant_client here: its
+~0.6 s import stays off the Lambda search path."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from kbsearch.errors import ConfigError, StoreError
+from kbsearch.providers.resilience import Outbound, ProviderError, RetryPolicy, send
+from kbsearch.qdrant.query import index_missing, unreachable
+
+
+class QdrantRest:
+    """Qdrant Cloud over REST: ``POST /collections/{c}/points/query`` (a missing collection is its 404, so a search
+    makes one round trip)."""
+
+    def __init__(
+        self, url: str, collection: str, api_key: Callable[[], str | None], client: httpx.Client, timeout_s: float
+    ) -> None:
+        self.base = url.rstrip("/") + f"/collections/{quote(collection, safe='')}"
+        self.collection = collection
+        self._api_key = api_key
+        self._client = client
+        self._timeout_s = timeout_s
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None, timeout_s: float) -> Any:
+        """One request under the shared outbound policy (one attempt: a search has no time for retries; the
+        caller's deadline bounds the whole exchange). Any failure or answer of the wrong shape is a StoreError."""
+        keys: list[str] = []
+
+        def headers(_left_s: float) -> dict[str, str]:
+            try:
+                key = self._api_key()
+            except ConfigError:
+                raise ProviderError("qdrant", "auth", "cannot read the Qdrant API key") from None
+            if key:
+                keys.append(key)
+            return {"api-key": key} if key else {}
+
+        call = Outbound("qdrant", method, self.base + path, body, headers=headers, secret_values=lambda: keys)
+        try:
+            answer = send(self._client, call, RetryPolicy(attempts=1, timeout_s=timeout_s))
+        except ProviderError as exc:
+            if exc.status == 404:
+                raise index_missing(self.collection, "Qdrant answered 404") from None
+            if exc.status is not None:
+                raise StoreError(f"Qdrant answered HTTP {exc.status}") from None
+            if exc.kind == "malformed":
+                raise StoreError("Qdrant's answer is not what the API returns") from None
+            raise unreachable(exc.kind) from None
+        if answer.status != 200 or not isinstance(answer.data, dict) or "result" not in answer.data:
+            raise StoreError("Qdrant's answer is not what the API returns")
+        return answer.data["result"]
+
+    def metadata(self, timeout_s: float) -> dict[str, Any]:
+        """The collection's metadata (``GET /collections/{c}``, ``result.config.metadata``); {} when none."""
+        result = self._call("GET", "", None, timeout_s)
+        config = result.get("config") if isinstance(result, dict) else None
+        if not isinstance(config, dict):
+            raise StoreError("Qdrant's answer is not what the API returns")
+        metadata = config.get("metadata")
+        return dict(metadata) if isinstance(metadata, dict) else {}
+
+    def query(self, request: dict[str, Any], timeout_s: float) -> list[dict[str, Any]]:
+        result = self._call("POST", "/points/query", request, timeout_s)
+        points = result.get("points") if isinstance(result, dict) else None
+        if not isinstance(points, list):
+            raise StoreError("Qdrant's answer is not what the API returns")
+        return points
+
+    def close(self) -> None:
+        """The httpx client is shared; nothing to close."""
