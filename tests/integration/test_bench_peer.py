@@ -84,3 +84,6 @@ def test_bench_peer_prints_its_table_and_refuses_a_missing_kb(tmp_path: Path) ->
     missing = _bench(tmp_path / "nowhere")
     assert missing.returncode != 0
     assert "does not exist" in missing.stderr
+    no_runs = subprocess.run([*KBSEARCH_CMD, "bench", "peer", "--kb", str(tmp_path / "kb"), "--runs", "0"],
+                             capture_output=True, text=True, env=subprocess_env(), check=False, timeout=60)  # fmt: skip
+    assert no_runs.returncode != 0 and "--runs must be at least 1" in no_runs.stderr

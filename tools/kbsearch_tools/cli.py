@@ -412,6 +412,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         kb = Path(args.kb or _default_bench_kb())
         if not kb.is_dir():
             raise KbSearchError(f"KB folder {kb} does not exist")
+        if args.runs < 1:
+            raise KbSearchError("--runs must be at least 1")
 
         def step(r: dict[str, Any]) -> None:
             if not args.json:
