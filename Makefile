@@ -74,7 +74,7 @@ eval: $(STAMP) ## phase tables on sample-kb and the BEIR fixture (set provider k
 	$(BIN)/kbsearch eval --kb sample-kb --queries eval/sample-kb-queries.yaml
 	$(BIN)/kbsearch eval --beir tests/fixtures/beir-mini
 
-bench: $(STAMP) ## the benchmark set (BENCHMARKS.md), about 30 minutes (bench store: 10x vault, local mode is most of it)
+bench: $(STAMP) ## the benchmark set (BENCHMARKS.md), about 50 minutes (bench store and bench peer: the 10x vault)
 	$(BIN)/kbsearch bench cost
 	$(BIN)/kbsearch bench coldstart --runs 7
 	$(BIN)/kbsearch bench search --queries 150
@@ -83,6 +83,7 @@ bench: $(STAMP) ## the benchmark set (BENCHMARKS.md), about 30 minutes (bench st
 	$(BIN)/kbsearch bench search --drip all --budget-s 3 --queries 60
 	$(BIN)/kbsearch bench index --runs 5 --batch-sizes 32,64 --concurrency 1,4,8
 	$(BIN)/kbsearch bench store --copies 1,10 --runs 3
+	$(BIN)/kbsearch bench peer --copies 1,10 --runs 3
 
 load: $(STAMP) ## bounded load test: 10,000 requests at concurrency 32 against kbsearch serve on 127.0.0.1 (~2 min)
 	$(BIN)/kbsearch bench load --requests 10000 --concurrency 32

@@ -406,6 +406,25 @@ def cmd_bench(args: argparse.Namespace) -> int:
             else 50, runs=args.runs if args.runs != 5 else 3, dims=args.dims, progress=row,
         )  # fmt: skip
         print(json.dumps(results, indent=2) if args.json else bench.format_store(results))
+    elif args.what == "peer":
+        from kbsearch_tools import bench_peer
+
+        kb = Path(args.kb or _default_bench_kb())
+        if not kb.is_dir():
+            raise KbSearchError(f"KB folder {kb} does not exist")
+        if args.runs < 1:
+            raise KbSearchError("--runs must be at least 1")
+
+        def step(r: dict[str, Any]) -> None:
+            if not args.json:
+                print(f"  {r['copies']}x {r['side']} run {r['run']}: index {r['index_s']} s, "
+                      f"search p50 {r['search_p50_ms']} ms", file=sys.stderr)  # fmt: skip
+
+        results = bench_peer.bench_peer(
+            kb, copies=args.copies, runs=args.runs if args.runs != 5 else 3,
+            queries=args.queries if args.queries != 200 else 50, dims=args.dims, progress=step,
+        )  # fmt: skip
+        print(json.dumps(results, indent=2) if args.json else bench_peer.format_peer(results))
     elif args.what == "coldstart":
         results = bench.bench_coldstart(runs=args.runs)
         print(json.dumps(results, indent=2) if args.json else bench.format_coldstart(results))
@@ -510,16 +529,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "what",
-        choices=["index", "search", "store", "coldstart", "cost", "load"],
+        choices=["index", "search", "store", "peer", "coldstart", "cost", "load"],
         help="index: full sync grid (batch x concurrency) and no-change sync; search: end-to-end latency and "
         "our own overhead with fake providers of fixed latency; store: the embedded store (Qdrant Edge vs "
         "qdrant-client local mode) on the vault and its copies: index, open, warm search, no-change sync, peak RSS; "
+        "peer: ours next to LlamaIndex (IngestionPipeline + QdrantVectorStore on local mode, its retriever) on the "
+        "vault and its copies, the same fake embedder: full index wall and peak RSS, warm search p50; "
         "coldstart: fresh-interpreter import + first "
         "/health and first /search; cost: tokens per query per stage and $ per 1,000 queries; load: a bounded "
         "load test of kbsearch serve on 127.0.0.1 (errors, latency, RSS growth)",
     )
     p.add_argument("--kb", help="index: KB folder (default: ../shared/kb/obsidian-help if present, else sample-kb)")
-    p.add_argument("--copies", type=_int_list, default=(1, 10), help="store: vault sizes as copies of --kb (1,10)")
+    p.add_argument("--copies", type=_int_list, default=(1, 10), help="store/peer: vault sizes as copies of --kb (1,10)")
     p.add_argument("--engines", default="edge,local", help="store: embedded engines to compare (edge,local)")
     p.add_argument("--latency-ms", type=float, default=150.0, help="index: fake embedder latency per request (150)")
     p.add_argument("--batch-sizes", type=_int_list, default=(16, 32, 64), help="index: comma-separated (16,32,64)")
@@ -529,7 +550,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="index: comma-separated (1,4,8); search: in flight (8); load: client threads (32)",
     )
-    p.add_argument("--runs", type=int, default=5, help="index/coldstart: runs per measurement, median reported")
+    p.add_argument(
+        "--runs", type=int, default=5, help="index/coldstart: runs per measurement, median reported (5); store/peer: 3"
+    )
     p.add_argument("--dims", type=int, default=1024, help="embedding dimensions (1024)")
     p.add_argument("--chunks", type=int, default=5000, help="search: generated chunks in the store (5000)")
     p.add_argument("--queries", type=int, default=200, help="search: queries per run (200)")
