@@ -48,8 +48,8 @@ report = run_sync(settings, Secrets(settings), source_uri=job["kb"])
 assert report.error is None, report.error
 done = time.time()
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-from kbsearch.store import Store
-store = Store.open(settings, Secrets(settings))
+from kbsearch.qdrant import open_store
+store = open_store(settings, Secrets(settings))
 paths, points = sorted(store.indexed_state()), store.count()
 store.close()
 print(json.dumps({"done": done, "peak_rss_mb": rss, "chunks": report.chunks_upserted, "points": points,
