@@ -28,9 +28,28 @@ def estimate_tokens(text: str) -> int:
     other symbols / 1.2. Fitted on the real (XLM-R SentencePiece) token counts of multilingual-e5 over 1,600 en/ru
     chunks of the Obsidian help vault: within 1.5% per language, where UTF-8 bytes / 4 was 26% under for English
     and 31% over for Russian (a Russian note got about half the text of an English one)."""
+    return _estimate(_counts(text))
+
+
+#: (letters, digits, other symbols) of a text. Every class is one character and whitespace counts for nothing,
+#: so the counts of pieces joined by whitespace are the sums of the pieces' counts: the chunker keeps running sums
+#: instead of re-reading the growing join at every step (which made splitting a long section quadratic).
+Counts = tuple[int, int, int]
+_NONE: Counts = (0, 0, 0)
+
+
+def _counts(text: str) -> Counts:
     letters = len(_LETTER.findall(text))
     digits = len(_DIGIT.findall(text))
-    other = len(text) - letters - digits - len(_SPACE.findall(text))
+    return letters, digits, len(text) - letters - digits - len(_SPACE.findall(text))
+
+
+def _plus(a: Counts, b: Counts) -> Counts:
+    return a[0] + b[0], a[1] + b[1], a[2] + b[2]
+
+
+def _estimate(counts: Counts) -> int:
+    letters, digits, other = counts
     return max(1, math.ceil(letters / 3.6 + digits / 1.9 + other / 1.2))
 
 
@@ -95,31 +114,37 @@ def _split_oversized(block: str, is_code: bool, max_tokens: int) -> list[str]:
     units = block.split("\n") if is_code else [s for s in _SENTENCE.split(block) if s]
     pieces: list[str] = []
     current: list[str] = []
+    current_counts = _NONE
     joiner = "\n" if is_code else " "
     for unit in units:
-        if estimate_tokens(unit) > max_tokens:
-            words = unit.split(" ")
-            unit_parts: list[str] = []
+        unit_counts = _counts(unit)
+        if _estimate(unit_counts) > max_tokens:
+            unit_parts: list[tuple[str, Counts]] = []
             part: list[str] = []
-            for word in words:
-                if part and estimate_tokens(" ".join([*part, word])) > max_tokens:
-                    unit_parts.append(" ".join(part))
-                    part = []
-                rest = word
-                while estimate_tokens(rest) > max_tokens:  # one enormous "word" (base64, a minified line)
+            part_counts = _NONE
+            for word in unit.split(" "):
+                rest, rest_counts = word, _counts(word)
+                if part and _estimate(_plus(part_counts, rest_counts)) > max_tokens:
+                    unit_parts.append((" ".join(part), part_counts))
+                    part, part_counts = [], _NONE
+                while _estimate(rest_counts) > max_tokens:  # one enormous "word" (base64, a minified line)
                     cut = max_tokens  # no character is more than one estimated token
-                    unit_parts.append(rest[:cut])
-                    rest = rest[cut:]
+                    head = _counts(rest[:cut])
+                    unit_parts.append((rest[:cut], head))
+                    rest, rest_counts = rest[cut:], (rest_counts[0] - head[0], rest_counts[1] - head[1],
+                                                     rest_counts[2] - head[2])  # fmt: skip
                 part.append(rest)
+                part_counts = _plus(part_counts, rest_counts)
             if part:
-                unit_parts.append(" ".join(part))
+                unit_parts.append((" ".join(part), part_counts))
         else:
-            unit_parts = [unit]
-        for piece in unit_parts:
-            if current and estimate_tokens(joiner.join([*current, piece])) > max_tokens:
+            unit_parts = [(unit, unit_counts)]
+        for piece, piece_counts in unit_parts:
+            if current and _estimate(_plus(current_counts, piece_counts)) > max_tokens:
                 pieces.append(joiner.join(current))
-                current = []
+                current, current_counts = [], _NONE
             current.append(piece)
+            current_counts = _plus(current_counts, piece_counts)
     if current:
         pieces.append(joiner.join(current))
     return pieces
@@ -131,11 +156,14 @@ def _tail(text: str, tokens: int) -> str:
         return ""
     words = text.split()
     out: list[str] = []
+    counts = _NONE
     for word in reversed(words):
-        if estimate_tokens(" ".join([word, *out])) > tokens:
+        with_word = _plus(counts, _counts(word))
+        if _estimate(with_word) > tokens:
             break
-        out.insert(0, word)
-    return " ".join(out)
+        out.append(word)
+        counts = with_word
+    return " ".join(reversed(out))
 
 
 def split_section(
@@ -143,23 +171,27 @@ def split_section(
 ) -> list[str]:
     if estimate_tokens(text) <= max_tokens:
         return [text]
-    units: list[tuple[str, bool]] = []
+    units: list[tuple[str, bool, Counts]] = []
     for block, is_code in _blocks(text):
-        if estimate_tokens(block) > max_tokens:
-            units.extend((piece, is_code) for piece in _split_oversized(block, is_code, max_tokens))
+        block_counts = _counts(block)
+        if _estimate(block_counts) > max_tokens:
+            units.extend((piece, is_code, _counts(piece)) for piece in _split_oversized(block, is_code, max_tokens))
         else:
-            units.append((block, is_code))
+            units.append((block, is_code, block_counts))
     chunks: list[str] = []
     current: list[str] = []
+    current_counts = _NONE
     last_code = False
-    for block, is_code in units:
-        if current and estimate_tokens("\n\n".join([*current, block])) > max_tokens:
+    for block, is_code, block_counts in units:
+        if current and _estimate(_plus(current_counts, block_counts)) > max_tokens:
             chunks.append("\n\n".join(current))
             overlap = "" if (last_code or is_code) else _tail(current[-1], overlap_tokens)
-            current = (
-                [f"… {overlap}"] if overlap and estimate_tokens(overlap) + estimate_tokens(block) < max_tokens else []
-            )
+            current, current_counts = [], _NONE
+            if overlap and estimate_tokens(overlap) + _estimate(block_counts) < max_tokens:
+                current.append(f"… {overlap}")
+                current_counts = _counts(current[0])
         current.append(block)
+        current_counts = _plus(current_counts, block_counts)
         last_code = is_code
     if current:
         chunks.append("\n\n".join(current))
