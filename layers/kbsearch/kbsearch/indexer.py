@@ -394,12 +394,10 @@ class Indexer:
         stats: EmbeddingStats,
         call_deadline: Deadline | None,
     ) -> None:
-        vectors: list[list[float]] | None = None
+        points = [point for parsed in window for point in parsed.points]
         if self.embedder is not None:
             texts = [self.embedder.format_document(c.embed_text) for p in window for c in p.chunks]
-            vectors = self.embedder.embed_documents(texts, call_deadline, stats)
-        points = [point for parsed in window for point in parsed.points]
-        if vectors is not None:
+            vectors = self.embedder.embed_documents(texts, call_deadline, stats)  # one array; rows go to the store
             points = [replace(point, dense=vector) for point, vector in zip(points, vectors, strict=True)]
         # New versions first (one round trip per window), then each note's leftovers: a note is never missing.
         self.store.upsert(points)

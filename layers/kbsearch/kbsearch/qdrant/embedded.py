@@ -24,7 +24,15 @@ from typing import TYPE_CHECKING, Any
 
 from kbsearch.errors import StoreError
 from kbsearch.retrieval import DENSE, SPARSE
-from kbsearch.store import KEYWORD_FIELDS, ChunkPoint, SchemaMismatchError, Store, point_id, storage_errors
+from kbsearch.store import (
+    KEYWORD_FIELDS,
+    ChunkPoint,
+    SchemaMismatchError,
+    Store,
+    dense_list,
+    point_id,
+    storage_errors,
+)
 
 if TYPE_CHECKING:
     import qdrant_edge as edge
@@ -273,7 +281,7 @@ class EdgeStore(Store):
         for c in chunks:
             vector: dict[str, Any] = {}
             if c.dense is not None:
-                vector[DENSE] = c.dense
+                vector[DENSE] = dense_list(c.dense)
             if len(c.sparse):
                 vector[SPARSE] = edge.SparseVector(indices=list(c.sparse.indices), values=list(c.sparse.values))
             points.append(edge.Point(id=point_id(c.path, c.chunk_index), vector=vector, payload=c.payload))
