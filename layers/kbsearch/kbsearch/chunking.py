@@ -9,8 +9,10 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from kbsearch.notes import Note
+if TYPE_CHECKING:  # notes loads the YAML parser, which only parsing needs (embeddings import this module)
+    from kbsearch.notes import Note
 
 DEFAULT_MAX_TOKENS = 400
 DEFAULT_OVERLAP_TOKENS = 40

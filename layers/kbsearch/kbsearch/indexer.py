@@ -24,13 +24,12 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kbsearch.chunking import Chunk, chunk_note
 from kbsearch.config import Secrets, Settings
 from kbsearch.errors import StoreError
 from kbsearch.lexical import document_vector
-from kbsearch.notes import Note, NoteError, parse_note
 from kbsearch.providers.embeddings import Embedder, EmbeddingStats
 from kbsearch.providers.resilience import Deadline, ProviderError
 from kbsearch.sources import Source, SourceError, SourceObject, open_source, path_problem, preferred
@@ -44,6 +43,9 @@ from kbsearch.store import (
     folders_of,
     signature_id,
 )
+
+if TYPE_CHECKING:
+    from kbsearch.notes import Note
 
 logger = logging.getLogger(__name__)
 
@@ -317,6 +319,8 @@ class Indexer:
 
     def _parse(self, report: SyncReport, obj: SourceObject, kind: str, indexed_at: str) -> _Parsed | None:
         """Everything that happens to one note before it is written; any failure skips the note, nothing else."""
+        from kbsearch.notes import NoteError, parse_note  # the YAML parser loads only when a note changed
+
         if obj.size > self.options.max_note_bytes:
             self._skip(report, obj.path, f"too large: {obj.size} bytes (limit {self.options.max_note_bytes})")
             return None
