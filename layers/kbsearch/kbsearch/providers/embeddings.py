@@ -4,8 +4,8 @@ Documents get no instruction; queries get Qwen's ``Instruct: ...\\nQuery:`` pref
 and by estimated tokens, a bounded number of requests run at once, every vector is checked (count, dimension,
 finite) and L2-normalised. Documents' vectors are checked and normalised as one numpy array per request, and the
 indexer gets one array for all of them; a search's few query vectors stay Python lists, so the search path never
-imports numpy (~0.1 s of a cold start). DeepInfra's path (``/v1/openai/embeddings``) takes ``encoding_format``; Fireworks'
-schema rejects unknown fields, so it is sent only where the path says OpenAI-style DeepInfra.
+imports numpy (~0.1 s of a cold start). DeepInfra's path (``/v1/openai/embeddings``) takes ``encoding_format``;
+Fireworks' schema rejects unknown fields, so it is sent only where the path says OpenAI-style DeepInfra.
 """
 
 from __future__ import annotations
