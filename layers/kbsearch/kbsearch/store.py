@@ -112,8 +112,8 @@ class ChunkPoint:
 
 
 def dense_list(vector: list[float] | NDArray[np.float64]) -> list[float]:
-    """A dense vector as the Qdrant clients take it: both convert a numpy array element by element (Edge ~5x
-    slower than from a list), so a row becomes a list once, in C, at the write."""
+    """A dense vector as the Qdrant clients hold it: Qdrant Edge reads a numpy row element by element (~5x slower
+    than a list) and qdrant-client's models turn it into a list anyway, so a row becomes a list once, in C."""
     return vector if isinstance(vector, list) else vector.tolist()
 
 
