@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -13,7 +15,7 @@ from moto import mock_aws
 from kbsearch.config import Secrets, Settings
 from kbsearch.indexer import Indexer
 from kbsearch.providers.embeddings import Embedder, EmbeddingStats, build_embedder, query_text
-from kbsearch.providers.resilience import CircuitBreaker, ProviderError, shared_client
+from kbsearch.providers.resilience import CircuitBreaker, Deadline, ProviderError, shared_client
 from kbsearch.qdrant import open_store
 from kbsearch.sources import LocalSource
 from kbsearch_tools.fakes import FakeProvider
@@ -209,3 +211,65 @@ def test_401_refreshes_the_key_from_ssm_once(deepinfra: FakeProvider) -> None:
         secrets.refresh()
         with pytest.raises(ProviderError, match="HTTP 401"):
             embedder.embed_documents(["hello"])
+
+
+# -- garbled and extreme numbers: the query path (Python lists) and the document path (numpy) agree ----------------
+
+GOOD = [0.5] * 64
+
+
+def _vectors_from(deepinfra: FakeProvider, second: list[Any], path: str) -> list[list[float]]:
+    """Two embeddings (a good one, then ``second``) as the provider's answer, through the query or document path."""
+    deepinfra.fail("embeddings", body=json.dumps({"data": [{"index": 0, "embedding": GOOD},
+                                                           {"index": 1, "embedding": second}]}).encode())  # fmt: skip
+    settings = provider_settings(deepinfra, None, provider_retries=0)
+    embedder = build_embedder(settings, Secrets(settings), shared_client(), for_queries=path == "query")
+    assert embedder is not None
+    if path == "query":
+        return embedder.embed_one_batch(["a", "b"], Deadline(5))[0].vectors
+    vectors = embedder.embed_documents(["a", "b"])
+    assert vectors.shape == (2, 64) and vectors.dtype == "float64"
+    return [[float(x) for x in row] for row in vectors]
+
+
+USABLE: dict[str, list[Any]] = {
+    "underflowing squares": [1e-200] + [0.0] * 63,
+    "overflowing squares": [1e200] * 64,
+    "subnormal": [5e-324] * 64,
+    "near the float limit": [1.7e308] + [0.0] * 63,
+    "integers": [3, -4] + [0] * 62,
+}
+
+
+@pytest.mark.parametrize("path", ["query", "document"])
+@pytest.mark.parametrize("name", list(USABLE))
+def test_extreme_but_usable_embeddings_are_normalised_exactly(deepinfra: FakeProvider, path: str, name: str) -> None:
+    vector = USABLE[name]
+    good, unit = _vectors_from(deepinfra, list(vector), path)
+    assert good == pytest.approx([0.125] * 64, rel=1e-12)
+    assert abs(sum(x * x for x in unit) - 1.0) < 1e-9
+    peak = max(abs(x) for x in vector)
+    assert unit == pytest.approx([x / peak / math.sqrt(sum((y / peak) ** 2 for y in vector))
+                                  for x in vector], rel=1e-9, abs=1e-300)  # fmt: skip
+
+
+UNUSABLE: dict[str, tuple[list[Any], str]] = {
+    "norm overflows": ([1e308] * 64, "no usable length"),
+    "zero": ([0.0] * 64, "zero or not finite"),
+    "negative zero": ([-0.0] * 64, "zero or not finite"),
+    "integer too large for a float": ([10**400] + [0.0] * 63, "out-of-range"),
+    "booleans": ([True] * 64, "non-numeric"),
+    "strings": (["0.5"] * 64, "non-numeric"),
+    "nulls": ([None] * 64, "non-numeric"),
+    "nested lists": ([[0.5]] * 64, "non-numeric"),
+    "one string among numbers": ([0.5] * 63 + ["x"], "non-numeric"),
+}
+
+
+@pytest.mark.parametrize("path", ["query", "document"])
+@pytest.mark.parametrize("name", list(UNUSABLE))
+def test_garbled_embeddings_are_the_providers_failure(deepinfra: FakeProvider, path: str, name: str) -> None:
+    vector, reason = UNUSABLE[name]
+    with pytest.raises(ProviderError) as info:
+        _vectors_from(deepinfra, vector, path)
+    assert info.value.kind == "malformed" and "embedding 1" in str(info.value) and reason in str(info.value)

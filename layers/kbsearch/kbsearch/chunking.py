@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from kbsearch.notes import Note
-from kbsearch.tokens import estimate_tokens
+from kbsearch.tokens import NO_COUNTS, Counts, counts, estimate, estimate_tokens, minus, plus
+
+if TYPE_CHECKING:  # notes loads the YAML parser, which only parsing needs (embeddings import this module)
+    from kbsearch.notes import Note
 
 DEFAULT_MAX_TOKENS = 400
 DEFAULT_OVERLAP_TOKENS = 40
@@ -63,31 +66,36 @@ def _split_oversized(block: str, is_code: bool, max_tokens: int) -> list[str]:
     units = block.split("\n") if is_code else [s for s in _SENTENCE.split(block) if s]
     pieces: list[str] = []
     current: list[str] = []
+    current_counts = NO_COUNTS
     joiner = "\n" if is_code else " "
     for unit in units:
-        if estimate_tokens(unit) > max_tokens:
-            words = unit.split(" ")
-            unit_parts: list[str] = []
+        unit_counts = counts(unit)
+        if estimate(unit_counts) > max_tokens:
+            unit_parts: list[tuple[str, Counts]] = []
             part: list[str] = []
-            for word in words:
-                if part and estimate_tokens(" ".join([*part, word])) > max_tokens:
-                    unit_parts.append(" ".join(part))
-                    part = []
-                rest = word
-                while estimate_tokens(rest) > max_tokens:  # one enormous "word" (base64, a minified line)
+            part_counts = NO_COUNTS
+            for word in unit.split(" "):
+                rest, rest_counts = word, counts(word)
+                if part and estimate(plus(part_counts, rest_counts)) > max_tokens:
+                    unit_parts.append((" ".join(part), part_counts))
+                    part, part_counts = [], NO_COUNTS
+                while estimate(rest_counts) > max_tokens:  # one enormous "word" (base64, a minified line)
                     cut = max_tokens  # no character is more than one estimated token
-                    unit_parts.append(rest[:cut])
-                    rest = rest[cut:]
+                    head = counts(rest[:cut])
+                    unit_parts.append((rest[:cut], head))
+                    rest, rest_counts = rest[cut:], minus(rest_counts, head)
                 part.append(rest)
+                part_counts = plus(part_counts, rest_counts)
             if part:
-                unit_parts.append(" ".join(part))
+                unit_parts.append((" ".join(part), part_counts))
         else:
-            unit_parts = [unit]
-        for piece in unit_parts:
-            if current and estimate_tokens(joiner.join([*current, piece])) > max_tokens:
+            unit_parts = [(unit, unit_counts)]
+        for piece, piece_counts in unit_parts:
+            if current and estimate(plus(current_counts, piece_counts)) > max_tokens:
                 pieces.append(joiner.join(current))
-                current = []
+                current, current_counts = [], NO_COUNTS
             current.append(piece)
+            current_counts = plus(current_counts, piece_counts)
     if current:
         pieces.append(joiner.join(current))
     return pieces
@@ -99,11 +107,14 @@ def _tail(text: str, tokens: int) -> str:
         return ""
     words = text.split()
     out: list[str] = []
+    so_far = NO_COUNTS
     for word in reversed(words):
-        if estimate_tokens(" ".join([word, *out])) > tokens:
+        with_word = plus(so_far, counts(word))
+        if estimate(with_word) > tokens:
             break
-        out.insert(0, word)
-    return " ".join(out)
+        out.append(word)
+        so_far = with_word
+    return " ".join(reversed(out))
 
 
 def split_section(
@@ -111,23 +122,27 @@ def split_section(
 ) -> list[str]:
     if estimate_tokens(text) <= max_tokens:
         return [text]
-    units: list[tuple[str, bool]] = []
+    units: list[tuple[str, bool, Counts]] = []
     for block, is_code in _blocks(text):
-        if estimate_tokens(block) > max_tokens:
-            units.extend((piece, is_code) for piece in _split_oversized(block, is_code, max_tokens))
+        block_counts = counts(block)
+        if estimate(block_counts) > max_tokens:
+            units.extend((piece, is_code, counts(piece)) for piece in _split_oversized(block, is_code, max_tokens))
         else:
-            units.append((block, is_code))
+            units.append((block, is_code, block_counts))
     chunks: list[str] = []
     current: list[str] = []
+    current_counts = NO_COUNTS
     last_code = False
-    for block, is_code in units:
-        if current and estimate_tokens("\n\n".join([*current, block])) > max_tokens:
+    for block, is_code, block_counts in units:
+        if current and estimate(plus(current_counts, block_counts)) > max_tokens:
             chunks.append("\n\n".join(current))
             overlap = "" if (last_code or is_code) else _tail(current[-1], overlap_tokens)
-            current = (
-                [f"… {overlap}"] if overlap and estimate_tokens(overlap) + estimate_tokens(block) < max_tokens else []
-            )
+            current, current_counts = [], NO_COUNTS
+            if overlap and estimate_tokens(overlap) + estimate(block_counts) < max_tokens:
+                current.append(f"… {overlap}")
+                current_counts = counts(current[0])
         current.append(block)
+        current_counts = plus(current_counts, block_counts)
         last_code = is_code
     if current:
         chunks.append("\n\n".join(current))

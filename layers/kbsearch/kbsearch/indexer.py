@@ -24,19 +24,21 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kbsearch.chunking import Chunk, chunk_note
 from kbsearch.config import Secrets, Settings
 from kbsearch.errors import StoreError
 from kbsearch.lexical import document_vector
-from kbsearch.notes import Note, NoteError, parse_note
 from kbsearch.providers.embeddings import Embedder, EmbeddingStats
 from kbsearch.providers.resilience import Deadline, ProviderError
 from kbsearch.qdrant import open_store
 from kbsearch.qdrant.query import REBUILDING, SIGNATURE_KEYS, folders_of, signature_id
 from kbsearch.qdrant.store import ChunkPoint, NoteState, SchemaMismatchError, Store
 from kbsearch.sources import Source, SourceError, SourceObject, open_source, path_problem, preferred
+
+if TYPE_CHECKING:
+    from kbsearch.notes import Note
 
 logger = logging.getLogger(__name__)
 
@@ -310,6 +312,8 @@ class Indexer:
 
     def _parse(self, report: SyncReport, obj: SourceObject, kind: str, indexed_at: str) -> _Parsed | None:
         """Everything that happens to one note before it is written; any failure skips the note, nothing else."""
+        from kbsearch.notes import NoteError, parse_note  # the YAML parser loads only when a note changed
+
         if obj.size > self.options.max_note_bytes:
             self._skip(report, obj.path, f"too large: {obj.size} bytes (limit {self.options.max_note_bytes})")
             return None
@@ -387,12 +391,10 @@ class Indexer:
         stats: EmbeddingStats,
         call_deadline: Deadline | None,
     ) -> None:
-        vectors: list[list[float]] | None = None
+        points = [point for parsed in window for point in parsed.points]
         if self.embedder is not None:
             texts = [self.embedder.format_document(c.embed_text) for p in window for c in p.chunks]
-            vectors = self.embedder.embed_documents(texts, call_deadline, stats)
-        points = [point for parsed in window for point in parsed.points]
-        if vectors is not None:
+            vectors = self.embedder.embed_documents(texts, call_deadline, stats)  # one array; rows go to the store
             points = [replace(point, dense=vector) for point, vector in zip(points, vectors, strict=True)]
         # New versions first (one round trip per window), then each note's leftovers: a note is never missing.
         self.store.upsert(points)

@@ -18,8 +18,10 @@ import threading
 from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-import snowballstemmer
+if TYPE_CHECKING:
+    import snowballstemmer
 
 K1 = 1.2
 B = 0.75
@@ -58,6 +60,8 @@ _local = threading.local()
 def _stemmers() -> tuple[snowballstemmer.stemmer, snowballstemmer.stemmer]:
     pair = getattr(_local, "stemmers", None)
     if pair is None:
+        import snowballstemmer  # loads every language's stemmer: only when text is tokenized (not a no-change sync)
+
         pair = (snowballstemmer.stemmer("russian"), snowballstemmer.stemmer("english"))
         _local.stemmers = pair
     return pair

@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
+import re
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -58,6 +59,8 @@ class Source(Protocol):
 
 
 MAX_PATH_CHARS = 1024
+#: Unicode categories Cc (C0 and C1 controls, DEL) and Cs (surrogates): fixed sets by Unicode's stability policy.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 def _nfc(path: str) -> str:
@@ -80,7 +83,7 @@ def path_problem(path: str) -> str | None:
         return "path starts with '/'"
     if "\\" in path:
         return "path contains a backslash"
-    if any(unicodedata.category(c) in ("Cc", "Cs") for c in path):
+    if _CONTROL.search(path):
         return "path contains a control character"
     segments = path.split("/")
     if "" in segments:
@@ -106,18 +109,24 @@ class LocalSource:
             raise SourceError(f"KB folder {self.root} does not exist or is not a folder")
 
     def list(self) -> Iterator[SourceObject]:
+        root = str(self.root)
         try:
-            for dirpath, dirnames, filenames in os.walk(self.root, onerror=self._raise):
+            for dirpath, dirnames, filenames in os.walk(root, onerror=self._raise):
                 dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+                # plain strings, not Path objects: a listing runs on every sync, changed or not
+                folder = "" if dirpath == root else os.path.relpath(dirpath, root).replace(os.sep, "/") + "/"
                 for name in sorted(filenames):
                     if name.startswith("."):
                         continue
-                    full = Path(dirpath) / name
-                    rel = full.relative_to(self.root).as_posix()
-                    stat = full.stat()
+                    full = os.path.join(dirpath, name)
+                    rel = folder + name
+                    stat = os.stat(full)
                     path = _nfc(rel)
                     is_note = path.lower().endswith(NOTE_SUFFIX)
-                    etag = hashlib.md5(full.read_bytes(), usedforsecurity=False).hexdigest() if is_note else ""
+                    etag = ""
+                    if is_note:
+                        with open(full, "rb") as handle:
+                            etag = hashlib.md5(handle.read(), usedforsecurity=False).hexdigest()
                     modified = dt.datetime.fromtimestamp(stat.st_mtime, dt.UTC).isoformat()
                     yield SourceObject(path=path, key=rel, etag=etag, size=stat.st_size, modified=modified)
         except OSError as exc:

@@ -128,6 +128,9 @@ class SearchApi:
         publishes (its searches answer 503 not_configured), so the deploy does not fail far from the cause."""
         if self.container.config_problem is None:
             self.container.search()
+            from kbsearch.lexical import tokenize
+
+            tokenize("snapshot")  # the stemmers load on first use
             self.tracing.warm()
 
     # -- routes of the app itself -------------------------------------------------------------------------------

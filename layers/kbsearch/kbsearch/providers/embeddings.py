@@ -2,8 +2,10 @@
 
 Documents get no instruction; queries get Qwen's ``Instruct: ...\\nQuery:`` prefix. Inputs are batched by count
 and by estimated tokens, a bounded number of requests run at once, every vector is checked (count, dimension,
-finite) and L2-normalised. DeepInfra's path (``/v1/openai/embeddings``) takes ``encoding_format``; Fireworks'
-schema rejects unknown fields, so it is sent only where the path says OpenAI-style DeepInfra.
+finite) and L2-normalised. Documents' vectors are checked and normalised as one numpy array per request, and the
+indexer gets one array for all of them; a search's few query vectors stay Python lists, so the search path never
+imports numpy (~0.1 s of a cold start). DeepInfra's path (``/v1/openai/embeddings``) takes ``encoding_format``;
+Fireworks' schema rejects unknown fields, so it is sent only where the path says OpenAI-style DeepInfra.
 """
 
 from __future__ import annotations
@@ -11,10 +13,10 @@ from __future__ import annotations
 import math
 import threading
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -31,6 +33,10 @@ from kbsearch.providers.resilience import (
     usage_tokens,
 )
 from kbsearch.tokens import estimate_tokens
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
 
 QUERY_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
 
@@ -58,9 +64,14 @@ def format_document(text: str, input_format: str = "qwen3") -> str:
     return f"passage: {text}" if input_format == "e5" else text
 
 
+V = TypeVar("V")
+
+
 @dataclass(frozen=True)
-class Embedded:
-    vectors: list[list[float]]
+class Embedded(Generic[V]):
+    """One request's unit vectors in input order: lists (queries) or a 2-D float64 array (documents)."""
+
+    vectors: V
     tokens: int
     provider: str
 
@@ -72,7 +83,7 @@ class EmbeddingStats:
     providers: Counter[str] = field(default_factory=Counter)
     fallbacks: int = 0
 
-    def add(self, result: Embedded, fell_back: bool) -> None:
+    def add(self, result: Embedded[Any], fell_back: bool) -> None:
         self.calls += 1
         self.tokens += result.tokens
         self.providers[result.provider] += 1
@@ -86,6 +97,9 @@ def _normalise(vector: list[float]) -> list[float] | None:
         return None
     unit = [x / norm for x in vector]
     return unit if any(unit) else None
+
+
+_NUMBERS = frozenset({float, int})
 
 
 class EmbeddingClient(ProviderClient):
@@ -103,29 +117,45 @@ class EmbeddingClient(ProviderClient):
         self.dimensions = dimensions
         self.send_encoding_format = "/openai/" in urlsplit(endpoint.url).path
 
-    def embed(self, texts: Sequence[str], deadline: Deadline | None = None) -> Embedded:
+    def _post(self, texts: Sequence[str], deadline: Deadline | None) -> Any:
         payload: dict[str, object] = {"model": self.endpoint.model, "input": list(texts), "dimensions": self.dimensions}
         if self.send_encoding_format:
             payload["encoding_format"] = "float"
-        answer = self.post(payload, deadline)
-        return Embedded(self._vectors(answer, len(texts)), self._tokens(answer), self.endpoint.name)
+        return self.post(payload, deadline)
 
-    def _vectors(self, answer: object, expected: int) -> list[list[float]]:
+    def embed(self, texts: Sequence[str], deadline: Deadline | None = None) -> Embedded[list[list[float]]]:
+        """Query vectors as Python lists (no numpy on the search path)."""
+        answer = self._post(texts, deadline)
+        return Embedded(self._unit_lists(self._rows(answer, len(texts))), self._tokens(answer), self.endpoint.name)
+
+    def embed_array(self, texts: Sequence[str], deadline: Deadline | None = None) -> Embedded[NDArray[np.float64]]:
+        """Document vectors as one ``len(texts)`` x ``dimensions`` float64 array."""
+        answer = self._post(texts, deadline)
+        return Embedded(self._unit_array(self._rows(answer, len(texts))), self._tokens(answer), self.endpoint.name)
+
+    def _rows(self, answer: object, expected: int) -> list[list[Any]]:
+        """The answer's embeddings in input order, each a list of ``dimensions`` numbers (not yet checked)."""
         data = answer.get("data") if isinstance(answer, dict) else None
         if not isinstance(data, list) or len(data) != expected:
             got = len(data) if isinstance(data, list) else "no"
             raise self._bad(f"expected {expected} embeddings, got {got}")
-        vectors: list[list[float] | None] = [None] * expected
+        rows: list[list[Any] | None] = [None] * expected
         for position, item in enumerate(data):
             index = item.get("index", position) if isinstance(item, dict) else None
             vector = item.get("embedding") if isinstance(item, dict) else None
-            if not isinstance(index, int) or not 0 <= index < expected or vectors[index] is not None:
+            if not isinstance(index, int) or not 0 <= index < expected or rows[index] is not None:
                 raise self._bad(f"bad or repeated index {index!r}")
             if not isinstance(vector, list) or len(vector) != self.dimensions:
                 size = len(vector) if isinstance(vector, list) else "no"
                 raise self._bad(f"embedding {index} has dimension {size}, expected {self.dimensions}")
-            if not all(type(x) is float or type(x) is int for x in vector):
+            if not set(map(type, vector)) <= _NUMBERS:  # bools, strings, nulls, lists
                 raise self._bad(f"embedding {index} has non-numeric values")
+            rows[index] = vector
+        return [row for row in rows if row is not None]
+
+    def _unit_lists(self, rows: list[list[Any]]) -> list[list[float]]:
+        vectors = []
+        for index, vector in enumerate(rows):
             try:
                 floats = [float(x) for x in vector]
             except OverflowError:
@@ -135,12 +165,44 @@ class EmbeddingClient(ProviderClient):
             unit = _normalise(floats)
             if unit is None:
                 raise self._bad(f"embedding {index} has no usable length (it underflows or overflows)")
-            vectors[index] = unit
-        return [v for v in vectors if v is not None]
+            vectors.append(unit)
+        return vectors
+
+    def _unit_array(self, rows: list[list[Any]]) -> NDArray[np.float64]:
+        """The same checks as :meth:`_unit_lists`, on the whole request at once. The norm is taken as
+        ``peak * |x / peak|`` (peak = the largest magnitude), which neither underflows to 0 nor overflows before
+        the true norm does, as ``math.hypot``."""
+        import numpy as np
+
+        try:
+            matrix = np.array(rows, dtype=np.float64).reshape(len(rows), self.dimensions)
+        except OverflowError:  # an integer too large for a float; name the first such embedding
+            index = next(i for i, row in enumerate(rows) if not _fits_float(row))
+            raise self._bad(f"embedding {index} has out-of-range values") from None
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            peak = np.abs(matrix).max(axis=1, initial=0.0)
+            unusable = ~np.isfinite(peak) | (peak == 0)
+            if unusable.any():
+                raise self._bad(f"embedding {int(np.argmax(unusable))} is zero or not finite")
+            scaled = matrix / peak[:, None]
+            length = np.sqrt(np.einsum("ij,ij->i", scaled, scaled))
+            overflows = ~np.isfinite(peak * length)
+        if overflows.any():
+            raise self._bad(f"embedding {int(np.argmax(overflows))} has no usable length (it underflows or overflows)")
+        unit: NDArray[np.float64] = scaled / length[:, None]
+        return unit
 
     @staticmethod
     def _tokens(answer: object) -> int:
         return usage_tokens(answer, "usage.prompt_tokens", "usage.total_tokens")
+
+
+def _fits_float(row: list[Any]) -> bool:
+    try:
+        [float(x) for x in row]
+    except OverflowError:
+        return False
+    return True
 
 
 class Embedder(PrimaryFallback[EmbeddingClient]):
@@ -193,9 +255,16 @@ class Embedder(PrimaryFallback[EmbeddingClient]):
             groups.append(current)
         return groups
 
-    def embed_one_batch(self, texts: Sequence[str], deadline: Deadline | None = None) -> tuple[Embedded, bool]:
+    def embed_one_batch(
+        self, texts: Sequence[str], deadline: Deadline | None = None
+    ) -> tuple[Embedded[list[list[float]]], bool]:
         """(result, whether the fallback answered); :class:`ProviderError` when no endpoint answered."""
-        outcome = self.call(lambda client, d: client.embed(texts, d), deadline or Deadline())
+        return self._failover(lambda client, d: client.embed(texts, d), deadline)
+
+    def _failover(
+        self, call: Callable[[EmbeddingClient, Deadline], Embedded[V]], deadline: Deadline | None
+    ) -> tuple[Embedded[V], bool]:
+        outcome = self.call(call, deadline or Deadline())
         if outcome.value is None:
             if outcome.errors:
                 raise outcome.errors[-1]
@@ -204,17 +273,20 @@ class Embedder(PrimaryFallback[EmbeddingClient]):
 
     def embed_documents(
         self, texts: Sequence[str], deadline: Deadline | None = None, stats: EmbeddingStats | None = None
-    ) -> list[list[float]]:
+    ) -> NDArray[np.float64]:
+        """Unit vectors of ``texts`` as one ``len(texts)`` x ``dimensions`` float64 array, in input order."""
+        import numpy as np
+
         stats = stats if stats is not None else EmbeddingStats()
         groups = self.batches(texts)
-        out: list[list[float]] = [[] for _ in texts]
+        out = np.empty((len(texts), self.dimensions), dtype=np.float64)
 
         def run(group: list[int]) -> None:
-            result, fell_back = self.embed_one_batch([texts[i] for i in group], deadline)
+            result, fell_back = self._failover(lambda client, d: client.embed_array([texts[i] for i in group], d),
+                                               deadline)  # fmt: skip
             with self._lock:
                 stats.add(result, fell_back)
-            for i, vector in zip(group, result.vectors, strict=True):
-                out[i] = vector
+            out[group] = result.vectors
 
         if len(groups) <= 1 or self.concurrency <= 1:
             for group in groups:

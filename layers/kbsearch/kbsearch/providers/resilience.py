@@ -18,6 +18,7 @@ Cloud's REST API, Slack ``response_url``) goes through :func:`send`.
 
 from __future__ import annotations
 
+import codecs
 import email.utils
 import ipaddress
 import json
@@ -35,6 +36,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import httpcore
 import httpx
+from pydantic_core import from_json
 
 from kbsearch.config import Breaker, Endpoint, Secrets
 from kbsearch.errors import ConfigError, KbSearchError
@@ -242,26 +244,44 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     return _BEARER.sub(lambda m: f"{m.group(1)}{m.group(2)}[redacted]", text)
 
 
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"{text[:20]} is out of range")
-    return value
+def _all_finite(value: Any) -> bool:
+    """No float in ``value`` (decoded JSON) is inf or NaN. A list of numbers is summed in C first (a finite sum
+    means no element is inf or NaN), so an embedding answer's 65,000 floats cost a few C loops, not a Python
+    call each; only a list that is not all numbers, or whose sum is not finite, is looked at item by item."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if type(item) is float:
+            if not math.isfinite(item):
+                return False
+        elif type(item) is dict:
+            stack.extend(item.values())
+        elif type(item) is list:
+            try:
+                if math.isfinite(sum(item, 0.0)):
+                    continue
+            except (TypeError, OverflowError):  # not all numbers, or an int too large for a float
+                pass
+            stack.extend(x for x in item if type(x) in (float, dict, list))
+    return True
 
 
 def loads(raw: bytes | str) -> Any:
     """Strict JSON: no NaN/Infinity (neither the literals nor numbers that overflow to them), nesting bounded by
-    the decoder (a deep document is an error, not a crash). Raises ValueError for anything else."""
+    the decoder (a deep document is an error, not a crash), UTF-8 only. Raises ValueError for anything else.
+
+    pydantic-core's parser (Rust, already loaded with pydantic) decodes an embedding answer ~7x faster than the
+    standard library, whose float parsing dominated indexing; it refuses the literals and nests at most 200 deep,
+    and numbers that overflow to ±inf are refused here."""
+    if isinstance(raw, bytes) and raw.startswith(codecs.BOM_UTF8):
+        raw = raw[len(codecs.BOM_UTF8) :]
     try:
-        return json.loads(raw, parse_constant=_no_constants, parse_float=_finite_float)
-    except RecursionError:
-        raise ValueError("JSON nested too deeply") from None
-    except UnicodeDecodeError:
-        raise ValueError("not UTF-8") from None
+        value = from_json(raw, allow_inf_nan=False, cache_strings=False)
+    except ValueError as exc:
+        raise ValueError(str(exc)[:200]) from None
+    if not _all_finite(value):
+        raise ValueError("a number is out of range (it overflows to infinity)")
+    return value
 
 
 def usage_tokens(answer: object, *keys: str) -> int:

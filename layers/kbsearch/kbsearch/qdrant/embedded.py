@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from kbsearch.errors import StoreError
 from kbsearch.qdrant.query import DENSE, PAYLOAD_INDEXES, SPARSE, index_missing, path_filter, point_id
-from kbsearch.qdrant.store import ChunkPoint, Store, check_vectors, storage_errors
+from kbsearch.qdrant.store import ChunkPoint, Store, check_vectors, dense_list, storage_errors
 
 if TYPE_CHECKING:
     import qdrant_edge as edge
@@ -222,6 +222,8 @@ class EdgeStore(Store):
     def _scroll(self, fields: list[str] | bool) -> Iterator[tuple[str, dict[str, Any]]]:
         import qdrant_edge as edge
 
+        if fields:
+            self._prefetch_payload()
         offset: Any = None
         while True:
             with self._lock:
@@ -232,6 +234,17 @@ class EdgeStore(Store):
                 yield str(record.id), dict(record.payload or {})
             if offset is None:
                 return
+
+    def _prefetch_payload(self) -> None:
+        """Read the payload files once, in order, before a scroll that reads every payload. Edge drops its
+        files from the page cache when a shard closes, and maps the payload for random access (no readahead):
+        a fresh process then reads it in 4 KiB page faults, ~1 s for the 10x vault's 35 MB against ~0.05 s
+        sequentially. Best effort: an unreadable file is the scroll's to report."""
+        buffer = bytearray(1 << 20)
+        for file in sorted(self.path.glob("segments/*/payload_storage/*.dat")):
+            with contextlib.suppress(OSError), file.open("rb", buffering=0) as handle:
+                while handle.readinto(buffer):
+                    pass
 
     def count(self) -> int:
         import qdrant_edge as edge
@@ -247,7 +260,7 @@ class EdgeStore(Store):
         for c in chunks:
             vector: dict[str, Any] = {}
             if c.dense is not None:
-                vector[DENSE] = c.dense
+                vector[DENSE] = dense_list(c.dense)
             if len(c.sparse):
                 vector[SPARSE] = edge.SparseVector(indices=list(c.sparse.indices), values=list(c.sparse.values))
             points.append(edge.Point(id=point_id(c.path, c.chunk_index), vector=vector, payload=c.payload))

@@ -21,6 +21,8 @@ from kbsearch.lexical import SparseVector
 from kbsearch.qdrant.query import DENSE, PAYLOAD_INDEXES, SPARSE, path_filter, point_id, unreachable
 
 if TYPE_CHECKING:  # qdrant_client (~0.5 s to import) is loaded only by the stores that use it
+    import numpy as np
+    from numpy.typing import NDArray
     from qdrant_client import QdrantClient
 
     from kbsearch.config import Secrets, Settings
@@ -120,7 +122,13 @@ class ChunkPoint:
     chunk_index: int
     payload: dict[str, Any]
     sparse: SparseVector
-    dense: list[float] | None
+    dense: list[float] | NDArray[np.float64] | None  # the indexer's are rows of the embedder's array
+
+
+def dense_list(vector: list[float] | NDArray[np.float64]) -> list[float]:
+    """A dense vector as the Qdrant clients hold it: Qdrant Edge reads a numpy row element by element (~5x slower
+    than a list) and qdrant-client's models turn it into a list anyway, so a row becomes a list once, in C."""
+    return vector if isinstance(vector, list) else vector.tolist()
 
 
 class Store:
@@ -251,7 +259,7 @@ class Store:
         for c in chunks:
             vector: dict[str, Any] = {}
             if c.dense is not None:
-                vector[DENSE] = c.dense
+                vector[DENSE] = dense_list(c.dense)
             if len(c.sparse):
                 vector[SPARSE] = models.SparseVector(indices=c.sparse.indices, values=c.sparse.values)
             points.append(models.PointStruct(id=point_id(c.path, c.chunk_index), vector=vector, payload=c.payload))

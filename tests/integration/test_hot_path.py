@@ -1,0 +1,75 @@
+"""What a run pays for only when it needs it: a no-change ``kbsearch index`` (the scheduled sync's usual case) loads
+neither numpy nor the YAML parser nor the stemmers, and the search function's SnapStart hook still loads the
+stemmers before the snapshot (the lexical module loads them on first use)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from kbsearch.config import Secrets
+from kbsearch.indexer import run_sync
+from kbsearch_tools.fakes import FakeProvider
+from tests.conftest import ROOT, provider_settings, subprocess_env
+
+NOT_ON_A_NO_CHANGE_SYNC = ("numpy", "yaml", "snowballstemmer", "kbsearch.notes", "kbsearch.frontmatter")
+
+
+def _imported(stderr: str) -> set[str]:
+    """Top-level and dotted module names from ``python -X importtime`` output."""
+    return {line.rsplit("|", 1)[1].strip() for line in stderr.splitlines() if line.startswith("import time:")}
+
+
+def _index(kb: Path, store: Path, deepinfra: FakeProvider) -> subprocess.CompletedProcess[str]:
+    """``kbsearch index`` in a fresh interpreter, with its imports listed on stderr."""
+    env = subprocess_env(QDRANT_PATH=str(store), EMBEDDING_URL=deepinfra.embeddings_url,
+                         EMBEDDING_API_KEY=deepinfra.api_key, EMBEDDING_DIMENSIONS="64")  # fmt: skip
+    command = [sys.executable, "-X", "importtime", "-m", "kbsearch_tools.cli", "index", str(kb), "--json"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done
+
+
+def test_a_no_change_sync_loads_only_what_it_needs(tmp_path: Path, deepinfra: FakeProvider) -> None:
+    kb, store = tmp_path / "kb", tmp_path / "q"
+    subprocess.run(["cp", "-a", str(ROOT / "sample-kb"), str(kb)], check=True)
+    settings = provider_settings(deepinfra, qdrant_path=str(store))
+    first = run_sync(settings, Secrets(settings), source_uri=str(kb))
+    for skipped in first.skipped:  # a skipped note (sample-kb has a broken one) is parsed again on every run
+        (kb / skipped["path"]).unlink()
+    assert first.added > 0 and first.embedding_calls > 0 and not first.error
+
+    done = _index(kb, store, deepinfra)
+    report = json.loads(done.stdout)
+    assert report["unchanged"] == first.added and report["embedding_calls"] == 0 and report["added"] == 0
+    loaded = _imported(done.stderr)
+    assert "kbsearch.indexer" in loaded and "qdrant_edge" in loaded  # the sync itself ran in this process
+    assert not loaded & set(NOT_ON_A_NO_CHANGE_SYNC), sorted(loaded & set(NOT_ON_A_NO_CHANGE_SYNC))
+
+    # a changed note does load them, and is indexed as before
+    note = next(kb.rglob("*.md"))
+    note.write_text(note.read_text(encoding="utf-8") + "\n\nOne more paragraph.\n", encoding="utf-8")
+    done = _index(kb, store, deepinfra)
+    report = json.loads(done.stdout)
+    assert report["updated"] == 1 and report["embedding_calls"] == 1 and not report["error"]
+    assert set(NOT_ON_A_NO_CHANGE_SYNC) <= _imported(done.stderr)
+
+
+SNAPSHOT_CHILD = """
+import sys
+sys.path.insert(0, "functions/search")
+import app
+assert "snowballstemmer" not in sys.modules, "the handler's import loads the stemmers"
+app.api.before_snapshot()
+print("snowballstemmer" in sys.modules)
+"""
+
+
+def test_the_snapstart_hook_loads_the_stemmers_before_the_snapshot(tmp_path: Path) -> None:
+    env = subprocess_env(QDRANT_PATH=str(tmp_path / "q"), POWERTOOLS_SERVICE_NAME="kb-search")
+    done = subprocess.run([sys.executable, "-c", SNAPSHOT_CHILD], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "True"

@@ -1,0 +1,118 @@
+"""The chunker keeps running character counts instead of re-estimating the growing join at every step: it must cut
+exactly where re-reading the join does. The reference below is the straightforward (quadratic) formulation the
+chunker had before; both are run on the same texts and must agree piece for piece."""
+
+from __future__ import annotations
+
+import time
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kbsearch.chunking import _blocks, split_section
+from kbsearch.tokens import estimate_tokens
+
+
+def _reference_oversized(block: str, is_code: bool, max_tokens: int) -> list[str]:
+    from kbsearch.chunking import _SENTENCE
+
+    units = block.split("\n") if is_code else [s for s in _SENTENCE.split(block) if s]
+    pieces: list[str] = []
+    current: list[str] = []
+    joiner = "\n" if is_code else " "
+    for unit in units:
+        if estimate_tokens(unit) > max_tokens:
+            unit_parts: list[str] = []
+            part: list[str] = []
+            for word in unit.split(" "):
+                if part and estimate_tokens(" ".join([*part, word])) > max_tokens:
+                    unit_parts.append(" ".join(part))
+                    part = []
+                rest = word
+                while estimate_tokens(rest) > max_tokens:
+                    unit_parts.append(rest[:max_tokens])
+                    rest = rest[max_tokens:]
+                part.append(rest)
+            if part:
+                unit_parts.append(" ".join(part))
+        else:
+            unit_parts = [unit]
+        for piece in unit_parts:
+            if current and estimate_tokens(joiner.join([*current, piece])) > max_tokens:
+                pieces.append(joiner.join(current))
+                current = []
+            current.append(piece)
+    if current:
+        pieces.append(joiner.join(current))
+    return pieces
+
+
+def _reference_tail(text: str, tokens: int) -> str:
+    if tokens <= 0:
+        return ""
+    out: list[str] = []
+    for word in reversed(text.split()):
+        if estimate_tokens(" ".join([word, *out])) > tokens:
+            break
+        out.insert(0, word)
+    return " ".join(out)
+
+
+def reference_split(text: str, max_tokens: int, overlap_tokens: int) -> list[str]:
+    if estimate_tokens(text) <= max_tokens:
+        return [text]
+    units: list[tuple[str, bool]] = []
+    for block, is_code in _blocks(text):
+        if estimate_tokens(block) > max_tokens:
+            units.extend((piece, is_code) for piece in _reference_oversized(block, is_code, max_tokens))
+        else:
+            units.append((block, is_code))
+    chunks: list[str] = []
+    current: list[str] = []
+    last_code = False
+    for block, is_code in units:
+        if current and estimate_tokens("\n\n".join([*current, block])) > max_tokens:
+            chunks.append("\n\n".join(current))
+            overlap = "" if (last_code or is_code) else _reference_tail(current[-1], overlap_tokens)
+            current = (
+                [f"… {overlap}"] if overlap and estimate_tokens(overlap) + estimate_tokens(block) < max_tokens else []
+            )
+        current.append(block)
+        last_code = is_code
+    if current:
+        chunks.append("\n\n".join(current))
+    return chunks
+
+
+WORDS = ["qdrant", "снапшот", "restore", "ключей", "2024", "v1.16", "—", "…", "a", "x" * 60, "Z" * 900, "7" * 500,
+         "```", "~~~", "# Heading", "!", "?", "end.", "ё", "\t", "😀"]  # fmt: skip
+SEPARATORS = [" ", "  ", "\n", "\n\n", "\n\n\n", ". ", "! ", "\n```\n", "\n    "]
+
+
+@st.composite
+def sections(draw: st.DrawFn) -> str:
+    parts = draw(st.lists(st.tuples(st.sampled_from(WORDS), st.sampled_from(SEPARATORS)), max_size=400))
+    return "".join(word + sep for word, sep in parts) + draw(st.text(max_size=40))
+
+
+@settings(max_examples=250, deadline=None)
+@given(sections(), st.sampled_from([20, 60, 120, 400]), st.sampled_from([0, 5, 40]))
+def test_running_counts_cut_exactly_where_the_join_is_reread(text: str, max_tokens: int, overlap: int) -> None:
+    assert split_section(text, max_tokens, overlap) == reference_split(text, max_tokens, overlap)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.text(max_size=2000), st.sampled_from([10, 50, 400]))
+def test_running_counts_on_any_text(text: str, max_tokens: int) -> None:
+    assert split_section(text, max_tokens, 10) == reference_split(text, max_tokens, 10)
+
+
+def test_a_long_section_is_split_in_linear_time() -> None:
+    """A 480 KB paragraph of short words (one sentence, so it is split word by word): re-reading the join at every
+    word took 5.5 s on the development machine, the running counts 0.35 s."""
+    text = " ".join(f"w{i % 97}" for i in range(80_000))
+    started = time.perf_counter()
+    pieces = split_section(text, 400, 40)
+    elapsed = time.perf_counter() - started
+    assert all(estimate_tokens(p) <= 400 for p in pieces) and len(pieces) > 100
+    assert elapsed < 2.5, elapsed
