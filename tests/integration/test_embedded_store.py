@@ -164,3 +164,35 @@ def test_bench_store_opens_and_searches_through_the_search_service() -> None:
     (row,) = results["rows"]
     assert row["engine"] == "edge" and row["notes"] >= 35 and row["chunks"] > row["notes"]
     assert row["open_s"] > 0 and row["search_p50_ms"] > 0
+
+
+@pytest.mark.parametrize("hnsw_m", [None, 16])
+def test_the_embedded_collection_searches_exactly_unless_told_to_build_a_graph(
+    tmp_path: Path, hnsw_m: int | None
+) -> None:
+    """QDRANT_EMBEDDED_HNSW_M: 0 by default (no HNSW graph to build at every sync; a full scan is exact), a graph
+    on request; either way the dense leg returns the true nearest chunks."""
+    import json
+
+    import numpy as np
+
+    from kbsearch.lexical import SparseVector
+    from kbsearch.qdrant.store import ChunkPoint
+
+    env = {} if hnsw_m is None else {"qdrant_embedded_hnsw_m": hnsw_m}
+    settings = Settings.model_validate({"qdrant_path": str(tmp_path), "embedding_dimensions": 32, **env})
+    vectors = np.random.default_rng(7).standard_normal((600, 32))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    store = open_store(settings, Secrets(settings))
+    try:
+        store.ensure_collection()
+        store.upsert([ChunkPoint(f"n{i}.md", 0, {"path": f"n{i}.md"}, SparseVector([1], [1.0]), vectors[i])
+                      for i in range(len(vectors))])  # fmt: skip
+        query = vectors[3] + 0.3 * vectors[5]
+        hits = store.query({"query": query.tolist(), "using": "dense", "limit": 10, "with_payload": ["path"]}, 10)
+    finally:
+        store.close()
+    config = json.loads((tmp_path / "edge" / "kb" / "edge_config.json").read_text())
+    assert config["hnsw_config"]["m"] == (hnsw_m or 0)
+    exact = [f"n{i}.md" for i in np.argsort(-(vectors @ query))[:10]]
+    assert [hit["payload"]["path"] for hit in hits] == exact

@@ -156,6 +156,10 @@ class Settings(BaseModel):
     qdrant_url: str = ""
     qdrant_path: str = ".kbsearch/qdrant"
     qdrant_embedded: Literal["edge", "local"] = "edge"
+    # The embedded (Edge) collection's HNSW graph degree when it is created. 0: no graph, every search is exact (a
+    # full scan): at laptop/CI scale it answers as fast and indexing skips the graph build (BENCHMARKS.md, bench
+    # store); 16 builds the graph Qdrant Cloud uses. Existing collections keep the value they were created with.
+    qdrant_embedded_hnsw_m: int = Field(default=0, ge=0, le=64)
     qdrant_collection: str = "kb"
     qdrant_timeout_s: float = Field(default=10.0, gt=0)
 

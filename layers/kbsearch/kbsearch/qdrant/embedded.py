@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from kbsearch.errors import StoreError
 from kbsearch.qdrant.query import DENSE, PAYLOAD_INDEXES, SPARSE, index_missing, path_filter, point_id
-from kbsearch.qdrant.store import ChunkPoint, Store, check_vectors, dense_list, storage_errors
+from kbsearch.qdrant.store import ChunkPoint, Store, check_vectors, named_vectors, storage_errors
 
 if TYPE_CHECKING:
     import qdrant_edge as edge
@@ -69,7 +69,7 @@ def open_embedded(settings: Settings) -> Store:
     except ImportError:
         logger.warning(FALLBACK_NOTICE)
         return open_local_mode(root, collection, settings.embedding_dimensions)
-    return EdgeStore(root, collection, settings.embedding_dimensions)
+    return EdgeStore(root, collection, settings.embedding_dimensions, hnsw_m=settings.qdrant_embedded_hnsw_m)
 
 
 def open_local_mode(root: Path, collection: str, dimensions: int) -> Store:
@@ -91,11 +91,12 @@ def open_local_mode(root: Path, collection: str, dimensions: int) -> Store:
 class EdgeStore(Store):
     """The indexer's :class:`Store` and the search's retrieval call, on one Qdrant Edge shard."""
 
-    def __init__(self, root: Path, collection: str, dimensions: int) -> None:
+    def __init__(self, root: Path, collection: str, dimensions: int, hnsw_m: int = 0) -> None:
         if not COLLECTION_NAME.match(collection):
             raise StoreError(f"QDRANT_COLLECTION {collection!r} is not a usable name (letters, digits, _ . -)")
         self.collection = collection
         self.dimensions = dimensions
+        self.hnsw_m = hnsw_m  # 0: exact search, no graph to build (QDRANT_EMBEDDED_HNSW_M)
         self.embedded = True
         self.root = root
         self.path = root / "edge" / collection
@@ -129,7 +130,7 @@ class EdgeStore(Store):
             try:
                 if self._written:
                     with storage_errors("flushing the embedded store"):
-                        shard.optimize()  # build the HNSW / payload indexes of grown segments once per sync
+                        shard.optimize()  # merge segments, build payload indexes (and HNSW if m > 0) once per sync
                         shard.flush()
             finally:
                 with contextlib.suppress(Exception):
@@ -195,7 +196,7 @@ class EdgeStore(Store):
         config = edge.EdgeConfig(
             vectors={DENSE: edge.EdgeVectorParams(size=self.dimensions, distance=edge.Distance.Cosine)},
             sparse_vectors={SPARSE: edge.EdgeSparseVectorParams(modifier=edge.Modifier.Idf)},
-            hnsw_config=edge.HnswIndexConfig(m=16, ef_construct=128, full_scan_threshold=10_000),
+            hnsw_config=edge.HnswIndexConfig(m=self.hnsw_m, ef_construct=128, full_scan_threshold=10_000),
         )
         with self._lock, storage_errors(f"creating the collection {self.collection!r}"):
             self._shard = edge.EdgeShard.create(str(self.path), config)
@@ -256,14 +257,12 @@ class EdgeStore(Store):
     def upsert(self, chunks: list[ChunkPoint]) -> None:
         import qdrant_edge as edge
 
-        points = []
-        for c in chunks:
-            vector: dict[str, Any] = {}
-            if c.dense is not None:
-                vector[DENSE] = dense_list(c.dense)
-            if len(c.sparse):
-                vector[SPARSE] = edge.SparseVector(indices=list(c.sparse.indices), values=list(c.sparse.values))
-            points.append(edge.Point(id=point_id(c.path, c.chunk_index), vector=vector, payload=c.payload))
+        points = [
+            edge.Point(
+                id=point_id(c.path, c.chunk_index), vector=named_vectors(c, edge.SparseVector), payload=c.payload
+            )
+            for c in chunks
+        ]
         if points:
             with self._lock, storage_errors(f"writing {len(points)} points"):
                 self.shard.update(edge.UpdateOperation.upsert_points(points))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -129,6 +129,17 @@ def dense_list(vector: list[float] | NDArray[np.float64]) -> list[float]:
     """A dense vector as the Qdrant clients hold it: Qdrant Edge reads a numpy row element by element (~5x slower
     than a list) and qdrant-client's models turn it into a list anyway, so a row becomes a list once, in C."""
     return vector if isinstance(vector, list) else vector.tolist()
+
+
+def named_vectors(chunk: ChunkPoint, sparse_vector: Callable[..., Any]) -> dict[str, Any]:
+    """The chunk's named vectors as a Qdrant client takes them: ``dense`` as a list, ``bm25`` (when the chunk has
+    terms) built by that client's own sparse-vector type (``sparse_vector(indices=..., values=...)``)."""
+    vector: dict[str, Any] = {}
+    if chunk.dense is not None:
+        vector[DENSE] = dense_list(chunk.dense)
+    if len(chunk.sparse):
+        vector[SPARSE] = sparse_vector(indices=chunk.sparse.indices, values=chunk.sparse.values)
+    return vector
 
 
 class Store:
@@ -255,14 +266,11 @@ class Store:
     def upsert(self, chunks: list[ChunkPoint]) -> None:
         from qdrant_client import models
 
-        points = []
-        for c in chunks:
-            vector: dict[str, Any] = {}
-            if c.dense is not None:
-                vector[DENSE] = dense_list(c.dense)
-            if len(c.sparse):
-                vector[SPARSE] = models.SparseVector(indices=c.sparse.indices, values=c.sparse.values)
-            points.append(models.PointStruct(id=point_id(c.path, c.chunk_index), vector=vector, payload=c.payload))
+        points = [
+            models.PointStruct(id=point_id(c.path, c.chunk_index), vector=named_vectors(c, models.SparseVector),
+                               payload=c.payload)
+            for c in chunks
+        ]  # fmt: skip
         if points:
             with storage_errors(f"writing {len(points)} points"):
                 self.client.upsert(self.collection, points=points, wait=True)
