@@ -41,6 +41,11 @@ MAX_BODY_BYTES = 64 * 1024
 JSON_BODY_ROUTES = frozenset({("POST", "/search")})
 
 
+#: The libraries whose calls appear in the traces: the providers, Qdrant and Slack over httpx; SSM, DynamoDB and
+#: Lambda over botocore.
+TRACED_MODULES = ("botocore", "httpx")
+
+
 class Tracing:
     """An X-Ray subsegment per search stage, only in Lambda with tracing on (locally there is nothing to send
     traces to); the tracer and the X-Ray SDK load on the first search."""
@@ -56,7 +61,9 @@ class Tracing:
         if self.enabled and self._tracer is None:
             from aws_lambda_powertools import Tracer
 
-            self._tracer = Tracer()
+            # only what a search calls: the SDK's patch_all also imports and patches sqlite3, requests, SQLAlchemy,
+            # ... wherever they are installed
+            self._tracer = Tracer(patch_modules=TRACED_MODULES)
 
     @contextlib.contextmanager
     def span(self, name: str) -> Iterator[None]:
@@ -102,6 +109,7 @@ class SearchApi:
         request_id = cast(APIGatewayProxyEvent, router.current_event).request_context.request_id
         from kbsearch.errors import IndexUnavailable
 
+        self.tracing.warm()  # before the service exists: X-Ray instruments httpx clients made after it patches httpx
         try:
             answer = self.container.search().search(request, request_id, remaining, self.tracing.span)
         except IndexUnavailable as exc:
@@ -127,11 +135,11 @@ class SearchApi:
         restored container answers its first search without those imports. A misconfigured function still
         publishes (its searches answer 503 not_configured), so the deploy does not fail far from the cause."""
         if self.container.config_problem is None:
+            self.tracing.warm()  # first: the service's httpx client is instrumented only if made after the patch
             self.container.search()
             from kbsearch.lexical import tokenize
 
             tokenize("snapshot")  # the stemmers load on first use
-            self.tracing.warm()
 
     # -- routes of the app itself -------------------------------------------------------------------------------
 
