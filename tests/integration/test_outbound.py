@@ -116,7 +116,10 @@ def test_a_resolver_that_hangs_is_bounded_by_the_deadline(endpoint: FakeEndpoint
     assert 0.45 <= elapsed < 1.2 and endpoint.requests == []
 
 
-@pytest.mark.parametrize("failure", [socket.gaierror(-2, "Name or service not known"), OSError("resolver down")])
+@pytest.mark.parametrize(
+    "failure",
+    [socket.gaierror(-2, "Name or service not known"), OSError("resolver down"), UnicodeError("label empty")],
+)
 def test_a_name_that_does_not_resolve_is_a_connect_error(endpoint: FakeEndpoint, failure: OSError) -> None:
     def broken(host: str, port: int) -> list[Any]:
         raise failure
@@ -125,6 +128,16 @@ def test_a_name_that_does_not_resolve_is_a_connect_error(endpoint: FakeEndpoint,
     with client_resolving(broken) as client, pytest.raises(ProviderError) as caught:
         send(client, call, RetryPolicy(attempts=2, base_delay_s=0.01), Deadline(5))
     assert caught.value.kind == "connect" and "Traceback" not in str(caught.value)
+
+
+def test_a_host_name_the_resolver_cannot_encode_is_a_connect_error_not_a_crash() -> None:
+    """An empty label (a typo'd ``..`` in QDRANT_URL) or one over 63 characters: the system resolver raises
+    UnicodeError, not OSError."""
+    for host in ("my-cluster..cloud.qdrant.example", "x" * 64 + ".example"):
+        call = Outbound("typo", "GET", f"http://{host}:6333/collections", expect_json=False)
+        with pytest.raises(ProviderError) as caught:
+            send(shared_client(), call, RetryPolicy(attempts=1), Deadline(5))
+        assert caught.value.kind == "connect", caught.value
 
 
 def test_every_resolved_address_is_tried_in_order(endpoint: FakeEndpoint) -> None:

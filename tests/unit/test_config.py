@@ -233,6 +233,51 @@ def test_overrides_then_environment_then_dotenv(tmp_path, monkeypatch: pytest.Mo
     }
 
 
+DOTENV_LINES = [
+    "# a whole-line comment",
+    "export A=1",
+    'B = "two words"  ',
+    "C='x # y'",
+    "D=plain # comment",
+    'E="line\\nnext"',
+    'QDRANT_URL="https://xyz.cloud.qdrant.io" # prod',
+    "EMBEDDING_API_KEY='sk-abc'  # rotate monthly",
+    "QDRANT_COLLECTION=kb\t# dev",
+    'G="q\\"uote\\\\d"#c',
+    "H='it\\'s'",
+    "I=a#b",
+    "J=",
+    "K = spaced value  ",
+    'L="unterminated',
+    "M=\"'mixed'\"",
+    "N='\"'",
+    "A LINE WITHOUT AN EQUALS SIGN",
+    "  indented=yes",
+]
+
+
+@pytest.mark.parametrize("line", DOTENV_LINES)
+def test_each_dotenv_line_reads_as_python_dotenv_reads_it(tmp_path, line: str) -> None:
+    """python-dotenv (what pydantic-settings used) is the oracle, ${VAR} interpolation aside."""
+    from dotenv import dotenv_values as oracle
+
+    from kbsearch.config import dotenv_values
+
+    path = tmp_path / ".env"
+    path.write_text(line + "\n")
+    expected = {k: v for k, v in oracle(path, interpolate=False).items() if v is not None}
+    assert dotenv_values(path) == expected
+
+
+def test_a_dotenv_that_is_not_a_regular_file_is_ignored(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A FIFO would block the read forever; a directory has nothing to read."""
+    import os
+
+    os.mkfifo(tmp_path / ".env")
+    monkeypatch.chdir(tmp_path)
+    assert load_settings().qdrant_collection == "kb"
+
+
 @pytest.mark.parametrize("content", [b"\xff\xfe not utf-8", None])
 def test_an_unreadable_dotenv_is_a_config_error(tmp_path, monkeypatch: pytest.MonkeyPatch, content: Any) -> None:
     if content is None:

@@ -9,9 +9,12 @@ so the health route stays light.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import logging
 import os
+import re
+import stat
 import threading
 import time
 from collections.abc import Collection
@@ -112,27 +115,38 @@ def running_in_lambda() -> bool:
     return bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME")) and os.environ.get("AWS_SAM_LOCAL") != "true"
 
 
+_DOTENV_LINE = re.compile(
+    r"""^\s*(?:export\s+)?(?P<key>[^=\s]+)\s*=\s*(?:"(?P<double>(?:\\.|[^"\\])*)"\s*(?:\#.*)?"""
+    r"""|'(?P<single>(?:\\.|[^'\\])*)'\s*(?:\#.*)?|(?P<bare>(?!["']).*?)(?:\s+\#.*)?)\s*$"""
+)
+_DOUBLE_QUOTED_ESCAPE = re.compile(r"""\\[\\'"abfnrtv]""")
+
+
 def dotenv_values(path: Path) -> dict[str, str]:
-    """``KEY=value`` lines of a ``.env`` file (``export`` prefixes, ``#`` comments, single or double quotes), as
-    python-dotenv reads them minus ``${VAR}`` interpolation. No file, no values."""
+    """``KEY=value`` lines of a ``.env`` file as python-dotenv reads them: ``export`` prefixes, ``#`` comments (whole
+    lines, or after whitespace following a value), single quotes (``\\'`` and ``\\\\`` decoded) and double quotes
+    (backslash escapes decoded); not ``${VAR}`` interpolation nor quoted values over several lines. No file (or not
+    a regular file: a directory, a FIFO), no values; one that cannot be read is a :class:`ConfigError`."""
     try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            return {}
         text = path.read_text(encoding="utf-8")
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+    except (FileNotFoundError, NotADirectoryError):
         return {}
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read {path}: {type(exc).__name__}") from None
     values: dict[str, str] = {}
     for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#") or "=" not in line:
+        match = _DOTENV_LINE.match(raw)
+        if raw.lstrip().startswith("#") or match is None:
             continue
-        key, _, value = line.removeprefix("export ").partition("=")
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1].replace("\\n", "\n") if value[0] == '"' else value[1:-1]
+        if match["double"] is not None:
+            value = _DOUBLE_QUOTED_ESCAPE.sub(lambda m: codecs.decode(m.group(0), "unicode-escape"), match["double"])
+        elif match["single"] is not None:
+            value = re.sub(r"\\([\\'])", r"\1", match["single"])
         else:
-            value = value.split(" #", 1)[0].rstrip()
-        values[key.strip()] = value
+            value = match["bare"]
+        values[match["key"]] = value
     return values
 
 
