@@ -345,25 +345,27 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if not args.verbose:  # degraded answers are the point of --primary-hang: count them, don't log each
         logging.getLogger("kbsearch").setLevel(logging.ERROR)
 
-    if args.what == "index":
+    def note(message: str) -> None:  # progress on stderr, unless the output is JSON
+        if not args.json:
+            print(f"  {message}", file=sys.stderr)
+
+    def bench_kb() -> Path:
         kb = Path(args.kb or _default_bench_kb())
         if not kb.is_dir():
             raise KbSearchError(f"KB folder {kb} does not exist")
+        return kb
+
+    if args.what == "index":
+        kb = bench_kb()
 
         def progress(row: dict[str, Any]) -> None:
-            if not args.json:
-                print(f"  batch {row['batch_size']:>3} x {row['concurrency']:>2}: {row['seconds']} s", file=sys.stderr)
+            note(f"batch {row['batch_size']:>3} x {row['concurrency']:>2}: {row['seconds']} s")
 
         results = bench.bench_index(
             kb, args.latency_ms, args.batch_sizes, args.concurrency or (1, 4, 8), args.runs, args.dims, progress
         )
         print(json.dumps(results, indent=2) if args.json else bench.format_index(results))
     elif args.what == "search":
-
-        def note(message: str) -> None:
-            if not args.json:
-                print(f"  {message}", file=sys.stderr)
-
         results = bench.bench_search(
             chunks=args.chunks, queries=args.queries, concurrency=(args.concurrency or (8,))[0],
             expansion_ms=args.expansion_ms, embedding_ms=args.embedding_ms, rerank_ms=args.rerank_ms,
@@ -383,23 +385,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
         results = bench.bench_cost(queries=args.queries if args.queries != 200 else 60, prices=prices)
         print(json.dumps(results, indent=2) if args.json else bench.format_cost(results))
     elif args.what == "load":
-
-        def tick(message: str) -> None:
-            if not args.json:
-                print(f"  {message}", file=sys.stderr)
-
-        results = bench.bench_load(requests=args.requests, concurrency=(args.concurrency or (32,))[0], progress=tick)
+        results = bench.bench_load(requests=args.requests, concurrency=(args.concurrency or (32,))[0], progress=note)
         print(json.dumps(results, indent=2) if args.json else bench.format_load(results))
         if results["errors"] or results["completed"] < args.requests:
             return 1
     elif args.what == "store":
-        kb = Path(args.kb or _default_bench_kb())
-        if not kb.is_dir():
-            raise KbSearchError(f"KB folder {kb} does not exist")
+        kb = bench_kb()
 
         def row(r: dict[str, Any]) -> None:
-            if not args.json:
-                print(f"  {r['copies']}x {r['engine']}: index {r['index_s']} s, open {r['open_s']} s", file=sys.stderr)
+            note(f"{r['copies']}x {r['engine']}: index {r['index_s']} s, open {r['open_s']} s")
 
         results = bench.bench_store(
             kb, copies=args.copies, engines=tuple(args.engines.split(",")), queries=args.queries if args.queries != 200
@@ -409,16 +403,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     elif args.what == "peer":
         from kbsearch_tools import bench_peer
 
-        kb = Path(args.kb or _default_bench_kb())
-        if not kb.is_dir():
-            raise KbSearchError(f"KB folder {kb} does not exist")
+        kb = bench_kb()
         if args.runs < 1:
             raise KbSearchError("--runs must be at least 1")
 
         def step(r: dict[str, Any]) -> None:
-            if not args.json:
-                print(f"  {r['copies']}x {r['side']} run {r['run']}: index {r['index_s']} s, "
-                      f"search p50 {r['search_p50_ms']} ms", file=sys.stderr)  # fmt: skip
+            note(
+                f"{r['copies']}x {r['side']} run {r['run']}: index {r['index_s']} s, search p50 {r['search_p50_ms']} ms"
+            )
 
         results = bench_peer.bench_peer(
             kb, copies=args.copies, runs=args.runs if args.runs != 5 else 3,

@@ -194,7 +194,7 @@ class _DeadlineBackend(httpcore.NetworkBackend):
             infos = lookup.result(timeout=limit)
         except TimeoutError:
             raise httpcore.ConnectTimeout(f"resolving {host} took longer than the call's deadline") from None
-        except (OSError, UnicodeError) as exc:  # UnicodeError: a label that is empty or over 63 characters
+        except (OSError, ValueError) as exc:  # UnicodeError (a ValueError): a label empty or over 63 characters
             raise httpcore.ConnectError(f"cannot resolve {host} ({type(exc).__name__})") from None
         return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
