@@ -322,12 +322,14 @@ class Indexer:
             note = parse_note(obj.path, raw, self.options.max_note_bytes)
             chunks = chunk_note(note, self.options.chunk_max_tokens, self.options.chunk_overlap_tokens)
             dense = self.embedder is not None
-            points = []
+            payloads = []
             for chunk in chunks:
                 payload = _payload(obj, note, chunk, len(chunks), indexed_at, dense)
                 payload["embedding"] = self._signature_id if dense else ""  # which model/format embedded it
-                json.dumps(payload, allow_nan=False, ensure_ascii=False).encode("utf-8")  # what the store must take
-                points.append(ChunkPoint(obj.path, chunk.index, payload, document_vector(chunk.embed_text), None))
+                payloads.append(payload)
+            _check_storable(payloads)
+            points = [ChunkPoint(obj.path, chunk.index, payload, document_vector(chunk.embed_text), None)
+                      for chunk, payload in zip(chunks, payloads, strict=True)]  # fmt: skip
         except SourceError as exc:
             self._skip(report, obj.path, str(exc))
             return None
@@ -394,7 +396,7 @@ class Indexer:
         points = [point for parsed in window for point in parsed.points]
         if self.embedder is not None:
             texts = [self.embedder.format_document(c.embed_text) for p in window for c in p.chunks]
-            vectors = self.embedder.embed_documents(texts, call_deadline, stats)  # one array; rows go to the store
+            vectors = self.embedder.embed_documents(texts, call_deadline, stats)  # the lists the store writes
             points = [replace(point, dense=vector) for point, vector in zip(points, vectors, strict=True)]
         # New versions first (one round trip per window), then each note's leftovers: a note is never missing.
         self.store.upsert(points)
@@ -444,6 +446,24 @@ def _payload(
         "dense": dense,
         "meta": note.metadata,
     }
+
+
+def _check_storable(payloads: list[dict[str, Any]]) -> None:
+    """Raise unless every payload is what the store must take (JSON without NaN or infinities, UTF-8 strings).
+    The chunks of a note share the note's fields (the same objects), so the first payload is encoded in full and
+    the others only in the values that are not the first's: a string is encoded (no work when it is ASCII), any
+    other value is encoded as JSON. The same verdict as encoding each payload whole, at a fraction of the cost."""
+    first = payloads[0] if payloads else {}
+    json.dumps(first, allow_nan=False, ensure_ascii=False).encode("utf-8")
+    for payload in payloads[1:]:
+        for key, value in payload.items():
+            if first.get(key) is value or type(value) in (int, bool) or value is None:
+                continue
+            if type(value) is str:
+                if not value.isascii():
+                    value.encode("utf-8")
+            else:
+                json.dumps(value, allow_nan=False, ensure_ascii=False).encode("utf-8")
 
 
 def run_sync(

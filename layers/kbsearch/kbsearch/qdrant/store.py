@@ -122,7 +122,7 @@ class ChunkPoint:
     chunk_index: int
     payload: dict[str, Any]
     sparse: SparseVector
-    dense: list[float] | NDArray[np.float64] | None  # the indexer's are rows of the embedder's array
+    dense: list[float] | NDArray[np.float64] | None  # the embedder's lists; a numpy row is taken too
 
 
 def dense_list(vector: list[float] | NDArray[np.float64]) -> list[float]:
