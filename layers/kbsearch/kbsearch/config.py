@@ -170,10 +170,12 @@ class Settings(BaseModel):
     qdrant_url: str = ""
     qdrant_path: str = ".kbsearch/qdrant"
     qdrant_embedded: Literal["edge", "local"] = "edge"
-    # The embedded (Edge) collection's HNSW graph degree when it is created. 0: no graph, every search is exact (a
-    # full scan): at laptop/CI scale it answers as fast and indexing skips the graph build (BENCHMARKS.md, bench
-    # store); 16 builds the graph Qdrant Cloud uses. Existing collections keep the value they were created with.
-    qdrant_embedded_hnsw_m: int = Field(default=0, ge=0, le=64)
+    # The embedded (Edge) collection: a segment is searched exactly (a full scan) until it holds GRAPH_FROM points,
+    # then the indexer builds its HNSW graph of degree HNSW_M (Qdrant Cloud's 16); no segment grows past GRAPH_FROM
+    # points, so a graph build is bounded. 0: never a graph. At laptop/CI scale (the 10x vault: 31,520 chunks) the
+    # scan answers about as fast and a sync builds nothing (BENCHMARKS.md, "The embedded engine at 100x").
+    qdrant_embedded_hnsw_m: int = Field(default=16, ge=0, le=64)
+    qdrant_embedded_graph_from: int = Field(default=50_000, ge=100)
     qdrant_collection: str = "kb"
     qdrant_timeout_s: float = Field(default=10.0, gt=0)
 
