@@ -686,6 +686,7 @@ else:
     out["retrieve_p50_ms"] = statistics.median(retrieve)
     out["retrieve_p95_ms"] = sorted(retrieve)[int(0.95 * (len(retrieve) - 1))]
     out["search_p50_ms"] = statistics.median(total)
+    out["search_p95_ms"] = sorted(total)[int(0.95 * (len(total) - 1))]
     service.close()
 out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps(out))

@@ -400,6 +400,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
             else 50, runs=args.runs if args.runs != 5 else 3, dims=args.dims, progress=row,
         )  # fmt: skip
         print(json.dumps(results, indent=2) if args.json else bench.format_store(results))
+    elif args.what == "growth":
+        from kbsearch_tools import bench_growth
+
+        kb = bench_kb()
+
+        def grown(r: dict[str, Any]) -> None:
+            note(f"{r['copies']}x {r['side']} run {r['run']}: index {r['index_s']} s ({r['index_rss_mb']} MB), "
+                 f"search p50 {r['search_p50_ms']} ms")  # fmt: skip
+
+        results = bench_growth.bench_growth(
+            kb, copies=args.copies if args.copies != (1, 10) else (1, 10, 100), runs=args.runs if args.runs != 5 else 3,
+            peer_copies=args.peer_copies, queries=args.queries if args.queries != 200 else 50, dims=args.dims,
+            baseline=Path(args.baseline) if args.baseline else None, progress=grown,
+        )  # fmt: skip
+        print(json.dumps(results, indent=2) if args.json else bench_growth.format_growth(results))
     elif args.what == "peer":
         from kbsearch_tools import bench_peer
 
@@ -521,19 +536,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "what",
-        choices=["index", "search", "store", "peer", "coldstart", "cost", "load"],
+        choices=["index", "search", "store", "peer", "growth", "coldstart", "cost", "load"],
         help="index: full sync grid (batch x concurrency) and no-change sync; search: end-to-end latency and "
         "our own overhead with fake providers of fixed latency; store: the embedded store (Qdrant Edge vs "
         "qdrant-client local mode) on the vault and its copies: index, open, warm search, no-change sync, peak RSS; "
         "peer: ours next to LlamaIndex (IngestionPipeline + QdrantVectorStore on local mode, its retriever) on the "
         "vault and its copies, the same fake embedder: full index wall and peak RSS, warm search p50; "
+        "growth: 1x, 10x and 100x the vault: full index, peak RSS, store size, store open, warm search p50/p95, "
+        "no-change sync, next to LlamaIndex at --peer-copies (and a --baseline source tree in the same rounds); "
         "coldstart: fresh-interpreter import + first "
         "/health and first /search; cost: tokens per query per stage and $ per 1,000 queries; load: a bounded "
         "load test of kbsearch serve on 127.0.0.1 (errors, latency, RSS growth)",
     )
     p.add_argument("--kb", help="index: KB folder (default: ../shared/kb/obsidian-help if present, else sample-kb)")
-    p.add_argument("--copies", type=_int_list, default=(1, 10), help="store/peer: vault sizes as copies of --kb (1,10)")
+    p.add_argument("--copies", type=_int_list, default=(1, 10),
+                   help="store/peer: vault sizes as copies of --kb (1,10); growth: (1,10,100)")  # fmt: skip
     p.add_argument("--engines", default="edge,local", help="store: embedded engines to compare (edge,local)")
+    p.add_argument("--peer-copies", type=lambda v: () if v.strip() in ("", "none") else _int_list(v), default=(1, 10),
+                   help="growth: sizes LlamaIndex runs at too (1,10; 'none'; at 100x it would take hours here)")  # fmt: skip
+    p.add_argument("--baseline", help="growth: a source tree of another revision, measured in the same rounds")
     p.add_argument("--latency-ms", type=float, default=150.0, help="index: fake embedder latency per request (150)")
     p.add_argument("--batch-sizes", type=_int_list, default=(16, 32, 64), help="index: comma-separated (16,32,64)")
     p.add_argument(
