@@ -217,6 +217,8 @@ def test_a_collection_made_with_other_graph_settings_takes_the_current_ones(tmp_
 
     import qdrant_edge as edge
 
+    from kbsearch.config import EDGE_GRAPH_FROM
+
     shard_path = tmp_path / "edge" / "kb"
     old = edge.EdgeShard.create(str(shard_path), edge.EdgeConfig(
         vectors={"dense": edge.EdgeVectorParams(size=32, distance=edge.Distance.Cosine)},
@@ -236,5 +238,5 @@ def test_a_collection_made_with_other_graph_settings_takes_the_current_ones(tmp_
     assert (
         config["optimizers"]["indexing_threshold"]
         == config["optimizers"]["max_segment_size"]
-        == 50_000 * 32 * 4 // 1024
+        == EDGE_GRAPH_FROM * 32 * 4 // 1024
     )

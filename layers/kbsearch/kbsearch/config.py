@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+#: Chunks an embedded (Edge) segment holds before it gets an HNSW graph, and at most: below it an exact scan answers
+#: about as fast and costs no build; one segment's build stays within ~0.9 GB at 1024 dimensions (BENCHMARKS.md).
+EDGE_GRAPH_FROM = 40_000
 DEEPINFRA_EMBEDDINGS_URL = "https://api.deepinfra.com/v1/openai/embeddings"
 DEEPINFRA_RERANK_URL = "https://api.deepinfra.com/v1/inference/Qwen/Qwen3-Reranker-8B"
 DEEPINFRA_CHAT_URL = "https://api.deepinfra.com/v1/openai/chat/completions"
@@ -175,7 +178,7 @@ class Settings(BaseModel):
     # points, so a graph build is bounded. 0: never a graph. At laptop/CI scale (the 10x vault: 31,520 chunks) the
     # scan answers about as fast and a sync builds nothing (BENCHMARKS.md, "The embedded engine at 100x").
     qdrant_embedded_hnsw_m: int = Field(default=16, ge=0, le=64)
-    qdrant_embedded_graph_from: int = Field(default=50_000, ge=100)
+    qdrant_embedded_graph_from: int = Field(default=EDGE_GRAPH_FROM, ge=100)
     qdrant_collection: str = "kb"
     qdrant_timeout_s: float = Field(default=10.0, gt=0)
 

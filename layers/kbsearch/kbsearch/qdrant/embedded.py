@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kbsearch.config import EDGE_GRAPH_FROM
 from kbsearch.errors import StoreError
 from kbsearch.qdrant.query import DENSE, PAYLOAD_INDEXES, SPARSE, index_missing, path_filter, point_id
 from kbsearch.qdrant.store import ChunkPoint, Store, check_vectors, named_vectors, storage_errors
@@ -40,9 +41,6 @@ FALLBACK_NOTICE = (
 )
 COLLECTION_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,254}$")
 SCROLL_PAGE = 2048
-#: Points a segment holds before it gets an HNSW graph (and the most a segment holds): below it an exact scan
-#: answers about as fast as a graph and costs no build (BENCHMARKS.md, "The embedded engine at 100x").
-GRAPH_FROM = 50_000
 
 
 def local_mode_data(root: Path) -> bool:
@@ -98,7 +96,7 @@ class EdgeStore(Store):
     """The indexer's :class:`Store` and the search's retrieval call, on one Qdrant Edge shard."""
 
     def __init__(
-        self, root: Path, collection: str, dimensions: int, hnsw_m: int = 16, graph_from: int = GRAPH_FROM
+        self, root: Path, collection: str, dimensions: int, hnsw_m: int = 16, graph_from: int = EDGE_GRAPH_FROM
     ) -> None:
         if not COLLECTION_NAME.match(collection):
             raise StoreError(f"QDRANT_COLLECTION {collection!r} is not a usable name (letters, digits, _ . -)")
