@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from kbsearch.chunking import Chunk, chunk_note
 from kbsearch.config import Secrets, Settings
 from kbsearch.errors import StoreError
-from kbsearch.lexical import document_vector
+from kbsearch.lexical import document_vector, text_language
 from kbsearch.providers.embeddings import Embedder, EmbeddingStats
 from kbsearch.providers.resilience import Deadline, ProviderError
 from kbsearch.qdrant import open_store
@@ -323,8 +323,10 @@ class Indexer:
             chunks = chunk_note(note, self.options.chunk_max_tokens, self.options.chunk_overlap_tokens)
             dense = self.embedder is not None
             points = []
+            language = text_language(note.title + "\n" + "\n".join(c.text for c in chunks))
             for chunk in chunks:
                 payload = _payload(obj, note, chunk, len(chunks), indexed_at, dense)
+                payload["lang"] = language  # the note's language: what the fusion weighs a BM25 match by
                 payload["embedding"] = self._signature_id if dense else ""  # which model/format embedded it
                 json.dumps(payload, allow_nan=False, ensure_ascii=False).encode("utf-8")  # what the store must take
                 points.append(ChunkPoint(obj.path, chunk.index, payload, document_vector(chunk.embed_text), None))

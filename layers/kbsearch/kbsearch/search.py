@@ -19,13 +19,22 @@ from typing import TYPE_CHECKING, Any
 
 from kbsearch.config import Secrets, Settings
 from kbsearch.errors import IndexMissing, IndexUnavailable, StoreError
+from kbsearch.fusion import FusionParams, analyse, fuse, lexical_variants
 from kbsearch.lexical import query_vector
 from kbsearch.providers.embeddings import Embedder, build_embedder
 from kbsearch.providers.expansion import Expander, build_expander
 from kbsearch.providers.rerankers import Reranking, build_reranking
 from kbsearch.providers.resilience import Deadline, ProviderError, shared_client
 from kbsearch.qdrant import open_retriever
-from kbsearch.qdrant.query import Candidate, Retriever, filter_json, retrieve, signature_mismatch
+from kbsearch.qdrant.query import (
+    Candidate,
+    Retriever,
+    batch_searches,
+    filter_json,
+    retrieve,
+    retrieve_legs,
+    signature_mismatch,
+)
 from kbsearch.qdrant.rest import QdrantRest
 from kbsearch.schemas import Hit, HitScores, SearchMeta, SearchRequest, SearchResponse
 from kbsearch.tokens import truncate_tokens
@@ -107,14 +116,19 @@ def prior(payload: dict[str, Any]) -> float:
 def blend(candidates: list[Candidate], rerank: list[float] | None, weight: float, k: int) -> list[float] | None:
     """The reranked order combined with the fused one, by rank: ``weight / (k + rerank rank) + (1 - weight) /
     (k + fused rank)`` (zero-based ranks; candidates come in fused order). ``weight`` 1.0 keeps the reranker's
-    order (its scores as they are); 0.0 keeps the fused order. None without rerank scores."""
+    order (its scores as they are); 0.0 keeps the fused order. Exact matches stay first. None without rerank
+    scores."""
     if rerank is None:
         return None
     if weight >= 1.0:
-        return list(rerank)
-    order = sorted(range(len(rerank)), key=lambda i: (-rerank[i], i))
-    rerank_rank = {i: r for r, i in enumerate(order)}
-    return [weight / (k + rerank_rank[i]) + (1 - weight) / (k + i) for i in range(len(candidates))]
+        values = list(rerank)
+    else:
+        order = sorted(range(len(rerank)), key=lambda i: (-rerank[i], i))
+        rerank_rank = {i: r for r, i in enumerate(order)}
+        values = [weight / (k + rerank_rank[i]) + (1 - weight) / (k + i) for i in range(len(candidates))]
+    # A confident exact match (the fusion's ``exact``) stays ahead of the rest: the reranker orders what the fusion
+    # was unsure of, and among exact matches (both values are at most 1, the prior scales by at most 1.1 / 0.85).
+    return [2.0 + v if c.exact else v for c, v in zip(candidates, values, strict=True)]
 
 
 class SearchService:
@@ -149,6 +163,11 @@ class SearchService:
         # thread); Qdrant Cloud calls are independent HTTP requests and take no lock.
         self._store_lock = threading.Lock()
         self._open_lock = threading.Lock()
+        self.fusion_params = FusionParams(
+            lexical_weight=settings.search_lexical_weight,
+            cross_language=settings.search_cross_language_weight,
+            exact_confidence=settings.search_exact_confidence,
+        )
         self.retrieval = "hybrid"  # see evaluation_view
         self.max_results: int | None = None
         self._signature_checked: tuple[float, str | None] | None = None
@@ -284,21 +303,7 @@ class SearchService:
             )
             with self._retrieval_slot(deadline):
                 try:
-                    candidates = retrieve(
-                        self.retriever,
-                        dense,
-                        query_vector(query) if retrieval != "dense" else None,
-                        query_filter,
-                        limit=self.settings.search_candidates,
-                        prefetch_limit=self.settings.search_prefetch_limit,
-                        hnsw_ef=self.settings.search_hnsw_ef,
-                        rrf_k=self.settings.rrf_k,
-                        bm25_weight=self.settings.search_bm25_weight,
-                        fusion=self.settings.search_fusion,
-                        # chunks, not notes: enough fused chunks that SEARCH_CANDIDATES notes survive grouping
-                        fused_limit=CHUNKS_PER_CANDIDATE * self.settings.search_candidates,
-                        timeout_s=max(0.05, min(self.settings.qdrant_timeout_s, deadline.remaining())),
-                    )
+                    candidates = self._retrieve(query, variants, dense, query_filter, retrieval, deadline)
                 except IndexMissing as exc:
                     raise IndexUnavailable(
                         f"{exc}: run the indexer first", "the index has not been built yet: run the indexer first"
@@ -337,6 +342,44 @@ class SearchService:
             usage=usage,
         )
         return SearchResponse(query=query, results=results, meta=meta)
+
+    def _retrieve(
+        self,
+        query: str,
+        variants: list[str],
+        dense: list[list[float]],
+        query_filter: dict[str, Any] | None,
+        retrieval: str,
+        deadline: Deadline,
+    ) -> list[Candidate]:
+        """The one Qdrant call. ``SEARCH_FUSION=adaptive``: every leg's candidates in one batch, fused here per query
+        (:mod:`kbsearch.fusion`); ``rrf`` / ``dbsf``: Qdrant's own fusion of the prefetches."""
+        s = self.settings
+        timeout_s = max(0.05, min(s.qdrant_timeout_s, deadline.remaining()))
+        if s.search_fusion == "adaptive":
+            evidence = analyse(query)
+            lexical = lexical_variants(evidence, variants[1:]) if retrieval != "dense" else []
+            searches, legs = batch_searches(
+                dense if retrieval != "lexical" else [], lexical, query_filter, s.search_prefetch_limit,
+                s.search_hnsw_ef, probes=evidence.terms if retrieval == "hybrid" else (),
+            )  # fmt: skip
+            results = retrieve_legs(self.retriever, searches, legs, timeout_s)
+            return fuse(results, evidence, s.search_candidates, retrieval, self.fusion_params)
+        return retrieve(
+            self.retriever,
+            dense,
+            query_vector(query) if retrieval != "dense" else None,
+            query_filter,
+            limit=s.search_candidates,
+            prefetch_limit=s.search_prefetch_limit,
+            hnsw_ef=s.search_hnsw_ef,
+            rrf_k=s.rrf_k,
+            bm25_weight=s.search_bm25_weight,
+            fusion=s.search_fusion,
+            # chunks, not notes: enough fused chunks that SEARCH_CANDIDATES notes survive grouping
+            fused_limit=CHUNKS_PER_CANDIDATE * s.search_candidates,
+            timeout_s=timeout_s,
+        )
 
     def _shape(
         self, candidates: list[Candidate], rerank: list[float] | None, request: SearchRequest, top_k: int

@@ -80,10 +80,12 @@ def signature_mismatch(recorded: dict[str, Any], wanted: dict[str, Any]) -> str 
 
 @dataclass(frozen=True)
 class Candidate:
-    """The best chunk of one note, with its fused (RRF) score."""
+    """The best chunk of one note, with its fused score. ``exact``: the fusion found it a confident exact match
+    (the lexical leg's evidence put it first outright); the rerank blend keeps it first."""
 
     payload: dict[str, Any]
     fusion: float
+    exact: bool = False
 
 
 def filter_json(
@@ -169,13 +171,13 @@ def fusion_request(
 
 
 def group(points: Sequence[dict[str, Any]], limit: int) -> list[Candidate]:
-    """Fused points (best first) → one candidate per note, its best chunk. A note is its path: two notes that
-    share a frontmatter ``id`` are two hits."""
+    """Fused points → one candidate per note, its best chunk, best first (equal scores by point id). A note is
+    its path: two notes that share a frontmatter ``id`` are two hits."""
     out: list[Candidate] = []
     seen: set[str] = set()
-    for point in points:
-        payload, score = _checked(point)
-        doc = str(payload.get("path") or payload.get("doc_id") or point.get("id"))
+    for chunk in read_leg(list(points)):  # equal fused scores in point-id order, every run
+        payload, score = chunk.payload, chunk.score
+        doc = str(payload.get("path") or payload.get("doc_id") or chunk.id)
         if doc in seen:
             continue
         seen.add(doc)
@@ -220,6 +222,8 @@ class Retriever(Protocol):
 
     def query(self, request: dict[str, Any], timeout_s: float) -> list[dict[str, Any]]: ...
 
+    def query_batch(self, searches: list[dict[str, Any]], timeout_s: float) -> list[list[dict[str, Any]]]: ...
+
     def close(self) -> None: ...
 
 
@@ -244,3 +248,93 @@ def retrieve(
     if request is None:
         return []
     return group(retriever.query(request, timeout_s), limit)
+
+
+# -- the adaptive fusion's one call: each leg's candidates with their own scores (``/points/query/batch``) ------
+#: What every search of the batch returns of a chunk's payload (one place: the search's payload selector).
+SEARCH_PAYLOAD: dict[str, Any] = {"exclude": ["meta"]}
+#: Query terms probed for their best single-term score (how rare each is, whether the index has it at all).
+MAX_PROBES = 8
+
+
+@dataclass(frozen=True)
+class Leg:
+    """One search of the batch. ``kind``: ``dense`` (a query variant's vector), ``lexical`` (a variant's BM25
+    terms; ``language`` is the variant's), ``probe`` (one BM25 term alone, limit 1, no payload: ``term``)."""
+
+    kind: str
+    variant: int = 0
+    language: str | None = None
+    term: int | None = None
+
+
+@dataclass(frozen=True)
+class ScoredChunk:
+    id: str
+    score: float
+    payload: dict[str, Any]
+
+
+def scoped(searches: list[dict[str, Any]], query_filter: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Every search of the batch under the request's filter (the caller's scope included): the one place a
+    filter reaches the legs, so that nothing outside it is ranked, probed or counted."""
+    if query_filter is not None:
+        for search in searches:
+            search["filter"] = query_filter
+    return searches
+
+
+def batch_searches(
+    dense: Sequence[list[float]],
+    lexical: Sequence[tuple[SparseVector, str | None]],
+    query_filter: dict[str, Any] | None,
+    prefetch_limit: int = 50,
+    hnsw_ef: int = 256,
+    probes: Sequence[int] = (),
+) -> tuple[list[dict[str, Any]], list[Leg]]:
+    """The searches of the one batch call (``POST /collections/{c}/points/query/batch``, ``{"searches": [...]}``):
+    a dense search per query variant, a BM25 search per lexical variant (its language recorded for the fusion),
+    and a one-term BM25 probe (limit 1, no payload) per term in ``probes``; each under ``query_filter``."""
+    params = {"hnsw_ef": hnsw_ef, "quantization": {"rescore": True, "oversampling": 2.0}}
+    searches: list[dict[str, Any]] = []
+    legs: list[Leg] = []
+    for i, vector in enumerate(dense):
+        searches.append({"query": {"nearest": list(vector)}, "using": DENSE, "limit": prefetch_limit, "params": params,
+                         "with_payload": SEARCH_PAYLOAD, "with_vector": False})  # fmt: skip
+        legs.append(Leg("dense", i))
+    for i, (sparse, language) in enumerate(lexical):
+        if len(sparse):
+            searches.append({"query": {"nearest": {"indices": list(sparse.indices), "values": list(sparse.values)}},
+                             "using": SPARSE, "limit": prefetch_limit, "with_payload": SEARCH_PAYLOAD,
+                             "with_vector": False})  # fmt: skip
+            legs.append(Leg("lexical", i, language))
+    for term in probes[:MAX_PROBES]:
+        searches.append({"query": {"nearest": {"indices": [term], "values": [1.0]}}, "using": SPARSE, "limit": 1,
+                         "with_payload": False, "with_vector": False})  # fmt: skip
+        legs.append(Leg("probe", term=term))
+    return scoped(searches, query_filter), legs
+
+
+def read_leg(points: object) -> list[ScoredChunk]:
+    """One search's answer → scored chunks, best first, ties broken by point id (the engines return equal scores
+    in no fixed order: the same search must rank the same way every time)."""
+    if not isinstance(points, list):
+        raise StoreError("Qdrant's answer is not what the API returns")
+    out = []
+    for point in points:
+        payload, score = _checked(point)
+        out.append(ScoredChunk(str(point.get("id")), score, payload))
+    out.sort(key=lambda c: (-c.score, c.id))
+    return out
+
+
+def retrieve_legs(
+    retriever: Retriever, searches: list[dict[str, Any]], legs: list[Leg], timeout_s: float
+) -> list[tuple[Leg, list[ScoredChunk]]]:
+    """The search's one retrieval call for the adaptive fusion: every leg's candidates with its own scores."""
+    if not searches:
+        return []
+    answers = retriever.query_batch(searches, timeout_s)
+    if not isinstance(answers, list) or len(answers) != len(searches):
+        raise StoreError("Qdrant's answer is not what the API returns")
+    return [(leg, read_leg(points)) for leg, points in zip(legs, answers, strict=True)]
