@@ -142,12 +142,13 @@ def test_the_rerank_blend_keeps_a_confident_exact_match_first() -> None:
     ]
     rerank = [0.01, 0.99, 0.98, 0.97, 0.96, 0.95]  # the reranker puts the exact match last
     for weight in (0.0, 0.2, 0.5, 1.0):
-        values = blend(candidates, rerank, weight, 2)
-        assert values is not None
+        blended = blend(candidates, rerank, weight, 2)
+        assert blended is not None
+        values: list[float] = blended
         order = sorted(range(len(values)), key=lambda i: -values[i])
         assert order[0] == 0, weight
         assert order[1:] == sorted(order[1:], key=lambda i: -rerank[i]) or weight < 1.0
     # without an exact match the reranker's order stands at weight 1
     plain = [Candidate(c.payload, c.fusion) for c in candidates]
-    values = blend(plain, rerank, 1.0, 2)
-    assert values is not None and max(range(6), key=lambda i: values[i]) == 1
+    alone = blend(plain, rerank, 1.0, 2)
+    assert alone is not None and max(range(6), key=alone.__getitem__) == 1
