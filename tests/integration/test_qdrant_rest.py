@@ -266,9 +266,9 @@ def test_batch_body_matches_qdrant_client_and_every_leg_carries_the_filter(qdran
         models.QueryRequest(query=models.SparseVector(indices=[7], values=[1.0]), using="bm25", filter=qfilter,
                             limit=200, with_payload=payload, with_vector=False),
         models.QueryRequest(query=models.SparseVector(indices=[1], values=[1.0]), using="bm25", filter=qfilter,
-                            limit=1, with_payload=False, with_vector=False),
+                            limit=8, with_payload=models.PayloadSelectorInclude(include=["path"]), with_vector=False),
         models.QueryRequest(query=models.SparseVector(indices=[5], values=[1.0]), using="bm25", filter=qfilter,
-                            limit=1, with_payload=False, with_vector=False),
+                            limit=8, with_payload=models.PayloadSelectorInclude(include=["path"]), with_vector=False),
     ])  # fmt: skip
     assert qdrant.requests[-1].path == "/collections/kb/points/query/batch"
     assert drop_none(qdrant.requests[-1].body) == {"searches": drop_none(searches)}

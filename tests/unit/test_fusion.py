@@ -22,12 +22,18 @@ def dense_leg(*paths: str, lang: str = "en", top: float = 0.9, step: float = 0.0
     return Leg("dense", 0), [chunk(p, top - i * step, lang) for i, p in enumerate(paths)]
 
 
-def probes(query: str, scores: dict[str, float]) -> list[tuple[Leg, list[ScoredChunk]]]:
-    """One probe per query term: ``scores`` by stem (a stem missing from it: no chunk has the term)."""
+def probes(
+    query: str, scores: dict[str, float], holders: tuple[str, ...] = ("elsewhere.md",)
+) -> list[tuple[Leg, list[ScoredChunk]]]:
+    """One probe per query term: its best chunk scores ``scores[stem]`` (a stem missing from it: no chunk has the
+    term), in each of the notes ``holders`` (best first, a little less each)."""
     out = []
     for stem in dict.fromkeys(tokenize(query)):
-        hit = [ScoredChunk("p", scores[stem], {})] if stem in scores else []
-        out.append((Leg("probe", term=term_id(stem)), hit))
+        hits = []
+        if stem in scores:
+            hits = [ScoredChunk(f"{path}#{i}", scores[stem] * (1 - i / 20), {"path": path})
+                    for i, path in enumerate(holders)]  # fmt: skip
+        out.append((Leg("probe", term=term_id(stem)), hits))
     return out
 
 
@@ -52,7 +58,7 @@ def test_an_identifier_s_exact_match_wins_outright_even_when_dense_ranks_it_tent
             [chunk("target.md", attainable * 0.97, language)]
             + [chunk(p, 1.0 - i * 0.01, language) for i, p in enumerate(DISTRACTORS[:5])],
         ),
-        *probes(query, {t: 6.0 for t in tokenize(query)}),
+        *probes(query, {t: 6.0 for t in tokenize(query)}, ("target.md",)),
     ]
     fused = fuse(results, evidence, 20)
     assert paths(fused)[0] == "target.md" and fused[0].exact
@@ -62,11 +68,12 @@ def test_an_identifier_s_exact_match_wins_outright_even_when_dense_ranks_it_tent
 def test_a_name_that_is_rare_wins_too_but_a_common_word_does_not_pin_anything() -> None:
     rare = analyse("Syncthing")
     results = [dense_leg(*DISTRACTORS[:6], "sync.md"), (Leg("lexical", 0, "en"), [chunk("sync.md", 5.8)]),
-               *probes("Syncthing", {"syncth": 6.0})]  # fmt: skip
+               *probes("Syncthing", {"syncth": 6.0}, ("sync.md",))]  # fmt: skip
     assert paths(fuse(results, rare, 10))[0] == "sync.md"
     common = analyse("notes")  # many notes hold the term about as often as the best one: no exact match
     lexical = [chunk(p, 2.0 - i * 0.01) for i, p in enumerate(DISTRACTORS[:10])]
-    results = [dense_leg("z.md", *DISTRACTORS), (Leg("lexical", 0, "en"), lexical), *probes("notes", {"note": 2.0})]
+    results = [dense_leg("z.md", *DISTRACTORS), (Leg("lexical", 0, "en"), lexical),
+               *probes("notes", {"note": 2.0}, tuple(DISTRACTORS[:8]))]  # fmt: skip
     fused = fuse(results, common, 10)
     assert not any(c.exact for c in fused)
 

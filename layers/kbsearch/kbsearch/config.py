@@ -236,9 +236,9 @@ class Settings(BaseModel):
     search_fusion: str = Field(default="adaptive", pattern="^(adaptive|rrf|dbsf)$")
     # adaptive fusion: a fully covered same-language BM25 leg against dense 1.0; a BM25 match in a note of another
     # language counts by the cross-language weight; an exact match needs this share of the attainable BM25 score.
-    search_lexical_weight: float = Field(default=1.0, ge=0.0, le=4.0)
+    search_lexical_weight: float = Field(default=0.7, ge=0.0, le=4.0)
     search_cross_language_weight: float = Field(default=0.1, ge=0.0, le=1.0)
-    search_exact_confidence: float = Field(default=0.75, gt=0.0, le=1.0)
+    search_exact_confidence: float = Field(default=0.3, gt=0.0, le=1.0)
     embedding_query_timeout_s: float = Field(default=2.0, gt=0)
     snippet_chars: int = Field(default=300, ge=40)
     search_prior: bool = False  # ai_weight/status prior on the final score (README "Ranking prior")

@@ -20,8 +20,10 @@ query and per note, how much each leg counts, from evidence the search has anywa
   in BM25 order, ahead of anything dense ranks (identifiers, names, numbers, file and setting names). Such a
   candidate is marked ``exact`` and the rerank blend keeps it first.
 - otherwise each note scores ``dense + lexical_weight · lexical``: dense = the best variant's cosine, min-max
-  scaled over what the dense legs returned (one scale for all variants); lexical = the best of the BM25 legs' confidence x language factor (x coverage
-  for the query's own leg; a translation's leg is scaled by its own top hit).
+  scaled over what the dense legs returned (one scale for all variants); lexical = the query's own BM25 leg's
+  share of the attainable score x language factor x coverage, times a trust ``1 + confidence_gain · (best share
+  − 0.5)`` (BM25 whose best chunk reaches little of the attainable score is noise), or a translation's leg (share
+  of its own top hit), whichever is higher. Exact matches come first, in that fused order among themselves.
 
 Equal scores are ordered by note path (and chunks by point id), so a search ranks the same way every run.
 """
@@ -33,19 +35,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kbsearch.lexical import SparseVector, identifier_terms, query_vector, term_id, text_language, tokenize
-from kbsearch.qdrant.query import Candidate, Leg, ScoredChunk
+from kbsearch.qdrant.query import PROBE_DEPTH, Candidate, Leg, ScoredChunk
 
 
 @dataclass(frozen=True)
 class FusionParams:
     """The fusion's constants (measured on every query class at once: EVAL.md)."""
 
-    lexical_weight: float = 1.0  # SEARCH_LEXICAL_WEIGHT: a fully covered same-language BM25 leg, against dense 1.0
+    lexical_weight: float = 0.7  # SEARCH_LEXICAL_WEIGHT: a fully covered same-language BM25 leg, against dense 1.0
     cross_language: float = 0.1  # SEARCH_CROSS_LANGUAGE_WEIGHT: a BM25 match in a note of another language
-    exact_confidence: float = 0.75  # SEARCH_EXACT_CONFIDENCE: share of the attainable BM25 score of an exact match
+    exact_confidence: float = 0.3  # SEARCH_EXACT_CONFIDENCE: share of the attainable BM25 score of an exact match
     exact_notes: int = 3  # at most this many notes may reach it (more: the terms are common, not an exact match)
-    exact_coverage: float = 1.0  # share of the query's terms the index must hold for an exact match
     exact_max_terms: int = 2  # a query of more terms is a question (an exact match needs an identifier then)
+    confidence_gain: float = 2.0  # the lexical weight grows with the share of the attainable score BM25's best
+    # chunk reaches: x (1 + gain x (share - 0.5)), 0 at a share of 0.25, 2 at a full share
 
 
 @dataclass(frozen=True)
@@ -107,8 +110,10 @@ class _Note:
     dense: float = 0.0
     lexical: float = 0.0
     confidence: float = 0.0  # of the query's own BM25 leg
+    translated: float = 0.0  # the best of the translated variants' BM25 legs
     dense_chunk: ScoredChunk | None = None
     lexical_chunk: ScoredChunk | None = None
+    translated_chunk: ScoredChunk | None = None
 
 
 def fuse(
@@ -128,6 +133,13 @@ def fuse(
     if mode == "lexical":
         return _single([chunks for _, chunks in lexical_legs], limit)
     probes = {leg.term: (chunks[0].score if chunks else 0.0) for leg, chunks in results if leg.kind == "probe"}
+    holders: dict[str, dict[int | None, float]] = {}  # note → the probed terms it holds (best score each)
+    depth = {leg.term: chunks for leg, chunks in results if leg.kind == "probe"}
+    for leg, chunks in results:
+        if leg.kind == "probe":
+            for c in chunks:
+                held = holders.setdefault(_note(c), {})
+                held[leg.term] = max(held.get(leg.term, 0.0), c.score)
     probed = [t for t in evidence.terms if t in probes]
     present = [t for t in probed if probes[t] > 0]
     coverage = len(present) / len(probed) if probed else (1.0 if lexical_legs else 0.0)
@@ -160,18 +172,40 @@ def fuse(
             value = share * (1.0 if same else p.cross_language) * (coverage if own else 1.0)
             if own:
                 n.confidence = max(n.confidence, share)
-            if n.lexical_chunk is None or value > n.lexical:
-                n.lexical, n.lexical_chunk = value, c
+                if n.lexical_chunk is None or value > n.lexical:
+                    n.lexical, n.lexical_chunk = value, c
+            elif n.translated_chunk is None or value > n.translated:
+                n.translated, n.translated_chunk = value, c
 
-    exact = [note for note, n in notes.items() if n.confidence >= p.exact_confidence]
+    # Exact matches: the notes that hold every required term (the identifiers when the query has any, else all its
+    # terms), judged by the rare ones (fewer than PROBE_DEPTH chunks hold them, so the probe saw every holder),
+    # holding them strongly enough, and only a few such notes.
+    required = [t for t in evidence.terms if t in evidence.identifiers] or list(evidence.terms)
+    required = [t for t in required if t in probes]
+    exact: list[str] = []
+    rare = [t for t in required if len(depth.get(t, ())) < PROBE_DEPTH]
+    if required and rare and all(probes[t] > 0 for t in required):
+        need = sum(probes[t] for t in required)
+        for note, held in holders.items():
+            if all(t in held for t in rare):
+                confidence = sum(held.get(t, 0.0) for t in required) / need
+                if confidence >= p.exact_confidence:
+                    exact.append(note)
+                    notes.setdefault(note, _Note()).confidence = confidence
     lookup = bool(evidence.identifiers) or len(evidence.terms) <= p.exact_max_terms
-    pinned = set(exact) if lookup and 0 < len(exact) <= p.exact_notes and coverage >= p.exact_coverage else set()
+    pinned = set(exact) if lookup and 0 < len(exact) <= p.exact_notes else set()
+    top = max((n.confidence for n in notes.values()), default=0.0)
+    gain = max(0.0, 1.0 + p.confidence_gain * (top - 0.5))  # how far the query's own BM25 leg is trusted
     weight = p.lexical_weight
     scored = []
     for note, n in notes.items():
+        if n.translated > gain * n.lexical:
+            n.lexical, n.lexical_chunk = n.translated, n.translated_chunk
+        else:
+            n.lexical *= gain
         score = n.dense + weight * n.lexical
-        if note in pinned:  # ahead of any unpinned note, in BM25 order among themselves
-            score = 2.0 + p.lexical_weight + n.confidence
+        if note in pinned:  # ahead of any unpinned note, in fused order among themselves
+            score += 1.0 + p.lexical_weight
         chunk = n.lexical_chunk if (note in pinned or weight * n.lexical > n.dense) else n.dense_chunk
         chunk = chunk or n.dense_chunk or n.lexical_chunk
         if chunk is not None:

@@ -253,14 +253,17 @@ def retrieve(
 # -- the adaptive fusion's one call: each leg's candidates with their own scores (``/points/query/batch``) ------
 #: What every search of the batch returns of a chunk's payload (one place: the search's payload selector).
 SEARCH_PAYLOAD: dict[str, Any] = {"exclude": ["meta"]}
-#: Query terms probed for their best single-term score (how rare each is, whether the index has it at all).
+#: Query terms probed for their best single-term scores (how rare each is, whether the index has it at all, which
+#: notes hold it), and how many chunks each probe returns (their path only).
 MAX_PROBES = 8
+PROBE_DEPTH = 8
 
 
 @dataclass(frozen=True)
 class Leg:
     """One search of the batch. ``kind``: ``dense`` (a query variant's vector), ``lexical`` (a variant's BM25
-    terms; ``language`` is the variant's), ``probe`` (one BM25 term alone, limit 1, no payload: ``term``)."""
+    terms; ``language`` is the variant's), ``probe`` (one BM25 term alone, its best :data:`PROBE_DEPTH` chunks,
+    their path only: ``term``)."""
 
     kind: str
     variant: int = 0
@@ -294,7 +297,8 @@ def batch_searches(
 ) -> tuple[list[dict[str, Any]], list[Leg]]:
     """The searches of the one batch call (``POST /collections/{c}/points/query/batch``, ``{"searches": [...]}``):
     a dense search per query variant, a BM25 search per lexical variant (its language recorded for the fusion),
-    and a one-term BM25 probe (limit 1, no payload) per term in ``probes``; each under ``query_filter``."""
+    and a one-term BM25 probe (its best :data:`PROBE_DEPTH` chunks, their path only) per term in ``probes``; each
+    under ``query_filter``."""
     params = {"hnsw_ef": hnsw_ef, "quantization": {"rescore": True, "oversampling": 2.0}}
     searches: list[dict[str, Any]] = []
     legs: list[Leg] = []
@@ -309,8 +313,8 @@ def batch_searches(
                              "with_vector": False})  # fmt: skip
             legs.append(Leg("lexical", i, language))
     for term in probes[:MAX_PROBES]:
-        searches.append({"query": {"nearest": {"indices": [term], "values": [1.0]}}, "using": SPARSE, "limit": 1,
-                         "with_payload": False, "with_vector": False})  # fmt: skip
+        searches.append({"query": {"nearest": {"indices": [term], "values": [1.0]}}, "using": SPARSE,
+                         "limit": PROBE_DEPTH, "with_payload": {"include": ["path"]}, "with_vector": False})  # fmt: skip
         legs.append(Leg("probe", term=term))
     return scoped(searches, query_filter), legs
 
