@@ -228,6 +228,67 @@ def test_mcp_invalid_requests(handler, message: str, code: int) -> None:
     assert status in (200, 400) and answer["error"]["code"] == code  # handshake-era tool errors travel in a 200
 
 
+PAD = {"pad": "я" * 40_000}  # 80,000 bytes of UTF-8 in a valid request
+
+
+def rpc_error_object(result: dict[str, Any]) -> dict[str, Any]:
+    """The answer is a JSON-RPC error object (never the REST envelope), whatever the HTTP status."""
+    assert result["multiValueHeaders"]["Content-Type"] == ["application/json"], result
+    answer = json.loads(result["body"])
+    assert set(answer) == {"jsonrpc", "id", "error"} and answer["jsonrpc"] == "2.0", answer
+    assert isinstance(answer["error"]["code"], int) and answer["error"]["message"], answer
+    return answer["error"]
+
+
+@pytest.mark.parametrize(
+    ("event", "status", "code"),
+    [
+        # over 64 KiB: as text, as base64, and a valid JSON-RPC request padded past the limit
+        (request("POST", "/mcp", b"x" * (64 * 1024 + 1)), 413, -32600),
+        (request("POST", "/mcp", b"\xff" * (70 * 1024), "application/octet-stream"), 413, -32600),
+        (
+            request("POST", "/mcp", json.dumps({"jsonrpc": "2.0", "id": 1, "method": "ping", "params": PAD}).encode()),
+            413,
+            -32600,
+        ),
+        # methods HTTP does not allow, with and without a body
+        (request("GET", "/mcp", b"", None), 405, -32600),
+        (request("GET", "/mcp", b'{"jsonrpc": "2.0", "id": 1, "method": "ping"}'), 405, -32600),
+        # media type, encoding and parse errors stay JSON-RPC too
+        (request("POST", "/mcp", b"{}", "text/plain"), 415, -32600),
+        (request("POST", "/mcp", b"\xff\xfe"), 400, -32700),
+    ],
+)
+def test_every_mcp_error_is_a_json_rpc_error_object(handler, event: dict[str, Any], status: int, code: int) -> None:
+    result = handler()(event)
+    assert result["statusCode"] == status, result
+    assert rpc_error_object(result)["code"] == code
+
+
+@pytest.mark.parametrize("version", ["2030-01-01", "1999-12-31", "latest", "", "2025-11-25 ", "2026-07-28\t"])
+@pytest.mark.parametrize("method", ["initialize", "tools/list", "server/discover", "ping"])
+def test_mcp_unsupported_protocol_version_header_names_the_supported(handler, version: str, method: str) -> None:
+    """A version of neither era in the header, on a request with no ``_meta`` envelope: -32022 naming every
+    supported version (not a complaint about ``_meta``)."""
+    raw = json.dumps({"jsonrpc": "2.0", "id": 3, "method": method, "params": {}}).encode()
+    result = handler()(request("POST", "/mcp", raw, headers=[("MCP-Protocol-Version", version)]))
+    assert result["statusCode"] == 400, result
+    error = rpc_error_object(result)
+    assert error["code"] == -32022 and error["data"]["requested"] == version
+    assert "2026-07-28" in error["data"]["supported"] and "2025-11-25" in error["data"]["supported"]
+
+
+def test_mcp_errors_of_the_server_itself_are_json_rpc(handler) -> None:
+    """An event no API Gateway sends (a header name that is not a string, by direct invoke) breaks the route: the
+    answer is still a JSON-RPC error object, with nothing of the fault in it."""
+    event = request("POST", "/mcp", b'{"jsonrpc": "2.0", "id": 1, "method": "ping"}')
+    event["headers"][7] = "x"
+    result = handler()(event)
+    assert result["statusCode"] == 500, result
+    error = rpc_error_object(result)
+    assert error["code"] == -32603 and "lower" not in error["message"]
+
+
 def call_tool(call: Handler, name: str, arguments: Any) -> dict[str, Any]:
     raw = json.dumps(
         {"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": name, "arguments": arguments}}
