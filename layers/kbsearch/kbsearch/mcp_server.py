@@ -306,7 +306,7 @@ class McpServer:
 
     def _kb_get_note(self, arguments: dict[str, Any]) -> dict[str, Any]:
         from kbsearch.notes import NoteError, decode_note, split_frontmatter
-        from kbsearch.sources import SourceError, note_path, path_problem
+        from kbsearch.sources import NoteUnreadable, SourceError, note_path, path_problem
 
         args = KbGetNoteArgs.model_validate(arguments)
         path = note_path(args.path)  # the identity the indexer gave the note (NFC), whatever form the client sent
@@ -315,6 +315,8 @@ class McpServer:
             raise ToolFailure(f"not a note path: {problem} (use kb_search to find one)")
         try:
             raw = self.tools.read_note(path)
+        except NoteUnreadable as exc:  # a FIFO, a device, a dangling symlink, ...: its reason names no server path
+            raise ToolFailure(f"the note at {path!r} cannot be read: {exc.reason}") from None
         except SourceError as exc:
             # The source's text names buckets, keys with their prefix or server folders: log it, say less.
             logger.warning("kb_get_note could not read a note", extra={"error": str(exc)})
