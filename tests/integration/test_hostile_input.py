@@ -9,6 +9,7 @@ import json
 import logging
 import re
 import time
+import unicodedata
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -170,7 +171,7 @@ def test_empty_body_is_422(handler) -> None:
         ("q=x&top_k=NaN", 422), ("q=x&rerank=maybe", 422), ("q=x&updated_after=2024-13-45", 422),
         ("q=x&" + "&".join(["tags=t"] * 60), 422), ("q=" + "x" * 1001, 422), ("top_k=3", 422),
         ("q=%00", 200), ("q=%ff%fe", 200), ("q=%ed%a0%80", 200), ("q=a%00b&tags=%00", 200), ("q=%", 200),
-        ("q=x&path_prefix=..%2F..%2Fetc", 200), ("q=x&q=y", 422), ("q=x&unknown=1", 200),
+        ("q=x&path_prefix=..%2F..%2Fetc", 422), ("q=x&q=y", 422), ("q=x&unknown=1", 200),
     ],
 )  # fmt: skip
 def test_hostile_query_strings_are_4xx_or_answers(handler, query: str, status: int) -> None:
@@ -178,6 +179,54 @@ def test_hostile_query_strings_are_4xx_or_answers(handler, query: str, status: i
     assert result["statusCode"] == status, result["body"][:500]
     if status == 422:
         envelope(result, 422, "validation_error")
+
+
+ROOTS = ["", "/", "//", "./", ".", " / ", "/./", ".//./", "\\"]
+RU_RUNBOOKS = ["ru/ранбуки", "/ru/ранбуки/", "./ru/ранбуки", "ru//ранбуки", "ru/./ранбуки", "ru\\ранбуки",
+               unicodedata.normalize("NFD", "ru/ранбуки"), " ru/ранбуки/ "]  # fmt: skip
+
+
+def searched_paths(call: Handler, prefix: str | None, surface: str) -> list[str]:
+    """The paths a search for "qdrant ключи" returns with ``path_prefix`` set to ``prefix``, through one surface."""
+    filters = {} if prefix is None else {"path_prefix": prefix}
+    if surface == "post":
+        result = call(request("POST", "/search", json.dumps({"query": "qdrant ключи", "top_k": 20, "filters": filters})
+                              .encode()))  # fmt: skip
+    elif surface == "get":
+        query = urlencode({"q": "qdrant ключи", "top_k": 20, **filters})
+        result = call(request("GET", "/search", query=query, content_type=None))
+    else:
+        args = {"query": "qdrant ключи", "top_k": 20, **filters}
+        answer = call_tool(call, "kb_search", args)
+        assert answer["isError"] is False, answer
+        return [hit["path"] for hit in answer["structuredContent"]["results"]]
+    assert result["statusCode"] == 200, result["body"]
+    return [hit["path"] for hit in json.loads(result["body"])["results"]]
+
+
+@pytest.mark.parametrize("surface", ["post", "get", "mcp"])
+def test_every_spelling_of_a_folder_means_that_folder(handler, surface: str) -> None:
+    """The root in any spelling is the whole KB; a folder in any spelling is that folder (one normaliser behind
+    POST /search, GET /search and kb_search)."""
+    call = handler()
+    everything = searched_paths(call, None, surface)
+    assert len({p.split("/")[0] for p in everything}) >= 2  # ru and en
+    for prefix in ROOTS:
+        assert searched_paths(call, prefix, surface) == everything, repr(prefix)
+    runbooks = searched_paths(call, "ru/ранбуки", surface)
+    assert runbooks and all(p.startswith("ru/ранбуки/") for p in runbooks)
+    for prefix in RU_RUNBOOKS:
+        assert searched_paths(call, prefix, surface) == runbooks, repr(prefix)
+
+
+@pytest.mark.parametrize("prefix", ["..", "../etc", "ru/../en", "ru/ .. /x", "/../"])
+def test_a_folder_that_climbs_out_is_refused(handler, prefix: str) -> None:
+    call = handler()
+    raw = json.dumps({"query": "x", "filters": {"path_prefix": prefix}}).encode()
+    answer = envelope(call(request("POST", "/search", raw)), 422, "validation_error")
+    assert answer["detail"][0]["loc"][-1] == "path_prefix" and ".." in answer["detail"][0]["msg"]
+    tool = call_tool(call, "kb_search", {"query": "x", "path_prefix": prefix})
+    assert tool["isError"] is True and "path_prefix" in tool["content"][0]["text"]
 
 
 def test_get_with_a_garbage_body_is_ignored(handler) -> None:

@@ -64,6 +64,8 @@ class KbSearchArgs(BaseModel):
     tags: list[StrictStr] | None = Field(default=None, max_length=50, description="only notes with any of these tags")
     type: StrictStr | None = Field(default=None, description="only notes of this type (runbook, decision, ...)")
     status: StrictStr | None = Field(default=None, description="only notes with this status (active, draft, ...)")
+    path_prefix: StrictStr | None = Field(default=None, max_length=500, description="only notes in this folder "
+                                          "(e.g. 'ru/ранбуки'; '/' or '' is the whole KB)")  # fmt: skip
 
 
 class KbGetNoteArgs(BaseModel):
@@ -291,6 +293,7 @@ class McpServer:
             tags=args.tags or None,
             type=[args.type] if args.type else None,
             status=[args.status] if args.status else None,
+            path_prefix=args.path_prefix,
         )
         request = SearchRequest(query=args.query, top_k=args.top_k, filters=filters)
         try:
