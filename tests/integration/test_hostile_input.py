@@ -415,8 +415,8 @@ def slack_request(raw: bytes, signed_body: bytes | None = None, ts: int | None =
     return request("POST", "/slack/command", raw, "application/x-www-form-urlencoded", headers=headers)
 
 
-def form(text: str, trigger: str = "t-1") -> bytes:
-    return urlencode({"command": "/kb", "text": text, "user_id": "U1", "team_id": "T1", "channel_id": "C1",
+def form(text: str, trigger: str = "t-1", command: str = "/kb") -> bytes:
+    return urlencode({"command": command, "text": text, "user_id": "U1", "team_id": "T1", "channel_id": "C1",
                       "response_url": "https://hooks.slack.com/commands/1", "trigger_id": trigger}).encode()  # fmt: skip
 
 
@@ -432,6 +432,25 @@ def test_slack_non_utf8_body_with_a_bad_signature_is_401(handler, raw: bytes) ->
 @pytest.mark.parametrize("raw", [b"text=caf\xe9", b"\xff\xfe", b"&".join([b"a=1"] * 101)])
 def test_slack_signed_but_unreadable_form_is_400(handler, raw: bytes) -> None:
     envelope(handler(SLACK_SIGNING_SECRET=SLACK_SECRET)(slack_request(raw)), 400, "bad_request")
+
+
+@pytest.mark.parametrize("command", ["/kbx", "/kb-admin", "/search", "kb", "", "/", "/кб", "/kb/", "/k b", "x" * 300])
+def test_slack_commands_not_configured_get_no_answer(handler, command: str) -> None:
+    """A correctly signed request for a command this app does not declare (another app's, or a typo in the
+    manifest): a 400 naming the configured command, no acknowledgement and no search."""
+    call = handler(SLACK_SIGNING_SECRET=SLACK_SECRET)
+    answer = envelope(call(slack_request(form("restore a snapshot", command=command))), 400, "unknown_command")
+    assert "/kb" in answer["message"] and "SLACK_COMMANDS" in answer["message"]
+
+
+@pytest.mark.parametrize(("configured", "command"), [("/kb", "/kb"), ("/kb", "/KB"), ("/kb, /wiki", "/wiki"),
+                                                     (" /wiki ,/kb-dev", "/kb-dev")])  # fmt: skip
+def test_slack_configured_commands_are_answered(handler, configured: str, command: str) -> None:
+    call = handler(SLACK_SIGNING_SECRET=SLACK_SECRET, SLACK_COMMANDS=configured)
+    result = call(slack_request(form("help", command=command)))
+    assert result["statusCode"] == 200, result["body"]
+    other = call(slack_request(form("help", trigger="t-2", command="/other")))
+    assert other["statusCode"] == 400
 
 
 def test_slack_replay_within_the_window_is_401_in_memory(handler) -> None:
