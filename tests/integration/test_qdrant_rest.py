@@ -225,8 +225,8 @@ def test_weighted_rrf_body_matches_qdrant_client_and_the_embedded_store_weighs_i
     store = Store(QdrantClient(":memory:"), "kb", 2, embedded=True)
     store.ensure_collection()
     store.upsert([
-        ChunkPoint("a.md", 0, {"doc_id": "a"}, SparseVector([1], [2.0]), [0.6, 0.8]),  # BM25 first, dense second
-        ChunkPoint("b.md", 0, {"doc_id": "b"}, SparseVector([1], [1.0]), [1.0, 0.0]),  # dense first, BM25 second
+        ChunkPoint("a.md", 0, {"path": "a.md", "doc_id": "a"}, SparseVector([1], [2.0]), [0.6, 0.8]),  # BM25 first, dense second
+        ChunkPoint("b.md", 0, {"path": "b.md", "doc_id": "b"}, SparseVector([1], [1.0]), [1.0, 0.0]),  # dense first, BM25 second
     ])  # fmt: skip
     retriever = EmbeddedRetriever(store)
     ask = [[1.0, 0.0]], SparseVector([1], [1.0]), None

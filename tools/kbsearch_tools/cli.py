@@ -21,6 +21,30 @@ EXIT_USAGE = 2
 EXIT_LEASE_HELD = 75  # EX_TEMPFAIL: another run holds the index lease; nothing was changed, try again later
 
 
+def _printable(value: Any) -> Any:
+    """``value`` with every string made valid Unicode: a file name that is not UTF-8 (held by Python as lone
+    surrogates) becomes its bytes escaped (``caf\\xe9.md``), so the output is valid UTF-8 and valid JSON whatever
+    the locale."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            try:
+                return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            except UnicodeEncodeError:  # a surrogate no file name produces: escape it as it is
+                return value.encode("utf-8", "backslashreplace").decode("utf-8")
+        return value
+    if isinstance(value, dict):
+        return {_printable(k): _printable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_printable(v) for v in value]
+    return value
+
+
+def _json_text(value: Any) -> str:
+    return json.dumps(_printable(value), ensure_ascii=False, indent=2)
+
+
 def _find_template(given: str | None) -> Path:
     if given:
         return Path(given)
@@ -232,16 +256,16 @@ def cmd_index(args: argparse.Namespace) -> int:
         if oracle is not None:
             oracle.stop()
         if args.json:
-            print(json.dumps({"status": "skipped", "reason": SKIPPED, "holder": held.holder}, indent=2))
+            print(_json_text({"status": "skipped", "reason": SKIPPED, "holder": held.holder}))
         else:
             print(f"skipped: {held}")
         return EXIT_LEASE_HELD
     if oracle is not None:
         oracle.stop()
     if args.json:
-        print(json.dumps(report, ensure_ascii=False, indent=2))
+        print(_json_text(report))
     else:
-        _print_sync_summary(report)
+        _print_sync_summary(_printable(report))
     return 1 if report["error"] else 0
 
 

@@ -248,6 +248,8 @@ class Settings(BaseModel):
     slack_dedupe_table: str = ""  # DynamoDB table for at-most-once answers; empty → in memory
     slack_response_hosts: str = "hooks.slack.com"  # where response_url may point (comma-separated hosts)
     slack_top_k: int = Field(default=5, ge=1, le=10)
+    # The slash command(s) this app answers (comma-separated); a signed request for any other gets a 400.
+    slack_commands: str = Field(default="/kb", pattern=r"^\s*/[^\s,/]+\s*(,\s*/[^\s,/]+\s*)*$")
     kb_base_url: str = ""  # titles link to KB_BASE_URL/<path> when set
 
     # The knowledge base: a folder or s3://bucket/prefix.
@@ -342,6 +344,11 @@ class Settings(BaseModel):
             cache_size=self.expansion_cache_size,
             cache_ttl_s=self.expansion_cache_ttl_s,
         )
+
+    @property
+    def slack_command_names(self) -> frozenset[str]:
+        """``SLACK_COMMANDS`` as a set of lower-case names (Slack sends them as the app declares them)."""
+        return frozenset(name.strip().lower() for name in self.slack_commands.split(",") if name.strip())
 
     @property
     def store_kind(self) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -37,7 +38,7 @@ from kbsearch.qdrant.query import (
 )
 from kbsearch.qdrant.rest import QdrantRest
 from kbsearch.schemas import Hit, HitScores, SearchMeta, SearchRequest, SearchResponse
-from kbsearch.tokens import truncate_tokens
+from kbsearch.tokens import MAX_CHARS_PER_TOKEN, truncate_tokens
 
 if TYPE_CHECKING:
     from kbsearch.qdrant.store import Store
@@ -82,10 +83,12 @@ class Stages:
 
 
 def snippet(text: str, limit: int) -> str:
-    """The chunk text with whitespace folded, cut at a word boundary."""
-    flat = " ".join(text.split())
+    """The chunk text with whitespace folded, cut at a word boundary. Only the first ``limit *
+    MAX_CHARS_PER_TOKEN`` characters are read (a 10 MB text from the store costs what a short one does)."""
+    window = limit * MAX_CHARS_PER_TOKEN
+    flat = " ".join(text[:window].split())
     if len(flat) <= limit:
-        return flat
+        return flat if len(text) <= window or not flat else flat + "…"
     cut = flat[:limit]
     space = cut.rfind(" ")
     return (cut[:space] if space > limit // 2 else cut).rstrip(" ,.;:") + "…"
@@ -94,9 +97,10 @@ def snippet(text: str, limit: int) -> str:
 def passage(payload: dict[str, Any], max_tokens: int) -> str:
     """What the reranker reads: title, heading path and chunk text (the title once: the heading path usually
     starts with it), cut to ``max_tokens`` estimated tokens at a word boundary, whatever the script."""
-    title, heading = str(payload.get("title") or ""), str(payload.get("heading") or "")
+    window = max(0, max_tokens) * MAX_CHARS_PER_TOKEN  # no more of any field is read (time ∝ the budget)
+    title, heading = str(payload.get("title") or "")[:window], str(payload.get("heading") or "")[:window]
     head = heading if title and heading.startswith(title) else f"{title}\n{heading}"
-    text = f"{head}\n{payload.get('text') or ''}".strip()
+    text = f"{head}\n{str(payload.get('text') or '')[:window]}".strip()
     return truncate_tokens(text, max_tokens)
 
 
@@ -105,8 +109,10 @@ def prior(payload: dict[str, Any]) -> float:
     draft notes are pushed down a little. 1.0 when nothing is known."""
     factor = 1.0
     weight = payload.get("ai_weight")
-    if isinstance(weight, int | float) and not isinstance(weight, bool):
-        factor *= 0.9 + 0.2 * min(1.0, max(0.0, float(weight)))
+    if (isinstance(weight, int) and not isinstance(weight, bool)) or (
+        isinstance(weight, float) and math.isfinite(weight)
+    ):
+        factor *= 0.9 + 0.2 * min(1.0, max(0.0, weight))  # clamped before any float(): a huge int cannot overflow
     status = payload.get("status")
     if isinstance(status, str):
         factor *= STATUS_PRIOR.get(status.lower(), 1.0)

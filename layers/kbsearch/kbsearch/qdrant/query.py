@@ -16,6 +16,7 @@ No qdrant_client or httpx import here: the search path and ``/health`` stay ligh
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import math
 import uuid
 from collections.abc import Sequence
@@ -36,6 +37,8 @@ PAYLOAD_INDEXES = {
     "folders": "keyword", "chunk_index": "integer", "updated": "datetime",
 }  # fmt: skip
 POINT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://kb-search/points")
+
+logger = logging.getLogger(__name__)
 
 
 def point_id(path: str, chunk_index: int) -> str:
@@ -172,12 +175,13 @@ def fusion_request(
 
 def group(points: Sequence[dict[str, Any]], limit: int) -> list[Candidate]:
     """Fused points → one candidate per note, its best chunk, best first (equal scores by point id). A note is
-    its path: two notes that share a frontmatter ``id`` are two hits."""
+    its path: two notes that share a frontmatter ``id`` are two hits; a point with no payload or no path is
+    dropped (by :func:`read_leg`, and counted in the log)."""
     out: list[Candidate] = []
     seen: set[str] = set()
     for chunk in read_leg(list(points)):  # equal fused scores in point-id order, every run
         payload, score = chunk.payload, chunk.score
-        doc = str(payload.get("path") or payload.get("doc_id") or chunk.id)
+        doc = payload["path"]
         if doc in seen:
             continue
         seen.add(doc)
@@ -201,7 +205,13 @@ def _checked(point: object) -> tuple[dict[str, Any], float]:
     if not isinstance(point, dict):
         raise bad
     score = point.get("score")
-    if isinstance(score, bool) or not isinstance(score, int | float) or not math.isfinite(score):
+    if isinstance(score, bool) or not isinstance(score, int | float):
+        raise bad
+    try:
+        score = float(score)  # an integer too large for a float raises here, not in the ranking
+    except OverflowError:
+        raise bad from None
+    if not math.isfinite(score):
         raise bad
     payload = point.get("payload")
     if payload is None:
@@ -214,7 +224,7 @@ def _checked(point: object) -> tuple[dict[str, Any], float]:
     for key in ("tags", "links"):
         if not all(isinstance(v, str) for v in payload.get(key) or []):
             raise bad
-    return dict(payload), float(score)
+    return dict(payload), score
 
 
 class Retriever(Protocol):
@@ -325,9 +335,15 @@ def read_leg(points: object) -> list[ScoredChunk]:
     if not isinstance(points, list):
         raise StoreError("Qdrant's answer is not what the API returns")
     out = []
+    dropped = 0
     for point in points:
         payload, score = _checked(point)
+        if not payload.get("path"):  # no payload, an empty one, or no path: nothing a hit could name or open
+            dropped += 1
+            continue
         out.append(ScoredChunk(str(point.get("id")), score, payload))
+    if dropped:
+        logger.warning("points without a payload path dropped", extra={"dropped_points": dropped})
     out.sort(key=lambda c: (-c.score, c.id))
     return out
 
