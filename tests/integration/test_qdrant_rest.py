@@ -285,13 +285,14 @@ def test_batch_answers_are_read_per_leg_with_ties_in_point_id_order(qdrant: Fake
         {"points": [{"id": "b", "score": 2.0, "payload": {"path": "b.md"}},
                     {"id": "a", "score": 2.0, "payload": {"path": "a.md"}},
                     {"id": "c", "score": 3.0, "payload": {"path": "c.md"}}]},
-        {"points": [{"id": "z", "score": 1.5}]},
+        {"points": [{"id": "z", "score": 1.5, "payload": {"path": "z.md"}}, {"id": "y", "score": 1.4},
+                    {"id": "x", "score": 1.3, "payload": {}}]},
     ]}).encode()  # fmt: skip
     rest = QdrantRest(qdrant.url, "kb", lambda: None, shared_client(), 2.0)
     searches, legs = batch_searches([], [(SparseVector([1], [1.0]), "en")], None, probes=[1])
     (_, lexical), (_, probe) = retrieve_legs(rest, searches, legs, 2.0)
     assert [c.id for c in lexical] == ["c", "a", "b"]  # equal scores: by point id, every run
-    assert probe[0].score == 1.5 and probe[0].payload == {}
+    assert [(c.id, c.score, c.payload) for c in probe] == [("z", 1.5, {"path": "z.md"})]  # no path: dropped
 
 
 BAD_BATCH_ANSWERS = [
