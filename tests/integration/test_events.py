@@ -149,6 +149,28 @@ def test_events_index_exactly_their_keys_and_converge_to_a_full_sync(
     assert points(indexer.settings()) == clean_full_sync(indexer, tmp_path)
 
 
+def test_the_handler_emits_index_lag_for_the_lag_alarm(
+    aws: EventPath, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "KbSearch")
+    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "kb-search")  # the template's Globals, which the indexer keeps
+    indexer = Indexer(monkeypatch, tmp_path, None)
+    aws.receive()
+    aws.put(f"{PREFIX}a.md", note(1))
+    aws.put(f"{PREFIX}b.md", note(2))
+    capsys.readouterr()
+    assert indexer(aws.receive()) == []
+    lags = []
+    for line in capsys.readouterr().out.splitlines():
+        if '"_aws"' in line:
+            record = json.loads(line)
+            (directive,) = record["_aws"]["CloudWatchMetrics"]
+            assert directive["Namespace"] == "KbSearch" and record["service"] == "kb-search"
+            if "IndexLagSeconds" in record:
+                lags = record["IndexLagSeconds"]
+    assert len(lags) == 2 and all(0 <= lag < 60 for lag in lags)
+
+
 def test_late_created_never_resurrects_a_deleted_note_and_reorders_converge(
     aws: EventPath, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

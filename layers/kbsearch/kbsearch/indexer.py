@@ -33,7 +33,7 @@ from kbsearch.lexical import document_vector
 from kbsearch.providers.embeddings import Embedder, EmbeddingStats
 from kbsearch.providers.resilience import Deadline, ProviderError
 from kbsearch.qdrant import open_store
-from kbsearch.qdrant.query import REBUILDING, SIGNATURE_KEYS, folders_of, signature_id
+from kbsearch.qdrant.query import LAST_SYNC_AT, LAST_SYNC_KIND, REBUILDING, SIGNATURE_KEYS, folders_of, signature_id
 from kbsearch.qdrant.store import EMBED_HASH, ChunkPoint, NoteState, SchemaMismatchError, Store, add_state
 from kbsearch.sources import Source, SourceError, SourceObject, open_source, path_problem, preferred
 
@@ -522,9 +522,6 @@ def run_sync(
 
 
 # -- event-driven runs: exactly the keys of an S3 event batch (or a watched folder's saves) ---------------------
-
-
-LAST_SYNC_AT, LAST_SYNC_KIND = "last_sync_at", "last_sync_kind"  # collection metadata: what /health reports
 
 
 def record_sync(store: Store, report: SyncReport, kind: str) -> None:
