@@ -603,6 +603,7 @@ class ChangeSync:
         self.indexer = Indexer(self.tracking, store, embedder, options)
         self.store = store
         self.sequencers = sequencers
+        self.kind = "events"  # what the collection's last-sync record says ran (``watch`` under kbsearch serve)
 
     def apply(
         self,
@@ -636,7 +637,7 @@ class ChangeSync:
                 report.superseded += len(superseded)
                 again = {p: todo[p] for p in superseded}
                 self._apply_current(report, again, failed, stop_at or Deadline(), call_deadline)
-            record_sync(self.store, report, "events")
+            record_sync(self.store, report, self.kind)
             now = time.time()
             times = [todo[p].event_time for p in done]
             report.lag_s += [round(now - t, 3) for t in times if t is not None]

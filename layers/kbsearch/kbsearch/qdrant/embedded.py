@@ -144,6 +144,17 @@ class EdgeStore(Store):
                 with contextlib.suppress(Exception):
                     shard.close()
 
+    def flush_writes(self, optimize: bool = False) -> None:
+        """Make the writes so far durable while the store stays open (a long-running ``kbsearch serve`` that
+        syncs); ``optimize`` also merges segments (what :meth:`close` does once per sync)."""
+        with self._lock:
+            if self._shard is None or not self._written:
+                return
+            with storage_errors("flushing the embedded store"):
+                if optimize:
+                    self._shard.optimize()
+                self._shard.flush()
+
     # -- schema -----------------------------------------------------------------------------------------------
     def exists(self) -> bool:
         if self._shard is None and local_mode_data(self.root):
