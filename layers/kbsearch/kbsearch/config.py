@@ -263,6 +263,9 @@ class Settings(BaseModel):
     deadline_margin_s: float = Field(default=60.0, ge=0.0)
     index_lease_table: str = ""  # DynamoDB table of the one-run-at-a-time lease (kbsearch.lease); empty → none
     index_lease_ttl_s: float = Field(default=300.0, ge=30.0, le=3600.0)
+    # A change younger than this may still have its S3 event in the queue: a reconciling sync does not count it
+    # in missed_by_events.
+    event_grace_s: float = Field(default=300.0, ge=0.0)
 
     # Secrets given directly (local runs). In Lambda only the *_PARAM names are set.
     qdrant_api_key: SecretStr | None = None

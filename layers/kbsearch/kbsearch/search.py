@@ -177,6 +177,7 @@ class SearchService:
         self.retrieval = "hybrid"  # see evaluation_view
         self.max_results: int | None = None
         self._signature_checked: tuple[float, str | None] | None = None
+        self._metadata_seen: tuple[float, dict[str, Any]] | None = None  # the collection's metadata, when read
 
     @property
     def retriever(self) -> Retriever:
@@ -229,6 +230,7 @@ class SearchService:
             except (StoreError, IndexUnavailable):
                 return None  # the retrieval call reports an unreachable index
             self._signature_checked = (now, signature_mismatch(recorded, self.embedder.signature))
+            self._metadata_seen = (now, recorded)
         return self._signature_checked[1]
 
     def evaluation_view(self, retrieval: str, max_results: int | None = None) -> SearchService:
@@ -241,6 +243,24 @@ class SearchService:
         view = copy.copy(self)
         view.retrieval, view.max_results = retrieval, max_results
         return view
+
+    def collection_metadata(self, max_age_s: float | None = None) -> dict[str, Any] | None:
+        """The collection's metadata as last read (by a search's signature check, or here), read again only when
+        older than ``max_age_s`` (default: a minute on Qdrant Cloud, 2 s on the embedded store, a file read):
+        ``/health`` reports the last sync from it without a round trip per probe. None when unreadable."""
+        if max_age_s is None:
+            max_age_s = 60.0 if isinstance(self.retriever, QdrantRest) else 2.0
+        now = time.monotonic()
+        seen = self._metadata_seen
+        if seen is None or now - seen[0] > max_age_s:
+            deadline = Deadline(2.0)
+            try:
+                with self._retrieval_slot(deadline):
+                    recorded = self.retriever.metadata(min(2.0, self.settings.qdrant_timeout_s))
+            except (StoreError, IndexUnavailable):
+                return None
+            self._metadata_seen = seen = (now, recorded)
+        return seen[1]
 
     def close(self) -> None:
         if self._retriever is not None:

@@ -154,7 +154,9 @@ class SearchApi:
     # -- routes of the app itself -------------------------------------------------------------------------------
 
     def _health(self) -> dict[str, Any]:
-        return health_status(self.container.settings, self.container.config_problem)
+        status = health_status(self.container.settings, self.container.config_problem)
+        status["last_sync"] = self.container.last_sync()  # freshness: the last successful indexer run, its age
+        return status
 
     def _openapi(self) -> Response[Any]:
         return Response(200, content_types.APPLICATION_JSON, self._openapi_document())

@@ -31,6 +31,8 @@ SPARSE = "bm25"  # the named sparse vector (BM25 term weights; Qdrant applies ID
 #: What a collection records about its dense vectors (collection metadata): model, dimensions, input format.
 SIGNATURE_KEYS = ("embedding_model", "embedding_dimensions", "embedding_input_format")
 REBUILDING = "embedding_rebuilding"  # metadata key while a re-embed runs: the vectors are of two models
+#: Metadata keys of the last successful indexer run (when, and full | reconcile | events | watch): /health's answer.
+LAST_SYNC_AT, LAST_SYNC_KIND = "last_sync_at", "last_sync_kind"
 #: The payload indexes every collection gets (field → Qdrant's payload schema type).
 PAYLOAD_INDEXES = {
     "path": "keyword", "doc_id": "keyword", "tags": "keyword", "type": "keyword", "status": "keyword",
