@@ -254,6 +254,9 @@ class Settings(BaseModel):
     deadline_margin_s: float = Field(default=60.0, ge=0.0)
     index_lease_table: str = ""  # DynamoDB table of the one-run-at-a-time lease (kbsearch.lease); empty → none
     index_lease_ttl_s: float = Field(default=300.0, ge=30.0, le=3600.0)
+    # Access scopes (kbsearch.access): who may read a note with no frontmatter access and no folder rule.
+    # public: everyone; deny: nobody but an unrestricted operator tool (list every readable note or folder).
+    access_default: Literal["public", "deny"] = "public"
 
     # Secrets given directly (local runs). In Lambda only the *_PARAM names are set.
     qdrant_api_key: SecretStr | None = None
