@@ -268,7 +268,7 @@ class CallerMap:
         if not isinstance(data, dict) or set(data) - {"api_keys", "slack"}:
             raise CallerMapError('ACCESS_GROUPS must be {"api_keys": {...}, "slack": {...}}')
         keys: dict[str, tuple[str, tuple[str, ...]]] = {}
-        raw_keys = data.get("api_keys") or {}
+        raw_keys = data.get("api_keys", {})
         if not isinstance(raw_keys, dict):
             raise CallerMapError("ACCESS_GROUPS.api_keys must be an object of key id → groups")
         for key_id, entry in raw_keys.items():
@@ -280,7 +280,7 @@ class CallerMap:
             except ValueError as exc:
                 raise CallerMapError(f"ACCESS_GROUPS: {exc}") from None
         slack: dict[str, tuple[str, ...]] = {}
-        raw_slack = data.get("slack") or {}
+        raw_slack = data.get("slack", {})
         if not isinstance(raw_slack, dict):
             raise CallerMapError("ACCESS_GROUPS.slack must be an object of team[/channel[/user]] → groups")
         for where, groups in raw_slack.items():
