@@ -45,6 +45,7 @@ SECRET_NAMES: tuple[str, ...] = (
     "RERANKER_FALLBACK_API_KEY",
     "EXPANSION_API_KEY",
     "SLACK_SIGNING_SECRET",
+    "ACCESS_GROUPS",  # the caller mapping of kbsearch.access (API key ids, Slack channels → groups), JSON
 )
 
 
@@ -266,6 +267,7 @@ class Settings(BaseModel):
     reranker_fallback_api_key: SecretStr | None = None
     expansion_api_key: SecretStr | None = None
     slack_signing_secret: SecretStr | None = None
+    access_groups: SecretStr | None = None
 
     # SSM parameter names of the secrets.
     qdrant_api_key_param: str = ""
@@ -275,6 +277,7 @@ class Settings(BaseModel):
     reranker_fallback_api_key_param: str = ""
     expansion_api_key_param: str = ""
     slack_signing_secret_param: str = ""
+    access_groups_param: str = ""
     secrets_ttl_s: int = Field(default=300, ge=0)
 
     # The provider settings grouped per role, read from the flat fields above (whose names are the environment
