@@ -134,8 +134,11 @@ def _env_params(cfn: dict[str, Any], function_id: str) -> set[str]:
     ("function_id", "secrets"),
     [
         ("IndexerFunction", {"qdrant-api-key", "deepinfra-api-key", "fireworks-api-key"}),
-        ("SlackWorkerFunction", {"qdrant-api-key", "deepinfra-api-key", "fireworks-api-key"}),
-        ("SearchFunction", {"qdrant-api-key", "deepinfra-api-key", "fireworks-api-key", "slack-signing-secret"}),
+        ("SlackWorkerFunction", {"qdrant-api-key", "deepinfra-api-key", "fireworks-api-key", "access-groups"}),
+        (
+            "SearchFunction",
+            {"qdrant-api-key", "deepinfra-api-key", "fireworks-api-key", "slack-signing-secret", "access-groups"},
+        ),
     ],
 )
 def test_each_function_reads_only_its_own_secrets(cfn: dict[str, Any], function_id: str, secrets: set[str]) -> None:
@@ -497,3 +500,25 @@ def test_freshness_alarms_and_the_indexer_rights_for_events(cfn: dict[str, Any])
     assert variables.get("POWERTOOLS_SERVICE_NAME", "kb-search") == "kb-search"
     retry = [st for _, st in _statements(cfn, "IndexerFunction") if "sqs:ChangeMessageVisibility" in _actions(st)]
     assert len(retry) == 1 and retry[0]["Resource"] == {"Fn::GetAtt": ["IndexerEventQueue", "Arn"]}
+
+
+def test_several_api_keys_and_their_groups_parameter(cfn: dict[str, Any]) -> None:
+    """Access scopes: extra keys (ExtraApiKeys) and existing keys (ExistingApiKeyIds) join the usage plan SAM
+    makes; /whoami is behind the key; both functions that search read the caller mapping by name at run time."""
+    resources = cfn["Resources"]
+    plan_id = next(k for k, r in resources.items() if r["Type"] == "AWS::ApiGateway::UsagePlan")
+    for n in (2, 3, 4):
+        assert resources[f"KbApiKey{n}"]["Condition"] == f"CreateApiKey{n}"
+        link = resources[f"KbApiUsagePlanKey{n}"]
+        assert link["Properties"] == {"KeyId": {"Ref": f"KbApiKey{n}"}, "KeyType": "API_KEY",
+                                      "UsagePlanId": {"Ref": plan_id}}  # fmt: skip
+    for n in (1, 2, 3):
+        existing = resources[f"ExistingApiUsagePlanKey{n}"]
+        assert existing["Condition"] == f"HasExistingApiKey{n}"
+        assert existing["Properties"]["UsagePlanId"] == {"Ref": plan_id}
+    assert _key_required(_methods(cfn)[("/whoami", "GET")])
+    for function_id in ("SearchFunction", "SlackWorkerFunction"):
+        variables = resources[function_id]["Properties"]["Environment"]["Variables"]
+        assert variables["ACCESS_GROUPS_PARAM"]["Fn::Sub"][0] == "${Prefix}/access-groups"
+    assert "ACCESS_GROUPS_PARAM" not in resources["IndexerFunction"]["Properties"]["Environment"]["Variables"]
+    assert {"ExtraApiKeyIds", "AccessGroupsParameter"} <= set(cfn["Outputs"])

@@ -149,7 +149,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     template = Template(_find_template(args.template), _parameter_overrides(args.parameter_overrides))
     env_vars = read_env_vars_file(args.env_vars) if args.env_vars else None
-    api = LocalApi(template, parse_api_keys(os.environ.get("KB_LOCAL_API_KEYS")), env_vars, args.use_ssm)
+    try:
+        keys = parse_api_keys(os.environ.get("KB_LOCAL_API_KEYS"))
+    except ValueError as exc:
+        raise SystemExit(f"kbsearch serve: {exc}") from None
+    api = LocalApi(template, keys, env_vars, args.use_ssm)
     for logical_id in sorted({r.function_id for r in api.routes}):
         api.function(logical_id)  # import now: a configuration error stops start-up, not the first request
     server = make_server(api, args.host, args.port)
@@ -364,11 +368,16 @@ def _hand_off(settings: Any, source: str, args: argparse.Namespace) -> dict[str,
 def cmd_search(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
+    from kbsearch.access import Scope
     from kbsearch.config import Secrets, load_settings
     from kbsearch.errors import IndexUnavailable
     from kbsearch.schemas import SearchFilters, SearchRequest
     from kbsearch.search import SearchService
 
+    try:
+        scope = Scope.parse("cli", args.scope) if args.scope is not None else Scope.unrestricted("cli")
+    except ValueError as exc:
+        raise KbSearchError(f"invalid --scope: {exc}") from None
     try:
         request = SearchRequest(
             query=args.query,
@@ -386,7 +395,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     settings = load_settings()
     service = SearchService(settings, Secrets(settings))
     try:
-        answer = service.search(request)
+        answer = service.search(request, scope=scope)
     except IndexUnavailable as exc:
         raise KbSearchError(f"index unavailable: {exc}") from None
     finally:
@@ -648,6 +657,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-rerank", action="store_true")
     p.add_argument("--no-expand", action="store_true")
     p.add_argument("--json", action="store_true", help="print the API's JSON answer")
+    p.add_argument("--scope", metavar="GROUPS",
+                   help="search as a caller holding these access groups (g1,g2; public is always held), as the API "
+                        "does for an API key: what they may not read is left out inside the Qdrant query. "
+                        "'public' shows what a caller without groups sees. Without --scope the search is "
+                        "unrestricted: whoever runs this holds the store (or its Qdrant key) already")  # fmt: skip
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser(

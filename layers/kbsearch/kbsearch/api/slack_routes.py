@@ -46,9 +46,9 @@ class SlackEdge:
                     from kbsearch.providers.resilience import shared_client
                     from kbsearch.slack_worker import MemoryDeduper, handle_job
 
-                    deduper, service = MemoryDeduper(), self.container.search
+                    deduper, service, scope = MemoryDeduper(), self.container.search, self.container.slack_scope
                     self._handoff = ThreadHandoff(
-                        lambda job: handle_job(job, service, deduper, shared_client(), settings)
+                        lambda job: handle_job(job, service, deduper, shared_client(), settings, scope_for=scope)
                     )
             return self._handoff
 

@@ -204,6 +204,7 @@ class EdgeStore(Store):
 
         if self._shard is not None:
             self.check_schema()
+            self.ensure_payload_indexes()
             return False
         if local_mode_data(self.root):
             logger.warning(
@@ -229,6 +230,21 @@ class EdgeStore(Store):
             self._written = True
         self.set_metadata(signature or {})
         return True
+
+    def ensure_payload_indexes(self) -> None:
+        """Create the payload indexes a shard made by an older version lacks (``access``)."""
+        import qdrant_edge as edge
+
+        with self._lock, storage_errors("creating payload indexes"):
+            present = set(self.shard.info().payload_schema or {})
+            for name, kind in PAYLOAD_INDEXES.items():
+                if name not in present:
+                    self.shard.update(
+                        edge.UpdateOperation.create_field_index(
+                            name, getattr(edge.PayloadSchemaType, kind.capitalize())
+                        )
+                    )
+                    self._written = True
 
     def check_schema(self) -> None:
         try:
@@ -323,6 +339,14 @@ class EdgeStore(Store):
         selector = edge_filter(path_filter(path, from_chunk))
         with self._lock, storage_errors("deleting a note's points"):
             self.shard.update(edge.UpdateOperation.delete_points_by_filter(selector))
+            self._written = True
+
+    def set_payload(self, path: str, payload: dict[str, Any]) -> None:
+        """Set ``payload``'s fields on every chunk of the note (vectors untouched: nothing is re-embedded)."""
+        import qdrant_edge as edge
+
+        with self._lock, storage_errors("updating a note's payload"):
+            self.shard.update(edge.UpdateOperation.set_payload_by_filter(edge_filter(path_filter(path)), payload))
             self._written = True
 
     def delete_note(self, path: str) -> None:
