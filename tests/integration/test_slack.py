@@ -23,6 +23,7 @@ from kbsearch.config import Secrets, Settings
 from kbsearch.providers.resilience import shared_client
 from kbsearch.schemas import Hit, HitScores, SearchMeta, SearchResponse
 from kbsearch.search import SearchService
+from kbsearch.slack_render import View, render_answer
 from kbsearch.slack_worker import DynamoDeduper, MemoryDeduper, SlackPostError, handle_job, post_to_slack
 from kbsearch_tools.fakes import FakeEndpoint
 from kbsearch_tools.local.apigw import HttpRequest, build_event
@@ -224,33 +225,30 @@ def answer_with(n: int, title: str = "T & <b>", degraded: list[str] | None = Non
         for i in range(n)
     ]  # fmt: skip
     meta = SearchMeta(request_id="r", variants=["q"], embedder="none", reranker="none", degraded=degraded or [],
-                      candidates=n, timings_ms={"total": 1234.0}, usage={})  # fmt: skip
+                      candidates=n, timings_ms={"total": 812.0}, usage={})  # fmt: skip
     return SearchResponse(query="q <&>", results=hits, meta=meta)
 
 
 def test_block_kit_limits_and_escaping() -> None:
-    message = slack.render_answer(
-        answer_with(60, degraded=["rerank"]), share=True, kb_base_url="https://kb.example.com"
-    )
+    view = View(share=True, per_page=10, url_pattern="https://kb.example.com/{path}")
+    message = render_answer(answer_with(60, degraded=["rerank"]), view)
     blocks = message["blocks"]
     assert message["response_type"] == "in_channel"
     assert len(blocks) <= 50
     sections = [b["text"]["text"] for b in blocks if b["type"] == "section"]
     assert all(len(t) <= 3000 for t in sections)
-    assert len(json.dumps(blocks, ensure_ascii=False)) < 16_000
-    assert sum(len(t) for t in sections) <= 12_000
-    text = "\n".join(sections)
-    assert "T &amp; &lt;b&gt;" in text and "<b>" not in text.replace("<https://", "")
+    text = json.dumps(blocks, ensure_ascii=False)
+    assert "T &amp; &lt;b&gt;" in text and "<b>" not in text
     assert "`a&amp;b`" in text and "`&lt;t&gt;`" in text
-    assert "<https://kb.example.com/ru/%D0%BF%D0%B0%D0%BF%D0%BA%D0%B0/0.md|" in text  # a link when a base URL is set
-    context = blocks[-1]["elements"][0]["text"]
-    assert "1.2 s" in context and "degraded: rerank" in context
-    plain = slack.render_answer(answer_with(2), share=False)
+    assert "<https://kb.example.com/ru/%D0%BF%D0%B0%D0%BF%D0%BA%D0%B0/0|" in text  # a link, no .md
+    context = blocks[-1]["elements"]
+    assert "0.8 s" in context[0]["text"] and "not reranked" in context[1]["text"]
+    plain = render_answer(answer_with(2), View())
     assert plain["response_type"] == "ephemeral" and "`ru/папка/0.md`" in json.dumps(plain, ensure_ascii=False)
 
 
 def test_no_hits_is_a_friendly_message() -> None:
-    message = slack.render_answer(answer_with(0), share=False)
+    message = render_answer(answer_with(0), View())
     assert "No notes found" in message["text"] and "/kb help" in message["text"]
 
 

@@ -73,13 +73,19 @@ class Stages:
 
 
 def snippet(text: str, limit: int) -> str:
-    """The chunk text with whitespace folded, cut at a word boundary."""
-    flat = " ".join(text.split())
+    """The chunk text cut at a word boundary: line breaks and indentation kept (code stays code, lists stay
+    lists), runs of blank lines folded to one, trailing spaces dropped."""
+    lines: list[str] = []
+    for raw in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
+        line = raw.rstrip()
+        if line or (lines and lines[-1]):
+            lines.append(line)
+    flat = "\n".join(lines).strip("\n")
     if len(flat) <= limit:
         return flat
     cut = flat[:limit]
-    space = cut.rfind(" ")
-    return (cut[:space] if space > limit // 2 else cut).rstrip(" ,.;:") + "…"
+    space = max(cut.rfind(" "), cut.rfind("\n"))
+    return (cut[:space] if space > limit // 2 else cut).rstrip(" ,.;:\n") + "…"
 
 
 def passage(payload: dict[str, Any], max_tokens: int) -> str:

@@ -14,19 +14,15 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from kbsearch.errors import KbSearchError
-from kbsearch.schemas import SearchResponse
+from kbsearch.slack_render import cut, escape
 
 MAX_SKEW_S = 300
 #: A signature is accepted within ±MAX_SKEW_S of its timestamp, so remembering it this long covers its whole life.
 REPLAY_WINDOW_S = 2 * MAX_SKEW_S
 MAX_FORM_FIELDS = 100
-MAX_BLOCKS = 50
-MAX_SECTION_CHARS = 3000
-MAX_TOTAL_CHARS = 12_000
-SNIPPET_CHARS = 300
 
 HELP_TEXT = (
     "*Search the knowledge base*\n"
@@ -39,11 +35,6 @@ HELP_TEXT = (
 
 class SlackAuthError(KbSearchError):
     """The request is not from Slack (or is too old): answer 401, run nothing."""
-
-
-def escape(text: str) -> str:
-    """mrkdwn escaping: only &, < and > (Slack's rule)."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")
@@ -183,58 +174,6 @@ def ack(intent: Intent) -> dict[str, Any]:
     return {"response_type": "ephemeral", "text": f"Searching for “{escape(intent.query)}”…"}
 
 
-def _cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
-
-
-def _link(base_url: str | None, path: str, title: str) -> str:
-    label = escape(title).replace("|", "¦")
-    if base_url:
-        return f"<{base_url.rstrip('/')}/{quote(path)}|{label}>"
-    return f"*{label}*"
-
-
-def render_answer(answer: SearchResponse, share: bool, kb_base_url: str | None = None) -> dict[str, Any]:
-    """Block Kit for ``response_url``: a header line, one section per hit, a context line with time and any
-    degraded stage. Within Slack's limits: ≤ 50 blocks, ≤ 3,000 chars per section, ~12,000 in all."""
-    response_type = "in_channel" if share else "ephemeral"
-    query = escape(answer.query)
-    if not answer.results:
-        text = (
-            f"No notes found for “{query}”. Try fewer or other words, the other language "
-            "(Russian ↔ English), or `/kb help`."
-        )
-        return {"response_type": response_type, "replace_original": False, "text": text,
-                "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]}  # fmt: skip
-    blocks: list[dict[str, Any]] = [
-        {"type": "section", "text": {"type": "mrkdwn", "text": f"*Results for “{_cut(query, 200)}”*"}}
-    ]
-    total = len(blocks[0]["text"]["text"])
-    for hit in answer.results:
-        lines = [f"{hit.rank}. {_link(kb_base_url, hit.path, hit.title)}"]
-        if hit.heading and hit.heading != hit.title:
-            lines.append(f"_{escape(_cut(hit.heading, 200))}_")
-        if not kb_base_url:
-            lines.append(f"`{escape(_cut(hit.path, 200))}`")
-        lines.append(escape(_cut(hit.snippet, SNIPPET_CHARS)))
-        meta = f"score {hit.score:.3f}"
-        if hit.tags:
-            meta = " ".join(f"`{escape(t)}`" for t in hit.tags[:8]) + f" · {meta}"
-        lines.append(meta)
-        text = _cut("\n".join(lines), MAX_SECTION_CHARS)
-        if total + len(text) > MAX_TOTAL_CHARS - 500 or len(blocks) >= MAX_BLOCKS - 2:
-            break
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": text}})
-        total += len(text)
-    timing = answer.meta.timings_ms.get("total", 0.0)
-    context = f"{len(blocks) - 1} of {len(answer.results)} notes · {timing / 1000:.1f} s"
-    if answer.meta.degraded:
-        context += f" · degraded: {', '.join(answer.meta.degraded)}"
-    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": escape(context)}]})
-    fallback = f"{len(answer.results)} notes for “{_cut(query, 200)}”"
-    return {"response_type": response_type, "replace_original": False, "text": fallback, "blocks": blocks}
-
-
 def apology(query: str) -> dict[str, Any]:
-    text = f"Sorry, the search for “{escape(_cut(query, 200))}” failed. Please try again in a minute."
+    text = f"Sorry, the search for “{escape(cut(query, 200))}” failed. Please try again in a minute."
     return {"response_type": "ephemeral", "replace_original": False, "text": text}

@@ -18,8 +18,9 @@ import httpx
 from kbsearch.config import Settings
 from kbsearch.errors import KbSearchError
 from kbsearch.providers.resilience import Deadline, Outbound, ProviderError, RetryPolicy, send
-from kbsearch.schemas import MAX_QUERY_CHARS, SearchRequest
-from kbsearch.slack import HELP_TEXT, SlashCommand, allowed_response_url, apology, parse_text, render_answer
+from kbsearch.schemas import MAX_QUERY_CHARS, SearchFilters, SearchRequest, SearchResponse
+from kbsearch.slack import HELP_TEXT, SlashCommand, allowed_response_url, apology, parse_text
+from kbsearch.slack_render import AnswerState, View, render_answer, url_pattern
 
 if TYPE_CHECKING:
     from kbsearch.search import SearchService
@@ -103,6 +104,22 @@ def post_to_slack(
         raise SlackPostError(f"response_url did not take the answer ({exc.kind})") from None
 
 
+def slack_search(
+    service: Callable[[], SearchService], state: AnswerState, view: View, deadline: Deadline
+) -> SearchResponse:
+    """The one search call behind every Slack answer (a command, Share, More, a vote that lost its hits)."""
+    request = SearchRequest(
+        query=state.query[:MAX_QUERY_CHARS], top_k=view.top_k, filters=SearchFilters.model_validate(state.filters)
+    )
+    return service().search(request, remaining_s=deadline.remaining() if deadline.at else None)
+
+
+def answer_view(settings: Settings, **kwargs: Any) -> View:
+    """How this deployment shows answers: hits per page, links to notes; ``kwargs`` set the rest."""
+    pattern = url_pattern(settings.kb_note_url_pattern, settings.kb_base_url)
+    return View(per_page=settings.slack_top_k, url_pattern=pattern, **kwargs)
+
+
 def handle_job(
     job: dict[str, Any],
     service: Callable[[], SearchService],
@@ -126,14 +143,15 @@ def handle_job(
     if intent.kind == "help":
         payload: dict[str, Any] = {"response_type": "ephemeral", "text": HELP_TEXT}
     else:
+        state = AnswerState(intent.query)
+        view = answer_view(settings, share=intent.share, asked_by=command.user_id, buttons=False)
         try:
-            request = SearchRequest(query=intent.query[:MAX_QUERY_CHARS], top_k=settings.slack_top_k)
-            answer = service().search(request, remaining_s=deadline.remaining() if deadline.at else None)
+            answer = slack_search(service, state, view, deadline)
         except Exception:
             logger.exception("search for Slack failed")
             payload = apology(intent.query)
         else:
-            payload = render_answer(answer, intent.share, settings.kb_base_url or None)
+            payload = render_answer(answer, view)
     try:
         post_to_slack(client, command.response_url, payload, deadline=deadline)
     except SlackPostError:
