@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import subprocess
 import sys
 import time
@@ -67,6 +68,35 @@ def test_agrees_with_slack_sdk_both_ways() -> None:
 def test_text_parsing(text: str, kind: str, query: str, share: bool) -> None:
     intent = slack.parse_text(text.strip())
     assert (intent.kind, intent.query, intent.share) == (kind, query, share)
+
+
+@pytest.mark.parametrize(
+    ("text", "query", "filters", "share"),
+    [("tag:runbook type:decision in:ru/ранбуки after:2026-01-01 ротация ключей", "ротация ключей",
+      {"tags": ["runbook"], "type": ["decision"], "path_prefix": "ru/ранбуки", "updated_after": "2026-01-01"}, False),
+     ("share restore tag:a,b tag:b snapshot", "restore snapshot", {"tags": ["a", "b"]}, True),
+     ('in:"en/how to/" status:active,draft how', "how", {"path_prefix": "en/how to", "status": ["active", "draft"]}, False),
+     ("in:“ru/мои заметки” вопрос", "вопрос", {"path_prefix": "ru/мои заметки"}, False),
+     ("error: timeout on http://x.example/a:b", "error: timeout on http://x.example/a:b", {}, False),
+     ("TAG:Runbook since:2026-01-01T10:00:00Z x", "x", {"tags": ["Runbook"], "updated_after": "2026-01-01T10:00:00Z"}, False)],
+)  # fmt: skip
+def test_filters_in_the_command(text: str, query: str, filters: dict, share: bool) -> None:
+    intent = slack.parse_text(text)
+    assert (intent.kind, intent.query, intent.filters, intent.share) == ("search", query, filters, share)
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [("tag: runbook", "`tag:` needs a value"), ("tag:, x", "`tag:` needs a value"), ("after:yesterday x", "takes a date"),
+     ("after:2026-13-45 x", "bad filter"), ("in:a in:b x", "given twice"), ("in:/ x", "needs a folder"),
+     ("tag:runbook", "need a question"), ("share type:decision", "need a question"), ('in:"" x', "needs a value"),
+     ("in:" + "p" * 600 + " x", "bad filter"), (" ".join(f"tag:t{i}" for i in range(60)) + " x", "bad filter")],
+)  # fmt: skip
+def test_malformed_filters_answer_with_the_usage(text: str, problem: str) -> None:
+    intent = slack.parse_text(text)
+    assert intent.kind == "usage" and problem in intent.error
+    answer = slack.ack(intent)
+    assert problem in answer["text"] and "`tag:runbook`" in answer["text"]  # the usage, not an empty result
 
 
 # -- through the handler ------------------------------------------------------------------------------------------
@@ -156,6 +186,25 @@ def test_replayed_request_is_rejected_after_the_window(app, response_url: FakeEn
     body = form("qdrant", response_url.url)
     old = slack_event(body, ts=int(time.time()) - 400)  # captured earlier, replayed now
     assert app(old)["statusCode"] == 401
+
+
+def test_malformed_filter_answers_the_usage_at_once(app, response_url: FakeEndpoint) -> None:
+    result = app(slack_event(form("after:someday runbooks", response_url.url)))
+    assert result["statusCode"] == 200
+    text = json.loads(result["body"])["text"]
+    assert "`after:` takes a date" in text and "in:ru/ранбуки" in text
+    time.sleep(0.3)
+    assert response_url.requests == []
+
+
+def test_filtered_command_searches_with_the_filters(app, response_url: FakeEndpoint) -> None:
+    result = app(slack_event(form("type:runbook in:en/runbooks restore &amp; snapshot", response_url.url + "/f")))
+    assert json.loads(result["body"])["text"] == "Searching for “restore &amp; snapshot”…"
+    assert response_url.wait(20)
+    body = json.dumps(response_url.requests[0].body, ensure_ascii=False)
+    assert "Runbook - restore a Qdrant snapshot" in body and "filters: type `runbook` · in `en/runbooks`" in body
+    paths = re.findall(r"`(en/[^`]+\.md|ru/[^`]+\.md)`", body)
+    assert paths and all(p.startswith("en/runbooks/") for p in paths)
 
 
 def test_help_answers_at_once_without_a_worker(app, response_url: FakeEndpoint) -> None:

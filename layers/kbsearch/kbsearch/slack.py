@@ -12,7 +12,7 @@ import re
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
@@ -26,8 +26,13 @@ MAX_FORM_FIELDS = 100
 
 HELP_TEXT = (
     "*Search the knowledge base*\n"
-    "• `/kb <question>`: answer visible only to you\n"
+    "• `/kb <question>`: an answer only you see, with buttons to share it, see more, open a note, or say whether "
+    "it helped\n"
     "• `/kb share <question>`: post the answer to the channel\n"
+    "• Filters, anywhere in the question: `tag:runbook` (any of the tags; `tag:a,b` or repeat it), "
+    "`type:decision`, `status:active`, `in:ru/ранбуки` (a folder), `after:2026-01-01` (updated since); "
+    'quote values with spaces: `in:"en/how to"`\n'
+    "  e.g. `/kb tag:runbook in:en/runbooks restore a snapshot`\n"
     "• `/kb help`: this message\n"
     "Tips: a few specific words work best (`qdrant snapshot restore`); Russian and English both work."
 )
@@ -132,7 +137,8 @@ def parse_command(body: bytes) -> SlashCommand:
 
     return SlashCommand(
         command=one("command"),
-        text=one("text").strip(),
+        # Slack sends &, < and > in the text as entities; the search wants what the person typed
+        text=one("text").replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&").strip(),
         user_id=one("user_id"),
         channel_id=one("channel_id"),
         team_id=one("team_id"),
@@ -143,19 +149,77 @@ def parse_command(body: bytes) -> SlashCommand:
 
 @dataclass(frozen=True)
 class Intent:
-    kind: str  # help | search
+    kind: str  # help | usage (a malformed filter: ``error`` says which) | search
     query: str = ""
     share: bool = False
+    filters: dict[str, Any] = field(default_factory=dict)  # SearchFilters' fields, JSON-ready
+    error: str = ""
+
+
+#: ``key:value`` words of the command and the filter each sets.
+FILTER_KEYS = {"tag": "tags", "tags": "tags", "type": "type", "status": "status", "in": "path_prefix",
+               "path": "path_prefix", "after": "updated_after", "since": "updated_after"}  # fmt: skip
+_LIST_FILTERS = ("tags", "type", "status")
+_WORD = re.compile(r'(?P<key>[A-Za-z]{2,6}):(?:"(?P<q1>[^"]*)"|“(?P<q2>[^”]*)”|(?P<bare>\S*))|\S+')
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}(?:[T ][0-9:.]+(?:Z|[+-][0-9:]+)?)?")
+
+
+def _filter_problem(filters: dict[str, Any]) -> str:
+    """SearchFilters' own verdict (lengths, counts, dates), in one line."""
+    from pydantic import ValidationError
+
+    from kbsearch.schemas import SearchFilters
+
+    try:
+        SearchFilters.model_validate(filters)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        return f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
+    return ""
 
 
 def parse_text(text: str) -> Intent:
+    """``[share] [key:value …] question`` → an intent. Filter words may stand anywhere; an unknown ``word:value``
+    is part of the question (``error: timeout`` is a question). A known filter that is empty or malformed is a
+    usage answer, never a search without it."""
     words = text.split(maxsplit=1)
     if not words or words[0].lower() in ("help", "помощь", "?"):
         return Intent("help")
-    if words[0].lower() == "share":
-        rest = words[1].strip() if len(words) > 1 else ""
-        return Intent("search", rest, share=True) if rest else Intent("help")
-    return Intent("search", text.strip())
+    share = words[0].lower() == "share"
+    rest = (words[1] if len(words) > 1 else "") if share else text
+    filters: dict[str, Any] = {}
+    query: list[str] = []
+    for m in _WORD.finditer(rest):
+        key = (m.group("key") or "").lower()
+        if key not in FILTER_KEYS:
+            query.append(m.group(0))
+            continue
+        name = FILTER_KEYS[key]
+        value = next((v for v in (m.group("q1"), m.group("q2"), m.group("bare")) if v is not None), "").strip()
+        if not value:
+            return Intent("usage", error=f"`{key}:` needs a value")
+        if name in _LIST_FILTERS:
+            items = [v.strip() for v in value.split(",") if v.strip()]
+            if not items:
+                return Intent("usage", error=f"`{key}:` needs a value")
+            filters.setdefault(name, []).extend(i for i in items if i not in filters.get(name, []))
+        elif name in filters:
+            return Intent("usage", error=f"`{key}:` given twice")
+        elif name == "updated_after":
+            if not _DATE.fullmatch(value):
+                return Intent("usage", error=f"`{key}:` takes a date like 2026-01-01, not “{escape(cut(value, 40))}”")
+            filters[name] = value
+        else:
+            filters[name] = value.strip("/")
+            if not filters[name]:
+                return Intent("usage", error=f"`{key}:` needs a folder")
+    problem = _filter_problem(filters) if filters else ""
+    if problem:
+        return Intent("usage", error=f"bad filter ({escape(cut(problem, 200))})")
+    question = " ".join(query).strip()
+    if not question:
+        return Intent("help") if not filters else Intent("usage", error="filters need a question to go with them")
+    return Intent("search", question, share=share, filters=filters)
 
 
 def allowed_response_url(url: str, hosts: tuple[str, ...]) -> bool:
@@ -171,6 +235,8 @@ def allowed_response_url(url: str, hosts: tuple[str, ...]) -> bool:
 def ack(intent: Intent) -> dict[str, Any]:
     if intent.kind == "help":
         return {"response_type": "ephemeral", "text": HELP_TEXT}
+    if intent.kind == "usage":
+        return {"response_type": "ephemeral", "text": f"Sorry: {intent.error}.\n\n{HELP_TEXT}"}
     return {"response_type": "ephemeral", "text": f"Searching for “{escape(intent.query)}”…"}
 
 

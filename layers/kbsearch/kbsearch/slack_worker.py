@@ -19,7 +19,7 @@ from kbsearch.config import Settings
 from kbsearch.errors import KbSearchError
 from kbsearch.providers.resilience import Deadline, Outbound, ProviderError, RetryPolicy, send
 from kbsearch.schemas import MAX_QUERY_CHARS, SearchFilters, SearchRequest, SearchResponse
-from kbsearch.slack import HELP_TEXT, SlashCommand, allowed_response_url, apology, parse_text
+from kbsearch.slack import SlashCommand, ack, allowed_response_url, apology, parse_text
 from kbsearch.slack_render import AnswerState, View, render_answer, url_pattern
 
 if TYPE_CHECKING:
@@ -140,11 +140,12 @@ def handle_job(
         logger.info("duplicate delivery ignored", extra={"request_key": command.request_key})
         return "duplicate"
     intent = parse_text(command.text)
-    if intent.kind == "help":
-        payload: dict[str, Any] = {"response_type": "ephemeral", "text": HELP_TEXT}
+    if intent.kind != "search":
+        payload: dict[str, Any] = ack(intent)
     else:
-        state = AnswerState(intent.query)
-        view = answer_view(settings, share=intent.share, asked_by=command.user_id, buttons=False)
+        state = AnswerState(intent.query, intent.filters)
+        view = answer_view(settings, share=intent.share, asked_by=command.user_id, filters=intent.filters,
+                           buttons=False)  # fmt: skip
         try:
             answer = slack_search(service, state, view, deadline)
         except Exception:
