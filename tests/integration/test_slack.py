@@ -143,7 +143,7 @@ def test_signed_command_is_acknowledged_then_answered(app, response_url: FakeEnd
     assert response_url.wait(20), "the worker never answered"
     (post,) = response_url.requests
     assert post.path == "/commands/1" and post.body["response_type"] == "ephemeral"
-    assert len(post.body["blocks"]) >= 3 and post.body["blocks"][-1]["type"] == "context"
+    assert len(post.body["blocks"]) >= 3 and [b["type"] for b in post.body["blocks"][-2:]] == ["context", "actions"]
     assert "Runbook - restore a Qdrant snapshot" in json.dumps(post.body, ensure_ascii=False)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import re
 import threading
 import time
@@ -243,3 +244,88 @@ def ack(intent: Intent) -> dict[str, Any]:
 def apology(query: str) -> dict[str, Any]:
     text = f"Sorry, the search for “{escape(cut(query, 200))}” failed. Please try again in a minute."
     return {"response_type": "ephemeral", "replace_original": False, "text": text}
+
+
+# -- interactivity (buttons) ----------------------------------------------------------------------------------------
+
+MAX_PAYLOAD_CHARS = 256 * 1024
+#: Button actions handed to the worker (Open is a URL button: Slack opens the link and the interaction is ignored).
+WORKER_ACTIONS = ("kb_share", "kb_more", "kb_vote_up", "kb_vote_down")
+
+
+@dataclass(frozen=True)
+class Interaction:
+    """One button press (a ``block_actions`` payload) as the worker needs it. ``voter`` is a salted hash of the
+    person, the only identity a vote keeps."""
+
+    action_id: str
+    value: str
+    action_ts: str
+    user_id: str
+    team_id: str
+    channel_id: str
+    response_url: str
+    trigger_id: str
+    voter: str = ""
+
+    @property
+    def request_key(self) -> str:
+        """One press: Slack's retries repeat ``action_ts`` + ``action_id`` + user, so they share this key."""
+        digest = hashlib.sha256(f"{self.team_id}:{self.user_id}:{self.action_id}:{self.action_ts}".encode())
+        return "slack-action:" + digest.hexdigest()
+
+    def to_job(self) -> dict[str, str]:
+        return {"kind": "action", **{k: getattr(self, k) for k in self.__dataclass_fields__}}
+
+    @classmethod
+    def from_job(cls, job: Mapping[str, Any]) -> Interaction:
+        return cls(**{k: str(job.get(k, "")) for k in cls.__dataclass_fields__})
+
+
+def voter_hash(secret: str, team_id: str, user_id: str) -> str:
+    """A person, salted with the signing secret (which the worker and the feedback store never see)."""
+    return hmac.new(secret.encode(), f"kb-feedback:{team_id}:{user_id}".encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def parse_interaction(body: bytes) -> Interaction | None:
+    """The form's ``payload`` JSON → the button pressed; None for interactions kb-search does not act on (other
+    payload types, URL buttons, unknown actions). Raises KbSearchError for a body that is not a payload."""
+    try:
+        form = parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS)
+    except UnicodeDecodeError:
+        raise KbSearchError("the form body is not UTF-8") from None
+    except ValueError:
+        raise KbSearchError(f"the form body has more than {MAX_FORM_FIELDS} fields") from None
+    raw = (form.get("payload") or [""])[0]
+    if not raw or len(raw) > MAX_PAYLOAD_CHARS:
+        raise KbSearchError("expected a form field 'payload' with JSON (at most 256 KiB)")
+    try:
+        payload = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise KbSearchError("the payload is not JSON") from None
+    if not isinstance(payload, dict):
+        raise KbSearchError("the payload is not a JSON object")
+    if payload.get("type") != "block_actions":
+        return None
+    actions = payload.get("actions")
+    action = actions[0] if isinstance(actions, list) and actions and isinstance(actions[0], dict) else None
+
+    def text(obj: Any, key: str) -> str:
+        value = obj.get(key) if isinstance(obj, dict) else None
+        return value if isinstance(value, str) else ""
+
+    if action is None or text(action, "action_id") not in WORKER_ACTIONS:
+        return None
+    interaction = Interaction(
+        action_id=text(action, "action_id"),
+        value=text(action, "value"),
+        action_ts=text(action, "action_ts"),
+        user_id=text(payload.get("user"), "id"),
+        team_id=text(payload.get("team"), "id"),
+        channel_id=text(payload.get("channel"), "id") or text(payload.get("container"), "channel_id"),
+        response_url=text(payload, "response_url"),
+        trigger_id=text(payload, "trigger_id"),
+    )
+    if not interaction.user_id or not interaction.action_ts or not interaction.response_url:
+        raise KbSearchError("the payload lacks user.id, actions[0].action_ts or response_url")
+    return interaction
