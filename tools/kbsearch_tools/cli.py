@@ -324,6 +324,30 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_feedback(args: argparse.Namespace) -> int:
+    from kbsearch.config import load_settings
+    from kbsearch.feedback import open_feedback_store
+    from kbsearch.sources import open_source
+    from kbsearch_tools.feedback_export import export_beir
+
+    settings = load_settings()
+    table = args.table if args.table is not None else settings.slack_feedback_table
+    store = open_feedback_store(table, args.file or settings.slack_feedback_file)
+    source = open_source(args.kb or settings.kb_source)
+    report = export_beir(store.scan(), source, Path(args.beir))
+    summary = report.to_dict()
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(f"{summary['votes']} votes → {summary['queries']} queries, {summary['judgements']} judgements "
+              f"({summary['relevant']} relevant), {summary['documents']} documents → {args.beir}")  # fmt: skip
+        if report.unknown_paths or report.skipped_votes or report.skipped_notes:
+            print(f"left out: {report.unknown_paths} hits of notes no longer in the KB, {report.skipped_votes} "
+                  f"unreadable records, {len(report.skipped_notes)} unreadable notes", file=sys.stderr)  # fmt: skip
+        print(f"score it: kbsearch eval --beir {args.beir}")
+    return 0
+
+
 def _int_list(value: str) -> tuple[int, ...]:
     try:
         items = tuple(int(v) for v in value.split(",") if v.strip())
@@ -513,6 +537,22 @@ def build_parser() -> argparse.ArgumentParser:
     _oracle_args(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser(
+        "feedback",
+        help="votes on Slack answers: export them as a labelled query set for kbsearch eval",
+        description="Read the 👍/👎 votes on Slack answers (SLACK_FEEDBACK_TABLE in DynamoDB, else "
+        "SLACK_FEEDBACK_FILE) and write them as a BEIR folder: corpus.jsonl (every note of the KB, _id = its "
+        "path), queries.jsonl, qrels/test.tsv (hits of a 👍 answer score 1, of a 👎 answer 0; several voters: "
+        "the majority, a tie is 0). Then: kbsearch eval --beir DIR.",
+    )
+    p.add_argument("action", choices=["export"])
+    p.add_argument("--beir", required=True, metavar="DIR", help="folder to write the BEIR dataset into")
+    p.add_argument("--kb", help="the KB folder or s3://bucket/prefix for the corpus (default: KB_SOURCE)")
+    p.add_argument("--file", help="votes file (default: SLACK_FEEDBACK_FILE, .kbsearch/feedback.jsonl)")
+    p.add_argument("--table", help="DynamoDB table of votes (default: SLACK_FEEDBACK_TABLE; '' for the file)")
+    p.add_argument("--json", action="store_true", help="print the export summary as JSON")
+    p.set_defaults(func=cmd_feedback)
 
     p = sub.add_parser(
         "bench",
