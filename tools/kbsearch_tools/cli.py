@@ -348,6 +348,46 @@ def cmd_feedback(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_slack(args: argparse.Namespace) -> int:
+    from kbsearch.config import Secrets, load_settings
+    from kbsearch_tools.slack_client import LocalSlack, as_text, signed_curl
+
+    settings = load_settings()
+    secret = Secrets(settings).get("SLACK_SIGNING_SECRET")
+    if not secret:
+        raise KbSearchError("set SLACK_SIGNING_SECRET (the same value the server uses) to sign requests")
+    text = " ".join(args.text)
+    if args.print_curl:
+        print(signed_curl(args.api, secret, text, args.response_url or "http://127.0.0.1:9/response"))
+        return 0
+    shown: list[dict[str, Any]] = []
+
+    def show(title: str, message: dict[str, Any]) -> None:
+        shown.append({"step": title, "message": message})
+        if not args.json:
+            print(f"── {title} ──\n{as_text(message)}\n")
+
+    with LocalSlack(args.api, secret, user=args.user) as client:
+        ack, answer = client.command(text)
+        show("acknowledgement", ack)
+        if answer is None:
+            if args.press:
+                raise KbSearchError("that command did not search, so there is no answer to press buttons on")
+        else:
+            show("answer", answer)
+            for action_id in args.press or []:
+                posted = client.press(action_id, answer)
+                if posted is None:
+                    show(f"pressed {action_id}", {"text": "(a link: Slack opens it; nothing is posted)"})
+                    continue
+                show(f"pressed {action_id}", posted)
+                if posted.get("replace_original"):
+                    answer = posted  # More results: further presses act on the page shown
+    if args.json:
+        print(json.dumps(shown, ensure_ascii=False, indent=2))
+    return 0
+
+
 def _int_list(value: str) -> tuple[int, ...]:
     try:
         items = tuple(int(v) for v in value.split(",") if v.strip())
@@ -553,6 +593,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--table", help="DynamoDB table of votes (default: SLACK_FEEDBACK_TABLE; '' for the file)")
     p.add_argument("--json", action="store_true", help="print the export summary as JSON")
     p.set_defaults(func=cmd_feedback)
+
+    p = sub.add_parser(
+        "slack",
+        help="act as Slack: send a signed /kb command (and button presses) to a running API, show the answers",
+        description="Sign a /kb command with SLACK_SIGNING_SECRET, send it to --api, receive the answer on a "
+        "loopback response_url (the server needs SLACK_RESPONSE_HOSTS=127.0.0.1) and print it; --press presses "
+        "buttons of the answer in order (kb_share, kb_more, kb_vote_up, kb_vote_down, kb_open_1...). "
+        "--print-curl prints a signed curl instead (valid for 5 minutes).",
+    )
+    p.add_argument("text", nargs="+", help="what follows /kb, e.g. tag:runbook restore a snapshot")
+    p.add_argument("--api", default="http://127.0.0.1:3000", help="the API's base URL (default kbsearch serve's)")
+    p.add_argument("--press", action="append", metavar="ACTION_ID", help="press this button (repeatable)")
+    p.add_argument("--user", default="U0LOCAL", help="the Slack user id to act as (default U0LOCAL)")
+    p.add_argument("--print-curl", action="store_true", help="print a signed curl for the command and exit")
+    p.add_argument("--response-url", help="with --print-curl: the response_url to put in the command")
+    p.add_argument("--json", action="store_true", help="print every message as JSON")
+    p.set_defaults(func=cmd_slack)
 
     p = sub.add_parser(
         "bench",
