@@ -123,13 +123,14 @@ def form(text: str, response_url: str, trigger: str = "13345224609.738474920.808
     })  # fmt: skip
 
 
-def slack_event(body: str, ts: int | None = None, secret: str = SECRET, b64: bool = True, headers: Any = None) -> dict:
+def slack_event(body: str, ts: int | None = None, secret: str = SECRET, b64: bool = True, headers: Any = None,
+                path: str = "/slack/command") -> dict:  # fmt: skip
     stamp = str(int(time.time()) if ts is None else ts)
     sig = slack.sign(secret, stamp, body.encode())
     hdrs = [("X-Slack-Request-Timestamp", stamp), ("X-Slack-Signature", sig)] if headers is None else headers
     content_type = "application/x-www-form-urlencoded" if b64 else "text/plain"
-    return build_event(HttpRequest("POST", "/slack/command", "", [("Content-Type", content_type), *hdrs], body.encode()),
-                       "/slack/command", {}, "dev")  # fmt: skip
+    return build_event(HttpRequest("POST", path, "", [("Content-Type", content_type), *hdrs], body.encode()),
+                       path, {}, "dev")  # fmt: skip
 
 
 @pytest.mark.parametrize("b64", [True, False])
@@ -219,7 +220,8 @@ def test_unconfigured_secret_is_503(load_search_app, tmp_path: Path) -> None:
     assert call(slack_event(form("x", "https://hooks.slack.com/x")))["statusCode"] == 503
 
 
-def test_acknowledgement_imports_nothing_heavy_in_lambda(tmp_path: Path) -> None:
+@pytest.mark.parametrize("route", ["/slack/command", "/slack/interactive"])
+def test_acknowledgement_imports_nothing_heavy_in_lambda(tmp_path: Path, route: str) -> None:
     """A fresh interpreter as a real Lambda: the ack path records the signature in DynamoDB (the replay guard) and
     hands off through the Lambda Invoke API (loopback fakes of both), and imports none of qdrant_client, numpy or
     the X-Ray SDK (boto3 is what the replay guard and the hand-off need)."""
@@ -228,6 +230,12 @@ def test_acknowledgement_imports_nothing_heavy_in_lambda(tmp_path: Path) -> None
     dynamodb.body, dynamodb.content_type = b"{}", "application/x-amz-json-1.0"
     try:
         event = slack_event(form("qdrant snapshot", "https://hooks.slack.com/commands/1"))
+        if route == "/slack/interactive":  # a 👍 press on an answer
+            action = {"action_id": "kb_vote_up", "value": '{"q":"qdrant snapshot","p":0}', "action_ts": "1.2"}
+            payload = {"type": "block_actions", "user": {"id": "U1"}, "team": {"id": "T1"}, "actions": [action],
+                       "response_url": "https://hooks.slack.com/actions/1"}  # fmt: skip
+            body = urlencode({"payload": json.dumps(payload)})
+            event = slack_event(body, path=route)
         code = f"""
 import json, sys
 sys.path.insert(0, {str(ROOT / "functions" / "search")!r})
@@ -253,7 +261,12 @@ print(json.dumps({{"status": result["statusCode"], "heavy": heavy, "body": resul
         (invoke,) = lambda_api.requests
         assert invoke.path == "/2015-03-31/functions/kb-search-dev-slack-worker/invocations"
         assert invoke.headers.get("x-amz-invocation-type") == "Event"
-        assert invoke.body["slack_job"]["text"] == "qdrant snapshot"
+        job = invoke.body["slack_job"]
+        if route == "/slack/command":
+            assert job["text"] == "qdrant snapshot"
+        else:
+            assert job["kind"] == "action" and job["action_id"] == "kb_vote_up" and len(job["voter"]) == 32
+            assert "U1" not in job["voter"]
         (put,) = dynamodb.requests
         assert put.headers.get("x-amz-target") == "DynamoDB_20120810.PutItem"
         assert put.body["TableName"] == "kb-search-dev-slack"

@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import parse_qsl, quote, urlencode
 
 import boto3
 import pytest
@@ -202,6 +202,7 @@ def test_double_press_is_one_action(app, hook: FakeEndpoint) -> None:
 @pytest.mark.parametrize(
     ("body", "status"),
     [("payload=%7B", 400), ("nopayload=1", 400), ("payload=%5B%5D", 400), ("payload=" + "%5B" * 5000, 400),
+     ("payload=" + "%5B" * 5000 + "%5D" * 5000, 400), ("payload=" + "x" * 300_000, 400), ("payload=" + "x" * 1_100_000, 413), ("payload=%FF%FE", 400),
      ("payload=" + json.dumps({"type": "view_submission"}), 200),
      ("payload=" + json.dumps({"type": "block_actions", "actions": [{"action_id": "elsewhere"}]}), 200),
      ("payload=" + json.dumps({"type": "block_actions", "actions": [{"action_id": "kb_share", "value": "x"}]}), 400),
@@ -276,3 +277,16 @@ def test_file_feedback_store_reads_what_it_wrote(tmp_path: Path) -> None:
     assert record["hits"] == [{"path": "x.md", "rank": 6}] and record["page"] == 1
     with pytest.raises(ValueError):
         vote_record("q", {}, 0, [], 1, "meh", "h")
+
+
+def test_a_press_on_a_long_russian_answer_is_taken(app, hook: FakeEndpoint) -> None:
+    """Slack sends the message a button was pressed on; percent-encoded Russian text triples it past 64 KiB."""
+    button = {"action_id": "kb_share", "text": {"type": "plain_text", "text": "Share"},
+              "value": AnswerState("ротация ключей").encode()}  # fmt: skip
+    form = dict(parse_qsl(press(button, hook.url + "/long")))
+    payload = json.loads(form["payload"])
+    payload["message"] = {"blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": "ключ " * 600}}] * 8}
+    body = urlencode({"payload": json.dumps(payload, ensure_ascii=False)})
+    assert len(body) > 64 * 1024
+    assert app(signed_event("/slack/interactive", body))["statusCode"] == 200
+    assert wait_for(hook, 1)[0]["response_type"] == "in_channel"

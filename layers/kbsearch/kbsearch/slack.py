@@ -248,7 +248,7 @@ def apology(query: str) -> dict[str, Any]:
 
 # -- interactivity (buttons) ----------------------------------------------------------------------------------------
 
-MAX_PAYLOAD_CHARS = 256 * 1024
+MAX_PAYLOAD_CHARS = 1024 * 1024
 #: Button actions handed to the worker (Open is a URL button: Slack opens the link and the interaction is ignored).
 WORKER_ACTIONS = ("kb_share", "kb_more", "kb_vote_up", "kb_vote_down")
 
@@ -298,7 +298,7 @@ def parse_interaction(body: bytes) -> Interaction | None:
         raise KbSearchError(f"the form body has more than {MAX_FORM_FIELDS} fields") from None
     raw = (form.get("payload") or [""])[0]
     if not raw or len(raw) > MAX_PAYLOAD_CHARS:
-        raise KbSearchError("expected a form field 'payload' with JSON (at most 256 KiB)")
+        raise KbSearchError("expected a form field 'payload' with JSON (at most 1 MiB)")
     try:
         payload = json.loads(raw)
     except (ValueError, RecursionError):
