@@ -125,13 +125,17 @@ class SlashCommand:
         return cls(**{k: str(job.get(k, "")) for k in cls.__dataclass_fields__})
 
 
-def parse_command(body: bytes) -> SlashCommand:
+def _form(body: bytes) -> dict[str, list[str]]:
     try:
-        form = parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS)
+        return parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS)
     except UnicodeDecodeError:
         raise KbSearchError("the form body is not UTF-8") from None
     except ValueError:
         raise KbSearchError(f"the form body has more than {MAX_FORM_FIELDS} fields") from None
+
+
+def parse_command(body: bytes) -> SlashCommand:
+    form = _form(body)
 
     def one(name: str) -> str:
         return (form.get(name) or [""])[0]
@@ -290,13 +294,7 @@ def voter_hash(secret: str, team_id: str, user_id: str) -> str:
 def parse_interaction(body: bytes) -> Interaction | None:
     """The form's ``payload`` JSON → the button pressed; None for interactions kb-search does not act on (other
     payload types, URL buttons, unknown actions). Raises KbSearchError for a body that is not a payload."""
-    try:
-        form = parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS)
-    except UnicodeDecodeError:
-        raise KbSearchError("the form body is not UTF-8") from None
-    except ValueError:
-        raise KbSearchError(f"the form body has more than {MAX_FORM_FIELDS} fields") from None
-    raw = (form.get("payload") or [""])[0]
+    raw = (_form(body).get("payload") or [""])[0]
     if not raw or len(raw) > MAX_PAYLOAD_CHARS:
         raise KbSearchError("expected a form field 'payload' with JSON (at most 1 MiB)")
     try:

@@ -76,11 +76,16 @@ def slack_router(container: Container) -> Router:
     router = Router()
     edge = SlackEdge(container)
 
-    def verified(secret: str) -> bytes | Response[Any]:
-        """The raw body once Slack's signature over it checks out and it was not seen before; else the 401 (or the
-        503 when the store of seen signatures is down). Commands and interactions share this one check."""
+    def verified() -> tuple[str, bytes] | Response[Any]:
+        """The signing secret and the raw body once Slack's signature over it checks out and it was not seen
+        before; else the 401 (or a 503: no signing secret, or the store of seen signatures is down). Commands and
+        interactions share this one check."""
         from kbsearch import slack
 
+        secret = container.secrets.get("SLACK_SIGNING_SECRET")
+        if not secret:
+            logger.error("SLACK_SIGNING_SECRET is not configured")
+            return error(503, "slack_not_configured", "the Slack signing secret is not configured")
         event = router.current_event
         headers = dict(event.headers or {})
         raw = body.raw_bytes(event.raw_event)  # the exact bytes Slack signed: checked before anything decodes them
@@ -93,25 +98,16 @@ def slack_router(container: Container) -> Router:
         except Exception:
             logger.exception("the store of seen Slack signatures failed")
             return error(503, "slack_unavailable", "cannot check this request right now; try again shortly")
-        return raw
-
-    def signing_secret() -> str | Response[Any]:
-        secret = container.secrets.get("SLACK_SIGNING_SECRET")
-        if not secret:
-            logger.error("SLACK_SIGNING_SECRET is not configured")
-            return error(503, "slack_not_configured", "the Slack signing secret is not configured")
-        return secret
+        return secret, raw
 
     @router.post("/slack/command", include_in_schema=False)
     def slack_command() -> Response[Any]:
         from kbsearch import slack
 
-        secret = signing_secret()
-        if isinstance(secret, Response):
-            return secret
-        raw = verified(secret)
-        if isinstance(raw, Response):
-            return raw
+        checked = verified()
+        if isinstance(checked, Response):
+            return checked
+        _secret, raw = checked
         try:
             command = slack.parse_command(raw)
         except KbSearchError as exc:
@@ -131,12 +127,10 @@ def slack_router(container: Container) -> Router:
         worker does the rest (and answers each press once)."""
         from kbsearch import slack
 
-        secret = signing_secret()
-        if isinstance(secret, Response):
-            return secret
-        raw = verified(secret)
-        if isinstance(raw, Response):
-            return raw
+        checked = verified()
+        if isinstance(checked, Response):
+            return checked
+        secret, raw = checked
         try:
             interaction = slack.parse_interaction(raw)
         except KbSearchError as exc:
