@@ -290,7 +290,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         if hit.heading and hit.heading != hit.title:
             print(f"{'':15}§ {hit.heading}")
         print(f"{'':15}{hit.path}" + (f"  [{', '.join(hit.tags)}]" if hit.tags else ""))
-        print(f"{'':15}{hit.snippet}")
+        print(f"{'':15}" + hit.snippet.replace("\n", "\n" + " " * 15))  # snippets keep their line breaks
     return 0
 
 
