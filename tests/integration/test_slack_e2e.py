@@ -78,9 +78,10 @@ def test_command_to_eval_through_kbsearch_serve(
             )
 
             # 2. Share in channel: the same answer, in the channel, with who asked
+            t0 = time.monotonic()
             share = as_slack(base, "/slack/interactive",
                              interaction_form(found["kb_share"], hook.url + "/r1", USER, "T0E2E", "C0E2E"))  # fmt: skip
-            assert share.status_code == 200 and share.text == ""
+            assert share.status_code == 200 and share.text == "" and time.monotonic() - t0 < 3  # acked at once
             shared = next_post(hook, 1)
             assert shared["response_type"] == "in_channel" and f"asked by <@{USER}>" in json.dumps(shared)
             assert buttons(shared)["kb_open_1"]["url"] == first_hit
