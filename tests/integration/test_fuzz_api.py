@@ -53,6 +53,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
         fireworks.stop()
 
 
+@pytest.mark.timeout(900)  # the schemathesis run's own limit: ~4,000 cases take minutes on a loaded 2-core box
 def test_schemathesis_all_phases_no_5xx(served: ServeProcess, tmp_path: Path) -> None:
     report = tmp_path / "schemathesis.json"
     command = [
