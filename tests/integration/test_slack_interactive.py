@@ -290,3 +290,39 @@ def test_a_press_on_a_long_russian_answer_is_taken(app, hook: FakeEndpoint) -> N
     assert len(body) > 64 * 1024
     assert app(signed_event("/slack/interactive", body))["statusCode"] == 200
     assert wait_for(hook, 1)[0]["response_type"] == "in_channel"
+
+
+def test_worker_function_stores_a_vote_in_dynamodb_once(monkeypatch: pytest.MonkeyPatch, hook: FakeEndpoint,
+                                                        bm25_index: Path, tmp_path: Path) -> None:  # fmt: skip
+    """SlackWorkerFunction's handler with the template's tables (moto): a 👍 job is stored once, answered once."""
+    import importlib.util
+
+    from kbsearch_tools.local.runtime import LambdaContext
+    from tests.conftest import ROOT
+
+    store = tmp_path / "q"
+    copy_store(bm25_index, store)
+    for key, value in {"QDRANT_PATH": str(store), "SLACK_RESPONSE_HOSTS": "127.0.0.1", "SLACK_DEDUPE_TABLE": "dedupe",
+                       "SLACK_FEEDBACK_TABLE": "votes"}.items():  # fmt: skip
+        monkeypatch.setenv(key, value)
+    with mock_aws():
+        ddb = boto3.client("dynamodb", region_name="us-east-1")
+        for table, key in (("dedupe", "pk"), ("votes", "id")):
+            ddb.create_table(TableName=table, KeySchema=[{"AttributeName": key, "KeyType": "HASH"}],
+                             AttributeDefinitions=[{"AttributeName": key, "AttributeType": "S"}],
+                             BillingMode="PAY_PER_REQUEST")  # fmt: skip
+        spec = importlib.util.spec_from_file_location("slack_worker_app_test", ROOT / "functions/slack_worker/app.py")
+        assert spec and spec.loader
+        app = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(app)
+        interaction = slack.Interaction("kb_vote_down", AnswerState("runbook", hits=("a.md", "b.md")).encode(with_hits=True),
+                                        "1700.1", USER, "T1", "C1", hook.url + "/v", "t", "f" * 32)  # fmt: skip
+        context = LambdaContext("kb-search-dev-slack-worker", 1536, 60)
+        assert app.lambda_handler({"slack_job": interaction.to_job()}, context) == {"status": "posted"}
+        assert app.lambda_handler({"slack_job": interaction.to_job()}, context) == {"status": "duplicate"}
+        (item,) = ddb.scan(TableName="votes")["Items"]
+        record = json.loads(item["record"]["S"])
+        assert (
+            record["vote"] == "down" and record["voter"] == "f" * 32 and [h["rank"] for h in record["hits"]] == [1, 2]
+        )
+    assert len(hook.requests) == 1 and "not helpful" in hook.requests[0].body["text"]
