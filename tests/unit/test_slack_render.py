@@ -60,6 +60,7 @@ def block_kit_problems(message: dict[str, Any]) -> list[str]:
     if len(blocks) > LIMITS["blocks"]:
         problems.append(f"{len(blocks)} blocks")
     total = len(message.get("text", ""))
+    problems += mrkdwn_problems(message.get("text", ""), "notification text")
     for i, block in enumerate(blocks):
         kind = block["type"]
         if len(block.get("block_id", "")) > LIMITS["block_id"]:
@@ -270,6 +271,8 @@ def test_hostile_snippets_render_inert_and_within_limits(name: str) -> None:
     for view in views():
         message = render_answer(answer, view)
         assert not block_kit_problems(message), block_kit_problems(message)[:5]
+        empty = render_answer(make_answer([], query=text[:1000]), view)  # no hits: the question echoed, escaped
+        assert not block_kit_problems(empty), block_kit_problems(empty)[:5]
         dumped = json.dumps(shown_text(message), ensure_ascii=False)
         for mention in ("<!channel>", "<!here>", "<@U123>", "<#C123>", "<!everyone>"):
             assert mention not in dumped

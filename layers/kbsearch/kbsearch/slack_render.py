@@ -522,7 +522,7 @@ def render_answer(answer: SearchResponse, view: View) -> dict[str, Any]:
         text = (f"No notes found{where} for “{mrkdwn_plain(answer.query, 200)}”. Try fewer or other words, the "
                 "other language (Russian ↔ English), fewer filters, or `/kb help`.")  # fmt: skip
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": text}})
-        return {"response_type": response_type, "replace_original": False, "text": cut(text, 300), "blocks": blocks}
+        return {"response_type": response_type, "replace_original": False, "text": text, "blocks": blocks}
 
     footer_room = 1500  # footer context + buttons
     room = MAX_MESSAGE_CHARS - _text_size(blocks) - footer_room
