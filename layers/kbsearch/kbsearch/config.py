@@ -45,6 +45,7 @@ SECRET_NAMES: tuple[str, ...] = (
     "RERANKER_FALLBACK_API_KEY",
     "EXPANSION_API_KEY",
     "SLACK_SIGNING_SECRET",
+    "ACCESS_GROUPS",  # the caller mapping of kbsearch.access (API key ids, Slack channels → groups), JSON
 )
 
 
@@ -267,6 +268,12 @@ class Settings(BaseModel):
     deadline_margin_s: float = Field(default=60.0, ge=0.0)
     index_lease_table: str = ""  # DynamoDB table of the one-run-at-a-time lease (kbsearch.lease); empty → none
     index_lease_ttl_s: float = Field(default=300.0, ge=30.0, le=3600.0)
+    # A change younger than this may still have its S3 event in the queue: a reconciling sync does not count it
+    # in missed_by_events.
+    event_grace_s: float = Field(default=300.0, ge=0.0)
+    # Access scopes (kbsearch.access): who may read a note with no frontmatter access and no folder rule.
+    # public: everyone; deny: nobody but an unrestricted operator tool (list every readable note or folder).
+    access_default: Literal["public", "deny"] = "public"
 
     # Secrets given directly (local runs). In Lambda only the *_PARAM names are set.
     qdrant_api_key: SecretStr | None = None
@@ -276,6 +283,7 @@ class Settings(BaseModel):
     reranker_fallback_api_key: SecretStr | None = None
     expansion_api_key: SecretStr | None = None
     slack_signing_secret: SecretStr | None = None
+    access_groups: SecretStr | None = None
 
     # SSM parameter names of the secrets.
     qdrant_api_key_param: str = ""
@@ -285,6 +293,7 @@ class Settings(BaseModel):
     reranker_fallback_api_key_param: str = ""
     expansion_api_key_param: str = ""
     slack_signing_secret_param: str = ""
+    access_groups_param: str = ""
     secrets_ttl_s: int = Field(default=300, ge=0)
 
     # The provider settings grouped per role, read from the flat fields above (whose names are the environment

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 
+from kbsearch.access import Scope
 from kbsearch.config import Settings
 from kbsearch.errors import KbSearchError
 from kbsearch.feedback import FeedbackStore, open_feedback_store, vote_record
@@ -110,14 +111,22 @@ def post_to_slack(
         raise SlackPostError(f"response_url did not take the answer ({exc.kind})") from None
 
 
+SlackScope = Callable[[str, str, str | None, bool], Scope]
+
+
+def _public_only(team: str, channel: str, _user: str | None, _share: bool) -> Scope:
+    return Scope.public(f"slack:{team}/{channel}")
+
+
 def slack_search(
-    service: Callable[[], SearchService], state: AnswerState, view: View, deadline: Deadline
+    service: Callable[[], SearchService], state: AnswerState, view: View, deadline: Deadline, scope: Scope
 ) -> SearchResponse:
-    """The one search call behind every Slack answer (a command, Share, More, a vote that lost its hits)."""
+    """The one search call behind every Slack answer (a command, Share, More, a vote that lost its hits), within
+    the caller's ``scope`` (an answer shared into the channel: the channel's)."""
     request = SearchRequest(
         query=state.query[:MAX_QUERY_CHARS], top_k=view.top_k, filters=SearchFilters.model_validate(state.filters)
     )
-    return service().search(request, remaining_s=deadline.remaining() if deadline.at else None)
+    return service().search(request, remaining_s=deadline.remaining() if deadline.at else None, scope=scope)
 
 
 def answer_view(settings: Settings, **kwargs: Any) -> View:
@@ -134,13 +143,17 @@ def handle_job(
     settings: Settings,
     deadline: Deadline | None = None,
     feedback: FeedbackStore | None = None,
+    scope_for: SlackScope | None = None,
 ) -> str:
     """Answer one slash command or one button press within ``deadline`` (the invocation's remaining time).
     Returns ``posted``, ``duplicate``, ``rejected`` or ``expired`` (Slack refused the post: the response_url is
-    spent or expired, and retrying cannot help); raises SlackPostError when a retry may succeed."""
+    spent or expired, and retrying cannot help); raises SlackPostError when a retry may succeed.
+    ``scope_for(team, channel, user, share)``: the caller's scope (default: ``public`` only); an answer shared
+    into the channel is searched with the channel's scope."""
     deadline = deadline or Deadline()
     if job.get("kind") == "action":
-        return handle_action(Interaction.from_job(job), service, deduper, client, settings, deadline, feedback)
+        action = Interaction.from_job(job)
+        return handle_action(action, service, deduper, client, settings, deadline, feedback, scope_for)
     command = SlashCommand.from_job(job)
     if not _allowed(command.response_url, settings):
         return "rejected"
@@ -153,7 +166,8 @@ def handle_job(
     else:
         state = AnswerState(intent.query, intent.filters)
         view = answer_view(settings, share=intent.share, asked_by=command.user_id, filters=intent.filters)
-        payload = _answer(service, state, view, deadline)
+        scope = (scope_for or _public_only)(command.team_id, command.channel_id, command.user_id, intent.share)
+        payload = _answer(service, state, view, deadline, scope)
     return _deliver(client, command.response_url, payload, deduper, command.request_key, deadline)
 
 
@@ -165,9 +179,11 @@ def _allowed(url: str, settings: Settings) -> bool:
     return False
 
 
-def _answer(service: Callable[[], SearchService], state: AnswerState, view: View, deadline: Deadline) -> dict[str, Any]:
+def _answer(
+    service: Callable[[], SearchService], state: AnswerState, view: View, deadline: Deadline, scope: Scope
+) -> dict[str, Any]:
     try:
-        answer = slack_search(service, state, view, deadline)
+        answer = slack_search(service, state, view, deadline, scope)
     except Exception:
         logger.exception("search for Slack failed")
         return apology(state.query)
@@ -196,9 +212,11 @@ def handle_action(
     settings: Settings,
     deadline: Deadline,
     feedback: FeedbackStore | None = None,
+    scope_for: SlackScope | None = None,
 ) -> str:
     """One button press, at most once (Slack's retries share ``action_ts`` + ``action_id`` + user): Share posts
-    the same answer to the channel, More replaces the answer with its next page, 👍/👎 store a vote."""
+    the same answer to the channel (searched with the channel's scope), More replaces the answer with its next
+    page, 👍/👎 store a vote (More and a vote that lost its hits search with the presser's scope)."""
     if not _allowed(interaction.response_url, settings):
         return "rejected"
     key = interaction.request_key
@@ -213,15 +231,17 @@ def handle_action(
                                    "text": "This button belongs to an answer kb-search cannot read any more; "
                                            "please run `/kb` again."}  # fmt: skip
         return _deliver(client, interaction.response_url, payload, deduper, key, deadline)
-    if interaction.action_id == ACTION_SHARE:
+    share = interaction.action_id == ACTION_SHARE
+    scope = (scope_for or _public_only)(interaction.team_id, interaction.channel_id, interaction.user_id, share)
+    if share:
         view = answer_view(settings, share=True, asked_by=interaction.user_id, page=state.page, filters=state.filters)
-        payload = _answer(service, state, view, deadline)
+        payload = _answer(service, state, view, deadline, scope)
     elif interaction.action_id == ACTION_MORE:
         view = answer_view(settings, page=state.page, filters=state.filters)
-        payload = _answer(service, state, view, deadline)
+        payload = _answer(service, state, view, deadline, scope)
         payload["replace_original"] = payload.get("response_type") == "ephemeral" and "blocks" in payload
     else:
-        payload = _vote(interaction, state, service, settings, deadline, feedback)
+        payload = _vote(interaction, state, service, settings, deadline, feedback, scope)
     return _deliver(client, interaction.response_url, payload, deduper, key, deadline)
 
 
@@ -232,13 +252,14 @@ def _vote(
     settings: Settings,
     deadline: Deadline,
     feedback: FeedbackStore | None,
+    scope: Scope,
 ) -> dict[str, Any]:
     vote = "up" if interaction.action_id == ACTION_UP else "down"
     view = answer_view(settings, page=state.page, filters=state.filters)
     paths = list(state.hits)
     try:
         if not paths:  # the button could not carry them (long paths): the same search finds them again
-            answer = slack_search(service, state, view, deadline)
+            answer = slack_search(service, state, view, deadline, scope)
             start = state.page * view.per_page
             paths = [h.path for h in answer.results[start : start + view.per_page]]
         record = vote_record(state.query, state.filters, state.page, paths, state.page * view.per_page + 1, vote,

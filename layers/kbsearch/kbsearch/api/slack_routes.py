@@ -48,10 +48,12 @@ class SlackEdge:
                     from kbsearch.providers.resilience import shared_client
                     from kbsearch.slack_worker import MemoryDeduper, handle_job
 
-                    deduper, service = MemoryDeduper(), self.container.search
+                    deduper, service, scope = MemoryDeduper(), self.container.search, self.container.slack_scope
                     votes = open_feedback_store(settings.slack_feedback_table, settings.slack_feedback_file)
                     self._handoff = ThreadHandoff(
-                        lambda job: handle_job(job, service, deduper, shared_client(), settings, feedback=votes)
+                        lambda job: handle_job(
+                            job, service, deduper, shared_client(), settings, feedback=votes, scope_for=scope
+                        )
                     )
             return self._handoff
 

@@ -30,11 +30,15 @@ DENSE = "dense"  # the named dense vector (cosine)
 SPARSE = "bm25"  # the named sparse vector (BM25 term weights; Qdrant applies IDF)
 #: What a collection records about its dense vectors (collection metadata): model, dimensions, input format.
 SIGNATURE_KEYS = ("embedding_model", "embedding_dimensions", "embedding_input_format")
+#: Collection metadata: link keys naming only non-public notes → their groups (kbsearch.access.visible_links).
+RESTRICTED_LINKS = "access_restricted_links"
 REBUILDING = "embedding_rebuilding"  # metadata key while a re-embed runs: the vectors are of two models
+#: Metadata keys of the last successful indexer run (when, and full | reconcile | events | watch): /health's answer.
+LAST_SYNC_AT, LAST_SYNC_KIND = "last_sync_at", "last_sync_kind"
 #: The payload indexes every collection gets (field → Qdrant's payload schema type).
 PAYLOAD_INDEXES = {
     "path": "keyword", "doc_id": "keyword", "tags": "keyword", "type": "keyword", "status": "keyword",
-    "folders": "keyword", "chunk_index": "integer", "updated": "datetime",
+    "folders": "keyword", "chunk_index": "integer", "updated": "datetime", "access": "keyword",
 }  # fmt: skip
 POINT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://kb-search/points")
 
@@ -97,8 +101,17 @@ def filter_json(
     statuses: list[str] | None = None,
     path_prefix: str | None = None,
     updated_after: dt.date | None = None,
+    groups: Sequence[str] | None = None,
 ) -> dict[str, Any] | None:
+    """The search's filter, the one place it is built: the request's filters and the caller's scope. ``groups``
+    (:meth:`kbsearch.access.Scope.query_groups`; None: unrestricted) is a must-clause on the chunks' ``access``
+    field, so what the caller may not read never leaves Qdrant: :func:`fusion_request` puts this filter on every
+    prefetch and on the fused query."""
     must: list[dict[str, Any]] = []
+    if groups is not None:
+        if not groups:
+            raise ValueError("a restricted scope holds at least one group")
+        must.append({"key": "access", "match": {"any": sorted(groups)}})
     if tags:
         must.append({"key": "tags", "match": {"any": list(tags)}})
     if types:
@@ -158,19 +171,37 @@ def fusion_request(
         )
     if not prefetch:
         return None
-    if query_filter is not None:
-        for p in prefetch:
-            p["filter"] = query_filter
     rrf: dict[str, Any] = {"k": rrf_k}
     if bm25_weight != 1.0 and dense and len(prefetch) > len(dense):
         rrf["weights"] = [1.0] * len(dense) + [bm25_weight]
-    return {
+    return filtered_everywhere({
         "prefetch": prefetch,
         "query": {"fusion": "dbsf"} if fusion == "dbsf" else {"rrf": rrf},
         "limit": min(fused_limit, prefetch_limit * len(prefetch)) if fused_limit else prefetch_limit * len(prefetch),
         "with_payload": {"exclude": ["meta"]},
         "with_vector": False,
-    }
+    }, query_filter)  # fmt: skip
+
+
+def filtered_everywhere(request: dict[str, Any], query_filter: dict[str, Any] | None) -> dict[str, Any]:
+    """``request`` with ``query_filter`` on the fused query and on every prefetch, nested ones included, whatever
+    the fusion's shape: the scope's clause reaches every leg. Returns ``request`` (changed in place)."""
+    if query_filter is None:
+        return request
+
+    def apply(node: dict[str, Any]) -> None:
+        node["filter"] = _and(node.get("filter"), query_filter)
+        for inner in node.get("prefetch") or []:
+            apply(inner)
+
+    apply(request)
+    return request
+
+
+def _and(first: dict[str, Any] | None, second: dict[str, Any]) -> dict[str, Any]:
+    if first is None or first == second:
+        return second
+    return {"must": [first, second]}
 
 
 def group(points: Sequence[dict[str, Any]], limit: int) -> list[Candidate]:
