@@ -30,6 +30,6 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         logger.error("event without slack_job; nothing to do")
         return {"status": "ignored"}
     deadline = Deadline(context.get_remaining_time_in_millis() / 1000 - 2)
-    status = handle_job(job, container.search, deduper, shared_client(), settings, deadline)
+    status = handle_job(job, container.search, deduper, shared_client(), settings, deadline, container.slack_scope)
     logger.info("slack job done", extra={"status": status})
     return {"status": status}

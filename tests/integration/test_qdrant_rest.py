@@ -43,6 +43,7 @@ def edge_by_hand(weights: list[float] | None) -> Any:
     """The same query written with Qdrant Edge's own API (qdrant.tech/documentation/edge)."""
     edge = pytest.importorskip("qdrant_edge", reason="no Qdrant Edge wheel on this platform")
     qfilter = edge.Filter(must=[
+        edge.FieldCondition(key="access", match=edge.MatchAny(any=["hr", "public"])),
         edge.FieldCondition(key="tags", match=edge.MatchAny(any=["runbook", "qdrant"])),
         edge.FieldCondition(key="type", match=edge.MatchAny(any=["runbook"])),
         edge.FieldCondition(key="status", match=edge.MatchAny(any=["active"])),
@@ -59,6 +60,7 @@ def edge_by_hand(weights: list[float] | None) -> Any:
                                                              using="bm25"), filter=qfilter),
         ],
         query=edge.Fusion.Rrf(k=60, weights=weights),
+        filter=qfilter,  # the caller's scope on the fused query too, not only on each leg
         with_payload=edge.PayloadSelector.Exclude(["meta"]),
         with_vector=False,
     )  # fmt: skip
@@ -69,6 +71,7 @@ def test_request_body_matches_qdrant_client_and_edge(qdrant: FakeEndpoint, weigh
     client = QdrantClient(url=qdrant.url, check_compatibility=False)
     when = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     conditions: list[models.Condition] = [
+        models.FieldCondition(key="access", match=models.MatchAny(any=["hr", "public"])),
         models.FieldCondition(key="tags", match=models.MatchAny(any=["runbook", "qdrant"])),
         models.FieldCondition(key="type", match=models.MatchAny(any=["runbook"])),
         models.FieldCondition(key="status", match=models.MatchAny(any=["active"])),
@@ -88,6 +91,7 @@ def test_request_body_matches_qdrant_client_and_edge(qdrant: FakeEndpoint, weigh
                             filter=qfilter, limit=50),
         ],
         query=models.RrfQuery(rrf=models.Rrf(k=60, weights=weights)),
+        query_filter=qfilter,
         limit=150,
         with_payload=models.PayloadSelectorExclude(exclude=["meta"]),
     )  # fmt: skip
@@ -97,7 +101,7 @@ def test_request_body_matches_qdrant_client_and_edge(qdrant: FakeEndpoint, weigh
         [[0.1, 0.2], [0.3, 0.4]],
         SparseVector([1, 5], [1.0, 1.0]),
         filter_json(tags=["runbook", "qdrant"], types=["runbook"], statuses=["active"], path_prefix="ru/ранбуки/",
-                    updated_after=dt.date(2026, 1, 1)),
+                    updated_after=dt.date(2026, 1, 1), groups=["public", "hr"]),
         prefetch_limit=50, hnsw_ef=256, rrf_k=60,
     )  # fmt: skip
     assert ours is not None
@@ -107,8 +111,8 @@ def test_request_body_matches_qdrant_client_and_edge(qdrant: FakeEndpoint, weigh
     assert repr(edge_request(ours)) == repr(edge_by_hand(weights))
     # datetimes: compare instants, whatever the spelling of UTC
     for body in (sent, ours):
-        for prefetch in body["prefetch"]:
-            for cond in prefetch["filter"]["must"]:
+        for filtered in [*body["prefetch"], body]:
+            for cond in filtered["filter"]["must"]:
                 if "range" in cond and isinstance(cond["range"]["gt"], str):  # the filter may be shared
                     cond["range"]["gt"] = dt.datetime.fromisoformat(cond["range"]["gt"].replace("Z", "+00:00"))
     assert sent == drop_none(ours)
@@ -225,8 +229,8 @@ def test_weighted_rrf_body_matches_qdrant_client_and_the_embedded_store_weighs_i
     store = Store(QdrantClient(":memory:"), "kb", 2, embedded=True)
     store.ensure_collection()
     store.upsert([
-        ChunkPoint("a.md", 0, {"doc_id": "a"}, SparseVector([1], [2.0]), [0.6, 0.8]),  # BM25 first, dense second
-        ChunkPoint("b.md", 0, {"doc_id": "b"}, SparseVector([1], [1.0]), [1.0, 0.0]),  # dense first, BM25 second
+        ChunkPoint("a.md", 0, {"path": "a.md", "doc_id": "a"}, SparseVector([1], [2.0]), [0.6, 0.8]),  # BM25 first, dense second
+        ChunkPoint("b.md", 0, {"path": "b.md", "doc_id": "b"}, SparseVector([1], [1.0]), [1.0, 0.0]),  # dense first, BM25 second
     ])  # fmt: skip
     retriever = EmbeddedRetriever(store)
     ask = [[1.0, 0.0]], SparseVector([1], [1.0]), None
@@ -285,13 +289,14 @@ def test_batch_answers_are_read_per_leg_with_ties_in_point_id_order(qdrant: Fake
         {"points": [{"id": "b", "score": 2.0, "payload": {"path": "b.md"}},
                     {"id": "a", "score": 2.0, "payload": {"path": "a.md"}},
                     {"id": "c", "score": 3.0, "payload": {"path": "c.md"}}]},
-        {"points": [{"id": "z", "score": 1.5}]},
+        {"points": [{"id": "z", "score": 1.5, "payload": {"path": "z.md"}}, {"id": "y", "score": 1.4},
+                    {"id": "x", "score": 1.3, "payload": {}}]},
     ]}).encode()  # fmt: skip
     rest = QdrantRest(qdrant.url, "kb", lambda: None, shared_client(), 2.0)
     searches, legs = batch_searches([], [(SparseVector([1], [1.0]), "en")], None, probes=[1])
     (_, lexical), (_, probe) = retrieve_legs(rest, searches, legs, 2.0)
     assert [c.id for c in lexical] == ["c", "a", "b"]  # equal scores: by point id, every run
-    assert probe[0].score == 1.5 and probe[0].payload == {}
+    assert [(c.id, c.score, c.payload) for c in probe] == [("z", 1.5, {"path": "z.md"})]  # no path: dropped
 
 
 BAD_BATCH_ANSWERS = [

@@ -21,6 +21,30 @@ EXIT_USAGE = 2
 EXIT_LEASE_HELD = 75  # EX_TEMPFAIL: another run holds the index lease; nothing was changed, try again later
 
 
+def _printable(value: Any) -> Any:
+    """``value`` with every string made valid Unicode: a file name that is not UTF-8 (held by Python as lone
+    surrogates) becomes its bytes escaped (``caf\\xe9.md``), so the output is valid UTF-8 and valid JSON whatever
+    the locale."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            try:
+                return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            except UnicodeEncodeError:  # a surrogate no file name produces: escape it as it is
+                return value.encode("utf-8", "backslashreplace").decode("utf-8")
+        return value
+    if isinstance(value, dict):
+        return {_printable(k): _printable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_printable(v) for v in value]
+    return value
+
+
+def _json_text(value: Any) -> str:
+    return json.dumps(_printable(value), ensure_ascii=False, indent=2)
+
+
 def _find_template(given: str | None) -> Path:
     if given:
         return Path(given)
@@ -125,10 +149,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     template = Template(_find_template(args.template), _parameter_overrides(args.parameter_overrides))
     env_vars = read_env_vars_file(args.env_vars) if args.env_vars else None
-    api = LocalApi(template, parse_api_keys(os.environ.get("KB_LOCAL_API_KEYS")), env_vars, args.use_ssm)
+    try:
+        keys = parse_api_keys(os.environ.get("KB_LOCAL_API_KEYS"))
+    except ValueError as exc:
+        raise SystemExit(f"kbsearch serve: {exc}") from None
+    api = LocalApi(template, keys, env_vars, args.use_ssm)
     for logical_id in sorted({r.function_id for r in api.routes}):
         api.function(logical_id)  # import now: a configuration error stops start-up, not the first request
     server = make_server(api, args.host, args.port)
+    live = _live_sync(api, args)
     import faulthandler
     import signal
 
@@ -140,13 +169,76 @@ def cmd_serve(args: argparse.Namespace) -> int:
         key = " (API key)" if route.api_key_required and api.api_keys else ""
         print(f"  {route.method:5} {base}{route.path}  → {route.function_id}{key}", flush=True)
     print(f"try: curl -s {base}/health", flush=True)
+    for line in live.banner:
+        print(line, flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
         server.server_close()
+        live.close()
     return 0
+
+
+class _Live:
+    """What ``kbsearch serve`` runs beside the API: the hand-off socket and, with ``--watch``, the watcher."""
+
+    def __init__(self) -> None:
+        self.banner: list[str] = []
+        self.handoff: Any = None
+        self.watcher: Any = None
+
+    def close(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
+        if self.handoff is not None:
+            self.handoff.close()
+
+
+def _live_sync(api: Any, args: argparse.Namespace) -> _Live:
+    """The search function's container (its settings and the store its searches read), a hand-off socket when
+    that store is embedded, and the watcher when asked for."""
+    from kbsearch_tools.local.live import HandoffServer, LiveIndex, Watcher, socket_path
+
+    live = _Live()
+    route = next((r for r in api.routes if r.path == "/search"), None)
+    if route is None:
+        if args.watch is not None:
+            raise KbSearchError("--watch: the template has no /search route whose store could be synced")
+        return live
+    api.function(route.function_id)
+    container = sys.modules[f"_kbsearch_fn_{route.function_id}"].api.container
+    if container.config_problem is not None:
+        if args.watch is not None:
+            raise KbSearchError(f"--watch: {container.config_problem}")
+        return live
+    settings = container.settings
+    path = socket_path(settings)
+    built: list[LiveIndex] = []
+
+    def index() -> LiveIndex:
+        if not built:
+            built.append(LiveIndex(container))
+        return built[0]
+
+    if path is not None:
+        live.handoff = HandoffServer(index, path).start()
+        if live.handoff is not None:
+            live.banner.append(f"  kbsearch index hands its syncs to this server ({path})")
+    if args.watch is not None:
+        folder = Path(args.watch or settings.kb_source or "")
+        if not str(folder) or str(folder).startswith("s3://") or not folder.is_dir():
+            raise KbSearchError(
+                f"--watch needs a KB folder (got {str(folder) or 'nothing'!r}): pass --watch FOLDER or set KB_SOURCE "
+                "to a folder; an S3 KB is synced by its S3 events when deployed"
+            )
+        if path is None:
+            raise KbSearchError("--watch syncs the embedded store; QDRANT_URL is set (the deployed indexer syncs)")
+        live.watcher = Watcher(index(), folder, poll=args.poll).start()
+        mode = "polling" if args.poll else "file events (polling where they are missing)"
+        live.banner.append(f"  watching {folder} ({mode}): saved notes are searchable in about a second")
+    return live
 
 
 class _ProgressBar:
@@ -219,40 +311,73 @@ def cmd_index(args: argparse.Namespace) -> int:
             "collection at the same time (set it to the stack's IndexerLeaseTable output)",
             file=sys.stderr,
         )
+    handed = _hand_off(settings, source, args)
     try:
-        report = run_sync(
-            settings,
-            Secrets(settings),
-            source_uri=source,
-            full=args.full,
-            allow_mass_delete=args.allow_mass_delete,
-            progress=progress,
-        ).to_dict()
+        report = (
+            handed
+            or run_sync(
+                settings,
+                Secrets(settings),
+                source_uri=source,
+                full=args.full,
+                allow_mass_delete=args.allow_mass_delete,
+                progress=progress,
+            ).to_dict()
+        )
     except LeaseHeld as held:
         if oracle is not None:
             oracle.stop()
         if args.json:
-            print(json.dumps({"status": "skipped", "reason": SKIPPED, "holder": held.holder}, indent=2))
+            print(_json_text({"status": "skipped", "reason": SKIPPED, "holder": held.holder}))
         else:
             print(f"skipped: {held}")
         return EXIT_LEASE_HELD
     if oracle is not None:
         oracle.stop()
+    if report["error"] and "another process has it open" in report["error"]:
+        report["error"] += (
+            ". A kbsearch serve (or another kbsearch) holds it: a kbsearch serve of this version takes the sync "
+            "itself (kbsearch index hands it over; kbsearch serve --watch syncs every save); otherwise stop that "
+            "process and run kbsearch index again, or index into another QDRANT_PATH"
+        )
     if args.json:
-        print(json.dumps(report, ensure_ascii=False, indent=2))
+        print(_json_text(report))
     else:
-        _print_sync_summary(report)
+        _print_sync_summary(_printable(report))
     return 1 if report["error"] else 0
+
+
+def _hand_off(settings: Any, source: str, args: argparse.Namespace) -> dict[str, Any] | None:
+    """The report of the sync a running ``kbsearch serve`` made for us (it holds the embedded store), or None
+    when no server listens (the sync then runs here)."""
+    from kbsearch_tools.local.live import NoServer, hand_off, socket_path
+
+    path = socket_path(settings)
+    if path is None or not path.exists():
+        return None
+    target = source if source.startswith("s3://") else str(Path(source).resolve())
+    try:
+        report = hand_off(path, target, args.full, args.allow_mass_delete)
+    except NoServer:
+        return None
+    print(f"kbsearch index: handed to the kbsearch serve holding {settings.qdrant_path} (it syncs with its own "
+          "settings); searches there see the result now", file=sys.stderr)  # fmt: skip
+    return report
 
 
 def cmd_search(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
+    from kbsearch.access import Scope
     from kbsearch.config import Secrets, load_settings
     from kbsearch.errors import IndexUnavailable
     from kbsearch.schemas import SearchFilters, SearchRequest
     from kbsearch.search import SearchService
 
+    try:
+        scope = Scope.parse("cli", args.scope) if args.scope is not None else Scope.unrestricted("cli")
+    except ValueError as exc:
+        raise KbSearchError(f"invalid --scope: {exc}") from None
     try:
         request = SearchRequest(
             query=args.query,
@@ -270,7 +395,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     settings = load_settings()
     service = SearchService(settings, Secrets(settings))
     try:
-        answer = service.search(request)
+        answer = service.search(request, scope=scope)
     except IndexUnavailable as exc:
         raise KbSearchError(f"index unavailable: {exc}") from None
     finally:
@@ -477,6 +602,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=3000, help="port (default 3000; 0 picks a free one)")
+    p.add_argument(
+        "--watch", nargs="?", const="", default=None, metavar="FOLDER",
+        help="sync the KB folder (default: KB_SOURCE) into the embedded store on every save: the server owns the "
+        "store, searches keep answering during a sync",
+    )  # fmt: skip
+    p.add_argument("--poll", action="store_true", help="with --watch: poll the folder (network or container mounts)")
     _oracle_args(p)
     _template_args(p)
     p.set_defaults(func=cmd_serve)
@@ -526,6 +657,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-rerank", action="store_true")
     p.add_argument("--no-expand", action="store_true")
     p.add_argument("--json", action="store_true", help="print the API's JSON answer")
+    p.add_argument("--scope", metavar="GROUPS",
+                   help="search as a caller holding these access groups (g1,g2; public is always held), as the API "
+                        "does for an API key: what they may not read is left out inside the Qdrant query. "
+                        "'public' shows what a caller without groups sees. Without --scope the search is "
+                        "unrestricted: whoever runs this holds the store (or its Qdrant key) already")  # fmt: skip
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser(

@@ -11,12 +11,14 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
+from kbsearch.access import Scope, visible_links
 from kbsearch.config import Secrets, Settings
 from kbsearch.errors import IndexMissing, IndexUnavailable, StoreError
 from kbsearch.fusion import FusionParams, analyse, fuse, lexical_variants
@@ -27,6 +29,7 @@ from kbsearch.providers.rerankers import Reranking, build_reranking
 from kbsearch.providers.resilience import Deadline, ProviderError, shared_client
 from kbsearch.qdrant import open_retriever
 from kbsearch.qdrant.query import (
+    RESTRICTED_LINKS,
     Candidate,
     Retriever,
     batch_searches,
@@ -37,7 +40,7 @@ from kbsearch.qdrant.query import (
 )
 from kbsearch.qdrant.rest import QdrantRest
 from kbsearch.schemas import Hit, HitScores, SearchMeta, SearchRequest, SearchResponse
-from kbsearch.tokens import truncate_tokens
+from kbsearch.tokens import MAX_CHARS_PER_TOKEN, truncate_tokens
 
 if TYPE_CHECKING:
     from kbsearch.qdrant.store import Store
@@ -82,10 +85,12 @@ class Stages:
 
 
 def snippet(text: str, limit: int) -> str:
-    """The chunk text with whitespace folded, cut at a word boundary."""
-    flat = " ".join(text.split())
+    """The chunk text with whitespace folded, cut at a word boundary. Only the first ``limit *
+    MAX_CHARS_PER_TOKEN`` characters are read (a 10 MB text from the store costs what a short one does)."""
+    window = limit * MAX_CHARS_PER_TOKEN
+    flat = " ".join(text[:window].split())
     if len(flat) <= limit:
-        return flat
+        return flat if len(text) <= window or not flat else flat + "…"
     cut = flat[:limit]
     space = cut.rfind(" ")
     return (cut[:space] if space > limit // 2 else cut).rstrip(" ,.;:") + "…"
@@ -94,9 +99,10 @@ def snippet(text: str, limit: int) -> str:
 def passage(payload: dict[str, Any], max_tokens: int) -> str:
     """What the reranker reads: title, heading path and chunk text (the title once: the heading path usually
     starts with it), cut to ``max_tokens`` estimated tokens at a word boundary, whatever the script."""
-    title, heading = str(payload.get("title") or ""), str(payload.get("heading") or "")
+    window = max(0, max_tokens) * MAX_CHARS_PER_TOKEN  # no more of any field is read (time ∝ the budget)
+    title, heading = str(payload.get("title") or "")[:window], str(payload.get("heading") or "")[:window]
     head = heading if title and heading.startswith(title) else f"{title}\n{heading}"
-    text = f"{head}\n{payload.get('text') or ''}".strip()
+    text = f"{head}\n{str(payload.get('text') or '')[:window]}".strip()
     return truncate_tokens(text, max_tokens)
 
 
@@ -105,8 +111,10 @@ def prior(payload: dict[str, Any]) -> float:
     draft notes are pushed down a little. 1.0 when nothing is known."""
     factor = 1.0
     weight = payload.get("ai_weight")
-    if isinstance(weight, int | float) and not isinstance(weight, bool):
-        factor *= 0.9 + 0.2 * min(1.0, max(0.0, float(weight)))
+    if (isinstance(weight, int) and not isinstance(weight, bool)) or (
+        isinstance(weight, float) and math.isfinite(weight)
+    ):
+        factor *= 0.9 + 0.2 * min(1.0, max(0.0, weight))  # clamped before any float(): a huge int cannot overflow
     status = payload.get("status")
     if isinstance(status, str):
         factor *= STATUS_PRIOR.get(status.lower(), 1.0)
@@ -171,6 +179,7 @@ class SearchService:
         self.retrieval = "hybrid"  # see evaluation_view
         self.max_results: int | None = None
         self._signature_checked: tuple[float, str | None] | None = None
+        self._metadata_read: tuple[float, dict[str, Any] | None] | None = None  # the collection's metadata, when read
 
     @property
     def retriever(self) -> Retriever:
@@ -215,15 +224,34 @@ class SearchService:
             return None
         now = time.monotonic()
         if self._signature_checked is None or now - self._signature_checked[0] > self.SIGNATURE_TTL_S:
-            try:
-                with self._retrieval_slot(deadline):
-                    recorded = self.retriever.metadata(
-                        max(0.05, min(self.settings.qdrant_timeout_s, deadline.remaining()))
-                    )
-            except (StoreError, IndexUnavailable):
+            recorded = self._collection_metadata(deadline)
+            if recorded is None:
                 return None  # the retrieval call reports an unreachable index
             self._signature_checked = (now, signature_mismatch(recorded, self.embedder.signature))
         return self._signature_checked[1]
+
+    def _collection_metadata(self, deadline: Deadline, max_age_s: float | None = None) -> dict[str, Any] | None:
+        """The collection's metadata (embedding signature, restricted link targets, last sync), read at most once
+        per ``max_age_s`` (default ``SIGNATURE_TTL_S``); None when it cannot be read."""
+        now = time.monotonic()
+        max_age = self.SIGNATURE_TTL_S if max_age_s is None else max_age_s
+        if self._metadata_read is None or now - self._metadata_read[0] > max_age:
+            try:
+                with self._retrieval_slot(deadline):
+                    recorded: dict[str, Any] | None = self.retriever.metadata(
+                        max(0.05, min(self.settings.qdrant_timeout_s, deadline.remaining()))
+                    )
+            except (StoreError, IndexUnavailable):
+                recorded = None
+            self._metadata_read = (now, recorded)
+        return self._metadata_read[1]
+
+    def _restricted_links(self, deadline: Deadline) -> dict[str, list[str]] | None:
+        """Link targets naming only notes that are not public → their groups (as the indexer recorded them);
+        None when not known (links are then hidden from restricted callers)."""
+        recorded = self._collection_metadata(deadline)
+        links = (recorded or {}).get(RESTRICTED_LINKS)
+        return links if isinstance(links, dict) else None
 
     def evaluation_view(self, retrieval: str, max_results: int | None = None) -> SearchService:
         """The documented seam for evaluation: this same service (providers, store, breakers, caches) answering
@@ -236,6 +264,14 @@ class SearchService:
         view.retrieval, view.max_results = retrieval, max_results
         return view
 
+    def collection_metadata(self, max_age_s: float | None = None) -> dict[str, Any] | None:
+        """The collection's metadata as last read (by a search's signature check, or here), read again only when
+        older than ``max_age_s`` (default: a minute on Qdrant Cloud, 2 s on the embedded store, a file read):
+        ``/health`` reports the last sync from it without a round trip per probe. None when unreadable."""
+        if max_age_s is None:
+            max_age_s = 60.0 if isinstance(self.retriever, QdrantRest) else 2.0
+        return self._collection_metadata(Deadline(2.0), max_age_s)
+
     def close(self) -> None:
         if self._retriever is not None:
             self._retriever.close()
@@ -247,8 +283,12 @@ class SearchService:
         request_id: str | None = None,
         remaining_s: float | None = None,
         span: Span = _no_span,
+        scope: Scope | None = None,
     ) -> SearchResponse:
-        """One search, as every caller makes it (API, Slack, MCP, CLI); evaluation uses :meth:`evaluation_view`."""
+        """One search, as every caller makes it (API, Slack, MCP, CLI); evaluation uses :meth:`evaluation_view`.
+        ``scope``: who is asking (default: ``public`` only); what it may not read is excluded inside the one
+        Qdrant query, so it reaches neither the reranker nor the answer."""
+        scope = scope or Scope.public()
         retrieval, max_results = self.retrieval, self.max_results
         started = time.perf_counter()
         budget = self.settings.search_budget_s
@@ -300,6 +340,7 @@ class SearchService:
                 statuses=filters.status,
                 path_prefix=filters.path_prefix,
                 updated_after=filters.updated_after,
+                groups=scope.query_groups(),
             )
             with self._retrieval_slot(deadline):
                 try:
@@ -329,6 +370,9 @@ class SearchService:
                     logger.warning("rerank problems", extra={"errors": outcome.errors, "hedged": outcome.hedged})
 
         results = self._shape(candidates, rerank_scores, request, max_results or request.top_k)
+        if scope.restricted and any(hit.links for hit in results):
+            restricted = self._restricted_links(deadline)
+            results = [h.model_copy(update={"links": visible_links(h.links, restricted, scope)}) for h in results]
         timings = stages.timings
         timings["total"] = (time.perf_counter() - started) * 1000
         meta = SearchMeta(
@@ -341,6 +385,10 @@ class SearchService:
             timings_ms={k: round(v, 1) for k, v in timings.items()},
             usage=usage,
         )
+        logger.info(
+            "access", extra={"caller": scope.caller, "groups": scope.query_groups(), "results": len(results),
+                             "request_id": request_id},
+        )  # fmt: skip
         return SearchResponse(query=query, results=results, meta=meta)
 
     def _retrieve(

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 
+from kbsearch.access import Scope
 from kbsearch.config import Settings
 from kbsearch.errors import KbSearchError
 from kbsearch.providers.resilience import Deadline, Outbound, ProviderError, RetryPolicy, send
@@ -103,6 +104,13 @@ def post_to_slack(
         raise SlackPostError(f"response_url did not take the answer ({exc.kind})") from None
 
 
+SlackScope = Callable[[str, str, str | None, bool], Scope]
+
+
+def _public_only(team: str, channel: str, _user: str | None, _share: bool) -> Scope:
+    return Scope.public(f"slack:{team}/{channel}")
+
+
 def handle_job(
     job: dict[str, Any],
     service: Callable[[], SearchService],
@@ -110,9 +118,11 @@ def handle_job(
     client: httpx.Client,
     settings: Settings,
     deadline: Deadline | None = None,
+    scope_for: SlackScope | None = None,
 ) -> str:
     """Answer one slash command within ``deadline`` (the invocation's remaining time). Returns ``posted``,
-    ``duplicate`` or ``rejected``; raises SlackPostError."""
+    ``duplicate`` or ``rejected``; raises SlackPostError. ``scope_for(team, channel, user, share)``: the caller's
+    scope (default: ``public`` only); an answer shared into the channel is searched with the channel's scope."""
     deadline = deadline or Deadline()
     command = SlashCommand.from_job(job)
     hosts = tuple(h.strip() for h in settings.slack_response_hosts.split(",") if h.strip())
@@ -128,7 +138,8 @@ def handle_job(
     else:
         try:
             request = SearchRequest(query=intent.query[:MAX_QUERY_CHARS], top_k=settings.slack_top_k)
-            answer = service().search(request, remaining_s=deadline.remaining() if deadline.at else None)
+            scope = (scope_for or _public_only)(command.team_id, command.channel_id, command.user_id, intent.share)
+            answer = service().search(request, remaining_s=deadline.remaining() if deadline.at else None, scope=scope)
         except Exception:
             logger.exception("search for Slack failed")
             payload = apology(intent.query)

@@ -46,9 +46,9 @@ class SlackEdge:
                     from kbsearch.providers.resilience import shared_client
                     from kbsearch.slack_worker import MemoryDeduper, handle_job
 
-                    deduper, service = MemoryDeduper(), self.container.search
+                    deduper, service, scope = MemoryDeduper(), self.container.search, self.container.slack_scope
                     self._handoff = ThreadHandoff(
-                        lambda job: handle_job(job, service, deduper, shared_client(), settings)
+                        lambda job: handle_job(job, service, deduper, shared_client(), settings, scope_for=scope)
                     )
             return self._handoff
 
@@ -97,6 +97,11 @@ def slack_router(container: Container) -> Router:
             command = slack.parse_command(raw)
         except KbSearchError as exc:
             return error(400, "bad_request", str(exc))
+        answered = container.settings.slack_command_names
+        if command.command.strip().lower() not in answered:  # another app's command sent to this URL: no search
+            logger.warning("Slack command not configured", extra={"command": command.command[:100]})
+            names = ", ".join(sorted(answered))
+            return error(400, "unknown_command", f"this app answers {names} (SLACK_COMMANDS), not that command")
         intent = slack.parse_text(command.text)
         if intent.kind == "search":
             try:
