@@ -178,7 +178,7 @@ def fusion_request(
         "prefetch": prefetch,
         "query": {"fusion": "dbsf"} if fusion == "dbsf" else {"rrf": rrf},
         "limit": min(fused_limit, prefetch_limit * len(prefetch)) if fused_limit else prefetch_limit * len(prefetch),
-        "with_payload": {"exclude": ["meta"]},
+        "with_payload": SEARCH_PAYLOAD,
         "with_vector": False,
     }, query_filter)  # fmt: skip
 
@@ -322,9 +322,8 @@ class ScoredChunk:
 def scoped(searches: list[dict[str, Any]], query_filter: dict[str, Any] | None) -> list[dict[str, Any]]:
     """Every search of the batch under the request's filter (the caller's scope included): the one place a
     filter reaches the legs, so that nothing outside it is ranked, probed or counted."""
-    if query_filter is not None:
-        for search in searches:
-            search["filter"] = query_filter
+    for search in searches:
+        filtered_everywhere(search, query_filter)
     return searches
 
 
