@@ -540,12 +540,16 @@ def _eval_classes(args: argparse.Namespace) -> int:
     )  # fmt: skip
     report.skipped = skipped | report.skipped
     result = report.to_dict()
-    failures = eval_runner.gate_failures(result, args.gate) if args.gate is not None else []
-    result["gate"] = {"slack": args.gate, "failures": failures} if args.gate is not None else None
+    failures = eval_runner.gate_failures(result, args.gate, args.gate_min_queries) if args.gate is not None else []
+    small = eval_runner.ungated(result, args.gate_min_queries) if args.gate is not None else []
+    result["gate"] = ({"slack": args.gate, "min_queries": args.gate_min_queries, "failures": failures,
+                       "not_gated": small} if args.gate is not None else None)  # fmt: skip
     print(json.dumps(result, ensure_ascii=False, indent=2) if args.json else eval_runner.format_classes(result))
     if args.gate is not None:
         print(("gate FAILED:\n  " + "\n  ".join(failures)) if failures else f"gate passed (slack {args.gate})",
               file=sys.stderr)  # fmt: skip
+        if small:
+            print(f"not gated (fewer than {args.gate_min_queries} queries): {', '.join(small)}", file=sys.stderr)
     return 1 if failures else 0
 
 
@@ -755,6 +759,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SLACK",
         help="with --classes: exit 1 when hybrid loses more than SLACK (default 0.005) nDCG@10 to its "
         "best leg on any class",
+    )
+    p.add_argument(
+        "--gate-min-queries",
+        type=int,
+        default=40,
+        metavar="N",
+        help="with --gate: classes of fewer than N queries are reported, not gated (default 40)",
     )
     p.add_argument("--phases", help="comma-separated subset of lexical,dense,hybrid,expanded,reranked (default: all; "
                    "with --classes: lexical,dense,hybrid,reranked)")  # fmt: skip

@@ -415,7 +415,7 @@ class SearchService:
             lexical = lexical_variants(evidence, variants[1:]) if retrieval != "dense" else []
             searches, legs = batch_searches(
                 dense if retrieval != "lexical" else [], lexical, query_filter, s.search_prefetch_limit,
-                s.search_hnsw_ef, probes=evidence.terms if retrieval == "hybrid" else (),
+                s.search_hnsw_ef, probes=evidence.terms if retrieval == "hybrid" else (), min_limit=s.search_candidates,
             )  # fmt: skip
             results = retrieve_legs(self.retriever, searches, legs, timeout_s)
             return fuse(results, evidence, s.search_candidates, retrieval, self.fusion_params)
