@@ -177,3 +177,17 @@ def test_links_into_restricted_notes_are_hidden() -> None:
     assert visible_links(links, None, Scope.public()) == []  # not known: hidden rather than guessed
     assert visible_links(links, None, Scope.unrestricted()) == links
     assert link_key("Ünïcode/Note.MD") == link_key("U\u0308ni\u0308code/note")
+
+
+def test_container_resolves_scopes_and_fails_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kbsearch.api.container import Container
+
+    monkeypatch.setenv("ACCESS_GROUPS", '{"api_keys": {"k1": ["hr"]}, "slack": {"T1/C1": ["security"]}}')
+    container = Container()
+    event = {"requestContext": {"identity": {"apiKeyId": "k1", "apiKey": "the-key-value"}}}
+    assert container.api_scope(event) == Scope.of("apikey:k1", ["hr"])
+    assert container.api_scope({"requestContext": {"identity": {"apiKeyId": None}}}) == Scope.public()
+    assert container.api_scope({}) == Scope.public()
+    assert container.slack_scope("T1", "C1", "U1", share=True).groups == frozenset({"security", "public"})
+    monkeypatch.setenv("ACCESS_GROUPS", '{"api_keys": {"k1": []}}')  # malformed: nobody gets more than public
+    assert Container().api_scope(event) == Scope.public("apikey:k1")
