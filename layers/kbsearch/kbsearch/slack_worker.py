@@ -138,8 +138,11 @@ def handle_job(
     else:
         try:
             request = SearchRequest(query=intent.query[:MAX_QUERY_CHARS], top_k=settings.slack_top_k)
-            scope = (scope_for or _public_only)(command.team_id, command.channel_id, command.user_id, intent.share)
-            answer = service().search(request, remaining_s=deadline.remaining() if deadline.at else None, scope=scope)
+            who = scope_for or _public_only
+            answer = service().search(
+                request, remaining_s=deadline.remaining() if deadline.at else None,
+                scope=lambda _t: who(command.team_id, command.channel_id, command.user_id, intent.share),
+            )  # fmt: skip
         except Exception:
             logger.exception("search for Slack failed")
             payload = apology(intent.query)
