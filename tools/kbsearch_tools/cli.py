@@ -21,6 +21,30 @@ EXIT_USAGE = 2
 EXIT_LEASE_HELD = 75  # EX_TEMPFAIL: another run holds the index lease; nothing was changed, try again later
 
 
+def _printable(value: Any) -> Any:
+    """``value`` with every string made valid Unicode: a file name that is not UTF-8 (held by Python as lone
+    surrogates) becomes its bytes escaped (``caf\\xe9.md``), so the output is valid UTF-8 and valid JSON whatever
+    the locale."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            try:
+                return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            except UnicodeEncodeError:  # a surrogate no file name produces: escape it as it is
+                return value.encode("utf-8", "backslashreplace").decode("utf-8")
+        return value
+    if isinstance(value, dict):
+        return {_printable(k): _printable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_printable(v) for v in value]
+    return value
+
+
+def _json_text(value: Any) -> str:
+    return json.dumps(_printable(value), ensure_ascii=False, indent=2)
+
+
 def _find_template(given: str | None) -> Path:
     if given:
         return Path(given)
@@ -133,6 +157,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for logical_id in sorted({r.function_id for r in api.routes}):
         api.function(logical_id)  # import now: a configuration error stops start-up, not the first request
     server = make_server(api, args.host, args.port)
+    live = _live_sync(api, args)
     import faulthandler
     import signal
 
@@ -144,13 +169,76 @@ def cmd_serve(args: argparse.Namespace) -> int:
         key = " (API key)" if route.api_key_required and api.api_keys else ""
         print(f"  {route.method:5} {base}{route.path}  → {route.function_id}{key}", flush=True)
     print(f"try: curl -s {base}/health", flush=True)
+    for line in live.banner:
+        print(line, flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
         server.server_close()
+        live.close()
     return 0
+
+
+class _Live:
+    """What ``kbsearch serve`` runs beside the API: the hand-off socket and, with ``--watch``, the watcher."""
+
+    def __init__(self) -> None:
+        self.banner: list[str] = []
+        self.handoff: Any = None
+        self.watcher: Any = None
+
+    def close(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
+        if self.handoff is not None:
+            self.handoff.close()
+
+
+def _live_sync(api: Any, args: argparse.Namespace) -> _Live:
+    """The search function's container (its settings and the store its searches read), a hand-off socket when
+    that store is embedded, and the watcher when asked for."""
+    from kbsearch_tools.local.live import HandoffServer, LiveIndex, Watcher, socket_path
+
+    live = _Live()
+    route = next((r for r in api.routes if r.path == "/search"), None)
+    if route is None:
+        if args.watch is not None:
+            raise KbSearchError("--watch: the template has no /search route whose store could be synced")
+        return live
+    api.function(route.function_id)
+    container = sys.modules[f"_kbsearch_fn_{route.function_id}"].api.container
+    if container.config_problem is not None:
+        if args.watch is not None:
+            raise KbSearchError(f"--watch: {container.config_problem}")
+        return live
+    settings = container.settings
+    path = socket_path(settings)
+    built: list[LiveIndex] = []
+
+    def index() -> LiveIndex:
+        if not built:
+            built.append(LiveIndex(container))
+        return built[0]
+
+    if path is not None:
+        live.handoff = HandoffServer(index, path).start()
+        if live.handoff is not None:
+            live.banner.append(f"  kbsearch index hands its syncs to this server ({path})")
+    if args.watch is not None:
+        folder = Path(args.watch or settings.kb_source or "")
+        if not str(folder) or str(folder).startswith("s3://") or not folder.is_dir():
+            raise KbSearchError(
+                f"--watch needs a KB folder (got {str(folder) or 'nothing'!r}): pass --watch FOLDER or set KB_SOURCE "
+                "to a folder; an S3 KB is synced by its S3 events when deployed"
+            )
+        if path is None:
+            raise KbSearchError("--watch syncs the embedded store; QDRANT_URL is set (the deployed indexer syncs)")
+        live.watcher = Watcher(index(), folder, poll=args.poll).start()
+        mode = "polling" if args.poll else "file events (polling where they are missing)"
+        live.banner.append(f"  watching {folder} ({mode}): saved notes are searchable in about a second")
+    return live
 
 
 class _ProgressBar:
@@ -223,30 +311,58 @@ def cmd_index(args: argparse.Namespace) -> int:
             "collection at the same time (set it to the stack's IndexerLeaseTable output)",
             file=sys.stderr,
         )
+    handed = _hand_off(settings, source, args)
     try:
-        report = run_sync(
-            settings,
-            Secrets(settings),
-            source_uri=source,
-            full=args.full,
-            allow_mass_delete=args.allow_mass_delete,
-            progress=progress,
-        ).to_dict()
+        report = (
+            handed
+            or run_sync(
+                settings,
+                Secrets(settings),
+                source_uri=source,
+                full=args.full,
+                allow_mass_delete=args.allow_mass_delete,
+                progress=progress,
+            ).to_dict()
+        )
     except LeaseHeld as held:
         if oracle is not None:
             oracle.stop()
         if args.json:
-            print(json.dumps({"status": "skipped", "reason": SKIPPED, "holder": held.holder}, indent=2))
+            print(_json_text({"status": "skipped", "reason": SKIPPED, "holder": held.holder}))
         else:
             print(f"skipped: {held}")
         return EXIT_LEASE_HELD
     if oracle is not None:
         oracle.stop()
+    if report["error"] and "another process has it open" in report["error"]:
+        report["error"] += (
+            ". A kbsearch serve (or another kbsearch) holds it: a kbsearch serve of this version takes the sync "
+            "itself (kbsearch index hands it over; kbsearch serve --watch syncs every save); otherwise stop that "
+            "process and run kbsearch index again, or index into another QDRANT_PATH"
+        )
     if args.json:
-        print(json.dumps(report, ensure_ascii=False, indent=2))
+        print(_json_text(report))
     else:
-        _print_sync_summary(report)
+        _print_sync_summary(_printable(report))
     return 1 if report["error"] else 0
+
+
+def _hand_off(settings: Any, source: str, args: argparse.Namespace) -> dict[str, Any] | None:
+    """The report of the sync a running ``kbsearch serve`` made for us (it holds the embedded store), or None
+    when no server listens (the sync then runs here)."""
+    from kbsearch_tools.local.live import NoServer, hand_off, socket_path
+
+    path = socket_path(settings)
+    if path is None or not path.exists():
+        return None
+    target = source if source.startswith("s3://") else str(Path(source).resolve())
+    try:
+        report = hand_off(path, target, args.full, args.allow_mass_delete)
+    except NoServer:
+        return None
+    print(f"kbsearch index: handed to the kbsearch serve holding {settings.qdrant_path} (it syncs with its own "
+          "settings); searches there see the result now", file=sys.stderr)  # fmt: skip
+    return report
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -307,14 +423,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from kbsearch.config import load_settings
     from kbsearch_tools import evaluate as eval_runner
 
+    if args.classes:
+        return _eval_classes(args)
     if bool(args.beir) == bool(args.kb):
-        raise KbSearchError("give either --beir DIR or --kb DIR --queries FILE")
+        raise KbSearchError("give either --beir DIR, --kb DIR --queries FILE, or --classes MANIFEST")
     if args.kb and not args.queries:
         raise KbSearchError("--kb needs --queries FILE (a YAML/JSON list of {query, relevant: [paths]})")
     if not args.verbose:
         logging.getLogger("kbsearch").setLevel(logging.ERROR)
     settings = load_settings()
-    phases = tuple(p.strip() for p in args.phases.split(",") if p.strip())
+    phases = tuple(p.strip() for p in (args.phases or ",".join(eval_runner.PHASES)).split(",") if p.strip())
     progress = None if args.json else _ProgressBar()
     if not 10 <= args.top_k <= 200:
         raise KbSearchError("--top-k must be between 10 and 200 (Recall@50 needs at least 50)")
@@ -331,6 +449,40 @@ def cmd_eval(args: argparse.Namespace) -> int:
     result = report.to_dict()
     print(json.dumps(result, ensure_ascii=False, indent=2) if args.json else eval_runner.format_report(result))
     return 0
+
+
+def _eval_classes(args: argparse.Namespace) -> int:
+    """``kbsearch eval --classes``: every query class of the manifest, each phase, the gap hybrid − best leg;
+    ``--gate``: exit 1 when hybrid loses more than the slack to its best leg on any class."""
+    from kbsearch.config import load_settings
+    from kbsearch_tools import evaluate as eval_runner
+
+    if args.kb or args.beir:
+        raise KbSearchError("--classes names its corpora itself: drop --kb/--beir")
+    if not args.verbose:
+        logging.getLogger("kbsearch").setLevel(logging.ERROR)
+    manifest = Path(args.classes)
+    only = {c.strip() for c in args.only.split(",") if c.strip()} if args.only else None
+    classes, skipped = eval_runner.load_classes(manifest, Path(args.root) if args.root else Path.cwd(), only)
+    if not classes:
+        raise KbSearchError("no class to evaluate: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
+    phases = tuple(p.strip() for p in args.phases.split(",") if p.strip()) if args.phases else None
+    report = eval_runner.run_classes(
+        load_settings(), [c if not args.limit else eval_runner.QueryClass(c.name, c.corpus, c.queries[: args.limit])
+                          for c in classes],
+        phases=phases or eval_runner.CLASS_PHASES, store_root=Path(args.store) if args.store else None,
+        progress=None if args.json else _ProgressBar(), depth=args.top_k, oracle=args.oracle,
+        oracle_cache=Path(args.oracle_cache) if args.oracle_cache else None,
+    )  # fmt: skip
+    report.skipped = skipped | report.skipped
+    result = report.to_dict()
+    failures = eval_runner.gate_failures(result, args.gate) if args.gate is not None else []
+    result["gate"] = {"slack": args.gate, "failures": failures} if args.gate is not None else None
+    print(json.dumps(result, ensure_ascii=False, indent=2) if args.json else eval_runner.format_classes(result))
+    if args.gate is not None:
+        print(("gate FAILED:\n  " + "\n  ".join(failures)) if failures else f"gate passed (slack {args.gate})",
+              file=sys.stderr)  # fmt: skip
+    return 1 if failures else 0
 
 
 def _int_list(value: str) -> tuple[int, ...]:
@@ -454,6 +606,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=3000, help="port (default 3000; 0 picks a free one)")
+    p.add_argument(
+        "--watch", nargs="?", const="", default=None, metavar="FOLDER",
+        help="sync the KB folder (default: KB_SOURCE) into the embedded store on every save: the server owns the "
+        "store, searches keep answering during a sync",
+    )  # fmt: skip
+    p.add_argument("--poll", action="store_true", help="with --watch: poll the folder (network or container mounts)")
     _oracle_args(p)
     _template_args(p)
     p.set_defaults(func=cmd_serve)
@@ -521,8 +679,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", help="qrels split (default test)")
     p.add_argument("--kb", help="a KB folder of notes")
     p.add_argument("--queries", help="with --kb: YAML/JSON list of {query, relevant: [note paths]}")
-    p.add_argument("--phases", default=",".join(("lexical", "dense", "hybrid", "expanded", "reranked")),
-                   help="comma-separated subset of lexical,dense,hybrid,expanded,reranked")  # fmt: skip
+    p.add_argument(
+        "--classes",
+        metavar="MANIFEST",
+        help="score every query class of a manifest (eval/classes.yaml: class, corpus, queries) and the "
+        "gap hybrid - max(lexical, dense) per class; phases default to lexical,dense,hybrid,reranked",
+    )
+    p.add_argument("--only", help="with --classes: comma-separated class names")
+    p.add_argument("--root", help="with --classes: the folder the manifest's paths start from (default: here)")
+    p.add_argument(
+        "--gate",
+        type=float,
+        nargs="?",
+        const=0.005,
+        metavar="SLACK",
+        help="with --classes: exit 1 when hybrid loses more than SLACK (default 0.005) nDCG@10 to its "
+        "best leg on any class",
+    )
+    p.add_argument("--phases", help="comma-separated subset of lexical,dense,hybrid,expanded,reranked (default: all; "
+                   "with --classes: lexical,dense,hybrid,reranked)")  # fmt: skip
     p.add_argument(
         "--top-k", type=int, default=50, help="ranking depth per query, 10-200 (default 50; Recall@50 needs 50)"
     )

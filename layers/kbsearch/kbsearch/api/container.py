@@ -4,6 +4,7 @@ built lazily on first use so that ``/health`` and the Slack acknowledgement stay
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 from collections.abc import Mapping
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from kbsearch.access import CallerMap, CallerMapError, Scope
 from kbsearch.config import Secrets, Settings, load_handler_settings
 from kbsearch.errors import ConfigError
+from kbsearch.qdrant.query import LAST_SYNC_AT, LAST_SYNC_KIND
 
 if TYPE_CHECKING:
     from kbsearch.reader import NoteReader
@@ -87,6 +89,27 @@ class Container:
 
                 self._search = SearchService(self.settings, self.secrets)
             return self._search
+
+    def last_sync(self) -> dict[str, Any] | None:
+        """The last successful indexer run (``at``, ``age_s``, ``kind``) as the collection records it, for
+        ``/health``: read through the search service only when it is already built (SnapStart builds it before the
+        snapshot; ``/health`` itself never loads the search path), and at most once a minute on Qdrant Cloud (every
+        2 s on the embedded store: a file read). None when unknown."""
+        service = self._search
+        if service is None or self.config_problem is not None:
+            return None
+        recorded = service.collection_metadata()
+        at = (recorded or {}).get(LAST_SYNC_AT)
+        if not isinstance(at, str):
+            return None
+        try:
+            when = dt.datetime.fromisoformat(at)
+        except ValueError:
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.UTC)
+        age = max(0, int((dt.datetime.now(dt.UTC) - when).total_seconds()))
+        return {"at": at, "age_s": age, "kind": (recorded or {}).get(LAST_SYNC_KIND)}
 
     def close(self) -> None:
         with self._lock:

@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from kbsearch.errors import StoreError
 from kbsearch.lexical import SparseVector
@@ -28,6 +28,9 @@ if TYPE_CHECKING:  # qdrant_client (~0.5 s to import) is loaded only by the stor
     from kbsearch.config import Secrets, Settings
 
 STATE_FIELDS = ["path", "etag", "chunk_index", "n_chunks", "dense", "doc_id", "embedding", "access", "access_from"]
+#: Payload field: a hash of what a chunk's dense vector embeds (model signature + embedded text); an event-driven
+#: run reuses the stored vector of a chunk whose hash is unchanged instead of embedding it again.
+EMBED_HASH = "embed_hash"
 
 logger = logging.getLogger(__name__)
 
@@ -122,6 +125,19 @@ class NoteState:
     def has_orphans(self) -> bool:
         etag = self.complete_etag()
         return etag is None or self.points != len(self.chunks[etag])
+
+
+def add_state(state: dict[str, NoteState], p: dict[str, Any]) -> None:
+    """Add one point's state fields (``STATE_FIELDS``) to ``state``."""
+    path = p.get("path")
+    if not isinstance(path, str):
+        return
+    doc_id = p.get("doc_id")
+    state.setdefault(path, NoteState()).add(
+        str(p.get("etag", "")), int(p.get("chunk_index", -1)), int(p.get("n_chunks", 0)),
+        bool(p.get("dense")), doc_id if isinstance(doc_id, str) else None, str(p.get("embedding", "")),
+        recorded_access(p),
+    )  # fmt: skip
 
 
 def recorded_access(payload: dict[str, Any]) -> tuple[tuple[str, ...], str] | None:
@@ -240,6 +256,11 @@ class Store:
         with storage_errors("recording the collection's metadata"):
             self.client.update_collection(self.collection, metadata=update)
 
+    def merge_metadata(self, values: dict[str, Any]) -> None:
+        """Set these metadata keys, leaving the others as they are (Qdrant merges a metadata update)."""
+        with storage_errors("recording the collection's metadata"):
+            self.client.update_collection(self.collection, metadata=values)
+
     def drop(self) -> None:
         """Delete the collection (the indexer rebuilds it when the embedding dimensions change)."""
         with storage_errors(f"deleting the collection {self.collection!r}"):
@@ -272,16 +293,35 @@ class Store:
         state: dict[str, NoteState] = {}
         with storage_errors("reading the index's state"):
             for _, p in self._scroll(STATE_FIELDS):
-                path = p.get("path")
-                if not isinstance(path, str):
-                    continue
-                doc_id = p.get("doc_id")
-                state.setdefault(path, NoteState()).add(
-                    str(p.get("etag", "")), int(p.get("chunk_index", -1)), int(p.get("n_chunks", 0)),
-                    bool(p.get("dense")), doc_id if isinstance(doc_id, str) else None, str(p.get("embedding", "")),
-                    recorded_access(p),
-                )  # fmt: skip
+                add_state(state, p)
         return state
+
+    def note_points(self, paths: list[str]) -> list[tuple[dict[str, Any], list[float] | None]]:
+        """The points of these notes only (an event-driven run never scrolls the whole collection): the state
+        fields and ``embed_hash`` of each, with its dense vector (reused for chunks whose text did not change)."""
+        from qdrant_client import models
+
+        if not paths:
+            return []
+        selector = models.Filter.model_validate({"must": [{"key": "path", "match": {"any": sorted(set(paths))}}]})
+        out: list[tuple[dict[str, Any], list[float] | None]] = []
+        offset: Any = None
+        with storage_errors("reading notes' points"):
+            while True:
+                points, offset = self.client.scroll(
+                    self.collection, scroll_filter=selector, limit=2048, offset=offset,
+                    with_payload=[*STATE_FIELDS, EMBED_HASH], with_vectors=[DENSE],
+                )  # fmt: skip
+                for point in points:
+                    vector = point.vector.get(DENSE) if isinstance(point.vector, dict) else None
+                    out.append(
+                        (
+                            dict(point.payload or {}),
+                            [float(x) for x in cast(list[float], vector)] if isinstance(vector, list) else None,
+                        )
+                    )
+                if offset is None:
+                    return out
 
     def points(self) -> dict[str, dict[str, Any]]:
         """Every point's payload by id (tests and diagnostics)."""
@@ -327,6 +367,19 @@ class Store:
         except Exception as exc:
             raise StoreError(f"Qdrant query failed ({type(exc).__name__})") from None
         return [{"id": str(p.id), "score": p.score, "payload": p.payload} for p in result.points]
+
+    def query_batch(self, searches: list[dict[str, Any]], timeout_s: float) -> list[list[dict[str, Any]]]:
+        """Several Query API searches in one call (``query_batch_points``)."""
+        from qdrant_client import models
+
+        try:
+            requests = [models.QueryRequest.model_validate(s) for s in searches]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # local mode warns that it ignores hnsw_ef/quantization
+                answers = self.client.query_batch_points(self.collection, requests, timeout=max(1, int(timeout_s)))
+        except Exception as exc:
+            raise StoreError(f"Qdrant query failed ({type(exc).__name__})") from None
+        return [[{"id": str(p.id), "score": p.score, "payload": p.payload} for p in a.points] for a in answers]
 
     def set_payload(self, path: str, payload: dict[str, Any]) -> None:
         """Set ``payload``'s fields on every chunk of the note (no vector is touched: nothing is re-embedded)."""
