@@ -298,6 +298,10 @@ def bench_scope(
             self.calls += 1
             return self.inner.query(request, timeout_s)
 
+        def query_batch(self, searches: list[dict[str, Any]], timeout_s: float) -> list[list[dict[str, Any]]]:
+            self.calls += 1  # one round trip for every leg (POST .../points/query/batch)
+            return self.inner.query_batch(searches, timeout_s)
+
         def close(self) -> None:
             self.inner.close()
 
