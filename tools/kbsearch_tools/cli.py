@@ -594,6 +594,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
             kb, args.latency_ms, args.batch_sizes, args.concurrency or (1, 4, 8), args.runs, args.dims, progress
         )
         print(json.dumps(results, indent=2) if args.json else bench.format_index(results))
+    elif args.what == "search" and args.scope is not None:
+        copies = max(args.copies)
+        scoped = bench.bench_scope(bench_kb(), copies, args.scope, args.queries, args.dims, progress=note)
+        print(json.dumps(scoped, indent=2) if args.json else bench.format_scope(scoped))
     elif args.what == "search":
         results = bench.bench_search(
             chunks=args.chunks, queries=args.queries, concurrency=(args.concurrency or (8,))[0],
@@ -844,6 +848,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--dims", type=int, default=1024, help="embedding dimensions (1024)")
     p.add_argument("--chunks", type=int, default=5000, help="search: generated chunks in the store (5000)")
+    p.add_argument("--scope", metavar="GROUPS",
+                   help="search: measure what an access scope costs instead: --kb copied max(--copies) times, "
+                        "every other copy restricted to hr, the same warm searches unrestricted and as a caller "
+                        "holding GROUPS, interleaved; reports both and the Qdrant calls per search")  # fmt: skip
     p.add_argument("--queries", type=int, default=200, help="search: queries per run (200)")
     p.add_argument("--expansion-ms", type=float, default=400.0, help="search: fake expansion latency (400)")
     p.add_argument("--embedding-ms", type=float, default=100.0, help="search: fake embedding latency (100)")
