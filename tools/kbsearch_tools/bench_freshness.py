@@ -319,7 +319,8 @@ def bench_watch(kb: Path, copies: int = 10, saves: int = 20, latency_ms: float =
                 out["initial_sync_s"] = round(time.perf_counter() - t0, 1)
                 say(f"{out['notes']} notes: initial sync in {out['initial_sync_s']} s")
                 rng = random.Random(3)
-                latencies = []
+                latencies: list[float] = []
+                missed = 0
                 with httpx.Client(base_url=served.base_url, timeout=30) as client:
                     for n in range(saves):
                         note = rng.choice(notes)
@@ -331,12 +332,15 @@ def bench_watch(kb: Path, copies: int = 10, saves: int = 20, latency_ms: float =
                         while True:
                             answer = client.get("/search", params={"q": word, "top_k": 5})
                             if answer.status_code == 200 and any(h["path"] == rel for h in answer.json()["results"]):
+                                latencies.append(time.perf_counter() - started)
                                 break
                             if time.perf_counter() - started > 60:
-                                raise RuntimeError(f"{rel} not searchable 60 s after its save")
-                        latencies.append(time.perf_counter() - started)
+                                missed += 1  # reported, not hidden: a save the watcher never applied
+                                say(f"{rel} not searchable 60 s after its save")
+                                break
                         time.sleep(0.3)
                 out["save_to_searchable_s"] = _pct(latencies)
+                out["missed_saves"] = missed
                 say(f"save → searchable: p50 {out['save_to_searchable_s']['p50']} s, "
                     f"p95 {out['save_to_searchable_s']['p95']} s")  # fmt: skip
     finally:
@@ -383,5 +387,5 @@ def format_freshness(results: dict[str, Any]) -> str:
         s = watch["save_to_searchable_s"]
         lines.append(f"local watch ({watch['copies']}x vault, {watch['notes']} notes; initial sync "
                      f"{watch['initial_sync_s']} s): save → searchable p50 {s['p50']} s, p95 {s['p95']} s "
-                     f"(n={s['n']}; target p95 ≤ 2 s)")  # fmt: skip
+                     f"(n={s['n']}, missed {watch['missed_saves']}; target p95 ≤ 2 s)")  # fmt: skip
     return "\n".join(lines)

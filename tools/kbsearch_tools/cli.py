@@ -332,7 +332,7 @@ def _hand_off(settings: Any, source: str, args: argparse.Namespace) -> dict[str,
         report = hand_off(path, target, args.full, args.allow_mass_delete)
     except NoServer:
         return None
-    print(f"kbsearch index: handed to the kbsearch serve holding {settings.qdrant_path} (it syncs with its own "
+    print(f"kbsearch index: handed to the kbsearch serve holding the store (via {path}; it syncs with its own "
           "settings); searches there see the result now", file=sys.stderr)  # fmt: skip
     return report
 
