@@ -163,6 +163,40 @@ def test_events_index_exactly_their_keys_and_converge_to_a_full_sync(
     assert points(indexer.settings()) == clean_full_sync(indexer, tmp_path)
 
 
+def test_an_event_gives_a_note_the_groups_a_full_sync_would(
+    aws: EventPath, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Access scopes on the event path: the folder rules of the access file (read by key, never listed) and a
+    frontmatter declaration apply to a note an event brings in exactly as a full sync applies them; an unusable
+    access file fails the batch back to the queue rather than indexing the note public."""
+    indexer = Indexer(monkeypatch, tmp_path, None)
+    aws.receive()
+    aws.put(f"{PREFIX}_access.yaml", b"hr/: [hr]\nsecurity/incidents/: [security, oncall]\n")
+    aws.put(f"{PREFIX}hr/pay.md", note(1))
+    aws.put(f"{PREFIX}security/incidents/i1.md", note(2))
+    aws.put(f"{PREFIX}security/open.md", note(3).replace(b"tags: [ops]", b"tags: [ops]\naccess: [finance]"))
+    aws.put(f"{PREFIX}public.md", note(4))
+    assert indexer(aws.receive()) == []
+    assert points(indexer.settings()) == clean_full_sync(indexer, tmp_path)
+    store = open_store(indexer.settings(), Secrets(indexer.settings()))
+    try:
+        groups = {p["path"]: sorted(p["access"]) for p in store.points().values()}
+    finally:
+        store.close()
+    assert groups == {"hr/pay.md": ["hr"], "security/incidents/i1.md": ["oncall", "security"],
+                      "security/open.md": ["finance"], "public.md": ["public"]}  # fmt: skip
+    aws.put(f"{PREFIX}_access.yaml", b"hr/: hr: [\n")
+    aws.put(f"{PREFIX}hr/pay.md", note(1, first="changed"))
+    records = aws.receive()
+    failed = indexer(records)
+    assert failed and set(failed) <= {r["messageId"] for r in records}
+    store = open_store(indexer.settings(), Secrets(indexer.settings()))
+    try:
+        assert all(sorted(p["access"]) == ["hr"] for p in store.points().values() if p["path"] == "hr/pay.md")
+    finally:
+        store.close()
+
+
 def test_the_handler_emits_index_lag_for_the_lag_alarm(
     aws: EventPath, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

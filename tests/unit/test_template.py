@@ -73,6 +73,7 @@ def test_api_keys_where_promised(cfn: dict[str, Any]) -> None:
     assert _key_required(methods[("/mcp", "POST")])
     assert not _key_required(methods[("/health", "GET")])
     assert not _key_required(methods[("/slack/command", "POST")])
+    assert not _key_required(methods[("/slack/interactive", "POST")])
     types = {r["Type"] for r in cfn["Resources"].values()}
     assert {"AWS::ApiGateway::UsagePlan", "AWS::ApiGateway::ApiKey", "AWS::ApiGateway::UsagePlanKey"} <= types
     plan = next(r for r in cfn["Resources"].values() if r["Type"] == "AWS::ApiGateway::UsagePlan")
@@ -134,8 +135,11 @@ def _env_params(cfn: dict[str, Any], function_id: str) -> set[str]:
     ("function_id", "secrets"),
     [
         ("IndexerFunction", {"qdrant-api-key", "deepinfra-api-key", "fireworks-api-key"}),
-        ("SlackWorkerFunction", {"qdrant-api-key", "deepinfra-api-key", "fireworks-api-key"}),
-        ("SearchFunction", {"qdrant-api-key", "deepinfra-api-key", "fireworks-api-key", "slack-signing-secret"}),
+        ("SlackWorkerFunction", {"qdrant-api-key", "deepinfra-api-key", "fireworks-api-key", "access-groups"}),
+        (
+            "SearchFunction",
+            {"qdrant-api-key", "deepinfra-api-key", "fireworks-api-key", "slack-signing-secret", "access-groups"},
+        ),
     ],
 )
 def test_each_function_reads_only_its_own_secrets(cfn: dict[str, Any], function_id: str, secrets: set[str]) -> None:
@@ -169,8 +173,10 @@ def test_slack_worker_touches_no_bucket_and_only_claims_and_releases(cfn: dict[s
     policies = _role_policies(cfn, "SlackWorkerFunction")
     assert "s3:" not in policies
     dynamo = [st for _, st in _statements(cfn, "SlackWorkerFunction") if "dynamodb:PutItem" in _actions(st)]
-    assert len(dynamo) == 1 and _actions(dynamo[0]) == {"dynamodb:PutItem", "dynamodb:DeleteItem"}
+    assert len(dynamo) == 2 and _actions(dynamo[0]) == {"dynamodb:PutItem", "dynamodb:DeleteItem"}
     assert dynamo[0]["Resource"] == {"Fn::GetAtt": ["SlackDedupeTable", "Arn"]}
+    assert _actions(dynamo[1]) == {"dynamodb:PutItem"}  # votes: put only (export reads with the operator's role)
+    assert dynamo[1]["Resource"] == {"Fn::GetAtt": ["SlackFeedbackTable", "Arn"]}
     for function_id in ("SearchFunction", "IndexerFunction", "SlackWorkerFunction"):
         text = _role_policies(cfn, function_id)
         assert "dynamodb:Scan" not in text and "BatchWrite" not in text and "dynamodb:*" not in text
@@ -312,7 +318,7 @@ def test_no_stage_named_stage_and_docs_behind_the_key(cfn: dict[str, Any]) -> No
     methods = _methods(cfn)
     assert _key_required(methods[("/docs", "GET")]) and _key_required(methods[("/openapi.json", "GET")])
     public = {route for route, op in methods.items() if not _key_required(op)}
-    assert public == {("/health", "GET"), ("/slack/command", "POST")}
+    assert public == {("/health", "GET"), ("/slack/command", "POST"), ("/slack/interactive", "POST")}
 
 
 def test_api_gateway_account_role_for_access_logs(cfn: dict[str, Any]) -> None:
@@ -497,3 +503,25 @@ def test_freshness_alarms_and_the_indexer_rights_for_events(cfn: dict[str, Any])
     assert variables.get("POWERTOOLS_SERVICE_NAME", "kb-search") == "kb-search"
     retry = [st for _, st in _statements(cfn, "IndexerFunction") if "sqs:ChangeMessageVisibility" in _actions(st)]
     assert len(retry) == 1 and retry[0]["Resource"] == {"Fn::GetAtt": ["IndexerEventQueue", "Arn"]}
+
+
+def test_several_api_keys_and_their_groups_parameter(cfn: dict[str, Any]) -> None:
+    """Access scopes: extra keys (ExtraApiKeys) and existing keys (ExistingApiKeyIds) join the usage plan SAM
+    makes; /whoami is behind the key; both functions that search read the caller mapping by name at run time."""
+    resources = cfn["Resources"]
+    plan_id = next(k for k, r in resources.items() if r["Type"] == "AWS::ApiGateway::UsagePlan")
+    for n in (2, 3, 4):
+        assert resources[f"KbApiKey{n}"]["Condition"] == f"CreateApiKey{n}"
+        link = resources[f"KbApiUsagePlanKey{n}"]
+        assert link["Properties"] == {"KeyId": {"Ref": f"KbApiKey{n}"}, "KeyType": "API_KEY",
+                                      "UsagePlanId": {"Ref": plan_id}}  # fmt: skip
+    for n in (1, 2, 3):
+        existing = resources[f"ExistingApiUsagePlanKey{n}"]
+        assert existing["Condition"] == f"HasExistingApiKey{n}"
+        assert existing["Properties"]["UsagePlanId"] == {"Ref": plan_id}
+    assert _key_required(_methods(cfn)[("/whoami", "GET")])
+    for function_id in ("SearchFunction", "SlackWorkerFunction"):
+        variables = resources[function_id]["Properties"]["Environment"]["Variables"]
+        assert variables["ACCESS_GROUPS_PARAM"]["Fn::Sub"][0] == "${Prefix}/access-groups"
+    assert "ACCESS_GROUPS_PARAM" not in resources["IndexerFunction"]["Properties"]["Environment"]["Variables"]
+    assert {"ExtraApiKeyIds", "AccessGroupsParameter"} <= set(cfn["Outputs"])

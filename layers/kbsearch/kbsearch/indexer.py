@@ -10,7 +10,8 @@ Guarantees:
 - a bad note is skipped with a reason, and its last good version stays indexed: everything that happens to one
   note (read, decode, parse, chunk, payload) is isolated, whatever it raises;
 - a note whose key is not a safe path, or whose key has the same NFC path as another key, is skipped with a
-  reason; fields the note keeps but kb-search drops, and frontmatter ids shared by several notes, are warnings;
+  reason; so is an entry the source lists with a problem (not a regular file, a dangling symlink, a folder that
+  cannot be listed, ...), and what was indexed from it (or under that folder) stays; fields the note keeps but kb-search drops, and frontmatter ids shared by several notes, are warnings;
 - a storage failure (a full disk, the embedded store's errors, Qdrant 5xx) ends the run with ``error`` set;
   what was written is consistent, and the next run converges;
 - the run stops before its deadline and says ``incomplete``; the next run carries on.
@@ -26,14 +27,33 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from kbsearch.access import (
+    ACCESS_FILE,
+    FROM_FRONTMATTER,
+    PUBLIC,
+    AccessDeclarationError,
+    AccessFileError,
+    FolderRules,
+    declared_access,
+    link_keys_of,
+    note_access,
+)
 from kbsearch.chunking import Chunk, chunk_note
 from kbsearch.config import Secrets, Settings
 from kbsearch.errors import StoreError
-from kbsearch.lexical import document_vector
+from kbsearch.lexical import document_vector, text_language
 from kbsearch.providers.embeddings import Embedder, EmbeddingStats
 from kbsearch.providers.resilience import Deadline, ProviderError
 from kbsearch.qdrant import open_store
-from kbsearch.qdrant.query import LAST_SYNC_AT, LAST_SYNC_KIND, REBUILDING, SIGNATURE_KEYS, folders_of, signature_id
+from kbsearch.qdrant.query import (
+    LAST_SYNC_AT,
+    LAST_SYNC_KIND,
+    REBUILDING,
+    RESTRICTED_LINKS,
+    SIGNATURE_KEYS,
+    folders_of,
+    signature_id,
+)
 from kbsearch.qdrant.store import EMBED_HASH, ChunkPoint, NoteState, SchemaMismatchError, Store, add_state
 from kbsearch.sources import Source, SourceError, SourceObject, open_source, path_problem, preferred
 
@@ -73,6 +93,7 @@ class SyncReport:
     error: str | None = None
     reembedded: str | None = None  # why every note is being re-embedded (model, format or dimensions changed)
     missed_by_events: int = 0  # changes this run found older than the event grace: no S3 event had delivered them
+    access_updated: int = 0  # unchanged notes whose groups changed: payload updated, nothing re-embedded
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -83,6 +104,7 @@ class _Parsed:
     obj: SourceObject
     kind: str  # added | updated
     note: Note
+    access: tuple[list[str], str]  # groups, where they came from
     chunks: list[Chunk]
     points: list[ChunkPoint]  # payload and sparse vector built; the dense vector is added when the window is embedded
 
@@ -97,6 +119,7 @@ class SyncOptions:
     chunk_overlap_tokens: int = 40
     window_chunks: int = 512  # chunks parsed ahead and embedded together (4 x batch size x concurrency)
     event_grace_s: float = 300.0  # a change younger than this may still have its event in flight (missed_by_events)
+    access_default: str = PUBLIC  # public | deny (ACCESS_DEFAULT)
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> SyncOptions:
@@ -107,6 +130,7 @@ class SyncOptions:
             chunk_overlap_tokens=settings.chunk_overlap_tokens,
             window_chunks=settings.embedding.batch_size * settings.embedding.concurrency * 4,
             event_grace_s=settings.event_grace_s,
+            access_default=settings.access_default,
         )
         for key, value in overrides.items():
             setattr(options, key, value)
@@ -128,9 +152,13 @@ class Indexer:
         self.options = options or SyncOptions()
         self.progress = progress
         self._written_ids: dict[str, str] = {}  # path → doc_id of the notes this run wrote
+        self._kept: set[str] = set()  # paths (and folders, ending in '/') listed with a problem: never deleted
         self._reuse: dict[str, dict[str, Any]] = {}  # path → embed_hash → stored dense vector (event-driven runs)
         self._signature_id = ""
         self._reembed = False
+        self._rules = FolderRules()
+        self._access: dict[str, list[str] | None] = {}  # path → groups after this run (None: not known)
+        self._state: dict[str, NoteState] = {}
 
     def sync(self, stop_at: Deadline | None = None, call_deadline: Deadline | None = None) -> SyncReport:
         """One sync run. ``stop_at``: no new work starts after it; ``call_deadline`` bounds provider calls."""
@@ -215,15 +243,27 @@ class Indexer:
             report.incomplete = True
             logger.error("listing failed; nothing changed", extra={"error": str(exc)})
             return
+        try:
+            self._rules = self._access_rules(listing)
+        except (AccessFileError, SourceError) as exc:
+            report.error = str(exc)
+            report.incomplete = True
+            logger.error("the access file cannot be used; nothing changed", extra={"error": str(exc)})
+            return
         notes = self._notes(report, listing)
         state = self.store.indexed_state()
 
         self._delete_missing(report, state, notes)
 
         work: list[tuple[SourceObject, str]] = []
+        reread: list[SourceObject] = []
+        self._state = state
+        self._access = {p: (list(a[0]) if (a := st.access()) else None) for p, st in state.items()}
         for path in sorted(notes):
             obj = notes[path]
             kind = self._classify(obj, state.get(path))
+            if kind in ("unchanged", "repair") and not self._refresh_access(report, path, state[path]):
+                reread.append(obj)
             if kind == "unchanged":
                 report.unchanged += 1
             elif kind == "repair":
@@ -239,16 +279,112 @@ class Indexer:
                 work.append((obj, kind))
         self._written_ids = {}
         try:
+            self._reread_access(report, reread, state, stop_at)
             self._index(report, work, state, stop_at, call_deadline)
         finally:
             self._warn_duplicate_ids(report, notes, state)
         report.missed_by_events = self._missed_by_events(report, work)
+        self._record_restricted_links(notes)
+
+    # -- access scopes ----------------------------------------------------------------------------------------
+    def _access_rules(self, listing: list[SourceObject]) -> FolderRules:
+        """The access file's folder rules (none when the KB has no access file); AccessFileError when unusable."""
+        found = [obj for obj in listing if obj.path == ACCESS_FILE]
+        if not found:
+            return FolderRules()
+        return FolderRules.parse(self.source.read(found[0]))
+
+    def _refresh_access(self, report: SyncReport, path: str, st: NoteState) -> bool:
+        """An unchanged note's groups, brought up to date without reading it when they come from the folder rules
+        or the default (a payload update, nothing re-embedded). False when the note must be read to know them
+        (indexed before access scopes, or a payload update cut short)."""
+        recorded = st.access()
+        if recorded is None:
+            return False
+        if recorded[1] == FROM_FRONTMATTER:  # same etag, same frontmatter, same groups
+            self._access[path] = list(recorded[0])
+            return True
+        groups, source = note_access(path, None, self._rules, self.options.access_default)
+        if (tuple(groups), source) != recorded:
+            self.store.set_payload(path, {"access": groups, "access_from": source})
+            report.access_updated += 1
+            logger.info("access changed", extra={"path": path, "groups": groups, "from": source})
+        self._access[path] = groups
+        return True
+
+    def _keep_last_good(self, report: SyncReport, path: str) -> None:
+        """A changed note that cannot be indexed keeps its last good version, under today's folder rules (a folder
+        made restricted restricts it too)."""
+        st = self._state.get(path)
+        if st is not None:
+            self._refresh_access(report, path, st)
+
+    def _reread_access(
+        self, report: SyncReport, objs: list[SourceObject], state: dict[str, NoteState], stop_at: Deadline
+    ) -> None:
+        """Unchanged notes whose groups the index does not record: read, parse, payload update (no embedding)."""
+        from kbsearch.notes import NoteError, parse_note
+
+        for obj in objs:
+            if stop_at.remaining() <= 0:
+                report.incomplete = True
+                report.remaining += 1
+                continue
+            try:
+                note = parse_note(obj.path, self.source.read(obj), self.options.max_note_bytes)
+                declared = declared_access(note.metadata, note.warnings)
+            except AccessDeclarationError as exc:
+                self._revoke(report, obj.path, exc.reason, state)
+                continue
+            except (SourceError, NoteError) as exc:
+                # the note's recorded version stays, readable by nobody restricted until its groups are known
+                self._skip(report, obj.path, getattr(exc, "reason", str(exc)))
+                continue
+            groups, source = note_access(obj.path, declared, self._rules, self.options.access_default)
+            self.store.set_payload(obj.path, {"access": groups, "access_from": source})
+            self._access[obj.path] = groups
+            report.access_updated += 1
+
+    def _revoke(self, report: SyncReport, path: str, reason: str, state: dict[str, NoteState]) -> None:
+        """A note whose access declaration is unusable: skipped, and its indexed version removed, so that it is
+        never served with groups its author no longer means."""
+        if path in state:
+            self.store.delete_note(path)
+            report.chunks_deleted += state[path].points
+            reason += "; its previous version was removed from the index"
+        self._access.pop(path, None)
+        self._skip(report, path, reason)
+
+    def _record_restricted_links(self, notes: dict[str, SourceObject]) -> None:
+        """Record (collection metadata) which link targets name only notes that are not public, with their groups,
+        so that a search hides a link into a note its caller may not read. A note whose groups are unknown counts
+        as readable by nobody."""
+        by_key: dict[str, set[str]] = {}
+        public: set[str] = set()
+        for path in notes:
+            groups = self._access.get(path)
+            for key in link_keys_of(path):
+                if groups is not None and PUBLIC in groups:
+                    public.add(key)
+                else:
+                    by_key.setdefault(key, set()).update(groups or ())
+        restricted = {k: sorted(g) for k, g in sorted(by_key.items()) if k not in public}
+        current = self.store.metadata()
+        if current.get(RESTRICTED_LINKS) != restricted:
+            self.store.set_metadata({**current, RESTRICTED_LINKS: restricted})
 
     def _notes(self, report: SyncReport, listing: list[SourceObject]) -> dict[str, SourceObject]:
         """The listing's notes by path; keys that cannot be a note's identity, and all but one of the keys that
         share a path after Unicode normalisation, are skipped with a reason."""
         by_path: dict[str, dict[str, SourceObject]] = {}
+        self._kept = set()
         for obj in listing:
+            if obj.problem is not None:  # listed, never read: what was indexed from it stays (as for a bad note)
+                if obj.is_note:
+                    report.notes_listed += not obj.folder
+                    self._kept.add(obj.path)
+                    self._skip(report, obj.path, obj.problem)
+                continue
             if obj.is_note:
                 report.notes_listed += 1
                 problem = path_problem(obj.path)
@@ -256,7 +392,7 @@ class Indexer:
                     self._skip(report, obj.path, f"{problem}: kb_get_note could not reach it")
                 else:
                     by_path.setdefault(obj.path, {})[obj.key] = obj
-        report.attachments_ignored = len(listing) - report.notes_listed
+        report.attachments_ignored = sum(1 for obj in listing if not obj.is_note)
         notes: dict[str, SourceObject] = {}
         for path, objs in by_path.items():
             winner = preferred(list(objs))
@@ -313,7 +449,8 @@ class Indexer:
         return "unchanged"
 
     def _delete_missing(self, report: SyncReport, state: dict[str, NoteState], notes: dict[str, SourceObject]) -> None:
-        gone = sorted(p for p in state if p not in notes)
+        folders = tuple(p for p in self._kept if p.endswith("/"))
+        gone = sorted(p for p in state if p not in notes and p not in self._kept and not p.startswith(folders))
         if not gone:
             return
         share = len(gone) / max(1, len(state))
@@ -344,29 +481,41 @@ class Indexer:
         try:
             raw = self.source.read(obj)
             note = parse_note(obj.path, raw, self.options.max_note_bytes)
+            groups, access_from = note_access(
+                obj.path, declared_access(note.metadata, note.warnings), self._rules, self.options.access_default
+            )
             chunks = chunk_note(note, self.options.chunk_max_tokens, self.options.chunk_overlap_tokens)
             dense = self.embedder is not None
             points = []
+            language = text_language(note.title + "\n" + "\n".join(c.text for c in chunks))
             for chunk in chunks:
                 payload = _payload(obj, note, chunk, len(chunks), indexed_at, dense)
+                payload["lang"] = language  # the note's language: what the fusion weighs a BM25 match by
                 payload["embedding"] = self._signature_id if dense else ""  # which model/format embedded it
                 payload[EMBED_HASH] = embed_hash(self._signature_id, chunk.embed_text) if dense else ""
+                payload["access"], payload["access_from"] = groups, access_from
                 json.dumps(payload, allow_nan=False, ensure_ascii=False).encode("utf-8")  # what the store must take
                 reused = self._reuse.get(obj.path, {}).get(payload[EMBED_HASH]) if dense else None
                 points.append(ChunkPoint(obj.path, chunk.index, payload, document_vector(chunk.embed_text), reused))
         except SourceError as exc:
             self._skip(report, obj.path, str(exc))
+            self._keep_last_good(report, obj.path)
             return None
         except NoteError as exc:
             self._skip(report, obj.path, exc.reason)
+            self._keep_last_good(report, obj.path)
+            return None
+        except AccessDeclarationError as exc:
+            self._revoke(report, obj.path, exc.reason, self._state)
             return None
         except Exception as exc:  # a bug or an input no rule above foresaw: this note only
             logger.exception("note failed", extra={"path": obj.path})
             self._skip(report, obj.path, f"cannot be indexed ({type(exc).__name__})")
+            self._keep_last_good(report, obj.path)
             return None
         for warning in note.warnings:
             report.warnings.append({"path": obj.path, "reason": warning})
-        return _Parsed(obj, kind, note, chunks, points)
+        return _Parsed(obj, kind, note, (groups, access_from), chunks, points)
 
     def _index(
         self,
@@ -440,6 +589,7 @@ class Indexer:
                 self.store.delete_leftovers(parsed.obj.path, n)
                 report.chunks_deleted += len(leftover)
             self._written_ids[parsed.obj.path] = parsed.note.doc_id
+            self._access[parsed.obj.path] = parsed.access[0]
             if parsed.kind == "added":
                 report.added += 1
             else:
@@ -623,6 +773,7 @@ class ChangeSync:
         failed: set[str] = set()
         try:
             self.indexer._embedding_signature(report)
+            self.indexer._rules = self._access_rules()
             applied = self.sequencers.get(sorted(latest)) if self.sequencers is not None and latest else {}
             todo = {}
             for path, change in latest.items():
@@ -656,6 +807,19 @@ class ChangeSync:
         report.failed_paths = sorted(failed)
         report.failed_messages = sorted({c.message_id for c in changes if c.path in failed and c.message_id})
         return report
+
+    def _access_rules(self) -> FolderRules:
+        """The access file's folder rules as they are now (one read of one key, never a listing): a note that an
+        event brings in gets the groups a full sync would give it. An unusable access file fails the batch (it is
+        retried, as a full sync refuses to run); a change of the access file itself reaches the index with the
+        next full sync (the reconciler), which applies it to every note as a payload update."""
+        try:
+            raw = self.source.read_path(ACCESS_FILE)
+        except SourceError as exc:
+            if str(exc).startswith("no note"):
+                return FolderRules()
+            raise
+        return FolderRules.parse(raw)
 
     def _record(self, change: Change) -> bool:
         return self.sequencers is None or self.sequencers.put(change.path, change.sequencer)
@@ -704,6 +868,7 @@ class ChangeSync:
                 work.append((obj, "updated" if kind == "repair" else kind))
         self.indexer._reuse = reuse
         self.indexer._written_ids = {}
+        self.indexer._state = state  # a changed note that cannot be indexed keeps its last good version
         skipped_before = {s["path"] for s in report.skipped}
         try:
             self.indexer._index(report, work, state, stop_at, call_deadline)

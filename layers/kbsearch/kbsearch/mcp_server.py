@@ -7,8 +7,13 @@ One endpoint, POST only, JSON-RPC 2.0 answered with ``application/json``; no ses
 - **2026-07-28** (per-request envelope): no ``initialize``; every request has ``params._meta`` with
   ``io.modelcontextprotocol/protocolVersion`` and ``.../clientCapabilities``, and the headers
   ``MCP-Protocol-Version``, ``Mcp-Method`` (and ``Mcp-Name`` on ``tools/call``) must agree with the body
-  (-32020 otherwise); an unsupported version is -32022 with ``data.supported``; ``server/discover`` describes the
-  server; results carry ``resultType``, list results ``ttlMs`` and ``cacheScope``.
+  (-32020 otherwise); an unsupported version is -32022 with ``data.supported`` (for a header naming a version of
+  neither era on a request without the envelope: every version served, so a handshake-era client can fall back);
+  ``server/discover`` describes the server; results carry ``resultType``, list results ``ttlMs`` and
+  ``cacheScope``.
+
+Every error on ``/mcp`` is a JSON-RPC error object, HTTP's too (405, and 413 for a body over 64 KiB, which the API
+answers before routing).
 
 Routing follows the SDK's rule: a request whose ``MCP-Protocol-Version`` header is present and not a handshake
 version is a 2026-07-28 request; anything else is handshake-era.
@@ -59,6 +64,8 @@ class KbSearchArgs(BaseModel):
     tags: list[StrictStr] | None = Field(default=None, max_length=50, description="only notes with any of these tags")
     type: StrictStr | None = Field(default=None, description="only notes of this type (runbook, decision, ...)")
     status: StrictStr | None = Field(default=None, description="only notes with this status (active, draft, ...)")
+    path_prefix: StrictStr | None = Field(default=None, max_length=500, description="only notes in this folder "
+                                          "(e.g. 'ru/ранбуки'; '/' or '' is the whole KB)")  # fmt: skip
 
 
 class KbGetNoteArgs(BaseModel):
@@ -163,7 +170,8 @@ class McpServer:
     # -- HTTP -------------------------------------------------------------------------------------------------
     def handle(self, method: str, headers: Mapping[str, str], body: bytes | str | None) -> HttpAnswer:
         if method.upper() != "POST":
-            return HttpAnswer(405, {"error": "method_not_allowed", "message": "use POST"}, {"Allow": "POST"})
+            answer = _rpc_error(None, INVALID_REQUEST, "Method Not Allowed: use POST")
+            return HttpAnswer(405, answer.body, {"Allow": "POST"})
         lowered = {k.lower(): v for k, v in headers.items()}
         raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else (body or b"")
         try:
@@ -218,6 +226,10 @@ class McpServer:
     def _modern(self, id_: Any, method: str, params: dict[str, Any], headers: Mapping[str, str]) -> HttpAnswer:
         meta = params.get("_meta")
         if not isinstance(meta, dict) or PROTOCOL_VERSION_KEY not in meta or CLIENT_CAPABILITIES_KEY not in meta:
+            requested = headers.get("mcp-protocol-version")
+            if requested not in MODERN_VERSIONS:  # a version we do not speak: say which we do, not what _meta lacks
+                return _rpc_error(id_, UNSUPPORTED_PROTOCOL_VERSION, "Unsupported protocol version",
+                                  {"supported": [*MODERN_VERSIONS, *HANDSHAKE_VERSIONS], "requested": requested})  # fmt: skip
             return _rpc_error(id_, INVALID_PARAMS, f"params._meta must carry {PROTOCOL_VERSION_KEY!r} and "
                               f"{CLIENT_CAPABILITIES_KEY!r}")  # fmt: skip
         version = meta[PROTOCOL_VERSION_KEY]
@@ -281,6 +293,7 @@ class McpServer:
             tags=args.tags or None,
             type=[args.type] if args.type else None,
             status=[args.status] if args.status else None,
+            path_prefix=args.path_prefix,
         )
         request = SearchRequest(query=args.query, top_k=args.top_k, filters=filters)
         try:
@@ -296,7 +309,7 @@ class McpServer:
 
     def _kb_get_note(self, arguments: dict[str, Any]) -> dict[str, Any]:
         from kbsearch.notes import NoteError, decode_note, split_frontmatter
-        from kbsearch.sources import SourceError, note_path, path_problem
+        from kbsearch.sources import NoteUnreadable, SourceError, note_path, path_problem
 
         args = KbGetNoteArgs.model_validate(arguments)
         path = note_path(args.path)  # the identity the indexer gave the note (NFC), whatever form the client sent
@@ -305,6 +318,8 @@ class McpServer:
             raise ToolFailure(f"not a note path: {problem} (use kb_search to find one)")
         try:
             raw = self.tools.read_note(path)
+        except NoteUnreadable as exc:  # a FIFO, a device, a dangling symlink, ...: its reason names no server path
+            raise ToolFailure(f"the note at {path!r} cannot be read: {exc.reason}") from None
         except SourceError as exc:
             # The source's text names buckets, keys with their prefix or server folders: log it, say less.
             logger.warning("kb_get_note could not read a note", extra={"error": str(exc)})

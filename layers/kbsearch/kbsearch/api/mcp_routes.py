@@ -16,22 +16,16 @@ from kbsearch.schemas import SearchRequest, SearchResponse
 
 if TYPE_CHECKING:
     from kbsearch.mcp_server import McpServer
-    from kbsearch.sources import Source
 
 
 def mcp_router(container: Container, run: Callable[[SearchRequest, Router], SearchResponse]) -> Router:
     router = Router()
     built: dict[str, McpServer] = {}
-    sources: dict[str, Source] = {}
     lock = threading.Lock()
 
     def read_note(path: str) -> bytes:
-        with lock:
-            if "kb" not in sources:
-                from kbsearch.sources import open_source
-
-                sources["kb"] = open_source(container.settings.kb_source)
-        return sources["kb"].read_path(path)
+        # the caller's scope: a note it may not read is answered as a note that is not there
+        return container.reader().read(path, container.api_scope(router.current_event.raw_event))
 
     def server() -> McpServer:
         with lock:

@@ -204,6 +204,7 @@ class EdgeStore(Store):
 
         if self._shard is not None:
             self.check_schema()
+            self.ensure_payload_indexes()
             return False
         if local_mode_data(self.root):
             logger.warning(
@@ -229,6 +230,21 @@ class EdgeStore(Store):
             self._written = True
         self.set_metadata(signature or {})
         return True
+
+    def ensure_payload_indexes(self) -> None:
+        """Create the payload indexes a shard made by an older version lacks (``access``)."""
+        import qdrant_edge as edge
+
+        with self._lock, storage_errors("creating payload indexes"):
+            present = set(self.shard.info().payload_schema or {})
+            for name, kind in PAYLOAD_INDEXES.items():
+                if name not in present:
+                    self.shard.update(
+                        edge.UpdateOperation.create_field_index(
+                            name, getattr(edge.PayloadSchemaType, kind.capitalize())
+                        )
+                    )
+                    self._written = True
 
     def check_schema(self) -> None:
         try:
@@ -325,6 +341,14 @@ class EdgeStore(Store):
             self.shard.update(edge.UpdateOperation.delete_points_by_filter(selector))
             self._written = True
 
+    def set_payload(self, path: str, payload: dict[str, Any]) -> None:
+        """Set ``payload``'s fields on every chunk of the note (vectors untouched: nothing is re-embedded)."""
+        import qdrant_edge as edge
+
+        with self._lock, storage_errors("updating a note's payload"):
+            self.shard.update(edge.UpdateOperation.set_payload_by_filter(edge_filter(path_filter(path)), payload))
+            self._written = True
+
     def delete_note(self, path: str) -> None:
         self._delete(path, None)
 
@@ -345,6 +369,21 @@ class EdgeStore(Store):
                 raise StoreError(f"Qdrant query failed ({type(exc).__name__})") from None
         return [{"id": str(p.id), "score": p.score, "payload": p.payload} for p in points]
 
+    def query_batch(self, searches: list[dict[str, Any]], timeout_s: float) -> list[list[dict[str, Any]]]:
+        """Several Query API searches as one Edge batch (one planned pass over the segments)."""
+        import qdrant_edge as edge
+
+        try:
+            batch = edge.QueryBatchRequest([edge_request(s) for s in searches])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StoreError(f"cannot run this query on the embedded store ({exc})") from None
+        with self._lock:
+            try:
+                answers = self.shard.query_batch(batch)
+            except Exception as exc:
+                raise StoreError(f"Qdrant query failed ({type(exc).__name__})") from None
+        return [[{"id": str(p.id), "score": p.score, "payload": p.payload} for p in points] for points in answers]
+
 
 class EmbeddedRetriever:
     """The search's retrieval call (:class:`kbsearch.qdrant.query.Retriever`) on a store opened in this process:
@@ -364,6 +403,9 @@ class EmbeddedRetriever:
 
     def query(self, request: dict[str, Any], timeout_s: float) -> list[dict[str, Any]]:
         return self._present().query(request, timeout_s)
+
+    def query_batch(self, searches: list[dict[str, Any]], timeout_s: float) -> list[list[dict[str, Any]]]:
+        return self._present().query_batch(searches, timeout_s)
 
     def close(self) -> None:
         self.store.close()

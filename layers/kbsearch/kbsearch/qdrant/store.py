@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # qdrant_client (~0.5 s to import) is loaded only by the stor
 
     from kbsearch.config import Secrets, Settings
 
-STATE_FIELDS = ["path", "etag", "chunk_index", "n_chunks", "dense", "doc_id", "embedding"]
+STATE_FIELDS = ["path", "etag", "chunk_index", "n_chunks", "dense", "doc_id", "embedding", "access", "access_from"]
 #: Payload field: a hash of what a chunk's dense vector embeds (model signature + embedded text); an event-driven
 #: run reuses the stored vector of a chunk whose hash is unchanged instead of embedding it again.
 EMBED_HASH = "embed_hash"
@@ -87,10 +87,13 @@ class NoteState:
     points: int = 0
     doc_ids: dict[str, str] = field(default_factory=dict)  # etag → the frontmatter id (or path) it was indexed with
     embeddings: set[str] = field(default_factory=set)  # signature ids of the chunks' vectors
+    accesses: set[tuple[tuple[str, ...], str] | None] = field(default_factory=set)  # (groups, from) per chunk
 
     def add(
-        self, etag: str, chunk_index: int, n_chunks: int, dense: bool, doc_id: str | None = None, embedding: str = ""
-    ) -> None:
+        self, etag: str, chunk_index: int, n_chunks: int, dense: bool, doc_id: str | None = None, embedding: str = "",
+        access: tuple[tuple[str, ...], str] | None = None,
+    ) -> None:  # fmt: skip
+        self.accesses.add(access)
         self.chunks.setdefault(etag, set()).add(chunk_index)
         self.n_chunks.setdefault(etag, set()).add(n_chunks)
         self.dense = self.dense and dense
@@ -98,6 +101,11 @@ class NoteState:
         self.points += 1
         if doc_id is not None:
             self.doc_ids[etag] = doc_id
+
+    def access(self) -> tuple[tuple[str, ...], str] | None:
+        """The groups every chunk records and where they came from; None when a chunk records none (indexed
+        before access scopes) or the chunks disagree (a payload update cut short)."""
+        return next(iter(self.accesses)) if len(self.accesses) == 1 else None
 
     def doc_id(self) -> str | None:
         """The id of the complete version, if there is one."""
@@ -128,7 +136,16 @@ def add_state(state: dict[str, NoteState], p: dict[str, Any]) -> None:
     state.setdefault(path, NoteState()).add(
         str(p.get("etag", "")), int(p.get("chunk_index", -1)), int(p.get("n_chunks", 0)),
         bool(p.get("dense")), doc_id if isinstance(doc_id, str) else None, str(p.get("embedding", "")),
+        recorded_access(p),
     )  # fmt: skip
+
+
+def recorded_access(payload: dict[str, Any]) -> tuple[tuple[str, ...], str] | None:
+    """A chunk's recorded (groups, where they came from), or None when it records none usable."""
+    groups, source = payload.get("access"), payload.get("access_from")
+    if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups) or not isinstance(source, str):
+        return None
+    return tuple(sorted(groups)), source
 
 
 @dataclass(frozen=True)
@@ -197,6 +214,7 @@ class Store:
         if self.exists():
             with storage_errors("reading the collection's schema"):
                 self.check_schema()
+            self.ensure_payload_indexes()
             return False
         with storage_errors(f"creating the collection {self.collection!r}"), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the embedded store ignores HNSW/quantization/indexes, with a warning
@@ -214,6 +232,16 @@ class Store:
             for name, kind in PAYLOAD_INDEXES.items():
                 self.client.create_payload_index(self.collection, name, models.PayloadSchemaType(kind))
         return True
+
+    def ensure_payload_indexes(self) -> None:
+        """Create the payload indexes a collection made by an older version lacks (``access``)."""
+        from qdrant_client import models
+
+        with storage_errors("creating payload indexes"):
+            present = set(self.client.get_collection(self.collection).payload_schema or {})
+            for name, kind in PAYLOAD_INDEXES.items():
+                if name not in present:
+                    self.client.create_payload_index(self.collection, name, models.PayloadSchemaType(kind))
 
     def metadata(self) -> dict[str, Any]:
         """The collection's metadata (the embedding signature it records); {} when none."""
@@ -339,6 +367,27 @@ class Store:
         except Exception as exc:
             raise StoreError(f"Qdrant query failed ({type(exc).__name__})") from None
         return [{"id": str(p.id), "score": p.score, "payload": p.payload} for p in result.points]
+
+    def query_batch(self, searches: list[dict[str, Any]], timeout_s: float) -> list[list[dict[str, Any]]]:
+        """Several Query API searches in one call (``query_batch_points``)."""
+        from qdrant_client import models
+
+        try:
+            requests = [models.QueryRequest.model_validate(s) for s in searches]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # local mode warns that it ignores hnsw_ef/quantization
+                answers = self.client.query_batch_points(self.collection, requests, timeout=max(1, int(timeout_s)))
+        except Exception as exc:
+            raise StoreError(f"Qdrant query failed ({type(exc).__name__})") from None
+        return [[{"id": str(p.id), "score": p.score, "payload": p.payload} for p in a.points] for a in answers]
+
+    def set_payload(self, path: str, payload: dict[str, Any]) -> None:
+        """Set ``payload``'s fields on every chunk of the note (no vector is touched: nothing is re-embedded)."""
+        from qdrant_client import models
+
+        selector = models.Filter.model_validate(path_filter(path))
+        with storage_errors("updating a note's payload"):
+            self.client.set_payload(self.collection, payload, points=selector, wait=True)
 
     def delete_note(self, path: str) -> None:
         from qdrant_client import models
