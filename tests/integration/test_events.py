@@ -151,7 +151,8 @@ def test_events_index_exactly_their_keys_and_converge_to_a_full_sync(
     records = aws.receive()
     s3_calls.clear()
     assert indexer(records) == []
-    assert sorted(s3_calls) == ["GetObject", "HeadObject", "HeadObject"]  # the two keys; never a listing
+    # the access file (one GET by key: none here), the two keys; never a listing
+    assert sorted(s3_calls) == ["GetObject", "GetObject", "HeadObject", "HeadObject"]
     inputs = [i for call in deepinfra.calls("embeddings")[before:] for i in call.body["input"]]
     assert len(inputs) == 1 and "gamma changed" in inputs[0]
     assert points(indexer.settings()) == clean_full_sync(indexer, tmp_path)
