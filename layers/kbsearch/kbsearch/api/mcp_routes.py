@@ -15,7 +15,7 @@ from kbsearch.api.container import Container
 from kbsearch.schemas import SearchRequest, SearchResponse
 
 if TYPE_CHECKING:
-    from kbsearch.mcp_server import McpServer
+    from kbsearch.mcp.protocol import McpServer
     from kbsearch.sources import Source
 
 
@@ -36,14 +36,14 @@ def mcp_router(container: Container, run: Callable[[SearchRequest, Router], Sear
     def server() -> McpServer:
         with lock:
             if "mcp" not in built:
-                from kbsearch.mcp_server import McpServer, Tools
+                from kbsearch.mcp.protocol import McpServer, Tools
 
                 built["mcp"] = McpServer(Tools(search=lambda request: run(request, router), read_note=read_note))
             return built["mcp"]
 
     @router.route("/mcp", method=["GET", "POST", "DELETE"], include_in_schema=False)
     def mcp_endpoint() -> Response[Any]:
-        from kbsearch.mcp_server import body_error
+        from kbsearch.mcp.protocol import body_error
 
         event = router.current_event
         try:
