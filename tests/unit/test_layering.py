@@ -18,7 +18,7 @@ from tests.conftest import ROOT, subprocess_env
 
 RUNTIME = ROOT / "layers" / "kbsearch" / "kbsearch"
 HANDLERS = ROOT / "functions"
-SERVICES = {"kbsearch.search", "kbsearch.indexer"}
+SERVICES = {"kbsearch.search", "kbsearch.indexer", "kbsearch.browse"}
 #: the layer above the services: request/command adapters that call them
 API_LEVEL = ("kbsearch.api", "kbsearch.slack_worker", "kbsearch.mcp")
 TOOLING = ("cli", "bench", "fakes", "local", "eval_runner", "evaluation", "evaluate", "metrics")

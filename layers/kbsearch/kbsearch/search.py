@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from kbsearch.config import Secrets, Settings
 from kbsearch.errors import IndexMissing, IndexUnavailable, StoreError
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 Span = Callable[[str], AbstractContextManager[Any]]
+T = TypeVar("T")
 STATUS_PRIOR = {"deprecated": 0.85, "archived": 0.85, "draft": 0.95}
 #: Fused chunks fetched per candidate note: notes have several chunks, and grouping keeps one per note.
 CHUNKS_PER_CANDIDATE = 4
@@ -205,6 +206,21 @@ class SearchService:
                 return None  # the retrieval call reports an unreachable index
             self._signature_checked = (now, signature_mismatch(recorded, self.embedder.signature))
         return self._signature_checked[1]
+
+    def read_index(self, read: Callable[[Retriever, float], T], budget_s: float | None = None) -> T:
+        """One read of the index besides a search (a note's links, the catalog, a page of notes): in the same
+        slot as searches (the embedded store takes one call at a time), with ``read(retriever, timeout_s)``.
+        An index that is missing or unreachable is :class:`IndexUnavailable`, as for a search."""
+        deadline = Deadline(budget_s if budget_s is not None else self.settings.search_budget_s)
+        with self._retrieval_slot(deadline):
+            try:
+                return read(self.retriever, max(0.05, min(self.settings.qdrant_timeout_s, deadline.remaining())))
+            except IndexMissing as exc:
+                raise IndexUnavailable(
+                    f"{exc}: run the indexer first", "the index has not been built yet: run the indexer first"
+                ) from None
+            except StoreError as exc:
+                raise IndexUnavailable(str(exc)) from None
 
     def evaluation_view(self, retrieval: str, max_results: int | None = None) -> SearchService:
         """The documented seam for evaluation: this same service (providers, store, breakers, caches) answering

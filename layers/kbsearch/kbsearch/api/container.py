@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from kbsearch.config import Secrets, Settings, load_handler_settings
 
 if TYPE_CHECKING:
+    from kbsearch.browse import BrowseService
     from kbsearch.errors import ConfigError
     from kbsearch.search import SearchService
 
@@ -24,6 +25,7 @@ class Container:
         self.config_problem: ConfigError | None = problem
         self.secrets = Secrets(settings)
         self._search: SearchService | None = None
+        self._browse: BrowseService | None = None
         self._lock = threading.Lock()
 
     def search(self) -> SearchService:
@@ -37,6 +39,18 @@ class Container:
 
                 self._search = SearchService(self.settings, self.secrets)
             return self._search
+
+    def browse(self) -> BrowseService:
+        """Reading notes (sections, links), the catalog and pages of notes, over the search service's index
+        connection and the KB source (``KB_SOURCE``, opened on first read); built on first use."""
+        search = self.search()
+        with self._lock:
+            if self._browse is None:
+                from kbsearch.browse import BrowseService
+                from kbsearch.sources import open_source
+
+                self._browse = BrowseService(search, lambda: open_source(self.settings.kb_source))
+            return self._browse
 
     def close(self) -> None:
         with self._lock:

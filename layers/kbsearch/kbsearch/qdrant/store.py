@@ -27,7 +27,9 @@ if TYPE_CHECKING:  # qdrant_client (~0.5 s to import) is loaded only by the stor
 
     from kbsearch.config import Secrets, Settings
 
-STATE_FIELDS = ["path", "etag", "chunk_index", "n_chunks", "dense", "doc_id", "embedding"]
+#: The first chunk's payload field that says the note's link-graph keys are stored (see kbsearch.links).
+GRAPH_FIELD = "path_keys"
+STATE_FIELDS = ["path", "etag", "chunk_index", "n_chunks", "dense", "doc_id", "embedding", GRAPH_FIELD]
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +86,7 @@ class NoteState:
     points: int = 0
     doc_ids: dict[str, str] = field(default_factory=dict)  # etag → the frontmatter id (or path) it was indexed with
     embeddings: set[str] = field(default_factory=set)  # signature ids of the chunks' vectors
+    graph: bool = True  # False: a first chunk written before the link graph was stored
 
     def add(
         self, etag: str, chunk_index: int, n_chunks: int, dense: bool, doc_id: str | None = None, embedding: str = ""
@@ -182,6 +185,12 @@ class Store:
         if self.exists():
             with storage_errors("reading the collection's schema"):
                 self.check_schema()
+            if not self.embedded:  # a collection built before an index existed (the link graph's keys) gets it
+                with storage_errors("creating payload indexes"):
+                    present = set(self.client.get_collection(self.collection).payload_schema or {})
+                    for name, kind in PAYLOAD_INDEXES.items():
+                        if name not in present:
+                            self.client.create_payload_index(self.collection, name, models.PayloadSchemaType(kind))
             return False
         with storage_errors(f"creating the collection {self.collection!r}"), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the embedded store ignores HNSW/quantization/indexes, with a warning
@@ -249,10 +258,13 @@ class Store:
                 if not isinstance(path, str):
                     continue
                 doc_id = p.get("doc_id")
-                state.setdefault(path, NoteState()).add(
+                note = state.setdefault(path, NoteState())
+                note.add(
                     str(p.get("etag", "")), int(p.get("chunk_index", -1)), int(p.get("n_chunks", 0)),
                     bool(p.get("dense")), doc_id if isinstance(doc_id, str) else None, str(p.get("embedding", "")),
                 )  # fmt: skip
+                if p.get("chunk_index") == 0 and GRAPH_FIELD not in p:
+                    note.graph = False
         return state
 
     def points(self) -> dict[str, dict[str, Any]]:
@@ -299,6 +311,35 @@ class Store:
         except Exception as exc:
             raise StoreError(f"Qdrant query failed ({type(exc).__name__})") from None
         return [{"id": str(p.id), "score": p.score, "payload": p.payload} for p in result.points]
+
+    def scroll(self, request: dict[str, Any], timeout_s: float) -> tuple[list[dict[str, Any]], str | None]:
+        """Run a scroll request's JSON (filter, limit, offset, with_payload) through qdrant-client."""
+        from qdrant_client import models
+
+        try:
+            req = models.ScrollRequest.model_validate(request)
+            points, offset = self.client.scroll(
+                self.collection, scroll_filter=req.filter, limit=req.limit or 10, offset=req.offset,
+                with_payload=req.with_payload if req.with_payload is not None else True, with_vectors=False,
+                timeout=max(1, int(timeout_s)),
+            )  # fmt: skip
+        except Exception as exc:
+            raise StoreError(f"Qdrant scroll failed ({type(exc).__name__})") from None
+        return [{"id": str(p.id), "payload": p.payload} for p in points], None if offset is None else str(offset)
+
+    def facet(self, request: dict[str, Any], timeout_s: float) -> list[tuple[Any, int]]:
+        """Run a facet request's JSON (key, filter, limit, exact) through qdrant-client."""
+        from qdrant_client import models
+
+        try:
+            req = models.FacetRequest.model_validate(request)
+            answer = self.client.facet(
+                self.collection, key=req.key, facet_filter=req.filter, limit=req.limit or 10, exact=bool(req.exact),
+                timeout=max(1, int(timeout_s)),
+            )  # fmt: skip
+        except Exception as exc:
+            raise StoreError(f"Qdrant facet failed ({type(exc).__name__})") from None
+        return [(hit.value, int(hit.count)) for hit in answer.hits]
 
     def delete_note(self, path: str) -> None:
         from qdrant_client import models
