@@ -72,7 +72,7 @@ def test_schemathesis_all_phases_no_5xx(served: ServeProcess, tmp_path: Path) ->
     assert {phase: info["status"] for phase, info in run["phases"].items()} == {
         "examples": "success", "coverage": "success", "fuzzing": "success", "stateful": "success",
     }  # fmt: skip
-    assert run["operations"]["tested"] == 6, run["operations"]
+    assert run["operations"]["tested"] == 8, run["operations"]  # GET /notes and GET /notes/{path} included
     assert run["test_cases"]["generated"] >= 3000 and run["test_cases"]["with_failures"] == 0, run["test_cases"]
     # the signing hook worked: signed commands were accepted (200) and parsed, not only rejected
     slack_rates = run["valid_rates"]["POST /slack/command"]
@@ -84,7 +84,7 @@ def test_schemathesis_all_phases_no_5xx(served: ServeProcess, tmp_path: Path) ->
 
 def test_schema_documents_every_route(served: ServeProcess) -> None:
     document = httpx.get(f"{served.base_url}/openapi.json", headers={"x-api-key": API_KEY}, timeout=10).json()
-    assert {"/search", "/mcp", "/slack/command", "/health"} <= set(document["paths"])
+    assert {"/search", "/mcp", "/slack/command", "/health", "/notes", "/notes/{path}"} <= set(document["paths"])
     assert document["paths"]["/search"]["post"]["security"] == [{"ApiKey": []}]
     assert document["paths"]["/mcp"]["post"]["security"] == [{"ApiKey": []}]
     assert "security" not in document["paths"]["/slack/command"]["post"]

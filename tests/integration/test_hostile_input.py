@@ -273,7 +273,8 @@ def test_tool_errors_show_no_internals(handler, tmp_path: Path) -> None:
     """A missing KB folder, an unreadable S3 bucket, a missing index: the caller reads a public message, the log
     has the detail."""
     records = Records()
-    logging.getLogger("kbsearch.mcp").addHandler(records)
+    for name in ("kbsearch.mcp", "kbsearch.browse"):  # the tools, and the note reads they share with REST
+        logging.getLogger(name).addHandler(records)
     hidden = tmp_path / "srv" / "kb-private-folder"
     folder = call_tool(handler(KB_SOURCE=str(hidden)), "kb_get_note", {"path": "en/Glossary.md"})
     assert folder["isError"] and "kb-private-folder" not in json.dumps(folder) and "/srv" not in json.dumps(folder)
@@ -290,7 +291,8 @@ def test_tool_errors_show_no_internals(handler, tmp_path: Path) -> None:
         assert "s3://" not in text and "NoSuch" not in text
     search = call_tool(handler(QDRANT_COLLECTION="no-such-collection"), "kb_search", {"query": "x"})
     assert search["isError"] and search["content"][0]["text"] == "the search failed; try again shortly"
-    logging.getLogger("kbsearch.mcp").removeHandler(records)
+    for name in ("kbsearch.mcp", "kbsearch.browse"):
+        logging.getLogger(name).removeHandler(records)
     logged = "\n".join(records.texts)
     assert "kb-private-folder" in logged and "kb-no-such-bucket" in logged  # the detail is in the log
 

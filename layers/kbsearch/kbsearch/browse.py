@@ -123,10 +123,9 @@ class BrowseService:
             return self._source
 
     # -- one note ---------------------------------------------------------------------------------------------------
-    def note(self, path: str, section: str | None = None) -> NoteResponse:
-        """The note at ``path`` (as search returns it), whole or the section named ``section``, with its
-        frontmatter, headings and links; :class:`NoteProblem` when it cannot be given."""
-        from kbsearch.notes import NoteError, decode_note, outline, read_frontmatter, wiki_links
+    def note_text(self, path: str) -> tuple[str, str]:
+        """The note at ``path`` as written (its identity, its decoded text); :class:`NoteProblem` otherwise."""
+        from kbsearch.notes import NoteError, decode_note
         from kbsearch.sources import SourceError, note_path, path_problem
 
         path = note_path(path)  # the identity the indexer gave the note (NFC), whatever form the client sent
@@ -142,9 +141,16 @@ class BrowseService:
                 raise NoteProblem("not_found", f"no note at {path!r}; use kb_search to find the right path") from None
             raise NoteProblem("unavailable", "the knowledge base cannot be read right now; try again shortly") from None
         try:
-            text = decode_note(raw, max_bytes=MAX_NOTE_BYTES)
+            return path, decode_note(raw, max_bytes=MAX_NOTE_BYTES)
         except NoteError as exc:
             raise NoteProblem("unreadable", f"the note at {path!r} cannot be read: {exc.reason}") from None
+
+    def note(self, path: str, section: str | None = None) -> NoteResponse:
+        """The note at ``path`` (as search returns it), whole or the section named ``section``, with its
+        frontmatter, headings and links; :class:`NoteProblem` when it cannot be given."""
+        from kbsearch.notes import NoteError, outline, read_frontmatter, wiki_links
+
+        path, text = self.note_text(path)
         try:
             frontmatter, body, _ = read_frontmatter(text)  # the indexer's parser: linear, no alias expansion
         except NoteError:

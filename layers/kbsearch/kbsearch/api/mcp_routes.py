@@ -1,5 +1,5 @@
-"""``/mcp``: the MCP server (stateless Streamable HTTP) with two tools, ``kb_search`` (the same search a user
-makes) and ``kb_get_note`` (a note's text from the KB source)."""
+"""``/mcp``: the MCP server (stateless Streamable HTTP): the tools ``kb_search`` (the same search a user makes),
+``kb_get_note`` and ``kb_list`` (the browse service), the notes as resources and the ``kb_answer`` prompt."""
 
 from __future__ import annotations
 
@@ -16,29 +16,20 @@ from kbsearch.schemas import SearchRequest, SearchResponse
 
 if TYPE_CHECKING:
     from kbsearch.mcp.protocol import McpServer
-    from kbsearch.sources import Source
 
 
 def mcp_router(container: Container, run: Callable[[SearchRequest, Router], SearchResponse]) -> Router:
     router = Router()
     built: dict[str, McpServer] = {}
-    sources: dict[str, Source] = {}
     lock = threading.Lock()
-
-    def read_note(path: str) -> bytes:
-        with lock:
-            if "kb" not in sources:
-                from kbsearch.sources import open_source
-
-                sources["kb"] = open_source(container.settings.kb_source)
-        return sources["kb"].read_path(path)
 
     def server() -> McpServer:
         with lock:
             if "mcp" not in built:
-                from kbsearch.mcp.protocol import McpServer, Tools
+                from kbsearch.mcp.protocol import McpServer
+                from kbsearch.mcp.tools import Backend
 
-                built["mcp"] = McpServer(Tools(search=lambda request: run(request, router), read_note=read_note))
+                built["mcp"] = McpServer(Backend(search=lambda request: run(request, router), browse=container.browse))
             return built["mcp"]
 
     @router.route("/mcp", method=["GET", "POST", "DELETE"], include_in_schema=False)

@@ -1,32 +1,44 @@
-"""MCP over stateless Streamable HTTP, hand-written (the official SDK costs ~0.4 s of import and a web stack).
-
-One endpoint, POST only, JSON-RPC 2.0 answered with ``application/json``; no sessions, no SSE. Both eras:
+"""The MCP protocol core, hand-written (the official SDK costs ~0.4 s of import and a web stack): JSON-RPC 2.0 in
+both protocol eras, for stateless Streamable HTTP (``POST /mcp``: one endpoint, POST only, answers in
+``application/json``, no sessions, no SSE) and for stdio (``kbsearch mcp``: one message a line). Both eras:
 
 - **2025-11-25 and earlier** (handshake): ``initialize`` → ``notifications/initialized`` (202) → ``tools/list``,
-  ``tools/call``, ``ping``. Requests carry an optional ``MCP-Protocol-Version`` header naming a handshake version.
+  ``tools/call``, ``resources/list``, ``resources/templates/list``, ``resources/read``, ``prompts/list``,
+  ``prompts/get``, ``ping``. HTTP requests carry an optional ``MCP-Protocol-Version`` header naming a handshake
+  version.
 - **2026-07-28** (per-request envelope): no ``initialize``; every request has ``params._meta`` with
   ``io.modelcontextprotocol/protocolVersion`` and ``.../clientCapabilities``, and the headers
-  ``MCP-Protocol-Version``, ``Mcp-Method`` (and ``Mcp-Name`` on ``tools/call``) must agree with the body
-  (-32020 otherwise); an unsupported version is -32022 with ``data.supported``; ``server/discover`` describes the
-  server; results carry ``resultType``, list results ``ttlMs`` and ``cacheScope``.
+  ``MCP-Protocol-Version``, ``Mcp-Method`` (and ``Mcp-Name`` on ``tools/call``, ``prompts/get``,
+  ``resources/read``) must agree with the body over HTTP (-32020 otherwise); an unsupported version is -32022 with
+  ``data.supported``; ``server/discover`` describes the server; results carry ``resultType``, list results
+  ``ttlMs`` and ``cacheScope``.
 
-Routing follows the SDK's rule: a request whose ``MCP-Protocol-Version`` header is present and not a handshake
-version is a 2026-07-28 request; anything else is handshake-era.
+Routing follows the SDK's rule: over HTTP, a request whose ``MCP-Protocol-Version`` header is present and not a
+handshake version is a 2026-07-28 request; over stdio, one whose ``params._meta`` names a protocol version; anything
+else is handshake-era. The tools are :mod:`kbsearch.mcp.tools`; resources and the prompt :mod:`kbsearch.mcp.resources`.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
 from kbsearch import __version__
 from kbsearch.api.body import BadBody, header, parse_json, require_json_media_type
 from kbsearch.api.body import text as body_text
-from kbsearch.schemas import MAX_QUERY_CHARS, MAX_TOP_K, SearchFilters, SearchRequest, SearchResponse
+from kbsearch.mcp.resources import (
+    PROMPTS,
+    TEMPLATES,
+    RpcError,
+    get_prompt,
+    list_resources,
+    read_resource,
+)
+from kbsearch.mcp.tools import TOOL_NAMES, TOOLS, Backend, call_tool
 
 logger = logging.getLogger(__name__)
 
@@ -37,81 +49,24 @@ PROTOCOL_VERSION_KEY = "io.modelcontextprotocol/protocolVersion"
 CLIENT_CAPABILITIES_KEY = "io.modelcontextprotocol/clientCapabilities"
 SERVER_INFO_KEY = "io.modelcontextprotocol/serverInfo"
 SERVER_INFO = {"name": "kb-search", "version": __version__}
-CAPABILITIES: dict[str, Any] = {"tools": {"listChanged": False}}
+CAPABILITIES: dict[str, Any] = {
+    "tools": {"listChanged": False},
+    "resources": {"listChanged": False, "subscribe": False},
+    "prompts": {"listChanged": False},
+}
 INSTRUCTIONS = (
     "Search the company knowledge base (Russian and English markdown notes). Use kb_search with a few specific "
-    "words; open a hit with kb_get_note(path) to read the whole note."
+    "words (kb_list shows the tags, types, statuses and folders its filters accept); open a hit with "
+    "kb_get_note(path), or one section of it with kb_get_note(path, section), and follow its links and backlinks. "
+    "The prompt kb_answer answers a question with citations."
 )
+#: Methods whose name parameter the 2026-07-28 ``Mcp-Name`` header mirrors.
+NAME_BEARING_METHODS = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
 
 PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, INTERNAL_ERROR = -32700, -32600, -32601, -32602, -32603
 HEADER_MISMATCH, UNSUPPORTED_PROTOCOL_VERSION = -32020, -32022
-#: A note path as kb_search returns it: relative, '/'-separated, no empty, '.' or '..' segment, no backslash, no
-#: control character (NUL included).
 HTTP_STATUS = {PARSE_ERROR: 400, INVALID_REQUEST: 400, INVALID_PARAMS: 400, HEADER_MISMATCH: 400,
                UNSUPPORTED_PROTOCOL_VERSION: 400, METHOD_NOT_FOUND: 404}  # fmt: skip
-
-
-class KbSearchArgs(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
-    query: StrictStr = Field(min_length=1, max_length=MAX_QUERY_CHARS, description="what to look for (ru or en)")
-    top_k: StrictInt = Field(default=5, ge=1, le=MAX_TOP_K, description="how many notes to return")
-    tags: list[StrictStr] | None = Field(default=None, max_length=50, description="only notes with any of these tags")
-    type: StrictStr | None = Field(default=None, description="only notes of this type (runbook, decision, ...)")
-    status: StrictStr | None = Field(default=None, description="only notes with this status (active, draft, ...)")
-
-
-class KbGetNoteArgs(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
-    path: StrictStr = Field(min_length=1, max_length=1024, description="the note's path, as kb_search returns it")
-
-
-class NoteOut(BaseModel):
-    path: str
-    title: str
-    frontmatter: dict[str, Any]
-    body: str
-
-
-def _input_schema(model: type[BaseModel]) -> dict[str, Any]:
-    schema = model.model_json_schema()
-    schema.pop("title", None)
-    return schema
-
-
-TOOLS: list[dict[str, Any]] = [
-    {
-        "name": "kb_search",
-        "title": "Search the knowledge base",
-        "description": "Hybrid semantic + keyword search over the company knowledge base, reranked; one hit per "
-        "note with its best section, snippet, tags and scores.",
-        "inputSchema": _input_schema(KbSearchArgs),
-        "outputSchema": SearchResponse.model_json_schema(),
-        "annotations": {"readOnlyHint": True, "openWorldHint": False},
-    },
-    {
-        "name": "kb_get_note",
-        "title": "Read a note",
-        "description": "The whole note (frontmatter and markdown body) at a path from kb_search.",
-        "inputSchema": _input_schema(KbGetNoteArgs),
-        "outputSchema": NoteOut.model_json_schema(),
-        "annotations": {"readOnlyHint": True, "openWorldHint": False},
-    },
-]
-
-
-class ToolFailure(Exception):
-    """A tool ran but could not answer (unknown note, failed search): reported with ``isError``. Its message is
-    public: it never carries a bucket, an endpoint, a server path or an exception's text (those go to the log)."""
-
-
-@dataclass
-class Tools:
-    """What the tools call: the search service and a note reader (the KB source), both built lazily."""
-
-    search: Callable[[SearchRequest], SearchResponse]
-    read_note: Callable[[str], bytes]
 
 
 @dataclass(frozen=True)
@@ -137,28 +92,25 @@ def body_error(exc: BadBody) -> HttpAnswer:
     return _rpc_error(None, PARSE_ERROR, f"Parse error: {exc.message}")
 
 
-def _render_search(answer: SearchResponse) -> str:
-    if not answer.results:
-        return f"No notes found for “{answer.query}”."
-    lines = [f"Results for “{answer.query}”:"]
-    for hit in answer.results:
-        lines.append(f"{hit.rank}. **{hit.title}** — {hit.heading}")
-        lines.append(
-            f"   `{hit.path}`" + (f" · tags: {', '.join(hit.tags)}" if hit.tags else "") + f" · score {hit.score:.3f}"
-        )
-        lines.append(f"   {hit.snippet}")
-    if answer.meta.degraded:
-        lines.append(f"(degraded: {', '.join(answer.meta.degraded)})")
-    return "\n".join(lines)
-
-
-def _validation_text(exc: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}" for e in exc.errors())
+def decode_header_value(value: str | None) -> str | None:
+    """An ``Mcp-Name`` header as the SDK encodes it: verbatim, or ``=?base64?<UTF-8 in base64>?=`` for values that
+    are not printable ASCII (a resource URI with Cyrillic); None when the sentinel does not decode."""
+    if value is None or not (value.startswith("=?base64?") and value.endswith("?=")):
+        return value
+    payload = value[len("=?base64?") : -2]
+    try:
+        decoded = base64.b64decode(payload, validate=True)
+        return decoded.decode("utf-8") if base64.b64encode(decoded).decode("ascii") == payload else None
+    except (binascii.Error, UnicodeDecodeError):
+        return None
 
 
 class McpServer:
-    def __init__(self, tools: Tools) -> None:
-        self.tools = tools
+    """The protocol core. :meth:`handle` answers one HTTP request (``POST /mcp``); :meth:`handle_line` one line of
+    the stdio transport; both run :meth:`handle_message`, which answers one JSON-RPC message in either era."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
 
     # -- HTTP -------------------------------------------------------------------------------------------------
     def handle(self, method: str, headers: Mapping[str, str], body: bytes | str | None) -> HttpAnswer:
@@ -171,6 +123,27 @@ class McpServer:
             message = parse_json(body_text(raw))
         except BadBody as exc:
             return body_error(exc)
+        return self.handle_message(message, lowered)
+
+    # -- stdio ------------------------------------------------------------------------------------------------
+    def handle_line(self, line: bytes) -> dict[str, Any] | None:
+        """One line of the stdio transport (a JSON-RPC message) → the answer to write back (None: nothing, the
+        line was a notification). Never raises: garbage is a parse error, an unexpected failure -32603."""
+        try:
+            message = parse_json(body_text(line))
+        except BadBody as exc:
+            return body_error(exc).body
+        try:
+            return self.handle_message(message, None).body
+        except Exception:  # a bug must not end the session: the client gets an error, the log the traceback
+            logger.exception("MCP message failed")
+            id_ = message.get("id") if isinstance(message, dict) else None
+            return _rpc_error(id_ if isinstance(id_, str | int) else None, INTERNAL_ERROR, "Internal error").body
+
+    # -- one message, either transport ---------------------------------------------------------------------------
+    def handle_message(self, message: Any, headers: Mapping[str, str] | None) -> HttpAnswer:
+        """One decoded JSON-RPC message. ``headers`` (lower-case names): the HTTP request's, which choose the era
+        and must agree with a 2026-07-28 body; None on stdio, where the body's ``_meta`` alone decides."""
         if isinstance(message, list):
             return _rpc_error(None, INVALID_REQUEST, "JSON-RPC batches are not supported")
         if (
@@ -190,9 +163,14 @@ class McpServer:
             params = {}
         if not isinstance(params, dict):
             return _rpc_error(id_, INVALID_PARAMS, "params must be an object")
-        version_header = lowered.get("mcp-protocol-version")
-        if version_header is not None and version_header not in HANDSHAKE_VERSIONS:
-            return self._modern(id_, message["method"], params, lowered)
+        if headers is not None:
+            version_header = headers.get("mcp-protocol-version")
+            modern = version_header is not None and version_header not in HANDSHAKE_VERSIONS
+        else:
+            meta = params.get("_meta")
+            modern = isinstance(meta, dict) and PROTOCOL_VERSION_KEY in meta
+        if modern:
+            return self._modern(id_, message["method"], params, headers)
         return self._legacy(id_, message["method"], params)
 
     # -- 2025-11-25 and earlier --------------------------------------------------------------------------------
@@ -204,125 +182,72 @@ class McpServer:
                 "protocolVersion": version, "capabilities": CAPABILITIES, "serverInfo": SERVER_INFO,
                 "instructions": INSTRUCTIONS,
             }  # fmt: skip
-        elif method == "ping":
-            result = {}
-        elif method == "tools/list":
-            result = {"tools": TOOLS}
-        elif method == "tools/call":
-            return self._call_tool(id_, params, modern=False)
-        else:
-            return _rpc_error(id_, METHOD_NOT_FOUND, f"Method not found: {method}", modern=False)
-        return HttpAnswer(200, {"jsonrpc": "2.0", "id": id_, "result": result}, {})
+            return HttpAnswer(200, {"jsonrpc": "2.0", "id": id_, "result": result}, {})
+        return self._dispatch(id_, method, params, modern=False)
 
     # -- 2026-07-28 ----------------------------------------------------------------------------------------------
-    def _modern(self, id_: Any, method: str, params: dict[str, Any], headers: Mapping[str, str]) -> HttpAnswer:
+    def _modern(self, id_: Any, method: str, params: dict[str, Any], headers: Mapping[str, str] | None) -> HttpAnswer:
         meta = params.get("_meta")
         if not isinstance(meta, dict) or PROTOCOL_VERSION_KEY not in meta or CLIENT_CAPABILITIES_KEY not in meta:
             return _rpc_error(id_, INVALID_PARAMS, f"params._meta must carry {PROTOCOL_VERSION_KEY!r} and "
                               f"{CLIENT_CAPABILITIES_KEY!r}")  # fmt: skip
         version = meta[PROTOCOL_VERSION_KEY]
-        if headers.get("mcp-protocol-version") != version:
-            return _rpc_error(id_, HEADER_MISMATCH, "MCP-Protocol-Version header does not match params._meta")
-        if headers.get("mcp-method") != method:
-            return _rpc_error(id_, HEADER_MISMATCH, "Mcp-Method header does not match the request's method")
-        if method == "tools/call" and params.get("name") is not None and headers.get("mcp-name") != params.get("name"):
-            return _rpc_error(id_, HEADER_MISMATCH, "Mcp-Name header does not match the tool name")
+        if headers is not None:
+            if headers.get("mcp-protocol-version") != version:
+                return _rpc_error(id_, HEADER_MISMATCH, "MCP-Protocol-Version header does not match params._meta")
+            if headers.get("mcp-method") != method:
+                return _rpc_error(id_, HEADER_MISMATCH, "Mcp-Method header does not match the request's method")
+            name_key = NAME_BEARING_METHODS.get(method)
+            named = params.get(name_key) if name_key else None
+            if named is not None and decode_header_value(headers.get("mcp-name")) != named:
+                return _rpc_error(id_, HEADER_MISMATCH, f"Mcp-Name header does not match the request's {name_key}")
         if not isinstance(version, str):
             return _rpc_error(id_, INVALID_PARAMS, "the protocol version must be a string")
         if version not in MODERN_VERSIONS:
             return _rpc_error(id_, UNSUPPORTED_PROTOCOL_VERSION, "Unsupported protocol version",
                               {"supported": list(MODERN_VERSIONS), "requested": version})  # fmt: skip
-        stamp = {"_meta": {SERVER_INFO_KEY: SERVER_INFO}, "resultType": "complete"}
         if method == "server/discover":
             result: dict[str, Any] = {
                 "supportedVersions": list(MODERN_VERSIONS), "capabilities": CAPABILITIES,
-                "instructions": INSTRUCTIONS, "ttlMs": 3_600_000, "cacheScope": "public", **stamp,
+                "instructions": INSTRUCTIONS, "ttlMs": 3_600_000, "cacheScope": "public", **_stamp(),
             }  # fmt: skip
-        elif method == "ping":
-            result = dict(stamp)
-        elif method == "tools/list":
-            result = {"tools": TOOLS, "ttlMs": 3_600_000, "cacheScope": "public", **stamp}
-        elif method == "tools/call":
-            answer = self._call_tool(id_, params, modern=True)
-            if answer.body is not None and "result" in answer.body:
-                answer.body["result"].update(stamp)
-            return answer
-        else:
-            return _rpc_error(id_, METHOD_NOT_FOUND, f"Method not found: {method}")
+            return HttpAnswer(200, {"jsonrpc": "2.0", "id": id_, "result": result}, {})
+        answer = self._dispatch(id_, method, params, modern=True)
+        if answer.body is not None and "result" in answer.body:
+            answer.body["result"].update(_stamp())
+        return answer
+
+    # -- the methods of both eras --------------------------------------------------------------------------------
+    def _dispatch(self, id_: Any, method: str, params: dict[str, Any], modern: bool) -> HttpAnswer:
+        try:
+            result = self._result(method, params, modern)
+        except RpcError as exc:
+            return _rpc_error(id_, exc.code, exc.message, exc.data, modern=modern)
         return HttpAnswer(200, {"jsonrpc": "2.0", "id": id_, "result": result}, {})
 
-    # -- tools ----------------------------------------------------------------------------------------------------
-    def _call_tool(self, id_: Any, params: dict[str, Any], modern: bool) -> HttpAnswer:
-        name = params.get("name")
-        arguments = params.get("arguments") or {}
-        if name not in ("kb_search", "kb_get_note"):
-            return _rpc_error(id_, INVALID_PARAMS, f"Unknown tool: {name!r}", modern=modern)
-        if not isinstance(arguments, dict):
-            result = self._error_result("arguments must be an object")
-        else:
-            try:
-                result = self._kb_search(arguments) if name == "kb_search" else self._kb_get_note(arguments)
-            except ValidationError as exc:
-                result = self._error_result(f"invalid arguments for {name}: {_validation_text(exc)}")
-            except ToolFailure as exc:
-                result = self._error_result(str(exc))
-            except Exception:  # the detail is for operators; the caller gets a public message
-                logger.exception("MCP tool %s failed", name)
-                result = self._error_result(f"{name} failed; try again shortly")
-        return HttpAnswer(200, {"jsonrpc": "2.0", "id": id_, "result": result}, {})
+    def _result(self, method: str, params: dict[str, Any], modern: bool) -> dict[str, Any]:
+        listing = {"ttlMs": 60_000, "cacheScope": "private"} if modern else {}  # the KB changes; keys may differ
+        if method == "ping":
+            return {}
+        if method == "tools/list":
+            return {"tools": TOOLS, **({"ttlMs": 3_600_000, "cacheScope": "public"} if modern else {})}
+        if method == "tools/call":
+            name = params.get("name")
+            if name not in TOOL_NAMES:
+                raise RpcError(INVALID_PARAMS, f"Unknown tool: {name!r}")
+            return call_tool(self.backend, str(name), params.get("arguments") or {})
+        if method == "resources/list":
+            return {**list_resources(self.backend, params), **listing}
+        if method == "resources/templates/list":
+            return {"resourceTemplates": TEMPLATES, **listing}
+        if method == "resources/read":
+            return read_resource(self.backend, params)
+        if method == "prompts/list":
+            return {"prompts": PROMPTS, **listing}
+        if method == "prompts/get":
+            return get_prompt(params)
+        raise RpcError(METHOD_NOT_FOUND, f"Method not found: {method}")
 
-    @staticmethod
-    def _error_result(text: str) -> dict[str, Any]:
-        return {"content": [{"type": "text", "text": text}], "isError": True}
 
-    def _kb_search(self, arguments: dict[str, Any]) -> dict[str, Any]:
-        args = KbSearchArgs.model_validate(arguments)
-        filters = SearchFilters(
-            tags=args.tags or None,
-            type=[args.type] if args.type else None,
-            status=[args.status] if args.status else None,
-        )
-        request = SearchRequest(query=args.query, top_k=args.top_k, filters=filters)
-        try:
-            answer = self.tools.search(request)
-        except Exception:
-            logger.exception("kb_search failed")
-            raise ToolFailure("the search failed; try again shortly") from None
-        return {
-            "content": [{"type": "text", "text": _render_search(answer)}],
-            "structuredContent": answer.model_dump(mode="json"),
-            "isError": False,
-        }
-
-    def _kb_get_note(self, arguments: dict[str, Any]) -> dict[str, Any]:
-        from kbsearch.notes import NoteError, decode_note, split_frontmatter
-        from kbsearch.sources import SourceError, note_path, path_problem
-
-        args = KbGetNoteArgs.model_validate(arguments)
-        path = note_path(args.path)  # the identity the indexer gave the note (NFC), whatever form the client sent
-        problem = path_problem(path) or (None if path.lower().endswith(".md") else "note paths end in .md")
-        if problem:
-            raise ToolFailure(f"not a note path: {problem} (use kb_search to find one)")
-        try:
-            raw = self.tools.read_note(path)
-        except SourceError as exc:
-            # The source's text names buckets, keys with their prefix or server folders: log it, say less.
-            logger.warning("kb_get_note could not read a note", extra={"error": str(exc)})
-            if str(exc).startswith("no note at"):
-                raise ToolFailure(f"no note at {path!r}; use kb_search to find the right path") from None
-            raise ToolFailure("the knowledge base cannot be read right now; try again shortly") from None
-        try:
-            text = decode_note(raw, max_bytes=4 * 1024 * 1024)
-        except NoteError as exc:
-            raise ToolFailure(f"the note at {path!r} cannot be read: {exc.reason}") from None
-        try:
-            frontmatter, body = split_frontmatter(text)  # the indexer's parser: linear, no alias expansion
-        except NoteError:
-            frontmatter, body = {}, text  # unusable frontmatter: still show the note as written
-        title = str(frontmatter.get("title") or path.rsplit("/", 1)[-1].removesuffix(".md"))
-        note = NoteOut(path=path, title=title, frontmatter=frontmatter, body=body.lstrip("\n"))
-        return {
-            "content": [{"type": "text", "text": text}],
-            "structuredContent": note.model_dump(mode="json"),
-            "isError": False,
-        }
+def _stamp() -> dict[str, Any]:
+    return {"_meta": {SERVER_INFO_KEY: SERVER_INFO}, "resultType": "complete"}
