@@ -294,6 +294,17 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_mcp(args: argparse.Namespace) -> int:
+    from kbsearch_tools import mcp_stdio
+
+    if args.remote:
+        try:
+            return mcp_stdio.run_remote(args.remote, args.api_key_env)
+        except ValueError as exc:
+            raise KbSearchError(str(exc)) from None
+    return mcp_stdio.run_local(args.kb, args.idle_close)
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from kbsearch.config import load_settings
     from kbsearch_tools import evaluate as eval_runner
@@ -491,6 +502,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-expand", action="store_true")
     p.add_argument("--json", action="store_true", help="print the API's JSON answer")
     p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser(
+        "mcp",
+        help="an MCP server on stdin/stdout for desktop assistants (local index, or a bridge to a deployment)",
+        description="Speak MCP (JSON-RPC, one message per line, both protocol eras) on stdin/stdout until stdin "
+        "closes; logs go to stderr. Local (default): the index at QDRANT_PATH (or Qdrant Cloud with QDRANT_URL) and "
+        "the notes at KB_SOURCE, read-only, through the same services as kbsearch serve. --remote URL: forward "
+        "every message to URL/mcp of a deployment with the API key from the variable --api-key-env.",
+    )
+    p.add_argument("--kb", help="local: the KB folder (or s3://bucket/prefix) notes are read from (default KB_SOURCE)")
+    p.add_argument("--idle-close", type=float, default=5.0, metavar="SECONDS",
+                   help="local: close the index after this many idle seconds, so kbsearch index/serve can open the "
+                        "embedded store in between (default 5; 0 keeps it open)")  # fmt: skip
+    p.add_argument("--remote", metavar="URL", help="bridge to a deployed instance, e.g. "
+                   "https://<api-id>.execute-api.<region>.amazonaws.com/prod (or http://127.0.0.1:3000)")  # fmt: skip
+    p.add_argument("--api-key-env", default="KB_API_KEY", metavar="NAME",
+                   help="remote: the environment variable holding the API key (default KB_API_KEY)")  # fmt: skip
+    p.set_defaults(func=cmd_mcp)
 
     p = sub.add_parser(
         "eval",

@@ -40,6 +40,10 @@ T = TypeVar("T")
 STATUS_PRIOR = {"deprecated": 0.85, "archived": 0.85, "draft": 0.95}
 #: Fused chunks fetched per candidate note: notes have several chunks, and grouping keeps one per note.
 CHUNKS_PER_CANDIDATE = 4
+LOCKED_STORE = (
+    "the local index is open in another process (a running kbsearch serve or kbsearch index): the embedded store "
+    "takes one process at a time; stop that process, or reach the running server (kbsearch mcp --remote URL)"
+)
 #: The stages a search times in ``meta.timings_ms`` (0 when a stage is skipped), before ``total``.
 STAGE_NAMES = ("expand", "embed", "retrieve", "rerank")
 
@@ -167,6 +171,8 @@ class SearchService:
             try:
                 self._retriever = open_retriever(self.settings, self.secrets)
             except StoreError as exc:
+                if "another process has it open" in str(exc):  # Qdrant Edge: one process per store
+                    raise IndexUnavailable(str(exc), LOCKED_STORE) from None
                 raise IndexUnavailable(str(exc)) from None
         return self._retriever
 

@@ -188,8 +188,13 @@ def _kb_search(backend: Backend, arguments: dict[str, Any]) -> dict[str, Any]:
     except ValueError as exc:  # a date-shaped value that is no date (2026-02-30)
         raise ToolFailure(f"invalid arguments for kb_search: updated_after: {exc}") from None
     request = SearchRequest(query=args.query, top_k=args.top_k, filters=filters, rerank=args.rerank, expand=args.expand)
+    from kbsearch.errors import IndexUnavailable
+
     try:
         answer = backend.search(request)
+    except IndexUnavailable as exc:
+        logger.warning("kb_search: index unavailable", extra={"error": str(exc)})
+        raise ToolFailure(exc.public) from None
     except Exception:
         logger.exception("kb_search failed")
         raise ToolFailure("the search failed; try again shortly") from None
