@@ -411,6 +411,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
             else 50, runs=args.runs if args.runs != 5 else 3, dims=args.dims, progress=row,
         )  # fmt: skip
         print(json.dumps(results, indent=2) if args.json else bench.format_store(results))
+    elif args.what == "mcp":
+        from kbsearch_tools import bench_mcp
+
+        results = bench_mcp.bench_mcp(Path(args.kb) if args.kb else None, runs=args.runs)
+        print(json.dumps(results, indent=2) if args.json else bench_mcp.format_mcp(results))
     elif args.what == "peer":
         from kbsearch_tools import bench_peer
 
@@ -550,7 +555,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "what",
-        choices=["index", "search", "store", "peer", "coldstart", "cost", "load"],
+        choices=["index", "search", "store", "peer", "coldstart", "cost", "load", "mcp"],
         help="index: full sync grid (batch x concurrency) and no-change sync; search: end-to-end latency and "
         "our own overhead with fake providers of fixed latency; store: the embedded store (Qdrant Edge vs "
         "qdrant-client local mode) on the vault and its copies: index, open, warm search, no-change sync, peak RSS; "
@@ -558,7 +563,8 @@ def build_parser() -> argparse.ArgumentParser:
         "vault and its copies, the same fake embedder: full index wall and peak RSS, warm search p50; "
         "coldstart: fresh-interpreter import + first "
         "/health and first /search; cost: tokens per query per stage and $ per 1,000 queries; load: a bounded "
-        "load test of kbsearch serve on 127.0.0.1 (errors, latency, RSS growth)",
+        "load test of kbsearch serve on 127.0.0.1 (errors, latency, RSS growth); mcp: cold start of kbsearch mcp, launch "
+        "to the first kb_search answer over stdio, both eras (--kb, default sample-kb; --runs)",
     )
     p.add_argument("--kb", help="index: KB folder (default: ../shared/kb/obsidian-help if present, else sample-kb)")
     p.add_argument("--copies", type=_int_list, default=(1, 10), help="store/peer: vault sizes as copies of --kb (1,10)")

@@ -22,6 +22,7 @@ import logging
 import os
 import sys
 import threading
+import types
 from collections.abc import Callable
 from typing import Any, BinaryIO
 from urllib.parse import urlsplit, urlunsplit
@@ -33,6 +34,20 @@ PARSE_ERROR = -32700
 DEFAULT_API_KEY_ENV = "KB_API_KEY"
 NAME_BEARING = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
 PROTOCOL_VERSION_KEY = "io.modelcontextprotocol/protocolVersion"
+
+
+def _without_httpx_cli() -> None:
+    """``import httpx`` also imports httpx's own command-line client (rich, click, pygments: ~90 ms of a cold start
+    where they are installed, as in the dev environment); this process never runs it, so it gets a stand-in."""
+    if "httpx" in sys.modules or "httpx._main" in sys.modules:
+        return
+    stand_in = types.ModuleType("httpx._main")
+
+    def main(*_args: Any, **_kwargs: Any) -> None:
+        raise SystemExit("httpx's command-line client is not loaded in kbsearch mcp")
+
+    stand_in.main = main  # type: ignore[attr-defined]
+    sys.modules["httpx._main"] = stand_in
 
 
 def _streams() -> tuple[BinaryIO, BinaryIO]:
@@ -87,6 +102,7 @@ class IdleClose:
 
 
 def run_local(kb: str | None, idle_close_s: float) -> int:
+    _without_httpx_cli()
     from kbsearch.browse import BrowseService
     from kbsearch.config import Secrets, load_settings
     from kbsearch.errors import IndexUnavailable
@@ -283,6 +299,7 @@ def _messages(response: Any) -> list[dict[str, Any]]:
 
 
 def run_remote(url: str, api_key_env: str) -> int:
+    _without_httpx_cli()
     from kbsearch.mcp.stdio import serve, write_message
 
     stdin, stdout = _streams()
