@@ -257,7 +257,6 @@ UNUSABLE: dict[str, tuple[list[Any], str]] = {
     "norm overflows": ([1e308] * 64, "no usable length"),
     "zero": ([0.0] * 64, "zero or not finite"),
     "negative zero": ([-0.0] * 64, "zero or not finite"),
-    "integer too large for a float": ([10**400] + [0.0] * 63, "out-of-range"),
     "booleans": ([True] * 64, "non-numeric"),
     "strings": (["0.5"] * 64, "non-numeric"),
     "nulls": ([None] * 64, "non-numeric"),
@@ -273,3 +272,12 @@ def test_garbled_embeddings_are_the_providers_failure(deepinfra: FakeProvider, p
     with pytest.raises(ProviderError) as info:
         _vectors_from(deepinfra, vector, path)
     assert info.value.kind == "malformed" and "embedding 1" in str(info.value) and reason in str(info.value)
+
+
+@pytest.mark.parametrize("path", ["query", "document"])
+def test_an_integer_too_large_for_a_float_is_refused_when_the_answer_is_decoded(deepinfra: FakeProvider,
+                                                                                path: str) -> None:  # fmt: skip
+    """As 1e400 is: the one decoder of every outbound answer refuses numbers no float can hold."""
+    with pytest.raises(ProviderError) as info:
+        _vectors_from(deepinfra, [10**400] + [0.0] * 63, path)
+    assert info.value.kind == "malformed" and "out of range" in str(info.value)

@@ -53,6 +53,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
         fireworks.stop()
 
 
+@pytest.mark.timeout(900)  # the run is bounded by its own subprocess timeout; 8 operations take minutes on 2 cores
 def test_schemathesis_all_phases_no_5xx(served: ServeProcess, tmp_path: Path) -> None:
     report = tmp_path / "schemathesis.json"
     command = [

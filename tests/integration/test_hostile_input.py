@@ -9,6 +9,7 @@ import json
 import logging
 import re
 import time
+import unicodedata
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -170,7 +171,7 @@ def test_empty_body_is_422(handler) -> None:
         ("q=x&top_k=NaN", 422), ("q=x&rerank=maybe", 422), ("q=x&updated_after=2024-13-45", 422),
         ("q=x&" + "&".join(["tags=t"] * 60), 422), ("q=" + "x" * 1001, 422), ("top_k=3", 422),
         ("q=%00", 200), ("q=%ff%fe", 200), ("q=%ed%a0%80", 200), ("q=a%00b&tags=%00", 200), ("q=%", 200),
-        ("q=x&path_prefix=..%2F..%2Fetc", 200), ("q=x&q=y", 422), ("q=x&unknown=1", 200),
+        ("q=x&path_prefix=..%2F..%2Fetc", 422), ("q=x&q=y", 422), ("q=x&unknown=1", 200),
     ],
 )  # fmt: skip
 def test_hostile_query_strings_are_4xx_or_answers(handler, query: str, status: int) -> None:
@@ -178,6 +179,54 @@ def test_hostile_query_strings_are_4xx_or_answers(handler, query: str, status: i
     assert result["statusCode"] == status, result["body"][:500]
     if status == 422:
         envelope(result, 422, "validation_error")
+
+
+ROOTS = ["", "/", "//", "./", ".", " / ", "/./", ".//./", "\\"]
+RU_RUNBOOKS = ["ru/ранбуки", "/ru/ранбуки/", "./ru/ранбуки", "ru//ранбуки", "ru/./ранбуки", "ru\\ранбуки",
+               unicodedata.normalize("NFD", "ru/ранбуки"), " ru/ранбуки/ "]  # fmt: skip
+
+
+def searched_paths(call: Handler, prefix: str | None, surface: str) -> list[str]:
+    """The paths a search for "qdrant ключи" returns with ``path_prefix`` set to ``prefix``, through one surface."""
+    filters = {} if prefix is None else {"path_prefix": prefix}
+    if surface == "post":
+        result = call(request("POST", "/search", json.dumps({"query": "qdrant ключи", "top_k": 20, "filters": filters})
+                              .encode()))  # fmt: skip
+    elif surface == "get":
+        query = urlencode({"q": "qdrant ключи", "top_k": 20, **filters})
+        result = call(request("GET", "/search", query=query, content_type=None))
+    else:
+        args = {"query": "qdrant ключи", "top_k": 20, **filters}
+        answer = call_tool(call, "kb_search", args)
+        assert answer["isError"] is False, answer
+        return [hit["path"] for hit in answer["structuredContent"]["results"]]
+    assert result["statusCode"] == 200, result["body"]
+    return [hit["path"] for hit in json.loads(result["body"])["results"]]
+
+
+@pytest.mark.parametrize("surface", ["post", "get", "mcp"])
+def test_every_spelling_of_a_folder_means_that_folder(handler, surface: str) -> None:
+    """The root in any spelling is the whole KB; a folder in any spelling is that folder (one normaliser behind
+    POST /search, GET /search and kb_search)."""
+    call = handler()
+    everything = searched_paths(call, None, surface)
+    assert len({p.split("/")[0] for p in everything}) >= 2  # ru and en
+    for prefix in ROOTS:
+        assert searched_paths(call, prefix, surface) == everything, repr(prefix)
+    runbooks = searched_paths(call, "ru/ранбуки", surface)
+    assert runbooks and all(p.startswith("ru/ранбуки/") for p in runbooks)
+    for prefix in RU_RUNBOOKS:
+        assert searched_paths(call, prefix, surface) == runbooks, repr(prefix)
+
+
+@pytest.mark.parametrize("prefix", ["..", "../etc", "ru/../en", "ru/ .. /x", "/../"])
+def test_a_folder_that_climbs_out_is_refused(handler, prefix: str) -> None:
+    call = handler()
+    raw = json.dumps({"query": "x", "filters": {"path_prefix": prefix}}).encode()
+    answer = envelope(call(request("POST", "/search", raw)), 422, "validation_error")
+    assert answer["detail"][0]["loc"][-1] == "path_prefix" and ".." in answer["detail"][0]["msg"]
+    tool = call_tool(call, "kb_search", {"query": "x", "path_prefix": prefix})
+    assert tool["isError"] is True and "path_prefix" in tool["content"][0]["text"]
 
 
 def test_get_with_a_garbage_body_is_ignored(handler) -> None:
@@ -226,6 +275,67 @@ def test_mcp_non_json_media_types_are_415(handler, content_type: str) -> None:
 def test_mcp_invalid_requests(handler, message: str, code: int) -> None:
     status, answer = mcp(handler(), message.encode())
     assert status in (200, 400) and answer["error"]["code"] == code  # handshake-era tool errors travel in a 200
+
+
+PAD = {"pad": "я" * 40_000}  # 80,000 bytes of UTF-8 in a valid request
+
+
+def rpc_error_object(result: dict[str, Any]) -> dict[str, Any]:
+    """The answer is a JSON-RPC error object (never the REST envelope), whatever the HTTP status."""
+    assert result["multiValueHeaders"]["Content-Type"] == ["application/json"], result
+    answer = json.loads(result["body"])
+    assert set(answer) == {"jsonrpc", "id", "error"} and answer["jsonrpc"] == "2.0", answer
+    assert isinstance(answer["error"]["code"], int) and answer["error"]["message"], answer
+    return answer["error"]
+
+
+@pytest.mark.parametrize(
+    ("event", "status", "code"),
+    [
+        # over 64 KiB: as text, as base64, and a valid JSON-RPC request padded past the limit
+        (request("POST", "/mcp", b"x" * (64 * 1024 + 1)), 413, -32600),
+        (request("POST", "/mcp", b"\xff" * (70 * 1024), "application/octet-stream"), 413, -32600),
+        (
+            request("POST", "/mcp", json.dumps({"jsonrpc": "2.0", "id": 1, "method": "ping", "params": PAD}).encode()),
+            413,
+            -32600,
+        ),
+        # methods HTTP does not allow, with and without a body
+        (request("GET", "/mcp", b"", None), 405, -32600),
+        (request("GET", "/mcp", b'{"jsonrpc": "2.0", "id": 1, "method": "ping"}'), 405, -32600),
+        # media type, encoding and parse errors stay JSON-RPC too
+        (request("POST", "/mcp", b"{}", "text/plain"), 415, -32600),
+        (request("POST", "/mcp", b"\xff\xfe"), 400, -32700),
+    ],
+)
+def test_every_mcp_error_is_a_json_rpc_error_object(handler, event: dict[str, Any], status: int, code: int) -> None:
+    result = handler()(event)
+    assert result["statusCode"] == status, result
+    assert rpc_error_object(result)["code"] == code
+
+
+@pytest.mark.parametrize("version", ["2030-01-01", "1999-12-31", "latest", "", "2025-11-25 ", "2026-07-28\t"])
+@pytest.mark.parametrize("method", ["initialize", "tools/list", "server/discover", "ping"])
+def test_mcp_unsupported_protocol_version_header_names_the_supported(handler, version: str, method: str) -> None:
+    """A version of neither era in the header, on a request with no ``_meta`` envelope: -32022 naming every
+    supported version (not a complaint about ``_meta``)."""
+    raw = json.dumps({"jsonrpc": "2.0", "id": 3, "method": method, "params": {}}).encode()
+    result = handler()(request("POST", "/mcp", raw, headers=[("MCP-Protocol-Version", version)]))
+    assert result["statusCode"] == 400, result
+    error = rpc_error_object(result)
+    assert error["code"] == -32022 and error["data"]["requested"] == version
+    assert "2026-07-28" in error["data"]["supported"] and "2025-11-25" in error["data"]["supported"]
+
+
+def test_mcp_errors_of_the_server_itself_are_json_rpc(handler) -> None:
+    """An event no API Gateway sends (a header name that is not a string, by direct invoke) breaks the route: the
+    answer is still a JSON-RPC error object, with nothing of the fault in it."""
+    event = request("POST", "/mcp", b'{"jsonrpc": "2.0", "id": 1, "method": "ping"}')
+    event["headers"][7] = "x"
+    result = handler()(event)
+    assert result["statusCode"] == 500, result
+    error = rpc_error_object(result)
+    assert error["code"] == -32603 and "lower" not in error["message"]
 
 
 def call_tool(call: Handler, name: str, arguments: Any) -> dict[str, Any]:
@@ -309,8 +419,8 @@ def slack_request(raw: bytes, signed_body: bytes | None = None, ts: int | None =
     return request("POST", "/slack/command", raw, "application/x-www-form-urlencoded", headers=headers)
 
 
-def form(text: str, trigger: str = "t-1") -> bytes:
-    return urlencode({"command": "/kb", "text": text, "user_id": "U1", "team_id": "T1", "channel_id": "C1",
+def form(text: str, trigger: str = "t-1", command: str = "/kb") -> bytes:
+    return urlencode({"command": command, "text": text, "user_id": "U1", "team_id": "T1", "channel_id": "C1",
                       "response_url": "https://hooks.slack.com/commands/1", "trigger_id": trigger}).encode()  # fmt: skip
 
 
@@ -326,6 +436,25 @@ def test_slack_non_utf8_body_with_a_bad_signature_is_401(handler, raw: bytes) ->
 @pytest.mark.parametrize("raw", [b"text=caf\xe9", b"\xff\xfe", b"&".join([b"a=1"] * 101)])
 def test_slack_signed_but_unreadable_form_is_400(handler, raw: bytes) -> None:
     envelope(handler(SLACK_SIGNING_SECRET=SLACK_SECRET)(slack_request(raw)), 400, "bad_request")
+
+
+@pytest.mark.parametrize("command", ["/kbx", "/kb-admin", "/search", "kb", "", "/", "/кб", "/kb/", "/k b", "x" * 300])
+def test_slack_commands_not_configured_get_no_answer(handler, command: str) -> None:
+    """A correctly signed request for a command this app does not declare (another app's, or a typo in the
+    manifest): a 400 naming the configured command, no acknowledgement and no search."""
+    call = handler(SLACK_SIGNING_SECRET=SLACK_SECRET)
+    answer = envelope(call(slack_request(form("restore a snapshot", command=command))), 400, "unknown_command")
+    assert "/kb" in answer["message"] and "SLACK_COMMANDS" in answer["message"]
+
+
+@pytest.mark.parametrize(("configured", "command"), [("/kb", "/kb"), ("/kb", "/KB"), ("/kb, /wiki", "/wiki"),
+                                                     (" /wiki ,/kb-dev", "/kb-dev")])  # fmt: skip
+def test_slack_configured_commands_are_answered(handler, configured: str, command: str) -> None:
+    call = handler(SLACK_SIGNING_SECRET=SLACK_SECRET, SLACK_COMMANDS=configured)
+    result = call(slack_request(form("help", command=command)))
+    assert result["statusCode"] == 200, result["body"]
+    other = call(slack_request(form("help", trigger="t-2", command="/other")))
+    assert other["statusCode"] == 400
 
 
 def test_slack_replay_within_the_window_is_401_in_memory(handler) -> None:

@@ -156,7 +156,7 @@ def test_framing_garbage_gets_errors_and_the_server_stays_up(store: Path, mode: 
             assert "Traceback" not in server.text()
     errors, (init, listing) = answers[:-2], answers[-2:]
     assert len(errors) == len(GARBAGE) + 1  # every garbage line and the oversized one; blank lines ignored
-    assert all(e["error"]["code"] in (-32700, -32600, -32602, -32020) for e in errors), errors
+    assert all(e["error"]["code"] in (-32700, -32600, -32602, -32020, -32022) for e in errors), errors
     assert errors[-1]["error"]["code"] == -32600 and "over" in errors[-1]["error"]["message"]
     assert init["result"]["serverInfo"]["name"] == "kb-search"
     assert listing["id"] == 9 and not listing["result"]["isError"]

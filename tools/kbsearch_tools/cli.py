@@ -21,6 +21,30 @@ EXIT_USAGE = 2
 EXIT_LEASE_HELD = 75  # EX_TEMPFAIL: another run holds the index lease; nothing was changed, try again later
 
 
+def _printable(value: Any) -> Any:
+    """``value`` with every string made valid Unicode: a file name that is not UTF-8 (held by Python as lone
+    surrogates) becomes its bytes escaped (``caf\\xe9.md``), so the output is valid UTF-8 and valid JSON whatever
+    the locale."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            try:
+                return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            except UnicodeEncodeError:  # a surrogate no file name produces: escape it as it is
+                return value.encode("utf-8", "backslashreplace").decode("utf-8")
+        return value
+    if isinstance(value, dict):
+        return {_printable(k): _printable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_printable(v) for v in value]
+    return value
+
+
+def _json_text(value: Any) -> str:
+    return json.dumps(_printable(value), ensure_ascii=False, indent=2)
+
+
 def _find_template(given: str | None) -> Path:
     if given:
         return Path(given)
@@ -232,16 +256,16 @@ def cmd_index(args: argparse.Namespace) -> int:
         if oracle is not None:
             oracle.stop()
         if args.json:
-            print(json.dumps({"status": "skipped", "reason": SKIPPED, "holder": held.holder}, indent=2))
+            print(_json_text({"status": "skipped", "reason": SKIPPED, "holder": held.holder}))
         else:
             print(f"skipped: {held}")
         return EXIT_LEASE_HELD
     if oracle is not None:
         oracle.stop()
     if args.json:
-        print(json.dumps(report, ensure_ascii=False, indent=2))
+        print(_json_text(report))
     else:
-        _print_sync_summary(report)
+        _print_sync_summary(_printable(report))
     return 1 if report["error"] else 0
 
 
@@ -309,14 +333,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from kbsearch.config import load_settings
     from kbsearch_tools import evaluate as eval_runner
 
+    if args.classes:
+        return _eval_classes(args)
     if bool(args.beir) == bool(args.kb):
-        raise KbSearchError("give either --beir DIR or --kb DIR --queries FILE")
+        raise KbSearchError("give either --beir DIR, --kb DIR --queries FILE, or --classes MANIFEST")
     if args.kb and not args.queries:
         raise KbSearchError("--kb needs --queries FILE (a YAML/JSON list of {query, relevant: [paths]})")
     if not args.verbose:
         logging.getLogger("kbsearch").setLevel(logging.ERROR)
     settings = load_settings()
-    phases = tuple(p.strip() for p in args.phases.split(",") if p.strip())
+    phases = tuple(p.strip() for p in (args.phases or ",".join(eval_runner.PHASES)).split(",") if p.strip())
     progress = None if args.json else _ProgressBar()
     if not 10 <= args.top_k <= 200:
         raise KbSearchError("--top-k must be between 10 and 200 (Recall@50 needs at least 50)")
@@ -333,6 +359,40 @@ def cmd_eval(args: argparse.Namespace) -> int:
     result = report.to_dict()
     print(json.dumps(result, ensure_ascii=False, indent=2) if args.json else eval_runner.format_report(result))
     return 0
+
+
+def _eval_classes(args: argparse.Namespace) -> int:
+    """``kbsearch eval --classes``: every query class of the manifest, each phase, the gap hybrid − best leg;
+    ``--gate``: exit 1 when hybrid loses more than the slack to its best leg on any class."""
+    from kbsearch.config import load_settings
+    from kbsearch_tools import evaluate as eval_runner
+
+    if args.kb or args.beir:
+        raise KbSearchError("--classes names its corpora itself: drop --kb/--beir")
+    if not args.verbose:
+        logging.getLogger("kbsearch").setLevel(logging.ERROR)
+    manifest = Path(args.classes)
+    only = {c.strip() for c in args.only.split(",") if c.strip()} if args.only else None
+    classes, skipped = eval_runner.load_classes(manifest, Path(args.root) if args.root else Path.cwd(), only)
+    if not classes:
+        raise KbSearchError("no class to evaluate: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
+    phases = tuple(p.strip() for p in args.phases.split(",") if p.strip()) if args.phases else None
+    report = eval_runner.run_classes(
+        load_settings(), [c if not args.limit else eval_runner.QueryClass(c.name, c.corpus, c.queries[: args.limit])
+                          for c in classes],
+        phases=phases or eval_runner.CLASS_PHASES, store_root=Path(args.store) if args.store else None,
+        progress=None if args.json else _ProgressBar(), depth=args.top_k, oracle=args.oracle,
+        oracle_cache=Path(args.oracle_cache) if args.oracle_cache else None,
+    )  # fmt: skip
+    report.skipped = skipped | report.skipped
+    result = report.to_dict()
+    failures = eval_runner.gate_failures(result, args.gate) if args.gate is not None else []
+    result["gate"] = {"slack": args.gate, "failures": failures} if args.gate is not None else None
+    print(json.dumps(result, ensure_ascii=False, indent=2) if args.json else eval_runner.format_classes(result))
+    if args.gate is not None:
+        print(("gate FAILED:\n  " + "\n  ".join(failures)) if failures else f"gate passed (slack {args.gate})",
+              file=sys.stderr)  # fmt: skip
+    return 1 if failures else 0
 
 
 def _int_list(value: str) -> tuple[int, ...]:
@@ -537,8 +597,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", help="qrels split (default test)")
     p.add_argument("--kb", help="a KB folder of notes")
     p.add_argument("--queries", help="with --kb: YAML/JSON list of {query, relevant: [note paths]}")
-    p.add_argument("--phases", default=",".join(("lexical", "dense", "hybrid", "expanded", "reranked")),
-                   help="comma-separated subset of lexical,dense,hybrid,expanded,reranked")  # fmt: skip
+    p.add_argument(
+        "--classes",
+        metavar="MANIFEST",
+        help="score every query class of a manifest (eval/classes.yaml: class, corpus, queries) and the "
+        "gap hybrid - max(lexical, dense) per class; phases default to lexical,dense,hybrid,reranked",
+    )
+    p.add_argument("--only", help="with --classes: comma-separated class names")
+    p.add_argument("--root", help="with --classes: the folder the manifest's paths start from (default: here)")
+    p.add_argument(
+        "--gate",
+        type=float,
+        nargs="?",
+        const=0.005,
+        metavar="SLACK",
+        help="with --classes: exit 1 when hybrid loses more than SLACK (default 0.005) nDCG@10 to its "
+        "best leg on any class",
+    )
+    p.add_argument("--phases", help="comma-separated subset of lexical,dense,hybrid,expanded,reranked (default: all; "
+                   "with --classes: lexical,dense,hybrid,reranked)")  # fmt: skip
     p.add_argument(
         "--top-k", type=int, default=50, help="ranking depth per query, 10-200 (default 50; Recall@50 needs 50)"
     )

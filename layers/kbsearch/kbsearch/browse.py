@@ -28,6 +28,7 @@ from kbsearch.schemas import (
     NoteResponse,
     RecentNote,
     SectionInfo,
+    folder_prefix,
 )
 
 if TYPE_CHECKING:
@@ -126,7 +127,7 @@ class BrowseService:
     def note_text(self, path: str) -> tuple[str, str]:
         """The note at ``path`` as written (its identity, its decoded text); :class:`NoteProblem` otherwise."""
         from kbsearch.notes import NoteError, decode_note
-        from kbsearch.sources import SourceError, note_path, path_problem
+        from kbsearch.sources import NoteUnreadable, SourceError, note_path, path_problem
 
         path = note_path(path)  # the identity the indexer gave the note (NFC), whatever form the client sent
         problem = path_problem(path) or (None if path.lower().endswith(".md") else "note paths end in .md")
@@ -134,6 +135,8 @@ class BrowseService:
             raise NoteProblem("bad_path", f"not a note path: {problem} (use kb_search to find one)")
         try:
             raw = self.source().read_path(path)
+        except NoteUnreadable as exc:  # a FIFO, a device, a dangling symlink, ...: its reason names no server path
+            raise NoteProblem("unreadable", f"the note at {path!r} cannot be read: {exc.reason}") from None
         except SourceError as exc:
             # The source's text names buckets, keys with their prefix or server folders: log it, say less.
             logger.warning("a note could not be read", extra={"error": str(exc)})
@@ -229,9 +232,10 @@ class BrowseService:
     # -- what the filters accept ------------------------------------------------------------------------------------
     def catalog(self, path_prefix: str | None = None, recent: int = 10) -> CatalogResponse:
         """Tags, types, statuses and folders with their note counts (within ``path_prefix``), and the ``recent``
-        most recently updated notes: facets on the payload indexes and one ordered query, one index slot."""
+        most recently updated notes: facets on the payload indexes and one ordered query, one index slot.
+        ValueError for a ``path_prefix`` no folder can have (a '..' segment)."""
         must: list[dict[str, Any]] = [_FIRST_CHUNK]
-        prefix = (path_prefix or "").strip().strip("/")
+        prefix = folder_prefix(path_prefix)  # as search normalises it; ValueError for a '..' segment
         if prefix:
             must.append({"key": "folders", "match": {"value": prefix}})
         where = {"must": must}

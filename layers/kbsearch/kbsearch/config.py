@@ -231,7 +231,14 @@ class Settings(BaseModel):
     # equal weights. Defaults measured with a real model (EVAL.md): k = 2, BM25 at 0.1 (each dense prefetch 1.0).
     rrf_k: int = Field(default=2, ge=1)
     search_bm25_weight: float = Field(default=0.1, ge=0.0, le=4.0)
-    search_fusion: str = Field(default="rrf", pattern="^(rrf|dbsf)$")  # dbsf: Qdrant's score-based fusion
+    # adaptive: every leg's candidates in one batch call, fused per query in the service (kbsearch/fusion.py);
+    # rrf / dbsf: Qdrant's own fusion of the prefetches (RRF_K and SEARCH_BM25_WEIGHT apply to rrf only).
+    search_fusion: str = Field(default="adaptive", pattern="^(adaptive|rrf|dbsf)$")
+    # adaptive fusion: a fully covered same-language BM25 leg against dense 1.0; a BM25 match in a note of another
+    # language counts by the cross-language weight; an exact match needs this share of the attainable BM25 score.
+    search_lexical_weight: float = Field(default=0.7, ge=0.0, le=4.0)
+    search_cross_language_weight: float = Field(default=0.1, ge=0.0, le=1.0)
+    search_exact_confidence: float = Field(default=0.3, gt=0.0, le=1.0)
     embedding_query_timeout_s: float = Field(default=2.0, gt=0)
     snippet_chars: int = Field(default=300, ge=40)
     search_prior: bool = False  # ai_weight/status prior on the final score (README "Ranking prior")
@@ -241,6 +248,8 @@ class Settings(BaseModel):
     slack_dedupe_table: str = ""  # DynamoDB table for at-most-once answers; empty → in memory
     slack_response_hosts: str = "hooks.slack.com"  # where response_url may point (comma-separated hosts)
     slack_top_k: int = Field(default=5, ge=1, le=10)
+    # The slash command(s) this app answers (comma-separated); a signed request for any other gets a 400.
+    slack_commands: str = Field(default="/kb", pattern=r"^\s*/[^\s,/]+\s*(,\s*/[^\s,/]+\s*)*$")
     kb_base_url: str = ""  # titles link to KB_BASE_URL/<path> when set
 
     # The knowledge base: a folder or s3://bucket/prefix.
@@ -335,6 +344,11 @@ class Settings(BaseModel):
             cache_size=self.expansion_cache_size,
             cache_ttl_s=self.expansion_cache_ttl_s,
         )
+
+    @property
+    def slack_command_names(self) -> frozenset[str]:
+        """``SLACK_COMMANDS`` as a set of lower-case names (Slack sends them as the app declares them)."""
+        return frozenset(name.strip().lower() for name in self.slack_commands.split(",") if name.strip())
 
     @property
     def store_kind(self) -> str:

@@ -10,7 +10,8 @@ Guarantees:
 - a bad note is skipped with a reason, and its last good version stays indexed: everything that happens to one
   note (read, decode, parse, chunk, payload) is isolated, whatever it raises;
 - a note whose key is not a safe path, or whose key has the same NFC path as another key, is skipped with a
-  reason; fields the note keeps but kb-search drops, and frontmatter ids shared by several notes, are warnings;
+  reason; so is an entry the source lists with a problem (not a regular file, a dangling symlink, a folder that
+  cannot be listed, ...), and what was indexed from it (or under that folder) stays; fields the note keeps but kb-search drops, and frontmatter ids shared by several notes, are warnings;
 - a storage failure (a full disk, the embedded store's errors, Qdrant 5xx) ends the run with ``error`` set;
   what was written is consistent, and the next run converges;
 - the run stops before its deadline and says ``incomplete``; the next run carries on.
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from kbsearch.chunking import Chunk, chunk_note
 from kbsearch.config import Secrets, Settings
 from kbsearch.errors import StoreError
-from kbsearch.lexical import document_vector
+from kbsearch.lexical import document_vector, text_language
 from kbsearch.links import link_keys, name_keys, path_keys
 from kbsearch.providers.embeddings import Embedder, EmbeddingStats
 from kbsearch.providers.resilience import Deadline, ProviderError
@@ -125,6 +126,7 @@ class Indexer:
         self.options = options or SyncOptions()
         self.progress = progress
         self._written_ids: dict[str, str] = {}  # path → doc_id of the notes this run wrote
+        self._kept: set[str] = set()  # paths (and folders, ending in '/') listed with a problem: never deleted
         self._signature_id = ""
         self._reembed = False
 
@@ -242,7 +244,14 @@ class Indexer:
         """The listing's notes by path; keys that cannot be a note's identity, and all but one of the keys that
         share a path after Unicode normalisation, are skipped with a reason."""
         by_path: dict[str, dict[str, SourceObject]] = {}
+        self._kept = set()
         for obj in listing:
+            if obj.problem is not None:  # listed, never read: what was indexed from it stays (as for a bad note)
+                if obj.is_note:
+                    report.notes_listed += not obj.folder
+                    self._kept.add(obj.path)
+                    self._skip(report, obj.path, obj.problem)
+                continue
             if obj.is_note:
                 report.notes_listed += 1
                 problem = path_problem(obj.path)
@@ -250,7 +259,7 @@ class Indexer:
                     self._skip(report, obj.path, f"{problem}: kb_get_note could not reach it")
                 else:
                     by_path.setdefault(obj.path, {})[obj.key] = obj
-        report.attachments_ignored = len(listing) - report.notes_listed
+        report.attachments_ignored = sum(1 for obj in listing if not obj.is_note)
         notes: dict[str, SourceObject] = {}
         for path, objs in by_path.items():
             winner = preferred(list(objs))
@@ -292,7 +301,8 @@ class Indexer:
         return "unchanged"
 
     def _delete_missing(self, report: SyncReport, state: dict[str, NoteState], notes: dict[str, SourceObject]) -> None:
-        gone = sorted(p for p in state if p not in notes)
+        folders = tuple(p for p in self._kept if p.endswith("/"))
+        gone = sorted(p for p in state if p not in notes and p not in self._kept and not p.startswith(folders))
         if not gone:
             return
         share = len(gone) / max(1, len(state))
@@ -326,8 +336,10 @@ class Indexer:
             chunks = chunk_note(note, self.options.chunk_max_tokens, self.options.chunk_overlap_tokens)
             dense = self.embedder is not None
             points = []
+            language = text_language(note.title + "\n" + "\n".join(c.text for c in chunks))
             for chunk in chunks:
                 payload = _payload(obj, note, chunk, len(chunks), indexed_at, dense)
+                payload["lang"] = language  # the note's language: what the fusion weighs a BM25 match by
                 payload["embedding"] = self._signature_id if dense else ""  # which model/format embedded it
                 json.dumps(payload, allow_nan=False, ensure_ascii=False).encode("utf-8")  # what the store must take
                 points.append(ChunkPoint(obj.path, chunk.index, payload, document_vector(chunk.embed_text), None))

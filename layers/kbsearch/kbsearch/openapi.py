@@ -117,7 +117,7 @@ MCP_PATH: dict[str, Any] = {
         "summary": "Not supported: the server sends no SSE stream",
         "operationId": "mcpGet",
         "security": [{"ApiKey": []}],
-        "responses": {"405": _json(_ERROR, "Use POST")},
+        "responses": {"405": _json(_RPC_ERROR, "Use POST (a JSON-RPC error object, as every error on /mcp)")},
     },
 }
 
@@ -226,7 +226,7 @@ def notes_paths(components: dict[str, Any]) -> dict[str, Any]:
                 "parameters": [
                     {"name": "path", "in": "path", "required": True, "example": "en/Glossary.md",
                      "description": "the note's path as search returns it (percent-encoded; '/' may stay as is)",
-                     "schema": {"type": "string", "minLength": 1, "maxLength": 1024}},
+                     "schema": {"type": "string", "minLength": 4, "maxLength": 1024, "pattern": "\\.md$"}},
                     {"name": "section", "in": "query", "required": False, "example": "Steps",
                      "description": "a heading ('Steps') or the tail of a heading path ('Rotation > Steps')",
                      "schema": {"type": "string", "maxLength": 500}},

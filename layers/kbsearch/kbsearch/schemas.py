@@ -7,6 +7,7 @@ Requests are strict: a number is a JSON number, a flag a JSON boolean, text a JS
 from __future__ import annotations
 
 import datetime as dt
+import unicodedata
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
@@ -15,19 +16,40 @@ MAX_QUERY_CHARS = 1000
 MAX_TOP_K = 20
 
 
+def folder_prefix(value: str | None) -> str | None:
+    """A ``path_prefix`` as the index stores folders (``ru/ранбуки``: NFC, '/'-separated, no empty or '.'
+    segment, no leading or trailing '/'); None for every spelling of the root (``""``, ``"/"``, ``"//"``,
+    ``"./"``, ``"."``), which filters nothing. A backslash separates folders as '/' does (no indexed path has one);
+    a '..' segment is refused (ValueError: a 422)."""
+    if value is None:
+        return None
+    segments = unicodedata.normalize("NFC", value).replace("\\", "/").split("/")
+    if ".." in (s.strip() for s in segments):
+        raise ValueError("path_prefix cannot have a '..' segment: give a folder from the KB's root, e.g. 'ru/ранбуки'")
+    kept = [s for s in segments if s.strip() not in ("", ".")]
+    return "/".join(kept) or None
+
+
 class SearchFilters(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     tags: list[StrictStr] | None = Field(default=None, max_length=50, description="any of these tags")
     type: list[StrictStr] | None = Field(default=None, max_length=20, description="note type(s)")
     status: list[StrictStr] | None = Field(default=None, max_length=20, description="note status(es)")
-    path_prefix: StrictStr | None = Field(default=None, max_length=500, description="a folder, e.g. 'ru/ранбуки'")
+    path_prefix: StrictStr | None = Field(
+        default=None, max_length=500, description="a folder, e.g. 'ru/ранбуки' ('/', '' and './' mean the whole KB)"
+    )
     updated_after: dt.date | dt.datetime | None = Field(default=None, description="ISO date or date-time")
 
     @field_validator("tags", "type", "status", mode="before")
     @classmethod
     def _one_or_many(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
+
+    @field_validator("path_prefix")
+    @classmethod
+    def _folder(cls, value: str | None) -> str | None:
+        return folder_prefix(value)
 
     @field_validator("updated_after", mode="before")
     @classmethod

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,16 +20,25 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from kbsearch.config import Secrets, Settings
 from kbsearch.errors import IndexMissing, IndexUnavailable, StoreError
+from kbsearch.fusion import FusionParams, analyse, fuse, lexical_variants
 from kbsearch.lexical import query_vector
 from kbsearch.providers.embeddings import Embedder, build_embedder
 from kbsearch.providers.expansion import Expander, build_expander
 from kbsearch.providers.rerankers import Reranking, build_reranking
 from kbsearch.providers.resilience import Deadline, ProviderError, shared_client
 from kbsearch.qdrant import open_retriever
-from kbsearch.qdrant.query import Candidate, Retriever, filter_json, retrieve, signature_mismatch
+from kbsearch.qdrant.query import (
+    Candidate,
+    Retriever,
+    batch_searches,
+    filter_json,
+    retrieve,
+    retrieve_legs,
+    signature_mismatch,
+)
 from kbsearch.qdrant.rest import QdrantRest
 from kbsearch.schemas import Hit, HitScores, SearchMeta, SearchRequest, SearchResponse
-from kbsearch.tokens import truncate_tokens
+from kbsearch.tokens import MAX_CHARS_PER_TOKEN, truncate_tokens
 
 if TYPE_CHECKING:
     from kbsearch.qdrant.store import Store
@@ -78,10 +88,12 @@ class Stages:
 
 
 def snippet(text: str, limit: int) -> str:
-    """The chunk text with whitespace folded, cut at a word boundary."""
-    flat = " ".join(text.split())
+    """The chunk text with whitespace folded, cut at a word boundary. Only the first ``limit *
+    MAX_CHARS_PER_TOKEN`` characters are read (a 10 MB text from the store costs what a short one does)."""
+    window = limit * MAX_CHARS_PER_TOKEN
+    flat = " ".join(text[:window].split())
     if len(flat) <= limit:
-        return flat
+        return flat if len(text) <= window or not flat else flat + "…"
     cut = flat[:limit]
     space = cut.rfind(" ")
     return (cut[:space] if space > limit // 2 else cut).rstrip(" ,.;:") + "…"
@@ -90,9 +102,10 @@ def snippet(text: str, limit: int) -> str:
 def passage(payload: dict[str, Any], max_tokens: int) -> str:
     """What the reranker reads: title, heading path and chunk text (the title once: the heading path usually
     starts with it), cut to ``max_tokens`` estimated tokens at a word boundary, whatever the script."""
-    title, heading = str(payload.get("title") or ""), str(payload.get("heading") or "")
+    window = max(0, max_tokens) * MAX_CHARS_PER_TOKEN  # no more of any field is read (time ∝ the budget)
+    title, heading = str(payload.get("title") or "")[:window], str(payload.get("heading") or "")[:window]
     head = heading if title and heading.startswith(title) else f"{title}\n{heading}"
-    text = f"{head}\n{payload.get('text') or ''}".strip()
+    text = f"{head}\n{str(payload.get('text') or '')[:window]}".strip()
     return truncate_tokens(text, max_tokens)
 
 
@@ -101,8 +114,10 @@ def prior(payload: dict[str, Any]) -> float:
     draft notes are pushed down a little. 1.0 when nothing is known."""
     factor = 1.0
     weight = payload.get("ai_weight")
-    if isinstance(weight, int | float) and not isinstance(weight, bool):
-        factor *= 0.9 + 0.2 * min(1.0, max(0.0, float(weight)))
+    if (isinstance(weight, int) and not isinstance(weight, bool)) or (
+        isinstance(weight, float) and math.isfinite(weight)
+    ):
+        factor *= 0.9 + 0.2 * min(1.0, max(0.0, weight))  # clamped before any float(): a huge int cannot overflow
     status = payload.get("status")
     if isinstance(status, str):
         factor *= STATUS_PRIOR.get(status.lower(), 1.0)
@@ -112,14 +127,19 @@ def prior(payload: dict[str, Any]) -> float:
 def blend(candidates: list[Candidate], rerank: list[float] | None, weight: float, k: int) -> list[float] | None:
     """The reranked order combined with the fused one, by rank: ``weight / (k + rerank rank) + (1 - weight) /
     (k + fused rank)`` (zero-based ranks; candidates come in fused order). ``weight`` 1.0 keeps the reranker's
-    order (its scores as they are); 0.0 keeps the fused order. None without rerank scores."""
+    order (its scores as they are); 0.0 keeps the fused order. Exact matches stay first. None without rerank
+    scores."""
     if rerank is None:
         return None
     if weight >= 1.0:
-        return list(rerank)
-    order = sorted(range(len(rerank)), key=lambda i: (-rerank[i], i))
-    rerank_rank = {i: r for r, i in enumerate(order)}
-    return [weight / (k + rerank_rank[i]) + (1 - weight) / (k + i) for i in range(len(candidates))]
+        values = list(rerank)
+    else:
+        order = sorted(range(len(rerank)), key=lambda i: (-rerank[i], i))
+        rerank_rank = {i: r for r, i in enumerate(order)}
+        values = [weight / (k + rerank_rank[i]) + (1 - weight) / (k + i) for i in range(len(candidates))]
+    # A confident exact match (the fusion's ``exact``) stays ahead of the rest: the reranker orders what the fusion
+    # was unsure of, and among exact matches (both values are at most 1, the prior scales by at most 1.1 / 0.85).
+    return [2.0 + v if c.exact else v for c, v in zip(candidates, values, strict=True)]
 
 
 class SearchService:
@@ -154,6 +174,11 @@ class SearchService:
         # thread); Qdrant Cloud calls are independent HTTP requests and take no lock.
         self._store_lock = threading.Lock()
         self._open_lock = threading.Lock()
+        self.fusion_params = FusionParams(
+            lexical_weight=settings.search_lexical_weight,
+            cross_language=settings.search_cross_language_weight,
+            exact_confidence=settings.search_exact_confidence,
+        )
         self.retrieval = "hybrid"  # see evaluation_view
         self.max_results: int | None = None
         self._signature_checked: tuple[float, str | None] | None = None
@@ -306,21 +331,7 @@ class SearchService:
             )
             with self._retrieval_slot(deadline):
                 try:
-                    candidates = retrieve(
-                        self.retriever,
-                        dense,
-                        query_vector(query) if retrieval != "dense" else None,
-                        query_filter,
-                        limit=self.settings.search_candidates,
-                        prefetch_limit=self.settings.search_prefetch_limit,
-                        hnsw_ef=self.settings.search_hnsw_ef,
-                        rrf_k=self.settings.rrf_k,
-                        bm25_weight=self.settings.search_bm25_weight,
-                        fusion=self.settings.search_fusion,
-                        # chunks, not notes: enough fused chunks that SEARCH_CANDIDATES notes survive grouping
-                        fused_limit=CHUNKS_PER_CANDIDATE * self.settings.search_candidates,
-                        timeout_s=max(0.05, min(self.settings.qdrant_timeout_s, deadline.remaining())),
-                    )
+                    candidates = self._retrieve(query, variants, dense, query_filter, retrieval, deadline)
                 except IndexMissing as exc:
                     raise IndexUnavailable(
                         f"{exc}: run the indexer first", "the index has not been built yet: run the indexer first"
@@ -359,6 +370,44 @@ class SearchService:
             usage=usage,
         )
         return SearchResponse(query=query, results=results, meta=meta)
+
+    def _retrieve(
+        self,
+        query: str,
+        variants: list[str],
+        dense: list[list[float]],
+        query_filter: dict[str, Any] | None,
+        retrieval: str,
+        deadline: Deadline,
+    ) -> list[Candidate]:
+        """The one Qdrant call. ``SEARCH_FUSION=adaptive``: every leg's candidates in one batch, fused here per query
+        (:mod:`kbsearch.fusion`); ``rrf`` / ``dbsf``: Qdrant's own fusion of the prefetches."""
+        s = self.settings
+        timeout_s = max(0.05, min(s.qdrant_timeout_s, deadline.remaining()))
+        if s.search_fusion == "adaptive":
+            evidence = analyse(query)
+            lexical = lexical_variants(evidence, variants[1:]) if retrieval != "dense" else []
+            searches, legs = batch_searches(
+                dense if retrieval != "lexical" else [], lexical, query_filter, s.search_prefetch_limit,
+                s.search_hnsw_ef, probes=evidence.terms if retrieval == "hybrid" else (),
+            )  # fmt: skip
+            results = retrieve_legs(self.retriever, searches, legs, timeout_s)
+            return fuse(results, evidence, s.search_candidates, retrieval, self.fusion_params)
+        return retrieve(
+            self.retriever,
+            dense,
+            query_vector(query) if retrieval != "dense" else None,
+            query_filter,
+            limit=s.search_candidates,
+            prefetch_limit=s.search_prefetch_limit,
+            hnsw_ef=s.search_hnsw_ef,
+            rrf_k=s.rrf_k,
+            bm25_weight=s.search_bm25_weight,
+            fusion=s.search_fusion,
+            # chunks, not notes: enough fused chunks that SEARCH_CANDIDATES notes survive grouping
+            fused_limit=CHUNKS_PER_CANDIDATE * s.search_candidates,
+            timeout_s=timeout_s,
+        )
 
     def _shape(
         self, candidates: list[Candidate], rerank: list[float] | None, request: SearchRequest, top_k: int

@@ -5,6 +5,12 @@ Unicode NFC: the same for a folder and for S3), ETag, size and modification time
 everything else is counted as an attachment. A listing that fails part-way raises :class:`SourceError`: callers
 never see a partial listing (which would look like deletions).
 
+A folder's entries that are not regular files (FIFOs, sockets, devices, dangling symlinks, symlink loops, symlinks
+that lead outside the folder, files that cannot be opened, names that are not UTF-8) are listed with a ``problem``
+and never opened in a way that can block: every entry is ``lstat``-ed first, only a regular file is opened, with
+``O_NONBLOCK``, and checked again on the open descriptor. A folder that cannot be listed is listed as a ``problem``
+too (``folder=True``), so nothing under it looks deleted. Reads by path refuse the same entries, without blocking.
+
 Paths are identities, so the indexer and ``kb_get_note`` agree on them through the helpers here: a path is
 :func:`note_path` (NFC) of the key; :func:`path_problem` says why a path cannot be a note's identity (empty, ``.``
 or ``..`` segments, a leading ``/``, backslashes, control characters); when several keys have the same path,
@@ -14,9 +20,11 @@ or ``..`` segments, a leading ``/``, backslashes, control characters); when seve
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import hashlib
 import os
 import re
+import stat
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,6 +43,15 @@ class SourceError(KbSearchError):
     """The KB source cannot be listed or read."""
 
 
+class NoteUnreadable(SourceError):
+    """The entry at a note's path exists but is not a note that can be read (a FIFO, a device, a dangling
+    symlink, ...): ``reason`` says which, and names no server path, so a caller may be told."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"cannot read {path!r}: {reason}")
+        self.reason = reason
+
+
 @dataclass(frozen=True)
 class SourceObject:
     path: str  # identity in the index: relative, '/'-separated, NFC
@@ -42,10 +59,15 @@ class SourceObject:
     etag: str
     size: int
     modified: str | None = None
+    #: why the entry cannot be read (not a regular file, a dangling symlink, ...): listed so the indexer can say so
+    #: and keep what it indexed from it, never read
+    problem: str | None = None
+    #: the entry is a folder that cannot be listed (``path`` ends with '/'): what is indexed under it is kept
+    folder: bool = False
 
     @property
     def is_note(self) -> bool:
-        return self.path.lower().endswith(NOTE_SUFFIX)
+        return self.folder or self.path.lower().endswith(NOTE_SUFFIX)
 
 
 class Source(Protocol):
@@ -110,51 +132,80 @@ class LocalSource:
 
     def list(self) -> Iterator[SourceObject]:
         root = str(self.root)
+        unlistable: list[OSError] = []
         try:
-            for dirpath, dirnames, filenames in os.walk(root, onerror=self._raise):
-                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for dirpath, dirnames, filenames in os.walk(root, onerror=unlistable.append):
                 # plain strings, not Path objects: a listing runs on every sync, changed or not
                 folder = "" if dirpath == root else os.path.relpath(dirpath, root).replace(os.sep, "/") + "/"
+                for error in unlistable:  # a sub-folder os.walk could not list: say so, delete nothing under it
+                    rel = os.path.relpath(error.filename or dirpath, root).replace(os.sep, "/") + "/"
+                    yield _problem_entry(rel, f"folder cannot be listed: {_reason(error)}", folder=True)
+                unlistable.clear()
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+                for name in [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
+                    # os.walk does not descend into a linked folder: say so rather than ignore its notes silently
+                    yield _problem_entry(folder + name + "/", "symlink to a folder (not followed)", folder=True)
                 for name in sorted(filenames):
-                    if name.startswith("."):
-                        continue
-                    full = os.path.join(dirpath, name)
-                    rel = folder + name
-                    stat = os.stat(full)
-                    path = _nfc(rel)
-                    is_note = path.lower().endswith(NOTE_SUFFIX)
-                    etag = ""
-                    if is_note:
-                        with open(full, "rb") as handle:
-                            etag = hashlib.md5(handle.read(), usedforsecurity=False).hexdigest()
-                    modified = dt.datetime.fromtimestamp(stat.st_mtime, dt.UTC).isoformat()
-                    yield SourceObject(path=path, key=rel, etag=etag, size=stat.st_size, modified=modified)
+                    if not name.startswith("."):
+                        yield self._entry(os.path.join(dirpath, name), folder + name)
+            for error in unlistable:
+                if os.path.normpath(error.filename or "") == os.path.normpath(root):
+                    raise error  # the root itself: there is no listing at all
+                rel = os.path.relpath(error.filename or root, root).replace(os.sep, "/") + "/"
+                yield _problem_entry(rel, f"folder cannot be listed: {_reason(error)}", folder=True)
         except OSError as exc:
             raise SourceError(f"listing {self.root} failed: {exc}") from None
 
-    @staticmethod
-    def _raise(exc: OSError) -> None:
-        raise exc
+    def _entry(self, full: str, rel: str) -> SourceObject:
+        """One directory entry: a readable regular file (a note is hashed), or a ``problem`` saying why not."""
+        if _CONTROL.search(rel) and not _valid_utf8(rel):
+            return _problem_entry(rel, "file name is not valid UTF-8")
+        try:
+            info = os.lstat(full)
+            if stat.S_ISLNK(info.st_mode):
+                info = os.stat(full)  # the target: ENOENT (dangling) and ELOOP (a loop) land below
+                if not _inside(os.path.realpath(full), str(self.root)):
+                    return _problem_entry(rel, "symlink to a file outside the KB folder")
+        except OSError as exc:
+            return _problem_entry(rel, _reason(exc))
+        kind = _kind(info.st_mode)
+        if kind is not None:
+            return _problem_entry(rel, f"not a regular file ({kind})")
+        path = _nfc(rel)
+        etag = ""
+        if path.lower().endswith(NOTE_SUFFIX):
+            try:
+                etag = _md5(full)
+            except NoteUnreadable as exc:
+                return _problem_entry(rel, exc.reason)
+            except OSError as exc:
+                return _problem_entry(rel, _reason(exc))
+        modified = dt.datetime.fromtimestamp(info.st_mtime, dt.UTC).isoformat()
+        return SourceObject(path=path, key=rel, etag=etag, size=info.st_size, modified=modified)
 
     def read(self, obj: SourceObject) -> bytes:
+        if obj.problem:
+            raise SourceError(obj.problem)
         return self.read_path(obj.key)
 
     def read_path(self, path: str) -> bytes:
         path = _checked(path)
         try:
             full = self._find(path)
-            if not full.resolve().is_relative_to(self.root.resolve()):
-                raise SourceError(f"{path!r} is outside the KB folder")
-            return full.read_bytes()
-        except FileNotFoundError:
-            raise SourceError(f"no note at {path!r}") from None
+            if not _inside(os.path.realpath(full), str(self.root)):
+                raise NoteUnreadable(path, "symlink to a file outside the KB folder")
+            return _read_regular(str(full))
+        except NoteUnreadable as exc:
+            raise NoteUnreadable(path, exc.reason) from None
         except OSError as exc:
-            raise SourceError(f"cannot read {path!r}: {exc.strerror}") from None
+            if exc.errno in (errno.ENOENT, None) and not os.path.islink(self.root / path):
+                raise SourceError(f"no note at {path!r}") from None
+            raise NoteUnreadable(path, _reason(exc)) from None
 
     def _find(self, path: str) -> Path:
         """The file whose NFC path is ``path``, whatever normalisation its name has on disk (as the listing)."""
         full = self.root / path
-        if full.exists():
+        if os.path.lexists(full):
             return full
         here = self.root
         for segment in path.split("/"):
@@ -163,6 +214,87 @@ class LocalSource:
                 raise FileNotFoundError(path)
             here = here / preferred(names)
         return here
+
+
+_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a folder"))  # fmt: skip
+#: a note is hashed and read in pieces of this size (a huge file never sits in memory whole for its ETag)
+_READ_PIECE = 1 << 20
+
+
+def _kind(mode: int) -> str | None:
+    """What a non-regular file is ("a FIFO", ...); None for a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
+
+
+def _reason(exc: OSError) -> str:
+    """An OSError as a reason a person can act on (never the server's own path)."""
+    known: dict[int, str] = {errno.ENOENT: "dangling symlink (its target does not exist)", errno.ELOOP: "symlink loop",
+             errno.EACCES: "permission denied", errno.EPERM: "permission denied",
+             errno.EISDIR: "not a regular file (a folder)", errno.ENOTDIR: "a path segment is not a folder",
+             errno.ENAMETOOLONG: "name too long"}  # fmt: skip
+    return known.get(exc.errno or 0) or (exc.strerror or type(exc).__name__)
+
+
+def _problem_entry(rel: str, problem: str, folder: bool = False) -> SourceObject:
+    """An entry that is listed but never read; a name that is not UTF-8 is shown with its bytes escaped."""
+    shown = os.fsencode(rel).decode("utf-8", "backslashreplace") if not _valid_utf8(rel) else _nfc(rel)
+    return SourceObject(path=shown, key=rel, etag="", size=0, problem=problem, folder=folder)
+
+
+def _valid_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _inside(real: str, root: str) -> bool:
+    real_root = os.path.realpath(root)
+    return real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep)
+
+
+def _open_regular(full: str) -> int:
+    """A descriptor of ``full`` if it is a regular file: ``stat`` first, then opened with ``O_NONBLOCK`` (a FIFO that
+    replaced the file in between cannot block the open) and checked again on the descriptor itself."""
+    kind = _kind(os.stat(full).st_mode)  # a socket or a device is refused before any open
+    if kind is not None:
+        raise NoteUnreadable(full, f"not a regular file ({kind})")
+    fd = os.open(full, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        kind = _kind(os.fstat(fd).st_mode)
+    except OSError:
+        os.close(fd)
+        raise
+    if kind is not None:
+        os.close(fd)
+        raise NoteUnreadable(full, f"not a regular file ({kind})")
+    return fd
+
+
+def _md5(full: str) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    fd = _open_regular(full)
+    try:
+        while piece := os.read(fd, _READ_PIECE):
+            digest.update(piece)
+    finally:
+        os.close(fd)
+    return digest.hexdigest()
+
+
+def _read_regular(full: str) -> bytes:
+    fd = _open_regular(full)
+    try:
+        pieces = []
+        while piece := os.read(fd, _READ_PIECE):
+            pieces.append(piece)
+        return b"".join(pieces)
+    finally:
+        os.close(fd)
 
 
 class S3Source:

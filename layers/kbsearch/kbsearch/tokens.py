@@ -44,10 +44,29 @@ def estimate(of: Counts) -> int:
     return max(1, math.ceil(letters / 3.6 + digits / 1.9 + other / 1.2))
 
 
+#: At most this many characters per token are kept (whitespace is free in the estimate, so without a bound a text
+#: of 10 MB of spaces would "fit" any budget). Prose runs 4-6 characters per token, indented code about 8.
+MAX_CHARS_PER_TOKEN = 16
+
+
 def truncate_tokens(text: str, max_tokens: int) -> str:
-    """``text`` cut to at most ``max_tokens`` estimated tokens, at a word boundary when one is near."""
-    if estimate_tokens(text) <= max_tokens:
+    """``text`` cut to at most ``max_tokens`` estimated tokens (and ``MAX_CHARS_PER_TOKEN`` characters per
+    token), at a word boundary when one is near. Costs time proportional to the budget, not to the text: only
+    the first ``max_tokens * MAX_CHARS_PER_TOKEN`` characters are ever looked at."""
+    window = max(0, max_tokens) * MAX_CHARS_PER_TOKEN
+    if len(text) <= window and estimate_tokens(text) <= max_tokens:
         return text
+    text = text[:window]
+    # whitespace-heavy text within the budget: the character bound is the cut
+    lo = len(text) if estimate_tokens(text) <= max_tokens else _longest_prefix_within(text, max_tokens)
+    cut = text[:lo]
+    space = max(cut.rfind(" "), cut.rfind("\n"))
+    return (cut[:space] if space > lo // 2 else cut).rstrip()
+
+
+def _longest_prefix_within(text: str, max_tokens: int) -> int:
+    """The length of the longest prefix of ``text`` within ``max_tokens`` (a binary search: the estimate grows
+    with the prefix)."""
     lo, hi = 0, len(text)
     while lo < hi:  # the longest prefix within the budget
         mid = (lo + hi + 1) // 2
@@ -55,6 +74,4 @@ def truncate_tokens(text: str, max_tokens: int) -> str:
             lo = mid
         else:
             hi = mid - 1
-    cut = text[:lo]
-    space = max(cut.rfind(" "), cut.rfind("\n"))
-    return (cut[:space] if space > lo // 2 else cut).rstrip()
+    return lo

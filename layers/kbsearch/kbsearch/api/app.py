@@ -28,7 +28,17 @@ from kbsearch.api import body
 from kbsearch.api.container import Container
 from kbsearch.api.mcp_routes import mcp_router
 from kbsearch.api.notes_routes import notes_router
-from kbsearch.api.responses import error, gateway_error, unavailable, validation_error
+from kbsearch.api.responses import (
+    RPC_INTERNAL_ERROR,
+    RPC_INVALID_REQUEST,
+    RPC_ROUTES,
+    error,
+    gateway_error,
+    gateway_rpc_error,
+    rpc_error,
+    unavailable,
+    validation_error,
+)
 from kbsearch.api.search_routes import search_router
 from kbsearch.api.slack_routes import slack_router
 from kbsearch.config import running_in_lambda
@@ -201,12 +211,21 @@ class SearchApi:
     def _unexpected(self, exc: Exception) -> Response[Any]:
         # Logged with its traceback for operators; the caller sees no internals.
         self.logger.exception("unhandled error", extra={"error_type": type(exc).__name__})
-        return error(500, "internal_error", "unexpected error; see the logs with this request's id")
+        message = "unexpected error; see the logs with this request's id"
+        if self._rpc_route():
+            return rpc_error(500, RPC_INTERNAL_ERROR, f"Internal error: {message}")
+        return error(500, "internal_error", message)
+
+    def _rpc_route(self) -> bool:
+        """Whether the current request is on a route that answers JSON-RPC (its errors too)."""
+        return self.app.current_event.resource in RPC_ROUTES
 
     # -- the handler ----------------------------------------------------------------------------------------------
 
     def _handle(self, event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         if body.size(event) > MAX_BODY_BYTES:
+            if (event.get("resource") or event.get("path")) in RPC_ROUTES:
+                return gateway_rpc_error(413, RPC_INVALID_REQUEST, "Invalid Request: the body is over 64 KiB")
             return gateway_error(413, "payload_too_large", "the body is over 64 KiB")
         try:
             event = body.checked_json_event(event, JSON_BODY_ROUTES)

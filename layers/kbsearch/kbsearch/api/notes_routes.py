@@ -66,6 +66,8 @@ def notes_router(container: Container) -> Router:
             return validation_error([{"loc": ("path_prefix",), "msg": "at most 500 characters"}], "query")
         try:
             catalog = container.browse().catalog(prefix, int(recent))
+        except ValueError as exc:  # a '..' segment
+            return validation_error([{"loc": ("path_prefix",), "msg": str(exc), "type": "value_error"}], "query")
         except IndexUnavailable as exc:
             return unavailable("index_unavailable", exc.public)
         return Response(200, content_types.APPLICATION_JSON, catalog)

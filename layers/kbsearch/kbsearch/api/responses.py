@@ -1,5 +1,6 @@
-"""The API's error envelope, in one place: ``{"error": code, "message": text}`` (plus ``detail`` for validation
-errors), as a Powertools ``Response`` or, before routing, as a raw API Gateway proxy result."""
+"""The API's error envelopes, in one place: ``{"error": code, "message": text}`` (plus ``detail`` for validation
+errors), as a Powertools ``Response`` or, before routing, as a raw API Gateway proxy result; and on ``/mcp``, whose
+clients read JSON-RPC, every error as a JSON-RPC error object (``{"jsonrpc": "2.0", "id": null, "error": {...}}``)."""
 
 from __future__ import annotations
 
@@ -50,3 +51,23 @@ def gateway_error(status: int, code: str, message: str) -> dict[str, Any]:
         "body": json.dumps({"error": code, "message": message}),
         "isBase64Encoded": False,
     }
+
+
+#: The routes whose errors are JSON-RPC error objects, never the REST envelope.
+RPC_ROUTES = frozenset({"/mcp"})
+#: JSON-RPC's codes for a request that is not one (a body too large, a method HTTP does not allow) and for a fault
+#: of the server's own.
+RPC_INVALID_REQUEST, RPC_INTERNAL_ERROR = -32600, -32603
+
+
+def rpc_body(code: int, message: str) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}}
+
+
+def rpc_error(status: int, code: int, message: str, headers: dict[str, str] | None = None) -> Response[Any]:
+    return Response(status, content_types.APPLICATION_JSON, rpc_body(code, message), headers=headers)
+
+
+def gateway_rpc_error(status: int, code: int, message: str) -> dict[str, Any]:
+    """:func:`rpc_error` as a proxy result, for answers given before the router runs."""
+    return dict(gateway_error(status, "", ""), body=json.dumps(rpc_body(code, message)))

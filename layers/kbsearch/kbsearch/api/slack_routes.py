@@ -97,6 +97,11 @@ def slack_router(container: Container) -> Router:
             command = slack.parse_command(raw)
         except KbSearchError as exc:
             return error(400, "bad_request", str(exc))
+        answered = container.settings.slack_command_names
+        if command.command.strip().lower() not in answered:  # another app's command sent to this URL: no search
+            logger.warning("Slack command not configured", extra={"command": command.command[:100]})
+            names = ", ".join(sorted(answered))
+            return error(400, "unknown_command", f"this app answers {names} (SLACK_COMMANDS), not that command")
         intent = slack.parse_text(command.text)
         if intent.kind == "search":
             try:

@@ -10,8 +10,12 @@ both protocol eras, for stateless Streamable HTTP (``POST /mcp``: one endpoint, 
   ``io.modelcontextprotocol/protocolVersion`` and ``.../clientCapabilities``, and the headers
   ``MCP-Protocol-Version``, ``Mcp-Method`` (and ``Mcp-Name`` on ``tools/call``, ``prompts/get``,
   ``resources/read``) must agree with the body over HTTP (-32020 otherwise); an unsupported version is -32022 with
-  ``data.supported``; ``server/discover`` describes the server; results carry ``resultType``, list results
-  ``ttlMs`` and ``cacheScope``.
+  ``data.supported`` (for a header naming a version of neither era on a request without the envelope: every
+  version served, so a handshake-era client can fall back); ``server/discover`` describes the server; results
+  carry ``resultType``, list results ``ttlMs`` and ``cacheScope``.
+
+Every error on ``/mcp`` is a JSON-RPC error object, HTTP's too (405, and 413 for a body over 64 KiB, which the API
+answers before routing).
 
 Routing follows the SDK's rule: over HTTP, a request whose ``MCP-Protocol-Version`` header is present and not a
 handshake version is a 2026-07-28 request; over stdio, one whose ``params._meta`` names a protocol version; anything
@@ -115,7 +119,8 @@ class McpServer:
     # -- HTTP -------------------------------------------------------------------------------------------------
     def handle(self, method: str, headers: Mapping[str, str], body: bytes | str | None) -> HttpAnswer:
         if method.upper() != "POST":
-            return HttpAnswer(405, {"error": "method_not_allowed", "message": "use POST"}, {"Allow": "POST"})
+            answer = _rpc_error(None, INVALID_REQUEST, "Method Not Allowed: use POST")
+            return HttpAnswer(405, answer.body, {"Allow": "POST"})
         lowered = {k.lower(): v for k, v in headers.items()}
         raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else (body or b"")
         try:
@@ -189,6 +194,11 @@ class McpServer:
     def _modern(self, id_: Any, method: str, params: dict[str, Any], headers: Mapping[str, str] | None) -> HttpAnswer:
         meta = params.get("_meta")
         if not isinstance(meta, dict) or PROTOCOL_VERSION_KEY not in meta or CLIENT_CAPABILITIES_KEY not in meta:
+            requested = headers.get("mcp-protocol-version") if headers is not None else None
+            if headers is not None and requested not in MODERN_VERSIONS:
+                # a version we do not speak: say which we do, not what _meta lacks
+                return _rpc_error(id_, UNSUPPORTED_PROTOCOL_VERSION, "Unsupported protocol version",
+                                  {"supported": [*MODERN_VERSIONS, *HANDSHAKE_VERSIONS], "requested": requested})  # fmt: skip
             return _rpc_error(id_, INVALID_PARAMS, f"params._meta must carry {PROTOCOL_VERSION_KEY!r} and "
                               f"{CLIENT_CAPABILITIES_KEY!r}")  # fmt: skip
         version = meta[PROTOCOL_VERSION_KEY]

@@ -180,13 +180,16 @@ def _kb_search(backend: Backend, arguments: dict[str, Any]) -> dict[str, Any]:
             arguments[new] = [value] if value else []
     args = KbSearchArgs.model_validate(arguments)
     try:
-        filters = SearchFilters(
-            tags=args.tags or None, type=args.types or None, status=args.statuses or None,
-            path_prefix=args.path_prefix or None,
-            updated_after=dt.datetime.fromisoformat(args.updated_after) if args.updated_after else None,
-        )  # fmt: skip
+        updated_after = dt.datetime.fromisoformat(args.updated_after) if args.updated_after else None
     except ValueError as exc:  # a date-shaped value that is no date (2026-02-30)
         raise ToolFailure(f"invalid arguments for kb_search: updated_after: {exc}") from None
+    try:
+        filters = SearchFilters(
+            tags=args.tags or None, type=args.types or None, status=args.statuses or None,
+            path_prefix=args.path_prefix or None, updated_after=updated_after,
+        )  # fmt: skip
+    except ValidationError as exc:  # path_prefix with a '..' segment
+        raise ToolFailure(f"invalid arguments for kb_search: {validation_text(exc)}") from None
     request = SearchRequest(query=args.query, top_k=args.top_k, filters=filters, rerank=args.rerank, expand=args.expand)
     from kbsearch.errors import IndexUnavailable
 
@@ -218,6 +221,8 @@ def _kb_list(backend: Backend, arguments: dict[str, Any]) -> dict[str, Any]:
     args = KbListArgs.model_validate(arguments)
     try:
         catalog = backend.browse().catalog(args.path_prefix or None, args.recent)
+    except ValueError as exc:
+        raise ToolFailure(f"invalid arguments for kb_list: path_prefix: {exc}") from None
     except IndexUnavailable as exc:
         logger.warning("kb_list: index unavailable", extra={"error": str(exc)})
         raise ToolFailure(exc.public) from None

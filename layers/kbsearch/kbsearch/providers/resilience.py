@@ -26,6 +26,7 @@ import math
 import random
 import re
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator
@@ -244,15 +245,23 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     return _BEARER.sub(lambda m: f"{m.group(1)}{m.group(2)}[redacted]", text)
 
 
+_FLOAT_MAX = sys.float_info.max
+
+
 def _all_finite(value: Any) -> bool:
-    """No float in ``value`` (decoded JSON) is inf or NaN. A list of numbers is summed in C first (a finite sum
-    means no element is inf or NaN), so an embedding answer's 65,000 floats cost a few C loops, not a Python
-    call each; only a list that is not all numbers, or whose sum is not finite, is looked at item by item."""
+    """No float in ``value`` (decoded JSON) is inf or NaN, and no integer is too large for a float (it would
+    overflow wherever it meets one: a score, a weight). A list of numbers is summed in C first (a finite sum
+    means no element is inf, NaN or too large), so an embedding answer's 65,000 floats cost a few C loops, not a
+    Python call each; only a list that is not all numbers, or whose sum is not finite, is looked at item by
+    item."""
     stack = [value]
     while stack:
         item = stack.pop()
         if type(item) is float:
             if not math.isfinite(item):
+                return False
+        elif type(item) is int:
+            if not -_FLOAT_MAX <= item <= _FLOAT_MAX:
                 return False
         elif type(item) is dict:
             stack.extend(item.values())
@@ -262,7 +271,7 @@ def _all_finite(value: Any) -> bool:
                     continue
             except (TypeError, OverflowError):  # not all numbers, or an int too large for a float
                 pass
-            stack.extend(x for x in item if type(x) in (float, dict, list))
+            stack.extend(x for x in item if type(x) in (float, int, dict, list))
     return True
 
 
@@ -272,7 +281,7 @@ def loads(raw: bytes | str) -> Any:
 
     pydantic-core's parser (Rust, already loaded with pydantic) decodes an embedding answer ~7x faster than the
     standard library, whose float parsing dominated indexing; it refuses the literals and nests at most 200 deep,
-    and numbers that overflow to ±inf are refused here."""
+    and numbers that overflow to ±inf (integers too large for a float included) are refused here."""
     if isinstance(raw, bytes) and raw.startswith(codecs.BOM_UTF8):
         raw = raw[len(codecs.BOM_UTF8) :]
     try:

@@ -346,6 +346,21 @@ class EdgeStore(Store):
                 raise StoreError(f"Qdrant facet failed ({type(exc).__name__})") from None
         return [(hit.value, int(hit.count)) for hit in hits]
 
+    def query_batch(self, searches: list[dict[str, Any]], timeout_s: float) -> list[list[dict[str, Any]]]:
+        """Several Query API searches as one Edge batch (one planned pass over the segments)."""
+        import qdrant_edge as edge
+
+        try:
+            batch = edge.QueryBatchRequest([edge_request(s) for s in searches])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StoreError(f"cannot run this query on the embedded store ({exc})") from None
+        with self._lock:
+            try:
+                answers = self.shard.query_batch(batch)
+            except Exception as exc:
+                raise StoreError(f"Qdrant query failed ({type(exc).__name__})") from None
+        return [[{"id": str(p.id), "score": p.score, "payload": p.payload} for p in points] for points in answers]
+
 
 class EmbeddedRetriever:
     """The search's retrieval call (:class:`kbsearch.qdrant.query.Retriever`) on a store opened in this process:
@@ -371,6 +386,9 @@ class EmbeddedRetriever:
 
     def facet(self, request: dict[str, Any], timeout_s: float) -> list[tuple[Any, int]]:
         return self._present().facet(request, timeout_s)
+
+    def query_batch(self, searches: list[dict[str, Any]], timeout_s: float) -> list[list[dict[str, Any]]]:
+        return self._present().query_batch(searches, timeout_s)
 
     def close(self) -> None:
         self.store.close()

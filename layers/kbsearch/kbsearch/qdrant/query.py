@@ -16,6 +16,7 @@ No qdrant_client or httpx import here: the search path and ``/health`` stay ligh
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import math
 import uuid
 from collections.abc import Sequence
@@ -37,6 +38,8 @@ PAYLOAD_INDEXES = {
     "path_keys": "keyword", "name_keys": "keyword", "link_keys": "keyword",
 }  # fmt: skip
 POINT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://kb-search/points")
+
+logger = logging.getLogger(__name__)
 
 
 def point_id(path: str, chunk_index: int) -> str:
@@ -81,10 +84,12 @@ def signature_mismatch(recorded: dict[str, Any], wanted: dict[str, Any]) -> str 
 
 @dataclass(frozen=True)
 class Candidate:
-    """The best chunk of one note, with its fused (RRF) score."""
+    """The best chunk of one note, with its fused score. ``exact``: the fusion found it a confident exact match
+    (the lexical leg's evidence put it first outright); the rerank blend keeps it first."""
 
     payload: dict[str, Any]
     fusion: float
+    exact: bool = False
 
 
 def filter_json(
@@ -170,13 +175,14 @@ def fusion_request(
 
 
 def group(points: Sequence[dict[str, Any]], limit: int) -> list[Candidate]:
-    """Fused points (best first) → one candidate per note, its best chunk. A note is its path: two notes that
-    share a frontmatter ``id`` are two hits."""
+    """Fused points → one candidate per note, its best chunk, best first (equal scores by point id). A note is
+    its path: two notes that share a frontmatter ``id`` are two hits; a point with no payload or no path is
+    dropped (by :func:`read_leg`, and counted in the log)."""
     out: list[Candidate] = []
     seen: set[str] = set()
-    for point in points:
-        payload, score = _checked(point)
-        doc = str(payload.get("path") or payload.get("doc_id") or point.get("id"))
+    for chunk in read_leg(list(points)):  # equal fused scores in point-id order, every run
+        payload, score = chunk.payload, chunk.score
+        doc = payload["path"]
         if doc in seen:
             continue
         seen.add(doc)
@@ -200,7 +206,13 @@ def _checked(point: object) -> tuple[dict[str, Any], float]:
     if not isinstance(point, dict):
         raise bad
     score = point.get("score")
-    if isinstance(score, bool) or not isinstance(score, int | float) or not math.isfinite(score):
+    if isinstance(score, bool) or not isinstance(score, int | float):
+        raise bad
+    try:
+        score = float(score)  # an integer too large for a float raises here, not in the ranking
+    except OverflowError:
+        raise bad from None
+    if not math.isfinite(score):
         raise bad
     payload = point.get("payload")
     if payload is None:
@@ -213,7 +225,7 @@ def _checked(point: object) -> tuple[dict[str, Any], float]:
     for key in ("tags", "links"):
         if not all(isinstance(v, str) for v in payload.get(key) or []):
             raise bad
-    return dict(payload), float(score)
+    return dict(payload), score
 
 
 class Retriever(Protocol):
@@ -229,6 +241,8 @@ class Retriever(Protocol):
     def facet(self, request: dict[str, Any], timeout_s: float) -> list[tuple[Any, int]]:
         """``POST /collections/{c}/facet`` (key, filter, limit, exact) → (value, count), most frequent first."""
         ...
+
+    def query_batch(self, searches: list[dict[str, Any]], timeout_s: float) -> list[list[dict[str, Any]]]: ...
 
     def close(self) -> None: ...
 
@@ -254,3 +268,103 @@ def retrieve(
     if request is None:
         return []
     return group(retriever.query(request, timeout_s), limit)
+
+
+# -- the adaptive fusion's one call: each leg's candidates with their own scores (``/points/query/batch``) ------
+#: What every search of the batch returns of a chunk's payload (one place: the search's payload selector).
+SEARCH_PAYLOAD: dict[str, Any] = {"exclude": ["meta"]}
+#: Query terms probed for their best single-term scores (how rare each is, whether the index has it at all, which
+#: notes hold it), and how many chunks each probe returns (their path only).
+MAX_PROBES = 8
+PROBE_DEPTH = 8
+
+
+@dataclass(frozen=True)
+class Leg:
+    """One search of the batch. ``kind``: ``dense`` (a query variant's vector), ``lexical`` (a variant's BM25
+    terms; ``language`` is the variant's), ``probe`` (one BM25 term alone, its best :data:`PROBE_DEPTH` chunks,
+    their path only: ``term``)."""
+
+    kind: str
+    variant: int = 0
+    language: str | None = None
+    term: int | None = None
+
+
+@dataclass(frozen=True)
+class ScoredChunk:
+    id: str
+    score: float
+    payload: dict[str, Any]
+
+
+def scoped(searches: list[dict[str, Any]], query_filter: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Every search of the batch under the request's filter (the caller's scope included): the one place a
+    filter reaches the legs, so that nothing outside it is ranked, probed or counted."""
+    if query_filter is not None:
+        for search in searches:
+            search["filter"] = query_filter
+    return searches
+
+
+def batch_searches(
+    dense: Sequence[list[float]],
+    lexical: Sequence[tuple[SparseVector, str | None]],
+    query_filter: dict[str, Any] | None,
+    prefetch_limit: int = 50,
+    hnsw_ef: int = 256,
+    probes: Sequence[int] = (),
+) -> tuple[list[dict[str, Any]], list[Leg]]:
+    """The searches of the one batch call (``POST /collections/{c}/points/query/batch``, ``{"searches": [...]}``):
+    a dense search per query variant, a BM25 search per lexical variant (its language recorded for the fusion),
+    and a one-term BM25 probe (its best :data:`PROBE_DEPTH` chunks, their path only) per term in ``probes``; each
+    under ``query_filter``."""
+    params = {"hnsw_ef": hnsw_ef, "quantization": {"rescore": True, "oversampling": 2.0}}
+    searches: list[dict[str, Any]] = []
+    legs: list[Leg] = []
+    for i, vector in enumerate(dense):
+        searches.append({"query": {"nearest": list(vector)}, "using": DENSE, "limit": prefetch_limit, "params": params,
+                         "with_payload": SEARCH_PAYLOAD, "with_vector": False})  # fmt: skip
+        legs.append(Leg("dense", i))
+    for i, (sparse, language) in enumerate(lexical):
+        if len(sparse):
+            searches.append({"query": {"nearest": {"indices": list(sparse.indices), "values": list(sparse.values)}},
+                             "using": SPARSE, "limit": prefetch_limit, "with_payload": SEARCH_PAYLOAD,
+                             "with_vector": False})  # fmt: skip
+            legs.append(Leg("lexical", i, language))
+    for term in probes[:MAX_PROBES]:
+        searches.append({"query": {"nearest": {"indices": [term], "values": [1.0]}}, "using": SPARSE,
+                         "limit": PROBE_DEPTH, "with_payload": {"include": ["path"]}, "with_vector": False})  # fmt: skip
+        legs.append(Leg("probe", term=term))
+    return scoped(searches, query_filter), legs
+
+
+def read_leg(points: object) -> list[ScoredChunk]:
+    """One search's answer → scored chunks, best first, ties broken by point id (the engines return equal scores
+    in no fixed order: the same search must rank the same way every time)."""
+    if not isinstance(points, list):
+        raise StoreError("Qdrant's answer is not what the API returns")
+    out = []
+    dropped = 0
+    for point in points:
+        payload, score = _checked(point)
+        if not payload.get("path"):  # no payload, an empty one, or no path: nothing a hit could name or open
+            dropped += 1
+            continue
+        out.append(ScoredChunk(str(point.get("id")), score, payload))
+    if dropped:
+        logger.warning("points without a payload path dropped", extra={"dropped_points": dropped})
+    out.sort(key=lambda c: (-c.score, c.id))
+    return out
+
+
+def retrieve_legs(
+    retriever: Retriever, searches: list[dict[str, Any]], legs: list[Leg], timeout_s: float
+) -> list[tuple[Leg, list[ScoredChunk]]]:
+    """The search's one retrieval call for the adaptive fusion: every leg's candidates with its own scores."""
+    if not searches:
+        return []
+    answers = retriever.query_batch(searches, timeout_s)
+    if not isinstance(answers, list) or len(answers) != len(searches):
+        raise StoreError("Qdrant's answer is not what the API returns")
+    return [(leg, read_leg(points)) for leg, points in zip(legs, answers, strict=True)]

@@ -341,6 +341,19 @@ class Store:
             raise StoreError(f"Qdrant facet failed ({type(exc).__name__})") from None
         return [(hit.value, int(hit.count)) for hit in answer.hits]
 
+    def query_batch(self, searches: list[dict[str, Any]], timeout_s: float) -> list[list[dict[str, Any]]]:
+        """Several Query API searches in one call (``query_batch_points``)."""
+        from qdrant_client import models
+
+        try:
+            requests = [models.QueryRequest.model_validate(s) for s in searches]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # local mode warns that it ignores hnsw_ef/quantization
+                answers = self.client.query_batch_points(self.collection, requests, timeout=max(1, int(timeout_s)))
+        except Exception as exc:
+            raise StoreError(f"Qdrant query failed ({type(exc).__name__})") from None
+        return [[{"id": str(p.id), "score": p.score, "payload": p.payload} for p in a.points] for a in answers]
+
     def delete_note(self, path: str) -> None:
         from qdrant_client import models
 

@@ -1,0 +1,155 @@
+"""Numbers and shapes from the store, through the real search handler against a loopback Qdrant (REST path):
+numbers of any type or size are a 503 or a dropped point (never a 500), points without a payload or a path are
+dropped and counted in the log, and a huge chunk text costs what its token budget allows, not what it weighs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from kbsearch.search import passage, snippet
+from kbsearch.tokens import MAX_CHARS_PER_TOKEN, estimate_tokens, truncate_tokens
+from kbsearch_tools.fakes import FakeEndpoint, FakeProvider, provider_env
+from kbsearch_tools.local.apigw import HttpRequest, build_event
+
+BIG = "1" + "0" * 400  # an integer JSON allows and no float can hold
+
+
+def point(pid: int, path: str | None = "en/a.md", score: str = "0.5", **payload: Any) -> str:
+    body = {"path": path, "title": "A", "heading": "A", "text": "a note", **payload} if path is not None else payload
+    return f'{{"id": {pid}, "version": 1, "score": {score}, "payload": {json.dumps(body)}}}'
+
+
+def answer(*points: str) -> bytes:
+    return ('{"result": {"points": [' + ", ".join(points) + ']}, "status": "ok", "time": 0.001}').encode()
+
+
+@pytest.fixture
+def qdrant() -> Iterator[FakeEndpoint]:
+    endpoint = FakeEndpoint().start()
+    endpoint.content_type = "application/json"
+    endpoint.body = answer(point(1))
+    yield endpoint
+    endpoint.stop()
+
+
+@pytest.fixture
+def search(qdrant: FakeEndpoint, load_search_app) -> Callable[..., dict[str, Any]]:
+    def run(body: bytes, **env: str) -> dict[str, Any]:
+        qdrant.body = body
+        call = load_search_app(QDRANT_URL=qdrant.url, QDRANT_API_KEY="qdrant-test-key", **env)
+        raw = json.dumps({"query": "restore a snapshot", "top_k": 5}).encode()
+        event = build_event(HttpRequest("POST", "/search", "", [("Content-Type", "application/json")], raw),
+                            "/search", {}, "dev")  # fmt: skip
+        result = call(event)
+        assert result["statusCode"] in (200, 503), result
+        return result
+
+    return run
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        answer(point(1, score=BIG)),
+        answer(point(1, score="-" + BIG)),
+        answer(point(1, score="1e400")),
+        answer(point(1), point(2, path="en/b.md", ai_weight=int(BIG))),  # a payload number, not a score
+        answer(point(int(BIG))),  # an id
+        answer(point(1, tags=["a"], meta={"n": [1, 2, int(BIG)]})),  # deep inside
+        answer(point(1)).replace(b'"time": 0.001', b'"time": ' + BIG.encode()),  # Qdrant's own timing field
+        ('{"result": {"points": [' + point(1) + ']}, "usage": {"cpu": ' + BIG + "}}").encode(),
+    ],
+    ids=["score", "negative score", "score 1e400", "payload", "id", "nested", "time", "usage"],
+)
+def test_a_number_too_large_for_a_float_is_a_503_never_a_500(search, body: bytes) -> None:
+    result = search(body)
+    assert result["statusCode"] == 503 and json.loads(result["body"])["error"] == "index_unavailable"
+
+
+@pytest.mark.parametrize(
+    ("score", "weight"),
+    [("1", 1), ("0", 0), ("-1", -5), ("1e-300", 0.5), ("123456789012345678901234567890", 2**70), ("0.5", 1e308),
+     ("1.7976931348623157e308", -1e308)],
+)  # fmt: skip
+def test_numbers_a_float_can_hold_are_answered(search, score: str, weight: float) -> None:
+    result = search(answer(point(1, score=score, ai_weight=weight)), SEARCH_PRIOR="true")
+    assert result["statusCode"] == 200, result
+    assert [h["path"] for h in json.loads(result["body"])["results"]] == ["en/a.md"]
+
+
+class Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_points_without_a_payload_or_a_path_are_dropped_and_counted(search) -> None:
+    bare = [
+        '{"id": 11, "version": 1, "score": 0.9}',  # no payload at all
+        '{"id": 12, "version": 1, "score": 0.9, "payload": null}',
+        '{"id": 13, "version": 1, "score": 0.9, "payload": {}}',
+        point(14, path=None, title="no path", doc_id="KB-1"),
+        point(15, path=""),
+    ]
+    records = Records()
+    logging.getLogger("kbsearch.qdrant.query").addHandler(records)
+    try:
+        result = search(answer(*bare[:2], point(1), *bare[2:], point(2, path="en/b.md")))
+    finally:
+        logging.getLogger("kbsearch.qdrant.query").removeHandler(records)
+    assert result["statusCode"] == 200
+    hits = json.loads(result["body"])["results"]
+    assert [h["path"] for h in hits] == ["en/a.md", "en/b.md"] and all(h["path"] for h in hits)
+    (dropped,) = [r for r in records.records if r.getMessage() == "points without a payload path dropped"]
+    assert dropped.__dict__["dropped_points"] == len(bare)
+    only_bare = search(answer(*bare))
+    assert only_bare["statusCode"] == 200 and json.loads(only_bare["body"])["results"] == []
+
+
+# -- big text from the store --------------------------------------------------------------------------------------
+
+TEN_MB = ("restore the snapshot " * 500_000)[: 10 * 1024 * 1024]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [TEN_MB, "я" * 10_000_000, " " * 10_000_000, "a" + " " * 10_000_000 + "b", "1" * 10_000_000,
+     ("x " + "\n" * 1000) * 10_000],
+    ids=["words", "cyrillic", "spaces", "spaced", "digits", "newlines"],
+)  # fmt: skip
+def test_cutting_a_huge_text_reads_only_the_budget(text: str) -> None:
+    """The cut of a 10 MB text is the cut of its first ``budget x MAX_CHARS_PER_TOKEN`` characters: nothing past
+    them is read, so the time is the budget's. The clock bound is ~100x what it takes here (a few ms)."""
+    budget = 384
+    window = budget * MAX_CHARS_PER_TOKEN
+    started = time.perf_counter()
+    cut = truncate_tokens(text, budget)
+    rerank = passage({"title": "T", "heading": "T > Steps", "text": text}, budget)
+    short = snippet(text, 300)
+    elapsed = time.perf_counter() - started
+    # nothing past the window changes the cut: the text could go on with anything
+    assert cut == truncate_tokens(text[:window] + " other words", budget) and len(cut) <= window
+    assert estimate_tokens(cut) <= budget and estimate_tokens(rerank) <= budget and len(rerank) <= window
+    assert len(short) <= 301 and short == snippet(text[: 300 * MAX_CHARS_PER_TOKEN] + " other words", 300)
+    assert elapsed < 1.0, f"{elapsed:.3f} s to cut a {len(text):,}-character text"
+
+
+def test_a_10_mb_chunk_from_the_store_is_searched_and_reranked_within_budget(search, deepinfra: FakeProvider) -> None:
+    """The whole search over a 10 MB chunk: 200, a short snippet, a reranker passage within its budget."""
+    result = search(
+        answer(point(1, text=TEN_MB), point(2, path="en/b.md")), **provider_env(deepinfra, roles=["RERANKER"])
+    )
+    assert result["statusCode"] == 200
+    body = json.loads(result["body"])
+    assert body["meta"]["degraded"] == [] and len(body["results"][0]["snippet"]) <= 301
+    (rerank,) = deepinfra.calls("rerank")
+    assert all(len(doc) <= 384 * MAX_CHARS_PER_TOKEN for doc in rerank.body["documents"])
