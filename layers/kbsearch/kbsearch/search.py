@@ -142,6 +142,19 @@ def blend(candidates: list[Candidate], rerank: list[float] | None, weight: float
     return [2.0 + v if c.exact else v for c, v in zip(candidates, values, strict=True)]
 
 
+@contextlib.contextmanager
+def index_errors() -> Iterator[None]:
+    """A missing collection or a store that fails, as :class:`IndexUnavailable` (a 503 / a tool error)."""
+    try:
+        yield
+    except IndexMissing as exc:
+        raise IndexUnavailable(
+            f"{exc}: run the indexer first", "the index has not been built yet: run the indexer first"
+        ) from None
+    except StoreError as exc:
+        raise IndexUnavailable(str(exc)) from None
+
+
 class SearchService:
     """Built once per container; clients and connections are reused across requests."""
 
@@ -243,15 +256,8 @@ class SearchService:
         slot as searches (the embedded store takes one call at a time), with ``read(retriever, timeout_s)``.
         An index that is missing or unreachable is :class:`IndexUnavailable`, as for a search."""
         deadline = Deadline(budget_s if budget_s is not None else self.settings.search_budget_s)
-        with self._retrieval_slot(deadline):
-            try:
-                return read(self.retriever, max(0.05, min(self.settings.qdrant_timeout_s, deadline.remaining())))
-            except IndexMissing as exc:
-                raise IndexUnavailable(
-                    f"{exc}: run the indexer first", "the index has not been built yet: run the indexer first"
-                ) from None
-            except StoreError as exc:
-                raise IndexUnavailable(str(exc)) from None
+        with self._retrieval_slot(deadline), index_errors():
+            return read(self.retriever, max(0.05, min(self.settings.qdrant_timeout_s, deadline.remaining())))
 
     def evaluation_view(self, retrieval: str, max_results: int | None = None) -> SearchService:
         """The documented seam for evaluation: this same service (providers, store, breakers, caches) answering
@@ -329,15 +335,8 @@ class SearchService:
                 path_prefix=filters.path_prefix,
                 updated_after=filters.updated_after,
             )
-            with self._retrieval_slot(deadline):
-                try:
-                    candidates = self._retrieve(query, variants, dense, query_filter, retrieval, deadline)
-                except IndexMissing as exc:
-                    raise IndexUnavailable(
-                        f"{exc}: run the indexer first", "the index has not been built yet: run the indexer first"
-                    ) from None
-                except StoreError as exc:
-                    raise IndexUnavailable(str(exc)) from None
+            with self._retrieval_slot(deadline), index_errors():
+                candidates = self._retrieve(query, variants, dense, query_filter, retrieval, deadline)
 
         rerank_scores: list[float] | None = None
         reranker_name = "none"
