@@ -45,9 +45,11 @@ lock: $(STAMP) ## re-resolve uv.lock from pyproject.toml (UPGRADE=1: newest allo
 index: $(STAMP) ## index sample-kb/ into the embedded store (.kbsearch/qdrant)
 	$(BIN)/kbsearch index sample-kb $(ORACLE_ARG)
 
-run: index ## index sample-kb/, then serve the API on http://$(HOST):$(PORT)
+# WATCH=--watch: the server syncs every saved note (make run WATCH= serves without watching).
+WATCH ?= --watch
+run: index ## index sample-kb/, then serve the API on http://$(HOST):$(PORT), syncing each saved note
 	@echo "try: curl -s 'http://$(HOST):$(PORT)/search?q=restore+qdrant+snapshot&top_k=3' | python3 -m json.tool"
-	KB_SOURCE=sample-kb $(BIN)/kbsearch serve --host $(HOST) --port $(PORT) $(ORACLE_ARG)
+	KB_SOURCE=sample-kb $(BIN)/kbsearch serve --host $(HOST) --port $(PORT) $(WATCH) $(ORACLE_ARG)
 
 serve: $(STAMP) ## serve the API without indexing first
 	$(BIN)/kbsearch serve --host $(HOST) --port $(PORT) $(ORACLE_ARG)

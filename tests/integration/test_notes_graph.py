@@ -14,6 +14,7 @@ from urllib.parse import quote
 import pytest
 from qdrant_client import models
 
+from kbsearch.access import Scope
 from kbsearch.browse import BrowseService, InvalidCursor, NoteProblem, encode_cursor
 from kbsearch.config import Secrets, Settings
 from kbsearch.indexer import run_sync
@@ -21,10 +22,12 @@ from kbsearch.lexical import document_vector
 from kbsearch.links import link_key, path_keys
 from kbsearch.qdrant import open_store
 from kbsearch.qdrant.store import ChunkPoint
+from kbsearch.reader import NoteReader
 from kbsearch.search import SearchService
 from kbsearch.sources import open_source
 from tests.conftest import ROOT, VAULT
 
+ALL = Scope.unrestricted("test")
 NOTES = {
     "Hub.md": "---\ntitle: Hub\ntags: [graph, hub]\ntype: index\nstatus: active\nupdated: 2026-03-01\n---\n"
     "# Hub\n\nSee [[Alpha]], [[ops/Beta|the beta note]], [[Gamma.md#Setup]], [[Missing note]], ![[diagram.png]],\n"
@@ -68,7 +71,7 @@ def browse_of() -> Iterator[Any]:
     def make(settings: Settings) -> BrowseService:
         search = SearchService(settings, Secrets(settings), wire_providers=False)
         opened.append(search)
-        return BrowseService(search, lambda: open_source(settings.kb_source))
+        return BrowseService(search, NoteReader(lambda: open_source(settings.kb_source)))
 
     yield make
     for search in opened:
@@ -93,7 +96,7 @@ def test_a_note_with_its_links_backlinks_and_sections(kb: tuple[Path, Settings],
     folder, settings = kb
     sync(settings, folder)
     browse = browse_of(settings)
-    hub = browse.note("Hub.md")
+    hub = browse.note("Hub.md", None, ALL)
     assert hub.title == "Hub" and hub.frontmatter["tags"] == ["graph", "hub"] and hub.degraded == []
     assert hub.links is not None
     # in order, once each; attachments, same-note links, code spans and fences are not links to notes
@@ -104,24 +107,24 @@ def test_a_note_with_its_links_backlinks_and_sections(kb: tuple[Path, Settings],
     assert refs(hub.links.backlinks) == [("Alpha.md", "Alpha.md"), ("ops/Beta.md", "ops/Beta.md")]
     assert [s.heading for s in hub.sections] == ["Hub", "Local heading"]
 
-    gamma = browse.note("ops/Gamma.md")
+    gamma = browse.note("ops/Gamma.md", None, ALL)
     assert gamma.links is not None
     # Hub's [[Gamma.md#Setup]] by file name, archive/Beta's [[G-note]] by alias
     assert [r.path for r in gamma.links.backlinks] == ["Hub.md", "archive/Beta.md"]
 
     # [[ops/Beta]] and [[hub]] mean ops/Beta.md; [[archive/Beta]] means the namesake; [[Beta]] is neither's alone
-    old = browse.note("archive/Beta.md")
+    old = browse.note("archive/Beta.md", None, ALL)
     assert old.links is not None and [r.path for r in old.links.backlinks] == ["archive/Lonely.md"]
-    beta = browse.note("ops/Beta.md")
+    beta = browse.note("ops/Beta.md", None, ALL)
     assert beta.links is not None and [r.path for r in beta.links.backlinks] == ["Hub.md"]
 
-    setup = browse.note("Alpha.md", "setup")
+    setup = browse.note("Alpha.md", "setup", ALL)
     assert setup.section == ["Alpha", "Setup"]
     assert setup.body.startswith("## Setup") and "fine print" in setup.body and "use it" not in setup.body
-    assert browse.note("Alpha.md", "Alpha > Setup > Details").body == "### Details\n\nfine print"
-    assert browse.note("Alpha.md", "## usage").body == "## Usage\n\nuse it"
+    assert browse.note("Alpha.md", "Alpha > Setup > Details", ALL).body == "### Details\n\nfine print"
+    assert browse.note("Alpha.md", "## usage", ALL).body == "## Usage\n\nuse it"
     with pytest.raises(NoteProblem) as missing:
-        browse.note("Alpha.md", "Nope")
+        browse.note("Alpha.md", "Nope", ALL)
     assert missing.value.kind == "no_section" and "Alpha > Setup > Details" in str(missing.value)
 
 
@@ -131,7 +134,7 @@ def test_incremental_syncs_keep_backlinks_right(kb: tuple[Path, Settings], brows
 
     def backlinks(path: str) -> list[str]:
         browse = browse_of(settings)
-        note = browse.note(path)
+        note = browse.note(path, None, ALL)
         browse.search.close()
         assert note.links is not None
         return [r.path for r in note.links.backlinks]
@@ -151,7 +154,7 @@ def test_incremental_syncs_keep_backlinks_right(kb: tuple[Path, Settings], brows
     assert backlinks("Hub.md") == ["Alpha.md"]
     # with ops/Beta gone, Hub's [[ops/Beta]] is unresolved, and a bare [[Beta]] would mean the namesake
     browse = browse_of(settings)
-    hub = browse.note("Hub.md")
+    hub = browse.note("Hub.md", None, ALL)
     assert hub.links is not None and ("ops/Beta", None) in refs(hub.links.outgoing)
 
 
@@ -168,7 +171,7 @@ def test_an_index_without_graph_keys_gets_them_on_the_next_sync(tmp_path: Path, 
     store.close()
     report = sync(settings, folder)
     assert report.updated == 1 and report.unchanged == len(NOTES) - 1
-    hub = browse_of(settings).note("Hub.md")
+    hub = browse_of(settings).note("Hub.md", None, ALL)
     assert hub.links is not None and "Alpha.md" in [r.path for r in hub.links.backlinks]
 
 
@@ -176,16 +179,16 @@ def test_catalog_counts_notes_and_lists_recent_ones(kb: tuple[Path, Settings], b
     folder, settings = kb
     sync(settings, folder)
     browse = browse_of(settings)
-    catalog = browse.catalog(recent=3)
+    catalog = browse.catalog(None, 3, ALL)
     assert catalog.notes == len(NOTES)
     assert {f.value: f.count for f in catalog.tags} == {"graph": 2, "hub": 1, "ops": 1}
     assert {f.value: f.count for f in catalog.types} == {"note": 3, "index": 1, "runbook": 1}
     assert {f.value: f.count for f in catalog.statuses} == {"active": 1, "draft": 1}
     assert {f.value: f.count for f in catalog.folders} == {"ops": 2, "archive": 2}
     assert [n.path for n in catalog.recent] == ["Hub.md", "Alpha.md", "ops/Beta.md"]  # newest 'updated' first
-    narrowed = browse.catalog(path_prefix="/ops/", recent=10)
+    narrowed = browse.catalog("/ops/", 10, ALL)
     assert narrowed.notes == 2 and [n.path for n in narrowed.recent] == ["ops/Beta.md", "ops/Gamma.md"]
-    assert browse.catalog(path_prefix="nowhere").notes == 0
+    assert browse.catalog("nowhere", 10, ALL).notes == 0
 
 
 def test_pages_cover_every_note_once_and_refuse_cursors_never_issued(kb: tuple[Path, Settings], browse_of: Any) -> None:
@@ -195,7 +198,7 @@ def test_pages_cover_every_note_once_and_refuse_cursors_never_issued(kb: tuple[P
     seen: list[str] = []
     cursor = None
     for _ in range(10):
-        notes, cursor = browse.page(cursor, limit=4)
+        notes, cursor = browse.page(cursor, ALL, limit=4)
         seen += [n.path for n in notes]
         if cursor is None:
             break
@@ -203,15 +206,15 @@ def test_pages_cover_every_note_once_and_refuse_cursors_never_issued(kb: tuple[P
     for bad in ("", "x", "n1.", "n1.!!!!", "n1." + "A" * 5000, encode_cursor("nowhere.md"), encode_cursor("../x.md"),
                 encode_cursor("Hub.md") + "=", "n2." + encode_cursor("Hub.md")[3:]):  # fmt: skip
         with pytest.raises(InvalidCursor):
-            browse.page(bad, limit=4)
+            browse.page(bad, ALL, limit=4)
     # a cursor whose note was deleted since is no longer valid
-    _, cursor = browse.page(None, limit=1)
+    _, cursor = browse.page(None, ALL, limit=1)
     assert cursor is not None
     browse.search.close()
     (folder / _cursor_path(cursor)).unlink()
     sync(settings, folder)
     with pytest.raises(InvalidCursor):
-        browse_of(settings).page(cursor, limit=1)
+        browse_of(settings).page(cursor, ALL, limit=1)
 
 
 def _cursor_path(cursor: str) -> str:
@@ -240,7 +243,7 @@ def test_a_note_comes_back_without_links_when_the_index_is_missing(tmp_path: Pat
     folder = write_kb(tmp_path / "kb", NOTES)
     settings = Settings(qdrant_path=str(tmp_path / "none"), qdrant_url="", embedding_api_key=None,
                         embedding_api_key_param="", kb_source=str(folder))  # fmt: skip
-    note = browse_of(settings).note("Alpha.md")
+    note = browse_of(settings).note("Alpha.md", None, ALL)
     assert note.links is None and note.degraded == ["links"] and note.title == "Alpha"
 
 
@@ -254,12 +257,12 @@ def test_the_obsidian_vault_graph(tmp_path: Path, browse_of: Any) -> None:
     sync(settings, source)
     browse = browse_of(settings)
     start = "Obsidian Sync/Introduction to Obsidian Sync.md"
-    note = browse.note(start)
+    note = browse.note(start, None, ALL)
     assert note.links is not None and note.links.backlinks, "a much-linked note has backlinks"
     resolved = [r for r in note.links.outgoing if r.path is not None][:5]
     assert resolved
     for ref in resolved:
-        target = browse.note(ref.path)
+        target = browse.note(ref.path, None, ALL)
         assert target.links is not None
         assert start in [b.path for b in target.links.backlinks] or target.links.backlinks_truncated
 
@@ -339,3 +342,45 @@ def test_sample_kb_notes_resolve(load_search_app: Any, bm25_index: Path, tmp_pat
     assert status == 200
     assert {r["path"] for r in body["links"]["outgoing"]} >= {"en/providers/DeepInfra.md", "en/providers/Fireworks.md"}
     assert "en/Onboarding.md" in [r["path"] for r in body["links"]["backlinks"]]  # by title: [[kb-search system ...]]
+
+
+def test_a_scope_sees_links_counts_and_pages_of_the_notes_it_may_read_only(tmp_path: Path, browse_of: Any) -> None:
+    """A restricted note (frontmatter ``access: [hr]``) is, to a public caller, a missing note: not readable, no
+    backlink from it, links to it unresolved, not counted, not paged, its cursor unknown. To ``hr`` it is there."""
+    notes = dict(NOTES)
+    notes["Secret.md"] = "---\ntitle: Secret\naccess: [hr]\ntags: [secret-tag]\ntype: memo\n---\n# Secret\n\n[[Alpha]]\n"
+    notes["Hub.md"] = NOTES["Hub.md"].replace("[[Missing note]]", "[[Secret]]")
+    folder = write_kb(tmp_path / "kb", notes)
+    settings = Settings(qdrant_path=str(tmp_path / "q"), qdrant_url="", embedding_api_key=None,
+                        embedding_api_key_param="", kb_source=str(folder))  # fmt: skip
+    sync(settings, folder)
+    browse = browse_of(settings)
+    public, hr = Scope.public("someone"), Scope.of("hr-person", ["hr"])
+    with pytest.raises(NoteProblem) as hidden:
+        browse.note("Secret.md", None, public)
+    assert hidden.value.kind == "not_found" and str(hidden.value) == "no note at 'Secret.md'; use kb_search to find " \
+        "the right path"  # fmt: skip
+    alpha = browse.note("Alpha.md", None, public)
+    assert alpha.links is not None and [r.path for r in alpha.links.backlinks] == ["Hub.md"]
+    hub = browse.note("Hub.md", None, public)
+    assert hub.links is not None and ("Secret", None) in refs(hub.links.outgoing)
+    catalog = browse.catalog(None, 50, public)
+    assert catalog.notes == len(NOTES) and "secret-tag" not in {t.value for t in catalog.tags}
+    assert "memo" not in {t.value for t in catalog.types} and "Secret.md" not in [n.path for n in catalog.recent]
+    seen: list[str] = []
+    cursor = None
+    for _ in range(10):
+        page, cursor = browse.page(cursor, public, limit=3)
+        seen += [n.path for n in page]
+        if cursor is None:
+            break
+    assert "Secret.md" not in seen and len(seen) == len(NOTES)
+    with pytest.raises(InvalidCursor):
+        browse.page(encode_cursor("Secret.md"), public, limit=3)
+    # the hr group reads it, with its links
+    secret = browse.note("Secret.md", None, hr)
+    assert secret.links is not None and [r.path for r in secret.links.outgoing] == ["Alpha.md"]
+    alpha = browse.note("Alpha.md", None, hr)
+    assert alpha.links is not None and [r.path for r in alpha.links.backlinks] == ["Hub.md", "Secret.md"]
+    assert browse.catalog(None, 0, hr).notes == len(notes)
+    assert browse.page(encode_cursor("Secret.md"), hr, limit=3)[0][0].path == "Secret.md"

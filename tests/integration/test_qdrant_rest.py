@@ -43,6 +43,7 @@ def edge_by_hand(weights: list[float] | None) -> Any:
     """The same query written with Qdrant Edge's own API (qdrant.tech/documentation/edge)."""
     edge = pytest.importorskip("qdrant_edge", reason="no Qdrant Edge wheel on this platform")
     qfilter = edge.Filter(must=[
+        edge.FieldCondition(key="access", match=edge.MatchAny(any=["hr", "public"])),
         edge.FieldCondition(key="tags", match=edge.MatchAny(any=["runbook", "qdrant"])),
         edge.FieldCondition(key="type", match=edge.MatchAny(any=["runbook"])),
         edge.FieldCondition(key="status", match=edge.MatchAny(any=["active"])),
@@ -59,6 +60,7 @@ def edge_by_hand(weights: list[float] | None) -> Any:
                                                              using="bm25"), filter=qfilter),
         ],
         query=edge.Fusion.Rrf(k=60, weights=weights),
+        filter=qfilter,  # the caller's scope on the fused query too, not only on each leg
         with_payload=edge.PayloadSelector.Exclude(["meta"]),
         with_vector=False,
     )  # fmt: skip
@@ -69,6 +71,7 @@ def test_request_body_matches_qdrant_client_and_edge(qdrant: FakeEndpoint, weigh
     client = QdrantClient(url=qdrant.url, check_compatibility=False)
     when = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     conditions: list[models.Condition] = [
+        models.FieldCondition(key="access", match=models.MatchAny(any=["hr", "public"])),
         models.FieldCondition(key="tags", match=models.MatchAny(any=["runbook", "qdrant"])),
         models.FieldCondition(key="type", match=models.MatchAny(any=["runbook"])),
         models.FieldCondition(key="status", match=models.MatchAny(any=["active"])),
@@ -88,6 +91,7 @@ def test_request_body_matches_qdrant_client_and_edge(qdrant: FakeEndpoint, weigh
                             filter=qfilter, limit=50),
         ],
         query=models.RrfQuery(rrf=models.Rrf(k=60, weights=weights)),
+        query_filter=qfilter,
         limit=150,
         with_payload=models.PayloadSelectorExclude(exclude=["meta"]),
     )  # fmt: skip
@@ -97,7 +101,7 @@ def test_request_body_matches_qdrant_client_and_edge(qdrant: FakeEndpoint, weigh
         [[0.1, 0.2], [0.3, 0.4]],
         SparseVector([1, 5], [1.0, 1.0]),
         filter_json(tags=["runbook", "qdrant"], types=["runbook"], statuses=["active"], path_prefix="ru/ранбуки/",
-                    updated_after=dt.date(2026, 1, 1)),
+                    updated_after=dt.date(2026, 1, 1), groups=["public", "hr"]),
         prefetch_limit=50, hnsw_ef=256, rrf_k=60,
     )  # fmt: skip
     assert ours is not None
@@ -107,8 +111,8 @@ def test_request_body_matches_qdrant_client_and_edge(qdrant: FakeEndpoint, weigh
     assert repr(edge_request(ours)) == repr(edge_by_hand(weights))
     # datetimes: compare instants, whatever the spelling of UTC
     for body in (sent, ours):
-        for prefetch in body["prefetch"]:
-            for cond in prefetch["filter"]["must"]:
+        for filtered in [*body["prefetch"], body]:
+            for cond in filtered["filter"]["must"]:
                 if "range" in cond and isinstance(cond["range"]["gt"], str):  # the filter may be shared
                     cond["range"]["gt"] = dt.datetime.fromisoformat(cond["range"]["gt"].replace("Z", "+00:00"))
     assert sent == drop_none(ours)
@@ -240,8 +244,9 @@ def test_weighted_rrf_body_matches_qdrant_client_and_the_embedded_store_weighs_i
 
 # -- the adaptive fusion's one call: POST /points/query/batch ------------------------------------------------
 def test_batch_body_matches_qdrant_client_and_every_leg_carries_the_filter(qdrant: FakeEndpoint) -> None:
-    """The batch the adaptive fusion sends (a dense search per variant, BM25 per language, one-term probes) is the
-    JSON qdrant_client sends for the same searches, and the request's filter reaches every search of it."""
+    """The batch the adaptive fusion sends (a dense search per variant, sharing the prefetch budget; BM25 per
+    language; one-term probes) is the JSON qdrant_client sends for the same searches, and the request's filter
+    reaches every search of it."""
     scope = filter_json(tags=["runbook"], path_prefix="ru/ранбуки")
     searches, legs = batch_searches(
         [[0.1, 0.2], [0.3, 0.4]], [(SparseVector([1, 5], [1.0, 1.0]), "en"), (SparseVector([7], [1.0]), "ru")],
@@ -257,9 +262,9 @@ def test_batch_body_matches_qdrant_client_and_every_leg_carries_the_filter(qdran
     )
     payload = models.PayloadSelectorExclude(exclude=["meta"])
     QdrantClient(url=qdrant.url, check_compatibility=False).query_batch_points("kb", [
-        models.QueryRequest(query=[0.1, 0.2], using="dense", filter=qfilter, limit=200, params=params,
+        models.QueryRequest(query=[0.1, 0.2], using="dense", filter=qfilter, limit=100, params=params,
                             with_payload=payload, with_vector=False),
-        models.QueryRequest(query=[0.3, 0.4], using="dense", filter=qfilter, limit=200, params=params,
+        models.QueryRequest(query=[0.3, 0.4], using="dense", filter=qfilter, limit=100, params=params,
                             with_payload=payload, with_vector=False),
         models.QueryRequest(query=models.SparseVector(indices=[1, 5], values=[1.0, 1.0]), using="bm25",
                             filter=qfilter, limit=200, with_payload=payload, with_vector=False),
@@ -285,13 +290,14 @@ def test_batch_answers_are_read_per_leg_with_ties_in_point_id_order(qdrant: Fake
         {"points": [{"id": "b", "score": 2.0, "payload": {"path": "b.md"}},
                     {"id": "a", "score": 2.0, "payload": {"path": "a.md"}},
                     {"id": "c", "score": 3.0, "payload": {"path": "c.md"}}]},
-        {"points": [{"id": "z", "score": 1.5}]},
+        {"points": [{"id": "z", "score": 1.5, "payload": {"path": "z.md"}}, {"id": "y", "score": 1.4},
+                    {"id": "x", "score": 1.3, "payload": {}}]},
     ]}).encode()  # fmt: skip
     rest = QdrantRest(qdrant.url, "kb", lambda: None, shared_client(), 2.0)
     searches, legs = batch_searches([], [(SparseVector([1], [1.0]), "en")], None, probes=[1])
     (_, lexical), (_, probe) = retrieve_legs(rest, searches, legs, 2.0)
     assert [c.id for c in lexical] == ["c", "a", "b"]  # equal scores: by point id, every run
-    assert probe[0].score == 1.5 and probe[0].payload == {}
+    assert [(c.id, c.score, c.payload) for c in probe] == [("z", 1.5, {"path": "z.md"})]  # no path: dropped
 
 
 BAD_BATCH_ANSWERS = [

@@ -101,24 +101,30 @@ class IdleClose:
             self._close()
 
 
-def run_local(kb: str | None, idle_close_s: float) -> int:
+def run_local(kb: str | None, idle_close_s: float, scope_text: str | None = None) -> int:
     _without_httpx_cli()
+    from kbsearch.access import Scope
     from kbsearch.browse import BrowseService
     from kbsearch.config import Secrets, load_settings
     from kbsearch.errors import IndexUnavailable
     from kbsearch.mcp.protocol import McpServer
     from kbsearch.mcp.stdio import serve
     from kbsearch.mcp.tools import Backend
+    from kbsearch.reader import NoteReader
     from kbsearch.search import SearchService
     from kbsearch.sources import open_source
 
+    # the operator's own store: every note, unless --scope names the groups to answer for (as kbsearch search)
+    scope = Scope.parse("kbsearch mcp", scope_text) if scope_text else Scope.unrestricted("kbsearch mcp")
     stdin, stdout = _streams()
     settings = load_settings(**({"kb_source": kb} if kb else {}))
     if not settings.kb_source:
         logger.warning("KB_SOURCE is not set (or --kb): kb_get_note and resources cannot read notes")
     service = SearchService(settings, Secrets(settings))
-    browse = BrowseService(service, lambda: open_source(settings.kb_source))
-    server = McpServer(Backend(search=service.search, browse=lambda: browse))
+    source = settings.kb_source
+    browse = BrowseService(service, NoteReader(lambda: open_source(source), default=settings.access_default))
+    server = McpServer(Backend(search=lambda request: service.search(request, scope=scope), browse=lambda: browse,
+                               scope=lambda: scope))  # fmt: skip
     try:  # say at once when the store cannot be opened (another process holds it): the log shows why
         service.read_index(lambda retriever, timeout_s: retriever.metadata(timeout_s))
     except IndexUnavailable as exc:

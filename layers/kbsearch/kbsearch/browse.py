@@ -2,10 +2,13 @@
 outgoing links and backlinks; the values the filters accept, with counts, and the recent notes; every note, page by
 page. One service for ``GET /notes/{path}``, the MCP tools and resources, and Slack, so that one place reads a note.
 
-The note's text comes from the KB source (S3 in Lambda, the folder locally), its place in the link graph from the
-index: one filtered Qdrant query on the keys the indexer stores (:mod:`kbsearch.links`), never a scan. The
-catalog is Qdrant facets (payload indexes) and one ordered query; a page of notes is one scroll. When the index
-cannot be read, a note still comes back, without links, and says so in ``degraded``.
+Every read is for a caller's :class:`~kbsearch.access.Scope`: the note's text comes from the KB source through
+:class:`~kbsearch.reader.NoteReader` (a note the scope may not read is answered exactly as a missing one), and
+every index read carries the scope's must-clause (:func:`kbsearch.qdrant.query.filter_json`), so links, backlinks,
+counts and pages never name what the caller may not read. The note's place in the link graph is one filtered Qdrant
+query on the keys the indexer stores (:mod:`kbsearch.links`), never a scan; the catalog is Qdrant facets (payload
+indexes) and one ordered query; a page of notes is one scroll. When the index cannot be read, a note still comes
+back, without links, and says so in ``degraded``.
 """
 
 from __future__ import annotations
@@ -13,13 +16,11 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
-import threading
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from kbsearch.errors import IndexUnavailable, KbSearchError
 from kbsearch.links import Linkable, link_key, link_keys, name_keys, path_keys, resolve
-from kbsearch.qdrant.query import Retriever, point_id
+from kbsearch.qdrant.query import Retriever, filter_json, point_id
 from kbsearch.schemas import (
     CatalogResponse,
     FacetCount,
@@ -32,9 +33,10 @@ from kbsearch.schemas import (
 )
 
 if TYPE_CHECKING:
+    from kbsearch.access import Scope
     from kbsearch.notes import Heading
+    from kbsearch.reader import NoteReader
     from kbsearch.search import SearchService
-    from kbsearch.sources import Source
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +102,12 @@ def decode_cursor(cursor: object) -> str:
     return path
 
 
+def _scoped(must: list[dict[str, Any]], scope: Scope) -> dict[str, Any]:
+    """A filter of ``must`` and the scope's must-clause (none for an unrestricted scope)."""
+    clause = filter_json(groups=scope.query_groups())
+    return {"must": [*(clause["must"] if clause else []), *must]}
+
+
 def _str_list(value: Any) -> list[str]:
     return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
 
@@ -111,21 +119,14 @@ def _text(value: Any) -> str | None:
 class BrowseService:
     """Built once per container next to the search service, whose index connection (and slot) it shares."""
 
-    def __init__(self, search: SearchService, source: Callable[[], Source]) -> None:
+    def __init__(self, search: SearchService, reader: NoteReader) -> None:
         self.search = search
-        self._source_factory = source
-        self._source: Source | None = None
-        self._lock = threading.Lock()
-
-    def source(self) -> Source:
-        with self._lock:
-            if self._source is None:
-                self._source = self._source_factory()
-            return self._source
+        self.reader = reader
 
     # -- one note ---------------------------------------------------------------------------------------------------
-    def note_text(self, path: str) -> tuple[str, str]:
-        """The note at ``path`` as written (its identity, its decoded text); :class:`NoteProblem` otherwise."""
+    def note_text(self, path: str, scope: Scope) -> tuple[str, str]:
+        """The note at ``path`` as written (its identity, its decoded text) when ``scope`` may read it;
+        :class:`NoteProblem` otherwise (``not_found`` too when the scope may not read it)."""
         from kbsearch.notes import NoteError, decode_note
         from kbsearch.sources import NoteUnreadable, SourceError, note_path, path_problem
 
@@ -134,7 +135,7 @@ class BrowseService:
         if problem:
             raise NoteProblem("bad_path", f"not a note path: {problem} (use kb_search to find one)")
         try:
-            raw = self.source().read_path(path)
+            raw = self.reader.read(path, scope)
         except NoteUnreadable as exc:  # a FIFO, a device, a dangling symlink, ...: its reason names no server path
             raise NoteProblem("unreadable", f"the note at {path!r} cannot be read: {exc.reason}") from None
         except SourceError as exc:
@@ -148,12 +149,12 @@ class BrowseService:
         except NoteError as exc:
             raise NoteProblem("unreadable", f"the note at {path!r} cannot be read: {exc.reason}") from None
 
-    def note(self, path: str, section: str | None = None) -> NoteResponse:
+    def note(self, path: str, section: str | None, scope: Scope) -> NoteResponse:
         """The note at ``path`` (as search returns it), whole or the section named ``section``, with its
-        frontmatter, headings and links; :class:`NoteProblem` when it cannot be given."""
+        frontmatter, headings and links, as ``scope`` may see them; :class:`NoteProblem` when it cannot be given."""
         from kbsearch.notes import NoteError, outline, read_frontmatter, wiki_links
 
-        path, text = self.note_text(path)
+        path, text = self.note_text(path, scope)
         try:
             frontmatter, body, _ = read_frontmatter(text)  # the indexer's parser: linear, no alias expansion
         except NoteError:
@@ -173,7 +174,7 @@ class BrowseService:
             body = "\n".join(body.split("\n")[chosen.start : chosen.end]).rstrip("\n")
         degraded: list[str] = []
         try:
-            links: NoteLinks | None = self._links(path, title, frontmatter.get("aliases"), wiki_links(text))
+            links: NoteLinks | None = self._links(path, title, frontmatter.get("aliases"), wiki_links(text), scope)
         except IndexUnavailable as exc:
             logger.warning("a note's links could not be read", extra={"error": str(exc)})
             links, degraded = None, ["links"]
@@ -184,9 +185,10 @@ class BrowseService:
             links=links, degraded=degraded,
         )  # fmt: skip
 
-    def _links(self, path: str, title: str, aliases: object, targets: list[str]) -> NoteLinks:
+    def _links(self, path: str, title: str, aliases: object, targets: list[str], scope: Scope) -> NoteLinks:
         """Outgoing links resolved to notes and the backlinks, from one query: the notes that link to any of this
-        note's keys, and the notes any of its links (or its own keys: namesakes) could mean."""
+        note's keys, and the notes any of its links (or its own keys: namesakes) could mean, among the notes
+        ``scope`` may read (a link to any other stays unresolved, as a link to a missing note)."""
         me = Linkable(path, title, tuple(path_keys(path)), tuple(name_keys(title, aliases)))
         own = list(dict.fromkeys(me.path_keys + me.name_keys))
         wanted = list(dict.fromkeys(link_keys(targets) + own))
@@ -195,7 +197,7 @@ class BrowseService:
         points: list[dict[str, Any]] = []
         if should:
             request = {
-                "filter": {"must": [_FIRST_CHUNK], "should": should},
+                "filter": {**_scoped([_FIRST_CHUNK], scope), "should": should},
                 "limit": GRAPH_LIMIT,
                 "with_payload": {"include": _GRAPH_FIELDS},
                 "with_vector": False,
@@ -230,15 +232,15 @@ class BrowseService:
         return NoteLinks(outgoing=outgoing, backlinks=backlinks, backlinks_truncated=len(points) >= GRAPH_LIMIT)
 
     # -- what the filters accept ------------------------------------------------------------------------------------
-    def catalog(self, path_prefix: str | None = None, recent: int = 10) -> CatalogResponse:
+    def catalog(self, path_prefix: str | None, recent: int, scope: Scope) -> CatalogResponse:
         """Tags, types, statuses and folders with their note counts (within ``path_prefix``), and the ``recent``
-        most recently updated notes: facets on the payload indexes and one ordered query, one index slot.
-        ValueError for a ``path_prefix`` no folder can have (a '..' segment)."""
+        most recently updated notes, of the notes ``scope`` may read: facets on the payload indexes and one ordered
+        query, one index slot. ValueError for a ``path_prefix`` no folder can have (a '..' segment)."""
         must: list[dict[str, Any]] = [_FIRST_CHUNK]
         prefix = folder_prefix(path_prefix)  # as search normalises it; ValueError for a '..' segment
         if prefix:
             must.append({"key": "folders", "match": {"value": prefix}})
-        where = {"must": must}
+        where = _scoped(must, scope)
 
         def read(retriever: Retriever, timeout_s: float) -> CatalogResponse:
             def facet(key: str, limit: int) -> list[FacetCount]:
@@ -261,12 +263,13 @@ class BrowseService:
         return self.search.read_index(read)
 
     # -- every note, page by page -----------------------------------------------------------------------------------
-    def page(self, cursor: str | None = None, limit: int = PAGE_SIZE) -> tuple[list[RecentNote], str | None]:
-        """One page of notes (in the index's order) and the cursor of the next (None: the last page). A cursor is
-        the path of the next page's first note; one that is not (no longer) such a note is :class:`InvalidCursor`."""
+    def page(self, cursor: str | None, scope: Scope, limit: int = PAGE_SIZE) -> tuple[list[RecentNote], str | None]:
+        """One page of the notes ``scope`` may read (in the index's order) and the cursor of the next (None: the
+        last page). A cursor is the path of the next page's first note; one that is not (no longer) such a note
+        is :class:`InvalidCursor`."""
         start = decode_cursor(cursor) if cursor is not None else None
         request: dict[str, Any] = {
-            "filter": {"must": [_FIRST_CHUNK]}, "limit": limit + 1, "with_payload": {"include": _NOTE_FIELDS},
+            "filter": _scoped([_FIRST_CHUNK], scope), "limit": limit + 1, "with_payload": {"include": _NOTE_FIELDS},
             "with_vector": False,
         }  # fmt: skip
         if start is not None:

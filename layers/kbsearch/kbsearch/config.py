@@ -45,6 +45,7 @@ SECRET_NAMES: tuple[str, ...] = (
     "RERANKER_FALLBACK_API_KEY",
     "EXPANSION_API_KEY",
     "SLACK_SIGNING_SECRET",
+    "ACCESS_GROUPS",  # the caller mapping of kbsearch.access (API key ids, Slack channels → groups), JSON
 )
 
 
@@ -248,9 +249,13 @@ class Settings(BaseModel):
     slack_dedupe_table: str = ""  # DynamoDB table for at-most-once answers; empty → in memory
     slack_response_hosts: str = "hooks.slack.com"  # where response_url may point (comma-separated hosts)
     slack_top_k: int = Field(default=5, ge=1, le=10)
+    slack_feedback_table: str = ""  # DynamoDB table of 👍/👎 votes (Lambda); empty → SLACK_FEEDBACK_FILE
+    slack_feedback_file: str = ".kbsearch/feedback.jsonl"  # votes under kbsearch serve (JSONL)
     # The slash command(s) this app answers (comma-separated); a signed request for any other gets a 400.
     slack_commands: str = Field(default="/kb", pattern=r"^\s*/[^\s,/]+\s*(,\s*/[^\s,/]+\s*)*$")
-    kb_base_url: str = ""  # titles link to KB_BASE_URL/<path> when set
+    kb_base_url: str = ""  # older: titles link to KB_BASE_URL/<path with .md> (KB_NOTE_URL_PATTERN wins)
+    # Slack's links to notes: {path} = the note path without .md, {path_md} = with it (percent-encoded).
+    kb_note_url_pattern: str = ""
 
     # The knowledge base: a folder or s3://bucket/prefix.
     kb_source: str = ""
@@ -263,6 +268,12 @@ class Settings(BaseModel):
     deadline_margin_s: float = Field(default=60.0, ge=0.0)
     index_lease_table: str = ""  # DynamoDB table of the one-run-at-a-time lease (kbsearch.lease); empty → none
     index_lease_ttl_s: float = Field(default=300.0, ge=30.0, le=3600.0)
+    # A change younger than this may still have its S3 event in the queue: a reconciling sync does not count it
+    # in missed_by_events.
+    event_grace_s: float = Field(default=300.0, ge=0.0)
+    # Access scopes (kbsearch.access): who may read a note with no frontmatter access and no folder rule.
+    # public: everyone; deny: nobody but an unrestricted operator tool (list every readable note or folder).
+    access_default: Literal["public", "deny"] = "public"
 
     # Secrets given directly (local runs). In Lambda only the *_PARAM names are set.
     qdrant_api_key: SecretStr | None = None
@@ -272,6 +283,7 @@ class Settings(BaseModel):
     reranker_fallback_api_key: SecretStr | None = None
     expansion_api_key: SecretStr | None = None
     slack_signing_secret: SecretStr | None = None
+    access_groups: SecretStr | None = None
 
     # SSM parameter names of the secrets.
     qdrant_api_key_param: str = ""
@@ -281,6 +293,7 @@ class Settings(BaseModel):
     reranker_fallback_api_key_param: str = ""
     expansion_api_key_param: str = ""
     slack_signing_secret_param: str = ""
+    access_groups_param: str = ""
     secrets_ttl_s: int = Field(default=300, ge=0)
 
     # The provider settings grouped per role, read from the flat fields above (whose names are the environment

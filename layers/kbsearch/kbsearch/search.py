@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from kbsearch.access import Scope, visible_links
 from kbsearch.config import Secrets, Settings
 from kbsearch.errors import IndexMissing, IndexUnavailable, StoreError
 from kbsearch.fusion import FusionParams, analyse, fuse, lexical_variants
@@ -28,6 +29,7 @@ from kbsearch.providers.rerankers import Reranking, build_reranking
 from kbsearch.providers.resilience import Deadline, ProviderError, shared_client
 from kbsearch.qdrant import open_retriever
 from kbsearch.qdrant.query import (
+    RESTRICTED_LINKS,
     Candidate,
     Retriever,
     batch_searches,
@@ -88,15 +90,21 @@ class Stages:
 
 
 def snippet(text: str, limit: int) -> str:
-    """The chunk text with whitespace folded, cut at a word boundary. Only the first ``limit *
+    """The chunk text cut at a word boundary: line breaks and indentation kept (code stays code, lists stay
+    lists), runs of blank lines folded to one, trailing spaces dropped. Only the first ``limit *
     MAX_CHARS_PER_TOKEN`` characters are read (a 10 MB text from the store costs what a short one does)."""
     window = limit * MAX_CHARS_PER_TOKEN
-    flat = " ".join(text[:window].split())
+    lines: list[str] = []
+    for raw in text[:window].replace("\r\n", "\n").replace("\r", "\n").split("\n"):
+        line = raw.rstrip()
+        if line or (lines and lines[-1]):
+            lines.append(line)
+    flat = "\n".join(lines).strip("\n")
     if len(flat) <= limit:
         return flat if len(text) <= window or not flat else flat + "…"
     cut = flat[:limit]
-    space = cut.rfind(" ")
-    return (cut[:space] if space > limit // 2 else cut).rstrip(" ,.;:") + "…"
+    space = max(cut.rfind(" "), cut.rfind("\n"))
+    return (cut[:space] if space > limit // 2 else cut).rstrip(" ,.;:\n") + "…"
 
 
 def passage(payload: dict[str, Any], max_tokens: int) -> str:
@@ -195,6 +203,7 @@ class SearchService:
         self.retrieval = "hybrid"  # see evaluation_view
         self.max_results: int | None = None
         self._signature_checked: tuple[float, str | None] | None = None
+        self._metadata_read: tuple[float, dict[str, Any] | None] | None = None  # the collection's metadata, when read
 
     @property
     def retriever(self) -> Retriever:
@@ -241,15 +250,34 @@ class SearchService:
             return None
         now = time.monotonic()
         if self._signature_checked is None or now - self._signature_checked[0] > self.SIGNATURE_TTL_S:
-            try:
-                with self._retrieval_slot(deadline):
-                    recorded = self.retriever.metadata(
-                        max(0.05, min(self.settings.qdrant_timeout_s, deadline.remaining()))
-                    )
-            except (StoreError, IndexUnavailable):
+            recorded = self._collection_metadata(deadline)
+            if recorded is None:
                 return None  # the retrieval call reports an unreachable index
             self._signature_checked = (now, signature_mismatch(recorded, self.embedder.signature))
         return self._signature_checked[1]
+
+    def _collection_metadata(self, deadline: Deadline, max_age_s: float | None = None) -> dict[str, Any] | None:
+        """The collection's metadata (embedding signature, restricted link targets, last sync), read at most once
+        per ``max_age_s`` (default ``SIGNATURE_TTL_S``); None when it cannot be read."""
+        now = time.monotonic()
+        max_age = self.SIGNATURE_TTL_S if max_age_s is None else max_age_s
+        if self._metadata_read is None or now - self._metadata_read[0] > max_age:
+            try:
+                with self._retrieval_slot(deadline):
+                    recorded: dict[str, Any] | None = self.retriever.metadata(
+                        max(0.05, min(self.settings.qdrant_timeout_s, deadline.remaining()))
+                    )
+            except (StoreError, IndexUnavailable):
+                recorded = None
+            self._metadata_read = (now, recorded)
+        return self._metadata_read[1]
+
+    def _restricted_links(self, deadline: Deadline) -> dict[str, list[str]] | None:
+        """Link targets naming only notes that are not public → their groups (as the indexer recorded them);
+        None when not known (links are then hidden from restricted callers)."""
+        recorded = self._collection_metadata(deadline)
+        links = (recorded or {}).get(RESTRICTED_LINKS)
+        return links if isinstance(links, dict) else None
 
     def read_index(self, read: Callable[[Retriever, float], T], budget_s: float | None = None) -> T:
         """One read of the index besides a search (a note's links, the catalog, a page of notes): in the same
@@ -270,6 +298,14 @@ class SearchService:
         view.retrieval, view.max_results = retrieval, max_results
         return view
 
+    def collection_metadata(self, max_age_s: float | None = None) -> dict[str, Any] | None:
+        """The collection's metadata as last read (by a search's signature check, or here), read again only when
+        older than ``max_age_s`` (default: a minute on Qdrant Cloud, 2 s on the embedded store, a file read):
+        ``/health`` reports the last sync from it without a round trip per probe. None when unreadable."""
+        if max_age_s is None:
+            max_age_s = 60.0 if isinstance(self.retriever, QdrantRest) else 2.0
+        return self._collection_metadata(Deadline(2.0), max_age_s)
+
     def close(self) -> None:
         if self._retriever is not None:
             self._retriever.close()
@@ -281,8 +317,12 @@ class SearchService:
         request_id: str | None = None,
         remaining_s: float | None = None,
         span: Span = _no_span,
+        scope: Scope | Callable[[float], Scope] | None = None,
     ) -> SearchResponse:
-        """One search, as every caller makes it (API, Slack, MCP, CLI); evaluation uses :meth:`evaluation_view`."""
+        """One search, as every caller makes it (API, Slack, MCP, CLI); evaluation uses :meth:`evaluation_view`.
+        ``scope``: who is asking (default: ``public`` only), or how to resolve it within a time limit (called
+        after the secrets are read, so the caller mapping comes with them, within this search's budget); what it
+        may not read is excluded inside the one Qdrant query, so it reaches neither the reranker nor the answer."""
         retrieval, max_results = self.retrieval, self.max_results
         started = time.perf_counter()
         budget = self.settings.search_budget_s
@@ -291,6 +331,11 @@ class SearchService:
         deadline = Deadline(max(0.1, budget))
         # Secrets from SSM are read up front (cached afterwards), so that no stage's own budget pays for them.
         self.secrets.prefetch(deadline.within(reserve=min(self.settings.qdrant_timeout_s, 0.3 * budget)).remaining())
+        if callable(scope):
+            scope = scope(
+                max(0.05, deadline.within(reserve=min(self.settings.qdrant_timeout_s, 0.3 * budget)).remaining())
+            )
+        scope = scope or Scope.public()
         # Expansion and embedding must leave the one call that cannot be skipped (retrieval) time to run.
         before_retrieval = deadline.within(reserve=min(self.settings.qdrant_timeout_s, 0.3 * budget))
         query = request.query
@@ -334,6 +379,7 @@ class SearchService:
                 statuses=filters.status,
                 path_prefix=filters.path_prefix,
                 updated_after=filters.updated_after,
+                groups=scope.query_groups(),
             )
             with self._retrieval_slot(deadline), index_errors():
                 candidates = self._retrieve(query, variants, dense, query_filter, retrieval, deadline)
@@ -356,6 +402,9 @@ class SearchService:
                     logger.warning("rerank problems", extra={"errors": outcome.errors, "hedged": outcome.hedged})
 
         results = self._shape(candidates, rerank_scores, request, max_results or request.top_k)
+        if scope.restricted and any(hit.links for hit in results):
+            restricted = self._restricted_links(deadline)
+            results = [h.model_copy(update={"links": visible_links(h.links, restricted, scope)}) for h in results]
         timings = stages.timings
         timings["total"] = (time.perf_counter() - started) * 1000
         meta = SearchMeta(
@@ -368,6 +417,10 @@ class SearchService:
             timings_ms={k: round(v, 1) for k, v in timings.items()},
             usage=usage,
         )
+        logger.info(
+            "access", extra={"caller": scope.caller, "groups": scope.query_groups(), "results": len(results),
+                             "request_id": request_id},
+        )  # fmt: skip
         return SearchResponse(query=query, results=results, meta=meta)
 
     def _retrieve(
@@ -388,7 +441,7 @@ class SearchService:
             lexical = lexical_variants(evidence, variants[1:]) if retrieval != "dense" else []
             searches, legs = batch_searches(
                 dense if retrieval != "lexical" else [], lexical, query_filter, s.search_prefetch_limit,
-                s.search_hnsw_ef, probes=evidence.terms if retrieval == "hybrid" else (),
+                s.search_hnsw_ef, probes=evidence.terms if retrieval == "hybrid" else (), min_limit=s.search_candidates,
             )  # fmt: skip
             results = retrieve_legs(self.retriever, searches, legs, timeout_s)
             return fuse(results, evidence, s.search_candidates, retrieval, self.fusion_params)

@@ -29,7 +29,11 @@ def mcp_router(container: Container, run: Callable[[SearchRequest, Router], Sear
                 from kbsearch.mcp.protocol import McpServer
                 from kbsearch.mcp.tools import Backend
 
-                built["mcp"] = McpServer(Backend(search=lambda request: run(request, router), browse=container.browse))
+                built["mcp"] = McpServer(Backend(
+                    search=lambda request: run(request, router), browse=container.browse,
+                    # the caller's scope: a note it may not read is answered as a note that is not there
+                    scope=lambda: container.api_scope(router.current_event.raw_event),
+                ))  # fmt: skip
             return built["mcp"]
 
     @router.route("/mcp", method=["GET", "POST", "DELETE"], include_in_schema=False)

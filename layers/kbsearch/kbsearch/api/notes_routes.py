@@ -41,7 +41,7 @@ def notes_router(container: Container) -> Router:
             return error(400, "bad_path", "the note path is not UTF-8 once percent-decoded")
         section = query().get("section")
         try:
-            note = container.browse().note(path, section)
+            note = container.browse().note(path, section, container.api_scope(event.raw_event))
         except NoteProblem as exc:
             status = PROBLEM_STATUS.get(exc.kind, 400)
             if status == 503:
@@ -65,7 +65,9 @@ def notes_router(container: Container) -> Router:
         if prefix is not None and len(prefix) > 500:
             return validation_error([{"loc": ("path_prefix",), "msg": "at most 500 characters"}], "query")
         try:
-            catalog = container.browse().catalog(prefix, int(recent))
+            catalog = container.browse().catalog(
+                prefix, int(recent), container.api_scope(router.current_event.raw_event)
+            )
         except ValueError as exc:  # a '..' segment
             return validation_error([{"loc": ("path_prefix",), "msg": str(exc), "type": "value_error"}], "query")
         except IndexUnavailable as exc:

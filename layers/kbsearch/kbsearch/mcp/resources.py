@@ -81,7 +81,7 @@ def list_resources(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
     if cursor is not None and not isinstance(cursor, str):
         raise RpcError(INVALID_PARAMS, "Invalid params: cursor must be a string")
     try:
-        notes, next_cursor = backend.browse().page(cursor)
+        notes, next_cursor = backend.browse().page(cursor, backend.scope())
     except InvalidCursor:
         raise RpcError(INVALID_PARAMS, "Invalid params: unknown cursor (use nextCursor from resources/list)") from None
     except IndexUnavailable as exc:
@@ -114,7 +114,7 @@ def read_resource(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise RpcError(RESOURCE_NOT_FOUND, "Resource not found: the path is not UTF-8", {"uri": uri}) from None
     try:
-        path, text = backend.browse().note_text(path)
+        path, text = backend.browse().note_text(path, backend.scope())
     except NoteProblem as exc:
         if exc.kind in ("bad_path", "not_found"):
             raise RpcError(RESOURCE_NOT_FOUND, f"Resource not found: {exc}", {"uri": uri}) from None

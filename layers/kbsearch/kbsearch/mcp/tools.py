@@ -29,6 +29,7 @@ from kbsearch.schemas import (
 )
 
 if TYPE_CHECKING:
+    from kbsearch.access import Scope
     from kbsearch.browse import BrowseService
 
 logger = logging.getLogger(__name__)
@@ -133,11 +134,13 @@ class ToolFailure(Exception):
 
 @dataclass
 class Backend:
-    """What the tools, resources and prompts call: the search (as the caller's transport runs it: metrics and
-    request id over HTTP) and the browse service (notes, links, catalog), both built on first use."""
+    """What the tools, resources and prompts call: the search (as the caller's transport runs it: metrics, request
+    id and the caller's scope over HTTP), the browse service (notes, links, catalog), both built on first use, and
+    the caller's scope for the browse service's reads."""
 
     search: Callable[[SearchRequest], SearchResponse]
     browse: Callable[[], BrowseService]
+    scope: Callable[[], Scope]
 
 
 def validation_text(exc: ValidationError) -> str:
@@ -209,7 +212,7 @@ def _kb_get_note(backend: Backend, arguments: dict[str, Any]) -> dict[str, Any]:
 
     args = KbGetNoteArgs.model_validate(arguments)
     try:
-        note = backend.browse().note(args.path, args.section or None)
+        note = backend.browse().note(args.path, args.section or None, backend.scope())
     except NoteProblem as exc:
         raise ToolFailure(str(exc)) from None
     return _ok(render_note(note), note)
@@ -220,7 +223,7 @@ def _kb_list(backend: Backend, arguments: dict[str, Any]) -> dict[str, Any]:
 
     args = KbListArgs.model_validate(arguments)
     try:
-        catalog = backend.browse().catalog(args.path_prefix or None, args.recent)
+        catalog = backend.browse().catalog(args.path_prefix or None, args.recent, backend.scope())
     except ValueError as exc:
         raise ToolFailure(f"invalid arguments for kb_list: path_prefix: {exc}") from None
     except IndexUnavailable as exc:

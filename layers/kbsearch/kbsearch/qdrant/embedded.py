@@ -21,11 +21,19 @@ import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from kbsearch.errors import StoreError
 from kbsearch.qdrant.query import DENSE, PAYLOAD_INDEXES, SPARSE, index_missing, path_filter, point_id
-from kbsearch.qdrant.store import ChunkPoint, Store, check_vectors, named_vectors, storage_errors
+from kbsearch.qdrant.store import (
+    EMBED_HASH,
+    STATE_FIELDS,
+    ChunkPoint,
+    Store,
+    check_vectors,
+    named_vectors,
+    storage_errors,
+)
 
 if TYPE_CHECKING:
     import qdrant_edge as edge
@@ -136,6 +144,17 @@ class EdgeStore(Store):
                 with contextlib.suppress(Exception):
                     shard.close()
 
+    def flush_writes(self, optimize: bool = False) -> None:
+        """Make the writes so far durable while the store stays open (a long-running ``kbsearch serve`` that
+        syncs); ``optimize`` also merges segments (what :meth:`close` does once per sync)."""
+        with self._lock:
+            if self._shard is None or not self._written:
+                return
+            with storage_errors("flushing the embedded store"):
+                if optimize:
+                    self._shard.optimize()
+                self._shard.flush()
+
     # -- schema -----------------------------------------------------------------------------------------------
     def exists(self) -> bool:
         if self._shard is None and local_mode_data(self.root):
@@ -166,6 +185,10 @@ class EdgeStore(Store):
             tmp.write_text(json.dumps({k: v for k, v in metadata.items() if v is not None}), encoding="utf-8")
             tmp.replace(self._metadata_file)
 
+    def merge_metadata(self, values: dict[str, Any]) -> None:
+        with self._lock:
+            self.set_metadata(self.metadata() | values)
+
     def drop(self) -> None:
         with self._lock:
             if self._shard is not None:
@@ -181,7 +204,7 @@ class EdgeStore(Store):
 
         if self._shard is not None:
             self.check_schema()
-            self._add_missing_indexes()
+            self.ensure_payload_indexes()
             return False
         if local_mode_data(self.root):
             logger.warning(
@@ -208,16 +231,19 @@ class EdgeStore(Store):
         self.set_metadata(signature or {})
         return True
 
-    def _add_missing_indexes(self) -> None:
-        """A collection built before a payload index existed (the link graph's keys) gets it on its next sync."""
+    def ensure_payload_indexes(self) -> None:
+        """Create the payload indexes a shard made by an older version lacks (``access``)."""
         import qdrant_edge as edge
 
         with self._lock, storage_errors("creating payload indexes"):
-            present = set(self.shard.info().payload_schema)
+            present = set(self.shard.info().payload_schema or {})
             for name, kind in PAYLOAD_INDEXES.items():
                 if name not in present:
-                    schema = getattr(edge.PayloadSchemaType, kind.capitalize())
-                    self.shard.update(edge.UpdateOperation.create_field_index(name, schema))
+                    self.shard.update(
+                        edge.UpdateOperation.create_field_index(
+                            name, getattr(edge.PayloadSchemaType, kind.capitalize())
+                        )
+                    )
                     self._written = True
 
     def check_schema(self) -> None:
@@ -260,6 +286,32 @@ class EdgeStore(Store):
                 while handle.readinto(buffer):
                     pass
 
+    def note_points(self, paths: list[str]) -> list[tuple[dict[str, Any], list[float] | None]]:
+        import qdrant_edge as edge
+
+        if not paths:
+            return []
+        selector = edge_filter({"must": [{"key": "path", "match": {"any": sorted(set(paths))}}]})
+        out: list[tuple[dict[str, Any], list[float] | None]] = []
+        offset: Any = None
+        while True:
+            with self._lock, storage_errors("reading notes' points"):
+                records, offset = self.shard.scroll(
+                    edge.ScrollRequest(offset=offset, limit=SCROLL_PAGE, filter=selector,
+                                       with_payload=[*STATE_FIELDS, EMBED_HASH], with_vector=[DENSE])
+                )  # fmt: skip
+            for record in records:
+                vectors = record.vector if isinstance(record.vector, dict) else {}
+                dense = vectors.get(DENSE)
+                out.append(
+                    (
+                        dict(record.payload or {}),
+                        [float(x) for x in cast(list[float], dense)] if isinstance(dense, list) else None,
+                    )
+                )
+            if offset is None:
+                return out
+
     def count(self) -> int:
         import qdrant_edge as edge
 
@@ -287,6 +339,14 @@ class EdgeStore(Store):
         selector = edge_filter(path_filter(path, from_chunk))
         with self._lock, storage_errors("deleting a note's points"):
             self.shard.update(edge.UpdateOperation.delete_points_by_filter(selector))
+            self._written = True
+
+    def set_payload(self, path: str, payload: dict[str, Any]) -> None:
+        """Set ``payload``'s fields on every chunk of the note (vectors untouched: nothing is re-embedded)."""
+        import qdrant_edge as edge
+
+        with self._lock, storage_errors("updating a note's payload"):
+            self.shard.update(edge.UpdateOperation.set_payload_by_filter(edge_filter(path_filter(path)), payload))
             self._written = True
 
     def delete_note(self, path: str) -> None:

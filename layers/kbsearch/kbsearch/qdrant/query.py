@@ -30,11 +30,15 @@ DENSE = "dense"  # the named dense vector (cosine)
 SPARSE = "bm25"  # the named sparse vector (BM25 term weights; Qdrant applies IDF)
 #: What a collection records about its dense vectors (collection metadata): model, dimensions, input format.
 SIGNATURE_KEYS = ("embedding_model", "embedding_dimensions", "embedding_input_format")
+#: Collection metadata: link keys naming only non-public notes → their groups (kbsearch.access.visible_links).
+RESTRICTED_LINKS = "access_restricted_links"
 REBUILDING = "embedding_rebuilding"  # metadata key while a re-embed runs: the vectors are of two models
+#: Metadata keys of the last successful indexer run (when, and full | reconcile | events | watch): /health's answer.
+LAST_SYNC_AT, LAST_SYNC_KIND = "last_sync_at", "last_sync_kind"
 #: The payload indexes every collection gets (field → Qdrant's payload schema type).
 PAYLOAD_INDEXES = {
     "path": "keyword", "doc_id": "keyword", "tags": "keyword", "type": "keyword", "status": "keyword",
-    "folders": "keyword", "chunk_index": "integer", "updated": "datetime",
+    "folders": "keyword", "chunk_index": "integer", "updated": "datetime", "access": "keyword",
     "path_keys": "keyword", "name_keys": "keyword", "link_keys": "keyword",
 }  # fmt: skip
 POINT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://kb-search/points")
@@ -98,8 +102,17 @@ def filter_json(
     statuses: list[str] | None = None,
     path_prefix: str | None = None,
     updated_after: dt.date | None = None,
+    groups: Sequence[str] | None = None,
 ) -> dict[str, Any] | None:
+    """The search's filter, the one place it is built: the request's filters and the caller's scope. ``groups``
+    (:meth:`kbsearch.access.Scope.query_groups`; None: unrestricted) is a must-clause on the chunks' ``access``
+    field, so what the caller may not read never leaves Qdrant: :func:`fusion_request` puts this filter on every
+    prefetch and on the fused query."""
     must: list[dict[str, Any]] = []
+    if groups is not None:
+        if not groups:
+            raise ValueError("a restricted scope holds at least one group")
+        must.append({"key": "access", "match": {"any": sorted(groups)}})
     if tags:
         must.append({"key": "tags", "match": {"any": list(tags)}})
     if types:
@@ -159,19 +172,37 @@ def fusion_request(
         )
     if not prefetch:
         return None
-    if query_filter is not None:
-        for p in prefetch:
-            p["filter"] = query_filter
     rrf: dict[str, Any] = {"k": rrf_k}
     if bm25_weight != 1.0 and dense and len(prefetch) > len(dense):
         rrf["weights"] = [1.0] * len(dense) + [bm25_weight]
-    return {
+    return filtered_everywhere({
         "prefetch": prefetch,
         "query": {"fusion": "dbsf"} if fusion == "dbsf" else {"rrf": rrf},
         "limit": min(fused_limit, prefetch_limit * len(prefetch)) if fused_limit else prefetch_limit * len(prefetch),
-        "with_payload": {"exclude": ["meta"]},
+        "with_payload": SEARCH_PAYLOAD,
         "with_vector": False,
-    }
+    }, query_filter)  # fmt: skip
+
+
+def filtered_everywhere(request: dict[str, Any], query_filter: dict[str, Any] | None) -> dict[str, Any]:
+    """``request`` with ``query_filter`` on the fused query and on every prefetch, nested ones included, whatever
+    the fusion's shape: the scope's clause reaches every leg. Returns ``request`` (changed in place)."""
+    if query_filter is None:
+        return request
+
+    def apply(node: dict[str, Any]) -> None:
+        node["filter"] = _and(node.get("filter"), query_filter)
+        for inner in node.get("prefetch") or []:
+            apply(inner)
+
+    apply(request)
+    return request
+
+
+def _and(first: dict[str, Any] | None, second: dict[str, Any]) -> dict[str, Any]:
+    if first is None or first == second:
+        return second
+    return {"must": [first, second]}
 
 
 def group(points: Sequence[dict[str, Any]], limit: int) -> list[Candidate]:
@@ -301,9 +332,8 @@ class ScoredChunk:
 def scoped(searches: list[dict[str, Any]], query_filter: dict[str, Any] | None) -> list[dict[str, Any]]:
     """Every search of the batch under the request's filter (the caller's scope included): the one place a
     filter reaches the legs, so that nothing outside it is ranked, probed or counted."""
-    if query_filter is not None:
-        for search in searches:
-            search["filter"] = query_filter
+    for search in searches:
+        filtered_everywhere(search, query_filter)
     return searches
 
 
@@ -314,16 +344,20 @@ def batch_searches(
     prefetch_limit: int = 50,
     hnsw_ef: int = 256,
     probes: Sequence[int] = (),
+    min_limit: int = 50,
 ) -> tuple[list[dict[str, Any]], list[Leg]]:
     """The searches of the one batch call (``POST /collections/{c}/points/query/batch``, ``{"searches": [...]}``):
-    a dense search per query variant, a BM25 search per lexical variant (its language recorded for the fusion),
+    a dense search per query variant (``prefetch_limit`` chunks shared among the variants, at least ``min_limit``
+    each), a BM25 search per lexical variant (its language recorded for the fusion),
     and a one-term BM25 probe (its best :data:`PROBE_DEPTH` chunks, their path only) per term in ``probes``; each
     under ``query_filter``."""
     params = {"hnsw_ef": hnsw_ef, "quantization": {"rescore": True, "oversampling": 2.0}}
     searches: list[dict[str, Any]] = []
     legs: list[Leg] = []
+    # the query variants share one dense budget (their candidates overlap; every chunk comes with its payload)
+    dense_limit = max(min(min_limit, prefetch_limit), prefetch_limit // max(1, len(dense)))
     for i, vector in enumerate(dense):
-        searches.append({"query": {"nearest": list(vector)}, "using": DENSE, "limit": prefetch_limit, "params": params,
+        searches.append({"query": {"nearest": list(vector)}, "using": DENSE, "limit": dense_limit, "params": params,
                          "with_payload": SEARCH_PAYLOAD, "with_vector": False})  # fmt: skip
         legs.append(Leg("dense", i))
     for i, (sparse, language) in enumerate(lexical):
