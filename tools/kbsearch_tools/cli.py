@@ -415,7 +415,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         if hit.heading and hit.heading != hit.title:
             print(f"{'':15}§ {hit.heading}")
         print(f"{'':15}{hit.path}" + (f"  [{', '.join(hit.tags)}]" if hit.tags else ""))
-        print(f"{'':15}{hit.snippet}")
+        print(f"{'':15}" + hit.snippet.replace("\n", "\n" + " " * 15))  # snippets keep their line breaks
     return 0
 
 
@@ -451,6 +451,70 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_feedback(args: argparse.Namespace) -> int:
+    from kbsearch.config import load_settings
+    from kbsearch.feedback import open_feedback_store
+    from kbsearch.sources import open_source
+    from kbsearch_tools.feedback_export import export_beir
+
+    settings = load_settings()
+    table = args.table if args.table is not None else settings.slack_feedback_table
+    store = open_feedback_store(table, args.file or settings.slack_feedback_file)
+    source = open_source(args.kb or settings.kb_source)
+    report = export_beir(store.scan(), source, Path(args.beir))
+    summary = report.to_dict()
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(f"{summary['votes']} votes → {summary['queries']} queries, {summary['judgements']} judgements "
+              f"({summary['relevant']} relevant), {summary['documents']} documents → {args.beir}")  # fmt: skip
+        if report.unknown_paths or report.skipped_votes or report.skipped_notes:
+            print(f"left out: {report.unknown_paths} hits of notes no longer in the KB, {report.skipped_votes} "
+                  f"unreadable records, {len(report.skipped_notes)} unreadable notes", file=sys.stderr)  # fmt: skip
+        print(f"score it: kbsearch eval --beir {args.beir}")
+    return 0
+
+
+def cmd_slack(args: argparse.Namespace) -> int:
+    from kbsearch.config import Secrets, load_settings
+    from kbsearch_tools.slack_client import LocalSlack, as_text, signed_curl
+
+    settings = load_settings()
+    secret = Secrets(settings).get("SLACK_SIGNING_SECRET")
+    if not secret:
+        raise KbSearchError("set SLACK_SIGNING_SECRET (the same value the server uses) to sign requests")
+    text = " ".join(args.text)
+    if args.print_curl:
+        print(signed_curl(args.api, secret, text, args.response_url or "http://127.0.0.1:9/response"))
+        return 0
+    shown: list[dict[str, Any]] = []
+
+    def show(title: str, message: dict[str, Any]) -> None:
+        shown.append({"step": title, "message": message})
+        if not args.json:
+            print(f"── {title} ──\n{as_text(message)}\n")
+
+    with LocalSlack(args.api, secret, user=args.user) as client:
+        ack, answer = client.command(text)
+        show("acknowledgement", ack)
+        if answer is None:
+            if args.press:
+                raise KbSearchError("that command did not search, so there is no answer to press buttons on")
+        else:
+            show("answer", answer)
+            for action_id in args.press or []:
+                posted = client.press(action_id, answer)
+                if posted is None:
+                    show(f"pressed {action_id}", {"text": "(a link: Slack opens it; nothing is posted)"})
+                    continue
+                show(f"pressed {action_id}", posted)
+                if posted.get("replace_original"):
+                    answer = posted  # More results: further presses act on the page shown
+    if args.json:
+        print(json.dumps(shown, ensure_ascii=False, indent=2))
+    return 0
+
+
 def _eval_classes(args: argparse.Namespace) -> int:
     """``kbsearch eval --classes``: every query class of the manifest, each phase, the gap hybrid − best leg;
     ``--gate``: exit 1 when hybrid loses more than the slack to its best leg on any class."""
@@ -476,12 +540,16 @@ def _eval_classes(args: argparse.Namespace) -> int:
     )  # fmt: skip
     report.skipped = skipped | report.skipped
     result = report.to_dict()
-    failures = eval_runner.gate_failures(result, args.gate) if args.gate is not None else []
-    result["gate"] = {"slack": args.gate, "failures": failures} if args.gate is not None else None
+    failures = eval_runner.gate_failures(result, args.gate, args.gate_min_queries) if args.gate is not None else []
+    small = eval_runner.ungated(result, args.gate_min_queries) if args.gate is not None else []
+    result["gate"] = ({"slack": args.gate, "min_queries": args.gate_min_queries, "failures": failures,
+                       "not_gated": small} if args.gate is not None else None)  # fmt: skip
     print(json.dumps(result, ensure_ascii=False, indent=2) if args.json else eval_runner.format_classes(result))
     if args.gate is not None:
         print(("gate FAILED:\n  " + "\n  ".join(failures)) if failures else f"gate passed (slack {args.gate})",
               file=sys.stderr)  # fmt: skip
+        if small:
+            print(f"not gated (fewer than {args.gate_min_queries} queries): {', '.join(small)}", file=sys.stderr)
     return 1 if failures else 0
 
 
@@ -696,6 +764,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --classes: exit 1 when hybrid loses more than SLACK (default 0.005) nDCG@10 to its "
         "best leg on any class",
     )
+    p.add_argument(
+        "--gate-min-queries",
+        type=int,
+        default=40,
+        metavar="N",
+        help="with --gate: classes of fewer than N queries are reported, not gated (default 40)",
+    )
     p.add_argument("--phases", help="comma-separated subset of lexical,dense,hybrid,expanded,reranked (default: all; "
                    "with --classes: lexical,dense,hybrid,reranked)")  # fmt: skip
     p.add_argument(
@@ -706,6 +781,39 @@ def build_parser() -> argparse.ArgumentParser:
     _oracle_args(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser(
+        "feedback",
+        help="votes on Slack answers: export them as a labelled query set for kbsearch eval",
+        description="Read the 👍/👎 votes on Slack answers (SLACK_FEEDBACK_TABLE in DynamoDB, else "
+        "SLACK_FEEDBACK_FILE) and write them as a BEIR folder: corpus.jsonl (every note of the KB, _id = its "
+        "path), queries.jsonl, qrels/test.tsv (hits of a 👍 answer score 1, of a 👎 answer 0; several voters: "
+        "the majority, a tie is 0). Then: kbsearch eval --beir DIR.",
+    )
+    p.add_argument("action", choices=["export"])
+    p.add_argument("--beir", required=True, metavar="DIR", help="folder to write the BEIR dataset into")
+    p.add_argument("--kb", help="the KB folder or s3://bucket/prefix for the corpus (default: KB_SOURCE)")
+    p.add_argument("--file", help="votes file (default: SLACK_FEEDBACK_FILE, .kbsearch/feedback.jsonl)")
+    p.add_argument("--table", help="DynamoDB table of votes (default: SLACK_FEEDBACK_TABLE; '' for the file)")
+    p.add_argument("--json", action="store_true", help="print the export summary as JSON")
+    p.set_defaults(func=cmd_feedback)
+
+    p = sub.add_parser(
+        "slack",
+        help="act as Slack: send a signed /kb command (and button presses) to a running API, show the answers",
+        description="Sign a /kb command with SLACK_SIGNING_SECRET, send it to --api, receive the answer on a "
+        "loopback response_url (the server needs SLACK_RESPONSE_HOSTS=127.0.0.1) and print it; --press presses "
+        "buttons of the answer in order (kb_share, kb_more, kb_vote_up, kb_vote_down, kb_open_1...). "
+        "--print-curl prints a signed curl instead (valid for 5 minutes).",
+    )
+    p.add_argument("text", nargs="+", help="what follows /kb, e.g. tag:runbook restore a snapshot")
+    p.add_argument("--api", default="http://127.0.0.1:3000", help="the API's base URL (default kbsearch serve's)")
+    p.add_argument("--press", action="append", metavar="ACTION_ID", help="press this button (repeatable)")
+    p.add_argument("--user", default="U0LOCAL", help="the Slack user id to act as (default U0LOCAL)")
+    p.add_argument("--print-curl", action="store_true", help="print a signed curl for the command and exit")
+    p.add_argument("--response-url", help="with --print-curl: the response_url to put in the command")
+    p.add_argument("--json", action="store_true", help="print every message as JSON")
+    p.set_defaults(func=cmd_slack)
 
     p = sub.add_parser(
         "bench",

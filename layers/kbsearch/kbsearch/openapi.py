@@ -178,6 +178,33 @@ SLACK_PATH: dict[str, Any] = {
 }
 
 
+SLACK_INTERACTIVE_PATH: dict[str, Any] = {
+    "post": {
+        "summary": "Slack button presses on /kb answers (authenticated by Slack's request signature, not an API key)",
+        "operationId": "slackInteractive",
+        "parameters": copy.deepcopy(SLACK_PATH["post"]["parameters"]),
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/x-www-form-urlencoded": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["payload"],
+                        "properties": {"payload": {"type": "string", "description": "block_actions JSON"}},
+                    }
+                }
+            },
+        },
+        "responses": {
+            "200": {"description": "Acknowledged (empty body); the worker answers on response_url"},
+            "400": _json(_ERROR, "Signed, but not an interaction payload (no payload field, not JSON)"),
+            "401": _json(_ERROR, "Not signed by Slack, too old, or a replay of an accepted request"),
+            "503": _json(_ERROR, "The signing secret is not configured, or the replay store is unavailable"),
+        },
+    }
+}
+
+
 SEARCH_EXAMPLES: dict[str, Any] = {
     "runbook": {"value": {"query": "restore a qdrant snapshot", "top_k": 3}},
     "filtered": {"value": {"query": "ротация ключей", "filters": {"tags": ["security"], "path_prefix": "ru/"},
@@ -220,6 +247,7 @@ def complete(
     paths = doc.setdefault("paths", {})
     paths["/mcp"] = copy.deepcopy(MCP_PATH)
     paths["/slack/command"] = copy.deepcopy(SLACK_PATH)
+    paths["/slack/interactive"] = copy.deepcopy(SLACK_INTERACTIVE_PATH)
     search = paths.get("/search", {})
     for method, operation in search.items():
         responses = operation.setdefault("responses", {})

@@ -85,15 +85,21 @@ class Stages:
 
 
 def snippet(text: str, limit: int) -> str:
-    """The chunk text with whitespace folded, cut at a word boundary. Only the first ``limit *
+    """The chunk text cut at a word boundary: line breaks and indentation kept (code stays code, lists stay
+    lists), runs of blank lines folded to one, trailing spaces dropped. Only the first ``limit *
     MAX_CHARS_PER_TOKEN`` characters are read (a 10 MB text from the store costs what a short one does)."""
     window = limit * MAX_CHARS_PER_TOKEN
-    flat = " ".join(text[:window].split())
+    lines: list[str] = []
+    for raw in text[:window].replace("\r\n", "\n").replace("\r", "\n").split("\n"):
+        line = raw.rstrip()
+        if line or (lines and lines[-1]):
+            lines.append(line)
+    flat = "\n".join(lines).strip("\n")
     if len(flat) <= limit:
         return flat if len(text) <= window or not flat else flat + "…"
     cut = flat[:limit]
-    space = cut.rfind(" ")
-    return (cut[:space] if space > limit // 2 else cut).rstrip(" ,.;:") + "…"
+    space = max(cut.rfind(" "), cut.rfind("\n"))
+    return (cut[:space] if space > limit // 2 else cut).rstrip(" ,.;:\n") + "…"
 
 
 def passage(payload: dict[str, Any], max_tokens: int) -> str:
@@ -414,7 +420,7 @@ class SearchService:
             lexical = lexical_variants(evidence, variants[1:]) if retrieval != "dense" else []
             searches, legs = batch_searches(
                 dense if retrieval != "lexical" else [], lexical, query_filter, s.search_prefetch_limit,
-                s.search_hnsw_ef, probes=evidence.terms if retrieval == "hybrid" else (),
+                s.search_hnsw_ef, probes=evidence.terms if retrieval == "hybrid" else (), min_limit=s.search_candidates,
             )  # fmt: skip
             results = retrieve_legs(self.retriever, searches, legs, timeout_s)
             return fuse(results, evidence, s.search_candidates, retrieval, self.fusion_params)

@@ -46,6 +46,9 @@ from kbsearch.health import health_status
 from kbsearch.schemas import SearchRequest, SearchResponse, WhoAmI
 
 MAX_BODY_BYTES = 64 * 1024
+#: Slack's button payloads carry the message they were pressed on (up to ~13k characters of text and the buttons'
+#: values, percent-encoded: a Russian answer triples in size), so that route takes more.
+MAX_BODY_BYTES_BY_ROUTE = {"/slack/interactive": 1024 * 1024}
 #: Routes whose body is JSON for Powertools' validation: their body is checked first (bytes, media type, UTF-8),
 #: so a body Powertools would choke on (not UTF-8, a form, ...) is a 4xx, never a 500.
 JSON_BODY_ROUTES = frozenset({("POST", "/search")})
@@ -237,10 +240,11 @@ class SearchApi:
     # -- the handler ----------------------------------------------------------------------------------------------
 
     def _handle(self, event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-        if body.size(event) > MAX_BODY_BYTES:
+        limit = MAX_BODY_BYTES_BY_ROUTE.get(str(event.get("resource") or ""), MAX_BODY_BYTES)
+        if body.size(event) > limit:
             if (event.get("resource") or event.get("path")) in RPC_ROUTES:
                 return gateway_rpc_error(413, RPC_INVALID_REQUEST, "Invalid Request: the body is over 64 KiB")
-            return gateway_error(413, "payload_too_large", "the body is over 64 KiB")
+            return gateway_error(413, "payload_too_large", f"the body is over {limit // 1024} KiB")
         try:
             event = body.checked_json_event(event, JSON_BODY_ROUTES)
         except body.BadBody as exc:
