@@ -302,6 +302,14 @@ def bench_scope(
             self.calls += 1  # one round trip for every leg (POST .../points/query/batch)
             return self.inner.query_batch(searches, timeout_s)
 
+        def scroll(self, request: dict[str, Any], timeout_s: float) -> tuple[list[dict[str, Any]], str | None]:
+            self.calls += 1
+            return self.inner.scroll(request, timeout_s)
+
+        def facet(self, request: dict[str, Any], timeout_s: float) -> list[tuple[Any, int]]:
+            self.calls += 1
+            return self.inner.facet(request, timeout_s)
+
         def close(self) -> None:
             self.inner.close()
 

@@ -419,6 +419,20 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_mcp(args: argparse.Namespace) -> int:
+    from kbsearch_tools import mcp_stdio
+
+    if args.remote:
+        try:
+            return mcp_stdio.run_remote(args.remote, args.api_key_env)
+        except ValueError as exc:
+            raise KbSearchError(str(exc)) from None
+    try:
+        return mcp_stdio.run_local(args.kb, args.idle_close, args.scope)
+    except ValueError as exc:  # a --scope group that is no group name
+        raise KbSearchError(f"--scope: {exc}") from None
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from kbsearch.config import load_settings
     from kbsearch_tools import evaluate as eval_runner
@@ -633,6 +647,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
             else 50, runs=args.runs if args.runs != 5 else 3, dims=args.dims, progress=row,
         )  # fmt: skip
         print(json.dumps(results, indent=2) if args.json else bench.format_store(results))
+    elif args.what == "mcp":
+        from kbsearch_tools import bench_mcp
+
+        results = bench_mcp.bench_mcp(Path(args.kb) if args.kb else None, runs=args.runs)
+        print(json.dumps(results, indent=2) if args.json else bench_mcp.format_mcp(results))
     elif args.what == "peer":
         from kbsearch_tools import bench_peer
 
@@ -737,6 +756,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser(
+        "mcp",
+        help="an MCP server on stdin/stdout for desktop assistants (local index, or a bridge to a deployment)",
+        description="Speak MCP (JSON-RPC, one message per line, both protocol eras) on stdin/stdout until stdin "
+        "closes; logs go to stderr. Local (default): the index at QDRANT_PATH (or Qdrant Cloud with QDRANT_URL) and "
+        "the notes at KB_SOURCE, read-only, through the same services as kbsearch serve. --remote URL: forward "
+        "every message to URL/mcp of a deployment with the API key from the variable --api-key-env.",
+    )
+    p.add_argument("--kb", help="local: the KB folder (or s3://bucket/prefix) notes are read from (default KB_SOURCE)")
+    p.add_argument("--idle-close", type=float, default=5.0, metavar="SECONDS",
+                   help="local: close the index after this many idle seconds, so kbsearch index/serve can open the "
+                        "embedded store in between (default 5; 0 keeps it open)")  # fmt: skip
+    p.add_argument("--scope", metavar="GROUPS",
+                   help="local: answer as a caller holding these access groups (g1,g2; public is always held); "
+                        "default: every note (the operator's own store)")  # fmt: skip
+    p.add_argument("--remote", metavar="URL", help="bridge to a deployed instance, e.g. "
+                   "https://<api-id>.execute-api.<region>.amazonaws.com/prod (or http://127.0.0.1:3000)")  # fmt: skip
+    p.add_argument("--api-key-env", default="KB_API_KEY", metavar="NAME",
+                   help="remote: the environment variable holding the API key (default KB_API_KEY)")  # fmt: skip
+    p.set_defaults(func=cmd_mcp)
+
+    p = sub.add_parser(
         "eval",
         help="score the pipeline phases (P@5, nDCG@10, MRR@10, Recall@50) on a BEIR dataset or a KB",
         description="Index a BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv) or a KB folder into a "
@@ -822,7 +862,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "what",
-        choices=["index", "search", "store", "peer", "coldstart", "cost", "load"],
+        choices=["index", "search", "store", "peer", "coldstart", "cost", "load", "mcp"],
         help="index: full sync grid (batch x concurrency) and no-change sync; search: end-to-end latency and "
         "our own overhead with fake providers of fixed latency; store: the embedded store (Qdrant Edge vs "
         "qdrant-client local mode) on the vault and its copies: index, open, warm search, no-change sync, peak RSS; "
@@ -830,7 +870,8 @@ def build_parser() -> argparse.ArgumentParser:
         "vault and its copies, the same fake embedder: full index wall and peak RSS, warm search p50; "
         "coldstart: fresh-interpreter import + first "
         "/health and first /search; cost: tokens per query per stage and $ per 1,000 queries; load: a bounded "
-        "load test of kbsearch serve on 127.0.0.1 (errors, latency, RSS growth)",
+        "load test of kbsearch serve on 127.0.0.1 (errors, latency, RSS growth); mcp: cold start of kbsearch mcp, launch "
+        "to the first kb_search answer over stdio, both eras (--kb, default sample-kb; --runs)",
     )
     p.add_argument("--kb", help="index: KB folder (default: ../shared/kb/obsidian-help if present, else sample-kb)")
     p.add_argument("--copies", type=_int_list, default=(1, 10), help="store/peer: vault sizes as copies of --kb (1,10)")

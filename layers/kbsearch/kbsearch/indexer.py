@@ -42,6 +42,7 @@ from kbsearch.chunking import Chunk, chunk_note
 from kbsearch.config import Secrets, Settings
 from kbsearch.errors import StoreError
 from kbsearch.lexical import document_vector, text_language
+from kbsearch.links import link_keys, name_keys, path_keys
 from kbsearch.providers.embeddings import Embedder, EmbeddingStats
 from kbsearch.providers.resilience import Deadline, ProviderError
 from kbsearch.qdrant import open_store
@@ -54,7 +55,15 @@ from kbsearch.qdrant.query import (
     folders_of,
     signature_id,
 )
-from kbsearch.qdrant.store import EMBED_HASH, ChunkPoint, NoteState, SchemaMismatchError, Store, add_state
+from kbsearch.qdrant.store import (
+    EMBED_HASH,
+    GRAPH_FIELD,
+    ChunkPoint,
+    NoteState,
+    SchemaMismatchError,
+    Store,
+    add_state,
+)
 from kbsearch.sources import Source, SourceError, SourceObject, open_source, path_problem, preferred
 
 if TYPE_CHECKING:
@@ -444,6 +453,8 @@ class Indexer:
             return "updated"  # indexed before a key was configured: embed it now
         if self._reembed and st.embeddings != {self._signature_id}:
             return "updated"  # embedded with another model or input format
+        if not st.graph:
+            return "updated"  # indexed before the link graph was stored: its keys are written now
         if st.has_orphans():
             return "repair"
         return "unchanged"
@@ -605,7 +616,7 @@ def _describe(signature: dict[str, Any]) -> str:
 def _payload(
     obj: SourceObject, note: Note, chunk: Chunk, n_chunks: int, indexed_at: str, dense: bool
 ) -> dict[str, Any]:
-    return {
+    payload = {
         "doc_id": note.doc_id,
         "path": note.path,
         "folders": folders_of(note.path),
@@ -627,6 +638,11 @@ def _payload(
         "dense": dense,
         "meta": note.metadata,
     }
+    if chunk.index == 0:  # the note's place in the link graph (kbsearch.links), once per note
+        payload[GRAPH_FIELD] = path_keys(note.path)
+        payload["name_keys"] = name_keys(note.title, note.metadata.get("aliases"))
+        payload["link_keys"] = link_keys(note.links)
+    return payload
 
 
 def run_sync(

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from kbsearch.access import Scope, visible_links
 from kbsearch.config import Secrets, Settings
@@ -48,9 +48,14 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 Span = Callable[[str], AbstractContextManager[Any]]
+T = TypeVar("T")
 STATUS_PRIOR = {"deprecated": 0.85, "archived": 0.85, "draft": 0.95}
 #: Fused chunks fetched per candidate note: notes have several chunks, and grouping keeps one per note.
 CHUNKS_PER_CANDIDATE = 4
+LOCKED_STORE = (
+    "the local index is open in another process (a running kbsearch serve or kbsearch index): the embedded store "
+    "takes one process at a time; stop that process, or reach the running server (kbsearch mcp --remote URL)"
+)
 #: The stages a search times in ``meta.timings_ms`` (0 when a stage is skipped), before ``total``.
 STAGE_NAMES = ("expand", "embed", "retrieve", "rerank")
 
@@ -145,6 +150,19 @@ def blend(candidates: list[Candidate], rerank: list[float] | None, weight: float
     return [2.0 + v if c.exact else v for c, v in zip(candidates, values, strict=True)]
 
 
+@contextlib.contextmanager
+def index_errors() -> Iterator[None]:
+    """A missing collection or a store that fails, as :class:`IndexUnavailable` (a 503 / a tool error)."""
+    try:
+        yield
+    except IndexMissing as exc:
+        raise IndexUnavailable(
+            f"{exc}: run the indexer first", "the index has not been built yet: run the indexer first"
+        ) from None
+    except StoreError as exc:
+        raise IndexUnavailable(str(exc)) from None
+
+
 class SearchService:
     """Built once per container; clients and connections are reused across requests."""
 
@@ -200,6 +218,8 @@ class SearchService:
             try:
                 self._retriever = open_retriever(self.settings, self.secrets)
             except StoreError as exc:
+                if "another process has it open" in str(exc):  # Qdrant Edge: one process per store
+                    raise IndexUnavailable(str(exc), LOCKED_STORE) from None
                 raise IndexUnavailable(str(exc)) from None
         return self._retriever
 
@@ -258,6 +278,14 @@ class SearchService:
         recorded = self._collection_metadata(deadline)
         links = (recorded or {}).get(RESTRICTED_LINKS)
         return links if isinstance(links, dict) else None
+
+    def read_index(self, read: Callable[[Retriever, float], T], budget_s: float | None = None) -> T:
+        """One read of the index besides a search (a note's links, the catalog, a page of notes): in the same
+        slot as searches (the embedded store takes one call at a time), with ``read(retriever, timeout_s)``.
+        An index that is missing or unreachable is :class:`IndexUnavailable`, as for a search."""
+        deadline = Deadline(budget_s if budget_s is not None else self.settings.search_budget_s)
+        with self._retrieval_slot(deadline), index_errors():
+            return read(self.retriever, max(0.05, min(self.settings.qdrant_timeout_s, deadline.remaining())))
 
     def evaluation_view(self, retrieval: str, max_results: int | None = None) -> SearchService:
         """The documented seam for evaluation: this same service (providers, store, breakers, caches) answering
@@ -353,15 +381,8 @@ class SearchService:
                 updated_after=filters.updated_after,
                 groups=scope.query_groups(),
             )
-            with self._retrieval_slot(deadline):
-                try:
-                    candidates = self._retrieve(query, variants, dense, query_filter, retrieval, deadline)
-                except IndexMissing as exc:
-                    raise IndexUnavailable(
-                        f"{exc}: run the indexer first", "the index has not been built yet: run the indexer first"
-                    ) from None
-                except StoreError as exc:
-                    raise IndexUnavailable(str(exc)) from None
+            with self._retrieval_slot(deadline), index_errors():
+                candidates = self._retrieve(query, variants, dense, query_filter, retrieval, deadline)
 
         rerank_scores: list[float] | None = None
         reranker_name = "none"

@@ -16,6 +16,7 @@ from kbsearch.errors import ConfigError
 from kbsearch.qdrant.query import LAST_SYNC_AT, LAST_SYNC_KIND
 
 if TYPE_CHECKING:
+    from kbsearch.browse import BrowseService
     from kbsearch.reader import NoteReader
     from kbsearch.search import SearchService
 
@@ -32,6 +33,7 @@ class Container:
         self.config_problem: ConfigError | None = problem
         self.secrets = Secrets(settings)
         self._search: SearchService | None = None
+        self._browse: BrowseService | None = None
         self._reader: NoteReader | None = None
         self._lock = threading.Lock()
         self._callers: tuple[str | None, CallerMap] = (None, CallerMap.empty())
@@ -89,6 +91,17 @@ class Container:
 
                 self._search = SearchService(self.settings, self.secrets)
             return self._search
+
+    def browse(self) -> BrowseService:
+        """Reading notes (sections, links), the catalog and pages of notes for a caller's scope, over the search
+        service's index connection and the note reader (``KB_SOURCE``, opened on first read); built on first use."""
+        search, reader = self.search(), self.reader()
+        with self._lock:
+            if self._browse is None:
+                from kbsearch.browse import BrowseService
+
+                self._browse = BrowseService(search, reader)
+            return self._browse
 
     def last_sync(self) -> dict[str, Any] | None:
         """The last successful indexer run (``at``, ``age_s``, ``kind``) as the collection records it, for

@@ -39,6 +39,7 @@ LAST_SYNC_AT, LAST_SYNC_KIND = "last_sync_at", "last_sync_kind"
 PAYLOAD_INDEXES = {
     "path": "keyword", "doc_id": "keyword", "tags": "keyword", "type": "keyword", "status": "keyword",
     "folders": "keyword", "chunk_index": "integer", "updated": "datetime", "access": "keyword",
+    "path_keys": "keyword", "name_keys": "keyword", "link_keys": "keyword",
 }  # fmt: skip
 POINT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://kb-search/points")
 
@@ -262,6 +263,15 @@ class Retriever(Protocol):
     def metadata(self, timeout_s: float) -> dict[str, Any]: ...
 
     def query(self, request: dict[str, Any], timeout_s: float) -> list[dict[str, Any]]: ...
+
+    def scroll(self, request: dict[str, Any], timeout_s: float) -> tuple[list[dict[str, Any]], str | None]:
+        """``POST /collections/{c}/points/scroll`` (filter, limit, offset, with_payload) → the points (id,
+        payload) and the next page's offset (None: last page)."""
+        ...
+
+    def facet(self, request: dict[str, Any], timeout_s: float) -> list[tuple[Any, int]]:
+        """``POST /collections/{c}/facet`` (key, filter, limit, exact) → (value, count), most frequent first."""
+        ...
 
     def query_batch(self, searches: list[dict[str, Any]], timeout_s: float) -> list[list[dict[str, Any]]]: ...
 
