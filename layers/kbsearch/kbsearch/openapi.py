@@ -231,12 +231,19 @@ def _search_links(get_id: str | None, post_id: str | None) -> dict[str, dict[str
     return links
 
 
-def complete(schema: dict[str, Any], key_required_paths: tuple[str, ...] = ("/search", "/mcp")) -> dict[str, Any]:
+def complete(
+    schema: dict[str, Any], key_required_paths: tuple[str, ...] = ("/search", "/mcp", "/whoami")
+) -> dict[str, Any]:
     """Powertools' document plus the API key scheme, ``/mcp``, ``/slack/command``, API Gateway's own answers and
     the links between the search operations."""
     doc = copy.deepcopy(schema)
     components = doc.setdefault("components", {})
-    components.setdefault("securitySchemes", {})["ApiKey"] = {"type": "apiKey", "in": "header", "name": "x-api-key"}
+    components.setdefault("securitySchemes", {})["ApiKey"] = {
+        "type": "apiKey", "in": "header", "name": "x-api-key",
+        "description": "Each key reads the notes of its access groups (and public ones): GET /whoami names them. "
+                       "/search and the MCP tools answer only from those notes; a note outside them is answered "
+                       "as a note that does not exist.",
+    }  # fmt: skip
     paths = doc.setdefault("paths", {})
     paths["/mcp"] = copy.deepcopy(MCP_PATH)
     paths["/slack/command"] = copy.deepcopy(SLACK_PATH)

@@ -289,12 +289,12 @@ class SearchService:
         request_id: str | None = None,
         remaining_s: float | None = None,
         span: Span = _no_span,
-        scope: Scope | None = None,
+        scope: Scope | Callable[[float], Scope] | None = None,
     ) -> SearchResponse:
         """One search, as every caller makes it (API, Slack, MCP, CLI); evaluation uses :meth:`evaluation_view`.
-        ``scope``: who is asking (default: ``public`` only); what it may not read is excluded inside the one
-        Qdrant query, so it reaches neither the reranker nor the answer."""
-        scope = scope or Scope.public()
+        ``scope``: who is asking (default: ``public`` only), or how to resolve it within a time limit (called
+        after the secrets are read, so the caller mapping comes with them, within this search's budget); what it
+        may not read is excluded inside the one Qdrant query, so it reaches neither the reranker nor the answer."""
         retrieval, max_results = self.retrieval, self.max_results
         started = time.perf_counter()
         budget = self.settings.search_budget_s
@@ -303,6 +303,11 @@ class SearchService:
         deadline = Deadline(max(0.1, budget))
         # Secrets from SSM are read up front (cached afterwards), so that no stage's own budget pays for them.
         self.secrets.prefetch(deadline.within(reserve=min(self.settings.qdrant_timeout_s, 0.3 * budget)).remaining())
+        if callable(scope):
+            scope = scope(
+                max(0.05, deadline.within(reserve=min(self.settings.qdrant_timeout_s, 0.3 * budget)).remaining())
+            )
+        scope = scope or Scope.public()
         # Expansion and embedding must leave the one call that cannot be skipped (retrieval) time to run.
         before_retrieval = deadline.within(reserve=min(self.settings.qdrant_timeout_s, 0.3 * budget))
         query = request.query
@@ -415,7 +420,7 @@ class SearchService:
             lexical = lexical_variants(evidence, variants[1:]) if retrieval != "dense" else []
             searches, legs = batch_searches(
                 dense if retrieval != "lexical" else [], lexical, query_filter, s.search_prefetch_limit,
-                s.search_hnsw_ef, probes=evidence.terms if retrieval == "hybrid" else (),
+                s.search_hnsw_ef, probes=evidence.terms if retrieval == "hybrid" else (), min_limit=s.search_candidates,
             )  # fmt: skip
             results = retrieve_legs(self.retriever, searches, legs, timeout_s)
             return fuse(results, evidence, s.search_candidates, retrieval, self.fusion_params)

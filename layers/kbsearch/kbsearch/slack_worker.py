@@ -119,7 +119,11 @@ def _public_only(team: str, channel: str, _user: str | None, _share: bool) -> Sc
 
 
 def slack_search(
-    service: Callable[[], SearchService], state: AnswerState, view: View, deadline: Deadline, scope: Scope
+    service: Callable[[], SearchService],
+    state: AnswerState,
+    view: View,
+    deadline: Deadline,
+    scope: Scope | Callable[[float], Scope],
 ) -> SearchResponse:
     """The one search call behind every Slack answer (a command, Share, More, a vote that lost its hits), within
     the caller's ``scope`` (an answer shared into the channel: the channel's)."""
@@ -166,7 +170,9 @@ def handle_job(
     else:
         state = AnswerState(intent.query, intent.filters)
         view = answer_view(settings, share=intent.share, asked_by=command.user_id, filters=intent.filters)
-        scope = (scope_for or _public_only)(command.team_id, command.channel_id, command.user_id, intent.share)
+        who = scope_for or _public_only
+        # resolved inside the search's budget, after its secrets are read (the caller mapping comes with them)
+        scope = lambda _t: who(command.team_id, command.channel_id, command.user_id, intent.share)  # noqa: E731
         payload = _answer(service, state, view, deadline, scope)
     return _deliver(client, command.response_url, payload, deduper, command.request_key, deadline)
 
@@ -180,7 +186,11 @@ def _allowed(url: str, settings: Settings) -> bool:
 
 
 def _answer(
-    service: Callable[[], SearchService], state: AnswerState, view: View, deadline: Deadline, scope: Scope
+    service: Callable[[], SearchService],
+    state: AnswerState,
+    view: View,
+    deadline: Deadline,
+    scope: Scope | Callable[[float], Scope],
 ) -> dict[str, Any]:
     try:
         answer = slack_search(service, state, view, deadline, scope)
@@ -232,7 +242,8 @@ def handle_action(
                                            "please run `/kb` again."}  # fmt: skip
         return _deliver(client, interaction.response_url, payload, deduper, key, deadline)
     share = interaction.action_id == ACTION_SHARE
-    scope = (scope_for or _public_only)(interaction.team_id, interaction.channel_id, interaction.user_id, share)
+    who = scope_for or _public_only
+    scope = lambda _t: who(interaction.team_id, interaction.channel_id, interaction.user_id, share)  # noqa: E731
     if share:
         view = answer_view(settings, share=True, asked_by=interaction.user_id, page=state.page, filters=state.filters)
         payload = _answer(service, state, view, deadline, scope)
@@ -252,7 +263,7 @@ def _vote(
     settings: Settings,
     deadline: Deadline,
     feedback: FeedbackStore | None,
-    scope: Scope,
+    scope: Scope | Callable[[float], Scope],
 ) -> dict[str, Any]:
     vote = "up" if interaction.action_id == ACTION_UP else "down"
     view = answer_view(settings, page=state.page, filters=state.filters)

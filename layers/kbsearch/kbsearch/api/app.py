@@ -128,9 +128,12 @@ class SearchApi:
         from kbsearch.errors import IndexUnavailable
 
         self.tracing.warm()  # before the service exists: X-Ray instruments httpx clients made after it patches httpx
-        scope = self.container.api_scope(router.current_event.raw_event)
+        event = router.current_event.raw_event
         try:
-            answer = self.container.search().search(request, request_id, remaining, self.tracing.span, scope=scope)
+            # the scope is resolved inside the search's budget, after its secrets (the caller mapping among them)
+            answer = self.container.search().search(
+                request, request_id, remaining, self.tracing.span, scope=lambda t: self.container.api_scope(event, t)
+            )
         except IndexUnavailable as exc:
             self.logger.error("index unavailable", extra={"error": str(exc)})
             self.metrics.add_metric(name="IndexUnavailable", unit=MetricUnit.Count, value=1)

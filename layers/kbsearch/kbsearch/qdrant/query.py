@@ -178,7 +178,7 @@ def fusion_request(
         "prefetch": prefetch,
         "query": {"fusion": "dbsf"} if fusion == "dbsf" else {"rrf": rrf},
         "limit": min(fused_limit, prefetch_limit * len(prefetch)) if fused_limit else prefetch_limit * len(prefetch),
-        "with_payload": {"exclude": ["meta"]},
+        "with_payload": SEARCH_PAYLOAD,
         "with_vector": False,
     }, query_filter)  # fmt: skip
 
@@ -322,9 +322,8 @@ class ScoredChunk:
 def scoped(searches: list[dict[str, Any]], query_filter: dict[str, Any] | None) -> list[dict[str, Any]]:
     """Every search of the batch under the request's filter (the caller's scope included): the one place a
     filter reaches the legs, so that nothing outside it is ranked, probed or counted."""
-    if query_filter is not None:
-        for search in searches:
-            search["filter"] = query_filter
+    for search in searches:
+        filtered_everywhere(search, query_filter)
     return searches
 
 
@@ -335,16 +334,20 @@ def batch_searches(
     prefetch_limit: int = 50,
     hnsw_ef: int = 256,
     probes: Sequence[int] = (),
+    min_limit: int = 50,
 ) -> tuple[list[dict[str, Any]], list[Leg]]:
     """The searches of the one batch call (``POST /collections/{c}/points/query/batch``, ``{"searches": [...]}``):
-    a dense search per query variant, a BM25 search per lexical variant (its language recorded for the fusion),
+    a dense search per query variant (``prefetch_limit`` chunks shared among the variants, at least ``min_limit``
+    each), a BM25 search per lexical variant (its language recorded for the fusion),
     and a one-term BM25 probe (its best :data:`PROBE_DEPTH` chunks, their path only) per term in ``probes``; each
     under ``query_filter``."""
     params = {"hnsw_ef": hnsw_ef, "quantization": {"rescore": True, "oversampling": 2.0}}
     searches: list[dict[str, Any]] = []
     legs: list[Leg] = []
+    # the query variants share one dense budget (their candidates overlap; every chunk comes with its payload)
+    dense_limit = max(min(min_limit, prefetch_limit), prefetch_limit // max(1, len(dense)))
     for i, vector in enumerate(dense):
-        searches.append({"query": {"nearest": list(vector)}, "using": DENSE, "limit": prefetch_limit, "params": params,
+        searches.append({"query": {"nearest": list(vector)}, "using": DENSE, "limit": dense_limit, "params": params,
                          "with_payload": SEARCH_PAYLOAD, "with_vector": False})  # fmt: skip
         legs.append(Leg("dense", i))
     for i, (sparse, language) in enumerate(lexical):
