@@ -374,3 +374,14 @@ def test_every_hit_is_readable_by_its_caller(
             assert {h.path for h in hits} == {p for p in matching if words_of[p] & set(query)}
     finally:
         service.close()
+
+
+def test_openapi_says_which_scope_a_key_has(app) -> None:
+    status, text = call(app, "GET", "/openapi.json", "id-hr")
+    doc = json.loads(text)
+    whoami = doc["paths"]["/whoami"]["get"]
+    assert status == 200 and whoami["security"] == [{"ApiKey": []}]
+    assert "groups" in json.dumps(whoami["responses"]["200"]) and "/whoami" in doc["components"]["securitySchemes"][
+        "ApiKey"]["description"]  # fmt: skip
+    status, text = call(app, "POST", "/search", "id-hr", body={"query": "welcome"})
+    assert status == 200

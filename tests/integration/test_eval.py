@@ -130,11 +130,16 @@ def test_the_class_gate_fails_when_hybrid_loses_to_its_best_leg(deepinfra: FakeP
 
 
 def test_gate_failures_name_every_class_that_cannot_be_judged() -> None:
-    from kbsearch_tools.evaluate import gate_failures
+    from kbsearch_tools.evaluate import gate_failures, ungated
 
     phases = {"lexical": {"nDCG@10": 0.9}, "dense": {"nDCG@10": 0.8}, "hybrid": {"nDCG@10": 0.9, "degraded": 3}}
-    report = {"classes": {"ok": {"gap": 0.0, "phases": {p: {"nDCG@10": 0.9} for p in phases}},
-                          "edge": {"gap": -0.005, "phases": {}}, "lost": {"gap": -0.0051, "phases": {}},
-                          "degraded": {"gap": 0.0, "phases": phases}, "legless": {"gap": None, "phases": {}}}}  # fmt: skip
+    report = {"classes": {"ok": {"queries": 44, "gap": 0.0, "phases": {p: {"nDCG@10": 0.9} for p in phases}},
+                          "edge": {"queries": 40, "gap": -0.005, "phases": {}},
+                          "lost": {"queries": 40, "gap": -0.0051, "phases": {}},
+                          "degraded": {"queries": 50, "gap": 0.0, "phases": phases},
+                          "legless": {"queries": 44, "gap": None, "phases": {}},
+                          "small": {"queries": 39, "gap": -0.2, "phases": {}}}}  # fmt: skip
     failures = gate_failures(report)
     assert [f.split(":")[0] for f in failures] == ["lost", "degraded", "legless"]
+    assert ungated(report) == ["small"]  # one query of 39 moves nDCG@10 by more than the slack: reported only
+    assert [f.split(":")[0] for f in gate_failures(report, min_queries=1)] == ["lost", "degraded", "legless", "small"]

@@ -177,3 +177,44 @@ def test_links_into_restricted_notes_are_hidden() -> None:
     assert visible_links(links, None, Scope.public()) == []  # not known: hidden rather than guessed
     assert visible_links(links, None, Scope.unrestricted()) == links
     assert link_key("Ünïcode/Note.MD") == link_key("U\u0308ni\u0308code/note")
+
+
+def test_container_resolves_scopes_and_fails_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kbsearch.api.container import Container
+
+    monkeypatch.setenv("ACCESS_GROUPS", '{"api_keys": {"k1": ["hr"]}, "slack": {"T1/C1": ["security"]}}')
+    container = Container()
+    event = {"requestContext": {"identity": {"apiKeyId": "k1", "apiKey": "the-key-value"}}}
+    assert container.api_scope(event) == Scope.of("apikey:k1", ["hr"])
+    assert container.api_scope({"requestContext": {"identity": {"apiKeyId": None}}}) == Scope.public()
+    assert container.api_scope({}) == Scope.public()
+    assert container.slack_scope("T1", "C1", "U1", share=True).groups == frozenset({"security", "public"})
+    monkeypatch.setenv("ACCESS_GROUPS", '{"api_keys": {"k1": []}}')  # malformed: nobody gets more than public
+    assert Container().api_scope(event) == Scope.public("apikey:k1")
+
+
+def test_the_caller_mapping_is_read_from_ssm_at_run_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The template's way: ACCESS_GROUPS_PARAM names a SecureString; a change is seen without a redeploy (after
+    SECRETS_TTL_S), a missing parameter means public only."""
+    import boto3
+    from aws_lambda_powertools.utilities import parameters
+    from moto import mock_aws
+
+    from kbsearch.api.container import Container
+
+    event = {"requestContext": {"identity": {"apiKeyId": "k1"}}}
+    monkeypatch.setenv("ACCESS_GROUPS_PARAM", "/kb-search/test/access-groups")
+    monkeypatch.setenv("SECRETS_TTL_S", "0")
+    with mock_aws():
+        parameters.clear_caches()
+        ssm = boto3.client("ssm", region_name="us-east-1")
+        container = Container()
+        assert container.api_scope(event) == Scope.public("apikey:k1")  # not there yet: public only
+        ssm.put_parameter(Name="/kb-search/test/access-groups", Type="SecureString",
+                          Value='{"api_keys": {"k1": ["hr"]}}')  # fmt: skip
+        container.secrets.refresh()  # a missing parameter's warning is cached like a value; the TTL is 0
+        assert container.api_scope(event) == Scope.of("apikey:k1", ["hr"])
+        ssm.put_parameter(Name="/kb-search/test/access-groups", Type="SecureString", Overwrite=True,
+                          Value='{"api_keys": {"k1": ["hr", "finance"]}}')  # fmt: skip
+        parameters.clear_caches()
+        assert container.api_scope(event).groups == frozenset({"hr", "finance", "public"})

@@ -73,6 +73,7 @@ def test_api_keys_where_promised(cfn: dict[str, Any]) -> None:
     assert _key_required(methods[("/mcp", "POST")])
     assert not _key_required(methods[("/health", "GET")])
     assert not _key_required(methods[("/slack/command", "POST")])
+    assert not _key_required(methods[("/slack/interactive", "POST")])
     types = {r["Type"] for r in cfn["Resources"].values()}
     assert {"AWS::ApiGateway::UsagePlan", "AWS::ApiGateway::ApiKey", "AWS::ApiGateway::UsagePlanKey"} <= types
     plan = next(r for r in cfn["Resources"].values() if r["Type"] == "AWS::ApiGateway::UsagePlan")
@@ -172,8 +173,10 @@ def test_slack_worker_touches_no_bucket_and_only_claims_and_releases(cfn: dict[s
     policies = _role_policies(cfn, "SlackWorkerFunction")
     assert "s3:" not in policies
     dynamo = [st for _, st in _statements(cfn, "SlackWorkerFunction") if "dynamodb:PutItem" in _actions(st)]
-    assert len(dynamo) == 1 and _actions(dynamo[0]) == {"dynamodb:PutItem", "dynamodb:DeleteItem"}
+    assert len(dynamo) == 2 and _actions(dynamo[0]) == {"dynamodb:PutItem", "dynamodb:DeleteItem"}
     assert dynamo[0]["Resource"] == {"Fn::GetAtt": ["SlackDedupeTable", "Arn"]}
+    assert _actions(dynamo[1]) == {"dynamodb:PutItem"}  # votes: put only (export reads with the operator's role)
+    assert dynamo[1]["Resource"] == {"Fn::GetAtt": ["SlackFeedbackTable", "Arn"]}
     for function_id in ("SearchFunction", "IndexerFunction", "SlackWorkerFunction"):
         text = _role_policies(cfn, function_id)
         assert "dynamodb:Scan" not in text and "BatchWrite" not in text and "dynamodb:*" not in text
@@ -315,7 +318,7 @@ def test_no_stage_named_stage_and_docs_behind_the_key(cfn: dict[str, Any]) -> No
     methods = _methods(cfn)
     assert _key_required(methods[("/docs", "GET")]) and _key_required(methods[("/openapi.json", "GET")])
     public = {route for route, op in methods.items() if not _key_required(op)}
-    assert public == {("/health", "GET"), ("/slack/command", "POST")}
+    assert public == {("/health", "GET"), ("/slack/command", "POST"), ("/slack/interactive", "POST")}
 
 
 def test_api_gateway_account_role_for_access_logs(cfn: dict[str, Any]) -> None:

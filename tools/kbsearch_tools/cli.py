@@ -360,7 +360,7 @@ def _hand_off(settings: Any, source: str, args: argparse.Namespace) -> dict[str,
         report = hand_off(path, target, args.full, args.allow_mass_delete)
     except NoServer:
         return None
-    print(f"kbsearch index: handed to the kbsearch serve holding {settings.qdrant_path} (it syncs with its own "
+    print(f"kbsearch index: handed to the kbsearch serve holding the store (via {path}; it syncs with its own "
           "settings); searches there see the result now", file=sys.stderr)  # fmt: skip
     return report
 
@@ -415,8 +415,22 @@ def cmd_search(args: argparse.Namespace) -> int:
         if hit.heading and hit.heading != hit.title:
             print(f"{'':15}§ {hit.heading}")
         print(f"{'':15}{hit.path}" + (f"  [{', '.join(hit.tags)}]" if hit.tags else ""))
-        print(f"{'':15}{hit.snippet}")
+        print(f"{'':15}" + hit.snippet.replace("\n", "\n" + " " * 15))  # snippets keep their line breaks
     return 0
+
+
+def cmd_mcp(args: argparse.Namespace) -> int:
+    from kbsearch_tools import mcp_stdio
+
+    if args.remote:
+        try:
+            return mcp_stdio.run_remote(args.remote, args.api_key_env)
+        except ValueError as exc:
+            raise KbSearchError(str(exc)) from None
+    try:
+        return mcp_stdio.run_local(args.kb, args.idle_close, args.scope)
+    except ValueError as exc:  # a --scope group that is no group name
+        raise KbSearchError(f"--scope: {exc}") from None
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -451,6 +465,70 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_feedback(args: argparse.Namespace) -> int:
+    from kbsearch.config import load_settings
+    from kbsearch.feedback import open_feedback_store
+    from kbsearch.sources import open_source
+    from kbsearch_tools.feedback_export import export_beir
+
+    settings = load_settings()
+    table = args.table if args.table is not None else settings.slack_feedback_table
+    store = open_feedback_store(table, args.file or settings.slack_feedback_file)
+    source = open_source(args.kb or settings.kb_source)
+    report = export_beir(store.scan(), source, Path(args.beir))
+    summary = report.to_dict()
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(f"{summary['votes']} votes → {summary['queries']} queries, {summary['judgements']} judgements "
+              f"({summary['relevant']} relevant), {summary['documents']} documents → {args.beir}")  # fmt: skip
+        if report.unknown_paths or report.skipped_votes or report.skipped_notes:
+            print(f"left out: {report.unknown_paths} hits of notes no longer in the KB, {report.skipped_votes} "
+                  f"unreadable records, {len(report.skipped_notes)} unreadable notes", file=sys.stderr)  # fmt: skip
+        print(f"score it: kbsearch eval --beir {args.beir}")
+    return 0
+
+
+def cmd_slack(args: argparse.Namespace) -> int:
+    from kbsearch.config import Secrets, load_settings
+    from kbsearch_tools.slack_client import LocalSlack, as_text, signed_curl
+
+    settings = load_settings()
+    secret = Secrets(settings).get("SLACK_SIGNING_SECRET")
+    if not secret:
+        raise KbSearchError("set SLACK_SIGNING_SECRET (the same value the server uses) to sign requests")
+    text = " ".join(args.text)
+    if args.print_curl:
+        print(signed_curl(args.api, secret, text, args.response_url or "http://127.0.0.1:9/response"))
+        return 0
+    shown: list[dict[str, Any]] = []
+
+    def show(title: str, message: dict[str, Any]) -> None:
+        shown.append({"step": title, "message": message})
+        if not args.json:
+            print(f"── {title} ──\n{as_text(message)}\n")
+
+    with LocalSlack(args.api, secret, user=args.user) as client:
+        ack, answer = client.command(text)
+        show("acknowledgement", ack)
+        if answer is None:
+            if args.press:
+                raise KbSearchError("that command did not search, so there is no answer to press buttons on")
+        else:
+            show("answer", answer)
+            for action_id in args.press or []:
+                posted = client.press(action_id, answer)
+                if posted is None:
+                    show(f"pressed {action_id}", {"text": "(a link: Slack opens it; nothing is posted)"})
+                    continue
+                show(f"pressed {action_id}", posted)
+                if posted.get("replace_original"):
+                    answer = posted  # More results: further presses act on the page shown
+    if args.json:
+        print(json.dumps(shown, ensure_ascii=False, indent=2))
+    return 0
+
+
 def _eval_classes(args: argparse.Namespace) -> int:
     """``kbsearch eval --classes``: every query class of the manifest, each phase, the gap hybrid − best leg;
     ``--gate``: exit 1 when hybrid loses more than the slack to its best leg on any class."""
@@ -476,12 +554,16 @@ def _eval_classes(args: argparse.Namespace) -> int:
     )  # fmt: skip
     report.skipped = skipped | report.skipped
     result = report.to_dict()
-    failures = eval_runner.gate_failures(result, args.gate) if args.gate is not None else []
-    result["gate"] = {"slack": args.gate, "failures": failures} if args.gate is not None else None
+    failures = eval_runner.gate_failures(result, args.gate, args.gate_min_queries) if args.gate is not None else []
+    small = eval_runner.ungated(result, args.gate_min_queries) if args.gate is not None else []
+    result["gate"] = ({"slack": args.gate, "min_queries": args.gate_min_queries, "failures": failures,
+                       "not_gated": small} if args.gate is not None else None)  # fmt: skip
     print(json.dumps(result, ensure_ascii=False, indent=2) if args.json else eval_runner.format_classes(result))
     if args.gate is not None:
         print(("gate FAILED:\n  " + "\n  ".join(failures)) if failures else f"gate passed (slack {args.gate})",
               file=sys.stderr)  # fmt: skip
+        if small:
+            print(f"not gated (fewer than {args.gate_min_queries} queries): {', '.join(small)}", file=sys.stderr)
     return 1 if failures else 0
 
 
@@ -526,6 +608,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
             kb, args.latency_ms, args.batch_sizes, args.concurrency or (1, 4, 8), args.runs, args.dims, progress
         )
         print(json.dumps(results, indent=2) if args.json else bench.format_index(results))
+    elif args.what == "search" and args.scope is not None:
+        copies = max(args.copies)
+        scoped = bench.bench_scope(bench_kb(), copies, args.scope, args.queries, args.dims, progress=note)
+        print(json.dumps(scoped, indent=2) if args.json else bench.format_scope(scoped))
     elif args.what == "search":
         results = bench.bench_search(
             chunks=args.chunks, queries=args.queries, concurrency=(args.concurrency or (8,))[0],
@@ -576,6 +662,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
             baseline=Path(args.baseline) if args.baseline else None, progress=grown,
         )  # fmt: skip
         print(json.dumps(results, indent=2) if args.json else bench_growth.format_growth(results))
+    elif args.what == "mcp":
+        from kbsearch_tools import bench_mcp
+
+        results = bench_mcp.bench_mcp(Path(args.kb) if args.kb else None, runs=args.runs)
+        print(json.dumps(results, indent=2) if args.json else bench_mcp.format_mcp(results))
     elif args.what == "peer":
         from kbsearch_tools import bench_peer
 
@@ -593,6 +684,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
             queries=args.queries if args.queries != 200 else 50, dims=args.dims, progress=step,
         )  # fmt: skip
         print(json.dumps(results, indent=2) if args.json else bench_peer.format_peer(results))
+    elif args.what == "freshness":
+        from kbsearch_tools import bench_freshness
+
+        parts = tuple(p.strip() for p in args.parts.split(",") if p.strip())
+        if not parts or not set(parts) <= {"deployed", "watch"}:
+            raise KbSearchError("--parts takes deployed, watch or both (deployed,watch)")
+        results = bench_freshness.bench_freshness(
+            bench_kb(), copies=max(args.copies), window_s=args.window_s, singles=args.singles, burst=args.burst,
+            orders=args.orders, saves=args.saves, latency_ms=args.latency_ms, dims=args.dims, parts=parts,
+            progress=note,
+        )  # fmt: skip
+        print(json.dumps(results, indent=2) if args.json else bench_freshness.format_freshness(results))
     elif args.what == "coldstart":
         results = bench.bench_coldstart(runs=args.runs)
         print(json.dumps(results, indent=2) if args.json else bench.format_coldstart(results))
@@ -680,6 +783,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser(
+        "mcp",
+        help="an MCP server on stdin/stdout for desktop assistants (local index, or a bridge to a deployment)",
+        description="Speak MCP (JSON-RPC, one message per line, both protocol eras) on stdin/stdout until stdin "
+        "closes; logs go to stderr. Local (default): the index at QDRANT_PATH (or Qdrant Cloud with QDRANT_URL) and "
+        "the notes at KB_SOURCE, read-only, through the same services as kbsearch serve. --remote URL: forward "
+        "every message to URL/mcp of a deployment with the API key from the variable --api-key-env.",
+    )
+    p.add_argument("--kb", help="local: the KB folder (or s3://bucket/prefix) notes are read from (default KB_SOURCE)")
+    p.add_argument("--idle-close", type=float, default=5.0, metavar="SECONDS",
+                   help="local: close the index after this many idle seconds, so kbsearch index/serve can open the "
+                        "embedded store in between (default 5; 0 keeps it open)")  # fmt: skip
+    p.add_argument("--scope", metavar="GROUPS",
+                   help="local: answer as a caller holding these access groups (g1,g2; public is always held); "
+                        "default: every note (the operator's own store)")  # fmt: skip
+    p.add_argument("--remote", metavar="URL", help="bridge to a deployed instance, e.g. "
+                   "https://<api-id>.execute-api.<region>.amazonaws.com/prod (or http://127.0.0.1:3000)")  # fmt: skip
+    p.add_argument("--api-key-env", default="KB_API_KEY", metavar="NAME",
+                   help="remote: the environment variable holding the API key (default KB_API_KEY)")  # fmt: skip
+    p.set_defaults(func=cmd_mcp)
+
+    p = sub.add_parser(
         "eval",
         help="score the pipeline phases (P@5, nDCG@10, MRR@10, Recall@50) on a BEIR dataset or a KB",
         description="Index a BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv) or a KB folder into a "
@@ -707,6 +831,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --classes: exit 1 when hybrid loses more than SLACK (default 0.005) nDCG@10 to its "
         "best leg on any class",
     )
+    p.add_argument(
+        "--gate-min-queries",
+        type=int,
+        default=40,
+        metavar="N",
+        help="with --gate: classes of fewer than N queries are reported, not gated (default 40)",
+    )
     p.add_argument("--phases", help="comma-separated subset of lexical,dense,hybrid,expanded,reranked (default: all; "
                    "with --classes: lexical,dense,hybrid,reranked)")  # fmt: skip
     p.add_argument(
@@ -719,13 +850,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser(
+        "feedback",
+        help="votes on Slack answers: export them as a labelled query set for kbsearch eval",
+        description="Read the 👍/👎 votes on Slack answers (SLACK_FEEDBACK_TABLE in DynamoDB, else "
+        "SLACK_FEEDBACK_FILE) and write them as a BEIR folder: corpus.jsonl (every note of the KB, _id = its "
+        "path), queries.jsonl, qrels/test.tsv (hits of a 👍 answer score 1, of a 👎 answer 0; several voters: "
+        "the majority, a tie is 0). Then: kbsearch eval --beir DIR.",
+    )
+    p.add_argument("action", choices=["export"])
+    p.add_argument("--beir", required=True, metavar="DIR", help="folder to write the BEIR dataset into")
+    p.add_argument("--kb", help="the KB folder or s3://bucket/prefix for the corpus (default: KB_SOURCE)")
+    p.add_argument("--file", help="votes file (default: SLACK_FEEDBACK_FILE, .kbsearch/feedback.jsonl)")
+    p.add_argument("--table", help="DynamoDB table of votes (default: SLACK_FEEDBACK_TABLE; '' for the file)")
+    p.add_argument("--json", action="store_true", help="print the export summary as JSON")
+    p.set_defaults(func=cmd_feedback)
+
+    p = sub.add_parser(
+        "slack",
+        help="act as Slack: send a signed /kb command (and button presses) to a running API, show the answers",
+        description="Sign a /kb command with SLACK_SIGNING_SECRET, send it to --api, receive the answer on a "
+        "loopback response_url (the server needs SLACK_RESPONSE_HOSTS=127.0.0.1) and print it; --press presses "
+        "buttons of the answer in order (kb_share, kb_more, kb_vote_up, kb_vote_down, kb_open_1...). "
+        "--print-curl prints a signed curl instead (valid for 5 minutes).",
+    )
+    p.add_argument("text", nargs="+", help="what follows /kb, e.g. tag:runbook restore a snapshot")
+    p.add_argument("--api", default="http://127.0.0.1:3000", help="the API's base URL (default kbsearch serve's)")
+    p.add_argument("--press", action="append", metavar="ACTION_ID", help="press this button (repeatable)")
+    p.add_argument("--user", default="U0LOCAL", help="the Slack user id to act as (default U0LOCAL)")
+    p.add_argument("--print-curl", action="store_true", help="print a signed curl for the command and exit")
+    p.add_argument("--response-url", help="with --print-curl: the response_url to put in the command")
+    p.add_argument("--json", action="store_true", help="print every message as JSON")
+    p.set_defaults(func=cmd_slack)
+
+    p = sub.add_parser(
         "bench",
         help="benchmarks against loopback fake providers (see BENCHMARKS.md)",
         description="Measure kb-search against loopback fakes of fixed latency and the embedded store.",
     )
     p.add_argument(
         "what",
-        choices=["index", "search", "store", "peer", "growth", "coldstart", "cost", "load"],
+        choices=["index", "search", "store", "peer", "growth", "coldstart", "cost", "load", "freshness", "mcp"],
         help="index: full sync grid (batch x concurrency) and no-change sync; search: end-to-end latency and "
         "our own overhead with fake providers of fixed latency; store: the embedded store (Qdrant Edge vs "
         "qdrant-client local mode) on the vault and its copies: index, open, warm search, no-change sync, peak RSS; "
@@ -735,7 +899,11 @@ def build_parser() -> argparse.ArgumentParser:
         "no-change sync, next to LlamaIndex at --peer-copies (and a --baseline source tree in the same rounds); "
         "coldstart: fresh-interpreter import + first "
         "/health and first /search; cost: tokens per query per stage and $ per 1,000 queries; load: a bounded "
-        "load test of kbsearch serve on 127.0.0.1 (errors, latency, RSS growth)",
+        "load test of kbsearch serve on 127.0.0.1 (errors, latency, RSS growth); freshness: put → searchable through "
+        "the deployed event path simulated on moto (S3 → SQS → the indexer handler; single edits, a 500-edit burst, "
+        "deletes, renames, duplicated and reordered events, 1,000 random orders) and save → searchable under "
+        "kbsearch serve --watch on the largest of --copies; mcp: cold start of kbsearch mcp, launch "
+        "to the first kb_search answer over stdio, both eras (--kb, default sample-kb; --runs)",
     )
     p.add_argument("--kb", help="index: KB folder (default: ../shared/kb/obsidian-help if present, else sample-kb)")
     p.add_argument("--copies", type=_int_list, default=(1, 10),
@@ -757,6 +925,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--dims", type=int, default=1024, help="embedding dimensions (1024)")
     p.add_argument("--chunks", type=int, default=5000, help="search: generated chunks in the store (5000)")
+    p.add_argument("--scope", metavar="GROUPS",
+                   help="search: measure what an access scope costs instead: --kb copied max(--copies) times, "
+                        "every other copy restricted to hr, the same warm searches unrestricted and as a caller "
+                        "holding GROUPS, interleaved; reports both and the Qdrant calls per search")  # fmt: skip
     p.add_argument("--queries", type=int, default=200, help="search: queries per run (200)")
     p.add_argument("--expansion-ms", type=float, default=400.0, help="search: fake expansion latency (400)")
     p.add_argument("--embedding-ms", type=float, default=100.0, help="search: fake embedding latency (100)")
@@ -772,6 +944,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--requests", type=int, default=10_000, help="load: requests in all (10000)")
     p.add_argument("--price", action="append", metavar="STAGE=USD",
                    help="cost: $ per 1M tokens for expansion|embedding|rerank (repeatable)")  # fmt: skip
+    p.add_argument("--parts", default="deployed,watch", help="freshness: deployed, watch or both (deployed,watch)")
+    p.add_argument("--window-s", type=float, default=10.0, help="freshness: SQS batching window added (10)")
+    p.add_argument("--singles", type=int, default=20, help="freshness: single edits, deletes and renames each (20)")
+    p.add_argument("--burst", type=int, default=500, help="freshness: edits in the burst (500)")
+    p.add_argument("--orders", type=int, default=1000, help="freshness: random event orders with duplicates (1000)")
+    p.add_argument("--saves", type=int, default=20, help="freshness: saves under kbsearch serve --watch (20)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench)
     return parser

@@ -254,9 +254,13 @@ class Settings(BaseModel):
     slack_dedupe_table: str = ""  # DynamoDB table for at-most-once answers; empty → in memory
     slack_response_hosts: str = "hooks.slack.com"  # where response_url may point (comma-separated hosts)
     slack_top_k: int = Field(default=5, ge=1, le=10)
+    slack_feedback_table: str = ""  # DynamoDB table of 👍/👎 votes (Lambda); empty → SLACK_FEEDBACK_FILE
+    slack_feedback_file: str = ".kbsearch/feedback.jsonl"  # votes under kbsearch serve (JSONL)
     # The slash command(s) this app answers (comma-separated); a signed request for any other gets a 400.
     slack_commands: str = Field(default="/kb", pattern=r"^\s*/[^\s,/]+\s*(,\s*/[^\s,/]+\s*)*$")
-    kb_base_url: str = ""  # titles link to KB_BASE_URL/<path> when set
+    kb_base_url: str = ""  # older: titles link to KB_BASE_URL/<path with .md> (KB_NOTE_URL_PATTERN wins)
+    # Slack's links to notes: {path} = the note path without .md, {path_md} = with it (percent-encoded).
+    kb_note_url_pattern: str = ""
 
     # The knowledge base: a folder or s3://bucket/prefix.
     kb_source: str = ""

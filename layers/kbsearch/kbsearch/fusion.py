@@ -3,10 +3,11 @@
 The retrieval call (:func:`kbsearch.qdrant.query.retrieve_legs`, one Qdrant round trip) returns every leg's
 candidates with its own scores: a dense search per query variant (cosine), a BM25 search for the query and for
 each translated variant (the expansion's variant in another script), and a one-term BM25 *probe* per query term
-(the best score any chunk reaches on that term alone, or nothing when no chunk has it). This module decides, per
+(the best chunks on that term alone with their scores and paths, or nothing when no chunk has it). This module decides, per
 query and per note, how much each leg counts, from evidence the search has anyway:
 
-- **vocabulary**: the query's terms that exist in the index (a probe answered): ``coverage`` = present / all.
+- **vocabulary**: the query's terms that exist in the index (a probe answered with the paths of its best
+  chunks): ``coverage`` = present / all.
   An English question over Russian notes finds only its Latin names in them: low coverage, BM25 counts little.
 - **attainable score**: the sum of the probes of the present terms is what a chunk holding every present term at
   its best frequency would score; ``confidence`` of a note = its BM25 score / that sum.
@@ -14,11 +15,11 @@ query and per note, how much each leg counts, from evidence the search has anywa
   the indexer; guessed from the text for notes indexed before), by ``cross_language`` in a note of another one.
   The lexical leg of a translated variant counts for the translation's language.
 - **exact match**: when the query looks up something (it has an identifier — digits, ``_``, CamelCase, a path,
-  a Latin word in a Russian query — or at most ``exact_max_terms`` terms), its vocabulary is in the index, and at
-  most ``exact_notes`` notes reach ``exact_confidence`` (they hold its rare terms, few others do), those notes are
-  an exact match: they come first,
-  in BM25 order, ahead of anything dense ranks (identifiers, names, numbers, file and setting names). Such a
-  candidate is marked ``exact`` and the rerank blend keeps it first.
+  a Latin word in a Russian query — or at most ``exact_max_terms`` terms), every required term (its identifiers,
+  else all its terms) is in the index, and at most ``exact_notes`` notes hold all of its rare required terms
+  (fewer than ``PROBE_DEPTH`` chunks hold each: the probe saw every holder) at ``exact_confidence`` or more of
+  their attainable score, those notes are an exact match: they come first, ahead of anything dense ranks
+  (identifiers, names, numbers, file and setting names), marked ``exact``; the rerank blend keeps them first.
 - otherwise each note scores ``dense + lexical_weight · lexical``: dense = the best variant's cosine, min-max
   scaled over what the dense legs returned (one scale for all variants); lexical = the query's own BM25 leg's
   share of the attainable score x language factor x coverage, times a trust ``1 + confidence_gain · (best share

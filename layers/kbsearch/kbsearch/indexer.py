@@ -42,6 +42,7 @@ from kbsearch.chunking import Chunk, chunk_note
 from kbsearch.config import Secrets, Settings
 from kbsearch.errors import StoreError
 from kbsearch.lexical import document_vector, text_language
+from kbsearch.links import link_keys, name_keys, path_keys
 from kbsearch.providers.embeddings import Embedder, EmbeddingStats
 from kbsearch.providers.resilience import Deadline, ProviderError
 from kbsearch.qdrant import open_store
@@ -54,7 +55,15 @@ from kbsearch.qdrant.query import (
     folders_of,
     signature_id,
 )
-from kbsearch.qdrant.store import EMBED_HASH, ChunkPoint, NoteState, SchemaMismatchError, Store, add_state
+from kbsearch.qdrant.store import (
+    EMBED_HASH,
+    GRAPH_FIELD,
+    ChunkPoint,
+    NoteState,
+    SchemaMismatchError,
+    Store,
+    add_state,
+)
 from kbsearch.sources import Source, SourceError, SourceObject, open_source, path_problem, preferred
 
 if TYPE_CHECKING:
@@ -446,6 +455,8 @@ class Indexer:
             return "updated"  # indexed before a key was configured: embed it now
         if self._reembed and st.embeddings != {self._signature_id}:
             return "updated"  # embedded with another model or input format
+        if not st.graph:
+            return "updated"  # indexed before the link graph was stored: its keys are written now
         if st.has_orphans():
             return "repair"
         return "unchanged"
@@ -610,7 +621,7 @@ def _describe(signature: dict[str, Any]) -> str:
 def _payload(
     obj: SourceObject, note: Note, chunk: Chunk, n_chunks: int, indexed_at: str, dense: bool
 ) -> dict[str, Any]:
-    return {
+    payload = {
         "doc_id": note.doc_id,
         "path": note.path,
         "folders": folders_of(note.path),
@@ -632,6 +643,11 @@ def _payload(
         "dense": dense,
         "meta": note.metadata,
     }
+    if chunk.index == 0:  # the note's place in the link graph (kbsearch.links), once per note
+        payload[GRAPH_FIELD] = path_keys(note.path)
+        payload["name_keys"] = name_keys(note.title, note.metadata.get("aliases"))
+        payload["link_keys"] = link_keys(note.links)
+    return payload
 
 
 def _check_storable(payloads: list[dict[str, Any]]) -> None:
@@ -796,7 +812,6 @@ class ChangeSync:
         failed: set[str] = set()
         try:
             self.indexer._embedding_signature(report)
-            self.indexer._rules = self._access_rules()
             applied = self.sequencers.get(sorted(latest)) if self.sequencers is not None and latest else {}
             todo = {}
             for path, change in latest.items():
@@ -805,6 +820,8 @@ class ChangeSync:
                     report.stale += 1
                 else:
                     todo[path] = change
+            if todo:  # a replay reads nothing at all
+                self.indexer._rules = self._access_rules()
             done = self._apply_current(report, todo, failed, stop_at or Deadline(), call_deadline)
             superseded = [p for p in done if not self._record(todo[p])]
             if superseded:  # a later event of these notes was applied meanwhile: apply what is there now
@@ -836,8 +853,9 @@ class ChangeSync:
         event brings in gets the groups a full sync would give it. An unusable access file fails the batch (it is
         retried, as a full sync refuses to run); a change of the access file itself reaches the index with the
         next full sync (the reconciler), which applies it to every note as a payload update."""
+        key = getattr(self.source, "prefix", "") + ACCESS_FILE  # a GET by key: read_path would list when absent
         try:
-            raw = self.source.read_path(ACCESS_FILE)
+            raw = self.source.read(SourceObject(path=ACCESS_FILE, key=key, etag="", size=0))
         except SourceError as exc:
             if str(exc).startswith("no note"):
                 return FolderRules()

@@ -117,7 +117,7 @@ MCP_PATH: dict[str, Any] = {
         "summary": "Not supported: the server sends no SSE stream",
         "operationId": "mcpGet",
         "security": [{"ApiKey": []}],
-        "responses": {"405": _json(_ERROR, "Use POST")},
+        "responses": {"405": _json(_RPC_ERROR, "Use POST (a JSON-RPC error object, as every error on /mcp)")},
     },
 }
 
@@ -178,6 +178,33 @@ SLACK_PATH: dict[str, Any] = {
 }
 
 
+SLACK_INTERACTIVE_PATH: dict[str, Any] = {
+    "post": {
+        "summary": "Slack button presses on /kb answers (authenticated by Slack's request signature, not an API key)",
+        "operationId": "slackInteractive",
+        "parameters": copy.deepcopy(SLACK_PATH["post"]["parameters"]),
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/x-www-form-urlencoded": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["payload"],
+                        "properties": {"payload": {"type": "string", "description": "block_actions JSON"}},
+                    }
+                }
+            },
+        },
+        "responses": {
+            "200": {"description": "Acknowledged (empty body); the worker answers on response_url"},
+            "400": _json(_ERROR, "Signed, but not an interaction payload (no payload field, not JSON)"),
+            "401": _json(_ERROR, "Not signed by Slack, too old, or a replay of an accepted request"),
+            "503": _json(_ERROR, "The signing secret is not configured, or the replay store is unavailable"),
+        },
+    }
+}
+
+
 SEARCH_EXAMPLES: dict[str, Any] = {
     "runbook": {"value": {"query": "restore a qdrant snapshot", "top_k": 3}},
     "filtered": {"value": {"query": "ротация ключей", "filters": {"tags": ["security"], "path_prefix": "ru/"},
@@ -204,15 +231,81 @@ def _search_links(get_id: str | None, post_id: str | None) -> dict[str, dict[str
     return links
 
 
-def complete(schema: dict[str, Any], key_required_paths: tuple[str, ...] = ("/search", "/mcp")) -> dict[str, Any]:
+def _model(components: dict[str, Any], model: Any) -> dict[str, Any]:
+    """A pydantic model's schema under ``components.schemas`` (its nested models too); a ``$ref`` to it."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas = components.setdefault("schemas", {})
+    schemas.update(schema.pop("$defs", {}))
+    schemas[model.__name__] = schema
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def notes_paths(components: dict[str, Any]) -> dict[str, Any]:
+    """``GET /notes/{path}`` and ``GET /notes`` (Powertools cannot describe a greedy ``{path+}`` route)."""
+    from kbsearch.schemas import CatalogResponse, NoteResponse
+
+    note, catalog = _model(components, NoteResponse), _model(components, CatalogResponse)
+    return {
+        "/notes/{path}": {
+            "get": {
+                "summary": "Read a note (whole or one section) with its headings, links and backlinks",
+                "operationId": "getNote",
+                "parameters": [
+                    {"name": "path", "in": "path", "required": True, "example": "en/Glossary.md",
+                     "description": "the note's path as search returns it (percent-encoded; '/' may stay as is)",
+                     "schema": {"type": "string", "minLength": 4, "maxLength": 1024, "pattern": "\\.md$"}},
+                    {"name": "section", "in": "query", "required": False, "example": "Steps",
+                     "description": "a heading ('Steps') or the tail of a heading path ('Rotation > Steps')",
+                     "schema": {"type": "string", "maxLength": 500}},
+                ],
+                "responses": {
+                    "200": _json(note, "The note"),
+                    "400": _json(_ERROR, "Not a note path (control characters, '..', empty segments, not .md)"),
+                    "404": _json(_ERROR, "No note at this path, or no such section (the message lists the headings)"),
+                    "422": _json(_ERROR, "The note's bytes cannot be read (not UTF-8, binary, too large)"),
+                    "503": _json(_ERROR, "The KB source is unavailable (with Retry-After)"),
+                },
+            }
+        },
+        "/notes": {
+            "get": {
+                "summary": "What the search filters accept (tags, types, statuses, folders) with counts; recent notes",
+                "operationId": "listNotes",
+                "parameters": [
+                    {"name": "path_prefix", "in": "query", "required": False, "example": "en/runbooks",
+                     "schema": {"type": "string", "maxLength": 500}},
+                    {"name": "recent", "in": "query", "required": False,
+                     "schema": {"type": "integer", "minimum": 0, "maximum": 50, "default": 10}},
+                ],
+                "responses": {
+                    "200": _json(catalog, "Filter values with note counts, and the recent notes"),
+                    "422": _json(_ERROR, "A parameter out of range"),
+                    "503": _json(_ERROR, "The index is unavailable (with Retry-After)"),
+                },
+            }
+        },
+    }  # fmt: skip
+
+
+def complete(
+    schema: dict[str, Any],
+    key_required_paths: tuple[str, ...] = ("/search", "/mcp", "/whoami", "/notes", "/notes/{path}"),
+) -> dict[str, Any]:
     """Powertools' document plus the API key scheme, ``/mcp``, ``/slack/command``, API Gateway's own answers and
     the links between the search operations."""
     doc = copy.deepcopy(schema)
     components = doc.setdefault("components", {})
-    components.setdefault("securitySchemes", {})["ApiKey"] = {"type": "apiKey", "in": "header", "name": "x-api-key"}
+    components.setdefault("securitySchemes", {})["ApiKey"] = {
+        "type": "apiKey", "in": "header", "name": "x-api-key",
+        "description": "Each key reads the notes of its access groups (and public ones): GET /whoami names them. "
+                       "/search and the MCP tools answer only from those notes; a note outside them is answered "
+                       "as a note that does not exist.",
+    }  # fmt: skip
     paths = doc.setdefault("paths", {})
     paths["/mcp"] = copy.deepcopy(MCP_PATH)
     paths["/slack/command"] = copy.deepcopy(SLACK_PATH)
+    paths["/slack/interactive"] = copy.deepcopy(SLACK_INTERACTIVE_PATH)
+    paths.update(notes_paths(components))
     search = paths.get("/search", {})
     for method, operation in search.items():
         responses = operation.setdefault("responses", {})

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from kbsearch.access import Scope, visible_links
 from kbsearch.config import Secrets, Settings
@@ -51,9 +51,14 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 Span = Callable[[str], AbstractContextManager[Any]]
+T = TypeVar("T")
 STATUS_PRIOR = {"deprecated": 0.85, "archived": 0.85, "draft": 0.95}
 #: Fused chunks fetched per candidate note: notes have several chunks, and grouping keeps one per note.
 CHUNKS_PER_CANDIDATE = 4
+LOCKED_STORE = (
+    "the local index is open in another process (a running kbsearch serve or kbsearch index): the embedded store "
+    "takes one process at a time; stop that process, or reach the running server (kbsearch mcp --remote URL)"
+)
 #: The stages a search times in ``meta.timings_ms`` (0 when a stage is skipped), before ``total``.
 STAGE_NAMES = ("expand", "embed", "retrieve", "rerank")
 
@@ -88,15 +93,21 @@ class Stages:
 
 
 def snippet(text: str, limit: int) -> str:
-    """The chunk text with whitespace folded, cut at a word boundary. Only the first ``limit *
+    """The chunk text cut at a word boundary: line breaks and indentation kept (code stays code, lists stay
+    lists), runs of blank lines folded to one, trailing spaces dropped. Only the first ``limit *
     MAX_CHARS_PER_TOKEN`` characters are read (a 10 MB text from the store costs what a short one does)."""
     window = limit * MAX_CHARS_PER_TOKEN
-    flat = " ".join(text[:window].split())
+    lines: list[str] = []
+    for raw in text[:window].replace("\r\n", "\n").replace("\r", "\n").split("\n"):
+        line = raw.rstrip()
+        if line or (lines and lines[-1]):
+            lines.append(line)
+    flat = "\n".join(lines).strip("\n")
     if len(flat) <= limit:
         return flat if len(text) <= window or not flat else flat + "…"
     cut = flat[:limit]
-    space = cut.rfind(" ")
-    return (cut[:space] if space > limit // 2 else cut).rstrip(" ,.;:") + "…"
+    space = max(cut.rfind(" "), cut.rfind("\n"))
+    return (cut[:space] if space > limit // 2 else cut).rstrip(" ,.;:\n") + "…"
 
 
 def passage(payload: dict[str, Any], max_tokens: int) -> str:
@@ -140,6 +151,19 @@ def blend(candidates: list[Candidate], rerank: list[float] | None, weight: float
     # A confident exact match (the fusion's ``exact``) stays ahead of the rest: the reranker orders what the fusion
     # was unsure of, and among exact matches (both values are at most 1, the prior scales by at most 1.1 / 0.85).
     return [2.0 + v if c.exact else v for c, v in zip(candidates, values, strict=True)]
+
+
+@contextlib.contextmanager
+def index_errors() -> Iterator[None]:
+    """A missing collection or a store that fails, as :class:`IndexUnavailable` (a 503 / a tool error)."""
+    try:
+        yield
+    except IndexMissing as exc:
+        raise IndexUnavailable(
+            f"{exc}: run the indexer first", "the index has not been built yet: run the indexer first"
+        ) from None
+    except StoreError as exc:
+        raise IndexUnavailable(str(exc)) from None
 
 
 class SearchService:
@@ -197,6 +221,8 @@ class SearchService:
             try:
                 self._retriever = open_retriever(self.settings, self.secrets)
             except StoreError as exc:
+                if "another process has it open" in str(exc):  # Qdrant Edge: one process per store
+                    raise IndexUnavailable(str(exc), LOCKED_STORE) from None
                 raise IndexUnavailable(str(exc)) from None
         return self._retriever
 
@@ -256,6 +282,14 @@ class SearchService:
         links = (recorded or {}).get(RESTRICTED_LINKS)
         return links if isinstance(links, dict) else None
 
+    def read_index(self, read: Callable[[Retriever, float], T], budget_s: float | None = None) -> T:
+        """One read of the index besides a search (a note's links, the catalog, a page of notes): in the same
+        slot as searches (the embedded store takes one call at a time), with ``read(retriever, timeout_s)``.
+        An index that is missing or unreachable is :class:`IndexUnavailable`, as for a search."""
+        deadline = Deadline(budget_s if budget_s is not None else self.settings.search_budget_s)
+        with self._retrieval_slot(deadline), index_errors():
+            return read(self.retriever, max(0.05, min(self.settings.qdrant_timeout_s, deadline.remaining())))
+
     def evaluation_view(self, retrieval: str, max_results: int | None = None) -> SearchService:
         """The documented seam for evaluation: this same service (providers, store, breakers, caches) answering
         with one retrieval mode, ``hybrid`` (the product) or ``dense`` / ``lexical`` alone, and ``max_results``
@@ -286,12 +320,12 @@ class SearchService:
         request_id: str | None = None,
         remaining_s: float | None = None,
         span: Span = _no_span,
-        scope: Scope | None = None,
+        scope: Scope | Callable[[float], Scope] | None = None,
     ) -> SearchResponse:
         """One search, as every caller makes it (API, Slack, MCP, CLI); evaluation uses :meth:`evaluation_view`.
-        ``scope``: who is asking (default: ``public`` only); what it may not read is excluded inside the one
-        Qdrant query, so it reaches neither the reranker nor the answer."""
-        scope = scope or Scope.public()
+        ``scope``: who is asking (default: ``public`` only), or how to resolve it within a time limit (called
+        after the secrets are read, so the caller mapping comes with them, within this search's budget); what it
+        may not read is excluded inside the one Qdrant query, so it reaches neither the reranker nor the answer."""
         retrieval, max_results = self.retrieval, self.max_results
         started = time.perf_counter()
         budget = self.settings.search_budget_s
@@ -300,6 +334,11 @@ class SearchService:
         deadline = Deadline(max(0.1, budget))
         # Secrets from SSM are read up front (cached afterwards), so that no stage's own budget pays for them.
         self.secrets.prefetch(deadline.within(reserve=min(self.settings.qdrant_timeout_s, 0.3 * budget)).remaining())
+        if callable(scope):
+            scope = scope(
+                max(0.05, deadline.within(reserve=min(self.settings.qdrant_timeout_s, 0.3 * budget)).remaining())
+            )
+        scope = scope or Scope.public()
         # Expansion and embedding must leave the one call that cannot be skipped (retrieval) time to run.
         before_retrieval = deadline.within(reserve=min(self.settings.qdrant_timeout_s, 0.3 * budget))
         query = request.query
@@ -345,15 +384,8 @@ class SearchService:
                 updated_after=filters.updated_after,
                 groups=scope.query_groups(),
             )
-            with self._retrieval_slot(deadline):
-                try:
-                    candidates = self._retrieve(query, variants, dense, query_filter, retrieval, deadline)
-                except IndexMissing as exc:
-                    raise IndexUnavailable(
-                        f"{exc}: run the indexer first", "the index has not been built yet: run the indexer first"
-                    ) from None
-                except StoreError as exc:
-                    raise IndexUnavailable(str(exc)) from None
+            with self._retrieval_slot(deadline), index_errors():
+                candidates = self._retrieve(query, variants, dense, query_filter, retrieval, deadline)
 
         rerank_scores: list[float] | None = None
         reranker_name = "none"
@@ -416,7 +448,7 @@ class SearchService:
             lexical = lexical_variants(evidence, variants[1:]) if retrieval != "dense" else []
             searches, legs = batch_searches(
                 dense if retrieval != "lexical" else [], lexical, query_filter, s.search_prefetch_limit,
-                s.search_hnsw_ef, probes=evidence.terms if retrieval == "hybrid" else (),
+                s.search_hnsw_ef, probes=evidence.terms if retrieval == "hybrid" else (), min_limit=s.search_candidates,
             )  # fmt: skip
             results = retrieve_legs(self.retriever, searches, legs, timeout_s)
             return fuse(results, evidence, s.search_candidates, retrieval, self.fusion_params)

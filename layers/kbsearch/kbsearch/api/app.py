@@ -27,6 +27,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from kbsearch.api import body
 from kbsearch.api.container import Container
 from kbsearch.api.mcp_routes import mcp_router
+from kbsearch.api.notes_routes import notes_router
 from kbsearch.api.responses import (
     RPC_INTERNAL_ERROR,
     RPC_INVALID_REQUEST,
@@ -46,6 +47,9 @@ from kbsearch.health import health_status
 from kbsearch.schemas import SearchRequest, SearchResponse, WhoAmI
 
 MAX_BODY_BYTES = 64 * 1024
+#: Slack's button payloads carry the message they were pressed on (up to ~13k characters of text and the buttons'
+#: values, percent-encoded: a Russian answer triples in size), so that route takes more.
+MAX_BODY_BYTES_BY_ROUTE = {"/slack/interactive": 1024 * 1024}
 #: Routes whose body is JSON for Powertools' validation: their body is checked first (bytes, media type, UTF-8),
 #: so a body Powertools would choke on (not UTF-8, a form, ...) is a 4xx, never a 500.
 JSON_BODY_ROUTES = frozenset({("POST", "/search")})
@@ -108,6 +112,7 @@ class SearchApi:
         app.include_router(search_router(self.search))
         app.include_router(slack_router(self.container))
         app.include_router(mcp_router(self.container, self.search))
+        app.include_router(notes_router(self.container))
         app.exception_handler(ConfigError)(self._not_configured)
         app.exception_handler(RequestValidationError)(lambda exc: validation_error(exc.errors()))
         app.exception_handler(body.BadBody)(lambda exc: error(exc.status, exc.code, exc.message))
@@ -125,9 +130,12 @@ class SearchApi:
         from kbsearch.errors import IndexUnavailable
 
         self.tracing.warm()  # before the service exists: X-Ray instruments httpx clients made after it patches httpx
-        scope = self.container.api_scope(router.current_event.raw_event)
+        event = router.current_event.raw_event
         try:
-            answer = self.container.search().search(request, request_id, remaining, self.tracing.span, scope=scope)
+            # the scope is resolved inside the search's budget, after its secrets (the caller mapping among them)
+            answer = self.container.search().search(
+                request, request_id, remaining, self.tracing.span, scope=lambda t: self.container.api_scope(event, t)
+            )
         except IndexUnavailable as exc:
             self.logger.error("index unavailable", extra={"error": str(exc)})
             self.metrics.add_metric(name="IndexUnavailable", unit=MetricUnit.Count, value=1)
@@ -234,10 +242,11 @@ class SearchApi:
     # -- the handler ----------------------------------------------------------------------------------------------
 
     def _handle(self, event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-        if body.size(event) > MAX_BODY_BYTES:
+        limit = MAX_BODY_BYTES_BY_ROUTE.get(str(event.get("resource") or ""), MAX_BODY_BYTES)
+        if body.size(event) > limit:
             if (event.get("resource") or event.get("path")) in RPC_ROUTES:
                 return gateway_rpc_error(413, RPC_INVALID_REQUEST, "Invalid Request: the body is over 64 KiB")
-            return gateway_error(413, "payload_too_large", "the body is over 64 KiB")
+            return gateway_error(413, "payload_too_large", f"the body is over {limit // 1024} KiB")
         try:
             event = body.checked_json_event(event, JSON_BODY_ROUTES)
         except body.BadBody as exc:

@@ -16,6 +16,7 @@ from kbsearch.errors import ConfigError
 from kbsearch.qdrant.query import LAST_SYNC_AT, LAST_SYNC_KIND
 
 if TYPE_CHECKING:
+    from kbsearch.browse import BrowseService
     from kbsearch.reader import NoteReader
     from kbsearch.search import SearchService
 
@@ -32,17 +33,18 @@ class Container:
         self.config_problem: ConfigError | None = problem
         self.secrets = Secrets(settings)
         self._search: SearchService | None = None
+        self._browse: BrowseService | None = None
         self._reader: NoteReader | None = None
         self._lock = threading.Lock()
         self._callers: tuple[str | None, CallerMap] = (None, CallerMap.empty())
 
     # -- who is asking ----------------------------------------------------------------------------------------
-    def callers(self) -> CallerMap:
+    def callers(self, timeout_s: float | None = None) -> CallerMap:
         """The caller mapping (``ACCESS_GROUPS``: SSM SecureString in Lambda, read with the other secrets and
         cached ``SECRETS_TTL_S``, so a change needs no redeploy). Unreadable or malformed → no mapping: every
         caller holds ``public`` only (logged), never more."""
         try:
-            raw = self.secrets.get("ACCESS_GROUPS")
+            raw = self.secrets.get("ACCESS_GROUPS", timeout_s)
         except ConfigError as exc:
             logger.error("the caller mapping cannot be read; callers get public notes only", extra={"error": str(exc)})
             return CallerMap.empty()
@@ -55,13 +57,13 @@ class Container:
             self._callers = (raw, parsed)
         return self._callers[1]
 
-    def api_scope(self, event: Mapping[str, Any]) -> Scope:
+    def api_scope(self, event: Mapping[str, Any], timeout_s: float | None = None) -> Scope:
         """An API Gateway caller's scope, from ``requestContext.identity.apiKeyId`` (the key's id; its value is
         never read or logged here)."""
         context = event.get("requestContext") if isinstance(event, Mapping) else None
         identity = context.get("identity") if isinstance(context, Mapping) else None
         key_id = identity.get("apiKeyId") if isinstance(identity, Mapping) else None
-        return self.callers().for_api_key(key_id if isinstance(key_id, str) and key_id else None)
+        return self.callers(timeout_s).for_api_key(key_id if isinstance(key_id, str) and key_id else None)
 
     def slack_scope(self, team: str, channel: str, user: str | None, share: bool) -> Scope:
         """A Slack caller's scope (an answer shared into the channel: the channel's)."""
@@ -89,6 +91,17 @@ class Container:
 
                 self._search = SearchService(self.settings, self.secrets)
             return self._search
+
+    def browse(self) -> BrowseService:
+        """Reading notes (sections, links), the catalog and pages of notes for a caller's scope, over the search
+        service's index connection and the note reader (``KB_SOURCE``, opened on first read); built on first use."""
+        search, reader = self.search(), self.reader()
+        with self._lock:
+            if self._browse is None:
+                from kbsearch.browse import BrowseService
+
+                self._browse = BrowseService(search, reader)
+            return self._browse
 
     def last_sync(self) -> dict[str, Any] | None:
         """The last successful indexer run (``at``, ``age_s``, ``kind``) as the collection records it, for

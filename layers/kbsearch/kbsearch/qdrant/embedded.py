@@ -423,16 +423,44 @@ class EdgeStore(Store):
     # -- the search's one call ---------------------------------------------------------------------------------
     def query(self, request: dict[str, Any], timeout_s: float) -> list[dict[str, Any]]:
         """Run Query API JSON (see :func:`edge_request`); ``timeout_s`` is moot in-process."""
+        return self.query_batch([request], timeout_s)[0]
+
+    def scroll(self, request: dict[str, Any], timeout_s: float) -> tuple[list[dict[str, Any]], str | None]:
+        """Run a scroll request's JSON (filter, limit, offset, with_payload)."""
+        import qdrant_edge as edge
+
         try:
-            translated = edge_request(request)
+            translated = edge.ScrollRequest(
+                offset=request.get("offset"), limit=int(request.get("limit", 10)),
+                filter=_filter(request.get("filter")), with_payload=_with_payload(request.get("with_payload", True)),
+                with_vector=False,
+            )  # fmt: skip
         except (KeyError, TypeError, ValueError) as exc:
-            raise StoreError(f"cannot run this query on the embedded store ({exc})") from None
+            raise StoreError(f"cannot run this scroll on the embedded store ({exc})") from None
         with self._lock:
             try:
-                points = self.shard.query(translated)
+                records, offset = self.shard.scroll(translated)
             except Exception as exc:
-                raise StoreError(f"Qdrant query failed ({type(exc).__name__})") from None
-        return [{"id": str(p.id), "score": p.score, "payload": p.payload} for p in points]
+                raise StoreError(f"Qdrant scroll failed ({type(exc).__name__})") from None
+        return [{"id": str(r.id), "payload": r.payload} for r in records], None if offset is None else str(offset)
+
+    def facet(self, request: dict[str, Any], timeout_s: float) -> list[tuple[Any, int]]:
+        """Run a facet request's JSON (key, filter, limit, exact)."""
+        import qdrant_edge as edge
+
+        try:
+            translated = edge.FacetRequest(
+                key=str(request["key"]), limit=int(request.get("limit", 10)), exact=bool(request.get("exact", False)),
+                filter=_filter(request.get("filter")),
+            )  # fmt: skip
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StoreError(f"cannot run this facet on the embedded store ({exc})") from None
+        with self._lock:
+            try:
+                hits = self.shard.facet(translated).hits
+            except Exception as exc:
+                raise StoreError(f"Qdrant facet failed ({type(exc).__name__})") from None
+        return [(hit.value, int(hit.count)) for hit in hits]
 
     def query_batch(self, searches: list[dict[str, Any]], timeout_s: float) -> list[list[dict[str, Any]]]:
         """Several Query API searches as one Edge batch (one planned pass over the segments)."""
@@ -468,6 +496,12 @@ class EmbeddedRetriever:
 
     def query(self, request: dict[str, Any], timeout_s: float) -> list[dict[str, Any]]:
         return self._present().query(request, timeout_s)
+
+    def scroll(self, request: dict[str, Any], timeout_s: float) -> tuple[list[dict[str, Any]], str | None]:
+        return self._present().scroll(request, timeout_s)
+
+    def facet(self, request: dict[str, Any], timeout_s: float) -> list[tuple[Any, int]]:
+        return self._present().facet(request, timeout_s)
 
     def query_batch(self, searches: list[dict[str, Any]], timeout_s: float) -> list[list[dict[str, Any]]]:
         return self._present().query_batch(searches, timeout_s)
@@ -522,6 +556,11 @@ def _query(q: Any, using: str | None) -> Any:
         return None
     if isinstance(q, dict) and "nearest" in q:
         q = q["nearest"]
+    if isinstance(q, dict) and "order_by" in q:
+        order = q["order_by"]
+        order = order if isinstance(order, dict) else {"key": order}
+        direction = edge.Direction.Desc if order.get("direction") == "desc" else edge.Direction.Asc
+        return edge.OrderBy(str(order["key"]), direction=direction, start_from=order.get("start_from"))
     if isinstance(q, dict) and "rrf" in q:
         rrf = q["rrf"] or {}
         weights = rrf.get("weights")

@@ -39,6 +39,7 @@ LAST_SYNC_AT, LAST_SYNC_KIND = "last_sync_at", "last_sync_kind"
 PAYLOAD_INDEXES = {
     "path": "keyword", "doc_id": "keyword", "tags": "keyword", "type": "keyword", "status": "keyword",
     "folders": "keyword", "chunk_index": "integer", "updated": "datetime", "access": "keyword",
+    "path_keys": "keyword", "name_keys": "keyword", "link_keys": "keyword",
 }  # fmt: skip
 POINT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://kb-search/points")
 
@@ -263,6 +264,15 @@ class Retriever(Protocol):
 
     def query(self, request: dict[str, Any], timeout_s: float) -> list[dict[str, Any]]: ...
 
+    def scroll(self, request: dict[str, Any], timeout_s: float) -> tuple[list[dict[str, Any]], str | None]:
+        """``POST /collections/{c}/points/scroll`` (filter, limit, offset, with_payload) → the points (id,
+        payload) and the next page's offset (None: last page)."""
+        ...
+
+    def facet(self, request: dict[str, Any], timeout_s: float) -> list[tuple[Any, int]]:
+        """``POST /collections/{c}/facet`` (key, filter, limit, exact) → (value, count), most frequent first."""
+        ...
+
     def query_batch(self, searches: list[dict[str, Any]], timeout_s: float) -> list[list[dict[str, Any]]]: ...
 
     def close(self) -> None: ...
@@ -329,9 +339,8 @@ class ScoredChunk:
 def scoped(searches: list[dict[str, Any]], query_filter: dict[str, Any] | None) -> list[dict[str, Any]]:
     """Every search of the batch under the request's filter (the caller's scope included): the one place a
     filter reaches the legs, so that nothing outside it is ranked, probed or counted."""
-    if query_filter is not None:
-        for search in searches:
-            search["filter"] = query_filter
+    for search in searches:
+        filtered_everywhere(search, query_filter)
     return searches
 
 
@@ -342,16 +351,20 @@ def batch_searches(
     prefetch_limit: int = 50,
     hnsw_ef: int = 256,
     probes: Sequence[int] = (),
+    min_limit: int = 50,
 ) -> tuple[list[dict[str, Any]], list[Leg]]:
     """The searches of the one batch call (``POST /collections/{c}/points/query/batch``, ``{"searches": [...]}``):
-    a dense search per query variant, a BM25 search per lexical variant (its language recorded for the fusion),
+    a dense search per query variant (``prefetch_limit`` chunks shared among the variants, at least ``min_limit``
+    each), a BM25 search per lexical variant (its language recorded for the fusion),
     and a one-term BM25 probe (its best :data:`PROBE_DEPTH` chunks, their path only) per term in ``probes``; each
     under ``query_filter``."""
     params = {"hnsw_ef": hnsw_ef, "quantization": {"rescore": True, "oversampling": 2.0}}
     searches: list[dict[str, Any]] = []
     legs: list[Leg] = []
+    # the query variants share one dense budget (their candidates overlap; every chunk comes with its payload)
+    dense_limit = max(min(min_limit, prefetch_limit), prefetch_limit // max(1, len(dense)))
     for i, vector in enumerate(dense):
-        searches.append({"query": {"nearest": list(vector)}, "using": DENSE, "limit": prefetch_limit, "params": params,
+        searches.append({"query": {"nearest": list(vector)}, "using": DENSE, "limit": dense_limit, "params": params,
                          "with_payload": SEARCH_PAYLOAD, "with_vector": False})  # fmt: skip
         legs.append(Leg("dense", i))
     for i, (sparse, language) in enumerate(lexical):
