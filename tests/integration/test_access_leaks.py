@@ -499,3 +499,40 @@ def test_resources_list_and_read(app, key_id: str | None, era: str) -> None:
         expected = json.dumps(missing, ensure_ascii=False).replace(note_uri("nowhere/Nothing here.md"), "<uri>")
         assert shape == expected.replace("nowhere/Nothing here.md", "<path>"), shape
         assert_no_leak(shape, groups, f"resources/read {path} ({era})")
+
+
+def test_slack_share_button_posts_with_the_channels_scope(app, response_url: FakeEndpoint) -> None:
+    """U-sec asks in C-hr (their own answer: hr + security); pressing Share posts into C-hr, read by the whole
+    channel, so the shared answer is searched again with the channel's scope (hr): no security note reaches it."""
+    from urllib.parse import urlencode
+
+    def signed(path: str, body: str) -> dict[str, Any]:
+        stamp = str(int(time.time()))
+        headers = [("Content-Type", "application/x-www-form-urlencoded"), ("X-Slack-Request-Timestamp", stamp),
+                   ("X-Slack-Signature", slack.sign("test-signing-secret", stamp, body.encode()))]  # fmt: skip
+        return build_event(HttpRequest("POST", path, "", headers, body.encode()), path, {}, "dev")
+
+    ask = urlencode({"team_id": "T1", "channel_id": "C-hr", "user_id": "U-sec", "command": "/kb", "text": "welcome",
+                     "response_url": response_url.url + "/answer", "trigger_id": "t-share-1"})  # fmt: skip
+    assert parse_result(app(signed("/slack/command", ask))).status == 200
+    assert response_url.wait(30)
+    private = json.dumps(response_url.requests[0].body, ensure_ascii=False)
+    assert "zqsectoken" in private or "Incident review" in private or "Breach 2026" in private  # the asker's scope
+    share = next(element for block in response_url.requests[0].body["blocks"]
+                 for element in [*block.get("elements", []), block.get("accessory") or {}]
+                 if element.get("action_id") == "kb_share")  # fmt: skip
+    payload = {"type": "block_actions", "user": {"id": "U-sec", "username": "sec", "team_id": "T1"},
+               "team": {"id": "T1", "domain": "example"}, "channel": {"id": "C-hr", "name": "hr"},
+               "container": {"type": "message", "message_ts": "1.1", "is_ephemeral": True}, "api_app_id": "A1",
+               "trigger_id": "9.8.7", "response_url": response_url.url + "/share",
+               "actions": [{"type": "button", "action_id": "kb_share", "block_id": "kb_answer", "action_ts": "1.2",
+                            "text": share["text"], **({"value": share["value"]} if "value" in share else {})}]}  # fmt: skip
+    body = urlencode({"payload": json.dumps(payload, ensure_ascii=False)})
+    assert parse_result(app(signed("/slack/interactive", body))).status == 200
+    deadline = time.monotonic() + 30
+    while len(response_url.requests) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    shared = response_url.requests[1].body
+    assert shared["response_type"] == "in_channel"
+    assert_no_leak(json.dumps(shared, ensure_ascii=False), {"hr"}, "Slack Share button into C-hr")
+    assert "Salary bands" in json.dumps(shared, ensure_ascii=False)  # what the channel may read is there
