@@ -348,7 +348,9 @@ def test_a_scope_sees_links_counts_and_pages_of_the_notes_it_may_read_only(tmp_p
     """A restricted note (frontmatter ``access: [hr]``) is, to a public caller, a missing note: not readable, no
     backlink from it, links to it unresolved, not counted, not paged, its cursor unknown. To ``hr`` it is there."""
     notes = dict(NOTES)
-    notes["Secret.md"] = "---\ntitle: Secret\naccess: [hr]\ntags: [secret-tag]\ntype: memo\n---\n# Secret\n\n[[Alpha]]\n"
+    notes["Secret.md"] = (
+        "---\ntitle: Secret\naccess: [hr]\ntags: [secret-tag]\ntype: memo\n---\n# Secret\n\n[[Alpha]]\n"
+    )
     notes["Hub.md"] = NOTES["Hub.md"].replace("[[Missing note]]", "[[Secret]]")
     folder = write_kb(tmp_path / "kb", notes)
     settings = Settings(qdrant_path=str(tmp_path / "q"), qdrant_url="", embedding_api_key=None,
