@@ -360,7 +360,7 @@ def _hand_off(settings: Any, source: str, args: argparse.Namespace) -> dict[str,
         report = hand_off(path, target, args.full, args.allow_mass_delete)
     except NoServer:
         return None
-    print(f"kbsearch index: handed to the kbsearch serve holding {settings.qdrant_path} (it syncs with its own "
+    print(f"kbsearch index: handed to the kbsearch serve holding the store (via {path}; it syncs with its own "
           "settings); searches there see the result now", file=sys.stderr)  # fmt: skip
     return report
 
@@ -669,6 +669,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
             queries=args.queries if args.queries != 200 else 50, dims=args.dims, progress=step,
         )  # fmt: skip
         print(json.dumps(results, indent=2) if args.json else bench_peer.format_peer(results))
+    elif args.what == "freshness":
+        from kbsearch_tools import bench_freshness
+
+        parts = tuple(p.strip() for p in args.parts.split(",") if p.strip())
+        if not parts or not set(parts) <= {"deployed", "watch"}:
+            raise KbSearchError("--parts takes deployed, watch or both (deployed,watch)")
+        results = bench_freshness.bench_freshness(
+            bench_kb(), copies=max(args.copies), window_s=args.window_s, singles=args.singles, burst=args.burst,
+            orders=args.orders, saves=args.saves, latency_ms=args.latency_ms, dims=args.dims, parts=parts,
+            progress=note,
+        )  # fmt: skip
+        print(json.dumps(results, indent=2) if args.json else bench_freshness.format_freshness(results))
     elif args.what == "coldstart":
         results = bench.bench_coldstart(runs=args.runs)
         print(json.dumps(results, indent=2) if args.json else bench.format_coldstart(results))
@@ -862,7 +874,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "what",
-        choices=["index", "search", "store", "peer", "coldstart", "cost", "load", "mcp"],
+        choices=["index", "search", "store", "peer", "coldstart", "cost", "load", "freshness", "mcp"],
         help="index: full sync grid (batch x concurrency) and no-change sync; search: end-to-end latency and "
         "our own overhead with fake providers of fixed latency; store: the embedded store (Qdrant Edge vs "
         "qdrant-client local mode) on the vault and its copies: index, open, warm search, no-change sync, peak RSS; "
@@ -870,7 +882,10 @@ def build_parser() -> argparse.ArgumentParser:
         "vault and its copies, the same fake embedder: full index wall and peak RSS, warm search p50; "
         "coldstart: fresh-interpreter import + first "
         "/health and first /search; cost: tokens per query per stage and $ per 1,000 queries; load: a bounded "
-        "load test of kbsearch serve on 127.0.0.1 (errors, latency, RSS growth); mcp: cold start of kbsearch mcp, launch "
+        "load test of kbsearch serve on 127.0.0.1 (errors, latency, RSS growth); freshness: put → searchable through "
+        "the deployed event path simulated on moto (S3 → SQS → the indexer handler; single edits, a 500-edit burst, "
+        "deletes, renames, duplicated and reordered events, 1,000 random orders) and save → searchable under "
+        "kbsearch serve --watch on the largest of --copies; mcp: cold start of kbsearch mcp, launch "
         "to the first kb_search answer over stdio, both eras (--kb, default sample-kb; --runs)",
     )
     p.add_argument("--kb", help="index: KB folder (default: ../shared/kb/obsidian-help if present, else sample-kb)")
@@ -908,6 +923,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--requests", type=int, default=10_000, help="load: requests in all (10000)")
     p.add_argument("--price", action="append", metavar="STAGE=USD",
                    help="cost: $ per 1M tokens for expansion|embedding|rerank (repeatable)")  # fmt: skip
+    p.add_argument("--parts", default="deployed,watch", help="freshness: deployed, watch or both (deployed,watch)")
+    p.add_argument("--window-s", type=float, default=10.0, help="freshness: SQS batching window added (10)")
+    p.add_argument("--singles", type=int, default=20, help="freshness: single edits, deletes and renames each (20)")
+    p.add_argument("--burst", type=int, default=500, help="freshness: edits in the burst (500)")
+    p.add_argument("--orders", type=int, default=1000, help="freshness: random event orders with duplicates (1000)")
+    p.add_argument("--saves", type=int, default=20, help="freshness: saves under kbsearch serve --watch (20)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench)
     return parser

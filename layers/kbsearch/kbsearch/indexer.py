@@ -789,7 +789,6 @@ class ChangeSync:
         failed: set[str] = set()
         try:
             self.indexer._embedding_signature(report)
-            self.indexer._rules = self._access_rules()
             applied = self.sequencers.get(sorted(latest)) if self.sequencers is not None and latest else {}
             todo = {}
             for path, change in latest.items():
@@ -798,6 +797,8 @@ class ChangeSync:
                     report.stale += 1
                 else:
                     todo[path] = change
+            if todo:  # a replay reads nothing at all
+                self.indexer._rules = self._access_rules()
             done = self._apply_current(report, todo, failed, stop_at or Deadline(), call_deadline)
             superseded = [p for p in done if not self._record(todo[p])]
             if superseded:  # a later event of these notes was applied meanwhile: apply what is there now
@@ -829,8 +830,9 @@ class ChangeSync:
         event brings in gets the groups a full sync would give it. An unusable access file fails the batch (it is
         retried, as a full sync refuses to run); a change of the access file itself reaches the index with the
         next full sync (the reconciler), which applies it to every note as a payload update."""
+        key = getattr(self.source, "prefix", "") + ACCESS_FILE  # a GET by key: read_path would list when absent
         try:
-            raw = self.source.read_path(ACCESS_FILE)
+            raw = self.source.read(SourceObject(path=ACCESS_FILE, key=key, etag="", size=0))
         except SourceError as exc:
             if str(exc).startswith("no note"):
                 return FolderRules()

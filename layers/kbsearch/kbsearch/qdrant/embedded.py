@@ -358,16 +358,7 @@ class EdgeStore(Store):
     # -- the search's one call ---------------------------------------------------------------------------------
     def query(self, request: dict[str, Any], timeout_s: float) -> list[dict[str, Any]]:
         """Run Query API JSON (see :func:`edge_request`); ``timeout_s`` is moot in-process."""
-        try:
-            translated = edge_request(request)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise StoreError(f"cannot run this query on the embedded store ({exc})") from None
-        with self._lock:
-            try:
-                points = self.shard.query(translated)
-            except Exception as exc:
-                raise StoreError(f"Qdrant query failed ({type(exc).__name__})") from None
-        return [{"id": str(p.id), "score": p.score, "payload": p.payload} for p in points]
+        return self.query_batch([request], timeout_s)[0]
 
     def scroll(self, request: dict[str, Any], timeout_s: float) -> tuple[list[dict[str, Any]], str | None]:
         """Run a scroll request's JSON (filter, limit, offset, with_payload)."""
