@@ -73,7 +73,7 @@ def test_schemathesis_all_phases_no_5xx(served: ServeProcess, tmp_path: Path) ->
     assert {phase: info["status"] for phase, info in run["phases"].items()} == {
         "examples": "success", "coverage": "success", "fuzzing": "success", "stateful": "success",
     }  # fmt: skip
-    # /search x2, /mcp x2, /health, /slack/command, /slack/interactive, /whoami, /notes x2
+    # /search x2, /mcp x2, /health, /slack/command, /slack/interactive, /whoami, /notes, /notes/{path}
     assert run["operations"]["tested"] == 10, run["operations"]
     assert run["test_cases"]["generated"] >= 3000 and run["test_cases"]["with_failures"] == 0, run["test_cases"]
     # the signing hook worked: signed commands were accepted (200) and parsed, not only rejected

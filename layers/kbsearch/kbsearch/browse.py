@@ -18,6 +18,7 @@ import binascii
 import logging
 from typing import TYPE_CHECKING, Any
 
+from kbsearch.access import visible_links
 from kbsearch.errors import IndexUnavailable, KbSearchError
 from kbsearch.links import Linkable, link_key, link_keys, name_keys, path_keys, resolve
 from kbsearch.qdrant.query import Retriever, filter_json, point_id
@@ -224,6 +225,10 @@ class BrowseService:
             found = resolve(key, path, pool)
             outgoing.append(NoteRef(target=target, path=found.path if found else None,
                                     title=found.title if found else None))  # fmt: skip
+        if scope.restricted:  # as a search hit's links: no target that names only notes the caller may not read
+            shown = set(visible_links([r.target for r in outgoing if r.path is None], self.search.restricted_links(),
+                                      scope))  # fmt: skip
+            outgoing = [r for r in outgoing if r.path is not None or r.target in shown]
         backlinks = [
             NoteRef(target=source.path, path=source.path, title=source.title)
             for source, keys in sorted(notes, key=lambda n: n[0].path)
