@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -18,6 +19,7 @@ from kbsearch.errors import KbSearchError
 from kbsearch_tools import repo_root
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
 EXIT_LEASE_HELD = 75  # EX_TEMPFAIL: another run holds the index lease; nothing was changed, try again later
 
 
@@ -154,7 +156,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         api.function(logical_id)  # import now: a configuration error stops start-up, not the first request
     server = make_server(api, args.host, args.port)
     import faulthandler
-    import signal
 
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 <pid>` prints every thread's stack
     port = server.server_address[1]
@@ -174,21 +175,33 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 class _ProgressBar:
-    """A one-line progress bar on stderr when it is a terminal; silent otherwise."""
+    """A one-line progress bar on stderr when it is a terminal; silent otherwise. The ETA is the rate since the
+    first note was reported (not since start-up: listing and opening the store are not indexing), shown once a
+    few notes and a second have gone by; before that it reads ``--``."""
 
     def __init__(self) -> None:
         self.enabled = sys.stderr.isatty()
-        self.started = time.monotonic()
+        self.first: tuple[float, int] | None = None  # (when, done) at the first report
+        self.drawn = False
+
+    def eta(self, done: int, total: int, now: float) -> str:
+        if self.first is None:
+            self.first = (now, done)
+        since, done_then = self.first
+        progressed, elapsed = done - done_then, now - since
+        if progressed < max(3, total // 50) or elapsed < 1.0:
+            return "  --"
+        return f"{elapsed / progressed * (total - done):4.0f}s"
 
     def __call__(self, done: int, total: int, path: str) -> None:
         if not self.enabled or total == 0:
             return
         width = 30
         filled = int(width * done / total)
-        elapsed = time.monotonic() - self.started
-        eta = elapsed / done * (total - done) if done else 0.0
+        eta = self.eta(done, total, time.monotonic())
         name = path if len(path) <= 40 else "…" + path[-39:]
-        sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} eta {eta:4.0f}s {name:<40}")
+        self.drawn = done != total
+        sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} eta {eta} {name:<40}")
         if done == total:
             sys.stderr.write("\n")
         sys.stderr.flush()
@@ -228,6 +241,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     from kbsearch.config import Secrets, load_settings
     from kbsearch.indexer import run_sync
     from kbsearch.lease import SKIPPED, LeaseHeld
+    from kbsearch.providers.resilience import Deadline
 
     if not args.verbose:
         logging.getLogger("kbsearch.indexer").setLevel(logging.ERROR)  # the summary lists skipped notes
@@ -243,6 +257,19 @@ def cmd_index(args: argparse.Namespace) -> int:
             "collection at the same time (set it to the stack's IndexerLeaseTable output)",
             file=sys.stderr,
         )
+    stop = Deadline()  # no deadline: a first Ctrl-C ends it, and the run stops after the notes in flight
+    interrupted: list[bool] = []
+
+    def on_interrupt(_signum: int, _frame: Any) -> None:
+        if interrupted:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now (the store is crash-safe)
+        interrupted.append(True)
+        stop.at = time.monotonic()
+        newline = "\n" if progress is not None and progress.drawn else ""
+        print(f"{newline}kbsearch index: interrupted; stopping after the notes in flight (Ctrl-C again to stop "
+              "now)", file=sys.stderr, flush=True)  # fmt: skip
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
     try:
         report = run_sync(
             settings,
@@ -251,6 +278,7 @@ def cmd_index(args: argparse.Namespace) -> int:
             full=args.full,
             allow_mass_delete=args.allow_mass_delete,
             progress=progress,
+            stop_at=stop,
         ).to_dict()
     except LeaseHeld as held:
         if oracle is not None:
@@ -260,12 +288,16 @@ def cmd_index(args: argparse.Namespace) -> int:
         else:
             print(f"skipped: {held}")
         return EXIT_LEASE_HELD
+    finally:
+        signal.signal(signal.SIGINT, previous)
     if oracle is not None:
         oracle.stop()
     if args.json:
         print(_json_text(report))
     else:
         _print_sync_summary(_printable(report))
+    if interrupted:
+        return EXIT_INTERRUPTED
     return 1 if report["error"] else 0
 
 
@@ -604,6 +636,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return int(args.func(args))
+    except KeyboardInterrupt:  # Ctrl-C: one line, no traceback, the shell's code for SIGINT
+        print(f"\nkbsearch {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except KbSearchError as exc:
         print(f"kbsearch {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -25,6 +25,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kbsearch.chunking import Chunk, chunk_note
@@ -34,9 +35,9 @@ from kbsearch.lexical import document_vector
 from kbsearch.providers.embeddings import Embedder, EmbeddingStats
 from kbsearch.providers.resilience import Deadline, ProviderError
 from kbsearch.qdrant import open_store
-from kbsearch.qdrant.query import REBUILDING, SIGNATURE_KEYS, folders_of, signature_id
+from kbsearch.qdrant.query import REBUILDING, SIGNATURE_KEYS, SOURCE_KEY, folders_of, signature_id
 from kbsearch.qdrant.store import ChunkPoint, NoteState, SchemaMismatchError, Store
-from kbsearch.sources import Source, SourceError, SourceObject, open_source, path_problem, preferred
+from kbsearch.sources import LocalSource, Source, SourceError, SourceObject, open_source, path_problem, preferred
 
 if TYPE_CHECKING:
     from kbsearch.notes import Note
@@ -485,6 +486,10 @@ def run_sync(
             embedder = build_embedder(settings, secrets, shared_client())
             options = SyncOptions.from_settings(settings, full=full, allow_mass_delete=allow_mass_delete)
             report = Indexer(source, store, embedder, options, progress).sync(stop_at, call_deadline)
+            try:
+                _remember_source(store, source, report)
+            except StoreError as exc:  # the index is written; only the convenience is lost
+                logger.warning("could not record the KB folder in the collection", extra={"error": str(exc)})
         finally:
             try:
                 store.close()
@@ -496,3 +501,14 @@ def run_sync(
             report.error = report.error or f"index storage failed: {closing}"
             report.incomplete = True
         return report
+
+
+def _remember_source(store: Store, source: Source, report: SyncReport) -> None:
+    """An embedded collection records the folder it was built from, so ``kbsearch serve`` without KB_SOURCE can
+    still read notes (``kb_get_note``). Qdrant Cloud's collections are shared: they record no laptop's path."""
+    if not store.embedded or not isinstance(source, LocalSource) or report.error:
+        return
+    folder = str(Path(source.uri).resolve())
+    recorded = store.metadata()
+    if recorded.get(SOURCE_KEY) != folder:
+        store.set_metadata({**recorded, SOURCE_KEY: folder})

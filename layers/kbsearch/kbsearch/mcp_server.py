@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, Validat
 from kbsearch import __version__
 from kbsearch.api.body import BadBody, header, parse_json, require_json_media_type
 from kbsearch.api.body import text as body_text
+from kbsearch.errors import ConfigError
 from kbsearch.schemas import MAX_QUERY_CHARS, MAX_TOP_K, SearchFilters, SearchRequest, SearchResponse
 
 logger = logging.getLogger(__name__)
@@ -320,6 +321,8 @@ class McpServer:
             raw = self.tools.read_note(path)
         except NoteUnreadable as exc:  # a FIFO, a device, a dangling symlink, ...: its reason names no server path
             raise ToolFailure(f"the note at {path!r} cannot be read: {exc.reason}") from None
+        except ConfigError as exc:  # names the setting to fix (KB_SOURCE), as /health does
+            raise ToolFailure(f"kb_get_note is not configured: {exc}") from None
         except SourceError as exc:
             # The source's text names buckets, keys with their prefix or server folders: log it, say less.
             logger.warning("kb_get_note could not read a note", extra={"error": str(exc)})

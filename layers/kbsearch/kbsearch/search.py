@@ -73,6 +73,11 @@ class Stages:
         self.timings[name] = (time.perf_counter() - started) * 1000
 
 
+def _unavailable(exc: StoreError) -> IndexUnavailable:
+    """A store failure as a 503: its cause when the store says one a caller may read, else "unreachable"."""
+    return IndexUnavailable(str(exc)) if exc.public is None else IndexUnavailable(str(exc), exc.public)
+
+
 def snippet(text: str, limit: int) -> str:
     """The chunk text with whitespace folded, cut at a word boundary. Only the first ``limit *
     MAX_CHARS_PER_TOKEN`` characters are read (a 10 MB text from the store costs what a short one does)."""
@@ -160,6 +165,11 @@ class SearchService:
         self._signature_checked: tuple[float, str | None] | None = None
 
     @property
+    def retriever_open(self) -> bool:
+        """Whether this service has its retrieval call (the embedded store opened in this process)."""
+        return self._retriever is not None
+
+    @property
     def retriever(self) -> Retriever:
         """Qdrant Cloud over REST (no qdrant_client import), or the embedded store; built once per container
         (under a lock: kbsearch serve's Slack thread and a request may both be first, and one embedded store may be
@@ -172,7 +182,7 @@ class SearchService:
             try:
                 self._retriever = open_retriever(self.settings, self.secrets)
             except StoreError as exc:
-                raise IndexUnavailable(str(exc)) from None
+                raise _unavailable(exc) from None
         return self._retriever
 
     @contextlib.contextmanager
@@ -310,7 +320,7 @@ class SearchService:
                         f"{exc}: run the indexer first", "the index has not been built yet: run the indexer first"
                     ) from None
                 except StoreError as exc:
-                    raise IndexUnavailable(str(exc)) from None
+                    raise _unavailable(exc) from None
 
         rerank_scores: list[float] | None = None
         reranker_name = "none"

@@ -97,7 +97,7 @@ class SearchApi:
         )
         # Our own /docs, not ``enable_swagger``: that builds Powertools' OpenAPI models at import (~200 ms of every
         # cold start), and it would show Powertools' document rather than the completed one /openapi.json serves.
-        app.get("/health")(self._health)
+        app.get("/health", operation_id="health", summary="Liveness and readiness")(self._health)
         app.get("/openapi.json", include_in_schema=False)(self._openapi)
         app.get("/docs", include_in_schema=False)(self._docs)
         app.include_router(search_router(self.search))
@@ -125,7 +125,9 @@ class SearchApi:
         except IndexUnavailable as exc:
             self.logger.error("index unavailable", extra={"error": str(exc)})
             self.metrics.add_metric(name="IndexUnavailable", unit=MetricUnit.Count, value=1)
+            self.container.readiness.search_failed(exc.public)
             raise
+        self.container.readiness.search_answered()
         self._record(answer)
         return answer
 
@@ -154,7 +156,8 @@ class SearchApi:
     # -- routes of the app itself -------------------------------------------------------------------------------
 
     def _health(self) -> dict[str, Any]:
-        return health_status(self.container.settings, self.container.config_problem)
+        container = self.container
+        return health_status(container.settings, container.config_problem, container.index_problems())
 
     def _openapi(self) -> Response[Any]:
         return Response(200, content_types.APPLICATION_JSON, self._openapi_document())

@@ -8,6 +8,7 @@ import threading
 from typing import TYPE_CHECKING
 
 from kbsearch.config import Secrets, Settings, load_handler_settings
+from kbsearch.health import Readiness
 
 if TYPE_CHECKING:
     from kbsearch.errors import ConfigError
@@ -23,6 +24,7 @@ class Container:
         self.settings: Settings = settings
         self.config_problem: ConfigError | None = problem
         self.secrets = Secrets(settings)
+        self.readiness = Readiness(settings)  # what /health says about the index (no round trip)
         self._search: SearchService | None = None
         self._lock = threading.Lock()
 
@@ -37,6 +39,13 @@ class Container:
 
                 self._search = SearchService(self.settings, self.secrets)
             return self._search
+
+    def index_problems(self) -> list[str]:
+        """Why a search cannot be answered now, known without a round trip (see :class:`Readiness`)."""
+        if self.config_problem is not None:
+            return []
+        service = self._search
+        return self.readiness.problems(store_open_here=service is not None and service.retriever_open)
 
     def close(self) -> None:
         with self._lock:

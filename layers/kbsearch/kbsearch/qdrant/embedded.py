@@ -38,6 +38,11 @@ FALLBACK_NOTICE = (
     "kbsearch: no Qdrant Edge wheel for this platform (pip install qdrant-edge-py); "
     "the embedded store runs on qdrant-client's slower local mode"
 )
+#: What a caller is told when the embedded store is held by another process (Edge locks its WAL; local mode its
+#: folder): the cause, not "unreachable".
+HELD_ELSEWHERE = (
+    "another process has the embedded store open (a kbsearch index or serve?); searches answer once it closes"
+)
 COLLECTION_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,254}$")
 SCROLL_PAGE = 2048
 
@@ -84,7 +89,7 @@ def open_local_mode(root: Path, collection: str, dimensions: int) -> Store:
         root.mkdir(parents=True, exist_ok=True)
         client = QdrantClient(path=str(root))
     except RuntimeError as exc:  # already open by another process
-        raise StoreError(f"cannot open the embedded store at {root}: {exc}") from None
+        raise StoreError(f"cannot open the embedded store at {root}: {exc}", HELD_ELSEWHERE) from None
     return Store(client, collection, dimensions, embedded=True)
 
 
@@ -112,8 +117,10 @@ class EdgeStore(Store):
         try:
             return edge.EdgeShard.load(str(self.path))
         except Exception as exc:  # the shard's WAL is locked by another process, or the files are damaged
-            reason = "another process has it open" if "WouldBlock" in str(exc) else type(exc).__name__
-            raise StoreError(f"cannot open the embedded store at {self.path}: {reason}") from None
+            held = "WouldBlock" in str(exc)
+            reason = "another process has it open" if held else type(exc).__name__
+            raise StoreError(f"cannot open the embedded store at {self.path}: {reason}",
+                             HELD_ELSEWHERE if held else None) from None  # fmt: skip
 
     @property
     def shard(self) -> edge.EdgeShard:
@@ -141,7 +148,8 @@ class EdgeStore(Store):
         if self._shard is None and local_mode_data(self.root):
             raise StoreError(
                 f"{self.root} holds an index from qdrant-client's local mode, which the embedded Qdrant Edge store "
-                f"does not read; {rebuild_hint(self.collection)}"
+                f"does not read; {rebuild_hint(self.collection)}",
+                f"the embedded store holds an index Qdrant Edge does not read; {rebuild_hint(self.collection)}",
             )
         return self._shard is not None
 

@@ -30,6 +30,9 @@ DENSE = "dense"  # the named dense vector (cosine)
 SPARSE = "bm25"  # the named sparse vector (BM25 term weights; Qdrant applies IDF)
 #: What a collection records about its dense vectors (collection metadata): model, dimensions, input format.
 SIGNATURE_KEYS = ("embedding_model", "embedding_dimensions", "embedding_input_format")
+#: metadata key of an embedded collection: the absolute KB folder it was built from (kb_get_note reads notes there
+#: when KB_SOURCE is not set)
+SOURCE_KEY = "kb_source"
 REBUILDING = "embedding_rebuilding"  # metadata key while a re-embed runs: the vectors are of two models
 #: The payload indexes every collection gets (field → Qdrant's payload schema type).
 PAYLOAD_INDEXES = {
