@@ -39,8 +39,8 @@ BAD_URLS = {
 }
 
 
-def run(*args: str, timeout: float = 120, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*KBSEARCH_CMD, *args], capture_output=True, text=True, timeout=timeout, check=False,
+def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*KBSEARCH_CMD, *args], capture_output=True, text=True, timeout=120, check=False,
                           env=subprocess_env(**env), cwd=ROOT)  # fmt: skip
 
 
