@@ -1,8 +1,9 @@
 """IndexerFunction: scheduled event → kbsearch.indexer.run_sync. Translation only.
 
 Event (EventBridge Scheduler input, or an EventBridge rule event with the same keys under ``detail``):
-``{"full": false, "allow_mass_delete": false}``. Returns the sync report. A run that could not list the KB,
-embed or write the index, or that is not configured, raises after logging its report, so the failure reaches the
+``{"full": false, "allow_mass_delete": false, "rebuild": false}`` (``rebuild``: a new collection behind the
+alias, switched when complete; see ``kbsearch index --rebuild``). Returns the sync report. A run that could not
+list the KB, embed or write the index, or that is not configured, raises after logging its report, so the failure reaches the
 OnFailure destination and its alarm. A run that finds another holding the index lease touches nothing and returns
 ``{"status": "skipped", "reason": "another run holds the lease", ...}``.
 """
@@ -59,6 +60,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             secrets,
             full=_flag(event, "full"),
             allow_mass_delete=_flag(event, "allow_mass_delete"),
+            rebuild=_flag(event, "rebuild"),
             stop_at=Deadline(remaining_s - settings.deadline_margin_s),
             call_deadline=Deadline(remaining_s - 5),
         ).to_dict()

@@ -225,6 +225,8 @@ def _print_sync_summary(report: dict[str, Any]) -> None:
     )
     if report.get("reembedded"):
         print(f"  re-embedding: {report['reembedded']}")
+    if report.get("rebuilt"):
+        print(f"  rebuild: {report['rebuilt']}")
     for item in report["skipped"]:
         print(f"  skipped {item['path']}: {item['reason']}")
     for item in report["warnings"]:
@@ -279,6 +281,7 @@ def cmd_index(args: argparse.Namespace) -> int:
             allow_mass_delete=args.allow_mass_delete,
             progress=progress,
             stop_at=stop,
+            rebuild=args.rebuild,
         ).to_dict()
     except LeaseHeld as held:
         if oracle is not None:
@@ -521,6 +524,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("source", nargs="?", help="folder or s3://bucket/prefix (default: KB_SOURCE)")
     p.add_argument("--full", action="store_true", help="re-embed every note, changed or not")
+    p.add_argument("--rebuild", action="store_true",
+                   help="build the index afresh: on Qdrant Cloud into a new collection, switching the alias "
+                        "QDRANT_COLLECTION to it atomically when complete (searches never see it half-built); the "
+                        "embedded store is dropped and rebuilt")  # fmt: skip
     _oracle_args(p)
     p.add_argument(
         "--allow-mass-delete",
