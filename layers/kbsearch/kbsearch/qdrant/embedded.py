@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kbsearch.errors import StoreError
+from kbsearch.qdrant import space
 from kbsearch.qdrant.query import DENSE, PAYLOAD_INDEXES, SPARSE, index_missing, path_filter, point_id
 from kbsearch.qdrant.store import ChunkPoint, Store, check_vectors, named_vectors, storage_errors
 
@@ -108,12 +109,17 @@ class EdgeStore(Store):
         self._lock = threading.RLock()
         self._shard: edge.EdgeShard | None = None
         self._written = False
+        self._open_need = space.OPEN_RESERVE
         if (self.path / "edge_config.json").is_file():
             self._shard = self._load()
 
     def _load(self) -> edge.EdgeShard:
         import qdrant_edge as edge
 
+        # what opening (and then reading) may allocate: checked again before each query (kbsearch serve)
+        holes = space.unbacked_bytes(self.path) if space.reads_allocate(self.path) else 0
+        self._open_need = holes + space.OPEN_RESERVE
+        space.require(self.path, self._open_need, "opening the index")
         try:
             return edge.EdgeShard.load(str(self.path))
         except Exception as exc:  # the shard's WAL is locked by another process, or the files are damaged
@@ -136,6 +142,8 @@ class EdgeStore(Store):
                 return
             try:
                 if self._written:
+                    need = space.allocated_bytes(self.path) + space.CREATE_RESERVE
+                    space.require(self.path, need, "optimising the index after the sync")
                     with storage_errors("flushing the embedded store"):
                         shard.optimize()  # merge segments, build payload indexes (and HNSW if m > 0) once per sync
                         shard.flush()
@@ -206,6 +214,7 @@ class EdgeStore(Store):
             sparse_vectors={SPARSE: edge.EdgeSparseVectorParams(modifier=edge.Modifier.Idf)},
             hnsw_config=edge.HnswIndexConfig(m=self.hnsw_m, ef_construct=128, full_scan_threshold=10_000),
         )
+        space.require(self.root, space.CREATE_RESERVE, "creating the collection")
         with self._lock, storage_errors(f"creating the collection {self.collection!r}"):
             self._shard = edge.EdgeShard.create(str(self.path), config)
             for name, kind in PAYLOAD_INDEXES.items():
@@ -272,6 +281,7 @@ class EdgeStore(Store):
             for c in chunks
         ]
         if points:
+            space.require(self.path, space.points_bytes(chunks), f"writing {len(points)} points")
             with self._lock, storage_errors(f"writing {len(points)} points"):
                 self.shard.update(edge.UpdateOperation.upsert_points(points))
                 self._written = True
@@ -280,6 +290,7 @@ class EdgeStore(Store):
         import qdrant_edge as edge
 
         selector = edge_filter(path_filter(path, from_chunk))
+        space.require(self.path, space.OPEN_RESERVE, "deleting a note's points")  # a WAL record
         with self._lock, storage_errors("deleting a note's points"):
             self.shard.update(edge.UpdateOperation.delete_points_by_filter(selector))
             self._written = True
@@ -297,6 +308,7 @@ class EdgeStore(Store):
             translated = edge_request(request)
         except (KeyError, TypeError, ValueError) as exc:
             raise StoreError(f"cannot run this query on the embedded store ({exc})") from None
+        space.require(self.path, self._open_need, "searching")  # a disk that filled since the shard was opened
         with self._lock:
             try:
                 points = self.shard.query(translated)
