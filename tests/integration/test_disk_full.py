@@ -23,7 +23,7 @@ from kbsearch.indexer import Indexer, SyncOptions
 from kbsearch.qdrant import open_store, space
 from kbsearch.sources import LocalSource
 from kbsearch_tools.local.process import serve_process
-from tests.conftest import KBSEARCH_CMD, ROOT, subprocess_env
+from tests.conftest import KBSEARCH_CMD, PROCESS_TIMEOUT_S, ROOT, subprocess_env
 from tests.integration.test_indexer import snapshot, write_notes
 
 MIB = 1 << 20
@@ -65,12 +65,13 @@ class Filler:
 
 
 def index(kb: Path, store: Path) -> tuple[int, dict[str, Any], str]:
-    proc = subprocess.run([*KBSEARCH_CMD, "index", str(kb), "--json"], capture_output=True, text=True, timeout=300,
-                          check=False, env=subprocess_env(QDRANT_PATH=str(store)))  # fmt: skip
+    proc = subprocess.run([*KBSEARCH_CMD, "index", str(kb), "--json"], capture_output=True, text=True,
+                          timeout=PROCESS_TIMEOUT_S, check=False, env=subprocess_env(QDRANT_PATH=str(store)))  # fmt: skip
     assert proc.returncode not in (-7, 135), f"killed by SIGBUS: {proc.stderr}"
     return proc.returncode, json.loads(proc.stdout), proc.stderr
 
 
+@pytest.mark.timeout(5 * PROCESS_TIMEOUT_S + 30)
 @pytest.mark.parametrize("leave_mib", [1, 8, 20, 60])
 def test_index_on_a_full_tmpfs_is_exit_1_with_the_report(tmpfs: Path, tmp_path: Path, leave_mib: int) -> None:
     """Whatever the free space (too little to create the collection, to open it, to write, to optimise), never a
@@ -125,10 +126,11 @@ def test_the_disk_filling_during_a_sync_stops_it_between_windows(tmpfs: Path, tm
     assert again.error is None and again.added == 60 - report.added
 
 
+@pytest.mark.timeout(3 * PROCESS_TIMEOUT_S + 30)
 def test_serve_stays_up_and_answers_503_naming_the_cause_until_space_is_freed(tmpfs: Path) -> None:
     store = tmpfs / "q"
     proc = subprocess.run([*KBSEARCH_CMD, "index", str(ROOT / "sample-kb")], capture_output=True, text=True,
-                          timeout=300, check=False, env=subprocess_env(QDRANT_PATH=str(store)))  # fmt: skip
+                          timeout=PROCESS_TIMEOUT_S, check=False, env=subprocess_env(QDRANT_PATH=str(store)))  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     filler = Filler(tmpfs)
     env = subprocess_env(QDRANT_PATH=str(store), KB_SOURCE=str(ROOT / "sample-kb"))
@@ -149,10 +151,11 @@ def test_serve_stays_up_and_answers_503_naming_the_cause_until_space_is_freed(tm
     assert "Bus error" not in server.text() and "Traceback" not in server.text()
 
 
+@pytest.mark.timeout(3 * PROCESS_TIMEOUT_S + 30)
 def test_a_search_process_opening_a_full_tmpfs_store_is_an_error_not_a_sigbus(tmpfs: Path) -> None:
     store = tmpfs / "q"
     proc = subprocess.run([*KBSEARCH_CMD, "index", str(ROOT / "sample-kb")], capture_output=True, text=True,
-                          timeout=300, check=False, env=subprocess_env(QDRANT_PATH=str(store)))  # fmt: skip
+                          timeout=PROCESS_TIMEOUT_S, check=False, env=subprocess_env(QDRANT_PATH=str(store)))  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     filler = Filler(tmpfs)
     filler.leave(20 * MIB)  # the index is there; reading it on tmpfs would fill ~140 MiB of holes

@@ -20,7 +20,7 @@ from kbsearch_tools.cli import _ProgressBar
 from kbsearch_tools.fakes import FakeProvider, provider_env
 from kbsearch_tools.local.apigw import HttpRequest, build_event
 from kbsearch_tools.local.process import serve_process
-from tests.conftest import KBSEARCH_CMD, ROOT, copy_store, subprocess_env
+from tests.conftest import KBSEARCH_CMD, PROCESS_TIMEOUT_S, ROOT, copy_store, subprocess_env
 
 EVENTS = ROOT / "events"
 URL_SETTINGS = ["QDRANT_URL", "EMBEDDING_URL", "EMBEDDING_FALLBACK_URL", "RERANKER_URL", "RERANKER_FALLBACK_URL",
@@ -40,7 +40,7 @@ BAD_URLS = {
 
 
 def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*KBSEARCH_CMD, *args], capture_output=True, text=True, timeout=120, check=False,
+    return subprocess.run([*KBSEARCH_CMD, *args], capture_output=True, text=True, timeout=PROCESS_TIMEOUT_S, check=False,
                           env=subprocess_env(**env), cwd=ROOT)  # fmt: skip
 
 
@@ -48,6 +48,7 @@ def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.parametrize("value", list(BAD_URLS))
+@pytest.mark.timeout(2 * PROCESS_TIMEOUT_S + 30)
 def test_a_bad_qdrant_url_is_one_message_naming_the_variable(value: str, tmp_path: Path) -> None:
     for args in (("index", str(ROOT / "sample-kb")), ("search", "snapshot")):
         proc = run(*args, QDRANT_URL=value, QDRANT_PATH=str(tmp_path / "q"))
@@ -229,7 +230,7 @@ def start_index(slow_embedder: FakeProvider, store: Path, *extra: str) -> subpro
                          **provider_env(slow_embedder, roles=["EMBEDDING"]))  # fmt: skip
     process = subprocess.Popen([*KBSEARCH_CMD, "index", str(ROOT / "sample-kb"), *extra], env=env, cwd=ROOT,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + PROCESS_TIMEOUT_S
     while not slow_embedder.calls("embeddings") and time.monotonic() < deadline:
         time.sleep(0.05)
     assert slow_embedder.calls("embeddings"), "the run never started embedding"
@@ -237,11 +238,12 @@ def start_index(slow_embedder: FakeProvider, store: Path, *extra: str) -> subpro
 
 
 @pytest.mark.parametrize("as_json", [False, True])
+@pytest.mark.timeout(3 * PROCESS_TIMEOUT_S + 30)  # the interrupted run, the run that finishes it, the wait
 def test_ctrl_c_during_index_prints_one_line_and_the_partial_summary(slow_embedder: FakeProvider, tmp_path: Path,
                                                                     as_json: bool) -> None:  # fmt: skip
     process = start_index(slow_embedder, tmp_path / "q", *(["--json"] if as_json else []))
     process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=120)
+    out, err = process.communicate(timeout=PROCESS_TIMEOUT_S)
     assert process.returncode == 130, (out, err)
     assert err.strip().splitlines() == [
         "kbsearch index: interrupted; stopping after the notes in flight (Ctrl-C again to stop now)"
@@ -259,12 +261,13 @@ def test_ctrl_c_during_index_prints_one_line_and_the_partial_summary(slow_embedd
     assert finished["incomplete"] is False and finished["added"] > 0
 
 
+@pytest.mark.timeout(2 * PROCESS_TIMEOUT_S + 30)
 def test_a_second_ctrl_c_stops_at_once_with_one_line(slow_embedder: FakeProvider, tmp_path: Path) -> None:
     process = start_index(slow_embedder, tmp_path / "q")
     process.send_signal(signal.SIGINT)
     time.sleep(0.2)
     process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=120)
+    _, err = process.communicate(timeout=PROCESS_TIMEOUT_S)
     assert process.returncode == 130 and "Traceback" not in err, err
     assert err.strip().splitlines()[-1] == "kbsearch index: interrupted"
 

@@ -21,17 +21,18 @@ from kbsearch.schemas import SearchRequest
 from kbsearch.search import SearchService
 from kbsearch.sources import LocalSource
 from kbsearch_tools.fakes import FakeProvider, provider_env
-from tests.conftest import KBSEARCH_CMD, ROOT, provider_settings, subprocess_env
+from tests.conftest import KBSEARCH_CMD, PROCESS_TIMEOUT_S, ROOT, provider_settings, subprocess_env
 from tests.integration.test_indexer import write_notes
 
 
 def index(store: Path, *extra: str, **env: str) -> dict:
     proc = subprocess.run([*KBSEARCH_CMD, "index", str(ROOT / "sample-kb"), "--json", *extra], capture_output=True,
-                          text=True, timeout=300, check=False, env=subprocess_env(QDRANT_PATH=str(store), **env))  # fmt: skip
+                          text=True, timeout=PROCESS_TIMEOUT_S, check=False, env=subprocess_env(QDRANT_PATH=str(store), **env))  # fmt: skip
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, (proc.stdout, proc.stderr)
     return json.loads(proc.stdout)
 
 
+@pytest.mark.timeout(5 * PROCESS_TIMEOUT_S + 30)
 def test_the_local_store_rebuilds_itself_when_the_embedding_changes(deepinfra: FakeProvider, tmp_path: Path) -> None:
     """BM25 only (EMBEDDING_DIMENSIONS 1024 by default) → a 64-dimension model → another format → BM25 only."""
     store = tmp_path / "q"
@@ -54,10 +55,11 @@ def test_the_local_store_rebuilds_itself_when_the_embedding_changes(deepinfra: F
         else:
             assert report["updated"] == first["added"] and "every note is re-embedded" in report["reembedded"]
     proc = subprocess.run([*KBSEARCH_CMD, "search", "restore a qdrant snapshot"], capture_output=True, text=True,
-                          timeout=120, check=False, env=subprocess_env(QDRANT_PATH=str(store)))  # fmt: skip
+                          timeout=PROCESS_TIMEOUT_S, check=False, env=subprocess_env(QDRANT_PATH=str(store)))  # fmt: skip
     assert proc.returncode == 0 and "Runbook - restore a Qdrant snapshot" in proc.stdout, proc.stderr
 
 
+@pytest.mark.timeout(2 * PROCESS_TIMEOUT_S + 30)
 def test_rebuild_drops_and_rebuilds_the_local_store(tmp_path: Path) -> None:
     store = tmp_path / "q"
     first = index(store)
