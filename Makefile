@@ -21,7 +21,7 @@ ORACLE_ARG := $(if $(ORACLE),--oracle $(ORACLE))
 SAM_PY ?= 3.13.0
 export SAM_CLI_TELEMETRY = 0
 
-.PHONY: install lock run serve index test lint format unit build deploy clean bench eval load
+.PHONY: install lock run serve index test lint format unit build deploy clean bench eval eval-classes eval-gate load
 
 $(STAMP): pyproject.toml requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,9 +42,11 @@ lock: $(STAMP) ## re-resolve uv.lock from pyproject.toml (UPGRADE=1: newest allo
 index: $(STAMP) ## index sample-kb/ into the embedded store (.kbsearch/qdrant)
 	$(BIN)/kbsearch index sample-kb $(ORACLE_ARG)
 
-run: index ## index sample-kb/, then serve the API on http://$(HOST):$(PORT)
+# WATCH=--watch: the server syncs every saved note (make run WATCH= serves without watching).
+WATCH ?= --watch
+run: index ## index sample-kb/, then serve the API on http://$(HOST):$(PORT), syncing each saved note
 	@echo "try: curl -s 'http://$(HOST):$(PORT)/search?q=restore+qdrant+snapshot&top_k=3' | python3 -m json.tool"
-	KB_SOURCE=sample-kb $(BIN)/kbsearch serve --host $(HOST) --port $(PORT) $(ORACLE_ARG)
+	KB_SOURCE=sample-kb $(BIN)/kbsearch serve --host $(HOST) --port $(PORT) $(WATCH) $(ORACLE_ARG)
 
 serve: $(STAMP) ## serve the API without indexing first
 	$(BIN)/kbsearch serve --host $(HOST) --port $(PORT) $(ORACLE_ARG)
@@ -77,6 +79,14 @@ test: lint unit ## lint + the whole test suite (offline)
 eval: $(STAMP) ## phase tables on sample-kb and the BEIR fixture (set provider keys for every phase)
 	$(BIN)/kbsearch eval --kb sample-kb --queries eval/sample-kb-queries.yaml
 	$(BIN)/kbsearch eval --beir tests/fixtures/beir-mini
+
+eval-classes: $(STAMP) ## every query class (eval/classes.yaml) with a real model (ORACLE=e5, the default, or use): lexical, dense, hybrid, the gap
+	$(BIN)/kbsearch eval --classes eval/classes.yaml --oracle $(or $(ORACLE),e5) --phases lexical,dense,hybrid \
+		--oracle-cache .kbsearch/oracle/$(or $(ORACLE),e5).sqlite --gate
+
+eval-gate: $(STAMP) ## CI: per-class eval with the bundled e5 on the vault's short notes; fails when hybrid loses > 0.005 to its best leg
+	$(BIN)/kbsearch eval --classes eval/gate.yaml --oracle e5 --phases lexical,dense,hybrid \
+		--oracle-cache .kbsearch/oracle/e5.sqlite --gate 0.005
 
 bench: $(STAMP) ## the benchmark set (BENCHMARKS.md), about 50 minutes (bench store and bench peer: the 10x vault)
 	$(BIN)/kbsearch bench cost

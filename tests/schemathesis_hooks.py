@@ -1,5 +1,5 @@
 """Schemathesis hooks for the fuzz run (``SCHEMATHESIS_HOOKS=tests/schemathesis_hooks.py``): sign generated Slack
-commands the way Slack does, so the fuzzer reaches what runs after the signature check (form parsing, replay
+commands and interactions the way Slack does, so the fuzzer reaches what runs after the signature check (form parsing, replay
 guard, the hand-off), not only the 401. A case whose generator already chose a signature header keeps it (and is
 expected to get a 401)."""
 
@@ -32,7 +32,7 @@ def _form_bytes(body: Any) -> bytes:
 @schemathesis.hook
 def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
     secret = os.environ.get("FUZZ_SLACK_SIGNING_SECRET")
-    if not secret or case.operation.path != "/slack/command":
+    if not secret or case.operation.path not in ("/slack/command", "/slack/interactive"):
         return
     headers = case.headers or {}
     if any(name.lower() == "x-slack-signature" for name in headers):

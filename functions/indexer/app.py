@@ -1,9 +1,17 @@
-"""IndexerFunction: scheduled event → kbsearch.indexer.run_sync. Translation only.
+"""IndexerFunction: scheduled event → kbsearch.indexer.run_sync; SQS batch of S3 change events →
+kbsearch.indexer.run_changes. Translation only.
 
-Event (EventBridge Scheduler input, or an EventBridge rule event with the same keys under ``detail``):
+Scheduled event (EventBridge Scheduler input, or an EventBridge rule event with the same keys under ``detail``):
 ``{"full": false, "allow_mass_delete": false, "rebuild": false}`` (``rebuild``: a new collection behind the
-alias, switched when complete; see ``kbsearch index --rebuild``). Returns the sync report. A run that could not
-list the KB, embed or write the index, or that is not configured, raises after logging its report, so the failure reaches the
+alias, switched when complete; see ``kbsearch index --rebuild``). Returns the sync report; ``missed_by_events``
+(changes no event had delivered) is also a metric.
+
+SQS event (``Records`` from ``aws:sqs``: S3 notifications or EventBridge ``Object Created``/``Object Deleted``):
+returns ``{"batchItemFailures": [{"itemIdentifier": messageId}, ...]}`` for the messages to retry (a note that
+could not be read or embedded, a full sync holding the lease, a poison message); metrics ``IndexLagSeconds``
+(event time → searchable, per applied change) and the run's counts. Messages held back by a full sync are made
+visible again after ``LEASE_RETRY_S`` instead of the queue's visibility timeout. A run that could not list the KB,
+embed or write the index, or that is not configured, raises after logging its report, so the failure reaches the
 OnFailure destination and its alarm. A run that finds another holding the index lease touches nothing and returns
 ``{"status": "skipped", "reason": "another run holds the lease", ...}``.
 """
@@ -19,7 +27,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from kbsearch.api.container import Container
 from kbsearch.errors import KbSearchError
-from kbsearch.indexer import run_sync
+from kbsearch.indexer import ChangeReport, run_changes, run_sync
 from kbsearch.lease import SKIPPED, LeaseHeld
 from kbsearch.providers.resilience import Deadline
 
@@ -35,6 +43,13 @@ COUNTS = (
 )  # fmt: skip
 
 
+EVENT_COUNTS = (
+    "events", "keys", "duplicates", "stale", "superseded", "added", "updated", "deleted", "unchanged",
+    "chunks_upserted", "chunks_deleted", "chunks_reused", "embedding_calls", "embedding_tokens",
+)  # fmt: skip
+LEASE_RETRY_S = 60  # a batch held back by a full sync is retried this soon, not after the visibility timeout
+
+
 class IndexerRunError(KbSearchError):
     """The run failed (listing or embedding); the report was logged."""
 
@@ -45,9 +60,65 @@ def _flag(event: dict[str, Any], name: str) -> bool:
     return value is True or (isinstance(value, str) and value.lower() == "true")
 
 
+def _retry_soon(event: dict[str, Any], message_ids: set[str], seconds: int) -> None:
+    """Best effort: make these messages visible again in ``seconds`` (ChangeMessageVisibilityBatch)."""
+    records = [r for r in event.get("Records", []) if r.get("messageId") in message_ids and r.get("receiptHandle")]
+    if not records:
+        return
+    try:
+        import boto3
+
+        _, _, _, region, account, name = str(records[0].get("eventSourceARN", "")).split(":", 5)
+        sqs = boto3.client("sqs", region_name=region)
+        url = sqs.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"]
+        for start in range(0, len(records), 10):
+            entries = [
+                {"Id": str(i), "ReceiptHandle": r["receiptHandle"], "VisibilityTimeout": seconds}
+                for i, r in enumerate(records[start : start + 10])
+            ]
+            sqs.change_message_visibility_batch(QueueUrl=url, Entries=entries)
+    except Exception as exc:  # they come back after the visibility timeout instead
+        logger.warning("could not shorten the retry delay", extra={"error": type(exc).__name__})
+
+
+def handle_changes(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    remaining_s = context.get_remaining_time_in_millis() / 1000
+    report: ChangeReport = run_changes(
+        settings,
+        secrets,
+        event,
+        stop_at=Deadline(max(1.0, remaining_s - min(settings.deadline_margin_s, remaining_s / 4))),
+        call_deadline=Deadline(max(1.0, remaining_s - 5)),
+    )
+    data = report.to_dict()
+    for name in EVENT_COUNTS:
+        metrics.add_metric(name=f"events_{name}", unit=MetricUnit.Count, value=data[name])
+    metrics.add_metric(name="events_ignored", unit=MetricUnit.Count, value=len(report.ignored))
+    metrics.add_metric(name="events_poison", unit=MetricUnit.Count, value=len(report.poison))
+    metrics.add_metric(name="events_failed", unit=MetricUnit.Count, value=len(report.failed_messages))
+    for lag in sorted(report.lag_s, reverse=True)[:100]:  # the slowest 100 (a metric holds at most 100 values)
+        metrics.add_metric(name="IndexLagSeconds", unit=MetricUnit.Seconds, value=max(0.0, lag))
+    summary = {k: v for k, v in data.items() if k not in ("skipped", "warnings", "ignored", "lag_s")}
+    summary["lag_max_s"] = max(report.lag_s, default=None)
+    logger.info("event batch applied", extra=summary)
+    failed = set(report.failed_messages)
+    if failed and report.error and "holds the index lease" in report.error:
+        _retry_soon(event, failed, LEASE_RETRY_S)
+    return {"batchItemFailures": [{"itemIdentifier": m} for m in sorted(failed)]}
+
+
 @metrics.log_metrics
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    from kbsearch.events import is_sqs_batch
+
+    sqs = is_sqs_batch(event)
+    if sqs and config_problem is not None:  # every message goes back (and, in the end, to the dead-letter queue)
+        logger.error("indexer not configured", extra={"error": str(config_problem)})
+        metrics.add_metric(name="not_configured", unit=MetricUnit.Count, value=1)
+        return {"batchItemFailures": [{"itemIdentifier": r.get("messageId", "")} for r in event["Records"]]}
+    if sqs:
+        return handle_changes(event, context)
     event = event if isinstance(event, dict) else {}
     if config_problem is not None:
         logger.error("indexer not configured", extra={"error": str(config_problem)})
@@ -73,6 +144,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     metrics.add_metric(name="skipped", unit=MetricUnit.Count, value=len(report["skipped"]))
     metrics.add_metric(name="warnings", unit=MetricUnit.Count, value=len(report["warnings"]))
     metrics.add_metric(name="incomplete", unit=MetricUnit.Count, value=int(report["incomplete"]))
+    metrics.add_metric(name="missed_by_events", unit=MetricUnit.Count, value=report["missed_by_events"])
     metrics.add_metric(name="duration", unit=MetricUnit.Milliseconds, value=report["duration_ms"])
     logger.info("sync finished", extra={k: v for k, v in report.items() if k not in ("skipped", "warnings")})
     if report["error"]:

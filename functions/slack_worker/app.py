@@ -1,4 +1,5 @@
-"""SlackWorkerFunction: {"slack_job": {...}} (async invoke from the acknowledgement) → kbsearch.slack_worker.
+"""SlackWorkerFunction: {"slack_job": {...}} (async invoke from the acknowledgement of a command or a button)
+→ kbsearch.slack_worker.
 
 Raises when the answer could not be posted, so Lambda retries the delivery (the request key is released first;
 an answer that was posted is never posted twice) and, after its retries, sends it to the failure destination.
@@ -13,6 +14,7 @@ from aws_lambda_powertools.logging.utils import copy_config_to_registered_logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from kbsearch.api.container import Container
+from kbsearch.feedback import open_feedback_store
 from kbsearch.providers.resilience import Deadline, shared_client
 from kbsearch.slack_worker import Deduper, DynamoDeduper, MemoryDeduper, handle_job
 
@@ -21,6 +23,7 @@ copy_config_to_registered_loggers(source_logger=logger, include={"kbsearch"})
 container = Container()  # never raises at import; a job then logs the problem and apologises
 settings = container.settings
 deduper: Deduper = DynamoDeduper(settings.slack_dedupe_table) if settings.slack_dedupe_table else MemoryDeduper()
+feedback = open_feedback_store(settings.slack_feedback_table, settings.slack_feedback_file)
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -30,6 +33,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         logger.error("event without slack_job; nothing to do")
         return {"status": "ignored"}
     deadline = Deadline(context.get_remaining_time_in_millis() / 1000 - 2)
-    status = handle_job(job, container.search, deduper, shared_client(), settings, deadline)
+    status = handle_job(job, container.search, deduper, shared_client(), settings, deadline, feedback,
+                        scope_for=container.slack_scope)  # fmt: skip
     logger.info("slack job done", extra={"status": status})
     return {"status": status}

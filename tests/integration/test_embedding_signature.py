@@ -11,7 +11,7 @@ from kbsearch.indexer import Indexer, SyncOptions, SyncReport
 from kbsearch.providers.embeddings import build_embedder
 from kbsearch.providers.resilience import Deadline, shared_client
 from kbsearch.qdrant import open_store
-from kbsearch.qdrant.query import REBUILDING, signature_id
+from kbsearch.qdrant.query import LAST_SYNC_KIND, REBUILDING, SIGNATURE_KEYS, signature_id
 from kbsearch.schemas import SearchRequest
 from kbsearch.search import SearchService
 from kbsearch.sources import LocalSource
@@ -70,7 +70,9 @@ def test_the_collection_records_its_embedding_and_a_format_change_reembeds(
     first = sync(qwen, kb)
     assert first.added == 3 and first.reembedded is None
     sig = {"embedding_model": "Qwen/Qwen3-Embedding-8B", "embedding_dimensions": 64, "embedding_input_format": "qwen3"}
-    assert recorded(qwen) == (sig, {signature_id(sig)})
+    meta, ids = recorded(qwen)
+    assert {k: meta[k] for k in SIGNATURE_KEYS} == sig and ids == {signature_id(sig)}
+    assert meta[LAST_SYNC_KIND] == "reconcile"  # beside the signature: the last sync (what /health reports)
     assert sync(qwen, kb).unchanged == 3  # same signature: nothing re-embedded
 
     e5 = settings_for(deepinfra, tmp_path, embedding_input_format="e5")

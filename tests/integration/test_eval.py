@@ -10,7 +10,7 @@ import pytest
 
 from kbsearch.errors import KbSearchError
 from kbsearch_tools.evaluate import BeirDataset, eval_beir, eval_kb, format_report
-from kbsearch_tools.fakes import FakeProvider
+from kbsearch_tools.fakes import FakeProvider, provider_env
 from tests.conftest import KBSEARCH_CMD, ROOT, provider_settings, subprocess_env
 
 BEIR = ROOT / "tests" / "fixtures" / "beir-mini"
@@ -95,3 +95,51 @@ def test_eval_cli_json() -> None:
     bad = subprocess.run([*KBSEARCH_CMD, "eval", "--kb", "sample-kb"], capture_output=True, text=True,
                          env=subprocess_env(), check=False, cwd=ROOT)  # fmt: skip
     assert bad.returncode == 2 and "--queries" in bad.stderr
+
+
+def _gate(manifest: Path, env: dict[str, str], *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*KBSEARCH_CMD, "eval", "--classes", str(manifest), "--root", str(ROOT), "--phases",
+                           "lexical,dense,hybrid", "--json", *extra], capture_output=True, text=True, env=env,
+                          check=False, timeout=600)  # fmt: skip
+
+
+def test_the_class_gate_fails_when_hybrid_loses_to_its_best_leg(deepinfra: FakeProvider, tmp_path: Path) -> None:
+    """`kbsearch eval --classes --gate`: per-class figures and the gap; exit 1 naming the class when hybrid loses
+    more than the slack to its best leg (here: Qdrant's RRF with BM25 weighed out, over a hash-of-words dense leg
+    that BM25 beats by far), exit 0 when it does not."""
+    manifest = tmp_path / "classes.yaml"
+    manifest.write_text(
+        "- {class: sample-en, corpus: sample-kb, queries: eval/sample-kb-queries.yaml}\n"
+        "- {class: absent, corpus: no-such-folder, queries: eval/sample-kb-queries.yaml}\n",
+        encoding="utf-8",
+    )
+    env = subprocess_env(**provider_env(deepinfra, roles=["EMBEDDING"]), EMBEDDING_DIMENSIONS="256")
+    losing = _gate(manifest, env | {"SEARCH_FUSION": "rrf", "RRF_K": "1", "SEARCH_BM25_WEIGHT": "0"}, "--gate")
+    assert losing.returncode == 1, losing.stderr
+    report = json.loads(losing.stdout)
+    sample = report["classes"]["sample-en"]
+    ndcg = {p: m["nDCG@10"] for p, m in sample["phases"].items()}
+    assert sample["queries"] == 44 and sample["gap"] == round(ndcg["hybrid"] - max(ndcg["lexical"], ndcg["dense"]), 4)
+    assert sample["gap"] < -0.005 and report["gate"]["failures"] and "sample-en" in report["gate"]["failures"][0]
+    assert "gate FAILED" in losing.stderr and "sample-en" in losing.stderr
+    assert "not there" in report["skipped"]["absent"]
+    # the same loss passes a gate whose slack covers it
+    passing = _gate(manifest, env | {"SEARCH_FUSION": "rrf", "RRF_K": "1", "SEARCH_BM25_WEIGHT": "0"}, "--gate", "1")
+    assert passing.returncode == 0 and "gate passed" in passing.stderr
+    assert json.loads(passing.stdout)["classes"]["sample-en"]["gap"] < -0.005
+
+
+def test_gate_failures_name_every_class_that_cannot_be_judged() -> None:
+    from kbsearch_tools.evaluate import gate_failures, ungated
+
+    phases = {"lexical": {"nDCG@10": 0.9}, "dense": {"nDCG@10": 0.8}, "hybrid": {"nDCG@10": 0.9, "degraded": 3}}
+    report = {"classes": {"ok": {"queries": 44, "gap": 0.0, "phases": {p: {"nDCG@10": 0.9} for p in phases}},
+                          "edge": {"queries": 40, "gap": -0.005, "phases": {}},
+                          "lost": {"queries": 40, "gap": -0.0051, "phases": {}},
+                          "degraded": {"queries": 50, "gap": 0.0, "phases": phases},
+                          "legless": {"queries": 44, "gap": None, "phases": {}},
+                          "small": {"queries": 39, "gap": -0.2, "phases": {}}}}  # fmt: skip
+    failures = gate_failures(report)
+    assert [f.split(":")[0] for f in failures] == ["lost", "degraded", "legless"]
+    assert ungated(report) == ["small"]  # one query of 39 moves nDCG@10 by more than the slack: reported only
+    assert [f.split(":")[0] for f in gate_failures(report, min_queries=1)] == ["lost", "degraded", "legless", "small"]

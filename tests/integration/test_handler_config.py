@@ -129,5 +129,7 @@ def test_alarmed_metrics_are_the_ones_the_search_handler_emits(search_app, capsy
         for q in r["Properties"].get("Metrics", [])
         if "MetricStat" in q and q["MetricStat"]["Metric"]["Namespace"] == namespace
     }
+    # the indexer's freshness metric: tests/integration/test_events.py checks the indexer handler emits it
+    assert alarmed.pop("IndexLagSeconds") == [{"Name": "service", "Value": "kb-search"}]
     assert set(alarmed) == {"Latency_total", "Degraded"} and set(alarmed) <= set(emitted)
     assert all(dims == [{"Name": "service", "Value": service}] for dims in alarmed.values())

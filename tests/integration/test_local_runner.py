@@ -45,6 +45,7 @@ def test_invoke_health_prints_a_200(bm25_index: Path, tmp_path: Path) -> None:
         "version": body["version"],
         "collection": "kb",
         "store": "embedded",
+        "last_sync": None,  # the search path is not built by /health: unknown until a search has read it
     }
     # no index there yet: alive, not ready, and the reason says what to run
     rc, result, _ = invoke("SearchFunction", EVENTS / "health.json", QDRANT_PATH=str(tmp_path / "none"))

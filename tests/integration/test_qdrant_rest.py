@@ -15,7 +15,7 @@ from kbsearch.errors import IndexMissing, StoreError
 from kbsearch.lexical import SparseVector
 from kbsearch.providers.resilience import shared_client
 from kbsearch.qdrant.embedded import edge_filter, edge_request
-from kbsearch.qdrant.query import filter_json, fusion_request, path_filter, retrieve
+from kbsearch.qdrant.query import batch_searches, filter_json, fusion_request, path_filter, retrieve, retrieve_legs
 from kbsearch.qdrant.rest import QdrantRest
 from kbsearch_tools.fakes import FakeEndpoint
 
@@ -43,6 +43,7 @@ def edge_by_hand(weights: list[float] | None) -> Any:
     """The same query written with Qdrant Edge's own API (qdrant.tech/documentation/edge)."""
     edge = pytest.importorskip("qdrant_edge", reason="no Qdrant Edge wheel on this platform")
     qfilter = edge.Filter(must=[
+        edge.FieldCondition(key="access", match=edge.MatchAny(any=["hr", "public"])),
         edge.FieldCondition(key="tags", match=edge.MatchAny(any=["runbook", "qdrant"])),
         edge.FieldCondition(key="type", match=edge.MatchAny(any=["runbook"])),
         edge.FieldCondition(key="status", match=edge.MatchAny(any=["active"])),
@@ -59,6 +60,7 @@ def edge_by_hand(weights: list[float] | None) -> Any:
                                                              using="bm25"), filter=qfilter),
         ],
         query=edge.Fusion.Rrf(k=60, weights=weights),
+        filter=qfilter,  # the caller's scope on the fused query too, not only on each leg
         with_payload=edge.PayloadSelector.Exclude(["meta"]),
         with_vector=False,
     )  # fmt: skip
@@ -69,6 +71,7 @@ def test_request_body_matches_qdrant_client_and_edge(qdrant: FakeEndpoint, weigh
     client = QdrantClient(url=qdrant.url, check_compatibility=False)
     when = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     conditions: list[models.Condition] = [
+        models.FieldCondition(key="access", match=models.MatchAny(any=["hr", "public"])),
         models.FieldCondition(key="tags", match=models.MatchAny(any=["runbook", "qdrant"])),
         models.FieldCondition(key="type", match=models.MatchAny(any=["runbook"])),
         models.FieldCondition(key="status", match=models.MatchAny(any=["active"])),
@@ -88,6 +91,7 @@ def test_request_body_matches_qdrant_client_and_edge(qdrant: FakeEndpoint, weigh
                             filter=qfilter, limit=50),
         ],
         query=models.RrfQuery(rrf=models.Rrf(k=60, weights=weights)),
+        query_filter=qfilter,
         limit=150,
         with_payload=models.PayloadSelectorExclude(exclude=["meta"]),
     )  # fmt: skip
@@ -97,7 +101,7 @@ def test_request_body_matches_qdrant_client_and_edge(qdrant: FakeEndpoint, weigh
         [[0.1, 0.2], [0.3, 0.4]],
         SparseVector([1, 5], [1.0, 1.0]),
         filter_json(tags=["runbook", "qdrant"], types=["runbook"], statuses=["active"], path_prefix="ru/ранбуки/",
-                    updated_after=dt.date(2026, 1, 1)),
+                    updated_after=dt.date(2026, 1, 1), groups=["public", "hr"]),
         prefetch_limit=50, hnsw_ef=256, rrf_k=60,
     )  # fmt: skip
     assert ours is not None
@@ -107,8 +111,8 @@ def test_request_body_matches_qdrant_client_and_edge(qdrant: FakeEndpoint, weigh
     assert repr(edge_request(ours)) == repr(edge_by_hand(weights))
     # datetimes: compare instants, whatever the spelling of UTC
     for body in (sent, ours):
-        for prefetch in body["prefetch"]:
-            for cond in prefetch["filter"]["must"]:
+        for filtered in [*body["prefetch"], body]:
+            for cond in filtered["filter"]["must"]:
                 if "range" in cond and isinstance(cond["range"]["gt"], str):  # the filter may be shared
                     cond["range"]["gt"] = dt.datetime.fromisoformat(cond["range"]["gt"].replace("Z", "+00:00"))
     assert sent == drop_none(ours)
@@ -236,3 +240,79 @@ def test_weighted_rrf_body_matches_qdrant_client_and_the_embedded_store_weighs_i
     assert abs(weighted["a"] - (1 / (60 + 2 - 1) + 1 / 61)) < 1e-9
     assert abs(weighted["b"] - (1 / 60 + 1 / (60 + 4 - 1))) < 1e-9
     store.close()
+
+
+# -- the adaptive fusion's one call: POST /points/query/batch ------------------------------------------------
+def test_batch_body_matches_qdrant_client_and_every_leg_carries_the_filter(qdrant: FakeEndpoint) -> None:
+    """The batch the adaptive fusion sends (a dense search per variant, sharing the prefetch budget; BM25 per
+    language; one-term probes) is the JSON qdrant_client sends for the same searches, and the request's filter
+    reaches every search of it."""
+    scope = filter_json(tags=["runbook"], path_prefix="ru/ранбуки")
+    searches, legs = batch_searches(
+        [[0.1, 0.2], [0.3, 0.4]], [(SparseVector([1, 5], [1.0, 1.0]), "en"), (SparseVector([7], [1.0]), "ru")],
+        scope, prefetch_limit=200, hnsw_ef=256, probes=[1, 5],
+    )  # fmt: skip
+    assert [leg.kind for leg in legs] == ["dense", "dense", "lexical", "lexical", "probe", "probe"]
+    assert [leg.language for leg in legs if leg.kind == "lexical"] == ["en", "ru"]
+    assert all(s["filter"] == scope for s in searches)
+    qdrant.body = json.dumps({"result": [{"points": []} for _ in searches], "status": "ok", "time": 0.001}).encode()
+    qfilter = models.Filter.model_validate(scope)
+    params = models.SearchParams(
+        hnsw_ef=256, quantization=models.QuantizationSearchParams(rescore=True, oversampling=2.0)
+    )
+    payload = models.PayloadSelectorExclude(exclude=["meta"])
+    QdrantClient(url=qdrant.url, check_compatibility=False).query_batch_points("kb", [
+        models.QueryRequest(query=[0.1, 0.2], using="dense", filter=qfilter, limit=100, params=params,
+                            with_payload=payload, with_vector=False),
+        models.QueryRequest(query=[0.3, 0.4], using="dense", filter=qfilter, limit=100, params=params,
+                            with_payload=payload, with_vector=False),
+        models.QueryRequest(query=models.SparseVector(indices=[1, 5], values=[1.0, 1.0]), using="bm25",
+                            filter=qfilter, limit=200, with_payload=payload, with_vector=False),
+        models.QueryRequest(query=models.SparseVector(indices=[7], values=[1.0]), using="bm25", filter=qfilter,
+                            limit=200, with_payload=payload, with_vector=False),
+        models.QueryRequest(query=models.SparseVector(indices=[1], values=[1.0]), using="bm25", filter=qfilter,
+                            limit=8, with_payload=models.PayloadSelectorInclude(include=["path"]), with_vector=False),
+        models.QueryRequest(query=models.SparseVector(indices=[5], values=[1.0]), using="bm25", filter=qfilter,
+                            limit=8, with_payload=models.PayloadSelectorInclude(include=["path"]), with_vector=False),
+    ])  # fmt: skip
+    assert qdrant.requests[-1].path == "/collections/kb/points/query/batch"
+    assert drop_none(qdrant.requests[-1].body) == {"searches": drop_none(searches)}
+    # what Cloud is sent over REST is that same body
+    rest = QdrantRest(qdrant.url, "kb", lambda: "qdrant-test-key", shared_client(), 2.0)
+    assert retrieve_legs(rest, searches, legs, 2.0) == [(leg, []) for leg in legs]
+    assert qdrant.requests[-1].path == "/collections/kb/points/query/batch"
+    assert qdrant.requests[-1].body == {"searches": searches}
+    assert qdrant.requests[-1].headers["api-key"] == "qdrant-test-key"
+
+
+def test_batch_answers_are_read_per_leg_with_ties_in_point_id_order(qdrant: FakeEndpoint) -> None:
+    qdrant.body = json.dumps({"result": [
+        {"points": [{"id": "b", "score": 2.0, "payload": {"path": "b.md"}},
+                    {"id": "a", "score": 2.0, "payload": {"path": "a.md"}},
+                    {"id": "c", "score": 3.0, "payload": {"path": "c.md"}}]},
+        {"points": [{"id": "z", "score": 1.5, "payload": {"path": "z.md"}}, {"id": "y", "score": 1.4},
+                    {"id": "x", "score": 1.3, "payload": {}}]},
+    ]}).encode()  # fmt: skip
+    rest = QdrantRest(qdrant.url, "kb", lambda: None, shared_client(), 2.0)
+    searches, legs = batch_searches([], [(SparseVector([1], [1.0]), "en")], None, probes=[1])
+    (_, lexical), (_, probe) = retrieve_legs(rest, searches, legs, 2.0)
+    assert [c.id for c in lexical] == ["c", "a", "b"]  # equal scores: by point id, every run
+    assert [(c.id, c.score, c.payload) for c in probe] == [("z", 1.5, {"path": "z.md"})]  # no path: dropped
+
+
+BAD_BATCH_ANSWERS = [
+    b'{"result": {"points": []}}', b'{"result": [{"points": []}]}', b'{"result": [{"points": []}, 5]}',
+    b'{"result": [{"points": []}, {"points": {"a": 1}}]}', b'{"result": [{"points": []}, {}]}',
+    b'{"result": [{"points": []}, {"points": [{"id": 1, "score": NaN}]}]}',
+    b'{"result": [{"points": []}, {"points": [{"id": 1, "score": 0.5, "payload": {"path": 5}}]}]}',
+    b'{"result": null}', b"[]",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("body", BAD_BATCH_ANSWERS, ids=range(len(BAD_BATCH_ANSWERS)))
+def test_a_batch_answer_of_the_wrong_shape_is_store_error(qdrant: FakeEndpoint, body: bytes) -> None:
+    qdrant.body = body
+    rest = QdrantRest(qdrant.url, "kb", lambda: None, shared_client(), 2.0)
+    searches, legs = batch_searches([[1.0, 0.0]], [(SparseVector([1], [1.0]), "en")], None)
+    with pytest.raises(StoreError):
+        retrieve_legs(rest, searches, legs, 2.0)

@@ -286,7 +286,7 @@ def test_filters(make_service) -> None:
 
 def test_rrf_scores_are_the_sum_over_prefetches(make_service, deepinfra, store_path: Path) -> None:
     """The seed's RrfQuery(k=60), equal weights: score = Σ 1 / (60 + rank), rank zero-based in each prefetch."""
-    service = make_service(deepinfra, rrf_k=60, search_bm25_weight=1.0, search_prefetch_limit=50)
+    service = make_service(deepinfra, search_fusion="rrf", rrf_k=60, search_bm25_weight=1.0, search_prefetch_limit=50)
     query = "qdrant snapshot restore"
     answer = ask(service, query, top_k=10, rerank=False, expand=False)
     service.close()

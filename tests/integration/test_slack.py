@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import subprocess
 import sys
 import time
@@ -23,6 +24,7 @@ from kbsearch.config import Secrets, Settings
 from kbsearch.providers.resilience import shared_client
 from kbsearch.schemas import Hit, HitScores, SearchMeta, SearchResponse
 from kbsearch.search import SearchService
+from kbsearch.slack_render import View, render_answer
 from kbsearch.slack_worker import DynamoDeduper, MemoryDeduper, SlackPostError, handle_job, post_to_slack
 from kbsearch_tools.fakes import FakeEndpoint
 from kbsearch_tools.local.apigw import HttpRequest, build_event
@@ -68,6 +70,35 @@ def test_text_parsing(text: str, kind: str, query: str, share: bool) -> None:
     assert (intent.kind, intent.query, intent.share) == (kind, query, share)
 
 
+@pytest.mark.parametrize(
+    ("text", "query", "filters", "share"),
+    [("tag:runbook type:decision in:ru/ранбуки after:2026-01-01 ротация ключей", "ротация ключей",
+      {"tags": ["runbook"], "type": ["decision"], "path_prefix": "ru/ранбуки", "updated_after": "2026-01-01"}, False),
+     ("share restore tag:a,b tag:b snapshot", "restore snapshot", {"tags": ["a", "b"]}, True),
+     ('in:"en/how to/" status:active,draft how', "how", {"path_prefix": "en/how to", "status": ["active", "draft"]}, False),
+     ("in:“ru/мои заметки” вопрос", "вопрос", {"path_prefix": "ru/мои заметки"}, False),
+     ("error: timeout on http://x.example/a:b", "error: timeout on http://x.example/a:b", {}, False),
+     ("TAG:Runbook since:2026-01-01T10:00:00Z x", "x", {"tags": ["Runbook"], "updated_after": "2026-01-01T10:00:00Z"}, False)],
+)  # fmt: skip
+def test_filters_in_the_command(text: str, query: str, filters: dict, share: bool) -> None:
+    intent = slack.parse_text(text)
+    assert (intent.kind, intent.query, intent.filters, intent.share) == ("search", query, filters, share)
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [("tag: runbook", "`tag:` needs a value"), ("tag:, x", "`tag:` needs a value"), ("after:yesterday x", "takes a date"),
+     ("after:2026-13-45 x", "bad filter"), ("in:a in:b x", "given twice"), ("in:/ x", "needs a folder"),
+     ("tag:runbook", "need a question"), ("share type:decision", "need a question"), ('in:"" x', "needs a value"),
+     ("in:" + "p" * 600 + " x", "bad filter"), (" ".join(f"tag:t{i}" for i in range(60)) + " x", "bad filter")],
+)  # fmt: skip
+def test_malformed_filters_answer_with_the_usage(text: str, problem: str) -> None:
+    intent = slack.parse_text(text)
+    assert intent.kind == "usage" and problem in intent.error
+    answer = slack.ack(intent)
+    assert problem in answer["text"] and "`tag:runbook`" in answer["text"]  # the usage, not an empty result
+
+
 # -- through the handler ------------------------------------------------------------------------------------------
 
 
@@ -92,13 +123,14 @@ def form(text: str, response_url: str, trigger: str = "13345224609.738474920.808
     })  # fmt: skip
 
 
-def slack_event(body: str, ts: int | None = None, secret: str = SECRET, b64: bool = True, headers: Any = None) -> dict:
+def slack_event(body: str, ts: int | None = None, secret: str = SECRET, b64: bool = True, headers: Any = None,
+                path: str = "/slack/command") -> dict:  # fmt: skip
     stamp = str(int(time.time()) if ts is None else ts)
     sig = slack.sign(secret, stamp, body.encode())
     hdrs = [("X-Slack-Request-Timestamp", stamp), ("X-Slack-Signature", sig)] if headers is None else headers
     content_type = "application/x-www-form-urlencoded" if b64 else "text/plain"
-    return build_event(HttpRequest("POST", "/slack/command", "", [("Content-Type", content_type), *hdrs], body.encode()),
-                       "/slack/command", {}, "dev")  # fmt: skip
+    return build_event(HttpRequest("POST", path, "", [("Content-Type", content_type), *hdrs], body.encode()),
+                       path, {}, "dev")  # fmt: skip
 
 
 @pytest.mark.parametrize("b64", [True, False])
@@ -112,7 +144,7 @@ def test_signed_command_is_acknowledged_then_answered(app, response_url: FakeEnd
     assert response_url.wait(20), "the worker never answered"
     (post,) = response_url.requests
     assert post.path == "/commands/1" and post.body["response_type"] == "ephemeral"
-    assert len(post.body["blocks"]) >= 3 and post.body["blocks"][-1]["type"] == "context"
+    assert len(post.body["blocks"]) >= 3 and [b["type"] for b in post.body["blocks"][-2:]] == ["context", "actions"]
     assert "Runbook - restore a Qdrant snapshot" in json.dumps(post.body, ensure_ascii=False)
 
 
@@ -157,6 +189,25 @@ def test_replayed_request_is_rejected_after_the_window(app, response_url: FakeEn
     assert app(old)["statusCode"] == 401
 
 
+def test_malformed_filter_answers_the_usage_at_once(app, response_url: FakeEndpoint) -> None:
+    result = app(slack_event(form("after:someday runbooks", response_url.url)))
+    assert result["statusCode"] == 200
+    text = json.loads(result["body"])["text"]
+    assert "`after:` takes a date" in text and "in:ru/ранбуки" in text
+    time.sleep(0.3)
+    assert response_url.requests == []
+
+
+def test_filtered_command_searches_with_the_filters(app, response_url: FakeEndpoint) -> None:
+    result = app(slack_event(form("type:runbook in:en/runbooks restore &amp; snapshot", response_url.url + "/f")))
+    assert json.loads(result["body"])["text"] == "Searching for “restore &amp; snapshot”…"
+    assert response_url.wait(20)
+    body = json.dumps(response_url.requests[0].body, ensure_ascii=False)
+    assert "Runbook - restore a Qdrant snapshot" in body and "filters: type `runbook` · in `en/runbooks`" in body
+    paths = re.findall(r"`(en/[^`]+\.md|ru/[^`]+\.md)`", body)
+    assert paths and all(p.startswith("en/runbooks/") for p in paths)
+
+
 def test_help_answers_at_once_without_a_worker(app, response_url: FakeEndpoint) -> None:
     result = app(slack_event(form("help", response_url.url)))
     assert result["statusCode"] == 200 and "/kb share" in json.loads(result["body"])["text"]
@@ -169,7 +220,8 @@ def test_unconfigured_secret_is_503(load_search_app, tmp_path: Path) -> None:
     assert call(slack_event(form("x", "https://hooks.slack.com/x")))["statusCode"] == 503
 
 
-def test_acknowledgement_imports_nothing_heavy_in_lambda(tmp_path: Path) -> None:
+@pytest.mark.parametrize("route", ["/slack/command", "/slack/interactive"])
+def test_acknowledgement_imports_nothing_heavy_in_lambda(tmp_path: Path, route: str) -> None:
     """A fresh interpreter as a real Lambda: the ack path records the signature in DynamoDB (the replay guard) and
     hands off through the Lambda Invoke API (loopback fakes of both), and imports none of qdrant_client, numpy or
     the X-Ray SDK (boto3 is what the replay guard and the hand-off need)."""
@@ -178,6 +230,12 @@ def test_acknowledgement_imports_nothing_heavy_in_lambda(tmp_path: Path) -> None
     dynamodb.body, dynamodb.content_type = b"{}", "application/x-amz-json-1.0"
     try:
         event = slack_event(form("qdrant snapshot", "https://hooks.slack.com/commands/1"))
+        if route == "/slack/interactive":  # a 👍 press on an answer
+            action = {"action_id": "kb_vote_up", "value": '{"q":"qdrant snapshot","p":0}', "action_ts": "1.2"}
+            payload = {"type": "block_actions", "user": {"id": "U1"}, "team": {"id": "T1"}, "actions": [action],
+                       "response_url": "https://hooks.slack.com/actions/1"}  # fmt: skip
+            body = urlencode({"payload": json.dumps(payload)})
+            event = slack_event(body, path=route)
         code = f"""
 import json, sys
 sys.path.insert(0, {str(ROOT / "functions" / "search")!r})
@@ -203,7 +261,12 @@ print(json.dumps({{"status": result["statusCode"], "heavy": heavy, "body": resul
         (invoke,) = lambda_api.requests
         assert invoke.path == "/2015-03-31/functions/kb-search-dev-slack-worker/invocations"
         assert invoke.headers.get("x-amz-invocation-type") == "Event"
-        assert invoke.body["slack_job"]["text"] == "qdrant snapshot"
+        job = invoke.body["slack_job"]
+        if route == "/slack/command":
+            assert job["text"] == "qdrant snapshot"
+        else:
+            assert job["kind"] == "action" and job["action_id"] == "kb_vote_up" and len(job["voter"]) == 32
+            assert "U1" not in job["voter"]
         (put,) = dynamodb.requests
         assert put.headers.get("x-amz-target") == "DynamoDB_20120810.PutItem"
         assert put.body["TableName"] == "kb-search-dev-slack"
@@ -224,33 +287,30 @@ def answer_with(n: int, title: str = "T & <b>", degraded: list[str] | None = Non
         for i in range(n)
     ]  # fmt: skip
     meta = SearchMeta(request_id="r", variants=["q"], embedder="none", reranker="none", degraded=degraded or [],
-                      candidates=n, timings_ms={"total": 1234.0}, usage={})  # fmt: skip
+                      candidates=n, timings_ms={"total": 812.0}, usage={})  # fmt: skip
     return SearchResponse(query="q <&>", results=hits, meta=meta)
 
 
 def test_block_kit_limits_and_escaping() -> None:
-    message = slack.render_answer(
-        answer_with(60, degraded=["rerank"]), share=True, kb_base_url="https://kb.example.com"
-    )
+    view = View(share=True, per_page=10, url_pattern="https://kb.example.com/{path}")
+    message = render_answer(answer_with(60, degraded=["rerank"]), view)
     blocks = message["blocks"]
     assert message["response_type"] == "in_channel"
     assert len(blocks) <= 50
     sections = [b["text"]["text"] for b in blocks if b["type"] == "section"]
     assert all(len(t) <= 3000 for t in sections)
-    assert len(json.dumps(blocks, ensure_ascii=False)) < 16_000
-    assert sum(len(t) for t in sections) <= 12_000
-    text = "\n".join(sections)
-    assert "T &amp; &lt;b&gt;" in text and "<b>" not in text.replace("<https://", "")
+    text = json.dumps(blocks, ensure_ascii=False)
+    assert "T &amp; &lt;b&gt;" in text and "<b>" not in text
     assert "`a&amp;b`" in text and "`&lt;t&gt;`" in text
-    assert "<https://kb.example.com/ru/%D0%BF%D0%B0%D0%BF%D0%BA%D0%B0/0.md|" in text  # a link when a base URL is set
-    context = blocks[-1]["elements"][0]["text"]
-    assert "1.2 s" in context and "degraded: rerank" in context
-    plain = slack.render_answer(answer_with(2), share=False)
+    assert "<https://kb.example.com/ru/%D0%BF%D0%B0%D0%BF%D0%BA%D0%B0/0|" in text  # a link, no .md
+    context = blocks[-1]["elements"]
+    assert "0.8 s" in context[0]["text"] and "not reranked" in context[1]["text"]
+    plain = render_answer(answer_with(2), View())
     assert plain["response_type"] == "ephemeral" and "`ru/папка/0.md`" in json.dumps(plain, ensure_ascii=False)
 
 
 def test_no_hits_is_a_friendly_message() -> None:
-    message = slack.render_answer(answer_with(0), share=False)
+    message = render_answer(answer_with(0), View())
     assert "No notes found" in message["text"] and "/kb help" in message["text"]
 
 

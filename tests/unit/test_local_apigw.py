@@ -67,7 +67,7 @@ def test_routes_come_from_the_template() -> None:
 
 def test_unknown_route_and_oversized_body_without_loading_functions() -> None:
     api = LocalApi(Template(ROOT / "template.yaml"), parse_api_keys(" a , ,b "))
-    assert api.api_keys == frozenset({"a", "b"})
+    assert api.api_keys == {"a": (), "b": ()}
     assert api.handle(HttpRequest("GET", "/nowhere", "", [], b"")).status == 403
     assert api.handle(HttpRequest("POST", "/search", "", [], b"")).status == 403  # key required, none given
     big = api.handle(HttpRequest("POST", "/search", "", [("x-api-key", "a")], b"x" * (10 * 1024 * 1024 + 1)))
@@ -78,7 +78,14 @@ def test_environment_precedence_and_ssm_names_dropped_locally() -> None:
     t = Template(ROOT / "template.yaml", {"Stage": "qa"})
     spec = t.function("SearchFunction")
     assert spec.environment["EMBEDDING_API_KEY_PARAM"] == "/kb-search/qa/deepinfra-api-key"
-    assert spec.environment["KB_SOURCE"] == "s3:///"  # no bucket locally: set KB_SOURCE to a folder
+    # built from the stack's bucket, which exists only deployed: left unset locally, so the function names it
+    assert "KB_SOURCE" not in spec.environment
+    assert (
+        Template(ROOT / "template.yaml", {"KbBucketName": "kb-b"})
+        .function("SearchFunction")
+        .environment["KB_SOURCE"]
+        .startswith("s3://kb-b/")
+    )  # a bucket given by name is kept
     env = function_environment(spec, "eu-west-1", {"QDRANT_COLLECTION": "shell"}, {"SearchFunction": {"KB_STAGE": "f"}})
     assert env["QDRANT_COLLECTION"] == "shell" and env["KB_STAGE"] == "f"
     assert "EMBEDDING_API_KEY_PARAM" not in env

@@ -73,6 +73,7 @@ def test_api_keys_where_promised(cfn: dict[str, Any]) -> None:
     assert _key_required(methods[("/mcp", "POST")])
     assert not _key_required(methods[("/health", "GET")])
     assert not _key_required(methods[("/slack/command", "POST")])
+    assert not _key_required(methods[("/slack/interactive", "POST")])
     types = {r["Type"] for r in cfn["Resources"].values()}
     assert {"AWS::ApiGateway::UsagePlan", "AWS::ApiGateway::ApiKey", "AWS::ApiGateway::UsagePlanKey"} <= types
     plan = next(r for r in cfn["Resources"].values() if r["Type"] == "AWS::ApiGateway::UsagePlan")
@@ -134,8 +135,11 @@ def _env_params(cfn: dict[str, Any], function_id: str) -> set[str]:
     ("function_id", "secrets"),
     [
         ("IndexerFunction", {"qdrant-api-key", "deepinfra-api-key", "fireworks-api-key"}),
-        ("SlackWorkerFunction", {"qdrant-api-key", "deepinfra-api-key", "fireworks-api-key"}),
-        ("SearchFunction", {"qdrant-api-key", "deepinfra-api-key", "fireworks-api-key", "slack-signing-secret"}),
+        ("SlackWorkerFunction", {"qdrant-api-key", "deepinfra-api-key", "fireworks-api-key", "access-groups"}),
+        (
+            "SearchFunction",
+            {"qdrant-api-key", "deepinfra-api-key", "fireworks-api-key", "slack-signing-secret", "access-groups"},
+        ),
     ],
 )
 def test_each_function_reads_only_its_own_secrets(cfn: dict[str, Any], function_id: str, secrets: set[str]) -> None:
@@ -169,15 +173,19 @@ def test_slack_worker_touches_no_bucket_and_only_claims_and_releases(cfn: dict[s
     policies = _role_policies(cfn, "SlackWorkerFunction")
     assert "s3:" not in policies
     dynamo = [st for _, st in _statements(cfn, "SlackWorkerFunction") if "dynamodb:PutItem" in _actions(st)]
-    assert len(dynamo) == 1 and _actions(dynamo[0]) == {"dynamodb:PutItem", "dynamodb:DeleteItem"}
+    assert len(dynamo) == 2 and _actions(dynamo[0]) == {"dynamodb:PutItem", "dynamodb:DeleteItem"}
     assert dynamo[0]["Resource"] == {"Fn::GetAtt": ["SlackDedupeTable", "Arn"]}
+    assert _actions(dynamo[1]) == {"dynamodb:PutItem"}  # votes: put only (export reads with the operator's role)
+    assert dynamo[1]["Resource"] == {"Fn::GetAtt": ["SlackFeedbackTable", "Arn"]}
     for function_id in ("SearchFunction", "IndexerFunction", "SlackWorkerFunction"):
         text = _role_policies(cfn, function_id)
         assert "dynamodb:Scan" not in text and "BatchWrite" not in text and "dynamodb:*" not in text
 
 
 #: What kbsearch.lease calls on the lease table; tests/integration/test_lease.py checks the module uses no more.
-LEASE_ACTIONS = {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"}
+LEASE_ACTIONS = {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:GetItem"}
+#: What kbsearch.sequencers calls on the same table (the last S3 sequencer applied per note).
+SEQUENCER_ACTIONS = {"dynamodb:BatchGetItem", "dynamodb:PutItem"}
 
 
 def test_indexer_runs_one_at_a_time_without_reserved_concurrency(cfn: dict[str, Any]) -> None:
@@ -196,9 +204,9 @@ def test_indexer_runs_one_at_a_time_without_reserved_concurrency(cfn: dict[str, 
     assert table["KeySchema"] == [{"AttributeName": "pk", "KeyType": "HASH"}]
     assert table["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
     statements = _statements(cfn, "IndexerFunction")
-    lease = [st for _, st in statements if any(a.startswith("dynamodb:") for a in _actions(st))]
-    assert len(lease) == 1 and lease[0]["Resource"] == {"Fn::GetAtt": ["IndexerLeaseTable", "Arn"]}
-    assert _actions(lease[0]) == LEASE_ACTIONS
+    dynamo = [st for _, st in statements if any(a.startswith("dynamodb:") for a in _actions(st))]
+    assert all(st["Resource"] == {"Fn::GetAtt": ["IndexerLeaseTable", "Arn"]} for st in dynamo)
+    assert sorted(sorted(_actions(st)) for st in dynamo) == sorted([sorted(LEASE_ACTIONS), sorted(SEQUENCER_ACTIONS)])
     assert props["Timeout"] == 900
 
 
@@ -212,7 +220,12 @@ def test_scheduler_dead_letters_go_to_the_alarmed_queue(cfn: dict[str, Any]) -> 
     assert target["DeadLetterConfig"] == {"Arn": dlq}
     assert target["RetryPolicy"]["MaximumRetryAttempts"] >= 1
     queues = sorted(k for k, r in res.items() if r["Type"] == "AWS::SQS::Queue")
-    assert queues == ["IndexerDeadLetterQueue", "SlackDeadLetterQueue"]  # SAM made no queue of its own
+    assert queues == [  # SAM made no queue of its own
+        "IndexerDeadLetterQueue",
+        "IndexerEventDeadLetterQueue",
+        "IndexerEventQueue",
+        "SlackDeadLetterQueue",
+    ]
     role = res[target["RoleArn"]["Fn::GetAtt"][0]]["Properties"]["Policies"]
     sends = [st for p in role for st in p["PolicyDocument"]["Statement"] if st["Action"] == "sqs:SendMessage"]
     assert [st["Resource"] for st in sends] == [dlq]
@@ -305,7 +318,7 @@ def test_no_stage_named_stage_and_docs_behind_the_key(cfn: dict[str, Any]) -> No
     methods = _methods(cfn)
     assert _key_required(methods[("/docs", "GET")]) and _key_required(methods[("/openapi.json", "GET")])
     public = {route for route, op in methods.items() if not _key_required(op)}
-    assert public == {("/health", "GET"), ("/slack/command", "POST")}
+    assert public == {("/health", "GET"), ("/slack/command", "POST"), ("/slack/interactive", "POST")}
 
 
 def test_api_gateway_account_role_for_access_logs(cfn: dict[str, Any]) -> None:
@@ -422,3 +435,93 @@ def test_layer_builds_from_the_lock() -> None:
     assert "build-KbSearchLayer:" in (content / "Makefile").read_text()
     assert (content / "requirements.txt").is_file()
     assert (content / "kbsearch" / "__init__.py").is_file()
+
+
+def test_s3_changes_reach_the_indexer_through_a_queue(cfn: dict[str, Any]) -> None:
+    """Freshness: the created bucket notifies the event queue of every .md change under the prefix; the queue has
+    a dead-letter queue (alarmed), a visibility timeout of 6x the indexer's, and a policy that lets S3 (this
+    account) and the EventBridge rule send; the SQS event source batches, reports item failures and caps
+    concurrency, all from parameters."""
+    res, params = cfn["Resources"], cfn["Parameters"]
+    arn = {"Fn::GetAtt": ["IndexerEventQueue", "Arn"]}
+    notifications = res["KbBucket"]["Properties"]["NotificationConfiguration"]["QueueConfigurations"]
+    assert sorted(n["Event"] for n in notifications) == ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]
+    for n in notifications:
+        assert n["Queue"] == arn
+        with_prefix, without = n["Filter"]["S3Key"]["Rules"]["Fn::If"][1:]
+        assert with_prefix == [{"Name": "prefix", "Value": {"Ref": "KbPrefix"}}, {"Name": "suffix", "Value": ".md"}]
+        assert without == [{"Name": "suffix", "Value": ".md"}]
+    assert "IndexerEventQueuePolicy" in res["KbBucket"]["DependsOn"]
+    queue = res["IndexerEventQueue"]["Properties"]
+    assert queue["VisibilityTimeout"] >= 6 * res["IndexerFunction"]["Properties"]["Timeout"]
+    assert queue["MaximumMessageSize"] >= 64 * 1024 and queue["SqsManagedSseEnabled"] is True
+    assert queue["RedrivePolicy"] == {
+        "deadLetterTargetArn": {"Fn::GetAtt": ["IndexerEventDeadLetterQueue", "Arn"]},
+        "maxReceiveCount": 5,
+    }
+    statements = res["IndexerEventQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    s3, rule = (st["Fn::If"][1] for st in statements[:2])
+    assert statements[0]["Fn::If"][0] == "CreateKbBucket" and statements[1]["Fn::If"][0] == "UseExistingBucket"
+    assert s3["Principal"] == {"Service": "s3.amazonaws.com"} and s3["Action"] == "sqs:SendMessage"
+    assert s3["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
+    assert "aws:SourceArn" in s3["Condition"]["ArnLike"]
+    assert rule["Condition"] == {"ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": ["KbObjectEventsRule", "Arn"]}}}
+    mapping = next(r for r in res.values() if r["Type"] == "AWS::Lambda::EventSourceMapping")["Properties"]
+    assert mapping["EventSourceArn"] == arn
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert mapping["MaximumBatchingWindowInSeconds"] == {"Ref": "EventBatchingWindowSeconds"}
+    assert mapping["ScalingConfig"] == {"MaximumConcurrency": {"Ref": "EventMaxConcurrency"}}
+    assert params["EventBatchingWindowSeconds"]["Default"] == 10 and params["EventMaxConcurrency"]["MinValue"] == 2
+    assert params["IndexSchedule"]["Default"] == "rate(1 hour)"  # the reconciler, no longer the freshness path
+
+
+def test_an_existing_bucket_sends_through_an_eventbridge_rule(cfn: dict[str, Any]) -> None:
+    res = cfn["Resources"]
+    rule = res["KbObjectEventsRule"]
+    assert rule["Condition"] == "UseExistingBucket"
+    assert cfn["Conditions"]["UseExistingBucket"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "KbBucketName"}, ""]}]}
+    pattern = rule["Properties"]["EventPattern"]
+    assert pattern["source"] == ["aws.s3"] and pattern["detail-type"] == ["Object Created", "Object Deleted"]
+    assert pattern["detail"]["bucket"]["name"] == [{"Ref": "KbBucketName"}]
+    assert pattern["detail"]["object"]["key"] == [{"wildcard": {"Fn::Sub": "${KbPrefix}*.md"}}]
+    (target,) = rule["Properties"]["Targets"]
+    assert target["Arn"] == {"Fn::GetAtt": ["IndexerEventQueue", "Arn"]}
+    assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["IndexerEventDeadLetterQueue", "Arn"]}}
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert "KbBucketName" in readme and "Send notifications to Amazon EventBridge" in readme
+
+
+def test_freshness_alarms_and_the_indexer_rights_for_events(cfn: dict[str, Any]) -> None:
+    alarms = _alarms(cfn)
+    dims = [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["IndexerEventDeadLetterQueue", "QueueName"]}}]
+    assert _metric_of(alarms["IndexerEventFailureAlarm"]) == [("AWS/SQS", "ApproximateNumberOfMessagesVisible", dims)]
+    lag = alarms["IndexLagAlarm"]
+    service = [{"Name": "service", "Value": "kb-search"}]  # the indexer's POWERTOOLS_SERVICE_NAME (Globals)
+    assert _metric_of(lag) == [("KbSearch", "IndexLagSeconds", service)]
+    assert lag["Statistic"] == "Maximum" and lag["Threshold"] == {"Ref": "IndexLagThresholdSeconds"}
+    variables = cfn["Resources"]["IndexerFunction"]["Properties"]["Environment"]["Variables"]
+    assert variables.get("POWERTOOLS_SERVICE_NAME", "kb-search") == "kb-search"
+    retry = [st for _, st in _statements(cfn, "IndexerFunction") if "sqs:ChangeMessageVisibility" in _actions(st)]
+    assert len(retry) == 1 and retry[0]["Resource"] == {"Fn::GetAtt": ["IndexerEventQueue", "Arn"]}
+
+
+def test_several_api_keys_and_their_groups_parameter(cfn: dict[str, Any]) -> None:
+    """Access scopes: extra keys (ExtraApiKeys) and existing keys (ExistingApiKeyIds) join the usage plan SAM
+    makes; /whoami is behind the key; both functions that search read the caller mapping by name at run time."""
+    resources = cfn["Resources"]
+    plan_id = next(k for k, r in resources.items() if r["Type"] == "AWS::ApiGateway::UsagePlan")
+    for n in (2, 3, 4):
+        assert resources[f"KbApiKey{n}"]["Condition"] == f"CreateApiKey{n}"
+        link = resources[f"KbApiUsagePlanKey{n}"]
+        assert link["Properties"] == {"KeyId": {"Ref": f"KbApiKey{n}"}, "KeyType": "API_KEY",
+                                      "UsagePlanId": {"Ref": plan_id}}  # fmt: skip
+    for n in (1, 2, 3):
+        existing = resources[f"ExistingApiUsagePlanKey{n}"]
+        assert existing["Condition"] == f"HasExistingApiKey{n}"
+        assert existing["Properties"]["UsagePlanId"] == {"Ref": plan_id}
+    assert _key_required(_methods(cfn)[("/whoami", "GET")])
+    for function_id in ("SearchFunction", "SlackWorkerFunction"):
+        variables = resources[function_id]["Properties"]["Environment"]["Variables"]
+        assert variables["ACCESS_GROUPS_PARAM"]["Fn::Sub"][0] == "${Prefix}/access-groups"
+    assert "ACCESS_GROUPS_PARAM" not in resources["IndexerFunction"]["Properties"]["Environment"]["Variables"]
+    assert {"ExtraApiKeyIds", "AccessGroupsParameter"} <= set(cfn["Outputs"])

@@ -269,6 +269,119 @@ def bench_search(
     return results
 
 
+def bench_scope(
+    kb: Path, copies: int = 10, scope: str = "hr", queries: int = 200, dims: int = 1024, progress: Any = None
+) -> dict[str, Any]:
+    """What an access scope costs a warm search: the vault copied ``copies`` times, every other copy restricted
+    to ``hr`` by an ``_access.yaml`` folder rule, indexed by the real indexer (fake embedder answering at once);
+    then the same queries searched unrestricted (no clause) and with ``scope`` (the clause on every prefetch and
+    the fused query), interleaved query by query, hybrid retrieval with no expansion or reranking. Counts the
+    Qdrant calls each search makes."""
+    import random
+
+    from kbsearch.access import Scope
+    from kbsearch.qdrant import open_store
+    from kbsearch.qdrant.embedded import EmbeddedRetriever
+    from kbsearch.schemas import SearchRequest
+    from kbsearch.search import SearchService
+
+    class Counting:
+        """The embedded retriever, counting the queries it runs (one per search is the promise)."""
+
+        def __init__(self, inner: EmbeddedRetriever) -> None:
+            self.inner, self.calls = inner, 0
+
+        def metadata(self, timeout_s: float) -> dict[str, Any]:
+            return self.inner.metadata(timeout_s)
+
+        def query(self, request: dict[str, Any], timeout_s: float) -> list[dict[str, Any]]:
+            self.calls += 1
+            return self.inner.query(request, timeout_s)
+
+        def query_batch(self, searches: list[dict[str, Any]], timeout_s: float) -> list[list[dict[str, Any]]]:
+            self.calls += 1  # one round trip for every leg (POST .../points/query/batch)
+            return self.inner.query_batch(searches, timeout_s)
+
+        def close(self) -> None:
+            self.inner.close()
+
+    caller = Scope.parse("bench", scope)
+    fake = FakeProvider("deepinfra", api_key="bench-key").start()
+    results: dict[str, Any] = {"kb": str(kb), "copies": copies, "scope": sorted(caller.groups or ["*"]),
+                               "queries": queries, "dims": dims, "machine": _machine()}  # fmt: skip
+    rng = random.Random(5)
+    vocabulary = ["sync", "plugin", "canvas", "vault", "graph", "link", "note", "publish", "theme", "hotkey", "file",
+                  "backlinks", "tags", "search", "embed", "properties", "template", "daily", "mobile", "settings"]  # fmt: skip
+    texts = [" ".join(rng.sample(vocabulary, 3)) + f" {i}" for i in range(queries)]
+    try:
+        with tempfile.TemporaryDirectory(prefix="kbsearch-bench-") as tmp:
+            root = Path(tmp)
+            (root / "kb").mkdir()
+            source = copied_vault(kb, copies, root / "kb")
+            if copies > 1:
+                rules = "".join(f"copy-{i:02d}/: [hr]\n" for i in range(0, copies, 2))
+                (source / "_access.yaml").write_text(rules, encoding="utf-8")
+            settings = Settings.model_validate({
+                "qdrant_path": str(root / "q"), "embedding_dimensions": dims, "embedding_batch_size": 64,
+                "embedding_concurrency": 4, **provider_env(fake, roles=["EMBEDDING"], fields=True),
+            })  # fmt: skip
+            t0 = time.perf_counter()
+            report = run_sync(settings, Secrets(settings), source_uri=str(source))
+            results["chunks"], results["index_s"] = report.chunks_upserted, round(time.perf_counter() - t0, 1)
+            if progress:
+                progress(f"indexed {report.chunks_upserted} chunks in {results['index_s']} s")
+            service = SearchService(settings, Secrets(settings), store=open_store(settings, Secrets(settings)))
+            counting = Counting(service.retriever)  # type: ignore[arg-type]
+            service._retriever = counting  # the service's own retriever, counted
+            everyone = Scope.unrestricted("bench")
+            for text in texts[:10]:  # warm: the store's pages, the stemmers, the metadata cache
+                service.search(SearchRequest(query=text, rerank=False, expand=False), scope=caller)
+            rows: dict[str, list[dict[str, float]]] = {"unrestricted": [], "scoped": []}
+            for i, text in enumerate(texts):
+                order = [("unrestricted", everyone), ("scoped", caller)]
+                for name, who in order if i % 2 == 0 else order[::-1]:
+                    before = counting.calls
+                    t0 = time.perf_counter()
+                    answer = service.search(SearchRequest(query=text, rerank=False, expand=False), scope=who)
+                    wall = (time.perf_counter() - t0) * 1000
+                    rows[name].append({"total": wall, "retrieve": answer.meta.timings_ms["retrieve"],
+                                       "calls": counting.calls - before, "hits": len(answer.results)})  # fmt: skip
+                if progress and (i + 1) % 50 == 0:
+                    progress(f"{i + 1}/{queries} query pairs")
+            service.close()
+    finally:
+        fake.stop()
+    for name, measured in rows.items():
+        results[name] = {
+            "total_ms": _percentiles([r["total"] for r in measured]),
+            "retrieve_ms": _percentiles([r["retrieve"] for r in measured]),
+            "qdrant_calls_per_search": sorted({r["calls"] for r in measured}),
+            "mean_hits": round(statistics.mean(r["hits"] for r in measured), 2),
+        }
+    paired = [s["total"] - u["total"] for u, s in zip(rows["unrestricted"], rows["scoped"], strict=True)]
+    results["added_ms_p50"] = round(statistics.median(paired), 2)
+    results["added_retrieve_ms_p50"] = round(
+        statistics.median(s["retrieve"] - u["retrieve"] for u, s in zip(rows["unrestricted"], rows["scoped"],
+                                                                           strict=True)), 2)  # fmt: skip
+    return results
+
+
+def format_scope(results: dict[str, Any]) -> str:
+    lines = [
+        f"bench search --scope {','.join(results['scope'])}: {results['chunks']} chunks ({results['copies']}x "
+        f"vault, every other copy restricted to hr), {results['queries']} warm query pairs, hybrid, no rerank",
+        f"{'':22}{'p50':>9}{'p95':>9}{'p99':>9}   qdrant calls/search",
+    ]
+    for name in ("unrestricted", "scoped"):
+        for key in ("total_ms", "retrieve_ms"):
+            p = results[name][key]
+            lines.append(f"{name + ' ' + key.split('_')[0]:<22}{p['p50']:>9}{p['p95']:>9}{p['p99']:>9}   "
+                         f"{results[name]['qdrant_calls_per_search']}")  # fmt: skip
+    lines.append(f"scope adds (p50 of paired differences): {results['added_ms_p50']} ms end to end, "
+                 f"{results['added_retrieve_ms_p50']} ms in retrieval")  # fmt: skip
+    return "\n".join(lines)
+
+
 def format_search(results: dict[str, Any]) -> str:
     lat = results["latency_ms"]
     c1 = results["concurrency_1"]

@@ -151,10 +151,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     template = Template(_find_template(args.template), _parameter_overrides(args.parameter_overrides))
     env_vars = read_env_vars_file(args.env_vars) if args.env_vars else None
-    api = LocalApi(template, parse_api_keys(os.environ.get("KB_LOCAL_API_KEYS")), env_vars, args.use_ssm)
+    try:
+        keys = parse_api_keys(os.environ.get("KB_LOCAL_API_KEYS"))
+    except ValueError as exc:
+        raise SystemExit(f"kbsearch serve: {exc}") from None
+    api = LocalApi(template, keys, env_vars, args.use_ssm)
     for logical_id in sorted({r.function_id for r in api.routes}):
         api.function(logical_id)  # import now: a configuration error stops start-up, not the first request
     server = make_server(api, args.host, args.port)
+    live = _live_sync(api, args)
     import faulthandler
 
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 <pid>` prints every thread's stack
@@ -165,13 +170,76 @@ def cmd_serve(args: argparse.Namespace) -> int:
         key = " (API key)" if route.api_key_required and api.api_keys else ""
         print(f"  {route.method:5} {base}{route.path}  → {route.function_id}{key}", flush=True)
     print(f"try: curl -s {base}/health", flush=True)
+    for line in live.banner:
+        print(line, flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
         server.server_close()
+        live.close()
     return 0
+
+
+class _Live:
+    """What ``kbsearch serve`` runs beside the API: the hand-off socket and, with ``--watch``, the watcher."""
+
+    def __init__(self) -> None:
+        self.banner: list[str] = []
+        self.handoff: Any = None
+        self.watcher: Any = None
+
+    def close(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
+        if self.handoff is not None:
+            self.handoff.close()
+
+
+def _live_sync(api: Any, args: argparse.Namespace) -> _Live:
+    """The search function's container (its settings and the store its searches read), a hand-off socket when
+    that store is embedded, and the watcher when asked for."""
+    from kbsearch_tools.local.live import HandoffServer, LiveIndex, Watcher, socket_path
+
+    live = _Live()
+    route = next((r for r in api.routes if r.path == "/search"), None)
+    if route is None:
+        if args.watch is not None:
+            raise KbSearchError("--watch: the template has no /search route whose store could be synced")
+        return live
+    api.function(route.function_id)
+    container = sys.modules[f"_kbsearch_fn_{route.function_id}"].api.container
+    if container.config_problem is not None:
+        if args.watch is not None:
+            raise KbSearchError(f"--watch: {container.config_problem}")
+        return live
+    settings = container.settings
+    path = socket_path(settings)
+    built: list[LiveIndex] = []
+
+    def index() -> LiveIndex:
+        if not built:
+            built.append(LiveIndex(container))
+        return built[0]
+
+    if path is not None:
+        live.handoff = HandoffServer(index, path).start()
+        if live.handoff is not None:
+            live.banner.append(f"  kbsearch index hands its syncs to this server ({path})")
+    if args.watch is not None:
+        folder = Path(args.watch or settings.kb_source or "")
+        if not str(folder) or str(folder).startswith("s3://") or not folder.is_dir():
+            raise KbSearchError(
+                f"--watch needs a KB folder (got {str(folder) or 'nothing'!r}): pass --watch FOLDER or set KB_SOURCE "
+                "to a folder; an S3 KB is synced by its S3 events when deployed"
+            )
+        if path is None:
+            raise KbSearchError("--watch syncs the embedded store; QDRANT_URL is set (the deployed indexer syncs)")
+        live.watcher = Watcher(index(), folder, poll=args.poll).start()
+        mode = "polling" if args.poll else "file events (polling where they are missing)"
+        live.banner.append(f"  watching {folder} ({mode}): saved notes are searchable in about a second")
+    return live
 
 
 class _ProgressBar:
@@ -273,16 +341,20 @@ def cmd_index(args: argparse.Namespace) -> int:
 
     previous = signal.signal(signal.SIGINT, on_interrupt)
     try:
-        report = run_sync(
-            settings,
-            Secrets(settings),
-            source_uri=source,
-            full=args.full,
-            allow_mass_delete=args.allow_mass_delete,
-            progress=progress,
-            stop_at=stop,
-            rebuild=args.rebuild,
-        ).to_dict()
+        handed = None if args.rebuild else _hand_off(settings, source, args)  # a running serve cannot rebuild
+        report = (
+            handed
+            or run_sync(
+                settings,
+                Secrets(settings),
+                source_uri=source,
+                full=args.full,
+                allow_mass_delete=args.allow_mass_delete,
+                progress=progress,
+                stop_at=stop,
+                rebuild=args.rebuild,
+            ).to_dict()
+        )
     except LeaseHeld as held:
         if oracle is not None:
             oracle.stop()
@@ -295,6 +367,12 @@ def cmd_index(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, previous)
     if oracle is not None:
         oracle.stop()
+    if report["error"] and "another process has it open" in report["error"]:
+        report["error"] += (
+            ". A kbsearch serve (or another kbsearch) holds it: a kbsearch serve of this version takes the sync "
+            "itself (kbsearch index hands it over; kbsearch serve --watch syncs every save); otherwise stop that "
+            "process and run kbsearch index again, or index into another QDRANT_PATH"
+        )
     if args.json:
         print(_json_text(report))
     else:
@@ -304,14 +382,37 @@ def cmd_index(args: argparse.Namespace) -> int:
     return 1 if report["error"] else 0
 
 
+def _hand_off(settings: Any, source: str, args: argparse.Namespace) -> dict[str, Any] | None:
+    """The report of the sync a running ``kbsearch serve`` made for us (it holds the embedded store), or None
+    when no server listens (the sync then runs here)."""
+    from kbsearch_tools.local.live import NoServer, hand_off, socket_path
+
+    path = socket_path(settings)
+    if path is None or not path.exists():
+        return None
+    target = source if source.startswith("s3://") else str(Path(source).resolve())
+    try:
+        report = hand_off(path, target, args.full, args.allow_mass_delete)
+    except NoServer:
+        return None
+    print(f"kbsearch index: handed to the kbsearch serve holding {settings.qdrant_path} (it syncs with its own "
+          "settings); searches there see the result now", file=sys.stderr)  # fmt: skip
+    return report
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
+    from kbsearch.access import Scope
     from kbsearch.config import Secrets, load_settings
     from kbsearch.errors import IndexUnavailable
     from kbsearch.schemas import SearchFilters, SearchRequest
     from kbsearch.search import SearchService
 
+    try:
+        scope = Scope.parse("cli", args.scope) if args.scope is not None else Scope.unrestricted("cli")
+    except ValueError as exc:
+        raise KbSearchError(f"invalid --scope: {exc}") from None
     try:
         request = SearchRequest(
             query=args.query,
@@ -329,7 +430,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     settings = load_settings()
     service = SearchService(settings, Secrets(settings))
     try:
-        answer = service.search(request)
+        answer = service.search(request, scope=scope)
     except IndexUnavailable as exc:
         raise KbSearchError(f"index unavailable: {exc}") from None
     finally:
@@ -349,7 +450,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         if hit.heading and hit.heading != hit.title:
             print(f"{'':15}§ {hit.heading}")
         print(f"{'':15}{hit.path}" + (f"  [{', '.join(hit.tags)}]" if hit.tags else ""))
-        print(f"{'':15}{hit.snippet}")
+        print(f"{'':15}" + hit.snippet.replace("\n", "\n" + " " * 15))  # snippets keep their line breaks
     return 0
 
 
@@ -357,14 +458,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from kbsearch.config import load_settings
     from kbsearch_tools import evaluate as eval_runner
 
+    if args.classes:
+        return _eval_classes(args)
     if bool(args.beir) == bool(args.kb):
-        raise KbSearchError("give either --beir DIR or --kb DIR --queries FILE")
+        raise KbSearchError("give either --beir DIR, --kb DIR --queries FILE, or --classes MANIFEST")
     if args.kb and not args.queries:
         raise KbSearchError("--kb needs --queries FILE (a YAML/JSON list of {query, relevant: [paths]})")
     if not args.verbose:
         logging.getLogger("kbsearch").setLevel(logging.ERROR)
     settings = load_settings()
-    phases = tuple(p.strip() for p in args.phases.split(",") if p.strip())
+    phases = tuple(p.strip() for p in (args.phases or ",".join(eval_runner.PHASES)).split(",") if p.strip())
     progress = None if args.json else _ProgressBar()
     if not 10 <= args.top_k <= 200:
         raise KbSearchError("--top-k must be between 10 and 200 (Recall@50 needs at least 50)")
@@ -381,6 +484,108 @@ def cmd_eval(args: argparse.Namespace) -> int:
     result = report.to_dict()
     print(json.dumps(result, ensure_ascii=False, indent=2) if args.json else eval_runner.format_report(result))
     return 0
+
+
+def cmd_feedback(args: argparse.Namespace) -> int:
+    from kbsearch.config import load_settings
+    from kbsearch.feedback import open_feedback_store
+    from kbsearch.sources import open_source
+    from kbsearch_tools.feedback_export import export_beir
+
+    settings = load_settings()
+    table = args.table if args.table is not None else settings.slack_feedback_table
+    store = open_feedback_store(table, args.file or settings.slack_feedback_file)
+    source = open_source(args.kb or settings.kb_source)
+    report = export_beir(store.scan(), source, Path(args.beir))
+    summary = report.to_dict()
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(f"{summary['votes']} votes → {summary['queries']} queries, {summary['judgements']} judgements "
+              f"({summary['relevant']} relevant), {summary['documents']} documents → {args.beir}")  # fmt: skip
+        if report.unknown_paths or report.skipped_votes or report.skipped_notes:
+            print(f"left out: {report.unknown_paths} hits of notes no longer in the KB, {report.skipped_votes} "
+                  f"unreadable records, {len(report.skipped_notes)} unreadable notes", file=sys.stderr)  # fmt: skip
+        print(f"score it: kbsearch eval --beir {args.beir}")
+    return 0
+
+
+def cmd_slack(args: argparse.Namespace) -> int:
+    from kbsearch.config import Secrets, load_settings
+    from kbsearch_tools.slack_client import LocalSlack, as_text, signed_curl
+
+    settings = load_settings()
+    secret = Secrets(settings).get("SLACK_SIGNING_SECRET")
+    if not secret:
+        raise KbSearchError("set SLACK_SIGNING_SECRET (the same value the server uses) to sign requests")
+    text = " ".join(args.text)
+    if args.print_curl:
+        print(signed_curl(args.api, secret, text, args.response_url or "http://127.0.0.1:9/response"))
+        return 0
+    shown: list[dict[str, Any]] = []
+
+    def show(title: str, message: dict[str, Any]) -> None:
+        shown.append({"step": title, "message": message})
+        if not args.json:
+            print(f"── {title} ──\n{as_text(message)}\n")
+
+    with LocalSlack(args.api, secret, user=args.user) as client:
+        ack, answer = client.command(text)
+        show("acknowledgement", ack)
+        if answer is None:
+            if args.press:
+                raise KbSearchError("that command did not search, so there is no answer to press buttons on")
+        else:
+            show("answer", answer)
+            for action_id in args.press or []:
+                posted = client.press(action_id, answer)
+                if posted is None:
+                    show(f"pressed {action_id}", {"text": "(a link: Slack opens it; nothing is posted)"})
+                    continue
+                show(f"pressed {action_id}", posted)
+                if posted.get("replace_original"):
+                    answer = posted  # More results: further presses act on the page shown
+    if args.json:
+        print(json.dumps(shown, ensure_ascii=False, indent=2))
+    return 0
+
+
+def _eval_classes(args: argparse.Namespace) -> int:
+    """``kbsearch eval --classes``: every query class of the manifest, each phase, the gap hybrid − best leg;
+    ``--gate``: exit 1 when hybrid loses more than the slack to its best leg on any class."""
+    from kbsearch.config import load_settings
+    from kbsearch_tools import evaluate as eval_runner
+
+    if args.kb or args.beir:
+        raise KbSearchError("--classes names its corpora itself: drop --kb/--beir")
+    if not args.verbose:
+        logging.getLogger("kbsearch").setLevel(logging.ERROR)
+    manifest = Path(args.classes)
+    only = {c.strip() for c in args.only.split(",") if c.strip()} if args.only else None
+    classes, skipped = eval_runner.load_classes(manifest, Path(args.root) if args.root else Path.cwd(), only)
+    if not classes:
+        raise KbSearchError("no class to evaluate: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
+    phases = tuple(p.strip() for p in args.phases.split(",") if p.strip()) if args.phases else None
+    report = eval_runner.run_classes(
+        load_settings(), [c if not args.limit else eval_runner.QueryClass(c.name, c.corpus, c.queries[: args.limit])
+                          for c in classes],
+        phases=phases or eval_runner.CLASS_PHASES, store_root=Path(args.store) if args.store else None,
+        progress=None if args.json else _ProgressBar(), depth=args.top_k, oracle=args.oracle,
+        oracle_cache=Path(args.oracle_cache) if args.oracle_cache else None,
+    )  # fmt: skip
+    report.skipped = skipped | report.skipped
+    result = report.to_dict()
+    failures = eval_runner.gate_failures(result, args.gate, args.gate_min_queries) if args.gate is not None else []
+    small = eval_runner.ungated(result, args.gate_min_queries) if args.gate is not None else []
+    result["gate"] = ({"slack": args.gate, "min_queries": args.gate_min_queries, "failures": failures,
+                       "not_gated": small} if args.gate is not None else None)  # fmt: skip
+    print(json.dumps(result, ensure_ascii=False, indent=2) if args.json else eval_runner.format_classes(result))
+    if args.gate is not None:
+        print(("gate FAILED:\n  " + "\n  ".join(failures)) if failures else f"gate passed (slack {args.gate})",
+              file=sys.stderr)  # fmt: skip
+        if small:
+            print(f"not gated (fewer than {args.gate_min_queries} queries): {', '.join(small)}", file=sys.stderr)
+    return 1 if failures else 0
 
 
 def _int_list(value: str) -> tuple[int, ...]:
@@ -424,6 +629,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
             kb, args.latency_ms, args.batch_sizes, args.concurrency or (1, 4, 8), args.runs, args.dims, progress
         )
         print(json.dumps(results, indent=2) if args.json else bench.format_index(results))
+    elif args.what == "search" and args.scope is not None:
+        copies = max(args.copies)
+        scoped = bench.bench_scope(bench_kb(), copies, args.scope, args.queries, args.dims, progress=note)
+        print(json.dumps(scoped, indent=2) if args.json else bench.format_scope(scoped))
     elif args.what == "search":
         results = bench.bench_search(
             chunks=args.chunks, queries=args.queries, concurrency=(args.concurrency or (8,))[0],
@@ -500,6 +709,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=3000, help="port (default 3000; 0 picks a free one)")
+    p.add_argument(
+        "--watch", nargs="?", const="", default=None, metavar="FOLDER",
+        help="sync the KB folder (default: KB_SOURCE) into the embedded store on every save: the server owns the "
+        "store, searches keep answering during a sync",
+    )  # fmt: skip
+    p.add_argument("--poll", action="store_true", help="with --watch: poll the folder (network or container mounts)")
     _oracle_args(p)
     _template_args(p)
     p.set_defaults(func=cmd_serve)
@@ -553,6 +768,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-rerank", action="store_true")
     p.add_argument("--no-expand", action="store_true")
     p.add_argument("--json", action="store_true", help="print the API's JSON answer")
+    p.add_argument("--scope", metavar="GROUPS",
+                   help="search as a caller holding these access groups (g1,g2; public is always held), as the API "
+                        "does for an API key: what they may not read is left out inside the Qdrant query. "
+                        "'public' shows what a caller without groups sees. Without --scope the search is "
+                        "unrestricted: whoever runs this holds the store (or its Qdrant key) already")  # fmt: skip
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser(
@@ -566,8 +786,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", help="qrels split (default test)")
     p.add_argument("--kb", help="a KB folder of notes")
     p.add_argument("--queries", help="with --kb: YAML/JSON list of {query, relevant: [note paths]}")
-    p.add_argument("--phases", default=",".join(("lexical", "dense", "hybrid", "expanded", "reranked")),
-                   help="comma-separated subset of lexical,dense,hybrid,expanded,reranked")  # fmt: skip
+    p.add_argument(
+        "--classes",
+        metavar="MANIFEST",
+        help="score every query class of a manifest (eval/classes.yaml: class, corpus, queries) and the "
+        "gap hybrid - max(lexical, dense) per class; phases default to lexical,dense,hybrid,reranked",
+    )
+    p.add_argument("--only", help="with --classes: comma-separated class names")
+    p.add_argument("--root", help="with --classes: the folder the manifest's paths start from (default: here)")
+    p.add_argument(
+        "--gate",
+        type=float,
+        nargs="?",
+        const=0.005,
+        metavar="SLACK",
+        help="with --classes: exit 1 when hybrid loses more than SLACK (default 0.005) nDCG@10 to its "
+        "best leg on any class",
+    )
+    p.add_argument(
+        "--gate-min-queries",
+        type=int,
+        default=40,
+        metavar="N",
+        help="with --gate: classes of fewer than N queries are reported, not gated (default 40)",
+    )
+    p.add_argument("--phases", help="comma-separated subset of lexical,dense,hybrid,expanded,reranked (default: all; "
+                   "with --classes: lexical,dense,hybrid,reranked)")  # fmt: skip
     p.add_argument(
         "--top-k", type=int, default=50, help="ranking depth per query, 10-200 (default 50; Recall@50 needs 50)"
     )
@@ -576,6 +820,39 @@ def build_parser() -> argparse.ArgumentParser:
     _oracle_args(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser(
+        "feedback",
+        help="votes on Slack answers: export them as a labelled query set for kbsearch eval",
+        description="Read the 👍/👎 votes on Slack answers (SLACK_FEEDBACK_TABLE in DynamoDB, else "
+        "SLACK_FEEDBACK_FILE) and write them as a BEIR folder: corpus.jsonl (every note of the KB, _id = its "
+        "path), queries.jsonl, qrels/test.tsv (hits of a 👍 answer score 1, of a 👎 answer 0; several voters: "
+        "the majority, a tie is 0). Then: kbsearch eval --beir DIR.",
+    )
+    p.add_argument("action", choices=["export"])
+    p.add_argument("--beir", required=True, metavar="DIR", help="folder to write the BEIR dataset into")
+    p.add_argument("--kb", help="the KB folder or s3://bucket/prefix for the corpus (default: KB_SOURCE)")
+    p.add_argument("--file", help="votes file (default: SLACK_FEEDBACK_FILE, .kbsearch/feedback.jsonl)")
+    p.add_argument("--table", help="DynamoDB table of votes (default: SLACK_FEEDBACK_TABLE; '' for the file)")
+    p.add_argument("--json", action="store_true", help="print the export summary as JSON")
+    p.set_defaults(func=cmd_feedback)
+
+    p = sub.add_parser(
+        "slack",
+        help="act as Slack: send a signed /kb command (and button presses) to a running API, show the answers",
+        description="Sign a /kb command with SLACK_SIGNING_SECRET, send it to --api, receive the answer on a "
+        "loopback response_url (the server needs SLACK_RESPONSE_HOSTS=127.0.0.1) and print it; --press presses "
+        "buttons of the answer in order (kb_share, kb_more, kb_vote_up, kb_vote_down, kb_open_1...). "
+        "--print-curl prints a signed curl instead (valid for 5 minutes).",
+    )
+    p.add_argument("text", nargs="+", help="what follows /kb, e.g. tag:runbook restore a snapshot")
+    p.add_argument("--api", default="http://127.0.0.1:3000", help="the API's base URL (default kbsearch serve's)")
+    p.add_argument("--press", action="append", metavar="ACTION_ID", help="press this button (repeatable)")
+    p.add_argument("--user", default="U0LOCAL", help="the Slack user id to act as (default U0LOCAL)")
+    p.add_argument("--print-curl", action="store_true", help="print a signed curl for the command and exit")
+    p.add_argument("--response-url", help="with --print-curl: the response_url to put in the command")
+    p.add_argument("--json", action="store_true", help="print every message as JSON")
+    p.set_defaults(func=cmd_slack)
 
     p = sub.add_parser(
         "bench",
@@ -610,6 +887,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--dims", type=int, default=1024, help="embedding dimensions (1024)")
     p.add_argument("--chunks", type=int, default=5000, help="search: generated chunks in the store (5000)")
+    p.add_argument("--scope", metavar="GROUPS",
+                   help="search: measure what an access scope costs instead: --kb copied max(--copies) times, "
+                        "every other copy restricted to hr, the same warm searches unrestricted and as a caller "
+                        "holding GROUPS, interleaved; reports both and the Qdrant calls per search")  # fmt: skip
     p.add_argument("--queries", type=int, default=200, help="search: queries per run (200)")
     p.add_argument("--expansion-ms", type=float, default=400.0, help="search: fake expansion latency (400)")
     p.add_argument("--embedding-ms", type=float, default=100.0, help="search: fake embedding latency (100)")

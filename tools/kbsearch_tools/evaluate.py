@@ -8,6 +8,7 @@ provider is not configured is listed as skipped with the reason.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
@@ -18,6 +19,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from kbsearch.config import Secrets, Settings
 from kbsearch.errors import KbSearchError
@@ -203,6 +206,30 @@ def _phase_models(phase: Phase, service: SearchService) -> str:
     return " + ".join(parts)
 
 
+@contextlib.contextmanager
+def _indexed(
+    settings: Settings, source: Source, store_path: str | None, depth: int
+) -> Iterator[tuple[Settings, SearchService, dict[str, Any]]]:
+    """``source`` indexed through the real indexer into a throw-away embedded collection (or ``store_path``), and
+    the search service over it: (its settings, the service, what the sync reported)."""
+    with tempfile.TemporaryDirectory(prefix="kbsearch-eval-") as tmp:
+        local = settings.model_copy(update={"qdrant_url": "", "qdrant_path": store_path or str(Path(tmp) / "q"),
+                                            "qdrant_collection": "eval", "search_candidates": depth,
+                                            "search_prefetch_limit": max(depth, settings.search_prefetch_limit)})  # fmt: skip
+        secrets = Secrets(local)
+        store = open_store(local, secrets)
+        try:
+            embedder = build_embedder(local, secrets, shared_client())
+            sync = Indexer(source, store, embedder, SyncOptions.from_settings(local, allow_mass_delete=True)).sync()
+            if sync.error:
+                raise KbSearchError(f"indexing failed: {sync.error}")
+            index = {"notes": sync.notes_listed, "chunks": sync.chunks_upserted, "dense": sync.dense,
+                     "skipped": len(sync.skipped), "seconds": round(sync.duration_ms / 1000, 1)}  # fmt: skip
+            yield local, SearchService(local, secrets, store=store), index
+        finally:
+            store.close()
+
+
 def _run_eval(
     settings: Settings,
     source: Source,
@@ -214,62 +241,257 @@ def _run_eval(
     progress: Progress | None,
     depth: int,
 ) -> EvalReport:
-    with tempfile.TemporaryDirectory(prefix="kbsearch-eval-") as tmp:
-        local = settings.model_copy(update={"qdrant_url": "", "qdrant_path": store_path or str(Path(tmp) / "q"),
-                                            "qdrant_collection": "eval", "search_candidates": depth,
-                                            "search_prefetch_limit": max(depth, settings.search_prefetch_limit)})  # fmt: skip
-        secrets = Secrets(local)
-        store = open_store(local, secrets)
-        report = EvalReport(dataset=dataset, queries=len(queries))
-        report.settings = {"rrf_k": local.rrf_k, "search_bm25_weight": local.search_bm25_weight,
-                           "search_fusion": local.search_fusion,
-                           "rerank_weight": local.rerank_weight, "search_prefetch_limit": local.search_prefetch_limit,
-                           "search_candidates": local.search_candidates,
-                           "rerank_passage_tokens": local.rerank_passage_tokens}  # fmt: skip
-        try:
-            embedder = build_embedder(local, secrets, shared_client())
-            sync = Indexer(source, store, embedder, SyncOptions.from_settings(local, allow_mass_delete=True)).sync()
-            if sync.error:
-                raise KbSearchError(f"indexing failed: {sync.error}")
-            report.index = {"notes": sync.notes_listed, "chunks": sync.chunks_upserted, "dense": sync.dense,
-                            "skipped": len(sync.skipped), "seconds": round(sync.duration_ms / 1000, 1)}  # fmt: skip
-            service = SearchService(local, secrets, store=store)
-            runnable = []
-            for name in phases:
-                reason = _skip_reason(PHASE_CONFIG[name], service)
-                if reason:
-                    report.skipped[name] = reason
-                else:
-                    runnable.append(PHASE_CONFIG[name])
-            total = len(runnable) * len(queries)
-            done = 0
-            for phase in runnable:
-                runs: list[tuple[list[str], set[str]]] = []
-                latencies: list[float] = []
-                degraded = 0
-                full = 0
-                report.models[phase.name] = _phase_models(phase, service)
-                for q in queries:
-                    request = SearchRequest(query=q.query[:1000] or "?", top_k=20, expand=phase.expand,
-                                            rerank=phase.rerank)  # fmt: skip
-                    t0 = time.perf_counter()
-                    answer = service.evaluation_view(phase.retrieval, depth).search(request)
-                    latencies.append((time.perf_counter() - t0) * 1000)
-                    degraded += bool(answer.meta.degraded)
-                    full += answer.meta.candidates >= depth
-                    runs.append(([getattr(h, key) for h in answer.results], set(q.relevant)))
-                    done += 1
-                    if progress:
-                        progress(done, total, phase.name)
-                scores = summarize(runs)
-                scores["p50_ms"] = round(statistics.median(latencies), 1) if latencies else 0.0
-                scores["p95_ms"] = round(_percentile(latencies, 0.95), 1)
-                scores["degraded"] = degraded  # searches that fell back (their scores are not this phase's)
-                scores["full_candidates"] = round(full / max(1, len(queries)), 4)  # share with `depth` notes
-                report.phases[phase.name] = {k: round(v, 4) for k, v in scores.items()}
-        finally:
-            store.close()
+    report = EvalReport(dataset=dataset, queries=len(queries))
+    with _indexed(settings, source, store_path, depth) as (local, service, index):
+        report.settings = _settings_in_force(local)
+        report.index = index
+        runnable = _runnable(service, phases, report.skipped)
+        for phase in runnable:
+            report.models[phase.name] = _phase_models(phase, service)
+        report.phases = _score_phases(service, runnable, queries, key, depth, progress)
     return report
+
+
+# -- per query class (eval/classes.yaml) ---------------------------------------------------------------------
+CLASS_PHASES = ("lexical", "dense", "hybrid", "reranked")
+GATE_SLACK = 0.005  # issue 19: hybrid may lose at most this much nDCG@10 to its best leg, on any class
+GATE_MIN_QUERIES = 40  # a class this small or larger is gated: 0.005 means something at 40+ queries
+
+
+@dataclass(frozen=True)
+class QueryClass:
+    name: str
+    corpus: Path
+    queries: list[LabelledQuery]
+    max_note_bytes: int | None = None  # only the corpus's notes up to this size (a smaller, faster corpus)
+
+
+class SmallNotes:
+    """A KB folder's notes up to ``max_bytes`` (what a quick gate indexes: the vault's short notes)."""
+
+    def __init__(self, root: Path, max_bytes: int | None) -> None:
+        self.inner = LocalSource(root)
+        self.uri = self.inner.uri
+        self.max_bytes = max_bytes
+
+    def list(self) -> Iterator[SourceObject]:
+        return (o for o in self.inner.list() if self.max_bytes is None or o.size <= self.max_bytes)
+
+    def read(self, obj: SourceObject) -> bytes:
+        return self.inner.read(obj)
+
+    def read_path(self, path: str) -> bytes:
+        return self.inner.read_path(path)
+
+    def paths(self) -> set[str]:
+        return {o.path for o in self.list() if o.is_note}
+
+
+def load_classes(manifest: Path, root: Path, only: set[str] | None = None) -> tuple[list[QueryClass], dict[str, str]]:
+    """The classes of a manifest (a YAML list of ``{class, corpus, queries}``, paths from ``root``; optional
+    ``max_note_bytes``: only the corpus's notes up to that size, and the queries all of whose relevant notes are
+    among them; ``limit``: the first N such queries), and the classes skipped with the reason (a corpus that is
+    not there, e.g. the shared vault on a bare clone)."""
+    try:
+        items = yaml.safe_load(manifest.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise KbSearchError(f"cannot read the class manifest {manifest}: {exc}") from None
+    if not isinstance(items, list) or not all(isinstance(i, dict) and {"class", "corpus", "queries"} <= set(i)
+                                              for i in items):  # fmt: skip
+        raise KbSearchError(f"{manifest}: expected a list of {{class, corpus, queries}} items")
+    unknown = sorted((only or set()) - {str(i["class"]) for i in items})
+    if unknown:
+        raise KbSearchError(f"unknown class(es) {', '.join(unknown)} in {manifest}")
+    classes, skipped = [], {}
+    for item in items:
+        name = str(item["class"])
+        if only and name not in only:
+            continue
+        corpus = (root / str(item["corpus"])).resolve()
+        if not corpus.is_dir():
+            skipped[name] = f"corpus {item['corpus']} is not there"
+            continue
+        queries = load_queries(root / str(item["queries"]))
+        limit = item.get("max_note_bytes")
+        if limit is not None:  # the queries whose every relevant note is in the smaller corpus
+            present = SmallNotes(corpus, int(limit)).paths()
+            queries = [q for q in queries if q.relevant <= present]
+        if item.get("limit"):
+            queries = queries[: int(item["limit"])]
+        classes.append(QueryClass(name, corpus, queries, None if limit is None else int(limit)))
+    return classes, skipped
+
+
+@dataclass
+class ClassReport:
+    classes: dict[str, dict[str, Any]] = field(default_factory=dict)  # name → corpus, queries, phases, gap
+    skipped: dict[str, str] = field(default_factory=dict)  # class or phase → why
+    models: dict[str, str] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+    index: dict[str, dict[str, Any]] = field(default_factory=dict)  # corpus → the sync's figures
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"classes": self.classes, "skipped": self.skipped, "models": self.models, "settings": self.settings,
+                "index": self.index}  # fmt: skip
+
+
+def run_classes(
+    settings: Settings,
+    classes: list[QueryClass],
+    phases: tuple[str, ...] = CLASS_PHASES,
+    store_root: Path | None = None,
+    progress: Progress | None = None,
+    depth: int = DEPTH,
+    oracle: str | None = None,
+    oracle_cache: Path | None = None,
+) -> ClassReport:
+    """Each corpus indexed once; every class over it scored phase by phase, with the gap hybrid − max(lexical,
+    dense) in nDCG@10 (None when a leg did not run)."""
+    report = ClassReport()
+    if oracle is None:
+        _run_classes(settings, classes, phases, store_root, progress, depth, report)
+        return report
+    from kbsearch_tools.oracle import OracleProvider, oracle_settings, unavailable
+
+    reason = unavailable(oracle)
+    if reason:
+        raise KbSearchError(reason)
+    server = OracleProvider(oracle, cache=oracle_cache).start()
+    try:
+        _run_classes(oracle_settings(settings, server), classes, phases, store_root, progress, depth, report)
+    finally:
+        server.stop()
+    return report
+
+
+def _run_classes(
+    settings: Settings,
+    classes: list[QueryClass],
+    phases: tuple[str, ...],
+    store_root: Path | None,
+    progress: Progress | None,
+    depth: int,
+    report: ClassReport,
+) -> None:
+    corpora: dict[tuple[Path, int | None], list[QueryClass]] = {}
+    for c in classes:
+        corpora.setdefault((c.corpus, c.max_note_bytes), []).append(c)
+    for (corpus, max_bytes), members in corpora.items():
+        slug = hashlib.sha1(f"{corpus}|{max_bytes}".encode(), usedforsecurity=False).hexdigest()[:10]
+        store = str(store_root / f"{corpus.name}-{slug}") if store_root else None
+        with _indexed(settings, SmallNotes(corpus, max_bytes), store, depth) as (local, service, index):
+            report.settings = _settings_in_force(local)
+            report.index[corpus.name] = index
+            runnable = _runnable(service, phases, report.skipped)
+            for phase in runnable:
+                report.models[phase.name] = _phase_models(phase, service)
+            for c in members:
+                scored = _score_phases(service, runnable, c.queries, "path", depth, progress, f"{c.name} ")
+                ndcg = {name: m["nDCG@10"] for name, m in scored.items()}
+                gap = None
+                if {"lexical", "dense", "hybrid"} <= set(ndcg):
+                    gap = round(ndcg["hybrid"] - max(ndcg["lexical"], ndcg["dense"]), 4)
+                report.classes[c.name] = {"corpus": corpus.name, "queries": len(c.queries), "phases": scored,
+                                          "gap": gap}  # fmt: skip
+
+
+def gate_failures(report: dict[str, Any], slack: float = GATE_SLACK, min_queries: int = GATE_MIN_QUERIES) -> list[str]:
+    """The classes on which hybrid loses more than ``slack`` nDCG@10 to its best leg (the CI gate), and any
+    class that could not be judged (a leg missing, or searches that degraded). A class of fewer than
+    ``min_queries`` queries is not gated (one query moves its nDCG@10 by more than the slack): :func:`ungated`."""
+    failures = []
+    for name, c in report["classes"].items():
+        if c["queries"] < min_queries:
+            continue
+        if c["gap"] is None:
+            failures.append(f"{name}: lexical, dense and hybrid did not all run")
+        elif c["gap"] < -slack:
+            failures.append(f"{name}: hybrid loses {-c['gap']:.4f} nDCG@10 to its best leg (allowed {slack})")
+        degraded = [p for p, m in c["phases"].items() if m.get("degraded")]
+        if degraded:
+            failures.append(f"{name}: searches degraded in {', '.join(degraded)} (the figures are not the phase's)")
+    return failures
+
+
+def ungated(report: dict[str, Any], min_queries: int = GATE_MIN_QUERIES) -> list[str]:
+    return [name for name, c in report["classes"].items() if c["queries"] < min_queries]
+
+
+def format_classes(report: dict[str, Any]) -> str:
+    phases = [p for p in CLASS_PHASES if any(p in c["phases"] for c in report["classes"].values())]
+    lines = [f"{'class':<17}{'n':>5}" + "".join(f"{p:>10}" for p in phases) + f"{'gap':>9}   corpus  (nDCG@10)"]
+    for name, c in report["classes"].items():
+        cells = "".join(f"{c['phases'][p]['nDCG@10']:>10.3f}" if p in c["phases"] else f"{'-':>10}" for p in phases)
+        gap = f"{c['gap']:>+9.3f}" if c["gap"] is not None else f"{'-':>9}"
+        lines.append(f"{name:<17}{c['queries']:>5}{cells}{gap}   {c['corpus']}")
+    lines.append("  gap: hybrid - max(lexical, dense)")
+    for name, reason in report["skipped"].items():
+        lines.append(f"  {name} skipped: {reason}")
+    for name, used in report.get("models", {}).items():
+        lines.append(f"  {name}: {used}")
+    if report.get("settings"):
+        lines.append("  settings: " + ", ".join(f"{k}={v}" for k, v in report["settings"].items()))
+    return "\n".join(lines)
+
+
+def _settings_in_force(local: Settings) -> dict[str, Any]:
+    return {"search_fusion": local.search_fusion, "search_lexical_weight": local.search_lexical_weight,
+            "search_cross_language_weight": local.search_cross_language_weight,
+            "search_exact_confidence": local.search_exact_confidence, "rrf_k": local.rrf_k,
+            "search_bm25_weight": local.search_bm25_weight, "rerank_weight": local.rerank_weight,
+            "search_prefetch_limit": local.search_prefetch_limit, "search_candidates": local.search_candidates,
+            "rerank_passage_tokens": local.rerank_passage_tokens}  # fmt: skip
+
+
+def _runnable(service: SearchService, phases: tuple[str, ...], skipped: dict[str, str]) -> list[Phase]:
+    runnable = []
+    for name in phases:
+        reason = _skip_reason(PHASE_CONFIG[name], service)
+        if reason:
+            skipped[name] = reason
+        else:
+            runnable.append(PHASE_CONFIG[name])
+    return runnable
+
+
+def _score_phases(
+    service: SearchService,
+    runnable: list[Phase],
+    queries: list[LabelledQuery],
+    key: str,
+    depth: int,
+    progress: Progress | None,
+    label: str = "",
+) -> dict[str, dict[str, float]]:
+    """Every runnable phase over ``queries`` on one service and index: the metrics of :func:`summarize` plus
+    latency, degraded searches and the share of searches with ``depth`` candidates."""
+    out: dict[str, dict[str, float]] = {}
+    total = len(runnable) * len(queries)
+    done = 0
+    for phase in runnable:
+        runs: list[tuple[list[str], set[str]]] = []
+        latencies: list[float] = []
+        degraded = 0
+        full = 0
+        for q in queries:
+            request = SearchRequest(query=q.query[:1000] or "?", top_k=20, expand=phase.expand,
+                                    rerank=phase.rerank)  # fmt: skip
+            t0 = time.perf_counter()
+            answer = service.evaluation_view(phase.retrieval, depth).search(request)
+            latencies.append((time.perf_counter() - t0) * 1000)
+            degraded += bool(answer.meta.degraded)
+            full += answer.meta.candidates >= depth
+            runs.append(([getattr(h, key) for h in answer.results], set(q.relevant)))
+            done += 1
+            if progress:
+                progress(done, total, f"{label}{phase.name}")
+        scores = summarize(runs)
+        scores["p50_ms"] = round(statistics.median(latencies), 1) if latencies else 0.0
+        scores["p95_ms"] = round(_percentile(latencies, 0.95), 1)
+        scores["degraded"] = degraded  # searches that fell back (their scores are not this phase's)
+        scores["full_candidates"] = round(full / max(1, len(queries)), 4)  # share with `depth` notes
+        out[phase.name] = {k: round(v, 4) for k, v in scores.items()}
+    return out
 
 
 def _percentile(values: list[float], q: float) -> float:

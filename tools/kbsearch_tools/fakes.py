@@ -39,8 +39,13 @@ class Fault:
     body: bytes | None = None  # answer exactly these bytes (200, application/json) instead of a real answer
     times: int | None = None
     used: int = 0
+    after: int = 0  # let the first ``after`` requests through (a provider that goes down mid-run)
+    passed: int = 0
 
     def active(self) -> bool:
+        if self.passed < self.after:
+            self.passed += 1
+            return False
         return self.times is None or self.used < self.times
 
 

@@ -46,6 +46,7 @@ SECRET_NAMES: tuple[str, ...] = (
     "RERANKER_FALLBACK_API_KEY",
     "EXPANSION_API_KEY",
     "SLACK_SIGNING_SECRET",
+    "ACCESS_GROUPS",  # the caller mapping of kbsearch.access (API key ids, Slack channels → groups), JSON
 )
 
 
@@ -261,7 +262,14 @@ class Settings(BaseModel):
     # equal weights. Defaults measured with a real model (EVAL.md): k = 2, BM25 at 0.1 (each dense prefetch 1.0).
     rrf_k: int = Field(default=2, ge=1)
     search_bm25_weight: float = Field(default=0.1, ge=0.0, le=4.0)
-    search_fusion: str = Field(default="rrf", pattern="^(rrf|dbsf)$")  # dbsf: Qdrant's score-based fusion
+    # adaptive: every leg's candidates in one batch call, fused per query in the service (kbsearch/fusion.py);
+    # rrf / dbsf: Qdrant's own fusion of the prefetches (RRF_K and SEARCH_BM25_WEIGHT apply to rrf only).
+    search_fusion: str = Field(default="adaptive", pattern="^(adaptive|rrf|dbsf)$")
+    # adaptive fusion: a fully covered same-language BM25 leg against dense 1.0; a BM25 match in a note of another
+    # language counts by the cross-language weight; an exact match needs this share of the attainable BM25 score.
+    search_lexical_weight: float = Field(default=0.7, ge=0.0, le=4.0)
+    search_cross_language_weight: float = Field(default=0.1, ge=0.0, le=1.0)
+    search_exact_confidence: float = Field(default=0.3, gt=0.0, le=1.0)
     embedding_query_timeout_s: float = Field(default=2.0, gt=0)
     snippet_chars: int = Field(default=300, ge=40)
     search_prior: bool = False  # ai_weight/status prior on the final score (README "Ranking prior")
@@ -271,9 +279,13 @@ class Settings(BaseModel):
     slack_dedupe_table: str = ""  # DynamoDB table for at-most-once answers; empty → in memory
     slack_response_hosts: str = "hooks.slack.com"  # where response_url may point (comma-separated hosts)
     slack_top_k: int = Field(default=5, ge=1, le=10)
+    slack_feedback_table: str = ""  # DynamoDB table of 👍/👎 votes (Lambda); empty → SLACK_FEEDBACK_FILE
+    slack_feedback_file: str = ".kbsearch/feedback.jsonl"  # votes under kbsearch serve (JSONL)
     # The slash command(s) this app answers (comma-separated); a signed request for any other gets a 400.
     slack_commands: str = Field(default="/kb", pattern=r"^\s*/[^\s,/]+\s*(,\s*/[^\s,/]+\s*)*$")
-    kb_base_url: str = ""  # titles link to KB_BASE_URL/<path> when set
+    kb_base_url: str = ""  # older: titles link to KB_BASE_URL/<path with .md> (KB_NOTE_URL_PATTERN wins)
+    # Slack's links to notes: {path} = the note path without .md, {path_md} = with it (percent-encoded).
+    kb_note_url_pattern: str = ""
 
     # The knowledge base: a folder or s3://bucket/prefix.
     kb_source: str = ""
@@ -286,6 +298,12 @@ class Settings(BaseModel):
     deadline_margin_s: float = Field(default=60.0, ge=0.0)
     index_lease_table: str = ""  # DynamoDB table of the one-run-at-a-time lease (kbsearch.lease); empty → none
     index_lease_ttl_s: float = Field(default=300.0, ge=30.0, le=3600.0)
+    # A change younger than this may still have its S3 event in the queue: a reconciling sync does not count it
+    # in missed_by_events.
+    event_grace_s: float = Field(default=300.0, ge=0.0)
+    # Access scopes (kbsearch.access): who may read a note with no frontmatter access and no folder rule.
+    # public: everyone; deny: nobody but an unrestricted operator tool (list every readable note or folder).
+    access_default: Literal["public", "deny"] = "public"
 
     # Secrets given directly (local runs). In Lambda only the *_PARAM names are set.
     qdrant_api_key: SecretStr | None = None
@@ -295,6 +313,7 @@ class Settings(BaseModel):
     reranker_fallback_api_key: SecretStr | None = None
     expansion_api_key: SecretStr | None = None
     slack_signing_secret: SecretStr | None = None
+    access_groups: SecretStr | None = None
 
     # SSM parameter names of the secrets.
     qdrant_api_key_param: str = ""
@@ -304,6 +323,7 @@ class Settings(BaseModel):
     reranker_fallback_api_key_param: str = ""
     expansion_api_key_param: str = ""
     slack_signing_secret_param: str = ""
+    access_groups_param: str = ""
     secrets_ttl_s: int = Field(default=300, ge=0)
 
     # The provider settings grouped per role, read from the flat fields above (whose names are the environment

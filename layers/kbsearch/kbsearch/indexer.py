@@ -28,18 +28,47 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kbsearch.access import (
+    ACCESS_FILE,
+    FROM_FRONTMATTER,
+    PUBLIC,
+    AccessDeclarationError,
+    AccessFileError,
+    FolderRules,
+    declared_access,
+    link_keys_of,
+    note_access,
+)
 from kbsearch.chunking import Chunk, chunk_note
 from kbsearch.config import Secrets, Settings
 from kbsearch.errors import StoreError
-from kbsearch.lexical import document_vector
+from kbsearch.lexical import document_vector, text_language
 from kbsearch.providers.embeddings import Embedder, EmbeddingStats
 from kbsearch.providers.resilience import Deadline, ProviderError
 from kbsearch.qdrant import open_store
-from kbsearch.qdrant.query import REBUILDING, SIGNATURE_KEYS, SOURCE_KEY, folders_of, signature_id
-from kbsearch.qdrant.store import ChunkPoint, NoteState, SchemaMismatchError, Store, storage_errors
+from kbsearch.qdrant.query import (
+    LAST_SYNC_AT,
+    LAST_SYNC_KIND,
+    REBUILDING,
+    RESTRICTED_LINKS,
+    SIGNATURE_KEYS,
+    SOURCE_KEY,
+    folders_of,
+    signature_id,
+)
+from kbsearch.qdrant.store import (
+    EMBED_HASH,
+    ChunkPoint,
+    NoteState,
+    SchemaMismatchError,
+    Store,
+    add_state,
+    storage_errors,
+)
 from kbsearch.sources import LocalSource, Source, SourceError, SourceObject, open_source, path_problem, preferred
 
 if TYPE_CHECKING:
+    from kbsearch.events import Change
     from kbsearch.notes import Note
 
 logger = logging.getLogger(__name__)
@@ -74,6 +103,8 @@ class SyncReport:
     error: str | None = None
     reembedded: str | None = None  # why every note is being re-embedded (model, format or dimensions changed)
     rebuilt: str | None = None  # --rebuild: the collection built and where the alias points now
+    missed_by_events: int = 0  # changes this run found older than the event grace: no S3 event had delivered them
+    access_updated: int = 0  # unchanged notes whose groups changed: payload updated, nothing re-embedded
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -84,6 +115,7 @@ class _Parsed:
     obj: SourceObject
     kind: str  # added | updated
     note: Note
+    access: tuple[list[str], str]  # groups, where they came from
     chunks: list[Chunk]
     points: list[ChunkPoint]  # payload and sparse vector built; the dense vector is added when the window is embedded
 
@@ -97,6 +129,8 @@ class SyncOptions:
     chunk_max_tokens: int = 400
     chunk_overlap_tokens: int = 40
     window_chunks: int = 512  # chunks parsed ahead and embedded together (4 x batch size x concurrency)
+    event_grace_s: float = 300.0  # a change younger than this may still have its event in flight (missed_by_events)
+    access_default: str = PUBLIC  # public | deny (ACCESS_DEFAULT)
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> SyncOptions:
@@ -106,6 +140,8 @@ class SyncOptions:
             chunk_max_tokens=settings.chunk_max_tokens,
             chunk_overlap_tokens=settings.chunk_overlap_tokens,
             window_chunks=settings.embedding.batch_size * settings.embedding.concurrency * 4,
+            event_grace_s=settings.event_grace_s,
+            access_default=settings.access_default,
         )
         for key, value in overrides.items():
             setattr(options, key, value)
@@ -128,9 +164,12 @@ class Indexer:
         self.progress = progress
         self._written_ids: dict[str, str] = {}  # path → doc_id of the notes this run wrote
         self._kept: set[str] = set()  # paths (and folders, ending in '/') listed with a problem: never deleted
-        self._state: dict[str, NoteState] = {}  # what the index held when this run listed the KB
+        self._reuse: dict[str, dict[str, Any]] = {}  # path → embed_hash → stored dense vector (event-driven runs)
         self._signature_id = ""
         self._reembed = False
+        self._rules = FolderRules()
+        self._access: dict[str, list[str] | None] = {}  # path → groups after this run (None: not known)
+        self._state: dict[str, NoteState] = {}
 
     def sync(self, stop_at: Deadline | None = None, call_deadline: Deadline | None = None) -> SyncReport:
         """One sync run. ``stop_at``: no new work starts after it; ``call_deadline`` bounds provider calls."""
@@ -141,6 +180,7 @@ class Indexer:
         )  # fmt: skip
         try:
             self._sync(report, stop_at or Deadline(), call_deadline)
+            record_sync(self.store, report, "full" if self.options.full else "reconcile")
         except StoreError as exc:
             report.error = str(exc) if isinstance(exc, SchemaMismatchError) else f"index storage failed: {exc}"
             report.incomplete = True
@@ -221,16 +261,27 @@ class Indexer:
             report.incomplete = True
             logger.error("listing failed; nothing changed", extra={"error": str(exc)})
             return
+        try:
+            self._rules = self._access_rules(listing)
+        except (AccessFileError, SourceError) as exc:
+            report.error = str(exc)
+            report.incomplete = True
+            logger.error("the access file cannot be used; nothing changed", extra={"error": str(exc)})
+            return
         notes = self._notes(report, listing)
         state = self.store.indexed_state()
-        self._state = state
+        self._state = state  # what the index held when this run listed the KB
 
         self._delete_missing(report, state, notes)
 
         work: list[tuple[SourceObject, str]] = []
+        reread: list[SourceObject] = []
+        self._access = {p: (list(a[0]) if (a := st.access()) else None) for p, st in state.items()}
         for path in sorted(notes):
             obj = notes[path]
             kind = self._classify(obj, state.get(path))
+            if kind in ("unchanged", "repair") and not self._refresh_access(report, path, state[path]):
+                reread.append(obj)
             if kind == "unchanged":
                 report.unchanged += 1
             elif kind == "repair":
@@ -246,9 +297,99 @@ class Indexer:
                 work.append((obj, kind))
         self._written_ids = {}
         try:
+            self._reread_access(report, reread, state, stop_at)
             self._index(report, work, state, stop_at, call_deadline)
         finally:
             self._warn_duplicate_ids(report, notes, state)
+        report.missed_by_events = self._missed_by_events(report, work)
+        self._record_restricted_links(notes)
+
+    # -- access scopes ----------------------------------------------------------------------------------------
+    def _access_rules(self, listing: list[SourceObject]) -> FolderRules:
+        """The access file's folder rules (none when the KB has no access file); AccessFileError when unusable."""
+        found = [obj for obj in listing if obj.path == ACCESS_FILE]
+        if not found:
+            return FolderRules()
+        return FolderRules.parse(self.source.read(found[0]))
+
+    def _refresh_access(self, report: SyncReport, path: str, st: NoteState) -> bool:
+        """An unchanged note's groups, brought up to date without reading it when they come from the folder rules
+        or the default (a payload update, nothing re-embedded). False when the note must be read to know them
+        (indexed before access scopes, or a payload update cut short)."""
+        recorded = st.access()
+        if recorded is None:
+            return False
+        if recorded[1] == FROM_FRONTMATTER:  # same etag, same frontmatter, same groups
+            self._access[path] = list(recorded[0])
+            return True
+        groups, source = note_access(path, None, self._rules, self.options.access_default)
+        if (tuple(groups), source) != recorded:
+            self.store.set_payload(path, {"access": groups, "access_from": source})
+            report.access_updated += 1
+            logger.info("access changed", extra={"path": path, "groups": groups, "from": source})
+        self._access[path] = groups
+        return True
+
+    def _keep_last_good(self, report: SyncReport, path: str) -> None:
+        """A changed note that cannot be indexed keeps its last good version, under today's folder rules (a folder
+        made restricted restricts it too)."""
+        st = self._state.get(path)
+        if st is not None:
+            self._refresh_access(report, path, st)
+
+    def _reread_access(
+        self, report: SyncReport, objs: list[SourceObject], state: dict[str, NoteState], stop_at: Deadline
+    ) -> None:
+        """Unchanged notes whose groups the index does not record: read, parse, payload update (no embedding)."""
+        from kbsearch.notes import NoteError, parse_note
+
+        for obj in objs:
+            if stop_at.remaining() <= 0:
+                report.incomplete = True
+                report.remaining += 1
+                continue
+            try:
+                note = parse_note(obj.path, self.source.read(obj), self.options.max_note_bytes)
+                declared = declared_access(note.metadata, note.warnings)
+            except AccessDeclarationError as exc:
+                self._revoke(report, obj.path, exc.reason, state)
+                continue
+            except (SourceError, NoteError) as exc:
+                # the note's recorded version stays, readable by nobody restricted until its groups are known
+                self._skip(report, obj.path, getattr(exc, "reason", str(exc)))
+                continue
+            groups, source = note_access(obj.path, declared, self._rules, self.options.access_default)
+            self.store.set_payload(obj.path, {"access": groups, "access_from": source})
+            self._access[obj.path] = groups
+            report.access_updated += 1
+
+    def _revoke(self, report: SyncReport, path: str, reason: str, state: dict[str, NoteState]) -> None:
+        """A note whose access declaration is unusable: skipped, and its indexed version removed, so that it is
+        never served with groups its author no longer means."""
+        if path in state:
+            self.store.delete_note(path)
+            report.chunks_deleted += state[path].points
+            reason += "; its previous version was removed from the index"
+        self._access.pop(path, None)
+        self._skip(report, path, reason)
+
+    def _record_restricted_links(self, notes: dict[str, SourceObject]) -> None:
+        """Record (collection metadata) which link targets name only notes that are not public, with their groups,
+        so that a search hides a link into a note its caller may not read. A note whose groups are unknown counts
+        as readable by nobody."""
+        by_key: dict[str, set[str]] = {}
+        public: set[str] = set()
+        for path in notes:
+            groups = self._access.get(path)
+            for key in link_keys_of(path):
+                if groups is not None and PUBLIC in groups:
+                    public.add(key)
+                else:
+                    by_key.setdefault(key, set()).update(groups or ())
+        restricted = {k: sorted(g) for k, g in sorted(by_key.items()) if k not in public}
+        current = self.store.metadata()
+        if current.get(RESTRICTED_LINKS) != restricted:
+            self.store.set_metadata({**current, RESTRICTED_LINKS: restricted})
 
     def _notes(self, report: SyncReport, listing: list[SourceObject]) -> dict[str, SourceObject]:
         """The listing's notes by path; keys that cannot be a note's identity, and all but one of the keys that
@@ -294,6 +435,23 @@ class Indexer:
                 report.warnings.append(
                     {"path": path, "reason": f"frontmatter id {doc_id!r} is also the id of {others}"}
                 )
+
+    def _missed_by_events(self, report: SyncReport, work: list[tuple[SourceObject, str]]) -> int:
+        """Changes a reconciling run found that an event should already have applied: notes added or changed
+        longer than ``event_grace_s`` ago (a younger one may still be in the queue), and deletions. Not counted
+        on full or re-embedding runs, whose work is not changes."""
+        if self.options.full or self._reembed:
+            return 0
+        cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=self.options.event_grace_s)
+        old = 0
+        for obj, _kind in work:
+            try:
+                modified = dt.datetime.fromisoformat(obj.modified) if obj.modified else None
+            except ValueError:
+                modified = None
+            if modified is None or (modified if modified.tzinfo else modified.replace(tzinfo=dt.UTC)) < cutoff:
+                old += 1
+        return old + report.deleted
 
     def _classify(self, obj: SourceObject, st: NoteState | None) -> str:
         if st is None:
@@ -341,27 +499,41 @@ class Indexer:
         try:
             raw = self.source.read(obj)
             note = parse_note(obj.path, raw, self.options.max_note_bytes)
+            groups, access_from = note_access(
+                obj.path, declared_access(note.metadata, note.warnings), self._rules, self.options.access_default
+            )
             chunks = chunk_note(note, self.options.chunk_max_tokens, self.options.chunk_overlap_tokens)
             dense = self.embedder is not None
             points = []
+            language = text_language(note.title + "\n" + "\n".join(c.text for c in chunks))
             for chunk in chunks:
                 payload = _payload(obj, note, chunk, len(chunks), indexed_at, dense)
+                payload["lang"] = language  # the note's language: what the fusion weighs a BM25 match by
                 payload["embedding"] = self._signature_id if dense else ""  # which model/format embedded it
+                payload[EMBED_HASH] = embed_hash(self._signature_id, chunk.embed_text) if dense else ""
+                payload["access"], payload["access_from"] = groups, access_from
                 json.dumps(payload, allow_nan=False, ensure_ascii=False).encode("utf-8")  # what the store must take
-                points.append(ChunkPoint(obj.path, chunk.index, payload, document_vector(chunk.embed_text), None))
+                reused = self._reuse.get(obj.path, {}).get(payload[EMBED_HASH]) if dense else None
+                points.append(ChunkPoint(obj.path, chunk.index, payload, document_vector(chunk.embed_text), reused))
         except SourceError as exc:
             self._skip(report, obj.path, str(exc))
+            self._keep_last_good(report, obj.path)
             return None
         except NoteError as exc:
             self._skip(report, obj.path, exc.reason)
+            self._keep_last_good(report, obj.path)
+            return None
+        except AccessDeclarationError as exc:
+            self._revoke(report, obj.path, exc.reason, self._state)
             return None
         except Exception as exc:  # a bug or an input no rule above foresaw: this note only
             logger.exception("note failed", extra={"path": obj.path})
             self._skip(report, obj.path, f"cannot be indexed ({type(exc).__name__})")
+            self._keep_last_good(report, obj.path)
             return None
         for warning in note.warnings:
             report.warnings.append({"path": obj.path, "reason": warning})
-        return _Parsed(obj, kind, note, chunks, points)
+        return _Parsed(obj, kind, note, (groups, access_from), chunks, points)
 
     def _index(
         self,
@@ -414,9 +586,16 @@ class Indexer:
     ) -> None:
         points = [point for parsed in window for point in parsed.points]
         if self.embedder is not None:
-            texts = [self.embedder.format_document(c.embed_text) for p in window for c in p.chunks]
-            vectors = self.embedder.embed_documents(texts, call_deadline, stats)  # one array; rows go to the store
-            points = [replace(point, dense=vector) for point, vector in zip(points, vectors, strict=True)]
+            # only chunks without a vector: an event-driven run reuses the vectors of chunks whose text is unchanged
+            todo = [i for i, point in enumerate(points) if point.dense is None]
+            chunks = [c for p in window for c in p.chunks]
+            texts = [self.embedder.format_document(chunks[i].embed_text) for i in todo]
+            vectors: Any = self.embedder.embed_documents(texts, call_deadline, stats) if texts else []
+            for i, vector in zip(todo, vectors, strict=True):  # one array; rows go to the store
+                points[i] = replace(points[i], dense=vector)
+            report_reused = len(points) - len(todo)
+            if report_reused and isinstance(report, ChangeReport):
+                report.chunks_reused += report_reused
         # New versions first (one round trip per window), then each note's leftovers: a note is never missing.
         self.store.upsert(points)
         report.chunks_upserted += len(points)
@@ -428,6 +607,7 @@ class Indexer:
                 self.store.delete_leftovers(parsed.obj.path, n)
                 report.chunks_deleted += len(leftover)
             self._written_ids[parsed.obj.path] = parsed.note.doc_id
+            self._access[parsed.obj.path] = parsed.access[0]
             if parsed.kind == "added":
                 report.added += 1
             else:
@@ -570,3 +750,296 @@ def _remember_source(store: Store, source: Source, report: SyncReport) -> None:
     recorded = store.metadata()
     if recorded.get(SOURCE_KEY) != folder:
         store.set_metadata({**recorded, SOURCE_KEY: folder})
+
+
+# -- event-driven runs: exactly the keys of an S3 event batch (or a watched folder's saves) ---------------------
+
+
+def record_sync(store: Store, report: SyncReport, kind: str) -> None:
+    """Record a successful run (no error, nothing left over) in the collection's metadata, for ``/health``."""
+    if report.error or report.incomplete:
+        return
+    when = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    store.merge_metadata({LAST_SYNC_AT: when, LAST_SYNC_KIND: kind})
+
+
+def embed_hash(signature_id: str, embed_text: str) -> str:
+    """What a chunk's dense vector depends on: the model signature and the embedded text."""
+    import hashlib
+
+    return hashlib.sha256(f"{signature_id}\0{embed_text}".encode()).hexdigest()[:24]
+
+
+@dataclass
+class ChangeReport(SyncReport):
+    """A :class:`SyncReport` of an event-driven run, with what the events were and what became of them."""
+
+    events: int = 0  # changes received (after ignored keys)
+    keys: int = 0  # distinct notes among them
+    duplicates: int = 0  # changes repeated or superseded within the batch
+    stale: int = 0  # no newer than the last applied event of their note: nothing to do (replays, late arrivals)
+    superseded: int = 0  # a later event of the note was applied concurrently: the note was read and applied again
+    chunks_reused: int = 0  # chunks of changed notes whose text did not change: their stored vector kept
+    ignored: list[dict[str, str]] = field(default_factory=list)  # keys that can never be notes, with the reason
+    poison: list[dict[str, str]] = field(default_factory=list)  # messages that are no event at all
+    failed_messages: list[str] = field(default_factory=list)  # SQS message ids to retry (batchItemFailures)
+    failed_paths: list[str] = field(default_factory=list)
+    lag_s: list[float] = field(default_factory=list)  # per applied change: event time → searchable
+
+
+class _ReadTracking:
+    """The source, remembering which notes could not be read (an S3 error: retried), as opposed to notes that
+    were read and are bad (skipped with a reason, like a full sync does)."""
+
+    def __init__(self, source: Source) -> None:
+        self.source = source
+        self.uri = source.uri
+        self.unreadable: set[str] = set()
+
+    def list(self) -> Any:
+        return self.source.list()
+
+    def read(self, obj: SourceObject) -> bytes:
+        try:
+            return self.source.read(obj)
+        except SourceError:
+            self.unreadable.add(obj.path)
+            raise
+
+    def read_path(self, path: str) -> bytes:
+        return self.source.read_path(path)
+
+
+class ChangeSync:
+    """Applies changes (S3 events, or a watched folder's saves) to the index: only their keys are read (a HEAD,
+    then a GET of what changed; never a listing), removed notes are deleted, and of a changed note only the chunks
+    whose embedded text changed are embedded (the others keep their stored vector).
+
+    Per note, the latest change by S3 ``sequencer`` wins; a change no newer than the one last applied (``sequencers``)
+    is a no-op, so replays and late arrivals change nothing. What is applied is the key's *current* state (S3 is
+    read-after-write consistent): a late ``Created`` of a deleted note finds no object and deletes nothing more. A
+    note that cannot be read, a provider failure or a storage failure fails that note's messages (retried by SQS);
+    the others complete."""
+
+    def __init__(
+        self,
+        source: Source,
+        store: Store,
+        embedder: Embedder | None,
+        options: SyncOptions | None = None,
+        sequencers: Any = None,
+    ) -> None:
+        self.tracking = _ReadTracking(source)
+        self.source = source
+        self.indexer = Indexer(self.tracking, store, embedder, options)
+        self.store = store
+        self.sequencers = sequencers
+        self.kind = "events"  # what the collection's last-sync record says ran (``watch`` under kbsearch serve)
+
+    def apply(
+        self,
+        changes: list[Change],
+        stop_at: Deadline | None = None,
+        call_deadline: Deadline | None = None,
+        report: ChangeReport | None = None,
+    ) -> ChangeReport:
+        from kbsearch.events import latest_per_path, newer
+
+        started = time.monotonic()
+        report = report or ChangeReport(source=self.source.uri, collection=self.store.collection,
+                                        dense=self.indexer.embedder is not None)  # fmt: skip
+        report.events += len(changes)
+        latest, report.duplicates = latest_per_path(changes)
+        report.keys = len(latest)
+        failed: set[str] = set()
+        try:
+            self.indexer._embedding_signature(report)
+            self.indexer._rules = self._access_rules()
+            applied = self.sequencers.get(sorted(latest)) if self.sequencers is not None and latest else {}
+            todo = {}
+            for path, change in latest.items():
+                held = applied.get(path, "")
+                if held and not newer(change.sequencer, held):
+                    report.stale += 1
+                else:
+                    todo[path] = change
+            done = self._apply_current(report, todo, failed, stop_at or Deadline(), call_deadline)
+            superseded = [p for p in done if not self._record(todo[p])]
+            if superseded:  # a later event of these notes was applied meanwhile: apply what is there now
+                report.superseded += len(superseded)
+                again = {p: todo[p] for p in superseded}
+                self._apply_current(report, again, failed, stop_at or Deadline(), call_deadline)
+            record_sync(self.store, report, self.kind)
+            now = time.time()
+            times = [todo[p].event_time for p in done]
+            report.lag_s += [round(now - t, 3) for t in times if t is not None]
+        except StoreError as exc:
+            report.error = str(exc) if isinstance(exc, SchemaMismatchError) else f"index storage failed: {exc}"
+            report.incomplete = True
+            failed |= set(latest)
+            logger.error("the index cannot be written; the batch is retried", extra={"error": report.error})
+        except Exception as exc:  # the sequencer log (DynamoDB) or anything unforeseen: retry the whole batch
+            report.error = f"event run failed: {type(exc).__name__}: {str(exc)[:200]}"
+            report.incomplete = True
+            failed |= set(latest)
+            logger.exception("event run failed; the batch is retried")
+        finally:
+            report.duration_ms += int((time.monotonic() - started) * 1000)
+        report.failed_paths = sorted(failed)
+        report.failed_messages = sorted({c.message_id for c in changes if c.path in failed and c.message_id})
+        return report
+
+    def _access_rules(self) -> FolderRules:
+        """The access file's folder rules as they are now (one read of one key, never a listing): a note that an
+        event brings in gets the groups a full sync would give it. An unusable access file fails the batch (it is
+        retried, as a full sync refuses to run); a change of the access file itself reaches the index with the
+        next full sync (the reconciler), which applies it to every note as a payload update."""
+        try:
+            raw = self.source.read_path(ACCESS_FILE)
+        except SourceError as exc:
+            if str(exc).startswith("no note"):
+                return FolderRules()
+            raise
+        return FolderRules.parse(raw)
+
+    def _record(self, change: Change) -> bool:
+        return self.sequencers is None or self.sequencers.put(change.path, change.sequencer)
+
+    def _apply_current(
+        self,
+        report: ChangeReport,
+        todo: dict[str, Change],
+        failed: set[str],
+        stop_at: Deadline,
+        call_deadline: Deadline | None,
+    ) -> list[str]:
+        """Read each note's current state and make the index hold exactly it; the paths done (not failed)."""
+        from kbsearch.sources import head
+
+        current: dict[str, SourceObject | None] = {}
+        for path, change in sorted(todo.items()):
+            try:
+                current[path] = head(self.source, change.key)
+            except SourceError as exc:
+                failed.add(path)
+                logger.warning("note not readable; its event is retried", extra={"path": path, "error": str(exc)})
+        state: dict[str, NoteState] = {}
+        reuse: dict[str, dict[str, Any]] = {}
+        for payload, vector in self.store.note_points(list(current)):
+            add_state(state, payload)
+            digest = payload.get(EMBED_HASH)
+            if vector is not None and isinstance(digest, str) and digest:
+                reuse.setdefault(str(payload.get("path")), {})[digest] = vector
+        done: list[str] = []
+        work: list[tuple[SourceObject, str]] = []
+        for path, obj in sorted(current.items()):
+            if obj is None:
+                if path in state:
+                    self.store.delete_note(path)
+                    report.deleted += 1
+                    report.chunks_deleted += state[path].points
+                done.append(path)
+                continue
+            report.notes_listed += 1
+            kind = self.indexer._classify(obj, state.get(path))
+            if kind == "unchanged":
+                report.unchanged += 1
+                done.append(path)
+            else:  # a repair too: rewriting it reuses every vector
+                work.append((obj, "updated" if kind == "repair" else kind))
+        self.indexer._reuse = reuse
+        self.indexer._written_ids = {}
+        self.indexer._state = state  # a changed note that cannot be indexed keeps its last good version
+        skipped_before = {s["path"] for s in report.skipped}
+        try:
+            self.indexer._index(report, work, state, stop_at, call_deadline)
+        finally:
+            self.indexer._reuse = {}
+        skipped = {s["path"] for s in report.skipped} - skipped_before
+        for obj, _kind in work:
+            path = obj.path
+            if path in self.indexer._written_ids or (path in skipped and path not in self.tracking.unreadable):
+                done.append(path)
+            else:  # not reached (deadline), not embedded (provider down) or not readable: retried
+                failed.add(path)
+        self.tracking.unreadable.clear()
+        return done
+
+
+def _scope_of(source: Source) -> Any:
+    from kbsearch.events import Scope
+    from kbsearch.sources import S3Source
+
+    if isinstance(source, S3Source):
+        return Scope(source.bucket, source.prefix)
+    return Scope(None, "")
+
+
+def event_sequencers(settings: Settings) -> Any:
+    """Where the last applied sequencer per note is kept: the lease table (deployed), a file beside the embedded
+    store, or nowhere (Qdrant Cloud without a lease table: current-state reads still converge)."""
+    from kbsearch.qdrant import beside_store
+    from kbsearch.sequencers import DynamoSequencers, FileSequencers
+
+    if settings.index_lease_table:
+        return DynamoSequencers(settings.index_lease_table, settings.qdrant_collection)
+    file = beside_store(settings, ".sequencers.json")
+    return FileSequencers(file) if file is not None else None
+
+
+def run_changes(
+    settings: Settings,
+    secrets: Secrets,
+    event: dict[str, Any],
+    *,
+    source_uri: str | None = None,
+    stop_at: Deadline | None = None,
+    call_deadline: Deadline | None = None,
+) -> ChangeReport:
+    """One SQS batch of S3 change events (notifications or EventBridge): read, ordered, applied. While a full sync
+    holds the index lease every message fails back to the queue (nothing is lost; the sync may already cover it).
+    Poison messages fail (after ``maxReceiveCount`` tries SQS moves them to the dead-letter queue); the rest of
+    the batch is applied."""
+    from kbsearch.events import read_batch
+    from kbsearch.lease import lease_holder
+    from kbsearch.providers.embeddings import build_embedder
+    from kbsearch.providers.resilience import shared_client
+
+    source = open_source(source_uri or settings.kb_source)
+    batch = read_batch(event, _scope_of(source))
+    report = ChangeReport(source=source.uri, collection=settings.qdrant_collection, dense=False)
+    report.ignored, report.poison = batch.ignored, batch.poison
+    for item in batch.ignored:
+        logger.info("event ignored: %s: %s", item["key"], item["reason"], extra=item)
+    for item in batch.poison:
+        logger.error("poison message: %s", item["reason"], extra=item)
+    poison = [p["message_id"] for p in batch.poison]
+    if not batch.changes:
+        report.failed_messages = sorted(set(poison))
+        return report
+    held = lease_holder(settings)
+    if held is not None:
+        report.error = f"a full sync holds the index lease ({held}); the events are retried"
+        report.failed_messages = sorted({c.message_id for c in batch.changes} | set(poison))
+        report.failed_paths = sorted({c.path for c in batch.changes})
+        return report
+    try:
+        store = open_store(settings, secrets)
+    except StoreError as exc:
+        report.error, report.incomplete = f"index storage failed: {exc}", True
+        report.failed_messages = sorted({c.message_id for c in batch.changes} | set(poison))
+        return report
+    try:
+        embedder = build_embedder(settings, secrets, shared_client())
+        report.dense = embedder is not None
+        options = SyncOptions.from_settings(settings)
+        sync = ChangeSync(source, store, embedder, options, event_sequencers(settings))
+        sync.apply(batch.changes, stop_at, call_deadline, report)
+    finally:
+        try:
+            store.close()
+        except StoreError as exc:
+            report.error = report.error or f"index storage failed: {exc}"
+            report.failed_messages = sorted({c.message_id for c in batch.changes})
+    report.failed_messages = sorted(set(report.failed_messages) | set(poison))
+    return report

@@ -177,3 +177,31 @@ def index_lease(settings: Settings) -> contextlib.AbstractContextManager[Any]:
     if not settings.index_lease_table:
         return contextlib.nullcontext()
     return Lease(settings.index_lease_table, f"index#{settings.qdrant_collection}", settings.index_lease_ttl_s)
+
+
+def lease_holder(settings: Settings, client: Any = None, clock: Callable[[], float] = time.time) -> LeaseHeld | None:
+    """Who holds the collection's lease now (a full sync), without taking it: what an event-driven run checks
+    before it writes (event runs do not exclude each other; their per-note order is the S3 sequencer's). None when
+    nobody holds it or there is no lease table. A table that cannot be read raises :class:`LeaseError`."""
+    if not settings.index_lease_table:
+        return None
+    if client is None:
+        import boto3
+        from botocore.config import Config
+
+        config = Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 3, "mode": "standard"})
+        client = boto3.client("dynamodb", config=config)
+    name = f"index#{settings.qdrant_collection}"
+    try:
+        item = client.get_item(TableName=settings.index_lease_table, Key={"pk": {"S": name}}, ConsistentRead=True)
+    except Exception as exc:
+        raise LeaseError(
+            f"cannot read the lease in table {settings.index_lease_table}: {_error_code(exc) or exc}"
+        ) from None
+    found = item.get("Item")
+    if not found:
+        return None
+    expires = int(found.get("expires_at", {}).get("N", "0") or 0)
+    if expires < int(clock()):
+        return None
+    return LeaseHeld(found.get("owner", {}).get("S", "another run"), expires)

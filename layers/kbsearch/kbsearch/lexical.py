@@ -127,3 +127,34 @@ def document_vector(text: str, avgdl: float = AVG_DOC_TOKENS, k1: float = K1, b:
 
 def query_vector(text: str) -> SparseVector:
     return _to_sparse({term_id(t): 1.0 for t in set(tokenize(text))})
+
+
+_CYRILLIC_LETTER = re.compile(r"[а-яё]", re.IGNORECASE)
+_LATIN_LETTER = re.compile(r"[a-z]", re.IGNORECASE)
+
+
+def text_language(text: str) -> str | None:
+    """``ru`` when at least a third of the letters are Cyrillic (Russian notes quote Latin code, names and UI
+    strings), ``en`` when the letters are Latin, None without letters of either script."""
+    cyrillic = len(_CYRILLIC_LETTER.findall(text))
+    latin = len(_LATIN_LETTER.findall(text))
+    if cyrillic + latin == 0:
+        return None
+    return "ru" if 3 * cyrillic >= cyrillic + latin else "en"
+
+
+#: A word that names something exactly: digits, ``_``, inner capitals (CamelCase), two capitals (GDPR, QDRANT),
+#: or joined by ``.`` ``/`` ``:`` ``+`` ``-`` (``app.json``, ``ERR-4012``, ``base:query``).
+_IDENTIFIER = re.compile(r"\d|_|[a-zа-яё][A-ZА-ЯЁ]|[A-ZА-ЯЁ]{2}|[^\W_][./:+\\-][^\W_]")
+
+
+def identifier_terms(query: str) -> frozenset[str]:
+    """The stemmed terms of the query's identifier-like words (see :data:`_IDENTIFIER`), and of its Latin words
+    when the query is Russian (a setting, a product or a file name inside a Russian question)."""
+    russian = text_language(query) == "ru"
+    out: set[str] = set()
+    for raw in query.split():
+        word = raw.strip("\"'`«»()[]{},;!?")
+        if _IDENTIFIER.search(word) or (russian and _LATIN_LETTER.search(word) and not _CYRILLIC_LETTER.search(word)):
+            out.update(tokenize(word))
+    return frozenset(out)

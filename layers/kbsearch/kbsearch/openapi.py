@@ -179,6 +179,33 @@ SLACK_PATH: dict[str, Any] = {
 }
 
 
+SLACK_INTERACTIVE_PATH: dict[str, Any] = {
+    "post": {
+        "summary": "Slack button presses on /kb answers (authenticated by Slack's request signature, not an API key)",
+        "operationId": "slackInteractive",
+        "parameters": copy.deepcopy(SLACK_PATH["post"]["parameters"]),
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/x-www-form-urlencoded": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["payload"],
+                        "properties": {"payload": {"type": "string", "description": "block_actions JSON"}},
+                    }
+                }
+            },
+        },
+        "responses": {
+            "200": {"description": "Acknowledged (empty body); the worker answers on response_url"},
+            "400": _json(_ERROR, "Signed, but not an interaction payload (no payload field, not JSON)"),
+            "401": _json(_ERROR, "Not signed by Slack, too old, or a replay of an accepted request"),
+            "503": _json(_ERROR, "The signing secret is not configured, or the replay store is unavailable"),
+        },
+    }
+}
+
+
 SEARCH_EXAMPLES: dict[str, Any] = {
     "runbook": {"value": {"query": "restore a qdrant snapshot", "top_k": 3}},
     "filtered": {"value": {"query": "ротация ключей", "filters": {"tags": ["security"], "path_prefix": "ru/"},
@@ -205,15 +232,23 @@ def _search_links(get_id: str | None, post_id: str | None) -> dict[str, dict[str
     return links
 
 
-def complete(schema: dict[str, Any], key_required_paths: tuple[str, ...] = ("/search", "/mcp")) -> dict[str, Any]:
+def complete(
+    schema: dict[str, Any], key_required_paths: tuple[str, ...] = ("/search", "/mcp", "/whoami")
+) -> dict[str, Any]:
     """Powertools' document plus the API key scheme, ``/mcp``, ``/slack/command``, API Gateway's own answers and
     the links between the search operations."""
     doc = copy.deepcopy(schema)
     components = doc.setdefault("components", {})
-    components.setdefault("securitySchemes", {})["ApiKey"] = {"type": "apiKey", "in": "header", "name": "x-api-key"}
+    components.setdefault("securitySchemes", {})["ApiKey"] = {
+        "type": "apiKey", "in": "header", "name": "x-api-key",
+        "description": "Each key reads the notes of its access groups (and public ones): GET /whoami names them. "
+                       "/search and the MCP tools answer only from those notes; a note outside them is answered "
+                       "as a note that does not exist.",
+    }  # fmt: skip
     paths = doc.setdefault("paths", {})
     paths["/mcp"] = copy.deepcopy(MCP_PATH)
     paths["/slack/command"] = copy.deepcopy(SLACK_PATH)
+    paths["/slack/interactive"] = copy.deepcopy(SLACK_INTERACTIVE_PATH)
     search = paths.get("/search", {})
     for method, operation in search.items():
         responses = operation.setdefault("responses", {})

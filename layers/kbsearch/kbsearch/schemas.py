@@ -116,3 +116,11 @@ class SearchResponse(BaseModel):
 class ErrorResponse(BaseModel):
     error: str
     message: str
+
+
+class WhoAmI(BaseModel):
+    """``GET /whoami``: who the API key is (its id, never its value) and the groups it may read (always
+    ``public``); search, kb_search and kb_get_note answer only from notes of these groups."""
+
+    caller: str = Field(description="apikey:<API Gateway key id> (name), or anonymous")
+    groups: list[str] = Field(description="the access groups this key may read")

@@ -18,15 +18,26 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
+from kbsearch.access import Scope, visible_links
 from kbsearch.config import Secrets, Settings
 from kbsearch.errors import IndexMissing, IndexUnavailable, StoreError
+from kbsearch.fusion import FusionParams, analyse, fuse, lexical_variants
 from kbsearch.lexical import query_vector
 from kbsearch.providers.embeddings import Embedder, build_embedder
 from kbsearch.providers.expansion import Expander, build_expander
 from kbsearch.providers.rerankers import Reranking, build_reranking
 from kbsearch.providers.resilience import Deadline, ProviderError, shared_client
 from kbsearch.qdrant import open_retriever
-from kbsearch.qdrant.query import Candidate, Retriever, filter_json, retrieve, signature_mismatch
+from kbsearch.qdrant.query import (
+    RESTRICTED_LINKS,
+    Candidate,
+    Retriever,
+    batch_searches,
+    filter_json,
+    retrieve,
+    retrieve_legs,
+    signature_mismatch,
+)
 from kbsearch.qdrant.rest import QdrantRest
 from kbsearch.schemas import Hit, HitScores, SearchMeta, SearchRequest, SearchResponse
 from kbsearch.tokens import MAX_CHARS_PER_TOKEN, truncate_tokens
@@ -79,15 +90,21 @@ def _unavailable(exc: StoreError) -> IndexUnavailable:
 
 
 def snippet(text: str, limit: int) -> str:
-    """The chunk text with whitespace folded, cut at a word boundary. Only the first ``limit *
+    """The chunk text cut at a word boundary: line breaks and indentation kept (code stays code, lists stay
+    lists), runs of blank lines folded to one, trailing spaces dropped. Only the first ``limit *
     MAX_CHARS_PER_TOKEN`` characters are read (a 10 MB text from the store costs what a short one does)."""
     window = limit * MAX_CHARS_PER_TOKEN
-    flat = " ".join(text[:window].split())
+    lines: list[str] = []
+    for raw in text[:window].replace("\r\n", "\n").replace("\r", "\n").split("\n"):
+        line = raw.rstrip()
+        if line or (lines and lines[-1]):
+            lines.append(line)
+    flat = "\n".join(lines).strip("\n")
     if len(flat) <= limit:
         return flat if len(text) <= window or not flat else flat + "…"
     cut = flat[:limit]
-    space = cut.rfind(" ")
-    return (cut[:space] if space > limit // 2 else cut).rstrip(" ,.;:") + "…"
+    space = max(cut.rfind(" "), cut.rfind("\n"))
+    return (cut[:space] if space > limit // 2 else cut).rstrip(" ,.;:\n") + "…"
 
 
 def passage(payload: dict[str, Any], max_tokens: int) -> str:
@@ -118,14 +135,19 @@ def prior(payload: dict[str, Any]) -> float:
 def blend(candidates: list[Candidate], rerank: list[float] | None, weight: float, k: int) -> list[float] | None:
     """The reranked order combined with the fused one, by rank: ``weight / (k + rerank rank) + (1 - weight) /
     (k + fused rank)`` (zero-based ranks; candidates come in fused order). ``weight`` 1.0 keeps the reranker's
-    order (its scores as they are); 0.0 keeps the fused order. None without rerank scores."""
+    order (its scores as they are); 0.0 keeps the fused order. Exact matches stay first. None without rerank
+    scores."""
     if rerank is None:
         return None
     if weight >= 1.0:
-        return list(rerank)
-    order = sorted(range(len(rerank)), key=lambda i: (-rerank[i], i))
-    rerank_rank = {i: r for r, i in enumerate(order)}
-    return [weight / (k + rerank_rank[i]) + (1 - weight) / (k + i) for i in range(len(candidates))]
+        values = list(rerank)
+    else:
+        order = sorted(range(len(rerank)), key=lambda i: (-rerank[i], i))
+        rerank_rank = {i: r for r, i in enumerate(order)}
+        values = [weight / (k + rerank_rank[i]) + (1 - weight) / (k + i) for i in range(len(candidates))]
+    # A confident exact match (the fusion's ``exact``) stays ahead of the rest: the reranker orders what the fusion
+    # was unsure of, and among exact matches (both values are at most 1, the prior scales by at most 1.1 / 0.85).
+    return [2.0 + v if c.exact else v for c, v in zip(candidates, values, strict=True)]
 
 
 class SearchService:
@@ -160,9 +182,15 @@ class SearchService:
         # thread); Qdrant Cloud calls are independent HTTP requests and take no lock.
         self._store_lock = threading.Lock()
         self._open_lock = threading.Lock()
+        self.fusion_params = FusionParams(
+            lexical_weight=settings.search_lexical_weight,
+            cross_language=settings.search_cross_language_weight,
+            exact_confidence=settings.search_exact_confidence,
+        )
         self.retrieval = "hybrid"  # see evaluation_view
         self.max_results: int | None = None
         self._signature_checked: tuple[float, str | None] | None = None
+        self._metadata_read: tuple[float, dict[str, Any] | None] | None = None  # the collection's metadata, when read
 
     @property
     def retriever_open(self) -> bool:
@@ -212,15 +240,34 @@ class SearchService:
             return None
         now = time.monotonic()
         if self._signature_checked is None or now - self._signature_checked[0] > self.SIGNATURE_TTL_S:
-            try:
-                with self._retrieval_slot(deadline):
-                    recorded = self.retriever.metadata(
-                        max(0.05, min(self.settings.qdrant_timeout_s, deadline.remaining()))
-                    )
-            except (StoreError, IndexUnavailable):
+            recorded = self._collection_metadata(deadline)
+            if recorded is None:
                 return None  # the retrieval call reports an unreachable index
             self._signature_checked = (now, signature_mismatch(recorded, self.embedder.signature))
         return self._signature_checked[1]
+
+    def _collection_metadata(self, deadline: Deadline, max_age_s: float | None = None) -> dict[str, Any] | None:
+        """The collection's metadata (embedding signature, restricted link targets, last sync), read at most once
+        per ``max_age_s`` (default ``SIGNATURE_TTL_S``); None when it cannot be read."""
+        now = time.monotonic()
+        max_age = self.SIGNATURE_TTL_S if max_age_s is None else max_age_s
+        if self._metadata_read is None or now - self._metadata_read[0] > max_age:
+            try:
+                with self._retrieval_slot(deadline):
+                    recorded: dict[str, Any] | None = self.retriever.metadata(
+                        max(0.05, min(self.settings.qdrant_timeout_s, deadline.remaining()))
+                    )
+            except (StoreError, IndexUnavailable):
+                recorded = None
+            self._metadata_read = (now, recorded)
+        return self._metadata_read[1]
+
+    def _restricted_links(self, deadline: Deadline) -> dict[str, list[str]] | None:
+        """Link targets naming only notes that are not public → their groups (as the indexer recorded them);
+        None when not known (links are then hidden from restricted callers)."""
+        recorded = self._collection_metadata(deadline)
+        links = (recorded or {}).get(RESTRICTED_LINKS)
+        return links if isinstance(links, dict) else None
 
     def evaluation_view(self, retrieval: str, max_results: int | None = None) -> SearchService:
         """The documented seam for evaluation: this same service (providers, store, breakers, caches) answering
@@ -233,6 +280,14 @@ class SearchService:
         view.retrieval, view.max_results = retrieval, max_results
         return view
 
+    def collection_metadata(self, max_age_s: float | None = None) -> dict[str, Any] | None:
+        """The collection's metadata as last read (by a search's signature check, or here), read again only when
+        older than ``max_age_s`` (default: a minute on Qdrant Cloud, 2 s on the embedded store, a file read):
+        ``/health`` reports the last sync from it without a round trip per probe. None when unreadable."""
+        if max_age_s is None:
+            max_age_s = 60.0 if isinstance(self.retriever, QdrantRest) else 2.0
+        return self._collection_metadata(Deadline(2.0), max_age_s)
+
     def close(self) -> None:
         if self._retriever is not None:
             self._retriever.close()
@@ -244,8 +299,12 @@ class SearchService:
         request_id: str | None = None,
         remaining_s: float | None = None,
         span: Span = _no_span,
+        scope: Scope | Callable[[float], Scope] | None = None,
     ) -> SearchResponse:
-        """One search, as every caller makes it (API, Slack, MCP, CLI); evaluation uses :meth:`evaluation_view`."""
+        """One search, as every caller makes it (API, Slack, MCP, CLI); evaluation uses :meth:`evaluation_view`.
+        ``scope``: who is asking (default: ``public`` only), or how to resolve it within a time limit (called
+        after the secrets are read, so the caller mapping comes with them, within this search's budget); what it
+        may not read is excluded inside the one Qdrant query, so it reaches neither the reranker nor the answer."""
         retrieval, max_results = self.retrieval, self.max_results
         started = time.perf_counter()
         budget = self.settings.search_budget_s
@@ -254,6 +313,11 @@ class SearchService:
         deadline = Deadline(max(0.1, budget))
         # Secrets from SSM are read up front (cached afterwards), so that no stage's own budget pays for them.
         self.secrets.prefetch(deadline.within(reserve=min(self.settings.qdrant_timeout_s, 0.3 * budget)).remaining())
+        if callable(scope):
+            scope = scope(
+                max(0.05, deadline.within(reserve=min(self.settings.qdrant_timeout_s, 0.3 * budget)).remaining())
+            )
+        scope = scope or Scope.public()
         # Expansion and embedding must leave the one call that cannot be skipped (retrieval) time to run.
         before_retrieval = deadline.within(reserve=min(self.settings.qdrant_timeout_s, 0.3 * budget))
         query = request.query
@@ -297,24 +361,11 @@ class SearchService:
                 statuses=filters.status,
                 path_prefix=filters.path_prefix,
                 updated_after=filters.updated_after,
+                groups=scope.query_groups(),
             )
             with self._retrieval_slot(deadline):
                 try:
-                    candidates = retrieve(
-                        self.retriever,
-                        dense,
-                        query_vector(query) if retrieval != "dense" else None,
-                        query_filter,
-                        limit=self.settings.search_candidates,
-                        prefetch_limit=self.settings.search_prefetch_limit,
-                        hnsw_ef=self.settings.search_hnsw_ef,
-                        rrf_k=self.settings.rrf_k,
-                        bm25_weight=self.settings.search_bm25_weight,
-                        fusion=self.settings.search_fusion,
-                        # chunks, not notes: enough fused chunks that SEARCH_CANDIDATES notes survive grouping
-                        fused_limit=CHUNKS_PER_CANDIDATE * self.settings.search_candidates,
-                        timeout_s=max(0.05, min(self.settings.qdrant_timeout_s, deadline.remaining())),
-                    )
+                    candidates = self._retrieve(query, variants, dense, query_filter, retrieval, deadline)
                 except IndexMissing as exc:
                     raise IndexUnavailable(
                         f"{exc}: run the indexer first", "the index has not been built yet: run the indexer first"
@@ -340,6 +391,9 @@ class SearchService:
                     logger.warning("rerank problems", extra={"errors": outcome.errors, "hedged": outcome.hedged})
 
         results = self._shape(candidates, rerank_scores, request, max_results or request.top_k)
+        if scope.restricted and any(hit.links for hit in results):
+            restricted = self._restricted_links(deadline)
+            results = [h.model_copy(update={"links": visible_links(h.links, restricted, scope)}) for h in results]
         timings = stages.timings
         timings["total"] = (time.perf_counter() - started) * 1000
         meta = SearchMeta(
@@ -352,7 +406,49 @@ class SearchService:
             timings_ms={k: round(v, 1) for k, v in timings.items()},
             usage=usage,
         )
+        logger.info(
+            "access", extra={"caller": scope.caller, "groups": scope.query_groups(), "results": len(results),
+                             "request_id": request_id},
+        )  # fmt: skip
         return SearchResponse(query=query, results=results, meta=meta)
+
+    def _retrieve(
+        self,
+        query: str,
+        variants: list[str],
+        dense: list[list[float]],
+        query_filter: dict[str, Any] | None,
+        retrieval: str,
+        deadline: Deadline,
+    ) -> list[Candidate]:
+        """The one Qdrant call. ``SEARCH_FUSION=adaptive``: every leg's candidates in one batch, fused here per query
+        (:mod:`kbsearch.fusion`); ``rrf`` / ``dbsf``: Qdrant's own fusion of the prefetches."""
+        s = self.settings
+        timeout_s = max(0.05, min(s.qdrant_timeout_s, deadline.remaining()))
+        if s.search_fusion == "adaptive":
+            evidence = analyse(query)
+            lexical = lexical_variants(evidence, variants[1:]) if retrieval != "dense" else []
+            searches, legs = batch_searches(
+                dense if retrieval != "lexical" else [], lexical, query_filter, s.search_prefetch_limit,
+                s.search_hnsw_ef, probes=evidence.terms if retrieval == "hybrid" else (), min_limit=s.search_candidates,
+            )  # fmt: skip
+            results = retrieve_legs(self.retriever, searches, legs, timeout_s)
+            return fuse(results, evidence, s.search_candidates, retrieval, self.fusion_params)
+        return retrieve(
+            self.retriever,
+            dense,
+            query_vector(query) if retrieval != "dense" else None,
+            query_filter,
+            limit=s.search_candidates,
+            prefetch_limit=s.search_prefetch_limit,
+            hnsw_ef=s.search_hnsw_ef,
+            rrf_k=s.rrf_k,
+            bm25_weight=s.search_bm25_weight,
+            fusion=s.search_fusion,
+            # chunks, not notes: enough fused chunks that SEARCH_CANDIDATES notes survive grouping
+            fused_limit=CHUNKS_PER_CANDIDATE * s.search_candidates,
+            timeout_s=timeout_s,
+        )
 
     def _shape(
         self, candidates: list[Candidate], rerank: list[float] | None, request: SearchRequest, top_k: int

@@ -8,30 +8,32 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import re
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from kbsearch.errors import KbSearchError
-from kbsearch.schemas import SearchResponse
+from kbsearch.slack_render import cut, escape
 
 MAX_SKEW_S = 300
 #: A signature is accepted within ±MAX_SKEW_S of its timestamp, so remembering it this long covers its whole life.
 REPLAY_WINDOW_S = 2 * MAX_SKEW_S
 MAX_FORM_FIELDS = 100
-MAX_BLOCKS = 50
-MAX_SECTION_CHARS = 3000
-MAX_TOTAL_CHARS = 12_000
-SNIPPET_CHARS = 300
 
 HELP_TEXT = (
     "*Search the knowledge base*\n"
-    "• `/kb <question>`: answer visible only to you\n"
+    "• `/kb <question>`: an answer only you see, with buttons to share it, see more, open a note, or say whether "
+    "it helped\n"
     "• `/kb share <question>`: post the answer to the channel\n"
+    "• Filters, anywhere in the question: `tag:runbook` (any of the tags; `tag:a,b` or repeat it), "
+    "`type:decision`, `status:active`, `in:ru/ранбуки` (a folder), `after:2026-01-01` (updated since); "
+    'quote values with spaces: `in:"en/how to"`\n'
+    "  e.g. `/kb tag:runbook in:en/runbooks restore a snapshot`\n"
     "• `/kb help`: this message\n"
     "Tips: a few specific words work best (`qdrant snapshot restore`); Russian and English both work."
 )
@@ -39,11 +41,6 @@ HELP_TEXT = (
 
 class SlackAuthError(KbSearchError):
     """The request is not from Slack (or is too old): answer 401, run nothing."""
-
-
-def escape(text: str) -> str:
-    """mrkdwn escaping: only &, < and > (Slack's rule)."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")
@@ -128,20 +125,25 @@ class SlashCommand:
         return cls(**{k: str(job.get(k, "")) for k in cls.__dataclass_fields__})
 
 
-def parse_command(body: bytes) -> SlashCommand:
+def _form(body: bytes) -> dict[str, list[str]]:
     try:
-        form = parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS)
+        return parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS)
     except UnicodeDecodeError:
         raise KbSearchError("the form body is not UTF-8") from None
     except ValueError:
         raise KbSearchError(f"the form body has more than {MAX_FORM_FIELDS} fields") from None
+
+
+def parse_command(body: bytes) -> SlashCommand:
+    form = _form(body)
 
     def one(name: str) -> str:
         return (form.get(name) or [""])[0]
 
     return SlashCommand(
         command=one("command"),
-        text=one("text").strip(),
+        # Slack sends &, < and > in the text as entities; the search wants what the person typed
+        text=one("text").replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&").strip(),
         user_id=one("user_id"),
         channel_id=one("channel_id"),
         team_id=one("team_id"),
@@ -152,19 +154,77 @@ def parse_command(body: bytes) -> SlashCommand:
 
 @dataclass(frozen=True)
 class Intent:
-    kind: str  # help | search
+    kind: str  # help | usage (a malformed filter: ``error`` says which) | search
     query: str = ""
     share: bool = False
+    filters: dict[str, Any] = field(default_factory=dict)  # SearchFilters' fields, JSON-ready
+    error: str = ""
+
+
+#: ``key:value`` words of the command and the filter each sets.
+FILTER_KEYS = {"tag": "tags", "tags": "tags", "type": "type", "status": "status", "in": "path_prefix",
+               "path": "path_prefix", "after": "updated_after", "since": "updated_after"}  # fmt: skip
+_LIST_FILTERS = ("tags", "type", "status")
+_WORD = re.compile(r'(?P<key>[A-Za-z]{2,6}):(?:"(?P<q1>[^"]*)"|“(?P<q2>[^”]*)”|(?P<bare>\S*))|\S+')
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}(?:[T ][0-9:.]+(?:Z|[+-][0-9:]+)?)?")
+
+
+def _filter_problem(filters: dict[str, Any]) -> str:
+    """SearchFilters' own verdict (lengths, counts, dates), in one line."""
+    from pydantic import ValidationError
+
+    from kbsearch.schemas import SearchFilters
+
+    try:
+        SearchFilters.model_validate(filters)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        return f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
+    return ""
 
 
 def parse_text(text: str) -> Intent:
+    """``[share] [key:value …] question`` → an intent. Filter words may stand anywhere; an unknown ``word:value``
+    is part of the question (``error: timeout`` is a question). A known filter that is empty or malformed is a
+    usage answer, never a search without it."""
     words = text.split(maxsplit=1)
     if not words or words[0].lower() in ("help", "помощь", "?"):
         return Intent("help")
-    if words[0].lower() == "share":
-        rest = words[1].strip() if len(words) > 1 else ""
-        return Intent("search", rest, share=True) if rest else Intent("help")
-    return Intent("search", text.strip())
+    share = words[0].lower() == "share"
+    rest = (words[1] if len(words) > 1 else "") if share else text
+    filters: dict[str, Any] = {}
+    query: list[str] = []
+    for m in _WORD.finditer(rest):
+        key = (m.group("key") or "").lower()
+        if key not in FILTER_KEYS:
+            query.append(m.group(0))
+            continue
+        name = FILTER_KEYS[key]
+        value = next((v for v in (m.group("q1"), m.group("q2"), m.group("bare")) if v is not None), "").strip()
+        if not value:
+            return Intent("usage", error=f"`{key}:` needs a value")
+        if name in _LIST_FILTERS:
+            items = [v.strip() for v in value.split(",") if v.strip()]
+            if not items:
+                return Intent("usage", error=f"`{key}:` needs a value")
+            filters.setdefault(name, []).extend(i for i in items if i not in filters.get(name, []))
+        elif name in filters:
+            return Intent("usage", error=f"`{key}:` given twice")
+        elif name == "updated_after":
+            if not _DATE.fullmatch(value):
+                return Intent("usage", error=f"`{key}:` takes a date like 2026-01-01, not “{escape(cut(value, 40))}”")
+            filters[name] = value
+        else:
+            filters[name] = value.strip("/")
+            if not filters[name]:
+                return Intent("usage", error=f"`{key}:` needs a folder")
+    problem = _filter_problem(filters) if filters else ""
+    if problem:
+        return Intent("usage", error=f"bad filter ({escape(cut(problem, 200))})")
+    question = " ".join(query).strip()
+    if not question:
+        return Intent("help") if not filters else Intent("usage", error="filters need a question to go with them")
+    return Intent("search", question, share=share, filters=filters)
 
 
 def allowed_response_url(url: str, hosts: tuple[str, ...]) -> bool:
@@ -180,61 +240,90 @@ def allowed_response_url(url: str, hosts: tuple[str, ...]) -> bool:
 def ack(intent: Intent) -> dict[str, Any]:
     if intent.kind == "help":
         return {"response_type": "ephemeral", "text": HELP_TEXT}
+    if intent.kind == "usage":
+        return {"response_type": "ephemeral", "text": f"Sorry: {intent.error}.\n\n{HELP_TEXT}"}
     return {"response_type": "ephemeral", "text": f"Searching for “{escape(intent.query)}”…"}
 
 
-def _cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
-
-
-def _link(base_url: str | None, path: str, title: str) -> str:
-    label = escape(title).replace("|", "¦")
-    if base_url:
-        return f"<{base_url.rstrip('/')}/{quote(path)}|{label}>"
-    return f"*{label}*"
-
-
-def render_answer(answer: SearchResponse, share: bool, kb_base_url: str | None = None) -> dict[str, Any]:
-    """Block Kit for ``response_url``: a header line, one section per hit, a context line with time and any
-    degraded stage. Within Slack's limits: ≤ 50 blocks, ≤ 3,000 chars per section, ~12,000 in all."""
-    response_type = "in_channel" if share else "ephemeral"
-    query = escape(answer.query)
-    if not answer.results:
-        text = (
-            f"No notes found for “{query}”. Try fewer or other words, the other language "
-            "(Russian ↔ English), or `/kb help`."
-        )
-        return {"response_type": response_type, "replace_original": False, "text": text,
-                "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]}  # fmt: skip
-    blocks: list[dict[str, Any]] = [
-        {"type": "section", "text": {"type": "mrkdwn", "text": f"*Results for “{_cut(query, 200)}”*"}}
-    ]
-    total = len(blocks[0]["text"]["text"])
-    for hit in answer.results:
-        lines = [f"{hit.rank}. {_link(kb_base_url, hit.path, hit.title)}"]
-        if hit.heading and hit.heading != hit.title:
-            lines.append(f"_{escape(_cut(hit.heading, 200))}_")
-        if not kb_base_url:
-            lines.append(f"`{escape(_cut(hit.path, 200))}`")
-        lines.append(escape(_cut(hit.snippet, SNIPPET_CHARS)))
-        meta = f"score {hit.score:.3f}"
-        if hit.tags:
-            meta = " ".join(f"`{escape(t)}`" for t in hit.tags[:8]) + f" · {meta}"
-        lines.append(meta)
-        text = _cut("\n".join(lines), MAX_SECTION_CHARS)
-        if total + len(text) > MAX_TOTAL_CHARS - 500 or len(blocks) >= MAX_BLOCKS - 2:
-            break
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": text}})
-        total += len(text)
-    timing = answer.meta.timings_ms.get("total", 0.0)
-    context = f"{len(blocks) - 1} of {len(answer.results)} notes · {timing / 1000:.1f} s"
-    if answer.meta.degraded:
-        context += f" · degraded: {', '.join(answer.meta.degraded)}"
-    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": escape(context)}]})
-    fallback = f"{len(answer.results)} notes for “{_cut(query, 200)}”"
-    return {"response_type": response_type, "replace_original": False, "text": fallback, "blocks": blocks}
-
-
 def apology(query: str) -> dict[str, Any]:
-    text = f"Sorry, the search for “{escape(_cut(query, 200))}” failed. Please try again in a minute."
+    text = f"Sorry, the search for “{escape(cut(query, 200))}” failed. Please try again in a minute."
     return {"response_type": "ephemeral", "replace_original": False, "text": text}
+
+
+# -- interactivity (buttons) ----------------------------------------------------------------------------------------
+
+MAX_PAYLOAD_CHARS = 1024 * 1024
+#: Button actions handed to the worker (Open is a URL button: Slack opens the link and the interaction is ignored).
+WORKER_ACTIONS = ("kb_share", "kb_more", "kb_vote_up", "kb_vote_down")
+
+
+@dataclass(frozen=True)
+class Interaction:
+    """One button press (a ``block_actions`` payload) as the worker needs it. ``voter`` is a salted hash of the
+    person, the only identity a vote keeps."""
+
+    action_id: str
+    value: str
+    action_ts: str
+    user_id: str
+    team_id: str
+    channel_id: str
+    response_url: str
+    trigger_id: str
+    voter: str = ""
+
+    @property
+    def request_key(self) -> str:
+        """One press: Slack's retries repeat ``action_ts`` + ``action_id`` + user, so they share this key."""
+        digest = hashlib.sha256(f"{self.team_id}:{self.user_id}:{self.action_id}:{self.action_ts}".encode())
+        return "slack-action:" + digest.hexdigest()
+
+    def to_job(self) -> dict[str, str]:
+        return {"kind": "action", **{k: getattr(self, k) for k in self.__dataclass_fields__}}
+
+    @classmethod
+    def from_job(cls, job: Mapping[str, Any]) -> Interaction:
+        return cls(**{k: str(job.get(k, "")) for k in cls.__dataclass_fields__})
+
+
+def voter_hash(secret: str, team_id: str, user_id: str) -> str:
+    """A person, salted with the signing secret (which the worker and the feedback store never see)."""
+    return hmac.new(secret.encode(), f"kb-feedback:{team_id}:{user_id}".encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def parse_interaction(body: bytes) -> Interaction | None:
+    """The form's ``payload`` JSON → the button pressed; None for interactions kb-search does not act on (other
+    payload types, URL buttons, unknown actions). Raises KbSearchError for a body that is not a payload."""
+    raw = (_form(body).get("payload") or [""])[0]
+    if not raw or len(raw) > MAX_PAYLOAD_CHARS:
+        raise KbSearchError("expected a form field 'payload' with JSON (at most 1 MiB)")
+    try:
+        payload = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise KbSearchError("the payload is not JSON") from None
+    if not isinstance(payload, dict):
+        raise KbSearchError("the payload is not a JSON object")
+    if payload.get("type") != "block_actions":
+        return None
+    actions = payload.get("actions")
+    action = actions[0] if isinstance(actions, list) and actions and isinstance(actions[0], dict) else None
+
+    def text(obj: Any, key: str) -> str:
+        value = obj.get(key) if isinstance(obj, dict) else None
+        return value if isinstance(value, str) else ""
+
+    if action is None or text(action, "action_id") not in WORKER_ACTIONS:
+        return None
+    interaction = Interaction(
+        action_id=text(action, "action_id"),
+        value=text(action, "value"),
+        action_ts=text(action, "action_ts"),
+        user_id=text(payload.get("user"), "id"),
+        team_id=text(payload.get("team"), "id"),
+        channel_id=text(payload.get("channel"), "id") or text(payload.get("container"), "channel_id"),
+        response_url=text(payload, "response_url"),
+        trigger_id=text(payload, "trigger_id"),
+    )
+    if not interaction.user_id or not interaction.action_ts or not interaction.response_url:
+        raise KbSearchError("the payload lacks user.id, actions[0].action_ts or response_url")
+    return interaction

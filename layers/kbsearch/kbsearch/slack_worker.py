@@ -15,11 +15,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 
+from kbsearch.access import Scope
 from kbsearch.config import Settings
 from kbsearch.errors import KbSearchError
+from kbsearch.feedback import FeedbackStore, open_feedback_store, vote_record
 from kbsearch.providers.resilience import Deadline, Outbound, ProviderError, RetryPolicy, send
-from kbsearch.schemas import MAX_QUERY_CHARS, SearchRequest
-from kbsearch.slack import HELP_TEXT, SlashCommand, allowed_response_url, apology, parse_text, render_answer
+from kbsearch.schemas import MAX_QUERY_CHARS, SearchFilters, SearchRequest, SearchResponse
+from kbsearch.slack import Interaction, SlashCommand, ack, allowed_response_url, apology, parse_text
+from kbsearch.slack_render import ACTION_MORE, ACTION_SHARE, ACTION_UP, AnswerState, View, render_answer, url_pattern
 
 if TYPE_CHECKING:
     from kbsearch.search import SearchService
@@ -28,7 +31,12 @@ logger = logging.getLogger(__name__)
 
 
 class SlackPostError(KbSearchError):
-    """``response_url`` did not take the answer (after retries)."""
+    """``response_url`` did not take the answer (after retries). ``permanent``: Slack refused it (4xx)."""
+
+    def __init__(self, message: str, status: int | None = None, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.status = status
+        self.permanent = permanent
 
 
 class Deduper(Protocol):
@@ -99,8 +107,36 @@ def post_to_slack(
         send(client, call, policy, (deadline or Deadline()).within(30.0), sleep)
     except ProviderError as exc:
         if exc.kind in {"client", "auth"}:
-            raise SlackPostError(f"response_url refused the answer (HTTP {exc.status})") from None
+            raise SlackPostError(f"response_url refused the answer (HTTP {exc.status})", exc.status, True) from None
         raise SlackPostError(f"response_url did not take the answer ({exc.kind})") from None
+
+
+SlackScope = Callable[[str, str, str | None, bool], Scope]
+
+
+def _public_only(team: str, channel: str, _user: str | None, _share: bool) -> Scope:
+    return Scope.public(f"slack:{team}/{channel}")
+
+
+def slack_search(
+    service: Callable[[], SearchService],
+    state: AnswerState,
+    view: View,
+    deadline: Deadline,
+    scope: Scope | Callable[[float], Scope],
+) -> SearchResponse:
+    """The one search call behind every Slack answer (a command, Share, More, a vote that lost its hits), within
+    the caller's ``scope`` (an answer shared into the channel: the channel's)."""
+    request = SearchRequest(
+        query=state.query[:MAX_QUERY_CHARS], top_k=view.top_k, filters=SearchFilters.model_validate(state.filters)
+    )
+    return service().search(request, remaining_s=deadline.remaining() if deadline.at else None, scope=scope)
+
+
+def answer_view(settings: Settings, **kwargs: Any) -> View:
+    """How this deployment shows answers: hits per page, links to notes; ``kwargs`` set the rest."""
+    pattern = url_pattern(settings.kb_note_url_pattern, settings.kb_base_url)
+    return View(per_page=settings.slack_top_k, url_pattern=pattern, **kwargs)
 
 
 def handle_job(
@@ -110,33 +146,145 @@ def handle_job(
     client: httpx.Client,
     settings: Settings,
     deadline: Deadline | None = None,
+    feedback: FeedbackStore | None = None,
+    scope_for: SlackScope | None = None,
 ) -> str:
-    """Answer one slash command within ``deadline`` (the invocation's remaining time). Returns ``posted``,
-    ``duplicate`` or ``rejected``; raises SlackPostError."""
+    """Answer one slash command or one button press within ``deadline`` (the invocation's remaining time).
+    Returns ``posted``, ``duplicate``, ``rejected`` or ``expired`` (Slack refused the post: the response_url is
+    spent or expired, and retrying cannot help); raises SlackPostError when a retry may succeed.
+    ``scope_for(team, channel, user, share)``: the caller's scope (default: ``public`` only); an answer shared
+    into the channel is searched with the channel's scope."""
     deadline = deadline or Deadline()
+    if job.get("kind") == "action":
+        action = Interaction.from_job(job)
+        return handle_action(action, service, deduper, client, settings, deadline, feedback, scope_for)
     command = SlashCommand.from_job(job)
-    hosts = tuple(h.strip() for h in settings.slack_response_hosts.split(",") if h.strip())
-    if not allowed_response_url(command.response_url, hosts):
-        logger.error("response_url rejected", extra={"host": command.response_url.split("/")[2:3]})
+    if not _allowed(command.response_url, settings):
         return "rejected"
     if not deduper.claim(command.request_key):
         logger.info("duplicate delivery ignored", extra={"request_key": command.request_key})
         return "duplicate"
     intent = parse_text(command.text)
-    if intent.kind == "help":
-        payload: dict[str, Any] = {"response_type": "ephemeral", "text": HELP_TEXT}
+    if intent.kind != "search":
+        payload: dict[str, Any] = ack(intent)
     else:
-        try:
-            request = SearchRequest(query=intent.query[:MAX_QUERY_CHARS], top_k=settings.slack_top_k)
-            answer = service().search(request, remaining_s=deadline.remaining() if deadline.at else None)
-        except Exception:
-            logger.exception("search for Slack failed")
-            payload = apology(intent.query)
-        else:
-            payload = render_answer(answer, intent.share, settings.kb_base_url or None)
+        state = AnswerState(intent.query, intent.filters)
+        view = answer_view(settings, share=intent.share, asked_by=command.user_id, filters=intent.filters)
+        who = scope_for or _public_only
+        # resolved inside the search's budget, after its secrets are read (the caller mapping comes with them)
+        scope = lambda _t: who(command.team_id, command.channel_id, command.user_id, intent.share)  # noqa: E731
+        payload = _answer(service, state, view, deadline, scope)
+    return _deliver(client, command.response_url, payload, deduper, command.request_key, deadline)
+
+
+def _allowed(url: str, settings: Settings) -> bool:
+    hosts = tuple(h.strip() for h in settings.slack_response_hosts.split(",") if h.strip())
+    if allowed_response_url(url, hosts):
+        return True
+    logger.error("response_url rejected", extra={"host": url.split("/")[2:3]})
+    return False
+
+
+def _answer(
+    service: Callable[[], SearchService],
+    state: AnswerState,
+    view: View,
+    deadline: Deadline,
+    scope: Scope | Callable[[float], Scope],
+) -> dict[str, Any]:
     try:
-        post_to_slack(client, command.response_url, payload, deadline=deadline)
-    except SlackPostError:
-        deduper.release(command.request_key)  # let a retried delivery try again
+        answer = slack_search(service, state, view, deadline, scope)
+    except Exception:
+        logger.exception("search for Slack failed")
+        return apology(state.query)
+    return render_answer(answer, view)
+
+
+def _deliver(
+    client: httpx.Client, url: str, payload: dict[str, Any], deduper: Deduper, key: str, deadline: Deadline
+) -> str:
+    try:
+        post_to_slack(client, url, payload, deadline=deadline)
+    except SlackPostError as exc:
+        if exc.permanent:  # 4xx: the response_url is used up or expired (30 min); a retry would only fail again
+            logger.warning("response_url refused the answer; not retrying", extra={"status": exc.status})
+            return "expired"
+        deduper.release(key)  # let a retried delivery try again
         raise
     return "posted"
+
+
+def handle_action(
+    interaction: Interaction,
+    service: Callable[[], SearchService],
+    deduper: Deduper,
+    client: httpx.Client,
+    settings: Settings,
+    deadline: Deadline,
+    feedback: FeedbackStore | None = None,
+    scope_for: SlackScope | None = None,
+) -> str:
+    """One button press, at most once (Slack's retries share ``action_ts`` + ``action_id`` + user): Share posts
+    the same answer to the channel (searched with the channel's scope), More replaces the answer with its next
+    page, 👍/👎 store a vote (More and a vote that lost its hits search with the presser's scope)."""
+    if not _allowed(interaction.response_url, settings):
+        return "rejected"
+    key = interaction.request_key
+    if not deduper.claim(key):
+        logger.info("duplicate button press ignored", extra={"action": interaction.action_id})
+        return "duplicate"
+    try:
+        state = AnswerState.decode(interaction.value)
+    except ValueError:
+        logger.warning("button value not understood", extra={"action": interaction.action_id})
+        payload: dict[str, Any] = {"response_type": "ephemeral", "replace_original": False,
+                                   "text": "This button belongs to an answer kb-search cannot read any more; "
+                                           "please run `/kb` again."}  # fmt: skip
+        return _deliver(client, interaction.response_url, payload, deduper, key, deadline)
+    share = interaction.action_id == ACTION_SHARE
+    who = scope_for or _public_only
+    scope = lambda _t: who(interaction.team_id, interaction.channel_id, interaction.user_id, share)  # noqa: E731
+    if share:
+        view = answer_view(settings, share=True, asked_by=interaction.user_id, page=state.page, filters=state.filters)
+        payload = _answer(service, state, view, deadline, scope)
+    elif interaction.action_id == ACTION_MORE:
+        view = answer_view(settings, page=state.page, filters=state.filters)
+        payload = _answer(service, state, view, deadline, scope)
+        payload["replace_original"] = payload.get("response_type") == "ephemeral" and "blocks" in payload
+    else:
+        payload = _vote(interaction, state, service, settings, deadline, feedback, scope)
+    return _deliver(client, interaction.response_url, payload, deduper, key, deadline)
+
+
+def _vote(
+    interaction: Interaction,
+    state: AnswerState,
+    service: Callable[[], SearchService],
+    settings: Settings,
+    deadline: Deadline,
+    feedback: FeedbackStore | None,
+    scope: Scope | Callable[[float], Scope],
+) -> dict[str, Any]:
+    vote = "up" if interaction.action_id == ACTION_UP else "down"
+    view = answer_view(settings, page=state.page, filters=state.filters)
+    paths = list(state.hits)
+    try:
+        if not paths:  # the button could not carry them (long paths): the same search finds them again
+            answer = slack_search(service, state, view, deadline, scope)
+            start = state.page * view.per_page
+            paths = [h.path for h in answer.results[start : start + view.per_page]]
+        record = vote_record(state.query, state.filters, state.page, paths, state.page * view.per_page + 1, vote,
+                             interaction.voter or "anonymous")  # fmt: skip
+        store = feedback or open_feedback_store(settings.slack_feedback_table, settings.slack_feedback_file)
+        store.put(record)
+    except Exception:
+        logger.exception("the vote could not be stored")
+        text = "Sorry, your feedback could not be recorded right now. Please try again later."
+    else:
+        logger.info("vote stored", extra={"vote": vote, "hits": len(paths)})
+        text = (
+            "Thanks! Marked as helpful 👍"
+            if vote == "up"
+            else "Thanks! Marked as not helpful 👎: it will help improve search."
+        )
+    return {"response_type": "ephemeral", "replace_original": False, "text": text}

@@ -403,3 +403,42 @@ def open_source(uri: str, s3_client: S3Client | None = None) -> Source:
             raise SourceError(f"bad S3 URI {uri!r}: expected s3://bucket/prefix")
         return S3Source(bucket, prefix, s3_client)
     return LocalSource(uri)
+
+
+def head(source: Source, key: str) -> SourceObject | None:
+    """One object's current listing entry by its key (an S3 HEAD; a stat and an MD5 of a file), None when it
+    does not exist (or, in a folder, is not a regular file). What an event-driven run reads instead of a listing;
+    raises :class:`SourceError` when the answer is neither."""
+    if isinstance(source, S3Source):
+        try:
+            meta = source.client.head_object(Bucket=source.bucket, Key=key)
+        except Exception as exc:
+            if _aws_code(exc) in ("NoSuchKey", "404", "NotFound"):
+                return None
+            raise SourceError(f"cannot read s3://{source.bucket}/{key}: {_aws_message(exc)}") from None
+        modified = meta.get("LastModified")
+        return SourceObject(
+            path=_nfc(key[len(source.prefix) :]), key=key, etag=str(meta.get("ETag", "")).strip('"'),
+            size=int(meta.get("ContentLength", 0)), modified=modified.isoformat() if modified else None,
+        )  # fmt: skip
+    if isinstance(source, LocalSource):
+        import stat as stat_module
+
+        full = os.path.join(source.root, key)
+        try:  # non-blocking: a FIFO put where a note was must not hang the run
+            fd = os.open(full, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            raise SourceError(f"cannot read {key!r}: {exc.strerror}") from None
+        with os.fdopen(fd, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            if not stat_module.S_ISREG(info.st_mode):
+                return None
+            try:
+                etag = hashlib.md5(handle.read(), usedforsecurity=False).hexdigest()
+            except OSError as exc:
+                raise SourceError(f"cannot read {key!r}: {exc.strerror}") from None
+        when = dt.datetime.fromtimestamp(info.st_mtime, dt.UTC).isoformat()
+        return SourceObject(path=_nfc(key), key=key, etag=etag, size=info.st_size, modified=when)
+    raise SourceError(f"{type(source).__name__} cannot look up single objects")

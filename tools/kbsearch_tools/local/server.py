@@ -15,6 +15,8 @@ Token". A client that hangs up (``curl .../docs | head``) ends its connection qu
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import re
@@ -42,8 +44,45 @@ _GATEWAY_MESSAGES = {
 }  # fmt: skip
 
 
-def parse_api_keys(value: str | None) -> frozenset[str]:
-    return frozenset(k.strip() for k in (value or "").split(",") if k.strip())
+def parse_api_keys(value: str | None) -> dict[str, tuple[str, ...]]:
+    """``KB_LOCAL_API_KEYS=key1:hr+security,key2`` → {key: its access groups}; a key without groups reads
+    ``public`` notes only. ValueError (naming the entry's position, never the key) for a bad group name."""
+    from kbsearch.access import normalize_group
+
+    keys: dict[str, tuple[str, ...]] = {}
+    for position, entry in enumerate((e.strip() for e in (value or "").split(",")), start=1):
+        if not entry:
+            continue
+        key, _, groups = entry.partition(":")
+        names = [g for g in groups.split("+") if g.strip()]
+        normalized = [normalize_group(g) for g in names]
+        if not key.strip() or any(g is None for g in normalized):
+            raise ValueError(f"KB_LOCAL_API_KEYS entry {position}: expected key or key:group+group (names of "
+                             "letters, digits, _ . : -)")  # fmt: skip
+        keys[key.strip()] = tuple(sorted({g for g in normalized if g}))
+    return keys
+
+
+def local_key_id(key: str) -> str:
+    """The id a local key gets in the event (``requestContext.identity.apiKeyId``), as API Gateway gives each
+    key an id: derived from the key, never the key itself."""
+    return "local-" + hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def caller_mapping(keys: Mapping[str, tuple[str, ...]], existing: str | None) -> str | None:
+    """``ACCESS_GROUPS`` for the local functions: the shell's mapping (if any) plus each local key's groups."""
+    try:
+        mapping = json.loads(existing) if existing and existing.strip() else {}
+    except ValueError:
+        mapping = None
+    if not isinstance(mapping, dict):  # the function reports it as unusable and gives callers public notes only
+        return existing
+    named = {local_key_id(k): {"name": f"KB_LOCAL_API_KEYS #{i}", "groups": list(g)}
+             for i, (k, g) in enumerate(keys.items(), start=1) if g}  # fmt: skip
+    if not named:
+        return existing
+    mapping["api_keys"] = {**(mapping.get("api_keys") or {}), **named}
+    return json.dumps(mapping)
 
 
 class LocalApi:
@@ -52,14 +91,14 @@ class LocalApi:
     def __init__(
         self,
         template: Template,
-        api_keys: frozenset[str] = frozenset(),
+        api_keys: Mapping[str, tuple[str, ...]] | None = None,
         env_vars: Mapping[str, Mapping[str, str]] | None = None,
         use_ssm: bool = False,
     ) -> None:
         self.template = template
         self.routes = template.api_routes()
         self.stage = template.stage_name()
-        self.api_keys = api_keys
+        self.api_keys = dict(api_keys or {})
         self._env_vars = env_vars
         self._use_ssm = use_ssm
         self._functions: dict[str, LocalFunction] = {}
@@ -73,6 +112,9 @@ class LocalApi:
                 env = function_environment(
                     spec, self.template.region, os.environ, self._env_vars, use_ssm=self._use_ssm
                 )
+                mapping = caller_mapping(self.api_keys, env.get("ACCESS_GROUPS", os.environ.get("ACCESS_GROUPS")))
+                if mapping is not None:
+                    env["ACCESS_GROUPS"] = mapping
                 fn = self._functions[logical_id] = LocalFunction(spec, self.template.region, env)
             return fn
 
@@ -105,6 +147,8 @@ class LocalApi:
             if api_key is None:
                 return error_response(403, "Forbidden")
         event = build_event(request, route.path, params, self.stage, api_key, stage_in_path=False)
+        if api_key is not None:
+            event["requestContext"]["identity"]["apiKeyId"] = local_key_id(api_key)
         try:
             result = self.function(route.function_id).invoke(event)
         except Exception:

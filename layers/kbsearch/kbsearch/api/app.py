@@ -43,9 +43,12 @@ from kbsearch.api.slack_routes import slack_router
 from kbsearch.config import running_in_lambda
 from kbsearch.errors import ConfigError
 from kbsearch.health import health_status
-from kbsearch.schemas import SearchRequest, SearchResponse
+from kbsearch.schemas import SearchRequest, SearchResponse, WhoAmI
 
 MAX_BODY_BYTES = 64 * 1024
+#: Slack's button payloads carry the message they were pressed on (up to ~13k characters of text and the buttons'
+#: values, percent-encoded: a Russian answer triples in size), so that route takes more.
+MAX_BODY_BYTES_BY_ROUTE = {"/slack/interactive": 1024 * 1024}
 #: Routes whose body is JSON for Powertools' validation: their body is checked first (bytes, media type, UTF-8),
 #: so a body Powertools would choke on (not UTF-8, a form, ...) is a 4xx, never a 500.
 JSON_BODY_ROUTES = frozenset({("POST", "/search")})
@@ -98,6 +101,12 @@ class SearchApi:
         # Our own /docs, not ``enable_swagger``: that builds Powertools' OpenAPI models at import (~200 ms of every
         # cold start), and it would show Powertools' document rather than the completed one /openapi.json serves.
         app.get("/health", operation_id="health", summary="Liveness and readiness")(self._health)
+        app.get(
+            "/whoami", operation_id="whoami",
+            summary="The caller's access scope: the groups whose notes its API key may read",
+            responses={200: {"description": "The caller and its groups",
+                             "content": {"application/json": {"model": WhoAmI}}}},
+        )(self._whoami)  # fmt: skip
         app.get("/openapi.json", include_in_schema=False)(self._openapi)
         app.get("/docs", include_in_schema=False)(self._docs)
         app.include_router(search_router(self.search))
@@ -120,8 +129,12 @@ class SearchApi:
         from kbsearch.errors import IndexUnavailable
 
         self.tracing.warm()  # before the service exists: X-Ray instruments httpx clients made after it patches httpx
+        event = router.current_event.raw_event
         try:
-            answer = self.container.search().search(request, request_id, remaining, self.tracing.span)
+            # the scope is resolved inside the search's budget, after its secrets (the caller mapping among them)
+            answer = self.container.search().search(
+                request, request_id, remaining, self.tracing.span, scope=lambda t: self.container.api_scope(event, t)
+            )
         except IndexUnavailable as exc:
             self.logger.error("index unavailable", extra={"error": str(exc)})
             self.metrics.add_metric(name="IndexUnavailable", unit=MetricUnit.Count, value=1)
@@ -157,7 +170,14 @@ class SearchApi:
 
     def _health(self) -> dict[str, Any]:
         container = self.container
-        return health_status(container.settings, container.config_problem, container.index_problems())
+        status = health_status(container.settings, container.config_problem, container.index_problems())
+        status["last_sync"] = container.last_sync()  # freshness: the last successful indexer run, its age
+        return status
+
+    def _whoami(self) -> WhoAmI:
+        scope = self.container.api_scope(self.app.current_event.raw_event)
+        self.logger.info("access", extra={"caller": scope.caller, "groups": scope.query_groups(), "results": 0})
+        return WhoAmI(caller=scope.caller, groups=sorted(scope.groups or ()))
 
     def _openapi(self) -> Response[Any]:
         return Response(200, content_types.APPLICATION_JSON, self._openapi_document())
@@ -224,10 +244,11 @@ class SearchApi:
     # -- the handler ----------------------------------------------------------------------------------------------
 
     def _handle(self, event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-        if body.size(event) > MAX_BODY_BYTES:
+        limit = MAX_BODY_BYTES_BY_ROUTE.get(str(event.get("resource") or ""), MAX_BODY_BYTES)
+        if body.size(event) > limit:
             if (event.get("resource") or event.get("path")) in RPC_ROUTES:
                 return gateway_rpc_error(413, RPC_INVALID_REQUEST, "Invalid Request: the body is over 64 KiB")
-            return gateway_error(413, "payload_too_large", "the body is over 64 KiB")
+            return gateway_error(413, "payload_too_large", f"the body is over {limit // 1024} KiB")
         try:
             event = body.checked_json_event(event, JSON_BODY_ROUTES)
         except body.BadBody as exc:

@@ -4,15 +4,23 @@ built lazily on first use so that ``/health`` and the Slack acknowledgement stay
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
 import threading
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
+from kbsearch.access import CallerMap, CallerMapError, Scope
 from kbsearch.config import Secrets, Settings, load_handler_settings
+from kbsearch.errors import ConfigError
 from kbsearch.health import Readiness
+from kbsearch.qdrant.query import LAST_SYNC_AT, LAST_SYNC_KIND
 
 if TYPE_CHECKING:
-    from kbsearch.errors import ConfigError
+    from kbsearch.reader import NoteReader
     from kbsearch.search import SearchService
+
+logger = logging.getLogger(__name__)
 
 
 class Container:
@@ -26,7 +34,73 @@ class Container:
         self.secrets = Secrets(settings)
         self.readiness = Readiness(settings)  # what /health says about the index (no round trip)
         self._search: SearchService | None = None
+        self._reader: NoteReader | None = None
         self._lock = threading.Lock()
+        self._callers: tuple[str | None, CallerMap] = (None, CallerMap.empty())
+
+    # -- who is asking ----------------------------------------------------------------------------------------
+    def callers(self, timeout_s: float | None = None) -> CallerMap:
+        """The caller mapping (``ACCESS_GROUPS``: SSM SecureString in Lambda, read with the other secrets and
+        cached ``SECRETS_TTL_S``, so a change needs no redeploy). Unreadable or malformed → no mapping: every
+        caller holds ``public`` only (logged), never more."""
+        try:
+            raw = self.secrets.get("ACCESS_GROUPS", timeout_s)
+        except ConfigError as exc:
+            logger.error("the caller mapping cannot be read; callers get public notes only", extra={"error": str(exc)})
+            return CallerMap.empty()
+        if raw != self._callers[0]:
+            try:
+                parsed = CallerMap.parse(raw)
+            except CallerMapError as exc:
+                logger.error("the caller mapping is unusable; callers get public notes only", extra={"error": str(exc)})
+                parsed = CallerMap.empty()
+            self._callers = (raw, parsed)
+        return self._callers[1]
+
+    def api_scope(self, event: Mapping[str, Any], timeout_s: float | None = None) -> Scope:
+        """An API Gateway caller's scope, from ``requestContext.identity.apiKeyId`` (the key's id; its value is
+        never read or logged here)."""
+        context = event.get("requestContext") if isinstance(event, Mapping) else None
+        identity = context.get("identity") if isinstance(context, Mapping) else None
+        key_id = identity.get("apiKeyId") if isinstance(identity, Mapping) else None
+        return self.callers(timeout_s).for_api_key(key_id if isinstance(key_id, str) and key_id else None)
+
+    def slack_scope(self, team: str, channel: str, user: str | None, share: bool) -> Scope:
+        """A Slack caller's scope (an answer shared into the channel: the channel's)."""
+        return self.callers().for_slack(team, channel, user, share)
+
+    def reader(self) -> NoteReader:
+        """Notes by path for a scope (kb_get_note, GET /notes/{path}), over ``KB_SOURCE``."""
+        with self._lock:
+            if self._reader is None:
+                from kbsearch.reader import NoteReader
+                from kbsearch.sources import open_source
+
+                self._reader = NoteReader(lambda: open_source(self.kb_source()), default=self.settings.access_default)
+            return self._reader
+
+    def kb_source(self) -> str:
+        """``KB_SOURCE``, else the folder an embedded index records it was built from (``kbsearch serve`` without
+        KB_SOURCE); ConfigError naming the setting when neither is known."""
+        uri = self.settings.kb_source or self._remembered_source()
+        if not uri:
+            raise ConfigError(
+                "KB_SOURCE is not set (and the index does not record the folder it was built from): set it to the "
+                "KB folder or s3://bucket/prefix the index was built from"
+            )
+        return uri
+
+    def _remembered_source(self) -> str | None:
+        if self.settings.store_kind != "embedded" or self.config_problem is not None:
+            return None
+        from kbsearch.errors import IndexUnavailable, StoreError
+        from kbsearch.qdrant.query import SOURCE_KEY
+
+        try:
+            folder = self.search().retriever.metadata(5.0).get(SOURCE_KEY)
+        except (StoreError, IndexUnavailable):
+            return None
+        return folder if isinstance(folder, str) and folder else None
 
     def search(self) -> SearchService:
         """The search service, built on first use (SnapStart snapshots it warm); raises the configuration
@@ -46,6 +120,34 @@ class Container:
             return []
         service = self._search
         return self.readiness.problems(store_open_here=service is not None and service.retriever_open)
+
+    def last_sync(self) -> dict[str, Any] | None:
+        """The last successful indexer run (``at``, ``age_s``, ``kind``) as the collection records it, for
+        ``/health``: read through the search service only when it is already built (SnapStart builds it before the
+        snapshot; ``/health`` itself never loads the search path), and at most once a minute on Qdrant Cloud (every
+        2 s on the embedded store: a file read). None when unknown."""
+        service = self._search
+        # only through a store this process already has open: /health never opens one (a store held by another
+        # process, a full disk) and never fails because it cannot
+        if service is None or self.config_problem is not None or not service.retriever_open:
+            return None
+        from kbsearch.errors import IndexUnavailable, StoreError
+
+        try:
+            recorded = service.collection_metadata()
+        except (StoreError, IndexUnavailable):
+            return None
+        at = (recorded or {}).get(LAST_SYNC_AT)
+        if not isinstance(at, str):
+            return None
+        try:
+            when = dt.datetime.fromisoformat(at)
+        except ValueError:
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.UTC)
+        age = max(0, int((dt.datetime.now(dt.UTC) - when).total_seconds()))
+        return {"at": at, "age_s": age, "kind": (recorded or {}).get(LAST_SYNC_KIND)}
 
     def close(self) -> None:
         with self._lock:

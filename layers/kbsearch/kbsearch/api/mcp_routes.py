@@ -12,46 +12,20 @@ from aws_lambda_powertools.event_handler.api_gateway import Router
 
 from kbsearch.api import body
 from kbsearch.api.container import Container
-from kbsearch.errors import ConfigError
 from kbsearch.schemas import SearchRequest, SearchResponse
 
 if TYPE_CHECKING:
     from kbsearch.mcp_server import McpServer
-    from kbsearch.sources import Source
 
 
 def mcp_router(container: Container, run: Callable[[SearchRequest, Router], SearchResponse]) -> Router:
     router = Router()
     built: dict[str, McpServer] = {}
-    sources: dict[str, Source] = {}
     lock = threading.Lock()
 
     def read_note(path: str) -> bytes:
-        with lock:
-            if "kb" not in sources:
-                from kbsearch.sources import open_source
-
-                uri = container.settings.kb_source or remembered_source()
-                if not uri:
-                    raise ConfigError(
-                        "KB_SOURCE is not set (and the index does not record the folder it was built from): set it "
-                        "to the KB folder or s3://bucket/prefix the index was built from"
-                    )
-                sources["kb"] = open_source(uri)
-        return sources["kb"].read_path(path)
-
-    def remembered_source() -> str | None:
-        """The folder an embedded index records it was built from (``kbsearch serve`` without KB_SOURCE)."""
-        if container.settings.store_kind != "embedded" or container.config_problem is not None:
-            return None
-        from kbsearch.errors import IndexUnavailable, StoreError
-        from kbsearch.qdrant.query import SOURCE_KEY
-
-        try:
-            folder = container.search().retriever.metadata(5.0).get(SOURCE_KEY)
-        except (StoreError, IndexUnavailable):
-            return None
-        return folder if isinstance(folder, str) and folder else None
+        # the caller's scope: a note it may not read is answered as a note that is not there
+        return container.reader().read(path, container.api_scope(router.current_event.raw_event))
 
     def server() -> McpServer:
         with lock:

@@ -34,7 +34,9 @@ def search_router(run: Callable[[SearchRequest, Router], SearchResponse]) -> Rou
         except IndexUnavailable as exc:
             return unavailable("index_unavailable", exc.public)
         timing = ", ".join(f"{k};dur={v}" for k, v in found.meta.timings_ms.items())
-        return Response(200, content_types.APPLICATION_JSON, found, headers={"Server-Timing": timing})
+        # the answer depends on the caller's access groups: no shared cache may hand it to another key
+        headers = {"Server-Timing": timing, "Cache-Control": "private, no-store"}
+        return Response(200, content_types.APPLICATION_JSON, found, headers=headers)
 
     @router.post(
         "/search",

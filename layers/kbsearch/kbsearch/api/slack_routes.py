@@ -1,5 +1,6 @@
-"""``POST /slack/command``: verify Slack's signature over the raw bytes, refuse replays, acknowledge at once and
-hand the search off (an asynchronous invoke of the worker in Lambda, a thread locally)."""
+"""``POST /slack/command`` and ``POST /slack/interactive`` (buttons): verify Slack's signature over the raw bytes,
+refuse replays, acknowledge at once and hand the work off (an asynchronous invoke of the worker in Lambda, a thread
+locally)."""
 
 from __future__ import annotations
 
@@ -43,12 +44,16 @@ class SlackEdge:
                 if running_in_lambda() and settings.slack_worker_function:
                     self._handoff = LambdaHandoff(settings.slack_worker_function)
                 else:
+                    from kbsearch.feedback import open_feedback_store
                     from kbsearch.providers.resilience import shared_client
                     from kbsearch.slack_worker import MemoryDeduper, handle_job
 
-                    deduper, service = MemoryDeduper(), self.container.search
+                    deduper, service, scope = MemoryDeduper(), self.container.search, self.container.slack_scope
+                    votes = open_feedback_store(settings.slack_feedback_table, settings.slack_feedback_file)
                     self._handoff = ThreadHandoff(
-                        lambda job: handle_job(job, service, deduper, shared_client(), settings)
+                        lambda job: handle_job(
+                            job, service, deduper, shared_client(), settings, feedback=votes, scope_for=scope
+                        )
                     )
             return self._handoff
 
@@ -73,8 +78,10 @@ def slack_router(container: Container) -> Router:
     router = Router()
     edge = SlackEdge(container)
 
-    @router.post("/slack/command", include_in_schema=False)
-    def slack_command() -> Response[Any]:
+    def verified() -> tuple[str, bytes] | Response[Any]:
+        """The signing secret and the raw body once Slack's signature over it checks out and it was not seen
+        before; else the 401 (or a 503: no signing secret, or the store of seen signatures is down). Commands and
+        interactions share this one check."""
         from kbsearch import slack
 
         secret = container.secrets.get("SLACK_SIGNING_SECRET")
@@ -93,6 +100,16 @@ def slack_router(container: Container) -> Router:
         except Exception:
             logger.exception("the store of seen Slack signatures failed")
             return error(503, "slack_unavailable", "cannot check this request right now; try again shortly")
+        return secret, raw
+
+    @router.post("/slack/command", include_in_schema=False)
+    def slack_command() -> Response[Any]:
+        from kbsearch import slack
+
+        checked = verified()
+        if isinstance(checked, Response):
+            return checked
+        _secret, raw = checked
         try:
             command = slack.parse_command(raw)
         except KbSearchError as exc:
@@ -110,5 +127,30 @@ def slack_router(container: Container) -> Router:
                 logger.exception("Slack hand-off failed")
                 return Response(200, content_types.APPLICATION_JSON, slack.apology(intent.query))
         return Response(200, content_types.APPLICATION_JSON, slack.ack(intent))
+
+    @router.post("/slack/interactive", include_in_schema=False)
+    def slack_interactive() -> Response[Any]:
+        """A button press: verified and replay-checked like a command, acknowledged with an empty 200 at once; the
+        worker does the rest (and answers each press once)."""
+        from kbsearch import slack
+
+        checked = verified()
+        if isinstance(checked, Response):
+            return checked
+        secret, raw = checked
+        try:
+            interaction = slack.parse_interaction(raw)
+        except KbSearchError as exc:
+            return error(400, "bad_request", str(exc))
+        if interaction is not None:
+            job = interaction.to_job()
+            if interaction.action_id in ("kb_vote_up", "kb_vote_down"):
+                job["voter"] = slack.voter_hash(secret, interaction.team_id, interaction.user_id)
+            try:
+                edge.handoff()(job)
+            except Exception:
+                logger.exception("Slack hand-off failed")
+                return error(503, "slack_unavailable", "cannot act on this button right now; try again shortly")
+        return Response(200, content_types.TEXT_PLAIN, "")
 
     return router

@@ -16,6 +16,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from kbsearch.config import Secrets, Settings
     from kbsearch.qdrant.query import Retriever
     from kbsearch.qdrant.store import Store
@@ -48,3 +50,13 @@ def open_retriever(settings: Settings, secrets: Secrets) -> Retriever:
     from kbsearch.qdrant.embedded import EmbeddedRetriever
 
     return EmbeddedRetriever(open_store(settings, secrets))
+
+
+def beside_store(settings: Settings, suffix: str) -> Path | None:
+    """A file beside the embedded store's collection (``QDRANT_PATH/<collection><suffix>``) for state that belongs
+    with it (the event sequencer log); None for Qdrant Cloud."""
+    if settings.store_kind == "cloud":
+        return None
+    from pathlib import Path
+
+    return Path(settings.qdrant_path) / f"{settings.qdrant_collection}{suffix}"

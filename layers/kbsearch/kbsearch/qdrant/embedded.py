@@ -21,12 +21,20 @@ import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from kbsearch.errors import StoreError
 from kbsearch.qdrant import space
 from kbsearch.qdrant.query import DENSE, PAYLOAD_INDEXES, SPARSE, index_missing, path_filter, point_id
-from kbsearch.qdrant.store import ChunkPoint, Store, check_vectors, named_vectors, storage_errors
+from kbsearch.qdrant.store import (
+    EMBED_HASH,
+    STATE_FIELDS,
+    ChunkPoint,
+    Store,
+    check_vectors,
+    named_vectors,
+    storage_errors,
+)
 
 if TYPE_CHECKING:
     import qdrant_edge as edge
@@ -151,6 +159,20 @@ class EdgeStore(Store):
                 with contextlib.suppress(Exception):
                     shard.close()
 
+    def flush_writes(self, optimize: bool = False) -> None:
+        """Make the writes so far durable while the store stays open (a long-running ``kbsearch serve`` that
+        syncs); ``optimize`` also merges segments (what :meth:`close` does once per sync)."""
+        with self._lock:
+            if self._shard is None or not self._written:
+                return
+            if optimize:
+                need = space.allocated_bytes(self.path) + space.CREATE_RESERVE
+                space.require(self.path, need, "optimising the index after the sync")
+            with storage_errors("flushing the embedded store"):
+                if optimize:
+                    self._shard.optimize()
+                self._shard.flush()
+
     # -- schema -----------------------------------------------------------------------------------------------
     def exists(self) -> bool:
         if self._shard is None and local_mode_data(self.root):
@@ -182,6 +204,10 @@ class EdgeStore(Store):
             tmp.write_text(json.dumps({k: v for k, v in metadata.items() if v is not None}), encoding="utf-8")
             tmp.replace(self._metadata_file)
 
+    def merge_metadata(self, values: dict[str, Any]) -> None:
+        with self._lock:
+            self.set_metadata(self.metadata() | values)
+
     def drop(self) -> None:
         with self._lock:
             if self._shard is not None:
@@ -197,6 +223,7 @@ class EdgeStore(Store):
 
         if self._shard is not None:
             self.check_schema()
+            self.ensure_payload_indexes()
             return False
         if local_mode_data(self.root):
             logger.warning(
@@ -223,6 +250,23 @@ class EdgeStore(Store):
             self._written = True
         self.set_metadata(signature or {})
         return True
+
+    def ensure_payload_indexes(self) -> None:
+        """Create the payload indexes a shard made by an older version lacks (``access``)."""
+        import qdrant_edge as edge
+
+        with self._lock, storage_errors("creating payload indexes"):
+            present = set(self.shard.info().payload_schema or {})
+            if set(PAYLOAD_INDEXES) - present:
+                space.require(self.path, space.CREATE_RESERVE, "creating payload indexes")
+            for name, kind in PAYLOAD_INDEXES.items():
+                if name not in present:
+                    self.shard.update(
+                        edge.UpdateOperation.create_field_index(
+                            name, getattr(edge.PayloadSchemaType, kind.capitalize())
+                        )
+                    )
+                    self._written = True
 
     def check_schema(self) -> None:
         try:
@@ -264,6 +308,32 @@ class EdgeStore(Store):
                 while handle.readinto(buffer):
                     pass
 
+    def note_points(self, paths: list[str]) -> list[tuple[dict[str, Any], list[float] | None]]:
+        import qdrant_edge as edge
+
+        if not paths:
+            return []
+        selector = edge_filter({"must": [{"key": "path", "match": {"any": sorted(set(paths))}}]})
+        out: list[tuple[dict[str, Any], list[float] | None]] = []
+        offset: Any = None
+        while True:
+            with self._lock, storage_errors("reading notes' points"):
+                records, offset = self.shard.scroll(
+                    edge.ScrollRequest(offset=offset, limit=SCROLL_PAGE, filter=selector,
+                                       with_payload=[*STATE_FIELDS, EMBED_HASH], with_vector=[DENSE])
+                )  # fmt: skip
+            for record in records:
+                vectors = record.vector if isinstance(record.vector, dict) else {}
+                dense = vectors.get(DENSE)
+                out.append(
+                    (
+                        dict(record.payload or {}),
+                        [float(x) for x in cast(list[float], dense)] if isinstance(dense, list) else None,
+                    )
+                )
+            if offset is None:
+                return out
+
     def count(self) -> int:
         import qdrant_edge as edge
 
@@ -295,6 +365,16 @@ class EdgeStore(Store):
             self.shard.update(edge.UpdateOperation.delete_points_by_filter(selector))
             self._written = True
 
+    def set_payload(self, path: str, payload: dict[str, Any]) -> None:
+        """Set ``payload``'s fields on every chunk of the note (vectors untouched: nothing is re-embedded)."""
+        import qdrant_edge as edge
+
+        need = space.WRITE_FACTOR * len(json.dumps(payload, default=str)) + space.WRITE_RESERVE
+        space.require(self.path, need, "updating a note's payload")
+        with self._lock, storage_errors("updating a note's payload"):
+            self.shard.update(edge.UpdateOperation.set_payload_by_filter(edge_filter(path_filter(path)), payload))
+            self._written = True
+
     def delete_note(self, path: str) -> None:
         self._delete(path, None)
 
@@ -316,6 +396,22 @@ class EdgeStore(Store):
                 raise StoreError(f"Qdrant query failed ({type(exc).__name__})") from None
         return [{"id": str(p.id), "score": p.score, "payload": p.payload} for p in points]
 
+    def query_batch(self, searches: list[dict[str, Any]], timeout_s: float) -> list[list[dict[str, Any]]]:
+        """Several Query API searches as one Edge batch (one planned pass over the segments)."""
+        import qdrant_edge as edge
+
+        try:
+            batch = edge.QueryBatchRequest([edge_request(s) for s in searches])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StoreError(f"cannot run this query on the embedded store ({exc})") from None
+        space.require(self.path, self._open_need, "searching")  # a disk that filled since the shard was opened
+        with self._lock:
+            try:
+                answers = self.shard.query_batch(batch)
+            except Exception as exc:
+                raise StoreError(f"Qdrant query failed ({type(exc).__name__})") from None
+        return [[{"id": str(p.id), "score": p.score, "payload": p.payload} for p in points] for points in answers]
+
 
 class EmbeddedRetriever:
     """The search's retrieval call (:class:`kbsearch.qdrant.query.Retriever`) on a store opened in this process:
@@ -335,6 +431,9 @@ class EmbeddedRetriever:
 
     def query(self, request: dict[str, Any], timeout_s: float) -> list[dict[str, Any]]:
         return self._present().query(request, timeout_s)
+
+    def query_batch(self, searches: list[dict[str, Any]], timeout_s: float) -> list[list[dict[str, Any]]]:
+        return self._present().query_batch(searches, timeout_s)
 
     def close(self) -> None:
         self.store.close()

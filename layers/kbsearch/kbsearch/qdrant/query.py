@@ -33,11 +33,15 @@ SIGNATURE_KEYS = ("embedding_model", "embedding_dimensions", "embedding_input_fo
 #: metadata key of an embedded collection: the absolute KB folder it was built from (kb_get_note reads notes there
 #: when KB_SOURCE is not set)
 SOURCE_KEY = "kb_source"
+#: Collection metadata: link keys naming only non-public notes → their groups (kbsearch.access.visible_links).
+RESTRICTED_LINKS = "access_restricted_links"
 REBUILDING = "embedding_rebuilding"  # metadata key while a re-embed runs: the vectors are of two models
+#: Metadata keys of the last successful indexer run (when, and full | reconcile | events | watch): /health's answer.
+LAST_SYNC_AT, LAST_SYNC_KIND = "last_sync_at", "last_sync_kind"
 #: The payload indexes every collection gets (field → Qdrant's payload schema type).
 PAYLOAD_INDEXES = {
     "path": "keyword", "doc_id": "keyword", "tags": "keyword", "type": "keyword", "status": "keyword",
-    "folders": "keyword", "chunk_index": "integer", "updated": "datetime",
+    "folders": "keyword", "chunk_index": "integer", "updated": "datetime", "access": "keyword",
 }  # fmt: skip
 POINT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://kb-search/points")
 
@@ -86,10 +90,12 @@ def signature_mismatch(recorded: dict[str, Any], wanted: dict[str, Any]) -> str 
 
 @dataclass(frozen=True)
 class Candidate:
-    """The best chunk of one note, with its fused (RRF) score."""
+    """The best chunk of one note, with its fused score. ``exact``: the fusion found it a confident exact match
+    (the lexical leg's evidence put it first outright); the rerank blend keeps it first."""
 
     payload: dict[str, Any]
     fusion: float
+    exact: bool = False
 
 
 def filter_json(
@@ -98,8 +104,17 @@ def filter_json(
     statuses: list[str] | None = None,
     path_prefix: str | None = None,
     updated_after: dt.date | None = None,
+    groups: Sequence[str] | None = None,
 ) -> dict[str, Any] | None:
+    """The search's filter, the one place it is built: the request's filters and the caller's scope. ``groups``
+    (:meth:`kbsearch.access.Scope.query_groups`; None: unrestricted) is a must-clause on the chunks' ``access``
+    field, so what the caller may not read never leaves Qdrant: :func:`fusion_request` puts this filter on every
+    prefetch and on the fused query."""
     must: list[dict[str, Any]] = []
+    if groups is not None:
+        if not groups:
+            raise ValueError("a restricted scope holds at least one group")
+        must.append({"key": "access", "match": {"any": sorted(groups)}})
     if tags:
         must.append({"key": "tags", "match": {"any": list(tags)}})
     if types:
@@ -159,42 +174,54 @@ def fusion_request(
         )
     if not prefetch:
         return None
-    if query_filter is not None:
-        for p in prefetch:
-            p["filter"] = query_filter
     rrf: dict[str, Any] = {"k": rrf_k}
     if bm25_weight != 1.0 and dense and len(prefetch) > len(dense):
         rrf["weights"] = [1.0] * len(dense) + [bm25_weight]
-    return {
+    return filtered_everywhere({
         "prefetch": prefetch,
         "query": {"fusion": "dbsf"} if fusion == "dbsf" else {"rrf": rrf},
         "limit": min(fused_limit, prefetch_limit * len(prefetch)) if fused_limit else prefetch_limit * len(prefetch),
-        "with_payload": {"exclude": ["meta"]},
+        "with_payload": SEARCH_PAYLOAD,
         "with_vector": False,
-    }
+    }, query_filter)  # fmt: skip
+
+
+def filtered_everywhere(request: dict[str, Any], query_filter: dict[str, Any] | None) -> dict[str, Any]:
+    """``request`` with ``query_filter`` on the fused query and on every prefetch, nested ones included, whatever
+    the fusion's shape: the scope's clause reaches every leg. Returns ``request`` (changed in place)."""
+    if query_filter is None:
+        return request
+
+    def apply(node: dict[str, Any]) -> None:
+        node["filter"] = _and(node.get("filter"), query_filter)
+        for inner in node.get("prefetch") or []:
+            apply(inner)
+
+    apply(request)
+    return request
+
+
+def _and(first: dict[str, Any] | None, second: dict[str, Any]) -> dict[str, Any]:
+    if first is None or first == second:
+        return second
+    return {"must": [first, second]}
 
 
 def group(points: Sequence[dict[str, Any]], limit: int) -> list[Candidate]:
-    """Fused points (best first) → one candidate per note, its best chunk. A note is its path: two notes that
-    share a frontmatter ``id`` are two hits; a point with no payload or no path is dropped (and counted in the
-    log)."""
+    """Fused points → one candidate per note, its best chunk, best first (equal scores by point id). A note is
+    its path: two notes that share a frontmatter ``id`` are two hits; a point with no payload or no path is
+    dropped (by :func:`read_leg`, and counted in the log)."""
     out: list[Candidate] = []
     seen: set[str] = set()
-    dropped = 0
-    for point in points:
-        payload, score = _checked(point)
-        doc = payload.get("path")
-        if not doc:  # no payload, an empty one, or no path: nothing a hit could name or kb_get_note could open
-            dropped += 1
-            continue
+    for chunk in read_leg(list(points)):  # equal fused scores in point-id order, every run
+        payload, score = chunk.payload, chunk.score
+        doc = payload["path"]
         if doc in seen:
             continue
         seen.add(doc)
         out.append(Candidate(payload, score))
         if len(out) == limit:
             break
-    if dropped:
-        logger.warning("points without a payload path dropped", extra={"dropped_points": dropped})
     return out
 
 
@@ -239,6 +266,8 @@ class Retriever(Protocol):
 
     def query(self, request: dict[str, Any], timeout_s: float) -> list[dict[str, Any]]: ...
 
+    def query_batch(self, searches: list[dict[str, Any]], timeout_s: float) -> list[list[dict[str, Any]]]: ...
+
     def close(self) -> None: ...
 
 
@@ -263,3 +292,106 @@ def retrieve(
     if request is None:
         return []
     return group(retriever.query(request, timeout_s), limit)
+
+
+# -- the adaptive fusion's one call: each leg's candidates with their own scores (``/points/query/batch``) ------
+#: What every search of the batch returns of a chunk's payload (one place: the search's payload selector).
+SEARCH_PAYLOAD: dict[str, Any] = {"exclude": ["meta"]}
+#: Query terms probed for their best single-term scores (how rare each is, whether the index has it at all, which
+#: notes hold it), and how many chunks each probe returns (their path only).
+MAX_PROBES = 8
+PROBE_DEPTH = 8
+
+
+@dataclass(frozen=True)
+class Leg:
+    """One search of the batch. ``kind``: ``dense`` (a query variant's vector), ``lexical`` (a variant's BM25
+    terms; ``language`` is the variant's), ``probe`` (one BM25 term alone, its best :data:`PROBE_DEPTH` chunks,
+    their path only: ``term``)."""
+
+    kind: str
+    variant: int = 0
+    language: str | None = None
+    term: int | None = None
+
+
+@dataclass(frozen=True)
+class ScoredChunk:
+    id: str
+    score: float
+    payload: dict[str, Any]
+
+
+def scoped(searches: list[dict[str, Any]], query_filter: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Every search of the batch under the request's filter (the caller's scope included): the one place a
+    filter reaches the legs, so that nothing outside it is ranked, probed or counted."""
+    for search in searches:
+        filtered_everywhere(search, query_filter)
+    return searches
+
+
+def batch_searches(
+    dense: Sequence[list[float]],
+    lexical: Sequence[tuple[SparseVector, str | None]],
+    query_filter: dict[str, Any] | None,
+    prefetch_limit: int = 50,
+    hnsw_ef: int = 256,
+    probes: Sequence[int] = (),
+    min_limit: int = 50,
+) -> tuple[list[dict[str, Any]], list[Leg]]:
+    """The searches of the one batch call (``POST /collections/{c}/points/query/batch``, ``{"searches": [...]}``):
+    a dense search per query variant (``prefetch_limit`` chunks shared among the variants, at least ``min_limit``
+    each), a BM25 search per lexical variant (its language recorded for the fusion),
+    and a one-term BM25 probe (its best :data:`PROBE_DEPTH` chunks, their path only) per term in ``probes``; each
+    under ``query_filter``."""
+    params = {"hnsw_ef": hnsw_ef, "quantization": {"rescore": True, "oversampling": 2.0}}
+    searches: list[dict[str, Any]] = []
+    legs: list[Leg] = []
+    # the query variants share one dense budget (their candidates overlap; every chunk comes with its payload)
+    dense_limit = max(min(min_limit, prefetch_limit), prefetch_limit // max(1, len(dense)))
+    for i, vector in enumerate(dense):
+        searches.append({"query": {"nearest": list(vector)}, "using": DENSE, "limit": dense_limit, "params": params,
+                         "with_payload": SEARCH_PAYLOAD, "with_vector": False})  # fmt: skip
+        legs.append(Leg("dense", i))
+    for i, (sparse, language) in enumerate(lexical):
+        if len(sparse):
+            searches.append({"query": {"nearest": {"indices": list(sparse.indices), "values": list(sparse.values)}},
+                             "using": SPARSE, "limit": prefetch_limit, "with_payload": SEARCH_PAYLOAD,
+                             "with_vector": False})  # fmt: skip
+            legs.append(Leg("lexical", i, language))
+    for term in probes[:MAX_PROBES]:
+        searches.append({"query": {"nearest": {"indices": [term], "values": [1.0]}}, "using": SPARSE,
+                         "limit": PROBE_DEPTH, "with_payload": {"include": ["path"]}, "with_vector": False})  # fmt: skip
+        legs.append(Leg("probe", term=term))
+    return scoped(searches, query_filter), legs
+
+
+def read_leg(points: object) -> list[ScoredChunk]:
+    """One search's answer → scored chunks, best first, ties broken by point id (the engines return equal scores
+    in no fixed order: the same search must rank the same way every time)."""
+    if not isinstance(points, list):
+        raise StoreError("Qdrant's answer is not what the API returns")
+    out = []
+    dropped = 0
+    for point in points:
+        payload, score = _checked(point)
+        if not payload.get("path"):  # no payload, an empty one, or no path: nothing a hit could name or open
+            dropped += 1
+            continue
+        out.append(ScoredChunk(str(point.get("id")), score, payload))
+    if dropped:
+        logger.warning("points without a payload path dropped", extra={"dropped_points": dropped})
+    out.sort(key=lambda c: (-c.score, c.id))
+    return out
+
+
+def retrieve_legs(
+    retriever: Retriever, searches: list[dict[str, Any]], legs: list[Leg], timeout_s: float
+) -> list[tuple[Leg, list[ScoredChunk]]]:
+    """The search's one retrieval call for the adaptive fusion: every leg's candidates with its own scores."""
+    if not searches:
+        return []
+    answers = retriever.query_batch(searches, timeout_s)
+    if not isinstance(answers, list) or len(answers) != len(searches):
+        raise StoreError("Qdrant's answer is not what the API returns")
+    return [(leg, read_leg(points)) for leg, points in zip(legs, answers, strict=True)]

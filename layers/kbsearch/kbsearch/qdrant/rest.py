@@ -16,8 +16,8 @@ from kbsearch.qdrant.query import index_missing, unreachable
 
 
 class QdrantRest:
-    """Qdrant Cloud over REST: ``POST /collections/{c}/points/query`` (a missing collection is its 404, so a search
-    makes one round trip)."""
+    """Qdrant Cloud over REST: ``POST /collections/{c}/points/query`` or ``/points/query/batch`` (a missing
+    collection is its 404, so a search makes one round trip)."""
 
     def __init__(
         self, url: str, collection: str, api_key: Callable[[], str | None], client: httpx.Client, timeout_s: float
@@ -72,6 +72,19 @@ class QdrantRest:
         if not isinstance(points, list):
             raise StoreError("Qdrant's answer is not what the API returns")
         return points
+
+    def query_batch(self, searches: list[dict[str, Any]], timeout_s: float) -> list[list[dict[str, Any]]]:
+        """Several searches in one round trip (``POST /points/query/batch``): one point list per search."""
+        result = self._call("POST", "/points/query/batch", {"searches": searches}, timeout_s)
+        if not isinstance(result, list) or len(result) != len(searches):
+            raise StoreError("Qdrant's answer is not what the API returns")
+        out = []
+        for item in result:
+            points = item.get("points") if isinstance(item, dict) else None
+            if not isinstance(points, list):
+                raise StoreError("Qdrant's answer is not what the API returns")
+            out.append(points)
+        return out
 
     def close(self) -> None:
         """The httpx client is shared; nothing to close."""

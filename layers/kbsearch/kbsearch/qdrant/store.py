@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from kbsearch.errors import StoreError
 from kbsearch.lexical import SparseVector
@@ -27,7 +27,10 @@ if TYPE_CHECKING:  # qdrant_client (~0.5 s to import) is loaded only by the stor
 
     from kbsearch.config import Secrets, Settings
 
-STATE_FIELDS = ["path", "etag", "chunk_index", "n_chunks", "dense", "doc_id", "embedding"]
+STATE_FIELDS = ["path", "etag", "chunk_index", "n_chunks", "dense", "doc_id", "embedding", "access", "access_from"]
+#: Payload field: a hash of what a chunk's dense vector embeds (model signature + embedded text); an event-driven
+#: run reuses the stored vector of a chunk whose hash is unchanged instead of embedding it again.
+EMBED_HASH = "embed_hash"
 
 logger = logging.getLogger(__name__)
 
@@ -84,10 +87,13 @@ class NoteState:
     points: int = 0
     doc_ids: dict[str, str] = field(default_factory=dict)  # etag → the frontmatter id (or path) it was indexed with
     embeddings: set[str] = field(default_factory=set)  # signature ids of the chunks' vectors
+    accesses: set[tuple[tuple[str, ...], str] | None] = field(default_factory=set)  # (groups, from) per chunk
 
     def add(
-        self, etag: str, chunk_index: int, n_chunks: int, dense: bool, doc_id: str | None = None, embedding: str = ""
-    ) -> None:
+        self, etag: str, chunk_index: int, n_chunks: int, dense: bool, doc_id: str | None = None, embedding: str = "",
+        access: tuple[tuple[str, ...], str] | None = None,
+    ) -> None:  # fmt: skip
+        self.accesses.add(access)
         self.chunks.setdefault(etag, set()).add(chunk_index)
         self.n_chunks.setdefault(etag, set()).add(n_chunks)
         self.dense = self.dense and dense
@@ -95,6 +101,11 @@ class NoteState:
         self.points += 1
         if doc_id is not None:
             self.doc_ids[etag] = doc_id
+
+    def access(self) -> tuple[tuple[str, ...], str] | None:
+        """The groups every chunk records and where they came from; None when a chunk records none (indexed
+        before access scopes) or the chunks disagree (a payload update cut short)."""
+        return next(iter(self.accesses)) if len(self.accesses) == 1 else None
 
     def doc_id(self) -> str | None:
         """The id of the complete version, if there is one."""
@@ -114,6 +125,27 @@ class NoteState:
     def has_orphans(self) -> bool:
         etag = self.complete_etag()
         return etag is None or self.points != len(self.chunks[etag])
+
+
+def add_state(state: dict[str, NoteState], p: dict[str, Any]) -> None:
+    """Add one point's state fields (``STATE_FIELDS``) to ``state``."""
+    path = p.get("path")
+    if not isinstance(path, str):
+        return
+    doc_id = p.get("doc_id")
+    state.setdefault(path, NoteState()).add(
+        str(p.get("etag", "")), int(p.get("chunk_index", -1)), int(p.get("n_chunks", 0)),
+        bool(p.get("dense")), doc_id if isinstance(doc_id, str) else None, str(p.get("embedding", "")),
+        recorded_access(p),
+    )  # fmt: skip
+
+
+def recorded_access(payload: dict[str, Any]) -> tuple[tuple[str, ...], str] | None:
+    """A chunk's recorded (groups, where they came from), or None when it records none usable."""
+    groups, source = payload.get("access"), payload.get("access_from")
+    if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups) or not isinstance(source, str):
+        return None
+    return tuple(sorted(groups)), source
 
 
 @dataclass(frozen=True)
@@ -217,6 +249,7 @@ class Store:
         if self.exists():
             with storage_errors("reading the collection's schema"):
                 self.check_schema()
+            self.ensure_payload_indexes()
             return False
         with storage_errors(f"creating the collection {self.collection!r}"), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the embedded store ignores HNSW/quantization/indexes, with a warning
@@ -235,6 +268,16 @@ class Store:
                 self.client.create_payload_index(self.collection, name, models.PayloadSchemaType(kind))
         return True
 
+    def ensure_payload_indexes(self) -> None:
+        """Create the payload indexes a collection made by an older version lacks (``access``)."""
+        from qdrant_client import models
+
+        with storage_errors("creating payload indexes"):
+            present = set(self.client.get_collection(self.collection).payload_schema or {})
+            for name, kind in PAYLOAD_INDEXES.items():
+                if name not in present:
+                    self.client.create_payload_index(self.collection, name, models.PayloadSchemaType(kind))
+
     def metadata(self) -> dict[str, Any]:
         """The collection's metadata (the embedding signature it records); {} when none."""
         with storage_errors("reading the collection's metadata"):
@@ -247,6 +290,11 @@ class Store:
         update.update(metadata)
         with storage_errors("recording the collection's metadata"):
             self.client.update_collection(self.collection, metadata=update)
+
+    def merge_metadata(self, values: dict[str, Any]) -> None:
+        """Set these metadata keys, leaving the others as they are (Qdrant merges a metadata update)."""
+        with storage_errors("recording the collection's metadata"):
+            self.client.update_collection(self.collection, metadata=values)
 
     def drop(self) -> None:
         """Delete the collection (the indexer rebuilds it when the embedding dimensions change)."""
@@ -280,15 +328,35 @@ class Store:
         state: dict[str, NoteState] = {}
         with storage_errors("reading the index's state"):
             for _, p in self._scroll(STATE_FIELDS):
-                path = p.get("path")
-                if not isinstance(path, str):
-                    continue
-                doc_id = p.get("doc_id")
-                state.setdefault(path, NoteState()).add(
-                    str(p.get("etag", "")), int(p.get("chunk_index", -1)), int(p.get("n_chunks", 0)),
-                    bool(p.get("dense")), doc_id if isinstance(doc_id, str) else None, str(p.get("embedding", "")),
-                )  # fmt: skip
+                add_state(state, p)
         return state
+
+    def note_points(self, paths: list[str]) -> list[tuple[dict[str, Any], list[float] | None]]:
+        """The points of these notes only (an event-driven run never scrolls the whole collection): the state
+        fields and ``embed_hash`` of each, with its dense vector (reused for chunks whose text did not change)."""
+        from qdrant_client import models
+
+        if not paths:
+            return []
+        selector = models.Filter.model_validate({"must": [{"key": "path", "match": {"any": sorted(set(paths))}}]})
+        out: list[tuple[dict[str, Any], list[float] | None]] = []
+        offset: Any = None
+        with storage_errors("reading notes' points"):
+            while True:
+                points, offset = self.client.scroll(
+                    self.collection, scroll_filter=selector, limit=2048, offset=offset,
+                    with_payload=[*STATE_FIELDS, EMBED_HASH], with_vectors=[DENSE],
+                )  # fmt: skip
+                for point in points:
+                    vector = point.vector.get(DENSE) if isinstance(point.vector, dict) else None
+                    out.append(
+                        (
+                            dict(point.payload or {}),
+                            [float(x) for x in cast(list[float], vector)] if isinstance(vector, list) else None,
+                        )
+                    )
+                if offset is None:
+                    return out
 
     def points(self) -> dict[str, dict[str, Any]]:
         """Every point's payload by id (tests and diagnostics)."""
@@ -334,6 +402,27 @@ class Store:
         except Exception as exc:
             raise StoreError(f"Qdrant query failed ({type(exc).__name__})") from None
         return [{"id": str(p.id), "score": p.score, "payload": p.payload} for p in result.points]
+
+    def query_batch(self, searches: list[dict[str, Any]], timeout_s: float) -> list[list[dict[str, Any]]]:
+        """Several Query API searches in one call (``query_batch_points``)."""
+        from qdrant_client import models
+
+        try:
+            requests = [models.QueryRequest.model_validate(s) for s in searches]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # local mode warns that it ignores hnsw_ef/quantization
+                answers = self.client.query_batch_points(self.collection, requests, timeout=max(1, int(timeout_s)))
+        except Exception as exc:
+            raise StoreError(f"Qdrant query failed ({type(exc).__name__})") from None
+        return [[{"id": str(p.id), "score": p.score, "payload": p.payload} for p in a.points] for a in answers]
+
+    def set_payload(self, path: str, payload: dict[str, Any]) -> None:
+        """Set ``payload``'s fields on every chunk of the note (no vector is touched: nothing is re-embedded)."""
+        from qdrant_client import models
+
+        selector = models.Filter.model_validate(path_filter(path))
+        with storage_errors("updating a note's payload"):
+            self.client.set_payload(self.collection, payload, points=selector, wait=True)
 
     def delete_note(self, path: str) -> None:
         from qdrant_client import models

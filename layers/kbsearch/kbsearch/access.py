@@ -1,0 +1,340 @@
+"""Access scopes: who may read a note, and who is asking.
+
+**Who may read a note** is decided at index time and stored in every chunk's payload (``access``, a keyword index):
+
+1. the note's frontmatter ``access: [group, ...]`` (or one group as a string);
+2. else the longest matching folder rule of the access file at the KB root (``_access.yaml``)::
+
+       hr/: [hr]
+       security/incidents/: [security, oncall]
+
+3. else the default: ``public`` (``ACCESS_DEFAULT=deny``: nobody but an unrestricted operator tool).
+
+A note is readable by a caller when its groups and the caller's intersect; every caller holds ``public``. Group
+names are lower-cased (NFC, ``[a-z0-9][a-z0-9_.:-]*``, at most 64 characters). A malformed declaration in a note
+(:class:`AccessDeclarationError`) skips the note with a reason, never makes it public; a malformed access file
+(:class:`AccessFileError`) fails the sync. Folder rules match case-insensitively (``HR/x.md`` falls under
+``hr/``): on a case-insensitive disk both names reach one file.
+
+**Who is asking** is a :class:`Scope`, resolved per request from a mapping kept as one JSON document (the SSM
+SecureString ``ACCESS_GROUPS_PARAM``, or ``ACCESS_GROUPS`` locally; see :class:`CallerMap`)::
+
+    {"api_keys": {"<API Gateway apiKeyId>": {"name": "hr-portal", "groups": ["hr"]}},
+     "slack": {"T0123": ["staff"], "T0123/C0456": ["security"], "T0123/C0456/U0789": ["security", "hr"]}}
+
+A search turns the scope into a must-clause of its one Qdrant query (:meth:`Scope.query_groups`); reads by path
+check :meth:`Scope.can_read` and answer as for a missing note.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from kbsearch.errors import KbSearchError
+
+PUBLIC = "public"
+ACCESS_FILE = "_access.yaml"
+ACCESS_KEY = "access"  # the frontmatter key and the payload field
+ACCESS_FROM = "access_from"  # payload: where the groups came from (frontmatter | folder:<rule> | default)
+FROM_FRONTMATTER = "frontmatter"
+FROM_DEFAULT = "default"
+MAX_GROUPS = 32
+MAX_RULES = 10_000
+MAX_ACCESS_FILE_BYTES = 256 * 1024
+_GROUP = re.compile(r"[a-z0-9][a-z0-9_.:-]{0,63}")
+
+
+class AccessDeclarationError(KbSearchError):
+    """A note's ``access`` cannot be understood; the note is skipped with ``reason`` (never made public)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class AccessFileError(KbSearchError):
+    """The KB's access file cannot be understood: the sync stops rather than guess who may read what."""
+
+
+class CallerMapError(KbSearchError):
+    """The caller mapping (``ACCESS_GROUPS``) cannot be understood; callers then get ``public`` only."""
+
+
+def normalize_group(value: Any) -> str | None:
+    """A group name as stored and compared (NFC, lower case), or None when it is not a usable name."""
+    if not isinstance(value, str):
+        return None
+    group = unicodedata.normalize("NFC", value).strip().lower()
+    return group if _GROUP.fullmatch(group) else None
+
+
+def _groups(value: Any, what: str) -> list[str]:
+    """A declared group list (a list of names, or one name) → sorted unique names; ValueError saying why not."""
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list):
+        raise ValueError(f"{what} must be a list of group names, not {type(value).__name__}")
+    if not items:
+        raise ValueError(f"{what} lists no group (write [public] for everyone)")
+    if len(items) > MAX_GROUPS:
+        raise ValueError(f"{what} lists {len(items)} groups (at most {MAX_GROUPS})")
+    out: set[str] = set()
+    for item in items:
+        group = normalize_group(item)
+        if group is None:
+            shown = str(item)[:40]
+            raise ValueError(f"{what}: {shown!r} is not a group name (letters, digits, _ . : -)")
+        out.add(group)
+    return sorted(out)
+
+
+def _fold(path: str) -> str:
+    return unicodedata.normalize("NFC", path).casefold()
+
+
+@dataclass(frozen=True)
+class FolderRules:
+    """The access file's folder rules (folder → groups), longest match first."""
+
+    rules: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    @classmethod
+    def parse(cls, raw: bytes) -> FolderRules:
+        """The access file's bytes → rules; :class:`AccessFileError` naming the problem."""
+        from kbsearch.frontmatter import FrontmatterError, parse_frontmatter
+
+        if len(raw) > MAX_ACCESS_FILE_BYTES:
+            raise AccessFileError(f"{ACCESS_FILE} is {len(raw)} bytes (limit {MAX_ACCESS_FILE_BYTES})")
+        try:
+            text = raw.decode("utf-8").removeprefix("\ufeff")
+        except UnicodeDecodeError:
+            raise AccessFileError(f"{ACCESS_FILE} is not UTF-8") from None
+        try:
+            parsed = parse_frontmatter(text)  # the same linear, alias-free YAML reader as the notes'
+        except FrontmatterError as exc:
+            raise AccessFileError(f"{ACCESS_FILE}: {exc.reason}") from None
+        if parsed.warnings:
+            raise AccessFileError(f"{ACCESS_FILE}: {parsed.warnings[0]}")
+        if len(parsed.data) > MAX_RULES:
+            raise AccessFileError(f"{ACCESS_FILE} has {len(parsed.data)} rules (at most {MAX_RULES})")
+        rules: dict[str, tuple[str, ...]] = {}
+        for folder, value in parsed.data.items():
+            key = _fold(folder).strip()
+            segments = [s for s in key.split("/") if s]
+            if "\\" in key or any(s in (".", "..") for s in segments) or re.search("[\x00-\x1f\x7f]", key):
+                raise AccessFileError(f"{ACCESS_FILE}: {folder!r} is not a folder of the KB")
+            prefix = "/".join(segments)
+            if prefix in rules:
+                raise AccessFileError(f"{ACCESS_FILE}: folder {folder!r} has two rules")
+            try:
+                rules[prefix] = tuple(_groups(value, f"{ACCESS_FILE}: {folder!r}"))
+            except ValueError as exc:
+                raise AccessFileError(str(exc)) from None
+        ordered = sorted(rules.items(), key=lambda r: -len(r[0]))
+        return cls(tuple(ordered))
+
+    def match(self, path: str) -> tuple[str, tuple[str, ...]] | None:
+        """The longest rule whose folder holds ``path`` (case-insensitively): (folder, groups), or None."""
+        folded = _fold(path)
+        for folder, groups in self.rules:
+            if not folder or folded.startswith(folder + "/"):
+                return folder, groups
+        return None
+
+
+def declared_access(metadata: Mapping[str, Any], warnings: Iterable[str]) -> list[str] | None:
+    """The groups a note's frontmatter declares (None: it declares none); :class:`AccessDeclarationError` when
+    the declaration is there but unusable (a wrong type, a bad name, an empty list, a value YAML could not build,
+    two spellings of the key)."""
+    for warning in warnings:
+        if warning.startswith(f"frontmatter field {ACCESS_KEY!r} dropped") or (
+            warning.startswith("frontmatter field '") and warning.split("'")[1].casefold() == ACCESS_KEY
+        ):
+            raise AccessDeclarationError(f"access declaration unusable ({warning}); the note is not indexed")
+    keys = [k for k in metadata if k.strip().casefold() == ACCESS_KEY]
+    if not keys:
+        return None
+    if len(keys) > 1:
+        raise AccessDeclarationError(f"access declared twice ({', '.join(map(repr, keys))}); the note is not indexed")
+    try:
+        return _groups(metadata[keys[0]], "frontmatter access")
+    except ValueError as exc:
+        raise AccessDeclarationError(f"{exc}; the note is not indexed") from None
+
+
+def note_access(
+    path: str, declared: Sequence[str] | None, rules: FolderRules, default: str = PUBLIC
+) -> tuple[list[str], str]:
+    """(groups, where they came from) for one note: its declaration, else the longest folder rule, else the
+    default (``public``, or ``deny``: no group, readable only by an unrestricted tool)."""
+    if declared is not None:
+        return sorted(set(declared)), FROM_FRONTMATTER
+    rule = rules.match(path)
+    if rule is not None:
+        return list(rule[1]), f"folder:{rule[0] or '/'}"
+    return ([PUBLIC] if default == PUBLIC else []), FROM_DEFAULT
+
+
+# -- who is asking -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Who is asking: ``caller`` (an id safe to log: an API key's id, never its value) and the groups it holds.
+    ``groups`` None is unrestricted (operator tools that own the store: evaluation, benchmarks, the CLI without
+    ``--scope``); every other scope holds ``public``."""
+
+    caller: str
+    groups: frozenset[str] | None
+
+    @classmethod
+    def of(cls, caller: str, groups: Iterable[str] = ()) -> Scope:
+        return cls(caller, frozenset({PUBLIC, *groups}))
+
+    @classmethod
+    def public(cls, caller: str = "anonymous") -> Scope:
+        return cls.of(caller)
+
+    @classmethod
+    def unrestricted(cls, caller: str = "operator") -> Scope:
+        return cls(caller, None)
+
+    @classmethod
+    def parse(cls, caller: str, text: str) -> Scope:
+        """``g1,g2`` (or ``g1+g2``; ``*`` is unrestricted) → a scope; ValueError naming a bad group."""
+        if text.strip() == "*":
+            return cls.unrestricted(caller)
+        names = [n for n in re.split(r"[,+\s]+", text) if n]
+        groups = []
+        for name in names:
+            group = normalize_group(name)
+            if group is None:
+                raise ValueError(f"{name!r} is not a group name (letters, digits, _ . : -)")
+            groups.append(group)
+        return cls.of(caller, groups)
+
+    @property
+    def restricted(self) -> bool:
+        return self.groups is not None
+
+    def query_groups(self) -> list[str] | None:
+        """The groups of the must-clause (sorted), or None for an unrestricted scope (no clause)."""
+        return None if self.groups is None else sorted(self.groups)
+
+    def can_read(self, note_groups: Iterable[str] | None) -> bool:
+        """True when a note with ``note_groups`` is readable (a note with no recorded groups never is, to a
+        restricted scope)."""
+        if self.groups is None:
+            return True
+        return bool(note_groups) and not self.groups.isdisjoint(note_groups or ())
+
+    def key(self) -> str:
+        """What a cache holding results is keyed by: the groups (two callers with the same groups share)."""
+        return "*" if self.groups is None else ",".join(sorted(self.groups))
+
+    def describe(self) -> dict[str, Any]:
+        """The caller and its groups as /whoami answers them (no secret)."""
+        return {"caller": self.caller, "groups": None if self.groups is None else sorted(self.groups),
+                "unrestricted": self.groups is None}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class CallerMap:
+    """API key ids and Slack workspaces/channels/users → groups, from one JSON document (see the module doc)."""
+
+    api_keys: Mapping[str, tuple[str, tuple[str, ...]]]  # key id → (name, groups)
+    slack: Mapping[str, tuple[str, ...]]  # "T" | "T/C" | "T/C/U" → groups
+
+    @classmethod
+    def empty(cls) -> CallerMap:
+        return cls({}, {})
+
+    @classmethod
+    def parse(cls, text: str | None) -> CallerMap:
+        """The mapping's JSON → a map; :class:`CallerMapError` saying where it is wrong (never echoing values
+        beyond the entry's name)."""
+        if text is None or not text.strip():
+            return cls.empty()
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise CallerMapError(
+                f"ACCESS_GROUPS is not JSON ({type(exc).__name__} at {getattr(exc, 'pos', '?')})"
+            ) from None
+        if not isinstance(data, dict) or set(data) - {"api_keys", "slack"}:
+            raise CallerMapError('ACCESS_GROUPS must be {"api_keys": {...}, "slack": {...}}')
+        keys: dict[str, tuple[str, tuple[str, ...]]] = {}
+        raw_keys = data.get("api_keys", {})
+        if not isinstance(raw_keys, dict):
+            raise CallerMapError("ACCESS_GROUPS.api_keys must be an object of key id → groups")
+        for key_id, entry in raw_keys.items():
+            name, groups = key_id, entry
+            if isinstance(entry, dict):
+                name, groups = str(entry.get("name") or key_id), entry.get("groups")
+            try:
+                keys[key_id] = (name, tuple(_groups(groups, f"api key {key_id!r}")))
+            except ValueError as exc:
+                raise CallerMapError(f"ACCESS_GROUPS: {exc}") from None
+        slack: dict[str, tuple[str, ...]] = {}
+        raw_slack = data.get("slack", {})
+        if not isinstance(raw_slack, dict):
+            raise CallerMapError("ACCESS_GROUPS.slack must be an object of team[/channel[/user]] → groups")
+        for where, groups in raw_slack.items():
+            parts = where.split("/")
+            if not 1 <= len(parts) <= 3 or not all(parts):
+                raise CallerMapError(f"ACCESS_GROUPS.slack: {where!r} is not team, team/channel or team/channel/user")
+            try:
+                slack[where] = tuple(_groups(groups, f"slack {where!r}"))
+            except ValueError as exc:
+                raise CallerMapError(f"ACCESS_GROUPS: {exc}") from None
+        return cls(keys, slack)
+
+    def for_api_key(self, key_id: str | None) -> Scope:
+        """An API Gateway caller by its key's id (``requestContext.identity.apiKeyId``); an unknown key, or
+        none, holds ``public`` only."""
+        if not key_id:
+            return Scope.public()
+        name, groups = self.api_keys.get(key_id, (None, ()))
+        caller = f"apikey:{key_id}" + (f" ({name})" if name and name != key_id else "")
+        return Scope.of(caller, groups)
+
+    def for_slack(self, team: str, channel: str, user: str | None = None, share: bool = False) -> Scope:
+        """A Slack caller: the most specific of team/channel/user, team/channel, team. An answer shared into the
+        channel (``share``) is read by everyone there, so it has the channel's scope, never the asker's."""
+        candidates = [f"{team}/{channel}", team]
+        if user and not share:
+            candidates.insert(0, f"{team}/{channel}/{user}")
+        for where in candidates:
+            if where in self.slack:
+                return Scope.of(f"slack:{where}", self.slack[where])
+        return Scope.public(f"slack:{team}/{channel}")
+
+
+def visible_links(links: Sequence[str], restricted: Mapping[str, Sequence[str]] | None, scope: Scope) -> list[str]:
+    """The links of a hit the caller may see: a link whose target names a note the caller may not read is
+    dropped. ``restricted`` maps link keys (:func:`link_key`) of every non-public note to its groups; None (not
+    known yet) hides every link from a restricted scope rather than guess."""
+    if scope.groups is None:
+        return list(links)
+    if restricted is None:
+        return []
+    return [link for link in links if scope.can_read(restricted.get(link_key(link), [PUBLIC]))]
+
+
+def link_key(target: str) -> str:
+    """How a wiki-link target and a note are matched: NFC, case-folded, without ``.md``, ``/``-separated."""
+    key = _fold(target.strip()).replace("\\", "/").strip("/")
+    return key[:-3] if key.endswith(".md") else key
+
+
+def link_keys_of(path: str, names: Iterable[str] = ()) -> set[str]:
+    """The link keys that reach the note at ``path``: its name and every trailing part of its path (Obsidian
+    resolves ``[[Note]]``, ``[[folder/Note]]`` and the full path alike), plus ``names`` (its title, aliases)."""
+    parts = link_key(path).split("/")
+    keys = {"/".join(parts[i:]) for i in range(len(parts))}
+    keys.update(link_key(n) for n in names if n.strip())
+    return keys

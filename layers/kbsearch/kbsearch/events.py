@@ -1,0 +1,221 @@
+"""S3 change events as the indexer receives them: an SQS batch whose messages are S3 event notifications or
+EventBridge ``Object Created`` / ``Object Deleted`` events, turned into one :class:`Change` per object.
+
+Shapes (reference/aws.md, "S3 change events"):
+
+- SQS record: ``messageId``, ``body`` (a JSON string), ``attributes.ApproximateReceiveCount``.
+- S3 notification body: ``{"Records": [{"eventName": "ObjectCreated:Put" | "ObjectRemoved:Delete" | ...,
+  "eventTime", "s3": {"bucket": {"name"}, "object": {"key" (URL-encoded, spaces as ``+``), "size", "eTag",
+  "versionId", "sequencer"}}}]}``; the ``s3:TestEvent`` message S3 sends when the configuration is saved is ignored.
+- EventBridge body: ``{"source": "aws.s3", "detail-type": "Object Created" | "Object Deleted", "time",
+  "detail": {"bucket": {"name"}, "object": {"key" (not encoded), "etag", "sequencer"}}}``.
+
+A message that is not one of those (not JSON, another shape) is *poison*: it is reported as a batch item failure so
+SQS retries it and, after ``maxReceiveCount`` tries, moves it to the dead-letter queue, without holding back the
+rest of its batch. Keys of another bucket, outside the KB prefix, not ``.md``, or folder markers are *ignored*
+with a reason (they can never become notes).
+
+Ordering: events are at-least-once and unordered. For one key, the greater ``sequencer`` is the later event
+(:func:`sequencer_key`: hex strings compared after left-padding with zeros); sequencers of different keys are not
+comparable. No qdrant, boto3 or numpy import here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote_plus
+
+from kbsearch.sources import NOTE_SUFFIX, note_path, path_problem
+
+#: Sequencers are compared at this width (S3's are 16-18 hex digits today); longer ones still compare correctly
+#: in Python, and the DynamoDB log (string comparison) stores them padded to it.
+SEQUENCER_WIDTH = 64
+
+
+def sequencer_key(sequencer: str) -> str:
+    """The comparable form of an S3 sequencer: upper-case hex, left-padded with zeros (empty stays empty: unknown)."""
+    s = sequencer.strip().upper()
+    return s.rjust(SEQUENCER_WIDTH, "0") if s else ""
+
+
+def newer(a: str, b: str) -> bool:
+    """True when sequencer ``a`` is later than ``b`` for the same key (an unknown sequencer is never later)."""
+    ka, kb = sequencer_key(a), sequencer_key(b)
+    if not ka:
+        return False
+    if not kb:
+        return True
+    return (len(ka), ka) > (len(kb), kb)
+
+
+@dataclass(frozen=True)
+class Change:
+    """One object that changed: where (``path``, the note's identity; ``key``, where to read it), what the event
+    said (``removed``), its per-key order (``sequencer``) and when it happened (``event_time``, epoch seconds)."""
+
+    path: str
+    key: str
+    removed: bool
+    sequencer: str = ""
+    event_time: float | None = None
+    message_id: str = ""
+
+
+@dataclass
+class Batch:
+    """An SQS batch read: the changes to apply, the messages that failed to parse (poison), the keys ignored."""
+
+    changes: list[Change] = field(default_factory=list)
+    poison: list[dict[str, str]] = field(default_factory=list)  # {message_id, reason}
+    ignored: list[dict[str, str]] = field(default_factory=list)  # {key, reason}
+    messages: list[str] = field(default_factory=list)  # every message id, in order
+    test_events: int = 0
+
+
+def is_sqs_batch(event: Any) -> bool:
+    """An SQS event source's invocation: ``Records`` from ``aws:sqs``."""
+    records = event.get("Records") if isinstance(event, dict) else None
+    return (
+        isinstance(records, list)
+        and bool(records)
+        and all(isinstance(r, dict) and r.get("eventSource") == "aws:sqs" for r in records)
+    )
+
+
+def _time(value: Any) -> float | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        when = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return when.timestamp()
+
+
+class Scope:
+    """Which keys are notes of this KB: the source's bucket and prefix (S3), or any key (a folder)."""
+
+    def __init__(self, bucket: str | None, prefix: str) -> None:
+        self.bucket = bucket
+        self.prefix = prefix
+
+    def why_not(self, bucket: str | None, key: str) -> str | None:
+        """Why ``key`` cannot be a note of this KB (None: it can)."""
+        if self.bucket is not None and bucket is not None and bucket != self.bucket:
+            return f"bucket {bucket!r} is not the KB's bucket {self.bucket!r}"
+        if not key.startswith(self.prefix):
+            return f"outside the KB prefix {self.prefix!r}"
+        if key.endswith("/"):
+            return "a folder marker"
+        if not key.lower().endswith(NOTE_SUFFIX):
+            return "not a markdown note (.md)"
+        problem = path_problem(note_path(key[len(self.prefix) :]))
+        return f"not a usable note path: {problem}" if problem else None
+
+    def path(self, key: str) -> str:
+        return note_path(key[len(self.prefix) :])
+
+
+def _s3_record(record: Any, message_id: str, scope: Scope, batch: Batch) -> str | None:
+    """One S3 notification record → a change (appended), an ignored key, or why the record is malformed."""
+    if not isinstance(record, dict):
+        return "a record that is not an object"
+    name = record.get("eventName")
+    s3 = record.get("s3")
+    if not isinstance(name, str) or not isinstance(s3, dict):
+        return "a record without eventName or s3"
+    obj, bucket = s3.get("object"), s3.get("bucket")
+    if not isinstance(obj, dict) or not isinstance(obj.get("key"), str):
+        return "a record without s3.object.key"
+    key = unquote_plus(obj["key"])
+    bucket_name = bucket.get("name") if isinstance(bucket, dict) else None
+    if name.startswith("ObjectCreated:"):
+        removed = False
+    elif name.startswith("ObjectRemoved:"):
+        removed = True
+    else:
+        batch.ignored.append({"key": key, "reason": f"event {name!r} does not change a note"})
+        return None
+    _add(batch, scope, bucket_name, key, removed, obj.get("sequencer"), record.get("eventTime"), message_id)
+    return None
+
+
+def _add(
+    batch: Batch, scope: Scope, bucket: Any, key: str, removed: bool, sequencer: Any, when: Any, message_id: str
+) -> None:
+    reason = scope.why_not(bucket if isinstance(bucket, str) else None, key)
+    if reason:
+        batch.ignored.append({"key": key, "reason": reason})
+        return
+    seq = sequencer if isinstance(sequencer, str) else ""
+    change = Change(scope.path(key), key, removed, seq, _time(when), message_id)
+    batch.changes.append(change)
+
+
+def _eventbridge(body: dict[str, Any], message_id: str, scope: Scope, batch: Batch) -> str | None:
+    kind = body.get("detail-type")
+    detail = body.get("detail")
+    if not isinstance(detail, dict):
+        return "an EventBridge event without detail"
+    obj, bucket = detail.get("object"), detail.get("bucket")
+    if not isinstance(obj, dict) or not isinstance(obj.get("key"), str):
+        return "an EventBridge event without detail.object.key"
+    key = obj["key"]
+    if kind not in ("Object Created", "Object Deleted"):
+        batch.ignored.append({"key": key, "reason": f"event {kind!r} does not change a note"})
+        return None
+    bucket_name = bucket.get("name") if isinstance(bucket, dict) else None
+    _add(batch, scope, bucket_name, key, kind == "Object Deleted", obj.get("sequencer"), body.get("time"), message_id)
+    return None
+
+
+def read_batch(event: dict[str, Any], scope: Scope) -> Batch:
+    """An SQS event → its changes, poison messages and ignored keys. Never raises on a message's content."""
+    batch = Batch()
+    for record in event.get("Records") or []:
+        message_id = str(record.get("messageId") or "")
+        batch.messages.append(message_id)
+        problem = _message(record.get("body"), message_id, scope, batch)
+        if problem:
+            batch.poison.append({"message_id": message_id, "reason": problem})
+    return batch
+
+
+def _message(raw: Any, message_id: str, scope: Scope, batch: Batch) -> str | None:
+    if not isinstance(raw, str):
+        return "the message has no body"
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return "the message body is not JSON"
+    if not isinstance(body, dict):
+        return "the message body is not a JSON object"
+    if body.get("Event") == "s3:TestEvent":
+        batch.test_events += 1
+        return None
+    if body.get("source") == "aws.s3" and "detail-type" in body:
+        return _eventbridge(body, message_id, scope, batch)
+    records = body.get("Records")
+    if not isinstance(records, list):
+        return "neither an S3 notification nor an EventBridge S3 event"
+    for record in records:
+        problem = _s3_record(record, message_id, scope, batch)
+        if problem:
+            return problem
+    return None
+
+
+def latest_per_path(changes: list[Change]) -> tuple[dict[str, Change], int]:
+    """The latest change of each path by sequencer (without sequencers: the last given), and how many changes
+    were superseded or repeated within the batch."""
+    latest: dict[str, Change] = {}
+    for change in changes:
+        held = latest.get(change.path)
+        if held is None or newer(change.sequencer, held.sequencer) or not (change.sequencer or held.sequencer):
+            latest[change.path] = change
+    return latest, len(changes) - len(latest)

@@ -1,0 +1,215 @@
+"""Query-adaptive fusion: one ranking for identifiers, same-language questions and cross-language questions.
+
+The retrieval call (:func:`kbsearch.qdrant.query.retrieve_legs`, one Qdrant round trip) returns every leg's
+candidates with its own scores: a dense search per query variant (cosine), a BM25 search for the query and for
+each translated variant (the expansion's variant in another script), and a one-term BM25 *probe* per query term
+(the best chunks on that term alone with their scores and paths, or nothing when no chunk has it). This module decides, per
+query and per note, how much each leg counts, from evidence the search has anyway:
+
+- **vocabulary**: the query's terms that exist in the index (a probe answered with the paths of its best
+  chunks): ``coverage`` = present / all.
+  An English question over Russian notes finds only its Latin names in them: low coverage, BM25 counts little.
+- **attainable score**: the sum of the probes of the present terms is what a chunk holding every present term at
+  its best frequency would score; ``confidence`` of a note = its BM25 score / that sum.
+- **language**: a BM25 match counts in full in a note of the leg's language (``lang`` in the payload, recorded by
+  the indexer; guessed from the text for notes indexed before), by ``cross_language`` in a note of another one.
+  The lexical leg of a translated variant counts for the translation's language.
+- **exact match**: when the query looks up something (it has an identifier — digits, ``_``, CamelCase, a path,
+  a Latin word in a Russian query — or at most ``exact_max_terms`` terms), every required term (its identifiers,
+  else all its terms) is in the index, and at most ``exact_notes`` notes hold all of its rare required terms
+  (fewer than ``PROBE_DEPTH`` chunks hold each: the probe saw every holder) at ``exact_confidence`` or more of
+  their attainable score, those notes are an exact match: they come first, ahead of anything dense ranks
+  (identifiers, names, numbers, file and setting names), marked ``exact``; the rerank blend keeps them first.
+- otherwise each note scores ``dense + lexical_weight · lexical``: dense = the best variant's cosine, min-max
+  scaled over what the dense legs returned (one scale for all variants); lexical = the query's own BM25 leg's
+  share of the attainable score x language factor x coverage, times a trust ``1 + confidence_gain · (best share
+  − 0.5)`` (BM25 whose best chunk reaches little of the attainable score is noise), or a translation's leg (share
+  of its own top hit), whichever is higher. Exact matches come first, in that fused order among themselves.
+
+Equal scores are ordered by note path (and chunks by point id), so a search ranks the same way every run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from kbsearch.lexical import SparseVector, identifier_terms, query_vector, term_id, text_language, tokenize
+from kbsearch.qdrant.query import PROBE_DEPTH, Candidate, Leg, ScoredChunk
+
+
+@dataclass(frozen=True)
+class FusionParams:
+    """The fusion's constants (measured on every query class at once: EVAL.md)."""
+
+    lexical_weight: float = 0.7  # SEARCH_LEXICAL_WEIGHT: a fully covered same-language BM25 leg, against dense 1.0
+    cross_language: float = 0.1  # SEARCH_CROSS_LANGUAGE_WEIGHT: a BM25 match in a note of another language
+    exact_confidence: float = 0.3  # SEARCH_EXACT_CONFIDENCE: share of the attainable BM25 score of an exact match
+    exact_notes: int = 3  # at most this many notes may reach it (more: the terms are common, not an exact match)
+    exact_max_terms: int = 2  # a query of more terms is a question (an exact match needs an identifier then)
+    confidence_gain: float = 2.0  # the lexical weight grows with the share of the attainable score BM25's best
+    # chunk reaches: x (1 + gain x (share - 0.5)), 0 at a share of 0.25, 2 at a full share
+
+
+@dataclass(frozen=True)
+class QueryEvidence:
+    """What the query itself says: its language (script), its BM25 terms, which of them are identifiers."""
+
+    text: str
+    language: str | None
+    terms: tuple[int, ...]  # term ids, in query order, unique
+    identifiers: frozenset[int] = field(default_factory=frozenset)
+
+
+def analyse(query: str) -> QueryEvidence:
+    terms = tuple(dict.fromkeys(term_id(t) for t in tokenize(query)))
+    return QueryEvidence(query, text_language(query), terms, frozenset(term_id(t) for t in identifier_terms(query)))
+
+
+def lexical_variants(evidence: QueryEvidence, variants: Sequence[str]) -> list[tuple[SparseVector, str | None]]:
+    """The BM25 legs: the query's own, and one per variant in another language than the query (a translation
+    by the expansion model), which then counts for that language."""
+    legs = [(query_vector(evidence.text), evidence.language)]
+    for variant in variants:
+        language = text_language(variant)
+        if language is not None and language != evidence.language and all(lang != language for _, lang in legs):
+            legs.append((query_vector(variant), language))
+    return legs
+
+
+def _note(chunk: ScoredChunk) -> str:
+    return str(chunk.payload.get("path") or chunk.payload.get("doc_id") or chunk.id)
+
+
+def _note_language(payload: dict[str, Any], cache: dict[str, str | None]) -> str | None:
+    path = str(payload.get("path") or "")
+    if path not in cache:
+        recorded = payload.get("lang")
+        if isinstance(recorded, str):
+            cache[path] = recorded
+        else:  # indexed before the language was recorded: judge by what this chunk says
+            cache[path] = text_language(f"{payload.get('title') or ''}\n{payload.get('text') or ''}")
+    return cache[path]
+
+
+def _single(legs: Sequence[list[ScoredChunk]], limit: int) -> list[Candidate]:
+    """One leg kind alone (``dense`` or ``lexical`` evaluation): every note's best chunk by its raw score."""
+    best: dict[str, ScoredChunk] = {}
+    for chunks in legs:
+        for c in chunks:
+            note = _note(c)
+            kept = best.get(note)
+            if kept is None or (c.score, kept.id) > (kept.score, c.id):
+                best[note] = c
+    ranked = sorted(best.items(), key=lambda item: (-item[1].score, item[0]))
+    return [Candidate(c.payload, c.score) for _, c in ranked[:limit]]
+
+
+@dataclass
+class _Note:
+    dense: float = 0.0
+    lexical: float = 0.0
+    confidence: float = 0.0  # of the query's own BM25 leg
+    translated: float = 0.0  # the best of the translated variants' BM25 legs
+    dense_chunk: ScoredChunk | None = None
+    lexical_chunk: ScoredChunk | None = None
+    translated_chunk: ScoredChunk | None = None
+
+
+def fuse(
+    results: Sequence[tuple[Leg, list[ScoredChunk]]],
+    evidence: QueryEvidence,
+    limit: int,
+    mode: str = "hybrid",
+    params: FusionParams | None = None,
+) -> list[Candidate]:
+    """Every leg's scored chunks → one candidate per note (its best chunk), best first. ``mode`` ``dense`` or
+    ``lexical`` ranks by that leg kind alone (evaluation); ``hybrid`` is the adaptive fusion (module doc)."""
+    p = params or FusionParams()
+    dense_legs = [chunks for leg, chunks in results if leg.kind == "dense" and chunks]
+    lexical_legs = [(leg, chunks) for leg, chunks in results if leg.kind == "lexical" and chunks]
+    if mode == "dense":
+        return _single(dense_legs, limit)
+    if mode == "lexical":
+        return _single([chunks for _, chunks in lexical_legs], limit)
+    probes = {leg.term: (chunks[0].score if chunks else 0.0) for leg, chunks in results if leg.kind == "probe"}
+    holders: dict[str, dict[int | None, float]] = {}  # note → the probed terms it holds (best score each)
+    depth = {leg.term: chunks for leg, chunks in results if leg.kind == "probe"}
+    for leg, chunks in results:
+        if leg.kind == "probe":
+            for c in chunks:
+                held = holders.setdefault(_note(c), {})
+                held[leg.term] = max(held.get(leg.term, 0.0), c.score)
+    probed = [t for t in evidence.terms if t in probes]
+    present = [t for t in probed if probes[t] > 0]
+    coverage = len(present) / len(probed) if probed else (1.0 if lexical_legs else 0.0)
+    attainable = sum(probes[t] for t in present)
+
+    notes: dict[str, _Note] = {}
+    # the variants' cosines on one scale (the best top, the lowest floor): a rewrite's own best hit is not
+    # promoted to the query's
+    top = max((chunks[0].score for chunks in dense_legs), default=0.0)
+    floor = min((chunks[-1].score for chunks in dense_legs), default=0.0)
+    span = top - floor
+    for chunks in dense_legs:
+        for c in chunks:
+            value = (c.score - floor) / span if span > 0 else 1.0
+            n = notes.setdefault(_note(c), _Note())
+            if n.dense_chunk is None or value > n.dense:
+                n.dense, n.dense_chunk = value, c
+    languages: dict[str, str | None] = {}
+    for leg, chunks in lexical_legs:
+        own = leg.variant == 0
+        scale = attainable if own and attainable > 0 else chunks[0].score
+        for c in chunks:
+            note = _note(c)
+            n = notes.setdefault(note, _Note())
+            share = min(1.0, c.score / scale) if scale > 0 else 0.0
+            language = _note_language(c.payload, languages)
+            same = leg.language is None or language is None or language == leg.language
+            # the query's own leg counts by how much of its vocabulary the index holds; a translation's leg (its
+            # terms were not probed) by its own top hit
+            value = share * (1.0 if same else p.cross_language) * (coverage if own else 1.0)
+            if own:
+                n.confidence = max(n.confidence, share)
+                if n.lexical_chunk is None or value > n.lexical:
+                    n.lexical, n.lexical_chunk = value, c
+            elif n.translated_chunk is None or value > n.translated:
+                n.translated, n.translated_chunk = value, c
+
+    # Exact matches: the notes that hold every required term (the identifiers when the query has any, else all its
+    # terms), judged by the rare ones (fewer than PROBE_DEPTH chunks hold them, so the probe saw every holder),
+    # holding them strongly enough, and only a few such notes.
+    required = [t for t in evidence.terms if t in evidence.identifiers] or list(evidence.terms)
+    required = [t for t in required if t in probes]
+    exact: list[str] = []
+    rare = [t for t in required if len(depth.get(t, ())) < PROBE_DEPTH]
+    if required and rare and all(probes[t] > 0 for t in required):
+        need = sum(probes[t] for t in required)
+        for note, held in holders.items():
+            if all(t in held for t in rare):
+                confidence = sum(held.get(t, 0.0) for t in required) / need
+                if confidence >= p.exact_confidence:
+                    exact.append(note)
+                    notes.setdefault(note, _Note()).confidence = confidence
+    lookup = bool(evidence.identifiers) or len(evidence.terms) <= p.exact_max_terms
+    pinned = set(exact) if lookup and 0 < len(exact) <= p.exact_notes else set()
+    top = max((n.confidence for n in notes.values()), default=0.0)
+    gain = max(0.0, 1.0 + p.confidence_gain * (top - 0.5))  # how far the query's own BM25 leg is trusted
+    weight = p.lexical_weight
+    scored = []
+    for note, n in notes.items():
+        if n.translated > gain * n.lexical:
+            n.lexical, n.lexical_chunk = n.translated, n.translated_chunk
+        else:
+            n.lexical *= gain
+        score = n.dense + weight * n.lexical
+        if note in pinned:  # ahead of any unpinned note, in fused order among themselves
+            score += 1.0 + p.lexical_weight
+        chunk = n.lexical_chunk if (note in pinned or weight * n.lexical > n.dense) else n.dense_chunk
+        chunk = chunk or n.dense_chunk or n.lexical_chunk
+        if chunk is not None:
+            scored.append((score, note, chunk))
+    scored.sort(key=lambda s: (-s[0], s[1]))
+    return [Candidate(chunk.payload, score, exact=note in pinned) for score, note, chunk in scored[:limit]]

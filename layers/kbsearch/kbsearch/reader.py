@@ -1,0 +1,118 @@
+"""Reading a note by its path for a caller (``kb_get_note``, ``GET /notes/{path}``, a link's target): the note
+comes from the KB source and is handed over only when the caller's :class:`~kbsearch.access.Scope` may read it,
+decided exactly as the indexer decides it (the note's frontmatter ``access``, the access file's folder rules, the
+default). A note the caller may not read is answered exactly as a note that does not exist: the same
+:class:`~kbsearch.sources.SourceError`, the same message, so "forbidden" and "missing" cannot be told apart.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from kbsearch.access import (
+    ACCESS_FILE,
+    PUBLIC,
+    AccessDeclarationError,
+    AccessFileError,
+    FolderRules,
+    Scope,
+    declared_access,
+    note_access,
+)
+from kbsearch.sources import SourceError, note_path
+
+if TYPE_CHECKING:
+    from kbsearch.sources import Source
+
+logger = logging.getLogger(__name__)
+
+
+def missing(path: str) -> SourceError:
+    """What a read of a note that does not exist raises (the sources' own message)."""
+    return SourceError(f"no note at {path!r}")
+
+
+class NoteReader:
+    """Built once per container over the KB source (opened lazily); the access file is read at most once per
+    ``rules_ttl_s``."""
+
+    def __init__(
+        self, source: Callable[[], Source], default: str = PUBLIC, rules_ttl_s: float = 60.0, max_bytes: int = 0
+    ) -> None:
+        self._source_factory = source
+        self._source: Source | None = None
+        self.default = default
+        self.rules_ttl_s = rules_ttl_s
+        self.max_bytes = max_bytes or 4 * 1024 * 1024
+        self._rules: tuple[float, FolderRules | AccessFileError] | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def source(self) -> Source:
+        with self._lock:
+            if self._source is None:
+                self._source = self._source_factory()
+            return self._source
+
+    def rules(self) -> FolderRules:
+        """The access file's rules (cached); AccessFileError when it is unusable, SourceError when unreadable."""
+        now = time.monotonic()
+        cached = self._rules
+        if cached is None or now - cached[0] > self.rules_ttl_s:
+            try:
+                raw = self.source.read_path(ACCESS_FILE)
+            except SourceError as exc:
+                if not str(exc).startswith("no note at"):
+                    raise
+                found: FolderRules | AccessFileError = FolderRules()
+            else:
+                try:
+                    found = FolderRules.parse(raw)
+                except AccessFileError as exc:
+                    found = exc
+            cached = self._rules = (now, found)
+        if isinstance(cached[1], AccessFileError):
+            raise cached[1]
+        return cached[1]
+
+    def read(self, path: str, scope: Scope) -> bytes:
+        """The note's bytes when ``scope`` may read it; else :func:`missing` (as for a note that is not there).
+        Other SourceErrors (a bad path, an unreadable source) pass through as they are. One audit line per read:
+        the caller, its groups and whether a note was returned (never the note's text)."""
+        found = 0
+        try:
+            raw = self._read(path, scope)
+            found = 1
+            return raw
+        finally:
+            logger.info("access", extra={"caller": scope.caller, "groups": scope.query_groups(), "results": found})
+
+    def _read(self, path: str, scope: Scope) -> bytes:
+        from kbsearch.notes import NoteError, decode_note, read_frontmatter
+
+        wanted = note_path(path)
+        raw = self.source.read_path(wanted)
+        if scope.groups is None:
+            return raw
+        try:
+            metadata, _, warnings = read_frontmatter(decode_note(raw, self.max_bytes))
+            declared = declared_access(metadata, warnings)
+        except (NoteError, AccessDeclarationError):
+            # the indexer skips such a note: to a restricted caller it is not there
+            raise missing(wanted) from None
+        if declared is None:
+            try:
+                rules = self.rules()
+            except AccessFileError as exc:
+                logger.error("the access file is unusable; restricted callers read nothing", extra={"error": str(exc)})
+                raise SourceError("the access rules cannot be read") from None
+        else:
+            rules = FolderRules()
+        groups, _ = note_access(wanted, declared, rules, self.default)
+        if not scope.can_read(groups):
+            raise missing(wanted)
+        return raw

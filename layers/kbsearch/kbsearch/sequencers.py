@@ -1,0 +1,127 @@
+"""The last S3 ``sequencer`` applied per note, kept durably, so that events that arrive late or twice change
+nothing: a ``Created`` older than the ``Removed`` already applied never resurrects a note, a replay is a no-op.
+
+- :class:`DynamoSequencers`: items ``seq#<collection>#<path>`` in the index lease table (``INDEX_LEASE_TABLE``),
+  ``{pk, seq (padded hex), expires_at}``; the write is conditional (``attribute_not_exists(pk) OR seq < :seq``),
+  so of two runs applying the same key concurrently, the one with the older event learns it was superseded. Items
+  expire 15 days after their event (the table's TTL): SQS keeps a message at most 14 days.
+- :class:`FileSequencers`: a JSON file beside the embedded store (one process owns that store).
+
+Without either (Qdrant Cloud without a lease table) events are applied by reading each key's current state, which
+converges on its own; only the concurrent-writer guard is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+from kbsearch.events import newer, sequencer_key
+
+logger = logging.getLogger(__name__)
+
+TTL_S = 15 * 24 * 3600
+
+
+class Sequencers(Protocol):
+    def get(self, paths: list[str]) -> dict[str, str]:
+        """The last applied sequencer of each path that has one."""
+        ...
+
+    def put(self, path: str, sequencer: str) -> bool:
+        """Record ``sequencer`` for ``path`` unless a later one is recorded; False when a later one is."""
+        ...
+
+
+class DynamoSequencers:
+    def __init__(self, table: str, collection: str, client: Any = None, clock: Any = time.time) -> None:
+        self.table = table
+        self.prefix = f"seq#{collection}#"
+        self.clock = clock
+        if client is None:
+            import boto3
+            from botocore.config import Config
+
+            config = Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 3, "mode": "standard"})
+            client = boto3.client("dynamodb", config=config)
+        self.client = client
+
+    def get(self, paths: list[str]) -> dict[str, str]:
+        found: dict[str, str] = {}
+        unique = sorted(set(paths))
+        for start in range(0, len(unique), 100):  # BatchGetItem takes 100 keys
+            keys: list[dict[str, Any]] = [{"pk": {"S": self.prefix + p}} for p in unique[start : start + 100]]
+            request: dict[str, Any] = {self.table: {"Keys": keys, "ConsistentRead": True}}
+            for _ in range(8):
+                answer = self.client.batch_get_item(RequestItems=request)
+                for item in answer.get("Responses", {}).get(self.table, []):
+                    found[item["pk"]["S"][len(self.prefix) :]] = item["seq"]["S"]
+                request = answer.get("UnprocessedKeys") or {}
+                if not request:
+                    break
+            else:
+                raise RuntimeError("DynamoDB left keys unprocessed after 8 tries")
+        return found
+
+    def put(self, path: str, sequencer: str) -> bool:
+        if not sequencer:
+            return True
+        try:
+            self.client.put_item(
+                TableName=self.table,
+                Item={
+                    "pk": {"S": self.prefix + path},
+                    "seq": {"S": sequencer_key(sequencer)},
+                    "expires_at": {"N": str(int(self.clock() + TTL_S))},
+                },
+                ConditionExpression="attribute_not_exists(pk) OR seq < :seq",
+                ExpressionAttributeValues={":seq": {"S": sequencer_key(sequencer)}},
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except Exception as exc:
+            response = getattr(exc, "response", None)
+            code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
+            if code == "ConditionalCheckFailedException":  # as late or later already recorded
+                held = (response or {}).get("Item", {}).get("seq", {}).get("S", "")
+                return bool(held) and held == sequencer_key(sequencer)
+            raise
+        return True
+
+
+class FileSequencers:
+    """A JSON object ``{path: sequencer}`` written atomically (temporary file + rename)."""
+
+    def __init__(self, file: Path) -> None:
+        self.file = file
+        self._lock = threading.Lock()
+        try:
+            data = json.loads(file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            data = {}
+        except (OSError, ValueError):
+            logger.warning("sequencer log %s unreadable; starting afresh", file)
+            data = {}
+        self._data: dict[str, str] = {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+    def get(self, paths: list[str]) -> dict[str, str]:
+        with self._lock:
+            return {p: self._data[p] for p in paths if p in self._data}
+
+    def put(self, path: str, sequencer: str) -> bool:
+        if not sequencer:
+            return True
+        with self._lock:
+            held = self._data.get(path, "")
+            if held and not newer(sequencer, held):
+                return held == sequencer
+            self._data[path] = sequencer
+            self.file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.file.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(self._data, ensure_ascii=False), encoding="utf-8")
+            tmp.replace(self.file)
+        return True

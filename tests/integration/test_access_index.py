@@ -1,0 +1,207 @@
+"""Access groups at index time: stored in every chunk, changed by a payload update (never a re-embed), malformed
+declarations skip the note (and remove its old version), a malformed access file stops the sync."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kbsearch.access import Scope
+from kbsearch.config import Secrets, Settings
+from kbsearch.indexer import SyncReport, run_sync
+from kbsearch.qdrant import open_store
+from kbsearch.qdrant.query import RESTRICTED_LINKS
+from kbsearch.schemas import SearchRequest
+from kbsearch.search import SearchService
+from kbsearch_tools.fakes import FakeProvider
+from tests.conftest import provider_settings
+
+NOTES = {
+    "pub/Onboarding.md": "# Onboarding\nwelcome aboard, read [[Salary bands|the pay page]] and the handbook\n",
+    "hr/Salary bands.md": "# Salary bands\nwelcome salary bands for engineers\n",
+    "ops/Incident.md": "---\naccess: [security, oncall]\n---\n# Incident\nwelcome incident review\n",
+    "security/incidents/Breach.md": "# Breach\nwelcome breach timeline\n",
+}
+
+
+def write_kb(root: Path, notes: dict[str, str], rules: str | None) -> None:
+    for path, text in notes.items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(text, encoding="utf-8")
+    if rules is not None:
+        (root / "_access.yaml").write_text(rules, encoding="utf-8")
+
+
+@pytest.fixture
+def kb(tmp_path: Path) -> Path:
+    root = tmp_path / "kb"
+    write_kb(root, NOTES, "hr/: [hr]\nsecurity/incidents/: [security, oncall]\n")
+    return root
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeProvider]:
+    provider = FakeProvider("deepinfra", api_key="di-test-key").start()
+    yield provider
+    provider.stop()
+
+
+def settings_for(tmp_path: Path, fake: FakeProvider, **extra: Any) -> Settings:
+    return provider_settings(fake, qdrant_path=str(tmp_path / "q"), **extra)
+
+
+def sync(settings: Settings, kb: Path) -> SyncReport:
+    report = run_sync(settings, Secrets(settings), source_uri=str(kb))
+    assert report.error is None or report.error.startswith("_access.yaml"), report.error
+    return report
+
+
+def access_by_path(settings: Settings) -> dict[str, set[tuple[tuple[str, ...], str]]]:
+    store = open_store(settings, Secrets(settings))
+    try:
+        out: dict[str, set[tuple[tuple[str, ...], str]]] = {}
+        for payload in store.points().values():
+            out.setdefault(payload["path"], set()).add((tuple(payload["access"]), payload["access_from"]))
+        return out
+    finally:
+        store.close()
+
+
+def visible(settings: Settings, scope: Scope, query: str = "welcome") -> list[str]:
+    service = SearchService(settings, Secrets(settings), wire_providers=False)
+    try:
+        return sorted(h.path for h in service.search(SearchRequest(query=query, top_k=20), scope=scope).results)
+    finally:
+        service.close()
+
+
+def test_groups_are_stored_on_every_chunk(tmp_path: Path, kb: Path, fake: FakeProvider) -> None:
+    settings = settings_for(tmp_path, fake)
+    report = sync(settings, kb)
+    assert report.added == 4 and not report.skipped
+    assert access_by_path(settings) == {
+        "pub/Onboarding.md": {(("public",), "default")},
+        "hr/Salary bands.md": {(("hr",), "folder:hr")},
+        "ops/Incident.md": {(("oncall", "security"), "frontmatter")},
+        "security/incidents/Breach.md": {(("oncall", "security"), "folder:security/incidents")},
+    }
+    assert visible(settings, Scope.public()) == ["pub/Onboarding.md"]
+    assert visible(settings, Scope.of("k", ["oncall"])) == [
+        "ops/Incident.md", "pub/Onboarding.md", "security/incidents/Breach.md"
+    ]  # fmt: skip
+    store = open_store(settings, Secrets(settings))
+    try:
+        restricted = store.metadata()[RESTRICTED_LINKS]
+    finally:
+        store.close()
+    assert restricted["salary bands"] == ["hr"] and "onboarding" not in restricted
+
+
+def test_a_rule_change_updates_the_payload_without_embedding(tmp_path: Path, kb: Path, fake: FakeProvider) -> None:
+    settings = settings_for(tmp_path, fake)
+    sync(settings, kb)
+    embedded_before = len(fake.calls("embeddings"))
+    assert embedded_before > 0
+    (kb / "_access.yaml").write_text("hr/: [hr, finance]\npub/: [staff]\n", encoding="utf-8")
+    report = sync(settings, kb)
+    assert len(fake.calls("embeddings")) == embedded_before  # nothing re-embedded
+    assert report.unchanged == 4 and report.updated == 0 and report.chunks_upserted == 0
+    assert report.access_updated == 3  # hr (groups), pub (rule now), security/incidents (rule gone)
+    groups = access_by_path(settings)
+    assert groups["hr/Salary bands.md"] == {(("finance", "hr"), "folder:hr")}
+    assert groups["pub/Onboarding.md"] == {(("staff",), "folder:pub")}
+    assert groups["security/incidents/Breach.md"] == {(("public",), "default")}
+    assert groups["ops/Incident.md"] == {(("oncall", "security"), "frontmatter")}  # the note's own word stands
+    assert visible(settings, Scope.public()) == ["security/incidents/Breach.md"]
+    assert "hr/Salary bands.md" in visible(settings, Scope.of("k", ["finance"]))
+    # a third run with nothing changed touches nothing
+    again = sync(settings, kb)
+    assert again.access_updated == 0 and len(fake.calls("embeddings")) == embedded_before
+
+
+def test_default_deny_and_its_change(tmp_path: Path, kb: Path, fake: FakeProvider) -> None:
+    settings = settings_for(tmp_path, fake, access_default="deny")
+    sync(settings, kb)
+    assert access_by_path(settings)["pub/Onboarding.md"] == {((), "default")}
+    assert visible(settings, Scope.public()) == []
+    assert "pub/Onboarding.md" in visible(settings, Scope.unrestricted())
+    embedded = len(fake.calls("embeddings"))
+    opened = settings_for(tmp_path, fake, access_default="public")
+    assert sync(opened, kb).access_updated == 1 and len(fake.calls("embeddings")) == embedded
+    assert visible(opened, Scope.public()) == ["pub/Onboarding.md"]
+
+
+@pytest.mark.parametrize("declaration", ["access: []", "access: {hr: 1}", "access: [h r]", "access: !!binary '*'"])
+def test_a_malformed_declaration_skips_the_note_and_removes_its_old_version(
+    tmp_path: Path, kb: Path, fake: FakeProvider, declaration: str
+) -> None:
+    settings = settings_for(tmp_path, fake)
+    sync(settings, kb)
+    assert "pub/Onboarding.md" in visible(settings, Scope.public())
+    (kb / "pub/Onboarding.md").write_text(f"---\n{declaration}\n---\n# Onboarding\nwelcome\n", encoding="utf-8")
+    report = sync(settings, kb)
+    [skipped] = report.skipped
+    assert skipped["path"] == "pub/Onboarding.md" and "not indexed" in skipped["reason"]
+    assert "previous version was removed" in skipped["reason"]
+    assert "pub/Onboarding.md" not in access_by_path(settings)
+    assert "pub/Onboarding.md" not in visible(settings, Scope.unrestricted())
+
+
+@pytest.mark.parametrize("rules", ["hr/: []\n", "hr/: [hr\n", "- hr\n", "hr/: &a [x]\nops/: *a\n", "../x/: [a]\n"])
+def test_a_malformed_access_file_stops_the_sync(tmp_path: Path, kb: Path, fake: FakeProvider, rules: str) -> None:
+    settings = settings_for(tmp_path, fake)
+    sync(settings, kb)
+    before = access_by_path(settings)
+    (kb / "_access.yaml").write_text(rules, encoding="utf-8")
+    (kb / "pub/New.md").write_text("# New\nwelcome new\n", encoding="utf-8")
+    report = sync(settings, kb)
+    assert report.error is not None and report.error.startswith("_access.yaml") and report.incomplete
+    assert report.added == 0 and access_by_path(settings) == before  # nothing changed, nothing made public
+    assert visible(settings, Scope.public()) == ["pub/Onboarding.md"]
+
+
+def test_a_broken_new_version_keeps_the_old_one_under_the_new_rules(
+    tmp_path: Path, kb: Path, fake: FakeProvider
+) -> None:
+    settings = settings_for(tmp_path, fake)
+    sync(settings, kb)
+    (kb / "pub/Onboarding.md").write_text("---\ntitle: [unclosed\n---\n# Onboarding\n", encoding="utf-8")
+    (kb / "_access.yaml").write_text("hr/: [hr]\npub/: [staff]\n", encoding="utf-8")
+    report = sync(settings, kb)
+    assert [s["path"] for s in report.skipped] == ["pub/Onboarding.md"]
+    assert access_by_path(settings)["pub/Onboarding.md"] == {(("staff",), "folder:pub")}
+    assert "pub/Onboarding.md" not in visible(settings, Scope.public())
+
+
+def test_an_index_from_before_access_scopes_is_filled_in_without_embedding(
+    tmp_path: Path, kb: Path, fake: FakeProvider
+) -> None:
+    import qdrant_edge as edge
+
+    from kbsearch.qdrant.embedded import EdgeStore
+
+    settings = settings_for(tmp_path, fake)
+    sync(settings, kb)
+    store = open_store(settings, Secrets(settings))
+    assert isinstance(store, EdgeStore)
+    try:  # what an older kb-search wrote: no access fields, no access index
+        ids: list[Any] = list(store.points())
+        store.shard.update(edge.UpdateOperation.delete_payload(ids, ["access", "access_from"]))
+        store.shard.update(edge.UpdateOperation.delete_field_index("access"))
+        store._written = True
+    finally:
+        store.close()
+    assert visible(settings, Scope.public()) == []  # nothing unlabelled is served to a restricted scope
+    embedded = len(fake.calls("embeddings"))
+    report = sync(settings, kb)
+    assert report.access_updated == 4 and report.unchanged == 4 and len(fake.calls("embeddings")) == embedded
+    assert access_by_path(settings)["ops/Incident.md"] == {(("oncall", "security"), "frontmatter")}
+    assert visible(settings, Scope.public()) == ["pub/Onboarding.md"]
+    store = open_store(settings, Secrets(settings))
+    try:
+        assert "access" in store.shard.info().payload_schema  # type: ignore[attr-defined]
+    finally:
+        store.close()

@@ -1,0 +1,387 @@
+"""The leak suite: on every surface and for every kind of caller, nothing of a note the caller may not read (its
+path, title, headings, text, a link to it) appears, and "forbidden" is indistinguishable from "missing".
+
+The KB holds public notes (a folder rule), a folder-ruled note (hr/), a Cyrillic folder-ruled note, a single-group
+and a multi-group frontmatter note, a folder-ruled multi-group note, and a note no rule lists (default deny).
+Surfaces: GET/POST /search with every filter (path_prefix into each restricted folder included), /whoami, MCP
+kb_search and kb_get_note in both protocol eras, Slack /kb and /kb share (signed, end to end through the worker),
+``kbsearch search --scope``. Callers: no key, an unknown key, keys with one or several groups, Slack channels and
+users.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import unicodedata
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from kbsearch import slack
+from kbsearch.access import Scope
+from kbsearch.config import Secrets, Settings
+from kbsearch.indexer import run_sync
+from kbsearch.schemas import SearchRequest
+from kbsearch.search import SearchService
+from kbsearch_tools.fakes import FakeEndpoint
+from kbsearch_tools.local.apigw import HttpRequest, build_event, parse_result
+from tests.conftest import KBSEARCH_CMD, copy_store, subprocess_env
+
+RULES = "pub/: [public]\nhr/: [hr]\nкадры/: [hr]\nsecurity/incidents/: [security, oncall]\n"
+FRONT = "tags: [guide]\ntype: guide\nstatus: active\nupdated: 2026-05-01\n"
+
+
+def note(title: str, body: str, access: str | None = None) -> str:
+    extra = f"access: {access}\n" if access else ""
+    return f"---\n{extra}{FRONT}---\n# {title}\n{body}\n"
+
+
+#: path → (text, groups, markers that must never reach a caller who may not read it)
+NOTES: dict[str, tuple[str, list[str], list[str]]] = {
+    # A note's prose is shown as written to whoever may read it, so links here carry aliases: the name of a note a
+    # reader may not open never appears in the text; the link itself (``links``) is what access must hide.
+    "pub/Welcome.md": (note("Welcome", "welcome handbook: read [[Salary bands|the pay page]], [[security/incidents/"
+                            "Breach 2026|the incident page]], [[Budget|the money page]] and [[Onboarding]]"),
+                       ["public"], []),
+    "pub/Onboarding.md": (note("Onboarding", "welcome onboarding steps"), ["public"], []),
+    "hr/Salary bands.md": (note("Salary bands", "welcome zqhrtoken bands\n## Grades zqhrheading\nwelcome grades, "
+                                "see [[Onboarding]]"), ["hr"], ["Salary bands", "zqhrtoken", "zqhrheading"]),
+    "кадры/Зарплата й.md": (note("Зарплата й", "welcome zqrutoken"), ["hr"], ["Зарплата", "zqrutoken"]),
+    "finance/Budget.md": (note("Budget", "welcome zqfintoken\n## Forecast zqfinheading\nwelcome", "[finance]"),
+                          ["finance"], ["Budget", "zqfintoken", "zqfinheading"]),
+    "ops/Incident review.md": (note("Incident review", "welcome zqsectoken", "[security, oncall]"),
+                               ["oncall", "security"], ["Incident review", "zqsectoken"]),
+    "security/incidents/Breach 2026.md": (note("Breach 2026", "welcome zqbreachtoken, see [[Salary bands|pay]]"),
+                                          ["oncall", "security"], ["Breach 2026", "zqbreachtoken"]),
+    "misc/Unlisted.md": (note("Unlisted", "welcome zqdenytoken"), [], ["Unlisted", "zqdenytoken"]),
+}  # fmt: skip
+
+CALLER_MAP = {
+    "api_keys": {"id-hr": ["hr"], "id-sec": ["security"], "id-fin": {"name": "finance bot", "groups": ["finance"]},
+                 "id-oncall-hr": ["oncall", "hr"]},
+    "slack": {"T1": ["oncall"], "T1/C-hr": ["hr"], "T1/C-hr/U-sec": ["hr", "security"]},
+}  # fmt: skip
+KEY_GROUPS: dict[str | None, set[str]] = {
+    None: set(), "id-unknown": set(), "id-hr": {"hr"}, "id-sec": {"security"}, "id-fin": {"finance"},
+    "id-oncall-hr": {"oncall", "hr"},
+}  # fmt: skip
+FILTERS: list[dict[str, Any]] = [
+    {}, {"tags": ["guide"]}, {"type": ["guide"]}, {"status": ["active"]}, {"updated_after": "2026-01-01"},
+    {"path_prefix": "hr"}, {"path_prefix": "security/incidents"}, {"path_prefix": "кадры"}, {"path_prefix": "misc"},
+    {"path_prefix": "finance"},
+]  # fmt: skip
+
+
+def readable(groups: set[str]) -> set[str]:
+    held = groups | {"public"}
+    return {p for p, (_, g, _) in NOTES.items() if held & set(g)}
+
+
+def forbidden_markers(groups: set[str]) -> list[str]:
+    visible = readable(groups)
+    out = []
+    for path, (_, _, markers) in NOTES.items():
+        if path not in visible:
+            out += [path, path.removesuffix(".md"), *markers]
+    return out
+
+
+def assert_no_leak(text: str, groups: set[str], where: str) -> None:
+    for marker in forbidden_markers(groups):
+        for form in {marker, json.dumps(marker)[1:-1], unicodedata.normalize("NFD", marker)}:
+            assert form not in text, f"{where}: {marker!r} reached a caller holding {sorted(groups)}"
+
+
+def write_kb(root: Path, notes: dict[str, tuple[str, list[str], list[str]]]) -> None:
+    for path, (text, _, _) in notes.items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(text, encoding="utf-8")
+    (root / "_access.yaml").write_text(RULES, encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def leak_kb(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The KB and its BM25 index (default deny), built once by the real indexer."""
+    root = tmp_path_factory.mktemp("leaks")
+    kb = root / "kb"
+    write_kb(kb, NOTES)
+    store = root / "q"
+    settings = Settings(qdrant_path=str(store), qdrant_url="", embedding_api_key=None, access_default="deny")
+    report = run_sync(settings, Secrets(settings), source_uri=str(kb))
+    assert report.added == len(NOTES) and not report.skipped and report.error is None
+    return kb, store
+
+
+@pytest.fixture
+def app(load_search_app, leak_kb: tuple[Path, Path], tmp_path: Path) -> Callable[[dict[str, Any]], Any]:
+    kb, store = leak_kb
+    copy_store(store, tmp_path / "q")
+    return load_search_app(
+        QDRANT_PATH=str(tmp_path / "q"), KB_SOURCE=str(kb), ACCESS_DEFAULT="deny", ACCESS_GROUPS=json.dumps(CALLER_MAP),
+        SLACK_SIGNING_SECRET="test-signing-secret", SLACK_RESPONSE_HOSTS="127.0.0.1", SLACK_TOP_K="10",
+    )  # fmt: skip
+
+
+def call(app: Callable[[dict[str, Any]], Any], method: str, path: str, key_id: str | None, query: str = "",
+         body: Any = None, headers: dict[str, str] | None = None) -> tuple[int, str]:  # fmt: skip
+    data = json.dumps(body).encode() if body is not None else b""
+    hdrs = [("Content-Type", "application/json"), *(headers or {}).items()]
+    event = build_event(HttpRequest(method, path, query, hdrs, data), path, {}, "dev", api_key=None)
+    event["requestContext"]["identity"]["apiKeyId"] = key_id
+    answer = parse_result(app(event))
+    return answer.status, answer.body.decode("utf-8")
+
+
+def paths_in(body: str) -> set[str]:
+    return {hit["path"] for hit in json.loads(body)["results"]}
+
+
+@pytest.mark.parametrize("key_id", list(KEY_GROUPS))
+def test_rest_search_with_every_filter(app, key_id: str | None) -> None:
+    from urllib.parse import urlencode
+
+    groups = KEY_GROUPS[key_id]
+    seen: set[str] = set()
+    for filters in FILTERS:
+        status, text = call(app, "POST", "/search", key_id, body={"query": "welcome", "top_k": 20, "filters": filters})
+        assert status == 200, text
+        assert_no_leak(text, groups, f"POST /search {filters}")
+        found = paths_in(text)
+        assert found <= readable(groups)
+        seen |= found
+        query = urlencode({"q": "welcome", "top_k": 20, **filters}, doseq=True)
+        status, text = call(app, "GET", "/search", key_id, query=query)
+        assert status == 200 and paths_in(text) == found, text
+        assert_no_leak(text, groups, f"GET /search {filters}")
+    assert seen == readable(groups)  # everything the caller may read is found: the filter is not just "nothing"
+    for token in ("zqhrtoken", "zqfintoken", "zqsectoken", "zqbreachtoken", "zqdenytoken", "zqrutoken"):
+        status, text = call(app, "POST", "/search", key_id, body={"query": token, "top_k": 20})
+        answer = json.loads(text)  # the answer repeats the caller's own query; nothing else may carry the token
+        assert_no_leak(json.dumps([answer["results"], answer["meta"]["candidates"]]), groups, f"search {token}")
+        assert json.loads(text)["meta"]["candidates"] == len(paths_in(text))  # counts leak nothing either
+    status, text = call(app, "GET", "/whoami", key_id)
+    assert status == 200 and set(json.loads(text)["groups"]) == groups | {"public"}
+    assert all(other not in text for other in KEY_GROUPS if other and other != key_id)  # only its own id
+
+
+def test_links_into_restricted_notes_are_hidden(app) -> None:
+    for key_id, groups in KEY_GROUPS.items():
+        _, text = call(app, "POST", "/search", key_id, body={"query": "handbook", "top_k": 20})
+        [welcome] = [h for h in json.loads(text)["results"] if h["path"] == "pub/Welcome.md"]
+        expected = {"Onboarding"} | ({"Salary bands"} if "hr" in groups else set())
+        expected |= {"security/incidents/Breach 2026"} if groups & {"security", "oncall"} else set()
+        expected |= {"Budget"} if "finance" in groups else set()
+        assert set(welcome["links"]) == expected, (key_id, welcome["links"])
+
+
+def mcp(app, key_id: str | None, era: str, tool: str, arguments: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    request: dict[str, Any] = {"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+                               "params": {"name": tool, "arguments": arguments}}  # fmt: skip
+    headers: dict[str, str] = {}
+    if era == "modern":
+        request["params"]["_meta"] = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                                      "io.modelcontextprotocol/clientCapabilities": {}}  # fmt: skip
+        headers = {"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": tool}
+    status, text = call(app, "POST", "/mcp", key_id, body=request, headers=headers)
+    return status, json.loads(text)
+
+
+def path_variants(path: str) -> list[str]:
+    """Ways a client may spell a note's path: as is, decomposed (NFD), another case."""
+    return sorted({path, unicodedata.normalize("NFD", path), path.upper(), path.swapcase(), path.lower()})
+
+
+@pytest.mark.parametrize("era", ["legacy", "modern"])
+@pytest.mark.parametrize("key_id", [None, "id-hr", "id-sec", "id-oncall-hr"])
+def test_mcp_tools_in_both_eras(app, key_id: str | None, era: str) -> None:
+    groups = KEY_GROUPS[key_id]
+    status, answer = mcp(app, key_id, era, "kb_search", {"query": "welcome", "top_k": 20})
+    assert status == 200 and not answer["result"]["isError"]
+    assert_no_leak(json.dumps(answer, ensure_ascii=False), groups, f"kb_search ({era})")
+    assert {h["path"] for h in answer["result"]["structuredContent"]["results"]} == readable(groups)
+
+    def shape(path: str, reply: dict[str, Any]) -> str:
+        return json.dumps(reply, ensure_ascii=False).replace(json.dumps(path, ensure_ascii=False)[1:-1], "<path>")
+
+    _, missing = mcp(app, key_id, era, "kb_get_note", {"path": "nowhere/Nothing here.md"})
+    assert missing["result"]["isError"]
+    missing_shape = shape("nowhere/Nothing here.md", missing)
+    for path in NOTES:
+        for variant in path_variants(path):
+            status, reply = mcp(app, key_id, era, "kb_get_note", {"path": variant})
+            assert status == 200
+            text = json.dumps(reply, ensure_ascii=False)
+            if path in readable(groups) and variant in (path, unicodedata.normalize("NFD", path)):
+                assert not reply["result"]["isError"] and reply["result"]["structuredContent"]["path"] == path
+                continue
+            assert reply["result"]["isError"]
+            # forbidden and missing: the same answer but for the path the caller sent (which it repeats)
+            shown = unicodedata.normalize("NFC", variant)
+            assert shape(shown, reply) == missing_shape, (variant, text)
+            assert_no_leak(shape(shown, reply), groups, f"kb_get_note {variant!r} ({era})")
+
+
+@pytest.fixture
+def response_url() -> Iterator[FakeEndpoint]:
+    endpoint = FakeEndpoint().start()
+    yield endpoint
+    endpoint.stop()
+
+
+@pytest.mark.parametrize(
+    ("channel", "user", "share", "groups"),
+    [
+        ("C-hr", "U-sec", False, {"hr", "security"}),  # the asker's own answer: user in channel
+        ("C-hr", "U-sec", True, {"hr"}),  # shared into the channel: the channel's scope, not the asker's
+        ("C-hr", "U-other", False, {"hr"}),
+        ("C-else", "U-sec", False, {"oncall"}),  # the workspace's
+        ("C-else", "U-sec", True, {"oncall"}),
+    ],
+)
+def test_slack_kb_and_share(app, response_url: FakeEndpoint, channel: str, user: str, share: bool,
+                            groups: set[str]) -> None:  # fmt: skip
+    from urllib.parse import urlencode
+
+    text = ("share " if share else "") + "welcome"
+    body = urlencode(
+        {
+            "team_id": "T1",
+            "channel_id": channel,
+            "user_id": user,
+            "command": "/kb",
+            "text": text,
+            "response_url": response_url.url + "/r",
+            "trigger_id": f"t-{channel}-{user}-{share}",
+        }
+    )
+    stamp = str(int(time.time()))
+    headers = [("Content-Type", "application/x-www-form-urlencoded"), ("X-Slack-Request-Timestamp", stamp),
+               ("X-Slack-Signature", slack.sign("test-signing-secret", stamp, body.encode()))]  # fmt: skip
+    event = build_event(HttpRequest("POST", "/slack/command", "", headers, body.encode()), "/slack/command", {}, "dev")
+    assert parse_result(app(event)).status == 200
+    assert response_url.wait(30), "the worker never answered"
+    (post,) = response_url.requests
+    posted = json.dumps(post.body, ensure_ascii=False)
+    assert_no_leak(posted, groups, f"Slack {channel}/{user} share={share}")
+    for path in readable(groups) - {"pub/Welcome.md", "pub/Onboarding.md"}:
+        assert NOTES[path][2][0] in posted  # what the scope may read is there (top_k 10 holds it all)
+
+
+@pytest.mark.parametrize(
+    ("scope", "groups"), [("public", set()), ("hr", {"hr"}), ("security,oncall", {"security", "oncall"})]
+)
+def test_cli_search_scope(leak_kb: tuple[Path, Path], tmp_path: Path, scope: str, groups: set[str]) -> None:
+    copy_store(leak_kb[1], tmp_path / "q")
+    for extra in ([], ["--path-prefix", "hr"], ["--path-prefix", "security/incidents"]):
+        proc = subprocess.run(
+            [*KBSEARCH_CMD, "search", "welcome", "--top-k", "20", "--scope", scope, "--json", *extra],
+            capture_output=True, text=True, env=subprocess_env(QDRANT_PATH=str(tmp_path / "q")), timeout=120,
+            check=False,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        assert_no_leak(proc.stdout + proc.stderr, groups, f"kbsearch search --scope {scope} {extra}")
+        assert {h["path"] for h in json.loads(proc.stdout)["results"]} <= readable(groups)
+    bad = subprocess.run([*KBSEARCH_CMD, "search", "x", "--scope", "h r/.."], capture_output=True, text=True,
+                         env=subprocess_env(QDRANT_PATH=str(tmp_path / "q")), timeout=120, check=False)  # fmt: skip
+    assert bad.returncode != 0 and "invalid --scope" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_note_whose_access_changes_between_two_syncs(load_search_app, tmp_path: Path) -> None:
+    kb = tmp_path / "kb"
+    notes = dict(NOTES)
+    notes["pub/Changing.md"] = (note("Changing", "welcome zqchangetoken"), ["public"], [])
+    write_kb(kb, notes)
+    store = tmp_path / "q"
+    settings = Settings(qdrant_path=str(store), access_default="deny")
+
+    def app_now() -> Callable[[dict[str, Any]], Any]:
+        return load_search_app(QDRANT_PATH=str(store), KB_SOURCE=str(kb), ACCESS_DEFAULT="deny",
+                               ACCESS_GROUPS=json.dumps(CALLER_MAP))  # fmt: skip
+
+    assert run_sync(settings, Secrets(settings), source_uri=str(kb)).added == len(notes)
+    first = app_now()
+    assert "pub/Changing.md" in paths_in(call(first, "POST", "/search", None, body={"query": "zqchangetoken"})[1])
+    first.module.api.container.close()  # type: ignore[attr-defined]
+    # the note is made hr-only (frontmatter), and hr/ is opened to finance (a rule: a payload-only update)
+    (kb / "pub/Changing.md").write_text(note("Changing", "welcome zqchangetoken", "[hr]"), encoding="utf-8")
+    (kb / "_access.yaml").write_text(RULES.replace("hr/: [hr]", "hr/: [hr, finance]"), encoding="utf-8")
+    report = run_sync(settings, Secrets(settings), source_uri=str(kb))
+    assert report.updated == 1 and report.access_updated == 1
+    second = app_now()
+    for key_id in (None, "id-sec", "id-fin"):
+        _, text = call(second, "POST", "/search", key_id, body={"query": "zqchangetoken welcome", "top_k": 20})
+        results = json.dumps(json.loads(text)["results"])  # (the answer repeats the query itself)
+        assert "Changing" not in results and "zqchangetoken" not in results
+        _, answer = mcp(second, key_id, "modern", "kb_get_note", {"path": "pub/Changing.md"})
+        assert answer["result"]["isError"] and "zqchangetoken" not in json.dumps(answer)
+    _, text = call(second, "POST", "/search", "id-hr", body={"query": "zqchangetoken", "top_k": 20})
+    assert "pub/Changing.md" in paths_in(text)
+    _, text = call(second, "POST", "/search", "id-fin", body={"query": "zqhrtoken", "top_k": 20})
+    assert paths_in(text) == {"hr/Salary bands.md"}  # the rule change reached the payload
+
+
+# -- the property: whatever the notes, groups and query, every hit is readable by the caller -------------------
+
+GROUPS = ["hr", "finance", "security", "oncall", "public"]
+WORDS = ["alpha", "beta", "gamma", "delta", "omega", "альфа", "бета"]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    notes=st.lists(
+        st.tuples(st.sampled_from(["", "hr/", "ops/", "ops/deep/"]), st.lists(st.sampled_from(GROUPS), max_size=3),
+                  st.lists(st.sampled_from(WORDS), min_size=1, max_size=6)),
+        min_size=1, max_size=12,
+    ),
+    rules=st.dictionaries(st.sampled_from(["hr/", "ops/", "ops/deep/"]),
+                          st.lists(st.sampled_from(GROUPS), min_size=1, max_size=2), max_size=3),
+    default=st.sampled_from(["public", "deny"]),
+    callers=st.lists(st.lists(st.sampled_from(GROUPS[:-1]), max_size=3), min_size=1, max_size=4),
+    query=st.lists(st.sampled_from(WORDS), min_size=1, max_size=3),
+)  # fmt: skip
+def test_every_hit_is_readable_by_its_caller(
+    tmp_path_factory: pytest.TempPathFactory, notes: list[tuple[str, list[str], list[str]]],
+    rules: dict[str, list[str]], default: str, callers: list[list[str]], query: list[str],
+) -> None:  # fmt: skip
+    root = tmp_path_factory.mktemp("prop")
+    expected: dict[str, set[str]] = {}
+    for i, (folder, groups, words) in enumerate(notes):
+        path = f"{folder}n{i}.md"
+        front = f"---\naccess: [{', '.join(groups)}]\n---\n" if groups else ""
+        (root / "kb" / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / "kb" / path).write_text(f"{front}# n{i}\n{' '.join(words)}\n", encoding="utf-8")
+        rule = max((r for r in rules if path.startswith(r)), key=len, default=None)
+        expected[path] = set(groups) if groups else set(rules[rule]) if rule else ({"public"} if default == "public"
+                                                                                  else set())  # fmt: skip
+    (root / "kb" / "_access.yaml").write_text("".join(f"{r}: [{', '.join(g)}]\n" for r, g in rules.items()))
+    cfg = Settings(qdrant_path=str(root / "q"), access_default=default)
+    assert run_sync(cfg, Secrets(cfg), source_uri=str(root / "kb")).added == len(notes)
+    service = SearchService(cfg, Secrets(cfg), wire_providers=False)
+    try:
+        for held in callers:
+            scope = Scope.of("prop", held)
+            hits = service.search(SearchRequest(query=" ".join(query), top_k=20), scope=scope).results
+            for hit in hits:
+                assert expected[hit.path] & scope.groups, (hit.path, expected[hit.path], held)  # type: ignore[operator]
+            matching = {p for p, g in expected.items() if g & (scope.groups or set())}
+            words_of = {f"{f}n{i}.md": set(w) for i, (f, _, w) in enumerate(notes)}
+            assert {h.path for h in hits} == {p for p in matching if words_of[p] & set(query)}
+    finally:
+        service.close()
+
+
+def test_openapi_says_which_scope_a_key_has(app) -> None:
+    status, text = call(app, "GET", "/openapi.json", "id-hr")
+    doc = json.loads(text)
+    whoami = doc["paths"]["/whoami"]["get"]
+    assert status == 200 and whoami["security"] == [{"ApiKey": []}]
+    assert "groups" in json.dumps(whoami["responses"]["200"]) and "/whoami" in doc["components"]["securitySchemes"][
+        "ApiKey"]["description"]  # fmt: skip
+    status, text = call(app, "POST", "/search", "id-hr", body={"query": "welcome"})
+    assert status == 200

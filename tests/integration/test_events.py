@@ -1,0 +1,383 @@
+"""Event-driven indexing through the real indexer handler: S3 notifications that moto's bucket sends to moto's
+SQS queue (and EventBridge bodies in AWS's shape), handed to ``functions/indexer/app.py`` as the Lambda SQS event.
+Every class of event: ordinary, duplicate, reordered, poison, outside the prefix, lease held, provider down
+mid-batch; and the result is always the point set of a clean full sync."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import random
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from kbsearch.config import Secrets, Settings
+from kbsearch.events import Scope, newer, read_batch, sequencer_key
+from kbsearch.indexer import run_sync
+from kbsearch.lease import Lease
+from kbsearch.qdrant import open_store
+from kbsearch_tools.fakes import FakeProvider, provider_env
+from kbsearch_tools.local.runtime import LambdaContext
+from kbsearch_tools.s3events import EventPath, eventbridge_body, sqs_event, sqs_record
+from tests.conftest import ROOT
+
+BUCKET = "kb-notes"
+PREFIX = "kb/"
+TABLE = "kb-search-test-lease"
+
+NOTE = """---
+id: {id}
+title: {title}
+tags: [ops]
+---
+# {title}
+
+Intro of {title}.
+
+## First
+
+First section of {title}: {first}.
+
+## Second
+
+Second section of {title}: {second}.
+"""
+
+
+def note(i: int, first: str = "alpha", second: str = "beta") -> bytes:
+    return NOTE.format(id=f"n{i}", title=f"Note {i}", first=first, second=second).encode()
+
+
+@pytest.fixture
+def aws() -> Iterator[EventPath]:
+    with mock_aws():
+        dynamodb = boto3.client("dynamodb", region_name="us-east-1")
+        dynamodb.create_table(
+            TableName=TABLE,
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        yield EventPath(BUCKET, PREFIX).create()
+
+
+def load_indexer(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> Any:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.syspath_prepend(str(ROOT / "functions" / "indexer"))
+    spec = importlib.util.spec_from_file_location(f"indexer_app_{uuid.uuid4().hex}", ROOT / "functions/indexer/app.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class Indexer:
+    """The handler, as the SQS event source mapping calls it."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fake: FakeProvider | None) -> None:
+        self.store = tmp_path / "events-store"
+        self.env = {
+            "KB_SOURCE": f"s3://{BUCKET}/{PREFIX}", "QDRANT_PATH": str(self.store), "INDEX_LEASE_TABLE": TABLE,
+            "EMBEDDING_DIMENSIONS": "64", "PROVIDER_RETRIES": "0", "BREAKER_THRESHOLD": "100",
+            "EMBEDDING_BATCH_SIZE": "2", "EMBEDDING_CONCURRENCY": "1",
+        } | (provider_env(fake, roles=("EMBEDDING",)) if fake else {})  # fmt: skip
+        self.app = load_indexer(monkeypatch, self.env)
+
+    def __call__(self, records: list[dict[str, Any]]) -> list[str]:
+        result = self.app.lambda_handler(sqs_event(records), LambdaContext("kb-search-test-indexer", 2048, 900))
+        assert set(result) == {"batchItemFailures"}
+        return [item["itemIdentifier"] for item in result["batchItemFailures"]]
+
+    def settings(self, **extra: str) -> Settings:
+        values = {k.lower(): v for k, v in self.env.items()} | {"index_lease_table": ""} | extra
+        return Settings(**values)
+
+
+def points(settings: Settings) -> dict[str, str]:
+    """point id → hash of its payload (without the indexing time) and dense vector."""
+    store = open_store(settings, Secrets(settings))
+    try:
+        raw = store.points()
+    finally:
+        store.close()
+    out = {}
+    for pid, payload in raw.items():
+        payload.pop("indexed_at", None)
+        out[pid] = hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+    return out
+
+
+def clean_full_sync(indexer: Indexer, tmp_path: Path) -> dict[str, str]:
+    """The point set a clean full sync of the bucket builds."""
+    settings = indexer.settings(qdrant_path=str(tmp_path / f"clean-{uuid.uuid4().hex[:6]}"))
+    report = run_sync(settings, Secrets(settings))
+    assert report.error is None
+    return points(settings)
+
+
+def test_events_index_exactly_their_keys_and_converge_to_a_full_sync(
+    aws: EventPath, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, deepinfra: FakeProvider
+) -> None:
+    indexer = Indexer(monkeypatch, tmp_path, deepinfra)
+    assert indexer(aws.receive()) == []  # the s3:TestEvent of the configuration: nothing to do
+    for i in range(6):
+        aws.put(f"{PREFIX}notes/n{i}.md", note(i))
+    aws.put(f"{PREFIX}ru/с пробелом и+плюсом.md", note(9))  # a key S3 URL-encodes (spaces as '+')
+    assert indexer(aws.receive()) == []
+    assert points(indexer.settings()) == clean_full_sync(indexer, tmp_path)
+    # change one section of one note: only that chunk is embedded again
+    before = len(deepinfra.calls("embeddings"))
+    aws.put(f"{PREFIX}notes/n1.md", note(1, second="gamma changed"))
+    aws.delete(f"{PREFIX}notes/n2.md")
+    records = aws.receive()
+    assert indexer(records) == []
+    inputs = [i for call in deepinfra.calls("embeddings")[before:] for i in call.body["input"]]
+    assert len(inputs) == 1 and "gamma changed" in inputs[0]
+    assert points(indexer.settings()) == clean_full_sync(indexer, tmp_path)
+    # a replay of the same messages is a no-op: nothing read or embedded
+    before = len(deepinfra.calls("embeddings"))
+    assert indexer(records) == []
+    assert len(deepinfra.calls("embeddings")) == before
+    assert points(indexer.settings()) == clean_full_sync(indexer, tmp_path)
+
+
+def test_an_event_gives_a_note_the_groups_a_full_sync_would(
+    aws: EventPath, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Access scopes on the event path: the folder rules of the access file (read by key, never listed) and a
+    frontmatter declaration apply to a note an event brings in exactly as a full sync applies them; an unusable
+    access file fails the batch back to the queue rather than indexing the note public."""
+    indexer = Indexer(monkeypatch, tmp_path, None)
+    aws.receive()
+    aws.put(f"{PREFIX}_access.yaml", b"hr/: [hr]\nsecurity/incidents/: [security, oncall]\n")
+    aws.put(f"{PREFIX}hr/pay.md", note(1))
+    aws.put(f"{PREFIX}security/incidents/i1.md", note(2))
+    aws.put(f"{PREFIX}security/open.md", note(3).replace(b"tags: [ops]", b"tags: [ops]\naccess: [finance]"))
+    aws.put(f"{PREFIX}public.md", note(4))
+    assert indexer(aws.receive()) == []
+    assert points(indexer.settings()) == clean_full_sync(indexer, tmp_path)
+    store = open_store(indexer.settings(), Secrets(indexer.settings()))
+    try:
+        groups = {p["path"]: sorted(p["access"]) for p in store.points().values()}
+    finally:
+        store.close()
+    assert groups == {"hr/pay.md": ["hr"], "security/incidents/i1.md": ["oncall", "security"],
+                      "security/open.md": ["finance"], "public.md": ["public"]}  # fmt: skip
+    aws.put(f"{PREFIX}_access.yaml", b"hr/: hr: [\n")
+    aws.put(f"{PREFIX}hr/pay.md", note(1, first="changed"))
+    records = aws.receive()
+    failed = indexer(records)
+    assert failed and set(failed) <= {r["messageId"] for r in records}
+    store = open_store(indexer.settings(), Secrets(indexer.settings()))
+    try:
+        assert all(sorted(p["access"]) == ["hr"] for p in store.points().values() if p["path"] == "hr/pay.md")
+    finally:
+        store.close()
+
+
+def test_the_handler_emits_index_lag_for_the_lag_alarm(
+    aws: EventPath, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "KbSearch")
+    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "kb-search")  # the template's Globals, which the indexer keeps
+    indexer = Indexer(monkeypatch, tmp_path, None)
+    aws.receive()
+    aws.put(f"{PREFIX}a.md", note(1))
+    aws.put(f"{PREFIX}b.md", note(2))
+    capsys.readouterr()
+    assert indexer(aws.receive()) == []
+    lags = []
+    for line in capsys.readouterr().out.splitlines():
+        if '"_aws"' in line:
+            record = json.loads(line)
+            (directive,) = record["_aws"]["CloudWatchMetrics"]
+            assert directive["Namespace"] == "KbSearch" and record["service"] == "kb-search"
+            if "IndexLagSeconds" in record:
+                lags = record["IndexLagSeconds"]
+    assert len(lags) == 2 and all(0 <= lag < 60 for lag in lags)
+
+
+def test_late_created_never_resurrects_a_deleted_note_and_reorders_converge(
+    aws: EventPath, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    indexer = Indexer(monkeypatch, tmp_path, None)
+    aws.receive()
+    aws.put(f"{PREFIX}a.md", note(1))
+    aws.put(f"{PREFIX}a.md", note(1, first="second version"))
+    aws.delete(f"{PREFIX}a.md")
+    created_1, created_2, removed = aws.receive()
+    assert indexer([removed]) == []  # the delete arrives first
+    assert indexer([created_2, created_1]) == []  # then the older creates, reversed
+    assert points(indexer.settings()) == {}
+    # the same key comes back: its new event is later than every one applied
+    aws.put(f"{PREFIX}a.md", note(1, first="third"))
+    (created_3,) = aws.receive()
+    assert indexer([created_1, created_3, removed, created_2]) == []
+    assert points(indexer.settings()) == clean_full_sync(indexer, tmp_path)
+    texts = " ".join(p["text"] for p in open_points(indexer.settings()))
+    assert "third" in texts and "second version" not in texts
+
+
+def open_points(settings: Settings) -> list[dict[str, Any]]:
+    store = open_store(settings, Secrets(settings))
+    try:
+        return list(store.points().values())
+    finally:
+        store.close()
+
+
+def test_poison_and_ignored_keys_never_block_the_rest_of_the_batch(
+    aws: EventPath, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    indexer = Indexer(monkeypatch, tmp_path, None)
+    aws.receive()
+    aws.put(f"{PREFIX}good.md", note(1))
+    (good,) = aws.receive()
+    arn = aws.queue_arn
+    poison = [
+        sqs_record("not json {", arn), sqs_record("[1, 2]", arn), sqs_record('{"Records": "nope"}', arn),
+        sqs_record(json.dumps({"Records": [{"eventName": "ObjectCreated:Put"}]}), arn),
+        sqs_record(json.dumps({"source": "aws.s3", "detail-type": "Object Created", "detail": {}}), arn),
+        sqs_record(json.dumps({"hello": "world"}), arn),
+    ]  # fmt: skip
+
+    def s3_body(key: str, bucket: str = BUCKET) -> str:
+        record = json.loads(good["body"])["Records"][0]
+        record["s3"]["object"]["key"] = key
+        record["s3"]["bucket"]["name"] = bucket
+        return json.dumps({"Records": [record]})
+
+    ignored = [
+        sqs_record(s3_body("elsewhere/x.md"), arn), sqs_record(s3_body(f"{PREFIX}image.png"), arn),
+        sqs_record(s3_body(f"{PREFIX}folder/"), arn), sqs_record(s3_body(f"{PREFIX}x.md", "other-bucket"), arn),
+        sqs_record(s3_body(f"{PREFIX}..%2Fescape.md"), arn),
+        sqs_record(eventbridge_body(BUCKET, "outside/y.md", False, "01", "2026-12-03T09:00:00Z"), arn),
+    ]  # fmt: skip
+    batch = [*poison[:3], good, *ignored, *poison[3:]]
+    random.Random(7).shuffle(batch)
+    failures = indexer(batch)
+    assert sorted(failures) == sorted(r["messageId"] for r in poison)  # retried, then dead-lettered
+    assert {p["path"] for p in open_points(indexer.settings())} == {"good.md"}
+    reasons = read_batch(sqs_event(ignored), Scope(BUCKET, PREFIX)).ignored
+    assert [r["reason"].split(" ")[0] for r in reasons] == ["outside", "not", "a", "bucket", "not", "outside"]
+
+
+def test_eventbridge_bodies_for_an_existing_bucket(
+    aws: EventPath, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    indexer = Indexer(monkeypatch, tmp_path, None)
+    aws.receive()
+    aws.s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}eb note.md", Body=note(3))
+    aws.s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}gone.md", Body=note(4))
+    aws.receive()  # the notifications are not used here: EventBridge delivers these
+    arn = aws.queue_arn
+    created = sqs_record(eventbridge_body(BUCKET, f"{PREFIX}eb note.md", False, "0A", "2026-12-03T09:00:00Z"), arn)
+    gone = sqs_record(eventbridge_body(BUCKET, f"{PREFIX}gone.md", False, "0B", "2026-12-03T09:00:00Z"), arn)
+    assert indexer([created, gone]) == []
+    assert {p["path"] for p in open_points(indexer.settings())} == {"eb note.md", "gone.md"}
+    aws.s3.delete_object(Bucket=BUCKET, Key=f"{PREFIX}gone.md")
+    deleted = sqs_record(eventbridge_body(BUCKET, f"{PREFIX}gone.md", True, "0C", "2026-12-03T09:01:00Z"), arn)
+    assert indexer([deleted, gone]) == []
+    assert points(indexer.settings()) == clean_full_sync(indexer, tmp_path)
+
+
+def test_lease_held_by_a_full_sync_fails_the_batch_back_to_the_queue(
+    aws: EventPath, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    indexer = Indexer(monkeypatch, tmp_path, None)
+    aws.receive()
+    aws.put(f"{PREFIX}a.md", note(1))
+    aws.put(f"{PREFIX}b.md", note(2))
+    records = aws.receive()
+    lease = Lease(TABLE, "index#kb", ttl_s=600, client=boto3.client("dynamodb", region_name="us-east-1"), owner="full")
+    lease.acquire()
+    assert sorted(indexer(records)) == sorted(r["messageId"] for r in records)
+    assert not indexer.store.exists()  # untouched
+    lease.release()
+    assert indexer(records) == []  # SQS delivers them again: nothing was lost
+    assert points(indexer.settings()) == clean_full_sync(indexer, tmp_path)
+
+
+def test_provider_down_mid_batch_fails_only_the_notes_not_written(
+    aws: EventPath, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, deepinfra: FakeProvider
+) -> None:
+    indexer = Indexer(monkeypatch, tmp_path, deepinfra)
+    aws.receive()
+    for i in range(8):
+        aws.put(f"{PREFIX}n{i}.md", note(i))
+    records = aws.receive()
+    deepinfra.fail("embeddings", status=503, after=5)  # the first window (3 notes, 5 calls) passes, then down
+    failures = indexer(records)
+    assert 0 < len(failures) < len(records)
+    indexed = {p["path"] for p in open_points(indexer.settings())}
+    by_id = {r["messageId"]: r for r in records}
+    failed_keys = {json.loads(by_id[m]["body"])["Records"][0]["s3"]["object"]["key"] for m in failures}
+    assert indexed and indexed.isdisjoint({k.replace("kb%2F", "").replace(PREFIX, "") for k in failed_keys})
+    deepinfra.heal()
+    assert indexer([by_id[m] for m in failures]) == []  # the retry completes the batch
+    assert points(indexer.settings()) == clean_full_sync(indexer, tmp_path)
+
+
+def test_a_full_sync_reports_changes_no_event_delivered(
+    aws: EventPath, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    indexer = Indexer(monkeypatch, tmp_path, None)
+    aws.receive()
+    aws.put(f"{PREFIX}a.md", note(1))
+    aws.put(f"{PREFIX}b.md", note(2))
+    assert indexer(aws.receive()) == []
+    aws.put(f"{PREFIX}c.md", note(3))
+    aws.delete(f"{PREFIX}a.md")
+    aws.receive()  # these events are lost
+    settings = indexer.settings()
+    report = run_sync(settings, Secrets(settings), full=False)
+    assert (report.added, report.deleted) == (1, 1)
+    assert report.missed_by_events == 1  # the delete; the new note is younger than the grace period
+    late = Settings(**(settings.model_dump() | {"event_grace_s": 0}))
+    aws.put(f"{PREFIX}d.md", note(4))
+    aws.receive()
+    assert run_sync(late, Secrets(late)).missed_by_events == 1
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_random_orders_with_duplicates_lose_nothing(
+    aws: EventPath, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int
+) -> None:
+    """Random edits, deletes and re-creates of a few keys; their events duplicated, shuffled and split into random
+    batches, some of which fail and come back later: the index always ends as the bucket is."""
+    rng = random.Random(seed)
+    indexer = Indexer(monkeypatch, tmp_path, None)
+    aws.receive()
+    pending: list[dict[str, Any]] = []
+    for step in range(40):
+        key = f"{PREFIX}k{rng.randrange(5)}.md"
+        if rng.random() < 0.3:
+            aws.delete(key)
+        else:
+            aws.put(key, note(step, first=f"v{step}"))
+        pending += aws.receive()
+        if rng.random() < 0.3 and pending:
+            batch = rng.sample(pending, k=rng.randint(1, len(pending)))
+            batch += rng.choices(pending, k=rng.randint(0, 3))  # duplicates
+            rng.shuffle(batch)
+            indexer(batch)
+            pending = [r for r in pending if r not in batch or rng.random() < 0.2]  # some delivered again later
+    rng.shuffle(pending)
+    assert not pending or indexer(pending + pending[: len(pending) // 2]) == []
+    assert points(indexer.settings()) == clean_full_sync(indexer, tmp_path)
+
+
+def test_sequencer_comparison() -> None:
+    assert newer("0065F1A0B0C0D0E100", "0065F1A0B0C0D0E0FF")
+    assert newer("10", "0F") and not newer("0F", "10")
+    assert newer("100", "FF")  # a longer sequencer is later once padded
+    assert not newer("", "01") and newer("01", "") and not newer("0A", "0a")
+    assert sequencer_key("a1") == "A1".rjust(64, "0")

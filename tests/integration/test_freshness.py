@@ -1,0 +1,190 @@
+"""Freshness you can see: ``/health`` reports the last successful sync and its age, from the collection's
+metadata, without a round trip per probe."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from kbsearch.config import Secrets, Settings
+from kbsearch.indexer import run_sync
+from kbsearch.qdrant import open_store
+from kbsearch_tools.local.apigw import HttpRequest, build_event
+from kbsearch_tools.local.process import serve_process
+from tests.conftest import KBSEARCH_CMD, ROOT, subprocess_env
+
+
+def event(method: str, path: str, query: str = "") -> dict[str, Any]:
+    return build_event(HttpRequest(method, path, query, [], b""), path, {}, "dev")
+
+
+def test_health_reports_the_last_sync_and_its_age(tmp_path: Path, load_search_app: Callable[..., Any]) -> None:
+    store = tmp_path / "q"
+    settings = Settings(qdrant_path=str(store))
+    assert run_sync(settings, Secrets(settings), source_uri=str(ROOT / "sample-kb")).error is None
+    call = load_search_app(QDRANT_PATH=str(store))
+    health = json.loads(call(event("GET", "/health"))["body"])
+    assert health["status"] == "ok" and health["last_sync"] is None  # /health alone never builds the search path
+    assert call(event("GET", "/search", "q=restore+snapshot"))["statusCode"] == 200
+    health = json.loads(call(event("GET", "/health"))["body"])
+    last = health["last_sync"]
+    assert last["kind"] == "reconcile" and 0 <= last["age_s"] < 300
+    assert dt.datetime.fromisoformat(last["at"]) <= dt.datetime.now(dt.UTC)
+    service = call.module.api.container.search()
+    reads: list[float] = []
+    retriever = service.retriever
+    original = retriever.metadata
+
+    def counting(timeout_s: float = 10.0) -> dict[str, Any]:
+        reads.append(time.monotonic())
+        return original(timeout_s)
+
+    retriever.metadata = counting  # count the store reads behind the probes (the probe itself runs unpatched)
+    started = time.monotonic()
+    for _ in range(20):
+        assert json.loads(call(event("GET", "/health"))["body"])["last_sync"]["at"] == last["at"]
+    elapsed = time.monotonic() - started
+    assert len(reads) <= 1 + elapsed / 2  # at most one read per 2 s on the embedded store, not one per probe
+
+
+# -- kbsearch serve --watch ------------------------------------------------------------------------------------
+
+NOTE = "---\ntitle: {title}\ntags: [watch]\n---\n# {title}\n\n{body}\n\n## More\n\nSecond section: {body}.\n"
+
+
+def search_paths(base: str, query: str) -> list[str]:
+    answer = httpx.get(f"{base}/search", params={"q": query, "top_k": 20, "rerank": "false"}, timeout=30)
+    assert answer.status_code == 200, answer.text
+    return [hit["path"] for hit in answer.json()["results"]]
+
+
+def until(predicate: Callable[[], bool], timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    assert predicate(), "condition not met in time"
+
+
+def snapshot(path: Path) -> dict[str, str]:
+    settings = Settings(qdrant_path=str(path))
+    store = open_store(settings, Secrets(settings))
+    try:
+        points = store.points()
+    finally:
+        store.close()
+    out = {}
+    for pid, payload in points.items():
+        payload.pop("indexed_at", None)
+        out[pid] = hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+    return out
+
+
+@pytest.mark.parametrize("poll", [False, True], ids=["events", "polling"])
+def test_watch_mode_converges_to_a_full_sync_whatever_the_editor_does(tmp_path: Path, poll: bool) -> None:
+    kb = tmp_path / "kb"
+    shutil.copytree(ROOT / "sample-kb", kb)
+    store = tmp_path / "q"
+    env = subprocess_env(QDRANT_PATH=str(store), KB_SOURCE=str(kb))
+    args = ["--watch", *(["--poll"] if poll else [])]
+    with serve_process(env, cwd=ROOT, args=args) as served:
+        base = served.base_url
+        until(lambda: "initial sync" in served.text())
+        statuses: list[int] = []
+        stop = threading.Event()
+
+        def hammer() -> None:  # searches all along: never a 503 while the index changes underneath
+            while not stop.is_set():
+                statuses.append(httpx.get(f"{base}/search", params={"q": "snapshot"}, timeout=30).status_code)
+
+        thread = threading.Thread(target=hammer, daemon=True)
+        thread.start()
+        try:
+            # a plain save
+            (kb / "en" / "zorblax.md").write_text(NOTE.format(title="Zorblax", body="zorblax frobnicator"))
+            until(lambda: "en/zorblax.md" in search_paths(base, "zorblax"))
+            # temporary file + rename over the note (vim, VS Code, most editors)
+            tmp = kb / "en" / ".zorblax.md.swp"
+            tmp.write_text(NOTE.format(title="Zorblax", body="quuxification only"))
+            os.replace(tmp, kb / "en" / "zorblax.md")
+            until(lambda: "en/zorblax.md" in search_paths(base, "quuxification"))
+            assert "en/zorblax.md" not in search_paths(base, "frobnicator")
+            # delete + create under another name (a rename through the file manager)
+            (kb / "en" / "zorblax.md").unlink()
+            (kb / "en" / "renamed.md").write_text(NOTE.format(title="Renamed", body="quuxification again"))
+            until(lambda: search_paths(base, "quuxification") == ["en/renamed.md"])
+            # a burst of saves of one note: the last one wins
+            for i in range(30):
+                (kb / "en" / "renamed.md").write_text(NOTE.format(title="Renamed", body=f"burstword{i} quux"))
+            until(lambda: search_paths(base, "burstword29") == ["en/renamed.md"])
+            # a checkout touching 500 notes: new folder of notes, edits, deletes, a folder renamed
+            (kb / "bulk").mkdir()
+            for i in range(500):
+                (kb / "bulk" / f"n{i:03}.md").write_text(NOTE.format(title=f"Bulk {i}", body=f"bulkterm item{i}"))
+            for i in range(0, 500, 5):
+                (kb / "bulk" / f"n{i:03}.md").unlink()
+            for i in range(1, 500, 7):
+                (kb / "bulk" / f"n{i:03}.md").write_text(NOTE.format(title=f"Bulk {i}", body=f"edited{i} term"))
+            os.rename(kb / "ru", kb / "ру-переименовано")
+            handed = subprocess.run(  # `kbsearch index` while the server holds the store: the server runs it
+                [*KBSEARCH_CMD, "index", "--json", str(kb)], env=env, cwd=ROOT, capture_output=True, text=True,
+                timeout=300, check=False,
+            )  # fmt: skip
+            assert handed.returncode == 0, handed.stderr
+            assert "handed to the kbsearch serve" in handed.stderr
+            until(lambda: "bulk/n499.md" in search_paths(base, "item499"))
+            until(lambda: "bulk/n008.md" in search_paths(base, "edited8"))
+        finally:
+            stop.set()
+            thread.join(timeout=60)
+        assert statuses and set(statuses) == {200}
+        time.sleep(1.0)  # the last debounce window
+        again = subprocess.run(
+            [*KBSEARCH_CMD, "index", "--json", str(kb)], env=env, cwd=ROOT, capture_output=True, text=True,
+            timeout=300, check=False,
+        )  # fmt: skip
+        report = json.loads(again.stdout)
+        assert (report["added"], report["updated"], report["deleted"]) == (0, 0, 0), report  # already converged
+    clean = tmp_path / "clean"
+    settings = Settings(qdrant_path=str(clean))
+    assert run_sync(settings, Secrets(settings), source_uri=str(kb)).error is None
+    assert snapshot(store) == snapshot(clean)
+
+
+def test_index_while_a_plain_server_holds_the_store_hands_off_or_says_what_to_do(tmp_path: Path) -> None:
+    kb = tmp_path / "kb"
+    shutil.copytree(ROOT / "sample-kb", kb)
+    store = tmp_path / "q"
+    env = subprocess_env(QDRANT_PATH=str(store), KB_SOURCE=str(kb))
+    subprocess.run([*KBSEARCH_CMD, "index", str(kb)], env=env, cwd=ROOT, capture_output=True, check=True)
+    with serve_process(env, cwd=ROOT) as served:
+        assert httpx.get(f"{served.base_url}/search", params={"q": "snapshot"}, timeout=30).status_code == 200
+        (kb / "en" / "handoff.md").write_text(NOTE.format(title="Handoff", body="handoffword"))
+        run = subprocess.run(
+            [*KBSEARCH_CMD, "index", "--json", str(kb)], env=env, cwd=ROOT, capture_output=True, text=True,
+            timeout=300, check=False,
+        )  # fmt: skip
+        assert run.returncode == 0, run.stderr
+        assert json.loads(run.stdout)["added"] == 1
+        assert search_paths(served.base_url, "handoffword") == ["en/handoff.md"]
+        # without the hand-off socket (an older server, or another tool holding the store): what to do, exactly
+        (store / "kb.serve.sock").unlink()
+        blocked = subprocess.run(
+            [*KBSEARCH_CMD, "index", str(kb)], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300,
+            check=False,
+        )  # fmt: skip
+        assert blocked.returncode == 1 and "Traceback" not in blocked.stderr + blocked.stdout
+        assert "another process has it open" in blocked.stdout and "kbsearch serve" in blocked.stdout

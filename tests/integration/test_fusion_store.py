@@ -1,0 +1,125 @@
+"""The adaptive fusion through the real stores: the same batch on Qdrant Edge, on qdrant-client's local mode and over
+REST (Qdrant Cloud's JSON) fuses to the same ranking; equal scores rank the same way every run in every store; an
+identifier's exact match comes first through the whole search service."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from qdrant_client import QdrantClient
+
+from kbsearch.config import Secrets
+from kbsearch.fusion import analyse, fuse, lexical_variants
+from kbsearch.indexer import run_sync
+from kbsearch.lexical import document_vector
+from kbsearch.providers.resilience import shared_client
+from kbsearch.qdrant.embedded import EdgeStore, EmbeddedRetriever
+from kbsearch.qdrant.query import batch_searches, retrieve_legs
+from kbsearch.qdrant.rest import QdrantRest
+from kbsearch.qdrant.store import ChunkPoint, Store
+from kbsearch.schemas import SearchRequest
+from kbsearch.search import SearchService
+from kbsearch_tools.fakes import FakeEndpoint, FakeProvider
+from tests.conftest import ROOT, provider_settings
+
+DIMS = 8
+TEXTS = [
+    ("en/a.md", "Rotate the provider keys without downtime", "en"),
+    ("en/b.md", "Rotate the provider keys before the audit", "en"),
+    ("en/c.md", "Restore a Qdrant snapshot after a failed upgrade", "en"),
+    ("ru/d.md", "Ротация ключей провайдеров без простоя", "ru"),
+    ("ru/e.md", "Восстановление снапшота Qdrant после обновления", "ru"),
+] + [(f"en/tie{i}.md", "identical twin note about keys", "en") for i in range(6)]
+
+
+def _vector(i: int) -> list[float]:
+    v = [0.1] * DIMS
+    v[i % DIMS] = 1.0
+    return v
+
+
+def _fill(store: Store) -> Store:
+    store.ensure_collection()
+    store.upsert([ChunkPoint(path, 0, {"path": path, "doc_id": path, "lang": lang, "title": path, "text": text},
+                             document_vector(text), _vector(0 if "tie" in path else i))
+                  for i, (path, text, lang) in enumerate(TEXTS)])  # fmt: skip
+    return store
+
+
+@pytest.fixture(params=["edge", "local"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    if request.param == "edge":
+        pytest.importorskip("qdrant_edge", reason="no Qdrant Edge wheel on this platform")
+        made: Store = EdgeStore(tmp_path, "kb", DIMS)
+    else:
+        made = Store(QdrantClient(":memory:"), "kb", DIMS, embedded=True)
+    yield _fill(made)
+    made.close()
+
+
+QUERIES = ["rotate provider keys", "identical twin", "Qdrant", "ротация ключей", "keys"]
+
+
+def _ranking(retriever: object, query: str, mode: str = "hybrid") -> list[tuple[str, float, bool]]:
+    evidence = analyse(query)
+    searches, legs = batch_searches([_vector(0)], lexical_variants(evidence, []), None, 50, probes=evidence.terms)
+    results = retrieve_legs(retriever, searches, legs, 5.0)  # type: ignore[arg-type]
+    return [(c.payload["path"], c.fusion, c.exact) for c in fuse(results, evidence, 20, mode)]
+
+
+@pytest.mark.parametrize("query", QUERIES)
+def test_equal_scores_rank_by_path_in_every_store_and_mode(store: Store, query: str) -> None:
+    retriever = EmbeddedRetriever(store)
+    for mode in ("lexical", "dense", "hybrid"):
+        first = _ranking(retriever, query, mode)
+        assert first and all(_ranking(retriever, query, mode) == first for _ in range(3))
+        for (p1, s1, _), (p2, s2, _) in itertools.pairwise(first):
+            assert (-s1, p1) < (-s2, p2)  # best first; equal scores in path order
+
+
+def test_rest_edge_and_local_mode_fuse_the_same_batch_to_the_same_ranking(tmp_path: Path) -> None:
+    pytest.importorskip("qdrant_edge", reason="no Qdrant Edge wheel on this platform")
+    edge = _fill(EdgeStore(tmp_path, "kb", DIMS))
+    local = _fill(Store(QdrantClient(":memory:"), "kb", DIMS, embedded=True))
+    qdrant = FakeEndpoint().start()
+    qdrant.content_type = "application/json"
+    try:
+        for query in QUERIES:
+            evidence = analyse(query)
+            searches, _ = batch_searches([_vector(0)], lexical_variants(evidence, []), None, 50, probes=evidence.terms)
+            # Qdrant Cloud answers the batch with what the engine found: the embedded store's answer, as JSON
+            answers = edge.query_batch(searches, 5.0)
+            qdrant.body = json.dumps({"result": [{"points": a} for a in answers], "status": "ok"}).encode()
+            rest = QdrantRest(qdrant.url, "kb", lambda: None, shared_client(), 5.0)
+            via_rest = _ranking(rest, query)
+            assert qdrant.requests[-1].path == "/collections/kb/points/query/batch"
+            assert via_rest == _ranking(EmbeddedRetriever(edge), query)
+            # local mode computes identical vectors' cosines with float noise: its twins may swap among themselves
+            twins = [("twin" if "tie" in p else p) for p, _, _ in via_rest]
+            assert twins == [("twin" if "tie" in p else p) for p, _, _ in _ranking(EmbeddedRetriever(local), query)]
+    finally:
+        qdrant.stop()
+        edge.close()
+        local.close()
+
+
+@pytest.fixture(scope="module")
+def sample_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SearchService]:
+    fake = FakeProvider("deepinfra", api_key="k").start()
+    settings = provider_settings(fake, qdrant_path=str(tmp_path_factory.mktemp("q")), embedding_dimensions=64)
+    run_sync(settings, Secrets(settings), source_uri=str(ROOT / "sample-kb"))
+    service = SearchService(settings, Secrets(settings))
+    yield service
+    service.close()
+    fake.stop()
+
+
+@pytest.mark.parametrize("query", ["RERANK_HEDGE_MS", "что делает RERANK_HEDGE_MS", "rerank_hedge_ms hedging delay"])
+def test_an_identifier_finds_its_note_first_through_the_service(sample_service: SearchService, query: str) -> None:
+    answer = sample_service.search(SearchRequest(query=query, top_k=5, rerank=True, expand=False))
+    assert answer.results[0].path == "en/runbooks/Runbook - reranker outage.md", [h.path for h in answer.results]
+    assert answer.meta.degraded == []

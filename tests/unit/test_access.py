@@ -1,0 +1,220 @@
+"""kbsearch.access: who may read a note (declarations, folder rules, default) and who is asking (scopes)."""
+
+from __future__ import annotations
+
+import pytest
+
+from kbsearch.access import (
+    PUBLIC,
+    AccessDeclarationError,
+    AccessFileError,
+    CallerMap,
+    CallerMapError,
+    FolderRules,
+    Scope,
+    declared_access,
+    link_key,
+    link_keys_of,
+    note_access,
+    visible_links,
+)
+from kbsearch.notes import parse_note
+
+
+def declared(front: str) -> list[str] | None:
+    note = parse_note("a/b.md", f"---\n{front}\n---\n# B\ntext\n".encode())
+    return declared_access(note.metadata, note.warnings)
+
+
+@pytest.mark.parametrize(
+    ("front", "groups"),
+    [
+        ("access: [hr]", ["hr"]),
+        ("access: [HR, Security, hr]", ["hr", "security"]),
+        ("access: hr", ["hr"]),
+        ("access:\n  - oncall\n  - security", ["oncall", "security"]),
+        ("Access: [public]", ["public"]),
+        ("title: x", None),
+        ("", None),
+    ],
+)
+def test_declarations_that_are_understood(front: str, groups: list[str] | None) -> None:
+    assert declared(front) == groups
+
+
+@pytest.mark.parametrize(
+    "front",
+    [
+        "access: []",  # lists nobody: not silently public
+        "access:",  # the key with no value
+        "access: 3",
+        "access: [3]",
+        "access: {hr: true}",
+        "access: [[hr]]",
+        "access: [hr, null]",
+        "access: ['h r']",
+        "access: ['../hr']",
+        "access: ['']",
+        "access: [" + ", ".join(f"g{i}" for i in range(40)) + "]",  # too many
+        "access: [" + "a" * 65 + "]",  # too long a name
+        "access: !!binary '***'",  # YAML parses it, Python cannot build it: the field is dropped with a warning
+        "access: 2024-02-30",
+        "access: [hr]\nACCESS: [security]",  # two spellings
+    ],
+)
+def test_malformed_declarations_are_errors_never_public(front: str) -> None:
+    with pytest.raises(AccessDeclarationError):
+        declared(front)
+
+
+RULES = FolderRules.parse(b"hr/: [hr]\nsecurity/incidents/: [security, oncall]\nsecurity/: security\n")
+
+
+@pytest.mark.parametrize(
+    ("path", "groups", "source"),
+    [
+        ("hr/pay.md", ["hr"], "folder:hr"),
+        ("HR/pay.md", ["hr"], "folder:hr"),  # case-insensitive: one file on a case-insensitive disk
+        ("hr/deep/er/pay.md", ["hr"], "folder:hr"),
+        ("security/incidents/2026.md", ["oncall", "security"], "folder:security/incidents"),
+        ("security/policy.md", ["security"], "folder:security"),
+        ("hrx/pay.md", [PUBLIC], "default"),  # a prefix of a name is not the folder
+        ("pay.md", [PUBLIC], "default"),
+    ],
+)
+def test_longest_folder_rule_wins(path: str, groups: list[str], source: str) -> None:
+    assert note_access(path, None, RULES) == (groups, source)
+
+
+def test_nfc_forms_of_a_rule_match() -> None:
+    decomposed = "кадры/и\u0306.md"  # й as и + combining breve
+    rules = FolderRules.parse("кадры/: [hr]\n".encode())
+    assert note_access(decomposed, None, rules)[0] == ["hr"]
+    assert note_access("КАДРЫ/x.md", None, rules)[0] == ["hr"]
+
+
+def test_declaration_beats_rules_and_default_deny() -> None:
+    assert note_access("hr/pay.md", ["public"], RULES) == (["public"], "frontmatter")
+    assert note_access("misc/x.md", None, RULES, default="deny") == ([], "default")
+    assert note_access("x.md", None, FolderRules.parse(b"/: [staff]\n")) == (["staff"], "folder:/")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"hr/: []\n",
+        b"hr/: [3]\n",
+        b"hr/: {a: b}\n",
+        b"- hr\n",  # not a mapping
+        b"hr/: [hr]\nhr: [x]\n",  # the same folder twice
+        b"../hr/: [hr]\n",
+        b"hr/: &a [hr]\nx/: *a\n",  # aliases refused
+        b"hr/: [hr\n",  # YAML syntax
+        b"\xff\xfe",
+        b"hr/: !!binary '***'\n",
+        b"x" * (300 * 1024),
+    ],
+)
+def test_malformed_access_files_are_errors(raw: bytes) -> None:
+    with pytest.raises(AccessFileError):
+        FolderRules.parse(raw)
+
+
+def test_empty_access_file_has_no_rules() -> None:
+    assert FolderRules.parse(b"") == FolderRules()
+    assert FolderRules.parse(b"# nothing yet\n") == FolderRules()
+
+
+def test_scope_semantics() -> None:
+    anonymous = Scope.public()
+    hr = Scope.of("k", ["hr"])
+    assert anonymous.query_groups() == ["public"]
+    assert hr.query_groups() == ["hr", "public"]
+    assert Scope.unrestricted().query_groups() is None
+    assert hr.can_read(["hr", "finance"]) and hr.can_read(["public"])
+    assert not hr.can_read(["security"]) and not hr.can_read([]) and not hr.can_read(None)
+    assert Scope.unrestricted().can_read([])
+    assert Scope.parse("cli", "HR, security") == Scope.of("cli", ["hr", "security"])
+    assert Scope.parse("cli", "hr+security").groups == frozenset({"hr", "security", "public"})
+    assert Scope.parse("cli", "*").groups is None
+    assert hr.key() == Scope.of("other caller", ["hr"]).key() != anonymous.key()
+    with pytest.raises(ValueError):
+        Scope.parse("cli", "h r/../x")
+
+
+def test_caller_map() -> None:
+    mapping = CallerMap.parse(
+        '{"api_keys": {"k1": {"name": "portal", "groups": ["hr"]}, "k2": ["security", "oncall"]},'
+        ' "slack": {"T1": ["staff"], "T1/C1": ["security"], "T1/C1/U1": ["security", "hr"]}}'
+    )
+    assert mapping.for_api_key("k1") == Scope.of("apikey:k1 (portal)", ["hr"])
+    assert mapping.for_api_key("k2").groups == frozenset({"security", "oncall", "public"})
+    assert mapping.for_api_key("unknown").groups == frozenset({"public"})
+    assert mapping.for_api_key(None).groups == frozenset({"public"})
+    assert mapping.for_slack("T1", "C1", "U1").groups == frozenset({"security", "hr", "public"})
+    # an answer shared into the channel has the channel's scope, not the asker's
+    assert mapping.for_slack("T1", "C1", "U1", share=True).groups == frozenset({"security", "public"})
+    assert mapping.for_slack("T1", "C9", "U1").groups == frozenset({"staff", "public"})
+    assert mapping.for_slack("T9", "C1").groups == frozenset({"public"})
+    assert CallerMap.parse(None) == CallerMap.parse("  ") == CallerMap.empty()
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["{", "[]", '{"keys": {}}', '{"api_keys": []}', '{"api_keys": {"k": []}}', '{"api_keys": {"k": [1]}}',
+     '{"slack": {"T/C/U/X": ["a"]}}', '{"slack": {"T//U": ["a"]}}', '{"slack": []}'],
+)  # fmt: skip
+def test_bad_caller_maps_are_errors(text: str) -> None:
+    with pytest.raises(CallerMapError):
+        CallerMap.parse(text)
+
+
+def test_links_into_restricted_notes_are_hidden() -> None:
+    restricted = {k: ["hr"] for k in link_keys_of("hr/Salary bands.md")}
+    links = ["Salary bands", "hr/salary BANDS.md", "Onboarding", "other/Salary bands"]
+    assert visible_links(links, restricted, Scope.public()) == ["Onboarding", "other/Salary bands"]
+    assert visible_links(links, restricted, Scope.of("k", ["hr"])) == links
+    assert visible_links(links, None, Scope.public()) == []  # not known: hidden rather than guessed
+    assert visible_links(links, None, Scope.unrestricted()) == links
+    assert link_key("Ünïcode/Note.MD") == link_key("U\u0308ni\u0308code/note")
+
+
+def test_container_resolves_scopes_and_fails_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kbsearch.api.container import Container
+
+    monkeypatch.setenv("ACCESS_GROUPS", '{"api_keys": {"k1": ["hr"]}, "slack": {"T1/C1": ["security"]}}')
+    container = Container()
+    event = {"requestContext": {"identity": {"apiKeyId": "k1", "apiKey": "the-key-value"}}}
+    assert container.api_scope(event) == Scope.of("apikey:k1", ["hr"])
+    assert container.api_scope({"requestContext": {"identity": {"apiKeyId": None}}}) == Scope.public()
+    assert container.api_scope({}) == Scope.public()
+    assert container.slack_scope("T1", "C1", "U1", share=True).groups == frozenset({"security", "public"})
+    monkeypatch.setenv("ACCESS_GROUPS", '{"api_keys": {"k1": []}}')  # malformed: nobody gets more than public
+    assert Container().api_scope(event) == Scope.public("apikey:k1")
+
+
+def test_the_caller_mapping_is_read_from_ssm_at_run_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The template's way: ACCESS_GROUPS_PARAM names a SecureString; a change is seen without a redeploy (after
+    SECRETS_TTL_S), a missing parameter means public only."""
+    import boto3
+    from aws_lambda_powertools.utilities import parameters
+    from moto import mock_aws
+
+    from kbsearch.api.container import Container
+
+    event = {"requestContext": {"identity": {"apiKeyId": "k1"}}}
+    monkeypatch.setenv("ACCESS_GROUPS_PARAM", "/kb-search/test/access-groups")
+    monkeypatch.setenv("SECRETS_TTL_S", "0")
+    with mock_aws():
+        parameters.clear_caches()
+        ssm = boto3.client("ssm", region_name="us-east-1")
+        container = Container()
+        assert container.api_scope(event) == Scope.public("apikey:k1")  # not there yet: public only
+        ssm.put_parameter(Name="/kb-search/test/access-groups", Type="SecureString",
+                          Value='{"api_keys": {"k1": ["hr"]}}')  # fmt: skip
+        container.secrets.refresh()  # a missing parameter's warning is cached like a value; the TTL is 0
+        assert container.api_scope(event) == Scope.of("apikey:k1", ["hr"])
+        ssm.put_parameter(Name="/kb-search/test/access-groups", Type="SecureString", Overwrite=True,
+                          Value='{"api_keys": {"k1": ["hr", "finance"]}}')  # fmt: skip
+        parameters.clear_caches()
+        assert container.api_scope(event).groups == frozenset({"hr", "finance", "public"})

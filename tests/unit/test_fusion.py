@@ -1,0 +1,161 @@
+"""The adaptive fusion itself (kbsearch.fusion), leg results in, one ranking out: identifiers make the exact match
+win outright, cross-language queries lean on dense, a translated variant's BM25 counts for its language, ties
+break the same way every run, and the rerank blend keeps a confident exact match first."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from kbsearch.fusion import FusionParams, analyse, fuse, lexical_variants
+from kbsearch.lexical import term_id, tokenize
+from kbsearch.qdrant.query import Candidate, Leg, ScoredChunk
+from kbsearch.search import blend
+
+
+def chunk(path: str, score: float, lang: str | None = "en", index: int = 0) -> ScoredChunk:
+    return ScoredChunk(f"{path}#{index}", score, {"path": path, "lang": lang, "text": path})
+
+
+def dense_leg(*paths: str, lang: str = "en", top: float = 0.9, step: float = 0.01) -> tuple[Leg, list[ScoredChunk]]:
+    return Leg("dense", 0), [chunk(p, top - i * step, lang) for i, p in enumerate(paths)]
+
+
+def probes(
+    query: str, scores: dict[str, float], holders: tuple[str, ...] = ("elsewhere.md",)
+) -> list[tuple[Leg, list[ScoredChunk]]]:
+    """One probe per query term: its best chunk scores ``scores[stem]`` (a stem missing from it: no chunk has the
+    term), in each of the notes ``holders`` (best first, a little less each)."""
+    out = []
+    for stem in dict.fromkeys(tokenize(query)):
+        hits = []
+        if stem in scores:
+            hits = [ScoredChunk(f"{path}#{i}", scores[stem] * (1 - i / 20), {"path": path})
+                    for i, path in enumerate(holders)]  # fmt: skip
+        out.append((Leg("probe", term=term_id(stem)), hits))
+    return out
+
+
+def paths(candidates: list[Candidate]) -> list[str]:
+    return [c.payload["path"] for c in candidates]
+
+
+DISTRACTORS = [f"n{i:02d}.md" for i in range(30)]
+
+
+@pytest.mark.parametrize("query", ["QDRANT_URL", "ERR-4012", "app.json", "date_modify", "SyncthingConfig",
+                                   "как задать QDRANT_URL", "ошибка 4012"])  # fmt: skip
+def test_an_identifier_s_exact_match_wins_outright_even_when_dense_ranks_it_tenth(query: str) -> None:
+    evidence = analyse(query)
+    assert evidence.identifiers
+    language = evidence.language
+    attainable = 6.0 * len(set(tokenize(query)))
+    results = [
+        dense_leg(*DISTRACTORS[:9], "target.md", *DISTRACTORS[9:], lang=language or "en"),
+        (
+            Leg("lexical", 0, language),
+            [chunk("target.md", attainable * 0.97, language)]
+            + [chunk(p, 1.0 - i * 0.01, language) for i, p in enumerate(DISTRACTORS[:5])],
+        ),
+        *probes(query, {t: 6.0 for t in tokenize(query)}, ("target.md",)),
+    ]
+    fused = fuse(results, evidence, 20)
+    assert paths(fused)[0] == "target.md" and fused[0].exact
+    assert not any(c.exact for c in fused[1:])
+
+
+def test_a_name_that_is_rare_wins_too_but_a_common_word_does_not_pin_anything() -> None:
+    rare = analyse("Syncthing")
+    results = [dense_leg(*DISTRACTORS[:6], "sync.md"), (Leg("lexical", 0, "en"), [chunk("sync.md", 5.8)]),
+               *probes("Syncthing", {"syncth": 6.0}, ("sync.md",))]  # fmt: skip
+    assert paths(fuse(results, rare, 10))[0] == "sync.md"
+    common = analyse("notes")  # many notes hold the term about as often as the best one: no exact match
+    lexical = [chunk(p, 2.0 - i * 0.01) for i, p in enumerate(DISTRACTORS[:10])]
+    results = [dense_leg("z.md", *DISTRACTORS), (Leg("lexical", 0, "en"), lexical),
+               *probes("notes", {"note": 2.0}, tuple(DISTRACTORS[:8]))]  # fmt: skip
+    fused = fuse(results, common, 10)
+    assert not any(c.exact for c in fused)
+
+
+def test_a_cross_language_question_leans_on_dense() -> None:
+    """An English question over Russian notes: BM25 finds only the Latin name ("Obsidian") in them, in notes that
+    do not answer it; dense ranks the answer first and keeps it there."""
+    query = "how do I restore a deleted file in Obsidian"
+    evidence = analyse(query)
+    answer, noise = "ru/Восстановление.md", [f"ru/шум{i}.md" for i in range(8)]
+    results = [
+        (Leg("dense", 0), [chunk(answer, 0.88, "ru")] + [chunk(p, 0.86 - i * 0.005, "ru") for i, p in enumerate(noise)]),
+        (Leg("lexical", 0, "en"), [chunk(p, 1.2 - i * 0.1, "ru") for i, p in enumerate(noise)]),
+        *probes(query, {"obsidian": 1.2}),  # the index has none of the other terms
+    ]  # fmt: skip
+    fused = fuse(results, evidence, 10)
+    assert paths(fused)[0] == answer and not any(c.exact for c in fused)
+    # even a full-weight lexical leg cannot outvote dense here: the match is in notes of another language
+    heavy = fuse(results, evidence, 10, params=FusionParams(lexical_weight=4.0))
+    assert paths(heavy)[0] == answer
+
+
+def test_a_translated_variant_s_bm25_counts_for_its_language() -> None:
+    query, translation = "restore a snapshot", "восстановить снапшот"
+    evidence = analyse(query)
+    legs = lexical_variants(evidence, ["recover a snapshot", translation])
+    assert [lang for _, lang in legs] == ["en", "ru"]  # the same-language rewrite adds no BM25 leg
+    dense = (Leg("dense", 0), [chunk("ru/a.md", 0.80, "ru"), chunk("ru/b.md", 0.76, "ru")]
+             + [chunk(f"ru/{p}", 0.70 - i * 0.01, "ru") for i, p in enumerate(DISTRACTORS)])  # fmt: skip
+    ru_bm25 = (Leg("lexical", 1, "ru"), [chunk("ru/b.md", 9.0, "ru")])
+    fused = fuse([dense, (Leg("lexical", 0, "en"), []), ru_bm25, *probes(query, {})], evidence, 10)
+    assert paths(fused)[0] == "ru/b.md"  # the translation's exact words in a Russian note: full weight
+    as_if_english = (Leg("lexical", 1, "en"), [chunk("ru/b.md", 9.0, "ru")])
+    fused = fuse([dense, (Leg("lexical", 0, "en"), []), as_if_english, *probes(query, {})], evidence, 10)
+    assert paths(fused)[0] == "ru/a.md"  # the same match counted as another language's: dense decides
+
+
+def test_a_same_language_question_gets_both_legs() -> None:
+    query = "rotate provider keys without downtime"
+    evidence = analyse(query)
+    # dense prefers a.md by a hair, BM25 prefers b.md clearly: fused, b.md first; neither is an exact match
+    results = [dense_leg("a.md", "b.md", *DISTRACTORS, step=0.002),
+               (Leg("lexical", 0, "en"), [chunk("b.md", 7.0), chunk("a.md", 4.0), chunk("n00.md", 3.9)]),
+               *probes(query, {t: 3.0 for t in tokenize(query)})]  # fmt: skip
+    fused = fuse(results, evidence, 10)
+    assert paths(fused)[:2] == ["b.md", "a.md"] and not any(c.exact for c in fused)
+
+
+def test_ties_break_by_note_path_and_point_id_whatever_the_input_order() -> None:
+    evidence = analyse("tie")
+    chunks = [chunk(f"t{i}.md", 1.0) for i in range(12)]
+    rankings = set()
+    for seed in range(5):
+        shuffled = chunks[:]
+        random.Random(seed).shuffle(shuffled)
+        for mode in ("lexical", "hybrid"):
+            fused = fuse([(Leg("lexical", 0, "en"), shuffled), *probes("tie", {"tie": 3.0})], evidence, 12, mode)
+            rankings.add((mode, tuple(paths(fused))))
+    assert rankings == {(m, tuple(sorted(f"t{i}.md" for i in range(12)))) for m in ("lexical", "hybrid")}
+
+
+def test_modes_rank_by_one_leg_kind_alone() -> None:
+    evidence = analyse("alpha")
+    results = [dense_leg("d1.md", "d2.md"), (Leg("lexical", 0, "en"), [chunk("l1.md", 3.0), chunk("d2.md", 2.0)]),
+               *probes("alpha", {"alpha": 3.0})]  # fmt: skip
+    assert paths(fuse(results, evidence, 10, "dense")) == ["d1.md", "d2.md"]
+    assert paths(fuse(results, evidence, 10, "lexical")) == ["l1.md", "d2.md"]
+
+
+def test_the_rerank_blend_keeps_a_confident_exact_match_first() -> None:
+    candidates = [Candidate({"path": "exact.md"}, 3.9, exact=True)] + [
+        Candidate({"path": f"{i}.md"}, 1.0 - i / 10) for i in range(5)
+    ]
+    rerank = [0.01, 0.99, 0.98, 0.97, 0.96, 0.95]  # the reranker puts the exact match last
+    for weight in (0.0, 0.2, 0.5, 1.0):
+        blended = blend(candidates, rerank, weight, 2)
+        assert blended is not None
+        values: list[float] = blended
+        order = sorted(range(len(values)), key=lambda i: -values[i])
+        assert order[0] == 0, weight
+        assert order[1:] == sorted(order[1:], key=lambda i: -rerank[i]) or weight < 1.0
+    # without an exact match the reranker's order stands at weight 1
+    plain = [Candidate(c.payload, c.fusion) for c in candidates]
+    alone = blend(plain, rerank, 1.0, 2)
+    assert alone is not None and max(range(6), key=alone.__getitem__) == 1

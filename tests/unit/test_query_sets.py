@@ -1,0 +1,56 @@
+"""The committed per-class query sets (eval/classes/): well formed, big enough to tell 0.005 apart, labels that
+point at notes that exist, and exactly what eval/make_query_sets.py builds from the vault (no hand edits)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+import pytest
+import yaml
+
+from kbsearch.lexical import tokenize
+from kbsearch_tools.metrics import load_queries
+from tests.conftest import ROOT, VAULT
+
+MANIFEST = ROOT / "eval" / "classes.yaml"
+
+
+def _manifest() -> list[dict[str, str]]:
+    return yaml.safe_load(MANIFEST.read_text(encoding="utf-8"))
+
+
+def test_every_class_has_enough_queries_and_a_corpus() -> None:
+    classes = {m["class"]: m for m in _manifest()}
+    for name in ("known-item-ru", "known-item-en", "question-ru", "question-en", "cross-en-to-ru", "cross-ru-to-en",
+                 "long-ru", "long-en", "paraphrase-ru", "paraphrase-en"):  # fmt: skip
+        assert name in classes, name
+        assert len(load_queries(ROOT / classes[name]["queries"])) >= 40, name
+
+
+@pytest.mark.skipif(not VAULT.is_dir(), reason="shared/kb/obsidian-help is not present")
+def test_labels_name_existing_notes_and_known_items_are_in_them() -> None:
+    for m in _manifest():
+        corpus = (ROOT / m["corpus"]).resolve()
+        for q in load_queries(ROOT / m["queries"]):
+            assert q.relevant, (m["class"], q.query)
+            for path in q.relevant:
+                assert (corpus / path).is_file(), (m["class"], path)
+            if m["class"].startswith("known-item"):
+                terms = set(tokenize(q.query))
+                for path in q.relevant:  # every relevant note holds every term of the query
+                    assert terms <= set(tokenize((corpus / path).read_text(encoding="utf-8"))), (q.query, path)
+
+
+@pytest.mark.skipif(not VAULT.is_dir(), reason="shared/kb/obsidian-help is not present")
+def test_the_sets_are_what_the_script_builds() -> None:
+    spec = importlib.util.spec_from_file_location("make_query_sets", ROOT / "eval" / "make_query_sets.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["make_query_sets"] = module
+    spec.loader.exec_module(module)
+    built = {f"known-item-{lang}": module.known_items(VAULT / lang, lang) for lang in ("ru", "en")}
+    built |= module.questions(VAULT)
+    for name, items in built.items():
+        committed = yaml.safe_load((ROOT / "eval" / "classes" / f"{name}.yaml").read_text(encoding="utf-8"))
+        assert committed == items, name

@@ -1,0 +1,115 @@
+"""``kbsearch feedback export --beir DIR``: votes on Slack answers → a BEIR dataset that ``kbsearch eval --beir``
+reads: ``corpus.jsonl`` (every note of the KB, ``_id`` = its path), ``queries.jsonl`` (each question asked, with its
+filters as metadata) and ``qrels/test.tsv`` (the hits of a 👍 answer relevant, score 1; of a 👎 answer judged not
+relevant, score 0; several people: the majority, a tie is 0)."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kbsearch.errors import KbSearchError
+from kbsearch.feedback import VOTES, latest_votes
+from kbsearch.notes import NoteError, decode_note, parse_note, read_frontmatter
+from kbsearch.sources import Source
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ExportReport:
+    votes: int = 0
+    queries: int = 0
+    judgements: int = 0
+    relevant: int = 0
+    documents: int = 0
+    unknown_paths: int = 0  # voted notes no longer in the KB: left out
+    skipped_votes: int = 0  # records that are not votes kb-search wrote
+    skipped_notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"votes": self.votes, "queries": self.queries, "judgements": self.judgements,
+                "relevant": self.relevant, "documents": self.documents, "unknown_paths": self.unknown_paths,
+                "skipped_votes": self.skipped_votes, "skipped_notes": len(self.skipped_notes)}  # fmt: skip
+
+
+def _valid(record: dict[str, Any]) -> bool:
+    hits = record.get("hits")
+    return (isinstance(record.get("query"), str) and bool(record["query"].strip()) and record.get("vote") in VOTES
+            and isinstance(hits, list) and all(isinstance(h, dict) and isinstance(h.get("path"), str) for h in hits)
+            and isinstance(record.get("filters", {}), dict))  # fmt: skip
+
+
+def _corpus(source: Source, report: ExportReport) -> list[dict[str, str]]:
+    docs = []
+    for obj in sorted((o for o in source.list() if o.is_note), key=lambda o: o.path):
+        try:
+            raw = source.read(obj)
+            note = parse_note(obj.path, raw)
+            _meta, body, _warnings = read_frontmatter(decode_note(raw))
+        except NoteError as exc:
+            report.skipped_notes.append(f"{obj.path}: {exc.reason}")
+            continue
+        docs.append({"_id": obj.path, "title": note.title, "text": body.strip()})
+    return docs
+
+
+def export_beir(records: Iterable[dict[str, Any]], source: Source, out: Path) -> ExportReport:
+    report = ExportReport()
+    votes = []
+    for record in latest_votes(iter(records)):
+        if _valid(record):
+            votes.append(record)
+        else:
+            report.skipped_votes += 1
+    report.votes = len(votes)
+    corpus = _corpus(source, report)
+    known = {d["_id"] for d in corpus}
+    if not corpus:
+        raise KbSearchError(f"no readable notes in {source.uri}: the corpus would be empty")
+
+    # question + filters → tallies per note path
+    queries: dict[str, dict[str, Any]] = {}
+    tallies: dict[str, dict[str, list[int]]] = {}
+    for vote in sorted(votes, key=lambda v: str(v.get("time", ""))):
+        filters = vote.get("filters") or {}
+        identity = json.dumps([vote["query"].strip(), filters], ensure_ascii=False, sort_keys=True, default=str)
+        qid = "fb-" + hashlib.sha256(identity.encode()).hexdigest()[:12]
+        queries.setdefault(qid, {"_id": qid, "text": vote["query"].strip(), "metadata": {"filters": filters}})
+        per_path = tallies.setdefault(qid, {})
+        for hit in vote["hits"]:
+            if hit["path"] not in known:
+                report.unknown_paths += 1
+                continue
+            counts = per_path.setdefault(hit["path"], [0, 0])
+            counts[0 if vote["vote"] == "up" else 1] += 1
+
+    rows = []
+    for qid, per_path in tallies.items():
+        for path, (up, down) in sorted(per_path.items()):
+            rows.append((qid, path, 1 if up > down else 0))
+    judged = {qid for qid, _, _ in rows}
+    report.queries = len(judged)
+    report.judgements = len(rows)
+    report.relevant = sum(score for _, _, score in rows)
+    report.documents = len(corpus)
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "qrels").mkdir(exist_ok=True)
+    with (out / "corpus.jsonl").open("w", encoding="utf-8") as handle:
+        for doc in corpus:
+            handle.write(json.dumps(doc, ensure_ascii=False) + "\n")
+    with (out / "queries.jsonl").open("w", encoding="utf-8") as handle:
+        for qid in sorted(judged):
+            handle.write(json.dumps(queries[qid], ensure_ascii=False) + "\n")
+    with (out / "qrels" / "test.tsv").open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle, delimiter="\t", lineterminator="\n")  # quotes what `kbsearch eval` must unquote
+        writer.writerow(["query-id", "corpus-id", "score"])
+        writer.writerows(rows)
+    return report

@@ -1,0 +1,377 @@
+"""Live sync under ``kbsearch serve``: the serving process owns the embedded store, so it is the one that writes.
+
+- :class:`LiveIndex`: the search function's own store (the one its searches read), one sync at a time: a full
+  (incremental) sync, or the changed notes only (:class:`kbsearch.indexer.ChangeSync`: a stat + MD5 of each
+  changed file, never a walk of the folder; unchanged chunks keep their vectors). Writes go note by note (new
+  chunks first, old extras after), so searches keep answering from the previous state while a sync runs.
+- :class:`Watcher` (``--watch``): watchfiles (inotify, FSEvents; polling where those are missing or with
+  ``--poll``) with a debounce. Whatever the editor does (write in place, temporary file + rename, delete +
+  create, a burst, a ``git checkout`` of hundreds of notes) the changed paths are applied from what is on disk
+  now, so the index converges to exactly what a full sync builds. A change that is not a note (a folder moved in
+  or out) runs the incremental full sync.
+- :class:`HandoffServer`: a unix socket beside the store (``<QDRANT_PATH>/<collection>.serve.sock``, mode 0600,
+  the peer's uid checked), through which ``kbsearch index`` hands its sync to the server holding the store
+  instead of failing on the store's lock. One JSON line each way: ``{"source", "full", "allow_mass_delete"}`` →
+  the sync report.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import struct
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from kbsearch.errors import KbSearchError
+from kbsearch.events import Change
+from kbsearch.indexer import ChangeReport, ChangeSync, Indexer, SyncOptions, SyncReport
+from kbsearch.sources import NOTE_SUFFIX, LocalSource, open_source
+
+logger = logging.getLogger(__name__)
+
+SOCKET_SUFFIX = ".serve.sock"
+MAX_REQUEST_BYTES = 64 * 1024
+
+
+class LiveIndex:
+    """Syncs into the store a running search service reads. ``container`` is the search function's
+    :class:`kbsearch.api.container.Container`."""
+
+    def __init__(self, container: Any) -> None:
+        from kbsearch.providers.embeddings import build_embedder
+        from kbsearch.providers.resilience import shared_client
+        from kbsearch.qdrant.embedded import EmbeddedRetriever
+
+        self.settings = container.settings
+        retriever = container.search().retriever  # opens the embedded store the searches use
+        if not isinstance(retriever, EmbeddedRetriever):
+            raise KbSearchError("live sync needs the embedded store (QDRANT_URL is set: the deployed indexer syncs)")
+        self.store = retriever.store
+        self.embedder = build_embedder(self.settings, container.secrets, shared_client())
+        self.lock = threading.Lock()  # one sync at a time: the watcher's and a handed-off `kbsearch index`
+        self.last: dict[str, Any] | None = None
+
+    def options(self, **overrides: Any) -> SyncOptions:
+        return SyncOptions.from_settings(self.settings, **overrides)
+
+    def full(self, source: str, full: bool = False, allow_mass_delete: bool = False) -> SyncReport:
+        with self.lock:
+            options = self.options(full=full, allow_mass_delete=allow_mass_delete)
+            report = Indexer(open_source(source), self.store, self.embedder, options).sync()
+            self._flush(report.chunks_upserted + report.chunks_deleted)
+            self.last = {"kind": "full" if full else "reconcile", "report": report.to_dict()}
+            return report
+
+    def changes(self, folder: Path, paths: Iterable[str]) -> ChangeReport:
+        """Apply the notes at these relative paths as they are on disk now (present: indexed; absent: deleted)."""
+        with self.lock:
+            changes = [Change(path=_nfc(p), key=p, removed=False) for p in sorted(set(paths))]
+            sync = ChangeSync(LocalSource(folder), self.store, self.embedder, self.options())
+            sync.kind = "watch"
+            report = sync.apply(changes)
+            self._flush(report.chunks_upserted + report.chunks_deleted)
+            self.last = {"kind": "watch", "report": report.to_dict()}
+            return report
+
+    def _flush(self, written: int) -> None:
+        """Make the writes durable without closing the store the searches use (Edge: flush; its segments are
+        merged when the server stops, or here after a large sync)."""
+        flush = getattr(self.store, "flush_writes", None)
+        if callable(flush):
+            flush(optimize=written >= 2000)
+
+
+def _nfc(path: str) -> str:
+    from kbsearch.sources import note_path
+
+    return note_path(path)
+
+
+def _hidden(rel: str) -> bool:
+    return any(part.startswith(".") for part in rel.split("/"))
+
+
+class Watcher:
+    """Watches ``folder`` and applies its changes to ``live`` (a daemon thread)."""
+
+    def __init__(
+        self,
+        live: LiveIndex,
+        folder: Path,
+        step_ms: int = 100,
+        debounce_ms: int = 1000,
+        poll: bool = False,
+        on_sync: Callable[[str, dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.live = live
+        self.folder = folder.resolve()
+        self.step_ms = step_ms
+        self.debounce_ms = debounce_ms
+        self.poll = poll
+        self.on_sync = on_sync
+        self.stop_event = threading.Event()
+        self.ready = threading.Event()
+        self.mode = "polling" if poll else "native"
+        self.known: set[str] = set()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> Watcher:
+        self._thread = threading.Thread(target=self._run, name="kbsearch-watch", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        try:
+            report = self.live.full(str(self.folder))
+            self._known_from_store()
+            self._report("initial sync", report.to_dict())
+            self._watch()
+        except Exception:  # the server keeps serving; a broken watcher says so once
+            logger.exception("kbsearch serve --watch: the watcher stopped; restart kbsearch serve to resume")
+        finally:
+            self.ready.set()
+
+    def _known_from_store(self) -> None:
+        with self.live.lock:
+            self.known = set(self.live.store.indexed_state())
+
+    def _watch(self) -> None:
+        import watchfiles
+
+        logging.getLogger("watchfiles").setLevel(logging.WARNING)  # "N changes detected" on every save otherwise
+        force = True if self.poll else None
+        try:
+            changes = watchfiles.watch(
+                self.folder, debounce=self.debounce_ms, step=self.step_ms, stop_event=self.stop_event,
+                force_polling=force, poll_delay_ms=250, raise_interrupt=False, yield_on_timeout=True,
+                rust_timeout=1000,
+            )  # fmt: skip
+            first = next(changes)  # the watcher exists once this returns (at the latest after rust_timeout)
+        except (OSError, RuntimeError) as exc:  # inotify missing or out of watches: poll instead
+            if self.poll:
+                raise
+            logger.warning("kbsearch serve --watch: native file events unavailable (%s); polling instead", exc)
+            self.poll, self.mode = True, "polling"
+            self._watch()
+            return
+        self.ready.set()
+        self._apply(first)
+        for batch in changes:
+            if self.stop_event.is_set():
+                return
+            self._apply(batch)
+
+    def _apply(self, batch: set[tuple[Any, str]]) -> None:
+        if not batch:
+            return
+        notes: set[str] = set()
+        rescan = False
+        for _kind, raw in batch:
+            rel = os.path.relpath(os.path.abspath(raw), self.folder).replace(os.sep, "/") if raw else ""
+            if not rel or rel.startswith("../") or _hidden(rel):
+                continue
+            if rel.lower().endswith(NOTE_SUFFIX) and not Path(raw).is_dir():
+                notes.add(rel)
+            elif Path(raw).is_dir() or any(k.startswith(rel + "/") for k in self.known):
+                rescan = True  # a folder moved in, out or renamed: its notes have no events of their own
+        if rescan:
+            report = self.live.full(str(self.folder)).to_dict()
+            self._known_from_store()
+            self._report("folder change: incremental sync", report)
+        elif notes:
+            changed = self.live.changes(self.folder, notes)
+            for path in notes:
+                if path in changed.failed_paths:
+                    continue
+                if (self.folder / path).is_file():
+                    self.known.add(_nfc(path))
+                else:
+                    self.known.discard(_nfc(path))
+            self._report(f"{len(notes)} changed note(s)", changed.to_dict())
+
+    def _report(self, what: str, report: dict[str, Any]) -> None:
+        line = (
+            f"kbsearch serve --watch: {what}: {report['added']} added, {report['updated']} updated, "
+            f"{report['deleted']} deleted in {report['duration_ms']} ms"
+            + (f"; error: {report['error']}" if report.get("error") else "")
+        )
+        print(line, file=sys.stderr, flush=True)
+        if self.on_sync is not None:
+            self.on_sync(what, report)
+
+
+# -- hand-off: `kbsearch index` → the server holding the store ----------------------------------------------
+
+
+def socket_path(settings: Any) -> Path | None:
+    """Where a server holding this embedded store listens for hand-offs (None for Qdrant Cloud)."""
+    from kbsearch.qdrant import beside_store
+
+    return beside_store(settings, SOCKET_SUFFIX)
+
+
+class HandoffServer:
+    """A unix socket only this user can reach; each connection: one request line, one report line."""
+
+    def __init__(self, live_factory: Callable[[], LiveIndex], path: Path) -> None:
+        self.live_factory = live_factory
+        self.path = path
+        self._live: LiveIndex | None = None
+        self._sock: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> HandoffServer | None:
+        """Listen; None (with a log line) when the socket cannot be made (path too long, folder not writable)."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.path.exists():
+                if _answering(self.path):
+                    logger.warning("another kbsearch serve already listens at %s", self.path)
+                    return None
+                self.path.unlink()
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            old = os.umask(0o177)
+            try:
+                sock.bind(str(self.path))
+            finally:
+                os.umask(old)
+            os.chmod(self.path, 0o600)
+            sock.listen(4)
+        except OSError as exc:
+            logger.warning("kbsearch serve: no hand-off socket at %s (%s)", self.path, exc.strerror or exc)
+            return None
+        self._sock = sock
+        self._thread = threading.Thread(target=self._serve, name="kbsearch-handoff", daemon=True)
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.close()
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+            self._sock = None
+
+    def _serve(self) -> None:
+        while self._sock is not None:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                conn.settimeout(10)
+                if not _same_user(conn):
+                    _send(conn, {"error": "refused: another user"})
+                    return
+                request = _read_line(conn)
+                conn.settimeout(None)  # a sync takes as long as it takes
+                answer = self._run(request)
+            except (OSError, ValueError) as exc:
+                answer = {"error": f"bad hand-off request ({type(exc).__name__})"}
+            with contextlib.suppress(OSError):
+                _send(conn, answer)
+
+    def _run(self, request: dict[str, Any]) -> dict[str, Any]:
+        source = request.get("source")
+        if not isinstance(source, str) or not source:
+            return {"error": "no source"}
+        if self._live is None:
+            self._live = self.live_factory()
+        try:
+            report = self._live.full(
+                source, full=request.get("full") is True, allow_mass_delete=request.get("allow_mass_delete") is True
+            )
+        except KbSearchError as exc:
+            return {"error": str(exc)}
+        return {"report": report.to_dict()}
+
+
+def _same_user(conn: socket.socket) -> bool:
+    """The peer's uid (SO_PEERCRED, Linux) is ours; elsewhere the socket file's 0600 mode is the check."""
+    peercred = getattr(socket, "SO_PEERCRED", None)
+    if peercred is None:
+        return True
+    raw = conn.getsockopt(socket.SOL_SOCKET, peercred, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", raw)
+    return bool(uid == os.getuid())
+
+
+def _read_line(conn: socket.socket) -> dict[str, Any]:
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+        if len(data) > MAX_REQUEST_BYTES:
+            raise ValueError("request too large")
+    value = json.loads(data.decode("utf-8") or "{}")
+    if not isinstance(value, dict):
+        raise ValueError("request is not an object")
+    return value
+
+
+def _send(conn: socket.socket, value: dict[str, Any]) -> None:
+    conn.sendall(json.dumps(value, ensure_ascii=False, default=str).encode("utf-8") + b"\n")
+
+
+def _answering(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
+class NoServer(Exception):
+    """No server listens for hand-offs."""
+
+
+def hand_off(path: Path, source: str, full: bool, allow_mass_delete: bool, timeout_s: float = 3600) -> dict[str, Any]:
+    """Ask the server at ``path`` to run the sync; its report. :class:`NoServer` when nothing listens there."""
+    if not path.exists():
+        raise NoServer(str(path))
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.settimeout(5)
+        try:
+            conn.connect(str(path))
+        except OSError:
+            raise NoServer(str(path)) from None
+        conn.settimeout(timeout_s)
+        _send(conn, {"source": source, "full": full, "allow_mass_delete": allow_mass_delete})
+        answer = _read_line(conn)
+    if "error" in answer:
+        raise KbSearchError(f"the server holding the store could not sync: {answer['error']}")
+    report = answer.get("report")
+    if not isinstance(report, dict):
+        raise KbSearchError("the server holding the store answered without a report")
+    return report
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float, step_s: float = 0.01) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step_s)
+    return predicate()

@@ -1,0 +1,147 @@
+"""``kbsearch slack``: act as Slack against a running kb-search API (``kbsearch serve`` or a deployment) — sign a
+``/kb`` command and button presses with the signing secret, receive the answers on a loopback ``response_url``
+(the server must allow it: ``SLACK_RESPONSE_HOSTS=127.0.0.1``) and show them."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+
+from kbsearch.errors import KbSearchError
+from kbsearch.slack import sign
+from kbsearch_tools.fakes import FakeEndpoint
+
+
+def signed_headers(secret: str, body: str, timestamp: int | None = None) -> dict[str, str]:
+    stamp = str(int(time.time()) if timestamp is None else timestamp)
+    return {"Content-Type": "application/x-www-form-urlencoded", "X-Slack-Request-Timestamp": stamp,
+            "X-Slack-Signature": sign(secret, stamp, body.encode())}  # fmt: skip
+
+
+def command_form(text: str, response_url: str, user: str, team: str, channel: str, command: str = "/kb") -> str:
+    return urlencode({"team_id": team, "team_domain": "local", "channel_id": channel, "channel_name": "local",
+                      "user_id": user, "user_name": "local", "command": command, "text": text,
+                      "response_url": response_url, "trigger_id": f"{time.time_ns()}.local", "api_app_id": "ALOCAL"})  # fmt: skip
+
+
+def interaction_form(button: dict[str, Any], response_url: str, user: str, team: str, channel: str) -> str:
+    action = {"type": "button", "action_id": button["action_id"], "block_id": "kb_answer",
+              "text": button.get("text"), "action_ts": f"{time.time():.6f}"}  # fmt: skip
+    if "value" in button:
+        action["value"] = button["value"]
+    payload = {"type": "block_actions", "user": {"id": user, "team_id": team}, "team": {"id": team},
+               "channel": {"id": channel}, "container": {"type": "message", "is_ephemeral": True},
+               "api_app_id": "ALOCAL", "trigger_id": f"{time.time_ns()}.local", "response_url": response_url,
+               "actions": [action]}  # fmt: skip
+    return urlencode({"payload": json.dumps(payload, ensure_ascii=False)})
+
+
+def buttons(message: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The buttons of an answer by action id (the actions block and each hit's Open)."""
+    found: dict[str, dict[str, Any]] = {}
+    for block in message.get("blocks") or []:
+        for element in [*block.get("elements", []), block.get("accessory") or {}]:
+            if isinstance(element, dict) and element.get("type") == "button":
+                found[element["action_id"]] = element
+    return found
+
+
+def as_text(message: dict[str, Any]) -> str:
+    """An answer as a terminal shows it: block texts in order, buttons as [labels]."""
+    lines: list[str] = []
+    for block in message.get("blocks") or []:
+        kind = block.get("type")
+        if kind in ("header", "section"):
+            lines.append(block["text"]["text"])
+        elif kind == "context":
+            lines.append("  " + " · ".join(e.get("text", "") for e in block.get("elements", [])))
+        elif kind == "divider":
+            lines.append("")
+        elif kind == "actions":
+            lines.append(" ".join(f"[{e['text']['text']}: {e['action_id']}]" for e in block.get("elements", [])))
+        if isinstance(block.get("accessory"), dict) and block["accessory"].get("url"):
+            lines.append(f"  [Open: {block['accessory']['url']}]")
+    return "\n".join(lines) if lines else str(message.get("text", ""))
+
+
+@dataclass
+class LocalSlack:
+    """Slack's side of the conversation: signed requests out, answers in (on a loopback response_url)."""
+
+    api: str
+    secret: str
+    user: str = "U0LOCAL"
+    team: str = "T0LOCAL"
+    channel: str = "C0LOCAL"
+    timeout_s: float = 60.0
+    hook: FakeEndpoint = field(default_factory=FakeEndpoint)
+
+    def __enter__(self) -> LocalSlack:
+        self.hook.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.hook.stop()
+
+    @property
+    def response_url(self) -> str:
+        return self.hook.url + "/response"
+
+    def _post(self, path: str, body: str) -> httpx.Response:
+        url = self.api.rstrip("/") + path
+        try:
+            return httpx.post(url, content=body, headers=signed_headers(self.secret, body), timeout=30)
+        except httpx.HTTPError as exc:
+            raise KbSearchError(f"cannot reach {url}: {exc}") from None
+
+    def _next_post(self, before: int) -> dict[str, Any]:
+        deadline = time.monotonic() + self.timeout_s
+        while len(self.hook.requests) <= before:
+            if time.monotonic() > deadline:
+                raise KbSearchError(f"no answer on the response_url within {self.timeout_s:.0f} s (does the "
+                                    "server have SLACK_RESPONSE_HOSTS=127.0.0.1?)")  # fmt: skip
+            time.sleep(0.05)
+        body = self.hook.requests[before].body
+        return body if isinstance(body, dict) else {"text": str(body)}
+
+    def command(self, text: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """Send ``/kb text``; the acknowledgement and, when the command searches, the answer."""
+        before = len(self.hook.requests)
+        reply = self._post("/slack/command", command_form(text, self.response_url, self.user, self.team, self.channel))
+        if reply.status_code != 200:
+            raise KbSearchError(f"/slack/command answered {reply.status_code}: {reply.text[:300]}")
+        ack = reply.json()
+        if not str(ack.get("text", "")).startswith("Searching for"):
+            return ack, None  # help or usage: no worker
+        return ack, self._next_post(before)
+
+    def press(self, action_id: str, answer: dict[str, Any]) -> dict[str, Any] | None:
+        """Press a button of ``answer``; what the worker posts back (None for an Open button)."""
+        found = buttons(answer)
+        if action_id not in found:
+            raise KbSearchError(f"the answer has no {action_id} button (it has: {', '.join(found) or 'none'})")
+        before = len(self.hook.requests)
+        form = interaction_form(found[action_id], self.response_url, self.user, self.team, self.channel)
+        reply = self._post("/slack/interactive", form)
+        if reply.status_code != 200:
+            raise KbSearchError(f"/slack/interactive answered {reply.status_code}: {reply.text[:300]}")
+        if "url" in found[action_id]:
+            return None
+        return self._next_post(before)
+
+
+def signed_curl(api: str, secret: str, text: str, response_url: str) -> str:
+    """A curl command that sends ``/kb text`` signed (valid for Slack's 5 minutes)."""
+    body = command_form(text, response_url, "U0LOCAL", "T0LOCAL", "C0LOCAL")
+    headers = signed_headers(secret, body)
+    parts = ["curl", "-sS", api.rstrip("/") + "/slack/command"]
+    for name, value in headers.items():
+        parts += ["-H", f"{name}: {value}"]
+    parts += ["--data-binary", body]
+    return " ".join(shlex.quote(p) for p in parts)
