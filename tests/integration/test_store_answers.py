@@ -180,3 +180,16 @@ def test_a_10_mb_chunk_from_the_store_is_searched_and_reranked_within_budget(sea
     assert body["meta"]["degraded"] == [] and len(body["results"][0]["snippet"]) <= 301
     (rerank,) = deepinfra.calls("rerank")
     assert all(len(doc) <= 384 * MAX_CHARS_PER_TOKEN for doc in rerank.body["documents"])
+
+
+def test_oversized_fields_from_the_store_cannot_swell_the_answer(search) -> None:
+    """A store holding a 5 MB title and heading, 100,000 tags, 5 MB links and a 2,000-character path: the answer
+    stays small (Lambda refuses answers over 6 MB with a 500 of its own), the point with that path is dropped."""
+    huge = point(1, title="T" * 5_000_000, heading="H" * 5_000_000, tags=["t"] * 100_000, links=["L" * 5_000_000],
+                 doc_id="D" * 1_000_000, status="s" * 1_000_000)  # fmt: skip
+    long_path = point(2, path="a/" * 1000 + "x.md")
+    result = search(answer(huge, long_path, point(3, path="en/b.md")))
+    assert result["statusCode"] == 200 and len(result["body"]) < 100_000, len(result["body"])
+    hits = json.loads(result["body"])["results"]
+    assert [h["path"] for h in hits] == ["en/a.md", "en/b.md"]
+    assert len(hits[0]["title"]) == 2000 and len(hits[0]["tags"]) == 100 and len(json.dumps(hits[0]["links"])) < 30_000

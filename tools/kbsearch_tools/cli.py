@@ -928,10 +928,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\nkbsearch {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except KbSearchError as exc:
-        print(f"kbsearch {args.command}: error: {exc}", file=sys.stderr)
+        print(f"kbsearch {args.command}: error: {_printable(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as exc:
-        print(f"kbsearch {args.command}: error: {exc}", file=sys.stderr)
+        print(f"kbsearch {args.command}: error: {_printable(str(exc))}", file=sys.stderr)
         return 1
 
 
