@@ -251,3 +251,21 @@ def test_kb_get_note_refuses_them_without_blocking_and_the_server_keeps_answerin
         assert in_thread(lambda: call(health))["statusCode"] == 200  # the server still answers
     assert "no note at 'missing.md'" in call_tool(call, "missing.md")["content"][0]["text"]
     assert call_tool(call, "plain.md")["structuredContent"]["body"] == "# Plain\n\nreadable\n"
+
+
+def test_a_huge_sparse_note_is_neither_hashed_nor_read(kb: Path, tmp_path: Path, load_search_app) -> None:
+    """A 20 GB note (sparse: it costs no disk): the listing does not read it to hash it, the sync skips it by its
+    size, and kb_get_note refuses it instead of holding it in memory."""
+    with open(kb / "huge.md", "wb") as handle:
+        handle.truncate(20 * 1024**3)
+    code, out, stderr = index_process(kb, tmp_path / "q")
+    assert code == 0, stderr
+    report = json.loads(out)
+    assert skipped(report) == {"huge.md": f"too large: {20 * 1024**3} bytes (limit 1048576)"} and report["added"] == 3
+    call = load_search_app(QDRANT_PATH=str(tmp_path / "q"), KB_SOURCE=str(kb))
+    result = call_tool(call, "huge.md")
+    assert result["isError"] is True
+    assert (
+        result["content"][0]["text"]
+        == f"the note at 'huge.md' cannot be read: larger than 64 MiB ({20 * 1024**3} bytes)"
+    )
