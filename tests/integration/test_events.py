@@ -123,8 +123,19 @@ def clean_full_sync(indexer: Indexer, tmp_path: Path) -> dict[str, str]:
     return points(settings)
 
 
+@pytest.fixture
+def s3_calls() -> Iterator[list[str]]:
+    """Every S3 operation made through boto3's default session (botocore's event hooks), as the handler makes them."""
+    calls: list[str] = []
+    boto3.setup_default_session()
+    assert boto3.DEFAULT_SESSION is not None
+    boto3.DEFAULT_SESSION.events.register("before-call.s3", lambda model, **_: calls.append(model.name))
+    yield calls
+    boto3.setup_default_session()  # a fresh session: the hook goes with the old one
+
+
 def test_events_index_exactly_their_keys_and_converge_to_a_full_sync(
-    aws: EventPath, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, deepinfra: FakeProvider
+    aws: EventPath, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, deepinfra: FakeProvider, s3_calls: list[str]
 ) -> None:
     indexer = Indexer(monkeypatch, tmp_path, deepinfra)
     assert indexer(aws.receive()) == []  # the s3:TestEvent of the configuration: nothing to do
@@ -138,14 +149,18 @@ def test_events_index_exactly_their_keys_and_converge_to_a_full_sync(
     aws.put(f"{PREFIX}notes/n1.md", note(1, second="gamma changed"))
     aws.delete(f"{PREFIX}notes/n2.md")
     records = aws.receive()
+    s3_calls.clear()
     assert indexer(records) == []
+    # the access file (one GET by key: none here), the two keys; never a listing
+    assert sorted(s3_calls) == ["GetObject", "GetObject", "HeadObject", "HeadObject"]
     inputs = [i for call in deepinfra.calls("embeddings")[before:] for i in call.body["input"]]
     assert len(inputs) == 1 and "gamma changed" in inputs[0]
     assert points(indexer.settings()) == clean_full_sync(indexer, tmp_path)
     # a replay of the same messages is a no-op: nothing read or embedded
     before = len(deepinfra.calls("embeddings"))
+    s3_calls.clear()
     assert indexer(records) == []
-    assert len(deepinfra.calls("embeddings")) == before
+    assert len(deepinfra.calls("embeddings")) == before and s3_calls == []
     assert points(indexer.settings()) == clean_full_sync(indexer, tmp_path)
 
 
@@ -296,13 +311,16 @@ def test_lease_held_by_a_full_sync_fails_the_batch_back_to_the_queue(
     aws.receive()
     aws.put(f"{PREFIX}a.md", note(1))
     aws.put(f"{PREFIX}b.md", note(2))
-    records = aws.receive()
+    records = aws.receive(delete=False)  # in flight, as while the function runs
     lease = Lease(TABLE, "index#kb", ttl_s=600, client=boto3.client("dynamodb", region_name="us-east-1"), owner="full")
     lease.acquire()
+    indexer.app.LEASE_RETRY_S = 0  # the handler makes them visible again this soon (60 s when deployed)
     assert sorted(indexer(records)) == sorted(r["messageId"] for r in records)
     assert not indexer.store.exists()  # untouched
+    again = aws.receive()  # visible again at once, not after the queue's visibility timeout
+    assert sorted(r["messageId"] for r in again) == sorted(r["messageId"] for r in records)
     lease.release()
-    assert indexer(records) == []  # SQS delivers them again: nothing was lost
+    assert indexer(again) == []  # SQS delivers them again: nothing was lost
     assert points(indexer.settings()) == clean_full_sync(indexer, tmp_path)
 
 

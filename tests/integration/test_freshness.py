@@ -70,13 +70,13 @@ def search_paths(base: str, query: str) -> list[str]:
     return [hit["path"] for hit in answer.json()["results"]]
 
 
-def until(predicate: Callable[[], bool], timeout_s: float = 60.0) -> None:
+def until(predicate: Callable[[], bool], timeout_s: float = 60.0, log: Callable[[], str] = str) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if predicate():
             return
         time.sleep(0.05)
-    assert predicate(), "condition not met in time"
+    assert predicate(), f"condition not met in time; server output:\n{log()[-4000:]}"
 
 
 def snapshot(path: Path) -> dict[str, str]:
@@ -115,21 +115,22 @@ def test_watch_mode_converges_to_a_full_sync_whatever_the_editor_does(tmp_path: 
         try:
             # a plain save
             (kb / "en" / "zorblax.md").write_text(NOTE.format(title="Zorblax", body="zorblax frobnicator"))
-            until(lambda: "en/zorblax.md" in search_paths(base, "zorblax"))
+            log = served.text
+            until(lambda: "en/zorblax.md" in search_paths(base, "zorblax"), log=log)
             # temporary file + rename over the note (vim, VS Code, most editors)
             tmp = kb / "en" / ".zorblax.md.swp"
             tmp.write_text(NOTE.format(title="Zorblax", body="quuxification only"))
             os.replace(tmp, kb / "en" / "zorblax.md")
-            until(lambda: "en/zorblax.md" in search_paths(base, "quuxification"))
+            until(lambda: "en/zorblax.md" in search_paths(base, "quuxification"), log=log)
             assert "en/zorblax.md" not in search_paths(base, "frobnicator")
             # delete + create under another name (a rename through the file manager)
             (kb / "en" / "zorblax.md").unlink()
             (kb / "en" / "renamed.md").write_text(NOTE.format(title="Renamed", body="quuxification again"))
-            until(lambda: search_paths(base, "quuxification") == ["en/renamed.md"])
+            until(lambda: search_paths(base, "quuxification") == ["en/renamed.md"], log=log)
             # a burst of saves of one note: the last one wins
             for i in range(30):
                 (kb / "en" / "renamed.md").write_text(NOTE.format(title="Renamed", body=f"burstword{i} quux"))
-            until(lambda: search_paths(base, "burstword29") == ["en/renamed.md"])
+            until(lambda: search_paths(base, "burstword29") == ["en/renamed.md"], log=log)
             # a checkout touching 500 notes: new folder of notes, edits, deletes, a folder renamed
             (kb / "bulk").mkdir()
             for i in range(500):
@@ -145,8 +146,8 @@ def test_watch_mode_converges_to_a_full_sync_whatever_the_editor_does(tmp_path: 
             )  # fmt: skip
             assert handed.returncode == 0, handed.stderr
             assert "handed to the kbsearch serve" in handed.stderr
-            until(lambda: "bulk/n499.md" in search_paths(base, "item499"))
-            until(lambda: "bulk/n008.md" in search_paths(base, "edited8"))
+            until(lambda: "bulk/n499.md" in search_paths(base, "item499"), log=log)
+            until(lambda: "bulk/n008.md" in search_paths(base, "edited8"), log=log)
         finally:
             stop.set()
             thread.join(timeout=60)

@@ -81,7 +81,8 @@ def test_schemathesis_all_phases_no_5xx(served: ServeProcess, tmp_path: Path) ->
     assert {phase: info["status"] for phase, info in run["phases"].items()} == {
         "examples": "success", "coverage": "success", "fuzzing": "success", "stateful": "success",
     }  # fmt: skip
-    assert run["operations"]["tested"] == 7, run["operations"]  # /search x2, /mcp x2, /health, /slack, /whoami
+    # /search x2, /mcp x2, /health, /slack/command, /slack/interactive, /whoami, /notes x2
+    assert run["operations"]["tested"] == 10, run["operations"]
     assert run["test_cases"]["generated"] >= 10 * MAX_EXAMPLES, run["test_cases"]
     assert run["test_cases"]["with_failures"] == 0, run["test_cases"]
     # the signing hook worked: signed commands were accepted (200) and parsed, not only rejected
@@ -94,7 +95,9 @@ def test_schemathesis_all_phases_no_5xx(served: ServeProcess, tmp_path: Path) ->
 
 def test_schema_documents_every_route(served: ServeProcess) -> None:
     document = httpx.get(f"{served.base_url}/openapi.json", headers={"x-api-key": API_KEY}, timeout=10).json()
-    assert {"/search", "/mcp", "/slack/command", "/slack/interactive", "/health"} <= set(document["paths"])
+    assert {"/search", "/mcp", "/slack/command", "/slack/interactive", "/health", "/notes", "/notes/{path}"} <= set(
+        document["paths"]
+    )
     assert document["paths"]["/search"]["post"]["security"] == [{"ApiKey": []}]
     assert document["paths"]["/mcp"]["post"]["security"] == [{"ApiKey": []}]
     assert "security" not in document["paths"]["/slack/command"]["post"]

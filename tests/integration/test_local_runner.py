@@ -109,7 +109,7 @@ def test_invoke_every_api_event(event: str, status: int, sample_index: Path) -> 
     if event.startswith("search"):
         assert status != 200 or (body["results"] and body["meta"]["degraded"] == [])
     if event == "mcp_tools_list.json":
-        assert {t["name"] for t in body["result"]["tools"]} == {"kb_search", "kb_get_note"}
+        assert {t["name"] for t in body["result"]["tools"]} == {"kb_search", "kb_get_note", "kb_list"}
     if status == 422:
         fields = {d["loc"][-1] for d in body["detail"]}
         assert {"query", "top_k", "colour"} <= fields

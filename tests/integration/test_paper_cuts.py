@@ -136,7 +136,7 @@ def test_health_says_another_process_holds_the_store_and_recovers(
     body = health_of(call)
     assert body["ready"] is False and f"pid {held.pid}" in body["reasons"][0], body
     status, answer = search_status(call)
-    assert status == 503 and answer["message"].startswith("another process has the embedded store open"), answer
+    assert status == 503 and answer["message"].startswith("the local index is open in another process"), answer
     assert health_of(call)["reasons"] == [answer["message"]]  # the search's own finding, no second probe
     held.terminate()
     held.wait(timeout=30)
@@ -183,7 +183,7 @@ def test_invoke_search_says_the_known_cause(store: Path, held: subprocess.Popen[
     proc = run("invoke", "SearchFunction", "--event", str(EVENTS / "search.json"), QDRANT_PATH=str(store))
     result = json.loads(proc.stdout)
     assert result["statusCode"] == 503, result
-    assert json.loads(result["body"])["message"].startswith("another process has the embedded store open")
+    assert json.loads(result["body"])["message"].startswith("the local index is open in another process")
 
 
 def test_invoke_indexer_without_kb_source_names_the_setting(tmp_path: Path) -> None:

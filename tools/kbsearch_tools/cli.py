@@ -395,7 +395,7 @@ def _hand_off(settings: Any, source: str, args: argparse.Namespace) -> dict[str,
         report = hand_off(path, target, args.full, args.allow_mass_delete)
     except NoServer:
         return None
-    print(f"kbsearch index: handed to the kbsearch serve holding {settings.qdrant_path} (it syncs with its own "
+    print(f"kbsearch index: handed to the kbsearch serve holding the store (via {path}; it syncs with its own "
           "settings); searches there see the result now", file=sys.stderr)  # fmt: skip
     return report
 
@@ -452,6 +452,20 @@ def cmd_search(args: argparse.Namespace) -> int:
         print(f"{'':15}{hit.path}" + (f"  [{', '.join(hit.tags)}]" if hit.tags else ""))
         print(f"{'':15}" + hit.snippet.replace("\n", "\n" + " " * 15))  # snippets keep their line breaks
     return 0
+
+
+def cmd_mcp(args: argparse.Namespace) -> int:
+    from kbsearch_tools import mcp_stdio
+
+    if args.remote:
+        try:
+            return mcp_stdio.run_remote(args.remote, args.api_key_env)
+        except ValueError as exc:
+            raise KbSearchError(str(exc)) from None
+    try:
+        return mcp_stdio.run_local(args.kb, args.idle_close, args.scope)
+    except ValueError as exc:  # a --scope group that is no group name
+        raise KbSearchError(f"--scope: {exc}") from None
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -668,6 +682,26 @@ def cmd_bench(args: argparse.Namespace) -> int:
             else 50, runs=args.runs if args.runs != 5 else 3, dims=args.dims, progress=row,
         )  # fmt: skip
         print(json.dumps(results, indent=2) if args.json else bench.format_store(results))
+    elif args.what == "growth":
+        from kbsearch_tools import bench_growth
+
+        kb = bench_kb()
+
+        def grown(r: dict[str, Any]) -> None:
+            note(f"{r['copies']}x {r['side']} run {r['run']}: index {r['index_s']} s ({r['index_rss_mb']} MB), "
+                 f"search p50 {r['search_p50_ms']} ms")  # fmt: skip
+
+        results = bench_growth.bench_growth(
+            kb, copies=args.copies if args.copies != (1, 10) else (1, 10, 100), runs=args.runs if args.runs != 5 else 3,
+            peer_copies=args.peer_copies, queries=args.queries if args.queries != 200 else 50, dims=args.dims,
+            baseline=Path(args.baseline) if args.baseline else None, progress=grown,
+        )  # fmt: skip
+        print(json.dumps(results, indent=2) if args.json else bench_growth.format_growth(results))
+    elif args.what == "mcp":
+        from kbsearch_tools import bench_mcp
+
+        results = bench_mcp.bench_mcp(Path(args.kb) if args.kb else None, runs=args.runs)
+        print(json.dumps(results, indent=2) if args.json else bench_mcp.format_mcp(results))
     elif args.what == "peer":
         from kbsearch_tools import bench_peer
 
@@ -685,6 +719,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
             queries=args.queries if args.queries != 200 else 50, dims=args.dims, progress=step,
         )  # fmt: skip
         print(json.dumps(results, indent=2) if args.json else bench_peer.format_peer(results))
+    elif args.what == "freshness":
+        from kbsearch_tools import bench_freshness
+
+        parts = tuple(p.strip() for p in args.parts.split(",") if p.strip())
+        if not parts or not set(parts) <= {"deployed", "watch"}:
+            raise KbSearchError("--parts takes deployed, watch or both (deployed,watch)")
+        results = bench_freshness.bench_freshness(
+            bench_kb(), copies=max(args.copies), window_s=args.window_s, singles=args.singles, burst=args.burst,
+            orders=args.orders, saves=args.saves, latency_ms=args.latency_ms, dims=args.dims, parts=parts,
+            progress=note,
+        )  # fmt: skip
+        print(json.dumps(results, indent=2) if args.json else bench_freshness.format_freshness(results))
     elif args.what == "coldstart":
         results = bench.bench_coldstart(runs=args.runs)
         print(json.dumps(results, indent=2) if args.json else bench.format_coldstart(results))
@@ -776,6 +822,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser(
+        "mcp",
+        help="an MCP server on stdin/stdout for desktop assistants (local index, or a bridge to a deployment)",
+        description="Speak MCP (JSON-RPC, one message per line, both protocol eras) on stdin/stdout until stdin "
+        "closes; logs go to stderr. Local (default): the index at QDRANT_PATH (or Qdrant Cloud with QDRANT_URL) and "
+        "the notes at KB_SOURCE, read-only, through the same services as kbsearch serve. --remote URL: forward "
+        "every message to URL/mcp of a deployment with the API key from the variable --api-key-env.",
+    )
+    p.add_argument("--kb", help="local: the KB folder (or s3://bucket/prefix) notes are read from (default KB_SOURCE)")
+    p.add_argument("--idle-close", type=float, default=5.0, metavar="SECONDS",
+                   help="local: close the index after this many idle seconds, so kbsearch index/serve can open the "
+                        "embedded store in between (default 5; 0 keeps it open)")  # fmt: skip
+    p.add_argument("--scope", metavar="GROUPS",
+                   help="local: answer as a caller holding these access groups (g1,g2; public is always held); "
+                        "default: every note (the operator's own store)")  # fmt: skip
+    p.add_argument("--remote", metavar="URL", help="bridge to a deployed instance, e.g. "
+                   "https://<api-id>.execute-api.<region>.amazonaws.com/prod (or http://127.0.0.1:3000)")  # fmt: skip
+    p.add_argument("--api-key-env", default="KB_API_KEY", metavar="NAME",
+                   help="remote: the environment variable holding the API key (default KB_API_KEY)")  # fmt: skip
+    p.set_defaults(func=cmd_mcp)
+
+    p = sub.add_parser(
         "eval",
         help="score the pipeline phases (P@5, nDCG@10, MRR@10, Recall@50) on a BEIR dataset or a KB",
         description="Index a BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv) or a KB folder into a "
@@ -861,19 +928,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "what",
-        choices=["index", "search", "store", "peer", "coldstart", "cost", "load"],
+        choices=["index", "search", "store", "peer", "growth", "coldstart", "cost", "load", "freshness", "mcp"],
         help="index: full sync grid (batch x concurrency) and no-change sync; search: end-to-end latency and "
         "our own overhead with fake providers of fixed latency; store: the embedded store (Qdrant Edge vs "
         "qdrant-client local mode) on the vault and its copies: index, open, warm search, no-change sync, peak RSS; "
         "peer: ours next to LlamaIndex (IngestionPipeline + QdrantVectorStore on local mode, its retriever) on the "
         "vault and its copies, the same fake embedder: full index wall and peak RSS, warm search p50; "
+        "growth: 1x, 10x and 100x the vault: full index, peak RSS, store size, store open, warm search p50/p95, "
+        "no-change sync, next to LlamaIndex at --peer-copies (and a --baseline source tree in the same rounds); "
         "coldstart: fresh-interpreter import + first "
         "/health and first /search; cost: tokens per query per stage and $ per 1,000 queries; load: a bounded "
-        "load test of kbsearch serve on 127.0.0.1 (errors, latency, RSS growth)",
+        "load test of kbsearch serve on 127.0.0.1 (errors, latency, RSS growth); freshness: put → searchable through "
+        "the deployed event path simulated on moto (S3 → SQS → the indexer handler; single edits, a 500-edit burst, "
+        "deletes, renames, duplicated and reordered events, 1,000 random orders) and save → searchable under "
+        "kbsearch serve --watch on the largest of --copies; mcp: cold start of kbsearch mcp, launch "
+        "to the first kb_search answer over stdio, both eras (--kb, default sample-kb; --runs)",
     )
     p.add_argument("--kb", help="index: KB folder (default: ../shared/kb/obsidian-help if present, else sample-kb)")
-    p.add_argument("--copies", type=_int_list, default=(1, 10), help="store/peer: vault sizes as copies of --kb (1,10)")
+    p.add_argument("--copies", type=_int_list, default=(1, 10),
+                   help="store/peer: vault sizes as copies of --kb (1,10); growth: (1,10,100)")  # fmt: skip
     p.add_argument("--engines", default="edge,local", help="store: embedded engines to compare (edge,local)")
+    p.add_argument("--peer-copies", type=lambda v: () if v.strip() in ("", "none") else _int_list(v), default=(1, 10),
+                   help="growth: sizes LlamaIndex runs at too (1,10; 'none'; at 100x it would take hours here)")  # fmt: skip
+    p.add_argument("--baseline", help="growth: a source tree of another revision, measured in the same rounds")
     p.add_argument("--latency-ms", type=float, default=150.0, help="index: fake embedder latency per request (150)")
     p.add_argument("--batch-sizes", type=_int_list, default=(16, 32, 64), help="index: comma-separated (16,32,64)")
     p.add_argument(
@@ -906,6 +983,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--requests", type=int, default=10_000, help="load: requests in all (10000)")
     p.add_argument("--price", action="append", metavar="STAGE=USD",
                    help="cost: $ per 1M tokens for expansion|embedding|rerank (repeatable)")  # fmt: skip
+    p.add_argument("--parts", default="deployed,watch", help="freshness: deployed, watch or both (deployed,watch)")
+    p.add_argument("--window-s", type=float, default=10.0, help="freshness: SQS batching window added (10)")
+    p.add_argument("--singles", type=int, default=20, help="freshness: single edits, deletes and renames each (20)")
+    p.add_argument("--burst", type=int, default=500, help="freshness: edits in the burst (500)")
+    p.add_argument("--orders", type=int, default=1000, help="freshness: random event orders with duplicates (1000)")
+    p.add_argument("--saves", type=int, default=20, help="freshness: saves under kbsearch serve --watch (20)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench)
     return parser

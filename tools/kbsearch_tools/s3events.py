@@ -104,9 +104,10 @@ class EventPath:
     def delete(self, key: str) -> None:
         self.s3.delete_object(Bucket=self.bucket, Key=key)
 
-    def receive(self, limit: int = 10_000) -> list[dict[str, Any]]:
-        """Every message waiting in the queue (deleted from it: the caller now owns them) as Lambda SQS records,
-        with the ``sequencer`` S3 would have put in each notification."""
+    def receive(self, limit: int = 10_000, delete: bool = True) -> list[dict[str, Any]]:
+        """Every message waiting in the queue as Lambda SQS records (their receipt handles), with the ``sequencer``
+        S3 would have put in each notification; ``delete``: removed from the queue (the caller now owns them),
+        else in flight, as the event source mapping leaves them while the function runs."""
         out: list[dict[str, Any]] = []
         while len(out) < limit:
             answer = self.sqs.receive_message(
@@ -116,7 +117,11 @@ class EventPath:
             if not messages:
                 break
             for message in messages:
-                out.append(sqs_record(self._sequenced(message["Body"]), self.queue_arn, message["MessageId"]))
+                record = sqs_record(self._sequenced(message["Body"]), self.queue_arn, message["MessageId"])
+                record["receiptHandle"] = message["ReceiptHandle"]
+                out.append(record)
+            if not delete:
+                continue
             self.sqs.delete_message_batch(
                 QueueUrl=self.queue_url,
                 Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)],

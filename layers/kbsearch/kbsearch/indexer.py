@@ -43,6 +43,7 @@ from kbsearch.chunking import Chunk, chunk_note
 from kbsearch.config import Secrets, Settings
 from kbsearch.errors import StoreError
 from kbsearch.lexical import document_vector, text_language
+from kbsearch.links import link_keys, name_keys, path_keys
 from kbsearch.providers.embeddings import Embedder, EmbeddingStats
 from kbsearch.providers.resilience import Deadline, ProviderError
 from kbsearch.qdrant import open_store
@@ -58,6 +59,7 @@ from kbsearch.qdrant.query import (
 )
 from kbsearch.qdrant.store import (
     EMBED_HASH,
+    GRAPH_FIELD,
     ChunkPoint,
     NoteState,
     SchemaMismatchError,
@@ -341,6 +343,8 @@ class Indexer:
         self, report: SyncReport, objs: list[SourceObject], state: dict[str, NoteState], stop_at: Deadline
     ) -> None:
         """Unchanged notes whose groups the index does not record: read, parse, payload update (no embedding)."""
+        if not objs:
+            return  # a no-change run loads no YAML parser (tests/integration/test_hot_path.py)
         from kbsearch.notes import NoteError, parse_note
 
         for obj in objs:
@@ -462,6 +466,8 @@ class Indexer:
             return "updated"  # indexed before a key was configured: embed it now
         if self._reembed and st.embeddings != {self._signature_id}:
             return "updated"  # embedded with another model or input format
+        if not st.graph:
+            return "updated"  # indexed before the link graph was stored: its keys are written now
         if st.has_orphans():
             return "repair"
         return "unchanged"
@@ -504,17 +510,20 @@ class Indexer:
             )
             chunks = chunk_note(note, self.options.chunk_max_tokens, self.options.chunk_overlap_tokens)
             dense = self.embedder is not None
-            points = []
             language = text_language(note.title + "\n" + "\n".join(c.text for c in chunks))
+            payloads = []
             for chunk in chunks:
                 payload = _payload(obj, note, chunk, len(chunks), indexed_at, dense)
                 payload["lang"] = language  # the note's language: what the fusion weighs a BM25 match by
                 payload["embedding"] = self._signature_id if dense else ""  # which model/format embedded it
                 payload[EMBED_HASH] = embed_hash(self._signature_id, chunk.embed_text) if dense else ""
                 payload["access"], payload["access_from"] = groups, access_from
-                json.dumps(payload, allow_nan=False, ensure_ascii=False).encode("utf-8")  # what the store must take
-                reused = self._reuse.get(obj.path, {}).get(payload[EMBED_HASH]) if dense else None
-                points.append(ChunkPoint(obj.path, chunk.index, payload, document_vector(chunk.embed_text), reused))
+                payloads.append(payload)
+            _check_storable(payloads)  # what the store must take
+            reuse = self._reuse.get(obj.path, {}) if dense else {}
+            points = [ChunkPoint(obj.path, chunk.index, payload, document_vector(chunk.embed_text),
+                                 reuse.get(payload[EMBED_HASH]))
+                      for chunk, payload in zip(chunks, payloads, strict=True)]  # fmt: skip
         except SourceError as exc:
             self._skip(report, obj.path, str(exc))
             self._keep_last_good(report, obj.path)
@@ -590,8 +599,8 @@ class Indexer:
             todo = [i for i, point in enumerate(points) if point.dense is None]
             chunks = [c for p in window for c in p.chunks]
             texts = [self.embedder.format_document(chunks[i].embed_text) for i in todo]
-            vectors: Any = self.embedder.embed_documents(texts, call_deadline, stats) if texts else []
-            for i, vector in zip(todo, vectors, strict=True):  # one array; rows go to the store
+            vectors = self.embedder.embed_documents(texts, call_deadline, stats) if texts else []
+            for i, vector in zip(todo, vectors, strict=True):  # the lists the store writes
                 points[i] = replace(points[i], dense=vector)
             report_reused = len(points) - len(todo)
             if report_reused and isinstance(report, ChangeReport):
@@ -623,7 +632,7 @@ def _describe(signature: dict[str, Any]) -> str:
 def _payload(
     obj: SourceObject, note: Note, chunk: Chunk, n_chunks: int, indexed_at: str, dense: bool
 ) -> dict[str, Any]:
-    return {
+    payload = {
         "doc_id": note.doc_id,
         "path": note.path,
         "folders": folders_of(note.path),
@@ -645,6 +654,29 @@ def _payload(
         "dense": dense,
         "meta": note.metadata,
     }
+    if chunk.index == 0:  # the note's place in the link graph (kbsearch.links), once per note
+        payload[GRAPH_FIELD] = path_keys(note.path)
+        payload["name_keys"] = name_keys(note.title, note.metadata.get("aliases"))
+        payload["link_keys"] = link_keys(note.links)
+    return payload
+
+
+def _check_storable(payloads: list[dict[str, Any]]) -> None:
+    """Raise unless every payload is what the store must take (JSON without NaN or infinities, UTF-8 strings).
+    The chunks of a note share the note's fields (the same objects), so the first payload is encoded in full and
+    the others only in the values that are not the first's: a string is encoded (no work when it is ASCII), any
+    other value is encoded as JSON. The same verdict as encoding each payload whole, at a fraction of the cost."""
+    first = payloads[0] if payloads else {}
+    json.dumps(first, allow_nan=False, ensure_ascii=False).encode("utf-8")
+    for payload in payloads[1:]:
+        for key, value in payload.items():
+            if first.get(key) is value or type(value) in (int, bool) or value is None:
+                continue
+            if type(value) is str:
+                if not value.isascii():
+                    value.encode("utf-8")
+            else:
+                json.dumps(value, allow_nan=False, ensure_ascii=False).encode("utf-8")
 
 
 def rebuild_behind_alias(
@@ -854,7 +886,6 @@ class ChangeSync:
         failed: set[str] = set()
         try:
             self.indexer._embedding_signature(report)
-            self.indexer._rules = self._access_rules()
             applied = self.sequencers.get(sorted(latest)) if self.sequencers is not None and latest else {}
             todo = {}
             for path, change in latest.items():
@@ -863,6 +894,8 @@ class ChangeSync:
                     report.stale += 1
                 else:
                     todo[path] = change
+            if todo:  # a replay reads nothing at all
+                self.indexer._rules = self._access_rules()
             done = self._apply_current(report, todo, failed, stop_at or Deadline(), call_deadline)
             superseded = [p for p in done if not self._record(todo[p])]
             if superseded:  # a later event of these notes was applied meanwhile: apply what is there now
@@ -894,8 +927,9 @@ class ChangeSync:
         event brings in gets the groups a full sync would give it. An unusable access file fails the batch (it is
         retried, as a full sync refuses to run); a change of the access file itself reaches the index with the
         next full sync (the reconciler), which applies it to every note as a payload update."""
+        key = getattr(self.source, "prefix", "") + ACCESS_FILE  # a GET by key: read_path would list when absent
         try:
-            raw = self.source.read_path(ACCESS_FILE)
+            raw = self.source.read(SourceObject(path=ACCESS_FILE, key=key, etag="", size=0))
         except SourceError as exc:
             if str(exc).startswith("no note"):
                 return FolderRules()

@@ -4,8 +4,8 @@
   (incremental) sync, or the changed notes only (:class:`kbsearch.indexer.ChangeSync`: a stat + MD5 of each
   changed file, never a walk of the folder; unchanged chunks keep their vectors). Writes go note by note (new
   chunks first, old extras after), so searches keep answering from the previous state while a sync runs.
-- :class:`Watcher` (``--watch``): watchfiles (inotify, FSEvents; polling where those are missing or with
-  ``--poll``) with a debounce. Whatever the editor does (write in place, temporary file + rename, delete +
+- :class:`Watcher` (``--watch``): watchfiles (inotify, FSEvents) with a debounce; where those are missing, or
+  with ``--poll``, a walk of the folder's stats every 250 ms (nanosecond modification times, sizes, inodes). Whatever the editor does (write in place, temporary file + rename, delete +
   create, a burst, a ``git checkout`` of hundreds of notes) the changed paths are applied from what is on disk
   now, so the index converges to exactly what a full sync builds. A change that is not a note (a folder moved in
   or out) runs the incremental full sync.
@@ -26,7 +26,7 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from kbsearch.sources import NOTE_SUFFIX, LocalSource, open_source
 logger = logging.getLogger(__name__)
 
 SOCKET_SUFFIX = ".serve.sock"
+POLL_S = 0.25  # --poll: how often the folder's stats are compared
 MAX_REQUEST_BYTES = 64 * 1024
 
 
@@ -135,10 +136,15 @@ class Watcher:
 
     def _run(self) -> None:
         try:
+            changes = self._open_watch()  # first: a save during the initial sync is then not missed
             report = self.live.full(str(self.folder))
             self._known_from_store()
             self._report("initial sync", report.to_dict())
-            self._watch()
+            self.ready.set()
+            for batch in changes:
+                if self.stop_event.is_set():
+                    return
+                self._apply(batch)
         except Exception:  # the server keeps serving; a broken watcher says so once
             logger.exception("kbsearch serve --watch: the watcher stopped; restart kbsearch serve to resume")
         finally:
@@ -148,31 +154,62 @@ class Watcher:
         with self.live.lock:
             self.known = set(self.live.store.indexed_state())
 
-    def _watch(self) -> None:
+    def _open_watch(self) -> Iterator[set[tuple[Any, str]]]:
+        """The watch, already watching: native file events (watchfiles), else polling."""
+        if self.poll:
+            changes = self._polling()
+            next(changes)
+            return changes
         import watchfiles
 
         logging.getLogger("watchfiles").setLevel(logging.WARNING)  # "N changes detected" on every save otherwise
-        force = True if self.poll else None
         try:
-            changes = watchfiles.watch(
+            events = watchfiles.watch(
                 self.folder, debounce=self.debounce_ms, step=self.step_ms, stop_event=self.stop_event,
-                force_polling=force, poll_delay_ms=250, raise_interrupt=False, yield_on_timeout=True,
-                rust_timeout=1000,
+                force_polling=False, raise_interrupt=False, yield_on_timeout=True, rust_timeout=200,
             )  # fmt: skip
-            first = next(changes)  # the watcher exists once this returns (at the latest after rust_timeout)
+            next(events)  # creates the watcher; what it saw so far the initial sync covers
         except (OSError, RuntimeError) as exc:  # inotify missing or out of watches: poll instead
-            if self.poll:
-                raise
             logger.warning("kbsearch serve --watch: native file events unavailable (%s); polling instead", exc)
             self.poll, self.mode = True, "polling"
-            self._watch()
-            return
-        self.ready.set()
-        self._apply(first)
-        for batch in changes:
-            if self.stop_event.is_set():
-                return
-            self._apply(batch)
+            return self._open_watch()
+        return events
+
+    def _snapshot(self) -> dict[str, tuple[int, int, int]]:
+        """Every visible note's (mtime in ns, size, inode): what polling compares. watchfiles' own polling compares
+        modification times in whole seconds, and misses a second save (or a rename over) within the same second."""
+        found: dict[str, tuple[int, int, int]] = {}
+        for dirpath, dirnames, filenames in os.walk(self.folder):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            for name in filenames:
+                if name.startswith(".") or not name.lower().endswith(NOTE_SUFFIX):
+                    continue
+                full = os.path.join(dirpath, name)
+                with contextlib.suppress(OSError):
+                    info = os.stat(full)
+                    found[full] = (info.st_mtime_ns, info.st_size, info.st_ino)
+        return found
+
+    def _polling(self) -> Iterator[set[tuple[Any, str]]]:
+        """Changed note paths, every ``POLL_S`` (a walk of stats), once they have been quiet for one more poll
+        (at most ``debounce_ms``)."""
+        previous = self._snapshot()
+        yield set()
+        pending: set[str] = set()
+        first_seen = 0.0
+        while not self.stop_event.wait(POLL_S):
+            current = self._snapshot()
+            changed = {p for p in current.keys() | previous.keys() if current.get(p) != previous.get(p)}
+            previous = current
+            if changed and not pending:
+                first_seen = time.monotonic()
+            pending |= changed
+            quiet = not changed or time.monotonic() - first_seen >= self.debounce_ms / 1000
+            if pending and quiet:
+                yield {(None, p) for p in pending}
+                pending = set()
+            else:
+                yield set()
 
     def _apply(self, batch: set[tuple[Any, str]]) -> None:
         if not batch:
@@ -181,12 +218,18 @@ class Watcher:
         rescan = False
         for _kind, raw in batch:
             rel = os.path.relpath(os.path.abspath(raw), self.folder).replace(os.sep, "/") if raw else ""
-            if not rel or rel.startswith("../") or _hidden(rel):
+            if not rel or rel == "." or rel.startswith("../") or _hidden(rel):
                 continue
-            if rel.lower().endswith(NOTE_SUFFIX) and not Path(raw).is_dir():
+            is_dir = Path(raw).is_dir()
+            if rel.lower().endswith(NOTE_SUFFIX) and not is_dir:
                 notes.add(rel)
-            elif Path(raw).is_dir() or any(k.startswith(rel + "/") for k in self.known):
-                rescan = True  # a folder moved in, out or renamed: its notes have no events of their own
+                continue
+            holds_known = any(k.startswith(_nfc(rel) + "/") for k in self.known)
+            if is_dir != holds_known:
+                # a folder moved in (there, none of its notes known) or out (gone, its notes known): its notes have
+                # no events of their own. A folder that is there with known notes only changed its entries (what
+                # polling reports for every save): those files have their own events.
+                rescan = True
         if rescan:
             report = self.live.full(str(self.folder)).to_dict()
             self._known_from_store()

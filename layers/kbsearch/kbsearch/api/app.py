@@ -27,6 +27,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from kbsearch.api import body
 from kbsearch.api.container import Container
 from kbsearch.api.mcp_routes import mcp_router
+from kbsearch.api.notes_routes import notes_router
 from kbsearch.api.responses import (
     RPC_INTERNAL_ERROR,
     RPC_INVALID_REQUEST,
@@ -112,6 +113,7 @@ class SearchApi:
         app.include_router(search_router(self.search))
         app.include_router(slack_router(self.container))
         app.include_router(mcp_router(self.container, self.search))
+        app.include_router(notes_router(self.container))
         app.exception_handler(ConfigError)(self._not_configured)
         app.exception_handler(RequestValidationError)(lambda exc: validation_error(exc.errors()))
         app.exception_handler(body.BadBody)(lambda exc: error(exc.status, exc.code, exc.message))

@@ -17,6 +17,7 @@ from kbsearch.health import Readiness
 from kbsearch.qdrant.query import LAST_SYNC_AT, LAST_SYNC_KIND
 
 if TYPE_CHECKING:
+    from kbsearch.browse import BrowseService
     from kbsearch.reader import NoteReader
     from kbsearch.search import SearchService
 
@@ -34,6 +35,7 @@ class Container:
         self.secrets = Secrets(settings)
         self.readiness = Readiness(settings)  # what /health says about the index (no round trip)
         self._search: SearchService | None = None
+        self._browse: BrowseService | None = None
         self._reader: NoteReader | None = None
         self._lock = threading.Lock()
         self._callers: tuple[str | None, CallerMap] = (None, CallerMap.empty())
@@ -120,6 +122,17 @@ class Container:
             return []
         service = self._search
         return self.readiness.problems(store_open_here=service is not None and service.retriever_open)
+
+    def browse(self) -> BrowseService:
+        """Reading notes (sections, links), the catalog and pages of notes for a caller's scope, over the search
+        service's index connection and the note reader (``KB_SOURCE``, opened on first read); built on first use."""
+        search, reader = self.search(), self.reader()
+        with self._lock:
+            if self._browse is None:
+                from kbsearch.browse import BrowseService
+
+                self._browse = BrowseService(search, reader)
+            return self._browse
 
     def last_sync(self) -> dict[str, Any] | None:
         """The last successful indexer run (``at``, ``age_s``, ``kind``) as the collection records it, for

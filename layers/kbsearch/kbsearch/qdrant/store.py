@@ -27,7 +27,10 @@ if TYPE_CHECKING:  # qdrant_client (~0.5 s to import) is loaded only by the stor
 
     from kbsearch.config import Secrets, Settings
 
-STATE_FIELDS = ["path", "etag", "chunk_index", "n_chunks", "dense", "doc_id", "embedding", "access", "access_from"]
+#: The first chunk's payload field that says the note's link-graph keys are stored (see kbsearch.links).
+GRAPH_FIELD = "path_keys"
+STATE_FIELDS = ["path", "etag", "chunk_index", "n_chunks", "dense", "doc_id", "embedding", "access", "access_from",
+                GRAPH_FIELD]  # fmt: skip
 #: Payload field: a hash of what a chunk's dense vector embeds (model signature + embedded text); an event-driven
 #: run reuses the stored vector of a chunk whose hash is unchanged instead of embedding it again.
 EMBED_HASH = "embed_hash"
@@ -88,6 +91,7 @@ class NoteState:
     doc_ids: dict[str, str] = field(default_factory=dict)  # etag → the frontmatter id (or path) it was indexed with
     embeddings: set[str] = field(default_factory=set)  # signature ids of the chunks' vectors
     accesses: set[tuple[tuple[str, ...], str] | None] = field(default_factory=set)  # (groups, from) per chunk
+    graph: bool = True  # False: a first chunk written before the link graph was stored
 
     def add(
         self, etag: str, chunk_index: int, n_chunks: int, dense: bool, doc_id: str | None = None, embedding: str = "",
@@ -138,6 +142,8 @@ def add_state(state: dict[str, NoteState], p: dict[str, Any]) -> None:
         bool(p.get("dense")), doc_id if isinstance(doc_id, str) else None, str(p.get("embedding", "")),
         recorded_access(p),
     )  # fmt: skip
+    if p.get("chunk_index") == 0 and GRAPH_FIELD not in p:
+        state[path].graph = False
 
 
 def recorded_access(payload: dict[str, Any]) -> tuple[tuple[str, ...], str] | None:
@@ -154,7 +160,7 @@ class ChunkPoint:
     chunk_index: int
     payload: dict[str, Any]
     sparse: SparseVector
-    dense: list[float] | NDArray[np.float64] | None  # the indexer's are rows of the embedder's array
+    dense: list[float] | NDArray[np.float64] | None  # the embedder's lists; a numpy row is taken too
 
 
 def dense_list(vector: list[float] | NDArray[np.float64]) -> list[float]:
@@ -402,6 +408,35 @@ class Store:
         except Exception as exc:
             raise StoreError(f"Qdrant query failed ({type(exc).__name__})") from None
         return [{"id": str(p.id), "score": p.score, "payload": p.payload} for p in result.points]
+
+    def scroll(self, request: dict[str, Any], timeout_s: float) -> tuple[list[dict[str, Any]], str | None]:
+        """Run a scroll request's JSON (filter, limit, offset, with_payload) through qdrant-client."""
+        from qdrant_client import models
+
+        try:
+            req = models.ScrollRequest.model_validate(request)
+            points, offset = self.client.scroll(
+                self.collection, scroll_filter=req.filter, limit=req.limit or 10, offset=req.offset,
+                with_payload=req.with_payload if req.with_payload is not None else True, with_vectors=False,
+                timeout=max(1, int(timeout_s)),
+            )  # fmt: skip
+        except Exception as exc:
+            raise StoreError(f"Qdrant scroll failed ({type(exc).__name__})") from None
+        return [{"id": str(p.id), "payload": p.payload} for p in points], None if offset is None else str(offset)
+
+    def facet(self, request: dict[str, Any], timeout_s: float) -> list[tuple[Any, int]]:
+        """Run a facet request's JSON (key, filter, limit, exact) through qdrant-client."""
+        from qdrant_client import models
+
+        try:
+            req = models.FacetRequest.model_validate(request)
+            answer = self.client.facet(
+                self.collection, key=req.key, facet_filter=req.filter, limit=req.limit or 10, exact=bool(req.exact),
+                timeout=max(1, int(timeout_s)),
+            )  # fmt: skip
+        except Exception as exc:
+            raise StoreError(f"Qdrant facet failed ({type(exc).__name__})") from None
+        return [(hit.value, int(hit.count)) for hit in answer.hits]
 
     def query_batch(self, searches: list[dict[str, Any]], timeout_s: float) -> list[list[dict[str, Any]]]:
         """Several Query API searches in one call (``query_batch_points``)."""
