@@ -21,7 +21,7 @@ from kbsearch.qdrant.store import SchemaMismatchError
 from kbsearch.schemas import SearchRequest
 from kbsearch.search import SearchService
 from kbsearch_tools.fakes import FakeProvider
-from tests.conftest import ROOT, provider_settings, subprocess_env
+from tests.conftest import PROCESS_TIMEOUT_S, ROOT, provider_settings, subprocess_env
 
 SAMPLE = ROOT / "sample-kb"
 pytest.importorskip("qdrant_edge", reason="no Qdrant Edge wheel on this platform (the fallback is local mode)")
@@ -148,7 +148,7 @@ def test_without_an_edge_wheel_kbsearch_index_falls_back_with_one_notice(tmp_pat
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=PROCESS_TIMEOUT_S,
     )
     assert done.returncode == 0, done.stderr
     assert done.stderr.count(FALLBACK_NOTICE) == 1

@@ -510,7 +510,8 @@ def _top_imports(stderr: str, top: int) -> list[dict[str, Any]]:
 
 
 def _fake_qdrant_cloud(root: Path) -> FakeEndpoint:
-    """A loopback stand-in for Qdrant Cloud's REST API answering the search's two calls with sample-kb chunks."""
+    """A loopback stand-in for Qdrant Cloud's REST API answering the search's calls (the batch of the adaptive
+    fusion, or the one fused query) with sample-kb chunks."""
     import json
 
     from kbsearch.chunking import chunk_note
@@ -530,7 +531,17 @@ def _fake_qdrant_cloud(root: Path) -> FakeEndpoint:
     exists = json.dumps({"result": {"exists": True}, "status": "ok", "time": 0.0}).encode()
     query = json.dumps({"result": {"points": points}, "status": "ok", "time": 0.001}).encode()
     endpoint = FakeEndpoint().start()
-    endpoint.responder = lambda method, path: (200, exists if path.endswith("/exists") else query, "application/json")
+
+    def respond(method: str, path: str) -> tuple[int, bytes, str]:
+        if path.endswith("/exists"):
+            return 200, exists, "application/json"
+        if path.endswith("/points/query/batch"):  # the adaptive fusion's one call: the same points for every search
+            searches = len((endpoint.requests[-1].body or {}).get("searches") or [])
+            batch = {"result": [{"points": points}] * searches, "status": "ok", "time": 0.001}
+            return 200, json.dumps(batch).encode(), "application/json"
+        return 200, query, "application/json"
+
+    endpoint.responder = respond
     return endpoint
 
 

@@ -20,8 +20,9 @@ import time
 from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from kbsearch.errors import ConfigError
 
@@ -152,6 +153,35 @@ def dotenv_values(path: Path) -> dict[str, str]:
             value = match["bare"]
         values[match["key"]] = value
     return values
+
+
+#: The settings that hold a URL: each is checked when the settings are read, so a typo (``htp://``) stops with one
+#: message naming it instead of failing later as "unreachable" (or a traceback).
+URL_SETTINGS = (
+    "qdrant_url", "embedding_url", "embedding_fallback_url", "reranker_url", "reranker_fallback_url",
+    "expansion_url", "kb_base_url",
+)  # fmt: skip
+
+
+def url_problem(value: str) -> str | None:
+    """Why ``value`` is not a usable http(s) URL (None: it is, or it is empty, which turns the feature off). Never
+    echoes the value: a URL may carry credentials."""
+    if not value:
+        return None
+    if value != value.strip() or any(ord(c) < 33 or c == "\x7f" for c in value):
+        return "contains whitespace or control characters"
+    try:
+        parts = urlsplit(value)
+        port = parts.port  # raises ValueError for a port that is not a number in 0-65535
+    except ValueError as exc:
+        return f"is not a valid URL ({exc})"
+    if parts.scheme not in ("http", "https"):
+        return f"has the scheme {parts.scheme!r}, not http or https" if parts.scheme else "has no scheme"
+    if not parts.hostname:
+        return "has no host"
+    if port == 0:
+        return "has port 0"
+    return None
 
 
 class Settings(BaseModel):
@@ -304,6 +334,14 @@ class Settings(BaseModel):
     # The provider settings grouped per role, read from the flat fields above (whose names are the environment
     # variables). Plain properties, not cached: ``model_copy(update=...)`` copies a cache along with the values.
 
+    @field_validator(*URL_SETTINGS)
+    @classmethod
+    def _url(cls, value: str) -> str:
+        problem = url_problem(value)
+        if problem:
+            raise ValueError(f"{problem} (expected http(s)://host[:port][/path], or empty)")
+        return value
+
     @property
     def breaker(self) -> Breaker:
         return Breaker(self.breaker_threshold, self.breaker_cooldown_s)
@@ -396,7 +434,8 @@ def _read_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         err = exc.errors()[0]
         name = str(err["loc"][0]).upper() if err.get("loc") else "?"
-        raise ConfigError(f"invalid setting {name}: {err['msg']}") from None
+        message = str(err["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"invalid setting {name}: {message}") from None
 
 
 def load_settings(**overrides: Any) -> Settings:

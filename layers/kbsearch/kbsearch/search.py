@@ -92,6 +92,11 @@ class Stages:
         self.timings[name] = (time.perf_counter() - started) * 1000
 
 
+def _unavailable(exc: StoreError) -> IndexUnavailable:
+    """A store failure as a 503: its cause when the store says one a caller may read, else "unreachable"."""
+    return IndexUnavailable(str(exc)) if exc.public is None else IndexUnavailable(str(exc), exc.public)
+
+
 def snippet(text: str, limit: int) -> str:
     """The chunk text cut at a word boundary: line breaks and indentation kept (code stays code, lists stay
     lists), runs of blank lines folded to one, trailing spaces dropped. Only the first ``limit *
@@ -163,7 +168,7 @@ def index_errors() -> Iterator[None]:
             f"{exc}: run the indexer first", "the index has not been built yet: run the indexer first"
         ) from None
     except StoreError as exc:
-        raise IndexUnavailable(str(exc)) from None
+        raise _unavailable(exc) from None
 
 
 class SearchService:
@@ -209,6 +214,11 @@ class SearchService:
         self._metadata_read: tuple[float, dict[str, Any] | None] | None = None  # the collection's metadata, when read
 
     @property
+    def retriever_open(self) -> bool:
+        """Whether this service has its retrieval call (the embedded store opened in this process)."""
+        return self._retriever is not None
+
+    @property
     def retriever(self) -> Retriever:
         """Qdrant Cloud over REST (no qdrant_client import), or the embedded store; built once per container
         (under a lock: kbsearch serve's Slack thread and a request may both be first, and one embedded store may be
@@ -223,7 +233,7 @@ class SearchService:
             except StoreError as exc:
                 if "another process has it open" in str(exc):  # Qdrant Edge: one process per store
                     raise IndexUnavailable(str(exc), LOCKED_STORE) from None
-                raise IndexUnavailable(str(exc)) from None
+                raise _unavailable(exc) from None
         return self._retriever
 
     @contextlib.contextmanager
@@ -274,6 +284,11 @@ class SearchService:
                 recorded = None
             self._metadata_read = (now, recorded)
         return self._metadata_read[1]
+
+    def restricted_links(self) -> dict[str, list[str]] | None:
+        """Link targets that name only non-public notes → their groups (see :func:`kbsearch.access.visible_links`),
+        read as the search reads them (cached with the collection's metadata)."""
+        return self._restricted_links(Deadline(self.settings.qdrant_timeout_s))
 
     def _restricted_links(self, deadline: Deadline) -> dict[str, list[str]] | None:
         """Link targets naming only notes that are not public → their groups (as the indexer recorded them);

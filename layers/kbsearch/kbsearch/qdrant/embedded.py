@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from kbsearch.config import EDGE_GRAPH_FROM
 from kbsearch.errors import StoreError
+from kbsearch.qdrant import space
 from kbsearch.qdrant.query import DENSE, PAYLOAD_INDEXES, SPARSE, index_missing, path_filter, point_id
 from kbsearch.qdrant.store import (
     EMBED_HASH,
@@ -46,6 +47,11 @@ logger = logging.getLogger(__name__)
 FALLBACK_NOTICE = (
     "kbsearch: no Qdrant Edge wheel for this platform (pip install qdrant-edge-py); "
     "the embedded store runs on qdrant-client's slower local mode"
+)
+#: What a caller is told when the embedded store is held by another process (Edge locks its WAL; local mode its
+#: folder): the cause, not "unreachable".
+HELD_ELSEWHERE = (
+    "another process has the embedded store open (a kbsearch index or serve?); searches answer once it closes"
 )
 COLLECTION_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,254}$")
 SCROLL_PAGE = 2048
@@ -96,7 +102,7 @@ def open_local_mode(root: Path, collection: str, dimensions: int) -> Store:
         root.mkdir(parents=True, exist_ok=True)
         client = QdrantClient(path=str(root))
     except RuntimeError as exc:  # already open by another process
-        raise StoreError(f"cannot open the embedded store at {root}: {exc}") from None
+        raise StoreError(f"cannot open the embedded store at {root}: {exc}", HELD_ELSEWHERE) from None
     return Store(client, collection, dimensions, embedded=True)
 
 
@@ -118,6 +124,7 @@ class EdgeStore(Store):
         self._lock = threading.RLock()
         self._shard: edge.EdgeShard | None = None
         self._written = False
+        self._open_need = space.OPEN_RESERVE
         self._since_cycle = 0  # points written since the shard was last optimised and reopened
         if (self.path / "edge_config.json").is_file():
             self._shard = self._load()
@@ -150,11 +157,17 @@ class EdgeStore(Store):
     def _load(self, config: edge.EdgeConfig | None = None) -> edge.EdgeShard:
         import qdrant_edge as edge
 
+        # what opening (and then reading) may allocate: checked again before each query (kbsearch serve)
+        holes = space.unbacked_bytes(self.path) if space.reads_allocate(self.path) else 0
+        self._open_need = holes + space.OPEN_RESERVE
+        space.require(self.path, self._open_need, "opening the index")
         try:
             return edge.EdgeShard.load(str(self.path), config)
         except Exception as exc:  # the shard's WAL is locked by another process, or the files are damaged
-            reason = "another process has it open" if "WouldBlock" in str(exc) else type(exc).__name__
-            raise StoreError(f"cannot open the embedded store at {self.path}: {reason}") from None
+            held = "WouldBlock" in str(exc)
+            reason = "another process has it open" if held else type(exc).__name__
+            raise StoreError(f"cannot open the embedded store at {self.path}: {reason}",
+                             HELD_ELSEWHERE if held else None) from None  # fmt: skip
 
     @property
     def shard(self) -> edge.EdgeShard:
@@ -173,6 +186,8 @@ class EdgeStore(Store):
                 return
             try:
                 if self._written:
+                    need = space.allocated_bytes(self.path) + space.CREATE_RESERVE
+                    space.require(self.path, need, "optimising the index after the sync")
                     with storage_errors("flushing the embedded store"):
                         shard.optimize()
                         shard.flush()
@@ -184,6 +199,7 @@ class EdgeStore(Store):
         """Optimise (a graph for the segment that just reached ``graph_from`` points), flush, and reopen: the
         pages written and built so far are unmapped, so a long index streams through a bounded memory instead
         of holding every vector it wrote (at 100x the vault, 1.3 GB of vectors)."""
+        space.require(self.path, space.allocated_bytes(self.path) + space.CREATE_RESERVE, "optimising the index")
         with self._lock, storage_errors("optimising the embedded store"):
             self.shard.optimize()
             self.shard.flush()
@@ -198,6 +214,9 @@ class EdgeStore(Store):
         with self._lock:
             if self._shard is None or not self._written:
                 return
+            if optimize:
+                need = space.allocated_bytes(self.path) + space.CREATE_RESERVE
+                space.require(self.path, need, "optimising the index after the sync")
             with storage_errors("flushing the embedded store"):
                 if optimize:
                     self._shard.optimize()
@@ -208,7 +227,8 @@ class EdgeStore(Store):
         if self._shard is None and local_mode_data(self.root):
             raise StoreError(
                 f"{self.root} holds an index from qdrant-client's local mode, which the embedded Qdrant Edge store "
-                f"does not read; {rebuild_hint(self.collection)}"
+                f"does not read; {rebuild_hint(self.collection)}",
+                f"the embedded store holds an index Qdrant Edge does not read; {rebuild_hint(self.collection)}",
             )
         return self._shard is not None
 
@@ -266,6 +286,7 @@ class EdgeStore(Store):
                         shutil.rmtree(target)
                     elif target.exists():
                         target.unlink()
+        space.require(self.root, space.CREATE_RESERVE, "creating the collection")
         with self._lock, storage_errors(f"creating the collection {self.collection!r}"):
             self._shard = edge.EdgeShard.create(str(self.path), self._config())
             for name, kind in PAYLOAD_INDEXES.items():
@@ -299,6 +320,8 @@ class EdgeStore(Store):
 
         with self._lock, storage_errors("creating payload indexes"):
             present = set(self.shard.info().payload_schema or {})
+            if set(PAYLOAD_INDEXES) - present:
+                space.require(self.path, space.CREATE_RESERVE, "creating payload indexes")
             for name, kind in PAYLOAD_INDEXES.items():
                 if name not in present:
                     self.shard.update(
@@ -391,6 +414,7 @@ class EdgeStore(Store):
             for c in chunks
         ]
         if points:
+            space.require(self.path, space.points_bytes(chunks), f"writing {len(points)} points")
             with self._lock, storage_errors(f"writing {len(points)} points"):
                 self.shard.update(edge.UpdateOperation.upsert_points(points))
                 self._written = True
@@ -402,6 +426,7 @@ class EdgeStore(Store):
         import qdrant_edge as edge
 
         selector = edge_filter(path_filter(path, from_chunk))
+        space.require(self.path, space.OPEN_RESERVE, "deleting a note's points")  # a WAL record
         with self._lock, storage_errors("deleting a note's points"):
             self.shard.update(edge.UpdateOperation.delete_points_by_filter(selector))
             self._written = True
@@ -410,6 +435,8 @@ class EdgeStore(Store):
         """Set ``payload``'s fields on every chunk of the note (vectors untouched: nothing is re-embedded)."""
         import qdrant_edge as edge
 
+        need = space.WRITE_FACTOR * len(json.dumps(payload, default=str)) + space.WRITE_RESERVE
+        space.require(self.path, need, "updating a note's payload")
         with self._lock, storage_errors("updating a note's payload"):
             self.shard.update(edge.UpdateOperation.set_payload_by_filter(edge_filter(path_filter(path)), payload))
             self._written = True
@@ -437,6 +464,7 @@ class EdgeStore(Store):
             )  # fmt: skip
         except (KeyError, TypeError, ValueError) as exc:
             raise StoreError(f"cannot run this scroll on the embedded store ({exc})") from None
+        space.require(self.path, self._open_need, "reading notes")  # a disk that filled since the shard was opened
         with self._lock:
             try:
                 records, offset = self.shard.scroll(translated)
@@ -455,6 +483,7 @@ class EdgeStore(Store):
             )  # fmt: skip
         except (KeyError, TypeError, ValueError) as exc:
             raise StoreError(f"cannot run this facet on the embedded store ({exc})") from None
+        space.require(self.path, self._open_need, "counting notes")  # a disk that filled since the shard was opened
         with self._lock:
             try:
                 hits = self.shard.facet(translated).hits
@@ -470,6 +499,7 @@ class EdgeStore(Store):
             batch = edge.QueryBatchRequest([edge_request(s) for s in searches])
         except (KeyError, TypeError, ValueError) as exc:
             raise StoreError(f"cannot run this query on the embedded store ({exc})") from None
+        space.require(self.path, self._open_need, "searching")  # a disk that filled since the shard was opened
         with self._lock:
             try:
                 answers = self.shard.query_batch(batch)

@@ -30,6 +30,9 @@ DENSE = "dense"  # the named dense vector (cosine)
 SPARSE = "bm25"  # the named sparse vector (BM25 term weights; Qdrant applies IDF)
 #: What a collection records about its dense vectors (collection metadata): model, dimensions, input format.
 SIGNATURE_KEYS = ("embedding_model", "embedding_dimensions", "embedding_input_format")
+#: metadata key of an embedded collection: the absolute KB folder it was built from (kb_get_note reads notes there
+#: when KB_SOURCE is not set)
+SOURCE_KEY = "kb_source"
 #: Collection metadata: link keys naming only non-public notes → their groups (kbsearch.access.visible_links).
 RESTRICTED_LINKS = "access_restricted_links"
 REBUILDING = "embedding_rebuilding"  # metadata key while a re-embed runs: the vectors are of two models
@@ -256,7 +259,29 @@ def _checked(point: object) -> tuple[dict[str, Any], float]:
     for key in ("tags", "links"):
         if not all(isinstance(v, str) for v in payload.get(key) or []):
             raise bad
-    return dict(payload), score
+    return _bounded(payload), score
+
+
+#: What an answer carries of a point, at most (the indexer writes far less): a store that holds a 10 MB title or
+#: 100,000 tags cannot make an answer over Lambda's 6 MB (a 500 from the runtime); ``text`` and ``summary`` are
+#: cut where they are read (rerank passages and snippets read budget x 16 characters).
+MAX_FIELD_CHARS, MAX_LIST_ITEMS, MAX_ITEM_CHARS, MAX_PATH_CHARS = 2000, 100, 200, 1024
+
+
+def _bounded(payload: dict[str, Any]) -> dict[str, Any]:
+    out = dict(payload)
+    path = out.get("path")
+    if isinstance(path, str) and len(path) > MAX_PATH_CHARS:
+        out["path"] = ""  # no note the indexer writes has such a path: dropped like a point without one
+    for key in ("title", "heading", "doc_id", "type", "status", "updated"):
+        value = out.get(key)
+        if isinstance(value, str) and len(value) > MAX_FIELD_CHARS:
+            out[key] = value[:MAX_FIELD_CHARS]
+    for key in ("tags", "links"):
+        items = out.get(key)
+        if isinstance(items, list) and (len(items) > MAX_LIST_ITEMS or any(len(i) > MAX_ITEM_CHARS for i in items)):
+            out[key] = [i[:MAX_ITEM_CHARS] for i in items[:MAX_LIST_ITEMS]]
+    return out
 
 
 class Retriever(Protocol):
