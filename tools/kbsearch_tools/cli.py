@@ -644,7 +644,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         )
         print(json.dumps(results, indent=2) if args.json else bench.format_index(results))
     elif args.what == "search" and args.scope is not None:
-        copies = max(args.copies)
+        copies = max(args.copies or (1, 10))
         scoped = bench.bench_scope(bench_kb(), copies, args.scope, args.queries, args.dims, progress=note)
         print(json.dumps(scoped, indent=2) if args.json else bench.format_scope(scoped))
     elif args.what == "search":
@@ -678,7 +678,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             note(f"{r['copies']}x {r['engine']}: index {r['index_s']} s, open {r['open_s']} s")
 
         results = bench.bench_store(
-            kb, copies=args.copies, engines=tuple(args.engines.split(",")), queries=args.queries if args.queries != 200
+            kb, copies=args.copies or (1, 10), engines=tuple(args.engines.split(",")), queries=args.queries if args.queries != 200
             else 50, runs=args.runs if args.runs != 5 else 3, dims=args.dims, progress=row,
         )  # fmt: skip
         print(json.dumps(results, indent=2) if args.json else bench.format_store(results))
@@ -692,7 +692,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                  f"search p50 {r['search_p50_ms']} ms")  # fmt: skip
 
         results = bench_growth.bench_growth(
-            kb, copies=args.copies if args.copies != (1, 10) else (1, 10, 100), runs=args.runs if args.runs != 5 else 3,
+            kb, copies=args.copies or (1, 10, 100), runs=args.runs if args.runs != 5 else 3,
             peer_copies=args.peer_copies, queries=args.queries if args.queries != 200 else 50, dims=args.dims,
             baseline=Path(args.baseline) if args.baseline else None, progress=grown,
         )  # fmt: skip
@@ -715,7 +715,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             )
 
         results = bench_peer.bench_peer(
-            kb, copies=args.copies, runs=args.runs if args.runs != 5 else 3,
+            kb, copies=args.copies or (1, 10), runs=args.runs if args.runs != 5 else 3,
             queries=args.queries if args.queries != 200 else 50, dims=args.dims, progress=step,
         )  # fmt: skip
         print(json.dumps(results, indent=2) if args.json else bench_peer.format_peer(results))
@@ -726,7 +726,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if not parts or not set(parts) <= {"deployed", "watch"}:
             raise KbSearchError("--parts takes deployed, watch or both (deployed,watch)")
         results = bench_freshness.bench_freshness(
-            bench_kb(), copies=max(args.copies), window_s=args.window_s, singles=args.singles, burst=args.burst,
+            bench_kb(), copies=max(args.copies or (1, 10)), window_s=args.window_s, singles=args.singles, burst=args.burst,
             orders=args.orders, saves=args.saves, latency_ms=args.latency_ms, dims=args.dims, parts=parts,
             progress=note,
         )  # fmt: skip
@@ -945,7 +945,7 @@ def build_parser() -> argparse.ArgumentParser:
         "to the first kb_search answer over stdio, both eras (--kb, default sample-kb; --runs)",
     )
     p.add_argument("--kb", help="index: KB folder (default: ../shared/kb/obsidian-help if present, else sample-kb)")
-    p.add_argument("--copies", type=_int_list, default=(1, 10),
+    p.add_argument("--copies", type=_int_list, default=None,
                    help="store/peer: vault sizes as copies of --kb (1,10); growth: (1,10,100)")  # fmt: skip
     p.add_argument("--engines", default="edge,local", help="store: embedded engines to compare (edge,local)")
     p.add_argument("--peer-copies", type=lambda v: () if v.strip() in ("", "none") else _int_list(v), default=(1, 10),
