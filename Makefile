@@ -20,8 +20,11 @@ ORACLE_ARG := $(if $(ORACLE),--oracle $(ORACLE))
 # sam build needs the Lambda runtime's Python (3.13) on PATH; pyenv provides it here.
 SAM_PY ?= 3.13.0
 export SAM_CLI_TELEMETRY = 0
+# The MCP Inspector CLI (npm, pinned by tools/inspector/package-lock.json) for its test; skipped without npm.
+NPM := $(shell command -v npm 2>/dev/null)
+INSPECTOR := tools/inspector/node_modules/.bin/mcp-inspector
 
-.PHONY: install lock run serve index test lint format unit build deploy clean bench eval eval-classes eval-gate load
+.PHONY: install lock run serve index test lint format unit build deploy clean bench eval eval-classes eval-gate load inspector
 
 $(STAMP): pyproject.toml requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,7 +33,7 @@ $(STAMP): pyproject.toml requirements-dev.txt
 	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
-install: $(STAMP) ## create .venv and install kbsearch with its dev tools, exactly as locked (hash-checked)
+install: $(STAMP) $(if $(NPM),$(INSPECTOR)) ## .venv with kbsearch and its dev tools, exactly as locked (hash-checked); the MCP Inspector CLI when npm is here
 
 lock: $(STAMP) ## re-resolve uv.lock from pyproject.toml (UPGRADE=1: newest allowed versions) and export both requirement files
 	$(BIN)/uv lock $(if $(UPGRADE),--upgrade,)
@@ -63,12 +66,22 @@ lint: $(STAMP) $(CHECKOV) ## ruff, mypy, cfn-lint (+ serverless rules), checkov;
 	$(BIN)/cfn-lint --append-rules cfn_lint_serverless.rules -- template.yaml
 	$(CHECKOV) --file template.yaml --framework cloudformation --quiet --compact --skip-download
 
+$(INSPECTOR): tools/inspector/package-lock.json
+	npm ci --prefix tools/inspector --no-audit --no-fund --loglevel=error
+	touch $(INSPECTOR)
+
+inspector: $(INSPECTOR) ## install the MCP Inspector CLI (tests/integration/test_mcp_inspector.py)
+
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-unit: $(STAMP) ## tests only
-	$(BIN)/python -m pytest -q
+# make unit runs the tests on TEST_WORKERS processes, one test file per worker (module fixtures stay whole); the
+# fuzz run uses the quick profile unless KB_FUZZ_PROFILE=full (CI: .ci/run).
+TEST_WORKERS ?= 2
+
+unit: $(STAMP) $(if $(NPM),$(INSPECTOR)) ## tests only, on TEST_WORKERS (2) workers
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 test: lint unit ## lint + the whole test suite (offline)
 

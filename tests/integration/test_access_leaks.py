@@ -385,3 +385,203 @@ def test_openapi_says_which_scope_a_key_has(app) -> None:
         "ApiKey"]["description"]  # fmt: skip
     status, text = call(app, "POST", "/search", "id-hr", body={"query": "welcome"})
     assert status == 200
+
+
+# -- the browse surfaces: GET /notes/{path}, GET /notes, kb_list, kb_get_note sections and links, resources ------
+
+
+def get_note(app, key_id: str | None, path: str, section: str | None = None) -> tuple[int, str]:
+    from urllib.parse import quote, urlencode
+
+    encoded = quote(path, safe="/")
+    event = build_event(HttpRequest("GET", f"/notes/{encoded}", urlencode({"section": section}) if section else "",
+                                    [], b""), "/notes/{path+}", {"path": encoded}, "dev")  # fmt: skip
+    event["requestContext"]["identity"]["apiKeyId"] = key_id
+    answer = parse_result(app(event))
+    return answer.status, answer.body.decode("utf-8")
+
+
+def without(path: str, text: str) -> str:
+    """The answer with the path the caller sent taken out (an answer may repeat the caller's own input)."""
+    for form in (json.dumps(path)[1:-1], json.dumps(path, ensure_ascii=False)[1:-1], repr(path)[1:-1], path):
+        text = text.replace(form, "<path>")
+    return text
+
+
+@pytest.mark.parametrize("key_id", [None, "id-hr", "id-sec"])
+def test_get_notes_by_path_forbidden_is_missing(app, key_id: str | None) -> None:
+    groups = KEY_GROUPS[key_id]
+    missing = {
+        section: get_note(app, key_id, "nowhere/Nothing here.md", section) for section in (None, "Grades zqhrheading")
+    }
+    for section, (status, text) in missing.items():
+        assert status == 404, text
+        missing[section] = (status, without("nowhere/Nothing here.md", text))
+    for path in NOTES:
+        for variant in path_variants(path):
+            for section in (None, "Grades zqhrheading"):
+                status, text = get_note(app, key_id, variant, section)
+                shown = unicodedata.normalize("NFC", variant)
+                if path in readable(groups) and shown == path:
+                    if section is None or path == "hr/Salary bands.md":
+                        assert status == 200, text
+                        continue
+                    assert status == 404 and "no section" in text  # a readable note without that section
+                    continue
+                assert (status, without(shown, text)) == missing[section], (variant, section, text)
+                # (the caller's own section name is not an answer's leak)
+                answer = without(shown, text).replace(section or "<none>", "<section>")
+                assert_no_leak(answer, groups, f"GET /notes/{variant} section={section}")
+
+
+@pytest.mark.parametrize("key_id", list(KEY_GROUPS))
+def test_links_backlinks_catalog_and_lists_name_only_readable_notes(app, key_id: str | None) -> None:
+    groups = KEY_GROUPS[key_id]
+    visible = readable(groups)
+    for path in ("pub/Onboarding.md", "pub/Welcome.md"):
+        status, text = get_note(app, key_id, path)
+        links = json.loads(text)["links"]
+        assert status == 200 and links is not None
+        resolved = {ref["path"] for ref in links["outgoing"] + links["backlinks"] if ref["path"]}
+        assert resolved <= visible, (path, resolved - visible)
+        assert_no_leak(json.dumps(links["backlinks"], ensure_ascii=False), groups, f"backlinks of {path}")
+    _, text = get_note(app, key_id, "pub/Onboarding.md")
+    backlinks = {ref["path"] for ref in json.loads(text)["links"]["backlinks"]}
+    assert backlinks == {"pub/Welcome.md"} | ({"hr/Salary bands.md"} if "hr" in groups else set())
+    status, text = call(app, "GET", "/notes", key_id, query="recent=50")
+    catalog = json.loads(text)
+    assert status == 200 and catalog["notes"] == len(visible), catalog
+    assert_no_leak(text, groups, "GET /notes")
+    assert {n["path"] for n in catalog["recent"]} == visible
+    folders = {f["value"] for f in catalog["folders"]}
+    expected_folders = {p.rsplit("/", 1)[0] for p in visible}
+    expected_folders |= {f.rsplit("/", 1)[0] for f in expected_folders if "/" in f}  # every level
+    assert folders == expected_folders
+    for era in ("legacy", "modern"):
+        status, answer = mcp(app, key_id, era, "kb_list", {"recent": 50})
+        assert status == 200 and not answer["result"]["isError"]
+        assert_no_leak(json.dumps(answer, ensure_ascii=False), groups, f"kb_list ({era})")
+        assert answer["result"]["structuredContent"]["notes"] == len(visible)
+
+
+def rpc(app, key_id: str | None, era: str, method: str, params: dict[str, Any]) -> dict[str, Any]:
+    import base64
+
+    request: dict[str, Any] = {"jsonrpc": "2.0", "id": 9, "method": method, "params": dict(params)}
+    headers: dict[str, str] = {}
+    if era == "modern":
+        request["params"]["_meta"] = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                                      "io.modelcontextprotocol/clientCapabilities": {}}  # fmt: skip
+        headers = {"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": method}
+        if "name" in params:
+            headers["Mcp-Name"] = params["name"]
+        if "uri" in params:
+            headers["Mcp-Name"] = "=?base64?" + base64.b64encode(params["uri"].encode()).decode() + "?="
+    _, text = call(app, "POST", "/mcp", key_id, body=request, headers=headers)
+    return dict(json.loads(text))
+
+
+@pytest.mark.parametrize("era", ["legacy", "modern"])
+@pytest.mark.parametrize("key_id", [None, "id-hr"])
+def test_resources_list_and_read(app, key_id: str | None, era: str) -> None:
+    from kbsearch.mcp.resources import note_uri
+
+    groups = KEY_GROUPS[key_id]
+    listed = rpc(app, key_id, era, "resources/list", {})
+    assert_no_leak(json.dumps(listed, ensure_ascii=False), groups, f"resources/list ({era})")
+    assert {r["uri"] for r in listed["result"]["resources"]} == {note_uri(p) for p in readable(groups)}
+    missing = rpc(app, key_id, era, "resources/read", {"uri": note_uri("nowhere/Nothing here.md")})
+    for path in NOTES:
+        uri = note_uri(path)
+        answer = rpc(app, key_id, era, "resources/read", {"uri": uri})
+        if path in readable(groups):
+            assert answer["result"]["contents"][0]["uri"] == uri
+            continue
+        shape = json.dumps(answer, ensure_ascii=False).replace(uri, "<uri>").replace(path, "<path>")
+        expected = json.dumps(missing, ensure_ascii=False).replace(note_uri("nowhere/Nothing here.md"), "<uri>")
+        assert shape == expected.replace("nowhere/Nothing here.md", "<path>"), shape
+        assert_no_leak(shape, groups, f"resources/read {path} ({era})")
+
+
+def test_slack_share_button_posts_with_the_channels_scope(app, response_url: FakeEndpoint) -> None:
+    """U-sec asks in C-hr (their own answer: hr + security); pressing Share posts into C-hr, read by the whole
+    channel, so the shared answer is searched again with the channel's scope (hr): no security note reaches it."""
+    from urllib.parse import urlencode
+
+    def signed(path: str, body: str) -> dict[str, Any]:
+        stamp = str(int(time.time()))
+        headers = [("Content-Type", "application/x-www-form-urlencoded"), ("X-Slack-Request-Timestamp", stamp),
+                   ("X-Slack-Signature", slack.sign("test-signing-secret", stamp, body.encode()))]  # fmt: skip
+        return build_event(HttpRequest("POST", path, "", headers, body.encode()), path, {}, "dev")
+
+    ask = urlencode({"team_id": "T1", "channel_id": "C-hr", "user_id": "U-sec", "command": "/kb", "text": "welcome",
+                     "response_url": response_url.url + "/answer", "trigger_id": "t-share-1"})  # fmt: skip
+    assert parse_result(app(signed("/slack/command", ask))).status == 200
+    assert response_url.wait(30)
+    private = json.dumps(response_url.requests[0].body, ensure_ascii=False)
+    assert "zqsectoken" in private or "Incident review" in private or "Breach 2026" in private  # the asker's scope
+    share = next(element for block in response_url.requests[0].body["blocks"]
+                 for element in [*block.get("elements", []), block.get("accessory") or {}]
+                 if element.get("action_id") == "kb_share")  # fmt: skip
+    payload = {"type": "block_actions", "user": {"id": "U-sec", "username": "sec", "team_id": "T1"},
+               "team": {"id": "T1", "domain": "example"}, "channel": {"id": "C-hr", "name": "hr"},
+               "container": {"type": "message", "message_ts": "1.1", "is_ephemeral": True}, "api_app_id": "A1",
+               "trigger_id": "9.8.7", "response_url": response_url.url + "/share",
+               "actions": [{"type": "button", "action_id": "kb_share", "block_id": "kb_answer", "action_ts": "1.2",
+                            "text": share["text"], **({"value": share["value"]} if "value" in share else {})}]}  # fmt: skip
+    body = urlencode({"payload": json.dumps(payload, ensure_ascii=False)})
+    assert parse_result(app(signed("/slack/interactive", body))).status == 200
+    deadline = time.monotonic() + 30
+    while len(response_url.requests) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    shared = response_url.requests[1].body
+    assert shared["response_type"] == "in_channel"
+    assert_no_leak(json.dumps(shared, ensure_ascii=False), {"hr"}, "Slack Share button into C-hr")
+    assert "Salary bands" in json.dumps(shared, ensure_ascii=False)  # what the channel may read is there
+
+
+@pytest.mark.parametrize("era", ["legacy", "modern"])
+def test_notes_catalog_resources_and_links_for_every_caller(app, era: str) -> None:
+    """GET /notes/{path}, GET /notes, kb_list, resources/list and resources/read: a caller reads, counts, pages and
+    links only the notes its groups may read; a forbidden note answers exactly as a missing one."""
+    from urllib.parse import quote
+
+    for key_id, groups in KEY_GROUPS.items():
+        visible = readable(groups)
+        _, missing = call(app, "GET", "/notes/pub/Nowhere.md", key_id)
+        for path in NOTES:
+            status, text = call(app, "GET", "/notes/" + quote(path), key_id)
+            if path in visible:
+                assert status == 200, (key_id, path, text)
+                assert_no_leak(json.dumps(json.loads(text)["links"]), groups, f"GET /notes/{path} links")
+            else:
+                expected = json.loads(missing)
+                expected["message"] = expected["message"].replace("pub/Nowhere.md", path)
+                assert status == 404 and json.loads(text) == expected, (key_id, path, text)
+        status, text = call(app, "GET", "/notes", key_id, query="recent=50")
+        catalog = json.loads(text)
+        assert status == 200 and catalog["notes"] == len(visible) and {n["path"] for n in catalog["recent"]} <= visible
+        assert_no_leak(text, groups, "GET /notes")
+        listed = rpc(app, key_id, era, "tools/call", {"name": "kb_list", "arguments": {"recent": 50}})["result"]
+        assert listed["structuredContent"]["notes"] == len(visible)
+        assert_no_leak(json.dumps(listed), groups, "kb_list")
+        pages: list[dict[str, Any]] = []
+        params: dict[str, Any] = {}
+        for _ in range(10):
+            page = rpc(app, key_id, era, "resources/list", params)["result"]
+            pages += page["resources"]
+            if "nextCursor" not in page:
+                break
+            params = {"cursor": page["nextCursor"]}
+        assert {r["name"] for r in pages} == visible
+        assert_no_leak(json.dumps(pages), groups, "resources/list")
+        unknown = rpc(app, key_id, era, "resources/read", {"uri": "kb://note/pub/Nowhere.md"})["error"]
+        for path in NOTES:
+            answer = rpc(app, key_id, era, "resources/read", {"uri": "kb://note/" + quote(path)})
+            if path in visible:
+                assert answer["result"]["contents"][0]["uri"] == "kb://note/" + quote(path)
+            else:
+                error = answer["error"]
+                assert error["code"] == unknown["code"] and error["message"] == unknown["message"].replace(
+                    "pub/Nowhere.md", path
+                ), (key_id, path, error)

@@ -76,3 +76,30 @@ def test_export_errors_are_clear(tmp_path: Path, capsys: pytest.CaptureFixture[s
     code = main(["feedback", "export", "--beir", str(tmp_path / "o"), "--kb", str(SAMPLE), "--file", str(bad),
                  "--table", ""])  # fmt: skip
     assert code == 2 and "bad.jsonl:1: not a JSON vote" in capsys.readouterr().err
+
+
+def test_export_from_dynamodb_votes_and_an_s3_kb(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """What a deployment has: the votes in SlackFeedbackTable, the KB in S3 (moto)."""
+    import boto3
+    from moto import mock_aws
+
+    from kbsearch.feedback import DynamoFeedbackStore
+
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="kb-notes")
+        for path in (SNAPSHOT, REINDEX, KEYS):
+            s3.put_object(Bucket="kb-notes", Key=f"notes/{path}", Body=(SAMPLE / path).read_bytes())
+        ddb = boto3.client("dynamodb", region_name="us-east-1")
+        ddb.create_table(TableName="votes", KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+                         AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+                         BillingMode="PAY_PER_REQUEST")  # fmt: skip
+        DynamoFeedbackStore("votes", ddb).put(vote_record("snapshot", {}, 0, [SNAPSHOT, KEYS], 1, "down", "h"))
+        out = tmp_path / "beir"
+        assert main(["feedback", "export", "--beir", str(out), "--kb", "s3://kb-notes/notes", "--table", "votes",
+                     "--json"]) == 0  # fmt: skip
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["votes"], summary["documents"], summary["judgements"], summary["relevant"]) == (1, 3, 2, 0)
+    dataset = BeirDataset.load(out)
+    assert [(q.query, set(q.relevant)) for q in dataset.queries] == [("snapshot", set())]
+    assert set(dataset.corpus) == {SNAPSHOT, REINDEX, KEYS}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,11 +15,11 @@ import jsonschema
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared.exceptions import MCPError
 
 from kbsearch_tools.local.apigw import HttpRequest, build_event, parse_result
 from kbsearch_tools.local.process import serve_process
 from tests.conftest import ROOT, copy_store, subprocess_env
+from tests.integration.mcp_checks import check, find_mcp_error, walk
 
 MODERN = "2026-07-28"
 META = {"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientCapabilities": {}}
@@ -63,40 +64,24 @@ def tool_schemas(tools: Any) -> dict[str, dict[str, Any]]:
 
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
-def test_sdk_client_lists_and_calls_both_tools_in_process(app, mode: str) -> None:
+def test_sdk_client_walks_every_tool_resource_and_prompt_in_process(app, mode: str) -> None:
     recorder = Recorder()
 
     async def main() -> dict[str, Any]:
         async with in_process_client(app, mode, recorder) as client:
-            tools = await client.list_tools()
-            search = await client.call_tool("kb_search", {"query": "restore a qdrant snapshot", "top_k": 3})
-            note = await client.call_tool("kb_get_note", {"path": "ru/ранбуки/Ротация ключей.md"})
-            return {"tools": tools, "search": search, "note": note}
+            return await walk(client)
 
-    out = run(main)
-    schemas = tool_schemas(out["tools"])
-    assert set(schemas) == {"kb_search", "kb_get_note"}
-    for tool in out["tools"].tools:
-        assert tool.input_schema["type"] == "object"
-    search = out["search"]
-    assert not search.is_error
-    jsonschema.validate(search.structured_content, schemas["kb_search"])
-    paths = [hit["path"] for hit in search.structured_content["results"]]
-    assert "en/runbooks/Runbook - restore a Qdrant snapshot.md" in paths
-    assert "Runbook - restore a Qdrant snapshot" in search.content[0].text  # markdown for text-only clients
-    note = out["note"]
-    assert not note.is_error
-    jsonschema.validate(note.structured_content, schemas["kb_get_note"])
-    assert note.structured_content["frontmatter"]["id"] == "KB-122"
-    assert note.structured_content["body"].startswith("# Ротация ключей провайдеров")
+    check(run(main))
     methods = [body["method"] for _, _, body in recorder.requests if body]
     if mode == "auto":
         assert methods[0] == "server/discover" and "initialize" not in methods
-        calls = [(h, b) for _, h, b in recorder.requests if b and b["method"] == "tools/call"]
-        assert all(h["mcp-method"] == "tools/call" and h["mcp-name"] == b["params"]["name"] for h, b in calls)
+        named = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
+        calls = [(h, b) for _, h, b in recorder.requests if b and b["method"] in named]
+        assert all(h["mcp-method"] == b["method"] for h, b in calls)
         assert all(h["mcp-protocol-version"] == MODERN for h, _ in calls)
     else:
         assert methods[:2] == ["initialize", "notifications/initialized"]
+    assert {"resources/list", "resources/read", "prompts/get", "tools/call"} <= set(methods)
 
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
@@ -132,16 +117,6 @@ def test_unknown_tool_is_a_protocol_error(app, mode: str) -> None:
         run(main)
     error = find_mcp_error(info.value)
     assert error is not None and error.error.code == -32602 and "kb_delete_everything" in error.error.message
-
-
-def find_mcp_error(exc: BaseException) -> MCPError | None:
-    if isinstance(exc, MCPError):
-        return exc
-    for inner in getattr(exc, "exceptions", ()):
-        found = find_mcp_error(inner)
-        if found is not None:
-            return found
-    return None
 
 
 def post(app, body: Any, headers: dict[str, str] | None = None, method: str = "POST", raw: bytes | None = None):
@@ -187,11 +162,19 @@ def test_protocol_errors(app) -> None:
     assert status == 400 and body["error"]["code"] == -32600
     status, _, body = post(app, {"id": 1, "method": "ping"})
     assert status == 400 and body["error"]["code"] == -32600
-    status, _, body = post(app, {"jsonrpc": "2.0", "id": 4, "method": "resources/list", "params": {"_meta": META}},
-                           modern_headers("resources/list"))  # fmt: skip
+    status, _, body = post(app, {"jsonrpc": "2.0", "id": 4, "method": "sampling/createMessage",
+                                 "params": {"_meta": META}}, modern_headers("sampling/createMessage"))  # fmt: skip
     assert status == 404 and body["error"]["code"] == -32601
-    status, _, body = post(app, {"jsonrpc": "2.0", "id": 5, "method": "resources/list"})
+    status, _, body = post(app, {"jsonrpc": "2.0", "id": 5, "method": "sampling/createMessage"})
     assert status == 200 and body["error"]["code"] == -32601
+    # Mcp-Name mirrors resources/read's uri (base64-wrapped when not ASCII, as the SDK sends it)
+    uri = "kb://note/ru/ранбуки/Ротация ключей.md"
+    read = {"jsonrpc": "2.0", "id": 6, "method": "resources/read", "params": {"uri": uri, "_meta": META}}
+    status, _, body = post(app, read, modern_headers("resources/read", name="kb://note/en/Glossary.md"))
+    assert status == 400 and body["error"]["code"] == -32020
+    wrapped = "=?base64?" + base64.b64encode(uri.encode()).decode() + "?="
+    status, _, body = post(app, read, modern_headers("resources/read", name=wrapped))
+    assert status == 200 and "Ротация ключей провайдеров" in body["result"]["contents"][0]["text"]
     # notifications are acknowledged with an empty 202
     status, _, body = post(app, {"jsonrpc": "2.0", "method": "notifications/initialized"})
     assert status == 202 and body is None
@@ -247,6 +230,7 @@ def test_missing_api_key_is_403_through_serve(served_with_keys: str) -> None:
         httpx.post(f"{served_with_keys}/mcp", json=body, headers={"x-api-key": "wrong"}, timeout=10).status_code == 403
     )
     ok = httpx.post(f"{served_with_keys}/mcp", json=body, headers={"x-api-key": "mcp-key"}, timeout=10)
-    assert ok.status_code == 200 and {t["name"] for t in ok.json()["result"]["tools"]} == {"kb_search", "kb_get_note"}
+    names = {t["name"] for t in ok.json()["result"]["tools"]}
+    assert ok.status_code == 200 and names == {"kb_search", "kb_get_note", "kb_list"}
     get = httpx.get(f"{served_with_keys}/mcp", headers={"x-api-key": "mcp-key"}, timeout=10)
     assert get.status_code == 405 and get.headers["allow"] == "POST"

@@ -26,6 +26,7 @@ from kbsearch.slack_worker import MemoryDeduper, handle_job
 from kbsearch_tools.fakes import FakeEndpoint
 from kbsearch_tools.local.apigw import HttpRequest, build_event
 from tests.conftest import copy_store
+from tests.integration.test_access_leaks import CALLER_MAP, assert_no_leak, leak_kb  # noqa: F401 (a fixture)
 from tests.unit.test_slack_render import block_kit_problems
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
@@ -326,3 +327,34 @@ def test_worker_function_stores_a_vote_in_dynamodb_once(monkeypatch: pytest.Monk
             record["vote"] == "down" and record["voter"] == "f" * 32 and [h["rank"] for h in record["hits"]] == [1, 2]
         )
     assert len(hook.requests) == 1 and "not helpful" in hook.requests[0].body["text"]
+
+
+@pytest.fixture
+def leak_app(load_search_app, leak_kb: tuple[Path, Path], tmp_path: Path):  # noqa: F811 (the imported fixture)
+    kb, store = leak_kb
+    copy_store(store, tmp_path / "q")
+    return load_search_app(QDRANT_PATH=str(tmp_path / "q"), KB_SOURCE=str(kb), ACCESS_DEFAULT="deny",
+                           ACCESS_GROUPS=json.dumps(CALLER_MAP), SLACK_SIGNING_SECRET=SECRET,
+                           SLACK_RESPONSE_HOSTS="127.0.0.1", SLACK_TOP_K="10")  # fmt: skip
+
+
+def test_share_button_posts_only_what_the_channel_may_read(leak_app, hook: FakeEndpoint) -> None:
+    """U-sec reads hr + security notes in C-hr; pressing Share posts the answer searched with the channel's scope
+    (hr), so no security note reaches the channel; the private answer had them."""
+    body = urlencode({"team_id": "T1", "channel_id": "C-hr", "user_id": "U-sec", "command": "/kb", "text": "welcome",
+                      "response_url": hook.url + "/p", "trigger_id": "t-leak"})  # fmt: skip
+    assert leak_app(signed_event("/slack/command", body))["statusCode"] == 200
+    private = wait_for(hook, 1)[0]
+    assert "zqsectoken" in json.dumps(private, ensure_ascii=False) or "Incident review" in json.dumps(private)
+    share = buttons(private)["kb_share"]
+    form = dict(parse_qsl(press(share, hook.url + "/p", "9.1", user="U-sec")))
+    payload = json.loads(form["payload"])
+    payload["team"], payload["channel"] = {"id": "T1"}, {"id": "C-hr"}
+    assert (
+        leak_app(signed_event("/slack/interactive", urlencode({"payload": json.dumps(payload)})))["statusCode"] == 200
+    )
+    shared = wait_for(hook, 2)[1]
+    assert shared["response_type"] == "in_channel"
+    posted = json.dumps(shared, ensure_ascii=False)
+    assert_no_leak(posted, {"hr"}, "Share in C-hr")
+    assert "Salary bands" in posted  # what the channel may read is there

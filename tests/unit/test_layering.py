@@ -18,9 +18,9 @@ from tests.conftest import ROOT, subprocess_env
 
 RUNTIME = ROOT / "layers" / "kbsearch" / "kbsearch"
 HANDLERS = ROOT / "functions"
-SERVICES = {"kbsearch.search", "kbsearch.indexer"}
+SERVICES = {"kbsearch.search", "kbsearch.indexer", "kbsearch.browse"}
 #: the layer above the services: request/command adapters that call them
-API_LEVEL = ("kbsearch.api", "kbsearch.slack_worker", "kbsearch.mcp_server")
+API_LEVEL = ("kbsearch.api", "kbsearch.slack_worker", "kbsearch.mcp")
 TOOLING = ("cli", "bench", "fakes", "local", "eval_runner", "evaluation", "evaluate", "metrics")
 QDRANT_HOME = RUNTIME / "qdrant"
 #: the settings behind the cloud-or-embedded choice (``Settings.store_kind`` is the one place that reads the URL)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from kbsearch.errors import KbSearchError
@@ -267,3 +267,61 @@ def parse_note(path: str, raw: bytes, max_bytes: int = MAX_NOTE_BYTES) -> Note:
         sections=sections,
         warnings=warnings,
     )
+
+
+@dataclass(frozen=True)
+class Heading:
+    """One ATX heading of a note's body: its level, text (wiki-links shown as a reader sees them), the heading
+    path down to it, and the lines of its section (``start`` is the heading line; ``end`` the first line of the
+    next heading at the same or a higher level, so a section holds its subsections)."""
+
+    level: int
+    text: str
+    path: tuple[str, ...]
+    start: int
+    end: int
+
+
+def outline(body: str) -> list[Heading]:
+    """The body's headings in order (fenced code skipped, as :func:`parse_note` skips it); linear in the body."""
+    lines = body.split("\n")
+    found: list[tuple[int, str, int]] = []
+    fence: str | None = None
+    for number, line in enumerate(lines):
+        if fence is not None:
+            closing = line.strip()
+            if closing and set(closing) == {fence[0]} and len(closing) >= len(fence):
+                fence = None
+            continue
+        fm = _FENCE.match(line)
+        if fm:
+            fence = fm.group(1)
+            continue
+        parsed = _heading(line)
+        if parsed:
+            found.append((parsed[0], _render_links(parsed[1], []), number))
+    headings: list[Heading] = []
+    stack: list[tuple[int, str]] = []
+    open_at: list[int] = []  # indexes into ``headings`` whose end is not known yet
+    for level, text, number in found:
+        while open_at and headings[open_at[-1]].level >= level:
+            done = open_at.pop()
+            headings[done] = replace(headings[done], end=number)
+        while stack and stack[-1][0] >= level:
+            stack.pop()
+        stack.append((level, text))
+        headings.append(Heading(level, text, tuple(t for _, t in stack), number, len(lines)))
+        open_at.append(len(headings) - 1)
+    return headings
+
+
+def wiki_links(text: str) -> list[str]:
+    """The note parts of a note's ``[[wiki-links]]`` and embeds, in order, unique (code spans and fences skipped,
+    as :func:`parse_note` does); the frontmatter, when readable, is not searched."""
+    try:
+        _, body, _ = read_frontmatter(text)
+    except NoteError:
+        body = text
+    links: list[str] = []
+    _sections(body, links)
+    return links

@@ -110,6 +110,7 @@ MCP_PATH: dict[str, Any] = {
             "202": {"description": "A notification, acknowledged"},
             "400": _json(_RPC_ERROR, "Parse error, invalid request or params, header mismatch, unsupported version"),
             "404": _json(_RPC_ERROR, "Method not found (2026-07-28 requests)"),
+            "413": _json(_RPC_ERROR, "Body over 64 KiB"),
             "415": _json(_RPC_ERROR, "The body is not application/json in UTF-8"),
         },
     },
@@ -117,7 +118,7 @@ MCP_PATH: dict[str, Any] = {
         "summary": "Not supported: the server sends no SSE stream",
         "operationId": "mcpGet",
         "security": [{"ApiKey": []}],
-        "responses": {"405": _json(_ERROR, "Use POST")},
+        "responses": {"405": _json(_RPC_ERROR, "Use POST (a JSON-RPC error object, as every error on /mcp)")},
     },
 }
 
@@ -231,8 +232,65 @@ def _search_links(get_id: str | None, post_id: str | None) -> dict[str, dict[str
     return links
 
 
+def _model(components: dict[str, Any], model: Any) -> dict[str, Any]:
+    """A pydantic model's schema under ``components.schemas`` (its nested models too); a ``$ref`` to it."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas = components.setdefault("schemas", {})
+    schemas.update(schema.pop("$defs", {}))
+    schemas[model.__name__] = schema
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def notes_paths(components: dict[str, Any]) -> dict[str, Any]:
+    """``GET /notes/{path}`` and ``GET /notes`` (Powertools cannot describe a greedy ``{path+}`` route)."""
+    from kbsearch.schemas import CatalogResponse, NoteResponse
+
+    note, catalog = _model(components, NoteResponse), _model(components, CatalogResponse)
+    return {
+        "/notes/{path}": {
+            "get": {
+                "summary": "Read a note (whole or one section) with its headings, links and backlinks",
+                "operationId": "getNote",
+                "parameters": [
+                    {"name": "path", "in": "path", "required": True, "example": "en/Glossary.md",
+                     "description": "the note's path as search returns it (percent-encoded; '/' may stay as is)",
+                     "schema": {"type": "string", "minLength": 4, "maxLength": 1024, "pattern": "\\.md$"}},
+                    {"name": "section", "in": "query", "required": False, "example": "Steps",
+                     "description": "a heading ('Steps') or the tail of a heading path ('Rotation > Steps')",
+                     "schema": {"type": "string", "maxLength": 500}},
+                ],
+                "responses": {
+                    "200": _json(note, "The note"),
+                    "400": _json(_ERROR, "Not a note path (control characters, '..', empty segments, not .md)"),
+                    "404": _json(_ERROR, "No note at this path, or no such section (the message lists the headings)"),
+                    "422": _json(_ERROR, "The note's bytes cannot be read (not UTF-8, binary, too large)"),
+                    "503": _json(_ERROR, "The KB source is unavailable (with Retry-After)"),
+                },
+            }
+        },
+        "/notes": {
+            "get": {
+                "summary": "What the search filters accept (tags, types, statuses, folders) with counts; recent notes",
+                "operationId": "listNotes",
+                "parameters": [
+                    {"name": "path_prefix", "in": "query", "required": False, "example": "en/runbooks",
+                     "schema": {"type": "string", "maxLength": 500}},
+                    {"name": "recent", "in": "query", "required": False,
+                     "schema": {"type": "integer", "minimum": 0, "maximum": 50, "default": 10}},
+                ],
+                "responses": {
+                    "200": _json(catalog, "Filter values with note counts, and the recent notes"),
+                    "422": _json(_ERROR, "A parameter out of range"),
+                    "503": _json(_ERROR, "The index is unavailable (with Retry-After)"),
+                },
+            }
+        },
+    }  # fmt: skip
+
+
 def complete(
-    schema: dict[str, Any], key_required_paths: tuple[str, ...] = ("/search", "/mcp", "/whoami")
+    schema: dict[str, Any],
+    key_required_paths: tuple[str, ...] = ("/search", "/mcp", "/whoami", "/notes", "/notes/{path}"),
 ) -> dict[str, Any]:
     """Powertools' document plus the API key scheme, ``/mcp``, ``/slack/command``, API Gateway's own answers and
     the links between the search operations."""
@@ -248,6 +306,7 @@ def complete(
     paths["/mcp"] = copy.deepcopy(MCP_PATH)
     paths["/slack/command"] = copy.deepcopy(SLACK_PATH)
     paths["/slack/interactive"] = copy.deepcopy(SLACK_INTERACTIVE_PATH)
+    paths.update(notes_paths(components))
     search = paths.get("/search", {})
     for method, operation in search.items():
         responses = operation.setdefault("responses", {})
@@ -269,6 +328,8 @@ def complete(
     for path, item in paths.items():
         for method, operation in item.items():
             responses = operation.setdefault("responses", {})
+            if not operation.get("parameters") and "requestBody" not in operation:
+                responses.pop("422", None)  # nothing to validate (GET /health): Powertools lists one anyway
             if path in key_required_paths:
                 operation["security"] = [{"ApiKey": []}]
                 responses["403"] = _json(_GATEWAY_ERROR, "API Gateway: no valid x-api-key")

@@ -124,3 +124,62 @@ class WhoAmI(BaseModel):
 
     caller: str = Field(description="apikey:<API Gateway key id> (name), or anonymous")
     groups: list[str] = Field(description="the access groups this key may read")
+
+
+# -- reading and browsing: GET /notes/{path}, kb_get_note, kb_list ----------------------------------------------------
+
+
+class NoteRef(BaseModel):
+    """A note a link leads to or comes from (``path`` null: a link no indexed note answers)."""
+
+    target: str = Field(description="the link as written, without heading or alias; for a backlink, its path")
+    path: str | None
+    title: str | None
+
+
+class NoteLinks(BaseModel):
+    outgoing: list[NoteRef] = Field(description="the note's [[wiki-links]], resolved to notes where one matches")
+    backlinks: list[NoteRef] = Field(description="the notes that link to this one")
+    backlinks_truncated: bool = Field(description="more notes link here than are listed")
+
+
+class SectionInfo(BaseModel):
+    heading: str
+    level: int
+    path: list[str] = Field(description="the headings above it and itself")
+
+
+class NoteResponse(BaseModel):
+    path: str
+    title: str
+    frontmatter: dict[str, Any]
+    body: str = Field(description="the markdown body, or the asked section with its subsections")
+    section: list[str] | None = Field(description="the heading path of the returned section; null: the whole note")
+    sections: list[SectionInfo] = Field(description="the note's headings, for asking one section")
+    links: NoteLinks | None = Field(description="null when the index could not be read (see degraded)")
+    degraded: list[str]
+
+
+class FacetCount(BaseModel):
+    value: str
+    count: int = Field(description="notes with this value")
+
+
+class RecentNote(BaseModel):
+    path: str
+    title: str
+    updated: str | None
+    type: str | None
+    status: str | None
+    tags: list[str]
+
+
+class CatalogResponse(BaseModel):
+    """What the filters accept, with note counts, and the most recently updated notes."""
+
+    notes: int = Field(description="indexed notes (within path_prefix when given)")
+    tags: list[FacetCount]
+    types: list[FacetCount]
+    statuses: list[FacetCount]
+    folders: list[FacetCount] = Field(description="folders (every level) for path_prefix, most notes first")
+    recent: list[RecentNote] = Field(description="by frontmatter 'updated', newest first")

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from kbsearch.access import Scope, visible_links
 from kbsearch.config import Secrets, Settings
@@ -29,10 +29,13 @@ from kbsearch.providers.rerankers import Reranking, build_reranking
 from kbsearch.providers.resilience import Deadline, ProviderError, shared_client
 from kbsearch.qdrant import open_retriever
 from kbsearch.qdrant.query import (
+    HIT_PAYLOAD,
+    PASSAGE_PAYLOAD,
     RESTRICTED_LINKS,
     Candidate,
     Retriever,
     batch_searches,
+    complete,
     filter_json,
     retrieve,
     retrieve_legs,
@@ -48,9 +51,14 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 Span = Callable[[str], AbstractContextManager[Any]]
+T = TypeVar("T")
 STATUS_PRIOR = {"deprecated": 0.85, "archived": 0.85, "draft": 0.95}
 #: Fused chunks fetched per candidate note: notes have several chunks, and grouping keeps one per note.
 CHUNKS_PER_CANDIDATE = 4
+LOCKED_STORE = (
+    "the local index is open in another process (a running kbsearch serve or kbsearch index): the embedded store "
+    "takes one process at a time; stop that process, or reach the running server (kbsearch mcp --remote URL)"
+)
 #: The stages a search times in ``meta.timings_ms`` (0 when a stage is skipped), before ``total``.
 STAGE_NAMES = ("expand", "embed", "retrieve", "rerank")
 
@@ -82,6 +90,11 @@ class Stages:
                 self.degraded.append(name)
                 logger.warning(degrade_with, extra={"error": str(exc)})
         self.timings[name] = (time.perf_counter() - started) * 1000
+
+
+def _unavailable(exc: StoreError) -> IndexUnavailable:
+    """A store failure as a 503: its cause when the store says one a caller may read, else "unreachable"."""
+    return IndexUnavailable(str(exc)) if exc.public is None else IndexUnavailable(str(exc), exc.public)
 
 
 def snippet(text: str, limit: int) -> str:
@@ -145,6 +158,19 @@ def blend(candidates: list[Candidate], rerank: list[float] | None, weight: float
     return [2.0 + v if c.exact else v for c, v in zip(candidates, values, strict=True)]
 
 
+@contextlib.contextmanager
+def index_errors() -> Iterator[None]:
+    """A missing collection or a store that fails, as :class:`IndexUnavailable` (a 503 / a tool error)."""
+    try:
+        yield
+    except IndexMissing as exc:
+        raise IndexUnavailable(
+            f"{exc}: run the indexer first", "the index has not been built yet: run the indexer first"
+        ) from None
+    except StoreError as exc:
+        raise _unavailable(exc) from None
+
+
 class SearchService:
     """Built once per container; clients and connections are reused across requests."""
 
@@ -188,6 +214,11 @@ class SearchService:
         self._metadata_read: tuple[float, dict[str, Any] | None] | None = None  # the collection's metadata, when read
 
     @property
+    def retriever_open(self) -> bool:
+        """Whether this service has its retrieval call (the embedded store opened in this process)."""
+        return self._retriever is not None
+
+    @property
     def retriever(self) -> Retriever:
         """Qdrant Cloud over REST (no qdrant_client import), or the embedded store; built once per container
         (under a lock: kbsearch serve's Slack thread and a request may both be first, and one embedded store may be
@@ -200,7 +231,9 @@ class SearchService:
             try:
                 self._retriever = open_retriever(self.settings, self.secrets)
             except StoreError as exc:
-                raise IndexUnavailable(str(exc)) from None
+                if "another process has it open" in str(exc):  # Qdrant Edge: one process per store
+                    raise IndexUnavailable(str(exc), LOCKED_STORE) from None
+                raise _unavailable(exc) from None
         return self._retriever
 
     @contextlib.contextmanager
@@ -252,12 +285,25 @@ class SearchService:
             self._metadata_read = (now, recorded)
         return self._metadata_read[1]
 
+    def restricted_links(self) -> dict[str, list[str]] | None:
+        """Link targets that name only non-public notes → their groups (see :func:`kbsearch.access.visible_links`),
+        read as the search reads them (cached with the collection's metadata)."""
+        return self._restricted_links(Deadline(self.settings.qdrant_timeout_s))
+
     def _restricted_links(self, deadline: Deadline) -> dict[str, list[str]] | None:
         """Link targets naming only notes that are not public → their groups (as the indexer recorded them);
         None when not known (links are then hidden from restricted callers)."""
         recorded = self._collection_metadata(deadline)
         links = (recorded or {}).get(RESTRICTED_LINKS)
         return links if isinstance(links, dict) else None
+
+    def read_index(self, read: Callable[[Retriever, float], T], budget_s: float | None = None) -> T:
+        """One read of the index besides a search (a note's links, the catalog, a page of notes): in the same
+        slot as searches (the embedded store takes one call at a time), with ``read(retriever, timeout_s)``.
+        An index that is missing or unreachable is :class:`IndexUnavailable`, as for a search."""
+        deadline = Deadline(budget_s if budget_s is not None else self.settings.search_budget_s)
+        with self._retrieval_slot(deadline), index_errors():
+            return read(self.retriever, max(0.05, min(self.settings.qdrant_timeout_s, deadline.remaining())))
 
     def evaluation_view(self, retrieval: str, max_results: int | None = None) -> SearchService:
         """The documented seam for evaluation: this same service (providers, store, breakers, caches) answering
@@ -353,19 +399,13 @@ class SearchService:
                 updated_after=filters.updated_after,
                 groups=scope.query_groups(),
             )
-            with self._retrieval_slot(deadline):
-                try:
-                    candidates = self._retrieve(query, variants, dense, query_filter, retrieval, deadline)
-                except IndexMissing as exc:
-                    raise IndexUnavailable(
-                        f"{exc}: run the indexer first", "the index has not been built yet: run the indexer first"
-                    ) from None
-                except StoreError as exc:
-                    raise IndexUnavailable(str(exc)) from None
+            with self._retrieval_slot(deadline), index_errors():
+                candidates = self._retrieve(query, variants, dense, query_filter, retrieval, deadline)
 
         rerank_scores: list[float] | None = None
         reranker_name = "none"
         if request.rerank and self.reranking is not None and candidates:
+            candidates = self._complete(candidates, PASSAGE_PAYLOAD, query_filter, deadline, stages)
             with stages.run("rerank"):
                 docs = [passage(c.payload, self.settings.reranking.passage_tokens) for c in candidates]
                 outcome = self.reranking.rerank(query, docs, deadline)
@@ -380,7 +420,10 @@ class SearchService:
                 if outcome.errors:
                     logger.warning("rerank problems", extra={"errors": outcome.errors, "hedged": outcome.hedged})
 
-        results = self._shape(candidates, rerank_scores, request, max_results or request.top_k)
+        results = self._shape(
+            candidates, rerank_scores, request, max_results or request.top_k,
+            lambda hits: self._complete(hits, HIT_PAYLOAD, query_filter, deadline, stages),
+        )  # fmt: skip
         if scope.restricted and any(hit.links for hit in results):
             restricted = self._restricted_links(deadline)
             results = [h.model_copy(update={"links": visible_links(h.links, restricted, scope)}) for h in results]
@@ -440,9 +483,32 @@ class SearchService:
             timeout_s=timeout_s,
         )
 
+    def _complete(
+        self, candidates: list[Candidate], selector: dict[str, Any], query_filter: dict[str, Any] | None,
+        deadline: Deadline, stages: Stages,
+    ) -> list[Candidate]:  # fmt: skip
+        """The payload fields ``selector`` names, fetched for just these candidates (their time counts as
+        retrieval): the legs carry only what the fusion reads (``SEARCH_PAYLOAD``)."""
+        started = time.perf_counter()
+        with self._retrieval_slot(deadline):
+            try:
+                timeout_s = max(0.05, min(self.settings.qdrant_timeout_s, deadline.remaining()))
+                return complete(self.retriever, candidates, selector, query_filter, timeout_s)
+            except StoreError as exc:
+                raise IndexUnavailable(str(exc)) from None
+            finally:
+                stages.timings["retrieve"] += (time.perf_counter() - started) * 1000
+
     def _shape(
-        self, candidates: list[Candidate], rerank: list[float] | None, request: SearchRequest, top_k: int
+        self,
+        candidates: list[Candidate],
+        rerank: list[float] | None,
+        request: SearchRequest,
+        top_k: int,
+        fetch: Callable[[list[Candidate]], list[Candidate]] = list,
     ) -> list[Hit]:
+        """The hits: candidates in their final order (rerank blend, prior), ``top_k`` of those over ``min_score``,
+        their payloads completed by ``fetch`` (one call for the hits alone)."""
         blended = blend(candidates, rerank, self.settings.reranking.weight, self.settings.rrf_k)
         scored = []
         for i, c in enumerate(candidates):
@@ -450,9 +516,11 @@ class SearchService:
             final = base * prior(c.payload) if self.settings.search_prior else base
             scored.append((final, c.fusion, i, c, None if rerank is None else rerank[i]))
         scored.sort(key=lambda s: (-s[0], -s[1], s[2]))
+        chosen = [s for s in scored if request.min_score is None or s[0] >= request.min_score][:top_k]
+        kept = {id(c) for c in fetch([s[3] for s in chosen])}
         hits: list[Hit] = []
-        for final, fusion, _, c, rr in scored:
-            if request.min_score is not None and final < request.min_score:
+        for final, fusion, _, c, rr in chosen:
+            if id(c) not in kept:
                 continue
             p = c.payload
             hits.append(
@@ -472,6 +540,4 @@ class SearchService:
                     links=[str(link) for link in p.get("links") or []],
                 )
             )
-            if len(hits) == top_k:
-                break
         return hits

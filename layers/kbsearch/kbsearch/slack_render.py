@@ -262,7 +262,56 @@ def _units(markdown: str) -> list[str | _Code]:
         units.append(line)
     while units and units[-1] == "":
         units.pop()
-    return units
+    return _tables(units)
+
+
+_TABLE_ROW = re.compile(r"^[ \t]{0,3}\|.*\|[ \t]*$")
+_TABLE_RULE = re.compile(r"^[ \t]*\|?(?:[ \t]*:?-+:?[ \t]*\|)+[ \t]*(?::?-+:?[ \t]*)?$")
+_CELL_MARKUP = (
+    (re.compile(r"!?\[([^\]\n]{0,300})\]\([^)\s]{0,2000}\)"), r"\1"),  # [text](url), ![alt](url) → the text
+    (re.compile(r"\[\[[^\]|\n]{1,300}\|([^\]\n]{1,300})\]\]"), r"\1"),  # [[note|alias]] → the alias
+    (re.compile(r"\[\[([^\]\n]{1,300})\]\]"), r"\1"),
+    (re.compile(r"\*\*|__|~~|`"), ""),
+)
+TABLE_CELL_CHARS = 40
+
+
+def _cells(row: str) -> list[str]:
+    """A table row's cells as plain text (links, wiki-links, emphasis and code marks dropped before the row is
+    split, so an alias's ``|`` is not a column; an escaped ``\\|`` is shown as ¦)."""
+    row = row.replace("\\|", "¦")
+    for pattern, replacement in _CELL_MARKUP:
+        row = pattern.sub(replacement, row)
+    return [cut(c.strip(), TABLE_CELL_CHARS) for c in row.strip().strip("|").split("|")]
+
+
+def _tables(units: list[str | _Code]) -> list[str | _Code]:
+    """Runs of two or more Markdown table rows → a code block of aligned columns (Slack has no tables; in
+    monospace with padded cells they read as one), the alignment row as a rule under the header."""
+    out: list[str | _Code] = []
+    run: list[str] = []
+
+    def flush() -> None:
+        if len(run) < 2:
+            out.extend(run)
+        else:
+            rows = [_cells(r) for r in run if not _TABLE_RULE.match(r)]
+            ruled = _TABLE_RULE.match(run[1]) is not None
+            widths = [max((len(r[i]) for r in rows if i < len(r)), default=0) for i in range(max(map(len, rows)))]
+            lines = ["  ".join(c.ljust(widths[i]) for i, c in enumerate(r)).rstrip() for r in rows]
+            if ruled and lines:
+                lines.insert(1, "  ".join("-" * w for w in widths))
+            out.append(_Code(lines))
+        run.clear()
+
+    for unit in units:
+        if isinstance(unit, str) and _TABLE_ROW.match(unit):
+            run.append(unit)
+            continue
+        flush()
+        out.append(unit)
+    flush()
+    return out
 
 
 def _prefix(source: str, size: int, spans: list[tuple[int, int]]) -> str:

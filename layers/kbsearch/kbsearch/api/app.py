@@ -27,6 +27,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from kbsearch.api import body
 from kbsearch.api.container import Container
 from kbsearch.api.mcp_routes import mcp_router
+from kbsearch.api.notes_routes import notes_router
 from kbsearch.api.responses import (
     RPC_INTERNAL_ERROR,
     RPC_INVALID_REQUEST,
@@ -100,9 +101,10 @@ class SearchApi:
         )
         # Our own /docs, not ``enable_swagger``: that builds Powertools' OpenAPI models at import (~200 ms of every
         # cold start), and it would show Powertools' document rather than the completed one /openapi.json serves.
-        app.get("/health")(self._health)
+        app.get("/health", operation_id="health", summary="Liveness and readiness")(self._health)
         app.get(
-            "/whoami", summary="The caller's access scope: the groups whose notes its API key may read",
+            "/whoami", operation_id="whoami",
+            summary="The caller's access scope: the groups whose notes its API key may read",
             responses={200: {"description": "The caller and its groups",
                              "content": {"application/json": {"model": WhoAmI}}}},
         )(self._whoami)  # fmt: skip
@@ -111,6 +113,7 @@ class SearchApi:
         app.include_router(search_router(self.search))
         app.include_router(slack_router(self.container))
         app.include_router(mcp_router(self.container, self.search))
+        app.include_router(notes_router(self.container))
         app.exception_handler(ConfigError)(self._not_configured)
         app.exception_handler(RequestValidationError)(lambda exc: validation_error(exc.errors()))
         app.exception_handler(body.BadBody)(lambda exc: error(exc.status, exc.code, exc.message))
@@ -137,7 +140,9 @@ class SearchApi:
         except IndexUnavailable as exc:
             self.logger.error("index unavailable", extra={"error": str(exc)})
             self.metrics.add_metric(name="IndexUnavailable", unit=MetricUnit.Count, value=1)
+            self.container.readiness.search_failed(exc.public)
             raise
+        self.container.readiness.search_answered()
         self._record(answer)
         return answer
 
@@ -166,8 +171,9 @@ class SearchApi:
     # -- routes of the app itself -------------------------------------------------------------------------------
 
     def _health(self) -> dict[str, Any]:
-        status = health_status(self.container.settings, self.container.config_problem)
-        status["last_sync"] = self.container.last_sync()  # freshness: the last successful indexer run, its age
+        container = self.container
+        status = health_status(container.settings, container.config_problem, container.index_problems())
+        status["last_sync"] = container.last_sync()  # freshness: the last successful indexer run, its age
         return status
 
     def _whoami(self) -> WhoAmI:

@@ -1,5 +1,5 @@
-"""``/mcp``: the MCP server (stateless Streamable HTTP) with two tools, ``kb_search`` (the same search a user
-makes) and ``kb_get_note`` (a note's text from the KB source)."""
+"""``/mcp``: the MCP server (stateless Streamable HTTP): the tools ``kb_search`` (the same search a user makes),
+``kb_get_note`` and ``kb_list`` (the browse service), the notes as resources and the ``kb_answer`` prompt."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from kbsearch.api.container import Container
 from kbsearch.schemas import SearchRequest, SearchResponse
 
 if TYPE_CHECKING:
-    from kbsearch.mcp_server import McpServer
+    from kbsearch.mcp.protocol import McpServer
 
 
 def mcp_router(container: Container, run: Callable[[SearchRequest, Router], SearchResponse]) -> Router:
@@ -23,21 +23,22 @@ def mcp_router(container: Container, run: Callable[[SearchRequest, Router], Sear
     built: dict[str, McpServer] = {}
     lock = threading.Lock()
 
-    def read_note(path: str) -> bytes:
-        # the caller's scope: a note it may not read is answered as a note that is not there
-        return container.reader().read(path, container.api_scope(router.current_event.raw_event))
-
     def server() -> McpServer:
         with lock:
             if "mcp" not in built:
-                from kbsearch.mcp_server import McpServer, Tools
+                from kbsearch.mcp.protocol import McpServer
+                from kbsearch.mcp.tools import Backend
 
-                built["mcp"] = McpServer(Tools(search=lambda request: run(request, router), read_note=read_note))
+                built["mcp"] = McpServer(Backend(
+                    search=lambda request: run(request, router), browse=container.browse,
+                    # the caller's scope: a note it may not read is answered as a note that is not there
+                    scope=lambda: container.api_scope(router.current_event.raw_event),
+                ))  # fmt: skip
             return built["mcp"]
 
     @router.route("/mcp", method=["GET", "POST", "DELETE"], include_in_schema=False)
     def mcp_endpoint() -> Response[Any]:
-        from kbsearch.mcp_server import body_error
+        from kbsearch.mcp.protocol import body_error
 
         event = router.current_event
         try:

@@ -73,6 +73,24 @@ class QdrantRest:
             raise StoreError("Qdrant's answer is not what the API returns")
         return points
 
+    def scroll(self, request: dict[str, Any], timeout_s: float) -> tuple[list[dict[str, Any]], str | None]:
+        result = self._call("POST", "/points/scroll", request, timeout_s)
+        points = result.get("points") if isinstance(result, dict) else None
+        offset = result.get("next_page_offset") if isinstance(result, dict) else None
+        if not isinstance(points, list) or not all(isinstance(p, dict) for p in points):
+            raise StoreError("Qdrant's answer is not what the API returns")
+        return points, None if offset is None else str(offset)
+
+    def facet(self, request: dict[str, Any], timeout_s: float) -> list[tuple[Any, int]]:
+        result = self._call("POST", "/facet", request, timeout_s)
+        hits = result.get("hits") if isinstance(result, dict) else None
+        if not isinstance(hits, list) or not all(
+            isinstance(h, dict) and isinstance(h.get("count"), int) and not isinstance(h.get("count"), bool)
+            for h in hits
+        ):
+            raise StoreError("Qdrant's answer is not what the API returns")
+        return [(h.get("value"), int(h["count"])) for h in hits]
+
     def query_batch(self, searches: list[dict[str, Any]], timeout_s: float) -> list[list[dict[str, Any]]]:
         """Several searches in one round trip (``POST /points/query/batch``): one point list per search."""
         result = self._call("POST", "/points/query/batch", {"searches": searches}, timeout_s)

@@ -27,7 +27,10 @@ if TYPE_CHECKING:  # qdrant_client (~0.5 s to import) is loaded only by the stor
 
     from kbsearch.config import Secrets, Settings
 
-STATE_FIELDS = ["path", "etag", "chunk_index", "n_chunks", "dense", "doc_id", "embedding", "access", "access_from"]
+#: The first chunk's payload field that says the note's link-graph keys are stored (see kbsearch.links).
+GRAPH_FIELD = "path_keys"
+STATE_FIELDS = ["path", "etag", "chunk_index", "n_chunks", "dense", "doc_id", "embedding", "access", "access_from",
+                GRAPH_FIELD]  # fmt: skip
 #: Payload field: a hash of what a chunk's dense vector embeds (model signature + embedded text); an event-driven
 #: run reuses the stored vector of a chunk whose hash is unchanged instead of embedding it again.
 EMBED_HASH = "embed_hash"
@@ -88,6 +91,7 @@ class NoteState:
     doc_ids: dict[str, str] = field(default_factory=dict)  # etag → the frontmatter id (or path) it was indexed with
     embeddings: set[str] = field(default_factory=set)  # signature ids of the chunks' vectors
     accesses: set[tuple[tuple[str, ...], str] | None] = field(default_factory=set)  # (groups, from) per chunk
+    graph: bool = True  # False: a first chunk written before the link graph was stored
 
     def add(
         self, etag: str, chunk_index: int, n_chunks: int, dense: bool, doc_id: str | None = None, embedding: str = "",
@@ -138,6 +142,8 @@ def add_state(state: dict[str, NoteState], p: dict[str, Any]) -> None:
         bool(p.get("dense")), doc_id if isinstance(doc_id, str) else None, str(p.get("embedding", "")),
         recorded_access(p),
     )  # fmt: skip
+    if p.get("chunk_index") == 0 and GRAPH_FIELD not in p:
+        state[path].graph = False
 
 
 def recorded_access(payload: dict[str, Any]) -> tuple[tuple[str, ...], str] | None:
@@ -154,7 +160,7 @@ class ChunkPoint:
     chunk_index: int
     payload: dict[str, Any]
     sparse: SparseVector
-    dense: list[float] | NDArray[np.float64] | None  # the indexer's are rows of the embedder's array
+    dense: list[float] | NDArray[np.float64] | None  # the embedder's lists; a numpy row is taken too
 
 
 def dense_list(vector: list[float] | NDArray[np.float64]) -> list[float]:
@@ -180,6 +186,39 @@ class Store:
         self.collection = collection
         self.dimensions = dimensions
         self.embedded = embedded
+        self._owns_client = True
+
+    # -- collections behind an alias (Qdrant Cloud: ``kbsearch index --rebuild``) -------------------------------
+    def sibling(self, collection: str) -> Store:
+        """The same Qdrant, another collection; it shares this store's client (closing it closes nothing)."""
+        other = type(self)(self.client, collection, self.dimensions, self.embedded)
+        other._owns_client = False
+        return other
+
+    def alias_target(self, alias: str) -> str | None:
+        """The collection ``alias`` points to; None when it is not an alias."""
+        with storage_errors("reading the collection aliases"):
+            aliases = self.client.get_aliases().aliases
+        return next((a.collection_name for a in aliases if a.alias_name == alias), None)
+
+    def point_alias(self, alias: str, collection: str) -> None:
+        """Make ``alias`` name ``collection``, atomically (one aliases request: searches through the alias see
+        the old collection or the new one, never neither). A collection that itself has the alias's name (built
+        before aliases were used) is dropped first: that one switch leaves the name unresolvable for the length
+        of one request."""
+        from qdrant_client import models
+
+        actions: list[Any] = []
+        if self.alias_target(alias) is not None:
+            actions.append(models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=alias)))
+        elif self.sibling(alias).exists():
+            with storage_errors(f"dropping the collection {alias!r} to put an alias in its place"):
+                self.client.delete_collection(alias)
+        actions.append(
+            models.CreateAliasOperation(create_alias=models.CreateAlias(collection_name=collection, alias_name=alias))
+        )
+        with storage_errors(f"pointing the alias {alias!r} at {collection!r}"):
+            self.client.update_collection_aliases(change_aliases_operations=actions)
 
     @classmethod
     def cloud(cls, settings: Settings, secrets: Secrets) -> Store:
@@ -195,6 +234,8 @@ class Store:
         return cls(client, settings.qdrant_collection, settings.embedding_dimensions, embedded=False)
 
     def close(self) -> None:
+        if not self._owns_client:
+            return
         try:
             self.client.close()
         except Exception as exc:  # a store that failed mid-run may fail to close too; the report has the cause
@@ -367,6 +408,35 @@ class Store:
         except Exception as exc:
             raise StoreError(f"Qdrant query failed ({type(exc).__name__})") from None
         return [{"id": str(p.id), "score": p.score, "payload": p.payload} for p in result.points]
+
+    def scroll(self, request: dict[str, Any], timeout_s: float) -> tuple[list[dict[str, Any]], str | None]:
+        """Run a scroll request's JSON (filter, limit, offset, with_payload) through qdrant-client."""
+        from qdrant_client import models
+
+        try:
+            req = models.ScrollRequest.model_validate(request)
+            points, offset = self.client.scroll(
+                self.collection, scroll_filter=req.filter, limit=req.limit or 10, offset=req.offset,
+                with_payload=req.with_payload if req.with_payload is not None else True, with_vectors=False,
+                timeout=max(1, int(timeout_s)),
+            )  # fmt: skip
+        except Exception as exc:
+            raise StoreError(f"Qdrant scroll failed ({type(exc).__name__})") from None
+        return [{"id": str(p.id), "payload": p.payload} for p in points], None if offset is None else str(offset)
+
+    def facet(self, request: dict[str, Any], timeout_s: float) -> list[tuple[Any, int]]:
+        """Run a facet request's JSON (key, filter, limit, exact) through qdrant-client."""
+        from qdrant_client import models
+
+        try:
+            req = models.FacetRequest.model_validate(request)
+            answer = self.client.facet(
+                self.collection, key=req.key, facet_filter=req.filter, limit=req.limit or 10, exact=bool(req.exact),
+                timeout=max(1, int(timeout_s)),
+            )  # fmt: skip
+        except Exception as exc:
+            raise StoreError(f"Qdrant facet failed ({type(exc).__name__})") from None
+        return [(hit.value, int(hit.count)) for hit in answer.hits]
 
     def query_batch(self, searches: list[dict[str, Any]], timeout_s: float) -> list[list[dict[str, Any]]]:
         """Several Query API searches in one call (``query_batch_points``)."""

@@ -1,0 +1,301 @@
+"""Reading and browsing the KB besides search: one note (whole, or one section by heading) with its frontmatter,
+outgoing links and backlinks; the values the filters accept, with counts, and the recent notes; every note, page by
+page. One service for ``GET /notes/{path}``, the MCP tools and resources, and Slack, so that one place reads a note.
+
+Every read is for a caller's :class:`~kbsearch.access.Scope`: the note's text comes from the KB source through
+:class:`~kbsearch.reader.NoteReader` (a note the scope may not read is answered exactly as a missing one), and
+every index read carries the scope's must-clause (:func:`kbsearch.qdrant.query.filter_json`), so links, backlinks,
+counts and pages never name what the caller may not read. The note's place in the link graph is one filtered Qdrant
+query on the keys the indexer stores (:mod:`kbsearch.links`), never a scan; the catalog is Qdrant facets (payload
+indexes) and one ordered query; a page of notes is one scroll. When the index cannot be read, a note still comes
+back, without links, and says so in ``degraded``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from typing import TYPE_CHECKING, Any
+
+from kbsearch.access import visible_links
+from kbsearch.errors import ConfigError, IndexUnavailable, KbSearchError
+from kbsearch.links import Linkable, link_key, link_keys, name_keys, path_keys, resolve
+from kbsearch.qdrant.query import Retriever, filter_json, point_id
+from kbsearch.schemas import (
+    CatalogResponse,
+    FacetCount,
+    NoteLinks,
+    NoteRef,
+    NoteResponse,
+    RecentNote,
+    SectionInfo,
+    folder_prefix,
+)
+
+if TYPE_CHECKING:
+    from kbsearch.access import Scope
+    from kbsearch.notes import Heading
+    from kbsearch.reader import NoteReader
+    from kbsearch.search import SearchService
+
+logger = logging.getLogger(__name__)
+
+MAX_NOTE_BYTES = 4 * 1024 * 1024
+#: Notes one graph query returns at most (backlinks beyond it are counted as truncated).
+GRAPH_LIMIT = 500
+MAX_SECTION_CHARS = 500
+PAGE_SIZE = 100
+CURSOR_PREFIX = "n1."
+_FIRST_CHUNK = {"key": "chunk_index", "match": {"value": 0}}
+_NOTE_FIELDS = ["path", "title", "updated", "type", "status", "tags"]
+_GRAPH_FIELDS = ["path", "title", "path_keys", "name_keys", "link_keys"]
+
+
+class NoteProblem(KbSearchError):
+    """A note cannot be given. ``kind``: ``bad_path``, ``not_found``, ``no_section``, ``unreadable`` (the note's
+    bytes) or ``unavailable`` (the KB source); the message is public (no bucket, folder or exception text)."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class InvalidCursor(KbSearchError):
+    """A page cursor this service did not issue (or whose note is gone)."""
+
+
+def _fold(text: str) -> str:
+    return " ".join(text.split()).casefold()
+
+
+def find_section(headings: list[Heading], wanted: str) -> Heading | None:
+    """The heading ``wanted`` names: its text (``Steps``, ``## Steps``) or the tail of its heading path
+    (``Rotation > Steps``), case- and whitespace-insensitive; the first such heading."""
+    parts = [_fold(p.lstrip("#")) for p in wanted.split(">")]
+    parts = [p for p in parts if p]
+    if not parts:
+        return None
+    for heading in headings:
+        path = [_fold(h) for h in heading.path]
+        if path[-len(parts) :] == parts:
+            return heading
+    return None
+
+
+def encode_cursor(path: str) -> str:
+    return CURSOR_PREFIX + base64.urlsafe_b64encode(path.encode("utf-8")).decode("ascii").rstrip("=")
+
+
+def decode_cursor(cursor: object) -> str:
+    """The note path a cursor starts at; :class:`InvalidCursor` when it is not one :func:`encode_cursor` makes."""
+    from kbsearch.sources import path_problem
+
+    if not isinstance(cursor, str) or not cursor.startswith(CURSOR_PREFIX) or len(cursor) > 4096:
+        raise InvalidCursor("unknown cursor")
+    data = cursor[len(CURSOR_PREFIX) :]
+    try:
+        path = base64.urlsafe_b64decode(data + "=" * (-len(data) % 4)).decode("utf-8")
+    except (binascii.Error, ValueError):
+        raise InvalidCursor("unknown cursor") from None
+    if encode_cursor(path) != cursor or path_problem(path):
+        raise InvalidCursor("unknown cursor")
+    return path
+
+
+def _scoped(must: list[dict[str, Any]], scope: Scope) -> dict[str, Any]:
+    """A filter of ``must`` and the scope's must-clause (none for an unrestricted scope)."""
+    clause = filter_json(groups=scope.query_groups())
+    return {"must": [*(clause["must"] if clause else []), *must]}
+
+
+def _str_list(value: Any) -> list[str]:
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+class BrowseService:
+    """Built once per container next to the search service, whose index connection (and slot) it shares."""
+
+    def __init__(self, search: SearchService, reader: NoteReader) -> None:
+        self.search = search
+        self.reader = reader
+
+    # -- one note ---------------------------------------------------------------------------------------------------
+    def note_text(self, path: str, scope: Scope) -> tuple[str, str]:
+        """The note at ``path`` as written (its identity, its decoded text) when ``scope`` may read it;
+        :class:`NoteProblem` otherwise (``not_found`` too when the scope may not read it)."""
+        from kbsearch.notes import NoteError, decode_note
+        from kbsearch.sources import NoteUnreadable, SourceError, note_path, path_problem
+
+        path = note_path(path)  # the identity the indexer gave the note (NFC), whatever form the client sent
+        problem = path_problem(path) or (None if path.lower().endswith(".md") else "note paths end in .md")
+        if problem:
+            raise NoteProblem("bad_path", f"not a note path: {problem} (use kb_search to find one)")
+        try:
+            raw = self.reader.read(path, scope)
+        except NoteUnreadable as exc:  # a FIFO, a device, a dangling symlink, ...: its reason names no server path
+            raise NoteProblem("unreadable", f"the note at {path!r} cannot be read: {exc.reason}") from None
+        except ConfigError as exc:  # names the setting to fix (KB_SOURCE), as /health does
+            raise NoteProblem("unavailable", f"notes cannot be read: {exc}") from None
+        except SourceError as exc:
+            # The source's text names buckets, keys with their prefix or server folders: log it, say less.
+            logger.warning("a note could not be read", extra={"error": str(exc)})
+            if str(exc).startswith("no note at"):
+                raise NoteProblem("not_found", f"no note at {path!r}; use kb_search to find the right path") from None
+            raise NoteProblem("unavailable", "the knowledge base cannot be read right now; try again shortly") from None
+        try:
+            return path, decode_note(raw, max_bytes=MAX_NOTE_BYTES)
+        except NoteError as exc:
+            raise NoteProblem("unreadable", f"the note at {path!r} cannot be read: {exc.reason}") from None
+
+    def note(self, path: str, section: str | None, scope: Scope) -> NoteResponse:
+        """The note at ``path`` (as search returns it), whole or the section named ``section``, with its
+        frontmatter, headings and links, as ``scope`` may see them; :class:`NoteProblem` when it cannot be given."""
+        from kbsearch.notes import NoteError, outline, read_frontmatter, wiki_links
+
+        path, text = self.note_text(path, scope)
+        try:
+            frontmatter, body, _ = read_frontmatter(text)  # the indexer's parser: linear, no alias expansion
+        except NoteError:
+            frontmatter, body = {}, text  # unusable frontmatter: still show the note as written
+        body = body.lstrip("\n")
+        headings = outline(body)
+        stem = path.rsplit("/", 1)[-1][:-3]
+        h1 = next((h.text for h in headings if h.level == 1), None)
+        title = frontmatter.get("title")
+        title = title.strip() if isinstance(title, str) and title.strip() else (h1 or stem)
+        chosen = None
+        if section is not None and section.strip():
+            chosen = find_section(headings, section)
+            if chosen is None:
+                shown = "; ".join(" > ".join(h.path) for h in headings[:40]) or "none"
+                raise NoteProblem("no_section", f"no section {section.strip()!r} in {path!r}; its headings: {shown}")
+            body = "\n".join(body.split("\n")[chosen.start : chosen.end]).rstrip("\n")
+        degraded: list[str] = []
+        try:
+            links: NoteLinks | None = self._links(path, title, frontmatter.get("aliases"), wiki_links(text), scope)
+        except IndexUnavailable as exc:
+            logger.warning("a note's links could not be read", extra={"error": str(exc)})
+            links, degraded = None, ["links"]
+        return NoteResponse(
+            path=path, title=title, frontmatter=frontmatter, body=body,
+            section=list(chosen.path) if chosen else None,
+            sections=[SectionInfo(heading=h.text, level=h.level, path=list(h.path)) for h in headings],
+            links=links, degraded=degraded,
+        )  # fmt: skip
+
+    def _links(self, path: str, title: str, aliases: object, targets: list[str], scope: Scope) -> NoteLinks:
+        """Outgoing links resolved to notes and the backlinks, from one query: the notes that link to any of this
+        note's keys, and the notes any of its links (or its own keys: namesakes) could mean, among the notes
+        ``scope`` may read (a link to any other stays unresolved, as a link to a missing note)."""
+        me = Linkable(path, title, tuple(path_keys(path)), tuple(name_keys(title, aliases)))
+        own = list(dict.fromkeys(me.path_keys + me.name_keys))
+        wanted = list(dict.fromkeys(link_keys(targets) + own))
+        should = [{"key": "link_keys", "match": {"any": own}}] if own else []
+        should += [{"key": field, "match": {"any": wanted}} for field in ("path_keys", "name_keys") if wanted]
+        points: list[dict[str, Any]] = []
+        if should:
+            request = {
+                "filter": {**_scoped([_FIRST_CHUNK], scope), "should": should},
+                "limit": GRAPH_LIMIT,
+                "with_payload": {"include": _GRAPH_FIELDS},
+                "with_vector": False,
+            }
+            points = self.search.read_index(lambda r, timeout_s: r.query(request, timeout_s))
+        notes: list[tuple[Linkable, list[str]]] = []
+        for point in points:
+            payload = point.get("payload") if isinstance(point, dict) else None
+            if not isinstance(payload, dict) or not isinstance(payload.get("path"), str):
+                continue
+            linkable = Linkable(
+                payload["path"], _text(payload.get("title")) or payload["path"],
+                tuple(_str_list(payload.get("path_keys"))), tuple(_str_list(payload.get("name_keys"))),
+            )  # fmt: skip
+            notes.append((linkable, _str_list(payload.get("link_keys"))))
+        pool = [n for n, _ in notes if n.path != path] + [me]  # this note as it is now, even before a sync
+        outgoing: list[NoteRef] = []
+        seen: set[str] = set()
+        for target in targets:
+            key = link_key(target)
+            if key is None or key in seen:
+                continue
+            seen.add(key)
+            found = resolve(key, path, pool)
+            outgoing.append(NoteRef(target=target, path=found.path if found else None,
+                                    title=found.title if found else None))  # fmt: skip
+        if scope.restricted:  # as a search hit's links: no target that names only notes the caller may not read
+            shown = set(visible_links([r.target for r in outgoing if r.path is None], self.search.restricted_links(),
+                                      scope))  # fmt: skip
+            outgoing = [r for r in outgoing if r.path is not None or r.target in shown]
+        backlinks = [
+            NoteRef(target=source.path, path=source.path, title=source.title)
+            for source, keys in sorted(notes, key=lambda n: n[0].path)
+            if source.path != path and any(k in own and resolve(k, source.path, pool) is me for k in keys)
+        ]
+        return NoteLinks(outgoing=outgoing, backlinks=backlinks, backlinks_truncated=len(points) >= GRAPH_LIMIT)
+
+    # -- what the filters accept ------------------------------------------------------------------------------------
+    def catalog(self, path_prefix: str | None, recent: int, scope: Scope) -> CatalogResponse:
+        """Tags, types, statuses and folders with their note counts (within ``path_prefix``), and the ``recent``
+        most recently updated notes, of the notes ``scope`` may read: facets on the payload indexes and one ordered
+        query, one index slot. ValueError for a ``path_prefix`` no folder can have (a '..' segment)."""
+        must: list[dict[str, Any]] = [_FIRST_CHUNK]
+        prefix = folder_prefix(path_prefix)  # as search normalises it; ValueError for a '..' segment
+        if prefix:
+            must.append({"key": "folders", "match": {"value": prefix}})
+        where = _scoped(must, scope)
+
+        def read(retriever: Retriever, timeout_s: float) -> CatalogResponse:
+            def facet(key: str, limit: int) -> list[FacetCount]:
+                hits = retriever.facet({"key": key, "filter": where, "limit": limit, "exact": True}, timeout_s)
+                return [FacetCount(value=str(v), count=c) for v, c in hits if v is not None and v != ""]
+
+            total = sum(c.count for c in facet("chunk_index", 1))
+            latest: list[dict[str, Any]] = []
+            if recent > 0:
+                latest = retriever.query(
+                    {"query": {"order_by": {"key": "updated", "direction": "desc"}}, "filter": where, "limit": recent,
+                     "with_payload": {"include": _NOTE_FIELDS}, "with_vector": False},
+                    timeout_s,
+                )  # fmt: skip
+            return CatalogResponse(
+                notes=total, tags=facet("tags", 200), types=facet("type", 50), statuses=facet("status", 50),
+                folders=facet("folders", 100), recent=[n for n in (_recent(p) for p in latest) if n is not None],
+            )  # fmt: skip
+
+        return self.search.read_index(read)
+
+    # -- every note, page by page -----------------------------------------------------------------------------------
+    def page(self, cursor: str | None, scope: Scope, limit: int = PAGE_SIZE) -> tuple[list[RecentNote], str | None]:
+        """One page of the notes ``scope`` may read (in the index's order) and the cursor of the next (None: the
+        last page). A cursor is the path of the next page's first note; one that is not (no longer) such a note
+        is :class:`InvalidCursor`."""
+        start = decode_cursor(cursor) if cursor is not None else None
+        request: dict[str, Any] = {
+            "filter": _scoped([_FIRST_CHUNK], scope), "limit": limit + 1, "with_payload": {"include": _NOTE_FIELDS},
+            "with_vector": False,
+        }  # fmt: skip
+        if start is not None:
+            request["offset"] = point_id(start, 0)
+        points, _ = self.search.read_index(lambda r, timeout_s: r.scroll(request, timeout_s))
+        notes = [n for n in (_recent(p) for p in points) if n is not None]
+        if start is not None and (not notes or notes[0].path != start):
+            raise InvalidCursor("unknown cursor")
+        if len(notes) > limit:
+            return notes[:limit], encode_cursor(notes[limit].path)
+        return notes, None
+
+
+def _recent(point: Any) -> RecentNote | None:
+    payload = point.get("payload") if isinstance(point, dict) else None
+    if not isinstance(payload, dict) or not isinstance(payload.get("path"), str):
+        return None
+    return RecentNote(
+        path=payload["path"], title=_text(payload.get("title")) or payload["path"],
+        updated=_text(payload.get("updated")), type=_text(payload.get("type")), status=_text(payload.get("status")),
+        tags=_str_list(payload.get("tags")),
+    )  # fmt: skip

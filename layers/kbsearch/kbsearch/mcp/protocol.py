@@ -1,0 +1,263 @@
+"""The MCP protocol core, hand-written (the official SDK costs ~0.4 s of import and a web stack): JSON-RPC 2.0 in
+both protocol eras, for stateless Streamable HTTP (``POST /mcp``: one endpoint, POST only, answers in
+``application/json``, no sessions, no SSE) and for stdio (``kbsearch mcp``: one message a line). Both eras:
+
+- **2025-11-25 and earlier** (handshake): ``initialize`` → ``notifications/initialized`` (202) → ``tools/list``,
+  ``tools/call``, ``resources/list``, ``resources/templates/list``, ``resources/read``, ``prompts/list``,
+  ``prompts/get``, ``ping``. HTTP requests carry an optional ``MCP-Protocol-Version`` header naming a handshake
+  version.
+- **2026-07-28** (per-request envelope): no ``initialize``; every request has ``params._meta`` with
+  ``io.modelcontextprotocol/protocolVersion`` and ``.../clientCapabilities``, and the headers
+  ``MCP-Protocol-Version``, ``Mcp-Method`` (and ``Mcp-Name`` on ``tools/call``, ``prompts/get``,
+  ``resources/read``) must agree with the body over HTTP (-32020 otherwise); an unsupported version is -32022 with
+  ``data.supported`` (for a header naming a version of neither era on a request without the envelope: every
+  version served, so a handshake-era client can fall back); ``server/discover`` describes the server; results
+  carry ``resultType``, list results ``ttlMs`` and ``cacheScope``.
+
+Every error on ``/mcp`` is a JSON-RPC error object, HTTP's too (405, and 413 for a body over 64 KiB, which the API
+answers before routing).
+
+Routing follows the SDK's rule: over HTTP, a request whose ``MCP-Protocol-Version`` header is present and not a
+handshake version is a 2026-07-28 request; over stdio, one whose ``params._meta`` names a protocol version; anything
+else is handshake-era. The tools are :mod:`kbsearch.mcp.tools`; resources and the prompt :mod:`kbsearch.mcp.resources`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kbsearch import __version__
+from kbsearch.api.body import BadBody, header, parse_json, require_json_media_type
+from kbsearch.api.body import text as body_text
+from kbsearch.mcp.resources import (
+    PROMPTS,
+    TEMPLATES,
+    RpcError,
+    get_prompt,
+    list_resources,
+    read_resource,
+)
+from kbsearch.mcp.tools import TOOL_NAMES, TOOLS, Backend, call_tool
+
+logger = logging.getLogger(__name__)
+
+HANDSHAKE_VERSIONS = ("2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05")
+MODERN_VERSIONS = ("2026-07-28",)
+LATEST_HANDSHAKE = HANDSHAKE_VERSIONS[0]
+PROTOCOL_VERSION_KEY = "io.modelcontextprotocol/protocolVersion"
+CLIENT_CAPABILITIES_KEY = "io.modelcontextprotocol/clientCapabilities"
+SERVER_INFO_KEY = "io.modelcontextprotocol/serverInfo"
+SERVER_INFO = {"name": "kb-search", "version": __version__}
+CAPABILITIES: dict[str, Any] = {
+    "tools": {"listChanged": False},
+    "resources": {"listChanged": False, "subscribe": False},
+    "prompts": {"listChanged": False},
+}
+INSTRUCTIONS = (
+    "Search the company knowledge base (Russian and English markdown notes). Use kb_search with a few specific "
+    "words (kb_list shows the tags, types, statuses and folders its filters accept); open a hit with "
+    "kb_get_note(path), or one section of it with kb_get_note(path, section), and follow its links and backlinks. "
+    "The prompt kb_answer answers a question with citations."
+)
+#: Methods whose name parameter the 2026-07-28 ``Mcp-Name`` header mirrors.
+NAME_BEARING_METHODS = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
+
+PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, INTERNAL_ERROR = -32700, -32600, -32601, -32602, -32603
+HEADER_MISMATCH, UNSUPPORTED_PROTOCOL_VERSION = -32020, -32022
+HTTP_STATUS = {PARSE_ERROR: 400, INVALID_REQUEST: 400, INVALID_PARAMS: 400, HEADER_MISMATCH: 400,
+               UNSUPPORTED_PROTOCOL_VERSION: 400, METHOD_NOT_FOUND: 404}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class HttpAnswer:
+    status: int
+    body: dict[str, Any] | None
+    headers: dict[str, str]
+
+
+def _rpc_error(id_: Any, code: int, message: str, data: Any = None, modern: bool = True) -> HttpAnswer:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if data is not None:
+        error["data"] = data
+    status = HTTP_STATUS.get(code, 200) if modern or code in (PARSE_ERROR, INVALID_REQUEST) else 200
+    return HttpAnswer(status, {"jsonrpc": "2.0", "id": id_, "error": error}, {})
+
+
+def body_error(exc: BadBody) -> HttpAnswer:
+    """A body that cannot be read as JSON (not UTF-8, not a JSON media type, too deep, ...) as a JSON-RPC error."""
+    if exc.status == 415:
+        answer = _rpc_error(None, INVALID_REQUEST, f"Invalid Request: {exc.message}")
+        return HttpAnswer(415, answer.body, {})
+    return _rpc_error(None, PARSE_ERROR, f"Parse error: {exc.message}")
+
+
+def decode_header_value(value: str | None) -> str | None:
+    """An ``Mcp-Name`` header as the SDK encodes it: verbatim, or ``=?base64?<UTF-8 in base64>?=`` for values that
+    are not printable ASCII (a resource URI with Cyrillic); None when the sentinel does not decode."""
+    if value is None or not (value.startswith("=?base64?") and value.endswith("?=")):
+        return value
+    payload = value[len("=?base64?") : -2]
+    try:
+        decoded = base64.b64decode(payload, validate=True)
+        return decoded.decode("utf-8") if base64.b64encode(decoded).decode("ascii") == payload else None
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+
+
+class McpServer:
+    """The protocol core. :meth:`handle` answers one HTTP request (``POST /mcp``); :meth:`handle_line` one line of
+    the stdio transport; both run :meth:`handle_message`, which answers one JSON-RPC message in either era."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+
+    # -- HTTP -------------------------------------------------------------------------------------------------
+    def handle(self, method: str, headers: Mapping[str, str], body: bytes | str | None) -> HttpAnswer:
+        if method.upper() != "POST":
+            answer = _rpc_error(None, INVALID_REQUEST, "Method Not Allowed: use POST")
+            return HttpAnswer(405, answer.body, {"Allow": "POST"})
+        lowered = {k.lower(): v for k, v in headers.items()}
+        raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else (body or b"")
+        try:
+            require_json_media_type(header(headers, "content-type"))
+            message = parse_json(body_text(raw))
+        except BadBody as exc:
+            return body_error(exc)
+        return self.handle_message(message, lowered)
+
+    # -- stdio ------------------------------------------------------------------------------------------------
+    def handle_line(self, line: bytes) -> dict[str, Any] | None:
+        """One line of the stdio transport (a JSON-RPC message) → the answer to write back (None: nothing, the
+        line was a notification). Never raises: garbage is a parse error, an unexpected failure -32603."""
+        try:
+            message = parse_json(body_text(line))
+        except BadBody as exc:
+            return body_error(exc).body
+        try:
+            return self.handle_message(message, None).body
+        except Exception:  # a bug must not end the session: the client gets an error, the log the traceback
+            logger.exception("MCP message failed")
+            id_ = message.get("id") if isinstance(message, dict) else None
+            return _rpc_error(id_ if isinstance(id_, str | int) else None, INTERNAL_ERROR, "Internal error").body
+
+    # -- one message, either transport ---------------------------------------------------------------------------
+    def handle_message(self, message: Any, headers: Mapping[str, str] | None) -> HttpAnswer:
+        """One decoded JSON-RPC message. ``headers`` (lower-case names): the HTTP request's, which choose the era
+        and must agree with a 2026-07-28 body; None on stdio, where the body's ``_meta`` alone decides."""
+        if isinstance(message, list):
+            return _rpc_error(None, INVALID_REQUEST, "JSON-RPC batches are not supported")
+        if (
+            not isinstance(message, dict)
+            or message.get("jsonrpc") != "2.0"
+            or not isinstance(message.get("method"), str)
+        ):
+            return _rpc_error(message.get("id") if isinstance(message, dict) else None, INVALID_REQUEST,
+                              "Invalid Request: expected a JSON-RPC 2.0 request object")  # fmt: skip
+        if "id" not in message:
+            return HttpAnswer(202, None, {})  # a notification: acknowledged, nothing to do
+        id_ = message["id"]
+        if not isinstance(id_, str | int) or isinstance(id_, bool):
+            return _rpc_error(None, INVALID_REQUEST, "Invalid Request: id must be a string or a number")
+        params = message.get("params", {})
+        if params is None:
+            params = {}
+        if not isinstance(params, dict):
+            return _rpc_error(id_, INVALID_PARAMS, "params must be an object")
+        if headers is not None:
+            version_header = headers.get("mcp-protocol-version")
+            modern = version_header is not None and version_header not in HANDSHAKE_VERSIONS
+        else:
+            meta = params.get("_meta")
+            modern = isinstance(meta, dict) and PROTOCOL_VERSION_KEY in meta
+        if modern:
+            return self._modern(id_, message["method"], params, headers)
+        return self._legacy(id_, message["method"], params)
+
+    # -- 2025-11-25 and earlier --------------------------------------------------------------------------------
+    def _legacy(self, id_: Any, method: str, params: dict[str, Any]) -> HttpAnswer:
+        if method == "initialize":
+            requested = params.get("protocolVersion")
+            version = requested if requested in HANDSHAKE_VERSIONS else LATEST_HANDSHAKE
+            result: dict[str, Any] = {
+                "protocolVersion": version, "capabilities": CAPABILITIES, "serverInfo": SERVER_INFO,
+                "instructions": INSTRUCTIONS,
+            }  # fmt: skip
+            return HttpAnswer(200, {"jsonrpc": "2.0", "id": id_, "result": result}, {})
+        return self._dispatch(id_, method, params, modern=False)
+
+    # -- 2026-07-28 ----------------------------------------------------------------------------------------------
+    def _modern(self, id_: Any, method: str, params: dict[str, Any], headers: Mapping[str, str] | None) -> HttpAnswer:
+        meta = params.get("_meta")
+        if not isinstance(meta, dict) or PROTOCOL_VERSION_KEY not in meta or CLIENT_CAPABILITIES_KEY not in meta:
+            requested = headers.get("mcp-protocol-version") if headers is not None else None
+            if headers is not None and requested not in MODERN_VERSIONS:
+                # a version we do not speak: say which we do, not what _meta lacks
+                return _rpc_error(id_, UNSUPPORTED_PROTOCOL_VERSION, "Unsupported protocol version",
+                                  {"supported": [*MODERN_VERSIONS, *HANDSHAKE_VERSIONS], "requested": requested})  # fmt: skip
+            return _rpc_error(id_, INVALID_PARAMS, f"params._meta must carry {PROTOCOL_VERSION_KEY!r} and "
+                              f"{CLIENT_CAPABILITIES_KEY!r}")  # fmt: skip
+        version = meta[PROTOCOL_VERSION_KEY]
+        if headers is not None:
+            if headers.get("mcp-protocol-version") != version:
+                return _rpc_error(id_, HEADER_MISMATCH, "MCP-Protocol-Version header does not match params._meta")
+            if headers.get("mcp-method") != method:
+                return _rpc_error(id_, HEADER_MISMATCH, "Mcp-Method header does not match the request's method")
+            name_key = NAME_BEARING_METHODS.get(method)
+            named = params.get(name_key) if name_key else None
+            if named is not None and decode_header_value(headers.get("mcp-name")) != named:
+                return _rpc_error(id_, HEADER_MISMATCH, f"Mcp-Name header does not match the request's {name_key}")
+        if not isinstance(version, str):
+            return _rpc_error(id_, INVALID_PARAMS, "the protocol version must be a string")
+        if version not in MODERN_VERSIONS:
+            return _rpc_error(id_, UNSUPPORTED_PROTOCOL_VERSION, "Unsupported protocol version",
+                              {"supported": list(MODERN_VERSIONS), "requested": version})  # fmt: skip
+        if method == "server/discover":
+            result: dict[str, Any] = {
+                "supportedVersions": list(MODERN_VERSIONS), "capabilities": CAPABILITIES,
+                "instructions": INSTRUCTIONS, "ttlMs": 3_600_000, "cacheScope": "public", **_stamp(),
+            }  # fmt: skip
+            return HttpAnswer(200, {"jsonrpc": "2.0", "id": id_, "result": result}, {})
+        answer = self._dispatch(id_, method, params, modern=True)
+        if answer.body is not None and "result" in answer.body:
+            answer.body["result"].update(_stamp())
+        return answer
+
+    # -- the methods of both eras --------------------------------------------------------------------------------
+    def _dispatch(self, id_: Any, method: str, params: dict[str, Any], modern: bool) -> HttpAnswer:
+        try:
+            result = self._result(method, params, modern)
+        except RpcError as exc:
+            return _rpc_error(id_, exc.code, exc.message, exc.data, modern=modern)
+        return HttpAnswer(200, {"jsonrpc": "2.0", "id": id_, "result": result}, {})
+
+    def _result(self, method: str, params: dict[str, Any], modern: bool) -> dict[str, Any]:
+        listing = {"ttlMs": 60_000, "cacheScope": "private"} if modern else {}  # the KB changes; keys may differ
+        if method == "ping":
+            return {}
+        if method == "tools/list":
+            return {"tools": TOOLS, **({"ttlMs": 3_600_000, "cacheScope": "public"} if modern else {})}
+        if method == "tools/call":
+            name = params.get("name")
+            if name not in TOOL_NAMES:
+                raise RpcError(INVALID_PARAMS, f"Unknown tool: {name!r}")
+            return call_tool(self.backend, str(name), params.get("arguments") or {})
+        if method == "resources/list":
+            return {**list_resources(self.backend, params), **listing}
+        if method == "resources/templates/list":
+            return {"resourceTemplates": TEMPLATES, **listing}
+        if method == "resources/read":
+            return read_resource(self.backend, params)
+        if method == "prompts/list":
+            return {"prompts": PROMPTS, **listing}
+        if method == "prompts/get":
+            return get_prompt(params)
+        raise RpcError(METHOD_NOT_FOUND, f"Method not found: {method}")
+
+
+def _stamp() -> dict[str, Any]:
+    return {"_meta": {SERVER_INFO_KEY: SERVER_INFO}, "resultType": "complete"}

@@ -1,0 +1,69 @@
+"""MCP over stdio: the transport desktop assistants launch. JSON-RPC messages, one per line (UTF-8, no embedded
+newline) on stdin; answers one per line on stdout, which carries nothing else; the loop ends when stdin closes.
+
+Linear and bounded: a line longer than :data:`MAX_LINE_BYTES` is skipped to its end and answered with an error
+(the rest of the stream keeps its framing); blank lines are ignored; a client that goes away mid-answer ends the
+loop quietly. Answers are written as ASCII JSON (``\\u`` escapes), so no text a note holds can break a line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any, BinaryIO
+
+logger = logging.getLogger(__name__)
+
+MAX_LINE_BYTES = 4 * 1024 * 1024
+INVALID_REQUEST = -32600
+
+
+def read_message(stream: BinaryIO, limit: int = MAX_LINE_BYTES) -> tuple[bytes | None, bool]:
+    """The next line (None at the end of the stream) and whether it was over ``limit`` (then it is dropped)."""
+    line = stream.readline(limit + 1)
+    if not line:
+        return None, False
+    if len(line) <= limit or line.endswith(b"\n"):
+        return line, False
+    while True:  # skip the rest of the oversized line, a bounded chunk at a time
+        rest = stream.readline(limit)
+        if not rest or rest.endswith(b"\n"):
+            return b"", True
+
+
+def write_message(stream: BinaryIO, message: dict[str, Any]) -> None:
+    stream.write(json.dumps(message, ensure_ascii=True, separators=(",", ":"), default=str).encode("ascii") + b"\n")
+    stream.flush()
+
+
+def serve(
+    handle: Callable[[bytes], dict[str, Any] | None],
+    stdin: BinaryIO,
+    stdout: BinaryIO,
+    limit: int = MAX_LINE_BYTES,
+) -> int:
+    """Answer every line of ``stdin`` on ``stdout`` with ``handle`` until stdin closes; 0 when it does."""
+    while True:
+        try:
+            line, too_long = read_message(stdin, limit)
+        except (OSError, ValueError):  # stdin closed under us
+            return 0
+        if line is None:
+            return 0
+        if too_long:
+            answer: dict[str, Any] | None = {
+                "jsonrpc": "2.0", "id": None,
+                "error": {"code": INVALID_REQUEST, "message": f"Invalid Request: a message over {limit} bytes"},
+            }  # fmt: skip
+        elif not line.strip():
+            continue
+        else:
+            answer = handle(line.rstrip(b"\r\n"))
+        if answer is None:
+            continue
+        try:
+            write_message(stdout, answer)
+        except (BrokenPipeError, ValueError, OSError):  # the client closed its end: nobody is listening
+            logger.info("stdout closed; stopping")
+            return 0

@@ -1,0 +1,283 @@
+"""The MCP tools: ``kb_search`` (the search every caller makes, with every REST filter), ``kb_get_note`` (a note,
+whole or one section, with its links and backlinks) and ``kb_list`` (the values the filters accept, with counts,
+and the recent notes).
+
+Schemas every client can fill: plain types with defaults (an array is an array, never ``anyOf [array, null]``,
+which clients turn into a string), no ``$ref`` in inputs; each tool is read-only and has an ``outputSchema`` that
+its ``structuredContent`` matches, next to a text rendering for clients that read text only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError, field_validator
+
+from kbsearch.schemas import (
+    MAX_QUERY_CHARS,
+    MAX_TOP_K,
+    CatalogResponse,
+    NoteResponse,
+    SearchFilters,
+    SearchRequest,
+    SearchResponse,
+)
+
+if TYPE_CHECKING:
+    from kbsearch.access import Scope
+    from kbsearch.browse import BrowseService
+
+logger = logging.getLogger(__name__)
+
+_ISO_DATE = r"^$|^[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?(Z|[+-][0-9]{2}:?[0-9]{2})?)?$"
+
+
+def _one_or_many(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+class KbSearchArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    query: StrictStr = Field(min_length=1, max_length=MAX_QUERY_CHARS, description="what to look for (ru or en)")
+    top_k: StrictInt = Field(default=5, ge=1, le=MAX_TOP_K, description="how many notes to return")
+    tags: list[StrictStr] = Field(
+        default=[], max_length=50, description="only notes with any of these tags (see kb_list)"
+    )
+    types: list[StrictStr] = Field(
+        default=[], max_length=50, description="only notes of these types: runbook, adr, ..."
+    )
+    statuses: list[StrictStr] = Field(default=[], max_length=50, description="only notes with these statuses")
+    path_prefix: StrictStr = Field(
+        default="", max_length=500, description="only notes in this folder, e.g. 'ru/ранбуки'"
+    )
+    updated_after: StrictStr = Field(
+        default="", pattern=_ISO_DATE, description="only notes updated after this ISO date or date-time"
+    )
+    rerank: StrictBool = Field(default=True, description="rerank the candidates with the cross-encoder")
+    expand: StrictBool = Field(default=True, description="search with LLM-written variants of the query too")
+
+    _tags = field_validator("tags", "types", "statuses", mode="before")(_one_or_many)
+
+
+class KbGetNoteArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    path: StrictStr = Field(min_length=1, max_length=1024, description="the note's path, as kb_search returns it")
+    section: StrictStr = Field(
+        default="", max_length=500, description="one section only: a heading ('Steps') or a heading path "
+        "('Rotation > Steps'); empty: the whole note",
+    )  # fmt: skip
+
+
+class KbListArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    path_prefix: StrictStr = Field(default="", max_length=500, description="count only notes in this folder")
+    recent: StrictInt = Field(default=10, ge=0, le=50, description="how many recently updated notes to list")
+
+
+def input_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """A model's JSON schema as a tool's ``inputSchema``: no titles, nothing a client has to resolve."""
+    schema = model.model_json_schema()
+    schema.pop("title", None)
+    for prop in schema.get("properties", {}).values():
+        prop.pop("title", None)
+    schema["additionalProperties"] = False
+    return schema
+
+
+READ_ONLY = {"readOnlyHint": True, "destructiveHint": False, "idempotentHint": True, "openWorldHint": False}
+
+TOOLS: list[dict[str, Any]] = [
+    {
+        "name": "kb_search",
+        "title": "Search the knowledge base",
+        "description": "Hybrid semantic + keyword search over the company knowledge base (Russian and English), "
+        "reranked; one hit per note with its best section, snippet, tags and scores. Filter by tags, types, statuses, "
+        "folder (path_prefix) or date (updated_after); kb_list shows the values that exist.",
+        "inputSchema": input_schema(KbSearchArgs),
+        "outputSchema": SearchResponse.model_json_schema(),
+        "annotations": {"title": "Search the knowledge base", **READ_ONLY},
+    },
+    {
+        "name": "kb_get_note",
+        "title": "Read a note",
+        "description": "A note at a path from kb_search: its frontmatter and markdown, whole or one section by "
+        "heading, its headings, the notes its [[links]] lead to and the notes that link to it (backlinks).",
+        "inputSchema": input_schema(KbGetNoteArgs),
+        "outputSchema": NoteResponse.model_json_schema(),
+        "annotations": {"title": "Read a note", **READ_ONLY},
+    },
+    {
+        "name": "kb_list",
+        "title": "What is in the knowledge base",
+        "description": "The values the kb_search filters accept, with how many notes have each: tags, types, "
+        "statuses and folders; and the most recently updated notes.",
+        "inputSchema": input_schema(KbListArgs),
+        "outputSchema": CatalogResponse.model_json_schema(),
+        "annotations": {"title": "What is in the knowledge base", **READ_ONLY},
+    },
+]
+TOOL_NAMES = frozenset(t["name"] for t in TOOLS)
+
+
+class ToolFailure(Exception):
+    """A tool ran but could not answer (unknown note, failed search): reported with ``isError``. Its message is
+    public: it never carries a bucket, an endpoint, a server path or an exception's text (those go to the log)."""
+
+
+@dataclass
+class Backend:
+    """What the tools, resources and prompts call: the search (as the caller's transport runs it: metrics, request
+    id and the caller's scope over HTTP), the browse service (notes, links, catalog), both built on first use, and
+    the caller's scope for the browse service's reads."""
+
+    search: Callable[[SearchRequest], SearchResponse]
+    browse: Callable[[], BrowseService]
+    scope: Callable[[], Scope]
+
+
+def validation_text(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}" for e in exc.errors())
+
+
+def error_result(text: str) -> dict[str, Any]:
+    return {"content": [{"type": "text", "text": text}], "isError": True}
+
+
+def call_tool(backend: Backend, name: str, arguments: Any) -> dict[str, Any]:
+    """A known tool's result (``isError`` for bad arguments or a failure); the caller checks the name."""
+    if not isinstance(arguments, dict):
+        return error_result("arguments must be an object")
+    run = {"kb_search": _kb_search, "kb_get_note": _kb_get_note, "kb_list": _kb_list}[name]
+    try:
+        return run(backend, arguments)
+    except ValidationError as exc:
+        return error_result(f"invalid arguments for {name}: {validation_text(exc)}")
+    except ToolFailure as exc:
+        return error_result(str(exc))
+    except Exception:  # the detail is for operators; the caller gets a public message
+        logger.exception("MCP tool %s failed", name)
+        return error_result(f"{name} failed; try again shortly")
+
+
+def _ok(text: str, structured: BaseModel) -> dict[str, Any]:
+    return {
+        "content": [{"type": "text", "text": text}],
+        "structuredContent": structured.model_dump(mode="json"),
+        "isError": False,
+    }
+
+
+def _kb_search(backend: Backend, arguments: dict[str, Any]) -> dict[str, Any]:
+    arguments = dict(arguments)
+    for old, new in (("type", "types"), ("status", "statuses")):  # the first release's single-value names
+        if old in arguments and new not in arguments and isinstance(arguments[old], str | type(None)):
+            value = arguments.pop(old)
+            arguments[new] = [value] if value else []
+    args = KbSearchArgs.model_validate(arguments)
+    try:
+        updated_after = dt.datetime.fromisoformat(args.updated_after) if args.updated_after else None
+    except ValueError as exc:  # a date-shaped value that is no date (2026-02-30)
+        raise ToolFailure(f"invalid arguments for kb_search: updated_after: {exc}") from None
+    try:
+        filters = SearchFilters(
+            tags=args.tags or None, type=args.types or None, status=args.statuses or None,
+            path_prefix=args.path_prefix or None, updated_after=updated_after,
+        )  # fmt: skip
+    except ValidationError as exc:  # path_prefix with a '..' segment
+        raise ToolFailure(f"invalid arguments for kb_search: {validation_text(exc)}") from None
+    request = SearchRequest(query=args.query, top_k=args.top_k, filters=filters, rerank=args.rerank, expand=args.expand)
+    from kbsearch.errors import IndexUnavailable
+
+    try:
+        answer = backend.search(request)
+    except IndexUnavailable as exc:
+        logger.warning("kb_search: index unavailable", extra={"error": str(exc)})
+        raise ToolFailure(exc.public) from None
+    except Exception:
+        logger.exception("kb_search failed")
+        raise ToolFailure("the search failed; try again shortly") from None
+    return _ok(render_search(answer), answer)
+
+
+def _kb_get_note(backend: Backend, arguments: dict[str, Any]) -> dict[str, Any]:
+    from kbsearch.browse import NoteProblem
+
+    args = KbGetNoteArgs.model_validate(arguments)
+    try:
+        note = backend.browse().note(args.path, args.section or None, backend.scope())
+    except NoteProblem as exc:
+        raise ToolFailure(str(exc)) from None
+    return _ok(render_note(note), note)
+
+
+def _kb_list(backend: Backend, arguments: dict[str, Any]) -> dict[str, Any]:
+    from kbsearch.errors import IndexUnavailable
+
+    args = KbListArgs.model_validate(arguments)
+    try:
+        catalog = backend.browse().catalog(args.path_prefix or None, args.recent, backend.scope())
+    except ValueError as exc:
+        raise ToolFailure(f"invalid arguments for kb_list: path_prefix: {exc}") from None
+    except IndexUnavailable as exc:
+        logger.warning("kb_list: index unavailable", extra={"error": str(exc)})
+        raise ToolFailure(exc.public) from None
+    return _ok(render_catalog(catalog), catalog)
+
+
+# -- text for clients that read text only -------------------------------------------------------------------------
+def render_search(answer: SearchResponse) -> str:
+    if not answer.results:
+        return f"No notes found for “{answer.query}”."
+    lines = [f"Results for “{answer.query}”:"]
+    for hit in answer.results:
+        lines.append(f"{hit.rank}. **{hit.title}** — {hit.heading}")
+        lines.append(
+            f"   `{hit.path}`" + (f" · tags: {', '.join(hit.tags)}" if hit.tags else "") + f" · score {hit.score:.3f}"
+        )
+        lines.append(f"   {hit.snippet}")
+    if answer.meta.degraded:
+        lines.append(f"(degraded: {', '.join(answer.meta.degraded)})")
+    return "\n".join(lines)
+
+
+def render_note(note: NoteResponse) -> str:
+    head = [f"path: {note.path}", f"title: {note.title}"]
+    for key, value in note.frontmatter.items():
+        if key != "title":
+            head.append(f"{key}: {value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)}")
+    if note.section:
+        head.append(f"section: {' > '.join(note.section)}")
+    parts = ["\n".join(head), note.body]
+    if note.links is not None and (note.links.outgoing or note.links.backlinks):
+        out = [f"- [[{r.target}]] → {r.path or '(no such note)'}" for r in note.links.outgoing]
+        back = [f"- {r.path} ({r.title})" for r in note.links.backlinks]
+        more = " (more not listed)" if note.links.backlinks_truncated else ""
+        parts.append("Links:\n" + ("\n".join(out) or "none") + f"\nBacklinks{more}:\n" + ("\n".join(back) or "none"))
+    elif note.links is None:
+        parts.append("(links unavailable: the index could not be read)")
+    return "\n\n---\n\n".join(parts)
+
+
+def render_catalog(catalog: CatalogResponse) -> str:
+    def counts(items: list[Any]) -> str:
+        return ", ".join(f"{f.value} ({f.count})" for f in items) or "none"
+
+    lines = [
+        f"{catalog.notes} notes.",
+        f"tags: {counts(catalog.tags)}",
+        f"types: {counts(catalog.types)}",
+        f"statuses: {counts(catalog.statuses)}",
+        f"folders (path_prefix): {counts(catalog.folders)}",
+    ]
+    if catalog.recent:
+        lines.append("recently updated:")
+        lines += [f"- {n.updated or '?'} `{n.path}` {n.title}" for n in catalog.recent]
+    return "\n".join(lines)

@@ -1,0 +1,238 @@
+"""``kbsearch mcp``: MCP over stdio, driven by the official SDK's stdio client (both eras) locally and as a bridge
+(``--remote``) to a running ``kbsearch serve``; the remote's refusals in words; the embedded store shared with
+other processes; and hostile input on the stdio surface (framing garbage, huge messages, stdin closed mid-call,
+unknown resources, cursors never issued): JSON-RPC errors, no traceback, the server stays up."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from mcp import Client, StdioServerParameters
+
+from kbsearch_tools.local.process import serve_process
+from kbsearch_tools.mcp_stdio import mcp_url, shown_url
+from tests.conftest import KBSEARCH_CMD, ROOT, copy_store, subprocess_env
+from tests.integration.mcp_checks import check, walk
+
+API_KEY = "stdio-test-key"
+META = {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {}}
+INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}  # fmt: skip
+
+
+@pytest.fixture
+def store(bm25_index: Path, tmp_path: Path) -> Path:
+    path = tmp_path / "q"
+    copy_store(bm25_index, path)
+    return path
+
+
+def local_env(store: Path, **extra: str) -> dict[str, str]:
+    return subprocess_env(QDRANT_PATH=str(store), KB_SOURCE=str(ROOT / "sample-kb"), **extra)
+
+
+def sdk_walk(args: list[str], env: dict[str, str], mode: str) -> dict[str, Any]:
+    params = StdioServerParameters(command=sys.executable, args=[*KBSEARCH_CMD[1:], "mcp", *args], env=env, cwd=ROOT)
+
+    async def main() -> dict[str, Any]:
+        async with Client(params, mode=mode, read_timeout_seconds=120) as client:
+            return await walk(client)
+
+    return anyio.run(main)
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+def test_sdk_stdio_client_walks_everything_locally(store: Path, mode: str) -> None:
+    check(sdk_walk([], local_env(store), mode))
+
+
+@pytest.fixture
+def served(store: Path) -> Iterator[Any]:
+    env = subprocess_env(QDRANT_PATH=str(store), KB_SOURCE=str(ROOT / "sample-kb"), KB_LOCAL_API_KEYS=API_KEY)
+    with serve_process(env, cwd=ROOT) as server:
+        yield server
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+def test_sdk_stdio_client_walks_everything_through_the_remote_bridge(served: Any, mode: str) -> None:
+    env = subprocess_env(KB_API_KEY=API_KEY)
+    check(sdk_walk(["--remote", served.base_url], env, mode))
+    assert "Traceback" not in served.text()
+
+
+def run_lines(args: list[str], env: dict[str, str], lines: list[bytes], timeout: float = 120) -> tuple[list[Any], str]:
+    """Write ``lines`` to ``kbsearch mcp`` and close stdin; every stdout line must be a JSON-RPC message."""
+    proc = subprocess.run([*KBSEARCH_CMD, "mcp", *args], input=b"".join(lines), capture_output=True, env=env,
+                          cwd=ROOT, timeout=timeout, check=False)  # fmt: skip
+    stderr = proc.stderr.decode("utf-8", "replace")
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr, stderr
+    answers = [json.loads(line) for line in proc.stdout.split(b"\n") if line]
+    assert all(a.get("jsonrpc") == "2.0" for a in answers), answers
+    return answers, stderr
+
+
+def line(message: Any) -> bytes:
+    return json.dumps(message, ensure_ascii=False).encode() + b"\n"
+
+
+def call(id_: int, name: str, arguments: Any) -> bytes:
+    return line({"jsonrpc": "2.0", "id": id_, "method": "tools/call", "params": {"name": name, "arguments": arguments}})
+
+
+def test_remote_refusals_are_readable_errors(served: Any) -> None:
+    base = served.base_url
+    cases = {
+        "API key rejected": (["--remote", base], {"KB_API_KEY": "wrong-key"}),
+        "no API key": (["--remote", base], {}),
+        "not an endpoint": (["--remote", base + "/nowhere/x"], {"KB_API_KEY": API_KEY}),
+        "cannot reach": (["--remote", "http://127.0.0.1:9"], {"KB_API_KEY": API_KEY}),
+    }
+    for expected, (args, extra) in cases.items():
+        answers, stderr = run_lines(args, subprocess_env(**extra), [line(INIT)])
+        (answer,) = answers
+        assert answer["id"] == 1 and expected in answer["error"]["message"], (expected, answer)
+        assert "wrong-key" not in json.dumps(answer) and "wrong-key" not in stderr
+    # another variable holds the key: --api-key-env
+    answers, _ = run_lines(["--remote", base, "--api-key-env", "MY_KB_KEY"], subprocess_env(MY_KB_KEY=API_KEY),
+                           [line(INIT), call(2, "kb_list", {"recent": 1})])  # fmt: skip
+    assert answers[0]["result"]["serverInfo"]["name"] == "kb-search" and not answers[1]["result"]["isError"]
+    # the remote's JSON-RPC errors pass through as they are, 2026-07-28 headers derived from the body
+    modern = {"jsonrpc": "2.0", "id": 3, "method": "resources/read",
+              "params": {"uri": "kb://note/ru/нет такой.md", "_meta": META}}  # fmt: skip
+    answers, _ = run_lines(["--remote", base], subprocess_env(KB_API_KEY=API_KEY), [line(modern)])
+    assert answers[0]["error"]["code"] == -32002
+
+
+def test_remote_url_forms() -> None:
+    assert mcp_url("https://abc.execute-api.eu-west-1.amazonaws.com/prod") == (
+        "https://abc.execute-api.eu-west-1.amazonaws.com/prod/mcp"
+    )
+    assert mcp_url("http://127.0.0.1:3000/mcp/") == "http://127.0.0.1:3000/mcp"
+    assert shown_url("https://user:secret-pass@host.example/prod/mcp") == "https://host.example/prod/mcp"
+    for bad in ("ftp://x/y", "127.0.0.1:3000", "", "https://"):
+        with pytest.raises(ValueError):
+            mcp_url(bad)
+    proc = subprocess.run([*KBSEARCH_CMD, "mcp", "--remote", "ftp://user:secret-pass@x/"], capture_output=True,
+                          text=True, env=subprocess_env(), timeout=60, check=False)  # fmt: skip
+    assert proc.returncode == 2 and "http(s) URL" in proc.stderr and "secret-pass" not in proc.stderr
+
+
+# -- hostile input on stdio -----------------------------------------------------------------------------------------
+GARBAGE = [
+    b"not json\n", b"{\n", b"\xff\xfe\x00garbage\n", b"[]\n", b"[1, 2]\n", b"42\n", b'"text"\n', b"null\n",
+    b'{"jsonrpc": "2.0", "id": 1, "method": "ping", "id": 2}\n', b'{"jsonrpc": "2.0", "id": NaN, "method": "ping"}\n',
+    b"[" * 5000 + b"]" * 5000 + b"\n", b'{"jsonrpc": "1.0", "id": 1, "method": "ping"}\n',
+    b'{"jsonrpc": "2.0", "id": {"x": 1}, "method": "ping"}\n', b'{"jsonrpc": "2.0", "id": 1, "method": 7}\n',
+    b'{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": [1]}\n', b"\x00\x00\x00\n",
+    b'{"jsonrpc": "2.0", "id": 1, "method": "ping", "params": {"_meta": {"io.modelcontextprotocol/protocolVersion": 5}}}\n',
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("mode", ["local", "remote"])
+def test_framing_garbage_gets_errors_and_the_server_stays_up(store: Path, mode: str, tmp_path: Path) -> None:
+    lines = [
+        *GARBAGE,
+        b"\n",
+        b"   \r\n",
+        b"x" * (5 * 1024 * 1024) + b"\n",
+        line(INIT),
+        call(9, "kb_list", {"recent": 1}),
+    ]
+    if mode == "local":
+        answers, _ = run_lines([], local_env(store), lines)
+    else:
+        env = subprocess_env(QDRANT_PATH=str(store), KB_SOURCE=str(ROOT / "sample-kb"), KB_LOCAL_API_KEYS=API_KEY)
+        with serve_process(env, cwd=ROOT) as server:
+            answers, _ = run_lines(["--remote", server.base_url], subprocess_env(KB_API_KEY=API_KEY), lines)
+            assert "Traceback" not in server.text()
+    errors, (init, listing) = answers[:-2], answers[-2:]
+    assert len(errors) == len(GARBAGE) + 1  # every garbage line and the oversized one; blank lines ignored
+    assert all(e["error"]["code"] in (-32700, -32600, -32602, -32020, -32022) for e in errors), errors
+    assert errors[-1]["error"]["code"] == -32600 and "over" in errors[-1]["error"]["message"]
+    assert init["result"]["serverInfo"]["name"] == "kb-search"
+    assert listing["id"] == 9 and not listing["result"]["isError"]
+
+
+def test_huge_arguments_unknown_resources_and_cursors_never_issued(store: Path) -> None:
+    lines = [
+        call(1, "kb_search", {"query": "x" * 1_000_000}),
+        call(2, "kb_search", {"query": "x", "tags": ["t"] * 100_000}),
+        call(3, "kb_get_note", {"path": "a/" * 100_000 + "x.md"}),
+        call(4, "kb_get_note", {"path": "en/Glossary.md", "section": "s" * 400}),
+        call(5, "kb_search", {"query": "x", "updated_after": "2026-02-30"}),
+        call(6, "kb_search", {"query": "x", "top_k": 10**30}),
+        line({"jsonrpc": "2.0", "id": 7, "method": "resources/read", "params": {"uri": "kb://note/../../etc/passwd"}}),
+        line({"jsonrpc": "2.0", "id": 8, "method": "resources/read", "params": {"uri": "kb://note/%FF.md"}}),
+        line({"jsonrpc": "2.0", "id": 9, "method": "resources/read", "params": {"uri": 42}}),
+        line({"jsonrpc": "2.0", "id": 10, "method": "resources/list", "params": {"cursor": "n1.AAAA"}}),
+        line({"jsonrpc": "2.0", "id": 11, "method": "resources/list", "params": {"cursor": ["x"]}}),
+        line({"jsonrpc": "2.0", "id": 12, "method": "prompts/get", "params": {"name": "kb_answer",
+                                                                        "arguments": {"question": "q" * 10_000}}}),
+        line({"jsonrpc": "2.0", "id": 13, "method": "tools/call", "params": {"name": "kb_search", "arguments": [1]}}),
+        line({"jsonrpc": "2.0", "id": 14, "method": "ping"}),
+    ]  # fmt: skip
+    answers, _ = run_lines([], local_env(store), lines)
+    by_id = {a["id"]: a for a in answers}
+    assert sorted(by_id) == list(range(1, 15))
+    for id_ in (1, 2, 3, 4, 5, 6, 13):
+        assert by_id[id_]["result"]["isError"], by_id[id_]
+    assert "query" in by_id[1]["result"]["content"][0]["text"] and "x" * 100 not in json.dumps(by_id[1])
+    assert "no section" in by_id[4]["result"]["content"][0]["text"]
+    assert by_id[7]["error"]["code"] == by_id[8]["error"]["code"] == -32002
+    assert by_id[9]["error"]["code"] == by_id[10]["error"]["code"] == by_id[11]["error"]["code"] == -32602
+    assert by_id[12]["error"]["code"] == -32602 and by_id[14]["result"] == {}
+
+
+def test_stdin_closed_mid_call_ends_quietly(store: Path) -> None:
+    """The client writes a call and hangs up (closes stdin, and stdout too): no traceback, exit 0."""
+    proc = subprocess.Popen([*KBSEARCH_CMD, "mcp"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=local_env(store), cwd=ROOT)  # fmt: skip
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(call(1, "kb_search", {"query": "ротация ключей"}) + b'{"jsonrpc": "2.0", "id": 2, "meth')
+    proc.stdin.close()  # mid-call, and mid-message
+    proc.stdout.close()  # nobody reads the answer
+    assert proc.wait(timeout=120) == 0
+    assert proc.stderr is not None and "Traceback" not in proc.stderr.read().decode("utf-8", "replace")
+
+
+def test_the_embedded_store_is_shared_between_calls_and_refused_while_held(store: Path, tmp_path: Path) -> None:
+    """A running serve holds the store: tools say so and what to do. Between bursts of calls, kbsearch mcp lets go
+    of it (--idle-close), so kbsearch index can write while the assistant keeps its server."""
+    env = local_env(store, KB_LOCAL_API_KEYS=API_KEY)
+    with serve_process(env, cwd=ROOT) as server:
+        import httpx
+
+        assert httpx.get(f"{server.base_url}/search?q=x", headers={"x-api-key": API_KEY}, timeout=60).status_code == 200
+        answers, stderr = run_lines([], local_env(store), [call(1, "kb_search", {"query": "x"})])
+        text = answers[0]["result"]["content"][0]["text"]
+        assert answers[0]["result"]["isError"] and "open in another process" in text and "--remote" in text
+        assert "open in another process" in stderr  # said at start-up too
+    proc = subprocess.Popen([*KBSEARCH_CMD, "mcp", "--idle-close", "0.2"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=local_env(store), cwd=ROOT)  # fmt: skip
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        proc.stdin.write(call(1, "kb_list", {"recent": 0}))
+        proc.stdin.flush()
+        assert json.loads(proc.stdout.readline())["result"]["structuredContent"]["notes"] == 35
+        time.sleep(1.0)  # idle: the store is closed
+        kb = tmp_path / "kb"
+        subprocess.run(["cp", "-r", str(ROOT / "sample-kb"), str(kb)], check=True)
+        (kb / "en" / "Fresh note.md").write_text("# Fresh note\n\nwritten while the assistant runs\n", encoding="utf-8")
+        index = subprocess.run([*KBSEARCH_CMD, "index", str(kb)], capture_output=True, text=True,
+                               env=subprocess_env(QDRANT_PATH=str(store)), timeout=300, check=False)  # fmt: skip
+        assert index.returncode == 0, index.stderr
+        proc.stdin.write(call(2, "kb_list", {"recent": 0}))
+        proc.stdin.flush()
+        assert json.loads(proc.stdout.readline())["result"]["structuredContent"]["notes"] == 36  # reopened, fresh
+    finally:
+        proc.stdin.close()
+        assert proc.wait(timeout=60) == 0

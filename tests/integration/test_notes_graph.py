@@ -1,0 +1,390 @@
+"""The note graph and browsing: the indexer's link keys, a note read whole or by section with resolved links and
+backlinks, kept right by incremental syncs; the catalog (facets, recent notes) and pages of notes with cursors; on
+Qdrant Edge and on qdrant-client's local mode (which runs the same Query/scroll/facet JSON Qdrant Cloud gets); and
+``GET /notes/{path}`` / ``GET /notes`` through API Gateway events."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+from qdrant_client import models
+
+from kbsearch.access import Scope
+from kbsearch.browse import BrowseService, InvalidCursor, NoteProblem, encode_cursor
+from kbsearch.config import Secrets, Settings
+from kbsearch.indexer import run_sync
+from kbsearch.lexical import document_vector
+from kbsearch.links import link_key, path_keys
+from kbsearch.qdrant import open_store
+from kbsearch.qdrant.store import ChunkPoint
+from kbsearch.reader import NoteReader
+from kbsearch.search import SearchService
+from kbsearch.sources import open_source
+from tests.conftest import ROOT, VAULT
+
+ALL = Scope.unrestricted("test")
+NOTES = {
+    "Hub.md": "---\ntitle: Hub\ntags: [graph, hub]\ntype: index\nstatus: active\nupdated: 2026-03-01\n---\n"
+    "# Hub\n\nSee [[Alpha]], [[ops/Beta|the beta note]], [[Gamma.md#Setup]], [[Missing note]], ![[diagram.png]],\n"
+    "[[#Local heading]], `[[Not a link]]` and [[Alpha]] again.\n\n```\n[[Fenced]]\n```\n\n## Local heading\ntext\n",
+    "Alpha.md": "---\ntitle: Alpha\ntags: [graph]\ntype: note\nstatus: draft\nupdated: 2026-02-01\n---\n"
+    "# Alpha\n\nBack to [[Hub]].\n\n## Setup\n\nAlpha setup.\n\n### Details\n\nfine print\n\n## Usage\n\nuse it\n",
+    "ops/Beta.md": "---\ntitle: Beta\ntags: [ops]\ntype: note\nupdated: 2026-01-15\n---\n# Beta\n\n[[hub]] in lower case.\n",
+    "ops/Gamma.md": "---\ntitle: Gamma\naliases: [G-note]\ntype: runbook\nupdated: 2026-01-01\n---\n"
+    "# Gamma\n\n## Setup\n\nsteps\n",
+    "archive/Beta.md": "---\ntitle: Old beta\ntype: note\n---\nAn older namesake. Links [[G-note]].\n",
+    "archive/Lonely.md": "# Lonely\n\nNobody links here; it links [[archive/Beta]].\n",
+}
+
+
+def write_kb(root: Path, notes: dict[str, str]) -> Path:
+    for rel, text in notes.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text, encoding="utf-8")
+    return root
+
+
+@pytest.fixture(params=["edge", "local"])
+def kb(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Path, Settings]]:
+    """A small linked KB and its settings, on Qdrant Edge and on qdrant-client's local mode."""
+    folder = write_kb(tmp_path / "kb", NOTES)
+    settings = Settings(qdrant_path=str(tmp_path / "q"), qdrant_url="", embedding_api_key=None,
+                        embedding_api_key_param="", qdrant_embedded=request.param, kb_source=str(folder))  # fmt: skip
+    yield folder, settings
+
+
+def sync(settings: Settings, folder: Path) -> Any:
+    report = run_sync(settings, Secrets(settings), source_uri=str(folder))
+    assert report.error is None, report.error
+    return report
+
+
+@pytest.fixture
+def browse_of() -> Iterator[Any]:
+    opened: list[SearchService] = []
+
+    def make(settings: Settings) -> BrowseService:
+        search = SearchService(settings, Secrets(settings), wire_providers=False)
+        opened.append(search)
+        return BrowseService(search, NoteReader(lambda: open_source(settings.kb_source)))
+
+    yield make
+    for search in opened:
+        search.close()
+
+
+def refs(items: list[Any]) -> list[tuple[str, str | None]]:
+    return [(r.target, r.path) for r in items]
+
+
+def test_link_keys_follow_obsidian() -> None:
+    assert path_keys("a/B c/Note.md") == ["note", "b c/note", "a/b c/note"]
+    assert link_key("Note.MD") == link_key("/note") == link_key("./Note") == "note"
+    assert link_key("Folder/Sub/Note") == "folder/sub/note"
+    for attachment in ("x.png", "Doc.PDF", "board.canvas", "clip.mp4"):
+        assert link_key(attachment) is None
+    assert link_key("") is None and link_key("  /  ") is None
+    assert link_key("x" * 600) is None  # longer than a keyword key may be
+
+
+def test_a_note_with_its_links_backlinks_and_sections(kb: tuple[Path, Settings], browse_of: Any) -> None:
+    folder, settings = kb
+    sync(settings, folder)
+    browse = browse_of(settings)
+    hub = browse.note("Hub.md", None, ALL)
+    assert hub.title == "Hub" and hub.frontmatter["tags"] == ["graph", "hub"] and hub.degraded == []
+    assert hub.links is not None
+    # in order, once each; attachments, same-note links, code spans and fences are not links to notes
+    assert refs(hub.links.outgoing) == [
+        ("Alpha", "Alpha.md"), ("ops/Beta", "ops/Beta.md"), ("Gamma.md", "ops/Gamma.md"), ("Missing note", None),
+    ]  # fmt: skip
+    # [[Hub]] from Alpha and [[hub]] from ops/Beta (case-insensitive); Lonely does not link here
+    assert refs(hub.links.backlinks) == [("Alpha.md", "Alpha.md"), ("ops/Beta.md", "ops/Beta.md")]
+    assert [s.heading for s in hub.sections] == ["Hub", "Local heading"]
+
+    gamma = browse.note("ops/Gamma.md", None, ALL)
+    assert gamma.links is not None
+    # Hub's [[Gamma.md#Setup]] by file name, archive/Beta's [[G-note]] by alias
+    assert [r.path for r in gamma.links.backlinks] == ["Hub.md", "archive/Beta.md"]
+
+    # [[ops/Beta]] and [[hub]] mean ops/Beta.md; [[archive/Beta]] means the namesake; [[Beta]] is neither's alone
+    old = browse.note("archive/Beta.md", None, ALL)
+    assert old.links is not None and [r.path for r in old.links.backlinks] == ["archive/Lonely.md"]
+    beta = browse.note("ops/Beta.md", None, ALL)
+    assert beta.links is not None and [r.path for r in beta.links.backlinks] == ["Hub.md"]
+
+    setup = browse.note("Alpha.md", "setup", ALL)
+    assert setup.section == ["Alpha", "Setup"]
+    assert setup.body.startswith("## Setup") and "fine print" in setup.body and "use it" not in setup.body
+    assert browse.note("Alpha.md", "Alpha > Setup > Details", ALL).body == "### Details\n\nfine print"
+    assert browse.note("Alpha.md", "## usage", ALL).body == "## Usage\n\nuse it"
+    with pytest.raises(NoteProblem) as missing:
+        browse.note("Alpha.md", "Nope", ALL)
+    assert missing.value.kind == "no_section" and "Alpha > Setup > Details" in str(missing.value)
+
+
+def test_incremental_syncs_keep_backlinks_right(kb: tuple[Path, Settings], browse_of: Any) -> None:
+    folder, settings = kb
+    sync(settings, folder)
+
+    def backlinks(path: str) -> list[str]:
+        browse = browse_of(settings)
+        note = browse.note(path, None, ALL)
+        browse.search.close()
+        assert note.links is not None
+        return [r.path for r in note.links.backlinks]
+
+    assert backlinks("Alpha.md") == ["Hub.md"]
+    # Hub drops its link to Alpha: Alpha's backlinks lose Hub, with no other note rewritten
+    (folder / "Hub.md").write_text(NOTES["Hub.md"].replace("[[Alpha]]", "Alpha"), encoding="utf-8")
+    report = sync(settings, folder)
+    assert report.updated == 1 and report.unchanged == len(NOTES) - 1
+    assert backlinks("Alpha.md") == []
+    # a new note links to Alpha; a deleted note's links are gone with it
+    (folder / "New.md").write_text("# New\n\n[[alpha]]\n", encoding="utf-8")
+    (folder / "ops/Beta.md").unlink()
+    report = sync(settings, folder)
+    assert (report.added, report.deleted) == (1, 1)
+    assert backlinks("Alpha.md") == ["New.md"]
+    assert backlinks("Hub.md") == ["Alpha.md"]
+    # with ops/Beta gone, Hub's [[ops/Beta]] is unresolved, and a bare [[Beta]] would mean the namesake
+    browse = browse_of(settings)
+    hub = browse.note("Hub.md", None, ALL)
+    assert hub.links is not None and ("ops/Beta", None) in refs(hub.links.outgoing)
+
+
+def test_an_index_without_graph_keys_gets_them_on_the_next_sync(tmp_path: Path, browse_of: Any) -> None:
+    folder = write_kb(tmp_path / "kb", NOTES)
+    settings = Settings(qdrant_path=str(tmp_path / "q"), qdrant_url="", embedding_api_key=None,
+                        embedding_api_key_param="", kb_source=str(folder))  # fmt: skip
+    sync(settings, folder)
+    store = open_store(settings, Secrets(settings))
+    first = {pid: p for pid, p in store.points().items() if p["path"] == "Alpha.md" and p["chunk_index"] == 0}
+    ((_, payload),) = first.items()
+    old = {k: v for k, v in payload.items() if k not in ("path_keys", "name_keys", "link_keys")}
+    store.upsert([ChunkPoint("Alpha.md", 0, old, document_vector(payload["text"]), None)])  # as an older indexer wrote
+    store.close()
+    report = sync(settings, folder)
+    assert report.updated == 1 and report.unchanged == len(NOTES) - 1
+    hub = browse_of(settings).note("Hub.md", None, ALL)
+    assert hub.links is not None and "Alpha.md" in [r.path for r in hub.links.backlinks]
+
+
+def test_catalog_counts_notes_and_lists_recent_ones(kb: tuple[Path, Settings], browse_of: Any) -> None:
+    folder, settings = kb
+    sync(settings, folder)
+    browse = browse_of(settings)
+    catalog = browse.catalog(None, 3, ALL)
+    assert catalog.notes == len(NOTES)
+    assert {f.value: f.count for f in catalog.tags} == {"graph": 2, "hub": 1, "ops": 1}
+    assert {f.value: f.count for f in catalog.types} == {"note": 3, "index": 1, "runbook": 1}
+    assert {f.value: f.count for f in catalog.statuses} == {"active": 1, "draft": 1}
+    assert {f.value: f.count for f in catalog.folders} == {"ops": 2, "archive": 2}
+    assert [n.path for n in catalog.recent] == ["Hub.md", "Alpha.md", "ops/Beta.md"]  # newest 'updated' first
+    narrowed = browse.catalog("/ops/", 10, ALL)
+    assert narrowed.notes == 2 and [n.path for n in narrowed.recent] == ["ops/Beta.md", "ops/Gamma.md"]
+    assert browse.catalog("nowhere", 10, ALL).notes == 0
+
+
+def test_pages_cover_every_note_once_and_refuse_cursors_never_issued(kb: tuple[Path, Settings], browse_of: Any) -> None:
+    folder, settings = kb
+    sync(settings, folder)
+    browse = browse_of(settings)
+    seen: list[str] = []
+    cursor = None
+    for _ in range(10):
+        notes, cursor = browse.page(cursor, ALL, limit=4)
+        seen += [n.path for n in notes]
+        if cursor is None:
+            break
+    assert sorted(seen) == sorted(NOTES)
+    for bad in ("", "x", "n1.", "n1.!!!!", "n1." + "A" * 5000, encode_cursor("nowhere.md"), encode_cursor("../x.md"),
+                encode_cursor("Hub.md") + "=", "n2." + encode_cursor("Hub.md")[3:]):  # fmt: skip
+        with pytest.raises(InvalidCursor):
+            browse.page(bad, ALL, limit=4)
+    # a cursor whose note was deleted since is no longer valid
+    _, cursor = browse.page(None, ALL, limit=1)
+    assert cursor is not None
+    browse.search.close()
+    (folder / _cursor_path(cursor)).unlink()
+    sync(settings, folder)
+    with pytest.raises(InvalidCursor):
+        browse_of(settings).page(cursor, ALL, limit=1)
+
+
+def _cursor_path(cursor: str) -> str:
+    from kbsearch.browse import decode_cursor
+
+    return decode_cursor(cursor)
+
+
+def test_scroll_facet_and_ordered_queries_are_qdrants_own_json() -> None:
+    """What the browse service sends is valid Qdrant REST JSON (qdrant_client's models accept it as is)."""
+    where = {"must": [{"key": "chunk_index", "match": {"value": 0}}, {"key": "folders", "match": {"value": "ops"}}]}
+    models.ScrollRequest.model_validate({"filter": where, "limit": 5, "offset": "2f1b5a52-7f4e-5a39-9d39-35d3b7c1c0aa",
+                                         "with_payload": {"include": ["path"]}, "with_vector": False})  # fmt: skip
+    models.FacetRequest.model_validate({"key": "tags", "filter": where, "limit": 10, "exact": True})
+    query = models.QueryRequest.model_validate(
+        {"query": {"order_by": {"key": "updated", "direction": "desc"}}, "filter": where, "limit": 3,
+         "with_payload": {"include": ["path"]}, "with_vector": False}
+    )  # fmt: skip
+    assert isinstance(query.query, models.OrderByQuery)
+    graph = {"must": [{"key": "chunk_index", "match": {"value": 0}}],
+             "should": [{"key": "link_keys", "match": {"any": ["hub"]}}]}  # fmt: skip
+    models.QueryRequest.model_validate({"filter": graph, "limit": 500, "with_payload": {"include": ["path"]}})
+
+
+def test_a_note_comes_back_without_links_when_the_index_is_missing(tmp_path: Path, browse_of: Any) -> None:
+    folder = write_kb(tmp_path / "kb", NOTES)
+    settings = Settings(qdrant_path=str(tmp_path / "none"), qdrant_url="", embedding_api_key=None,
+                        embedding_api_key_param="", kb_source=str(folder))  # fmt: skip
+    note = browse_of(settings).note("Alpha.md", None, ALL)
+    assert note.links is None and note.degraded == ["links"] and note.title == "Alpha"
+
+
+def test_the_obsidian_vault_graph(tmp_path: Path, browse_of: Any) -> None:
+    """The real vault: every resolved outgoing link of a note shows this note among the target's backlinks."""
+    if not VAULT.is_dir():
+        pytest.skip("the Obsidian help vault is not present")
+    source = VAULT / "en"
+    settings = Settings(qdrant_path=str(tmp_path / "q"), qdrant_url="", embedding_api_key=None,
+                        embedding_api_key_param="", kb_source=str(source))  # fmt: skip
+    sync(settings, source)
+    browse = browse_of(settings)
+    start = "Obsidian Sync/Introduction to Obsidian Sync.md"
+    note = browse.note(start, None, ALL)
+    assert note.links is not None and note.links.backlinks, "a much-linked note has backlinks"
+    resolved = [r for r in note.links.outgoing if r.path is not None][:5]
+    assert resolved
+    for ref in resolved:
+        target = browse.note(ref.path, None, ALL)
+        assert target.links is not None
+        assert start in [b.path for b in target.links.backlinks] or target.links.backlinks_truncated
+
+
+# -- REST: GET /notes/{path}, GET /notes ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def api(load_search_app: Any, tmp_path: Path) -> Any:
+    folder = write_kb(tmp_path / "kb", NOTES)
+    store = tmp_path / "q"
+    settings = Settings(qdrant_path=str(store), qdrant_url="", embedding_api_key=None, embedding_api_key_param="")
+    sync(settings, folder)
+    return load_search_app(QDRANT_PATH=str(store), KB_SOURCE=str(folder))
+
+
+def get(app: Any, path: str, query: dict[str, str] | None = None, raw_path: str | None = None) -> tuple[int, Any]:
+    from kbsearch_tools.local.apigw import HttpRequest, build_event
+
+    resource, params = "/notes", {}
+    if path.startswith("/notes/"):
+        resource, params = "/notes/{path+}", {"path": (raw_path or path)[len("/notes/") :]}
+    qs = "&".join(f"{k}={quote(v)}" for k, v in (query or {}).items())
+    event = build_event(HttpRequest("GET", raw_path or path, qs, [], b""), resource, params, "dev")
+    result = app(event)
+    return result["statusCode"], json.loads(result["body"])
+
+
+def test_rest_note_with_sections_and_links(api: Any) -> None:
+    status, body = get(api, "/notes/Alpha.md", {"section": "Setup"})
+    assert status == 200 and body["section"] == ["Alpha", "Setup"] and body["links"]["backlinks"][0]["path"] == "Hub.md"
+    status, body = get(api, "/notes/ops/Gamma.md", raw_path="/notes/ops%2FGamma.md")
+    assert status == 200 and body["title"] == "Gamma"
+    status, body = get(api, "/notes/ops/Gamma.md", raw_path="/notes/ops/Gam%6Da.md")
+    assert status == 200 and body["path"] == "ops/Gamma.md"
+
+
+@pytest.mark.parametrize(
+    ("raw", "status", "code"),
+    [
+        ("/notes/..%2FHub.md", 400, "bad_path"),
+        ("/notes/ops/..%2F..%2Fetc%2Fpasswd.md", 400, "bad_path"),
+        ("/notes/Hub%00.md", 400, "bad_path"),
+        ("/notes/%FF%FE.md", 400, "bad_path"),
+        ("/notes/ops//Gamma.md", 400, "bad_path"),
+        ("/notes/Hub.txt", 400, "bad_path"),
+        ("/notes/Nowhere.md", 404, "not_found"),
+        ("/notes/" + "a/" * 600 + "x.md", 400, "bad_path"),
+    ],
+)
+def test_rest_refuses_bad_paths_with_a_clear_4xx(api: Any, raw: str, status: int, code: str) -> None:
+    got, body = get(api, "/notes/x", raw_path=raw)
+    assert (got, body["error"]) == (status, code), body
+
+
+def test_rest_unknown_section_is_404_listing_headings(api: Any) -> None:
+    status, body = get(api, "/notes/Alpha.md", {"section": "nope"})
+    assert status == 404 and body["error"] == "no_section" and "Alpha > Usage" in body["message"]
+
+
+def test_rest_catalog(api: Any) -> None:
+    status, body = get(api, "/notes", {"recent": "2", "path_prefix": "ops"})
+    assert status == 200 and body["notes"] == 2 and len(body["recent"]) == 2
+    for bad in ("-1", "51", "x", "1.5", ""):
+        status, body = get(api, "/notes", {"recent": bad})
+        assert status == 422, bad
+
+
+def test_sample_kb_notes_resolve(load_search_app: Any, bm25_index: Path, tmp_path: Path) -> None:
+    from tests.conftest import copy_store
+
+    store = tmp_path / "q"
+    copy_store(bm25_index, store)
+    app = load_search_app(QDRANT_PATH=str(store), KB_SOURCE=str(ROOT / "sample-kb"))
+    status, body = get(app, "/notes/en/architecture/System overview.md",
+                       raw_path="/notes/en/architecture/System%20overview.md")  # fmt: skip
+    assert status == 200
+    assert {r["path"] for r in body["links"]["outgoing"]} >= {"en/providers/DeepInfra.md", "en/providers/Fireworks.md"}
+    assert "en/Onboarding.md" in [r["path"] for r in body["links"]["backlinks"]]  # by title: [[kb-search system ...]]
+
+
+def test_a_scope_sees_links_counts_and_pages_of_the_notes_it_may_read_only(tmp_path: Path, browse_of: Any) -> None:
+    """A restricted note (frontmatter ``access: [hr]``) is, to a public caller, a missing note: not readable, no
+    backlink from it, no link to it listed, not counted, not paged, its cursor unknown. To ``hr`` it is there."""
+    notes = dict(NOTES)
+    notes["Secret.md"] = (
+        "---\ntitle: Secret\naccess: [hr]\ntags: [secret-tag]\ntype: memo\n---\n# Secret\n\n[[Alpha]]\n"
+    )
+    notes["Hub.md"] = NOTES["Hub.md"].replace("[[Missing note]]", "[[Secret]]")
+    folder = write_kb(tmp_path / "kb", notes)
+    settings = Settings(qdrant_path=str(tmp_path / "q"), qdrant_url="", embedding_api_key=None,
+                        embedding_api_key_param="", kb_source=str(folder))  # fmt: skip
+    sync(settings, folder)
+    browse = browse_of(settings)
+    public, hr = Scope.public("someone"), Scope.of("hr-person", ["hr"])
+    with pytest.raises(NoteProblem) as hidden:
+        browse.note("Secret.md", None, public)
+    assert hidden.value.kind == "not_found" and str(hidden.value) == "no note at 'Secret.md'; use kb_search to find " \
+        "the right path"  # fmt: skip
+    alpha = browse.note("Alpha.md", None, public)
+    assert alpha.links is not None and [r.path for r in alpha.links.backlinks] == ["Hub.md"]
+    hub = browse.note("Hub.md", None, public)
+    assert hub.links is not None and "Secret" not in [r.target for r in hub.links.outgoing]  # as a hit's links
+    catalog = browse.catalog(None, 50, public)
+    assert catalog.notes == len(NOTES) and "secret-tag" not in {t.value for t in catalog.tags}
+    assert "memo" not in {t.value for t in catalog.types} and "Secret.md" not in [n.path for n in catalog.recent]
+    seen: list[str] = []
+    cursor = None
+    for _ in range(10):
+        page, cursor = browse.page(cursor, public, limit=3)
+        seen += [n.path for n in page]
+        if cursor is None:
+            break
+    assert "Secret.md" not in seen and len(seen) == len(NOTES)
+    with pytest.raises(InvalidCursor):
+        browse.page(encode_cursor("Secret.md"), public, limit=3)
+    # the hr group reads it, with its links
+    secret = browse.note("Secret.md", None, hr)
+    assert secret.links is not None and [r.path for r in secret.links.outgoing] == ["Alpha.md"]
+    hub = browse.note("Hub.md", None, hr)
+    assert hub.links is not None and ("Secret", "Secret.md") in refs(hub.links.outgoing)
+    alpha = browse.note("Alpha.md", None, hr)
+    assert alpha.links is not None and [r.path for r in alpha.links.backlinks] == ["Hub.md", "Secret.md"]
+    assert browse.catalog(None, 0, hr).notes == len(notes)
+    assert browse.page(encode_cursor("Secret.md"), hr, limit=3)[0][0].path == "Secret.md"

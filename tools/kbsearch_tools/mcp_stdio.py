@@ -1,0 +1,327 @@
+"""``kbsearch mcp``: kb-search as an MCP server over stdio, the way desktop assistants launch servers.
+
+- **local** (default): the embedded store (``QDRANT_PATH``) or Qdrant Cloud (``QDRANT_URL``) and the KB source
+  (``KB_SOURCE`` / ``--kb``) through the same search and browse services as ``kbsearch serve``, read-only. Qdrant
+  Edge lets one process open a store at a time, so the store is opened for a burst of calls and closed again after
+  ``--idle-close`` seconds without one: ``kbsearch index`` (or ``serve``) can use it in between. While another
+  process holds it, tools answer with an error that says so and what to do.
+- **remote** (``--remote URL``): a bridge to a deployed instance's ``POST /mcp``: each line is forwarded with the
+  API key (from the variable ``--api-key-env``, default ``KB_API_KEY``) and, in the 2026-07-28 era, the headers the
+  body implies (``MCP-Protocol-Version``, ``Mcp-Method``, ``Mcp-Name``); the answer is written back as it came. The
+  remote's refusals become JSON-RPC errors a person can act on (403 → "API key rejected").
+
+stdout carries only MCP messages: anything else printed by accident goes to stderr, as do the logs.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import logging
+import os
+import sys
+import threading
+import types
+from collections.abc import Callable
+from typing import Any, BinaryIO
+from urllib.parse import urlsplit, urlunsplit
+
+logger = logging.getLogger("kbsearch.mcp.stdio")
+
+REMOTE_ERROR = -32001  # a server error (JSON-RPC's implementation-defined range): the remote refused or failed
+PARSE_ERROR = -32700
+DEFAULT_API_KEY_ENV = "KB_API_KEY"
+NAME_BEARING = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
+PROTOCOL_VERSION_KEY = "io.modelcontextprotocol/protocolVersion"
+
+
+def _without_httpx_cli() -> None:
+    """``import httpx`` also imports httpx's own command-line client (rich, click, pygments: ~90 ms of a cold start
+    where they are installed, as in the dev environment); this process never runs it, so it gets a stand-in."""
+    if "httpx" in sys.modules or "httpx._main" in sys.modules:
+        return
+    stand_in = types.ModuleType("httpx._main")
+
+    def main(*_args: Any, **_kwargs: Any) -> None:
+        raise SystemExit("httpx's command-line client is not loaded in kbsearch mcp")
+
+    stand_in.main = main  # type: ignore[attr-defined]
+    sys.modules["httpx._main"] = stand_in
+
+
+def _streams() -> tuple[BinaryIO, BinaryIO]:
+    """stdin and the real stdout for MCP; ``sys.stdout`` itself points at stderr from here on."""
+    out = sys.stdout.buffer
+    sys.stdout = sys.stderr
+    return sys.stdin.buffer, out
+
+
+def _let_go(stdout: BinaryIO) -> None:
+    """After the loop: a client that closed its end leaves unwritten bytes, which the interpreter would try (and
+    fail, noisily) to flush at exit; point the descriptor at /dev/null instead (Python's documented remedy)."""
+    try:
+        stdout.flush()
+    except (BrokenPipeError, OSError, ValueError):
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), stdout.fileno())
+
+
+# -- local --------------------------------------------------------------------------------------------------------
+class IdleClose:
+    """Runs each message under one lock and closes the index ``idle_s`` seconds after the last one (the next
+    message reopens it), so another process may open the embedded store in between."""
+
+    def __init__(self, close: Callable[[], None], idle_s: float) -> None:
+        self._close = close
+        self._idle_s = idle_s
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+
+    def __call__(self, handle: Callable[[bytes], dict[str, Any] | None], line: bytes) -> dict[str, Any] | None:
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+            try:
+                return handle(line)
+            finally:
+                if self._idle_s > 0:
+                    self._timer = threading.Timer(self._idle_s, self._closed)
+                    self._timer.daemon = True
+                    self._timer.start()
+
+    def _closed(self) -> None:
+        with self._lock:
+            self._close()
+
+    def stop(self) -> None:
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._close()
+
+
+def run_local(kb: str | None, idle_close_s: float, scope_text: str | None = None) -> int:
+    _without_httpx_cli()
+    from kbsearch.access import Scope
+    from kbsearch.browse import BrowseService
+    from kbsearch.config import Secrets, load_settings
+    from kbsearch.errors import IndexUnavailable
+    from kbsearch.mcp.protocol import McpServer
+    from kbsearch.mcp.stdio import serve
+    from kbsearch.mcp.tools import Backend
+    from kbsearch.reader import NoteReader
+    from kbsearch.search import SearchService
+    from kbsearch.sources import open_source
+
+    # the operator's own store: every note, unless --scope names the groups to answer for (as kbsearch search)
+    scope = Scope.parse("kbsearch mcp", scope_text) if scope_text else Scope.unrestricted("kbsearch mcp")
+    stdin, stdout = _streams()
+    settings = load_settings(**({"kb_source": kb} if kb else {}))
+    if not settings.kb_source:
+        logger.warning("KB_SOURCE is not set (or --kb): kb_get_note and resources cannot read notes")
+    service = SearchService(settings, Secrets(settings))
+    source = settings.kb_source
+    browse = BrowseService(service, NoteReader(lambda: open_source(source), default=settings.access_default))
+    server = McpServer(Backend(search=lambda request: service.search(request, scope=scope), browse=lambda: browse,
+                               scope=lambda: scope))  # fmt: skip
+    try:  # say at once when the store cannot be opened (another process holds it): the log shows why
+        service.read_index(lambda retriever, timeout_s: retriever.metadata(timeout_s))
+    except IndexUnavailable as exc:
+        logger.warning("the index is not usable yet: %s", exc.public)
+    guard = IdleClose(service.close, idle_close_s)
+    try:
+        return serve(lambda line: guard(server.handle_line, line), stdin, stdout)
+    finally:
+        guard.stop()
+        _let_go(stdout)
+
+
+# -- remote ---------------------------------------------------------------------------------------------------------
+def mcp_url(url: str) -> str:
+    """The deployment's ``/mcp`` endpoint from its base URL (or the endpoint itself); ValueError if not http(s)."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"--remote takes an http(s) URL, e.g. https://<api-id>.execute-api.<region>.amazonaws.com/prod "
+                         f"(got {shown_url(url)!r})")  # fmt: skip
+    path = parts.path.rstrip("/")
+    if not path.endswith("/mcp"):
+        path += "/mcp"
+    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
+
+
+def shown_url(url: str) -> str:
+    """A URL for messages: without user-info (a password never reaches a log or an answer)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = host + (f":{parts.port}" if parts.port else "") if "@" in parts.netloc else parts.netloc
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def _header_value(value: str) -> str:
+    """``Mcp-Name`` as the SDK sends it: verbatim when printable ASCII, else ``=?base64?...?=``."""
+    if value.isascii() and value.isprintable() and value == value.strip() and not value.startswith("=?base64?"):
+        return value
+    return f"=?base64?{base64.b64encode(value.encode('utf-8')).decode('ascii')}?="
+
+
+class RemoteBridge:
+    def __init__(self, url: str, api_key: str | None, api_key_env: str, timeout_s: float = 120.0) -> None:
+        import httpx
+
+        self.url = mcp_url(url)
+        self.shown = shown_url(self.url)
+        self.api_key = api_key
+        self.api_key_env = api_key_env
+        self.client = httpx.Client(timeout=httpx.Timeout(timeout_s, connect=10.0), follow_redirects=False)
+        self.handshake_version: str | None = None
+        self.session_id: str | None = None
+
+    def headers(self, message: Any) -> dict[str, str]:
+        headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+        if self.api_key:
+            headers["x-api-key"] = self.api_key
+        if self.session_id:
+            headers["Mcp-Session-Id"] = self.session_id
+        params = message.get("params") if isinstance(message, dict) else None
+        meta = params.get("_meta") if isinstance(params, dict) else None
+        if isinstance(meta, dict) and PROTOCOL_VERSION_KEY in meta:  # 2026-07-28: the headers mirror the body
+            version = meta[PROTOCOL_VERSION_KEY]
+            method = message.get("method")
+            # a version that is no string still routes as 2026-07-28, where the remote refuses it as such
+            headers["MCP-Protocol-Version"] = _header_value(
+                version if isinstance(version, str) else json.dumps(version)
+            )
+            if isinstance(method, str):
+                headers["Mcp-Method"] = _header_value(method)
+                name = params.get(NAME_BEARING.get(method, "")) if isinstance(params, dict) else None
+                if isinstance(name, str):
+                    headers["Mcp-Name"] = _header_value(name)
+        elif self.handshake_version:
+            headers["MCP-Protocol-Version"] = self.handshake_version
+        return headers
+
+    def handle(self, line: bytes) -> list[dict[str, Any]]:
+        """Forward one line; the messages to write back (none for a notification the remote accepted)."""
+        import httpx
+
+        from kbsearch.api.body import BadBody, parse_json
+        from kbsearch.api.body import text as body_text
+
+        try:
+            message = parse_json(body_text(line))
+        except BadBody as exc:
+            return [_error(None, PARSE_ERROR, f"Parse error: {exc.message}")]
+        id_ = message.get("id") if isinstance(message, dict) else None
+        id_ = id_ if isinstance(id_, str | int) and not isinstance(id_, bool) else None
+        is_request = isinstance(message, dict) and "id" in message
+        try:
+            response = self.client.post(self.url, content=line, headers=self.headers(message))
+        except httpx.HTTPError as exc:
+            reason = type(exc).__name__
+            logger.warning("cannot reach %s (%s)", self.shown, reason)
+            return [_error(id_, REMOTE_ERROR, f"cannot reach {self.shown} ({reason}): check the URL and the network")]
+        if response.headers.get("mcp-session-id"):
+            self.session_id = response.headers["mcp-session-id"]
+        answers = _messages(response)
+        if answers:
+            for answer in answers:
+                self._note_handshake(message, answer)
+            return answers
+        if response.status_code in (200, 202) and not response.content:
+            return []  # a notification, acknowledged
+        text = self.refusal(response)
+        logger.warning("%s answered HTTP %s: %s", self.shown, response.status_code, text)
+        return [_error(id_, REMOTE_ERROR, text, {"status": response.status_code})] if is_request else []
+
+    def _note_handshake(self, message: Any, answer: dict[str, Any]) -> None:
+        if isinstance(message, dict) and message.get("method") == "initialize":
+            result = answer.get("result")
+            version = result.get("protocolVersion") if isinstance(result, dict) else None
+            if isinstance(version, str):
+                self.handshake_version = version
+
+    def refusal(self, response: Any) -> str:
+        """What an HTTP answer that is no JSON-RPC message means, in words a person can act on."""
+        status = response.status_code
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        said = body.get("message") if isinstance(body, dict) and isinstance(body.get("message"), str) else ""
+        said = said or (body.get("error") if isinstance(body, dict) and isinstance(body.get("error"), str) else "")
+        if status == 403 and said == "Missing Authentication Token":
+            return (f"{self.shown} is not an endpoint of the API (HTTP 403 Missing Authentication Token): give the "
+                    "deployment's base URL with its stage, e.g. https://<api-id>.execute-api.<region>.amazonaws.com/prod")  # fmt: skip
+        if status in (401, 403):
+            if not self.api_key:
+                return (f"no API key: {self.shown} answered HTTP {status}; set {self.api_key_env} to the "
+                        "deployment's API key (the stack output ApiKeyId's value)")  # fmt: skip
+            return (f"API key rejected by {self.shown} (HTTP {status}): {self.api_key_env} does not hold a valid key "
+                    "of this deployment (the stack output ApiKeyId's value)")  # fmt: skip
+        if status == 429:
+            return f"{self.shown} is throttling requests (HTTP 429): try again shortly"
+        if status == 404:
+            return f"no MCP endpoint at {self.shown} (HTTP 404): check the URL"
+        detail = f": {said[:200]}" if said else ""
+        return f"{self.shown} answered HTTP {status}{detail}"
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _error(id_: Any, code: int, message: str, data: Any = None) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if data is not None:
+        error["data"] = data
+    return {"jsonrpc": "2.0", "id": id_, "error": error}
+
+
+def _messages(response: Any) -> list[dict[str, Any]]:
+    """The JSON-RPC messages in an answer: a JSON body, or the ``data:`` events of a text/event-stream."""
+    kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    texts: list[str] = []
+    if kind == "text/event-stream":
+        event: list[str] = []
+        for raw in [*response.text.splitlines(), ""]:
+            if raw.startswith("data:"):
+                event.append(raw[5:].removeprefix(" "))
+            elif not raw and event:
+                texts.append("\n".join(event))
+                event = []
+    elif response.content:
+        texts.append(response.text)
+    out: list[dict[str, Any]] = []
+    for text in texts:
+        try:
+            value = json.loads(text)
+        except ValueError:
+            continue
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, dict) and item.get("jsonrpc") == "2.0" and ("result" in item or "error" in item
+                                                                          or "method" in item):  # fmt: skip
+                out.append(item)
+    return out
+
+
+def run_remote(url: str, api_key_env: str) -> int:
+    _without_httpx_cli()
+    from kbsearch.mcp.stdio import serve, write_message
+
+    stdin, stdout = _streams()
+    api_key = os.environ.get(api_key_env) or None
+    bridge = RemoteBridge(url, api_key, api_key_env)
+    if api_key is None:
+        logger.warning("%s is not set: requests go to %s without an API key", api_key_env, bridge.shown)
+
+    def handle(line: bytes) -> dict[str, Any] | None:
+        answers = bridge.handle(line)
+        for extra in answers[:-1]:  # an event stream may carry several messages; the last one is returned
+            write_message(stdout, extra)
+        return answers[-1] if answers else None
+
+    try:
+        return serve(handle, stdin, stdout)
+    finally:
+        bridge.close()
+        _let_go(stdout)
