@@ -76,8 +76,12 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-unit: $(STAMP) $(if $(NPM),$(INSPECTOR)) ## tests only
-	$(BIN)/python -m pytest -q
+# make unit runs the tests on TEST_WORKERS processes, one test file per worker (module fixtures stay whole); the
+# fuzz run uses the quick profile unless KB_FUZZ_PROFILE=full (CI: .ci/run).
+TEST_WORKERS ?= 2
+
+unit: $(STAMP) $(if $(NPM),$(INSPECTOR)) ## tests only, on TEST_WORKERS (2) workers
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 test: lint unit ## lint + the whole test suite (offline)
 

@@ -21,6 +21,10 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 VAULT = SHARED / "kb" / "obsidian-help"
 KBSEARCH_CMD = [sys.executable, "-m", "kbsearch_tools.cli"]
+#: The limit of one kbsearch process a test starts: under the 120 s a test may take (pytest-timeout, pyproject.toml),
+#: so the process's own timeout fires first, with its output; ~10x what indexing sample-kb takes on a loaded 2-core
+#: machine. A test that starts several marks its own limit (@pytest.mark.timeout) above their sum.
+PROCESS_TIMEOUT_S = 100
 
 _SETTING_VARS = {name.upper() for name in Settings.model_fields} | {f"{n}_PARAM" for n in SECRET_NAMES}
 _LAMBDA_VARS = {

@@ -2,8 +2,9 @@
 kbsearch.indexer.run_changes. Translation only.
 
 Scheduled event (EventBridge Scheduler input, or an EventBridge rule event with the same keys under ``detail``):
-``{"full": false, "allow_mass_delete": false}``. Returns the sync report; ``missed_by_events`` (changes no event
-had delivered) is also a metric.
+``{"full": false, "allow_mass_delete": false, "rebuild": false}`` (``rebuild``: a new collection behind the
+alias, switched when complete; see ``kbsearch index --rebuild``). Returns the sync report; ``missed_by_events``
+(changes no event had delivered) is also a metric.
 
 SQS event (``Records`` from ``aws:sqs``: S3 notifications or EventBridge ``Object Created``/``Object Deleted``):
 returns ``{"batchItemFailures": [{"itemIdentifier": messageId}, ...]}`` for the messages to retry (a note that
@@ -130,6 +131,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             secrets,
             full=_flag(event, "full"),
             allow_mass_delete=_flag(event, "allow_mass_delete"),
+            rebuild=_flag(event, "rebuild"),
             stop_at=Deadline(remaining_s - settings.deadline_margin_s),
             call_deadline=Deadline(remaining_s - 5),
         ).to_dict()

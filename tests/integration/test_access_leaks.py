@@ -473,6 +473,8 @@ def rpc(app, key_id: str | None, era: str, method: str, params: dict[str, Any]) 
         request["params"]["_meta"] = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
                                       "io.modelcontextprotocol/clientCapabilities": {}}  # fmt: skip
         headers = {"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": method}
+        if "name" in params:
+            headers["Mcp-Name"] = params["name"]
         if "uri" in params:
             headers["Mcp-Name"] = "=?base64?" + base64.b64encode(params["uri"].encode()).decode() + "?="
     _, text = call(app, "POST", "/mcp", key_id, body=request, headers=headers)
@@ -559,3 +561,50 @@ def test_one_audit_line_per_request_without_secrets(app, caplog: pytest.LogCaptu
         assert line["caller"] == "apikey:id-hr" and line["groups"] == ["hr", "public"]
         assert isinstance(line["results"], int)
         assert "zq" not in json.dumps(line, default=str)  # no note text
+
+
+@pytest.mark.parametrize("era", ["legacy", "modern"])
+def test_notes_catalog_resources_and_links_for_every_caller(app, era: str) -> None:
+    """GET /notes/{path}, GET /notes, kb_list, resources/list and resources/read: a caller reads, counts, pages and
+    links only the notes its groups may read; a forbidden note answers exactly as a missing one."""
+    from urllib.parse import quote
+
+    for key_id, groups in KEY_GROUPS.items():
+        visible = readable(groups)
+        _, missing = call(app, "GET", "/notes/pub/Nowhere.md", key_id)
+        for path in NOTES:
+            status, text = call(app, "GET", "/notes/" + quote(path), key_id)
+            if path in visible:
+                assert status == 200, (key_id, path, text)
+                assert_no_leak(json.dumps(json.loads(text)["links"]), groups, f"GET /notes/{path} links")
+            else:
+                expected = json.loads(missing)
+                expected["message"] = expected["message"].replace("pub/Nowhere.md", path)
+                assert status == 404 and json.loads(text) == expected, (key_id, path, text)
+        status, text = call(app, "GET", "/notes", key_id, query="recent=50")
+        catalog = json.loads(text)
+        assert status == 200 and catalog["notes"] == len(visible) and {n["path"] for n in catalog["recent"]} <= visible
+        assert_no_leak(text, groups, "GET /notes")
+        listed = rpc(app, key_id, era, "tools/call", {"name": "kb_list", "arguments": {"recent": 50}})["result"]
+        assert listed["structuredContent"]["notes"] == len(visible)
+        assert_no_leak(json.dumps(listed), groups, "kb_list")
+        pages: list[dict[str, Any]] = []
+        params: dict[str, Any] = {}
+        for _ in range(10):
+            page = rpc(app, key_id, era, "resources/list", params)["result"]
+            pages += page["resources"]
+            if "nextCursor" not in page:
+                break
+            params = {"cursor": page["nextCursor"]}
+        assert {r["name"] for r in pages} == visible
+        assert_no_leak(json.dumps(pages), groups, "resources/list")
+        unknown = rpc(app, key_id, era, "resources/read", {"uri": "kb://note/pub/Nowhere.md"})["error"]
+        for path in NOTES:
+            answer = rpc(app, key_id, era, "resources/read", {"uri": "kb://note/" + quote(path)})
+            if path in visible:
+                assert answer["result"]["contents"][0]["uri"] == "kb://note/" + quote(path)
+            else:
+                error = answer["error"]
+                assert error["code"] == unknown["code"] and error["message"] == unknown["message"].replace(
+                    "pub/Nowhere.md", path
+                ), (key_id, path, error)

@@ -21,7 +21,7 @@ from kbsearch.qdrant.store import SchemaMismatchError
 from kbsearch.schemas import SearchRequest
 from kbsearch.search import SearchService
 from kbsearch_tools.fakes import FakeProvider
-from tests.conftest import ROOT, provider_settings, subprocess_env
+from tests.conftest import PROCESS_TIMEOUT_S, ROOT, provider_settings, subprocess_env
 
 SAMPLE = ROOT / "sample-kb"
 pytest.importorskip("qdrant_edge", reason="no Qdrant Edge wheel on this platform (the fallback is local mode)")
@@ -148,7 +148,7 @@ def test_without_an_edge_wheel_kbsearch_index_falls_back_with_one_notice(tmp_pat
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=PROCESS_TIMEOUT_S,
     )
     assert done.returncode == 0, done.stderr
     assert done.stderr.count(FALLBACK_NOTICE) == 1
@@ -166,12 +166,14 @@ def test_bench_store_opens_and_searches_through_the_search_service() -> None:
     assert row["open_s"] > 0 and row["search_p50_ms"] > 0
 
 
-@pytest.mark.parametrize("hnsw_m", [None, 16])
-def test_the_embedded_collection_searches_exactly_unless_told_to_build_a_graph(
-    tmp_path: Path, hnsw_m: int | None
+@pytest.mark.parametrize(("env", "graphs"), [({}, 0), ({"qdrant_embedded_hnsw_m": 0, "qdrant_embedded_graph_from": 200}, 0),
+                                              ({"qdrant_embedded_graph_from": 200}, 3)])  # fmt: skip
+def test_segments_are_searched_exactly_until_they_are_big_enough_for_a_graph(
+    tmp_path: Path, env: dict[str, int], graphs: int
 ) -> None:
-    """QDRANT_EMBEDDED_HNSW_M: 0 by default (no HNSW graph to build at every sync; a full scan is exact), a graph
-    on request; either way the dense leg returns the true nearest chunks."""
+    """QDRANT_EMBEDDED_GRAPH_FROM: a segment is scanned exactly until it holds that many points; then the indexer
+    builds its graph (QDRANT_EMBEDDED_HNSW_M, 16; 0: never) while it writes, and no segment grows past it, so each
+    build is bounded. Either way the dense leg returns the true nearest chunks, and the stored vectors are on disk."""
     import json
 
     import numpy as np
@@ -179,20 +181,62 @@ def test_the_embedded_collection_searches_exactly_unless_told_to_build_a_graph(
     from kbsearch.lexical import SparseVector
     from kbsearch.qdrant.store import ChunkPoint
 
-    env = {} if hnsw_m is None else {"qdrant_embedded_hnsw_m": hnsw_m}
     settings = Settings.model_validate({"qdrant_path": str(tmp_path), "embedding_dimensions": 32, **env})
     vectors = np.random.default_rng(7).standard_normal((600, 32))
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     store = open_store(settings, Secrets(settings))
     try:
         store.ensure_collection()
-        store.upsert([ChunkPoint(f"n{i}.md", 0, {"path": f"n{i}.md"}, SparseVector([1], [1.0]), vectors[i])
-                      for i in range(len(vectors))])  # fmt: skip
-        query = vectors[3] + 0.3 * vectors[5]
-        hits = store.query({"query": query.tolist(), "using": "dense", "limit": 10, "with_payload": ["path"]}, 10)
+        for start in range(0, len(vectors), 100):  # the indexer's windows
+            store.upsert([ChunkPoint(f"n{i}.md", 0, {"path": f"n{i}.md"}, SparseVector([1], [1.0]), vectors[i])
+                          for i in range(start, start + 100)])  # fmt: skip
     finally:
         store.close()
-    config = json.loads((tmp_path / "edge" / "kb" / "edge_config.json").read_text())
-    assert config["hnsw_config"]["m"] == (hnsw_m or 0)
+    shard = tmp_path / "edge" / "kb"
+    config = json.loads((shard / "edge_config.json").read_text())
+    assert config["hnsw_config"]["m"] == env.get("qdrant_embedded_hnsw_m", 16)
+    assert config["vectors"]["dense"]["on_disk"] is True
+    indexes = [json.loads(p.read_text())["config"]["vector_data"]["dense"]["index"]["type"]
+               for p in shard.glob("segments/*/segment.json")]  # fmt: skip
+    assert indexes.count("hnsw") == graphs, indexes
+    store = open_store(settings, Secrets(settings))
+    try:
+        query = vectors[3] + 0.3 * vectors[5]
+        hits = store.query({"query": query.tolist(), "using": "dense", "limit": 10, "with_payload": ["path"]}, 10)
+        assert store.count() == 600
+    finally:
+        store.close()
     exact = [f"n{i}.md" for i in np.argsort(-(vectors @ query))[:10]]
     assert [hit["payload"]["path"] for hit in hits] == exact
+
+
+def test_a_collection_made_with_other_graph_settings_takes_the_current_ones(tmp_path: Path) -> None:
+    """A collection from before these settings (no graph, Qdrant's default segments) is given them by the next
+    sync, and keeps its points."""
+    import json
+
+    import qdrant_edge as edge
+
+    from kbsearch.config import EDGE_GRAPH_FROM
+
+    shard_path = tmp_path / "edge" / "kb"
+    old = edge.EdgeShard.create(str(shard_path), edge.EdgeConfig(
+        vectors={"dense": edge.EdgeVectorParams(size=32, distance=edge.Distance.Cosine)},
+        sparse_vectors={"bm25": edge.EdgeSparseVectorParams(modifier=edge.Modifier.Idf)},
+        hnsw_config=edge.HnswIndexConfig(m=0, ef_construct=128, full_scan_threshold=10_000)))  # fmt: skip
+    old.update(edge.UpdateOperation.upsert_points([edge.Point(id=1, vector={"dense": [1.0] * 32}, payload={})]))
+    old.flush()
+    old.close()
+    settings = Settings.model_validate({"qdrant_path": str(tmp_path), "embedding_dimensions": 32})
+    store = open_store(settings, Secrets(settings))
+    try:
+        assert store.ensure_collection() is False and store.count() == 1
+    finally:
+        store.close()
+    config = json.loads((shard_path / "edge_config.json").read_text())
+    assert config["hnsw_config"]["m"] == 16 and config["vectors"]["dense"]["on_disk"] is True
+    assert (
+        config["optimizers"]["indexing_threshold"]
+        == config["optimizers"]["max_segment_size"]
+        == EDGE_GRAPH_FROM * 32 * 4 // 1024
+    )

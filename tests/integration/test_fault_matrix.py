@@ -34,7 +34,9 @@ SEARCH_ONLY = ("drip", "deep json")
 #: A JSON document nested 100,000 deep: parsing it must be an error, not a RecursionError (a 500).
 DEEP_JSON = b"[" * 100_000 + b"]" * 100_000
 #: every search in the matrix runs with this budget and must answer within it plus this much overhead
-BUDGET_S, OVERHEAD_S = 3.0, 1.5
+#: The search's budget; the bound a test asserts is 5x it (a loaded 2-core machine), and every hang lasts longer
+#: than that bound, so an answer within it still proves the budget cut the hang.
+BUDGET_S, HANG_S = 3.0, 30.0
 PROVIDER_DEPS = {
     # dependency: (which fake, operation, URL setting, the other side failing with it)
     "embedding primary": ("deepinfra", "embeddings", "EMBEDDING_URL", None),
@@ -124,7 +126,7 @@ def search_outcome(call: Callable[[dict[str, Any]], Any]) -> str:
     started = time.monotonic()
     result = call(event)
     elapsed = time.monotonic() - started
-    assert elapsed < BUDGET_S + OVERHEAD_S, f"the search took {elapsed:.1f}s against a {BUDGET_S}s budget"
+    assert elapsed < 5 * BUDGET_S, f"the search took {elapsed:.1f}s against a {BUDGET_S}s budget (hangs: {HANG_S}s)"
     status = int(result["statusCode"])
     assert "NaN" not in result["body"] and "Infinity" not in result["body"]
     assert "Traceback" not in result["body"]
@@ -138,7 +140,7 @@ def search_outcome(call: Callable[[dict[str, Any]], Any]) -> str:
 
 def inject(fake: FakeProvider, operation: str, fault: str) -> None:
     table: dict[str, dict[str, Any]] = {
-        "hang": {"hang_s": 2.0}, "429": {"status": 429, "retry_after": "1"}, "5xx": {"status": 503},
+        "hang": {"hang_s": HANG_S}, "429": {"status": 429, "retry_after": "1"}, "5xx": {"status": 503},
         "malformed": {"garbage": True}, "wrong shape": {"short": True}, "401": {"status": 401},
         "drip": {"drip_s": 0.05}, "deep json": {"body": DEEP_JSON},
     }  # fmt: skip
@@ -223,7 +225,7 @@ def test_qdrant_faults(dep: str, fault: str, outcome: str, load_search_app) -> N
         if fault == "refused":
             url = dead_url()
         elif fault in ("hang", "drip"):
-            endpoint.hang_s = BUDGET_S + 2 if fault == "hang" else 0.0
+            endpoint.hang_s = HANG_S if fault == "hang" else 0.0
             endpoint.drip_s = 0.05 if fault == "drip" else 0.0
             endpoint.body = b'{"result": {"points": []}, "status": "ok", "time": 0.0}'
             endpoint.content_type = "application/json"

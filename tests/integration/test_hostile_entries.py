@@ -25,7 +25,7 @@ from tests.conftest import KBSEARCH_CMD, subprocess_env
 from tests.integration.test_indexer import store_points, write_notes
 
 #: how long any one call may take before the test calls it blocked (a FIFO open blocks forever)
-BLOCKED_S = 60
+BLOCKED_S = 45  # two of these (a kbsearch process's limit) stay under the 120 s a test may take
 
 #: entry name → the reason the report gives (every one of them ends in .md: each would be a note)
 REASONS = {
@@ -161,6 +161,7 @@ def test_the_indexer_service_skips_them_and_keeps_what_they_replaced(kb: Path, t
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv")
+@pytest.mark.timeout(3 * 2 * BLOCKED_S + 30)  # three kbsearch index processes
 def test_unreadable_files_and_folders_are_skipped_not_fatal(kb: Path, tmp_path: Path) -> None:
     """Mode 000 does not stop root (CAP_DAC_OVERRIDE): the process runs with that and CAP_DAC_READ_SEARCH dropped
     from its bounding set, so "permission denied" is the kernel's own answer."""
@@ -195,6 +196,7 @@ def test_unreadable_files_and_folders_are_skipped_not_fatal(kb: Path, tmp_path: 
 
 
 @pytest.mark.parametrize("locale", ["C.UTF-8", "C"])
+@pytest.mark.timeout(2 * 2 * BLOCKED_S + 30)  # two kbsearch index processes
 def test_a_file_name_that_is_not_utf8_is_valid_json_with_an_accurate_reason(kb: Path, tmp_path: Path,
                                                                             locale: str) -> None:  # fmt: skip
     """In a UTF-8 locale and in the C locale (where Python writes undecodable names back as raw bytes)."""
@@ -249,3 +251,21 @@ def test_kb_get_note_refuses_them_without_blocking_and_the_server_keeps_answerin
         assert in_thread(lambda: call(health))["statusCode"] == 200  # the server still answers
     assert "no note at 'missing.md'" in call_tool(call, "missing.md")["content"][0]["text"]
     assert call_tool(call, "plain.md")["structuredContent"]["body"] == "# Plain\n\nreadable\n"
+
+
+def test_a_huge_sparse_note_is_neither_hashed_nor_read(kb: Path, tmp_path: Path, load_search_app) -> None:
+    """A 20 GB note (sparse: it costs no disk): the listing does not read it to hash it, the sync skips it by its
+    size, and kb_get_note refuses it instead of holding it in memory."""
+    with open(kb / "huge.md", "wb") as handle:
+        handle.truncate(20 * 1024**3)
+    code, out, stderr = index_process(kb, tmp_path / "q")
+    assert code == 0, stderr
+    report = json.loads(out)
+    assert skipped(report) == {"huge.md": f"too large: {20 * 1024**3} bytes (limit 1048576)"} and report["added"] == 3
+    call = load_search_app(QDRANT_PATH=str(tmp_path / "q"), KB_SOURCE=str(kb))
+    result = call_tool(call, "huge.md")
+    assert result["isError"] is True
+    assert (
+        result["content"][0]["text"]
+        == f"the note at 'huge.md' cannot be read: larger than 64 MiB ({20 * 1024**3} bytes)"
+    )

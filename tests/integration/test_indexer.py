@@ -419,17 +419,19 @@ def test_full_sync_reembeds_everything(tmp_path: Path, deepinfra: FakeProvider) 
     assert report.updated == 4 and report.embedding_calls >= 1 and report.full
 
 
-def test_schema_mismatch_stops_with_a_clear_error(tmp_path: Path) -> None:
+def test_schema_mismatch_rebuilds_the_embedded_store(tmp_path: Path) -> None:
+    """The embedded store is a local copy of the KB: another schema rebuilds it, with one line saying so (Qdrant
+    Cloud stops instead and names --rebuild: tests/integration/test_rebuild.py)."""
     kb = tmp_path / "kb"
     kb.mkdir()
     write_notes(kb, 1)
     run(LocalSource(kb), Settings(qdrant_path=str(tmp_path / "q"), embedding_dimensions=64))
-    before = snapshot(Settings(qdrant_path=str(tmp_path / "q"), embedding_dimensions=64))
-    write_notes(kb, 2)  # a change that would be written, were the schema right
+    write_notes(kb, 2)
     report = run(LocalSource(kb), Settings(qdrant_path=str(tmp_path / "q"), embedding_dimensions=128))
-    assert report.error is not None and "dense size 64 but EMBEDDING_DIMENSIONS=128" in report.error
-    assert report.incomplete and report.added == 0
-    assert snapshot(Settings(qdrant_path=str(tmp_path / "q"), embedding_dimensions=64)) == before
+    assert report.error is None and not report.incomplete and report.added == 2
+    assert report.reembedded == (
+        "the local collection was rebuilt and every note re-indexed (dense size 64 but EMBEDDING_DIMENSIONS=128)"
+    )
 
 
 @pytest.mark.parametrize("seed", range(20))

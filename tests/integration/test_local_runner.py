@@ -33,8 +33,8 @@ def invoke(function: str, event: Path, *extra: str, **env: str) -> tuple[int, An
     return proc.returncode, out, proc.stderr
 
 
-def test_invoke_health_prints_a_200() -> None:
-    rc, result, _ = invoke("SearchFunction", EVENTS / "health.json")
+def test_invoke_health_prints_a_200(bm25_index: Path, tmp_path: Path) -> None:
+    rc, result, _ = invoke("SearchFunction", EVENTS / "health.json", QDRANT_PATH=str(bm25_index))
     assert rc == 0
     assert result["statusCode"] == 200
     body = json.loads(result["body"])
@@ -47,6 +47,13 @@ def test_invoke_health_prints_a_200() -> None:
         "store": "embedded",
         "last_sync": None,  # the search path is not built by /health: unknown until a search has read it
     }
+    # no index there yet: alive, not ready, and the reason says what to run
+    rc, result, _ = invoke("SearchFunction", EVENTS / "health.json", QDRANT_PATH=str(tmp_path / "none"))
+    body = json.loads(result["body"])
+    assert rc == 0 and result["statusCode"] == 200 and body["ready"] is False
+    assert body["reasons"] == [
+        "the index has not been built yet: run the indexer first (kbsearch index <your KB folder>)"
+    ]
 
 
 def test_invoke_uses_template_env_and_shell_overrides() -> None:

@@ -120,6 +120,7 @@ def test_use_weak_model_hybrid_does_not_lose_to_bm25(use: OracleProvider) -> Non
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600 + 120 + 60)  # a cold index (its own 600 s limit), then a search (120 s)
 def test_kbsearch_index_and_serve_with_the_oracle_need_no_keys(e5: OracleProvider, tmp_path: Path) -> None:
     """`make run ORACLE=e5`: real hybrid search over HTTP with no provider key anywhere."""
     env = subprocess_env(QDRANT_PATH=str(tmp_path / "q"))

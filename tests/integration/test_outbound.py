@@ -66,15 +66,15 @@ def test_a_dripping_server_is_cut_off_at_the_deadline(endpoint: FakeEndpoint, ev
     call = Outbound("dripper", "POST", endpoint.url + "/v1", {"q": 1})
     elapsed, exc = timed(lambda: send(shared_client(), call, RetryPolicy(attempts=1, timeout_s=30), Deadline(1.0)))
     assert isinstance(exc, ProviderError) and exc.kind == "timeout", exc
-    assert 0.9 <= elapsed < 1.6, elapsed
+    assert 0.9 <= elapsed < 5.0, elapsed  # the whole answer would take 10 s or more
 
 
 def test_the_attempt_timeout_is_wall_clock_too(endpoint: FakeEndpoint) -> None:
-    endpoint.drip_s = 0.05
+    endpoint.drip_s = 0.2  # the head alone takes 15 s or more
     call = Outbound("dripper", "GET", endpoint.url + "/x", expect_json=False)
     elapsed, exc = timed(lambda: send(shared_client(), call, RetryPolicy(attempts=2, timeout_s=0.5), Deadline(30)))
     assert isinstance(exc, ProviderError) and exc.kind == "timeout"
-    assert elapsed < 2.0  # two attempts of 0.5 s plus one short backoff
+    assert elapsed < 7.0  # two attempts of 0.5 s plus one short backoff (~1.2 s)
 
 
 def test_a_server_that_never_accepts_is_bounded() -> None:
@@ -87,7 +87,7 @@ def test_a_server_that_never_accepts_is_bounded() -> None:
             lambda: send(shared_client(), Outbound("mute", "POST", url, {}), RetryPolicy(attempts=1), Deadline(0.7))
         )
     assert isinstance(exc, ProviderError) and exc.kind == "timeout"
-    assert elapsed < 1.3
+    assert elapsed < 3.5  # the 0.7 s deadline; nothing would ever answer
 
 
 def port_of(endpoint: FakeEndpoint) -> int:
@@ -113,7 +113,7 @@ def test_a_resolver_that_hangs_is_bounded_by_the_deadline(endpoint: FakeEndpoint
         elapsed, exc = timed(lambda: send(client, call, RetryPolicy(attempts=1), Deadline(0.5)))
     release.set()
     assert isinstance(exc, ProviderError) and exc.kind == "timeout", exc
-    assert 0.45 <= elapsed < 1.2 and endpoint.requests == []
+    assert 0.45 <= elapsed < 2.5 and endpoint.requests == []  # the 0.5 s deadline, not the 30 s lookup
 
 
 @pytest.mark.parametrize(
@@ -380,10 +380,10 @@ def test_failover_converts_unexpected_errors_in_hedged_calls() -> None:
 
 
 def test_a_dripping_response_url_is_bounded(endpoint: FakeEndpoint) -> None:
-    endpoint.drip_s = 0.05
+    endpoint.drip_s = 0.2  # the head alone takes 15 s or more
     elapsed, exc = timed(lambda: post_to_slack(shared_client(), endpoint.url, {"text": "x"}, deadline=Deadline(1.5)))
     assert isinstance(exc, SlackPostError)
-    assert elapsed < 2.2
+    assert elapsed < 7.5
 
 
 def test_the_shared_client_is_one_per_process() -> None:
@@ -418,7 +418,7 @@ def test_a_search_with_every_dependency_dripping_answers_before_the_lambda_times
         elapsed = time.monotonic() - started
     finally:
         service.close()
-    assert elapsed < remaining_s - 0.8, elapsed
+    assert elapsed < remaining_s, elapsed  # before the invocation times out (1 s of it is kept for the handler)
     assert answer.results and set(answer.meta.degraded) == {"expand", "embed", "rerank"}
 
 
@@ -502,4 +502,4 @@ def test_rereading_a_rotated_key_stays_within_the_deadline(
     finally:
         ssm.stop()
     assert isinstance(exc, ProviderError) and len(served) == 2
-    assert elapsed < 1.6, elapsed
+    assert elapsed < 5.0, elapsed  # two quick 401s and one SSM read inside the 1 s deadline

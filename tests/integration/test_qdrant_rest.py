@@ -15,7 +15,15 @@ from kbsearch.errors import IndexMissing, StoreError
 from kbsearch.lexical import SparseVector
 from kbsearch.providers.resilience import shared_client
 from kbsearch.qdrant.embedded import edge_filter, edge_request
-from kbsearch.qdrant.query import batch_searches, filter_json, fusion_request, path_filter, retrieve, retrieve_legs
+from kbsearch.qdrant.query import (
+    SEARCH_PAYLOAD,
+    batch_searches,
+    filter_json,
+    fusion_request,
+    path_filter,
+    retrieve,
+    retrieve_legs,
+)
 from kbsearch.qdrant.rest import QdrantRest
 from kbsearch_tools.fakes import FakeEndpoint
 
@@ -61,7 +69,7 @@ def edge_by_hand(weights: list[float] | None) -> Any:
         ],
         query=edge.Fusion.Rrf(k=60, weights=weights),
         filter=qfilter,  # the caller's scope on the fused query too, not only on each leg
-        with_payload=edge.PayloadSelector.Exclude(["meta"]),
+        with_payload=edge.PayloadSelector.Include(SEARCH_PAYLOAD["include"]),
         with_vector=False,
     )  # fmt: skip
 
@@ -93,7 +101,7 @@ def test_request_body_matches_qdrant_client_and_edge(qdrant: FakeEndpoint, weigh
         query=models.RrfQuery(rrf=models.Rrf(k=60, weights=weights)),
         query_filter=qfilter,
         limit=150,
-        with_payload=models.PayloadSelectorExclude(exclude=["meta"]),
+        with_payload=models.PayloadSelectorInclude(include=SEARCH_PAYLOAD["include"]),
     )  # fmt: skip
     sent = drop_none(qdrant.requests[-1].body)
     assert qdrant.requests[-1].path == "/collections/kb/points/query"
@@ -211,7 +219,7 @@ def test_weighted_rrf_body_matches_qdrant_client_and_the_embedded_store_weighs_i
         ],
         query=models.RrfQuery(rrf=models.Rrf(k=60, weights=[1.0, 0.25])),
         limit=100,
-        with_payload=models.PayloadSelectorExclude(exclude=["meta"]),
+        with_payload=models.PayloadSelectorInclude(include=SEARCH_PAYLOAD["include"]),
     )
     ours = fusion_request([[0.1, 0.2]], SparseVector([1], [1.0]), None, rrf_k=60, bm25_weight=0.25)
     assert ours is not None and ours["query"] == {"rrf": {"k": 60, "weights": [1.0, 0.25]}}
@@ -260,7 +268,7 @@ def test_batch_body_matches_qdrant_client_and_every_leg_carries_the_filter(qdran
     params = models.SearchParams(
         hnsw_ef=256, quantization=models.QuantizationSearchParams(rescore=True, oversampling=2.0)
     )
-    payload = models.PayloadSelectorExclude(exclude=["meta"])
+    payload = models.PayloadSelectorInclude(include=SEARCH_PAYLOAD["include"])
     QdrantClient(url=qdrant.url, check_compatibility=False).query_batch_points("kb", [
         models.QueryRequest(query=[0.1, 0.2], using="dense", filter=qfilter, limit=100, params=params,
                             with_payload=payload, with_vector=False),

@@ -153,15 +153,16 @@ def test_both_rerankers_down_keeps_the_fusion_order(make_service, deepinfra, fir
 
 
 def test_hedge_wins_when_the_primary_is_slow(make_service, deepinfra, fireworks) -> None:
-    deepinfra.fail("rerank", hang_s=2.0)
-    service = make_service(deepinfra, fireworks, rerank_hedge_ms=150, rerank_timeout_s=3)
+    deepinfra.fail("rerank", hang_s=60.0)
+    service = make_service(deepinfra, fireworks, rerank_hedge_ms=150, rerank_timeout_s=30, search_budget_s=28)
     t0 = time.monotonic()
     answer = ask(service, "reranker outage", expand=False)
     elapsed = time.monotonic() - t0
     assert answer.meta.reranker == "fireworks" and "rerank_fallback" in answer.meta.degraded
-    assert elapsed < 1.5  # did not wait for the 2 s primary
+    # ~0.3 s here; the bound is far above that (a loaded machine) and far below the primary's 30 s timeout
+    assert elapsed < 10.0, "waited for the primary instead of hedging"
     hedge_sent = fireworks.calls("rerank")[0].at - deepinfra.calls("rerank")[0].at
-    assert 0.1 <= hedge_sent < 0.6
+    assert 0.1 <= hedge_sent < 5.0
 
 
 def test_fast_primary_is_not_hedged(make_service, deepinfra, fireworks) -> None:
@@ -184,11 +185,11 @@ def test_breaker_opens_and_closes(make_service, deepinfra, fireworks) -> None:
 
 
 def test_expansion_timeout_goes_on_without_it(make_service, deepinfra) -> None:
-    deepinfra.fail("chat", hang_s=2.0)
+    deepinfra.fail("chat", hang_s=60.0)
     service = make_service(deepinfra, None, expansion_budget_ms=200)
     t0 = time.monotonic()
     answer = ask(service, "snapshot restore")
-    assert time.monotonic() - t0 < 1.5
+    assert time.monotonic() - t0 < 5.0  # ~0.3 s: cut at the 200 ms budget, not at the 60 s hang
     assert answer.meta.degraded == ["expand"] and answer.meta.variants == ["snapshot restore"]
     assert answer.results
 

@@ -25,48 +25,55 @@ def point(pid: int, path: str | None = "en/a.md", score: str = "0.5", **payload:
     return f'{{"id": {pid}, "version": 1, "score": {score}, "payload": {json.dumps(body)}}}'
 
 
-def answer(*points: str) -> bytes:
-    return ('{"result": {"points": [' + ", ".join(points) + ']}, "status": "ok", "time": 0.001}').encode()
+OK_TAIL = ', "status": "ok", "time": 0.001'
 
 
-def batched(body: bytes, searches: int) -> bytes:
-    """A one-query answer (``{"result": {"points": [...]}, ...}``) as the answer to a batch of ``searches``
-    (``{"result": [{"points": [...]}, ...], ...}``): every search finds the same points. Done on the text, so
-    that numbers no float holds reach the client as they are."""
-    head = b'{"result": '
-    end = max(body.rfind(b']}, "status"'), body.rfind(b']}, "usage"')) + 2
-    inner, tail = body[len(head) : end], body[end:]
-    return head + b"[" + b", ".join([inner] * searches) + b"]" + tail
+def answer(*points: str, tail: str = OK_TAIL) -> tuple[str, str]:
+    """What the fake Qdrant answers: the points (a JSON array's text, numbers as written) and what follows
+    ``result`` in the answer object."""
+    return "[" + ", ".join(points) + "]", tail
+
+
+class FakeQdrant:
+    """A loopback Qdrant answering ``POST .../points/query`` and ``.../points/query/batch`` (one point list per
+    search of the batch) with the same points, written as given (a number too large for a float included)."""
+
+    def __init__(self, endpoint: FakeEndpoint) -> None:
+        self.endpoint = endpoint
+        self.points, self.tail = answer(point(1))
+        endpoint.responder = self.respond
+
+    def respond(self, method: str, path: str) -> tuple[int, bytes, str] | None:
+        if not path.endswith(("/points/query", "/points/query/batch")):
+            return None
+        one = f'{{"points": {self.points}}}'
+        if path.endswith("/batch"):
+            sent = self.endpoint.requests[-1].body
+            n = len(sent.get("searches") or []) if isinstance(sent, dict) else 1
+            result = "[" + ", ".join([one] * n) + "]"
+        else:
+            result = one
+        return 200, f'{{"result": {result}{self.tail}}}'.encode(), "application/json"
 
 
 @pytest.fixture
-def qdrant() -> Iterator[FakeEndpoint]:
+def qdrant() -> Iterator[FakeQdrant]:
     endpoint = FakeEndpoint().start()
-    endpoint.content_type = "application/json"
-    endpoint.body = answer(point(1))
-
-    def respond(method: str, path: str) -> tuple[int, bytes, str] | None:
-        """The adaptive fusion's batch call (the default) gets the configured points for each of its searches."""
-        if not path.endswith("/points/query/batch") or endpoint.body is None:
-            return None
-        searches = len(endpoint.requests[-1].body["searches"])
-        return 200, batched(endpoint.body, searches), "application/json"
-
-    endpoint.responder = respond
-    yield endpoint
+    yield FakeQdrant(endpoint)
     endpoint.stop()
 
 
 @pytest.fixture
-def search(qdrant: FakeEndpoint, load_search_app) -> Callable[..., dict[str, Any]]:
-    def run(body: bytes, **env: str) -> dict[str, Any]:
-        qdrant.body = body
-        call = load_search_app(QDRANT_URL=qdrant.url, QDRANT_API_KEY="qdrant-test-key", **env)
+def search(qdrant: FakeQdrant, load_search_app) -> Callable[..., dict[str, Any]]:
+    def run(body: tuple[str, str], **env: str) -> dict[str, Any]:
+        qdrant.points, qdrant.tail = body
+        call = load_search_app(QDRANT_URL=qdrant.endpoint.url, QDRANT_API_KEY="qdrant-test-key", **env)
         raw = json.dumps({"query": "restore a snapshot", "top_k": 5}).encode()
         event = build_event(HttpRequest("POST", "/search", "", [("Content-Type", "application/json")], raw),
                             "/search", {}, "dev")  # fmt: skip
         result = call(event)
         assert result["statusCode"] in (200, 503), result
+        assert qdrant.endpoint.requests, "the search never asked Qdrant"
         return result
 
     return run
@@ -81,12 +88,12 @@ def search(qdrant: FakeEndpoint, load_search_app) -> Callable[..., dict[str, Any
         answer(point(1), point(2, path="en/b.md", ai_weight=int(BIG))),  # a payload number, not a score
         answer(point(int(BIG))),  # an id
         answer(point(1, tags=["a"], meta={"n": [1, 2, int(BIG)]})),  # deep inside
-        answer(point(1)).replace(b'"time": 0.001', b'"time": ' + BIG.encode()),  # Qdrant's own timing field
-        ('{"result": {"points": [' + point(1) + ']}, "usage": {"cpu": ' + BIG + "}}").encode(),
+        answer(point(1), tail=f', "status": "ok", "time": {BIG}'),  # Qdrant's own timing field
+        answer(point(1), tail=f', "usage": {{"cpu": {BIG}}}'),
     ],
     ids=["score", "negative score", "score 1e400", "payload", "id", "nested", "time", "usage"],
 )
-def test_a_number_too_large_for_a_float_is_a_503_never_a_500(search, body: bytes) -> None:
+def test_a_number_too_large_for_a_float_is_a_503_never_a_500(search, body: tuple[str, str]) -> None:
     result = search(body)
     assert result["statusCode"] == 503 and json.loads(result["body"])["error"] == "index_unavailable"
 
@@ -129,7 +136,7 @@ def test_points_without_a_payload_or_a_path_are_dropped_and_counted(search) -> N
     hits = json.loads(result["body"])["results"]
     assert [h["path"] for h in hits] == ["en/a.md", "en/b.md"] and all(h["path"] for h in hits)
     dropped = [r for r in records.records if r.getMessage() == "points without a payload path dropped"]
-    # one log line per answered search (the batch's searches all found these points), each counting them all
+    # one line per leg of the search's one Qdrant call (each leg's answer here holds the same points)
     assert dropped and all(r.__dict__["dropped_points"] == len(bare) for r in dropped)
     only_bare = search(answer(*bare))
     assert only_bare["statusCode"] == 200 and json.loads(only_bare["body"])["results"] == []
@@ -173,3 +180,16 @@ def test_a_10_mb_chunk_from_the_store_is_searched_and_reranked_within_budget(sea
     assert body["meta"]["degraded"] == [] and len(body["results"][0]["snippet"]) <= 301
     (rerank,) = deepinfra.calls("rerank")
     assert all(len(doc) <= 384 * MAX_CHARS_PER_TOKEN for doc in rerank.body["documents"])
+
+
+def test_oversized_fields_from_the_store_cannot_swell_the_answer(search) -> None:
+    """A store holding a 5 MB title and heading, 100,000 tags, 5 MB links and a 2,000-character path: the answer
+    stays small (Lambda refuses answers over 6 MB with a 500 of its own), the point with that path is dropped."""
+    huge = point(1, title="T" * 5_000_000, heading="H" * 5_000_000, tags=["t"] * 100_000, links=["L" * 5_000_000],
+                 doc_id="D" * 1_000_000, status="s" * 1_000_000)  # fmt: skip
+    long_path = point(2, path="a/" * 1000 + "x.md")
+    result = search(answer(huge, long_path, point(3, path="en/b.md")))
+    assert result["statusCode"] == 200 and len(result["body"]) < 100_000, len(result["body"])
+    hits = json.loads(result["body"])["results"]
+    assert [h["path"] for h in hits] == ["en/a.md", "en/b.md"]
+    assert len(hits[0]["title"]) == 2000 and len(hits[0]["tags"]) == 100 and len(json.dumps(hits[0]["links"])) < 30_000

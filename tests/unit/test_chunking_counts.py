@@ -4,13 +4,14 @@ chunker had before; both are run on the same texts and must agree piece for piec
 
 from __future__ import annotations
 
+import re
 import time
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kbsearch.chunking import _blocks, split_section
-from kbsearch.tokens import estimate_tokens
+from kbsearch.tokens import counts, estimate_tokens
 
 
 def _reference_oversized(block: str, is_code: bool, max_tokens: int) -> list[str]:
@@ -116,3 +117,29 @@ def test_a_long_section_is_split_in_linear_time() -> None:
     elapsed = time.perf_counter() - started
     assert all(estimate_tokens(p) <= 400 for p in pieces) and len(pieces) > 100
     assert elapsed < 2.5, elapsed
+
+
+# -- counts: one character class per run, exactly what matching each character of each class gives ---------------
+
+_EVERY_CLASS = st.text(
+    st.one_of(
+        st.characters(codec="utf-8"),  # any scalar value: letters of every script, marks, Nd of every script
+        st.sampled_from("²³½Ⅻ٣໓𝟘_ \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f\x85\xa0\u1680\u2028\u2029\u3000\u200b\ufeff"),
+    ),
+    max_size=300,
+)
+
+
+def _reference_counts(text: str) -> tuple[int, int, int]:
+    letters = len(re.findall(r"[^\W\d_]", text))
+    digits = len(re.findall(r"\d", text))
+    return letters, digits, len(text) - letters - digits - len(re.findall(r"\s", text))
+
+
+@settings(max_examples=400, deadline=None)
+@given(_EVERY_CLASS)
+def test_counts_match_the_per_character_classes(text: str) -> None:
+    """Letters, digits and other symbols as the three per-character regexes count them, for every class of
+    character the estimate sees: other scripts' digits (Nd), numerals that are not digits (², Ⅻ: letters here),
+    underscores, every Unicode whitespace ``\\s`` knows (and the zero-width ones it does not)."""
+    assert counts(text) == _reference_counts(text)

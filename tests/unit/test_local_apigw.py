@@ -78,7 +78,14 @@ def test_environment_precedence_and_ssm_names_dropped_locally() -> None:
     t = Template(ROOT / "template.yaml", {"Stage": "qa"})
     spec = t.function("SearchFunction")
     assert spec.environment["EMBEDDING_API_KEY_PARAM"] == "/kb-search/qa/deepinfra-api-key"
-    assert spec.environment["KB_SOURCE"] == "s3:///"  # no bucket locally: set KB_SOURCE to a folder
+    # built from the stack's bucket, which exists only deployed: left unset locally, so the function names it
+    assert "KB_SOURCE" not in spec.environment
+    assert (
+        Template(ROOT / "template.yaml", {"KbBucketName": "kb-b"})
+        .function("SearchFunction")
+        .environment["KB_SOURCE"]
+        .startswith("s3://kb-b/")
+    )  # a bucket given by name is kept
     env = function_environment(spec, "eu-west-1", {"QDRANT_COLLECTION": "shell"}, {"SearchFunction": {"KB_STAGE": "f"}})
     assert env["QDRANT_COLLECTION"] == "shell" and env["KB_STAGE"] == "f"
     assert "EMBEDDING_API_KEY_PARAM" not in env

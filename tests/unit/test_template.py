@@ -71,6 +71,7 @@ def test_api_keys_where_promised(cfn: dict[str, Any]) -> None:
     assert _key_required(methods[("/search", "POST")])
     assert _key_required(methods[("/search", "GET")])
     assert _key_required(methods[("/mcp", "POST")])
+    assert _key_required(methods[("/notes/{path+}", "GET")]) and _key_required(methods[("/notes", "GET")])
     assert not _key_required(methods[("/health", "GET")])
     assert not _key_required(methods[("/slack/command", "POST")])
     assert not _key_required(methods[("/slack/interactive", "POST")])

@@ -161,6 +161,31 @@ def synthetic_kb(folder: Path, chunks: int, seed: int = 7) -> int:
     return notes
 
 
+class ByteCountingRetriever:
+    """The search's retriever, adding up what each answer weighs as Query API JSON (what Qdrant Cloud sends for
+    it over the network; the embedded store hands the same points over in-process): bench search's bytes per
+    search. Everything else is the wrapped retriever's."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.bytes = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def _count(self, answer: Any) -> Any:
+        import json
+
+        self.bytes += len(json.dumps({"result": answer}, ensure_ascii=False, default=str).encode("utf-8"))
+        return answer
+
+    def query(self, request: dict[str, Any], timeout_s: float) -> Any:
+        return self._count(self.inner.query(request, timeout_s))
+
+    def query_batch(self, searches: list[dict[str, Any]], timeout_s: float) -> Any:
+        return self._count(self.inner.query_batch(searches, timeout_s))
+
+
 def bench_search(
     chunks: int = 5000,
     queries: int = 200,
@@ -215,6 +240,8 @@ def bench_search(
                 for operation in ("chat", "embeddings", "rerank"):
                     fake.fail(operation, drip_s=0.05)
             service = SearchService(settings, Secrets(settings))
+            counter = ByteCountingRetriever(service.retriever)
+            service._retriever = counter  # the store's answers, weighed; the search itself unchanged
             rng = random.Random(11)
             vocabulary = ["qdrant", "snapshot", "restore", "rotate", "keys", "reranker", "индексатор", "ключей",
                           "lambda", "runbook", "embedding", "fusion", "снапшот", "deploy", "budget"]  # fmt: skip
@@ -225,14 +252,17 @@ def bench_search(
             rows = []
             for text in texts:
                 before = [len(f.requests) for f in fakes]
+                received = counter.bytes
                 t0 = time.perf_counter()
                 answer = service.search(SearchRequest(query=text))
                 wall = (time.perf_counter() - t0) * 1000
+                received = counter.bytes - received
                 provider = sum(r.served_s for f, b in zip(fakes, before, strict=True) for r in f.requests[b:]) * 1000
                 timings = answer.meta.timings_ms
                 rows.append({
                     "total": wall, "provider": provider, "qdrant": timings["retrieve"], "rerank": timings["rerank"],
                     "overhead": wall - provider - timings["retrieve"], "degraded": bool(answer.meta.degraded),
+                    "bytes": received,
                 })  # fmt: skip
                 if progress and len(rows) % 50 == 0:
                     progress(f"{len(rows)}/{queries} queries")
@@ -242,6 +272,7 @@ def bench_search(
                 "qdrant_ms": _percentiles([r["qdrant"] for r in rows]),
                 "rerank_stage_ms": _percentiles([r["rerank"] for r in rows]),
                 "overhead_ms": _percentiles([r["overhead"] for r in rows]),
+                "bytes_received": _percentiles([r["bytes"] for r in rows]),
                 "degraded_share": round(sum(r["degraded"] for r in rows) / len(rows), 3),
                 "over_budget": sum(r["total"] > settings.search_budget_s * 1000 for r in rows),
             }
@@ -411,6 +442,9 @@ def format_search(results: dict[str, Any]) -> str:
                 f"{'e2e at ' + key.split('_')[1] + ' in flight':<22}{p['p50']:>9}{p['p95']:>9}{p['p99']:>9}"
                 f"   {value['throughput_qps']} queries/s"
             )
+    b = c1["bytes_received"]
+    lines.append(f"bytes received per search (the store's answers as Query API JSON): p50 {b['p50'] / 1024:.1f} KiB, "
+                 f"p95 {b['p95'] / 1024:.1f} KiB")  # fmt: skip
     lines.append(f"degraded answers: {c1['degraded_share']:.1%}; over the budget: {c1['over_budget']}")
     return "\n".join(lines)
 
@@ -476,7 +510,8 @@ def _top_imports(stderr: str, top: int) -> list[dict[str, Any]]:
 
 
 def _fake_qdrant_cloud(root: Path) -> FakeEndpoint:
-    """A loopback stand-in for Qdrant Cloud's REST API answering the search's two calls with sample-kb chunks."""
+    """A loopback stand-in for Qdrant Cloud's REST API answering the search's calls (the batch of the adaptive
+    fusion, or the one fused query) with sample-kb chunks."""
     import json
 
     from kbsearch.chunking import chunk_note
@@ -496,7 +531,17 @@ def _fake_qdrant_cloud(root: Path) -> FakeEndpoint:
     exists = json.dumps({"result": {"exists": True}, "status": "ok", "time": 0.0}).encode()
     query = json.dumps({"result": {"points": points}, "status": "ok", "time": 0.001}).encode()
     endpoint = FakeEndpoint().start()
-    endpoint.responder = lambda method, path: (200, exists if path.endswith("/exists") else query, "application/json")
+
+    def respond(method: str, path: str) -> tuple[int, bytes, str]:
+        if path.endswith("/exists"):
+            return 200, exists, "application/json"
+        if path.endswith("/points/query/batch"):  # the adaptive fusion's one call: the same points for every search
+            searches = len((endpoint.requests[-1].body or {}).get("searches") or [])
+            batch = {"result": [{"points": points}] * searches, "status": "ok", "time": 0.001}
+            return 200, json.dumps(batch).encode(), "application/json"
+        return 200, query, "application/json"
+
+    endpoint.responder = respond
     return endpoint
 
 
@@ -807,6 +852,7 @@ else:
     out["retrieve_p50_ms"] = statistics.median(retrieve)
     out["retrieve_p95_ms"] = sorted(retrieve)[int(0.95 * (len(retrieve) - 1))]
     out["search_p50_ms"] = statistics.median(total)
+    out["search_p95_ms"] = sorted(total)[int(0.95 * (len(total) - 1))]
     service.close()
 out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps(out))

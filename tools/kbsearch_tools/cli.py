@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -18,6 +19,7 @@ from kbsearch.errors import KbSearchError
 from kbsearch_tools import repo_root
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
 EXIT_LEASE_HELD = 75  # EX_TEMPFAIL: another run holds the index lease; nothing was changed, try again later
 
 
@@ -159,7 +161,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     server = make_server(api, args.host, args.port)
     live = _live_sync(api, args)
     import faulthandler
-    import signal
 
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 <pid>` prints every thread's stack
     port = server.server_address[1]
@@ -242,21 +243,33 @@ def _live_sync(api: Any, args: argparse.Namespace) -> _Live:
 
 
 class _ProgressBar:
-    """A one-line progress bar on stderr when it is a terminal; silent otherwise."""
+    """A one-line progress bar on stderr when it is a terminal; silent otherwise. The ETA is the rate since the
+    first note was reported (not since start-up: listing and opening the store are not indexing), shown once a
+    few notes and a second have gone by; before that it reads ``--``."""
 
     def __init__(self) -> None:
         self.enabled = sys.stderr.isatty()
-        self.started = time.monotonic()
+        self.first: tuple[float, int] | None = None  # (when, done) at the first report
+        self.drawn = False
+
+    def eta(self, done: int, total: int, now: float) -> str:
+        if self.first is None:
+            self.first = (now, done)
+        since, done_then = self.first
+        progressed, elapsed = done - done_then, now - since
+        if progressed < max(3, total // 50) or elapsed < 1.0:
+            return "  --"
+        return f"{elapsed / progressed * (total - done):4.0f}s"
 
     def __call__(self, done: int, total: int, path: str) -> None:
         if not self.enabled or total == 0:
             return
         width = 30
         filled = int(width * done / total)
-        elapsed = time.monotonic() - self.started
-        eta = elapsed / done * (total - done) if done else 0.0
+        eta = self.eta(done, total, time.monotonic())
         name = path if len(path) <= 40 else "…" + path[-39:]
-        sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} eta {eta:4.0f}s {name:<40}")
+        self.drawn = done != total
+        sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} eta {eta} {name:<40}")
         if done == total:
             sys.stderr.write("\n")
         sys.stderr.flush()
@@ -280,6 +293,8 @@ def _print_sync_summary(report: dict[str, Any]) -> None:
     )
     if report.get("reembedded"):
         print(f"  re-embedding: {report['reembedded']}")
+    if report.get("rebuilt"):
+        print(f"  rebuild: {report['rebuilt']}")
     for item in report["skipped"]:
         print(f"  skipped {item['path']}: {item['reason']}")
     for item in report["warnings"]:
@@ -296,6 +311,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     from kbsearch.config import Secrets, load_settings
     from kbsearch.indexer import run_sync
     from kbsearch.lease import SKIPPED, LeaseHeld
+    from kbsearch.providers.resilience import Deadline
 
     if not args.verbose:
         logging.getLogger("kbsearch.indexer").setLevel(logging.ERROR)  # the summary lists skipped notes
@@ -311,8 +327,21 @@ def cmd_index(args: argparse.Namespace) -> int:
             "collection at the same time (set it to the stack's IndexerLeaseTable output)",
             file=sys.stderr,
         )
-    handed = _hand_off(settings, source, args)
+    stop = Deadline()  # no deadline: a first Ctrl-C ends it, and the run stops after the notes in flight
+    interrupted: list[bool] = []
+
+    def on_interrupt(_signum: int, _frame: Any) -> None:
+        if interrupted:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now (the store is crash-safe)
+        interrupted.append(True)
+        stop.at = time.monotonic()
+        newline = "\n" if progress is not None and progress.drawn else ""
+        print(f"{newline}kbsearch index: interrupted; stopping after the notes in flight (Ctrl-C again to stop "
+              "now)", file=sys.stderr, flush=True)  # fmt: skip
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
     try:
+        handed = None if args.rebuild else _hand_off(settings, source, args)  # a running serve cannot rebuild
         report = (
             handed
             or run_sync(
@@ -322,6 +351,8 @@ def cmd_index(args: argparse.Namespace) -> int:
                 full=args.full,
                 allow_mass_delete=args.allow_mass_delete,
                 progress=progress,
+                stop_at=stop,
+                rebuild=args.rebuild,
             ).to_dict()
         )
     except LeaseHeld as held:
@@ -332,6 +363,8 @@ def cmd_index(args: argparse.Namespace) -> int:
         else:
             print(f"skipped: {held}")
         return EXIT_LEASE_HELD
+    finally:
+        signal.signal(signal.SIGINT, previous)
     if oracle is not None:
         oracle.stop()
     if report["error"] and "another process has it open" in report["error"]:
@@ -344,6 +377,8 @@ def cmd_index(args: argparse.Namespace) -> int:
         print(_json_text(report))
     else:
         _print_sync_summary(_printable(report))
+    if interrupted:
+        return EXIT_INTERRUPTED
     return 1 if report["error"] else 0
 
 
@@ -647,6 +682,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
             else 50, runs=args.runs if args.runs != 5 else 3, dims=args.dims, progress=row,
         )  # fmt: skip
         print(json.dumps(results, indent=2) if args.json else bench.format_store(results))
+    elif args.what == "growth":
+        from kbsearch_tools import bench_growth
+
+        kb = bench_kb()
+
+        def grown(r: dict[str, Any]) -> None:
+            note(f"{r['copies']}x {r['side']} run {r['run']}: index {r['index_s']} s ({r['index_rss_mb']} MB), "
+                 f"search p50 {r['search_p50_ms']} ms")  # fmt: skip
+
+        results = bench_growth.bench_growth(
+            kb, copies=args.copies if args.copies != (1, 10) else (1, 10, 100), runs=args.runs if args.runs != 5 else 3,
+            peer_copies=args.peer_copies, queries=args.queries if args.queries != 200 else 50, dims=args.dims,
+            baseline=Path(args.baseline) if args.baseline else None, progress=grown,
+        )  # fmt: skip
+        print(json.dumps(results, indent=2) if args.json else bench_growth.format_growth(results))
     elif args.what == "mcp":
         from kbsearch_tools import bench_mcp
 
@@ -735,6 +785,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("source", nargs="?", help="folder or s3://bucket/prefix (default: KB_SOURCE)")
     p.add_argument("--full", action="store_true", help="re-embed every note, changed or not")
+    p.add_argument("--rebuild", action="store_true",
+                   help="build the index afresh: on Qdrant Cloud into a new collection, switching the alias "
+                        "QDRANT_COLLECTION to it atomically when complete (searches never see it half-built); the "
+                        "embedded store is dropped and rebuilt")  # fmt: skip
     _oracle_args(p)
     p.add_argument(
         "--allow-mass-delete",
@@ -874,12 +928,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "what",
-        choices=["index", "search", "store", "peer", "coldstart", "cost", "load", "freshness", "mcp"],
+        choices=["index", "search", "store", "peer", "growth", "coldstart", "cost", "load", "freshness", "mcp"],
         help="index: full sync grid (batch x concurrency) and no-change sync; search: end-to-end latency and "
         "our own overhead with fake providers of fixed latency; store: the embedded store (Qdrant Edge vs "
         "qdrant-client local mode) on the vault and its copies: index, open, warm search, no-change sync, peak RSS; "
         "peer: ours next to LlamaIndex (IngestionPipeline + QdrantVectorStore on local mode, its retriever) on the "
         "vault and its copies, the same fake embedder: full index wall and peak RSS, warm search p50; "
+        "growth: 1x, 10x and 100x the vault: full index, peak RSS, store size, store open, warm search p50/p95, "
+        "no-change sync, next to LlamaIndex at --peer-copies (and a --baseline source tree in the same rounds); "
         "coldstart: fresh-interpreter import + first "
         "/health and first /search; cost: tokens per query per stage and $ per 1,000 queries; load: a bounded "
         "load test of kbsearch serve on 127.0.0.1 (errors, latency, RSS growth); freshness: put → searchable through "
@@ -889,8 +945,12 @@ def build_parser() -> argparse.ArgumentParser:
         "to the first kb_search answer over stdio, both eras (--kb, default sample-kb; --runs)",
     )
     p.add_argument("--kb", help="index: KB folder (default: ../shared/kb/obsidian-help if present, else sample-kb)")
-    p.add_argument("--copies", type=_int_list, default=(1, 10), help="store/peer: vault sizes as copies of --kb (1,10)")
+    p.add_argument("--copies", type=_int_list, default=(1, 10),
+                   help="store/peer: vault sizes as copies of --kb (1,10); growth: (1,10,100)")  # fmt: skip
     p.add_argument("--engines", default="edge,local", help="store: embedded engines to compare (edge,local)")
+    p.add_argument("--peer-copies", type=lambda v: () if v.strip() in ("", "none") else _int_list(v), default=(1, 10),
+                   help="growth: sizes LlamaIndex runs at too (1,10; 'none'; at 100x it would take hours here)")  # fmt: skip
+    p.add_argument("--baseline", help="growth: a source tree of another revision, measured in the same rounds")
     p.add_argument("--latency-ms", type=float, default=150.0, help="index: fake embedder latency per request (150)")
     p.add_argument("--batch-sizes", type=_int_list, default=(16, 32, 64), help="index: comma-separated (16,32,64)")
     p.add_argument(
@@ -947,11 +1007,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return int(args.func(args))
+    except KeyboardInterrupt:  # Ctrl-C: one line, no traceback, the shell's code for SIGINT
+        print(f"\nkbsearch {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except KbSearchError as exc:
-        print(f"kbsearch {args.command}: error: {exc}", file=sys.stderr)
+        print(f"kbsearch {args.command}: error: {_printable(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as exc:
-        print(f"kbsearch {args.command}: error: {exc}", file=sys.stderr)
+        print(f"kbsearch {args.command}: error: {_printable(str(exc))}", file=sys.stderr)
         return 1
 
 

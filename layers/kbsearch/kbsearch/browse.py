@@ -18,7 +18,8 @@ import binascii
 import logging
 from typing import TYPE_CHECKING, Any
 
-from kbsearch.errors import IndexUnavailable, KbSearchError
+from kbsearch.access import visible_links
+from kbsearch.errors import ConfigError, IndexUnavailable, KbSearchError
 from kbsearch.links import Linkable, link_key, link_keys, name_keys, path_keys, resolve
 from kbsearch.qdrant.query import Retriever, filter_json, point_id
 from kbsearch.schemas import (
@@ -138,6 +139,8 @@ class BrowseService:
             raw = self.reader.read(path, scope)
         except NoteUnreadable as exc:  # a FIFO, a device, a dangling symlink, ...: its reason names no server path
             raise NoteProblem("unreadable", f"the note at {path!r} cannot be read: {exc.reason}") from None
+        except ConfigError as exc:  # names the setting to fix (KB_SOURCE), as /health does
+            raise NoteProblem("unavailable", f"notes cannot be read: {exc}") from None
         except SourceError as exc:
             # The source's text names buckets, keys with their prefix or server folders: log it, say less.
             logger.warning("a note could not be read", extra={"error": str(exc)})
@@ -224,6 +227,10 @@ class BrowseService:
             found = resolve(key, path, pool)
             outgoing.append(NoteRef(target=target, path=found.path if found else None,
                                     title=found.title if found else None))  # fmt: skip
+        if scope.restricted:  # as a search hit's links: no target that names only notes the caller may not read
+            shown = set(visible_links([r.target for r in outgoing if r.path is None], self.search.restricted_links(),
+                                      scope))  # fmt: skip
+            outgoing = [r for r in outgoing if r.path is not None or r.target in shown]
         backlinks = [
             NoteRef(target=source.path, path=source.path, title=source.title)
             for source, keys in sorted(notes, key=lambda n: n[0].path)

@@ -20,8 +20,9 @@ import time
 from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from kbsearch.errors import ConfigError
 
@@ -30,6 +31,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+#: Chunks an embedded (Edge) segment holds before it gets an HNSW graph, and at most: below it an exact scan answers
+#: about as fast and costs no build; one segment's build stays within ~0.9 GB at 1024 dimensions (BENCHMARKS.md).
+EDGE_GRAPH_FROM = 40_000
 DEEPINFRA_EMBEDDINGS_URL = "https://api.deepinfra.com/v1/openai/embeddings"
 DEEPINFRA_RERANK_URL = "https://api.deepinfra.com/v1/inference/Qwen/Qwen3-Reranker-8B"
 DEEPINFRA_CHAT_URL = "https://api.deepinfra.com/v1/openai/chat/completions"
@@ -151,6 +155,35 @@ def dotenv_values(path: Path) -> dict[str, str]:
     return values
 
 
+#: The settings that hold a URL: each is checked when the settings are read, so a typo (``htp://``) stops with one
+#: message naming it instead of failing later as "unreachable" (or a traceback).
+URL_SETTINGS = (
+    "qdrant_url", "embedding_url", "embedding_fallback_url", "reranker_url", "reranker_fallback_url",
+    "expansion_url", "kb_base_url",
+)  # fmt: skip
+
+
+def url_problem(value: str) -> str | None:
+    """Why ``value`` is not a usable http(s) URL (None: it is, or it is empty, which turns the feature off). Never
+    echoes the value: a URL may carry credentials."""
+    if not value:
+        return None
+    if value != value.strip() or any(ord(c) < 33 or c == "\x7f" for c in value):
+        return "contains whitespace or control characters"
+    try:
+        parts = urlsplit(value)
+        port = parts.port  # raises ValueError for a port that is not a number in 0-65535
+    except ValueError as exc:
+        return f"is not a valid URL ({exc})"
+    if parts.scheme not in ("http", "https"):
+        return f"has the scheme {parts.scheme!r}, not http or https" if parts.scheme else "has no scheme"
+    if not parts.hostname:
+        return "has no host"
+    if port == 0:
+        return "has port 0"
+    return None
+
+
 class Settings(BaseModel):
     """Every setting kb-search reads. Field ``foo_bar`` is the environment variable ``FOO_BAR`` (any case), read
     whenever the model is built (``Settings(**values)`` or ``model_validate``): the given values, then the environment,
@@ -171,10 +204,12 @@ class Settings(BaseModel):
     qdrant_url: str = ""
     qdrant_path: str = ".kbsearch/qdrant"
     qdrant_embedded: Literal["edge", "local"] = "edge"
-    # The embedded (Edge) collection's HNSW graph degree when it is created. 0: no graph, every search is exact (a
-    # full scan): at laptop/CI scale it answers as fast and indexing skips the graph build (BENCHMARKS.md, bench
-    # store); 16 builds the graph Qdrant Cloud uses. Existing collections keep the value they were created with.
-    qdrant_embedded_hnsw_m: int = Field(default=0, ge=0, le=64)
+    # The embedded (Edge) collection: a segment is searched exactly (a full scan) until it holds GRAPH_FROM points,
+    # then the indexer builds its HNSW graph of degree HNSW_M (Qdrant Cloud's 16); no segment grows past GRAPH_FROM
+    # points, so a graph build is bounded. 0: never a graph. At laptop/CI scale (the 10x vault: 31,520 chunks) the
+    # scan answers about as fast and a sync builds nothing (BENCHMARKS.md, "The embedded engine at 100x").
+    qdrant_embedded_hnsw_m: int = Field(default=16, ge=0, le=64)
+    qdrant_embedded_graph_from: int = Field(default=EDGE_GRAPH_FROM, ge=100)
     qdrant_collection: str = "kb"
     qdrant_timeout_s: float = Field(default=10.0, gt=0)
 
@@ -299,6 +334,14 @@ class Settings(BaseModel):
     # The provider settings grouped per role, read from the flat fields above (whose names are the environment
     # variables). Plain properties, not cached: ``model_copy(update=...)`` copies a cache along with the values.
 
+    @field_validator(*URL_SETTINGS)
+    @classmethod
+    def _url(cls, value: str) -> str:
+        problem = url_problem(value)
+        if problem:
+            raise ValueError(f"{problem} (expected http(s)://host[:port][/path], or empty)")
+        return value
+
     @property
     def breaker(self) -> Breaker:
         return Breaker(self.breaker_threshold, self.breaker_cooldown_s)
@@ -391,7 +434,8 @@ def _read_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         err = exc.errors()[0]
         name = str(err["loc"][0]).upper() if err.get("loc") else "?"
-        raise ConfigError(f"invalid setting {name}: {err['msg']}") from None
+        message = str(err["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"invalid setting {name}: {message}") from None
 
 
 def load_settings(**overrides: Any) -> Settings:

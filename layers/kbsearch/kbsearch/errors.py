@@ -12,7 +12,12 @@ class ConfigError(KbSearchError):
 
 
 class StoreError(KbSearchError):
-    """Qdrant cannot be reached or the collection is not usable."""
+    """Qdrant cannot be reached or the collection is not usable. ``public``, when set, is a cause a caller may be
+    told (it names no host or path): "another process has the embedded store open", say."""
+
+    def __init__(self, detail: str, public: str | None = None) -> None:
+        super().__init__(detail)
+        self.public = public
 
 
 class IndexMissing(StoreError):

@@ -25,6 +25,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kbsearch.access import (
@@ -52,6 +53,7 @@ from kbsearch.qdrant.query import (
     REBUILDING,
     RESTRICTED_LINKS,
     SIGNATURE_KEYS,
+    SOURCE_KEY,
     folders_of,
     signature_id,
 )
@@ -63,8 +65,9 @@ from kbsearch.qdrant.store import (
     SchemaMismatchError,
     Store,
     add_state,
+    storage_errors,
 )
-from kbsearch.sources import Source, SourceError, SourceObject, open_source, path_problem, preferred
+from kbsearch.sources import LocalSource, Source, SourceError, SourceObject, open_source, path_problem, preferred
 
 if TYPE_CHECKING:
     from kbsearch.events import Change
@@ -101,6 +104,7 @@ class SyncReport:
     deletion_blocked: str | None = None
     error: str | None = None
     reembedded: str | None = None  # why every note is being re-embedded (model, format or dimensions changed)
+    rebuilt: str | None = None  # --rebuild: the collection built and where the alias points now
     missed_by_events: int = 0  # changes this run found older than the event grace: no S3 event had delivered them
     access_updated: int = 0  # unchanged notes whose groups changed: payload updated, nothing re-embedded
 
@@ -223,26 +227,33 @@ class Indexer:
     def _sync(self, report: SyncReport, stop_at: Deadline, call_deadline: Deadline | None) -> None:
         try:
             self._embedding_signature(report)
-        except SchemaMismatchError:
-            if self.embedder is None or self.store.metadata().get("embedding_dimensions") in (
-                None,
-                self.embedder.dimensions,
-            ):
-                raise
+        except SchemaMismatchError as exc:
+            if not self.store.embedded:  # Qdrant Cloud is never dropped in place: searches would see it half-built
+                raise SchemaMismatchError(
+                    f"{str(exc).split('. Use another')[0]}. Run kbsearch index --rebuild: it builds a new collection "
+                    f"and switches the alias {self.store.collection!r} to it when complete"
+                ) from None
+            # The embedded store is a local copy of the KB: rebuild it (make run, then make run ORACLE=e5, and back).
             self.store.drop()
             self._embedding_signature(report)
-            report.reembedded = (
-                f"embedding dimensions changed to {self.embedder.dimensions}: the collection was rebuilt and every "
-                "note re-embedded"
-            )
+            why = str(exc).split(": ", 1)[-1].split(". Use another")[0]
+            report.reembedded = f"the local collection was rebuilt and every note re-indexed ({why})"
+            logger.warning("kbsearch: %s", report.reembedded)
         self._sync_notes(report, stop_at, call_deadline)
-        if self._reembed and report.skipped and not report.incomplete:
-            # a skipped note keeps the old model's vectors: the re-embed is not done until a run embeds it too
+        # a skipped note that is indexed keeps the old model's vectors: the re-embed is not done until a run embeds
+        # it too (a note that was never indexed, a broken one say, holds no vectors and blocks nothing)
+        stale = [s for s in report.skipped if self._stale(s["path"])] if self._reembed else []
+        if stale and not report.incomplete:
             report.incomplete = True
-            report.warnings.append({"path": "", "reason": f"re-embedding not finished: {len(report.skipped)} note(s) "
+            report.warnings.append({"path": "", "reason": f"re-embedding not finished: {len(stale)} note(s) "
                                     "skipped keep the previous model's vectors; searches stay BM25-only"})  # fmt: skip
         if self._reembed and not (report.incomplete or report.error) and self.embedder is not None:
             self.store.set_metadata(self.embedder.signature)
+
+    def _stale(self, path: str) -> bool:
+        """The note is indexed with vectors of another embedding than this run's."""
+        st = self._state.get(path)
+        return st is not None and st.embeddings != {self._signature_id}
 
     def _sync_notes(self, report: SyncReport, stop_at: Deadline, call_deadline: Deadline | None) -> None:
         try:
@@ -261,12 +272,12 @@ class Indexer:
             return
         notes = self._notes(report, listing)
         state = self.store.indexed_state()
+        self._state = state  # what the index held when this run listed the KB
 
         self._delete_missing(report, state, notes)
 
         work: list[tuple[SourceObject, str]] = []
         reread: list[SourceObject] = []
-        self._state = state
         self._access = {p: (list(a[0]) if (a := st.access()) else None) for p, st in state.items()}
         for path in sorted(notes):
             obj = notes[path]
@@ -332,6 +343,8 @@ class Indexer:
         self, report: SyncReport, objs: list[SourceObject], state: dict[str, NoteState], stop_at: Deadline
     ) -> None:
         """Unchanged notes whose groups the index does not record: read, parse, payload update (no embedding)."""
+        if not objs:
+            return  # a no-change run loads no YAML parser (tests/integration/test_hot_path.py)
         from kbsearch.notes import NoteError, parse_note
 
         for obj in objs:
@@ -497,17 +510,20 @@ class Indexer:
             )
             chunks = chunk_note(note, self.options.chunk_max_tokens, self.options.chunk_overlap_tokens)
             dense = self.embedder is not None
-            points = []
             language = text_language(note.title + "\n" + "\n".join(c.text for c in chunks))
+            payloads = []
             for chunk in chunks:
                 payload = _payload(obj, note, chunk, len(chunks), indexed_at, dense)
                 payload["lang"] = language  # the note's language: what the fusion weighs a BM25 match by
                 payload["embedding"] = self._signature_id if dense else ""  # which model/format embedded it
                 payload[EMBED_HASH] = embed_hash(self._signature_id, chunk.embed_text) if dense else ""
                 payload["access"], payload["access_from"] = groups, access_from
-                json.dumps(payload, allow_nan=False, ensure_ascii=False).encode("utf-8")  # what the store must take
-                reused = self._reuse.get(obj.path, {}).get(payload[EMBED_HASH]) if dense else None
-                points.append(ChunkPoint(obj.path, chunk.index, payload, document_vector(chunk.embed_text), reused))
+                payloads.append(payload)
+            _check_storable(payloads)  # what the store must take
+            reuse = self._reuse.get(obj.path, {}) if dense else {}
+            points = [ChunkPoint(obj.path, chunk.index, payload, document_vector(chunk.embed_text),
+                                 reuse.get(payload[EMBED_HASH]))
+                      for chunk, payload in zip(chunks, payloads, strict=True)]  # fmt: skip
         except SourceError as exc:
             self._skip(report, obj.path, str(exc))
             self._keep_last_good(report, obj.path)
@@ -583,8 +599,8 @@ class Indexer:
             todo = [i for i, point in enumerate(points) if point.dense is None]
             chunks = [c for p in window for c in p.chunks]
             texts = [self.embedder.format_document(chunks[i].embed_text) for i in todo]
-            vectors: Any = self.embedder.embed_documents(texts, call_deadline, stats) if texts else []
-            for i, vector in zip(todo, vectors, strict=True):  # one array; rows go to the store
+            vectors = self.embedder.embed_documents(texts, call_deadline, stats) if texts else []
+            for i, vector in zip(todo, vectors, strict=True):  # the lists the store writes
                 points[i] = replace(points[i], dense=vector)
             report_reused = len(points) - len(todo)
             if report_reused and isinstance(report, ChangeReport):
@@ -645,6 +661,62 @@ def _payload(
     return payload
 
 
+def _check_storable(payloads: list[dict[str, Any]]) -> None:
+    """Raise unless every payload is what the store must take (JSON without NaN or infinities, UTF-8 strings).
+    The chunks of a note share the note's fields (the same objects), so the first payload is encoded in full and
+    the others only in the values that are not the first's: a string is encoded (no work when it is ASCII), any
+    other value is encoded as JSON. The same verdict as encoding each payload whole, at a fraction of the cost."""
+    first = payloads[0] if payloads else {}
+    json.dumps(first, allow_nan=False, ensure_ascii=False).encode("utf-8")
+    for payload in payloads[1:]:
+        for key, value in payload.items():
+            if first.get(key) is value or type(value) in (int, bool) or value is None:
+                continue
+            if type(value) is str:
+                if not value.isascii():
+                    value.encode("utf-8")
+            else:
+                json.dumps(value, allow_nan=False, ensure_ascii=False).encode("utf-8")
+
+
+def rebuild_behind_alias(
+    admin: Store,
+    source: Source,
+    embedder: Embedder | None,
+    options: SyncOptions,
+    progress: Progress | None = None,
+    stop_at: Deadline | None = None,
+    call_deadline: Deadline | None = None,
+) -> SyncReport:
+    """``kbsearch index --rebuild`` on Qdrant Cloud: sync the KB into a new collection, and only when that run is
+    complete point the alias (``admin.collection``, the name searches use) at it in one atomic request, then drop
+    the collection it named before. Searches never see a half-built index. The new collection's name comes from the
+    embedding signature (two names, so a rebuild with the same model never writes into the live one): an
+    interrupted rebuild is carried on by the next ``--rebuild``, incrementally."""
+    alias = admin.collection
+    live = admin.alias_target(alias)
+    tag = signature_id(embedder.signature) if embedder is not None else "bm25"
+    target = next(name for name in (f"{alias}-{tag}-a", f"{alias}-{tag}-b") if name != live)
+    report = Indexer(source, admin.sibling(target), embedder, options, progress).sync(stop_at, call_deadline)
+    report.collection = alias
+    if report.error or report.incomplete or report.deletion_blocked:
+        report.rebuilt = (
+            f"collection {target!r} not complete: the alias {alias!r} still names "
+            f"{live or 'the collection it named'}; run kbsearch index --rebuild again to carry on"
+        )
+        return report
+    before = live or (alias if admin.exists() else None)
+    admin.point_alias(alias, target)
+    if live is not None and live != target:
+        with storage_errors(f"dropping the previous collection {live!r}"):
+            admin.sibling(live).drop()
+    report.rebuilt = f"collection {target!r} built; the alias {alias!r} now names it" + (
+        f" (was {before!r}, dropped)" if before else ""
+    )
+    logger.warning("kbsearch: %s", report.rebuilt)
+    return report
+
+
 def run_sync(
     settings: Settings,
     secrets: Secrets,
@@ -655,9 +727,12 @@ def run_sync(
     stop_at: Deadline | None = None,
     call_deadline: Deadline | None = None,
     progress: Progress | None = None,
+    rebuild: bool = False,
 ) -> SyncReport:
     """Wire the configured source, store and embedder together and run one sync, holding the index lease
-    (``INDEX_LEASE_TABLE``) for its duration: raises :class:`kbsearch.lease.LeaseHeld` when another run has it."""
+    (``INDEX_LEASE_TABLE``) for its duration: raises :class:`kbsearch.lease.LeaseHeld` when another run has it.
+    ``rebuild``: Qdrant Cloud builds a new collection behind the alias (:func:`rebuild_behind_alias`); the
+    embedded store is dropped and rebuilt in place."""
     from kbsearch.lease import index_lease
     from kbsearch.providers.embeddings import build_embedder
     from kbsearch.providers.resilience import shared_client
@@ -673,7 +748,18 @@ def run_sync(
         try:
             embedder = build_embedder(settings, secrets, shared_client())
             options = SyncOptions.from_settings(settings, full=full, allow_mass_delete=allow_mass_delete)
-            report = Indexer(source, store, embedder, options, progress).sync(stop_at, call_deadline)
+            if rebuild and not store.embedded:
+                report = rebuild_behind_alias(store, source, embedder, options, progress, stop_at, call_deadline)
+            else:
+                if rebuild:
+                    store.drop()
+                report = Indexer(source, store, embedder, options, progress).sync(stop_at, call_deadline)
+                if rebuild:
+                    report.rebuilt = "the local collection was dropped and rebuilt (--rebuild)"
+            try:
+                _remember_source(store, source, report)
+            except StoreError as exc:  # the index is written; only the convenience is lost
+                logger.warning("could not record the KB folder in the collection", extra={"error": str(exc)})
         finally:
             try:
                 store.close()
@@ -685,6 +771,17 @@ def run_sync(
             report.error = report.error or f"index storage failed: {closing}"
             report.incomplete = True
         return report
+
+
+def _remember_source(store: Store, source: Source, report: SyncReport) -> None:
+    """An embedded collection records the folder it was built from, so ``kbsearch serve`` without KB_SOURCE can
+    still read notes (``kb_get_note``). Qdrant Cloud's collections are shared: they record no laptop's path."""
+    if not store.embedded or not isinstance(source, LocalSource) or report.error:
+        return
+    folder = str(Path(source.uri).resolve())
+    recorded = store.metadata()
+    if recorded.get(SOURCE_KEY) != folder:
+        store.set_metadata({**recorded, SOURCE_KEY: folder})
 
 
 # -- event-driven runs: exactly the keys of an S3 event batch (or a watched folder's saves) ---------------------

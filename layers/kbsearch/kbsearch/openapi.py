@@ -110,6 +110,7 @@ MCP_PATH: dict[str, Any] = {
             "202": {"description": "A notification, acknowledged"},
             "400": _json(_RPC_ERROR, "Parse error, invalid request or params, header mismatch, unsupported version"),
             "404": _json(_RPC_ERROR, "Method not found (2026-07-28 requests)"),
+            "413": _json(_RPC_ERROR, "Body over 64 KiB"),
             "415": _json(_RPC_ERROR, "The body is not application/json in UTF-8"),
         },
     },
@@ -327,6 +328,8 @@ def complete(
     for path, item in paths.items():
         for method, operation in item.items():
             responses = operation.setdefault("responses", {})
+            if not operation.get("parameters") and "requestBody" not in operation:
+                responses.pop("422", None)  # nothing to validate (GET /health): Powertools lists one anyway
             if path in key_required_paths:
                 operation["security"] = [{"ApiKey": []}]
                 responses["403"] = _json(_GATEWAY_ERROR, "API Gateway: no valid x-api-key")

@@ -29,10 +29,13 @@ from kbsearch.providers.rerankers import Reranking, build_reranking
 from kbsearch.providers.resilience import Deadline, ProviderError, shared_client
 from kbsearch.qdrant import open_retriever
 from kbsearch.qdrant.query import (
+    HIT_PAYLOAD,
+    PASSAGE_PAYLOAD,
     RESTRICTED_LINKS,
     Candidate,
     Retriever,
     batch_searches,
+    complete,
     filter_json,
     retrieve,
     retrieve_legs,
@@ -87,6 +90,11 @@ class Stages:
                 self.degraded.append(name)
                 logger.warning(degrade_with, extra={"error": str(exc)})
         self.timings[name] = (time.perf_counter() - started) * 1000
+
+
+def _unavailable(exc: StoreError) -> IndexUnavailable:
+    """A store failure as a 503: its cause when the store says one a caller may read, else "unreachable"."""
+    return IndexUnavailable(str(exc)) if exc.public is None else IndexUnavailable(str(exc), exc.public)
 
 
 def snippet(text: str, limit: int) -> str:
@@ -160,7 +168,7 @@ def index_errors() -> Iterator[None]:
             f"{exc}: run the indexer first", "the index has not been built yet: run the indexer first"
         ) from None
     except StoreError as exc:
-        raise IndexUnavailable(str(exc)) from None
+        raise _unavailable(exc) from None
 
 
 class SearchService:
@@ -206,6 +214,11 @@ class SearchService:
         self._metadata_read: tuple[float, dict[str, Any] | None] | None = None  # the collection's metadata, when read
 
     @property
+    def retriever_open(self) -> bool:
+        """Whether this service has its retrieval call (the embedded store opened in this process)."""
+        return self._retriever is not None
+
+    @property
     def retriever(self) -> Retriever:
         """Qdrant Cloud over REST (no qdrant_client import), or the embedded store; built once per container
         (under a lock: kbsearch serve's Slack thread and a request may both be first, and one embedded store may be
@@ -220,7 +233,7 @@ class SearchService:
             except StoreError as exc:
                 if "another process has it open" in str(exc):  # Qdrant Edge: one process per store
                     raise IndexUnavailable(str(exc), LOCKED_STORE) from None
-                raise IndexUnavailable(str(exc)) from None
+                raise _unavailable(exc) from None
         return self._retriever
 
     @contextlib.contextmanager
@@ -271,6 +284,11 @@ class SearchService:
                 recorded = None
             self._metadata_read = (now, recorded)
         return self._metadata_read[1]
+
+    def restricted_links(self) -> dict[str, list[str]] | None:
+        """Link targets that name only non-public notes → their groups (see :func:`kbsearch.access.visible_links`),
+        read as the search reads them (cached with the collection's metadata)."""
+        return self._restricted_links(Deadline(self.settings.qdrant_timeout_s))
 
     def _restricted_links(self, deadline: Deadline) -> dict[str, list[str]] | None:
         """Link targets naming only notes that are not public → their groups (as the indexer recorded them);
@@ -387,6 +405,7 @@ class SearchService:
         rerank_scores: list[float] | None = None
         reranker_name = "none"
         if request.rerank and self.reranking is not None and candidates:
+            candidates = self._complete(candidates, PASSAGE_PAYLOAD, query_filter, deadline, stages)
             with stages.run("rerank"):
                 docs = [passage(c.payload, self.settings.reranking.passage_tokens) for c in candidates]
                 outcome = self.reranking.rerank(query, docs, deadline)
@@ -401,7 +420,10 @@ class SearchService:
                 if outcome.errors:
                     logger.warning("rerank problems", extra={"errors": outcome.errors, "hedged": outcome.hedged})
 
-        results = self._shape(candidates, rerank_scores, request, max_results or request.top_k)
+        results = self._shape(
+            candidates, rerank_scores, request, max_results or request.top_k,
+            lambda hits: self._complete(hits, HIT_PAYLOAD, query_filter, deadline, stages),
+        )  # fmt: skip
         if scope.restricted and any(hit.links for hit in results):
             restricted = self._restricted_links(deadline)
             results = [h.model_copy(update={"links": visible_links(h.links, restricted, scope)}) for h in results]
@@ -461,9 +483,32 @@ class SearchService:
             timeout_s=timeout_s,
         )
 
+    def _complete(
+        self, candidates: list[Candidate], selector: dict[str, Any], query_filter: dict[str, Any] | None,
+        deadline: Deadline, stages: Stages,
+    ) -> list[Candidate]:  # fmt: skip
+        """The payload fields ``selector`` names, fetched for just these candidates (their time counts as
+        retrieval): the legs carry only what the fusion reads (``SEARCH_PAYLOAD``)."""
+        started = time.perf_counter()
+        with self._retrieval_slot(deadline):
+            try:
+                timeout_s = max(0.05, min(self.settings.qdrant_timeout_s, deadline.remaining()))
+                return complete(self.retriever, candidates, selector, query_filter, timeout_s)
+            except StoreError as exc:
+                raise IndexUnavailable(str(exc)) from None
+            finally:
+                stages.timings["retrieve"] += (time.perf_counter() - started) * 1000
+
     def _shape(
-        self, candidates: list[Candidate], rerank: list[float] | None, request: SearchRequest, top_k: int
+        self,
+        candidates: list[Candidate],
+        rerank: list[float] | None,
+        request: SearchRequest,
+        top_k: int,
+        fetch: Callable[[list[Candidate]], list[Candidate]] = list,
     ) -> list[Hit]:
+        """The hits: candidates in their final order (rerank blend, prior), ``top_k`` of those over ``min_score``,
+        their payloads completed by ``fetch`` (one call for the hits alone)."""
         blended = blend(candidates, rerank, self.settings.reranking.weight, self.settings.rrf_k)
         scored = []
         for i, c in enumerate(candidates):
@@ -471,9 +516,11 @@ class SearchService:
             final = base * prior(c.payload) if self.settings.search_prior else base
             scored.append((final, c.fusion, i, c, None if rerank is None else rerank[i]))
         scored.sort(key=lambda s: (-s[0], -s[1], s[2]))
+        chosen = [s for s in scored if request.min_score is None or s[0] >= request.min_score][:top_k]
+        kept = {id(c) for c in fetch([s[3] for s in chosen])}
         hits: list[Hit] = []
-        for final, fusion, _, c, rr in scored:
-            if request.min_score is not None and final < request.min_score:
+        for final, fusion, _, c, rr in chosen:
+            if id(c) not in kept:
                 continue
             p = c.payload
             hits.append(
@@ -493,6 +540,4 @@ class SearchService:
                     links=[str(link) for link in p.get("links") or []],
                 )
             )
-            if len(hits) == top_k:
-                break
         return hits

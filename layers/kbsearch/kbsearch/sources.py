@@ -173,7 +173,9 @@ class LocalSource:
             return _problem_entry(rel, f"not a regular file ({kind})")
         path = _nfc(rel)
         etag = ""
-        if path.lower().endswith(NOTE_SUFFIX):
+        if path.lower().endswith(NOTE_SUFFIX) and info.st_size > MAX_FILE_BYTES:
+            etag = f"large-{info.st_size}-{info.st_mtime_ns}"
+        elif path.lower().endswith(NOTE_SUFFIX):
             try:
                 etag = _md5(full)
             except NoteUnreadable as exc:
@@ -220,6 +222,9 @@ _KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR,
           (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a folder"))  # fmt: skip
 #: a note is hashed and read in pieces of this size (a huge file never sits in memory whole for its ETag)
 _READ_PIECE = 1 << 20
+#: a file larger than this is neither hashed by the listing (its ETag is its size and mtime: no sync reads gigabytes
+#: to learn it is too large to index) nor read by path (``kb_get_note`` would hold it in memory)
+MAX_FILE_BYTES = 64 * 1024 * 1024
 
 
 def _kind(mode: int) -> str | None:
@@ -289,9 +294,15 @@ def _md5(full: str) -> str:
 def _read_regular(full: str) -> bytes:
     fd = _open_regular(full)
     try:
-        pieces = []
+        size = os.fstat(fd).st_size
+        if size > MAX_FILE_BYTES:
+            raise NoteUnreadable(full, f"larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB ({size} bytes)")
+        pieces, total = [], 0
         while piece := os.read(fd, _READ_PIECE):
             pieces.append(piece)
+            total += len(piece)
+            if total > MAX_FILE_BYTES:  # it grew while being read
+                raise NoteUnreadable(full, f"larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB (still growing)")
         return b"".join(pieces)
     finally:
         os.close(fd)

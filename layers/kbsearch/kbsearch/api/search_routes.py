@@ -40,6 +40,7 @@ def search_router(run: Callable[[SearchRequest, Router], SearchResponse]) -> Rou
 
     @router.post(
         "/search",
+        operation_id="search",
         summary="Search the knowledge base",
         responses={**RESULTS, 413: {"description": "Body too large",
                                     "content": {"application/json": {"model": ErrorResponse}}}},
@@ -47,7 +48,9 @@ def search_router(run: Callable[[SearchRequest, Router], SearchResponse]) -> Rou
     def post_search(request: SearchRequest) -> Response[Any]:
         return answer(request)
 
-    @router.get("/search", summary="Search the knowledge base (query string)", responses=RESULTS)
+    @router.get(
+        "/search", operation_id="searchGet", summary="Search the knowledge base (query string)", responses=RESULTS
+    )
     def get_search(
         q: Annotated[str, Query(min_length=1, max_length=MAX_QUERY_CHARS, description="the query")],
         top_k: Annotated[int, Query(ge=1, le=MAX_TOP_K)] = 5,

@@ -2,9 +2,10 @@
 
 Documents get no instruction; queries get Qwen's ``Instruct: ...\\nQuery:`` prefix. Inputs are batched by count
 and by estimated tokens, a bounded number of requests run at once, every vector is checked (count, dimension,
-finite) and L2-normalised. Documents' vectors are checked and normalised as one numpy array per request, and the
-indexer gets one array for all of them; a search's few query vectors stay Python lists, so the search path never
-imports numpy (~0.1 s of a cold start). DeepInfra's path (``/v1/openai/embeddings``) takes ``encoding_format``;
+numbers only) and L2-normalised. Vectors stay the lists of floats the JSON decoder made, the form both Qdrant
+clients take: each row is checked by one C pass over its item types and one for its length (``math.hypot``, exact
+without overflow or underflow), then divided by it once; no copy into numpy and back (which cost as much as the
+checks, and ~0.1 s of numpy import in every indexing run). DeepInfra's path (``/v1/openai/embeddings``) takes ``encoding_format``;
 Fireworks' schema rejects unknown fields, so it is sent only where the path says OpenAI-style DeepInfra.
 """
 
@@ -16,7 +17,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -33,10 +34,6 @@ from kbsearch.providers.resilience import (
     usage_tokens,
 )
 from kbsearch.tokens import estimate_tokens
-
-if TYPE_CHECKING:
-    import numpy as np
-    from numpy.typing import NDArray
 
 QUERY_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
 
@@ -69,7 +66,7 @@ V = TypeVar("V")
 
 @dataclass(frozen=True)
 class Embedded(Generic[V]):
-    """One request's unit vectors in input order: lists (queries) or a 2-D float64 array (documents)."""
+    """One request's unit vectors in input order."""
 
     vectors: V
     tokens: int
@@ -88,15 +85,6 @@ class EmbeddingStats:
         self.tokens += result.tokens
         self.providers[result.provider] += 1
         self.fallbacks += int(fell_back)
-
-
-def _normalise(vector: list[float]) -> list[float] | None:
-    """Unit length, or None when the vector has no usable length (it underflows to 0 or overflows)."""
-    norm = math.hypot(*vector)
-    if not (math.isfinite(norm) and norm > 0):
-        return None
-    unit = [x / norm for x in vector]
-    return unit if any(unit) else None
 
 
 _NUMBERS = frozenset({float, int})
@@ -124,17 +112,12 @@ class EmbeddingClient(ProviderClient):
         return self.post(payload, deadline)
 
     def embed(self, texts: Sequence[str], deadline: Deadline | None = None) -> Embedded[list[list[float]]]:
-        """Query vectors as Python lists (no numpy on the search path)."""
+        """Unit vectors of ``texts``, in input order, as lists of floats (queries and documents alike)."""
         answer = self._post(texts, deadline)
-        return Embedded(self._unit_lists(self._rows(answer, len(texts))), self._tokens(answer), self.endpoint.name)
-
-    def embed_array(self, texts: Sequence[str], deadline: Deadline | None = None) -> Embedded[NDArray[np.float64]]:
-        """Document vectors as one ``len(texts)`` x ``dimensions`` float64 array."""
-        answer = self._post(texts, deadline)
-        return Embedded(self._unit_array(self._rows(answer, len(texts))), self._tokens(answer), self.endpoint.name)
+        return Embedded(self._unit_rows(self._rows(answer, len(texts))), self._tokens(answer), self.endpoint.name)
 
     def _rows(self, answer: object, expected: int) -> list[list[Any]]:
-        """The answer's embeddings in input order, each a list of ``dimensions`` numbers (not yet checked)."""
+        """The answer's embeddings in input order, each a list of ``dimensions`` numbers (not yet normalised)."""
         data = answer.get("data") if isinstance(answer, dict) else None
         if not isinstance(data, list) or len(data) != expected:
             got = len(data) if isinstance(data, list) else "no"
@@ -153,56 +136,26 @@ class EmbeddingClient(ProviderClient):
             rows[index] = vector
         return [row for row in rows if row is not None]
 
-    def _unit_lists(self, rows: list[list[Any]]) -> list[list[float]]:
+    def _unit_rows(self, rows: list[list[Any]]) -> list[list[float]]:
+        """Each row (numbers only, finite: the decoder refuses NaN, infinities and numbers that overflow to them)
+        divided by its length. ``math.hypot`` takes the length exactly, without overflowing or underflowing before
+        the true length does, and every quotient is then in [-1, 1] and not all zero."""
         vectors = []
         for index, vector in enumerate(rows):
             try:
-                floats = [float(x) for x in vector]
-            except OverflowError:
+                norm = math.hypot(*vector)
+            except OverflowError:  # an integer too large for a float
                 raise self._bad(f"embedding {index} has out-of-range values") from None
-            if not all(math.isfinite(x) for x in floats) or not any(floats):
+            if norm == 0:
                 raise self._bad(f"embedding {index} is zero or not finite")
-            unit = _normalise(floats)
-            if unit is None:
+            if not math.isfinite(norm):
                 raise self._bad(f"embedding {index} has no usable length (it underflows or overflows)")
-            vectors.append(unit)
+            vectors.append([x / norm for x in vector])
         return vectors
-
-    def _unit_array(self, rows: list[list[Any]]) -> NDArray[np.float64]:
-        """The same checks as :meth:`_unit_lists`, on the whole request at once. The norm is taken as
-        ``peak * |x / peak|`` (peak = the largest magnitude), which neither underflows to 0 nor overflows before
-        the true norm does, as ``math.hypot``."""
-        import numpy as np
-
-        try:
-            matrix = np.array(rows, dtype=np.float64).reshape(len(rows), self.dimensions)
-        except OverflowError:  # an integer too large for a float; name the first such embedding
-            index = next(i for i, row in enumerate(rows) if not _fits_float(row))
-            raise self._bad(f"embedding {index} has out-of-range values") from None
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            peak = np.abs(matrix).max(axis=1, initial=0.0)
-            unusable = ~np.isfinite(peak) | (peak == 0)
-            if unusable.any():
-                raise self._bad(f"embedding {int(np.argmax(unusable))} is zero or not finite")
-            scaled = matrix / peak[:, None]
-            length = np.sqrt(np.einsum("ij,ij->i", scaled, scaled))
-            overflows = ~np.isfinite(peak * length)
-        if overflows.any():
-            raise self._bad(f"embedding {int(np.argmax(overflows))} has no usable length (it underflows or overflows)")
-        unit: NDArray[np.float64] = scaled / length[:, None]
-        return unit
 
     @staticmethod
     def _tokens(answer: object) -> int:
         return usage_tokens(answer, "usage.prompt_tokens", "usage.total_tokens")
-
-
-def _fits_float(row: list[Any]) -> bool:
-    try:
-        [float(x) for x in row]
-    except OverflowError:
-        return False
-    return True
 
 
 class Embedder(PrimaryFallback[EmbeddingClient]):
@@ -273,20 +226,18 @@ class Embedder(PrimaryFallback[EmbeddingClient]):
 
     def embed_documents(
         self, texts: Sequence[str], deadline: Deadline | None = None, stats: EmbeddingStats | None = None
-    ) -> NDArray[np.float64]:
-        """Unit vectors of ``texts`` as one ``len(texts)`` x ``dimensions`` float64 array, in input order."""
-        import numpy as np
-
+    ) -> list[list[float]]:
+        """Unit vectors of ``texts`` in input order, as lists of floats (the form the stores write)."""
         stats = stats if stats is not None else EmbeddingStats()
         groups = self.batches(texts)
-        out = np.empty((len(texts), self.dimensions), dtype=np.float64)
+        out: list[list[float]] = [[] for _ in texts]
 
         def run(group: list[int]) -> None:
-            result, fell_back = self._failover(lambda client, d: client.embed_array([texts[i] for i in group], d),
-                                               deadline)  # fmt: skip
+            result, fell_back = self.embed_one_batch([texts[i] for i in group], deadline)
             with self._lock:
                 stats.add(result, fell_back)
-            out[group] = result.vectors
+            for i, vector in zip(group, result.vectors, strict=True):
+                out[i] = vector
 
         if len(groups) <= 1 or self.concurrency <= 1:
             for group in groups:

@@ -23,7 +23,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from kbsearch.config import EDGE_GRAPH_FROM
 from kbsearch.errors import StoreError
+from kbsearch.qdrant import space
 from kbsearch.qdrant.query import DENSE, PAYLOAD_INDEXES, SPARSE, index_missing, path_filter, point_id
 from kbsearch.qdrant.store import (
     EMBED_HASH,
@@ -45,6 +47,11 @@ logger = logging.getLogger(__name__)
 FALLBACK_NOTICE = (
     "kbsearch: no Qdrant Edge wheel for this platform (pip install qdrant-edge-py); "
     "the embedded store runs on qdrant-client's slower local mode"
+)
+#: What a caller is told when the embedded store is held by another process (Edge locks its WAL; local mode its
+#: folder): the cause, not "unreachable".
+HELD_ELSEWHERE = (
+    "another process has the embedded store open (a kbsearch index or serve?); searches answer once it closes"
 )
 COLLECTION_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,254}$")
 SCROLL_PAGE = 2048
@@ -77,7 +84,10 @@ def open_embedded(settings: Settings) -> Store:
     except ImportError:
         logger.warning(FALLBACK_NOTICE)
         return open_local_mode(root, collection, settings.embedding_dimensions)
-    return EdgeStore(root, collection, settings.embedding_dimensions, hnsw_m=settings.qdrant_embedded_hnsw_m)
+    return EdgeStore(
+        root, collection, settings.embedding_dimensions, hnsw_m=settings.qdrant_embedded_hnsw_m,
+        graph_from=settings.qdrant_embedded_graph_from,
+    )  # fmt: skip
 
 
 def open_local_mode(root: Path, collection: str, dimensions: int) -> Store:
@@ -92,36 +102,72 @@ def open_local_mode(root: Path, collection: str, dimensions: int) -> Store:
         root.mkdir(parents=True, exist_ok=True)
         client = QdrantClient(path=str(root))
     except RuntimeError as exc:  # already open by another process
-        raise StoreError(f"cannot open the embedded store at {root}: {exc}") from None
+        raise StoreError(f"cannot open the embedded store at {root}: {exc}", HELD_ELSEWHERE) from None
     return Store(client, collection, dimensions, embedded=True)
 
 
 class EdgeStore(Store):
     """The indexer's :class:`Store` and the search's retrieval call, on one Qdrant Edge shard."""
 
-    def __init__(self, root: Path, collection: str, dimensions: int, hnsw_m: int = 0) -> None:
+    def __init__(
+        self, root: Path, collection: str, dimensions: int, hnsw_m: int = 16, graph_from: int = EDGE_GRAPH_FROM
+    ) -> None:
         if not COLLECTION_NAME.match(collection):
             raise StoreError(f"QDRANT_COLLECTION {collection!r} is not a usable name (letters, digits, _ . -)")
         self.collection = collection
         self.dimensions = dimensions
-        self.hnsw_m = hnsw_m  # 0: exact search, no graph to build (QDRANT_EMBEDDED_HNSW_M)
+        self.hnsw_m = hnsw_m  # 0: never a graph, every search exact (QDRANT_EMBEDDED_HNSW_M)
+        self.graph_from = graph_from  # points in a segment before it gets a graph (QDRANT_EMBEDDED_GRAPH_FROM)
         self.embedded = True
         self.root = root
         self.path = root / "edge" / collection
         self._lock = threading.RLock()
         self._shard: edge.EdgeShard | None = None
         self._written = False
+        self._open_need = space.OPEN_RESERVE
+        self._since_cycle = 0  # points written since the shard was last optimised and reopened
         if (self.path / "edge_config.json").is_file():
             self._shard = self._load()
 
-    def _load(self) -> edge.EdgeShard:
+    def _tuning(self) -> dict[str, Any]:
+        """The graph and segment settings, as ``edge_config.json`` spells them. A segment is searched exactly until
+        it holds ``graph_from`` points; then the optimiser builds its HNSW graph, and no segment grows past that
+        size, so each graph build is bounded in time and memory. Deleted points are vacuumed when they are a fifth
+        of a segment (Qdrant's default). Dense vectors live on disk (mapped, read on demand: neither opening the
+        store nor a no-change sync reads them, and a process's memory does not grow with the collection)."""
+        segment_kb = max(1, self.graph_from * self.dimensions * 4 // 1024)  # Qdrant sizes segments by vector bytes
+        return {
+            "m": self.hnsw_m, "ef_construct": 100, "on_disk": True, "max_segment_size": segment_kb,
+            "indexing_threshold": segment_kb if self.hnsw_m > 0 else 0,  # 0: Qdrant builds no index at all
+        }  # fmt: skip
+
+    def _config(self) -> edge.EdgeConfig:
         import qdrant_edge as edge
 
+        t = self._tuning()
+        return edge.EdgeConfig(
+            vectors={DENSE: edge.EdgeVectorParams(size=self.dimensions, distance=edge.Distance.Cosine,
+                                                  on_disk=t["on_disk"])},
+            sparse_vectors={SPARSE: edge.EdgeSparseVectorParams(modifier=edge.Modifier.Idf)},
+            hnsw_config=edge.HnswIndexConfig(m=t["m"], ef_construct=t["ef_construct"], full_scan_threshold=10_000),
+            optimizers=edge.EdgeOptimizersConfig(indexing_threshold=t["indexing_threshold"],
+                                                 max_segment_size=t["max_segment_size"]),
+        )  # fmt: skip
+
+    def _load(self, config: edge.EdgeConfig | None = None) -> edge.EdgeShard:
+        import qdrant_edge as edge
+
+        # what opening (and then reading) may allocate: checked again before each query (kbsearch serve)
+        holes = space.unbacked_bytes(self.path) if space.reads_allocate(self.path) else 0
+        self._open_need = holes + space.OPEN_RESERVE
+        space.require(self.path, self._open_need, "opening the index")
         try:
-            return edge.EdgeShard.load(str(self.path))
+            return edge.EdgeShard.load(str(self.path), config)
         except Exception as exc:  # the shard's WAL is locked by another process, or the files are damaged
-            reason = "another process has it open" if "WouldBlock" in str(exc) else type(exc).__name__
-            raise StoreError(f"cannot open the embedded store at {self.path}: {reason}") from None
+            held = "WouldBlock" in str(exc)
+            reason = "another process has it open" if held else type(exc).__name__
+            raise StoreError(f"cannot open the embedded store at {self.path}: {reason}",
+                             HELD_ELSEWHERE if held else None) from None  # fmt: skip
 
     @property
     def shard(self) -> edge.EdgeShard:
@@ -130,19 +176,37 @@ class EdgeStore(Store):
         return self._shard
 
     def close(self) -> None:
-        """Flush and close; a failure to make the writes durable (a full disk) is a StoreError for the report."""
+        """Flush and close; a failure to make the writes durable (a full disk) is a StoreError for the report.
+        After writes, the optimiser runs once: it builds a graph only for a segment past ``graph_from`` points
+        and vacuums only a segment a fifth deleted, so it returns at once when nothing pays (no graph to build:
+        a full index of the 10x vault spent 17% of its time and doubled its memory re-writing its one segment)."""
         with self._lock:
             shard, self._shard = self._shard, None
             if shard is None:
                 return
             try:
                 if self._written:
+                    need = space.allocated_bytes(self.path) + space.CREATE_RESERVE
+                    space.require(self.path, need, "optimising the index after the sync")
                     with storage_errors("flushing the embedded store"):
-                        shard.optimize()  # merge segments, build payload indexes (and HNSW if m > 0) once per sync
+                        shard.optimize()
                         shard.flush()
             finally:
                 with contextlib.suppress(Exception):
                     shard.close()
+
+    def _cycle(self) -> None:
+        """Optimise (a graph for the segment that just reached ``graph_from`` points), flush, and reopen: the
+        pages written and built so far are unmapped, so a long index streams through a bounded memory instead
+        of holding every vector it wrote (at 100x the vault, 1.3 GB of vectors)."""
+        space.require(self.path, space.allocated_bytes(self.path) + space.CREATE_RESERVE, "optimising the index")
+        with self._lock, storage_errors("optimising the embedded store"):
+            self.shard.optimize()
+            self.shard.flush()
+            self.shard.close()
+            self._shard = None
+            self._shard = self._load()
+            self._since_cycle = 0
 
     def flush_writes(self, optimize: bool = False) -> None:
         """Make the writes so far durable while the store stays open (a long-running ``kbsearch serve`` that
@@ -150,6 +214,9 @@ class EdgeStore(Store):
         with self._lock:
             if self._shard is None or not self._written:
                 return
+            if optimize:
+                need = space.allocated_bytes(self.path) + space.CREATE_RESERVE
+                space.require(self.path, need, "optimising the index after the sync")
             with storage_errors("flushing the embedded store"):
                 if optimize:
                     self._shard.optimize()
@@ -160,7 +227,8 @@ class EdgeStore(Store):
         if self._shard is None and local_mode_data(self.root):
             raise StoreError(
                 f"{self.root} holds an index from qdrant-client's local mode, which the embedded Qdrant Edge store "
-                f"does not read; {rebuild_hint(self.collection)}"
+                f"does not read; {rebuild_hint(self.collection)}",
+                f"the embedded store holds an index Qdrant Edge does not read; {rebuild_hint(self.collection)}",
             )
         return self._shard is not None
 
@@ -204,6 +272,7 @@ class EdgeStore(Store):
 
         if self._shard is not None:
             self.check_schema()
+            self._tune()
             self.ensure_payload_indexes()
             return False
         if local_mode_data(self.root):
@@ -217,13 +286,9 @@ class EdgeStore(Store):
                         shutil.rmtree(target)
                     elif target.exists():
                         target.unlink()
-        config = edge.EdgeConfig(
-            vectors={DENSE: edge.EdgeVectorParams(size=self.dimensions, distance=edge.Distance.Cosine)},
-            sparse_vectors={SPARSE: edge.EdgeSparseVectorParams(modifier=edge.Modifier.Idf)},
-            hnsw_config=edge.HnswIndexConfig(m=self.hnsw_m, ef_construct=128, full_scan_threshold=10_000),
-        )
+        space.require(self.root, space.CREATE_RESERVE, "creating the collection")
         with self._lock, storage_errors(f"creating the collection {self.collection!r}"):
-            self._shard = edge.EdgeShard.create(str(self.path), config)
+            self._shard = edge.EdgeShard.create(str(self.path), self._config())
             for name, kind in PAYLOAD_INDEXES.items():
                 schema = getattr(edge.PayloadSchemaType, kind.capitalize())
                 self._shard.update(edge.UpdateOperation.create_field_index(name, schema))
@@ -231,12 +296,32 @@ class EdgeStore(Store):
         self.set_metadata(signature or {})
         return True
 
+    def _tune(self) -> None:
+        """Give a collection made with other graph or segment settings (an earlier version's, or other
+        QDRANT_EMBEDDED_* values) the current ones: they apply to the segments the optimiser writes from now on."""
+        try:
+            config = json.loads((self.path / "edge_config.json").read_text(encoding="utf-8"))
+            hnsw, optimizers = config.get("hnsw_config") or {}, config.get("optimizers") or {}
+            dense = (config.get("vectors") or {}).get(DENSE) or {}
+        except (OSError, ValueError, AttributeError):
+            return  # check_schema has just read it; a race with a deletion is the next call's to report
+        current = {"m": hnsw.get("m"), "ef_construct": hnsw.get("ef_construct"), "on_disk": dense.get("on_disk"),
+                   "max_segment_size": optimizers.get("max_segment_size"),
+                   "indexing_threshold": optimizers.get("indexing_threshold")}  # fmt: skip
+        if current != self._tuning():
+            with self._lock, storage_errors("updating the collection's settings"):
+                self.shard.close()
+                self._shard = None
+                self._shard = self._load(self._config())
+
     def ensure_payload_indexes(self) -> None:
         """Create the payload indexes a shard made by an older version lacks (``access``)."""
         import qdrant_edge as edge
 
         with self._lock, storage_errors("creating payload indexes"):
             present = set(self.shard.info().payload_schema or {})
+            if set(PAYLOAD_INDEXES) - present:
+                space.require(self.path, space.CREATE_RESERVE, "creating payload indexes")
             for name, kind in PAYLOAD_INDEXES.items():
                 if name not in present:
                     self.shard.update(
@@ -329,14 +414,19 @@ class EdgeStore(Store):
             for c in chunks
         ]
         if points:
+            space.require(self.path, space.points_bytes(chunks), f"writing {len(points)} points")
             with self._lock, storage_errors(f"writing {len(points)} points"):
                 self.shard.update(edge.UpdateOperation.upsert_points(points))
                 self._written = True
+                self._since_cycle += len(points)
+            if self._since_cycle >= self.graph_from:
+                self._cycle()
 
     def _delete(self, path: str, from_chunk: int | None) -> None:
         import qdrant_edge as edge
 
         selector = edge_filter(path_filter(path, from_chunk))
+        space.require(self.path, space.OPEN_RESERVE, "deleting a note's points")  # a WAL record
         with self._lock, storage_errors("deleting a note's points"):
             self.shard.update(edge.UpdateOperation.delete_points_by_filter(selector))
             self._written = True
@@ -345,6 +435,8 @@ class EdgeStore(Store):
         """Set ``payload``'s fields on every chunk of the note (vectors untouched: nothing is re-embedded)."""
         import qdrant_edge as edge
 
+        need = space.WRITE_FACTOR * len(json.dumps(payload, default=str)) + space.WRITE_RESERVE
+        space.require(self.path, need, "updating a note's payload")
         with self._lock, storage_errors("updating a note's payload"):
             self.shard.update(edge.UpdateOperation.set_payload_by_filter(edge_filter(path_filter(path)), payload))
             self._written = True
@@ -372,6 +464,7 @@ class EdgeStore(Store):
             )  # fmt: skip
         except (KeyError, TypeError, ValueError) as exc:
             raise StoreError(f"cannot run this scroll on the embedded store ({exc})") from None
+        space.require(self.path, self._open_need, "reading notes")  # a disk that filled since the shard was opened
         with self._lock:
             try:
                 records, offset = self.shard.scroll(translated)
@@ -390,6 +483,7 @@ class EdgeStore(Store):
             )  # fmt: skip
         except (KeyError, TypeError, ValueError) as exc:
             raise StoreError(f"cannot run this facet on the embedded store ({exc})") from None
+        space.require(self.path, self._open_need, "counting notes")  # a disk that filled since the shard was opened
         with self._lock:
             try:
                 hits = self.shard.facet(translated).hits
@@ -405,6 +499,7 @@ class EdgeStore(Store):
             batch = edge.QueryBatchRequest([edge_request(s) for s in searches])
         except (KeyError, TypeError, ValueError) as exc:
             raise StoreError(f"cannot run this query on the embedded store ({exc})") from None
+        space.require(self.path, self._open_need, "searching")  # a disk that filled since the shard was opened
         with self._lock:
             try:
                 answers = self.shard.query_batch(batch)

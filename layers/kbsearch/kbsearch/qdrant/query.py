@@ -30,6 +30,9 @@ DENSE = "dense"  # the named dense vector (cosine)
 SPARSE = "bm25"  # the named sparse vector (BM25 term weights; Qdrant applies IDF)
 #: What a collection records about its dense vectors (collection metadata): model, dimensions, input format.
 SIGNATURE_KEYS = ("embedding_model", "embedding_dimensions", "embedding_input_format")
+#: metadata key of an embedded collection: the absolute KB folder it was built from (kb_get_note reads notes there
+#: when KB_SOURCE is not set)
+SOURCE_KEY = "kb_source"
 #: Collection metadata: link keys naming only non-public notes → their groups (kbsearch.access.visible_links).
 RESTRICTED_LINKS = "access_restricted_links"
 REBUILDING = "embedding_rebuilding"  # metadata key while a re-embed runs: the vectors are of two models
@@ -256,7 +259,29 @@ def _checked(point: object) -> tuple[dict[str, Any], float]:
     for key in ("tags", "links"):
         if not all(isinstance(v, str) for v in payload.get(key) or []):
             raise bad
-    return dict(payload), score
+    return _bounded(payload), score
+
+
+#: What an answer carries of a point, at most (the indexer writes far less): a store that holds a 10 MB title or
+#: 100,000 tags cannot make an answer over Lambda's 6 MB (a 500 from the runtime); ``text`` and ``summary`` are
+#: cut where they are read (rerank passages and snippets read budget x 16 characters).
+MAX_FIELD_CHARS, MAX_LIST_ITEMS, MAX_ITEM_CHARS, MAX_PATH_CHARS = 2000, 100, 200, 1024
+
+
+def _bounded(payload: dict[str, Any]) -> dict[str, Any]:
+    out = dict(payload)
+    path = out.get("path")
+    if isinstance(path, str) and len(path) > MAX_PATH_CHARS:
+        out["path"] = ""  # no note the indexer writes has such a path: dropped like a point without one
+    for key in ("title", "heading", "doc_id", "type", "status", "updated"):
+        value = out.get(key)
+        if isinstance(value, str) and len(value) > MAX_FIELD_CHARS:
+            out[key] = value[:MAX_FIELD_CHARS]
+    for key in ("tags", "links"):
+        items = out.get(key)
+        if isinstance(items, list) and (len(items) > MAX_LIST_ITEMS or any(len(i) > MAX_ITEM_CHARS for i in items)):
+            out[key] = [i[:MAX_ITEM_CHARS] for i in items[:MAX_LIST_ITEMS]]
+    return out
 
 
 class Retriever(Protocol):
@@ -302,8 +327,15 @@ def retrieve(
 
 
 # -- the adaptive fusion's one call: each leg's candidates with their own scores (``/points/query/batch``) ------
-#: What every search of the batch returns of a chunk's payload (one place: the search's payload selector).
-SEARCH_PAYLOAD: dict[str, Any] = {"exclude": ["meta"]}
+#: What every search of the batch (and the fused query) returns of a chunk's payload, one place: what the fusion
+#: reads (the note: path, doc_id; its language: lang, or the title in an index from before lang), the ranking
+#: prior (ai_weight, status), and chunk_index, which with the path is the point id a hit's payload is fetched by
+#: (:func:`complete`). The chunk text and the note's fields travel only for the candidates that need them.
+SEARCH_PAYLOAD: dict[str, Any] = {"include": ["path", "doc_id", "chunk_index", "lang", "title", "ai_weight", "status"]}
+#: What the reranker reads of each candidate (:func:`kbsearch.search.passage`).
+PASSAGE_PAYLOAD: dict[str, Any] = {"include": ["title", "heading", "text"]}
+#: What a hit returns: the whole payload but the note's free metadata.
+HIT_PAYLOAD: dict[str, Any] = {"exclude": ["meta"]}
 #: Query terms probed for their best single-term scores (how rare each is, whether the index has it at all, which
 #: notes hold it), and how many chunks each probe returns (their path only).
 MAX_PROBES = 8
@@ -402,3 +434,40 @@ def retrieve_legs(
     if not isinstance(answers, list) or len(answers) != len(searches):
         raise StoreError("Qdrant's answer is not what the API returns")
     return [(leg, read_leg(points)) for leg, points in zip(legs, answers, strict=True)]
+
+
+def complete(
+    retriever: Retriever,
+    candidates: Sequence[Candidate],
+    selector: dict[str, Any],
+    query_filter: dict[str, Any] | None,
+    timeout_s: float,
+) -> list[Candidate]:
+    """``candidates`` with ``selector``'s payload fields added, fetched in one query by their chunks' point ids
+    and under the search's own filter (the caller's scope included: a chunk that left the scope or the index
+    since the retrieval is dropped, never shown). Order kept; a candidate without a chunk index (nothing to fetch
+    it by) keeps what it has."""
+    by_id: dict[str, Candidate] = {}
+    for c in candidates:
+        index = c.payload.get("chunk_index")
+        if isinstance(index, int) and not isinstance(index, bool):
+            by_id[point_id(str(c.payload["path"]), index)] = c
+    if not by_id:
+        return list(candidates)
+    ids: dict[str, Any] = {"must": [{"has_id": list(by_id)}]}
+    request = {"filter": _and(ids, query_filter) if query_filter else ids, "limit": len(by_id),
+               "with_payload": selector, "with_vector": False}  # fmt: skip
+    points = retriever.query(request, timeout_s)
+    if not isinstance(points, list):
+        raise StoreError("Qdrant's answer is not what the API returns")
+    found: set[str] = set()
+    for point in points:
+        if not isinstance(point, dict):
+            raise StoreError("Qdrant's answer is not what the API returns")
+        payload, _ = _checked({**point, "score": point.get("score", 0.0)})  # a fetch by id may carry no score
+        candidate = by_id.get(str(point.get("id")))
+        if candidate is not None:
+            candidate.payload.update(payload)
+            found.add(str(point.get("id")))
+    gone = {id(c) for i, c in by_id.items() if i not in found}
+    return [c for c in candidates if id(c) not in gone]

@@ -160,7 +160,7 @@ class ChunkPoint:
     chunk_index: int
     payload: dict[str, Any]
     sparse: SparseVector
-    dense: list[float] | NDArray[np.float64] | None  # the indexer's are rows of the embedder's array
+    dense: list[float] | NDArray[np.float64] | None  # the embedder's lists; a numpy row is taken too
 
 
 def dense_list(vector: list[float] | NDArray[np.float64]) -> list[float]:
@@ -186,6 +186,39 @@ class Store:
         self.collection = collection
         self.dimensions = dimensions
         self.embedded = embedded
+        self._owns_client = True
+
+    # -- collections behind an alias (Qdrant Cloud: ``kbsearch index --rebuild``) -------------------------------
+    def sibling(self, collection: str) -> Store:
+        """The same Qdrant, another collection; it shares this store's client (closing it closes nothing)."""
+        other = type(self)(self.client, collection, self.dimensions, self.embedded)
+        other._owns_client = False
+        return other
+
+    def alias_target(self, alias: str) -> str | None:
+        """The collection ``alias`` points to; None when it is not an alias."""
+        with storage_errors("reading the collection aliases"):
+            aliases = self.client.get_aliases().aliases
+        return next((a.collection_name for a in aliases if a.alias_name == alias), None)
+
+    def point_alias(self, alias: str, collection: str) -> None:
+        """Make ``alias`` name ``collection``, atomically (one aliases request: searches through the alias see
+        the old collection or the new one, never neither). A collection that itself has the alias's name (built
+        before aliases were used) is dropped first: that one switch leaves the name unresolvable for the length
+        of one request."""
+        from qdrant_client import models
+
+        actions: list[Any] = []
+        if self.alias_target(alias) is not None:
+            actions.append(models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=alias)))
+        elif self.sibling(alias).exists():
+            with storage_errors(f"dropping the collection {alias!r} to put an alias in its place"):
+                self.client.delete_collection(alias)
+        actions.append(
+            models.CreateAliasOperation(create_alias=models.CreateAlias(collection_name=collection, alias_name=alias))
+        )
+        with storage_errors(f"pointing the alias {alias!r} at {collection!r}"):
+            self.client.update_collection_aliases(change_aliases_operations=actions)
 
     @classmethod
     def cloud(cls, settings: Settings, secrets: Secrets) -> Store:
@@ -201,6 +234,8 @@ class Store:
         return cls(client, settings.qdrant_collection, settings.embedding_dimensions, embedded=False)
 
     def close(self) -> None:
+        if not self._owns_client:
+            return
         try:
             self.client.close()
         except Exception as exc:  # a store that failed mid-run may fail to close too; the report has the cause

@@ -1,0 +1,59 @@
+"""Whether the embedded store can answer a search, from its folder alone: no engine is loaded and no lock is
+taken (``GET /health`` calls this; see :class:`kbsearch.health.Readiness`). Light: ``os`` and ``pathlib`` only."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from kbsearch.config import Settings
+
+NOT_BUILT = "the index has not been built yet: run the indexer first (kbsearch index <your KB folder>)"
+HELD = (
+    "the embedded store is open in another process (pid {pid}: a kbsearch index or serve?); searches answer "
+    "once it closes"
+)
+LOCAL_MODE = (
+    "the embedded store holds an index from qdrant-client's local mode, which Qdrant Edge does not read: "
+    "rebuild it with kbsearch index <your KB folder>"
+)
+
+
+def embedded_problem(settings: Settings) -> str | None:
+    """Why the embedded store cannot answer a search, from its folder alone (None: it looks usable)."""
+    root = Path(settings.qdrant_path)
+    collection = settings.qdrant_collection
+    if settings.qdrant_embedded == "local":
+        return None if (root / "collection" / collection).is_dir() else NOT_BUILT
+    shard = root / "edge" / collection
+    if not (shard / "edge_config.json").is_file():
+        local = (root / "meta.json").is_file() and (root / "collection").is_dir()
+        return LOCAL_MODE if local else NOT_BUILT
+    holder = lock_holder(shard / "wal")
+    return HELD.format(pid=holder) if holder is not None else None
+
+
+def lock_holder(path: Path) -> int | None:
+    """The pid of another process holding a lock on ``path`` (as Qdrant Edge locks its WAL folder), read from
+    ``/proc/locks`` without taking one; None when none does, or where ``/proc/locks`` does not exist."""
+    try:
+        info = path.stat()
+        with open("/proc/locks", encoding="ascii", errors="replace") as handle:
+            table = handle.read(1 << 20)
+    except OSError:
+        return None
+    wanted = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
+    for line in table.splitlines():
+        fields = line.split()
+        # "1: FLOCK  ADVISORY  WRITE 3611 fe:00:2164253 0 EOF" (a blocked waiter's line has "->" after the id)
+        if "->" in fields or len(fields) < 6 or fields[5] != wanted:
+            continue
+        try:
+            pid = int(fields[4])
+        except ValueError:
+            continue
+        if pid != os.getpid():
+            return pid
+    return None

@@ -1,0 +1,320 @@
+"""The paper cuts a new user hits, each through the interface that user touches: `kbsearch index/search/invoke/
+serve` as processes, the search handler with API Gateway events, the OpenAPI document and the README."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from kbsearch_tools.cli import _ProgressBar
+from kbsearch_tools.fakes import FakeProvider, provider_env
+from kbsearch_tools.local.apigw import HttpRequest, build_event
+from kbsearch_tools.local.process import serve_process
+from tests.conftest import KBSEARCH_CMD, PROCESS_TIMEOUT_S, ROOT, copy_store, subprocess_env
+
+EVENTS = ROOT / "events"
+URL_SETTINGS = ["QDRANT_URL", "EMBEDDING_URL", "EMBEDDING_FALLBACK_URL", "RERANKER_URL", "RERANKER_FALLBACK_URL",
+                "EXPANSION_URL", "KB_BASE_URL"]  # fmt: skip
+BAD_URLS = {
+    "htp://x": "has the scheme 'htp', not http or https",
+    "qdrant.example.com:6333": "has the scheme 'qdrant.example.com'",
+    "https://": "has no host",
+    "https://x:99999": "is not a valid URL",
+    "https://x:port": "is not a valid URL",
+    "https://x y": "contains whitespace",
+    " https://x": "contains whitespace",
+    "ftp://x": "has the scheme 'ftp'",
+    "x": "has no scheme",
+    "https://[::1": "is not a valid URL",
+}
+
+
+def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*KBSEARCH_CMD, *args], capture_output=True, text=True, timeout=PROCESS_TIMEOUT_S, check=False,
+                          env=subprocess_env(**env), cwd=ROOT)  # fmt: skip
+
+
+# -- URL settings ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", list(BAD_URLS))
+@pytest.mark.timeout(2 * PROCESS_TIMEOUT_S + 30)
+def test_a_bad_qdrant_url_is_one_message_naming_the_variable(value: str, tmp_path: Path) -> None:
+    for args in (("index", str(ROOT / "sample-kb")), ("search", "snapshot")):
+        proc = run(*args, QDRANT_URL=value, QDRANT_PATH=str(tmp_path / "q"))
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert lines[-1] == (f"kbsearch {args[0]}: error: invalid setting QDRANT_URL: {BAD_URLS[value]}"
+                             + lines[-1].split(BAD_URLS[value], 1)[1]), lines  # fmt: skip
+        assert value.strip() not in lines[-1] or value.strip() == "x"  # a URL may carry credentials: not echoed
+
+
+@pytest.mark.parametrize("name", URL_SETTINGS)
+def test_every_url_setting_is_checked_at_load(name: str, load_search_app) -> None:
+    """In the handler: /health is alive, not ready, and names the variable; searches answer 503 not_configured."""
+    call = load_search_app(**{name: "htp://x"})
+    health = call(build_event(HttpRequest("GET", "/health", "", [], b""), "/health", {}, "dev"))
+    body = json.loads(health["body"])
+    assert health["statusCode"] == 200 and body["ready"] is False
+    assert body["reasons"] == [f"invalid setting {name}: has the scheme 'htp', not http or https (expected "
+                               "http(s)://host[:port][/path], or empty)"]  # fmt: skip
+    search = call(build_event(HttpRequest("GET", "/search", "q=x", [], b""), "/search", {}, "dev"))
+    assert search["statusCode"] == 503 and json.loads(search["body"])["error"] == "not_configured"
+
+
+@pytest.mark.parametrize("value", ["", "http://127.0.0.1:6333", "https://xyz.cloud.qdrant.io:6333/",
+                                   "http://[::1]:6333", "https://user:pw@host/path?x=1"])  # fmt: skip
+def test_good_urls_pass(value: str) -> None:
+    from kbsearch.config import Settings
+
+    assert Settings(qdrant_url=value, kb_base_url=value).qdrant_url == value
+
+
+# -- /health readiness ---------------------------------------------------------------------------------------------
+
+HOLD = """
+import sys, time
+import qdrant_edge
+shard = qdrant_edge.EdgeShard.load(sys.argv[1])
+print("held", flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.fixture
+def store(bm25_index: Path, tmp_path: Path) -> Path:
+    path = tmp_path / "q"
+    copy_store(bm25_index, path)
+    return path
+
+
+@pytest.fixture
+def held(store: Path) -> Iterator[subprocess.Popen[str]]:
+    """Another process holding the embedded store open (as a running `kbsearch index` does)."""
+    pytest.importorskip("qdrant_edge", reason="no Qdrant Edge wheel on this platform")
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(store / "edge" / "kb")], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    yield holder
+    holder.terminate()
+    holder.wait(timeout=30)
+
+
+def health_of(call: Any) -> dict[str, Any]:
+    result = call(build_event(HttpRequest("GET", "/health", "", [], b""), "/health", {}, "dev"))
+    assert result["statusCode"] == 200
+    return json.loads(result["body"])
+
+
+def search_status(call: Any) -> tuple[int, dict[str, Any]]:
+    result = call(build_event(HttpRequest("GET", "/search", "q=snapshot", [], b""), "/search", {}, "dev"))
+    return result["statusCode"], json.loads(result["body"])
+
+
+def test_health_is_not_ready_before_the_index_is_built(load_search_app, tmp_path: Path) -> None:
+    call = load_search_app(QDRANT_PATH=str(tmp_path / "empty"))
+    body = health_of(call)
+    assert body["ready"] is False and "run the indexer first" in body["reasons"][0]
+    status, answer = search_status(call)
+    assert status == 503 and "run the indexer first" in answer["message"]
+
+
+def test_health_says_another_process_holds_the_store_and_recovers(
+    load_search_app, store: Path, held: subprocess.Popen[str]
+) -> None:
+    call = load_search_app(QDRANT_PATH=str(store))
+    body = health_of(call)
+    assert body["ready"] is False and f"pid {held.pid}" in body["reasons"][0], body
+    status, answer = search_status(call)
+    assert status == 503 and answer["message"].startswith("the local index is open in another process"), answer
+    assert health_of(call)["reasons"] == [answer["message"]]  # the search's own finding, no second probe
+    held.terminate()
+    held.wait(timeout=30)
+    status, _ = search_status(call)  # the store is free: the search opens it and answers
+    assert status == 200
+    assert health_of(call) == {**health_of(call), "ready": True, "reasons": []}
+
+
+def test_health_makes_no_round_trip(load_search_app, store: Path) -> None:
+    """Qdrant Cloud: /health asks nothing of Qdrant; a failed search makes it not ready (with the search's public
+    reason) until a search answers."""
+    from kbsearch_tools.fakes import FakeEndpoint
+
+    qdrant = FakeEndpoint().start()
+    try:
+        qdrant.content_type, qdrant.status, qdrant.body = "application/json", 404, b'{"status": {"error": "no"}}'
+        call = load_search_app(QDRANT_URL=qdrant.url)
+        for _ in range(5):
+            assert health_of(call)["ready"] is True
+        assert qdrant.requests == []
+        status, answer = search_status(call)
+        assert status == 503 and health_of(call)["reasons"] == [answer["message"]]
+        qdrant.status = 200
+
+        def empty(method: str, path: str) -> tuple[int, bytes, str] | None:  # one empty list per search sent
+            sent = qdrant.requests[-1].body
+            n = len(sent.get("searches") or []) if isinstance(sent, dict) else 0
+            if path.endswith("/points/query/batch"):
+                return 200, json.dumps({"result": [{"points": []}] * n}).encode(), "application/json"
+            return 200, b'{"result": {"points": []}}', "application/json"
+
+        qdrant.responder = empty
+        assert search_status(call)[0] == 200
+        searched = len(qdrant.requests)
+        for _ in range(5):
+            assert health_of(call)["ready"] is True
+        # five probes: at most one metadata read (the last sync's time, cached a minute), never one per probe
+        assert [r.path for r in qdrant.requests[searched:]] in ([], ["/collections/kb"])
+    finally:
+        qdrant.stop()
+
+
+def test_invoke_search_says_the_known_cause(store: Path, held: subprocess.Popen[str]) -> None:
+    proc = run("invoke", "SearchFunction", "--event", str(EVENTS / "search.json"), QDRANT_PATH=str(store))
+    result = json.loads(proc.stdout)
+    assert result["statusCode"] == 503, result
+    assert json.loads(result["body"])["message"].startswith("the local index is open in another process")
+
+
+def test_invoke_indexer_without_kb_source_names_the_setting(tmp_path: Path) -> None:
+    proc = run("invoke", "IndexerFunction", "--event", str(EVENTS / "indexer_schedule.json"),
+               QDRANT_PATH=str(tmp_path / "q"))  # fmt: skip
+    result = json.loads(proc.stdout)
+    assert proc.returncode == 1 and "s3:///" not in proc.stdout, proc.stdout
+    assert result["errorMessage"] == "missing required setting KB_SOURCE: set the environment variable KB_SOURCE"
+
+
+# -- serve without KB_SOURCE ---------------------------------------------------------------------------------------
+
+
+def get_note(base: str, path: str) -> dict[str, Any]:
+    body = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/call",
+        "params": {"name": "kb_get_note", "arguments": {"path": path}},
+    }
+    answer = httpx.post(f"{base}/mcp", json=body, timeout=60)
+    assert answer.status_code == 200
+    return answer.json()["result"]
+
+
+def test_serve_without_kb_source_reads_notes_from_the_folder_the_index_was_built_from(tmp_path: Path) -> None:
+    store = tmp_path / "q"
+    proc = run("index", "sample-kb", QDRANT_PATH=str(store))  # a relative folder: recorded as an absolute one
+    assert proc.returncode == 0, proc.stderr
+    template = ("--template", str(ROOT / "template.yaml"))
+    with serve_process(subprocess_env(QDRANT_PATH=str(store)), cwd=tmp_path, args=template) as server:  # elsewhere
+        note = get_note(server.base_url, "en/Glossary.md")
+    assert note["isError"] is False and note["structuredContent"]["title"]
+
+
+def test_serve_without_kb_source_and_no_record_names_the_setting(tmp_path: Path) -> None:
+    """An index that records no folder (built before this was recorded, or from S3)."""
+    env = subprocess_env(QDRANT_PATH=str(tmp_path / "none"))
+    with serve_process(env, cwd=tmp_path, args=("--template", str(ROOT / "template.yaml"))) as server:
+        note = get_note(server.base_url, "en/Glossary.md")
+    text = note["content"][0]["text"]
+    assert note["isError"] is True and "KB_SOURCE is not set" in text and "try again" not in text
+
+
+# -- Ctrl-C during kbsearch index ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def slow_embedder() -> Iterator[FakeProvider]:
+    fake = FakeProvider("deepinfra", api_key="di-test-key", latency={"embeddings": 0.5}).start()
+    yield fake
+    fake.stop()
+
+
+def start_index(slow_embedder: FakeProvider, store: Path, *extra: str) -> subprocess.Popen[str]:
+    env = subprocess_env(QDRANT_PATH=str(store), EMBEDDING_DIMENSIONS="64", EMBEDDING_BATCH_SIZE="2",
+                         **provider_env(slow_embedder, roles=["EMBEDDING"]))  # fmt: skip
+    process = subprocess.Popen([*KBSEARCH_CMD, "index", str(ROOT / "sample-kb"), *extra], env=env, cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + PROCESS_TIMEOUT_S
+    while not slow_embedder.calls("embeddings") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert slow_embedder.calls("embeddings"), "the run never started embedding"
+    return process
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+@pytest.mark.timeout(3 * PROCESS_TIMEOUT_S + 30)  # the interrupted run, the run that finishes it, the wait
+def test_ctrl_c_during_index_prints_one_line_and_the_partial_summary(slow_embedder: FakeProvider, tmp_path: Path,
+                                                                    as_json: bool) -> None:  # fmt: skip
+    process = start_index(slow_embedder, tmp_path / "q", *(["--json"] if as_json else []))
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=PROCESS_TIMEOUT_S)
+    assert process.returncode == 130, (out, err)
+    assert err.strip().splitlines() == [
+        "kbsearch index: interrupted; stopping after the notes in flight (Ctrl-C again to stop now)"
+    ], err
+    if as_json:
+        report = json.loads(out)
+        assert report["incomplete"] is True and report["remaining"] > 0 and report["error"] is None
+    else:
+        assert out.startswith("sync INCOMPLETE: ") and "notes left for the next run" in out
+    slow_embedder.latency = {}
+    again = run("index", str(ROOT / "sample-kb"), "--json", QDRANT_PATH=str(tmp_path / "q"), EMBEDDING_DIMENSIONS="64",
+                **provider_env(slow_embedder, roles=["EMBEDDING"]))  # fmt: skip
+    assert again.returncode == 0, again.stderr  # the store is consistent: the next run carries on
+    finished = json.loads(again.stdout)
+    assert finished["incomplete"] is False and finished["added"] > 0
+
+
+@pytest.mark.timeout(2 * PROCESS_TIMEOUT_S + 30)
+def test_a_second_ctrl_c_stops_at_once_with_one_line(slow_embedder: FakeProvider, tmp_path: Path) -> None:
+    process = start_index(slow_embedder, tmp_path / "q")
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=PROCESS_TIMEOUT_S)
+    assert process.returncode == 130 and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1] == "kbsearch index: interrupted"
+
+
+# -- OpenAPI, README, progress bar --------------------------------------------------------------------------------
+
+
+def test_openapi_has_readable_operation_ids_and_no_422_without_input(load_search_app, store: Path) -> None:
+    call = load_search_app(QDRANT_PATH=str(store))
+    doc = json.loads(call(build_event(HttpRequest("GET", "/openapi.json", "", [], b""), "/openapi.json", {}, "dev"))
+                     ["body"])  # fmt: skip
+    ids = [op["operationId"] for item in doc["paths"].values() for op in item.values()]
+    assert len(ids) == len(set(ids)) and all(re.fullmatch(r"[a-z][A-Za-z]*", i) for i in ids), ids
+    assert "422" not in doc["paths"]["/health"]["get"]["responses"]
+    assert (
+        "422" in doc["paths"]["/search"]["get"]["responses"] and "422" in doc["paths"]["/search"]["post"]["responses"]
+    )
+
+
+def test_readme_mcp_json_names_the_default_stage() -> None:
+    from kbsearch_tools.local.template import load_template
+
+    stage = load_template(ROOT / "template.yaml")["Parameters"]["Stage"]["Default"]
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = [json.loads(b) for b in re.findall(r"```json\n(\{\n  \"mcpServers\".*?)```", readme, re.DOTALL)]
+    assert blocks, "no .mcp.json example in the README"
+    for block in blocks:
+        for server in block["mcpServers"].values():
+            assert server["url"].endswith(f"/{stage}/mcp"), server["url"]
+
+
+def test_the_first_eta_waits_until_it_means_something() -> None:
+    bar = _ProgressBar()
+    assert bar.eta(1, 300, now=100.0) == "  --"  # the first report: nothing measured yet
+    assert bar.eta(3, 300, now=100.2) == "  --"  # too few notes, too little time
+    assert bar.eta(8, 300, now=100.5) == "  --"  # under a second
+    assert bar.eta(11, 300, now=102.0) == "  58s"  # 10 notes in 2 s since the first report, 289 left
