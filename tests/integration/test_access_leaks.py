@@ -540,6 +540,29 @@ def test_slack_share_button_posts_with_the_channels_scope(app, response_url: Fak
     assert "Salary bands" in json.dumps(shared, ensure_ascii=False)  # what the channel may read is there
 
 
+def test_one_audit_line_per_request_without_secrets(app, caplog: pytest.LogCaptureFixture) -> None:
+    """Every read logs one ``access`` line: the caller's key id, its groups and the result count; never a key's
+    value, never note text."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="kbsearch")
+    requests = [
+        lambda: call(app, "POST", "/search", "id-hr", body={"query": "welcome", "top_k": 20}),
+        lambda: call(app, "GET", "/notes", "id-hr", query="recent=5"),
+        lambda: get_note(app, "id-hr", "hr/Salary bands.md"),
+        lambda: mcp(app, "id-hr", "legacy", "kb_get_note", {"path": "finance/Budget.md"}),
+    ]
+    for make in requests:
+        caplog.clear()
+        make()
+        lines = [r for r in caplog.records if r.getMessage() == "access"]
+        assert len(lines) == 1, [r.getMessage() for r in caplog.records]
+        line = lines[0].__dict__
+        assert line["caller"] == "apikey:id-hr" and line["groups"] == ["hr", "public"]
+        assert isinstance(line["results"], int)
+        assert "zq" not in json.dumps(line, default=str)  # no note text
+
+
 @pytest.mark.parametrize("era", ["legacy", "modern"])
 def test_notes_catalog_resources_and_links_for_every_caller(app, era: str) -> None:
     """GET /notes/{path}, GET /notes, kb_list, resources/list and resources/read: a caller reads, counts, pages and

@@ -267,7 +267,9 @@ class BrowseService:
                 folders=facet("folders", 100), recent=[n for n in (_recent(p) for p in latest) if n is not None],
             )  # fmt: skip
 
-        return self.search.read_index(read)
+        catalog = self.search.read_index(read)
+        logger.info("access", extra={"caller": scope.caller, "groups": scope.query_groups(), "results": catalog.notes})
+        return catalog
 
     # -- every note, page by page -----------------------------------------------------------------------------------
     def page(self, cursor: str | None, scope: Scope, limit: int = PAGE_SIZE) -> tuple[list[RecentNote], str | None]:
@@ -283,6 +285,7 @@ class BrowseService:
             request["offset"] = point_id(start, 0)
         points, _ = self.search.read_index(lambda r, timeout_s: r.scroll(request, timeout_s))
         notes = [n for n in (_recent(p) for p in points) if n is not None]
+        logger.info("access", extra={"caller": scope.caller, "groups": scope.query_groups(), "results": len(notes)})
         if start is not None and (not notes or notes[0].path != start):
             raise InvalidCursor("unknown cursor")
         if len(notes) > limit:
