@@ -29,13 +29,10 @@ from kbsearch.providers.rerankers import Reranking, build_reranking
 from kbsearch.providers.resilience import Deadline, ProviderError, shared_client
 from kbsearch.qdrant import open_retriever
 from kbsearch.qdrant.query import (
-    HIT_PAYLOAD,
-    PASSAGE_PAYLOAD,
     RESTRICTED_LINKS,
     Candidate,
     Retriever,
     batch_searches,
-    complete,
     filter_json,
     retrieve,
     retrieve_legs,
@@ -405,7 +402,6 @@ class SearchService:
         rerank_scores: list[float] | None = None
         reranker_name = "none"
         if request.rerank and self.reranking is not None and candidates:
-            candidates = self._complete(candidates, PASSAGE_PAYLOAD, query_filter, deadline, stages)
             with stages.run("rerank"):
                 docs = [passage(c.payload, self.settings.reranking.passage_tokens) for c in candidates]
                 outcome = self.reranking.rerank(query, docs, deadline)
@@ -420,10 +416,7 @@ class SearchService:
                 if outcome.errors:
                     logger.warning("rerank problems", extra={"errors": outcome.errors, "hedged": outcome.hedged})
 
-        results = self._shape(
-            candidates, rerank_scores, request, max_results or request.top_k,
-            lambda hits: self._complete(hits, HIT_PAYLOAD, query_filter, deadline, stages),
-        )  # fmt: skip
+        results = self._shape(candidates, rerank_scores, request, max_results or request.top_k)
         if scope.restricted and any(hit.links for hit in results):
             restricted = self._restricted_links(deadline)
             results = [h.model_copy(update={"links": visible_links(h.links, restricted, scope)}) for h in results]
@@ -483,32 +476,14 @@ class SearchService:
             timeout_s=timeout_s,
         )
 
-    def _complete(
-        self, candidates: list[Candidate], selector: dict[str, Any], query_filter: dict[str, Any] | None,
-        deadline: Deadline, stages: Stages,
-    ) -> list[Candidate]:  # fmt: skip
-        """The payload fields ``selector`` names, fetched for just these candidates (their time counts as
-        retrieval): the legs carry only what the fusion reads (``SEARCH_PAYLOAD``)."""
-        started = time.perf_counter()
-        with self._retrieval_slot(deadline):
-            try:
-                timeout_s = max(0.05, min(self.settings.qdrant_timeout_s, deadline.remaining()))
-                return complete(self.retriever, candidates, selector, query_filter, timeout_s)
-            except StoreError as exc:
-                raise IndexUnavailable(str(exc)) from None
-            finally:
-                stages.timings["retrieve"] += (time.perf_counter() - started) * 1000
-
     def _shape(
         self,
         candidates: list[Candidate],
         rerank: list[float] | None,
         request: SearchRequest,
         top_k: int,
-        fetch: Callable[[list[Candidate]], list[Candidate]] = list,
     ) -> list[Hit]:
-        """The hits: candidates in their final order (rerank blend, prior), ``top_k`` of those over ``min_score``,
-        their payloads completed by ``fetch`` (one call for the hits alone)."""
+        """The hits: candidates in their final order (rerank blend, prior), ``top_k`` of those over ``min_score``."""
         blended = blend(candidates, rerank, self.settings.reranking.weight, self.settings.rrf_k)
         scored = []
         for i, c in enumerate(candidates):
@@ -517,11 +492,8 @@ class SearchService:
             scored.append((final, c.fusion, i, c, None if rerank is None else rerank[i]))
         scored.sort(key=lambda s: (-s[0], -s[1], s[2]))
         chosen = [s for s in scored if request.min_score is None or s[0] >= request.min_score][:top_k]
-        kept = {id(c) for c in fetch([s[3] for s in chosen])}
         hits: list[Hit] = []
         for final, fusion, _, c, rr in chosen:
-            if id(c) not in kept:
-                continue
             p = c.payload
             hits.append(
                 Hit(

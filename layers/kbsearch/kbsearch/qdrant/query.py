@@ -327,15 +327,15 @@ def retrieve(
 
 
 # -- the adaptive fusion's one call: each leg's candidates with their own scores (``/points/query/batch``) ------
-#: What every search of the batch (and the fused query) returns of a chunk's payload, one place: what the fusion
-#: reads (the note: path, doc_id; its language: lang, or the title in an index from before lang), the ranking
-#: prior (ai_weight, status), and chunk_index, which with the path is the point id a hit's payload is fetched by
-#: (:func:`complete`). The chunk text and the note's fields travel only for the candidates that need them.
-SEARCH_PAYLOAD: dict[str, Any] = {"include": ["path", "doc_id", "chunk_index", "lang", "title", "ai_weight", "status"]}
-#: What the reranker reads of each candidate (:func:`kbsearch.search.passage`).
-PASSAGE_PAYLOAD: dict[str, Any] = {"include": ["title", "heading", "text"]}
-#: What a hit returns: the whole payload but the note's free metadata.
-HIT_PAYLOAD: dict[str, Any] = {"exclude": ["meta"]}
+#: What every search of the batch (and the fused query) returns of a chunk's payload, one place: exactly what the
+#: search reads of a candidate — the fusion (path, doc_id, lang), the ranking prior (ai_weight, status), the
+#: reranker's passage (title, heading, text) and a hit (summary, tags, type, updated, links) — so the one Qdrant
+#: call brings every field an answer needs and none it does not (the index's bookkeeping: etags, hashes, access
+#: groups, link keys, free metadata). Probes carry the path alone.
+SEARCH_PAYLOAD: dict[str, Any] = {"include": [
+    "path", "doc_id", "lang", "ai_weight", "status", "title", "heading", "text", "summary", "tags", "type", "updated",
+    "links",
+]}  # fmt: skip
 #: Query terms probed for their best single-term scores (how rare each is, whether the index has it at all, which
 #: notes hold it), and how many chunks each probe returns (their path only).
 MAX_PROBES = 8
@@ -434,40 +434,3 @@ def retrieve_legs(
     if not isinstance(answers, list) or len(answers) != len(searches):
         raise StoreError("Qdrant's answer is not what the API returns")
     return [(leg, read_leg(points)) for leg, points in zip(legs, answers, strict=True)]
-
-
-def complete(
-    retriever: Retriever,
-    candidates: Sequence[Candidate],
-    selector: dict[str, Any],
-    query_filter: dict[str, Any] | None,
-    timeout_s: float,
-) -> list[Candidate]:
-    """``candidates`` with ``selector``'s payload fields added, fetched in one query by their chunks' point ids
-    and under the search's own filter (the caller's scope included: a chunk that left the scope or the index
-    since the retrieval is dropped, never shown). Order kept; a candidate without a chunk index (nothing to fetch
-    it by) keeps what it has."""
-    by_id: dict[str, Candidate] = {}
-    for c in candidates:
-        index = c.payload.get("chunk_index")
-        if isinstance(index, int) and not isinstance(index, bool):
-            by_id[point_id(str(c.payload["path"]), index)] = c
-    if not by_id:
-        return list(candidates)
-    ids: dict[str, Any] = {"must": [{"has_id": list(by_id)}]}
-    request = {"filter": _and(ids, query_filter) if query_filter else ids, "limit": len(by_id),
-               "with_payload": selector, "with_vector": False}  # fmt: skip
-    points = retriever.query(request, timeout_s)
-    if not isinstance(points, list):
-        raise StoreError("Qdrant's answer is not what the API returns")
-    found: set[str] = set()
-    for point in points:
-        if not isinstance(point, dict):
-            raise StoreError("Qdrant's answer is not what the API returns")
-        payload, _ = _checked({**point, "score": point.get("score", 0.0)})  # a fetch by id may carry no score
-        candidate = by_id.get(str(point.get("id")))
-        if candidate is not None:
-            candidate.payload.update(payload)
-            found.add(str(point.get("id")))
-    gone = {id(c) for i, c in by_id.items() if i not in found}
-    return [c for c in candidates if id(c) not in gone]
