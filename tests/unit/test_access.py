@@ -13,11 +13,11 @@ from kbsearch.access import (
     FolderRules,
     Scope,
     declared_access,
-    link_key,
-    link_keys_of,
     note_access,
+    restricted_links,
     visible_links,
 )
+from kbsearch.links import link_key
 from kbsearch.notes import parse_note
 
 
@@ -170,13 +170,37 @@ def test_bad_caller_maps_are_errors(text: str) -> None:
 
 
 def test_links_into_restricted_notes_are_hidden() -> None:
-    restricted = {k: ["hr"] for k in link_keys_of("hr/Salary bands.md")}
-    links = ["Salary bands", "hr/salary BANDS.md", "Onboarding", "other/Salary bands"]
-    assert visible_links(links, restricted, Scope.public()) == ["Onboarding", "other/Salary bands"]
+    restricted, public = restricted_links([("hr/Salary bands.md", ["hr"]), ("pub/Onboarding.md", ["public"])])
+    assert restricted == {"salary bands": ["hr"], "hr/salary bands": ["hr"]}
+    assert public == {"onboarding", "pub/onboarding"}
+    links = ["Salary bands", "hr/salary BANDS.md", "Onboarding", "other/Salary bands", " HR / Salary bands ",
+             "hr\\Salary bands", "./hr/Salary bands.md", "diagram.png", "#Heading"]  # fmt: skip
+    assert visible_links(links, restricted, Scope.public()) == [
+        "Onboarding", "other/Salary bands", "diagram.png", "#Heading"
+    ]  # fmt: skip
     assert visible_links(links, restricted, Scope.of("k", ["hr"])) == links
     assert visible_links(links, None, Scope.public()) == []  # not known: hidden rather than guessed
     assert visible_links(links, None, Scope.unrestricted()) == links
     assert link_key("Ünïcode/Note.MD") == link_key("U\u0308ni\u0308code/note")
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["hr/Salary bands.md", "HR/Ünïcode Note.MD", "U\u0308ber/Note.md", "deep/a/b/c/Note.md", "x" * 600 + "/N.md"],
+)
+def test_restricted_link_keys_are_the_stored_path_keys(path: str) -> None:
+    """The restricted-link list is keyed by exactly the keys the indexer stores (``path_keys``) and a link is
+    matched by (``link_key``): one function, whatever the case, Unicode form or length of the path."""
+    from kbsearch.links import path_keys
+
+    restricted, public = restricted_links([(path, ["hr"])])
+    assert set(restricted) == set(path_keys(path)) and not public and restricted
+    name = path.rsplit("/", 1)[1].removesuffix(".md").removesuffix(".MD")
+    tail = path.rsplit("/", 2)[-2] + "/" + name  # a tail too long for a key is no key (and names no note)
+    for link in (name, name.upper(), *([tail] if len(tail) <= 512 else [])):
+        assert link_key(link) in restricted
+        assert visible_links([link], restricted, Scope.public()) == []
+    assert str(link_key(name)) not in restricted_links([(path, ["hr"]), ("other/" + name + ".md", ["public"])])[0]
 
 
 def test_container_resolves_scopes_and_fails_closed(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -36,8 +36,8 @@ from kbsearch.access import (
     AccessFileError,
     FolderRules,
     declared_access,
-    link_keys_of,
     note_access,
+    restricted_links,
 )
 from kbsearch.chunking import Chunk, chunk_note
 from kbsearch.config import Secrets, Settings
@@ -381,16 +381,7 @@ class Indexer:
         """Record (collection metadata) which link targets name only notes that are not public, with their groups,
         so that a search hides a link into a note its caller may not read. A note whose groups are unknown counts
         as readable by nobody."""
-        by_key: dict[str, set[str]] = {}
-        public: set[str] = set()
-        for path in notes:
-            groups = self._access.get(path)
-            for key in link_keys_of(path):
-                if groups is not None and PUBLIC in groups:
-                    public.add(key)
-                else:
-                    by_key.setdefault(key, set()).update(groups or ())
-        restricted = {k: sorted(g) for k, g in sorted(by_key.items()) if k not in public}
+        restricted, _public = restricted_links((path, self._access.get(path)) for path in notes)
         current = self.store.metadata()
         if current.get(RESTRICTED_LINKS) != restricted:
             self.store.set_metadata({**current, RESTRICTED_LINKS: restricted})
