@@ -18,11 +18,16 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from kbsearch.access import Scope
 from kbsearch.config import Secrets, Settings
-from kbsearch.events import Scope, newer, read_batch, sequencer_key
+from kbsearch.events import Scope as KeyScope
+from kbsearch.events import newer, read_batch, sequencer_key
 from kbsearch.indexer import run_sync
 from kbsearch.lease import Lease
 from kbsearch.qdrant import open_store
+from kbsearch.qdrant.query import RESTRICTED_LINKS
+from kbsearch.schemas import SearchRequest
+from kbsearch.search import SearchService
 from kbsearch_tools.fakes import FakeProvider, provider_env
 from kbsearch_tools.local.runtime import LambdaContext
 from kbsearch_tools.s3events import EventPath, eventbridge_body, sqs_event, sqs_record
@@ -198,6 +203,134 @@ def test_an_event_gives_a_note_the_groups_a_full_sync_would(
         store.close()
 
 
+def doc(title: str, body: str, front: str = "") -> bytes:
+    return (f"---\n{front}---\n" if front else "").encode() + f"# {title}\n{body}\n".encode()
+
+
+def hits_as(settings: Settings, scope: Scope, query: str = "welcome") -> dict[str, list[str]]:
+    """What a caller with ``scope`` finds (a fresh search service, as a new container): path → the hit's links."""
+    service = SearchService(settings, Secrets(settings), wire_providers=False)
+    try:
+        return {h.path: h.links for h in service.search(SearchRequest(query=query, top_k=20), scope=scope).results}
+    finally:
+        service.close()
+
+
+def restricted_list(settings: Settings) -> Any:
+    store = open_store(settings, Secrets(settings))
+    try:
+        return store.metadata().get(RESTRICTED_LINKS)
+    finally:
+        store.close()
+
+
+def assert_as_a_full_sync(indexer: Indexer, tmp_path: Path) -> None:
+    """The points and the restricted link targets are what a clean full sync of the bucket builds."""
+    clean = indexer.settings(qdrant_path=str(tmp_path / f"clean-{uuid.uuid4().hex[:6]}"))
+    assert run_sync(clean, Secrets(clean)).error is None
+    assert points(indexer.settings()) == points(clean)
+    assert restricted_list(indexer.settings()) == restricted_list(clean)
+
+
+def test_an_access_file_event_applies_to_every_note_at_once(
+    aws: EventPath, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, deepinfra: FakeProvider
+) -> None:
+    """An event of the access file (created, changed, deleted) gives every indexed note its groups in the same
+    run, by payload update (no embedding call), and records the restricted link targets: a folder newly restricted
+    is invisible to a public caller on the next search, links into it are hidden; relaxed, it is visible again. An
+    unusable access file fails the batch back to the queue and changes nothing."""
+    indexer = Indexer(monkeypatch, tmp_path, deepinfra)
+    aws.receive()
+    notes = {
+        "pub/welcome.md": doc("Welcome", "welcome handbook: read [[pay]] and [[Review|the review page]]"),
+        "hr/pay.md": doc("Pay", "welcome pay bands"),
+        "HR/Sub/review.md": doc("Review", "welcome review cycle"),  # the rule matches in any case, any depth
+        "ops/runbook.md": doc("Runbook", "welcome runbook", "access: [oncall]\n"),  # the note's own word stands
+    }
+    for path, body in notes.items():
+        aws.put(PREFIX + path, body)
+    assert indexer(aws.receive()) == []
+    settings = indexer.settings()
+    assert run_sync(settings, Secrets(settings)).error is None  # the hourly reconcile, once, before the change
+    everyone = {"pub/welcome.md", "hr/pay.md", "HR/Sub/review.md"}
+    assert set(hits_as(settings, Scope.public())) == everyone
+
+    def apply_without_embedding(records: list[dict[str, Any]]) -> list[str]:
+        before = len(deepinfra.calls("embeddings"))
+        failed = indexer(records)
+        assert len(deepinfra.calls("embeddings")) == before  # a payload update: nothing embedded
+        return failed
+
+    aws.put(f"{PREFIX}_access.yaml", b"hr/: [hr]\n")  # hr/ restricted: one event, no reconcile
+    assert apply_without_embedding(aws.receive()) == []
+    assert hits_as(settings, Scope.public()) == {"pub/welcome.md": []}  # nor the links into hr/
+    as_hr = hits_as(settings, Scope.of("k", ["hr"]))
+    assert set(as_hr) == everyone and as_hr["pub/welcome.md"] == ["pay", "Review"]
+    assert_as_a_full_sync(indexer, tmp_path)
+
+    aws.put(f"{PREFIX}_access.yaml", b"hr/: [hr, finance]\nops/: [staff]\n")  # changed: widened to finance
+    assert apply_without_embedding(aws.receive()) == []
+    assert set(hits_as(settings, Scope.of("k", ["finance"]))) == everyone
+    assert set(hits_as(settings, Scope.of("k", ["staff"]))) == {"pub/welcome.md"}  # frontmatter wins over ops/
+    assert_as_a_full_sync(indexer, tmp_path)
+
+    for bad in (b"hr/: [\n", b"hr/: []\n", b"- hr\n", b"hr/: &a [x]\nops/: *a\n", b"../x/: [a]\n"):
+        before = points(settings)
+        aws.put(f"{PREFIX}_access.yaml", bad)
+        aws.put(f"{PREFIX}pub/new.md", doc("New", "welcome new"))  # a note in the same batch waits too
+        records = aws.receive()
+        assert sorted(apply_without_embedding(records)) == sorted(r["messageId"] for r in records)  # all retried
+        assert points(settings) == before
+        assert hits_as(settings, Scope.public()) == {"pub/welcome.md": []}  # nothing opened up
+        aws.delete(f"{PREFIX}pub/new.md")
+        aws.receive()
+
+    aws.delete(f"{PREFIX}_access.yaml")  # deleted: every folder rule gone, hr/ public again
+    assert apply_without_embedding(aws.receive()) == []
+    relaxed = hits_as(settings, Scope.public())
+    assert set(relaxed) == everyone and relaxed["pub/welcome.md"] == ["pay", "Review"]
+    assert_as_a_full_sync(indexer, tmp_path)
+
+
+def test_note_events_keep_the_restricted_link_targets_current(
+    aws: EventPath, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch that changes a note's groups (new, edited, moved, deleted) records the restricted link targets in
+    the same run: a link into a note just restricted is hidden from a caller who may not read it."""
+    indexer = Indexer(monkeypatch, tmp_path, None)
+    aws.receive()
+    aws.put(f"{PREFIX}_access.yaml", b"hr/: [hr]\n")
+    aws.put(f"{PREFIX}pub/welcome.md", doc("Welcome", "welcome: see [[Plan]] and [[pay]]"))
+    aws.put(f"{PREFIX}hr/pay.md", doc("Pay", "pay bands"))
+    assert indexer(aws.receive()) == []
+    settings = indexer.settings()
+    assert run_sync(settings, Secrets(settings)).error is None
+    assert hits_as(settings, Scope.public()) == {"pub/welcome.md": ["Plan"]}  # no note Plan yet: nothing to hide
+
+    aws.put(f"{PREFIX}pub/plan.md", doc("Plan", "the plan", "access: [finance]\n"))  # new, restricted
+    assert indexer(aws.receive()) == []
+    assert hits_as(settings, Scope.public()) == {"pub/welcome.md": []}
+    assert hits_as(settings, Scope.of("k", ["finance"]))["pub/welcome.md"] == ["Plan"]
+    assert_as_a_full_sync(indexer, tmp_path)
+
+    aws.put(f"{PREFIX}pub/plan.md", doc("Plan", "the plan"))  # edited: public now
+    assert indexer(aws.receive()) == []
+    assert hits_as(settings, Scope.public()) == {"pub/welcome.md": ["Plan"]}
+    assert_as_a_full_sync(indexer, tmp_path)
+
+    aws.delete(f"{PREFIX}pub/plan.md")  # moved into hr/ (delete + create): restricted by the folder rule
+    aws.put(f"{PREFIX}hr/Plan.md", doc("Plan", "the plan"))
+    assert indexer(aws.receive()) == []
+    assert hits_as(settings, Scope.public()) == {"pub/welcome.md": []}
+    assert hits_as(settings, Scope.of("k", ["hr"]))["pub/welcome.md"] == ["Plan", "pay"]
+    assert_as_a_full_sync(indexer, tmp_path)
+
+    aws.put(f"{PREFIX}pub/Plan.md", doc("Plan", "another plan"))  # a public note of the same name: shown
+    assert indexer(aws.receive()) == []
+    assert hits_as(settings, Scope.public())["pub/welcome.md"] == ["Plan"]
+    assert_as_a_full_sync(indexer, tmp_path)
+
+
 def test_the_handler_emits_index_lag_for_the_lag_alarm(
     aws: EventPath, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -281,7 +414,7 @@ def test_poison_and_ignored_keys_never_block_the_rest_of_the_batch(
     failures = indexer(batch)
     assert sorted(failures) == sorted(r["messageId"] for r in poison)  # retried, then dead-lettered
     assert {p["path"] for p in open_points(indexer.settings())} == {"good.md"}
-    reasons = read_batch(sqs_event(ignored), Scope(BUCKET, PREFIX)).ignored
+    reasons = read_batch(sqs_event(ignored), KeyScope(BUCKET, PREFIX)).ignored
     assert [r["reason"].split(" ")[0] for r in reasons] == ["outside", "not", "a", "bucket", "not", "outside"]
 
 

@@ -65,6 +65,7 @@ from kbsearch.qdrant.store import (
     SchemaMismatchError,
     Store,
     add_state,
+    recorded_access,
     storage_errors,
 )
 from kbsearch.sources import LocalSource, Source, SourceError, SourceObject, open_source, path_problem, preferred
@@ -74,6 +75,8 @@ if TYPE_CHECKING:
     from kbsearch.notes import Note
 
 logger = logging.getLogger(__name__)
+
+_ABSENT = "absent"  # a note the index does not hold (ChangeSync's before/after of a note's groups)
 
 Progress = Callable[[int, int, str], None]
 
@@ -857,6 +860,8 @@ class ChangeSync:
         self.indexer = Indexer(self.tracking, store, embedder, options)
         self.store = store
         self.sequencers = sequencers
+        self._before: dict[str, Any] = {}  # path → its groups when the batch began (_ABSENT: not indexed)
+        self._present: set[str] = set()  # the batch's paths that are in the KB now
         self.kind = "events"  # what the collection's last-sync record says ran (``watch`` under kbsearch serve)
 
     def apply(
@@ -887,12 +892,12 @@ class ChangeSync:
                     todo[path] = change
             if todo:  # a replay reads nothing at all
                 self.indexer._rules = self._access_rules()
-            done = self._apply_current(report, todo, failed, stop_at or Deadline(), call_deadline)
+            done = self._apply_all(report, todo, failed, stop_at or Deadline(), call_deadline)
             superseded = [p for p in done if not self._record(todo[p])]
             if superseded:  # a later event of these notes was applied meanwhile: apply what is there now
                 report.superseded += len(superseded)
                 again = {p: todo[p] for p in superseded}
-                self._apply_current(report, again, failed, stop_at or Deadline(), call_deadline)
+                self._apply_all(report, again, failed, stop_at or Deadline(), call_deadline)
             record_sync(self.store, report, self.kind)
             now = time.time()
             times = [todo[p].event_time for p in done]
@@ -902,6 +907,12 @@ class ChangeSync:
             report.incomplete = True
             failed |= set(latest)
             logger.error("the index cannot be written; the batch is retried", extra={"error": report.error})
+        except AccessFileError as exc:  # as a full sync: nothing changes (no note indexed, no group relaxed)
+            report.error = str(exc)
+            report.incomplete = True
+            failed |= set(latest)
+            logger.error("the access file cannot be used; nothing changed, the batch is retried",
+                         extra={"error": report.error})  # fmt: skip
         except Exception as exc:  # the sequencer log (DynamoDB) or anything unforeseen: retry the whole batch
             report.error = f"event run failed: {type(exc).__name__}: {str(exc)[:200]}"
             report.incomplete = True
@@ -916,8 +927,8 @@ class ChangeSync:
     def _access_rules(self) -> FolderRules:
         """The access file's folder rules as they are now (one read of one key, never a listing): a note that an
         event brings in gets the groups a full sync would give it. An unusable access file fails the batch (it is
-        retried, as a full sync refuses to run); a change of the access file itself reaches the index with the
-        next full sync (the reconciler), which applies it to every note as a payload update."""
+        retried, as a full sync refuses to run, and nothing changes); an event of the access file itself applies
+        it to every indexed note (:meth:`_apply_rules`)."""
         key = getattr(self.source, "prefix", "") + ACCESS_FILE  # a GET by key: read_path would list when absent
         try:
             raw = self.source.read(SourceObject(path=ACCESS_FILE, key=key, etag="", size=0))
@@ -929,6 +940,110 @@ class ChangeSync:
 
     def _record(self, change: Change) -> bool:
         return self.sequencers is None or self.sequencers.put(change.path, change.sequencer)
+
+    def _apply_all(
+        self,
+        report: ChangeReport,
+        todo: dict[str, Change],
+        failed: set[str],
+        stop_at: Deadline,
+        call_deadline: Deadline | None,
+    ) -> list[str]:
+        """Apply the notes' changes, then a change of the access file (to every note, the ones just written
+        included), then bring the restricted link targets up to date: all in this run. The paths done."""
+        self._before, self._present = {}, set()
+        notes = {p: c for p, c in todo.items() if p != ACCESS_FILE}
+        done = self._apply_current(report, notes, failed, stop_at, call_deadline) if notes else []
+        if ACCESS_FILE in todo:
+            if self._apply_rules(report, stop_at):
+                done.append(ACCESS_FILE)
+                return done  # the whole list was recorded again
+            failed.add(ACCESS_FILE)
+        self._record_restricted_links()
+        return done
+
+    def _apply_rules(self, report: ChangeReport, stop_at: Deadline) -> bool:
+        """The access file changed (created, edited or deleted): every indexed note's groups under the rules as
+        they are now, as a full sync gives them: a payload update of the notes whose groups change (nothing is
+        embedded; a note is read only when the index holds it without groups), then the restricted link targets
+        recorded afresh. False when the deadline cut it short (the event is retried; what was updated is right)."""
+        from kbsearch.sources import head
+
+        indexer = self.indexer
+        state = self.store.indexed_state()
+        indexer._state = state
+        indexer._access = {p: (list(a[0]) if (a := st.access()) else None) for p, st in state.items()}
+        unknown: list[SourceObject] = []
+        for path in sorted(state):
+            if stop_at.remaining() <= 0:
+                report.incomplete = True
+                return False
+            if not indexer._refresh_access(report, path, state[path]):
+                try:  # indexed before access scopes, or an update cut short: read it, as a full sync does
+                    obj = head(self.source, getattr(self.source, "prefix", "") + path)
+                except SourceError as exc:
+                    indexer._skip(report, path, str(exc))  # readable by no restricted caller meanwhile
+                    continue
+                if obj is not None:
+                    unknown.append(obj)
+        indexer._reread_access(report, unknown, state, stop_at)
+        self._record_restricted_links(indexer._access)
+        return not report.incomplete
+
+    def _record_restricted_links(self, every_note: dict[str, list[str] | None] | None = None) -> None:
+        """Bring the restricted link targets (collection metadata, see :func:`kbsearch.access.visible_links`) up
+        to date in this run. ``every_note``: the groups of every indexed note (an access file change): the list
+        is recorded afresh. Else only the keys of this batch's notes whose groups or presence changed: the notes
+        carrying those keys are read from the index (one filtered scroll). An entry whose key no indexed note
+        carries is kept (it may name a note the index does not hold; the reconciling sync, which lists the KB,
+        drops it), and a list never recorded is left for that sync (meanwhile searches hide every link)."""
+        present = self._present - set(self.indexer._access)  # notes in the KB the index does not hold (skipped)
+        if every_note is not None:
+            carriers: dict[str, list[str] | None] = dict(every_note)
+            keys: set[str] | None = None
+        else:
+            changed = {p for p in self._before if self._before[p] != self.indexer._access.get(p, _ABSENT)}
+            keys = {k for p in changed | present for k in path_keys(p)}
+            if not keys:
+                return
+            carriers = self._carriers(keys)
+        carriers.update(dict.fromkeys(present))
+        restricted, public = restricted_links(carriers.items())
+        current = self.store.metadata()
+        recorded = current.get(RESTRICTED_LINKS)
+        if not isinstance(recorded, dict):
+            if keys is not None:
+                return
+            recorded = {}
+        merged = dict(recorded)
+        for key in set(restricted) | public if keys is None else keys:
+            if key in public:
+                merged.pop(key, None)
+            elif key in restricted:
+                merged[key] = restricted[key]
+        if merged != recorded:
+            self.store.set_metadata({**current, RESTRICTED_LINKS: merged})
+
+    def _carriers(self, keys: set[str]) -> dict[str, list[str] | None]:
+        """The indexed notes a link with one of ``keys`` can name (their ``path_keys``), with their groups."""
+        out: dict[str, list[str] | None] = {}
+        ordered = sorted(keys)
+        for start in range(0, len(ordered), 512):
+            request: dict[str, Any] = {
+                "filter": {"must": [{"key": GRAPH_FIELD, "match": {"any": ordered[start : start + 512]}}]},
+                "limit": 1024, "with_payload": {"include": ["path", "access", "access_from"]},
+            }  # fmt: skip
+            while True:
+                points, offset = self.store.scroll(request, 30.0)
+                for point in points:
+                    payload = point.get("payload") or {}
+                    if isinstance(payload.get("path"), str):
+                        recorded = recorded_access(payload)
+                        out[payload["path"]] = list(recorded[0]) if recorded is not None else None
+                if offset is None:
+                    break
+                request["offset"] = offset
+        return out
 
     def _apply_current(
         self,
@@ -955,6 +1070,10 @@ class ChangeSync:
             digest = payload.get(EMBED_HASH)
             if vector is not None and isinstance(digest, str) and digest:
                 reuse.setdefault(str(payload.get("path")), {})[digest] = vector
+        # each note's groups before and (in indexer._access) after: what the restricted link targets follow
+        self.indexer._access = {p: (list(a[0]) if (a := st.access()) else None) for p, st in state.items()}
+        self._before = {p: self.indexer._access.get(p, _ABSENT) for p in current}
+        self._present = {p for p, obj in current.items() if obj is not None}
         done: list[str] = []
         work: list[tuple[SourceObject, str]] = []
         for path, obj in sorted(current.items()):
@@ -963,11 +1082,13 @@ class ChangeSync:
                     self.store.delete_note(path)
                     report.deleted += 1
                     report.chunks_deleted += state[path].points
+                self.indexer._access.pop(path, None)
                 done.append(path)
                 continue
             report.notes_listed += 1
             kind = self.indexer._classify(obj, state.get(path))
             if kind == "unchanged":
+                self.indexer._refresh_access(report, path, state[path])  # under the rules as they are now
                 report.unchanged += 1
                 done.append(path)
             else:  # a repair too: rewriting it reuses every vector
