@@ -1024,14 +1024,14 @@ class ChangeSync:
         if merged != recorded:
             self.store.set_metadata({**current, RESTRICTED_LINKS: merged})
 
-    def _carriers(self, keys: set[str]) -> dict[str, list[str] | None]:
+    def _carriers(self, keys: set[str], page: int = 1024) -> dict[str, list[str] | None]:
         """The indexed notes a link with one of ``keys`` can name (their ``path_keys``), with their groups."""
         out: dict[str, list[str] | None] = {}
         ordered = sorted(keys)
         for start in range(0, len(ordered), 512):
             request: dict[str, Any] = {
                 "filter": {"must": [{"key": GRAPH_FIELD, "match": {"any": ordered[start : start + 512]}}]},
-                "limit": 1024, "with_payload": {"include": ["path", "access", "access_from"]},
+                "limit": page, "with_payload": {"include": ["path", "access", "access_from"]},
             }  # fmt: skip
             while True:
                 points, offset = self.store.scroll(request, 30.0)
