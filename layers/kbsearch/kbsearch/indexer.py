@@ -892,12 +892,12 @@ class ChangeSync:
                     todo[path] = change
             if todo:  # a replay reads nothing at all
                 self.indexer._rules = self._access_rules()
-            done = self._apply_all(report, todo, failed, stop_at or Deadline(), call_deadline)
+            done = self._apply_current(report, todo, failed, stop_at or Deadline(), call_deadline)
             superseded = [p for p in done if not self._record(todo[p])]
             if superseded:  # a later event of these notes was applied meanwhile: apply what is there now
                 report.superseded += len(superseded)
                 again = {p: todo[p] for p in superseded}
-                self._apply_all(report, again, failed, stop_at or Deadline(), call_deadline)
+                self._apply_current(report, again, failed, stop_at or Deadline(), call_deadline)
             record_sync(self.store, report, self.kind)
             now = time.time()
             times = [todo[p].event_time for p in done]
@@ -940,27 +940,6 @@ class ChangeSync:
 
     def _record(self, change: Change) -> bool:
         return self.sequencers is None or self.sequencers.put(change.path, change.sequencer)
-
-    def _apply_all(
-        self,
-        report: ChangeReport,
-        todo: dict[str, Change],
-        failed: set[str],
-        stop_at: Deadline,
-        call_deadline: Deadline | None,
-    ) -> list[str]:
-        """Apply the notes' changes, then a change of the access file (to every note, the ones just written
-        included), then bring the restricted link targets up to date: all in this run. The paths done."""
-        self._before, self._present = {}, set()
-        notes = {p: c for p, c in todo.items() if p != ACCESS_FILE}
-        done = self._apply_current(report, notes, failed, stop_at, call_deadline) if notes else []
-        if ACCESS_FILE in todo:
-            if self._apply_rules(report, stop_at):
-                done.append(ACCESS_FILE)
-                return done  # the whole list was recorded again
-            failed.add(ACCESS_FILE)
-        self._record_restricted_links()
-        return done
 
     def _apply_rules(self, report: ChangeReport, stop_at: Deadline) -> bool:
         """The access file changed (created, edited or deleted): every indexed note's groups under the rules as
@@ -1053,11 +1032,15 @@ class ChangeSync:
         stop_at: Deadline,
         call_deadline: Deadline | None,
     ) -> list[str]:
-        """Read each note's current state and make the index hold exactly it; the paths done (not failed)."""
+        """Read each note's current state and make the index hold exactly it, then apply a change of the access
+        file (to every note, the ones just written included), then bring the restricted link targets up to date:
+        all in this run. The paths done (not failed)."""
         from kbsearch.sources import head
 
         current: dict[str, SourceObject | None] = {}
         for path, change in sorted(todo.items()):
+            if path == ACCESS_FILE:
+                continue
             try:
                 current[path] = head(self.source, change.key)
             except SourceError as exc:
@@ -1109,6 +1092,11 @@ class ChangeSync:
             else:  # not reached (deadline), not embedded (provider down) or not readable: retried
                 failed.add(path)
         self.tracking.unreadable.clear()
+        if ACCESS_FILE in todo:
+            if self._apply_rules(report, stop_at):
+                return [*done, ACCESS_FILE]  # the whole list was recorded again
+            failed.add(ACCESS_FILE)
+        self._record_restricted_links()
         return done
 
 
