@@ -408,6 +408,9 @@ def test_poison_and_ignored_keys_never_block_the_rest_of_the_batch(
         sqs_record(s3_body(f"{PREFIX}folder/"), arn), sqs_record(s3_body(f"{PREFIX}x.md", "other-bucket"), arn),
         sqs_record(s3_body(f"{PREFIX}..%2Fescape.md"), arn),
         sqs_record(eventbridge_body(BUCKET, "outside/y.md", False, "01", "2026-12-03T09:00:00Z"), arn),
+        # only the KB root's access file is one: not a folder's, another spelling, or outside the prefix
+        sqs_record(s3_body(f"{PREFIX}hr/_access.yaml"), arn), sqs_record(s3_body(f"{PREFIX}_ACCESS.yaml"), arn),
+        sqs_record(s3_body("_access.yaml"), arn),
     ]  # fmt: skip
     batch = [*poison[:3], good, *ignored, *poison[3:]]
     random.Random(7).shuffle(batch)
@@ -415,7 +418,12 @@ def test_poison_and_ignored_keys_never_block_the_rest_of_the_batch(
     assert sorted(failures) == sorted(r["messageId"] for r in poison)  # retried, then dead-lettered
     assert {p["path"] for p in open_points(indexer.settings())} == {"good.md"}
     reasons = read_batch(sqs_event(ignored), KeyScope(BUCKET, PREFIX)).ignored
-    assert [r["reason"].split(" ")[0] for r in reasons] == ["outside", "not", "a", "bucket", "not", "outside"]
+    assert [r["reason"].split(" ")[0] for r in reasons] == [
+        "outside", "not", "a", "bucket", "not", "outside", "not", "not", "outside"
+    ]  # fmt: skip
+    root = read_batch(sqs_event([sqs_record(s3_body(f"{PREFIX}_access.yaml"), arn)]), KeyScope(BUCKET, PREFIX))
+    assert [(c.path, c.key) for c in root.changes] == [("_access.yaml", f"{PREFIX}_access.yaml")]
+    assert not root.ignored and not root.poison
 
 
 def test_eventbridge_bodies_for_an_existing_bucket(
