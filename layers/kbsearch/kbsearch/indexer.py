@@ -845,7 +845,8 @@ class ChangeSync:
     is a no-op, so replays and late arrivals change nothing. What is applied is the key's *current* state (S3 is
     read-after-write consistent): a late ``Created`` of a deleted note finds no object and deletes nothing more. A
     note that cannot be read, a provider failure or a storage failure fails that note's messages (retried by SQS);
-    the others complete."""
+    the others complete. A change of the KB-root access file gives every indexed note its groups (a payload
+    update); the restricted link targets follow every change of a note's groups in the same run."""
 
     def __init__(
         self,
