@@ -331,6 +331,42 @@ def test_note_events_keep_the_restricted_link_targets_current(
     assert_as_a_full_sync(indexer, tmp_path)
 
 
+def test_batches_applied_at_once_take_turns_on_the_link_list(
+    aws: EventPath, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The restricted link targets are one metadata value that batches applied at once would each rewrite from
+    the same read: a rewrite takes a short lease in the lease table (``links#<collection>``), so a batch waits for
+    the other's turn instead of dropping its entries; a holder that never lets go fails the batch back to the
+    queue, and the retry repairs the list although its note was already written."""
+    import threading
+
+    indexer = Indexer(monkeypatch, tmp_path, None)
+    aws.receive()
+    aws.put(f"{PREFIX}pub/welcome.md", doc("Welcome", "welcome: see [[Plan]]"))
+    assert indexer(aws.receive()) == []
+    settings = indexer.settings()
+    assert run_sync(settings, Secrets(settings)).error is None
+    other = Lease(TABLE, "links#kb", ttl_s=60, owner="another batch")
+    other.acquire()
+    release = threading.Timer(1.0, other.release)
+    release.start()
+    aws.put(f"{PREFIX}pub/plan.md", doc("Plan", "the plan", "access: [finance]\n"))
+    assert indexer(aws.receive()) == []  # waited for the other's turn, then wrote
+    release.join()
+    assert hits_as(settings, Scope.public()) == {"pub/welcome.md": []}
+
+    stuck = Lease(TABLE, "links#kb", ttl_s=60, owner="a batch that hangs")
+    stuck.acquire()
+    aws.put(f"{PREFIX}pub/plan.md", doc("Plan", "the plan"))  # public again
+    records = aws.receive()
+    assert sorted(indexer(records)) == sorted(r["messageId"] for r in records)  # no turn: retried
+    assert hits_as(settings, Scope.public()) == {"pub/welcome.md": []}  # (the list not yet rewritten)
+    stuck.release()
+    assert indexer(records) == []  # SQS delivers them again
+    assert hits_as(settings, Scope.public()) == {"pub/welcome.md": ["Plan"]}
+    assert_as_a_full_sync(indexer, tmp_path)
+
+
 def test_the_handler_emits_index_lag_for_the_lag_alarm(
     aws: EventPath, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -19,11 +19,13 @@ Guarantees:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -75,8 +77,6 @@ if TYPE_CHECKING:
     from kbsearch.notes import Note
 
 logger = logging.getLogger(__name__)
-
-_ABSENT = "absent"  # a note the index does not hold (ChangeSync's before/after of a note's groups)
 
 Progress = Callable[[int, int, str], None]
 
@@ -855,14 +855,17 @@ class ChangeSync:
         embedder: Embedder | None,
         options: SyncOptions | None = None,
         sequencers: Any = None,
+        links_lock: Callable[[], AbstractContextManager[Any]] | None = None,
     ) -> None:
         self.tracking = _ReadTracking(source)
         self.source = source
         self.indexer = Indexer(self.tracking, store, embedder, options)
         self.store = store
         self.sequencers = sequencers
-        self._before: dict[str, Any] = {}  # path → its groups when the batch began (_ABSENT: not indexed)
-        self._present: set[str] = set()  # the batch's paths that are in the KB now
+        self._touched: set[str] = set()  # the batch's notes (read: present or gone)
+        self._present: set[str] = set()  # the batch's notes that are in the KB now
+        #: held while the restricted link targets are rewritten (run_changes: a short lease in the lease table)
+        self.links_lock: Callable[[], AbstractContextManager[Any]] = links_lock or contextlib.nullcontext
         self.kind = "events"  # what the collection's last-sync record says ran (``watch`` under kbsearch serve)
 
     def apply(
@@ -973,36 +976,45 @@ class ChangeSync:
     def _record_restricted_links(self, every_note: dict[str, list[str] | None] | None = None) -> None:
         """Bring the restricted link targets (collection metadata, see :func:`kbsearch.access.visible_links`) up
         to date in this run. ``every_note``: the groups of every indexed note (an access file change): the list
-        is recorded afresh. Else only the keys of this batch's notes whose groups or presence changed: the notes
-        carrying those keys are read from the index (one filtered scroll). An entry whose key no indexed note
-        carries is kept (it may name a note the index does not hold; the reconciling sync, which lists the KB,
-        drops it), and a list never recorded is left for that sync (meanwhile searches hide every link)."""
+        is recorded afresh. Else the keys of this batch's notes (whatever changed: a retry repairs what a failed
+        attempt left): the notes carrying those keys are read from the index (one filtered scroll). An entry whose
+        key no indexed note carries is kept (it may name a note the index does not hold; the reconciling sync,
+        which lists the KB, drops it), and a list never recorded is left for that sync (meanwhile searches hide
+        every link). A write re-reads the list under ``links_lock`` (batches applied at once take turns)."""
         present = self._present - set(self.indexer._access)  # notes in the KB the index does not hold (skipped)
         if every_note is not None:
             carriers: dict[str, list[str] | None] = dict(every_note)
             keys: set[str] | None = None
         else:
-            changed = {p for p in self._before if self._before[p] != self.indexer._access.get(p, _ABSENT)}
-            keys = {k for p in changed | present for k in path_keys(p)}
+            keys = {k for p in self._touched for k in path_keys(p)}
             if not keys:
                 return
             carriers = self._carriers(keys)
         carriers.update(dict.fromkeys(present))
         restricted, public = restricted_links(carriers.items())
-        current = self.store.metadata()
-        recorded = current.get(RESTRICTED_LINKS)
-        if not isinstance(recorded, dict):
-            if keys is not None:
-                return
-            recorded = {}
-        merged = dict(recorded)
-        for key in set(restricted) | public if keys is None else keys:
-            if key in public:
-                merged.pop(key, None)
-            elif key in restricted:
-                merged[key] = restricted[key]
-        if merged != recorded:
-            self.store.set_metadata({**current, RESTRICTED_LINKS: merged})
+
+        def merged(recorded: Any) -> tuple[dict[str, Any], dict[str, Any]] | None:
+            """(the list as it was, as it should be), or None when there is no list to update."""
+            if not isinstance(recorded, dict):
+                if keys is not None:
+                    return None
+                recorded = {}
+            out = dict(recorded)
+            for key in set(restricted) | public if keys is None else keys:
+                if key in public:
+                    out.pop(key, None)
+                elif key in restricted:
+                    out[key] = restricted[key]
+            return recorded, out
+
+        found = merged(self.store.metadata().get(RESTRICTED_LINKS))
+        if found is None or found[0] == found[1]:
+            return  # already right: nothing written, no turn taken
+        with self.links_lock():
+            current = self.store.metadata()  # again: another batch may have written it meanwhile
+            found = merged(current.get(RESTRICTED_LINKS))
+            if found is not None and found[0] != found[1]:
+                self.store.set_metadata({**current, RESTRICTED_LINKS: found[1]})
 
     def _carriers(self, keys: set[str], page: int = 1024) -> dict[str, list[str] | None]:
         """The indexed notes a link with one of ``keys`` can name (their ``path_keys``), with their groups."""
@@ -1054,9 +1066,9 @@ class ChangeSync:
             digest = payload.get(EMBED_HASH)
             if vector is not None and isinstance(digest, str) and digest:
                 reuse.setdefault(str(payload.get("path")), {})[digest] = vector
-        # each note's groups before and (in indexer._access) after: what the restricted link targets follow
+        # each note's groups after this run (indexer._access): what the restricted link targets follow
         self.indexer._access = {p: (list(a[0]) if (a := st.access()) else None) for p, st in state.items()}
-        self._before = {p: self.indexer._access.get(p, _ABSENT) for p in current}
+        self._touched = set(current)
         self._present = {p for p, obj in current.items() if obj is not None}
         done: list[str] = []
         work: list[tuple[SourceObject, str]] = []
@@ -1135,8 +1147,10 @@ def run_changes(
     holds the index lease every message fails back to the queue (nothing is lost; the sync may already cover it).
     Poison messages fail (after ``maxReceiveCount`` tries SQS moves them to the dead-letter queue); the rest of
     the batch is applied."""
+    from functools import partial
+
     from kbsearch.events import read_batch
-    from kbsearch.lease import lease_holder
+    from kbsearch.lease import lease_holder, short_lease
     from kbsearch.providers.embeddings import build_embedder
     from kbsearch.providers.resilience import shared_client
 
@@ -1168,7 +1182,8 @@ def run_changes(
         embedder = build_embedder(settings, secrets, shared_client())
         report.dense = embedder is not None
         options = SyncOptions.from_settings(settings)
-        sync = ChangeSync(source, store, embedder, options, event_sequencers(settings))
+        links_lock = partial(short_lease, settings, "links")  # batches at once take turns on the link list
+        sync = ChangeSync(source, store, embedder, options, event_sequencers(settings), links_lock)
         sync.apply(batch.changes, stop_at, call_deadline, report)
     finally:
         try:
