@@ -29,6 +29,7 @@ from kbsearch.qdrant.query import RESTRICTED_LINKS
 from kbsearch.schemas import SearchRequest
 from kbsearch.search import SearchService
 from kbsearch_tools.fakes import FakeProvider, provider_env
+from kbsearch_tools.local.apigw import HttpRequest, build_event, parse_result
 from kbsearch_tools.local.runtime import LambdaContext
 from kbsearch_tools.s3events import EventPath, eventbridge_body, sqs_event, sqs_record
 from tests.conftest import ROOT
@@ -216,6 +217,25 @@ def hits_as(settings: Settings, scope: Scope, query: str = "welcome") -> dict[st
         service.close()
 
 
+CALLERS = {"api_keys": {"id-hr": ["hr"], "id-fin": ["finance"], "id-staff": ["staff"]}}
+
+
+def api_hits(load_search_app: Any, settings: Settings, key_id: str | None) -> dict[str, list[str]]:
+    """``POST /search`` through the search handler as API Gateway calls it, by the caller's key id (None: no key):
+    path → the hit's links. A new container each time (closed after: the indexer opens the store next)."""
+    app = load_search_app(QDRANT_PATH=settings.qdrant_path, ACCESS_GROUPS=json.dumps(CALLERS))
+    try:
+        body = json.dumps({"query": "welcome", "top_k": 20}).encode()
+        request = HttpRequest("POST", "/search", "", [("Content-Type", "application/json")], body)
+        event = build_event(request, "/search", {}, "dev", api_key=None)
+        event["requestContext"]["identity"]["apiKeyId"] = key_id
+        answer = parse_result(app(event))
+        assert answer.status == 200, answer.body
+        return {hit["path"]: hit["links"] for hit in json.loads(answer.body)["results"]}
+    finally:
+        app.module.api.container.close()
+
+
 def restricted_list(settings: Settings) -> Any:
     store = open_store(settings, Secrets(settings))
     try:
@@ -233,7 +253,7 @@ def assert_as_a_full_sync(indexer: Indexer, tmp_path: Path) -> None:
 
 
 def test_an_access_file_event_applies_to_every_note_at_once(
-    aws: EventPath, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, deepinfra: FakeProvider
+    aws: EventPath, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, deepinfra: FakeProvider, load_search_app: Any
 ) -> None:
     """An event of the access file (created, changed, deleted) gives every indexed note its groups in the same
     run, by payload update (no embedding call), and records the restricted link targets: a folder newly restricted
@@ -253,7 +273,7 @@ def test_an_access_file_event_applies_to_every_note_at_once(
     settings = indexer.settings()
     assert run_sync(settings, Secrets(settings)).error is None  # the hourly reconcile, once, before the change
     everyone = {"pub/welcome.md", "hr/pay.md", "HR/Sub/review.md"}
-    assert set(hits_as(settings, Scope.public())) == everyone
+    assert set(api_hits(load_search_app, settings, None)) == everyone
 
     def apply_without_embedding(records: list[dict[str, Any]]) -> list[str]:
         before = len(deepinfra.calls("embeddings"))
@@ -263,15 +283,15 @@ def test_an_access_file_event_applies_to_every_note_at_once(
 
     aws.put(f"{PREFIX}_access.yaml", b"hr/: [hr]\n")  # hr/ restricted: one event, no reconcile
     assert apply_without_embedding(aws.receive()) == []
-    assert hits_as(settings, Scope.public()) == {"pub/welcome.md": []}  # nor the links into hr/
-    as_hr = hits_as(settings, Scope.of("k", ["hr"]))
+    assert api_hits(load_search_app, settings, None) == {"pub/welcome.md": []}  # nor the links into hr/
+    as_hr = api_hits(load_search_app, settings, "id-hr")
     assert set(as_hr) == everyone and as_hr["pub/welcome.md"] == ["pay", "Review"]
     assert_as_a_full_sync(indexer, tmp_path)
 
     aws.put(f"{PREFIX}_access.yaml", b"hr/: [hr, finance]\nops/: [staff]\n")  # changed: widened to finance
     assert apply_without_embedding(aws.receive()) == []
-    assert set(hits_as(settings, Scope.of("k", ["finance"]))) == everyone
-    assert set(hits_as(settings, Scope.of("k", ["staff"]))) == {"pub/welcome.md"}  # frontmatter wins over ops/
+    assert set(api_hits(load_search_app, settings, "id-fin")) == everyone
+    assert set(api_hits(load_search_app, settings, "id-staff")) == {"pub/welcome.md"}  # frontmatter wins over ops/
     assert_as_a_full_sync(indexer, tmp_path)
 
     for bad in (b"hr/: [\n", b"hr/: []\n", b"- hr\n", b"hr/: &a [x]\nops/: *a\n", b"../x/: [a]\n"):
@@ -281,13 +301,13 @@ def test_an_access_file_event_applies_to_every_note_at_once(
         records = aws.receive()
         assert sorted(apply_without_embedding(records)) == sorted(r["messageId"] for r in records)  # all retried
         assert points(settings) == before
-        assert hits_as(settings, Scope.public()) == {"pub/welcome.md": []}  # nothing opened up
+        assert api_hits(load_search_app, settings, None) == {"pub/welcome.md": []}  # nothing opened up
         aws.delete(f"{PREFIX}pub/new.md")
         aws.receive()
 
     aws.delete(f"{PREFIX}_access.yaml")  # deleted: every folder rule gone, hr/ public again
     assert apply_without_embedding(aws.receive()) == []
-    relaxed = hits_as(settings, Scope.public())
+    relaxed = api_hits(load_search_app, settings, None)
     assert set(relaxed) == everyone and relaxed["pub/welcome.md"] == ["pay", "Review"]
     assert_as_a_full_sync(indexer, tmp_path)
 
