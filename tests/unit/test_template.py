@@ -447,17 +447,12 @@ def test_s3_changes_reach_the_indexer_through_a_queue(cfn: dict[str, Any]) -> No
     arn = {"Fn::GetAtt": ["IndexerEventQueue", "Arn"]}
     notifications = res["KbBucket"]["Properties"]["NotificationConfiguration"]["QueueConfigurations"]
     assert [n["Event"] for n in notifications] == ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"] * 2
-    notes, rules = notifications[:2], notifications[2:]
-    for n in notes:
+    # the notes, then the access file at the KB root: suffixes that do not overlap (S3 refuses overlapping rules)
+    for n, suffix in zip(notifications, [".md", ".md", "_access.yaml", "_access.yaml"], strict=True):
         assert n["Queue"] == arn
         with_prefix, without = n["Filter"]["S3Key"]["Rules"]["Fn::If"][1:]
-        assert with_prefix == [{"Name": "prefix", "Value": {"Ref": "KbPrefix"}}, {"Name": "suffix", "Value": ".md"}]
-        assert without == [{"Name": "suffix", "Value": ".md"}]
-    for n in rules:  # the access file at the KB root, without overlapping the notes' rules (S3 refuses overlaps)
-        assert n["Queue"] == arn
-        assert n["Filter"]["S3Key"]["Rules"] == [
-            {"Name": "prefix", "Value": {"Fn::Sub": "${KbPrefix}_access.yaml"}}, {"Name": "suffix", "Value": ".yaml"}
-        ]  # fmt: skip
+        assert with_prefix == [{"Name": "prefix", "Value": {"Ref": "KbPrefix"}}, {"Name": "suffix", "Value": suffix}]
+        assert without == [{"Name": "suffix", "Value": suffix}]
     assert "IndexerEventQueuePolicy" in res["KbBucket"]["DependsOn"]
     queue = res["IndexerEventQueue"]["Properties"]
     assert queue["VisibilityTimeout"] >= 6 * res["IndexerFunction"]["Properties"]["Timeout"]
@@ -491,7 +486,7 @@ def test_an_existing_bucket_sends_through_an_eventbridge_rule(cfn: dict[str, Any
     assert pattern["source"] == ["aws.s3"] and pattern["detail-type"] == ["Object Created", "Object Deleted"]
     assert pattern["detail"]["bucket"]["name"] == [{"Ref": "KbBucketName"}]
     assert pattern["detail"]["object"]["key"] == [
-        {"wildcard": {"Fn::Sub": "${KbPrefix}*.md"}}, {"Fn::Sub": "${KbPrefix}_access.yaml"}
+        {"wildcard": {"Fn::Sub": "${KbPrefix}*.md"}}, {"wildcard": {"Fn::Sub": "${KbPrefix}*_access.yaml"}}
     ]  # fmt: skip
     (target,) = rule["Properties"]["Targets"]
     assert target["Arn"] == {"Fn::GetAtt": ["IndexerEventQueue", "Arn"]}

@@ -86,11 +86,9 @@ class EventPath:
         attrs = self.sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=["QueueArn"])
         self.queue_arn = attrs["Attributes"]["QueueArn"]
         self.s3.create_bucket(Bucket=self.bucket)
-        notes = [{"Name": "suffix", "Value": ".md"}] + (
-            [{"Name": "prefix", "Value": self.prefix}] if self.prefix else []
-        )
-        # the access file at the KB root (template.yaml: a prefix of its whole key, a suffix no note has)
-        rules = [{"Name": "prefix", "Value": f"{self.prefix}_access.yaml"}, {"Name": "suffix", "Value": ".yaml"}]
+        prefix = [{"Name": "prefix", "Value": self.prefix}] if self.prefix else []
+        notes = [{"Name": "suffix", "Value": ".md"}, *prefix]
+        rules = [{"Name": "suffix", "Value": "_access.yaml"}, *prefix]  # the access file (template.yaml)
         self.s3.put_bucket_notification_configuration(
             Bucket=self.bucket,
             NotificationConfiguration={"QueueConfigurations": [{
