@@ -182,6 +182,9 @@ def test_watch_mode_applies_an_access_file_change_at_once(tmp_path: Path, poll: 
         (kb / "_access.yaml").write_text("hr/: [hr]\n", encoding="utf-8")
         until(lambda: search_paths(base, "zqpay") == [], log=log)
         assert search_paths(base, "zqwelcome") == ["pub/welcome.md"]
+        (kb / "_access.yaml").write_text("hr/: [\n", encoding="utf-8")  # unusable: nothing changes, it says why
+        until(lambda: "error: _access.yaml" in served.text(), log=log)
+        assert search_paths(base, "zqpay") == []
         (kb / "_access.yaml").write_text("hr/deep/: [hr]\n", encoding="utf-8")  # changed: only hr/deep/
         until(lambda: search_paths(base, "zqpay") == ["hr/pay.md"], log=log)
         (kb / "_access.yaml").unlink()  # deleted: public again
