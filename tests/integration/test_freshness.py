@@ -184,9 +184,12 @@ def test_watch_mode_applies_an_access_file_change_at_once(tmp_path: Path, poll: 
         assert search_paths(base, "zqwelcome") == ["pub/welcome.md"]
         (kb / "_access.yaml").write_text("hr/: [\n", encoding="utf-8")  # unusable: nothing changes, it says why
         until(lambda: "error: _access.yaml" in served.text(), log=log)
-        assert search_paths(base, "zqpay") == []
+        (kb / "pub" / "late.md").write_text(NOTE.format(title="Late", body="zqlate"), encoding="utf-8")
+        until(lambda: served.text().count("error: _access.yaml") >= 2, log=log)  # a save meanwhile waits too
+        assert search_paths(base, "zqpay") == [] and search_paths(base, "zqlate") == []
         (kb / "_access.yaml").write_text("hr/deep/: [hr]\n", encoding="utf-8")  # changed: only hr/deep/
         until(lambda: search_paths(base, "zqpay") == ["hr/pay.md"], log=log)
+        assert search_paths(base, "zqlate") == ["pub/late.md"]  # retried with the change that fixed the file
         (kb / "_access.yaml").unlink()  # deleted: public again
         until(lambda: sorted(search_paths(base, "zqpay")) == ["hr/deep/review.md", "hr/pay.md"], log=log)
         assert "initial sync" in log() and "incremental sync" not in log()  # applied as changes, no full sync

@@ -124,6 +124,7 @@ class Watcher:
         self.ready = threading.Event()
         self.mode = "polling" if poll else "native"
         self.known: set[str] = set()
+        self.retry: set[str] = set()  # paths a batch could not apply (an unusable access file, a provider down)
         self._thread: threading.Thread | None = None
 
     def start(self) -> Watcher:
@@ -238,9 +239,11 @@ class Watcher:
             self._known_from_store()
             self._report("folder change: incremental sync", report)
         elif notes:
+            notes |= self.retry  # what failed before is applied again with the next change (as SQS redelivers)
             changed = self.live.changes(self.folder, notes)
+            self.retry = {p for p in notes if _nfc(p) in changed.failed_paths}
             for path in notes:
-                if path in changed.failed_paths or path == ACCESS_FILE:
+                if _nfc(path) in changed.failed_paths or path == ACCESS_FILE:
                     continue
                 if (self.folder / path).is_file():
                     self.known.add(_nfc(path))
