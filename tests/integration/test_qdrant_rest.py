@@ -253,8 +253,8 @@ def test_weighted_rrf_body_matches_qdrant_client_and_the_embedded_store_weighs_i
 
 # -- the adaptive fusion's one call: POST /points/query/batch ------------------------------------------------
 def test_batch_body_matches_qdrant_client_and_every_leg_carries_the_filter(qdrant: FakeEndpoint) -> None:
-    """The batch the adaptive fusion sends (a dense search per variant, sharing the prefetch budget; BM25 per
-    language, each with its tail of ids and scores; one-term probes) is the JSON qdrant_client sends for the same searches, and the request's filter
+    """The batch the adaptive fusion sends (a dense search per variant: the query's with payloads, a rewrite's ids
+    and scores; BM25 per language, each with its tail of ids and scores; one-term probes) is the JSON qdrant_client sends for the same searches, and the request's filter
     reaches every search of it."""
     scope = filter_json(tags=["runbook"], path_prefix="ru/ранбуки")
     searches, legs = batch_searches(
@@ -273,10 +273,10 @@ def test_batch_body_matches_qdrant_client_and_every_leg_carries_the_filter(qdran
     )
     payload = models.PayloadSelectorInclude(include=SEARCH_PAYLOAD["include"])
     QdrantClient(url=qdrant.url, check_compatibility=False).query_batch_points("kb", [
-        models.QueryRequest(query=[0.1, 0.2], using="dense", filter=qfilter, limit=100, params=params,
+        models.QueryRequest(query=[0.1, 0.2], using="dense", filter=qfilter, limit=200, params=params,
                             with_payload=payload, with_vector=False),
-        models.QueryRequest(query=[0.3, 0.4], using="dense", filter=qfilter, limit=100, params=params,
-                            with_payload=payload, with_vector=False),
+        models.QueryRequest(query=[0.3, 0.4], using="dense", filter=qfilter, limit=50, params=params,
+                            with_payload=False, with_vector=False),
         models.QueryRequest(query=models.SparseVector(indices=[1, 5], values=[1.0, 1.0]), using="bm25",
                             filter=qfilter, limit=200, with_payload=payload, with_vector=False),
         models.QueryRequest(query=models.SparseVector(indices=[1, 5], values=[1.0, 1.0]), using="bm25",

@@ -213,8 +213,21 @@ def test_a_bm25_tail_lends_its_score_to_a_note_another_leg_carries() -> None:
     tail = [ScoredChunk("b.md#0", 2.0, {}), ScoredChunk("unknown#3", 2.5, {})]
     terms = probes(query, {"quiet": 1.5, "read": 1.5, "mode": 1.5})
     without = fuse([dense, lexical, *terms], evidence, 10)
-    with_tail = fuse([dense, lexical, (Leg("lexical-tail", 0, "en", limit=100), tail), *terms], evidence, 10)
+    with_tail = fuse([dense, lexical, (Leg("lexical-tail", 0, "en", limit=100, bare=True), tail), *terms], evidence, 10)
     assert paths(without)[:2] == ["a.md", "b.md"] and paths(with_tail)[:2] == ["b.md", "a.md"]
     assert "unknown" not in " ".join(paths(with_tail)) and len(with_tail) == len(without)
     b = next(c for c in with_tail if c.payload["path"] == "b.md")
     assert b.payload["text"] == "b.md"  # the carried payload: the reranker and the hit read it
+
+
+def test_a_rewrites_dense_leg_raises_the_notes_the_other_legs_carry() -> None:
+    """A rewrite's dense search comes as ids and scores: its cosine counts for a note whose chunk another leg
+    carries (the best variant's cosine, one scale for all); a chunk no leg carries is dropped."""
+    query = "calm evening walks"
+    evidence = analyse(query)
+    own = (Leg("dense", 0, limit=3), [chunk("a.md", 0.80), chunk("b.md", 0.70), chunk("c.md", 0.60)])
+    rewrite = (Leg("dense", 1, limit=50, bare=True), [ScoredChunk("c.md#0", 0.85, {}), ScoredChunk("x.md#0", 0.9, {})])
+    terms = probes(query, {})
+    assert paths(fuse([own, *terms], evidence, 10)) == ["a.md", "b.md", "c.md"]
+    fused = fuse([own, rewrite, *terms], evidence, 10)
+    assert paths(fused) == ["c.md", "a.md", "b.md"] and fused[0].payload["text"] == "c.md"

@@ -100,22 +100,22 @@ def dense_floor(leg: Leg, chunks: Sequence[ScoredChunk], p: FusionParams) -> flo
     return last - p.floor_slope * math.log2(p.floor_rank / n) * (half - last)
 
 
-def with_tails(results: Sequence[tuple[Leg, list[ScoredChunk]]]) -> list[tuple[Leg, list[ScoredChunk]]]:
-    """Each BM25 leg's tail (its next chunks, ids and scores only) joined to the leg: a tail chunk whose payload a
-    dense or BM25 leg carries (the same point) counts as that leg's chunk; the others are dropped (no note to
-    credit, nothing to rerank)."""
-    known = {c.id: c.payload for leg, chunks in results if leg.kind in ("dense", "lexical") for c in chunks}
+def resolved(results: Sequence[tuple[Leg, list[ScoredChunk]]]) -> list[tuple[Leg, list[ScoredChunk]]]:
+    """The bare legs (ids and scores only: a rewrite's dense search, each BM25 leg's tail) read through the payloads
+    the other legs carry: a chunk whose payload a dense or BM25 leg brought (the same point) counts with that
+    payload, a tail chunk as a chunk of its BM25 leg; the others are dropped (no note to credit, nothing to
+    rerank)."""
+    known = {c.id: c.payload for leg, chunks in results if not leg.bare and leg.kind in ("dense", "lexical")
+             for c in chunks}  # fmt: skip
     tails: dict[int, list[ScoredChunk]] = {}
-    for leg, chunks in results:
+    out: list[tuple[Leg, list[ScoredChunk]]] = []
+    for leg, came in results:
+        chunks = [ScoredChunk(c.id, c.score, known[c.id]) for c in came if c.id in known] if leg.bare else came
         if leg.kind == "lexical-tail":
-            tails.setdefault(leg.variant, []).extend(
-                ScoredChunk(c.id, c.score, known[c.id]) for c in chunks if c.id in known
-            )
-    return [
-        (leg, chunks + tails.get(leg.variant, []) if leg.kind == "lexical" else chunks)
-        for leg, chunks in results
-        if leg.kind != "lexical-tail"
-    ]
+            tails.setdefault(leg.variant, []).extend(chunks)
+        else:
+            out.append((leg, chunks))
+    return [(leg, chunks + tails.get(leg.variant, []) if leg.kind == "lexical" else chunks) for leg, chunks in out]
 
 
 def _note(chunk: ScoredChunk) -> str:
@@ -167,7 +167,11 @@ def fuse(
     """Every leg's scored chunks → one candidate per note (its best chunk), best first. ``mode`` ``dense`` or
     ``lexical`` ranks by that leg kind alone (evaluation); ``hybrid`` is the adaptive fusion (module doc)."""
     p = params or FusionParams()
-    results = with_tails(results)
+    # the dense scale: the best cosine and the floor over every dense leg as it came (bare ones included)
+    cosines = [(leg, chunks) for leg, chunks in results if leg.kind == "dense" and chunks]
+    top = max((chunks[0].score for _, chunks in cosines), default=0.0)
+    floor = min((dense_floor(leg, chunks, p) for leg, chunks in cosines), default=0.0)
+    results = resolved(results)
     dense_legs = [chunks for leg, chunks in results if leg.kind == "dense" and chunks]
     lexical_legs = [(leg, chunks) for leg, chunks in results if leg.kind == "lexical" and chunks]
     if mode == "dense":
@@ -190,9 +194,6 @@ def fuse(
     notes: dict[str, _Note] = {}
     # the variants' cosines on one scale (the best top, the lowest floor): a rewrite's own best hit is not
     # promoted to the query's
-    top = max((chunks[0].score for chunks in dense_legs), default=0.0)
-    floor = min((dense_floor(leg, chunks, p) for leg, chunks in results if leg.kind == "dense" and chunks),
-                default=0.0)  # fmt: skip
     span = top - floor
     for chunks in dense_legs:
         for c in chunks:

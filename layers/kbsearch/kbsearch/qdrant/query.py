@@ -358,6 +358,7 @@ class Leg:
     language: str | None = None
     term: int | None = None
     limit: int | None = None  # the chunks asked for: a leg that returns fewer holds every match there is
+    bare: bool = False  # ids and scores only (no payload): its chunks count through another leg's payloads
 
 
 @dataclass(frozen=True)
@@ -385,20 +386,21 @@ def batch_searches(
     min_limit: int = 50,
 ) -> tuple[list[dict[str, Any]], list[Leg]]:
     """The searches of the one batch call (``POST /collections/{c}/points/query/batch``, ``{"searches": [...]}``):
-    a dense search per query variant (``prefetch_limit`` chunks shared among the variants, at least ``min_limit``
-    each), a BM25 search per lexical variant (its language recorded for the fusion; ``prefetch_limit`` chunks,
+    a dense search per query variant (the query's ``prefetch_limit`` chunks with their payloads, each rewrite's
+    ``min_limit`` as ids and scores), a BM25 search per lexical variant (its language recorded for the fusion; ``prefetch_limit`` chunks,
     then :data:`LEXICAL_TAIL` more without payload),
     and a one-term BM25 probe (its best :data:`PROBE_DEPTH` chunks, their path only) per term in ``probes``; each
     under ``query_filter``."""
     params = {"hnsw_ef": hnsw_ef, "quantization": {"rescore": True, "oversampling": 2.0}}
     searches: list[dict[str, Any]] = []
     legs: list[Leg] = []
-    # the query variants share one dense budget (their candidates overlap; every chunk comes with its payload)
-    dense_limit = max(min(min_limit, prefetch_limit), prefetch_limit // max(1, len(dense)))
+    # the query's own vector brings its chunks' payloads; a rewrite's (its candidates overlap the query's) ranks
+    # ``min_limit`` chunks as ids and scores, which raise the dense score of the notes the other legs carry
     for i, vector in enumerate(dense):
-        searches.append({"query": {"nearest": list(vector)}, "using": DENSE, "limit": dense_limit, "params": params,
-                         "with_payload": SEARCH_PAYLOAD, "with_vector": False})  # fmt: skip
-        legs.append(Leg("dense", i, limit=dense_limit))
+        limit = prefetch_limit if i == 0 else min_limit
+        searches.append({"query": {"nearest": list(vector)}, "using": DENSE, "limit": limit, "params": params,
+                         "with_payload": SEARCH_PAYLOAD if i == 0 else False, "with_vector": False})  # fmt: skip
+        legs.append(Leg("dense", i, limit=limit, bare=i > 0))
     for i, (sparse, language) in enumerate(lexical):
         if len(sparse):
             searches.append({"query": {"nearest": {"indices": list(sparse.indices), "values": list(sparse.values)}},
@@ -408,7 +410,7 @@ def batch_searches(
             if LEXICAL_TAIL:
                 searches.append({**searches[-1], "offset": prefetch_limit, "limit": LEXICAL_TAIL,
                                  "with_payload": False})  # fmt: skip
-                legs.append(Leg("lexical-tail", i, language, limit=LEXICAL_TAIL))
+                legs.append(Leg("lexical-tail", i, language, limit=LEXICAL_TAIL, bare=True))
     for term in probes[:MAX_PROBES]:
         searches.append({"query": {"nearest": {"indices": [term], "values": [1.0]}}, "using": SPARSE,
                          "limit": PROBE_DEPTH, "with_payload": {"include": ["path"]}, "with_vector": False})  # fmt: skip
@@ -447,4 +449,4 @@ def retrieve_legs(
     answers = retriever.query_batch(searches, timeout_s)
     if not isinstance(answers, list) or len(answers) != len(searches):
         raise StoreError("Qdrant's answer is not what the API returns")
-    return [(leg, read_leg(points, leg.kind == "lexical-tail")) for leg, points in zip(legs, answers, strict=True)]
+    return [(leg, read_leg(points, leg.bare)) for leg, points in zip(legs, answers, strict=True)]
