@@ -16,7 +16,6 @@ from kbsearch.lexical import SparseVector
 from kbsearch.providers.resilience import shared_client
 from kbsearch.qdrant.embedded import edge_filter, edge_request
 from kbsearch.qdrant.query import (
-    LEXICAL_TAIL,
     SEARCH_PAYLOAD,
     batch_searches,
     filter_json,
@@ -278,13 +277,13 @@ def test_batch_body_matches_qdrant_client_and_every_leg_carries_the_filter(qdran
         models.QueryRequest(query=[0.3, 0.4], using="dense", filter=qfilter, limit=50, params=params,
                             with_payload=False, with_vector=False),
         models.QueryRequest(query=models.SparseVector(indices=[1, 5], values=[1.0, 1.0]), using="bm25",
-                            filter=qfilter, limit=200, with_payload=payload, with_vector=False),
+                            filter=qfilter, limit=100, with_payload=payload, with_vector=False),
         models.QueryRequest(query=models.SparseVector(indices=[1, 5], values=[1.0, 1.0]), using="bm25",
-                            filter=qfilter, limit=LEXICAL_TAIL, offset=200, with_payload=False, with_vector=False),
+                            filter=qfilter, limit=300, offset=100, with_payload=False, with_vector=False),
         models.QueryRequest(query=models.SparseVector(indices=[7], values=[1.0]), using="bm25", filter=qfilter,
-                            limit=200, with_payload=payload, with_vector=False),
+                            limit=100, with_payload=payload, with_vector=False),
         models.QueryRequest(query=models.SparseVector(indices=[7], values=[1.0]), using="bm25", filter=qfilter,
-                            limit=LEXICAL_TAIL, offset=200, with_payload=False, with_vector=False),
+                            limit=300, offset=100, with_payload=False, with_vector=False),
         models.QueryRequest(query=models.SparseVector(indices=[1], values=[1.0]), using="bm25", filter=qfilter,
                             limit=8, with_payload=models.PayloadSelectorInclude(include=["path"]), with_vector=False),
         models.QueryRequest(query=models.SparseVector(indices=[5], values=[1.0]), using="bm25", filter=qfilter,

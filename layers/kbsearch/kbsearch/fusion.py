@@ -52,6 +52,7 @@ class FusionParams:
     exact_max_terms: int = 2  # a query of more terms is a question (an exact match needs an identifier then)
     confidence_gain: float = 2.0  # the lexical weight grows with the share of the attainable score BM25's best
     # chunk reaches: x (1 + gain x (share - 0.5)), 0 at a share of 0.25, 2 at a full share
+    rare_agreement: float = 0.3  # the few notes holding every rare term of a question (see fuse)
     floor_rank: int = 200  # the dense scale's floor: the cosine at this rank (extrapolated for a shallower leg)
     floor_slope: float = 1.1  # how far the cosine falls per doubling of the rank, against the previous doubling
 
@@ -238,6 +239,20 @@ def fuse(
                     notes.setdefault(note, _Note()).confidence = confidence
     lookup = bool(evidence.identifiers) or len(evidence.terms) <= p.exact_max_terms
     pinned = set(exact) if lookup and 0 < len(exact) <= p.exact_notes else set()
+    # Rare-term agreement (a question, not a lookup): the few notes that hold every rare term of the query (fewer
+    # than PROBE_DEPTH chunks hold it) get ``rare_agreement`` x their share of those terms' attainable score (x the
+    # language factor in a note of another language): "Time Machine" and "File History" in a long question name the
+    # note that holds them, whatever a weak dense model ranks first.
+    agree: dict[str, float] = {}
+    rare_all = [t for t in evidence.terms if probes.get(t, 0.0) > 0 and len(depth.get(t, ())) < PROBE_DEPTH]
+    if rare_all and not pinned:
+        need = sum(probes[t] for t in rare_all)
+        agreeing = [note for note, held in holders.items() if note in notes and all(t in held for t in rare_all)]
+        for note in agreeing if len(agreeing) <= p.exact_notes else ():
+            carried = notes[note].dense_chunk or notes[note].lexical_chunk
+            language = _note_language(carried.payload, languages) if carried else None
+            same = evidence.language is None or language is None or language == evidence.language
+            agree[note] = sum(holders[note][t] for t in rare_all) / need * (1.0 if same else p.cross_language)
     top = max((n.confidence for n in notes.values()), default=0.0)
     gain = max(0.0, 1.0 + p.confidence_gain * (top - 0.5))  # how far the query's own BM25 leg is trusted
     weight = p.lexical_weight
@@ -247,7 +262,7 @@ def fuse(
             n.lexical, n.lexical_chunk = n.translated, n.translated_chunk
         else:
             n.lexical *= gain
-        score = n.dense + weight * n.lexical
+        score = n.dense + weight * n.lexical + p.rare_agreement * agree.get(note, 0.0)
         if note in pinned:  # ahead of any unpinned note, in fused order among themselves
             score += 1.0 + p.lexical_weight
         chunk = n.lexical_chunk if (note in pinned or weight * n.lexical > n.dense) else n.dense_chunk

@@ -250,14 +250,15 @@ def _checked(point: object) -> tuple[dict[str, Any], float]:
         raise bad
     payload = point.get("payload")
     if payload is None:
-        payload = {}
+        return {}, score  # a search that asked for ids and scores alone
     if not isinstance(payload, dict):
         raise bad
-    for key, kind in _PAYLOAD_TYPES.items():
-        if key in payload and not isinstance(payload[key], kind):
+    for key, value in payload.items():  # only the fields there are (a leg carries a few, a probe one)
+        kind = _PAYLOAD_TYPES.get(key)
+        if kind is not None and not isinstance(value, kind):
             raise bad
     for key in ("tags", "links"):
-        if not all(isinstance(v, str) for v in payload.get(key) or []):
+        if not all(isinstance(v, str) for v in payload.get(key) or ()):
             raise bad
     return _bounded(payload), score
 
@@ -269,6 +270,10 @@ MAX_FIELD_CHARS, MAX_LIST_ITEMS, MAX_ITEM_CHARS, MAX_PATH_CHARS = 2000, 100, 200
 
 
 def _bounded(payload: dict[str, Any]) -> dict[str, Any]:
+    """``payload`` with each field cut to its bound: the same dict when none is over it (the indexer's payloads:
+    a search reads hundreds of them), else a copy."""
+    if not _over_bounds(payload):
+        return payload
     out = dict(payload)
     path = out.get("path")
     if isinstance(path, str) and len(path) > MAX_PATH_CHARS:
@@ -282,6 +287,21 @@ def _bounded(payload: dict[str, Any]) -> dict[str, Any]:
         if isinstance(items, list) and (len(items) > MAX_LIST_ITEMS or any(len(i) > MAX_ITEM_CHARS for i in items)):
             out[key] = [i[:MAX_ITEM_CHARS] for i in items[:MAX_LIST_ITEMS]]
     return out
+
+
+def _over_bounds(payload: dict[str, Any]) -> bool:
+    path = payload.get("path")
+    if isinstance(path, str) and len(path) > MAX_PATH_CHARS:
+        return True
+    for key in ("title", "heading", "doc_id", "type", "status", "updated"):
+        value = payload.get(key)
+        if isinstance(value, str) and len(value) > MAX_FIELD_CHARS:
+            return True
+    for key in ("tags", "links"):
+        items = payload.get(key)
+        if isinstance(items, list) and (len(items) > MAX_LIST_ITEMS or any(len(i) > MAX_ITEM_CHARS for i in items)):
+            return True
+    return False
 
 
 class Retriever(Protocol):
@@ -336,10 +356,6 @@ SEARCH_PAYLOAD: dict[str, Any] = {"include": [
     "path", "doc_id", "lang", "ai_weight", "status", "title", "heading", "text", "summary", "tags", "type", "updated",
     "links",
 ]}  # fmt: skip
-#: How many more chunks each BM25 leg ranks beyond its payload-carrying ones, as ids and scores only (a second
-#: search of the batch, ``offset``: cheap, since the payload is what costs): a chunk there whose payload another leg
-#: carries still lends its note its BM25 evidence (a paraphrase's words reach deep into a BM25 ranking).
-LEXICAL_TAIL = 100
 #: Query terms probed for their best single-term scores (how rare each is, whether the index has it at all, which
 #: notes hold it), and how many chunks each probe returns (their path only).
 MAX_PROBES = 8
@@ -349,8 +365,8 @@ PROBE_DEPTH = 8
 @dataclass(frozen=True)
 class Leg:
     """One search of the batch. ``kind``: ``dense`` (a query variant's vector), ``lexical`` (a variant's BM25
-    terms; ``language`` is the variant's), ``lexical-tail`` (the same BM25 search's next :data:`LEXICAL_TAIL`
-    chunks, ids and scores only), ``probe`` (one BM25 term alone, its best :data:`PROBE_DEPTH` chunks,
+    terms; ``language`` is the variant's), ``lexical-tail`` (the same BM25 search's next chunks, ids and scores
+    only), ``probe`` (one BM25 term alone, its best :data:`PROBE_DEPTH` chunks,
     their path only: ``term``)."""
 
     kind: str
@@ -401,16 +417,20 @@ def batch_searches(
         searches.append({"query": {"nearest": list(vector)}, "using": DENSE, "limit": limit, "params": params,
                          "with_payload": SEARCH_PAYLOAD if i == 0 else False, "with_vector": False})  # fmt: skip
         legs.append(Leg("dense", i, limit=limit, bare=i > 0))
+    # A BM25 leg brings half as many payloads when a dense leg brings the rest, then ranks on to twice the prefetch
+    # limit as ids and scores only (its *tail*: the same search with an ``offset``, cheap, since the payloads are
+    # what costs): a tail chunk whose payload another leg carries still lends its note its BM25 evidence (a
+    # paraphrase's words reach deep into a BM25 ranking).
+    lexical_limit = max(1, prefetch_limit // 2) if dense else prefetch_limit
     for i, (sparse, language) in enumerate(lexical):
         if len(sparse):
             searches.append({"query": {"nearest": {"indices": list(sparse.indices), "values": list(sparse.values)}},
-                             "using": SPARSE, "limit": prefetch_limit, "with_payload": SEARCH_PAYLOAD,
+                             "using": SPARSE, "limit": lexical_limit, "with_payload": SEARCH_PAYLOAD,
                              "with_vector": False})  # fmt: skip
-            legs.append(Leg("lexical", i, language, limit=prefetch_limit))
-            if LEXICAL_TAIL:
-                searches.append({**searches[-1], "offset": prefetch_limit, "limit": LEXICAL_TAIL,
-                                 "with_payload": False})  # fmt: skip
-                legs.append(Leg("lexical-tail", i, language, limit=LEXICAL_TAIL, bare=True))
+            legs.append(Leg("lexical", i, language, limit=lexical_limit))
+            tail = 2 * prefetch_limit - lexical_limit
+            searches.append({**searches[-1], "offset": lexical_limit, "limit": tail, "with_payload": False})
+            legs.append(Leg("lexical-tail", i, language, limit=tail, bare=True))
     for term in probes[:MAX_PROBES]:
         searches.append({"query": {"nearest": {"indices": [term], "values": [1.0]}}, "using": SPARSE,
                          "limit": PROBE_DEPTH, "with_payload": {"include": ["path"]}, "with_vector": False})  # fmt: skip
