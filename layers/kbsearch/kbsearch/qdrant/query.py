@@ -236,31 +236,35 @@ _PAYLOAD_TYPES: dict[str, type | tuple[type, ...]] = {
 def _checked(point: object) -> tuple[dict[str, Any], float]:
     """A scored point as the Query API returns it, or StoreError: an answer of the wrong shape (a null, string
     or non-finite score, a payload that is not the one the indexer writes) means the index is not usable."""
-    bad = StoreError("Qdrant's answer is not what the API returns")
     if not isinstance(point, dict):
-        raise bad
+        raise _not_the_api()
     score = point.get("score")
-    if isinstance(score, bool) or not isinstance(score, int | float):
-        raise bad
-    try:
-        score = float(score)  # an integer too large for a float raises here, not in the ranking
-    except OverflowError:
-        raise bad from None
+    if type(score) is not float:  # what every engine sends; anything else is looked at closely
+        if isinstance(score, bool) or not isinstance(score, int | float):
+            raise _not_the_api()
+        try:
+            score = float(score)  # an integer too large for a float raises here, not in the ranking
+        except OverflowError:
+            raise _not_the_api() from None
     if not math.isfinite(score):
-        raise bad
+        raise _not_the_api()
     payload = point.get("payload")
     if payload is None:
         return {}, score  # a search that asked for ids and scores alone
     if not isinstance(payload, dict):
-        raise bad
+        raise _not_the_api()
     for key, value in payload.items():  # only the fields there are (a leg carries a few, a probe one)
         kind = _PAYLOAD_TYPES.get(key)
         if kind is not None and not isinstance(value, kind):
-            raise bad
+            raise _not_the_api()
     for key in ("tags", "links"):
         if not all(isinstance(v, str) for v in payload.get(key) or ()):
-            raise bad
+            raise _not_the_api()
     return _bounded(payload), score
+
+
+def _not_the_api() -> StoreError:
+    return StoreError("Qdrant's answer is not what the API returns")
 
 
 #: What an answer carries of a point, at most (the indexer writes far less): a store that holds a 10 MB title or
@@ -351,13 +355,14 @@ def retrieve(
 #: search reads of a candidate — the fusion (path, doc_id, lang), the ranking prior (ai_weight, status), the
 #: reranker's passage (title, heading, text) and a hit (summary, tags, type, updated, links) — so the one Qdrant
 #: call brings every field an answer needs and none it does not (the index's bookkeeping: etags, hashes, access
-#: groups, link keys, free metadata). Probes carry the path alone.
+#: groups, link keys, free metadata). Probes, BM25 tails and rewrites' dense searches carry none (ids and scores).
 SEARCH_PAYLOAD: dict[str, Any] = {"include": [
     "path", "doc_id", "lang", "ai_weight", "status", "title", "heading", "text", "summary", "tags", "type", "updated",
     "links",
 ]}  # fmt: skip
 #: Query terms probed for their best single-term scores (how rare each is, whether the index has it at all, which
-#: notes hold it), and how many chunks each probe returns (their path only).
+#: notes hold it), and how many chunks each probe returns (ids and scores: a chunk's note is named by the payload
+#: another leg carried for it).
 MAX_PROBES = 8
 PROBE_DEPTH = 8
 
@@ -367,7 +372,7 @@ class Leg:
     """One search of the batch. ``kind``: ``dense`` (a query variant's vector), ``lexical`` (a variant's BM25
     terms; ``language`` is the variant's), ``lexical-tail`` (the same BM25 search's next chunks, ids and scores
     only), ``probe`` (one BM25 term alone, its best :data:`PROBE_DEPTH` chunks,
-    their path only: ``term``)."""
+    ids and scores: ``term``)."""
 
     kind: str
     variant: int = 0
@@ -405,7 +410,7 @@ def batch_searches(
     a dense search per query variant (the query's ``prefetch_limit`` chunks with their payloads, each rewrite's
     ``min_limit`` as ids and scores), a BM25 search per lexical variant (its language recorded for the fusion; ``prefetch_limit`` chunks,
     then :data:`LEXICAL_TAIL` more without payload),
-    and a one-term BM25 probe (its best :data:`PROBE_DEPTH` chunks, their path only) per term in ``probes``; each
+    and a one-term BM25 probe (its best :data:`PROBE_DEPTH` chunks, ids and scores) per term in ``probes``; each
     under ``query_filter``."""
     params = {"hnsw_ef": hnsw_ef, "quantization": {"rescore": True, "oversampling": 2.0}}
     searches: list[dict[str, Any]] = []
@@ -433,8 +438,8 @@ def batch_searches(
             legs.append(Leg("lexical-tail", i, language, limit=tail, bare=True))
     for term in probes[:MAX_PROBES]:
         searches.append({"query": {"nearest": {"indices": [term], "values": [1.0]}}, "using": SPARSE,
-                         "limit": PROBE_DEPTH, "with_payload": {"include": ["path"]}, "with_vector": False})  # fmt: skip
-        legs.append(Leg("probe", term=term, limit=PROBE_DEPTH))
+                         "limit": PROBE_DEPTH, "with_payload": False, "with_vector": False})  # fmt: skip
+        legs.append(Leg("probe", term=term, limit=PROBE_DEPTH, bare=True))
     return scoped(searches, query_filter), legs
 
 
@@ -443,7 +448,7 @@ def read_leg(points: object, bare: bool = False) -> list[ScoredChunk]:
     in no fixed order: the same search must rank the same way every time). ``bare``: a search that asked for no
     payload (ids and scores are its answer)."""
     if not isinstance(points, list):
-        raise StoreError("Qdrant's answer is not what the API returns")
+        raise _not_the_api()
     out = []
     dropped = 0
     for point in points:
@@ -468,5 +473,5 @@ def retrieve_legs(
         return []
     answers = retriever.query_batch(searches, timeout_s)
     if not isinstance(answers, list) or len(answers) != len(searches):
-        raise StoreError("Qdrant's answer is not what the API returns")
+        raise _not_the_api()
     return [(leg, read_leg(points, leg.bare)) for leg, points in zip(legs, answers, strict=True)]
