@@ -453,9 +453,7 @@ def read_leg(points: object, bare: bool = False) -> list[ScoredChunk]:
     dropped = 0
     for point in points:
         payload, score = _checked(point)
-        if not bare and not payload.get(
-            "path"
-        ):  # no payload, an empty one, or no path: nothing a hit could name or open
+        if not bare and not payload.get("path"):  # no payload or no path: nothing a hit could name or open
             dropped += 1
             continue
         out.append(ScoredChunk(str(point.get("id")), score, payload))
