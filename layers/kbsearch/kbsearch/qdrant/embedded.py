@@ -395,7 +395,7 @@ class EdgeStore(Store):
             with self._state_file.open("rb") as handle:
                 header = json.loads(handle.readline(1 << 20))
             self._saved = header if header == self._fingerprint() else None
-        except (OSError, ValueError):
+        except Exception:  # no file, a damaged one, or a shard Edge cannot describe: the points are read instead
             self._saved = None
 
     def _writing(self, paths: set[str]) -> None:
