@@ -2,7 +2,8 @@
 exists (``QDRANT_PATH``, e.g. the 100x vault's), leg by leg and engine setting by engine setting.
 
 The search service runs ``queries`` warm hybrid searches (no expansion, no rerank, the loopback fake embedder
-answering at once) and the batch of each is recorded as the service built it (``batch_searches``: the dense leg,
+answering at once from its own process, as in ``bench growth``; each stage's time from the answer's
+``timings_ms``) and the batch of each is recorded as the service built it (``batch_searches``: the dense leg,
 the BM25 legs, the one-term probes). Each recorded batch is then run again on the store, ``runs`` times each
 (medians), as a whole (``query_batch``) and leg by leg, and the dense leg under the engine's settings: the
 search's ``hnsw_ef`` and others, graph segments only (``indexed_only``: what the segments not yet given a graph
@@ -12,8 +13,11 @@ cost is the difference), exact everywhere, and without its payload. Nothing is w
 from __future__ import annotations
 
 import copy
+import json
 import os
 import statistics
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -50,6 +54,17 @@ def _variant(search: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+#: The fake embedder in a process of its own (a search process does not share its GIL with the fake's server).
+_FAKE_CHILD = r"""
+import json, sys
+from kbsearch_tools.fakes import FakeProvider
+fake = FakeProvider("deepinfra", api_key="bench-key").start()
+print(json.dumps({"url": fake.embeddings_url, "key": fake.api_key}), flush=True)
+sys.stdin.read()
+fake.stop()
+"""
+
+
 def bench_legs(queries: int = 30, runs: int = 3, progress: Any = None) -> dict[str, Any]:
     import random
 
@@ -59,10 +74,13 @@ def bench_legs(queries: int = 30, runs: int = 3, progress: Any = None) -> dict[s
     from kbsearch.schemas import SearchRequest
     from kbsearch.search import SearchService
     from kbsearch_tools.bench import _machine
-    from kbsearch_tools.fakes import FakeProvider
 
-    fake = FakeProvider("deepinfra", api_key="bench-key").start()
-    os.environ.update(EMBEDDING_URL=fake.embeddings_url, EMBEDDING_API_KEY=fake.api_key)
+    fake = subprocess.Popen(
+        [sys.executable, "-c", _FAKE_CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert fake.stdout is not None and fake.stdin is not None
+    where = json.loads(fake.stdout.readline())
+    os.environ.update(EMBEDDING_URL=where["url"], EMBEDDING_API_KEY=where["key"])
     settings = Settings()
     rng = random.Random(5)
     texts = [" ".join(rng.sample(VOCABULARY, 3)) + f" {i}" for i in range(queries + 3)]
@@ -80,17 +98,26 @@ def bench_legs(queries: int = 30, runs: int = 3, progress: Any = None) -> dict[s
         open_s = time.perf_counter() - t0
         batch = store.query_batch
 
+        calls: list[float] = []
+
         def recording(searches: list[dict[str, Any]], timeout_s: float) -> list[list[dict[str, Any]]]:
             recorded.append(copy.deepcopy(searches))
-            return batch(searches, timeout_s)
+            t0 = time.perf_counter()
+            try:
+                return batch(searches, timeout_s)
+            finally:
+                calls.append((time.perf_counter() - t0) * 1000)
 
         store.query_batch = recording  # type: ignore[method-assign]  # records what the search asks, unchanged
         whole = []
+        stages: dict[str, list[float]] = {}
         for i, text in enumerate(texts):
             t0 = time.perf_counter()
-            service.search(SearchRequest(query=text, top_k=10, rerank=False, expand=False))
+            answer = service.search(SearchRequest(query=text, top_k=10, rerank=False, expand=False))
             if i >= 3:
                 whole.append((time.perf_counter() - t0) * 1000)
+                for stage, ms in answer.meta.timings_ms.items():
+                    stages.setdefault(stage, []).append(ms)
         store.query_batch = batch  # type: ignore[method-assign]
         warm = recorded[3:]
         legs: dict[str, list[float]] = {"whole batch": [], "dense": [], "bm25": [], "probes": []}
@@ -115,6 +142,8 @@ def bench_legs(queries: int = 30, runs: int = 3, progress: Any = None) -> dict[s
             "store": settings.qdrant_path, "points": int(info.points_count), "segments": int(info.segments_count),
             "queries": len(warm), "runs": runs,
             "open_s": open_s, "search_p50_ms": statistics.median(whole),
+            "stages_p50_ms": {k: statistics.median(v) for k, v in stages.items() if any(v)},
+            "search_call_p50_ms": statistics.median(calls[3:]),
             "legs_per_search": {k: v / max(1, len(warm)) for k, v in counts.items()},
             "legs_p50_ms": {k: statistics.median(v) for k, v in legs.items() if v},
             "dense_p50_ms": {k: statistics.median(v) for k, v in dense.items() if v},
@@ -122,7 +151,8 @@ def bench_legs(queries: int = 30, runs: int = 3, progress: Any = None) -> dict[s
         }  # fmt: skip
     finally:
         service.close()
-        fake.stop()
+        fake.stdin.close()
+        fake.wait(timeout=30)
 
 
 def format_legs(r: dict[str, Any]) -> str:
@@ -132,6 +162,10 @@ def format_legs(r: dict[str, Any]) -> str:
         f"open (service + store) {r['open_s']:.2f} s; whole search p50 {r['search_p50_ms']:.1f} ms; legs per search: "
         + ", ".join(f"{k} {v:.1f}" for k, v in r["legs_per_search"].items()),
     ]
+    lines.append("the search's stages (timings_ms, p50 each): " + ", ".join(
+        f"{k} {v:.1f}" for k, v in r["stages_p50_ms"].items()))  # fmt: skip
+    lines.append(f"the search's own query_batch call (first run of each batch): p50 {r['search_call_p50_ms']:.1f} ms")
+    lines.append("the recorded batches re-run on the store:")
     lines += [f"  {k:<28} {v:8.1f} ms" for k, v in r["legs_p50_ms"].items()]
     lines.append("dense leg alone:")
     lines += [f"  {k:<28} {v:8.1f} ms" for k, v in r["dense_p50_ms"].items()]
