@@ -136,8 +136,8 @@ class EdgeStore(Store):
         self._written = False
         self._open_need = space.OPEN_RESERVE
         self._since_cycle = 0  # points written since the shard was last optimised and reopened
-        # The index's state (what indexed_state returns), kept beside the shard so that a sync that changes nothing
-        # reads one file instead of every point's payload (see _state_checked and save_state).
+        # The index's state (what indexed_state returns), saved beside the shard so that a sync that changes nothing
+        # reads one file instead of every point's payload (see "state" below).
         self._state_checked = False  # the saved state was compared with the shard before this process touched it
         self._saved: list[Any] | None = None  # the saved file's fingerprint, when it described the shard then
         self._state: dict[str, NoteState] | None = None  # the state as of the last read, but for ``_dirty``
@@ -382,8 +382,10 @@ class EdgeStore(Store):
     def _fingerprint(self) -> list[Any]:
         import qdrant_edge as edge
 
-        segments = sorted([str(k), int(v["segment_version"])] for k, v in self.shard.snapshot_manifest().items())
-        points = int(self.shard.count(edge.CountRequest(exact=True)))
+        with self._lock:
+            manifest = self.shard.snapshot_manifest()
+            points = int(self.shard.count(edge.CountRequest(exact=True)))
+        segments = sorted([str(k), int(v["segment_version"])] for k, v in manifest.items())
         return [STATE_FORMAT, STATE_FIELDS, points, segments]
 
     def _check_state(self) -> None:
@@ -439,7 +441,9 @@ class EdgeStore(Store):
         return state
 
     def indexed_state(self) -> dict[str, NoteState]:
-        with self._lock, storage_errors("reading the index's state"):
+        # the shard's lock is taken page by page (a search of kbsearch serve waits for a page, not for the whole
+        # state); the state itself is the syncing thread's, as the writes are
+        with storage_errors("reading the index's state"):
             return dict(self._current_state())
 
     def _save_state(self) -> None:
