@@ -16,6 +16,7 @@ from kbsearch.lexical import SparseVector
 from kbsearch.providers.resilience import shared_client
 from kbsearch.qdrant.embedded import edge_filter, edge_request
 from kbsearch.qdrant.query import (
+    LEXICAL_TAIL,
     SEARCH_PAYLOAD,
     batch_searches,
     filter_json,
@@ -252,16 +253,18 @@ def test_weighted_rrf_body_matches_qdrant_client_and_the_embedded_store_weighs_i
 
 # -- the adaptive fusion's one call: POST /points/query/batch ------------------------------------------------
 def test_batch_body_matches_qdrant_client_and_every_leg_carries_the_filter(qdrant: FakeEndpoint) -> None:
-    """The batch the adaptive fusion sends (a dense search per variant, sharing the prefetch budget; BM25 per
-    language; one-term probes) is the JSON qdrant_client sends for the same searches, and the request's filter
+    """The batch the adaptive fusion sends (a dense search per variant: the query's with payloads, a rewrite's ids
+    and scores; BM25 per language, each with its tail of ids and scores; one-term probes) is the JSON qdrant_client sends for the same searches, and the request's filter
     reaches every search of it."""
     scope = filter_json(tags=["runbook"], path_prefix="ru/ранбуки")
     searches, legs = batch_searches(
         [[0.1, 0.2], [0.3, 0.4]], [(SparseVector([1, 5], [1.0, 1.0]), "en"), (SparseVector([7], [1.0]), "ru")],
         scope, prefetch_limit=200, hnsw_ef=256, probes=[1, 5],
     )  # fmt: skip
-    assert [leg.kind for leg in legs] == ["dense", "dense", "lexical", "lexical", "probe", "probe"]
-    assert [leg.language for leg in legs if leg.kind == "lexical"] == ["en", "ru"]
+    assert [leg.kind for leg in legs] == [
+        "dense", "dense", "lexical", "lexical-tail", "lexical", "lexical-tail", "probe", "probe"
+    ]  # fmt: skip
+    assert [leg.language for leg in legs if leg.kind.startswith("lexical")] == ["en", "en", "ru", "ru"]
     assert all(s["filter"] == scope for s in searches)
     qdrant.body = json.dumps({"result": [{"points": []} for _ in searches], "status": "ok", "time": 0.001}).encode()
     qfilter = models.Filter.model_validate(scope)
@@ -270,14 +273,18 @@ def test_batch_body_matches_qdrant_client_and_every_leg_carries_the_filter(qdran
     )
     payload = models.PayloadSelectorInclude(include=SEARCH_PAYLOAD["include"])
     QdrantClient(url=qdrant.url, check_compatibility=False).query_batch_points("kb", [
-        models.QueryRequest(query=[0.1, 0.2], using="dense", filter=qfilter, limit=100, params=params,
+        models.QueryRequest(query=[0.1, 0.2], using="dense", filter=qfilter, limit=200, params=params,
                             with_payload=payload, with_vector=False),
-        models.QueryRequest(query=[0.3, 0.4], using="dense", filter=qfilter, limit=100, params=params,
-                            with_payload=payload, with_vector=False),
+        models.QueryRequest(query=[0.3, 0.4], using="dense", filter=qfilter, limit=50, params=params,
+                            with_payload=False, with_vector=False),
         models.QueryRequest(query=models.SparseVector(indices=[1, 5], values=[1.0, 1.0]), using="bm25",
                             filter=qfilter, limit=200, with_payload=payload, with_vector=False),
+        models.QueryRequest(query=models.SparseVector(indices=[1, 5], values=[1.0, 1.0]), using="bm25",
+                            filter=qfilter, limit=LEXICAL_TAIL, offset=200, with_payload=False, with_vector=False),
         models.QueryRequest(query=models.SparseVector(indices=[7], values=[1.0]), using="bm25", filter=qfilter,
                             limit=200, with_payload=payload, with_vector=False),
+        models.QueryRequest(query=models.SparseVector(indices=[7], values=[1.0]), using="bm25", filter=qfilter,
+                            limit=LEXICAL_TAIL, offset=200, with_payload=False, with_vector=False),
         models.QueryRequest(query=models.SparseVector(indices=[1], values=[1.0]), using="bm25", filter=qfilter,
                             limit=8, with_payload=models.PayloadSelectorInclude(include=["path"]), with_vector=False),
         models.QueryRequest(query=models.SparseVector(indices=[5], values=[1.0]), using="bm25", filter=qfilter,
@@ -298,13 +305,15 @@ def test_batch_answers_are_read_per_leg_with_ties_in_point_id_order(qdrant: Fake
         {"points": [{"id": "b", "score": 2.0, "payload": {"path": "b.md"}},
                     {"id": "a", "score": 2.0, "payload": {"path": "a.md"}},
                     {"id": "c", "score": 3.0, "payload": {"path": "c.md"}}]},
+        {"points": [{"id": "e", "score": 1.0}, {"id": "d", "score": 1.0}]},
         {"points": [{"id": "z", "score": 1.5, "payload": {"path": "z.md"}}, {"id": "y", "score": 1.4},
                     {"id": "x", "score": 1.3, "payload": {}}]},
     ]}).encode()  # fmt: skip
     rest = QdrantRest(qdrant.url, "kb", lambda: None, shared_client(), 2.0)
     searches, legs = batch_searches([], [(SparseVector([1], [1.0]), "en")], None, probes=[1])
-    (_, lexical), (_, probe) = retrieve_legs(rest, searches, legs, 2.0)
+    (_, lexical), (_, tail), (_, probe) = retrieve_legs(rest, searches, legs, 2.0)
     assert [c.id for c in lexical] == ["c", "a", "b"]  # equal scores: by point id, every run
+    assert [(c.id, c.payload) for c in tail] == [("d", {}), ("e", {})]  # asked for ids and scores: kept as such
     assert [(c.id, c.score, c.payload) for c in probe] == [("z", 1.5, {"path": "z.md"})]  # no path: dropped
 
 

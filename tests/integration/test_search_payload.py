@@ -63,11 +63,15 @@ def test_one_call_carries_what_the_search_reads_and_nothing_else(
     finally:
         service.close()
     assert len(answer.results) == 3
-    ((kind, _, retrieved),) = recording.calls  # one Qdrant call, whatever the fusion and the reranking
+    ((kind, sent, retrieved),) = recording.calls  # one Qdrant call, whatever the fusion and the reranking
     legs = retrieved if kind == "batch" else [retrieved]
+    searches = sent if kind == "batch" else [sent]
     allowed = set(SEARCH_PAYLOAD["include"])
     assert sum(len(points) for points in legs) > 10
-    assert all(set(p["payload"]) <= allowed for points in legs for p in points)  # no etags, hashes, groups, meta
+    assert all(set(p["payload"] or {}) <= allowed for points in legs for p in points)  # no etags, hashes, groups
+    # the searches that ask for ids and scores alone (BM25 tails) get no payload at all
+    bare = [points for s, points in zip(searches, legs, strict=True) if s.get("with_payload") is False]
+    assert (fusion == "adaptive") == bool(bare) and not any(p["payload"] for points in bare for p in points)
     if rerank:
         assert answer.meta.reranker == "deepinfra"
         documents = deepinfra.calls("rerank")[0].body["documents"]

@@ -36,7 +36,8 @@ def answer(*points: str, tail: str = OK_TAIL) -> tuple[str, str]:
 
 class FakeQdrant:
     """A loopback Qdrant answering ``POST .../points/query`` and ``.../points/query/batch`` (one point list per
-    search of the batch) with the same points, written as given (a number too large for a float included)."""
+    search of the batch) with the same points, written as given (a number too large for a float included); a
+    search that asks for no payload (``"with_payload": false``) gets their ids and scores alone, as Qdrant sends."""
 
     def __init__(self, endpoint: FakeEndpoint) -> None:
         self.endpoint = endpoint
@@ -49,11 +50,21 @@ class FakeQdrant:
         one = f'{{"points": {self.points}}}'
         if path.endswith("/batch"):
             sent = self.endpoint.requests[-1].body
-            n = len(sent.get("searches") or []) if isinstance(sent, dict) else 1
-            result = "[" + ", ".join([one] * n) + "]"
+            searches = (sent.get("searches") or []) if isinstance(sent, dict) else [{}]
+            result = "[" + ", ".join(one if s.get("with_payload") is not False else self.bare() for s in searches) + "]"
         else:
             result = one
         return 200, f'{{"result": {result}{self.tail}}}'.encode(), "application/json"
+
+    def bare(self) -> str:
+        """The points without their payloads, ids and scores written as given."""
+        try:
+            points = json.loads(self.points, parse_int=str, parse_float=str, parse_constant=str)
+        except ValueError:
+            return f'{{"points": {self.points}}}'  # not JSON at all: the same garbage for every search
+        if not isinstance(points, list) or not all(isinstance(p, dict) for p in points):
+            return f'{{"points": {self.points}}}'
+        return '{"points": [' + ", ".join(f'{{"id": {p.get("id")}, "score": {p.get("score")}}}' for p in points) + "]}"
 
 
 @pytest.fixture

@@ -159,3 +159,75 @@ def test_the_rerank_blend_keeps_a_confident_exact_match_first() -> None:
     plain = [Candidate(c.payload, c.fusion) for c in candidates]
     alone = blend(plain, rerank, 1.0, 2)
     assert alone is not None and max(range(6), key=alone.__getitem__) == 1
+
+
+# -- legs that carry fewer payloads: the dense scale's floor and the BM25 tails -------------------------------
+def _log_linear_leg(n: int, limit: int | None, top: float = 0.86, per_doubling: float = 0.012) -> list[ScoredChunk]:
+    """A dense leg of ``n`` chunks whose cosine falls ``per_doubling`` each time the rank doubles (the tail of a
+    real ranking, measured with e5 and USE: EVAL.md), slightly faster each doubling (x 1.1)."""
+    import math
+
+    def cosine(rank: int) -> float:
+        doublings = math.log2(rank)
+        return top - per_doubling * sum(1.1**k for k in range(int(doublings))) - per_doubling * (doublings % 1)
+
+    return [chunk(f"n{r:03d}.md", cosine(r)) for r in range(1, n + 1)]
+
+
+def test_the_dense_floor_is_the_cosine_at_its_rank_whatever_the_depth() -> None:
+    from kbsearch.fusion import dense_floor
+
+    p = FusionParams()
+    deep = _log_linear_leg(300, 300)
+    at_rank = deep[p.floor_rank - 1].score
+    assert dense_floor(Leg("dense", limit=300), deep, p) == at_rank  # the leg has that rank
+    estimate = dense_floor(Leg("dense", limit=100), deep[:100], p)  # cut by its own limit: extrapolated
+    assert abs(estimate - at_rank) < 0.05 * (deep[0].score - at_rank)
+    # fewer chunks than asked for: the leg holds every chunk there is (a small index, a narrow scope)
+    assert dense_floor(Leg("dense", limit=100), deep[:40], p) == deep[39].score
+    assert dense_floor(Leg("dense"), deep[:100], p) == deep[99].score  # a leg that does not say: its last
+
+
+def test_a_shallower_dense_leg_ranks_the_same() -> None:
+    """The fused order of the notes a 100-chunk leg holds is the order a 300-chunk leg gives them (the scale's floor
+    does not move with the depth), lexical evidence included."""
+    query = "vault sync settings"
+    evidence = analyse(query)
+    deep = _log_linear_leg(300, 300)
+    rng = random.Random(5)
+    lexical = sorted((chunk(c.payload["path"], rng.uniform(0.5, 6.0)) for c in rng.sample(deep[:100], 40)),
+                     key=lambda c: -c.score)  # fmt: skip
+    legs = [(Leg("lexical", 0, "en", limit=100), lexical), *probes(query, {"vault": 3.0, "sync": 2.0, "setting": 2.0})]
+    full = fuse([(Leg("dense", 0, limit=300), deep), *legs], evidence, 30)
+    short = fuse([(Leg("dense", 0, limit=100), deep[:100]), *legs], evidence, 30)
+    assert paths(short)[:20] == paths(full)[:20]
+
+
+def test_a_bm25_tail_lends_its_score_to_a_note_another_leg_carries() -> None:
+    """A BM25 leg's tail comes as ids and scores only: a chunk there that a dense leg carries counts as a BM25 match
+    of its note; one no leg carries is dropped (no note to credit, nothing to rerank)."""
+    query = "quiet reading mode"
+    evidence = analyse(query)
+    dense = (Leg("dense", 0, limit=100), [chunk("a.md", 0.80), chunk("b.md", 0.79), chunk("c.md", 0.60)])
+    lexical = (Leg("lexical", 0, "en", limit=1), [chunk("c.md", 3.0)])
+    tail = [ScoredChunk("b.md#0", 2.0, {}), ScoredChunk("unknown#3", 2.5, {})]
+    terms = probes(query, {"quiet": 1.5, "read": 1.5, "mode": 1.5})
+    without = fuse([dense, lexical, *terms], evidence, 10)
+    with_tail = fuse([dense, lexical, (Leg("lexical-tail", 0, "en", limit=100, bare=True), tail), *terms], evidence, 10)
+    assert paths(without)[:2] == ["a.md", "b.md"] and paths(with_tail)[:2] == ["b.md", "a.md"]
+    assert "unknown" not in " ".join(paths(with_tail)) and len(with_tail) == len(without)
+    b = next(c for c in with_tail if c.payload["path"] == "b.md")
+    assert b.payload["text"] == "b.md"  # the carried payload: the reranker and the hit read it
+
+
+def test_a_rewrites_dense_leg_raises_the_notes_the_other_legs_carry() -> None:
+    """A rewrite's dense search comes as ids and scores: its cosine counts for a note whose chunk another leg
+    carries (the best variant's cosine, one scale for all); a chunk no leg carries is dropped."""
+    query = "calm evening walks"
+    evidence = analyse(query)
+    own = (Leg("dense", 0, limit=3), [chunk("a.md", 0.80), chunk("b.md", 0.70), chunk("c.md", 0.60)])
+    rewrite = (Leg("dense", 1, limit=50, bare=True), [ScoredChunk("c.md#0", 0.85, {}), ScoredChunk("x.md#0", 0.9, {})])
+    terms = probes(query, {})
+    assert paths(fuse([own, *terms], evidence, 10)) == ["a.md", "b.md", "c.md"]
+    fused = fuse([own, rewrite, *terms], evidence, 10)
+    assert paths(fused) == ["c.md", "a.md", "b.md"] and fused[0].payload["text"] == "c.md"

@@ -260,8 +260,9 @@ class Settings(BaseModel):
     # Search.
     search_budget_s: float = Field(default=10.0, gt=0, le=28)
     search_candidates: int = Field(default=50, ge=1, le=200)
-    # Chunks per prefetch (leg). Notes have several chunks: 200 lets SEARCH_CANDIDATES notes reach the reranker.
-    search_prefetch_limit: int = Field(default=200, ge=1, le=1000)
+    # Chunks per leg (the adaptive fusion's searches, or prefetches). Each comes with its payload, the cost of a search;
+    # notes have several chunks, so fewer than SEARCH_CANDIDATES notes may reach the reranker when they have many.
+    search_prefetch_limit: int = Field(default=100, ge=1, le=1000)
     search_hnsw_ef: int = Field(default=256, ge=4)
     # RRF: Σ 1 / (k + rank / weight) over the prefetches (Qdrant's zero-based ranks); the seed used k = 60 with
     # equal weights. Defaults measured with a real model (EVAL.md): k = 2, BM25 at 0.1 (each dense prefetch 1.0).

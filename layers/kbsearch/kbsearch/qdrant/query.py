@@ -336,6 +336,10 @@ SEARCH_PAYLOAD: dict[str, Any] = {"include": [
     "path", "doc_id", "lang", "ai_weight", "status", "title", "heading", "text", "summary", "tags", "type", "updated",
     "links",
 ]}  # fmt: skip
+#: How many more chunks each BM25 leg ranks beyond its payload-carrying ones, as ids and scores only (a second
+#: search of the batch, ``offset``: cheap, since the payload is what costs): a chunk there whose payload another leg
+#: carries still lends its note its BM25 evidence (a paraphrase's words reach deep into a BM25 ranking).
+LEXICAL_TAIL = 100
 #: Query terms probed for their best single-term scores (how rare each is, whether the index has it at all, which
 #: notes hold it), and how many chunks each probe returns (their path only).
 MAX_PROBES = 8
@@ -345,13 +349,16 @@ PROBE_DEPTH = 8
 @dataclass(frozen=True)
 class Leg:
     """One search of the batch. ``kind``: ``dense`` (a query variant's vector), ``lexical`` (a variant's BM25
-    terms; ``language`` is the variant's), ``probe`` (one BM25 term alone, its best :data:`PROBE_DEPTH` chunks,
+    terms; ``language`` is the variant's), ``lexical-tail`` (the same BM25 search's next :data:`LEXICAL_TAIL`
+    chunks, ids and scores only), ``probe`` (one BM25 term alone, its best :data:`PROBE_DEPTH` chunks,
     their path only: ``term``)."""
 
     kind: str
     variant: int = 0
     language: str | None = None
     term: int | None = None
+    limit: int | None = None  # the chunks asked for: a leg that returns fewer holds every match there is
+    bare: bool = False  # ids and scores only (no payload): its chunks count through another leg's payloads
 
 
 @dataclass(frozen=True)
@@ -379,42 +386,51 @@ def batch_searches(
     min_limit: int = 50,
 ) -> tuple[list[dict[str, Any]], list[Leg]]:
     """The searches of the one batch call (``POST /collections/{c}/points/query/batch``, ``{"searches": [...]}``):
-    a dense search per query variant (``prefetch_limit`` chunks shared among the variants, at least ``min_limit``
-    each), a BM25 search per lexical variant (its language recorded for the fusion),
+    a dense search per query variant (the query's ``prefetch_limit`` chunks with their payloads, each rewrite's
+    ``min_limit`` as ids and scores), a BM25 search per lexical variant (its language recorded for the fusion; ``prefetch_limit`` chunks,
+    then :data:`LEXICAL_TAIL` more without payload),
     and a one-term BM25 probe (its best :data:`PROBE_DEPTH` chunks, their path only) per term in ``probes``; each
     under ``query_filter``."""
     params = {"hnsw_ef": hnsw_ef, "quantization": {"rescore": True, "oversampling": 2.0}}
     searches: list[dict[str, Any]] = []
     legs: list[Leg] = []
-    # the query variants share one dense budget (their candidates overlap; every chunk comes with its payload)
-    dense_limit = max(min(min_limit, prefetch_limit), prefetch_limit // max(1, len(dense)))
+    # the query's own vector brings its chunks' payloads; a rewrite's (its candidates overlap the query's) ranks
+    # ``min_limit`` chunks as ids and scores, which raise the dense score of the notes the other legs carry
     for i, vector in enumerate(dense):
-        searches.append({"query": {"nearest": list(vector)}, "using": DENSE, "limit": dense_limit, "params": params,
-                         "with_payload": SEARCH_PAYLOAD, "with_vector": False})  # fmt: skip
-        legs.append(Leg("dense", i))
+        limit = prefetch_limit if i == 0 else min_limit
+        searches.append({"query": {"nearest": list(vector)}, "using": DENSE, "limit": limit, "params": params,
+                         "with_payload": SEARCH_PAYLOAD if i == 0 else False, "with_vector": False})  # fmt: skip
+        legs.append(Leg("dense", i, limit=limit, bare=i > 0))
     for i, (sparse, language) in enumerate(lexical):
         if len(sparse):
             searches.append({"query": {"nearest": {"indices": list(sparse.indices), "values": list(sparse.values)}},
                              "using": SPARSE, "limit": prefetch_limit, "with_payload": SEARCH_PAYLOAD,
                              "with_vector": False})  # fmt: skip
-            legs.append(Leg("lexical", i, language))
+            legs.append(Leg("lexical", i, language, limit=prefetch_limit))
+            if LEXICAL_TAIL:
+                searches.append({**searches[-1], "offset": prefetch_limit, "limit": LEXICAL_TAIL,
+                                 "with_payload": False})  # fmt: skip
+                legs.append(Leg("lexical-tail", i, language, limit=LEXICAL_TAIL, bare=True))
     for term in probes[:MAX_PROBES]:
         searches.append({"query": {"nearest": {"indices": [term], "values": [1.0]}}, "using": SPARSE,
                          "limit": PROBE_DEPTH, "with_payload": {"include": ["path"]}, "with_vector": False})  # fmt: skip
-        legs.append(Leg("probe", term=term))
+        legs.append(Leg("probe", term=term, limit=PROBE_DEPTH))
     return scoped(searches, query_filter), legs
 
 
-def read_leg(points: object) -> list[ScoredChunk]:
+def read_leg(points: object, bare: bool = False) -> list[ScoredChunk]:
     """One search's answer → scored chunks, best first, ties broken by point id (the engines return equal scores
-    in no fixed order: the same search must rank the same way every time)."""
+    in no fixed order: the same search must rank the same way every time). ``bare``: a search that asked for no
+    payload (ids and scores are its answer)."""
     if not isinstance(points, list):
         raise StoreError("Qdrant's answer is not what the API returns")
     out = []
     dropped = 0
     for point in points:
         payload, score = _checked(point)
-        if not payload.get("path"):  # no payload, an empty one, or no path: nothing a hit could name or open
+        if not bare and not payload.get(
+            "path"
+        ):  # no payload, an empty one, or no path: nothing a hit could name or open
             dropped += 1
             continue
         out.append(ScoredChunk(str(point.get("id")), score, payload))
@@ -433,4 +449,4 @@ def retrieve_legs(
     answers = retriever.query_batch(searches, timeout_s)
     if not isinstance(answers, list) or len(answers) != len(searches):
         raise StoreError("Qdrant's answer is not what the API returns")
-    return [(leg, read_leg(points)) for leg, points in zip(legs, answers, strict=True)]
+    return [(leg, read_leg(points, leg.bare)) for leg, points in zip(legs, answers, strict=True)]
