@@ -35,6 +35,20 @@ DENSE_VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
+LEG_KINDS = ("dense", "bm25", "bm25 ids only", "probes")
+
+
+def _kind(search: dict[str, Any]) -> str:
+    """Which leg a search of the batch is: dense (the query's, or a rewrite's), BM25 with payload, BM25 as ids and
+    scores only, or a one-term probe (its path alone)."""
+    from kbsearch.qdrant.query import DENSE
+
+    if search.get("using") == DENSE:
+        return "dense"
+    payload = search.get("with_payload")
+    return "probes" if payload == {"include": ["path"]} else "bm25" if payload else "bm25 ids only"
+
+
 def _timed(store: Any, searches: list[dict[str, Any]], runs: int) -> float:
     """Median milliseconds of ``runs`` calls of ``query_batch`` with these searches."""
     times = []
@@ -71,7 +85,6 @@ def bench_legs(queries: int = 30, runs: int = 3, progress: Any = None) -> dict[s
 
     from kbsearch.config import Secrets, Settings
     from kbsearch.qdrant.embedded import EdgeStore, EmbeddedRetriever
-    from kbsearch.qdrant.query import DENSE
     from kbsearch.schemas import SearchRequest
     from kbsearch.search import SearchService
     from kbsearch_tools.bench import _machine
@@ -126,20 +139,17 @@ def bench_legs(queries: int = 30, runs: int = 3, progress: Any = None) -> dict[s
             t0 = time.perf_counter()
             service.search(SearchRequest(query=text, top_k=10, rerank=False, expand=False))
             again.append((time.perf_counter() - t0) * 1000)
-        legs: dict[str, list[float]] = {"whole batch": [], "dense": [], "bm25": [], "probes": []}
+        legs: dict[str, list[float]] = {"whole batch": [], **{k: [] for k in LEG_KINDS}}
         dense: dict[str, list[float]] = {label: [] for label in DENSE_VARIANTS}
-        counts = {"bm25": 0, "probes": 0}
+        counts: dict[str, int] = {}
         for n, searches in enumerate(warm):
             legs["whole batch"].append(_timed(store, searches, runs))
-            probe = {"include": ["path"]}  # a one-term probe asks for the path alone
-            kinds = {"dense": [s for s in searches if s.get("using") == DENSE],
-                     "bm25": [s for s in searches if s.get("using") != DENSE and s.get("with_payload") != probe],
-                     "probes": [s for s in searches if s.get("using") != DENSE and s.get("with_payload") == probe]}  # fmt: skip
+            kinds = {k: [s for s in searches if _kind(s) == k] for k in LEG_KINDS}
             for kind, group in kinds.items():
                 if group:
                     legs[kind].append(_timed(store, group, runs))
                 counts[kind] = counts.get(kind, 0) + len(group)
-            for label, change in DENSE_VARIANTS.items():
+            for label, change in DENSE_VARIANTS.items():  # the dense legs: the query's, and a rewrite's (ids only)
                 dense[label].append(_timed(store, [_variant(s, change) for s in kinds["dense"]], runs))
             if progress:
                 progress({"query": n + 1, "whole_ms": round(legs["whole batch"][-1], 1)})
