@@ -16,10 +16,12 @@ from pathlib import Path
 import pytest
 
 from kbsearch.config import Secrets, Settings
+from kbsearch.errors import StoreError
 from kbsearch.events import Change
 from kbsearch.indexer import ChangeSync, SyncOptions, run_sync
+from kbsearch.lexical import SparseVector
 from kbsearch.qdrant import open_store
-from kbsearch.qdrant.store import NoteState
+from kbsearch.qdrant.store import ChunkPoint, NoteState
 from kbsearch.sources import LocalSource
 from kbsearch_tools.fakes import FakeProvider
 from tests.conftest import PROCESS_TIMEOUT_S, ROOT, provider_settings, subprocess_env
@@ -121,6 +123,7 @@ def test_an_event_driven_run_keeps_the_saved_state_true(settings: Settings, kb: 
 WRITE_AND_DIE = r"""
 import os, sys
 from kbsearch.config import Secrets, Settings
+from kbsearch.errors import StoreError
 from kbsearch.qdrant import open_store
 settings = Settings(qdrant_path=sys.argv[1], embedding_dimensions=64)
 store = open_store(settings, Secrets(settings))
@@ -192,3 +195,27 @@ def test_another_stores_saved_state_is_not_used(tmp_path: Path, deepinfra: FakeP
     report = sync(two, kb)
     assert (report["added"], report["deleted"]) == (0, 0)  # not told of a note the store does not hold
     assert saved_state(two) == points_state(two)
+
+
+REFUSED = {
+    "dense-of-other-dimensions": ([0.5] * 3, SparseVector([1], [1.0])),
+}
+
+
+@pytest.mark.parametrize("vectors", REFUSED.values(), ids=REFUSED.keys())
+def test_points_the_engine_refused_are_not_in_the_saved_state(
+    settings: Settings, kb: Path, vectors: tuple[list[float], SparseVector]
+) -> None:
+    """A write the engine refuses (here: a vector of other dimensions) leaves no trace in the saved state."""
+    sync(settings, kb)
+    store = open_store(settings, Secrets(settings))
+    try:
+        store.indexed_state()  # the state is known: a new note's state would come from what is written
+        payload = {"path": "en/new.md", "chunk_index": 0, "n_chunks": 1, "etag": "e", "dense": True, "doc_id": "x"}
+        chunk = ChunkPoint("en/new.md", 0, payload, vectors[1], vectors[0])
+        with pytest.raises(StoreError):
+            store.upsert([chunk])
+    finally:
+        store.close()
+    assert saved_state(settings) == points_state(settings)
+    assert "en/new.md" not in saved_state(settings)

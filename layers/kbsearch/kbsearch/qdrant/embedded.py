@@ -142,6 +142,8 @@ class EdgeStore(Store):
         self._saved: list[Any] | None = None  # the saved file's fingerprint, when it described the shard then
         self._state: dict[str, NoteState] | None = None  # the state as of the last read, but for ``_dirty``
         self._dirty: set[str] = set()  # notes written since ``_state`` (or the saved file) was exact
+        self._fresh: dict[str, NoteState] = {}  # notes with no points in ``_state`` whose every point this process
+        self._fresh_chunks: dict[str, set[int]] = {}  # wrote, once each (their state is the payloads it wrote)
         if (self.path / "edge_config.json").is_file():
             self._shard = self._load()
 
@@ -287,6 +289,7 @@ class EdgeStore(Store):
                 self._metadata_file.unlink(missing_ok=True)
                 self._state_file.unlink(missing_ok=True)
             self._state_checked, self._saved, self._state, self._dirty = True, None, None, set()
+            self._fresh, self._fresh_chunks = {}, {}
 
     def ensure_collection(self, signature: dict[str, Any] | None = None) -> bool:
         import qdrant_edge as edge
@@ -312,6 +315,7 @@ class EdgeStore(Store):
             self._state_file.unlink(missing_ok=True)
             self._shard = edge.EdgeShard.create(str(self.path), self._config())
             self._state_checked, self._saved, self._state, self._dirty = True, None, {}, set()
+            self._fresh, self._fresh_chunks = {}, {}
             for name, kind in PAYLOAD_INDEXES.items():
                 schema = getattr(edge.PayloadSchemaType, kind.capitalize())
                 self._shard.update(edge.UpdateOperation.create_field_index(name, schema))
@@ -404,6 +408,24 @@ class EdgeStore(Store):
         """Before a write of these notes' points: their state is read again before it is saved."""
         self._check_state()
         self._dirty |= paths
+        for path in paths:
+            self._fresh.pop(path, None)
+            self._fresh_chunks.pop(path, None)
+
+    def _upserted(self, chunks: list[ChunkPoint]) -> None:
+        """After an upsert: a note the state knows had no points (an added note; every note of a full index into
+        a new store) gets its state from the payloads written, as a scroll would read them, unless a chunk is
+        written twice; any other note's state is read again before it is saved."""
+        for chunk in chunks:
+            path, index = chunk.path, chunk.chunk_index
+            written = self._fresh_chunks.get(path)
+            if written is None and self._state is not None and path not in self._state and path not in self._dirty:
+                written = self._fresh_chunks[path] = set()
+            if written is None or index in written or chunk.payload.get("path") != path:
+                self._writing({path})
+                continue
+            written.add(index)
+            add_state(self._fresh, chunk.payload)
 
     def _read_saved(self) -> dict[str, NoteState] | None:
         """The saved state (its fingerprint checked by :meth:`_check_state`); None when it cannot be used (and
@@ -424,7 +446,7 @@ class EdgeStore(Store):
         """The state now: the saved or last-read state with the notes written since read again, else every point."""
         self._check_state()
         state = self._state if self._state is not None else self._read_saved()
-        if state is not None and len(self._dirty) <= REFRESH_SHARE * max(len(state), 1):
+        if state is not None and len(self._dirty) <= REFRESH_SHARE * max(len(state) + len(self._fresh), 1):
             dirty = sorted(self._dirty)
             for i in range(0, len(dirty), REFRESH_BATCH):
                 paths = dirty[i : i + REFRESH_BATCH]
@@ -433,11 +455,12 @@ class EdgeStore(Store):
                 selector = edge_filter({"must": [{"key": "path", "match": {"any": paths}}]})
                 for _, payload in self._scroll(STATE_FIELDS, selector):
                     add_state(state, payload)
+            state.update(self._fresh)
         else:
             state = {}
             for _, payload in self._scroll(STATE_FIELDS):
                 add_state(state, payload)
-        self._state, self._dirty = state, set()
+        self._state, self._dirty, self._fresh, self._fresh_chunks = state, set(), {}, {}
         return state
 
     def indexed_state(self) -> dict[str, NoteState]:
@@ -453,7 +476,7 @@ class EdgeStore(Store):
             return  # never looked at, or nothing known: a file that no longer fits is never used
         try:
             fingerprint = self._fingerprint()
-            if fingerprint == self._saved and not self._dirty:
+            if fingerprint == self._saved and not self._dirty and not self._fresh:
                 return
             state = self._current_state()
             body = json.dumps({path: st.encode() for path, st in state.items()}, ensure_ascii=False,
@@ -548,8 +571,13 @@ class EdgeStore(Store):
         if points:
             space.require(self.path, space.points_bytes(chunks), f"writing {len(points)} points")
             with self._lock, storage_errors(f"writing {len(points)} points"):
-                self._writing({c.path for c in chunks})
-                self.shard.update(edge.UpdateOperation.upsert_points(points))
+                self._check_state()
+                try:
+                    self.shard.update(edge.UpdateOperation.upsert_points(points))
+                except BaseException:  # written in part, or not at all: these notes are read again
+                    self._writing({c.path for c in chunks})
+                    raise
+                self._upserted(chunks)
                 self._written = True
                 self._since_cycle += len(points)
             if self._since_cycle >= self.graph_from:
