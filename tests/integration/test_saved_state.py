@@ -102,22 +102,32 @@ def test_the_saved_state_says_what_the_points_say_after_every_kind_of_change(set
         assert (settled["added"], settled["updated"], settled["deleted"], settled["access_updated"]) == (0, 0, 0, 0)
 
 
-def test_an_event_driven_run_keeps_the_saved_state_true(settings: Settings, kb: Path) -> None:
+@pytest.mark.parametrize("state_read_first", [False, True], ids=["event-run", "after-a-sync-in-process"])
+def test_an_event_driven_run_keeps_the_saved_state_true(settings: Settings, kb: Path, state_read_first: bool) -> None:
+    """Edits, a deletion, and a new note written twice (added, then edited) in one process: as an event-driven run
+    does, and as kbsearch serve --watch does after its sync has read the state."""
     sync(settings, kb)
     rel, gone_rel = sorted(saved_state(settings))[2:4]
     target = kb / rel
     target.write_text(target.read_text(encoding="utf-8") + "\n\nOne more paragraph about snapshots.\n", "utf-8")
     (kb / gone_rel).unlink()
+    new = kb / "en" / "written twice.md"
+    new.write_text("# Twice\n\nfirst version\n", encoding="utf-8")
     store = open_store(settings, Secrets(settings))
     try:
-        report = ChangeSync(LocalSource(kb), store, None, SyncOptions()).apply(
-            [Change(path=rel, key=rel, removed=False), Change(path=gone_rel, key=gone_rel, removed=True)]
-        )
+        if state_read_first:
+            store.indexed_state()
+        changes = ChangeSync(LocalSource(kb), store, None, SyncOptions())
+        report = changes.apply([Change(path=rel, key=rel, removed=False), Change(path=gone_rel, key=gone_rel,
+                                removed=True), Change(path="en/written twice.md", key="en/written twice.md",
+                                removed=False)])  # fmt: skip
+        new.write_text("# Twice\n\nsecond version, " + "longer " * 800 + "\n", encoding="utf-8")
+        again = changes.apply([Change(path="en/written twice.md", key="en/written twice.md", removed=False)])
     finally:
         store.close()
-    assert report.updated == 1 and report.deleted == 1
+    assert (report.updated, report.deleted, report.added, again.updated) == (1, 1, 1, 1)
     assert saved_state(settings) == points_state(settings)
-    assert gone_rel not in saved_state(settings)
+    assert gone_rel not in saved_state(settings) and "en/written twice.md" in saved_state(settings)
 
 
 WRITE_AND_DIE = r"""

@@ -142,8 +142,9 @@ class EdgeStore(Store):
         self._saved: list[Any] | None = None  # the saved file's fingerprint, when it described the shard then
         self._state: dict[str, NoteState] | None = None  # the state as of the last read, but for ``_dirty``
         self._dirty: set[str] = set()  # notes written since ``_state`` (or the saved file) was exact
-        self._fresh: dict[str, NoteState] = {}  # notes with no points in ``_state`` whose every point this process
-        self._fresh_chunks: dict[str, set[int]] = {}  # wrote, once each (their state is the payloads it wrote)
+        # notes with no points in ``_state`` whose every point this process wrote, once each: their state is the
+        # payloads written, kept as compact JSON (a full index of the 100x vault holds 34,600 of them)
+        self._fresh: dict[str, str] = {}
         if (self.path / "edge_config.json").is_file():
             self._shard = self._load()
 
@@ -289,7 +290,7 @@ class EdgeStore(Store):
                 self._metadata_file.unlink(missing_ok=True)
                 self._state_file.unlink(missing_ok=True)
             self._state_checked, self._saved, self._state, self._dirty = True, None, None, set()
-            self._fresh, self._fresh_chunks = {}, {}
+            self._fresh = {}
 
     def ensure_collection(self, signature: dict[str, Any] | None = None) -> bool:
         import qdrant_edge as edge
@@ -315,7 +316,7 @@ class EdgeStore(Store):
             self._state_file.unlink(missing_ok=True)
             self._shard = edge.EdgeShard.create(str(self.path), self._config())
             self._state_checked, self._saved, self._state, self._dirty = True, None, {}, set()
-            self._fresh, self._fresh_chunks = {}, {}
+            self._fresh = {}
             for name, kind in PAYLOAD_INDEXES.items():
                 schema = getattr(edge.PayloadSchemaType, kind.capitalize())
                 self._shard.update(edge.UpdateOperation.create_field_index(name, schema))
@@ -410,22 +411,29 @@ class EdgeStore(Store):
         self._dirty |= paths
         for path in paths:
             self._fresh.pop(path, None)
-            self._fresh_chunks.pop(path, None)
 
     def _upserted(self, chunks: list[ChunkPoint]) -> None:
         """After an upsert: a note the state knows had no points (an added note; every note of a full index into
         a new store) gets its state from the payloads written, as a scroll would read them, unless a chunk is
         written twice; any other note's state is read again before it is saved."""
+        notes: dict[str, NoteState] = {}
         for chunk in chunks:
             path, index = chunk.path, chunk.chunk_index
-            written = self._fresh_chunks.get(path)
-            if written is None and self._state is not None and path not in self._state and path not in self._dirty:
-                written = self._fresh_chunks[path] = set()
-            if written is None or index in written or chunk.payload.get("path") != path:
+            if path not in notes and path in self._fresh:
+                notes[path] = NoteState.decode(json.loads(self._fresh[path]))
+            elif path not in notes and (self._state is None or path in self._state or path in self._dirty):
                 self._writing({path})
                 continue
-            written.add(index)
-            add_state(self._fresh, chunk.payload)
+            note = notes.get(path)
+            as_itself = chunk.payload.get("path") == path and chunk.payload.get("chunk_index") == index
+            if not as_itself or (note and any(index in i for i in note.chunks.values())):
+                notes.pop(path, None)
+                self._writing({path})  # written twice (or not as itself): read again
+                continue
+            add_state(notes, chunk.payload)
+        for path, note in notes.items():
+            if path not in self._dirty:
+                self._fresh[path] = json.dumps(note.encode(), separators=(",", ":"))
 
     def _read_saved(self) -> dict[str, NoteState] | None:
         """The saved state (its fingerprint checked by :meth:`_check_state`); None when it cannot be used (and
@@ -455,12 +463,12 @@ class EdgeStore(Store):
                 selector = edge_filter({"must": [{"key": "path", "match": {"any": paths}}]})
                 for _, payload in self._scroll(STATE_FIELDS, selector):
                     add_state(state, payload)
-            state.update(self._fresh)
+            state.update((path, NoteState.decode(json.loads(note))) for path, note in self._fresh.items())
         else:
             state = {}
             for _, payload in self._scroll(STATE_FIELDS):
                 add_state(state, payload)
-        self._state, self._dirty, self._fresh, self._fresh_chunks = state, set(), {}, {}
+        self._state, self._dirty, self._fresh = state, set(), {}
         return state
 
     def indexed_state(self) -> dict[str, NoteState]:
