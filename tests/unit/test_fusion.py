@@ -231,3 +231,56 @@ def test_a_rewrites_dense_leg_raises_the_notes_the_other_legs_carry() -> None:
     assert paths(fuse([own, *terms], evidence, 10)) == ["a.md", "b.md", "c.md"]
     fused = fuse([own, rewrite, *terms], evidence, 10)
     assert paths(fused) == ["c.md", "a.md", "b.md"] and fused[0].payload["text"] == "c.md"
+
+
+def test_the_few_notes_holding_every_rare_term_of_a_question_rise() -> None:
+    """A long question naming rare things ("Time Machine", "File History") ranks first the note that holds them
+    all, when dense (a weak model) prefers others; a note of another language gets the cross-language share of
+    that lift; rare terms many notes hold lift none."""
+    query = "can I use time machine or file history to back up my vault"
+    evidence = analyse(query)
+    assert not evidence.identifiers and len(evidence.terms) > FusionParams().exact_max_terms  # a question
+    dense = (Leg("dense", 0, limit=100), [chunk("create.md", 0.62), chunk("stores.md", 0.615),
+                                          chunk("backup.md", 0.60), chunk("other.md", 0.45)])  # fmt: skip
+    common = {"use": 1.0, "file": 1.0, "back": 1.0, "vault": 1.0}
+    rare = {"time": 2.0, "machin": 3.0, "histori": 2.5}
+    assert all(term_id(s) in evidence.terms for s in rare)
+
+    def terms(holder: str, crowd: int = 1) -> list[tuple[Leg, list[ScoredChunk]]]:
+        out = []
+        for leg, _ in probes(query, common | rare, ("create.md", "stores.md")):
+            stem = next(s for s in common | rare if term_id(s) == leg.term)
+            if stem in rare:  # the rare terms: one note holds them (or ``crowd`` notes do)
+                held = [ScoredChunk(f"{p}#0", rare[stem], {"path": p}) for p in [holder, *DISTRACTORS[: crowd - 1]]]
+            else:  # common terms: more chunks than a probe returns
+                held = [ScoredChunk(f"c{i}.md#0", common[stem], {"path": f"c{i}.md"}) for i in range(8)]
+            out.append((leg, held))
+        return out
+
+    lexical = (Leg("lexical", 0, "en", limit=50), [chunk("backup.md", 4.0), chunk("create.md", 3.5)])
+    assert paths(fuse([dense, lexical, *terms("backup.md")], evidence, 10))[0] == "backup.md"
+    assert paths(fuse([dense, lexical, *terms("backup.md", crowd=6)], evidence, 10))[0] == "create.md"
+    assert paths(fuse([dense, lexical, *terms("nowhere.md")], evidence, 10))[0] == "create.md"  # no leg carries it
+    russian = (Leg("dense", 0, limit=100), [*dense[1][:2], chunk("backup.md", 0.60, "ru"), dense[1][3]])
+    lexical_ru = (Leg("lexical", 0, "en", limit=50), [chunk("backup.md", 4.0, "ru"), chunk("create.md", 3.5)])
+    assert paths(fuse([russian, lexical_ru, *terms("backup.md")], evidence, 10))[0] == "create.md"
+
+
+def test_bare_probes_name_their_notes_through_the_legs_and_never_undercount_holders() -> None:
+    """Probes come as ids and scores: a probed chunk is the note whose payload a leg carried for that point; a
+    chunk no leg carried still counts as a holder (a note of its own), so a term more notes hold than
+    ``exact_notes`` pins none, however few of them the legs carried."""
+    query = "ERR-4012"
+    evidence = analyse(query)
+    dense = dense_leg(*DISTRACTORS[:5])
+    lexical = (Leg("lexical", 0, "en", limit=50), [chunk("errors.md", 6.0), chunk("n00.md", 1.0)])
+    stems = list(dict.fromkeys(tokenize(query)))
+
+    def bare(ids: list[str]) -> list[tuple[Leg, list[ScoredChunk]]]:
+        return [(Leg("probe", term=term_id(s), limit=8, bare=True), [ScoredChunk(i, 6.0, {}) for i in ids])
+                for s in stems]  # fmt: skip
+
+    fused = fuse([dense, lexical, *bare(["errors.md#0"])], evidence, 10)
+    assert paths(fused)[0] == "errors.md" and fused[0].exact
+    crowded = fuse([dense, lexical, *bare(["errors.md#0", "u1", "u2", "u3"])], evidence, 10)
+    assert not any(c.exact for c in crowded)

@@ -168,15 +168,24 @@ class ByteCountingRetriever:
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
-        self.bytes = 0
+        self._counted = 0
+        self._answers: list[Any] = []
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    def _count(self, answer: Any) -> Any:
+    @property
+    def bytes(self) -> int:
+        """What the answers so far weigh, encoded when asked (after a search, not inside its timed stages)."""
         import json
 
-        self.bytes += len(json.dumps({"result": answer}, ensure_ascii=False, default=str).encode("utf-8"))
+        for answer in self._answers:
+            self._counted += len(json.dumps({"result": answer}, ensure_ascii=False, default=str).encode("utf-8"))
+        self._answers.clear()
+        return self._counted
+
+    def _count(self, answer: Any) -> Any:
+        self._answers.append(answer)  # the search reads it and does not change it (read_leg copies what it cuts)
         return answer
 
     def query(self, request: dict[str, Any], timeout_s: float) -> Any:

@@ -52,6 +52,7 @@ class FusionParams:
     exact_max_terms: int = 2  # a query of more terms is a question (an exact match needs an identifier then)
     confidence_gain: float = 2.0  # the lexical weight grows with the share of the attainable score BM25's best
     # chunk reaches: x (1 + gain x (share - 0.5)), 0 at a share of 0.25, 2 at a full share
+    rare_agreement: float = 0.3  # the few notes holding every rare term of a question (see fuse)
     floor_rank: int = 200  # the dense scale's floor: the cosine at this rank (extrapolated for a shallower leg)
     floor_slope: float = 1.1  # how far the cosine falls per doubling of the rank, against the previous doubling
 
@@ -100,17 +101,23 @@ def dense_floor(leg: Leg, chunks: Sequence[ScoredChunk], p: FusionParams) -> flo
     return last - p.floor_slope * math.log2(p.floor_rank / n) * (half - last)
 
 
+def carried(results: Sequence[tuple[Leg, list[ScoredChunk]]]) -> dict[str, dict[str, Any]]:
+    """Point id → payload, for every chunk a dense or BM25 leg brought with its payload."""
+    return {c.id: c.payload for leg, chunks in results if not leg.bare and leg.kind in ("dense", "lexical")
+            for c in chunks}  # fmt: skip
+
+
 def resolved(results: Sequence[tuple[Leg, list[ScoredChunk]]]) -> list[tuple[Leg, list[ScoredChunk]]]:
     """The bare legs (ids and scores only: a rewrite's dense search, each BM25 leg's tail) read through the payloads
     the other legs carry: a chunk whose payload a dense or BM25 leg brought (the same point) counts with that
     payload, a tail chunk as a chunk of its BM25 leg; the others are dropped (no note to credit, nothing to
     rerank)."""
-    known = {c.id: c.payload for leg, chunks in results if not leg.bare and leg.kind in ("dense", "lexical")
-             for c in chunks}  # fmt: skip
+    known = carried(results)
     tails: dict[int, list[ScoredChunk]] = {}
     out: list[tuple[Leg, list[ScoredChunk]]] = []
     for leg, came in results:
-        chunks = [ScoredChunk(c.id, c.score, known[c.id]) for c in came if c.id in known] if leg.bare else came
+        resolve = leg.bare and leg.kind != "probe"  # a probe's holders are counted as they came (fuse)
+        chunks = [ScoredChunk(c.id, c.score, known[c.id]) for c in came if c.id in known] if resolve else came
         if leg.kind == "lexical-tail":
             tails.setdefault(leg.variant, []).extend(chunks)
         else:
@@ -180,11 +187,16 @@ def fuse(
         return _single([chunks for _, chunks in lexical_legs], limit)
     probes = {leg.term: (chunks[0].score if chunks else 0.0) for leg, chunks in results if leg.kind == "probe"}
     holders: dict[str, dict[int | None, float]] = {}  # note → the probed terms it holds (best score each)
-    depth = {leg.term: chunks for leg, chunks in results if leg.kind == "probe"}
+    depth = {leg.term: len(chunks) for leg, chunks in results if leg.kind == "probe"}
+    known = carried(results)
     for leg, chunks in results:
         if leg.kind == "probe":
             for c in chunks:
-                held = holders.setdefault(_note(c), {})
+                # a probe's chunk names its note by the payload a leg carried for it (probes come bare); one no
+                # leg carried counts as a note of its own that nothing can rank: never fewer holders than there are
+                payload = c.payload if c.payload.get("path") else known.get(c.id)
+                note = _note(ScoredChunk(c.id, c.score, payload)) if payload else f"?{c.id}"
+                held = holders.setdefault(note, {})
                 held[leg.term] = max(held.get(leg.term, 0.0), c.score)
     probed = [t for t in evidence.terms if t in probes]
     present = [t for t in probed if probes[t] > 0]
@@ -227,7 +239,7 @@ def fuse(
     required = [t for t in evidence.terms if t in evidence.identifiers] or list(evidence.terms)
     required = [t for t in required if t in probes]
     exact: list[str] = []
-    rare = [t for t in required if len(depth.get(t, ())) < PROBE_DEPTH]
+    rare = [t for t in required if depth.get(t, 0) < PROBE_DEPTH]
     if required and rare and all(probes[t] > 0 for t in required):
         need = sum(probes[t] for t in required)
         for note, held in holders.items():
@@ -238,6 +250,20 @@ def fuse(
                     notes.setdefault(note, _Note()).confidence = confidence
     lookup = bool(evidence.identifiers) or len(evidence.terms) <= p.exact_max_terms
     pinned = set(exact) if lookup and 0 < len(exact) <= p.exact_notes else set()
+    # Rare-term agreement (a question, not a lookup): the few notes that hold every rare term of the query (fewer
+    # than PROBE_DEPTH chunks hold it) get ``rare_agreement`` x their share of those terms' attainable score (x the
+    # language factor in a note of another language): "Time Machine" and "File History" in a long question name the
+    # note that holds them, whatever a weak dense model ranks first.
+    agree: dict[str, float] = {}
+    rare_all = [t for t in evidence.terms if probes.get(t, 0.0) > 0 and depth.get(t, 0) < PROBE_DEPTH]
+    if rare_all and not pinned:
+        need = sum(probes[t] for t in rare_all)
+        agreeing = [note for note, held in holders.items() if note in notes and all(t in held for t in rare_all)]
+        for note in agreeing if len(agreeing) <= p.exact_notes else ():
+            its = notes[note].dense_chunk or notes[note].lexical_chunk
+            language = _note_language(its.payload, languages) if its else None
+            same = evidence.language is None or language is None or language == evidence.language
+            agree[note] = sum(holders[note][t] for t in rare_all) / need * (1.0 if same else p.cross_language)
     top = max((n.confidence for n in notes.values()), default=0.0)
     gain = max(0.0, 1.0 + p.confidence_gain * (top - 0.5))  # how far the query's own BM25 leg is trusted
     weight = p.lexical_weight
@@ -247,7 +273,7 @@ def fuse(
             n.lexical, n.lexical_chunk = n.translated, n.translated_chunk
         else:
             n.lexical *= gain
-        score = n.dense + weight * n.lexical
+        score = n.dense + weight * n.lexical + p.rare_agreement * agree.get(note, 0.0)
         if note in pinned:  # ahead of any unpinned note, in fused order among themselves
             score += 1.0 + p.lexical_weight
         chunk = n.lexical_chunk if (note in pinned or weight * n.lexical > n.dense) else n.dense_chunk

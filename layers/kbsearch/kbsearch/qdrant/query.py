@@ -236,30 +236,39 @@ _PAYLOAD_TYPES: dict[str, type | tuple[type, ...]] = {
 def _checked(point: object) -> tuple[dict[str, Any], float]:
     """A scored point as the Query API returns it, or StoreError: an answer of the wrong shape (a null, string
     or non-finite score, a payload that is not the one the indexer writes) means the index is not usable."""
-    bad = StoreError("Qdrant's answer is not what the API returns")
     if not isinstance(point, dict):
-        raise bad
+        raise _not_the_api()
     score = point.get("score")
-    if isinstance(score, bool) or not isinstance(score, int | float):
-        raise bad
-    try:
-        score = float(score)  # an integer too large for a float raises here, not in the ranking
-    except OverflowError:
-        raise bad from None
+    if type(score) is not float:  # what every engine sends; anything else is looked at closely
+        if isinstance(score, bool) or not isinstance(score, int | float):
+            raise _not_the_api()
+        try:
+            score = float(score)  # an integer too large for a float raises here, not in the ranking
+        except OverflowError:
+            raise _not_the_api() from None
     if not math.isfinite(score):
-        raise bad
+        raise _not_the_api()
     payload = point.get("payload")
     if payload is None:
-        payload = {}
+        return {}, score  # a search that asked for ids and scores alone
     if not isinstance(payload, dict):
-        raise bad
-    for key, kind in _PAYLOAD_TYPES.items():
-        if key in payload and not isinstance(payload[key], kind):
-            raise bad
+        raise _not_the_api()
+    for key, value in payload.items():  # only the fields there are (a leg carries a few, a probe one)
+        kind = _PAYLOAD_TYPES.get(key)
+        if kind is not None and not isinstance(value, kind):
+            raise _not_the_api()
     for key in ("tags", "links"):
-        if not all(isinstance(v, str) for v in payload.get(key) or []):
-            raise bad
+        items = payload.get(key)
+        if items and not set(map(type, items)) <= _STR:  # C-level: a payload's 30 links cost no Python loop
+            raise _not_the_api()
     return _bounded(payload), score
+
+
+_STR = {str}
+
+
+def _not_the_api() -> StoreError:
+    return StoreError("Qdrant's answer is not what the API returns")
 
 
 #: What an answer carries of a point, at most (the indexer writes far less): a store that holds a 10 MB title or
@@ -269,6 +278,10 @@ MAX_FIELD_CHARS, MAX_LIST_ITEMS, MAX_ITEM_CHARS, MAX_PATH_CHARS = 2000, 100, 200
 
 
 def _bounded(payload: dict[str, Any]) -> dict[str, Any]:
+    """``payload`` with each field cut to its bound: the same dict when none is over it (the indexer's payloads:
+    a search reads hundreds of them), else a copy."""
+    if not _over_bounds(payload):
+        return payload
     out = dict(payload)
     path = out.get("path")
     if isinstance(path, str) and len(path) > MAX_PATH_CHARS:
@@ -282,6 +295,21 @@ def _bounded(payload: dict[str, Any]) -> dict[str, Any]:
         if isinstance(items, list) and (len(items) > MAX_LIST_ITEMS or any(len(i) > MAX_ITEM_CHARS for i in items)):
             out[key] = [i[:MAX_ITEM_CHARS] for i in items[:MAX_LIST_ITEMS]]
     return out
+
+
+def _over_bounds(payload: dict[str, Any]) -> bool:
+    path = payload.get("path")
+    if isinstance(path, str) and len(path) > MAX_PATH_CHARS:
+        return True
+    for key in ("title", "heading", "doc_id", "type", "status", "updated"):
+        value = payload.get(key)
+        if isinstance(value, str) and len(value) > MAX_FIELD_CHARS:
+            return True
+    for key in ("tags", "links"):
+        items = payload.get(key)
+        if isinstance(items, list) and items and (len(items) > MAX_LIST_ITEMS or max(map(len, items)) > MAX_ITEM_CHARS):
+            return True
+    return False
 
 
 class Retriever(Protocol):
@@ -331,17 +359,14 @@ def retrieve(
 #: search reads of a candidate — the fusion (path, doc_id, lang), the ranking prior (ai_weight, status), the
 #: reranker's passage (title, heading, text) and a hit (summary, tags, type, updated, links) — so the one Qdrant
 #: call brings every field an answer needs and none it does not (the index's bookkeeping: etags, hashes, access
-#: groups, link keys, free metadata). Probes carry the path alone.
+#: groups, link keys, free metadata). Probes, BM25 tails and rewrites' dense searches carry none (ids and scores).
 SEARCH_PAYLOAD: dict[str, Any] = {"include": [
     "path", "doc_id", "lang", "ai_weight", "status", "title", "heading", "text", "summary", "tags", "type", "updated",
     "links",
 ]}  # fmt: skip
-#: How many more chunks each BM25 leg ranks beyond its payload-carrying ones, as ids and scores only (a second
-#: search of the batch, ``offset``: cheap, since the payload is what costs): a chunk there whose payload another leg
-#: carries still lends its note its BM25 evidence (a paraphrase's words reach deep into a BM25 ranking).
-LEXICAL_TAIL = 100
 #: Query terms probed for their best single-term scores (how rare each is, whether the index has it at all, which
-#: notes hold it), and how many chunks each probe returns (their path only).
+#: notes hold it), and how many chunks each probe returns (ids and scores: a chunk's note is named by the payload
+#: another leg carried for it).
 MAX_PROBES = 8
 PROBE_DEPTH = 8
 
@@ -349,9 +374,9 @@ PROBE_DEPTH = 8
 @dataclass(frozen=True)
 class Leg:
     """One search of the batch. ``kind``: ``dense`` (a query variant's vector), ``lexical`` (a variant's BM25
-    terms; ``language`` is the variant's), ``lexical-tail`` (the same BM25 search's next :data:`LEXICAL_TAIL`
-    chunks, ids and scores only), ``probe`` (one BM25 term alone, its best :data:`PROBE_DEPTH` chunks,
-    their path only: ``term``)."""
+    terms; ``language`` is the variant's), ``lexical-tail`` (the same BM25 search's next chunks, ids and scores
+    only), ``probe`` (one BM25 term alone, its best :data:`PROBE_DEPTH` chunks,
+    ids and scores: ``term``)."""
 
     kind: str
     variant: int = 0
@@ -389,7 +414,7 @@ def batch_searches(
     a dense search per query variant (the query's ``prefetch_limit`` chunks with their payloads, each rewrite's
     ``min_limit`` as ids and scores), a BM25 search per lexical variant (its language recorded for the fusion; ``prefetch_limit`` chunks,
     then :data:`LEXICAL_TAIL` more without payload),
-    and a one-term BM25 probe (its best :data:`PROBE_DEPTH` chunks, their path only) per term in ``probes``; each
+    and a one-term BM25 probe (its best :data:`PROBE_DEPTH` chunks, ids and scores) per term in ``probes``; each
     under ``query_filter``."""
     params = {"hnsw_ef": hnsw_ef, "quantization": {"rescore": True, "oversampling": 2.0}}
     searches: list[dict[str, Any]] = []
@@ -401,20 +426,24 @@ def batch_searches(
         searches.append({"query": {"nearest": list(vector)}, "using": DENSE, "limit": limit, "params": params,
                          "with_payload": SEARCH_PAYLOAD if i == 0 else False, "with_vector": False})  # fmt: skip
         legs.append(Leg("dense", i, limit=limit, bare=i > 0))
+    # A BM25 leg brings half as many payloads when a dense leg brings the rest, then ranks on to twice the prefetch
+    # limit as ids and scores only (its *tail*: the same search with an ``offset``, cheap, since the payloads are
+    # what costs): a tail chunk whose payload another leg carries still lends its note its BM25 evidence (a
+    # paraphrase's words reach deep into a BM25 ranking).
+    lexical_limit = max(1, prefetch_limit // 2) if dense else prefetch_limit
     for i, (sparse, language) in enumerate(lexical):
         if len(sparse):
             searches.append({"query": {"nearest": {"indices": list(sparse.indices), "values": list(sparse.values)}},
-                             "using": SPARSE, "limit": prefetch_limit, "with_payload": SEARCH_PAYLOAD,
+                             "using": SPARSE, "limit": lexical_limit, "with_payload": SEARCH_PAYLOAD,
                              "with_vector": False})  # fmt: skip
-            legs.append(Leg("lexical", i, language, limit=prefetch_limit))
-            if LEXICAL_TAIL:
-                searches.append({**searches[-1], "offset": prefetch_limit, "limit": LEXICAL_TAIL,
-                                 "with_payload": False})  # fmt: skip
-                legs.append(Leg("lexical-tail", i, language, limit=LEXICAL_TAIL, bare=True))
+            legs.append(Leg("lexical", i, language, limit=lexical_limit))
+            tail = 2 * prefetch_limit - lexical_limit
+            searches.append({**searches[-1], "offset": lexical_limit, "limit": tail, "with_payload": False})
+            legs.append(Leg("lexical-tail", i, language, limit=tail, bare=True))
     for term in probes[:MAX_PROBES]:
         searches.append({"query": {"nearest": {"indices": [term], "values": [1.0]}}, "using": SPARSE,
-                         "limit": PROBE_DEPTH, "with_payload": {"include": ["path"]}, "with_vector": False})  # fmt: skip
-        legs.append(Leg("probe", term=term, limit=PROBE_DEPTH))
+                         "limit": PROBE_DEPTH, "with_payload": False, "with_vector": False})  # fmt: skip
+        legs.append(Leg("probe", term=term, limit=PROBE_DEPTH, bare=True))
     return scoped(searches, query_filter), legs
 
 
@@ -423,14 +452,12 @@ def read_leg(points: object, bare: bool = False) -> list[ScoredChunk]:
     in no fixed order: the same search must rank the same way every time). ``bare``: a search that asked for no
     payload (ids and scores are its answer)."""
     if not isinstance(points, list):
-        raise StoreError("Qdrant's answer is not what the API returns")
+        raise _not_the_api()
     out = []
     dropped = 0
     for point in points:
         payload, score = _checked(point)
-        if not bare and not payload.get(
-            "path"
-        ):  # no payload, an empty one, or no path: nothing a hit could name or open
+        if not bare and not payload.get("path"):  # no payload or no path: nothing a hit could name or open
             dropped += 1
             continue
         out.append(ScoredChunk(str(point.get("id")), score, payload))
@@ -448,5 +475,5 @@ def retrieve_legs(
         return []
     answers = retriever.query_batch(searches, timeout_s)
     if not isinstance(answers, list) or len(answers) != len(searches):
-        raise StoreError("Qdrant's answer is not what the API returns")
+        raise _not_the_api()
     return [(leg, read_leg(points, leg.bare)) for leg, points in zip(legs, answers, strict=True)]
