@@ -40,13 +40,15 @@ LEG_KINDS = ("dense", "bm25", "bm25 ids only", "probes")
 
 def _kind(search: dict[str, Any]) -> str:
     """Which leg a search of the batch is: dense (the query's, or a rewrite's), BM25 with payload, BM25 as ids and
-    scores only, or a one-term probe (its path alone)."""
+    scores only (a leg's tail), or a one-term probe (one term of weight 1)."""
     from kbsearch.qdrant.query import DENSE
 
     if search.get("using") == DENSE:
         return "dense"
-    payload = search.get("with_payload")
-    return "probes" if payload == {"include": ["path"]} else "bm25" if payload else "bm25 ids only"
+    query = (search.get("query") or {}).get("nearest") or {}
+    if isinstance(query, dict) and query.get("values") == [1.0] and len(query.get("indices") or ()) == 1:
+        return "probes"
+    return "bm25" if search.get("with_payload") else "bm25 ids only"
 
 
 def _timed(store: Any, searches: list[dict[str, Any]], runs: int) -> float:
