@@ -205,3 +205,29 @@ def test_an_index_from_before_access_scopes_is_filled_in_without_embedding(
         assert "access" in store.shard.info().payload_schema  # type: ignore[attr-defined]
     finally:
         store.close()
+
+
+def test_an_access_file_event_cut_short_is_retried_not_lost(tmp_path: Path, kb: Path) -> None:
+    """The access file's event past its run's deadline fails back (SQS retries it; ``--watch`` reports it) and
+    what it updated is already right; the retry completes it. A public caller never sees a newly restricted note
+    once the run that owns the event completes."""
+    from kbsearch.events import Change
+    from kbsearch.indexer import ChangeSync
+    from kbsearch.providers.resilience import Deadline
+    from kbsearch.sources import LocalSource
+
+    settings = Settings(qdrant_path=str(tmp_path / "q"))
+    sync(settings, kb)
+    assert visible(settings, Scope.public()) == ["pub/Onboarding.md"]
+    (kb / "_access.yaml").write_text("hr/: [hr]\npub/: [staff]\n", encoding="utf-8")
+    change = Change(path="_access.yaml", key="_access.yaml", removed=False)
+    store = open_store(settings, Secrets(settings))
+    try:
+        cut = ChangeSync(LocalSource(kb), store, None).apply([change], stop_at=Deadline(0))
+        assert cut.failed_paths == ["_access.yaml"] and cut.incomplete and cut.access_updated == 0
+        done = ChangeSync(LocalSource(kb), store, None).apply([change])
+        assert done.failed_paths == [] and done.error is None and done.access_updated == 2  # pub/, security/
+    finally:
+        store.close()
+    assert visible(settings, Scope.public()) == ["security/incidents/Breach.md"]
+    assert visible(settings, Scope.of("k", ["staff"])) == ["pub/Onboarding.md", "security/incidents/Breach.md"]

@@ -18,12 +18,18 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from kbsearch.access import Scope
 from kbsearch.config import Secrets, Settings
-from kbsearch.events import Scope, newer, read_batch, sequencer_key
+from kbsearch.events import Scope as KeyScope
+from kbsearch.events import newer, read_batch, sequencer_key
 from kbsearch.indexer import run_sync
 from kbsearch.lease import Lease
 from kbsearch.qdrant import open_store
+from kbsearch.qdrant.query import RESTRICTED_LINKS
+from kbsearch.schemas import SearchRequest
+from kbsearch.search import SearchService
 from kbsearch_tools.fakes import FakeProvider, provider_env
+from kbsearch_tools.local.apigw import HttpRequest, build_event, parse_result
 from kbsearch_tools.local.runtime import LambdaContext
 from kbsearch_tools.s3events import EventPath, eventbridge_body, sqs_event, sqs_record
 from tests.conftest import ROOT
@@ -198,6 +204,189 @@ def test_an_event_gives_a_note_the_groups_a_full_sync_would(
         store.close()
 
 
+def doc(title: str, body: str, front: str = "") -> bytes:
+    return (f"---\n{front}---\n" if front else "").encode() + f"# {title}\n{body}\n".encode()
+
+
+def hits_as(settings: Settings, scope: Scope, query: str = "welcome") -> dict[str, list[str]]:
+    """What a caller with ``scope`` finds (a fresh search service, as a new container): path → the hit's links."""
+    service = SearchService(settings, Secrets(settings), wire_providers=False)
+    try:
+        return {h.path: h.links for h in service.search(SearchRequest(query=query, top_k=20), scope=scope).results}
+    finally:
+        service.close()
+
+
+CALLERS = {"api_keys": {"id-hr": ["hr"], "id-fin": ["finance"], "id-staff": ["staff"]}}
+
+
+def api_hits(load_search_app: Any, settings: Settings, key_id: str | None) -> dict[str, list[str]]:
+    """``POST /search`` through the search handler as API Gateway calls it, by the caller's key id (None: no key):
+    path → the hit's links. A new container each time (closed after: the indexer opens the store next)."""
+    app = load_search_app(QDRANT_PATH=settings.qdrant_path, ACCESS_GROUPS=json.dumps(CALLERS))
+    try:
+        body = json.dumps({"query": "welcome", "top_k": 20}).encode()
+        request = HttpRequest("POST", "/search", "", [("Content-Type", "application/json")], body)
+        event = build_event(request, "/search", {}, "dev", api_key=None)
+        event["requestContext"]["identity"]["apiKeyId"] = key_id
+        answer = parse_result(app(event))
+        assert answer.status == 200, answer.body
+        return {hit["path"]: hit["links"] for hit in json.loads(answer.body)["results"]}
+    finally:
+        app.module.api.container.close()
+
+
+def restricted_list(settings: Settings) -> Any:
+    store = open_store(settings, Secrets(settings))
+    try:
+        return store.metadata().get(RESTRICTED_LINKS)
+    finally:
+        store.close()
+
+
+def assert_as_a_full_sync(indexer: Indexer, tmp_path: Path) -> None:
+    """The points and the restricted link targets are what a clean full sync of the bucket builds."""
+    clean = indexer.settings(qdrant_path=str(tmp_path / f"clean-{uuid.uuid4().hex[:6]}"))
+    assert run_sync(clean, Secrets(clean)).error is None
+    assert points(indexer.settings()) == points(clean)
+    assert restricted_list(indexer.settings()) == restricted_list(clean)
+
+
+def test_an_access_file_event_applies_to_every_note_at_once(
+    aws: EventPath, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, deepinfra: FakeProvider, load_search_app: Any
+) -> None:
+    """An event of the access file (created, changed, deleted) gives every indexed note its groups in the same
+    run, by payload update (no embedding call), and records the restricted link targets: a folder newly restricted
+    is invisible to a public caller on the next search, links into it are hidden; relaxed, it is visible again. An
+    unusable access file fails the batch back to the queue and changes nothing."""
+    indexer = Indexer(monkeypatch, tmp_path, deepinfra)
+    aws.receive()
+    notes = {
+        "pub/welcome.md": doc("Welcome", "welcome handbook: read [[pay]] and [[Review|the review page]]"),
+        "hr/pay.md": doc("Pay", "welcome pay bands"),
+        "HR/Sub/review.md": doc("Review", "welcome review cycle"),  # the rule matches in any case, any depth
+        "ops/runbook.md": doc("Runbook", "welcome runbook", "access: [oncall]\n"),  # the note's own word stands
+    }
+    for path, body in notes.items():
+        aws.put(PREFIX + path, body)
+    assert indexer(aws.receive()) == []
+    settings = indexer.settings()
+    assert run_sync(settings, Secrets(settings)).error is None  # the hourly reconcile, once, before the change
+    everyone = {"pub/welcome.md", "hr/pay.md", "HR/Sub/review.md"}
+    assert set(api_hits(load_search_app, settings, None)) == everyone
+
+    def apply_without_embedding(records: list[dict[str, Any]]) -> list[str]:
+        before = len(deepinfra.calls("embeddings"))
+        failed = indexer(records)
+        assert len(deepinfra.calls("embeddings")) == before  # a payload update: nothing embedded
+        return failed
+
+    aws.put(f"{PREFIX}_access.yaml", b"hr/: [hr]\n")  # hr/ restricted: one event, no reconcile
+    assert apply_without_embedding(aws.receive()) == []
+    assert api_hits(load_search_app, settings, None) == {"pub/welcome.md": []}  # nor the links into hr/
+    as_hr = api_hits(load_search_app, settings, "id-hr")
+    assert set(as_hr) == everyone and as_hr["pub/welcome.md"] == ["pay", "Review"]
+    assert_as_a_full_sync(indexer, tmp_path)
+
+    aws.put(f"{PREFIX}_access.yaml", b"hr/: [hr, finance]\nops/: [staff]\n")  # changed: widened to finance
+    assert apply_without_embedding(aws.receive()) == []
+    assert set(api_hits(load_search_app, settings, "id-fin")) == everyone
+    assert set(api_hits(load_search_app, settings, "id-staff")) == {"pub/welcome.md"}  # frontmatter wins over ops/
+    assert_as_a_full_sync(indexer, tmp_path)
+
+    for bad in (b"hr/: [\n", b"hr/: []\n", b"- hr\n", b"hr/: &a [x]\nops/: *a\n", b"../x/: [a]\n"):
+        before = points(settings)
+        aws.put(f"{PREFIX}_access.yaml", bad)
+        aws.put(f"{PREFIX}pub/new.md", doc("New", "welcome new"))  # a note in the same batch waits too
+        records = aws.receive()
+        assert sorted(apply_without_embedding(records)) == sorted(r["messageId"] for r in records)  # all retried
+        assert points(settings) == before
+        assert api_hits(load_search_app, settings, None) == {"pub/welcome.md": []}  # nothing opened up
+        aws.delete(f"{PREFIX}pub/new.md")
+        aws.receive()
+
+    aws.delete(f"{PREFIX}_access.yaml")  # deleted: every folder rule gone, hr/ public again
+    assert apply_without_embedding(aws.receive()) == []
+    relaxed = api_hits(load_search_app, settings, None)
+    assert set(relaxed) == everyone and relaxed["pub/welcome.md"] == ["pay", "Review"]
+    assert_as_a_full_sync(indexer, tmp_path)
+
+
+def test_note_events_keep_the_restricted_link_targets_current(
+    aws: EventPath, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch that changes a note's groups (new, edited, moved, deleted) records the restricted link targets in
+    the same run: a link into a note just restricted is hidden from a caller who may not read it."""
+    indexer = Indexer(monkeypatch, tmp_path, None)
+    aws.receive()
+    aws.put(f"{PREFIX}_access.yaml", b"hr/: [hr]\n")
+    aws.put(f"{PREFIX}pub/welcome.md", doc("Welcome", "welcome: see [[Plan]] and [[pay]]"))
+    aws.put(f"{PREFIX}hr/pay.md", doc("Pay", "pay bands"))
+    assert indexer(aws.receive()) == []
+    settings = indexer.settings()
+    assert run_sync(settings, Secrets(settings)).error is None
+    assert hits_as(settings, Scope.public()) == {"pub/welcome.md": ["Plan"]}  # no note Plan yet: nothing to hide
+
+    aws.put(f"{PREFIX}pub/plan.md", doc("Plan", "the plan", "access: [finance]\n"))  # new, restricted
+    assert indexer(aws.receive()) == []
+    assert hits_as(settings, Scope.public()) == {"pub/welcome.md": []}
+    assert hits_as(settings, Scope.of("k", ["finance"]))["pub/welcome.md"] == ["Plan"]
+    assert_as_a_full_sync(indexer, tmp_path)
+
+    aws.put(f"{PREFIX}pub/plan.md", doc("Plan", "the plan"))  # edited: public now
+    assert indexer(aws.receive()) == []
+    assert hits_as(settings, Scope.public()) == {"pub/welcome.md": ["Plan"]}
+    assert_as_a_full_sync(indexer, tmp_path)
+
+    aws.delete(f"{PREFIX}pub/plan.md")  # moved into hr/ (delete + create): restricted by the folder rule
+    aws.put(f"{PREFIX}hr/Plan.md", doc("Plan", "the plan"))
+    assert indexer(aws.receive()) == []
+    assert hits_as(settings, Scope.public()) == {"pub/welcome.md": []}
+    assert hits_as(settings, Scope.of("k", ["hr"]))["pub/welcome.md"] == ["Plan", "pay"]
+    assert_as_a_full_sync(indexer, tmp_path)
+
+    aws.put(f"{PREFIX}pub/Plan.md", doc("Plan", "another plan"))  # a public note of the same name: shown
+    assert indexer(aws.receive()) == []
+    assert hits_as(settings, Scope.public())["pub/welcome.md"] == ["Plan"]
+    assert_as_a_full_sync(indexer, tmp_path)
+
+
+def test_batches_applied_at_once_take_turns_on_the_link_list(
+    aws: EventPath, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The restricted link targets are one metadata value that batches applied at once would each rewrite from
+    the same read: a rewrite takes a short lease in the lease table (``links#<collection>``), so a batch waits for
+    the other's turn instead of dropping its entries; a holder that never lets go fails the batch back to the
+    queue, and the retry repairs the list although its note was already written."""
+    import threading
+
+    indexer = Indexer(monkeypatch, tmp_path, None)
+    aws.receive()
+    aws.put(f"{PREFIX}pub/welcome.md", doc("Welcome", "welcome: see [[Plan]]"))
+    assert indexer(aws.receive()) == []
+    settings = indexer.settings()
+    assert run_sync(settings, Secrets(settings)).error is None
+    other = Lease(TABLE, "links#kb", ttl_s=60, owner="another batch")
+    other.acquire()
+    release = threading.Timer(1.0, other.release)
+    release.start()
+    aws.put(f"{PREFIX}pub/plan.md", doc("Plan", "the plan", "access: [finance]\n"))
+    assert indexer(aws.receive()) == []  # waited for the other's turn, then wrote
+    release.join()
+    assert hits_as(settings, Scope.public()) == {"pub/welcome.md": []}
+
+    stuck = Lease(TABLE, "links#kb", ttl_s=60, owner="a batch that hangs")
+    stuck.acquire()
+    aws.put(f"{PREFIX}pub/plan.md", doc("Plan", "the plan"))  # public again
+    records = aws.receive()
+    assert sorted(indexer(records)) == sorted(r["messageId"] for r in records)  # no turn: retried
+    assert hits_as(settings, Scope.public()) == {"pub/welcome.md": []}  # (the list not yet rewritten)
+    stuck.release()
+    assert indexer(records) == []  # SQS delivers them again
+    assert hits_as(settings, Scope.public()) == {"pub/welcome.md": ["Plan"]}
+    assert_as_a_full_sync(indexer, tmp_path)
+
+
 def test_the_handler_emits_index_lag_for_the_lag_alarm(
     aws: EventPath, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -275,14 +464,22 @@ def test_poison_and_ignored_keys_never_block_the_rest_of_the_batch(
         sqs_record(s3_body(f"{PREFIX}folder/"), arn), sqs_record(s3_body(f"{PREFIX}x.md", "other-bucket"), arn),
         sqs_record(s3_body(f"{PREFIX}..%2Fescape.md"), arn),
         sqs_record(eventbridge_body(BUCKET, "outside/y.md", False, "01", "2026-12-03T09:00:00Z"), arn),
+        # only the KB root's access file is one: not a folder's, another spelling, or outside the prefix
+        sqs_record(s3_body(f"{PREFIX}hr/_access.yaml"), arn), sqs_record(s3_body(f"{PREFIX}_ACCESS.yaml"), arn),
+        sqs_record(s3_body("_access.yaml"), arn),
     ]  # fmt: skip
     batch = [*poison[:3], good, *ignored, *poison[3:]]
     random.Random(7).shuffle(batch)
     failures = indexer(batch)
     assert sorted(failures) == sorted(r["messageId"] for r in poison)  # retried, then dead-lettered
     assert {p["path"] for p in open_points(indexer.settings())} == {"good.md"}
-    reasons = read_batch(sqs_event(ignored), Scope(BUCKET, PREFIX)).ignored
-    assert [r["reason"].split(" ")[0] for r in reasons] == ["outside", "not", "a", "bucket", "not", "outside"]
+    reasons = read_batch(sqs_event(ignored), KeyScope(BUCKET, PREFIX)).ignored
+    assert [r["reason"].split(" ")[0] for r in reasons] == [
+        "outside", "not", "a", "bucket", "not", "outside", "not", "not", "outside"
+    ]  # fmt: skip
+    root = read_batch(sqs_event([sqs_record(s3_body(f"{PREFIX}_access.yaml"), arn)]), KeyScope(BUCKET, PREFIX))
+    assert [(c.path, c.key) for c in root.changes] == [("_access.yaml", f"{PREFIX}_access.yaml")]
+    assert not root.ignored and not root.poison
 
 
 def test_eventbridge_bodies_for_an_existing_bucket(

@@ -165,6 +165,36 @@ def test_watch_mode_converges_to_a_full_sync_whatever_the_editor_does(tmp_path: 
     assert snapshot(store) == snapshot(clean)
 
 
+@pytest.mark.parametrize("poll", [False, True], ids=["events", "polling"])
+def test_watch_mode_applies_an_access_file_change_at_once(tmp_path: Path, poll: bool) -> None:
+    """Under ``kbsearch serve --watch`` a save of the KB-root ``_access.yaml`` reaches every note's groups in the
+    run it triggers (no full sync): a folder restricted is gone for a caller without a key, relaxed it is back."""
+    kb = tmp_path / "kb"
+    for path, title, body in (("pub/welcome.md", "Welcome", "zqwelcome"), ("hr/pay.md", "Pay", "zqpay bands"),
+                              ("hr/deep/review.md", "Review", "zqpay review")):  # fmt: skip
+        (kb / path).parent.mkdir(parents=True, exist_ok=True)
+        (kb / path).write_text(NOTE.format(title=title, body=body), encoding="utf-8")
+    env = subprocess_env(QDRANT_PATH=str(tmp_path / "q"), KB_SOURCE=str(kb))
+    with serve_process(env, cwd=ROOT, args=["--watch", *(["--poll"] if poll else [])]) as served:
+        base, log = served.base_url, served.text
+        until(lambda: "initial sync" in served.text())
+        assert sorted(search_paths(base, "zqpay")) == ["hr/deep/review.md", "hr/pay.md"]
+        (kb / "_access.yaml").write_text("hr/: [hr]\n", encoding="utf-8")
+        until(lambda: search_paths(base, "zqpay") == [], log=log)
+        assert search_paths(base, "zqwelcome") == ["pub/welcome.md"]
+        (kb / "_access.yaml").write_text("hr/: [\n", encoding="utf-8")  # unusable: nothing changes, it says why
+        until(lambda: "error: _access.yaml" in served.text(), log=log)
+        (kb / "pub" / "late.md").write_text(NOTE.format(title="Late", body="zqlate"), encoding="utf-8")
+        until(lambda: served.text().count("error: _access.yaml") >= 2, log=log)  # a save meanwhile waits too
+        assert search_paths(base, "zqpay") == [] and search_paths(base, "zqlate") == []
+        (kb / "_access.yaml").write_text("hr/deep/: [hr]\n", encoding="utf-8")  # changed: only hr/deep/
+        until(lambda: search_paths(base, "zqpay") == ["hr/pay.md"], log=log)
+        assert search_paths(base, "zqlate") == ["pub/late.md"]  # retried with the change that fixed the file
+        (kb / "_access.yaml").unlink()  # deleted: public again
+        until(lambda: sorted(search_paths(base, "zqpay")) == ["hr/deep/review.md", "hr/pay.md"], log=log)
+        assert "initial sync" in log() and "incremental sync" not in log()  # applied as changes, no full sync
+
+
 def test_index_while_a_plain_server_holds_the_store_hands_off_or_says_what_to_do(tmp_path: Path) -> None:
     kb = tmp_path / "kb"
     shutil.copytree(ROOT / "sample-kb", kb)

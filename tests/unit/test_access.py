@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from kbsearch.access import (
@@ -13,11 +15,11 @@ from kbsearch.access import (
     FolderRules,
     Scope,
     declared_access,
-    link_key,
-    link_keys_of,
     note_access,
+    restricted_links,
     visible_links,
 )
+from kbsearch.links import link_key
 from kbsearch.notes import parse_note
 
 
@@ -170,13 +172,37 @@ def test_bad_caller_maps_are_errors(text: str) -> None:
 
 
 def test_links_into_restricted_notes_are_hidden() -> None:
-    restricted = {k: ["hr"] for k in link_keys_of("hr/Salary bands.md")}
-    links = ["Salary bands", "hr/salary BANDS.md", "Onboarding", "other/Salary bands"]
-    assert visible_links(links, restricted, Scope.public()) == ["Onboarding", "other/Salary bands"]
+    restricted, public = restricted_links([("hr/Salary bands.md", ["hr"]), ("pub/Onboarding.md", ["public"])])
+    assert restricted == {"salary bands": ["hr"], "hr/salary bands": ["hr"]}
+    assert public == {"onboarding", "pub/onboarding"}
+    links = ["Salary bands", "hr/salary BANDS.md", "Onboarding", "other/Salary bands", " HR / Salary bands ",
+             "hr\\Salary bands", "./hr/Salary bands.md", "diagram.png", "#Heading"]  # fmt: skip
+    assert visible_links(links, restricted, Scope.public()) == [
+        "Onboarding", "other/Salary bands", "diagram.png", "#Heading"
+    ]  # fmt: skip
     assert visible_links(links, restricted, Scope.of("k", ["hr"])) == links
     assert visible_links(links, None, Scope.public()) == []  # not known: hidden rather than guessed
     assert visible_links(links, None, Scope.unrestricted()) == links
     assert link_key("Ünïcode/Note.MD") == link_key("U\u0308ni\u0308code/note")
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["hr/Salary bands.md", "HR/Ünïcode Note.MD", "U\u0308ber/Note.md", "deep/a/b/c/Note.md", "x" * 600 + "/N.md"],
+)
+def test_restricted_link_keys_are_the_stored_path_keys(path: str) -> None:
+    """The restricted-link list is keyed by exactly the keys the indexer stores (``path_keys``) and a link is
+    matched by (``link_key``): one function, whatever the case, Unicode form or length of the path."""
+    from kbsearch.links import path_keys
+
+    restricted, public = restricted_links([(path, ["hr"])])
+    assert set(restricted) == set(path_keys(path)) and not public and restricted
+    name = path.rsplit("/", 1)[1].removesuffix(".md").removesuffix(".MD")
+    tail = path.rsplit("/", 2)[-2] + "/" + name  # a tail too long for a key is no key (and names no note)
+    for link in (name, name.upper(), *([tail] if len(tail) <= 512 else [])):
+        assert link_key(link) in restricted
+        assert visible_links([link], restricted, Scope.public()) == []
+    assert str(link_key(name)) not in restricted_links([(path, ["hr"]), ("other/" + name + ".md", ["public"])])[0]
 
 
 def test_container_resolves_scopes_and_fails_closed(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -195,7 +221,7 @@ def test_container_resolves_scopes_and_fails_closed(monkeypatch: pytest.MonkeyPa
 
 def test_the_caller_mapping_is_read_from_ssm_at_run_time(monkeypatch: pytest.MonkeyPatch) -> None:
     """The template's way: ACCESS_GROUPS_PARAM names a SecureString; a change is seen without a redeploy (after
-    SECRETS_TTL_S), a missing parameter means public only."""
+    ACCESS_GROUPS_TTL_S), a missing parameter means public only."""
     import boto3
     from aws_lambda_powertools.utilities import parameters
     from moto import mock_aws
@@ -204,7 +230,7 @@ def test_the_caller_mapping_is_read_from_ssm_at_run_time(monkeypatch: pytest.Mon
 
     event = {"requestContext": {"identity": {"apiKeyId": "k1"}}}
     monkeypatch.setenv("ACCESS_GROUPS_PARAM", "/kb-search/test/access-groups")
-    monkeypatch.setenv("SECRETS_TTL_S", "0")
+    monkeypatch.setenv("ACCESS_GROUPS_TTL_S", "0")
     with mock_aws():
         parameters.clear_caches()
         ssm = boto3.client("ssm", region_name="us-east-1")
@@ -218,3 +244,94 @@ def test_the_caller_mapping_is_read_from_ssm_at_run_time(monkeypatch: pytest.Mon
                           Value='{"api_keys": {"k1": ["hr", "finance"]}}')  # fmt: skip
         parameters.clear_caches()
         assert container.api_scope(event).groups == frozenset({"hr", "finance", "public"})
+
+
+MAPPING_PARAM, KEY_PARAM = "/kb-search/test/access-groups", "/kb-search/test/deepinfra-api-key"
+HR_EVENT = {"requestContext": {"identity": {"apiKeyId": "k1"}}}
+
+
+def test_the_caller_mapping_has_its_own_short_ttl(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ACCESS_GROUPS_TTL_S, not SECRETS_TTL_S: within it a changed mapping is not read (the old groups apply),
+    after it the new ones do, while a provider key read in the same batch keeps its own, longer TTL."""
+    import time
+
+    import boto3
+    from aws_lambda_powertools.utilities import parameters
+    from moto import mock_aws
+
+    from kbsearch.api.container import Container
+
+    monkeypatch.setenv("ACCESS_GROUPS_PARAM", MAPPING_PARAM)
+    monkeypatch.setenv("EMBEDDING_API_KEY_PARAM", KEY_PARAM)
+    monkeypatch.setenv("ACCESS_GROUPS_TTL_S", "1")
+    with mock_aws():
+        parameters.clear_caches()
+        ssm = boto3.client("ssm", region_name="us-east-1")
+        ssm.put_parameter(Name=MAPPING_PARAM, Type="SecureString", Value='{"api_keys": {"k1": ["hr"]}}')
+        ssm.put_parameter(Name=KEY_PARAM, Type="SecureString", Value="di-key-1")
+        container = Container()
+        assert container.api_scope(HR_EVENT).groups == frozenset({"hr", "public"})
+        assert container.secrets.get("EMBEDDING_API_KEY") == "di-key-1"
+        ssm.put_parameter(Name=MAPPING_PARAM, Type="SecureString", Overwrite=True,
+                          Value='{"api_keys": {"k1": ["finance"]}}')  # fmt: skip
+        ssm.put_parameter(Name=KEY_PARAM, Type="SecureString", Overwrite=True, Value="di-key-2")
+        assert container.api_scope(HR_EVENT).groups == frozenset({"hr", "public"})  # within the TTL: cached
+        time.sleep(1.2)
+        assert container.api_scope(HR_EVENT).groups == frozenset({"finance", "public"})  # after it: the new one
+        assert container.secrets.get("EMBEDDING_API_KEY") == "di-key-1"  # SECRETS_TTL_S (300 s) still holds
+        ssm.delete_parameter(Name=MAPPING_PARAM)  # the mapping removed: public only once the TTL has passed
+        time.sleep(1.2)
+        assert container.api_scope(HR_EVENT) == Scope.public("apikey:k1")
+
+
+SSM_FAILURES = {  # how a GetParameters can fail: (status, body); status 0 drops the connection
+    "internal-error": (500, b'{"__type": "InternalServerError", "message": "down"}'),
+    "throttled": (400, b'{"__type": "ThrottlingException", "message": "Rate exceeded"}'),
+    "denied": (400, b'{"__type": "AccessDeniedException", "message": "no kms:Decrypt"}'),
+    "connection-drop": (0, b""),
+}
+
+
+@pytest.mark.parametrize("failure", list(SSM_FAILURES))
+def test_a_failed_refresh_of_the_caller_mapping_widens_nothing(monkeypatch: pytest.MonkeyPatch, failure: str) -> None:
+    """SSM (a loopback endpoint speaking its JSON protocol) answers, then fails: within ACCESS_GROUPS_TTL_S the
+    mapping read before serves; past it every caller holds ``public`` only (a grant revoked meanwhile must not
+    live on in a stale copy), while the provider keys keep serving their cached values until their own TTL."""
+    import time
+
+    from kbsearch.api.container import Container
+    from kbsearch_tools.fakes import FakeEndpoint
+
+    values = {MAPPING_PARAM: '{"api_keys": {"k1": ["hr"]}}', KEY_PARAM: "di-key-1"}
+    up = {"ssm": True}
+
+    def ssm_api(method: str, path: str) -> tuple[int, bytes, str]:
+        if not up["ssm"]:
+            return *SSM_FAILURES[failure], "application/x-amz-json-1.1"
+        names = endpoint.requests[-1].body["Names"]  # this request's (recorded before it is answered)
+        found = [{"Name": n, "Type": "SecureString", "Value": values[n], "Version": 1, "DataType": "text",
+                  "ARN": f"arn:aws:ssm:us-east-1:123456789012:parameter{n}"} for n in names if n in values]  # fmt: skip
+        body = {"Parameters": found, "InvalidParameters": [n for n in names if n not in values]}
+        return 200, json.dumps(body).encode(), "application/x-amz-json-1.1"
+
+    endpoint = FakeEndpoint().start()
+    endpoint.responder = ssm_api
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_SSM", endpoint.url)
+        monkeypatch.setenv("ACCESS_GROUPS_PARAM", MAPPING_PARAM)
+        monkeypatch.setenv("EMBEDDING_API_KEY_PARAM", KEY_PARAM)
+        monkeypatch.setenv("ACCESS_GROUPS_TTL_S", "1")
+        container = Container()
+        assert container.api_scope(HR_EVENT).groups == frozenset({"hr", "public"})
+        assert container.secrets.get("EMBEDDING_API_KEY") == "di-key-1"
+        assert all(r.headers.get("x-amz-target") == "AmazonSSM.GetParameters" for r in endpoint.requests)
+        up["ssm"] = False
+        assert container.api_scope(HR_EVENT).groups == frozenset({"hr", "public"})  # within the TTL: no read
+        time.sleep(1.2)
+        reads = len(endpoint.requests)
+        assert container.api_scope(HR_EVENT) == Scope.public("apikey:k1")  # past it, unreadable: public only
+        assert len(endpoint.requests) > reads  # SSM was asked, and failed
+        assert container.api_scope(HR_EVENT) == Scope.public("apikey:k1")  # and again (failing fast meanwhile)
+        assert container.secrets.get("EMBEDDING_API_KEY") == "di-key-1"  # its own TTL (300 s) still holds
+    finally:
+        endpoint.stop()

@@ -446,12 +446,13 @@ def test_s3_changes_reach_the_indexer_through_a_queue(cfn: dict[str, Any]) -> No
     res, params = cfn["Resources"], cfn["Parameters"]
     arn = {"Fn::GetAtt": ["IndexerEventQueue", "Arn"]}
     notifications = res["KbBucket"]["Properties"]["NotificationConfiguration"]["QueueConfigurations"]
-    assert sorted(n["Event"] for n in notifications) == ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]
-    for n in notifications:
+    assert [n["Event"] for n in notifications] == ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"] * 2
+    # the notes, then the access file at the KB root: suffixes that do not overlap (S3 refuses overlapping rules)
+    for n, suffix in zip(notifications, [".md", ".md", "_access.yaml", "_access.yaml"], strict=True):
         assert n["Queue"] == arn
         with_prefix, without = n["Filter"]["S3Key"]["Rules"]["Fn::If"][1:]
-        assert with_prefix == [{"Name": "prefix", "Value": {"Ref": "KbPrefix"}}, {"Name": "suffix", "Value": ".md"}]
-        assert without == [{"Name": "suffix", "Value": ".md"}]
+        assert with_prefix == [{"Name": "prefix", "Value": {"Ref": "KbPrefix"}}, {"Name": "suffix", "Value": suffix}]
+        assert without == [{"Name": "suffix", "Value": suffix}]
     assert "IndexerEventQueuePolicy" in res["KbBucket"]["DependsOn"]
     queue = res["IndexerEventQueue"]["Properties"]
     assert queue["VisibilityTimeout"] >= 6 * res["IndexerFunction"]["Properties"]["Timeout"]
@@ -484,7 +485,9 @@ def test_an_existing_bucket_sends_through_an_eventbridge_rule(cfn: dict[str, Any
     pattern = rule["Properties"]["EventPattern"]
     assert pattern["source"] == ["aws.s3"] and pattern["detail-type"] == ["Object Created", "Object Deleted"]
     assert pattern["detail"]["bucket"]["name"] == [{"Ref": "KbBucketName"}]
-    assert pattern["detail"]["object"]["key"] == [{"wildcard": {"Fn::Sub": "${KbPrefix}*.md"}}]
+    assert pattern["detail"]["object"]["key"] == [
+        {"wildcard": {"Fn::Sub": "${KbPrefix}*.md"}}, {"wildcard": {"Fn::Sub": "${KbPrefix}*_access.yaml"}}
+    ]  # fmt: skip
     (target,) = rule["Properties"]["Targets"]
     assert target["Arn"] == {"Fn::GetAtt": ["IndexerEventQueue", "Arn"]}
     assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["IndexerEventDeadLetterQueue", "Arn"]}}

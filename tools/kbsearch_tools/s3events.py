@@ -1,5 +1,5 @@
 """The deployed event path on moto: a bucket whose notifications (ObjectCreated:*, ObjectRemoved:*, suffix .md,
-the KB prefix) go to an SQS queue, and the SQS event source's side: messages received from that queue and handed
+the KB prefix; and the access file at the KB root) go to an SQS queue, and the SQS event source's side: messages received from that queue and handed
 to the indexer as the Lambda SQS event (``Records`` with ``messageId``, ``receiptHandle``, ``body``,
 ``attributes``, ``eventSource: aws:sqs``, ``eventSourceARN``).
 
@@ -86,15 +86,15 @@ class EventPath:
         attrs = self.sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=["QueueArn"])
         self.queue_arn = attrs["Attributes"]["QueueArn"]
         self.s3.create_bucket(Bucket=self.bucket)
-        rules = [{"Name": "suffix", "Value": ".md"}] + (
-            [{"Name": "prefix", "Value": self.prefix}] if self.prefix else []
-        )
+        prefix = [{"Name": "prefix", "Value": self.prefix}] if self.prefix else []
+        notes = [{"Name": "suffix", "Value": ".md"}, *prefix]
+        rules = [{"Name": "suffix", "Value": "_access.yaml"}, *prefix]  # the access file (template.yaml)
         self.s3.put_bucket_notification_configuration(
             Bucket=self.bucket,
             NotificationConfiguration={"QueueConfigurations": [{
                 "QueueArn": self.queue_arn, "Events": ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"],
-                "Filter": {"Key": {"FilterRules": rules}},
-            }]},
+                "Filter": {"Key": {"FilterRules": filters}},
+            } for filters in (notes, rules)]},
         )  # fmt: skip
         return self
 

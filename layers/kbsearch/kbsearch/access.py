@@ -316,25 +316,36 @@ class CallerMap:
 
 def visible_links(links: Sequence[str], restricted: Mapping[str, Sequence[str]] | None, scope: Scope) -> list[str]:
     """The links of a hit the caller may see: a link whose target names a note the caller may not read is
-    dropped. ``restricted`` maps link keys (:func:`link_key`) of every non-public note to its groups; None (not
-    known yet) hides every link from a restricted scope rather than guess."""
+    dropped. ``restricted`` maps link keys (:func:`kbsearch.links.link_key`) of every non-public note to its groups
+    (:func:`restricted_links`); None (not known yet) hides every link from a restricted scope rather than guess.
+    A link with no key (an attachment, a heading of the same note) names no note and stays."""
+    from kbsearch.links import link_key
+
     if scope.groups is None:
         return list(links)
     if restricted is None:
         return []
-    return [link for link in links if scope.can_read(restricted.get(link_key(link), [PUBLIC]))]
+    shown = []
+    for link in links:
+        key = link_key(link)
+        if key is None or scope.can_read(restricted.get(key, [PUBLIC])):
+            shown.append(link)
+    return shown
 
 
-def link_key(target: str) -> str:
-    """How a wiki-link target and a note are matched: NFC, case-folded, without ``.md``, ``/``-separated."""
-    key = _fold(target.strip()).replace("\\", "/").strip("/")
-    return key[:-3] if key.endswith(".md") else key
+def restricted_links(notes: Iterable[tuple[str, Sequence[str] | None]]) -> tuple[dict[str, list[str]], set[str]]:
+    """(link key → groups, for the keys that name only notes that are not public; the keys that name a public
+    note) of these (path, groups) notes. The keys are the notes' :func:`kbsearch.links.path_keys`, the payload's
+    ``path_keys``, so a link matches them by :func:`kbsearch.links.link_key`. A note whose groups are unknown
+    (None) counts as readable by nobody."""
+    from kbsearch.links import path_keys
 
-
-def link_keys_of(path: str, names: Iterable[str] = ()) -> set[str]:
-    """The link keys that reach the note at ``path``: its name and every trailing part of its path (Obsidian
-    resolves ``[[Note]]``, ``[[folder/Note]]`` and the full path alike), plus ``names`` (its title, aliases)."""
-    parts = link_key(path).split("/")
-    keys = {"/".join(parts[i:]) for i in range(len(parts))}
-    keys.update(link_key(n) for n in names if n.strip())
-    return keys
+    by_key: dict[str, set[str]] = {}
+    public: set[str] = set()
+    for path, groups in notes:
+        for key in path_keys(path):
+            if groups is not None and PUBLIC in groups:
+                public.add(key)
+            else:
+                by_key.setdefault(key, set()).update(groups or ())
+    return {k: sorted(g) for k, g in sorted(by_key.items()) if k not in public}, public

@@ -331,6 +331,8 @@ class Settings(BaseModel):
     slack_signing_secret_param: str = ""
     access_groups_param: str = ""
     secrets_ttl_s: int = Field(default=300, ge=0)
+    # The caller mapping's own, shorter lifetime in the cache (a changed mapping applies within it, no redeploy).
+    access_groups_ttl_s: int = Field(default=30, ge=0)
 
     # The provider settings grouped per role, read from the flat fields above (whose names are the environment
     # variables). Plain properties, not cached: ``model_copy(update=...)`` copies a cache along with the values.
@@ -473,7 +475,8 @@ def _quiet_logger(name: str) -> None:
 
 
 class Secrets:
-    """Resolves secret settings; SSM values are fetched in one batched call and cached for ``secrets_ttl_s``.
+    """Resolves secret settings; SSM values are fetched in one batched call and cached for ``secrets_ttl_s``
+    (the caller mapping, ``ACCESS_GROUPS``, for ``access_groups_ttl_s``: :meth:`ttl`).
 
     ``get(name)`` returns ``None`` for a secret that is not configured (the feature that needs it is then off).
     ``refresh()`` drops the cache so the next ``get`` refetches: providers call it once after a 401.
@@ -528,11 +531,16 @@ class Secrets:
         param = self._settings.secret_param(name)
         if not param:
             return None
-        value = self._fetch(timeout_s).get(param)
+        value = self._fetch(timeout_s, self.ttl(name)).get(param)
         if value:
             with self._seen_lock:
                 self._seen.add(value)
         return value
+
+    def ttl(self, name: str) -> int:
+        """How long a value read from SSM serves ``get(name)`` before SSM is read again."""
+        s = self._settings
+        return s.access_groups_ttl_s if name == "ACCESS_GROUPS" else s.secrets_ttl_s
 
     def known_values(self) -> list[str]:
         """Every secret value this process holds (plain settings and values read from SSM so far), for redacting
@@ -558,23 +566,31 @@ class Secrets:
         with contextlib.suppress(ConfigError):
             self._fetch(timeout_s)
 
-    def _fetch(self, timeout_s: float | None = None) -> dict[str, str]:
-        wanted = sorted(set(self._ssm_names().values()))
+    def _fetch(self, timeout_s: float | None = None, max_age_s: int | None = None) -> dict[str, str]:
+        """The SSM values, from the cache when its last read is younger than ``max_age_s`` (the asking secret's
+        :meth:`ttl`), else one batched read (in which Powertools re-reads only the parameters older than their
+        own TTL). A value still within its TTL is served while SSM fails; an expired one is not: its read
+        raises :class:`ConfigError` (for ``ACCESS_GROUPS``: callers get ``public`` only, never a stale grant)."""
+        names = self._ssm_names()
+        wanted = sorted(set(names.values()))
+        max_age = self._settings.secrets_ttl_s if max_age_s is None else max_age_s
         limit = self.FETCH_TIMEOUT_S if timeout_s is None else max(0.05, min(timeout_s, self.FETCH_TIMEOUT_S))
         # Another request reading SSM holds the lock: wait for it no longer than this read may take.
         if not self._lock.acquire(timeout=limit):
             raise ConfigError("the secrets are being read from SSM by another request; not within this deadline")
         try:
-            if self._failure is not None and self._failed_at is not None:
+            cached = self._cached
+            fresh = cached is not None and time.monotonic() - cached[0] < max_age
+            if not fresh and self._failure is not None and self._failed_at is not None:
                 if time.monotonic() - self._failed_at < self.FAILURE_TTL_S:
                     raise self._failure
                 self._failure = self._failed_at = None
-            cached = self._cached
             try:
-                if cached is not None and time.monotonic() - cached[0] < self._settings.secrets_ttl_s:
+                if fresh and cached is not None:
                     raw = cached[1]
                 else:
-                    raw = self._bounded_get(wanted, limit)
+                    ttls = {param: min(self.ttl(n) for n, p in names.items() if p == param) for param in wanted}
+                    raw = self._bounded_get(ttls, limit)
             except Exception as exc:
                 # botocore messages name the parameter or the credential problem, never a value.
                 self._failure = ConfigError(
@@ -595,8 +611,9 @@ class Secrets:
                 logger.warning("SSM parameter %s not found: the secret it names is treated as unset", param)
         return {k: str(v) for k, v in raw.items() if k != "_errors"}
 
-    def _bounded_get(self, wanted: list[str], limit_s: float) -> Any:
-        """One batched, decrypted SSM read on a helper thread, abandoned after ``limit_s`` (TimeoutError)."""
+    def _bounded_get(self, ttls: dict[str, int], limit_s: float) -> Any:
+        """One batched, decrypted SSM read of these parameters (each cached by Powertools for its TTL) on a helper
+        thread, abandoned after ``limit_s`` (TimeoutError)."""
         provider = self._provider()
         outcome: dict[str, Any] = {}
         done = threading.Event()
@@ -604,7 +621,7 @@ class Secrets:
         def read() -> None:
             try:
                 outcome["value"] = provider.get_parameters_by_name(
-                    {p: {} for p in wanted},
+                    {p: {"max_age": ttl} for p, ttl in ttls.items()},
                     decrypt=True,
                     max_age=self._settings.secrets_ttl_s,
                     raise_on_error=False,

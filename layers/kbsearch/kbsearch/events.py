@@ -13,7 +13,7 @@ Shapes (reference/aws.md, "S3 change events"):
 A message that is not one of those (not JSON, another shape) is *poison*: it is reported as a batch item failure so
 SQS retries it and, after ``maxReceiveCount`` tries, moves it to the dead-letter queue, without holding back the
 rest of its batch. Keys of another bucket, outside the KB prefix, not ``.md``, or folder markers are *ignored*
-with a reason (they can never become notes).
+with a reason (they can never become notes); the access file at the KB root (``_access.yaml``) is a change too.
 
 Ordering: events are at-least-once and unordered. For one key, the greater ``sequencer`` is the later event
 (:func:`sequencer_key`: hex strings compared after left-padding with zeros); sequencers of different keys are not
@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote_plus
 
+from kbsearch.access import ACCESS_FILE
 from kbsearch.sources import NOTE_SUFFIX, note_path, path_problem
 
 #: Sequencers are compared at this width (S3's are 16-18 hex digits today); longer ones still compare correctly
@@ -112,6 +113,8 @@ class Scope:
             return f"outside the KB prefix {self.prefix!r}"
         if key.endswith("/"):
             return "a folder marker"
+        if key == self.prefix + ACCESS_FILE:
+            return None  # the KB's access file: its change re-derives every note's groups
         if not key.lower().endswith(NOTE_SUFFIX):
             return "not a markdown note (.md)"
         problem = path_problem(note_path(key[len(self.prefix) :]))

@@ -19,11 +19,13 @@ Guarantees:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,8 +38,8 @@ from kbsearch.access import (
     AccessFileError,
     FolderRules,
     declared_access,
-    link_keys_of,
     note_access,
+    restricted_links,
 )
 from kbsearch.chunking import Chunk, chunk_note
 from kbsearch.config import Secrets, Settings
@@ -65,6 +67,7 @@ from kbsearch.qdrant.store import (
     SchemaMismatchError,
     Store,
     add_state,
+    recorded_access,
     storage_errors,
 )
 from kbsearch.sources import LocalSource, Source, SourceError, SourceObject, open_source, path_problem, preferred
@@ -381,16 +384,7 @@ class Indexer:
         """Record (collection metadata) which link targets name only notes that are not public, with their groups,
         so that a search hides a link into a note its caller may not read. A note whose groups are unknown counts
         as readable by nobody."""
-        by_key: dict[str, set[str]] = {}
-        public: set[str] = set()
-        for path in notes:
-            groups = self._access.get(path)
-            for key in link_keys_of(path):
-                if groups is not None and PUBLIC in groups:
-                    public.add(key)
-                else:
-                    by_key.setdefault(key, set()).update(groups or ())
-        restricted = {k: sorted(g) for k, g in sorted(by_key.items()) if k not in public}
+        restricted, _public = restricted_links((path, self._access.get(path)) for path in notes)
         current = self.store.metadata()
         if current.get(RESTRICTED_LINKS) != restricted:
             self.store.set_metadata({**current, RESTRICTED_LINKS: restricted})
@@ -851,7 +845,8 @@ class ChangeSync:
     is a no-op, so replays and late arrivals change nothing. What is applied is the key's *current* state (S3 is
     read-after-write consistent): a late ``Created`` of a deleted note finds no object and deletes nothing more. A
     note that cannot be read, a provider failure or a storage failure fails that note's messages (retried by SQS);
-    the others complete."""
+    the others complete. A change of the KB-root access file gives every indexed note its groups (a payload
+    update); the restricted link targets follow every change of a note's groups in the same run."""
 
     def __init__(
         self,
@@ -860,12 +855,17 @@ class ChangeSync:
         embedder: Embedder | None,
         options: SyncOptions | None = None,
         sequencers: Any = None,
+        links_lock: Callable[[], AbstractContextManager[Any]] | None = None,
     ) -> None:
         self.tracking = _ReadTracking(source)
         self.source = source
         self.indexer = Indexer(self.tracking, store, embedder, options)
         self.store = store
         self.sequencers = sequencers
+        self._touched: set[str] = set()  # the batch's notes (read: present or gone)
+        self._present: set[str] = set()  # the batch's notes that are in the KB now
+        #: held while the restricted link targets are rewritten (run_changes: a short lease in the lease table)
+        self.links_lock: Callable[[], AbstractContextManager[Any]] = links_lock or contextlib.nullcontext
         self.kind = "events"  # what the collection's last-sync record says ran (``watch`` under kbsearch serve)
 
     def apply(
@@ -911,6 +911,12 @@ class ChangeSync:
             report.incomplete = True
             failed |= set(latest)
             logger.error("the index cannot be written; the batch is retried", extra={"error": report.error})
+        except AccessFileError as exc:  # as a full sync: nothing changes (no note indexed, no group relaxed)
+            report.error = str(exc)
+            report.incomplete = True
+            failed |= set(latest)
+            logger.error("the access file cannot be used; nothing changed, the batch is retried",
+                         extra={"error": report.error})  # fmt: skip
         except Exception as exc:  # the sequencer log (DynamoDB) or anything unforeseen: retry the whole batch
             report.error = f"event run failed: {type(exc).__name__}: {str(exc)[:200]}"
             report.incomplete = True
@@ -925,8 +931,8 @@ class ChangeSync:
     def _access_rules(self) -> FolderRules:
         """The access file's folder rules as they are now (one read of one key, never a listing): a note that an
         event brings in gets the groups a full sync would give it. An unusable access file fails the batch (it is
-        retried, as a full sync refuses to run); a change of the access file itself reaches the index with the
-        next full sync (the reconciler), which applies it to every note as a payload update."""
+        retried, as a full sync refuses to run, and nothing changes); an event of the access file itself applies
+        it to every indexed note (:meth:`_apply_rules`)."""
         key = getattr(self.source, "prefix", "") + ACCESS_FILE  # a GET by key: read_path would list when absent
         try:
             raw = self.source.read(SourceObject(path=ACCESS_FILE, key=key, etag="", size=0))
@@ -939,6 +945,98 @@ class ChangeSync:
     def _record(self, change: Change) -> bool:
         return self.sequencers is None or self.sequencers.put(change.path, change.sequencer)
 
+    def _apply_rules(self, report: ChangeReport, stop_at: Deadline) -> bool:
+        """The access file changed (created, edited or deleted): every indexed note's groups under the rules as
+        they are now, as a full sync gives them: a payload update of the notes whose groups change (nothing is
+        embedded; a note is read only when the index holds it without groups), then the restricted link targets
+        recorded afresh. False when the deadline cut it short (the event is retried; what was updated is right)."""
+        from kbsearch.sources import head
+
+        indexer = self.indexer
+        state = self.store.indexed_state()
+        indexer._state = state
+        indexer._access = {p: (list(a[0]) if (a := st.access()) else None) for p, st in state.items()}
+        unknown: list[SourceObject] = []
+        for path in sorted(state):
+            if stop_at.remaining() <= 0:
+                report.incomplete = True
+                return False
+            if not indexer._refresh_access(report, path, state[path]):
+                try:  # indexed before access scopes, or an update cut short: read it, as a full sync does
+                    obj = head(self.source, getattr(self.source, "prefix", "") + path)
+                except SourceError as exc:
+                    indexer._skip(report, path, str(exc))  # readable by no restricted caller meanwhile
+                    continue
+                if obj is not None:
+                    unknown.append(obj)
+        indexer._reread_access(report, unknown, state, stop_at)
+        self._record_restricted_links(indexer._access)
+        return not report.incomplete
+
+    def _record_restricted_links(self, every_note: dict[str, list[str] | None] | None = None) -> None:
+        """Bring the restricted link targets (collection metadata, see :func:`kbsearch.access.visible_links`) up
+        to date in this run. ``every_note``: the groups of every indexed note (an access file change): the list
+        is recorded afresh. Else the keys of this batch's notes (whatever changed: a retry repairs what a failed
+        attempt left): the notes carrying those keys are read from the index (one filtered scroll). An entry whose
+        key no indexed note carries is kept (it may name a note the index does not hold; the reconciling sync,
+        which lists the KB, drops it), and a list never recorded is left for that sync (meanwhile searches hide
+        every link). A write re-reads the list under ``links_lock`` (batches applied at once take turns)."""
+        present = self._present - set(self.indexer._access)  # notes in the KB the index does not hold (skipped)
+        if every_note is not None:
+            carriers: dict[str, list[str] | None] = dict(every_note)
+            keys: set[str] | None = None
+        else:
+            keys = {k for p in self._touched for k in path_keys(p)}
+            if not keys:
+                return
+            carriers = self._carriers(keys)
+        carriers.update(dict.fromkeys(present))
+        restricted, public = restricted_links(carriers.items())
+
+        def merged(recorded: Any) -> tuple[dict[str, Any], dict[str, Any]] | None:
+            """(the list as it was, as it should be), or None when there is no list to update."""
+            if not isinstance(recorded, dict):
+                if keys is not None:
+                    return None
+                recorded = {}
+            out = dict(recorded)
+            for key in set(restricted) | public if keys is None else keys:
+                if key in public:
+                    out.pop(key, None)
+                elif key in restricted:
+                    out[key] = restricted[key]
+            return recorded, out
+
+        found = merged(self.store.metadata().get(RESTRICTED_LINKS))
+        if found is None or found[0] == found[1]:
+            return  # already right: nothing written, no turn taken
+        with self.links_lock():
+            current = self.store.metadata()  # again: another batch may have written it meanwhile
+            found = merged(current.get(RESTRICTED_LINKS))
+            if found is not None and found[0] != found[1]:
+                self.store.set_metadata({**current, RESTRICTED_LINKS: found[1]})
+
+    def _carriers(self, keys: set[str], page: int = 1024) -> dict[str, list[str] | None]:
+        """The indexed notes a link with one of ``keys`` can name (their ``path_keys``), with their groups."""
+        out: dict[str, list[str] | None] = {}
+        ordered = sorted(keys)
+        for start in range(0, len(ordered), 512):
+            request: dict[str, Any] = {
+                "filter": {"must": [{"key": GRAPH_FIELD, "match": {"any": ordered[start : start + 512]}}]},
+                "limit": page, "with_payload": {"include": ["path", "access", "access_from"]},
+            }  # fmt: skip
+            while True:
+                points, offset = self.store.scroll(request, 30.0)
+                for point in points:
+                    payload = point.get("payload") or {}
+                    if isinstance(payload.get("path"), str):
+                        recorded = recorded_access(payload)
+                        out[payload["path"]] = list(recorded[0]) if recorded is not None else None
+                if offset is None:
+                    break
+                request["offset"] = offset
+        return out
+
     def _apply_current(
         self,
         report: ChangeReport,
@@ -947,11 +1045,15 @@ class ChangeSync:
         stop_at: Deadline,
         call_deadline: Deadline | None,
     ) -> list[str]:
-        """Read each note's current state and make the index hold exactly it; the paths done (not failed)."""
+        """Read each note's current state and make the index hold exactly it, then apply a change of the access
+        file (to every note, the ones just written included), then bring the restricted link targets up to date:
+        all in this run. The paths done (not failed)."""
         from kbsearch.sources import head
 
         current: dict[str, SourceObject | None] = {}
         for path, change in sorted(todo.items()):
+            if path == ACCESS_FILE:
+                continue
             try:
                 current[path] = head(self.source, change.key)
             except SourceError as exc:
@@ -964,6 +1066,10 @@ class ChangeSync:
             digest = payload.get(EMBED_HASH)
             if vector is not None and isinstance(digest, str) and digest:
                 reuse.setdefault(str(payload.get("path")), {})[digest] = vector
+        # each note's groups after this run (indexer._access): what the restricted link targets follow
+        self.indexer._access = {p: (list(a[0]) if (a := st.access()) else None) for p, st in state.items()}
+        self._touched = set(current)
+        self._present = {p for p, obj in current.items() if obj is not None}
         done: list[str] = []
         work: list[tuple[SourceObject, str]] = []
         for path, obj in sorted(current.items()):
@@ -972,11 +1078,13 @@ class ChangeSync:
                     self.store.delete_note(path)
                     report.deleted += 1
                     report.chunks_deleted += state[path].points
+                self.indexer._access.pop(path, None)
                 done.append(path)
                 continue
             report.notes_listed += 1
             kind = self.indexer._classify(obj, state.get(path))
             if kind == "unchanged":
+                self.indexer._refresh_access(report, path, state[path])  # under the rules as they are now
                 report.unchanged += 1
                 done.append(path)
             else:  # a repair too: rewriting it reuses every vector
@@ -997,6 +1105,11 @@ class ChangeSync:
             else:  # not reached (deadline), not embedded (provider down) or not readable: retried
                 failed.add(path)
         self.tracking.unreadable.clear()
+        if ACCESS_FILE in todo:
+            if self._apply_rules(report, stop_at):
+                return [*done, ACCESS_FILE]  # the whole list was recorded again
+            failed.add(ACCESS_FILE)
+        self._record_restricted_links()
         return done
 
 
@@ -1034,8 +1147,10 @@ def run_changes(
     holds the index lease every message fails back to the queue (nothing is lost; the sync may already cover it).
     Poison messages fail (after ``maxReceiveCount`` tries SQS moves them to the dead-letter queue); the rest of
     the batch is applied."""
+    from functools import partial
+
     from kbsearch.events import read_batch
-    from kbsearch.lease import lease_holder
+    from kbsearch.lease import lease_holder, short_lease
     from kbsearch.providers.embeddings import build_embedder
     from kbsearch.providers.resilience import shared_client
 
@@ -1067,7 +1182,8 @@ def run_changes(
         embedder = build_embedder(settings, secrets, shared_client())
         report.dense = embedder is not None
         options = SyncOptions.from_settings(settings)
-        sync = ChangeSync(source, store, embedder, options, event_sequencers(settings))
+        links_lock = partial(short_lease, settings, "links")  # batches at once take turns on the link list
+        sync = ChangeSync(source, store, embedder, options, event_sequencers(settings), links_lock)
         sync.apply(batch.changes, stop_at, call_deadline, report)
     finally:
         try:

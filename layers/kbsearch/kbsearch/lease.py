@@ -23,7 +23,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from kbsearch.errors import KbSearchError
@@ -177,6 +177,30 @@ def index_lease(settings: Settings) -> contextlib.AbstractContextManager[Any]:
     if not settings.index_lease_table:
         return contextlib.nullcontext()
     return Lease(settings.index_lease_table, f"index#{settings.qdrant_collection}", settings.index_lease_ttl_s)
+
+
+@contextlib.contextmanager
+def short_lease(settings: Settings, name: str, wait_s: float = 10.0, ttl_s: float = 60.0) -> Iterator[None]:
+    """A lease held for one short read-modify-write of shared state (``<name>#<collection>``, e.g. the restricted
+    link targets two event batches may update at once): waits up to ``wait_s`` while another holds it, then
+    raises :class:`LeaseHeld` (the caller's work is retried). No lease table: no lease (one writer locally)."""
+    if not settings.index_lease_table:
+        yield
+        return
+    lease = Lease(settings.index_lease_table, f"{name}#{settings.qdrant_collection}", ttl_s)
+    give_up = time.monotonic() + wait_s
+    while True:
+        try:
+            lease.acquire()
+            break
+        except LeaseHeld:
+            if time.monotonic() >= give_up:
+                raise
+            time.sleep(0.1)
+    try:
+        yield
+    finally:
+        lease.release()
 
 
 def lease_holder(settings: Settings, client: Any = None, clock: Callable[[], float] = time.time) -> LeaseHeld | None:

@@ -30,16 +30,22 @@ MAX_KEYS = 1000  # per note and field: a note with more links keeps the first on
 MAX_KEY_CHARS = 512
 
 
-def _key(text: str) -> str | None:
+def _normal(text: str) -> str:
+    """The one normalisation of a link target and a note's path (NFC, ``/``-separated, segments trimmed, no empty
+    or ``.`` segment, ``.md`` dropped, case-folded); "" when nothing is left."""
     text = unicodedata.normalize("NFC", text).strip().replace("\\", "/")
     parts = [p.strip() for p in text.split("/")]
     parts = [p for p in parts if p and p != "."]
     if not parts:
-        return None
+        return ""
     last = parts[-1]
     if last.lower().endswith(".md"):
         parts[-1] = last[:-3].rstrip()
-    key = "/".join(p for p in parts if p).casefold()
+    return "/".join(p for p in parts if p).casefold()
+
+
+def _key(text: str) -> str | None:
+    key = _normal(text)
     return key if key and len(key) <= MAX_KEY_CHARS else None
 
 
@@ -64,12 +70,15 @@ def link_keys(targets: Iterable[str]) -> list[str]:
 
 
 def path_keys(path: str) -> list[str]:
-    """``a/b/Note.md`` → ``["note", "b/note", "a/b/note"]``: the ways a link can name the note by its path."""
-    key = _key(path)
-    if key is None:
+    """``a/b/Note.md`` → ``["note", "b/note", "a/b/note"]``: the ways a link can name the note by its path (a path
+    too long for a key keeps the tails that fit). The indexer stores them (``path_keys``) and keys the restricted
+    link targets by them (:func:`kbsearch.access.restricted_links`), so both match a link's :func:`link_key`."""
+    key = _normal(path)
+    if not key:
         return []
     parts = key.split("/")
-    return ["/".join(parts[i:]) for i in range(len(parts) - 1, -1, -1)]
+    tails = ("/".join(parts[i:]) for i in range(len(parts) - 1, -1, -1))
+    return [tail for tail in tails if len(tail) <= MAX_KEY_CHARS]
 
 
 def name_keys(title: str | None, aliases: object) -> list[str]:

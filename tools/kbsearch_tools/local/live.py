@@ -7,8 +7,9 @@
 - :class:`Watcher` (``--watch``): watchfiles (inotify, FSEvents) with a debounce; where those are missing, or
   with ``--poll``, a walk of the folder's stats every 250 ms (nanosecond modification times, sizes, inodes). Whatever the editor does (write in place, temporary file + rename, delete +
   create, a burst, a ``git checkout`` of hundreds of notes) the changed paths are applied from what is on disk
-  now, so the index converges to exactly what a full sync builds. A change that is not a note (a folder moved in
-  or out) runs the incremental full sync.
+  now, so the index converges to exactly what a full sync builds. A change of the access file (``_access.yaml``
+  at the root) applies to every note's groups in the same run (a payload update). A change that is not a note (a
+  folder moved in or out) runs the incremental full sync.
 - :class:`HandoffServer`: a unix socket beside the store (``<QDRANT_PATH>/<collection>.serve.sock``, mode 0600,
   the peer's uid checked), through which ``kbsearch index`` hands its sync to the server holding the store
   instead of failing on the store's lock. One JSON line each way: ``{"source", "full", "allow_mass_delete"}`` →
@@ -30,6 +31,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from kbsearch.access import ACCESS_FILE
 from kbsearch.errors import KbSearchError
 from kbsearch.events import Change
 from kbsearch.indexer import ChangeReport, ChangeSync, Indexer, SyncOptions, SyncReport
@@ -122,6 +124,7 @@ class Watcher:
         self.ready = threading.Event()
         self.mode = "polling" if poll else "native"
         self.known: set[str] = set()
+        self.retry: set[str] = set()  # paths a batch could not apply (an unusable access file, a provider down)
         self._thread: threading.Thread | None = None
 
     def start(self) -> Watcher:
@@ -182,7 +185,8 @@ class Watcher:
         for dirpath, dirnames, filenames in os.walk(self.folder):
             dirnames[:] = [d for d in dirnames if not d.startswith(".")]
             for name in filenames:
-                if name.startswith(".") or not name.lower().endswith(NOTE_SUFFIX):
+                root_rules = name == ACCESS_FILE and dirpath == str(self.folder)
+                if name.startswith(".") or not (name.lower().endswith(NOTE_SUFFIX) or root_rules):
                     continue
                 full = os.path.join(dirpath, name)
                 with contextlib.suppress(OSError):
@@ -221,8 +225,8 @@ class Watcher:
             if not rel or rel == "." or rel.startswith("../") or _hidden(rel):
                 continue
             is_dir = Path(raw).is_dir()
-            if rel.lower().endswith(NOTE_SUFFIX) and not is_dir:
-                notes.add(rel)
+            if (rel.lower().endswith(NOTE_SUFFIX) or rel == ACCESS_FILE) and not is_dir:
+                notes.add(rel)  # the access file: every note's groups, applied in the same run
                 continue
             holds_known = any(k.startswith(_nfc(rel) + "/") for k in self.known)
             if is_dir != holds_known:
@@ -235,9 +239,11 @@ class Watcher:
             self._known_from_store()
             self._report("folder change: incremental sync", report)
         elif notes:
+            notes |= self.retry  # what failed before is applied again with the next change (as SQS redelivers)
             changed = self.live.changes(self.folder, notes)
+            self.retry = {p for p in notes if _nfc(p) in changed.failed_paths}
             for path in notes:
-                if path in changed.failed_paths:
+                if _nfc(path) in changed.failed_paths or path == ACCESS_FILE:
                     continue
                 if (self.folder / path).is_file():
                     self.known.add(_nfc(path))

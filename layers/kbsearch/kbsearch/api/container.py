@@ -43,8 +43,9 @@ class Container:
     # -- who is asking ----------------------------------------------------------------------------------------
     def callers(self, timeout_s: float | None = None) -> CallerMap:
         """The caller mapping (``ACCESS_GROUPS``: SSM SecureString in Lambda, read with the other secrets and
-        cached ``SECRETS_TTL_S``, so a change needs no redeploy). Unreadable or malformed → no mapping: every
-        caller holds ``public`` only (logged), never more."""
+        cached ``ACCESS_GROUPS_TTL_S``, so a change needs no redeploy). Unreadable or malformed → no mapping:
+        every caller holds ``public`` only (logged), never more; so does a failed re-read past the TTL (a stale
+        copy could hold a grant just revoked)."""
         try:
             raw = self.secrets.get("ACCESS_GROUPS", timeout_s)
         except ConfigError as exc:
