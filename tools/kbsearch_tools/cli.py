@@ -697,6 +697,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
             baseline=Path(args.baseline) if args.baseline else None, progress=grown,
         )  # fmt: skip
         print(json.dumps(results, indent=2) if args.json else bench_growth.format_growth(results))
+    elif args.what == "legs":
+        from kbsearch_tools import bench_legs
+
+        results = bench_legs.bench_legs(queries=args.queries if args.queries != 200 else 30,
+                                        runs=args.runs if args.runs != 5 else 3)  # fmt: skip
+        print(json.dumps(results, indent=2) if args.json else bench_legs.format_legs(results))
     elif args.what == "mcp":
         from kbsearch_tools import bench_mcp
 
@@ -928,7 +934,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "what",
-        choices=["index", "search", "store", "peer", "growth", "coldstart", "cost", "load", "freshness", "mcp"],
+        choices=["index", "search", "store", "peer", "growth", "legs", "coldstart", "cost", "load", "freshness", "mcp"],
         help="index: full sync grid (batch x concurrency) and no-change sync; search: end-to-end latency and "
         "our own overhead with fake providers of fixed latency; store: the embedded store (Qdrant Edge vs "
         "qdrant-client local mode) on the vault and its copies: index, open, warm search, no-change sync, peak RSS; "
@@ -936,6 +942,8 @@ def build_parser() -> argparse.ArgumentParser:
         "vault and its copies, the same fake embedder: full index wall and peak RSS, warm search p50; "
         "growth: 1x, 10x and 100x the vault: full index, peak RSS, store size, store open, warm search p50/p95, "
         "no-change sync, next to LlamaIndex at --peer-copies (and a --baseline source tree in the same rounds); "
+        "legs: where warm searches' one Qdrant call spends its time on the store QDRANT_PATH holds (e.g. a growth "
+        "store), per leg (dense, BM25, probes) and for the dense leg per engine setting (--queries 30, --runs 3); "
         "coldstart: fresh-interpreter import + first "
         "/health and first /search; cost: tokens per query per stage and $ per 1,000 queries; load: a bounded "
         "load test of kbsearch serve on 127.0.0.1 (errors, latency, RSS growth); freshness: put → searchable through "

@@ -31,7 +31,9 @@ from kbsearch.qdrant.store import (
     EMBED_HASH,
     STATE_FIELDS,
     ChunkPoint,
+    NoteState,
     Store,
+    add_state,
     check_vectors,
     named_vectors,
     storage_errors,
@@ -55,6 +57,14 @@ HELD_ELSEWHERE = (
 )
 COLLECTION_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,254}$")
 SCROLL_PAGE = 2048
+#: The saved index state's format (``<collection>.state.json``): another number, or other ``STATE_FIELDS``, and a
+#: saved state is ignored (read again from the points, and saved anew).
+STATE_FORMAT = 1
+#: A saved state is refreshed note by note (a filtered scroll of the notes written since) up to this share of its
+#: notes; past it, from a scroll of every point (one pass beats tens of thousands of path filters).
+REFRESH_SHARE = 0.25
+#: Paths per filtered scroll when refreshing notes (a ``match any`` of this many keywords).
+REFRESH_BATCH = 1024
 
 
 def local_mode_data(root: Path) -> bool:
@@ -126,6 +136,15 @@ class EdgeStore(Store):
         self._written = False
         self._open_need = space.OPEN_RESERVE
         self._since_cycle = 0  # points written since the shard was last optimised and reopened
+        # The index's state (what indexed_state returns), saved beside the shard so that a sync that changes nothing
+        # reads one file instead of every point's payload (see "state" below).
+        self._state_checked = False  # the saved state was compared with the shard before this process touched it
+        self._saved: list[Any] | None = None  # the saved file's fingerprint, when it described the shard then
+        self._state: dict[str, NoteState] | None = None  # the state as of the last read, but for ``_dirty``
+        self._dirty: set[str] = set()  # notes written since ``_state`` (or the saved file) was exact
+        # notes with no points in ``_state`` whose every point this process wrote, once each: their state is the
+        # payloads written, kept as compact JSON (a full index of the 100x vault holds 34,600 of them)
+        self._fresh: dict[str, str] = {}
         if (self.path / "edge_config.json").is_file():
             self._shard = self._load()
 
@@ -181,17 +200,18 @@ class EdgeStore(Store):
         and vacuums only a segment a fifth deleted, so it returns at once when nothing pays (no graph to build:
         a full index of the 10x vault spent 17% of its time and doubled its memory re-writing its one segment)."""
         with self._lock:
-            shard, self._shard = self._shard, None
-            if shard is None:
+            if self._shard is None:
                 return
             try:
                 if self._written:
                     need = space.allocated_bytes(self.path) + space.CREATE_RESERVE
                     space.require(self.path, need, "optimising the index after the sync")
                     with storage_errors("flushing the embedded store"):
-                        shard.optimize()
-                        shard.flush()
+                        self._shard.optimize()
+                        self._shard.flush()
+                self._save_state()
             finally:
+                shard, self._shard = self._shard, None
                 with contextlib.suppress(Exception):
                     shard.close()
 
@@ -221,6 +241,8 @@ class EdgeStore(Store):
                 if optimize:
                     self._shard.optimize()
                 self._shard.flush()
+            if optimize:
+                self._save_state()
 
     # -- schema -----------------------------------------------------------------------------------------------
     def exists(self) -> bool:
@@ -266,6 +288,9 @@ class EdgeStore(Store):
             with storage_errors(f"deleting the collection {self.collection!r}"):
                 shutil.rmtree(self.path, ignore_errors=True)
                 self._metadata_file.unlink(missing_ok=True)
+                self._state_file.unlink(missing_ok=True)
+            self._state_checked, self._saved, self._state, self._dirty = True, None, None, set()
+            self._fresh = {}
 
     def ensure_collection(self, signature: dict[str, Any] | None = None) -> bool:
         import qdrant_edge as edge
@@ -288,7 +313,10 @@ class EdgeStore(Store):
                         target.unlink()
         space.require(self.root, space.CREATE_RESERVE, "creating the collection")
         with self._lock, storage_errors(f"creating the collection {self.collection!r}"):
+            self._state_file.unlink(missing_ok=True)
             self._shard = edge.EdgeShard.create(str(self.path), self._config())
+            self._state_checked, self._saved, self._state, self._dirty = True, None, {}, set()
+            self._fresh = {}
             for name, kind in PAYLOAD_INDEXES.items():
                 schema = getattr(edge.PayloadSchemaType, kind.capitalize())
                 self._shard.update(edge.UpdateOperation.create_field_index(name, schema))
@@ -309,6 +337,7 @@ class EdgeStore(Store):
                    "max_segment_size": optimizers.get("max_segment_size"),
                    "indexing_threshold": optimizers.get("indexing_threshold")}  # fmt: skip
         if current != self._tuning():
+            self._check_state()
             with self._lock, storage_errors("updating the collection's settings"):
                 self.shard.close()
                 self._shard = None
@@ -322,6 +351,7 @@ class EdgeStore(Store):
             present = set(self.shard.info().payload_schema or {})
             if set(PAYLOAD_INDEXES) - present:
                 space.require(self.path, space.CREATE_RESERVE, "creating payload indexes")
+                self._check_state()
             for name, kind in PAYLOAD_INDEXES.items():
                 if name not in present:
                     self.shard.update(
@@ -344,17 +374,150 @@ class EdgeStore(Store):
         )  # fmt: skip
 
     # -- state --------------------------------------------------------------------------------------------------
-    def _scroll(self, fields: list[str] | bool) -> Iterator[tuple[str, dict[str, Any]]]:
+    # A sync that changes nothing must not cost what the index holds: reading every point's state fields is linear
+    # in the store (315,200 payloads at 100x the vault). So the state is saved beside the shard when a process that
+    # knows it closes the store, with the shard's fingerprint: each segment's version (the number of the last
+    # operation that changed it: Edge bumps it on every write, WAL replay included) and the point count. A later
+    # process uses the file only while the shard still has that fingerprint; it reads the points of the notes it
+    # writes again before saving, and every point only when it has no valid state to start from.
+    @property
+    def _state_file(self) -> Path:
+        return self.path.parent / f"{self.collection}.state.json"
+
+    def _fingerprint(self) -> list[Any]:
         import qdrant_edge as edge
 
-        if fields:
+        with self._lock:
+            manifest = self.shard.snapshot_manifest()
+            points = int(self.shard.count(edge.CountRequest(exact=True)))
+        segments = sorted([str(k), int(v["segment_version"])] for k, v in manifest.items())
+        return [STATE_FORMAT, STATE_FIELDS, points, segments]
+
+    def _check_state(self) -> None:
+        """Before this process reads the state or changes the shard: is the saved state the shard's?"""
+        if self._state_checked or self._shard is None:
+            return
+        self._state_checked = True
+        try:
+            with self._state_file.open("rb") as handle:
+                header = json.loads(handle.readline(1 << 20))
+            self._saved = header if header == self._fingerprint() else None
+        except Exception:  # no file, a damaged one, or a shard Edge cannot describe: the points are read instead
+            self._saved = None
+
+    def _writing(self, paths: set[str]) -> None:
+        """Before a write of these notes' points: their state is read again before it is saved."""
+        self._check_state()
+        self._dirty |= paths
+        for path in paths:
+            self._fresh.pop(path, None)
+
+    def _upserted(self, chunks: list[ChunkPoint]) -> None:
+        """After an upsert: a note the state knows had no points (an added note; every note of a full index into
+        a new store) gets its state from the payloads written, as a scroll would read them, unless a chunk is
+        written twice; any other note's state is read again before it is saved."""
+        notes: dict[str, NoteState] = {}
+        for chunk in chunks:
+            path, index = chunk.path, chunk.chunk_index
+            if path not in notes and path in self._fresh:
+                notes[path] = NoteState.decode(json.loads(self._fresh[path]))
+            elif path not in notes and (self._state is None or path in self._state or path in self._dirty):
+                self._writing({path})
+                continue
+            note = notes.get(path)
+            as_itself = chunk.payload.get("path") == path and chunk.payload.get("chunk_index") == index
+            if not as_itself or (note and any(index in i for i in note.chunks.values())):
+                notes.pop(path, None)
+                self._writing({path})  # written twice (or not as itself): read again
+                continue
+            add_state(notes, chunk.payload)
+        for path, note in notes.items():
+            if path not in self._dirty:
+                self._fresh[path] = json.dumps(note.encode(), separators=(",", ":"))
+
+    def _read_saved(self) -> dict[str, NoteState] | None:
+        """The saved state (its fingerprint checked by :meth:`_check_state`); None when it cannot be used (and
+        then it is saved anew)."""
+        if self._saved is None:
+            return None
+        try:
+            with self._state_file.open("rb") as handle:
+                header, body = json.loads(handle.readline()), json.loads(handle.read())
+            if header == self._saved and isinstance(body, dict):
+                return {str(path): NoteState.decode(value) for path, value in body.items()}
+        except (OSError, ValueError, TypeError):
+            pass
+        self._saved = None
+        return None
+
+    def _current_state(self) -> dict[str, NoteState]:
+        """The state now: the saved or last-read state with the notes written since read again, else every point."""
+        self._check_state()
+        state = self._state if self._state is not None else self._read_saved()
+        if state is not None and len(self._dirty) <= REFRESH_SHARE * max(len(state) + len(self._fresh), 1):
+            dirty = sorted(self._dirty)
+            for i in range(0, len(dirty), REFRESH_BATCH):
+                paths = dirty[i : i + REFRESH_BATCH]
+                for path in paths:
+                    state.pop(path, None)
+                selector = edge_filter({"must": [{"key": "path", "match": {"any": paths}}]})
+                for _, payload in self._scroll(STATE_FIELDS, selector):
+                    add_state(state, payload)
+            state.update((path, NoteState.decode(json.loads(note))) for path, note in self._fresh.items())
+        else:
+            state = {}
+            for _, payload in self._scroll(STATE_FIELDS):
+                add_state(state, payload)
+        self._state, self._dirty, self._fresh = state, set(), {}
+        return state
+
+    def indexed_state(self) -> dict[str, NoteState]:
+        # the shard's lock is taken page by page (a search of kbsearch serve waits for a page, not for the whole
+        # state); the state itself is the syncing thread's, as the writes are
+        with storage_errors("reading the index's state"):
+            return dict(self._current_state())
+
+    def _save_state(self) -> None:
+        """Save the state beside the shard (after its writes are flushed) when this process knows it and the file
+        does not say it; best effort: a state that cannot be saved is read from the points next time."""
+        if not self._state_checked or (self._state is None and self._saved is None):
+            return  # never looked at, or nothing known: a file that no longer fits is never used
+        try:
+            fingerprint = self._fingerprint()
+            if fingerprint == self._saved and not self._dirty and not self._fresh:
+                return
+            state = self._current_state()
+            body = json.dumps({path: st.encode() for path, st in state.items()}, ensure_ascii=False,
+                              separators=(",", ":"))  # fmt: skip
+            header = json.dumps(fingerprint, separators=(",", ":"))
+            space.require(self.path, 2 * (len(body) + len(header)) + space.WRITE_RESERVE, "saving the index state")
+            tmp = self._state_file.with_suffix(".tmp")
+            with tmp.open("w", encoding="utf-8") as handle:
+                handle.write(header + "\n" + body)
+            tmp.replace(self._state_file)
+            self._saved = fingerprint
+        except Exception as exc:  # the index is written; only the next sync's shortcut is lost
+            logger.info("kbsearch: the index state was not saved (%s); the next sync reads it from the points",
+                        type(exc).__name__)  # fmt: skip
+            with contextlib.suppress(OSError):
+                self._state_file.unlink(missing_ok=True)
+                self._state_file.with_suffix(".tmp").unlink(missing_ok=True)
+
+    def _scroll(
+        self, fields: list[str] | bool, selector: edge.Filter | None = None
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Every point (or those ``selector`` matches) as (id, payload with ``fields``)."""
+        import qdrant_edge as edge
+
+        if fields and selector is None:
             self._prefetch_payload()
         offset: Any = None
         while True:
             with self._lock:
                 records, offset = self.shard.scroll(
-                    edge.ScrollRequest(offset=offset, limit=SCROLL_PAGE, with_payload=fields, with_vector=False)
-                )
+                    edge.ScrollRequest(offset=offset, limit=SCROLL_PAGE, filter=selector, with_payload=fields,
+                                       with_vector=False)
+                )  # fmt: skip
             for record in records:
                 yield str(record.id), dict(record.payload or {})
             if offset is None:
@@ -416,7 +579,13 @@ class EdgeStore(Store):
         if points:
             space.require(self.path, space.points_bytes(chunks), f"writing {len(points)} points")
             with self._lock, storage_errors(f"writing {len(points)} points"):
-                self.shard.update(edge.UpdateOperation.upsert_points(points))
+                self._check_state()
+                try:
+                    self.shard.update(edge.UpdateOperation.upsert_points(points))
+                except BaseException:  # written in part, or not at all: these notes are read again
+                    self._writing({c.path for c in chunks})
+                    raise
+                self._upserted(chunks)
                 self._written = True
                 self._since_cycle += len(points)
             if self._since_cycle >= self.graph_from:
@@ -428,6 +597,7 @@ class EdgeStore(Store):
         selector = edge_filter(path_filter(path, from_chunk))
         space.require(self.path, space.OPEN_RESERVE, "deleting a note's points")  # a WAL record
         with self._lock, storage_errors("deleting a note's points"):
+            self._writing({path})
             self.shard.update(edge.UpdateOperation.delete_points_by_filter(selector))
             self._written = True
 
@@ -438,6 +608,7 @@ class EdgeStore(Store):
         need = space.WRITE_FACTOR * len(json.dumps(payload, default=str)) + space.WRITE_RESERVE
         space.require(self.path, need, "updating a note's payload")
         with self._lock, storage_errors("updating a note's payload"):
+            self._writing({path})
             self.shard.update(edge.UpdateOperation.set_payload_by_filter(edge_filter(path_filter(path)), payload))
             self._written = True
 

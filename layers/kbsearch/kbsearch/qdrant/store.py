@@ -130,6 +130,54 @@ class NoteState:
         etag = self.complete_etag()
         return etag is None or self.points != len(self.chunks[etag])
 
+    def encode(self) -> list[Any]:
+        """As JSON values (the embedded store's saved state, :meth:`decode`): a set of chunk indexes 0..n-1 is n."""
+        accesses = sorted(([list(a[0]), a[1]] if a is not None else None for a in self.accesses), key=repr)
+        return [
+            {etag: _ints(indexes) for etag, indexes in self.chunks.items()},
+            {etag: sorted(ns) for etag, ns in self.n_chunks.items()},
+            self.dense, self.points, self.doc_ids, sorted(self.embeddings), accesses, self.graph,
+        ]  # fmt: skip
+
+    @classmethod
+    def decode(cls, value: Any) -> NoteState:
+        """:meth:`encode`'s value back; ValueError (or TypeError) for anything else."""
+        chunks, n_chunks, dense, points, doc_ids, embeddings, accesses, graph = value
+        if not (isinstance(chunks, dict) and isinstance(n_chunks, dict) and isinstance(doc_ids, dict)):
+            raise ValueError("not a note's state")
+        if not (type(dense) is bool and type(graph) is bool and type(points) is int and points >= 0):
+            raise ValueError("not a note's state")
+        if chunks.keys() != n_chunks.keys() or not all(isinstance(v, str) for v in (*doc_ids.values(), *embeddings)):
+            raise ValueError("not a note's state")
+        return cls(
+            chunks={str(e): _int_set(v) for e, v in chunks.items()},
+            n_chunks={str(e): {_int(n) for n in ns} for e, ns in n_chunks.items()},
+            dense=dense, points=points, doc_ids=dict(doc_ids), embeddings=set(embeddings),
+            accesses={None if a is None else _access(a) for a in accesses}, graph=graph,
+        )  # fmt: skip
+
+
+def _ints(values: set[int]) -> int | list[int]:
+    n = len(values)
+    return n if n and min(values) == 0 and max(values) == n - 1 else sorted(values)
+
+
+def _int(value: Any) -> int:
+    if type(value) is not int:
+        raise ValueError("not an integer")
+    return value
+
+
+def _int_set(value: Any) -> set[int]:
+    return set(range(_int(value))) if type(value) is int else {_int(v) for v in value}
+
+
+def _access(value: Any) -> tuple[tuple[str, ...], str]:
+    groups, source = value
+    if not isinstance(source, str) or not all(isinstance(g, str) for g in groups):
+        raise ValueError("not an access record")
+    return tuple(groups), source
+
 
 def add_state(state: dict[str, NoteState], p: dict[str, Any]) -> None:
     """Add one point's state fields (``STATE_FIELDS``) to ``state``."""
