@@ -157,7 +157,7 @@ def bench_legs(queries: int = 30, runs: int = 3, progress: Any = None) -> dict[s
                 progress({"query": n + 1, "whole_ms": round(legs["whole batch"][-1], 1)})
         info = store.shard.info()
         return {
-            "store": settings.qdrant_path, "points": int(info.points_count), "segments": int(info.segments_count),
+            "store": str(store.root), "points": int(info.points_count), "segments": int(info.segments_count),
             "queries": len(warm), "runs": runs,
             "open_s": open_s, "search_p50_ms": statistics.median(whole),
             "stages_p50_ms": {k: statistics.median(v) for k, v in stages.items() if any(v)},
