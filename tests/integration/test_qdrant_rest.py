@@ -279,15 +279,15 @@ def test_batch_body_matches_qdrant_client_and_every_leg_carries_the_filter(qdran
         models.QueryRequest(query=models.SparseVector(indices=[1, 5], values=[1.0, 1.0]), using="bm25",
                             filter=qfilter, limit=100, with_payload=payload, with_vector=False),
         models.QueryRequest(query=models.SparseVector(indices=[1, 5], values=[1.0, 1.0]), using="bm25",
-                            filter=qfilter, limit=300, offset=100, with_payload=False, with_vector=False),
+                            filter=qfilter, limit=308, offset=92, with_payload=False, with_vector=False),
         models.QueryRequest(query=models.SparseVector(indices=[7], values=[1.0]), using="bm25", filter=qfilter,
                             limit=100, with_payload=payload, with_vector=False),
         models.QueryRequest(query=models.SparseVector(indices=[7], values=[1.0]), using="bm25", filter=qfilter,
-                            limit=300, offset=100, with_payload=False, with_vector=False),
+                            limit=308, offset=92, with_payload=False, with_vector=False),
         models.QueryRequest(query=models.SparseVector(indices=[1], values=[1.0]), using="bm25", filter=qfilter,
-                            limit=8, with_payload=False, with_vector=False),
+                            limit=8, with_payload=models.PayloadSelectorInclude(include=["path"]), with_vector=False),
         models.QueryRequest(query=models.SparseVector(indices=[5], values=[1.0]), using="bm25", filter=qfilter,
-                            limit=8, with_payload=False, with_vector=False),
+                            limit=8, with_payload=models.PayloadSelectorInclude(include=["path"]), with_vector=False),
     ])  # fmt: skip
     assert qdrant.requests[-1].path == "/collections/kb/points/query/batch"
     assert drop_none(qdrant.requests[-1].body) == {"searches": drop_none(searches)}
@@ -301,6 +301,7 @@ def test_batch_body_matches_qdrant_client_and_every_leg_carries_the_filter(qdran
 
 def test_batch_answers_are_read_per_leg_with_ties_in_point_id_order(qdrant: FakeEndpoint) -> None:
     qdrant.body = json.dumps({"result": [
+        {"points": []},
         {"points": [{"id": "b", "score": 2.0, "payload": {"path": "b.md"}},
                     {"id": "a", "score": 2.0, "payload": {"path": "a.md"}},
                     {"id": "c", "score": 3.0, "payload": {"path": "c.md"}}, {"id": "n", "score": 2.5},
@@ -310,11 +311,12 @@ def test_batch_answers_are_read_per_leg_with_ties_in_point_id_order(qdrant: Fake
                     {"id": "x", "score": 1.3, "payload": {}}]},
     ]}).encode()  # fmt: skip
     rest = QdrantRest(qdrant.url, "kb", lambda: None, shared_client(), 2.0)
-    searches, legs = batch_searches([], [(SparseVector([1], [1.0]), "en")], None, probes=[1])
-    (_, lexical), (_, tail), (_, probe) = retrieve_legs(rest, searches, legs, 2.0)
+    searches, legs = batch_searches([[0.1, 0.2]], [(SparseVector([1], [1.0]), "en")], None, probes=[1])
+    (_, dense), (_, lexical), (_, tail), (_, probe) = retrieve_legs(rest, searches, legs, 2.0)
+    assert dense == []
     assert [c.id for c in lexical] == ["c", "a", "b"]  # equal scores: by point id; no payload path: dropped
     assert [(c.id, c.payload) for c in tail] == [("d", {}), ("e", {})]  # asked for ids and scores: kept as such
-    assert [(c.id, c.payload) for c in probe] == [("z", {"path": "z.md"}), ("y", {}), ("x", {})]  # bare: all kept
+    assert [(c.id, c.score, c.payload) for c in probe] == [("z", 1.5, {"path": "z.md"})]  # no path: dropped
 
 
 BAD_BATCH_ANSWERS = [

@@ -58,13 +58,21 @@ class FakeQdrant:
 
     def bare(self) -> str:
         """The points without their payloads, ids and scores written as given."""
-        try:
-            points = json.loads(self.points, parse_int=str, parse_float=str, parse_constant=str)
+        try:  # ids as JSON values; scores as written (a number no float holds stays that number)
+            points = json.loads(self.points, parse_float=str, parse_constant=str)
         except ValueError:
             return f'{{"points": {self.points}}}'  # not JSON at all: the same garbage for every search
         if not isinstance(points, list) or not all(isinstance(p, dict) for p in points):
             return f'{{"points": {self.points}}}'
-        return '{"points": [' + ", ".join(f'{{"id": {p.get("id")}, "score": {p.get("score")}}}' for p in points) + "]}"
+
+        def score(value: object) -> str:
+            return value if isinstance(value, str) else json.dumps(value)
+
+        return (
+            '{"points": ['
+            + ", ".join(f'{{"id": {json.dumps(p.get("id"))}, "score": {score(p.get("score"))}}}' for p in points)
+            + "]}"
+        )
 
 
 @pytest.fixture

@@ -284,6 +284,37 @@ def test_the_caller_mapping_has_its_own_short_ttl(monkeypatch: pytest.MonkeyPatc
         assert container.api_scope(HR_EVENT) == Scope.public("apikey:k1")
 
 
+def test_reading_the_caller_mapping_does_not_extend_the_provider_keys_ttl(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refresh of the short-lived mapping re-reads only the mapping (the key comes from Powertools' cache): the
+    key is still read again SECRETS_TTL_S after it was last read, however often the mapping was refreshed since."""
+    import time
+
+    import boto3
+    from aws_lambda_powertools.utilities import parameters
+    from moto import mock_aws
+
+    from kbsearch.api.container import Container
+
+    monkeypatch.setenv("ACCESS_GROUPS_PARAM", MAPPING_PARAM)
+    monkeypatch.setenv("EMBEDDING_API_KEY_PARAM", KEY_PARAM)
+    monkeypatch.setenv("ACCESS_GROUPS_TTL_S", "1")
+    monkeypatch.setenv("SECRETS_TTL_S", "2")
+    with mock_aws():
+        parameters.clear_caches()
+        ssm = boto3.client("ssm", region_name="us-east-1")
+        ssm.put_parameter(Name=MAPPING_PARAM, Type="SecureString", Value='{"api_keys": {"k1": ["hr"]}}')
+        ssm.put_parameter(Name=KEY_PARAM, Type="SecureString", Value="di-key-1")
+        container = Container()
+        assert container.secrets.get("EMBEDDING_API_KEY") == "di-key-1"
+        started = time.monotonic()
+        ssm.put_parameter(Name=KEY_PARAM, Type="SecureString", Overwrite=True, Value="di-key-2")
+        time.sleep(1.2)
+        assert container.api_scope(HR_EVENT).groups == frozenset({"hr", "public"})  # the mapping refreshed
+        assert container.secrets.get("EMBEDDING_API_KEY") == "di-key-1"  # the key within its 2 s
+        time.sleep(max(0.0, 2.3 - (time.monotonic() - started)))
+        assert container.secrets.get("EMBEDDING_API_KEY") == "di-key-2"  # 2 s after its read, not after the mapping's
+
+
 SSM_FAILURES = {  # how a GetParameters can fail: (status, body); status 0 drops the connection
     "internal-error": (500, b'{"__type": "InternalServerError", "message": "down"}'),
     "throttled": (400, b'{"__type": "ThrottlingException", "message": "Rate exceeded"}'),

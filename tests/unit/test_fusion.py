@@ -264,23 +264,3 @@ def test_the_few_notes_holding_every_rare_term_of_a_question_rise() -> None:
     russian = (Leg("dense", 0, limit=100), [*dense[1][:2], chunk("backup.md", 0.60, "ru"), dense[1][3]])
     lexical_ru = (Leg("lexical", 0, "en", limit=50), [chunk("backup.md", 4.0, "ru"), chunk("create.md", 3.5)])
     assert paths(fuse([russian, lexical_ru, *terms("backup.md")], evidence, 10))[0] == "create.md"
-
-
-def test_bare_probes_name_their_notes_through_the_legs_and_never_undercount_holders() -> None:
-    """Probes come as ids and scores: a probed chunk is the note whose payload a leg carried for that point; a
-    chunk no leg carried still counts as a holder (a note of its own), so a term more notes hold than
-    ``exact_notes`` pins none, however few of them the legs carried."""
-    query = "ERR-4012"
-    evidence = analyse(query)
-    dense = dense_leg(*DISTRACTORS[:5])
-    lexical = (Leg("lexical", 0, "en", limit=50), [chunk("errors.md", 6.0), chunk("n00.md", 1.0)])
-    stems = list(dict.fromkeys(tokenize(query)))
-
-    def bare(ids: list[str]) -> list[tuple[Leg, list[ScoredChunk]]]:
-        return [(Leg("probe", term=term_id(s), limit=8, bare=True), [ScoredChunk(i, 6.0, {}) for i in ids])
-                for s in stems]  # fmt: skip
-
-    fused = fuse([dense, lexical, *bare(["errors.md#0"])], evidence, 10)
-    assert paths(fused)[0] == "errors.md" and fused[0].exact
-    crowded = fuse([dense, lexical, *bare(["errors.md#0", "u1", "u2", "u3"])], evidence, 10)
-    assert not any(c.exact for c in crowded)

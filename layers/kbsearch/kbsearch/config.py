@@ -260,8 +260,9 @@ class Settings(BaseModel):
     # Search.
     search_budget_s: float = Field(default=10.0, gt=0, le=28)
     search_candidates: int = Field(default=50, ge=1, le=200)
-    # Chunks per leg (the adaptive fusion's searches, or prefetches). Each comes with its payload, the cost of a search;
-    # notes have several chunks, so fewer than SEARCH_CANDIDATES notes may reach the reranker when they have many.
+    # Chunks per leg (the adaptive fusion's searches, or prefetches): the query's dense leg brings this many payloads,
+    # a BM25 leg half (the payloads are the cost of a search); notes have several chunks, so fewer than
+    # SEARCH_CANDIDATES notes may reach the reranker when they have many.
     search_prefetch_limit: int = Field(default=100, ge=1, le=1000)
     search_hnsw_ef: int = Field(default=256, ge=4)
     # RRF: Σ 1 / (k + rank / weight) over the prefetches (Qdrant's zero-based ranks); the seed used k = 60 with
@@ -601,7 +602,10 @@ class Secrets:
             if not isinstance(raw, dict):
                 raw = {}
             if raw is not (cached[1] if cached else None):
-                self._cached = (time.monotonic(), raw)
+                # a read for a short-lived value (the caller mapping) re-reads only what is older than its own TTL:
+                # the others came from Powertools' cache, so the cache stays as old as the last read of them all
+                partial = cached is not None and max_age < self._settings.secrets_ttl_s
+                self._cached = (cached[0] if cached is not None and partial else time.monotonic(), raw)
         finally:
             self._lock.release()
         missing = [str(p) for p in raw.get("_errors", [])]

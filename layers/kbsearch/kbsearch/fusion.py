@@ -83,19 +83,25 @@ def lexical_variants(evidence: QueryEvidence, variants: Sequence[str]) -> list[t
     return legs
 
 
+#: The fewest chunks a leg must hold for its floor to be extrapolated (fewer: its last cosine).
+MIN_EXTRAPOLATED = 16
+
+
 def dense_floor(leg: Leg, chunks: Sequence[ScoredChunk], p: FusionParams) -> float:
     """The cosine at rank ``p.floor_rank`` of a dense leg, the floor of the dense scale. A leg that returned that
     many chunks has it; one that returned fewer than it asked for holds every chunk there is (a small index, a
     narrow filter): its last. A leg cut short by its own limit (the search asks for fewer chunks than the rank, to
     carry fewer payloads) extrapolates: in the tail of a ranking the cosine falls about evenly per doubling of the
-    rank, slightly faster each time (``floor_slope``: measured 1.08-1.10 for ranks 50 → 100 → 200 with e5 and USE
-    over the eval sets; the estimate from 100 chunks is within 4.5% of the scale for 80% of their queries).
+    rank, the fall from rank 100 to 200 about ``floor_slope`` times the fall from 50 to 100 (measured 1.08-1.10
+    with e5 and USE over the eval sets); the estimate carries the last halving's fall, times the slope, over each
+    remaining doubling (within 4.5% of the scale for 80% of their queries from 100 chunks; a leg of fewer than
+    :data:`MIN_EXTRAPOLATED` chunks is not extrapolated).
     The ranking is then the same whatever the legs' depth, up to that estimate."""
     n = len(chunks)
     last = chunks[-1].score
     if n >= p.floor_rank:
         return chunks[p.floor_rank - 1].score
-    if leg.limit is None or n < leg.limit or n < 4:
+    if leg.limit is None or n < leg.limit or n < MIN_EXTRAPOLATED:
         return last
     half = chunks[n // 2 - 1].score
     return last - p.floor_slope * math.log2(p.floor_rank / n) * (half - last)
@@ -116,8 +122,7 @@ def resolved(results: Sequence[tuple[Leg, list[ScoredChunk]]]) -> list[tuple[Leg
     tails: dict[int, list[ScoredChunk]] = {}
     out: list[tuple[Leg, list[ScoredChunk]]] = []
     for leg, came in results:
-        resolve = leg.bare and leg.kind != "probe"  # a probe's holders are counted as they came (fuse)
-        chunks = [ScoredChunk(c.id, c.score, known[c.id]) for c in came if c.id in known] if resolve else came
+        chunks = [ScoredChunk(c.id, c.score, known[c.id]) for c in came if c.id in known] if leg.bare else came
         if leg.kind == "lexical-tail":
             tails.setdefault(leg.variant, []).extend(chunks)
         else:
@@ -188,15 +193,10 @@ def fuse(
     probes = {leg.term: (chunks[0].score if chunks else 0.0) for leg, chunks in results if leg.kind == "probe"}
     holders: dict[str, dict[int | None, float]] = {}  # note → the probed terms it holds (best score each)
     depth = {leg.term: len(chunks) for leg, chunks in results if leg.kind == "probe"}
-    known = carried(results)
     for leg, chunks in results:
         if leg.kind == "probe":
             for c in chunks:
-                # a probe's chunk names its note by the payload a leg carried for it (probes come bare); one no
-                # leg carried counts as a note of its own that nothing can rank: never fewer holders than there are
-                payload = c.payload if c.payload.get("path") else known.get(c.id)
-                note = _note(ScoredChunk(c.id, c.score, payload)) if payload else f"?{c.id}"
-                held = holders.setdefault(note, {})
+                held = holders.setdefault(_note(c), {})
                 held[leg.term] = max(held.get(leg.term, 0.0), c.score)
     probed = [t for t in evidence.terms if t in probes]
     present = [t for t in probed if probes[t] > 0]
@@ -209,7 +209,7 @@ def fuse(
     span = top - floor
     for chunks in dense_legs:
         for c in chunks:
-            value = (c.score - floor) / span if span > 0 else 1.0
+            value = max(0.0, (c.score - floor) / span) if span > 0 else 1.0  # below the floor: nothing
             n = notes.setdefault(_note(c), _Note())
             if n.dense_chunk is None or value > n.dense:
                 n.dense, n.dense_chunk = value, c
@@ -250,8 +250,8 @@ def fuse(
                     notes.setdefault(note, _Note()).confidence = confidence
     lookup = bool(evidence.identifiers) or len(evidence.terms) <= p.exact_max_terms
     pinned = set(exact) if lookup and 0 < len(exact) <= p.exact_notes else set()
-    # Rare-term agreement (a question, not a lookup): the few notes that hold every rare term of the query (fewer
-    # than PROBE_DEPTH chunks hold it) get ``rare_agreement`` x their share of those terms' attainable score (x the
+    # Rare-term agreement (whenever no exact match is pinned, a lookup that found none included): the few notes that
+    # hold every rare term of the query (fewer than PROBE_DEPTH chunks hold it) get ``rare_agreement`` x their share of those terms' attainable score (x the
     # language factor in a note of another language): "Time Machine" and "File History" in a long question name the
     # note that holds them, whatever a weak dense model ranks first.
     agree: dict[str, float] = {}

@@ -359,14 +359,16 @@ def retrieve(
 #: search reads of a candidate — the fusion (path, doc_id, lang), the ranking prior (ai_weight, status), the
 #: reranker's passage (title, heading, text) and a hit (summary, tags, type, updated, links) — so the one Qdrant
 #: call brings every field an answer needs and none it does not (the index's bookkeeping: etags, hashes, access
-#: groups, link keys, free metadata). Probes, BM25 tails and rewrites' dense searches carry none (ids and scores).
+#: groups, link keys, free metadata). Probes carry the path alone; BM25 tails and rewrites' dense searches carry
+#: none (ids and scores).
 SEARCH_PAYLOAD: dict[str, Any] = {"include": [
     "path", "doc_id", "lang", "ai_weight", "status", "title", "heading", "text", "summary", "tags", "type", "updated",
     "links",
 ]}  # fmt: skip
+#: Ranks a BM25 leg's tail repeats of its head (ties at the boundary).
+TAIL_OVERLAP = 8
 #: Query terms probed for their best single-term scores (how rare each is, whether the index has it at all, which
-#: notes hold it), and how many chunks each probe returns (ids and scores: a chunk's note is named by the payload
-#: another leg carried for it).
+#: notes hold it), and how many chunks each probe returns (their path only: every holder of a rare term is named).
 MAX_PROBES = 8
 PROBE_DEPTH = 8
 
@@ -376,7 +378,7 @@ class Leg:
     """One search of the batch. ``kind``: ``dense`` (a query variant's vector), ``lexical`` (a variant's BM25
     terms; ``language`` is the variant's), ``lexical-tail`` (the same BM25 search's next chunks, ids and scores
     only), ``probe`` (one BM25 term alone, its best :data:`PROBE_DEPTH` chunks,
-    ids and scores: ``term``)."""
+    their path only: ``term``)."""
 
     kind: str
     variant: int = 0
@@ -412,9 +414,10 @@ def batch_searches(
 ) -> tuple[list[dict[str, Any]], list[Leg]]:
     """The searches of the one batch call (``POST /collections/{c}/points/query/batch``, ``{"searches": [...]}``):
     a dense search per query variant (the query's ``prefetch_limit`` chunks with their payloads, each rewrite's
-    ``min_limit`` as ids and scores), a BM25 search per lexical variant (its language recorded for the fusion; ``prefetch_limit`` chunks,
-    then :data:`LEXICAL_TAIL` more without payload),
-    and a one-term BM25 probe (its best :data:`PROBE_DEPTH` chunks, ids and scores) per term in ``probes``; each
+    ``min_limit`` as ids and scores), a BM25 search per lexical variant (its language recorded for the fusion;
+    half of ``prefetch_limit`` chunks with payloads beside a dense leg, then ids and scores on to twice the limit;
+    all of it with payloads without a dense leg),
+    and a one-term BM25 probe (its best :data:`PROBE_DEPTH` chunks, their path only) per term in ``probes``; each
     under ``query_filter``."""
     params = {"hnsw_ef": hnsw_ef, "quantization": {"rescore": True, "oversampling": 2.0}}
     searches: list[dict[str, Any]] = []
@@ -422,7 +425,7 @@ def batch_searches(
     # the query's own vector brings its chunks' payloads; a rewrite's (its candidates overlap the query's) ranks
     # ``min_limit`` chunks as ids and scores, which raise the dense score of the notes the other legs carry
     for i, vector in enumerate(dense):
-        limit = prefetch_limit if i == 0 else min_limit
+        limit = prefetch_limit if i == 0 else min(min_limit, prefetch_limit)
         searches.append({"query": {"nearest": list(vector)}, "using": DENSE, "limit": limit, "params": params,
                          "with_payload": SEARCH_PAYLOAD if i == 0 else False, "with_vector": False})  # fmt: skip
         legs.append(Leg("dense", i, limit=limit, bare=i > 0))
@@ -437,13 +440,17 @@ def batch_searches(
                              "using": SPARSE, "limit": lexical_limit, "with_payload": SEARCH_PAYLOAD,
                              "with_vector": False})  # fmt: skip
             legs.append(Leg("lexical", i, language, limit=lexical_limit))
-            tail = 2 * prefetch_limit - lexical_limit
-            searches.append({**searches[-1], "offset": lexical_limit, "limit": tail, "with_payload": False})
-            legs.append(Leg("lexical-tail", i, language, limit=tail, bare=True))
+            if dense:  # without a dense leg no payload could name a tail's chunks
+                # the tail starts a few ranks inside the head: chunks tied at the boundary (engines order equal
+                # scores as they like, search by search) are in one or the other, whatever each search does
+                start = max(0, lexical_limit - TAIL_OVERLAP)
+                tail = 2 * prefetch_limit - start
+                searches.append({**searches[-1], "offset": start, "limit": tail, "with_payload": False})
+                legs.append(Leg("lexical-tail", i, language, limit=tail, bare=True))
     for term in probes[:MAX_PROBES]:
         searches.append({"query": {"nearest": {"indices": [term], "values": [1.0]}}, "using": SPARSE,
-                         "limit": PROBE_DEPTH, "with_payload": False, "with_vector": False})  # fmt: skip
-        legs.append(Leg("probe", term=term, limit=PROBE_DEPTH, bare=True))
+                         "limit": PROBE_DEPTH, "with_payload": {"include": ["path"]}, "with_vector": False})  # fmt: skip
+        legs.append(Leg("probe", term=term, limit=PROBE_DEPTH))
     return scoped(searches, query_filter), legs
 
 
