@@ -264,3 +264,27 @@ def test_the_few_notes_holding_every_rare_term_of_a_question_rise() -> None:
     russian = (Leg("dense", 0, limit=100), [*dense[1][:2], chunk("backup.md", 0.60, "ru"), dense[1][3]])
     lexical_ru = (Leg("lexical", 0, "en", limit=50), [chunk("backup.md", 4.0, "ru"), chunk("create.md", 3.5)])
     assert paths(fuse([russian, lexical_ru, *terms("backup.md")], evidence, 10))[0] == "create.md"
+
+
+def test_a_leg_deeper_than_the_floor_rank_scores_nothing_below_the_floor() -> None:
+    """SEARCH_PREFETCH_LIMIT above the floor's rank: the chunks below rank 200 count 0 on the dense scale, never
+    less (a negative dense value would rank a note dense found below one it never found)."""
+    deep = _log_linear_leg(300, 300)
+    fused = fuse([(Leg("dense", 0, limit=300), deep), *probes("anything", {})], analyse("anything"), 300)
+    assert len(fused) == 300 and min(c.fusion for c in fused) == 0.0
+    assert [c.payload["path"] for c in fused[:200]] == [c.payload["path"] for c in deep[:200]]
+
+
+def test_no_bm25_tail_without_a_dense_leg_and_the_tail_overlaps_its_head() -> None:
+    """BM25 alone (embeddings down, or lexical evaluation) brings all its payloads and no tail (nothing could name
+    a tail's chunks); beside a dense leg the tail starts 8 ranks inside the head (ties at the boundary)."""
+    from kbsearch.lexical import query_vector
+    from kbsearch.qdrant.query import TAIL_OVERLAP, batch_searches
+
+    alone, legs = batch_searches([], [(query_vector("vault sync"), "en")], None, prefetch_limit=100)
+    assert [leg.kind for leg in legs] == ["lexical"] and alone[0]["limit"] == 100 and "offset" not in alone[0]
+    both, legs = batch_searches([[0.1, 0.2]], [(query_vector("vault sync"), "en")], None, prefetch_limit=100)
+    head, tail = both[1], both[2]
+    assert [leg.kind for leg in legs] == ["dense", "lexical", "lexical-tail"]
+    assert head["limit"] == 50 and tail["offset"] == 50 - TAIL_OVERLAP and tail["offset"] + tail["limit"] == 200
+    assert tail["with_payload"] is False and head["with_payload"] != False  # noqa: E712
