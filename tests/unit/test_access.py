@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -250,11 +253,10 @@ MAPPING_PARAM, KEY_PARAM = "/kb-search/test/access-groups", "/kb-search/test/dee
 HR_EVENT = {"requestContext": {"identity": {"apiKeyId": "k1"}}}
 
 
-def test_the_caller_mapping_has_its_own_short_ttl(monkeypatch: pytest.MonkeyPatch) -> None:
-    """ACCESS_GROUPS_TTL_S, not SECRETS_TTL_S: within it a changed mapping is not read (the old groups apply),
-    after it the new ones do, while a provider key read in the same batch keeps its own, longer TTL."""
-    import time
-
+@contextlib.contextmanager
+def _mapping_and_key(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, Any]]:
+    """moto's SSM holding the caller mapping (k1 → hr) and a provider key (di-key-1), read by a container whose
+    mapping lives ACCESS_GROUPS_TTL_S = 1 s: (the SSM client, the container)."""
     import boto3
     from aws_lambda_powertools.utilities import parameters
     from moto import mock_aws
@@ -270,6 +272,15 @@ def test_the_caller_mapping_has_its_own_short_ttl(monkeypatch: pytest.MonkeyPatc
         ssm.put_parameter(Name=MAPPING_PARAM, Type="SecureString", Value='{"api_keys": {"k1": ["hr"]}}')
         ssm.put_parameter(Name=KEY_PARAM, Type="SecureString", Value="di-key-1")
         container = Container()
+        yield ssm, container
+
+
+def test_the_caller_mapping_has_its_own_short_ttl(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ACCESS_GROUPS_TTL_S, not SECRETS_TTL_S: within it a changed mapping is not read (the old groups apply),
+    after it the new ones do, while a provider key read in the same batch keeps its own, longer TTL."""
+    import time
+
+    with _mapping_and_key(monkeypatch) as (ssm, container):
         assert container.api_scope(HR_EVENT).groups == frozenset({"hr", "public"})
         assert container.secrets.get("EMBEDDING_API_KEY") == "di-key-1"
         ssm.put_parameter(Name=MAPPING_PARAM, Type="SecureString", Overwrite=True,
@@ -289,22 +300,8 @@ def test_reading_the_caller_mapping_does_not_extend_the_provider_keys_ttl(monkey
     key is still read again SECRETS_TTL_S after it was last read, however often the mapping was refreshed since."""
     import time
 
-    import boto3
-    from aws_lambda_powertools.utilities import parameters
-    from moto import mock_aws
-
-    from kbsearch.api.container import Container
-
-    monkeypatch.setenv("ACCESS_GROUPS_PARAM", MAPPING_PARAM)
-    monkeypatch.setenv("EMBEDDING_API_KEY_PARAM", KEY_PARAM)
-    monkeypatch.setenv("ACCESS_GROUPS_TTL_S", "1")
     monkeypatch.setenv("SECRETS_TTL_S", "2")
-    with mock_aws():
-        parameters.clear_caches()
-        ssm = boto3.client("ssm", region_name="us-east-1")
-        ssm.put_parameter(Name=MAPPING_PARAM, Type="SecureString", Value='{"api_keys": {"k1": ["hr"]}}')
-        ssm.put_parameter(Name=KEY_PARAM, Type="SecureString", Value="di-key-1")
-        container = Container()
+    with _mapping_and_key(monkeypatch) as (ssm, container):
         assert container.secrets.get("EMBEDDING_API_KEY") == "di-key-1"
         started = time.monotonic()
         ssm.put_parameter(Name=KEY_PARAM, Type="SecureString", Overwrite=True, Value="di-key-2")

@@ -31,15 +31,10 @@ VOCABULARY = ["sync", "plugin", "canvas", "vault", "graph", "link", "note", "pub
 
 
 def _disk_mb(path: Path) -> float:
-    """Bytes the store takes on disk (allocated blocks: sparse and preallocated files count as they are)."""
-    total = 0
-    for folder, _, files in os.walk(path):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(folder, name)).st_blocks * 512
-            except OSError:
-                continue
-    return total / 2**20
+    """MB the store takes on disk (allocated blocks: sparse and preallocated files count as they are)."""
+    from kbsearch.qdrant.space import allocated_bytes
+
+    return allocated_bytes(path) / 2**20
 
 
 def _tree_env(tree: Path | None) -> dict[str, str]:

@@ -279,37 +279,20 @@ MAX_FIELD_CHARS, MAX_LIST_ITEMS, MAX_ITEM_CHARS, MAX_PATH_CHARS = 2000, 100, 200
 
 def _bounded(payload: dict[str, Any]) -> dict[str, Any]:
     """``payload`` with each field cut to its bound: the same dict when none is over it (the indexer's payloads:
-    a search reads hundreds of them), else a copy."""
-    if not _over_bounds(payload):
-        return payload
-    out = dict(payload)
-    path = out.get("path")
-    if isinstance(path, str) and len(path) > MAX_PATH_CHARS:
-        out["path"] = ""  # no note the indexer writes has such a path: dropped like a point without one
-    for key in ("title", "heading", "doc_id", "type", "status", "updated"):
-        value = out.get(key)
-        if isinstance(value, str) and len(value) > MAX_FIELD_CHARS:
-            out[key] = value[:MAX_FIELD_CHARS]
-    for key in ("tags", "links"):
-        items = out.get(key)
-        if isinstance(items, list) and (len(items) > MAX_LIST_ITEMS or any(len(i) > MAX_ITEM_CHARS for i in items)):
-            out[key] = [i[:MAX_ITEM_CHARS] for i in items[:MAX_LIST_ITEMS]]
-    return out
-
-
-def _over_bounds(payload: dict[str, Any]) -> bool:
+    a search reads hundreds of them), else a copy with the cuts."""
+    cuts: dict[str, Any] = {}
     path = payload.get("path")
     if isinstance(path, str) and len(path) > MAX_PATH_CHARS:
-        return True
+        cuts["path"] = ""  # no note the indexer writes has such a path: dropped like a point without one
     for key in ("title", "heading", "doc_id", "type", "status", "updated"):
         value = payload.get(key)
         if isinstance(value, str) and len(value) > MAX_FIELD_CHARS:
-            return True
+            cuts[key] = value[:MAX_FIELD_CHARS]
     for key in ("tags", "links"):
         items = payload.get(key)
         if isinstance(items, list) and items and (len(items) > MAX_LIST_ITEMS or max(map(len, items)) > MAX_ITEM_CHARS):
-            return True
-    return False
+            cuts[key] = [i[:MAX_ITEM_CHARS] for i in items[:MAX_LIST_ITEMS]]
+    return {**payload, **cuts} if cuts else payload
 
 
 class Retriever(Protocol):
