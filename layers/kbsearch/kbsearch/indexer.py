@@ -79,6 +79,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 Progress = Callable[[int, int, str], None]
+LinksLock = Callable[[], AbstractContextManager[Any]]
 
 
 @dataclass
@@ -161,6 +162,7 @@ class Indexer:
         embedder: Embedder | None,
         options: SyncOptions | None = None,
         progress: Progress | None = None,
+        links_lock: LinksLock | None = None,
     ) -> None:
         self.source = source
         self.store = store
@@ -175,6 +177,9 @@ class Indexer:
         self._rules = FolderRules()
         self._access: dict[str, list[str] | None] = {}  # path → groups after this run (None: not known)
         self._state: dict[str, NoteState] = {}
+        #: held while the restricted link targets are rewritten (a short lease in the lease table, shared with the
+        #: event batches; none locally, where the embedded store has one writer)
+        self.links_lock: LinksLock = links_lock or contextlib.nullcontext
 
     def sync(self, stop_at: Deadline | None = None, call_deadline: Deadline | None = None) -> SyncReport:
         """One sync run. ``stop_at``: no new work starts after it; ``call_deadline`` bounds provider calls."""
@@ -307,7 +312,7 @@ class Indexer:
         finally:
             self._warn_duplicate_ids(report, notes, state)
         report.missed_by_events = self._missed_by_events(report, work)
-        self._record_restricted_links(notes)
+        self._record_restricted_links(report, notes)
 
     # -- access scopes ----------------------------------------------------------------------------------------
     def _access_rules(self, listing: list[SourceObject]) -> FolderRules:
@@ -380,14 +385,29 @@ class Indexer:
         self._access.pop(path, None)
         self._skip(report, path, reason)
 
-    def _record_restricted_links(self, notes: dict[str, SourceObject]) -> None:
+    def _record_restricted_links(self, report: SyncReport, notes: dict[str, SourceObject]) -> None:
         """Record (collection metadata) which link targets name only notes that are not public, with their groups,
-        so that a search hides a link into a note its caller may not read. A note whose groups are unknown counts
-        as readable by nobody."""
-        restricted, _public = restricted_links((path, self._access.get(path)) for path in notes)
-        current = self.store.metadata()
-        if current.get(RESTRICTED_LINKS) != restricted:
-            self.store.set_metadata({**current, RESTRICTED_LINKS: restricted})
+        so that a search hides a link into a note its caller may not read. A note whose groups are unknown (listed
+        but not indexed: skipped, or not reached) counts as readable by nobody.
+
+        The list this run's listing implies is compared with the recorded one first (no index read: a run that
+        changes nothing writes nothing). When they differ the list is derived afresh from the index itself, under
+        the ``links`` lease that event batches take for their own rewrites (:func:`record_restricted_links`): an
+        event batch that started before this run took the index lease, and wrote a note this listing does not
+        know, keeps its entry. No turn on the lease: the run is reported incomplete (the next one records it)."""
+        from kbsearch.lease import LeaseError, LeaseHeld
+
+        unknown = {path for path in notes if self._access.get(path) is None}
+        implied, _public = restricted_links((path, self._access.get(path)) for path in notes)
+        if self.store.metadata().get(RESTRICTED_LINKS) == implied:
+            return
+        try:
+            record_restricted_links(self.store, self.links_lock, unknown)
+        except (LeaseHeld, LeaseError) as exc:
+            report.error = report.error or f"the restricted link targets were not recorded: {exc}"
+            report.incomplete = True
+            logger.error("restricted link targets not recorded; the next run records them",
+                         extra={"error": str(exc)})  # fmt: skip
 
     def _notes(self, report: SyncReport, listing: list[SourceObject]) -> dict[str, SourceObject]:
         """The listing's notes by path; keys that cannot be a note's identity, and all but one of the keys that
@@ -681,6 +701,7 @@ def rebuild_behind_alias(
     progress: Progress | None = None,
     stop_at: Deadline | None = None,
     call_deadline: Deadline | None = None,
+    links_lock: LinksLock | None = None,
 ) -> SyncReport:
     """``kbsearch index --rebuild`` on Qdrant Cloud: sync the KB into a new collection, and only when that run is
     complete point the alias (``admin.collection``, the name searches use) at it in one atomic request, then drop
@@ -691,7 +712,9 @@ def rebuild_behind_alias(
     live = admin.alias_target(alias)
     tag = signature_id(embedder.signature) if embedder is not None else "bm25"
     target = next(name for name in (f"{alias}-{tag}-a", f"{alias}-{tag}-b") if name != live)
-    report = Indexer(source, admin.sibling(target), embedder, options, progress).sync(stop_at, call_deadline)
+    report = Indexer(source, admin.sibling(target), embedder, options, progress, links_lock).sync(
+        stop_at, call_deadline
+    )
     report.collection = alias
     if report.error or report.incomplete or report.deletion_blocked:
         report.rebuilt = (
@@ -727,11 +750,16 @@ def run_sync(
     (``INDEX_LEASE_TABLE``) for its duration: raises :class:`kbsearch.lease.LeaseHeld` when another run has it.
     ``rebuild``: Qdrant Cloud builds a new collection behind the alias (:func:`rebuild_behind_alias`); the
     embedded store is dropped and rebuilt in place."""
-    from kbsearch.lease import index_lease
+    from functools import partial
+
+    from kbsearch.lease import LINKS_TTL_S, index_lease, short_lease
     from kbsearch.providers.embeddings import build_embedder
     from kbsearch.providers.resilience import shared_client
 
     source = open_source(source_uri or settings.kb_source)
+    # the restricted link targets are rewritten under the lease event batches take for theirs; a sync waits out
+    # a holder that died (its lease expires) rather than leave the list unrecorded
+    links_lock = partial(short_lease, settings, "links", wait_s=LINKS_TTL_S + 10)
     with index_lease(settings):
         try:
             store = open_store(settings, secrets)
@@ -743,11 +771,13 @@ def run_sync(
             embedder = build_embedder(settings, secrets, shared_client())
             options = SyncOptions.from_settings(settings, full=full, allow_mass_delete=allow_mass_delete)
             if rebuild and not store.embedded:
-                report = rebuild_behind_alias(store, source, embedder, options, progress, stop_at, call_deadline)
+                report = rebuild_behind_alias(
+                    store, source, embedder, options, progress, stop_at, call_deadline, links_lock
+                )
             else:
                 if rebuild:
                     store.drop()
-                report = Indexer(source, store, embedder, options, progress).sync(stop_at, call_deadline)
+                report = Indexer(source, store, embedder, options, progress, links_lock).sync(stop_at, call_deadline)
                 if rebuild:
                     report.rebuilt = "the local collection was dropped and rebuilt (--rebuild)"
             try:
@@ -787,6 +817,75 @@ def record_sync(store: Store, report: SyncReport, kind: str) -> None:
         return
     when = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     store.merge_metadata({LAST_SYNC_AT: when, LAST_SYNC_KIND: kind})
+
+
+def link_carriers(store: Store, keys: set[str] | None = None, page: int = 1024) -> dict[str, list[str] | None]:
+    """The indexed notes a link with one of ``keys`` can name (their ``path_keys``), or every indexed note (``keys``
+    None: each note's first chunk), with their groups (None: the index records none usable)."""
+    requests: list[dict[str, Any]]
+    if keys is None:
+        requests = [{"filter": {"must": [{"key": "chunk_index", "match": {"value": 0}}]}}]
+    else:
+        ordered = sorted(keys)
+        requests = [{"filter": {"must": [{"key": GRAPH_FIELD, "match": {"any": ordered[i : i + 512]}}]}}
+                    for i in range(0, len(ordered), 512)]  # fmt: skip
+    out: dict[str, list[str] | None] = {}
+    for request in requests:
+        request |= {"limit": page, "with_payload": {"include": ["path", "access", "access_from"]}}
+        while True:
+            points, offset = store.scroll(request, 30.0)
+            for point in points:
+                payload = point.get("payload") or {}
+                if isinstance(payload.get("path"), str):
+                    recorded = recorded_access(payload)
+                    out[payload["path"]] = list(recorded[0]) if recorded is not None else None
+            if offset is None:
+                break
+            request["offset"] = offset
+    return out
+
+
+def record_restricted_links(
+    store: Store, links_lock: LinksLock, unknown: set[str], keys: set[str] | None = None
+) -> bool:
+    """Make the recorded restricted link targets (``RESTRICTED_LINKS``: link key → groups, for the keys that name
+    only notes that are not public) what the index holds now; True when it was written. ``unknown``: notes in the
+    KB the index does not hold, readable by nobody. ``keys`` None: the whole list, derived from every indexed note
+    (a full sync, an access file change). Else only these keys: each is set from the notes that carry it, or
+    dropped when none does; a list never recorded is left for a full sync.
+
+    The list is one value that several writers rewrite (event batches applied at once, a full sync): the carriers
+    are read again, and the list written, under ``links_lock`` (the ``links`` lease), after the writer's own
+    writes to the index. So whichever writer goes last reads an index that holds every other writer's notes,
+    and no entry is lost. A list already right is not written, and takes no turn."""
+
+    def wanted() -> tuple[Any, dict[str, Any] | None]:
+        """(the list as recorded, the list as it should be; None when there is none to update)."""
+        carriers = link_carriers(store, keys)
+        carriers.update((path, None) for path in unknown if path not in carriers)
+        restricted, public = restricted_links(carriers.items())
+        recorded = store.metadata().get(RESTRICTED_LINKS)
+        if keys is None:
+            return recorded, dict(restricted)
+        if not isinstance(recorded, dict):
+            return recorded, None
+        out = dict(recorded)
+        for key in keys:
+            if key in restricted and key not in public:
+                out[key] = restricted[key]
+            else:  # a public note has it, or no note does any more
+                out.pop(key, None)
+        return recorded, out
+
+    recorded, out = wanted()
+    if out is None or recorded == out:
+        return False  # already right: nothing written, no turn taken
+    with links_lock():
+        recorded, out = wanted()  # again: another writer may have changed the index or the list meanwhile
+        if out is None or recorded == out:
+            return False
+        store.set_metadata({**store.metadata(), RESTRICTED_LINKS: out})
+    return True
 
 
 def embed_hash(signature_id: str, embed_text: str) -> str:
@@ -859,7 +958,7 @@ class ChangeSync:
     ) -> None:
         self.tracking = _ReadTracking(source)
         self.source = source
-        self.indexer = Indexer(self.tracking, store, embedder, options)
+        self.indexer = Indexer(self.tracking, store, embedder, options, links_lock=links_lock)
         self.store = store
         self.sequencers = sequencers
         self._touched: set[str] = set()  # the batch's notes (read: present or gone)
@@ -970,72 +1069,25 @@ class ChangeSync:
                 if obj is not None:
                     unknown.append(obj)
         indexer._reread_access(report, unknown, state, stop_at)
-        self._record_restricted_links(indexer._access)
+        self._record_restricted_links(every_note=True)
         return not report.incomplete
 
-    def _record_restricted_links(self, every_note: dict[str, list[str] | None] | None = None) -> None:
+    def _record_restricted_links(self, every_note: bool = False) -> None:
         """Bring the restricted link targets (collection metadata, see :func:`kbsearch.access.visible_links`) up
-        to date in this run. ``every_note``: the groups of every indexed note (an access file change): the list
-        is recorded afresh. Else the keys of this batch's notes (whatever changed: a retry repairs what a failed
-        attempt left): the notes carrying those keys are read from the index (one filtered scroll). An entry whose
-        key no indexed note carries is kept (it may name a note the index does not hold; the reconciling sync,
-        which lists the KB, drops it), and a list never recorded is left for that sync (meanwhile searches hide
-        every link). A write re-reads the list under ``links_lock`` (batches applied at once take turns)."""
-        present = self._present - set(self.indexer._access)  # notes in the KB the index does not hold (skipped)
-        if every_note is not None:
-            carriers: dict[str, list[str] | None] = dict(every_note)
-            keys: set[str] | None = None
-        else:
-            keys = {k for p in self._touched for k in path_keys(p)}
-            if not keys:
-                return
-            carriers = self._carriers(keys)
-        carriers.update(dict.fromkeys(present))
-        restricted, public = restricted_links(carriers.items())
-
-        def merged(recorded: Any) -> tuple[dict[str, Any], dict[str, Any]] | None:
-            """(the list as it was, as it should be), or None when there is no list to update."""
-            if not isinstance(recorded, dict):
-                if keys is not None:
-                    return None
-                recorded = {}
-            out = dict(recorded)
-            for key in set(restricted) | public if keys is None else keys:
-                if key in public:
-                    out.pop(key, None)
-                elif key in restricted:
-                    out[key] = restricted[key]
-            return recorded, out
-
-        found = merged(self.store.metadata().get(RESTRICTED_LINKS))
-        if found is None or found[0] == found[1]:
-            return  # already right: nothing written, no turn taken
-        with self.links_lock():
-            current = self.store.metadata()  # again: another batch may have written it meanwhile
-            found = merged(current.get(RESTRICTED_LINKS))
-            if found is not None and found[0] != found[1]:
-                self.store.set_metadata({**current, RESTRICTED_LINKS: found[1]})
-
-    def _carriers(self, keys: set[str], page: int = 1024) -> dict[str, list[str] | None]:
-        """The indexed notes a link with one of ``keys`` can name (their ``path_keys``), with their groups."""
-        out: dict[str, list[str] | None] = {}
-        ordered = sorted(keys)
-        for start in range(0, len(ordered), 512):
-            request: dict[str, Any] = {
-                "filter": {"must": [{"key": GRAPH_FIELD, "match": {"any": ordered[start : start + 512]}}]},
-                "limit": page, "with_payload": {"include": ["path", "access", "access_from"]},
-            }  # fmt: skip
-            while True:
-                points, offset = self.store.scroll(request, 30.0)
-                for point in points:
-                    payload = point.get("payload") or {}
-                    if isinstance(payload.get("path"), str):
-                        recorded = recorded_access(payload)
-                        out[payload["path"]] = list(recorded[0]) if recorded is not None else None
-                if offset is None:
-                    break
-                request["offset"] = offset
-        return out
+        to date in this run. ``every_note`` (an access file change): the list is derived afresh from every indexed
+        note. Else the keys of this batch's notes (whatever changed: a retry repairs what a failed attempt left):
+        each is set from the notes that carry it in the index now, and a key no note carries any more (a deleted
+        or moved note's) is dropped, so a link to a note gone answers as a link to a note that never existed. The
+        batch's notes that are in the KB but not indexed (skipped) count as readable by nobody. A list never
+        recorded is left for the next full sync (meanwhile searches hide every link). See
+        :func:`record_restricted_links` for the lease batches take turns on."""
+        unknown = self._present - set(self.indexer._access)  # notes in the KB the index does not hold (skipped)
+        if every_note:
+            record_restricted_links(self.store, self.links_lock, unknown)
+            return
+        keys = {k for p in self._touched for k in path_keys(p)}
+        if keys:
+            record_restricted_links(self.store, self.links_lock, unknown, keys)
 
     def _apply_current(
         self,

@@ -1,0 +1,198 @@
+"""The restricted link targets (``RESTRICTED_LINKS``) against the writers that rewrite them: a link into a note a
+caller may not read is hidden from that caller, and a link to a note that is gone answers exactly as a link to a
+note that never existed, whatever order event batches and full syncs write in.
+
+Through real interfaces: S3 events from moto's bucket through the indexer handler, the lease table in moto's
+DynamoDB, the embedded Qdrant Edge store, searches through the search handler as API Gateway calls it. The
+interleavings are driven by the sync's own progress callback (no sleeps as synchronisation)."""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kbsearch.access import Scope
+from kbsearch.config import Secrets, Settings
+from kbsearch.events import Scope as KeyScope
+from kbsearch.events import read_batch
+from kbsearch.indexer import ChangeSync, Indexer, SyncOptions, run_sync
+from kbsearch.lease import Lease, short_lease
+from kbsearch.qdrant import open_store
+from kbsearch.qdrant.query import RESTRICTED_LINKS
+from kbsearch.sequencers import DynamoSequencers
+from kbsearch.sources import open_source
+from kbsearch_tools.local.apigw import HttpRequest, build_event, parse_result
+from kbsearch_tools.s3events import EventPath, sqs_event
+from tests.integration.test_events import BUCKET, PREFIX, TABLE, api_hits, assert_as_a_full_sync, doc, hits_as
+from tests.integration.test_events import Indexer as Handler
+from tests.integration.test_events import aws as aws  # noqa: PLC0414 (the fixture, shared)
+
+CALLERS = {"api_keys": {"id-hr": ["hr"], "id-fin": ["finance"], "id-staff": ["staff"]}}
+
+
+def outgoing(load_search_app: Any, settings: Settings, key_id: str | None, path: str) -> list[dict[str, Any]]:
+    """``GET /notes/{path}``'s outgoing links as the caller with ``key_id`` gets them."""
+    app = load_search_app(QDRANT_PATH=settings.qdrant_path, ACCESS_GROUPS=json.dumps(CALLERS))
+    try:
+        event = build_event(HttpRequest("GET", f"/notes/{path}", "", [], b""), "/notes/{path+}", {"path": path}, "dev")
+        event["requestContext"]["identity"]["apiKeyId"] = key_id
+        answer = parse_result(app(event))
+        assert answer.status == 200, answer.body
+        return list(json.loads(answer.body)["links"]["outgoing"])
+    finally:
+        app.module.api.container.close()
+
+
+def recorded(settings: Settings) -> Any:
+    store = open_store(settings, Secrets(settings))
+    try:
+        return store.metadata().get(RESTRICTED_LINKS)
+    finally:
+        store.close()
+
+
+def test_a_deleted_restricted_note_answers_as_a_note_that_never_existed(
+    aws: EventPath, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, load_search_app: Any
+) -> None:
+    """A public note links to a restricted note and to a note that never existed. The restricted note is deleted
+    (an S3 ObjectRemoved event, no reconcile): for a public caller and for a caller who could read it, the link
+    to it is now shown exactly as the link to the note that never existed (in a search hit and in the note's
+    outgoing links). A key another note still carries keeps that note's groups; a move drops the old key."""
+    handler = Handler(monkeypatch, tmp_path, None)
+    aws.receive()
+    aws.put(f"{PREFIX}_access.yaml", b"hr/: [hr]\n")
+    aws.put(f"{PREFIX}pub/welcome.md", doc("Welcome", "welcome: see [[Plan|the plan]], [[Ghost]] and [[Budget]]"))
+    aws.put(f"{PREFIX}hr/Plan.md", doc("Plan", "the plan"))
+    aws.put(f"{PREFIX}hr/deep/Budget.md", doc("Budget", "the hr budget"))
+    aws.put(f"{PREFIX}finance/Budget.md", doc("Budget", "the finance budget", "access: [finance]\n"))
+    assert handler(aws.receive()) == []
+    settings = handler.settings()
+    assert run_sync(settings, Secrets(settings)).error is None  # the list is recorded once by a full sync
+    public = api_hits(load_search_app, settings, None)["pub/welcome.md"]
+    assert public == ["Ghost"]  # Plan and Budget name only restricted notes
+    assert api_hits(load_search_app, settings, "id-hr")["pub/welcome.md"] == ["Plan", "Ghost", "Budget"]
+    assert api_hits(load_search_app, settings, "id-fin")["pub/welcome.md"] == ["Ghost", "Budget"]
+
+    aws.delete(f"{PREFIX}hr/Plan.md")  # deleted: one ObjectRemoved event, no reconcile
+    assert handler(aws.receive()) == []
+    for key_id in (None, "id-hr", "id-fin", "id-staff"):
+        links = api_hits(load_search_app, settings, key_id)["pub/welcome.md"]
+        assert "Plan" in links and "Ghost" in links, (key_id, links)
+        refs = {ref["target"]: ref for ref in outgoing(load_search_app, settings, key_id, "pub/welcome.md")}
+        assert {k: v for k, v in refs["Plan"].items() if k != "target"} == {
+            k: v for k, v in refs["Ghost"].items() if k != "target"
+        }, (key_id, refs)  # unresolved, like the note that never existed
+    assert "plan" not in recorded(settings)
+
+    aws.delete(f"{PREFIX}hr/deep/Budget.md")  # another note still carries "budget": finance's groups stay
+    assert handler(aws.receive()) == []
+    assert recorded(settings)["budget"] == ["finance"]
+    assert "Budget" not in api_hits(load_search_app, settings, "id-hr")["pub/welcome.md"]  # hr may not read it
+    assert "Budget" in api_hits(load_search_app, settings, "id-fin")["pub/welcome.md"]
+    assert_as_a_full_sync(handler, tmp_path)
+
+    aws.delete(f"{PREFIX}finance/Budget.md")  # moved out of its name (delete + create): no note is Budget now
+    aws.put(f"{PREFIX}finance/Budget 2027.md", doc("Budget 2027", "the next budget", "access: [finance]\n"))
+    assert handler(aws.receive()) == []
+    assert api_hits(load_search_app, settings, None)["pub/welcome.md"] == ["Plan", "Ghost", "Budget"]
+    assert_as_a_full_sync(handler, tmp_path)
+
+
+def test_the_same_key_in_one_batch_public_restricted_and_gone(
+    aws: EventPath, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One batch deletes the restricted carrier of a key and adds a public one (shown), then another batch
+    deletes the public one and adds a restricted one (hidden): the list follows what the index holds."""
+    handler = Handler(monkeypatch, tmp_path, None)
+    aws.receive()
+    aws.put(f"{PREFIX}pub/welcome.md", doc("Welcome", "welcome: see [[Plan]]"))
+    aws.put(f"{PREFIX}a/Plan.md", doc("Plan", "a plan", "access: [hr]\n"))
+    assert handler(aws.receive()) == []
+    settings = handler.settings()
+    assert run_sync(settings, Secrets(settings)).error is None
+    assert hits_as(settings, Scope.public()) == {"pub/welcome.md": []}
+    aws.delete(f"{PREFIX}a/Plan.md")
+    aws.put(f"{PREFIX}b/Plan.md", doc("Plan", "b plan"))
+    assert handler(aws.receive()) == []
+    assert hits_as(settings, Scope.public(), "welcome")["pub/welcome.md"] == ["Plan"]
+    aws.delete(f"{PREFIX}b/Plan.md")
+    aws.put(f"{PREFIX}c/Plan.md", doc("Plan", "c plan", "access: [finance]\n"))
+    assert handler(aws.receive()) == []
+    assert hits_as(settings, Scope.public())["pub/welcome.md"] == []
+    assert hits_as(settings, Scope.of("k", ["finance"]))["pub/welcome.md"] == ["Plan"]
+    assert_as_a_full_sync(handler, tmp_path)
+
+
+def _s3_settings(tmp_path: Path) -> Settings:
+    return Settings(kb_source=f"s3://{BUCKET}/{PREFIX}", qdrant_path=str(tmp_path / "store"), index_lease_table=TABLE,
+                    embedding_api_key=None)  # fmt: skip
+
+
+def test_a_full_sync_keeps_the_entry_of_a_batch_that_wrote_while_it_ran(aws: EventPath, tmp_path: Path) -> None:
+    """An event batch that started before a full sync took the index lease writes a restricted note (and its
+    entry in the list) after the sync listed the KB: the sync's own rewrite of the list, under the ``links`` lease,
+    derives it from the index and keeps the entry. The batch runs inside the sync, between its listing and its
+    rewrite of the list (the sync's progress callback, called once per note it indexes)."""
+    settings = _s3_settings(tmp_path)
+    aws.receive()
+    aws.put(f"{PREFIX}pub/welcome.md", doc("Welcome", "welcome: see [[Plan]] and [[Ghost]]"))
+    assert run_sync(settings, Secrets(settings)).error is None
+    aws.put(f"{PREFIX}pub/other.md", doc("Other", "welcome other"))  # work for the next full sync
+    aws.receive()  # (its own event: the full sync below covers it)
+
+    source = open_source(settings.kb_source)
+    store = open_store(settings, Secrets(settings))
+    links_lock = partial(short_lease, settings, "links")
+    batches: list[dict[str, Any]] = []
+
+    def batch_meanwhile(done: int, total: int, path: str) -> None:
+        if batches:
+            return
+        aws.put(f"{PREFIX}hr/Plan.md", doc("Plan", "the plan", "access: [hr]\n"))
+        changes = read_batch(sqs_event(aws.receive()), KeyScope(BUCKET, PREFIX)).changes
+        sync = ChangeSync(source, store, None, SyncOptions(), DynamoSequencers(TABLE, "kb"), links_lock)
+        report = sync.apply(changes)
+        assert report.error is None and report.added == 1
+        batches.append(dict(store.metadata()[RESTRICTED_LINKS]))
+
+    try:
+        report = Indexer(source, store, None, SyncOptions(full=True), batch_meanwhile, links_lock).sync()
+    finally:
+        store.close()
+    assert batches == [{"plan": ["hr"], "hr/plan": ["hr"]}]  # the batch ran in the middle, and recorded its entry
+    assert report.error is None and report.updated == 1 and report.added == 1  # pub/other.md, listed before
+    assert recorded(settings) == batches[0]  # the sync's rewrite kept it
+    hidden = hits_as(settings, Scope.public())
+    assert hidden["pub/welcome.md"] == ["Ghost"]
+    assert hits_as(settings, Scope.of("k", ["hr"]))["pub/welcome.md"] == ["Plan", "Ghost"]
+
+
+def test_a_full_sync_rewrites_the_list_only_with_the_links_lease(aws: EventPath, tmp_path: Path) -> None:
+    """While another writer holds the ``links`` lease, a full sync does not write the list at all: it says the
+    run is incomplete (the list untouched), and the next run, with the lease free, records it."""
+    settings = _s3_settings(tmp_path)
+    aws.receive()
+    aws.put(f"{PREFIX}pub/welcome.md", doc("Welcome", "welcome: see [[Plan]]"))
+    assert run_sync(settings, Secrets(settings)).error is None
+    assert recorded(settings) == {}
+    aws.put(f"{PREFIX}hr/Plan.md", doc("Plan", "the plan", "access: [hr]\n"))
+    holder = Lease(TABLE, "links#kb", ttl_s=60, owner="a batch mid-rewrite")
+    holder.acquire()
+    try:
+        impatient = partial(short_lease, settings, "links", 0.3)
+        source, store = open_source(settings.kb_source), open_store(settings, Secrets(settings))
+        try:
+            report = Indexer(source, store, None, SyncOptions(), None, impatient).sync()
+        finally:
+            store.close()
+        assert report.incomplete and report.error and "restricted link targets were not recorded" in report.error
+        assert report.added == 1 and recorded(settings) == {}  # the note is written; the list is not
+    finally:
+        holder.release()
+    report = run_sync(settings, Secrets(settings))
+    assert report.error is None and not report.incomplete
+    assert recorded(settings) == {"plan": ["hr"], "hr/plan": ["hr"]}
