@@ -180,6 +180,8 @@ class Indexer:
         #: held while the restricted link targets are rewritten (a short lease in the lease table, shared with the
         #: event batches; none locally, where the embedded store has one writer)
         self.links_lock: LinksLock = links_lock or contextlib.nullcontext
+        #: groups to write (:meth:`_set_access`): (groups, where they came from) → the notes that get them
+        self._pending_access: dict[tuple[tuple[str, ...], str], list[str]] = {}
 
     def sync(self, stop_at: Deadline | None = None, call_deadline: Deadline | None = None) -> SyncReport:
         """One sync run. ``stop_at``: no new work starts after it; ``call_deadline`` bounds provider calls."""
@@ -309,6 +311,7 @@ class Indexer:
         try:
             self._reread_access(report, reread, state, stop_at)
             self._index(report, work, state, stop_at, call_deadline)
+            self._write_access()  # the groups of the notes that could not be indexed (their last good version)
         finally:
             self._warn_duplicate_ids(report, notes, state)
         report.missed_by_events = self._missed_by_events(report, work)
@@ -334,11 +337,27 @@ class Indexer:
             return True
         groups, source = note_access(path, None, self._rules, self.options.access_default)
         if (tuple(groups), source) != recorded:
-            self.store.set_payload(path, {"access": groups, "access_from": source})
+            self._set_access(path, groups, source)
             report.access_updated += 1
             logger.info("access changed", extra={"path": path, "groups": groups, "from": source})
         self._access[path] = groups
         return True
+
+    def _set_access(self, path: str, groups: list[str], source: str) -> None:
+        """Give the note these groups (a payload update, nothing re-embedded), with the next :meth:`_write_access`:
+        the notes that get the same groups are one operation."""
+        self._pending_access.setdefault((tuple(groups), source), []).append(path)
+
+    def _write_access(self) -> None:
+        """Write the groups :meth:`_set_access` gathered: one batch of payload updates (on Qdrant Cloud one
+        request per :data:`kbsearch.qdrant.store.OPERATIONS_PER_REQUEST` operations, one operation per set of
+        groups), instead of a request per note (an access file change can give thousands of notes new groups)."""
+        if not self._pending_access:
+            return
+        pending, self._pending_access = self._pending_access, {}
+        self.store.set_payloads(
+            [(paths, {"access": list(groups), "access_from": source}) for (groups, source), paths in pending.items()]
+        )
 
     def _keep_last_good(self, report: SyncReport, path: str) -> None:
         """A changed note that cannot be indexed keeps its last good version, under today's folder rules (a folder
@@ -351,6 +370,7 @@ class Indexer:
         self, report: SyncReport, objs: list[SourceObject], state: dict[str, NoteState], stop_at: Deadline
     ) -> None:
         """Unchanged notes whose groups the index does not record: read, parse, payload update (no embedding)."""
+        self._write_access()  # the groups decided so far (folder rules, the default) go first
         if not objs:
             return  # a no-change run loads no YAML parser (tests/integration/test_hot_path.py)
         from kbsearch.notes import NoteError, parse_note
@@ -371,9 +391,10 @@ class Indexer:
                 self._skip(report, obj.path, getattr(exc, "reason", str(exc)))
                 continue
             groups, source = note_access(obj.path, declared, self._rules, self.options.access_default)
-            self.store.set_payload(obj.path, {"access": groups, "access_from": source})
+            self._set_access(obj.path, groups, source)
             self._access[obj.path] = groups
             report.access_updated += 1
+        self._write_access()
 
     def _revoke(self, report: SyncReport, path: str, reason: str, state: dict[str, NoteState]) -> None:
         """A note whose access declaration is unusable: skipped, and its indexed version removed, so that it is
@@ -1059,6 +1080,7 @@ class ChangeSync:
         for path in sorted(state):
             if stop_at.remaining() <= 0:
                 report.incomplete = True
+                indexer._write_access()  # what was decided is written: the retry finds it done
                 return False
             if not indexer._refresh_access(report, path, state[path]):
                 try:  # indexed before access scopes, or an update cut short: read it, as a full sync does
@@ -1068,7 +1090,7 @@ class ChangeSync:
                     continue
                 if obj is not None:
                     unknown.append(obj)
-        indexer._reread_access(report, unknown, state, stop_at)
+        indexer._reread_access(report, unknown, state, stop_at)  # (writes the groups gathered above too)
         self._record_restricted_links(every_note=True)
         return not report.incomplete
 
@@ -1145,8 +1167,10 @@ class ChangeSync:
         self.indexer._written_ids = {}
         self.indexer._state = state  # a changed note that cannot be indexed keeps its last good version
         skipped_before = {s["path"] for s in report.skipped}
+        self.indexer._write_access()  # the unchanged notes' groups under today's rules
         try:
             self.indexer._index(report, work, state, stop_at, call_deadline)
+            self.indexer._write_access()  # the groups of the notes that could not be indexed (their last good version)
         finally:
             self.indexer._reuse = {}
         skipped = {s["path"] for s in report.skipped} - skipped_before
