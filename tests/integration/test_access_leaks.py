@@ -608,3 +608,39 @@ def test_notes_catalog_resources_and_links_for_every_caller(app, era: str) -> No
                 assert error["code"] == unknown["code"] and error["message"] == unknown["message"].replace(
                     "pub/Nowhere.md", path
                 ), (key_id, path, error)
+
+
+def test_no_shared_cache_may_keep_an_answer_for_another_caller(app) -> None:
+    """API keys travel in ``x-api-key``, which HTTP caches do not key on (unlike ``Authorization``): a CDN or proxy
+    in front of the API that kept an hr caller's ``GET /notes/hr/...`` would hand it to the next caller of that
+    URL. Every answer, of every route and status (a note read, forbidden, missing; the catalog, /whoami, searches,
+    errors), forbids any shared cache to store it."""
+    from urllib.parse import quote
+
+    mcp_call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                "params": {"name": "kb_get_note", "arguments": {"path": "hr/Salary bands.md"}}}  # fmt: skip
+    requests: list[tuple[str, str, str, Any, str | None]] = [
+        ("GET", "/notes/hr/Salary bands.md", "", None, "id-hr"), ("GET", "/notes/hr/Salary bands.md", "", None, None),
+        ("GET", "/notes/nowhere/Nothing.md", "", None, "id-hr"), ("GET", "/notes/кадры/Зарплата й.md", "", None, "id-hr"),
+        ("GET", "/notes/hr/Salary bands.md", "section=Grades%20zqhrheading", None, "id-hr"),
+        ("GET", "/notes/hr/Salary bands.md", "section=nothing", None, "id-hr"),
+        ("GET", "/notes", "recent=5", None, "id-hr"), ("GET", "/notes", "recent=999", None, "id-hr"),
+        ("GET", "/notes", "path_prefix=hr", None, None), ("GET", "/whoami", "", None, "id-hr"),
+        ("GET", "/search", "q=welcome", None, "id-hr"), ("GET", "/search", "", None, "id-hr"),
+        ("POST", "/search", "", {"query": "welcome"}, "id-hr"), ("POST", "/mcp", "", mcp_call, "id-hr"),
+        ("GET", "/health", "", None, "id-hr"), ("GET", "/openapi.json", "", None, None),
+        ("GET", "/nowhere", "", None, "id-hr"),
+    ]  # fmt: skip
+    for method, path, query, body, key_id in requests:
+        data = json.dumps(body).encode() if body is not None else b""
+        if path.startswith("/notes/"):
+            encoded = quote(path.removeprefix("/notes/"), safe="/")
+            request = HttpRequest(method, "/notes/" + encoded, query, [], data)
+            event = build_event(request, "/notes/{path+}", {"path": encoded}, "dev")
+        else:
+            event = build_event(HttpRequest(method, path, query, [("Content-Type", "application/json")], data), path,
+                                {}, "dev", api_key=None)  # fmt: skip
+        event["requestContext"]["identity"]["apiKeyId"] = key_id
+        answer = parse_result(app(event))
+        cache = ", ".join(v for k, v in answer.headers if k.lower() == "cache-control")
+        assert "private" in cache and "no-store" in cache, (method, path, query, answer.status, cache)
