@@ -196,3 +196,112 @@ def test_a_full_sync_rewrites_the_list_only_with_the_links_lease(aws: EventPath,
     report = run_sync(settings, Secrets(settings))
     assert report.error is None and not report.incomplete
     assert recorded(settings) == {"plan": ["hr"], "hr/plan": ["hr"]}
+
+
+def write(root: Path, notes: dict[str, str]) -> None:
+    for path, text in notes.items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(text, encoding="utf-8")
+
+
+def test_links_by_a_restricted_notes_title_or_alias_are_hidden_too(tmp_path: Path, load_search_app: Any) -> None:
+    """A link names a note by its path, its title or an alias (kbsearch.links.resolve): a link into a restricted
+    note by its title or alias is hidden from a caller who may not read it, as a link by its path is (the title
+    and the alias are the restricted note's words: they never reach that caller), in a search hit and in the
+    linking note's outgoing links; a public note of that name shows it."""
+    kb = tmp_path / "kb"
+    write(kb, {
+        "_access.yaml": "hr/: [hr]\n",
+        "pub/welcome.md": "# Welcome\nwelcome: see [[Q3 Forecast|the forecast]], [[Pay grid|the pay page]], "
+                          "[[Ghost]] and [[Open plan]]\n",
+        "finance/budget.md": "---\naccess: [finance]\naliases: [Q3 Forecast]\n---\n# Budget\nthe budget\n",
+        "hr/bands.md": "---\ntitle: Pay grid\n---\n# Bands\nthe bands\n",
+        "hr/open.md": "---\ntitle: Open plan\n---\n# Open\nrestricted, but a public note has its title\n",
+        "pub/open.md": "---\ntitle: Open plan\n---\n# Open\nthe public one\n",
+    })  # fmt: skip
+    settings = Settings(qdrant_path=str(tmp_path / "q"), embedding_api_key=None)
+    assert run_sync(settings, Secrets(settings), source_uri=str(kb)).error is None
+    assert hits_as(settings, Scope.public())["pub/welcome.md"] == ["Ghost", "Open plan"]
+    assert hits_as(settings, Scope.of("k", ["finance"]))["pub/welcome.md"] == ["Q3 Forecast", "Ghost", "Open plan"]
+    assert hits_as(settings, Scope.of("k", ["hr"]))["pub/welcome.md"] == ["Pay grid", "Ghost", "Open plan"]
+    app = load_search_app(QDRANT_PATH=settings.qdrant_path, KB_SOURCE=str(kb), ACCESS_GROUPS=json.dumps(CALLERS))
+    try:
+        event = build_event(HttpRequest("GET", "/notes/pub/welcome.md", "", [], b""), "/notes/{path+}",
+                            {"path": "pub/welcome.md"}, "dev")  # fmt: skip
+        answer = parse_result(app(event))
+        assert answer.status == 200
+        refs = json.loads(answer.body)["links"]["outgoing"]
+        assert {r["target"] for r in refs} == {"Ghost", "Open plan"}, refs
+        links = json.dumps(json.loads(answer.body)["links"])  # (the prose is shown as its author wrote it)
+        assert "Forecast" not in links and "Pay grid" not in links
+    finally:
+        app.module.api.container.close()
+
+
+def test_events_follow_a_restricted_notes_title_and_aliases(
+    aws: EventPath, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An edit that changes a restricted note's aliases hides links by the new alias and shows links by the old
+    one (no note has it now); a delete shows every link that named it, as links to notes that never existed."""
+    handler = Handler(monkeypatch, tmp_path, None)
+    aws.receive()
+    aws.put(f"{PREFIX}_access.yaml", b"hr/: [hr]\n")
+    aws.put(f"{PREFIX}pub/welcome.md", doc("Welcome", "welcome: [[Pay grid|x]], [[Old name|y]], [[New name|z]]"))
+    aws.put(f"{PREFIX}hr/bands.md", doc("Bands", "the bands", "title: Pay grid\naliases: [Old name]\n"))
+    assert handler(aws.receive()) == []
+    settings = handler.settings()
+    assert run_sync(settings, Secrets(settings)).error is None
+    assert hits_as(settings, Scope.public())["pub/welcome.md"] == ["New name"]
+
+    aws.put(f"{PREFIX}hr/bands.md", doc("Bands", "the bands", "title: Pay grid\naliases: [New name]\n"))
+    assert handler(aws.receive()) == []
+    assert hits_as(settings, Scope.public())["pub/welcome.md"] == ["Old name"]
+    assert hits_as(settings, Scope.of("k", ["hr"]))["pub/welcome.md"] == ["Pay grid", "Old name", "New name"]
+    assert_as_a_full_sync(handler, tmp_path)
+
+    aws.put(f"{PREFIX}pub/grid.md", doc("Grid", "a public note of that title", "title: Pay grid\n"))
+    assert handler(aws.receive()) == []  # a public note now has the title: its links are shown
+    assert hits_as(settings, Scope.public())["pub/welcome.md"] == ["Pay grid", "Old name"]
+
+    aws.delete(f"{PREFIX}hr/bands.md")
+    assert handler(aws.receive()) == []
+    assert hits_as(settings, Scope.public())["pub/welcome.md"] == ["Pay grid", "Old name", "New name"]
+    assert recorded(settings) == {}
+    assert_as_a_full_sync(handler, tmp_path)
+
+
+def test_a_no_change_full_sync_reads_nothing_more_and_an_old_list_is_derived_once(tmp_path: Path) -> None:
+    """A sync that changes nothing, whose recorded list agrees with its listing, makes no index read for the list
+    (one listing and one state read, as before). A list recorded by an earlier version (no format mark; it may
+    hold the key of a note deleted since) is derived afresh by the next sync, changes or not."""
+    from kbsearch.indexer import LINKS_FORMAT
+    from kbsearch_tools.bench_access import CountingStore
+
+    kb = tmp_path / "kb"
+    write(kb, {"_access.yaml": "hr/: [hr]\n", "pub/welcome.md": "# Welcome\nsee [[Pay grid]] and [[Gone]]\n",
+               "hr/bands.md": "---\ntitle: Pay grid\n---\n# Bands\nthe bands\n"})  # fmt: skip
+    settings = Settings(qdrant_path=str(tmp_path / "q"), embedding_api_key=None)
+    assert run_sync(settings, Secrets(settings), source_uri=str(kb)).error is None
+    expected = {"bands": ["hr"], "hr/bands": ["hr"], "pay grid": ["hr"]}
+    assert recorded(settings) == expected
+
+    def sync_counted() -> CountingStore:
+        store = CountingStore(open_store(settings, Secrets(settings)))
+        try:
+            report = Indexer(open_source(str(kb)), store, None, SyncOptions()).sync()  # type: ignore[arg-type]
+            assert report.error is None and report.unchanged == 2
+        finally:
+            store.close()
+        return store
+
+    assert sync_counted().calls["scroll"] == 0 and recorded(settings) == expected
+    store = open_store(settings, Secrets(settings))
+    try:  # as an earlier version left it: no format mark, the key of a note deleted since
+        metadata = store.metadata()
+        metadata.pop(LINKS_FORMAT)
+        store.set_metadata(metadata | {RESTRICTED_LINKS: expected | {"gone": ["hr"]}})
+    finally:
+        store.close()
+    assert sync_counted().calls["scroll"] > 0 and recorded(settings) == expected
+    assert sync_counted().calls["scroll"] == 0  # derived once
+    assert hits_as(settings, Scope.public())["pub/welcome.md"] == ["Gone"]

@@ -62,6 +62,7 @@ from kbsearch.qdrant.query import (
 from kbsearch.qdrant.store import (
     EMBED_HASH,
     GRAPH_FIELD,
+    NAME_FIELD,
     ChunkPoint,
     NoteState,
     SchemaMismatchError,
@@ -170,6 +171,7 @@ class Indexer:
         self.options = options or SyncOptions()
         self.progress = progress
         self._written_ids: dict[str, str] = {}  # path → doc_id of the notes this run wrote
+        self._names_written: dict[str, list[str]] = {}  # path → the title and alias link keys of the notes written
         self._kept: set[str] = set()  # paths (and folders, ending in '/') listed with a problem: never deleted
         self._reuse: dict[str, dict[str, Any]] = {}  # path → embed_hash → stored dense vector (event-driven runs)
         self._signature_id = ""
@@ -308,6 +310,7 @@ class Indexer:
             else:
                 work.append((obj, kind))
         self._written_ids = {}
+        self._names_written = {}
         try:
             self._reread_access(report, reread, state, stop_at)
             self._index(report, work, state, stop_at, call_deadline)
@@ -411,16 +414,18 @@ class Indexer:
         so that a search hides a link into a note its caller may not read. A note whose groups are unknown (listed
         but not indexed: skipped, or not reached) counts as readable by nobody.
 
-        The list this run's listing implies is compared with the recorded one first (no index read: a run that
-        changes nothing writes nothing). When they differ the list is derived afresh from the index itself, under
-        the ``links`` lease that event batches take for their own rewrites (:func:`record_restricted_links`): an
-        event batch that started before this run took the index lease, and wrote a note this listing does not
-        know, keeps its entry. No turn on the lease: the run is reported incomplete (the next one records it)."""
+        A run that changed nothing in the index, and finds the recorded list agreeing with what its listing
+        implies by path, reads nothing more (the no-change sync stays one listing and one state read; event batches
+        keep the list right between syncs). Otherwise the list is derived afresh from the index itself (paths,
+        titles and aliases), under the ``links`` lease that event batches take for their own rewrites
+        (:func:`record_restricted_links`): an event batch that started before this run took the index lease, and
+        wrote a note this listing does not know, keeps its entry. No turn on the lease: the run is reported
+        incomplete (the next one records it)."""
         from kbsearch.lease import LeaseError, LeaseHeld
 
         unknown = {path for path in notes if self._access.get(path) is None}
-        implied, _public = restricted_links((path, self._access.get(path)) for path in notes)
-        if self.store.metadata().get(RESTRICTED_LINKS) == implied:
+        changed = report.added or report.updated or report.deleted or report.access_updated or report.chunks_deleted
+        if not changed and self._links_agree(notes):
             return
         try:
             record_restricted_links(self.store, self.links_lock, unknown)
@@ -429,6 +434,19 @@ class Indexer:
             report.incomplete = True
             logger.error("restricted link targets not recorded; the next run records them",
                          extra={"error": str(exc)})  # fmt: skip
+
+    def _links_agree(self, notes: dict[str, SourceObject]) -> bool:
+        """The recorded list was derived from the index (this format) and agrees with the listing's notes: each
+        key naming only restricted notes by path is there with at least their groups (a title or an alias of
+        another note may add some), and no key naming a public note is."""
+        metadata = self.store.metadata()
+        recorded = metadata.get(RESTRICTED_LINKS)
+        if metadata.get(LINKS_FORMAT) != LINKS_FORMAT_VERSION or not isinstance(recorded, dict):
+            return False
+        implied, public = restricted_links((path, self._access.get(path)) for path in notes)
+        if any(key in recorded for key in public):
+            return False
+        return all(isinstance(recorded.get(k), list) and set(g) <= set(recorded[k]) for k, g in implied.items())
 
     def _notes(self, report: SyncReport, listing: list[SourceObject]) -> dict[str, SourceObject]:
         """The listing's notes by path; keys that cannot be a note's identity, and all but one of the keys that
@@ -651,6 +669,7 @@ class Indexer:
                 self.store.delete_leftovers(parsed.obj.path, n)
                 report.chunks_deleted += len(leftover)
             self._written_ids[parsed.obj.path] = parsed.note.doc_id
+            self._names_written[parsed.obj.path] = list(parsed.points[0].payload.get(NAME_FIELD) or ())
             self._access[parsed.obj.path] = parsed.access[0]
             if parsed.kind == "added":
                 report.added += 1
@@ -840,72 +859,95 @@ def record_sync(store: Store, report: SyncReport, kind: str) -> None:
     store.merge_metadata({LAST_SYNC_AT: when, LAST_SYNC_KIND: kind})
 
 
-def link_carriers(store: Store, keys: set[str] | None = None, page: int = 1024) -> dict[str, list[str] | None]:
-    """The indexed notes a link with one of ``keys`` can name (their ``path_keys``), or every indexed note (``keys``
-    None: each note's first chunk), with their groups (None: the index records none usable)."""
+#: Collection metadata: how the recorded restricted link targets were derived (2: from the index, names included);
+#: a list recorded otherwise is derived afresh by the next full sync.
+LINKS_FORMAT = "access_restricted_links_format"
+LINKS_FORMAT_VERSION = 2
+
+
+def link_carriers(
+    store: Store, keys: set[str] | None = None, page: int = 1024
+) -> tuple[dict[str, list[str] | None], dict[str, list[str]]]:
+    """The indexed notes a link with one of ``keys`` can name (by a tail of their path, ``path_keys``, or by their
+    title or an alias, ``name_keys``), or every indexed note (``keys`` None: each note's first chunk): (path →
+    groups, None when the index records none usable; path → its name keys)."""
     requests: list[dict[str, Any]]
     if keys is None:
         requests = [{"filter": {"must": [{"key": "chunk_index", "match": {"value": 0}}]}}]
     else:
         ordered = sorted(keys)
-        requests = [{"filter": {"must": [{"key": GRAPH_FIELD, "match": {"any": ordered[i : i + 512]}}]}}
+        requests = [{"filter": {"should": [{"key": field, "match": {"any": ordered[i : i + 512]}}
+                                           for field in (GRAPH_FIELD, NAME_FIELD)]}}
                     for i in range(0, len(ordered), 512)]  # fmt: skip
-    out: dict[str, list[str] | None] = {}
+    groups: dict[str, list[str] | None] = {}
+    names: dict[str, list[str]] = {}
     for request in requests:
-        request |= {"limit": page, "with_payload": {"include": ["path", "access", "access_from"]}}
+        request |= {"limit": page, "with_payload": {"include": ["path", "access", "access_from", NAME_FIELD]}}
         while True:
             points, offset = store.scroll(request, 30.0)
             for point in points:
                 payload = point.get("payload") or {}
                 if isinstance(payload.get("path"), str):
                     recorded = recorded_access(payload)
-                    out[payload["path"]] = list(recorded[0]) if recorded is not None else None
+                    groups[payload["path"]] = list(recorded[0]) if recorded is not None else None
+                    named = payload.get(NAME_FIELD)
+                    if isinstance(named, list):
+                        names.setdefault(payload["path"], []).extend(k for k in named if isinstance(k, str))
             if offset is None:
                 break
             request["offset"] = offset
-    return out
+    return groups, names
 
 
 def record_restricted_links(
     store: Store, links_lock: LinksLock, unknown: set[str], keys: set[str] | None = None
 ) -> bool:
     """Make the recorded restricted link targets (``RESTRICTED_LINKS``: link key → groups, for the keys that name
-    only notes that are not public) what the index holds now; True when it was written. ``unknown``: notes in the
-    KB the index does not hold, readable by nobody. ``keys`` None: the whole list, derived from every indexed note
-    (a full sync, an access file change). Else only these keys: each is set from the notes that carry it, or
-    dropped when none does; a list never recorded is left for a full sync.
+    only notes that are not public, by path, title or alias) what the index holds now; True when it was written.
+    ``unknown``: notes in the KB the index does not hold, readable by nobody. ``keys`` None: the whole list,
+    derived from every indexed note (a full sync, an access file change). Else only these keys: each is set from
+    the notes that carry it, or dropped when none does; a list never recorded is left for a full sync.
 
     The list is one value that several writers rewrite (event batches applied at once, a full sync): the carriers
     are read again, and the list written, under ``links_lock`` (the ``links`` lease), after the writer's own
     writes to the index. So whichever writer goes last reads an index that holds every other writer's notes,
     and no entry is lost. A list already right is not written, and takes no turn."""
 
-    def wanted() -> tuple[Any, dict[str, Any] | None]:
-        """(the list as recorded, the list as it should be; None when there is none to update)."""
-        carriers = link_carriers(store, keys)
+    def wanted() -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """(the metadata as recorded, the list as it should be; None when there is none to update)."""
+        carriers, names = link_carriers(store, keys)
         carriers.update((path, None) for path in unknown if path not in carriers)
-        restricted, public = restricted_links(carriers.items())
-        recorded = store.metadata().get(RESTRICTED_LINKS)
+        restricted, public = restricted_links(carriers.items(), names)
+        metadata = store.metadata()
+        recorded = metadata.get(RESTRICTED_LINKS)
         if keys is None:
-            return recorded, dict(restricted)
+            return metadata, dict(restricted)
         if not isinstance(recorded, dict):
-            return recorded, None
+            return metadata, None
         out = dict(recorded)
         for key in keys:
             if key in restricted and key not in public:
                 out[key] = restricted[key]
             else:  # a public note has it, or no note does any more
                 out.pop(key, None)
-        return recorded, out
+        return metadata, out
 
-    recorded, out = wanted()
-    if out is None or recorded == out:
+    def written(metadata: dict[str, Any], out: dict[str, Any] | None) -> bool:
+        if out is None:
+            return True
+        return metadata.get(RESTRICTED_LINKS) == out and (
+            keys is not None or metadata.get(LINKS_FORMAT) == LINKS_FORMAT_VERSION
+        )
+
+    metadata, out = wanted()
+    if written(metadata, out):
         return False  # already right: nothing written, no turn taken
     with links_lock():
-        recorded, out = wanted()  # again: another writer may have changed the index or the list meanwhile
-        if out is None or recorded == out:
+        metadata, out = wanted()  # again: another writer may have changed the index or the list meanwhile
+        if written(metadata, out) or out is None:
             return False
-        store.set_metadata({**store.metadata(), RESTRICTED_LINKS: out})
+        store.set_metadata({**metadata, RESTRICTED_LINKS: out} | ({LINKS_FORMAT: LINKS_FORMAT_VERSION}
+                                                                   if keys is None else {}))  # fmt: skip
     return True
 
 
@@ -983,6 +1025,7 @@ class ChangeSync:
         self.store = store
         self.sequencers = sequencers
         self._touched: set[str] = set()  # the batch's notes (read: present or gone)
+        self._names: set[str] = set()  # the link keys of their titles and aliases, before and after the batch
         self._present: set[str] = set()  # the batch's notes that are in the KB now
         #: held while the restricted link targets are rewritten (run_changes: a short lease in the lease table)
         self.links_lock: Callable[[], AbstractContextManager[Any]] = links_lock or contextlib.nullcontext
@@ -1001,6 +1044,7 @@ class ChangeSync:
         report = report or ChangeReport(source=self.source.uri, collection=self.store.collection,
                                         dense=self.indexer.embedder is not None)  # fmt: skip
         report.events += len(changes)
+        self._names = set()
         latest, report.duplicates = latest_per_path(changes)
         report.keys = len(latest)
         failed: set[str] = set()
@@ -1107,7 +1151,8 @@ class ChangeSync:
         if every_note:
             record_restricted_links(self.store, self.links_lock, unknown)
             return
-        keys = {k for p in self._touched for k in path_keys(p)}
+        keys = {k for p in self._touched for k in path_keys(p)} | self._names
+        keys |= {k for p in self._touched for k in self.indexer._names_written.get(p, ())}
         if keys:
             record_restricted_links(self.store, self.links_lock, unknown, keys)
 
@@ -1137,6 +1182,9 @@ class ChangeSync:
         reuse: dict[str, dict[str, Any]] = {}
         for payload, vector in self.store.note_points(list(current)):
             add_state(state, payload)
+            names = payload.get(NAME_FIELD)  # the titles and aliases the notes had: links by them may change
+            if isinstance(names, list):
+                self._names.update(k for k in names if isinstance(k, str))
             digest = payload.get(EMBED_HASH)
             if vector is not None and isinstance(digest, str) and digest:
                 reuse.setdefault(str(payload.get("path")), {})[digest] = vector
@@ -1165,6 +1213,7 @@ class ChangeSync:
                 work.append((obj, "updated" if kind == "repair" else kind))
         self.indexer._reuse = reuse
         self.indexer._written_ids = {}
+        self.indexer._names_written = {}
         self.indexer._state = state  # a changed note that cannot be indexed keeps its last good version
         skipped_before = {s["path"] for s in report.skipped}
         self.indexer._write_access()  # the unchanged notes' groups under today's rules

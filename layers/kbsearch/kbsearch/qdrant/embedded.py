@@ -29,6 +29,7 @@ from kbsearch.qdrant import space
 from kbsearch.qdrant.query import DENSE, PAYLOAD_INDEXES, SPARSE, index_missing, path_filter, point_id
 from kbsearch.qdrant.store import (
     EMBED_HASH,
+    NAME_FIELD,
     STATE_FIELDS,
     ChunkPoint,
     NoteState,
@@ -548,7 +549,7 @@ class EdgeStore(Store):
             with self._lock, storage_errors("reading notes' points"):
                 records, offset = self.shard.scroll(
                     edge.ScrollRequest(offset=offset, limit=SCROLL_PAGE, filter=selector,
-                                       with_payload=[*STATE_FIELDS, EMBED_HASH], with_vector=[DENSE])
+                                       with_payload=[*STATE_FIELDS, EMBED_HASH, NAME_FIELD], with_vector=[DENSE])
                 )  # fmt: skip
             for record in records:
                 vectors = record.vector if isinstance(record.vector, dict) else {}

@@ -29,6 +29,8 @@ if TYPE_CHECKING:  # qdrant_client (~0.5 s to import) is loaded only by the stor
 
 #: The first chunk's payload field that says the note's link-graph keys are stored (see kbsearch.links).
 GRAPH_FIELD = "path_keys"
+#: The first chunk's payload field of the note's title and aliases as link keys (a link can name it by them too).
+NAME_FIELD = "name_keys"
 STATE_FIELDS = ["path", "etag", "chunk_index", "n_chunks", "dense", "doc_id", "embedding", "access", "access_from",
                 GRAPH_FIELD]  # fmt: skip
 #: Payload field: a hash of what a chunk's dense vector embeds (model signature + embedded text); an event-driven
@@ -409,7 +411,7 @@ class Store:
 
     def note_points(self, paths: list[str]) -> list[tuple[dict[str, Any], list[float] | None]]:
         """The points of these notes only (an event-driven run never scrolls the whole collection): the state
-        fields and ``embed_hash`` of each, with its dense vector (reused for chunks whose text did not change)."""
+        fields, ``embed_hash`` and ``name_keys`` of each, with its dense vector (reused for chunks whose text did not change)."""
         from qdrant_client import models
 
         if not paths:
@@ -421,7 +423,7 @@ class Store:
             while True:
                 points, offset = self.client.scroll(
                     self.collection, scroll_filter=selector, limit=2048, offset=offset,
-                    with_payload=[*STATE_FIELDS, EMBED_HASH], with_vectors=[DENSE],
+                    with_payload=[*STATE_FIELDS, EMBED_HASH, NAME_FIELD], with_vectors=[DENSE],
                 )  # fmt: skip
                 for point in points:
                     vector = point.vector.get(DENSE) if isinstance(point.vector, dict) else None
