@@ -911,7 +911,8 @@ def record_restricted_links(
     The list is one value that several writers rewrite (event batches applied at once, a full sync): the carriers
     are read again, and the list written, under ``links_lock`` (the ``links`` lease), after the writer's own
     writes to the index. So whichever writer goes last reads an index that holds every other writer's notes,
-    and no entry is lost. A list already right is not written, and takes no turn."""
+    and no entry is lost. A list already right is not written (a batch's keys that are right take no turn; the
+    whole list is read once, under the lease)."""
 
     def wanted() -> tuple[dict[str, Any], dict[str, Any] | None]:
         """(the metadata as recorded, the list as it should be; None when there is none to update)."""
@@ -939,9 +940,10 @@ def record_restricted_links(
             keys is not None or metadata.get(LINKS_FORMAT) == LINKS_FORMAT_VERSION
         )
 
-    metadata, out = wanted()
-    if written(metadata, out):
-        return False  # already right: nothing written, no turn taken
+    if keys is not None:  # a batch's few keys: read once outside the lease (most batches change nothing here)
+        metadata, out = wanted()
+        if written(metadata, out):
+            return False  # already right: nothing written, no turn taken
     with links_lock():
         metadata, out = wanted()  # again: another writer may have changed the index or the list meanwhile
         if written(metadata, out) or out is None:
