@@ -669,7 +669,8 @@ class Indexer:
                 self.store.delete_leftovers(parsed.obj.path, n)
                 report.chunks_deleted += len(leftover)
             self._written_ids[parsed.obj.path] = parsed.note.doc_id
-            self._names_written[parsed.obj.path] = list(parsed.points[0].payload.get(NAME_FIELD) or ())
+            first = next((point.payload for point in parsed.points if point.chunk_index == 0), {})
+            self._names_written[parsed.obj.path] = list(first.get(NAME_FIELD) or ())
             self._access[parsed.obj.path] = parsed.access[0]
             if parsed.kind == "added":
                 report.added += 1
