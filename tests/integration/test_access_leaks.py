@@ -644,3 +644,51 @@ def test_no_shared_cache_may_keep_an_answer_for_another_caller(app) -> None:
         answer = parse_result(app(event))
         cache = ", ".join(v for k, v in answer.headers if k.lower() == "cache-control")
         assert "private" in cache and "no-store" in cache, (method, path, query, answer.status, cache)
+
+
+def test_what_cannot_be_read_tells_nothing_of_what_exists(load_search_app, tmp_path: Path) -> None:
+    """Reads by path answer a path the caller may not read as a missing one, whatever is at it: an entry that is
+    no note (a FIFO, a dangling symlink) in a restricted folder is "missing" (in a folder the caller may read,
+    its reason is told); and while the access file cannot be used, every read by a restricted caller is "cannot
+    be read right now", a missing path too (else the answer would tell which paths hold notes)."""
+    import os
+
+    kb = tmp_path / "kb"
+    write_kb(kb, {p: NOTES[p] for p in ("pub/Welcome.md", "hr/Salary bands.md", "finance/Budget.md")})
+    os.mkfifo(kb / "hr" / "Queue.md")
+    (kb / "hr" / "Gone.md").symlink_to(kb / "hr" / "nowhere.md")
+    os.mkfifo(kb / "pub" / "Pipe.md")
+    settings = Settings(qdrant_path=str(tmp_path / "q"), qdrant_url="", embedding_api_key=None, access_default="deny")
+    assert run_sync(settings, Secrets(settings), source_uri=str(kb)).error is None
+
+    def load() -> Any:
+        return load_search_app(QDRANT_PATH=str(tmp_path / "q"), KB_SOURCE=str(kb), ACCESS_DEFAULT="deny",
+                               ACCESS_GROUPS=json.dumps(CALLER_MAP))  # fmt: skip
+
+    def answers(app: Any, key_id: str | None, paths: list[str]) -> dict[str, tuple[int, str]]:
+        out = {}
+        for path in paths:
+            status, text = get_note(app, key_id, path)
+            out[path] = (status, without(path, text))
+        return out
+
+    app = load()
+    try:
+        for key_id in (None, "id-fin"):
+            got = answers(app, key_id, ["nowhere/Nothing.md", "hr/Queue.md", "hr/Gone.md", "hr/Salary bands.md"])
+            assert len(set(got.values())) == 1 and got["hr/Queue.md"][0] == 404, got
+        status, text = get_note(app, None, "pub/Pipe.md")  # a folder the caller may read: the reason is told
+        assert status == 422 and "FIFO" in text, text
+        status, _ = get_note(app, "id-hr", "hr/Queue.md")
+        assert status == 422
+    finally:
+        app.module.api.container.close()
+    (kb / "_access.yaml").write_text("hr/: [\n", encoding="utf-8")  # unusable from now on
+    app = load()
+    try:
+        for key_id in (None, "id-hr", "id-fin"):
+            paths = ["nowhere/Nothing.md", "hr/Salary bands.md", "finance/Budget.md", "pub/Welcome.md"]
+            got = answers(app, key_id, paths)
+            assert len(set(got.values())) == 1 and got["pub/Welcome.md"][0] == 503, (key_id, got)
+    finally:
+        app.module.api.container.close()
