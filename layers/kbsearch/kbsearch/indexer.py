@@ -791,16 +791,19 @@ def run_sync(
     (``INDEX_LEASE_TABLE``) for its duration: raises :class:`kbsearch.lease.LeaseHeld` when another run has it.
     ``rebuild``: Qdrant Cloud builds a new collection behind the alias (:func:`rebuild_behind_alias`); the
     embedded store is dropped and rebuilt in place."""
-    from functools import partial
-
     from kbsearch.lease import LINKS_TTL_S, index_lease, short_lease
     from kbsearch.providers.embeddings import build_embedder
     from kbsearch.providers.resilience import shared_client
 
     source = open_source(source_uri or settings.kb_source)
-    # the restricted link targets are rewritten under the lease event batches take for theirs; a sync waits out
-    # a holder that died (its lease expires) rather than leave the list unrecorded
-    links_lock = partial(short_lease, settings, "links", wait_s=LINKS_TTL_S + 10)
+
+    def links_lock() -> AbstractContextManager[Any]:
+        """The lease event batches take to rewrite the restricted link targets. A sync waits out a holder that
+        died (its lease expires) rather than leave the list unrecorded, but only into half the time it keeps
+        after ``stop_at`` (``DEADLINE_MARGIN_S``): never past its own end."""
+        left = (stop_at or Deadline()).remaining() + settings.deadline_margin_s / 2
+        return short_lease(settings, "links", wait_s=max(1.0, min(LINKS_TTL_S + 10, left)))
+
     with index_lease(settings):
         try:
             store = open_store(settings, secrets)
