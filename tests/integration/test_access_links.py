@@ -305,3 +305,75 @@ def test_a_no_change_full_sync_reads_nothing_more_and_an_old_list_is_derived_onc
     assert sync_counted().calls["scroll"] > 0 and recorded(settings) == expected
     assert sync_counted().calls["scroll"] == 0  # derived once
     assert hits_as(settings, Scope.public())["pub/welcome.md"] == ["Gone"]
+
+
+def test_a_full_sync_waits_for_a_batch_holding_the_links_lease_and_keeps_its_entry(
+    aws: EventPath, tmp_path: Path
+) -> None:
+    """The other interleaving: an event batch holds the ``links`` lease (its note written, its entry not yet) when
+    the full sync comes to rewrite the list. The sync waits for its turn (its attempt to take the lease is seen in
+    the lease table), the batch writes its entry and lets go, and the sync's rewrite, read under the lease, keeps
+    it. Driven by the sync's progress callback and the lease table's own calls (botocore events), not by sleeps."""
+    import threading
+
+    import boto3
+
+    settings = _s3_settings(tmp_path)
+    aws.receive()
+    aws.put(f"{PREFIX}pub/welcome.md", doc("Welcome", "welcome: see [[Plan]] and [[Ghost]]"))
+    assert run_sync(settings, Secrets(settings)).error is None
+    aws.put(f"{PREFIX}pub/other.md", doc("Other", "welcome other"))  # work for the next full sync
+    aws.receive()
+
+    attempts: list[str] = []
+    held, sync_waiting = threading.Event(), threading.Event()
+
+    def seen(params: dict[str, Any], **_: Any) -> None:  # every attempt to take a lease in the table
+        if params.get("Item", {}).get("pk", {}).get("S") == "links#kb":
+            attempts.append(params["Item"]["owner"]["S"])
+            if held.is_set() and len(attempts) > 1:
+                sync_waiting.set()  # someone else tries while the batch holds it: the sync, waiting its turn
+
+    boto3.setup_default_session()
+    assert boto3.DEFAULT_SESSION is not None
+    boto3.DEFAULT_SESSION.events.register("before-parameter-build.dynamodb.PutItem", seen)
+    source = open_source(settings.kb_source)
+    store = open_store(settings, Secrets(settings))
+    batch_report: list[Any] = []
+
+    class BatchTurn:
+        """The batch's turn on the lease: taken, then held until the sync is seen waiting for it."""
+
+        def __enter__(self) -> None:
+            self.lease = short_lease(settings, "links")
+            self.lease.__enter__()
+            held.set()
+            assert sync_waiting.wait(60), "the full sync never asked for the links lease"
+
+        def __exit__(self, *exc: Any) -> None:
+            self.lease.__exit__(*exc)
+
+    def batch() -> None:
+        aws.put(f"{PREFIX}hr/Plan.md", doc("Plan", "the plan", "access: [hr]\n"))
+        changes = read_batch(sqs_event(aws.receive()), KeyScope(BUCKET, PREFIX)).changes
+        sync = ChangeSync(source, store, None, SyncOptions(), DynamoSequencers(TABLE, "kb"), BatchTurn)
+        batch_report.append(sync.apply(changes))
+
+    thread = threading.Thread(target=batch)
+
+    def start_the_batch(done: int, total: int, path: str) -> None:  # after the sync listed the KB
+        if not thread.is_alive() and not batch_report:
+            thread.start()
+            assert held.wait(60), "the batch never took the links lease"
+
+    try:
+        report = Indexer(source, store, None, SyncOptions(full=True), start_the_batch,
+                         partial(short_lease, settings, "links", 60.0)).sync()  # fmt: skip
+        thread.join(60)
+    finally:
+        store.close()
+        boto3.setup_default_session()
+    assert not thread.is_alive() and batch_report[0].error is None and batch_report[0].added == 1
+    assert report.error is None and sync_waiting.is_set() and len(set(attempts)) == 2  # the batch's, the sync's
+    assert recorded(settings) == {"plan": ["hr"], "hr/plan": ["hr"]}
+    assert hits_as(settings, Scope.public())["pub/welcome.md"] == ["Ghost"]
