@@ -629,10 +629,11 @@ def test_no_shared_cache_may_keep_an_answer_for_another_caller(app) -> None:
         ("GET", "/search", "q=welcome", None, "id-hr"), ("GET", "/search", "", None, "id-hr"),
         ("POST", "/search", "", {"query": "welcome"}, "id-hr"), ("POST", "/mcp", "", mcp_call, "id-hr"),
         ("GET", "/health", "", None, "id-hr"), ("GET", "/openapi.json", "", None, None),
-        ("GET", "/nowhere", "", None, "id-hr"),
+        ("GET", "/nowhere", "", None, "id-hr"), ("POST", "/search", "", b"{not json", "id-hr"),
+        ("POST", "/search", "", {"query": "x" * 70_000}, "id-hr"), ("POST", "/mcp", "", {"q": "x" * 70_000}, None),
     ]  # fmt: skip
     for method, path, query, body, key_id in requests:
-        data = json.dumps(body).encode() if body is not None else b""
+        data = body if isinstance(body, bytes) else json.dumps(body).encode() if body is not None else b""
         if path.startswith("/notes/"):
             encoded = quote(path.removeprefix("/notes/"), safe="/")
             request = HttpRequest(method, "/notes/" + encoded, query, [], data)

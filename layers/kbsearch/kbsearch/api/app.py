@@ -249,12 +249,12 @@ class SearchApi:
         limit = MAX_BODY_BYTES_BY_ROUTE.get(str(event.get("resource") or ""), MAX_BODY_BYTES)
         if body.size(event) > limit:
             if (event.get("resource") or event.get("path")) in RPC_ROUTES:
-                return gateway_rpc_error(413, RPC_INVALID_REQUEST, "Invalid Request: the body is over 64 KiB")
-            return gateway_error(413, "payload_too_large", f"the body is over {limit // 1024} KiB")
+                return private(gateway_rpc_error(413, RPC_INVALID_REQUEST, "Invalid Request: the body is over 64 KiB"))
+            return private(gateway_error(413, "payload_too_large", f"the body is over {limit // 1024} KiB"))
         try:
             event = body.checked_json_event(event, JSON_BODY_ROUTES)
         except body.BadBody as exc:
-            return gateway_error(exc.status, exc.code, exc.message)
+            return private(gateway_error(exc.status, exc.code, exc.message))
         try:
             return private(self.app.resolve(event, context))
         finally:
