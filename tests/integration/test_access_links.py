@@ -30,6 +30,7 @@ from kbsearch_tools.s3events import EventPath, sqs_event
 from tests.integration.test_events import BUCKET, PREFIX, TABLE, api_hits, assert_as_a_full_sync, doc, hits_as
 from tests.integration.test_events import Indexer as Handler
 from tests.integration.test_events import aws as aws  # noqa: PLC0414 (the fixture, shared)
+from tests.integration.test_events import restricted_list as recorded
 
 CALLERS = {"api_keys": {"id-hr": ["hr"], "id-fin": ["finance"], "id-staff": ["staff"]}}
 
@@ -45,14 +46,6 @@ def outgoing(load_search_app: Any, settings: Settings, key_id: str | None, path:
         return list(json.loads(answer.body)["links"]["outgoing"])
     finally:
         app.module.api.container.close()
-
-
-def recorded(settings: Settings) -> Any:
-    store = open_store(settings, Secrets(settings))
-    try:
-        return store.metadata().get(RESTRICTED_LINKS)
-    finally:
-        store.close()
 
 
 def test_a_deleted_restricted_note_answers_as_a_note_that_never_existed(
