@@ -540,9 +540,28 @@ class Indexer:
             logger.warning("mass delete blocked", extra={"would_delete": len(gone), "indexed": len(state)})
             return
         for path in gone:
+            if self._appeared(report, path):
+                continue
             self.store.delete_note(path)
             report.deleted += 1
             report.chunks_deleted += state[path].points
+
+    def _appeared(self, report: SyncReport, path: str) -> bool:
+        """An S3 note the listing lacks but the index holds is looked up once more before it is deleted: an event
+        batch that started before this run took the index lease may have written it after the listing (it stays;
+        the next run lists it). A lookup that fails deletes nothing either, as a failed listing does."""
+        from kbsearch.sources import S3Source, head
+
+        if not isinstance(self.source, S3Source):
+            return False  # a folder has one writer (the embedded store's lock, kbsearch serve's sync lock)
+        try:
+            found = head(self.source, self.source.prefix + path) is not None
+        except SourceError as exc:
+            report.warnings.append({"path": path, "reason": f"not deleted: it could not be looked up ({exc})"})
+            return True
+        if found:
+            report.warnings.append({"path": path, "reason": "not deleted: written after this run listed the KB"})
+        return found
 
     def _skip(self, report: SyncReport, path: str, reason: str) -> None:
         report.skipped.append({"path": path, "reason": reason})
