@@ -6,7 +6,8 @@ Guarantees:
   never missing from search; a crash anywhere leaves a state the next run repairs (a half-written note has no
   complete set of chunks for its etag, so it is redone);
 - a failed listing deletes nothing; a run that would delete more than ``max_delete_ratio`` of the indexed notes
-  deletes nothing unless allowed;
+  deletes nothing unless allowed; an S3 note the listing lacks is looked up before it is deleted (an event batch
+  may have written it after the listing);
 - a bad note is skipped with a reason, and its last good version stays indexed: everything that happens to one
   note (read, decode, parse, chunk, payload) is isolated, whatever it raises;
 - a note whose key is not a safe path, or whose key has the same NFC path as another key, is skipped with a
