@@ -185,8 +185,8 @@ def index_lease(settings: Settings) -> contextlib.AbstractContextManager[Any]:
 def short_lease(settings: Settings, name: str, wait_s: float = 10.0, ttl_s: float = LINKS_TTL_S) -> Iterator[None]:
     """A lease held for one short read-modify-write of shared state (``<name>#<collection>``, e.g. the restricted
     link targets that event batches and a full sync may rewrite at once): waits up to ``wait_s`` while another holds
-    it, then
-    raises :class:`LeaseHeld` (the caller's work is retried). No lease table: no lease (one writer locally)."""
+    it, then raises :class:`LeaseHeld` (the caller's work is retried). No lease table: no lease (one writer
+    locally)."""
     if not settings.index_lease_table:
         yield
         return
