@@ -371,8 +371,8 @@ PROBE_DEPTH = 8
 
 @dataclass(frozen=True)
 class Leg:
-    """One search of the batch. ``kind``: ``dense`` (a query variant's vector), ``lexical`` (a variant's BM25
-    terms; ``language`` is the variant's), ``lexical-tail`` (the same BM25 search's next chunks, ids and scores
+    """One search of the batch. ``kind``: ``dense`` (a query variant's vector; ``language``: a translation's,
+    :func:`kbsearch.fusion.translated`), ``lexical`` (a variant's BM25 terms; ``language`` is the variant's), ``lexical-tail`` (the same BM25 search's next chunks, ids and scores
     only), ``probe`` (one BM25 term alone, its best :data:`PROBE_DEPTH` chunks,
     their path only: ``term``)."""
 
