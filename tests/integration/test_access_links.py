@@ -4,7 +4,8 @@ note that never existed, whatever order event batches and full syncs write in.
 
 Through real interfaces: S3 events from moto's bucket through the indexer handler, the lease table in moto's
 DynamoDB, the embedded Qdrant Edge store, searches through the search handler as API Gateway calls it. The
-interleavings are driven by the sync's own progress callback (no sleeps as synchronisation)."""
+interleavings are driven by the sync's own progress callback, its source's listing and the lease table's calls
+(no sleeps as synchronisation)."""
 
 from __future__ import annotations
 
@@ -27,12 +28,19 @@ from kbsearch.sequencers import DynamoSequencers
 from kbsearch.sources import open_source
 from kbsearch_tools.local.apigw import HttpRequest, build_event, parse_result
 from kbsearch_tools.s3events import EventPath, sqs_event
-from tests.integration.test_events import BUCKET, PREFIX, TABLE, api_hits, assert_as_a_full_sync, doc, hits_as
+from tests.integration.test_events import (
+    BUCKET,
+    CALLERS,
+    PREFIX,
+    TABLE,
+    api_hits,
+    assert_as_a_full_sync,
+    doc,
+    hits_as,
+)
 from tests.integration.test_events import Indexer as Handler
 from tests.integration.test_events import aws as aws  # noqa: PLC0414 (the fixture, shared)
 from tests.integration.test_events import restricted_list as recorded
-
-CALLERS = {"api_keys": {"id-hr": ["hr"], "id-fin": ["finance"], "id-staff": ["staff"]}}
 
 
 def outgoing(load_search_app: Any, settings: Settings, key_id: str | None, path: str) -> list[dict[str, Any]]:
