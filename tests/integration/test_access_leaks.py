@@ -608,3 +608,88 @@ def test_notes_catalog_resources_and_links_for_every_caller(app, era: str) -> No
                 assert error["code"] == unknown["code"] and error["message"] == unknown["message"].replace(
                     "pub/Nowhere.md", path
                 ), (key_id, path, error)
+
+
+def test_no_shared_cache_may_keep_an_answer_for_another_caller(app) -> None:
+    """API keys travel in ``x-api-key``, which HTTP caches do not key on (unlike ``Authorization``): a CDN or proxy
+    in front of the API that kept an hr caller's ``GET /notes/hr/...`` would hand it to the next caller of that
+    URL. Every answer, of every route and status (a note read, forbidden, missing; the catalog, /whoami, searches,
+    errors), forbids any shared cache to store it."""
+    from urllib.parse import quote
+
+    mcp_call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                "params": {"name": "kb_get_note", "arguments": {"path": "hr/Salary bands.md"}}}  # fmt: skip
+    requests: list[tuple[str, str, str, Any, str | None]] = [
+        ("GET", "/notes/hr/Salary bands.md", "", None, "id-hr"), ("GET", "/notes/hr/Salary bands.md", "", None, None),
+        ("GET", "/notes/nowhere/Nothing.md", "", None, "id-hr"), ("GET", "/notes/кадры/Зарплата й.md", "", None, "id-hr"),
+        ("GET", "/notes/hr/Salary bands.md", "section=Grades%20zqhrheading", None, "id-hr"),
+        ("GET", "/notes/hr/Salary bands.md", "section=nothing", None, "id-hr"),
+        ("GET", "/notes", "recent=5", None, "id-hr"), ("GET", "/notes", "recent=999", None, "id-hr"),
+        ("GET", "/notes", "path_prefix=hr", None, None), ("GET", "/whoami", "", None, "id-hr"),
+        ("GET", "/search", "q=welcome", None, "id-hr"), ("GET", "/search", "", None, "id-hr"),
+        ("POST", "/search", "", {"query": "welcome"}, "id-hr"), ("POST", "/mcp", "", mcp_call, "id-hr"),
+        ("GET", "/health", "", None, "id-hr"), ("GET", "/openapi.json", "", None, None),
+        ("GET", "/nowhere", "", None, "id-hr"), ("POST", "/search", "", b"{not json", "id-hr"),
+        ("POST", "/search", "", {"query": "x" * 70_000}, "id-hr"), ("POST", "/mcp", "", {"q": "x" * 70_000}, None),
+    ]  # fmt: skip
+    for method, path, query, body, key_id in requests:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode() if body is not None else b""
+        if path.startswith("/notes/"):
+            encoded = quote(path.removeprefix("/notes/"), safe="/")
+            request = HttpRequest(method, "/notes/" + encoded, query, [], data)
+            event = build_event(request, "/notes/{path+}", {"path": encoded}, "dev")
+        else:
+            event = build_event(HttpRequest(method, path, query, [("Content-Type", "application/json")], data), path,
+                                {}, "dev", api_key=None)  # fmt: skip
+        event["requestContext"]["identity"]["apiKeyId"] = key_id
+        answer = parse_result(app(event))
+        cache = ", ".join(v for k, v in answer.headers if k.lower() == "cache-control")
+        assert "private" in cache and "no-store" in cache, (method, path, query, answer.status, cache)
+
+
+def test_what_cannot_be_read_tells_nothing_of_what_exists(load_search_app, tmp_path: Path) -> None:
+    """Reads by path answer a path the caller may not read as a missing one, whatever is at it: an entry that is
+    no note (a FIFO, a dangling symlink) in a restricted folder is "missing" (in a folder the caller may read,
+    its reason is told); and while the access file cannot be used, every read by a restricted caller is "cannot
+    be read right now", a missing path too (else the answer would tell which paths hold notes)."""
+    import os
+
+    kb = tmp_path / "kb"
+    write_kb(kb, {p: NOTES[p] for p in ("pub/Welcome.md", "hr/Salary bands.md", "finance/Budget.md")})
+    os.mkfifo(kb / "hr" / "Queue.md")
+    (kb / "hr" / "Gone.md").symlink_to(kb / "hr" / "nowhere.md")
+    os.mkfifo(kb / "pub" / "Pipe.md")
+    settings = Settings(qdrant_path=str(tmp_path / "q"), qdrant_url="", embedding_api_key=None, access_default="deny")
+    assert run_sync(settings, Secrets(settings), source_uri=str(kb)).error is None
+
+    def load() -> Any:
+        return load_search_app(QDRANT_PATH=str(tmp_path / "q"), KB_SOURCE=str(kb), ACCESS_DEFAULT="deny",
+                               ACCESS_GROUPS=json.dumps(CALLER_MAP))  # fmt: skip
+
+    def answers(app: Any, key_id: str | None, paths: list[str]) -> dict[str, tuple[int, str]]:
+        out = {}
+        for path in paths:
+            status, text = get_note(app, key_id, path)
+            out[path] = (status, without(path, text))
+        return out
+
+    app = load()
+    try:
+        for key_id in (None, "id-fin"):
+            got = answers(app, key_id, ["nowhere/Nothing.md", "hr/Queue.md", "hr/Gone.md", "hr/Salary bands.md"])
+            assert len(set(got.values())) == 1 and got["hr/Queue.md"][0] == 404, got
+        status, text = get_note(app, None, "pub/Pipe.md")  # a folder the caller may read: the reason is told
+        assert status == 422 and "FIFO" in text, text
+        status, _ = get_note(app, "id-hr", "hr/Queue.md")
+        assert status == 422
+    finally:
+        app.module.api.container.close()
+    (kb / "_access.yaml").write_text("hr/: [\n", encoding="utf-8")  # unusable from now on
+    app = load()
+    try:
+        for key_id in (None, "id-hr", "id-fin"):
+            paths = ["nowhere/Nothing.md", "hr/Salary bands.md", "finance/Budget.md", "pub/Welcome.md"]
+            got = answers(app, key_id, paths)
+            assert len(set(got.values())) == 1 and got["pub/Welcome.md"][0] == 503, (key_id, got)
+    finally:
+        app.module.api.container.close()

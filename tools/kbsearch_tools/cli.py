@@ -737,6 +737,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
             progress=note,
         )  # fmt: skip
         print(json.dumps(results, indent=2) if args.json else bench_freshness.format_freshness(results))
+    elif args.what == "access":
+        from kbsearch_tools import bench_access
+
+        results = bench_access.bench_access(bench_kb(), copies=max(args.copies or (10,)), runs=args.runs, progress=note)
+        print(json.dumps(results, indent=2) if args.json else bench_access.format_access(results))
     elif args.what == "coldstart":
         results = bench.bench_coldstart(runs=args.runs)
         print(json.dumps(results, indent=2) if args.json else bench.format_coldstart(results))
@@ -936,7 +941,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "what",
-        choices=["index", "search", "store", "peer", "growth", "legs", "coldstart", "cost", "load", "freshness", "mcp"],
+        choices=[
+            "index",
+            "search",
+            "store",
+            "peer",
+            "growth",
+            "legs",
+            "coldstart",
+            "cost",
+            "load",
+            "freshness",
+            "mcp",
+            "access",
+        ],
         help="index: full sync grid (batch x concurrency) and no-change sync; search: end-to-end latency and "
         "our own overhead with fake providers of fixed latency; store: the embedded store (Qdrant Edge vs "
         "qdrant-client local mode) on the vault and its copies: index, open, warm search, no-change sync, peak RSS; "
@@ -952,7 +970,9 @@ def build_parser() -> argparse.ArgumentParser:
         "the deployed event path simulated on moto (S3 → SQS → the indexer handler; single edits, a 500-edit burst, "
         "deletes, renames, duplicated and reordered events, 1,000 random orders) and save → searchable under "
         "kbsearch serve --watch on the largest of --copies; mcp: cold start of kbsearch mcp, launch "
-        "to the first kb_search answer over stdio, both eras (--kb, default sample-kb; --runs)",
+        "to the first kb_search answer over stdio, both eras (--kb, default sample-kb; --runs); access: what an "
+        "access file change costs the event path on max(--copies) copies of --kb (default 10): seconds and store "
+        "calls by kind, restricting half the notes and relaxing them again (--runs)",
     )
     p.add_argument("--kb", help="index: KB folder (default: ../shared/kb/obsidian-help if present, else sample-kb)")
     p.add_argument("--copies", type=_int_list, default=None,

@@ -333,17 +333,20 @@ def visible_links(links: Sequence[str], restricted: Mapping[str, Sequence[str]] 
     return shown
 
 
-def restricted_links(notes: Iterable[tuple[str, Sequence[str] | None]]) -> tuple[dict[str, list[str]], set[str]]:
+def restricted_links(
+    notes: Iterable[tuple[str, Sequence[str] | None]], names: Mapping[str, Sequence[str]] | None = None
+) -> tuple[dict[str, list[str]], set[str]]:
     """(link key → groups, for the keys that name only notes that are not public; the keys that name a public
-    note) of these (path, groups) notes. The keys are the notes' :func:`kbsearch.links.path_keys`, the payload's
-    ``path_keys``, so a link matches them by :func:`kbsearch.links.link_key`. A note whose groups are unknown
-    (None) counts as readable by nobody."""
+    note) of these (path, groups) notes. A note is named by its :func:`kbsearch.links.path_keys` (the payload's
+    ``path_keys``) and by its title and aliases (``names``: path → its :func:`kbsearch.links.name_keys`, the
+    payload's ``name_keys``), as :func:`kbsearch.links.resolve` resolves a link, so a link matches them by
+    :func:`kbsearch.links.link_key`. A note whose groups are unknown (None) counts as readable by nobody."""
     from kbsearch.links import path_keys
 
     by_key: dict[str, set[str]] = {}
     public: set[str] = set()
     for path, groups in notes:
-        for key in path_keys(path):
+        for key in [*path_keys(path), *((names or {}).get(path) or ())]:
             if groups is not None and PUBLIC in groups:
                 public.add(key)
             else:

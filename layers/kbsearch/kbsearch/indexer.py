@@ -6,7 +6,8 @@ Guarantees:
   never missing from search; a crash anywhere leaves a state the next run repairs (a half-written note has no
   complete set of chunks for its etag, so it is redone);
 - a failed listing deletes nothing; a run that would delete more than ``max_delete_ratio`` of the indexed notes
-  deletes nothing unless allowed;
+  deletes nothing unless allowed; an S3 note the listing lacks is looked up before it is deleted (an event batch
+  may have written it after the listing);
 - a bad note is skipped with a reason, and its last good version stays indexed: everything that happens to one
   note (read, decode, parse, chunk, payload) is isolated, whatever it raises;
 - a note whose key is not a safe path, or whose key has the same NFC path as another key, is skipped with a
@@ -62,6 +63,7 @@ from kbsearch.qdrant.query import (
 from kbsearch.qdrant.store import (
     EMBED_HASH,
     GRAPH_FIELD,
+    NAME_FIELD,
     ChunkPoint,
     NoteState,
     SchemaMismatchError,
@@ -79,6 +81,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 Progress = Callable[[int, int, str], None]
+LinksLock = Callable[[], AbstractContextManager[Any]]
 
 
 @dataclass
@@ -161,6 +164,7 @@ class Indexer:
         embedder: Embedder | None,
         options: SyncOptions | None = None,
         progress: Progress | None = None,
+        links_lock: LinksLock | None = None,
     ) -> None:
         self.source = source
         self.store = store
@@ -168,6 +172,7 @@ class Indexer:
         self.options = options or SyncOptions()
         self.progress = progress
         self._written_ids: dict[str, str] = {}  # path → doc_id of the notes this run wrote
+        self._names_written: dict[str, list[str]] = {}  # path → the title and alias link keys of the notes written
         self._kept: set[str] = set()  # paths (and folders, ending in '/') listed with a problem: never deleted
         self._reuse: dict[str, dict[str, Any]] = {}  # path → embed_hash → stored dense vector (event-driven runs)
         self._signature_id = ""
@@ -175,6 +180,11 @@ class Indexer:
         self._rules = FolderRules()
         self._access: dict[str, list[str] | None] = {}  # path → groups after this run (None: not known)
         self._state: dict[str, NoteState] = {}
+        #: held while the restricted link targets are rewritten (a short lease in the lease table, shared with the
+        #: event batches; none locally, where the embedded store has one writer)
+        self.links_lock: LinksLock = links_lock or contextlib.nullcontext
+        #: groups to write (:meth:`_set_access`): (groups, where they came from) → the notes that get them
+        self._pending_access: dict[tuple[tuple[str, ...], str], list[str]] = {}
 
     def sync(self, stop_at: Deadline | None = None, call_deadline: Deadline | None = None) -> SyncReport:
         """One sync run. ``stop_at``: no new work starts after it; ``call_deadline`` bounds provider calls."""
@@ -301,13 +311,15 @@ class Indexer:
             else:
                 work.append((obj, kind))
         self._written_ids = {}
+        self._names_written = {}
         try:
             self._reread_access(report, reread, state, stop_at)
             self._index(report, work, state, stop_at, call_deadline)
+            self._write_access()  # the groups of the notes that could not be indexed (their last good version)
         finally:
             self._warn_duplicate_ids(report, notes, state)
         report.missed_by_events = self._missed_by_events(report, work)
-        self._record_restricted_links(notes)
+        self._record_restricted_links(report, notes)
 
     # -- access scopes ----------------------------------------------------------------------------------------
     def _access_rules(self, listing: list[SourceObject]) -> FolderRules:
@@ -329,11 +341,27 @@ class Indexer:
             return True
         groups, source = note_access(path, None, self._rules, self.options.access_default)
         if (tuple(groups), source) != recorded:
-            self.store.set_payload(path, {"access": groups, "access_from": source})
+            self._set_access(path, groups, source)
             report.access_updated += 1
             logger.info("access changed", extra={"path": path, "groups": groups, "from": source})
         self._access[path] = groups
         return True
+
+    def _set_access(self, path: str, groups: list[str], source: str) -> None:
+        """Give the note these groups (a payload update, nothing re-embedded), with the next :meth:`_write_access`:
+        the notes that get the same groups are one operation."""
+        self._pending_access.setdefault((tuple(groups), source), []).append(path)
+
+    def _write_access(self) -> None:
+        """Write the groups :meth:`_set_access` gathered: one batch of payload updates (on Qdrant Cloud one
+        request per :data:`kbsearch.qdrant.store.OPERATIONS_PER_REQUEST` operations, one operation per set of
+        groups), instead of a request per note (an access file change can give thousands of notes new groups)."""
+        if not self._pending_access:
+            return
+        pending, self._pending_access = self._pending_access, {}
+        self.store.set_payloads(
+            [(paths, {"access": list(groups), "access_from": source}) for (groups, source), paths in pending.items()]
+        )
 
     def _keep_last_good(self, report: SyncReport, path: str) -> None:
         """A changed note that cannot be indexed keeps its last good version, under today's folder rules (a folder
@@ -346,6 +374,7 @@ class Indexer:
         self, report: SyncReport, objs: list[SourceObject], state: dict[str, NoteState], stop_at: Deadline
     ) -> None:
         """Unchanged notes whose groups the index does not record: read, parse, payload update (no embedding)."""
+        self._write_access()  # the groups decided so far (folder rules, the default) go first
         if not objs:
             return  # a no-change run loads no YAML parser (tests/integration/test_hot_path.py)
         from kbsearch.notes import NoteError, parse_note
@@ -366,9 +395,10 @@ class Indexer:
                 self._skip(report, obj.path, getattr(exc, "reason", str(exc)))
                 continue
             groups, source = note_access(obj.path, declared, self._rules, self.options.access_default)
-            self.store.set_payload(obj.path, {"access": groups, "access_from": source})
+            self._set_access(obj.path, groups, source)
             self._access[obj.path] = groups
             report.access_updated += 1
+        self._write_access()
 
     def _revoke(self, report: SyncReport, path: str, reason: str, state: dict[str, NoteState]) -> None:
         """A note whose access declaration is unusable: skipped, and its indexed version removed, so that it is
@@ -380,14 +410,44 @@ class Indexer:
         self._access.pop(path, None)
         self._skip(report, path, reason)
 
-    def _record_restricted_links(self, notes: dict[str, SourceObject]) -> None:
+    def _record_restricted_links(self, report: SyncReport, notes: dict[str, SourceObject]) -> None:
         """Record (collection metadata) which link targets name only notes that are not public, with their groups,
-        so that a search hides a link into a note its caller may not read. A note whose groups are unknown counts
-        as readable by nobody."""
-        restricted, _public = restricted_links((path, self._access.get(path)) for path in notes)
-        current = self.store.metadata()
-        if current.get(RESTRICTED_LINKS) != restricted:
-            self.store.set_metadata({**current, RESTRICTED_LINKS: restricted})
+        so that a search hides a link into a note its caller may not read. A note whose groups are unknown (listed
+        but not indexed: skipped, or not reached) counts as readable by nobody.
+
+        A run that changed nothing in the index, and finds the recorded list agreeing with what its listing
+        implies by path, reads nothing more (the no-change sync stays one listing and one state read; event batches
+        keep the list right between syncs). Otherwise the list is derived afresh from the index itself (paths,
+        titles and aliases), under the ``links`` lease that event batches take for their own rewrites
+        (:func:`record_restricted_links`): an event batch that started before this run took the index lease, and
+        wrote a note this listing does not know, keeps its entry. No turn on the lease: the run is reported
+        incomplete (the next one records it)."""
+        from kbsearch.lease import LeaseError, LeaseHeld
+
+        unknown = {path for path in notes if self._access.get(path) is None}
+        changed = report.added or report.updated or report.deleted or report.access_updated or report.chunks_deleted
+        if not changed and self._links_agree(notes):
+            return
+        try:
+            record_restricted_links(self.store, self.links_lock, unknown)
+        except (LeaseHeld, LeaseError) as exc:
+            report.error = report.error or f"the restricted link targets were not recorded: {exc}"
+            report.incomplete = True
+            logger.error("restricted link targets not recorded; the next run records them",
+                         extra={"error": str(exc)})  # fmt: skip
+
+    def _links_agree(self, notes: dict[str, SourceObject]) -> bool:
+        """The recorded list was derived from the index (this format) and agrees with the listing's notes: each
+        key naming only restricted notes by path is there with at least their groups (a title or an alias of
+        another note may add some), and no key naming a public note is."""
+        metadata = self.store.metadata()
+        recorded = metadata.get(RESTRICTED_LINKS)
+        if metadata.get(LINKS_FORMAT) != LINKS_FORMAT_VERSION or not isinstance(recorded, dict):
+            return False
+        implied, public = restricted_links((path, self._access.get(path)) for path in notes)
+        if any(key in recorded for key in public):
+            return False
+        return all(isinstance(recorded.get(k), list) and set(g) <= set(recorded[k]) for k, g in implied.items())
 
     def _notes(self, report: SyncReport, listing: list[SourceObject]) -> dict[str, SourceObject]:
         """The listing's notes by path; keys that cannot be a note's identity, and all but one of the keys that
@@ -481,9 +541,28 @@ class Indexer:
             logger.warning("mass delete blocked", extra={"would_delete": len(gone), "indexed": len(state)})
             return
         for path in gone:
+            if self._appeared(report, path):
+                continue
             self.store.delete_note(path)
             report.deleted += 1
             report.chunks_deleted += state[path].points
+
+    def _appeared(self, report: SyncReport, path: str) -> bool:
+        """An S3 note the listing lacks but the index holds is looked up once more before it is deleted: an event
+        batch that started before this run took the index lease may have written it after the listing (it stays;
+        the next run lists it). A lookup that fails deletes nothing either, as a failed listing does."""
+        from kbsearch.sources import S3Source, head
+
+        if not isinstance(self.source, S3Source):
+            return False  # a folder has one writer (the embedded store's lock, kbsearch serve's sync lock)
+        try:
+            found = head(self.source, self.source.prefix + path) is not None
+        except SourceError as exc:
+            report.warnings.append({"path": path, "reason": f"not deleted: it could not be looked up ({exc})"})
+            return True
+        if found:
+            report.warnings.append({"path": path, "reason": "not deleted: written after this run listed the KB"})
+        return found
 
     def _skip(self, report: SyncReport, path: str, reason: str) -> None:
         report.skipped.append({"path": path, "reason": reason})
@@ -610,6 +689,8 @@ class Indexer:
                 self.store.delete_leftovers(parsed.obj.path, n)
                 report.chunks_deleted += len(leftover)
             self._written_ids[parsed.obj.path] = parsed.note.doc_id
+            first = next((point.payload for point in parsed.points if point.chunk_index == 0), {})
+            self._names_written[parsed.obj.path] = list(first.get(NAME_FIELD) or ())
             self._access[parsed.obj.path] = parsed.access[0]
             if parsed.kind == "added":
                 report.added += 1
@@ -681,6 +762,7 @@ def rebuild_behind_alias(
     progress: Progress | None = None,
     stop_at: Deadline | None = None,
     call_deadline: Deadline | None = None,
+    links_lock: LinksLock | None = None,
 ) -> SyncReport:
     """``kbsearch index --rebuild`` on Qdrant Cloud: sync the KB into a new collection, and only when that run is
     complete point the alias (``admin.collection``, the name searches use) at it in one atomic request, then drop
@@ -691,7 +773,9 @@ def rebuild_behind_alias(
     live = admin.alias_target(alias)
     tag = signature_id(embedder.signature) if embedder is not None else "bm25"
     target = next(name for name in (f"{alias}-{tag}-a", f"{alias}-{tag}-b") if name != live)
-    report = Indexer(source, admin.sibling(target), embedder, options, progress).sync(stop_at, call_deadline)
+    report = Indexer(source, admin.sibling(target), embedder, options, progress, links_lock).sync(
+        stop_at, call_deadline
+    )
     report.collection = alias
     if report.error or report.incomplete or report.deletion_blocked:
         report.rebuilt = (
@@ -727,11 +811,19 @@ def run_sync(
     (``INDEX_LEASE_TABLE``) for its duration: raises :class:`kbsearch.lease.LeaseHeld` when another run has it.
     ``rebuild``: Qdrant Cloud builds a new collection behind the alias (:func:`rebuild_behind_alias`); the
     embedded store is dropped and rebuilt in place."""
-    from kbsearch.lease import index_lease
+    from kbsearch.lease import LINKS_TTL_S, index_lease, short_lease
     from kbsearch.providers.embeddings import build_embedder
     from kbsearch.providers.resilience import shared_client
 
     source = open_source(source_uri or settings.kb_source)
+
+    def links_lock() -> AbstractContextManager[Any]:
+        """The lease event batches take to rewrite the restricted link targets. A sync waits out a holder that
+        died (its lease expires) rather than leave the list unrecorded, but only into half the time it keeps
+        after ``stop_at`` (``DEADLINE_MARGIN_S``): never past its own end."""
+        left = (stop_at or Deadline()).remaining() + settings.deadline_margin_s / 2
+        return short_lease(settings, "links", wait_s=max(1.0, min(LINKS_TTL_S + 10, left)))
+
     with index_lease(settings):
         try:
             store = open_store(settings, secrets)
@@ -743,11 +835,13 @@ def run_sync(
             embedder = build_embedder(settings, secrets, shared_client())
             options = SyncOptions.from_settings(settings, full=full, allow_mass_delete=allow_mass_delete)
             if rebuild and not store.embedded:
-                report = rebuild_behind_alias(store, source, embedder, options, progress, stop_at, call_deadline)
+                report = rebuild_behind_alias(
+                    store, source, embedder, options, progress, stop_at, call_deadline, links_lock
+                )
             else:
                 if rebuild:
                     store.drop()
-                report = Indexer(source, store, embedder, options, progress).sync(stop_at, call_deadline)
+                report = Indexer(source, store, embedder, options, progress, links_lock).sync(stop_at, call_deadline)
                 if rebuild:
                     report.rebuilt = "the local collection was dropped and rebuilt (--rebuild)"
             try:
@@ -787,6 +881,100 @@ def record_sync(store: Store, report: SyncReport, kind: str) -> None:
         return
     when = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     store.merge_metadata({LAST_SYNC_AT: when, LAST_SYNC_KIND: kind})
+
+
+#: Collection metadata: how the recorded restricted link targets were derived (2: from the index, names included);
+#: a list recorded otherwise is derived afresh by the next full sync.
+LINKS_FORMAT = "access_restricted_links_format"
+LINKS_FORMAT_VERSION = 2
+
+
+def link_carriers(
+    store: Store, keys: set[str] | None = None, page: int = 1024
+) -> tuple[dict[str, list[str] | None], dict[str, list[str]]]:
+    """The indexed notes a link with one of ``keys`` can name (by a tail of their path, ``path_keys``, or by their
+    title or an alias, ``name_keys``), or every indexed note (``keys`` None: each note's first chunk): (path →
+    groups, None when the index records none usable; path → its name keys)."""
+    requests: list[dict[str, Any]]
+    if keys is None:
+        requests = [{"filter": {"must": [{"key": "chunk_index", "match": {"value": 0}}]}}]
+    else:
+        ordered = sorted(keys)
+        requests = [{"filter": {"should": [{"key": field, "match": {"any": ordered[i : i + 512]}}
+                                           for field in (GRAPH_FIELD, NAME_FIELD)]}}
+                    for i in range(0, len(ordered), 512)]  # fmt: skip
+    groups: dict[str, list[str] | None] = {}
+    names: dict[str, list[str]] = {}
+    for request in requests:
+        request |= {"limit": page, "with_payload": {"include": ["path", "access", "access_from", NAME_FIELD]}}
+        while True:
+            points, offset = store.scroll(request, 30.0)
+            for point in points:
+                payload = point.get("payload") or {}
+                if isinstance(payload.get("path"), str):
+                    recorded = recorded_access(payload)
+                    groups[payload["path"]] = list(recorded[0]) if recorded is not None else None
+                    named = payload.get(NAME_FIELD)
+                    if isinstance(named, list):
+                        names.setdefault(payload["path"], []).extend(k for k in named if isinstance(k, str))
+            if offset is None:
+                break
+            request["offset"] = offset
+    return groups, names
+
+
+def record_restricted_links(
+    store: Store, links_lock: LinksLock, unknown: set[str], keys: set[str] | None = None
+) -> bool:
+    """Make the recorded restricted link targets (``RESTRICTED_LINKS``: link key → groups, for the keys that name
+    only notes that are not public, by path, title or alias) what the index holds now; True when it was written.
+    ``unknown``: notes in the KB the index does not hold, readable by nobody. ``keys`` None: the whole list,
+    derived from every indexed note (a full sync, an access file change). Else only these keys: each is set from
+    the notes that carry it, or dropped when none does; a list never recorded is left for a full sync.
+
+    The list is one value that several writers rewrite (event batches applied at once, a full sync): the carriers
+    are read again, and the list written, under ``links_lock`` (the ``links`` lease), after the writer's own
+    writes to the index. So whichever writer goes last reads an index that holds every other writer's notes,
+    and no entry is lost. A list already right is not written (a batch's keys that are right take no turn; the
+    whole list is read once, under the lease)."""
+
+    def wanted() -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """(the metadata as recorded, the list as it should be; None when there is none to update)."""
+        carriers, names = link_carriers(store, keys)
+        carriers.update((path, None) for path in unknown if path not in carriers)
+        restricted, public = restricted_links(carriers.items(), names)
+        metadata = store.metadata()
+        recorded = metadata.get(RESTRICTED_LINKS)
+        if keys is None:
+            return metadata, dict(restricted)
+        if not isinstance(recorded, dict):
+            return metadata, None
+        out = dict(recorded)
+        for key in keys:
+            if key in restricted and key not in public:
+                out[key] = restricted[key]
+            else:  # a public note has it, or no note does any more
+                out.pop(key, None)
+        return metadata, out
+
+    def written(metadata: dict[str, Any], out: dict[str, Any] | None) -> bool:
+        if out is None:
+            return True
+        return metadata.get(RESTRICTED_LINKS) == out and (
+            keys is not None or metadata.get(LINKS_FORMAT) == LINKS_FORMAT_VERSION
+        )
+
+    if keys is not None:  # a batch's few keys: read once outside the lease (most batches change nothing here)
+        metadata, out = wanted()
+        if written(metadata, out):
+            return False  # already right: nothing written, no turn taken
+    with links_lock():
+        metadata, out = wanted()  # again: another writer may have changed the index or the list meanwhile
+        if written(metadata, out) or out is None:
+            return False
+        store.set_metadata({**metadata, RESTRICTED_LINKS: out} | ({LINKS_FORMAT: LINKS_FORMAT_VERSION}
+                                                                   if keys is None else {}))  # fmt: skip
+    return True
 
 
 def embed_hash(signature_id: str, embed_text: str) -> str:
@@ -859,10 +1047,11 @@ class ChangeSync:
     ) -> None:
         self.tracking = _ReadTracking(source)
         self.source = source
-        self.indexer = Indexer(self.tracking, store, embedder, options)
+        self.indexer = Indexer(self.tracking, store, embedder, options, links_lock=links_lock)
         self.store = store
         self.sequencers = sequencers
         self._touched: set[str] = set()  # the batch's notes (read: present or gone)
+        self._names: set[str] = set()  # the link keys of their titles and aliases, before and after the batch
         self._present: set[str] = set()  # the batch's notes that are in the KB now
         #: held while the restricted link targets are rewritten (run_changes: a short lease in the lease table)
         self.links_lock: Callable[[], AbstractContextManager[Any]] = links_lock or contextlib.nullcontext
@@ -881,6 +1070,7 @@ class ChangeSync:
         report = report or ChangeReport(source=self.source.uri, collection=self.store.collection,
                                         dense=self.indexer.embedder is not None)  # fmt: skip
         report.events += len(changes)
+        self._names = set()
         latest, report.duplicates = latest_per_path(changes)
         report.keys = len(latest)
         failed: set[str] = set()
@@ -960,6 +1150,7 @@ class ChangeSync:
         for path in sorted(state):
             if stop_at.remaining() <= 0:
                 report.incomplete = True
+                indexer._write_access()  # what was decided is written: the retry finds it done
                 return False
             if not indexer._refresh_access(report, path, state[path]):
                 try:  # indexed before access scopes, or an update cut short: read it, as a full sync does
@@ -969,73 +1160,27 @@ class ChangeSync:
                     continue
                 if obj is not None:
                     unknown.append(obj)
-        indexer._reread_access(report, unknown, state, stop_at)
-        self._record_restricted_links(indexer._access)
+        indexer._reread_access(report, unknown, state, stop_at)  # (writes the groups gathered above too)
+        self._record_restricted_links(every_note=True)
         return not report.incomplete
 
-    def _record_restricted_links(self, every_note: dict[str, list[str] | None] | None = None) -> None:
+    def _record_restricted_links(self, every_note: bool = False) -> None:
         """Bring the restricted link targets (collection metadata, see :func:`kbsearch.access.visible_links`) up
-        to date in this run. ``every_note``: the groups of every indexed note (an access file change): the list
-        is recorded afresh. Else the keys of this batch's notes (whatever changed: a retry repairs what a failed
-        attempt left): the notes carrying those keys are read from the index (one filtered scroll). An entry whose
-        key no indexed note carries is kept (it may name a note the index does not hold; the reconciling sync,
-        which lists the KB, drops it), and a list never recorded is left for that sync (meanwhile searches hide
-        every link). A write re-reads the list under ``links_lock`` (batches applied at once take turns)."""
-        present = self._present - set(self.indexer._access)  # notes in the KB the index does not hold (skipped)
-        if every_note is not None:
-            carriers: dict[str, list[str] | None] = dict(every_note)
-            keys: set[str] | None = None
-        else:
-            keys = {k for p in self._touched for k in path_keys(p)}
-            if not keys:
-                return
-            carriers = self._carriers(keys)
-        carriers.update(dict.fromkeys(present))
-        restricted, public = restricted_links(carriers.items())
-
-        def merged(recorded: Any) -> tuple[dict[str, Any], dict[str, Any]] | None:
-            """(the list as it was, as it should be), or None when there is no list to update."""
-            if not isinstance(recorded, dict):
-                if keys is not None:
-                    return None
-                recorded = {}
-            out = dict(recorded)
-            for key in set(restricted) | public if keys is None else keys:
-                if key in public:
-                    out.pop(key, None)
-                elif key in restricted:
-                    out[key] = restricted[key]
-            return recorded, out
-
-        found = merged(self.store.metadata().get(RESTRICTED_LINKS))
-        if found is None or found[0] == found[1]:
-            return  # already right: nothing written, no turn taken
-        with self.links_lock():
-            current = self.store.metadata()  # again: another batch may have written it meanwhile
-            found = merged(current.get(RESTRICTED_LINKS))
-            if found is not None and found[0] != found[1]:
-                self.store.set_metadata({**current, RESTRICTED_LINKS: found[1]})
-
-    def _carriers(self, keys: set[str], page: int = 1024) -> dict[str, list[str] | None]:
-        """The indexed notes a link with one of ``keys`` can name (their ``path_keys``), with their groups."""
-        out: dict[str, list[str] | None] = {}
-        ordered = sorted(keys)
-        for start in range(0, len(ordered), 512):
-            request: dict[str, Any] = {
-                "filter": {"must": [{"key": GRAPH_FIELD, "match": {"any": ordered[start : start + 512]}}]},
-                "limit": page, "with_payload": {"include": ["path", "access", "access_from"]},
-            }  # fmt: skip
-            while True:
-                points, offset = self.store.scroll(request, 30.0)
-                for point in points:
-                    payload = point.get("payload") or {}
-                    if isinstance(payload.get("path"), str):
-                        recorded = recorded_access(payload)
-                        out[payload["path"]] = list(recorded[0]) if recorded is not None else None
-                if offset is None:
-                    break
-                request["offset"] = offset
-        return out
+        to date in this run. ``every_note`` (an access file change): the list is derived afresh from every indexed
+        note. Else the keys of this batch's notes (whatever changed: a retry repairs what a failed attempt left):
+        each is set from the notes that carry it in the index now, and a key no note carries any more (a deleted
+        or moved note's) is dropped, so a link to a note gone answers as a link to a note that never existed. The
+        batch's notes that are in the KB but not indexed (skipped) count as readable by nobody. A list never
+        recorded is left for the next full sync (meanwhile searches hide every link). See
+        :func:`record_restricted_links` for the lease batches take turns on."""
+        unknown = self._present - set(self.indexer._access)  # notes in the KB the index does not hold (skipped)
+        if every_note:
+            record_restricted_links(self.store, self.links_lock, unknown)
+            return
+        keys = {k for p in self._touched for k in path_keys(p)} | self._names
+        keys |= {k for p in self._touched for k in self.indexer._names_written.get(p, ())}
+        if keys:
+            record_restricted_links(self.store, self.links_lock, unknown, keys)
 
     def _apply_current(
         self,
@@ -1063,6 +1208,9 @@ class ChangeSync:
         reuse: dict[str, dict[str, Any]] = {}
         for payload, vector in self.store.note_points(list(current)):
             add_state(state, payload)
+            names = payload.get(NAME_FIELD)  # the titles and aliases the notes had: links by them may change
+            if isinstance(names, list):
+                self._names.update(k for k in names if isinstance(k, str))
             digest = payload.get(EMBED_HASH)
             if vector is not None and isinstance(digest, str) and digest:
                 reuse.setdefault(str(payload.get("path")), {})[digest] = vector
@@ -1091,10 +1239,13 @@ class ChangeSync:
                 work.append((obj, "updated" if kind == "repair" else kind))
         self.indexer._reuse = reuse
         self.indexer._written_ids = {}
+        self.indexer._names_written = {}
         self.indexer._state = state  # a changed note that cannot be indexed keeps its last good version
         skipped_before = {s["path"] for s in report.skipped}
+        self.indexer._write_access()  # the unchanged notes' groups under today's rules
         try:
             self.indexer._index(report, work, state, stop_at, call_deadline)
+            self.indexer._write_access()  # the groups of the notes that could not be indexed (their last good version)
         finally:
             self.indexer._reuse = {}
         skipped = {s["path"] for s in report.skipped} - skipped_before

@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SKIPPED = "another run holds the lease"
+#: How long a short lease (:func:`short_lease`) lives when its holder dies without releasing it.
+LINKS_TTL_S = 60.0
 
 
 class LeaseError(KbSearchError):
@@ -180,10 +182,11 @@ def index_lease(settings: Settings) -> contextlib.AbstractContextManager[Any]:
 
 
 @contextlib.contextmanager
-def short_lease(settings: Settings, name: str, wait_s: float = 10.0, ttl_s: float = 60.0) -> Iterator[None]:
+def short_lease(settings: Settings, name: str, wait_s: float = 10.0, ttl_s: float = LINKS_TTL_S) -> Iterator[None]:
     """A lease held for one short read-modify-write of shared state (``<name>#<collection>``, e.g. the restricted
-    link targets two event batches may update at once): waits up to ``wait_s`` while another holds it, then
-    raises :class:`LeaseHeld` (the caller's work is retried). No lease table: no lease (one writer locally)."""
+    link targets that event batches and a full sync may rewrite at once): waits up to ``wait_s`` while another holds
+    it, then raises :class:`LeaseHeld` (the caller's work is retried). No lease table: no lease (one writer
+    locally)."""
     if not settings.index_lease_table:
         yield
         return

@@ -23,7 +23,7 @@ from kbsearch.access import (
     declared_access,
     note_access,
 )
-from kbsearch.sources import SourceError, note_path
+from kbsearch.sources import NoteUnreadable, SourceError, note_path
 
 if TYPE_CHECKING:
     from kbsearch.sources import Source
@@ -92,27 +92,33 @@ class NoteReader:
             logger.info("access", extra={"caller": scope.caller, "groups": scope.query_groups(), "results": found})
 
     def _read(self, path: str, scope: Scope) -> bytes:
+        """What a restricted caller is told depends only on what it may read: while the access file is unusable,
+        every read is "cannot be read right now" (a missing path too), and an entry that is no note (a FIFO, a
+        dangling symlink) in a folder the caller may not read is missing; else the existence of paths the caller
+        may not read would show in the kind of answer."""
         from kbsearch.notes import NoteError, decode_note, read_frontmatter
 
         wanted = note_path(path)
-        raw = self.source.read_path(wanted)
         if scope.groups is None:
-            return raw
+            return self.source.read_path(wanted)
+        try:
+            rules = self.rules()  # before the note: a broken access file answers alike for every path
+        except AccessFileError as exc:
+            logger.error("the access file is unusable; restricted callers read nothing", extra={"error": str(exc)})
+            raise SourceError("the access rules cannot be read") from None
+        try:
+            raw = self.source.read_path(wanted)
+        except NoteUnreadable:  # no note can be there, so no declaration: the folder rules decide who is told
+            if not scope.can_read(note_access(wanted, None, rules, self.default)[0]):
+                raise missing(wanted) from None
+            raise
         try:
             metadata, _, warnings = read_frontmatter(decode_note(raw, self.max_bytes))
             declared = declared_access(metadata, warnings)
         except (NoteError, AccessDeclarationError):
             # the indexer skips such a note: to a restricted caller it is not there
             raise missing(wanted) from None
-        if declared is None:
-            try:
-                rules = self.rules()
-            except AccessFileError as exc:
-                logger.error("the access file is unusable; restricted callers read nothing", extra={"error": str(exc)})
-                raise SourceError("the access rules cannot be read") from None
-        else:
-            rules = FolderRules()
-        groups, _ = note_access(wanted, declared, rules, self.default)
+        groups, _ = note_access(wanted, declared, rules if declared is None else FolderRules(), self.default)
         if not scope.can_read(groups):
             raise missing(wanted)
         return raw

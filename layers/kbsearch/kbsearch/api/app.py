@@ -249,14 +249,32 @@ class SearchApi:
         limit = MAX_BODY_BYTES_BY_ROUTE.get(str(event.get("resource") or ""), MAX_BODY_BYTES)
         if body.size(event) > limit:
             if (event.get("resource") or event.get("path")) in RPC_ROUTES:
-                return gateway_rpc_error(413, RPC_INVALID_REQUEST, "Invalid Request: the body is over 64 KiB")
-            return gateway_error(413, "payload_too_large", f"the body is over {limit // 1024} KiB")
+                return private(gateway_rpc_error(413, RPC_INVALID_REQUEST, "Invalid Request: the body is over 64 KiB"))
+            return private(gateway_error(413, "payload_too_large", f"the body is over {limit // 1024} KiB"))
         try:
             event = body.checked_json_event(event, JSON_BODY_ROUTES)
         except body.BadBody as exc:
-            return gateway_error(exc.status, exc.code, exc.message)
+            return private(gateway_error(exc.status, exc.code, exc.message))
         try:
-            return self.app.resolve(event, context)
+            return private(self.app.resolve(event, context))
         finally:
             if self.metrics.metric_set:
                 self.metrics.flush_metrics()
+
+
+#: What every answer tells HTTP caches: it depends on the caller's key (sent in ``x-api-key``, which no shared cache
+#: keys on) and on the live index, so no CDN or proxy in front of the API may keep it for the next caller.
+CACHE_CONTROL = "private, no-store"
+
+
+def private(result: dict[str, Any]) -> dict[str, Any]:
+    """The Lambda proxy result with ``Cache-Control: private, no-store`` unless the route set its own."""
+    multi = result.get("multiValueHeaders")
+    single = result.get("headers")
+    present = {str(k).lower() for k in (*(multi or {}), *(single or {}))}
+    if "cache-control" not in present:
+        if isinstance(multi, dict):
+            multi["Cache-Control"] = [CACHE_CONTROL]
+        else:
+            result["headers"] = {**(single or {}), "Cache-Control": CACHE_CONTROL}
+    return result

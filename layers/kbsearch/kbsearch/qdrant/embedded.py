@@ -19,7 +19,7 @@ import logging
 import re
 import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -29,6 +29,7 @@ from kbsearch.qdrant import space
 from kbsearch.qdrant.query import DENSE, PAYLOAD_INDEXES, SPARSE, index_missing, path_filter, point_id
 from kbsearch.qdrant.store import (
     EMBED_HASH,
+    NAME_FIELD,
     STATE_FIELDS,
     ChunkPoint,
     NoteState,
@@ -36,6 +37,8 @@ from kbsearch.qdrant.store import (
     add_state,
     check_vectors,
     named_vectors,
+    paths_filter,
+    payload_operations,
     storage_errors,
 )
 
@@ -563,7 +566,7 @@ class EdgeStore(Store):
             with self._lock, storage_errors("reading notes' points"):
                 records, offset = self.shard.scroll(
                     edge.ScrollRequest(offset=offset, limit=SCROLL_PAGE, filter=selector,
-                                       with_payload=[*STATE_FIELDS, EMBED_HASH], with_vector=[DENSE])
+                                       with_payload=[*STATE_FIELDS, EMBED_HASH, NAME_FIELD], with_vector=[DENSE])
                 )  # fmt: skip
             for record in records:
                 vectors = record.vector if isinstance(record.vector, dict) else {}
@@ -628,6 +631,19 @@ class EdgeStore(Store):
             self._writing({path})
             self.shard.update(edge.UpdateOperation.set_payload_by_filter(edge_filter(path_filter(path)), payload))
             self._written = True
+
+    def set_payloads(self, updates: Sequence[tuple[Sequence[str], dict[str, Any]]]) -> None:
+        """Set each payload's fields on every chunk of its notes: one ``set_payload_by_filter`` per payload and
+        :data:`~kbsearch.qdrant.store.PATHS_PER_OPERATION` notes (what one operation of Qdrant's batch update is)."""
+        import qdrant_edge as edge
+
+        for paths, payload in payload_operations(updates):
+            need = space.WRITE_FACTOR * len(json.dumps(payload, default=str)) * len(paths) + space.WRITE_RESERVE
+            space.require(self.path, need, "updating notes' payloads")
+            with self._lock, storage_errors("updating notes' payloads"):
+                self._writing(set(paths))
+                self.shard.update(edge.UpdateOperation.set_payload_by_filter(edge_filter(paths_filter(paths)), payload))
+                self._written = True
 
     def delete_note(self, path: str) -> None:
         self._delete(path, None)

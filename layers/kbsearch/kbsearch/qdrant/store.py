@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
@@ -29,6 +29,8 @@ if TYPE_CHECKING:  # qdrant_client (~0.5 s to import) is loaded only by the stor
 
 #: The first chunk's payload field that says the note's link-graph keys are stored (see kbsearch.links).
 GRAPH_FIELD = "path_keys"
+#: The first chunk's payload field of the note's title and aliases as link keys (a link can name it by them too).
+NAME_FIELD = "name_keys"
 STATE_FIELDS = ["path", "etag", "chunk_index", "n_chunks", "dense", "doc_id", "embedding", "access", "access_from",
                 GRAPH_FIELD]  # fmt: skip
 #: Payload field: a hash of what a chunk's dense vector embeds (model signature + embedded text); an event-driven
@@ -192,6 +194,28 @@ def add_state(state: dict[str, NoteState], p: dict[str, Any]) -> None:
     )  # fmt: skip
     if p.get("chunk_index") == 0 and GRAPH_FIELD not in p:
         state[path].graph = False
+
+
+#: Notes one payload update operation names (a ``match any`` of this many paths), and operations per batch request.
+PATHS_PER_OPERATION = 1024
+OPERATIONS_PER_REQUEST = 64
+
+
+def paths_filter(paths: Sequence[str]) -> dict[str, Any]:
+    """The points of these notes."""
+    return {"must": [{"key": "path", "match": {"any": sorted(set(paths))}}]}
+
+
+def payload_operations(
+    updates: Sequence[tuple[Sequence[str], dict[str, Any]]],
+) -> list[tuple[list[str], dict[str, Any]]]:
+    """(notes, payload) updates → one (notes, payload) per operation: at most :data:`PATHS_PER_OPERATION` notes
+    each, in the order given (a note named twice gets the later payload, as separate updates would give it)."""
+    out: list[tuple[list[str], dict[str, Any]]] = []
+    for paths, payload in updates:
+        ordered = sorted(set(paths))
+        out += [(ordered[i : i + PATHS_PER_OPERATION], payload) for i in range(0, len(ordered), PATHS_PER_OPERATION)]
+    return out
 
 
 def recorded_access(payload: dict[str, Any]) -> tuple[tuple[str, ...], str] | None:
@@ -387,7 +411,7 @@ class Store:
 
     def note_points(self, paths: list[str]) -> list[tuple[dict[str, Any], list[float] | None]]:
         """The points of these notes only (an event-driven run never scrolls the whole collection): the state
-        fields and ``embed_hash`` of each, with its dense vector (reused for chunks whose text did not change)."""
+        fields, ``embed_hash`` and ``name_keys`` of each, with its dense vector (reused for chunks whose text did not change)."""
         from qdrant_client import models
 
         if not paths:
@@ -399,7 +423,7 @@ class Store:
             while True:
                 points, offset = self.client.scroll(
                     self.collection, scroll_filter=selector, limit=2048, offset=offset,
-                    with_payload=[*STATE_FIELDS, EMBED_HASH], with_vectors=[DENSE],
+                    with_payload=[*STATE_FIELDS, EMBED_HASH, NAME_FIELD], with_vectors=[DENSE],
                 )  # fmt: skip
                 for point in points:
                     vector = point.vector.get(DENSE) if isinstance(point.vector, dict) else None
@@ -506,6 +530,25 @@ class Store:
         selector = models.Filter.model_validate(path_filter(path))
         with storage_errors("updating a note's payload"):
             self.client.set_payload(self.collection, payload, points=selector, wait=True)
+
+    def set_payloads(self, updates: Sequence[tuple[Sequence[str], dict[str, Any]]]) -> None:
+        """Set each payload's fields on every chunk of its notes (vectors untouched): Qdrant's batch update
+        (``POST /collections/{c}/points/batch``), one ``set_payload`` operation by filter per payload and
+        :data:`PATHS_PER_OPERATION` notes, :data:`OPERATIONS_PER_REQUEST` operations a request. Operations apply
+        in order; a failure leaves the earlier ones applied (each note whole: the next sync finds the rest)."""
+        from qdrant_client import models
+
+        operations = [
+            models.SetPayloadOperation(
+                set_payload=models.SetPayload(payload=payload, filter=models.Filter.model_validate(paths_filter(paths)))
+            )
+            for paths, payload in payload_operations(updates)
+        ]
+        with storage_errors("updating notes' payloads"):
+            for start in range(0, len(operations), OPERATIONS_PER_REQUEST):
+                self.client.batch_update_points(
+                    self.collection, operations[start : start + OPERATIONS_PER_REQUEST], wait=True
+                )
 
     def delete_note(self, path: str) -> None:
         from qdrant_client import models

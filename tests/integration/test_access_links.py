@@ -1,0 +1,424 @@
+"""The restricted link targets (``RESTRICTED_LINKS``) against the writers that rewrite them: a link into a note a
+caller may not read is hidden from that caller, and a link to a note that is gone answers exactly as a link to a
+note that never existed, whatever order event batches and full syncs write in.
+
+Through real interfaces: S3 events from moto's bucket through the indexer handler, the lease table in moto's
+DynamoDB, the embedded Qdrant Edge store, searches through the search handler as API Gateway calls it. The
+interleavings are driven by the sync's own progress callback, its source's listing and the lease table's calls
+(no sleeps as synchronisation)."""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kbsearch.access import Scope
+from kbsearch.config import Secrets, Settings
+from kbsearch.events import Scope as KeyScope
+from kbsearch.events import read_batch
+from kbsearch.indexer import ChangeSync, Indexer, SyncOptions, run_sync
+from kbsearch.lease import Lease, short_lease
+from kbsearch.qdrant import open_store
+from kbsearch.qdrant.query import RESTRICTED_LINKS
+from kbsearch.sequencers import DynamoSequencers
+from kbsearch.sources import open_source
+from kbsearch_tools.local.apigw import HttpRequest, build_event, parse_result
+from kbsearch_tools.s3events import EventPath, sqs_event
+from tests.integration.test_events import (
+    BUCKET,
+    CALLERS,
+    PREFIX,
+    TABLE,
+    api_hits,
+    assert_as_a_full_sync,
+    doc,
+    hits_as,
+)
+from tests.integration.test_events import Indexer as Handler
+from tests.integration.test_events import aws as aws  # noqa: PLC0414 (the fixture, shared)
+from tests.integration.test_events import restricted_list as recorded
+
+
+def outgoing(load_search_app: Any, settings: Settings, key_id: str | None, path: str) -> list[dict[str, Any]]:
+    """``GET /notes/{path}``'s outgoing links as the caller with ``key_id`` gets them."""
+    app = load_search_app(QDRANT_PATH=settings.qdrant_path, ACCESS_GROUPS=json.dumps(CALLERS))
+    try:
+        event = build_event(HttpRequest("GET", f"/notes/{path}", "", [], b""), "/notes/{path+}", {"path": path}, "dev")
+        event["requestContext"]["identity"]["apiKeyId"] = key_id
+        answer = parse_result(app(event))
+        assert answer.status == 200, answer.body
+        return list(json.loads(answer.body)["links"]["outgoing"])
+    finally:
+        app.module.api.container.close()
+
+
+def test_a_deleted_restricted_note_answers_as_a_note_that_never_existed(
+    aws: EventPath, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, load_search_app: Any
+) -> None:
+    """A public note links to a restricted note and to a note that never existed. The restricted note is deleted
+    (an S3 ObjectRemoved event, no reconcile): for a public caller and for a caller who could read it, the link
+    to it is now shown exactly as the link to the note that never existed (in a search hit and in the note's
+    outgoing links). A key another note still carries keeps that note's groups; a move drops the old key."""
+    handler = Handler(monkeypatch, tmp_path, None)
+    aws.receive()
+    aws.put(f"{PREFIX}_access.yaml", b"hr/: [hr]\n")
+    aws.put(f"{PREFIX}pub/welcome.md", doc("Welcome", "welcome: see [[Plan|the plan]], [[Ghost]] and [[Budget]]"))
+    aws.put(f"{PREFIX}hr/Plan.md", doc("Plan", "the plan"))
+    aws.put(f"{PREFIX}hr/deep/Budget.md", doc("Budget", "the hr budget"))
+    aws.put(f"{PREFIX}finance/Budget.md", doc("Budget", "the finance budget", "access: [finance]\n"))
+    assert handler(aws.receive()) == []
+    settings = handler.settings()
+    assert run_sync(settings, Secrets(settings)).error is None  # the list is recorded once by a full sync
+    public = api_hits(load_search_app, settings, None)["pub/welcome.md"]
+    assert public == ["Ghost"]  # Plan and Budget name only restricted notes
+    assert api_hits(load_search_app, settings, "id-hr")["pub/welcome.md"] == ["Plan", "Ghost", "Budget"]
+    assert api_hits(load_search_app, settings, "id-fin")["pub/welcome.md"] == ["Ghost", "Budget"]
+
+    aws.delete(f"{PREFIX}hr/Plan.md")  # deleted: one ObjectRemoved event, no reconcile
+    assert handler(aws.receive()) == []
+    for key_id in (None, "id-hr", "id-fin", "id-staff"):
+        links = api_hits(load_search_app, settings, key_id)["pub/welcome.md"]
+        assert "Plan" in links and "Ghost" in links, (key_id, links)
+        refs = {ref["target"]: ref for ref in outgoing(load_search_app, settings, key_id, "pub/welcome.md")}
+        assert {k: v for k, v in refs["Plan"].items() if k != "target"} == {
+            k: v for k, v in refs["Ghost"].items() if k != "target"
+        }, (key_id, refs)  # unresolved, like the note that never existed
+    assert "plan" not in recorded(settings)
+
+    aws.delete(f"{PREFIX}hr/deep/Budget.md")  # another note still carries "budget": finance's groups stay
+    assert handler(aws.receive()) == []
+    assert recorded(settings)["budget"] == ["finance"]
+    assert "Budget" not in api_hits(load_search_app, settings, "id-hr")["pub/welcome.md"]  # hr may not read it
+    assert "Budget" in api_hits(load_search_app, settings, "id-fin")["pub/welcome.md"]
+    assert_as_a_full_sync(handler, tmp_path)
+
+    aws.delete(f"{PREFIX}finance/Budget.md")  # moved out of its name (delete + create): no note is Budget now
+    aws.put(f"{PREFIX}finance/Budget 2027.md", doc("Budget 2027", "the next budget", "access: [finance]\n"))
+    assert handler(aws.receive()) == []
+    assert api_hits(load_search_app, settings, None)["pub/welcome.md"] == ["Plan", "Ghost", "Budget"]
+    assert_as_a_full_sync(handler, tmp_path)
+
+
+def test_the_same_key_in_one_batch_public_restricted_and_gone(
+    aws: EventPath, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One batch deletes the restricted carrier of a key and adds a public one (shown), then another batch
+    deletes the public one and adds a restricted one (hidden): the list follows what the index holds."""
+    handler = Handler(monkeypatch, tmp_path, None)
+    aws.receive()
+    aws.put(f"{PREFIX}pub/welcome.md", doc("Welcome", "welcome: see [[Plan]]"))
+    aws.put(f"{PREFIX}a/Plan.md", doc("Plan", "a plan", "access: [hr]\n"))
+    assert handler(aws.receive()) == []
+    settings = handler.settings()
+    assert run_sync(settings, Secrets(settings)).error is None
+    assert hits_as(settings, Scope.public()) == {"pub/welcome.md": []}
+    aws.delete(f"{PREFIX}a/Plan.md")
+    aws.put(f"{PREFIX}b/Plan.md", doc("Plan", "b plan"))
+    assert handler(aws.receive()) == []
+    assert hits_as(settings, Scope.public(), "welcome")["pub/welcome.md"] == ["Plan"]
+    aws.delete(f"{PREFIX}b/Plan.md")
+    aws.put(f"{PREFIX}c/Plan.md", doc("Plan", "c plan", "access: [finance]\n"))
+    assert handler(aws.receive()) == []
+    assert hits_as(settings, Scope.public())["pub/welcome.md"] == []
+    assert hits_as(settings, Scope.of("k", ["finance"]))["pub/welcome.md"] == ["Plan"]
+    assert_as_a_full_sync(handler, tmp_path)
+
+
+def _s3_settings(tmp_path: Path) -> Settings:
+    return Settings(kb_source=f"s3://{BUCKET}/{PREFIX}", qdrant_path=str(tmp_path / "store"), index_lease_table=TABLE,
+                    embedding_api_key=None)  # fmt: skip
+
+
+def test_a_full_sync_keeps_the_entry_of_a_batch_that_wrote_while_it_ran(aws: EventPath, tmp_path: Path) -> None:
+    """An event batch that started before a full sync took the index lease writes a restricted note (and its
+    entry in the list) after the sync listed the KB: the sync's own rewrite of the list, under the ``links`` lease,
+    derives it from the index and keeps the entry. The batch runs inside the sync, between its listing and its
+    rewrite of the list (the sync's progress callback, called once per note it indexes)."""
+    settings = _s3_settings(tmp_path)
+    aws.receive()
+    aws.put(f"{PREFIX}pub/welcome.md", doc("Welcome", "welcome: see [[Plan]] and [[Ghost]]"))
+    assert run_sync(settings, Secrets(settings)).error is None
+    aws.put(f"{PREFIX}pub/other.md", doc("Other", "welcome other"))  # work for the next full sync
+    aws.receive()  # (its own event: the full sync below covers it)
+
+    source = open_source(settings.kb_source)
+    store = open_store(settings, Secrets(settings))
+    links_lock = partial(short_lease, settings, "links")
+    batches: list[dict[str, Any]] = []
+
+    def batch_meanwhile(done: int, total: int, path: str) -> None:
+        if batches:
+            return
+        aws.put(f"{PREFIX}hr/Plan.md", doc("Plan", "the plan", "access: [hr]\n"))
+        changes = read_batch(sqs_event(aws.receive()), KeyScope(BUCKET, PREFIX)).changes
+        sync = ChangeSync(source, store, None, SyncOptions(), DynamoSequencers(TABLE, "kb"), links_lock)
+        report = sync.apply(changes)
+        assert report.error is None and report.added == 1
+        batches.append(dict(store.metadata()[RESTRICTED_LINKS]))
+
+    try:
+        report = Indexer(source, store, None, SyncOptions(full=True), batch_meanwhile, links_lock).sync()
+    finally:
+        store.close()
+    assert batches == [{"plan": ["hr"], "hr/plan": ["hr"]}]  # the batch ran in the middle, and recorded its entry
+    assert report.error is None and report.updated == 1 and report.added == 1  # pub/other.md, listed before
+    assert recorded(settings) == batches[0]  # the sync's rewrite kept it
+    hidden = hits_as(settings, Scope.public())
+    assert hidden["pub/welcome.md"] == ["Ghost"]
+    assert hits_as(settings, Scope.of("k", ["hr"]))["pub/welcome.md"] == ["Plan", "Ghost"]
+
+
+def test_a_full_sync_rewrites_the_list_only_with_the_links_lease(aws: EventPath, tmp_path: Path) -> None:
+    """While another writer holds the ``links`` lease, a full sync does not write the list at all: it says the
+    run is incomplete (the list untouched), and the next run, with the lease free, records it."""
+    settings = _s3_settings(tmp_path)
+    aws.receive()
+    aws.put(f"{PREFIX}pub/welcome.md", doc("Welcome", "welcome: see [[Plan]]"))
+    assert run_sync(settings, Secrets(settings)).error is None
+    assert recorded(settings) == {}
+    aws.put(f"{PREFIX}hr/Plan.md", doc("Plan", "the plan", "access: [hr]\n"))
+    holder = Lease(TABLE, "links#kb", ttl_s=60, owner="a batch mid-rewrite")
+    holder.acquire()
+    try:
+        impatient = partial(short_lease, settings, "links", 0.3)
+        source, store = open_source(settings.kb_source), open_store(settings, Secrets(settings))
+        try:
+            report = Indexer(source, store, None, SyncOptions(), None, impatient).sync()
+        finally:
+            store.close()
+        assert report.incomplete and report.error and "restricted link targets were not recorded" in report.error
+        assert report.added == 1 and recorded(settings) == {}  # the note is written; the list is not
+    finally:
+        holder.release()
+    report = run_sync(settings, Secrets(settings))
+    assert report.error is None and not report.incomplete
+    assert recorded(settings) == {"plan": ["hr"], "hr/plan": ["hr"]}
+
+
+def write(root: Path, notes: dict[str, str]) -> None:
+    for path, text in notes.items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(text, encoding="utf-8")
+
+
+def test_links_by_a_restricted_notes_title_or_alias_are_hidden_too(tmp_path: Path, load_search_app: Any) -> None:
+    """A link names a note by its path, its title or an alias (kbsearch.links.resolve): a link into a restricted
+    note by its title or alias is hidden from a caller who may not read it, as a link by its path is (the title
+    and the alias are the restricted note's words: they never reach that caller), in a search hit and in the
+    linking note's outgoing links; a public note of that name shows it."""
+    kb = tmp_path / "kb"
+    write(kb, {
+        "_access.yaml": "hr/: [hr]\n",
+        "pub/welcome.md": "# Welcome\nwelcome: see [[Q3 Forecast|the forecast]], [[Pay grid|the pay page]], "
+                          "[[Ghost]] and [[Open plan]]\n",
+        "finance/budget.md": "---\naccess: [finance]\naliases: [Q3 Forecast]\n---\n# Budget\nthe budget\n",
+        "hr/bands.md": "---\ntitle: Pay grid\n---\n# Bands\nthe bands\n",
+        "hr/open.md": "---\ntitle: Open plan\n---\n# Open\nrestricted, but a public note has its title\n",
+        "pub/open.md": "---\ntitle: Open plan\n---\n# Open\nthe public one\n",
+    })  # fmt: skip
+    settings = Settings(qdrant_path=str(tmp_path / "q"), embedding_api_key=None)
+    assert run_sync(settings, Secrets(settings), source_uri=str(kb)).error is None
+    assert hits_as(settings, Scope.public())["pub/welcome.md"] == ["Ghost", "Open plan"]
+    assert hits_as(settings, Scope.of("k", ["finance"]))["pub/welcome.md"] == ["Q3 Forecast", "Ghost", "Open plan"]
+    assert hits_as(settings, Scope.of("k", ["hr"]))["pub/welcome.md"] == ["Pay grid", "Ghost", "Open plan"]
+    app = load_search_app(QDRANT_PATH=settings.qdrant_path, KB_SOURCE=str(kb), ACCESS_GROUPS=json.dumps(CALLERS))
+    try:
+        event = build_event(HttpRequest("GET", "/notes/pub/welcome.md", "", [], b""), "/notes/{path+}",
+                            {"path": "pub/welcome.md"}, "dev")  # fmt: skip
+        answer = parse_result(app(event))
+        assert answer.status == 200
+        refs = json.loads(answer.body)["links"]["outgoing"]
+        assert {r["target"] for r in refs} == {"Ghost", "Open plan"}, refs
+        links = json.dumps(json.loads(answer.body)["links"])  # (the prose is shown as its author wrote it)
+        assert "Forecast" not in links and "Pay grid" not in links
+    finally:
+        app.module.api.container.close()
+
+
+def test_events_follow_a_restricted_notes_title_and_aliases(
+    aws: EventPath, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An edit that changes a restricted note's aliases hides links by the new alias and shows links by the old
+    one (no note has it now); a delete shows every link that named it, as links to notes that never existed."""
+    handler = Handler(monkeypatch, tmp_path, None)
+    aws.receive()
+    aws.put(f"{PREFIX}_access.yaml", b"hr/: [hr]\n")
+    aws.put(f"{PREFIX}pub/welcome.md", doc("Welcome", "welcome: [[Pay grid|x]], [[Old name|y]], [[New name|z]]"))
+    aws.put(f"{PREFIX}hr/bands.md", doc("Bands", "the bands", "title: Pay grid\naliases: [Old name]\n"))
+    assert handler(aws.receive()) == []
+    settings = handler.settings()
+    assert run_sync(settings, Secrets(settings)).error is None
+    assert hits_as(settings, Scope.public())["pub/welcome.md"] == ["New name"]
+
+    aws.put(f"{PREFIX}hr/bands.md", doc("Bands", "the bands", "title: Pay grid\naliases: [New name]\n"))
+    assert handler(aws.receive()) == []
+    assert hits_as(settings, Scope.public())["pub/welcome.md"] == ["Old name"]
+    assert hits_as(settings, Scope.of("k", ["hr"]))["pub/welcome.md"] == ["Pay grid", "Old name", "New name"]
+    assert_as_a_full_sync(handler, tmp_path)
+
+    aws.put(f"{PREFIX}pub/grid.md", doc("Grid", "a public note of that title", "title: Pay grid\n"))
+    assert handler(aws.receive()) == []  # a public note now has the title: its links are shown
+    assert hits_as(settings, Scope.public())["pub/welcome.md"] == ["Pay grid", "Old name"]
+
+    aws.delete(f"{PREFIX}hr/bands.md")
+    assert handler(aws.receive()) == []
+    assert hits_as(settings, Scope.public())["pub/welcome.md"] == ["Pay grid", "Old name", "New name"]
+    assert recorded(settings) == {}
+    assert_as_a_full_sync(handler, tmp_path)
+
+
+def test_a_no_change_full_sync_reads_nothing_more_and_an_old_list_is_derived_once(tmp_path: Path) -> None:
+    """A sync that changes nothing, whose recorded list agrees with its listing, makes no index read for the list
+    (one listing and one state read, as before). A list recorded by an earlier version (no format mark; it may
+    hold the key of a note deleted since) is derived afresh by the next sync, changes or not."""
+    from kbsearch.indexer import LINKS_FORMAT
+    from kbsearch_tools.bench_access import CountingStore
+
+    kb = tmp_path / "kb"
+    write(kb, {"_access.yaml": "hr/: [hr]\n", "pub/welcome.md": "# Welcome\nsee [[Pay grid]] and [[Gone]]\n",
+               "hr/bands.md": "---\ntitle: Pay grid\n---\n# Bands\nthe bands\n"})  # fmt: skip
+    settings = Settings(qdrant_path=str(tmp_path / "q"), embedding_api_key=None)
+    assert run_sync(settings, Secrets(settings), source_uri=str(kb)).error is None
+    expected = {"bands": ["hr"], "hr/bands": ["hr"], "pay grid": ["hr"]}
+    assert recorded(settings) == expected
+
+    def sync_counted() -> CountingStore:
+        store = CountingStore(open_store(settings, Secrets(settings)))
+        try:
+            report = Indexer(open_source(str(kb)), store, None, SyncOptions()).sync()  # type: ignore[arg-type]
+            assert report.error is None and report.unchanged == 2
+        finally:
+            store.close()
+        return store
+
+    assert sync_counted().calls["scroll"] == 0 and recorded(settings) == expected
+    store = open_store(settings, Secrets(settings))
+    try:  # as an earlier version left it: no format mark, the key of a note deleted since
+        metadata = store.metadata()
+        metadata.pop(LINKS_FORMAT)
+        store.set_metadata(metadata | {RESTRICTED_LINKS: expected | {"gone": ["hr"]}})
+    finally:
+        store.close()
+    assert sync_counted().calls["scroll"] > 0 and recorded(settings) == expected
+    assert sync_counted().calls["scroll"] == 0  # derived once
+    assert hits_as(settings, Scope.public())["pub/welcome.md"] == ["Gone"]
+
+
+def test_a_full_sync_waits_for_a_batch_holding_the_links_lease_and_keeps_its_entry(
+    aws: EventPath, tmp_path: Path
+) -> None:
+    """The other interleaving: an event batch holds the ``links`` lease (its note written, its entry not yet) when
+    the full sync comes to rewrite the list. The sync waits for its turn (its attempt to take the lease is seen in
+    the lease table), the batch writes its entry and lets go, and the sync's rewrite, read under the lease, keeps
+    it. Driven by the sync's progress callback and the lease table's own calls (botocore events), not by sleeps."""
+    import threading
+
+    import boto3
+
+    settings = _s3_settings(tmp_path)
+    aws.receive()
+    aws.put(f"{PREFIX}pub/welcome.md", doc("Welcome", "welcome: see [[Plan]] and [[Ghost]]"))
+    assert run_sync(settings, Secrets(settings)).error is None
+    aws.put(f"{PREFIX}pub/other.md", doc("Other", "welcome other"))  # work for the next full sync
+    aws.receive()
+
+    attempts: list[str] = []
+    held, sync_waiting = threading.Event(), threading.Event()
+
+    def seen(params: dict[str, Any], **_: Any) -> None:  # every attempt to take a lease in the table
+        if params.get("Item", {}).get("pk", {}).get("S") == "links#kb":
+            attempts.append(params["Item"]["owner"]["S"])
+            if held.is_set() and len(attempts) > 1:
+                sync_waiting.set()  # someone else tries while the batch holds it: the sync, waiting its turn
+
+    boto3.setup_default_session()
+    assert boto3.DEFAULT_SESSION is not None
+    boto3.DEFAULT_SESSION.events.register("before-parameter-build.dynamodb.PutItem", seen)
+    source = open_source(settings.kb_source)
+    store = open_store(settings, Secrets(settings))
+    batch_report: list[Any] = []
+
+    class BatchTurn:
+        """The batch's turn on the lease: taken, then held until the sync is seen waiting for it."""
+
+        def __enter__(self) -> None:
+            self.lease = short_lease(settings, "links")
+            self.lease.__enter__()
+            held.set()
+            assert sync_waiting.wait(60), "the full sync never asked for the links lease"
+
+        def __exit__(self, *exc: Any) -> None:
+            self.lease.__exit__(*exc)
+
+    def batch() -> None:
+        aws.put(f"{PREFIX}hr/Plan.md", doc("Plan", "the plan", "access: [hr]\n"))
+        changes = read_batch(sqs_event(aws.receive()), KeyScope(BUCKET, PREFIX)).changes
+        sync = ChangeSync(source, store, None, SyncOptions(), DynamoSequencers(TABLE, "kb"), BatchTurn)
+        batch_report.append(sync.apply(changes))
+
+    thread = threading.Thread(target=batch)
+
+    def start_the_batch(done: int, total: int, path: str) -> None:  # after the sync listed the KB
+        if not thread.is_alive() and not batch_report:
+            thread.start()
+            assert held.wait(60), "the batch never took the links lease"
+
+    try:
+        report = Indexer(source, store, None, SyncOptions(full=True), start_the_batch,
+                         partial(short_lease, settings, "links", 60.0)).sync()  # fmt: skip
+        thread.join(60)
+    finally:
+        store.close()
+        boto3.setup_default_session()
+    assert not thread.is_alive() and batch_report[0].error is None and batch_report[0].added == 1
+    assert report.error is None and sync_waiting.is_set() and len(set(attempts)) == 2  # the batch's, the sync's
+    assert recorded(settings) == {"plan": ["hr"], "hr/plan": ["hr"]}
+    assert hits_as(settings, Scope.public())["pub/welcome.md"] == ["Ghost"]
+
+
+def test_a_full_sync_never_deletes_a_note_a_batch_wrote_after_its_listing(aws: EventPath, tmp_path: Path) -> None:
+    """The same interleaving for the note itself: a batch writes a restricted note between the full sync's listing
+    and its read of the index, so the index holds a note the listing lacks. The sync looks it up before deleting
+    it, keeps it (with a warning), and its list keeps the note's entry; a note really gone is still deleted."""
+    from kbsearch.sources import S3Source
+
+    settings = _s3_settings(tmp_path)
+    aws.receive()
+    aws.put(f"{PREFIX}pub/welcome.md", doc("Welcome", "welcome: see [[Plan]] and [[Old]]"))
+    aws.put(f"{PREFIX}pub/old.md", doc("Old", "welcome old"))
+    for name in ("a", "b", "c"):
+        aws.put(f"{PREFIX}pub/{name}.md", doc(name, f"welcome {name}"))
+    assert run_sync(settings, Secrets(settings)).error is None
+    aws.delete(f"{PREFIX}pub/old.md")  # gone from the bucket; its event is lost, the sync deletes it
+    aws.receive()
+    store = open_store(settings, Secrets(settings))
+
+    class ListingThenBatch(S3Source):
+        """The bucket; right after it is listed, an event batch applies a note put meanwhile."""
+
+        def list(self) -> Any:
+            listed = list(super().list())
+            aws.put(f"{PREFIX}hr/Plan.md", doc("Plan", "the plan", "access: [hr]\n"))
+            changes = read_batch(sqs_event(aws.receive()), KeyScope(BUCKET, PREFIX)).changes
+            batch = ChangeSync(open_source(settings.kb_source), store, None, SyncOptions(),
+                               DynamoSequencers(TABLE, "kb"), partial(short_lease, settings, "links"))  # fmt: skip
+            assert batch.apply(changes).added == 1
+            return iter(listed)
+
+    source = open_source(settings.kb_source)
+    assert isinstance(source, S3Source)
+    try:
+        report = Indexer(ListingThenBatch(BUCKET, PREFIX, source.client), store, None, SyncOptions(), None,
+                         partial(short_lease, settings, "links")).sync()  # fmt: skip
+        paths = {p["path"] for p in store.points().values()}
+    finally:
+        store.close()
+    assert report.error is None and report.deleted == 1  # pub/old.md
+    assert paths == {"pub/welcome.md", "pub/a.md", "pub/b.md", "pub/c.md", "hr/Plan.md"}
+    assert {"path": "hr/Plan.md", "reason": "not deleted: written after this run listed the KB"} in report.warnings
+    assert recorded(settings) == {"plan": ["hr"], "hr/plan": ["hr"]}
+    assert hits_as(settings, Scope.public())["pub/welcome.md"] == ["Old"]
