@@ -23,6 +23,7 @@ from moto import mock_aws
 from kbsearch import slack
 from kbsearch_tools.local.apigw import HttpRequest, build_event
 from tests.conftest import ROOT, copy_store
+from tests.integration.mcp_checks import check_slot_answer, slot_messages
 
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
 SLACK_SECRET = "slack-signing-secret-789"
@@ -277,6 +278,19 @@ def test_mcp_invalid_requests(handler, message: str, code: int) -> None:
     assert status in (200, 400) and answer["error"]["code"] == code  # handshake-era tool errors travel in a 200
 
 
+@pytest.mark.parametrize("modern", [False, True], ids=["handshake-era", "2026-07-28"])
+def test_mcp_params_of_every_json_type_in_every_slot(handler, modern: bool) -> None:
+    """Every slot a method reads (a tool's or prompt's name and arguments, a URI, a cursor, the protocol version,
+    capabilities, ``_meta``) holding every JSON type: a result or an error blaming the request, never a 500 or
+    -32603 (a list or an object as a tool name was a 500: unhashable in the lookup)."""
+    call = handler()
+    for message, headers in slot_messages(modern):
+        raw = json.dumps(message).encode()
+        result = call(request("POST", "/mcp", raw, headers=list(headers.items())))
+        assert result["statusCode"] < 500, (message["method"], result["body"][:300])
+        check_slot_answer(message, json.loads(result["body"]))
+
+
 PAD = {"pad": "я" * 40_000}  # 80,000 bytes of UTF-8 in a valid request
 
 
@@ -507,7 +521,7 @@ def test_every_hostile_input_row_has_its_test() -> None:
     assert len(rows) >= 25, rows
     sources = "".join((ROOT / "tests/integration" / name).read_text() for name in
                       ("test_hostile_input.py", "test_serve_socket.py", "test_mcp_stdio.py",
-                       "test_notes_graph.py"))  # fmt: skip
+                       "test_notes_graph.py", "test_slack_interactive.py"))  # fmt: skip
     for row in rows:
         names = re.findall(r"`(test_\w+)`", row.rsplit("|", 2)[1])
         assert names, row

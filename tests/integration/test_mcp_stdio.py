@@ -20,7 +20,7 @@ from mcp import Client, StdioServerParameters
 from kbsearch_tools.local.process import serve_process
 from kbsearch_tools.mcp_stdio import mcp_url, shown_url
 from tests.conftest import KBSEARCH_CMD, ROOT, copy_store, subprocess_env
-from tests.integration.mcp_checks import check, walk
+from tests.integration.mcp_checks import check, check_slot_answer, slot_messages, walk
 
 API_KEY = "stdio-test-key"
 META = {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {}}
@@ -190,6 +190,19 @@ def test_huge_arguments_unknown_resources_and_cursors_never_issued(store: Path) 
     assert by_id[7]["error"]["code"] == by_id[8]["error"]["code"] == -32002
     assert by_id[9]["error"]["code"] == by_id[10]["error"]["code"] == by_id[11]["error"]["code"] == -32602
     assert by_id[12]["error"]["code"] == -32602 and by_id[14]["result"] == {}
+
+
+def test_params_of_every_json_type_in_every_slot_over_stdio(store: Path) -> None:
+    """The HTTP test's matrix (every slot of every method holding every JSON type, both eras) as stdio lines to one
+    ``kbsearch mcp``: one answer each, none an internal error, and the server still answers after them."""
+    messages = [message for modern in (False, True) for message, _ in slot_messages(modern)]
+    for i, message in enumerate(messages, start=1):
+        message["id"] = i
+    answers, _ = run_lines([], local_env(store), [*map(line, messages), call(len(messages) + 1, "kb_list", {})])
+    assert len(answers) == len(messages) + 1
+    for message, answer in zip(messages, answers, strict=False):
+        check_slot_answer(message, answer)
+    assert not answers[-1]["result"]["isError"]
 
 
 def test_stdin_closed_mid_call_ends_quietly(store: Path) -> None:

@@ -41,6 +41,7 @@ from kbsearch.mcp.resources import (
     get_prompt,
     list_resources,
     read_resource,
+    shown,
 )
 from kbsearch.mcp.tools import TOOL_NAMES, TOOLS, Backend, call_tool
 
@@ -243,8 +244,10 @@ class McpServer:
             return {"tools": TOOLS, **({"ttlMs": 3_600_000, "cacheScope": "public"} if modern else {})}
         if method == "tools/call":
             name = params.get("name")
+            if not isinstance(name, str):  # a list or an object cannot even be looked up (unhashable)
+                raise RpcError(INVALID_PARAMS, "Invalid params: the tool name must be a string")
             if name not in TOOL_NAMES:
-                raise RpcError(INVALID_PARAMS, f"Unknown tool: {name!r}")
+                raise RpcError(INVALID_PARAMS, f"Unknown tool: {shown(name)}")
             return call_tool(self.backend, str(name), params.get("arguments") or {})
         if method == "resources/list":
             return {**list_resources(self.backend, params), **listing}
