@@ -423,6 +423,50 @@ def test_tool_errors_show_no_internals(handler, tmp_path: Path) -> None:
     assert "kb-private-folder" in logged and "kb-no-such-bucket" in logged  # the detail is in the log
 
 
+# -- the caller mapping (ACCESS_GROUPS in SSM) -------------------------------------------------------------------------
+
+ACCESS_PARAM = "/kb-search/test/access-groups"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        # nested past the parser's recursion limit, within SSM's 4 KB / 8 KB values (was a 500 on every request)
+        "[" * 2000 + "]" * 2000,
+        '{"api_keys": {"k1": ' + "[" * 2000 + "]" * 2000 + "}}",
+        '{"slack": {"T1": ' + '{"":' * 1500 + "1" + "}" * 1500 + "}}",
+        "{not json", "null", "[]", '"text"', "42", '{"api_keys": {"k1": ["hr"]}, "extra": 1}',
+        '{"api_keys": {"k1": NaN}}', '{"api_keys": {"k1": [' + "9" * 5000 + "]}}",
+        '{"api_keys": {"\ud800": ["hr"]}}', '{"api_keys": {"k1": {"groups": {"hr": 1}}}}',
+        '{"api_keys": {"k1": ["h r"]}}', '{"slack": {"T1/C1/U1/X": ["hr"]}}',
+    ],
+    ids=lambda v: v[:24],
+)  # fmt: skip
+def test_a_caller_mapping_that_is_not_one_gives_public_only(handler, value: str) -> None:
+    """The caller mapping as SSM hands it over (moto) but not a mapping, in every way a JSON parameter can be
+    wrong (nesting past the parser's recursion limit, not JSON, other types, bad entries): every caller holds
+    ``public`` only and every route answers, never a 500; the key that would have been granted ``hr`` too."""
+    with mock_aws():
+        from aws_lambda_powertools.utilities import parameters
+
+        parameters.clear_caches()
+        boto3.client("ssm", region_name="us-east-1").put_parameter(Name=ACCESS_PARAM, Type="SecureString", Value=value)
+        call = handler(ACCESS_GROUPS_PARAM=ACCESS_PARAM)
+        for key_id in ("k1", None):
+            who = request("GET", "/whoami", content_type=None)
+            who["requestContext"]["identity"]["apiKeyId"] = key_id
+            result = call(who)
+            assert result["statusCode"] == 200, result["body"]
+            assert json.loads(result["body"])["groups"] == ["public"]
+        search = request("POST", "/search", GOOD)
+        search["requestContext"]["identity"]["apiKeyId"] = "k1"
+        assert call(search)["statusCode"] == 200
+        tool = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "kb_list", "arguments": {}}}
+        answer = call(request("POST", "/mcp", json.dumps(tool).encode()))
+        assert answer["statusCode"] == 200 and not json.loads(answer["body"])["result"]["isError"]
+        parameters.clear_caches()
+
+
 # -- /slack/command ---------------------------------------------------------------------------------------------------
 
 
