@@ -252,7 +252,8 @@ def notes_paths(components: dict[str, Any]) -> dict[str, Any]:
                 "summary": "Read a note (whole or one section) with its headings, links and backlinks",
                 "operationId": "getNote",
                 "parameters": [
-                    {"name": "path", "in": "path", "required": True, "example": "en/Glossary.md",
+                    {"name": "path", "in": "path", "required": True,
+                     "example": "en/runbooks/Runbook - restore a Qdrant snapshot.md",  # has a "Steps" section
                      "description": "the note's path as search returns it (percent-encoded; '/' may stay as is)",
                      "schema": {"type": "string", "minLength": 4, "maxLength": 1024, "pattern": "\\.md$"}},
                     {"name": "section", "in": "query", "required": False, "example": "Steps",
