@@ -482,6 +482,32 @@ def test_poison_and_ignored_keys_never_block_the_rest_of_the_batch(
     assert not root.ignored and not root.poison
 
 
+DEEP = "[" * 5000 + "]" * 5000  # past the JSON parser's recursion limit, far within SQS's 256 KiB
+UNREADABLE_BODIES = {
+    "deep arrays": DEEP, "deep objects": '{"a": ' * 3000 + "1" + "}" * 3000, "deep in Records": f'{{"Records": {DEEP}}}',
+    "deep in a record": f'{{"Records": [{{"eventName": "ObjectCreated:Put", "s3": {DEEP}}}]}}',
+    "deep EventBridge detail": f'{{"source": "aws.s3", "detail-type": "Object Created", "detail": {DEEP}}}',
+    "a record that is null": '{"Records": [null]}', "eventName a number": '{"Records": [{"eventName": 5, "s3": {}}]}',
+    "key a number": '{"Records": [{"eventName": "ObjectCreated:Put", "s3": {"object": {"key": 5}}}]}',
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("body", UNREADABLE_BODIES.values(), ids=UNREADABLE_BODIES.keys())
+def test_an_unreadable_message_fails_alone_whatever_its_nesting(
+    aws: EventPath, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str
+) -> None:
+    """A message body nested past the JSON parser's recursion limit (anywhere in it), or with a field of the wrong
+    type: that message alone is a batch item failure; the note in the same batch is applied (nesting was a
+    RecursionError that failed the whole batch, every message counting towards the dead-letter queue)."""
+    indexer = Indexer(monkeypatch, tmp_path, None)
+    aws.receive()
+    aws.put(f"{PREFIX}good.md", note(1))
+    (good,) = aws.receive()
+    bad = sqs_record(body, aws.queue_arn)
+    assert indexer([bad, good]) == [bad["messageId"]]
+    assert {p["path"] for p in open_points(indexer.settings())} == {"good.md"}
+
+
 def test_eventbridge_bodies_for_an_existing_bucket(
     aws: EventPath, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

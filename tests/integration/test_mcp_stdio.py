@@ -17,6 +17,7 @@ import anyio
 import pytest
 from mcp import Client, StdioServerParameters
 
+from kbsearch_tools.fakes import FakeEndpoint
 from kbsearch_tools.local.process import serve_process
 from kbsearch_tools.mcp_stdio import mcp_url, shown_url
 from tests.conftest import KBSEARCH_CMD, ROOT, copy_store, subprocess_env
@@ -110,6 +111,31 @@ def test_remote_refusals_are_readable_errors(served: Any) -> None:
               "params": {"uri": "kb://note/ru/нет такой.md", "_meta": META}}  # fmt: skip
     answers, _ = run_lines(["--remote", base], subprocess_env(KB_API_KEY=API_KEY), [line(modern)])
     assert answers[0]["error"]["code"] == -32002
+
+
+DEEP = b"[" * 5000 + b"]" * 5000
+REMOTE_GARBAGE = {
+    "deep JSON": (DEEP, "application/json"), "deep event": (b"data: " + DEEP + b"\n\n", "text/event-stream"),
+    "deep object": (b'{"jsonrpc": "2.0", "id": 1, "result": ' + DEEP + b"}", "application/json"),
+    "not JSON": (b"<html>502 Bad Gateway</html>", "text/html"), "an array": (b"[1, 2]", "application/json"),
+    "no result": (b'{"jsonrpc": "2.0", "id": 1}', "application/json"), "not UTF-8": (b"\xff\xfe{", "application/json"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("body", "kind"), REMOTE_GARBAGE.values(), ids=REMOTE_GARBAGE.keys())
+def test_a_remote_answering_garbage_is_an_error_per_request(body: bytes, kind: str) -> None:
+    """``--remote`` to an endpoint that answers 200 with no JSON-RPC message (nested past the JSON parser's
+    recursion limit, as JSON or as an event, not JSON, the wrong shape): one readable error per request and the
+    bridge keeps going (nesting was a RecursionError that ended the bridge with a traceback)."""
+    remote = FakeEndpoint().start()
+    remote.body, remote.content_type = body, kind
+    try:
+        answers, _ = run_lines(["--remote", remote.url], subprocess_env(KB_API_KEY=API_KEY),
+                               [line(INIT), call(2, "kb_list", {})])  # fmt: skip
+    finally:
+        remote.stop()
+    assert [a["id"] for a in answers] == [1, 2]
+    assert all(a["error"]["code"] == -32001 and "HTTP 200" in a["error"]["message"] for a in answers), answers
 
 
 def test_remote_url_forms() -> None:

@@ -248,6 +248,27 @@ def test_lone_surrogates_in_a_signed_press_are_400_and_nothing_runs(
     assert len(wait_for(hook, 1)) == 1  # the valid press only
 
 
+NO_STATES = {
+    "deep arrays": "[" * 990 + "]" * 990, "unclosed arrays": "[" * 1999, "nested objects": '{"q":' * 399 + "1" + "}" * 399,
+    "not JSON": "{q: x}", "an array": '["q"]', "null": "null", "query a number": '{"q": 5}', "empty query": '{"q": " "}',
+    "page -1": '{"q": "x", "p": -1}', "page true": '{"q": "x", "p": true}', "hits not text": '{"q": "x", "h": [1]}',
+    "filters a list": '{"q": "x", "f": []}', "too long": '{"q": "' + "x" * 2001 + '"}', "empty": "",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("value", NO_STATES.values(), ids=NO_STATES.keys())
+def test_a_button_value_that_is_no_state_gets_a_polite_answer(app, hook: FakeEndpoint, value: str) -> None:
+    """A signed press whose button value is no answer state kb-search wrote, of every kind (nested past the JSON
+    parser's recursion limit within Slack's 2,000 characters, not JSON, the wrong types, too long): the
+    acknowledgement and one polite answer, never a failing worker (nesting was a RecursionError in it)."""
+    button = {"action_id": "kb_more", "text": {"type": "plain_text", "text": "More"}, "value": value}
+    assert (
+        app(signed_event("/slack/interactive", press(button, hook.url + "/old", f"3.{time.time_ns()}")))["statusCode"]
+        == 200
+    )
+    assert "run `/kb` again" in wait_for(hook, 1)[0]["text"]
+
+
 def test_a_stale_button_value_gets_a_polite_answer(app, hook: FakeEndpoint) -> None:
     button = {"action_id": "kb_more", "text": {"type": "plain_text", "text": "More"}, "value": "from an old version"}
     assert app(signed_event("/slack/interactive", press(button, hook.url + "/old")))["statusCode"] == 200

@@ -81,22 +81,16 @@ def _template_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_invoke(args: argparse.Namespace) -> int:
     from kbsearch_tools import TemplateError
-    from kbsearch_tools.local.runtime import LocalFunction, function_environment, read_env_vars_file
+    from kbsearch_tools.local.runtime import LocalFunction, function_environment, json_document, read_env_vars_file
     from kbsearch_tools.local.template import Template
 
     template = Template(_find_template(args.template), _parameter_overrides(args.parameter_overrides))
     spec = template.function(args.function)
-    if args.event == "-":
-        raw = sys.stdin.read()
-    else:
-        try:
-            raw = Path(args.event).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise KbSearchError(f"cannot read event file {args.event}: {exc.strerror}") from None
     try:
-        event = json.loads(raw) if raw.strip() else {}
-    except json.JSONDecodeError as exc:
-        raise KbSearchError(f"event {args.event} is not valid JSON: {exc}") from None
+        data = sys.stdin.buffer.read() if args.event == "-" else Path(args.event).read_bytes()
+    except OSError as exc:
+        raise KbSearchError(f"cannot read event file {args.event}: {exc.strerror}") from None
+    event = json_document(data, f"event {args.event}", KbSearchError, empty={})
     env_vars = read_env_vars_file(args.env_vars) if args.env_vars else None
     env = function_environment(spec, template.region, os.environ, env_vars, use_ssm=args.use_ssm)
     out = sys.stdout

@@ -194,7 +194,7 @@ def _message(raw: Any, message_id: str, scope: Scope, batch: Batch) -> str | Non
         return "the message has no body"
     try:
         body = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser recurses
         return "the message body is not JSON"
     if not isinstance(body, dict):
         return "the message body is not a JSON object"

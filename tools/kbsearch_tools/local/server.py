@@ -73,7 +73,7 @@ def caller_mapping(keys: Mapping[str, tuple[str, ...]], existing: str | None) ->
     """``ACCESS_GROUPS`` for the local functions: the shell's mapping (if any) plus each local key's groups."""
     try:
         mapping = json.loads(existing) if existing and existing.strip() else {}
-    except ValueError:
+    except (ValueError, RecursionError):
         mapping = None
     if not isinstance(mapping, dict):  # the function reports it as unusable and gives callers public notes only
         return existing
