@@ -363,6 +363,44 @@ def test_kb_get_note_on_hostile_notes_answers_fast_and_small(tmp_path: Path, loa
     ] == {"title": "Feb"}  # the field that is not a date is dropped, as in the index
 
 
+SECRET = "Frontmatter restricted: salary band zebrafinch {n}."
+#: a frontmatter block opened on the first line and never closed: what follows may be metadata, ``access`` among it
+UNCLOSED: dict[str, bytes] = {
+    "no closing.md": b"---\naccess: [hr]\ntitle: Salaries\n\n# Salaries\n\n",
+    "closing typo.md": b"---\naccess: [hr]\n---x\n# Salaries\n\n",
+    "closing indented.md": b"---\naccess: [hr]\n ---\n# Salaries\n\n",
+    "four dashes.md": b"---\naccess: [hr]\n----\n# Salaries\n\n",
+    "stars.md": b"---\naccess: [hr]\n***\n# Salaries\n\n",
+    "crlf.md": b"---\r\naccess: [hr]\r\ntitle: Salaries\r\n\r\n",
+    "bom.md": b"\xef\xbb\xbf---  \naccess: hr\n\n",
+    "opening then prose.md": b"---\n",
+    "lone dashes.md": b"---",  # the whole note (no secret appended)
+}
+
+
+def test_an_unclosed_frontmatter_is_skipped_never_public(tmp_path: Path, load_search_app) -> None:
+    """A note whose first line opens a frontmatter block that no later line closes (no closing line, a typo in
+    it, an indented one, ``----``, ``***``; CRLF, a BOM, prose right after it, a note of ``---`` alone): skipped with the reason, and to
+    a public caller neither searchable nor readable by path (it was indexed public, its ``access: [hr]`` and the
+    rest read as prose)."""
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    for n, (name, raw) in enumerate(UNCLOSED.items()):
+        (kb / name).write_bytes(raw if raw == b"---" else raw + SECRET.format(n=n).encode() + b"\n")
+    (kb / "open.md").write_text("---\ntitle: Open\n---\n# Open\n\nA public note about zebrafinch.\n")
+    code, report, stderr = kbsearch_index(kb, tmp_path / "q")
+    assert code == 0 and report["error"] is None, stderr
+    skipped = {s["path"]: s["reason"] for s in report["skipped"]}
+    assert set(skipped) == set(UNCLOSED) and all("frontmatter is not closed" in r for r in skipped.values()), skipped
+    assert {p["path"] for p in store_points(Settings(qdrant_path=str(tmp_path / "q")))} == {"open.md"}
+    call = load_search_app(KB_SOURCE=str(kb), QDRANT_PATH=str(tmp_path / "q"))
+    search = json.loads(call(mcp_event("kb_search", {"query": "salary band zebrafinch", "top_k": 20}))["body"])
+    assert [h["path"] for h in search["result"]["structuredContent"]["results"]] == ["open.md"]
+    for name in UNCLOSED:
+        result = json.loads(call(mcp_event("kb_get_note", {"path": name}))["body"])["result"]
+        assert result["isError"] and result["content"][0]["text"].startswith(f"no note at {name!r}"), (name, result)
+
+
 def test_two_notes_with_one_id_are_both_found_and_reported(tmp_path: Path, load_search_app) -> None:
     kb = tmp_path / "kb"
     kb.mkdir()

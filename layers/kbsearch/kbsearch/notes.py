@@ -22,6 +22,7 @@ KNOWN_KEYS = (
 )  # fmt: skip
 
 _FRONTMATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)(?:\r?\n)?^(?:---|\.\.\.)[ \t]*(?:\r?\n|\Z)", re.S | re.M)
+_OPENING = re.compile(r"---[ \t]*(?:\n|\Z)")  # a frontmatter block's first line (text as decode_note gives it)
 _HEADING = re.compile(r"(#{1,6})[ \t]+(?=[^ \t])")
 _FENCE = re.compile(r"^[ \t]{0,3}(`{3,}|~{3,})")
 _WIKILINK = re.compile(r"(!?)\[\[([^\[\]\n]+?)\]\]")
@@ -162,6 +163,8 @@ def read_frontmatter(text: str) -> tuple[dict[str, Any], str, list[str]]:
     unusable (see :mod:`kbsearch.frontmatter`: linear time, no alias expansion, size and depth limits)."""
     m = _FRONTMATTER.match(text)
     if m is None:
+        if _OPENING.match(text):  # what follows may be metadata (``access`` among it): never read it as prose
+            raise NoteError("frontmatter is not closed: the first line is '---' and no later line is '---' or '...'")
         return {}, text, []
     try:
         front = parse_frontmatter(m.group(1))
