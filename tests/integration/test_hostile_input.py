@@ -491,6 +491,27 @@ def test_slack_non_utf8_body_with_a_bad_signature_is_401(handler, raw: bytes) ->
     envelope(call(text_event), 401, "unauthorized")
 
 
+HUGE_TEXTS = {
+    "words": "restore snapshot " * 3500, "cyrillic": "ротация ключей " * 650, "emoji": "👩‍👩‍👧‍👦 " * 650,
+    "entities": "&lt;&amp;&gt; " * 1800, "markup": "<!channel> *bold* `code` " * 1000, "share": "share " + "x y " * 10_000,
+    "filters": "tag:runbook in:ru " + "snapshot " * 5000, "one word": "z" * 40_000,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("text", HUGE_TEXTS.values(), ids=HUGE_TEXTS.keys())
+def test_slack_huge_command_text_gets_a_short_acknowledgement(handler, text: str) -> None:
+    """A signed command whose text fills the 64 KiB body (words, Cyrillic, emoji sequences, entities that escaping
+    lengthens, markup, with ``share`` and filters): 200 and an acknowledgement that fits one Slack text block
+    (3,000 characters), cut at a word and never inside an emoji (it echoed the whole text)."""
+    raw = form(text)
+    assert len(raw) < 64 * 1024
+    result = handler(SLACK_SIGNING_SECRET=SLACK_SECRET, SLACK_RESPONSE_HOSTS="127.0.0.1")(slack_request(raw))
+    assert result["statusCode"] == 200, result["body"]
+    ack = json.loads(result["body"])["text"]
+    assert len(ack) <= 3000 and ack.endswith("”…"), ack[-50:]
+    assert not unicodedata.category(ack[-4]).startswith("M") and "\u200d”" not in ack
+
+
 @pytest.mark.parametrize("raw", [b"text=caf\xe9", b"\xff\xfe", b"&".join([b"a=1"] * 101)])
 def test_slack_signed_but_unreadable_form_is_400(handler, raw: bytes) -> None:
     envelope(handler(SLACK_SIGNING_SECRET=SLACK_SECRET)(slack_request(raw)), 400, "bad_request")

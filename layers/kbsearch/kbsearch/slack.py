@@ -243,7 +243,9 @@ def ack(intent: Intent) -> dict[str, Any]:
         return {"response_type": "ephemeral", "text": HELP_TEXT}
     if intent.kind == "usage":
         return {"response_type": "ephemeral", "text": f"Sorry: {intent.error}.\n\n{HELP_TEXT}"}
-    return {"response_type": "ephemeral", "text": f"Searching for “{escape(intent.query)}”…"}
+    # cut before escaping (an entity is never cut in half): 300 characters escape to at most 1,500, within any
+    # Slack text block (3,000) whatever the command's text held
+    return {"response_type": "ephemeral", "text": f"Searching for “{escape(cut(intent.query, 300))}”…"}
 
 
 def apology(query: str) -> dict[str, Any]:
