@@ -341,6 +341,35 @@ def test_mcp_unsupported_protocol_version_header_names_the_supported(handler, ve
     assert "2026-07-28" in error["data"]["supported"] and "2025-11-25" in error["data"]["supported"]
 
 
+INIT = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                   "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t"}}}).encode()  # fmt: skip
+OTHER_ORIGINS = ["https://evil.example", "http://evil.example:3000", "null", "http://127.0.0.1.evil.example",
+                 "http://localhost.evil.example:3000", "http://10.0.0.7", "http://[::2]:3000", "file://",
+                 "chrome-extension://abcdef", "garbage", "http://", "http://[::1", ""]  # fmt: skip
+LOCAL_ORIGINS = [None, "http://localhost:6274", "http://127.0.0.1:3000", "http://[::1]:8080", "https://app.localhost",
+                 "http://127.5.5.5", "HTTP://LOCALHOST:6274"]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["Origin", "origin"])
+@pytest.mark.parametrize("origin", OTHER_ORIGINS)
+def test_mcp_refuses_web_pages_of_other_origins(handler, origin: str, name: str) -> None:
+    """The MCP spec's DNS-rebinding guard: a request carrying an ``Origin`` that is not this machine (another site,
+    ``null``, a look-alike host, a private address, not a URL) is 403 with a JSON-RPC error, before its body is
+    read, whatever the method (it was answered: a page a user visits could read the KB through ``kbsearch serve``)."""
+    call = handler()
+    for method, raw in (("POST", INIT), ("POST", b"%%%"), ("GET", b"")):
+        result = call(request(method, "/mcp", raw, headers=[(name, origin)]))
+        assert result["statusCode"] == 403, (method, result["body"])
+        assert rpc_error_object(result)["code"] == -32600
+
+
+@pytest.mark.parametrize("origin", LOCAL_ORIGINS)
+def test_mcp_answers_clients_without_an_origin_and_pages_of_this_machine(handler, origin: str | None) -> None:
+    result = handler()(request("POST", "/mcp", INIT, headers=[("Origin", origin)] if origin is not None else []))
+    assert result["statusCode"] == 200, result["body"]
+    assert json.loads(result["body"])["result"]["serverInfo"]["name"] == "kb-search"
+
+
 def test_mcp_errors_of_the_server_itself_are_json_rpc(handler) -> None:
     """An event no API Gateway sends (a header name that is not a string, by direct invoke) breaks the route: the
     answer is still a JSON-RPC error object, with nothing of the fault in it."""

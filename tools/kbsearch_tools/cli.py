@@ -753,7 +753,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve the API routes of template.yaml on HTTP, each request turned into an API Gateway "
         "REST proxy event. Set KB_LOCAL_API_KEYS=key1,key2 to require x-api-key where the template does.",
     )
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default 127.0.0.1: then only requests whose Host names this machine are answered)",
+    )
     p.add_argument("--port", type=int, default=3000, help="port (default 3000; 0 picks a free one)")
     p.add_argument(
         "--watch", nargs="?", const="", default=None, metavar="FOLDER",
