@@ -205,6 +205,27 @@ def searched_paths(call: Handler, prefix: str | None, surface: str) -> list[str]
     return [hit["path"] for hit in json.loads(result["body"])["results"]]
 
 
+NUMERIC_DATES = ["20260101", "1700000000", "0", "-1", "1700000000.5", "2026", "+20260101"]
+
+
+@pytest.mark.parametrize("value", NUMERIC_DATES)
+def test_updated_after_as_digits_is_422_never_unix_time(handler, value: str) -> None:
+    """``updated_after`` written as digits (a compact date, Unix seconds, a year): 422 naming the field on POST and
+    GET, a tool error over MCP; never read as Unix time (``20260101`` was 1970-08-23: a filter that kept every
+    note, silently)."""
+    call = handler()
+    body = json.dumps({"query": "qdrant", "filters": {"updated_after": value}}).encode()
+    for result in (call(request("POST", "/search", body)),
+                   call(request("GET", "/search", query=urlencode({"q": "qdrant", "updated_after": value})))):  # fmt: skip
+        assert result["statusCode"] == 422 and "updated_after" in result["body"], result["body"]
+    tool = {"name": "kb_search", "arguments": {"query": "qdrant", "updated_after": value}}
+    raw = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": tool}).encode()
+    result = json.loads(call(request("POST", "/mcp", raw))["body"])["result"]
+    assert result["isError"] and "updated_after" in result["content"][0]["text"]
+    ok = call(request("GET", "/search", query="q=qdrant&updated_after=2026-01-01"))
+    assert ok["statusCode"] == 200
+
+
 @pytest.mark.parametrize("surface", ["post", "get", "mcp"])
 def test_every_spelling_of_a_folder_means_that_folder(handler, surface: str) -> None:
     """The root in any spelling is the whole KB; a folder in any spelling is that folder (one normaliser behind
