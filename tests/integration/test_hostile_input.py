@@ -21,6 +21,7 @@ import pytest
 from moto import mock_aws
 
 from kbsearch import slack
+from kbsearch_tools.fakes import provider_env
 from kbsearch_tools.local.apigw import HttpRequest, build_event
 from tests.conftest import ROOT, copy_store
 from tests.integration.mcp_checks import check_slot_answer, slot_messages
@@ -514,6 +515,40 @@ def test_a_caller_mapping_that_is_not_one_gives_public_only(handler, value: str)
         tool = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "kb_list", "arguments": {}}}
         answer = call(request("POST", "/mcp", json.dumps(tool).encode()))
         assert answer["statusCode"] == 200 and not json.loads(answer["body"])["result"]["isError"]
+        parameters.clear_caches()
+
+
+WHITESPACE = {"newline": "\n", "crlf": "\r\n", "space": " ", "tab": "\t", "both ends": " \n", "lines": "\n\n"}
+
+
+@pytest.mark.parametrize("ssm", [False, True], ids=["plain", "ssm"])
+@pytest.mark.parametrize("pad", WHITESPACE.values(), ids=WHITESPACE.keys())
+def test_secrets_pasted_with_surrounding_whitespace_still_work(handler, deepinfra, pad: str, ssm: bool) -> None:
+    """Provider keys and the Slack signing secret with a newline, CRLF, spaces or tabs around them (a paste into
+    SSM or a shell): searches answer undegraded and Slack requests verify (the key went into the Authorization
+    header as is: every provider call failed as a "connection failed (LocalProtocolError)", retried, the breaker
+    opened; every Slack request was a 401)."""
+    secrets = {"RERANKER_API_KEY": deepinfra.api_key, "EXPANSION_API_KEY": deepinfra.api_key,
+               "SLACK_SIGNING_SECRET": SLACK_SECRET}  # fmt: skip
+    env = {k: v for k, v in provider_env(deepinfra, roles=("RERANKER", "EXPANSION")).items() if not k.endswith("KEY")}
+    padded = {name: (pad if name != "EXPANSION_API_KEY" else "") + value + pad for name, value in secrets.items()}
+    with mock_aws():
+        from aws_lambda_powertools.utilities import parameters
+
+        parameters.clear_caches()
+        if ssm:
+            client = boto3.client("ssm", region_name="us-east-1")
+            for name, value in padded.items():
+                client.put_parameter(Name=f"/kb/{name}", Type="SecureString", Value=value)
+                env[f"{name}_PARAM"] = f"/kb/{name}"
+        else:
+            env |= padded
+        call = handler(**env)
+        result = call(request("POST", "/search", GOOD))
+        assert result["statusCode"] == 200, result["body"]
+        meta = json.loads(result["body"])["meta"]
+        assert meta["degraded"] == [] and meta["reranker"] == "deepinfra", meta
+        assert call(slack_request(form("help")))["statusCode"] == 200
         parameters.clear_caches()
 
 
