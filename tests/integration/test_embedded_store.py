@@ -166,19 +166,23 @@ def test_bench_store_opens_and_searches_through_the_search_service() -> None:
     assert row["open_s"] > 0 and row["search_p50_ms"] > 0
 
 
-@pytest.mark.parametrize(("env", "graphs"), [({}, 0), ({"qdrant_embedded_hnsw_m": 0, "qdrant_embedded_graph_from": 200}, 0),
-                                              ({"qdrant_embedded_graph_from": 200}, 3)])  # fmt: skip
-def test_segments_are_searched_exactly_until_they_are_big_enough_for_a_graph(
-    tmp_path: Path, env: dict[str, int], graphs: int
+@pytest.mark.parametrize(("env", "sealed", "graphs"), [
+    ({}, 0, 0), ({"qdrant_embedded_graph_from": 200}, 3, 0),
+    ({"qdrant_embedded_hnsw_m": 16, "qdrant_embedded_graph_from": 200}, 3, 3),
+])  # fmt: skip
+def test_segments_are_searched_exactly_until_they_are_sealed(
+    tmp_path: Path, env: dict[str, int], sealed: int, graphs: int
 ) -> None:
-    """QDRANT_EMBEDDED_GRAPH_FROM: a segment is scanned exactly until it holds that many points; then the indexer
-    builds its graph (QDRANT_EMBEDDED_HNSW_M, 16; 0: never) while it writes, and no segment grows past it, so each
-    build is bounded. Either way the dense leg returns the true nearest chunks, and the stored vectors are on disk."""
+    """QDRANT_EMBEDDED_GRAPH_FROM: a segment takes points until it holds that many; then the indexer seals it while
+    it writes (its vectors quantised to int8, and its HNSW graph when QDRANT_EMBEDDED_HNSW_M > 0; 0, the default:
+    none), and no segment grows past it, so each seal is bounded. Either way the dense leg returns the true nearest
+    chunks (a sealed segment's int8 scan rescored with the floats), and the stored vectors are on disk."""
     import json
 
     import numpy as np
 
     from kbsearch.lexical import SparseVector
+    from kbsearch.qdrant.embedded import QUANTIZATION
     from kbsearch.qdrant.store import ChunkPoint
 
     settings = Settings.model_validate({"qdrant_path": str(tmp_path), "embedding_dimensions": 32, **env})
@@ -194,11 +198,11 @@ def test_segments_are_searched_exactly_until_they_are_big_enough_for_a_graph(
         store.close()
     shard = tmp_path / "edge" / "kb"
     config = json.loads((shard / "edge_config.json").read_text())
-    assert config["hnsw_config"]["m"] == env.get("qdrant_embedded_hnsw_m", 16)
-    assert config["vectors"]["dense"]["on_disk"] is True
-    indexes = [json.loads(p.read_text())["config"]["vector_data"]["dense"]["index"]["type"]
-               for p in shard.glob("segments/*/segment.json")]  # fmt: skip
-    assert indexes.count("hnsw") == graphs, indexes
+    assert config["hnsw_config"]["m"] == env.get("qdrant_embedded_hnsw_m", 0)
+    assert config["vectors"]["dense"]["on_disk"] is True and config["quantization_config"] == QUANTIZATION
+    dense = [json.loads(p.read_text())["config"]["vector_data"]["dense"] for p in shard.glob("segments/*/segment.json")]
+    assert sum(d["quantization_config"] == QUANTIZATION for d in dense) == sealed, dense
+    assert sum(d["index"]["type"] == "hnsw" and d["index"]["options"]["m"] > 0 for d in dense) == graphs, dense
     store = open_store(settings, Secrets(settings))
     try:
         query = vectors[3] + 0.3 * vectors[5]
@@ -234,7 +238,8 @@ def test_a_collection_made_with_other_graph_settings_takes_the_current_ones(tmp_
     finally:
         store.close()
     config = json.loads((shard_path / "edge_config.json").read_text())
-    assert config["hnsw_config"]["m"] == 16 and config["vectors"]["dense"]["on_disk"] is True
+    assert config["hnsw_config"]["m"] == 0 and config["vectors"]["dense"]["on_disk"] is True
+    assert config["quantization_config"] == {"scalar": {"type": "int8", "quantile": 0.99}}
     assert (
         config["optimizers"]["indexing_threshold"]
         == config["optimizers"]["max_segment_size"]

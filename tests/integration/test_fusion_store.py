@@ -93,7 +93,7 @@ def test_rest_edge_and_local_mode_fuse_the_same_batch_to_the_same_ranking(tmp_pa
             searches, _ = batch_searches([_vector(0)], lexical_variants(evidence, []), None, 50, probes=evidence.terms)
             # Qdrant Cloud answers the batch with what the engine found: the embedded store's answer, as JSON
             answers = edge.query_batch(searches, 5.0)
-            qdrant.body = json.dumps({"result": [{"points": a} for a in answers], "status": "ok"}).encode()
+            qdrant.body = json.dumps({"result": [{"points": a} for a in answers], "status": "ok"}, default=str).encode()
             rest = QdrantRest(qdrant.url, "kb", lambda: None, shared_client(), 5.0)
             via_rest = _ranking(rest, query)
             assert qdrant.requests[-1].path == "/collections/kb/points/query/batch"

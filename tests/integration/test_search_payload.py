@@ -99,5 +99,5 @@ def test_a_search_receives_less_than_whole_payloads_weigh(store_path: Path, deep
         whole = recording.inner.query_batch([s | {"with_payload": {"exclude": ["meta"]}} for s in searches], 10.0)
     finally:
         service.close()
-    weighs = len(json.dumps({"result": whole}, ensure_ascii=False).encode())
+    weighs = len(json.dumps({"result": whole}, ensure_ascii=False, default=str).encode())
     assert received < weighs, (received, weighs)

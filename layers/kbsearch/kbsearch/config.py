@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 #: Chunks an embedded (Edge) segment holds before it gets an HNSW graph, and at most: below it an exact scan answers
 #: about as fast and costs no build; one segment's build stays within ~0.9 GB at 1024 dimensions (BENCHMARKS.md).
-EDGE_GRAPH_FROM = 40_000
+EDGE_GRAPH_FROM = 10_000
 DEEPINFRA_EMBEDDINGS_URL = "https://api.deepinfra.com/v1/openai/embeddings"
 DEEPINFRA_RERANK_URL = "https://api.deepinfra.com/v1/inference/Qwen/Qwen3-Reranker-8B"
 DEEPINFRA_CHAT_URL = "https://api.deepinfra.com/v1/openai/chat/completions"
@@ -204,11 +204,13 @@ class Settings(BaseModel):
     qdrant_url: str = ""
     qdrant_path: str = ".kbsearch/qdrant"
     qdrant_embedded: Literal["edge", "local"] = "edge"
-    # The embedded (Edge) collection: a segment is searched exactly (a full scan) until it holds GRAPH_FROM points,
-    # then the indexer builds its HNSW graph of degree HNSW_M (Qdrant Cloud's 16); no segment grows past GRAPH_FROM
-    # points, so a graph build is bounded. 0: never a graph. At laptop/CI scale (the 10x vault: 31,520 chunks) the
-    # scan answers about as fast and a sync builds nothing (BENCHMARKS.md, "The embedded engine at 100x").
-    qdrant_embedded_hnsw_m: int = Field(default=16, ge=0, le=64)
+    # The embedded (Edge) collection: a segment takes new points until it holds GRAPH_FROM of them; then the
+    # indexer seals it: Edge writes its vectors again as int8 (scalar quantisation), which a dense search scans, a
+    # quarter of the bytes, rescoring its best candidates with the stored floats; HNSW_M > 0 also builds the
+    # segment's HNSW graph of that degree (Qdrant Cloud's is 16). No segment grows past GRAPH_FROM points, so each
+    # seal is bounded. Without a graph (the default) a sync builds nothing costly, and a scan of int8 vectors
+    # answers as fast as the graphs at 100x the vault (BENCHMARKS.md, "Sealed segments").
+    qdrant_embedded_hnsw_m: int = Field(default=0, ge=0, le=64)
     qdrant_embedded_graph_from: int = Field(default=EDGE_GRAPH_FROM, ge=100)
     qdrant_collection: str = "kb"
     qdrant_timeout_s: float = Field(default=10.0, gt=0)

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kbsearch.lexical import SparseVector, identifier_terms, query_vector, term_id, text_language, tokenize
-from kbsearch.qdrant.query import PROBE_DEPTH, Candidate, Leg, ScoredChunk
+from kbsearch.qdrant.query import PROBE_DEPTH, Candidate, Leg, ScoredChunk, candidate, rank_key
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ def dense_floor(leg: Leg, chunks: Sequence[ScoredChunk], p: FusionParams) -> flo
     return last - p.floor_slope * math.log2(p.floor_rank / n) * (half - last)
 
 
-def carried(results: Sequence[tuple[Leg, list[ScoredChunk]]]) -> dict[str, dict[str, Any]]:
+def carried(results: Sequence[tuple[Leg, list[ScoredChunk]]]) -> dict[int | str, dict[str, Any]]:
     """Point id → payload, for every chunk a dense or BM25 leg brought with its payload."""
     return {c.id: c.payload for leg, chunks in results if not leg.bare and leg.kind in ("dense", "lexical")
             for c in chunks}  # fmt: skip
@@ -152,10 +152,10 @@ def _single(legs: Sequence[list[ScoredChunk]], limit: int) -> list[Candidate]:
         for c in chunks:
             note = _note(c)
             kept = best.get(note)
-            if kept is None or (c.score, kept.id) > (kept.score, c.id):
+            if kept is None or rank_key(c) < rank_key(kept):
                 best[note] = c
     ranked = sorted(best.items(), key=lambda item: (-item[1].score, item[0]))
-    return [Candidate(c.payload, c.score) for _, c in ranked[:limit]]
+    return [candidate(c.payload, c.score) for _, c in ranked[:limit]]
 
 
 @dataclass
@@ -281,4 +281,4 @@ def fuse(
         if chunk is not None:
             scored.append((score, note, chunk))
     scored.sort(key=lambda s: (-s[0], s[1]))
-    return [Candidate(chunk.payload, score, exact=note in pinned) for score, note, chunk in scored[:limit]]
+    return [candidate(chunk.payload, score, exact=note in pinned) for score, note, chunk in scored[:limit]]

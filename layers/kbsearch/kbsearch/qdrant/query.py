@@ -18,10 +18,11 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
+import operator
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from kbsearch.errors import IndexMissing, StoreError
 from kbsearch.lexical import SparseVector
@@ -220,7 +221,7 @@ def group(points: Sequence[dict[str, Any]], limit: int) -> list[Candidate]:
         if doc in seen:
             continue
         seen.add(doc)
-        out.append(Candidate(payload, score))
+        out.append(candidate(payload, score))
         if len(out) == limit:
             break
     return out
@@ -234,8 +235,10 @@ _PAYLOAD_TYPES: dict[str, type | tuple[type, ...]] = {
 
 
 def _checked(point: object) -> tuple[dict[str, Any], float]:
-    """A scored point as the Query API returns it, or StoreError: an answer of the wrong shape (a null, string
-    or non-finite score, a payload that is not the one the indexer writes) means the index is not usable."""
+    """A scored point as the Query API returns it (its payload as it came), or StoreError: an answer of the wrong
+    shape (a null, string or non-finite score, a payload that is not an object) means the index is not usable.
+    The payload's fields are checked where a candidate is made of it (:func:`candidate`): a search reads hundreds
+    of chunks and answers with a few dozen."""
     if not isinstance(point, dict):
         raise _not_the_api()
     score = point.get("score")
@@ -253,7 +256,19 @@ def _checked(point: object) -> tuple[dict[str, Any], float]:
         return {}, score  # a search that asked for ids and scores alone
     if not isinstance(payload, dict):
         raise _not_the_api()
-    for key, value in payload.items():  # only the fields there are (a leg carries a few, a probe one)
+    path = payload.get("path")  # what every leg reads of a chunk (a note is its path): checked here
+    if type(path) is str:
+        if len(path) > MAX_PATH_CHARS:
+            return {}, score  # no note the indexer writes has such a path: dropped like a point without one
+    elif path is not None:
+        raise _not_the_api()
+    return payload, score
+
+
+def candidate(payload: dict[str, Any], fusion: float, exact: bool = False) -> Candidate:
+    """A candidate of a chunk's payload, checked and bounded (:func:`_bounded`): StoreError when a field is not
+    what the indexer writes (a title that is a number, a tag list of objects)."""
+    for key, value in payload.items():  # only the fields there are
         kind = _PAYLOAD_TYPES.get(key)
         if kind is not None and not isinstance(value, kind):
             raise _not_the_api()
@@ -261,7 +276,7 @@ def _checked(point: object) -> tuple[dict[str, Any], float]:
         items = payload.get(key)
         if items and not set(map(type, items)) <= _STR:  # C-level: a payload's 30 links cost no Python loop
             raise _not_the_api()
-    return _bounded(payload), score
+    return Candidate(_bounded(payload), fusion, exact)
 
 
 _STR = {str}
@@ -273,24 +288,22 @@ def _not_the_api() -> StoreError:
 
 #: What an answer carries of a point, at most (the indexer writes far less): a store that holds a 10 MB title or
 #: 100,000 tags cannot make an answer over Lambda's 6 MB (a 500 from the runtime); ``text`` and ``summary`` are
-#: cut where they are read (rerank passages and snippets read budget x 16 characters).
+#: cut where they are read (rerank passages and snippets read budget x 16 characters); a point whose path is
+#: longer than any the indexer writes is dropped (:func:`_checked`).
 MAX_FIELD_CHARS, MAX_LIST_ITEMS, MAX_ITEM_CHARS, MAX_PATH_CHARS = 2000, 100, 200, 1024
 
 
 def _bounded(payload: dict[str, Any]) -> dict[str, Any]:
-    """``payload`` with each field cut to its bound: the same dict when none is over it (the indexer's payloads:
-    a search reads hundreds of them), else a copy with the cuts."""
+    """``payload`` (its types checked) with each field cut to its bound: the same dict when none is over it (the
+    indexer's payloads), else a copy with the cuts."""
     cuts: dict[str, Any] = {}
-    path = payload.get("path")
-    if isinstance(path, str) and len(path) > MAX_PATH_CHARS:
-        cuts["path"] = ""  # no note the indexer writes has such a path: dropped like a point without one
     for key in ("title", "heading", "doc_id", "type", "status", "updated"):
         value = payload.get(key)
         if isinstance(value, str) and len(value) > MAX_FIELD_CHARS:
             cuts[key] = value[:MAX_FIELD_CHARS]
     for key in ("tags", "links"):
         items = payload.get(key)
-        if isinstance(items, list) and items and (len(items) > MAX_LIST_ITEMS or max(map(len, items)) > MAX_ITEM_CHARS):
+        if items and (len(items) > MAX_LIST_ITEMS or max(map(len, items)) > MAX_ITEM_CHARS):
             cuts[key] = [i[:MAX_ITEM_CHARS] for i in items[:MAX_LIST_ITEMS]]
     return {**payload, **cuts} if cuts else payload
 
@@ -371,9 +384,13 @@ class Leg:
     bare: bool = False  # ids and scores only (no payload): its chunks count through another leg's payloads
 
 
-@dataclass(frozen=True)
-class ScoredChunk:
-    id: str
+class ScoredChunk(NamedTuple):
+    """A leg's chunk: its point id, its score, its payload (empty for a bare leg). A tuple: a search reads
+    hundreds of them. The id is a string as the answer's JSON has it, or the integer of a ``uuid.UUID`` the
+    embedded engine hands over (it orders as the UUID's string does, and hashes and compares in C: a string made
+    of it would cost a third of what a point costs)."""
+
+    id: int | str
     score: float
     payload: dict[str, Any]
 
@@ -446,15 +463,34 @@ def read_leg(points: object, bare: bool = False) -> list[ScoredChunk]:
     out = []
     dropped = 0
     for point in points:
+        if bare and type(point) is dict and type(score := point.get("score")) is float and point.get("payload") is None:
+            if not math.isfinite(score):
+                raise _not_the_api()  # an id and a score are all a bare answer is: checked in one step
+            pid = point.get("id")
+            out.append(
+                ScoredChunk(pid.int if type(pid) is uuid.UUID else pid if type(pid) is str else str(pid), score, {})
+            )
+            continue
         payload, score = _checked(point)
         if not bare and not payload.get("path"):  # no payload or no path: nothing a hit could name or open
             dropped += 1
             continue
-        out.append(ScoredChunk(str(point.get("id")), score, payload))
+        pid = point.get("id")  # _checked: a dict
+        out.append(
+            ScoredChunk(pid.int if type(pid) is uuid.UUID else pid if type(pid) is str else str(pid), score, payload)
+        )
     if dropped:
         logger.warning("points without a payload path dropped", extra={"dropped_points": dropped})
-    out.sort(key=lambda c: (-c.score, c.id))
+    scores = [c.score for c in out]
+    if any(map(operator.le, scores, scores[1:])):  # the engine's order has ties (or is not its order): fix it
+        out.sort(key=rank_key)
     return out
+
+
+def rank_key(chunk: ScoredChunk) -> tuple[float, bool, int | str]:
+    """Best first, equal scores by point id (a UUID's integer orders as its string; a store that mixes UUIDs with
+    integer ids has its string ids after them, never compared with them)."""
+    return -chunk.score, type(chunk.id) is str, chunk.id
 
 
 def retrieve_legs(
