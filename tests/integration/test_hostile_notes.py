@@ -401,6 +401,37 @@ def test_an_unclosed_frontmatter_is_skipped_never_public(tmp_path: Path, load_se
         assert result["isError"] and result["content"][0]["text"].startswith(f"no note at {name!r}"), (name, result)
 
 
+WIDE = "---\ntitle: Заметка\n---\n# Заметка\n\nText of a note saved as UTF-16 or UTF-32.\n"
+#: note → (bytes, the reason's start): what Windows editors write as "Unicode", and what is plainly not text
+ENCODINGS: dict[str, tuple[bytes, str]] = {
+    "utf16le.md": (WIDE.encode("utf-16"), "UTF-16 text, not UTF-8"),
+    "utf16be.md": (b"\xfe\xff" + WIDE.encode("utf-16-be"), "UTF-16 text, not UTF-8"),
+    "utf32le.md": (WIDE.encode("utf-32"), "UTF-32 text, not UTF-8"),
+    "utf32be.md": (b"\x00\x00\xfe\xff" + WIDE.encode("utf-32-be"), "UTF-32 text, not UTF-8"),
+    "latin1.md": (WIDE.replace("Заметка", "Café").encode("latin-1"), "not UTF-8 (invalid byte at offset"),
+    "nul.md": (b"# Binary\n\x00\x01\x02", "binary content (NUL bytes)"),
+    "empty.md": (b"", "empty note"),
+    "blank.md": (b" \n\t\r\n", "empty note"),
+}
+
+
+def test_notes_in_other_encodings_are_skipped_with_the_encoding_named(tmp_path: Path) -> None:
+    """A note saved as UTF-16 or UTF-32 (with their byte-order marks, as Windows editors save "Unicode"), Latin-1,
+    binary, empty or blank: skipped with a reason that names what it is (UTF-16 and UTF-32 were "binary content
+    (NUL bytes)"); the rest indexed."""
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    for name, (raw, _) in ENCODINGS.items():
+        (kb / name).write_bytes(raw)
+    (kb / "ok.md").write_text(WIDE, encoding="utf-8")
+    code, report, stderr = kbsearch_index(kb, tmp_path / "q")
+    assert code == 0 and report["added"] == 1, stderr
+    skipped = {s["path"]: s["reason"] for s in report["skipped"]}
+    assert set(skipped) == set(ENCODINGS), skipped
+    for name, (_, reason) in ENCODINGS.items():
+        assert skipped[name].startswith(reason), (name, skipped[name])
+
+
 def test_two_notes_with_one_id_are_both_found_and_reported(tmp_path: Path, load_search_app) -> None:
     kb = tmp_path / "kb"
     kb.mkdir()

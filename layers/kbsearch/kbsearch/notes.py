@@ -23,6 +23,8 @@ KNOWN_KEYS = (
 
 _FRONTMATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)(?:\r?\n)?^(?:---|\.\.\.)[ \t]*(?:\r?\n|\Z)", re.S | re.M)
 _OPENING = re.compile(r"---[ \t]*(?:\n|\Z)")  # a frontmatter block's first line (text as decode_note gives it)
+_WIDE_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"), (b"\xff\xfe", "UTF-16"),
+              (b"\xfe\xff", "UTF-16"))  # fmt: skip
 _HEADING = re.compile(r"(#{1,6})[ \t]+(?=[^ \t])")
 _FENCE = re.compile(r"^[ \t]{0,3}(`{3,}|~{3,})")
 _WIKILINK = re.compile(r"(!?)\[\[([^\[\]\n]+?)\]\]")
@@ -146,6 +148,9 @@ def _render_links(line: str, links: list[str]) -> str:
 def decode_note(raw: bytes, max_bytes: int = MAX_NOTE_BYTES) -> str:
     if len(raw) > max_bytes:
         raise NoteError(f"too large: {len(raw)} bytes (limit {max_bytes})")
+    for bom, encoding in _WIDE_BOMS:  # UTF-32's marks first: UTF-32-LE's starts with UTF-16-LE's
+        if raw.startswith(bom):
+            raise NoteError(f"{encoding} text, not UTF-8 (save the note as UTF-8)")
     if b"\x00" in raw:
         raise NoteError("binary content (NUL bytes)")
     try:
