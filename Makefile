@@ -24,7 +24,7 @@ export SAM_CLI_TELEMETRY = 0
 NPM := $(shell command -v npm 2>/dev/null)
 INSPECTOR := tools/inspector/node_modules/.bin/mcp-inspector
 
-.PHONY: install lock run serve index test lint format unit build deploy clean bench eval eval-classes eval-gate load inspector
+.PHONY: install lock run serve index test lint format unit build deploy clean bench eval eval-classes eval-expanded eval-gate load inspector
 
 $(STAMP): pyproject.toml requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -92,6 +92,10 @@ eval: $(STAMP) ## phase tables on sample-kb and the BEIR fixture (set provider k
 eval-classes: $(STAMP) ## every query class (eval/classes.yaml) with a real model (ORACLE=e5, the default, or use): lexical, dense, hybrid, the gap
 	$(BIN)/kbsearch eval --classes eval/classes.yaml --oracle $(or $(ORACLE),e5) --phases lexical,dense,hybrid \
 		--oracle-cache .kbsearch/oracle/$(or $(ORACLE),e5).sqlite --gate
+
+eval-expanded: $(STAMP) ## every query class with the expanded phase too: the oracle expands each query into its translation (ORACLE=e5 or use)
+	$(BIN)/kbsearch eval --classes eval/classes.yaml --oracle $(or $(ORACLE),e5) --phases lexical,dense,hybrid,expanded \
+		--oracle-cache .kbsearch/oracle/$(or $(ORACLE),e5).sqlite
 
 eval-gate: $(STAMP) ## CI: per-class eval with the bundled e5 on the vault's short notes; fails when hybrid loses > 0.005 to its best leg
 	$(BIN)/kbsearch eval --classes eval/gate.yaml --oracle e5 --phases lexical,dense,hybrid \

@@ -133,13 +133,18 @@ def main() -> int:
         out = OUT / f"{name}.yaml"
         header = f"# {len(items)} queries ({name}) over obsidian-help/{over}/, made by eval/make_query_sets.py.\n"
         out.write_text(header + yaml.safe_dump(items, allow_unicode=True, sort_keys=False, width=1000), "utf-8")
-        manifest.append({"class": name, "corpus": f"{CORPUS}/{over}", "queries": f"eval/classes/{name}.yaml"})
+        entry = {"class": name, "corpus": f"{CORPUS}/{over}", "queries": f"eval/classes/{name}.yaml"}
+        kind = name.rsplit("-", 1)[0]
+        if kind in ("question", "long", "paraphrase"):  # made from one list of pairs: query i translates query i
+            entry["parallel"] = f"{kind}-{'ru' if over == 'en' else 'en'}"
+        manifest.append(entry)
         print(f"{out.relative_to(HERE)}: {len(items)} queries")
     manifest.append({"class": "sample-kb", "corpus": "sample-kb", "queries": "eval/sample-kb-queries.yaml"})
     manifest.sort(key=lambda m: (m["corpus"], m["class"]))
     header = (
         "# The query classes `kbsearch eval --classes eval/classes.yaml` scores, each over its corpus (paths from the\n"
-        "# repository root; a corpus that is absent is skipped). Made by eval/make_query_sets.py.\n"
+        "# repository root; a corpus that is absent is skipped). Made by eval/make_query_sets.py. `parallel`: the class\n"
+        "# holding the same queries in the other language, in the same order (the expanded phase's translations).\n"
     )
     (HERE / "classes.yaml").write_text(header + yaml.safe_dump(manifest, allow_unicode=True, sort_keys=False), "utf-8")
     return 0

@@ -49,7 +49,8 @@ def test_all_phases_with_fake_providers(deepinfra: FakeProvider, fireworks: Fake
         assert set(metrics) == METRICS and all(0.0 <= metrics[k] <= 1.0 for k in QUALITY | {"full_candidates"})
         assert metrics["degraded"] == 0 and metrics["p95_ms"] >= metrics["p50_ms"] > 0
     assert report["models"]["dense"] == "Qwen/Qwen3-Embedding-8B (256-d, qwen3)"
-    assert report["models"]["reranked"].endswith("+ BM25 + rerank Qwen/Qwen3-Reranker-8B")
+    assert report["models"]["reranked"].endswith("+ BM25 + expansion Qwen/Qwen3-32B + rerank Qwen/Qwen3-Reranker-8B")
+    assert report["models"]["expanded"].endswith("+ BM25 + expansion Qwen/Qwen3-32B")
     phases = report["phases"]
     assert phases["hybrid"]["Recall@50"] >= phases["lexical"]["Recall@50"]
     assert phases["lexical"]["MRR@10"] > 0.8  # a regression in BM25 shows up here
@@ -143,3 +144,83 @@ def test_gate_failures_name_every_class_that_cannot_be_judged() -> None:
     assert [f.split(":")[0] for f in failures] == ["lost", "degraded", "legless"]
     assert ungated(report) == ["small"]  # one query of 39 moves nDCG@10 by more than the slack: reported only
     assert [f.split(":")[0] for f in gate_failures(report, min_queries=1)] == ["lost", "degraded", "legless", "small"]
+
+
+def _parallel_manifest(tmp_path: Path, ru_queries: list[str]) -> Path:
+    """Two tiny corpora (English, Russian notes on the same two subjects) and three classes: English questions,
+    the same in Russian (``parallel``), and the English ones over the Russian notes (the cross-language class)."""
+    for lang, notes in {
+        "en": {"backup.md": "# Back up your vault\n\nCopy the vault folder to another drive every week.\n",
+               "sync.md": "# Sync settings\n\nSync keeps your settings and plugins on every device.\n"},
+        "ru": {"копия.md": "# Резервная копия хранилища\n\nКопируйте папку хранилища на другой диск каждую неделю.\n",
+               "синхронизация.md": "# Синхронизация настроек\n\nСинхронизация хранит настройки и плагины на всех "
+                                   "устройствах.\n"},
+    }.items():  # fmt: skip
+        (tmp_path / lang).mkdir()
+        for name, text in notes.items():
+            (tmp_path / lang / name).write_text(text, encoding="utf-8")
+    en = [("how do I back up my vault", "backup.md"), ("how are plugins kept on every device", "sync.md")]
+    ru_relevant = ["копия.md", "синхронизация.md"]
+    files = {
+        "q-en": [{"query": q, "relevant": [r]} for q, r in en],
+        "q-ru": [{"query": q, "relevant": [r]} for q, r in zip(ru_queries, ru_relevant, strict=False)],
+        "cross": [{"query": q, "relevant": [r]} for (q, _), r in zip(en, ru_relevant, strict=True)],
+    }
+    for name, items in files.items():
+        (tmp_path / f"{name}.yaml").write_text(json.dumps(items, ensure_ascii=False), encoding="utf-8")
+    manifest = tmp_path / "classes.yaml"
+    manifest.write_text(
+        "- {class: question-en, corpus: en, queries: q-en.yaml, parallel: question-ru}\n"
+        "- {class: question-ru, corpus: ru, queries: q-ru.yaml}\n"
+        "- {class: cross-en-to-ru, corpus: ru, queries: cross.yaml}\n",
+        encoding="utf-8",
+    )
+    return manifest
+
+
+def test_parallel_classes_give_every_query_its_translation(tmp_path: Path) -> None:
+    """A manifest's ``parallel: <class>``: the two classes hold the same queries in two languages, in the same
+    order; every class's queries get their translation, both ways (what the ``expanded`` phase's oracle answers),
+    a class of the same texts (cross-language) included. Parallel classes of different lengths, or a parallel
+    class that is not in the manifest, are a clear error."""
+    from kbsearch_tools.evaluate import load_classes
+
+    ru = ["как сделать резервную копию хранилища", "где хранятся плагины на всех устройствах"]
+    manifest = _parallel_manifest(tmp_path, ru)
+    classes = {c.name: c for c in load_classes(manifest, tmp_path)[0]}
+    assert classes["question-en"].translations == {
+        "how do I back up my vault": ru[0], "how are plugins kept on every device": ru[1]}  # fmt: skip
+    assert classes["question-ru"].translations == {ru[0]: "how do I back up my vault",
+                                                   ru[1]: "how are plugins kept on every device"}  # fmt: skip
+    assert classes["cross-en-to-ru"].translations == classes["question-en"].translations
+    only = load_classes(manifest, tmp_path, {"cross-en-to-ru"})[0]  # the table does not depend on --only
+    assert only[0].translations == classes["question-en"].translations
+    (tmp_path / "short").mkdir()
+    short = _parallel_manifest(tmp_path / "short", ru[:1])
+    with pytest.raises(KbSearchError, match="parallel but hold 2 and 1 queries"):
+        load_classes(short, tmp_path / "short")
+    manifest.write_text(manifest.read_text(encoding="utf-8").replace("parallel: question-ru", "parallel: nope"),
+                        encoding="utf-8")  # fmt: skip
+    with pytest.raises(KbSearchError, match="unknown class nope"):
+        load_classes(manifest, tmp_path)
+
+
+def test_the_expanded_phase_searches_with_the_translation(tmp_path: Path) -> None:
+    """``--phases ...,expanded`` with an oracle: the oracle's chat endpoint is the expansion model, answering each
+    query with its translation from the parallel classes (an upper bound of an expansion model that translates),
+    and the search's lexical leg of that variant counts for its language: an English question over Russian notes
+    finds the Russian note by its Russian words."""
+    from kbsearch.config import Settings
+    from kbsearch_tools.evaluate import load_classes, run_classes
+    from kbsearch_tools.oracle import unavailable
+
+    reason = unavailable("e5")
+    if reason:
+        pytest.skip(reason)
+    ru = ["как сделать резервную копию хранилища", "где хранятся плагины на всех устройствах"]
+    classes, _ = load_classes(_parallel_manifest(tmp_path, ru), tmp_path, {"cross-en-to-ru"})
+    report = run_classes(Settings(), classes, ("lexical", "hybrid", "expanded"), oracle="e5").to_dict()
+    phases = report["classes"]["cross-en-to-ru"]["phases"]
+    assert phases["expanded"]["nDCG@10"] == 1.0 and phases["expanded"]["degraded"] == 0
+    assert phases["lexical"]["nDCG@10"] < 1.0  # the English words alone do not find the Russian notes
+    assert "translations" in report["models"]["expanded"]

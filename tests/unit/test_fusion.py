@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from kbsearch.fusion import FusionParams, analyse, fuse, lexical_variants
+from kbsearch.fusion import FusionParams, analyse, fuse, lexical_variants, translated
 from kbsearch.lexical import term_id, tokenize
 from kbsearch.qdrant.query import Candidate, Leg, ScoredChunk
 from kbsearch.search import blend
@@ -231,6 +231,26 @@ def test_a_rewrites_dense_leg_raises_the_notes_the_other_legs_carry() -> None:
     assert paths(fuse([own, *terms], evidence, 10)) == ["a.md", "b.md", "c.md"]
     fused = fuse([own, rewrite, *terms], evidence, 10)
     assert paths(fused) == ["c.md", "a.md", "b.md"] and fused[0].payload["text"] == "c.md"
+
+
+def test_a_translation_s_dense_leg_does_not_stretch_the_dense_scale() -> None:
+    """The expansion's translation (a variant in another language, :func:`kbsearch.fusion.translated`) has its own
+    dense leg, whose cosines across languages run lower: they count for the notes they rank, but the dense scale's
+    floor is the query-language legs', so the query's own balance of dense and BM25 is the same with or without it
+    (measured: EVAL.md, "Expansion that translates")."""
+    query = "walks in the evening"
+    evidence = analyse(query)
+    assert translated(evidence, [query, "вечерние прогулки", "evening walks"]) == [None, "ru", None]
+    own = (Leg("dense", 0, limit=20), [chunk(f"n{i}.md", 0.80 - i * 0.01) for i in range(20)])
+    lexical = (Leg("lexical", 0, "en", limit=50), [chunk("n9.md", 6.0), chunk("n3.md", 2.0)])
+    terms = probes(query, {"walk": 3.0, "even": 3.0}, holders=("n9.md", "n3.md", "n4.md", "n5.md"))
+    alone = fuse([own, lexical, *terms], evidence, 10)
+    low = [ScoredChunk(f"n{i}.md#0", 0.40 - i * 0.01, {}) for i in range(20)]
+    for language in ("ru", None):  # a translation; a same-language rewrite (its floor counts)
+        with_it = fuse([own, (Leg("dense", 1, language, limit=50, bare=True), low), lexical, *terms], evidence, 10)
+        same = [(c.payload["path"], round(c.fusion, 6)) for c in with_it] == [
+            (c.payload["path"], round(c.fusion, 6)) for c in alone]  # fmt: skip
+        assert same is (language == "ru")
 
 
 def test_the_few_notes_holding_every_rare_term_of_a_question_rise() -> None:

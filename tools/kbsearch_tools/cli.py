@@ -860,7 +860,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--classes",
         metavar="MANIFEST",
-        help="score every query class of a manifest (eval/classes.yaml: class, corpus, queries) and the "
+        help="score every query class of a manifest (eval/classes.yaml: class, corpus, queries, optional "
+        "parallel: the class holding the same queries in the other language) and the "
         "gap hybrid - max(lexical, dense) per class; phases default to lexical,dense,hybrid,reranked",
     )
     p.add_argument("--only", help="with --classes: comma-separated class names")
@@ -882,7 +883,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --gate: classes of fewer than N queries are reported, not gated (default 40)",
     )
     p.add_argument("--phases", help="comma-separated subset of lexical,dense,hybrid,expanded,reranked (default: all; "
-                   "with --classes: lexical,dense,hybrid,reranked)")  # fmt: skip
+                   "with --classes: lexical,dense,hybrid,reranked; with --classes and --oracle, expanded expands "
+                   "each query into its translation from the manifest's parallel classes)")  # fmt: skip
     p.add_argument(
         "--top-k", type=int, default=50, help="ranking depth per query, 10-200 (default 50; Recall@50 needs 50)"
     )

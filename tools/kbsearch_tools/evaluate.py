@@ -201,6 +201,8 @@ def _phase_models(phase: Phase, service: SearchService) -> str:
         parts.append(f"{sig['embedding_model']} ({sig['embedding_dimensions']}-d, {sig['embedding_input_format']})")
     if phase.retrieval != "dense":
         parts.append("BM25")
+    if phase.expand and service.expander is not None:
+        parts.append(f"expansion {service.expander.endpoint.model}")
     if phase.rerank and service.reranking is not None:
         parts.append(f"rerank {service.reranking.primary.endpoint.model}")
     return " + ".join(parts)
@@ -264,6 +266,9 @@ class QueryClass:
     corpus: Path
     queries: list[LabelledQuery]
     max_note_bytes: int | None = None  # only the corpus's notes up to this size (a smaller, faster corpus)
+    #: query → the same query in the other language (the manifest's ``parallel`` classes): what the ``expanded``
+    #: phase's oracle expansion answers, an upper bound of an expansion model that translates
+    translations: dict[str, str] = field(default_factory=dict)
 
 
 class SmallNotes:
@@ -302,6 +307,7 @@ def load_classes(manifest: Path, root: Path, only: set[str] | None = None) -> tu
     unknown = sorted((only or set()) - {str(i["class"]) for i in items})
     if unknown:
         raise KbSearchError(f"unknown class(es) {', '.join(unknown)} in {manifest}")
+    translations = _translations(items, root, manifest)
     classes, skipped = [], {}
     for item in items:
         name = str(item["class"])
@@ -318,8 +324,29 @@ def load_classes(manifest: Path, root: Path, only: set[str] | None = None) -> tu
             queries = [q for q in queries if q.relevant <= present]
         if item.get("limit"):
             queries = queries[: int(item["limit"])]
-        classes.append(QueryClass(name, corpus, queries, None if limit is None else int(limit)))
+        known = {q.query: translations[q.query] for q in queries if q.query in translations}
+        classes.append(QueryClass(name, corpus, queries, None if limit is None else int(limit), known))
     return classes, skipped
+
+
+def _translations(items: list[dict[str, Any]], root: Path, manifest: Path) -> dict[str, str]:
+    """Query → its translation, both ways, from the manifest's ``parallel`` pairs: a class whose item names
+    ``parallel: <class>`` holds the same queries as that class, in the other language, in the same order."""
+    by_name = {str(i["class"]): i for i in items}
+    out: dict[str, str] = {}
+    for item in items:
+        other = item.get("parallel")
+        if other is None:
+            continue
+        if str(other) not in by_name:
+            raise KbSearchError(f"{manifest}: class {item['class']} is parallel to an unknown class {other}")
+        mine, theirs = (load_queries(root / str(i["queries"])) for i in (item, by_name[str(other)]))
+        if len(mine) != len(theirs):
+            raise KbSearchError(f"{manifest}: {item['class']} and {other} are parallel but hold "
+                                f"{len(mine)} and {len(theirs)} queries")  # fmt: skip
+        for a, b in zip(mine, theirs, strict=True):
+            out[a.query], out[b.query] = b.query, a.query
+    return out
 
 
 @dataclass
@@ -357,8 +384,13 @@ def run_classes(
     if reason:
         raise KbSearchError(reason)
     server = OracleProvider(oracle, cache=oracle_cache).start()
+    expand = "expanded" in phases  # the oracle "expands" a query into its translation (the parallel classes')
+    if expand:
+        known = {q: t for c in classes for q, t in c.translations.items()}
+        server.rewrite = lambda query: [known[query]] if query in known else []
     try:
-        _run_classes(oracle_settings(settings, server), classes, phases, store_root, progress, depth, report)
+        local = oracle_settings(settings, server, expand=expand)
+        _run_classes(local, classes, phases, store_root, progress, depth, report)
     finally:
         server.stop()
     return report
@@ -418,7 +450,7 @@ def ungated(report: dict[str, Any], min_queries: int = GATE_MIN_QUERIES) -> list
 
 
 def format_classes(report: dict[str, Any]) -> str:
-    phases = [p for p in CLASS_PHASES if any(p in c["phases"] for c in report["classes"].values())]
+    phases = [p for p in PHASES if any(p in c["phases"] for c in report["classes"].values())]
     lines = [f"{'class':<17}{'n':>5}" + "".join(f"{p:>10}" for p in phases) + f"{'gap':>9}   corpus  (nDCG@10)"]
     for name, c in report["classes"].items():
         cells = "".join(f"{c['phases'][p]['nDCG@10']:>10.3f}" if p in c["phases"] else f"{'-':>10}" for p in phases)

@@ -196,9 +196,10 @@ class OracleProvider(FakeProvider):
         return status, answer
 
 
-def oracle_values(oracle: OracleProvider, rerank: bool = True) -> dict[str, Any]:
+def oracle_values(oracle: OracleProvider, rerank: bool = True, expand: bool = False) -> dict[str, Any]:
     """The settings that point kb-search at the oracle: its model, dimensions and input format, its loopback key;
-    no fallbacks, no hedging, timeouts for a CPU model rather than a GPU service."""
+    no fallbacks, no hedging, timeouts for a CPU model rather than a GPU service. ``expand``: its chat endpoint
+    is the expansion model too (answering with ``oracle.rewrite``: the eval's translation table)."""
     values: dict[str, Any] = provider_env(oracle, roles=["EMBEDDING"], fields=True) | {
         "embedding_model": oracle.model_name,
         "embedding_dimensions": oracle.dimensions,
@@ -218,12 +219,19 @@ def oracle_values(oracle: OracleProvider, rerank: bool = True) -> dict[str, Any]
             "rerank_timeout_s": 60.0,
             "rerank_hedge_ms": 0.0,
         }
+    if expand:
+        values |= provider_env(oracle, roles=["EXPANSION"], fields=True) | {
+            "expansion_model": "the eval's translations (oracle)",
+            "expansion_provider": "oracle-translations",
+            "expansion_cache_size": 0,
+        }
     return values
 
 
-def oracle_settings(settings: Settings, oracle: OracleProvider, rerank: bool = True) -> Settings:
+def oracle_settings(settings: Settings, oracle: OracleProvider, rerank: bool = True, expand: bool = False) -> Settings:
     """``settings`` pointed at the oracle (:func:`oracle_values`)."""
-    update = {k: SecretStr(v) if k.endswith("_api_key") else v for k, v in oracle_values(oracle, rerank).items()}
+    values = oracle_values(oracle, rerank, expand)
+    update = {k: SecretStr(v) if k.endswith("_api_key") else v for k, v in values.items()}
     update |= {"embedding_fallback_api_key": None, "reranker_fallback_api_key": None}
     return settings.model_copy(update=update)
 

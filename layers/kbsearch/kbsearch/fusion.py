@@ -83,6 +83,17 @@ def lexical_variants(evidence: QueryEvidence, variants: Sequence[str]) -> list[t
     return legs
 
 
+def translated(evidence: QueryEvidence, variants: Sequence[str]) -> list[str | None]:
+    """Per query variant (the query first), the language of a variant written in another language than the query
+    (a translation by the expansion model), else None: a translation's cosines (across languages, lower) do not
+    set the dense scale's floor."""
+    out: list[str | None] = [None]
+    for variant in variants[1:]:
+        language = text_language(variant)
+        out.append(language if language is not None and language != evidence.language else None)
+    return out
+
+
 #: The fewest chunks a leg must hold for its floor to be extrapolated (fewer: its last cosine).
 MIN_EXTRAPOLATED = 16
 
@@ -179,10 +190,11 @@ def fuse(
     """Every leg's scored chunks → one candidate per note (its best chunk), best first. ``mode`` ``dense`` or
     ``lexical`` ranks by that leg kind alone (evaluation); ``hybrid`` is the adaptive fusion (module doc)."""
     p = params or FusionParams()
-    # the dense scale: the best cosine and the floor over every dense leg as it came (bare ones included)
+    # the dense scale: the best cosine over every dense leg as it came (bare ones included), the floor over those
+    # in the query's language (a translation's cosines run lower: they would compress the query's own)
     cosines = [(leg, chunks) for leg, chunks in results if leg.kind == "dense" and chunks]
     top = max((chunks[0].score for _, chunks in cosines), default=0.0)
-    floor = min((dense_floor(leg, chunks, p) for leg, chunks in cosines), default=0.0)
+    floor = min((dense_floor(leg, chunks, p) for leg, chunks in cosines if leg.language is None), default=0.0)
     results = resolved(results)
     dense_legs = [chunks for leg, chunks in results if leg.kind == "dense" and chunks]
     lexical_legs = [(leg, chunks) for leg, chunks in results if leg.kind == "lexical" and chunks]

@@ -371,8 +371,8 @@ PROBE_DEPTH = 8
 
 @dataclass(frozen=True)
 class Leg:
-    """One search of the batch. ``kind``: ``dense`` (a query variant's vector), ``lexical`` (a variant's BM25
-    terms; ``language`` is the variant's), ``lexical-tail`` (the same BM25 search's next chunks, ids and scores
+    """One search of the batch. ``kind``: ``dense`` (a query variant's vector; ``language``: a translation's,
+    :func:`kbsearch.fusion.translated`), ``lexical`` (a variant's BM25 terms; ``language`` is the variant's), ``lexical-tail`` (the same BM25 search's next chunks, ids and scores
     only), ``probe`` (one BM25 term alone, its best :data:`PROBE_DEPTH` chunks,
     their path only: ``term``)."""
 
@@ -411,6 +411,7 @@ def batch_searches(
     hnsw_ef: int = 256,
     probes: Sequence[int] = (),
     min_limit: int = 50,
+    dense_languages: Sequence[str | None] = (),
 ) -> tuple[list[dict[str, Any]], list[Leg]]:
     """The searches of the one batch call (``POST /collections/{c}/points/query/batch``, ``{"searches": [...]}``):
     a dense search per query variant (the query's ``prefetch_limit`` chunks with their payloads, each rewrite's
@@ -428,7 +429,8 @@ def batch_searches(
         limit = prefetch_limit if i == 0 else min(min_limit, prefetch_limit)
         searches.append({"query": {"nearest": list(vector)}, "using": DENSE, "limit": limit, "params": params,
                          "with_payload": SEARCH_PAYLOAD if i == 0 else False, "with_vector": False})  # fmt: skip
-        legs.append(Leg("dense", i, limit=limit, bare=i > 0))
+        language = dense_languages[i] if i < len(dense_languages) else None
+        legs.append(Leg("dense", i, language, limit=limit, bare=i > 0))
     # A BM25 leg brings half as many payloads when a dense leg brings the rest, then ranks on to twice the prefetch
     # limit as ids and scores only (its *tail*: the same search with an ``offset``, cheap, since the payloads are
     # what costs): a tail chunk whose payload another leg carries still lends its note its BM25 evidence (a
