@@ -432,6 +432,51 @@ def test_notes_in_other_encodings_are_skipped_with_the_encoding_named(tmp_path: 
         assert skipped[name].startswith(reason), (name, skipped[name])
 
 
+def nfd_text(text: str) -> str:
+    return unicodedata.normalize("NFD", text)
+
+
+FACETS = {"tag": "café", "tag2": "ёлка", "type": "décision", "status": "действующий"}  # each has an NFD form
+
+
+def test_filter_values_match_whatever_unicode_form_either_side_uses(tmp_path: Path, load_search_app) -> None:
+    """Tags, type and status written in NFD by one note (``й`` as ``и`` + U+0306, ``é`` as ``e`` + U+0301: what
+    tools on macOS and some editors write) and in NFC by another, filtered for in either form, over POST /search and
+    kb_search: both notes match, and kb_list counts one value (an NFC filter missed the NFD note, silently)."""
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    for name, form in (("nfd.md", nfd_text), ("nfc.md", lambda t: unicodedata.normalize("NFC", t))):
+        front = (f"tags: [{form(FACETS['tag'])}, {form(FACETS['tag2'])}]\ntype: {form(FACETS['type'])}\n"
+                 f"status: {form(FACETS['status'])}\n")  # fmt: skip
+        (kb / name).write_text(f"---\n{front}---\n# {name}\n\nzebrafinch facets\n", encoding="utf-8")
+    code, _, stderr = kbsearch_index(kb, tmp_path / "q")
+    assert code == 0, stderr
+    call = load_search_app(KB_SOURCE=str(kb), QDRANT_PATH=str(tmp_path / "q"))
+    for key, field in (("tag", "tags"), ("tag2", "tags"), ("type", "type"), ("status", "status")):
+        for form in (nfd_text, lambda t: unicodedata.normalize("NFC", t)):
+            value = form(FACETS[key])
+            body = {"query": "zebrafinch facets", "top_k": 5, "filters": {field: [value]}}
+            post = call(
+                mcp_event(
+                    "kb_search",
+                    {
+                        "query": "zebrafinch facets",
+                        **{{"tags": "tags", "type": "types", "status": "statuses"}[field]: [value]},
+                    },
+                )
+            )
+            for answer in (
+                json.loads(call({**mcp_event("x", {}), "resource": "/search", "path": "/search",
+                                 "body": json.dumps(body)})["body"])["results"],
+                json.loads(post["body"])["result"]["structuredContent"]["results"],
+            ):  # fmt: skip
+                assert sorted(h["path"] for h in answer) == ["nfc.md", "nfd.md"], (key, ascii(value), answer)
+    catalog = json.loads(call(mcp_event("kb_list", {}))["body"])["result"]["structuredContent"]
+    for field, key in (("tags", "tag"), ("types", "type"), ("statuses", "status")):
+        assert [(f["value"], f["count"]) for f in catalog[field] if f["value"].casefold().startswith(
+            FACETS[key][:1])] == [(unicodedata.normalize("NFC", FACETS[key]), 2)], catalog[field]  # fmt: skip
+
+
 def test_two_notes_with_one_id_are_both_found_and_reported(tmp_path: Path, load_search_app) -> None:
     kb = tmp_path / "kb"
     kb.mkdir()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
+import unicodedata
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -91,7 +92,7 @@ def normalize_tags(value: Any) -> list[str]:
         items = [value]
     out: list[str] = []
     for item in items:
-        tag = str(_json_safe(item)).strip().lstrip("#").strip()
+        tag = unicodedata.normalize("NFC", str(_json_safe(item)).strip().lstrip("#").strip())
         if tag and tag not in out:
             out.append(tag)
     return out
@@ -102,6 +103,12 @@ def _text_or_none(value: Any) -> str | None:
         return None
     text = str(_json_safe(value)).strip()
     return text or None
+
+
+def _facet_or_none(value: Any) -> str | None:
+    """A ``type`` or ``status``: text in NFC, the form search filters compare with."""
+    text = _text_or_none(value)
+    return None if text is None else unicodedata.normalize("NFC", text)
 
 
 def _float_or_none(value: Any) -> float | None:
@@ -265,8 +272,8 @@ def parse_note(path: str, raw: bytes, max_bytes: int = MAX_NOTE_BYTES) -> Note:
         doc_id=_text_or_none(meta.get("id")) or path,
         metadata=meta,
         tags=normalize_tags(meta.get("tags")),
-        type=_text_or_none(meta.get("type")),
-        status=_text_or_none(meta.get("status")),
+        type=_facet_or_none(meta.get("type")),
+        status=_facet_or_none(meta.get("status")),
         summary=_text_or_none(meta.get("summary")) or _text_or_none(meta.get("description")),
         ai_weight=_float_or_none(meta.get("ai_weight")),
         created=_date_or_none(meta, "created", warnings),

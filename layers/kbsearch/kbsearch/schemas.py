@@ -48,6 +48,12 @@ class SearchFilters(BaseModel):
     def _one_or_many(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
 
+    @field_validator("tags", "type", "status")
+    @classmethod
+    def _nfc(cls, value: list[str] | None) -> list[str] | None:
+        """In NFC, as the indexer stores them: ``й`` typed as ``и`` + U+0306 is the same tag."""
+        return None if value is None else [unicodedata.normalize("NFC", v) for v in value]
+
     @field_validator("path_prefix")
     @classmethod
     def _folder(cls, value: str | None) -> str | None:
