@@ -365,6 +365,7 @@ def test_mcp_unsupported_protocol_version_header_names_the_supported(handler, ve
 
 INIT = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize",
                    "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t"}}}).encode()  # fmt: skip
+API_HOST = "abc123.execute-api.eu-west-1.amazonaws.com"  # the Host a deployed API is reached by
 OTHER_ORIGINS = ["https://evil.example", "http://evil.example:3000", "null", "http://127.0.0.1.evil.example",
                  "http://localhost.evil.example:3000", "http://10.0.0.7", "http://[::2]:3000", "file://",
                  "chrome-extension://abcdef", "garbage", "http://", "http://[::1", ""]  # fmt: skip
@@ -373,21 +374,26 @@ LOCAL_ORIGINS = [None, "http://localhost:6274", "http://127.0.0.1:3000", "http:/
 
 
 @pytest.mark.parametrize("name", ["Origin", "origin"])
-@pytest.mark.parametrize("origin", OTHER_ORIGINS)
+@pytest.mark.parametrize(
+    "origin", [*OTHER_ORIGINS, f"https://{API_HOST}.evil.example", "https://execute-api.eu-west-1.amazonaws.com"]
+)
 def test_mcp_refuses_web_pages_of_other_origins(handler, origin: str, name: str) -> None:
     """The MCP spec's DNS-rebinding guard: a request carrying an ``Origin`` that is not this machine (another site,
     ``null``, a look-alike host, a private address, not a URL) is 403 with a JSON-RPC error, before its body is
     read, whatever the method (it was answered: a page a user visits could read the KB through ``kbsearch serve``)."""
     call = handler()
     for method, raw in (("POST", INIT), ("POST", b"%%%"), ("GET", b"")):
-        result = call(request(method, "/mcp", raw, headers=[(name, origin)]))
+        result = call(request(method, "/mcp", raw, headers=[("Host", API_HOST), (name, origin)]))
         assert result["statusCode"] == 403, (method, result["body"])
         assert rpc_error_object(result)["code"] == -32600
 
 
-@pytest.mark.parametrize("origin", LOCAL_ORIGINS)
+@pytest.mark.parametrize("origin", [*LOCAL_ORIGINS, f"https://{API_HOST}", f"https://{API_HOST.upper()}:443"])
 def test_mcp_answers_clients_without_an_origin_and_pages_of_this_machine(handler, origin: str | None) -> None:
-    result = handler()(request("POST", "/mcp", INIT, headers=[("Origin", origin)] if origin is not None else []))
+    """No ``Origin`` (every MCP client that is not a browser), a page of this machine, or the API's own /docs
+    (``Origin`` naming the ``Host`` the request was sent to): answered."""
+    headers = [("Host", API_HOST)] + ([("Origin", origin)] if origin is not None else [])
+    result = handler()(request("POST", "/mcp", INIT, headers=headers))
     assert result["statusCode"] == 200, result["body"]
     assert json.loads(result["body"])["result"]["serverInfo"]["name"] == "kb-search"
 

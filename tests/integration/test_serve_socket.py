@@ -208,12 +208,16 @@ THIS_MACHINE = ["127.0.0.1", "127.0.0.1:{port}", "localhost:{port}", "LOCALHOST"
 
 
 @pytest.mark.parametrize("host", OTHER_HOSTS)
-@pytest.mark.parametrize("path", ["/health", "/search?q=x", "/notes", "/whoami", "/docs"])
+@pytest.mark.parametrize("path", ["/health", "/search?q=x", "/notes", "/whoami", "/docs", "/mcp"])
 def test_requests_naming_another_host_are_403_on_loopback(served: ServeProcess, host: str, path: str) -> None:
     """DNS rebinding: a web page of another site whose name now resolves to 127.0.0.1 reaches ``kbsearch serve``
     with its own ``Host``. Bound to loopback, every route answers such a request 403 (they were answered: the
     page could read the KB); requests naming this machine are answered."""
     gateway_error(exchange(served.base_url, req(f"GET {path} HTTP/1.1\nHost: {host}\n")), 403)
+    if path == "/mcp":  # the rebound page's own origin: what /mcp's Origin check lets through, the Host check stops
+        body = b'{"jsonrpc": "2.0", "id": 1, "method": "ping"}'
+        head = f"POST /mcp HTTP/1.1\nHost: {host}\nOrigin: http://{host}\nContent-Length: {len(body)}\n"
+        gateway_error(exchange(served.base_url, req(head, body)), 403)
 
 
 @pytest.mark.parametrize("host", THIS_MACHINE)

@@ -99,21 +99,24 @@ def body_error(exc: BadBody) -> HttpAnswer:
     return _rpc_error(None, PARSE_ERROR, f"Parse error: {exc.message}")
 
 
-def allowed_origin(origin: str | None) -> bool:
+def allowed_origin(origin: str | None, host_header: str | None = None) -> bool:
     """Whether a request with this ``Origin`` header may reach the MCP endpoint: MCP clients send none (desktop
     assistants, the SDKs, server-side connectors); a browser sends one, and only a page of this machine (``localhost``,
-    a loopback address: the inspector, a local tool) may call. Any other origin (``null`` included) is a web page
-    that a DNS-rebinding attack or a cross-site form points here, refused as the spec requires (403)."""
+    a loopback address: the inspector, a local tool) or of the API itself (``Host``: its own /docs) may call. Any
+    other origin (``null`` included) is a web page that a cross-site request points here, refused as the spec
+    requires (403). A rebound name that is its own origin cannot reach a deployment (API Gateway routes by its own
+    names) nor ``kbsearch serve`` on loopback (it answers only a ``Host`` of this machine)."""
     if origin is None:
         return True
     try:
         parts = urlsplit(origin.strip())
         host = parts.hostname
+        own = urlsplit("//" + host_header.strip()).hostname if host_header else None
     except ValueError:
         return False
     if parts.scheme not in ("http", "https") or not host:
         return False
-    if host == "localhost" or host.endswith(".localhost"):
+    if host in (own, "localhost") or host.endswith(".localhost"):
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
@@ -123,7 +126,7 @@ def allowed_origin(origin: str | None) -> bool:
 
 def origin_refusal(headers: Mapping[str, str]) -> HttpAnswer | None:
     """403 for a request whose ``Origin`` (``headers`` with lower-case names) may not reach the endpoint."""
-    if allowed_origin(headers.get("origin")):
+    if allowed_origin(headers.get("origin"), headers.get("host")):
         return None
     answer = _rpc_error(None, INVALID_REQUEST, "Forbidden: requests from web pages of other origins are refused")
     return HttpAnswer(403, answer.body, {})
