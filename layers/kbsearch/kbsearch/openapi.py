@@ -334,6 +334,11 @@ def complete(
             if path in key_required_paths:
                 operation["security"] = [{"ApiKey": []}]
                 responses["403"] = _json(_GATEWAY_ERROR, "API Gateway: no valid x-api-key")
+                if path == "/mcp":
+                    responses["403"] = _json(
+                        {"anyOf": [_GATEWAY_ERROR, _RPC_ERROR]},
+                        "API Gateway: no valid x-api-key; or (JSON-RPC) an Origin of another site's web page",
+                    )
             if method in ("post", "put", "patch"):
                 responses["411"] = _json(_GATEWAY_ERROR, "API Gateway: a body without a Content-Length")
                 big = responses.get("413", {}).get("content", {}).get("application/json", {}).get("schema")
