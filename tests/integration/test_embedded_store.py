@@ -214,9 +214,11 @@ def test_segments_are_searched_exactly_until_they_are_sealed(
     assert [hit["payload"]["path"] for hit in hits] == exact
 
 
-def test_a_collection_made_with_other_graph_settings_takes_the_current_ones(tmp_path: Path) -> None:
+def test_a_collection_made_with_other_graph_settings_takes_the_current_ones(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """A collection from before these settings (no graph, Qdrant's default segments) is given them by the next
-    sync, and keeps its points."""
+    sync, and keeps its points; the log says which settings changed and what the next sync that writes does."""
     import json
 
     import qdrant_edge as edge
@@ -234,9 +236,12 @@ def test_a_collection_made_with_other_graph_settings_takes_the_current_ones(tmp_
     settings = Settings.model_validate({"qdrant_path": str(tmp_path), "embedding_dimensions": 32})
     store = open_store(settings, Secrets(settings))
     try:
-        assert store.ensure_collection() is False and store.count() == 1
+        with caplog.at_level("WARNING", logger="kbsearch.qdrant.embedded"):
+            assert store.ensure_collection() is False and store.count() == 1
     finally:
         store.close()
+    (warning,) = [r.getMessage() for r in caplog.records if "settings changed" in r.getMessage()]
+    assert "quantization" in warning and "re-seals every segment" in warning
     config = json.loads((shard_path / "edge_config.json").read_text())
     assert config["hnsw_config"]["m"] == 0 and config["vectors"]["dense"]["on_disk"] is True
     assert config["quantization_config"] == {"scalar": {"type": "int8", "quantile": 0.99}}

@@ -219,8 +219,26 @@ def test_the_expanded_phase_searches_with_the_translation(tmp_path: Path) -> Non
         pytest.skip(reason)
     ru = ["как сделать резервную копию хранилища", "где хранятся плагины на всех устройствах"]
     classes, _ = load_classes(_parallel_manifest(tmp_path, ru), tmp_path, {"cross-en-to-ru"})
-    report = run_classes(Settings(), classes, ("lexical", "hybrid", "expanded"), oracle="e5").to_dict()
+    report = run_classes(Settings(), classes, ("lexical", "hybrid", "expanded", "reranked"), oracle="e5").to_dict()
     phases = report["classes"]["cross-en-to-ru"]["phases"]
     assert phases["expanded"]["nDCG@10"] == 1.0 and phases["expanded"]["degraded"] == 0
     assert phases["lexical"]["nDCG@10"] < 1.0  # the English words alone do not find the Russian notes
     assert "translations" in report["models"]["expanded"]
+    assert "expansion" not in report["models"]["reranked"]  # reranked is hybrid reranked, whatever runs beside it
+
+
+def test_a_query_with_two_translations_is_a_clear_error(tmp_path: Path) -> None:
+    """The translations are keyed by the query's text (as the search sends it, stripped): one text that two
+    parallel pairs translate differently would give one class the other's translation, so it is refused."""
+    from kbsearch_tools.evaluate import load_classes
+
+    manifest = _parallel_manifest(tmp_path, ["как сделать резервную копию хранилища", "где хранятся плагины"])
+    (tmp_path / "q-en2.yaml").write_text(json.dumps([{"query": " how do I back up my vault ", "relevant": ["x.md"]}]))
+    (tmp_path / "q-ru2.yaml").write_text(
+        json.dumps([{"query": "другой перевод", "relevant": ["y.md"]}], ensure_ascii=False)
+    )
+    with manifest.open("a", encoding="utf-8") as f:
+        f.write("- {class: long-en, corpus: en, queries: q-en2.yaml, parallel: long-ru}\n"
+                "- {class: long-ru, corpus: ru, queries: q-ru2.yaml}\n")  # fmt: skip
+    with pytest.raises(KbSearchError, match="has two translations"):
+        load_classes(manifest, tmp_path)

@@ -324,7 +324,8 @@ def load_classes(manifest: Path, root: Path, only: set[str] | None = None) -> tu
             queries = [q for q in queries if q.relevant <= present]
         if item.get("limit"):
             queries = queries[: int(item["limit"])]
-        known = {q.query: translations[q.query] for q in queries if q.query in translations}
+        # keyed as the search sends the query to the expansion model (SearchRequest strips it)
+        known = {q.query.strip(): translations[q.query.strip()] for q in queries if q.query.strip() in translations}
         classes.append(QueryClass(name, corpus, queries, None if limit is None else int(limit), known))
     return classes, skipped
 
@@ -345,7 +346,12 @@ def _translations(items: list[dict[str, Any]], root: Path, manifest: Path) -> di
             raise KbSearchError(f"{manifest}: {item['class']} and {other} are parallel but hold "
                                 f"{len(mine)} and {len(theirs)} queries")  # fmt: skip
         for a, b in zip(mine, theirs, strict=True):
-            out[a.query], out[b.query] = b.query, a.query
+            for query, translation in ((a.query.strip(), b.query.strip()), (b.query.strip(), a.query.strip())):
+                if out.setdefault(query, translation) != translation:  # the table is keyed by the text
+                    raise KbSearchError(
+                        f"{manifest}: {query!r} has two translations ({out[query]!r}, "
+                        f"{translation!r}): the expanded phase could not tell them apart"
+                    )
     return out
 
 
@@ -414,7 +420,10 @@ def _run_classes(
         with _indexed(settings, SmallNotes(corpus, max_bytes), store, depth) as (local, service, index):
             report.settings = _settings_in_force(local)
             report.index[corpus.name] = index
-            runnable = _runnable(service, phases, report.skipped)
+            # a class's reranked phase reranks hybrid, whichever phases run beside it (the expander is there only
+            # for the expanded phase's translations)
+            runnable = [Phase(p.name, p.retrieval, False, True) if p.name == "reranked" else p
+                        for p in _runnable(service, phases, report.skipped)]  # fmt: skip
             for phase in runnable:
                 report.models[phase.name] = _phase_models(phase, service)
             for c in members:

@@ -31,8 +31,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: Chunks an embedded (Edge) segment holds before it gets an HNSW graph, and at most: below it an exact scan answers
-#: about as fast and costs no build; one segment's build stays within ~0.9 GB at 1024 dimensions (BENCHMARKS.md).
+#: Chunks an embedded (Edge) segment holds before it is sealed (int8 vectors; an HNSW graph when HNSW_M > 0), and at
+#: most: each seal is bounded in time and memory (BENCHMARKS.md, "Sealed segments").
 EDGE_GRAPH_FROM = 10_000
 DEEPINFRA_EMBEDDINGS_URL = "https://api.deepinfra.com/v1/openai/embeddings"
 DEEPINFRA_RERANK_URL = "https://api.deepinfra.com/v1/inference/Qwen/Qwen3-Reranker-8B"

@@ -123,14 +123,16 @@ class EdgeStore(Store):
     """The indexer's :class:`Store` and the search's retrieval call, on one Qdrant Edge shard."""
 
     def __init__(
-        self, root: Path, collection: str, dimensions: int, hnsw_m: int = 16, graph_from: int = EDGE_GRAPH_FROM
+        self, root: Path, collection: str, dimensions: int, hnsw_m: int = 0, graph_from: int = EDGE_GRAPH_FROM
     ) -> None:
         if not COLLECTION_NAME.match(collection):
             raise StoreError(f"QDRANT_COLLECTION {collection!r} is not a usable name (letters, digits, _ . -)")
         self.collection = collection
         self.dimensions = dimensions
-        self.hnsw_m = hnsw_m  # 0: never a graph, every search exact (QDRANT_EMBEDDED_HNSW_M)
-        self.graph_from = graph_from  # points in a segment before it gets a graph (QDRANT_EMBEDDED_GRAPH_FROM)
+        self.hnsw_m = (
+            hnsw_m  # a sealed segment's graph degree; 0: none, its int8 vectors scanned (QDRANT_EMBEDDED_HNSW_M)
+        )
+        self.graph_from = graph_from  # points in a segment before it is sealed (QDRANT_EMBEDDED_GRAPH_FROM)
         self.embedded = True
         self.root = root
         self.path = root / "edge" / collection
@@ -346,6 +348,13 @@ class EdgeStore(Store):
                    "quantization": config.get("quantization_config")}  # fmt: skip
         if current != self._tuning():
             self._check_state()
+            wanted = self._tuning()
+            changed = sorted(k for k in wanted if current.get(k) != wanted[k])
+            logger.warning(
+                "kbsearch: the embedded store's segment settings changed (%s); the next sync that writes re-seals "
+                "every segment once with them (keeping their sizes; a graph is rebuilt when QDRANT_EMBEDDED_HNSW_M "
+                "> 0): minutes at 100x the vault", ", ".join(changed),
+            )  # fmt: skip
             with self._lock, storage_errors("updating the collection's settings"):
                 self.shard.close()
                 self._shard = None
