@@ -122,3 +122,59 @@ def check(out: dict[str, Any]) -> None:
     assert out["bad_cursor"].error.code == -32602 and "cursor" in out["bad_cursor"].error.message
     assert out["unknown_prompt"].error.code == -32602
     assert out["unknown_tool"].error.code == -32602 and "kb_delete_everything" in out["unknown_tool"].error.message
+
+
+# -- params of every JSON type in every slot: shared by the HTTP and stdio hostile-input tests ----------------------
+#: One value of every JSON type (and the strings that matter: empty, huge), for every slot a method reads.
+JSON_VALUES: list[Any] = [None, True, 0, -1, 1.5, 1e300, "", "x" * 60_000, [], ["kb_search"], {}, {"name": "kb_search"}]
+#: (method, the params it is sent with, the slot that gets each value)
+PARAM_SLOTS: list[tuple[str, dict[str, Any], str]] = [
+    ("tools/call", {"name": "kb_list", "arguments": {}}, "name"),
+    ("tools/call", {"name": "kb_list", "arguments": {}}, "arguments"),
+    ("resources/read", {"uri": "kb://note/en/Glossary.md"}, "uri"),
+    ("resources/list", {}, "cursor"),
+    ("prompts/get", {"name": "kb_answer", "arguments": {"question": "q"}}, "name"),
+    ("prompts/get", {"name": "kb_answer", "arguments": {"question": "q"}}, "arguments"),
+    (
+        "initialize",
+        {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t"}},
+        "protocolVersion",
+    ),
+    ("initialize", {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t"}}, "capabilities"),
+    ("tools/list", {}, "cursor"),
+    ("ping", {}, "_meta"),
+]
+
+
+def slot_messages(modern: bool) -> list[tuple[dict[str, Any], dict[str, str]]]:
+    """Every (method, slot, value) as a JSON-RPC request (ids 1, 2, ...) with the HTTP headers its era sends (the
+    2026-07-28 envelope in ``_meta`` and the headers that must match it; ``initialize`` is handshake-only)."""
+    out: list[tuple[dict[str, Any], dict[str, str]]] = []
+    for method, base, slot in PARAM_SLOTS:
+        if modern and (method == "initialize" or slot == "_meta"):
+            continue
+        for value in JSON_VALUES:
+            params = {**base, slot: value}
+            headers: dict[str, str] = {}
+            if modern:
+                params["_meta"] = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                                   "io.modelcontextprotocol/clientCapabilities": {}}  # fmt: skip
+                headers = {"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": method}
+                named = params.get("uri" if method == "resources/read" else "name")
+                if method in ("tools/call", "prompts/get", "resources/read") and isinstance(named, str):
+                    headers["Mcp-Name"] = named if named.isascii() and len(named) < 1000 else "x"
+            out.append(({"jsonrpc": "2.0", "id": len(out) + 1, "method": method, "params": params}, headers))
+    return out
+
+
+def check_slot_answer(message: dict[str, Any], answer: dict[str, Any]) -> None:
+    """A result, or an error that blames the request (never -32603, the server's own fault), with the request's
+    id, its message echoing no more than a few dozen characters of it (``data.uri`` of -32002 is the URI asked
+    for, as the spec has it)."""
+    assert answer.get("id") == message["id"], (message["method"], answer)
+    error = answer.get("error")
+    if error is not None:
+        assert error["code"] in (-32600, -32601, -32602, -32002, -32020, -32022), (message["method"], answer)
+        assert "x" * 100 not in error["message"], (message["method"], error["message"][:300])
+    else:
+        assert "x" * 100 not in str(answer["result"].get("content")), (message["method"], str(answer)[:300])

@@ -9,6 +9,8 @@ import hashlib
 import importlib.util
 import json
 import random
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,7 +34,7 @@ from kbsearch_tools.fakes import FakeProvider, provider_env
 from kbsearch_tools.local.apigw import HttpRequest, build_event, parse_result
 from kbsearch_tools.local.runtime import LambdaContext
 from kbsearch_tools.s3events import EventPath, eventbridge_body, sqs_event, sqs_record
-from tests.conftest import ROOT
+from tests.conftest import ROOT, subprocess_env
 
 BUCKET = "kb-notes"
 PREFIX = "kb/"
@@ -480,6 +482,73 @@ def test_poison_and_ignored_keys_never_block_the_rest_of_the_batch(
     root = read_batch(sqs_event([sqs_record(s3_body(f"{PREFIX}_access.yaml"), arn)]), KeyScope(BUCKET, PREFIX))
     assert [(c.path, c.key) for c in root.changes] == [("_access.yaml", f"{PREFIX}_access.yaml")]
     assert not root.ignored and not root.poison
+
+
+DEEP = "[" * 5000 + "]" * 5000  # past the JSON parser's recursion limit, far within SQS's 256 KiB
+UNREADABLE_BODIES = {
+    "deep arrays": DEEP, "deep objects": '{"a": ' * 3000 + "1" + "}" * 3000, "deep in Records": f'{{"Records": {DEEP}}}',
+    "deep in a record": f'{{"Records": [{{"eventName": "ObjectCreated:Put", "s3": {DEEP}}}]}}',
+    "deep EventBridge detail": f'{{"source": "aws.s3", "detail-type": "Object Created", "detail": {DEEP}}}',
+    "a record that is null": '{"Records": [null]}', "eventName a number": '{"Records": [{"eventName": 5, "s3": {}}]}',
+    "key a number": '{"Records": [{"eventName": "ObjectCreated:Put", "s3": {"object": {"key": 5}}}]}',
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("body", UNREADABLE_BODIES.values(), ids=UNREADABLE_BODIES.keys())
+def test_an_unreadable_message_fails_alone_whatever_its_nesting(
+    aws: EventPath, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str
+) -> None:
+    """A message body nested past the JSON parser's recursion limit (anywhere in it), or with a field of the wrong
+    type: that message alone is a batch item failure; the note in the same batch is applied (nesting was a
+    RecursionError that failed the whole batch, every message counting towards the dead-letter queue)."""
+    indexer = Indexer(monkeypatch, tmp_path, None)
+    aws.receive()
+    aws.put(f"{PREFIX}good.md", note(1))
+    (good,) = aws.receive()
+    bad = sqs_record(body, aws.queue_arn)
+    assert indexer([bad, good]) == [bad["messageId"]]
+    assert {p["path"] for p in open_points(indexer.settings())} == {"good.md"}
+
+
+SURROGATE_KEYS = {
+    "EventBridge": lambda arn: sqs_record(eventbridge_body(BUCKET, f"{PREFIX}x\ud800.md", False, "0A", "2026-12-03T09:00:00Z"), arn),
+    "notification": lambda arn: sqs_record(json.dumps({"Records": [{"eventName": "ObjectCreated:Put", "s3": {
+        "bucket": {"name": BUCKET}, "object": {"key": f"{PREFIX}\udfff\ud800.md", "sequencer": "0B"}}}]}), arn),
+    "event name": lambda arn: sqs_record(json.dumps({"Records": [{"eventName": "Object\ud800", "s3": {
+        "bucket": {"name": BUCKET}, "object": {"key": f"{PREFIX}y\udc00.md"}}}]}), arn),
+    "bucket": lambda arn: sqs_record(json.dumps({"Records": [{"eventName": "ObjectRemoved:Delete", "s3": {
+        "bucket": {"name": "b\ud800"}, "object": {"key": f"{PREFIX}z.md"}}}]}), arn),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("make", SURROGATE_KEYS.values(), ids=SURROGATE_KEYS.keys())
+def test_keys_with_lone_surrogates_are_ignored_and_logged(tmp_path: Path, make: Any) -> None:
+    """An event whose key (or event name, or bucket) holds a lone surrogate (a ``\\ud800`` escape in the
+    message's JSON): ignored with its reason, and the log line that says so is written, the surrogates as
+    ``\\ud800`` text. The handler runs in a fresh interpreter whose stdout is strict UTF-8, as Lambda's is: no
+    UTF-8 stream takes a lone surrogate, so the line was lost with a "Logging error" traceback."""
+    event = tmp_path / "event.json"
+    event.write_text(json.dumps(sqs_event([make("arn:aws:sqs:us-east-1:123456789012:q")])), encoding="ascii")
+    code = f"""
+import json, os
+from kbsearch_tools.local.template import Template
+from kbsearch_tools.local.runtime import LocalFunction, function_environment
+t = Template({str(ROOT / "template.yaml")!r})
+spec = t.function("IndexerFunction")
+fn = LocalFunction(spec, t.region, function_environment(spec, t.region, os.environ))
+result = fn.invoke(json.load(open({str(event)!r})))
+print("RESULT", json.dumps(result))
+"""
+    env = subprocess_env(KB_SOURCE=f"s3://{BUCKET}/{PREFIX}", QDRANT_PATH=str(tmp_path / "q"),
+                         AWS_DEFAULT_REGION="us-east-1", PYTHONIOENCODING="utf-8:strict")  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, cwd=ROOT, env=env, timeout=120, check=False
+    )
+    out, err = proc.stdout.decode("utf-8"), proc.stderr.decode("utf-8", "replace")
+    assert proc.returncode == 0 and 'RESULT {"batchItemFailures": []}' in out, err[-2000:]
+    assert "Logging error" not in err and "Traceback" not in err, err[-2000:]
+    ignored = [line for line in out.splitlines() if "event ignored" in line]
+    assert len(ignored) == 1 and "\\\\ud" in ignored[0], out[-2000:]  # JSON writes the backslash as \\
 
 
 def test_eventbridge_bodies_for_an_existing_bucket(

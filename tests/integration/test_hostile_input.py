@@ -21,8 +21,10 @@ import pytest
 from moto import mock_aws
 
 from kbsearch import slack
+from kbsearch_tools.fakes import provider_env
 from kbsearch_tools.local.apigw import HttpRequest, build_event
 from tests.conftest import ROOT, copy_store
+from tests.integration.mcp_checks import check_slot_answer, slot_messages
 
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
 SLACK_SECRET = "slack-signing-secret-789"
@@ -204,6 +206,27 @@ def searched_paths(call: Handler, prefix: str | None, surface: str) -> list[str]
     return [hit["path"] for hit in json.loads(result["body"])["results"]]
 
 
+NUMERIC_DATES = ["20260101", "1700000000", "0", "-1", "1700000000.5", "2026", "+20260101"]
+
+
+@pytest.mark.parametrize("value", NUMERIC_DATES)
+def test_updated_after_as_digits_is_422_never_unix_time(handler, value: str) -> None:
+    """``updated_after`` written as digits (a compact date, Unix seconds, a year): 422 naming the field on POST and
+    GET, a tool error over MCP; never read as Unix time (``20260101`` was 1970-08-23: a filter that kept every
+    note, silently)."""
+    call = handler()
+    body = json.dumps({"query": "qdrant", "filters": {"updated_after": value}}).encode()
+    for result in (call(request("POST", "/search", body)),
+                   call(request("GET", "/search", query=urlencode({"q": "qdrant", "updated_after": value})))):  # fmt: skip
+        assert result["statusCode"] == 422 and "updated_after" in result["body"], result["body"]
+    tool = {"name": "kb_search", "arguments": {"query": "qdrant", "updated_after": value}}
+    raw = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": tool}).encode()
+    result = json.loads(call(request("POST", "/mcp", raw))["body"])["result"]
+    assert result["isError"] and "updated_after" in result["content"][0]["text"]
+    ok = call(request("GET", "/search", query="q=qdrant&updated_after=2026-01-01"))
+    assert ok["statusCode"] == 200
+
+
 @pytest.mark.parametrize("surface", ["post", "get", "mcp"])
 def test_every_spelling_of_a_folder_means_that_folder(handler, surface: str) -> None:
     """The root in any spelling is the whole KB; a folder in any spelling is that folder (one normaliser behind
@@ -277,6 +300,19 @@ def test_mcp_invalid_requests(handler, message: str, code: int) -> None:
     assert status in (200, 400) and answer["error"]["code"] == code  # handshake-era tool errors travel in a 200
 
 
+@pytest.mark.parametrize("modern", [False, True], ids=["handshake-era", "2026-07-28"])
+def test_mcp_params_of_every_json_type_in_every_slot(handler, modern: bool) -> None:
+    """Every slot a method reads (a tool's or prompt's name and arguments, a URI, a cursor, the protocol version,
+    capabilities, ``_meta``) holding every JSON type: a result or an error blaming the request, never a 500 or
+    -32603 (a list or an object as a tool name was a 500: unhashable in the lookup)."""
+    call = handler()
+    for message, headers in slot_messages(modern):
+        raw = json.dumps(message).encode()
+        result = call(request("POST", "/mcp", raw, headers=list(headers.items())))
+        assert result["statusCode"] < 500, (message["method"], result["body"][:300])
+        check_slot_answer(message, json.loads(result["body"]))
+
+
 PAD = {"pad": "я" * 40_000}  # 80,000 bytes of UTF-8 in a valid request
 
 
@@ -325,6 +361,41 @@ def test_mcp_unsupported_protocol_version_header_names_the_supported(handler, ve
     error = rpc_error_object(result)
     assert error["code"] == -32022 and error["data"]["requested"] == version
     assert "2026-07-28" in error["data"]["supported"] and "2025-11-25" in error["data"]["supported"]
+
+
+INIT = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                   "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t"}}}).encode()  # fmt: skip
+API_HOST = "abc123.execute-api.eu-west-1.amazonaws.com"  # the Host a deployed API is reached by
+OTHER_ORIGINS = ["https://evil.example", "http://evil.example:3000", "null", "http://127.0.0.1.evil.example",
+                 "http://localhost.evil.example:3000", "http://10.0.0.7", "http://[::2]:3000", "file://",
+                 "chrome-extension://abcdef", "garbage", "http://", "http://[::1", ""]  # fmt: skip
+LOCAL_ORIGINS = [None, "http://localhost:6274", "http://127.0.0.1:3000", "http://[::1]:8080", "https://app.localhost",
+                 "http://127.5.5.5", "HTTP://LOCALHOST:6274"]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["Origin", "origin"])
+@pytest.mark.parametrize(
+    "origin", [*OTHER_ORIGINS, f"https://{API_HOST}.evil.example", "https://execute-api.eu-west-1.amazonaws.com"]
+)
+def test_mcp_refuses_web_pages_of_other_origins(handler, origin: str, name: str) -> None:
+    """The MCP spec's DNS-rebinding guard: a request carrying an ``Origin`` that is not this machine (another site,
+    ``null``, a look-alike host, a private address, not a URL) is 403 with a JSON-RPC error, before its body is
+    read, whatever the method (it was answered: a page a user visits could read the KB through ``kbsearch serve``)."""
+    call = handler()
+    for method, raw in (("POST", INIT), ("POST", b"%%%"), ("GET", b"")):
+        result = call(request(method, "/mcp", raw, headers=[("Host", API_HOST), (name, origin)]))
+        assert result["statusCode"] == 403, (method, result["body"])
+        assert rpc_error_object(result)["code"] == -32600
+
+
+@pytest.mark.parametrize("origin", [*LOCAL_ORIGINS, f"https://{API_HOST}", f"https://{API_HOST.upper()}:443"])
+def test_mcp_answers_clients_without_an_origin_and_pages_of_this_machine(handler, origin: str | None) -> None:
+    """No ``Origin`` (every MCP client that is not a browser), a page of this machine, or the API's own /docs
+    (``Origin`` naming the ``Host`` the request was sent to): answered."""
+    headers = [("Host", API_HOST)] + ([("Origin", origin)] if origin is not None else [])
+    result = handler()(request("POST", "/mcp", INIT, headers=headers))
+    assert result["statusCode"] == 200, result["body"]
+    assert json.loads(result["body"])["result"]["serverInfo"]["name"] == "kb-search"
 
 
 def test_mcp_errors_of_the_server_itself_are_json_rpc(handler) -> None:
@@ -409,6 +480,84 @@ def test_tool_errors_show_no_internals(handler, tmp_path: Path) -> None:
     assert "kb-private-folder" in logged and "kb-no-such-bucket" in logged  # the detail is in the log
 
 
+# -- the caller mapping (ACCESS_GROUPS in SSM) -------------------------------------------------------------------------
+
+ACCESS_PARAM = "/kb-search/test/access-groups"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        # nested past the parser's recursion limit, within SSM's 4 KB / 8 KB values (was a 500 on every request)
+        "[" * 2000 + "]" * 2000,
+        '{"api_keys": {"k1": ' + "[" * 2000 + "]" * 2000 + "}}",
+        '{"slack": {"T1": ' + '{"":' * 1500 + "1" + "}" * 1500 + "}}",
+        "{not json", "null", "[]", '"text"', "42", '{"api_keys": {"k1": ["hr"]}, "extra": 1}',
+        '{"api_keys": {"k1": NaN}}', '{"api_keys": {"k1": [' + "9" * 5000 + "]}}",
+        '{"api_keys": {"\ud800": ["hr"]}}', '{"api_keys": {"k1": {"groups": {"hr": 1}}}}',
+        '{"api_keys": {"k1": ["h r"]}}', '{"slack": {"T1/C1/U1/X": ["hr"]}}',
+    ],
+    ids=lambda v: v[:24],
+)  # fmt: skip
+def test_a_caller_mapping_that_is_not_one_gives_public_only(handler, value: str) -> None:
+    """The caller mapping as SSM hands it over (moto) but not a mapping, in every way a JSON parameter can be
+    wrong (nesting past the parser's recursion limit, not JSON, other types, bad entries): every caller holds
+    ``public`` only and every route answers, never a 500; the key that would have been granted ``hr`` too."""
+    with mock_aws():
+        from aws_lambda_powertools.utilities import parameters
+
+        parameters.clear_caches()
+        boto3.client("ssm", region_name="us-east-1").put_parameter(Name=ACCESS_PARAM, Type="SecureString", Value=value)
+        call = handler(ACCESS_GROUPS_PARAM=ACCESS_PARAM)
+        for key_id in ("k1", None):
+            who = request("GET", "/whoami", content_type=None)
+            who["requestContext"]["identity"]["apiKeyId"] = key_id
+            result = call(who)
+            assert result["statusCode"] == 200, result["body"]
+            assert json.loads(result["body"])["groups"] == ["public"]
+        search = request("POST", "/search", GOOD)
+        search["requestContext"]["identity"]["apiKeyId"] = "k1"
+        assert call(search)["statusCode"] == 200
+        tool = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "kb_list", "arguments": {}}}
+        answer = call(request("POST", "/mcp", json.dumps(tool).encode()))
+        assert answer["statusCode"] == 200 and not json.loads(answer["body"])["result"]["isError"]
+        parameters.clear_caches()
+
+
+WHITESPACE = {"newline": "\n", "crlf": "\r\n", "space": " ", "tab": "\t", "both ends": " \n", "lines": "\n\n"}
+
+
+@pytest.mark.parametrize("ssm", [False, True], ids=["plain", "ssm"])
+@pytest.mark.parametrize("pad", WHITESPACE.values(), ids=WHITESPACE.keys())
+def test_secrets_pasted_with_surrounding_whitespace_still_work(handler, deepinfra, pad: str, ssm: bool) -> None:
+    """Provider keys and the Slack signing secret with a newline, CRLF, spaces or tabs around them (a paste into
+    SSM or a shell): searches answer undegraded and Slack requests verify (the key went into the Authorization
+    header as is: every provider call failed as a "connection failed (LocalProtocolError)", retried, the breaker
+    opened; every Slack request was a 401)."""
+    secrets = {"RERANKER_API_KEY": deepinfra.api_key, "EXPANSION_API_KEY": deepinfra.api_key,
+               "SLACK_SIGNING_SECRET": SLACK_SECRET}  # fmt: skip
+    env = {k: v for k, v in provider_env(deepinfra, roles=("RERANKER", "EXPANSION")).items() if not k.endswith("KEY")}
+    padded = {name: (pad if name != "EXPANSION_API_KEY" else "") + value + pad for name, value in secrets.items()}
+    with mock_aws():
+        from aws_lambda_powertools.utilities import parameters
+
+        parameters.clear_caches()
+        if ssm:
+            client = boto3.client("ssm", region_name="us-east-1")
+            for name, value in padded.items():
+                client.put_parameter(Name=f"/kb/{name}", Type="SecureString", Value=value)
+                env[f"{name}_PARAM"] = f"/kb/{name}"
+        else:
+            env |= padded
+        call = handler(**env)
+        result = call(request("POST", "/search", GOOD))
+        assert result["statusCode"] == 200, result["body"]
+        meta = json.loads(result["body"])["meta"]
+        assert meta["degraded"] == [] and meta["reranker"] == "deepinfra", meta
+        assert call(slack_request(form("help")))["statusCode"] == 200
+        parameters.clear_caches()
+
+
 # -- /slack/command ---------------------------------------------------------------------------------------------------
 
 
@@ -431,6 +580,27 @@ def test_slack_non_utf8_body_with_a_bad_signature_is_401(handler, raw: bytes) ->
     text_event = slack_request(raw, signed_body=b"something else")
     text_event.update(body=raw.decode("latin-1"), isBase64Encoded=False)  # as text, not base64
     envelope(call(text_event), 401, "unauthorized")
+
+
+HUGE_TEXTS = {
+    "words": "restore snapshot " * 3500, "cyrillic": "ротация ключей " * 650, "emoji": "👩‍👩‍👧‍👦 " * 650,
+    "entities": "&lt;&amp;&gt; " * 1800, "markup": "<!channel> *bold* `code` " * 1000, "share": "share " + "x y " * 10_000,
+    "filters": "tag:runbook in:ru " + "snapshot " * 5000, "one word": "z" * 40_000,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("text", HUGE_TEXTS.values(), ids=HUGE_TEXTS.keys())
+def test_slack_huge_command_text_gets_a_short_acknowledgement(handler, text: str) -> None:
+    """A signed command whose text fills the 64 KiB body (words, Cyrillic, emoji sequences, entities that escaping
+    lengthens, markup, with ``share`` and filters): 200 and an acknowledgement that fits one Slack text block
+    (3,000 characters), cut at a word and never inside an emoji (it echoed the whole text)."""
+    raw = form(text)
+    assert len(raw) < 64 * 1024
+    result = handler(SLACK_SIGNING_SECRET=SLACK_SECRET, SLACK_RESPONSE_HOSTS="127.0.0.1")(slack_request(raw))
+    assert result["statusCode"] == 200, result["body"]
+    ack = json.loads(result["body"])["text"]
+    assert len(ack) <= 3000 and ack.endswith("”…"), ack[-50:]
+    assert not unicodedata.category(ack[-4]).startswith("M") and "\u200d”" not in ack
 
 
 @pytest.mark.parametrize("raw", [b"text=caf\xe9", b"\xff\xfe", b"&".join([b"a=1"] * 101)])
@@ -507,7 +677,7 @@ def test_every_hostile_input_row_has_its_test() -> None:
     assert len(rows) >= 25, rows
     sources = "".join((ROOT / "tests/integration" / name).read_text() for name in
                       ("test_hostile_input.py", "test_serve_socket.py", "test_mcp_stdio.py",
-                       "test_notes_graph.py"))  # fmt: skip
+                       "test_notes_graph.py", "test_slack_interactive.py", "test_local_runner.py"))  # fmt: skip
     for row in rows:
         names = re.findall(r"`(test_\w+)`", row.rsplit("|", 2)[1])
         assert names, row

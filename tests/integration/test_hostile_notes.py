@@ -363,6 +363,120 @@ def test_kb_get_note_on_hostile_notes_answers_fast_and_small(tmp_path: Path, loa
     ] == {"title": "Feb"}  # the field that is not a date is dropped, as in the index
 
 
+SECRET = "Frontmatter restricted: salary band zebrafinch {n}."
+#: a frontmatter block opened on the first line and never closed: what follows may be metadata, ``access`` among it
+UNCLOSED: dict[str, bytes] = {
+    "no closing.md": b"---\naccess: [hr]\ntitle: Salaries\n\n# Salaries\n\n",
+    "closing typo.md": b"---\naccess: [hr]\n---x\n# Salaries\n\n",
+    "closing indented.md": b"---\naccess: [hr]\n ---\n# Salaries\n\n",
+    "four dashes.md": b"---\naccess: [hr]\n----\n# Salaries\n\n",
+    "stars.md": b"---\naccess: [hr]\n***\n# Salaries\n\n",
+    "crlf.md": b"---\r\naccess: [hr]\r\ntitle: Salaries\r\n\r\n",
+    "bom.md": b"\xef\xbb\xbf---  \naccess: hr\n\n",
+    "opening then prose.md": b"---\n",
+    "lone dashes.md": b"---",  # the whole note (no secret appended)
+}
+
+
+def test_an_unclosed_frontmatter_is_skipped_never_public(tmp_path: Path, load_search_app) -> None:
+    """A note whose first line opens a frontmatter block that no later line closes (no closing line, a typo in
+    it, an indented one, ``----``, ``***``; CRLF, a BOM, prose right after it, a note of ``---`` alone): skipped with the reason, and to
+    a public caller neither searchable nor readable by path (it was indexed public, its ``access: [hr]`` and the
+    rest read as prose)."""
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    for n, (name, raw) in enumerate(UNCLOSED.items()):
+        (kb / name).write_bytes(raw if raw == b"---" else raw + SECRET.format(n=n).encode() + b"\n")
+    (kb / "open.md").write_text("---\ntitle: Open\n---\n# Open\n\nA public note about zebrafinch.\n")
+    code, report, stderr = kbsearch_index(kb, tmp_path / "q")
+    assert code == 0 and report["error"] is None, stderr
+    skipped = {s["path"]: s["reason"] for s in report["skipped"]}
+    assert set(skipped) == set(UNCLOSED) and all("frontmatter is not closed" in r for r in skipped.values()), skipped
+    assert {p["path"] for p in store_points(Settings(qdrant_path=str(tmp_path / "q")))} == {"open.md"}
+    call = load_search_app(KB_SOURCE=str(kb), QDRANT_PATH=str(tmp_path / "q"))
+    search = json.loads(call(mcp_event("kb_search", {"query": "salary band zebrafinch", "top_k": 20}))["body"])
+    assert [h["path"] for h in search["result"]["structuredContent"]["results"]] == ["open.md"]
+    for name in UNCLOSED:
+        result = json.loads(call(mcp_event("kb_get_note", {"path": name}))["body"])["result"]
+        assert result["isError"] and result["content"][0]["text"].startswith(f"no note at {name!r}"), (name, result)
+
+
+WIDE = "---\ntitle: Заметка\n---\n# Заметка\n\nText of a note saved as UTF-16 or UTF-32.\n"
+#: note → (bytes, the reason's start): what Windows editors write as "Unicode", and what is plainly not text
+ENCODINGS: dict[str, tuple[bytes, str]] = {
+    "utf16le.md": (WIDE.encode("utf-16"), "UTF-16 text, not UTF-8"),
+    "utf16be.md": (b"\xfe\xff" + WIDE.encode("utf-16-be"), "UTF-16 text, not UTF-8"),
+    "utf32le.md": (WIDE.encode("utf-32"), "UTF-32 text, not UTF-8"),
+    "utf32be.md": (b"\x00\x00\xfe\xff" + WIDE.encode("utf-32-be"), "UTF-32 text, not UTF-8"),
+    "latin1.md": (WIDE.replace("Заметка", "Café").encode("latin-1"), "not UTF-8 (invalid byte at offset"),
+    "nul.md": (b"# Binary\n\x00\x01\x02", "binary content (NUL bytes)"),
+    "empty.md": (b"", "empty note"),
+    "blank.md": (b" \n\t\r\n", "empty note"),
+}
+
+
+def test_notes_in_other_encodings_are_skipped_with_the_encoding_named(tmp_path: Path) -> None:
+    """A note saved as UTF-16 or UTF-32 (with their byte-order marks, as Windows editors save "Unicode"), Latin-1,
+    binary, empty or blank: skipped with a reason that names what it is (UTF-16 and UTF-32 were "binary content
+    (NUL bytes)"); the rest indexed."""
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    for name, (raw, _) in ENCODINGS.items():
+        (kb / name).write_bytes(raw)
+    (kb / "ok.md").write_text(WIDE, encoding="utf-8")
+    code, report, stderr = kbsearch_index(kb, tmp_path / "q")
+    assert code == 0 and report["added"] == 1, stderr
+    skipped = {s["path"]: s["reason"] for s in report["skipped"]}
+    assert set(skipped) == set(ENCODINGS), skipped
+    for name, (_, reason) in ENCODINGS.items():
+        assert skipped[name].startswith(reason), (name, skipped[name])
+
+
+def nfd_text(text: str) -> str:
+    return unicodedata.normalize("NFD", text)
+
+
+FACETS = {"tag": "café", "tag2": "ёлка", "type": "décision", "status": "действующий"}  # each has an NFD form
+
+
+def test_filter_values_match_whatever_unicode_form_either_side_uses(tmp_path: Path, load_search_app) -> None:
+    """Tags, type and status written in NFD by one note (``й`` as ``и`` + U+0306, ``é`` as ``e`` + U+0301: what
+    tools on macOS and some editors write) and in NFC by another, filtered for in either form, over POST /search and
+    kb_search: both notes match, and kb_list counts one value (an NFC filter missed the NFD note, silently)."""
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    for name, form in (("nfd.md", nfd_text), ("nfc.md", lambda t: unicodedata.normalize("NFC", t))):
+        front = (f"tags: [{form(FACETS['tag'])}, {form(FACETS['tag2'])}]\ntype: {form(FACETS['type'])}\n"
+                 f"status: {form(FACETS['status'])}\n")  # fmt: skip
+        (kb / name).write_text(f"---\n{front}---\n# {name}\n\nzebrafinch facets\n", encoding="utf-8")
+    code, _, stderr = kbsearch_index(kb, tmp_path / "q")
+    assert code == 0, stderr
+    call = load_search_app(KB_SOURCE=str(kb), QDRANT_PATH=str(tmp_path / "q"))
+    for key, field in (("tag", "tags"), ("tag2", "tags"), ("type", "type"), ("status", "status")):
+        for form in (nfd_text, lambda t: unicodedata.normalize("NFC", t)):
+            value = form(FACETS[key])
+            body = {"query": "zebrafinch facets", "top_k": 5, "filters": {field: [value]}}
+            post = call(
+                mcp_event(
+                    "kb_search",
+                    {
+                        "query": "zebrafinch facets",
+                        **{{"tags": "tags", "type": "types", "status": "statuses"}[field]: [value]},
+                    },
+                )
+            )
+            for answer in (
+                json.loads(call({**mcp_event("x", {}), "resource": "/search", "path": "/search",
+                                 "body": json.dumps(body)})["body"])["results"],
+                json.loads(post["body"])["result"]["structuredContent"]["results"],
+            ):  # fmt: skip
+                assert sorted(h["path"] for h in answer) == ["nfc.md", "nfd.md"], (key, ascii(value), answer)
+    catalog = json.loads(call(mcp_event("kb_list", {}))["body"])["result"]["structuredContent"]
+    for field, key in (("tags", "tag"), ("types", "type"), ("statuses", "status")):
+        assert [(f["value"], f["count"]) for f in catalog[field] if f["value"].casefold().startswith(
+            FACETS[key][:1])] == [(unicodedata.normalize("NFC", FACETS[key]), 2)], catalog[field]  # fmt: skip
+
+
 def test_two_notes_with_one_id_are_both_found_and_reported(tmp_path: Path, load_search_app) -> None:
     kb = tmp_path / "kb"
     kb.mkdir()

@@ -134,6 +134,32 @@ def test_invoke_missing_event_file_is_clear() -> None:
     assert rc == 2 and "cannot read event file" in err and "Traceback" not in err
 
 
+UNREADABLE_JSON_FILES = {
+    "deep arrays": ("[" * 5000 + "]" * 5000).encode(), "deep objects": ('{"a":' * 3000 + "1" + "}" * 3000).encode(),
+    "Latin-1": '{"q": "café"}'.encode("latin-1"), "UTF-16": '{"q": "x"}'.encode("utf-16"), "binary": b"\x00\xff\xfe",
+    "not JSON": b"{q: x}", "cut short": b'{"httpMethod": "GE',
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("flag", ["--event", "--env-vars", "stdin"])
+@pytest.mark.parametrize("content", UNREADABLE_JSON_FILES.values(), ids=UNREADABLE_JSON_FILES.keys())
+def test_invoke_json_files_that_cannot_be_read_are_one_line(tmp_path: Path, flag: str, content: bytes) -> None:
+    """An event (file or ``-``) or ``--env-vars`` file that is not UTF-8, not JSON, or nested past the parser's
+    recursion limit: exit 2 and one line naming the file and what is wrong, never a traceback (nesting and bytes
+    that are not UTF-8 were tracebacks)."""
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(content)
+    args = {"--event": ["--event", str(bad)], "stdin": ["--event", "-"],
+            "--env-vars": ["--event", str(EVENTS / "health.json"), "--env-vars", str(bad)]}[flag]  # fmt: skip
+    proc = subprocess.run([*KBSEARCH_CMD, "invoke", "SearchFunction", *args], input=content if flag == "stdin" else b"",
+                          capture_output=True, cwd=ROOT, env=subprocess_env(), check=False, timeout=60)  # fmt: skip
+    err = proc.stderr.decode()
+    assert proc.returncode == 2 and proc.stdout == b"", err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert ("event" if flag != "--env-vars" else "env vars file") in err
+    assert any(what in err for what in ("not UTF-8", "not valid JSON")), err
+
+
 def test_health_path_imports_nothing_heavy() -> None:
     """A fresh interpreter answers /health through the real handler without the heavy modules."""
     code = f"""
@@ -189,6 +215,23 @@ def test_serve_honours_api_keys(served: str) -> None:
         httpx.post(f"{served}/search", json={"query": ""}, headers={"x-api-key": "k2"}, timeout=10).status_code == 422
     )
     assert httpx.get(f"{served}/health", timeout=10).status_code == 200  # no key on health
+
+
+@pytest.mark.parametrize(
+    "served",
+    [{"KB_LOCAL_API_KEYS": "k1:hr", "ACCESS_GROUPS": groups}
+     for groups in ("[" * 5000 + "]" * 5000, '{"api_keys": ' + "[" * 5000 + "]" * 5000 + "}", "{not json", "[]")],
+    indirect=True, ids=["deep", "deep inside", "not JSON", "a list"],
+)  # fmt: skip
+def test_serve_with_a_shell_caller_mapping_that_is_not_one_gives_public_only(served: str) -> None:
+    """``kbsearch serve`` merges the shell's ``ACCESS_GROUPS`` with the local keys' groups: a shell mapping that is
+    no mapping (nested past the JSON parser's recursion limit, not JSON, a list) leaves every caller ``public``
+    only, and the routes answer (nesting was a 500 on every route that reads the caller)."""
+    for _ in range(2):
+        r = httpx.get(f"{served}/whoami", headers={"x-api-key": "k1"}, timeout=30)
+        assert r.status_code == 200 and r.json()["groups"] == ["public"], r.text
+    r = httpx.post(f"{served}/search", json={"query": "x"}, headers={"x-api-key": "k1"}, timeout=30)
+    assert r.status_code in (200, 503), r.text  # 503: no index in this store; never a 500
 
 
 def test_invoke_indexer_schedule_event(tmp_path: Path) -> None:

@@ -17,10 +17,11 @@ import anyio
 import pytest
 from mcp import Client, StdioServerParameters
 
+from kbsearch_tools.fakes import FakeEndpoint
 from kbsearch_tools.local.process import serve_process
 from kbsearch_tools.mcp_stdio import mcp_url, shown_url
 from tests.conftest import KBSEARCH_CMD, ROOT, copy_store, subprocess_env
-from tests.integration.mcp_checks import check, walk
+from tests.integration.mcp_checks import check, check_slot_answer, slot_messages, walk
 
 API_KEY = "stdio-test-key"
 META = {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {}}
@@ -112,6 +113,31 @@ def test_remote_refusals_are_readable_errors(served: Any) -> None:
     assert answers[0]["error"]["code"] == -32002
 
 
+DEEP = b"[" * 5000 + b"]" * 5000
+REMOTE_GARBAGE = {
+    "deep JSON": (DEEP, "application/json"), "deep event": (b"data: " + DEEP + b"\n\n", "text/event-stream"),
+    "deep object": (b'{"jsonrpc": "2.0", "id": 1, "result": ' + DEEP + b"}", "application/json"),
+    "not JSON": (b"<html>502 Bad Gateway</html>", "text/html"), "an array": (b"[1, 2]", "application/json"),
+    "no result": (b'{"jsonrpc": "2.0", "id": 1}', "application/json"), "not UTF-8": (b"\xff\xfe{", "application/json"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("body", "kind"), REMOTE_GARBAGE.values(), ids=REMOTE_GARBAGE.keys())
+def test_a_remote_answering_garbage_is_an_error_per_request(body: bytes, kind: str) -> None:
+    """``--remote`` to an endpoint that answers 200 with no JSON-RPC message (nested past the JSON parser's
+    recursion limit, as JSON or as an event, not JSON, the wrong shape): one readable error per request and the
+    bridge keeps going (nesting was a RecursionError that ended the bridge with a traceback)."""
+    remote = FakeEndpoint().start()
+    remote.body, remote.content_type = body, kind
+    try:
+        answers, _ = run_lines(["--remote", remote.url], subprocess_env(KB_API_KEY=API_KEY),
+                               [line(INIT), call(2, "kb_list", {})])  # fmt: skip
+    finally:
+        remote.stop()
+    assert [a["id"] for a in answers] == [1, 2]
+    assert all(a["error"]["code"] == -32001 and "HTTP 200" in a["error"]["message"] for a in answers), answers
+
+
 def test_remote_url_forms() -> None:
     assert mcp_url("https://abc.execute-api.eu-west-1.amazonaws.com/prod") == (
         "https://abc.execute-api.eu-west-1.amazonaws.com/prod/mcp"
@@ -190,6 +216,19 @@ def test_huge_arguments_unknown_resources_and_cursors_never_issued(store: Path) 
     assert by_id[7]["error"]["code"] == by_id[8]["error"]["code"] == -32002
     assert by_id[9]["error"]["code"] == by_id[10]["error"]["code"] == by_id[11]["error"]["code"] == -32602
     assert by_id[12]["error"]["code"] == -32602 and by_id[14]["result"] == {}
+
+
+def test_params_of_every_json_type_in_every_slot_over_stdio(store: Path) -> None:
+    """The HTTP test's matrix (every slot of every method holding every JSON type, both eras) as stdio lines to one
+    ``kbsearch mcp``: one answer each, none an internal error, and the server still answers after them."""
+    messages = [message for modern in (False, True) for message, _ in slot_messages(modern)]
+    for i, message in enumerate(messages, start=1):
+        message["id"] = i
+    answers, _ = run_lines([], local_env(store), [*map(line, messages), call(len(messages) + 1, "kb_list", {})])
+    assert len(answers) == len(messages) + 1
+    for message, answer in zip(messages, answers, strict=False):
+        check_slot_answer(message, answer)
+    assert not answers[-1]["result"]["isError"]
 
 
 def test_stdin_closed_mid_call_ends_quietly(store: Path) -> None:

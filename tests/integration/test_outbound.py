@@ -253,6 +253,61 @@ def test_embeddings_of_the_wrong_shape_are_provider_failures(deepinfra: FakeProv
     assert info.value.kind == "malformed"
 
 
+V = [0.5] * 64
+#: Answers of the right type whose positions lie: an embedding or score for an input that was not sent, two for one
+#: input, one missing, positions that are not integers; scores that are text. For two inputs each.
+LYING_POSITIONS: list[tuple[str, str, Any]] = [
+    *[("deepinfra", "embeddings", {"data": data}) for data in (
+        [{"index": 0, "embedding": V}, {"index": 2, "embedding": V}], [{"index": 0, "embedding": V}] * 2,
+        [{"index": -1, "embedding": V}, {"index": 0, "embedding": V}],
+        [{"index": "0", "embedding": V}, {"index": "1", "embedding": V}],
+        [{"index": 0.0, "embedding": V}, {"index": 1, "embedding": V}], [{"index": 0, "embedding": V}],
+        [{"index": i, "embedding": V} for i in range(3)], [None, {"index": 1, "embedding": V}],
+        [{"index": 10**30, "embedding": V}, {"index": 1, "embedding": V}],
+    )],
+    *[("deepinfra", "rerank", {"scores": scores}) for scores in (
+        [0.1], [0.1, 0.2, 0.3], ["0.1", "0.2"], [0.1, None], {"0": 0.1, "1": 0.2}, [[0.1], [0.2]],
+    )],
+    *[("fireworks", "rerank", {"data": data}) for data in (
+        [{"index": 0, "relevance_score": 0.1}, {"index": 2, "relevance_score": 0.2}],
+        [{"index": 1, "relevance_score": 0.1}, {"index": 1, "relevance_score": 0.2}],
+        [{"index": -1, "relevance_score": 0.1}, {"index": 0, "relevance_score": 0.2}],
+        [{"index": "0", "relevance_score": 0.1}, {"index": "1", "relevance_score": 0.2}],
+        [{"index": 0, "relevance_score": "0.1"}, {"index": 1, "relevance_score": 0.2}],
+        [{"index": 0.0, "relevance_score": 0.1}, {"index": 1, "relevance_score": 0.2}],
+        [{"index": 0, "relevance_score": 0.1}], [{"index": 0}, {"index": 1}], [1, 2],
+        [{"index": i, "relevance_score": 0.1} for i in range(3)],
+    )],
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("flavor", "operation", "answer"), LYING_POSITIONS, ids=range(len(LYING_POSITIONS)))
+def test_answers_whose_positions_lie_are_provider_failures(flavor: str, operation: str, answer: Any) -> None:
+    """A 200 of the right shape whose positions or scores do not fit the two inputs sent: a ``malformed`` failure
+    of that call (the fallback is asked), never a vector or score given to the wrong input, never a 500."""
+    fake = FakeProvider(flavor, api_key=f"{flavor[:2]}-test-key").start()
+    try:
+        settings = provider_settings(fake)
+        fake.fail(operation, body=json.dumps(answer).encode())
+        if operation == "embeddings":
+            embedder = build_embedder(settings, Secrets(settings), shared_client(), for_queries=True)
+            assert embedder is not None
+            with pytest.raises(ProviderError) as info:
+                embedder.embed_one_batch(["a", "b"], Deadline(5))
+            assert info.value.kind == "malformed"
+        else:
+            reranking = build_reranking(settings, Secrets(settings), shared_client())
+            assert reranking is not None and reranking.primary.style == (
+                "native" if flavor == "deepinfra" else "standard"
+            )
+            with pytest.raises(ProviderError) as info:
+                reranking.primary.rerank("q", ["a", "b"], Deadline(5))
+            assert info.value.kind == "malformed"
+            assert reranking.rerank("q", ["a", "b"], Deadline(5)).ranked is None  # no scores at all, not wrong ones
+    finally:
+        fake.stop()
+
+
 # -- secrets stay inside ------------------------------------------------------------------------------------------
 
 

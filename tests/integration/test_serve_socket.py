@@ -82,26 +82,32 @@ def req(head: str, body: bytes = b"") -> bytes:
 
 @pytest.mark.parametrize("length", ["abc", "-1", "+5", "5 5", "0x10", "1e3", "", "9" * 30, "٣"])
 def test_content_length_that_is_not_a_number_is_400(served: ServeProcess, length: str) -> None:
-    raw = exchange(served.base_url, req(f"POST /search HTTP/1.1\nHost: x\nContent-Length: {length}\n", b"{}"))
+    raw = exchange(served.base_url, req(f"POST /search HTTP/1.1\nHost: 127.0.0.1\nContent-Length: {length}\n", b"{}"))
     gateway_error(raw, 400)
 
 
 def test_two_content_lengths_and_a_short_body_are_400(served: ServeProcess) -> None:
-    two = req("POST /search HTTP/1.1\nHost: x\nContent-Length: 2\nContent-Length: 3\n", b"{}")
+    two = req("POST /search HTTP/1.1\nHost: 127.0.0.1\nContent-Length: 2\nContent-Length: 3\n", b"{}")
     gateway_error(exchange(served.base_url, two), 400)
-    short = req("POST /search HTTP/1.1\nHost: x\nContent-Type: application/json\nContent-Length: 100\n", b'{"q"')
+    short = req(
+        "POST /search HTTP/1.1\nHost: 127.0.0.1\nContent-Type: application/json\nContent-Length: 100\n", b'{"q"'
+    )
     gateway_error(exchange(served.base_url, short), 400)
 
 
 def test_a_body_longer_than_its_length_is_a_request_then_garbage(served: ServeProcess) -> None:
-    data = req("POST /search HTTP/1.1\nHost: x\nContent-Type: application/json\nContent-Length: 2\n", b"{}garbage\r\n")
+    data = req(
+        "POST /search HTTP/1.1\nHost: 127.0.0.1\nContent-Type: application/json\nContent-Length: 2\n", b"{}garbage\r\n"
+    )
     (first, second) = responses(exchange(served.base_url, data))
     assert first[0] == 422 and json.loads(first[2])["error"] == "validation_error"
     assert second[0] == 400 and json.loads(second[2]) == {"message": "Bad Request"}
 
 
 def test_content_length_over_10_mb_is_413(served: ServeProcess) -> None:
-    gateway_error(exchange(served.base_url, req("POST /search HTTP/1.1\nHost: x\nContent-Length: 10485761\n")), 413)
+    gateway_error(
+        exchange(served.base_url, req("POST /search HTTP/1.1\nHost: 127.0.0.1\nContent-Length: 10485761\n")), 413
+    )
 
 
 @pytest.mark.parametrize(
@@ -110,7 +116,7 @@ def test_content_length_over_10_mb_is_413(served: ServeProcess) -> None:
      ("Transfer-Encoding: chunked\nContent-Length: 4\n", 400)],
 )  # fmt: skip
 def test_chunked_bodies_are_refused(served: ServeProcess, headers: str, status: int) -> None:
-    raw = exchange(served.base_url, req(f"POST /search HTTP/1.1\nHost: x\n{headers}", b"2\r\n{}\r\n0\r\n\r\n"))
+    raw = exchange(served.base_url, req(f"POST /search HTTP/1.1\nHost: 127.0.0.1\n{headers}", b"2\r\n{}\r\n0\r\n\r\n"))
     gateway_error(raw, status)
 
 
@@ -121,7 +127,7 @@ def test_chunked_bodies_are_refused(served: ServeProcess, headers: str, status: 
      "OPTIONS * HTTP/1.1", "GET http://evil.example/nowhere HTTP/1.1"],
 )  # fmt: skip
 def test_methods_without_a_route_are_403(served: ServeProcess, line: str) -> None:
-    raw = exchange(served.base_url, req(f"{line}\nHost: x\n"))
+    raw = exchange(served.base_url, req(f"{line}\nHost: 127.0.0.1\n"))
     (answer,) = responses(raw)
     assert answer[0] == 403 and json.loads(answer[2]) == {"message": "Missing Authentication Token"}
 
@@ -150,11 +156,11 @@ def test_http_09_gets_a_quiet_close(served: ServeProcess) -> None:
      "".join(f"X-H{i}: " + "b" * 1000 + "\n" for i in range(12))],
 )  # fmt: skip
 def test_huge_headers_are_431(served: ServeProcess, headers: str) -> None:
-    gateway_error(exchange(served.base_url, req(f"GET /health HTTP/1.1\nHost: x\n{headers}")), 431)
+    gateway_error(exchange(served.base_url, req(f"GET /health HTTP/1.1\nHost: 127.0.0.1\n{headers}")), 431)
 
 
 def test_a_request_line_over_64_kib_is_414(served: ServeProcess) -> None:
-    gateway_error(exchange(served.base_url, req("GET /health?q=" + "x" * 70_000 + " HTTP/1.1\nHost: x\n")), 414)
+    gateway_error(exchange(served.base_url, req("GET /health?q=" + "x" * 70_000 + " HTTP/1.1\nHost: 127.0.0.1\n")), 414)
 
 
 def test_clients_that_hang_up_mid_answer(served: ServeProcess) -> None:
@@ -163,12 +169,12 @@ def test_clients_that_hang_up_mid_answer(served: ServeProcess) -> None:
         for _ in range(3):
             sock = socket.create_connection(address(served.base_url), timeout=10)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
-            sock.sendall(req(f"GET {path} HTTP/1.1\nHost: x\n"))
+            sock.sendall(req(f"GET {path} HTTP/1.1\nHost: 127.0.0.1\n"))
             assert sock.recv(64).startswith(b"HTTP/1.1 200")
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close → RST
             sock.close()
         sock = socket.create_connection(address(served.base_url), timeout=10)
-        sock.sendall(req(f"GET {path} HTTP/1.1\nHost: x\n"))
+        sock.sendall(req(f"GET {path} HTTP/1.1\nHost: 127.0.0.1\n"))
         sock.close()  # before reading anything
     time.sleep(0.5)
     assert httpx.get(f"{served.base_url}/health", timeout=10).status_code == 200
@@ -184,10 +190,59 @@ def test_a_stalled_client_is_disconnected_quietly() -> None:
     try:
         base = f"http://127.0.0.1:{server.server_address[1]}"
         t0 = time.monotonic()
-        stalled = req("POST /search HTTP/1.1\nHost: x\nContent-Length: 100\n", b"{")
+        stalled = req("POST /search HTTP/1.1\nHost: 127.0.0.1\nContent-Length: 100\n", b"{")
         assert exchange(base, stalled, half_close=False) == b""
-        assert exchange(base, b"GET /health HTTP/1.1\r\nHost: x\r\n", half_close=False) == b""  # headers unfinished
+        assert (
+            exchange(base, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n", half_close=False) == b""
+        )  # headers unfinished
         assert time.monotonic() - t0 < 10  # two idle timeouts of 1 s; a stalled client never ends by itself
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+OTHER_HOSTS = ["evil.example", "evil.example:3000", "127.0.0.1.evil.example", "localhost.evil.example", "10.0.0.7",
+               "[::2]:3000", "x", "", "[::1", "0.0.0.0:3000"]  # fmt: skip
+THIS_MACHINE = ["127.0.0.1", "127.0.0.1:{port}", "localhost:{port}", "LOCALHOST", "[::1]:{port}", "127.9.9.9",
+                "app.localhost:{port}"]  # fmt: skip
+
+
+@pytest.mark.parametrize("host", OTHER_HOSTS)
+@pytest.mark.parametrize("path", ["/health", "/search?q=x", "/notes", "/whoami", "/docs", "/mcp"])
+def test_requests_naming_another_host_are_403_on_loopback(served: ServeProcess, host: str, path: str) -> None:
+    """DNS rebinding: a web page of another site whose name now resolves to 127.0.0.1 reaches ``kbsearch serve``
+    with its own ``Host``. Bound to loopback, every route answers such a request 403 (they were answered: the
+    page could read the KB); requests naming this machine are answered."""
+    gateway_error(exchange(served.base_url, req(f"GET {path} HTTP/1.1\nHost: {host}\n")), 403)
+    if path == "/mcp":  # the rebound page's own origin: what /mcp's Origin check lets through, the Host check stops
+        body = b'{"jsonrpc": "2.0", "id": 1, "method": "ping"}'
+        head = f"POST /mcp HTTP/1.1\nHost: {host}\nOrigin: http://{host}\nContent-Length: {len(body)}\n"
+        gateway_error(exchange(served.base_url, req(head, body)), 403)
+
+
+@pytest.mark.parametrize("host", THIS_MACHINE)
+def test_requests_naming_this_machine_are_answered(served: ServeProcess, host: str) -> None:
+    port = address(served.base_url)[1]
+    ((status, _, body),) = responses(
+        exchange(served.base_url, req(f"GET /health HTTP/1.1\nHost: {host.format(port=port)}\n"))
+    )
+    assert status == 200 and json.loads(body)["status"] == "ok"
+    ((status, _, _),) = responses(exchange(served.base_url, b"GET /health HTTP/1.0\r\n\r\n"))  # no Host at all
+    assert status == 200
+
+
+def test_bound_beyond_loopback_every_host_is_answered() -> None:
+    """``--host 0.0.0.0`` (a container, another machine): the names it is reached by cannot be known, so the Host
+    is not checked (README says so)."""
+    server = make_server(LocalApi(Template(ROOT / "template.yaml")), "0.0.0.0", 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        raw = exchange(
+            f"http://127.0.0.1:{server.server_address[1]}", req("GET /health HTTP/1.1\nHost: evil.example\n")
+        )
+        ((status, _, _),) = responses(raw)
+        assert status == 200
     finally:
         server.shutdown()
         server.server_close()

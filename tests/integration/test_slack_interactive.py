@@ -216,6 +216,59 @@ def test_signed_but_unusable_payloads(app, hook: FakeEndpoint, body: str, status
     assert hook.requests == []
 
 
+SURROGATE_FIELDS = ["user.id", "team.id", "channel.id", "response_url", "trigger_id", "actions.0.value",
+                    "actions.0.action_ts"]  # fmt: skip
+
+
+@pytest.mark.parametrize("field", SURROGATE_FIELDS)
+@pytest.mark.parametrize("text", ["\ud800", "U1\udfff", "\udc00\ud800"], ids=["high", "low", "reversed-pair"])
+def test_lone_surrogates_in_a_signed_press_are_400_and_nothing_runs(
+    app, hook: FakeEndpoint, field: str, text: str
+) -> None:
+    """JSON's ``\\ud800`` escapes decode to text that no encoder takes (the press's request key, the voter's
+    hash, the post): in any field the worker reads, a 400 at the acknowledgement, never a 500 there or a failing
+    worker. An escaped emoji (a proper pair) is text like any other."""
+    action = ("kb_vote_up", "kb_share", "kb_more")[SURROGATE_FIELDS.index(field) % 3]  # each button, in turn
+    button = {"action_id": action, "text": {"type": "plain_text", "text": "b"},
+              "value": AnswerState("reindex from scratch").encode()}  # fmt: skip
+    payload = json.loads(dict(parse_qsl(press(button, hook.url + "/s", f"1.{time.time_ns()}")))["payload"])
+    *parents, last = field.split(".")
+    target = payload
+    for part in parents:
+        target = target[int(part)] if part.isdigit() else target[part]
+    target[last] = (target[last] if last != "response_url" else hook.url + "/s") + text
+    body = urlencode({"payload": json.dumps(payload)})  # ensure_ascii: the surrogates travel as \u escapes
+    result = app(signed_event("/slack/interactive", body))
+    assert result["statusCode"] == 400, result
+    assert json.loads(result["body"])["error"] == "bad_request"
+    target[last] = target[last].replace(text, "\ud83d\ude00")  # 😀 as JSON escapes it: answered
+    payload["actions"][0]["action_ts"] = f"2.{time.time_ns()}"
+    ok = app(signed_event("/slack/interactive", urlencode({"payload": json.dumps(payload)})))
+    assert ok["statusCode"] == 200, ok
+    assert len(wait_for(hook, 1)) == 1  # the valid press only
+
+
+NO_STATES = {
+    "deep arrays": "[" * 990 + "]" * 990, "unclosed arrays": "[" * 1999, "nested objects": '{"q":' * 399 + "1" + "}" * 399,
+    "not JSON": "{q: x}", "an array": '["q"]', "null": "null", "query a number": '{"q": 5}', "empty query": '{"q": " "}',
+    "page -1": '{"q": "x", "p": -1}', "page true": '{"q": "x", "p": true}', "hits not text": '{"q": "x", "h": [1]}',
+    "filters a list": '{"q": "x", "f": []}', "too long": '{"q": "' + "x" * 2001 + '"}', "empty": "",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("value", NO_STATES.values(), ids=NO_STATES.keys())
+def test_a_button_value_that_is_no_state_gets_a_polite_answer(app, hook: FakeEndpoint, value: str) -> None:
+    """A signed press whose button value is no answer state kb-search wrote, of every kind (nested past the JSON
+    parser's recursion limit within Slack's 2,000 characters, not JSON, the wrong types, too long): the
+    acknowledgement and one polite answer, never a failing worker (nesting was a RecursionError in it)."""
+    button = {"action_id": "kb_more", "text": {"type": "plain_text", "text": "More"}, "value": value}
+    assert (
+        app(signed_event("/slack/interactive", press(button, hook.url + "/old", f"3.{time.time_ns()}")))["statusCode"]
+        == 200
+    )
+    assert "run `/kb` again" in wait_for(hook, 1)[0]["text"]
+
+
 def test_a_stale_button_value_gets_a_polite_answer(app, hook: FakeEndpoint) -> None:
     button = {"action_id": "kb_more", "text": {"type": "plain_text", "text": "More"}, "value": "from an old version"}
     assert app(signed_event("/slack/interactive", press(button, hook.url + "/old")))["statusCode"] == 200

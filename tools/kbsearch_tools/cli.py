@@ -81,22 +81,16 @@ def _template_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_invoke(args: argparse.Namespace) -> int:
     from kbsearch_tools import TemplateError
-    from kbsearch_tools.local.runtime import LocalFunction, function_environment, read_env_vars_file
+    from kbsearch_tools.local.runtime import LocalFunction, function_environment, json_document, read_env_vars_file
     from kbsearch_tools.local.template import Template
 
     template = Template(_find_template(args.template), _parameter_overrides(args.parameter_overrides))
     spec = template.function(args.function)
-    if args.event == "-":
-        raw = sys.stdin.read()
-    else:
-        try:
-            raw = Path(args.event).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise KbSearchError(f"cannot read event file {args.event}: {exc.strerror}") from None
     try:
-        event = json.loads(raw) if raw.strip() else {}
-    except json.JSONDecodeError as exc:
-        raise KbSearchError(f"event {args.event} is not valid JSON: {exc}") from None
+        data = sys.stdin.buffer.read() if args.event == "-" else Path(args.event).read_bytes()
+    except OSError as exc:
+        raise KbSearchError(f"cannot read event file {args.event}: {exc.strerror}") from None
+    event = json_document(data, f"event {args.event}", KbSearchError, empty={})
     env_vars = read_env_vars_file(args.env_vars) if args.env_vars else None
     env = function_environment(spec, template.region, os.environ, env_vars, use_ssm=args.use_ssm)
     out = sys.stdout
@@ -764,7 +758,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve the API routes of template.yaml on HTTP, each request turned into an API Gateway "
         "REST proxy event. Set KB_LOCAL_API_KEYS=key1,key2 to require x-api-key where the template does.",
     )
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default 127.0.0.1: then only requests whose Host names this machine are answered)",
+    )
     p.add_argument("--port", type=int, default=3000, help="port (default 3000; 0 picks a free one)")
     p.add_argument(
         "--watch", nargs="?", const="", default=None, metavar="FOLDER",

@@ -246,7 +246,7 @@ class RemoteBridge:
         status = response.status_code
         try:
             body = response.json()
-        except ValueError:
+        except (ValueError, RecursionError):
             body = None
         said = body.get("message") if isinstance(body, dict) and isinstance(body.get("message"), str) else ""
         said = said or (body.get("error") if isinstance(body, dict) and isinstance(body.get("error"), str) else "")
@@ -295,7 +295,7 @@ def _messages(response: Any) -> list[dict[str, Any]]:
     for text in texts:
         try:
             value = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser recurses
             continue
         for item in value if isinstance(value, list) else [value]:
             if isinstance(item, dict) and item.get("jsonrpc") == "2.0" and ("result" in item or "error" in item

@@ -261,7 +261,7 @@ class CallerMap:
             return cls.empty()
         try:
             data = json.loads(text)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: nested deeper than the parser recurses
             raise CallerMapError(
                 f"ACCESS_GROUPS is not JSON ({type(exc).__name__} at {getattr(exc, 'pos', '?')})"
             ) from None

@@ -525,12 +525,14 @@ class Secrets:
 
     def get(self, name: str, timeout_s: float | None = None) -> str | None:
         """The secret's value (None when it is not configured); a read from SSM takes at most ``timeout_s``
-        (and ``FETCH_TIMEOUT_S``), so a caller with a deadline passes what it has left."""
+        (and ``FETCH_TIMEOUT_S``), so a caller with a deadline passes what it has left. Whitespace around it (a
+        newline pasted into SSM or a shell) is not part of it: no key or signing secret holds any, and an HTTP
+        header cannot carry it."""
         if name not in SECRET_NAMES:
             raise KeyError(f"unknown secret {name}")
         plain = self._settings.plain_secret(name)
         if plain is not None:
-            return plain
+            return plain.strip()
         param = self._settings.secret_param(name)
         if not param:
             return None
@@ -538,7 +540,7 @@ class Secrets:
         if value:
             with self._seen_lock:
                 self._seen.add(value)
-        return value
+        return value.strip() if value else value
 
     def ttl(self, name: str) -> int:
         """How long a value read from SSM serves ``get(name)`` before SSM is read again."""
@@ -548,9 +550,10 @@ class Secrets:
     def known_values(self) -> list[str]:
         """Every secret value this process holds (plain settings and values read from SSM so far), for redacting
         text that came from outside (a provider that echoes the key in its error). Fetches nothing."""
-        plain = (self._settings.plain_secret(n) for n in SECRET_NAMES)
+        plain = [v for v in (self._settings.plain_secret(n) for n in SECRET_NAMES) if v]
         with self._seen_lock:  # never waits on an SSM read in progress
-            return sorted({v for v in plain if v} | self._seen, key=len, reverse=True)
+            values = {*plain, *self._seen}
+        return sorted({v for v in values | {v.strip() for v in values} if v}, key=len, reverse=True)
 
     #: After SSM fails, further reads fail fast for this long: an outage costs one timeout, not one per call.
     FAILURE_TTL_S = 15.0

@@ -24,12 +24,15 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote_plus
 
 from kbsearch.access import ACCESS_FILE
 from kbsearch.sources import NOTE_SUFFIX, note_path, path_problem
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 #: Sequencers are compared at this width (S3's are 16-18 hex digits today); longer ones still compare correctly
 #: in Python, and the DynamoDB log (string comparison) stores them padded to it.
@@ -142,10 +145,16 @@ def _s3_record(record: Any, message_id: str, scope: Scope, batch: Batch) -> str 
     elif name.startswith("ObjectRemoved:"):
         removed = True
     else:
-        batch.ignored.append({"key": key, "reason": f"event {name!r} does not change a note"})
+        batch.ignored.append({"key": shown(key), "reason": f"event {name!r} does not change a note"})
         return None
     _add(batch, scope, bucket_name, key, removed, obj.get("sequencer"), record.get("eventTime"), message_id)
     return None
+
+
+def shown(key: str) -> str:
+    """A key as a log line or a report carries it: lone surrogates (JSON's ``\\ud800`` escapes, which no UTF-8
+    log stream can write: the line was lost with a traceback) as ``\\ud800`` text."""
+    return key.encode("utf-8", "backslashreplace").decode("utf-8") if _SURROGATE.search(key) else key
 
 
 def _add(
@@ -153,7 +162,7 @@ def _add(
 ) -> None:
     reason = scope.why_not(bucket if isinstance(bucket, str) else None, key)
     if reason:
-        batch.ignored.append({"key": key, "reason": reason})
+        batch.ignored.append({"key": shown(key), "reason": reason})
         return
     seq = sequencer if isinstance(sequencer, str) else ""
     change = Change(scope.path(key), key, removed, seq, _time(when), message_id)
@@ -170,7 +179,7 @@ def _eventbridge(body: dict[str, Any], message_id: str, scope: Scope, batch: Bat
         return "an EventBridge event without detail.object.key"
     key = obj["key"]
     if kind not in ("Object Created", "Object Deleted"):
-        batch.ignored.append({"key": key, "reason": f"event {kind!r} does not change a note"})
+        batch.ignored.append({"key": shown(key), "reason": f"event {kind!r} does not change a note"})
         return None
     bucket_name = bucket.get("name") if isinstance(bucket, dict) else None
     _add(batch, scope, bucket_name, key, kind == "Object Deleted", obj.get("sequencer"), body.get("time"), message_id)
@@ -194,7 +203,7 @@ def _message(raw: Any, message_id: str, scope: Scope, batch: Batch) -> str | Non
         return "the message has no body"
     try:
         body = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser recurses
         return "the message body is not JSON"
     if not isinstance(body, dict):
         return "the message body is not a JSON object"

@@ -11,7 +11,9 @@ with string keys):
   deeper than :data:`MAX_DEPTH`, more than one document, YAML syntax errors, a root that is not a mapping;
 - dropped with a warning (the rest of the note is kept): a top-level field whose value YAML can parse but
   Python cannot build (a date that does not exist, ``!!float abc``, ``!!timestamp nope``, ``!!binary`` that is
-  not base64, ``!!python/...`` and other unknown tags, a bad merge ``<<``, a key that is a list or a mapping);
+  not base64, ``!!python/...`` and other unknown tags, a bad merge ``<<``, a key that is a list or a mapping), and a
+  field given more than once, or holding a mapping that gives a key more than once (``access: [hr]`` then
+  ``access: [public]``: PyYAML would keep the last, silently; in ``_access.yaml`` that fails the sync);
 - normalised: dates and times → ISO text, integers beyond int64 → their digits as text, NaN/inf → None,
   sets → lists, ``!!omap`` → mappings, ``!!pairs`` → ``[key, value]`` lists, ``!!binary`` → its base64 text,
   non-string keys → text, merge keys ``<<`` (inline mappings only: aliases are refused) → merged, lone
@@ -205,7 +207,10 @@ def _build(node: Node, loader: yaml.SafeLoader) -> Any:
         if isinstance(key_node, ScalarNode) and key_node.tag == f"{_T}merge":
             merged = _merge(value_node, loader) | merged
             continue
-        out[_key(key_node, loader)] = _build(value_node, loader)
+        key = _key(key_node, loader)
+        if key in out:
+            raise _Unbuildable(f"the key {key[:40]!r} is given more than once")
+        out[key] = _build(value_node, loader)
     if node.tag == f"{_T}set":
         return list(out)
     return merged | out  # explicit keys win over merged ones
@@ -235,6 +240,8 @@ def parse_frontmatter(text: str) -> Frontmatter:
         raise FrontmatterError("frontmatter is not a mapping of keys to values")
     result = Frontmatter({})
     merged: dict[str, Any] = {}
+    seen: set[str] = set()
+    repeated: set[str] = set()
     for key_node, value_node in root.value:
         try:
             if isinstance(key_node, ScalarNode) and key_node.tag == f"{_T}merge":
@@ -244,6 +251,13 @@ def parse_frontmatter(text: str) -> Frontmatter:
         except _Unbuildable as exc:
             result.warnings.append(f"frontmatter entry{_line(key_node.start_mark)} dropped: {exc}")
             continue
+        if key in seen:  # which one was meant is unknown (PyYAML keeps the last): neither is used
+            if key not in repeated:
+                repeated.add(key)
+                result.data.pop(key, None)
+                result.warnings.append(f"frontmatter field {key!r} dropped: given more than once")
+            continue
+        seen.add(key)
         try:
             result.data[key] = _build(value_node, loader)
         except _Unbuildable as exc:

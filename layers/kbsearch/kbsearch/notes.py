@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
+import unicodedata
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -22,6 +23,9 @@ KNOWN_KEYS = (
 )  # fmt: skip
 
 _FRONTMATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)(?:\r?\n)?^(?:---|\.\.\.)[ \t]*(?:\r?\n|\Z)", re.S | re.M)
+_OPENING = re.compile(r"---[ \t]*(?:\n|\Z)")  # a frontmatter block's first line (text as decode_note gives it)
+_WIDE_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"), (b"\xff\xfe", "UTF-16"),
+              (b"\xfe\xff", "UTF-16"))  # fmt: skip
 _HEADING = re.compile(r"(#{1,6})[ \t]+(?=[^ \t])")
 _FENCE = re.compile(r"^[ \t]{0,3}(`{3,}|~{3,})")
 _WIKILINK = re.compile(r"(!?)\[\[([^\[\]\n]+?)\]\]")
@@ -88,7 +92,7 @@ def normalize_tags(value: Any) -> list[str]:
         items = [value]
     out: list[str] = []
     for item in items:
-        tag = str(_json_safe(item)).strip().lstrip("#").strip()
+        tag = unicodedata.normalize("NFC", str(_json_safe(item)).strip().lstrip("#").strip())
         if tag and tag not in out:
             out.append(tag)
     return out
@@ -99,6 +103,12 @@ def _text_or_none(value: Any) -> str | None:
         return None
     text = str(_json_safe(value)).strip()
     return text or None
+
+
+def _facet_or_none(value: Any) -> str | None:
+    """A ``type`` or ``status``: text in NFC, the form search filters compare with."""
+    text = _text_or_none(value)
+    return None if text is None else unicodedata.normalize("NFC", text)
 
 
 def _float_or_none(value: Any) -> float | None:
@@ -145,6 +155,9 @@ def _render_links(line: str, links: list[str]) -> str:
 def decode_note(raw: bytes, max_bytes: int = MAX_NOTE_BYTES) -> str:
     if len(raw) > max_bytes:
         raise NoteError(f"too large: {len(raw)} bytes (limit {max_bytes})")
+    for bom, encoding in _WIDE_BOMS:  # UTF-32's marks first: UTF-32-LE's starts with UTF-16-LE's
+        if raw.startswith(bom):
+            raise NoteError(f"{encoding} text, not UTF-8 (save the note as UTF-8)")
     if b"\x00" in raw:
         raise NoteError("binary content (NUL bytes)")
     try:
@@ -162,6 +175,8 @@ def read_frontmatter(text: str) -> tuple[dict[str, Any], str, list[str]]:
     unusable (see :mod:`kbsearch.frontmatter`: linear time, no alias expansion, size and depth limits)."""
     m = _FRONTMATTER.match(text)
     if m is None:
+        if _OPENING.match(text):  # what follows may be metadata (``access`` among it): never read it as prose
+            raise NoteError("frontmatter is not closed: the first line is '---' and no later line is '---' or '...'")
         return {}, text, []
     try:
         front = parse_frontmatter(m.group(1))
@@ -257,8 +272,8 @@ def parse_note(path: str, raw: bytes, max_bytes: int = MAX_NOTE_BYTES) -> Note:
         doc_id=_text_or_none(meta.get("id")) or path,
         metadata=meta,
         tags=normalize_tags(meta.get("tags")),
-        type=_text_or_none(meta.get("type")),
-        status=_text_or_none(meta.get("status")),
+        type=_facet_or_none(meta.get("type")),
+        status=_facet_or_none(meta.get("status")),
         summary=_text_or_none(meta.get("summary")) or _text_or_none(meta.get("description")),
         ai_weight=_float_or_none(meta.get("ai_weight")),
         created=_date_or_none(meta, "created", warnings),

@@ -252,7 +252,8 @@ def notes_paths(components: dict[str, Any]) -> dict[str, Any]:
                 "summary": "Read a note (whole or one section) with its headings, links and backlinks",
                 "operationId": "getNote",
                 "parameters": [
-                    {"name": "path", "in": "path", "required": True, "example": "en/Glossary.md",
+                    {"name": "path", "in": "path", "required": True,
+                     "example": "en/runbooks/Runbook - restore a Qdrant snapshot.md",  # has a "Steps" section
                      "description": "the note's path as search returns it (percent-encoded; '/' may stay as is)",
                      "schema": {"type": "string", "minLength": 4, "maxLength": 1024, "pattern": "\\.md$"}},
                     {"name": "section", "in": "query", "required": False, "example": "Steps",
@@ -333,6 +334,11 @@ def complete(
             if path in key_required_paths:
                 operation["security"] = [{"ApiKey": []}]
                 responses["403"] = _json(_GATEWAY_ERROR, "API Gateway: no valid x-api-key")
+                if path == "/mcp":
+                    responses["403"] = _json(
+                        {"anyOf": [_GATEWAY_ERROR, _RPC_ERROR]},
+                        "API Gateway: no valid x-api-key; or (JSON-RPC) an Origin of another site's web page",
+                    )
             if method in ("post", "put", "patch"):
                 responses["411"] = _json(_GATEWAY_ERROR, "API Gateway: a body without a Content-Length")
                 big = responses.get("413", {}).get("content", {}).get("application/json", {}).get("schema")

@@ -7,6 +7,7 @@ Requests are strict: a number is a JSON number, a flag a JSON boolean, text a JS
 from __future__ import annotations
 
 import datetime as dt
+import re
 import unicodedata
 from typing import Any
 
@@ -14,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 
 MAX_QUERY_CHARS = 1000
 MAX_TOP_K = 20
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}(?:[T ]|$)")  # a date first, then a time or nothing
 
 
 def folder_prefix(value: str | None) -> str | None:
@@ -46,6 +48,12 @@ class SearchFilters(BaseModel):
     def _one_or_many(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
 
+    @field_validator("tags", "type", "status")
+    @classmethod
+    def _nfc(cls, value: list[str] | None) -> list[str] | None:
+        """In NFC, as the indexer stores them: ``й`` typed as ``и`` + U+0306 is the same tag."""
+        return None if value is None else [unicodedata.normalize("NFC", v) for v in value]
+
     @field_validator("path_prefix")
     @classmethod
     def _folder(cls, value: str | None) -> str | None:
@@ -54,9 +62,10 @@ class SearchFilters(BaseModel):
     @field_validator("updated_after", mode="before")
     @classmethod
     def _iso_text(cls, value: Any) -> Any:
-        if value is None or isinstance(value, str | dt.date):
+        # ISO text only: pydantic would read digits as Unix time ("20260101" → 1970-08-23, silently)
+        if value is None or isinstance(value, dt.date) or (isinstance(value, str) and _ISO_DATE.match(value)):
             return value
-        raise ValueError("must be an ISO date or date-time string")
+        raise ValueError("must be an ISO date or date-time string, e.g. 2026-01-01 or 2026-01-01T09:30:00Z")
 
     def is_empty(self) -> bool:
         return not (self.tags or self.type or self.status or self.path_prefix or self.updated_after)

@@ -44,6 +44,7 @@ class SlackAuthError(KbSearchError):
 
 
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -242,7 +243,9 @@ def ack(intent: Intent) -> dict[str, Any]:
         return {"response_type": "ephemeral", "text": HELP_TEXT}
     if intent.kind == "usage":
         return {"response_type": "ephemeral", "text": f"Sorry: {intent.error}.\n\n{HELP_TEXT}"}
-    return {"response_type": "ephemeral", "text": f"Searching for “{escape(intent.query)}”…"}
+    # cut before escaping (an entity is never cut in half): 300 characters escape to at most 1,500, within any
+    # Slack text block (3,000) whatever the command's text held
+    return {"response_type": "ephemeral", "text": f"Searching for “{escape(cut(intent.query, 300))}”…"}
 
 
 def apology(query: str) -> dict[str, Any]:
@@ -326,4 +329,7 @@ def parse_interaction(body: bytes) -> Interaction | None:
     )
     if not interaction.user_id or not interaction.action_ts or not interaction.response_url:
         raise KbSearchError("the payload lacks user.id, actions[0].action_ts or response_url")
+    if any(_SURROGATE.search(getattr(interaction, name)) for name in interaction.__dataclass_fields__):
+        # JSON's "\ud800" escapes decode to text no encoder takes (the request key, the voter's hash, the post)
+        raise KbSearchError("the payload has a lone surrogate (\\ud800-\\udfff) escape")
     return interaction

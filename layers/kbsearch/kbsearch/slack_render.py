@@ -434,7 +434,10 @@ class AnswerState:
         """Raises ValueError for anything that is not a state this module wrote."""
         if len(value) > MAX_BUTTON_VALUE:
             raise ValueError("button value too long")
-        data = json.loads(value)
+        try:
+            data = json.loads(value)
+        except RecursionError:  # nested deeper than the parser recurses
+            raise ValueError("button value nested too deep") from None
         if not isinstance(data, dict) or not isinstance(data.get("q"), str) or not data["q"].strip():
             raise ValueError("button value has no query")
         page = data.get("p", 0)

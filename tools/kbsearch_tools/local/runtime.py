@@ -55,14 +55,30 @@ class LambdaContext:
         return max(0, int((self.timeout_s - (time.monotonic() - self.started)) * 1000))
 
 
+def json_document(raw: bytes, what: str, error: type[Exception], empty: Any = None) -> Any:
+    """A JSON file's bytes (``--event``, ``--env-vars``) → its value; ``error`` with one line saying what is wrong
+    (not UTF-8, not JSON, nested deeper than the parser recurses) instead of a traceback. Blank: ``empty``."""
+    try:
+        text = raw.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as exc:
+        raise error(f"{what} is not UTF-8 (invalid byte at offset {exc.start})") from None
+    if not text.strip() and empty is not None:
+        return empty
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise error(f"{what} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise error(f"{what} is not valid JSON: nested too deep") from None
+
+
 def read_env_vars_file(path: str | os.PathLike[str]) -> dict[str, dict[str, str]]:
     """SAM's ``--env-vars`` JSON: ``{"Parameters": {...}, "<LogicalId>": {...}}``."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        raw = Path(path).read_bytes()
     except OSError as exc:
         raise TemplateError(f"cannot read env vars file {path}: {exc.strerror}") from None
-    except json.JSONDecodeError as exc:
-        raise TemplateError(f"env vars file {path} is not valid JSON: {exc}") from None
+    data = json_document(raw, f"env vars file {path}", TemplateError)
     if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
         raise TemplateError(f'env vars file {path} must look like {{"Parameters": {{"NAME": "value"}}}}')
     return {k: {n: "" if v is None else str(v) for n, v in section.items()} for k, section in data.items()}

@@ -11,11 +11,17 @@ or an HTML page: a ``Content-Length`` that is not one number → 400, a body sho
 ``Content-Length`` too), headers over 10 KiB → 431, a request line that is not HTTP/1.x → 400 (HTTP/0.9: a quiet
 close), any method the template has no route for (TRACE, CONNECT, PROPFIND, ...) → 403 "Missing Authentication
 Token". A client that hangs up (``curl .../docs | head``) ends its connection quietly.
+
+Bound to a loopback address (the default, 127.0.0.1), it answers only requests whose ``Host`` names this machine
+(``localhost``, a loopback address): anything else is 403 "Forbidden", so a web page whose domain an attacker
+re-points at 127.0.0.1 (DNS rebinding) cannot read the KB through it. Bound elsewhere (``--host 0.0.0.0``, a
+container), every Host is answered.
 """
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import logging
 import os
@@ -73,7 +79,7 @@ def caller_mapping(keys: Mapping[str, tuple[str, ...]], existing: str | None) ->
     """``ACCESS_GROUPS`` for the local functions: the shell's mapping (if any) plus each local key's groups."""
     try:
         mapping = json.loads(existing) if existing and existing.strip() else {}
-    except ValueError:
+    except (ValueError, RecursionError):
         mapping = None
     if not isinstance(mapping, dict):  # the function reports it as unusable and gives callers public notes only
         return existing
@@ -163,6 +169,7 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True  # headers and body are separate writes: no 40 ms delayed-ACK stalls
     timeout = IDLE_TIMEOUT_S  # socket reads and writes: a stalled client is dropped, not waited for
     api: LocalApi
+    loopback_only = False  # bound to a loopback address: only requests naming this machine in Host are answered
 
     def handle(self) -> None:
         try:
@@ -229,6 +236,10 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._body()
         if body is None:
             return
+        if self.loopback_only and not _local_host(self.headers.get("Host")):
+            # DNS rebinding: a web page of another site whose name now resolves to 127.0.0.1 sends its own Host
+            self._send(error_response(403, "Forbidden"))
+            return
         request = HttpRequest(
             method=self.command,
             path=url.path or "/",
@@ -273,7 +284,29 @@ class _Server(ThreadingHTTPServer):
         logger.error("connection from %s failed: %s", client_address[0], type(error).__name__)
 
 
+def _loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address, without a port) names this machine's loopback interface."""
+    host = host.strip().strip("[]").lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _local_host(value: str | None) -> bool:
+    """A request's ``Host`` header names this machine (or there is none: HTTP/1.0)."""
+    if value is None:
+        return True
+    try:
+        host = urlsplit("//" + value.strip()).hostname
+    except ValueError:
+        return False
+    return host is not None and _loopback(host)
+
+
 def make_server(api: LocalApi, host: str, port: int, idle_timeout_s: float = IDLE_TIMEOUT_S) -> ThreadingHTTPServer:
-    handler = type("Handler", (_Handler,), {"api": api, "timeout": idle_timeout_s})
+    handler = type("Handler", (_Handler,), {"api": api, "timeout": idle_timeout_s, "loopback_only": _loopback(host)})
     server = _Server((host, port), handler)
     return server

@@ -38,15 +38,17 @@ def mcp_router(container: Container, run: Callable[[SearchRequest, Router], Sear
 
     @router.route("/mcp", method=["GET", "POST", "DELETE"], include_in_schema=False)
     def mcp_endpoint() -> Response[Any]:
-        from kbsearch.mcp.protocol import body_error
+        from kbsearch.mcp.protocol import body_error, origin_refusal
 
         event = router.current_event
+        headers = dict(event.headers or {})
+        refused = origin_refusal({k.lower(): v for k, v in headers.items()})  # before the body is read
         try:
-            raw = body.raw_bytes(event.raw_event)
+            raw = body.raw_bytes(event.raw_event) if refused is None else b""
         except body.BadBody as exc:
             answer = body_error(exc)
         else:
-            answer = server().handle(event.http_method, dict(event.headers or {}), raw)
+            answer = refused or server().handle(event.http_method, headers, raw)
         if answer.body is None:
             return Response(status_code=answer.status, body="", headers=answer.headers)
         return Response(answer.status, content_types.APPLICATION_JSON, answer.body, headers=answer.headers)

@@ -26,10 +26,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from kbsearch import __version__
 from kbsearch.api.body import BadBody, header, parse_json, require_json_media_type
@@ -41,6 +43,7 @@ from kbsearch.mcp.resources import (
     get_prompt,
     list_resources,
     read_resource,
+    shown,
 )
 from kbsearch.mcp.tools import TOOL_NAMES, TOOLS, Backend, call_tool
 
@@ -96,6 +99,39 @@ def body_error(exc: BadBody) -> HttpAnswer:
     return _rpc_error(None, PARSE_ERROR, f"Parse error: {exc.message}")
 
 
+def allowed_origin(origin: str | None, host_header: str | None = None) -> bool:
+    """Whether a request with this ``Origin`` header may reach the MCP endpoint: MCP clients send none (desktop
+    assistants, the SDKs, server-side connectors); a browser sends one, and only a page of this machine (``localhost``,
+    a loopback address: the inspector, a local tool) or of the API itself (``Host``: its own /docs) may call. Any
+    other origin (``null`` included) is a web page that a cross-site request points here, refused as the spec
+    requires (403). A rebound name that is its own origin cannot reach a deployment (API Gateway routes by its own
+    names) nor ``kbsearch serve`` on loopback (it answers only a ``Host`` of this machine)."""
+    if origin is None:
+        return True
+    try:
+        parts = urlsplit(origin.strip())
+        host = parts.hostname
+        own = urlsplit("//" + host_header.strip()).hostname if host_header else None
+    except ValueError:
+        return False
+    if parts.scheme not in ("http", "https") or not host:
+        return False
+    if host in (own, "localhost") or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def origin_refusal(headers: Mapping[str, str]) -> HttpAnswer | None:
+    """403 for a request whose ``Origin`` (``headers`` with lower-case names) may not reach the endpoint."""
+    if allowed_origin(headers.get("origin"), headers.get("host")):
+        return None
+    answer = _rpc_error(None, INVALID_REQUEST, "Forbidden: requests from web pages of other origins are refused")
+    return HttpAnswer(403, answer.body, {})
+
+
 def decode_header_value(value: str | None) -> str | None:
     """An ``Mcp-Name`` header as the SDK encodes it: verbatim, or ``=?base64?<UTF-8 in base64>?=`` for values that
     are not printable ASCII (a resource URI with Cyrillic); None when the sentinel does not decode."""
@@ -118,10 +154,13 @@ class McpServer:
 
     # -- HTTP -------------------------------------------------------------------------------------------------
     def handle(self, method: str, headers: Mapping[str, str], body: bytes | str | None) -> HttpAnswer:
+        lowered = {k.lower(): v for k, v in headers.items()}
+        refused = origin_refusal(lowered)  # the spec's DNS-rebinding guard: a web page of another site
+        if refused is not None:
+            return refused
         if method.upper() != "POST":
             answer = _rpc_error(None, INVALID_REQUEST, "Method Not Allowed: use POST")
             return HttpAnswer(405, answer.body, {"Allow": "POST"})
-        lowered = {k.lower(): v for k, v in headers.items()}
         raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else (body or b"")
         try:
             require_json_media_type(header(headers, "content-type"))
@@ -243,8 +282,10 @@ class McpServer:
             return {"tools": TOOLS, **({"ttlMs": 3_600_000, "cacheScope": "public"} if modern else {})}
         if method == "tools/call":
             name = params.get("name")
+            if not isinstance(name, str):  # a list or an object cannot even be looked up (unhashable)
+                raise RpcError(INVALID_PARAMS, "Invalid params: the tool name must be a string")
             if name not in TOOL_NAMES:
-                raise RpcError(INVALID_PARAMS, f"Unknown tool: {name!r}")
+                raise RpcError(INVALID_PARAMS, f"Unknown tool: {shown(name)}")
             return call_tool(self.backend, str(name), params.get("arguments") or {})
         if method == "resources/list":
             return {**list_resources(self.backend, params), **listing}

@@ -61,6 +61,12 @@ class RpcError(Exception):
         self.data = data
 
 
+def shown(value: str, limit: int = 60) -> str:
+    """A client's string as an error message quotes it: its repr, cut to ``limit`` characters (a 60 KB name is
+    not sent back)."""
+    return repr(value) if len(value) <= limit else repr(value[:limit]) + "..."
+
+
 def note_uri(path: str) -> str:
     """``kb://note/`` + the path, percent-encoded except ``/`` (an RFC 3986 URI for any note path)."""
     return URI_PREFIX + quote(path, safe="/")
@@ -125,7 +131,8 @@ def read_resource(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
 def get_prompt(params: dict[str, Any]) -> dict[str, Any]:
     name = params.get("name")
     if name != PROMPT_NAME:
-        raise RpcError(INVALID_PARAMS, f"Invalid params: unknown prompt {name!r} (prompts/list names {PROMPT_NAME!r})")
+        named = shown(name) if isinstance(name, str) else "(not a string)"
+        raise RpcError(INVALID_PARAMS, f"Invalid params: unknown prompt {named} (prompts/list names {PROMPT_NAME!r})")
     arguments = params.get("arguments") or {}
     question = arguments.get("question") if isinstance(arguments, dict) else None
     if not isinstance(question, str) or not question.strip():
