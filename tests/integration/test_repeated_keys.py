@@ -4,7 +4,6 @@ embedded store and the search service, as ``test_access_index`` drives them."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,13 +21,6 @@ def kb(tmp_path: Path) -> Path:
     return root
 
 
-@pytest.fixture
-def fake() -> Iterator[FakeProvider]:
-    provider = FakeProvider("deepinfra", api_key="di-test-key").start()
-    yield provider
-    provider.stop()
-
-
 #: one key given twice, in every spelling YAML allows: PyYAML keeps the last, so the wider group could win silently
 ACCESS_TWICE = [
     "access: [hr]\naccess: [public]", "access: [public]\naccess: [hr]", "access: [hr]\n? access\n: [public]",
@@ -38,11 +30,11 @@ ACCESS_TWICE = [
 
 
 @pytest.mark.parametrize("declaration", ACCESS_TWICE)
-def test_access_given_twice_skips_the_note(tmp_path: Path, kb: Path, fake: FakeProvider, declaration: str) -> None:
+def test_access_given_twice_skips_the_note(tmp_path: Path, kb: Path, deepinfra: FakeProvider, declaration: str) -> None:
     """A note whose frontmatter gives ``access`` more than once (the same spelling, quoted, an explicit ``? key``,
     an escape, a set naming a group twice): skipped with the reason and its old version removed, never resolved
     to one of them (PyYAML kept the last: ``[public]`` after ``[hr]`` made an HR note public)."""
-    settings = settings_for(tmp_path, fake)
+    settings = settings_for(tmp_path, deepinfra)
     sync(settings, kb)
     (kb / "hr/Salary bands.md").write_text(f"---\n{declaration}\n---\n# Salary bands\nwelcome pay\n", "utf-8")
     report = sync(settings, kb)
@@ -58,11 +50,11 @@ def test_access_given_twice_skips_the_note(tmp_path: Path, kb: Path, fake: FakeP
      "hr/: [hr]\nops/: [ops]\nhr/: [hr]\n", "hr/: [hr, hr, public]\nx/: {a: 1, a: 2}\n"],
 )  # fmt: skip
 def test_an_access_file_giving_a_folder_twice_stops_the_sync(
-    tmp_path: Path, kb: Path, fake: FakeProvider, rules: str
+    tmp_path: Path, kb: Path, deepinfra: FakeProvider, rules: str
 ) -> None:
     """``_access.yaml`` naming one folder twice (or a mapping with a key twice): the sync stops and nothing
     changes, as for any malformed access file (the last rule won silently: ``hr/: [public]`` opened HR)."""
-    settings = settings_for(tmp_path, fake)
+    settings = settings_for(tmp_path, deepinfra)
     sync(settings, kb)
     before = access_by_path(settings)
     (kb / "_access.yaml").write_text(rules, encoding="utf-8")
@@ -75,8 +67,8 @@ def test_an_access_file_giving_a_folder_twice_stops_the_sync(
     assert "hr/Salary bands.md" not in visible(settings, Scope.public())
 
 
-def test_other_fields_given_twice_are_dropped_with_a_warning(tmp_path: Path, kb: Path, fake: FakeProvider) -> None:
-    settings = settings_for(tmp_path, fake)
+def test_other_fields_given_twice_are_dropped_with_a_warning(tmp_path: Path, kb: Path, deepinfra: FakeProvider) -> None:
+    settings = settings_for(tmp_path, deepinfra)
     (kb / "pub/Twice.md").write_text("---\ntitle: A\ntags: [x]\ntitle: B\n---\nwelcome twice\n", "utf-8")
     report = sync(settings, kb)
     assert [w["reason"] for w in report.warnings if w["path"] == "pub/Twice.md"] == [

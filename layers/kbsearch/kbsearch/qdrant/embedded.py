@@ -349,9 +349,9 @@ class EdgeStore(Store):
                    "max_segment_size": optimizers.get("max_segment_size"),
                    "indexing_threshold": optimizers.get("indexing_threshold"),
                    "quantization": config.get("quantization_config")}  # fmt: skip
-        if current != self._tuning():
+        wanted = self._tuning()
+        if current != wanted:
             self._check_state()
-            wanted = self._tuning()
             changed = sorted(k for k in wanted if current.get(k) != wanted[k])
             logger.warning(
                 "kbsearch: the embedded store's segment settings changed (%s); the next sync that writes re-seals "

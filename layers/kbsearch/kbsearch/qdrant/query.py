@@ -465,28 +465,25 @@ def read_leg(points: object, bare: bool = False) -> list[ScoredChunk]:
     out = []
     dropped = 0
     for point in points:
-        if bare and type(point) is dict and type(score := point.get("score")) is float and point.get("payload") is None:
-            if not math.isfinite(score):
-                raise _not_the_api()  # an id and a score are all a bare answer is: checked in one step
-            pid = point.get("id")
-            out.append(
-                ScoredChunk(pid.int if type(pid) is uuid.UUID else pid if type(pid) is str else str(pid), score, {})
-            )
-            continue
         payload, score = _checked(point)
         if not bare and not payload.get("path"):  # no payload or no path: nothing a hit could name or open
             dropped += 1
             continue
-        pid = point.get("id")  # _checked: a dict
-        out.append(
-            ScoredChunk(pid.int if type(pid) is uuid.UUID else pid if type(pid) is str else str(pid), score, payload)
-        )
+        out.append(ScoredChunk(_point_key(point.get("id")), score, payload))  # _checked: a dict
     if dropped:
         logger.warning("points without a payload path dropped", extra={"dropped_points": dropped})
     scores = [c.score for c in out]
     if any(map(operator.le, scores, scores[1:])):  # the engine's order has ties (or is not its order): fix it
         out.sort(key=rank_key)
     return out
+
+
+def _point_key(pid: object) -> int | str:
+    """A point id as a chunk keeps it: Edge's ``uuid.UUID`` as its integer, a string as it is, anything else (an
+    integer id) as its string."""
+    if type(pid) is uuid.UUID:
+        return pid.int
+    return pid if type(pid) is str else str(pid)
 
 
 def rank_key(chunk: ScoredChunk) -> tuple[float, bool, int | str]:
