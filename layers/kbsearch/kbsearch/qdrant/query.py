@@ -116,7 +116,7 @@ def filter_json(
     if groups is not None:
         if not groups:
             raise ValueError("a restricted scope holds at least one group")
-        must.append({"key": "access", "match": {"any": sorted(groups)}})
+        must.append(scope_clause(groups))
     if tags:
         must.append({"key": "tags", "match": {"any": list(tags)}})
     if types:
@@ -133,6 +133,15 @@ def filter_json(
             when = when.replace(tzinfo=dt.UTC)
         must.append({"key": "updated", "range": {"gt": when.isoformat()}})
     return {"must": must} if must else None
+
+
+def scope_clause(groups: Sequence[str]) -> dict[str, Any]:
+    """The caller's scope as one condition: a chunk whose ``access`` holds any of ``groups``. Written as a
+    ``should`` of one ``match value`` per group (one group: that match alone), not as ``match any``: the same
+    points, but Qdrant's engine checks it at about a third of the cost on a scanned segment (Edge, the 10x vault,
+    every chunk in scope: a dense leg +0.15 ms against +0.55 ms; BENCHMARKS.md "Scope filter")."""
+    clauses = [{"key": "access", "match": {"value": group}} for group in sorted(set(groups))]
+    return clauses[0] if len(clauses) == 1 else {"should": clauses}
 
 
 def path_filter(path: str, from_chunk: int | None = None) -> dict[str, Any]:
