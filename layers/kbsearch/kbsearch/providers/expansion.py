@@ -4,9 +4,9 @@ container (LRU with TTL). Any failure returns no variants and the search goes on
 
 from __future__ import annotations
 
-import re
 import threading
 import time
+import unicodedata
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -22,8 +22,9 @@ SYSTEM_PROMPT = (
     "(Russian if the query is English, English if it is Russian). Keep product names, code and identifiers "
     'as they are. Answer with JSON only: {{"queries": ["...", "..."]}} /no_think'
 )
-_THINK = re.compile(r"<think>.*?</think>", re.S)
-_FENCE = re.compile(r"^```(?:json)?\s*|\s*```$", re.M)
+#: The longest answer read: the model is asked for at most 300 tokens, so more is a provider that does not do as it
+#: is told (its answer is not parsed: refused as unusable, the search goes on with the query alone).
+MAX_CONTENT_CHARS = 16 * 1024
 
 
 @dataclass(frozen=True)
@@ -63,9 +64,44 @@ class _TtlLru:
                 self._items.popitem(last=False)
 
 
+def _without_thinking(text: str) -> str:
+    """``text`` without its closed ``<think>…</think>`` blocks (an unclosed one is kept), in linear time: the
+    regular expression this replaces rescanned the rest of the answer from every unclosed ``<think>``."""
+    kept: list[str] = []
+    at = 0
+    while (start := text.find("<think>", at)) >= 0 and (end := text.find("</think>", start + 7)) >= 0:
+        kept.append(text[at:start])
+        at = end + 8
+    kept.append(text[at:])
+    return "".join(kept)
+
+
+def _unfenced(text: str) -> str:
+    """``text`` without Markdown fences (a line opening with three backticks and an optional ``json``, three
+    backticks closing a line), line by line in linear time (the expression this replaces backtracked over every
+    run of whitespace: quadratic)."""
+    lines = []
+    for raw in text.split("\n"):
+        line = (raw[7:] if raw.startswith("```json") else raw[3:]) if raw.startswith("```") else raw
+        stripped = line.rstrip()
+        lines.append(stripped[:-3] if stripped.endswith("```") else line)
+    return "\n".join(lines)
+
+
+def _same(text: str) -> str:
+    """What two rewrites share when they are the same search: Unicode compatibility form (NFC/NFD, full-width
+    letters), case, and without invisible format characters (zero-width spaces and joiners, bidi marks)."""
+    folded = unicodedata.normalize("NFKC", text).casefold()
+    return "".join(c for c in folded if unicodedata.category(c) != "Cf").strip()
+
+
 def parse_variants(content: str, query: str, n: int) -> list[str]:
-    """Rewrites from the model's answer (JSON object, list, or fenced JSON; ``<think>`` blocks dropped)."""
-    text = _FENCE.sub("", _THINK.sub("", content).strip()).strip()
+    """Rewrites from the model's answer (JSON object, list, or fenced JSON; ``<think>`` blocks dropped), at most
+    ``n``, none the query or another rewrite in another Unicode form, case or with invisible characters. Linear in
+    the answer; an answer over :data:`MAX_CONTENT_CHARS` is refused (``ValueError``) unread."""
+    if len(content) > MAX_CONTENT_CHARS:
+        raise ValueError(f"the answer is {len(content)} characters long, over {MAX_CONTENT_CHARS}")
+    text = _unfenced(_without_thinking(content).strip()).strip()
     start = min((i for i in (text.find("{"), text.find("[")) if i >= 0), default=-1)
     if start < 0:
         raise ValueError("no JSON in the answer")
@@ -73,16 +109,19 @@ def parse_variants(content: str, query: str, n: int) -> list[str]:
     items = data.get("queries") if isinstance(data, dict) else data
     if not isinstance(items, list):
         raise ValueError("no list of queries in the answer")
-    seen = {query.strip().casefold()}
+    seen = {_same(query)}
     out: list[str] = []
     for item in items:
+        if len(out) >= n:
+            break
         if not isinstance(item, str):
             continue
         variant = " ".join(item.split())[:1000]
-        if variant and variant.casefold() not in seen:
-            seen.add(variant.casefold())
+        key = _same(variant)
+        if key and key not in seen:
+            seen.add(key)
             out.append(variant)
-    return out[:n]
+    return out
 
 
 class Expander(ProviderClient):
