@@ -9,13 +9,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
+from moto import mock_aws
 
 from kbsearch.config import Secrets, Settings
+from kbsearch.providers.resilience import ProviderError, RetryPolicy, post_json, shared_client
 from kbsearch.schemas import SearchRequest, SearchResponse
 from kbsearch.search import SearchService
-from kbsearch_tools.fakes import FakeProvider, provider_env
-from tests.conftest import copy_store
+from kbsearch_tools.fakes import FakeEndpoint, FakeProvider, provider_env
+from tests.conftest import ROOT, copy_store
+from tests.integration.test_hostile_input import GOOD, request
 
 
 def chat_answer(content: Any, **message: Any) -> bytes:
@@ -133,3 +137,89 @@ def test_wrapped_expansion_answers_are_still_read(search: SearchService, deepinf
     answer, _ = _search(search, "restore qdrant snapshot")
     assert "expand" not in answer.meta.degraded
     assert answer.meta.variants == ["restore qdrant snapshot", "one", "two"]
+
+
+# -- credentials no HTTP header can carry ------------------------------------------------------------------------
+
+#: Keys as a paste into SSM or a shell can leave them: typographic quotes, a zero-width space or a no-break space
+#: inside, a Cyrillic look-alike letter, an accent, a line break or NUL inside (surrounding whitespace is stripped:
+#: `test_secrets_pasted_with_surrounding_whitespace_still_work`).
+UNSENDABLE_KEYS = {
+    "typographic quotes": "“{key}”",
+    "zero-width space": "{key}\u200b",
+    "no-break space": "{key}\u00a0x",
+    "cyrillic look-alike": "{key}-к",
+    "accent": "{key}é",
+    "line break inside": "{key}\nx",
+    "NUL inside": "{key}\x00x",
+}
+
+
+@pytest.fixture
+def handler(bm25_index: Path, tmp_path: Path, load_search_app: Any) -> Any:
+    def load(**env: str) -> Any:
+        store = tmp_path / "q"
+        copy_store(bm25_index, store)
+        return load_search_app(QDRANT_PATH=str(store), KB_SOURCE=str(ROOT / "sample-kb"), **env)
+
+    return load
+
+
+@pytest.mark.parametrize("ssm", [False, True], ids=["environment", "ssm"])
+@pytest.mark.parametrize("pasted", list(UNSENDABLE_KEYS.values()), ids=list(UNSENDABLE_KEYS))
+def test_a_provider_key_no_header_can_carry_degrades_its_stage(
+    handler: Any, deepinfra: FakeProvider, pasted: str, ssm: bool
+) -> None:
+    """The key went into the ``Authorization`` header as is: httpx raised ``UnicodeEncodeError`` (not an HTTP
+    error): the expansion stage let it through, every search was a 500; reranking and embeddings counted it as
+    an "unexpected failure" of the provider. Now: that stage degrades, its reason naming the setting, never the
+    key; the provider is not called with it."""
+    bad = pasted.format(key=deepinfra.api_key)
+    if "\x00" in bad and not ssm:
+        pytest.skip("no environment variable can hold a NUL")
+    env = {k: v for k, v in provider_env(deepinfra, roles=("RERANKER", "EXPANSION")).items() if not k.endswith("KEY")}
+    with mock_aws():
+        from aws_lambda_powertools.utilities import parameters
+
+        parameters.clear_caches()
+        if ssm:
+            client = boto3.client("ssm", region_name="us-east-1")
+            for name in ("RERANKER_API_KEY", "EXPANSION_API_KEY"):
+                client.put_parameter(Name=f"/kb/{name}", Type="SecureString", Value=bad)
+                env[f"{name}_PARAM"] = f"/kb/{name}"
+        else:
+            env |= {"RERANKER_API_KEY": bad, "EXPANSION_API_KEY": bad}
+        call = handler(**env)
+        result = call(request("POST", "/search", GOOD))
+        parameters.clear_caches()
+    assert result["statusCode"] == 200, result["body"]
+    answer = json.loads(result["body"])
+    assert answer["results"] and {"expand", "rerank"} <= set(answer["meta"]["degraded"]), answer["meta"]
+    assert deepinfra.calls("chat") == [] and deepinfra.calls("rerank") == []
+    assert bad not in result["body"]
+
+
+@pytest.mark.parametrize("pasted", list(UNSENDABLE_KEYS.values()), ids=list(UNSENDABLE_KEYS))
+def test_the_error_of_an_unsendable_key_names_its_setting_never_the_key(deepinfra: FakeProvider, pasted: str) -> None:
+    bad = pasted.format(key=deepinfra.api_key)
+    settings = Settings(**provider_env(deepinfra, roles=("EXPANSION",), fields=True) | {"expansion_api_key": bad})
+    with pytest.raises(ProviderError) as caught:
+        post_json(shared_client(), settings.expansion.primary, Secrets(settings), {"model": "m"}, RetryPolicy(), None)
+    assert caught.value.kind == "auth" and "EXPANSION_API_KEY" in str(caught.value) and bad not in str(caught.value)
+    assert deepinfra.calls("chat") == []
+
+
+@pytest.mark.parametrize("pasted", list(UNSENDABLE_KEYS.values()), ids=list(UNSENDABLE_KEYS))
+def test_a_qdrant_key_no_header_can_carry_is_a_503(pasted: str, load_search_app: Any) -> None:
+    """The same for Qdrant Cloud's ``api-key`` header (the search's REST reads): a 500 before, now the documented
+    503 with nothing of the key, and Qdrant never called."""
+    if "\x00" in pasted:
+        pytest.skip("no environment variable can hold a NUL")
+    endpoint = FakeEndpoint().start()
+    try:
+        call = load_search_app(QDRANT_URL=endpoint.url, QDRANT_API_KEY=pasted.format(key="qdrant-key"))
+        result = call(request("POST", "/search", GOOD))
+    finally:
+        endpoint.stop()
+    assert result["statusCode"] == 503, result
+    assert "qdrant-key" not in result["body"] and endpoint.requests == []

@@ -381,8 +381,18 @@ def _read(response: httpx.Response, limit: int, name: str) -> bytes:
     return b"".join(chunks)
 
 
+def header_safe(value: str) -> bool:
+    """Whether an HTTP header can carry ``value`` as it is: printable ASCII, spaces and tabs (httpx encodes header
+    values as ASCII: anything else was a ``UnicodeEncodeError``, a line break or NUL a protocol error)."""
+    return all(" " <= c <= "~" or c == "\t" for c in value)
+
+
 def _attempt(client: httpx.Client, call: Outbound, attempt_deadline: Deadline) -> tuple[httpx.Response, bytes]:
     headers = call.headers(max(0.0, attempt_deadline.remaining()))  # a key read from SSM fits in the attempt
+    unsafe = sorted(k for k, v in headers.items() if not header_safe(v))
+    if unsafe:  # a credential pasted with a smart quote, a zero-width space, a line break: never sendable
+        raise ProviderError(call.name, "auth", f"the {'/'.join(unsafe)} header would hold characters HTTP cannot "
+                            "carry (non-ASCII or control characters)")  # fmt: skip
     left = attempt_deadline.remaining()
     if left <= 0.005:
         raise ProviderError(call.name, "budget", "no time left before the deadline")
@@ -473,6 +483,9 @@ def bearer_call(endpoint: Endpoint, secrets: Any, payload: dict[str, Any]) -> Ou
             raise ProviderError(endpoint.name, "auth", f"cannot read the API key: {exc}") from None
         if not key:
             raise ProviderError(endpoint.name, "auth", f"no API key configured ({endpoint.secret})")
+        if not header_safe(key) or any(c.isspace() for c in key):
+            raise ProviderError(endpoint.name, "auth", f"the API key ({endpoint.secret}) holds characters no key "
+                                "has (non-ASCII, control characters or spaces: a pasted quote or zero-width space?)")  # fmt: skip
         return {"Authorization": f"Bearer {key}"}
 
     return Outbound(
