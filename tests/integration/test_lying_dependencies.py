@@ -14,6 +14,7 @@ import pytest
 from moto import mock_aws
 
 from kbsearch.config import Secrets, Settings
+from kbsearch.indexer import run_sync
 from kbsearch.providers.resilience import ProviderError, RetryPolicy, post_json, shared_client
 from kbsearch.schemas import SearchRequest, SearchResponse
 from kbsearch.search import SearchService
@@ -223,3 +224,17 @@ def test_a_qdrant_key_no_header_can_carry_is_a_503(pasted: str, load_search_app:
         endpoint.stop()
     assert result["statusCode"] == 503, result
     assert "qdrant-key" not in result["body"] and endpoint.requests == []
+
+
+@pytest.mark.parametrize("pasted", list(UNSENDABLE_KEYS.values()), ids=list(UNSENDABLE_KEYS))
+def test_a_sync_with_a_qdrant_key_no_header_can_carry_reports_it(pasted: str) -> None:
+    """The indexer's qdrant-client raised ``UnicodeEncodeError`` out of the sync (a traceback, no report)."""
+    endpoint = FakeEndpoint().start()
+    key = pasted.format(key="qdrant-key")
+    try:
+        settings = Settings(qdrant_url=endpoint.url, qdrant_api_key=key, embedding_api_key=None)
+        report = run_sync(settings, Secrets(settings), source_uri=str(ROOT / "sample-kb"))
+    finally:
+        endpoint.stop()
+    assert report.error and "QDRANT_API_KEY" in report.error and key not in report.error
+    assert endpoint.requests == []

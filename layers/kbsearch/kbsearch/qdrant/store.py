@@ -297,9 +297,15 @@ class Store:
         """Qdrant Cloud through qdrant-client (``QDRANT_URL``, the key from ``QDRANT_API_KEY``)."""
         from qdrant_client import QdrantClient
 
+        from kbsearch.providers.resilience import header_safe
+
+        key = secrets.get("QDRANT_API_KEY")
+        if key and not header_safe(key):  # httpx's UnicodeEncodeError (a traceback) at the first request
+            raise StoreError("QDRANT_API_KEY holds characters no HTTP header can carry (non-ASCII or control "
+                             "characters: a pasted quote or zero-width space?)")  # fmt: skip
         client = QdrantClient(
             url=settings.qdrant_url,
-            api_key=secrets.get("QDRANT_API_KEY"),
+            api_key=key,
             timeout=int(max(1, settings.qdrant_timeout_s)),
             check_compatibility=False,
         )
