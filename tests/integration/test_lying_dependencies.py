@@ -3,6 +3,7 @@ provider fakes answering exactly the bytes given (``Fault(body=...)``)."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import time
 from collections.abc import Iterator
@@ -238,3 +239,47 @@ def test_a_sync_with_a_qdrant_key_no_header_can_carry_reports_it(pasted: str) ->
         endpoint.stop()
     assert report.error and "QDRANT_API_KEY" in report.error and key not in report.error
     assert endpoint.requests == []
+
+
+# -- answers that are not the encoding they name -----------------------------------------------------------------
+
+#: 200s whose Content-Encoding their bytes are not: httpx's ``DecodingError`` is no transport error, so it escaped
+#: the outbound policy (expansion and the search's Qdrant reads: a 500; reranking: an "unexpected failure").
+MISENCODED = {
+    "gzip garbage": ("gzip", b"\x1f\x8b\x08 not gzip at all"),
+    "gzip of something else": ("gzip", b"plain text"),
+    "deflate garbage": ("deflate", b"not deflate"),
+    "gzip, then deflate": ("gzip, deflate", gzip.compress(b'{"a": 1}')),
+}
+
+
+@pytest.mark.parametrize(("encoding", "body"), list(MISENCODED.values()), ids=list(MISENCODED))
+def test_provider_answers_not_in_the_encoding_they_name_degrade_their_stage(
+    handler: Any, encoding: str, body: bytes
+) -> None:
+    endpoint = FakeEndpoint().start()
+    endpoint.body, endpoint.content_type, endpoint.headers = body, "application/json", {"Content-Encoding": encoding}
+    try:
+        call = handler(EXPANSION_URL=f"{endpoint.url}/v1/chat/completions", EXPANSION_API_KEY="k",
+                       RERANKER_URL=f"{endpoint.url}/inference/v1/rerank", RERANKER_API_KEY="k")  # fmt: skip
+        result = call(request("POST", "/search", GOOD))
+    finally:
+        endpoint.stop()
+    assert result["statusCode"] == 200, result["body"]
+    answer = json.loads(result["body"])
+    assert answer["results"] and {"expand", "rerank"} <= set(answer["meta"]["degraded"]), answer["meta"]
+    assert len(endpoint.requests) >= 2  # both were asked
+
+
+@pytest.mark.parametrize(("encoding", "body"), list(MISENCODED.values()), ids=list(MISENCODED))
+def test_a_qdrant_answer_not_in_the_encoding_it_names_is_a_503(
+    encoding: str, body: bytes, load_search_app: Any
+) -> None:
+    endpoint = FakeEndpoint().start()
+    endpoint.body, endpoint.content_type, endpoint.headers = body, "application/json", {"Content-Encoding": encoding}
+    try:
+        result = load_search_app(QDRANT_URL=endpoint.url, QDRANT_API_KEY="qdrant-key")(request("POST", "/search", GOOD))
+    finally:
+        endpoint.stop()
+    assert result["statusCode"] == 503, result
+    assert "Retry-After" in result["multiValueHeaders"], result

@@ -405,6 +405,9 @@ def _attempt(client: httpx.Client, call: Outbound, attempt_deadline: Deadline) -
                 raw = _read(response, call.max_bytes, call.name)
         except httpx.TimeoutException:
             raise ProviderError(call.name, "timeout", f"no complete answer within {left:.2f}s") from None
+        except httpx.DecodingError:  # a Content-Encoding (gzip, deflate) its bytes are not: not a transport error
+            encoding = response.headers.get("Content-Encoding", "")[:40]
+            raise ProviderError(call.name, "malformed", f"answer is not the {encoding!r} it says it is") from None
         except httpx.TransportError as exc:
             raise ProviderError(call.name, "connect", f"connection failed ({type(exc).__name__})") from None
     return response, raw
