@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import time
@@ -41,6 +42,26 @@ def _printable(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_printable(v) for v in value]
     return value
+
+
+#: What a terminal would act on rather than show: C0 controls but the line break, DEL, C1 controls (ESC and CSI
+#: start escape sequences: a window title, a cleared screen, colours), and the bidi overrides and isolates.
+_TERMINAL_UNSAFE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def _shown(value: Any) -> str:
+    """``value`` as text a terminal shows as it is: not UTF-8 escaped (:func:`_printable`), and every character a
+    terminal would act on (an escape sequence in a note's heading or file name, a carriage return, a bidi
+    override) written as its escape (``\\x1b``, ``\\r``, ``\\u202e``); line breaks kept."""
+    text = str(_printable(str(value)))
+    return _TERMINAL_UNSAFE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+class _TerminalFormatter(logging.Formatter):
+    """Log lines for a terminal: what a note or a file name put in a message is shown, not acted on."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return _shown(super().format(record))
 
 
 def _json_text(value: Any) -> str:
@@ -261,7 +282,8 @@ class _ProgressBar:
         width = 30
         filled = int(width * done / total)
         eta = self.eta(done, total, time.monotonic())
-        name = path if len(path) <= 40 else "…" + path[-39:]
+        name = _shown(path).replace("\n", "\\n")
+        name = name if len(name) <= 40 else "…" + name[-39:]
         self.drawn = done != total
         sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} eta {eta} {name:<40}")
         if done == total:
@@ -273,7 +295,8 @@ def _print_sync_summary(report: dict[str, Any]) -> None:
     state = "INCOMPLETE" if report["incomplete"] else "done"
     mode = "dense + BM25" if report["dense"] else "BM25 only (no EMBEDDING_API_KEY)"
     print(
-        f"sync {state}: {report['source']} → collection {report['collection']!r} [{mode}] in {report['duration_ms']} ms"
+        f"sync {state}: {_shown(report['source'])} → collection {report['collection']!r} [{mode}] "
+        f"in {report['duration_ms']} ms"
     )
     print(
         f"  notes: {report['notes_listed']} listed, {report['added']} added, {report['updated']} updated, "
@@ -289,16 +312,16 @@ def _print_sync_summary(report: dict[str, Any]) -> None:
         print(f"  re-embedding: {report['reembedded']}")
     if report.get("rebuilt"):
         print(f"  rebuild: {report['rebuilt']}")
-    for item in report["skipped"]:
-        print(f"  skipped {item['path']}: {item['reason']}")
+    for item in report["skipped"]:  # one line each: a line break in a file name is shown as \n
+        print(f"  skipped {_shown(item['path'])}: {_shown(item['reason'])}".replace("\n", "\\n"))
     for item in report["warnings"]:
-        print(f"  warning {item['path']}: {item['reason']}")
+        print(f"  warning {_shown(item['path'])}: {_shown(item['reason'])}".replace("\n", "\\n"))
     if report["deletion_blocked"]:
         print(f"  deletions blocked: {report['deletion_blocked']}")
     if report["remaining"]:
         print(f"  {report['remaining']} notes left for the next run")
     if report["error"]:
-        print(f"  error: {report['error']}")
+        print(f"  error: {_shown(report['error'])}")
 
 
 def cmd_index(args: argparse.Namespace) -> int:
@@ -439,12 +462,13 @@ def cmd_search(args: argparse.Namespace) -> int:
         + (f", degraded: {', '.join(meta.degraded)}" if meta.degraded else "")
         + ")"
     )
-    for hit in answer.results:
-        print(f"{hit.rank:>3}. {hit.score:8.4f}  {hit.title}")
+    for hit in answer.results:  # note text shown, never acted on by the terminal (escape sequences, bidi)
+        print(f"{hit.rank:>3}. {hit.score:8.4f}  {_shown(hit.title)}".replace("\n", " "))
         if hit.heading and hit.heading != hit.title:
-            print(f"{'':15}§ {hit.heading}")
-        print(f"{'':15}{hit.path}" + (f"  [{', '.join(hit.tags)}]" if hit.tags else ""))
-        print(f"{'':15}" + hit.snippet.replace("\n", "\n" + " " * 15))  # snippets keep their line breaks
+            print(f"{'':15}§ {_shown(hit.heading)}".replace("\n", " "))
+        tags = f"  [{_shown(', '.join(hit.tags))}]" if hit.tags else ""
+        print((f"{'':15}{_shown(hit.path)}" + tags).replace("\n", " "))
+        print(f"{'':15}" + _shown(hit.snippet).replace("\n", "\n" + " " * 15))  # snippets keep their line breaks
     return 0
 
 
@@ -1025,11 +1049,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_TerminalFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[handler])
     if not args.verbose:
         for noisy in ("httpx", "httpcore"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -1039,10 +1061,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\nkbsearch {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except KbSearchError as exc:
-        print(f"kbsearch {args.command}: error: {_printable(str(exc))}", file=sys.stderr)
+        print(f"kbsearch {args.command}: error: {_shown(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as exc:
-        print(f"kbsearch {args.command}: error: {_printable(str(exc))}", file=sys.stderr)
+        print(f"kbsearch {args.command}: error: {_shown(exc)}", file=sys.stderr)
         return 1
 
 
