@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 
 from kbsearch.errors import ConfigError
 
@@ -163,6 +163,17 @@ URL_SETTINGS = (
 )  # fmt: skip
 
 
+def rerank_contract(url: str) -> str | None:
+    """The rerank contract a URL's path names (``standard``: ``…/rerank``; ``native``: DeepInfra's
+    ``/v1/inference/<model>``), or None when it names neither."""
+    path = urlsplit(url).path.rstrip("/")
+    if path.endswith("/rerank"):
+        return "standard"
+    if "/v1/inference/" in path:
+        return "native"
+    return None
+
+
 def url_problem(value: str) -> str | None:
     """Why ``value`` is not a usable http(s) URL (None: it is, or it is empty, which turns the feature off). Never
     echoes the value: a URL may carry credentials."""
@@ -239,8 +250,8 @@ class Settings(BaseModel):
     reranker_fallback_model: str = "accounts/fireworks/models/qwen3-reranker-8b"
     reranker_provider: str = "deepinfra"
     reranker_fallback_provider: str = "fireworks"
-    reranker_api_style: str = Field(default="auto", pattern="^(auto|native|standard)$")
-    reranker_fallback_api_style: str = Field(default="auto", pattern="^(auto|native|standard)$")
+    reranker_api_style: str = Field(default="auto", pattern="^(auto|native|standard)$", validate_default=True)
+    reranker_fallback_api_style: str = Field(default="auto", pattern="^(auto|native|standard)$", validate_default=True)
     rerank_timeout_s: float = Field(default=3.0, gt=0)
     rerank_hedge_ms: float = Field(default=600.0, ge=0)  # 0 turns hedging off
     rerank_passage_tokens: int = Field(default=384, ge=32, le=8000)
@@ -339,6 +350,18 @@ class Settings(BaseModel):
 
     # The provider settings grouped per role, read from the flat fields above (whose names are the environment
     # variables). Plain properties, not cached: ``model_copy(update=...)`` copies a cache along with the values.
+
+    @field_validator("reranker_api_style", "reranker_fallback_api_style")
+    @classmethod
+    def _rerank_contract(cls, value: str, info: ValidationInfo) -> str:
+        """``auto`` needs a URL whose path names the contract: else every search failed building its reranker
+        (a 500 each); now one message naming the setting, as for a bad URL."""
+        url_field = "reranker_url" if info.field_name == "reranker_api_style" else "reranker_fallback_url"
+        url = info.data.get(url_field)
+        if value == "auto" and isinstance(url, str) and url and not url_problem(url) and not rerank_contract(url):
+            raise ValueError(f"'auto' cannot tell the rerank contract from {url_field.upper()}'s path (neither "
+                             "…/rerank nor …/v1/inference/<model>): set it to native or standard")  # fmt: skip
+        return value
 
     @field_validator(*URL_SETTINGS)
     @classmethod

@@ -11,11 +11,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import httpx
 
-from kbsearch.config import Endpoint, Secrets, Settings
+from kbsearch.config import Endpoint, Secrets, Settings, rerank_contract
 from kbsearch.providers.resilience import (
     Deadline,
     PrimaryFallback,
@@ -36,11 +35,9 @@ class Ranked:
 def detect_style(url: str, override: str = "auto") -> str:
     if override in ("native", "standard"):
         return override
-    path = urlsplit(url).path.rstrip("/")
-    if path.endswith("/rerank"):
-        return "standard"
-    if "/v1/inference/" in path:
-        return "native"
+    contract = rerank_contract(url)
+    if contract:
+        return contract
     raise ValueError(f"cannot tell the rerank contract from {url!r}: set the *_API_STYLE setting to native|standard")
 
 
