@@ -34,9 +34,13 @@ from kbsearch.sources import NOTE_SUFFIX, note_path, path_problem
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
-#: Sequencers are compared at this width (S3's are 16-18 hex digits today); longer ones still compare correctly
-#: in Python, and the DynamoDB log (string comparison) stores them padded to it.
+#: Sequencers are compared at this width (S3's are 16-18 hex digits today), and the DynamoDB log (string
+#: comparison) stores them padded to it.
 SEQUENCER_WIDTH = 64
+#: What an S3 sequencer is: hex digits, at most :data:`SEQUENCER_WIDTH`; a message with any other is poison (it
+#: cannot be ordered, nor stored: a 500,000-digit one failed the sequencer log's write, and every message of its
+#: batch with it).
+_SEQUENCER = re.compile(f"[0-9A-Fa-f]{{1,{SEQUENCER_WIDTH}}}")
 
 
 def sequencer_key(sequencer: str) -> str:
@@ -147,8 +151,7 @@ def _s3_record(record: Any, message_id: str, scope: Scope, batch: Batch) -> str 
     else:
         batch.ignored.append({"key": shown(key), "reason": f"event {name!r} does not change a note"})
         return None
-    _add(batch, scope, bucket_name, key, removed, obj.get("sequencer"), record.get("eventTime"), message_id)
-    return None
+    return _add(batch, scope, bucket_name, key, removed, obj.get("sequencer"), record.get("eventTime"), message_id)
 
 
 def shown(key: str) -> str:
@@ -159,14 +162,18 @@ def shown(key: str) -> str:
 
 def _add(
     batch: Batch, scope: Scope, bucket: Any, key: str, removed: bool, sequencer: Any, when: Any, message_id: str
-) -> None:
+) -> str | None:
+    """Appends the change (or the ignored key); returns why the record is malformed, if it is."""
     reason = scope.why_not(bucket if isinstance(bucket, str) else None, key)
     if reason:
         batch.ignored.append({"key": shown(key), "reason": reason})
-        return
-    seq = sequencer if isinstance(sequencer, str) else ""
+        return None
+    seq = sequencer.strip() if isinstance(sequencer, str) else ""
+    if seq and not _SEQUENCER.fullmatch(seq):
+        return f"a sequencer that is not S3's (hex digits, at most {SEQUENCER_WIDTH})"
     change = Change(scope.path(key), key, removed, seq, _time(when), message_id)
     batch.changes.append(change)
+    return None
 
 
 def _eventbridge(body: dict[str, Any], message_id: str, scope: Scope, batch: Batch) -> str | None:
@@ -182,8 +189,9 @@ def _eventbridge(body: dict[str, Any], message_id: str, scope: Scope, batch: Bat
         batch.ignored.append({"key": shown(key), "reason": f"event {kind!r} does not change a note"})
         return None
     bucket_name = bucket.get("name") if isinstance(bucket, dict) else None
-    _add(batch, scope, bucket_name, key, kind == "Object Deleted", obj.get("sequencer"), body.get("time"), message_id)
-    return None
+    return _add(
+        batch, scope, bucket_name, key, kind == "Object Deleted", obj.get("sequencer"), body.get("time"), message_id
+    )
 
 
 def read_batch(event: dict[str, Any], scope: Scope) -> Batch:
