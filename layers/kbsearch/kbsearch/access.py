@@ -242,6 +242,17 @@ class Scope:
                 "unrestricted": self.groups is None}  # fmt: skip
 
 
+def _once_each(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object of the caller mapping, refused when it names a key twice: ``json`` keeps the last silently,
+    so a key id, a Slack team or ``api_keys`` itself given twice granted (or revoked) whatever came last."""
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise CallerMapError(f"ACCESS_GROUPS gives {key[:80]!r} more than once (in one object)")
+        seen.add(key)
+    return dict(pairs)
+
+
 @dataclass(frozen=True)
 class CallerMap:
     """API key ids and Slack workspaces/channels/users → groups, from one JSON document (see the module doc)."""
@@ -260,7 +271,7 @@ class CallerMap:
         if text is None or not text.strip():
             return cls.empty()
         try:
-            data = json.loads(text)
+            data = json.loads(text, object_pairs_hook=_once_each)
         except (ValueError, RecursionError) as exc:  # RecursionError: nested deeper than the parser recurses
             raise CallerMapError(
                 f"ACCESS_GROUPS is not JSON ({type(exc).__name__} at {getattr(exc, 'pos', '?')})"
