@@ -1,7 +1,9 @@
-"""A search process has the kernel read ahead what every search reads whole of the embedded store (each sealed
-segment's int8 vectors, then the unsealed segment's floats), in the background, up to QDRANT_EMBEDDED_READAHEAD_MB;
-the indexer's store does not; and nothing about it can fail or change a search: no ``posix_fadvise``, a kernel
-that refuses every call, files named like the store's that are not regular files or do not exist.
+"""A search process has the kernel read ahead what a search reads of the embedded store, in the background, up to
+QDRANT_EMBEDDED_READAHEAD_MB: first what every search reads whole (each sealed segment's int8 vectors, the unsealed
+segment's floats), then what it reads at random (the payloads, the sealed segments' floats) only when each fits
+whole; the indexer's store reads nothing ahead; and nothing about it can fail or change a search: no
+``posix_fadvise``, a kernel that refuses every call, files named like the store's that are not regular files or
+do not exist.
 
 ``os.posix_fadvise`` is replaced by a recorder that passes each call on to the real one (a collaborator of the
 store: what the kernel was asked for is the observable)."""
@@ -108,37 +110,68 @@ def unread(built: Path, vectors: Any) -> list[str]:
     return hits
 
 
-def test_a_search_process_reads_ahead_the_int8_vectors_then_the_unsealed_floats(
-    built: Path, vectors: Any, unread: list[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    advice = Advice(monkeypatch)
-    assert search_and_wait(settings_for(built), vectors) == unread
+KINDS = ("quantized.data", "vectors/chunk_", "payload_storage/page_", "matrix.dat")  # the order read ahead
+
+
+def kind(path: str) -> int:
+    (index,) = [i for i, k in enumerate(KINDS) if k in path]
+    return index
+
+
+@pytest.fixture(scope="module")
+def whole(built: Path, vectors: Any, unread: list[str]) -> dict[str, int]:
+    """What the default cap reads ahead of the small store (everything a search reads): bytes by file."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        advice = Advice(monkeypatch)
+        assert search_and_wait(settings_for(built), vectors) == unread
     shard = built / "edge" / "kb"
     quantized = sorted(shard.glob("segments/*/vector_storage-dense/quantized.data"))
     floats = sorted(shard.glob("segments/*/vector_storage-dense/vectors/chunk_*.mmap"))  # the unsealed segment's
-    assert len(quantized) == 5 and floats
+    rescored = sorted(shard.glob("segments/*/vector_storage-dense/matrix.dat"))
+    payloads = sorted(shard.glob("segments/*/payload_storage/page_*.dat"))
+    assert len(quantized) == len(rescored) == 5 and floats and len(payloads) >= 6
     asked = advice.bytes_by_file()
-    for file in quantized:  # every sealed segment's int8 vectors, whole: a dense search scans every one
+    for file in [*quantized, *rescored]:  # whole: not sparse
         assert asked.get(str(file)) == file.stat().st_size, (file, asked)
-    for file in floats:  # their data (Edge preallocates the file sparse), not its holes
+    for file in [*floats, *payloads]:  # their data (Edge preallocates them sparse), not their holes
         assert 0 < asked[str(file)] <= os.stat(file).st_blocks * 512 < file.stat().st_size
-    assert set(asked) == {str(p) for p in [*quantized, *floats]}  # not the floats it rescores with, nor payloads
+    assert set(asked) == {str(p) for p in [*quantized, *floats, *payloads, *rescored]}
     assert {a for *_, a in advice.calls} == {os.POSIX_FADV_WILLNEED}
     assert advice.threads == {"kbsearch-readahead"}  # the open did not wait for it
-    first_float = min(i for i, c in enumerate(advice.calls) if "chunk_" in c[0])
-    assert all("quantized.data" not in c[0] for c in advice.calls[first_float:])  # the int8 vectors first
+    order = [kind(path) for path, *_ in advice.calls]
+    assert order == sorted(order)  # the int8 vectors first, then the unsealed floats, the payloads, the floats
     for path, offset, length, _ in advice.calls:  # within the file, and no more than Linux reads in one call
         assert offset >= 0 and 0 < length <= 4 << 20 and offset + length <= Path(path).stat().st_size
+    return asked
 
 
-def test_the_cap_bounds_what_is_asked_for_and_0_or_the_indexer_asks_for_nothing(
+def test_a_search_process_reads_ahead_what_a_search_reads(whole: dict[str, int]) -> None:
+    assert sum(whole.values()) < 16 << 20
+
+
+@pytest.mark.parametrize("cap_mb", [1, 2, 3, 4, 6, 9])
+def test_the_cap_bounds_it_and_what_is_read_at_random_is_read_whole_or_not_at_all(
+    built: Path, vectors: Any, unread: list[str], whole: dict[str, int], monkeypatch: pytest.MonkeyPatch, cap_mb: int
+) -> None:
+    advice = Advice(monkeypatch)
+    assert search_and_wait(settings_for(built, qdrant_embedded_readahead_mb=cap_mb), vectors) == unread
+    asked = advice.bytes_by_file()
+    assert 0 < sum(asked.values()) <= cap_mb << 20
+    kinds = sorted({kind(path) for path in asked})
+    assert kinds == list(range(len(kinds)))  # a prefix of the order
+    by_kind = {k: [f for f in whole if kind(f) == k] for k in range(len(KINDS))}
+    for k in kinds[:-1]:  # every kind before the last one asked: all of it
+        assert all(asked.get(f) == whole[f] for f in by_kind[k])
+    if kinds[-1] >= 2:  # read at random: all of it or none
+        assert all(asked.get(f) == whole[f] for f in by_kind[kinds[-1]])
+    elif sum(whole[f] for f in by_kind[kinds[-1]]) > sum(asked.get(f, 0) for f in by_kind[kinds[-1]]):
+        assert sum(asked.values()) == cap_mb << 20  # read whole by every search: as much as the cap lets in
+
+
+def test_0_or_the_indexers_store_asks_for_nothing(
     built: Path, vectors: Any, unread: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     advice = Advice(monkeypatch)
-    assert search_and_wait(settings_for(built, qdrant_embedded_readahead_mb=1), vectors) == unread
-    assert sum(advice.bytes_by_file().values()) == 1 << 20  # the store holds more than 1 MB of int8 vectors
-    assert all("quantized.data" in c[0] for c in advice.calls)
-    advice.calls.clear()
     assert search_and_wait(settings_for(built, qdrant_embedded_readahead_mb=0), vectors) == unread
     settings = settings_for(built)
     store = open_store(settings, Secrets(settings))  # the indexer's store: its writes would drop the pages anyway
@@ -174,7 +207,7 @@ def test_without_posix_fadvise_the_store_opens_and_searches(
 
 
 def test_entries_named_like_the_stores_files_that_are_no_regular_file_are_skipped(
-    tmp_path: Path, built: Path, vectors: Any, unread: list[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, built: Path, vectors: Any, unread: list[str], whole: dict[str, int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A FIFO (opening it for reading would block), a device, a directory, a dangling symlink, a file that vanished
     between the listing and the open: each is skipped, the rest is read ahead, the search answers as before."""
@@ -203,5 +236,6 @@ def test_entries_named_like_the_stores_files_that_are_no_regular_file_are_skippe
     advice = Advice(monkeypatch)
     assert search_and_wait(settings_for(root), vectors) == unread
     asked = advice.bytes_by_file()
+    assert len(asked) == len(whole)
     assert not any("chunk_9" in path for path in asked) and all(path.startswith(str(root)) for path in asked), asked
     assert all(str(s) in asked for s in segments)

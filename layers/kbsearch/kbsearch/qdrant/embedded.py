@@ -74,13 +74,17 @@ STATE_FORMAT = 1
 REFRESH_SHARE = 0.25
 #: Paths per filtered scroll when refreshing notes (a ``match any`` of this many keywords).
 REFRESH_BATCH = 1024
-#: What every search reads whole, read ahead in this order when a search process opens the store
-#: (``QDRANT_EMBEDDED_READAHEAD_MB``): each sealed segment's int8 vectors (the dense leg scans them all), then the
-#: float vectors of the segment not yet sealed (scanned exactly). Not what a search reads at random (the sealed
-#: segments' floats it rescores candidates with, 1.2 GB at 100x the vault; the payloads): once in the page cache,
-#: each page fault there maps its neighbours too, and the process's RSS grows (+25 MB at 10x for the payloads,
-#: +100 MB for the floats) for no measured gain in a warm search (BENCHMARKS.md, "Reading ahead").
-READAHEAD = ("vector_storage-*/quantized.data", "vector_storage-*/vectors/chunk_*.mmap")
+#: What a search reads of each segment, read ahead in this order when a search process opens the store, up to
+#: ``QDRANT_EMBEDDED_READAHEAD_MB``: (files, read whole by every search). First what every search reads whole: each
+#: sealed segment's int8 vectors (the dense leg scans them all) and the floats of the segment not yet sealed (scanned
+#: exactly). Then what a search reads at random, each only when all of it fits in what is left: the payloads (of
+#: the hits) and the sealed segments' floats (the candidates it rescores): once they are in the page cache, a page
+#: fault there maps its neighbours too, so the process's RSS grows with them (10x the vault: 60 and 122 MB, RSS
+#: 318 -> 411 MB, warm search p50 -20%; 100x: 371 MB and 1.2 GB, left to the searches). BENCHMARKS.md, "Reading ahead".
+READAHEAD: tuple[tuple[str, bool], ...] = (
+    ("vector_storage-*/quantized.data", True), ("vector_storage-*/vectors/chunk_*.mmap", True),
+    ("payload_storage/page_*.dat", False), ("vector_storage-*/matrix.dat", False),
+)  # fmt: skip
 #: Bytes asked for per ``POSIX_FADV_WILLNEED``: Linux reads at most its readahead window (a few MB) per call.
 READAHEAD_STEP = 4 << 20
 
@@ -179,7 +183,8 @@ class EdgeStore(Store):
         into the page cache, from a background thread, without waiting for it. Edge drops its files from the page
         cache when a shard closes and maps them for random access (no readahead), so a fresh process's first
         searches otherwise read them in 4 KiB page faults (0.5 s for the first search at 10x the vault, 1.6 s at
-        100x; with this, 0.12 s and 0.3 s). Linux only (``os.posix_fadvise``); best effort: a file that cannot be read is left to the search,
+        100x; with this, 0.12 s and 0.3 s), and at 10x every search reads the floats it rescores with from
+        disk. Linux only (``os.posix_fadvise``); best effort: a file that cannot be read is left to the search,
         which reports it; the store's lock is not taken (nothing of the shard is touched)."""
         if limit_bytes <= 0 or self._shard is None or not hasattr(os, "posix_fadvise"):
             return
@@ -752,48 +757,59 @@ class EdgeStore(Store):
 
 def read_ahead(shard: Path, limit_bytes: int, stop: threading.Event | None = None) -> int:
     """Ask the kernel (``POSIX_FADV_WILLNEED``: it reads asynchronously) for the files of :data:`READAHEAD` in each
-    of the shard's segments, their data only (a file's holes are skipped), until ``limit_bytes`` or ``stop``; the
-    bytes asked for. Best effort: a file that vanished, is not a regular file, or cannot be read is skipped."""
+    of the shard's segments, their data only (a file's holes are skipped), in its order, until ``limit_bytes``, a
+    kind read at random that does not fit whole, or ``stop``; the bytes asked for. Best effort: a file that vanished,
+    is not a regular file, or cannot be read is skipped."""
     advise = getattr(os, "posix_fadvise", None)
     asked = 0
     if advise is None:
         return asked
-    for pattern in READAHEAD:
-        for file in sorted(shard.glob(f"segments/*/{pattern}")):
-            try:
-                fd = os.open(file, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO does not block the open
-            except OSError:
-                continue
-            try:
-                if not stat.S_ISREG(os.fstat(fd).st_mode):
-                    continue
-                for start, end in _data_extents(fd):
-                    for offset in range(start, end, READAHEAD_STEP):
-                        if asked >= limit_bytes or (stop is not None and stop.is_set()):
-                            return asked
-                        length = min(READAHEAD_STEP, end - offset, limit_bytes - asked)
+    for pattern, whole in READAHEAD:
+        with contextlib.ExitStack() as opened:
+            ranges = [(fd, extent) for fd in _regular_files(sorted(shard.glob(f"segments/*/{pattern}")), opened)
+                      for extent in _data_extents(fd)]  # fmt: skip
+            if not whole and asked + sum(end - start for _, (start, end) in ranges) > limit_bytes:
+                return asked
+            for fd, (start, end) in ranges:
+                for offset in range(start, end, READAHEAD_STEP):
+                    if asked >= limit_bytes or (stop is not None and stop.is_set()):
+                        return asked
+                    length = min(READAHEAD_STEP, end - offset, limit_bytes - asked)
+                    with contextlib.suppress(OSError):
                         advise(fd, offset, length, os.POSIX_FADV_WILLNEED)
-                        asked += length
-            except OSError:
-                continue
-            finally:
-                os.close(fd)
+                    asked += length
     return asked
+
+
+def _regular_files(files: list[Path], opened: contextlib.ExitStack) -> Iterator[int]:
+    """Descriptors of the regular files among ``files`` (closed with ``opened``); the others skipped."""
+    for file in files:
+        try:
+            fd = os.open(file, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO does not block the open
+        except OSError:
+            continue
+        opened.callback(os.close, fd)
+        with contextlib.suppress(OSError):
+            if stat.S_ISREG(os.fstat(fd).st_mode):
+                yield fd
 
 
 def _data_extents(fd: int) -> Iterator[tuple[int, int]]:
     """The (start, end) byte ranges of an open file that hold data (Edge preallocates its files sparse: 992 MB of
     payload pages at 100x the vault hold 371 MB); the whole file where the file system cannot tell."""
-    size = os.fstat(fd).st_size
+    try:
+        size = os.fstat(fd).st_size
+    except OSError:
+        return
     offset = 0
     while offset < size:
         try:
             start = os.lseek(fd, offset, os.SEEK_DATA)
+            end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
         except OSError as exc:
             if exc.errno != errno.ENXIO:  # ENXIO: only a hole from here on
                 yield offset, size
             return
-        end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
         yield start, end
         offset = end
 
