@@ -239,3 +239,37 @@ def test_entries_named_like_the_stores_files_that_are_no_regular_file_are_skippe
     assert len(asked) == len(whole)
     assert not any("chunk_9" in path for path in asked) and all(path.startswith(str(root)) for path in asked), asked
     assert all(str(s) in asked for s in segments)
+
+
+def test_closing_the_store_stops_the_readahead(built: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store closes while its readahead runs (here: at the readahead's first call): no further call."""
+    settings = settings_for(built)
+    opened: list[Any] = []
+
+    class ClosingAdvice(Advice):
+        def __call__(self, fd: int, offset: int, length: int, advice: int) -> None:
+            super().__call__(fd, offset, length, advice)
+            if len(self.calls) == 1:
+                opened[0].close()
+
+    advice = ClosingAdvice(monkeypatch)
+    gate = threading.Lock()
+    with gate:  # the retriever is known before the reader's first call can close it
+        real_thread = threading.Thread
+
+        def thread(*args: Any, **kwargs: Any) -> threading.Thread:
+            target = kwargs["target"]
+
+            def after_gate(*a: Any) -> Any:
+                with gate:
+                    return target(*a)
+
+            return real_thread(*args, **{**kwargs, "target": after_gate})
+
+        monkeypatch.setattr(threading, "Thread", thread)
+        retriever = open_retriever(settings, Secrets(settings))
+        opened.append(retriever)
+    reader = retriever.store._reader  # type: ignore[attr-defined]
+    reader.join(timeout=60)
+    assert not reader.is_alive() and len(advice.calls) == 1
+    retriever.close()
