@@ -51,7 +51,8 @@ def edge_by_hand(weights: list[float] | None) -> Any:
     """The same query written with Qdrant Edge's own API (qdrant.tech/documentation/edge)."""
     edge = pytest.importorskip("qdrant_edge", reason="no Qdrant Edge wheel on this platform")
     qfilter = edge.Filter(must=[
-        edge.FieldCondition(key="access", match=edge.MatchAny(any=["hr", "public"])),
+        edge.Filter(should=[edge.FieldCondition(key="access", match=edge.MatchValue(value="hr")),
+                            edge.FieldCondition(key="access", match=edge.MatchValue(value="public"))]),
         edge.FieldCondition(key="tags", match=edge.MatchAny(any=["runbook", "qdrant"])),
         edge.FieldCondition(key="type", match=edge.MatchAny(any=["runbook"])),
         edge.FieldCondition(key="status", match=edge.MatchAny(any=["active"])),
@@ -79,7 +80,12 @@ def test_request_body_matches_qdrant_client_and_edge(qdrant: FakeEndpoint, weigh
     client = QdrantClient(url=qdrant.url, check_compatibility=False)
     when = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     conditions: list[models.Condition] = [
-        models.FieldCondition(key="access", match=models.MatchAny(any=["hr", "public"])),
+        models.Filter(
+            should=[
+                models.FieldCondition(key="access", match=models.MatchValue(value="hr")),
+                models.FieldCondition(key="access", match=models.MatchValue(value="public")),
+            ]
+        ),
         models.FieldCondition(key="tags", match=models.MatchAny(any=["runbook", "qdrant"])),
         models.FieldCondition(key="type", match=models.MatchAny(any=["runbook"])),
         models.FieldCondition(key="status", match=models.MatchAny(any=["active"])),

@@ -142,7 +142,8 @@ def resolved(results: Sequence[tuple[Leg, list[ScoredChunk]]]) -> list[tuple[Leg
 
 
 def _note(chunk: ScoredChunk) -> str:
-    return str(chunk.payload.get("path") or chunk.payload.get("doc_id") or chunk.id)
+    path = chunk.payload.get("path")  # read_leg keeps a leg's chunk only with a path (a string)
+    return path if type(path) is str and path else str(chunk.payload.get("doc_id") or chunk.id)
 
 
 def _note_language(payload: dict[str, Any], cache: dict[str, str | None]) -> str | None:
