@@ -79,8 +79,8 @@ REFRESH_BATCH = 1024
 #: sealed segment's int8 vectors (the dense leg scans them all) and the floats of the segment not yet sealed (scanned
 #: exactly). Then what a search reads at random, each only when all of it fits in what is left: the payloads (of
 #: the hits) and the sealed segments' floats (the candidates it rescores): once they are in the page cache, a page
-#: fault there maps its neighbours too, so the process's RSS grows with them (10x the vault: 60 and 122 MB, RSS
-#: 318 -> 411 MB, warm search p50 -20%; 100x: 371 MB and 1.2 GB, left to the searches). BENCHMARKS.md, "Reading ahead".
+#: fault there maps its neighbours too, so the process's RSS grows with them (10x the vault: 37 and 122 MB, search
+#: RSS 318 -> 413 MB, warm p50 -12%; 100x: 371 MB and 1.2 GB, left to the searches). BENCHMARKS.md, "Reading ahead".
 READAHEAD: tuple[tuple[str, bool], ...] = (
     ("vector_storage-*/quantized.data", True), ("vector_storage-*/vectors/chunk_*.mmap", True),
     ("payload_storage/page_*.dat", False), ("vector_storage-*/matrix.dat", False),
