@@ -223,6 +223,10 @@ class Settings(BaseModel):
     # answers as fast as the graphs at 100x the vault (BENCHMARKS.md, "Sealed segments").
     qdrant_embedded_hnsw_m: int = Field(default=0, ge=0, le=64)
     qdrant_embedded_graph_from: int = Field(default=EDGE_GRAPH_FROM, ge=100)
+    # MB a search process has the kernel read ahead when it opens the embedded store: the segments' int8 vectors,
+    # then the payloads and the floats when each fits whole (at 10x the vault, not at 100x); 0: none
+    # (qdrant/embedded.py READAHEAD; BENCHMARKS.md, "Reading ahead").
+    qdrant_embedded_readahead_mb: int = Field(default=512, ge=0)
     qdrant_collection: str = "kb"
     qdrant_timeout_s: float = Field(default=10.0, gt=0)
 

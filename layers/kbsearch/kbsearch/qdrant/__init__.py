@@ -47,9 +47,9 @@ def open_retriever(settings: Settings, secrets: Secrets) -> Retriever:
             settings.qdrant_url, settings.qdrant_collection, lambda: secrets.get("QDRANT_API_KEY"), shared_client(),
             settings.qdrant_timeout_s,
         )  # fmt: skip
-    from kbsearch.qdrant.embedded import EmbeddedRetriever
+    from kbsearch.qdrant.embedded import EmbeddedRetriever, open_embedded
 
-    return EmbeddedRetriever(open_store(settings, secrets))
+    return EmbeddedRetriever(open_embedded(settings, search=True))
 
 
 def beside_store(settings: Settings, suffix: str) -> Path | None:

@@ -138,8 +138,9 @@ def filter_json(
 def scope_clause(groups: Sequence[str]) -> dict[str, Any]:
     """The caller's scope as one condition: a chunk whose ``access`` holds any of ``groups``. Written as a
     ``should`` of one ``match value`` per group (one group: that match alone), not as ``match any``: the same
-    points, but Qdrant's engine checks it at about a third of the cost on a scanned segment (Edge, the 10x vault,
-    every chunk in scope: a dense leg +0.15 ms against +0.55 ms; BENCHMARKS.md "Scope filter")."""
+    points, checked at less cost by Qdrant's engine on a scanned segment (Edge, the 10x vault, the search's batch:
+    +0.3 against +0.8 ms when one group holds every chunk, +1.4 against +1.9 ms when two share them; BENCHMARKS.md,
+    "Access scopes")."""
     clauses = [{"key": "access", "match": {"value": group}} for group in sorted(set(groups))]
     return clauses[0] if len(clauses) == 1 else {"should": clauses}
 
