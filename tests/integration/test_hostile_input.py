@@ -586,6 +586,7 @@ HUGE_TEXTS = {
     "words": "restore snapshot " * 3500, "cyrillic": "ротация ключей " * 650, "emoji": "👩‍👩‍👧‍👦 " * 650,
     "entities": "&lt;&amp;&gt; " * 1800, "markup": "<!channel> *bold* `code` " * 1000, "share": "share " + "x y " * 10_000,
     "filters": "tag:runbook in:ru " + "snapshot " * 5000, "one word": "z" * 40_000,
+    "open quotes": "restore ab:“x tag:“y " * 1500,
 }  # fmt: skip
 
 

@@ -166,7 +166,9 @@ class Intent:
 FILTER_KEYS = {"tag": "tags", "tags": "tags", "type": "type", "status": "status", "in": "path_prefix",
                "path": "path_prefix", "after": "updated_after", "since": "updated_after"}  # fmt: skip
 _LIST_FILTERS = ("tags", "type", "status")
-_WORD = re.compile(r'(?P<key>[A-Za-z]{2,6}):(?:"(?P<q1>[^"]*)"|“(?P<q2>[^”]*)”|(?P<bare>\S*))|\S+')
+#: A typographic quote ends at ” and a value never holds “: an unclosed “ is a word of the question, found by
+#: reading to the next “ (it read to the end of the text from every “: quadratic).
+_WORD = re.compile(r'(?P<key>[A-Za-z]{2,6}):(?:"(?P<q1>[^"]*)"|“(?P<q2>[^”“]*)”|(?P<bare>\S*))|\S+')
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}(?:[T ][0-9:.]+(?:Z|[+-][0-9:]+)?)?")
 
 

@@ -1,0 +1,42 @@
+"""The ``/kb`` command's text read in linear time, whatever quotes it leaves open (``kbsearch.slack.parse_text``
+runs on the acknowledgement path, inside Slack's 3 s)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from kbsearch.slack import parse_text
+
+#: Texts built to make the word pattern rescan: every ``key:“`` left open read to the end of the text (200 KB of
+#: them took ~20 s; within the 64 KiB body a form-encoded command can be, ~0.3 s of the 3 s).
+OPEN_QUOTES = {
+    "unknown keys, typographic": "ab:“x " * 33_000,
+    "filter keys, typographic": "tag:“x " * 28_000,
+    "unknown keys, straight": 'ab:"x ' * 33_000,
+    "mixed": 'ab:“x cd:"y ef:”z ' * 11_000,
+}
+
+
+@pytest.mark.parametrize("text", list(OPEN_QUOTES.values()), ids=list(OPEN_QUOTES))
+def test_open_quotes_are_read_in_linear_time(text: str) -> None:
+    started = time.monotonic()
+    intent = parse_text(text)
+    assert time.monotonic() - started < 2.0  # milliseconds unloaded
+    assert intent.kind in ("search", "usage")
+
+
+@pytest.mark.parametrize(
+    ("text", "tags", "question"),
+    [
+        ("tag:“two words” restore", ["two words"], "restore"),
+        ('tag:"two words" restore', ["two words"], "restore"),
+        ("restore ab:“open quote", None, "restore ab:“open quote"),
+        ("ab:“x ab:“y” restore", None, "ab:“x ab:“y” restore"),
+    ],
+)
+def test_quoted_values_still_read(text: str, tags: list[str] | None, question: str) -> None:
+    intent = parse_text(text)
+    assert intent.kind == "search" and intent.query == question
+    assert intent.filters.get("tags") == tags
