@@ -376,13 +376,29 @@ class S3Source:
         return preferred(keys) if keys else None
 
     def _get(self, key: str) -> bytes:
+        """The object's bytes, at most :data:`MAX_FILE_BYTES` of them (as a folder's files): a larger object is
+        refused from its declared length unread, and one that sends more than it declared stops being read there
+        (it was read whole into memory: a note replaced by gigabytes between a listing and a read, or read by
+        path, could take the function's memory)."""
         try:
-            body: bytes = self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+            answer = self.client.get_object(Bucket=self.bucket, Key=key)
+            stream = answer["Body"]
+            try:
+                declared = answer.get("ContentLength")
+                if isinstance(declared, int) and declared > MAX_FILE_BYTES:
+                    raise NoteUnreadable(key, f"larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB ({declared} bytes)")
+                body: bytes = stream.read(MAX_FILE_BYTES + 1)
+            finally:
+                stream.close()
+        except NoteUnreadable:
+            raise
         except Exception as exc:
             code = _aws_code(exc)
             if code in ("NoSuchKey", "404"):
                 raise SourceError(f"no note at {key!r}") from None
             raise SourceError(f"cannot read s3://{self.bucket}/{key}: {_aws_message(exc)}") from None
+        if len(body) > MAX_FILE_BYTES:
+            raise NoteUnreadable(key, f"larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB (more than it declared)")
         return body
 
 
