@@ -125,8 +125,10 @@ def test_a_russian_question_of_mostly_latin_identifiers_is_russian(query: str, t
     Russian rewrite) is the translation whose BM25 counts for English."""
     evidence = analyse(query)
     assert evidence.language == "ru"
-    assert term_id("qdrant") in evidence.identifiers or term_id("deploy") in evidence.identifiers or any(
-        term_id(t) in evidence.identifiers for t in tokenize("kbsearch.yaml")
+    assert (
+        term_id("qdrant") in evidence.identifiers
+        or term_id("deploy") in evidence.identifiers
+        or any(term_id(t) in evidence.identifiers for t in tokenize("kbsearch.yaml"))
     )
     rewrite = query.replace("ошибка", "сбой").replace("задать", "указать").replace("лежит", "находится")
     assert translated(evidence, [query, rewrite, translation]) == [None, None, "en"]
