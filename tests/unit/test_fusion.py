@@ -111,6 +111,32 @@ def test_a_translated_variant_s_bm25_counts_for_its_language() -> None:
     assert paths(fused)[0] == "ru/a.md"  # the same match counted as another language's: dense decides
 
 
+@pytest.mark.parametrize(
+    ("query", "translation"),
+    [
+        ("как задать EMBEDDING_API_KEY и QDRANT_URL", "how to set EMBEDDING_API_KEY and QDRANT_URL"),
+        ("ошибка ERR_CONNECTION_REFUSED в deploy pipeline", "ERR_CONNECTION_REFUSED error in the deploy pipeline"),
+        ("где лежит kbsearch.yaml и config/edge_config.json", "where are kbsearch.yaml and config/edge_config.json"),
+    ],
+)
+def test_a_russian_question_of_mostly_latin_identifiers_is_russian(query: str, translation: str) -> None:
+    """Identifiers belong to no language: a Russian question naming settings, codes and files is Russian, however
+    many of its letters are Latin; its Latin words are what it looks up, and the expansion's English variant (not a
+    Russian rewrite) is the translation whose BM25 counts for English."""
+    evidence = analyse(query)
+    assert evidence.language == "ru"
+    assert (
+        term_id("qdrant") in evidence.identifiers
+        or term_id("deploy") in evidence.identifiers
+        or any(term_id(t) in evidence.identifiers for t in tokenize("kbsearch.yaml"))
+    )
+    rewrite = query.replace("ошибка", "сбой").replace("задать", "указать").replace("лежит", "находится")
+    assert translated(evidence, [query, rewrite, translation]) == [None, None, "en"]
+    assert [lang for _, lang in lexical_variants(evidence, [rewrite, translation])] == ["ru", "en"]
+    assert analyse(translation).language == "en"
+    assert analyse("how to set up индексатор").language == "en"  # a Russian name in an English question
+
+
 def test_a_same_language_question_gets_both_legs() -> None:
     query = "rotate provider keys without downtime"
     evidence = analyse(query)

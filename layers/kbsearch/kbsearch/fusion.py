@@ -37,7 +37,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from kbsearch.lexical import SparseVector, identifier_terms, query_vector, term_id, text_language, tokenize
+from kbsearch.lexical import (
+    SparseVector,
+    identifier_terms,
+    query_language,
+    query_vector,
+    term_id,
+    text_language,
+    tokenize,
+)
 from kbsearch.qdrant.query import PROBE_DEPTH, Candidate, Leg, ScoredChunk, candidate, rank_key
 
 
@@ -69,7 +77,7 @@ class QueryEvidence:
 
 def analyse(query: str) -> QueryEvidence:
     terms = tuple(dict.fromkeys(term_id(t) for t in tokenize(query)))
-    return QueryEvidence(query, text_language(query), terms, frozenset(term_id(t) for t in identifier_terms(query)))
+    return QueryEvidence(query, query_language(query), terms, frozenset(term_id(t) for t in identifier_terms(query)))
 
 
 def lexical_variants(evidence: QueryEvidence, variants: Sequence[str]) -> list[tuple[SparseVector, str | None]]:
@@ -77,7 +85,7 @@ def lexical_variants(evidence: QueryEvidence, variants: Sequence[str]) -> list[t
     by the expansion model), which then counts for that language."""
     legs = [(query_vector(evidence.text), evidence.language)]
     for variant in variants:
-        language = text_language(variant)
+        language = query_language(variant)
         if language is not None and language != evidence.language and all(lang != language for _, lang in legs):
             legs.append((query_vector(variant), language))
     return legs
@@ -89,7 +97,7 @@ def translated(evidence: QueryEvidence, variants: Sequence[str]) -> list[str | N
     set the dense scale's floor."""
     out: list[str | None] = [None]
     for variant in variants[1:]:
-        language = text_language(variant)
+        language = query_language(variant)
         out.append(language if language is not None and language != evidence.language else None)
     return out
 

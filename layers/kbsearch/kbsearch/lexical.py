@@ -148,13 +148,30 @@ def text_language(text: str) -> str | None:
 _IDENTIFIER = re.compile(r"\d|_|[a-zа-яё][A-ZА-ЯЁ]|[A-ZА-ЯЁ]{2}|[^\W_][./:+\\-][^\W_]")
 
 
+def query_language(query: str) -> str | None:
+    """A query's language, judged word by word (a query is a few words; a long one names things), over its words
+    that are not identifiers (:data:`_IDENTIFIER`: ``QDRANT_URL``, ``ERR-4012``, ``app.json`` belong to no
+    language): Russian when at least a third of them are Cyrillic, as :func:`text_language` judges letters. "как
+    задать EMBEDDING_API_KEY и QDRANT_URL" and "сбой ERR_CONNECTION_REFUSED в deploy pipeline" are Russian
+    questions, though most of their letters are Latin; "how to set up индексатор" is English. A query of
+    identifiers alone is judged by all of its letters."""
+    languages = [text_language(w) for w in query.split() if not _IDENTIFIER.search(w.strip(_WORD_PUNCTUATION))]
+    judged = [lang for lang in languages if lang is not None]
+    if not judged:
+        return text_language(query)
+    return "ru" if 3 * judged.count("ru") >= len(judged) else "en"
+
+
+_WORD_PUNCTUATION = "\"'`«»()[]{},;!?"
+
+
 def identifier_terms(query: str) -> frozenset[str]:
     """The stemmed terms of the query's identifier-like words (see :data:`_IDENTIFIER`), and of its Latin words
     when the query is Russian (a setting, a product or a file name inside a Russian question)."""
-    russian = text_language(query) == "ru"
+    russian = query_language(query) == "ru"
     out: set[str] = set()
     for raw in query.split():
-        word = raw.strip("\"'`«»()[]{},;!?")
+        word = raw.strip(_WORD_PUNCTUATION)
         if _IDENTIFIER.search(word) or (russian and _LATIN_LETTER.search(word) and not _CYRILLIC_LETTER.search(word)):
             out.update(tokenize(word))
     return frozenset(out)
