@@ -496,6 +496,12 @@ ACCESS_PARAM = "/kb-search/test/access-groups"
         '{"api_keys": {"k1": NaN}}', '{"api_keys": {"k1": [' + "9" * 5000 + "]}}",
         '{"api_keys": {"\ud800": ["hr"]}}', '{"api_keys": {"k1": {"groups": {"hr": 1}}}}',
         '{"api_keys": {"k1": ["h r"]}}', '{"slack": {"T1/C1/U1/X": ["hr"]}}',
+        # a key given twice in one object (json kept the last silently: a grant or a revocation by position)
+        '{"api_keys": {"k1": ["public"], "k1": ["hr"]}}', '{"api_keys": {"k1": ["hr"], "k1": ["public"]}}',
+        '{"api_keys": {"k1": ["public"]}, "api_keys": {"k1": ["hr"]}}',
+        '{"api_keys": {"k1": {"name": "portal", "groups": ["public"], "groups": ["hr"]}}}',
+        '{"api_keys": {"k1": ["hr"]}, "slack": {"T1": ["staff"], "T1": ["hr"]}}',
+        '{"api_keys": {"k1": ["hr"]}, "slack": {}, "slack": {"T1": ["hr"]}}',
     ],
     ids=lambda v: v[:24],
 )  # fmt: skip

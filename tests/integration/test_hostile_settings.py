@@ -12,7 +12,7 @@ from moto import mock_aws
 
 from kbsearch.config import Settings
 from kbsearch_tools.local.apigw import HttpRequest, build_event
-from tests.integration.test_hostile_input import ACCESS_PARAM, GOOD, handler, request
+from tests.integration.test_hostile_input import ACCESS_PARAM, handler, request
 
 __all__ = ["handler"]  # the fixture, shared with test_hostile_input
 
@@ -46,42 +46,9 @@ def test_a_rerank_url_with_its_style_named_is_accepted(url: str, style: str) -> 
     assert settings.reranking.primary.api_style == style and settings.reranking.fallback.api_style == style
 
 
-#: Caller mappings that name a key twice in one object: ``json`` kept the last silently (a key id granted ``hr``
-#: then ``public``, or the reverse, held whichever came last; ``api_keys`` twice dropped the first block).
-TWICE = {
-    "key id, hr then public": '{"api_keys": {"k1": ["hr"], "k1": ["public"]}}',
-    "key id, public then hr": '{"api_keys": {"k1": ["public"], "k1": ["hr"]}}',
-    "api_keys twice": '{"api_keys": {"k1": ["public"]}, "api_keys": {"k1": ["hr"]}}',
-    "groups twice in an entry": '{"api_keys": {"k1": {"name": "portal", "groups": ["public"], "groups": ["hr"]}}}',
-    "slack team twice": '{"api_keys": {"k1": ["hr"]}, "slack": {"T1": ["staff"], "T1": ["hr"]}}',
-    "slack twice": '{"api_keys": {"k1": ["hr"]}, "slack": {}, "slack": {"T1": ["hr"]}}',
-}
-
-
-@pytest.mark.parametrize("value", list(TWICE.values()), ids=list(TWICE))
-def test_a_caller_mapping_naming_a_key_twice_gives_public_only(handler: Any, value: str) -> None:
-    """As SSM hands it over (moto): no caller gets either value (as for any mapping that cannot be read: every
-    caller ``public`` only, every route answers)."""
-    with mock_aws():
-        from aws_lambda_powertools.utilities import parameters
-
-        parameters.clear_caches()
-        boto3.client("ssm", region_name="us-east-1").put_parameter(Name=ACCESS_PARAM, Type="SecureString", Value=value)
-        call = handler(ACCESS_GROUPS_PARAM=ACCESS_PARAM)
-        for key_id in ("k1", None):
-            who = request("GET", "/whoami", content_type=None)
-            who["requestContext"]["identity"]["apiKeyId"] = key_id
-            result = call(who)
-            assert result["statusCode"] == 200, result["body"]
-            assert json.loads(result["body"])["groups"] == ["public"]
-        search = request("POST", "/search", GOOD)
-        search["requestContext"]["identity"]["apiKeyId"] = "k1"
-        assert call(search)["statusCode"] == 200
-        parameters.clear_caches()
-
-
 def test_a_caller_mapping_naming_each_key_once_is_used(handler: Any) -> None:
-    """The same keys in different objects are not repeats: the mapping is read and ``k1`` holds ``hr``."""
+    """A key named twice in one object makes the mapping unreadable (``test_a_caller_mapping_that_is_not_one_gives_
+    public_only``); the same keys in different objects are not repeats: the mapping is read, ``k1`` holds ``hr``."""
     value = '{"api_keys": {"k1": {"name": "portal", "groups": ["hr"]}, "k2": {"name": "x", "groups": ["hr"]}}}'
     with mock_aws():
         from aws_lambda_powertools.utilities import parameters
