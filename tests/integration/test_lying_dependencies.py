@@ -57,7 +57,7 @@ def _search(service: SearchService, query: str) -> tuple[SearchResponse, float]:
 
 
 #: Chat answers whose content made the variant parser backtrack (quadratic in the answer: 200 KB of whitespace
-#: inside a JSON string took ~50 s of the search's CPU, past any budget, as the budget bounds waiting, not work).
+#: inside a JSON string: ~30 s of the search's CPU, 100 KB took 8 s; the budget bounds waiting, not work).
 BACKTRACKING = {
     "spaces inside a rewrite": json.dumps({"queries": ["a" + " " * 200_000 + "b"]}),
     "newlines inside a rewrite": json.dumps({"queries": ["a" + "\n" * 200_000 + "b"]}),

@@ -10,7 +10,7 @@ import pytest
 from kbsearch.slack import parse_text
 
 #: Texts built to make the word pattern rescan: every ``key:“`` left open read to the end of the text (200 KB of
-#: them took ~20 s; within the 64 KiB body a form-encoded command can be, ~0.3 s of the 3 s).
+#: them took ~15 s; within the 64 KiB body a form-encoded command can be, ~0.3 s of the 3 s).
 OPEN_QUOTES = {
     "unknown keys, typographic": "ab:“x " * 33_000,
     "filter keys, typographic": "tag:“x " * 28_000,
