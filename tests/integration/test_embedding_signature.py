@@ -11,7 +11,7 @@ from kbsearch.indexer import Indexer, SyncOptions, SyncReport
 from kbsearch.providers.embeddings import build_embedder
 from kbsearch.providers.resilience import Deadline, shared_client
 from kbsearch.qdrant import open_store
-from kbsearch.qdrant.query import LAST_SYNC_KIND, NO_DENSE, REBUILDING, SIGNATURE_KEYS, signature_id
+from kbsearch.qdrant.query import LAST_SYNC_KIND, REBUILDING, SIGNATURE_KEYS, signature_id
 from kbsearch.schemas import SearchRequest
 from kbsearch.search import SearchService
 from kbsearch.sources import LocalSource
@@ -145,31 +145,3 @@ def test_a_note_skipped_during_a_reembed_keeps_the_reembed_open(deepinfra: FakeP
     meta, ids = recorded(e5)
     assert REBUILDING not in meta and ids == {signature_id(meta)}
     assert search(e5, "restore snapshot").meta.degraded == []
-
-
-def test_an_index_built_bm25_only_is_searched_bm25_only_until_an_embedder_syncs_it(
-    deepinfra: FakeProvider, tmp_path: Path
-) -> None:
-    """An index no sync with an embedder ever wrote holds no dense vectors and records no signature: a search with
-    an embedder (of the collection's dimensions or others) answers BM25 only, flagged, instead of asking for
-    vectors the collection cannot compare (a 503 on every search when the dimensions differed); the first sync
-    with an embedder embeds every note, records its signature, and the searches use dense again."""
-    kb = make_kb(tmp_path)
-    bare = Settings(qdrant_path=str(tmp_path / "q"), qdrant_url="", embedding_api_key=None, embedding_api_key_param="")
-    report = sync(bare, kb)
-    assert report.added == 3 and not report.dense
-    meta, _ = recorded(bare)
-    assert meta[NO_DENSE] is True and all(meta.get(k) is None for k in SIGNATURE_KEYS)
-    assert sync(bare, kb).unchanged == 3 and recorded(bare)[0][NO_DENSE] is True  # a second BM25-only sync
-    for dims in (64, 1024, 32):
-        answer = search(settings_for(deepinfra, tmp_path, embedding_dimensions=dims), "restore snapshot")
-        assert "embed_mismatch" in answer.meta.degraded and answer.meta.embedder == "none"
-        assert answer.results[0].path == "snapshot.md"
-    before = len(deepinfra.calls("embeddings"))
-    qwen = settings_for(deepinfra, tmp_path, embedding_dimensions=1024)
-    assert sync(qwen, kb).incomplete is False
-    assert len(deepinfra.calls("embeddings")) > before  # every note embedded
-    meta, ids = recorded(qwen)
-    assert NO_DENSE not in meta and meta["embedding_dimensions"] == 1024 and ids == {signature_id(meta)}
-    answer = search(qwen, "restore snapshot")
-    assert answer.meta.degraded == [] and answer.meta.embedder == "deepinfra"

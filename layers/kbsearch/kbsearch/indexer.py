@@ -53,7 +53,6 @@ from kbsearch.qdrant import open_store
 from kbsearch.qdrant.query import (
     LAST_SYNC_AT,
     LAST_SYNC_KIND,
-    NO_DENSE,
     REBUILDING,
     RESTRICTED_LINKS,
     SIGNATURE_KEYS,
@@ -213,9 +212,6 @@ class Indexer:
         self._reembed = False
         if self.embedder is None:
             self.store.ensure_collection()
-            recorded = self.store.metadata()
-            if not recorded.get(NO_DENSE) and all(recorded.get(k) is None for k in SIGNATURE_KEYS):
-                self.store.merge_metadata({NO_DENSE: True})  # never embedded: searches must not ask for vectors
             return
         wanted = self.embedder.signature
         self._signature_id = signature_id(wanted)

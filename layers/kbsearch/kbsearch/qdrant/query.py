@@ -37,11 +37,6 @@ SOURCE_KEY = "kb_source"
 #: Collection metadata: link keys naming only non-public notes → their groups (kbsearch.access.visible_links).
 RESTRICTED_LINKS = "access_restricted_links"
 REBUILDING = "embedding_rebuilding"  # metadata key while a re-embed runs: the vectors are of two models
-#: Metadata key of a collection that only syncs without an embedder ever wrote: it holds no dense vectors (and
-#: records no signature), so a search with an embedder goes BM25 only (``embed_mismatch``) instead of asking for
-#: vectors of dimensions the collection may not have. The first sync with an embedder records its signature,
-#: which clears it.
-NO_DENSE = "embedding_none"
 #: Metadata keys of the last successful indexer run (when, and full | reconcile | events | watch): /health's answer.
 LAST_SYNC_AT, LAST_SYNC_KIND = "last_sync_at", "last_sync_kind"
 #: The payload indexes every collection gets (field → Qdrant's payload schema type).
@@ -87,8 +82,6 @@ def signature_mismatch(recorded: dict[str, Any], wanted: dict[str, Any]) -> str 
     records nothing (built before signatures were recorded) is taken as it is."""
     if recorded.get(REBUILDING) is not None:
         return "the index is being re-embedded with another model"
-    if recorded.get(NO_DENSE) and all(recorded.get(k) is None for k in SIGNATURE_KEYS):
-        return "the index holds no dense vectors (it was built BM25 only)"
     if any(recorded.get(k) is not None for k in SIGNATURE_KEYS) and any(
         recorded.get(k) != wanted.get(k) for k in SIGNATURE_KEYS
     ):
