@@ -53,6 +53,7 @@ from kbsearch.qdrant import open_store
 from kbsearch.qdrant.query import (
     LAST_SYNC_AT,
     LAST_SYNC_KIND,
+    MAX_LIST_ITEMS,
     REBUILDING,
     RESTRICTED_LINKS,
     SIGNATURE_KEYS,
@@ -723,7 +724,7 @@ def _payload(
         "ai_weight": note.ai_weight,
         "created": note.created,
         "updated": note.updated,
-        "links": note.links,
+        "links": note.links[:MAX_LIST_ITEMS],  # what a hit shows (the graph's keys: link_keys, on the first chunk)
         "etag": obj.etag,
         "indexed_at": indexed_at,
         "dense": dense,

@@ -14,6 +14,12 @@ from typing import Any
 
 from kbsearch.errors import KbSearchError
 from kbsearch.frontmatter import FrontmatterError, iso_date, parse_frontmatter
+from kbsearch.links import MAX_KEYS
+
+#: A note's distinct link targets kept (the first ones; its text still shows every link): a note of 80,000
+#: distinct ``[[links]]`` took 25 s to parse (each checked against every one before it) and, its list carried by
+#: each of its 571 chunks, 3 minutes and 14.9 GB to index.
+MAX_LINKS = MAX_KEYS
 
 MAX_NOTE_BYTES = 1024 * 1024
 
@@ -133,13 +139,14 @@ def _link_display(inner: str) -> tuple[str, str]:
     return note or fragment.lstrip("^"), note
 
 
-def _render_links(line: str, links: list[str]) -> str:
-    """Wiki-links and embeds in one line of prose → their display text; targets are appended to ``links``."""
+def _render_links(line: str, links: dict[str, None]) -> str:
+    """Wiki-links and embeds in one line of prose → their display text; targets are added to ``links`` (an
+    ordered set, at most :data:`MAX_LINKS`)."""
 
     def repl(m: re.Match[str]) -> str:
         shown, note = _link_display(m.group(2))
-        if note and note not in links:
-            links.append(note)
+        if note and len(links) < MAX_LINKS:
+            links.setdefault(note, None)
         return shown
 
     parts: list[str] = []
@@ -214,7 +221,7 @@ def _heading(line: str) -> tuple[int, str] | None:
     return (len(m.group(1)), text) if text else None
 
 
-def _sections(body: str, links: list[str]) -> tuple[list[Section], str | None]:
+def _sections(body: str, links: dict[str, None]) -> tuple[list[Section], str | None]:
     """Body → sections under their heading stack, and the first H1 (a title candidate)."""
     sections: list[Section] = []
     stack: list[tuple[int, str]] = []
@@ -258,7 +265,7 @@ def _sections(body: str, links: list[str]) -> tuple[list[Section], str | None]:
 def parse_note(path: str, raw: bytes, max_bytes: int = MAX_NOTE_BYTES) -> Note:
     text = decode_note(raw, max_bytes)
     meta, body, warnings = read_frontmatter(text)
-    links: list[str] = []
+    links: dict[str, None] = {}
     sections, first_h1 = _sections(body, links)
     stem = path.rsplit("/", 1)[-1]
     stem = stem[:-3] if stem.lower().endswith(".md") else stem
@@ -278,7 +285,7 @@ def parse_note(path: str, raw: bytes, max_bytes: int = MAX_NOTE_BYTES) -> Note:
         ai_weight=_float_or_none(meta.get("ai_weight")),
         created=_date_or_none(meta, "created", warnings),
         updated=_date_or_none(meta, "updated", warnings),
-        links=links,
+        links=list(links),
         sections=sections,
         warnings=warnings,
     )
@@ -314,7 +321,7 @@ def outline(body: str) -> list[Heading]:
             continue
         parsed = _heading(line)
         if parsed:
-            found.append((parsed[0], _render_links(parsed[1], []), number))
+            found.append((parsed[0], _render_links(parsed[1], {}), number))
     headings: list[Heading] = []
     stack: list[tuple[int, str]] = []
     open_at: list[int] = []  # indexes into ``headings`` whose end is not known yet
@@ -331,12 +338,13 @@ def outline(body: str) -> list[Heading]:
 
 
 def wiki_links(text: str) -> list[str]:
-    """The note parts of a note's ``[[wiki-links]]`` and embeds, in order, unique (code spans and fences skipped,
+    """The note parts of a note's ``[[wiki-links]]`` and embeds, in order, unique, the first :data:`MAX_LINKS`
+    (code spans and fences skipped,
     as :func:`parse_note` does); the frontmatter, when readable, is not searched."""
     try:
         _, body, _ = read_frontmatter(text)
     except NoteError:
         body = text
-    links: list[str] = []
+    links: dict[str, None] = {}
     _sections(body, links)
-    return links
+    return list(links)
