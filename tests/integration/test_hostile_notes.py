@@ -519,6 +519,47 @@ def test_a_frontmatter_of_thousands_of_tags_keeps_the_first_hundred_with_a_warni
         assert all(len(h["tags"]) <= 100 for h in hits)
 
 
+def test_a_huge_heading_is_cut_in_every_chunks_path_and_its_words_still_found(tmp_path: Path, load_search_app) -> None:
+    """Every chunk of a section carries its heading path (title > heading > ...), stored, BM25-indexed and embedded:
+    a 549 KB H1 over a 1 MB note's 388 chunks took 77 s and 6.4 GB to index and made a 1.3 GB index (the heading
+    size times the chunk count: quadratic in the note). A heading or title over 1,000 characters is cut in the path;
+    a heading's whole text opens its section (indexed once, so its last word is still found); a frontmatter title
+    that long is cut with a warning."""
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    words = lambda tag, n: " ".join(f"{tag}{i}" for i in range(n))  # noqa: E731
+    body = "\n\n" + words("body", 15_000) + "\n"
+    members = {
+        "h1.md": "# " + words("hone", 20_000) + " lastofhone" + body,
+        "nested.md": "".join(
+            f"{'#' * level} " + words(f"lvl{level}x", 3_000) + f" lastof{level}\n\npara {level}\n\n"
+            for level in range(1, 7)
+        )
+        + body,
+        "title.md": "---\ntitle: " + words("ttl", 6_000) + "\n---\n# Short\n" + body,
+    }
+    for name, text in members.items():
+        (kb / name).write_text(text, encoding="utf-8")
+    code, report, stderr = kbsearch_index(kb, tmp_path / "q")
+    assert code == 0 and report["added"] == 3 and report["skipped"] == [], (report, stderr)
+    assert [(w["path"], w["reason"]) for w in report["warnings"]] == [
+        ("title.md", f"title: {len(words('ttl', 6_000))} characters, the first 1000 kept")
+    ]
+    settings = Settings(qdrant_path=str(tmp_path / "q"), qdrant_url="", embedding_api_key=None,
+                        embedding_api_key_param="")  # fmt: skip
+    points = store_points(settings)
+    assert max(len(p["title"]) for p in points) <= 1000
+    assert max(len(p["heading"]) for p in points) <= 7 * 1000 + 6 * len(" > ")
+    assert sum(len(p["heading"]) for p in points) < 3_000_000  # was the heading times its chunk count
+    call = load_search_app(KB_SOURCE=str(kb), QDRANT_PATH=str(tmp_path / "q"))
+    for word, path in (("lastofhone", "h1.md"), ("lastof3", "nested.md"), ("lastof6", "nested.md")):
+        answer = call({**mcp_event("x", {}), "resource": "/search", "path": "/search",
+                       "body": json.dumps({"query": word, "top_k": 3})})  # fmt: skip
+        hits = json.loads(answer["body"])["results"]
+        assert answer["statusCode"] == 200 and hits[0]["path"] == path, (word, hits)
+        assert all(len(h["title"]) <= 1000 for h in hits)
+
+
 def test_two_notes_with_one_id_are_both_found_and_reported(tmp_path: Path, load_search_app) -> None:
     kb = tmp_path / "kb"
     kb.mkdir()

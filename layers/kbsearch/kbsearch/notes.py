@@ -22,6 +22,14 @@ from kbsearch.links import MAX_KEYS
 MAX_LINKS = MAX_KEYS
 #: A note's tags kept (the first ones; a search hit shows at most this many).
 MAX_TAGS = 100
+#: A heading (or title) as the heading path of its chunks carries it: every chunk of the section repeats its path,
+#: stored and embedded, so a 549 KB heading over a 1 MB note's 388 chunks made a 1.3 GB index (6.4 GB of memory,
+#: 77 s). A longer heading is cut in the path; its whole text opens its section, indexed once.
+MAX_HEADING_CHARS = 1000
+
+
+def _cut_heading(text: str) -> str:
+    return text if len(text) <= MAX_HEADING_CHARS else text[: MAX_HEADING_CHARS - 1].rstrip() + "…"
 
 MAX_NOTE_BYTES = 1024 * 1024
 
@@ -262,12 +270,15 @@ def _sections(body: str, links: dict[str, None]) -> tuple[list[Section], str | N
         parsed = _heading(line)
         if parsed:
             flush()
-            level, heading = parsed[0], _render_links(parsed[1], links)
+            level, whole = parsed[0], _render_links(parsed[1], links)
+            heading = _cut_heading(whole)
             if level == 1 and first_h1 is None:
                 first_h1 = heading
             while stack and stack[-1][0] >= level:
                 stack.pop()
             stack.append((level, heading))
+            if heading != whole:
+                lines.append(whole)  # searchable once, in its section, not repeated by every chunk's path
             continue
         lines.append(_render_links(line, links))
     flush()
@@ -282,6 +293,9 @@ def parse_note(path: str, raw: bytes, max_bytes: int = MAX_NOTE_BYTES) -> Note:
     stem = path.rsplit("/", 1)[-1]
     stem = stem[:-3] if stem.lower().endswith(".md") else stem
     title = _text_or_none(meta.get("title")) or first_h1 or stem
+    if len(title) > MAX_HEADING_CHARS:
+        warnings.append(f"title: {len(title)} characters, the first {MAX_HEADING_CHARS} kept")
+        title = _cut_heading(title)
     # The H1 that repeats the title is not a level of the heading path.
     if first_h1 is not None and first_h1 == title:
         sections = [Section(s.headings[1:] if s.headings[:1] == (title,) else s.headings, s.text) for s in sections]
