@@ -31,6 +31,7 @@ MAX_HEADING_CHARS = 1000
 def _cut_heading(text: str) -> str:
     return text if len(text) <= MAX_HEADING_CHARS else text[: MAX_HEADING_CHARS - 1].rstrip() + "…"
 
+
 MAX_NOTE_BYTES = 1024 * 1024
 
 KNOWN_KEYS = (
