@@ -150,3 +150,41 @@ def test_a_change_the_index_already_holds_gives_no_lag_sample(
     assert indexer([edit]) == []
     lags, counts = _lags_and_counts(capsys.readouterr().out)
     assert counts["updated"] == 1 and len(lags) == 1 and 30 <= lags[0] < 120
+
+
+@pytest.mark.parametrize(
+    ("sent", "when", "expected"),
+    [("abc", -30, (30, 120)), ("-1", -30, (30, 120)), ("1e12", -30, (30, 120)), ("9" * 40, -30, (30, 120)),
+     ("", -30, (30, 120)), ("１２３", -30, (30, 120)), (12345, -30, (30, 120)), (None, -30, (30, 120)),
+     ("99999999999999", "0001-01-01T00:00:00Z", None), ("0", "0001-01-01T00:00:00Z", None), ("0", -30, (30, 120))],
+    ids=["prose", "negative", "exponent", "40 digits", "empty", "full-width digits", "a number", "null",
+         "year 5138", "the epoch, year 1", "the epoch, 30 s ago"],
+)  # fmt: skip
+def test_a_sent_timestamp_sqs_never_writes_is_not_believed(
+    aws: EventPath,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    sent: object,
+    when: object,
+    expected: tuple[float, float] | None,
+) -> None:
+    """The record's own SentTimestamp, when it is not SQS's (epoch milliseconds as ASCII digits, not in the future):
+    the lag falls back to the event time's own window, and the batch is applied as ever; nor is one older than any
+    queue keeps a message (the epoch)."""
+    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "KbSearch")
+    indexer = Indexer(monkeypatch, tmp_path, None)
+    aws.receive()
+    aws.put(f"{PREFIX}sent.md", note(1))
+    aws.receive()
+    record = sqs_record(_record(f"{PREFIX}sent.md", time=_at(when) if isinstance(when, int) else when,
+                                sequencer="0A"), aws.queue_arn)  # fmt: skip
+    record["attributes"]["SentTimestamp"] = sent
+    capsys.readouterr()
+    assert indexer([record]) == []
+    lags, counts = _lags_and_counts(capsys.readouterr().out)
+    assert counts["added"] == 1
+    if expected is None:
+        assert lags == []
+    else:
+        assert len(lags) == 1 and expected[0] <= lags[0] < expected[1], lags

@@ -80,8 +80,11 @@ class Change:
 #: to 24 hours; S3's notifications arrive within seconds to minutes).
 MAX_DELIVERY_S = 86_400.0
 #: The oldest a message can be when it is applied: the dead-letter queue's retention (14 days; a message moved
-#: back from it keeps its first enqueue time) plus the delivery window. Used when the record has no SentTimestamp.
-MAX_EVENT_AGE_S = 14 * 86_400.0 + MAX_DELIVERY_S
+#: back from it keeps its first enqueue time).
+MAX_QUEUE_AGE_S = 14 * 86_400.0
+#: The oldest a change can be when it is applied: a message's age plus the delivery window (used for a record
+#: without a SentTimestamp to believe).
+MAX_EVENT_AGE_S = MAX_QUEUE_AGE_S + MAX_DELIVERY_S
 #: Clocks disagree by at most this much (an event time this far after its message was sent is still believed).
 CLOCK_SKEW_S = 300.0
 
@@ -89,11 +92,14 @@ CLOCK_SKEW_S = 300.0
 def lag_s(change: Change, now: float) -> tuple[float | None, bool]:
     """How long ``change`` took from happening to being applied at ``now``, and whether its event time could be
     believed. An event time is believed within what delivery allows: no later than its message's sending (plus
-    clock skew) and no more than :data:`MAX_DELIVERY_S` before it (without a SentTimestamp: within
+    clock skew) and no more than :data:`MAX_DELIVERY_S` before it (without a SentTimestamp to believe: within
     :data:`MAX_EVENT_AGE_S` of ``now``). One outside (year 1, the future, prose) is no lag: the time since the
     message reached the queue is used instead, a lower bound that still shows a queue backing up; with neither
-    time usable, the lag is unknown (None)."""
-    sent = change.sent_time if change.sent_time is not None and change.sent_time <= now + CLOCK_SKEW_S else None
+    time usable, the lag is unknown (None). A SentTimestamp is believed within :data:`MAX_QUEUE_AGE_S` before
+    ``now`` (no queue keeps a message longer) and clock skew after it."""
+    sent = change.sent_time
+    if sent is not None and not now - MAX_QUEUE_AGE_S <= sent <= now + CLOCK_SKEW_S:
+        sent = None
     when = change.event_time
     if sent is not None:
         believed = when is not None and sent - MAX_DELIVERY_S <= when <= sent + CLOCK_SKEW_S
