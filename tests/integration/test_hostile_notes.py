@@ -560,6 +560,45 @@ def test_a_huge_heading_is_cut_in_every_chunks_path_and_its_words_still_found(tm
         assert all(len(h["title"]) <= 1000 for h in hits)
 
 
+def test_a_note_more_than_32_folders_deep_is_skipped_with_its_reason(tmp_path: Path, load_search_app) -> None:
+    """Each chunk stores every folder above its note (the ``folders`` keyword index ``path_prefix`` filters on), and
+    their total length grows with the square of the depth: a 1 MB note 505 folders down made a 350 MB index (6.4 MB
+    at the root) and took 1.4 GB to index. A path more than 32 folders deep cannot be a note's: skipped with the
+    reason, refused by path (REST and MCP), its S3 event ignored with the reason; 32 folders is a note like any."""
+    kb = tmp_path / "kb"
+    body = "# Deep\n\nrestore the deep snapshot\n"
+    deep = {depth: "/".join(f"d{i}" for i in range(depth)) + f"/n{depth}.md" for depth in (32, 33)}
+    deep[505] = "a/" * 505 + "n505.md"  # 1,014 characters: within a path's 1,024
+    for rel in deep.values():
+        (kb / rel).parent.mkdir(parents=True, exist_ok=True)
+        (kb / rel).write_text(body, encoding="utf-8")
+    code, report, stderr = kbsearch_index(kb, tmp_path / "q")
+    assert code == 0 and report["added"] == 1, (report, stderr)
+    assert {s["path"]: s["reason"] for s in report["skipped"]} == {
+        deep[d]: "path is more than 32 folders deep: kb_get_note could not reach it" for d in (33, 505)
+    }
+    call = load_search_app(KB_SOURCE=str(kb), QDRANT_PATH=str(tmp_path / "q"))
+    folder = deep[32].rsplit("/", 1)[0]
+    answer = call({**mcp_event("x", {}), "resource": "/search", "path": "/search",
+                   "body": json.dumps({"query": "restore deep snapshot", "filters": {"path_prefix": folder}})})  # fmt: skip
+    assert [h["path"] for h in json.loads(answer["body"])["results"]] == [deep[32]]
+    for depth in (33, 505):
+        rest = call({**mcp_event("x", {}), "httpMethod": "GET", "resource": "/notes/{path+}",
+                     "path": f"/notes/{deep[depth]}", "pathParameters": {"path": deep[depth]}, "body": None})  # fmt: skip
+        assert rest["statusCode"] == 400 and json.loads(rest["body"])["error"] == "bad_path", rest
+        tool = json.loads(call(mcp_event("kb_get_note", {"path": deep[depth]}))["body"])["result"]
+        assert tool["isError"] and "32 folders deep" in tool["content"][0]["text"], tool
+    from kbsearch.events import Scope as KeyScope
+    from kbsearch.events import read_batch
+
+    key = "kb/" + "/".join(f"d{i}" for i in range(40)) + "/x.md"
+    record = {"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": "b"}, "object": {"key": key}}}
+    batch = read_batch({"Records": [{"messageId": "m", "eventSource": "aws:sqs",
+                                     "body": json.dumps({"Records": [record]})}]}, KeyScope("b", "kb/"))  # fmt: skip
+    assert batch.changes == [] and batch.poison == []
+    assert batch.ignored == [{"key": key, "reason": "not a usable note path: path is more than 32 folders deep"}]
+
+
 def test_two_notes_with_one_id_are_both_found_and_reported(tmp_path: Path, load_search_app) -> None:
     kb = tmp_path / "kb"
     kb.mkdir()
