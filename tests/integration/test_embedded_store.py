@@ -16,7 +16,7 @@ from kbsearch.errors import IndexUnavailable, StoreError
 from kbsearch.indexer import run_sync
 from kbsearch.qdrant import open_store
 from kbsearch.qdrant.embedded import FALLBACK_NOTICE, EdgeStore, local_mode_data
-from kbsearch.qdrant.query import PAYLOAD_INDEXES
+from kbsearch.qdrant.query import PAYLOAD_INDEXES, dense_search
 from kbsearch.qdrant.store import SchemaMismatchError
 from kbsearch.schemas import SearchRequest
 from kbsearch.search import SearchService
@@ -207,11 +207,16 @@ def test_segments_are_searched_exactly_until_they_are_sealed(
     try:
         query = vectors[3] + 0.3 * vectors[5]
         hits = store.query({"query": query.tolist(), "using": "dense", "limit": 10, "with_payload": ["path"]}, 10)
+        # the search's own dense leg: each segment's int8 candidates, not rescored there; the best rescored once
+        leg = store.query({**dense_search(query.tolist(), 10, 256), "with_payload": ["path"]}, 10)
         assert store.count() == 600
     finally:
         store.close()
-    exact = [f"n{i}.md" for i in np.argsort(-(vectors @ query))[:10]]
+    cosine = vectors @ query / np.linalg.norm(query)
+    exact = [f"n{i}.md" for i in np.argsort(-cosine)[:10]]
     assert [hit["payload"]["path"] for hit in hits] == exact
+    assert [hit["payload"]["path"] for hit in leg] == exact
+    assert [hit["score"] for hit in leg] == pytest.approx(sorted(cosine, reverse=True)[:10], abs=1e-5)  # the floats'
 
 
 def test_a_collection_made_with_other_graph_settings_takes_the_current_ones(

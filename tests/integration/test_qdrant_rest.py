@@ -47,6 +47,16 @@ def qdrant() -> Any:
     endpoint.stop()
 
 
+def client_dense(kind: Any, vector: list[float], qfilter: Any, limit: int, **more: Any) -> Any:
+    """A dense search as qdrant_client writes it (``kind``: ``models.Prefetch`` or ``models.QueryRequest``): the
+    int8 candidates, not rescored inside the segments, and the query over them that rescores them exactly."""
+    nearest = models.NearestQuery(nearest=vector)
+    candidates = models.Prefetch(query=nearest, using="dense", filter=qfilter, limit=2 * limit, params=models.SearchParams(
+        hnsw_ef=256, quantization=models.QuantizationSearchParams(rescore=False)))  # fmt: skip
+    exact = models.SearchParams(quantization=models.QuantizationSearchParams(ignore=True))
+    return kind(prefetch=[candidates], query=nearest, using="dense", filter=qfilter, limit=limit, params=exact, **more)
+
+
 def edge_by_hand(weights: list[float] | None) -> Any:
     """The same query written with Qdrant Edge's own API (qdrant.tech/documentation/edge)."""
     edge = pytest.importorskip("qdrant_edge", reason="no Qdrant Edge wheel on this platform")
@@ -275,15 +285,10 @@ def test_batch_body_matches_qdrant_client_and_every_leg_carries_the_filter(qdran
     assert all(s["filter"] == scope for s in searches)
     qdrant.body = json.dumps({"result": [{"points": []} for _ in searches], "status": "ok", "time": 0.001}).encode()
     qfilter = models.Filter.model_validate(scope)
-    params = models.SearchParams(
-        hnsw_ef=256, quantization=models.QuantizationSearchParams(rescore=True, oversampling=2.0)
-    )
     payload = models.PayloadSelectorInclude(include=SEARCH_PAYLOAD["include"])
     QdrantClient(url=qdrant.url, check_compatibility=False).query_batch_points("kb", [
-        models.QueryRequest(query=[0.1, 0.2], using="dense", filter=qfilter, limit=200, params=params,
-                            with_payload=payload, with_vector=False),
-        models.QueryRequest(query=[0.3, 0.4], using="dense", filter=qfilter, limit=50, params=params,
-                            with_payload=False, with_vector=False),
+        client_dense(models.QueryRequest, [0.1, 0.2], qfilter, 200, with_payload=payload, with_vector=False),
+        client_dense(models.QueryRequest, [0.3, 0.4], qfilter, 50, with_payload=False, with_vector=False),
         models.QueryRequest(query=models.SparseVector(indices=[1, 5], values=[1.0, 1.0]), using="bm25",
                             filter=qfilter, limit=100, with_payload=payload, with_vector=False),
         models.QueryRequest(query=models.SparseVector(indices=[1, 5], values=[1.0, 1.0]), using="bm25",

@@ -216,6 +216,27 @@ def fusion_request(
     }, query_filter)  # fmt: skip
 
 
+#: How many int8 candidates a dense search rescores per chunk it returns (Qdrant's ``oversampling``, once per search).
+RESCORE_OVERSAMPLING = 2
+
+
+def dense_search(vector: Sequence[float], limit: int, hnsw_ef: int) -> dict[str, Any]:
+    """A dense search for ``vector``'s ``limit`` nearest chunks, in two stages of one query: a prefetch takes the
+    ``2 x limit`` best by the sealed segments' quantized (int8) vectors alone, not rescored inside each segment, and
+    the query over it rescores those once with the stored floats (``ignore`` the quantization) and keeps ``limit``.
+    Every chunk comes back with its exact score, as with Qdrant's own rescoring (``rescore``, ``oversampling`` 2),
+    which reads ``limit`` x 2 floats *per segment*: at 100x the vault (31 sealed segments, limit 200) 12,400 pages
+    read at random a search against 400 (BENCHMARKS.md, "Rescoring once"). The seed's server-side RRF
+    (:func:`fusion_request`) keeps Qdrant's own: its ranks are the engine's order, and over a prefetch's ids the
+    engine orders equal scores by no fixed rule."""
+    nearest = {"nearest": list(vector)}
+    return {
+        "prefetch": [{"query": nearest, "using": DENSE, "limit": RESCORE_OVERSAMPLING * limit,
+                      "params": {"hnsw_ef": hnsw_ef, "quantization": {"rescore": False}}}],
+        "query": nearest, "using": DENSE, "limit": limit, "params": {"quantization": {"ignore": True}},
+    }  # fmt: skip
+
+
 def filtered_everywhere(request: dict[str, Any], query_filter: dict[str, Any] | None) -> dict[str, Any]:
     """``request`` with ``query_filter`` on the fused query and on every prefetch, nested ones included, whatever
     the fusion's shape: the scope's clause reaches every leg. Returns ``request`` (changed in place)."""
@@ -417,15 +438,14 @@ def batch_searches(
     all of it with payloads without a dense leg),
     and a one-term BM25 probe (its best :data:`PROBE_DEPTH` chunks, their path only) per term in ``probes``; each
     under ``query_filter``."""
-    params = {"hnsw_ef": hnsw_ef, "quantization": {"rescore": True, "oversampling": 2.0}}
     searches: list[dict[str, Any]] = []
     legs: list[Leg] = []
     # the query's own vector brings its chunks' payloads; a rewrite's (its candidates overlap the query's) ranks
     # ``min_limit`` chunks as ids and scores, which raise the dense score of the notes the other legs carry
     for i, vector in enumerate(dense):
         limit = prefetch_limit if i == 0 else min(min_limit, prefetch_limit)
-        searches.append({"query": {"nearest": list(vector)}, "using": DENSE, "limit": limit, "params": params,
-                         "with_payload": SEARCH_PAYLOAD if i == 0 else False, "with_vector": False})  # fmt: skip
+        searches.append({**dense_search(vector, limit, hnsw_ef), "with_payload": SEARCH_PAYLOAD if i == 0 else False,
+                         "with_vector": False})  # fmt: skip
         language = dense_languages[i] if i < len(dense_languages) else None
         legs.append(Leg("dense", i, language, limit=limit, bare=i > 0))
     # A BM25 leg brings half as many payloads when a dense leg brings the rest, then ranks on to twice the prefetch
