@@ -599,6 +599,36 @@ def test_a_note_more_than_32_folders_deep_is_skipped_with_its_reason(tmp_path: P
     assert batch.ignored == [{"key": key, "reason": "not a usable note path: path is more than 32 folders deep"}]
 
 
+def test_a_huge_frontmatter_is_stored_once_per_note_not_on_every_chunk(tmp_path: Path, load_search_app) -> None:
+    """The frontmatter (``meta``) and the summary were stored on every chunk: a 60 KB summary over a 1 MB note's
+    686 chunks made a 101 MB index (9.1 MB now) and every search of it read 60 KB per chunk. The frontmatter is
+    kept once, on the first chunk; each chunk keeps the first 2,000 characters of the summary (what a snippet can
+    show); the whole summary is still embedded and BM25-indexed with the first chunk (its last word is found)."""
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    summary = " ".join(f"sum{i}" for i in range(5_000)) + " lastofsummary"
+    body = "# Big\n\n" + " ".join(f"body{i % 700} restore" for i in range(20_000)) + "\n"
+    (kb / "big.md").write_text(f'---\nsummary: "{summary}"\nowner: "{"o" * 15_000}"\n---\n{body}', encoding="utf-8")
+    (kb / "bare.md").write_text(f'---\nsummary: "{summary}"\n---\n', encoding="utf-8")  # a summary and no text
+    code, report, stderr = kbsearch_index(kb, tmp_path / "q")
+    assert code == 0 and report["added"] == 2 and report["skipped"] == [], (report, stderr)
+    settings = Settings(qdrant_path=str(tmp_path / "q"), qdrant_url="", embedding_api_key=None,
+                        embedding_api_key_param="")  # fmt: skip
+    points = [p for p in store_points(settings) if p["path"] == "big.md"]
+    assert len(points) > 50
+    first = next(p for p in points if p["chunk_index"] == 0)
+    assert first["meta"]["summary"] == summary and first["meta"]["owner"] == "o" * 15_000
+    assert all("meta" not in p for p in points if p["chunk_index"] > 0)
+    assert all(p["summary"] == summary[:2000] for p in points)
+    call = load_search_app(KB_SOURCE=str(kb), QDRANT_PATH=str(tmp_path / "q"))
+    answer = call({**mcp_event("x", {}), "resource": "/search", "path": "/search",
+                   "body": json.dumps({"query": "lastofsummary", "top_k": 5})})  # fmt: skip
+    hits = json.loads(answer["body"])["results"]
+    assert answer["statusCode"] == 200 and sorted(h["path"] for h in hits) == ["bare.md", "big.md"], hits
+    bare = next(h for h in hits if h["path"] == "bare.md")
+    assert bare["snippet"] and summary.startswith(bare["snippet"].rstrip("…").rstrip())
+
+
 def test_two_notes_with_one_id_are_both_found_and_reported(tmp_path: Path, load_search_app) -> None:
     kb = tmp_path / "kb"
     kb.mkdir()
