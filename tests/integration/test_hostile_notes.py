@@ -401,6 +401,45 @@ def test_an_unclosed_frontmatter_is_skipped_never_public(tmp_path: Path, load_se
         assert result["isError"] and result["content"][0]["text"].startswith(f"no note at {name!r}"), (name, result)
 
 
+#: ``access`` as it may be typed: a keyboard left on the Russian layout (Cyrillic а, с, е, ѕ look like Latin), full
+#: width, an invisible character inside (zero-width space, soft hyphen), an accent, spaces between the letters.
+LOOK_ALIKE_KEYS = ["\u0430ccess", "\u0430\u0441\u0441\u0435ss", "acce\u0455\u0455", "ａｃｃｅｓｓ", "acc\u200bess",
+                   "access\u00ad", "acc\u00e9ss", "a c c e s s"]  # fmt: skip
+
+
+def test_an_access_key_spelled_with_look_alike_letters_is_skipped_never_public(tmp_path: Path, load_search_app) -> None:
+    """A frontmatter key that looks like ``access`` but is not spelled with its letters declared nothing: the note
+    fell to the folder rules or the default, public, and its secret was searchable and readable by anyone. Such a
+    note is skipped with a reason naming the key, and answers a public caller as a missing note; ``ACCESS``,
+    ``Access`` and ``access`` followed by a no-break space are the key itself."""
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    names = {f"look{n}.md": key for n, key in enumerate(LOOK_ALIKE_KEYS)}
+    for n, (name, key) in enumerate(names.items()):
+        (kb / name).write_text(f"---\n{key}: [hr]\n---\n# Pay {n}\n\n" + SECRET.format(n=n) + "\n", encoding="utf-8")
+    for n, key in enumerate(("ACCESS", "Access", "access\u00a0")):
+        (kb / f"real{n}.md").write_text(f"---\n{key}: [hr]\n---\n# Real {n}\n\n" + SECRET.format(n=n) + "\n",
+                                        encoding="utf-8")  # fmt: skip
+    (kb / "open.md").write_text("---\ntitle: Open\n---\n# Open\n\nA public note about zebrafinch.\n")
+    code, report, stderr = kbsearch_index(kb, tmp_path / "q")
+    assert code == 0 and report["error"] is None, stderr
+    skipped = {s["path"]: s["reason"] for s in report["skipped"]}
+    assert set(skipped) == set(names), skipped
+    assert all("looks like 'access'" in skipped[name] and ascii(key)[1:-1] in skipped[name]
+               for name, key in names.items()), skipped  # fmt: skip
+    points = store_points(Settings(qdrant_path=str(tmp_path / "q")))
+    assert {p["path"]: p["access"] for p in points} == {
+        "open.md": ["public"],
+        **{f"real{n}.md": ["hr"] for n in range(3)},
+    }
+    call = load_search_app(KB_SOURCE=str(kb), QDRANT_PATH=str(tmp_path / "q"))
+    search = json.loads(call(mcp_event("kb_search", {"query": "salary band zebrafinch", "top_k": 20}))["body"])
+    assert [h["path"] for h in search["result"]["structuredContent"]["results"]] == ["open.md"]
+    for name in names:
+        result = json.loads(call(mcp_event("kb_get_note", {"path": name}))["body"])["result"]
+        assert result["isError"] and result["content"][0]["text"].startswith(f"no note at {name!r}"), (name, result)
+
+
 WIDE = "---\ntitle: Заметка\n---\n# Заметка\n\nText of a note saved as UTF-16 or UTF-32.\n"
 #: note → (bytes, the reason's start): what Windows editors write as "Unicode", and what is plainly not text
 ENCODINGS: dict[str, tuple[bytes, str]] = {
