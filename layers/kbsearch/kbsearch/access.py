@@ -159,6 +159,21 @@ def _skeleton(key: str) -> str:
     return kept.casefold().translate(_LOOK_ALIKES)
 
 
+def mistaken_access_file(names: Iterable[str]) -> str | None:
+    """Of the names at the KB root, one that was meant as the access file but is not named ``_access.yaml``
+    (``_access.yml``, ``access.yaml``, ``_ACCESS.YAML``, look-alike letters): its rules would silently not apply."""
+    for name in names:
+        stem, dot, ext = name.rpartition(".")
+        if (
+            name != ACCESS_FILE
+            and dot
+            and ext.casefold() in ("yaml", "yml")
+            and _skeleton(stem).lstrip("_.") == "access"
+        ):
+            return name
+    return None
+
+
 def declared_access(metadata: Mapping[str, Any], warnings: Iterable[str]) -> list[str] | None:
     """The groups a note's frontmatter declares (None: it declares none); :class:`AccessDeclarationError` when
     the declaration is there but unusable (a wrong type, a bad name, an empty list, a value YAML could not build,

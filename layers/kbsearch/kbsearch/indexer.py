@@ -39,6 +39,7 @@ from kbsearch.access import (
     AccessFileError,
     FolderRules,
     declared_access,
+    mistaken_access_file,
     note_access,
     restricted_links,
 )
@@ -326,6 +327,10 @@ class Indexer:
     # -- access scopes ----------------------------------------------------------------------------------------
     def _access_rules(self, listing: list[SourceObject]) -> FolderRules:
         """The access file's folder rules (none when the KB has no access file); AccessFileError when unusable."""
+        mistaken = mistaken_access_file(obj.path for obj in listing if "/" not in obj.path)
+        if mistaken is not None:  # its rules would not apply: the notes it restricts would be indexed public
+            raise AccessFileError(f"{mistaken!r} looks like the access file but is not named {ACCESS_FILE!r} "
+                                  f"(its rules are not read): rename it; nothing changed")  # fmt: skip
         found = [obj for obj in listing if obj.path == ACCESS_FILE]
         if not found:
             return FolderRules()
