@@ -55,6 +55,7 @@ from kbsearch.qdrant.query import (
     LAST_SYNC_AT,
     LAST_SYNC_KIND,
     MAX_FIELD_CHARS,
+    MAX_ITEM_CHARS,
     MAX_LIST_ITEMS,
     REBUILDING,
     RESTRICTED_LINKS,
@@ -732,7 +733,8 @@ def _payload(
         "ai_weight": note.ai_weight,
         "created": note.created,
         "updated": note.updated,
-        "links": note.links[:MAX_LIST_ITEMS],  # what a hit shows (the graph's keys: link_keys, on the first chunk)
+        # what a hit shows, whole (the graph's keys: link_keys, on the first chunk)
+        "links": [t for t in note.links if len(t) <= MAX_ITEM_CHARS][:MAX_LIST_ITEMS],
         "etag": obj.etag,
         "indexed_at": indexed_at,
         "dense": dense,

@@ -306,7 +306,10 @@ def candidate(payload: dict[str, Any], fusion: float, exact: bool = False) -> Ca
         if type(items) is not list or (items and not set(map(type, items)) <= _STR):  # C-level: 30 links, no loop
             raise _not_the_api()
         if len(items) > MAX_LIST_ITEMS or (items and max(map(len, items)) > MAX_ITEM_CHARS):
-            cuts[key] = [i[:MAX_ITEM_CHARS] for i in items[:MAX_LIST_ITEMS]]
+            # a link target is dropped, never cut: the restricted-link check (access.visible_links) matches whole
+            # names, and the first 200 characters of a restricted note's long name passed it
+            cuts[key] = ([i for i in items[:MAX_LIST_ITEMS] if len(i) <= MAX_ITEM_CHARS] if key == "links"
+                         else [i[:MAX_ITEM_CHARS] for i in items[:MAX_LIST_ITEMS]])  # fmt: skip
     return Candidate({**payload, **cuts} if cuts else payload, fusion, exact)
 
 
