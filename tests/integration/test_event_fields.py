@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import time
 from pathlib import Path
 
 import pytest
 
-from kbsearch.config import Secrets
+from kbsearch.config import Secrets, Settings
 from kbsearch.indexer import run_sync
 from kbsearch_tools.s3events import EventPath, sqs_record
 from tests.integration.test_events import BUCKET, PREFIX, Indexer, aws, note, open_points
@@ -188,3 +189,29 @@ def test_a_sent_timestamp_sqs_never_writes_is_not_believed(
         assert lags == []
     else:
         assert len(lags) == 1 and expected[0] <= lags[0] < expected[1], lags
+
+
+def test_a_watched_folders_saves_have_no_time_to_refuse(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """``kbsearch serve --watch`` applies a folder's saves as changes with no event time and no SentTimestamp: no
+    lag sample, nothing counted as refused, no warning per save (each saved note logged one before)."""
+    from kbsearch.events import Change
+    from kbsearch.indexer import ChangeSync
+    from kbsearch.qdrant import open_store
+    from kbsearch.sources import LocalSource
+
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "a.md").write_bytes(note(1))
+    (kb / "b.md").write_bytes(note(2))
+    settings = Settings(qdrant_path=str(tmp_path / "q"), qdrant_url="", embedding_api_key=None,
+                        embedding_api_key_param="")  # fmt: skip
+    store = open_store(settings, Secrets(settings))
+    try:
+        with caplog.at_level(logging.WARNING, logger="kbsearch"):
+            report = ChangeSync(LocalSource(kb), store, None).apply(
+                [Change(path="a.md", key="a.md", removed=False), Change(path="b.md", key="b.md", removed=False)]
+            )
+    finally:
+        store.close()
+    assert report.added == 2 and report.lag_s == [] and report.times_refused == 0
+    assert not [r for r in caplog.records if "cannot be a lag" in r.getMessage()]

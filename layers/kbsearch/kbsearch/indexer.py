@@ -1204,6 +1204,8 @@ class ChangeSync:
 
         now = time.time()
         for change in changes:
+            if change.event_time is None and change.sent_time is None:
+                continue  # no time at all (a watched folder's save): nothing to measure, nothing refused
             lag, believed = lag_s(change, now)
             if lag is not None:
                 report.lag_s.append(round(lag, 3))
