@@ -668,6 +668,36 @@ def test_a_huge_frontmatter_is_stored_once_per_note_not_on_every_chunk(tmp_path:
     assert bare["snippet"] and summary.startswith(bare["snippet"].rstrip("…").rstrip())
 
 
+def test_a_note_of_countless_tiny_sections_is_packed_into_a_bounded_number_of_chunks(
+    tmp_path: Path, load_search_app
+) -> None:
+    """A chunk per section: a 1 MB note of 170,000 one-word sections made 170,000 chunks (24 s, 4.0 GB to index,
+    the indexer Lambda has 2 GB; an 845 MB index; as many embedding inputs). Past 2,000 chunks a note's pieces are
+    packed into chunks of the token budget, each later section opening with its own heading: every word still
+    indexed once, a few hundred chunks; a note of ordinary size is chunked as before."""
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "tiny.md").write_text("# h\nw\n" * 170_000, encoding="utf-8")
+    (kb / "named.md").write_text("".join(f"# head{i}\nword{i}\n" for i in range(40_000)), encoding="utf-8")
+    (kb / "headings.md").write_text("".join(f"## only{i}\n" for i in range(80_000)), encoding="utf-8")
+    (kb / "usual.md").write_text("".join(f"## part {i}\n\ntext of part {i}\n\n" for i in range(150)), encoding="utf-8")
+    code, report, stderr = kbsearch_index(kb, tmp_path / "q")
+    assert code == 0 and report["added"] == 4 and report["skipped"] == [], (report, stderr)
+    settings = Settings(qdrant_path=str(tmp_path / "q"), qdrant_url="", embedding_api_key=None,
+                        embedding_api_key_param="")  # fmt: skip
+    per_note: dict[str, int] = {}
+    for point in store_points(settings):
+        per_note[point["path"]] = per_note.get(point["path"], 0) + 1
+    assert per_note["usual.md"] == 150 and per_note["headings.md"] == 1
+    assert 0 < per_note["tiny.md"] <= 2000 and 0 < per_note["named.md"] <= 2000, per_note
+    call = load_search_app(KB_SOURCE=str(kb), QDRANT_PATH=str(tmp_path / "q"))
+    for word in ("word0", "word31337", "head39999", "word39999"):
+        answer = call({**mcp_event("x", {}), "resource": "/search", "path": "/search",
+                       "body": json.dumps({"query": word, "top_k": 3})})  # fmt: skip
+        hits = json.loads(answer["body"])["results"]
+        assert answer["statusCode"] == 200 and hits and hits[0]["path"] == "named.md", (word, hits)
+
+
 def test_two_notes_with_one_id_are_both_found_and_reported(tmp_path: Path, load_search_app) -> None:
     kb = tmp_path / "kb"
     kb.mkdir()
