@@ -9,7 +9,8 @@ alias, switched when complete; see ``kbsearch index --rebuild``). Returns the sy
 SQS event (``Records`` from ``aws:sqs``: S3 notifications or EventBridge ``Object Created``/``Object Deleted``):
 returns ``{"batchItemFailures": [{"itemIdentifier": messageId}, ...]}`` for the messages to retry (a note that
 could not be read or embedded, a full sync holding the lease, a poison message); metrics ``IndexLagSeconds``
-(event time → searchable, per applied change) and the run's counts. Messages held back by a full sync are made
+(event time → searchable, per change that changed the index; an event time delivery cannot explain, e.g. year 1 or
+the future, counts from the message's SentTimestamp: :func:`kbsearch.events.lag_s`) and the run's counts. Messages held back by a full sync are made
 visible again after ``LEASE_RETRY_S`` instead of the queue's visibility timeout. A run that could not list the KB,
 embed or write the index, or that is not configured, raises after logging its report, so the failure reaches the
 OnFailure destination and its alarm. A run that finds another holding the index lease touches nothing and returns
@@ -45,7 +46,7 @@ COUNTS = (
 
 EVENT_COUNTS = (
     "events", "keys", "duplicates", "stale", "superseded", "added", "updated", "deleted", "unchanged",
-    "chunks_upserted", "chunks_deleted", "chunks_reused", "embedding_calls", "embedding_tokens",
+    "chunks_upserted", "chunks_deleted", "chunks_reused", "embedding_calls", "embedding_tokens", "times_refused",
 )  # fmt: skip
 LEASE_RETRY_S = 60  # a batch held back by a full sync is retried this soon, not after the visibility timeout
 

@@ -7,7 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
+from moto import mock_aws
 
 from kbsearch.access import Scope
 from kbsearch.config import Secrets, Settings
@@ -231,3 +233,46 @@ def test_an_access_file_event_cut_short_is_retried_not_lost(tmp_path: Path, kb: 
         store.close()
     assert visible(settings, Scope.public()) == ["security/incidents/Breach.md"]
     assert visible(settings, Scope.of("k", ["staff"])) == ["pub/Onboarding.md", "security/incidents/Breach.md"]
+
+
+#: Names an access file is given by mistake at the KB root: the other YAML extension, no underscore, upper case, a
+#: Cyrillic а (a Russian layout), both at once.
+MISTAKEN = ["_access.yml", "access.yaml", "_ACCESS.YAML", "_\u0430ccess.yaml", "_Access.yml"]
+
+
+@pytest.mark.parametrize("name", MISTAKEN)
+@pytest.mark.parametrize("where", ["folder", "s3"])
+def test_an_access_file_under_another_name_stops_the_sync(tmp_path: Path, name: str, where: str) -> None:
+    """A KB whose rules file is named ``_access.yml`` (or the like) had no rules: every note of ``hr/`` was indexed
+    public. A name at the KB root that looks like the access file stops the sync, naming it, and nothing is indexed;
+    renamed, the rules apply. The same file in a folder below the root is an attachment like any other."""
+    notes = {"hr/Pay.md": "# Pay\nwelcome salary bands\n", "pub/Hello.md": "# Hello\nwelcome all\n"}
+    root = tmp_path / "kb"
+    write_kb(root, notes, None)
+    (root / name).write_text("hr/: [hr]\n", encoding="utf-8")
+    (root / "pub" / name).write_text("not: [rules]\n", encoding="utf-8")
+    settings = Settings(qdrant_path=str(tmp_path / "q"), qdrant_url="", embedding_api_key=None,
+                        embedding_api_key_param="")  # fmt: skip
+
+    def run() -> SyncReport:
+        if where == "folder":
+            return run_sync(settings, Secrets(settings), source_uri=str(root))
+        with mock_aws():
+            s3 = boto3.client("s3", region_name="us-east-1")
+            s3.create_bucket(Bucket="kb-notes")
+            for file in root.rglob("*"):
+                if file.is_file():
+                    s3.put_object(
+                        Bucket="kb-notes", Key="kb/" + file.relative_to(root).as_posix(), Body=file.read_bytes()
+                    )
+            return run_sync(settings, Secrets(settings), source_uri="s3://kb-notes/kb/")
+
+    report = run()
+    assert report.incomplete and report.added == 0 and report.error is not None
+    assert report.error.startswith(f"{name!r} looks like the access file but is not named '_access.yaml'")
+    assert visible(settings, Scope.public()) == []
+    (root / name).rename(root / "_access.yaml")
+    report = run()
+    assert report.error is None and report.added == 2
+    assert visible(settings, Scope.public()) == ["pub/Hello.md"]
+    assert sorted(visible(settings, Scope.of("k", ["hr"]))) == ["hr/Pay.md", "pub/Hello.md"]

@@ -422,3 +422,36 @@ def test_a_full_sync_never_deletes_a_note_a_batch_wrote_after_its_listing(aws: E
     assert {"path": "hr/Plan.md", "reason": "not deleted: written after this run listed the KB"} in report.warnings
     assert recorded(settings) == {"plan": ["hr"], "hr/plan": ["hr"]}
     assert hits_as(settings, Scope.public())["pub/welcome.md"] == ["Old"]
+
+
+def test_a_link_to_a_restricted_note_with_a_long_name_is_never_shown_cut(tmp_path: Path, load_search_app: Any) -> None:
+    """A hit's link list was cut to 200 characters a target, then checked against the restricted link targets,
+    which match whole names: a public note's aliased link to a restricted note named (or aliased) in over 200
+    characters showed the first 200 of them to every caller, while the note's text showed only the alias. A target
+    over 200 characters is not in a hit's list (the index stores the targets a hit can show whole, and a store that
+    holds longer ones has them dropped, not cut); ``GET /notes/{path}`` still hides it from callers outside the
+    groups and shows it to those in them. A target too long to be a key (a 600-character title) is listed nowhere."""
+    long_name = ("Layoffs planned for the platform team in March " * 6)[:235].strip()
+    alias = ("Reorganisation of the data platform and the sales teams " * 6)[:300].strip()
+    kb = tmp_path / "kb"
+    (kb / "hr").mkdir(parents=True)
+    (kb / "hr" / f"{long_name}.md").write_text("---\naccess: [hr]\n---\n# Plan\n\nwelcome the plan\n", encoding="utf-8")
+    (kb / "hr" / "Reorg.md").write_text(f"---\naccess: [hr]\naliases: [{alias}]\n---\n# Reorg\n\nwelcome reorg\n",
+                                        encoding="utf-8")  # fmt: skip
+    title = ("Memo on the acquisition of the competitor announced next quarter " * 10)[:600].strip()
+    (kb / "hr" / "Memo.md").write_text(f"---\naccess: [hr]\ntitle: {title}\n---\nwelcome memo\n", encoding="utf-8")
+    (kb / "pub.md").write_text(f"# Pub\n\nwelcome, see [[{long_name}|the plan]], [[{alias}|the reorg]], [[Reorg]]"
+                               f" and [[{title}|the memo]]\n", encoding="utf-8")  # fmt: skip
+    settings = Settings(qdrant_path=str(tmp_path / "q"), qdrant_url="", embedding_api_key=None,
+                        embedding_api_key_param="", kb_source=str(kb))  # fmt: skip
+    assert run_sync(settings, Secrets(settings)).added == 4
+    for key_id in (None, "id-fin", "id-hr"):
+        links = api_hits(load_search_app, settings, key_id)["pub.md"]
+        shown = json.dumps(links)
+        assert "Layoffs" not in shown and "Reorganisation" not in shown and "Memo" not in shown, (key_id, links)
+        assert links == (["Reorg"] if key_id == "id-hr" else []), (key_id, links)
+    # a 600-character title is longer than a key may be: a link by it is no link (outgoing lists keyed targets only)
+    for key_id, visible in ((None, False), ("id-fin", False), ("id-hr", True)):
+        refs = outgoing(load_search_app, settings, key_id, "pub.md")
+        assert ({r["target"] for r in refs} == {long_name, alias, "Reorg"}) is visible, (key_id, refs)
+        assert visible or refs == [], (key_id, refs)

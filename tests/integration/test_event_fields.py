@@ -4,11 +4,16 @@ holds, the rest of its batch is applied and only that message can be a batch ite
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import logging
+import time
 from pathlib import Path
 
 import pytest
 
+from kbsearch.config import Secrets, Settings
+from kbsearch.indexer import run_sync
 from kbsearch_tools.s3events import EventPath, sqs_record
 from tests.integration.test_events import BUCKET, PREFIX, Indexer, aws, note, open_points
 
@@ -51,3 +56,162 @@ def test_a_message_with_odd_fields_never_fails_the_rest_of_its_batch(
         assert failed == [odd["messageId"]]
     assert "good.md" in {p["path"] for p in open_points(indexer.settings())}
     assert indexer([odd, good]) == failed  # a redelivery: the same verdict, nothing else fails
+
+
+def _at(offset_s: float) -> str:
+    return dt.datetime.fromtimestamp(time.time() + offset_s, dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def _sent(offset_s: float) -> str:
+    return str(int((time.time() + offset_s) * 1000))
+
+
+H, D = 3600.0, 86400.0
+#: (event time, SQS SentTimestamp: seconds from now or None for a record without it) → the lag the metric must
+#: carry (bounds in seconds; None: no sample) and whether the event time is believed.
+LAG_CASES = {
+    "year 1": ("0001-01-01T00:00:00+23:59", 0.0, (0, 60), False),
+    "year 9999": ("9999-12-31T23:59:59Z", 0.0, (0, 60), False),
+    "two hours ahead": (_at(2 * H), 0.0, (0, 60), False),
+    "three days before its sending": (_at(-3 * D), 0.0, (0, 60), False),
+    "prose": ("yesterday", 0.0, (0, 60), False),
+    "a Unix number": (1_000_000_000, 0.0, (0, 60), False),
+    # real lag, never hidden
+    "sent 2 h ago, 10 s after the change": (_at(-2 * H - 10), -2 * H, (2 * H, 2 * H + 120), True),
+    "EventBridge retried for 20 h": (_at(-20 * H), 0.0, (20 * H, 20 * H + 120), True),
+    "year 1, held 3 days in the queue": ("0001-01-01T00:00:00Z", -3 * D, (3 * D, 3 * D + 120), False),
+    "no SentTimestamp, an hour ago": (_at(-H), None, (H, H + 120), True),
+    "no SentTimestamp, year 1": ("0001-01-01T00:00:00Z", None, None, False),
+}
+
+
+def _lags_and_counts(out: str) -> tuple[list[float], dict[str, float]]:
+    """The invocation's ``IndexLagSeconds`` values and its ``events_*`` counts, from its metrics (EMF lines)."""
+    lags: list[float] = []
+    counts: dict[str, float] = {}
+    for line in out.splitlines():
+        if '"_aws"' in line:
+            record = json.loads(line)
+            lags += record.get("IndexLagSeconds", [])
+            counts |= {k[len("events_") :]: sum(v) for k, v in record.items() if k.startswith("events_")}
+    return lags, counts
+
+
+def test_event_times_that_cannot_be_a_lag_never_trip_the_lag_alarm_and_real_lag_still_shows(
+    aws: EventPath, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``IndexLagSeconds`` (the lag alarm's metric, Maximum over 5 minutes against 300 s) was now − eventTime for
+    every applied change: an event of year 1 put 63 billion seconds in it, and the alarm fired on a lie. An event
+    time is now believed only within what delivery allows around its message's SentTimestamp; otherwise the lag
+    counts from the sending (a queue that held a message for days still shows), or, with neither, is unknown."""
+    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "KbSearch")
+    indexer = Indexer(monkeypatch, tmp_path, None)
+    aws.receive()
+    for i, (name, (when, sent, expected, believed)) in enumerate(LAG_CASES.items()):
+        key = f"{PREFIX}lag{i}.md"
+        aws.put(key, note(i))
+        aws.receive()
+        record = sqs_record(_record(key, time=when, sequencer=f"{i + 1:02X}"), aws.queue_arn,
+                            sent_ms=None if sent is None else _sent(sent))  # fmt: skip
+        if sent is None:
+            del record["attributes"]["SentTimestamp"]
+        capsys.readouterr()
+        assert indexer([record]) == [], name
+        lags, counts = _lags_and_counts(capsys.readouterr().out)
+        assert counts["added"] == 1 and counts["times_refused"] == (0 if believed else 1), (name, counts)
+        if expected is None:
+            assert lags == [], (name, lags)
+        else:
+            assert len(lags) == 1 and expected[0] <= lags[0] < expected[1], (name, lags)
+
+
+def test_a_change_the_index_already_holds_gives_no_lag_sample(
+    aws: EventPath, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A message delivered days late (held in the queue, or moved back from the dead-letter queue) whose change
+    the hourly sync already applied: the note was searchable long before this run, so the days are not its lag.
+    A deletion of a note the index never held, the same. A change that writes still gives its sample."""
+    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "KbSearch")
+    indexer = Indexer(monkeypatch, tmp_path, None)
+    aws.receive()
+    aws.put(f"{PREFIX}late.md", note(1))
+    aws.receive()
+    settings = indexer.settings()
+    assert run_sync(settings, Secrets(settings)).added == 1  # the hourly sync applied it first
+    late = sqs_record(_record(f"{PREFIX}late.md", time=_at(-3 * D), sequencer="0A"), aws.queue_arn,
+                      sent_ms=_sent(-3 * D + 5))  # fmt: skip
+    gone = sqs_record(_record(f"{PREFIX}never.md", "ObjectRemoved:Delete", time=_at(-3 * D), sequencer="0B"),
+                      aws.queue_arn, sent_ms=_sent(-3 * D + 5))  # fmt: skip
+    capsys.readouterr()
+    assert indexer([late, gone]) == []
+    lags, counts = _lags_and_counts(capsys.readouterr().out)
+    assert lags == [] and counts["unchanged"] == 1 and counts["deleted"] == 0, counts
+    aws.put(f"{PREFIX}late.md", note(1, first="edited"))
+    edit = sqs_record(_record(f"{PREFIX}late.md", time=_at(-30), sequencer="0C"), aws.queue_arn)
+    assert indexer([edit]) == []
+    lags, counts = _lags_and_counts(capsys.readouterr().out)
+    assert counts["updated"] == 1 and len(lags) == 1 and 30 <= lags[0] < 120
+
+
+@pytest.mark.parametrize(
+    ("sent", "when", "expected"),
+    [("abc", -30, (30, 120)), ("-1", -30, (30, 120)), ("1e12", -30, (30, 120)), ("9" * 40, -30, (30, 120)),
+     ("", -30, (30, 120)), ("１２３", -30, (30, 120)), (12345, -30, (30, 120)), (None, -30, (30, 120)),
+     ("99999999999999", "0001-01-01T00:00:00Z", None), ("0", "0001-01-01T00:00:00Z", None), ("0", -30, (30, 120))],
+    ids=["prose", "negative", "exponent", "40 digits", "empty", "full-width digits", "a number", "null",
+         "year 5138", "the epoch, year 1", "the epoch, 30 s ago"],
+)  # fmt: skip
+def test_a_sent_timestamp_sqs_never_writes_is_not_believed(
+    aws: EventPath,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    sent: object,
+    when: object,
+    expected: tuple[float, float] | None,
+) -> None:
+    """The record's own SentTimestamp, when it is not SQS's (epoch milliseconds as ASCII digits, not in the future):
+    the lag falls back to the event time's own window, and the batch is applied as ever; nor is one older than any
+    queue keeps a message (the epoch)."""
+    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "KbSearch")
+    indexer = Indexer(monkeypatch, tmp_path, None)
+    aws.receive()
+    aws.put(f"{PREFIX}sent.md", note(1))
+    aws.receive()
+    record = sqs_record(_record(f"{PREFIX}sent.md", time=_at(when) if isinstance(when, int) else when,
+                                sequencer="0A"), aws.queue_arn)  # fmt: skip
+    record["attributes"]["SentTimestamp"] = sent
+    capsys.readouterr()
+    assert indexer([record]) == []
+    lags, counts = _lags_and_counts(capsys.readouterr().out)
+    assert counts["added"] == 1
+    if expected is None:
+        assert lags == []
+    else:
+        assert len(lags) == 1 and expected[0] <= lags[0] < expected[1], lags
+
+
+def test_a_watched_folders_saves_have_no_time_to_refuse(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """``kbsearch serve --watch`` applies a folder's saves as changes with no event time and no SentTimestamp: no
+    lag sample, nothing counted as refused, no warning per save (each saved note logged one before)."""
+    from kbsearch.events import Change
+    from kbsearch.indexer import ChangeSync
+    from kbsearch.qdrant import open_store
+    from kbsearch.sources import LocalSource
+
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "a.md").write_bytes(note(1))
+    (kb / "b.md").write_bytes(note(2))
+    settings = Settings(qdrant_path=str(tmp_path / "q"), qdrant_url="", embedding_api_key=None,
+                        embedding_api_key_param="")  # fmt: skip
+    store = open_store(settings, Secrets(settings))
+    try:
+        with caplog.at_level(logging.WARNING, logger="kbsearch"):
+            report = ChangeSync(LocalSource(kb), store, None).apply(
+                [Change(path="a.md", key="a.md", removed=False), Change(path="b.md", key="b.md", removed=False)]
+            )
+    finally:
+        store.close()
+    assert report.added == 2 and report.lag_s == [] and report.times_refused == 0
+    assert not [r for r in caplog.records if "cannot be a lag" in r.getMessage()]

@@ -401,6 +401,45 @@ def test_an_unclosed_frontmatter_is_skipped_never_public(tmp_path: Path, load_se
         assert result["isError"] and result["content"][0]["text"].startswith(f"no note at {name!r}"), (name, result)
 
 
+#: ``access`` as it may be typed: a keyboard left on the Russian layout (Cyrillic а, с, е, ѕ look like Latin), full
+#: width, an invisible character inside (zero-width space, soft hyphen), an accent, spaces between the letters.
+LOOK_ALIKE_KEYS = ["\u0430ccess", "\u0430\u0441\u0441\u0435ss", "acce\u0455\u0455", "ａｃｃｅｓｓ", "acc\u200bess",
+                   "access\u00ad", "acc\u00e9ss", "a c c e s s"]  # fmt: skip
+
+
+def test_an_access_key_spelled_with_look_alike_letters_is_skipped_never_public(tmp_path: Path, load_search_app) -> None:
+    """A frontmatter key that looks like ``access`` but is not spelled with its letters declared nothing: the note
+    fell to the folder rules or the default, public, and its secret was searchable and readable by anyone. Such a
+    note is skipped with a reason naming the key, and answers a public caller as a missing note; ``ACCESS``,
+    ``Access`` and ``access`` followed by a no-break space are the key itself."""
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    names = {f"look{n}.md": key for n, key in enumerate(LOOK_ALIKE_KEYS)}
+    for n, (name, key) in enumerate(names.items()):
+        (kb / name).write_text(f"---\n{key}: [hr]\n---\n# Pay {n}\n\n" + SECRET.format(n=n) + "\n", encoding="utf-8")
+    for n, key in enumerate(("ACCESS", "Access", "access\u00a0")):
+        (kb / f"real{n}.md").write_text(f"---\n{key}: [hr]\n---\n# Real {n}\n\n" + SECRET.format(n=n) + "\n",
+                                        encoding="utf-8")  # fmt: skip
+    (kb / "open.md").write_text("---\ntitle: Open\n---\n# Open\n\nA public note about zebrafinch.\n")
+    code, report, stderr = kbsearch_index(kb, tmp_path / "q")
+    assert code == 0 and report["error"] is None, stderr
+    skipped = {s["path"]: s["reason"] for s in report["skipped"]}
+    assert set(skipped) == set(names), skipped
+    assert all("looks like 'access'" in skipped[name] and ascii(key)[1:-1] in skipped[name]
+               for name, key in names.items()), skipped  # fmt: skip
+    points = store_points(Settings(qdrant_path=str(tmp_path / "q")))
+    assert {p["path"]: p["access"] for p in points} == {
+        "open.md": ["public"],
+        **{f"real{n}.md": ["hr"] for n in range(3)},
+    }
+    call = load_search_app(KB_SOURCE=str(kb), QDRANT_PATH=str(tmp_path / "q"))
+    search = json.loads(call(mcp_event("kb_search", {"query": "salary band zebrafinch", "top_k": 20}))["body"])
+    assert [h["path"] for h in search["result"]["structuredContent"]["results"]] == ["open.md"]
+    for name in names:
+        result = json.loads(call(mcp_event("kb_get_note", {"path": name}))["body"])["result"]
+        assert result["isError"] and result["content"][0]["text"].startswith(f"no note at {name!r}"), (name, result)
+
+
 WIDE = "---\ntitle: Заметка\n---\n# Заметка\n\nText of a note saved as UTF-16 or UTF-32.\n"
 #: note → (bytes, the reason's start): what Windows editors write as "Unicode", and what is plainly not text
 ENCODINGS: dict[str, tuple[bytes, str]] = {
@@ -475,6 +514,188 @@ def test_filter_values_match_whatever_unicode_form_either_side_uses(tmp_path: Pa
     for field, key in (("tags", "tag"), ("types", "type"), ("statuses", "status")):
         assert [(f["value"], f["count"]) for f in catalog[field] if f["value"].casefold().startswith(
             FACETS[key][:1])] == [(unicodedata.normalize("NFC", FACETS[key]), 2)], catalog[field]  # fmt: skip
+
+
+def test_a_frontmatter_of_thousands_of_tags_keeps_the_first_hundred_with_a_warning(
+    tmp_path: Path, load_search_app
+) -> None:
+    """Every chunk of a note stores its tags and every search of it reads them back: 12,700 distinct tags (what
+    64 KiB of frontmatter holds) on a 938 KB note's 517 chunks took 20 s and 2.5 GB to index, a 158 MB index, and
+    76 KB of tags per chunk read back by each search it matched; the list was also deduplicated in quadratic time.
+    A note keeps its first 100 tags (the most a hit shows) and the report says so; as a string, as a list, as
+    `#tags`, repeated, a note is indexed and found by a tag it kept, never by one it dropped."""
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    body = "# Many tags\n\n" + "zebrafinch tagged " * 2_000 + "\n"
+    members = {
+        "spaced.md": "tags: " + " ".join(str(i) for i in range(12_700)),
+        "listed.md": "tags: [" + ", ".join(f"l{i}" for i in range(9_000)) + "]",
+        "hashed.md": 'tags: "' + " ".join(f"#h{i}" for i in range(9_000)) + '"',
+        "repeated.md": "tags: " + " ".join(["same", "other"] * 5_000),
+    }
+    for name, front in members.items():
+        (kb / name).write_text(f"---\n{front}\n---\n{body}", encoding="utf-8")
+    code, report, stderr = kbsearch_index(kb, tmp_path / "q")
+    assert code == 0 and report["added"] == 4 and report["skipped"] == [], (report, stderr)
+    warned = {w["path"]: w["reason"] for w in report["warnings"]}
+    assert warned == {"spaced.md": "tags: 12700 given, the first 100 kept",
+                      "listed.md": "tags: 9000 given, the first 100 kept",
+                      "hashed.md": "tags: 9000 given, the first 100 kept"}  # fmt: skip
+    settings = Settings(qdrant_path=str(tmp_path / "q"), qdrant_url="", embedding_api_key=None,
+                        embedding_api_key_param="")  # fmt: skip
+    kept = {"spaced.md": [str(i) for i in range(100)], "listed.md": [f"l{i}" for i in range(100)],
+            "hashed.md": [f"h{i}" for i in range(100)], "repeated.md": ["same", "other"]}  # fmt: skip
+    points = store_points(settings)
+    assert {p["path"] for p in points} == set(kept)
+    assert all(point["tags"] == kept[point["path"]] for point in points)
+    call = load_search_app(KB_SOURCE=str(kb), QDRANT_PATH=str(tmp_path / "q"))
+    for tag, found in (("99", ["spaced.md"]), ("100", []), ("l42", ["listed.md"]), ("h0", ["hashed.md"]),
+                       ("other", ["repeated.md"])):  # fmt: skip
+        body_json = {"query": "zebrafinch tagged", "top_k": 10, "filters": {"tags": [tag]}}
+        answer = call({**mcp_event("x", {}), "resource": "/search", "path": "/search", "body": json.dumps(body_json)})
+        hits = json.loads(answer["body"])["results"]
+        assert answer["statusCode"] == 200 and [h["path"] for h in hits] == found, (tag, hits)
+        assert all(len(h["tags"]) <= 100 for h in hits)
+
+
+def test_a_huge_heading_is_cut_in_every_chunks_path_and_its_words_still_found(tmp_path: Path, load_search_app) -> None:
+    """Every chunk of a section carries its heading path (title > heading > ...), stored, BM25-indexed and embedded:
+    a 549 KB H1 over a 1 MB note's 388 chunks took 77 s and 6.4 GB to index and made a 1.3 GB index (the heading
+    size times the chunk count: quadratic in the note). A heading or title over 1,000 characters is cut in the path;
+    a heading's whole text opens its section (indexed once, so its last word is still found); a frontmatter title
+    that long is cut with a warning."""
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    words = lambda tag, n: " ".join(f"{tag}{i}" for i in range(n))  # noqa: E731
+    body = "\n\n" + words("body", 15_000) + "\n"
+    members = {
+        "h1.md": "# " + words("hone", 20_000) + " lastofhone" + body,
+        "nested.md": "".join(
+            f"{'#' * level} " + words(f"lvl{level}x", 3_000) + f" lastof{level}\n\npara {level}\n\n"
+            for level in range(1, 7)
+        )
+        + body,
+        "title.md": "---\ntitle: " + words("ttl", 6_000) + "\n---\n# Short\n" + body,
+    }
+    for name, text in members.items():
+        (kb / name).write_text(text, encoding="utf-8")
+    code, report, stderr = kbsearch_index(kb, tmp_path / "q")
+    assert code == 0 and report["added"] == 3 and report["skipped"] == [], (report, stderr)
+    assert [(w["path"], w["reason"]) for w in report["warnings"]] == [
+        ("title.md", f"title: {len(words('ttl', 6_000))} characters, the first 1000 kept")
+    ]
+    settings = Settings(qdrant_path=str(tmp_path / "q"), qdrant_url="", embedding_api_key=None,
+                        embedding_api_key_param="")  # fmt: skip
+    points = store_points(settings)
+    assert max(len(p["title"]) for p in points) <= 1000
+    assert max(len(p["heading"]) for p in points) <= 7 * 1000 + 6 * len(" > ")
+    assert sum(len(p["heading"]) for p in points) < 3_000_000  # was the heading times its chunk count
+    call = load_search_app(KB_SOURCE=str(kb), QDRANT_PATH=str(tmp_path / "q"))
+    for word, path in (("lastofhone", "h1.md"), ("lastof3", "nested.md"), ("lastof6", "nested.md")):
+        answer = call({**mcp_event("x", {}), "resource": "/search", "path": "/search",
+                       "body": json.dumps({"query": word, "top_k": 3})})  # fmt: skip
+        hits = json.loads(answer["body"])["results"]
+        assert answer["statusCode"] == 200 and hits[0]["path"] == path, (word, hits)
+        assert all(len(h["title"]) <= 1000 for h in hits)
+
+
+def test_a_note_more_than_32_folders_deep_is_skipped_with_its_reason(tmp_path: Path, load_search_app) -> None:
+    """Each chunk stores every folder above its note (the ``folders`` keyword index ``path_prefix`` filters on), and
+    their total length grows with the square of the depth: a 1 MB note 505 folders down made a 350 MB index (6.4 MB
+    at the root) and took 1.4 GB to index. A path more than 32 folders deep cannot be a note's: skipped with the
+    reason, refused by path (REST and MCP), its S3 event ignored with the reason; 32 folders is a note like any."""
+    kb = tmp_path / "kb"
+    body = "# Deep\n\nrestore the deep snapshot\n"
+    deep = {depth: "/".join(f"d{i}" for i in range(depth)) + f"/n{depth}.md" for depth in (32, 33)}
+    deep[505] = "a/" * 505 + "n505.md"  # 1,014 characters: within a path's 1,024
+    for rel in deep.values():
+        (kb / rel).parent.mkdir(parents=True, exist_ok=True)
+        (kb / rel).write_text(body, encoding="utf-8")
+    code, report, stderr = kbsearch_index(kb, tmp_path / "q")
+    assert code == 0 and report["added"] == 1, (report, stderr)
+    assert {s["path"]: s["reason"] for s in report["skipped"]} == {
+        deep[d]: "path is more than 32 folders deep: kb_get_note could not reach it" for d in (33, 505)
+    }
+    call = load_search_app(KB_SOURCE=str(kb), QDRANT_PATH=str(tmp_path / "q"))
+    folder = deep[32].rsplit("/", 1)[0]
+    answer = call({**mcp_event("x", {}), "resource": "/search", "path": "/search",
+                   "body": json.dumps({"query": "restore deep snapshot", "filters": {"path_prefix": folder}})})  # fmt: skip
+    assert [h["path"] for h in json.loads(answer["body"])["results"]] == [deep[32]]
+    for depth in (33, 505):
+        rest = call({**mcp_event("x", {}), "httpMethod": "GET", "resource": "/notes/{path+}",
+                     "path": f"/notes/{deep[depth]}", "pathParameters": {"path": deep[depth]}, "body": None})  # fmt: skip
+        assert rest["statusCode"] == 400 and json.loads(rest["body"])["error"] == "bad_path", rest
+        tool = json.loads(call(mcp_event("kb_get_note", {"path": deep[depth]}))["body"])["result"]
+        assert tool["isError"] and "32 folders deep" in tool["content"][0]["text"], tool
+    from kbsearch.events import Scope as KeyScope
+    from kbsearch.events import read_batch
+
+    key = "kb/" + "/".join(f"d{i}" for i in range(40)) + "/x.md"
+    record = {"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": "b"}, "object": {"key": key}}}
+    batch = read_batch({"Records": [{"messageId": "m", "eventSource": "aws:sqs",
+                                     "body": json.dumps({"Records": [record]})}]}, KeyScope("b", "kb/"))  # fmt: skip
+    assert batch.changes == [] and batch.poison == []
+    assert batch.ignored == [{"key": key, "reason": "not a usable note path: path is more than 32 folders deep"}]
+
+
+def test_a_huge_frontmatter_is_stored_once_per_note_not_on_every_chunk(tmp_path: Path, load_search_app) -> None:
+    """The frontmatter (``meta``) and the summary were stored on every chunk: a 60 KB summary over a 1 MB note's
+    686 chunks made a 101 MB index (9.1 MB now) and every search of it read 60 KB per chunk. The frontmatter is
+    kept once, on the first chunk; each chunk keeps the first 2,000 characters of the summary (what a snippet can
+    show); the whole summary is still embedded and BM25-indexed with the first chunk (its last word is found)."""
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    summary = " ".join(f"sum{i}" for i in range(5_000)) + " lastofsummary"
+    body = "# Big\n\n" + " ".join(f"body{i % 700} restore" for i in range(20_000)) + "\n"
+    (kb / "big.md").write_text(f'---\nsummary: "{summary}"\nowner: "{"o" * 15_000}"\n---\n{body}', encoding="utf-8")
+    (kb / "bare.md").write_text(f'---\nsummary: "{summary}"\n---\n', encoding="utf-8")  # a summary and no text
+    code, report, stderr = kbsearch_index(kb, tmp_path / "q")
+    assert code == 0 and report["added"] == 2 and report["skipped"] == [], (report, stderr)
+    settings = Settings(qdrant_path=str(tmp_path / "q"), qdrant_url="", embedding_api_key=None,
+                        embedding_api_key_param="")  # fmt: skip
+    points = [p for p in store_points(settings) if p["path"] == "big.md"]
+    assert len(points) > 50
+    first = next(p for p in points if p["chunk_index"] == 0)
+    assert first["meta"]["summary"] == summary and first["meta"]["owner"] == "o" * 15_000
+    assert all("meta" not in p for p in points if p["chunk_index"] > 0)
+    assert all(p["summary"] == summary[:2000] for p in points)
+    call = load_search_app(KB_SOURCE=str(kb), QDRANT_PATH=str(tmp_path / "q"))
+    answer = call({**mcp_event("x", {}), "resource": "/search", "path": "/search",
+                   "body": json.dumps({"query": "lastofsummary", "top_k": 5})})  # fmt: skip
+    hits = json.loads(answer["body"])["results"]
+    assert answer["statusCode"] == 200 and sorted(h["path"] for h in hits) == ["bare.md", "big.md"], hits
+    bare = next(h for h in hits if h["path"] == "bare.md")
+    assert bare["snippet"] and summary.startswith(bare["snippet"].rstrip("…").rstrip())
+
+
+def test_a_note_of_countless_tiny_sections_is_packed_into_a_bounded_number_of_chunks(
+    tmp_path: Path, load_search_app
+) -> None:
+    """A chunk per section: a 1 MB note of 170,000 one-word sections made 170,000 chunks (24 s, 4.0 GB to index,
+    the indexer Lambda has 2 GB; an 845 MB index; as many embedding inputs). Past 2,000 chunks a note's pieces are
+    packed into chunks of the token budget, each later section opening with its own heading: every word still
+    indexed once, a few hundred chunks; a note of ordinary size is chunked as before."""
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "tiny.md").write_text("# h\nw\n" * 170_000, encoding="utf-8")
+    (kb / "named.md").write_text("".join(f"# head{i}\nword{i}\n" for i in range(40_000)), encoding="utf-8")
+    (kb / "headings.md").write_text("".join(f"## only{i}\n" for i in range(80_000)), encoding="utf-8")
+    (kb / "usual.md").write_text("".join(f"## part {i}\n\ntext of part {i}\n\n" for i in range(150)), encoding="utf-8")
+    code, report, stderr = kbsearch_index(kb, tmp_path / "q")
+    assert code == 0 and report["added"] == 4 and report["skipped"] == [], (report, stderr)
+    settings = Settings(qdrant_path=str(tmp_path / "q"), qdrant_url="", embedding_api_key=None,
+                        embedding_api_key_param="")  # fmt: skip
+    per_note: dict[str, int] = {}
+    for point in store_points(settings):
+        per_note[point["path"]] = per_note.get(point["path"], 0) + 1
+    assert per_note["usual.md"] == 150 and per_note["headings.md"] == 1
+    assert 0 < per_note["tiny.md"] <= 2000 and 0 < per_note["named.md"] <= 2000, per_note
+    call = load_search_app(KB_SOURCE=str(kb), QDRANT_PATH=str(tmp_path / "q"))
+    for word in ("word0", "word31337", "head39999", "word39999"):
+        answer = call({**mcp_event("x", {}), "resource": "/search", "path": "/search",
+                       "body": json.dumps({"query": word, "top_k": 3})})  # fmt: skip
+        hits = json.loads(answer["body"])["results"]
+        assert answer["statusCode"] == 200 and hits and hits[0]["path"] == "named.md", (word, hits)
 
 
 def test_two_notes_with_one_id_are_both_found_and_reported(tmp_path: Path, load_search_app) -> None:

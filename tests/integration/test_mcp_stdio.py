@@ -218,6 +218,29 @@ def test_huge_arguments_unknown_resources_and_cursors_never_issued(store: Path) 
     assert by_id[12]["error"]["code"] == -32602 and by_id[14]["result"] == {}
 
 
+def test_what_a_client_sends_is_never_echoed_unbounded(store: Path) -> None:
+    """An invalid request's id that is no id (an object, an array of 100,000 arrays, a 1 MB object; ``true``)
+    and a method name of 1 MB or 100,000 ``[`` characters: the error answers with id null (JSON-RPC's rule for an
+    id it cannot use) and quotes a method cut to 60 characters (both were sent back whole: a megabyte of the
+    client's own bytes per line). Responses sent to the server (``result``/``error`` and no ``method``) get the same
+    error with their id; the server answers the next request."""
+    big = {"k": "v" * 1_000_000}
+    odd_ids = [{"x": [1, 2]}, [[1, 2, 3]] * 100_000, big, True]
+    lines = [line({"jsonrpc": "1.0", "id": id_, "method": "ping"}) for id_ in odd_ids]
+    lines += [
+        line({"jsonrpc": "2.0", "id": 20 + i, "method": name})
+        for i, name in enumerate(("m" * 1_000_000, "[" * 100_000))
+    ]
+    lines += [line({"jsonrpc": "2.0", "id": 30, "result": {}}), line({"jsonrpc": "2.0", "id": 31, "error": {}})]
+    lines += [line({"jsonrpc": "2.0", "id": 40, "method": "ping"})]
+    answers, _ = run_lines([], local_env(store), lines)
+    assert [a["id"] for a in answers] == [None, None, None, None, 20, 21, 30, 31, 40]
+    assert all(a["error"]["code"] == -32600 for a in answers[:4] + answers[6:8])
+    for answer in answers[4:6]:
+        assert answer["error"]["code"] == -32601 and len(answer["error"]["message"]) < 100, answer
+    assert answers[-1]["result"] == {} and max(len(json.dumps(a)) for a in answers) < 300
+
+
 def test_params_of_every_json_type_in_every_slot_over_stdio(store: Path) -> None:
     """The HTTP test's matrix (every slot of every method holding every JSON type, both eras) as stdio lines to one
     ``kbsearch mcp``: one answer each, none an internal error, and the server still answers after them."""

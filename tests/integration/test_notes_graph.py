@@ -25,6 +25,7 @@ from kbsearch.qdrant.store import ChunkPoint
 from kbsearch.reader import NoteReader
 from kbsearch.search import SearchService
 from kbsearch.sources import open_source
+from kbsearch_tools.local.apigw import HttpRequest, build_event
 from tests.conftest import ROOT, VAULT
 
 ALL = Scope.unrestricted("test")
@@ -388,3 +389,73 @@ def test_a_scope_sees_links_counts_and_pages_of_the_notes_it_may_read_only(tmp_p
     assert alpha.links is not None and [r.path for r in alpha.links.backlinks] == ["Hub.md", "Secret.md"]
     assert browse.catalog(None, 0, hr).notes == len(notes)
     assert browse.page(encode_cursor("Secret.md"), hr, limit=3)[0][0].path == "Secret.md"
+
+
+# -- link graphs built to hurt ---------------------------------------------------------------------------------------
+#: Notes whose links are the hostile part: 20,000 distinct targets; one target 100,000 times; one target in 3,000
+#: spellings (case, ``.md``, ``./``, a heading, an alias); 2,000 targets of 400 characters and 300 of 600 (over
+#: a key's 512); a note linking to itself every way; a three-note cycle.
+LINK_SHAPES = {
+    "many.md": "# Many\n\n" + " ".join(f"[[n{i}]]" for i in range(20_000)) + "\n",
+    "echo.md": "# Echo\n\n" + "[[Many]] " * 100_000 + "\n",
+    "spellings.md": "# Spellings\n\n"
+    + " ".join(
+        f"[[{s}]]" for i in range(500) for s in ("Many", "MANY", "many.md", "./Many", f"Many#h{i}", f"Many|alias {i}")
+    )
+    + "\n",
+    "long.md": "# Long\n\n"
+    + " ".join(f"[[{str(i).rjust(400, 'x')}]]" for i in range(2_000))
+    + " "
+    + " ".join(f"[[{str(i).rjust(600, 'y')}]]" for i in range(300))
+    + "\n",
+    "self.md": "# Self\n\n[[self]] [[Self.md]] [[self#Self]] [[#Self]] [[self|me]] ![[self]]\n",
+    "cycle/a.md": "# A\n\nTo [[b]].\n",
+    "cycle/b.md": "# B\n\nTo [[c]].\n",
+    "cycle/c.md": "# C\n\nTo [[a]].\n",
+}
+
+
+def test_notes_with_huge_or_tangled_link_graphs_stay_bounded(load_search_app: Any, tmp_path: Path) -> None:
+    """A note's links were checked each against every one before it (20,000 distinct links: 1.4 s to parse,
+    80,000 in a note under the 1 MiB limit: 25 s) and the whole list was stored on each of its chunks (that note:
+    571 chunks, 3 minutes, 14.9 GB of memory and 487 MB of index for one `kbsearch index`). A note keeps its first
+    1,000 distinct targets (its text still shows every link), a chunk stores the 100 a hit shows; reading such a
+    note by path, its backlinks, self-links and cycles answer as for any note."""
+    folder = write_kb(tmp_path / "kb", LINK_SHAPES)
+    store = tmp_path / "q"
+    settings = Settings(qdrant_path=str(store), qdrant_url="", embedding_api_key=None, embedding_api_key_param="")
+    report = sync(settings, folder)
+    assert report.added == len(LINK_SHAPES) and report.skipped == []
+    opened = open_store(settings, Secrets(settings))
+    try:
+        points = list(opened.points().values())
+    finally:
+        opened.close()
+    assert max(len(p["links"]) for p in points) == 100 and max(len(p.get("link_keys", [])) for p in points) == 1000
+    many = [p for p in points if p["path"] == "many.md"]
+    assert len(many) > 1 and all(p["links"] == [f"n{i}" for i in range(100)] for p in many)
+    assert next(p for p in points if p["path"] == "long.md" and p["chunk_index"] == 0)["link_keys"] == [
+        str(i).rjust(400, "x") for i in range(1000)
+    ]  # the first 1,000 distinct targets; those over a key's 512 characters could never be keys anyway
+
+    api = load_search_app(QDRANT_PATH=str(store), KB_SOURCE=str(folder))
+    status, body = get(api, "/notes/many.md")
+    assert status == 200 and body["links"]["outgoing"][:2] == [
+        {"target": "n0", "path": None, "title": None}, {"target": "n1", "path": None, "title": None}
+    ]  # fmt: skip
+    assert len(body["links"]["outgoing"]) == 1000 and "[[n19999]]" in body["body"]
+    assert [r["path"] for r in body["links"]["backlinks"]] == ["echo.md", "spellings.md"]  # once each
+    status, body = get(api, "/notes/spellings.md")
+    assert status == 200 and [(r["target"], r["path"]) for r in body["links"]["outgoing"]] == [("Many", "many.md")]
+    status, body = get(api, "/notes/self.md")
+    assert status == 200 and [(r["target"], r["path"]) for r in body["links"]["outgoing"]] == [("self", "self.md")]
+    assert body["links"]["backlinks"] == []  # a note is not its own backlink
+    for name, to, back in (("a", "b", "c"), ("b", "c", "a"), ("c", "a", "b")):
+        status, body = get(api, f"/notes/cycle/{name}.md")
+        assert status == 200 and [r["path"] for r in body["links"]["outgoing"]] == [f"cycle/{to}.md"]
+        assert [r["path"] for r in body["links"]["backlinks"]] == [f"cycle/{back}.md"]
+    event = build_event(HttpRequest("POST", "/search", "", [("Content-Type", "application/json")],
+                                    json.dumps({"query": "many", "top_k": 10}).encode()), "/search", {}, "dev")  # fmt: skip
+    result = api(event)
+    hits = json.loads(result["body"])["results"]
+    assert result["statusCode"] == 200 and hits and all(len(h["links"]) <= 100 for h in hits)

@@ -462,7 +462,10 @@ def test_a_search_with_every_dependency_dripping_answers_before_the_lambda_times
     the fusion order, before the invocation's remaining time runs out (1 s kept for the handler)."""
     store = tmp_path / "q"
     copy_store(bm25_index, store)
-    settings = provider_settings(deepinfra, fireworks, qdrant_path=str(store), search_budget_s=20)
+    # the index's own dense size (the fixture's default 1,024): with another, embedding is not even tried
+    settings = provider_settings(
+        deepinfra, fireworks, qdrant_path=str(store), search_budget_s=20, embedding_dimensions=1024
+    )
     for fake in (deepinfra, fireworks):
         for operation in ("chat", "embeddings", "rerank"):
             fake.fail(operation, drip_s=0.05)

@@ -212,3 +212,23 @@ def test_oversized_fields_from_the_store_cannot_swell_the_answer(search) -> None
     hits = json.loads(result["body"])["results"]
     assert [h["path"] for h in hits] == ["en/a.md", "en/b.md"]
     assert len(hits[0]["title"]) == 2000 and len(hits[0]["tags"]) == 100 and len(json.dumps(hits[0]["links"])) < 30_000
+
+
+def test_link_targets_over_the_bound_are_dropped_never_cut(search, qdrant: FakeQdrant) -> None:
+    """An index written before the indexer kept only link targets a hit can show whole: a target over 200
+    characters from the store is left out of the hit's links (cut, its first 200 characters passed the restricted
+    link check, which matches whole names), the others kept in order; other lists (tags) are still cut."""
+    points_of = qdrant.respond
+    info = {"result": {"config": {"params": {}, "metadata": {"access_restricted_links": {}}}}, "status": "ok"}
+
+    def respond(method: str, path: str) -> tuple[int, bytes, str] | None:
+        if method == "GET" and path.endswith("/collections/kb"):  # no restricted targets: public callers see links
+            return 200, json.dumps(info).encode(), "application/json"
+        return points_of(method, path)
+
+    qdrant.endpoint.responder = respond
+    long_target = "Layoffs planned " + "x" * 250
+    result = search(answer(point(1, links=["Alpha", long_target, "Beta"], tags=["t" * 300])))
+    assert result["statusCode"] == 200, result
+    (hit,) = json.loads(result["body"])["results"]
+    assert hit["links"] == ["Alpha", "Beta"] and hit["tags"] == ["t" * 200]

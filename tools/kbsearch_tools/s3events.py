@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,15 +23,19 @@ REGION = "us-east-1"
 ACCOUNT = "123456789012"
 
 
-def sqs_record(body: str, queue_arn: str, message_id: str | None = None, receive_count: int = 1) -> dict[str, Any]:
-    """One record of the Lambda SQS event (what the event source mapping hands the function)."""
+def sqs_record(
+    body: str, queue_arn: str, message_id: str | None = None, receive_count: int = 1, sent_ms: str | None = None
+) -> dict[str, Any]:
+    """One record of the Lambda SQS event (what the event source mapping hands the function); ``sent_ms``: SQS's
+    ``SentTimestamp`` (epoch milliseconds; default: now, a message just sent)."""
+    sent = sent_ms if sent_ms is not None else str(int(time.time() * 1000))
     return {
         "messageId": message_id or str(uuid.uuid4()),
         "receiptHandle": uuid.uuid4().hex,
         "body": body,
         "attributes": {
-            "ApproximateReceiveCount": str(receive_count), "SentTimestamp": "1796289654770",
-            "SenderId": "AIDAIT2UOQQY3AUEKVGXU", "ApproximateFirstReceiveTimestamp": "1796289654777",
+            "ApproximateReceiveCount": str(receive_count), "SentTimestamp": sent,
+            "SenderId": "AIDAIT2UOQQY3AUEKVGXU", "ApproximateFirstReceiveTimestamp": sent,
         },
         "messageAttributes": {},
         "md5OfBody": hashlib.md5(body.encode(), usedforsecurity=False).hexdigest(),
@@ -117,7 +122,8 @@ class EventPath:
             if not messages:
                 break
             for message in messages:
-                record = sqs_record(self._sequenced(message["Body"]), self.queue_arn, message["MessageId"])
+                record = sqs_record(self._sequenced(message["Body"]), self.queue_arn, message["MessageId"],
+                                    sent_ms=message.get("Attributes", {}).get("SentTimestamp"))  # fmt: skip
                 record["receiptHandle"] = message["ReceiptHandle"]
                 out.append(record)
             if not delete:

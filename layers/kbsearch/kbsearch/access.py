@@ -146,6 +146,34 @@ class FolderRules:
         return None
 
 
+#: Letters of other scripts drawn like the Latin letters of ``access`` (Cyrillic а с е ѕ, Greek ϲ): what a keyboard
+#: switched to Russian types for them.
+_LOOK_ALIKES = str.maketrans({"а": "a", "с": "c", "е": "e", "ѕ": "s", "ϲ": "c", "ꮯ": "c", "ꭰ": "a"})
+
+
+def _skeleton(key: str) -> str:
+    """A key as it looks: compatibility forms folded (full width), marks, invisible and space characters dropped,
+    look-alike letters made Latin, case folded."""
+    decomposed = unicodedata.normalize("NFKD", key)
+    kept = "".join(c for c in decomposed if unicodedata.category(c) not in ("Mn", "Me", "Cf", "Zs") and not c.isspace())
+    return kept.casefold().translate(_LOOK_ALIKES)
+
+
+def mistaken_access_file(names: Iterable[str]) -> str | None:
+    """Of the names at the KB root, one that was meant as the access file but is not named ``_access.yaml``
+    (``_access.yml``, ``access.yaml``, ``_ACCESS.YAML``, look-alike letters): its rules would silently not apply."""
+    for name in names:
+        stem, dot, ext = name.rpartition(".")
+        if (
+            name != ACCESS_FILE
+            and dot
+            and ext.casefold() in ("yaml", "yml")
+            and _skeleton(stem).lstrip("_.") == "access"
+        ):
+            return name
+    return None
+
+
 def declared_access(metadata: Mapping[str, Any], warnings: Iterable[str]) -> list[str] | None:
     """The groups a note's frontmatter declares (None: it declares none); :class:`AccessDeclarationError` when
     the declaration is there but unusable (a wrong type, a bad name, an empty list, a value YAML could not build,
@@ -156,6 +184,12 @@ def declared_access(metadata: Mapping[str, Any], warnings: Iterable[str]) -> lis
         ):
             raise AccessDeclarationError(f"access declaration unusable ({warning}); the note is not indexed")
     keys = [k for k in metadata if k.strip().casefold() == ACCESS_KEY]
+    for key in metadata:  # `аccess` typed on a Russian layout read as no declaration: a restricted note went public
+        if key not in keys and _skeleton(key) == ACCESS_KEY:
+            raise AccessDeclarationError(
+                f"{key!r} looks like 'access' but is spelled with other characters ({key!a}); write it in "
+                "Latin letters; the note is not indexed"
+            )
     if not keys:
         return None
     if len(keys) > 1:

@@ -17,6 +17,10 @@ if TYPE_CHECKING:  # notes loads the YAML parser, which only parsing needs (embe
 
 DEFAULT_MAX_TOKENS = 400
 DEFAULT_OVERLAP_TOKENS = 40
+#: Chunks one note may make before its small sections are packed together (the largest note of the Obsidian vault
+#: makes 158): a 1 MB note of 170,000 one-word sections made 170,000 chunks, 24 s, 4.0 GB (the indexer Lambda
+#: has 2 GB) and an 845 MB index.
+MAX_CHUNKS = 2_000
 _SENTENCE = re.compile(r"(?<=[.!?…])\s+")
 _FENCE = re.compile(r"^[ \t]{0,3}(`{3,}|~{3,})")
 
@@ -149,6 +153,28 @@ def split_section(
     return chunks
 
 
+def _packed(pieces: list[tuple[str, str]], max_tokens: int) -> list[tuple[str, str]]:
+    """Consecutive pieces packed into chunks of at most ``max_tokens`` (a piece already that large stays alone):
+    a packed chunk takes its first piece's heading path, and each later piece of another section opens with that
+    section's own heading, so every word is still indexed once."""
+    out: list[tuple[str, str]] = []
+    heading, used = "", 0
+    texts: list[str] = []
+    for path, text in pieces:
+        line = text if not texts or path == heading else f"{path.rsplit(' > ', 1)[-1]}\n{text}"
+        cost = estimate_tokens(line)
+        if texts and used + cost > max_tokens:
+            out.append((heading, "\n\n".join(texts)))
+            texts, used, line, cost = [], 0, text, estimate_tokens(text)
+        if not texts:
+            heading = path
+        texts.append(line)
+        used += cost
+    if texts:
+        out.append((heading, "\n\n".join(texts)))
+    return out
+
+
 def chunk_note(
     note: Note, max_tokens: int = DEFAULT_MAX_TOKENS, overlap_tokens: int = DEFAULT_OVERLAP_TOKENS
 ) -> list[Chunk]:
@@ -159,6 +185,8 @@ def chunk_note(
         pieces.extend((heading, text) for text in split_section(section.text, max_tokens, overlap_tokens))
     if not pieces:
         pieces.append((note.title, note.summary or ""))
+    if len(pieces) > MAX_CHUNKS:
+        pieces = _packed(pieces, max_tokens)
     chunks = []
     for index, (heading, text) in enumerate(pieces):
         parts = [heading]

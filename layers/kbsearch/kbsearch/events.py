@@ -3,7 +3,8 @@ EventBridge ``Object Created`` / ``Object Deleted`` events, turned into one :cla
 
 Shapes (reference/aws.md, "S3 change events"):
 
-- SQS record: ``messageId``, ``body`` (a JSON string), ``attributes.ApproximateReceiveCount``.
+- SQS record: ``messageId``, ``body`` (a JSON string), ``attributes.ApproximateReceiveCount``,
+  ``attributes.SentTimestamp`` (epoch milliseconds, set by SQS when S3 or EventBridge sent the message).
 - S3 notification body: ``{"Records": [{"eventName": "ObjectCreated:Put" | "ObjectRemoved:Delete" | ...,
   "eventTime", "s3": {"bucket": {"name"}, "object": {"key" (URL-encoded, spaces as ``+``), "size", "eTag",
   "versionId", "sequencer"}}}]}``; the ``s3:TestEvent`` message S3 sends when the configuration is saved is ignored.
@@ -22,6 +23,7 @@ comparable. No qdrant, boto3 or numpy import here.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import re
@@ -62,7 +64,8 @@ def newer(a: str, b: str) -> bool:
 @dataclass(frozen=True)
 class Change:
     """One object that changed: where (``path``, the note's identity; ``key``, where to read it), what the event
-    said (``removed``), its per-key order (``sequencer``) and when it happened (``event_time``, epoch seconds)."""
+    said (``removed``), its per-key order (``sequencer``), when it happened (``event_time``, epoch seconds, as the
+    event says) and when its message reached the queue (``sent_time``: SQS's ``SentTimestamp``, epoch seconds)."""
 
     path: str
     key: str
@@ -70,6 +73,40 @@ class Change:
     sequencer: str = ""
     event_time: float | None = None
     message_id: str = ""
+    sent_time: float | None = None
+
+
+#: How long after a change S3 or EventBridge can still send its message (EventBridge retries a delivery for up
+#: to 24 hours; S3's notifications arrive within seconds to minutes).
+MAX_DELIVERY_S = 86_400.0
+#: The oldest a message can be when it is applied: the dead-letter queue's retention (14 days; a message moved
+#: back from it keeps its first enqueue time).
+MAX_QUEUE_AGE_S = 14 * 86_400.0
+#: The oldest a change can be when it is applied: a message's age plus the delivery window (used for a record
+#: without a SentTimestamp to believe).
+MAX_EVENT_AGE_S = MAX_QUEUE_AGE_S + MAX_DELIVERY_S
+#: Clocks disagree by at most this much (an event time this far after its message was sent is still believed).
+CLOCK_SKEW_S = 300.0
+
+
+def lag_s(change: Change, now: float) -> tuple[float | None, bool]:
+    """How long ``change`` took from happening to being applied at ``now``, and whether its event time could be
+    believed. An event time is believed within what delivery allows: no later than its message's sending (plus
+    clock skew) and no more than :data:`MAX_DELIVERY_S` before it (without a SentTimestamp to believe: within
+    :data:`MAX_EVENT_AGE_S` of ``now``). One outside (year 1, the future, prose) is no lag: the time since the
+    message reached the queue is used instead, a lower bound that still shows a queue backing up; with neither
+    time usable, the lag is unknown (None). A SentTimestamp is believed within :data:`MAX_QUEUE_AGE_S` before
+    ``now`` (no queue keeps a message longer) and clock skew after it."""
+    sent = change.sent_time
+    if sent is not None and not now - MAX_QUEUE_AGE_S <= sent <= now + CLOCK_SKEW_S:
+        sent = None
+    when = change.event_time
+    if sent is not None:
+        believed = when is not None and sent - MAX_DELIVERY_S <= when <= sent + CLOCK_SKEW_S
+        return max(0.0, now - (when if believed and when is not None else sent)), believed
+    if when is not None and now - MAX_EVENT_AGE_S <= when <= now + CLOCK_SKEW_S:
+        return max(0.0, now - when), True
+    return None, False
 
 
 @dataclass
@@ -91,6 +128,15 @@ def is_sqs_batch(event: Any) -> bool:
         and bool(records)
         and all(isinstance(r, dict) and r.get("eventSource") == "aws:sqs" for r in records)
     )
+
+
+def _sent_time(record: dict[str, Any]) -> float | None:
+    """SQS's ``attributes.SentTimestamp`` (epoch milliseconds as digits) in seconds; None when it is not that."""
+    attributes = record.get("attributes")
+    value = attributes.get("SentTimestamp") if isinstance(attributes, dict) else None
+    if not isinstance(value, str) or not value.isascii() or not value.isdigit() or len(value) > 15:
+        return None
+    return int(value) / 1000
 
 
 def _time(value: Any) -> float | None:
@@ -200,9 +246,13 @@ def read_batch(event: dict[str, Any], scope: Scope) -> Batch:
     for record in event.get("Records") or []:
         message_id = str(record.get("messageId") or "")
         batch.messages.append(message_id)
+        first = len(batch.changes)
         problem = _message(record.get("body"), message_id, scope, batch)
         if problem:
             batch.poison.append({"message_id": message_id, "reason": problem})
+        sent = _sent_time(record)
+        if sent is not None:
+            batch.changes[first:] = [dataclasses.replace(c, sent_time=sent) for c in batch.changes[first:]]
     return batch
 
 

@@ -39,6 +39,7 @@ from kbsearch.access import (
     AccessFileError,
     FolderRules,
     declared_access,
+    mistaken_access_file,
     note_access,
     restricted_links,
 )
@@ -53,6 +54,9 @@ from kbsearch.qdrant import open_store
 from kbsearch.qdrant.query import (
     LAST_SYNC_AT,
     LAST_SYNC_KIND,
+    MAX_FIELD_CHARS,
+    MAX_ITEM_CHARS,
+    MAX_LIST_ITEMS,
     REBUILDING,
     RESTRICTED_LINKS,
     SIGNATURE_KEYS,
@@ -324,6 +328,10 @@ class Indexer:
     # -- access scopes ----------------------------------------------------------------------------------------
     def _access_rules(self, listing: list[SourceObject]) -> FolderRules:
         """The access file's folder rules (none when the KB has no access file); AccessFileError when unusable."""
+        mistaken = mistaken_access_file(obj.path for obj in listing if "/" not in obj.path)
+        if mistaken is not None:  # its rules would not apply: the notes it restricts would be indexed public
+            raise AccessFileError(f"{mistaken!r} looks like the access file but is not named {ACCESS_FILE!r} "
+                                  f"(its rules are not read): rename it; nothing changed")  # fmt: skip
         found = [obj for obj in listing if obj.path == ACCESS_FILE]
         if not found:
             return FolderRules()
@@ -719,17 +727,20 @@ def _payload(
         "tags": note.tags,
         "type": note.type,
         "status": note.status,
-        "summary": note.summary,
+        # what a search reads of it (a snippet when the chunk has no text); the whole summary is embedded with the
+        # first chunk and kept in its ``meta``: 64 KiB repeated on each of a 1 MB note's 686 chunks made a 101 MB index
+        "summary": note.summary[:MAX_FIELD_CHARS] if note.summary else note.summary,
         "ai_weight": note.ai_weight,
         "created": note.created,
         "updated": note.updated,
-        "links": note.links,
+        # what a hit shows, whole (the graph's keys: link_keys, on the first chunk)
+        "links": [t for t in note.links if len(t) <= MAX_ITEM_CHARS][:MAX_LIST_ITEMS],
         "etag": obj.etag,
         "indexed_at": indexed_at,
         "dense": dense,
-        "meta": note.metadata,
     }
-    if chunk.index == 0:  # the note's place in the link graph (kbsearch.links), once per note
+    if chunk.index == 0:  # the note's free metadata and its place in the link graph (kbsearch.links), once per note
+        payload["meta"] = note.metadata
         payload[GRAPH_FIELD] = path_keys(note.path)
         payload["name_keys"] = name_keys(note.title, note.metadata.get("aliases"))
         payload["link_keys"] = link_keys(note.links)
@@ -998,7 +1009,10 @@ class ChangeReport(SyncReport):
     poison: list[dict[str, str]] = field(default_factory=list)  # messages that are no event at all
     failed_messages: list[str] = field(default_factory=list)  # SQS message ids to retry (batchItemFailures)
     failed_paths: list[str] = field(default_factory=list)
-    lag_s: list[float] = field(default_factory=list)  # per applied change: event time → searchable
+    lag_s: list[float] = field(default_factory=list)  # per change that changed the index: event → searchable
+    #: changes applied whose event time cannot be a lag (year 1, the future: events.lag_s): their lag is counted
+    #: from their message's sending, or not at all
+    times_refused: int = 0
 
 
 class _ReadTracking:
@@ -1056,6 +1070,7 @@ class ChangeSync:
         #: held while the restricted link targets are rewritten (run_changes: a short lease in the lease table)
         self.links_lock: Callable[[], AbstractContextManager[Any]] = links_lock or contextlib.nullcontext
         self.kind = "events"  # what the collection's last-sync record says ran (``watch`` under kbsearch serve)
+        self._changed: set[str] = set()  # the batch's notes whose points this run wrote or deleted (lag samples)
 
     def apply(
         self,
@@ -1067,6 +1082,7 @@ class ChangeSync:
         from kbsearch.events import latest_per_path, newer
 
         started = time.monotonic()
+        self._changed = set()
         report = report or ChangeReport(source=self.source.uri, collection=self.store.collection,
                                         dense=self.indexer.embedder is not None)  # fmt: skip
         report.events += len(changes)
@@ -1093,9 +1109,7 @@ class ChangeSync:
                 again = {p: todo[p] for p in superseded}
                 self._apply_current(report, again, failed, stop_at or Deadline(), call_deadline)
             record_sync(self.store, report, self.kind)
-            now = time.time()
-            times = [todo[p].event_time for p in done]
-            report.lag_s += [round(now - t, 3) for t in times if t is not None]
+            self._record_lag(report, [todo[p] for p in done if p in self._changed])
         except StoreError as exc:
             report.error = str(exc) if isinstance(exc, SchemaMismatchError) else f"index storage failed: {exc}"
             report.incomplete = True
@@ -1182,6 +1196,25 @@ class ChangeSync:
         if keys:
             record_restricted_links(self.store, self.links_lock, unknown, keys)
 
+    def _record_lag(self, report: ChangeReport, changes: list[Change]) -> None:
+        """The lag of each change this run made searchable (a note written or deleted, the access file applied);
+        a change the index already held (a late or repeated event, one the hourly sync applied first) was
+        searchable before this run, so this run's time is not its lag."""
+        from kbsearch.events import lag_s
+
+        now = time.time()
+        for change in changes:
+            if change.event_time is None and change.sent_time is None:
+                continue  # no time at all (a watched folder's save): nothing to measure, nothing refused
+            lag, believed = lag_s(change, now)
+            if lag is not None:
+                report.lag_s.append(round(lag, 3))
+            if not believed:
+                report.times_refused += 1
+                logger.warning("an event time that cannot be a lag", extra={
+                    "path": change.path, "event_time": change.event_time, "sent_time": change.sent_time,
+                    "lag_s": lag})  # fmt: skip
+
     def _apply_current(
         self,
         report: ChangeReport,
@@ -1224,6 +1257,7 @@ class ChangeSync:
             if obj is None:
                 if path in state:
                     self.store.delete_note(path)
+                    self._changed.add(path)
                     report.deleted += 1
                     report.chunks_deleted += state[path].points
                 self.indexer._access.pop(path, None)
@@ -1249,6 +1283,7 @@ class ChangeSync:
         finally:
             self.indexer._reuse = {}
         skipped = {s["path"] for s in report.skipped} - skipped_before
+        self._changed.update(self.indexer._written_ids)
         for obj, _kind in work:
             path = obj.path
             if path in self.indexer._written_ids or (path in skipped and path not in self.tracking.unreadable):
@@ -1258,6 +1293,7 @@ class ChangeSync:
         self.tracking.unreadable.clear()
         if ACCESS_FILE in todo:
             if self._apply_rules(report, stop_at):
+                self._changed.add(ACCESS_FILE)
                 return [*done, ACCESS_FILE]  # the whole list was recorded again
             failed.add(ACCESS_FILE)
         self._record_restricted_links()

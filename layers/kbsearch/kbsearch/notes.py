@@ -14,6 +14,23 @@ from typing import Any
 
 from kbsearch.errors import KbSearchError
 from kbsearch.frontmatter import FrontmatterError, iso_date, parse_frontmatter
+from kbsearch.links import MAX_KEYS
+
+#: A note's distinct link targets kept (the first ones; its text still shows every link): a note of 80,000
+#: distinct ``[[links]]`` took 25 s to parse (each checked against every one before it) and, its list carried by
+#: each of its 571 chunks, 3 minutes and 14.9 GB to index.
+MAX_LINKS = MAX_KEYS
+#: A note's tags kept (the first ones; a search hit shows at most this many).
+MAX_TAGS = 100
+#: A heading (or title) as the heading path of its chunks carries it: every chunk of the section repeats its path,
+#: stored and embedded, so a 549 KB heading over a 1 MB note's 388 chunks made a 1.3 GB index (6.4 GB of memory,
+#: 77 s). A longer heading is cut in the path; its whole text opens its section, indexed once.
+MAX_HEADING_CHARS = 1000
+
+
+def _cut_heading(text: str) -> str:
+    return text if len(text) <= MAX_HEADING_CHARS else text[: MAX_HEADING_CHARS - 1].rstrip() + "…"
+
 
 MAX_NOTE_BYTES = 1024 * 1024
 
@@ -90,12 +107,22 @@ def normalize_tags(value: Any) -> list[str]:
         items = [p for v in value if v is not None for p in (_TAG_SPLIT.split(v) if isinstance(v, str) else [v])]
     else:
         items = [value]
-    out: list[str] = []
+    out: dict[str, None] = {}  # an ordered set: a list's ``in`` made 12,700 tags (64 KiB) a quadratic 0.6 s
     for item in items:
         tag = unicodedata.normalize("NFC", str(_json_safe(item)).strip().lstrip("#").strip())
-        if tag and tag not in out:
-            out.append(tag)
-    return out
+        if tag:
+            out[tag] = None
+    return list(out)
+
+
+def _bounded_tags(value: Any, warnings: list[str]) -> list[str]:
+    """The note's tags, the first :data:`MAX_TAGS` (with a warning when there are more): every chunk of the note
+    stores them and every search hit of it carries them (12,700 tags on each of 517 chunks: 2.5 GB to index one
+    938 KB note, a 158 MB index, 76 KB of tags per chunk read back by each search it matched)."""
+    tags = normalize_tags(value)
+    if len(tags) > MAX_TAGS:
+        warnings.append(f"tags: {len(tags)} given, the first {MAX_TAGS} kept")
+    return tags[:MAX_TAGS]
 
 
 def _text_or_none(value: Any) -> str | None:
@@ -133,13 +160,14 @@ def _link_display(inner: str) -> tuple[str, str]:
     return note or fragment.lstrip("^"), note
 
 
-def _render_links(line: str, links: list[str]) -> str:
-    """Wiki-links and embeds in one line of prose → their display text; targets are appended to ``links``."""
+def _render_links(line: str, links: dict[str, None]) -> str:
+    """Wiki-links and embeds in one line of prose → their display text; targets are added to ``links`` (an
+    ordered set, at most :data:`MAX_LINKS`)."""
 
     def repl(m: re.Match[str]) -> str:
         shown, note = _link_display(m.group(2))
-        if note and note not in links:
-            links.append(note)
+        if note and len(links) < MAX_LINKS:
+            links.setdefault(note, None)
         return shown
 
     parts: list[str] = []
@@ -214,7 +242,7 @@ def _heading(line: str) -> tuple[int, str] | None:
     return (len(m.group(1)), text) if text else None
 
 
-def _sections(body: str, links: list[str]) -> tuple[list[Section], str | None]:
+def _sections(body: str, links: dict[str, None]) -> tuple[list[Section], str | None]:
     """Body → sections under their heading stack, and the first H1 (a title candidate)."""
     sections: list[Section] = []
     stack: list[tuple[int, str]] = []
@@ -243,12 +271,15 @@ def _sections(body: str, links: list[str]) -> tuple[list[Section], str | None]:
         parsed = _heading(line)
         if parsed:
             flush()
-            level, heading = parsed[0], _render_links(parsed[1], links)
+            level, whole = parsed[0], _render_links(parsed[1], links)
+            heading = _cut_heading(whole)
             if level == 1 and first_h1 is None:
                 first_h1 = heading
             while stack and stack[-1][0] >= level:
                 stack.pop()
             stack.append((level, heading))
+            if heading != whole:
+                lines.append(whole)  # searchable once, in its section, not repeated by every chunk's path
             continue
         lines.append(_render_links(line, links))
     flush()
@@ -258,11 +289,14 @@ def _sections(body: str, links: list[str]) -> tuple[list[Section], str | None]:
 def parse_note(path: str, raw: bytes, max_bytes: int = MAX_NOTE_BYTES) -> Note:
     text = decode_note(raw, max_bytes)
     meta, body, warnings = read_frontmatter(text)
-    links: list[str] = []
+    links: dict[str, None] = {}
     sections, first_h1 = _sections(body, links)
     stem = path.rsplit("/", 1)[-1]
     stem = stem[:-3] if stem.lower().endswith(".md") else stem
     title = _text_or_none(meta.get("title")) or first_h1 or stem
+    if len(title) > MAX_HEADING_CHARS:
+        warnings.append(f"title: {len(title)} characters, the first {MAX_HEADING_CHARS} kept")
+        title = _cut_heading(title)
     # The H1 that repeats the title is not a level of the heading path.
     if first_h1 is not None and first_h1 == title:
         sections = [Section(s.headings[1:] if s.headings[:1] == (title,) else s.headings, s.text) for s in sections]
@@ -271,14 +305,14 @@ def parse_note(path: str, raw: bytes, max_bytes: int = MAX_NOTE_BYTES) -> Note:
         title=title,
         doc_id=_text_or_none(meta.get("id")) or path,
         metadata=meta,
-        tags=normalize_tags(meta.get("tags")),
+        tags=_bounded_tags(meta.get("tags"), warnings),
         type=_facet_or_none(meta.get("type")),
         status=_facet_or_none(meta.get("status")),
         summary=_text_or_none(meta.get("summary")) or _text_or_none(meta.get("description")),
         ai_weight=_float_or_none(meta.get("ai_weight")),
         created=_date_or_none(meta, "created", warnings),
         updated=_date_or_none(meta, "updated", warnings),
-        links=links,
+        links=list(links),
         sections=sections,
         warnings=warnings,
     )
@@ -314,7 +348,7 @@ def outline(body: str) -> list[Heading]:
             continue
         parsed = _heading(line)
         if parsed:
-            found.append((parsed[0], _render_links(parsed[1], []), number))
+            found.append((parsed[0], _render_links(parsed[1], {}), number))
     headings: list[Heading] = []
     stack: list[tuple[int, str]] = []
     open_at: list[int] = []  # indexes into ``headings`` whose end is not known yet
@@ -331,12 +365,13 @@ def outline(body: str) -> list[Heading]:
 
 
 def wiki_links(text: str) -> list[str]:
-    """The note parts of a note's ``[[wiki-links]]`` and embeds, in order, unique (code spans and fences skipped,
+    """The note parts of a note's ``[[wiki-links]]`` and embeds, in order, unique, the first :data:`MAX_LINKS`
+    (code spans and fences skipped,
     as :func:`parse_note` does); the frontmatter, when readable, is not searched."""
     try:
         _, body, _ = read_frontmatter(text)
     except NoteError:
         body = text
-    links: list[str] = []
+    links: dict[str, None] = {}
     _sections(body, links)
-    return links
+    return list(links)

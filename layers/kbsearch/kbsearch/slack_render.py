@@ -42,7 +42,7 @@ ACTION_OPEN = "kb_open"  # a URL button: Slack opens the link and still sends an
 DEGRADED_WORDS = {
     "expand": "the question was not rephrased (query expansion unavailable)",
     "embed": "keyword search only (semantic search unavailable)",
-    "embed_mismatch": "keyword search only (the semantic index is being rebuilt)",
+    "embed_mismatch": "keyword search only (the semantic index does not match the embedding model)",
     "embed_fallback": "semantic search used the backup provider",
     "rerank": "results are not reranked (reranker unavailable)",
     "rerank_fallback": "results were reranked by the backup provider",

@@ -81,6 +81,10 @@ class Source(Protocol):
 
 
 MAX_PATH_CHARS = 1024
+#: Folders a note's path may go down: each chunk stores every folder above its note (the ``folders`` keyword index
+#: that ``path_prefix`` filters on), their length grows with the square of the depth, so a 1 MB note 505 folders
+#: down (1,009 characters of ``a/``) made a 350 MB index for its 687 chunks (6.4 MB at the root).
+MAX_FOLDER_DEPTH = 32
 #: Unicode categories Cc (C0 and C1 controls, DEL) and Cs (surrogates): fixed sets by Unicode's stability policy.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
@@ -112,6 +116,8 @@ def path_problem(path: str) -> str | None:
         return "path has an empty segment ('//')"
     if "." in segments or ".." in segments:
         return "path has a '.' or '..' segment, which could lead outside the KB"
+    if len(segments) - 1 > MAX_FOLDER_DEPTH:
+        return f"path is more than {MAX_FOLDER_DEPTH} folders deep"
     return None
 
 

@@ -83,6 +83,13 @@ class HttpAnswer:
     headers: dict[str, str]
 
 
+def _echoed_id(message: Any) -> str | int | None:
+    """The id an error about an invalid request answers with: the request's when it is one (a string or a
+    number), else null, as JSON-RPC asks (an object or array sent as an id was sent back, however large)."""
+    id_ = message.get("id") if isinstance(message, dict) else None
+    return id_ if isinstance(id_, str | int) and not isinstance(id_, bool) else None
+
+
 def _rpc_error(id_: Any, code: int, message: str, data: Any = None, modern: bool = True) -> HttpAnswer:
     error: dict[str, Any] = {"code": code, "message": message}
     if data is not None:
@@ -195,7 +202,7 @@ class McpServer:
             or message.get("jsonrpc") != "2.0"
             or not isinstance(message.get("method"), str)
         ):
-            return _rpc_error(message.get("id") if isinstance(message, dict) else None, INVALID_REQUEST,
+            return _rpc_error(_echoed_id(message), INVALID_REQUEST,
                               "Invalid Request: expected a JSON-RPC 2.0 request object")  # fmt: skip
         if "id" not in message:
             return HttpAnswer(202, None, {})  # a notification: acknowledged, nothing to do
@@ -297,7 +304,7 @@ class McpServer:
             return {"prompts": PROMPTS, **listing}
         if method == "prompts/get":
             return get_prompt(params)
-        raise RpcError(METHOD_NOT_FOUND, f"Method not found: {method}")
+        raise RpcError(METHOD_NOT_FOUND, f"Method not found: {shown(method)}")
 
 
 def _stamp() -> dict[str, Any]:

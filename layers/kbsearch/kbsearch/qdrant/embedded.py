@@ -29,7 +29,16 @@ from typing import TYPE_CHECKING, Any, cast
 from kbsearch.config import EDGE_GRAPH_FROM
 from kbsearch.errors import StoreError
 from kbsearch.qdrant import space
-from kbsearch.qdrant.query import DENSE, PAYLOAD_INDEXES, SPARSE, index_missing, path_filter, point_id
+from kbsearch.qdrant.query import (
+    DENSE,
+    DENSE_SIZE,
+    PAYLOAD_INDEXES,
+    SPARSE,
+    dense_size,
+    index_missing,
+    path_filter,
+    point_id,
+)
 from kbsearch.qdrant.store import (
     EMBED_HASH,
     NAME_FIELD,
@@ -421,11 +430,20 @@ class EdgeStore(Store):
                     )
                     self._written = True
 
-    def check_schema(self) -> None:
+    def _edge_config(self) -> dict[str, Any]:
         try:
             config = json.loads((self.path / "edge_config.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            raise StoreError(f"the embedded store at {self.path} has no readable edge_config.json") from None
+            config = None
+        if not isinstance(config, dict):
+            raise StoreError(f"the embedded store at {self.path} has no readable edge_config.json")
+        return config
+
+    def dense_size(self) -> int | None:
+        return dense_size(self._edge_config().get("vectors"))
+
+    def check_schema(self) -> None:
+        config = self._edge_config()
         dense = (config.get("vectors") or {}).get(DENSE)
         sparse = (config.get("sparse_vectors") or {}).get(SPARSE)
         check_vectors(
@@ -827,8 +845,12 @@ class EmbeddedRetriever:
         return self.store
 
     def metadata(self, timeout_s: float = 10.0) -> dict[str, Any]:
+        """The collection's metadata, with the size of its dense vectors (``DENSE_SIZE``) from its config."""
         with storage_errors("reading the collection's metadata"):
-            return self._present().metadata()
+            store = self._present()
+            recorded = {k: v for k, v in store.metadata().items() if k != DENSE_SIZE}
+            size = store.dense_size()
+        return recorded | ({DENSE_SIZE: size} if size is not None else {})
 
     def query(self, request: dict[str, Any], timeout_s: float) -> list[dict[str, Any]]:
         return self._present().query(request, timeout_s)

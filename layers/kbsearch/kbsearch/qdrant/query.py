@@ -37,6 +37,11 @@ SOURCE_KEY = "kb_source"
 #: Collection metadata: link keys naming only non-public notes → their groups (kbsearch.access.visible_links).
 RESTRICTED_LINKS = "access_restricted_links"
 REBUILDING = "embedding_rebuilding"  # metadata key while a re-embed runs: the vectors are of two models
+#: Never stored: the size of the collection's dense vectors, which the search's read of the metadata
+#: (:meth:`Retriever.metadata`) adds from the collection's own vector config in the same read (Qdrant Cloud's
+#: ``GET /collections/{c}``, the Edge shard's config file). A collection recording no signature (built BM25 only,
+#: or before signatures were recorded) is then still never asked for vectors of another size.
+DENSE_SIZE = "dense_size"
 #: Metadata keys of the last successful indexer run (when, and full | reconcile | events | watch): /health's answer.
 LAST_SYNC_AT, LAST_SYNC_KIND = "last_sync_at", "last_sync_kind"
 #: The payload indexes every collection gets (field → Qdrant's payload schema type).
@@ -79,7 +84,9 @@ def unreachable(why: str) -> StoreError:
 
 def signature_mismatch(recorded: dict[str, Any], wanted: dict[str, Any]) -> str | None:
     """Why the collection's vectors cannot be compared with ``wanted``'s (None: they can). A collection that
-    records nothing (built before signatures were recorded) is taken as it is."""
+    records no signature (built BM25 only, or before signatures were recorded) is taken as it is, unless its
+    dense vectors (``DENSE_SIZE``, when the read knew it) are of another size than ``wanted``'s: Qdrant refuses
+    such a query outright (every search was a 503)."""
     if recorded.get(REBUILDING) is not None:
         return "the index is being re-embedded with another model"
     if any(recorded.get(k) is not None for k in SIGNATURE_KEYS) and any(
@@ -87,7 +94,18 @@ def signature_mismatch(recorded: dict[str, Any], wanted: dict[str, Any]) -> str 
     ):
         shown = "/".join(str(recorded.get(k)) for k in SIGNATURE_KEYS)
         return f"the index was embedded with {shown}"
+    size, dims = recorded.get(DENSE_SIZE), wanted.get("embedding_dimensions")
+    if type(size) is int and type(dims) is int and size != dims:
+        return f"the index's dense vectors have {size} dimensions, the embedder's {dims}"
     return None
+
+
+def dense_size(vectors: Any) -> int | None:
+    """The size of the dense vector in a collection's vector config as Qdrant spells it (``{"dense": {"size":
+    1024, ...}}``: Cloud's ``config.params.vectors``, Edge's ``edge_config.json``); None when it does not say."""
+    dense = vectors.get(DENSE) if isinstance(vectors, dict) else None
+    size = dense.get("size") if isinstance(dense, dict) else None
+    return size if type(size) is int and size > 0 else None
 
 
 @dataclass(frozen=True)
@@ -288,7 +306,10 @@ def candidate(payload: dict[str, Any], fusion: float, exact: bool = False) -> Ca
         if type(items) is not list or (items and not set(map(type, items)) <= _STR):  # C-level: 30 links, no loop
             raise _not_the_api()
         if len(items) > MAX_LIST_ITEMS or (items and max(map(len, items)) > MAX_ITEM_CHARS):
-            cuts[key] = [i[:MAX_ITEM_CHARS] for i in items[:MAX_LIST_ITEMS]]
+            # a link target is dropped, never cut: the restricted-link check (access.visible_links) matches whole
+            # names, and the first 200 characters of a restricted note's long name passed it
+            cuts[key] = ([i for i in items[:MAX_LIST_ITEMS] if len(i) <= MAX_ITEM_CHARS] if key == "links"
+                         else [i[:MAX_ITEM_CHARS] for i in items[:MAX_LIST_ITEMS]])  # fmt: skip
     return Candidate({**payload, **cuts} if cuts else payload, fusion, exact)
 
 
@@ -307,7 +328,9 @@ MAX_FIELD_CHARS, MAX_LIST_ITEMS, MAX_ITEM_CHARS, MAX_PATH_CHARS = 2000, 100, 200
 
 
 class Retriever(Protocol):
-    def metadata(self, timeout_s: float) -> dict[str, Any]: ...
+    def metadata(self, timeout_s: float) -> dict[str, Any]:
+        """The collection's metadata, with the size of its dense vectors as ``DENSE_SIZE`` when known."""
+        ...
 
     def query(self, request: dict[str, Any], timeout_s: float) -> list[dict[str, Any]]: ...
 

@@ -12,7 +12,7 @@ import httpx
 
 from kbsearch.errors import ConfigError, StoreError
 from kbsearch.providers.resilience import Outbound, ProviderError, RetryPolicy, send
-from kbsearch.qdrant.query import index_missing, unreachable
+from kbsearch.qdrant.query import DENSE_SIZE, dense_size, index_missing, unreachable
 
 
 class QdrantRest:
@@ -58,13 +58,17 @@ class QdrantRest:
         return answer.data["result"]
 
     def metadata(self, timeout_s: float) -> dict[str, Any]:
-        """The collection's metadata (``GET /collections/{c}``, ``result.config.metadata``); {} when none."""
+        """The collection's metadata (``GET /collections/{c}``, ``result.config.metadata``; {} when none), with
+        the size of its dense vectors from the same answer (``config.params.vectors``) as ``DENSE_SIZE``."""
         result = self._call("GET", "", None, timeout_s)
         config = result.get("config") if isinstance(result, dict) else None
         if not isinstance(config, dict):
             raise StoreError("Qdrant's answer is not what the API returns")
         metadata = config.get("metadata")
-        return dict(metadata) if isinstance(metadata, dict) else {}
+        recorded = {k: v for k, v in metadata.items() if k != DENSE_SIZE} if isinstance(metadata, dict) else {}
+        params = config.get("params")
+        size = dense_size(params.get("vectors") if isinstance(params, dict) else None)
+        return recorded | ({DENSE_SIZE: size} if size is not None else {})
 
     def query(self, request: dict[str, Any], timeout_s: float) -> list[dict[str, Any]]:
         result = self._call("POST", "/points/query", request, timeout_s)

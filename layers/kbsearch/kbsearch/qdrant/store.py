@@ -18,7 +18,15 @@ from typing import TYPE_CHECKING, Any, cast
 
 from kbsearch.errors import StoreError
 from kbsearch.lexical import SparseVector
-from kbsearch.qdrant.query import DENSE, PAYLOAD_INDEXES, SPARSE, path_filter, point_id, unreachable
+from kbsearch.qdrant.query import (
+    DENSE,
+    PAYLOAD_INDEXES,
+    SPARSE,
+    dense_size,
+    path_filter,
+    point_id,
+    unreachable,
+)
 
 if TYPE_CHECKING:  # qdrant_client (~0.5 s to import) is loaded only by the stores that use it
     import numpy as np
@@ -366,6 +374,14 @@ class Store:
         """The collection's metadata (the embedding signature it records); {} when none."""
         with storage_errors("reading the collection's metadata"):
             return dict(self.client.get_collection(self.collection).config.metadata or {})
+
+    def dense_size(self) -> int | None:
+        """The size of the collection's dense vectors, as its config says (None: it does not say)."""
+        with storage_errors("reading the collection's schema"):
+            vectors = self.client.get_collection(self.collection).config.params.vectors
+        if isinstance(vectors, dict) and DENSE in vectors:
+            return dense_size({DENSE: vectors[DENSE].model_dump(mode="json")})
+        return None
 
     def set_metadata(self, metadata: dict[str, Any]) -> None:
         """Replace the recorded embedding signature (keys not given are cleared)."""
