@@ -67,20 +67,22 @@ def _sent(offset_s: float) -> str:
 
 
 H, D = 3600.0, 86400.0
-#: (event time, SQS SentTimestamp: seconds from now or None for a record without it) → the lag the metric must
-#: carry (bounds in seconds; None: no sample) and whether the event time is believed.
+#: (event time, or a function of the time the case runs, SQS SentTimestamp: seconds from now or None for a record
+#: without it) → the lag the metric must carry (bounds in seconds; None: no sample) and whether the event time is
+#: believed. Times relative to now are taken when the case runs, not when the module is collected (a suite runs
+#: for minutes).
 LAG_CASES = {
     "year 1": ("0001-01-01T00:00:00+23:59", 0.0, (0, 60), False),
     "year 9999": ("9999-12-31T23:59:59Z", 0.0, (0, 60), False),
-    "two hours ahead": (_at(2 * H), 0.0, (0, 60), False),
-    "three days before its sending": (_at(-3 * D), 0.0, (0, 60), False),
+    "two hours ahead": (lambda: _at(2 * H), 0.0, (0, 60), False),
+    "three days before its sending": (lambda: _at(-3 * D), 0.0, (0, 60), False),
     "prose": ("yesterday", 0.0, (0, 60), False),
     "a Unix number": (1_000_000_000, 0.0, (0, 60), False),
     # real lag, never hidden
-    "sent 2 h ago, 10 s after the change": (_at(-2 * H - 10), -2 * H, (2 * H, 2 * H + 120), True),
-    "EventBridge retried for 20 h": (_at(-20 * H), 0.0, (20 * H, 20 * H + 120), True),
+    "sent 2 h ago, 10 s after the change": (lambda: _at(-2 * H - 10), -2 * H, (2 * H, 2 * H + 120), True),
+    "EventBridge retried for 20 h": (lambda: _at(-20 * H), 0.0, (20 * H, 20 * H + 120), True),
     "year 1, held 3 days in the queue": ("0001-01-01T00:00:00Z", -3 * D, (3 * D, 3 * D + 120), False),
-    "no SentTimestamp, an hour ago": (_at(-H), None, (H, H + 120), True),
+    "no SentTimestamp, an hour ago": (lambda: _at(-H), None, (H, H + 120), True),
     "no SentTimestamp, year 1": ("0001-01-01T00:00:00Z", None, None, False),
 }
 
@@ -107,8 +109,9 @@ def test_event_times_that_cannot_be_a_lag_never_trip_the_lag_alarm_and_real_lag_
     monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "KbSearch")
     indexer = Indexer(monkeypatch, tmp_path, None)
     aws.receive()
-    for i, (name, (when, sent, expected, believed)) in enumerate(LAG_CASES.items()):
+    for i, (name, (case_time, sent, expected, believed)) in enumerate(LAG_CASES.items()):
         key = f"{PREFIX}lag{i}.md"
+        when = case_time() if callable(case_time) else case_time
         aws.put(key, note(i))
         aws.receive()
         record = sqs_record(_record(key, time=when, sequencer=f"{i + 1:02X}"), aws.queue_arn,
