@@ -15,8 +15,8 @@ from kbsearch.config import Secrets, Settings
 from kbsearch.errors import IndexUnavailable, StoreError
 from kbsearch.indexer import run_sync
 from kbsearch.qdrant import open_store
-from kbsearch.qdrant.embedded import FALLBACK_NOTICE, EdgeStore, local_mode_data
-from kbsearch.qdrant.query import PAYLOAD_INDEXES, dense_search
+from kbsearch.qdrant.embedded import FALLBACK_NOTICE, EdgeStore, EmbeddedRetriever, local_mode_data
+from kbsearch.qdrant.query import PAYLOAD_INDEXES, RESCORE_ONCE, dense_search
 from kbsearch.qdrant.store import SchemaMismatchError
 from kbsearch.schemas import SearchRequest
 from kbsearch.search import SearchService
@@ -208,8 +208,13 @@ def test_segments_are_searched_exactly_until_they_are_sealed(
         query = vectors[3] + 0.3 * vectors[5]
         hits = store.query({"query": query.tolist(), "using": "dense", "limit": 10, "with_payload": ["path"]}, 10)
         # the search's own dense leg: each segment's int8 candidates, not rescored there; the best rescored once
-        leg = store.query({**dense_search(query.tolist(), 10, 256), "with_payload": ["path"]}, 10)
+        leg = store.query({**dense_search(query.tolist(), 10, 256, once=True), "with_payload": ["path"]}, 10)
         assert store.count() == 600
+        # rescoring once is asked for exactly when sealed floats exist that are not all read ahead
+        assert (RESCORE_ONCE in EmbeddedRetriever(store).metadata()) is bool(sealed)
+        assert isinstance(store, EdgeStore)
+        store.read_ahead(1 << 30)
+        assert RESCORE_ONCE not in EmbeddedRetriever(store).metadata()
     finally:
         store.close()
     cosine = vectors @ query / np.linalg.norm(query)

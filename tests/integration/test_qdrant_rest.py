@@ -47,10 +47,14 @@ def qdrant() -> Any:
     endpoint.stop()
 
 
-def client_dense(kind: Any, vector: list[float], qfilter: Any, limit: int, **more: Any) -> Any:
-    """A dense search as qdrant_client writes it (``kind``: ``models.Prefetch`` or ``models.QueryRequest``): the
-    int8 candidates, not rescored inside the segments, and the query over them that rescores them exactly."""
+def client_dense(kind: Any, vector: list[float], qfilter: Any, limit: int, once: bool, **more: Any) -> Any:
+    """A dense search as qdrant_client writes it (``kind``: ``models.Prefetch`` or ``models.QueryRequest``):
+    rescored in each segment, or (``once``) the int8 candidates, not rescored inside the segments, and the query
+    over them that rescores them exactly."""
     nearest = models.NearestQuery(nearest=vector)
+    if not once:
+        return kind(query=nearest, using="dense", filter=qfilter, limit=limit, params=models.SearchParams(
+            hnsw_ef=256, quantization=models.QuantizationSearchParams(rescore=True, oversampling=2.0)), **more)  # fmt: skip
     candidates = models.Prefetch(query=nearest, using="dense", filter=qfilter, limit=2 * limit, params=models.SearchParams(
         hnsw_ef=256, quantization=models.QuantizationSearchParams(rescore=False)))  # fmt: skip
     exact = models.SearchParams(quantization=models.QuantizationSearchParams(ignore=True))
@@ -269,14 +273,15 @@ def test_weighted_rrf_body_matches_qdrant_client_and_the_embedded_store_weighs_i
 
 
 # -- the adaptive fusion's one call: POST /points/query/batch ------------------------------------------------
-def test_batch_body_matches_qdrant_client_and_every_leg_carries_the_filter(qdrant: FakeEndpoint) -> None:
+@pytest.mark.parametrize("once", [False, True])
+def test_batch_body_matches_qdrant_client_and_every_leg_carries_the_filter(qdrant: FakeEndpoint, once: bool) -> None:
     """The batch the adaptive fusion sends (a dense search per variant: the query's with payloads, a rewrite's ids
     and scores; BM25 per language, each with its tail of ids and scores; one-term probes) is the JSON qdrant_client sends for the same searches, and the request's filter
     reaches every search of it."""
     scope = filter_json(tags=["runbook"], path_prefix="ru/ранбуки")
     searches, legs = batch_searches(
         [[0.1, 0.2], [0.3, 0.4]], [(SparseVector([1, 5], [1.0, 1.0]), "en"), (SparseVector([7], [1.0]), "ru")],
-        scope, prefetch_limit=200, hnsw_ef=256, probes=[1, 5],
+        scope, prefetch_limit=200, hnsw_ef=256, probes=[1, 5], rescore_once=once,
     )  # fmt: skip
     assert [leg.kind for leg in legs] == [
         "dense", "dense", "lexical", "lexical-tail", "lexical", "lexical-tail", "probe", "probe"
@@ -287,8 +292,8 @@ def test_batch_body_matches_qdrant_client_and_every_leg_carries_the_filter(qdran
     qfilter = models.Filter.model_validate(scope)
     payload = models.PayloadSelectorInclude(include=SEARCH_PAYLOAD["include"])
     QdrantClient(url=qdrant.url, check_compatibility=False).query_batch_points("kb", [
-        client_dense(models.QueryRequest, [0.1, 0.2], qfilter, 200, with_payload=payload, with_vector=False),
-        client_dense(models.QueryRequest, [0.3, 0.4], qfilter, 50, with_payload=False, with_vector=False),
+        client_dense(models.QueryRequest, [0.1, 0.2], qfilter, 200, once, with_payload=payload, with_vector=False),
+        client_dense(models.QueryRequest, [0.3, 0.4], qfilter, 50, once, with_payload=False, with_vector=False),
         models.QueryRequest(query=models.SparseVector(indices=[1, 5], values=[1.0, 1.0]), using="bm25",
                             filter=qfilter, limit=100, with_payload=payload, with_vector=False),
         models.QueryRequest(query=models.SparseVector(indices=[1, 5], values=[1.0, 1.0]), using="bm25",

@@ -29,6 +29,7 @@ from kbsearch.providers.rerankers import Reranking, build_reranking
 from kbsearch.providers.resilience import Deadline, ProviderError, shared_client
 from kbsearch.qdrant import open_retriever
 from kbsearch.qdrant.query import (
+    RESCORE_ONCE,
     RESTRICTED_LINKS,
     Candidate,
     Retriever,
@@ -396,8 +397,10 @@ class SearchService:
                 updated_after=filters.updated_after,
                 groups=scope.query_groups(),
             )
+            # how the store wants its dense searches (cached with the metadata; read outside the store's slot)
+            once = bool(dense) and bool((self._collection_metadata(deadline) or {}).get(RESCORE_ONCE))
             with self._retrieval_slot(deadline), index_errors():
-                candidates = self._retrieve(query, variants, dense, query_filter, retrieval, deadline)
+                candidates = self._retrieve(query, variants, dense, query_filter, retrieval, deadline, once)
 
         rerank_scores: list[float] | None = None
         reranker_name = "none"
@@ -446,9 +449,11 @@ class SearchService:
         query_filter: dict[str, Any] | None,
         retrieval: str,
         deadline: Deadline,
+        rescore_once: bool = False,
     ) -> list[Candidate]:
         """The one Qdrant call. ``SEARCH_FUSION=adaptive``: every leg's candidates in one batch, fused here per query
-        (:mod:`kbsearch.fusion`); ``rrf`` / ``dbsf``: Qdrant's own fusion of the prefetches."""
+        (:mod:`kbsearch.fusion`), each dense search rescored once when ``rescore_once`` (:func:`~kbsearch.qdrant.query.dense_search`);
+        ``rrf`` / ``dbsf``: Qdrant's own fusion of the prefetches."""
         s = self.settings
         timeout_s = max(0.05, min(s.qdrant_timeout_s, deadline.remaining()))
         if s.search_fusion == "adaptive":
@@ -458,6 +463,7 @@ class SearchService:
                 dense if retrieval != "lexical" else [], lexical, query_filter, s.search_prefetch_limit,
                 s.search_hnsw_ef, probes=evidence.terms if retrieval == "hybrid" else (), min_limit=s.search_candidates,
                 dense_languages=translated(evidence, variants),
+                rescore_once=rescore_once,
             )  # fmt: skip
             results = retrieve_legs(self.retriever, searches, legs, timeout_s)
             return fuse(results, evidence, s.search_candidates, retrieval, self.fusion_params)

@@ -33,6 +33,7 @@ from kbsearch.qdrant.query import (
     DENSE,
     DENSE_SIZE,
     PAYLOAD_INDEXES,
+    RESCORE_ONCE,
     SPARSE,
     dense_size,
     index_missing,
@@ -90,9 +91,10 @@ REFRESH_BATCH = 1024
 #: the hits) and the sealed segments' floats (the candidates it rescores): once they are in the page cache, a page
 #: fault there maps its neighbours too, so the process's RSS grows with them (10x the vault: 37 and 122 MB, search
 #: RSS 318 -> 413 MB, warm p50 -12%; 100x: 371 MB and 1.2 GB, left to the searches). BENCHMARKS.md, "Reading ahead".
+SEALED_FLOATS = "vector_storage-*/matrix.dat"
 READAHEAD: tuple[tuple[str, bool], ...] = (
     ("vector_storage-*/quantized.data", True), ("vector_storage-*/vectors/chunk_*.mmap", True),
-    ("payload_storage/page_*.dat", False), ("vector_storage-*/matrix.dat", False),
+    ("payload_storage/page_*.dat", False), (SEALED_FLOATS, False),
 )  # fmt: skip
 #: Bytes asked for per ``POSIX_FADV_WILLNEED``: Linux reads at most its readahead window (a few MB) per call.
 READAHEAD_STEP = 4 << 20
@@ -184,6 +186,7 @@ class EdgeStore(Store):
         self._fresh: dict[str, str] = {}
         self._closing = threading.Event()  # tells a readahead still running that the shard closed
         self._reader: threading.Thread | None = None
+        self._readahead_bytes = 0  # what :meth:`read_ahead` was allowed (0: nothing read ahead)
         if (self.path / "edge_config.json").is_file():
             self._shard = self._load()
 
@@ -197,6 +200,7 @@ class EdgeStore(Store):
         which reports it; the store's lock is not taken (nothing of the shard is touched)."""
         if limit_bytes <= 0 or self._shard is None or not hasattr(os, "posix_fadvise"):
             return
+        self._readahead_bytes = limit_bytes
         self._closing = threading.Event()
         self._reader = threading.Thread(
             target=read_ahead, args=(self.path, limit_bytes, self._closing), name="kbsearch-readahead", daemon=True
@@ -441,6 +445,24 @@ class EdgeStore(Store):
 
     def dense_size(self) -> int | None:
         return dense_size(self._edge_config().get("vectors"))
+
+    def rescore_once(self) -> bool:
+        """Whether a dense search should rescore its candidates once per search rather than in each sealed segment
+        (:func:`kbsearch.qdrant.query.dense_search`): when the sealed segments' floats are not all read ahead into
+        the page cache (:data:`READAHEAD`: their kind is read only when it fits whole in what is left of the cap),
+        rescoring in each segment reads ``2 x limit`` of them per segment from disk (100x the vault: 12,400 a
+        search, its RSS +460 MB); when they are (10x) or there are none, rescoring once costs more than it saves."""
+        floats = self._allocated(SEALED_FLOATS)
+        before = sum(self._allocated(pattern) for pattern, _ in READAHEAD if pattern != SEALED_FLOATS)
+        return floats > 0 and before + floats > self._readahead_bytes
+
+    def _allocated(self, pattern: str) -> int:
+        """Bytes on disk of the segments' files matching ``pattern`` (sparse holes not counted)."""
+        total = 0
+        for file in self.path.glob(f"segments/*/{pattern}"):
+            with contextlib.suppress(OSError):
+                total += file.stat().st_blocks * 512
+        return total
 
     def check_schema(self) -> None:
         config = self._edge_config()
@@ -848,9 +870,10 @@ class EmbeddedRetriever:
         """The collection's metadata, with the size of its dense vectors (``DENSE_SIZE``) from its config."""
         with storage_errors("reading the collection's metadata"):
             store = self._present()
-            recorded = {k: v for k, v in store.metadata().items() if k != DENSE_SIZE}
+            recorded = {k: v for k, v in store.metadata().items() if k not in (DENSE_SIZE, RESCORE_ONCE)}
             size = store.dense_size()
-        return recorded | ({DENSE_SIZE: size} if size is not None else {})
+            once = isinstance(store, EdgeStore) and store.rescore_once()
+        return recorded | ({DENSE_SIZE: size} if size is not None else {}) | ({RESCORE_ONCE: True} if once else {})
 
     def query(self, request: dict[str, Any], timeout_s: float) -> list[dict[str, Any]]:
         return self._present().query(request, timeout_s)

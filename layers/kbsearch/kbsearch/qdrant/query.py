@@ -42,6 +42,9 @@ REBUILDING = "embedding_rebuilding"  # metadata key while a re-embed runs: the v
 #: ``GET /collections/{c}``, the Edge shard's config file). A collection recording no signature (built BM25 only,
 #: or before signatures were recorded) is then still never asked for vectors of another size.
 DENSE_SIZE = "dense_size"
+#: Never stored: whether a dense search should rescore once per search (:func:`dense_search`) rather than in each
+#: segment, which the embedded store's metadata read adds (:meth:`EdgeStore.rescore_once`); absent: in each segment.
+RESCORE_ONCE = "rescore_once"
 #: Metadata keys of the last successful indexer run (when, and full | reconcile | events | watch): /health's answer.
 LAST_SYNC_AT, LAST_SYNC_KIND = "last_sync_at", "last_sync_kind"
 #: The payload indexes every collection gets (field → Qdrant's payload schema type).
@@ -220,16 +223,21 @@ def fusion_request(
 RESCORE_OVERSAMPLING = 2
 
 
-def dense_search(vector: Sequence[float], limit: int, hnsw_ef: int) -> dict[str, Any]:
-    """A dense search for ``vector``'s ``limit`` nearest chunks, in two stages of one query: a prefetch takes the
-    ``2 x limit`` best by the sealed segments' quantized (int8) vectors alone, not rescored inside each segment, and
-    the query over it rescores those once with the stored floats (``ignore`` the quantization) and keeps ``limit``.
-    Every chunk comes back with its exact score, as with Qdrant's own rescoring (``rescore``, ``oversampling`` 2),
-    which reads ``limit`` x 2 floats *per segment*: at 100x the vault (31 sealed segments, limit 200) 12,400 pages
-    read at random a search against 400 (BENCHMARKS.md, "Rescoring once"). The seed's server-side RRF
-    (:func:`fusion_request`) keeps Qdrant's own: its ranks are the engine's order, and over a prefetch's ids the
-    engine orders equal scores by no fixed rule."""
+def dense_search(vector: Sequence[float], limit: int, hnsw_ef: int, once: bool = False) -> dict[str, Any]:
+    """A dense search for ``vector``'s ``limit`` nearest chunks, every one with its exact score. By default with
+    Qdrant's own rescoring (``rescore``, ``oversampling`` 2): each quantized segment ranks ``2 x limit`` chunks by
+    its int8 vectors and rescores them with its floats. ``once``: two stages of one query instead, a prefetch that
+    takes the ``2 x limit`` best by the int8 vectors alone (no rescoring in the segments) and the query over it that
+    rescores those once with the floats (``ignore`` the quantization) and keeps ``limit``. Per segment, the floats
+    read are ``2 x limit`` per sealed segment: at 100x the vault (31 sealed segments, limit 200) 12,400 pages read
+    at random a search against 400; when those floats are cached (read ahead: 10x) the second stage costs more than
+    it saves (+0.2-0.3 ms), and on a store with no sealed segment ~0.5 ms (BENCHMARKS.md, "Rescoring once"). The
+    seed's server-side RRF (:func:`fusion_request`) always rescores in the segments: its ranks are the engine's
+    order, and over a prefetch's ids the engine orders equal scores by no fixed rule."""
     nearest = {"nearest": list(vector)}
+    if not once:
+        return {"query": nearest, "using": DENSE, "limit": limit,
+                "params": {"hnsw_ef": hnsw_ef, "quantization": {"rescore": True, "oversampling": 2.0}}}  # fmt: skip
     return {
         "prefetch": [{"query": nearest, "using": DENSE, "limit": RESCORE_OVERSAMPLING * limit,
                       "params": {"hnsw_ef": hnsw_ef, "quantization": {"rescore": False}}}],
@@ -433,6 +441,7 @@ def batch_searches(
     probes: Sequence[int] = (),
     min_limit: int = 50,
     dense_languages: Sequence[str | None] = (),
+    rescore_once: bool = False,
 ) -> tuple[list[dict[str, Any]], list[Leg]]:
     """The searches of the one batch call (``POST /collections/{c}/points/query/batch``, ``{"searches": [...]}``):
     a dense search per query variant (the query's ``prefetch_limit`` chunks with their payloads, each rewrite's
@@ -440,14 +449,14 @@ def batch_searches(
     half of ``prefetch_limit`` chunks with payloads beside a dense leg, then ids and scores on to twice the limit;
     all of it with payloads without a dense leg),
     and a one-term BM25 probe (its best :data:`PROBE_DEPTH` chunks, their path only) per term in ``probes``; each
-    under ``query_filter``."""
+    under ``query_filter``. ``rescore_once``: each dense search's form (:func:`dense_search`)."""
     searches: list[dict[str, Any]] = []
     legs: list[Leg] = []
     # the query's own vector brings its chunks' payloads; a rewrite's (its candidates overlap the query's) ranks
     # ``min_limit`` chunks as ids and scores, which raise the dense score of the notes the other legs carry
     for i, vector in enumerate(dense):
         limit = prefetch_limit if i == 0 else min(min_limit, prefetch_limit)
-        searches.append({**dense_search(vector, limit, hnsw_ef), "with_payload": SEARCH_PAYLOAD if i == 0 else False,
+        searches.append({**dense_search(vector, limit, hnsw_ef, rescore_once), "with_payload": SEARCH_PAYLOAD if i == 0 else False,
                          "with_vector": False})  # fmt: skip
         language = dense_languages[i] if i < len(dense_languages) else None
         legs.append(Leg("dense", i, language, limit=limit, bare=i > 0))
