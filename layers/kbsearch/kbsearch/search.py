@@ -452,8 +452,8 @@ class SearchService:
         rescore_once: bool = False,
     ) -> list[Candidate]:
         """The one Qdrant call. ``SEARCH_FUSION=adaptive``: every leg's candidates in one batch, fused here per query
-        (:mod:`kbsearch.fusion`), each dense search rescored once when ``rescore_once`` (:func:`~kbsearch.qdrant.query.dense_search`);
-        ``rrf`` / ``dbsf``: Qdrant's own fusion of the prefetches."""
+        (:mod:`kbsearch.fusion`), each dense search rescored once when ``rescore_once``
+        (:func:`kbsearch.qdrant.query.dense_search`); ``rrf`` / ``dbsf``: Qdrant's own fusion of the prefetches."""
         s = self.settings
         timeout_s = max(0.05, min(s.qdrant_timeout_s, deadline.remaining()))
         if s.search_fusion == "adaptive":

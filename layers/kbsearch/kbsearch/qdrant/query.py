@@ -174,6 +174,12 @@ def path_filter(path: str, from_chunk: int | None = None) -> dict[str, Any]:
     return {"must": must}
 
 
+#: How many int8 candidates a dense search rescores per chunk it returns (Qdrant's ``oversampling``), and the
+#: search params that have Qdrant do it in each quantized segment.
+RESCORE_OVERSAMPLING = 2
+IN_SEGMENTS = {"rescore": True, "oversampling": float(RESCORE_OVERSAMPLING)}
+
+
 def fusion_request(
     dense: Sequence[list[float]],
     sparse: SparseVector | None,
@@ -193,7 +199,7 @@ def fusion_request(
     nothing to search with. ``fusion="dbsf"``: Qdrant's distribution-based score fusion instead (each leg's
     scores normalised by mean ± 3σ, then summed; no k, no weights). ``fused_limit``: how many fused chunks come
     back (default all of them, prefetches x limit)."""
-    params = {"hnsw_ef": hnsw_ef, "quantization": {"rescore": True, "oversampling": 2.0}}
+    params = {"hnsw_ef": hnsw_ef, "quantization": dict(IN_SEGMENTS)}
     prefetch: list[dict[str, Any]] = [
         {"query": list(vector), "using": DENSE, "limit": prefetch_limit, "params": params} for vector in dense
     ]
@@ -219,25 +225,25 @@ def fusion_request(
     }, query_filter)  # fmt: skip
 
 
-#: How many int8 candidates a dense search rescores per chunk it returns (Qdrant's ``oversampling``, once per search).
-RESCORE_OVERSAMPLING = 2
-
-
 def dense_search(vector: Sequence[float], limit: int, hnsw_ef: int, once: bool = False) -> dict[str, Any]:
     """A dense search for ``vector``'s ``limit`` nearest chunks, every one with its exact score. By default with
     Qdrant's own rescoring (``rescore``, ``oversampling`` 2): each quantized segment ranks ``2 x limit`` chunks by
     its int8 vectors and rescores them with its floats. ``once``: two stages of one query instead, a prefetch that
     takes the ``2 x limit`` best by the int8 vectors alone (no rescoring in the segments) and the query over it that
-    rescores those once with the floats (``ignore`` the quantization) and keeps ``limit``. Per segment, the floats
-    read are ``2 x limit`` per sealed segment: at 100x the vault (31 sealed segments, limit 200) 12,400 pages read
-    at random a search against 400; when those floats are cached (read ahead: 10x) the second stage costs more than
-    it saves (+0.2-0.3 ms), and on a store with no sealed segment ~0.5 ms (BENCHMARKS.md, "Rescoring once"). The
-    seed's server-side RRF (:func:`fusion_request`) always rescores in the segments: its ranks are the engine's
+    rescores those once with the floats (``ignore`` the quantization) and keeps ``limit``. Rescoring in each segment
+    reads ``2 x limit`` floats per sealed segment: at 100x the vault (31 sealed segments, limit 200) 12,400 pages
+    read at random a search against 400; when those floats are cached (read ahead: 10x) the second stage costs more
+    than it saves (+0.2-0.3 ms), and on a store with no sealed segment ~0.5 ms (BENCHMARKS.md, "Rescoring once").
+    The seed's server-side RRF (:func:`fusion_request`) always rescores in the segments: its ranks are the engine's
     order, and over a prefetch's ids the engine orders equal scores by no fixed rule."""
     nearest = {"nearest": list(vector)}
     if not once:
-        return {"query": nearest, "using": DENSE, "limit": limit,
-                "params": {"hnsw_ef": hnsw_ef, "quantization": {"rescore": True, "oversampling": 2.0}}}  # fmt: skip
+        return {
+            "query": nearest,
+            "using": DENSE,
+            "limit": limit,
+            "params": {"hnsw_ef": hnsw_ef, "quantization": dict(IN_SEGMENTS)},
+        }
     return {
         "prefetch": [{"query": nearest, "using": DENSE, "limit": RESCORE_OVERSAMPLING * limit,
                       "params": {"hnsw_ef": hnsw_ef, "quantization": {"rescore": False}}}],
@@ -456,8 +462,8 @@ def batch_searches(
     # ``min_limit`` chunks as ids and scores, which raise the dense score of the notes the other legs carry
     for i, vector in enumerate(dense):
         limit = prefetch_limit if i == 0 else min(min_limit, prefetch_limit)
-        searches.append({**dense_search(vector, limit, hnsw_ef, rescore_once), "with_payload": SEARCH_PAYLOAD if i == 0 else False,
-                         "with_vector": False})  # fmt: skip
+        searches.append({**dense_search(vector, limit, hnsw_ef, rescore_once),
+                         "with_payload": SEARCH_PAYLOAD if i == 0 else False, "with_vector": False})  # fmt: skip
         language = dense_languages[i] if i < len(dense_languages) else None
         legs.append(Leg("dense", i, language, limit=limit, bare=i > 0))
     # A BM25 leg brings half as many payloads when a dense leg brings the rest, then ranks on to twice the prefetch
