@@ -13,6 +13,7 @@ import pytest
 from qdrant_client import QdrantClient
 
 from kbsearch.config import Secrets
+from kbsearch.errors import StoreError
 from kbsearch.fusion import analyse, fuse, lexical_variants
 from kbsearch.indexer import run_sync
 from kbsearch.lexical import document_vector
@@ -123,3 +124,46 @@ def test_an_identifier_finds_its_note_first_through_the_service(sample_service: 
     answer = sample_service.search(SearchRequest(query=query, top_k=5, rerank=True, expand=False))
     assert answer.results[0].path == "en/runbooks/Runbook - reranker outage.md", [h.path for h in answer.results]
     assert answer.meta.degraded == []
+
+
+ODD_PAYLOADS = [
+    {"path": "en/ok.md", "title": "keys"}, {}, {"path": ""}, {"path": "x" * 5000}, {"title": "no path at all"},
+    {"path": "ru/ok.md", "tags": ["keys"] * 3, "lang": "ru"},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("bad_path", [None, 5, ["a.md"], {"p": 1}])
+def test_edge_reads_its_own_points_as_the_api_s_json_is_read(tmp_path: Path, bad_path: object) -> None:
+    """Edge's legs are read straight from its points (query_legs), the other stores' from the Query API's JSON
+    (read_legs over query_batch): the same chunks, in the same order, the same points dropped, for every payload
+    the store may hold; a path that is not a string is a store that is not usable, on both."""
+    pytest.importorskip("qdrant_edge", reason="no Qdrant Edge wheel on this platform")
+    from kbsearch.qdrant.query import read_legs
+
+    store = EdgeStore(tmp_path, "kb", DIMS)
+    try:
+        store.ensure_collection()
+        payloads = ODD_PAYLOADS + [{"path": f"en/tie{i}.md", "title": "keys"} for i in range(5)]
+        store.upsert([ChunkPoint(str(p.get("path") or f"odd{i}"), i, p, document_vector("rotate the keys"),
+                                 _vector(0)) for i, p in enumerate(payloads)])  # fmt: skip
+        evidence = analyse("rotate keys")
+        searches, legs = batch_searches(
+            [_vector(0), _vector(1)], lexical_variants(evidence, []), None, 50, probes=evidence.terms
+        )  # every point in every leg: ties ordered by id
+        bare = [leg.bare for leg in legs]
+        assert any(bare) and not all(bare)
+        direct = store.query_legs(searches, bare, 5.0)
+        assert direct == read_legs(store.query_batch(searches, 5.0), bare)
+        assert {c.payload["path"] for chunks, b in zip(direct, bare, strict=True) if not b for c in chunks} <= {
+            "en/ok.md", "ru/ok.md", *(f"en/tie{i}.md" for i in range(5))}  # fmt: skip
+        assert all(c.payload == {} for chunks, b in zip(direct, bare, strict=True) if b for c in chunks)
+        store.upsert([ChunkPoint("bad.md", 0, {"path": bad_path}, document_vector("rotate the keys"), _vector(0))])
+        if bad_path is None:  # no path: dropped by both
+            assert store.query_legs(searches, bare, 5.0) == read_legs(store.query_batch(searches, 5.0), bare)
+        else:
+            with pytest.raises(StoreError):
+                store.query_legs(searches, bare, 5.0)
+            with pytest.raises(StoreError):
+                read_legs(store.query_batch(searches, 5.0), bare)
+    finally:
+        store.close()

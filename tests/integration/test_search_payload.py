@@ -16,7 +16,7 @@ from kbsearch.qdrant import open_store
 from kbsearch.qdrant.query import SEARCH_PAYLOAD
 from kbsearch.schemas import SearchRequest
 from kbsearch.search import SearchService
-from kbsearch_tools.bench import ByteCountingRetriever
+from kbsearch_tools.bench import ByteCountingRetriever, point_json
 from kbsearch_tools.fakes import FakeProvider
 from tests.conftest import provider_settings
 from tests.integration import test_search
@@ -40,6 +40,11 @@ class Recording(ByteCountingRetriever):
     def query_batch(self, searches: list[dict[str, Any]], timeout_s: float) -> Any:
         answer = super().query_batch(searches, timeout_s)
         self.calls.append(("batch", searches, answer))
+        return answer
+
+    def query_legs(self, searches: list[dict[str, Any]], bare: Any, timeout_s: float) -> Any:
+        answer = super().query_legs(searches, bare, timeout_s)
+        self.calls.append(("batch", searches, [[point_json(c) for c in chunks] for chunks in answer]))
         return answer
 
 

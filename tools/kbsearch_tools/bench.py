@@ -169,7 +169,7 @@ class ByteCountingRetriever:
     def __init__(self, inner: Any) -> None:
         self.inner = inner
         self._counted = 0
-        self._answers: list[Any] = []
+        self._answers: list[tuple[Any, bool]] = []
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -179,13 +179,15 @@ class ByteCountingRetriever:
         """What the answers so far weigh, encoded when asked (after a search, not inside its timed stages)."""
         import json
 
-        for answer in self._answers:
-            self._counted += len(json.dumps({"result": answer}, ensure_ascii=False, default=str).encode("utf-8"))
+        for answer, legs in self._answers:
+            points = [[point_json(c) for c in chunks] for chunks in answer] if legs else answer  # chunks as points
+            self._counted += len(json.dumps({"result": points}, ensure_ascii=False, default=str).encode("utf-8"))
         self._answers.clear()
         return self._counted
 
-    def _count(self, answer: Any) -> Any:
-        self._answers.append(answer)  # the search reads it and does not change it (read_leg copies what it cuts)
+    def _count(self, answer: Any, legs: bool = False) -> Any:
+        # the search reads it and does not change it (read_leg copies what it cuts)
+        self._answers.append((answer, legs))
         return answer
 
     def query(self, request: dict[str, Any], timeout_s: float) -> Any:
@@ -193,6 +195,18 @@ class ByteCountingRetriever:
 
     def query_batch(self, searches: list[dict[str, Any]], timeout_s: float) -> Any:
         return self._count(self.inner.query_batch(searches, timeout_s))
+
+    def query_legs(self, searches: list[dict[str, Any]], bare: Any, timeout_s: float) -> Any:
+        return self._count(self.inner.query_legs(searches, bare, timeout_s), legs=True)
+
+
+def point_json(chunk: Any) -> dict[str, Any]:
+    """A leg's scored chunk as the Query API point it was read from (an Edge id's integer as its UUID; a bare
+    search's point with no payload)."""
+    import uuid
+
+    pid = str(uuid.UUID(int=chunk.id)) if isinstance(chunk.id, int) else chunk.id
+    return {"id": pid, "score": chunk.score, "payload": chunk.payload or None}
 
 
 def bench_search(
@@ -341,6 +355,10 @@ def bench_scope(
         def query_batch(self, searches: list[dict[str, Any]], timeout_s: float) -> list[list[dict[str, Any]]]:
             self.calls += 1  # one round trip for every leg (POST .../points/query/batch)
             return self.inner.query_batch(searches, timeout_s)
+
+        def query_legs(self, searches: list[dict[str, Any]], bare: Any, timeout_s: float) -> Any:
+            self.calls += 1  # the same round trip, read into each leg's chunks
+            return self.inner.query_legs(searches, bare, timeout_s)
 
         def scroll(self, request: dict[str, Any], timeout_s: float) -> tuple[list[dict[str, Any]], str | None]:
             self.calls += 1

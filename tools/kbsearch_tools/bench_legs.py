@@ -5,7 +5,7 @@ The search service runs ``queries`` warm hybrid searches (no expansion, no reran
 answering at once from its own process, as in ``bench growth``; each stage's time from the answer's
 ``timings_ms``) and the batch of each is recorded as the service built it (``batch_searches``: the dense leg,
 the BM25 legs, the one-term probes). Each recorded batch is then run again on the store, ``runs`` times each
-(medians), as a whole (``query_batch``) and leg by leg (the searches are also run a second time through the
+(medians), as a whole (``query_legs``) and leg by leg (the searches are also run a second time through the
 service: a search's first run maps the pages of the vectors and payloads it touches in this process), and the dense leg under the engine's settings: the
 search's ``hnsw_ef`` and others, graph segments only (``indexed_only``: what the segments not yet given a graph
 cost is the difference), exact everywhere, and without its payload. Nothing is written to the store.
@@ -52,11 +52,11 @@ def _kind(search: dict[str, Any]) -> str:
 
 
 def _timed(store: Any, searches: list[dict[str, Any]], runs: int) -> float:
-    """Median milliseconds of ``runs`` calls of ``query_batch`` with these searches."""
+    """Median milliseconds of ``runs`` calls of ``query_legs`` (the search's call) with these searches."""
     times = []
     for _ in range(runs):
         t0 = time.perf_counter()
-        store.query_batch(searches, 30.0)
+        store.query_legs(searches, [s.get("with_payload") is False for s in searches], 30.0)
         times.append((time.perf_counter() - t0) * 1000)
     return statistics.median(times)
 
@@ -112,19 +112,19 @@ def bench_legs(queries: int = 30, runs: int = 3, progress: Any = None) -> dict[s
             raise SystemExit("bench legs measures Qdrant Edge (QDRANT_EMBEDDED=edge)")
         retriever.metadata(10.0)
         open_s = time.perf_counter() - t0
-        batch = store.query_batch
+        batch = store.query_legs
 
         calls: list[float] = []
 
-        def recording(searches: list[dict[str, Any]], timeout_s: float) -> list[list[dict[str, Any]]]:
+        def recording(searches: list[dict[str, Any]], bare: Any, timeout_s: float) -> Any:
             recorded.append(copy.deepcopy(searches))
             t0 = time.perf_counter()
             try:
-                return batch(searches, timeout_s)
+                return batch(searches, bare, timeout_s)
             finally:
                 calls.append((time.perf_counter() - t0) * 1000)
 
-        store.query_batch = recording  # type: ignore[method-assign]  # records what the search asks, unchanged
+        store.query_legs = recording  # type: ignore[method-assign]  # records what the search asks, unchanged
         whole = []
         stages: dict[str, list[float]] = {}
         for i, text in enumerate(texts):
@@ -134,7 +134,7 @@ def bench_legs(queries: int = 30, runs: int = 3, progress: Any = None) -> dict[s
                 whole.append((time.perf_counter() - t0) * 1000)
                 for stage, ms in answer.meta.timings_ms.items():
                     stages.setdefault(stage, []).append(ms)
-        store.query_batch = batch  # type: ignore[method-assign]
+        store.query_legs = batch  # type: ignore[method-assign]
         warm = recorded[3:]
         again = []  # the same searches once more: what is left once their pages are mapped in this process
         for text in texts[3:]:
@@ -183,7 +183,7 @@ def format_legs(r: dict[str, Any]) -> str:
     ]
     lines.append("the search's stages (timings_ms, p50 each): " + ", ".join(
         f"{k} {v:.1f}" for k, v in r["stages_p50_ms"].items()))  # fmt: skip
-    lines.append(f"the search's own query_batch call (first run of each batch): p50 {r['search_call_p50_ms']:.1f} ms")
+    lines.append(f"the search's own query_legs call (first run of each batch): p50 {r['search_call_p50_ms']:.1f} ms")
     lines.append("the recorded batches re-run on the store:")
     lines += [f"  {k:<28} {v:8.1f} ms" for k, v in r["legs_p50_ms"].items()]
     lines.append("dense leg alone:")

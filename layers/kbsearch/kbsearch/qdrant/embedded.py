@@ -17,11 +17,13 @@ import contextlib
 import errno
 import json
 import logging
+import math
 import os
 import re
 import shutil
 import stat
 import threading
+import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -32,11 +34,14 @@ from kbsearch.qdrant import space
 from kbsearch.qdrant.query import (
     DENSE,
     DENSE_SIZE,
+    MAX_PATH_CHARS,
     PAYLOAD_INDEXES,
     RESCORE_ONCE,
     SPARSE,
+    ScoredChunk,
     dense_size,
     index_missing,
+    leg_read,
     path_filter,
     point_id,
 )
@@ -778,6 +783,23 @@ class EdgeStore(Store):
     def query_batch(self, searches: list[dict[str, Any]], timeout_s: float) -> list[list[dict[str, Any]]]:
         """Several Query API searches as one Edge batch (one planned pass over the segments): the Query API's
         answers, but for the point ids, ``uuid.UUID`` (``json.dumps(..., default=str)`` writes the JSON)."""
+        # the ids as Edge gives them (uuid.UUID: its str() is the JSON's id, and they order, hash and compare
+        # alike): a search reads hundreds of points, and the string is a third of what one costs here
+        return [[{"id": p.id, "score": p.score, "payload": p.payload} for p in points]
+                for points in self._batch(searches)]  # fmt: skip
+
+    def query_legs(
+        self, searches: list[dict[str, Any]], bare: Sequence[bool], timeout_s: float
+    ) -> list[list[ScoredChunk]]:
+        """The batch's answers read straight from Edge's points into chunks (:func:`edge_leg`): no JSON-shaped
+        point between, and no payload read of a search that asked for none."""
+        answers = self._batch(searches)
+        if len(answers) != len(bare):
+            raise StoreError("Qdrant's answer is not what the API returns")
+        return [edge_leg(points, b) for points, b in zip(answers, bare, strict=True)]
+
+    def _batch(self, searches: list[dict[str, Any]]) -> list[list[Any]]:
+        """The searches as one Edge batch: Edge's scored points, per search."""
         import qdrant_edge as edge
 
         try:
@@ -790,9 +812,39 @@ class EdgeStore(Store):
                 answers = self.shard.query_batch(batch)
             except Exception as exc:
                 raise StoreError(f"Qdrant query failed ({type(exc).__name__})") from None
-        # the ids as Edge gives them (uuid.UUID: its str() is the JSON's id, and they order, hash and compare
-        # alike): a search reads hundreds of points, and the string is a third of what one costs here
-        return [[{"id": p.id, "score": p.score, "payload": p.payload} for p in points] for points in answers]
+        return cast(list[list[Any]], answers)
+
+
+def edge_leg(points: Sequence[Any], bare: bool) -> list[ScoredChunk]:
+    """:func:`kbsearch.qdrant.query.read_leg` for Edge's own scored points, by the same rules (a point without a
+    usable path dropped, a path that is not a string or a score that is not finite: the store is not usable), read
+    from the binding's attributes (its id a ``uuid.UUID``, its score a float): a search reads ~700 points, and a
+    dict made of each, then read again, cost as much as the conversion itself. ``bare``: the payload is not read."""
+    out: list[ScoredChunk] = []
+    dropped = 0
+    finite = math.isfinite
+    empty: dict[str, Any] = {}
+    for point in points:
+        score = point.score
+        if type(score) is not float or not finite(score):
+            raise StoreError("Qdrant's answer is not what the API returns")
+        if bare:
+            payload = empty
+        else:
+            payload = point.payload
+            path = payload.get("path") if type(payload) is dict else None
+            if type(path) is not str:
+                if path is not None:
+                    raise StoreError("Qdrant's answer is not what the API returns")
+                dropped += 1
+                continue
+            if not path or len(path) > MAX_PATH_CHARS:
+                dropped += 1
+                continue
+        pid = point.id
+        out.append(ScoredChunk(pid.int if type(pid) is uuid.UUID else pid if type(pid) is str else str(pid),
+                               score, payload))  # fmt: skip
+    return leg_read(out, dropped)
 
 
 def read_ahead(shard: Path, limit_bytes: int, stop: threading.Event | None = None) -> int:
@@ -886,6 +938,11 @@ class EmbeddedRetriever:
 
     def query_batch(self, searches: list[dict[str, Any]], timeout_s: float) -> list[list[dict[str, Any]]]:
         return self._present().query_batch(searches, timeout_s)
+
+    def query_legs(
+        self, searches: list[dict[str, Any]], bare: Sequence[bool], timeout_s: float
+    ) -> list[list[ScoredChunk]]:
+        return self._present().query_legs(searches, bare, timeout_s)
 
     def close(self) -> None:
         self.store.close()

@@ -359,6 +359,13 @@ class Retriever(Protocol):
 
     def query_batch(self, searches: list[dict[str, Any]], timeout_s: float) -> list[list[dict[str, Any]]]: ...
 
+    def query_legs(
+        self, searches: list[dict[str, Any]], bare: Sequence[bool], timeout_s: float
+    ) -> list[list[ScoredChunk]]:
+        """:meth:`query_batch`'s answers read into each search's scored chunks (:func:`read_legs`; ``bare``: the
+        searches that asked for ids and scores alone). An engine in this process reads its own points."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -505,7 +512,7 @@ def read_leg(points: object, bare: bool = False) -> list[ScoredChunk]:
     point: a search reads ~700 of them."""
     if not isinstance(points, list):
         raise _not_the_api()
-    out = []
+    out: list[ScoredChunk] = []
     dropped = 0
     finite = math.isfinite
     for point in points:
@@ -540,12 +547,26 @@ def read_leg(points: object, bare: bool = False) -> list[ScoredChunk]:
         pid = point.get("id")  # Edge's uuid.UUID as its integer, a string as it is, anything else as its string
         out.append(ScoredChunk(pid.int if type(pid) is uuid.UUID else pid if type(pid) is str else str(pid),
                                score, payload))  # fmt: skip
+    return leg_read(out, dropped)
+
+
+def leg_read(out: list[ScoredChunk], dropped: int) -> list[ScoredChunk]:
+    """A leg's chunks once read, ``dropped`` points without a usable path left out (logged): in rank order, ties
+    broken by point id."""
     if dropped:
         logger.warning("points without a payload path dropped", extra={"dropped_points": dropped})
     scores = [c.score for c in out]
     if any(map(operator.le, scores, scores[1:])):  # the engine's order has ties (or is not its order): fix it
         ranked(out)
     return out
+
+
+def read_legs(answers: object, bare: Sequence[bool]) -> list[list[ScoredChunk]]:
+    """A batch's answers as the Query API returns them (one point list per search) → each search's chunks
+    (:func:`read_leg`)."""
+    if not isinstance(answers, list) or len(answers) != len(bare):
+        raise _not_the_api()
+    return [read_leg(points, b) for points, b in zip(answers, bare, strict=True)]
 
 
 _BY_ID, _BY_SCORE = operator.itemgetter(0), operator.itemgetter(1)
@@ -585,7 +606,7 @@ def retrieve_legs(
     """The search's one retrieval call for the adaptive fusion: every leg's candidates with its own scores."""
     if not searches:
         return []
-    answers = retriever.query_batch(searches, timeout_s)
-    if not isinstance(answers, list) or len(answers) != len(searches):
+    read = retriever.query_legs(searches, [leg.bare for leg in legs], timeout_s)
+    if not isinstance(read, list) or len(read) != len(searches):
         raise _not_the_api()
-    return [(leg, read_leg(points, leg.bare)) for leg, points in zip(legs, answers, strict=True)]
+    return list(zip(legs, read, strict=True))

@@ -4,7 +4,7 @@ httpx client, under the one outbound policy (:mod:`kbsearch.providers.resilience
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -12,7 +12,7 @@ import httpx
 
 from kbsearch.errors import ConfigError, StoreError
 from kbsearch.providers.resilience import Outbound, ProviderError, RetryPolicy, send
-from kbsearch.qdrant.query import DENSE_SIZE, dense_size, index_missing, unreachable
+from kbsearch.qdrant.query import DENSE_SIZE, ScoredChunk, dense_size, index_missing, read_legs, unreachable
 
 
 class QdrantRest:
@@ -107,6 +107,12 @@ class QdrantRest:
                 raise StoreError("Qdrant's answer is not what the API returns")
             out.append(points)
         return out
+
+    def query_legs(
+        self, searches: list[dict[str, Any]], bare: Sequence[bool], timeout_s: float
+    ) -> list[list[ScoredChunk]]:
+        """The batch's one round trip, each search's points read into chunks (:func:`read_legs`)."""
+        return read_legs(self.query_batch(searches, timeout_s), bare)
 
     def close(self) -> None:
         """The httpx client is shared; nothing to close."""

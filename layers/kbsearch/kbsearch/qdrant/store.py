@@ -22,9 +22,11 @@ from kbsearch.qdrant.query import (
     DENSE,
     PAYLOAD_INDEXES,
     SPARSE,
+    ScoredChunk,
     dense_size,
     path_filter,
     point_id,
+    read_legs,
     unreachable,
 )
 
@@ -544,6 +546,12 @@ class Store:
         except Exception as exc:
             raise StoreError(f"Qdrant query failed ({type(exc).__name__})") from None
         return [[{"id": str(p.id), "score": p.score, "payload": p.payload} for p in a.points] for a in answers]
+
+    def query_legs(
+        self, searches: list[dict[str, Any]], bare: Sequence[bool], timeout_s: float
+    ) -> list[list[ScoredChunk]]:
+        """:meth:`query_batch`, each search's points read into chunks (:func:`read_legs`)."""
+        return read_legs(self.query_batch(searches, timeout_s), bare)
 
     def set_payload(self, path: str, payload: dict[str, Any]) -> None:
         """Set ``payload``'s fields on every chunk of the note (no vector is touched: nothing is re-embedded)."""
