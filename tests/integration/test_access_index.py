@@ -276,3 +276,56 @@ def test_an_access_file_under_another_name_stops_the_sync(tmp_path: Path, name: 
     assert report.error is None and report.added == 2
     assert visible(settings, Scope.public()) == ["pub/Hello.md"]
     assert sorted(visible(settings, Scope.of("k", ["hr"]))) == ["hr/Pay.md", "pub/Hello.md"]
+
+
+@pytest.mark.parametrize("name", MISTAKEN[:3])
+@pytest.mark.parametrize("where", ["folder", "s3"])
+def test_an_access_file_under_another_name_stops_the_events_too(tmp_path: Path, name: str, where: str) -> None:
+    """Between full syncs notes arrive by events (the access file's name is never an event: the bucket notifies
+    ``.md`` and ``_access.yaml`` only). Once a look-alike of the access file lies at the root, an event run fails
+    as a full sync does (the message is retried; nothing is indexed under rules that were not read), and after the
+    rename the retried event indexes the note under the rules. A look-alike below the root is an attachment."""
+    from kbsearch.events import Change
+    from kbsearch.indexer import ChangeSync
+    from kbsearch.sources import LocalSource, S3Source
+
+    root = tmp_path / "kb"
+    write_kb(root, {"pub/Hello.md": "# Hello\nwelcome all\n"}, None)
+    settings = Settings(qdrant_path=str(tmp_path / "q"), qdrant_url="", embedding_api_key=None,
+                        embedding_api_key_param="")  # fmt: skip
+    sync(settings, root)
+    (root / "hr").mkdir()
+    (root / "hr" / "Pay.md").write_text("# Pay\nwelcome salary bands\n", encoding="utf-8")
+    (root / name).write_text("hr/: [hr]\n", encoding="utf-8")
+    (root / "pub" / "_access.yml").write_text("not: [rules]\n", encoding="utf-8")
+    prefix = "kb/" if where == "s3" else ""
+    change = Change(path="hr/Pay.md", key=prefix + "hr/Pay.md", removed=False)
+
+    def apply() -> Any:
+        if where == "folder":
+            source: Any = LocalSource(root)
+        else:
+            s3 = boto3.client("s3", region_name="us-east-1")
+            s3.create_bucket(Bucket="kb-notes")
+            for file in root.rglob("*"):
+                if file.is_file():
+                    s3.put_object(Bucket="kb-notes", Key=prefix + file.relative_to(root).as_posix(),
+                                  Body=file.read_bytes())  # fmt: skip
+            source = S3Source("kb-notes", "kb", client=s3)
+        store = open_store(settings, Secrets(settings))
+        try:
+            return ChangeSync(source, store, None).apply([change])
+        finally:
+            store.close()
+
+    with mock_aws():
+        report = apply()
+    assert report.incomplete and report.failed_paths == ["hr/Pay.md"] and report.error is not None
+    assert report.error.startswith(f"{name!r} looks like the access file but is not named '_access.yaml'")
+    assert visible(settings, Scope.public()) == ["pub/Hello.md"]  # hr/Pay.md not indexed public
+    (root / name).rename(root / "_access.yaml")
+    with mock_aws():
+        report = apply()
+    assert report.error is None and report.failed_paths == []
+    assert visible(settings, Scope.public()) == ["pub/Hello.md"]
+    assert sorted(visible(settings, Scope.of("k", ["hr"]))) == ["hr/Pay.md", "pub/Hello.md"]

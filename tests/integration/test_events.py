@@ -137,7 +137,12 @@ def s3_calls() -> Iterator[list[str]]:
     calls: list[str] = []
     boto3.setup_default_session()
     assert boto3.DEFAULT_SESSION is not None
-    boto3.DEFAULT_SESSION.events.register("before-call.s3", lambda model, **_: calls.append(model.name))
+    boto3.DEFAULT_SESSION.events.register(
+        "before-call.s3",
+        lambda model, params, **_: calls.append(
+            model.name + ("/" if (params.get("query_string") or {}).get("delimiter") == "/" else "")
+        ),
+    )  # a listing of the root alone (Delimiter "/") as "ListObjectsV2/"
     yield calls
     boto3.setup_default_session()  # a fresh session: the hook goes with the old one
 
@@ -159,8 +164,9 @@ def test_events_index_exactly_their_keys_and_converge_to_a_full_sync(
     records = aws.receive()
     s3_calls.clear()
     assert indexer(records) == []
-    # the access file (one GET by key: none here), the two keys; never a listing
-    assert sorted(s3_calls) == ["GetObject", "GetObject", "HeadObject", "HeadObject"]
+    # the root's names (one listing of the root alone: no access file under another name), the access file (one
+    # GET by key: none here), the two keys; never a listing of the notes
+    assert sorted(s3_calls) == ["GetObject", "GetObject", "HeadObject", "HeadObject", "ListObjectsV2/"]
     inputs = [i for call in deepinfra.calls("embeddings")[before:] for i in call.body["input"]]
     assert len(inputs) == 1 and "gamma changed" in inputs[0]
     assert points(indexer.settings()) == clean_full_sync(indexer, tmp_path)

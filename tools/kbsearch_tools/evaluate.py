@@ -15,7 +15,7 @@ import json
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,6 +133,9 @@ class BeirSource:
 
     def read_path(self, path: str) -> bytes:
         return self._notes[path]
+
+    def root_names(self) -> Sequence[str]:
+        return sorted(path for path in self._notes if "/" not in path)
 
 
 @dataclass
@@ -287,6 +290,9 @@ class SmallNotes:
 
     def read_path(self, path: str) -> bytes:
         return self.inner.read_path(path)
+
+    def root_names(self) -> Sequence[str]:
+        return self.inner.root_names()
 
     def paths(self) -> set[str]:
         return {o.path for o in self.list() if o.is_note}

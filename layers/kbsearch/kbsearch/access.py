@@ -174,6 +174,16 @@ def mistaken_access_file(names: Iterable[str]) -> str | None:
     return None
 
 
+def refuse_mistaken_access_file(names: Iterable[str]) -> None:
+    """:class:`AccessFileError` when a name at the KB root looks like the access file but is not named
+    ``_access.yaml`` (:func:`mistaken_access_file`): its rules would not apply, and the notes it restricts would be
+    indexed public. A full sync and an event run both stop on it (nothing changes until it is renamed)."""
+    mistaken = mistaken_access_file(names)
+    if mistaken is not None:
+        raise AccessFileError(f"{mistaken!r} looks like the access file but is not named {ACCESS_FILE!r} "
+                              f"(its rules are not read): rename it; nothing changed")  # fmt: skip
+
+
 def declared_access(metadata: Mapping[str, Any], warnings: Iterable[str]) -> list[str] | None:
     """The groups a note's frontmatter declares (None: it declares none); :class:`AccessDeclarationError` when
     the declaration is there but unusable (a wrong type, a bad name, an empty list, a value YAML could not build,

@@ -25,7 +25,7 @@ import datetime as dt
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -39,8 +39,8 @@ from kbsearch.access import (
     AccessFileError,
     FolderRules,
     declared_access,
-    mistaken_access_file,
     note_access,
+    refuse_mistaken_access_file,
     restricted_links,
 )
 from kbsearch.chunking import Chunk, chunk_note
@@ -328,10 +328,7 @@ class Indexer:
     # -- access scopes ----------------------------------------------------------------------------------------
     def _access_rules(self, listing: list[SourceObject]) -> FolderRules:
         """The access file's folder rules (none when the KB has no access file); AccessFileError when unusable."""
-        mistaken = mistaken_access_file(obj.path for obj in listing if "/" not in obj.path)
-        if mistaken is not None:  # its rules would not apply: the notes it restricts would be indexed public
-            raise AccessFileError(f"{mistaken!r} looks like the access file but is not named {ACCESS_FILE!r} "
-                                  f"(its rules are not read): rename it; nothing changed")  # fmt: skip
+        refuse_mistaken_access_file(obj.path for obj in listing if "/" not in obj.path)
         found = [obj for obj in listing if obj.path == ACCESS_FILE]
         if not found:
             return FolderRules()
@@ -1037,10 +1034,13 @@ class _ReadTracking:
     def read_path(self, path: str) -> bytes:
         return self.source.read_path(path)
 
+    def root_names(self) -> Sequence[str]:
+        return self.source.root_names()
+
 
 class ChangeSync:
     """Applies changes (S3 events, or a watched folder's saves) to the index: only their keys are read (a HEAD,
-    then a GET of what changed; never a listing), removed notes are deleted, and of a changed note only the chunks
+    then a GET of what changed; never a listing of the notes), removed notes are deleted, and of a changed note only the chunks
     whose embedded text changed are embedded (the others keep their stored vector).
 
     Per note, the latest change by S3 ``sequencer`` wins; a change no newer than the one last applied (``sequencers``)
@@ -1133,10 +1133,12 @@ class ChangeSync:
         return report
 
     def _access_rules(self) -> FolderRules:
-        """The access file's folder rules as they are now (one read of one key, never a listing): a note that an
+        """The access file's folder rules as they are now (one read of one key, no listing of the notes): a note that an
         event brings in gets the groups a full sync would give it. An unusable access file fails the batch (it is
         retried, as a full sync refuses to run, and nothing changes); an event of the access file itself applies
-        it to every indexed note (:meth:`_apply_rules`)."""
+        it to every indexed note (:meth:`_apply_rules`). An access file under another name at the root (one listing
+        of the root alone) fails it too, as it stops a full sync: its rules would not reach the notes events bring."""
+        refuse_mistaken_access_file(self.source.root_names())
         key = getattr(self.source, "prefix", "") + ACCESS_FILE  # a GET by key: read_path would list when absent
         try:
             raw = self.source.read(SourceObject(path=ACCESS_FILE, key=key, etag="", size=0))

@@ -26,7 +26,7 @@ import os
 import re
 import stat
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -78,6 +78,11 @@ class Source(Protocol):
     def read(self, obj: SourceObject) -> bytes: ...
 
     def read_path(self, path: str) -> bytes: ...
+
+    def root_names(self) -> Sequence[str]:
+        """The names of the files at the KB root, folders left out: one listing of the root alone (an event run
+        looks there for an access file under another name, :func:`kbsearch.access.refuse_mistaken_access_file`)."""
+        ...
 
 
 MAX_PATH_CHARS = 1024
@@ -159,6 +164,14 @@ class LocalSource:
                     raise error  # the root itself: there is no listing at all
                 rel = os.path.relpath(error.filename or root, root).replace(os.sep, "/") + "/"
                 yield _problem_entry(rel, f"folder cannot be listed: {_reason(error)}", folder=True)
+        except OSError as exc:
+            raise SourceError(f"listing {self.root} failed: {exc}") from None
+
+    def root_names(self) -> Sequence[str]:
+        try:
+            with os.scandir(self.root) as entries:
+                return sorted(_nfc(e.name) for e in entries
+                              if not e.name.startswith(".") and not e.is_dir(follow_symlinks=False))  # fmt: skip
         except OSError as exc:
             raise SourceError(f"listing {self.root} failed: {exc}") from None
 
@@ -350,6 +363,17 @@ class S3Source:
                     )
         except SourceError:
             raise
+        except Exception as exc:
+            raise SourceError(f"listing {self.uri} failed: {_aws_message(exc)}") from None
+
+    def root_names(self) -> Sequence[str]:
+        """ListObjectsV2 under the prefix with ``Delimiter="/"``: the root's keys (its folders come back as common
+        prefixes, not read)."""
+        try:
+            paginator = self.client.get_paginator("list_objects_v2")
+            return sorted(_nfc(item["Key"][len(self.prefix) :])
+                          for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix, Delimiter="/")
+                          for item in page.get("Contents", []) if not item["Key"].endswith("/"))  # fmt: skip
         except Exception as exc:
             raise SourceError(f"listing {self.uri} failed: {_aws_message(exc)}") from None
 
