@@ -8,6 +8,7 @@ import itertools
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from qdrant_client import QdrantClient
@@ -126,7 +127,7 @@ def test_an_identifier_finds_its_note_first_through_the_service(sample_service: 
     assert answer.meta.degraded == []
 
 
-ODD_PAYLOADS = [
+ODD_PAYLOADS: list[dict[str, Any]] = [
     {"path": "en/ok.md", "title": "keys"}, {}, {"path": ""}, {"path": "x" * 5000}, {"title": "no path at all"},
     {"path": "ru/ok.md", "tags": ["keys"] * 3, "lang": "ru"},
 ]  # fmt: skip

@@ -14,7 +14,7 @@ import threading
 import time
 import unicodedata
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -67,6 +67,9 @@ class ExplodingReads:
 
     def read_path(self, path: str) -> bytes:
         return self.inner.read_path(path)
+
+    def root_names(self) -> Sequence[str]:
+        return self.inner.root_names()
 
 
 def kbsearch_index(kb: Path, qdrant: Path, *extra: str, limit_bytes: int | None = None) -> tuple[int, dict, str]:

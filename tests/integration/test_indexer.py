@@ -7,7 +7,7 @@ import hashlib
 import json
 import random
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -218,6 +218,9 @@ class FailingListing:
 
     def read_path(self, path: str) -> bytes:
         return self.inner.read_path(path)
+
+    def root_names(self) -> Sequence[str]:
+        return self.inner.root_names()
 
 
 def test_listing_failure_deletes_nothing(tmp_path: Path) -> None:
