@@ -190,7 +190,7 @@ def test_an_index_from_before_access_scopes_is_filled_in_without_embedding(
     store = open_store(settings, Secrets(settings))
     assert isinstance(store, EdgeStore)
     try:  # what an older kb-search wrote: no access fields, no access index
-        ids: list[Any] = list(store.points())
+        ids: list[Any] = [int(i) if i.isdigit() else i for i in store.points()]  # integer ids as Edge takes them
         store.shard.update(edge.UpdateOperation.delete_payload(ids, ["access", "access_from"]))
         store.shard.update(edge.UpdateOperation.delete_field_index("access"))
         store._written = True

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -49,7 +50,8 @@ def test_fused_scores_are_reciprocal_rank_sums(
     edge_store, points, dense_queries, sparse_query, k, limit, weighted, data
 ) -> None:
     store = edge_store
-    ids = list(store.points())  # one store for all examples (creating one costs ~1 s): start each one empty
+    # one store for all examples (creating one costs ~1 s): start each one empty (its ids as Edge takes them)
+    ids: list[Any] = [int(i) if i.isdigit() else i for i in store.points()]
     if ids:
         store.shard.update(qdrant_edge.UpdateOperation.delete_points(ids))
     assert store.count() == 0

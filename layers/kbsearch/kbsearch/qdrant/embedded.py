@@ -44,6 +44,7 @@ from kbsearch.qdrant.query import (
     leg_read,
     path_filter,
     point_id,
+    point_number,
 )
 from kbsearch.qdrant.store import (
     EMBED_HASH,
@@ -192,6 +193,7 @@ class EdgeStore(Store):
         self._closing = threading.Event()  # tells a readahead still running that the shard closed
         self._reader: threading.Thread | None = None
         self._readahead_bytes = 0  # what :meth:`read_ahead` was allowed (0: nothing read ahead)
+        self._ids_numeric: bool | None = None  # the points' id kind (see _numeric_ids), once known
         if (self.path / "edge_config.json").is_file():
             self._shard = self._load()
 
@@ -360,7 +362,7 @@ class EdgeStore(Store):
                 self._metadata_file.unlink(missing_ok=True)
                 self._state_file.unlink(missing_ok=True)
             self._state_checked, self._saved, self._state, self._dirty = True, None, None, set()
-            self._fresh = {}
+            self._fresh, self._ids_numeric = {}, None
 
     def ensure_collection(self, signature: dict[str, Any] | None = None) -> bool:
         import qdrant_edge as edge
@@ -386,7 +388,7 @@ class EdgeStore(Store):
             self._state_file.unlink(missing_ok=True)
             self._shard = edge.EdgeShard.create(str(self.path), self._config())
             self._state_checked, self._saved, self._state, self._dirty = True, None, {}, set()
-            self._fresh = {}
+            self._fresh, self._ids_numeric = {}, True
             for name, kind in PAYLOAD_INDEXES.items():
                 schema = getattr(edge.PayloadSchemaType, kind.capitalize())
                 self._shard.update(edge.UpdateOperation.create_field_index(name, schema))
@@ -675,10 +677,9 @@ class EdgeStore(Store):
     def upsert(self, chunks: list[ChunkPoint]) -> None:
         import qdrant_edge as edge
 
+        ids = point_number if self._numeric_ids() else point_id
         points = [
-            edge.Point(
-                id=point_id(c.path, c.chunk_index), vector=named_vectors(c, edge.SparseVector), payload=c.payload
-            )
+            edge.Point(id=ids(c.path, c.chunk_index), vector=named_vectors(c, edge.SparseVector), payload=c.payload)
             for c in chunks
         ]
         if points:
@@ -695,6 +696,18 @@ class EdgeStore(Store):
                 self._since_cycle += len(points)
             if self._since_cycle >= self.graph_from:
                 self._cycle()
+
+    def _numeric_ids(self) -> bool:
+        """Whether this store's points have integer ids (:func:`point_number`): every store this version creates.
+        A store written before holds UUIDs (:func:`point_id`) and keeps them, so that a note written again replaces
+        its points instead of doubling them; known from one point, read once per open."""
+        import qdrant_edge as edge
+
+        if self._ids_numeric is None:
+            with self._lock, storage_errors("reading a point's id"):
+                records, _ = self.shard.scroll(edge.ScrollRequest(limit=1, with_payload=False, with_vector=False))
+            self._ids_numeric = not records or type(records[0].id) is int
+        return self._ids_numeric
 
     def _delete(self, path: str, from_chunk: int | None) -> None:
         import qdrant_edge as edge
@@ -742,12 +755,17 @@ class EdgeStore(Store):
         return self.query_batch([request], timeout_s)[0]
 
     def scroll(self, request: dict[str, Any], timeout_s: float) -> tuple[list[dict[str, Any]], str | None]:
-        """Run a scroll request's JSON (filter, limit, offset, with_payload)."""
+        """Run a scroll request's JSON (filter, limit, offset, with_payload). An ``offset`` is a point id as Qdrant
+        Cloud's are written (a UUID: :func:`point_id`) or as this store returned it; a store of integer ids reads
+        a UUID as :func:`point_number` of the same chunk (they order alike: the pages are the same)."""
         import qdrant_edge as edge
 
+        offset = request.get("offset")
         try:
+            if isinstance(offset, str) and self._numeric_ids():
+                offset = int(offset) if offset.isdigit() else uuid.UUID(offset).int >> 64
             translated = edge.ScrollRequest(
-                offset=request.get("offset"), limit=int(request.get("limit", 10)),
+                offset=offset, limit=int(request.get("limit", 10)),
                 filter=_filter(request.get("filter")), with_payload=_with_payload(request.get("with_payload", True)),
                 with_vector=False,
             )  # fmt: skip
@@ -841,8 +859,8 @@ def edge_leg(points: Sequence[Any], bare: bool) -> list[ScoredChunk]:
             if not path or len(path) > MAX_PATH_CHARS:
                 dropped += 1
                 continue
-        pid = point.id
-        out.append(ScoredChunk(pid.int if type(pid) is uuid.UUID else pid if type(pid) is str else str(pid),
+        pid = point.id  # an int (this version's stores), a uuid.UUID (a store written before)
+        out.append(ScoredChunk(pid if type(pid) is int else pid.int if type(pid) is uuid.UUID else str(pid),
                                score, payload))  # fmt: skip
     return leg_read(out, dropped)
 

@@ -63,6 +63,15 @@ def point_id(path: str, chunk_index: int) -> str:
     return str(uuid.uuid5(POINT_NAMESPACE, f"{path}#{chunk_index}"))
 
 
+def point_number(path: str, chunk_index: int) -> int:
+    """A chunk's point id in the embedded store: the first 64 bits of :func:`point_id`'s UUID, as the unsigned
+    64-bit integer id Qdrant also takes. Qdrant Edge hands a search's integer ids over as Python ints and its UUIDs
+    as ``uuid.UUID`` objects, made one by one: ~0.8 ms of a search's ~700 points (0.79 → 0.45 ms in the engine, 0.50
+    → 0.03 ms reading them). It orders as the UUID's string does (equal scores rank alike on Edge and Cloud); two of
+    a million chunks share one with a chance of 3 in 100 million."""
+    return uuid.uuid5(POINT_NAMESPACE, f"{path}#{chunk_index}").int >> 64
+
+
 def signature_id(signature: dict[str, Any]) -> str:
     """A short id of an embedding signature, stored on every chunk embedded with it."""
     raw = "|".join(str(signature.get(k)) for k in SIGNATURE_KEYS)
@@ -544,9 +553,9 @@ def read_leg(points: object, bare: bool = False) -> list[ScoredChunk]:
             payload = {}
         else:
             raise _not_the_api()
-        pid = point.get("id")  # Edge's uuid.UUID as its integer, a string as it is, anything else as its string
-        out.append(ScoredChunk(pid.int if type(pid) is uuid.UUID else pid if type(pid) is str else str(pid),
-                               score, payload))  # fmt: skip
+        pid = point.get("id")  # Edge's uuid.UUID as its integer, a string or an integer id as it is
+        out.append(ScoredChunk(pid.int if type(pid) is uuid.UUID else pid if type(pid) is str or type(pid) is int
+                               else str(pid), score, payload))  # fmt: skip
     return leg_read(out, dropped)
 
 
