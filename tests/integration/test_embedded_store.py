@@ -294,6 +294,6 @@ def test_new_stores_number_their_points_and_older_ones_keep_their_uuids(tmp_path
     by_new, by_old = new.query_legs(searches, [False], 5.0)[0], old.query_legs(searches, [False], 5.0)[0]
     assert all(type(c.id) is int for c in by_new + by_old)
     assert [c.payload["path"] for c in by_new] == [c.payload["path"] for c in by_old]  # ties: the UUID's order
-    assert [str(uuid.UUID(int=c.id)) for c in by_old] == sorted(point_id(c.path, 0) for c in chunks)
+    assert [str(uuid.UUID(int=int(c.id))) for c in by_old] == sorted(point_id(c.path, 0) for c in chunks)
     new.close()
     old.close()
