@@ -437,9 +437,10 @@ class Leg:
 
 class ScoredChunk(NamedTuple):
     """A leg's chunk: its point id, its score, its payload (empty for a bare leg). A tuple: a search reads
-    hundreds of them. The id is a string as the answer's JSON has it, or the integer of a ``uuid.UUID`` the
-    embedded engine hands over (it orders as the UUID's string does, and hashes and compares in C: a string made
-    of it would cost a third of what a point costs)."""
+    hundreds of them. The id is a string or an integer as the answer's JSON has it, the embedded store's integer id
+    (:func:`point_number`), or the integer of a ``uuid.UUID`` the embedded engine hands over for a store written
+    before (each orders as the UUID's string does, and hashes and compares in C: a string made of it would cost a
+    third of what a point costs)."""
 
     id: int | str
     score: float
