@@ -433,6 +433,92 @@ def bench_scope(
     return results
 
 
+def bench_fusions(
+    fusions: list[str], chunks: int = 5000, queries: int = 200, dims: int = 1024, progress: Any = None
+) -> dict[str, Any]:
+    """What the fusion costs a warm search: bench search's store (``chunks`` generated chunks) searched with each
+    ``SEARCH_FUSION`` in turn, query by query (the order turned every query), one store shared by the services,
+    the fakes answering at once (expansion and embedding; no rerank: the fusion is what differs). Reports each
+    fusion's end-to-end and retrieve percentiles and the p50 of the paired differences against the first."""
+    import random
+
+    from kbsearch.qdrant import open_store
+    from kbsearch.schemas import SearchRequest
+    from kbsearch.search import SearchService
+
+    deepinfra = FakeProvider("deepinfra", api_key="bench-di").start()
+    fireworks = FakeProvider("fireworks", api_key="bench-fw").start()
+    results: dict[str, Any] = {"fusions": fusions, "chunks": chunks, "queries": queries, "dims": dims,
+                               "machine": _machine()}  # fmt: skip
+    rows: dict[str, list[dict[str, float]]] = {f: [] for f in fusions}
+    try:
+        with tempfile.TemporaryDirectory(prefix="kbsearch-bench-") as tmp:
+            root = Path(tmp)
+            (root / "kb").mkdir()
+            synthetic_kb(root / "kb", chunks)
+            settings = Settings.model_validate({
+                "qdrant_path": str(root / "q"), "embedding_dimensions": dims, "embedding_batch_size": 64,
+                "embedding_concurrency": 4,
+            } | provider_env(deepinfra, fireworks, fields=True))  # fmt: skip
+            report = run_sync(settings, Secrets(settings), source_uri=str(root / "kb"))
+            results["indexed_chunks"] = report.chunks_upserted
+            store = open_store(settings, Secrets(settings))
+            services = {}
+            for fusion in fusions:
+                own = Settings.model_validate(settings.model_dump() | {"search_fusion": fusion})
+                services[fusion] = SearchService(own, Secrets(own), store=store)
+            rng = random.Random(11)
+            vocabulary = ["qdrant", "snapshot", "restore", "rotate", "keys", "reranker", "индексатор", "ключей",
+                          "lambda", "runbook", "embedding", "fusion", "снапшот", "deploy", "budget"]  # fmt: skip
+            texts = [f"{' '.join(rng.sample(vocabulary, 3))} q{i}" for i in range(queries)]
+            for service in services.values():  # warm: the store's pages, the stemmers, the metadata cache
+                for i in range(5):
+                    service.search(SearchRequest(query=f"warm up the store {i}", rerank=False))
+            for i, text in enumerate(texts):
+                order = fusions[i % len(fusions) :] + fusions[: i % len(fusions)]
+                for fusion in order:
+                    t0 = time.perf_counter()
+                    answer = services[fusion].search(SearchRequest(query=f"{text} {fusion}", rerank=False))
+                    rows[fusion].append({"total": (time.perf_counter() - t0) * 1000,
+                                         "retrieve": answer.meta.timings_ms["retrieve"]})  # fmt: skip
+                if progress and (i + 1) % 50 == 0:
+                    progress(f"{i + 1}/{queries} queries")
+            store.close()
+    finally:
+        deepinfra.stop()
+        fireworks.stop()
+    first = rows[fusions[0]]
+    for fusion, measured in rows.items():
+        results[fusion] = {
+            "total_ms": _percentiles([r["total"] for r in measured]),
+            "retrieve_ms": _percentiles([r["retrieve"] for r in measured]),
+        }
+        if fusion != fusions[0]:
+            results[fusion]["minus_first_p50"] = {
+                key: round(statistics.median(a[key] - b[key] for a, b in zip(first, measured, strict=True)), 2)
+                for key in ("total", "retrieve")
+            }
+    return results
+
+
+def format_fusions(results: dict[str, Any]) -> str:
+    first = results["fusions"][0]
+    lines = [
+        f"bench search --fusions {','.join(results['fusions'])}: {results['indexed_chunks']} chunks, "
+        f"{results['queries']} queries each, alternating, fakes answering at once, no rerank",
+        f"{'':22}{'p50':>9}{'p95':>9}{'p99':>9}",
+    ]
+    for fusion in results["fusions"]:
+        for key in ("total_ms", "retrieve_ms"):
+            p = results[fusion][key]
+            lines.append(f"{fusion + ' ' + key.split('_')[0]:<22}{p['p50']:>9}{p['p95']:>9}{p['p99']:>9}")
+    for fusion in results["fusions"][1:]:
+        d = results[fusion]["minus_first_p50"]
+        lines.append(f"{first} - {fusion} (p50 of paired differences): {d['total']} ms end to end, "
+                     f"{d['retrieve']} ms in retrieval")  # fmt: skip
+    return "\n".join(lines)
+
+
 def format_scope(results: dict[str, Any]) -> str:
     lines = [
         f"bench search --scope {','.join(results['scope'])}: {results['chunks']} chunks ({results['copies']}x "

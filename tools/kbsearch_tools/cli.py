@@ -665,6 +665,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         copies = max(args.copies or (1, 10))
         scoped = bench.bench_scope(bench_kb(), copies, args.scope, args.queries, args.dims, progress=note)
         print(json.dumps(scoped, indent=2) if args.json else bench.format_scope(scoped))
+    elif args.what == "search" and args.fusions:
+        fusions = [f.strip() for f in args.fusions.split(",") if f.strip()]
+        if len(fusions) < 2 or len(set(fusions)) != len(fusions) or not set(fusions) <= {"adaptive", "rrf", "dbsf"}:
+            raise KbSearchError("--fusions: two or more of adaptive, rrf, dbsf, each once (e.g. adaptive,rrf)")
+        compared = bench.bench_fusions(fusions, args.chunks, args.queries, args.dims, progress=note)
+        print(json.dumps(compared, indent=2) if args.json else bench.format_fusions(compared))
     elif args.what == "search":
         results = bench.bench_search(
             chunks=args.chunks, queries=args.queries, concurrency=(args.concurrency or (8,))[0],
@@ -1020,6 +1026,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="search: measure what an access scope costs instead: --kb copied max(--copies) times, "
                         "every other copy restricted to hr, the same warm searches unrestricted and as a caller "
                         "holding GROUPS, interleaved; reports both and the Qdrant calls per search")  # fmt: skip
+    p.add_argument("--fusions", metavar="F1,F2",
+                   help="search: measure what the fusion costs instead: bench search's store searched with each "
+                        "SEARCH_FUSION (adaptive, rrf, dbsf) query by query, fakes answering at once; reports "
+                        "each and the paired difference against the first (e.g. adaptive,rrf)")  # fmt: skip
     p.add_argument("--queries", type=int, default=200, help="search: queries per run (200)")
     p.add_argument("--expansion-ms", type=float, default=400.0, help="search: fake expansion latency (400)")
     p.add_argument("--embedding-ms", type=float, default=100.0, help="search: fake embedding latency (100)")
