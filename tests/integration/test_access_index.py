@@ -238,9 +238,13 @@ def test_an_access_file_event_cut_short_is_retried_not_lost(tmp_path: Path, kb: 
 #: Names an access file is given by mistake at the KB root: the other YAML extension, no underscore, upper case, a
 #: Cyrillic а (a Russian layout), both at once.
 MISTAKEN = ["_access.yml", "access.yaml", "_ACCESS.YAML", "_\u0430ccess.yaml", "_Access.yml"]
+#: ... and its extension so mistyped: a Cyrillic а or у, full width, a trailing space, dot or zero-width space (each
+#: was taken for an attachment: the rules were not read and ``hr/`` was indexed public).
+MISTYPED_EXTENSIONS = ["_access.y\u0430ml", "_access.\u0443ml", "_access.\uff59\uff41\uff4d\uff4c", "_access.yaml ",
+                       "_access.yaml.", "_access.yml\u200b"]  # fmt: skip
 
 
-@pytest.mark.parametrize("name", MISTAKEN)
+@pytest.mark.parametrize("name", MISTAKEN + MISTYPED_EXTENSIONS)
 @pytest.mark.parametrize("where", ["folder", "s3"])
 def test_an_access_file_under_another_name_stops_the_sync(tmp_path: Path, name: str, where: str) -> None:
     """A KB whose rules file is named ``_access.yml`` (or the like) had no rules: every note of ``hr/`` was indexed
@@ -278,7 +282,7 @@ def test_an_access_file_under_another_name_stops_the_sync(tmp_path: Path, name: 
     assert sorted(visible(settings, Scope.of("k", ["hr"]))) == ["hr/Pay.md", "pub/Hello.md"]
 
 
-@pytest.mark.parametrize("name", MISTAKEN[:3])
+@pytest.mark.parametrize("name", MISTAKEN[:3] + MISTYPED_EXTENSIONS)
 @pytest.mark.parametrize("where", ["folder", "s3"])
 def test_an_access_file_under_another_name_stops_the_events_too(tmp_path: Path, name: str, where: str) -> None:
     """Between full syncs notes arrive by events (the access file's name is never an event: the bucket notifies

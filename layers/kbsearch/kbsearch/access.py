@@ -148,7 +148,8 @@ class FolderRules:
 
 #: Letters of other scripts drawn like the Latin letters of ``access`` (Cyrillic а с е ѕ, Greek ϲ): what a keyboard
 #: switched to Russian types for them.
-_LOOK_ALIKES = str.maketrans({"а": "a", "с": "c", "е": "e", "ѕ": "s", "ϲ": "c", "ꮯ": "c", "ꭰ": "a"})
+_LOOK_ALIKES = str.maketrans({"а": "a", "с": "c", "е": "e", "ѕ": "s", "ϲ": "c", "ꮯ": "c", "ꭰ": "a", "у": "y", "ү": "y",
+                              "ӏ": "l"})  # fmt: skip
 
 
 def _skeleton(key: str) -> str:
@@ -161,15 +162,12 @@ def _skeleton(key: str) -> str:
 
 def mistaken_access_file(names: Iterable[str]) -> str | None:
     """Of the names at the KB root, one that was meant as the access file but is not named ``_access.yaml``
-    (``_access.yml``, ``access.yaml``, ``_ACCESS.YAML``, look-alike letters): its rules would silently not apply."""
+    (``_access.yml``, ``access.yaml``, ``_ACCESS.YAML``, look-alike letters): its rules would silently not apply.
+    The extension is read as the stem is (``.yаml`` with a Cyrillic а, full width, a trailing space, dot or invisible
+    character: such a file was taken for an attachment, and the notes it restricts were indexed public)."""
     for name in names:
-        stem, dot, ext = name.rpartition(".")
-        if (
-            name != ACCESS_FILE
-            and dot
-            and ext.casefold() in ("yaml", "yml")
-            and _skeleton(stem).lstrip("_.") == "access"
-        ):
+        stem, dot, ext = _skeleton(name).rstrip(".").rpartition(".")
+        if name != ACCESS_FILE and dot and ext in ("yaml", "yml") and stem.lstrip("_.") == "access":
             return name
     return None
 
