@@ -179,7 +179,7 @@ def refuse_mistaken_access_file(names: Iterable[str]) -> None:
     mistaken = mistaken_access_file(names)
     if mistaken is not None:
         raise AccessFileError(f"{mistaken!r} looks like the access file but is not named {ACCESS_FILE!r} "
-                              f"(its rules are not read): rename it; nothing changed")  # fmt: skip
+                              f"(its rules are not read): rename it; no note is indexed until then")  # fmt: skip
 
 
 def declared_access(metadata: Mapping[str, Any], warnings: Iterable[str]) -> list[str] | None:
