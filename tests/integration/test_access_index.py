@@ -333,3 +333,49 @@ def test_an_access_file_under_another_name_stops_the_events_too(tmp_path: Path, 
     assert report.error is None and report.failed_paths == []
     assert visible(settings, Scope.public()) == ["pub/Hello.md"]
     assert sorted(visible(settings, Scope.of("k", ["hr"]))) == ["hr/Pay.md", "pub/Hello.md"]
+
+
+@pytest.mark.parametrize("kind", ["folder", "symlink to a folder", "symlink to a file", "dangling symlink"])
+def test_a_root_entry_named_like_the_access_file_is_judged_alike_by_the_sync_and_the_events(
+    tmp_path: Path, kind: str
+) -> None:
+    """A folder (or a link to one) at the root named ``_access.yml`` holds notes, not rules: a full sync indexes
+    them, and so does an event run (a link to a folder was counted as a root file by the event run alone: every
+    batch failed, for good, while full syncs passed). A link to a file, or a dangling one, under that name stops
+    both, as a file does."""
+    from kbsearch.events import Change
+    from kbsearch.indexer import ChangeSync
+    from kbsearch.sources import LocalSource
+
+    root = tmp_path / "kb"
+    write_kb(root, {"pub/Hello.md": "# Hello\nwelcome all\n"}, None)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "x.md").write_text("# X\nwelcome x\n", encoding="utf-8")
+    if kind == "folder":
+        (root / "_access.yml").mkdir()
+    elif kind == "symlink to a folder":
+        (root / "sub").mkdir()
+        (root / "_access.yml").symlink_to(root / "sub", target_is_directory=True)
+    elif kind == "symlink to a file":
+        (root / "pub" / "rules.txt").write_text("hr/: [hr]\n", encoding="utf-8")
+        (root / "_access.yml").symlink_to(root / "pub" / "rules.txt")
+    else:
+        (root / "_access.yml").symlink_to(root / "gone.yaml")
+    settings = Settings(qdrant_path=str(tmp_path / "q"), qdrant_url="", embedding_api_key=None,
+                        embedding_api_key_param="")  # fmt: skip
+    full = run_sync(settings, Secrets(settings), source_uri=str(root))
+    (root / "pub" / "New.md").write_text("# New\nwelcome new\n", encoding="utf-8")
+    store = open_store(settings, Secrets(settings))
+    try:
+        events = ChangeSync(LocalSource(root), store, None).apply(
+            [Change(path="pub/New.md", key="pub/New.md", removed=False)]
+        )
+    finally:
+        store.close()
+    if kind.startswith("symlink to a file") or kind == "dangling symlink":
+        assert full.error is not None and full.error.startswith("'_access.yml' looks like the access file")
+        assert events.error is not None and events.error.startswith("'_access.yml' looks like the access file")
+        assert visible(settings, Scope.public()) == []
+    else:
+        assert full.error is None and events.error is None and events.failed_paths == []
+        assert visible(settings, Scope.public()) == ["pub/Hello.md", "pub/New.md"]
