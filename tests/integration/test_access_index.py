@@ -241,7 +241,7 @@ MISTAKEN = ["_access.yml", "access.yaml", "_ACCESS.YAML", "_\u0430ccess.yaml", "
 #: ... and its extension so mistyped: a Cyrillic а or у, full width, a trailing space, dot or zero-width space (each
 #: was taken for an attachment: the rules were not read and ``hr/`` was indexed public).
 MISTYPED_EXTENSIONS = ["_access.y\u0430ml", "_access.\u0443ml", "_access.\uff59\uff41\uff4d\uff4c", "_access.yaml ",
-                       "_access.yaml.", "_access.yml\u200b"]  # fmt: skip
+                       "_access.yaml.", "_access.yml\u200b", "_access.yml\x01"]  # fmt: skip
 
 
 @pytest.mark.parametrize("name", MISTAKEN + MISTYPED_EXTENSIONS)

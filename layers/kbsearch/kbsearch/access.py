@@ -153,10 +153,12 @@ _LOOK_ALIKES = str.maketrans({"а": "a", "с": "c", "е": "e", "ѕ": "s", "ϲ": 
 
 
 def _skeleton(key: str) -> str:
-    """A key as it looks: compatibility forms folded (full width), marks, invisible and space characters dropped,
+    """A key as it looks: compatibility forms folded (full width), marks, invisible, control and space characters dropped,
     look-alike letters made Latin, case folded."""
     decomposed = unicodedata.normalize("NFKD", key)
-    kept = "".join(c for c in decomposed if unicodedata.category(c) not in ("Mn", "Me", "Cf", "Zs") and not c.isspace())
+    kept = "".join(
+        c for c in decomposed if unicodedata.category(c) not in ("Mn", "Me", "Cf", "Cc", "Zs") and not c.isspace()
+    )
     return kept.casefold().translate(_LOOK_ALIKES)
 
 
