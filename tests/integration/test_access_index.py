@@ -379,3 +379,40 @@ def test_a_root_entry_named_like_the_access_file_is_judged_alike_by_the_sync_and
     else:
         assert full.error is None and events.error is None and events.failed_paths == []
         assert visible(settings, Scope.public()) == ["pub/Hello.md", "pub/New.md"]
+
+
+#: A folder and the rule meant for it, one of them spelled with what a reader does not see: a trailing space or
+#: no-break space, a zero-width space, full width, a space before the slash or a zero-width space in the rule.
+UNSEEN = [("HR ", "hr/"), ("hr\u00a0", "hr/"), ("hr\u200b", "hr/"), ("\uff48\uff52", "hr/"), ("hr", '"hr /"'),
+          ("hr", '"hr\u200b/"')]  # fmt: skip
+
+
+@pytest.mark.parametrize(("folder", "rule"), UNSEEN)
+@pytest.mark.parametrize("where", ["folder", "s3"])
+def test_a_folder_rule_reaches_its_folder_whatever_a_reader_cannot_see(
+    tmp_path: Path, folder: str, rule: str, where: str
+) -> None:
+    """A rule ``hr/: [hr]`` and a folder that reads ``hr`` but is spelled with a trailing space, an invisible
+    character or full-width letters (or the rule so spelled) never matched: the folder's notes were indexed
+    public. The rules compare what a reader sees: the notes are the ``hr`` group's, in search and by path."""
+    root = tmp_path / "kb"
+    write_kb(root, {f"{folder}/Pay.md": "# Pay\nwelcome salary bands\n", "pub/Hello.md": "# Hello\nwelcome all\n"},
+             f"{rule}: [hr]\n")  # fmt: skip
+    settings = Settings(qdrant_path=str(tmp_path / "q"), qdrant_url="", embedding_api_key=None,
+                        embedding_api_key_param="")  # fmt: skip
+    if where == "folder":
+        report = run_sync(settings, Secrets(settings), source_uri=str(root))
+    else:
+        with mock_aws():
+            s3 = boto3.client("s3", region_name="us-east-1")
+            s3.create_bucket(Bucket="kb-notes")
+            for file in root.rglob("*"):
+                if file.is_file():
+                    s3.put_object(Bucket="kb-notes", Key="kb/" + file.relative_to(root).as_posix(),
+                                  Body=file.read_bytes())  # fmt: skip
+            report = run_sync(settings, Secrets(settings), source_uri="s3://kb-notes/kb/")
+    assert report.error is None and report.added == 2, report
+    assert visible(settings, Scope.public()) == ["pub/Hello.md"]
+    assert visible(settings, Scope.of("k", ["hr"])) == sorted([f"{folder}/Pay.md", "pub/Hello.md"])
+    groups = {path: {g for g, _ in entries} for path, entries in access_by_path(settings).items()}
+    assert groups[f"{folder}/Pay.md"] == {("hr",)}

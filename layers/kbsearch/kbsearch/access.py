@@ -93,7 +93,12 @@ def _groups(value: Any, what: str) -> list[str]:
 
 
 def _fold(path: str) -> str:
-    return unicodedata.normalize("NFC", path).casefold()
+    """A path as the folder rules compare it: compatibility forms folded (full width), invisible characters
+    dropped, the spaces around each segment left out, case folded. A folder ``HR `` (a trailing space), ``hr\u200b``
+    or ``ｈｒ`` is the folder of the rule ``hr/``, and a rule ``"hr /"`` is that of ``hr``: a reader sees one name
+    (each was no rule's folder, and its notes were indexed public)."""
+    shown = "".join(c for c in unicodedata.normalize("NFKC", path) if unicodedata.category(c) != "Cf")
+    return "/".join(segment.strip() for segment in shown.split("/")).casefold()
 
 
 @dataclass(frozen=True)
