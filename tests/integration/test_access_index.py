@@ -416,3 +416,10 @@ def test_a_folder_rule_reaches_its_folder_whatever_a_reader_cannot_see(
     assert visible(settings, Scope.of("k", ["hr"])) == sorted([f"{folder}/Pay.md", "pub/Hello.md"])
     groups = {path: {g for g, _ in entries} for path, entries in access_by_path(settings).items()}
     assert groups[f"{folder}/Pay.md"] == {("hr",)}
+    from kbsearch.reader import NoteReader
+    from kbsearch.sources import LocalSource, SourceError
+
+    reader = NoteReader(lambda: LocalSource(root))  # by path, as kb_get_note and GET /notes/{path} read
+    with pytest.raises(SourceError, match="no note at"):
+        reader.read(f"{folder}/Pay.md", Scope.public())
+    assert reader.read(f"{folder}/Pay.md", Scope.of("k", ["hr"])).startswith(b"# Pay")
