@@ -189,6 +189,11 @@ def refuse_mistaken_access_file(names: Iterable[str]) -> None:
                               f"(its rules are not read): rename it; no note is indexed until then")  # fmt: skip
 
 
+def declares_access(keys: Iterable[Any]) -> bool:
+    """Whether frontmatter keys hold ``access``, in any case or a look-alike spelling."""
+    return any(isinstance(k, str) and _skeleton(k) == ACCESS_KEY for k in keys)
+
+
 def declared_access(metadata: Mapping[str, Any], warnings: Iterable[str]) -> list[str] | None:
     """The groups a note's frontmatter declares (None: it declares none); :class:`AccessDeclarationError` when
     the declaration is there but unusable (a wrong type, a bad name, an empty list, a value YAML could not build,
