@@ -238,9 +238,13 @@ def test_an_access_file_event_cut_short_is_retried_not_lost(tmp_path: Path, kb: 
 #: Names an access file is given by mistake at the KB root: the other YAML extension, no underscore, upper case, a
 #: Cyrillic а (a Russian layout), both at once.
 MISTAKEN = ["_access.yml", "access.yaml", "_ACCESS.YAML", "_\u0430ccess.yaml", "_Access.yml"]
+#: ... and its extension so mistyped: a Cyrillic а or у, full width, a trailing space, dot or zero-width space (each
+#: was taken for an attachment: the rules were not read and ``hr/`` was indexed public).
+MISTYPED_EXTENSIONS = ["_access.y\u0430ml", "_access.\u0443ml", "_access.\uff59\uff41\uff4d\uff4c", "_access.yaml ",
+                       "_access.yaml.", "_access.yml\u200b", "_access.yml\x01"]  # fmt: skip
 
 
-@pytest.mark.parametrize("name", MISTAKEN)
+@pytest.mark.parametrize("name", MISTAKEN + MISTYPED_EXTENSIONS)
 @pytest.mark.parametrize("where", ["folder", "s3"])
 def test_an_access_file_under_another_name_stops_the_sync(tmp_path: Path, name: str, where: str) -> None:
     """A KB whose rules file is named ``_access.yml`` (or the like) had no rules: every note of ``hr/`` was indexed
@@ -278,7 +282,7 @@ def test_an_access_file_under_another_name_stops_the_sync(tmp_path: Path, name: 
     assert sorted(visible(settings, Scope.of("k", ["hr"]))) == ["hr/Pay.md", "pub/Hello.md"]
 
 
-@pytest.mark.parametrize("name", MISTAKEN[:3])
+@pytest.mark.parametrize("name", MISTAKEN[:3] + MISTYPED_EXTENSIONS)
 @pytest.mark.parametrize("where", ["folder", "s3"])
 def test_an_access_file_under_another_name_stops_the_events_too(tmp_path: Path, name: str, where: str) -> None:
     """Between full syncs notes arrive by events (the access file's name is never an event: the bucket notifies
@@ -329,3 +333,93 @@ def test_an_access_file_under_another_name_stops_the_events_too(tmp_path: Path, 
     assert report.error is None and report.failed_paths == []
     assert visible(settings, Scope.public()) == ["pub/Hello.md"]
     assert sorted(visible(settings, Scope.of("k", ["hr"]))) == ["hr/Pay.md", "pub/Hello.md"]
+
+
+@pytest.mark.parametrize("kind", ["folder", "symlink to a folder", "symlink to a file", "dangling symlink"])
+def test_a_root_entry_named_like_the_access_file_is_judged_alike_by_the_sync_and_the_events(
+    tmp_path: Path, kind: str
+) -> None:
+    """A folder (or a link to one) at the root named ``_access.yml`` holds notes, not rules: a full sync indexes
+    them, and so does an event run (a link to a folder was counted as a root file by the event run alone: every
+    batch failed, for good, while full syncs passed). A link to a file, or a dangling one, under that name stops
+    both, as a file does."""
+    from kbsearch.events import Change
+    from kbsearch.indexer import ChangeSync
+    from kbsearch.sources import LocalSource
+
+    root = tmp_path / "kb"
+    write_kb(root, {"pub/Hello.md": "# Hello\nwelcome all\n"}, None)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "x.md").write_text("# X\nwelcome x\n", encoding="utf-8")
+    if kind == "folder":
+        (root / "_access.yml").mkdir()
+    elif kind == "symlink to a folder":
+        (root / "sub").mkdir()
+        (root / "_access.yml").symlink_to(root / "sub", target_is_directory=True)
+    elif kind == "symlink to a file":
+        (root / "pub" / "rules.txt").write_text("hr/: [hr]\n", encoding="utf-8")
+        (root / "_access.yml").symlink_to(root / "pub" / "rules.txt")
+    else:
+        (root / "_access.yml").symlink_to(root / "gone.yaml")
+    settings = Settings(qdrant_path=str(tmp_path / "q"), qdrant_url="", embedding_api_key=None,
+                        embedding_api_key_param="")  # fmt: skip
+    full = run_sync(settings, Secrets(settings), source_uri=str(root))
+    (root / "pub" / "New.md").write_text("# New\nwelcome new\n", encoding="utf-8")
+    store = open_store(settings, Secrets(settings))
+    try:
+        events = ChangeSync(LocalSource(root), store, None).apply(
+            [Change(path="pub/New.md", key="pub/New.md", removed=False)]
+        )
+    finally:
+        store.close()
+    if kind.startswith("symlink to a file") or kind == "dangling symlink":
+        assert full.error is not None and full.error.startswith("'_access.yml' looks like the access file")
+        assert events.error is not None and events.error.startswith("'_access.yml' looks like the access file")
+        assert visible(settings, Scope.public()) == []
+    else:
+        assert full.error is None and events.error is None and events.failed_paths == []
+        assert visible(settings, Scope.public()) == ["pub/Hello.md", "pub/New.md"]
+
+
+#: A folder and the rule meant for it, one of them spelled with what a reader does not see: a trailing space or
+#: no-break space, a zero-width space, full width, a space before the slash or a zero-width space in the rule.
+UNSEEN = [("HR ", "hr/"), ("hr\u00a0", "hr/"), ("hr\u200b", "hr/"), ("\uff48\uff52", "hr/"), ("hr", '"hr /"'),
+          ("hr", '"hr\u200b/"')]  # fmt: skip
+
+
+@pytest.mark.parametrize(("folder", "rule"), UNSEEN)
+@pytest.mark.parametrize("where", ["folder", "s3"])
+def test_a_folder_rule_reaches_its_folder_whatever_a_reader_cannot_see(
+    tmp_path: Path, folder: str, rule: str, where: str
+) -> None:
+    """A rule ``hr/: [hr]`` and a folder that reads ``hr`` but is spelled with a trailing space, an invisible
+    character or full-width letters (or the rule so spelled) never matched: the folder's notes were indexed
+    public. The rules compare what a reader sees: the notes are the ``hr`` group's, in search and by path."""
+    root = tmp_path / "kb"
+    write_kb(root, {f"{folder}/Pay.md": "# Pay\nwelcome salary bands\n", "pub/Hello.md": "# Hello\nwelcome all\n"},
+             f"{rule}: [hr]\n")  # fmt: skip
+    settings = Settings(qdrant_path=str(tmp_path / "q"), qdrant_url="", embedding_api_key=None,
+                        embedding_api_key_param="")  # fmt: skip
+    if where == "folder":
+        report = run_sync(settings, Secrets(settings), source_uri=str(root))
+    else:
+        with mock_aws():
+            s3 = boto3.client("s3", region_name="us-east-1")
+            s3.create_bucket(Bucket="kb-notes")
+            for file in root.rglob("*"):
+                if file.is_file():
+                    s3.put_object(Bucket="kb-notes", Key="kb/" + file.relative_to(root).as_posix(),
+                                  Body=file.read_bytes())  # fmt: skip
+            report = run_sync(settings, Secrets(settings), source_uri="s3://kb-notes/kb/")
+    assert report.error is None and report.added == 2, report
+    assert visible(settings, Scope.public()) == ["pub/Hello.md"]
+    assert visible(settings, Scope.of("k", ["hr"])) == sorted([f"{folder}/Pay.md", "pub/Hello.md"])
+    groups = {path: {g for g, _ in entries} for path, entries in access_by_path(settings).items()}
+    assert groups[f"{folder}/Pay.md"] == {("hr",)}
+    from kbsearch.reader import NoteReader
+    from kbsearch.sources import LocalSource, SourceError
+
+    reader = NoteReader(lambda: LocalSource(root))  # by path, as kb_get_note and GET /notes/{path} read
+    with pytest.raises(SourceError, match="no note at"):
+        reader.read(f"{folder}/Pay.md", Scope.public())
+    assert reader.read(f"{folder}/Pay.md", Scope.of("k", ["hr"])).startswith(b"# Pay")

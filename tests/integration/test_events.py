@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import boto3
 import pytest
@@ -671,3 +672,83 @@ def test_sequencer_comparison() -> None:
     assert newer("100", "FF")  # a longer sequencer is later once padded
     assert not newer("", "01") and newer("01", "") and not newer("0A", "0a")
     assert sequencer_key("a1") == "A1".rjust(64, "0")
+
+
+def _s3_fault(fault: str) -> Any:
+    """A botocore hook (boto3's default session: the handler's client) failing the S3 call ``fault`` names as S3
+    answers once botocore's retries are spent: the root listing throttled or denied, its second page failing,
+    the access file's GET failing."""
+    from botocore.exceptions import ClientError
+
+    def hook(model: Any, params: dict[str, Any], **_: Any) -> None:
+        query = params.get("query_string") or {}
+        listing_root = model.name == "ListObjectsV2" and query.get("delimiter") == "/"
+        code = {"throttled": "SlowDown", "denied": "AccessDenied", "second page": "InternalError"}.get(fault, "")
+        if listing_root and code and (fault != "second page" or query.get("continuation-token")):
+            raise ClientError({"Error": {"Code": code, "Message": f"{code} (injected)"}}, "ListObjectsV2")
+        if fault == "access file unreadable" and model.name == "GetObject" and "_access.yaml" in params["url_path"]:
+            raise ClientError({"Error": {"Code": "InternalError", "Message": "injected"}}, "GetObject")
+
+    return hook
+
+
+@pytest.mark.parametrize(
+    "fault", ["mistaken name", "unusable", "throttled", "denied", "second page", "access file unreadable"]
+)
+def test_deletions_apply_while_the_access_rules_cannot_be_read(
+    aws: EventPath, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fault: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An event run reads the access rules (the root's names, then ``_access.yaml``) before it indexes a note;
+    when they cannot be read (a look-alike of the access file at the root, an unusable file, the root listing
+    throttled, denied or failing on its second page, the file's GET failing) the notes it would index are retried
+    with the error named, and nothing is indexed under rules not read. A deletion widens nothing: it is applied
+    (it was held back with the rest, the deleted note searchable, until the rules could be read: a look-alike left
+    at the root held every deletion for good), and a batch of deletions alone reads no rules at all."""
+    indexer = Indexer(monkeypatch, tmp_path, None)
+    aws.receive()
+    for i in range(3):
+        aws.put(f"{PREFIX}n{i}.md", note(i))
+    assert indexer(aws.receive()) == []
+    if fault == "second page":  # a root of 1,001 files: two pages of ListObjectsV2
+        for i in range(1001):
+            aws.s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}att{i:04}.png", Body=b"")
+    if fault == "mistaken name":
+        aws.put(f"{PREFIX}_access.yml", b"n1.md: [hr]\n")
+    if fault == "unusable":
+        aws.put(f"{PREFIX}_access.yaml", b"hr/: [hr\n")
+    aws.receive()  # the access file's own event (of the unusable one) is another test's
+    boto3.setup_default_session()
+    assert boto3.DEFAULT_SESSION is not None
+    boto3.DEFAULT_SESSION.events.register("before-call.s3", _s3_fault(fault))
+    try:
+        aws.delete(f"{PREFIX}n0.md")
+        aws.put(f"{PREFIX}n3.md", note(3))
+        records = aws.receive()
+        keys = {r["messageId"]: unquote(json.loads(r["body"])["Records"][0]["s3"]["object"]["key"]) for r in records}
+        caplog.clear()
+        failures = indexer(records)
+        assert [keys[m] for m in failures] == [f"{PREFIX}n3.md"]  # the new note waits; the deletion applied
+        assert {p["path"] for p in open_points(indexer.settings())} == {"n1.md", "n2.md"}
+        report = next(vars(r) for r in caplog.records if r.getMessage() == "event batch applied")
+        assert report["deleted"] == 1 and report["added"] == 0 and report["failed_paths"] == ["n3.md"]
+        named = {
+            "mistaken name": "'_access.yml' looks like",
+            "unusable": "_access.yaml",
+            "throttled": "SlowDown",
+            "denied": "AccessDenied",
+            "second page": "InternalError",
+            "access file unreadable": "_access.yaml",
+        }
+        assert named[fault] in report["error"], report["error"]
+        aws.delete(f"{PREFIX}n1.md")  # deletions alone: applied, no rules read
+        assert indexer(aws.receive()) == []
+        assert {p["path"] for p in open_points(indexer.settings())} == {"n2.md"}
+    finally:
+        boto3.setup_default_session()
+    if fault == "mistaken name":
+        aws.delete(f"{PREFIX}_access.yml")
+    if fault == "unusable":
+        aws.put(f"{PREFIX}_access.yaml", b"hr/: [hr]\n")
+    aws.receive()
+    assert indexer([r for r in records if keys[r["messageId"]] == f"{PREFIX}n3.md"]) == []  # the retry
+    assert points(indexer.settings()) == clean_full_sync(indexer, tmp_path)

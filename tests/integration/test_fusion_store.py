@@ -168,3 +168,65 @@ def test_edge_reads_its_own_points_as_the_api_s_json_is_read(tmp_path: Path, bad
                 read_legs(store.query_batch(searches, 5.0), bare)
     finally:
         store.close()
+
+
+#: Payloads a store may hold that the indexer never writes: display fields of every wrong JSON type, fields of
+#: megabytes or 100,000 items, numbers at the edges of what Edge and JSON carry, nested junk, a path alone, paths
+#: the indexer refuses (a NUL, absolute, climbing, one character over the bound).
+STORED_BY_ANOTHER: list[dict[str, Any]] = [
+    {"title": 5}, {"title": ["a"]}, {"title": {"a": 1}}, {"title": None}, {"title": 1.0}, {"doc_id": True},
+    {"tags": "a"}, {"tags": [1, 2]}, {"tags": [["a"]]}, {"tags": None}, {"links": {"a": 1}}, {"status": ["a"]},
+    {"summary": 1.5}, {"updated": 20240101}, {"heading": None}, {"lang": 3}, {"ai_weight": "x"},
+    {"ai_weight": 2**64 - 1}, {"ai_weight": -(2**63)}, {"ai_weight": 5e-324}, {"ai_weight": -0.0},
+    {"title": "x" * 5_000_000}, {"text": "x" * 5_000_000}, {"tags": ["t"] * 100_000}, {"": 1},
+    {"x": [[[[[[1]]]]]], "meta": {"a": [{"b": None}]}}, {"title": None, "text": None, "heading": None},
+]  # fmt: skip
+ODD_PATHS = ["a\x00b.md", "/etc/passwd.md", "../x.md", "y" * 1024, "y" * 1025]
+
+
+def test_edge_and_the_query_api_json_read_every_stored_payload_alike(tmp_path: Path) -> None:
+    """Edge's points read directly (query_legs, what the search does on the embedded store) and the same answer
+    as Qdrant Cloud's JSON (written, then decoded by the outbound decoder and read_legs): the same chunks, scores
+    and order, and the same verdict of every candidate made of them (StoreError or a candidate), for every payload
+    another writer may have left in a store."""
+    pytest.importorskip("qdrant_edge", reason="no Qdrant Edge wheel on this platform")
+    import uuid
+
+    from kbsearch.providers.resilience import loads
+    from kbsearch.qdrant.query import candidate, read_legs
+
+    store = EdgeStore(tmp_path, "kb", DIMS)
+    try:
+        store.ensure_collection()
+        payloads: list[dict[str, Any]] = [
+            {"path": f"odd{i}.md", "text": "rotate the keys"} | p for i, p in enumerate(STORED_BY_ANOTHER)
+        ]
+        payloads += [{"path": p, "text": "rotate the keys"} for p in ODD_PATHS] + [{"path": "only.md"}]
+        store.upsert([ChunkPoint(f"p{i}", 0, p, document_vector("rotate the keys"), _vector(i))
+                      for i, p in enumerate(payloads)])  # fmt: skip
+        evidence = analyse("rotate keys")
+        searches, legs = batch_searches(
+            [_vector(0), _vector(3)], lexical_variants(evidence, []), None, 100, probes=evidence.terms
+        )
+        bare = [leg.bare for leg in legs]
+
+        def verdicts(read: list[list[Any]]) -> list[list[tuple[str, float, str]]]:
+            out = []
+            for chunks, b in zip(read, bare, strict=True):
+                leg = []
+                for c in chunks:
+                    pid = str(uuid.UUID(int=c.id)) if isinstance(c.id, int) else c.id
+                    try:
+                        verdict = "bare" if b else repr(sorted(candidate(c.payload, 1.0).payload.items()))[:300]
+                    except StoreError:
+                        verdict = "StoreError"
+                    leg.append((pid, c.score, verdict))
+                out.append(leg)
+            return out
+
+        direct = verdicts(store.query_legs(searches, bare, 5.0))
+        answer = json.dumps(store.query_batch(searches, 5.0), default=str).encode()
+        assert direct == verdicts(read_legs(loads(answer), bare))
+        assert sum(len(leg) for leg, b in zip(direct, bare, strict=True) if not b) >= len(payloads) - 2
+    finally:
+        store.close()

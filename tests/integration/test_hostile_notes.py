@@ -404,6 +404,43 @@ def test_an_unclosed_frontmatter_is_skipped_never_public(tmp_path: Path, load_se
         assert result["isError"] and result["content"][0]["text"].startswith(f"no note at {name!r}"), (name, result)
 
 
+#: What a reader cannot see before (or after) a first line's ``---``: a second byte-order mark (a file saved twice
+#: by a tool adding one), zero-width, word-joiner, no-break and plain spaces, a tab, a soft hyphen; CRLF too.
+HIDDEN_OPENINGS = {"bom twice.md": "\ufeff\ufeff---\n", "zwsp.md": "\u200b---\n", "word joiner.md": "\u2060---\n",
+                   "nbsp.md": "\u00a0---\n", "space.md": " ---\n", "tab.md": "\t---\n", "soft hyphen.md": "\u00ad---\n",
+                   "after.md": "---\u200b\n", "crlf.md": "\u200b---\r\n"}  # fmt: skip
+
+
+def test_a_frontmatter_opened_behind_an_invisible_character_is_skipped_never_public(
+    tmp_path: Path, load_search_app
+) -> None:
+    """A first line that reads ``---`` but has a character no reader sees before or after it opens no frontmatter
+    (for kb-search and Obsidian alike): the block's ``access: [hr]`` declared nothing and the note was indexed
+    public, its secret searchable and readable by anyone. When that block declares ``access`` (any spelling), the
+    note is skipped with a reason showing the line; without ``access`` it stays prose (indexed), and ``---`` after
+    blank lines stays prose as Obsidian reads it."""
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    for n, (name, opening) in enumerate(HIDDEN_OPENINGS.items()):
+        eol = "\r\n" if opening.endswith("\r\n") else "\n"
+        (kb / name).write_text(opening + eol.join(["access: [hr]", "title: Pay", "---", f"# Pay {n}", "",
+                               SECRET.format(n=n), ""]), encoding="utf-8", newline="")  # fmt: skip
+    (kb / "no access.md").write_text("\u200b---\ntitle: Plain\n---\n# Plain\n\nA public note about zebrafinch.\n")
+    (kb / "open.md").write_text("---\ntitle: Open\n---\n# Open\n\nA public note about zebrafinch.\n")
+    code, report, stderr = kbsearch_index(kb, tmp_path / "q")
+    assert code == 0 and report["error"] is None, stderr
+    skipped = {s["path"]: s["reason"] for s in report["skipped"]}
+    assert set(skipped) == set(HIDDEN_OPENINGS), skipped
+    assert all("not '---'" in r and "declares access" in r for r in skipped.values()), skipped
+    assert {p["path"] for p in store_points(Settings(qdrant_path=str(tmp_path / "q")))} == {"open.md", "no access.md"}
+    call = load_search_app(KB_SOURCE=str(kb), QDRANT_PATH=str(tmp_path / "q"))
+    search = json.loads(call(mcp_event("kb_search", {"query": "salary band zebrafinch", "top_k": 20}))["body"])
+    assert sorted(h["path"] for h in search["result"]["structuredContent"]["results"]) == ["no access.md", "open.md"]
+    for name in HIDDEN_OPENINGS:
+        result = json.loads(call(mcp_event("kb_get_note", {"path": name}))["body"])["result"]
+        assert result["isError"] and result["content"][0]["text"].startswith(f"no note at {name!r}"), (name, result)
+
+
 #: ``access`` as it may be typed: a keyboard left on the Russian layout (Cyrillic а, с, е, ѕ look like Latin), full
 #: width, an invisible character inside (zero-width space, soft hyphen), an accent, spaces between the letters.
 LOOK_ALIKE_KEYS = ["\u0430ccess", "\u0430\u0441\u0441\u0435ss", "acce\u0455\u0455", "ａｃｃｅｓｓ", "acc\u200bess",

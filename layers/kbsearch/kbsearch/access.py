@@ -93,7 +93,12 @@ def _groups(value: Any, what: str) -> list[str]:
 
 
 def _fold(path: str) -> str:
-    return unicodedata.normalize("NFC", path).casefold()
+    """A path as the folder rules compare it: compatibility forms folded (full width), invisible characters
+    dropped, the spaces around each segment left out, case folded. A folder ``HR `` (a trailing space), ``hr\u200b``
+    or ``ｈｒ`` is the folder of the rule ``hr/``, and a rule ``"hr /"`` is that of ``hr``: a reader sees one name
+    (each was no rule's folder, and its notes were indexed public)."""
+    shown = "".join(c for c in unicodedata.normalize("NFKC", path) if unicodedata.category(c) != "Cf")
+    return "/".join(segment.strip() for segment in shown.split("/")).casefold()
 
 
 @dataclass(frozen=True)
@@ -148,28 +153,28 @@ class FolderRules:
 
 #: Letters of other scripts drawn like the Latin letters of ``access`` (Cyrillic а с е ѕ, Greek ϲ): what a keyboard
 #: switched to Russian types for them.
-_LOOK_ALIKES = str.maketrans({"а": "a", "с": "c", "е": "e", "ѕ": "s", "ϲ": "c", "ꮯ": "c", "ꭰ": "a"})
+_LOOK_ALIKES = str.maketrans({"а": "a", "с": "c", "е": "e", "ѕ": "s", "ϲ": "c", "ꮯ": "c", "ꭰ": "a", "у": "y", "ү": "y",
+                              "ӏ": "l"})  # fmt: skip
 
 
 def _skeleton(key: str) -> str:
-    """A key as it looks: compatibility forms folded (full width), marks, invisible and space characters dropped,
+    """A key as it looks: compatibility forms folded (full width), marks, invisible, control and space characters dropped,
     look-alike letters made Latin, case folded."""
     decomposed = unicodedata.normalize("NFKD", key)
-    kept = "".join(c for c in decomposed if unicodedata.category(c) not in ("Mn", "Me", "Cf", "Zs") and not c.isspace())
+    kept = "".join(
+        c for c in decomposed if unicodedata.category(c) not in ("Mn", "Me", "Cf", "Cc", "Zs") and not c.isspace()
+    )
     return kept.casefold().translate(_LOOK_ALIKES)
 
 
 def mistaken_access_file(names: Iterable[str]) -> str | None:
     """Of the names at the KB root, one that was meant as the access file but is not named ``_access.yaml``
-    (``_access.yml``, ``access.yaml``, ``_ACCESS.YAML``, look-alike letters): its rules would silently not apply."""
+    (``_access.yml``, ``access.yaml``, ``_ACCESS.YAML``, look-alike letters): its rules would silently not apply.
+    The extension is read as the stem is (``.yаml`` with a Cyrillic а, full width, a trailing space, dot or invisible
+    character: such a file was taken for an attachment, and the notes it restricts were indexed public)."""
     for name in names:
-        stem, dot, ext = name.rpartition(".")
-        if (
-            name != ACCESS_FILE
-            and dot
-            and ext.casefold() in ("yaml", "yml")
-            and _skeleton(stem).lstrip("_.") == "access"
-        ):
+        stem, dot, ext = _skeleton(name).rstrip(".").rpartition(".")
+        if name != ACCESS_FILE and dot and ext in ("yaml", "yml") and stem.lstrip("_.") == "access":
             return name
     return None
 
@@ -181,7 +186,12 @@ def refuse_mistaken_access_file(names: Iterable[str]) -> None:
     mistaken = mistaken_access_file(names)
     if mistaken is not None:
         raise AccessFileError(f"{mistaken!r} looks like the access file but is not named {ACCESS_FILE!r} "
-                              f"(its rules are not read): rename it; nothing changed")  # fmt: skip
+                              f"(its rules are not read): rename it; no note is indexed until then")  # fmt: skip
+
+
+def declares_access(keys: Iterable[Any]) -> bool:
+    """Whether frontmatter keys hold ``access``, in any case or a look-alike spelling."""
+    return any(isinstance(k, str) and _skeleton(k) == ACCESS_KEY for k in keys)
 
 
 def declared_access(metadata: Mapping[str, Any], warnings: Iterable[str]) -> list[str] | None:

@@ -1100,8 +1100,6 @@ class ChangeSync:
                     report.stale += 1
                 else:
                     todo[path] = change
-            if todo:  # a replay reads nothing at all
-                self.indexer._rules = self._access_rules()
             done = self._apply_current(report, todo, failed, stop_at or Deadline(), call_deadline)
             superseded = [p for p in done if not self._record(todo[p])]
             if superseded:  # a later event of these notes was applied meanwhile: apply what is there now
@@ -1134,10 +1132,12 @@ class ChangeSync:
 
     def _access_rules(self) -> FolderRules:
         """The access file's folder rules as they are now (one read of one key, no listing of the notes): a note that an
-        event brings in gets the groups a full sync would give it. An unusable access file fails the batch (it is
-        retried, as a full sync refuses to run, and nothing changes); an event of the access file itself applies
-        it to every indexed note (:meth:`_apply_rules`). An access file under another name at the root (one listing
-        of the root alone) fails it too, as it stops a full sync: its rules would not reach the notes events bring."""
+        event brings in gets the groups a full sync would give it. An unusable access file fails the batch's notes
+        (they are retried, as a full sync refuses to run, and none is indexed; its deletions are applied: they widen
+        nothing); an event of the access file itself applies it to every indexed note (:meth:`_apply_rules`). An
+        access file under another name at the root (one listing of the root alone) fails them too, as it stops a
+        full sync: its rules would not reach the notes events bring. Read only when the batch has a note to index
+        or the access file's own event (:meth:`_apply_current`)."""
         refuse_mistaken_access_file(self.source.root_names())
         key = getattr(self.source, "prefix", "") + ACCESS_FILE  # a GET by key: read_path would list when absent
         try:
@@ -1239,6 +1239,20 @@ class ChangeSync:
             except SourceError as exc:
                 failed.add(path)
                 logger.warning("note not readable; its event is retried", extra={"path": path, "error": str(exc)})
+        rules_read = ACCESS_FILE in todo or any(obj is not None for obj in current.values())
+        if rules_read:  # deletions alone read no rules (a replay reads nothing at all): nothing is indexed under them
+            try:
+                self.indexer._rules = self._access_rules()
+            except (AccessFileError, SourceError) as exc:  # as a full sync: no note indexed, no group relaxed; but
+                # a deletion widens nothing, so it is applied (it was held back with the rest, its note searchable)
+                held = {p for p, obj in current.items() if obj is not None} | ({ACCESS_FILE} & set(todo))
+                failed |= held
+                current = {p: obj for p, obj in current.items() if obj is None}
+                rules_read = False
+                report.error = str(exc) if isinstance(exc, AccessFileError) else f"access rules not read: {exc}"
+                report.incomplete = True
+                logger.error("the access rules cannot be used; only deletions applied, the other events are retried",
+                             extra={"error": report.error, "held": len(held)})  # fmt: skip
         state: dict[str, NoteState] = {}
         reuse: dict[str, dict[str, Any]] = {}
         for payload, vector in self.store.note_points(list(current)):
@@ -1293,7 +1307,7 @@ class ChangeSync:
             else:  # not reached (deadline), not embedded (provider down) or not readable: retried
                 failed.add(path)
         self.tracking.unreadable.clear()
-        if ACCESS_FILE in todo:
+        if ACCESS_FILE in todo and rules_read:
             if self._apply_rules(report, stop_at):
                 self._changed.add(ACCESS_FILE)
                 return [*done, ACCESS_FILE]  # the whole list was recorded again

@@ -205,12 +205,36 @@ def read_frontmatter(text: str) -> tuple[dict[str, Any], str, list[str]]:
     if m is None:
         if _OPENING.match(text):  # what follows may be metadata (``access`` among it): never read it as prose
             raise NoteError("frontmatter is not closed: the first line is '---' and no later line is '---' or '...'")
+        _refuse_hidden_opening(text)
         return {}, text, []
     try:
         front = parse_frontmatter(m.group(1))
     except FrontmatterError as exc:
         raise NoteError(exc.reason) from None
     return front.data, text[m.end() :], front.warnings
+
+
+def _refuse_hidden_opening(text: str) -> None:
+    """:class:`NoteError` when the first line reads ``---`` but for what a reader cannot see before it or after it
+    (a second byte-order mark, a zero-width or no-break space, a space or tab, a soft hyphen) and the block it opens
+    declares ``access`` (its spelling or a look-alike): that block is prose to every reader, so the note declared
+    nothing and went public. Blank lines before ``---`` stay prose, as Obsidian reads them."""
+    first, newline, rest = text.partition("\n")
+    if not newline or len(first) > 200 or first.rstrip("\r") == "---":
+        return
+    shown = "".join(c for c in first if not c.isspace() and unicodedata.category(c) not in ("Cf", "Zs"))
+    block = _FRONTMATTER.match("---\n" + rest) if shown == "---" else None
+    if block is None:
+        return
+    from kbsearch.access import declares_access
+
+    try:
+        keys = parse_frontmatter(block.group(1)).data.keys()
+    except FrontmatterError:
+        return
+    if declares_access(keys):
+        raise NoteError(f"the first line is {first.rstrip(chr(13))!a}, not '---': the frontmatter after it declares "
+                        "access but no reader reads it (remove what precedes '---')")  # fmt: skip
 
 
 def split_frontmatter(text: str) -> tuple[dict[str, Any], str]:

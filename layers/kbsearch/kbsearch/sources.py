@@ -168,10 +168,12 @@ class LocalSource:
             raise SourceError(f"listing {self.root} failed: {exc}") from None
 
     def root_names(self) -> Sequence[str]:
+        """The root's entries that the listing gives as files: a link to a folder is a folder (the listing says
+        "symlink to a folder"); a link to a file, a dangling one or a loop is a file, as there."""
         try:
             with os.scandir(self.root) as entries:
                 return sorted(_nfc(e.name) for e in entries
-                              if not e.name.startswith(".") and not e.is_dir(follow_symlinks=False))  # fmt: skip
+                              if not e.name.startswith(".") and not e.is_dir())  # fmt: skip
         except OSError as exc:
             raise SourceError(f"listing {self.root} failed: {exc}") from None
 
