@@ -752,3 +752,48 @@ def test_deletions_apply_while_the_access_rules_cannot_be_read(
     aws.receive()
     assert indexer([r for r in records if keys[r["messageId"]] == f"{PREFIX}n3.md"]) == []  # the retry
     assert points(indexer.settings()) == clean_full_sync(indexer, tmp_path)
+
+
+def test_a_slow_root_listing_stops_at_the_run_s_deadline(
+    aws: EventPath, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The root is listed a page (1,000 keys) at a time as its names are read; when each page answers slowly (a
+    flat root of 3,000 files, S3 slow to answer) the run stops asking at its deadline instead of listing on past
+    it: the note waiting on the rules is retried with the cause named, the deletion is applied, and the last
+    page is never asked for (the listing went on to it, whatever the time left)."""
+    import time
+
+    indexer = Indexer(monkeypatch, tmp_path, None)
+    aws.receive()
+    for i in range(2):
+        aws.put(f"{PREFIX}n{i}.md", note(i))
+    assert indexer(aws.receive()) == []
+    for i in range(3001):
+        aws.s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}att{i:04}.png", Body=b"")
+    pages: list[str] = []
+
+    def slow(model: Any, params: dict[str, Any], **_: Any) -> None:
+        if model.name == "ListObjectsV2" and (params.get("query_string") or {}).get("delimiter") == "/":
+            pages.append(model.name)
+            time.sleep(1.0)
+
+    boto3.setup_default_session()
+    assert boto3.DEFAULT_SESSION is not None
+    boto3.DEFAULT_SESSION.events.register("before-call.s3", slow)
+    try:
+        aws.delete(f"{PREFIX}n0.md")
+        aws.put(f"{PREFIX}n2.md", note(2))
+        records = aws.receive()
+        keys = {r["messageId"]: unquote(json.loads(r["body"])["Records"][0]["s3"]["object"]["key"]) for r in records}
+        caplog.clear()
+        # 4 s left: the run's deadline is 3 s away (a quarter kept back); each page takes 1 s
+        result = indexer.app.lambda_handler(sqs_event(records), LambdaContext("kb-search-test-indexer", 2048, 4))
+    finally:
+        boto3.setup_default_session()
+    failures = [item["itemIdentifier"] for item in result["batchItemFailures"]]
+    assert [keys[m] for m in failures] == [f"{PREFIX}n2.md"]  # the new note waits; the deletion applied
+    assert len(pages) <= 3  # of the 4 pages the root holds
+    report = next(vars(r) for r in caplog.records if r.getMessage() == "event batch applied")
+    assert "listing the KB root ran past the run's deadline" in report["error"], report["error"]
+    assert report["deleted"] == 1 and report["added"] == 0
+    assert {p["path"] for p in open_points(indexer.settings())} == {"n1.md"}

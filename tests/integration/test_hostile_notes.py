@@ -14,7 +14,7 @@ import threading
 import time
 import unicodedata
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -68,7 +68,7 @@ class ExplodingReads:
     def read_path(self, path: str) -> bytes:
         return self.inner.read_path(path)
 
-    def root_names(self) -> Sequence[str]:
+    def root_names(self) -> Iterable[str]:
         return self.inner.root_names()
 
 

@@ -7,7 +7,7 @@ import hashlib
 import json
 import random
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -221,7 +221,7 @@ class FailingListing:
     def read_path(self, path: str) -> bytes:
         return self.inner.read_path(path)
 
-    def root_names(self) -> Sequence[str]:
+    def root_names(self) -> Iterable[str]:
         return self.inner.root_names()
 
 

@@ -15,7 +15,7 @@ import json
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -134,7 +134,7 @@ class BeirSource:
     def read_path(self, path: str) -> bytes:
         return self._notes[path]
 
-    def root_names(self) -> Sequence[str]:
+    def root_names(self) -> Iterable[str]:
         return sorted(path for path in self._notes if "/" not in path)
 
 
@@ -291,7 +291,7 @@ class SmallNotes:
     def read_path(self, path: str) -> bytes:
         return self.inner.read_path(path)
 
-    def root_names(self) -> Sequence[str]:
+    def root_names(self) -> Iterable[str]:
         return self.inner.root_names()
 
     def paths(self) -> set[str]:

@@ -25,7 +25,7 @@ import datetime as dt
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -1034,8 +1034,17 @@ class _ReadTracking:
     def read_path(self, path: str) -> bytes:
         return self.source.read_path(path)
 
-    def root_names(self) -> Sequence[str]:
+    def root_names(self) -> Iterable[str]:
         return self.source.root_names()
+
+
+def _until(items: Iterable[str], stop_at: Deadline | None, doing: str) -> Iterator[str]:
+    """``items`` as they come, until ``stop_at``: a listing read page by page stops asking once the run's time is
+    up (SourceError: the notes waiting on it are retried) instead of holding the run past its deadline."""
+    for count, item in enumerate(items):
+        if stop_at is not None and stop_at.expired:
+            raise SourceError(f"{doing} ran past the run's deadline after {count} names; the notes are retried")
+        yield item
 
 
 class ChangeSync:
@@ -1130,7 +1139,7 @@ class ChangeSync:
         report.failed_messages = sorted({c.message_id for c in changes if c.path in failed and c.message_id})
         return report
 
-    def _access_rules(self) -> FolderRules:
+    def _access_rules(self, stop_at: Deadline | None = None) -> FolderRules:
         """The access file's folder rules as they are now (one read of one key, no listing of the notes): a note that an
         event brings in gets the groups a full sync would give it. An unusable access file fails the batch's notes
         (they are retried, as a full sync refuses to run, and none is indexed; its deletions are applied: they widen
@@ -1138,7 +1147,7 @@ class ChangeSync:
         access file under another name at the root (one listing of the root alone) fails them too, as it stops a
         full sync: its rules would not reach the notes events bring. Read only when the batch has a note to index
         or the access file's own event (:meth:`_apply_current`)."""
-        refuse_mistaken_access_file(self.source.root_names())
+        refuse_mistaken_access_file(_until(self.source.root_names(), stop_at, "listing the KB root"))
         key = getattr(self.source, "prefix", "") + ACCESS_FILE  # a GET by key: read_path would list when absent
         try:
             raw = self.source.read(SourceObject(path=ACCESS_FILE, key=key, etag="", size=0))
@@ -1242,7 +1251,7 @@ class ChangeSync:
         rules_read = ACCESS_FILE in todo or any(obj is not None for obj in current.values())
         if rules_read:  # deletions alone read no rules (a replay reads nothing at all): nothing is indexed under them
             try:
-                self.indexer._rules = self._access_rules()
+                self.indexer._rules = self._access_rules(stop_at)
             except (AccessFileError, SourceError) as exc:  # as a full sync: no note indexed, no group relaxed; but
                 # a deletion widens nothing, so it is applied (it was held back with the rest, its note searchable)
                 held = {p for p, obj in current.items() if obj is not None} | ({ACCESS_FILE} & set(todo))

@@ -26,7 +26,7 @@ import os
 import re
 import stat
 import unicodedata
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -79,9 +79,10 @@ class Source(Protocol):
 
     def read_path(self, path: str) -> bytes: ...
 
-    def root_names(self) -> Sequence[str]:
+    def root_names(self) -> Iterable[str]:
         """The names of the files at the KB root, folders left out: one listing of the root alone (an event run
-        looks there for an access file under another name, :func:`kbsearch.access.refuse_mistaken_access_file`)."""
+        looks there for an access file under another name, :func:`kbsearch.access.refuse_mistaken_access_file`),
+        read as they are consumed (a page at a time on S3: the run stops asking at its deadline)."""
         ...
 
 
@@ -167,7 +168,7 @@ class LocalSource:
         except OSError as exc:
             raise SourceError(f"listing {self.root} failed: {exc}") from None
 
-    def root_names(self) -> Sequence[str]:
+    def root_names(self) -> Iterable[str]:
         """The root's entries that the listing gives as files: a link to a folder is a folder (the listing says
         "symlink to a folder"); a link to a file, a dangling one or a loop is a file, as there."""
         try:
@@ -368,14 +369,15 @@ class S3Source:
         except Exception as exc:
             raise SourceError(f"listing {self.uri} failed: {_aws_message(exc)}") from None
 
-    def root_names(self) -> Sequence[str]:
-        """ListObjectsV2 under the prefix with ``Delimiter="/"``: the root's keys (its folders come back as common
-        prefixes, not read)."""
+    def root_names(self) -> Iterator[str]:
+        """ListObjectsV2 under the prefix with ``Delimiter="/"``, a page (1,000 keys) as it is consumed: the root's
+        keys (its folders come back as common prefixes, not read)."""
         try:
             paginator = self.client.get_paginator("list_objects_v2")
-            return sorted(_nfc(item["Key"][len(self.prefix) :])
-                          for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix, Delimiter="/")
-                          for item in page.get("Contents", []) if not item["Key"].endswith("/"))  # fmt: skip
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix, Delimiter="/"):
+                for item in page.get("Contents", []):
+                    if not item["Key"].endswith("/"):
+                        yield _nfc(item["Key"][len(self.prefix) :])
         except Exception as exc:
             raise SourceError(f"listing {self.uri} failed: {_aws_message(exc)}") from None
 
