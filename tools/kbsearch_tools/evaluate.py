@@ -433,13 +433,14 @@ def _run_classes(
             for phase in runnable:
                 report.models[phase.name] = _phase_models(phase, service)
             for c in members:
-                scored = _score_phases(service, runnable, c.queries, "path", depth, progress, f"{c.name} ")
+                kinds: dict[str, dict[str, Any]] = {}
+                scored = _score_phases(service, runnable, c.queries, "path", depth, progress, f"{c.name} ", kinds)
                 ndcg = {name: m["nDCG@10"] for name, m in scored.items()}
                 gap = None
                 if {"lexical", "dense", "hybrid"} <= set(ndcg):
                     gap = round(ndcg["hybrid"] - max(ndcg["lexical"], ndcg["dense"]), 4)
                 report.classes[c.name] = {"corpus": corpus.name, "queries": len(c.queries), "phases": scored,
-                                          "gap": gap}  # fmt: skip
+                                          "gap": gap, "kinds": kinds}  # fmt: skip
 
 
 def gate_failures(report: dict[str, Any], slack: float = GATE_SLACK, min_queries: int = GATE_MIN_QUERIES) -> list[str]:
@@ -471,7 +472,11 @@ def format_classes(report: dict[str, Any]) -> str:
         cells = "".join(f"{c['phases'][p]['nDCG@10']:>10.3f}" if p in c["phases"] else f"{'-':>10}" for p in phases)
         gap = f"{c['gap']:>+9.3f}" if c["gap"] is not None else f"{'-':>9}"
         lines.append(f"{name:<17}{c['queries']:>5}{cells}{gap}   {c['corpus']}")
-    lines.append("  gap: hybrid - max(lexical, dense)")
+        for kind, k in c.get("kinds", {}).items():
+            cells = "".join(f"{k['nDCG@10'][p]:>10.3f}" if p in k["nDCG@10"] else f"{'-':>10}" for p in phases)
+            gap = f"{k['gap']:>+9.3f}" if k["gap"] is not None else f"{'-':>9}"
+            lines.append(f"{'  · ' + kind:<17}{k['queries']:>5}{cells}{gap}")
+    lines.append("  gap: hybrid - max(lexical, dense); · rows: the class's queries of one kind (not gated)")
     for name, reason in report["skipped"].items():
         lines.append(f"  {name} skipped: {reason}")
     for name, used in report.get("models", {}).items():
@@ -509,10 +514,13 @@ def _score_phases(
     depth: int,
     progress: Progress | None,
     label: str = "",
+    by_kind: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Every runnable phase over ``queries`` on one service and index: the metrics of :func:`summarize` plus
-    latency, degraded searches and the share of searches with ``depth`` candidates."""
+    latency, degraded searches and the share of searches with ``depth`` candidates. ``by_kind``, when given, is
+    filled with each query kind's nDCG@10 per phase (:func:`kind_scores`)."""
     out: dict[str, dict[str, float]] = {}
+    ranked: dict[str, list[tuple[list[str], set[str]]]] = {}
     total = len(runnable) * len(queries)
     done = 0
     for phase in runnable:
@@ -532,12 +540,35 @@ def _score_phases(
             done += 1
             if progress:
                 progress(done, total, f"{label}{phase.name}")
+        ranked[phase.name] = runs
         scores = summarize(runs)
         scores["p50_ms"] = round(statistics.median(latencies), 1) if latencies else 0.0
         scores["p95_ms"] = round(_percentile(latencies, 0.95), 1)
         scores["degraded"] = degraded  # searches that fell back (their scores are not this phase's)
         scores["full_candidates"] = round(full / max(1, len(queries)), 4)  # share with `depth` notes
         out[phase.name] = {k: round(v, 4) for k, v in scores.items()}
+    if by_kind is not None:
+        by_kind.update(kind_scores(queries, ranked))
+    return out
+
+
+def kind_scores(
+    queries: list[LabelledQuery], ranked: dict[str, list[tuple[list[str], set[str]]]]
+) -> dict[str, dict[str, Any]]:
+    """A class's queries by their ``kind`` (in first-seen order), each with its count, nDCG@10 per phase and the gap
+    hybrid − max(lexical, dense): a cross-language class holds questions, paraphrases and long-note questions, and
+    the ranking is judged on each (a class of one kind, or queries without one, gives nothing)."""
+    kinds = list(dict.fromkeys(q.kind for q in queries if q.kind))
+    if len(kinds) < 2 or any(q.kind is None for q in queries):
+        return {}
+    out: dict[str, dict[str, Any]] = {}
+    for kind in kinds:
+        members = [i for i, q in enumerate(queries) if q.kind == kind]
+        ndcg = {phase: round(summarize([runs[i] for i in members])["nDCG@10"], 4) for phase, runs in ranked.items()}
+        gap = None
+        if {"lexical", "dense", "hybrid"} <= set(ndcg):
+            gap = round(ndcg["hybrid"] - max(ndcg["lexical"], ndcg["dense"]), 4)
+        out[kind] = {"queries": len(members), "nDCG@10": ndcg, "gap": gap}
     return out
 
 

@@ -58,10 +58,12 @@ def summarize(runs: Sequence[tuple[Sequence[str], set[str]]]) -> dict[str, float
 class LabelledQuery:
     query: str
     relevant: frozenset[str]
+    kind: str | None = None  # what sort of query it is (the query sets' ``kind``: question, identifier, long...)
 
 
 def load_queries(path: str | Path) -> list[LabelledQuery]:
-    """A YAML/JSON list of ``{query, relevant: [note paths]}``."""
+    """A YAML/JSON list of ``{query, relevant: [note paths]}`` (optional ``kind``: a string naming what sort of
+    query it is, which ``kbsearch eval --classes`` reports separately)."""
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8-sig"))
     except OSError as exc:
@@ -77,5 +79,8 @@ def load_queries(path: str | Path) -> list[LabelledQuery]:
         relevant = item.get("relevant") or []
         if not isinstance(relevant, list):
             raise KbSearchError(f"queries file {path}: item {i}: relevant must be a list of paths")
-        out.append(LabelledQuery(item["query"], frozenset(str(r) for r in relevant)))
+        kind = item.get("kind")
+        if kind is not None and not isinstance(kind, str):
+            raise KbSearchError(f"queries file {path}: item {i}: kind must be a string")
+        out.append(LabelledQuery(item["query"], frozenset(str(r) for r in relevant), kind or None))
     return out
