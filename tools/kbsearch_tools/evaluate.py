@@ -467,15 +467,15 @@ def ungated(report: dict[str, Any], min_queries: int = GATE_MIN_QUERIES) -> list
 
 def format_classes(report: dict[str, Any]) -> str:
     phases = [p for p in PHASES if any(p in c["phases"] for c in report["classes"].values())]
-    lines = [f"{'class':<17}{'n':>5}" + "".join(f"{p:>10}" for p in phases) + f"{'gap':>9}   corpus  (nDCG@10)"]
+    lines = [f"{'class':<20}{'n':>5}" + "".join(f"{p:>10}" for p in phases) + f"{'gap':>9}   corpus  (nDCG@10)"]
     for name, c in report["classes"].items():
         cells = "".join(f"{c['phases'][p]['nDCG@10']:>10.3f}" if p in c["phases"] else f"{'-':>10}" for p in phases)
         gap = f"{c['gap']:>+9.3f}" if c["gap"] is not None else f"{'-':>9}"
-        lines.append(f"{name:<17}{c['queries']:>5}{cells}{gap}   {c['corpus']}")
+        lines.append(f"{name:<20}{c['queries']:>5}{cells}{gap}   {c['corpus']}")
         for kind, k in c.get("kinds", {}).items():
             cells = "".join(f"{k['nDCG@10'][p]:>10.3f}" if p in k["nDCG@10"] else f"{'-':>10}" for p in phases)
             gap = f"{k['gap']:>+9.3f}" if k["gap"] is not None else f"{'-':>9}"
-            lines.append(f"{'  · ' + kind:<17}{k['queries']:>5}{cells}{gap}")
+            lines.append(f"{'  · ' + kind:<20}{k['queries']:>5}{cells}{gap}")
     lines.append("  gap: hybrid - max(lexical, dense); · rows: the class's queries of one kind (not gated)")
     for name, reason in report["skipped"].items():
         lines.append(f"  {name} skipped: {reason}")
