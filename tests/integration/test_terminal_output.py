@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+from kbsearch_tools.fakes import FakeProvider, provider_env
 from tests.conftest import KBSEARCH_CMD, subprocess_env
 
 #: Characters a terminal acts on rather than shows (the line break is tested on its own: it may end a line).
@@ -62,3 +63,32 @@ def test_index_and_search_output_shows_what_notes_carry_never_acts_on_it(tmp_pat
     assert _acted_on(out + err) == [], (out, err)
     assert "Zebra \\x1b]0;owned\\x07 \\x1b[31mred \\u202eevil \\u2066iso\\u2069" in out, out
     assert "\\x1b[2J cleared" in out and "\\x9b1m bold" in out and "gpj\\u202e.md" in out, out
+
+
+def test_a_warning_s_structured_fields_reach_the_terminal(tmp_path: Path, deepinfra: FakeProvider) -> None:
+    """A log record's ``extra`` fields (what the Lambda's JSON logs carry as keys) follow the message on a terminal:
+    `kbsearch search` whose embedder fails says why ("embedding failed; BM25 only (error=…)"), with the provider's
+    own words escaped like any text, not a bare "embedding failed". The per-request audit line ("access") is not
+    printed by the one-shot command unless ``-v`` (the one asking is at this terminal); with ``-v`` it names its
+    fields."""
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "zebra.md").write_text("# Zebra\n\nzebra body\n")
+    store = str(tmp_path / "q")
+    env = {"QDRANT_PATH": store, "KB_SOURCE": str(kb)}
+    assert _run("index", str(kb), **env)[0] == 0
+    deepinfra.fail("embeddings", status=400, body=b'{"detail": "model \\u001b[31mbusy\\r"}')
+    env |= provider_env(deepinfra, roles=["EMBEDDING"])
+    code, out, err = _run("search", "zebra", "--no-rerank", **env)
+    assert code == 0 and "Zebra" in out, err
+    warning = next(line for line in err.splitlines() if "embedding failed; BM25 only" in line)
+    assert "(error=" in warning and "400" in warning, err
+    assert _acted_on(err) == [], err
+    assert "access" not in err, err
+    code, _, err = _run("search", "zebra", "--no-rerank", **env, EMBEDDING_DIMENSIONS="64")
+    mismatch = ("WARNING kbsearch.search: dense retrieval off: BM25 only (reason=the index's dense vectors have 1024 "
+                "dimensions, the embedder's 64)")  # fmt: skip
+    assert code == 0 and mismatch in err, err
+    code, _, err = _run("-v", "search", "zebra", "--no-rerank", **env)
+    audit = next(line for line in err.splitlines() if line.startswith("INFO kbsearch.search: access"))
+    assert "caller=cli" in audit and "results=1" in audit, audit

@@ -57,11 +57,26 @@ def _shown(value: Any) -> str:
     return _TERMINAL_UNSAFE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
+#: What every log record carries; anything else on a record is a caller's ``extra`` (the structured fields the
+#: Lambda's JSON logs show as keys).
+_RECORD_FIELDS = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+#: How much of one extra field a terminal line shows.
+_EXTRA_CHARS = 500
+
+
 class _TerminalFormatter(logging.Formatter):
-    """Log lines for a terminal: what a note or a file name put in a message is shown, not acted on."""
+    """Log lines for a terminal: what a note or a file name put in a message is shown, not acted on; a record's
+    structured fields (``extra``: a warning's ``reason``, a rerank's ``errors``) follow the message as ``key=value``,
+    as the deployed JSON logs carry them, instead of being dropped ("rerank problems" with no problem named)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return _shown(super().format(record))
+        line = super().format(record)
+        extras = [(k, v) for k, v in record.__dict__.items() if k not in _RECORD_FIELDS and not k.startswith("_")]
+        if extras:
+            shown = (f"{k}={v if isinstance(v, str) else json.dumps(v, ensure_ascii=False, default=str)}"
+                     for k, v in extras)  # fmt: skip
+            line += " (" + ", ".join(f[:_EXTRA_CHARS] + ("…" if len(f) > _EXTRA_CHARS else "") for f in shown) + ")"
+        return _shown(line)
 
 
 def _json_text(value: Any) -> str:
@@ -426,6 +441,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     from kbsearch.schemas import SearchFilters, SearchRequest
     from kbsearch.search import SearchService
 
+    if not args.verbose:  # the per-request audit line: the one asking is at this terminal, and the count is printed
+        logging.getLogger("kbsearch.search").setLevel(logging.WARNING)
     try:
         scope = Scope.parse("cli", args.scope) if args.scope is not None else Scope.unrestricted("cli")
     except ValueError as exc:
