@@ -143,3 +143,40 @@ def test_counts_match_the_per_character_classes(text: str) -> None:
     character the estimate sees: other scripts' digits (Nd), numerals that are not digits (², Ⅻ: letters here),
     underscores, every Unicode whitespace ``\\s`` knows (and the zero-width ones it does not)."""
     assert counts(text) == _reference_counts(text)
+
+
+def test_counts_match_the_per_character_classes_for_every_code_point() -> None:
+    """Every Unicode scalar value, a block of 4,096 at a time (and each block's first 64 one by one): letters,
+    digits and symbols as the per-character regexes count them."""
+    import sys
+
+    scalars = "".join(chr(i) for i in range(sys.maxunicode + 1) if not 0xD800 <= i <= 0xDFFF)
+    for start in range(0, len(scalars), 4096):
+        block = scalars[start : start + 4096]
+        assert counts(block) == _reference_counts(block), hex(ord(block[0]))
+        for ch in block[:64]:
+            assert counts(ch) == _reference_counts(ch), hex(ord(ch))
+
+
+def _reference_longest_prefix(text: str, max_tokens: int) -> int:
+    """The search as it was: every probe re-estimates the whole prefix."""
+    lo, hi = 0, len(text)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if estimate_tokens(text[:mid]) <= max_tokens:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+@settings(max_examples=300, deadline=None)
+@given(_EVERY_CLASS, st.integers(min_value=0, max_value=120))
+def test_the_longest_prefix_is_found_from_the_counts_below_it(text: str, max_tokens: int) -> None:
+    """The prefix search adds the counts of the stretch it probes to those below its lower bound (counts are per
+    character): the same cut as re-estimating every prefix, for every class of character, and through
+    ``truncate_tokens`` the same text."""
+    from kbsearch.tokens import _longest_prefix_within
+
+    assert _longest_prefix_within(text, max_tokens) == _reference_longest_prefix(text, max_tokens)
+    assert counts(text) == tuple(map(sum, zip(counts(text[:7]), counts(text[7:]), strict=True)))
