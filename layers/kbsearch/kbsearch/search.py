@@ -406,7 +406,8 @@ class SearchService:
         reranker_name = "none"
         if request.rerank and self.reranking is not None and candidates:
             with stages.run("rerank"):
-                docs = [passage(c.payload, self.settings.reranking.passage_tokens) for c in candidates]
+                budget = self.settings.reranking.passage_tokens  # a property that builds the role: once
+                docs = [passage(c.payload, budget) for c in candidates]
                 outcome = self.reranking.rerank(query, docs, deadline)
                 if outcome.ranked is not None:
                     rerank_scores = outcome.ranked.scores
