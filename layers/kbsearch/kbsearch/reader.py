@@ -74,16 +74,22 @@ class NoteReader:
             return self._source
 
     def rules(self) -> FolderRules:
-        """The access file's rules (cached); AccessFileError when it is unusable, SourceError when unreadable."""
+        """The access file's rules (cached); AccessFileError when it is unusable, SourceError when unreadable. A
+        folder named ``_access.yaml`` (or a link to one) holds notes, not rules, as the indexer has it: no rules
+        (every restricted read was 503 while it was there)."""
         now = time.monotonic()
         cached = self._rules
         if cached is None or now - cached[0] > self.rules_ttl_s:
             try:
                 raw = self.source.read_path(ACCESS_FILE)
+            except NoteUnreadable:
+                if ACCESS_FILE in self.source.root_names():  # a FIFO, a dangling link: as the indexer, unusable
+                    raise
+                found: FolderRules | AccessFileError = FolderRules()  # a folder: not among the root's files
             except SourceError as exc:
                 if not str(exc).startswith("no note at"):
                     raise
-                found: FolderRules | AccessFileError = FolderRules()
+                found = FolderRules()
             else:
                 try:
                     found = FolderRules.parse(raw)
