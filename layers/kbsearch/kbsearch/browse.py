@@ -9,8 +9,9 @@ more than its text), and
 every index read carries the scope's must-clause (:func:`kbsearch.qdrant.query.filter_json`), so links, backlinks,
 counts and pages never name what the caller may not read. The note's place in the link graph is one filtered Qdrant
 query on the keys the indexer stores (:mod:`kbsearch.links`), never a scan; the catalog is Qdrant facets (payload
-indexes) and one ordered query; a page of notes is one scroll. When the index cannot be read, a note still comes
-back, without links, and says so in ``degraded``.
+indexes) and one ordered query; a page of notes is one scroll. When the index cannot be read, a restricted
+scope's read of a note is IndexUnavailable (the index decides first what it may read); an unrestricted one still
+gets the note, without links, and says so in ``degraded`` (as does any read whose links query alone fails).
 """
 
 from __future__ import annotations
