@@ -218,10 +218,19 @@ class LocalSource:
     def entry_problem(self, path: str) -> str | None:
         """Why the entry at exactly ``path`` (no other Unicode form is looked for) is no note :meth:`read_path`
         could read, as read_path says it (``not a regular file (a FIFO)``, ``dangling symlink ...``, ``larger than
-        64 MiB ...``), from its metadata alone: the file is opened (non-blocking) and ``fstat``-ed, never read. None
-        when nothing is there or read_path would read it."""
+        64 MiB ...``), from its metadata alone, never a byte of it. None when nothing is there or it is a regular
+        file within the size limit: one ``lstat`` tells both, so a file and no file cost alike (a file's
+        permissions are not tried: one that cannot be opened is None too). Any other entry (a link, a FIFO, a
+        folder) is checked as read_path checks it, opened non-blocking and ``fstat``-ed, never read."""
+        path = _checked(path)
         try:
-            self._at(_checked(path), exact=True, body=False)
+            info = os.lstat(self.root / path)
+        except OSError:
+            return None  # nothing there, or a segment that is no folder: read_path finds no note either
+        if stat.S_ISREG(info.st_mode):
+            return None if info.st_size <= MAX_FILE_BYTES else _too_large(info.st_size)
+        try:
+            self._at(path, exact=True, body=False)
         except NoteUnreadable as exc:
             return exc.reason
         except SourceError:
@@ -332,13 +341,17 @@ def _md5(full: str) -> str:
     return digest.hexdigest()
 
 
+def _too_large(size: int) -> str:
+    return f"larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB ({size} bytes)"
+
+
 def _read_regular(full: str, body: bool = True) -> bytes:
     """The file's bytes (``body`` False: b"" once it is known to be a regular file within the size limit)."""
     fd = _open_regular(full)
     try:
         size = os.fstat(fd).st_size
         if size > MAX_FILE_BYTES:
-            raise NoteUnreadable(full, f"larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB ({size} bytes)")
+            raise NoteUnreadable(full, _too_large(size))
         if not body:
             return b""
         pieces, total = [], 0
@@ -431,7 +444,7 @@ class S3Source:
             raise SourceError(f"cannot read s3://{self.bucket}/{key}: {_aws_message(exc)}") from None
         declared = meta.get("ContentLength")
         if isinstance(declared, int) and declared > MAX_FILE_BYTES:
-            return f"larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB ({declared} bytes)"
+            return _too_large(declared)
         return None
 
     def _find(self, path: str) -> str | None:
@@ -458,7 +471,7 @@ class S3Source:
             try:
                 declared = answer.get("ContentLength")
                 if isinstance(declared, int) and declared > MAX_FILE_BYTES:
-                    raise NoteUnreadable(key, f"larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB ({declared} bytes)")
+                    raise NoteUnreadable(key, _too_large(declared))
                 body: bytes = stream.read(MAX_FILE_BYTES + 1)
             finally:
                 stream.close()
