@@ -335,50 +335,108 @@ def test_an_access_file_under_another_name_stops_the_events_too(tmp_path: Path, 
     assert sorted(visible(settings, Scope.of("k", ["hr"]))) == ["hr/Pay.md", "pub/Hello.md"]
 
 
-@pytest.mark.parametrize("kind", ["folder", "symlink to a folder", "symlink to a file", "dangling symlink"])
+ROOT_KINDS = ["folder", "symlink to a folder", "symlink to a folder outside the KB", "symlink to a file",
+              "dangling symlink"]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["_access.yml", "_access.yaml"])
+@pytest.mark.parametrize("kind", ROOT_KINDS)
 def test_a_root_entry_named_like_the_access_file_is_judged_alike_by_the_sync_and_the_events(
-    tmp_path: Path, kind: str
+    tmp_path: Path, kind: str, name: str
 ) -> None:
     """A folder (or a link to one) at the root named ``_access.yml`` holds notes, not rules: a full sync indexes
     them, and so does an event run (a link to a folder was counted as a root file by the event run alone: every
     batch failed, for good, while full syncs passed). A link to a file, or a dangling one, under that name stops
-    both, as a file does."""
+    both, as a file does. So for the exact name ``_access.yaml``: a folder (or a link to one) holds notes, which a
+    full sync indexed under no rules while an event run read the folder as the access file and failed every
+    batch's notes ("not a regular file (a folder)", ``kbsearch serve --watch``), and the note reader answered
+    every restricted read 503; now both index its notes and the reader reads no rules from it. A link to a file
+    named ``_access.yaml`` is the access file to both; a dangling one stops both."""
+    from kbsearch.access import ACCESS_FILE
     from kbsearch.events import Change
     from kbsearch.indexer import ChangeSync
+    from kbsearch.reader import NoteReader
     from kbsearch.sources import LocalSource
 
     root = tmp_path / "kb"
     write_kb(root, {"pub/Hello.md": "# Hello\nwelcome all\n"}, None)
     (tmp_path / "elsewhere").mkdir()
     (tmp_path / "elsewhere" / "x.md").write_text("# X\nwelcome x\n", encoding="utf-8")
+    inside: list[str] = []
     if kind == "folder":
-        (root / "_access.yml").mkdir()
+        (root / name).mkdir()
+        (root / name / "Inside.md").write_text("# Inside\nwelcome inside\n", encoding="utf-8")
+        inside = [f"{name}/Inside.md", f"{name}/Later.md"]
     elif kind == "symlink to a folder":
         (root / "sub").mkdir()
-        (root / "_access.yml").symlink_to(root / "sub", target_is_directory=True)
+        (root / name).symlink_to(root / "sub", target_is_directory=True)
+    elif kind == "symlink to a folder outside the KB":
+        (root / name).symlink_to(tmp_path / "elsewhere", target_is_directory=True)
     elif kind == "symlink to a file":
         (root / "pub" / "rules.txt").write_text("hr/: [hr]\n", encoding="utf-8")
-        (root / "_access.yml").symlink_to(root / "pub" / "rules.txt")
+        (root / name).symlink_to(root / "pub" / "rules.txt")
     else:
-        (root / "_access.yml").symlink_to(root / "gone.yaml")
+        (root / name).symlink_to(root / "gone.yaml")
     settings = Settings(qdrant_path=str(tmp_path / "q"), qdrant_url="", embedding_api_key=None,
                         embedding_api_key_param="")  # fmt: skip
     full = run_sync(settings, Secrets(settings), source_uri=str(root))
     (root / "pub" / "New.md").write_text("# New\nwelcome new\n", encoding="utf-8")
+    changes = [Change(path="pub/New.md", key="pub/New.md", removed=False)]
+    if inside:
+        (root / name / "Later.md").write_text("# Later\nwelcome later\n", encoding="utf-8")
+        changes.append(Change(path=inside[1], key=inside[1], removed=False))
     store = open_store(settings, Secrets(settings))
     try:
-        events = ChangeSync(LocalSource(root), store, None).apply(
-            [Change(path="pub/New.md", key="pub/New.md", removed=False)]
-        )
+        events = ChangeSync(LocalSource(root), store, None).apply(changes)
     finally:
         store.close()
-    if kind.startswith("symlink to a file") or kind == "dangling symlink":
-        assert full.error is not None and full.error.startswith("'_access.yml' looks like the access file")
-        assert events.error is not None and events.error.startswith("'_access.yml' looks like the access file")
+    reader = NoteReader(lambda: LocalSource(root))  # by path, as kb_get_note reads: the rules first
+    if kind == "dangling symlink" or (kind == "symlink to a file" and name != ACCESS_FILE):
+        assert full.error is not None and events.error is not None
+        if name != ACCESS_FILE:
+            assert full.error.startswith("'_access.yml' looks like the access file")
+            assert events.error.startswith("'_access.yml' looks like the access file")
+        assert sorted(events.failed_paths) == sorted(c.path for c in changes)
         assert visible(settings, Scope.public()) == []
     else:
         assert full.error is None and events.error is None and events.failed_paths == []
-        assert visible(settings, Scope.public()) == ["pub/Hello.md", "pub/New.md"]
+        assert visible(settings, Scope.public()) == sorted(["pub/Hello.md", "pub/New.md", *inside])
+        assert reader.read("pub/Hello.md", Scope.public()).startswith(b"# Hello")
+
+
+@pytest.mark.parametrize("name", ["_access.yml", "_access.yaml"])
+@pytest.mark.parametrize("placeholder", [False, True], ids=["prefix", "prefix with a folder object"])
+def test_a_prefix_named_like_the_access_file_holds_notes_on_s3(tmp_path: Path, name: str, placeholder: bool) -> None:
+    """On S3 a "folder" is a prefix: ``kb/_access.yaml/Inside.md`` (with or without the console's folder object
+    ``kb/_access.yaml/``) is a note, and no object is the access file. The full sync, an event run and the note
+    reader agree with the folder's judgement: its notes are indexed and no rules are read."""
+    from kbsearch.events import Change
+    from kbsearch.indexer import ChangeSync
+    from kbsearch.reader import NoteReader
+    from kbsearch.sources import S3Source
+
+    settings = Settings(qdrant_path=str(tmp_path / "q"), qdrant_url="", embedding_api_key=None,
+                        embedding_api_key_param="")  # fmt: skip
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="kb-notes")
+        s3.put_object(Bucket="kb-notes", Key="kb/pub/Hello.md", Body=b"# Hello\nwelcome all\n")
+        s3.put_object(Bucket="kb-notes", Key=f"kb/{name}/Inside.md", Body=b"# Inside\nwelcome inside\n")
+        if placeholder:
+            s3.put_object(Bucket="kb-notes", Key=f"kb/{name}/", Body=b"")
+        full = run_sync(settings, Secrets(settings), source_uri="s3://kb-notes/kb/")
+        s3.put_object(Bucket="kb-notes", Key=f"kb/{name}/Later.md", Body=b"# Later\nwelcome later\n")
+        store = open_store(settings, Secrets(settings))
+        try:
+            events = ChangeSync(S3Source("kb-notes", "kb/", s3), store, None).apply(
+                [Change(path=f"{name}/Later.md", key=f"kb/{name}/Later.md", removed=False)]
+            )
+        finally:
+            store.close()
+        read = NoteReader(lambda: S3Source("kb-notes", "kb/", s3)).read("pub/Hello.md", Scope.public())
+    assert full.error is None and full.added == 2 and events.error is None and events.failed_paths == []
+    assert visible(settings, Scope.public()) == sorted(["pub/Hello.md", f"{name}/Inside.md", f"{name}/Later.md"])
+    assert read.startswith(b"# Hello")
 
 
 #: A folder and the rule meant for it, one of them spelled with what a reader does not see: a trailing space or

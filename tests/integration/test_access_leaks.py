@@ -693,3 +693,199 @@ def test_what_cannot_be_read_tells_nothing_of_what_exists(load_search_app, tmp_p
             assert len(set(got.values())) == 1 and got["pub/Welcome.md"][0] == 503, (key_id, got)
     finally:
         app.module.api.container.close()
+
+
+# -- the time of an answer: what the source serves for a read by path ----------------------------------------------
+
+BIG = "security/incidents/Forensics.md"  # ~2.5 MB, the folder rule's (security, oncall)
+
+
+def big_note() -> str:
+    section = "welcome zqbigtoken disk images, memory captures and timelines of the breach. " * 20
+    return note("Forensics", "\n\n".join(f"## Part {i}\n{section}" for i in range(1600)))
+
+
+@pytest.fixture
+def s3_kb(load_search_app, tmp_path: Path) -> Iterator[tuple[Any, list[tuple[str, str]], list[int]]]:
+    """The leak suite's KB (and a large restricted note) in a moto bucket, indexed from it, and the search
+    handler reading notes from it (``KB_SOURCE=s3://``): every S3 call the handler makes, as (operation, key),
+    and the bytes each GetObject serves (botocore's event hooks on boto3's default session, as the handler's own
+    client is made from it)."""
+    import boto3
+    from moto import mock_aws
+
+    notes = dict(NOTES)
+    notes[BIG] = (big_note(), ["oncall", "security"], ["Forensics", "zqbigtoken"])
+    notes["pub/Narrowed.md"] = (note("Narrowed", "welcome zqnarrowtoken " * 40_000, "[finance]"), ["finance"],
+                                ["Narrowed", "zqnarrowtoken"])  # fmt: skip
+    notes["pub/Changing.md"] = (note("Changing", "welcome zqchangetoken"), ["public"], [])
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="kb-notes")
+        for path, (text, _, _) in notes.items():
+            s3.put_object(Bucket="kb-notes", Key=f"kb/{path}", Body=text.encode("utf-8"))
+        s3.put_object(Bucket="kb-notes", Key="kb/_access.yaml", Body=RULES.encode("utf-8"))
+        settings = Settings(qdrant_path=str(tmp_path / "q"), qdrant_url="", embedding_api_key=None,
+                            access_default="deny", max_note_bytes=4 * 1024 * 1024)  # fmt: skip
+        report = run_sync(settings, Secrets(settings), source_uri="s3://kb-notes/kb/")
+        assert report.error is None and report.added == len(notes) and not report.skipped, report
+        # the note is narrowed in the bucket after it was indexed (public): the index lags the source
+        s3.put_object(Bucket="kb-notes", Key="kb/pub/Changing.md",
+                      Body=note("Changing", "welcome zqchangetoken", "[finance]").encode("utf-8"))  # fmt: skip
+        calls: list[tuple[str, str]] = []
+        served: list[int] = []
+        boto3.setup_default_session()
+        assert boto3.DEFAULT_SESSION is not None
+        boto3.DEFAULT_SESSION.events.register(
+            "before-parameter-build.s3",
+            lambda params, model, **_: calls.append((model.name, str(params.get("Key") or params.get("Prefix")))),
+        )
+        boto3.DEFAULT_SESSION.events.register(
+            "after-call.s3.GetObject", lambda parsed, **_: served.append(int(parsed.get("ContentLength") or 0))
+        )
+        try:
+            app = load_search_app(QDRANT_PATH=str(tmp_path / "q"), KB_SOURCE="s3://kb-notes/kb/",
+                                  ACCESS_DEFAULT="deny", ACCESS_GROUPS=json.dumps(CALLER_MAP))  # fmt: skip
+            yield app, calls, served
+            app.module.api.container.close()
+        finally:
+            boto3.setup_default_session()  # a fresh session: the hooks go with the old one
+
+
+def test_a_forbidden_note_costs_the_source_what_a_missing_one_does(s3_kb) -> None:
+    """A restricted caller's read by path of a note it may not read (a 2.5 MB note in a folder it may not read,
+    a 1 MB note its frontmatter narrows in a folder it may) asks the source exactly what a read of a path where
+    nothing is asks, and no byte of the note is served: the index is asked first. (The reader read the whole note
+    from S3, parsed its frontmatter, and only then answered "missing": a missing path answered at once, so the
+    time told a restricted caller that a large note was there.) Over REST and MCP kb_get_note, for callers without
+    the note's groups; a caller with them is served the note (the hooks see what a read costs). A note narrowed in
+    the bucket but not yet re-indexed stays unreadable: the source's own frontmatter is still checked."""
+    app, calls, served = s3_kb
+
+    def cost(read: Callable[[], tuple[int, str]], path: str) -> tuple[tuple[int, str], list[tuple[str, str]], int]:
+        calls.clear()
+        served.clear()
+        status, text = read()
+        return (status, without(path, text)), [(op, key.replace(path, "<path>")) for op, key in calls], sum(served)
+
+    def rest(key_id: str | None, path: str) -> Callable[[], tuple[int, str]]:
+        return lambda: get_note(app, key_id, path)
+
+    def tool(key_id: str | None, path: str) -> Callable[[], tuple[int, str]]:
+        def read() -> tuple[int, str]:
+            status, reply = mcp(app, key_id, "modern", "kb_get_note", {"path": path})
+            return status, json.dumps(reply, ensure_ascii=False)
+
+        return read
+
+    for key_id in (None, "id-hr", "id-fin", "id-sec"):
+        get_note(app, key_id, "pub/Welcome.md")  # the access file is read once (cached): not part of any read below
+    pairs = [(BIG, "security/incidents/Nothing here.md"), ("pub/Narrowed.md", "pub/Nothing here.md")]
+    for surface in (rest, tool):
+        for key_id in (None, "id-hr", "id-fin"):
+            for forbidden, nowhere in pairs:
+                if forbidden == "pub/Narrowed.md" and key_id == "id-fin":
+                    continue  # finance may read it
+                answer, asked, bytes_served = cost(surface(key_id, forbidden), forbidden)
+                assert (answer, asked, bytes_served) == cost(surface(key_id, nowhere), nowhere), (surface, key_id)
+                assert bytes_served == 0 and not [op for op, _ in asked if op == "GetObject"], asked
+                assert_no_leak(answer[1], KEY_GROUPS[key_id], f"{surface.__name__} {forbidden}")
+        # who may read it is served it: the hooks see a read's cost
+        answer, asked, bytes_served = cost(surface("id-sec", BIG), BIG)
+        assert answer[0] == 200 and "zqbigtoken" in answer[1] and ("GetObject", "kb/<path>") in asked
+        assert bytes_served == len(big_note().encode()) > 2_000_000
+        # narrowed in the bucket, not yet in the index: the stricter wins
+        answer, _, _ = cost(surface(None, "pub/Changing.md"), "pub/Changing.md")
+        assert answer == cost(surface(None, "pub/Nothing here.md"), "pub/Nothing here.md")[0]
+        assert "zqchangetoken" not in answer[1]
+        answer, _, _ = cost(surface("id-fin", "pub/Changing.md"), "pub/Changing.md")
+        assert answer[0] == 200 and "zqchangetoken" in answer[1]
+
+
+@pytest.fixture
+def cloud(leak_kb: tuple[Path, Path], tmp_path: Path) -> Iterator[tuple[FakeEndpoint, list[str]]]:
+    """A loopback Qdrant Cloud over the leak suite's KB: its scrolls and queries run as sent by qdrant-client's
+    local mode (Qdrant's own filter semantics: ``has_id`` with the UUIDs Cloud's points have), anything else is a
+    404; ``down`` in the list given back: every request answers 503."""
+    from kbsearch.qdrant.embedded import open_embedded
+
+    kb, _ = leak_kb
+    settings = Settings(qdrant_path=str(tmp_path / "local"), qdrant_url="", embedding_api_key=None,
+                        access_default="deny", qdrant_embedded="local")  # fmt: skip
+    assert run_sync(settings, Secrets(settings), source_uri=str(kb)).added == len(NOTES)
+    store = open_embedded(settings)
+    endpoint = FakeEndpoint().start()
+    mode: list[str] = []
+
+    def respond(method: str, path: str) -> tuple[int, bytes, str]:
+        if mode:
+            return 503, b'{"status": {"error": "down"}}', "application/json"
+        sent = endpoint.requests[-1].body
+        if path.endswith("/points/scroll"):
+            points, offset = store.scroll(sent, 5.0)
+            result: Any = {"points": points, "next_page_offset": offset}
+        elif path.endswith("/points/query"):
+            result = {"points": store.query(sent, 5.0)}
+        else:
+            return 404, b'{"status": {"error": "not here"}}', "application/json"
+        return 200, json.dumps({"result": result, "status": "ok", "time": 0.0}).encode(), "application/json"
+
+    endpoint.responder = respond
+    yield endpoint, mode
+    endpoint.stop()
+    store.close()
+
+
+@pytest.mark.parametrize("store", ["embedded", "cloud"])
+def test_reads_by_path_ask_the_index_first_and_a_store_that_cannot_answer_is_a_503_for_every_path(
+    load_search_app, leak_kb: tuple[Path, Path], tmp_path: Path, cloud: tuple[FakeEndpoint, list[str]], store: str
+) -> None:
+    """A restricted caller's read by path asks the index first, on the embedded store (Qdrant Edge, integer point
+    ids) and on Qdrant Cloud (REST, UUIDs) alike: a readable note is served, a forbidden one answers as a missing
+    one. When the index cannot be asked (no collection, Qdrant down) every such read is the same 503, a readable
+    note's, a forbidden one's and a missing path's (a readable note must not turn "missing" silently, and the kind
+    of answer must not tell which paths hold notes)."""
+    kb, built = leak_kb
+    endpoint, mode = cloud
+    copy_store(built, tmp_path / "q")
+    env = {"QDRANT_PATH": str(tmp_path / "q")} if store == "embedded" else {
+        "QDRANT_URL": endpoint.url, "QDRANT_API_KEY": "qdrant-test-key"}  # fmt: skip
+    paths = ["pub/Welcome.md", "hr/Salary bands.md", "finance/Budget.md", "nowhere/Nothing here.md"]
+
+    def answers(key_id: str | None) -> dict[str, tuple[int, str, str]]:
+        out = {}
+        for path in paths:
+            status, text = get_note(app, key_id, path)
+            _, reply = mcp(app, key_id, "modern", "kb_get_note", {"path": path})
+            out[path] = (status, without(path, text), without(path, json.dumps(reply, ensure_ascii=False)))
+        return out
+
+    app = load_search_app(KB_SOURCE=str(kb), ACCESS_DEFAULT="deny", ACCESS_GROUPS=json.dumps(CALLER_MAP), **env)
+    try:
+        for key_id in (None, "id-hr", "id-fin"):
+            got = answers(key_id)
+            missing = got.pop("nowhere/Nothing here.md")
+            assert missing[0] == 404
+            for path, answer in got.items():
+                if path in readable(KEY_GROUPS[key_id]):
+                    assert answer[0] == 200 and '"isError": false' in answer[2], (key_id, path, answer)
+                else:
+                    assert answer == missing, (key_id, path)
+        if store == "cloud":  # the question Cloud was asked: the note's first chunk by id, within the scope
+            scrolls = [r.body for r in endpoint.requests if r.path.endswith("/points/scroll")]
+            assert scrolls and all(s["limit"] == 1 and s["filter"]["must"][0]["has_id"] for s in scrolls)
+    finally:
+        app.module.api.container.close()
+    if store == "embedded":
+        env["QDRANT_PATH"] = str(tmp_path / "none")  # no collection: the indexer never ran
+    else:
+        mode.append("down")
+    app = load_search_app(KB_SOURCE=str(kb), ACCESS_DEFAULT="deny", ACCESS_GROUPS=json.dumps(CALLER_MAP), **env)
+    try:
+        for key_id in (None, "id-hr"):
+            got = answers(key_id)
+            assert len(set(got.values())) == 1, (key_id, got)
+            status, text, reply = got["pub/Welcome.md"]
+            assert status == 503 and json.loads(text)["error"] == "index_unavailable" and '"isError": true' in reply
+    finally:
+        app.module.api.container.close()

@@ -297,3 +297,40 @@ def test_new_stores_number_their_points_and_older_ones_keep_their_uuids(tmp_path
     assert [str(uuid.UUID(int=int(c.id))) for c in by_old] == sorted(point_id(c.path, 0) for c in chunks)
     new.close()
     old.close()
+
+
+def test_a_notes_first_chunk_is_found_by_its_id_in_stores_of_either_id_kind(tmp_path: Path) -> None:
+    """The note reader's question (the first chunk of a note, by point id, within a scope) is written with the
+    UUID Qdrant Cloud's points have: a store of integer ids reads it as that chunk's number, a store written before
+    reads it as is, and both answer alike (found for a group that may read the note; not for another group, a
+    missing note or another chunk's path)."""
+    import qdrant_edge as edge
+
+    from kbsearch.lexical import document_vector
+    from kbsearch.qdrant.query import held_request, point_id
+    from kbsearch.qdrant.store import ChunkPoint, named_vectors
+
+    chunks = [ChunkPoint(f"n{i}.md", k, {"path": f"n{i}.md", "chunk_index": k, "access": ["hr"] if i else ["public"]},
+                         document_vector("rotate the keys"), [1.0, 0.0, 0.0, 0.0]) for i in range(3) for k in range(2)]  # fmt: skip
+    new = EdgeStore(tmp_path / "new", "kb", 4)
+    new.ensure_collection()
+    new.upsert(chunks)
+    old = EdgeStore(tmp_path / "old", "kb", 4)
+    old.ensure_collection()  # written as the version before wrote: UUID ids
+    old.shard.update(edge.UpdateOperation.upsert_points(
+        [edge.Point(id=point_id(c.path, c.chunk_index), vector=named_vectors(c, edge.SparseVector), payload=c.payload)
+         for c in chunks]))  # fmt: skip
+    old.close()
+    old = EdgeStore(tmp_path / "old", "kb", 4)  # opened again: its ids are known from its points
+    try:
+        for store in (new, old):
+
+            def found(path: str, groups: list[str], store: EdgeStore = store) -> bool:
+                return bool(store.scroll(held_request(path, groups), 5.0)[0])
+
+            assert found("n0.md", ["public"]) and found("n1.md", ["hr", "public"]) and found("n2.md", ["hr"])
+            assert not found("n1.md", ["public"]) and not found("n2.md", ["finance", "public"])
+            assert not found("n9.md", ["hr", "public"])
+    finally:
+        new.close()
+        old.close()

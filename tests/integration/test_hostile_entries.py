@@ -239,6 +239,10 @@ def test_kb_get_note_refuses_them_without_blocking_and_the_server_keeps_answerin
 ) -> None:
     made = make_hostile(kb, tmp_path / "outside.md")
     (kb / "plain.md").write_text("# Plain\n\nreadable\n")
+    # a caller's read asks the index first (no index: 503 for every path), and a note not yet indexed is missing
+    settings = Settings(qdrant_path=str(tmp_path / "q"), qdrant_url="", embedding_api_key=None,
+                        embedding_api_key_param="")  # fmt: skip
+    assert run_sync(settings, Secrets(settings), source_uri=str(kb)).error is None
     call = load_search_app(QDRANT_PATH=str(tmp_path / "q"), KB_SOURCE=str(kb))
     health = build_event(HttpRequest("GET", "/health", "", [], b""), "/health", {}, "dev")
     reasons = {name: reason for name, reason in expected(made).items() if name.endswith(".md")}

@@ -347,7 +347,11 @@ def test_kb_get_note_on_hostile_notes_answers_fast_and_small(tmp_path: Path, loa
     kb.mkdir()
     for name, (raw, _, _) in HOSTILE.items():
         (kb / name).write_bytes(raw)
-    call = load_search_app(KB_SOURCE=str(kb))
+    # a caller's read asks the index first (no index: 503 for every path), and a note not indexed is missing
+    settings = Settings(qdrant_path=str(tmp_path / "q"), qdrant_url="", embedding_api_key=None,
+                        embedding_api_key_param="")  # fmt: skip
+    assert run_sync(settings, Secrets(settings), source_uri=str(kb)).error is None
+    call = load_search_app(QDRANT_PATH=str(tmp_path / "q"), KB_SOURCE=str(kb))
     for name, (raw, reason, _) in HOSTILE.items():
         started = time.perf_counter()
         answer = call(mcp_event("kb_get_note", {"path": name}))

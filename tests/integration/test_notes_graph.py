@@ -21,6 +21,7 @@ from kbsearch.indexer import run_sync
 from kbsearch.lexical import document_vector
 from kbsearch.links import link_key, path_keys
 from kbsearch.qdrant import open_store
+from kbsearch.qdrant.query import held_request
 from kbsearch.qdrant.store import ChunkPoint
 from kbsearch.reader import NoteReader
 from kbsearch.search import SearchService
@@ -238,6 +239,8 @@ def test_scroll_facet_and_ordered_queries_are_qdrants_own_json() -> None:
     graph = {"must": [{"key": "chunk_index", "match": {"value": 0}}],
              "should": [{"key": "link_keys", "match": {"any": ["hub"]}}]}  # fmt: skip
     models.QueryRequest.model_validate({"filter": graph, "limit": 500, "with_payload": {"include": ["path"]}})
+    held = models.ScrollRequest.model_validate(held_request("ops/Gamma.md", ["hr", "public"]))  # a read's first ask
+    assert held.filter is not None and held.limit == 1
 
 
 def test_a_note_comes_back_without_links_when_the_index_is_missing(tmp_path: Path, browse_of: Any) -> None:

@@ -3,12 +3,15 @@ outgoing links and backlinks; the values the filters accept, with counts, and th
 page. One service for ``GET /notes/{path}``, the MCP tools and resources, and Slack, so that one place reads a note.
 
 Every read is for a caller's :class:`~kbsearch.access.Scope`: the note's text comes from the KB source through
-:class:`~kbsearch.reader.NoteReader` (a note the scope may not read is answered exactly as a missing one), and
+:class:`~kbsearch.reader.NoteReader` (a note the scope may not read is answered exactly as a missing one, and for
+a restricted scope the index is asked first, so that no byte of such a note is read: the answer's time tells no
+more than its text), and
 every index read carries the scope's must-clause (:func:`kbsearch.qdrant.query.filter_json`), so links, backlinks,
 counts and pages never name what the caller may not read. The note's place in the link graph is one filtered Qdrant
 query on the keys the indexer stores (:mod:`kbsearch.links`), never a scan; the catalog is Qdrant facets (payload
-indexes) and one ordered query; a page of notes is one scroll. When the index cannot be read, a note still comes
-back, without links, and says so in ``degraded``.
+indexes) and one ordered query; a page of notes is one scroll. When the index cannot be read, a restricted
+scope's read of a note is IndexUnavailable (the index decides first what it may read); an unrestricted one still
+gets the note, without links, and says so in ``degraded`` (as does any read whose links query alone fails).
 """
 
 from __future__ import annotations
@@ -16,12 +19,13 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from kbsearch.access import visible_links
 from kbsearch.errors import ConfigError, IndexUnavailable, KbSearchError
 from kbsearch.links import Linkable, link_key, link_keys, name_keys, path_keys, resolve
-from kbsearch.qdrant.query import Retriever, filter_json, point_id
+from kbsearch.qdrant.query import Retriever, filter_json, held_request, point_id
 from kbsearch.schemas import (
     CatalogResponse,
     FacetCount,
@@ -127,7 +131,10 @@ class BrowseService:
     # -- one note ---------------------------------------------------------------------------------------------------
     def note_text(self, path: str, scope: Scope) -> tuple[str, str]:
         """The note at ``path`` as written (its identity, its decoded text) when ``scope`` may read it;
-        :class:`NoteProblem` otherwise (``not_found`` too when the scope may not read it)."""
+        :class:`NoteProblem` otherwise (``not_found`` too when the scope may not read it). A restricted scope's
+        read asks the index first (:meth:`indexed`): :class:`~kbsearch.errors.IndexUnavailable` when it cannot be
+        asked, for every path alike (503, as an unusable access file: an unreachable index must not turn readable
+        notes into missing ones)."""
         from kbsearch.notes import NoteError, decode_note
         from kbsearch.sources import NoteUnreadable, SourceError, note_path, path_problem
 
@@ -136,7 +143,7 @@ class BrowseService:
         if problem:
             raise NoteProblem("bad_path", f"not a note path: {problem} (use kb_search to find one)")
         try:
-            raw = self.reader.read(path, scope)
+            raw = self.reader.read(path, scope, self.indexed)
         except NoteUnreadable as exc:  # a FIFO, a device, a dangling symlink, ...: its reason names no server path
             raise NoteProblem("unreadable", f"the note at {path!r} cannot be read: {exc.reason}") from None
         except ConfigError as exc:  # names the setting to fix (KB_SOURCE), as /health does
@@ -151,6 +158,15 @@ class BrowseService:
             return path, decode_note(raw, max_bytes=MAX_NOTE_BYTES)
         except NoteError as exc:
             raise NoteProblem("unreadable", f"the note at {path!r} cannot be read: {exc.reason}") from None
+
+    def indexed(self, path: str, groups: Sequence[str]) -> bool:
+        """Whether the index holds the note at ``path`` for a caller holding ``groups``: one lookup of its first
+        chunk by point id within the scope's clause (:func:`~kbsearch.qdrant.query.held_request`), the same work
+        for a missing note, a forbidden one and a readable one, whatever their size. IndexUnavailable when the
+        index cannot be read."""
+        request = held_request(path, groups)
+        points, _ = self.search.read_index(lambda r, timeout_s: r.scroll(request, timeout_s))
+        return bool(points)
 
     def note(self, path: str, section: str | None, scope: Scope) -> NoteResponse:
         """The note at ``path`` (as search returns it), whole or the section named ``section``, with its

@@ -76,7 +76,16 @@ from kbsearch.qdrant.store import (
     recorded_access,
     storage_errors,
 )
-from kbsearch.sources import LocalSource, Source, SourceError, SourceObject, open_source, path_problem, preferred
+from kbsearch.sources import (
+    LocalSource,
+    NoteUnreadable,
+    Source,
+    SourceError,
+    SourceObject,
+    open_source,
+    path_problem,
+    preferred,
+)
 
 if TYPE_CHECKING:
     from kbsearch.events import Change
@@ -1146,11 +1155,26 @@ class ChangeSync:
         nothing); an event of the access file itself applies it to every indexed note (:meth:`_apply_rules`). An
         access file under another name at the root (one listing of the root alone) fails them too, as it stops a
         full sync: its rules would not reach the notes events bring. Read only when the batch has a note to index
-        or the access file's own event (:meth:`_apply_current`)."""
-        refuse_mistaken_access_file(_until(self.source.root_names(), stop_at, "listing the KB root"))
+        or the access file's own event (:meth:`_apply_current`). A folder named ``_access.yaml`` (or a link to one)
+        holds notes, not rules, as a full sync's listing has it (there its notes are listed under it and no entry is
+        the access file): no rules, its notes indexed (the read of the folder failed every batch with a note to
+        index, while full syncs indexed them)."""
+        root_file = False
+
+        def noting(names: Iterable[str]) -> Iterator[str]:  # whether the root listing gives the name as a file
+            nonlocal root_file
+            for name in names:
+                root_file = root_file or name == ACCESS_FILE
+                yield name
+
+        refuse_mistaken_access_file(noting(_until(self.source.root_names(), stop_at, "listing the KB root")))
         key = getattr(self.source, "prefix", "") + ACCESS_FILE  # a GET by key: read_path would list when absent
         try:
             raw = self.source.read(SourceObject(path=ACCESS_FILE, key=key, etag="", size=0))
+        except NoteUnreadable:
+            if not root_file:  # a folder, or a link to one: the root listing leaves it out of its files
+                return FolderRules()
+            raise  # a FIFO, a dangling link: the full sync stops on it too
         except SourceError as exc:
             if str(exc).startswith("no note"):
                 return FolderRules()

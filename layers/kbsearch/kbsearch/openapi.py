@@ -265,7 +265,8 @@ def notes_paths(components: dict[str, Any]) -> dict[str, Any]:
                     "400": _json(_ERROR, "Not a note path (control characters, '..', empty segments, not .md)"),
                     "404": _json(_ERROR, "No note at this path, or no such section (the message lists the headings)"),
                     "422": _json(_ERROR, "The note's bytes cannot be read (not UTF-8, binary, too large)"),
-                    "503": _json(_ERROR, "The KB source is unavailable (with Retry-After)"),
+                    "503": _json(_ERROR, "The KB source, or the index a caller's read asks first, is unavailable "
+                                         "(with Retry-After)"),
                 },
             }
         },

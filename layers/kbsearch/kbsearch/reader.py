@@ -1,8 +1,19 @@
-"""Reading a note by its path for a caller (``kb_get_note``, ``GET /notes/{path}``, a link's target): the note
-comes from the KB source and is handed over only when the caller's :class:`~kbsearch.access.Scope` may read it,
-decided exactly as the indexer decides it (the note's frontmatter ``access``, the access file's folder rules, the
-default). A note the caller may not read is answered exactly as a note that does not exist: the same
-:class:`~kbsearch.sources.SourceError`, the same message, so "forbidden" and "missing" cannot be told apart.
+"""Reading a note by its path for a caller (``kb_get_note``, ``GET /notes/{path}``, ``resources/read``, a link's
+target): the note comes from the KB source and is handed over only when the caller's
+:class:`~kbsearch.access.Scope` may read it, decided exactly as the indexer decides it (the note's frontmatter
+``access``, the access file's folder rules, the default). A note the caller may not read is answered exactly as a
+note that does not exist: the same :class:`~kbsearch.sources.SourceError`, the same message, so "forbidden" and
+"missing" cannot be told apart.
+
+Nor by the time the answer takes: for a restricted caller the index is asked first (``indexed``: one ``has_id``
+lookup of the note's first chunk within the caller's scope, :func:`kbsearch.qdrant.query.held_request`, whose cost
+does not depend on the note), and the source is read only for a note the index holds for this caller. A note that
+is not there and one the caller may not read cost the same: no byte of either is read (reading a forbidden 4 MB
+note from S3 to parse its frontmatter, and then answering "missing", told that it was there by the time it took).
+The note's own frontmatter is still checked once read, so the stricter of the index and the source wins: a note
+narrowed in the source but not yet re-indexed stays unreadable. A note the index does not hold for the caller (not
+yet indexed, skipped by the indexer: too large, unusable frontmatter) is missing to a restricted caller; an
+unrestricted one (operator tools) reads the source as it is.
 """
 
 from __future__ import annotations
@@ -10,7 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from kbsearch.access import (
@@ -23,12 +34,16 @@ from kbsearch.access import (
     declared_access,
     note_access,
 )
-from kbsearch.sources import NoteUnreadable, SourceError, note_path
+from kbsearch.sources import NoteUnreadable, SourceError, entry_problem, note_path, path_problem
 
 if TYPE_CHECKING:
     from kbsearch.sources import Source
 
 logger = logging.getLogger(__name__)
+
+#: ``indexed(path, groups)``: whether the index holds the note at ``path`` for a caller holding ``groups``;
+#: :class:`~kbsearch.errors.IndexUnavailable` when the index cannot be asked.
+Indexed = Callable[[str, Sequence[str]], bool]
 
 
 def missing(path: str) -> SourceError:
@@ -59,16 +74,22 @@ class NoteReader:
             return self._source
 
     def rules(self) -> FolderRules:
-        """The access file's rules (cached); AccessFileError when it is unusable, SourceError when unreadable."""
+        """The access file's rules (cached); AccessFileError when it is unusable, SourceError when unreadable. A
+        folder named ``_access.yaml`` (or a link to one) holds notes, not rules, as the indexer has it: no rules
+        (every restricted read was 503 while it was there)."""
         now = time.monotonic()
         cached = self._rules
         if cached is None or now - cached[0] > self.rules_ttl_s:
             try:
                 raw = self.source.read_path(ACCESS_FILE)
+            except NoteUnreadable:
+                if ACCESS_FILE in self.source.root_names():  # a FIFO, a dangling link: as the indexer, unusable
+                    raise
+                found: FolderRules | AccessFileError = FolderRules()  # a folder: not among the root's files
             except SourceError as exc:
                 if not str(exc).startswith("no note at"):
                     raise
-                found: FolderRules | AccessFileError = FolderRules()
+                found = FolderRules()
             else:
                 try:
                     found = FolderRules.parse(raw)
@@ -79,23 +100,28 @@ class NoteReader:
             raise cached[1]
         return cached[1]
 
-    def read(self, path: str, scope: Scope) -> bytes:
+    def read(self, path: str, scope: Scope, indexed: Indexed | None = None) -> bytes:
         """The note's bytes when ``scope`` may read it; else :func:`missing` (as for a note that is not there).
-        Other SourceErrors (a bad path, an unreadable source) pass through as they are. One audit line per read:
-        the caller, its groups and whether a note was returned (never the note's text)."""
+        ``indexed``: the index, asked first for a restricted scope (every surface that serves callers passes it,
+        :class:`kbsearch.browse.BrowseService`; without it the source alone decides, as an operator's tool may).
+        Other SourceErrors (a bad path, an unreadable source) pass through as they are, and so does the index's
+        :class:`~kbsearch.errors.IndexUnavailable` (alike for every path). One audit line per read: the caller,
+        its groups and whether a note was returned (never the note's text)."""
         found = 0
         try:
-            raw = self._read(path, scope)
+            raw = self._read(path, scope, indexed)
             found = 1
             return raw
         finally:
             logger.info("access", extra={"caller": scope.caller, "groups": scope.query_groups(), "results": found})
 
-    def _read(self, path: str, scope: Scope) -> bytes:
-        """What a restricted caller is told depends only on what it may read: while the access file is unusable,
-        every read is "cannot be read right now" (a missing path too), and an entry that is no note (a FIFO, a
-        dangling symlink) in a folder the caller may not read is missing; else the existence of paths the caller
-        may not read would show in the kind of answer."""
+    def _read(self, path: str, scope: Scope, indexed: Indexed | None) -> bytes:
+        """What a restricted caller is told, and the work done to tell it, depends only on what it may read: while
+        the access file is unusable, every read is "cannot be read right now" (a missing path too); a note the
+        index does not hold for the caller is missing without a byte of it read (an entry that is no note, a FIFO
+        or a dangling symlink, is told as such only in a folder the caller may read by the rules, from its metadata
+        alone); else the existence of paths the caller may not read would show in the kind of answer, or in its
+        time."""
         from kbsearch.notes import NoteError, decode_note, read_frontmatter
 
         wanted = note_path(path)
@@ -106,6 +132,16 @@ class NoteReader:
         except AccessFileError as exc:
             logger.error("the access file is unusable; restricted callers read nothing", extra={"error": str(exc)})
             raise SourceError("the access rules cannot be read") from None
+        problem = path_problem(wanted)
+        if problem:  # as the source says it (the index is not asked for a path no note can have)
+            raise SourceError(f"{wanted!r} is not a note path: {problem}")
+        if indexed is not None and not indexed(wanted, sorted(scope.groups)):
+            # not indexed, or not for this caller: alike, and nothing of the note is read to tell which
+            if scope.can_read(note_access(wanted, None, rules, self.default)[0]):
+                reason = entry_problem(self.source, wanted)  # a FIFO where the caller may read: its metadata only
+                if reason is not None:
+                    raise NoteUnreadable(wanted, reason)
+            raise missing(wanted)
         try:
             raw = self.source.read_path(wanted)
         except NoteUnreadable:  # no note can be there, so no declaration: the folder rules decide who is told

@@ -213,12 +213,37 @@ class LocalSource:
         return self.read_path(obj.key)
 
     def read_path(self, path: str) -> bytes:
+        return self._at(_checked(path), exact=False, body=True)
+
+    def entry_problem(self, path: str) -> str | None:
+        """Why the entry at exactly ``path`` (no other Unicode form is looked for) is no note :meth:`read_path`
+        could read, as read_path says it (``not a regular file (a FIFO)``, ``dangling symlink ...``, ``larger than
+        64 MiB ...``), from its metadata alone, never a byte of it. None when nothing is there or it is a regular
+        file within the size limit: one ``lstat`` tells both, so a file and no file cost alike (a file's
+        permissions are not tried: one that cannot be opened is None too). Any other entry (a link, a FIFO, a
+        folder) is checked as read_path checks it, opened non-blocking and ``fstat``-ed, never read."""
         path = _checked(path)
         try:
-            full = self._find(path)
+            info = os.lstat(self.root / path)
+        except OSError:
+            return None  # nothing there, or a segment that is no folder: read_path finds no note either
+        if stat.S_ISREG(info.st_mode):
+            return None if info.st_size <= MAX_FILE_BYTES else _too_large(info.st_size)
+        try:
+            self._at(path, exact=True, body=False)
+        except NoteUnreadable as exc:
+            return exc.reason
+        except SourceError:
+            return None
+        return None
+
+    def _at(self, path: str, exact: bool, body: bool) -> bytes:
+        """The note at ``path`` (``body``: its bytes; else b"" once it is known to be readable)."""
+        try:
+            full = self._find(path, exact)
             if not _inside(os.path.realpath(full), str(self.root)):
                 raise NoteUnreadable(path, "symlink to a file outside the KB folder")
-            return _read_regular(str(full))
+            return _read_regular(str(full), body)
         except NoteUnreadable as exc:
             raise NoteUnreadable(path, exc.reason) from None
         except OSError as exc:
@@ -226,11 +251,14 @@ class LocalSource:
                 raise SourceError(f"no note at {path!r}") from None
             raise NoteUnreadable(path, _reason(exc)) from None
 
-    def _find(self, path: str) -> Path:
-        """The file whose NFC path is ``path``, whatever normalisation its name has on disk (as the listing)."""
+    def _find(self, path: str, exact: bool = False) -> Path:
+        """The file whose NFC path is ``path``, whatever normalisation its name has on disk (as the listing);
+        ``exact``: the file of that very name only."""
         full = self.root / path
         if os.path.lexists(full):
             return full
+        if exact:
+            raise FileNotFoundError(path)
         here = self.root
         for segment in path.split("/"):
             names = [n for n in os.listdir(here) if _nfc(n) == segment] if here.is_dir() else []
@@ -313,12 +341,19 @@ def _md5(full: str) -> str:
     return digest.hexdigest()
 
 
-def _read_regular(full: str) -> bytes:
+def _too_large(size: int) -> str:
+    return f"larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB ({size} bytes)"
+
+
+def _read_regular(full: str, body: bool = True) -> bytes:
+    """The file's bytes (``body`` False: b"" once it is known to be a regular file within the size limit)."""
     fd = _open_regular(full)
     try:
         size = os.fstat(fd).st_size
         if size > MAX_FILE_BYTES:
-            raise NoteUnreadable(full, f"larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB ({size} bytes)")
+            raise NoteUnreadable(full, _too_large(size))
+        if not body:
+            return b""
         pieces, total = [], 0
         while piece := os.read(fd, _READ_PIECE):
             pieces.append(piece)
@@ -396,6 +431,22 @@ class S3Source:
             raise SourceError(f"no note at {path!r}")
         return self._get(key)
 
+    def entry_problem(self, path: str) -> str | None:
+        """Why the object at exactly ``path`` (no other Unicode form is listed for) is no note :meth:`read_path`
+        could read, as read_path says it (``larger than 64 MiB ...``), from one HEAD: never a byte of it. None when
+        nothing is there or read_path would read it; :class:`SourceError` when S3 does not answer."""
+        key = self.prefix + _checked(path)
+        try:
+            meta = self.client.head_object(Bucket=self.bucket, Key=key)
+        except Exception as exc:
+            if _aws_code(exc) in ("NoSuchKey", "404", "NotFound"):
+                return None
+            raise SourceError(f"cannot read s3://{self.bucket}/{key}: {_aws_message(exc)}") from None
+        declared = meta.get("ContentLength")
+        if isinstance(declared, int) and declared > MAX_FILE_BYTES:
+            return _too_large(declared)
+        return None
+
     def _find(self, path: str) -> str | None:
         """The key whose NFC path is ``path`` (what the listing indexed), by listing the keys that share its
         leading ASCII part (which no normalisation changes)."""
@@ -420,7 +471,7 @@ class S3Source:
             try:
                 declared = answer.get("ContentLength")
                 if isinstance(declared, int) and declared > MAX_FILE_BYTES:
-                    raise NoteUnreadable(key, f"larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB ({declared} bytes)")
+                    raise NoteUnreadable(key, _too_large(declared))
                 body: bytes = stream.read(MAX_FILE_BYTES + 1)
             finally:
                 stream.close()
@@ -464,6 +515,17 @@ def open_source(uri: str, s3_client: S3Client | None = None) -> Source:
             raise SourceError(f"bad S3 URI {uri!r}: expected s3://bucket/prefix")
         return S3Source(bucket, prefix, s3_client)
     return LocalSource(uri)
+
+
+def entry_problem(source: Source, path: str) -> str | None:
+    """Why the entry at ``path`` is no note ``read_path`` could read (a FIFO, a dangling symlink, an object over
+    the size limit), from its metadata alone: never a byte of it, whatever its size (on a folder a few system
+    calls on that one name, the file opened non-blocking and never read; on S3 one HEAD of that one key). None when nothing is there, when read_path would read it,
+    and for a source that cannot tell (what the note reader answers a restricted caller about a note the index does
+    not hold for it: :class:`kbsearch.reader.NoteReader`)."""
+    if isinstance(source, LocalSource | S3Source):
+        return source.entry_problem(path)
+    return None
 
 
 def head(source: Source, key: str) -> SourceObject | None:

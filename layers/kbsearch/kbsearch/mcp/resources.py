@@ -109,6 +109,7 @@ def _resource(note: RecentNote) -> dict[str, Any]:
 
 def read_resource(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
     from kbsearch.browse import NoteProblem
+    from kbsearch.errors import IndexUnavailable
 
     uri = params.get("uri")
     if not isinstance(uri, str) or not uri:
@@ -125,6 +126,8 @@ def read_resource(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
         if exc.kind in ("bad_path", "not_found"):
             raise RpcError(RESOURCE_NOT_FOUND, f"Resource not found: {exc}", {"uri": uri}) from None
         raise RpcError(INTERNAL_ERROR, str(exc), {"uri": uri}) from None
+    except IndexUnavailable as exc:  # a restricted caller's read asks the index first
+        raise _unavailable(exc) from None
     return {"contents": [{"uri": note_uri(path), "mimeType": "text/markdown", "text": text}]}
 
 

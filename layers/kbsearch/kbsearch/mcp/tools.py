@@ -209,12 +209,16 @@ def _kb_search(backend: Backend, arguments: dict[str, Any]) -> dict[str, Any]:
 
 def _kb_get_note(backend: Backend, arguments: dict[str, Any]) -> dict[str, Any]:
     from kbsearch.browse import NoteProblem
+    from kbsearch.errors import IndexUnavailable
 
     args = KbGetNoteArgs.model_validate(arguments)
     try:
         note = backend.browse().note(args.path, args.section or None, backend.scope())
     except NoteProblem as exc:
         raise ToolFailure(str(exc)) from None
+    except IndexUnavailable as exc:  # a restricted caller's read asks the index first
+        logger.warning("kb_get_note: index unavailable", extra={"error": str(exc)})
+        raise ToolFailure(exc.public) from None
     return _ok(render_note(note), note)
 
 

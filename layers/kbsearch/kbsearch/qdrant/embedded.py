@@ -757,16 +757,18 @@ class EdgeStore(Store):
     def scroll(self, request: dict[str, Any], timeout_s: float) -> tuple[list[dict[str, Any]], str | None]:
         """Run a scroll request's JSON (filter, limit, offset, with_payload). An ``offset`` is a point id as Qdrant
         Cloud's are written (a UUID: :func:`point_id`) or as this store returned it; a store of integer ids reads
-        a UUID as :func:`point_number` of the same chunk (they order alike: the pages are the same)."""
+        a UUID as :func:`point_number` of the same chunk (they order alike: the pages are the same), and so the ids
+        of a ``has_id`` condition (:func:`kbsearch.qdrant.query.held_request`)."""
         import qdrant_edge as edge
 
-        offset = request.get("offset")
+        offset, where = request.get("offset"), request.get("filter")
         try:
-            if isinstance(offset, str) and self._numeric_ids():
-                offset = int(offset) if offset.isdigit() else uuid.UUID(offset).int >> 64
+            if self._numeric_ids():
+                offset = _as_number(offset) if isinstance(offset, str) else offset
+                where = _numbered(where) if isinstance(where, dict) else where
             translated = edge.ScrollRequest(
                 offset=offset, limit=int(request.get("limit", 10)),
-                filter=_filter(request.get("filter")), with_payload=_with_payload(request.get("with_payload", True)),
+                filter=_filter(where), with_payload=_with_payload(request.get("with_payload", True)),
                 with_vector=False,
             )  # fmt: skip
         except (KeyError, TypeError, ValueError) as exc:
@@ -1052,6 +1054,27 @@ def _params(p: dict[str, Any] | None) -> edge.SearchParams | None:
         else None,
         indexed_only=bool(p.get("indexed_only", False)),
     )
+
+
+def _as_number(point: str) -> int:
+    """A point id as Qdrant Cloud's are written (a UUID: :func:`point_id`) or as a store of integer ids returned it
+    (digits), as that store's integer (:func:`point_number` of the same chunk)."""
+    return int(point) if point.isdigit() else uuid.UUID(point).int >> 64
+
+
+def _numbered(f: dict[str, Any]) -> dict[str, Any]:
+    """A filter's JSON with the ids of its ``has_id`` conditions (at any depth) as a store of integer ids holds
+    them (:func:`_as_number`)."""
+
+    def condition(c: Any) -> Any:
+        if not isinstance(c, dict):
+            return c
+        if "has_id" in c:
+            return {**c, "has_id": [_as_number(i) if isinstance(i, str) else i for i in _as_list(c["has_id"])]}
+        return _numbered(c) if any(k in c for k in ("must", "should", "must_not")) else c
+
+    return {k: ([condition(c) for c in _as_list(v)] if k in ("must", "should", "must_not") else v)
+            for k, v in f.items()}  # fmt: skip
 
 
 def _filter(f: dict[str, Any] | None) -> edge.Filter | None:

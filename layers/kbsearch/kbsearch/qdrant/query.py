@@ -183,6 +183,15 @@ def path_filter(path: str, from_chunk: int | None = None) -> dict[str, Any]:
     return {"must": must}
 
 
+def held_request(path: str, groups: Sequence[str]) -> dict[str, Any]:
+    """A scroll for the first chunk of the note at ``path`` if a caller holding ``groups`` may read it: by the
+    chunk's point id (a ``has_id`` lookup, whose cost is the same whether the note is there or not, readable or not,
+    one chunk or thousands), its path (the id is a hash) and the scope's clause. Empty alike for a note that is not
+    indexed and one the groups may not read (the note reader's first question to a restricted caller's read)."""
+    must = [{"has_id": [point_id(path, 0)]}, {"key": "path", "match": {"value": path}}, scope_clause(groups)]
+    return {"filter": {"must": must}, "limit": 1, "with_payload": False, "with_vector": False}
+
+
 #: How many int8 candidates a dense search rescores per chunk it returns (Qdrant's ``oversampling``), and the
 #: search params that have Qdrant do it in each quantized segment.
 RESCORE_OVERSAMPLING = 2
