@@ -413,7 +413,10 @@ class S3Source:
         """The object's bytes, at most :data:`MAX_FILE_BYTES` of them (as a folder's files): a larger object is
         refused from its declared length unread, and one that sends more than it declared stops being read there
         (it was read whole into memory: a note replaced by gigabytes between a listing and a read, or read by
-        path, could take the function's memory)."""
+        path, could take the function's memory). A body that ends before its declared length (the connection
+        closed early) is no note: SourceError, retried by the next run. botocore checks the length only of a read
+        without a size, so a cut body was indexed as the note, under the listing's ETag of the whole one, and no
+        later run read it again."""
         try:
             answer = self.client.get_object(Bucket=self.bucket, Key=key)
             stream = answer["Body"]
@@ -433,6 +436,9 @@ class S3Source:
             raise SourceError(f"cannot read s3://{self.bucket}/{key}: {_aws_message(exc)}") from None
         if len(body) > MAX_FILE_BYTES:
             raise NoteUnreadable(key, f"larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB (more than it declared)")
+        if type(declared) is int and len(body) < declared:
+            raise SourceError(f"cannot read s3://{self.bucket}/{key}: the object ended after {len(body)} of its "
+                              f"{declared} bytes (the connection closed early)")  # fmt: skip
         return body
 
 
