@@ -208,9 +208,16 @@ class LocalSource:
         return SourceObject(path=path, key=rel, etag=etag, size=info.st_size, modified=modified)
 
     def read(self, obj: SourceObject) -> bytes:
+        """The note as listed: its bytes, unless they are no longer the version the listing hashed (``obj.etag``,
+        the MD5 of a note's content): a note saved since is a SourceError (the next run lists the new version),
+        as S3 answers a GET for a version that is gone (:meth:`S3Source.read`)."""
         if obj.problem:
             raise SourceError(obj.problem)
-        return self.read_path(obj.key)
+        body = self.read_path(obj.key)
+        if _MD5_HEX.fullmatch(obj.etag) and hashlib.md5(body, usedforsecurity=False).hexdigest() != obj.etag:
+            raise SourceError(f"cannot read {obj.path!r}: changed since it was listed (the next run reads the new "
+                              "version)")  # fmt: skip
+        return body
 
     def read_path(self, path: str) -> bytes:
         path = _checked(path)
@@ -242,6 +249,7 @@ class LocalSource:
 
 _KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
           (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a folder"))  # fmt: skip
+_MD5_HEX = re.compile(r"[0-9a-f]{32}")
 #: a note is hashed and read in pieces of this size (a huge file never sits in memory whole for its ETag)
 _READ_PIECE = 1 << 20
 #: a file larger than this is neither hashed by the listing (its ETag is its size and mtime: no sync reads gigabytes
@@ -382,7 +390,11 @@ class S3Source:
             raise SourceError(f"listing {self.uri} failed: {_aws_message(exc)}") from None
 
     def read(self, obj: SourceObject) -> bytes:
-        return self._get(obj.key)
+        """The version of the note the listing (or HEAD) named, ``obj.etag``: an object replaced since is not read
+        (S3's 412, a SourceError: the next run lists the new version). Read without the condition, a note saved
+        between the listing and the GET was indexed under the ETag of the version listed, and when that version
+        was saved again (a draft undone) every later run took the index for current: the draft stayed for good."""
+        return self._get(obj.key, obj.etag)
 
     def read_path(self, path: str) -> bytes:
         path = _checked(path)
@@ -409,7 +421,7 @@ class S3Source:
             raise SourceError(f"listing {self.uri} failed: {_aws_message(exc)}") from None
         return preferred(keys) if keys else None
 
-    def _get(self, key: str) -> bytes:
+    def _get(self, key: str, etag: str = "") -> bytes:
         """The object's bytes, at most :data:`MAX_FILE_BYTES` of them (as a folder's files): a larger object is
         refused from its declared length unread, and one that sends more than it declared stops being read there
         (it was read whole into memory: a note replaced by gigabytes between a listing and a read, or read by
@@ -418,7 +430,10 @@ class S3Source:
         without a size, so a cut body was indexed as the note, under the listing's ETag of the whole one, and no
         later run read it again."""
         try:
-            answer = self.client.get_object(Bucket=self.bucket, Key=key)
+            if etag:  # the version listed, or S3's 412
+                answer = self.client.get_object(Bucket=self.bucket, Key=key, IfMatch=f'"{etag}"')
+            else:
+                answer = self.client.get_object(Bucket=self.bucket, Key=key)
             stream = answer["Body"]
             try:
                 declared = answer.get("ContentLength")
@@ -433,6 +448,9 @@ class S3Source:
             code = _aws_code(exc)
             if code in ("NoSuchKey", "404"):
                 raise SourceError(f"no note at {key!r}") from None
+            if code in ("PreconditionFailed", "412"):
+                raise SourceError(f"cannot read s3://{self.bucket}/{key}: changed since it was listed (the next run "
+                                  "reads the new version)") from None  # fmt: skip
             raise SourceError(f"cannot read s3://{self.bucket}/{key}: {_aws_message(exc)}") from None
         if len(body) > MAX_FILE_BYTES:
             raise NoteUnreadable(key, f"larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB (more than it declared)")
