@@ -38,11 +38,13 @@ def missing(path: str) -> SourceError:
 
 class NoteReader:
     """Built once per container over the KB source (opened lazily); the access file is read at most once per
-    ``rules_ttl_s``."""
+    ``rules_ttl_s``. ``budget_s``: how long one read may take, the access file's included (None: no bound)."""
 
     def __init__(
-        self, source: Callable[[], Source], default: str = PUBLIC, rules_ttl_s: float = 60.0, max_bytes: int = 0
-    ) -> None:
+        self, source: Callable[[], Source], default: str = PUBLIC, rules_ttl_s: float = 60.0, max_bytes: int = 0,
+        budget_s: float | None = None,
+    ) -> None:  # fmt: skip
+        self.budget_s = budget_s
         self._source_factory = source
         self._source: Source | None = None
         self.default = default
@@ -85,11 +87,24 @@ class NoteReader:
         the caller, its groups and whether a note was returned (never the note's text)."""
         found = 0
         try:
-            raw = self._read(path, scope)
+            raw = self._bounded(lambda: self._read(path, scope))
             found = 1
             return raw
         finally:
             logger.info("access", extra={"caller": scope.caller, "groups": scope.query_groups(), "results": found})
+
+    def _bounded(self, read: Callable[[], bytes]) -> bytes:
+        """``read`` within ``budget_s`` of wall-clock time (SourceError after it): S3's client bounds each socket
+        read (20 s, four attempts), not the exchange, so a bucket that hung or dripped held a read by path 100 s,
+        past the gateway's 29 s and the function's own timeout. The abandoned read ends when botocore gives up."""
+        if self.budget_s is None:
+            return read()
+        from kbsearch.providers.resilience import call_within
+
+        try:
+            return call_within(read, self.budget_s, "note-read")
+        except TimeoutError:
+            raise SourceError(f"the knowledge base did not answer within {self.budget_s:g} s") from None
 
     def _read(self, path: str, scope: Scope) -> bytes:
         """What a restricted caller is told depends only on what it may read: while the access file is unusable,
