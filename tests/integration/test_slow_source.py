@@ -77,3 +77,59 @@ def test_a_note_read_from_a_slow_s3_is_answered_within_the_request_budget(
         assert answer["statusCode"] == 200 and body["result"]["isError"] is True, answer
         message = body["result"]["content"][0]["text"]
     assert "try again" in message and "kb-notes" not in message and "127.0.0.1" not in message
+
+
+# -- the catalog: several index reads in one request --------------------------------------------------------------
+
+
+class _SlowQdrant:
+    """A loopback Qdrant answering the catalog's facets (a count for any key) and its ordered query (no points),
+    each after ``delay_s``: slower than a healthy Qdrant, each answer within one call's timeout."""
+
+    def __init__(self, delay_s: float) -> None:
+        self.delay_s = delay_s
+        self.endpoint = FakeEndpoint().start()
+        self.endpoint.responder = self.respond
+
+    def respond(self, method: str, path: str) -> tuple[int, bytes, str] | None:
+        import time
+
+        time.sleep(self.delay_s)
+        if path.endswith("/facet"):
+            result: Any = {"hits": [{"value": 0, "count": 3}]}
+        elif path.endswith("/points/query"):
+            result = {"points": []}
+        else:
+            return 404, b'{"status": {"error": "Not found"}}', "application/json"
+        return 200, json.dumps({"result": result, "status": "ok", "time": 0.001}).encode(), "application/json"
+
+
+def _get_catalog(app: Callable[[dict[str, Any]], Any]) -> dict[str, Any]:
+    return app(build_event(HttpRequest("GET", "/notes", "recent=5", [], b""), "/notes", {}, "dev"))
+
+
+def _kb_list(app: Callable[[dict[str, Any]], Any]) -> dict[str, Any]:
+    raw = json.dumps({"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+                      "params": {"name": "kb_list", "arguments": {}}}).encode()  # fmt: skip
+    event = build_event(HttpRequest("POST", "/mcp", "", [("Content-Type", "application/json")], raw), "/mcp", {}, "dev")
+    return app(event)
+
+
+@pytest.mark.parametrize("route", ["GET /notes", "kb_list"])
+def test_the_catalog_s_index_reads_share_the_request_budget(route: str, load_search_app) -> None:
+    """Five facets and an ordered query, one after another, each answered in 3/4 of the budget: the calls share the
+    budget, so the second is cut off and the answer is the index's 503, within the budget. Each call was given the
+    whole budget (its timeout was taken once, before the first): six calls took six times the budget, answered
+    200 (with the default 10 s budget, a minute: past the gateway's 29 s)."""
+    qdrant = _SlowQdrant(0.75 * BUDGET_S)
+    try:
+        app = load_search_app(QDRANT_URL=qdrant.endpoint.url, SEARCH_BUDGET_S=str(BUDGET_S))
+        answer = _within_the_bound(lambda: (_get_catalog if route.startswith("GET") else _kb_list)(app))
+    finally:
+        qdrant.endpoint.stop()
+    body = json.loads(answer["body"])
+    if route.startswith("GET"):
+        assert answer["statusCode"] == 503 and body["error"] == "index_unavailable", answer
+    else:
+        assert answer["statusCode"] == 200 and body["result"]["isError"] is True, answer
+    assert len(qdrant.endpoint.requests) < 6  # the catalog stopped asking once its budget was spent

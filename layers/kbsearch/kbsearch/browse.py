@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 from kbsearch.access import visible_links
 from kbsearch.errors import ConfigError, IndexUnavailable, KbSearchError
 from kbsearch.links import Linkable, link_key, link_keys, name_keys, path_keys, resolve
-from kbsearch.qdrant.query import Retriever, filter_json, point_id
+from kbsearch.providers.resilience import Deadline
+from kbsearch.qdrant.query import Retriever, filter_json, point_id, unreachable
 from kbsearch.schemas import (
     CatalogResponse,
     FacetCount,
@@ -250,8 +251,17 @@ class BrowseService:
         where = _scoped(must, scope)
 
         def read(retriever: Retriever, timeout_s: float) -> CatalogResponse:
+            # the six calls share the read's time (each was given all of it: six times the request's budget)
+            deadline = Deadline(timeout_s)
+
+            def left() -> float:
+                remaining = deadline.remaining()
+                if remaining <= 0:
+                    raise unreachable("no answer within the request's budget")
+                return remaining
+
             def facet(key: str, limit: int) -> list[FacetCount]:
-                hits = retriever.facet({"key": key, "filter": where, "limit": limit, "exact": True}, timeout_s)
+                hits = retriever.facet({"key": key, "filter": where, "limit": limit, "exact": True}, left())
                 return [FacetCount(value=str(v), count=c) for v, c in hits if v is not None and v != ""]
 
             total = sum(c.count for c in facet("chunk_index", 1))
@@ -260,7 +270,7 @@ class BrowseService:
                 latest = retriever.query(
                     {"query": {"order_by": {"key": "updated", "direction": "desc"}}, "filter": where, "limit": recent,
                      "with_payload": {"include": _NOTE_FIELDS}, "with_vector": False},
-                    timeout_s,
+                    left(),
                 )  # fmt: skip
             return CatalogResponse(
                 notes=total, tags=facet("tags", 200), types=facet("type", 50), statuses=facet("status", 50),

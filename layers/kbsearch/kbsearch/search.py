@@ -297,7 +297,8 @@ class SearchService:
 
     def read_index(self, read: Callable[[Retriever, float], T], budget_s: float | None = None) -> T:
         """One read of the index besides a search (a note's links, the catalog, a page of notes): in the same
-        slot as searches (the embedded store takes one call at a time), with ``read(retriever, timeout_s)``.
+        slot as searches (the embedded store takes one call at a time), with ``read(retriever, timeout_s)``:
+        ``timeout_s`` is the time the whole read has, shared by its calls when it makes several.
         An index that is missing or unreachable is :class:`IndexUnavailable`, as for a search."""
         deadline = Deadline(budget_s if budget_s is not None else self.settings.search_budget_s)
         with self._retrieval_slot(deadline), index_errors():
