@@ -14,6 +14,7 @@ import pytest
 
 from kbsearch_tools.fakes import FakeEndpoint
 from kbsearch_tools.local.apigw import HttpRequest, build_event
+from tests.integration.test_fault_matrix import listing_xml
 
 BUDGET_S = 2
 #: the bound an answer must come within: 5x the budget, what a loaded 2-core machine keeps (as the fault matrix)
@@ -99,6 +100,8 @@ class _SlowQdrant:
             result: Any = {"hits": [{"value": 0, "count": 3}]}
         elif path.endswith("/points/query"):
             result = {"points": []}
+        elif method == "GET" and path.rstrip("/").endswith("/collections/kb"):
+            result = {"config": {"params": {}, "metadata": {"access_restricted_links": {}}}}
         else:
             return 404, b'{"status": {"error": "Not found"}}', "application/json"
         return 200, json.dumps({"result": result, "status": "ok", "time": 0.001}).encode(), "application/json"
@@ -133,3 +136,43 @@ def test_the_catalog_s_index_reads_share_the_request_budget(route: str, load_sea
     else:
         assert answer["statusCode"] == 200 and body["result"]["isError"] is True, answer
     assert len(qdrant.endpoint.requests) < 6  # the catalog stopped asking once its budget was spent
+
+
+# -- a note and its links: two dependencies in one request --------------------------------------------------------
+
+_NO_SUCH_KEY = b"<Error><Code>NoSuchKey</Code><Message>The specified key does not exist.</Message></Error>"
+
+
+@pytest.mark.parametrize("route", ["GET /notes/{path}", "kb_get_note"])
+def test_a_note_and_its_links_share_the_request_budget(route: str, load_search_app) -> None:
+    """S3 gives the note in 0.6 of the budget (no access file: a fast 404), and Qdrant answers the note's links in
+    0.6 of it: the links' read gets what the note's left, is cut off, and the note is answered with its links
+    marked unavailable, within the budget. Each read was given the whole budget (and the restricted link list
+    after them a third: 1.8 budgets here; 30 s at the default 10 s, past the function's 28 s timeout)."""
+    import time
+
+    def s3(method: str, path: str) -> tuple[int, bytes, str] | None:
+        if "list-type=2" in path:  # the access file looked for under another Unicode form: none
+            return 200, listing_xml([]), "application/xml"
+        if "_access.yaml" in path:
+            return 404, _NO_SUCH_KEY, "application/xml"
+        time.sleep(0.6 * BUDGET_S)
+        return 200, NOTE, "application/octet-stream"
+
+    source = FakeEndpoint().start()
+    source.responder = s3
+    qdrant = _SlowQdrant(0.6 * BUDGET_S)
+    try:
+        app = load_search_app(KB_SOURCE="s3://kb-notes/", AWS_ENDPOINT_URL_S3=source.url, QDRANT_URL=qdrant.endpoint.url,
+                              SEARCH_BUDGET_S=str(BUDGET_S))  # fmt: skip
+        answer = _within_the_bound(lambda: (_get_note if route.startswith("GET") else _kb_get_note)(app))
+    finally:
+        source.stop()
+        qdrant.endpoint.stop()
+    assert answer["statusCode"] == 200, answer
+    body = json.loads(answer["body"])
+    if route.startswith("GET"):
+        assert "The note a." in body["body"] and body["links"] is None and body["degraded"] == ["links"], body
+    else:
+        text = body["result"]["content"][0]["text"]
+        assert "The note a." in text and "links unavailable" in text, text

@@ -81,30 +81,31 @@ class NoteReader:
             raise cached[1]
         return cached[1]
 
-    def read(self, path: str, scope: Scope) -> bytes:
+    def read(self, path: str, scope: Scope, budget_s: float | None = None) -> bytes:
         """The note's bytes when ``scope`` may read it; else :func:`missing` (as for a note that is not there).
         Other SourceErrors (a bad path, an unreadable source) pass through as they are. One audit line per read:
-        the caller, its groups and whether a note was returned (never the note's text)."""
+        the caller, its groups and whether a note was returned (never the note's text). ``budget_s``: the time it
+        has (default: the reader's ``budget_s``)."""
         found = 0
         try:
-            raw = self._bounded(lambda: self._read(path, scope))
+            raw = self._bounded(lambda: self._read(path, scope), self.budget_s if budget_s is None else budget_s)
             found = 1
             return raw
         finally:
             logger.info("access", extra={"caller": scope.caller, "groups": scope.query_groups(), "results": found})
 
-    def _bounded(self, read: Callable[[], bytes]) -> bytes:
+    def _bounded(self, read: Callable[[], bytes], budget_s: float | None) -> bytes:
         """``read`` within ``budget_s`` of wall-clock time (SourceError after it): S3's client bounds each socket
         read (20 s, four attempts), not the exchange, so a bucket that hung or dripped held a read by path 100 s,
         past the gateway's 29 s and the function's own timeout. The abandoned read ends when botocore gives up."""
-        if self.budget_s is None:
+        if budget_s is None:
             return read()
         from kbsearch.providers.resilience import call_within
 
         try:
-            return call_within(read, self.budget_s, "note-read")
+            return call_within(read, budget_s, "note-read")
         except TimeoutError:
-            raise SourceError(f"the knowledge base did not answer within {self.budget_s:g} s") from None
+            raise SourceError(f"the knowledge base did not answer within {budget_s:.1f} s") from None
 
     def _read(self, path: str, scope: Scope) -> bytes:
         """What a restricted caller is told depends only on what it may read: while the access file is unusable,

@@ -283,10 +283,11 @@ class SearchService:
             self._metadata_read = (now, recorded)
         return self._metadata_read[1]
 
-    def restricted_links(self) -> dict[str, list[str]] | None:
+    def restricted_links(self, deadline: Deadline | None = None) -> dict[str, list[str]] | None:
         """Link targets that name only non-public notes → their groups (see :func:`kbsearch.access.visible_links`),
-        read as the search reads them (cached with the collection's metadata)."""
-        return self._restricted_links(Deadline(self.settings.qdrant_timeout_s))
+        read as the search reads them (cached with the collection's metadata), within ``deadline`` (default: one
+        Qdrant timeout)."""
+        return self._restricted_links(deadline or Deadline(self.settings.qdrant_timeout_s))
 
     def _restricted_links(self, deadline: Deadline) -> dict[str, list[str]] | None:
         """Link targets naming only notes that are not public → their groups (as the indexer recorded them);
