@@ -4,6 +4,7 @@ loopback S3; what is checked is the index, after the faulty run and after the ne
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,6 +18,7 @@ from moto import mock_aws
 from kbsearch.config import Secrets, Settings
 from kbsearch.indexer import run_sync
 from kbsearch.qdrant import open_store
+from kbsearch_tools.local.apigw import HttpRequest, build_event
 from kbsearch_tools.s3events import EventPath
 from tests.integration.test_events import PREFIX, Indexer
 from tests.integration.test_events import aws as aws  # noqa: PLC0414 (the fixture, shared)
@@ -224,3 +226,53 @@ def test_a_folder_note_saved_between_its_listing_and_its_read_is_never_indexed_u
     report = run_sync(settings, Secrets(settings))
     assert report.skipped == [] and report.updated == 1, report
     assert "as saved" in _texts(settings, "z.md") and "draft" not in _texts(settings, "z.md")
+
+
+# -- a read by path in another Unicode form: what it lists -------------------------------------------------------
+
+
+def nfd(text: str) -> str:
+    import unicodedata
+
+    return unicodedata.normalize("NFD", text)
+
+
+def test_a_read_by_path_lists_only_the_keys_that_can_spell_it(moto_s3: Any, load_search_app) -> None:
+    """``kb_get_note`` by a path S3 does not hold as given (a note stored decomposed, as macOS uploads it; a
+    composition exclusion; or no note) looks for the key spelled another way by listing the keys that share the
+    path's start no normalisation changes: a handful, whatever the folder holds. The start was cut at the first
+    non-ASCII character, so every such read of a note under ``ru/`` (or with a Cyrillic first folder: the whole
+    bucket) listed the folder: 1,100 keys here, 100 pages for 100,000 notes (past the request's budget), on
+    every miss. What another code point can spell (``K``: the Kelvin sign; U+0958) is found as before."""
+    s3 = moto_s3
+    for i in range(1_100):
+        s3.put_object(Bucket=BUCKET, Key=f"ru/заметки/note-{i:04}.md", Body=b"# n\n\nx")
+    s3.put_object(Bucket=BUCKET, Key=nfd("ru/заметки/Йогурт.md"), Body=b"# Yoghurt\n\nonly decomposed")
+    s3.put_object(Bucket=BUCKET, Key="ru/заметки/\u0958.md", Body=b"# Qa\n\na composition exclusion")
+    s3.put_object(Bucket=BUCKET, Key="ru/заметки/\u212aelvin.md", Body=b"# Kelvin\n\na singleton")
+    listed: list[int] = []
+    assert boto3.DEFAULT_SESSION is not None
+    boto3.DEFAULT_SESSION.events.register(
+        "after-call.s3.ListObjectsV2", lambda parsed, **_: listed.append(len(parsed.get("Contents", [])))
+    )
+    app = load_search_app(KB_SOURCE=f"s3://{BUCKET}/", QDRANT_PATH="/nonexistent/q")
+
+    def kb_get_note(path: str) -> dict[str, Any]:
+        raw = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                          "params": {"name": "kb_get_note", "arguments": {"path": path}}}).encode()  # fmt: skip
+        event = build_event(HttpRequest("POST", "/mcp", "", [("Content-Type", "application/json")], raw), "/mcp",
+                            {}, "dev")  # fmt: skip
+        answer = app(event)
+        assert answer["statusCode"] == 200, answer
+        return dict(json.loads(answer["body"])["result"])
+
+    for path, text in (("ru/заметки/Йогурт.md", "only decomposed"), ("ru/заметки/\u0915\u093c.md", "exclusion"),
+                       ("ru/заметки/Kelvin.md", "singleton"), ("ru/заметки/нет.md", None),
+                       ("ru/кадры/нет.md", None)):  # fmt: skip
+        listed.clear()
+        result = kb_get_note(path)
+        if text is None:
+            assert result["isError"] and "no note" in result["content"][0]["text"], result
+        else:
+            assert not result["isError"] and text in result["structuredContent"]["body"], (path, result)
+        assert sum(listed) <= 5, (path, listed)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import errno
+import functools
 import hashlib
 import os
 import re
@@ -125,6 +126,42 @@ def path_problem(path: str) -> str | None:
     if len(segments) - 1 > MAX_FOLDER_DEPTH:
         return f"path is more than {MAX_FOLDER_DEPTH} folders deep"
     return None
+
+
+@functools.cache
+def _spelled_otherwise() -> dict[str, frozenset[str]]:
+    """Character → the other code points NFC makes it of, first (``K`` ← the Kelvin sign, U+0915 ← U+0958, a
+    unified ideograph ← its compatibility twin): canonical decompositions stop below U+30000 (~20 ms, once)."""
+    out: dict[str, set[str]] = {}
+    for cp in range(0x30000):
+        c = chr(cp)
+        n = unicodedata.normalize("NFC", c)
+        if n != c:
+            out.setdefault(n[0], set()).add(c)
+    return {k: frozenset(v) for k, v in out.items()}
+
+
+def key_prefixes(path: str) -> list[str]:
+    """Starts that every key whose NFC form is the NFC ``path`` begins with one of (what :meth:`S3Source._find`
+    lists): the path up to the first character normalisation may spell otherwise, followed by each way a key can
+    begin that character (itself, its decomposition's base and partial compositions, the code points NFC makes it
+    of). A combining mark there (marks may come in another order): the start alone. Not found this way: a key
+    holding several marks out of order and partly composed (no uploader writes one)."""
+    combining, normalize = unicodedata.combining, unicodedata.normalize
+    for i, c in enumerate(path):
+        if c.isascii() and c not in "K;`":  # ASCII that no other code point becomes: the common case
+            continue
+        if combining(c):
+            return [path[:i]]
+        others = _spelled_otherwise().get(c, frozenset())
+        decomposed = normalize("NFD", c)
+        if decomposed == c and not others:
+            continue
+        base, marks = decomposed[0], decomposed[1:]
+        starts = {c, *others, *(normalize("NFC", decomposed[:k])[0] for k in range(1, len(decomposed))),
+                  *(normalize("NFC", base + mark)[0] for mark in marks)}  # fmt: skip
+        return sorted(path[:i] + start for start in starts)
+    return [path]
 
 
 def preferred(keys: list[str]) -> str:
@@ -409,14 +446,15 @@ class S3Source:
         return self._get(key)
 
     def _find(self, path: str) -> str | None:
-        """The key whose NFC path is ``path`` (what the listing indexed), by listing the keys that share its
-        leading ASCII part (which no normalisation changes)."""
-        ascii_head = path[: next((i for i, c in enumerate(path) if ord(c) > 127), len(path))]
+        """The key whose NFC path is ``path`` (what the listing indexed), by listing the keys that share its start
+        a spelling can have (:func:`key_prefixes`): a few keys, not the folder (the start was cut at the first
+        non-ASCII character: each such read under a Cyrillic folder listed all of it)."""
         keys: list[str] = []
         try:
             paginator = self.client.get_paginator("list_objects_v2")
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + ascii_head):
-                keys += [i["Key"] for i in page.get("Contents", []) if _nfc(i["Key"][len(self.prefix) :]) == path]
+            for start in key_prefixes(path):
+                for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + start):
+                    keys += [i["Key"] for i in page.get("Contents", []) if _nfc(i["Key"][len(self.prefix) :]) == path]
         except Exception as exc:
             raise SourceError(f"listing {self.uri} failed: {_aws_message(exc)}") from None
         return preferred(keys) if keys else None
