@@ -138,6 +138,22 @@ def test_a_remote_answering_garbage_is_an_error_per_request(body: bytes, kind: s
     assert all(a["error"]["code"] == -32001 and "HTTP 200" in a["error"]["message"] for a in answers), answers
 
 
+def test_a_remote_that_drips_its_answer_is_an_error_within_the_timeout() -> None:
+    """``--remote`` to an endpoint that sends its answer one byte every 0.3 s (no single read ever times out): each
+    request is a readable error once ``--timeout`` has passed, and the next one is forwarded. httpx's timeout is
+    per read: the bridge held the request, and the assistant waiting on it, for as long as the remote dripped."""
+    remote = FakeEndpoint().start()
+    remote.body = json.dumps({"jsonrpc": "2.0", "id": 1, "result": {}}).encode() * 20
+    remote.content_type, remote.drip_s = "application/json", 0.3
+    try:  # 2 x 2 s of --timeout; the process's own limit, 30 s, is well short of the drip's ~4 minutes
+        answers, _ = run_lines(["--remote", remote.url, "--timeout", "2"], subprocess_env(KB_API_KEY=API_KEY),
+                               [line(INIT), call(2, "kb_list", {})], timeout=30)  # fmt: skip
+    finally:
+        remote.stop()
+    assert [a["id"] for a in answers] == [1, 2]
+    assert all(a["error"]["code"] == -32001 and "within 2 s" in a["error"]["message"] for a in answers), answers
+
+
 def test_remote_url_forms() -> None:
     assert mcp_url("https://abc.execute-api.eu-west-1.amazonaws.com/prod") == (
         "https://abc.execute-api.eu-west-1.amazonaws.com/prod/mcp"

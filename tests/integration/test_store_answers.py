@@ -232,3 +232,36 @@ def test_link_targets_over_the_bound_are_dropped_never_cut(search, qdrant: FakeQ
     assert result["statusCode"] == 200, result
     (hit,) = json.loads(result["body"])["results"]
     assert hit["links"] == ["Alpha", "Beta"] and hit["tags"] == ["t" * 200]
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [5, None, "public", True, 1.5, [["public"]], [{"group": "public"}], ["hr", 5], [None], {"public": True}],
+    ids=["number", "null", "string", "bool", "float", "nested list", "object in list", "number in list",
+         "null in list", "object"],
+)  # fmt: skip
+def test_a_restricted_link_entry_of_the_wrong_shape_hides_its_link_never_a_500(
+    search, qdrant: FakeQdrant, entry: object
+) -> None:
+    """The collection's restricted link targets (metadata: link key → groups) give a key a value that is not a
+    list of group names: the groups of the notes it names are not known, so its link is hidden from a restricted
+    caller (as a note of unknown groups is readable by nobody), the other links shown, and the search answers. A
+    value that is not iterable or holds lists or objects was a TypeError in the access check: a 500 with a
+    traceback on every restricted caller's search (and note read) whose hits link to that key; an object's keys
+    were read as its groups (``{"public": true}`` showed the link to everyone)."""
+    points_of = qdrant.respond
+    links = {"plans": ["hr"], "layoffs planned": entry}
+
+    def respond(method: str, path: str) -> tuple[int, bytes, str] | None:
+        if method == "GET" and path.endswith("/collections/kb"):
+            info = {"result": {"config": {"params": {}, "metadata": {"access_restricted_links": links}}}}
+            return 200, json.dumps(info).encode(), "application/json"
+        return points_of(method, path)
+
+    qdrant.endpoint.responder = respond
+    result = search(answer(point(1, links=["Layoffs planned", "Alpha"])))
+    assert result["statusCode"] == 200, result
+    assert json.loads(result["body"])["results"][0]["links"] == ["Alpha"]
+    links["layoffs planned"] = ["public"]  # well formed (a new container reads it again): the link is shown
+    result = search(answer(point(1, links=["Layoffs planned", "Alpha"])))
+    assert json.loads(result["body"])["results"][0]["links"] == ["Layoffs planned", "Alpha"]

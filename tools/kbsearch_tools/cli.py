@@ -494,7 +494,7 @@ def cmd_mcp(args: argparse.Namespace) -> int:
 
     if args.remote:
         try:
-            return mcp_stdio.run_remote(args.remote, args.api_key_env)
+            return mcp_stdio.run_remote(args.remote, args.api_key_env, args.timeout)
         except ValueError as exc:
             raise KbSearchError(str(exc)) from None
     try:
@@ -635,6 +635,16 @@ def _eval_classes(args: argparse.Namespace) -> int:
         if small:
             print(f"not gated (fewer than {args.gate_min_queries} queries): {', '.join(small)}", file=sys.stderr)
     return 1 if failures else 0
+
+
+def _positive_seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {value!r}") from None
+    if not 0 < seconds < float("inf"):
+        raise argparse.ArgumentTypeError("seconds must be positive and finite")
+    return seconds
 
 
 def _int_list(value: str) -> tuple[int, ...]:
@@ -896,6 +906,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "https://<api-id>.execute-api.<region>.amazonaws.com/prod (or http://127.0.0.1:3000)")  # fmt: skip
     p.add_argument("--api-key-env", default="KB_API_KEY", metavar="NAME",
                    help="remote: the environment variable holding the API key (default KB_API_KEY)")  # fmt: skip
+    p.add_argument("--timeout", type=_positive_seconds, default=120.0, metavar="SECONDS",
+                   help="remote: the most one request may take, its whole answer included (default 120)")  # fmt: skip
     p.set_defaults(func=cmd_mcp)
 
     p = sub.add_parser(

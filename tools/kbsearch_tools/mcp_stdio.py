@@ -166,14 +166,23 @@ def _header_value(value: str) -> str:
 
 
 class RemoteBridge:
+    """Forwards each message to the remote within ``timeout_s`` of wall-clock time: the client's network backend is
+    the outbound policy's (:func:`kbsearch.providers.resilience.deadline_transport`), which holds every socket read
+    to the request's deadline (httpx's own timeout is per read: a remote that dripped its answer held the request,
+    and the assistant waiting on it, for ever)."""
+
     def __init__(self, url: str, api_key: str | None, api_key_env: str, timeout_s: float = 120.0) -> None:
         import httpx
+
+        from kbsearch.providers.resilience import deadline_transport
 
         self.url = mcp_url(url)
         self.shown = shown_url(self.url)
         self.api_key = api_key
         self.api_key_env = api_key_env
-        self.client = httpx.Client(timeout=httpx.Timeout(timeout_s, connect=10.0), follow_redirects=False)
+        self.timeout_s = timeout_s
+        self.client = httpx.Client(transport=deadline_transport(), timeout=httpx.Timeout(timeout_s, connect=10.0),
+                                   follow_redirects=False)  # fmt: skip
         self.handshake_version: str | None = None
         self.session_id: str | None = None
 
@@ -215,8 +224,15 @@ class RemoteBridge:
         id_ = message.get("id") if isinstance(message, dict) else None
         id_ = id_ if isinstance(id_, str | int) and not isinstance(id_, bool) else None
         is_request = isinstance(message, dict) and "id" in message
+        from kbsearch.providers.resilience import Deadline, bounded
+
         try:
-            response = self.client.post(self.url, content=line, headers=self.headers(message))
+            with bounded(Deadline(self.timeout_s)):
+                response = self.client.post(self.url, content=line, headers=self.headers(message))
+        except httpx.TimeoutException:
+            logger.warning("%s gave no complete answer within %g s", self.shown, self.timeout_s)
+            return [_error(id_, REMOTE_ERROR, f"{self.shown} gave no complete answer within {self.timeout_s:g} s "
+                                              "(--timeout): try again, or check the deployment")]  # fmt: skip
         except httpx.HTTPError as exc:
             reason = type(exc).__name__
             logger.warning("cannot reach %s (%s)", self.shown, reason)
@@ -304,13 +320,13 @@ def _messages(response: Any) -> list[dict[str, Any]]:
     return out
 
 
-def run_remote(url: str, api_key_env: str) -> int:
+def run_remote(url: str, api_key_env: str, timeout_s: float = 120.0) -> int:
     _without_httpx_cli()
     from kbsearch.mcp.stdio import serve, write_message
 
     stdin, stdout = _streams()
     api_key = os.environ.get(api_key_env) or None
-    bridge = RemoteBridge(url, api_key, api_key_env)
+    bridge = RemoteBridge(url, api_key, api_key_env, timeout_s)
     if api_key is None:
         logger.warning("%s is not set: requests go to %s without an API key", api_key_env, bridge.shown)
 

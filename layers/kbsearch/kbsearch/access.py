@@ -383,7 +383,10 @@ def visible_links(links: Sequence[str], restricted: Mapping[str, Sequence[str]] 
     """The links of a hit the caller may see: a link whose target names a note the caller may not read is
     dropped. ``restricted`` maps link keys (:func:`kbsearch.links.link_key`) of every non-public note to its groups
     (:func:`restricted_links`); None (not known yet) hides every link from a restricted scope rather than guess.
-    A link with no key (an attachment, a heading of the same note) names no note and stays."""
+    A link with no key (an attachment, a heading of the same note) names no note and stays. ``restricted`` comes
+    from the store's metadata: a key whose value is not a list of group names names notes of unknown groups, and
+    its link is hidden (it was read as groups as it came: a 500 when it was no iterable of names, an object's keys
+    taken for groups)."""
     from kbsearch.links import link_key
 
     if scope.groups is None:
@@ -393,7 +396,11 @@ def visible_links(links: Sequence[str], restricted: Mapping[str, Sequence[str]] 
     shown = []
     for link in links:
         key = link_key(link)
-        if key is None or scope.can_read(restricted.get(key, [PUBLIC])):
+        if key is None:
+            shown.append(link)
+            continue
+        groups = restricted.get(key, [PUBLIC])
+        if type(groups) is list and all(type(g) is str for g in groups) and scope.can_read(groups):
             shown.append(link)
     return shown
 

@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any
 from kbsearch.access import visible_links
 from kbsearch.errors import ConfigError, IndexUnavailable, KbSearchError
 from kbsearch.links import Linkable, link_key, link_keys, name_keys, path_keys, resolve
-from kbsearch.qdrant.query import Retriever, filter_json, held_request, point_id
+from kbsearch.providers.resilience import Deadline
+from kbsearch.qdrant.query import Retriever, filter_json, held_request, point_id, unreachable
 from kbsearch.schemas import (
     CatalogResponse,
     FacetCount,
@@ -129,12 +130,13 @@ class BrowseService:
         self.reader = reader
 
     # -- one note ---------------------------------------------------------------------------------------------------
-    def note_text(self, path: str, scope: Scope) -> tuple[str, str]:
+    def note_text(self, path: str, scope: Scope, deadline: Deadline | None = None) -> tuple[str, str]:
         """The note at ``path`` as written (its identity, its decoded text) when ``scope`` may read it;
         :class:`NoteProblem` otherwise (``not_found`` too when the scope may not read it). A restricted scope's
         read asks the index first (:meth:`indexed`): :class:`~kbsearch.errors.IndexUnavailable` when it cannot be
         asked, for every path alike (503, as an unusable access file: an unreachable index must not turn readable
-        notes into missing ones)."""
+        notes into missing ones). ``deadline``: the request's, which the read (the index's answer included)
+        shares (default: the reader's own budget)."""
         from kbsearch.notes import NoteError, decode_note
         from kbsearch.sources import NoteUnreadable, SourceError, note_path, path_problem
 
@@ -143,7 +145,7 @@ class BrowseService:
         if problem:
             raise NoteProblem("bad_path", f"not a note path: {problem} (use kb_search to find one)")
         try:
-            raw = self.reader.read(path, scope, self.indexed)
+            raw = self.reader.read(path, scope, self.indexed, None if deadline is None else deadline.remaining())
         except NoteUnreadable as exc:  # a FIFO, a device, a dangling symlink, ...: its reason names no server path
             raise NoteProblem("unreadable", f"the note at {path!r} cannot be read: {exc.reason}") from None
         except ConfigError as exc:  # names the setting to fix (KB_SOURCE), as /health does
@@ -170,10 +172,13 @@ class BrowseService:
 
     def note(self, path: str, section: str | None, scope: Scope) -> NoteResponse:
         """The note at ``path`` (as search returns it), whole or the section named ``section``, with its
-        frontmatter, headings and links, as ``scope`` may see them; :class:`NoteProblem` when it cannot be given."""
+        frontmatter, headings and links, as ``scope`` may see them; :class:`NoteProblem` when it cannot be given.
+        The note's read and its links' share the request's budget (each was given all of it, and the restricted link
+        list a third: 30 s at the default 10 s, past the function's timeout); links out of time are ``degraded``."""
         from kbsearch.notes import NoteError, outline, read_frontmatter, wiki_links
 
-        path, text = self.note_text(path, scope)
+        deadline = Deadline(self.search.settings.search_budget_s)
+        path, text = self.note_text(path, scope, deadline)
         try:
             frontmatter, body, _ = read_frontmatter(text)  # the indexer's parser: linear, no alias expansion
         except NoteError:
@@ -193,7 +198,9 @@ class BrowseService:
             body = "\n".join(body.split("\n")[chosen.start : chosen.end]).rstrip("\n")
         degraded: list[str] = []
         try:
-            links: NoteLinks | None = self._links(path, title, frontmatter.get("aliases"), wiki_links(text), scope)
+            links: NoteLinks | None = self._links(
+                path, title, frontmatter.get("aliases"), wiki_links(text), scope, deadline
+            )
         except IndexUnavailable as exc:
             logger.warning("a note's links could not be read", extra={"error": str(exc)})
             links, degraded = None, ["links"]
@@ -204,10 +211,15 @@ class BrowseService:
             links=links, degraded=degraded,
         )  # fmt: skip
 
-    def _links(self, path: str, title: str, aliases: object, targets: list[str], scope: Scope) -> NoteLinks:
+    def _links(
+        self, path: str, title: str, aliases: object, targets: list[str], scope: Scope, deadline: Deadline
+    ) -> NoteLinks:
         """Outgoing links resolved to notes and the backlinks, from one query: the notes that link to any of this
         note's keys, and the notes any of its links (or its own keys: namesakes) could mean, among the notes
-        ``scope`` may read (a link to any other stays unresolved, as a link to a missing note)."""
+        ``scope`` may read (a link to any other stays unresolved, as a link to a missing note). Within
+        ``deadline`` (IndexUnavailable once it has passed)."""
+        if deadline.expired:
+            raise IndexUnavailable("the request's budget was spent before the links were read")
         me = Linkable(path, title, tuple(path_keys(path)), tuple(name_keys(title, aliases)))
         own = list(dict.fromkeys(me.path_keys + me.name_keys))
         wanted = list(dict.fromkeys(link_keys(targets) + own))
@@ -221,7 +233,7 @@ class BrowseService:
                 "with_payload": {"include": _GRAPH_FIELDS},
                 "with_vector": False,
             }
-            points = self.search.read_index(lambda r, timeout_s: r.query(request, timeout_s))
+            points = self.search.read_index(lambda r, timeout_s: r.query(request, timeout_s), deadline.remaining())
         notes: list[tuple[Linkable, list[str]]] = []
         for point in points:
             payload = point.get("payload") if isinstance(point, dict) else None
@@ -244,8 +256,8 @@ class BrowseService:
             outgoing.append(NoteRef(target=target, path=found.path if found else None,
                                     title=found.title if found else None))  # fmt: skip
         if scope.restricted:  # as a search hit's links: no target that names only notes the caller may not read
-            shown = set(visible_links([r.target for r in outgoing if r.path is None], self.search.restricted_links(),
-                                      scope))  # fmt: skip
+            shown = set(visible_links([r.target for r in outgoing if r.path is None],
+                                      self.search.restricted_links(deadline), scope))  # fmt: skip
             outgoing = [r for r in outgoing if r.path is not None or r.target in shown]
         backlinks = [
             NoteRef(target=source.path, path=source.path, title=source.title)
@@ -266,8 +278,17 @@ class BrowseService:
         where = _scoped(must, scope)
 
         def read(retriever: Retriever, timeout_s: float) -> CatalogResponse:
+            # the six calls share the read's time (each was given all of it: six times the request's budget)
+            deadline = Deadline(timeout_s)
+
+            def left() -> float:
+                remaining = deadline.remaining()
+                if remaining <= 0:
+                    raise unreachable("no answer within the request's budget")
+                return remaining
+
             def facet(key: str, limit: int) -> list[FacetCount]:
-                hits = retriever.facet({"key": key, "filter": where, "limit": limit, "exact": True}, timeout_s)
+                hits = retriever.facet({"key": key, "filter": where, "limit": limit, "exact": True}, left())
                 return [FacetCount(value=str(v), count=c) for v, c in hits if v is not None and v != ""]
 
             total = sum(c.count for c in facet("chunk_index", 1))
@@ -276,7 +297,7 @@ class BrowseService:
                 latest = retriever.query(
                     {"query": {"order_by": {"key": "updated", "direction": "desc"}}, "filter": where, "limit": recent,
                      "with_payload": {"include": _NOTE_FIELDS}, "with_vector": False},
-                    timeout_s,
+                    left(),
                 )  # fmt: skip
             return CatalogResponse(
                 notes=total, tags=facet("tags", 200), types=facet("type", 50), statuses=facet("status", 50),

@@ -53,11 +53,13 @@ def missing(path: str) -> SourceError:
 
 class NoteReader:
     """Built once per container over the KB source (opened lazily); the access file is read at most once per
-    ``rules_ttl_s``."""
+    ``rules_ttl_s``. ``budget_s``: how long one read may take, the access file's included (None: no bound)."""
 
     def __init__(
-        self, source: Callable[[], Source], default: str = PUBLIC, rules_ttl_s: float = 60.0, max_bytes: int = 0
-    ) -> None:
+        self, source: Callable[[], Source], default: str = PUBLIC, rules_ttl_s: float = 60.0, max_bytes: int = 0,
+        budget_s: float | None = None,
+    ) -> None:  # fmt: skip
+        self.budget_s = budget_s
         self._source_factory = source
         self._source: Source | None = None
         self.default = default
@@ -100,20 +102,36 @@ class NoteReader:
             raise cached[1]
         return cached[1]
 
-    def read(self, path: str, scope: Scope, indexed: Indexed | None = None) -> bytes:
+    def read(self, path: str, scope: Scope, indexed: Indexed | None = None, budget_s: float | None = None) -> bytes:
         """The note's bytes when ``scope`` may read it; else :func:`missing` (as for a note that is not there).
         ``indexed``: the index, asked first for a restricted scope (every surface that serves callers passes it,
         :class:`kbsearch.browse.BrowseService`; without it the source alone decides, as an operator's tool may).
         Other SourceErrors (a bad path, an unreadable source) pass through as they are, and so does the index's
         :class:`~kbsearch.errors.IndexUnavailable` (alike for every path). One audit line per read: the caller,
-        its groups and whether a note was returned (never the note's text)."""
+        its groups and whether a note was returned (never the note's text). ``budget_s``: the time it has
+        (default: the reader's ``budget_s``)."""
         found = 0
         try:
-            raw = self._read(path, scope, indexed)
+            raw = self._bounded(
+                lambda: self._read(path, scope, indexed), self.budget_s if budget_s is None else budget_s
+            )
             found = 1
             return raw
         finally:
             logger.info("access", extra={"caller": scope.caller, "groups": scope.query_groups(), "results": found})
+
+    def _bounded(self, read: Callable[[], bytes], budget_s: float | None) -> bytes:
+        """``read`` within ``budget_s`` of wall-clock time (SourceError after it): S3's client bounds each socket
+        read (20 s, four attempts), not the exchange, so a bucket that hung or dripped held a read by path 100 s,
+        past the gateway's 29 s and the function's own timeout. The abandoned read ends when botocore gives up."""
+        if budget_s is None:
+            return read()
+        from kbsearch.providers.resilience import call_within
+
+        try:
+            return call_within(read, budget_s, "note-read")
+        except TimeoutError:
+            raise SourceError(f"the knowledge base did not answer within {budget_s:.1f} s") from None
 
     def _read(self, path: str, scope: Scope, indexed: Indexed | None) -> bytes:
         """What a restricted caller is told, and the work done to tell it, depends only on what it may read: while

@@ -283,10 +283,11 @@ class SearchService:
             self._metadata_read = (now, recorded)
         return self._metadata_read[1]
 
-    def restricted_links(self) -> dict[str, list[str]] | None:
+    def restricted_links(self, deadline: Deadline | None = None) -> dict[str, list[str]] | None:
         """Link targets that name only non-public notes → their groups (see :func:`kbsearch.access.visible_links`),
-        read as the search reads them (cached with the collection's metadata)."""
-        return self._restricted_links(Deadline(self.settings.qdrant_timeout_s))
+        read as the search reads them (cached with the collection's metadata), within ``deadline`` (default: one
+        Qdrant timeout)."""
+        return self._restricted_links(deadline or Deadline(self.settings.qdrant_timeout_s))
 
     def _restricted_links(self, deadline: Deadline) -> dict[str, list[str]] | None:
         """Link targets naming only notes that are not public → their groups (as the indexer recorded them);
@@ -297,7 +298,8 @@ class SearchService:
 
     def read_index(self, read: Callable[[Retriever, float], T], budget_s: float | None = None) -> T:
         """One read of the index besides a search (a note's links, the catalog, a page of notes): in the same
-        slot as searches (the embedded store takes one call at a time), with ``read(retriever, timeout_s)``.
+        slot as searches (the embedded store takes one call at a time), with ``read(retriever, timeout_s)``:
+        ``timeout_s`` is the time the whole read has, shared by its calls when it makes several.
         An index that is missing or unreachable is :class:`IndexUnavailable`, as for a search."""
         deadline = Deadline(budget_s if budget_s is not None else self.settings.search_budget_s)
         with self._retrieval_slot(deadline), index_errors():

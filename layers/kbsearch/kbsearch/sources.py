@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import errno
+import functools
 import hashlib
 import os
 import re
@@ -127,6 +128,42 @@ def path_problem(path: str) -> str | None:
     return None
 
 
+@functools.cache
+def _spelled_otherwise() -> dict[str, frozenset[str]]:
+    """Character → the other code points NFC makes it of, first (``K`` ← the Kelvin sign, U+0915 ← U+0958, a
+    unified ideograph ← its compatibility twin): canonical decompositions stop below U+30000 (~20 ms, once)."""
+    out: dict[str, set[str]] = {}
+    for cp in range(0x30000):
+        c = chr(cp)
+        n = unicodedata.normalize("NFC", c)
+        if n != c:
+            out.setdefault(n[0], set()).add(c)
+    return {k: frozenset(v) for k, v in out.items()}
+
+
+def key_prefixes(path: str) -> list[str]:
+    """Starts that every key whose NFC form is the NFC ``path`` begins with one of (what :meth:`S3Source._find`
+    lists): the path up to the first character normalisation may spell otherwise, followed by each way a key can
+    begin that character (itself, its decomposition's base and partial compositions, the code points NFC makes it
+    of). A combining mark there (marks may come in another order): the start alone. Not found this way: a key
+    holding several marks out of order and partly composed (no uploader writes one)."""
+    combining, normalize = unicodedata.combining, unicodedata.normalize
+    for i, c in enumerate(path):
+        if c.isascii() and c not in "K;`":  # ASCII that no other code point becomes: the common case
+            continue
+        if combining(c):
+            return [path[:i]]
+        others = _spelled_otherwise().get(c, frozenset())
+        decomposed = normalize("NFD", c)
+        if decomposed == c and not others:
+            continue
+        base, marks = decomposed[0], decomposed[1:]
+        starts = {c, *others, *(normalize("NFC", decomposed[:k])[0] for k in range(1, len(decomposed))),
+                  *(normalize("NFC", base + mark)[0] for mark in marks)}  # fmt: skip
+        return sorted(path[:i] + start for start in starts)
+    return [path]
+
+
 def preferred(keys: list[str]) -> str:
     """Of several keys with the same NFC path, the one that is indexed and read: already NFC, else the smallest."""
     return min(keys, key=lambda k: (k != _nfc(k), k))
@@ -208,9 +245,16 @@ class LocalSource:
         return SourceObject(path=path, key=rel, etag=etag, size=info.st_size, modified=modified)
 
     def read(self, obj: SourceObject) -> bytes:
+        """The note as listed: its bytes, unless they are no longer the version the listing hashed (``obj.etag``,
+        the MD5 of a note's content): a note saved since is a SourceError (the next run lists the new version),
+        as S3 answers a GET for a version that is gone (:meth:`S3Source.read`)."""
         if obj.problem:
             raise SourceError(obj.problem)
-        return self.read_path(obj.key)
+        body = self.read_path(obj.key)
+        if _MD5_HEX.fullmatch(obj.etag) and hashlib.md5(body, usedforsecurity=False).hexdigest() != obj.etag:
+            raise SourceError(f"cannot read {obj.path!r}: changed since it was listed (the next run reads the new "
+                              "version)")  # fmt: skip
+        return body
 
     def read_path(self, path: str) -> bytes:
         return self._at(_checked(path), exact=False, body=True)
@@ -270,6 +314,7 @@ class LocalSource:
 
 _KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
           (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a folder"))  # fmt: skip
+_MD5_HEX = re.compile(r"[0-9a-f]{32}")
 #: a note is hashed and read in pieces of this size (a huge file never sits in memory whole for its ETag)
 _READ_PIECE = 1 << 20
 #: a file larger than this is neither hashed by the listing (its ETag is its size and mtime: no sync reads gigabytes
@@ -417,7 +462,11 @@ class S3Source:
             raise SourceError(f"listing {self.uri} failed: {_aws_message(exc)}") from None
 
     def read(self, obj: SourceObject) -> bytes:
-        return self._get(obj.key)
+        """The version of the note the listing (or HEAD) named, ``obj.etag``: an object replaced since is not read
+        (S3's 412, a SourceError: the next run lists the new version). Read without the condition, a note saved
+        between the listing and the GET was indexed under the ETag of the version listed, and when that version
+        was saved again (a draft undone) every later run took the index for current: the draft stayed for good."""
+        return self._get(obj.key, obj.etag)
 
     def read_path(self, path: str) -> bytes:
         path = _checked(path)
@@ -448,25 +497,32 @@ class S3Source:
         return None
 
     def _find(self, path: str) -> str | None:
-        """The key whose NFC path is ``path`` (what the listing indexed), by listing the keys that share its
-        leading ASCII part (which no normalisation changes)."""
-        ascii_head = path[: next((i for i, c in enumerate(path) if ord(c) > 127), len(path))]
+        """The key whose NFC path is ``path`` (what the listing indexed), by listing the keys that share its start
+        a spelling can have (:func:`key_prefixes`): a few keys, not the folder (the start was cut at the first
+        non-ASCII character: each such read under a Cyrillic folder listed all of it)."""
         keys: list[str] = []
         try:
             paginator = self.client.get_paginator("list_objects_v2")
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + ascii_head):
-                keys += [i["Key"] for i in page.get("Contents", []) if _nfc(i["Key"][len(self.prefix) :]) == path]
+            for start in key_prefixes(path):
+                for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + start):
+                    keys += [i["Key"] for i in page.get("Contents", []) if _nfc(i["Key"][len(self.prefix) :]) == path]
         except Exception as exc:
             raise SourceError(f"listing {self.uri} failed: {_aws_message(exc)}") from None
         return preferred(keys) if keys else None
 
-    def _get(self, key: str) -> bytes:
+    def _get(self, key: str, etag: str = "") -> bytes:
         """The object's bytes, at most :data:`MAX_FILE_BYTES` of them (as a folder's files): a larger object is
         refused from its declared length unread, and one that sends more than it declared stops being read there
         (it was read whole into memory: a note replaced by gigabytes between a listing and a read, or read by
-        path, could take the function's memory)."""
+        path, could take the function's memory). A body that ends before its declared length (the connection
+        closed early) is no note: SourceError, retried by the next run. botocore checks the length only of a read
+        without a size, so a cut body was indexed as the note, under the listing's ETag of the whole one, and no
+        later run read it again."""
         try:
-            answer = self.client.get_object(Bucket=self.bucket, Key=key)
+            if etag:  # the version listed, or S3's 412
+                answer = self.client.get_object(Bucket=self.bucket, Key=key, IfMatch=f'"{etag}"')
+            else:
+                answer = self.client.get_object(Bucket=self.bucket, Key=key)
             stream = answer["Body"]
             try:
                 declared = answer.get("ContentLength")
@@ -481,9 +537,15 @@ class S3Source:
             code = _aws_code(exc)
             if code in ("NoSuchKey", "404"):
                 raise SourceError(f"no note at {key!r}") from None
+            if code in ("PreconditionFailed", "412"):
+                raise SourceError(f"cannot read s3://{self.bucket}/{key}: changed since it was listed (the next run "
+                                  "reads the new version)") from None  # fmt: skip
             raise SourceError(f"cannot read s3://{self.bucket}/{key}: {_aws_message(exc)}") from None
         if len(body) > MAX_FILE_BYTES:
             raise NoteUnreadable(key, f"larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB (more than it declared)")
+        if type(declared) is int and len(body) < declared:
+            raise SourceError(f"cannot read s3://{self.bucket}/{key}: the object ended after {len(body)} of its "
+                              f"{declared} bytes (the connection closed early)")  # fmt: skip
         return body
 
 

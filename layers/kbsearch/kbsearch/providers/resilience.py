@@ -578,6 +578,13 @@ def _spawn(fn: Callable[[], T], name: str) -> Future[T]:
     return future
 
 
+def call_within(fn: Callable[[], T], seconds: float, name: str) -> T:
+    """``fn()`` on its own daemon thread, waited on no longer than ``seconds``: TimeoutError after that (the thread
+    is abandoned and ends when ``fn`` does). For a blocking call whose own timeouts are per socket read (botocore's),
+    which a peer that hangs between retries or drips its answer keeps alive far past any request's budget."""
+    return _spawn(fn, name).result(timeout=max(0.0, seconds))
+
+
 def _as_provider_error(exc: BaseException, name: str) -> ProviderError:
     if isinstance(exc, ProviderError):
         return exc

@@ -1,0 +1,178 @@
+"""A note read by path on the request path (``GET /notes/{path}``, ``kb_get_note``) from an S3 that hangs or drips,
+through the real search handler with API Gateway events: the answer comes within the request's budget, a 503
+naming the knowledge base (never the bucket), whatever S3 does. botocore bounds each socket read (20 s, four
+attempts), not the exchange: a hanging bucket held one read 100 s, past API Gateway's 29 s and the function's 28."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from kbsearch_tools.fakes import FakeEndpoint
+from kbsearch_tools.local.apigw import HttpRequest, build_event
+from tests.integration.test_fault_matrix import listing_xml
+
+BUDGET_S = 2
+#: the bound an answer must come within: 5x the budget, what a loaded 2-core machine keeps (as the fault matrix)
+BOUND_S = 5 * BUDGET_S
+NOTE = b"# A\n\nThe note a.\n"
+
+
+@pytest.fixture
+def slow_s3(request: pytest.FixtureRequest) -> Iterator[FakeEndpoint]:
+    """An S3 endpoint answering every GET with :data:`NOTE` after 30 s (``hang``) or one byte every 0.3 s (``drip``,
+    no single read ever times out)."""
+    endpoint = FakeEndpoint().start()
+    endpoint.body, endpoint.content_type = NOTE, "application/octet-stream"
+    if request.param == "hang":
+        endpoint.hang_s = 30.0
+    else:
+        endpoint.drip_s = 0.3
+    yield endpoint
+    endpoint.stop()
+
+
+def _within_the_bound(call: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    answer: dict[str, Any] = {}
+    thread = threading.Thread(target=lambda: answer.update(call()), daemon=True)
+    thread.start()
+    thread.join(BOUND_S)
+    assert answer, f"no answer within {BOUND_S} s (the request's budget is {BUDGET_S} s)"
+    return answer
+
+
+def _get_note(app: Callable[[dict[str, Any]], Any]) -> dict[str, Any]:
+    event = build_event(HttpRequest("GET", "/notes/a.md", "", [], b""), "/notes/{path+}", {"path": "a.md"}, "dev")
+    return app(event)
+
+
+def _kb_get_note(app: Callable[[dict[str, Any]], Any]) -> dict[str, Any]:
+    raw = json.dumps({"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+                      "params": {"name": "kb_get_note", "arguments": {"path": "a.md"}}}).encode()  # fmt: skip
+    event = build_event(HttpRequest("POST", "/mcp", "", [("Content-Type", "application/json")], raw), "/mcp", {}, "dev")
+    return app(event)
+
+
+@pytest.mark.parametrize("slow_s3", ["hang", "drip"], indirect=True)
+@pytest.mark.parametrize("route", ["GET /notes/{path}", "kb_get_note"])
+def test_a_note_read_from_a_slow_s3_is_answered_within_the_request_budget(
+    slow_s3: FakeEndpoint, route: str, load_search_app
+) -> None:
+    qdrant = FakeEndpoint().start()  # the note's links are read after the note: an index that answers 404
+    try:
+        app = load_search_app(KB_SOURCE="s3://kb-notes/", AWS_ENDPOINT_URL_S3=slow_s3.url, QDRANT_URL=qdrant.url,
+                              SEARCH_BUDGET_S=str(BUDGET_S))  # fmt: skip
+        answer = _within_the_bound(lambda: (_get_note if route.startswith("GET") else _kb_get_note)(app))
+    finally:
+        qdrant.stop()
+    assert slow_s3.requests, "S3 was never asked"
+    body = json.loads(answer["body"])
+    if route.startswith("GET"):
+        assert answer["statusCode"] == 503 and body["error"] == "source_unavailable", answer
+        message = body["message"]
+    else:
+        assert answer["statusCode"] == 200 and body["result"]["isError"] is True, answer
+        message = body["result"]["content"][0]["text"]
+    assert "try again" in message and "kb-notes" not in message and "127.0.0.1" not in message
+
+
+# -- the catalog: several index reads in one request --------------------------------------------------------------
+
+
+class _SlowQdrant:
+    """A loopback Qdrant answering the catalog's facets (a count for any key) and its ordered query (no points),
+    each after ``delay_s``: slower than a healthy Qdrant, each answer within one call's timeout."""
+
+    def __init__(self, delay_s: float) -> None:
+        self.delay_s = delay_s
+        self.endpoint = FakeEndpoint().start()
+        self.endpoint.responder = self.respond
+
+    def respond(self, method: str, path: str) -> tuple[int, bytes, str] | None:
+        import time
+
+        time.sleep(self.delay_s)
+        if path.endswith("/facet"):
+            result: Any = {"hits": [{"value": 0, "count": 3}]}
+        elif path.endswith("/points/query"):
+            result = {"points": []}
+        elif method == "GET" and path.rstrip("/").endswith("/collections/kb"):
+            result = {"config": {"params": {}, "metadata": {"access_restricted_links": {}}}}
+        else:
+            return 404, b'{"status": {"error": "Not found"}}', "application/json"
+        return 200, json.dumps({"result": result, "status": "ok", "time": 0.001}).encode(), "application/json"
+
+
+def _get_catalog(app: Callable[[dict[str, Any]], Any]) -> dict[str, Any]:
+    return app(build_event(HttpRequest("GET", "/notes", "recent=5", [], b""), "/notes", {}, "dev"))
+
+
+def _kb_list(app: Callable[[dict[str, Any]], Any]) -> dict[str, Any]:
+    raw = json.dumps({"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+                      "params": {"name": "kb_list", "arguments": {}}}).encode()  # fmt: skip
+    event = build_event(HttpRequest("POST", "/mcp", "", [("Content-Type", "application/json")], raw), "/mcp", {}, "dev")
+    return app(event)
+
+
+@pytest.mark.parametrize("route", ["GET /notes", "kb_list"])
+def test_the_catalog_s_index_reads_share_the_request_budget(route: str, load_search_app) -> None:
+    """Five facets and an ordered query, one after another, each answered in 3/4 of the budget: the calls share the
+    budget, so the second is cut off and the answer is the index's 503, within the budget. Each call was given the
+    whole budget (its timeout was taken once, before the first): six calls took six times the budget, answered
+    200 (with the default 10 s budget, a minute: past the gateway's 29 s)."""
+    qdrant = _SlowQdrant(0.75 * BUDGET_S)
+    try:
+        app = load_search_app(QDRANT_URL=qdrant.endpoint.url, SEARCH_BUDGET_S=str(BUDGET_S))
+        answer = _within_the_bound(lambda: (_get_catalog if route.startswith("GET") else _kb_list)(app))
+    finally:
+        qdrant.endpoint.stop()
+    body = json.loads(answer["body"])
+    if route.startswith("GET"):
+        assert answer["statusCode"] == 503 and body["error"] == "index_unavailable", answer
+    else:
+        assert answer["statusCode"] == 200 and body["result"]["isError"] is True, answer
+    assert len(qdrant.endpoint.requests) < 6  # the catalog stopped asking once its budget was spent
+
+
+# -- a note and its links: two dependencies in one request --------------------------------------------------------
+
+_NO_SUCH_KEY = b"<Error><Code>NoSuchKey</Code><Message>The specified key does not exist.</Message></Error>"
+
+
+@pytest.mark.parametrize("route", ["GET /notes/{path}", "kb_get_note"])
+def test_a_note_and_its_links_share_the_request_budget(route: str, load_search_app) -> None:
+    """S3 gives the note in 0.6 of the budget (no access file: a fast 404), and Qdrant answers the note's links in
+    0.6 of it: the links' read gets what the note's left, is cut off, and the note is answered with its links
+    marked unavailable, within the budget. Each read was given the whole budget (and the restricted link list
+    after them a third: 1.8 budgets here; 30 s at the default 10 s, past the function's 28 s timeout)."""
+    import time
+
+    def s3(method: str, path: str) -> tuple[int, bytes, str] | None:
+        if "list-type=2" in path:  # the access file looked for under another Unicode form: none
+            return 200, listing_xml([]), "application/xml"
+        if "_access.yaml" in path:
+            return 404, _NO_SUCH_KEY, "application/xml"
+        time.sleep(0.6 * BUDGET_S)
+        return 200, NOTE, "application/octet-stream"
+
+    source = FakeEndpoint().start()
+    source.responder = s3
+    qdrant = _SlowQdrant(0.6 * BUDGET_S)
+    try:
+        app = load_search_app(KB_SOURCE="s3://kb-notes/", AWS_ENDPOINT_URL_S3=source.url, QDRANT_URL=qdrant.endpoint.url,
+                              SEARCH_BUDGET_S=str(BUDGET_S))  # fmt: skip
+        answer = _within_the_bound(lambda: (_get_note if route.startswith("GET") else _kb_get_note)(app))
+    finally:
+        source.stop()
+        qdrant.endpoint.stop()
+    assert answer["statusCode"] == 200, answer
+    body = json.loads(answer["body"])
+    if route.startswith("GET"):
+        assert "The note a." in body["body"] and body["links"] is None and body["degraded"] == ["links"], body
+    else:
+        text = body["result"]["content"][0]["text"]
+        assert "The note a." in text and "links unavailable" in text, text
