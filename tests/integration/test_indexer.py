@@ -20,7 +20,7 @@ from kbsearch.config import Secrets, Settings
 from kbsearch.indexer import Indexer, SyncOptions, SyncReport
 from kbsearch.notes import NoteError, parse_note
 from kbsearch.providers.embeddings import build_embedder
-from kbsearch.providers.resilience import Deadline, shared_client
+from kbsearch.providers.resilience import Deadline, ProviderError, shared_client
 from kbsearch.qdrant import open_store
 from kbsearch.qdrant.query import point_id, point_number
 from kbsearch.qdrant.store import Store
@@ -380,6 +380,82 @@ def test_crash_at_every_write_then_sync_equals_clean_build(
         assert not recovered.incomplete
         assert snapshot(settings) == expected, f"crash at write {crash_at} left a different collection"
         assert run(LocalSource(kb), settings).unchanged == 8  # and then it is quiet
+
+
+class WindowLog:
+    """The store and the embedder of one sync, recording what each window does and when: the first upsert waits
+    (up to 10 s) for the second window's embedding to start, as a sync that writes while it embeds lets it."""
+
+    def __init__(self, store: Store, embedder: Any, fail_window: int | None = None) -> None:
+        import threading
+
+        self.store, self.embedder, self.fail_window = store, embedder, fail_window
+        self.events: list[tuple[str, int]] = []
+        self.embedding_second = threading.Event()
+        self.upserted: list[list[str]] = []
+        self.embed_documents = embedder.embed_documents
+        embedder.embed_documents = self._embed
+
+    def _embed(self, texts: Any, deadline: Any = None, stats: Any = None) -> Any:
+        window = sum(1 for kind, _ in self.events if kind == "embed")
+        self.events.append(("embed", window))
+        if window == 1:
+            self.embedding_second.set()
+        if window == self.fail_window:
+            raise ProviderError("deepinfra", "server", "injected")
+        return self.embed_documents(texts, deadline, stats)
+
+    def upsert(self, chunks: Any) -> None:
+        window = len(self.upserted)
+        self.events.append(("upsert", window))
+        if window == 0:
+            self.events.append(("second embedding started", int(self.embedding_second.wait(10))))
+        self.upserted.append(sorted({c.path for c in chunks}))
+        self.store.upsert(chunks)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+def test_a_window_is_embedded_while_the_one_before_is_written(tmp_path: Path, deepinfra: FakeProvider) -> None:
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    write_notes(kb, 8)  # 2 chunks a note: windows of 2 notes
+    settings = provider_settings(deepinfra, qdrant_path=str(tmp_path / "q"))
+    store = store_for(settings)
+    log = WindowLog(store, build_embedder(settings, Secrets(settings), shared_client()))
+    try:
+        report = Indexer(LocalSource(kb), cast(Store, log), log.embedder, SyncOptions(window_chunks=4)).sync()
+    finally:
+        store.close()
+    assert report.error is None and report.added == 8 and report.chunks_upserted == 16
+    assert ("second embedding started", 1) in log.events  # the first window's write waited for it, not in vain
+    # each window is embedded before it is written, one upsert per window, in order
+    assert all(log.events.index(("embed", k)) < log.events.index(("upsert", k)) for k in range(4))
+    assert [w for kind, w in log.events if kind == "upsert"] == [0, 1, 2, 3]
+    assert log.upserted == [[f"n{i:02d}.md", f"n{i + 1:02d}.md"] for i in range(0, 8, 2)]
+    assert_exact_chunks(settings, kb)
+
+
+def test_a_failed_embedding_leaves_the_windows_before_it_written(tmp_path: Path, deepinfra: FakeProvider) -> None:
+    """The provider fails on the third window: the two before are written (the second while the third was being
+    embedded), nothing after, and the report says so; the next run indexes the rest."""
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    write_notes(kb, 8)
+    settings = provider_settings(deepinfra, qdrant_path=str(tmp_path / "q"))
+    store = store_for(settings)
+    log = WindowLog(store, build_embedder(settings, Secrets(settings), shared_client()), fail_window=2)
+    try:
+        report = Indexer(LocalSource(kb), cast(Store, log), log.embedder, SyncOptions(window_chunks=4)).sync()
+    finally:
+        store.close()
+    assert report.incomplete and report.error == "embedding failed: deepinfra: injected"
+    assert log.upserted == [["n00.md", "n01.md"], ["n02.md", "n03.md"]]
+    assert report.added == 4 and report.chunks_upserted == 8
+    resumed = run(LocalSource(kb), settings)
+    assert resumed.added == 4 and resumed.unchanged == 4 and not resumed.incomplete
+    assert_exact_chunks(settings, kb)
 
 
 class CountdownDeadline(Deadline):

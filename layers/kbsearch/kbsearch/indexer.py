@@ -26,6 +26,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -630,10 +631,16 @@ class Indexer:
         stop_at: Deadline,
         call_deadline: Deadline | None,
     ) -> None:
+        """Parse, embed and write the notes of ``work``, a window of chunks at a time. A window is embedded in a
+        background thread while the window before it is written (:meth:`_next_window`): the provider's time
+        overlaps the store's (Qdrant Edge's writes and seals, Qdrant Cloud's round trips) instead of adding to it.
+        The writes, their order and what they hold are those of one window after the other."""
         stats = EmbeddingStats()
         window: list[_Parsed] = []
+        held: tuple[list[_Parsed], list[ChunkPoint]] | None = None  # the last window embedded, not yet written
         done = 0
         indexed_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        embedding = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kbsearch-embed")
         try:
             for position, (obj, kind) in enumerate(work):
                 if stop_at.remaining() <= 0:
@@ -645,44 +652,65 @@ class Indexer:
                 if parsed is not None:
                     window.append(parsed)
                 if sum(len(p.chunks) for p in window) >= self.options.window_chunks:
-                    self._write_window(report, window, state, stats, call_deadline)
+                    held = self._next_window(report, embedding, window, held, state, stats, call_deadline)
                     window = []
                 if self.progress:
                     self.progress(done, len(work), obj.path)
             if window and not report.incomplete:
-                self._write_window(report, window, state, stats, call_deadline)
+                held = self._next_window(report, embedding, window, held, state, stats, call_deadline)
             elif window:
                 report.remaining = report.remaining or len(window)
+            if held is not None:
+                self._write_window(report, *held, state)
         except ProviderError as exc:
             report.error = f"embedding failed: {exc}"
             report.incomplete = True
             logger.error("embedding failed; the run stops, unchanged notes keep their last version",
                          extra={"error": str(exc)})  # fmt: skip
         finally:
+            embedding.shutdown(wait=True)  # a window still embedding when a write failed: its answer is dropped
             report.embedding_calls = stats.calls
             report.embedding_tokens = stats.tokens
             report.embedding_fallbacks = stats.fallbacks
 
-    def _write_window(
+    def _next_window(
         self,
         report: SyncReport,
+        embedding: ThreadPoolExecutor,
         window: list[_Parsed],
+        held: tuple[list[_Parsed], list[ChunkPoint]] | None,
         state: dict[str, NoteState],
         stats: EmbeddingStats,
         call_deadline: Deadline | None,
-    ) -> None:
+    ) -> tuple[list[_Parsed], list[ChunkPoint]]:
+        """Start embedding ``window``, write ``held`` (the window before it, embedded) meanwhile, and return
+        ``window`` with its vectors once they are all there (a provider's failure is raised here, after ``held``
+        is written: what is written when embedding fails is what it was with one window after the other)."""
+        future = embedding.submit(self._embedded, window, stats, call_deadline)
+        if held is not None:
+            self._write_window(report, *held, state)
+        return window, future.result()
+
+    def _embedded(
+        self, window: list[_Parsed], stats: EmbeddingStats, call_deadline: Deadline | None
+    ) -> list[ChunkPoint]:
+        """The window's points with their vectors (only chunks without one are embedded: an event-driven run
+        reuses the vectors of chunks whose text is unchanged)."""
         points = [point for parsed in window for point in parsed.points]
         if self.embedder is not None:
-            # only chunks without a vector: an event-driven run reuses the vectors of chunks whose text is unchanged
             todo = [i for i, point in enumerate(points) if point.dense is None]
             chunks = [c for p in window for c in p.chunks]
             texts = [self.embedder.format_document(chunks[i].embed_text) for i in todo]
             vectors = self.embedder.embed_documents(texts, call_deadline, stats) if texts else []
             for i, vector in zip(todo, vectors, strict=True):  # the lists the store writes
                 points[i] = replace(points[i], dense=vector)
-            report_reused = len(points) - len(todo)
-            if report_reused and isinstance(report, ChangeReport):
-                report.chunks_reused += report_reused
+        return points
+
+    def _write_window(
+        self, report: SyncReport, window: list[_Parsed], points: list[ChunkPoint], state: dict[str, NoteState]
+    ) -> None:
+        if self.embedder is not None and isinstance(report, ChangeReport):
+            report.chunks_reused += sum(1 for parsed in window for point in parsed.points if point.dense is not None)
         # New versions first (one round trip per window), then each note's leftovers: a note is never missing.
         self.store.upsert(points)
         report.chunks_upserted += len(points)
