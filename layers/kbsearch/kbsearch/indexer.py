@@ -793,16 +793,22 @@ def parse_for_index(
 #: ~0.5 s of CPU (an interpreter and kb-search's parsing imports), parsing ~2.5 ms a note here.
 PARSE_PROCESS_FROM = 500
 PARSE_BATCH = 32  # notes per task sent to the parsing process
-PARSE_AHEAD = 8  # tasks in flight: what is parsed ahead of the writes is bounded (256 notes' chunks)
+PARSE_AHEAD = 4  # tasks in flight: what is parsed ahead of the writes is bounded (128 notes, about a window)
 
 
 def _parse_batch(
     root: str, objs: list[SourceObject], options: SyncOptions, rules: FolderRules, signature_id: str | None,
     indexed_at: str,
 ) -> list[ParseOutcome]:  # fmt: skip
-    """The parsing process's task: :func:`parse_for_index` of each note of a folder."""
+    """The parsing process's task: :func:`parse_for_index` of each note of a folder, each note without its
+    sections (the indexer reads a parsed note's id and warnings; its text is in the chunks, sent once)."""
     source = LocalSource(root)
-    return [parse_for_index(source, obj, options, rules, signature_id, indexed_at, {}) for obj in objs]
+    outcomes = [parse_for_index(source, obj, options, rules, signature_id, indexed_at, {}) for obj in objs]
+    for outcome in outcomes:
+        if outcome.parsed is not None:
+            note, access, chunks, points = outcome.parsed
+            outcome.parsed = (replace(note, sections=[]), access, chunks, points)
+    return outcomes
 
 
 @contextlib.contextmanager
