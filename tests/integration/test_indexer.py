@@ -474,15 +474,12 @@ def test_crash_at_every_write_then_sync_equals_clean_build(
 
 
 class WindowLog:
-    """The store and the embedder of one sync, recording what each window does and when: the first upsert waits
-    (up to 10 s) for the second window's embedding to start, as a sync that writes while it embeds lets it."""
+    """The store and the embedder of one sync, recording the windows each embeds and writes; the embedder fails
+    on window ``fail_window``."""
 
     def __init__(self, store: Store, embedder: Any, fail_window: int | None = None) -> None:
-        import threading
-
         self.store, self.embedder, self.fail_window = store, embedder, fail_window
         self.events: list[tuple[str, int]] = []
-        self.embedding_second = threading.Event()
         self.upserted: list[list[str]] = []
         self.embed_documents = embedder.embed_documents
         embedder.embed_documents = self._embed
@@ -490,17 +487,12 @@ class WindowLog:
     def _embed(self, texts: Any, deadline: Any = None, stats: Any = None) -> Any:
         window = sum(1 for kind, _ in self.events if kind == "embed")
         self.events.append(("embed", window))
-        if window == 1:
-            self.embedding_second.set()
         if window == self.fail_window:
             raise ProviderError("deepinfra", "server", "injected")
         return self.embed_documents(texts, deadline, stats)
 
     def upsert(self, chunks: Any) -> None:
-        window = len(self.upserted)
-        self.events.append(("upsert", window))
-        if window == 0:
-            self.events.append(("second embedding started", int(self.embedding_second.wait(10))))
+        self.events.append(("upsert", len(self.upserted)))
         self.upserted.append(sorted({c.path for c in chunks}))
         self.store.upsert(chunks)
 
@@ -508,29 +500,9 @@ class WindowLog:
         return getattr(self.store, name)
 
 
-def test_a_window_is_embedded_while_the_one_before_is_written(tmp_path: Path, deepinfra: FakeProvider) -> None:
-    kb = tmp_path / "kb"
-    kb.mkdir()
-    write_notes(kb, 8)  # 2 chunks a note: windows of 2 notes
-    settings = provider_settings(deepinfra, qdrant_path=str(tmp_path / "q"))
-    store = store_for(settings)
-    log = WindowLog(store, build_embedder(settings, Secrets(settings), shared_client()))
-    try:
-        report = Indexer(LocalSource(kb), cast(Store, log), log.embedder, SyncOptions(window_chunks=4)).sync()
-    finally:
-        store.close()
-    assert report.error is None and report.added == 8 and report.chunks_upserted == 16
-    assert ("second embedding started", 1) in log.events  # the first window's write waited for it, not in vain
-    # each window is embedded before it is written, one upsert per window, in order
-    assert all(log.events.index(("embed", k)) < log.events.index(("upsert", k)) for k in range(4))
-    assert [w for kind, w in log.events if kind == "upsert"] == [0, 1, 2, 3]
-    assert log.upserted == [[f"n{i:02d}.md", f"n{i + 1:02d}.md"] for i in range(0, 8, 2)]
-    assert_exact_chunks(settings, kb)
-
-
 def test_a_failed_embedding_leaves_the_windows_before_it_written(tmp_path: Path, deepinfra: FakeProvider) -> None:
-    """The provider fails on the third window: the two before are written (the second while the third was being
-    embedded), nothing after, and the report says so; the next run indexes the rest."""
+    """The provider fails on the third window: the two before are written, nothing after, and the report says so;
+    the next run indexes the rest."""
     kb = tmp_path / "kb"
     kb.mkdir()
     write_notes(kb, 8)

@@ -26,7 +26,6 @@ import json
 import logging
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -611,16 +610,13 @@ class Indexer:
         stop_at: Deadline,
         call_deadline: Deadline | None,
     ) -> None:
-        """Parse, embed and write the notes of ``work``, a window of chunks at a time. A window is embedded in a
-        background thread while the window before it is written (:meth:`_next_window`): the provider's time
-        overlaps the store's (Qdrant Edge's writes and seals, Qdrant Cloud's round trips) instead of adding to it.
-        The writes, their order and what they hold are those of one window after the other."""
+        """Parse, embed and write the notes of ``work``, a window of chunks at a time, one window after the other.
+        (Embedding a window in a thread while the one before is written was measured and dropped: Qdrant Edge's
+        calls hold the GIL, so the provider's answers wait for them to be decoded; BENCHMARKS.md, session 10.)"""
         stats = EmbeddingStats()
         window: list[_Parsed] = []
-        held: tuple[list[_Parsed], list[ChunkPoint]] | None = None  # the last window embedded, not yet written
         done = 0
         indexed_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-        embedding = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kbsearch-embed")
         outcomes = self._parsed_elsewhere(work, indexed_at)
         try:
             for position, (obj, kind) in enumerate(work):
@@ -633,16 +629,14 @@ class Indexer:
                 if parsed is not None:
                     window.append(parsed)
                 if sum(len(p.chunks) for p in window) >= self.options.window_chunks:
-                    held = self._next_window(report, embedding, window, held, state, stats, call_deadline)
+                    self._write_window(report, window, self._embedded(window, stats, call_deadline), state)
                     window = []
                 if self.progress:
                     self.progress(done, len(work), obj.path)
             if window and not report.incomplete:
-                held = self._next_window(report, embedding, window, held, state, stats, call_deadline)
+                self._write_window(report, window, self._embedded(window, stats, call_deadline), state)
             elif window:
                 report.remaining = report.remaining or len(window)
-            if held is not None:
-                self._write_window(report, *held, state)
         except ProviderError as exc:
             report.error = f"embedding failed: {exc}"
             report.incomplete = True
@@ -651,7 +645,6 @@ class Indexer:
         finally:
             if outcomes is not None:
                 outcomes.close()  # notes parsed ahead of a deadline or a failure are dropped
-            embedding.shutdown(wait=True)  # a window still embedding when a write failed: its answer is dropped
             report.embedding_calls = stats.calls
             report.embedding_tokens = stats.tokens
             report.embedding_fallbacks = stats.fallbacks
@@ -660,31 +653,13 @@ class Indexer:
         self, work: list[tuple[SourceObject, str]], indexed_at: str
     ) -> Generator[ParseOutcome, None, None] | None:
         """The notes of a large sync of a folder parsed in another process (:func:`parse_ahead`), in order, while
-        this one embeds and writes: parsing is a third of a full index's CPU, and this process's other work holds
-        the interpreter (Qdrant Edge's calls do too). None (parsed here, in turn) for fewer than
+        this one embeds and writes: parsing is a third of a full index's CPU, and Qdrant Edge's calls hold this
+        process's interpreter. None (parsed here, in turn) for fewer than
         :data:`PARSE_PROCESS_FROM` notes, another source, or an event run that reuses stored vectors."""
         if len(work) < PARSE_PROCESS_FROM or type(self.source) is not LocalSource or self._reuse:
             return None
         signature = self._signature_id if self.embedder is not None else None
         return parse_ahead(self.source, [obj for obj, _ in work], self.options, self._rules, signature, indexed_at)
-
-    def _next_window(
-        self,
-        report: SyncReport,
-        embedding: ThreadPoolExecutor,
-        window: list[_Parsed],
-        held: tuple[list[_Parsed], list[ChunkPoint]] | None,
-        state: dict[str, NoteState],
-        stats: EmbeddingStats,
-        call_deadline: Deadline | None,
-    ) -> tuple[list[_Parsed], list[ChunkPoint]]:
-        """Start embedding ``window``, write ``held`` (the window before it, embedded) meanwhile, and return
-        ``window`` with its vectors once they are all there (a provider's failure is raised here, after ``held``
-        is written: what is written when embedding fails is what it was with one window after the other)."""
-        future = embedding.submit(self._embedded, window, stats, call_deadline)
-        if held is not None:
-            self._write_window(report, *held, state)
-        return window, future.result()
 
     def _embedded(
         self, window: list[_Parsed], stats: EmbeddingStats, call_deadline: Deadline | None
