@@ -20,7 +20,7 @@ from kbsearch.config import Secrets, Settings
 from kbsearch.indexer import Indexer, SyncOptions, SyncReport
 from kbsearch.notes import NoteError, parse_note
 from kbsearch.providers.embeddings import build_embedder
-from kbsearch.providers.resilience import Deadline, shared_client
+from kbsearch.providers.resilience import Deadline, ProviderError, shared_client
 from kbsearch.qdrant import open_store
 from kbsearch.qdrant.query import point_id, point_number
 from kbsearch.qdrant.store import Store
@@ -290,6 +290,97 @@ def test_bad_notes_are_skipped_and_keep_their_last_good_version(tmp_path: Path) 
         assert after[path] == good[path]  # the last good version is still searchable
 
 
+def hostile_kb(kb: Path) -> None:
+    """sample-kb, edited into every outcome a note's parse can have: bad YAML, not UTF-8, binary, empty, too
+    large, a root that is not a mapping, an unusable access declaration, a dropped field (a warning), a folder
+    rule, and notes that are fine."""
+    shutil.copytree(ROOT / "sample-kb", kb)
+    write_notes(kb, 6)
+    (kb / "_access.yaml").write_text("n0/: [hr]\n")
+    (kb / "n00.md").write_text("---\ntitle: [unclosed\n---\nbody")
+    (kb / "n01.md").write_bytes("# Заметка\n".encode("cp1251"))
+    (kb / "n02.md").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00binary")
+    (kb / "n03.md").write_text("   \n\n")
+    (kb / "n04.md").write_text("# big\n\n" + "word " * 20_000)
+    (kb / "bad-root.md").write_text("---\n- a list\n- not a mapping\n---\n")
+    (kb / "bad-access.md").write_text('---\naccess: ["Not A Group!"]\n---\n# Secret\n\nbody')
+    (kb / "dropped.md").write_text("---\ntitle: Dates\nwhen: 2024-02-30\n---\n# Dates\n\nA date that does not exist.")
+
+
+@pytest.mark.parametrize("embedded", [False, True])
+def test_notes_parsed_in_another_process_index_as_parsed_here(
+    tmp_path: Path, deepinfra: FakeProvider, monkeypatch: pytest.MonkeyPatch, embedded: bool
+) -> None:
+    """A large sync of a folder parses its notes in another process (PARSE_PROCESS_FROM notes and up): the same
+    points, payloads, skips, warnings and counts as parsing them in the indexing process, bad notes included, with
+    a window's worth of notes parsed ahead of a deadline (CountdownDeadline) dropped and resumed."""
+    from kbsearch import indexer
+
+    kb = tmp_path / "kb"
+    hostile_kb(kb)
+    reports, snapshots = [], []
+    elsewhere: list[int] = []
+    parse_ahead = indexer.parse_ahead
+
+    def counted(*args: Any) -> Any:
+        elsewhere.append(len(args[1]))
+        return parse_ahead(*args)
+
+    monkeypatch.setattr(indexer, "parse_ahead", counted)
+    for threshold in (10**9, 1):
+        monkeypatch.setattr(indexer, "PARSE_PROCESS_FROM", threshold)
+        monkeypatch.setattr(indexer, "PARSE_BATCH", 3)
+        settings = provider_settings(deepinfra if embedded else None, qdrant_path=str(tmp_path / f"q{threshold}"),
+                                     max_note_bytes=40_000)  # fmt: skip
+        store = store_for(settings)
+        embedder = build_embedder(settings, Secrets(settings), shared_client())
+        try:
+            cut = Indexer(LocalSource(kb), store, embedder, SyncOptions.from_settings(settings, window_chunks=8)).sync(
+                stop_at=CountdownDeadline(20)
+            )
+            report = Indexer(
+                LocalSource(kb), store, embedder, SyncOptions.from_settings(settings, window_chunks=8)
+            ).sync()
+        finally:
+            store.close()
+        assert cut.incomplete and cut.added > 0 and report.added + report.unchanged > cut.added
+        reports.append([{k: v for k, v in r.to_dict().items() if k != "duration_ms"} for r in (cut, report)])
+        snapshots.append(snapshot(settings))
+    assert elsewhere and all(elsewhere)  # the second pair of syncs parsed in the other process, the first did not
+    assert reports[0] == reports[1]
+    assert snapshots[0] == snapshots[1]
+    skipped = {s["path"] for s in reports[0][0]["skipped"]} | {s["path"] for s in reports[0][1]["skipped"]}
+    assert {"n00.md", "n01.md", "n02.md", "n03.md", "n04.md", "bad-root.md", "bad-access.md"} <= skipped
+    assert any(w["path"] == "dropped.md" for r in reports[0] for w in r["warnings"])
+
+
+def test_a_script_without_a_main_guard_is_not_run_again_by_the_parsing_process(tmp_path: Path) -> None:
+    """The parsing process is spawned (a fresh interpreter), which imports the caller's ``__main__`` again unless
+    the indexer hides it: a script that indexes at import time would then index twice, at once, into one store."""
+    import os
+    import subprocess
+    import sys
+
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    write_notes(kb, 4)
+    script = tmp_path / "index_it.py"
+    script.write_text(
+        "import kbsearch.indexer as ix\n"
+        "from kbsearch.config import Secrets, Settings\n"
+        "ix.PARSE_PROCESS_FROM = 1\n"
+        "print('script ran', flush=True)\n"
+        f"s = Settings(qdrant_path={str(tmp_path / 'q')!r})\n"
+        f"r = ix.run_sync(s, Secrets(s), source_uri={str(kb)!r})\n"
+        "print('indexed', r.added, r.error, flush=True)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, str(script)], check=False, capture_output=True, text=True, timeout=120,
+                          env=env)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines() == ["script ran", "indexed 4 None"], done.stdout + done.stderr[-2000:]
+
+
 class Crash(Exception):
     pass
 
@@ -380,6 +471,54 @@ def test_crash_at_every_write_then_sync_equals_clean_build(
         assert not recovered.incomplete
         assert snapshot(settings) == expected, f"crash at write {crash_at} left a different collection"
         assert run(LocalSource(kb), settings).unchanged == 8  # and then it is quiet
+
+
+class WindowLog:
+    """The store and the embedder of one sync, recording the windows each embeds and writes; the embedder fails
+    on window ``fail_window``."""
+
+    def __init__(self, store: Store, embedder: Any, fail_window: int | None = None) -> None:
+        self.store, self.embedder, self.fail_window = store, embedder, fail_window
+        self.events: list[tuple[str, int]] = []
+        self.upserted: list[list[str]] = []
+        self.embed_documents = embedder.embed_documents
+        embedder.embed_documents = self._embed
+
+    def _embed(self, texts: Any, deadline: Any = None, stats: Any = None) -> Any:
+        window = sum(1 for kind, _ in self.events if kind == "embed")
+        self.events.append(("embed", window))
+        if window == self.fail_window:
+            raise ProviderError("deepinfra", "server", "injected")
+        return self.embed_documents(texts, deadline, stats)
+
+    def upsert(self, chunks: Any) -> None:
+        self.events.append(("upsert", len(self.upserted)))
+        self.upserted.append(sorted({c.path for c in chunks}))
+        self.store.upsert(chunks)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+def test_a_failed_embedding_leaves_the_windows_before_it_written(tmp_path: Path, deepinfra: FakeProvider) -> None:
+    """The provider fails on the third window: the two before are written, nothing after, and the report says so;
+    the next run indexes the rest."""
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    write_notes(kb, 8)
+    settings = provider_settings(deepinfra, qdrant_path=str(tmp_path / "q"))
+    store = store_for(settings)
+    log = WindowLog(store, build_embedder(settings, Secrets(settings), shared_client()), fail_window=2)
+    try:
+        report = Indexer(LocalSource(kb), cast(Store, log), log.embedder, SyncOptions(window_chunks=4)).sync()
+    finally:
+        store.close()
+    assert report.incomplete and report.error == "embedding failed: deepinfra: injected"
+    assert log.upserted == [["n00.md", "n01.md"], ["n02.md", "n03.md"]]
+    assert report.added == 4 and report.chunks_upserted == 8
+    resumed = run(LocalSource(kb), settings)
+    assert resumed.added == 4 and resumed.unchanged == 4 and not resumed.incomplete
+    assert_exact_chunks(settings, kb)
 
 
 class CountdownDeadline(Deadline):

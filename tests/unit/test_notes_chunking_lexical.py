@@ -157,6 +157,38 @@ def test_tokenizer_russian_and_english() -> None:
     assert tokenize("Qdrant-1.16 snake_case x²") == ["qdrant", "1", "16", "snake", "case", "x²"]
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sampled_from(["Qdrant", "qdrant's", "ёлки", "Ёлкам", "the", "и", "x" * 41, "x" * 40, "don’t",
+                                 "заметкам", "index", "indexed", "snake_case", "日本語", "mixedкириллица", "x²"]),
+                max_size=30))  # fmt: skip
+def test_tokens_and_term_ids_are_the_same_with_the_caches_full_or_emptied(words: list[str]) -> None:
+    """The stem and term-id caches change nothing, whatever they hold: the tokens and vectors of a text are
+    what the stemmer and the digest make of each word, before, across and after the caches are emptied."""
+    import hashlib
+    import re
+
+    from kbsearch import lexical
+
+    text = " ".join(words)
+    expected = [s for w in re.findall(lexical._WORD, text.lower().replace("ё", "е"))
+                if len(w) <= lexical.MAX_TOKEN_CHARS and (s := lexical._stem(w))]  # fmt: skip
+    ids = [int.from_bytes(hashlib.blake2b(t.encode(), digest_size=4).digest(), "big") for t in expected]
+    original = lexical.CACHE_WORDS
+    try:
+        for bound in (original, 3, 1):
+            lexical.CACHE_WORDS = bound
+            for _ in range(2):
+                assert tokenize(text) == expected
+                assert [term_id(t) for t in expected] == ids
+                assert sorted(document_vector(text).indices) == sorted(set(ids))
+            lexical._STEMS.clear()
+            lexical._TERM_IDS.clear()
+        assert tokenize(text) == expected
+        assert len(lexical._STEMS) <= 1 and len(lexical._TERM_IDS) <= 1  # bounded
+    finally:
+        lexical.CACHE_WORDS = original
+
+
 def test_term_ids_are_stable_across_processes() -> None:
     # fixed values: a change here breaks every existing index
     assert term_id("qdrant") == 3738887970

@@ -25,7 +25,7 @@ import datetime as dt
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -582,54 +582,34 @@ class Indexer:
         report.skipped.append({"path": path, "reason": reason})
         logger.warning("note skipped: %s: %s", path, reason, extra={"path": path, "reason": reason})
 
-    def _parse(self, report: SyncReport, obj: SourceObject, kind: str, indexed_at: str) -> _Parsed | None:
-        """Everything that happens to one note before it is written; any failure skips the note, nothing else."""
-        from kbsearch.notes import NoteError, parse_note  # the YAML parser loads only when a note changed
-
-        if obj.size > self.options.max_note_bytes:
-            self._skip(report, obj.path, f"too large: {obj.size} bytes (limit {self.options.max_note_bytes})")
+    def _parse(
+        self, report: SyncReport, obj: SourceObject, kind: str, indexed_at: str, outcome: ParseOutcome | None = None
+    ) -> _Parsed | None:
+        """Everything that happens to one note before it is written; any failure skips the note, nothing else.
+        ``outcome``: the note already parsed (:func:`parse_for_index`, in a parsing process); what follows from it
+        (skips, warnings, a revoked note) happens here, in the note's turn, either way."""
+        if outcome is None:
+            outcome = parse_for_index(
+                self.source, obj, self.options, self._rules, self._signature_id if self.embedder is not None else None,
+                indexed_at, self._reuse.get(obj.path, {}),
+            )  # fmt: skip
+        if outcome.failure == "large":
+            self._skip(report, obj.path, outcome.reason)
             return None
-        try:
-            raw = self.source.read(obj)
-            note = parse_note(obj.path, raw, self.options.max_note_bytes)
-            groups, access_from = note_access(
-                obj.path, declared_access(note.metadata, note.warnings), self._rules, self.options.access_default
-            )
-            chunks = chunk_note(note, self.options.chunk_max_tokens, self.options.chunk_overlap_tokens)
-            dense = self.embedder is not None
-            language = text_language(note.title + "\n" + "\n".join(c.text for c in chunks))
-            payloads = []
-            for chunk in chunks:
-                payload = _payload(obj, note, chunk, len(chunks), indexed_at, dense)
-                payload["lang"] = language  # the note's language: what the fusion weighs a BM25 match by
-                payload["embedding"] = self._signature_id if dense else ""  # which model/format embedded it
-                payload[EMBED_HASH] = embed_hash(self._signature_id, chunk.embed_text) if dense else ""
-                payload["access"], payload["access_from"] = groups, access_from
-                payloads.append(payload)
-            _check_storable(payloads)  # what the store must take
-            reuse = self._reuse.get(obj.path, {}) if dense else {}
-            points = [ChunkPoint(obj.path, chunk.index, payload, document_vector(chunk.embed_text),
-                                 reuse.get(payload[EMBED_HASH]))
-                      for chunk, payload in zip(chunks, payloads, strict=True)]  # fmt: skip
-        except SourceError as exc:
-            self._skip(report, obj.path, str(exc))
+        if outcome.failure == "access":
+            self._revoke(report, obj.path, outcome.reason, self._state)
+            return None
+        if outcome.failure is not None:  # unreadable, not a note, or a bug: this note only
+            if outcome.failure == "bug":
+                logger.error("note failed\n%s", outcome.trace, extra={"path": obj.path})
+            self._skip(report, obj.path, outcome.reason)
             self._keep_last_good(report, obj.path)
             return None
-        except NoteError as exc:
-            self._skip(report, obj.path, exc.reason)
-            self._keep_last_good(report, obj.path)
-            return None
-        except AccessDeclarationError as exc:
-            self._revoke(report, obj.path, exc.reason, self._state)
-            return None
-        except Exception as exc:  # a bug or an input no rule above foresaw: this note only
-            logger.exception("note failed", extra={"path": obj.path})
-            self._skip(report, obj.path, f"cannot be indexed ({type(exc).__name__})")
-            self._keep_last_good(report, obj.path)
-            return None
+        assert outcome.parsed is not None
+        note, access, chunks, points = outcome.parsed
         for warning in note.warnings:
             report.warnings.append({"path": obj.path, "reason": warning})
-        return _Parsed(obj, kind, note, (groups, access_from), chunks, points)
+        return _Parsed(obj, kind, note, access, chunks, points)
 
     def _index(
         self,
@@ -639,27 +619,31 @@ class Indexer:
         stop_at: Deadline,
         call_deadline: Deadline | None,
     ) -> None:
+        """Parse, embed and write the notes of ``work``, a window of chunks at a time, one window after the other.
+        (Embedding a window in a thread while the one before is written was measured and dropped: Qdrant Edge's
+        calls hold the GIL, so the provider's answers wait for them to be decoded; BENCHMARKS.md, session 10.)"""
         stats = EmbeddingStats()
         window: list[_Parsed] = []
         done = 0
         indexed_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        outcomes = self._parsed_elsewhere(work, indexed_at)
         try:
             for position, (obj, kind) in enumerate(work):
                 if stop_at.remaining() <= 0:
                     report.incomplete = True
                     report.remaining = len(work) - position + len(window)
                     break
-                parsed = self._parse(report, obj, kind, indexed_at)
+                parsed = self._parse(report, obj, kind, indexed_at, next(outcomes) if outcomes is not None else None)
                 done += 1
                 if parsed is not None:
                     window.append(parsed)
                 if sum(len(p.chunks) for p in window) >= self.options.window_chunks:
-                    self._write_window(report, window, state, stats, call_deadline)
+                    self._write_window(report, window, self._embedded(window, stats, call_deadline), state)
                     window = []
                 if self.progress:
                     self.progress(done, len(work), obj.path)
             if window and not report.incomplete:
-                self._write_window(report, window, state, stats, call_deadline)
+                self._write_window(report, window, self._embedded(window, stats, call_deadline), state)
             elif window:
                 report.remaining = report.remaining or len(window)
         except ProviderError as exc:
@@ -668,30 +652,44 @@ class Indexer:
             logger.error("embedding failed; the run stops, unchanged notes keep their last version",
                          extra={"error": str(exc)})  # fmt: skip
         finally:
+            if outcomes is not None:
+                outcomes.close()  # notes parsed ahead of a deadline or a failure are dropped
             report.embedding_calls = stats.calls
             report.embedding_tokens = stats.tokens
             report.embedding_fallbacks = stats.fallbacks
 
-    def _write_window(
-        self,
-        report: SyncReport,
-        window: list[_Parsed],
-        state: dict[str, NoteState],
-        stats: EmbeddingStats,
-        call_deadline: Deadline | None,
-    ) -> None:
+    def _parsed_elsewhere(
+        self, work: list[tuple[SourceObject, str]], indexed_at: str
+    ) -> Generator[ParseOutcome, None, None] | None:
+        """The notes of a large sync of a folder parsed in another process (:func:`parse_ahead`), in order, while
+        this one embeds and writes: parsing is a third of a full index's CPU, and Qdrant Edge's calls hold this
+        process's interpreter. None (parsed here, in turn) for fewer than
+        :data:`PARSE_PROCESS_FROM` notes, another source, or an event run that reuses stored vectors."""
+        if len(work) < PARSE_PROCESS_FROM or type(self.source) is not LocalSource or self._reuse:
+            return None
+        signature = self._signature_id if self.embedder is not None else None
+        return parse_ahead(self.source, [obj for obj, _ in work], self.options, self._rules, signature, indexed_at)
+
+    def _embedded(
+        self, window: list[_Parsed], stats: EmbeddingStats, call_deadline: Deadline | None
+    ) -> list[ChunkPoint]:
+        """The window's points with their vectors (only chunks without one are embedded: an event-driven run
+        reuses the vectors of chunks whose text is unchanged)."""
         points = [point for parsed in window for point in parsed.points]
         if self.embedder is not None:
-            # only chunks without a vector: an event-driven run reuses the vectors of chunks whose text is unchanged
             todo = [i for i, point in enumerate(points) if point.dense is None]
             chunks = [c for p in window for c in p.chunks]
             texts = [self.embedder.format_document(chunks[i].embed_text) for i in todo]
             vectors = self.embedder.embed_documents(texts, call_deadline, stats) if texts else []
             for i, vector in zip(todo, vectors, strict=True):  # the lists the store writes
                 points[i] = replace(points[i], dense=vector)
-            report_reused = len(points) - len(todo)
-            if report_reused and isinstance(report, ChangeReport):
-                report.chunks_reused += report_reused
+        return points
+
+    def _write_window(
+        self, report: SyncReport, window: list[_Parsed], points: list[ChunkPoint], state: dict[str, NoteState]
+    ) -> None:
+        if self.embedder is not None and isinstance(report, ChangeReport):
+            report.chunks_reused += sum(1 for parsed in window for point in parsed.points if point.dense is not None)
         # New versions first (one round trip per window), then each note's leftovers: a note is never missing.
         self.store.upsert(points)
         report.chunks_upserted += len(points)
@@ -710,6 +708,148 @@ class Indexer:
                 report.added += 1
             else:
                 report.updated += 1
+
+
+@dataclass
+class ParseOutcome:
+    """What parsing one note for the index came to, with no side effect: its parts (note, (groups, where they came
+    from), chunks, points), or why not (``failure``: large, source, note, access, bug; ``reason`` as reported)."""
+
+    parsed: tuple[Note, tuple[list[str], str], list[Chunk], list[ChunkPoint]] | None = None
+    failure: str | None = None
+    reason: str = ""
+    trace: str = ""  # a bug's traceback
+
+
+def parse_for_index(
+    source: Source,
+    obj: SourceObject,
+    options: SyncOptions,
+    rules: FolderRules,
+    signature_id: str | None,
+    indexed_at: str,
+    reuse: dict[str, Any],
+) -> ParseOutcome:
+    """Read, parse, chunk one note and build its points (payload, sparse vector; a reused dense vector from
+    ``reuse``, embed hash → vector); ``signature_id``: the embedding's, None when the index is BM25 only."""
+    import traceback
+
+    from kbsearch.notes import NoteError, parse_note  # the YAML parser loads only when a note changed
+
+    if obj.size > options.max_note_bytes:
+        return ParseOutcome(failure="large", reason=f"too large: {obj.size} bytes (limit {options.max_note_bytes})")
+    try:
+        raw = source.read(obj)
+        note = parse_note(obj.path, raw, options.max_note_bytes)
+        groups, access_from = note_access(
+            obj.path, declared_access(note.metadata, note.warnings), rules, options.access_default
+        )
+        chunks = chunk_note(note, options.chunk_max_tokens, options.chunk_overlap_tokens)
+        dense = signature_id is not None
+        signature = signature_id or ""
+        language = text_language(note.title + "\n" + "\n".join(c.text for c in chunks))
+        payloads = []
+        for chunk in chunks:
+            payload = _payload(obj, note, chunk, len(chunks), indexed_at, dense)
+            payload["lang"] = language  # the note's language: what the fusion weighs a BM25 match by
+            payload["embedding"] = signature if dense else ""  # which model/format embedded it
+            payload[EMBED_HASH] = embed_hash(signature, chunk.embed_text) if dense else ""
+            payload["access"], payload["access_from"] = groups, access_from
+            payloads.append(payload)
+        _check_storable(payloads)  # what the store must take
+        reuse = reuse if dense else {}
+        points = [ChunkPoint(obj.path, chunk.index, payload, document_vector(chunk.embed_text),
+                             reuse.get(payload[EMBED_HASH]))
+                  for chunk, payload in zip(chunks, payloads, strict=True)]  # fmt: skip
+    except SourceError as exc:
+        return ParseOutcome(failure="source", reason=str(exc))
+    except NoteError as exc:
+        return ParseOutcome(failure="note", reason=exc.reason)
+    except AccessDeclarationError as exc:
+        return ParseOutcome(failure="access", reason=exc.reason)
+    except Exception as exc:  # a bug or an input no rule above foresaw: this note only
+        return ParseOutcome(failure="bug", reason=f"cannot be indexed ({type(exc).__name__})",
+                            trace=traceback.format_exc())  # fmt: skip
+    return ParseOutcome((note, (groups, access_from), chunks, points))
+
+
+#: A sync of at least this many notes to (re)index from a folder parses them in another process: starting it costs
+#: ~0.5 s of CPU (an interpreter and kb-search's parsing imports), parsing ~2.5 ms a note here.
+PARSE_PROCESS_FROM = 500
+PARSE_BATCH = 32  # notes per task sent to the parsing process
+PARSE_AHEAD = 4  # tasks in flight: what is parsed ahead of the writes is bounded (128 notes, about a window)
+
+
+def _parse_batch(
+    root: str, objs: list[SourceObject], options: SyncOptions, rules: FolderRules, signature_id: str | None,
+    indexed_at: str,
+) -> list[ParseOutcome]:  # fmt: skip
+    """The parsing process's task: :func:`parse_for_index` of each note of a folder, each note without its
+    sections (the indexer reads a parsed note's id and warnings; its text is in the chunks, sent once)."""
+    source = LocalSource(root)
+    outcomes = [parse_for_index(source, obj, options, rules, signature_id, indexed_at, {}) for obj in objs]
+    for outcome in outcomes:
+        if outcome.parsed is not None:
+            note, access, chunks, points = outcome.parsed
+            outcome.parsed = (replace(note, sections=[]), access, chunks, points)
+    return outcomes
+
+
+@contextlib.contextmanager
+def _main_hidden() -> Iterator[None]:
+    """While a process is spawned: a spawned Python imports the parent's ``__main__`` again (its script, or its
+    ``-m`` module) before it runs anything, and a caller's script that indexes at import time, with no ``if
+    __name__ == "__main__"`` guard, would then index again in it. The parsing process needs kb-search alone."""
+    import sys
+    import types
+
+    main = sys.modules.get("__main__")
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        if main is not None:
+            sys.modules["__main__"] = main
+
+
+def parse_ahead(
+    source: LocalSource, objs: list[SourceObject], options: SyncOptions, rules: FolderRules,
+    signature_id: str | None, indexed_at: str,
+) -> Generator[ParseOutcome, None, None]:  # fmt: skip
+    """:func:`parse_for_index` of each of ``objs``, in order, computed in one spawned process at most
+    :data:`PARSE_AHEAD` batches ahead of the caller. A process that cannot start or dies (a platform without
+    process support, memory) leaves the remaining notes to be parsed here, with a warning."""
+    import multiprocessing
+    from collections import deque
+    from concurrent.futures import Future, ProcessPoolExecutor
+
+    batches = [objs[i : i + PARSE_BATCH] for i in range(0, len(objs), PARSE_BATCH)]
+    done = 0
+    pending: deque[Future[list[ParseOutcome]]] = deque()
+    pool: ProcessPoolExecutor | None = None
+    try:
+        pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        root = str(source.root)
+        with _main_hidden():  # the process starts at the first task
+            for batch in batches[:PARSE_AHEAD]:
+                pending.append(pool.submit(_parse_batch, root, batch, options, rules, signature_id, indexed_at))
+        while pending:
+            outcomes = pending.popleft().result()
+            if done + PARSE_AHEAD < len(batches):
+                batch = batches[done + PARSE_AHEAD]
+                pending.append(pool.submit(_parse_batch, root, batch, options, rules, signature_id, indexed_at))
+            done += 1
+            yield from outcomes
+    except Exception as exc:  # the process could not start, or died: the rest is parsed here
+        logger.warning("kbsearch: notes are parsed in the indexing process (%s)", type(exc).__name__)
+        for batch in batches[done:]:
+            for obj in batch:
+                yield parse_for_index(source, obj, options, rules, signature_id, indexed_at, {})
+    finally:
+        for future in pending:
+            future.cancel()
+        if pool is not None:
+            pool.shutdown(wait=True)
 
 
 def _describe(signature: dict[str, Any]) -> str:

@@ -17,7 +17,6 @@ import re
 import threading
 from collections import Counter
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -67,9 +66,8 @@ def _stemmers() -> tuple[snowballstemmer.stemmer, snowballstemmer.stemmer]:
     return pair
 
 
-@lru_cache(maxsize=200_000)
 def _stem(word: str) -> str | None:
-    """Stem of one lower-cased word with ё folded, or None for a stop word. Cached: vocabularies are small."""
+    """Stem of one lower-cased word with ``ё`` folded, or None for a stop word."""
     if word in STOP_WORDS_RU or word in STOP_WORDS_EN:
         return None
     ru, en = _stemmers()
@@ -80,21 +78,44 @@ def _stem(word: str) -> str | None:
     return word
 
 
+#: Caches of what a word stems to (None: a stop word or an over-long token) and of a stem's term id: a KB's
+#: vocabulary is small and its words repeat (the 10x vault: 920,000 tokens, ~20,000 words), and each costs a Snowball
+#: stemmer or a BLAKE2b digest. Plain dicts (a lookup is the whole cost of a known word), emptied when they reach
+#: :data:`CACHE_WORDS` so that a process indexing any text stays bounded; shared by threads (a dict's get and set
+#: are atomic, and a word computed twice is computed the same).
+_STEMS: dict[str, str | None] = {}
+_TERM_IDS: dict[str, int] = {}
+CACHE_WORDS = 200_000
+
+
+def _stem_cached(word: str) -> str | None:
+    if len(_STEMS) >= CACHE_WORDS:
+        _STEMS.clear()
+    stem = _STEMS[word] = _stem(word) if len(word) <= MAX_TOKEN_CHARS else None
+    return stem
+
+
 def tokenize(text: str) -> list[str]:
     """Stemmed tokens of ``text`` in order (stop words and over-long tokens dropped)."""
     out: list[str] = []
-    for match in _WORD.finditer(text.lower().replace("ё", "е")):
-        word = match.group(0)
-        if len(word) > MAX_TOKEN_CHARS:
-            continue
-        stem = _stem(word)
+    stems = _STEMS
+    for word in _WORD.findall(text.lower().replace("ё", "е")):
+        try:
+            stem = stems[word]
+        except KeyError:
+            stem = _stem_cached(word)
         if stem:
             out.append(stem)
     return out
 
 
 def term_id(term: str) -> int:
-    return int.from_bytes(hashlib.blake2b(term.encode("utf-8"), digest_size=4).digest(), "big")
+    tid = _TERM_IDS.get(term)
+    if tid is None:
+        if len(_TERM_IDS) >= CACHE_WORDS:
+            _TERM_IDS.clear()
+        tid = _TERM_IDS[term] = int.from_bytes(hashlib.blake2b(term.encode("utf-8"), digest_size=4).digest(), "big")
+    return tid
 
 
 @dataclass(frozen=True)
