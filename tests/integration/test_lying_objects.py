@@ -237,7 +237,7 @@ def nfd(text: str) -> str:
     return unicodedata.normalize("NFD", text)
 
 
-def test_a_read_by_path_lists_only_the_keys_that_can_spell_it(moto_s3: Any, load_search_app) -> None:
+def test_a_read_by_path_lists_only_the_keys_that_can_spell_it(moto_s3: Any, load_search_app, tmp_path: Path) -> None:
     """``kb_get_note`` by a path S3 does not hold as given (a note stored decomposed, as macOS uploads it; a
     composition exclusion; or no note) looks for the key spelled another way by listing the keys that share the
     path's start no normalisation changes: a handful, whatever the folder holds. The start was cut at the first
@@ -250,12 +250,19 @@ def test_a_read_by_path_lists_only_the_keys_that_can_spell_it(moto_s3: Any, load
     s3.put_object(Bucket=BUCKET, Key=nfd("ru/заметки/Йогурт.md"), Body=b"# Yoghurt\n\nonly decomposed")
     s3.put_object(Bucket=BUCKET, Key="ru/заметки/\u0958.md", Body=b"# Qa\n\na composition exclusion")
     s3.put_object(Bucket=BUCKET, Key="ru/заметки/\u212aelvin.md", Body=b"# Kelvin\n\na singleton")
+    # a caller's read asks the index first (no index: 503 for every path), so the bucket is indexed
+    from kbsearch.config import Secrets, Settings
+    from kbsearch.indexer import run_sync
+
+    store = str(tmp_path / "q")
+    settings = Settings(qdrant_path=store, qdrant_url="", embedding_api_key=None, embedding_api_key_param="")
+    assert run_sync(settings, Secrets(settings), source_uri=f"s3://{BUCKET}/").error is None
     listed: list[int] = []
     assert boto3.DEFAULT_SESSION is not None
     boto3.DEFAULT_SESSION.events.register(
         "after-call.s3.ListObjectsV2", lambda parsed, **_: listed.append(len(parsed.get("Contents", [])))
     )
-    app = load_search_app(KB_SOURCE=f"s3://{BUCKET}/", QDRANT_PATH="/nonexistent/q")
+    app = load_search_app(KB_SOURCE=f"s3://{BUCKET}/", QDRANT_PATH=store)
 
     def kb_get_note(path: str) -> dict[str, Any]:
         raw = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call",

@@ -85,7 +85,8 @@ def test_a_note_read_from_a_slow_s3_is_answered_within_the_request_budget(
 
 class _SlowQdrant:
     """A loopback Qdrant answering the catalog's facets (a count for any key) and its ordered query (no points),
-    each after ``delay_s``: slower than a healthy Qdrant, each answer within one call's timeout."""
+    each after ``delay_s``: slower than a healthy Qdrant, each answer within one call's timeout; a restricted read's
+    lookup of the note (a scroll) at once, holding it."""
 
     def __init__(self, delay_s: float) -> None:
         self.delay_s = delay_s
@@ -95,9 +96,12 @@ class _SlowQdrant:
     def respond(self, method: str, path: str) -> tuple[int, bytes, str] | None:
         import time
 
+        if path.endswith("/points/scroll"):  # a restricted read's first question, the note held: at once
+            result: Any = {"points": [{"id": 1, "payload": {}}], "next_page_offset": None}
+            return 200, json.dumps({"result": result, "status": "ok", "time": 0.001}).encode(), "application/json"
         time.sleep(self.delay_s)
         if path.endswith("/facet"):
-            result: Any = {"hits": [{"value": 0, "count": 3}]}
+            result = {"hits": [{"value": 0, "count": 3}]}
         elif path.endswith("/points/query"):
             result = {"points": []}
         elif method == "GET" and path.rstrip("/").endswith("/collections/kb"):
