@@ -36,6 +36,7 @@ from kbsearch.errors import KbSearchError
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import HeadObjectOutputTypeDef
 
 NOTE_SUFFIX = ".md"
 
@@ -484,17 +485,23 @@ class S3Source:
         """Why the object at exactly ``path`` (no other Unicode form is listed for) is no note :meth:`read_path`
         could read, as read_path says it (``larger than 64 MiB ...``), from one HEAD: never a byte of it. None when
         nothing is there or read_path would read it; :class:`SourceError` when S3 does not answer."""
-        key = self.prefix + _checked(path)
-        try:
-            meta = self.client.head_object(Bucket=self.bucket, Key=key)
-        except Exception as exc:
-            if _aws_code(exc) in ("NoSuchKey", "404", "NotFound"):
-                return None
-            raise SourceError(f"cannot read s3://{self.bucket}/{key}: {_aws_message(exc)}") from None
+        meta = self.head_key(self.prefix + _checked(path))
+        if meta is None:
+            return None
         declared = meta.get("ContentLength")
         if isinstance(declared, int) and declared > MAX_FILE_BYTES:
             return _too_large(declared)
         return None
+
+    def head_key(self, key: str) -> HeadObjectOutputTypeDef | None:
+        """S3's HEAD answer for ``key``, None when no object is there; :class:`SourceError` when S3 does not
+        answer (the one HEAD both :meth:`entry_problem` and :func:`head` make)."""
+        try:
+            return self.client.head_object(Bucket=self.bucket, Key=key)
+        except Exception as exc:
+            if _aws_code(exc) in ("NoSuchKey", "404", "NotFound"):
+                return None
+            raise SourceError(f"cannot read s3://{self.bucket}/{key}: {_aws_message(exc)}") from None
 
     def _find(self, path: str) -> str | None:
         """The key whose NFC path is ``path`` (what the listing indexed), by listing the keys that share its start
@@ -595,12 +602,9 @@ def head(source: Source, key: str) -> SourceObject | None:
     does not exist (or, in a folder, is not a regular file). What an event-driven run reads instead of a listing;
     raises :class:`SourceError` when the answer is neither."""
     if isinstance(source, S3Source):
-        try:
-            meta = source.client.head_object(Bucket=source.bucket, Key=key)
-        except Exception as exc:
-            if _aws_code(exc) in ("NoSuchKey", "404", "NotFound"):
-                return None
-            raise SourceError(f"cannot read s3://{source.bucket}/{key}: {_aws_message(exc)}") from None
+        meta = source.head_key(key)
+        if meta is None:
+            return None
         modified = meta.get("LastModified")
         return SourceObject(
             path=_nfc(key[len(source.prefix) :]), key=key, etag=str(meta.get("ETag", "")).strip('"'),
