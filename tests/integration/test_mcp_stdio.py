@@ -154,6 +154,47 @@ def test_a_remote_that_drips_its_answer_is_an_error_within_the_timeout() -> None
     assert all(a["error"]["code"] == -32001 and "within 2 s" in a["error"]["message"] for a in answers), answers
 
 
+def _gzip(data: bytes) -> bytes:
+    import gzip
+
+    return gzip.compress(data, compresslevel=9)
+
+
+HUGE = {  # a JSON-RPC answer padded past the bridge's 32 MiB: sent whole, and as 40 KB of gzip inflating to it
+    "33 MiB": ({}, b'{"jsonrpc": "2.0", "id": 1, "result": {"pad": "' + b"x" * (33 << 20) + b'"}}'),
+    "gzip bomb": ({"Content-Encoding": "gzip"}, _gzip(b'{"jsonrpc": "2.0", "id": 1, "result": {"pad": "' + b" " * (40 << 20) + b'"}}')),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("headers", "body"), HUGE.values(), ids=HUGE.keys())
+def test_a_remote_answer_over_the_size_cap_is_an_error(headers: dict[str, str], body: bytes) -> None:
+    """``--remote`` to an endpoint whose answer is larger than any of kb-search's (a note is at most 4 MiB, a
+    deployment's answer 6 MB): one readable -32001 error naming the cap, the next request forwarded. The bridge read
+    the whole answer into memory, then wrote it to stdout, whatever its size (a gzip bomb too)."""
+    remote = FakeEndpoint().start()
+    remote.body, remote.content_type, remote.headers = body, "application/json", headers
+    try:
+        answers, stderr = run_lines(["--remote", remote.url], subprocess_env(KB_API_KEY=API_KEY),
+                                    [line(INIT), call(2, "kb_list", {})])  # fmt: skip
+    finally:
+        remote.stop()
+    assert [a["id"] for a in answers] == [1, 2]
+    assert all(a["error"]["code"] == -32001 and "over 32 MiB" in a["error"]["message"] for a in answers), answers
+    assert "over 32 MiB" in stderr
+
+
+def test_a_remote_answer_not_in_the_encoding_it_names_is_an_error() -> None:
+    remote = FakeEndpoint().start()
+    remote.body, remote.content_type = b'{"jsonrpc": "2.0", "id": 1, "result": {}}', "application/json"
+    remote.headers = {"Content-Encoding": "gzip"}
+    try:
+        answers, _ = run_lines(["--remote", remote.url], subprocess_env(KB_API_KEY=API_KEY), [line(INIT)])
+    finally:
+        remote.stop()
+    (answer,) = answers
+    assert answer["error"]["code"] == -32001 and "not in the encoding it names" in answer["error"]["message"]
+
+
 def test_remote_url_forms() -> None:
     assert mcp_url("https://abc.execute-api.eu-west-1.amazonaws.com/prod") == (
         "https://abc.execute-api.eu-west-1.amazonaws.com/prod/mcp"

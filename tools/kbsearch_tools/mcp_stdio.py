@@ -7,8 +7,8 @@
   process holds it, tools answer with an error that says so and what to do.
 - **remote** (``--remote URL``): a bridge to a deployed instance's ``POST /mcp``: each line is forwarded with the
   API key (from the variable ``--api-key-env``, default ``KB_API_KEY``) and, in the 2026-07-28 era, the headers the
-  body implies (``MCP-Protocol-Version``, ``Mcp-Method``, ``Mcp-Name``); the answer is written back as it came. The
-  remote's refusals become JSON-RPC errors a person can act on (403 → "API key rejected").
+  body implies (``MCP-Protocol-Version``, ``Mcp-Method``, ``Mcp-Name``); the answer (at most 32 MiB) is written back as it
+  came. The remote's refusals become JSON-RPC errors a person can act on (403 → "API key rejected").
 
 stdout carries only MCP messages: anything else printed by accident goes to stderr, as do the logs.
 """
@@ -34,6 +34,9 @@ PARSE_ERROR = -32700
 DEFAULT_API_KEY_ENV = "KB_API_KEY"
 NAME_BEARING = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
 PROTOCOL_VERSION_KEY = "io.modelcontextprotocol/protocolVersion"
+#: The most of one answer the bridge reads: a deployment's answer is at most 6 MB (Lambda's limit), a note read
+#: through ``kbsearch serve`` at most 4 MiB (escaped as JSON, at most six times that); more is no answer of ours.
+MAX_REMOTE_ANSWER_BYTES = 32 * 1024 * 1024
 
 
 def _without_httpx_cli() -> None:
@@ -181,6 +184,7 @@ class RemoteBridge:
         self.api_key = api_key
         self.api_key_env = api_key_env
         self.timeout_s = timeout_s
+        self.max_answer_bytes = MAX_REMOTE_ANSWER_BYTES
         self.client = httpx.Client(transport=deadline_transport(), timeout=httpx.Timeout(timeout_s, connect=10.0),
                                    follow_redirects=False)  # fmt: skip
         self.handshake_version: str | None = None
@@ -224,29 +228,40 @@ class RemoteBridge:
         id_ = message.get("id") if isinstance(message, dict) else None
         id_ = id_ if isinstance(id_, str | int) and not isinstance(id_, bool) else None
         is_request = isinstance(message, dict) and "id" in message
-        from kbsearch.providers.resilience import Deadline, bounded
+        from kbsearch.providers.resilience import Deadline, ProviderError, bounded, read_capped
 
         try:
-            with bounded(Deadline(self.timeout_s)):
-                response = self.client.post(self.url, content=line, headers=self.headers(message))
+            with (
+                bounded(Deadline(self.timeout_s)),
+                self.client.stream("POST", self.url, content=line, headers=self.headers(message)) as response,
+            ):
+                raw = read_capped(response, self.max_answer_bytes, self.shown)
+        except ProviderError:  # over the cap: refused from its declared length, or once that much has come
+            limit = f"{self.max_answer_bytes // (1024 * 1024)} MiB"
+            logger.warning("%s sent an answer over %s", self.shown, limit)
+            return [_error(id_, REMOTE_ERROR, f"{self.shown} sent an answer over {limit}, the most the bridge reads "
+                                              "(no answer of kb-search's is that large): check the URL")]  # fmt: skip
         except httpx.TimeoutException:
             logger.warning("%s gave no complete answer within %g s", self.shown, self.timeout_s)
             return [_error(id_, REMOTE_ERROR, f"{self.shown} gave no complete answer within {self.timeout_s:g} s "
                                               "(--timeout): try again, or check the deployment")]  # fmt: skip
+        except httpx.DecodingError:  # a Content-Encoding its bytes are not: the remote answered, wrongly
+            logger.warning("%s sent an answer not in the encoding it names", self.shown)
+            return [_error(id_, REMOTE_ERROR, f"{self.shown} sent an answer not in the encoding it names")]
         except httpx.HTTPError as exc:
             reason = type(exc).__name__
             logger.warning("cannot reach %s (%s)", self.shown, reason)
             return [_error(id_, REMOTE_ERROR, f"cannot reach {self.shown} ({reason}): check the URL and the network")]
         if response.headers.get("mcp-session-id"):
             self.session_id = response.headers["mcp-session-id"]
-        answers = _messages(response)
+        answers = _messages(response.headers.get("content-type", ""), raw)
         if answers:
             for answer in answers:
                 self._note_handshake(message, answer)
             return answers
-        if response.status_code in (200, 202) and not response.content:
+        if response.status_code in (200, 202) and not raw:
             return []  # a notification, acknowledged
-        text = self.refusal(response)
+        text = self.refusal(response.status_code, raw)
         logger.warning("%s answered HTTP %s: %s", self.shown, response.status_code, text)
         return [_error(id_, REMOTE_ERROR, text, {"status": response.status_code})] if is_request else []
 
@@ -257,11 +272,10 @@ class RemoteBridge:
             if isinstance(version, str):
                 self.handshake_version = version
 
-    def refusal(self, response: Any) -> str:
+    def refusal(self, status: int, raw: bytes) -> str:
         """What an HTTP answer that is no JSON-RPC message means, in words a person can act on."""
-        status = response.status_code
         try:
-            body = response.json()
+            body = json.loads(raw)
         except (ValueError, RecursionError):
             body = None
         said = body.get("message") if isinstance(body, dict) and isinstance(body.get("message"), str) else ""
@@ -293,24 +307,25 @@ def _error(id_: Any, code: int, message: str, data: Any = None) -> dict[str, Any
     return {"jsonrpc": "2.0", "id": id_, "error": error}
 
 
-def _messages(response: Any) -> list[dict[str, Any]]:
+def _messages(content_type: str, body: bytes) -> list[dict[str, Any]]:
     """The JSON-RPC messages in an answer: a JSON body, or the ``data:`` events of a text/event-stream."""
-    kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    kind = content_type.split(";", maxsplit=1)[0].strip().lower()
+    text = body.decode("utf-8", "replace")
     texts: list[str] = []
     if kind == "text/event-stream":
         event: list[str] = []
-        for raw in [*response.text.splitlines(), ""]:
+        for raw in [*text.splitlines(), ""]:
             if raw.startswith("data:"):
                 event.append(raw[5:].removeprefix(" "))
             elif not raw and event:
                 texts.append("\n".join(event))
                 event = []
-    elif response.content:
-        texts.append(response.text)
+    elif body:
+        texts.append(text)
     out: list[dict[str, Any]] = []
-    for text in texts:
+    for each in texts:
         try:
-            value = json.loads(text)
+            value = json.loads(each)
         except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser recurses
             continue
         for item in value if isinstance(value, list) else [value]:

@@ -367,7 +367,9 @@ class Answer:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-def _read(response: httpx.Response, limit: int, name: str) -> bytes:
+def read_capped(response: httpx.Response, limit: int, name: str) -> bytes:
+    """A streamed answer's body, at most ``limit`` bytes of it decoded (a gzip bomb counts as what it inflates
+    to); more is a ``malformed`` :class:`ProviderError`, refused from a declared length before a byte is read."""
     declared = response.headers.get("Content-Length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise ProviderError(name, "malformed", f"answer of {declared} bytes is over the {limit}-byte limit")
@@ -402,7 +404,7 @@ def _attempt(client: httpx.Client, call: Outbound, attempt_deadline: Deadline) -
     with bounded(attempt_deadline):
         try:
             with client.stream(call.method, call.url, content=content, headers=headers, timeout=left) as response:
-                raw = _read(response, call.max_bytes, call.name)
+                raw = read_capped(response, call.max_bytes, call.name)
         except httpx.TimeoutException:
             raise ProviderError(call.name, "timeout", f"no complete answer within {left:.2f}s") from None
         except httpx.DecodingError:  # a Content-Encoding (gzip, deflate) its bytes are not: not a transport error
