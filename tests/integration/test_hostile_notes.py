@@ -14,10 +14,10 @@ import threading
 import time
 import unicodedata
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import boto3
 import pytest
@@ -25,6 +25,7 @@ from moto import mock_aws
 from pydantic import SecretStr
 
 from kbsearch.config import Secrets, Settings
+from kbsearch.errors import StoreError
 from kbsearch.indexer import Indexer, SyncOptions, run_sync
 from kbsearch.qdrant import open_store
 from kbsearch.sources import LocalSource, S3Source, SourceObject
@@ -164,10 +165,15 @@ def test_a_full_disk_ends_the_run_with_an_error_and_a_rerun_converges(tmp_path: 
 
 
 class FakeQdrant:
-    """Just enough of Qdrant's REST API for qdrant_client's sync calls; upserts answer 503 after ``ok_upserts``."""
+    """Just enough of Qdrant's REST API for qdrant_client's sync calls; upserts answer 503 after ``ok_upserts``.
+    ``write_answer``: the whole 200 answer of every write (points, payloads, deletes, batches, the collection's
+    metadata) instead of Qdrant's ``completed`` (only the writes whose ``"METHOD path"`` ends with ``lie_on``)."""
 
     def __init__(self, collection_info: dict[str, Any], ok_upserts: int) -> None:
         self.info, self.ok_upserts, self.upserts = collection_info, ok_upserts, 0
+        self.write_answer: bytes | None = None
+        self.lie_on = ""
+        self.writes: list[str] = []
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -175,29 +181,40 @@ class FakeQdrant:
                 length = int(self.headers.get("Content-Length") or 0)
                 self.rfile.read(length)
                 path = self.path.split("?")[0]
-                status, result = 200, dict[str, Any]({"operation_id": 1, "status": "completed"})
+                status, result = 200, cast(Any, {"operation_id": 1, "status": "completed"})
                 if path.endswith("/exists"):
                     result = {"exists": True}
                 elif self.command == "GET":
                     result = fake.info
                 elif path.endswith("/points/scroll"):
                     result = {"points": [], "next_page_offset": None}
+                elif self.command == "PATCH":  # the collection's metadata: Qdrant answers true
+                    result = True
                 elif self.command == "PUT" and path.endswith("/points"):
                     fake.upserts += 1
                     if fake.upserts > fake.ok_upserts:
                         status = 503
+                if self.command != "GET" and not path.endswith(("/exists", "/points/scroll")):
+                    fake.writes.append(f"{self.command} {path}")
+                    lie = f"{self.command} {path}".endswith(fake.lie_on)
+                    if fake.write_answer is not None and status == 200 and lie:
+                        self._send(200, fake.write_answer)
+                        return
                 body = json.dumps(
                     {"result": result, "status": "ok", "time": 0.0}
                     if status == 200
                     else {"status": {"error": "Service Unavailable: overloaded"}, "time": 0.0}
                 ).encode()
+                self._send(status, body)
+
+            def _send(self, status: int, body: bytes) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
 
-            do_GET = do_POST = do_PUT = _answer
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _answer
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
@@ -240,6 +257,74 @@ def test_qdrant_5xx_mid_run_is_an_error_in_the_report(tmp_path: Path, flaky_qdra
     assert report.error is not None and report.incomplete
     assert report.error.startswith("index storage failed: writing") and "503" in report.error
     assert 0 < report.added < 12
+
+
+WRITE_LIES = {  # a 200 from Qdrant whose body does not say the write was applied
+    "wait_timeout": b'{"result": {"operation_id": 1, "status": "wait_timeout"}, "status": "ok", "time": 0.1}',
+    "unknown status": b'{"result": {"operation_id": 1, "status": "exploded"}, "status": "ok", "time": 0.1}',
+    "no result": b'{"status": "ok", "time": 0.1}',
+    "null result": b'{"result": null, "status": "ok", "time": 0.1}',
+    "error body": b'{"status": {"error": "Service internal error: disk full"}, "time": 0.1}',
+    "not JSON": b"<html>502 Bad Gateway</html>",
+    "false": b'{"result": false, "status": "ok", "time": 0.1}',
+    "a list": b'{"result": [], "status": "ok", "time": 0.1}',
+}
+
+
+@pytest.mark.parametrize("body", WRITE_LIES.values(), ids=WRITE_LIES.keys())
+def test_a_write_qdrant_does_not_say_it_applied_stops_the_sync_and_is_retried(
+    tmp_path: Path, flaky_qdrant: FakeQdrant, body: bytes
+) -> None:
+    """Qdrant Cloud answering a sync's upsert 200 with a body that does not say ``completed`` (``wait_timeout``:
+    accepted, not applied; a status it has no word for; an error body; garbage): the run stops with an error
+    naming the write, the notes are not counted as indexed, and the next run writes them again (``wait_timeout``
+    was taken for success: the report said every note was added)."""
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    write_notes(kb, 3)
+    flaky_qdrant.ok_upserts, flaky_qdrant.write_answer, flaky_qdrant.lie_on = 100, body, "PUT /collections/kb/points"
+    settings = Settings(qdrant_url=flaky_qdrant.url, qdrant_api_key=SecretStr("qdrant-test-key"))
+    store = open_store(settings, Secrets(settings))
+    try:
+        report = Indexer(LocalSource(kb), store, None, SyncOptions(window_chunks=64)).sync()
+        assert report.error is not None and report.incomplete, report
+        assert report.error.startswith("index storage failed: writing"), report.error
+        assert report.added == 0, report
+        flaky_qdrant.write_answer = None  # Qdrant well again: the points hold no note, so all are written
+        again = Indexer(LocalSource(kb), store, None, SyncOptions(window_chunks=64)).sync()
+    finally:
+        store.close()
+    assert again.error is None and again.added == 3, again
+    assert "qdrant-test-key" not in report.error
+
+
+WRITES = {
+    "delete_note": lambda s: s.delete_note("a.md"),
+    "delete_leftovers": lambda s: s.delete_leftovers("a.md", 2),
+    "set_payload": lambda s: s.set_payload("a.md", {"access": ["hr"]}),
+    "set_payloads": lambda s: s.set_payloads([(["a.md", "b.md"], {"access": ["hr"]})]),
+    "merge_metadata": lambda s: s.merge_metadata({"links": {"x": ["hr"]}}),
+    "set_metadata": lambda s: s.set_metadata({"links": {"x": ["hr"]}}),
+}
+
+
+@pytest.mark.parametrize("write", WRITES.values(), ids=WRITES.keys())
+@pytest.mark.parametrize("body", [WRITE_LIES["wait_timeout"], WRITE_LIES["false"], WRITE_LIES["null result"]],
+                         ids=["wait_timeout", "false", "null result"])  # fmt: skip
+def test_every_write_qdrant_does_not_say_it_applied_is_a_store_error(
+    flaky_qdrant: FakeQdrant, write: Callable[[Any], None], body: bytes
+) -> None:
+    """Deletes, payload updates (a note's groups) and the collection's metadata (the restricted link list) are
+    failures unless Qdrant says they were applied: a StoreError naming the write, never taken as done."""
+    flaky_qdrant.write_answer = body
+    settings = Settings(qdrant_url=flaky_qdrant.url, qdrant_api_key=SecretStr("qdrant-test-key"))
+    store = open_store(settings, Secrets(settings))
+    try:
+        with pytest.raises(StoreError, match=r" failed: "):
+            write(store)
+    finally:
+        store.close()
+    assert flaky_qdrant.writes, "no write reached Qdrant"
 
 
 def test_indexer_handler_reports_a_storage_failure(

@@ -67,6 +67,26 @@ def storage_errors(action: str) -> Iterator[None]:
         raise StoreError(f"{action} failed: {type(exc).__name__}" + (f": {detail}" if detail else "")) from None
 
 
+#: What Qdrant says of a write it has applied (``wait=true``: ``completed``; ``acknowledged``: taken into its
+#: write-ahead log). Anything else (``wait_timeout``: accepted, not yet applied; a status it has no word for)
+#: is not a write done: the run stops there and the next one finds the note unwritten.
+APPLIED = frozenset({"completed", "acknowledged"})
+
+
+def applied(result: object, action: str) -> None:
+    """Raise :class:`StoreError` unless ``result`` (qdrant-client's answer to a write: an ``UpdateResult``, a list
+    of them for a batch, ``True`` for a collection update) says Qdrant applied the write."""
+    if result is True:
+        return
+    results = result if isinstance(result, list) and result else [result]
+    for each in results:
+        status = getattr(each, "status", None)
+        value = getattr(status, "value", status)
+        if value not in APPLIED:
+            said = f"status {str(value)[:40]!r}" if value is not None else f"{type(each).__name__} {str(each)[:40]!r}"
+            raise StoreError(f"{action} failed: Qdrant did not say it was applied ({said})")
+
+
 def check_vectors(
     collection: str, dimensions: int, remedy: str, *, dense: dict[str, Any] | None, sparse: dict[str, Any] | None
 ) -> None:
@@ -391,12 +411,16 @@ class Store:
         update: dict[str, Any] = {k: None for k in current if k not in metadata}
         update.update(metadata)
         with storage_errors("recording the collection's metadata"):
-            self.client.update_collection(self.collection, metadata=update)
+            applied(
+                self.client.update_collection(self.collection, metadata=update), "recording the collection's metadata"
+            )
 
     def merge_metadata(self, values: dict[str, Any]) -> None:
         """Set these metadata keys, leaving the others as they are (Qdrant merges a metadata update)."""
         with storage_errors("recording the collection's metadata"):
-            self.client.update_collection(self.collection, metadata=values)
+            applied(
+                self.client.update_collection(self.collection, metadata=values), "recording the collection's metadata"
+            )
 
     def drop(self) -> None:
         """Delete the collection (the indexer rebuilds it when the embedding dimensions change)."""
@@ -478,7 +502,7 @@ class Store:
         ]  # fmt: skip
         if points:
             with storage_errors(f"writing {len(points)} points"):
-                self.client.upsert(self.collection, points=points, wait=True)
+                applied(self.client.upsert(self.collection, points=points, wait=True), f"writing {len(points)} points")
 
     # -- reads -------------------------------------------------------------------------------------------------
     def query(self, request: dict[str, Any], timeout_s: float) -> list[dict[str, Any]]:
@@ -559,7 +583,8 @@ class Store:
 
         selector = models.Filter.model_validate(path_filter(path))
         with storage_errors("updating a note's payload"):
-            self.client.set_payload(self.collection, payload, points=selector, wait=True)
+            applied(self.client.set_payload(self.collection, payload, points=selector, wait=True),
+                    "updating a note's payload")  # fmt: skip
 
     def set_payloads(self, updates: Sequence[tuple[Sequence[str], dict[str, Any]]]) -> None:
         """Set each payload's fields on every chunk of its notes (vectors untouched): Qdrant's batch update
@@ -576,16 +601,19 @@ class Store:
         ]
         with storage_errors("updating notes' payloads"):
             for start in range(0, len(operations), OPERATIONS_PER_REQUEST):
-                self.client.batch_update_points(
-                    self.collection, operations[start : start + OPERATIONS_PER_REQUEST], wait=True
-                )
+                batch = operations[start : start + OPERATIONS_PER_REQUEST]
+                answers = self.client.batch_update_points(self.collection, batch, wait=True)
+                if not isinstance(answers, list) or len(answers) != len(batch):
+                    raise StoreError("updating notes' payloads failed: Qdrant did not say it was applied "
+                                     f"({len(answers) if isinstance(answers, list) else 'no'} answers to {len(batch)})")  # fmt: skip
+                applied(answers, "updating notes' payloads")
 
     def delete_note(self, path: str) -> None:
         from qdrant_client import models
 
         selector = models.FilterSelector(filter=models.Filter.model_validate(path_filter(path)))
         with storage_errors("deleting a note's points"):
-            self.client.delete(self.collection, selector, wait=True)
+            applied(self.client.delete(self.collection, selector, wait=True), "deleting a note's points")
 
     def delete_leftovers(self, path: str, n_chunks: int) -> None:
         """Remove the note's chunks from ``n_chunks`` on (left by an older, longer version)."""
@@ -593,4 +621,4 @@ class Store:
 
         selector = models.FilterSelector(filter=models.Filter.model_validate(path_filter(path, n_chunks)))
         with storage_errors("deleting a note's leftover points"):
-            self.client.delete(self.collection, selector, wait=True)
+            applied(self.client.delete(self.collection, selector, wait=True), "deleting a note's leftover points")
