@@ -80,6 +80,34 @@ def test_a_note_read_from_a_slow_s3_is_answered_within_the_request_budget(
     assert "try again" in message and "kb-notes" not in message and "127.0.0.1" not in message
 
 
+@pytest.mark.parametrize("slow_s3", ["hang"], indirect=True)
+def test_a_note_read_abandoned_at_the_budget_ends_about_when_the_budget_does(
+    slow_s3: FakeEndpoint, load_search_app
+) -> None:
+    """The read a 503 abandons (its helper thread) ends within 5x the budget of the request, while the bucket
+    hangs 30 s: the request path's S3 client takes its timeouts from the budget (at most the budget to connect and
+    per socket read, two attempts). It had the indexer's (20 s a socket read, four attempts): each abandoned read
+    kept its thread ~100 s."""
+    import time
+
+    def reads() -> set[threading.Thread]:  # this test's: other tests' drips may still hold theirs
+        return {t for t in threading.enumerate() if t.name == "note-read"} - before
+
+    before = {t for t in threading.enumerate() if t.name == "note-read"}
+    qdrant = FakeEndpoint().start()
+    try:
+        app = load_search_app(KB_SOURCE="s3://kb-notes/", AWS_ENDPOINT_URL_S3=slow_s3.url, QDRANT_URL=qdrant.url,
+                              SEARCH_BUDGET_S=str(BUDGET_S))  # fmt: skip
+        answer = _within_the_bound(lambda: _get_note(app))
+        assert answer["statusCode"] == 503, answer
+        give_up = time.monotonic() + BOUND_S
+        while time.monotonic() < give_up and reads():
+            time.sleep(0.1)
+        assert not reads(), "the abandoned read is still reading"
+    finally:
+        qdrant.stop()
+
+
 # -- the catalog: several index reads in one request --------------------------------------------------------------
 
 

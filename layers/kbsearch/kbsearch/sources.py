@@ -412,9 +412,13 @@ def _read_regular(full: str, body: bool = True) -> bytes:
 
 
 class S3Source:
-    """``s3://bucket/prefix``: a paginated ListObjectsV2 (ETag, size, last-modified), GetObject per changed note."""
+    """``s3://bucket/prefix``: a paginated ListObjectsV2 (ETag, size, last-modified), GetObject per changed note.
+    ``budget_s``: the time a reader on the request path has for one read (:func:`reader_timeouts`); None: the
+    indexer's patient client (5 s to connect, 20 s a socket read, four attempts)."""
 
-    def __init__(self, bucket: str, prefix: str = "", client: S3Client | None = None) -> None:
+    def __init__(
+        self, bucket: str, prefix: str = "", client: S3Client | None = None, budget_s: float | None = None
+    ) -> None:
         self.bucket = bucket
         self.prefix = prefix.lstrip("/")
         if self.prefix and not self.prefix.endswith("/"):
@@ -424,7 +428,9 @@ class S3Source:
             import boto3
             from botocore.config import Config
 
-            config = Config(connect_timeout=5, read_timeout=20, retries={"max_attempts": 4, "mode": "standard"})
+            connect_s, read_s, attempts = (5.0, 20.0, 4) if budget_s is None else reader_timeouts(budget_s)
+            config = Config(connect_timeout=connect_s, read_timeout=read_s,
+                            retries={"max_attempts": attempts, "mode": "standard"})  # fmt: skip
             client = boto3.client("s3", config=config)
         self.client = client
 
@@ -574,15 +580,26 @@ def _aws_message(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def open_source(uri: str, s3_client: S3Client | None = None) -> Source:
-    """``s3://bucket/prefix`` or a folder path."""
+def reader_timeouts(budget_s: float) -> tuple[float, float, int]:
+    """botocore's connect and socket-read timeouts and attempts for a read that has ``budget_s``: at most the
+    budget each, two attempts (a quick 5xx is worth one more), so that a read abandoned at the budget
+    (:class:`kbsearch.reader.NoteReader`) ends within a few budgets of its start (the indexer's client, 5 + 20 s
+    four times, kept such a thread ~100 s against a bucket that hangs). A bucket that drips its answer, each byte
+    within the read timeout, is not bounded here."""
+    budget = max(0.5, budget_s)
+    return min(5.0, budget), budget, 2
+
+
+def open_source(uri: str, s3_client: S3Client | None = None, budget_s: float | None = None) -> Source:
+    """``s3://bucket/prefix`` or a folder path. ``budget_s``: a request path's reads (S3's client timeouts from
+    it, :func:`reader_timeouts`)."""
     if not uri:
         raise SourceError("no KB source: pass a folder or s3://bucket/prefix (or set KB_SOURCE)")
     if uri.startswith("s3://"):
         bucket, _, prefix = uri[len("s3://") :].partition("/")
         if not bucket:
             raise SourceError(f"bad S3 URI {uri!r}: expected s3://bucket/prefix")
-        return S3Source(bucket, prefix, s3_client)
+        return S3Source(bucket, prefix, s3_client, budget_s)
     return LocalSource(uri)
 
 

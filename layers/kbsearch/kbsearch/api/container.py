@@ -79,8 +79,9 @@ class Container:
                 from kbsearch.reader import NoteReader
                 from kbsearch.sources import open_source
 
-                self._reader = NoteReader(lambda: open_source(self.kb_source()), default=self.settings.access_default,
-                                          budget_s=self.settings.search_budget_s)  # fmt: skip
+                budget_s = self.settings.search_budget_s
+                self._reader = NoteReader(lambda: open_source(self.kb_source(), budget_s=budget_s),
+                                          default=self.settings.access_default, budget_s=budget_s)  # fmt: skip
             return self._reader
 
     def kb_source(self) -> str:
