@@ -173,6 +173,8 @@ class FakeQdrant:
         self.info, self.ok_upserts, self.upserts = collection_info, ok_upserts, 0
         self.write_answer: bytes | None = None
         self.lie_on = ""
+        self.scroll_result: Any = None  # instead of no points: every scroll's ``result``
+        self.scrolls = 0
         self.writes: list[str] = []
         fake = self
 
@@ -187,7 +189,8 @@ class FakeQdrant:
                 elif self.command == "GET":
                     result = fake.info
                 elif path.endswith("/points/scroll"):
-                    result = {"points": [], "next_page_offset": None}
+                    fake.scrolls += 1
+                    result = fake.scroll_result or {"points": [], "next_page_offset": None}
                 elif self.command == "PATCH":  # the collection's metadata: Qdrant answers true
                     result = True
                 elif self.command == "PUT" and path.endswith("/points"):
@@ -325,6 +328,46 @@ def test_every_write_qdrant_does_not_say_it_applied_is_a_store_error(
     finally:
         store.close()
     assert flaky_qdrant.writes, "no write reached Qdrant"
+
+
+PAGE_ID = "0b5f2b1c-8a3e-5c2d-9f1e-3a4b5c6d7e8f"
+SCROLLS = {  # a scroll answer Qdrant never gives: a page naming itself (or one already given) as the next
+    "the same page": {"points": [{"id": PAGE_ID, "payload": {"path": "a.md", "etag": "x", "chunk_index": 0,
+                                                           "n_chunks": 1}}], "next_page_offset": PAGE_ID},
+    "no points, an offset": {"points": [], "next_page_offset": PAGE_ID},
+    "null id": {"points": [{"id": None, "payload": {"path": "a.md"}}], "next_page_offset": None},
+    "list id": {"points": [{"id": [1], "payload": {"path": "a.md"}}], "next_page_offset": None},
+    "odd offset": {"points": [], "next_page_offset": {"page": 2}},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("scroll", SCROLLS.values(), ids=SCROLLS.keys())
+def test_a_scroll_that_never_ends_or_names_odd_ids_is_a_storage_error(
+    tmp_path: Path, flaky_qdrant: FakeQdrant, scroll: dict[str, Any]
+) -> None:
+    """Qdrant Cloud paging the index's state with a next page it has already given (the same offset again) or
+    points whose ids are of no kind Qdrant writes: the sync ends with a storage error naming the read, nothing
+    written (a repeated offset was read for ever: the sync ran until the Lambda's 900 s timeout, each page's
+    points read again)."""
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    write_notes(kb, 2)
+    flaky_qdrant.scroll_result = scroll
+    settings = Settings(qdrant_url=flaky_qdrant.url, qdrant_api_key=SecretStr("qdrant-test-key"))
+    store = open_store(settings, Secrets(settings))
+    reports: list[Any] = []
+    try:
+        run = threading.Thread(target=lambda: reports.append(Indexer(LocalSource(kb), store, None).sync()),
+                               daemon=True)  # fmt: skip
+        run.start()
+        run.join(PROCESS_TIMEOUT_S)
+    finally:
+        flaky_qdrant.scroll_result = None  # let a run that never ended end now
+    assert reports, f"the sync did not end ({flaky_qdrant.scrolls} scrolls)"
+    store.close()
+    (report,) = reports
+    assert report.error is not None and report.error.startswith("index storage failed: reading"), report.error
+    assert flaky_qdrant.upserts == 0 and flaky_qdrant.scrolls < 10
 
 
 def test_indexer_handler_reports_a_storage_failure(

@@ -20,7 +20,7 @@ from kbsearch_tools.local.apigw import HttpRequest, build_event
 BIG = "1" + "0" * 400  # an integer JSON allows and no float can hold
 
 
-def point(pid: int, path: str | None = "en/a.md", score: str = "0.5", **payload: Any) -> str:
+def point(pid: int | str, path: str | None = "en/a.md", score: str = "0.5", **payload: Any) -> str:
     body = {"path": path, "title": "A", "heading": "A", "text": "a note", **payload} if path is not None else payload
     return f'{{"id": {pid}, "version": 1, "score": {score}, "payload": {json.dumps(body)}}}'
 
@@ -159,6 +159,27 @@ def test_points_without_a_payload_or_a_path_are_dropped_and_counted(search) -> N
     assert dropped and all(r.__dict__["dropped_points"] == len(bare) for r in dropped)
     only_bare = search(answer(*bare))
     assert only_bare["statusCode"] == 200 and json.loads(only_bare["body"])["results"] == []
+
+
+ODD_IDS = {  # point ids Qdrant never writes (a UUID or an unsigned 64-bit integer), or writes twice
+    "string": ['"not-a-uuid"', '"KB-1"'], "empty string": ['""', '"x"'], "negative": ["-5", "-9223372036854775809"],
+    "huge": ["18446744073709551616", str(2**100)], "null": ["null", "null"], "float": ["1.5", "2.0"],
+    "boolean": ["true", "false"], "list": ["[1, 2]", "[]"], "object": ['{"uuid": "x"}', "{}"],
+    "repeated": ["7", "7"], "mixed": ['"0b5f2b1c-8a3e-5c2d-9f1e-3a4b5c6d7e8f"', "3"],
+    "uuid and its integer": ['"00000000-0000-0000-0000-000000000001"', "1"],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("ids", ODD_IDS.values(), ids=ODD_IDS.keys())
+def test_odd_point_ids_from_the_store_are_answered_never_a_500(search, ids: list[str]) -> None:
+    """Two notes whose points carry ids of no kind Qdrant writes (strings that are no UUID, negative, beyond 64
+    bits, null, floats, booleans, lists, objects, the same id twice), in every leg (payload legs and the bare BM25
+    tails that bring ids and scores alone): answered 200 with both notes (a hit is its note's path: an id only
+    joins a bare leg's score to a payload), never a 500."""
+    first, second = ids
+    result = search(answer(point(first, score="0.9"), point(second, path="en/b.md", score="0.8")))
+    assert result["statusCode"] == 200, result
+    assert sorted(h["path"] for h in json.loads(result["body"])["results"]) == ["en/a.md", "en/b.md"]
 
 
 # -- big text from the store --------------------------------------------------------------------------------------

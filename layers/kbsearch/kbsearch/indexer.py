@@ -73,6 +73,7 @@ from kbsearch.qdrant.store import (
     SchemaMismatchError,
     Store,
     add_state,
+    next_page,
     recorded_access,
     storage_errors,
 )
@@ -1064,6 +1065,7 @@ def link_carriers(
     names: dict[str, list[str]] = {}
     for request in requests:
         request |= {"limit": page, "with_payload": {"include": ["path", "access", "access_from", NAME_FIELD]}}
+        seen: set[str] = set()
         while True:
             points, offset = store.scroll(request, 30.0)
             for point in points:
@@ -1074,7 +1076,7 @@ def link_carriers(
                     named = payload.get(NAME_FIELD)
                     if isinstance(named, list):
                         names.setdefault(payload["path"], []).extend(k for k in named if isinstance(k, str))
-            if offset is None:
+            if next_page(offset, seen) is None:
                 break
             request["offset"] = offset
     return groups, names

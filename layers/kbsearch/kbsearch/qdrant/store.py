@@ -87,6 +87,20 @@ def applied(result: object, action: str) -> None:
             raise StoreError(f"{action} failed: Qdrant did not say it was applied ({said})")
 
 
+def next_page(offset: Any, seen: set[str]) -> Any:
+    """A scroll's next-page offset as Qdrant answered it (None: the last page), ``seen`` holding the offsets the
+    same scroll was given before: a page named again would be read for ever (Qdrant's pages advance through the
+    ids), so that is a :class:`StoreError`."""
+    if offset is None:
+        return None
+    key = repr(offset)
+    if key in seen:
+        raise StoreError("reading the index failed: Qdrant's scroll named a page it had already given (the same "
+                         "offset again)")  # fmt: skip
+    seen.add(key)
+    return offset
+
+
 def check_vectors(
     collection: str, dimensions: int, remedy: str, *, dense: dict[str, Any] | None, sparse: dict[str, Any] | None
 ) -> None:
@@ -441,13 +455,14 @@ class Store:
     def _scroll(self, fields: list[str] | bool) -> Iterator[tuple[str, dict[str, Any]]]:
         """Every point as (id, payload with ``fields``)."""
         offset: Any = None
+        seen: set[str] = set()
         while True:
             points, offset = self.client.scroll(
                 self.collection, limit=2048, offset=offset, with_payload=fields, with_vectors=False
             )
             for point in points:
                 yield str(point.id), dict(point.payload or {})
-            if offset is None:
+            if next_page(offset, seen) is None:
                 return
 
     def indexed_state(self) -> dict[str, NoteState]:
@@ -467,6 +482,7 @@ class Store:
         selector = models.Filter.model_validate({"must": [{"key": "path", "match": {"any": sorted(set(paths))}}]})
         out: list[tuple[dict[str, Any], list[float] | None]] = []
         offset: Any = None
+        seen: set[str] = set()
         with storage_errors("reading notes' points"):
             while True:
                 points, offset = self.client.scroll(
@@ -481,7 +497,7 @@ class Store:
                             [float(x) for x in cast(list[float], vector)] if isinstance(vector, list) else None,
                         )
                     )
-                if offset is None:
+                if next_page(offset, seen) is None:
                     return out
 
     def points(self) -> dict[str, dict[str, Any]]:
