@@ -298,6 +298,22 @@ def test_what_a_client_sends_is_never_echoed_unbounded(store: Path) -> None:
     assert answers[-1]["result"] == {} and max(len(json.dumps(a)) for a in answers) < 300
 
 
+def test_a_resource_uri_that_names_no_note_is_never_echoed_unbounded(store: Path) -> None:
+    """``resources/read`` of a 1 MB URI (not ``kb://note/``, a path over the 1,024-character bound, not UTF-8
+    once percent-decoded): -32002 whose ``data.uri`` quotes at most the first 200 characters (the whole URI was sent
+    back in ``data``: a megabyte of the client's own bytes per line, 64 KB per request over HTTP)."""
+    uris = ["z" * 1_000_000, "kb://note/" + "a" * 1_000_000 + ".md", "kb://note/%FF" * 80_000]
+    lines = [line({"jsonrpc": "2.0", "id": i, "method": "resources/read", "params": {"uri": uri}})
+             for i, uri in enumerate(uris, start=1)]  # fmt: skip
+    answers, _ = run_lines([], local_env(store), [*lines, line({"jsonrpc": "2.0", "id": 9, "method": "ping"})])
+    assert [a["id"] for a in answers] == [1, 2, 3, 9]
+    for answer, uri in zip(answers[:3], uris, strict=True):
+        assert answer["error"]["code"] == -32002, answer["error"]
+        echoed = answer["error"]["data"]["uri"]
+        assert len(echoed) <= 203 and uri.startswith(echoed.removesuffix("...")), echoed[:300]
+    assert max(len(json.dumps(a)) for a in answers) < 600
+
+
 def test_params_of_every_json_type_in_every_slot_over_stdio(store: Path) -> None:
     """The HTTP test's matrix (every slot of every method holding every JSON type, both eras) as stdio lines to one
     ``kbsearch mcp``: one answer each, none an internal error, and the server still answers after them."""

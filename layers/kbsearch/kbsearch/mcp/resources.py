@@ -67,6 +67,12 @@ def shown(value: str, limit: int = 60) -> str:
     return repr(value) if len(value) <= limit else repr(value[:limit]) + "..."
 
 
+def _about(uri: str, limit: int = 200) -> dict[str, str]:
+    """A not-found error's ``data``: the URI asked for, cut to ``limit`` characters (``...`` after the cut): the
+    whole of it was sent back, up to a megabyte of the client's own bytes per line."""
+    return {"uri": uri if len(uri) <= limit else uri[:limit] + "..."}
+
+
 def note_uri(path: str) -> str:
     """``kb://note/`` + the path, percent-encoded except ``/`` (an RFC 3986 URI for any note path)."""
     return URI_PREFIX + quote(path, safe="/")
@@ -115,17 +121,17 @@ def read_resource(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(uri, str) or not uri:
         raise RpcError(INVALID_PARAMS, "Invalid params: uri must be a string")
     if not uri.startswith(URI_PREFIX):
-        raise RpcError(RESOURCE_NOT_FOUND, f"Resource not found: only {URI_PREFIX}<path> URIs exist", {"uri": uri})
+        raise RpcError(RESOURCE_NOT_FOUND, f"Resource not found: only {URI_PREFIX}<path> URIs exist", _about(uri))
     try:
         path = unquote(uri[len(URI_PREFIX) :], errors="strict")
     except UnicodeDecodeError:
-        raise RpcError(RESOURCE_NOT_FOUND, "Resource not found: the path is not UTF-8", {"uri": uri}) from None
+        raise RpcError(RESOURCE_NOT_FOUND, "Resource not found: the path is not UTF-8", _about(uri)) from None
     try:
         path, text = backend.browse().note_text(path, backend.scope())
     except NoteProblem as exc:
         if exc.kind in ("bad_path", "not_found"):
-            raise RpcError(RESOURCE_NOT_FOUND, f"Resource not found: {exc}", {"uri": uri}) from None
-        raise RpcError(INTERNAL_ERROR, str(exc), {"uri": uri}) from None
+            raise RpcError(RESOURCE_NOT_FOUND, f"Resource not found: {exc}", _about(uri)) from None
+        raise RpcError(INTERNAL_ERROR, str(exc), _about(uri)) from None
     except IndexUnavailable as exc:  # a restricted caller's read asks the index first
         raise _unavailable(exc) from None
     return {"contents": [{"uri": note_uri(path), "mimeType": "text/markdown", "text": text}]}
