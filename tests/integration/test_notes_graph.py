@@ -327,6 +327,17 @@ def test_rest_unknown_section_is_404_listing_headings(api: Any) -> None:
     assert status == 404 and body["error"] == "no_section" and "Alpha > Usage" in body["message"]
 
 
+def test_rest_section_over_its_documented_bound_is_422_never_echoed(api: Any) -> None:
+    """``?section=`` over the 500 characters the API documents (and ``kb_get_note`` enforces): 422 naming the
+    field; it was looked up and echoed whole in the 404 (up to the request line's 64 KiB)."""
+    for section in ("y" * 501, "я" * 8000, "> " * 4000 + "x"):
+        status, body = get(api, "/notes/Alpha.md", {"section": section})
+        assert status == 422 and body["detail"][0]["loc"] == ["query", "section"], body
+        assert len(json.dumps(body)) < 500
+    status, body = get(api, "/notes/Alpha.md", {"section": " " * 600 + "Usage" + " " * 600})  # spaces aside: 5
+    assert status == 200, body
+
+
 def test_rest_catalog(api: Any) -> None:
     status, body = get(api, "/notes", {"recent": "2", "path_prefix": "ops"})
     assert status == 200 and body["notes"] == 2 and len(body["recent"]) == 2

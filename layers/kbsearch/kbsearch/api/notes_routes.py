@@ -28,7 +28,7 @@ def notes_router(container: Container) -> Router:
 
     @router.get("/notes/.+", include_in_schema=False)
     def get_note() -> Response[Any]:
-        from kbsearch.browse import NoteProblem
+        from kbsearch.browse import MAX_SECTION_CHARS, NoteProblem
         from kbsearch.errors import IndexUnavailable
 
         event = router.current_event
@@ -40,6 +40,11 @@ def notes_router(container: Container) -> Router:
         except UnicodeDecodeError:
             return error(400, "bad_path", "the note path is not UTF-8 once percent-decoded")
         section = query().get("section")
+        if section is not None and len(section.strip()) > MAX_SECTION_CHARS:  # as documented, and as kb_get_note
+            return validation_error(
+                [{"loc": ("section",), "msg": f"at most {MAX_SECTION_CHARS} characters", "type": "string_too_long"}],
+                "query",
+            )
         try:
             note = container.browse().note(path, section, container.api_scope(event.raw_event))
         except NoteProblem as exc:
