@@ -623,3 +623,60 @@ def test_chaos_seeded_crash_or_timeout_then_sync_equals_clean_build(
     run(LocalSource(kb), clean)
     assert snapshot(settings) == snapshot(clean)
     assert_exact_chunks(settings, kb)
+
+
+STRAY_STATES = {  # a point of a note whose state fields are not the indexer's (another writer, a hand edit)
+    "chunk_index text": {"chunk_index": "x", "n_chunks": 2},
+    "chunk_index null": {"chunk_index": None, "n_chunks": 2},
+    "chunk_index float": {"chunk_index": 0.5, "n_chunks": 2},
+    "chunk_index bool": {"chunk_index": True, "n_chunks": 2},
+    "chunk_index 1e308": {"chunk_index": 1e308, "n_chunks": 2},
+    "no chunk fields": {},
+    # a chunk index the filter reads as one of the note's (a list holding one; a valid one beside an n_chunks of
+    # no type): kept, and the note repaired by every run (one delete call) until the point is removed by hand
+    "chunk_index list": {"chunk_index": [0], "n_chunks": 2, "kept": True},
+    "n_chunks text": {"chunk_index": 0, "n_chunks": "two", "kept": True},
+    "n_chunks object": {"chunk_index": 0, "n_chunks": {"n": 2}, "kept": True},
+}
+
+
+@pytest.mark.parametrize("fields", STRAY_STATES.values(), ids=STRAY_STATES.keys())
+def test_a_point_whose_state_fields_are_not_the_indexers_never_stops_a_sync(
+    tmp_path: Path, fields: dict[str, Any]
+) -> None:
+    """Points of a note (and of a note the KB no longer has) whose ``chunk_index`` or ``n_chunks`` is text, null,
+    a list, a fraction, a boolean, a huge float or missing, as another writer may leave them: every sync runs to
+    the end, and the points whose ``chunk_index`` is no chunk of the note are removed: the collection converges to
+    a clean build and the next run changes nothing (each was a ValueError or TypeError reading the index's state,
+    so every sync stopped, nothing more indexed until the collection was rebuilt; strays of a fraction, a boolean
+    or no chunk fields stayed, the note repaired by every run)."""
+    import uuid
+
+    from qdrant_client import models
+
+    fields = dict(fields)
+    kept = fields.pop("kept", False)
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    write_notes(kb, 3)
+    settings = Settings(qdrant_path=str(tmp_path / "q"), qdrant_embedded="local")
+    assert run(LocalSource(kb), settings).error is None
+    store = store_for(settings)
+    try:
+        store.client.upsert(store.collection, points=[
+            models.PointStruct(id=str(uuid.uuid4()), vector={},
+                               payload={"path": path, "etag": "other", **fields, "text": "stray"})
+            for path in ("n00.md", "gone.md")
+        ])  # fmt: skip
+    finally:
+        store.close()
+    report = run(LocalSource(kb), settings)
+    assert report.error is None and not report.incomplete, report
+    again = run(LocalSource(kb), settings)
+    assert again.error is None and not (again.updated or again.deleted), again
+    if kept:
+        return
+    assert again.unchanged == 3 and not again.repaired, again
+    clean = Settings(qdrant_path=str(tmp_path / "clean"), qdrant_embedded="local")
+    run(LocalSource(kb), clean)
+    assert snapshot(settings) == snapshot(clean)

@@ -151,9 +151,11 @@ def test_delete_filter_is_one_json_for_qdrant_client_and_edge(qdrant: FakeEndpoi
     """The indexer's deletes use the same filter JSON everywhere: what qdrant_client sends for the filter one would
     write with its models, validated into those models for Cloud / local mode, translated for Edge."""
     conditions: list[models.Condition] = [models.FieldCondition(key="path", match=models.MatchValue(value="ru/a.md"))]
+    # from a chunk on: every point of the note but chunks 0..from_chunk-1 (a chunk_index of no type included)
+    others: list[models.Condition] | None = None
     if from_chunk is not None:
-        conditions.append(models.FieldCondition(key="chunk_index", range=models.Range(gte=from_chunk)))
-    by_hand = models.Filter(must=conditions)
+        others = [models.FieldCondition(key="chunk_index", match=models.MatchAny(any=list(range(from_chunk))))]
+    by_hand = models.Filter(must=conditions, must_not=others)
     qdrant.body = b'{"result": {"operation_id": 1, "status": "completed"}, "status": "ok", "time": 0.001}'
     QdrantClient(url=qdrant.url, check_compatibility=False).delete("kb", models.FilterSelector(filter=by_hand))
     assert qdrant.requests[-1].path == "/collections/kb/points/delete?wait=true"
@@ -162,9 +164,10 @@ def test_delete_filter_is_one_json_for_qdrant_client_and_edge(qdrant: FakeEndpoi
     assert models.Filter.model_validate(ours) == by_hand
     edge = pytest.importorskip("qdrant_edge", reason="no Qdrant Edge wheel on this platform")
     must = [edge.FieldCondition(key="path", match=edge.MatchValue(value="ru/a.md"))]
+    must_not = None
     if from_chunk is not None:
-        must.append(edge.FieldCondition(key="chunk_index", range=edge.RangeFloat(gte=from_chunk)))
-    assert repr(edge_filter(ours)) == repr(edge.Filter(must=must))
+        must_not = [edge.FieldCondition(key="chunk_index", match=edge.MatchAny(any=list(range(from_chunk))))]
+    assert repr(edge_filter(ours)) == repr(edge.Filter(must=must, must_not=must_not))
 
 
 def test_rest_retriever_reads_answers_and_sends_the_key(qdrant: FakeEndpoint) -> None:

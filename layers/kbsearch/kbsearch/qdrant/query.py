@@ -176,11 +176,13 @@ def scope_clause(groups: Sequence[str]) -> dict[str, Any]:
 
 
 def path_filter(path: str, from_chunk: int | None = None) -> dict[str, Any]:
-    """The points of one note (from chunk ``from_chunk`` on): what the indexer deletes."""
-    must: list[dict[str, Any]] = [{"key": "path", "match": {"value": path}}]
-    if from_chunk is not None:
-        must.append({"key": "chunk_index", "range": {"gte": from_chunk}})
-    return {"must": must}
+    """The points of one note (but its chunks ``0 .. from_chunk - 1``): what the indexer deletes. A point of the
+    note whose ``chunk_index`` is no chunk of its version (a later one, or text, a fraction, none: another
+    writer's) is among them; a range (``gte``) left those for ever."""
+    where: dict[str, Any] = {"must": [{"key": "path", "match": {"value": path}}]}
+    if from_chunk:
+        where["must_not"] = [{"key": "chunk_index", "match": {"any": list(range(from_chunk))}}]
+    return where
 
 
 def held_request(path: str, groups: Sequence[str]) -> dict[str, Any]:

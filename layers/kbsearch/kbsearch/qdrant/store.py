@@ -231,12 +231,17 @@ def add_state(state: dict[str, NoteState], p: dict[str, Any]) -> None:
     if not isinstance(path, str):
         return
     doc_id = p.get("doc_id")
+    # a chunk_index or n_chunks the indexer never writes (text, null, a fraction, a boolean: another writer's) is
+    # no chunk of any version: the note is repaired or rewritten, and that point deleted (it stopped every sync)
+    index, count = p.get("chunk_index", -1), p.get("n_chunks", 0)
+    if type(index) is not int or type(count) is not int:
+        index, count = -1, 0
     state.setdefault(path, NoteState()).add(
-        str(p.get("etag", "")), int(p.get("chunk_index", -1)), int(p.get("n_chunks", 0)),
+        str(p.get("etag", "")), index, count,
         bool(p.get("dense")), doc_id if isinstance(doc_id, str) else None, str(p.get("embedding", "")),
         recorded_access(p),
     )  # fmt: skip
-    if p.get("chunk_index") == 0 and GRAPH_FIELD not in p:
+    if index == 0 and GRAPH_FIELD not in p:
         state[path].graph = False
 
 
