@@ -286,3 +286,48 @@ def test_a_restricted_link_entry_of_the_wrong_shape_hides_its_link_never_a_500(
     links["layoffs planned"] = ["public"]  # well formed (a new container reads it again): the link is shown
     result = search(answer(point(1, links=["Layoffs planned", "Alpha"])))
     assert json.loads(result["body"])["results"][0]["links"] == ["Layoffs planned", "Alpha"]
+
+
+# -- more than was asked for ----------------------------------------------------------------------------------------
+
+
+def test_more_points_than_asked_for_are_cut_to_the_limit(tmp_path, load_search_app) -> None:
+    """A Qdrant answering every query, scroll and facet with 3,000 points or hits whatever the request's ``limit``:
+    a note's backlinks are at most the 500 the links query asks for and the catalog's lists their limits (the
+    backlinks of 3,000 notes were each resolved against all the others, the square of their number of steps, and
+    every one of them listed in the answer; the catalog listed 3,000 tags)."""
+    n = 3_000
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "a.md").write_text("# A\n\nThe note a.\n", encoding="utf-8")
+    endpoint = FakeEndpoint().start()
+
+    def respond(method: str, path: str) -> tuple[int, bytes, str] | None:
+        if path.endswith("/facet"):
+            result: Any = {"hits": [{"value": f"t{i}", "count": 1} for i in range(n)]}
+        elif path.endswith(("/points/query", "/points/scroll")):
+            result = {"points": [{"id": i + 1, "payload": {
+                "path": f"b{i}.md", "title": f"B{i}", "path_keys": [f"b{i}.md", f"b{i}"], "name_keys": [f"b{i}"],
+                "link_keys": ["a"], "updated": "2026-01-01"}} for i in range(n)], "next_page_offset": None}  # fmt: skip
+        elif method == "GET" and path.rstrip("/").endswith("/collections/kb"):
+            result = {"config": {"params": {}, "metadata": {"access_restricted_links": {}}}}
+        else:
+            return 404, b'{"status": {"error": "Not found"}}', "application/json"
+        return 200, json.dumps({"result": result, "status": "ok", "time": 0.001}).encode(), "application/json"
+
+    endpoint.responder = respond
+    try:
+        app = load_search_app(KB_SOURCE=str(kb), QDRANT_URL=endpoint.url, QDRANT_API_KEY="qdrant-test-key")
+        note = app(build_event(HttpRequest("GET", "/notes/a.md", "", [], b""), "/notes/{path+}", {"path": "a.md"},
+                               "dev"))  # fmt: skip
+        catalog = app(build_event(HttpRequest("GET", "/notes", "recent=5", [], b""), "/notes", {}, "dev"))
+    finally:
+        endpoint.stop()
+    assert note["statusCode"] == 200, note
+    links = json.loads(note["body"])["links"]
+    assert len(links["backlinks"]) == 500 and links["backlinks_truncated"], len(links["backlinks"])
+    assert catalog["statusCode"] == 200, catalog
+    body = json.loads(catalog["body"])
+    assert len(body["tags"]) == 200 and len(body["types"]) == 50 and len(body["recent"]) == 5, {
+        k: len(v) for k, v in body.items() if isinstance(v, list)
+    }

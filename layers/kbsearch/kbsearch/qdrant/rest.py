@@ -15,6 +15,14 @@ from kbsearch.providers.resilience import Outbound, ProviderError, RetryPolicy, 
 from kbsearch.qdrant.query import DENSE_SIZE, ScoredChunk, dense_size, index_missing, read_legs, unreachable
 
 
+def _at_most(items: list[Any], request: dict[str, Any]) -> list[Any]:
+    """An answer's points (or facet hits) cut to the ``limit`` the request asked for (Qdrant's default 10): more
+    is no answer Qdrant gives, and what reads them (a note's backlinks, resolved against each other) costs the
+    square of their number."""
+    limit = request.get("limit", 10)
+    return items[:limit] if type(limit) is int and limit >= 0 else items
+
+
 class QdrantRest:
     """Qdrant Cloud over REST: ``POST /collections/{c}/points/query`` or ``/points/query/batch`` (a missing
     collection is its 404, so a search makes one round trip)."""
@@ -75,7 +83,7 @@ class QdrantRest:
         points = result.get("points") if isinstance(result, dict) else None
         if not isinstance(points, list):
             raise StoreError("Qdrant's answer is not what the API returns")
-        return points
+        return _at_most(points, request)
 
     def scroll(self, request: dict[str, Any], timeout_s: float) -> tuple[list[dict[str, Any]], str | None]:
         result = self._call("POST", "/points/scroll", request, timeout_s)
@@ -83,7 +91,7 @@ class QdrantRest:
         offset = result.get("next_page_offset") if isinstance(result, dict) else None
         if not isinstance(points, list) or not all(isinstance(p, dict) for p in points):
             raise StoreError("Qdrant's answer is not what the API returns")
-        return points, None if offset is None else str(offset)
+        return _at_most(points, request), None if offset is None else str(offset)
 
     def facet(self, request: dict[str, Any], timeout_s: float) -> list[tuple[Any, int]]:
         result = self._call("POST", "/facet", request, timeout_s)
@@ -93,7 +101,7 @@ class QdrantRest:
             for h in hits
         ):
             raise StoreError("Qdrant's answer is not what the API returns")
-        return [(h.get("value"), int(h["count"])) for h in hits]
+        return [(h.get("value"), int(h["count"])) for h in _at_most(hits, request)]
 
     def query_batch(self, searches: list[dict[str, Any]], timeout_s: float) -> list[list[dict[str, Any]]]:
         """Several searches in one round trip (``POST /points/query/batch``): one point list per search."""
@@ -101,11 +109,11 @@ class QdrantRest:
         if not isinstance(result, list) or len(result) != len(searches):
             raise StoreError("Qdrant's answer is not what the API returns")
         out = []
-        for item in result:
+        for item, search in zip(result, searches, strict=True):
             points = item.get("points") if isinstance(item, dict) else None
             if not isinstance(points, list):
                 raise StoreError("Qdrant's answer is not what the API returns")
-            out.append(points)
+            out.append(_at_most(points, search))
         return out
 
     def query_legs(
