@@ -314,6 +314,24 @@ def test_a_resource_uri_that_names_no_note_is_never_echoed_unbounded(store: Path
     assert max(len(json.dumps(a)) for a in answers) < 600
 
 
+def test_a_note_that_cannot_be_read_is_no_resource_never_an_internal_error(store: Path, tmp_path: Path) -> None:
+    """``resources/read`` of a note in the KB whose bytes are no note (not UTF-8, UTF-16, NUL bytes, cut inside a
+    letter, empty): -32002 with the reason, as ``resources/list`` does not list it and ``kb_get_note`` says it
+    (it was -32603, JSON-RPC's "Internal error", the server's own fault, for what is the KB's)."""
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    bad = {"latin1.md": "café".encode("latin-1"), "utf16.md": "\ufeff# U".encode("utf-16-le"),
+           "nul.md": b"# N\x00", "cut.md": "# тек".encode()[:-1], "empty.md": b"  \n"}  # fmt: skip
+    for name, raw in bad.items():
+        (kb / name).write_bytes(raw)
+    lines = [line({"jsonrpc": "2.0", "id": i, "method": "resources/read", "params": {"uri": f"kb://note/{name}"}})
+             for i, name in enumerate(bad, start=1)]  # fmt: skip
+    answers, _ = run_lines([], subprocess_env(QDRANT_PATH=str(store), KB_SOURCE=str(kb)), lines)
+    assert [a["id"] for a in answers] == list(range(1, len(bad) + 1))
+    for answer, name in zip(answers, bad, strict=True):
+        assert answer["error"]["code"] == -32002 and "cannot be read" in answer["error"]["message"], (name, answer)
+
+
 def test_params_of_every_json_type_in_every_slot_over_stdio(store: Path) -> None:
     """The HTTP test's matrix (every slot of every method holding every JSON type, both eras) as stdio lines to one
     ``kbsearch mcp``: one answer each, none an internal error, and the server still answers after them."""

@@ -131,6 +131,8 @@ def read_resource(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
     except NoteProblem as exc:
         if exc.kind in ("bad_path", "not_found"):
             raise RpcError(RESOURCE_NOT_FOUND, f"Resource not found: {exc}", _about(uri)) from None
+        if exc.kind == "unreadable":  # bytes that are no note: the KB's, not a fault of the server (nor listed)
+            raise RpcError(RESOURCE_NOT_FOUND, str(exc), _about(uri)) from None
         raise RpcError(INTERNAL_ERROR, str(exc), _about(uri)) from None
     except IndexUnavailable as exc:  # a restricted caller's read asks the index first
         raise _unavailable(exc) from None
