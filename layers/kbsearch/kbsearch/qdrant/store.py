@@ -580,6 +580,15 @@ class Store:
                     self.collection, operations[start : start + OPERATIONS_PER_REQUEST], wait=True
                 )
 
+    def set_payload_where(self, where: dict[str, Any], payload: dict[str, Any]) -> None:
+        """Set ``payload``'s fields on every point ``where`` (a filter's JSON) selects, in one operation (vectors
+        untouched): Qdrant evaluates the filter and writes each point it selects as one update, so a point's other
+        fields are those of its latest write (the indexer gives public chunks the groups of ``reach`` so)."""
+        from qdrant_client import models
+
+        with storage_errors("updating points' payloads"):
+            self.client.set_payload(self.collection, payload, points=models.Filter.model_validate(where), wait=True)
+
     def delete_note(self, path: str) -> None:
         from qdrant_client import models
 
