@@ -412,7 +412,7 @@ def visible_links(links: Sequence[str], restricted: Mapping[str, Sequence[str]] 
     from the store's metadata: a key whose value is not a list of group names names notes of unknown groups, and
     its link is hidden (it was read as groups as it came: a 500 when it was no iterable of names, an object's keys
     taken for groups)."""
-    from kbsearch.links import link_key
+    from kbsearch.links import shown_link_key
 
     if scope.groups is None:
         return list(links)
@@ -420,7 +420,7 @@ def visible_links(links: Sequence[str], restricted: Mapping[str, Sequence[str]] 
         return []
     shown = []
     for link in links:
-        key = link_key(link)
+        key = shown_link_key(link)
         if key is None:
             shown.append(link)
             continue
