@@ -55,7 +55,8 @@ class Recording:
     """The service's own retriever, keeping the filter of each search's batch (what reached Qdrant)."""
 
     def __init__(self, inner: Any) -> None:
-        self.inner, self.filters = inner, []  # type: list[Any]
+        self.inner = inner
+        self.filters: list[Any] = []
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -165,7 +166,11 @@ def test_metadata_naming_a_group_public_chunks_lack_never_widens_a_scope(setting
     assert search_as(settings, ["finance"]) == (["finance/Budget.md"], one_match("finance"))
     assert search_as(settings, ["staff"]) == ([], one_match("staff"))
     assert search_as(settings, ["hr"]) == (["hr/Salary bands.md", "pub/Onboarding.md"], one_match("hr"))
-    sync(settings, kb)  # the recorded groups are given to every public chunk (never taken back)
+    sync(settings, kb)  # a sync that writes nothing reads nothing more
+    assert stored(settings)[0]["pub/Onboarding.md"] == {("hr", "oncall", "public", "security")}
+    with (kb / "hr/Salary bands.md").open("a", encoding="utf-8") as note:
+        note.write("more bands\n")
+    sync(settings, kb)  # one that writes gives the recorded groups to every public chunk (never taken back)
     assert stored(settings)[0]["pub/Onboarding.md"] == {("finance", "hr", "oncall", "public", "security", "staff")}
     assert_exact(settings, {**ACCESS, "finance/Budget.md": {"finance"}})
 

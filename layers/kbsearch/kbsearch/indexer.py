@@ -208,6 +208,7 @@ class Indexer:
         #: recorded when the run began (every public chunk holds them)
         self._reach: list[str] = []
         self._reach_recorded: list[str] = []
+        self._reach_marked = False  # the collection records groups of reach (a store written before does not)
 
     def sync(self, stop_at: Deadline | None = None, call_deadline: Deadline | None = None) -> SyncReport:
         """One sync run. ``stop_at``: no new work starts after it; ``call_deadline`` bounds provider calls."""
@@ -393,7 +394,8 @@ class Indexer:
         """The groups this run writes into a public chunk's ``reach``: those the collection records (every public
         chunk holds them) and those of the folder rules (a public chunk may hold any group: the search relies only
         on the recorded ones), read when the run has its rules, before it writes."""
-        self._reach_recorded = sorted(reach_groups(self.store.metadata()))
+        metadata = self.store.metadata()
+        self._reach_recorded, self._reach_marked = sorted(reach_groups(metadata)), REACH_GROUPS in metadata
         self._reach = reach_target(self._reach_recorded, (), self._rules)
 
     def _reach_of(self, groups: Iterable[str]) -> list[str]:
@@ -405,16 +407,22 @@ class Indexer:
         which callers one ``match value`` serves (:func:`kbsearch.qdrant.query.scope_clause`). In this order: a
         group is recorded only once every public chunk holds it. A store written before ``reach`` first has its
         restricted chunks' ``reach`` filled in. Public chunks an event batch wrote meanwhile with fewer groups are
-        given them again once the groups are recorded (and by the batch itself when it ends: :func:`give_reach`)."""
+        given them again once the groups are recorded (and by the batch itself when it ends: :func:`give_reach`).
+        A sync that wrote nothing and has no group to add reads nothing more (a no-change sync stays a listing and a
+        state read); chunks left without their groups by a writer that died meanwhile are found by the next sync
+        that writes."""
         if report.error:
             return
         target = reach_target(self._reach_recorded, self._access.values(), self._rules)
+        fresh = target != self._reach_recorded or not self._reach_marked
+        if not (fresh or report.added or report.updated or report.access_updated):
+            return
         self._fill_restricted_reach()
         give_reach(self.store, target)
-        if target != self._reach_recorded or REACH_GROUPS not in self.store.metadata():
+        if fresh:
             self.store.merge_metadata({REACH_GROUPS: target})
             give_reach(self.store, target)  # a public chunk written meanwhile by a batch that read fewer groups
-        self._reach_recorded = target
+        self._reach_recorded, self._reach_marked = target, True
 
     def _fill_restricted_reach(self) -> None:
         """Give each restricted chunk that has no ``reach`` (a store written before it) its groups: by note and
