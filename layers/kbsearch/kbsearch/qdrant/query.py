@@ -181,13 +181,14 @@ def scope_clause(groups: Sequence[str], reach: Collection[str] = ()) -> dict[str
     +0.3 against +0.8 ms when one group holds every chunk, +1.4 against +1.9 ms when two share them; BENCHMARKS.md,
     "Access scopes").
 
-    A caller holding ``public`` and one group ``g`` that is in ``reach`` (the collection's :data:`REACH_GROUPS`: every
-    public chunk's :data:`REACH` holds it) is one ``match value`` of ``g`` on :data:`REACH` instead: the same points
-    (a restricted chunk's ``reach`` is its groups, a public chunk's holds ``g``), at a sixth of the engine's cost
-    (Edge, the 10x vault, the search's batch: +0.6-0.8 against +4.1 ms; BENCHMARKS.md, "Access scopes", session 11). Never wider: a chunk's ``reach`` holds a group beyond its
-    own only when the chunk is public, whatever the metadata says; a ``reach`` stale or missing (a group new to the
-    index, a store from before) can only leave public chunks out, and such a group is not in ``reach`` until a full
-    sync gave it to every public chunk."""
+    A caller holding ``public`` and one group ``g`` that is in ``reach`` (the collection's :data:`REACH_GROUPS`:
+    every public chunk's :data:`REACH` holds it) is one ``match value`` of ``g`` on :data:`REACH` instead: the same
+    points (a restricted chunk's ``reach`` is its groups, a public chunk's holds ``g``), at a sixth of the engine's
+    cost (Edge, the 10x vault, the search's batch: +0.6-0.8 against +4.1 ms; BENCHMARKS.md, "Access scopes",
+    session 11). Never wider: a chunk's ``reach`` holds a group beyond its own only when the chunk is public,
+    whatever the metadata says; a ``reach`` stale or missing (a group new to the index, a store from before) can
+    only leave public chunks out, and such a group is not in ``reach`` until a full sync gave it to every public
+    chunk."""
     wanted = sorted(set(groups))
     own = [group for group in wanted if group != PUBLIC_GROUP]
     if len(own) == 1 and len(wanted) == 2 and own[0] in reach:
