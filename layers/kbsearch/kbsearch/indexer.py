@@ -433,7 +433,7 @@ class Indexer:
             "must": [{"is_empty": {"key": REACH}}],
             "must_not": [{"key": "access", "match": {"value": PUBLIC}}, {"is_empty": {"key": "access"}}],
         }
-        if not self.store.scroll({"filter": lacking, "limit": 1, "with_payload": False}, 30.0)[0]:
+        if not self.store.has_points(lacking):
             return
         by_groups: dict[tuple[str, ...], list[str]] = {}
         for path, groups in self._access.items():
@@ -1112,7 +1112,7 @@ def give_reach(store: Store, groups: list[str]) -> bool:
     wanted = reach_of([PUBLIC], groups)
     lacking = {"must": [{"key": "access", "match": {"value": PUBLIC}}],
                "should": [{"must_not": [{"key": REACH, "match": {"value": g}}]} for g in wanted]}  # fmt: skip
-    if not store.scroll({"filter": lacking, "limit": 1, "with_payload": False}, 30.0)[0]:
+    if not store.has_points(lacking):
         return False
     store.set_payload_where(lacking, {REACH: wanted})
     return True

@@ -580,6 +580,16 @@ class Store:
                     self.collection, operations[start : start + OPERATIONS_PER_REQUEST], wait=True
                 )
 
+    def has_points(self, where: dict[str, Any]) -> bool:
+        """Whether any point matches ``where`` (a filter's JSON): a scroll of one point, no payload (the indexer's
+        question before a write by filter that may have nothing to do)."""
+        from qdrant_client import models
+
+        with storage_errors("reading the index"):
+            points, _ = self.client.scroll(self.collection, scroll_filter=models.Filter.model_validate(where), limit=1,
+                                           with_payload=False, with_vectors=False)  # fmt: skip
+        return bool(points)
+
     def set_payload_where(self, where: dict[str, Any], payload: dict[str, Any]) -> None:
         """Set ``payload``'s fields on every point ``where`` (a filter's JSON) selects, in one operation (vectors
         untouched): Qdrant evaluates the filter and writes each point it selects as one update, so a point's other
