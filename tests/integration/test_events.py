@@ -28,7 +28,7 @@ from kbsearch.events import newer, read_batch, sequencer_key
 from kbsearch.indexer import run_sync
 from kbsearch.lease import Lease
 from kbsearch.qdrant import open_store
-from kbsearch.qdrant.query import RESTRICTED_LINKS
+from kbsearch.qdrant.query import REACH, REACH_GROUPS, RESTRICTED_LINKS
 from kbsearch.schemas import SearchRequest
 from kbsearch.search import SearchService
 from kbsearch_tools.fakes import FakeProvider, provider_env
@@ -111,15 +111,23 @@ class Indexer:
 
 
 def points(settings: Settings) -> dict[str, str]:
-    """point id → hash of its payload (without the indexing time) and dense vector."""
+    """point id → hash of its payload (without the indexing time) and dense vector. A chunk's ``reach`` is checked
+    here rather than hashed: a public chunk's holds the groups the collection recorded so far (full syncs record
+    them and never take them back, so a store's history adds some), a restricted chunk's is its groups exactly."""
     store = open_store(settings, Secrets(settings))
     try:
-        raw = store.points()
+        raw, recorded = store.points(), set(store.metadata().get(REACH_GROUPS) or ())
     finally:
         store.close()
     out = {}
     for pid, payload in raw.items():
         payload.pop("indexed_at", None)
+        reach, groups = payload.pop(REACH, None), payload.get("access")
+        if isinstance(groups, list):
+            if "public" in groups:
+                assert {"public", *recorded} <= set(reach or ()), (payload["path"], reach, recorded)
+            else:
+                assert reach == sorted(groups), (payload["path"], reach, groups)
         out[pid] = hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
     return out
 

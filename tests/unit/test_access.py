@@ -365,3 +365,37 @@ def test_a_failed_refresh_of_the_caller_mapping_widens_nothing(monkeypatch: pyte
         assert container.secrets.get("EMBEDDING_API_KEY") == "di-key-1"  # its own TTL (300 s) still holds
     finally:
         endpoint.stop()
+
+
+# -- reach: a one-group caller as one match value ----------------------------------------------------------------
+
+
+def test_the_scope_clause_is_one_match_on_reach_only_for_public_and_one_recorded_group() -> None:
+    from kbsearch.qdrant.query import REACH, filter_json, scope_clause
+
+    assert scope_clause(["public", "hr"], {"hr", "finance"}) == {"key": REACH, "match": {"value": "hr"}}
+    assert filter_json(groups=["hr", "public"], reach=frozenset({"hr"})) == {
+        "must": [{"key": REACH, "match": {"value": "hr"}}]
+    }
+    two = {"should": [{"key": "access", "match": {"value": g}} for g in ("hr", "public")]}
+    assert scope_clause(["public", "hr"], {"finance"}) == two  # not recorded: the two matches on access
+    assert scope_clause(["public", "hr"]) == two
+    assert scope_clause(["public"], {"public", "hr"}) == {"key": "access", "match": {"value": "public"}}
+    assert scope_clause(["hr"], {"hr"}) == {"key": "access", "match": {"value": "hr"}}  # no public: not reach's set
+    assert "should" in scope_clause(["public", "hr", "security"], {"hr", "security"})  # two groups
+
+
+def test_reach_never_holds_more_than_a_restricted_chunks_groups() -> None:
+    from kbsearch.access import MAX_REACH_GROUPS, FolderRules, reach_of, reach_target
+
+    assert reach_of(["hr"], ["finance", "security"]) == ["hr"]
+    assert reach_of(["oncall", "security"], ["hr"]) == ["oncall", "security"]
+    assert reach_of([], ["hr"]) == []  # default deny: nobody
+    assert reach_of(["public"], ["hr", "finance"]) == ["finance", "hr", "public"]
+    assert reach_of(["hr", "public"], []) == ["public"]
+    rules = FolderRules.parse(b"hr/: [hr]\nsec/: [security, oncall]\n")
+    assert reach_target(["zeta"], [["finance"], None, ["public"]], rules) == [
+        "finance", "hr", "oncall", "security", "zeta"
+    ]  # fmt: skip
+    many = reach_target([f"g{i:03d}" for i in range(3)], [[f"n{i:03d}"] for i in range(100)], FolderRules())
+    assert len(many) == MAX_REACH_GROUPS and {"g000", "g001", "g002"} <= set(many)  # recorded ones are kept

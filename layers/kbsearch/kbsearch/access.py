@@ -233,6 +233,31 @@ def note_access(
     return ([PUBLIC] if default == PUBLIC else []), FROM_DEFAULT
 
 
+#: At most this many groups are given to every public chunk's ``reach`` (a payload field kept beside ``access``,
+#: :func:`reach_of`); a caller of a group beyond them is matched by its groups' ``access`` (the slower clause).
+MAX_REACH_GROUPS = 64
+
+
+def reach_of(groups: Sequence[str], known: Iterable[str]) -> list[str]:
+    """A chunk's ``reach`` (written with its ``access``, in the same payload write): the groups that reach it by
+    one ``match value`` (:func:`kbsearch.qdrant.query.scope_clause`). A restricted chunk: its own groups, never
+    more. A public chunk: ``public`` and ``known`` (every group the index gives public chunks: a caller holding
+    one of them matches it by that group alone)."""
+    if PUBLIC in groups:
+        return sorted({PUBLIC, *known})
+    return sorted(set(groups))
+
+
+def reach_target(recorded: Iterable[str], indexed: Iterable[Sequence[str] | None], rules: FolderRules) -> list[str]:
+    """The groups a full sync gives every public chunk's ``reach``: those already given (``recorded``, never taken
+    back: a search may hold them for a minute), then the groups of the folder rules and of the indexed notes,
+    up to :data:`MAX_REACH_GROUPS`."""
+    out = list(dict.fromkeys(g for g in recorded if g != PUBLIC))
+    fresh = {g for _, groups in rules.rules for g in groups} | {g for groups in indexed for g in groups or ()}
+    out += sorted(fresh - set(out) - {PUBLIC})
+    return sorted(out[:MAX_REACH_GROUPS])
+
+
 # -- who is asking -----------------------------------------------------------------------------------------------
 
 
@@ -387,7 +412,7 @@ def visible_links(links: Sequence[str], restricted: Mapping[str, Sequence[str]] 
     from the store's metadata: a key whose value is not a list of group names names notes of unknown groups, and
     its link is hidden (it was read as groups as it came: a 500 when it was no iterable of names, an object's keys
     taken for groups)."""
-    from kbsearch.links import link_key
+    from kbsearch.links import shown_link_key
 
     if scope.groups is None:
         return list(links)
@@ -395,7 +420,7 @@ def visible_links(links: Sequence[str], restricted: Mapping[str, Sequence[str]] 
         return []
     shown = []
     for link in links:
-        key = link_key(link)
+        key = shown_link_key(link)
         if key is None:
             shown.append(link)
             continue

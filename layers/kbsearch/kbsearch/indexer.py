@@ -40,6 +40,8 @@ from kbsearch.access import (
     FolderRules,
     declared_access,
     note_access,
+    reach_of,
+    reach_target,
     refuse_mistaken_access_file,
     restricted_links,
 )
@@ -57,17 +59,21 @@ from kbsearch.qdrant.query import (
     MAX_FIELD_CHARS,
     MAX_ITEM_CHARS,
     MAX_LIST_ITEMS,
+    REACH,
+    REACH_GROUPS,
     REBUILDING,
     RESTRICTED_LINKS,
     SIGNATURE_KEYS,
     SOURCE_KEY,
     folders_of,
+    reach_groups,
     signature_id,
 )
 from kbsearch.qdrant.store import (
     EMBED_HASH,
     GRAPH_FIELD,
     NAME_FIELD,
+    PATHS_PER_OPERATION,
     ChunkPoint,
     NoteState,
     SchemaMismatchError,
@@ -199,6 +205,11 @@ class Indexer:
         self.links_lock: LinksLock = links_lock or contextlib.nullcontext
         #: groups to write (:meth:`_set_access`): (groups, where they came from) → the notes that get them
         self._pending_access: dict[tuple[tuple[str, ...], str], list[str]] = {}
+        #: the groups this run gives a public chunk's ``reach`` (:meth:`_read_reach`), and those the collection
+        #: recorded when the run began (every public chunk holds them)
+        self._reach: list[str] = []
+        self._reach_recorded: list[str] = []
+        self._reach_marked = False  # the collection records groups of reach (a store written before does not)
 
     def sync(self, stop_at: Deadline | None = None, call_deadline: Deadline | None = None) -> SyncReport:
         """One sync run. ``stop_at``: no new work starts after it; ``call_deadline`` bounds provider calls."""
@@ -276,6 +287,7 @@ class Indexer:
                                     "skipped keep the previous model's vectors; searches stay BM25-only"})  # fmt: skip
         if self._reembed and not (report.incomplete or report.error) and self.embedder is not None:
             self.store.set_metadata(self.embedder.signature)
+        self._record_reach(report)
 
     def _stale(self, path: str) -> bool:
         """The note is indexed with vectors of another embedding than this run's."""
@@ -297,6 +309,7 @@ class Indexer:
             report.incomplete = True
             logger.error("the access file cannot be used; nothing changed", extra={"error": str(exc)})
             return
+        self._read_reach()
         notes = self._notes(report, listing)
         state = self.store.indexed_state()
         self._state = state  # what the index held when this run listed the KB
@@ -374,9 +387,65 @@ class Indexer:
         if not self._pending_access:
             return
         pending, self._pending_access = self._pending_access, {}
-        self.store.set_payloads(
-            [(paths, {"access": list(groups), "access_from": source}) for (groups, source), paths in pending.items()]
-        )
+        self.store.set_payloads([(paths, {"access": list(groups), "access_from": source, REACH: self._reach_of(groups)})
+                                 for (groups, source), paths in pending.items()])  # fmt: skip
+
+    # -- reach: a caller of one group matched by one condition (kbsearch.qdrant.query.scope_clause) ------------
+    def _read_reach(self) -> None:
+        """The groups this run writes into a public chunk's ``reach``: those the collection records (every public
+        chunk holds them) and those of the folder rules (a public chunk may hold any group: the search relies only
+        on the recorded ones), read when the run has its rules, before it writes."""
+        metadata = self.store.metadata()
+        self._reach_recorded, self._reach_marked = sorted(reach_groups(metadata)), REACH_GROUPS in metadata
+        self._reach = reach_target(self._reach_recorded, (), self._rules)
+
+    def _reach_of(self, groups: Iterable[str]) -> list[str]:
+        return reach_of(list(groups), self._reach)
+
+    def _record_reach(self, report: SyncReport) -> None:
+        """A full sync's last step: give every public chunk's ``reach`` the groups of the index (the recorded ones,
+        the folder rules', the indexed notes'), then record them in the collection's metadata, where a search reads
+        which callers one ``match value`` serves (:func:`kbsearch.qdrant.query.scope_clause`). In this order: a
+        group is recorded only once every public chunk holds it. A store written before ``reach`` first has its
+        restricted chunks' ``reach`` filled in. Public chunks an event batch wrote meanwhile with fewer groups are
+        given them again once the groups are recorded (and by the batch itself when it ends: :func:`give_reach`).
+        A sync that wrote nothing and has no group to add reads nothing more (a no-change sync stays a listing and a
+        state read); chunks left without their groups by a writer that died meanwhile are found by the next sync
+        that writes."""
+        if report.error:
+            return
+        target = reach_target(self._reach_recorded, self._access.values(), self._rules)
+        fresh = target != self._reach_recorded or not self._reach_marked
+        if not (fresh or report.added or report.updated or report.access_updated):
+            return
+        self._fill_restricted_reach()
+        give_reach(self.store, target)
+        if fresh:
+            self.store.merge_metadata({REACH_GROUPS: target})
+            give_reach(self.store, target)  # a public chunk written meanwhile by a batch that read fewer groups
+        self._reach_recorded, self._reach_marked = target, True
+
+    def _fill_restricted_reach(self) -> None:
+        """Give each restricted chunk that has no ``reach`` (a store written before it) its groups: by note and
+        groups, selecting only chunks whose ``access`` holds every one of them, so a note whose groups an event
+        batch changed meanwhile is never given a group it does not hold. Nothing is written when no such chunk is
+        found (a filtered scroll of one point)."""
+        lacking = {
+            "must": [{"is_empty": {"key": REACH}}],
+            "must_not": [{"key": "access", "match": {"value": PUBLIC}}, {"is_empty": {"key": "access"}}],
+        }
+        if not self.store.has_points(lacking):
+            return
+        by_groups: dict[tuple[str, ...], list[str]] = {}
+        for path, groups in self._access.items():
+            if groups and PUBLIC not in groups:
+                by_groups.setdefault(tuple(sorted(set(groups))), []).append(path)
+        for held_groups, paths in sorted(by_groups.items()):
+            ordered = sorted(paths)
+            for i in range(0, len(ordered), PATHS_PER_OPERATION):
+                held = [{"key": "access", "match": {"value": g}} for g in held_groups]
+                where = {"must": [{"key": "path", "match": {"any": ordered[i : i + PATHS_PER_OPERATION]}}, *held]}
+                self.store.set_payload_where(where, {REACH: list(held_groups)})
 
     def _keep_last_good(self, report: SyncReport, path: str) -> None:
         """A changed note that cannot be indexed keeps its last good version, under today's folder rules (a folder
@@ -691,6 +760,10 @@ class Indexer:
     ) -> None:
         if self.embedder is not None and isinstance(report, ChangeReport):
             report.chunks_reused += sum(1 for parsed in window for point in parsed.points if point.dense is not None)
+        for parsed in window:  # who reaches each chunk, written with its groups (one payload)
+            reach = self._reach_of(parsed.access[0])
+            for point in parsed.points:
+                point.payload[REACH] = reach
         # New versions first (one round trip per window), then each note's leftovers: a note is never missing.
         self.store.upsert(points)
         report.chunks_upserted += len(points)
@@ -1033,6 +1106,19 @@ def _remember_source(store: Store, source: Source, report: SyncReport) -> None:
 # -- event-driven runs: exactly the keys of an S3 event batch (or a watched folder's saves) ---------------------
 
 
+def give_reach(store: Store, groups: list[str]) -> bool:
+    """Give every public chunk whose ``reach`` lacks one of ``groups`` (or ``public``) ``public`` and ``groups``:
+    one payload write selecting exactly those chunks (by ``access``: a chunk made restricted meanwhile is not
+    selected), after a filtered scroll of one point finds any (none: nothing written). True when written."""
+    wanted = reach_of([PUBLIC], groups)
+    lacking = {"must": [{"key": "access", "match": {"value": PUBLIC}}],
+               "should": [{"must_not": [{"key": REACH, "match": {"value": g}}]} for g in wanted]}  # fmt: skip
+    if not store.has_points(lacking):
+        return False
+    store.set_payload_where(lacking, {REACH: wanted})
+    return True
+
+
 def record_sync(store: Store, report: SyncReport, kind: str) -> None:
     """Record a successful run (no error, nothing left over) in the collection's metadata, for ``/health``."""
     if report.error or report.incomplete:
@@ -1266,6 +1352,7 @@ class ChangeSync:
                 report.superseded += len(superseded)
                 again = {p: todo[p] for p in superseded}
                 self._apply_current(report, again, failed, stop_at or Deadline(), call_deadline)
+            self._catch_up_reach(report)
             record_sync(self.store, report, self.kind)
             self._record_lag(report, [todo[p] for p in done if p in self._changed])
         except StoreError as exc:
@@ -1325,6 +1412,16 @@ class ChangeSync:
 
     def _record(self, change: Change) -> bool:
         return self.sequencers is None or self.sequencers.put(change.path, change.sequencer)
+
+    def _catch_up_reach(self, report: ChangeReport) -> None:
+        """A batch never records groups of ``reach`` (a full sync does, :meth:`Indexer._record_reach`); but one that
+        read the recorded groups before a full sync recorded more wrote its public chunks with fewer: once its
+        writes are done, they are given the groups recorded now (only chunks lacking one are written)."""
+        if not (report.chunks_upserted or report.access_updated):
+            return  # no chunk written: none to catch up
+        recorded = sorted(reach_groups(self.store.metadata()))
+        if not set(recorded) <= set(self.indexer._reach):
+            give_reach(self.store, recorded)
 
     def _apply_rules(self, report: ChangeReport, stop_at: Deadline) -> bool:
         """The access file changed (created, edited or deleted): every indexed note's groups under the rules as
@@ -1428,6 +1525,7 @@ class ChangeSync:
                 report.incomplete = True
                 logger.error("the access rules cannot be used; only deletions applied, the other events are retried",
                              extra={"error": report.error, "held": len(held)})  # fmt: skip
+        self.indexer._read_reach()
         state: dict[str, NoteState] = {}
         reuse: dict[str, dict[str, Any]] = {}
         for payload, vector in self.store.note_points(list(current)):

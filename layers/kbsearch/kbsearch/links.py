@@ -15,6 +15,7 @@ the linking note's folder, then the shortest path, then the first by path.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Iterable
@@ -55,6 +56,12 @@ def link_key(target: str) -> str | None:
     if _ATTACHMENT.search(target.strip()):
         return None
     return _key(target)
+
+
+#: :func:`link_key` remembered for the links searches show: a warm search's hits bring the same notes' links again
+#: and again (~90 links a search on the 10x vault, 0.19 ms of normalising for a restricted caller's
+#: :func:`kbsearch.access.visible_links`). Bounded: at most this many links (each at most 200 characters).
+shown_link_key = functools.lru_cache(maxsize=16_384)(link_key)
 
 
 def link_keys(targets: Iterable[str]) -> list[str]:

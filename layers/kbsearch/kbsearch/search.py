@@ -35,6 +35,7 @@ from kbsearch.qdrant.query import (
     Retriever,
     batch_searches,
     filter_json,
+    reach_groups,
     retrieve,
     retrieve_legs,
     signature_mismatch,
@@ -391,6 +392,9 @@ class SearchService:
 
         filters = request.filters
         with stages.run("retrieve"):
+            # how the store wants its dense searches, and which single groups its public chunks reach (cached
+            # with the metadata; read outside the store's slot)
+            metadata = self._collection_metadata(deadline) if dense or scope.restricted else None
             query_filter = filter_json(
                 tags=filters.tags,
                 types=filters.type,
@@ -398,9 +402,9 @@ class SearchService:
                 path_prefix=filters.path_prefix,
                 updated_after=filters.updated_after,
                 groups=scope.query_groups(),
+                reach=reach_groups(metadata) if scope.restricted else (),
             )
-            # how the store wants its dense searches (cached with the metadata; read outside the store's slot)
-            once = bool(dense) and bool((self._collection_metadata(deadline) or {}).get(RESCORE_ONCE))
+            once = bool(dense) and bool((metadata or {}).get(RESCORE_ONCE))
             with self._retrieval_slot(deadline), index_errors():
                 candidates = self._retrieve(query, variants, dense, query_filter, retrieval, deadline, once)
 

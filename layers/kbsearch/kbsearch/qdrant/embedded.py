@@ -743,6 +743,26 @@ class EdgeStore(Store):
                 self.shard.update(edge.UpdateOperation.set_payload_by_filter(edge_filter(paths_filter(paths)), payload))
                 self._written = True
 
+    def has_points(self, where: dict[str, Any]) -> bool:
+        """Whether any point matches ``where`` (a filter's JSON): one Edge scroll of one point, no payload."""
+        import qdrant_edge as edge
+
+        with self._lock, storage_errors("reading the index"):
+            records, _ = self.shard.scroll(edge.ScrollRequest(limit=1, filter=edge_filter(where), with_payload=False,
+                                                              with_vector=False))  # fmt: skip
+        return bool(records)
+
+    def set_payload_where(self, where: dict[str, Any], payload: dict[str, Any]) -> None:
+        """Set ``payload``'s fields on every point ``where`` (a filter's JSON) selects: one Edge update."""
+        import qdrant_edge as edge
+
+        space.require(self.path, space.WRITE_FACTOR * len(json.dumps(payload)) + space.WRITE_RESERVE,
+                      "updating points' payloads")  # fmt: skip
+        with self._lock, storage_errors("updating points' payloads"):
+            self._check_state()
+            self.shard.update(edge.UpdateOperation.set_payload_by_filter(edge_filter(where), payload))
+            self._written = True
+
     def delete_note(self, path: str) -> None:
         self._delete(path, None)
 

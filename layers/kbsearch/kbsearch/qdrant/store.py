@@ -629,6 +629,25 @@ class Store:
                                      f"({len(answers) if isinstance(answers, list) else 'no'} answers to {len(batch)})")  # fmt: skip
                 applied(answers, "updating notes' payloads")
 
+    def has_points(self, where: dict[str, Any]) -> bool:
+        """Whether any point matches ``where`` (a filter's JSON): a scroll of one point, no payload (the indexer's
+        question before a write by filter that may have nothing to do)."""
+        from qdrant_client import models
+
+        with storage_errors("reading the index"):
+            points, _ = self.client.scroll(self.collection, scroll_filter=models.Filter.model_validate(where), limit=1,
+                                           with_payload=False, with_vectors=False)  # fmt: skip
+        return bool(points)
+
+    def set_payload_where(self, where: dict[str, Any], payload: dict[str, Any]) -> None:
+        """Set ``payload``'s fields on every point ``where`` (a filter's JSON) selects, in one operation (vectors
+        untouched): Qdrant evaluates the filter and writes each point it selects as one update, so a point's other
+        fields are those of its latest write (the indexer gives public chunks the groups of ``reach`` so)."""
+        from qdrant_client import models
+
+        with storage_errors("updating points' payloads"):
+            self.client.set_payload(self.collection, payload, points=models.Filter.model_validate(where), wait=True)
+
     def delete_note(self, path: str) -> None:
         from qdrant_client import models
 

@@ -1,0 +1,263 @@
+"""``reach``: a caller holding one group besides ``public`` is matched by one ``match value`` on the chunks' ``reach``
+(a restricted chunk's groups; a public chunk's ``public`` and every group a full sync recorded), never by more than
+its groups' ``access`` would match, and by as much once the groups are recorded. A group the index does not record
+yet (new to it, or metadata read before it was recorded) falls back to the two matches on ``access``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kbsearch.access import Scope
+from kbsearch.config import Secrets, Settings
+from kbsearch.events import Change
+from kbsearch.indexer import ChangeSync, give_reach
+from kbsearch.qdrant import open_store
+from kbsearch.qdrant.embedded import EdgeStore
+from kbsearch.qdrant.query import REACH, REACH_GROUPS
+from kbsearch.schemas import SearchRequest
+from kbsearch.search import SearchService
+from kbsearch.sources import LocalSource, SourceObject
+from tests.integration.test_access_index import NOTES, sync, write_kb
+
+RULES = "hr/: [hr]\nsecurity/incidents/: [security, oncall]\n"
+#: path → groups, as NOTES and RULES give them
+ACCESS: dict[str, set[str]] = {
+    "pub/Onboarding.md": {"public"}, "hr/Salary bands.md": {"hr"}, "ops/Incident.md": {"oncall", "security"},
+    "security/incidents/Breach.md": {"oncall", "security"},
+}  # fmt: skip
+CALLERS = [[], ["hr"], ["security"], ["oncall"], ["finance"], ["hr", "security"], ["staff"]]
+BUDGET = "---\naccess: [finance]\n---\n# Budget\nwelcome budget zqfin\n"
+
+
+@pytest.fixture
+def kb(tmp_path: Path) -> Path:
+    root = tmp_path / "kb"
+    write_kb(root, NOTES, RULES)
+    return root
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(qdrant_path=str(tmp_path / "q"))
+
+
+@pytest.fixture(params=["edge", "local"])
+def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    """The embedded store as Qdrant Edge, and as qdrant-client's local mode (its fallback; the same code as Qdrant
+    Cloud's through qdrant-client)."""
+    return Settings(qdrant_path=str(tmp_path / "q"), qdrant_embedded=request.param)
+
+
+class Recording:
+    """The service's own retriever, keeping the filter of each search's batch (what reached Qdrant)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.filters: list[Any] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def query_legs(self, searches: list[dict[str, Any]], bare: Any, timeout_s: float) -> Any:
+        self.filters.append(searches[0].get("filter"))
+        return self.inner.query_legs(searches, bare, timeout_s)
+
+
+def search_as(settings: Settings, held: list[str], query: str = "welcome") -> tuple[list[str], Any]:
+    """(the paths a caller holding ``held`` finds, the scope clause its search sent)."""
+    service = SearchService(settings, Secrets(settings), wire_providers=False)
+    recording = Recording(service.retriever)
+    service._retriever = recording
+    try:
+        hits = service.search(SearchRequest(query=query, top_k=20), scope=Scope.of("k", held)).results
+        return sorted(h.path for h in hits), recording.filters[-1]["must"][0]
+    finally:
+        service.close()
+
+
+def assert_exact(settings: Settings, access: dict[str, set[str]]) -> dict[str, Any]:
+    """Every caller finds exactly the notes its groups may read; returns each caller's clause."""
+    clauses = {}
+    for held in CALLERS:
+        groups = {"public", *held}
+        found, clause = search_as(settings, held)
+        assert found == sorted(p for p, g in access.items() if g & groups), (held, found)
+        clauses[",".join(held)] = clause
+    return clauses
+
+
+def one_match(group: str) -> dict[str, Any]:
+    return {"key": REACH, "match": {"value": group}}
+
+
+def stored(settings: Settings) -> tuple[dict[str, set[tuple[str, ...]]], Any]:
+    """(path → the ``reach`` values of its chunks, the recorded groups)."""
+    store = open_store(settings, Secrets(settings))
+    try:
+        out: dict[str, set[tuple[str, ...]]] = {}
+        for payload in store.points().values():
+            out.setdefault(payload["path"], set()).add(tuple(payload.get(REACH) or ()))
+        return out, store.metadata().get(REACH_GROUPS)
+    finally:
+        store.close()
+
+
+def apply_events(settings: Settings, kb: Path, *paths: str, source: LocalSource | None = None) -> Any:
+    store = open_store(settings, Secrets(settings))
+    try:
+        changes = [Change(path=p, key=p, removed=not (kb / p).exists()) for p in paths]
+        report = ChangeSync(source or LocalSource(kb), store, None).apply(changes)
+        assert report.error is None and not report.failed_paths, report
+        return report
+    finally:
+        store.close()
+
+
+def test_a_full_sync_records_the_groups_once_every_public_chunk_holds_them(any_store: Settings, kb: Path) -> None:
+    settings = any_store
+    sync(settings, kb)
+    reach, recorded = stored(settings)
+    assert recorded == ["hr", "oncall", "security"]
+    assert reach == {
+        "pub/Onboarding.md": {("hr", "oncall", "public", "security")}, "hr/Salary bands.md": {("hr",)},
+        "ops/Incident.md": {("oncall", "security")}, "security/incidents/Breach.md": {("oncall", "security")},
+    }  # fmt: skip
+    clauses = assert_exact(settings, ACCESS)
+    assert clauses["hr"] == one_match("hr") and clauses["oncall"] == one_match("oncall")
+    assert clauses[""] == {"key": "access", "match": {"value": "public"}}  # public alone: as before
+    assert "should" in clauses["hr,security"] and "should" in clauses["finance"]  # two groups; one not recorded
+
+
+def test_a_group_new_to_the_index_falls_back_until_a_full_sync_gives_it_to_public_notes(
+    any_store: Settings, kb: Path
+) -> None:
+    settings = any_store
+    sync(settings, kb)
+    (kb / "finance").mkdir()
+    (kb / "finance/Budget.md").write_text(BUDGET, encoding="utf-8")
+    apply_events(settings, kb, "finance/Budget.md")  # an event batch never records a group
+    access = {**ACCESS, "finance/Budget.md": {"finance"}}
+    reach, recorded = stored(settings)
+    assert recorded == ["hr", "oncall", "security"] and reach["finance/Budget.md"] == {("finance",)}
+    clauses = assert_exact(settings, access)
+    assert "should" in clauses["finance"] and clauses["hr"] == one_match("hr")
+    sync(settings, kb)
+    reach, recorded = stored(settings)
+    assert recorded == ["finance", "hr", "oncall", "security"]
+    assert reach["pub/Onboarding.md"] == {("finance", "hr", "oncall", "public", "security")}
+    assert assert_exact(settings, access)["finance"] == one_match("finance")
+
+
+def test_metadata_naming_a_group_public_chunks_lack_never_widens_a_scope(settings: Settings, kb: Path) -> None:
+    """Recorded groups that public chunks do not hold (stale or wrong metadata) can only leave public notes out,
+    never show a note its caller may not read; the next full sync gives them to every public chunk."""
+    sync(settings, kb)
+    (kb / "finance").mkdir()
+    (kb / "finance/Budget.md").write_text(BUDGET, encoding="utf-8")
+    apply_events(settings, kb, "finance/Budget.md")
+    store = open_store(settings, Secrets(settings))
+    try:
+        store.merge_metadata({REACH_GROUPS: ["finance", "hr", "oncall", "security", "staff"]})
+    finally:
+        store.close()
+    assert search_as(settings, ["finance"]) == (["finance/Budget.md"], one_match("finance"))
+    assert search_as(settings, ["staff"]) == ([], one_match("staff"))
+    assert search_as(settings, ["hr"]) == (["hr/Salary bands.md", "pub/Onboarding.md"], one_match("hr"))
+    sync(settings, kb)  # a sync that writes nothing reads nothing more
+    assert stored(settings)[0]["pub/Onboarding.md"] == {("hr", "oncall", "public", "security")}
+    with (kb / "hr/Salary bands.md").open("a", encoding="utf-8") as note:
+        note.write("more bands\n")
+    sync(settings, kb)  # one that writes gives the recorded groups to every public chunk (never taken back)
+    assert stored(settings)[0]["pub/Onboarding.md"] == {("finance", "hr", "oncall", "public", "security", "staff")}
+    assert_exact(settings, {**ACCESS, "finance/Budget.md": {"finance"}})
+
+
+def test_a_note_going_public_restricted_public_between_syncs_and_events(any_store: Settings, kb: Path) -> None:
+    settings = any_store
+    sync(settings, kb)
+    # restricted by a rule, through the access file's event (a payload update, no re-embed)
+    (kb / "_access.yaml").write_text(RULES + "pub/: [staff]\n", encoding="utf-8")
+    apply_events(settings, kb, "_access.yaml")
+    restricted = {**ACCESS, "pub/Onboarding.md": {"staff"}}
+    assert stored(settings)[0]["pub/Onboarding.md"] == {("staff",)}
+    assert_exact(settings, restricted)
+    # public again, by a full sync
+    (kb / "_access.yaml").write_text(RULES, encoding="utf-8")
+    sync(settings, kb)
+    reach, recorded = stored(settings)  # (staff: a group of no note now, and a batch records none)
+    assert reach["pub/Onboarding.md"] == {("hr", "oncall", "public", "security")}
+    assert recorded == ["hr", "oncall", "security"]
+    assert_exact(settings, ACCESS)
+    # restricted by its own frontmatter (re-indexed by an event), then public again by an event
+    text = (kb / "pub/Onboarding.md").read_text(encoding="utf-8")
+    (kb / "pub/Onboarding.md").write_text("---\naccess: [hr]\n---\n" + text, encoding="utf-8")
+    apply_events(settings, kb, "pub/Onboarding.md")
+    assert stored(settings)[0]["pub/Onboarding.md"] == {("hr",)}
+    assert_exact(settings, {**ACCESS, "pub/Onboarding.md": {"hr"}})
+    (kb / "pub/Onboarding.md").write_text(text, encoding="utf-8")
+    apply_events(settings, kb, "pub/Onboarding.md")
+    assert stored(settings)[0]["pub/Onboarding.md"] == {("hr", "oncall", "public", "security")}
+    assert_exact(settings, ACCESS)
+
+
+def test_a_store_from_before_reach_is_searched_as_before_then_filled_in(settings: Settings, kb: Path) -> None:
+    import qdrant_edge as edge
+
+    sync(settings, kb)
+    store = open_store(settings, Secrets(settings))
+    assert isinstance(store, EdgeStore)
+    try:  # what the version before wrote: no reach, no reach index, no recorded groups
+        ids: list[Any] = [int(i) if i.isdigit() else i for i in store.points()]
+        store.shard.update(edge.UpdateOperation.delete_payload(ids, [REACH]))
+        store.shard.update(edge.UpdateOperation.delete_field_index(REACH))
+        store.set_metadata({k: v for k, v in store.metadata().items() if k != REACH_GROUPS})
+        store._written = True
+    finally:
+        store.close()
+    assert stored(settings) == ({p: {()} for p in ACCESS}, None)
+    clauses = assert_exact(settings, ACCESS)
+    assert all("should" in c or c["key"] == "access" for c in clauses.values())  # nothing recorded: as before
+    report = sync(settings, kb)
+    assert report.unchanged == 4 and report.added == report.updated == 0  # nothing re-embedded
+    reach, recorded = stored(settings)
+    assert recorded == ["hr", "oncall", "security"] and reach["hr/Salary bands.md"] == {("hr",)}
+    assert reach["ops/Incident.md"] == {("oncall", "security")}
+    assert assert_exact(settings, ACCESS)["security"] == one_match("security")
+
+
+class ConcurrentFullSync(LocalSource):
+    """The KB, read while a full sync records one more group in the same store (it gives it to every public chunk,
+    records it, and gives it again), between the batch's read of the recorded groups and its write."""
+
+    def __init__(self, root: Path, store: Any) -> None:
+        super().__init__(root)
+        self.store, self.done = store, False
+
+    def read(self, obj: SourceObject) -> bytes:
+        if not self.done:
+            self.done = True
+            groups = ["finance", "hr", "oncall", "security"]
+            give_reach(self.store, groups)
+            self.store.merge_metadata({REACH_GROUPS: groups})
+            give_reach(self.store, groups)
+        return super().read(obj)
+
+
+def test_a_batch_that_read_fewer_groups_gives_its_public_chunks_the_recorded_ones(settings: Settings, kb: Path) -> None:
+    sync(settings, kb)
+    (kb / "pub/Second.md").write_text("# Second\nwelcome second\n", encoding="utf-8")
+    store = open_store(settings, Secrets(settings))
+    try:
+        report = ChangeSync(ConcurrentFullSync(kb, store), store, None).apply(
+            [Change(path="pub/Second.md", key="pub/Second.md", removed=False)]
+        )
+        assert report.error is None and report.added == 1
+    finally:
+        store.close()
+    reach, recorded = stored(settings)
+    assert recorded == ["finance", "hr", "oncall", "security"]
+    assert reach["pub/Second.md"] == reach["pub/Onboarding.md"] == {("finance", "hr", "oncall", "public", "security")}
+    assert search_as(settings, ["finance"]) == (["pub/Onboarding.md", "pub/Second.md"], one_match("finance"))
