@@ -261,3 +261,42 @@ def test_a_batch_that_read_fewer_groups_gives_its_public_chunks_the_recorded_one
     assert recorded == ["finance", "hr", "oncall", "security"]
     assert reach["pub/Second.md"] == reach["pub/Onboarding.md"] == {("finance", "hr", "oncall", "public", "security")}
     assert search_as(settings, ["finance"]) == (["pub/Onboarding.md", "pub/Second.md"], one_match("finance"))
+
+
+def test_groups_an_older_version_wrote_without_reach_are_written_again_by_the_next_run(
+    any_store: Settings, kb: Path
+) -> None:
+    """A kb-search older than ``reach`` writing the same collection (a CLI not upgraded, an invocation running
+    through a deploy, a rollback and a roll forward) restricts a public note by a payload update of its ``access``
+    alone: the note keeps a public chunk's ``reach``, and a one-group caller of another recorded group finds it by
+    ``reach``. The next run that reads the note's state (here a full sync; an event batch reads its notes' state
+    the same way) takes such groups for none it can use and writes them again, ``reach`` with them."""
+    settings = any_store
+    sync(settings, kb)
+    (kb / "_access.yaml").write_text(RULES + "pub/: [hr]\n", encoding="utf-8")
+    store = open_store(settings, Secrets(settings))
+    try:  # what the older version's rules run writes: the groups alone
+        store.set_payloads([(["pub/Onboarding.md"], {"access": ["hr"], "access_from": "folder:pub"})])
+    finally:
+        store.close()
+    found, clause = search_as(settings, ["security"])
+    assert clause == one_match("security") and "pub/Onboarding.md" in found  # what the older writer left
+    sync(settings, kb)
+    reach, _ = stored(settings)
+    assert reach["pub/Onboarding.md"] == {("hr",)}
+    assert_exact(settings, {**ACCESS, "pub/Onboarding.md": {"hr"}})
+
+
+def test_reach_fits_its_groups_or_the_chunk_records_none() -> None:
+    from kbsearch.qdrant.store import recorded_access
+
+    def recorded(access: Any, reach: Any = "absent") -> Any:
+        payload = {"access": access, "access_from": "folder:x/"} | ({} if reach == "absent" else {REACH: reach})
+        return recorded_access(payload)
+
+    assert recorded(["hr"]) == (("hr",), "folder:x/")  # a store from before reach: filled in by the full sync
+    assert recorded(["public"], ["hr", "public", "security"]) == (("public",), "folder:x/")
+    assert recorded(["security", "hr"], ["hr", "security"]) == (("hr", "security"), "folder:x/")
+    for access, reach in [(["hr"], ["hr", "public", "security"]), (["hr"], ["hr", "security"]), (["hr"], []),
+                          (["hr", "security"], ["hr"]), (["public"], ["hr"]), (["hr"], None), (["hr"], "hr")]:  # fmt: skip
+        assert recorded(access, reach) is None, (access, reach)

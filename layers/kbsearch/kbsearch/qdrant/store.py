@@ -21,6 +21,8 @@ from kbsearch.lexical import SparseVector
 from kbsearch.qdrant.query import (
     DENSE,
     PAYLOAD_INDEXES,
+    PUBLIC_GROUP,
+    REACH,
     SPARSE,
     ScoredChunk,
     dense_size,
@@ -42,7 +44,7 @@ GRAPH_FIELD = "path_keys"
 #: The first chunk's payload field of the note's title and aliases as link keys (a link can name it by them too).
 NAME_FIELD = "name_keys"
 STATE_FIELDS = ["path", "etag", "chunk_index", "n_chunks", "dense", "doc_id", "embedding", "access", "access_from",
-                GRAPH_FIELD]  # fmt: skip
+                REACH, GRAPH_FIELD]  # fmt: skip
 #: Payload field: a hash of what a chunk's dense vector embeds (model signature + embedded text); an event-driven
 #: run reuses the stored vector of a chunk whose hash is unchanged instead of embedding it again.
 EMBED_HASH = "embed_hash"
@@ -272,7 +274,24 @@ def recorded_access(payload: dict[str, Any]) -> tuple[tuple[str, ...], str] | No
     groups, source = payload.get("access"), payload.get("access_from")
     if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups) or not isinstance(source, str):
         return None
+    if not reach_fits(groups, payload.get(REACH, groups)):
+        return None  # groups written without their reach: the note's groups are written again, with it
     return tuple(sorted(groups)), source
+
+
+def reach_fits(groups: Sequence[str], reach: object) -> bool:
+    """Whether a chunk's ``reach`` (:data:`kbsearch.qdrant.query.REACH`) is what its ``access`` groups give it: a
+    restricted chunk's, exactly its groups; a public chunk's, ``public`` among others. A kb-search older than
+    ``reach`` writing the same collection changes ``access`` by a payload update and leaves ``reach`` as it was: a
+    note it restricted kept a public chunk's ``reach``, readable by any one-group caller of the recorded groups.
+    Such a chunk records no usable groups (:func:`recorded_access`), so the next run that reads it writes the
+    note's groups again, ``reach`` with them (a chunk with no ``reach``, from a store written before it, fits:
+    the full sync fills it in)."""
+    if not isinstance(reach, list):
+        return False
+    if PUBLIC_GROUP in groups:
+        return PUBLIC_GROUP in reach
+    return sorted(set(reach)) == sorted(set(groups))
 
 
 @dataclass(frozen=True)
@@ -646,7 +665,8 @@ class Store:
         from qdrant_client import models
 
         with storage_errors("updating points' payloads"):
-            self.client.set_payload(self.collection, payload, points=models.Filter.model_validate(where), wait=True)
+            applied(self.client.set_payload(self.collection, payload, points=models.Filter.model_validate(where),
+                                            wait=True), "updating points' payloads")  # fmt: skip
 
     def delete_note(self, path: str) -> None:
         from qdrant_client import models
