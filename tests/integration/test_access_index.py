@@ -178,6 +178,33 @@ def test_a_broken_new_version_keeps_the_old_one_under_the_new_rules(
     assert "pub/Onboarding.md" not in visible(settings, Scope.public())
 
 
+@pytest.mark.parametrize("how", ["too large", "the run's deadline", "the embedder down"])
+def test_a_changed_note_that_is_not_written_keeps_its_old_version_under_the_new_rules(
+    tmp_path: Path, kb: Path, fake: FakeProvider, how: str
+) -> None:
+    """Whatever keeps a changed note's new version from being written (a skip before parsing: too large; a run
+    stopped by its deadline; the embedding provider down, every run of the outage), its last version, still
+    searchable, is under today's folder rules, as the unchanged notes of its folder are: it stayed public while
+    its folder was restricted, run after run."""
+    from kbsearch.providers.resilience import Deadline
+
+    settings = settings_for(tmp_path, fake, max_note_bytes=2048)
+    (kb / "pub/Other.md").write_text("# Other\nwelcome other\n", encoding="utf-8")
+    sync(settings, kb)
+    (kb / "_access.yaml").write_text("hr/: [hr]\npub/: [staff]\n", encoding="utf-8")
+    with (kb / "pub/Onboarding.md").open("a", encoding="utf-8") as note:
+        note.write("padding " * 400 if how == "too large" else "an edit\n")
+    if how == "the embedder down":
+        fake.fail("embeddings", status=500)
+    stop_at = Deadline(0.0) if how == "the run's deadline" else None
+    report = run_sync(settings, Secrets(settings), source_uri=str(kb), stop_at=stop_at)
+    assert report.chunks_upserted == 0, report
+    groups = access_by_path(settings)
+    assert groups["pub/Onboarding.md"] == groups["pub/Other.md"] == {(("staff",), "folder:pub")}
+    assert not {"pub/Onboarding.md", "pub/Other.md"} & set(visible(settings, Scope.public()))
+    assert {"pub/Onboarding.md", "pub/Other.md"} <= set(visible(settings, Scope.of("k", ["staff"])))
+
+
 def test_an_index_from_before_access_scopes_is_filled_in_without_embedding(
     tmp_path: Path, kb: Path, fake: FakeProvider
 ) -> None:

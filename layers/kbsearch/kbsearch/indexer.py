@@ -336,6 +336,10 @@ class Indexer:
                 report.repaired += 1
                 report.unchanged += 1
             else:
+                # its last version stays searchable until the new one is written, and for good when that cannot
+                # be (too large, unreadable, the run's deadline, the embedder down): under today's folder rules
+                if path in state:
+                    self._refresh_access(report, path, state[path])
                 work.append((obj, kind))
         self._written_ids = {}
         self._names_written = {}
