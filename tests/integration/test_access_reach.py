@@ -263,15 +263,17 @@ def test_a_batch_that_read_fewer_groups_gives_its_public_chunks_the_recorded_one
     assert search_as(settings, ["finance"]) == (["pub/Onboarding.md", "pub/Second.md"], one_match("finance"))
 
 
+@pytest.mark.parametrize("note", ["readable", "too large to read again"])
 def test_groups_an_older_version_wrote_without_reach_are_written_again_by_the_next_run(
-    any_store: Settings, kb: Path
+    any_store: Settings, kb: Path, note: str
 ) -> None:
     """A kb-search older than ``reach`` writing the same collection (a CLI not upgraded, an invocation running
     through a deploy, a rollback and a roll forward) restricts a public note by a payload update of its ``access``
     alone: the note keeps a public chunk's ``reach``, and a one-group caller of another recorded group finds it by
     ``reach``. The next run that reads the note's state (here a full sync; an event batch reads its notes' state
-    the same way) takes such groups for none it can use and writes them again, ``reach`` with them."""
-    settings = any_store
+    the same way) takes such groups for none it can use and writes them again, ``reach`` with them; a note it cannot
+    read again (grown past the size limit) has its ``reach`` written from the groups its chunks record."""
+    settings = any_store.model_copy(update={"max_note_bytes": 2048})
     sync(settings, kb)
     (kb / "_access.yaml").write_text(RULES + "pub/: [hr]\n", encoding="utf-8")
     store = open_store(settings, Secrets(settings))
@@ -281,7 +283,11 @@ def test_groups_an_older_version_wrote_without_reach_are_written_again_by_the_ne
         store.close()
     found, clause = search_as(settings, ["security"])
     assert clause == one_match("security") and "pub/Onboarding.md" in found  # what the older writer left
-    sync(settings, kb)
+    if note != "readable":
+        with (kb / "pub/Onboarding.md").open("a", encoding="utf-8") as grown:
+            grown.write("padding " * 400)
+    report = sync(settings, kb)
+    assert [s["path"] for s in report.skipped] == ([] if note == "readable" else ["pub/Onboarding.md"])
     reach, _ = stored(settings)
     assert reach["pub/Onboarding.md"] == {("hr",)}
     assert_exact(settings, {**ACCESS, "pub/Onboarding.md": {"hr"}})

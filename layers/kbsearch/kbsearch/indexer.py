@@ -418,6 +418,7 @@ class Indexer:
         that writes."""
         if report.error:
             return
+        self._repair_restricted_reach()
         target = reach_target(self._reach_recorded, self._access.values(), self._rules)
         fresh = target != self._reach_recorded or not self._reach_marked
         if not (fresh or report.added or report.updated or report.access_updated):
@@ -428,6 +429,38 @@ class Indexer:
             self.store.merge_metadata({REACH_GROUPS: target})
             give_reach(self.store, target)  # a public chunk written meanwhile by a batch that read fewer groups
         self._reach_recorded, self._reach_marked = target, True
+
+    def _repair_restricted_reach(self) -> None:
+        """Give each restricted chunk that holds a public chunk's ``reach`` its own groups as ``reach``, from what
+        the chunk records, without reading its note: a kb-search older than ``reach`` restricted the note by a
+        payload update of ``access`` alone (:func:`kbsearch.qdrant.store.reach_fits`), and a note that cannot be read
+        again (too large, not text) would keep it for good. Each write selects the chunks by path, by every group
+        written and by ``reach`` still public, so a note an event batch changed meanwhile is never given a group it
+        does not hold. One filtered scroll of one point when there are none (every full sync)."""
+        stale = {"must": [{"key": REACH, "match": {"value": PUBLIC}}],
+                 "must_not": [{"key": "access", "match": {"value": PUBLIC}}]}  # fmt: skip
+        if not self.store.has_points(stale):
+            return
+        found: set[tuple[str, tuple[str, ...]]] = set()
+        request: dict[str, Any] = {"filter": stale, "limit": 256, "with_payload": {"include": ["path", "access"]}}
+        seen: set[str] = set()
+        while True:
+            points, offset = self.store.scroll(request, 30.0)
+            for point in points:
+                payload = point.get("payload") or {}
+                path, groups = payload.get("path"), payload.get("access")
+                if isinstance(path, str) and isinstance(groups, list) and all(isinstance(g, str) for g in groups):
+                    found.add((path, tuple(sorted(set(groups)))))
+            if next_page(offset, seen) is None:
+                break
+            request["offset"] = offset
+        for path, groups in sorted(found):
+            held = [{"key": "access", "match": {"value": g}} for g in groups]
+            where = {"must": [{"key": "path", "match": {"value": path}}, *held, stale["must"][0]],
+                     "must_not": stale["must_not"]}  # fmt: skip
+            self.store.set_payload_where(where, {REACH: list(groups)})
+        logger.warning("restricted notes held a public note's reach (groups written by an older kb-search); "
+                       "their reach is their groups again", extra={"notes": len({p for p, _ in found})})  # fmt: skip
 
     def _fill_restricted_reach(self) -> None:
         """Give each restricted chunk that has no ``reach`` (a store written before it) its groups: by note and
