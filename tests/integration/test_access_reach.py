@@ -263,7 +263,7 @@ def test_a_batch_that_read_fewer_groups_gives_its_public_chunks_the_recorded_one
     assert search_as(settings, ["finance"]) == (["pub/Onboarding.md", "pub/Second.md"], one_match("finance"))
 
 
-@pytest.mark.parametrize("note", ["readable", "too large to read again"])
+@pytest.mark.parametrize("note", ["readable", "too large to read again", "too large, made readable by nobody"])
 def test_groups_an_older_version_wrote_without_reach_are_written_again_by_the_next_run(
     any_store: Settings, kb: Path, note: str
 ) -> None:
@@ -272,13 +272,15 @@ def test_groups_an_older_version_wrote_without_reach_are_written_again_by_the_ne
     alone: the note keeps a public chunk's ``reach``, and a one-group caller of another recorded group finds it by
     ``reach``. The next run that reads the note's state (here a full sync; an event batch reads its notes' state
     the same way) takes such groups for none it can use and writes them again, ``reach`` with them; a note it cannot
-    read again (grown past the size limit) has its ``reach`` written from the groups its chunks record."""
+    read again (grown past the size limit) has its ``reach`` written from the groups its chunks record (none: an older
+    version that made it readable by nobody)."""
     settings = any_store.model_copy(update={"max_note_bytes": 2048})
     sync(settings, kb)
     (kb / "_access.yaml").write_text(RULES + "pub/: [hr]\n", encoding="utf-8")
     store = open_store(settings, Secrets(settings))
     try:  # what the older version's rules run writes: the groups alone
-        store.set_payloads([(["pub/Onboarding.md"], {"access": ["hr"], "access_from": "folder:pub"})])
+        groups = [] if note.endswith("nobody") else ["hr"]
+        store.set_payloads([(["pub/Onboarding.md"], {"access": groups, "access_from": "folder:pub"})])
     finally:
         store.close()
     found, clause = search_as(settings, ["security"])
@@ -289,8 +291,8 @@ def test_groups_an_older_version_wrote_without_reach_are_written_again_by_the_ne
     report = sync(settings, kb)
     assert [s["path"] for s in report.skipped] == ([] if note == "readable" else ["pub/Onboarding.md"])
     reach, _ = stored(settings)
-    assert reach["pub/Onboarding.md"] == {("hr",)}
-    assert_exact(settings, {**ACCESS, "pub/Onboarding.md": {"hr"}})
+    assert reach["pub/Onboarding.md"] == {tuple(groups)}
+    assert_exact(settings, {**ACCESS, "pub/Onboarding.md": set(groups)})
 
 
 def test_reach_fits_its_groups_or_the_chunk_records_none() -> None:

@@ -410,8 +410,8 @@ class Indexer:
         """A full sync's last step: give every public chunk's ``reach`` the groups of the index (the recorded ones,
         the folder rules', the indexed notes'), then record them in the collection's metadata, where a search reads
         which callers one ``match value`` serves (:func:`kbsearch.qdrant.query.scope_clause`). In this order: a
-        group is recorded only once every public chunk holds it. A store written before ``reach`` first has its
-        restricted chunks' ``reach`` filled in. Public chunks an event batch wrote meanwhile with fewer groups are
+        group is recorded only once every public chunk holds it. Restricted chunks whose ``reach`` is not their groups
+        (a store written before ``reach``, an older kb-search's write) are given theirs first. Public chunks an event batch wrote meanwhile with fewer groups are
         given them again once the groups are recorded (and by the batch itself when it ends: :func:`give_reach`).
         A sync that wrote nothing and has no group to add reads nothing more (a no-change sync stays a listing and a
         state read); chunks left without their groups by a writer that died meanwhile are found by the next sync
@@ -423,7 +423,6 @@ class Indexer:
         fresh = target != self._reach_recorded or not self._reach_marked
         if not (fresh or report.added or report.updated or report.access_updated):
             return
-        self._fill_restricted_reach()
         give_reach(self.store, target)
         if fresh:
             self.store.merge_metadata({REACH_GROUPS: target})
@@ -431,17 +430,20 @@ class Indexer:
         self._reach_recorded, self._reach_marked = target, True
 
     def _repair_restricted_reach(self) -> None:
-        """Give each restricted chunk that holds a public chunk's ``reach`` its own groups as ``reach``, from what
-        the chunk records, without reading its note: a kb-search older than ``reach`` restricted the note by a
-        payload update of ``access`` alone (:func:`kbsearch.qdrant.store.reach_fits`), and a note that cannot be read
-        again (too large, not text) would keep it for good. Each write selects the chunks by path, by every group
-        written and by ``reach`` still public, so a note an event batch changed meanwhile is never given a group it
-        does not hold. One filtered scroll of one point when there are none (every full sync)."""
-        stale = {"must": [{"key": REACH, "match": {"value": PUBLIC}}],
-                 "must_not": [{"key": "access", "match": {"value": PUBLIC}}]}  # fmt: skip
+        """Give each restricted chunk whose ``reach`` is not its own groups its groups, from what the chunk records,
+        without reading its note: a chunk with no ``reach`` (a store written before it) or with a public chunk's (a
+        kb-search older than ``reach`` restricted the note by a payload update of ``access`` alone:
+        :func:`kbsearch.qdrant.store.reach_fits`; a note that cannot be read again, too large or not text, kept it for
+        good). The chunks are written by groups, :data:`PATHS_PER_OPERATION` notes at a time, each write selecting
+        only chunks still so whose ``access`` holds every group written, so a note an event batch changed meanwhile
+        is never given a group it does not hold. One filtered scroll of one point when there are none (every full
+        sync)."""
+        stale = {"must_not": [{"key": "access", "match": {"value": PUBLIC}}],
+                 "should": [{"must": [{"is_empty": {"key": REACH}}], "must_not": [{"is_empty": {"key": "access"}}]},
+                            {"key": REACH, "match": {"value": PUBLIC}}]}  # fmt: skip
         if not self.store.has_points(stale):
             return
-        found: set[tuple[str, tuple[str, ...]]] = set()
+        by_groups: dict[tuple[str, ...], set[str]] = {}
         request: dict[str, Any] = {"filter": stale, "limit": 256, "with_payload": {"include": ["path", "access"]}}
         seen: set[str] = set()
         while True:
@@ -450,38 +452,18 @@ class Indexer:
                 payload = point.get("payload") or {}
                 path, groups = payload.get("path"), payload.get("access")
                 if isinstance(path, str) and isinstance(groups, list) and all(isinstance(g, str) for g in groups):
-                    found.add((path, tuple(sorted(set(groups)))))
+                    by_groups.setdefault(tuple(sorted(set(groups))), set()).add(path)
             if next_page(offset, seen) is None:
                 break
             request["offset"] = offset
-        for path, groups in sorted(found):
-            held = [{"key": "access", "match": {"value": g}} for g in groups]
-            where = {"must": [{"key": "path", "match": {"value": path}}, *held, stale["must"][0]],
-                     "must_not": stale["must_not"]}  # fmt: skip
-            self.store.set_payload_where(where, {REACH: list(groups)})
-        logger.warning("restricted notes held a public note's reach (groups written by an older kb-search); "
-                       "their reach is their groups again", extra={"notes": len({p for p, _ in found})})  # fmt: skip
-
-    def _fill_restricted_reach(self) -> None:
-        """Give each restricted chunk that has no ``reach`` (a store written before it) its groups: by note and
-        groups, selecting only chunks whose ``access`` holds every one of them, so a note whose groups an event
-        batch changed meanwhile is never given a group it does not hold. Nothing is written when no such chunk is
-        found (a filtered scroll of one point)."""
-        lacking = {
-            "must": [{"is_empty": {"key": REACH}}],
-            "must_not": [{"key": "access", "match": {"value": PUBLIC}}, {"is_empty": {"key": "access"}}],
-        }
-        if not self.store.has_points(lacking):
-            return
-        by_groups: dict[tuple[str, ...], list[str]] = {}
-        for path, groups in self._access.items():
-            if groups and PUBLIC not in groups:
-                by_groups.setdefault(tuple(sorted(set(groups))), []).append(path)
         for held_groups, paths in sorted(by_groups.items()):
             ordered = sorted(paths)
             for i in range(0, len(ordered), PATHS_PER_OPERATION):
                 held = [{"key": "access", "match": {"value": g}} for g in held_groups]
-                where = {"must": [{"key": "path", "match": {"any": ordered[i : i + PATHS_PER_OPERATION]}}, *held]}
+                where = {
+                    **stale,
+                    "must": [{"key": "path", "match": {"any": ordered[i : i + PATHS_PER_OPERATION]}}, *held],
+                }
                 self.store.set_payload_where(where, {REACH: list(held_groups)})
 
     def _keep_last_good(self, report: SyncReport, path: str) -> None:
