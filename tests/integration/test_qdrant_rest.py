@@ -279,7 +279,7 @@ def test_weighted_rrf_body_matches_qdrant_client_and_the_embedded_store_weighs_i
 @pytest.mark.parametrize("once", [False, True])
 def test_batch_body_matches_qdrant_client_and_every_leg_carries_the_filter(qdrant: FakeEndpoint, once: bool) -> None:
     """The batch the adaptive fusion sends (a dense search per variant: the query's with payloads, a rewrite's ids
-    and scores; BM25 per language, each with its tail of ids and scores; one-term probes) is the JSON qdrant_client sends for the same searches, and the request's filter
+    and scores; BM25 per language, each with its tail of ids and scores; one-term probes of ids and scores) is the JSON qdrant_client sends for the same searches, and the request's filter
     reaches every search of it."""
     scope = filter_json(tags=["runbook"], path_prefix="ru/ранбуки")
     searches, legs = batch_searches(
@@ -306,9 +306,9 @@ def test_batch_body_matches_qdrant_client_and_every_leg_carries_the_filter(qdran
         models.QueryRequest(query=models.SparseVector(indices=[7], values=[1.0]), using="bm25", filter=qfilter,
                             limit=308, offset=92, with_payload=False, with_vector=False),
         models.QueryRequest(query=models.SparseVector(indices=[1], values=[1.0]), using="bm25", filter=qfilter,
-                            limit=8, with_payload=models.PayloadSelectorInclude(include=["path"]), with_vector=False),
+                            limit=8, with_payload=False, with_vector=False),
         models.QueryRequest(query=models.SparseVector(indices=[5], values=[1.0]), using="bm25", filter=qfilter,
-                            limit=8, with_payload=models.PayloadSelectorInclude(include=["path"]), with_vector=False),
+                            limit=8, with_payload=False, with_vector=False),
     ])  # fmt: skip
     assert qdrant.requests[-1].path == "/collections/kb/points/query/batch"
     assert drop_none(qdrant.requests[-1].body) == {"searches": drop_none(searches)}
@@ -337,7 +337,8 @@ def test_batch_answers_are_read_per_leg_with_ties_in_point_id_order(qdrant: Fake
     assert dense == []
     assert [c.id for c in lexical] == ["c", "a", "b"]  # equal scores: by point id; no payload path: dropped
     assert [(c.id, c.payload) for c in tail] == [("d", {}), ("e", {})]  # asked for ids and scores: kept as such
-    assert [(c.id, c.score, c.payload) for c in probe] == [("z", 1.5, {"path": "z.md"})]  # no path: dropped
+    # a probe asks for ids and scores: each is kept (its payload, which Qdrant would not send, is read as sent)
+    assert [(c.id, c.score) for c in probe] == [("z", 1.5), ("y", 1.4), ("x", 1.3)]
 
 
 BAD_BATCH_ANSWERS = [

@@ -5,12 +5,13 @@ break the same way every run, and the rerank blend keeps a confident exact match
 from __future__ import annotations
 
 import random
+import uuid
 
 import pytest
 
 from kbsearch.fusion import FusionParams, analyse, fuse, lexical_variants, translated
 from kbsearch.lexical import term_id, tokenize
-from kbsearch.qdrant.query import Candidate, Leg, ScoredChunk
+from kbsearch.qdrant.query import Candidate, Leg, ScoredChunk, point_id, point_number
 from kbsearch.search import blend
 
 
@@ -25,15 +26,16 @@ def dense_leg(*paths: str, lang: str = "en", top: float = 0.9, step: float = 0.0
 def probes(
     query: str, scores: dict[str, float], holders: tuple[str, ...] = ("elsewhere.md",)
 ) -> list[tuple[Leg, list[ScoredChunk]]]:
-    """One probe per query term: its best chunk scores ``scores[stem]`` (a stem missing from it: no chunk has the
-    term), in each of the notes ``holders`` (best first, a little less each)."""
+    """One probe per query term, as the search asks for it (ids and scores: a holder counts for its note through
+    the payload another leg carries of the same chunk, :func:`chunk`'s first): its best chunk scores
+    ``scores[stem]`` (a stem missing from it: no chunk has the term), in each of the notes ``holders`` (best first,
+    a little less each)."""
     out = []
     for stem in dict.fromkeys(tokenize(query)):
         hits = []
         if stem in scores:
-            hits = [ScoredChunk(f"{path}#{i}", scores[stem] * (1 - i / 20), {"path": path})
-                    for i, path in enumerate(holders)]  # fmt: skip
-        out.append((Leg("probe", term=term_id(stem)), hits))
+            hits = [ScoredChunk(f"{path}#0", scores[stem] * (1 - i / 20), {}) for i, path in enumerate(holders)]
+        out.append((Leg("probe", term=term_id(stem), bare=True), hits))
     return out
 
 
@@ -76,6 +78,58 @@ def test_a_name_that_is_rare_wins_too_but_a_common_word_does_not_pin_anything() 
                *probes("notes", {"note": 2.0}, tuple(DISTRACTORS[:8]))]  # fmt: skip
     fused = fuse(results, common, 10)
     assert not any(c.exact for c in fused)
+
+
+def test_a_probe_s_holder_counts_for_its_note_through_the_leg_that_carries_the_same_chunk() -> None:
+    """Probes ask for ids and scores alone: a holder names its note only when another leg carried that chunk's
+    payload. One that no leg carries still tells how rare the term is and what it can score."""
+    evidence = analyse("ERR-4012")
+    attainable = 6.0 * len(evidence.terms)
+    lexical = (Leg("lexical", 0, "en"), [chunk("target.md", attainable * 0.98), chunk("other.md", 1.0)])
+    held = [(Leg("probe", term=t, bare=True), [ScoredChunk("target.md#0", 6.0, {})]) for t in evidence.terms]
+    fused = fuse([dense_leg(*DISTRACTORS[:9], "target.md"), lexical, *held], evidence, 10)
+    assert paths(fused)[0] == "target.md" and fused[0].exact
+    # the same rare term in a chunk of the note that no leg carried: not credited to it, nothing pinned
+    elsewhere = [(Leg("probe", term=t, bare=True), [ScoredChunk("target.md#7", 6.0, {})]) for t in evidence.terms]
+    fused = fuse([dense_leg(*DISTRACTORS[:9], "target.md"), lexical, *elsewhere], evidence, 10)
+    assert not any(c.exact for c in fused)
+    assert paths(fused)[0] == "target.md"  # BM25's first place, over its whole attainable score, still leads
+
+
+@pytest.mark.parametrize("kind", ["cloud", "embedded", "embedded before"])
+def test_a_note_holding_two_identifiers_in_two_chunks_is_an_exact_match_though_one_chunk_came_in_no_leg(
+    kind: str,
+) -> None:
+    """ "ERR-4012 QDRANT_URL": the note names the error in its first chunk (BM25 carried it) and the setting in its
+    fourth (no leg did). The probe's id of the fourth chunk names the note by its chunks' ids, in each store's id
+    form (Qdrant's UUID string, the embedded store's integer, an older embedded store's UUID integer)."""
+    evidence = analyse("ERR-4012 QDRANT_URL")
+    uid = uuid.UUID(point_id("target.md", 3))
+    fourth: int | str = {"cloud": str(uid), "embedded": point_number("target.md", 3), "embedded before": uid.int}[kind]
+    target = ScoredChunk("target.md#0", 5.0, {"path": "target.md", "lang": "en", "text": "ERR-4012", "n_chunks": 4})
+    lexical = (Leg("lexical", 0, "en"), [target, chunk("other.md", 1.0)])
+    held = []
+    for t in evidence.terms:
+        error = t in {term_id(s) for s in tokenize("ERR-4012")}
+        held.append((Leg("probe", term=t, bare=True), [ScoredChunk("target.md#0" if error else fourth, 6.0, {})]))
+    fused = fuse([dense_leg(*DISTRACTORS[:9], "target.md"), lexical, *held], evidence, 10)
+    assert paths(fused)[0] == "target.md" and fused[0].exact
+    # without the chunk count its payload records, the fourth chunk names no note: no exact match
+    del target.payload["n_chunks"]
+    assert not any(c.exact for c in fuse([dense_leg(*DISTRACTORS[:9], "target.md"), lexical, *held], evidence, 10))
+
+
+@pytest.mark.parametrize(("unnamed", "pinned"), [(0, True), (2, True), (3, False), (6, False)])
+def test_holders_no_leg_names_count_against_the_exact_match_s_few_notes(unnamed: int, pinned: bool) -> None:
+    """An identifier held by more notes than ``exact_notes`` is no exact match, though the legs carried only
+    one of them: each holder no leg names may be another note."""
+    evidence = analyse("ERR-4012")
+    lexical = (Leg("lexical", 0, "en"), [chunk("target.md", 5.9), chunk("other.md", 1.0)])
+    hits = [ScoredChunk("target.md#0", 6.0, {})] + [ScoredChunk(f"x{i}#0", 5.0, {}) for i in range(unnamed)]
+    held = [(Leg("probe", term=t, bare=True), hits) for t in evidence.terms]
+    fused = fuse([dense_leg(*DISTRACTORS[:9], "target.md"), lexical, *held], evidence, 10)
+    assert (paths(fused)[0] == "target.md" and fused[0].exact) is pinned
+    assert sum(c.exact for c in fused) == int(pinned)
 
 
 def test_a_cross_language_question_leans_on_dense() -> None:

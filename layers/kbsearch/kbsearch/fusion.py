@@ -3,11 +3,12 @@
 The retrieval call (:func:`kbsearch.qdrant.query.retrieve_legs`, one Qdrant round trip) returns every leg's
 candidates with its own scores: a dense search per query variant (cosine), a BM25 search for the query and for
 each translated variant (the expansion's variant in another script), and a one-term BM25 *probe* per query term
-(the best chunks on that term alone with their scores and paths, or nothing when no chunk has it). This module decides, per
-query and per note, how much each leg counts, from evidence the search has anyway:
+(the best chunks on that term alone, ids and scores, or nothing when no chunk has it; a probe's chunk names its note
+through the payload another leg carries of the same chunk). This module decides, per query and per note, how much
+each leg counts, from evidence the search has anyway:
 
-- **vocabulary**: the query's terms that exist in the index (a probe answered with the paths of its best
-  chunks): ``coverage`` = present / all.
+- **vocabulary**: the query's terms that exist in the index (a probe answered with chunks): ``coverage`` =
+  present / all.
   An English question over Russian notes finds only its Latin names in them: low coverage, BM25 counts little.
 - **attainable score**: the sum of the probes of the present terms is what a chunk holding every present term at
   its best frequency would score; ``confidence`` of a note = its BM25 score / that sum.
@@ -20,6 +21,10 @@ query and per note, how much each leg counts, from evidence the search has anywa
   (fewer than ``PROBE_DEPTH`` chunks hold each: the probe saw every holder) at ``exact_confidence`` or more of
   their attainable score, those notes are an exact match: they come first, ahead of anything dense ranks
   (identifiers, names, numbers, file and setting names), marked ``exact``; the rerank blend keeps them first.
+  A holder whose chunk no other leg carried names no note: it counts as one more possible note against
+  ``exact_notes`` (and against the rare-term agreement's few notes), never as a match.
+  Probes ask for no payload: Qdrant reads a point's whole payload to return even its path (Edge: ~8 µs a point,
+  40 points a search), and a note no dense or BM25 leg carries has no chunk to rank anyway.
 - otherwise each note scores ``dense + lexical_weight · lexical``: dense = the best variant's cosine, min-max
   scaled between the best cosine and the cosine at rank ``floor_rank`` (one scale for all variants; see
   :func:`dense_floor`: the scale does not depend on how many chunks a leg returns); lexical = the query's own BM25 leg's
@@ -33,10 +38,12 @@ Equal scores are ordered by note path (and chunks by point id), so a search rank
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from kbsearch.chunking import MAX_CHUNKS
 from kbsearch.lexical import (
     SparseVector,
     identifier_terms,
@@ -46,7 +53,7 @@ from kbsearch.lexical import (
     text_language,
     tokenize,
 )
-from kbsearch.qdrant.query import PROBE_DEPTH, Candidate, Leg, ScoredChunk, candidate, rank_key
+from kbsearch.qdrant.query import PROBE_DEPTH, Candidate, Leg, ScoredChunk, candidate, note_point_ids, rank_key
 
 
 @dataclass(frozen=True)
@@ -132,21 +139,77 @@ def carried(results: Sequence[tuple[Leg, list[ScoredChunk]]]) -> dict[int | str,
             for c in chunks}  # fmt: skip
 
 
-def resolved(results: Sequence[tuple[Leg, list[ScoredChunk]]]) -> list[tuple[Leg, list[ScoredChunk]]]:
-    """The bare legs (ids and scores only: a rewrite's dense search, each BM25 leg's tail) read through the payloads
-    the other legs carry: a chunk whose payload a dense or BM25 leg brought (the same point) counts with that
-    payload, a tail chunk as a chunk of its BM25 leg; the others are dropped (no note to credit, nothing to
-    rerank)."""
-    known = carried(results)
+def resolved(
+    results: Sequence[tuple[Leg, list[ScoredChunk]]], known: dict[int | str, dict[str, Any]] | None = None
+) -> list[tuple[Leg, list[ScoredChunk]]]:
+    """The bare legs (ids and scores only: a rewrite's dense search, each BM25 leg's tail, the probes) read through
+    the payloads the other legs carry (``known``: :func:`carried`): a chunk whose payload a dense or BM25 leg brought
+    (the same point) counts with that payload, a tail chunk as a chunk of its BM25 leg; the others are dropped (no
+    note to credit, nothing to rerank)."""
+    carry = (carried(results) if known is None else known).get
     tails: dict[int, list[ScoredChunk]] = {}
     out: list[tuple[Leg, list[ScoredChunk]]] = []
     for leg, came in results:
-        chunks = [ScoredChunk(c.id, c.score, known[c.id]) for c in came if c.id in known] if leg.bare else came
+        chunks = ([ScoredChunk(c.id, c.score, payload) for c in came if (payload := carry(c.id)) is not None]
+                  if leg.bare else came)  # fmt: skip
         if leg.kind == "lexical-tail":
             tails.setdefault(leg.variant, []).extend(chunks)
         else:
             out.append((leg, chunks))
     return [(leg, chunks + tails.get(leg.variant, []) if leg.kind == "lexical" else chunks) for leg, chunks in out]
+
+
+def _holders(
+    probe_legs: Sequence[tuple[Leg, list[ScoredChunk]]],
+    known: dict[int | str, dict[str, Any]],
+    notes: dict[str, _Note],
+) -> tuple[dict[str, dict[int | None, float]], dict[int | None, int]]:
+    """Note → the probed terms it holds (each at its best chunk's score), and per term how many of its probe's
+    chunks name no note. A probe asks for ids and scores: its chunk names its note through the payload a dense or
+    BM25 leg carried of the same point, else through the ids of the chunks of every note the legs carry
+    (:func:`kbsearch.qdrant.query.note_point_ids`, by the ``n_chunks`` its payload records): a note that holds one
+    identifier in a chunk the legs brought and another in one they did not holds both. A chunk of a note no leg
+    carries stays unnamed (the note has no chunk to rank)."""
+    holders: dict[str, dict[int | None, float]] = {}
+    unnamed: dict[int | None, int] = {}
+    strays: list[tuple[int | None, ScoredChunk]] = []
+
+    def hold(note: str, term: int | None, score: float) -> None:
+        held = holders.setdefault(note, {})
+        if score > held.get(term, 0.0):
+            held[term] = score
+
+    for leg, chunks in probe_legs:
+        unnamed[leg.term] = 0
+        for c in chunks:
+            payload = c.payload if c.payload else known.get(c.id)  # a probe asked for a payload: its own
+            if payload is None:
+                strays.append((leg.term, c))
+            else:
+                hold(_note(c if payload is c.payload else ScoredChunk(c.id, c.score, payload)), leg.term, c.score)
+    if strays:
+        wanted = {c.id for _, c in strays}
+        names: dict[int | str, str] = {}
+        for note, n in notes.items():
+            for its in (n.dense_chunk, n.lexical_chunk, n.translated_chunk):
+                if its is None:
+                    continue
+                count = its.payload.get("n_chunks")  # every chunk of the note records it
+                if type(count) is int and 0 < count <= MAX_CHUNKS and its.payload.get("path") == note:
+                    for pid in note_point_ids(note, count) & wanted:
+                        names[pid] = note
+                    break
+        for term, c in strays:
+            named = names.get(c.id)
+            if named is None:
+                unnamed[term] += 1
+            else:
+                hold(named, term, c.score)
+    return holders, unnamed
+
+
+#: Fused notes best first (the score negated), equal scores by path.
+_BEST_FIRST = operator.itemgetter(0, 1)
 
 
 def _note(chunk: ScoredChunk) -> str:
@@ -178,7 +241,7 @@ def _single(legs: Sequence[list[ScoredChunk]], limit: int) -> list[Candidate]:
     return [candidate(c.payload, c.score) for _, c in ranked[:limit]]
 
 
-@dataclass
+@dataclass(slots=True)
 class _Note:
     dense: float = 0.0
     lexical: float = 0.0
@@ -204,21 +267,18 @@ def fuse(
     cosines = [(leg, chunks) for leg, chunks in results if leg.kind == "dense" and chunks]
     top = max((chunks[0].score for _, chunks in cosines), default=0.0)
     floor = min((dense_floor(leg, chunks, p) for leg, chunks in cosines if leg.language is None), default=0.0)
-    results = resolved(results)
+    # each probe's best score and depth (its chunks name their notes below: :func:`_holders`)
+    probe_legs = [(leg, chunks) for leg, chunks in results if leg.kind == "probe"]
+    probes = {leg.term: (chunks[0].score if chunks else 0.0) for leg, chunks in probe_legs}
+    depth = {leg.term: len(chunks) for leg, chunks in probe_legs}
+    known = carried(results)
+    results = resolved(results, known)
     dense_legs = [chunks for leg, chunks in results if leg.kind == "dense" and chunks]
     lexical_legs = [(leg, chunks) for leg, chunks in results if leg.kind == "lexical" and chunks]
     if mode == "dense":
         return _single(dense_legs, limit)
     if mode == "lexical":
         return _single([chunks for _, chunks in lexical_legs], limit)
-    probes = {leg.term: (chunks[0].score if chunks else 0.0) for leg, chunks in results if leg.kind == "probe"}
-    holders: dict[str, dict[int | None, float]] = {}  # note → the probed terms it holds (best score each)
-    depth = {leg.term: len(chunks) for leg, chunks in results if leg.kind == "probe"}
-    for leg, chunks in results:
-        if leg.kind == "probe":
-            for c in chunks:
-                held = holders.setdefault(_note(c), {})
-                held[leg.term] = max(held.get(leg.term, 0.0), c.score)
     probed = [t for t in evidence.terms if t in probes]
     present = [t for t in probed if probes[t] > 0]
     coverage = len(present) / len(probed) if probed else (1.0 if lexical_legs else 0.0)
@@ -228,31 +288,53 @@ def fuse(
     # the variants' cosines on one scale (the best top, the lowest floor): a rewrite's own best hit is not
     # promoted to the query's
     span = top - floor
+    noted = notes.get  # the loops below read ~500 chunks a search: no call per chunk but what must be one
     for chunks in dense_legs:
         for c in chunks:
-            value = max(0.0, (c.score - floor) / span) if span > 0 else 1.0  # below the floor: nothing
-            n = notes.setdefault(_note(c), _Note())
-            if n.dense_chunk is None or value > n.dense:
+            if span > 0:
+                value = (c.score - floor) / span
+                value = value if value > 0.0 else 0.0  # below the floor: nothing
+            else:
+                value = 1.0
+            path = c.payload.get("path")
+            note = path if type(path) is str and path else _note(c)
+            n = noted(note)
+            if n is None:
+                notes[note] = _Note(dense=value, dense_chunk=c)
+            elif n.dense_chunk is None or value > n.dense:
                 n.dense, n.dense_chunk = value, c
     languages: dict[str, str | None] = {}
     for leg, chunks in lexical_legs:
         own = leg.variant == 0
         scale = attainable if own and attainable > 0 else chunks[0].score
+        # the query's own leg counts by how much of its vocabulary the index holds; a translation's leg (its
+        # terms were not probed) by its own top hit
+        covered = coverage if own else 1.0
         for c in chunks:
-            note = _note(c)
-            n = notes.setdefault(note, _Note())
+            payload = c.payload
+            path = payload.get("path")
+            if type(path) is str and path:
+                note = path
+                language = languages[path] if path in languages else _note_language(payload, languages)
+            else:
+                note, language = _note(c), _note_language(payload, languages)
+            n = noted(note)
+            if n is None:
+                n = notes[note] = _Note()
             share = min(1.0, c.score / scale) if scale > 0 else 0.0
-            language = _note_language(c.payload, languages)
             same = leg.language is None or language is None or language == leg.language
-            # the query's own leg counts by how much of its vocabulary the index holds; a translation's leg (its
-            # terms were not probed) by its own top hit
-            value = share * (1.0 if same else p.cross_language) * (coverage if own else 1.0)
+            value = share * (1.0 if same else p.cross_language) * covered
             if own:
                 n.confidence = max(n.confidence, share)
                 if n.lexical_chunk is None or value > n.lexical:
                     n.lexical, n.lexical_chunk = value, c
             elif n.translated_chunk is None or value > n.translated:
                 n.translated, n.translated_chunk = value, c
+
+    # Which notes hold the probed terms: wanted only when a term is rare (the exact match and the rare-term agreement
+    # judge by the rare terms; a query of common words has none)
+    rare_terms = any(0 < n < PROBE_DEPTH for n in depth.values())
+    holders, unnamed = _holders(probe_legs, known, notes) if rare_terms else ({}, {})
 
     # Exact matches: the notes that hold every required term (the identifiers when the query has any, else all its
     # terms), judged by the rare ones (fewer than PROBE_DEPTH chunks hold them, so the probe saw every holder),
@@ -269,8 +351,11 @@ def fuse(
                 if confidence >= p.exact_confidence:
                     exact.append(note)
                     notes.setdefault(note, _Note()).confidence = confidence
+    # a holder of every rare term that no other leg carries may be one more such note: counted as one, so that a
+    # term more notes hold than ``exact_notes`` is not taken for an exact match because the legs named only a few
+    possible = len(exact) + min((unnamed.get(t, 0) for t in rare), default=0)
     lookup = bool(evidence.identifiers) or len(evidence.terms) <= p.exact_max_terms
-    pinned = set(exact) if lookup and 0 < len(exact) <= p.exact_notes else set()
+    pinned = set(exact) if lookup and len(exact) > 0 and possible <= p.exact_notes else set()
     # Rare-term agreement (whenever no exact match is pinned, a lookup that found none included): the few notes that
     # hold every rare term of the query (fewer than PROBE_DEPTH chunks hold it) get ``rare_agreement`` x their share of those terms' attainable score (x the
     # language factor in a note of another language): "Time Machine" and "File History" in a long question name the
@@ -280,7 +365,8 @@ def fuse(
     if rare_all and not pinned:
         need = sum(probes[t] for t in rare_all)
         agreeing = [note for note, held in holders.items() if note in notes and all(t in held for t in rare_all)]
-        for note in agreeing if len(agreeing) <= p.exact_notes else ():
+        crowd = len(agreeing) + min(unnamed.get(t, 0) for t in rare_all)  # as for exact matches: each may be one
+        for note in agreeing if crowd <= p.exact_notes else ():
             its = notes[note].dense_chunk or notes[note].lexical_chunk
             language = _note_language(its.payload, languages) if its else None
             same = evidence.language is None or language is None or language == evidence.language
@@ -300,6 +386,6 @@ def fuse(
         chunk = n.lexical_chunk if (note in pinned or weight * n.lexical > n.dense) else n.dense_chunk
         chunk = chunk or n.dense_chunk or n.lexical_chunk
         if chunk is not None:
-            scored.append((score, note, chunk))
-    scored.sort(key=lambda s: (-s[0], s[1]))
-    return [candidate(chunk.payload, score, exact=note in pinned) for score, note, chunk in scored[:limit]]
+            scored.append((-score, note, chunk))
+    scored.sort(key=_BEST_FIRST)
+    return [candidate(chunk.payload, -score, exact=note in pinned) for score, note, chunk in scored[:limit]]
