@@ -105,7 +105,12 @@ def test_a_note_holding_two_identifiers_in_two_chunks_is_an_exact_match_though_o
     form (Qdrant's UUID string, the embedded store's integer, an older embedded store's UUID integer)."""
     evidence = analyse("ERR-4012 QDRANT_URL")
     uid = uuid.UUID(point_id("target.md", 3))
-    fourth: int | str = {"cloud": str(uid), "embedded": point_number("target.md", 3), "embedded before": uid.int}[kind]
+    forms: dict[str, int | str] = {
+        "cloud": str(uid),
+        "embedded": point_number("target.md", 3),
+        "embedded before": uid.int,
+    }
+    fourth = forms[kind]
     target = ScoredChunk("target.md#0", 5.0, {"path": "target.md", "lang": "en", "text": "ERR-4012", "n_chunks": 4})
     lexical = (Leg("lexical", 0, "en"), [target, chunk("other.md", 1.0)])
     held = []
