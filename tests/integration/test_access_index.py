@@ -466,6 +466,26 @@ def test_a_prefix_named_like_the_access_file_holds_notes_on_s3(tmp_path: Path, n
     assert read.startswith(b"# Hello")
 
 
+#: Folders whose names YAML reads as another type when a rule names them without a slash: numbered folders (``01``
+#: is the octal 1, ``010`` is 8), versions (``1.10`` is the float 1.1), hex, digit groups, a sign, ``~`` (null).
+TYPED_NAMES = ["01", "010", "1.10", "2.50", "0x1F", "1_000", "+1", "~", "1:30"]
+
+
+@pytest.mark.parametrize("folder", TYPED_NAMES)
+def test_a_folder_rule_reaches_a_folder_yaml_would_read_as_a_number(tmp_path: Path, folder: str) -> None:
+    """``01: [hr]``, ``1.10: [hr]``: a rule's folder is its name as written, not the number YAML reads in it (the
+    rule was read for the folder ``1``, ``1.1``, ``31``, ``null``...: the folder's notes were indexed public)."""
+    root = tmp_path / "kb"
+    write_kb(root, {f"{folder}/Pay.md": "# Pay\nwelcome salary bands\n", "pub/Hello.md": "# Hello\nwelcome all\n"},
+             f"{folder}: [hr]\n")  # fmt: skip
+    settings = Settings(qdrant_path=str(tmp_path / "q"), qdrant_url="", embedding_api_key=None,
+                        embedding_api_key_param="")  # fmt: skip
+    report = run_sync(settings, Secrets(settings), source_uri=str(root))
+    assert report.error is None and report.added == 2, report
+    assert visible(settings, Scope.public()) == ["pub/Hello.md"]
+    assert visible(settings, Scope.of("k", ["hr"])) == sorted([f"{folder}/Pay.md", "pub/Hello.md"])
+
+
 #: A folder and the rule meant for it, one of them spelled with what a reader does not see: a trailing space or
 #: no-break space, a zero-width space, full width, a space before the slash or a zero-width space in the rule.
 UNSEEN = [("HR ", "hr/"), ("hr\u00a0", "hr/"), ("hr\u200b", "hr/"), ("\uff48\uff52", "hr/"), ("hr", '"hr /"'),
