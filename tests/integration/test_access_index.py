@@ -165,6 +165,24 @@ def test_a_malformed_access_file_stops_the_sync(tmp_path: Path, kb: Path, fake: 
     assert visible(settings, Scope.public()) == ["pub/Onboarding.md"]
 
 
+@pytest.mark.parametrize("rule", ["hr/*", "hr/**", "'*'", "'**/hr'", "h?/", "'*.md'", "hr/*/"])
+def test_an_access_file_rule_written_as_a_pattern_stops_the_sync(
+    tmp_path: Path, kb: Path, fake: FakeProvider, rule: str
+) -> None:
+    """A rule written as a glob (``hr/*: [hr]``, as .gitignore and CODEOWNERS are): the rules name folders, and
+    no note or folder of an Obsidian vault has ``*`` or ``?`` in its name, so it matched nothing and the notes it
+    meant were indexed public. The sync stops naming the rule and how to write it; nothing changes."""
+    settings = settings_for(tmp_path, fake)
+    sync(settings, kb)
+    before = access_by_path(settings)
+    (kb / "_access.yaml").write_text(f"{rule}: [hr]\n", encoding="utf-8")
+    (kb / "pub/New.md").write_text("# New\nwelcome new\n", encoding="utf-8")
+    report = sync(settings, kb)
+    assert report.error is not None and report.error.startswith("_access.yaml") and report.incomplete, report.error
+    assert "a pattern" in report.error and "hr/: [hr]" in report.error, report.error
+    assert report.added == 0 and access_by_path(settings) == before
+
+
 def test_a_broken_new_version_keeps_the_old_one_under_the_new_rules(
     tmp_path: Path, kb: Path, fake: FakeProvider
 ) -> None:
