@@ -165,6 +165,24 @@ def test_a_malformed_access_file_stops_the_sync(tmp_path: Path, kb: Path, fake: 
     assert visible(settings, Scope.public()) == ["pub/Onboarding.md"]
 
 
+@pytest.mark.parametrize("rule", ["hr/*", "hr/**", "'*'", "'**/hr'", "h?/", "'*.md'", "hr/*/"])
+def test_an_access_file_rule_written_as_a_pattern_stops_the_sync(
+    tmp_path: Path, kb: Path, fake: FakeProvider, rule: str
+) -> None:
+    """A rule written as a glob (``hr/*: [hr]``, as .gitignore and CODEOWNERS are): the rules name folders, and
+    no note or folder of an Obsidian vault has ``*`` or ``?`` in its name, so it matched nothing and the notes it
+    meant were indexed public. The sync stops naming the rule and how to write it; nothing changes."""
+    settings = settings_for(tmp_path, fake)
+    sync(settings, kb)
+    before = access_by_path(settings)
+    (kb / "_access.yaml").write_text(f"{rule}: [hr]\n", encoding="utf-8")
+    (kb / "pub/New.md").write_text("# New\nwelcome new\n", encoding="utf-8")
+    report = sync(settings, kb)
+    assert report.error is not None and report.error.startswith("_access.yaml") and report.incomplete, report.error
+    assert "a pattern" in report.error and "hr/: [hr]" in report.error, report.error
+    assert report.added == 0 and access_by_path(settings) == before
+
+
 def test_a_broken_new_version_keeps_the_old_one_under_the_new_rules(
     tmp_path: Path, kb: Path, fake: FakeProvider
 ) -> None:
@@ -464,6 +482,26 @@ def test_a_prefix_named_like_the_access_file_holds_notes_on_s3(tmp_path: Path, n
     assert full.error is None and full.added == 2 and events.error is None and events.failed_paths == []
     assert visible(settings, Scope.public()) == sorted(["pub/Hello.md", f"{name}/Inside.md", f"{name}/Later.md"])
     assert read.startswith(b"# Hello")
+
+
+#: Folders whose names YAML reads as another type when a rule names them without a slash: numbered folders (``01``
+#: is the octal 1, ``010`` is 8), versions (``1.10`` is the float 1.1), hex, digit groups, a sign, ``~`` (null).
+TYPED_NAMES = ["01", "010", "1.10", "2.50", "0x1F", "1_000", "+1", "~", "1:30"]
+
+
+@pytest.mark.parametrize("folder", TYPED_NAMES)
+def test_a_folder_rule_reaches_a_folder_yaml_would_read_as_a_number(tmp_path: Path, folder: str) -> None:
+    """``01: [hr]``, ``1.10: [hr]``: a rule's folder is its name as written, not the number YAML reads in it (the
+    rule was read for the folder ``1``, ``1.1``, ``31``, ``null``...: the folder's notes were indexed public)."""
+    root = tmp_path / "kb"
+    write_kb(root, {f"{folder}/Pay.md": "# Pay\nwelcome salary bands\n", "pub/Hello.md": "# Hello\nwelcome all\n"},
+             f"{folder}: [hr]\n")  # fmt: skip
+    settings = Settings(qdrant_path=str(tmp_path / "q"), qdrant_url="", embedding_api_key=None,
+                        embedding_api_key_param="")  # fmt: skip
+    report = run_sync(settings, Secrets(settings), source_uri=str(root))
+    assert report.error is None and report.added == 2, report
+    assert visible(settings, Scope.public()) == ["pub/Hello.md"]
+    assert visible(settings, Scope.of("k", ["hr"])) == sorted([f"{folder}/Pay.md", "pub/Hello.md"])
 
 
 #: A folder and the rule meant for it, one of them spelled with what a reader does not see: a trailing space or

@@ -146,6 +146,43 @@ def test_strict_types_are_422(handler, body: Any, loc: list[str]) -> None:
     assert any(d["loc"][: len(loc)] == loc for d in answer["detail"]), answer["detail"]
 
 
+#: Request bodies within the 64 KiB limit whose field *names* are the client's own bytes: one unknown field named by
+#: 60 KB, 6,000 unknown fields, both inside ``filters``.
+UNKNOWN_FIELDS = {
+    "one 60 KB name": {"query": "x", "x" * 60_000: 1},
+    "6,000 names": {"query": "x", **{f"a{i}": 0 for i in range(6_000)}},
+    "a 60 KB name in filters": {"query": "x", "filters": {"x" * 60_000: 1}},
+    "6,000 names in filters": {"query": "x", "filters": {f"a{i}": 0 for i in range(6_000)}},
+}
+
+
+def _bounded(answer: Any) -> None:
+    text = json.dumps(answer)
+    assert len(text) < 3_000 and "x" * 61 not in text and "a5999" not in text, text[:300]
+
+
+@pytest.mark.parametrize("body", list(UNKNOWN_FIELDS.values()), ids=list(UNKNOWN_FIELDS))
+def test_unknown_field_names_are_never_echoed_unbounded(handler, body: dict[str, Any]) -> None:
+    """A 422 names at most the first few unknown fields, each cut to 60 characters, and says how many there are
+    (each was listed whole: a 60 KB name sent back, 6,000 names a 500 KB answer to a 64 KiB request; over stdio, a
+    4 MB line's name or 400,000 names a 30 MB answer). The same for ``kb_search``'s arguments over ``/mcp``."""
+    call = handler()
+    raw = json.dumps(body, separators=(",", ":")).encode()
+    assert len(raw) < 64 * 1024
+    answer = envelope(call(request("POST", "/search", raw)), 422, "validation_error")
+    _bounded(answer)
+    assert answer["detail"] and all(d["type"] == "extra_forbidden" for d in answer["detail"]), answer
+    many = len(body) > 2 or len(body.get("filters", {})) > 1
+    assert ("6000 errors" in answer["message"]) == many, answer["message"]
+    arguments = body if "filters" not in body else {"query": "x", **body["filters"]}
+    rpc = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "kb_search", "arguments": arguments}}
+    result = call(request("POST", "/mcp", json.dumps(rpc, separators=(",", ":")).encode()))
+    assert result["statusCode"] == 200, result["body"][:300]
+    tool = json.loads(result["body"])["result"]
+    assert tool["isError"] and "invalid arguments for kb_search" in tool["content"][0]["text"], tool
+    _bounded(tool)
+
+
 @pytest.mark.parametrize("literal", [b"NaN", b"Infinity", b"-Infinity", b"1e999", b"-1e400"])
 def test_non_finite_min_score_is_422(handler, literal: bytes) -> None:
     answer = envelope(handler()(request("POST", "/search", b'{"query": "x", "min_score": ' + literal + b"}")),

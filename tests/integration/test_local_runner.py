@@ -220,18 +220,38 @@ def test_serve_honours_api_keys(served: str) -> None:
 @pytest.mark.parametrize(
     "served",
     [{"KB_LOCAL_API_KEYS": "k1:hr", "ACCESS_GROUPS": groups}
-     for groups in ("[" * 5000 + "]" * 5000, '{"api_keys": ' + "[" * 5000 + "]" * 5000 + "}", "{not json", "[]")],
-    indirect=True, ids=["deep", "deep inside", "not JSON", "a list"],
+     for groups in ("[" * 5000 + "]" * 5000, '{"api_keys": ' + "[" * 5000 + "]" * 5000 + "}", "{not json", "[]",
+                    '{"api_keys": [1]}', '{"api_keys": "x"}', '{"api_keys": {"kx": ["hr"], "kx": ["public"]}}',
+                    '{"api_keys": {"kx": ["hr"]}, "api_keys": {}}')],
+    indirect=True,
+    ids=["deep", "deep inside", "not JSON", "a list", "api_keys a list", "api_keys a string", "a key id twice",
+         "api_keys twice"],
 )  # fmt: skip
 def test_serve_with_a_shell_caller_mapping_that_is_not_one_gives_public_only(served: str) -> None:
     """``kbsearch serve`` merges the shell's ``ACCESS_GROUPS`` with the local keys' groups: a shell mapping that is
-    no mapping (nested past the JSON parser's recursion limit, not JSON, a list) leaves every caller ``public``
-    only, and the routes answer (nesting was a 500 on every route that reads the caller)."""
+    no mapping (nested past the JSON parser's recursion limit, not JSON, a list, ``api_keys`` no object, a key
+    given twice in one object) leaves every caller ``public`` only, and the routes answer (nesting was a 500 on
+    every route that reads the caller; ``api_keys`` a list or a string stopped ``kbsearch serve`` at start-up with
+    a traceback; a key given twice was merged as its last value, so the local key kept ``hr``)."""
     for _ in range(2):
         r = httpx.get(f"{served}/whoami", headers={"x-api-key": "k1"}, timeout=30)
         assert r.status_code == 200 and r.json()["groups"] == ["public"], r.text
     r = httpx.post(f"{served}/search", json={"query": "x"}, headers={"x-api-key": "k1"}, timeout=30)
     assert r.status_code in (200, 503), r.text  # 503: no index in this store; never a 500
+
+
+@pytest.mark.parametrize("keys", ["k1:hr,k1", "k1,k1:hr", "k1:hr, k1 :security"])
+def test_serve_with_a_local_key_given_twice_stops_naming_the_entry(keys: str, tmp_path: Path) -> None:
+    """``KB_LOCAL_API_KEYS`` giving one key twice: one line naming the entry, never the key (the last entry won
+    silently: ``k1:hr,k1`` gave ``k1`` public notes only, ``k1,k1:hr`` gave it ``hr``)."""
+    env = subprocess_env(QDRANT_PATH=str(tmp_path / "q"), KB_LOCAL_API_KEYS=keys)
+    proc = subprocess.run([*KBSEARCH_CMD, "serve", "--port", "0"], capture_output=True, text=True, env=env,
+                          cwd=ROOT, check=False, timeout=120)  # fmt: skip
+    assert proc.returncode != 0 and proc.stdout == "", proc.stdout
+    assert proc.stderr.strip().splitlines() == [
+        "kbsearch serve: KB_LOCAL_API_KEYS entry 2: gives a key an earlier entry gives (give each key once, "
+        "with all its groups: key:group+group)"
+    ], proc.stderr
 
 
 def test_invoke_indexer_schedule_event(tmp_path: Path) -> None:

@@ -121,6 +121,21 @@ def test_rewrites_that_are_the_query_or_each_other_in_another_form_are_one_searc
     assert answer.meta.variants == [query, "coffee shop CV", "кафе резюме", "third"]
 
 
+def test_rewrites_with_control_characters_or_nothing_to_search_are_cleaned_or_dropped(
+    search: SearchService, deepinfra: FakeProvider
+) -> None:
+    """Control characters in a rewrite (NUL, a terminal's escape sequences, BEL, DEL, C1) are dropped from it, as
+    the whitespace between its words is folded; a rewrite with no letter or digit left (NUL alone, punctuation,
+    controls) is no search and is dropped (each was used as written: an embedding and a retrieval leg for
+    ``\x00`` or ``!!!``, and ``meta.variants`` sent back the escape sequences a terminal acts on)."""
+    rewrites = ["\x00", "\x01\x02\x03", "!!!", "...", " - ", "\x1b[2J\x1b]0;pwned\x07restore backup",
+                "snap\x00shot\x7f restore\x85", "third"]  # fmt: skip
+    deepinfra.fail("chat", body=chat_answer(json.dumps({"queries": rewrites})))
+    answer, _ = _search(search, "restore qdrant snapshot")
+    assert "expand" not in answer.meta.degraded
+    assert answer.meta.variants == ["restore qdrant snapshot", "[2J]0;pwnedrestore backup", "snapshot restore", "third"]
+
+
 #: The ways models wrap a good answer: still read (the linear parser replaced regular expressions).
 WRAPPED = {
     "bare object": '{"queries": ["one", "two"]}',

@@ -275,6 +275,29 @@ def test_huge_arguments_unknown_resources_and_cursors_never_issued(store: Path) 
     assert by_id[12]["error"]["code"] == -32602 and by_id[14]["result"] == {}
 
 
+def test_unknown_argument_names_are_never_echoed_over_stdio(store: Path) -> None:
+    """Tool arguments named by the client: a 1 MB name, 300,000 unknown names (3.6 MB, within a line's 4 MiB), both
+    in ``kb_get_note`` and ``kb_list`` too: a tool error naming the first few, each cut to 60 characters, and how
+    many (every name was listed whole: the 1 MB name sent back, 300,000 names a 13 MB line); the next request
+    answered."""
+    many = {f"a{i}": 0 for i in range(300_000)}
+    lines = [
+        call(1, "kb_search", {"query": "x", "y" * 1_000_000: 1}),
+        call(2, "kb_search", {"query": "x", **many}),
+        call(3, "kb_get_note", {"path": "en/Glossary.md", "y" * 1_000_000: 1}),
+        call(4, "kb_list", many),
+        line({"jsonrpc": "2.0", "id": 5, "method": "ping"}),
+    ]
+    answers, _ = run_lines([], local_env(store), lines)
+    assert [a["id"] for a in answers] == [1, 2, 3, 4, 5]
+    for answer in answers[:4]:
+        text = json.dumps(answer)
+        assert answer["result"]["isError"] and len(text) < 1_500 and "y" * 61 not in text, text[:300]
+        assert "invalid arguments" in answer["result"]["content"][0]["text"], text[:300]
+    assert "(300000 errors; the first 5 listed)" in answers[1]["result"]["content"][0]["text"]
+    assert answers[4]["result"] == {}
+
+
 def test_what_a_client_sends_is_never_echoed_unbounded(store: Path) -> None:
     """An invalid request's id that is no id (an object, an array of 100,000 arrays, a 1 MB object; ``true``)
     and a method name of 1 MB or 100,000 ``[`` characters: the error answers with id null (JSON-RPC's rule for an

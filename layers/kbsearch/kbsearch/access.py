@@ -132,6 +132,9 @@ class FolderRules:
             segments = [s for s in key.split("/") if s]
             if "\\" in key or any(s in (".", "..") for s in segments) or re.search("[\x00-\x1f\x7f]", key):
                 raise AccessFileError(f"{ACCESS_FILE}: {folder!r} is not a folder of the KB")
+            if "*" in key or "?" in key:  # a glob (.gitignore's, CODEOWNERS'): it matched nothing, its notes public
+                raise AccessFileError(f"{ACCESS_FILE}: {folder[:80]!r} is a pattern; a rule names a folder and "
+                                      "holds every note under it, e.g. hr/: [hr]")  # fmt: skip
             prefix = "/".join(segments)
             if prefix in rules:
                 raise AccessFileError(f"{ACCESS_FILE}: folder {folder!r} has two rules")

@@ -173,15 +173,20 @@ def _scalar(node: ScalarNode, loader: yaml.SafeLoader) -> Any:
         raise _Unbuildable(f"{shown!r} is not a valid {kind}") from None
 
 
+#: Scalars YAML types by how they look (``01`` an octal 1, ``1.10`` the float 1.1, ``0x1F``, ``1_000``, ``+1``,
+#: ``1:30`` a sexagesimal 90, ``~`` null, ``yes`` true, a date): as a key they are names, read as written.
+_TYPED_SCALARS = {f"{_T}{n}" for n in ("null", "bool", "int", "float", "timestamp")}
+
+
 def _key(node: Node, loader: yaml.SafeLoader) -> str:
+    """A key as written: a folder rule ``01: [hr]`` or ``1.10: [hr]`` names the folder ``01`` or ``1.10`` (the key
+    was the value YAML reads, ``1`` or ``1.1``, and the rule reached no folder: its notes were indexed public). A
+    key with no text is ``null``."""
     if not isinstance(node, ScalarNode):
         raise _Unbuildable("a key that is a list or a mapping")
-    value = _scalar(node, loader)
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
+    if node.tag in _TYPED_SCALARS:
+        return _text(node.value) if node.value.strip() else "null"
+    return str(_scalar(node, loader))
 
 
 def _build(node: Node, loader: yaml.SafeLoader) -> Any:

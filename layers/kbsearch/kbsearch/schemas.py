@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import unicodedata
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
@@ -16,6 +17,32 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 MAX_QUERY_CHARS = 1000
 MAX_TOP_K = 20
 _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}(?:[T ]|$)")  # a date first, then a time or nothing
+
+
+#: How much of a failed validation is told back: the first errors, each field name cut. The names are the client's
+#: own (an unknown field's, ``extra="forbid"``): each was listed whole, so one 60 KB name was sent back, 6,000
+#: unknown fields made a 500 KB answer to a 64 KiB request, and over stdio a 4 MB line a 4 MB (or 30 MB) one.
+MAX_ERRORS_SHOWN = 5
+MAX_NAME_CHARS = 60
+
+
+def shown_errors(errors: Iterable[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+    """pydantic's errors as an answer tells them: the first :data:`MAX_ERRORS_SHOWN` as ``loc``, ``msg``, ``type``
+    (a name in ``loc`` cut to :data:`MAX_NAME_CHARS` characters and ``...``), and how many there were."""
+    shown: list[dict[str, Any]] = []
+    count = 0
+    for error in errors:
+        count += 1
+        if len(shown) < MAX_ERRORS_SHOWN:
+            loc = [p[:MAX_NAME_CHARS] + "..." if isinstance(p, str) and len(p) > MAX_NAME_CHARS else p
+                   for p in error.get("loc", ())]  # fmt: skip
+            shown.append({"loc": loc, "msg": error.get("msg", "invalid value"), "type": error.get("type", "")})
+    return shown, count
+
+
+def errors_counted(count: int) -> str:
+    """`` (N errors; the first M listed)`` when not every error is listed, else nothing."""
+    return f" ({count} errors; the first {MAX_ERRORS_SHOWN} listed)" if count > MAX_ERRORS_SHOWN else ""
 
 
 def folder_prefix(value: str | None) -> str | None:

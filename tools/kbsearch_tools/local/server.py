@@ -65,6 +65,9 @@ def parse_api_keys(value: str | None) -> dict[str, tuple[str, ...]]:
         if not key.strip() or any(g is None for g in normalized):
             raise ValueError(f"KB_LOCAL_API_KEYS entry {position}: expected key or key:group+group (names of "
                              "letters, digits, _ . : -)")  # fmt: skip
+        if key.strip() in keys:  # the last would win silently: `k:hr,k` took hr away, `k,k:hr` granted it
+            raise ValueError(f"KB_LOCAL_API_KEYS entry {position}: gives a key an earlier entry gives (give each "
+                             "key once, with all its groups: key:group+group)")  # fmt: skip
         keys[key.strip()] = tuple(sorted({g for g in normalized if g}))
     return keys
 
@@ -76,13 +79,18 @@ def local_key_id(key: str) -> str:
 
 
 def caller_mapping(keys: Mapping[str, tuple[str, ...]], existing: str | None) -> str | None:
-    """``ACCESS_GROUPS`` for the local functions: the shell's mapping (if any) plus each local key's groups."""
+    """``ACCESS_GROUPS`` for the local functions: the shell's mapping (if any) plus each local key's groups. A shell
+    mapping the functions cannot use (:meth:`kbsearch.access.CallerMap.parse`: not JSON, nested past the parser's
+    recursion limit, a key twice in one object, ``api_keys`` no object) is passed on as it is: the functions report
+    it and give every caller public notes only (``api_keys`` of another type stopped ``kbsearch serve`` with a
+    traceback; a key given twice was merged as its last value, the refusal bypassed)."""
+    from kbsearch.access import CallerMap, CallerMapError
+
     try:
-        mapping = json.loads(existing) if existing and existing.strip() else {}
-    except (ValueError, RecursionError):
-        mapping = None
-    if not isinstance(mapping, dict):  # the function reports it as unusable and gives callers public notes only
+        CallerMap.parse(existing)
+    except CallerMapError:
         return existing
+    mapping = json.loads(existing) if existing and existing.strip() else {}
     named = {local_key_id(k): {"name": f"KB_LOCAL_API_KEYS #{i}", "groups": list(g)}
              for i, (k, g) in enumerate(keys.items(), start=1) if g}  # fmt: skip
     if not named:

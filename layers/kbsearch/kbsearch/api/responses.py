@@ -28,18 +28,17 @@ def unavailable(code: str, message: str) -> Response[Any]:
 
 
 def validation_error(errors: Iterable[Mapping[str, Any]], location: str | None = None) -> Response[Any]:
-    detail = [
-        {
-            "loc": ([location] if location else []) + list(e.get("loc", ())),
-            "msg": e.get("msg", "invalid value"),
-            "type": e.get("type", ""),
-        }
-        for e in errors
-    ]
+    """422 listing the first errors, field names cut (:func:`kbsearch.schemas.shown_errors`), and how many."""
+    from kbsearch.schemas import errors_counted, shown_errors
+
+    detail, count = shown_errors(errors)
+    for entry in detail:
+        entry["loc"] = ([location] if location else []) + entry["loc"]
+    message = "the request is not valid" + errors_counted(count)
     return Response(
         status_code=422,
         content_type=content_types.APPLICATION_JSON,
-        body={"error": "validation_error", "message": "the request is not valid", "detail": detail},
+        body={"error": "validation_error", "message": message, "detail": detail},
     )
 
 

@@ -26,6 +26,8 @@ from kbsearch.schemas import (
     SearchFilters,
     SearchRequest,
     SearchResponse,
+    errors_counted,
+    shown_errors,
 )
 
 if TYPE_CHECKING:
@@ -144,7 +146,10 @@ class Backend:
 
 
 def validation_text(exc: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}" for e in exc.errors())
+    """The first errors, argument names cut (:func:`kbsearch.schemas.shown_errors`), and how many there were."""
+    shown, count = shown_errors(exc.errors())
+    text = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}" for e in shown)
+    return text + errors_counted(count)
 
 
 def error_result(text: str) -> dict[str, Any]:

@@ -95,9 +95,18 @@ def _same(text: str) -> str:
     return "".join(c for c in folded if unicodedata.category(c) != "Cf").strip()
 
 
+def _words(item: str) -> str:
+    """A rewrite as it is searched: its words one space apart (tabs and line breaks are spaces), control
+    characters dropped (NUL, a terminal's escape sequences, BEL, DEL, C1: used as written, they were sent to the
+    embedder and back to the caller in ``meta.variants``)."""
+    kept = "".join(c for c in item if c.isspace() or unicodedata.category(c) != "Cc")
+    return " ".join(kept.split())
+
+
 def parse_variants(content: str, query: str, n: int) -> list[str]:
     """Rewrites from the model's answer (JSON object, list, or fenced JSON; ``<think>`` blocks dropped), at most
-    ``n``, none the query or another rewrite in another Unicode form, case or with invisible characters. Linear in
+    ``n``, none the query or another rewrite in another Unicode form, case or with invisible characters, none
+    without a letter or digit (punctuation, controls: nothing to search), control characters dropped. Linear in
     the answer; an answer over :data:`MAX_CONTENT_CHARS` is refused (``ValueError``) unread."""
     if len(content) > MAX_CONTENT_CHARS:
         raise ValueError(f"the answer is {len(content)} characters long, over {MAX_CONTENT_CHARS}")
@@ -116,9 +125,9 @@ def parse_variants(content: str, query: str, n: int) -> list[str]:
             break
         if not isinstance(item, str):
             continue
-        variant = " ".join(item.split())[:1000]
+        variant = _words(item)[:1000]
         key = _same(variant)
-        if key and key not in seen:
+        if key and key not in seen and any(c.isalnum() for c in key):  # no letter or digit: nothing to search
             seen.add(key)
             out.append(variant)
     return out
