@@ -8,9 +8,11 @@ import random
 import uuid
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kbsearch.fusion import FusionParams, analyse, fuse, lexical_variants, translated
-from kbsearch.lexical import term_id, tokenize
+from kbsearch.lexical import identifier_terms, query_language, query_vector, term_id, tokenize
 from kbsearch.qdrant.query import Candidate, Leg, ScoredChunk, point_id, point_number
 from kbsearch.search import blend
 
@@ -393,3 +395,15 @@ def test_no_bm25_tail_without_a_dense_leg_and_the_tail_overlaps_its_head() -> No
     assert [leg.kind for leg in legs] == ["dense", "lexical", "lexical-tail"]
     assert head["limit"] == 50 and tail["offset"] == 50 - TAIL_OVERLAP and tail["offset"] + tail["limit"] == 200
     assert tail["with_payload"] is False and head["with_payload"] != False  # noqa: E712
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.characters(codec="utf-8"), max_size=80) | st.sampled_from(
+    ["how to set QDRANT_URL", "как задать QDRANT_URL и ключи", "ERR-4012 ERR-4012", "ёлка елка", "a_b c-d e.f"]
+))  # fmt: skip
+def test_the_query_s_own_bm25_leg_is_its_query_vector(query: str) -> None:
+    """The query's own BM25 leg is made of the terms the evidence already holds: the same vector as
+    ``query_vector`` (each term once, weight 1, by id), and the identifiers judged with the language computed once."""
+    evidence = analyse(query)
+    assert lexical_variants(evidence, [])[0] == (query_vector(query), query_language(query))
+    assert identifier_terms(query, evidence.language) == identifier_terms(query)

@@ -84,13 +84,15 @@ class QueryEvidence:
 
 def analyse(query: str) -> QueryEvidence:
     terms = tuple(dict.fromkeys(term_id(t) for t in tokenize(query)))
-    return QueryEvidence(query, query_language(query), terms, frozenset(term_id(t) for t in identifier_terms(query)))
+    language = query_language(query)
+    return QueryEvidence(query, language, terms, frozenset(term_id(t) for t in identifier_terms(query, language)))
 
 
 def lexical_variants(evidence: QueryEvidence, variants: Sequence[str]) -> list[tuple[SparseVector, str | None]]:
     """The BM25 legs: the query's own, and one per variant in another language than the query (a translation
     by the expansion model), which then counts for that language."""
-    legs = [(query_vector(evidence.text), evidence.language)]
+    # the query's own terms, as query_vector makes them (each once, weight 1, by id)
+    legs = [(SparseVector(sorted(evidence.terms), [1.0] * len(evidence.terms)), evidence.language)]
     for variant in variants:
         language = query_language(variant)
         if language is not None and language != evidence.language and all(lang != language for _, lang in legs):
