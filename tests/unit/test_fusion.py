@@ -5,15 +5,14 @@ break the same way every run, and the rerank blend keeps a confident exact match
 from __future__ import annotations
 
 import random
-import uuid
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kbsearch.fusion import FusionParams, analyse, fuse, lexical_variants, translated
+from kbsearch.fusion import FusionParams, analyse, fuse, lexical_variants, path_probes, translated
 from kbsearch.lexical import identifier_terms, query_language, query_vector, term_id, tokenize
-from kbsearch.qdrant.query import Candidate, Leg, ScoredChunk, point_id, point_number
+from kbsearch.qdrant.query import Candidate, Leg, ScoredChunk
 from kbsearch.search import blend
 
 
@@ -28,16 +27,18 @@ def dense_leg(*paths: str, lang: str = "en", top: float = 0.9, step: float = 0.0
 def probes(
     query: str, scores: dict[str, float], holders: tuple[str, ...] = ("elsewhere.md",)
 ) -> list[tuple[Leg, list[ScoredChunk]]]:
-    """One probe per query term, as the search asks for it (ids and scores: a holder counts for its note through
-    the payload another leg carries of the same chunk, :func:`chunk`'s first): its best chunk scores
-    ``scores[stem]`` (a stem missing from it: no chunk has the term), in each of the notes ``holders`` (best first,
-    a little less each)."""
+    """One probe per query term, as the search asks for it (:func:`path_probes`: a lookup's required terms with
+    their chunks' paths, the others ids and scores, a holder then counting for its note through the payload another
+    leg carries of the same chunk, :func:`chunk`'s first): its best chunk scores ``scores[stem]`` (a stem missing
+    from it: no chunk has the term), in each of the notes ``holders`` (best first, a little less each)."""
+    named = path_probes(analyse(query), FusionParams())
     out = []
     for stem in dict.fromkeys(tokenize(query)):
-        hits = []
+        term, hits = term_id(stem), []
         if stem in scores:
-            hits = [ScoredChunk(f"{path}#0", scores[stem] * (1 - i / 20), {}) for i, path in enumerate(holders)]
-        out.append((Leg("probe", term=term_id(stem), bare=True), hits))
+            hits = [ScoredChunk(f"{path}#0", scores[stem] * (1 - i / 20), {"path": path} if term in named else {})
+                    for i, path in enumerate(holders)]  # fmt: skip
+        out.append((Leg("probe", term=term, bare=term not in named), hits))
     return out
 
 
@@ -82,61 +83,47 @@ def test_a_name_that_is_rare_wins_too_but_a_common_word_does_not_pin_anything() 
     assert not any(c.exact for c in fused)
 
 
-def test_a_probe_s_holder_counts_for_its_note_through_the_leg_that_carries_the_same_chunk() -> None:
-    """Probes ask for ids and scores alone: a holder names its note only when another leg carried that chunk's
-    payload. One that no leg carries still tells how rare the term is and what it can score."""
-    evidence = analyse("ERR-4012")
-    attainable = 6.0 * len(evidence.terms)
-    lexical = (Leg("lexical", 0, "en"), [chunk("target.md", attainable * 0.98), chunk("other.md", 1.0)])
-    held = [(Leg("probe", term=t, bare=True), [ScoredChunk("target.md#0", 6.0, {})]) for t in evidence.terms]
-    fused = fuse([dense_leg(*DISTRACTORS[:9], "target.md"), lexical, *held], evidence, 10)
-    assert paths(fused)[0] == "target.md" and fused[0].exact
-    # the same rare term in a chunk of the note that no leg carried: not credited to it, nothing pinned
-    elsewhere = [(Leg("probe", term=t, bare=True), [ScoredChunk("target.md#7", 6.0, {})]) for t in evidence.terms]
-    fused = fuse([dense_leg(*DISTRACTORS[:9], "target.md"), lexical, *elsewhere], evidence, 10)
-    assert not any(c.exact for c in fused)
-    assert paths(fused)[0] == "target.md"  # BM25's first place, over its whole attainable score, still leads
-
-
-@pytest.mark.parametrize("kind", ["cloud", "embedded", "embedded before"])
-def test_a_note_holding_two_identifiers_in_two_chunks_is_an_exact_match_though_one_chunk_came_in_no_leg(
-    kind: str,
+@pytest.mark.parametrize(
+    ("query", "named"),
+    [("ERR-4012 timeout in deploy", {"err", "4012"}), ("Syncthing", {"syncth"}), ("sync settings", {"sync", "set"}),
+     ("can I use time machine or file history to back up my vault", set())],
+)  # fmt: skip
+def test_a_lookup_s_required_terms_are_probed_with_their_paths_and_every_other_term_bare(
+    query: str, named: set[str]
 ) -> None:
-    """ "ERR-4012 QDRANT_URL": the note names the error in its first chunk (BM25 carried it) and the setting in its
-    fourth (no leg did). The probe's id of the fourth chunk names the note by its chunks' ids, in each store's id
-    form (Qdrant's UUID string, the embedded store's integer, an older embedded store's UUID integer)."""
-    evidence = analyse("ERR-4012 QDRANT_URL")
-    uid = uuid.UUID(point_id("target.md", 3))
-    forms: dict[str, int | str] = {
-        "cloud": str(uid),
-        "embedded": point_number("target.md", 3),
-        "embedded before": uid.int,
+    """An exact match must name every holder of its required terms (a note holding two identifiers in two chunks,
+    one of them in no leg); every other probe asks for ids and scores (Qdrant reads a point's whole payload even
+    for its path)."""
+    from kbsearch.qdrant.query import PROBE_PAYLOAD, batch_searches
+
+    evidence = analyse(query)
+    assert path_probes(evidence, FusionParams()) == {term_id(t) for t in named}
+    searches, legs = batch_searches([[0.1, 0.2]], lexical_variants(evidence, []), None, probes=evidence.terms,
+                                    path_probes=path_probes(evidence, FusionParams()))  # fmt: skip
+    asked = {
+        leg.term: (search["with_payload"], leg.bare)
+        for search, leg in zip(searches, legs, strict=True)
+        if leg.kind == "probe"
     }
-    fourth = forms[kind]
-    target = ScoredChunk("target.md#0", 5.0, {"path": "target.md", "lang": "en", "text": "ERR-4012", "n_chunks": 4})
-    lexical = (Leg("lexical", 0, "en"), [target, chunk("other.md", 1.0)])
-    held = []
-    for t in evidence.terms:
-        error = t in {term_id(s) for s in tokenize("ERR-4012")}
-        held.append((Leg("probe", term=t, bare=True), [ScoredChunk("target.md#0" if error else fourth, 6.0, {})]))
+    assert asked == {t: ((PROBE_PAYLOAD, False) if t in {term_id(n) for n in named} else (False, True))
+                     for t in evidence.terms}  # fmt: skip
+
+
+def test_a_note_holding_two_identifiers_in_two_chunks_is_an_exact_match_though_one_chunk_came_in_no_leg() -> None:
+    """ "ERR-4012 QDRANT_URL": the note names the error in its first chunk (BM25 carried it) and the setting in its
+    fourth (no leg did): the setting's probe names the note by its path."""
+    evidence = analyse("ERR-4012 QDRANT_URL")
+    named = path_probes(evidence, FusionParams())
+    assert named == set(evidence.terms)
+    error = {term_id(t) for t in tokenize("ERR-4012")}
+    lexical = (Leg("lexical", 0, "en"), [chunk("target.md", 5.0), chunk("other.md", 1.0)])
+    held = [(Leg("probe", term=t), [ScoredChunk("target.md#0" if t in error else "target.md#3", 6.0,
+                                                {"path": "target.md"})]) for t in evidence.terms]  # fmt: skip
     fused = fuse([dense_leg(*DISTRACTORS[:9], "target.md"), lexical, *held], evidence, 10)
     assert paths(fused)[0] == "target.md" and fused[0].exact
-    # without the chunk count its payload records, the fourth chunk names no note: no exact match
-    del target.payload["n_chunks"]
-    assert not any(c.exact for c in fuse([dense_leg(*DISTRACTORS[:9], "target.md"), lexical, *held], evidence, 10))
-
-
-@pytest.mark.parametrize(("unnamed", "pinned"), [(0, True), (2, True), (3, False), (6, False)])
-def test_holders_no_leg_names_count_against_the_exact_match_s_few_notes(unnamed: int, pinned: bool) -> None:
-    """An identifier held by more notes than ``exact_notes`` is no exact match, though the legs carried only
-    one of them: each holder no leg names may be another note."""
-    evidence = analyse("ERR-4012")
-    lexical = (Leg("lexical", 0, "en"), [chunk("target.md", 5.9), chunk("other.md", 1.0)])
-    hits = [ScoredChunk("target.md#0", 6.0, {})] + [ScoredChunk(f"x{i}#0", 5.0, {}) for i in range(unnamed)]
-    held = [(Leg("probe", term=t, bare=True), hits) for t in evidence.terms]
-    fused = fuse([dense_leg(*DISTRACTORS[:9], "target.md"), lexical, *held], evidence, 10)
-    assert (paths(fused)[0] == "target.md" and fused[0].exact) is pinned
-    assert sum(c.exact for c in fused) == int(pinned)
+    # asked bare (as a question's probes are), the fourth chunk would name no note: no exact match
+    bare = [(Leg("probe", term=leg.term, bare=True), [c._replace(payload={}) for c in chunks]) for leg, chunks in held]
+    assert not any(c.exact for c in fuse([dense_leg(*DISTRACTORS[:9], "target.md"), lexical, *bare], evidence, 10))
 
 
 def test_a_cross_language_question_leans_on_dense() -> None:
@@ -358,15 +345,17 @@ def test_the_few_notes_holding_every_rare_term_of_a_question_rise() -> None:
         for leg, _ in probes(query, common | rare, ("create.md", "stores.md")):
             stem = next(s for s in common | rare if term_id(s) == leg.term)
             if stem in rare:  # the rare terms: one note holds them (or ``crowd`` notes do)
-                held = [ScoredChunk(f"{p}#0", rare[stem], {"path": p}) for p in [holder, *DISTRACTORS[: crowd - 1]]]
+                held = [ScoredChunk(f"{p}#0", rare[stem], {}) for p in [holder, *DISTRACTORS[: crowd - 1]]]
             else:  # common terms: more chunks than a probe returns
-                held = [ScoredChunk(f"c{i}.md#0", common[stem], {"path": f"c{i}.md"}) for i in range(8)]
+                held = [ScoredChunk(f"c{i}.md#0", common[stem], {}) for i in range(8)]
             out.append((leg, held))
         return out
 
     lexical = (Leg("lexical", 0, "en", limit=50), [chunk("backup.md", 4.0), chunk("create.md", 3.5)])
     assert paths(fuse([dense, lexical, *terms("backup.md")], evidence, 10))[0] == "backup.md"
+    # five more notes hold them, in chunks no leg carried (a question's probes name no note): none rises
     assert paths(fuse([dense, lexical, *terms("backup.md", crowd=6)], evidence, 10))[0] == "create.md"
+    assert paths(fuse([dense, lexical, *terms("backup.md", crowd=3)], evidence, 10))[0] == "backup.md"
     assert paths(fuse([dense, lexical, *terms("nowhere.md")], evidence, 10))[0] == "create.md"  # no leg carries it
     russian = (Leg("dense", 0, limit=100), [*dense[1][:2], chunk("backup.md", 0.60, "ru"), dense[1][3]])
     lexical_ru = (Leg("lexical", 0, "en", limit=50), [chunk("backup.md", 4.0, "ru"), chunk("create.md", 3.5)])

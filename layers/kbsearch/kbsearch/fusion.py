@@ -3,9 +3,10 @@
 The retrieval call (:func:`kbsearch.qdrant.query.retrieve_legs`, one Qdrant round trip) returns every leg's
 candidates with its own scores: a dense search per query variant (cosine), a BM25 search for the query and for
 each translated variant (the expansion's variant in another script), and a one-term BM25 *probe* per query term
-(the best chunks on that term alone, ids and scores, or nothing when no chunk has it; a probe's chunk names its note
-through the payload another leg carries of the same chunk). This module decides, per query and per note, how much
-each leg counts, from evidence the search has anyway:
+(the best chunks on that term alone, or nothing when no chunk has it: with their paths for a lookup's required
+terms, :func:`path_probes`; else ids and scores, a chunk naming its note through the payload another leg carries of
+the same point). This module decides, per query and per note, how much each leg counts, from evidence the search
+has anyway:
 
 - **vocabulary**: the query's terms that exist in the index (a probe answered with chunks): ``coverage`` =
   present / all.
@@ -21,10 +22,11 @@ each leg counts, from evidence the search has anyway:
   (fewer than ``PROBE_DEPTH`` chunks hold each: the probe saw every holder) at ``exact_confidence`` or more of
   their attainable score, those notes are an exact match: they come first, ahead of anything dense ranks
   (identifiers, names, numbers, file and setting names), marked ``exact``; the rerank blend keeps them first.
-  A holder whose chunk no other leg carried names no note: it counts as one more possible note against
-  ``exact_notes`` (and against the rare-term agreement's few notes), never as a match.
-  Probes ask for no payload: Qdrant reads a point's whole payload to return even its path (Edge: ~8 µs a point,
-  40 points a search), and a note no dense or BM25 leg carries has no chunk to rank anyway.
+  A lookup's required terms are probed with their chunks' paths, so that every holder is named (a note holding
+  two identifiers in two chunks, one of them in no leg). Every other probe asks for ids and scores (Qdrant reads a
+  point's whole payload to return even its path: Edge ~8 µs a point, ~40 points a search); a question's probed
+  chunk that no leg carried names no note, and counts against the rare-term agreement's few notes when it could
+  hold its note's terms at ``exact_confidence``.
 - otherwise each note scores ``dense + lexical_weight · lexical``: dense = the best variant's cosine, min-max
   scaled between the best cosine and the cosine at rank ``floor_rank`` (one scale for all variants; see
   :func:`dense_floor`: the scale does not depend on how many chunks a leg returns); lexical = the query's own BM25 leg's
@@ -43,7 +45,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from kbsearch.chunking import MAX_CHUNKS
 from kbsearch.lexical import (
     SparseVector,
     identifier_terms,
@@ -53,7 +54,7 @@ from kbsearch.lexical import (
     text_language,
     tokenize,
 )
-from kbsearch.qdrant.query import PROBE_DEPTH, Candidate, Leg, ScoredChunk, candidate, note_point_ids, rank_key
+from kbsearch.qdrant.query import PROBE_DEPTH, Candidate, Leg, ScoredChunk, candidate, rank_key
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,24 @@ class QueryEvidence:
     language: str | None
     terms: tuple[int, ...]  # term ids, in query order, unique
     identifiers: frozenset[int] = field(default_factory=frozenset)
+
+
+def required_terms(evidence: QueryEvidence) -> list[int]:
+    """The terms an exact match must hold: the query's identifiers when it has any, else all its terms."""
+    return [t for t in evidence.terms if t in evidence.identifiers] or list(evidence.terms)
+
+
+def is_lookup(evidence: QueryEvidence, p: FusionParams) -> bool:
+    """A query that looks something up (it may pin an exact match): an identifier, or at most ``exact_max_terms``
+    terms."""
+    return bool(evidence.identifiers) or len(evidence.terms) <= p.exact_max_terms
+
+
+def path_probes(evidence: QueryEvidence, p: FusionParams) -> frozenset[int]:
+    """The probes that ask for their chunks' paths: a lookup's required terms, whose every holder an exact match
+    must name (a note holding two identifiers in two chunks, one of them in no leg, is one). The others ask for ids
+    and scores (Qdrant reads a point's whole payload to return even its path: Edge ~8 µs a point)."""
+    return frozenset(required_terms(evidence)) if is_lookup(evidence, p) else frozenset()
 
 
 def analyse(query: str) -> QueryEvidence:
@@ -162,52 +181,24 @@ def resolved(
 
 
 def _holders(
-    probe_legs: Sequence[tuple[Leg, list[ScoredChunk]]],
-    known: dict[int | str, dict[str, Any]],
-    notes: dict[str, _Note],
-) -> tuple[dict[str, dict[int | None, float]], dict[int | None, int]]:
-    """Note → the probed terms it holds (each at its best chunk's score), and per term how many of its probe's
-    chunks name no note. A probe asks for ids and scores: its chunk names its note through the payload a dense or
-    BM25 leg carried of the same point, else through the ids of the chunks of every note the legs carry
-    (:func:`kbsearch.qdrant.query.note_point_ids`, by the ``n_chunks`` its payload records): a note that holds one
-    identifier in a chunk the legs brought and another in one they did not holds both. A chunk of a note no leg
-    carries stays unnamed (the note has no chunk to rank)."""
+    probe_legs: Sequence[tuple[Leg, list[ScoredChunk]]], known: dict[int | str, dict[str, Any]]
+) -> tuple[dict[str, dict[int | None, float]], dict[int | None, list[float]]]:
+    """Note → the probed terms it holds (each at its best chunk's score), and per term the scores of its probe's
+    chunks that name no note. A lookup's required terms are probed with their chunks' paths (:func:`path_probes`:
+    every holder named, as an exact match needs); the other probes ask for ids and scores, and their chunk names
+    its note through the payload a dense or BM25 leg carried of the same point."""
     holders: dict[str, dict[int | None, float]] = {}
-    unnamed: dict[int | None, int] = {}
-    strays: list[tuple[int | None, ScoredChunk]] = []
-
-    def hold(note: str, term: int | None, score: float) -> None:
-        held = holders.setdefault(note, {})
-        if score > held.get(term, 0.0):
-            held[term] = score
-
+    strays: dict[int | None, list[float]] = {}
     for leg, chunks in probe_legs:
-        unnamed[leg.term] = 0
+        lost = strays[leg.term] = []
         for c in chunks:
-            payload = c.payload if c.payload else known.get(c.id)  # a probe asked for a payload: its own
+            payload = c.payload or known.get(c.id)  # a probe that asked for paths: its own
             if payload is None:
-                strays.append((leg.term, c))
-            else:
-                hold(_note(c if payload is c.payload else ScoredChunk(c.id, c.score, payload)), leg.term, c.score)
-    if strays:
-        wanted = {c.id for _, c in strays}
-        names: dict[int | str, str] = {}
-        for note, n in notes.items():
-            for its in (n.dense_chunk, n.lexical_chunk, n.translated_chunk):
-                if its is None:
-                    continue
-                count = its.payload.get("n_chunks")  # every chunk of the note records it
-                if type(count) is int and 0 < count <= MAX_CHUNKS and its.payload.get("path") == note:
-                    for pid in note_point_ids(note, count) & wanted:
-                        names[pid] = note
-                    break
-        for term, c in strays:
-            named = names.get(c.id)
-            if named is None:
-                unnamed[term] += 1
-            else:
-                hold(named, term, c.score)
-    return holders, unnamed
+                lost.append(c.score)
+                continue
+            held = holders.setdefault(_note(c if payload is c.payload else ScoredChunk(c.id, c.score, payload)), {})
+            held[leg.term] = max(held.get(leg.term, 0.0), c.score)
+    return holders, strays
 
 
 #: Fused notes best first (the score negated), equal scores by path.
@@ -336,28 +327,28 @@ def fuse(
     # Which notes hold the probed terms: wanted only when a term is rare (the exact match and the rare-term agreement
     # judge by the rare terms; a query of common words has none)
     rare_terms = any(0 < n < PROBE_DEPTH for n in depth.values())
-    holders, unnamed = _holders(probe_legs, known, notes) if rare_terms else ({}, {})
+    holders, strays = _holders(probe_legs, known) if rare_terms else ({}, {})
 
     # Exact matches: the notes that hold every required term (the identifiers when the query has any, else all its
     # terms), judged by the rare ones (fewer than PROBE_DEPTH chunks hold them, so the probe saw every holder),
     # holding them strongly enough, and only a few such notes.
-    required = [t for t in evidence.terms if t in evidence.identifiers] or list(evidence.terms)
-    required = [t for t in required if t in probes]
+    required = [t for t in required_terms(evidence) if t in probes]
     exact: list[str] = []
     rare = [t for t in required if depth.get(t, 0) < PROBE_DEPTH]
+    potent: dict[int | None, int] = {}  # per required term: its chunks no leg named that could be such a note's
     if required and rare and all(probes[t] > 0 for t in required):
         need = sum(probes[t] for t in required)
+        # (a chunk whose score, with every other required term at its best, reaches the confidence; a lookup's
+        # required terms are probed with paths, so only a question's are ever unnamed)
+        potent = {t: sum(need - probes[t] + s >= p.exact_confidence * need for s in strays.get(t, ()))
+                  for t in required}  # fmt: skip
         for note, held in holders.items():
             if all(t in held for t in rare):
                 confidence = sum(held.get(t, 0.0) for t in required) / need
                 if confidence >= p.exact_confidence:
                     exact.append(note)
                     notes.setdefault(note, _Note()).confidence = confidence
-    # a holder of every rare term that no other leg carries may be one more such note: counted as one, so that a
-    # term more notes hold than ``exact_notes`` is not taken for an exact match because the legs named only a few
-    possible = len(exact) + min((unnamed.get(t, 0) for t in rare), default=0)
-    lookup = bool(evidence.identifiers) or len(evidence.terms) <= p.exact_max_terms
-    pinned = set(exact) if lookup and len(exact) > 0 and possible <= p.exact_notes else set()
+    pinned = set(exact) if is_lookup(evidence, p) and 0 < len(exact) <= p.exact_notes else set()
     # Rare-term agreement (whenever no exact match is pinned, a lookup that found none included): the few notes that
     # hold every rare term of the query (fewer than PROBE_DEPTH chunks hold it) get ``rare_agreement`` x their share of those terms' attainable score (x the
     # language factor in a note of another language): "Time Machine" and "File History" in a long question name the
@@ -367,7 +358,10 @@ def fuse(
     if rare_all and not pinned:
         need = sum(probes[t] for t in rare_all)
         agreeing = [note for note, held in holders.items() if note in notes and all(t in held for t in rare_all)]
-        crowd = len(agreeing) + min(unnamed.get(t, 0) for t in rare_all)  # as for exact matches: each may be one
+        # a note no leg carries that holds every rare term strongly enough to be an exact match is one of the crowd
+        # (as when every probe was named by path): each unnamed chunk that could be one counts
+        unnamed = min((potent.get(t, len(strays.get(t, ()))) for t in rare_all), default=0) if potent else 0
+        crowd = len(agreeing) + unnamed
         for note in agreeing if crowd <= p.exact_notes else ():
             its = notes[note].dense_chunk or notes[note].lexical_chunk
             language = _note_language(its.payload, languages) if its else None

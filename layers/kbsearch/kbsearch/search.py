@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from kbsearch.access import Scope, visible_links
 from kbsearch.config import Secrets, Settings
 from kbsearch.errors import IndexMissing, IndexUnavailable, StoreError
-from kbsearch.fusion import FusionParams, analyse, fuse, lexical_variants, translated
+from kbsearch.fusion import FusionParams, analyse, fuse, lexical_variants, path_probes, translated
 from kbsearch.lexical import query_vector
 from kbsearch.providers.embeddings import Embedder, build_embedder
 from kbsearch.providers.expansion import Expander, build_expander
@@ -469,6 +469,7 @@ class SearchService:
             searches, legs = batch_searches(
                 dense if retrieval != "lexical" else [], lexical, query_filter, s.search_prefetch_limit,
                 s.search_hnsw_ef, probes=evidence.terms if retrieval == "hybrid" else (), min_limit=s.search_candidates,
+                path_probes=path_probes(evidence, self.fusion_params),
                 dense_languages=translated(evidence, variants),
                 rescore_once=rescore_once,
             )  # fmt: skip

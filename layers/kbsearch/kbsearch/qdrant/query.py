@@ -79,29 +79,6 @@ def point_number(path: str, chunk_index: int) -> int:
     return uuid.uuid5(POINT_NAMESPACE, f"{path}#{chunk_index}").int >> 64
 
 
-#: :func:`note_point_ids` remembered per note (path, chunk count); cleared whole past this many notes.
-_NOTE_IDS: dict[tuple[str, int], frozenset[int | str]] = {}
-NOTE_IDS_CACHED = 20_000
-
-
-def note_point_ids(path: str, n_chunks: int) -> frozenset[int | str]:
-    """Every id a chunk ``0 .. n_chunks - 1`` of the note at ``path`` has in a store this version reads, as a search
-    reads it: Qdrant's UUID string (:func:`point_id`), the embedded store's integer (:func:`point_number`) and the
-    integer of the UUID an embedded store written before holds. The fusion names a probed chunk no leg carried by
-    them (:func:`kbsearch.fusion.fuse`); remembered per note (a note's ids are the same in every search)."""
-    key = (path, n_chunks)
-    ids = _NOTE_IDS.get(key)
-    if ids is None:
-        if len(_NOTE_IDS) >= NOTE_IDS_CACHED:
-            _NOTE_IDS.clear()
-        out: set[int | str] = set()
-        for i in range(n_chunks):
-            u = uuid.uuid5(POINT_NAMESPACE, f"{path}#{i}")
-            out.update((str(u), u.int, u.int >> 64))
-        ids = _NOTE_IDS[key] = frozenset(out)
-    return ids
-
-
 def signature_id(signature: dict[str, Any]) -> str:
     """A short id of an embedding signature, stored on every chunk embedded with it."""
     raw = "|".join(str(signature.get(k)) for k in SIGNATURE_KEYS)
@@ -472,21 +449,23 @@ def retrieve(
 
 # -- the adaptive fusion's one call: each leg's candidates with their own scores (``/points/query/batch``) ------
 #: What every search of the batch (and the fused query) returns of a chunk's payload, one place: exactly what the
-#: search reads of a candidate — the fusion (path, doc_id, lang, n_chunks: :func:`note_point_ids`), the ranking prior (ai_weight, status), the
+#: search reads of a candidate — the fusion (path, doc_id, lang), the ranking prior (ai_weight, status), the
 #: reranker's passage (title, heading, text) and a hit (summary, tags, type, updated, links) — so the one Qdrant
 #: call brings every field an answer needs and none it does not (the index's bookkeeping: etags, hashes, access
-#: groups, link keys, free metadata). Probes, BM25 tails and rewrites' dense searches carry none (ids and scores:
-#: their chunks count through the payloads the other legs carry, :func:`kbsearch.fusion.resolved`).
+#: groups, link keys, free metadata). BM25 tails, rewrites' dense searches and most probes carry none (ids and
+#: scores: their chunks count through the payloads the other legs carry, :func:`kbsearch.fusion.resolved`).
 SEARCH_PAYLOAD: dict[str, Any] = {"include": [
     "path", "doc_id", "lang", "ai_weight", "status", "title", "heading", "text", "summary", "tags", "type", "updated",
-    "links", "n_chunks",
+    "links",
 ]}  # fmt: skip
 #: Ranks a BM25 leg's tail repeats of its head (ties at the boundary).
 TAIL_OVERLAP = 8
 #: Query terms probed for their best single-term scores (how rare each is, whether the index has it at all, which
-#: notes hold it), and how many chunks each probe returns (ids and scores: every holder of a rare term is seen).
+#: notes hold it), and how many chunks each probe returns (every holder of a rare term is seen); what a probe of a
+#: lookup's required term reads of each (:func:`kbsearch.fusion.path_probes`; the others: ids and scores).
 MAX_PROBES = 8
 PROBE_DEPTH = 8
+PROBE_PAYLOAD: dict[str, Any] = {"include": ["path"]}
 
 
 @dataclass(frozen=True)
@@ -494,7 +473,7 @@ class Leg:
     """One search of the batch. ``kind``: ``dense`` (a query variant's vector; ``language``: a translation's,
     :func:`kbsearch.fusion.translated`), ``lexical`` (a variant's BM25 terms; ``language`` is the variant's), ``lexical-tail`` (the same BM25 search's next chunks, ids and scores
     only), ``probe`` (one BM25 term alone, its best :data:`PROBE_DEPTH` chunks,
-    ids and scores only: ``term``)."""
+    ids and scores, or their paths: ``term``)."""
 
     kind: str
     variant: int = 0
@@ -532,6 +511,7 @@ def batch_searches(
     hnsw_ef: int = 256,
     probes: Sequence[int] = (),
     min_limit: int = 50,
+    path_probes: Collection[int] = (),
     dense_languages: Sequence[str | None] = (),
     rescore_once: bool = False,
 ) -> tuple[list[dict[str, Any]], list[Leg]]:
@@ -540,7 +520,8 @@ def batch_searches(
     ``min_limit`` as ids and scores), a BM25 search per lexical variant (its language recorded for the fusion;
     half of ``prefetch_limit`` chunks with payloads beside a dense leg, then ids and scores on to twice the limit;
     all of it with payloads without a dense leg),
-    and a one-term BM25 probe (its best :data:`PROBE_DEPTH` chunks, ids and scores) per term in ``probes``; each
+    and a one-term BM25 probe (its best :data:`PROBE_DEPTH` chunks, ids and scores; with their paths for a term in
+    ``path_probes``: :func:`kbsearch.fusion.path_probes`) per term in ``probes``; each
     under ``query_filter``. ``rescore_once``: each dense search's form (:func:`dense_search`)."""
     searches: list[dict[str, Any]] = []
     legs: list[Leg] = []
@@ -571,9 +552,11 @@ def batch_searches(
                 searches.append({**searches[-1], "offset": start, "limit": tail, "with_payload": False})
                 legs.append(Leg("lexical-tail", i, language, limit=tail, bare=True))
     for term in probes[:MAX_PROBES]:
+        named = term in path_probes
         searches.append({"query": {"nearest": {"indices": [term], "values": [1.0]}}, "using": SPARSE,
-                         "limit": PROBE_DEPTH, "with_payload": False, "with_vector": False})  # fmt: skip
-        legs.append(Leg("probe", term=term, limit=PROBE_DEPTH, bare=True))
+                         "limit": PROBE_DEPTH, "with_payload": PROBE_PAYLOAD if named else False,
+                         "with_vector": False})  # fmt: skip
+        legs.append(Leg("probe", term=term, limit=PROBE_DEPTH, bare=not named))
     return scoped(searches, query_filter), legs
 
 
