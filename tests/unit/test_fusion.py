@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kbsearch.fusion import FusionParams, analyse, fuse, lexical_variants, path_probes, translated
+from kbsearch.fusion import FusionParams, analyse, fuse, is_lookup, lexical_variants, path_probes, translated
 from kbsearch.lexical import identifier_terms, query_language, query_vector, term_id, tokenize
 from kbsearch.qdrant.query import Candidate, Leg, ScoredChunk
 from kbsearch.search import blend
@@ -126,6 +126,24 @@ def test_a_note_holding_two_identifiers_in_two_chunks_is_an_exact_match_though_o
     assert not any(c.exact for c in fuse([dense_leg(*DISTRACTORS[:9], "target.md"), lexical, *bare], evidence, 10))
 
 
+def test_an_exact_match_no_leg_brought_is_answered_with_the_chunk_its_probe_brought() -> None:
+    """ "what does 404 do": the one note that holds 404 is in neither the dense nor the BM25 leg (common words fill
+    BM25's head); the identifier's probe brought its chunk with the payload, and the note comes first with it."""
+    evidence = analyse("what does 404 do in code")
+    assert is_lookup(evidence, FusionParams()) and path_probes(evidence, FusionParams()) == {term_id("404")}
+    holder = ScoredChunk("permalinks.md#2", 7.0, {"path": "permalinks.md", "lang": "en", "text": "a 404 page"})
+    legs = [dense_leg(*DISTRACTORS[:20]), (Leg("lexical", 0, "en"), [chunk(p, 3.0 - i / 10) for i, p in
+                                                                    enumerate(DISTRACTORS[:10])])]  # fmt: skip
+    number = (Leg("probe", term=term_id("404")), [holder])
+    common = [(leg, hits) for leg, hits in probes("what does do in code", {"code": 2.0}, tuple(DISTRACTORS[:8]))]
+    fused = fuse([*legs, number, *common], evidence, 10)
+    assert paths(fused)[0] == "permalinks.md" and fused[0].exact and fused[0].payload["text"] == "a 404 page"
+    assert not any(c.exact for c in fused[1:])
+    # held by too many notes to be an exact match: nothing is added
+    crowd = (Leg("probe", term=term_id("404")), [holder, *(chunk(p, 6.0) for p in DISTRACTORS[20:24])])
+    assert "permalinks.md" not in paths(fuse([*legs, crowd, *common], evidence, 10))
+
+
 def test_a_cross_language_question_leans_on_dense() -> None:
     """An English question over Russian notes: BM25 finds only the Latin name ("Obsidian") in them, in notes that
     do not answer it; dense ranks the answer first and keeps it there."""
@@ -204,7 +222,8 @@ def test_ties_break_by_note_path_and_point_id_whatever_the_input_order() -> None
         shuffled = chunks[:]
         random.Random(seed).shuffle(shuffled)
         for mode in ("lexical", "hybrid"):
-            fused = fuse([(Leg("lexical", 0, "en"), shuffled), *probes("tie", {"tie": 3.0})], evidence, 12, mode)
+            common = probes("tie", {"tie": 3.0}, tuple(f"t{i}.md" for i in range(8)))  # the term is no exact match
+            fused = fuse([(Leg("lexical", 0, "en"), shuffled), *common], evidence, 12, mode)
             rankings.add((mode, tuple(paths(fused))))
     assert rankings == {(m, tuple(sorted(f"t{i}.md" for i in range(12)))) for m in ("lexical", "hybrid")}
 

@@ -3,7 +3,7 @@
 The retrieval call (:func:`kbsearch.qdrant.query.retrieve_legs`, one Qdrant round trip) returns every leg's
 candidates with its own scores: a dense search per query variant (cosine), a BM25 search for the query and for
 each translated variant (the expansion's variant in another script), and a one-term BM25 *probe* per query term
-(the best chunks on that term alone, or nothing when no chunk has it: with their paths for a lookup's required
+(the best chunks on that term alone, or nothing when no chunk has it: with their payloads for a lookup's required
 terms, :func:`path_probes`; else ids and scores, a chunk naming its note through the payload another leg carries of
 the same point). This module decides, per query and per note, how much each leg counts, from evidence the search
 has anyway:
@@ -22,8 +22,9 @@ has anyway:
   (fewer than ``PROBE_DEPTH`` chunks hold each: the probe saw every holder) at ``exact_confidence`` or more of
   their attainable score, those notes are an exact match: they come first, ahead of anything dense ranks
   (identifiers, names, numbers, file and setting names), marked ``exact``; the rerank blend keeps them first.
-  A lookup's required terms are probed with their chunks' paths, so that every holder is named (a note holding
-  two identifiers in two chunks, one of them in no leg). Every other probe asks for ids and scores (Qdrant reads a
+  A lookup's required terms are probed with their chunks' payloads, so that every holder is named (a note holding
+  two identifiers in two chunks, one of them in no leg) and an exact match no dense or BM25 leg brought (common
+  words filled BM25's head) is answered with its holder chunk. Every other probe asks for ids and scores (Qdrant reads a
   point's whole payload to return even its path: Edge ~8 µs a point, ~40 points a search); a question's probed
   chunk that no leg carried names no note, and counts against the rare-term agreement's few notes when it could
   hold its note's terms at ``exact_confidence``.
@@ -95,7 +96,7 @@ def is_lookup(evidence: QueryEvidence, p: FusionParams) -> bool:
 
 
 def path_probes(evidence: QueryEvidence, p: FusionParams) -> frozenset[int]:
-    """The probes that ask for their chunks' paths: a lookup's required terms, whose every holder an exact match
+    """The probes that ask for their chunks' payloads: a lookup's required terms, whose every holder an exact match
     must name (a note holding two identifiers in two chunks, one of them in no leg, is one). The others ask for ids
     and scores (Qdrant reads a point's whole payload to return even its path: Edge ~8 µs a point)."""
     return frozenset(required_terms(evidence)) if is_lookup(evidence, p) else frozenset()
@@ -182,23 +183,29 @@ def resolved(
 
 def _holders(
     probe_legs: Sequence[tuple[Leg, list[ScoredChunk]]], known: dict[int | str, dict[str, Any]]
-) -> tuple[dict[str, dict[int | None, float]], dict[int | None, list[float]]]:
-    """Note → the probed terms it holds (each at its best chunk's score), and per term the scores of its probe's
-    chunks that name no note. A lookup's required terms are probed with their chunks' paths (:func:`path_probes`:
-    every holder named, as an exact match needs); the other probes ask for ids and scores, and their chunk names
-    its note through the payload a dense or BM25 leg carried of the same point."""
+) -> tuple[dict[str, dict[int | None, float]], dict[int | None, list[float]], dict[str, ScoredChunk]]:
+    """Note → the probed terms it holds (each at its best chunk's score); per term the scores of its probe's
+    chunks that name no note; and note → its best chunk a probe brought with its payload. A lookup's required terms
+    are probed with their chunks' payloads (:func:`path_probes`: every holder named, as an exact match needs); the
+    other probes ask for ids and scores, and their chunk names its note through the payload a dense or BM25 leg
+    carried of the same point."""
     holders: dict[str, dict[int | None, float]] = {}
     strays: dict[int | None, list[float]] = {}
+    brought: dict[str, ScoredChunk] = {}
     for leg, chunks in probe_legs:
         lost = strays[leg.term] = []
         for c in chunks:
-            payload = c.payload or known.get(c.id)  # a probe that asked for paths: its own
+            own = bool(c.payload)  # a probe that asked for payloads
+            payload = c.payload if own else known.get(c.id)
             if payload is None:
                 lost.append(c.score)
                 continue
-            held = holders.setdefault(_note(c if payload is c.payload else ScoredChunk(c.id, c.score, payload)), {})
+            note = _note(c if own else ScoredChunk(c.id, c.score, payload))
+            held = holders.setdefault(note, {})
             held[leg.term] = max(held.get(leg.term, 0.0), c.score)
-    return holders, strays
+            if own and (note not in brought or rank_key(c) < rank_key(brought[note])):
+                brought[note] = c
+    return holders, strays, brought
 
 
 #: Fused notes best first (the score negated), equal scores by path.
@@ -327,7 +334,7 @@ def fuse(
     # Which notes hold the probed terms: wanted only when a term is rare (the exact match and the rare-term agreement
     # judge by the rare terms; a query of common words has none)
     rare_terms = any(0 < n < PROBE_DEPTH for n in depth.values())
-    holders, strays = _holders(probe_legs, known) if rare_terms else ({}, {})
+    holders, strays, brought = _holders(probe_legs, known) if rare_terms else ({}, {}, {})
 
     # Exact matches: the notes that hold every required term (the identifiers when the query has any, else all its
     # terms), judged by the rare ones (fewer than PROBE_DEPTH chunks hold them, so the probe saw every holder),
@@ -349,6 +356,10 @@ def fuse(
                     exact.append(note)
                     notes.setdefault(note, _Note()).confidence = confidence
     pinned = set(exact) if is_lookup(evidence, p) and 0 < len(exact) <= p.exact_notes else set()
+    for note in pinned:  # an exact match no dense or BM25 leg brought: answered with the chunk its probe brought
+        n = notes[note]
+        if n.dense_chunk is None and n.lexical_chunk is None and n.translated_chunk is None and note in brought:
+            n.lexical, n.lexical_chunk = n.confidence * coverage, brought[note]
     # Rare-term agreement (whenever no exact match is pinned, a lookup that found none included): the few notes that
     # hold every rare term of the query (fewer than PROBE_DEPTH chunks hold it) get ``rare_agreement`` x their share of those terms' attainable score (x the
     # language factor in a note of another language): "Time Machine" and "File History" in a long question name the

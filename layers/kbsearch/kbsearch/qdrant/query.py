@@ -462,10 +462,12 @@ SEARCH_PAYLOAD: dict[str, Any] = {"include": [
 TAIL_OVERLAP = 8
 #: Query terms probed for their best single-term scores (how rare each is, whether the index has it at all, which
 #: notes hold it), and how many chunks each probe returns (every holder of a rare term is seen); what a probe of a
-#: lookup's required term reads of each (:func:`kbsearch.fusion.path_probes`; the others: ids and scores).
+#: lookup's required term reads of each (:func:`kbsearch.fusion.path_probes`; the others: ids and scores): the whole
+#: search payload, so that an exact match no other leg brought is answered with the chunk that holds its terms
+#: (Qdrant reads a point's whole payload to return even its path).
 MAX_PROBES = 8
 PROBE_DEPTH = 8
-PROBE_PAYLOAD: dict[str, Any] = {"include": ["path"]}
+PROBE_PAYLOAD = SEARCH_PAYLOAD
 
 
 @dataclass(frozen=True)
