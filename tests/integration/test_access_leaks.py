@@ -28,12 +28,13 @@ from kbsearch.access import Scope
 from kbsearch.config import Secrets, Settings
 from kbsearch.indexer import run_sync
 from kbsearch.qdrant import open_store
-from kbsearch.qdrant.query import REACH_GROUPS
+from kbsearch.qdrant.query import REACH, REACH_GROUPS
 from kbsearch.schemas import SearchRequest
 from kbsearch.search import SearchService
 from kbsearch_tools.fakes import FakeEndpoint
 from kbsearch_tools.local.apigw import HttpRequest, build_event, parse_result
 from tests.conftest import KBSEARCH_CMD, copy_store, subprocess_env
+from tests.integration.test_access_reach import Recording
 
 RULES = "pub/: [public]\nhr/: [hr]\nкадры/: [hr]\nsecurity/incidents/: [security, oncall]\n"
 FRONT = "tags: [guide]\ntype: guide\nstatus: active\nupdated: 2026-05-01\n"
@@ -345,17 +346,20 @@ WORDS = ["alpha", "beta", "gamma", "delta", "omega", "альфа", "бета"]
                           st.lists(st.sampled_from(GROUPS), min_size=1, max_size=2), max_size=3),
     default=st.sampled_from(["public", "deny"]),
     callers=st.lists(st.lists(st.sampled_from(GROUPS[:-1]), max_size=3), min_size=1, max_size=4),
+    several=st.lists(st.lists(st.sampled_from([*GROUPS[:-1], "staff"]), min_size=2, max_size=4, unique=True),
+                     min_size=1, max_size=2),
     query=st.lists(st.sampled_from(WORDS), min_size=1, max_size=3),
     recorded=st.none() | st.lists(st.sampled_from([*GROUPS[:-1], "staff"]), max_size=3),
 )  # fmt: skip
 def test_every_hit_is_readable_by_its_caller(
     tmp_path_factory: pytest.TempPathFactory, notes: list[tuple[str, list[str], list[str]]],
-    rules: dict[str, list[str]], default: str, callers: list[list[str]], query: list[str],
-    recorded: list[str] | None,
+    rules: dict[str, list[str]], default: str, callers: list[list[str]], several: list[list[str]],
+    query: list[str], recorded: list[str] | None,
 ) -> None:  # fmt: skip
     """``recorded``: the groups of ``reach`` the collection's metadata names, as a search may read them (stale, or
-    wrong): a caller of one of them is then one match on ``reach``, whose hits are still readable, and complete when
-    the sync gave every public chunk those groups."""
+    wrong): a caller holding one of them has the first it holds matched on ``reach`` (in place of ``public`` on
+    ``access``; ``several``: callers of two groups or more, always drawn), whose hits are still readable, and
+    complete when the sync gave every public chunk those groups."""
     root = tmp_path_factory.mktemp("prop")
     expected: dict[str, set[str]] = {}
     for i, (folder, groups, words) in enumerate(notes):
@@ -370,18 +374,28 @@ def test_every_hit_is_readable_by_its_caller(
     cfg = Settings(qdrant_path=str(root / "q"), access_default=default)
     assert run_sync(cfg, Secrets(cfg), source_uri=str(root / "kb")).added == len(notes)
     complete = True
-    if recorded is not None:
-        store = open_store(cfg, Secrets(cfg))
-        try:
-            complete = set(recorded) <= set(store.metadata()[REACH_GROUPS])  # every public chunk holds them
-            store.merge_metadata({REACH_GROUPS: recorded})
-        finally:
-            store.close()
-    service = SearchService(cfg, Secrets(cfg), wire_providers=False)
+    store = open_store(cfg, Secrets(cfg))
     try:
-        for held in callers:
+        given_to_public = store.metadata()[REACH_GROUPS]  # every public chunk holds them
+        if recorded is not None:
+            complete = set(recorded) <= set(given_to_public)
+            store.merge_metadata({REACH_GROUPS: recorded})
+    finally:
+        store.close()
+    read = given_to_public if recorded is None else recorded  # what the search reads
+    service = SearchService(cfg, Secrets(cfg), wire_providers=False)
+    recording = Recording(service.retriever)
+    service._retriever = recording
+    try:
+        for held in [*callers, *several]:
             scope = Scope.of("prop", held)
+            recording.filters.clear()
             hits = service.search(SearchRequest(query=" ".join(query), top_k=20), scope=scope).results
+            on_reach = sorted(set(held) & set(read))
+            for sent in recording.filters:  # the scope's form: the first recorded group on reach, or none
+                matches = sent.get("should") or sent["must"]
+                wanted_on_reach = [{"key": REACH, "match": {"value": on_reach[0]}}] if on_reach else []
+                assert [m for m in matches if m["key"] == REACH] == wanted_on_reach, (held, read, sent)
             for hit in hits:
                 assert expected[hit.path] & scope.groups, (hit.path, expected[hit.path], held)  # type: ignore[operator]
             matching = {p for p, g in expected.items() if g & (scope.groups or set())}

@@ -1,7 +1,9 @@
 """``reach``: a caller holding one group besides ``public`` is matched by one ``match value`` on the chunks' ``reach``
 (a restricted chunk's groups; a public chunk's ``public`` and every group a full sync recorded), never by more than
-its groups' ``access`` would match, and by as much once the groups are recorded. A group the index does not record
-yet (new to it, or metadata read before it was recorded) falls back to the two matches on ``access``."""
+its groups' ``access`` would match, and by as much once the groups are recorded. A caller of more groups has its
+first recorded group matched on ``reach`` in place of ``public`` on ``access``, its other groups on ``access``. A
+caller none of whose groups the index records yet (new to it, or metadata read before it was recorded) falls back
+to the matches on ``access``, ``public``'s included."""
 
 from __future__ import annotations
 
@@ -28,8 +30,12 @@ ACCESS: dict[str, set[str]] = {
     "pub/Onboarding.md": {"public"}, "hr/Salary bands.md": {"hr"}, "ops/Incident.md": {"oncall", "security"},
     "security/incidents/Breach.md": {"oncall", "security"},
 }  # fmt: skip
-CALLERS = [[], ["hr"], ["security"], ["oncall"], ["finance"], ["hr", "security"], ["staff"]]
+CALLERS = [[], ["hr"], ["security"], ["oncall"], ["finance"], ["hr", "security"], ["staff"], ["finance", "hr"],
+           ["legal", "staff"], ["finance", "legal"], ["hr", "oncall", "security"]]  # fmt: skip
 BUDGET = "---\naccess: [finance]\n---\n# Budget\nwelcome budget zqfin\n"
+LEGAL = "---\naccess: [legal]\n---\n# Contract\nwelcome contract zqlegal\n"
+AUDIT = "---\naccess: [finance, legal]\n---\n# Audit\nwelcome audit zqaudit\n"
+SHARED = "---\naccess: [security, finance]\n---\n# Shared\nwelcome shared zqshared\n"
 
 
 @pytest.fixture
@@ -73,7 +79,8 @@ def search_as(settings: Settings, held: list[str], query: str = "welcome") -> tu
     service._retriever = recording
     try:
         hits = service.search(SearchRequest(query=query, top_k=20), scope=Scope.of("k", held)).results
-        return sorted(h.path for h in hits), recording.filters[-1]["must"][0]
+        sent = recording.filters[-1]  # the scope alone: a match in the filter's must, or the filter's should
+        return sorted(h.path for h in hits), {"should": sent["should"]} if "should" in sent else sent["must"][0]
     finally:
         service.close()
 
@@ -91,6 +98,10 @@ def assert_exact(settings: Settings, access: dict[str, set[str]]) -> dict[str, A
 
 def one_match(group: str) -> dict[str, Any]:
     return {"key": REACH, "match": {"value": group}}
+
+
+def on_access(*groups: str) -> list[dict[str, Any]]:
+    return [{"key": "access", "match": {"value": group}} for group in groups]
 
 
 def stored(settings: Settings) -> tuple[dict[str, set[tuple[str, ...]]], Any]:
@@ -128,7 +139,8 @@ def test_a_full_sync_records_the_groups_once_every_public_chunk_holds_them(any_s
     clauses = assert_exact(settings, ACCESS)
     assert clauses["hr"] == one_match("hr") and clauses["oncall"] == one_match("oncall")
     assert clauses[""] == {"key": "access", "match": {"value": "public"}}  # public alone: as before
-    assert "should" in clauses["hr,security"] and "should" in clauses["finance"]  # two groups; one not recorded
+    assert clauses["hr,security"] == {"should": [one_match("hr"), *on_access("security")]}  # public's by hr's
+    assert clauses["finance"] == {"should": on_access("finance", "public")}  # not recorded
 
 
 def test_a_group_new_to_the_index_falls_back_until_a_full_sync_gives_it_to_public_notes(
@@ -173,6 +185,76 @@ def test_metadata_naming_a_group_public_chunks_lack_never_widens_a_scope(setting
     sync(settings, kb)  # one that writes gives the recorded groups to every public chunk (never taken back)
     assert stored(settings)[0]["pub/Onboarding.md"] == {("finance", "hr", "oncall", "public", "security", "staff")}
     assert_exact(settings, {**ACCESS, "finance/Budget.md": {"finance"}})
+
+
+def add_notes(settings: Settings, kb: Path, notes: dict[str, str]) -> None:
+    """``notes`` (path → text) written to the KB and indexed by their events (an event batch records no group)."""
+    for path, text in notes.items():
+        (kb / path).parent.mkdir(parents=True, exist_ok=True)
+        (kb / path).write_text(text, encoding="utf-8")
+    apply_events(settings, kb, *notes)
+
+
+def test_a_caller_of_two_groups_is_matched_on_reach_once_its_groups_are_recorded(any_store: Settings, kb: Path) -> None:
+    """Two groups new to the index (by events): the matches on ``access``, ``public``'s included. Once a full sync
+    recorded them: the first on ``reach`` (the public notes and its own), the other on ``access`` (its restricted
+    notes): the same notes, a note of both groups once."""
+    settings = any_store
+    sync(settings, kb)
+    add_notes(settings, kb, {"finance/Budget.md": BUDGET, "legal/Contract.md": LEGAL, "legal/Audit.md": AUDIT})
+    access = {**ACCESS, "finance/Budget.md": {"finance"}, "legal/Contract.md": {"legal"},
+              "legal/Audit.md": {"finance", "legal"}}  # fmt: skip
+    both = ["finance/Budget.md", "legal/Audit.md", "legal/Contract.md", "pub/Onboarding.md"]
+    assert stored(settings)[1] == ["hr", "oncall", "security"]
+    clauses = assert_exact(settings, access)
+    assert clauses["finance,legal"] == {"should": on_access("finance", "legal", "public")}
+    assert search_as(settings, ["finance", "legal"])[0] == both
+    sync(settings, kb)
+    reach, recorded = stored(settings)
+    assert recorded == ["finance", "hr", "legal", "oncall", "security"]
+    assert reach["legal/Audit.md"] == {("finance", "legal")}
+    assert reach["pub/Onboarding.md"] == {("finance", "hr", "legal", "oncall", "public", "security")}
+    clauses = assert_exact(settings, access)
+    assert clauses["finance,legal"] == {"should": [one_match("finance"), *on_access("legal")]}
+    assert clauses["hr,oncall,security"] == {"should": [one_match("hr"), *on_access("oncall", "security")]}
+    assert search_as(settings, ["finance", "legal"]) == (both, clauses["finance,legal"])
+    assert search_as(settings, ["legal", "staff"])[0] == ["legal/Audit.md", "legal/Contract.md", "pub/Onboarding.md"]
+
+
+def test_a_caller_of_a_recorded_and_an_unrecorded_group_finds_the_notes_of_either(
+    any_store: Settings, kb: Path
+) -> None:
+    """``hr`` recorded, ``finance`` new to the index (by an event): ``hr`` on ``reach`` (the public notes and hr's),
+    ``finance`` on ``access`` (its restricted notes, one shared with ``security``): every note of either group and
+    the public ones, never a note of neither (``ops/Incident.md``, ``legal``'s)."""
+    settings = any_store
+    sync(settings, kb)
+    add_notes(settings, kb, {"finance/Budget.md": BUDGET, "finance/Shared.md": SHARED, "legal/Contract.md": LEGAL})
+    access = {**ACCESS, "finance/Budget.md": {"finance"}, "finance/Shared.md": {"finance", "security"},
+              "legal/Contract.md": {"legal"}}  # fmt: skip
+    assert stored(settings)[1] == ["hr", "oncall", "security"]
+    clauses = assert_exact(settings, access)
+    assert clauses["finance,hr"] == {"should": [one_match("hr"), *on_access("finance")]}
+    assert search_as(settings, ["finance", "hr"])[0] == [
+        "finance/Budget.md", "finance/Shared.md", "hr/Salary bands.md", "pub/Onboarding.md"
+    ]  # fmt: skip
+    assert clauses["legal,staff"] == {"should": on_access("legal", "public", "staff")}  # neither recorded
+    # metadata naming finance before public chunks hold it (stale or wrong): finance is then the group on reach,
+    # and the public notes are left out until a full sync gives them finance; no note of neither group comes in
+    store = open_store(settings, Secrets(settings))
+    try:
+        store.merge_metadata({REACH_GROUPS: ["finance", "hr", "oncall", "security"]})
+    finally:
+        store.close()
+    assert search_as(settings, ["finance", "hr"]) == (
+        ["finance/Budget.md", "finance/Shared.md", "hr/Salary bands.md"],
+        {"should": [one_match("finance"), *on_access("hr")]},
+    )
+    with (kb / "hr/Salary bands.md").open("a", encoding="utf-8") as note:
+        note.write("more bands\n")
+    sync(settings, kb)  # a sync that writes gives the recorded groups to every public chunk
+    assert stored(settings)[0]["pub/Onboarding.md"] == {("finance", "hr", "legal", "oncall", "public", "security")}
+    assert assert_exact(settings, access)["finance,hr"] == {"should": [one_match("finance"), *on_access("hr")]}
 
 
 def test_a_note_going_public_restricted_public_between_syncs_and_events(any_store: Settings, kb: Path) -> None:

@@ -65,14 +65,13 @@ def edge_by_hand(weights: list[float] | None) -> Any:
     """The same query written with Qdrant Edge's own API (qdrant.tech/documentation/edge)."""
     edge = pytest.importorskip("qdrant_edge", reason="no Qdrant Edge wheel on this platform")
     qfilter = edge.Filter(must=[
-        edge.Filter(should=[edge.FieldCondition(key="access", match=edge.MatchValue(value="hr")),
-                            edge.FieldCondition(key="access", match=edge.MatchValue(value="public"))]),
         edge.FieldCondition(key="tags", match=edge.MatchAny(any=["runbook", "qdrant"])),
         edge.FieldCondition(key="type", match=edge.MatchAny(any=["runbook"])),
         edge.FieldCondition(key="status", match=edge.MatchAny(any=["active"])),
         edge.FieldCondition(key="folders", match=edge.MatchValue(value="ru/ранбуки")),
         edge.FieldCondition(key="updated", range=edge.RangeDateTime(gt="2026-01-01T00:00:00+00:00")),
-    ])  # fmt: skip
+    ], should=[edge.FieldCondition(key="access", match=edge.MatchValue(value="hr")),
+               edge.FieldCondition(key="access", match=edge.MatchValue(value="public"))])  # fmt: skip
     params = edge.SearchParams(hnsw_ef=256, quantization=edge.QuantizationSearchParams(rescore=True, oversampling=2.0))
     return edge.QueryRequest(
         limit=150,
@@ -94,19 +93,17 @@ def test_request_body_matches_qdrant_client_and_edge(qdrant: FakeEndpoint, weigh
     client = QdrantClient(url=qdrant.url, check_compatibility=False)
     when = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     conditions: list[models.Condition] = [
-        models.Filter(
-            should=[
-                models.FieldCondition(key="access", match=models.MatchValue(value="hr")),
-                models.FieldCondition(key="access", match=models.MatchValue(value="public")),
-            ]
-        ),
         models.FieldCondition(key="tags", match=models.MatchAny(any=["runbook", "qdrant"])),
         models.FieldCondition(key="type", match=models.MatchAny(any=["runbook"])),
         models.FieldCondition(key="status", match=models.MatchAny(any=["active"])),
         models.FieldCondition(key="folders", match=models.MatchValue(value="ru/ранбуки")),
         models.FieldCondition(key="updated", range=models.DatetimeRange(gt=when)),
     ]
-    qfilter = models.Filter(must=conditions)
+    scope: list[models.Condition] = [  # the caller's scope: the filter's own should
+        models.FieldCondition(key="access", match=models.MatchValue(value="hr")),
+        models.FieldCondition(key="access", match=models.MatchValue(value="public")),
+    ]
+    qfilter = models.Filter(must=conditions, should=scope)
     params = models.SearchParams(
         hnsw_ef=256, quantization=models.QuantizationSearchParams(rescore=True, oversampling=2.0)
     )

@@ -370,19 +370,42 @@ def test_a_failed_refresh_of_the_caller_mapping_widens_nothing(monkeypatch: pyte
 # -- reach: a one-group caller as one match value ----------------------------------------------------------------
 
 
-def test_the_scope_clause_is_one_match_on_reach_only_for_public_and_one_recorded_group() -> None:
+def test_the_scope_clause_matches_public_chunks_by_a_recorded_group_only_for_callers_holding_public() -> None:
     from kbsearch.qdrant.query import REACH, filter_json, scope_clause
 
-    assert scope_clause(["public", "hr"], {"hr", "finance"}) == {"key": REACH, "match": {"value": "hr"}}
-    assert filter_json(groups=["hr", "public"], reach=frozenset({"hr"})) == {
-        "must": [{"key": REACH, "match": {"value": "hr"}}]
+    def reach(group: str) -> dict[str, Any]:
+        return {"key": REACH, "match": {"value": group}}
+
+    def access(*groups: str) -> list[dict[str, Any]]:
+        return [{"key": "access", "match": {"value": g}} for g in groups]
+
+    # one group recorded: one match on reach
+    assert scope_clause(["public", "hr"], {"hr", "finance"}) == reach("hr")
+    assert filter_json(groups=["hr", "public"], reach=frozenset({"hr"})) == {"must": [reach("hr")]}
+    # none recorded: the matches on access, public's included
+    assert scope_clause(["public", "hr"], {"finance"}) == {"should": access("hr", "public")}
+    assert scope_clause(["public", "hr"]) == {"should": access("hr", "public")}
+    assert scope_clause(["security", "public", "hr"], {"finance"}) == {"should": access("hr", "public", "security")}
+    assert scope_clause(["public"], {"public", "hr"}) == access("public")[0]
+    # two or more groups, one recorded at least: the first recorded on reach (in public's place), the rest on access
+    assert scope_clause(["public", "security", "hr"], {"hr", "security"}) == {
+        "should": [reach("hr"), *access("security")]
     }
-    two = {"should": [{"key": "access", "match": {"value": g}} for g in ("hr", "public")]}
-    assert scope_clause(["public", "hr"], {"finance"}) == two  # not recorded: the two matches on access
-    assert scope_clause(["public", "hr"]) == two
-    assert scope_clause(["public"], {"public", "hr"}) == {"key": "access", "match": {"value": "public"}}
-    assert scope_clause(["hr"], {"hr"}) == {"key": "access", "match": {"value": "hr"}}  # no public: not reach's set
-    assert "should" in scope_clause(["public", "hr", "security"], {"hr", "security"})  # two groups
+    assert scope_clause(["public", "hr", "security"], {"security"}) == {"should": [reach("security"), *access("hr")]}
+    assert scope_clause(["public", "oncall", "hr", "security"], {"oncall", "security"}) == {
+        "should": [reach("oncall"), *access("hr", "security")]
+    }
+    # without public (no caller's scope): access alone, whatever is recorded (reach would find public chunks)
+    assert scope_clause(["hr"], {"hr"}) == access("hr")[0]
+    assert scope_clause(["security", "hr"], {"hr", "security"}) == {"should": access("hr", "security")}
+    with pytest.raises(ValueError):
+        scope_clause([], {"hr"})
+    # a clause of several matches is the filter's own should, beside the request's filters in its must
+    assert filter_json(tags=["guide"], groups=["public", "hr", "security"], reach=frozenset({"hr"})) == {
+        "must": [{"key": "tags", "match": {"any": ["guide"]}}], "should": [reach("hr"), *access("security")]
+    }  # fmt: skip
+    assert filter_json(groups=["public", "hr"]) == {"should": access("hr", "public")}
+    assert filter_json(groups=None) is None
 
 
 def test_reach_never_holds_more_than_a_restricted_chunks_groups() -> None:

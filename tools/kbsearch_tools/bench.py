@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -328,9 +329,10 @@ def bench_scope(
     kb: Path, copies: int = 10, scope: str = "hr", queries: int = 200, dims: int = 1024, progress: Any = None
 ) -> dict[str, Any]:
     """What an access scope costs a warm search: the vault copied ``copies`` times, every other copy restricted
-    to ``hr`` by an ``_access.yaml`` folder rule, indexed by the real indexer (fake embedder answering at once);
-    then the same queries searched unrestricted (no clause) and with ``scope`` (the clause on every prefetch and
-    the fused query), interleaved query by query, hybrid retrieval with no expansion or reranking. Counts the
+    by an ``_access.yaml`` folder rule (:func:`restricted_copies`: to the scope's groups in turn, each alone and then
+    all together; ``hr`` for a scope of ``public`` alone), indexed by the real indexer (fake embedder answering at
+    once); then the same queries searched unrestricted (no clause) and with ``scope`` (the clause on every prefetch
+    and the fused query), interleaved query by query, hybrid retrieval with no expansion or reranking. Counts the
     Qdrant calls each search makes."""
     import random
 
@@ -385,8 +387,10 @@ def bench_scope(
             root = Path(tmp)
             (root / "kb").mkdir()
             source = copied_vault(kb, copies, root / "kb")
-            if copies > 1:
-                rules = "".join(f"copy-{i:02d}/: [hr]\n" for i in range(0, copies, 2))
+            restricted = restricted_copies(copies, caller.groups or ())
+            results["restricted"] = restricted
+            if restricted:
+                rules = "".join(f"{folder}/: [{', '.join(groups)}]\n" for folder, groups in restricted.items())
                 (source / "_access.yaml").write_text(rules, encoding="utf-8")
             settings = Settings.model_validate({
                 "qdrant_path": str(root / "q"), "embedding_dimensions": dims, "embedding_batch_size": 64,
@@ -431,6 +435,15 @@ def bench_scope(
         statistics.median(s["retrieve"] - u["retrieve"] for u, s in zip(rows["unrestricted"], rows["scoped"],
                                                                            strict=True)), 2)  # fmt: skip
     return results
+
+
+def restricted_copies(copies: int, groups: Iterable[str]) -> dict[str, list[str]]:
+    """The copies :func:`bench_scope` restricts (every other one, from the first) → their groups: the scope's groups
+    but ``public`` (``hr`` when it holds no other) in turn, each alone and then all of them together, so that a
+    caller of two groups finds chunks of each and chunks of both. A caller of them all excludes nothing."""
+    own = sorted(set(groups) - {"public"}) or ["hr"]
+    kinds = [[g] for g in own] + ([own] if len(own) > 1 else [])
+    return {f"copy-{i:02d}": kinds[k % len(kinds)] for k, i in enumerate(range(0, copies, 2))} if copies > 1 else {}
 
 
 def bench_fusions(
@@ -520,9 +533,11 @@ def format_fusions(results: dict[str, Any]) -> str:
 
 
 def format_scope(results: dict[str, Any]) -> str:
+    restricted = ", ".join(f"{folder} {'+'.join(groups)}" for folder, groups in results["restricted"].items())
     lines = [
         f"bench search --scope {','.join(results['scope'])}: {results['chunks']} chunks ({results['copies']}x "
-        f"vault, every other copy restricted to hr), {results['queries']} warm query pairs, hybrid, no rerank",
+        f"vault, every other copy restricted: {restricted}), {results['queries']} warm query pairs, hybrid, no "
+        "rerank",
         f"{'':22}{'p50':>9}{'p95':>9}{'p99':>9}   qdrant calls/search",
     ]
     for name in ("unrestricted", "scoped"):

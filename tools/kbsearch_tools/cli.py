@@ -1053,8 +1053,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunks", type=int, default=5000, help="search: generated chunks in the store (5000)")
     p.add_argument("--scope", metavar="GROUPS",
                    help="search: measure what an access scope costs instead: --kb copied max(--copies) times, "
-                        "every other copy restricted to hr, the same warm searches unrestricted and as a caller "
-                        "holding GROUPS, interleaved; reports both and the Qdrant calls per search")  # fmt: skip
+                        "every other copy restricted (to the groups of GROUPS but public in turn, each alone, then "
+                        "all together: hr,security gives hr, security, hr+security, hr, ...; hr for GROUPS public), "
+                        "the same warm searches unrestricted and as a caller holding GROUPS, interleaved; reports "
+                        "both and the Qdrant calls per search")  # fmt: skip
     p.add_argument("--fusions", metavar="F1,F2",
                    help="search: measure what the fusion costs instead: bench search's store searched with each "
                         "SEARCH_FUSION (adaptive, rrf, dbsf) query by query, fakes answering at once; reports "

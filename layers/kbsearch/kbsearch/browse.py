@@ -6,7 +6,7 @@ Every read is for a caller's :class:`~kbsearch.access.Scope`: the note's text co
 :class:`~kbsearch.reader.NoteReader` (a note the scope may not read is answered exactly as a missing one, and for
 a restricted scope the index is asked first, so that no byte of such a note is read: the answer's time tells no
 more than its text), and
-every index read carries the scope's must-clause (:func:`kbsearch.qdrant.query.filter_json`), so links, backlinks,
+every index read carries the scope's must-clause (:func:`kbsearch.qdrant.query.scope_clause`), so links, backlinks,
 counts and pages never name what the caller may not read. The note's place in the link graph is one filtered Qdrant
 query on the keys the indexer stores (:mod:`kbsearch.links`), never a scan; the catalog is Qdrant facets (payload
 indexes) and one ordered query; a page of notes is one scroll. When the index cannot be read, a restricted
@@ -26,7 +26,7 @@ from kbsearch.access import visible_links
 from kbsearch.errors import ConfigError, IndexUnavailable, KbSearchError
 from kbsearch.links import Linkable, link_key, link_keys, name_keys, path_keys, resolve
 from kbsearch.providers.resilience import Deadline
-from kbsearch.qdrant.query import Retriever, filter_json, held_request, point_id, unreachable
+from kbsearch.qdrant.query import Retriever, held_request, point_id, scope_clause, unreachable
 from kbsearch.schemas import (
     CatalogResponse,
     FacetCount,
@@ -109,9 +109,11 @@ def decode_cursor(cursor: object) -> str:
 
 
 def _scoped(must: list[dict[str, Any]], scope: Scope) -> dict[str, Any]:
-    """A filter of ``must`` and the scope's must-clause (none for an unrestricted scope)."""
-    clause = filter_json(groups=scope.query_groups())
-    return {"must": [*(clause["must"] if clause else []), *must]}
+    """A filter of ``must`` and the scope's clause (none for an unrestricted scope), the clause inside the ``must``
+    (never the filter's own ``should``, as the search's :func:`~kbsearch.qdrant.query.filter_json` writes it: a read
+    adds a ``should`` of its own beside it, which would replace it)."""
+    groups = scope.query_groups()
+    return {"must": [*([] if groups is None else [scope_clause(groups)]), *must]}
 
 
 def _str_list(value: Any) -> list[str]:

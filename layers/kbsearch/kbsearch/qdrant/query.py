@@ -55,10 +55,11 @@ PAYLOAD_INDEXES = {
 }  # fmt: skip
 #: Payload field: who reaches a chunk by one group (:func:`kbsearch.access.reach_of`): a restricted chunk's groups, a
 #: public chunk's ``public`` and every group of :data:`REACH_GROUPS`. A caller holding one group besides ``public``
-#: is then one ``match value`` (:func:`scope_clause`), which Qdrant checks at a fraction of the cost of the two.
+#: is then one ``match value`` (:func:`scope_clause`), which Qdrant checks at a fraction of the cost of the two; a
+#: caller of more groups has one of them matched on it in place of ``public`` on ``access``.
 REACH = "reach"
 #: Collection metadata: the groups every public chunk's ``reach`` holds (written by a full sync only after it gave
-#: them to every public chunk; absent in a store written before ``reach``: every search then uses the two matches).
+#: them to every public chunk; absent in a store written before ``reach``: every search then uses the matches on ``access``).
 REACH_GROUPS = "access_reach"
 POINT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://kb-search/points")
 
@@ -147,15 +148,22 @@ def filter_json(
     reach: Collection[str] = (),
 ) -> dict[str, Any] | None:
     """The search's filter, the one place it is built: the request's filters and the caller's scope. ``groups``
-    (:meth:`kbsearch.access.Scope.query_groups`; None: unrestricted) is a must-clause on the chunks' ``access``
-    field (or ``reach``: :func:`scope_clause`), so what the caller may not read never leaves Qdrant:
-    :func:`fusion_request` puts this filter on every prefetch and on the fused query. ``reach``: the groups the
-    collection's metadata says every public chunk reaches (:data:`REACH_GROUPS`)."""
+    (:meth:`kbsearch.access.Scope.query_groups`; None: unrestricted) is a clause every point must meet, on the
+    chunks' ``access`` and ``reach`` fields (:func:`scope_clause`), so what the caller may not read never leaves
+    Qdrant: :func:`fusion_request` puts this filter on every prefetch and on the fused query. ``reach``: the groups
+    the collection's metadata says every public chunk reaches (:data:`REACH_GROUPS`).
+
+    A scope of several matches is the filter's own ``should`` (at least one of them), beside the ``must`` of the
+    request's filters, not a ``should`` nested in the ``must``: the same points, and Qdrant's engine checks it at
+    ~1 ms less a search (Edge, the 10x vault, the search's batch; BENCHMARKS.md, "Access scopes", session 12)."""
     must: list[dict[str, Any]] = []
+    should: list[dict[str, Any]] = []
     if groups is not None:
-        if not groups:
-            raise ValueError("a restricted scope holds at least one group")
-        must.append(scope_clause(groups, reach))
+        clause = scope_clause(groups, reach)
+        if "should" in clause:
+            should = clause["should"]
+        else:
+            must.append(clause)
     if tags:
         must.append({"key": "tags", "match": {"any": list(tags)}})
     if types:
@@ -171,29 +179,41 @@ def filter_json(
         if when.tzinfo is None:
             when = when.replace(tzinfo=dt.UTC)
         must.append({"key": "updated", "range": {"gt": when.isoformat()}})
-    return {"must": must} if must else None
+    where = ({"must": must} if must else {}) | ({"should": should} if should else {})
+    return where or None
 
 
 def scope_clause(groups: Sequence[str], reach: Collection[str] = ()) -> dict[str, Any]:
     """The caller's scope as one condition: a chunk whose ``access`` holds any of ``groups``. Written as a
     ``should`` of one ``match value`` per group (one group: that match alone), not as ``match any``: the same
-    points, checked at less cost by Qdrant's engine on a scanned segment (Edge, the 10x vault, the search's batch:
-    +0.3 against +0.8 ms when one group holds every chunk, +1.4 against +1.9 ms when two share them; BENCHMARKS.md,
-    "Access scopes").
+    points, checked at less cost by Qdrant's engine on a scanned segment (:func:`filter_json` makes the ``should``
+    the filter's own; Edge, the 10x vault, the search's batch, a caller of two groups, load 7-11: +2.5-2.8
+    against +3.3-3.9 ms for ``match any``, +3.5-4.0 ms for the ``should`` nested in the filter's ``must``;
+    BENCHMARKS.md, "Access scopes", sessions 7 and 12).
 
-    A caller holding ``public`` and one group ``g`` that is in ``reach`` (the collection's :data:`REACH_GROUPS`:
-    every public chunk's :data:`REACH` holds it) is one ``match value`` of ``g`` on :data:`REACH` instead: the same
-    points (a restricted chunk's ``reach`` is its groups, a public chunk's holds ``g``), at a sixth of the engine's
-    cost (Edge, the 10x vault, the search's batch: +0.6-0.8 against +4.1 ms; BENCHMARKS.md, "Access scopes",
-    session 11). Never wider: a chunk's ``reach`` holds a group beyond its own only when the chunk is public,
-    whatever the metadata says; a ``reach`` stale or missing (a group new to the index, a store from before) can
-    only leave public chunks out, and such a group is not in ``reach`` until a full sync gave it to every public
-    chunk."""
+    A caller holding ``public`` and a group ``g`` that is in ``reach`` (the collection's :data:`REACH_GROUPS`: every
+    public chunk's :data:`REACH` holds it) has ``g`` matched on :data:`REACH` in place of ``public`` on ``access``:
+    that one match finds every public chunk and every chunk of ``g`` (a restricted chunk's ``reach`` is its
+    groups); its other groups, recorded or not, stay matches on ``access`` (their restricted chunks). The same
+    points. A caller of ``g`` alone is then one ``match value``, at a sixth of the engine's cost of the two (+0.6-0.8
+    against +4.1 ms; session 11); a caller of more groups saves the match of ``public`` (+0.1-0.2 ms; session 12:
+    what costs is the ``should`` itself, whatever its matches). ``g`` is the first recorded group by name, the one a
+    public chunk's sorted ``reach`` names first (the last was dearer). Never wider: a chunk's ``reach`` holds a group
+    beyond its own only when the chunk is public, whatever the metadata says; a ``reach`` stale or missing (a group
+    new to the index, a store from before) can only leave public chunks out, and such a group is not in ``reach``
+    until a full sync gave it to every public chunk. A scope without ``public`` (no caller's: every
+    :class:`kbsearch.access.Scope` holds it) is matched on ``access`` alone: ``reach`` would find public chunks."""
+    if not groups:
+        raise ValueError("a restricted scope holds at least one group")
     wanted = sorted(set(groups))
     own = [group for group in wanted if group != PUBLIC_GROUP]
-    if len(own) == 1 and len(wanted) == 2 and own[0] in reach:
-        return {"key": REACH, "match": {"value": own[0]}}
-    clauses = [{"key": "access", "match": {"value": group}} for group in wanted]
+    recorded = [group for group in own if group in reach]
+    if PUBLIC_GROUP in wanted and recorded:
+        first = recorded[0]
+        clauses = [{"key": REACH, "match": {"value": first}}]
+        clauses += [{"key": "access", "match": {"value": group}} for group in own if group != first]
+    else:
+        clauses = [{"key": "access", "match": {"value": group}} for group in wanted]
     return clauses[0] if len(clauses) == 1 else {"should": clauses}
 
 

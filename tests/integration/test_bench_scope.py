@@ -1,0 +1,19 @@
+"""``kbsearch bench search --scope`` on a small KB: the copies it restricts take the scope's groups in turn (each
+alone, then all together), so a caller of two groups finds chunks of each and of both; such a caller excludes
+nothing, and every search is one Qdrant call."""
+
+from __future__ import annotations
+
+from kbsearch_tools.bench import bench_scope, format_scope
+from tests.conftest import ROOT
+
+
+def test_the_restricted_copies_hold_each_of_the_scopes_groups_and_both() -> None:
+    results = bench_scope(ROOT / "sample-kb", copies=6, scope="hr,security", queries=6, dims=64)
+    assert results["restricted"] == {"copy-00": ["hr"], "copy-02": ["security"], "copy-04": ["hr", "security"]}
+    for name in ("unrestricted", "scoped"):
+        assert results[name]["qdrant_calls_per_search"] == [1]
+    assert results["scoped"]["mean_hits"] == results["unrestricted"]["mean_hits"] > 0  # it may read every copy
+    assert "copy-04 hr+security" in format_scope(results)
+    one = bench_scope(ROOT / "sample-kb", copies=4, scope="public", queries=2, dims=64)
+    assert one["restricted"] == {"copy-00": ["hr"], "copy-02": ["hr"]}  # a caller of no group: hr, as before
