@@ -183,6 +183,19 @@ def test_bad_interactions_are_401_and_nothing_runs(app, hook: FakeEndpoint, case
     assert len(hook.requests) == (1 if case == "replayed" else 0)
 
 
+@pytest.mark.parametrize("text", ["share \u200b", "share !!!", "\u200b\u200d", "share tag:runbook …", "🔥", "\x00"])
+def test_a_command_with_nothing_to_search_is_a_usage_answer_never_a_post(app, hook: FakeEndpoint, text: str) -> None:
+    """``/kb`` text whose question has no letter or digit (zero-width characters, punctuation, emoji, a NUL), with
+    ``share`` too: the usage answer at once, nothing searched and nothing posted (it was searched, and with
+    ``share`` "No notes found for “\u200b”" was posted to the whole channel)."""
+    result = app(signed_event("/slack/command", command_body(text, hook.url + "/n", trigger=f"t-{time.time_ns()}")))
+    assert result["statusCode"] == 200
+    ack = json.loads(result["body"])
+    assert ack["response_type"] == "ephemeral" and "no letter or digit" in ack["text"], ack
+    time.sleep(0.5)
+    assert hook.requests == []
+
+
 def test_double_press_is_one_action(app, hook: FakeEndpoint) -> None:
     """Slack's retry of a press (same action_ts, action_id and user) is signed afresh: both are acknowledged,
     one runs."""

@@ -98,6 +98,19 @@ class SearchFilters(BaseModel):
         return not (self.tags or self.type or self.status or self.path_prefix or self.updated_after)
 
 
+def has_something_to_search(text: str) -> bool:
+    """Whether a query holds a letter or a digit (any script): one of only zero-width characters, controls,
+    punctuation or symbols has nothing to search for (the same rule as the expansion's rewrites)."""
+    return any(c.isalnum() for c in text)
+
+
+def searchable_query(value: str) -> str:
+    """A query field's check: ValueError for a query with :func:`has_something_to_search` false."""
+    if not has_something_to_search(value):
+        raise ValueError("the query has no letter or digit: nothing to search for")
+    return value
+
+
 class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
@@ -109,6 +122,8 @@ class SearchRequest(BaseModel):
     min_score: float | None = Field(
         default=None, strict=True, allow_inf_nan=False, description="drop hits whose final score is below this"
     )
+
+    _query = field_validator("query")(searchable_query)
 
 
 class HitScores(BaseModel):

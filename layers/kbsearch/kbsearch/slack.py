@@ -227,6 +227,10 @@ def parse_text(text: str) -> Intent:
     question = " ".join(query).strip()
     if not question:
         return Intent("help") if not filters else Intent("usage", error="filters need a question to go with them")
+    from kbsearch.schemas import has_something_to_search
+
+    if not has_something_to_search(question):  # zero-width characters, punctuation: never a search (nor a share)
+        return Intent("usage", error="the question has no letter or digit: nothing to search for")
     return Intent("search", question, share=share, filters=filters)
 
 

@@ -27,6 +27,7 @@ from kbsearch.schemas import (
     SearchRequest,
     SearchResponse,
     errors_counted,
+    searchable_query,
     shown_errors,
 )
 
@@ -65,6 +66,7 @@ class KbSearchArgs(BaseModel):
     expand: StrictBool = Field(default=True, description="search with LLM-written variants of the query too")
 
     _tags = field_validator("tags", "types", "statuses", mode="before")(_one_or_many)
+    _query = field_validator("query")(searchable_query)
 
 
 class KbGetNoteArgs(BaseModel):
