@@ -14,6 +14,7 @@ import httpx
 
 from kbsearch.config import Endpoint, Secrets, Settings
 from kbsearch.providers.resilience import Deadline, ProviderClient, RetryPolicy, loads, usage_tokens
+from kbsearch.schemas import has_something_to_search
 
 SYSTEM_PROMPT = (
     "You rewrite search queries for a company knowledge base written in Russian and English. "
@@ -127,7 +128,7 @@ def parse_variants(content: str, query: str, n: int) -> list[str]:
             continue
         variant = _words(item)[:1000]
         key = _same(variant)
-        if key and key not in seen and any(c.isalnum() for c in key):  # no letter or digit: nothing to search
+        if key and key not in seen and has_something_to_search(key):  # no letter or digit: nothing to search
             seen.add(key)
             out.append(variant)
     return out
