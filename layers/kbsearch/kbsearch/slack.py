@@ -112,6 +112,7 @@ class SlashCommand:
     team_id: str
     response_url: str
     trigger_id: str
+    ssl_check: bool = False  # Slack checking the URL's certificate (``ssl_check=1``): no command, a 200 is the answer
 
     @property
     def request_key(self) -> str:
@@ -150,6 +151,7 @@ def parse_command(body: bytes) -> SlashCommand:
         team_id=one("team_id"),
         response_url=one("response_url"),
         trigger_id=one("trigger_id"),
+        ssl_check=one("ssl_check") == "1",
     )
 
 
