@@ -112,7 +112,6 @@ class SlashCommand:
     team_id: str
     response_url: str
     trigger_id: str
-    ssl_check: bool = False  # Slack checking the URL's certificate (``ssl_check=1``): no command, a 200 is the answer
 
     @property
     def request_key(self) -> str:
@@ -151,8 +150,13 @@ def parse_command(body: bytes) -> SlashCommand:
         team_id=one("team_id"),
         response_url=one("response_url"),
         trigger_id=one("trigger_id"),
-        ssl_check=one("ssl_check") == "1",
     )
+
+
+def is_ssl_check(body: bytes) -> bool:
+    """Slack checking the certificate of the command's URL (``ssl_check=1``, a token, no command): a 200 is the
+    whole answer."""
+    return (_form(body).get("ssl_check") or [""])[0] == "1"
 
 
 @dataclass(frozen=True)

@@ -114,7 +114,7 @@ def slack_router(container: Container) -> Router:
             command = slack.parse_command(raw)
         except KbSearchError as exc:
             return error(400, "bad_request", str(exc))
-        if command.ssl_check:  # Slack checking the certificate of the command's URL: nothing to run, 200 expected
+        if slack.is_ssl_check(raw):  # Slack checking the certificate of the command's URL: nothing to run
             return Response(200, content_types.TEXT_PLAIN, "")
         answered = container.settings.slack_command_names
         if command.command.strip().lower() not in answered:  # another app's command sent to this URL: no search
