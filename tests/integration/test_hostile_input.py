@@ -636,6 +636,16 @@ def form(text: str, trigger: str = "t-1", command: str = "/kb") -> bytes:
                       "response_url": "https://hooks.slack.com/commands/1", "trigger_id": trigger}).encode()  # fmt: skip
 
 
+def test_slacks_certificate_check_is_a_200_and_runs_nothing(handler) -> None:
+    """Slack checks the command URL's certificate with a POST of ``ssl_check=1`` and a token, no command: a 200
+    with an empty body (no acknowledgement, nothing handed on); unsigned, a 401 like any other request."""
+    call = handler(SLACK_SIGNING_SECRET=SLACK_SECRET)
+    body = urlencode({"ssl_check": "1", "token": "gIkuvaNzQIHg97ATvDxqgjtO"}).encode()
+    result = call(slack_request(body))
+    assert (result["statusCode"], result["body"]) == (200, ""), result["body"]
+    assert call(slack_request(body, signed_body=b"something else"))["statusCode"] == 401
+
+
 @pytest.mark.parametrize("raw", [b"text=caf\xe9", b"\xff\xfe\x00", b"\x00" * 10, "text=ёлки".encode("cp1251")])
 def test_slack_non_utf8_body_with_a_bad_signature_is_401(handler, raw: bytes) -> None:
     call = handler(SLACK_SIGNING_SECRET=SLACK_SECRET)

@@ -133,16 +133,6 @@ def slack_event(body: str, ts: int | None = None, secret: str = SECRET, b64: boo
                        path, {}, "dev")  # fmt: skip
 
 
-def test_slacks_certificate_check_is_a_200_and_runs_nothing(app, response_url: FakeEndpoint) -> None:
-    """Slack checks the command URL's certificate with a POST of ``ssl_check=1`` (and a token, no command): a 200 with
-    nothing to run; unsigned, it is refused like any other request."""
-    body = urlencode({"ssl_check": "1", "token": "gIkuvaNzQIHg97ATvDxqgjtO"})
-    result = app(slack_event(body))
-    assert (result["statusCode"], result["body"]) == (200, "")
-    assert not response_url.wait(0.5) and not response_url.requests
-    assert app(slack_event(body, secret="not-the-secret"))["statusCode"] == 401
-
-
 @pytest.mark.parametrize("b64", [True, False])
 def test_signed_command_is_acknowledged_then_answered(app, response_url: FakeEndpoint, b64: bool) -> None:
     event = slack_event(form("restore <qdrant> & snapshot", response_url.url + "/commands/1"), b64=b64)
