@@ -162,13 +162,13 @@ def carried(results: Sequence[tuple[Leg, list[ScoredChunk]]]) -> dict[int | str,
 
 
 def resolved(
-    results: Sequence[tuple[Leg, list[ScoredChunk]]], known: dict[int | str, dict[str, Any]] | None = None
+    results: Sequence[tuple[Leg, list[ScoredChunk]]], known: dict[int | str, dict[str, Any]]
 ) -> list[tuple[Leg, list[ScoredChunk]]]:
-    """The bare legs (ids and scores only: a rewrite's dense search, each BM25 leg's tail, the probes) read through
-    the payloads the other legs carry (``known``: :func:`carried`): a chunk whose payload a dense or BM25 leg brought
-    (the same point) counts with that payload, a tail chunk as a chunk of its BM25 leg; the others are dropped (no
-    note to credit, nothing to rerank)."""
-    carry = (carried(results) if known is None else known).get
+    """The bare legs (ids and scores only: a rewrite's dense search, each BM25 leg's tail) read through the payloads
+    the other legs carry (``known``: :func:`carried`): a chunk whose payload a dense or BM25 leg brought (the same
+    point) counts with that payload, a tail chunk as a chunk of its BM25 leg; the others are dropped (no note to
+    credit, nothing to rerank)."""
+    carry = known.get
     tails: dict[int, list[ScoredChunk]] = {}
     out: list[tuple[Leg, list[ScoredChunk]]] = []
     for leg, came in results:
@@ -272,7 +272,7 @@ def fuse(
     probes = {leg.term: (chunks[0].score if chunks else 0.0) for leg, chunks in probe_legs}
     depth = {leg.term: len(chunks) for leg, chunks in probe_legs}
     known = carried(results)
-    results = resolved(results, known)
+    results = resolved([(leg, chunks) for leg, chunks in results if leg.kind != "probe"], known)
     dense_legs = [chunks for leg, chunks in results if leg.kind == "dense" and chunks]
     lexical_legs = [(leg, chunks) for leg, chunks in results if leg.kind == "lexical" and chunks]
     if mode == "dense":
@@ -346,7 +346,7 @@ def fuse(
     if required and rare and all(probes[t] > 0 for t in required):
         need = sum(probes[t] for t in required)
         # (a chunk whose score, with every other required term at its best, reaches the confidence; a lookup's
-        # required terms are probed with paths, so only a question's are ever unnamed)
+        # required terms are probed with payloads, so only a question's are ever unnamed)
         potent = {t: sum(need - probes[t] + s >= p.exact_confidence * need for s in strays.get(t, ()))
                   for t in required}  # fmt: skip
         for note, held in holders.items():
