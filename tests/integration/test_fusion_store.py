@@ -170,6 +170,35 @@ def test_edge_reads_its_own_points_as_the_api_s_json_is_read(tmp_path: Path, bad
         store.close()
 
 
+def test_edge_reads_a_point_s_payload_once_per_batch_and_per_field_set(tmp_path: Path) -> None:
+    """A chunk the dense and the BM25 legs both bring is one payload read (the same object in both legs: Edge
+    converts a payload each time it is read); a search that asked for other fields reads its own, and a point
+    dropped in one leg (no usable path) is dropped in every leg, as the Query API's JSON is read."""
+    pytest.importorskip("qdrant_edge", reason="no Qdrant Edge wheel on this platform")
+    from kbsearch.qdrant.query import read_legs
+
+    store = EdgeStore(tmp_path, "kb", DIMS)
+    try:
+        store.ensure_collection()
+        payloads = [{"path": f"en/n{i}.md", "title": "keys", "text": "rotate the keys"} for i in range(6)]
+        payloads.append({"title": "no path", "text": "rotate the keys"})
+        store.upsert([ChunkPoint(f"p{i}", 0, p, document_vector("rotate the keys"), _vector(i))
+                      for i, p in enumerate(payloads)])  # fmt: skip
+        evidence = analyse("rotate keys")
+        searches, legs = batch_searches([_vector(0)], lexical_variants(evidence, []), None, 50)
+        searches.append({**searches[0], "with_payload": {"include": ["path"]}})  # other fields: read again
+        bare = [leg.bare for leg in legs] + [False]
+        read = store.query_legs(searches, bare, 5.0)
+        assert read == read_legs(store.query_batch(searches, 5.0), bare)
+        dense, lexical, own = read[0], read[1], read[-1]
+        assert len(dense) == len(lexical) == len(own) == 6  # the pathless point dropped from each
+        by_id = {c.id: c.payload for c in dense}
+        assert all(c.payload is by_id[c.id] for c in lexical)
+        assert all(c.payload == {"path": by_id[c.id]["path"]} for c in own)
+    finally:
+        store.close()
+
+
 #: Payloads a store may hold that the indexer never writes: display fields of every wrong JSON type, fields of
 #: megabytes or 100,000 items, numbers at the edges of what Edge and JSON carry, nested junk, a path alone, paths
 #: the indexer refuses (a NUL, absolute, climbing, one character over the bound).

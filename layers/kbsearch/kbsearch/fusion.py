@@ -55,7 +55,7 @@ from kbsearch.lexical import (
     text_language,
     tokenize,
 )
-from kbsearch.qdrant.query import PROBE_DEPTH, Candidate, Leg, ScoredChunk, candidate, rank_key
+from kbsearch.qdrant.query import PROBE_DEPTH, Candidate, Leg, ScoredChunk, candidate, rank_key, scored_chunk
 
 
 @dataclass(frozen=True)
@@ -172,7 +172,7 @@ def resolved(
     tails: dict[int, list[ScoredChunk]] = {}
     out: list[tuple[Leg, list[ScoredChunk]]] = []
     for leg, came in results:
-        chunks = ([ScoredChunk(c.id, c.score, payload) for c in came if (payload := carry(c.id)) is not None]
+        chunks = ([scored_chunk((i, score, payload)) for i, score, _ in came if (payload := carry(i)) is not None]
                   if leg.bare else came)  # fmt: skip
         if leg.kind == "lexical-tail":
             tails.setdefault(leg.variant, []).extend(chunks)
