@@ -23,8 +23,11 @@ from moto import mock_aws
 from kbsearch import slack
 from kbsearch_tools.fakes import provider_env
 from kbsearch_tools.local.apigw import HttpRequest, build_event
+from kbsearch_tools.s3events import EventPath, sqs_record
 from tests.conftest import ROOT, copy_store
+from tests.integration import test_events as events
 from tests.integration.mcp_checks import check_slot_answer, slot_messages
+from tests.integration.test_events import aws  # noqa: F401 (a fixture: moto's bucket, queue and lease table)
 
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
 SLACK_SECRET = "slack-signing-secret-789"
@@ -739,6 +742,37 @@ def test_slack_replay_store_down_is_503(handler) -> None:
     with mock_aws():
         call = handler(SLACK_SIGNING_SECRET=SLACK_SECRET, SLACK_DEDUPE_TABLE="no-such-table")
         envelope(call(slack_request(form("help"))), 503, "slack_unavailable")
+
+
+# -- the indexer's events -------------------------------------------------------------------------------------------
+
+
+MALFORMED_RECORDS = {
+    "null": None, "a number": 5, "no s3": {"eventName": "ObjectCreated:Put"},
+    "key a list": {"eventName": "ObjectCreated:Put", "s3": {"object": {"key": ["x.md"]}}},
+    "a sequencer of prose": {"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": events.BUCKET},
+                             "object": {"key": f"{events.PREFIX}z.md", "sequencer": "not hex"}}},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("bad", MALFORMED_RECORDS.values(), ids=MALFORMED_RECORDS.keys())
+def test_a_notification_with_one_malformed_record_still_applies_the_others(
+    aws: EventPath,  # noqa: F811 (the fixture)
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    bad: Any,
+) -> None:
+    """A message whose records are partly malformed fails (poison: retried, then dead-lettered) and every
+    well-formed record of it is applied, before the malformed one or after (the records after it were never read:
+    their notes waited for the next full sync)."""
+    indexer = events.Indexer(monkeypatch, tmp_path, None)
+    aws.receive()
+    aws.put(f"{events.PREFIX}before.md", events.note(1))
+    aws.put(f"{events.PREFIX}after.md", events.note(2))
+    records = [json.loads(message["body"])["Records"][0] for message in aws.receive()]
+    mixed = sqs_record(json.dumps({"Records": [records[0], bad, records[1]]}), aws.queue_arn)
+    assert indexer([mixed]) == [mixed["messageId"]]
+    assert {p["path"] for p in events.open_points(indexer.settings())} == {"before.md", "after.md"}
 
 
 # -- RELIABILITY.md --------------------------------------------------------------------------------------------------
