@@ -820,6 +820,49 @@ def test_a_notification_with_one_malformed_record_still_applies_the_others(
     assert {p["path"] for p in events.open_points(indexer.settings())} == {"before.md", "after.md"}
 
 
+NO_RUN_EVENTS = {
+    "an array": [], "a string": "full", "null": None, "a number": 1,
+    "an S3 notification sent directly": {"Records": [{"eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
+                                                      "s3": {"object": {"key": "kb/x.md"}}}]},
+    "no records": {"Records": []}, "records of nothing": {"Records": None},
+    "one record not from SQS": {"Records": [{"eventSource": "aws:sqs", "messageId": "m1", "body": "{}"},
+                                            {"eventSource": "aws:sns", "messageId": "m2"}]},
+    "a misspelled flag": {"Full": True}, "a flag spelled with a dash": {"allow-mass-delete": True},
+    "full yes": {"full": "yes"}, "full 1": {"full": 1}, "full null": {"full": None}, "rebuild a list": {"rebuild": [True]},
+    "a flag wrong under detail": {"detail-type": "Scheduled Event", "source": "aws.events", "detail": {"full": "yes"}},
+}  # fmt: skip
+RUN_EVENTS = {
+    "empty": {}, "the schedule's input": {"full": False}, "flags as words": {"full": "TRUE", "rebuild": "false"},
+    "a scheduled EventBridge event": {"version": "0", "id": "e", "detail-type": "Scheduled Event",
+                                      "source": "aws.events", "account": "123456789012", "time": "2026-12-04T00:00:00Z",
+                                      "region": "us-east-1", "resources": [], "detail": {}},
+}  # fmt: skip
+
+
+def test_an_indexer_event_that_is_no_scheduled_run_runs_nothing(
+    aws: EventPath,  # noqa: F811 (the fixture)
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An event that is neither an SQS batch nor a scheduled run (not an object, Records that are no SQS batch: S3
+    invoking the function directly, an unknown field, a flag neither true nor false) raises naming what is wrong
+    and writes nothing (each ran a sync: a direct S3 notification a sync per upload, `{"Full": true}` and
+    `{"full": "yes"}` an incremental one, as if asked); a scheduled run's events still run."""
+    from kbsearch_tools.local.runtime import LambdaContext
+
+    indexer = events.Indexer(monkeypatch, tmp_path, None)
+    aws.put(f"{events.PREFIX}a.md", events.note(1))
+    for name, event in NO_RUN_EVENTS.items():
+        with pytest.raises(indexer.app.IndexerRunError, match="not a scheduled run nor an SQS batch: ") as raised:
+            indexer.app.lambda_handler(event, LambdaContext("kb-search-test-indexer", 2048, 900))
+        assert len(str(raised.value)) < 300, name
+        assert not indexer.store.exists(), name  # nothing run: the store was never opened
+    for name, event in RUN_EVENTS.items():
+        report = indexer.app.lambda_handler(event, LambdaContext("kb-search-test-indexer", 2048, 900))
+        assert report["error"] is None and report["skipped"] == [], (name, report)
+        assert {p["path"] for p in events.open_points(indexer.settings())} == {"a.md"}, name
+
+
 # -- RELIABILITY.md --------------------------------------------------------------------------------------------------
 
 
