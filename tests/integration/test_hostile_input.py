@@ -820,7 +820,7 @@ def test_a_notification_with_one_malformed_record_still_applies_the_others(
     assert {p["path"] for p in events.open_points(indexer.settings())} == {"before.md", "after.md"}
 
 
-NO_RUN_EVENTS = {
+NO_RUN_EVENTS: dict[str, Any] = {
     "an array": [], "a string": "full", "null": None, "a number": 1,
     "an S3 notification sent directly": {"Records": [{"eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
                                                       "s3": {"object": {"key": "kb/x.md"}}}]},
@@ -831,7 +831,7 @@ NO_RUN_EVENTS = {
     "full yes": {"full": "yes"}, "full 1": {"full": 1}, "full null": {"full": None}, "rebuild a list": {"rebuild": [True]},
     "a flag wrong under detail": {"detail-type": "Scheduled Event", "source": "aws.events", "detail": {"full": "yes"}},
 }  # fmt: skip
-RUN_EVENTS = {
+RUN_EVENTS: dict[str, Any] = {
     "empty": {}, "the schedule's input": {"full": False}, "flags as words": {"full": "TRUE", "rebuild": "false"},
     "a scheduled EventBridge event": {"version": "0", "id": "e", "detail-type": "Scheduled Event",
                                       "source": "aws.events", "account": "123456789012", "time": "2026-12-04T00:00:00Z",
