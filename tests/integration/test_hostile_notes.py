@@ -573,6 +573,45 @@ def test_a_frontmatter_opened_behind_an_invisible_character_is_skipped_never_pub
         assert result["isError"] and result["content"][0]["text"].startswith(f"no note at {name!r}"), (name, result)
 
 
+#: Line breaks Python's ``splitlines`` and YAML 1.1 know but no Markdown reader breaks lines at (a note pasted from
+#: a word processor: U+2028, U+2029, NEL; form and vertical feeds; the information separators).
+OTHER_BREAKS = {"ls.md": "\u2028", "ps.md": "\u2029", "nel.md": "\x85", "ff.md": "\x0c", "vt.md": "\x0b", "fs.md": "\x1c",
+                "rs.md": "\x1e"}  # fmt: skip
+
+
+def test_a_frontmatter_opened_by_a_line_break_no_reader_breaks_at_is_skipped_never_public(
+    tmp_path: Path, load_search_app
+) -> None:
+    """A first line ``---`` ended by U+2028 (or NEL, a form feed, ...) opens no frontmatter for any reader: the
+    block's ``access: [hr]`` declared nothing and the note was indexed public, its secret searchable and readable
+    by anyone. Declaring ``access`` (its lines broken the same way or by line feeds, closed or not), the note is
+    skipped naming the character; a block without ``access`` stays prose."""
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    notes = {}
+    for n, (name, sep) in enumerate(OTHER_BREAKS.items()):
+        eol = sep if n % 2 else "\n"
+        notes[name] = (
+            "---" + sep + eol.join(["access: [hr]", "title: Pay", "---", f"# Pay {n}", "", SECRET.format(n=n)])
+        )
+    notes["unclosed.md"] = "---\u2028access: [hr]\u2028title: Pay\u2028\u2028" + SECRET.format(n=99)
+    for name, text in notes.items():
+        (kb / name).write_text(text, encoding="utf-8", newline="")
+    (kb / "prose.md").write_text("---\u2028title: Plain\u2028---\u2028# Plain\n\nA public note about zebrafinch.\n")
+    code, report, stderr = kbsearch_index(kb, tmp_path / "q")
+    assert code == 0 and report["error"] is None, stderr
+    skipped = {s["path"]: s["reason"] for s in report["skipped"]}
+    assert set(skipped) == set(notes), skipped
+    assert all("not a line break" in r and "declares access" in r for r in skipped.values()), skipped
+    assert {p["path"] for p in store_points(Settings(qdrant_path=str(tmp_path / "q")))} == {"prose.md"}
+    call = load_search_app(KB_SOURCE=str(kb), QDRANT_PATH=str(tmp_path / "q"))
+    search = json.loads(call(mcp_event("kb_search", {"query": "salary band zebrafinch", "top_k": 20}))["body"])
+    assert [h["path"] for h in search["result"]["structuredContent"]["results"]] == ["prose.md"]
+    for name in notes:
+        result = json.loads(call(mcp_event("kb_get_note", {"path": name}))["body"])["result"]
+        assert result["isError"] and result["content"][0]["text"].startswith(f"no note at {name!r}"), (name, result)
+
+
 #: ``access`` as it may be typed: a keyboard left on the Russian layout (Cyrillic а, с, е, ѕ look like Latin), full
 #: width, an invisible character inside (zero-width space, soft hyphen), an accent, spaces between the letters.
 LOOK_ALIKE_KEYS = ["\u0430ccess", "\u0430\u0441\u0441\u0435ss", "acce\u0455\u0455", "ａｃｃｅｓｓ", "acc\u200bess",
