@@ -459,8 +459,8 @@ def test_mcp_answers_clients_without_an_origin_and_pages_of_this_machine(handler
 
 
 def test_mcp_errors_of_the_server_itself_are_json_rpc(handler) -> None:
-    """An event no API Gateway sends (a header name that is not a string, by direct invoke) breaks the route: the
-    answer is still a JSON-RPC error object, with nothing of the fault in it."""
+    """A fault of the route itself (here a header named by a number, which no JSON event can carry: events of other
+    shapes are 400s before any route) is still a JSON-RPC error object, with nothing of the fault in it."""
     event = request("POST", "/mcp", b'{"jsonrpc": "2.0", "id": 1, "method": "ping"}')
     event["headers"][7] = "x"
     result = handler()(event)
