@@ -602,6 +602,30 @@ def test_a_frontmatter_opened_by_a_line_break_no_reader_breaks_at_is_skipped_nev
                                 {"prose.md"})  # fmt: skip
 
 
+#: A frontmatter closed by YAML's ``...`` with ``access`` on a line after it: before the next ``---`` (Obsidian closes
+#: only there), indented, in CRLF, or with no ``---`` after it (Obsidian: never closed).
+DOTS_BEFORE_ACCESS = {
+    "dots.md": "---\ntitle: Pay\n...\naccess: [hr]\n---\n", "dots indented.md": "---\ntitle: Pay\n...\n  access: hr\n---\n",
+    "dots crlf.md": "---\r\ntitle: Pay\r\n...\r\naccess: [hr]\r\n---\r\n", "dots no dashes.md": "---\ntitle: Pay\n...\naccess: [hr]\n",
+}  # fmt: skip
+
+
+def test_a_frontmatter_closed_by_dots_before_an_access_line_is_skipped_never_public(
+    tmp_path: Path, load_search_app
+) -> None:
+    """kb-search closed a frontmatter at YAML's ``...``; Obsidian closes one only at ``---``, so an ``access: [hr]``
+    between the two is, to the note's author, one of its properties, and here was prose: the note was indexed
+    public, its secret searchable and readable by anyone. Such a note is skipped naming the ``...``; a frontmatter
+    closed by ``...`` with no ``access`` after it is read as before."""
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    for n, (name, front) in enumerate(DOTS_BEFORE_ACCESS.items()):
+        (kb / name).write_text(front + f"# Pay {n}\n\n" + SECRET.format(n=n) + "\n", encoding="utf-8", newline="")
+    (kb / "open.md").write_text("---\ntitle: Open\n...\n# Open\n\nA public note about zebrafinch.\n\n---\n\nMore.\n")
+    assert_skipped_never_public(kb, tmp_path, load_search_app, DOTS_BEFORE_ACCESS, ("closes at '...'", "access"),
+                                {"open.md"})  # fmt: skip
+
+
 #: ``access`` as it may be typed: a keyboard left on the Russian layout (Cyrillic а, с, е, ѕ look like Latin), full
 #: width, an invisible character inside (zero-width space, soft hyphen), an accent, spaces between the letters.
 LOOK_ALIKE_KEYS = ["\u0430ccess", "\u0430\u0441\u0441\u0435ss", "acce\u0455\u0455", "ａｃｃｅｓｓ", "acc\u200bess",

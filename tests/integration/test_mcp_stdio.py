@@ -122,11 +122,9 @@ REMOTE_GARBAGE = {
 }  # fmt: skip
 
 
-@pytest.mark.parametrize(("body", "kind"), REMOTE_GARBAGE.values(), ids=REMOTE_GARBAGE.keys())
-def test_a_remote_answering_garbage_is_an_error_per_request(body: bytes, kind: str) -> None:
-    """``--remote`` to an endpoint that answers 200 with no JSON-RPC message (nested past the JSON parser's
-    recursion limit, as JSON or as an event, not JSON, the wrong shape): one readable error per request and the
-    bridge keeps going (nesting was a RecursionError that ended the bridge with a traceback)."""
+def two_requests_to_a_remote_answering(body: bytes, kind: str) -> list[Any]:
+    """What ``kbsearch mcp --remote`` writes back for ``initialize`` and a ``kb_list`` call (ids 1 and 2) forwarded to
+    an endpoint answering every request 200 with ``body`` as ``kind``."""
     remote = FakeEndpoint().start()
     remote.body, remote.content_type = body, kind
     try:
@@ -134,6 +132,15 @@ def test_a_remote_answering_garbage_is_an_error_per_request(body: bytes, kind: s
                                [line(INIT), call(2, "kb_list", {})])  # fmt: skip
     finally:
         remote.stop()
+    return answers
+
+
+@pytest.mark.parametrize(("body", "kind"), REMOTE_GARBAGE.values(), ids=REMOTE_GARBAGE.keys())
+def test_a_remote_answering_garbage_is_an_error_per_request(body: bytes, kind: str) -> None:
+    """``--remote`` to an endpoint that answers 200 with no JSON-RPC message (nested past the JSON parser's
+    recursion limit, as JSON or as an event, not JSON, the wrong shape): one readable error per request and the
+    bridge keeps going (nesting was a RecursionError that ended the bridge with a traceback)."""
+    answers = two_requests_to_a_remote_answering(body, kind)
     assert [a["id"] for a in answers] == [1, 2]
     assert all(a["error"]["code"] == -32001 and "HTTP 200" in a["error"]["message"] for a in answers), answers
 
@@ -155,13 +162,7 @@ def test_a_remote_answering_another_request_s_id_is_an_error_per_request(body: b
     the stray response is dropped and each request gets one -32001 error with its own id; the remote's notifications
     still pass (the stray answer was forwarded as it was: the client never saw an answer to its request, and could
     take the stray one for another request's)."""
-    remote = FakeEndpoint().start()
-    remote.body, remote.content_type = body, kind
-    try:
-        answers, _ = run_lines(["--remote", remote.url], subprocess_env(KB_API_KEY=API_KEY),
-                               [line(INIT), call(2, "kb_list", {})])  # fmt: skip
-    finally:
-        remote.stop()
+    answers = two_requests_to_a_remote_answering(body, kind)
     responses = [a for a in answers if "method" not in a]
     assert [a["id"] for a in responses] == [1, 2], answers
     assert all(a["error"]["code"] == -32001 and "another id" in a["error"]["message"] for a in responses), answers

@@ -45,6 +45,7 @@ _OPENING = re.compile(r"---[ \t]*(?:\n|\Z)")  # a frontmatter block's first line
 #: information separators, NEL, LS, PS): a ``---`` they end opens no frontmatter.
 _OTHER_BREAKS = re.compile("[\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
 _LINE_KEYS = re.compile(r"^[ \t]*([^\s:#][^:\n]{0,80}):", re.M)
+_DASHES_LINE = re.compile(r"^---[ \t]*$", re.M)
 _WIDE_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"), (b"\xff\xfe", "UTF-16"),
               (b"\xfe\xff", "UTF-16"))  # fmt: skip
 _HEADING = re.compile(r"(#{1,6})[ \t]+(?=[^ \t])")
@@ -215,7 +216,23 @@ def read_frontmatter(text: str) -> tuple[dict[str, Any], str, list[str]]:
         front = parse_frontmatter(m.group(1))
     except FrontmatterError as exc:
         raise NoteError(exc.reason) from None
+    if m.group(0).rstrip().endswith("..."):
+        _refuse_access_after_dots(text[m.end() :])
     return front.data, text[m.end() :], front.warnings
+
+
+def _refuse_access_after_dots(body: str) -> None:
+    """:class:`NoteError` when a frontmatter closed by YAML's ``...`` is followed, before the next ``---`` line (or
+    within a frontmatter's size, with none), by a line declaring ``access``: Obsidian closes a frontmatter only at
+    ``---``, so its author sees that line among the note's properties (or the block unclosed), while it was prose
+    here (the note indexed public)."""
+    end = _DASHES_LINE.search(body, 0, MAX_FRONTMATTER_CHARS)  # none: Obsidian finds the frontmatter unclosed
+    from kbsearch.access import declares_access
+
+    if declares_access(_LINE_KEYS.findall(body, 0, end.start() if end else MAX_FRONTMATTER_CHARS)):
+        raise NoteError("the frontmatter closes at '...' and a line after it, before the next '---', declares "
+                        "access: Obsidian reads that line as frontmatter (it closes only at '---'); close the "
+                        "frontmatter with '---'")  # fmt: skip
 
 
 def _refuse_hidden_opening(text: str) -> None:
