@@ -3,7 +3,8 @@ kbsearch.indexer.run_changes. Translation only.
 
 Scheduled event (EventBridge Scheduler input, or an EventBridge rule event with the same keys under ``detail``):
 ``{"full": false, "allow_mass_delete": false, "rebuild": false}`` (``rebuild``: a new collection behind the
-alias, switched when complete; see ``kbsearch index --rebuild``). Returns the sync report; ``missed_by_events``
+alias, switched when complete; see ``kbsearch index --rebuild``). Any other event (not an object, ``Records`` that
+are no SQS batch, another key, a flag neither true nor false) runs nothing and raises naming what is wrong. Returns the sync report; ``missed_by_events``
 (changes no event had delivered) is also a metric.
 
 SQS event (``Records`` from ``aws:sqs``: S3 notifications or EventBridge ``Object Created``/``Object Deleted``):
@@ -55,10 +56,39 @@ class IndexerRunError(KbSearchError):
     """The run failed (listing or embedding); the report was logged."""
 
 
+FLAGS = ("full", "allow_mass_delete", "rebuild")
+#: The keys of an EventBridge event (a rule's target; the flags, if any, under ``detail``).
+EVENTBRIDGE_KEYS = frozenset(
+    {"version", "id", "detail-type", "source", "account", "time", "region", "resources", "detail"}
+)
+
+
 def _flag(event: dict[str, Any], name: str) -> bool:
     detail = event.get("detail")
     value = event.get(name, detail.get(name, False) if isinstance(detail, dict) else False)
     return value is True or (isinstance(value, str) and value.lower() == "true")
+
+
+def _not_a_run(event: Any) -> str | None:
+    """Why ``event`` (not an SQS batch) is no scheduled run, or None. A scheduled run is an object of the flags
+    (EventBridge Scheduler's input, a manual invoke: ``{}`` is an incremental sync), or an EventBridge event with
+    them under ``detail``; each flag true or false (or those words as text). Anything else runs nothing: a sync
+    started by a direct S3 notification, a misspelled ``Full`` or ``"full": "yes"`` (read as an incremental sync)
+    would do what no one asked for."""
+    if not isinstance(event, dict):
+        return "the event is not a JSON object"
+    if "Records" in event:
+        return "an event with Records that is not an SQS batch (S3 changes reach the indexer through its queue)"
+    unknown = sorted(str(key) for key in event if key not in FLAGS and key not in EVENTBRIDGE_KEYS)
+    if unknown:
+        names = ", ".join(repr(name[:60]) for name in unknown[:5])
+        return f"unknown field(s) {names}; a scheduled run takes {', '.join(FLAGS)}"
+    detail = event.get("detail")
+    for name in FLAGS:
+        for value in (event.get(name, False), detail.get(name, False) if isinstance(detail, dict) else False):
+            if not (isinstance(value, bool) or (isinstance(value, str) and value.lower() in ("true", "false"))):
+                return f"{name} is neither true nor false"
+    return None
 
 
 def _retry_soon(event: dict[str, Any], message_ids: set[str], seconds: int) -> None:
@@ -120,7 +150,11 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         return {"batchItemFailures": [{"itemIdentifier": r.get("messageId", "")} for r in event["Records"]]}
     if sqs:
         return handle_changes(event, context)
-    event = event if isinstance(event, dict) else {}
+    problem = _not_a_run(event)
+    if problem is not None:  # nothing run: the failure reaches the OnFailure destination and its alarm
+        logger.error("not an event the indexer runs on", extra={"error": problem})
+        metrics.add_metric(name="not_an_event", unit=MetricUnit.Count, value=1)
+        raise IndexerRunError(f"not a scheduled run nor an SQS batch: {problem}")
     if config_problem is not None:
         logger.error("indexer not configured", extra={"error": str(config_problem)})
         metrics.add_metric(name="not_configured", unit=MetricUnit.Count, value=1)

@@ -23,8 +23,11 @@ from moto import mock_aws
 from kbsearch import slack
 from kbsearch_tools.fakes import provider_env
 from kbsearch_tools.local.apigw import HttpRequest, build_event
+from kbsearch_tools.s3events import EventPath, sqs_record
 from tests.conftest import ROOT, copy_store
+from tests.integration import test_events as events
 from tests.integration.mcp_checks import check_slot_answer, slot_messages
+from tests.integration.test_events import aws  # noqa: F401 (a fixture: moto's bucket, queue and lease table)
 
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
 SLACK_SECRET = "slack-signing-secret-789"
@@ -456,14 +459,59 @@ def test_mcp_answers_clients_without_an_origin_and_pages_of_this_machine(handler
 
 
 def test_mcp_errors_of_the_server_itself_are_json_rpc(handler) -> None:
-    """An event no API Gateway sends (a header name that is not a string, by direct invoke) breaks the route: the
-    answer is still a JSON-RPC error object, with nothing of the fault in it."""
+    """A fault of the route itself (here a header named by a number, which no JSON event can carry: events of other
+    shapes are 400s before any route) is still a JSON-RPC error object, with nothing of the fault in it."""
     event = request("POST", "/mcp", b'{"jsonrpc": "2.0", "id": 1, "method": "ping"}')
     event["headers"][7] = "x"
     result = handler()(event)
     assert result["statusCode"] == 500, result
     error = rpc_error_object(result)
     assert error["code"] == -32603 and "lower" not in error["message"]
+
+
+EVENT_FIELDS = ["httpMethod", "path", "resource", "headers", "multiValueHeaders", "queryStringParameters",
+                "multiValueQueryStringParameters", "pathParameters", "requestContext", "isBase64Encoded"]  # fmt: skip
+NOT_THEIR_TYPE: list[Any] = [True, 5, "x", ["a"], {"a": 5}, {"a": [5]}]
+OF_THEIR_TYPE = [("isBase64Encoded", True), ("resource", "x"), ("httpMethod", "x"), ("requestContext.requestId", "x"),
+                 ("requestContext.identity", {"a": 5}), ("requestContext.identity", {"a": [5]})]  # fmt: skip
+
+
+def test_an_event_no_gateway_sends_is_a_400_naming_the_field(handler) -> None:
+    """A direct invoke with an event that is not a REST API proxy event (not an object, an HTTP API 2.0 event,
+    any field the routes read missing or of another JSON type) is a 400 naming the field (a JSON-RPC error object
+    on /mcp), never an exception out of the function (Lambda's error envelope: `KeyError: 'httpMethod'`) or a
+    500. Such events were 110 of 220 tried here."""
+    call = handler()
+    wholes: list[Any] = [{}, [], "x", None, 5, {"version": "2.0", "routeKey": "GET /health", "rawPath": "/health"}]
+    for whole in wholes:
+        answer = envelope(call(whole), 400, "bad_request")
+        assert answer["message"].startswith("not an API Gateway REST API proxy event: "), answer
+    bases = [request("POST", "/search", GOOD), request("GET", "/search", content_type=None, query="q=qdrant"),
+             request("GET", "/health", content_type=None),
+             request("POST", "/mcp", b'{"jsonrpc": "2.0", "id": 1, "method": "ping"}')]  # fmt: skip
+    for base in bases:
+        for field in [*EVENT_FIELDS, "requestContext.requestId", "requestContext.identity"]:
+            for value in [KeyError, *NOT_THEIR_TYPE]:
+                event = json.loads(json.dumps(base))
+                where, _, name = field.rpartition(".")
+                target = event[where] if where else event
+                if value is KeyError:
+                    target.pop(name, None)
+                else:
+                    target[name] = value
+                result = call(event)
+                assert result["statusCode"] < 500, (field, value, result)
+                answer = json.loads(result["body"])
+                rpc = answer.get("error") if isinstance(answer, dict) else None
+                if isinstance(rpc, dict):  # /mcp answers JSON-RPC
+                    message = rpc["message"]
+                    assert "proxy event" not in message or rpc["code"] == -32600, answer
+                else:
+                    message = answer.get("message", "") if isinstance(answer, dict) else ""
+                if "proxy event" in message:
+                    assert result["statusCode"] == 400 and name in message, (field, value, message)
+                else:  # what a route reads as it is: absent where it may be, or of its own type
+                    assert value is KeyError or (field, value) in OF_THEIR_TYPE, (field, value, result)
 
 
 def call_tool(call: Handler, name: str, arguments: Any) -> dict[str, Any]:
@@ -739,6 +787,80 @@ def test_slack_replay_store_down_is_503(handler) -> None:
     with mock_aws():
         call = handler(SLACK_SIGNING_SECRET=SLACK_SECRET, SLACK_DEDUPE_TABLE="no-such-table")
         envelope(call(slack_request(form("help"))), 503, "slack_unavailable")
+
+
+# -- the indexer's events -------------------------------------------------------------------------------------------
+
+
+MALFORMED_RECORDS = {
+    "null": None, "a number": 5, "no s3": {"eventName": "ObjectCreated:Put"},
+    "key a list": {"eventName": "ObjectCreated:Put", "s3": {"object": {"key": ["x.md"]}}},
+    "a sequencer of prose": {"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": events.BUCKET},
+                             "object": {"key": f"{events.PREFIX}z.md", "sequencer": "not hex"}}},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("bad", MALFORMED_RECORDS.values(), ids=MALFORMED_RECORDS.keys())
+def test_a_notification_with_one_malformed_record_still_applies_the_others(
+    aws: EventPath,  # noqa: F811 (the fixture)
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    bad: Any,
+) -> None:
+    """A message whose records are partly malformed fails (poison: retried, then dead-lettered) and every
+    well-formed record of it is applied, before the malformed one or after (the records after it were never read:
+    their notes waited for the next full sync)."""
+    indexer = events.Indexer(monkeypatch, tmp_path, None)
+    aws.receive()
+    aws.put(f"{events.PREFIX}before.md", events.note(1))
+    aws.put(f"{events.PREFIX}after.md", events.note(2))
+    records = [json.loads(message["body"])["Records"][0] for message in aws.receive()]
+    mixed = sqs_record(json.dumps({"Records": [records[0], bad, records[1]]}), aws.queue_arn)
+    assert indexer([mixed]) == [mixed["messageId"]]
+    assert {p["path"] for p in events.open_points(indexer.settings())} == {"before.md", "after.md"}
+
+
+NO_RUN_EVENTS: dict[str, Any] = {
+    "an array": [], "a string": "full", "null": None, "a number": 1,
+    "an S3 notification sent directly": {"Records": [{"eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
+                                                      "s3": {"object": {"key": "kb/x.md"}}}]},
+    "no records": {"Records": []}, "records of nothing": {"Records": None},
+    "one record not from SQS": {"Records": [{"eventSource": "aws:sqs", "messageId": "m1", "body": "{}"},
+                                            {"eventSource": "aws:sns", "messageId": "m2"}]},
+    "a misspelled flag": {"Full": True}, "a flag spelled with a dash": {"allow-mass-delete": True},
+    "full yes": {"full": "yes"}, "full 1": {"full": 1}, "full null": {"full": None}, "rebuild a list": {"rebuild": [True]},
+    "a flag wrong under detail": {"detail-type": "Scheduled Event", "source": "aws.events", "detail": {"full": "yes"}},
+}  # fmt: skip
+RUN_EVENTS: dict[str, Any] = {
+    "empty": {}, "the schedule's input": {"full": False}, "flags as words": {"full": "TRUE", "rebuild": "false"},
+    "a scheduled EventBridge event": {"version": "0", "id": "e", "detail-type": "Scheduled Event",
+                                      "source": "aws.events", "account": "123456789012", "time": "2026-12-04T00:00:00Z",
+                                      "region": "us-east-1", "resources": [], "detail": {}},
+}  # fmt: skip
+
+
+def test_an_indexer_event_that_is_no_scheduled_run_runs_nothing(
+    aws: EventPath,  # noqa: F811 (the fixture)
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An event that is neither an SQS batch nor a scheduled run (not an object, Records that are no SQS batch: S3
+    invoking the function directly, an unknown field, a flag neither true nor false) raises naming what is wrong
+    and writes nothing (each ran a sync: a direct S3 notification a sync per upload, `{"Full": true}` and
+    `{"full": "yes"}` an incremental one, as if asked); a scheduled run's events still run."""
+    from kbsearch_tools.local.runtime import LambdaContext
+
+    indexer = events.Indexer(monkeypatch, tmp_path, None)
+    aws.put(f"{events.PREFIX}a.md", events.note(1))
+    for name, event in NO_RUN_EVENTS.items():
+        with pytest.raises(indexer.app.IndexerRunError, match="not a scheduled run nor an SQS batch: ") as raised:
+            indexer.app.lambda_handler(event, LambdaContext("kb-search-test-indexer", 2048, 900))
+        assert len(str(raised.value)) < 300, name
+        assert not indexer.store.exists(), name  # nothing run: the store was never opened
+    for name, event in RUN_EVENTS.items():
+        report = indexer.app.lambda_handler(event, LambdaContext("kb-search-test-indexer", 2048, 900))
+        assert report["error"] is None and report["skipped"] == [], (name, report)
+        assert {p["path"] for p in events.open_points(indexer.settings())} == {"a.md"}, name
 
 
 # -- RELIABILITY.md --------------------------------------------------------------------------------------------------

@@ -499,6 +499,26 @@ def test_kb_get_note_on_hostile_notes_answers_fast_and_small(tmp_path: Path, loa
 
 
 SECRET = "Frontmatter restricted: salary band zebrafinch {n}."
+
+
+def assert_skipped_never_public(kb: Path, tmp_path: Path, load_search_app: Any, skipped_names: Any,
+                                reasons: tuple[str, ...], public: set[str]) -> None:  # fmt: skip
+    """``kbsearch index`` of ``kb`` skips exactly ``skipped_names``, each reason holding every one of ``reasons``;
+    the index holds ``public`` alone; a public caller finds only those and reads each skipped note as missing."""
+    code, report, stderr = kbsearch_index(kb, tmp_path / "q")
+    assert code == 0 and report["error"] is None, stderr
+    skipped = {s["path"]: s["reason"] for s in report["skipped"]}
+    assert set(skipped) == set(skipped_names), skipped
+    assert all(all(part in r for part in reasons) for r in skipped.values()), skipped
+    assert {p["path"] for p in store_points(Settings(qdrant_path=str(tmp_path / "q")))} == public
+    call = load_search_app(KB_SOURCE=str(kb), QDRANT_PATH=str(tmp_path / "q"))
+    search = json.loads(call(mcp_event("kb_search", {"query": "salary band zebrafinch", "top_k": 20}))["body"])
+    assert {h["path"] for h in search["result"]["structuredContent"]["results"]} == public
+    for name in skipped_names:
+        result = json.loads(call(mcp_event("kb_get_note", {"path": name}))["body"])["result"]
+        assert result["isError"] and result["content"][0]["text"].startswith(f"no note at {name!r}"), (name, result)
+
+
 #: a frontmatter block opened on the first line and never closed: what follows may be metadata, ``access`` among it
 UNCLOSED: dict[str, bytes] = {
     "no closing.md": b"---\naccess: [hr]\ntitle: Salaries\n\n# Salaries\n\n",
@@ -523,17 +543,7 @@ def test_an_unclosed_frontmatter_is_skipped_never_public(tmp_path: Path, load_se
     for n, (name, raw) in enumerate(UNCLOSED.items()):
         (kb / name).write_bytes(raw if raw == b"---" else raw + SECRET.format(n=n).encode() + b"\n")
     (kb / "open.md").write_text("---\ntitle: Open\n---\n# Open\n\nA public note about zebrafinch.\n")
-    code, report, stderr = kbsearch_index(kb, tmp_path / "q")
-    assert code == 0 and report["error"] is None, stderr
-    skipped = {s["path"]: s["reason"] for s in report["skipped"]}
-    assert set(skipped) == set(UNCLOSED) and all("frontmatter is not closed" in r for r in skipped.values()), skipped
-    assert {p["path"] for p in store_points(Settings(qdrant_path=str(tmp_path / "q")))} == {"open.md"}
-    call = load_search_app(KB_SOURCE=str(kb), QDRANT_PATH=str(tmp_path / "q"))
-    search = json.loads(call(mcp_event("kb_search", {"query": "salary band zebrafinch", "top_k": 20}))["body"])
-    assert [h["path"] for h in search["result"]["structuredContent"]["results"]] == ["open.md"]
-    for name in UNCLOSED:
-        result = json.loads(call(mcp_event("kb_get_note", {"path": name}))["body"])["result"]
-        assert result["isError"] and result["content"][0]["text"].startswith(f"no note at {name!r}"), (name, result)
+    assert_skipped_never_public(kb, tmp_path, load_search_app, UNCLOSED, ("frontmatter is not closed",), {"open.md"})
 
 
 #: What a reader cannot see before (or after) a first line's ``---``: a second byte-order mark (a file saved twice
@@ -559,18 +569,61 @@ def test_a_frontmatter_opened_behind_an_invisible_character_is_skipped_never_pub
                                SECRET.format(n=n), ""]), encoding="utf-8", newline="")  # fmt: skip
     (kb / "no access.md").write_text("\u200b---\ntitle: Plain\n---\n# Plain\n\nA public note about zebrafinch.\n")
     (kb / "open.md").write_text("---\ntitle: Open\n---\n# Open\n\nA public note about zebrafinch.\n")
-    code, report, stderr = kbsearch_index(kb, tmp_path / "q")
-    assert code == 0 and report["error"] is None, stderr
-    skipped = {s["path"]: s["reason"] for s in report["skipped"]}
-    assert set(skipped) == set(HIDDEN_OPENINGS), skipped
-    assert all("not '---'" in r and "declares access" in r for r in skipped.values()), skipped
-    assert {p["path"] for p in store_points(Settings(qdrant_path=str(tmp_path / "q")))} == {"open.md", "no access.md"}
-    call = load_search_app(KB_SOURCE=str(kb), QDRANT_PATH=str(tmp_path / "q"))
-    search = json.loads(call(mcp_event("kb_search", {"query": "salary band zebrafinch", "top_k": 20}))["body"])
-    assert sorted(h["path"] for h in search["result"]["structuredContent"]["results"]) == ["no access.md", "open.md"]
-    for name in HIDDEN_OPENINGS:
-        result = json.loads(call(mcp_event("kb_get_note", {"path": name}))["body"])["result"]
-        assert result["isError"] and result["content"][0]["text"].startswith(f"no note at {name!r}"), (name, result)
+    assert_skipped_never_public(kb, tmp_path, load_search_app, HIDDEN_OPENINGS, ("not '---'", "declares access"),
+                                {"open.md", "no access.md"})  # fmt: skip
+
+
+#: Line breaks Python's ``splitlines`` and YAML 1.1 know but no Markdown reader breaks lines at (a note pasted from
+#: a word processor: U+2028, U+2029, NEL; form and vertical feeds; the information separators).
+OTHER_BREAKS = {"ls.md": "\u2028", "ps.md": "\u2029", "nel.md": "\x85", "ff.md": "\x0c", "vt.md": "\x0b", "fs.md": "\x1c",
+                "rs.md": "\x1e"}  # fmt: skip
+
+
+def test_a_frontmatter_opened_by_a_line_break_no_reader_breaks_at_is_skipped_never_public(
+    tmp_path: Path, load_search_app
+) -> None:
+    """A first line ``---`` ended by U+2028 (or NEL, a form feed, ...) opens no frontmatter for any reader: the
+    block's ``access: [hr]`` declared nothing and the note was indexed public, its secret searchable and readable
+    by anyone. Declaring ``access`` (its lines broken the same way or by line feeds, closed or not), the note is
+    skipped naming the character; a block without ``access`` stays prose."""
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    notes = {}
+    for n, (name, sep) in enumerate(OTHER_BREAKS.items()):
+        eol = sep if n % 2 else "\n"
+        notes[name] = (
+            "---" + sep + eol.join(["access: [hr]", "title: Pay", "---", f"# Pay {n}", "", SECRET.format(n=n)])
+        )
+    notes["unclosed.md"] = "---\u2028access: [hr]\u2028title: Pay\u2028\u2028" + SECRET.format(n=99)
+    for name, text in notes.items():
+        (kb / name).write_text(text, encoding="utf-8", newline="")
+    (kb / "prose.md").write_text("---\u2028title: Plain\u2028---\u2028# Plain\n\nA public note about zebrafinch.\n")
+    assert_skipped_never_public(kb, tmp_path, load_search_app, notes, ("not a line break", "declares access"),
+                                {"prose.md"})  # fmt: skip
+
+
+#: A frontmatter closed by YAML's ``...`` with ``access`` on a line after it: before the next ``---`` (Obsidian closes
+#: only there), indented, in CRLF, or with no ``---`` after it (Obsidian: never closed).
+DOTS_BEFORE_ACCESS = {
+    "dots.md": "---\ntitle: Pay\n...\naccess: [hr]\n---\n", "dots indented.md": "---\ntitle: Pay\n...\n  access: hr\n---\n",
+    "dots crlf.md": "---\r\ntitle: Pay\r\n...\r\naccess: [hr]\r\n---\r\n", "dots no dashes.md": "---\ntitle: Pay\n...\naccess: [hr]\n",
+}  # fmt: skip
+
+
+def test_a_frontmatter_closed_by_dots_before_an_access_line_is_skipped_never_public(
+    tmp_path: Path, load_search_app
+) -> None:
+    """kb-search closed a frontmatter at YAML's ``...``; Obsidian closes one only at ``---``, so an ``access: [hr]``
+    between the two is, to the note's author, one of its properties, and here was prose: the note was indexed
+    public, its secret searchable and readable by anyone. Such a note is skipped naming the ``...``; a frontmatter
+    closed by ``...`` with no ``access`` after it is read as before."""
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    for n, (name, front) in enumerate(DOTS_BEFORE_ACCESS.items()):
+        (kb / name).write_text(front + f"# Pay {n}\n\n" + SECRET.format(n=n) + "\n", encoding="utf-8", newline="")
+    (kb / "open.md").write_text("---\ntitle: Open\n...\n# Open\n\nA public note about zebrafinch.\n\n---\n\nMore.\n")
+    assert_skipped_never_public(kb, tmp_path, load_search_app, DOTS_BEFORE_ACCESS, ("closes at '...'", "access"),
+                                {"open.md"})  # fmt: skip
 
 
 #: ``access`` as it may be typed: a keyboard left on the Russian layout (Cyrillic а, с, е, ѕ look like Latin), full

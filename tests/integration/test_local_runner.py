@@ -160,6 +160,28 @@ def test_invoke_json_files_that_cannot_be_read_are_one_line(tmp_path: Path, flag
     assert any(what in err for what in ("not UTF-8", "not valid JSON")), err
 
 
+NO_GATEWAY_EVENTS = {
+    "empty": "{}", "an array": "[]", "a string": '"health"', "null": "null", "no path": '{"httpMethod": "GET"}',
+    "HTTP API 2.0": json.dumps({"version": "2.0", "routeKey": "GET /health", "rawPath": "/health",
+                                "requestContext": {"http": {"method": "GET", "path": "/health"}}}),
+    "headers a list": json.dumps({"httpMethod": "GET", "path": "/health", "resource": "/health", "headers": ["x"],
+                                  "requestContext": {"requestId": "r"}}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("event", NO_GATEWAY_EVENTS.values(), ids=NO_GATEWAY_EVENTS.keys())
+def test_invoke_search_with_an_event_no_gateway_sends_prints_a_400(tmp_path: Path, event: str) -> None:
+    """`kbsearch invoke SearchFunction` with an event that is no REST API proxy event prints the function's 400
+    naming what is wrong (it printed Lambda's error envelope, `{"errorType": "KeyError", "errorMessage":
+    "'httpMethod'"}`, as the function raised)."""
+    path = tmp_path / "event.json"
+    path.write_text(event)
+    rc, result, err = invoke("SearchFunction", path, QDRANT_PATH=str(tmp_path / "q"))
+    assert rc == 0 and result["statusCode"] == 400, (result, err)
+    assert json.loads(result["body"])["message"].startswith("not an API Gateway REST API proxy event: "), result
+    assert "Traceback" not in err
+
+
 def test_health_path_imports_nothing_heavy() -> None:
     """A fresh interpreter answers /health through the real handler without the heavy modules."""
     code = f"""

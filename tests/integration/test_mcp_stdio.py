@@ -122,11 +122,9 @@ REMOTE_GARBAGE = {
 }  # fmt: skip
 
 
-@pytest.mark.parametrize(("body", "kind"), REMOTE_GARBAGE.values(), ids=REMOTE_GARBAGE.keys())
-def test_a_remote_answering_garbage_is_an_error_per_request(body: bytes, kind: str) -> None:
-    """``--remote`` to an endpoint that answers 200 with no JSON-RPC message (nested past the JSON parser's
-    recursion limit, as JSON or as an event, not JSON, the wrong shape): one readable error per request and the
-    bridge keeps going (nesting was a RecursionError that ended the bridge with a traceback)."""
+def two_requests_to_a_remote_answering(body: bytes, kind: str) -> list[Any]:
+    """What ``kbsearch mcp --remote`` writes back for ``initialize`` and a ``kb_list`` call (ids 1 and 2) forwarded to
+    an endpoint answering every request 200 with ``body`` as ``kind``."""
     remote = FakeEndpoint().start()
     remote.body, remote.content_type = body, kind
     try:
@@ -134,8 +132,41 @@ def test_a_remote_answering_garbage_is_an_error_per_request(body: bytes, kind: s
                                [line(INIT), call(2, "kb_list", {})])  # fmt: skip
     finally:
         remote.stop()
+    return answers
+
+
+@pytest.mark.parametrize(("body", "kind"), REMOTE_GARBAGE.values(), ids=REMOTE_GARBAGE.keys())
+def test_a_remote_answering_garbage_is_an_error_per_request(body: bytes, kind: str) -> None:
+    """``--remote`` to an endpoint that answers 200 with no JSON-RPC message (nested past the JSON parser's
+    recursion limit, as JSON or as an event, not JSON, the wrong shape): one readable error per request and the
+    bridge keeps going (nesting was a RecursionError that ended the bridge with a traceback)."""
+    answers = two_requests_to_a_remote_answering(body, kind)
     assert [a["id"] for a in answers] == [1, 2]
     assert all(a["error"]["code"] == -32001 and "HTTP 200" in a["error"]["message"] for a in answers), answers
+
+
+NOTICE = {"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "info", "data": "x"}}
+WRONG_IDS = {
+    "another id": (json.dumps({"jsonrpc": "2.0", "id": 999, "result": {}}).encode(), "application/json"),
+    "the id as text": (json.dumps({"jsonrpc": "2.0", "id": "1", "result": {}}).encode(), "application/json"),
+    "the id null": (json.dumps({"jsonrpc": "2.0", "id": None, "result": {}}).encode(), "application/json"),
+    "a notification and another id": (b"data: " + json.dumps(NOTICE).encode() + b"\n\ndata: "
+                                      + json.dumps({"jsonrpc": "2.0", "id": 7, "result": {}}).encode() + b"\n\n",
+                                      "text/event-stream"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("body", "kind"), WRONG_IDS.values(), ids=WRONG_IDS.keys())
+def test_a_remote_answering_another_request_s_id_is_an_error_per_request(body: bytes, kind: str) -> None:
+    """``--remote`` to an endpoint that answers 200 with a response naming another id (999, ``"1"`` for 1, null):
+    the stray response is dropped and each request gets one -32001 error with its own id; the remote's notifications
+    still pass (the stray answer was forwarded as it was: the client never saw an answer to its request, and could
+    take the stray one for another request's)."""
+    answers = two_requests_to_a_remote_answering(body, kind)
+    responses = [a for a in answers if "method" not in a]
+    assert [a["id"] for a in responses] == [1, 2], answers
+    assert all(a["error"]["code"] == -32001 and "another id" in a["error"]["message"] for a in responses), answers
+    assert [a for a in answers if "method" in a] == ([NOTICE, NOTICE] if kind == "text/event-stream" else [])
 
 
 def test_a_remote_that_drips_its_answer_is_an_error_within_the_timeout() -> None:

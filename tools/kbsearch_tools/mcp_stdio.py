@@ -256,14 +256,30 @@ class RemoteBridge:
             self.session_id = response.headers["mcp-session-id"]
         answers = _messages(response.headers.get("content-type", ""), raw)
         if answers:
-            for answer in answers:
-                self._note_handshake(message, answer)
-            return answers
+            return self._answering(message, answers, is_request, id_)
         if response.status_code in (200, 202) and not raw:
             return []  # a notification, acknowledged
         text = self.refusal(response.status_code, raw)
         logger.warning("%s answered HTTP %s: %s", self.shown, response.status_code, text)
         return [_error(id_, REMOTE_ERROR, text, {"status": response.status_code})] if is_request else []
+
+    def _answering(
+        self, message: Any, answers: list[dict[str, Any]], is_request: bool, id_: Any
+    ) -> list[dict[str, Any]]:
+        """The remote's messages for ``message``: its requests and notifications, and the responses to this request
+        (the same id, of the same JSON type; id null for a message with no usable id). A response to another id is
+        dropped (the client would take it for another request's answer, or wait on its own for ever); a request
+        left without one gets a -32001."""
+        # a message with no usable id (a notification, an id of no JSON-RPC type, not a request) is answered null
+        ours = [a for a in answers if "method" in a or _same_id(a.get("id"), id_)]
+        if len(ours) < len(answers):
+            logger.warning("%s answered with a response to another request; dropped", self.shown)
+        for answer in ours:
+            self._note_handshake(message, answer)
+        if is_request and id_ is not None and not any("method" not in a for a in ours):
+            ours.append(_error(id_, REMOTE_ERROR, f"{self.shown} answered HTTP 200 without a response to this "
+                                                  "request (its answer named another id): check the URL"))  # fmt: skip
+        return ours
 
     def _note_handshake(self, message: Any, answer: dict[str, Any]) -> None:
         if isinstance(message, dict) and message.get("method") == "initialize":
@@ -298,6 +314,11 @@ class RemoteBridge:
 
     def close(self) -> None:
         self.client.close()
+
+
+def _same_id(a: Any, b: Any) -> bool:
+    """JSON-RPC ids match as values of one JSON type (1 is not "1", nor true, nor 1.0)."""
+    return type(a) is type(b) and a == b
 
 
 def _error(id_: Any, code: int, message: str, data: Any = None) -> dict[str, Any]:

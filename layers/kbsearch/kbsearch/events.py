@@ -13,7 +13,8 @@ Shapes (reference/aws.md, "S3 change events"):
 
 A message that is not one of those (not JSON, another shape) is *poison*: it is reported as a batch item failure so
 SQS retries it and, after ``maxReceiveCount`` tries, moves it to the dead-letter queue, without holding back the
-rest of its batch. Keys of another bucket, outside the KB prefix, not ``.md``, or folder markers are *ignored*
+rest of its batch. A notification whose records are partly malformed is poison too, and its well-formed records
+are still applied (every try; the sequencers make a repeat a no-op). Keys of another bucket, outside the KB prefix, not ``.md``, or folder markers are *ignored*
 with a reason (they can never become notes); the access file at the KB root (``_access.yaml``) is a change too.
 
 Ordering: events are at-least-once and unordered. For one key, the greater ``sequencer`` is the later event
@@ -273,11 +274,8 @@ def _message(raw: Any, message_id: str, scope: Scope, batch: Batch) -> str | Non
     records = body.get("Records")
     if not isinstance(records, list):
         return "neither an S3 notification nor an EventBridge S3 event"
-    for record in records:
-        problem = _s3_record(record, message_id, scope, batch)
-        if problem:
-            return problem
-    return None
+    problems = [_s3_record(record, message_id, scope, batch) for record in records]  # every record is read
+    return next((problem for problem in problems if problem), None)
 
 
 def latest_per_path(changes: list[Change]) -> tuple[dict[str, Change], int]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from kbsearch.errors import KbSearchError
-from kbsearch.frontmatter import FrontmatterError, iso_date, parse_frontmatter
+from kbsearch.frontmatter import MAX_FRONTMATTER_CHARS, FrontmatterError, iso_date, parse_frontmatter
 from kbsearch.links import MAX_KEYS
 
 #: A note's distinct link targets kept (the first ones; its text still shows every link): a note of 80,000
@@ -41,6 +41,11 @@ KNOWN_KEYS = (
 
 _FRONTMATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)(?:\r?\n)?^(?:---|\.\.\.)[ \t]*(?:\r?\n|\Z)", re.S | re.M)
 _OPENING = re.compile(r"---[ \t]*(?:\n|\Z)")  # a frontmatter block's first line (text as decode_note gives it)
+#: What Python's ``splitlines`` and YAML 1.1 take for a line break but Markdown readers do not (VT, FF, the
+#: information separators, NEL, LS, PS): a ``---`` they end opens no frontmatter.
+_OTHER_BREAKS = re.compile("[\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
+_LINE_KEYS = re.compile(r"^[ \t]*([^\s:#][^:\n]{0,80}):", re.M)
+_DASHES_LINE = re.compile(r"^---[ \t]*$", re.M)
 _WIDE_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"), (b"\xff\xfe", "UTF-16"),
               (b"\xfe\xff", "UTF-16"))  # fmt: skip
 _HEADING = re.compile(r"(#{1,6})[ \t]+(?=[^ \t])")
@@ -211,7 +216,23 @@ def read_frontmatter(text: str) -> tuple[dict[str, Any], str, list[str]]:
         front = parse_frontmatter(m.group(1))
     except FrontmatterError as exc:
         raise NoteError(exc.reason) from None
+    if m.group(0).rstrip().endswith("..."):
+        _refuse_access_after_dots(text[m.end() :])
     return front.data, text[m.end() :], front.warnings
+
+
+def _refuse_access_after_dots(body: str) -> None:
+    """:class:`NoteError` when a frontmatter closed by YAML's ``...`` is followed, before the next ``---`` line (or
+    within a frontmatter's size, with none), by a line declaring ``access``: Obsidian closes a frontmatter only at
+    ``---``, so its author sees that line among the note's properties (or the block unclosed), while it was prose
+    here (the note indexed public)."""
+    end = _DASHES_LINE.search(body, 0, MAX_FRONTMATTER_CHARS)  # none: Obsidian finds the frontmatter unclosed
+    from kbsearch.access import declares_access
+
+    if declares_access(_LINE_KEYS.findall(body, 0, end.start() if end else MAX_FRONTMATTER_CHARS)):
+        raise NoteError("the frontmatter closes at '...' and a line after it, before the next '---', declares "
+                        "access: Obsidian reads that line as frontmatter (it closes only at '---'); close the "
+                        "frontmatter with '---'")  # fmt: skip
 
 
 def _refuse_hidden_opening(text: str) -> None:
@@ -220,6 +241,7 @@ def _refuse_hidden_opening(text: str) -> None:
     declares ``access`` (its spelling or a look-alike): that block is prose to every reader, so the note declared
     nothing and went public. Blank lines before ``---`` stay prose, as Obsidian reads them."""
     first, newline, rest = text.partition("\n")
+    _refuse_other_breaks(text, first)
     if not newline or len(first) > 200 or first.rstrip("\r") == "---":
         return
     shown = "".join(c for c in first if not c.isspace() and unicodedata.category(c) not in ("Cf", "Zs"))
@@ -235,6 +257,26 @@ def _refuse_hidden_opening(text: str) -> None:
     if declares_access(keys):
         raise NoteError(f"the first line is {first.rstrip(chr(13))!a}, not '---': the frontmatter after it declares "
                         "access but no reader reads it (remove what precedes '---')")  # fmt: skip
+
+
+def _refuse_other_breaks(text: str, first: str) -> None:
+    """:class:`NoteError` when the first line reads ``---`` up to a line break no Markdown reader breaks lines at
+    (U+2028, NEL, a form feed, ...: pasted from a word processor) and the block it opens, read with those as line
+    breaks, declares ``access``: no reader takes it for frontmatter, so the note declared nothing and went public."""
+    opening = _OTHER_BREAKS.search(first, 0, 200)
+    if opening is None or first[: opening.start()].strip(" \t") != "---":
+        return
+    from kbsearch.access import declares_access
+
+    seen = _OTHER_BREAKS.sub("\n", text[: MAX_FRONTMATTER_CHARS + 1024])
+    block = _FRONTMATTER.match(seen)
+    try:  # a block never closed: the keys its lines start with (an unclosed frontmatter is never prose either)
+        keys = parse_frontmatter(block.group(1)).data.keys() if block else _LINE_KEYS.findall(seen)
+    except FrontmatterError:
+        return
+    if declares_access(keys):
+        raise NoteError(f"the first line '---' ends with {opening.group()!a}, not a line break: the frontmatter "
+                        "after it declares access but no reader reads it (save the note with ordinary line breaks)")  # fmt: skip
 
 
 def split_frontmatter(text: str) -> tuple[dict[str, Any], str]:

@@ -246,6 +246,14 @@ class SearchApi:
     # -- the handler ----------------------------------------------------------------------------------------------
 
     def _handle(self, event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+        problem = body.event_problem(event)
+        if problem is not None:  # a direct invoke with an event no gateway sends: nothing of it is read further
+            self.logger.warning("not an API Gateway REST proxy event", extra={"problem": problem})
+            message = f"not an API Gateway REST API proxy event: {problem}"
+            if isinstance(event, dict) and any(event.get(name) in RPC_ROUTES for name in ("resource", "path")
+                                               if isinstance(event.get(name), str)):  # fmt: skip
+                return private(gateway_rpc_error(400, RPC_INVALID_REQUEST, f"Invalid Request: {message}"))
+            return private(gateway_error(400, "bad_request", message))
         limit = MAX_BODY_BYTES_BY_ROUTE.get(str(event.get("resource") or ""), MAX_BODY_BYTES)
         if body.size(event) > limit:
             if (event.get("resource") or event.get("path")) in RPC_ROUTES:

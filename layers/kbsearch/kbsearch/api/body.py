@@ -171,6 +171,53 @@ def size(event: Mapping[str, Any]) -> int:
     return len(raw.encode("utf-8", "surrogatepass"))
 
 
+#: The maps of a REST proxy event whose values are strings (or null), and those whose values are lists of strings.
+_STRING_MAPS = ("headers", "queryStringParameters", "pathParameters", "stageVariables")
+_LIST_MAPS = ("multiValueHeaders", "multiValueQueryStringParameters")
+
+
+def event_problem(event: Any) -> str | None:
+    """Why ``event`` is not the REST API proxy event (payload format 1.0) the routes read, or None. API Gateway
+    always sends that shape; anything else is a direct invoke (``aws lambda invoke``, ``kbsearch invoke``) and is
+    answered 400 naming the first field that is wrong, before any route reads it (each was an exception out of the
+    function, Lambda's error envelope, or a 500)."""
+    if not isinstance(event, dict):
+        return f"the event is a JSON {_kind(event)}, not an object"
+    if event.get("version") == "2.0" or "routeKey" in event:
+        return "an HTTP API event (payload format 2.0); this function serves a REST API (payload format 1.0)"
+    method, path, resource = event.get("httpMethod"), event.get("path"), event.get("resource")
+    if not isinstance(method, str) or not method:
+        return "httpMethod is missing or not a string"
+    if not isinstance(path, str) or not path.startswith("/"):
+        return "path is missing or not a string starting with /"
+    if resource is not None and not isinstance(resource, str):
+        return "resource is not a string"
+    for name in _STRING_MAPS + _LIST_MAPS:
+        value = event.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, dict):
+            return f"{name} is not an object"
+        many = name in _LIST_MAPS
+        for item in value.values():
+            if many and not (isinstance(item, list) and all(isinstance(v, str) for v in item)):
+                return f"a value of {name} is not a list of strings"
+            if not many and not isinstance(item, str):
+                return f"a value of {name} is not a string"
+    context = event.get("requestContext")
+    if not isinstance(context, dict) or not isinstance(context.get("requestId"), str):
+        return "requestContext.requestId is missing or not a string"
+    if not isinstance(context.get("identity"), dict | None):
+        return "requestContext.identity is not an object"
+    if not isinstance(event.get("isBase64Encoded"), bool | None):
+        return "isBase64Encoded is not true or false"
+    return None
+
+
+def _kind(value: Any) -> str:
+    return {list: "array", str: "string", bool: "boolean", int: "number", float: "number"}.get(type(value), "null")
+
+
 def checked_json_event(event: dict[str, Any], json_routes: frozenset[tuple[str, str]]) -> dict[str, Any]:
     """For a route in ``json_routes`` (method, resource): the event with its body as checked UTF-8 text and a plain
     JSON Content-Type, so the router parses it with :func:`parse_json`. Other events pass unchanged. Raises
