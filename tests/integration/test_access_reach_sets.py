@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -22,8 +23,11 @@ from pydantic import SecretStr
 
 from kbsearch.access import MAX_REACH_SETS
 from kbsearch.config import Secrets, Settings
+from kbsearch.events import Change
+from kbsearch.indexer import ChangeSync, Indexer, SyncOptions
 from kbsearch.qdrant import open_store
 from kbsearch.qdrant.query import REACH_SETS, reach_sets
+from kbsearch.sources import LocalSource, SourceObject
 from kbsearch_tools.local.process import serve_process
 from kbsearch_tools.local.runtime import LambdaContext
 from tests.conftest import KBSEARCH_CMD, ROOT, subprocess_env
@@ -290,3 +294,41 @@ def test_kbsearch_serve_and_index_read_the_local_keys_groups(tmp_path: Path, kb:
     reach, _ = stored(settings)
     assert reach["hr/Salary bands.md"] == {("hr", "hr+security")}
     assert assert_exact(settings, ACCESS)["hr,security"] == one_match("hr+security")
+
+
+class ConcurrentTokenSync(LocalSource):
+    """The KB, read while a full sync (of the KB as it was, ``before``) records a token in the same store, between
+    the batch's read of the recorded tokens and its write."""
+
+    def __init__(self, root: Path, before: Path, store: Any) -> None:
+        super().__init__(root)
+        self.before, self.store, self.done = before, store, False
+
+    def read(self, obj: SourceObject) -> bytes:
+        if not self.done and obj.path != "_access.yaml":
+            self.done = True
+            options = SyncOptions(caller_sets=("hr+security",))
+            assert Indexer(LocalSource(self.before), self.store, None, options).sync().error is None
+        return super().read(obj)
+
+
+def test_a_batch_that_read_fewer_tokens_gives_its_restricted_chunks_the_recorded_ones(
+    settings: Settings, kb: Path, tmp_path: Path
+) -> None:
+    sync(settings, kb)
+    before = tmp_path / "before"
+    shutil.copytree(kb, before)
+    (kb / "finance").mkdir()
+    (kb / "finance/Shared.md").write_text(SHARED, encoding="utf-8")
+    store = open_store(settings, Secrets(settings))
+    try:
+        report = ChangeSync(ConcurrentTokenSync(kb, before, store), store, None).apply(
+            [Change(path="finance/Shared.md", key="finance/Shared.md", removed=False)]
+        )
+        assert report.error is None and report.added == 1
+    finally:
+        store.close()
+    assert recorded_sets(settings) == ["hr+security"]
+    assert stored(settings)[0]["finance/Shared.md"] == {("finance", "hr+security", "security")}
+    clauses = assert_exact(settings, {**ACCESS, "finance/Shared.md": {"finance", "security"}})
+    assert clauses["hr,security"] == one_match("hr+security")
