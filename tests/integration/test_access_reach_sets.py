@@ -332,3 +332,34 @@ def test_a_batch_that_read_fewer_tokens_gives_its_restricted_chunks_the_recorded
     assert stored(settings)[0]["finance/Shared.md"] == {("finance", "hr+security", "security")}
     clauses = assert_exact(settings, {**ACCESS, "finance/Shared.md": {"finance", "security"}})
     assert clauses["hr,security"] == one_match("hr+security")
+
+
+@pytest.mark.parametrize("note", ["readable", "too large to read again"])
+def test_a_token_an_older_writer_left_on_a_note_it_restricted_elsewhere_is_taken_off(
+    any_store: Settings, kb: Path, note: str
+) -> None:
+    """A kb-search older than tokens changes a note's ``access`` alone (``hr`` → ``finance``): its chunks keep
+    ``hr+security``, which the set's callers would match. The next full sync writes the note's groups again with
+    their ``reach`` (a readable note: its state does not fit), or takes the token off by the groups its chunks record
+    (a note it cannot read again)."""
+    settings = any_store.model_copy(update={"max_note_bytes": 2048})
+    mapped = with_callers(settings, "hr+security")
+    sync(mapped, kb)
+    store = open_store(settings, Secrets(settings))
+    try:  # what the older version's write leaves: the groups alone
+        store.set_payloads([(["hr/Salary bands.md"], {"access": ["finance"], "access_from": "folder:hr"})])
+    finally:
+        store.close()
+    found, clause = search_as(settings, ["hr", "security"])
+    assert clause == one_match("hr+security") and "hr/Salary bands.md" in found  # what the older writer left
+    if note != "readable":
+        with (kb / "hr/Salary bands.md").open("a", encoding="utf-8") as grown:
+            grown.write("padding " * 400)
+    report = sync(mapped, kb)
+    assert [s["path"] for s in report.skipped] == ([] if note == "readable" else ["hr/Salary bands.md"])
+    groups = ["hr"] if note == "readable" else ["finance"]
+    reach, _ = stored(settings)
+    assert reach["hr/Salary bands.md"] == {tuple(sorted([*groups, *(["hr+security"] if "hr" in groups else [])]))}
+    assert assert_exact(settings, {**ACCESS, "hr/Salary bands.md": set(groups)})["hr,security"] == one_match(
+        "hr+security"
+    )

@@ -457,16 +457,19 @@ class Indexer:
         kb-search older than ``reach`` restricted the note by a payload update of ``access`` alone:
         :func:`kbsearch.qdrant.store.reach_fits`; a note that cannot be read again, too large or not text, kept it for
         good), or one lacking the token of a set of ``sets`` that shares one of its groups (a set new to the caller
-        mapping: a payload update, nothing re-embedded). The chunks are written by groups (their ``reach``:
+        mapping: a payload update, nothing re-embedded), or holding the token of a set that shares none (an older
+        writer changed its ``access`` alone). The chunks are written by groups (their ``reach``:
         :func:`kbsearch.access.reach_of`), :data:`PATHS_PER_OPERATION` notes at a time, each write selecting
         only chunks still so whose ``access`` holds every group written, so a note an event batch changed meanwhile
         is never given a group, nor a token of a set, it does not hold. One filtered scroll of one point when there
         are none (every full sync)."""
         lacking = [{"must": [{"key": "access", "match": {"any": sorted(token_groups(token))}}],
                     "must_not": [{"key": REACH, "match": {"value": token}}]} for token in sets]  # fmt: skip
+        wider = [{"must": [{"key": REACH, "match": {"value": token}}],
+                  "must_not": [{"key": "access", "match": {"any": sorted(token_groups(token))}}]} for token in sets]  # fmt: skip
         stale = {"must_not": [{"key": "access", "match": {"value": PUBLIC}}],
                  "should": [{"must": [{"is_empty": {"key": REACH}}], "must_not": [{"is_empty": {"key": "access"}}]},
-                            {"key": REACH, "match": {"value": PUBLIC}}, *lacking]}  # fmt: skip
+                            {"key": REACH, "match": {"value": PUBLIC}}, *lacking, *wider]}  # fmt: skip
         if not self.store.has_points(stale):
             return
         by_groups: dict[tuple[str, ...], set[str]] = {}
