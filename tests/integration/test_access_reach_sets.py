@@ -7,6 +7,7 @@ its groups as before: correct, slower. Recorded tokens are never taken back."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
@@ -80,11 +81,8 @@ def with_callers(settings: Settings, *sets: str) -> Settings:
 
 
 def recorded_sets(settings: Settings) -> Any:
-    store = open_store(settings, Secrets(settings))
-    try:
+    with contextlib.closing(open_store(settings, Secrets(settings))) as store:
         return store.metadata().get(REACH_SETS)
-    finally:
-        store.close()
 
 
 def test_a_set_token_is_given_by_payload_update_to_the_chunks_its_set_may_read(any_store: Settings, kb: Path) -> None:
@@ -345,19 +343,14 @@ def test_a_token_an_older_writer_left_on_a_note_it_restricted_elsewhere_is_taken
     settings = any_store.model_copy(update={"max_note_bytes": 2048})
     mapped = with_callers(settings, "hr+security")
     sync(mapped, kb)
-    store = open_store(settings, Secrets(settings))
-    try:  # what the older version's write leaves: the groups alone
+    with contextlib.closing(open_store(settings, Secrets(settings))) as store:  # the older version's write
         store.set_payloads([(["hr/Salary bands.md"], {"access": ["finance"], "access_from": "folder:hr"})])
-    finally:
-        store.close()
-    found, clause = search_as(settings, ["hr", "security"])
-    assert clause == one_match("hr+security") and "hr/Salary bands.md" in found  # what the older writer left
-    if note != "readable":
-        with (kb / "hr/Salary bands.md").open("a", encoding="utf-8") as grown:
-            grown.write("padding " * 400)
-    report = sync(mapped, kb)
-    assert [s["path"] for s in report.skipped] == ([] if note == "readable" else ["hr/Salary bands.md"])
-    groups = ["hr"] if note == "readable" else ["finance"]
+    assert "hr/Salary bands.md" in search_as(settings, ["hr", "security"])[0]  # what the older writer left
+    grown = note != "readable"
+    path = kb / "hr/Salary bands.md"
+    path.write_text(path.read_text(encoding="utf-8") + "padding " * 400 * grown, encoding="utf-8")
+    assert [s["path"] for s in sync(mapped, kb).skipped] == ["hr/Salary bands.md"] * grown
+    groups = ["finance"] if grown else ["hr"]
     reach, _ = stored(settings)
     assert reach["hr/Salary bands.md"] == {tuple(sorted([*groups, *(["hr+security"] if "hr" in groups else [])]))}
     assert assert_exact(settings, {**ACCESS, "hr/Salary bands.md": set(groups)})["hr,security"] == one_match(
