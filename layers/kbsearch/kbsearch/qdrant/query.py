@@ -53,10 +53,12 @@ PAYLOAD_INDEXES = {
     "folders": "keyword", "chunk_index": "integer", "updated": "datetime", "access": "keyword",
     "path_keys": "keyword", "name_keys": "keyword", "link_keys": "keyword", "reach": "keyword",
 }  # fmt: skip
-#: Payload field: who reaches a chunk by one group (:func:`kbsearch.access.reach_of`): a restricted chunk's groups, a
-#: public chunk's ``public`` and every group of :data:`REACH_GROUPS`. A caller holding one group besides ``public``
-#: is then one ``match value`` (:func:`scope_clause`), which Qdrant checks at a fraction of the cost of the two; a
-#: caller of more groups has one of them matched on it in place of ``public`` on ``access``.
+#: Payload field: who reaches a chunk by one value (:func:`kbsearch.access.reach_of`): a restricted chunk's groups
+#: and the tokens (:func:`reach_token`) of the caller group sets that share one of them, a public chunk's ``public``,
+#: every group of :data:`REACH_GROUPS` and every token of :data:`REACH_SETS`. A caller holding one group besides
+#: ``public``, or a set whose token is recorded, is then one ``match value`` (:func:`scope_clause`), which Qdrant
+#: checks at a fraction of the cost of a ``should``; another caller of more groups has one of them matched on it in
+#: place of ``public`` on ``access``.
 REACH = "reach"
 #: Collection metadata: the groups every public chunk's ``reach`` holds (written by a full sync only after it gave
 #: them to every public chunk; absent in a store written before ``reach``: every search then uses the matches on ``access``).
