@@ -196,12 +196,13 @@ def scope_clause(groups: Sequence[str], reach: Collection[str] = ()) -> dict[str
     """The caller's scope as one condition: a chunk whose ``access`` holds any of ``groups``. ``reach``: what the
     collection's metadata records (:func:`reach_recorded`): the groups every public chunk's :data:`REACH` holds
     (:data:`REACH_GROUPS`) and the tokens of the group sets every chunk a set may read holds (:data:`REACH_SETS`).
-    Costs on Edge, the 10x vault, the search's batch (BENCHMARKS.md, "Access scopes"), added to a warm search's p50:
+    Costs on Edge, the 10x vault (BENCHMARKS.md, "Access scopes"), added to a warm search's p50:
 
     - a caller of two groups or more whose set's token (:func:`reach_token`) is recorded: that one ``match value``
       on :data:`REACH` (a public chunk's ``reach`` holds every recorded token; a restricted chunk's, the tokens of
-      the sets that share a group with its ``access``): the same points, at the cost of one group's match (session
-      13: +0.4-0.9 ms, against +2.2 ms for the ``should`` below);
+      the sets that share a group with its ``access``): the same points, close to a one-group caller's cost (session
+      13, load 4-9: +1.3-2.5 ms, median +1.5, against +3.3 ms for the ``should`` below on main, and +0.8-1.2 ms
+      for a one-group caller in the same hour);
     - a caller of one group ``g`` that is in ``reach``: ``g`` matched on :data:`REACH` in place of ``public`` on
       ``access``, one ``match value`` (+0.6-0.8 ms against +4.1 ms for the two; session 11);
     - otherwise a ``should`` of one ``match value`` per group (:func:`filter_json` makes it the filter's own; not
