@@ -454,6 +454,11 @@ def test_the_caller_maps_sets_of_two_groups_or_more_are_its_tokens() -> None:
     }))  # fmt: skip
     assert callers.set_tokens() == ["finance+legal+oncall", "hr+security", "hr+staff"]
     assert CallerMap.empty().set_tokens() == []
+    from kbsearch.access import MAX_TOKEN_CHARS
+
+    long = [f"{c}{'x' * 60}" for c in "ab"]  # a 123-character token: kept; one group more: left out (slower clause)
+    kept = CallerMap.parse(json.dumps({"api_keys": {"k": long, "l": [*long, "c" + "x" * 60]}})).set_tokens()
+    assert kept == ["+".join(long)] and len(kept[0]) <= MAX_TOKEN_CHARS
 
 
 @pytest.mark.parametrize("held", [["hr", "security"], ["security", "hr", "public"]])

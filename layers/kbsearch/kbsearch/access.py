@@ -248,6 +248,9 @@ MAX_REACH_GROUPS = 64
 #: before tokens. Recorded tokens are never taken back (a search may hold them for a minute): a set no caller holds
 #: any more keeps its place until the collection is rebuilt (``kbsearch index --rebuild``).
 MAX_REACH_SETS = 64
+#: A set whose token would be longer gets none (its callers keep the slower clause): every public chunk holds every
+#: token, so this and :data:`MAX_REACH_SETS` bound what tokens add to a chunk's payload (8 KiB).
+MAX_TOKEN_CHARS = 128
 
 
 def reach_of(groups: Sequence[str], known: Iterable[str], sets: Iterable[str] = ()) -> list[str]:
@@ -409,9 +412,11 @@ class CallerMap:
     def set_tokens(self) -> list[str]:
         """The tokens (:func:`kbsearch.qdrant.query.reach_token`) of the group sets of two or more groups besides
         ``public`` that a caller of this map holds (an API key, a Slack team, channel or user): what a full sync
-        gives chunks' ``reach``, so that such a caller is one ``match value``."""
+        gives chunks' ``reach``, so that such a caller is one ``match value``. A token longer than
+        :data:`MAX_TOKEN_CHARS` is left out."""
         held = [groups for _, groups in self.api_keys.values()] + list(self.slack.values())
-        return sorted({token for groups in held if (token := reach_token(groups)) is not None})
+        tokens = {reach_token(groups) for groups in held}
+        return sorted(t for t in tokens if t is not None and len(t) <= MAX_TOKEN_CHARS)
 
     def for_api_key(self, key_id: str | None) -> Scope:
         """An API Gateway caller by its key's id (``requestContext.identity.apiKeyId``); an unknown key, or
