@@ -426,8 +426,8 @@ class Indexer:
         the folder rules', the indexed notes'), then record them in the collection's metadata, where a search reads
         which callers one ``match value`` serves (:func:`kbsearch.qdrant.query.scope_clause`); so the tokens of the
         group sets callers hold (``SyncOptions.caller_sets``, from the caller mapping), given to every public chunk
-        and to every restricted chunk whose groups share one with the set. In this order: a
-        group (a token) is recorded only once every chunk it serves holds it. Restricted chunks whose ``reach`` is not their groups
+        and to every restricted chunk whose groups share one with the set. In this order: a group (a token) is
+        recorded only once every chunk it serves holds it. Restricted chunks whose ``reach`` is not their groups
         (a store written before ``reach``, an older kb-search's write) are given theirs first. Public chunks an event batch wrote meanwhile with fewer groups are
         given them again once the groups are recorded (and by the batch itself when it ends: :func:`give_reach`).
         A sync that wrote nothing and has no group to add reads nothing more (a no-change sync stays a listing and a
