@@ -28,7 +28,7 @@ from kbsearch.access import Scope
 from kbsearch.config import Secrets, Settings
 from kbsearch.indexer import run_sync
 from kbsearch.qdrant import open_store
-from kbsearch.qdrant.query import REACH, REACH_GROUPS
+from kbsearch.qdrant.query import REACH, REACH_GROUPS, REACH_SETS, reach_token
 from kbsearch.schemas import SearchRequest
 from kbsearch.search import SearchService
 from kbsearch_tools.fakes import FakeEndpoint
@@ -65,15 +65,20 @@ NOTES: dict[str, tuple[str, list[str], list[str]]] = {
     "misc/Unlisted.md": (note("Unlisted", "welcome zqdenytoken"), [], ["Unlisted", "zqdenytoken"]),
 }  # fmt: skip
 
-CALLER_MAP = {
+CALLER_MAP: dict[str, dict[str, Any]] = {
     "api_keys": {"id-hr": ["hr"], "id-sec": ["security"], "id-fin": {"name": "finance bot", "groups": ["finance"]},
-                 "id-oncall-hr": ["oncall", "hr"]},
+                 "id-oncall-hr": ["oncall", "hr"], "id-both": ["hr", "security"]},
     "slack": {"T1": ["oncall"], "T1/C-hr": ["hr"], "T1/C-hr/U-sec": ["hr", "security"]},
 }  # fmt: skip
 KEY_GROUPS: dict[str | None, set[str]] = {
     None: set(), "id-unknown": set(), "id-hr": {"hr"}, "id-sec": {"security"}, "id-fin": {"finance"},
-    "id-oncall-hr": {"oncall", "hr"},
+    "id-oncall-hr": {"oncall", "hr"}, "id-both": {"hr", "security"},
 }  # fmt: skip
+#: The caller mapping the index was built with: CALLER_MAP before ``hr+security`` was given to a key and a Slack
+#: user. ``id-oncall-hr`` is one match of its set's reach token; ``id-both`` and ``T1/C-hr/U-sec`` (added to the
+#: mapping since the last full sync) the matches of their groups.
+INDEXED_MAP = {"api_keys": {k: v for k, v in CALLER_MAP["api_keys"].items() if k != "id-both"},
+               "slack": {k: v for k, v in CALLER_MAP["slack"].items() if k != "T1/C-hr/U-sec"}}  # fmt: skip
 FILTERS: list[dict[str, Any]] = [
     {}, {"tags": ["guide"]}, {"type": ["guide"]}, {"status": ["active"]}, {"updated_after": "2026-01-01"},
     {"path_prefix": "hr"}, {"path_prefix": "security/incidents"}, {"path_prefix": "кадры"}, {"path_prefix": "misc"},
@@ -115,9 +120,15 @@ def leak_kb(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     kb = root / "kb"
     write_kb(kb, NOTES)
     store = root / "q"
-    settings = Settings(qdrant_path=str(store), qdrant_url="", embedding_api_key=None, access_default="deny")
+    settings = Settings(qdrant_path=str(store), qdrant_url="", embedding_api_key=None, access_default="deny",
+                        access_groups=json.dumps(INDEXED_MAP))  # fmt: skip
     report = run_sync(settings, Secrets(settings), source_uri=str(kb))
     assert report.added == len(NOTES) and not report.skipped and report.error is None
+    written = open_store(settings, Secrets(settings))
+    try:
+        assert written.metadata()[REACH_SETS] == ["hr+oncall"]  # callers of hr+security: their groups' matches
+    finally:
+        written.close()
     return kb, store
 
 
@@ -350,16 +361,21 @@ WORDS = ["alpha", "beta", "gamma", "delta", "omega", "альфа", "бета"]
                      min_size=1, max_size=2),
     query=st.lists(st.sampled_from(WORDS), min_size=1, max_size=3),
     recorded=st.none() | st.lists(st.sampled_from([*GROUPS[:-1], "staff"]), max_size=3),
+    mapped=st.lists(st.booleans(), min_size=2, max_size=2),
+    recorded_sets=st.none() | st.lists(st.sampled_from(["hr+security", "finance+oncall", "hr+staff", "hr+oncall"]),
+                                       max_size=2),
 )  # fmt: skip
 def test_every_hit_is_readable_by_its_caller(
     tmp_path_factory: pytest.TempPathFactory, notes: list[tuple[str, list[str], list[str]]],
     rules: dict[str, list[str]], default: str, callers: list[list[str]], several: list[list[str]],
-    query: list[str], recorded: list[str] | None,
+    query: list[str], recorded: list[str] | None, mapped: list[bool], recorded_sets: list[str] | None,
 ) -> None:  # fmt: skip
     """``recorded``: the groups of ``reach`` the collection's metadata names, as a search may read them (stale, or
     wrong): a caller holding one of them has the first it holds matched on ``reach`` (in place of ``public`` on
     ``access``; ``several``: callers of two groups or more, always drawn), whose hits are still readable, and
-    complete when the sync gave every public chunk those groups."""
+    complete when the sync gave every public chunk those groups. ``mapped``: which of the ``several`` callers' sets
+    the caller mapping the indexer reads holds (a set's reach token, one match; the others: their groups), and
+    ``recorded_sets`` the tokens the metadata names as a search may read them (stale or wrong)."""
     root = tmp_path_factory.mktemp("prop")
     expected: dict[str, set[str]] = {}
     for i, (folder, groups, words) in enumerate(notes):
@@ -371,18 +387,26 @@ def test_every_hit_is_readable_by_its_caller(
         expected[path] = set(groups) if groups else set(rules[rule]) if rule else ({"public"} if default == "public"
                                                                                   else set())  # fmt: skip
     (root / "kb" / "_access.yaml").write_text("".join(f"{r}: [{', '.join(g)}]\n" for r, g in rules.items()))
-    cfg = Settings(qdrant_path=str(root / "q"), access_default=default)
+    tokens = sorted({t for held, m in zip(several, mapped, strict=False) if m and (t := reach_token(held))})
+    callers_map = {"api_keys": {f"k{i}": t.split("+") for i, t in enumerate(tokens)}}
+    cfg = Settings(qdrant_path=str(root / "q"), access_default=default, access_groups=json.dumps(callers_map))
     assert run_sync(cfg, Secrets(cfg), source_uri=str(root / "kb")).added == len(notes)
     complete = True
     store = open_store(cfg, Secrets(cfg))
     try:
         given_to_public = store.metadata()[REACH_GROUPS]  # every public chunk holds them
+        given_sets = store.metadata()[REACH_SETS]  # every chunk a set may read holds its token
+        assert given_sets == tokens
         if recorded is not None:
             complete = set(recorded) <= set(given_to_public)
             store.merge_metadata({REACH_GROUPS: recorded})
+        if recorded_sets is not None:
+            complete = complete and set(recorded_sets) <= set(given_sets)
+            store.merge_metadata({REACH_SETS: recorded_sets})
     finally:
         store.close()
     read = given_to_public if recorded is None else recorded  # what the search reads
+    read_sets = given_sets if recorded_sets is None else recorded_sets
     service = SearchService(cfg, Secrets(cfg), wire_providers=False)
     recording = Recording(service.retriever)
     service._retriever = recording
@@ -392,7 +416,10 @@ def test_every_hit_is_readable_by_its_caller(
             recording.filters.clear()
             hits = service.search(SearchRequest(query=" ".join(query), top_k=20), scope=scope).results
             on_reach = sorted(set(held) & set(read))
-            for sent in recording.filters:  # the scope's form: the first recorded group on reach, or none
+            token = reach_token(held)
+            if token is not None and token in read_sets:  # the set's token alone, or the first recorded group, or none
+                on_reach = [token]
+            for sent in recording.filters:
                 matches = sent.get("should") or sent["must"]
                 wanted_on_reach = [{"key": REACH, "match": {"value": on_reach[0]}}] if on_reach else []
                 assert [m for m in matches if m["key"] == REACH] == wanted_on_reach, (held, read, sent)

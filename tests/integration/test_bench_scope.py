@@ -1,6 +1,7 @@
 """``kbsearch bench search --scope`` on a small KB: the copies it restricts take the scope's groups in turn (each
 alone, then all together), so a caller of two groups finds chunks of each and of both; such a caller excludes
-nothing, and every search is one Qdrant call."""
+nothing, and every search is one Qdrant call. The indexer reads the scope from the caller mapping, as deployed: a
+scope of two groups is one match of its set's reach token, one group one match of the group."""
 
 from __future__ import annotations
 
@@ -15,5 +16,9 @@ def test_the_restricted_copies_hold_each_of_the_scopes_groups_and_both() -> None
         assert results[name]["qdrant_calls_per_search"] == [1]
     assert results["scoped"]["mean_hits"] == results["unrestricted"]["mean_hits"] > 0  # it may read every copy
     assert "copy-04 hr+security" in format_scope(results)
+    assert results["clause"] == {"key": "reach", "match": {"value": "hr+security"}}
     one = bench_scope(ROOT / "sample-kb", copies=4, scope="public", queries=2, dims=64)
     assert one["restricted"] == {"copy-00": ["hr"], "copy-02": ["hr"]}  # a caller of no group: hr, as before
+    assert one["clause"] == {"key": "access", "match": {"value": "public"}}
+    hr = bench_scope(ROOT / "sample-kb", copies=2, scope="hr", queries=2, dims=64)
+    assert hr["clause"] == {"key": "reach", "match": {"value": "hr"}}

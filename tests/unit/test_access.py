@@ -422,3 +422,88 @@ def test_reach_never_holds_more_than_a_restricted_chunks_groups() -> None:
     ]  # fmt: skip
     many = reach_target([f"g{i:03d}" for i in range(3)], [[f"n{i:03d}"] for i in range(100)], FolderRules())
     assert len(many) == MAX_REACH_GROUPS and {"g000", "g001", "g002"} <= set(many)  # recorded ones are kept
+
+
+# -- group-set tokens: a caller of several groups as one match value ---------------------------------------------
+
+
+def test_a_set_token_is_no_group_name_and_a_group_name_no_token() -> None:
+    from kbsearch.access import normalize_group
+    from kbsearch.qdrant.query import reach_sets, reach_token, token_groups
+
+    assert reach_token(["security", "public", "hr"]) == "hr+security" == reach_token({"hr", "security"})
+    assert reach_token(["public", "hr"]) is None and reach_token(["hr"]) is None and reach_token([]) is None
+    assert token_groups("hr+security") == {"hr", "security"} and token_groups("hr") == {"hr"}
+    assert normalize_group("hr+security") is None  # no note, rule or caller can name a token as its group
+    assert Scope.parse("k", "hr+security").groups == {"public", "hr", "security"}
+    with pytest.raises(CallerMapError):
+        CallerMap.parse('{"api_keys": {"k": ["hr+security"]}}')
+    # metadata: only tokens as the indexer writes them (sorted, two groups or more, no public) are read
+    recorded = {"access_reach_sets": ["hr+security", "security+hr", "hr", "hr+public", "a+b+c", 3, "+"]}
+    assert reach_sets(recorded) == set() and reach_sets({"access_reach_sets": ["hr+security", "a+b+c"]}) == {
+        "hr+security", "a+b+c"
+    }  # fmt: skip
+    assert reach_sets(None) == set() and reach_sets({"access_reach_sets": "hr+security"}) == set()
+
+
+def test_the_caller_maps_sets_of_two_groups_or_more_are_its_tokens() -> None:
+    callers = CallerMap.parse(json.dumps({
+        "api_keys": {"a": ["hr", "security"], "b": {"name": "x", "groups": ["security", "hr", "public"]},
+                     "c": ["hr"], "d": ["public", "finance"], "e": ["finance", "legal", "oncall"]},
+        "slack": {"T1": ["staff"], "T1/C1": ["hr", "staff"], "T1/C1/U1": ["oncall", "finance", "legal"]},
+    }))  # fmt: skip
+    assert callers.set_tokens() == ["finance+legal+oncall", "hr+security", "hr+staff"]
+    assert CallerMap.empty().set_tokens() == []
+    from kbsearch.access import MAX_TOKEN_CHARS
+
+    long = [f"{c}{'x' * 60}" for c in "ab"]  # a 123-character token: kept; one group more: left out (slower clause)
+    kept = CallerMap.parse(json.dumps({"api_keys": {"k": long, "l": [*long, "c" + "x" * 60]}})).set_tokens()
+    assert kept == ["+".join(long)] and len(kept[0]) <= MAX_TOKEN_CHARS
+
+
+@pytest.mark.parametrize("held", [["hr", "security"], ["security", "hr", "public"]])
+def test_the_scope_clause_is_one_match_of_a_recorded_token_else_as_before(held: list[str]) -> None:
+    from kbsearch.qdrant.query import REACH, filter_json, scope_clause
+
+    def reach(value: str) -> dict[str, Any]:
+        return {"key": REACH, "match": {"value": value}}
+
+    scope = Scope.of("k", held).query_groups()
+    assert scope is not None
+    assert scope_clause(scope, {"hr+security", "hr"}) == reach("hr+security")
+    assert filter_json(groups=scope, reach=frozenset({"hr+security"}), tags=["x"]) == {
+        "must": [reach("hr+security"), {"key": "tags", "match": {"any": ["x"]}}]
+    }
+    # not recorded (another set's token only, or none): the clause of its groups
+    assert scope_clause(scope, {"hr+oncall", "hr"}) == {"should": [reach("hr"), {"key": "access",
+                                                                                  "match": {"value": "security"}}]}  # fmt: skip
+    assert scope_clause(scope, {"hr+security+oncall"})["should"][0] == {"key": "access", "match": {"value": "hr"}}
+    # without public (no caller's scope): never reach
+    assert scope_clause(["hr", "security"], {"hr+security"}) == {"should": [
+        {"key": "access", "match": {"value": "hr"}}, {"key": "access", "match": {"value": "security"}}]}  # fmt: skip
+
+
+def test_a_token_never_reaches_a_restricted_chunk_of_no_group_of_its_set() -> None:
+    from kbsearch.access import MAX_REACH_SETS, reach_of, reach_sets_target
+    from kbsearch.qdrant.query import token_groups
+    from kbsearch.qdrant.store import reach_fits
+
+    sets = ["finance+legal", "hr+security", "oncall+security"]
+    assert reach_of(["hr"], [], sets) == ["hr", "hr+security"]
+    assert reach_of(["security"], ["x"], sets) == ["hr+security", "oncall+security", "security"]
+    assert reach_of(["finance", "hr"], [], sets) == ["finance", "finance+legal", "hr", "hr+security"]
+    assert reach_of(["staff"], [], sets) == ["staff"] and reach_of([], [], sets) == []  # deny: nobody
+    assert reach_of(["public"], ["hr"], sets) == ["finance+legal", "hr", "hr+security", "oncall+security", "public"]
+    groups = ["hr", "security", "finance", "legal", "oncall", "staff"]
+    for n in range(1 << len(groups)):  # every set of groups a chunk may hold
+        held = [g for i, g in enumerate(groups) if n >> i & 1]
+        reach = reach_of(held, [], sets)
+        assert reach_fits(held, reach), held
+        for token in sets:
+            assert (token in reach) == bool(set(held) & token_groups(token)), (held, token)
+    # a token the chunk's groups do not share (an older writer's access change), or one missing: what fits
+    assert not reach_fits(["hr"], ["finance+legal", "hr"]) and not reach_fits(["hr"], ["hr", "hr+security", 3])
+    assert reach_fits(["hr"], ["hr"]) and reach_fits(["public"], ["public", "hr+security"])
+    assert reach_sets_target(["z+y"], ["b+c", "a+b"]) == ["a+b", "b+c", "z+y"]  # recorded ones stay (as read)
+    many = reach_sets_target(["x+y"], [f"g{i:03d}+h" for i in range(100)])
+    assert len(many) == MAX_REACH_SETS and "x+y" in many and "g099+h" not in many

@@ -135,7 +135,7 @@ def _env_params(cfn: dict[str, Any], function_id: str) -> set[str]:
 @pytest.mark.parametrize(
     ("function_id", "secrets"),
     [
-        ("IndexerFunction", {"qdrant-api-key", "deepinfra-api-key", "fireworks-api-key"}),
+        ("IndexerFunction", {"qdrant-api-key", "deepinfra-api-key", "fireworks-api-key", "access-groups"}),
         ("SlackWorkerFunction", {"qdrant-api-key", "deepinfra-api-key", "fireworks-api-key", "access-groups"}),
         (
             "SearchFunction",
@@ -524,8 +524,7 @@ def test_several_api_keys_and_their_groups_parameter(cfn: dict[str, Any]) -> Non
         assert existing["Condition"] == f"HasExistingApiKey{n}"
         assert existing["Properties"]["UsagePlanId"] == {"Ref": plan_id}
     assert _key_required(_methods(cfn)[("/whoami", "GET")])
-    for function_id in ("SearchFunction", "SlackWorkerFunction"):
+    for function_id in ("SearchFunction", "SlackWorkerFunction", "IndexerFunction"):  # the indexer: reach tokens
         variables = resources[function_id]["Properties"]["Environment"]["Variables"]
         assert variables["ACCESS_GROUPS_PARAM"]["Fn::Sub"][0] == "${Prefix}/access-groups"
-    assert "ACCESS_GROUPS_PARAM" not in resources["IndexerFunction"]["Properties"]["Environment"]["Variables"]
     assert {"ExtraApiKeyIds", "AccessGroupsParameter"} <= set(cfn["Outputs"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import platform
 import socket
@@ -333,12 +334,15 @@ def bench_scope(
     all together; ``hr`` for a scope of ``public`` alone), indexed by the real indexer (fake embedder answering at
     once); then the same queries searched unrestricted (no clause) and with ``scope`` (the clause on every prefetch
     and the fused query), interleaved query by query, hybrid retrieval with no expansion or reranking. Counts the
-    Qdrant calls each search makes."""
+    Qdrant calls each search makes. The scope is an API key's of the caller mapping (``ACCESS_GROUPS``), which the
+    indexer reads as a deployment's does: a scope of two groups or more has its set's reach token, and the clause
+    the search sends is reported."""
     import random
 
-    from kbsearch.access import Scope
+    from kbsearch.access import CallerMap, Scope
     from kbsearch.qdrant import open_store
     from kbsearch.qdrant.embedded import EmbeddedRetriever
+    from kbsearch.qdrant.query import reach_recorded, scope_clause
     from kbsearch.schemas import SearchRequest
     from kbsearch.search import SearchService
 
@@ -375,6 +379,10 @@ def bench_scope(
             self.inner.close()
 
     caller = Scope.parse("bench", scope)
+    own = sorted((caller.groups or set()) - {"public"})
+    mapping = json.dumps({"api_keys": {"bench-key-id": {"name": "bench", "groups": own}}}) if own else None
+    if mapping is not None:  # the caller as the search resolves it, from the mapping the indexer read too
+        caller = CallerMap.parse(mapping).for_api_key("bench-key-id")
     fake = FakeProvider("deepinfra", api_key="bench-key").start()
     results: dict[str, Any] = {"kb": str(kb), "copies": copies, "scope": sorted(caller.groups or ["*"]),
                                "queries": queries, "dims": dims, "machine": _machine()}  # fmt: skip
@@ -395,6 +403,7 @@ def bench_scope(
             settings = Settings.model_validate({
                 "qdrant_path": str(root / "q"), "embedding_dimensions": dims, "embedding_batch_size": 64,
                 "embedding_concurrency": 4, **provider_env(fake, roles=["EMBEDDING"], fields=True),
+                "access_groups": mapping,
             })  # fmt: skip
             t0 = time.perf_counter()
             report = run_sync(settings, Secrets(settings), source_uri=str(source))
@@ -404,6 +413,9 @@ def bench_scope(
             service = SearchService(settings, Secrets(settings), store=open_store(settings, Secrets(settings)))
             counting = Counting(service.retriever)  # type: ignore[arg-type]
             service._retriever = counting  # the service's own retriever, counted
+            groups = caller.query_groups()
+            recorded = reach_recorded(counting.metadata(5.0))
+            results["clause"] = scope_clause(groups, recorded) if groups is not None else None
             everyone = Scope.unrestricted("bench")
             for text in texts[:10]:  # warm: the store's pages, the stemmers, the metadata cache
                 service.search(SearchRequest(query=text, rerank=False, expand=False), scope=caller)
@@ -547,6 +559,7 @@ def format_scope(results: dict[str, Any]) -> str:
                          f"{results[name]['qdrant_calls_per_search']}")  # fmt: skip
     lines.append(f"scope adds (p50 of paired differences): {results['added_ms_p50']} ms end to end, "
                  f"{results['added_retrieve_ms_p50']} ms in retrieval")  # fmt: skip
+    lines.append(f"scope clause: {json.dumps(results.get('clause'))}")
     return "\n".join(lines)
 
 

@@ -339,6 +339,21 @@ def _print_sync_summary(report: dict[str, Any]) -> None:
         print(f"  error: {_shown(report['error'])}")
 
 
+def _local_caller_mapping() -> None:
+    """``kbsearch index`` learns the callers' group sets (their reach tokens) from the mapping ``kbsearch serve``
+    gives its functions: ``ACCESS_GROUPS`` with each ``KB_LOCAL_API_KEYS`` key's groups. Keys it cannot read: the
+    shell's mapping as it is (``kbsearch serve`` names the problem)."""
+    from kbsearch_tools.local.server import caller_mapping, parse_api_keys
+
+    try:
+        keys = parse_api_keys(os.environ.get("KB_LOCAL_API_KEYS"))
+    except ValueError:
+        return
+    mapping = caller_mapping(keys, os.environ.get("ACCESS_GROUPS"))
+    if mapping is not None:
+        os.environ["ACCESS_GROUPS"] = mapping
+
+
 def cmd_index(args: argparse.Namespace) -> int:
     from kbsearch.config import Secrets, load_settings
     from kbsearch.indexer import run_sync
@@ -348,6 +363,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     if not args.verbose:
         logging.getLogger("kbsearch.indexer").setLevel(logging.ERROR)  # the summary lists skipped notes
     oracle = _start_oracle(args)
+    _local_caller_mapping()
     settings = load_settings()
     source = args.source or settings.kb_source
     if not source:

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kbsearch.errors import KbSearchError
+from kbsearch.qdrant.query import reach_token, token_groups
 
 PUBLIC = "public"
 ACCESS_FILE = "_access.yaml"
@@ -241,14 +242,27 @@ def note_access(
 MAX_REACH_GROUPS = 64
 
 
-def reach_of(groups: Sequence[str], known: Iterable[str]) -> list[str]:
-    """A chunk's ``reach`` (written with its ``access``, in the same payload write): the groups that reach it by
-    one ``match value`` (:func:`kbsearch.qdrant.query.scope_clause`). A restricted chunk: its own groups, never
-    more. A public chunk: ``public`` and ``known`` (every group the index gives public chunks: a caller holding
-    one of them matches it by that group alone)."""
+#: At most this many group-set tokens (:func:`kbsearch.qdrant.query.reach_token`) are given to chunks' ``reach``
+#: (:func:`reach_sets_target`): a caller whose set has none (the sets past the cap, in name order, once the recorded
+#: ones fill it) is matched by the slower clause of its groups (:func:`kbsearch.qdrant.query.scope_clause`), as
+#: before tokens. Recorded tokens are never taken back (a search may hold them for a minute): a set no caller holds
+#: any more keeps its place until the collection is rebuilt (``kbsearch index --rebuild``).
+MAX_REACH_SETS = 64
+#: A set whose token would be longer gets none (its callers keep the slower clause): every public chunk holds every
+#: token, so this and :data:`MAX_REACH_SETS` bound what tokens add to a chunk's payload (8 KiB).
+MAX_TOKEN_CHARS = 128
+
+
+def reach_of(groups: Sequence[str], known: Iterable[str], sets: Iterable[str] = ()) -> list[str]:
+    """A chunk's ``reach`` (written with its ``access``, in the same payload write): the groups and group-set
+    tokens that reach it by one ``match value`` (:func:`kbsearch.qdrant.query.scope_clause`). A restricted chunk:
+    its own groups, and the tokens of ``sets`` whose set shares a group with them (a caller of the set may read it),
+    never more. A public chunk: ``public``, ``known`` (every group the index gives public chunks: a caller holding
+    one of them matches it by that group alone) and every token of ``sets``."""
     if PUBLIC in groups:
-        return sorted({PUBLIC, *known})
-    return sorted(set(groups))
+        return sorted({PUBLIC, *known, *sets})
+    own = set(groups)
+    return sorted(own | {token for token in sets if not own.isdisjoint(token_groups(token))})
 
 
 def reach_target(recorded: Iterable[str], indexed: Iterable[Sequence[str] | None], rules: FolderRules) -> list[str]:
@@ -259,6 +273,15 @@ def reach_target(recorded: Iterable[str], indexed: Iterable[Sequence[str] | None
     fresh = {g for _, groups in rules.rules for g in groups} | {g for groups in indexed for g in groups or ()}
     out += sorted(fresh - set(out) - {PUBLIC})
     return sorted(out[:MAX_REACH_GROUPS])
+
+
+def reach_sets_target(recorded: Iterable[str], held: Iterable[str]) -> list[str]:
+    """The group-set tokens a full sync gives chunks' ``reach``: those already given (``recorded``, never taken
+    back), then the tokens of the sets callers hold now (``held``: :meth:`CallerMap.set_tokens`), up to
+    :data:`MAX_REACH_SETS` (past it, new sets get none: their callers keep the slower clause)."""
+    out = list(dict.fromkeys(recorded))
+    out += sorted(set(held) - set(out))
+    return sorted(out[:MAX_REACH_SETS])
 
 
 # -- who is asking -----------------------------------------------------------------------------------------------
@@ -385,6 +408,15 @@ class CallerMap:
             except ValueError as exc:
                 raise CallerMapError(f"ACCESS_GROUPS: {exc}") from None
         return cls(keys, slack)
+
+    def set_tokens(self) -> list[str]:
+        """The tokens (:func:`kbsearch.qdrant.query.reach_token`) of the group sets of two or more groups besides
+        ``public`` that a caller of this map holds (an API key, a Slack team, channel or user): what a full sync
+        gives chunks' ``reach``, so that such a caller is one ``match value``. A token longer than
+        :data:`MAX_TOKEN_CHARS` is left out."""
+        held = [groups for _, groups in self.api_keys.values()] + list(self.slack.values())
+        tokens = {reach_token(groups) for groups in held}
+        return sorted(t for t in tokens if t is not None and len(t) <= MAX_TOKEN_CHARS)
 
     def for_api_key(self, key_id: str | None) -> Scope:
         """An API Gateway caller by its key's id (``requestContext.identity.apiKeyId``); an unknown key, or

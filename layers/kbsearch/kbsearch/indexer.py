@@ -34,20 +34,24 @@ from typing import TYPE_CHECKING, Any
 from kbsearch.access import (
     ACCESS_FILE,
     FROM_FRONTMATTER,
+    MAX_REACH_SETS,
     PUBLIC,
     AccessDeclarationError,
     AccessFileError,
+    CallerMap,
+    CallerMapError,
     FolderRules,
     declared_access,
     note_access,
     reach_of,
+    reach_sets_target,
     reach_target,
     refuse_mistaken_access_file,
     restricted_links,
 )
 from kbsearch.chunking import Chunk, chunk_note
 from kbsearch.config import Secrets, Settings
-from kbsearch.errors import StoreError
+from kbsearch.errors import ConfigError, StoreError
 from kbsearch.lexical import document_vector, text_language
 from kbsearch.links import link_keys, name_keys, path_keys
 from kbsearch.providers.embeddings import Embedder, EmbeddingStats
@@ -61,13 +65,16 @@ from kbsearch.qdrant.query import (
     MAX_LIST_ITEMS,
     REACH,
     REACH_GROUPS,
+    REACH_SETS,
     REBUILDING,
     RESTRICTED_LINKS,
     SIGNATURE_KEYS,
     SOURCE_KEY,
     folders_of,
     reach_groups,
+    reach_sets,
     signature_id,
+    token_groups,
 )
 from kbsearch.qdrant.store import (
     EMBED_HASH,
@@ -159,6 +166,9 @@ class SyncOptions:
     window_chunks: int = 512  # chunks parsed ahead and embedded together (4 x batch size x concurrency)
     event_grace_s: float = 300.0  # a change younger than this may still have its event in flight (missed_by_events)
     access_default: str = PUBLIC  # public | deny (ACCESS_DEFAULT)
+    #: the tokens of the group sets callers hold (:meth:`kbsearch.access.CallerMap.set_tokens`, :func:`caller_sets`):
+    #: a full sync gives them to chunks' ``reach`` and records them; none known: only the recorded ones are kept
+    caller_sets: tuple[str, ...] = ()
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> SyncOptions:
@@ -210,6 +220,9 @@ class Indexer:
         self._reach: list[str] = []
         self._reach_recorded: list[str] = []
         self._reach_marked = False  # the collection records groups of reach (a store written before does not)
+        #: the group-set tokens this run gives chunks' ``reach``, and those the collection recorded when it began
+        self._sets: list[str] = []
+        self._sets_recorded: list[str] = []
 
     def sync(self, stop_at: Deadline | None = None, call_deadline: Deadline | None = None) -> SyncReport:
         """One sync run. ``stop_at``: no new work starts after it; ``call_deadline`` bounds provider calls."""
@@ -402,15 +415,19 @@ class Indexer:
         metadata = self.store.metadata()
         self._reach_recorded, self._reach_marked = sorted(reach_groups(metadata)), REACH_GROUPS in metadata
         self._reach = reach_target(self._reach_recorded, (), self._rules)
+        self._sets_recorded = sorted(reach_sets(metadata))
+        self._sets = reach_sets_target(self._sets_recorded, self.options.caller_sets)
 
     def _reach_of(self, groups: Iterable[str]) -> list[str]:
-        return reach_of(list(groups), self._reach)
+        return reach_of(list(groups), self._reach, self._sets)
 
     def _record_reach(self, report: SyncReport) -> None:
         """A full sync's last step: give every public chunk's ``reach`` the groups of the index (the recorded ones,
         the folder rules', the indexed notes'), then record them in the collection's metadata, where a search reads
-        which callers one ``match value`` serves (:func:`kbsearch.qdrant.query.scope_clause`). In this order: a
-        group is recorded only once every public chunk holds it. Restricted chunks whose ``reach`` is not their groups
+        which callers one ``match value`` serves (:func:`kbsearch.qdrant.query.scope_clause`); so the tokens of the
+        group sets callers hold (``SyncOptions.caller_sets``, from the caller mapping), given to every public chunk
+        and to every restricted chunk whose groups share one with the set. In this order: a group (a token) is
+        recorded only once every chunk it serves holds it. Restricted chunks whose ``reach`` is not their groups
         (a store written before ``reach``, an older kb-search's write) are given theirs first. Public chunks an event batch wrote meanwhile with fewer groups are
         given them again once the groups are recorded (and by the batch itself when it ends: :func:`give_reach`).
         A sync that wrote nothing and has no group to add reads nothing more (a no-change sync stays a listing and a
@@ -418,29 +435,41 @@ class Indexer:
         that writes."""
         if report.error:
             return
-        self._repair_restricted_reach()
+        sets = reach_sets_target(self._sets_recorded, self.options.caller_sets)
+        if len(sets) < len(set(self._sets_recorded) | set(self.options.caller_sets)):
+            logger.warning("more group sets than reach tokens: their callers are matched by their groups (slower)",
+                           extra={"tokens": len(sets), "cap": MAX_REACH_SETS})  # fmt: skip
+        self._repair_restricted_reach(sets)
         target = reach_target(self._reach_recorded, self._access.values(), self._rules)
-        fresh = target != self._reach_recorded or not self._reach_marked
+        fresh = target != self._reach_recorded or sets != self._sets_recorded or not self._reach_marked
         if not (fresh or report.added or report.updated or report.access_updated):
             return
-        give_reach(self.store, target)
+        give_reach(self.store, target, sets)
         if fresh:
-            self.store.merge_metadata({REACH_GROUPS: target})
-            give_reach(self.store, target)  # a public chunk written meanwhile by a batch that read fewer groups
-        self._reach_recorded, self._reach_marked = target, True
+            self.store.merge_metadata({REACH_GROUPS: target, REACH_SETS: sets})
+            give_reach(self.store, target, sets)  # a public chunk written meanwhile by a batch that read fewer
+            self._repair_restricted_reach(sets)  # a restricted one so
+        self._reach_recorded, self._reach_marked, self._sets_recorded = target, True, sets
 
-    def _repair_restricted_reach(self) -> None:
+    def _repair_restricted_reach(self, sets: list[str]) -> None:
         """Give each restricted chunk whose ``reach`` is not its own groups its groups, from what the chunk records,
         without reading its note: a chunk with no ``reach`` (a store written before it) or with a public chunk's (a
         kb-search older than ``reach`` restricted the note by a payload update of ``access`` alone:
         :func:`kbsearch.qdrant.store.reach_fits`; a note that cannot be read again, too large or not text, kept it for
-        good). The chunks are written by groups, :data:`PATHS_PER_OPERATION` notes at a time, each write selecting
+        good), or one lacking the token of a set of ``sets`` that shares one of its groups (a set new to the caller
+        mapping: a payload update, nothing re-embedded), or holding the token of a set that shares none (an older
+        writer changed its ``access`` alone). The chunks are written by groups (their ``reach``:
+        :func:`kbsearch.access.reach_of`), :data:`PATHS_PER_OPERATION` notes at a time, each write selecting
         only chunks still so whose ``access`` holds every group written, so a note an event batch changed meanwhile
-        is never given a group it does not hold. One filtered scroll of one point when there are none (every full
-        sync)."""
+        is never given a group, nor a token of a set, it does not hold. One filtered scroll of one point when there
+        are none (every full sync)."""
+        lacking = [{"must": [{"key": "access", "match": {"any": sorted(token_groups(token))}}],
+                    "must_not": [{"key": REACH, "match": {"value": token}}]} for token in sets]  # fmt: skip
+        wider = [{"must": [{"key": REACH, "match": {"value": token}}],
+                  "must_not": [{"key": "access", "match": {"any": sorted(token_groups(token))}}]} for token in sets]  # fmt: skip
         stale = {"must_not": [{"key": "access", "match": {"value": PUBLIC}}],
                  "should": [{"must": [{"is_empty": {"key": REACH}}], "must_not": [{"is_empty": {"key": "access"}}]},
-                            {"key": REACH, "match": {"value": PUBLIC}}]}  # fmt: skip
+                            {"key": REACH, "match": {"value": PUBLIC}}, *lacking, *wider]}  # fmt: skip
         if not self.store.has_points(stale):
             return
         by_groups: dict[tuple[str, ...], set[str]] = {}
@@ -464,7 +493,7 @@ class Indexer:
                     **stale,
                     "must": [{"key": "path", "match": {"any": ordered[i : i + PATHS_PER_OPERATION]}}, *held],
                 }
-                self.store.set_payload_where(where, {REACH: list(held_groups)})
+                self.store.set_payload_where(where, {REACH: reach_of(held_groups, (), sets)})
 
     def _keep_last_good(self, report: SyncReport, path: str) -> None:
         """A changed note that cannot be indexed keeps its last good version, under today's folder rules (a folder
@@ -1083,7 +1112,9 @@ def run_sync(
             return report
         try:
             embedder = build_embedder(settings, secrets, shared_client())
-            options = SyncOptions.from_settings(settings, full=full, allow_mass_delete=allow_mass_delete)
+            options = SyncOptions.from_settings(
+                settings, full=full, allow_mass_delete=allow_mass_delete, caller_sets=caller_sets(secrets)
+            )
             if rebuild and not store.embedded:
                 report = rebuild_behind_alias(
                     store, source, embedder, options, progress, stop_at, call_deadline, links_lock
@@ -1111,6 +1142,19 @@ def run_sync(
         return report
 
 
+def caller_sets(secrets: Secrets) -> tuple[str, ...]:
+    """The tokens of the group sets callers hold (:meth:`kbsearch.access.CallerMap.set_tokens`), from the caller
+    mapping the search reads (``ACCESS_GROUPS``: the SSM SecureString ``ACCESS_GROUPS_PARAM`` in Lambda). A mapping
+    that cannot be read or understood gives none (a warning naming why, never a value): the sync goes on, its
+    callers keep the tokens already recorded, and no caller is given a token it was not before."""
+    try:
+        return tuple(CallerMap.parse(secrets.get("ACCESS_GROUPS")).set_tokens())
+    except (ConfigError, CallerMapError) as exc:
+        logger.warning("the caller mapping cannot be used: no new group-set tokens this sync (callers of several "
+                       "groups new to it are matched by their groups)", extra={"error": str(exc)})  # fmt: skip
+        return ()
+
+
 def _remember_source(store: Store, source: Source, report: SyncReport) -> None:
     """An embedded collection records the folder it was built from, so ``kbsearch serve`` without KB_SOURCE can
     still read notes (``kb_get_note``). Qdrant Cloud's collections are shared: they record no laptop's path."""
@@ -1125,11 +1169,12 @@ def _remember_source(store: Store, source: Source, report: SyncReport) -> None:
 # -- event-driven runs: exactly the keys of an S3 event batch (or a watched folder's saves) ---------------------
 
 
-def give_reach(store: Store, groups: list[str]) -> bool:
-    """Give every public chunk whose ``reach`` lacks one of ``groups`` (or ``public``) ``public`` and ``groups``:
-    one payload write selecting exactly those chunks (by ``access``: a chunk made restricted meanwhile is not
-    selected), after a filtered scroll of one point finds any (none: nothing written). True when written."""
-    wanted = reach_of([PUBLIC], groups)
+def give_reach(store: Store, groups: list[str], sets: Iterable[str] = ()) -> bool:
+    """Give every public chunk whose ``reach`` lacks one of ``groups`` or ``sets`` (the tokens of group sets), or
+    ``public``, ``public``, ``groups`` and ``sets``: one payload write selecting exactly those chunks (by ``access``:
+    a chunk made restricted meanwhile is not selected), after a filtered scroll of one point finds any (none:
+    nothing written). True when written."""
+    wanted = reach_of([PUBLIC], groups, sets)
     lacking = {"must": [{"key": "access", "match": {"value": PUBLIC}}],
                "should": [{"must_not": [{"key": REACH, "match": {"value": g}}]} for g in wanted]}  # fmt: skip
     if not store.has_points(lacking):
@@ -1435,12 +1480,16 @@ class ChangeSync:
     def _catch_up_reach(self, report: ChangeReport) -> None:
         """A batch never records groups of ``reach`` (a full sync does, :meth:`Indexer._record_reach`); but one that
         read the recorded groups before a full sync recorded more wrote its public chunks with fewer: once its
-        writes are done, they are given the groups recorded now (only chunks lacking one are written)."""
+        writes are done, they are given the groups and group-set tokens recorded now (only chunks lacking one are
+        written; restricted chunks lacking a token of a set that shares one of their groups, too)."""
         if not (report.chunks_upserted or report.access_updated):
             return  # no chunk written: none to catch up
-        recorded = sorted(reach_groups(self.store.metadata()))
-        if not set(recorded) <= set(self.indexer._reach):
-            give_reach(self.store, recorded)
+        metadata = self.store.metadata()
+        recorded, sets = sorted(reach_groups(metadata)), sorted(reach_sets(metadata))
+        if not (set(recorded) <= set(self.indexer._reach) and set(sets) <= set(self.indexer._sets)):
+            give_reach(self.store, recorded, sets)
+        if not set(sets) <= set(self.indexer._sets):
+            self.indexer._repair_restricted_reach(sets)
 
     def _apply_rules(self, report: ChangeReport, stop_at: Deadline) -> bool:
         """The access file changed (created, edited or deleted): every indexed note's groups under the rules as

@@ -35,7 +35,7 @@ from kbsearch.qdrant.query import (
     Retriever,
     batch_searches,
     filter_json,
-    reach_groups,
+    reach_recorded,
     retrieve,
     retrieve_legs,
     signature_mismatch,
@@ -392,7 +392,7 @@ class SearchService:
 
         filters = request.filters
         with stages.run("retrieve"):
-            # how the store wants its dense searches, and which single groups its public chunks reach (cached
+            # how the store wants its dense searches, and which groups and group sets reach chunks by one match (cached
             # with the metadata; read outside the store's slot)
             metadata = self._collection_metadata(deadline) if dense or scope.restricted else None
             query_filter = filter_json(
@@ -402,7 +402,7 @@ class SearchService:
                 path_prefix=filters.path_prefix,
                 updated_after=filters.updated_after,
                 groups=scope.query_groups(),
-                reach=reach_groups(metadata) if scope.restricted else (),
+                reach=reach_recorded(metadata) if scope.restricted else (),
             )
             once = bool(dense) and bool((metadata or {}).get(RESCORE_ONCE))
             with self._retrieval_slot(deadline), index_errors():

@@ -34,7 +34,7 @@ from typing import Any
 from kbsearch.access import ACCESS_FILE
 from kbsearch.errors import KbSearchError
 from kbsearch.events import Change
-from kbsearch.indexer import ChangeReport, ChangeSync, Indexer, SyncOptions, SyncReport
+from kbsearch.indexer import ChangeReport, ChangeSync, Indexer, SyncOptions, SyncReport, caller_sets
 from kbsearch.sources import NOTE_SUFFIX, LocalSource, open_source
 
 logger = logging.getLogger(__name__)
@@ -54,6 +54,7 @@ class LiveIndex:
         from kbsearch.qdrant.embedded import EmbeddedRetriever
 
         self.settings = container.settings
+        self.secrets = container.secrets  # the caller mapping (KB_LOCAL_API_KEYS' groups): the group-set tokens
         retriever = container.search().retriever  # opens the embedded store the searches use
         if not isinstance(retriever, EmbeddedRetriever):
             raise KbSearchError("live sync needs the embedded store (QDRANT_URL is set: the deployed indexer syncs)")
@@ -67,7 +68,9 @@ class LiveIndex:
 
     def full(self, source: str, full: bool = False, allow_mass_delete: bool = False) -> SyncReport:
         with self.lock:
-            options = self.options(full=full, allow_mass_delete=allow_mass_delete)
+            options = self.options(
+                full=full, allow_mass_delete=allow_mass_delete, caller_sets=caller_sets(self.secrets)
+            )
             report = Indexer(open_source(source), self.store, self.embedder, options).sync()
             self._flush(report.chunks_upserted + report.chunks_deleted)
             self.last = {"kind": "full" if full else "reconcile", "report": report.to_dict()}

@@ -54,14 +54,23 @@ PAYLOAD_INDEXES = {
     "folders": "keyword", "chunk_index": "integer", "updated": "datetime", "access": "keyword",
     "path_keys": "keyword", "name_keys": "keyword", "link_keys": "keyword", "reach": "keyword",
 }  # fmt: skip
-#: Payload field: who reaches a chunk by one group (:func:`kbsearch.access.reach_of`): a restricted chunk's groups, a
-#: public chunk's ``public`` and every group of :data:`REACH_GROUPS`. A caller holding one group besides ``public``
-#: is then one ``match value`` (:func:`scope_clause`), which Qdrant checks at a fraction of the cost of the two; a
-#: caller of more groups has one of them matched on it in place of ``public`` on ``access``.
+#: Payload field: who reaches a chunk by one value (:func:`kbsearch.access.reach_of`): a restricted chunk's groups
+#: and the tokens (:func:`reach_token`) of the caller group sets that share one of them, a public chunk's ``public``,
+#: every group of :data:`REACH_GROUPS` and every token of :data:`REACH_SETS`. A caller holding one group besides
+#: ``public``, or a set whose token is recorded, is then one ``match value`` (:func:`scope_clause`), which Qdrant
+#: checks at a fraction of the cost of a ``should``; another caller of more groups has one of them matched on it in
+#: place of ``public`` on ``access``.
 REACH = "reach"
 #: Collection metadata: the groups every public chunk's ``reach`` holds (written by a full sync only after it gave
 #: them to every public chunk; absent in a store written before ``reach``: every search then uses the matches on ``access``).
 REACH_GROUPS = "access_reach"
+#: Collection metadata: the group-set tokens (:func:`reach_token`) every chunk a set may read carries in its ``reach``
+#: (written by a full sync only after it gave them to every such chunk; never taken back): a caller holding exactly
+#: such a set (and ``public``) is then one ``match value`` on :data:`REACH`.
+REACH_SETS = "access_reach_sets"
+#: What joins the groups of a set in its token: a character no group name holds (``kbsearch.access.normalize_group``:
+#: letters, digits, ``_ . : -``), so a token is never taken for a group, nor a group for a token.
+SET_JOIN = "+"
 POINT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://kb-search/points")
 
 logger = logging.getLogger(__name__)
@@ -152,7 +161,7 @@ def filter_json(
     (:meth:`kbsearch.access.Scope.query_groups`; None: unrestricted) is a clause every point must meet, on the
     chunks' ``access`` and ``reach`` fields (:func:`scope_clause`), so what the caller may not read never leaves
     Qdrant: :func:`fusion_request` puts this filter on every prefetch and on the fused query. ``reach``: the groups
-    the collection's metadata says every public chunk reaches (:data:`REACH_GROUPS`).
+    and group-set tokens the collection's metadata records (:func:`reach_recorded`).
 
     A scope of several matches is the filter's own ``should`` (at least one of them), beside the ``must`` of the
     request's filters, not a ``should`` nested in the ``must``: the same points, and Qdrant's engine checks it at
@@ -185,29 +194,38 @@ def filter_json(
 
 
 def scope_clause(groups: Sequence[str], reach: Collection[str] = ()) -> dict[str, Any]:
-    """The caller's scope as one condition: a chunk whose ``access`` holds any of ``groups``. Written as a
-    ``should`` of one ``match value`` per group (one group: that match alone), not as ``match any``: the same
-    points, checked at less cost by Qdrant's engine on a scanned segment (:func:`filter_json` makes the ``should``
-    the filter's own; Edge, the 10x vault, the search's batch, a caller of two groups, load 7-11: +2.5-2.8
-    against +3.3-3.9 ms for ``match any``, +3.5-4.0 ms for the ``should`` nested in the filter's ``must``;
-    BENCHMARKS.md, "Access scopes", sessions 7 and 12).
+    """The caller's scope as one condition: a chunk whose ``access`` holds any of ``groups``. ``reach``: what the
+    collection's metadata records (:func:`reach_recorded`): the groups every public chunk's :data:`REACH` holds
+    (:data:`REACH_GROUPS`) and the tokens of the group sets every chunk a set may read holds (:data:`REACH_SETS`).
+    Costs on Edge, the 10x vault (BENCHMARKS.md, "Access scopes"), added to a warm search's p50:
 
-    A caller holding ``public`` and a group ``g`` that is in ``reach`` (the collection's :data:`REACH_GROUPS`: every
-    public chunk's :data:`REACH` holds it) has ``g`` matched on :data:`REACH` in place of ``public`` on ``access``:
-    that one match finds every public chunk and every chunk of ``g`` (a restricted chunk's ``reach`` is its
-    groups); its other groups, recorded or not, stay matches on ``access`` (their restricted chunks). The same
-    points. A caller of ``g`` alone is then one ``match value``, at a sixth of the engine's cost of the two (+0.6-0.8
-    against +4.1 ms; session 11); a caller of more groups saves the match of ``public`` (+0.1-0.2 ms; session 12:
-    what costs is the ``should`` itself, whatever its matches). ``g`` is the first recorded group by name, the one a
-    public chunk's sorted ``reach`` names first (the last was dearer). Never wider: a chunk's ``reach`` holds a group
-    beyond its own only when the chunk is public, whatever the metadata says; a ``reach`` stale or missing (a group
-    new to the index, a store from before) can only leave public chunks out, and such a group is not in ``reach``
-    until a full sync gave it to every public chunk. A scope without ``public`` (no caller's: every
-    :class:`kbsearch.access.Scope` holds it) is matched on ``access`` alone: ``reach`` would find public chunks."""
+    - a caller of two groups or more whose set's token (:func:`reach_token`) is recorded: that one ``match value``
+      on :data:`REACH` (a public chunk's ``reach`` holds every recorded token; a restricted chunk's, the tokens of
+      the sets that share a group with its ``access``): the same points, close to a one-group caller's cost (session
+      13, load 4-9: +1.3-2.5 ms, median +1.5, against +3.3 ms for the ``should`` below on main, and +0.8-1.2 ms
+      for a one-group caller in the same hour);
+    - a caller of one group ``g`` that is in ``reach``: ``g`` matched on :data:`REACH` in place of ``public`` on
+      ``access``, one ``match value`` (+0.6-0.8 ms against +4.1 ms for the two; session 11);
+    - otherwise a ``should`` of one ``match value`` per group (:func:`filter_json` makes it the filter's own; not
+      ``match any``, dearer), the first recorded group by name matched on :data:`REACH` in place of ``public`` on
+      ``access`` (its other groups stay matches on ``access``): what costs is the ``should`` itself (+2.2-2.8 ms
+      for two groups; sessions 7 and 12). A set with no recorded token (new to the caller mapping since the last
+      full sync, past :data:`kbsearch.access.MAX_REACH_SETS`, or an indexer that could not read the mapping) is
+      matched so: correct, slower.
+
+    Never wider: a chunk's ``reach`` holds a group beyond its own only when the chunk is public, and a token only when
+    the chunk is public or its ``access`` shares a group with the token's set (:func:`kbsearch.access.reach_of`),
+    whatever the metadata says; a ``reach`` stale or missing (a group or set new to the index, a store from before)
+    can only leave chunks out, and such a group or token is not recorded until a full sync gave it to every chunk it
+    serves. A scope without ``public`` (no caller's: every :class:`kbsearch.access.Scope` holds it) is matched on
+    ``access`` alone: ``reach`` would find public chunks."""
     if not groups:
         raise ValueError("a restricted scope holds at least one group")
     wanted = sorted(set(groups))
     own = [group for group in wanted if group != PUBLIC_GROUP]
+    token = reach_token(own)
+    if PUBLIC_GROUP in wanted and token is not None and token in reach:
+        return {"key": REACH, "match": {"value": token}}
     recorded = [group for group in own if group in reach]
     if PUBLIC_GROUP in wanted and recorded:
         first = recorded[0]
@@ -222,13 +240,40 @@ def scope_clause(groups: Sequence[str], reach: Collection[str] = ()) -> dict[str
 PUBLIC_GROUP = "public"
 
 
-def reach_groups(metadata: dict[str, Any] | None) -> frozenset[str]:
-    """The groups a collection's metadata says every public chunk reaches (:data:`REACH_GROUPS`); none when it
-    says nothing usable (a store written before, another shape)."""
-    value = (metadata or {}).get(REACH_GROUPS)
+def reach_token(groups: Collection[str]) -> str | None:
+    """The token of a caller's group set in :data:`REACH`: its groups but ``public``, sorted, joined by
+    :data:`SET_JOIN` (``hr+security``); None for a set of fewer than two such groups (one group is its own name)."""
+    own = sorted(set(groups) - {PUBLIC_GROUP})
+    return SET_JOIN.join(own) if len(own) > 1 else None
+
+
+def token_groups(value: str) -> frozenset[str]:
+    """The groups of a :data:`REACH` value: a token's set, or a group alone."""
+    return frozenset(value.split(SET_JOIN))
+
+
+def _recorded(metadata: dict[str, Any] | None, key: str) -> frozenset[str]:
+    value = (metadata or {}).get(key)
     if type(value) is not list or not all(type(g) is str for g in value):
         return frozenset()
     return frozenset(value)
+
+
+def reach_groups(metadata: dict[str, Any] | None) -> frozenset[str]:
+    """The groups a collection's metadata says every public chunk reaches (:data:`REACH_GROUPS`); none when it
+    says nothing usable (a store written before, another shape)."""
+    return frozenset(g for g in _recorded(metadata, REACH_GROUPS) if SET_JOIN not in g)
+
+
+def reach_sets(metadata: dict[str, Any] | None) -> frozenset[str]:
+    """The group-set tokens a collection's metadata says every chunk they serve carries (:data:`REACH_SETS`); none
+    when it says nothing usable."""
+    return frozenset(t for t in _recorded(metadata, REACH_SETS) if reach_token(token_groups(t)) == t)
+
+
+def reach_recorded(metadata: dict[str, Any] | None) -> frozenset[str]:
+    """What a search matches on :data:`REACH` (:func:`scope_clause`): the recorded groups and set tokens."""
+    return reach_groups(metadata) | reach_sets(metadata)
 
 
 def path_filter(path: str, from_chunk: int | None = None) -> dict[str, Any]:

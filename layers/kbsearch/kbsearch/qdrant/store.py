@@ -23,12 +23,14 @@ from kbsearch.qdrant.query import (
     PAYLOAD_INDEXES,
     PUBLIC_GROUP,
     REACH,
+    SET_JOIN,
     SPARSE,
     ScoredChunk,
     dense_size,
     path_filter,
     point_id,
     read_legs,
+    token_groups,
     unreachable,
 )
 
@@ -281,7 +283,8 @@ def recorded_access(payload: dict[str, Any]) -> tuple[tuple[str, ...], str] | No
 
 def reach_fits(groups: Sequence[str], reach: object) -> bool:
     """Whether a chunk's ``reach`` (:data:`kbsearch.qdrant.query.REACH`) is what its ``access`` groups give it: a
-    restricted chunk's, exactly its groups; a public chunk's, ``public`` among others. A kb-search older than
+    restricted chunk's, exactly its groups beside tokens of group sets (:data:`kbsearch.qdrant.query.SET_JOIN`) each
+    sharing one of them; a public chunk's, ``public`` among others. A kb-search older than
     ``reach`` writing the same collection changes ``access`` by a payload update and leaves ``reach`` as it was: a
     note it restricted kept a public chunk's ``reach``, readable by any one-group caller of the recorded groups.
     Such a chunk records no usable groups (:func:`recorded_access`), so the next run that reads it writes the
@@ -291,7 +294,12 @@ def reach_fits(groups: Sequence[str], reach: object) -> bool:
         return False
     if PUBLIC_GROUP in groups:
         return PUBLIC_GROUP in reach
-    return sorted(set(reach)) == sorted(set(groups))
+    if not all(isinstance(value, str) for value in reach):
+        return False
+    own = set(groups)
+    tokens = [value for value in reach if SET_JOIN in value]
+    plain = set(reach) - set(tokens)
+    return plain == own and all(not own.isdisjoint(token_groups(token)) for token in tokens)
 
 
 @dataclass(frozen=True)
