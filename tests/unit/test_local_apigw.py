@@ -5,8 +5,9 @@ import json
 from pathlib import Path
 
 from kbsearch_tools.local.apigw import HttpRequest, build_event, parse_result
+from kbsearch_tools.local.keys import parse_api_keys
 from kbsearch_tools.local.runtime import LambdaContext, function_environment
-from kbsearch_tools.local.server import LocalApi, parse_api_keys
+from kbsearch_tools.local.server import LocalApi
 from kbsearch_tools.local.template import Template
 
 ROOT = Path(__file__).resolve().parents[2]

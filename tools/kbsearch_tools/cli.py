@@ -175,8 +175,9 @@ def _oracle_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     _start_oracle(args)
+    from kbsearch_tools.local.keys import parse_api_keys
     from kbsearch_tools.local.runtime import read_env_vars_file
-    from kbsearch_tools.local.server import LocalApi, make_server, parse_api_keys
+    from kbsearch_tools.local.server import LocalApi, make_server
     from kbsearch_tools.local.template import Template
 
     template = Template(_find_template(args.template), _parameter_overrides(args.parameter_overrides))
@@ -343,7 +344,7 @@ def _local_caller_mapping() -> None:
     """``kbsearch index`` learns the callers' group sets (their reach tokens) from the mapping ``kbsearch serve``
     gives its functions: ``ACCESS_GROUPS`` with each ``KB_LOCAL_API_KEYS`` key's groups. Keys it cannot read: the
     shell's mapping as it is (``kbsearch serve`` names the problem)."""
-    from kbsearch_tools.local.server import caller_mapping, parse_api_keys
+    from kbsearch_tools.local.keys import caller_mapping, parse_api_keys
 
     try:
         keys = parse_api_keys(os.environ.get("KB_LOCAL_API_KEYS"))
