@@ -7,7 +7,8 @@ import hashlib
 import json
 import random
 import shutil
-from collections.abc import Iterable, Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -500,24 +501,64 @@ class WindowLog:
         return getattr(self.store, name)
 
 
-def test_a_failed_embedding_leaves_the_windows_before_it_written(tmp_path: Path, deepinfra: FakeProvider) -> None:
-    """The provider fails on the third window: the two before are written, nothing after, and the report says so;
-    the next run indexes the rest."""
+def logged_sync(
+    tmp_path: Path, deepinfra: FakeProvider, make_log: Callable[[Store, Any], WindowLog]
+) -> tuple[Path, Settings, WindowLog, SyncReport]:
+    """A full sync of 8 notes, 2 to a window (4 chunks), through the log ``make_log`` makes of its store and
+    embedder: (the vault, its settings, the log, the report)."""
     kb = tmp_path / "kb"
     kb.mkdir()
     write_notes(kb, 8)
     settings = provider_settings(deepinfra, qdrant_path=str(tmp_path / "q"))
     store = store_for(settings)
-    log = WindowLog(store, build_embedder(settings, Secrets(settings), shared_client()), fail_window=2)
+    log = make_log(store, build_embedder(settings, Secrets(settings), shared_client()))
     try:
         report = Indexer(LocalSource(kb), cast(Store, log), log.embedder, SyncOptions(window_chunks=4)).sync()
     finally:
         store.close()
+    return kb, settings, log, report
+
+
+def test_a_failed_embedding_leaves_the_windows_before_it_written(tmp_path: Path, deepinfra: FakeProvider) -> None:
+    """The provider fails on the third window: the two before are written, nothing after, and the report says so;
+    the next run indexes the rest."""
+    kb, settings, log, report = logged_sync(tmp_path, deepinfra, lambda s, e: WindowLog(s, e, fail_window=2))
     assert report.incomplete and report.error == "embedding failed: deepinfra: injected"
     assert log.upserted == [["n00.md", "n01.md"], ["n02.md", "n03.md"]]
     assert report.added == 4 and report.chunks_upserted == 8
     resumed = run(LocalSource(kb), settings)
     assert resumed.added == 4 and resumed.unchanged == 4 and not resumed.incomplete
+    assert_exact_chunks(settings, kb)
+
+
+class OverlapLog(WindowLog):
+    """A :class:`WindowLog` whose write of window k waits (up to 5 s) for window k + 1's embedding to start, and
+    records whether it did: a sync that embedded each window only after writing the one before never would."""
+
+    def __init__(self, store: Store, embedder: Any, windows: int) -> None:
+        super().__init__(store, embedder)
+        self.windows = windows
+        self.started = [threading.Event() for _ in range(windows)]
+        self.overlapped: list[bool] = []
+
+    def _embed(self, texts: Any, deadline: Any = None, stats: Any = None) -> Any:
+        self.started[sum(1 for kind, _ in self.events if kind == "embed")].set()
+        return super()._embed(texts, deadline, stats)
+
+    def upsert(self, chunks: Any) -> None:
+        k = len(self.upserted)
+        if k + 1 < self.windows:
+            self.overlapped.append(self.started[k + 1].wait(timeout=5))
+        super().upsert(chunks)
+
+
+def test_the_next_window_is_embedded_while_one_is_written(tmp_path: Path, deepinfra: FakeProvider) -> None:
+    """The provider works while the store does: window k + 1 is being embedded while window k is written; the
+    windows are still written in order, each once, with the vectors a sync one window at a time writes."""
+    kb, settings, log, report = logged_sync(tmp_path, deepinfra, lambda s, e: OverlapLog(s, e, windows=4))
+    assert isinstance(log, OverlapLog) and not report.incomplete and report.added == 8 and report.embedding_calls == 4
+    assert log.overlapped == [True, True, True]
+    assert log.upserted == [["n00.md", "n01.md"], ["n02.md", "n03.md"], ["n04.md", "n05.md"], ["n06.md", "n07.md"]]
     assert_exact_chunks(settings, kb)
 
 

@@ -9,6 +9,7 @@ deterministic bag-of-words hashes (similar texts get similar vectors), returned 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -54,12 +55,19 @@ def count_tokens(text: str) -> int:
     return max(1, (len(_WORD.findall(text)) * 4 + 2) // 3)
 
 
+@functools.lru_cache(maxsize=1 << 17)
+def _word_slot(word: str, dims: int) -> tuple[int, float]:
+    """Where a word adds to a fake embedding, and with which sign (a hash: the same for every text)."""
+    h = int.from_bytes(hashlib.blake2b(word.encode(), digest_size=8).digest(), "big")
+    return h % dims, 1.0 if (h >> 32) & 1 else -1.0
+
+
 def fake_embedding(text: str, dims: int) -> list[float]:
     vec = [0.0] * dims
     body = text.split("\nQuery:", 1)[-1]  # the instruction is not content
     for word in _WORD.findall(body.lower()):
-        h = int.from_bytes(hashlib.blake2b(word.encode(), digest_size=8).digest(), "big")
-        vec[h % dims] += 1.0 if (h >> 32) & 1 else -1.0
+        slot, sign = _word_slot(word, dims)
+        vec[slot] += sign
     if not any(vec):
         vec[0] = 1.0
     return [2.5 * x for x in vec]  # deliberately not unit length

@@ -737,17 +737,37 @@ class Indexer:
         stop_at: Deadline,
         call_deadline: Deadline | None,
     ) -> None:
-        """Parse, embed and write the notes of ``work``, a window of chunks at a time, one window after the other.
-        (Embedding a window in a thread while the one before is written was measured and dropped: Qdrant Edge's
-        calls hold the GIL, so the provider's answers wait for them to be decoded; BENCHMARKS.md, session 10.)"""
+        """Parse, embed and write the notes of ``work``, a window of chunks at a time: each window is embedded in a
+        thread while the window before it is written (the provider works while the store does; one window's
+        requests in flight at a time, as before). A window's embedding is waited for before the next one starts, so
+        a provider failure stops the run with no request sent after it (BENCHMARKS.md, session 13)."""
+        from concurrent.futures import Future, ThreadPoolExecutor
+
         stats = EmbeddingStats()
         window: list[_Parsed] = []
+        embedding: tuple[list[_Parsed], Future[list[ChunkPoint]]] | None = None  # the window being embedded
         done = 0
         indexed_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         outcomes = self._parsed_elsewhere(work, indexed_at)
+        ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kbsearch-embed")
+
+        def embedded() -> tuple[list[_Parsed], list[ChunkPoint]] | None:
+            """The window being embedded and its points, once its embedding is done (ProviderError: it failed)."""
+            nonlocal embedding
+            if embedding is None:
+                return None
+            waited, future = embedding
+            embedding = None
+            return waited, future.result()
+
+        def write(ready: tuple[list[_Parsed], list[ChunkPoint]] | None) -> None:
+            if ready is not None:
+                self._write_window(report, ready[0], ready[1], state)
+
         try:
             for position, (obj, kind) in enumerate(work):
                 if stop_at.remaining() <= 0:
+                    write(embedded())  # a full window is written, as when it was embedded in turn
                     report.incomplete = True
                     report.remaining = len(work) - position + len(window)
                     break
@@ -756,10 +776,13 @@ class Indexer:
                 if parsed is not None:
                     window.append(parsed)
                 if sum(len(p.chunks) for p in window) >= self.options.window_chunks:
-                    self._write_window(report, window, self._embedded(window, stats, call_deadline), state)
+                    ready = embedded()
+                    embedding = window, ahead.submit(self._embedded, window, stats, call_deadline)
+                    write(ready)
                     window = []
                 if self.progress:
                     self.progress(done, len(work), obj.path)
+            write(embedded())
             if window and not report.incomplete:
                 self._write_window(report, window, self._embedded(window, stats, call_deadline), state)
             elif window:
@@ -770,6 +793,7 @@ class Indexer:
             logger.error("embedding failed; the run stops, unchanged notes keep their last version",
                          extra={"error": str(exc)})  # fmt: skip
         finally:
+            ahead.shutdown(wait=True, cancel_futures=True)  # a window still embedding after a failure is dropped
             if outcomes is not None:
                 outcomes.close()  # notes parsed ahead of a deadline or a failure are dropped
             report.embedding_calls = stats.calls
