@@ -376,6 +376,28 @@ def test_groups_an_older_version_wrote_without_reach_are_written_again_by_the_ne
     assert_exact(settings, {**ACCESS, "pub/Onboarding.md": set(groups)})
 
 
+def test_groups_an_older_version_wrote_are_repaired_by_any_batch_of_this_version(any_store: Settings, kb: Path) -> None:
+    """The older writer's window closes at this version's next run of any kind: an event batch of another note (its
+    catch-up looks for restricted chunks whose ``reach`` is not their groups) gives the note its groups' ``reach``,
+    and a caller of another recorded group no longer finds it."""
+    sync(any_store, kb)
+    (kb / "_access.yaml").write_text(RULES + "pub/: [hr]\n", encoding="utf-8")
+    store = open_store(any_store, Secrets(any_store))
+    try:  # what the older version's rules run writes: the groups alone
+        store.set_payloads([(["pub/Onboarding.md"], {"access": ["hr"], "access_from": "folder:pub/"})])
+    finally:
+        store.close()
+    assert "pub/Onboarding.md" in search_as(any_store, ["security"])[0]  # the window
+    (kb / "ops/Other.md").write_text("# Other\nwelcome other\n", encoding="utf-8")
+    report = apply_events(any_store, kb, "ops/Other.md")
+    assert report.chunks_upserted == 1 and report.access_updated == 0  # the note itself not touched
+    reach, _ = stored(any_store)
+    assert reach["pub/Onboarding.md"] == {("hr",)}
+    assert search_as(any_store, ["security"]) == (["ops/Incident.md", "ops/Other.md", "security/incidents/Breach.md"],
+                                                  one_match("security"))  # fmt: skip
+    assert_exact(any_store, {**ACCESS, "pub/Onboarding.md": {"hr"}, "ops/Other.md": {"public"}})
+
+
 def test_reach_fits_its_groups_or_the_chunk_records_none() -> None:
     from kbsearch.qdrant.store import recorded_access
 
