@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 
-from kbsearch_tools.s3events import EventPath, sqs_record
+from kbsearch_tools.local.template import load_template
+from kbsearch_tools.s3events import NOTIFIED_EVENTS, EventPath, eventbridge_body, sqs_record
+from tests.conftest import ROOT
 from tests.integration.test_events import BUCKET, PREFIX, Indexer, aws, note, open_points, s3_calls
 
 __all__ = ["aws", "s3_calls"]  # fixtures, shared with test_events
@@ -71,3 +73,47 @@ def test_notification_keys_with_escapes_s3_never_sends_are_skipped_with_a_reason
     for key in BAD_ESCAPES.values():
         reasons = {line["reason"] for line in ignored if line["key"] == key}
         assert len(reasons) == 1 and "not a key S3 sent" in next(iter(reasons)), (key, reasons)
+
+
+# -- 2. lifecycle expirations ---------------------------------------------------------------------------------------
+
+
+def test_the_bucket_notifies_what_the_template_subscribes() -> None:
+    """The moto bucket of these tests is wired as template.yaml wires the stack's bucket (every event type)."""
+    notes = load_template(ROOT / "template.yaml")["Resources"]["KbBucket"]["Properties"]["NotificationConfiguration"]
+    events = [c["Event"] for c in notes["QueueConfigurations"]]
+    assert events == list(NOTIFIED_EVENTS) * 2 and "s3:LifecycleExpiration:*" in events
+
+
+@pytest.mark.parametrize("name", ["LifecycleExpiration:Delete", "LifecycleExpiration:DeleteMarkerCreated"])
+def test_a_note_a_lifecycle_rule_expires_leaves_the_index_at_once(
+    aws: EventPath, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """A lifecycle rule expiring a note sends `LifecycleExpiration:*` (never `ObjectRemoved:*`): the bucket is
+    subscribed to it and the event removes the note, through the queue as S3 sends it (it was neither subscribed
+    nor read: `event ... does not change a note`, the note searchable until the next full sync). The same for the
+    access file at the root, and for EventBridge's `Object Deleted` of a lifecycle expiration."""
+    indexer = Indexer(monkeypatch, tmp_path, None)
+    aws.receive()
+    subscribed = aws.s3.get_bucket_notification_configuration(Bucket=BUCKET)["QueueConfigurations"]
+    assert all("s3:LifecycleExpiration:*" in c["Events"] for c in subscribed)
+    aws.put(f"{PREFIX}_access.yaml", b"hr/: [hr]\n")
+    for path in ("old.md", "hr/pay.md", "keep.md", "bridge.md"):
+        aws.put(f"{PREFIX}{path}", note(len(path)))
+    assert indexer(aws.receive()) == []
+    groups = {p["path"]: p["access"] for p in open_points(indexer.settings())}
+    assert groups["hr/pay.md"] == ["hr"]
+    # the rule expires three objects: S3 sends the queue what it sends for a lifecycle expiration, nothing else
+    for key in (f"{PREFIX}old.md", f"{PREFIX}_access.yaml", f"{PREFIX}bridge.md"):
+        aws.s3.delete_object(Bucket=BUCKET, Key=key)
+    aws.receive()  # moto notifies a DeleteObject call as ObjectRemoved: dropped, the rule's deletion sends no such
+    for key in (f"{PREFIX}old.md", f"{PREFIX}_access.yaml"):
+        aws.sqs.send_message(QueueUrl=aws.queue_url, MessageBody=_notification(key, name))
+    bridge = eventbridge_body(BUCKET, f"{PREFIX}bridge.md", True, "FF" * 9, "2026-12-04T00:00:00Z")
+    body = json.loads(bridge)
+    body["detail"].update({"reason": "Lifecycle Expiration", "deletion-type": "Permanently Deleted"})
+    aws.sqs.send_message(QueueUrl=aws.queue_url, MessageBody=json.dumps(body))
+    assert indexer(aws.receive()) == []
+    after = {p["path"]: p["access"] for p in open_points(indexer.settings())}
+    assert set(after) == {"hr/pay.md", "keep.md"}
+    assert after["hr/pay.md"] == ["public"]  # the expired access file's rule no longer applies

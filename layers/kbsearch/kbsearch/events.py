@@ -5,7 +5,8 @@ Shapes (reference/aws.md, "S3 change events"):
 
 - SQS record: ``messageId``, ``body`` (a JSON string), ``attributes.ApproximateReceiveCount``,
   ``attributes.SentTimestamp`` (epoch milliseconds, set by SQS when S3 or EventBridge sent the message).
-- S3 notification body: ``{"Records": [{"eventName": "ObjectCreated:Put" | "ObjectRemoved:Delete" | ...,
+- S3 notification body: ``{"Records": [{"eventName": "ObjectCreated:Put" | "ObjectRemoved:Delete" |
+  "LifecycleExpiration:Delete" | ...,
   "eventTime", "s3": {"bucket": {"name"}, "object": {"key" (URL-encoded, spaces as ``+``), "size", "eTag",
   "versionId", "sequencer"}}}]}``; the ``s3:TestEvent`` message S3 sends when the configuration is saved is ignored.
 - EventBridge body: ``{"source": "aws.s3", "detail-type": "Object Created" | "Object Deleted", "time",
@@ -38,6 +39,10 @@ from kbsearch.sources import NOTE_SUFFIX, note_path, path_problem
 _SURROGATE = re.compile("[\ud800-\udfff]")
 #: A ``%`` that does not start a percent-escape.
 _BAD_ESCAPE = re.compile("%(?![0-9A-Fa-f]{2})")
+#: The notification event names that remove an object: a delete (``ObjectRemoved:Delete``,
+#: ``ObjectRemoved:DeleteMarkerCreated``) and a lifecycle rule's expiration (``LifecycleExpiration:Delete``,
+#: ``LifecycleExpiration:DeleteMarkerCreated``).
+REMOVED_EVENTS = ("ObjectRemoved:", "LifecycleExpiration:")
 
 #: Sequencers are compared at this width (S3's are 16-18 hex digits today), and the DynamoDB log (string
 #: comparison) stores them padded to it.
@@ -198,7 +203,7 @@ def _s3_record(record: Any, message_id: str, scope: Scope, batch: Batch) -> str 
     bucket_name = bucket.get("name") if isinstance(bucket, dict) else None
     if name.startswith("ObjectCreated:"):
         removed = False
-    elif name.startswith("ObjectRemoved:"):
+    elif name.startswith(REMOVED_EVENTS):
         removed = True
     else:
         batch.ignored.append({"key": shown(key), "reason": f"event {name!r} does not change a note"})
