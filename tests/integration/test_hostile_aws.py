@@ -10,12 +10,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 
+from kbsearch_tools.local.runtime import LambdaContext
 from kbsearch_tools.local.template import load_template
 from kbsearch_tools.s3events import NOTIFIED_EVENTS, EventPath, eventbridge_body, sqs_record
 from tests.conftest import ROOT
-from tests.integration.test_events import BUCKET, PREFIX, Indexer, aws, note, open_points, s3_calls
+from tests.integration.test_events import BUCKET, PREFIX, TABLE, Indexer, aws, note, open_points, s3_calls
 
 __all__ = ["aws", "s3_calls"]  # fixtures, shared with test_events
 
@@ -117,3 +119,72 @@ def test_a_note_a_lifecycle_rule_expires_leaves_the_index_at_once(
     after = {p["path"]: p["access"] for p in open_points(indexer.settings())}
     assert set(after) == {"hr/pay.md", "keep.md"}
     assert after["hr/pay.md"] == ["public"]  # the expired access file's rule no longer applies
+
+
+# -- 4. lease items edited by hand ----------------------------------------------------------------------------------
+
+#: ``expires_at`` values no holder writes (absent, of another DynamoDB type, beyond any TTL): the lease is free.
+BROKEN_EXPIRIES: dict[str, dict[str, Any] | None] = {
+    "absent": None, "a string": {"S": "2030-01-01T00:00:00Z"}, "a number as a string": {"S": "1900000000"},
+    "a boolean": {"BOOL": True}, "null": {"NULL": True}, "a list": {"L": [{"N": "1"}]}, "a map": {"M": {}},
+    "10^30": {"N": "1E+30"}, "38 nines": {"N": "9" * 38}, "a year ahead": {"N": str(int(time.time()) + 366 * 86400)},
+    "a fraction, past": {"N": "1.5"}, "negative": {"N": "-1e30"},
+}  # fmt: skip
+
+
+def _put_lease(expires: dict[str, Any] | None, owner: dict[str, Any] | None = None) -> None:
+    item = {"pk": {"S": "index#kb"}, "owner": owner or {"S": "hand-edit"}, "acquired_at": {"N": "1"}}
+    if expires is not None:
+        item["expires_at"] = expires
+    boto3.client("dynamodb", region_name="us-east-1").put_item(TableName=TABLE, Item=item)
+
+
+def _lease_item() -> dict[str, Any] | None:
+    client = boto3.client("dynamodb", region_name="us-east-1")
+    return client.get_item(TableName=TABLE, Key={"pk": {"S": "index#kb"}}).get("Item")
+
+
+@pytest.mark.parametrize("expires", list(BROKEN_EXPIRIES.values()), ids=list(BROKEN_EXPIRIES))
+def test_a_hand_edited_lease_item_never_stops_the_indexer(
+    aws: EventPath, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, expires: dict[str, Any] | None
+) -> None:
+    """A lease item whose `expires_at` no holder writes: an event batch applies its notes and a scheduled run syncs,
+    taking the lease over and releasing it (an absent or non-number expiry held the lease for ever, every full sync
+    `skipped`; 10^30 too, and failed every event batch back to the queue; `1E+30` as the batch read it was a
+    `ValueError` out of the handler)."""
+    indexer = Indexer(monkeypatch, tmp_path, None)
+    aws.receive()
+    aws.put(f"{PREFIX}a.md", note(1))
+    _put_lease(expires)
+    assert indexer(aws.receive()) == []
+    assert {p["path"] for p in open_points(indexer.settings())} == {"a.md"}
+    aws.put(f"{PREFIX}b.md", note(2))
+    aws.receive()  # lost: the scheduled run finds it
+    _put_lease(expires)
+    report = indexer.app.lambda_handler({"full": True}, LambdaContext("kb-search-test-indexer", 2048, 900))
+    assert report.get("status") != "skipped" and report["error"] is None, report
+    assert {p["path"] for p in open_points(indexer.settings())} == {"a.md", "b.md"}
+    assert _lease_item() is None  # taken over and released, not left for the next run
+
+
+@pytest.mark.parametrize("expires_in", [100.5, 30])
+@pytest.mark.parametrize("owner", [{"S": "another run"}, {"N": "5"}, None])
+def test_a_lease_held_with_a_plausible_expiry_is_waited_on_and_named(
+    aws: EventPath, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, expires_in: float, owner: dict[str, Any] | None
+) -> None:
+    """A lease that is a holder's (its expiry within the longest TTL, a fraction too) still skips the full sync and
+    fails the batch back, naming the holder and the expiry (a fraction was a `ValueError`, an owner of another type
+    an `AttributeError`)."""
+    indexer = Indexer(monkeypatch, tmp_path, None)
+    indexer.app.LEASE_RETRY_S = 0
+    aws.receive()
+    aws.put(f"{PREFIX}a.md", note(1))
+    records = aws.receive()
+    item: dict[str, Any] = {"pk": {"S": "index#kb"}, "expires_at": {"N": str(time.time() + expires_in)}}
+    if owner is not None:
+        item["owner"] = owner
+    boto3.client("dynamodb", region_name="us-east-1").put_item(TableName=TABLE, Item=item)
+    assert indexer(records) == [r["messageId"] for r in records]
+    report = indexer.app.lambda_handler({"full": True}, LambdaContext("kb-search-test-indexer", 2048, 900))
+    assert report["status"] == "skipped" and isinstance(report["expires_at"], int), report
+    assert report["holder"] == (owner["S"] if owner and "S" in owner else "another run")
