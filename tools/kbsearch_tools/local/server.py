@@ -6,7 +6,8 @@ require an API key answer 403 "Forbidden" without a valid ``x-api-key`` (when ``
 bodies over 10 MB answer 413. Each function is one warm container: its calls run one at a time.
 
 At the socket it answers as API Gateway does, in its ``{"message": ...}`` JSON, never with a traceback in the log
-or an HTML page: a ``Content-Length`` that is not one number → 400, a body shorter than its ``Content-Length`` →
+or an HTML page: a header holding a NUL, or a line among the headers that is none → 400 and the connection closed, a ``Content-Length`` that is not one
+number → 400, a body shorter than its ``Content-Length`` →
 400 (or a quiet close when the client stalls past the idle timeout), ``Transfer-Encoding`` → 411 (400 with a
 ``Content-Length`` too), headers over 10 KiB → 431, a request line that is not HTTP/1.x → 400 (HTTP/0.9: a quiet
 close), any method the template has no route for (TRACE, CONNECT, PROPFIND, ...) → 403 "Missing Authentication
@@ -185,6 +186,12 @@ class _Handler(BaseHTTPRequestHandler):
         header_bytes = sum(len(k) + len(v) for k, v in self.headers.items())
         if header_bytes > MAX_HEADER_BYTES:
             self._fail(431)
+            return
+        if self.headers.defects or any("\x00" in k or "\x00" in v for k, v in self.headers.items()):
+            # RFC 9110 5.5: a field value holding NUL is invalid, to be rejected. A line that is no header (no colon,
+            # a NUL in the name) ends the parsed headers there (a defect): the Host after it was dropped, and the
+            # request answered as one without a Host. Either way the connection's framing is not trusted: closed.
+            self._fail(400)
             return
         try:
             url = urlsplit(self.path)
