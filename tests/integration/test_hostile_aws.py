@@ -188,3 +188,44 @@ def test_a_lease_held_with_a_plausible_expiry_is_waited_on_and_named(
     report = indexer.app.lambda_handler({"full": True}, LambdaContext("kb-search-test-indexer", 2048, 900))
     assert report["status"] == "skipped" and isinstance(report["expires_at"], int), report
     assert report["holder"] == (owner["S"] if owner and "S" in owner else "another run")
+
+
+# -- the sequencer log's items edited by hand -----------------------------------------------------------------------
+
+#: ``seq`` values the sequencer log never writes (it writes 64 upper-case hex digits).
+BROKEN_SEQUENCERS: dict[str, dict[str, Any] | None] = {
+    "absent": None, "a number": {"N": "5"}, "a list": {"L": [{"S": "01"}]}, "not hex": {"S": "Z" * 64},
+    "short": {"S": "FF"}, "prose": {"S": "later"}, "lower case": {"S": "f" * 64}, "0X prefix": {"S": "0X" + "F" * 62},
+    "underscores": {"S": "F_" * 32},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("seq", list(BROKEN_SEQUENCERS.values()), ids=list(BROKEN_SEQUENCERS))
+def test_a_hand_edited_sequencer_item_never_blocks_a_notes_events(
+    aws: EventPath, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seq: dict[str, Any] | None
+) -> None:
+    """The sequencer log's item of a note (``seq#<collection>#<path>``, in the lease table) holding a ``seq`` it never
+    writes: the note's next event is applied and the item written over with its sequencer, after which the log
+    orders events again (a replay is stale). No ``seq``, a number or a list was a `KeyError` failing every batch
+    touching the note (to the dead-letter queue); text above every sequencer (`Z`, `FF`, lower case, `0X`) made every
+    later event of the note `stale`, the note frozen at its old text until a full sync, for the item's life."""
+    indexer = Indexer(monkeypatch, tmp_path, None)
+    aws.receive()
+    aws.put(f"{PREFIX}a.md", note(1))
+    assert indexer(aws.receive()) == []
+    item: dict[str, Any] = {"pk": {"S": "seq#kb#a.md"}}
+    if seq is not None:
+        item["seq"] = seq
+    boto3.client("dynamodb", region_name="us-east-1").put_item(TableName=TABLE, Item=item)
+    aws.put(f"{PREFIX}a.md", note(1, first="edited by a later save"))
+    records = aws.receive()
+    assert indexer(records) == []
+    assert "edited by a later save" in json.dumps(open_points(indexer.settings()))
+    client = boto3.client("dynamodb", region_name="us-east-1")
+    held = client.get_item(TableName=TABLE, Key={"pk": {"S": "seq#kb#a.md"}})["Item"]["seq"]["S"]
+    sequencer = json.loads(records[0]["body"])["Records"][0]["s3"]["object"]["sequencer"]
+    assert held == sequencer.rjust(64, "0")
+    aws.put(f"{PREFIX}a.md", note(1, first="newer still"))
+    newer = aws.receive()
+    assert indexer(newer) == [] and indexer(records) == []  # the older event replayed after the newer: stale
+    assert "newer still" in json.dumps(open_points(indexer.settings()))
