@@ -271,3 +271,19 @@ def test_a_header_holding_a_nul_is_400_and_the_connection_closed(served: ServePr
     (answer,) = responses(raw)  # one answer: the second request on the connection is never read
     assert answer[0] == 400 and answer[1]["connection"] == "close", answer
     assert set(json.loads(answer[2])) == {"message"}
+
+
+#: Host headers RFC 9112 (3.2) tells a server to refuse: two (the loopback check read the first: `127.0.0.1` then
+#: `evil.example` was answered), none in HTTP/1.1; and a bare CR inside a field value (RFC 9110 5.5).
+HOST_LINES = ["Host: 127.0.0.1\nHost: evil.example\n", "Host: evil.example\nHost: 127.0.0.1\n",
+              "Host: 127.0.0.1\nHost: 127.0.0.1\n", "Host: localhost\nhost: localhost\n", "X-Nothing: 1\n",
+              "Host: 127.0.0.1\rX-Injected: 1\n", "Host: 127.0.0.1\nX-A: a\rb\n"]  # fmt: skip
+
+
+@pytest.mark.parametrize("lines", HOST_LINES)
+def test_two_hosts_or_none_in_http_11_are_400_and_the_connection_closed(served: ServeProcess, lines: str) -> None:
+    raw = exchange(served.base_url, req(f"GET /health HTTP/1.1\n{lines}") + req("GET /health HTTP/1.1\nHost: [::1]\n"))
+    (answer,) = responses(raw)
+    assert answer[0] == 400 and answer[1]["connection"] == "close", answer
+    ((status, _, _),) = responses(exchange(served.base_url, b"GET /health HTTP/1.0\r\n\r\n"))  # HTTP/1.0: no Host
+    assert status == 200
