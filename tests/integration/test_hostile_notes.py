@@ -973,7 +973,7 @@ def test_text_fields_yaml_would_type_are_indexed_as_written(tmp_path: Path, load
     rules, so the note was tagged `False`, `True`, `8`, `750` (`.inf` dropped), of type `True`, status `False`,
     id `16`: kb_list listed those, and a filter for the tag or type as written (as Obsidian shows it) missed the
     note, silently. Text fields are read as written (dates stay dates, `null` stays null); filtered for over POST
-    /search and kb_search, the note is found, kb_list counts the values as written, `kb_get_note` gives its id."""
+    /search and kb_search, the note is found, kb_list counts the values as written, the hits carry the id as written."""
     kb = tmp_path / "kb"
     kb.mkdir()
     front = (f"tags: [{', '.join(WRITTEN['tags'])}, ~]\ntype: {WRITTEN['type']}\nstatus: {WRITTEN['status']}\n"
