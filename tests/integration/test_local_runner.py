@@ -394,7 +394,8 @@ def test_feedback_export_of_a_votes_file_that_cannot_be_read_is_one_line(tmp_pat
                          BillingMode="PAY_PER_REQUEST")  # fmt: skip
         DynamoFeedbackStore("votes", ddb).put(good)
         text = line.decode("utf-8", "replace")
-        for i, record in enumerate([{"S": text}, {"N": "1"}, {"B": line}, {"L": []}]):
+        records: list[dict[str, Any]] = [{"S": text}, {"N": "1"}, {"B": line}, {"L": []}]
+        for i, record in enumerate(records):
             ddb.put_item(TableName="votes", Item={"id": {"S": f"hand-{i}"}, "record": record})
         queries = [r.get("query") for r in DynamoFeedbackStore("votes", ddb).scan()]  # never a RecursionError
         assert queries.count("snapshot") == 1 and (len(queries) == 1 or b"[[" not in line), queries
