@@ -46,6 +46,7 @@ from kbsearch.qdrant.query import (
     path_filter,
     point_id,
     point_number,
+    read_leg,
     scored_chunk,
 )
 from kbsearch.qdrant.store import (
@@ -857,8 +858,9 @@ class EdgeStore(Store):
                 if want is not None:
                     asked.setdefault(repr(want), (want, {}))[1].update(dict.fromkeys(p.id for p in points))
             read = {key: self._payloads(list(ids), want) for key, (want, ids) in asked.items()}
-        return [bare_leg(points) if b else edge_leg(points, read[repr(want)] if want is not None else {})
-                for points, want, b in zip(answers, wanted, bare, strict=True)]  # fmt: skip
+        return [edge_leg(points, read[repr(want)] if want is not None else {}) if not b
+                else bare_leg(points) if not search.get("with_payload") else asked_bare(points)
+                for points, want, b, search in zip(answers, wanted, bare, plain, strict=True)]  # fmt: skip
 
     def _payloads(self, ids: list[Any], with_payload: Any) -> dict[Any, dict[str, Any] | None]:
         """The payloads of the points ``ids`` (as a search returned them), the fields ``with_payload`` selects, by
@@ -925,6 +927,13 @@ def edge_leg(points: Sequence[Any], payloads: dict[Any, dict[str, Any] | None]) 
         out.append(ScoredChunk(pid if type(pid) is int else pid.int if type(pid) is uuid.UUID else str(pid),
                                score, payload))  # fmt: skip
     return leg_read(out, dropped)
+
+
+def asked_bare(points: Sequence[Any]) -> list[ScoredChunk]:
+    """A bare search that asked for payloads anyway (no search of the fusion's does): its points as the Query API's
+    JSON is read (:func:`kbsearch.qdrant.query.read_leg`, bare: a point kept whatever its payload, the payload kept
+    when it names a note, or has no path)."""
+    return read_leg([{"id": p.id, "score": p.score, "payload": p.payload} for p in points], True)
 
 
 def bare_leg(points: Sequence[Any]) -> list[ScoredChunk]:
