@@ -259,3 +259,54 @@ def test_edge_and_the_query_api_json_read_every_stored_payload_alike(tmp_path: P
         assert sum(len(leg) for leg, b in zip(direct, bare, strict=True) if not b) >= len(payloads) - 2
     finally:
         store.close()
+
+
+#: What a search may ask of a point's payload (Query API JSON), beside the search's own include list.
+SELECTORS: list[Any] = [True, ["path", "title"], ["title"], {"include": ["path", "access"]}, {"exclude": ["title"]},
+                        {"exclude": ["path"]}, [], False, None, "absent"]  # fmt: skip
+
+
+@pytest.mark.parametrize("ids", ["numbers", "uuids"])
+def test_edge_reads_every_payload_selector_as_the_api_s_json_within_the_scope(tmp_path: Path, ids: str) -> None:
+    """The batch's payloads read by id after the searches (query_legs) are each search's own: for every selector a
+    search may give (all fields, a list, include, exclude, none, absent), several selectors over the same points in
+    one batch, beside bare searches (one asking for the same fields: read_leg keeps them; they were left out), in a store of integer ids and in one written before with UUIDs: the chunks,
+    order and dropped points of read_legs over query_batch; and no chunk outside the caller's scope, a filter on
+    every search, while the points by id are read without it."""
+    pytest.importorskip("qdrant_edge", reason="no Qdrant Edge wheel on this platform")
+    import qdrant_edge as edge
+
+    from kbsearch.qdrant.query import dense_search, filter_json, point_id, read_legs
+    from kbsearch.qdrant.store import named_vectors
+
+    payloads = [{"path": f"n{i}.md", "title": f"t{i}", "access": ["public"] if i % 2 else ["hr"]} for i in range(8)]
+    payloads += [{"title": "no path", "access": ["public"]}, {"path": "", "access": ["public"]}]
+    chunks = [ChunkPoint(str(p.get("path") or f"odd{i}.md"), 0, p, document_vector("rotate the keys"), _vector(i))
+              for i, p in enumerate(payloads)]  # fmt: skip
+    store = EdgeStore(tmp_path, "kb", DIMS)
+    try:
+        store.ensure_collection()
+        if ids == "uuids":  # written as the version before wrote
+            store.shard.update(edge.UpdateOperation.upsert_points(
+                [edge.Point(id=point_id(c.path, 0), vector=named_vectors(c, edge.SparseVector), payload=c.payload)
+                 for c in chunks]))  # fmt: skip
+            store.close()
+            store = EdgeStore(tmp_path, "kb", DIMS)
+        else:
+            store.upsert(chunks)
+        scope = filter_json(groups=["public"])
+        searches, bare = [], []
+        for i, selector in enumerate(SELECTORS):
+            search = {**dense_search(_vector(i), 10, 16), "with_vector": False, "filter": scope}
+            if selector != "absent":
+                search["with_payload"] = selector
+            searches += [search, search, {**search, "with_payload": False}]
+            bare += [False, True, True]  # a bare search's chunks keep what it asked for, as read_leg keeps them
+        read = store.query_legs(searches, bare, 5.0)
+        assert read == read_legs(store.query_batch(searches, 5.0), bare)
+        paths = {c.payload["path"] for chunks, b in zip(read, bare, strict=True) if not b for c in chunks}
+        assert paths == {f"n{i}.md" for i in range(1, 8, 2)}  # every public note, none of hr's
+        assert {c.id for chunks in read for c in chunks} <= {
+            c.id for c in store.query_legs([searches[2]], [True], 5.0)[0]}  # fmt: skip
+    finally:
+        store.close()

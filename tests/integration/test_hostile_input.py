@@ -223,6 +223,35 @@ def test_hostile_query_strings_are_4xx_or_answers(handler, query: str, status: i
         envelope(result, 422, "validation_error")
 
 
+#: A single-valued parameter given twice (API Gateway: both in ``multiValueQueryStringParameters``, the last alone
+#: in ``queryStringParameters``), per GET route.
+REPEATED = [
+    ("/search", "q=a&q=b", "q"), ("/search", "q=qdrant&q=qdrant", "q"), ("/search", "q=x&top_k=2&top_k=3", "top_k"),
+    ("/search", "q=x&path_prefix=a&path_prefix=b", "path_prefix"), ("/search", "q=x&rerank=true&rerank=false", "rerank"),
+    ("/search", "q=x&updated_after=2020-01-01&updated_after=2021-01-01", "updated_after"),
+    ("/search", "q=x&expand=false&expand=false", "expand"), ("/search", "q=x&q=&q=y", "q"),
+    ("/notes", "recent=1&recent=2", "recent"), ("/notes", "path_prefix=ru&path_prefix=..", "path_prefix"),
+    ("/notes/adr/0001-record-architecture-decisions.md", "section=a&section=b", "section"),
+    ("/docs", "format=json&format=html", "format"),
+]  # fmt: skip
+
+
+def test_a_single_valued_query_parameter_given_twice_is_422_naming_it(handler) -> None:
+    """``GET /search?q=a&q=b`` was a generic 422 (`Input should be a valid string`); ``GET /notes?recent=1&recent=2``
+    and ``?section=a&section=b`` were answered with the last value, silently. Every single-valued parameter of every
+    GET route given more than once is a 422 naming it and how many times; the repeatable filters (``tags``, ``type``,
+    ``status``) and parameters no route reads are answered as before."""
+    call = handler()
+    for path, query, name in REPEATED:
+        answer = envelope(call(request("GET", path, query=query, content_type=None)), 422, "validation_error")
+        assert f"'{name}'" in answer["message"] and "times" in answer["message"], (path, query, answer)
+        assert answer["detail"] == [{"loc": ["query", name], "msg": answer["detail"][0]["msg"],
+                                     "type": "repeated_parameter"}], answer  # fmt: skip
+    for path, query in [("/search", "q=qdrant&tags=a&tags=b&type=x&type=y&status=s&status=t"),
+                        ("/search", "q=qdrant&utm=1&utm=2"), ("/notes", "recent=1&utm=1&utm=2")]:  # fmt: skip
+        assert call(request("GET", path, query=query, content_type=None))["statusCode"] == 200, query
+
+
 NOTHING_TO_SEARCH = ["\u200b", "\u200b\u200d\ufeff", "\x00", "\x1b\x07\x7f", "!!!", "...", "?", "\u202e", "\ufffd", "🔥🔥",
                      "\u00a0\u2060", "— · —"]  # fmt: skip
 
@@ -873,7 +902,8 @@ def test_every_hostile_input_row_has_its_test() -> None:
     assert len(rows) >= 25, rows
     sources = "".join((ROOT / "tests/integration" / name).read_text() for name in
                       ("test_hostile_input.py", "test_serve_socket.py", "test_mcp_stdio.py",
-                       "test_notes_graph.py", "test_slack_interactive.py", "test_local_runner.py"))  # fmt: skip
+                       "test_notes_graph.py", "test_slack_interactive.py", "test_local_runner.py",
+                       "test_hostile_aws.py"))  # fmt: skip
     for row in rows:
         names = re.findall(r"`(test_\w+)`", row.rsplit("|", 2)[1])
         assert names, row

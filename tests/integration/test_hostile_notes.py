@@ -961,3 +961,41 @@ def test_reliability_rows_name_real_tests() -> None:
         assert names, row
         for name in names:
             assert f"def {name}(" in defined, f"RELIABILITY.md names {name}, which does not exist"
+
+
+#: Frontmatter text values YAML 1.1 types by how they look, as Obsidian (YAML 1.2) shows them: words, numbers kept as
+#: written (an octal look, a version, a time of day, digit groups, hex), `.inf`.
+WRITTEN = {"tags": ["no", "on", "010", "12:30", "1.10", "1_000", ".inf"], "type": "yes", "status": "off", "id": "0x10"}
+
+
+def test_text_fields_yaml_would_type_are_indexed_as_written(tmp_path: Path, load_search_app) -> None:
+    """`tags: [no, on, 010, 12:30]`, `type: yes`, `status: off`, `id: 0x10`: kb-search read them by YAML 1.1's
+    rules, so the note was tagged `False`, `True`, `8`, `750` (`.inf` dropped), of type `True`, status `False`,
+    id `16`: kb_list listed those, and a filter for the tag or type as written (as Obsidian shows it) missed the
+    note, silently. Text fields are read as written (dates stay dates, `null` stays null); filtered for over POST
+    /search and kb_search, the note is found, kb_list counts the values as written, the hits carry the id as written."""
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    front = (f"tags: [{', '.join(WRITTEN['tags'])}, ~]\ntype: {WRITTEN['type']}\nstatus: {WRITTEN['status']}\n"
+             f"id: {WRITTEN['id']}\nupdated: 2026-01-02\n")  # fmt: skip
+    (kb / "typed.md").write_text(f"---\n{front}---\n# Typed\n\nquokka values\n", encoding="utf-8")
+    code, report, stderr = kbsearch_index(kb, tmp_path / "q")
+    assert code == 0 and not report.get("warnings"), (stderr, report)
+    call = load_search_app(KB_SOURCE=str(kb), QDRANT_PATH=str(tmp_path / "q"))
+    filters = [("tags", "tags", tag) for tag in WRITTEN["tags"]] + [
+        ("type", "types", "yes"),
+        ("status", "statuses", "off"),
+    ]
+    for field, argument, value in filters:
+        rest = {"query": "quokka values", "filters": {field: [value]}}
+        post = json.loads(call({**mcp_event("x", {}), "resource": "/search", "path": "/search",
+                                "body": json.dumps(rest)})["body"])["results"]  # fmt: skip
+        tool = json.loads(call(mcp_event("kb_search", {"query": "quokka values", argument: [value]}))["body"])
+        for hits in (post, tool["result"]["structuredContent"]["results"]):
+            assert [h["path"] for h in hits] == ["typed.md"], (field, value, hits)
+    catalog = json.loads(call(mcp_event("kb_list", {}))["body"])["result"]["structuredContent"]
+    assert sorted(f["value"] for f in catalog["tags"]) == sorted(WRITTEN["tags"]), catalog["tags"]
+    assert [f["value"] for f in catalog["types"]] == ["yes"] and [f["value"] for f in catalog["statuses"]] == ["off"]
+    note = json.loads(call(mcp_event("kb_get_note", {"path": "typed.md"}))["body"])["result"]["structuredContent"]
+    assert note["frontmatter"]["id"] == "0x10" and note["frontmatter"]["updated"] == "2026-01-02", note
+    assert post[0]["doc_id"] == "0x10", post

@@ -359,3 +359,43 @@ def test_invoke_freshly_signed_slack_event(tmp_path: Path, sample_index: Path) -
     )  # fmt: skip
     assert rc == 0 and result["statusCode"] == 200
     assert json.loads(result["body"])["text"] == "Searching for “qdrant snapshot restore”…"
+
+
+#: A votes file (``SLACK_FEEDBACK_FILE``) line that cannot be read: nested past the parser's recursion limit, not
+#: UTF-8 (Latin-1, UTF-16), an encoded surrogate.
+UNREADABLE_VOTES = {"nested": b"[" * 100_000 + b"]" * 100_000, "Latin-1": b'{"query": "caf\xe9"}',
+                    "UTF-16": '{"query": "x"}'.encode("utf-16"), "a surrogate": b'{"query": "\xed\xa0\x80"}'}  # fmt: skip
+
+
+@pytest.mark.parametrize("line", UNREADABLE_VOTES.values(), ids=UNREADABLE_VOTES.keys())
+def test_feedback_export_of_a_votes_file_that_cannot_be_read_is_one_line(tmp_path: Path, line: bytes) -> None:
+    """`kbsearch feedback export` over a votes file whose second line cannot be read: exit 2 and one line naming the
+    file, the line and what is wrong, nothing written (nesting and bytes that are not UTF-8 were tracebacks). In
+    DynamoDB (moto) a record nested so deep, or of another type, is left out as an unreadable record (nesting was a
+    traceback there too); text that decodes is a vote like any other."""
+    import boto3
+    from moto import mock_aws
+
+    from kbsearch.feedback import DynamoFeedbackStore, vote_record
+
+    good = vote_record("snapshot", {}, 0, ["en/runbooks/Runbook - restore a Qdrant snapshot.md"], 1, "up", "h")
+    votes = tmp_path / "votes.jsonl"
+    votes.write_bytes(json.dumps(good).encode() + b"\n" + line + b"\n")
+    proc = subprocess.run([*KBSEARCH_CMD, "feedback", "export", "--beir", str(tmp_path / "o"), "--kb",
+                           str(ROOT / "sample-kb"), "--file", str(votes), "--table", ""],
+                          capture_output=True, cwd=ROOT, env=subprocess_env(), check=False, timeout=120)  # fmt: skip
+    err = proc.stderr.decode()
+    assert proc.returncode == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "votes.jsonl:2:" in err and not (tmp_path / "o").exists(), err
+    with mock_aws():
+        ddb = boto3.client("dynamodb", region_name="us-east-1")
+        ddb.create_table(TableName="votes", KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+                         AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+                         BillingMode="PAY_PER_REQUEST")  # fmt: skip
+        DynamoFeedbackStore("votes", ddb).put(good)
+        text = line.decode("utf-8", "replace")
+        records: list[dict[str, Any]] = [{"S": text}, {"N": "1"}, {"B": line}, {"L": []}]
+        for i, record in enumerate(records):
+            ddb.put_item(TableName="votes", Item={"id": {"S": f"hand-{i}"}, "record": record})
+        queries = [r.get("query") for r in DynamoFeedbackStore("votes", ddb).scan()]  # never a RecursionError
+        assert queries.count("snapshot") == 1 and (len(queries) == 1 or b"[[" not in line), queries

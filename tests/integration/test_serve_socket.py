@@ -246,3 +246,44 @@ def test_bound_beyond_loopback_every_host_is_answered() -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+#: A NUL in a header's value or name, on the Host (where the loopback check answered 403 and kept the connection),
+#: the API key (403 from the key check), a header the function reads or one nothing reads; a line that is no header
+#: before the Host (the headers' parser stopped there: the Host was dropped and a foreign one answered).
+NUL_HEADERS = ["Host: 127.0.0.1\x00.evil.example", "Host: localhost\x00", "Host: \x00", "x-api-key: key\x00",
+               "Content-Type: application/json\x00; charset=utf-8", "X-Anything: a\x00b",
+               "Origin: http://127.0.0.1\x00.evil.example", "X-\x00: 1\nHost: evil.example",
+               "no colon here\nHost: evil.example", "\x00\nHost: evil.example"]  # fmt: skip
+
+
+@pytest.mark.parametrize("header", NUL_HEADERS)
+@pytest.mark.parametrize("path", ["/health", "/search?q=x", "/mcp"])
+def test_a_header_holding_a_nul_is_400_and_the_connection_closed(served: ServeProcess, header: str, path: str) -> None:
+    """RFC 9110 (5.5): a field value holding NUL is invalid and is rejected; the server answers 400 with
+    ``Connection: close`` and reads nothing more from that connection (a NUL in the Host was answered 403 and the
+    connection kept open for the client's next request, which was answered; a line that is no header ended the
+    headers there, the Host after it dropped: `evil.example` answered as a request with no Host)."""
+    host = "" if "Host:" in header else "Host: 127.0.0.1\n"
+    first = req(f"GET {path} HTTP/1.1\n{host}{header}\n")
+    second = req("GET /health HTTP/1.1\nHost: 127.0.0.1\n")
+    raw = exchange(served.base_url, first + second)
+    (answer,) = responses(raw)  # one answer: the second request on the connection is never read
+    assert answer[0] == 400 and answer[1]["connection"] == "close", answer
+    assert set(json.loads(answer[2])) == {"message"}
+
+
+#: Host headers RFC 9112 (3.2) tells a server to refuse: two (the loopback check read the first: `127.0.0.1` then
+#: `evil.example` was answered), none in HTTP/1.1; and a bare CR inside a field value (RFC 9110 5.5).
+HOST_LINES = ["Host: 127.0.0.1\nHost: evil.example\n", "Host: evil.example\nHost: 127.0.0.1\n",
+              "Host: 127.0.0.1\nHost: 127.0.0.1\n", "Host: localhost\nhost: localhost\n", "X-Nothing: 1\n",
+              "Host: 127.0.0.1\rX-Injected: 1\n", "Host: 127.0.0.1\nX-A: a\rb\n"]  # fmt: skip
+
+
+@pytest.mark.parametrize("lines", HOST_LINES)
+def test_two_hosts_or_none_in_http_11_are_400_and_the_connection_closed(served: ServeProcess, lines: str) -> None:
+    raw = exchange(served.base_url, req(f"GET /health HTTP/1.1\n{lines}") + req("GET /health HTTP/1.1\nHost: [::1]\n"))
+    (answer,) = responses(raw)
+    assert answer[0] == 400 and answer[1]["connection"] == "close", answer
+    ((status, _, _),) = responses(exchange(served.base_url, b"GET /health HTTP/1.0\r\n\r\n"))  # HTTP/1.0: no Host
+    assert status == 200

@@ -15,6 +15,7 @@ import pytest
 from samtranslator.translator.transform import transform
 
 from kbsearch_tools.local.template import Template, load_template
+from kbsearch_tools.s3events import NOTIFIED_EVENTS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -446,9 +447,9 @@ def test_s3_changes_reach_the_indexer_through_a_queue(cfn: dict[str, Any]) -> No
     res, params = cfn["Resources"], cfn["Parameters"]
     arn = {"Fn::GetAtt": ["IndexerEventQueue", "Arn"]}
     notifications = res["KbBucket"]["Properties"]["NotificationConfiguration"]["QueueConfigurations"]
-    assert [n["Event"] for n in notifications] == ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"] * 2
+    assert [n["Event"] for n in notifications] == list(NOTIFIED_EVENTS) * 2
     # the notes, then the access file at the KB root: suffixes that do not overlap (S3 refuses overlapping rules)
-    for n, suffix in zip(notifications, [".md", ".md", "_access.yaml", "_access.yaml"], strict=True):
+    for n, suffix in zip(notifications, [".md"] * 3 + ["_access.yaml"] * 3, strict=True):
         assert n["Queue"] == arn
         with_prefix, without = n["Filter"]["S3Key"]["Rules"]["Fn::If"][1:]
         assert with_prefix == [{"Name": "prefix", "Value": {"Ref": "KbPrefix"}}, {"Name": "suffix", "Value": suffix}]

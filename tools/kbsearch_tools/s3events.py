@@ -1,4 +1,4 @@
-"""The deployed event path on moto: a bucket whose notifications (ObjectCreated:*, ObjectRemoved:*, suffix .md,
+"""The deployed event path on moto: a bucket whose notifications (:data:`NOTIFIED_EVENTS`, suffix .md,
 the KB prefix; and the access file at the KB root) go to an SQS queue, and the SQS event source's side: messages received from that queue and handed
 to the indexer as the Lambda SQS event (``Records`` with ``messageId``, ``receiptHandle``, ``body``,
 ``attributes``, ``eventSource: aws:sqs``, ``eventSourceARN``).
@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 REGION = "us-east-1"
+#: The events the bucket notifies the queue of, as template.yaml subscribes them (tests/unit/test_template.py).
+NOTIFIED_EVENTS = ("s3:ObjectCreated:*", "s3:ObjectRemoved:*", "s3:LifecycleExpiration:*")
 ACCOUNT = "123456789012"
 
 
@@ -97,7 +99,7 @@ class EventPath:
         self.s3.put_bucket_notification_configuration(
             Bucket=self.bucket,
             NotificationConfiguration={"QueueConfigurations": [{
-                "QueueArn": self.queue_arn, "Events": ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"],
+                "QueueArn": self.queue_arn, "Events": list(NOTIFIED_EVENTS),
                 "Filter": {"Key": {"FilterRules": filters}},
             } for filters in (notes, rules)]},
         )  # fmt: skip

@@ -5,7 +5,8 @@ Shapes (reference/aws.md, "S3 change events"):
 
 - SQS record: ``messageId``, ``body`` (a JSON string), ``attributes.ApproximateReceiveCount``,
   ``attributes.SentTimestamp`` (epoch milliseconds, set by SQS when S3 or EventBridge sent the message).
-- S3 notification body: ``{"Records": [{"eventName": "ObjectCreated:Put" | "ObjectRemoved:Delete" | ...,
+- S3 notification body: ``{"Records": [{"eventName": "ObjectCreated:Put" | "ObjectRemoved:Delete" |
+  "LifecycleExpiration:Delete" | ...,
   "eventTime", "s3": {"bucket": {"name"}, "object": {"key" (URL-encoded, spaces as ``+``), "size", "eTag",
   "versionId", "sequencer"}}}]}``; the ``s3:TestEvent`` message S3 sends when the configuration is saved is ignored.
 - EventBridge body: ``{"source": "aws.s3", "detail-type": "Object Created" | "Object Deleted", "time",
@@ -36,6 +37,12 @@ from kbsearch.access import ACCESS_FILE
 from kbsearch.sources import NOTE_SUFFIX, note_path, path_problem
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
+#: A ``%`` that does not start a percent-escape.
+_BAD_ESCAPE = re.compile("%(?![0-9A-Fa-f]{2})")
+#: The notification event names that remove an object: a delete (``ObjectRemoved:Delete``,
+#: ``ObjectRemoved:DeleteMarkerCreated``) and a lifecycle rule's expiration (``LifecycleExpiration:Delete``,
+#: ``LifecycleExpiration:DeleteMarkerCreated``).
+REMOVED_EVENTS = ("ObjectRemoved:", "LifecycleExpiration:")
 
 #: Sequencers are compared at this width (S3's are 16-18 hex digits today), and the DynamoDB log (string
 #: comparison) stores them padded to it.
@@ -189,16 +196,32 @@ def _s3_record(record: Any, message_id: str, scope: Scope, batch: Batch) -> str 
     obj, bucket = s3.get("object"), s3.get("bucket")
     if not isinstance(obj, dict) or not isinstance(obj.get("key"), str):
         return "a record without s3.object.key"
-    key = unquote_plus(obj["key"])
+    key, problem = notification_key(obj["key"])
+    if problem:
+        batch.ignored.append({"key": shown(obj["key"]), "reason": problem})
+        return None
     bucket_name = bucket.get("name") if isinstance(bucket, dict) else None
     if name.startswith("ObjectCreated:"):
         removed = False
-    elif name.startswith("ObjectRemoved:"):
+    elif name.startswith(REMOVED_EVENTS):
         removed = True
     else:
         batch.ignored.append({"key": shown(key), "reason": f"event {name!r} does not change a note"})
         return None
     return _add(batch, scope, bucket_name, key, removed, obj.get("sequencer"), record.get("eventTime"), message_id)
+
+
+def notification_key(raw: str) -> tuple[str, str | None]:
+    """A notification's ``s3.object.key`` (URL-encoded, spaces as ``+``) → the key, or why it is no key S3 sends.
+    S3 encodes every ``%`` of a key as ``%25`` and the key is UTF-8: a ``%`` not followed by two hex digits (``%zz``,
+    a lone ``%``) or escapes that decode to no UTF-8 (``%C3`` cut short, ``%E9``) would read as another key (the
+    escape kept as text, or U+FFFD in place of the bytes), a key the event never named."""
+    if _BAD_ESCAPE.search(raw):
+        return raw, "a key with a '%' that is no percent-escape (S3 sends '%' as %25): not a key S3 sent"
+    try:
+        return unquote_plus(raw, errors="strict"), None
+    except UnicodeDecodeError:
+        return raw, "a key that is not UTF-8 once percent-decoded: not a key S3 sent"
 
 
 def shown(key: str) -> str:

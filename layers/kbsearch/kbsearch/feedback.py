@@ -62,18 +62,22 @@ class FileFeedbackStore:
 
     def scan(self) -> Iterator[dict[str, Any]]:
         try:
-            handle = self.path.open(encoding="utf-8")
+            handle = self.path.open("rb")
         except FileNotFoundError:
             return
         except OSError as exc:
             raise KbSearchError(f"cannot read {self.path}: {exc.strerror}") from None
         with handle:
-            for number, line in enumerate(handle, 1):
+            for number, raw in enumerate(handle, 1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError:  # read as text, it was a traceback out of the loop
+                    raise KbSearchError(f"{self.path}:{number}: not UTF-8") from None
                 if not line.strip():
                     continue
                 try:
                     record = json.loads(line)
-                except ValueError:
+                except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser recurses
                     raise KbSearchError(f"{self.path}:{number}: not a JSON vote") from None
                 if isinstance(record, dict):
                     yield record
@@ -103,7 +107,7 @@ class DynamoFeedbackStore:
             for item in page.get("Items", []):
                 try:
                     record = json.loads(item["record"]["S"])
-                except (KeyError, ValueError):
+                except (KeyError, TypeError, ValueError, RecursionError):  # an item edited by hand: not a vote
                     continue
                 if isinstance(record, dict):
                     yield record

@@ -138,11 +138,13 @@ def _text(value: str) -> str:
     return value
 
 
-def _scalar(node: ScalarNode, loader: yaml.SafeLoader) -> Any:
+def _scalar(node: ScalarNode, loader: yaml.SafeLoader, written: bool = False) -> Any:
     tag, value = node.tag, node.value
     if tag not in _SCALAR_TAGS:
         raise _Unbuildable(f"unsupported YAML tag {tag}")
     name = tag[len(_T) :]
+    if written and tag in _TYPED_SCALARS and name != "null":  # a text field: `no`, `010`, `1.10`, `12:30` as written
+        return _text(value)
     try:
         if name in ("str", "value", "merge"):
             return _text(value)
@@ -189,13 +191,14 @@ def _key(node: Node, loader: yaml.SafeLoader) -> str:
     return str(_scalar(node, loader))
 
 
-def _build(node: Node, loader: yaml.SafeLoader) -> Any:
+def _build(node: Node, loader: yaml.SafeLoader, written: bool = False) -> Any:
+    """A node → its JSON-safe value; ``written``: typed scalars (but null) as their text (:func:`parse_frontmatter`)."""
     if isinstance(node, ScalarNode):
-        return _scalar(node, loader)
+        return _scalar(node, loader, written)
     if isinstance(node, SequenceNode):
         if node.tag not in _SEQ_TAGS:
             raise _Unbuildable(f"unsupported YAML tag {node.tag}")
-        items = [_build(item, loader) for item in node.value]
+        items = [_build(item, loader, written) for item in node.value]
         if node.tag == f"{_T}seq":
             return items
         if not all(isinstance(i, dict) and len(i) == 1 for i in items):
@@ -215,7 +218,7 @@ def _build(node: Node, loader: yaml.SafeLoader) -> Any:
         key = _key(key_node, loader)
         if key in out:
             raise _Unbuildable(f"the key {key[:40]!r} is given more than once")
-        out[key] = _build(value_node, loader)
+        out[key] = _build(value_node, loader, written)
     if node.tag == f"{_T}set":
         return list(out)
     return merged | out  # explicit keys win over merged ones
@@ -232,8 +235,12 @@ def _merge(node: Node, loader: yaml.SafeLoader) -> dict[str, Any]:
     return out
 
 
-def parse_frontmatter(text: str) -> Frontmatter:
-    """The YAML between the ``---`` lines → JSON-safe data and warnings; :class:`FrontmatterError` if unusable."""
+def parse_frontmatter(text: str, as_written: frozenset[str] = frozenset()) -> Frontmatter:
+    """The YAML between the ``---`` lines → JSON-safe data and warnings; :class:`FrontmatterError` if unusable.
+    ``as_written``: top-level fields that are text to their reader (a note's tags, type, status, title ...), whose
+    scalars are kept as written rather than typed by YAML 1.1's rules, as Obsidian (YAML 1.2) shows them: ``no``,
+    ``yes``, ``on``, ``off`` stay words (not false/true), ``010`` stays ``010`` (not the octal 8), ``0x10``, ``1.10``,
+    ``1_000``, ``12:30`` (not the sexagesimal 750), ``.inf`` as written; ``~``/``null``/nothing stay null."""
     if len(text) > MAX_FRONTMATTER_CHARS:
         raise FrontmatterError(f"frontmatter too large: {len(text)} characters (limit {MAX_FRONTMATTER_CHARS})")
     if not text.strip():
@@ -264,7 +271,7 @@ def parse_frontmatter(text: str) -> Frontmatter:
             continue
         seen.add(key)
         try:
-            result.data[key] = _build(value_node, loader)
+            result.data[key] = _build(value_node, loader, key in as_written)
         except _Unbuildable as exc:
             result.data.pop(key, None)
             result.warnings.append(f"frontmatter field {key!r} dropped: {exc}")

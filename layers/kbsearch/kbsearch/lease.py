@@ -7,8 +7,10 @@ while it works and deletes it when done; a holder that dies (a Lambda timeout, a
 until the expiry, which is also the table's TTL attribute.
 
 Item: ``{pk, owner, expires_at (epoch seconds), acquired_at}``. Every write is conditional:
-acquire ``attribute_not_exists(pk) OR expires_at < now``; renew and release ``owner = me``, so a run whose
-lease expired and was taken over never extends or deletes the new holder's lease.
+acquire ``attribute_not_exists(pk) OR expires_at < now`` (or an ``expires_at`` no holder writes: absent, not a
+number, or further ahead than :data:`FURTHEST_S`: a hand edit, taken over rather than waited on for ever); renew and
+release ``owner = me``, so a run whose lease expired and was taken over never extends or deletes the new holder's
+lease.
 
 Without ``INDEX_LEASE_TABLE`` there is no lease: the embedded store (local runs) is already single-writer, since
 Qdrant's local mode locks its folder and a second process fails to open it.
@@ -17,6 +19,7 @@ Qdrant's local mode locks its folder and a second process fails to open it.
 from __future__ import annotations
 
 import contextlib
+import decimal
 import logging
 import os
 import socket
@@ -36,6 +39,10 @@ logger = logging.getLogger(__name__)
 SKIPPED = "another run holds the lease"
 #: How long a short lease (:func:`short_lease`) lives when its holder dies without releasing it.
 LINKS_TTL_S = 60.0
+#: How far ahead an ``expires_at`` may be and still be a holder's: twice the longest ``INDEX_LEASE_TTL_S`` the
+#: settings allow (3,600 s). Further ahead it is no holder's write (a hand edit, another tool) and the lease is
+#: free: waiting for it would stop every full sync and event batch for as long as it says (10^30 s).
+FURTHEST_S = 2 * 3600
 
 
 class LeaseError(KbSearchError):
@@ -48,8 +55,40 @@ class LeaseHeld(KbSearchError):
     def __init__(self, holder: str, expires_at: int | None) -> None:
         self.holder = holder
         self.expires_at = expires_at
-        until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires_at)) if expires_at else "unknown"
+        try:
+            until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires_at)) if expires_at else "unknown"
+        except (OverflowError, OSError, ValueError):  # beyond the platform's time_t
+            until = "unknown"
         super().__init__(f"{SKIPPED} (held by {holder} until {until})")
+
+
+def expiry(attribute: Any) -> int | None:
+    """A lease item's ``expires_at`` (DynamoDB's ``{"N": "..."}``) as epoch seconds; None when it is absent or no
+    number (a string, a boolean, a list: a hand-edited item)."""
+    number = attribute.get("N") if isinstance(attribute, dict) else None
+    if not isinstance(number, str):
+        return None
+    try:
+        value = decimal.Decimal(number)
+    except decimal.InvalidOperation:
+        return None
+    return int(value) if value.is_finite() else None
+
+
+def held_until(attribute: Any, now: float, furthest_s: float = FURTHEST_S) -> int | None:
+    """When a lease whose item says ``attribute`` ends, or None when it is free now: expired, or an expiry no holder
+    writes (absent, no number, more than ``furthest_s`` ahead)."""
+    expires = expiry(attribute)
+    if expires is None or expires < int(now) or expires > now + furthest_s:
+        return None
+    return expires
+
+
+def _owner(item: dict[str, Any]) -> str:
+    """Who a lease item names as its holder (``another run`` when its ``owner`` is no string)."""
+    owner = item.get("owner")
+    name = owner.get("S") if isinstance(owner, dict) else None
+    return name if isinstance(name, str) and name else "another run"
 
 
 def _error_code(exc: Exception) -> str:
@@ -94,6 +133,9 @@ class Lease:
     def _expiry(self) -> int:
         return int(self.clock() + self.ttl_s)
 
+    def _furthest_s(self) -> float:
+        return max(FURTHEST_S, 2 * self.ttl_s)
+
     def acquire(self) -> None:
         """Take the lease, or raise :class:`LeaseHeld` naming the holder."""
         now = int(self.clock())
@@ -107,16 +149,20 @@ class Lease:
             self.client.put_item(
                 TableName=self.table,
                 Item=item,
-                ConditionExpression="attribute_not_exists(pk) OR expires_at < :now",
-                ExpressionAttributeValues={":now": {"N": str(now)}},
+                # free when expired, or when its expiry is none a holder writes (held_until)
+                ConditionExpression="attribute_not_exists(pk) OR attribute_not_exists(expires_at)"
+                " OR NOT attribute_type(expires_at, :number) OR expires_at < :now OR expires_at > :furthest",
+                ExpressionAttributeValues={
+                    ":now": {"N": str(now)},
+                    ":number": {"S": "N"},
+                    ":furthest": {"N": str(int(now + self._furthest_s()))},
+                },
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except Exception as exc:
             if _error_code(exc) == "ConditionalCheckFailedException":
                 old = getattr(exc, "response", {}).get("Item") or {}
-                holder = old.get("owner", {}).get("S", "another run")
-                expires = old.get("expires_at", {}).get("N")
-                raise LeaseHeld(holder, int(expires) if expires else None) from None
+                raise LeaseHeld(_owner(old), expiry(old.get("expires_at"))) from None
             raise LeaseError(f"cannot take the lease in table {self.table}: {_error_code(exc) or exc}") from None
         self.lost = False
 
@@ -228,7 +274,7 @@ def lease_holder(settings: Settings, client: Any = None, clock: Callable[[], flo
     found = item.get("Item")
     if not found:
         return None
-    expires = int(found.get("expires_at", {}).get("N", "0") or 0)
-    if expires < int(clock()):
+    expires = held_until(found.get("expires_at"), clock())
+    if expires is None:  # expired, or an expiry no holder writes: a full sync takes it over (Lease.acquire)
         return None
-    return LeaseHeld(found.get("owner", {}).get("S", "another run"), expires)
+    return LeaseHeld(_owner(found), expires)

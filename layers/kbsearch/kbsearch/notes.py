@@ -38,6 +38,11 @@ KNOWN_KEYS = (
     "id", "title", "status", "source", "tags", "type", "summary", "ai_weight", "created", "updated",
     "aliases", "description", "permalink",
 )  # fmt: skip
+#: Fields whose values are text to every reader (Obsidian shows them as written, YAML 1.2): read as written, never
+#: typed by YAML 1.1's rules (a tag `no` was indexed as `False`, `on` as `True`, `010` as `8`, `12:30` as `750`;
+#: a filter for the tag as written missed the note). ``created``/``updated`` stay dates, ``ai_weight`` a number.
+TEXT_FIELDS = frozenset({"id", "title", "status", "source", "tags", "type", "summary", "aliases", "description",
+                         "permalink"})  # fmt: skip
 
 _FRONTMATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)(?:\r?\n)?^(?:---|\.\.\.)[ \t]*(?:\r?\n|\Z)", re.S | re.M)
 _OPENING = re.compile(r"---[ \t]*(?:\n|\Z)")  # a frontmatter block's first line (text as decode_note gives it)
@@ -213,7 +218,7 @@ def read_frontmatter(text: str) -> tuple[dict[str, Any], str, list[str]]:
         _refuse_hidden_opening(text)
         return {}, text, []
     try:
-        front = parse_frontmatter(m.group(1))
+        front = parse_frontmatter(m.group(1), TEXT_FIELDS)
     except FrontmatterError as exc:
         raise NoteError(exc.reason) from None
     if m.group(0).rstrip().endswith("..."):

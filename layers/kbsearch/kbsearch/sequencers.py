@@ -3,7 +3,8 @@ nothing: a ``Created`` older than the ``Removed`` already applied never resurrec
 
 - :class:`DynamoSequencers`: items ``seq#<collection>#<path>`` in the index lease table (``INDEX_LEASE_TABLE``),
   ``{pk, seq (padded hex), expires_at}``; the write is conditional (``attribute_not_exists(pk) OR seq < :seq``),
-  so of two runs applying the same key concurrently, the one with the older event learns it was superseded. Items
+  so of two runs applying the same key concurrently, the one with the older event learns it was superseded. An
+  item whose ``seq`` is no sequencer this log writes (edited by hand) records nothing and is written over. Items
   expire 15 days after their event (the table's TTL): SQS keeps a message at most 14 days.
 - :class:`FileSequencers`: a JSON file beside the embedded store (one process owns that store).
 
@@ -16,16 +17,28 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import threading
 import time
 from pathlib import Path
 from typing import Any, Protocol
 
-from kbsearch.events import newer, sequencer_key
+from kbsearch.events import SEQUENCER_WIDTH, newer, sequencer_key
 
 logger = logging.getLogger(__name__)
 
 TTL_S = 15 * 24 * 3600
+#: What :func:`sequencer_key` writes.
+_KEY = re.compile(f"[0-9A-F]{{{SEQUENCER_WIDTH}}}")
+
+
+def _held(item: dict[str, Any]) -> str | None:
+    """An item's recorded sequencer, or None when it holds none this log writes (a hand edit, another tool: no
+    ``seq``, a number, a list, text that is not 64 upper-case hex digits). Such an item records nothing: the event is
+    applied (its key's current state, as without a log) and its sequencer written over the item."""
+    seq = item.get("seq")
+    value = seq.get("S") if isinstance(seq, dict) else None
+    return value if isinstance(value, str) and _KEY.fullmatch(value) else None
 
 
 class Sequencers(Protocol):
@@ -60,7 +73,12 @@ class DynamoSequencers:
             for _ in range(8):
                 answer = self.client.batch_get_item(RequestItems=request)
                 for item in answer.get("Responses", {}).get(self.table, []):
-                    found[item["pk"]["S"][len(self.prefix) :]] = item["seq"]["S"]
+                    held = _held(item)
+                    if held is None:
+                        logger.warning("sequencer log item %s holds no sequencer; the event is applied",
+                                       item["pk"]["S"])  # fmt: skip
+                    else:
+                        found[item["pk"]["S"][len(self.prefix) :]] = held
                 request = answer.get("UnprocessedKeys") or {}
                 if not request:
                     break
@@ -71,26 +89,40 @@ class DynamoSequencers:
     def put(self, path: str, sequencer: str) -> bool:
         if not sequencer:
             return True
-        try:
-            self.client.put_item(
-                TableName=self.table,
-                Item={
-                    "pk": {"S": self.prefix + path},
-                    "seq": {"S": sequencer_key(sequencer)},
-                    "expires_at": {"N": str(int(self.clock() + TTL_S))},
-                },
-                ConditionExpression="attribute_not_exists(pk) OR seq < :seq",
-                ExpressionAttributeValues={":seq": {"S": sequencer_key(sequencer)}},
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
-            )
-        except Exception as exc:
-            response = getattr(exc, "response", None)
-            code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
-            if code == "ConditionalCheckFailedException":  # as late or later already recorded
-                held = (response or {}).get("Item", {}).get("seq", {}).get("S", "")
-                return bool(held) and held == sequencer_key(sequencer)
-            raise
-        return True
+        key = sequencer_key(sequencer)
+        # text first: a seq of another type is never compared (DynamoDB finds it false; moto raised a TypeError)
+        condition = "attribute_not_exists(pk) OR (attribute_type(seq, :text) AND seq < :seq)"
+        values: dict[str, Any] = {":seq": {"S": key}, ":text": {"S": "S"}}
+        for _ in range(2):
+            try:
+                self.client.put_item(
+                    TableName=self.table,
+                    Item={
+                        "pk": {"S": self.prefix + path},
+                        "seq": {"S": key},
+                        "expires_at": {"N": str(int(self.clock() + TTL_S))},
+                    },
+                    ConditionExpression=condition,
+                    **({"ExpressionAttributeValues": values} if values else {}),
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                )
+            except Exception as exc:
+                response = getattr(exc, "response", None)
+                code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
+                if code != "ConditionalCheckFailedException":
+                    raise
+                old = (response or {}).get("Item") or {}
+                held = _held(old)
+                if held is not None:  # as late or later already recorded
+                    return held == key
+                # no seq this log writes (:func:`_held`): written over, unless it changed meanwhile
+                if "seq" in old:
+                    condition, values = "seq = :old", {":old": old["seq"]}
+                else:
+                    condition, values = "attribute_exists(pk) AND attribute_not_exists(seq)", {}
+                continue
+            return True
+        return False
 
 
 class FileSequencers:

@@ -6,7 +6,9 @@ require an API key answer 403 "Forbidden" without a valid ``x-api-key`` (when ``
 bodies over 10 MB answer 413. Each function is one warm container: its calls run one at a time.
 
 At the socket it answers as API Gateway does, in its ``{"message": ...}`` JSON, never with a traceback in the log
-or an HTML page: a ``Content-Length`` that is not one number → 400, a body shorter than its ``Content-Length`` →
+or an HTML page: a header holding a NUL, CR or LF, a line among the headers that is none, two ``Host`` headers or an
+HTTP/1.1 request without one → 400 and the connection closed, a ``Content-Length`` that is not one
+number → 400, a body shorter than its ``Content-Length`` →
 400 (or a quiet close when the client stalls past the idle timeout), ``Transfer-Encoding`` → 411 (400 with a
 ``Content-Length`` too), headers over 10 KiB → 431, a request line that is not HTTP/1.x → 400 (HTTP/0.9: a quiet
 close), any method the template has no route for (TRACE, CONNECT, PROPFIND, ...) → 403 "Missing Authentication
@@ -29,7 +31,7 @@ import sys
 import threading
 from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from kbsearch_tools.local.apigw import HttpRequest, HttpResponse, build_event, error_response, parse_result
@@ -121,12 +123,27 @@ class LocalApi:
         return parse_result(result)
 
 
+class _HeaderLines:
+    """The request's stream as ``http.client.parse_headers`` reads it (line by line), keeping the lines it read: the
+    bytes of the header lines, which the parsed headers no longer show."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.lines: list[bytes] = []
+
+    def readline(self, limit: int = -1) -> bytes:
+        line: bytes = self.stream.readline(limit)
+        self.lines.append(line)
+        return line
+
+
 class _Handler(BaseHTTPRequestHandler):
     server_version = "kbsearch-local"
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # headers and body are separate writes: no 40 ms delayed-ACK stalls
     timeout = IDLE_TIMEOUT_S  # socket reads and writes: a stalled client is dropped, not waited for
     api: LocalApi
+    header_lines: tuple[bytes, ...] = ()  # the request's header lines as sent (parse_request)
     loopback_only = False  # bound to a loopback address: only requests naming this machine in Host are answered
 
     def handle(self) -> None:
@@ -141,7 +158,12 @@ class _Handler(BaseHTTPRequestHandler):
         if len(words) == 2:  # HTTP/0.9 has no status line or headers to answer with: close quietly
             self.close_connection = True
             return False
-        return super().parse_request()
+        reader, self.rfile = self.rfile, _HeaderLines(self.rfile)  # type: ignore[assignment]
+        try:
+            return super().parse_request()
+        finally:
+            self.header_lines = tuple(cast(_HeaderLines, self.rfile).lines)
+            self.rfile = reader
 
     def __getattr__(self, name: str) -> Any:
         # Every method reaches the router (TRACE, CONNECT, PROPFIND, ...): API Gateway answers a method a route does
@@ -186,6 +208,9 @@ class _Handler(BaseHTTPRequestHandler):
         if header_bytes > MAX_HEADER_BYTES:
             self._fail(431)
             return
+        if self._malformed_headers():
+            self._fail(400)
+            return
         try:
             url = urlsplit(self.path)
         except ValueError:  # e.g. an absolute URL with a broken IPv6 host
@@ -207,6 +232,19 @@ class _Handler(BaseHTTPRequestHandler):
             source_ip=self.client_address[0],
         )
         self._send(self.api.handle(request))
+
+    def _malformed_headers(self) -> bool:
+        """Headers a server must reject (the connection's framing is then not trusted: 400 and closed). RFC 9110
+        5.5: a field holding NUL, CR or LF. A line that is no header (no colon, a NUL in the name) ends the parsed
+        headers there (a defect): the Host after it was dropped, and the request answered as one without a Host.
+        RFC 9112 3.2: more than one Host, or none in HTTP/1.1 (the first of two was checked and another named)."""
+        if self.headers.defects or any(c in k or c in v for k, v in self.headers.items() for c in "\x00\r\n"):
+            return True
+        # a CR not ending its line: the headers' parser breaks lines there too (`Host: a\rX-Injected: 1` was two)
+        if any(b"\r" in line.removesuffix(b"\n").removesuffix(b"\r") for line in self.header_lines):
+            return True
+        hosts = self.headers.get_all("Host") or []
+        return len(hosts) > 1 or (not hosts and self.request_version == "HTTP/1.1")
 
     def _send(self, response: HttpResponse, close: bool = False) -> None:
         self.send_response(response.status)

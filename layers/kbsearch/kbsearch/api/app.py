@@ -35,6 +35,7 @@ from kbsearch.api.responses import (
     error,
     gateway_error,
     gateway_rpc_error,
+    repeated_parameter_error,
     rpc_error,
     unavailable,
     validation_error,
@@ -263,6 +264,9 @@ class SearchApi:
             event = body.checked_json_event(event, JSON_BODY_ROUTES)
         except body.BadBody as exc:
             return private(gateway_error(exc.status, exc.code, exc.message))
+        repeated = body.repeated_parameter(event)
+        if repeated is not None:
+            return private(repeated_parameter_error(*repeated))
         try:
             return private(self.app.resolve(event, context))
         finally:

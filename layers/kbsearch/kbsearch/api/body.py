@@ -214,6 +214,33 @@ def event_problem(event: Any) -> str | None:
     return None
 
 
+#: The query parameters each GET route reads one value of (the search's filters ``tags``, ``type`` and ``status``
+#: repeat). API Gateway passes ``?q=a&q=b`` with both values in ``multiValueQueryStringParameters`` and only the last
+#: in ``queryStringParameters``: the route would search ``b`` (or validation failed with a generic message).
+SINGLE_VALUED_QUERY = {
+    "/search": ("q", "top_k", "path_prefix", "updated_after", "rerank", "expand"),
+    "/notes": ("recent", "path_prefix"),
+    "/notes/{path+}": ("section",),
+    "/docs": ("format",),
+}
+
+
+def repeated_parameter(event: Mapping[str, Any]) -> tuple[str, int] | None:
+    """The first single-valued query parameter (:data:`SINGLE_VALUED_QUERY`) a GET gives more than once, and how
+    many times; None when there is none. Other parameters (unknown ones, which the routes ignore) are not judged."""
+    if str(event.get("httpMethod") or "").upper() not in ("GET", "HEAD"):
+        return None
+    route = str(event.get("resource") or event.get("path") or "")
+    if route.startswith("/notes/"):
+        route = "/notes/{path+}"
+    multi = event.get("multiValueQueryStringParameters") or {}
+    for name in SINGLE_VALUED_QUERY.get(route, ()):
+        values = multi.get(name) or ()
+        if len(values) > 1:
+            return name, len(values)
+    return None
+
+
 def _kind(value: Any) -> str:
     return {list: "array", str: "string", bool: "boolean", int: "number", float: "number"}.get(type(value), "null")
 

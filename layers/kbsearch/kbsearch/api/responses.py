@@ -52,6 +52,17 @@ def gateway_error(status: int, code: str, message: str) -> dict[str, Any]:
     }
 
 
+def repeated_parameter_error(name: str, count: int) -> dict[str, Any]:
+    """422 for a single-valued query parameter given more than once (:func:`kbsearch.api.body.repeated_parameter`),
+    as a proxy result, in :func:`validation_error`'s envelope."""
+    result = gateway_error(
+        422, "validation_error", f"the query parameter '{name}' is given {count} times; it takes one value"
+    )
+    detail = [{"loc": ["query", name], "msg": f"given {count} times; takes one value", "type": "repeated_parameter"}]
+    result["body"] = json.dumps({**json.loads(result["body"]), "detail": detail})
+    return result
+
+
 #: The routes whose errors are JSON-RPC error objects, never the REST envelope.
 RPC_ROUTES = frozenset({"/mcp"})
 #: JSON-RPC's codes for a request that is not one (a body too large, a method HTTP does not allow) and for a fault

@@ -1,0 +1,230 @@
+"""Hostile input from the AWS side of the indexer, through the real indexer handler on moto (bucket, queue, lease
+table): notification keys S3 never sends, lifecycle expirations, and lease items edited by hand. Each is what a
+careless operator, another tool or a forged message can put where the indexer reads; the answer is a skip with a
+reason or a run that goes on, never a crash, a wrong key or a lease held for ever."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from kbsearch.events import Scope as KeyScope
+from kbsearch.events import read_batch
+from kbsearch_tools.local.runtime import LambdaContext
+from kbsearch_tools.local.template import load_template
+from kbsearch_tools.s3events import NOTIFIED_EVENTS, EventPath, eventbridge_body, sqs_event, sqs_record
+from tests.conftest import ROOT
+from tests.integration.test_events import BUCKET, PREFIX, TABLE, Indexer, aws, note, open_points, s3_calls
+
+__all__ = ["aws", "s3_calls"]  # fixtures, shared with test_events
+
+
+def _notification(key: str, name: str = "ObjectCreated:Put", sequencer: str | None = None) -> str:
+    obj: dict[str, Any] = {"key": key, "size": 10, "eTag": "0" * 32}
+    if sequencer:
+        obj["sequencer"] = sequencer
+    return json.dumps({"Records": [{
+        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
+        "eventTime": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()), "eventName": name,
+        "userIdentity": {"principalId": "s3.amazonaws.com"}, "requestParameters": {"sourceIPAddress": "s3.amazonaws.com"},
+        "s3": {"s3SchemaVersion": "1.0", "bucket": {"name": BUCKET, "arn": f"arn:aws:s3:::{BUCKET}"}, "object": obj},
+    }]})  # fmt: skip
+
+
+# -- 1. percent-escapes S3 never sends ------------------------------------------------------------------------------
+
+#: Keys whose percent-encoding no S3 notification has (S3 sends '%' as %25, and keys are UTF-8), each of which read as
+#: another key: the escape kept as text (`a%zz.md`) or U+FFFD in place of its bytes (`�.md`).
+BAD_ESCAPES = {
+    "%zz": f"{PREFIX}a%zz.md", "a lone %": f"{PREFIX}100%.md", "% and one hex digit": f"{PREFIX}a%2.md",
+    "% at a folder's end": f"{PREFIX}x%/a.md", "%C3 cut short": f"{PREFIX}%C3.md", "%C3 then (": f"{PREFIX}a%C3%28.md",
+    "Latin-1 %E9": f"{PREFIX}caf%E9.md", "an encoded surrogate": f"{PREFIX}%ED%A0%80.md",
+    "%FF": f"{PREFIX}%FF.md",
+}  # fmt: skip
+
+
+def test_notification_keys_with_escapes_s3_never_sends_are_skipped_with_a_reason(
+    aws: EventPath, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, s3_calls: list[str]
+) -> None:
+    """Each bad key, created and removed, beside good notes whose keys S3 encodes (`+` for a space, `%2B` for a `+`,
+    `%20`, `%25`): the bad ones ignored with their reason and never read (no HEAD: it was made for `a%zz.md` and for
+    `\ufffd.md`, keys the event never named, and a removal applied to them), the good ones indexed under their own
+    keys, no message failed."""
+    indexer = Indexer(monkeypatch, tmp_path, None)
+    aws.receive()
+    good = {"a b.md": "a+b.md", "a+b.md": "a%2Bb.md", "c d.md": "c%20d.md", "%zz.md": "%25zz.md"}
+    for path in good:
+        aws.put(f"{PREFIX}{path}", note(len(path)))
+        aws.receive()  # moto's own notifications: the encodings below are S3's, written out
+    records = [sqs_record(_notification(f"{PREFIX}{key}", sequencer="0A"), aws.queue_arn) for key in good.values()]
+    for i, key in enumerate(BAD_ESCAPES.values()):
+        for name in ("ObjectCreated:Put", "ObjectRemoved:Delete", "LifecycleExpiration:Delete"):
+            records.append(sqs_record(_notification(key, name, f"{i + 1:02X}"), aws.queue_arn))
+    s3_calls.clear()
+    assert indexer(records) == []
+    assert sorted(p["path"] for p in open_points(indexer.settings()) if p["chunk_index"] == 0) == sorted(good)
+    heads = s3_calls.count("HeadObject")
+    assert heads == len(good), s3_calls  # one HEAD per good key, none for a key the event did not name
+    ignored = read_batch(sqs_event(records), KeyScope(BUCKET, PREFIX)).ignored  # what the run logged, one a line
+    for key in BAD_ESCAPES.values():
+        reasons = {item["reason"] for item in ignored if item["key"] == key}
+        assert len(reasons) == 1 and "not a key S3 sent" in next(iter(reasons)), (key, reasons)
+
+
+# -- 2. lifecycle expirations ---------------------------------------------------------------------------------------
+
+
+def test_the_bucket_notifies_what_the_template_subscribes() -> None:
+    """The moto bucket of these tests is wired as template.yaml wires the stack's bucket (every event type)."""
+    notes = load_template(ROOT / "template.yaml")["Resources"]["KbBucket"]["Properties"]["NotificationConfiguration"]
+    events = [c["Event"] for c in notes["QueueConfigurations"]]
+    assert events == list(NOTIFIED_EVENTS) * 2 and "s3:LifecycleExpiration:*" in events
+
+
+@pytest.mark.parametrize("name", ["LifecycleExpiration:Delete", "LifecycleExpiration:DeleteMarkerCreated"])
+def test_a_note_a_lifecycle_rule_expires_leaves_the_index_at_once(
+    aws: EventPath, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """A lifecycle rule expiring a note sends `LifecycleExpiration:*` (never `ObjectRemoved:*`): the bucket is
+    subscribed to it and the event removes the note, through the queue as S3 sends it (it was neither subscribed
+    nor read: `event ... does not change a note`, the note searchable until the next full sync). The same for the
+    access file at the root, and for EventBridge's `Object Deleted` of a lifecycle expiration."""
+    indexer = Indexer(monkeypatch, tmp_path, None)
+    aws.receive()
+    subscribed = aws.s3.get_bucket_notification_configuration(Bucket=BUCKET)["QueueConfigurations"]
+    assert all("s3:LifecycleExpiration:*" in c["Events"] for c in subscribed)
+    aws.put(f"{PREFIX}_access.yaml", b"hr/: [hr]\n")
+    for path in ("old.md", "hr/pay.md", "keep.md", "bridge.md"):
+        aws.put(f"{PREFIX}{path}", note(len(path)))
+    assert indexer(aws.receive()) == []
+    groups = {p["path"]: p["access"] for p in open_points(indexer.settings())}
+    assert groups["hr/pay.md"] == ["hr"]
+    # the rule expires three objects: S3 sends the queue what it sends for a lifecycle expiration, nothing else
+    for key in (f"{PREFIX}old.md", f"{PREFIX}_access.yaml", f"{PREFIX}bridge.md"):
+        aws.s3.delete_object(Bucket=BUCKET, Key=key)
+    aws.receive()  # moto notifies a DeleteObject call as ObjectRemoved: dropped, the rule's deletion sends no such
+    for key in (f"{PREFIX}old.md", f"{PREFIX}_access.yaml"):
+        aws.sqs.send_message(QueueUrl=aws.queue_url, MessageBody=_notification(key, name))
+    bridge = eventbridge_body(BUCKET, f"{PREFIX}bridge.md", True, "FF" * 9, "2026-12-04T00:00:00Z")
+    body = json.loads(bridge)
+    body["detail"].update({"reason": "Lifecycle Expiration", "deletion-type": "Permanently Deleted"})
+    aws.sqs.send_message(QueueUrl=aws.queue_url, MessageBody=json.dumps(body))
+    assert indexer(aws.receive()) == []
+    after = {p["path"]: p["access"] for p in open_points(indexer.settings())}
+    assert set(after) == {"hr/pay.md", "keep.md"}
+    assert after["hr/pay.md"] == ["public"]  # the expired access file's rule no longer applies
+
+
+# -- 4. lease items edited by hand ----------------------------------------------------------------------------------
+
+#: ``expires_at`` values no holder writes (absent, of another DynamoDB type, beyond any TTL): the lease is free.
+BROKEN_EXPIRIES: dict[str, dict[str, Any] | None] = {
+    "absent": None, "a string": {"S": "2030-01-01T00:00:00Z"}, "a number as a string": {"S": "1900000000"},
+    "a boolean": {"BOOL": True}, "null": {"NULL": True}, "a list": {"L": [{"N": "1"}]}, "a map": {"M": {}},
+    "10^30": {"N": "1E+30"}, "38 nines": {"N": "9" * 38}, "a year ahead": {"N": str(int(time.time()) + 366 * 86400)},
+    "a fraction, past": {"N": "1.5"}, "negative": {"N": "-1e30"},
+}  # fmt: skip
+
+
+def _put_lease(expires: dict[str, Any] | None, owner: dict[str, Any] | None = None) -> None:
+    item = {"pk": {"S": "index#kb"}, "owner": owner or {"S": "hand-edit"}, "acquired_at": {"N": "1"}}
+    if expires is not None:
+        item["expires_at"] = expires
+    boto3.client("dynamodb", region_name="us-east-1").put_item(TableName=TABLE, Item=item)
+
+
+def _lease_item() -> dict[str, Any] | None:
+    client = boto3.client("dynamodb", region_name="us-east-1")
+    return client.get_item(TableName=TABLE, Key={"pk": {"S": "index#kb"}}).get("Item")
+
+
+@pytest.mark.parametrize("expires", list(BROKEN_EXPIRIES.values()), ids=list(BROKEN_EXPIRIES))
+def test_a_hand_edited_lease_item_never_stops_the_indexer(
+    aws: EventPath, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, expires: dict[str, Any] | None
+) -> None:
+    """A lease item whose `expires_at` no holder writes: an event batch applies its notes and a scheduled run syncs,
+    taking the lease over and releasing it (an absent or non-number expiry held the lease for ever, every full sync
+    `skipped`; 10^30 too, and failed every event batch back to the queue; `1E+30` as the batch read it was a
+    `ValueError` out of the handler)."""
+    indexer = Indexer(monkeypatch, tmp_path, None)
+    aws.receive()
+    aws.put(f"{PREFIX}a.md", note(1))
+    _put_lease(expires)
+    assert indexer(aws.receive()) == []
+    assert {p["path"] for p in open_points(indexer.settings())} == {"a.md"}
+    aws.put(f"{PREFIX}b.md", note(2))
+    aws.receive()  # lost: the scheduled run finds it
+    _put_lease(expires)
+    report = indexer.app.lambda_handler({"full": True}, LambdaContext("kb-search-test-indexer", 2048, 900))
+    assert report.get("status") != "skipped" and report["error"] is None, report
+    assert {p["path"] for p in open_points(indexer.settings())} == {"a.md", "b.md"}
+    assert _lease_item() is None  # taken over and released, not left for the next run
+
+
+@pytest.mark.parametrize("expires_in", [100.5, 30])
+@pytest.mark.parametrize("owner", [{"S": "another run"}, {"N": "5"}, None])
+def test_a_lease_held_with_a_plausible_expiry_is_waited_on_and_named(
+    aws: EventPath, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, expires_in: float, owner: dict[str, Any] | None
+) -> None:
+    """A lease that is a holder's (its expiry within the longest TTL, a fraction too) still skips the full sync and
+    fails the batch back, naming the holder and the expiry (a fraction was a `ValueError`, an owner of another type
+    an `AttributeError`)."""
+    indexer = Indexer(monkeypatch, tmp_path, None)
+    indexer.app.LEASE_RETRY_S = 0
+    aws.receive()
+    aws.put(f"{PREFIX}a.md", note(1))
+    records = aws.receive()
+    item: dict[str, Any] = {"pk": {"S": "index#kb"}, "expires_at": {"N": str(time.time() + expires_in)}}
+    if owner is not None:
+        item["owner"] = owner
+    boto3.client("dynamodb", region_name="us-east-1").put_item(TableName=TABLE, Item=item)
+    assert indexer(records) == [r["messageId"] for r in records]
+    report = indexer.app.lambda_handler({"full": True}, LambdaContext("kb-search-test-indexer", 2048, 900))
+    assert report["status"] == "skipped" and isinstance(report["expires_at"], int), report
+    assert report["holder"] == (owner["S"] if owner and "S" in owner else "another run")
+
+
+# -- the sequencer log's items edited by hand -----------------------------------------------------------------------
+
+#: ``seq`` values the sequencer log never writes (it writes 64 upper-case hex digits).
+BROKEN_SEQUENCERS: dict[str, dict[str, Any] | None] = {
+    "absent": None, "a number": {"N": "5"}, "a list": {"L": [{"S": "01"}]}, "not hex": {"S": "Z" * 64},
+    "short": {"S": "FF"}, "prose": {"S": "later"}, "lower case": {"S": "f" * 64}, "0X prefix": {"S": "0X" + "F" * 62},
+    "underscores": {"S": "F_" * 32},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("seq", list(BROKEN_SEQUENCERS.values()), ids=list(BROKEN_SEQUENCERS))
+def test_a_hand_edited_sequencer_item_never_blocks_a_notes_events(
+    aws: EventPath, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seq: dict[str, Any] | None
+) -> None:
+    """The sequencer log's item of a note (``seq#<collection>#<path>``, in the lease table) holding a ``seq`` it never
+    writes: the note's next event is applied and the item written over with its sequencer, after which the log
+    orders events again (a replay is stale). No ``seq``, a number or a list was a `KeyError` failing every batch
+    touching the note (to the dead-letter queue); text above every sequencer (`Z`, `FF`, lower case, `0X`) made every
+    later event of the note `stale`, the note frozen at its old text until a full sync, for the item's life."""
+    indexer = Indexer(monkeypatch, tmp_path, None)
+    aws.receive()
+    aws.put(f"{PREFIX}a.md", note(1))
+    assert indexer(aws.receive()) == []
+    item: dict[str, Any] = {"pk": {"S": "seq#kb#a.md"}}
+    if seq is not None:
+        item["seq"] = seq
+    boto3.client("dynamodb", region_name="us-east-1").put_item(TableName=TABLE, Item=item)
+    aws.put(f"{PREFIX}a.md", note(1, first="edited by a later save"))
+    records = aws.receive()
+    assert indexer(records) == []
+    assert "edited by a later save" in json.dumps(open_points(indexer.settings()))
+    client = boto3.client("dynamodb", region_name="us-east-1")
+    held = client.get_item(TableName=TABLE, Key={"pk": {"S": "seq#kb#a.md"}})["Item"]["seq"]["S"]
+    sequencer = json.loads(records[0]["body"])["Records"][0]["s3"]["object"]["sequencer"]
+    assert held == sequencer.rjust(64, "0")
+    aws.put(f"{PREFIX}a.md", note(1, first="newer still"))
+    newer = aws.receive()
+    assert indexer(newer) == [] and indexer(records) == []  # the older event replayed after the newer: stale
+    assert "newer still" in json.dumps(open_points(indexer.settings()))
