@@ -14,6 +14,7 @@ import pytest
 
 from kbsearch.access import Scope
 from kbsearch.config import Secrets, Settings
+from kbsearch.errors import StoreError
 from kbsearch.events import Change
 from kbsearch.indexer import ChangeSync, give_reach
 from kbsearch.qdrant import open_store
@@ -178,12 +179,10 @@ def test_metadata_naming_a_group_public_chunks_lack_never_widens_a_scope(setting
     assert search_as(settings, ["finance"]) == (["finance/Budget.md"], one_match("finance"))
     assert search_as(settings, ["staff"]) == ([], one_match("staff"))
     assert search_as(settings, ["hr"]) == (["hr/Salary bands.md", "pub/Onboarding.md"], one_match("hr"))
-    sync(settings, kb)  # a sync that writes nothing reads nothing more
-    assert stored(settings)[0]["pub/Onboarding.md"] == {("hr", "oncall", "public", "security")}
-    with (kb / "hr/Salary bands.md").open("a", encoding="utf-8") as note:
-        note.write("more bands\n")
-    sync(settings, kb)  # one that writes gives the recorded groups to every public chunk (never taken back)
+    report = sync(settings, kb)  # a sync, one that writes no note too, gives the recorded groups to every public
+    assert report.added == report.updated == report.access_updated == 0  # chunk (never taken back)
     assert stored(settings)[0]["pub/Onboarding.md"] == {("finance", "hr", "oncall", "public", "security", "staff")}
+    assert search_as(settings, ["staff"]) == (["pub/Onboarding.md"], one_match("staff"))
     assert_exact(settings, {**ACCESS, "finance/Budget.md": {"finance"}})
 
 
@@ -377,6 +376,28 @@ def test_groups_an_older_version_wrote_without_reach_are_written_again_by_the_ne
     assert_exact(settings, {**ACCESS, "pub/Onboarding.md": set(groups)})
 
 
+def test_groups_an_older_version_wrote_are_repaired_by_any_batch_of_this_version(any_store: Settings, kb: Path) -> None:
+    """The older writer's window closes at this version's next run of any kind: an event batch of another note (its
+    catch-up looks for restricted chunks whose ``reach`` is not their groups) gives the note its groups' ``reach``,
+    and a caller of another recorded group no longer finds it."""
+    sync(any_store, kb)
+    (kb / "_access.yaml").write_text(RULES + "pub/: [hr]\n", encoding="utf-8")
+    store = open_store(any_store, Secrets(any_store))
+    try:  # what the older version's rules run writes: the groups alone
+        store.set_payloads([(["pub/Onboarding.md"], {"access": ["hr"], "access_from": "folder:pub/"})])
+    finally:
+        store.close()
+    assert "pub/Onboarding.md" in search_as(any_store, ["security"])[0]  # the window
+    (kb / "ops/Other.md").write_text("# Other\nwelcome other\n", encoding="utf-8")
+    report = apply_events(any_store, kb, "ops/Other.md")
+    assert report.chunks_upserted == 1 and report.access_updated == 0  # the note itself not touched
+    reach, _ = stored(any_store)
+    assert reach["pub/Onboarding.md"] == {("hr",)}
+    assert search_as(any_store, ["security"]) == (["ops/Incident.md", "ops/Other.md", "security/incidents/Breach.md"],
+                                                  one_match("security"))  # fmt: skip
+    assert_exact(any_store, {**ACCESS, "pub/Onboarding.md": {"hr"}, "ops/Other.md": {"public"}})
+
+
 def test_reach_fits_its_groups_or_the_chunk_records_none() -> None:
     from kbsearch.qdrant.store import recorded_access
 
@@ -390,3 +411,59 @@ def test_reach_fits_its_groups_or_the_chunk_records_none() -> None:
     for access, reach in [(["hr"], ["hr", "public", "security"]), (["hr"], ["hr", "security"]), (["hr"], []),
                           (["hr", "security"], ["hr"]), (["public"], ["hr"]), (["hr"], None), (["hr"], "hr")]:  # fmt: skip
         assert recorded(access, reach) is None, (access, reach)
+
+
+class DiesAtTheCatchUp:
+    """The batch's store, failing the write after the batch's own (the catch-up giving its public chunks the groups
+    recorded meanwhile): the batch dies between its write and its catch-up, as an invocation killed there would."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.failed = inner, False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def set_payload_where(self, where: dict[str, Any], payload: dict[str, Any]) -> None:
+        if not self.failed:
+            self.failed = True
+            raise StoreError("connection reset while writing the catch-up")
+        self.inner.set_payload_where(where, payload)
+
+
+@pytest.mark.parametrize("next_run", ["the batch retried", "another note's batch", "a no-change full sync"])
+def test_a_batch_that_dies_between_its_write_and_its_catch_up_is_repaired_by_the_next_run(
+    any_store: Settings, kb: Path, next_run: str
+) -> None:
+    """A full sync records ``finance`` while a batch is between its read of the recorded groups and its write: the
+    batch's public chunk lacks ``finance``, and the batch dies before its catch-up gives it. ``finance``'s callers
+    miss the note (never wider); the next run, whatever it is (the batch retried, which has nothing to write; another
+    note's batch; the schedule's full sync, which changes nothing), gives it the recorded groups."""
+    settings = any_store
+    sync(settings, kb)
+    (kb / "pub/Second.md").write_text("# Second\nwelcome second\n", encoding="utf-8")
+    change = Change(path="pub/Second.md", key="pub/Second.md", removed=False)
+    store = open_store(settings, Secrets(settings))
+    try:
+        dying = DiesAtTheCatchUp(store)
+        report = ChangeSync(ConcurrentFullSync(kb, store), dying, None).apply([change])  # type: ignore[arg-type]
+        assert dying.failed and report.added == 1 and report.error and report.failed_paths == ["pub/Second.md"]
+    finally:
+        store.close()
+    reach, recorded = stored(settings)
+    assert recorded == ["finance", "hr", "oncall", "security"]
+    assert reach["pub/Second.md"] == {("hr", "oncall", "public", "security")}  # written, not caught up
+    assert search_as(settings, ["finance"]) == (["pub/Onboarding.md"], one_match("finance"))  # narrower, never wider
+    if next_run == "the batch retried":
+        assert apply_events(settings, kb, "pub/Second.md").chunks_upserted == 0  # nothing to write: unchanged
+    elif next_run == "another note's batch":
+        (kb / "pub/Third.md").write_text("# Third\nwelcome third\n", encoding="utf-8")
+        apply_events(settings, kb, "pub/Third.md")
+    else:
+        full = sync(settings, kb)
+        assert full.added == full.updated == full.access_updated == 0
+    reach, _ = stored(settings)
+    assert reach["pub/Second.md"] == reach["pub/Onboarding.md"] == {("finance", "hr", "oncall", "public", "security")}
+    third = {"pub/Third.md": {"public"}} if next_run == "another note's batch" else {}
+    assert search_as(settings, ["finance"]) == (sorted(["pub/Onboarding.md", "pub/Second.md", *third]),
+                                                one_match("finance"))  # fmt: skip
+    assert_exact(settings, {**ACCESS, "pub/Second.md": {"public"}} | third)

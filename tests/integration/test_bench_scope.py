@@ -22,3 +22,15 @@ def test_the_restricted_copies_hold_each_of_the_scopes_groups_and_both() -> None
     assert one["clause"] == {"key": "access", "match": {"value": "public"}}
     hr = bench_scope(ROOT / "sample-kb", copies=2, scope="hr", queries=2, dims=64)
     assert hr["clause"] == {"key": "reach", "match": {"value": "hr"}}
+
+
+def test_the_copies_can_be_restricted_to_other_groups_than_the_scopes() -> None:
+    """``--restrict``: a one-group caller on a store whose copies are restricted to more groups excludes some (here the
+    ``security`` copy): the selective one-match scope, measured against one that excludes nothing."""
+    selective = bench_scope(ROOT / "sample-kb", copies=4, scope="hr", queries=4, dims=64, restrict="hr,security")
+    assert selective["restricted"] == {"copy-00": ["hr"], "copy-02": ["security"]}
+    assert selective["scope"] == ["hr", "public"]
+    assert selective["clause"] == {"key": "reach", "match": {"value": "hr"}}
+    assert selective["scoped"]["qdrant_calls_per_search"] == [1]
+    assert 0 < selective["scoped"]["mean_hits"] <= selective["unrestricted"]["mean_hits"]
+    assert "copy-02 security" in format_scope(selective)

@@ -327,7 +327,13 @@ def bench_search(
 
 
 def bench_scope(
-    kb: Path, copies: int = 10, scope: str = "hr", queries: int = 200, dims: int = 1024, progress: Any = None
+    kb: Path,
+    copies: int = 10,
+    scope: str = "hr",
+    queries: int = 200,
+    dims: int = 1024,
+    progress: Any = None,
+    restrict: str | None = None,
 ) -> dict[str, Any]:
     """What an access scope costs a warm search: the vault copied ``copies`` times, every other copy restricted
     by an ``_access.yaml`` folder rule (:func:`restricted_copies`: to the scope's groups in turn, each alone and then
@@ -336,7 +342,8 @@ def bench_scope(
     and the fused query), interleaved query by query, hybrid retrieval with no expansion or reranking. Counts the
     Qdrant calls each search makes. The scope is an API key's of the caller mapping (``ACCESS_GROUPS``), which the
     indexer reads as a deployment's does: a scope of two groups or more has its set's reach token, and the clause
-    the search sends is reported."""
+    the search sends is reported. ``restrict``: the groups the copies are restricted to in turn instead of the
+    scope's (``hr,security`` with the scope ``hr``: a one-group caller that excludes the ``security`` copies)."""
     import random
 
     from kbsearch.access import CallerMap, Scope
@@ -395,7 +402,8 @@ def bench_scope(
             root = Path(tmp)
             (root / "kb").mkdir()
             source = copied_vault(kb, copies, root / "kb")
-            restricted = restricted_copies(copies, caller.groups or ())
+            copied_groups = Scope.parse("bench", restrict).groups if restrict is not None else caller.groups
+            restricted = restricted_copies(copies, copied_groups or ())
             results["restricted"] = restricted
             if restricted:
                 rules = "".join(f"{folder}/: [{', '.join(groups)}]\n" for folder, groups in restricted.items())

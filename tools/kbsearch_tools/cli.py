@@ -707,7 +707,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(json.dumps(results, indent=2) if args.json else bench.format_index(results))
     elif args.what == "search" and args.scope is not None:
         copies = max(args.copies or (1, 10))
-        scoped = bench.bench_scope(bench_kb(), copies, args.scope, args.queries, args.dims, progress=note)
+        scoped = bench.bench_scope(bench_kb(), copies, args.scope, args.queries, args.dims, progress=note,
+                                   restrict=args.restrict)  # fmt: skip
         print(json.dumps(scoped, indent=2) if args.json else bench.format_scope(scoped))
     elif args.what == "search" and args.fusions:
         fusions = [f.strip() for f in args.fusions.split(",") if f.strip()]
@@ -1074,6 +1075,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "all together: hr,security gives hr, security, hr+security, hr, ...; hr for GROUPS public), "
                         "the same warm searches unrestricted and as a caller holding GROUPS, interleaved; reports "
                         "both and the Qdrant calls per search")  # fmt: skip
+    p.add_argument("--restrict", metavar="GROUPS",
+                   help="search --scope: restrict the copies to these groups in turn instead of the scope's "
+                        "(--scope hr --restrict hr,security: a one-group caller that excludes the security "
+                        "copies)")  # fmt: skip
     p.add_argument("--fusions", metavar="F1,F2",
                    help="search: measure what the fusion costs instead: bench search's store searched with each "
                         "SEARCH_FUSION (adaptive, rrf, dbsf) query by query, fakes answering at once; reports "

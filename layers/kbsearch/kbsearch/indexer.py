@@ -430,9 +430,9 @@ class Indexer:
         recorded only once every chunk it serves holds it. Restricted chunks whose ``reach`` is not their groups
         (a store written before ``reach``, an older kb-search's write) are given theirs first. Public chunks an event batch wrote meanwhile with fewer groups are
         given them again once the groups are recorded (and by the batch itself when it ends: :func:`give_reach`).
-        A sync that wrote nothing and has no group to add reads nothing more (a no-change sync stays a listing and a
-        state read); chunks left without their groups by a writer that died meanwhile are found by the next sync
-        that writes."""
+        Every sync, one that wrote nothing too, gives the recorded groups to public chunks lacking them (a batch
+        that died between its write and its catch-up left them so): a filtered scroll of one point when none does,
+        beside the restricted chunks' one."""
         if report.error:
             return
         sets = reach_sets_target(self._sets_recorded, self.options.caller_sets)
@@ -442,9 +442,7 @@ class Indexer:
         self._repair_restricted_reach(sets)
         target = reach_target(self._reach_recorded, self._access.values(), self._rules)
         fresh = target != self._reach_recorded or sets != self._sets_recorded or not self._reach_marked
-        if not (fresh or report.added or report.updated or report.access_updated):
-            return
-        give_reach(self.store, target, sets)
+        give_reach(self.store, target, sets)  # a sync that wrote nothing too: a batch that died before catching up
         if fresh:
             self.store.merge_metadata({REACH_GROUPS: target, REACH_SETS: sets})
             give_reach(self.store, target, sets)  # a public chunk written meanwhile by a batch that read fewer
@@ -1503,17 +1501,17 @@ class ChangeSync:
 
     def _catch_up_reach(self, report: ChangeReport) -> None:
         """A batch never records groups of ``reach`` (a full sync does, :meth:`Indexer._record_reach`); but one that
-        read the recorded groups before a full sync recorded more wrote its public chunks with fewer: once its
-        writes are done, they are given the groups and group-set tokens recorded now (only chunks lacking one are
-        written; restricted chunks lacking a token of a set that shares one of their groups, too)."""
-        if not (report.chunks_upserted or report.access_updated):
-            return  # no chunk written: none to catch up
+        read the recorded groups before a full sync recorded more wrote its chunks with fewer: once its writes are
+        done, public chunks are given the groups and group-set tokens recorded now, restricted chunks the tokens of
+        the sets that share one of their groups (only chunks lacking one are written). Every batch does so, whether
+        it wrote or not, so that chunks an earlier batch wrote and then died before catching up (killed, its
+        store failing at the catch-up) are given them by the next batch, its own retry included (which finds its
+        note written and writes nothing): one metadata read and a filtered scroll of one point each for public and
+        restricted chunks when none lacks anything."""
         metadata = self.store.metadata()
         recorded, sets = sorted(reach_groups(metadata)), sorted(reach_sets(metadata))
-        if not (set(recorded) <= set(self.indexer._reach) and set(sets) <= set(self.indexer._sets)):
-            give_reach(self.store, recorded, sets)
-        if not set(sets) <= set(self.indexer._sets):
-            self.indexer._repair_restricted_reach(sets)
+        give_reach(self.store, recorded, sets)
+        self.indexer._repair_restricted_reach(sets)
 
     def _apply_rules(self, report: ChangeReport, stop_at: Deadline) -> bool:
         """The access file changed (created, edited or deleted): every indexed note's groups under the rules as
