@@ -873,32 +873,36 @@ class Indexer:
 #: The cyclic garbage collector's first threshold while notes are written (Python's default: 700). A window's
 #: answers are ~1,000 lists of 1,024 floats and its points as many payload dicts, all alive until the window is
 #: written: at 700 allocations a young collection, and every tenth an older one, walked them again and again (10x
-#: the vault: ~1,060 collections, 1.4 s of the indexing process's CPU under its one interpreter lock; 0.4 s at
-#: 20,000; BENCHMARKS.md, "Session 14"). Nothing is kept from collection: cycles are found as before, later.
+#: the vault: ~1,050 collections, 1.3-1.4 s of the indexing process's CPU under its one interpreter lock; at
+#: 20,000, 257 and 0.4 s; BENCHMARKS.md, "Session 14"). Nothing escapes collection: cycles are found as before, later.
 GC_YOUNG_WHILE_WRITING = 20_000
-_collections_lock = threading.Lock()
-_collections_held = 0
-_collections_before: tuple[int, int, int] | None = None
+
+
+class _Collector:
+    """The syncs that hold the collector's threshold raised (:func:`fewer_collections`), and what it was before."""
+
+    lock = threading.Lock()
+    held = 0
+    before: tuple[int, int, int] | None = None
 
 
 @contextlib.contextmanager
 def fewer_collections(young: int = GC_YOUNG_WHILE_WRITING) -> Iterator[None]:
     """Raise the collector's first threshold to at least ``young`` while the block runs (process-wide: the first of
     overlapping blocks sets it, the last to leave puts back what it found)."""
-    global _collections_held, _collections_before
-    with _collections_lock:
-        if _collections_held == 0:
-            _collections_before = gc.get_threshold()
-            gc.set_threshold(max(young, _collections_before[0]), *_collections_before[1:])
-        _collections_held += 1
+    with _Collector.lock:
+        if _Collector.held == 0:
+            _Collector.before = before = gc.get_threshold()
+            gc.set_threshold(max(young, before[0]), *before[1:])
+        _Collector.held += 1
     try:
         yield
     finally:
-        with _collections_lock:
-            _collections_held -= 1
-            if _collections_held == 0 and _collections_before is not None:
-                gc.set_threshold(*_collections_before)
-                _collections_before = None
+        with _Collector.lock:
+            _Collector.held -= 1
+            if _Collector.held == 0 and _Collector.before is not None:
+                gc.set_threshold(*_Collector.before)
+                _Collector.before = None
 
 
 @dataclass
