@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import json
 import random
@@ -18,7 +19,7 @@ from moto import mock_aws
 
 from kbsearch.chunking import chunk_note
 from kbsearch.config import Secrets, Settings
-from kbsearch.indexer import Indexer, SyncOptions, SyncReport
+from kbsearch.indexer import GC_YOUNG_WHILE_WRITING, Indexer, SyncOptions, SyncReport
 from kbsearch.notes import NoteError, parse_note
 from kbsearch.providers.embeddings import build_embedder
 from kbsearch.providers.resilience import Deadline, ProviderError, shared_client
@@ -560,6 +561,34 @@ def test_the_next_window_is_embedded_while_one_is_written(tmp_path: Path, deepin
     assert log.overlapped == [True, True, True]
     assert log.upserted == [["n00.md", "n01.md"], ["n02.md", "n03.md"], ["n04.md", "n05.md"], ["n06.md", "n07.md"]]
     assert_exact_chunks(settings, kb)
+
+
+class ThresholdLog(WindowLog):
+    """A :class:`WindowLog` that records the collector's thresholds at each write."""
+
+    def __init__(self, store: Store, embedder: Any, fail_window: int | None = None) -> None:
+        super().__init__(store, embedder, fail_window)
+        self.thresholds: list[tuple[int, int, int]] = []
+
+    def upsert(self, chunks: Any) -> None:
+        self.thresholds.append(gc.get_threshold())
+        super().upsert(chunks)
+
+
+@pytest.mark.parametrize("fail_window", [None, 2])
+def test_the_collector_runs_less_often_while_notes_are_written_and_as_before_after(
+    tmp_path: Path, deepinfra: FakeProvider, fail_window: int | None
+) -> None:
+    """While windows are written the cyclic collector's first threshold is at least GC_YOUNG_WHILE_WRITING (a
+    window's vectors and payloads are not walked again every 700 allocations); after the sync, whether it ended
+    or the provider failed, the thresholds are what they were."""
+    before = gc.get_threshold()
+    kb, settings, log, report = logged_sync(tmp_path, deepinfra, lambda s, e: ThresholdLog(s, e, fail_window))
+    assert isinstance(log, ThresholdLog) and log.thresholds and report.incomplete == (fail_window is not None)
+    assert all(t == (max(GC_YOUNG_WHILE_WRITING, before[0]), *before[1:]) for t in log.thresholds), log.thresholds
+    assert gc.get_threshold() == before
+    if fail_window is None:
+        assert_exact_chunks(settings, kb)
 
 
 class CountdownDeadline(Deadline):

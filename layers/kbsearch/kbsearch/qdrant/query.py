@@ -16,6 +16,7 @@ No qdrant_client or httpx import here: the search path and ``/health`` stay ligh
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 import math
 import operator
@@ -48,9 +49,15 @@ DENSE_SIZE = "dense_size"
 RESCORE_ONCE = "rescore_once"
 #: Metadata keys of the last successful indexer run (when, and full | reconcile | events | watch): /health's answer.
 LAST_SYNC_AT, LAST_SYNC_KIND = "last_sync_at", "last_sync_kind"
-#: The payload indexes every collection gets (field → Qdrant's payload schema type).
+#: The payload indexes every collection gets (field → Qdrant's payload schema type), one for each field a filter, a
+#: facet or an ordering reads: ``path`` (a note's points: deletes, updates, reads), ``tags``/``type``/``status``/
+#: ``folders``/``updated`` (the search's filters, the catalog's facets and its newest notes), ``chunk_index`` (a
+#: note's first chunk, leftovers past its last), ``access``/``reach`` (every search's scope), ``path_keys``/
+#: ``name_keys``/``link_keys`` (the link graph). Nothing filters on ``doc_id`` (it is read, not matched), so it has
+#: none: Qdrant Edge builds each index at every seal from every payload, ~0.45 s of the indexing process's CPU per
+#: index at 10x the vault (BENCHMARKS.md, "Session 14"). A collection made before keeps its ``doc_id`` index.
 PAYLOAD_INDEXES = {
-    "path": "keyword", "doc_id": "keyword", "tags": "keyword", "type": "keyword", "status": "keyword",
+    "path": "keyword", "tags": "keyword", "type": "keyword", "status": "keyword",
     "folders": "keyword", "chunk_index": "integer", "updated": "datetime", "access": "keyword",
     "path_keys": "keyword", "name_keys": "keyword", "link_keys": "keyword", "reach": "keyword",
 }  # fmt: skip
@@ -72,6 +79,7 @@ REACH_SETS = "access_reach_sets"
 #: letters, digits, ``_ . : -``), so a token is never taken for a group, nor a group for a token.
 SET_JOIN = "+"
 POINT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://kb-search/points")
+_NAMESPACE_BYTES = POINT_NAMESPACE.bytes
 
 logger = logging.getLogger(__name__)
 
@@ -86,8 +94,11 @@ def point_number(path: str, chunk_index: int) -> int:
     64-bit integer id Qdrant also takes. Qdrant Edge hands a search's integer ids over as Python ints and its UUIDs
     as ``uuid.UUID`` objects, made one by one: ~0.8 ms of a search's ~700 points (0.79 → 0.45 ms in the engine, 0.50
     → 0.03 ms reading them). It orders as the UUID's string does (equal scores rank alike on Edge and Cloud); two of
-    a million chunks share one with a chance of 3 in 100 million."""
-    return uuid.uuid5(POINT_NAMESPACE, f"{path}#{chunk_index}").int >> 64
+    a million chunks share one with a chance of 3 in 100 million. Computed as ``uuid.uuid5`` does (SHA-1 of the
+    namespace and the name, the version nibble set to 5) without making the ``UUID``: a third of the cost, once per
+    point written."""
+    digest = hashlib.sha1(_NAMESPACE_BYTES + f"{path}#{chunk_index}".encode(), usedforsecurity=False).digest()
+    return (int.from_bytes(digest[:8], "big") & ~0xF000) | 0x5000
 
 
 def signature_id(signature: dict[str, Any]) -> str:
