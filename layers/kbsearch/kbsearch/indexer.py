@@ -157,6 +157,41 @@ class _Parsed:
     points: list[ChunkPoint]  # payload and sparse vector built; the dense vector is added when the window is embedded
 
 
+#: The cyclic garbage collector's first threshold while notes are written (Python's default: 700). A window's
+#: answers are ~1,000 lists of 1,024 floats and its points as many payload dicts, all alive until the window is
+#: written: at 700 allocations a young collection, and every tenth an older one, walked them again and again (10x
+#: the vault: ~1,050 collections, 1.3-1.4 s of the indexing process's CPU under its one interpreter lock; at
+#: 20,000, 257 and 0.4 s; BENCHMARKS.md, "Session 14"). Nothing escapes collection: cycles are found as before, later.
+GC_YOUNG_WHILE_WRITING = 20_000
+
+
+class _Collector:
+    """The syncs that hold the collector's threshold raised (:func:`fewer_collections`), and what it was before."""
+
+    lock = threading.Lock()
+    held = 0
+    before: tuple[int, int, int] | None = None
+
+
+@contextlib.contextmanager
+def fewer_collections(young: int = GC_YOUNG_WHILE_WRITING) -> Iterator[None]:
+    """Raise the collector's first threshold to at least ``young`` while the block runs (process-wide: the first of
+    overlapping blocks sets it, the last to leave puts back what it found)."""
+    with _Collector.lock:
+        if _Collector.held == 0:
+            _Collector.before = before = gc.get_threshold()
+            gc.set_threshold(max(young, before[0]), *before[1:])
+        _Collector.held += 1
+    try:
+        yield
+    finally:
+        with _Collector.lock:
+            _Collector.held -= 1
+            if _Collector.held == 0 and _Collector.before is not None:
+                gc.set_threshold(*_Collector.before)
+                _Collector.before = None
+
+
 @dataclass
 class SyncOptions:
     full: bool = False
@@ -729,6 +764,7 @@ class Indexer:
             report.warnings.append({"path": obj.path, "reason": warning})
         return _Parsed(obj, kind, note, access, chunks, points)
 
+    @fewer_collections()
     def _index(
         self,
         report: SyncReport,
@@ -742,17 +778,6 @@ class Indexer:
         requests in flight at a time, as before). A window's embedding is waited for before the next one starts, so
         a provider failure stops the run with no request sent after it (BENCHMARKS.md, session 13). The cyclic
         garbage collector runs less often meanwhile (:func:`fewer_collections`)."""
-        with fewer_collections():
-            self._index_windows(report, work, state, stop_at, call_deadline)
-
-    def _index_windows(
-        self,
-        report: SyncReport,
-        work: list[tuple[SourceObject, str]],
-        state: dict[str, NoteState],
-        stop_at: Deadline,
-        call_deadline: Deadline | None,
-    ) -> None:
         from concurrent.futures import Future, ThreadPoolExecutor
 
         stats = EmbeddingStats()
@@ -866,41 +891,6 @@ class Indexer:
                 report.added += 1
             else:
                 report.updated += 1
-
-
-#: The cyclic garbage collector's first threshold while notes are written (Python's default: 700). A window's
-#: answers are ~1,000 lists of 1,024 floats and its points as many payload dicts, all alive until the window is
-#: written: at 700 allocations a young collection, and every tenth an older one, walked them again and again (10x
-#: the vault: ~1,050 collections, 1.3-1.4 s of the indexing process's CPU under its one interpreter lock; at
-#: 20,000, 257 and 0.4 s; BENCHMARKS.md, "Session 14"). Nothing escapes collection: cycles are found as before, later.
-GC_YOUNG_WHILE_WRITING = 20_000
-
-
-class _Collector:
-    """The syncs that hold the collector's threshold raised (:func:`fewer_collections`), and what it was before."""
-
-    lock = threading.Lock()
-    held = 0
-    before: tuple[int, int, int] | None = None
-
-
-@contextlib.contextmanager
-def fewer_collections(young: int = GC_YOUNG_WHILE_WRITING) -> Iterator[None]:
-    """Raise the collector's first threshold to at least ``young`` while the block runs (process-wide: the first of
-    overlapping blocks sets it, the last to leave puts back what it found)."""
-    with _Collector.lock:
-        if _Collector.held == 0:
-            _Collector.before = before = gc.get_threshold()
-            gc.set_threshold(max(young, before[0]), *before[1:])
-        _Collector.held += 1
-    try:
-        yield
-    finally:
-        with _Collector.lock:
-            _Collector.held -= 1
-            if _Collector.held == 0 and _Collector.before is not None:
-                gc.set_threshold(*_Collector.before)
-                _Collector.before = None
 
 
 @dataclass

@@ -42,12 +42,13 @@ def validation_error(errors: Iterable[Mapping[str, Any]], location: str | None =
     )
 
 
-def gateway_error(status: int, code: str, message: str) -> dict[str, Any]:
-    """The same envelope as a proxy result, for answers given before the router runs."""
+def gateway_error(status: int, code: str, message: str, detail: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The same envelope as a proxy result, for answers given before the router runs (``detail``: field-level
+    errors, as :func:`validation_error` lists them)."""
     return {
         "statusCode": status,
         "multiValueHeaders": {"Content-Type": ["application/json"]},
-        "body": json.dumps({"error": code, "message": message}),
+        "body": json.dumps({"error": code, "message": message} | ({"detail": detail} if detail is not None else {})),
         "isBase64Encoded": False,
     }
 
@@ -55,12 +56,9 @@ def gateway_error(status: int, code: str, message: str) -> dict[str, Any]:
 def repeated_parameter_error(name: str, count: int) -> dict[str, Any]:
     """422 for a single-valued query parameter given more than once (:func:`kbsearch.api.body.repeated_parameter`),
     as a proxy result, in :func:`validation_error`'s envelope."""
-    result = gateway_error(
-        422, "validation_error", f"the query parameter '{name}' is given {count} times; it takes one value"
-    )
     detail = [{"loc": ["query", name], "msg": f"given {count} times; takes one value", "type": "repeated_parameter"}]
-    result["body"] = json.dumps({**json.loads(result["body"]), "detail": detail})
-    return result
+    message = f"the query parameter '{name}' is given {count} times; it takes one value"
+    return gateway_error(422, "validation_error", message, detail)
 
 
 #: The routes whose errors are JSON-RPC error objects, never the REST envelope.
