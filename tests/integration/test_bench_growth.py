@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 from kbsearch_tools.bench_growth import format_growth
@@ -38,3 +39,59 @@ def test_growth_measures_each_size_and_side_in_the_same_rounds(tmp_path: Path) -
     assert set(rows[(1, "kbsearch")]["ratio_to_baseline"]) >= {"index_s", "search_p50_ms", "no_change_s"}
     table = format_growth(results)
     assert "/baseline" in table and "no-change" in table
+
+
+def test_index_peak_rss_counts_the_parsing_process(tmp_path: Path) -> None:
+    """A full index of enough notes parses them in a spawned process; the index step's peak RSS is the indexing
+    process's plus that process's (an upper bound), not the indexing process's alone."""
+    from kbsearch.indexer import PARSE_PROCESS_FROM
+    from kbsearch_tools.bench_peer import _OURS_INDEX_CHILD, _child
+    from kbsearch_tools.fakes import FakeProvider
+
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    for i in range(PARSE_PROCESS_FROM + 20):
+        (kb / f"note {i:04d}.md").write_text(f"# Note {i}\n\nThe vault syncs note {i} to every device.\n", "utf-8")
+    fake = FakeProvider("deepinfra", api_key="bench-key").start()
+    try:
+        values = {"qdrant_path": str(tmp_path / "q"), "qdrant_embedded": "edge", "embedding_dimensions": 32,
+                  "embedding_url": fake.embeddings_url, "embedding_api_key": fake.api_key,
+                  "embedding_model": FakeProvider.EMBED_MODEL["deepinfra"]}  # fmt: skip
+        index = _child(_OURS_INDEX_CHILD, {"mode": "index", "settings": values, "kb": str(kb)}, subprocess_env())
+    finally:
+        fake.stop()
+    assert index["chunks"] == PARSE_PROCESS_FROM + 20
+    # the parsing process is an interpreter with kb-search's parsing imports: tens of MB, counted on top
+    assert index["children_peak_rss_mb"] > 20
+    assert index["peak_rss_mb"] == index["own_peak_rss_mb"] + index["children_peak_rss_mb"]
+
+
+def test_peak_rss_counts_ended_and_running_children(tmp_path: Path) -> None:
+    """``peak_rss_mb`` in a fresh interpreter: a child that touched 200 MB and ended, then one that holds 100 MB
+    and still runs, each add at least that to ``children`` and ``total``."""
+    script = tmp_path / "job.py"
+    script.write_text(
+        "import json, subprocess, sys\n"
+        "from kbsearch_tools.bench import PEAK_RSS\n"
+        "exec(PEAK_RSS)  # as the job scripts carry it\n"
+        "hold = 'b = bytearray({mb} * 2**20); b[::4096] = b\"x\" * len(b[::4096]); print(1, flush=True); sys.stdin.read()'\n"
+        "before = peak_rss_mb()\n"
+        "ended = subprocess.run([sys.executable, '-c', 'import sys; ' + hold.format(mb=200)], input='', text=True,\n"
+        "                       capture_output=True, check=True)\n"
+        "after_ended = peak_rss_mb()\n"
+        "running = subprocess.Popen([sys.executable, '-c', 'import sys; ' + hold.format(mb=100)], stdin=subprocess.PIPE,\n"
+        "                           stdout=subprocess.PIPE, text=True)\n"
+        "running.stdout.readline()\n"
+        "with_running = peak_rss_mb()\n"
+        "running.communicate('')\n"
+        "print(json.dumps([before, after_ended, with_running]))\n",
+        encoding="utf-8",
+    )
+    done = subprocess.run([sys.executable, str(script)], env=subprocess_env(), capture_output=True, text=True,
+                          timeout=60, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    before, after_ended, with_running = json.loads(done.stdout)
+    assert before["children"] < 50 and before["total"] == before["own"] + before["children"]
+    assert after_ended["children"] >= 200 and after_ended["total"] >= after_ended["own"] + 200
+    assert with_running["children"] >= after_ended["children"] + 100
+    assert with_running["total"] == with_running["own"] + with_running["children"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import os
 import platform
@@ -970,6 +971,37 @@ def format_load(results: dict[str, Any]) -> str:
     ])  # fmt: skip
 
 
+def peak_rss_mb() -> dict[str, float]:
+    """Peak resident memory, in MB, of this process and of the processes it started: ``own`` (its ``ru_maxrss``),
+    ``children`` (the largest child that has ended and been waited for, ``RUSAGE_CHILDREN``'s ``ru_maxrss``, plus
+    the peak, ``VmHWM``, of each child still running: multiprocessing's resource tracker, say) and ``total``, their
+    sum. ``total`` is an upper bound on the processes' peak together: each is counted at its own peak, as if all
+    peaked at once; and it bounds it only while at most one of the ended children ran at a time (an index's one
+    parsing process). Job scripts carry this function's source (:data:`PEAK_RSS`): a baseline tree's job runs this
+    checkout's measure."""
+    import os
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    ended = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    running = 0.0
+    me = str(os.getpid())
+    for pid in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as handle:
+                fields = dict(line.split(":", 1) for line in handle if ":" in line)
+        except OSError:  # ended meanwhile, or not ours to read
+            continue
+        if fields.get("PPid", "").strip() == me and "VmHWM" in fields:
+            running += int(fields["VmHWM"].split()[0]) / 1024
+    return {"own": own, "children": ended + running, "total": own + ended + running}
+
+
+#: :func:`peak_rss_mb`'s source, run ahead of each job script (a fresh interpreter, maybe another tree's on the path).
+PEAK_RSS = inspect.getsource(peak_rss_mb)
+
 _STORE_CHILD = r"""
 import json, os, resource, statistics, sys, time
 t_start = time.perf_counter()
@@ -1004,7 +1036,8 @@ else:
     out["search_p50_ms"] = statistics.median(total)
     out["search_p95_ms"] = sorted(total)[int(0.95 * (len(total) - 1))]
     service.close()
-out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+rss = peak_rss_mb()  # an index's parsing process has ended: counted with the process
+out["peak_rss_mb"], out["own_peak_rss_mb"], out["children_peak_rss_mb"] = rss["total"], rss["own"], rss["children"]
 print(json.dumps(out))
 """
 
@@ -1046,7 +1079,7 @@ def bench_store(
     def child(job: dict[str, Any]) -> dict[str, Any]:
         env = dict(os.environ, KB_BENCH_JOB=json.dumps(job))
         done = subprocess.run(
-            [sys.executable, "-c", _STORE_CHILD], check=False, env=env, capture_output=True, text=True
+            [sys.executable, "-c", PEAK_RSS + _STORE_CHILD], check=False, env=env, capture_output=True, text=True
         )
         if done.returncode != 0:
             raise RuntimeError(f"bench child failed: {done.stderr[-2000:]}")

@@ -10,7 +10,9 @@ sparse models, which are downloaded at run time, so the peer searches dense only
 Both sides embed through the same loopback fake of DeepInfra's OpenAI-compatible endpoint (answering at once), with
 the same model name, dimensions and batch size, so both pay the same provider cost. Each step runs in its own child
 process; its wall time is measured from the moment the parent spawns it (interpreter start and imports included)
-to the moment the work is done (store closed, for an index), and its peak RSS is the child's ``ru_maxrss``.
+to the moment the work is done (store closed, for an index), and its peak RSS is the child's ``ru_maxrss`` plus
+that of the processes it started (our index's parsing process): :func:`kbsearch_tools.bench.peak_rss_mb`, an upper
+bound.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from kbsearch.chunking import DEFAULT_MAX_TOKENS, DEFAULT_OVERLAP_TOKENS
-from kbsearch_tools.bench import _STORE_CHILD, _machine, copied_vault
+from kbsearch_tools.bench import _STORE_CHILD, PEAK_RSS, _machine, copied_vault
 from kbsearch_tools.fakes import FakeProvider
 
 SIDES = ("kbsearch", "llamaindex")
@@ -39,7 +41,7 @@ COLLECTION = "kb"
 #: Our full index, as ``bench store`` runs it: ``run_sync`` into Qdrant Edge. The notes it indexed are read back
 #: from the store after the clock and the RSS are taken.
 _OURS_INDEX_CHILD = r"""
-import json, os, resource, time
+import json, os, time
 job = json.loads(os.environ["KB_BENCH_JOB"])
 from kbsearch.config import Secrets, Settings
 from kbsearch.indexer import run_sync
@@ -47,18 +49,19 @@ settings = Settings.model_validate(job["settings"])
 report = run_sync(settings, Secrets(settings), source_uri=job["kb"])
 assert report.error is None, report.error
 done = time.time()
-rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+rss = peak_rss_mb()  # the parsing process has ended (run_sync waits for it): counted with the indexing process
 from kbsearch.qdrant import open_store
 store = open_store(settings, Secrets(settings))
 paths, points = sorted(store.indexed_state()), store.count()
 store.close()
-print(json.dumps({"done": done, "peak_rss_mb": rss, "chunks": report.chunks_upserted, "points": points,
+print(json.dumps({"done": done, "peak_rss_mb": rss["total"], "own_peak_rss_mb": rss["own"],
+                  "children_peak_rss_mb": rss["children"], "chunks": report.chunks_upserted, "points": points,
                   "paths": paths, "skipped": report.skipped}))
 """
 
 #: The peer: index (``IngestionPipeline.run`` into ``QdrantVectorStore`` on local mode) or search (the retriever).
 _PEER_CHILD = r"""
-import json, os, resource, statistics, time
+import json, os, statistics, time
 job = json.loads(os.environ["KB_BENCH_JOB"])
 from llama_index.core import SimpleDirectoryReader, VectorStoreIndex
 from llama_index.core.ingestion import IngestionPipeline
@@ -83,7 +86,8 @@ if job["mode"] == "index":
     nodes = pipeline.run(documents=documents)
     client.close()
     out["done"] = time.time()
-    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss = peak_rss_mb()
+    out["peak_rss_mb"], out["own_peak_rss_mb"], out["children_peak_rss_mb"] = rss["total"], rss["own"], rss["children"]
     out["chunks"] = len(nodes)
     out["paths"] = sorted({os.path.relpath(d.metadata["file_path"], job["kb"]) for d in documents})
     out["paths_with_chunks"] = sorted({os.path.relpath(n.metadata["file_path"], job["kb"]) for n in nodes})
@@ -103,18 +107,20 @@ else:
         assert hits, text
     out["search_p50_ms"] = statistics.median(walls)
     out["search_p95_ms"] = sorted(walls)[int(0.95 * (len(walls) - 1))]
-    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss = peak_rss_mb()
+    out["peak_rss_mb"], out["own_peak_rss_mb"], out["children_peak_rss_mb"] = rss["total"], rss["own"], rss["children"]
     client.close()
 print(json.dumps(out))
 """
 
 
 def _child(code: str, job: dict[str, Any], env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Runs one step in a fresh interpreter (``env``: variables over this process's); ``wall_s`` is from spawning
-    it to the ``done`` it reports (the whole process for a search)."""
+    """Runs one step in a fresh interpreter (``env``: variables over this process's), :func:`peak_rss_mb`
+    defined ahead of ``code``; ``wall_s`` is from spawning it to the ``done`` it reports (the whole process for a
+    search)."""
     env = dict(os.environ, **(env or {}), KB_BENCH_JOB=json.dumps(job))
     spawned = time.time()
-    proc = subprocess.run([sys.executable, "-c", code], check=False, env=env, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", PEAK_RSS + code], check=False, env=env, capture_output=True, text=True)
     ended = time.time()
     if proc.returncode != 0:
         raise RuntimeError(f"bench peer child ({job.get('mode')}) failed: {proc.stderr[-3000:]}")
@@ -267,6 +273,7 @@ def format_peer(results: dict[str, Any]) -> str:
                 f"{'':>6} {'ours/peer':>10} {'':>6} {'':>7} {ratio['index_s']!s:>7}x {ratio['index_peak_rss_mb']!s:>6}x "
                 f"{'':>7} {ratio['search_p50_ms']!s:>13}x {ratio['search_peak_rss_mb']!s:>6}x   same notes: {same}"
             )
-    lines.append("(index s: process spawn to store closed, interpreter and imports included; RSS: the process's peak; "
-                 "open: store + retriever ready; search p50: one whole search, query embedding included)")  # fmt: skip
+    lines.append("(index s: process spawn to store closed, interpreter and imports included; RSS: the process's peak "
+                 "plus its children's (our index's parsing process), an upper bound; open: store + retriever ready; "
+                 "search p50: one whole search, query embedding included)")  # fmt: skip
     return "\n".join(lines)
