@@ -1140,5 +1140,6 @@ def format_store(results: dict[str, Any]) -> str:
             f"{r['index_peak_rss_mb']:>7} {r['open_s']:>7} {r['retrieve_p50_ms']:>9} {r['retrieve_p95_ms']:>9} "
             f"{r['search_p50_ms']:>10} {r['search_peak_rss_mb']:>7} {r['no_change_command_s']:>12}"
         )
-    lines.append("(index: whole process, full sync; open: open + metadata; retr: the one Qdrant call per search)")
+    lines.append("(index: whole process, full sync; RSS: the process's peak plus its children's, an upper bound; "
+                 "open: open + metadata; retr: the one Qdrant call per search)")  # fmt: skip
     return "\n".join(lines)
