@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import inspect
 import json
 import os
 import platform
@@ -971,36 +970,63 @@ def format_load(results: dict[str, Any]) -> str:
     ])  # fmt: skip
 
 
-def peak_rss_mb() -> dict[str, float]:
-    """Peak resident memory, in MB, of this process and of the processes it started: ``own`` (its ``ru_maxrss``),
-    ``children`` (the largest child that has ended and been waited for, ``RUSAGE_CHILDREN``'s ``ru_maxrss``, plus
-    the peak, ``VmHWM``, of each child still running: multiprocessing's resource tracker, say) and ``total``, their
-    sum. ``total`` is an upper bound on the processes' peak together: each is counted at its own peak, as if all
-    peaked at once; and it bounds it only while at most one of the ended children ran at a time (an index's one
-    parsing process). Job scripts carry this function's source (:data:`PEAK_RSS`): a baseline tree's job runs this
-    checkout's measure."""
-    import os
-    import resource
-
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    ended = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    running = 0.0
-    me = str(os.getpid())
-    for pid in os.listdir("/proc") if os.path.isdir("/proc") else []:
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as handle:
-                fields = dict(line.split(":", 1) for line in handle if ":" in line)
-        except OSError:  # ended meanwhile, or not ours to read
-            continue
-        if fields.get("PPid", "").strip() == me and "VmHWM" in fields:
-            running += int(fields["VmHWM"].split()[0]) / 1024
-    return {"own": own, "children": ended + running, "total": own + ended + running}
+def _parents() -> dict[int, int]:
+    """Every process's parent (Linux ``/proc``; empty elsewhere)."""
+    parents: dict[int, int] = {}
+    for name in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat", "rb") as handle:
+                    parents[int(name)] = int(handle.read().rsplit(b")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):  # ended meanwhile
+                continue
+    return parents
 
 
-#: :func:`peak_rss_mb`'s source, run ahead of each job script (a fresh interpreter, maybe another tree's on the path).
-PEAK_RSS = inspect.getsource(peak_rss_mb)
+def _peak_mb(pid: int) -> float:
+    """The process's peak resident memory since it started its program (``VmHWM``), in MB; 0 when gone."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        pass
+    return 0.0
+
+
+def run_job(code: str, env: dict[str, str], every_s: float = 0.5) -> tuple[subprocess.CompletedProcess[str], float]:
+    """Run ``python -c code`` to the end, and the peak RSS of the processes it starts (its parsing process, say):
+    every ``every_s`` each descendant's own peak (``VmHWM``) is read from here, outside the job (no lock or CPU
+    taken from it), and the largest reading of each is summed: an upper bound on their peak together (each at its
+    own peak, as if all peaked at once). A descendant that lives less than ``every_s`` may be missed (a ``uname``
+    a library runs once, say). Not the children's ``RUSAGE_CHILDREN``: Linux gives a child that execs the peak
+    RSS of the process it was forked from (at least the job's own RSS when it was spawned)."""
+    import threading
+
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
+    peaks: dict[int, float] = {}
+    stop = threading.Event()
+
+    def sample() -> None:
+        while True:
+            parents, tree, more = _parents(), {proc.pid}, {proc.pid}
+            while more:  # the job's children, theirs, ...
+                more = {pid for pid, parent in parents.items() if parent in tree} - tree
+                tree |= more
+            for pid in tree - {proc.pid}:
+                peaks[pid] = max(peaks.get(pid, 0.0), _peak_mb(pid))
+            if stop.wait(every_s):
+                return
+
+    sampler = threading.Thread(target=sample, name="kbsearch-bench-rss", daemon=True)
+    sampler.start()
+    out, err = proc.communicate()
+    stop.set()
+    sampler.join()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), sum(peaks.values())
+
 
 _STORE_CHILD = r"""
 import json, os, resource, statistics, sys, time
@@ -1036,8 +1062,7 @@ else:
     out["search_p50_ms"] = statistics.median(total)
     out["search_p95_ms"] = sorted(total)[int(0.95 * (len(total) - 1))]
     service.close()
-rss = peak_rss_mb()  # an index's parsing process has ended: counted with the process
-out["peak_rss_mb"], out["own_peak_rss_mb"], out["children_peak_rss_mb"] = rss["total"], rss["own"], rss["children"]
+out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps(out))
 """
 
@@ -1077,13 +1102,12 @@ def bench_store(
     texts = [" ".join(rng.sample(vocabulary, 3)) + f" {i}" for i in range(queries + 3)]
 
     def child(job: dict[str, Any]) -> dict[str, Any]:
-        env = dict(os.environ, KB_BENCH_JOB=json.dumps(job))
-        done = subprocess.run(
-            [sys.executable, "-c", PEAK_RSS + _STORE_CHILD], check=False, env=env, capture_output=True, text=True
-        )
+        done, children_mb = run_job(_STORE_CHILD, dict(os.environ, KB_BENCH_JOB=json.dumps(job)))
         if done.returncode != 0:
             raise RuntimeError(f"bench child failed: {done.stderr[-2000:]}")
-        return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+        out = dict(json.loads(done.stdout.strip().splitlines()[-1]))
+        out["peak_rss_mb"] += children_mb  # the index's parsing process with it
+        return out
 
     rows = []
     try:

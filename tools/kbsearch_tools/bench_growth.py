@@ -3,7 +3,7 @@ where the peer can run, from one command.
 
 Per vault size (copies of the vault side by side, as ``bench store`` and ``bench peer`` make them) and per side, in
 fresh processes: the full index (wall from spawning the process to the store closed, its peak RSS plus that of the
-processes it started, an upper bound: :func:`kbsearch_tools.bench.peak_rss_mb`; the store's size on disk), opening the
+processes it started, an upper bound: :func:`kbsearch_tools.bench.run_job`; the store's size on disk), opening the
 store and warm searches (3 warm-up queries, then ``queries``; p50 and p95 of the whole search), and, for ours, the
 no-change sync as a whole ``kbsearch index`` command. ``baseline``: a source tree of another revision (``git worktree
 add`` or ``git archive``), run as a third side in the same rounds, so before/after figures come from the same sitting.

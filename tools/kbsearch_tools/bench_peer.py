@@ -11,7 +11,7 @@ Both sides embed through the same loopback fake of DeepInfra's OpenAI-compatible
 the same model name, dimensions and batch size, so both pay the same provider cost. Each step runs in its own child
 process; its wall time is measured from the moment the parent spawns it (interpreter start and imports included)
 to the moment the work is done (store closed, for an index), and its peak RSS is the child's ``ru_maxrss`` plus
-that of the processes it started (our index's parsing process): :func:`kbsearch_tools.bench.peak_rss_mb`, an upper
+that of the processes it started (our index's parsing process): :func:`kbsearch_tools.bench.run_job`, an upper
 bound.
 """
 
@@ -21,8 +21,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import unicodedata
@@ -31,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from kbsearch.chunking import DEFAULT_MAX_TOKENS, DEFAULT_OVERLAP_TOKENS
-from kbsearch_tools.bench import _STORE_CHILD, PEAK_RSS, _machine, copied_vault
+from kbsearch_tools.bench import _STORE_CHILD, _machine, copied_vault, run_job
 from kbsearch_tools.fakes import FakeProvider
 
 SIDES = ("kbsearch", "llamaindex")
@@ -41,7 +39,7 @@ COLLECTION = "kb"
 #: Our full index, as ``bench store`` runs it: ``run_sync`` into Qdrant Edge. The notes it indexed are read back
 #: from the store after the clock and the RSS are taken.
 _OURS_INDEX_CHILD = r"""
-import json, os, time
+import json, os, resource, time
 job = json.loads(os.environ["KB_BENCH_JOB"])
 from kbsearch.config import Secrets, Settings
 from kbsearch.indexer import run_sync
@@ -49,19 +47,18 @@ settings = Settings.model_validate(job["settings"])
 report = run_sync(settings, Secrets(settings), source_uri=job["kb"])
 assert report.error is None, report.error
 done = time.time()
-rss = peak_rss_mb()  # the parsing process has ended (run_sync waits for it): counted with the indexing process
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 from kbsearch.qdrant import open_store
 store = open_store(settings, Secrets(settings))
 paths, points = sorted(store.indexed_state()), store.count()
 store.close()
-print(json.dumps({"done": done, "peak_rss_mb": rss["total"], "own_peak_rss_mb": rss["own"],
-                  "children_peak_rss_mb": rss["children"], "chunks": report.chunks_upserted, "points": points,
+print(json.dumps({"done": done, "peak_rss_mb": rss, "chunks": report.chunks_upserted, "points": points,
                   "paths": paths, "skipped": report.skipped}))
 """
 
 #: The peer: index (``IngestionPipeline.run`` into ``QdrantVectorStore`` on local mode) or search (the retriever).
 _PEER_CHILD = r"""
-import json, os, statistics, time
+import json, os, resource, statistics, time
 job = json.loads(os.environ["KB_BENCH_JOB"])
 from llama_index.core import SimpleDirectoryReader, VectorStoreIndex
 from llama_index.core.ingestion import IngestionPipeline
@@ -86,8 +83,7 @@ if job["mode"] == "index":
     nodes = pipeline.run(documents=documents)
     client.close()
     out["done"] = time.time()
-    rss = peak_rss_mb()
-    out["peak_rss_mb"], out["own_peak_rss_mb"], out["children_peak_rss_mb"] = rss["total"], rss["own"], rss["children"]
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out["chunks"] = len(nodes)
     out["paths"] = sorted({os.path.relpath(d.metadata["file_path"], job["kb"]) for d in documents})
     out["paths_with_chunks"] = sorted({os.path.relpath(n.metadata["file_path"], job["kb"]) for n in nodes})
@@ -107,25 +103,26 @@ else:
         assert hits, text
     out["search_p50_ms"] = statistics.median(walls)
     out["search_p95_ms"] = sorted(walls)[int(0.95 * (len(walls) - 1))]
-    rss = peak_rss_mb()
-    out["peak_rss_mb"], out["own_peak_rss_mb"], out["children_peak_rss_mb"] = rss["total"], rss["own"], rss["children"]
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     client.close()
 print(json.dumps(out))
 """
 
 
 def _child(code: str, job: dict[str, Any], env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Runs one step in a fresh interpreter (``env``: variables over this process's), :func:`peak_rss_mb`
-    defined ahead of ``code``; ``wall_s`` is from spawning it to the ``done`` it reports (the whole process for a
-    search)."""
+    """Runs one step in a fresh interpreter (``env``: variables over this process's); ``wall_s`` is from spawning
+    it to the ``done`` it reports (the whole process for a search); ``peak_rss_mb`` is its own peak
+    (``own_peak_rss_mb``) plus that of the processes it started (``children_peak_rss_mb``: :func:`run_job`)."""
     env = dict(os.environ, **(env or {}), KB_BENCH_JOB=json.dumps(job))
     spawned = time.time()
-    proc = subprocess.run([sys.executable, "-c", PEAK_RSS + code], check=False, env=env, capture_output=True, text=True)
+    proc, children_mb = run_job(code, env)
     ended = time.time()
     if proc.returncode != 0:
         raise RuntimeError(f"bench peer child ({job.get('mode')}) failed: {proc.stderr[-3000:]}")
     out: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     out["wall_s"] = out.get("done", ended) - spawned
+    out["own_peak_rss_mb"], out["children_peak_rss_mb"] = out["peak_rss_mb"], children_mb
+    out["peak_rss_mb"] += children_mb
     return out
 
 
