@@ -152,8 +152,9 @@ def _rows(copies: int, measured: dict[str, list[dict[str, Any]]]) -> list[dict[s
     for side, steps in measured.items():
         row: dict[str, Any] = {"copies": copies, "side": side, "runs": len(steps), "chunks": steps[0]["chunks"],
                                "index_runs_s": [round(s["index_s"], 2) for s in steps]}  # fmt: skip
-        for key in ("index_s", "index_rss_mb", "index_own_rss_mb", "index_children_rss_mb", "store_mb", "open_s", "search_p50_ms", "search_p95_ms",
-                    "retrieve_p50_ms", "retrieve_p95_ms", "search_rss_mb", "no_change_s"):  # fmt: skip
+        for key in ("index_s", "index_rss_mb", "index_own_rss_mb", "index_children_rss_mb", "store_mb", "open_s",
+                    "search_p50_ms", "search_p95_ms", "retrieve_p50_ms", "retrieve_p95_ms", "search_rss_mb",
+                    "no_change_s"):  # fmt: skip
             row[key] = median(side, key)
         row["no_change_runs_s"] = [round(x, 2) for s in steps for x in s.get("no_change_runs_s") or []]
         rows.append(row)
