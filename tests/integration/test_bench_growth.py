@@ -38,3 +38,48 @@ def test_growth_measures_each_size_and_side_in_the_same_rounds(tmp_path: Path) -
     assert set(rows[(1, "kbsearch")]["ratio_to_baseline"]) >= {"index_s", "search_p50_ms", "no_change_s"}
     table = format_growth(results)
     assert "/baseline" in table and "no-change" in table
+
+
+def test_index_peak_rss_counts_the_parsing_process(tmp_path: Path) -> None:
+    """A full index of enough notes parses them in a spawned process; the index step's peak RSS is the indexing
+    process's plus that process's (an upper bound), not the indexing process's alone."""
+    from kbsearch.indexer import PARSE_PROCESS_FROM
+    from kbsearch_tools.bench_peer import _OURS_INDEX_CHILD, _child
+    from kbsearch_tools.fakes import FakeProvider
+
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    for i in range(PARSE_PROCESS_FROM + 20):
+        (kb / f"note {i:04d}.md").write_text(f"# Note {i}\n\nThe vault syncs note {i} to every device.\n", "utf-8")
+    fake = FakeProvider("deepinfra", api_key="bench-key").start()
+    try:
+        values = {"qdrant_path": str(tmp_path / "q"), "qdrant_embedded": "edge", "embedding_dimensions": 32,
+                  "embedding_url": fake.embeddings_url, "embedding_api_key": fake.api_key,
+                  "embedding_model": FakeProvider.EMBED_MODEL["deepinfra"]}  # fmt: skip
+        index = _child(_OURS_INDEX_CHILD, {"mode": "index", "settings": values, "kb": str(kb)}, subprocess_env())
+    finally:
+        fake.stop()
+    assert index["chunks"] == PARSE_PROCESS_FROM + 20
+    # the parsing process is an interpreter with kb-search's parsing imports: tens of MB, counted on top
+    assert index["children_peak_rss_mb"] > 20
+    assert index["peak_rss_mb"] == index["own_peak_rss_mb"] + index["children_peak_rss_mb"]
+
+
+def test_job_peak_rss_counts_the_processes_it_starts() -> None:
+    """A bench job that starts a child touching 200 MB for a second: the job's peak RSS is its own plus the
+    child's (read from outside, as the child ran), not its own alone; a job that starts none adds nothing."""
+    from kbsearch_tools.bench_peer import _child
+
+    hold = "b = bytearray(200 * 2**20); b[::4096] = b'x' * len(b[::4096]); time.sleep(1.5)"
+    code = (
+        "import json, os, resource, subprocess, sys, time\n"
+        f"subprocess.run([sys.executable, '-c', {'import time; ' + hold!r}], check=True)\n"
+        "print(json.dumps({'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))\n"
+    )
+    started = _child(code, {"mode": "index"}, subprocess_env())
+    assert started["own_peak_rss_mb"] < 150  # the job itself never held the 200 MB
+    assert started["children_peak_rss_mb"] >= 200
+    assert started["peak_rss_mb"] == started["own_peak_rss_mb"] + started["children_peak_rss_mb"]
+    alone = _child("import json, resource\nprint(json.dumps({'peak_rss_mb': "
+                   "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))", {"mode": "search"}, subprocess_env())  # fmt: skip
+    assert alone["children_peak_rss_mb"] == 0 and alone["peak_rss_mb"] == alone["own_peak_rss_mb"]
