@@ -19,7 +19,8 @@ from kbsearch.events import Change
 from kbsearch.indexer import ChangeSync, give_reach
 from kbsearch.qdrant import open_store
 from kbsearch.qdrant.embedded import EdgeStore
-from kbsearch.qdrant.query import REACH, REACH_GROUPS
+from kbsearch.qdrant.query import REACH, REACH_GROUPS, TENANT_INDEXES
+from kbsearch.qdrant.store import is_tenant
 from kbsearch.schemas import SearchRequest
 from kbsearch.search import SearchService
 from kbsearch.sources import LocalSource, SourceObject
@@ -467,3 +468,164 @@ def test_a_batch_that_dies_between_its_write_and_its_catch_up_is_repaired_by_the
     assert search_as(settings, ["finance"]) == (sorted(["pub/Onboarding.md", "pub/Second.md", *third]),
                                                 one_match("finance"))  # fmt: skip
     assert_exact(settings, {**ACCESS, "pub/Second.md": {"public"}} | third)
+
+
+def test_reach_is_a_tenant_index_and_a_store_from_before_is_given_one(settings: Settings, kb: Path) -> None:
+    """``reach`` is Qdrant's tenant index (``is_tenant``: each segment Edge writes stores its points grouped by it,
+    which makes a selective scope's filtered scan cheap). A collection whose ``reach`` index an earlier version made
+    without it finds the same notes for every caller, and the next run makes it a tenant index."""
+    import qdrant_edge as edge
+
+    sync(settings, kb)
+    store = open_store(settings, Secrets(settings))
+    assert isinstance(store, EdgeStore)
+    try:
+        schema = store.shard.info().payload_schema
+        assert [name for name, info in schema.items() if is_tenant(info)] == [REACH] == sorted(TENANT_INDEXES)
+        store.shard.update(edge.UpdateOperation.create_field_index(REACH, edge.PayloadSchemaType.Keyword))
+        store._written = True
+        assert not is_tenant(store.shard.info().payload_schema[REACH])  # what an earlier version made
+    finally:
+        store.close()
+    clauses = assert_exact(settings, ACCESS)
+    sync(settings, kb)
+    store = open_store(settings, Secrets(settings))
+    assert isinstance(store, EdgeStore)
+    try:
+        assert is_tenant(store.shard.info().payload_schema[REACH])
+    finally:
+        store.close()
+    assert assert_exact(settings, ACCESS) == clauses
+
+
+def test_sealed_segments_grouped_by_reach_serve_a_scope_exactly_while_writes_race(tmp_path: Path) -> None:
+    """A segment Edge seals stores its points grouped by ``reach`` (a tenant index), so a caller's one ``match
+    value`` matches runs of it. The search's dense leg (each segment's int8 scan, rescored once) under an ``hr``
+    caller's clause returns exactly the nearest chunks it may read, and none other while another thread writes
+    chunks restricted to ``security`` nearer the query than any (sealing a new, regrouped segment every 200
+    points) and moves readable chunks out of the scope."""
+    import json
+    import threading
+
+    import numpy as np
+
+    from kbsearch.access import reach_of
+    from kbsearch.lexical import SparseVector
+    from kbsearch.qdrant.query import dense_search, scope_clause
+    from kbsearch.qdrant.store import ChunkPoint
+
+    kinds = [["public"], ["hr"], ["security"], ["hr", "security"], ["public"]]
+    known = ["hr", "security"]
+    settings = Settings.model_validate(
+        {"qdrant_path": str(tmp_path), "embedding_dimensions": 32, "qdrant_embedded_graph_from": 200}
+    )
+    rng = np.random.default_rng(11)
+    vectors = rng.standard_normal((600, 32))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    groups = [kinds[i % len(kinds)] for i in range(len(vectors))]
+
+    def chunk(path: str, held: list[str], vector: Any) -> ChunkPoint:
+        payload = {"path": path, "access": held, REACH: reach_of(held, known)}
+        return ChunkPoint(path, 0, payload, SparseVector([1], [1.0]), vector)
+
+    store = open_store(settings, Secrets(settings))
+    assert isinstance(store, EdgeStore)
+    try:
+        store.ensure_collection()
+        for start in range(0, len(vectors), 100):  # the indexer's windows: a segment sealed every 200 points
+            store.upsert([chunk(f"n{i}.md", groups[i], vectors[i]) for i in range(start, start + 100)])
+        shard = tmp_path / "edge" / "kb"
+        sealed = [json.loads(p.read_text())["config"]["vector_data"]["dense"]["quantization_config"]
+                  for p in shard.glob("segments/*/segment.json")]  # fmt: skip
+        assert sum(q is not None for q in sealed) == 3
+        clause = scope_clause(["public", "hr"], set(known))
+        assert clause == {"key": REACH, "match": {"value": "hr"}}
+        readable = {f"n{i}.md" for i, held in enumerate(groups) if {"public", "hr"} & set(held)}
+        queries = [vectors[i] + 0.3 * vectors[i + 1] for i in range(0, 40, 4)]
+
+        def nearest(query: Any) -> list[str]:
+            leg = store.query({**dense_search(query.tolist(), 10, 256, once=True), "filter": {"must": [clause]},
+                               "with_payload": ["path", "access"]}, 10)  # fmt: skip
+            for hit in leg:  # never a chunk the caller may not read
+                assert {"public", "hr"} & set(hit["payload"]["access"]), hit["payload"]
+            return [hit["payload"]["path"] for hit in leg]
+
+        for query in queries:
+            cosine = vectors @ query
+            exact = [f"n{i}.md" for i in np.argsort(-cosine) if f"n{i}.md" in readable][:10]
+            assert nearest(query) == exact
+        moved = sorted(readable)[:50]
+        errors: list[BaseException] = []
+
+        def write() -> None:
+            try:
+                for j in range(4):  # 4 x 100 chunks nearer each query than any: two more seals
+                    store.upsert([chunk(f"x{j}-{k}.md", ["security"],
+                                        queries[k % len(queries)] + 0.01 * rng.standard_normal(32))
+                                  for k in range(100)])  # fmt: skip
+                    store.set_payloads([(moved[j::4], {"access": ["security"], REACH: ["security"]})])
+            except BaseException as exc:  # reported by the test's thread
+                errors.append(exc)
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        searched = 0
+        while writer.is_alive() or searched < len(queries):
+            for path in nearest(queries[searched % len(queries)]):
+                assert not path.startswith("x"), path
+            searched += 1
+        writer.join()
+        assert not errors, errors
+        assert searched > len(queries)
+        still = readable - set(moved)
+        for query in queries:  # written and moved: the same exact answer over what is still readable
+            cosine = vectors @ query
+            exact = [f"n{i}.md" for i in np.argsort(-cosine) if f"n{i}.md" in still][:10]
+            assert nearest(query) == exact
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("reach_params", [None, {"type": "keyword", "is_tenant": True}])
+def test_qdrant_cloud_is_asked_for_reach_as_a_tenant_index_once(reach_params: dict[str, Any] | None) -> None:
+    """Through qdrant-client (Qdrant Cloud's path), against a loopback Qdrant: a collection whose ``reach`` index is
+    not a tenant index (an earlier version's) is sent that index again with ``is_tenant``, and nothing else; one whose
+    index is already a tenant index is sent nothing."""
+    import json
+
+    from qdrant_client.http import models
+
+    from kbsearch.qdrant.query import PAYLOAD_INDEXES
+    from kbsearch.qdrant.store import Store
+    from kbsearch_tools.fakes import FakeEndpoint
+
+    schema = {name: models.PayloadIndexInfo.model_validate({"data_type": kind, "points": 0,
+                                                            "params": reach_params if name == REACH else None})
+              for name, kind in PAYLOAD_INDEXES.items()}  # fmt: skip
+    info = models.CollectionInfo(
+        status=models.CollectionStatus.GREEN, optimizer_status=models.OptimizersStatusOneOf.OK, segments_count=1,
+        config=models.CollectionConfig(
+            params=models.CollectionParams(), hnsw_config=models.HnswConfig(m=16, ef_construct=128,
+                                                                             full_scan_threshold=10_000),
+            optimizer_config=models.OptimizersConfig(default_segment_number=0, flush_interval_sec=5),
+        ),
+        payload_schema=schema,
+    )  # fmt: skip
+    collection = json.dumps({"result": json.loads(info.model_dump_json(exclude_none=True)), "status": "ok"}).encode()
+    done = json.dumps({"result": {"operation_id": 1, "status": "completed"}, "status": "ok"}).encode()
+    qdrant = FakeEndpoint().start()
+    qdrant.responder = lambda method, path: (200, collection if method == "GET" else done, "application/json")
+    try:
+        settings = Settings(qdrant_url=qdrant.url, qdrant_api_key="k", embedding_dimensions=32)
+        store = Store.cloud(settings, Secrets(settings))
+        try:
+            store.ensure_payload_indexes()
+        finally:
+            store.close()
+    finally:
+        qdrant.stop()
+    sent = [r.body for r in qdrant.requests if r.path.split("?")[0] == "/collections/kb/index"]
+    if reach_params is None:
+        assert sent == [{"field_name": REACH, "field_schema": {"type": "keyword", "is_tenant": True}}]
+    else:
+        assert sent == []

@@ -39,6 +39,7 @@ from kbsearch.qdrant.query import (
     PAYLOAD_INDEXES,
     RESCORE_ONCE,
     SPARSE,
+    TENANT_INDEXES,
     ScoredChunk,
     dense_size,
     index_missing,
@@ -58,6 +59,7 @@ from kbsearch.qdrant.store import (
     Store,
     add_state,
     check_vectors,
+    is_tenant,
     named_vectors,
     paths_filter,
     payload_operations,
@@ -393,8 +395,7 @@ class EdgeStore(Store):
             self._state_checked, self._saved, self._state, self._dirty = True, None, {}, set()
             self._fresh, self._ids_numeric = {}, True
             for name, kind in PAYLOAD_INDEXES.items():
-                schema = getattr(edge.PayloadSchemaType, kind.capitalize())
-                self._shard.update(edge.UpdateOperation.create_field_index(name, schema))
+                self._shard.update(edge.UpdateOperation.create_field_index(name, edge_index_schema(name, kind)))
             self._written = True
         self.set_metadata(signature or {})
         return True
@@ -427,22 +428,23 @@ class EdgeStore(Store):
                 self._shard = self._load(self._config())
 
     def ensure_payload_indexes(self) -> None:
-        """Create the payload indexes a shard made by an older version lacks (``access``)."""
+        """Create the payload indexes a shard made by an older version lacks (``access``), and make a
+        :data:`TENANT_INDEXES` index made before without ``is_tenant`` a tenant index (Edge rebuilds it in place
+        from the payloads; the segments written from then on group their points by its values)."""
         import qdrant_edge as edge
 
         with self._lock, storage_errors("creating payload indexes"):
-            present = set(self.shard.info().payload_schema or {})
-            if set(PAYLOAD_INDEXES) - present:
+            schema = self.shard.info().payload_schema or {}
+            wanted = [name for name in PAYLOAD_INDEXES
+                      if name not in schema or (name in TENANT_INDEXES and not is_tenant(schema[name]))]  # fmt: skip
+            if wanted:
                 space.require(self.path, space.CREATE_RESERVE, "creating payload indexes")
                 self._check_state()
-            for name, kind in PAYLOAD_INDEXES.items():
-                if name not in present:
-                    self.shard.update(
-                        edge.UpdateOperation.create_field_index(
-                            name, getattr(edge.PayloadSchemaType, kind.capitalize())
-                        )
-                    )
-                    self._written = True
+            for name in wanted:
+                self.shard.update(
+                    edge.UpdateOperation.create_field_index(name, edge_index_schema(name, PAYLOAD_INDEXES[name]))
+                )
+                self._written = True
 
     def _edge_config(self) -> dict[str, Any]:
         try:
@@ -1054,6 +1056,16 @@ class EmbeddedRetriever:
 
 
 # -- Query API JSON -> Qdrant Edge ----------------------------------------------------------------------------
+def edge_index_schema(name: str, kind: str) -> Any:
+    """The payload index of field ``name`` (a :data:`PAYLOAD_INDEXES` kind) as Edge takes it: a keyword index in
+    :data:`TENANT_INDEXES` with ``is_tenant``, any other its schema type alone."""
+    import qdrant_edge as edge
+
+    if name in TENANT_INDEXES:
+        return edge.KeywordIndexParams(is_tenant=True)
+    return getattr(edge.PayloadSchemaType, kind.capitalize())
+
+
 def edge_request(request: dict[str, Any]) -> edge.QueryRequest:
     """The Query API body (``POST /collections/{c}/points/query``) as an Edge ``QueryRequest``: prefetches
     (nearest dense / sparse, filter, params, limit), the query (nearest, ``{"rrf": {"k", "weights"}}``,

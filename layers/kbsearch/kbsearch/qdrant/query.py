@@ -68,6 +68,15 @@ PAYLOAD_INDEXES = {
 #: checks at a fraction of the cost of a ``should``; another caller of more groups has one of them matched on it in
 #: place of ``public`` on ``access``.
 REACH = "reach"
+#: The payload indexes Qdrant keeps as tenant indexes (``is_tenant``): when it writes a segment (a seal, a merge) it
+#: stores the segment's points grouped by the field's values instead of in point-id order (a hash, so at random). A
+#: scope's one ``match value`` on :data:`REACH` then matches a few runs of a segment's points, not a share of them
+#: scattered over it, and Qdrant Edge's filtered scan of the int8 vectors costs about what the plain scan does:
+#: on the 10x vault, a caller excluding a fifth of the chunks +1.23 -> +0.39 ms in Edge's batch, its dense leg +0.54
+#: -> -0.22 ms (BENCHMARKS.md, "Access scopes", session 15). The same points match, with the same scores; a
+#: collection made before gets the index's new form from the indexer (``ensure_payload_indexes``) and the grouping
+#: in each segment written from then on.
+TENANT_INDEXES = frozenset({REACH})
 #: Collection metadata: the groups every public chunk's ``reach`` holds (written by a full sync only after it gave
 #: them to every public chunk; absent in a store written before ``reach``: every search then uses the matches on ``access``).
 REACH_GROUPS = "access_reach"

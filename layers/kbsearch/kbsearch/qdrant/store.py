@@ -25,6 +25,7 @@ from kbsearch.qdrant.query import (
     REACH,
     SET_JOIN,
     SPARSE,
+    TENANT_INDEXES,
     ScoredChunk,
     dense_size,
     path_filter,
@@ -328,6 +329,22 @@ def named_vectors(chunk: ChunkPoint, sparse_vector: Callable[..., Any]) -> dict[
     return vector
 
 
+def index_schema(name: str, kind: str) -> Any:
+    """The payload index of field ``name`` (a :data:`PAYLOAD_INDEXES` kind) as qdrant-client takes it: a keyword
+    index in :data:`TENANT_INDEXES` with ``is_tenant`` (``{"type": "keyword", "is_tenant": true}``), any other its
+    schema type alone."""
+    from qdrant_client import models
+
+    if name in TENANT_INDEXES:
+        return models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, is_tenant=True)
+    return models.PayloadSchemaType(kind)
+
+
+def is_tenant(info: Any) -> bool:
+    """Whether a payload index (qdrant-client's or Edge's ``PayloadIndexInfo``) is a tenant index."""
+    return getattr(getattr(info, "params", None), "is_tenant", None) is True
+
+
 class Store:
     def __init__(self, client: QdrantClient, collection: str, dimensions: int, embedded: bool) -> None:
         self.client = client
@@ -425,18 +442,18 @@ class Store:
                 metadata=dict(signature) if signature else None,
             )
             for name, kind in PAYLOAD_INDEXES.items():
-                self.client.create_payload_index(self.collection, name, models.PayloadSchemaType(kind))
+                self.client.create_payload_index(self.collection, name, index_schema(name, kind))
         return True
 
     def ensure_payload_indexes(self) -> None:
-        """Create the payload indexes a collection made by an older version lacks (``access``)."""
-        from qdrant_client import models
-
+        """Create the payload indexes a collection made by an older version lacks (``access``), and make a
+        :data:`TENANT_INDEXES` index made before without ``is_tenant`` a tenant index (Qdrant rebuilds it in place;
+        the segments its optimiser writes from then on group their points by its values)."""
         with storage_errors("creating payload indexes"):
-            present = set(self.client.get_collection(self.collection).payload_schema or {})
+            schema = self.client.get_collection(self.collection).payload_schema or {}
             for name, kind in PAYLOAD_INDEXES.items():
-                if name not in present:
-                    self.client.create_payload_index(self.collection, name, models.PayloadSchemaType(kind))
+                if name not in schema or (name in TENANT_INDEXES and not is_tenant(schema[name])):
+                    self.client.create_payload_index(self.collection, name, index_schema(name, kind))
 
     def metadata(self) -> dict[str, Any]:
         """The collection's metadata (the embedding signature it records); {} when none."""
