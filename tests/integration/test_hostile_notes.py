@@ -999,3 +999,76 @@ def test_text_fields_yaml_would_type_are_indexed_as_written(tmp_path: Path, load
     note = json.loads(call(mcp_event("kb_get_note", {"path": "typed.md"}))["body"])["result"]["structuredContent"]
     assert note["frontmatter"]["id"] == "0x10" and note["frontmatter"]["updated"] == "2026-01-02", note
     assert post[0]["doc_id"] == "0x10", post
+
+
+#: ``access:`` values as YAML 1.1 types them, and the groups their author wrote (Obsidian shows them as written)
+WRITTEN_GROUPS = "[no, on, 0777, 1.10, 12:30, 2024-01-01]"
+#: a bare yes/no word: everyone, or nobody? (each was skipped as "must be a list of group names, not bool")
+SWITCHES = {"switch0.md": "access: no", "switch1.md": "access: off", "switch2.md": "access: true",
+            "switch3.md": "ACCESS: Yes"}  # fmt: skip
+
+
+def _caller(call: Any, key_id: str | None, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    event = mcp_event(tool, arguments)
+    event["requestContext"]["identity"]["apiKeyId"] = key_id
+    return cast(dict[str, Any], json.loads(call(event)["body"])["result"])
+
+
+def test_access_groups_yaml_would_type_are_the_groups_as_written(tmp_path: Path, load_search_app) -> None:
+    """`access: [no, on, 0777, 1.10, 12:30]` names the groups `no` (Norway's team), `on`, `0777`, `1.10` and
+    `12:30`, as written and as Obsidian shows them: YAML 1.1 read them as false, true, 511, 1.1 and 750, and the
+    note was skipped (`'False' is not a group name`), in the note's frontmatter and in `_access.yaml` (which stopped
+    the sync); a bare date-time (`access: 2024-01-01 10:00:00`) was rewritten into its ISO form and the note
+    indexed under `2024-01-01t10:00:00`, a group nobody wrote. Now each list names its groups as written; a bare
+    yes/no word (`access: no`, `off`, `true`, `Yes`) is skipped with the reason (it reads as a switch: everyone or
+    nobody is not known); the date-time is no group name, skipped. Callers of `no` and `0777` read their notes,
+    a public caller reads none of them."""
+    kb = tmp_path / "kb"
+    (kb / "ops").mkdir(parents=True)
+    (kb / "_access.yaml").write_text("ops/: [0777]\n", encoding="utf-8")
+    (kb / "ops" / "run.md").write_text("# Runbook\n\n" + SECRET.format(n="ops") + "\n", encoding="utf-8")
+    (kb / "norway.md").write_text(f"---\naccess: {WRITTEN_GROUPS}\n---\n# Norway\n\n" + SECRET.format(n="no") + "\n",
+                                  encoding="utf-8")  # fmt: skip
+    (kb / "stamp.md").write_text("---\naccess: 2024-01-01 10:00:00\n---\n# Stamp\n\n" + SECRET.format(n="t") + "\n",
+                                 encoding="utf-8")  # fmt: skip
+    for name, line in SWITCHES.items():
+        (kb / name).write_text(f"---\n{line}\n---\n# Switch\n\n" + SECRET.format(n=name) + "\n", encoding="utf-8")
+    (kb / "open.md").write_text("# Open\n\nA public note about zebrafinch.\n", encoding="utf-8")
+    code, report, stderr = kbsearch_index(kb, tmp_path / "q")
+    assert code == 0 and report["error"] is None, (stderr, report)
+    skipped = {s["path"]: s["reason"] for s in report["skipped"]}
+    assert set(skipped) == {*SWITCHES, "stamp.md"}, skipped
+    for name, line in SWITCHES.items():
+        word = line.split(": ")[1]
+        assert f"{word!r} reads as a yes/no switch" in skipped[name] and f"write [{word}]" in skipped[name], skipped
+    assert "'2024-01-01 10:00:00' is not a group name" in skipped["stamp.md"], skipped
+    access = {p["path"]: p["access"] for p in store_points(Settings(qdrant_path=str(tmp_path / "q")))}
+    assert access == {"open.md": ["public"], "ops/run.md": ["0777"],
+                      "norway.md": ["0777", "1.10", "12:30", "2024-01-01", "no", "on"]}  # fmt: skip
+    callers = {"k-no": ["no"], "k-octal": ["0777"]}
+    mapping = {"api_keys": {key: {"name": key, "groups": groups} for key, groups in callers.items()}}
+    call = load_search_app(KB_SOURCE=str(kb), QDRANT_PATH=str(tmp_path / "q"), ACCESS_GROUPS=json.dumps(mapping))
+    found = {}
+    for key_id in (None, "k-no", "k-octal"):
+        result = _caller(call, key_id, "kb_search", {"query": "salary band zebrafinch", "top_k": 20})
+        found[key_id] = {h["path"] for h in result["structuredContent"]["results"]}
+    assert found == {None: {"open.md"}, "k-no": {"open.md", "norway.md"},
+                     "k-octal": {"open.md", "norway.md", "ops/run.md"}}, found  # fmt: skip
+    assert not _caller(call, "k-no", "kb_get_note", {"path": "norway.md"})["isError"]
+    for key_id, name in ((None, "norway.md"), ("k-no", "ops/run.md"), ("k-octal", "switch0.md")):
+        result = _caller(call, key_id, "kb_get_note", {"path": name})
+        assert result["isError"] and result["content"][0]["text"].startswith(f"no note at {name!r}"), (key_id, result)
+
+
+@pytest.mark.parametrize("rule", ["hr/: off", "hr/: yes", "hr/: [no]\nops/: TRUE"])
+def test_an_access_file_rule_of_a_bare_yes_no_word_stops_the_sync(tmp_path: Path, rule: str) -> None:
+    """A folder rule `hr/: off` reads as a switch (YAML 1.1's false): the sync stops naming it, nothing indexed
+    (as for any rule it cannot read); `hr/: [no]` beside it would name the group `no`."""
+    kb = tmp_path / "kb"
+    (kb / "hr").mkdir(parents=True)
+    (kb / "_access.yaml").write_text(rule + "\n", encoding="utf-8")
+    (kb / "hr" / "pay.md").write_text("# Pay\n\n" + SECRET.format(n="hr") + "\n", encoding="utf-8")
+    code, report, _ = kbsearch_index(kb, tmp_path / "q")
+    word = rule.rsplit(": ", 1)[1]
+    assert code != 0 and f"{word!r} reads as a yes/no switch" in report["error"], report
+    assert store_points(Settings(qdrant_path=str(tmp_path / "q"))) == []

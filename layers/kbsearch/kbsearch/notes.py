@@ -43,6 +43,11 @@ KNOWN_KEYS = (
 #: a filter for the tag as written missed the note). ``created``/``updated`` stay dates, ``ai_weight`` a number.
 TEXT_FIELDS = frozenset({"id", "title", "status", "source", "tags", "type", "summary", "aliases", "description",
                          "permalink"})  # fmt: skip
+#: Fields naming groups: ``access: [no, on, 0777]`` names the groups ``no``, ``on`` and ``0777`` (YAML 1.1 made them
+#: false, true and 511, and the note was skipped as declaring no group name; a date-time was rewritten as its ISO
+#: form, a group nobody wrote); a bare switch word (``access: no``) is refused with its reason (see
+#: :func:`kbsearch.frontmatter.parse_frontmatter`).
+NAME_FIELDS = frozenset({"access"})
 
 _FRONTMATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)(?:\r?\n)?^(?:---|\.\.\.)[ \t]*(?:\r?\n|\Z)", re.S | re.M)
 _OPENING = re.compile(r"---[ \t]*(?:\n|\Z)")  # a frontmatter block's first line (text as decode_note gives it)
@@ -218,7 +223,7 @@ def read_frontmatter(text: str) -> tuple[dict[str, Any], str, list[str]]:
         _refuse_hidden_opening(text)
         return {}, text, []
     try:
-        front = parse_frontmatter(m.group(1), TEXT_FIELDS)
+        front = parse_frontmatter(m.group(1), TEXT_FIELDS, NAME_FIELDS)
     except FrontmatterError as exc:
         raise NoteError(exc.reason) from None
     if m.group(0).rstrip().endswith("..."):
