@@ -53,6 +53,11 @@ SEQUENCER_WIDTH = 64
 _SEQUENCER = re.compile(f"[0-9A-Fa-f]{{1,{SEQUENCER_WIDTH}}}")
 
 
+def is_sequencer(value: object) -> bool:
+    """Whether ``value`` is a sequencer as S3 sends one: hex text, at most :data:`SEQUENCER_WIDTH` digits."""
+    return isinstance(value, str) and _SEQUENCER.fullmatch(value) is not None
+
+
 def sequencer_key(sequencer: str) -> str:
     """The comparable form of an S3 sequencer: upper-case hex, left-padded with zeros (empty stays empty: unknown)."""
     s = sequencer.strip().upper()
@@ -239,7 +244,7 @@ def _add(
         batch.ignored.append({"key": shown(key), "reason": reason})
         return None
     seq = sequencer.strip() if isinstance(sequencer, str) else ""
-    if seq and not _SEQUENCER.fullmatch(seq):
+    if seq and not is_sequencer(seq):
         return f"a sequencer that is not S3's (hex digits, at most {SEQUENCER_WIDTH})"
     change = Change(scope.path(key), key, removed, seq, _time(when), message_id)
     batch.changes.append(change)

@@ -6,7 +6,9 @@ nothing: a ``Created`` older than the ``Removed`` already applied never resurrec
   so of two runs applying the same key concurrently, the one with the older event learns it was superseded. An
   item whose ``seq`` is no sequencer this log writes (edited by hand) records nothing and is written over. Items
   expire 15 days after their event (the table's TTL): SQS keeps a message at most 14 days.
-- :class:`FileSequencers`: a JSON file beside the embedded store (one process owns that store).
+- :class:`FileSequencers`: a JSON file beside the embedded store (one process owns that store). An entry that
+  holds no S3 sequencer (edited by hand), or a file that cannot be read (cut short, not UTF-8, nested past the
+  parser's limit), records nothing for those notes: their next events are applied and written over it.
 
 Without either (Qdrant Cloud without a lease table) events are applied by reading each key's current state, which
 converges on its own; only the concurrent-writer guard is missing.
@@ -23,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
-from kbsearch.events import SEQUENCER_WIDTH, newer, sequencer_key
+from kbsearch.events import SEQUENCER_WIDTH, is_sequencer, newer, sequencer_key
 
 logger = logging.getLogger(__name__)
 
@@ -135,10 +137,16 @@ class FileSequencers:
             data = json.loads(file.read_text(encoding="utf-8"))
         except FileNotFoundError:
             data = {}
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):  # nested past the parser's limit: a RecursionError
             logger.warning("sequencer log %s unreadable; starting afresh", file)
             data = {}
-        self._data: dict[str, str] = {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+        entries = data if isinstance(data, dict) else {}
+        # only what put writes (an S3 sequencer): `str(v)` of text above every sequencer ("Z"*64, 80 digits,
+        # `None`, a list's repr) made every later event of the note stale, its old text kept until a full sync
+        self._data: dict[str, str] = {k: v for k, v in entries.items() if is_sequencer(v)}
+        if len(self._data) < len(entries) or not isinstance(data, dict):
+            logger.warning("sequencer log %s: %d entries hold no sequencer; their notes' next events are applied",
+                           file, len(entries) - len(self._data) if isinstance(data, dict) else 1)  # fmt: skip
 
     def get(self, paths: list[str]) -> dict[str, str]:
         with self._lock:
