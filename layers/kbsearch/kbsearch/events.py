@@ -31,14 +31,12 @@ import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote_plus
 
 from kbsearch.access import ACCESS_FILE
-from kbsearch.sources import NOTE_SUFFIX, note_path, path_problem
+from kbsearch.sources import NOTE_SUFFIX, note_path, path_problem, percent_decoded
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 #: A ``%`` that does not start a percent-escape.
-_BAD_ESCAPE = re.compile("%(?![0-9A-Fa-f]{2})")
 #: The notification event names that remove an object: a delete (``ObjectRemoved:Delete``,
 #: ``ObjectRemoved:DeleteMarkerCreated``) and a lifecycle rule's expiration (``LifecycleExpiration:Delete``,
 #: ``LifecycleExpiration:DeleteMarkerCreated``).
@@ -221,12 +219,10 @@ def notification_key(raw: str) -> tuple[str, str | None]:
     S3 encodes every ``%`` of a key as ``%25`` and the key is UTF-8: a ``%`` not followed by two hex digits (``%zz``,
     a lone ``%``) or escapes that decode to no UTF-8 (``%C3`` cut short, ``%E9``) would read as another key (the
     escape kept as text, or U+FFFD in place of the bytes), a key the event never named."""
-    if _BAD_ESCAPE.search(raw):
-        return raw, "a key with a '%' that is no percent-escape (S3 sends '%' as %25): not a key S3 sent"
     try:
-        return unquote_plus(raw, errors="strict"), None
-    except UnicodeDecodeError:
-        return raw, "a key that is not UTF-8 once percent-decoded: not a key S3 sent"
+        return percent_decoded(raw, plus=True), None
+    except ValueError as exc:
+        return raw, f"a key with {exc}: not a key S3 sent"
 
 
 def shown(key: str) -> str:
