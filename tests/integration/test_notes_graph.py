@@ -349,7 +349,8 @@ def test_a_path_whose_percent_starts_no_escape_is_400_never_another_note(load_se
                                         json.dumps(request).encode()), "/mcp", {}, "dev")  # fmt: skip
         answer = json.loads(app(event)["body"])
         if expected is None:
-            assert answer["error"]["code"] == -32002 and "starts no percent-escape" in answer["error"]["message"], answer
+            error = answer["error"]
+            assert error["code"] == -32002 and "starts no percent-escape" in error["message"], answer
         else:
             assert answer["result"]["contents"][0]["uri"] == f"kb://note/{quote(expected)}", answer
 

@@ -122,7 +122,8 @@ class FolderRules:
         except UnicodeDecodeError:
             raise AccessFileError(f"{ACCESS_FILE} is not UTF-8") from None
         try:
-            parsed = parse_frontmatter(text, names=EVERY_FIELD)  # the notes' linear, alias-free reader; groups as written
+            # the notes' linear, alias-free reader; groups read as written
+            parsed = parse_frontmatter(text, names=EVERY_FIELD)
         except FrontmatterError as exc:
             raise AccessFileError(f"{ACCESS_FILE}: {exc.reason}") from None
         if parsed.warnings:
