@@ -1072,3 +1072,50 @@ def test_an_access_file_rule_of_a_bare_yes_no_word_stops_the_sync(tmp_path: Path
     word = rule.rsplit(": ", 1)[1]
     assert code != 0 and f"{word!r} reads as a yes/no switch" in report["error"], report
     assert store_points(Settings(qdrant_path=str(tmp_path / "q"))) == []
+
+
+#: filter values no note can hold: (field, value, what the 422 says)
+NEVER_STORED = [("tags", "", "empty"), ("tags", "#", "'#' alone"), ("tags", "  ", "empty"),
+                ("tags", "ops runbook", "no space or comma"), ("tags", "ops,runbook", "no space or comma"),
+                ("type", "", "empty"), ("status", " ", "empty")]  # fmt: skip
+
+
+def test_a_filter_value_no_note_can_hold_is_read_as_stored_or_refused(tmp_path: Path, load_search_app) -> None:
+    """A tag filtered for as Obsidian shows it (`#ops`: the indexer stores a note's `#ops` as `ops`), and filter
+    values no note can hold (empty, `#` alone, a tag holding a space or comma, where the indexer splits a note's
+    tags): each was searched for, and answered with no hits, silently (over POST and GET /search and kb_search).
+    `#ops` is the tag `ops`: the note is found; the rest are a 422 naming the field (a tool error over MCP)."""
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "ops.md").write_text("---\ntags: ['#ops', runbook]\ntype: howto\n---\n# Ops\n\nzebrafinch drill\n")
+    code, _, stderr = kbsearch_index(kb, tmp_path / "q")
+    assert code == 0, stderr
+    call = load_search_app(KB_SOURCE=str(kb), QDRANT_PATH=str(tmp_path / "q"))
+
+    def post(filters: dict[str, Any]) -> dict[str, Any]:
+        body = {"query": "zebrafinch drill", "filters": filters}
+        return cast(dict[str, Any], call({**mcp_event("x", {}), "resource": "/search", "path": "/search",
+                                          "body": json.dumps(body)}))  # fmt: skip
+
+    def tool(field: str, value: str) -> dict[str, Any]:
+        name = {"tags": "tags", "type": "types", "status": "statuses"}[field]
+        result = json.loads(call(mcp_event("kb_search", {"query": "zebrafinch drill", name: [value]}))["body"])
+        return cast(dict[str, Any], result["result"])
+
+    get = {**mcp_event("x", {}), "resource": "/search", "path": "/search", "httpMethod": "GET", "body": None,
+           "queryStringParameters": {"q": "zebrafinch drill", "tags": "#ops"},
+           "multiValueQueryStringParameters": {"q": ["zebrafinch drill"], "tags": ["#ops"]}}  # fmt: skip
+    for tag in ("#ops", " # ops ", "ops"):
+        answer = post({"tags": [tag]})
+        assert answer["statusCode"] == 200 and [h["path"] for h in json.loads(answer["body"])["results"]] == [
+            "ops.md"], (tag, answer)  # fmt: skip
+        assert [h["path"] for h in tool("tags", tag)["structuredContent"]["results"]] == ["ops.md"], tag
+    answer = call(get)
+    assert answer["statusCode"] == 200 and [h["path"] for h in json.loads(answer["body"])["results"]] == ["ops.md"]
+    for field, value, said in NEVER_STORED:
+        answer = post({field: [value]})
+        assert answer["statusCode"] == 422, (field, value, answer)
+        detail = json.loads(answer["body"])["detail"]
+        assert detail[0]["loc"][-1] == field and said in detail[0]["msg"], (field, value, detail)
+        result = tool(field, value)
+        assert result["isError"] and said in result["content"][0]["text"], (field, value, result)
