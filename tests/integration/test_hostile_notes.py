@@ -1119,3 +1119,34 @@ def test_a_filter_value_no_note_can_hold_is_read_as_stored_or_refused(tmp_path: 
         assert detail[0]["loc"][-1] == field and said in detail[0]["msg"], (field, value, detail)
         result = tool(field, value)
         assert result["isError"] and said in result["content"][0]["text"], (field, value, result)
+
+
+#: note → its text: what no reader sees, inside the words a search names (NFD, as macOS tools write it; a soft
+#: hyphen from a PDF; a zero-width space and a word joiner from a web page; a byte-order mark pasted mid-line)
+INVISIBLE = {"nfd.md": unicodedata.normalize("NFD", "Йогуртница для кафе: ёмкость и café crème."),
+             "shy.md": "The zebra\u00adfinch colony rotates its quokka\u200bkeys.",
+             "joiner.md": "Archive the wom\u2060bat ledger \ufeffnightly."}  # fmt: skip
+#: query → the note it names (each query in the other form too)
+FINDS = {"йогуртница": "nfd.md", "ёмкость": "nfd.md", "café": "nfd.md", "zebrafinch": "shy.md",
+         "quokkakeys": "shy.md", "wombat": "joiner.md"}  # fmt: skip
+
+
+def test_words_split_by_what_no_reader_sees_are_found_by_search(tmp_path: Path, load_search_app) -> None:
+    """A note's word in NFD (`й` as `и` + U+0306, `é` as `e` + U+0301) or holding a soft hyphen, a zero-width
+    space, a word joiner or a byte-order mark: BM25 split it there (`Йогуртница` was the token `огуртниц`,
+    `zebra\u00adfinch` the tokens `zebra` and `finch`), so a search for the word, as its reader sees it, missed the
+    note (BM25-only: no hit at all). Notes and queries are read in NFC without those characters: each word is
+    found, by a query in either form or with the same invisible character."""
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    for name, text in INVISIBLE.items():
+        (kb / name).write_text(f"# {name}\n\n{text}\n", encoding="utf-8")
+    code, _, stderr = kbsearch_index(kb, tmp_path / "q")
+    assert code == 0, stderr
+    call = load_search_app(KB_SOURCE=str(kb), QDRANT_PATH=str(tmp_path / "q"))
+    for word, note in FINDS.items():
+        for query in (word, unicodedata.normalize("NFD", word), word[:3] + "\u00ad" + word[3:]):
+            body = {"query": query, "rerank": False, "expand": False}
+            answer = call({**mcp_event("x", {}), "resource": "/search", "path": "/search", "body": json.dumps(body)})
+            hits = [h["path"] for h in json.loads(answer["body"])["results"]]
+            assert hits[:1] == [note], (ascii(query), hits)
