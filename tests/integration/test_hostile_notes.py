@@ -1075,7 +1075,7 @@ def test_an_access_file_rule_of_a_bare_yes_no_word_stops_the_sync(tmp_path: Path
 
 
 #: filter values no note can hold: (field, value, what the 422 says)
-NEVER_STORED = [("tags", "", "empty"), ("tags", "#", "'#' alone"), ("tags", "  ", "empty"),
+NEVER_STORED = [("tags", "", "empty"), ("tags", "#", "'#' alone"), ("tags", "  ", "empty"), ("tags", "\u200b", "empty"),
                 ("tags", "ops runbook", "no space or comma"), ("tags", "ops,runbook", "no space or comma"),
                 ("type", "", "empty"), ("status", " ", "empty")]  # fmt: skip
 
@@ -1083,11 +1083,15 @@ NEVER_STORED = [("tags", "", "empty"), ("tags", "#", "'#' alone"), ("tags", "  "
 def test_a_filter_value_no_note_can_hold_is_read_as_stored_or_refused(tmp_path: Path, load_search_app) -> None:
     """A tag filtered for as Obsidian shows it (`#ops`: the indexer stores a note's `#ops` as `ops`), and filter
     values no note can hold (empty, `#` alone, a tag holding a space or comma, where the indexer splits a note's
-    tags): each was searched for, and answered with no hits, silently (over POST and GET /search and kb_search).
-    `#ops` is the tag `ops`: the note is found; the rest are a 422 naming the field (a tool error over MCP)."""
+    tags), and a tag or status holding what no reader sees (`on\u200bcall`, `ac\u00adtive`, stored so: a filter for
+    `oncall` missed it): each was searched for, and answered with no hits, silently (over POST and GET /search and
+    kb_search). `#ops` is the tag `ops`, values are compared without invisible characters: the notes are found; the
+    rest are a 422 naming the field (a tool error over MCP)."""
     kb = tmp_path / "kb"
     kb.mkdir()
     (kb / "ops.md").write_text("---\ntags: ['#ops', runbook]\ntype: howto\n---\n# Ops\n\nzebrafinch drill\n")
+    (kb / "hidden.md").write_text("---\ntags: [on\u200bcall]\nstatus: ac\u00adtive\n---\n# Hidden\n\nzebrafinch drill\n",
+                                  encoding="utf-8")  # fmt: skip
     code, _, stderr = kbsearch_index(kb, tmp_path / "q")
     assert code == 0, stderr
     call = load_search_app(KB_SOURCE=str(kb), QDRANT_PATH=str(tmp_path / "q"))
@@ -1105,11 +1109,13 @@ def test_a_filter_value_no_note_can_hold_is_read_as_stored_or_refused(tmp_path: 
     get = {**mcp_event("x", {}), "resource": "/search", "path": "/search", "httpMethod": "GET", "body": None,
            "queryStringParameters": {"q": "zebrafinch drill", "tags": "#ops"},
            "multiValueQueryStringParameters": {"q": ["zebrafinch drill"], "tags": ["#ops"]}}  # fmt: skip
-    for tag in ("#ops", " # ops ", "ops"):
-        answer = post({"tags": [tag]})
+    for field, value, note in [("tags", "#ops", "ops.md"), ("tags", " # ops ", "ops.md"), ("tags", "ops", "ops.md"),
+                               ("tags", "oncall", "hidden.md"), ("tags", "on\u2060call", "hidden.md"),
+                               ("status", "active", "hidden.md"), ("status", "ac\u200btive", "hidden.md")]:  # fmt: skip
+        answer = post({field: [value]})
         assert answer["statusCode"] == 200 and [h["path"] for h in json.loads(answer["body"])["results"]] == [
-            "ops.md"], (tag, answer)  # fmt: skip
-        assert [h["path"] for h in tool("tags", tag)["structuredContent"]["results"]] == ["ops.md"], tag
+            note], (value, answer)  # fmt: skip
+        assert [h["path"] for h in tool(field, value)["structuredContent"]["results"]] == [note], ascii(value)
     answer = call(get)
     assert answer["statusCode"] == 200 and [h["path"] for h in json.loads(answer["body"])["results"]] == ["ops.md"]
     for field, value, said in NEVER_STORED:

@@ -104,13 +104,16 @@ def _stem_cached(word: str) -> str | None:
     return stem
 
 
+def visible(text: str) -> str:
+    """``text`` as a reader sees it: in NFC, without the characters no reader sees (:data:`_INVISIBLE`)."""
+    return text if text.isascii() else _INVISIBLE.sub("", unicodedata.normalize("NFC", text))
+
+
 def tokenize(text: str) -> list[str]:
     """Stemmed tokens of ``text`` in order (stop words and over-long tokens dropped)."""
     out: list[str] = []
     stems = _STEMS
-    if not text.isascii():  # as a reader sees it: composed, nothing invisible inside a word
-        text = _INVISIBLE.sub("", unicodedata.normalize("NFC", text))
-    for word in _WORD.findall(text.lower().replace("ё", "е")):
+    for word in _WORD.findall(visible(text).lower().replace("ё", "е")):  # composed, nothing invisible in a word
         try:
             stem = stems[word]
         except KeyError:

@@ -14,6 +14,7 @@ from typing import Any
 
 from kbsearch.errors import KbSearchError
 from kbsearch.frontmatter import MAX_FRONTMATTER_CHARS, FrontmatterError, iso_date, parse_frontmatter
+from kbsearch.lexical import visible
 from kbsearch.links import MAX_KEYS
 
 #: A note's distinct link targets kept (the first ones; its text still shows every link): a note of 80,000
@@ -124,7 +125,7 @@ def normalize_tags(value: Any) -> list[str]:
         items = [value]
     out: dict[str, None] = {}  # an ordered set: a list's ``in`` made 12,700 tags (64 KiB) a quadratic 0.6 s
     for item in items:
-        tag = unicodedata.normalize("NFC", str(_json_safe(item)).strip().lstrip("#").strip())
+        tag = visible(str(_json_safe(item))).strip().lstrip("#").strip()
         if tag:
             out[tag] = None
     return list(out)
@@ -148,9 +149,10 @@ def _text_or_none(value: Any) -> str | None:
 
 
 def _facet_or_none(value: Any) -> str | None:
-    """A ``type`` or ``status``: text in NFC, the form search filters compare with."""
+    """A ``type`` or ``status``: text in NFC without what no reader sees (a zero-width space, a soft hyphen), the
+    form search filters compare with."""
     text = _text_or_none(value)
-    return None if text is None else unicodedata.normalize("NFC", text)
+    return None if text is None else (visible(text).strip() or None)
 
 
 def _float_or_none(value: Any) -> float | None:

@@ -80,13 +80,16 @@ class SearchFilters(BaseModel):
     @field_validator("tags", "type", "status")
     @classmethod
     def _nfc(cls, value: list[str] | None) -> list[str] | None:
-        """In NFC, as the indexer stores them: ``й`` typed as ``и`` + U+0306 is the same tag. A value no note can
+        """In NFC without what no reader sees, as the indexer stores them: ``й`` typed as ``и`` + U+0306 is the same
+        tag, ``ops`` with a zero-width space is ``ops``. A value no note can
         hold is refused, never searched for nothing: an empty one; a tag as Obsidian shows it (``#ops``) is the
         tag ``ops``, as the indexer stores it, and a tag holding a space or a comma (where the indexer splits a
         note's tags) is refused (each was an answer of no hits, silently)."""
         if value is None:
             return None
-        out = [unicodedata.normalize("NFC", v) for v in value]
+        from kbsearch.lexical import visible
+
+        out = [visible(v).strip() for v in value]
         if any(not v for v in out):
             raise ValueError("an empty value matches no note")
         return out
