@@ -36,7 +36,6 @@ from kbsearch.access import ACCESS_FILE
 from kbsearch.sources import NOTE_SUFFIX, note_path, path_problem, percent_decoded
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
-#: A ``%`` that does not start a percent-escape.
 #: The notification event names that remove an object: a delete (``ObjectRemoved:Delete``,
 #: ``ObjectRemoved:DeleteMarkerCreated``) and a lifecycle rule's expiration (``LifecycleExpiration:Delete``,
 #: ``LifecycleExpiration:DeleteMarkerCreated``).

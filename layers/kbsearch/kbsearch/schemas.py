@@ -81,10 +81,8 @@ class SearchFilters(BaseModel):
     @classmethod
     def _nfc(cls, value: list[str] | None) -> list[str] | None:
         """In NFC without what no reader sees, as the indexer stores them: ``й`` typed as ``и`` + U+0306 is the same
-        tag, ``ops`` with a zero-width space is ``ops``. A value no note can
-        hold is refused, never searched for nothing: an empty one; a tag as Obsidian shows it (``#ops``) is the
-        tag ``ops``, as the indexer stores it, and a tag holding a space or a comma (where the indexer splits a
-        note's tags) is refused (each was an answer of no hits, silently)."""
+        tag, ``ops`` with a zero-width space is ``ops``. An empty value, which no note holds, is refused, never
+        searched for nothing (it was answered with no hits, silently)."""
         if value is None:
             return None
         from kbsearch.lexical import visible
@@ -97,6 +95,8 @@ class SearchFilters(BaseModel):
     @field_validator("tags")
     @classmethod
     def _as_stored(cls, value: list[str] | None) -> list[str] | None:
+        """A tag as Obsidian shows it (``#ops``) is the tag ``ops``, as the indexer stores it; a tag holding a space
+        or a comma (where the indexer splits a note's tags) is refused (each was an answer of no hits)."""
         if value is None:
             return None
         out = [v.lstrip("#").strip() for v in value]
