@@ -278,3 +278,28 @@ def test_a_hand_edited_local_sequencer_file_never_blocks_a_notes_events(
     assert indexer(newer) == [] and indexer(records) == []  # the older event replayed after the newer: stale
     text = json.dumps(open_points(indexer.settings()))
     assert "newer still" in text and "edited by a later save" not in text
+
+
+def test_a_local_sequencer_file_that_cannot_be_written_fails_no_batch(
+    aws: EventPath, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The local sequencer log replaced by a folder (it cannot be written): every batch touching a note failed back
+    (`IsADirectoryError` out of the log's write, after the note was applied), to the dead-letter queue after its
+    retries, for good. The log is only the replay guard (an event applies what the source holds now): the batch
+    applies, and an older event replayed after a newer one applies the newer text the source holds."""
+    indexer = Indexer(monkeypatch, tmp_path, None)
+    indexer.app = load_indexer(monkeypatch, {**indexer.env, "INDEX_LEASE_TABLE": ""})
+    aws.receive()
+    aws.put(f"{PREFIX}a.md", note(1))
+    assert indexer(aws.receive()) == []
+    log = indexer.store / "kb.sequencers.json"
+    log.unlink()
+    log.mkdir()
+    aws.put(f"{PREFIX}a.md", note(1, first="edited by a later save"))
+    records = aws.receive()
+    aws.put(f"{PREFIX}a.md", note(1, first="newer still"))
+    newer = aws.receive()
+    assert indexer(newer) == [] and indexer(records) == []  # the older one, replayed after: what S3 holds now
+    text = json.dumps(open_points(indexer.settings()))
+    assert "newer still" in text and "edited by a later save" not in text
+    assert log.is_dir()

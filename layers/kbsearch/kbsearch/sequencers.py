@@ -8,7 +8,9 @@ nothing: a ``Created`` older than the ``Removed`` already applied never resurrec
   expire 15 days after their event (the table's TTL): SQS keeps a message at most 14 days.
 - :class:`FileSequencers`: a JSON file beside the embedded store (one process owns that store). An entry that
   holds no S3 sequencer (edited by hand), or a file that cannot be read (cut short, not UTF-8, nested past the
-  parser's limit), records nothing for those notes: their next events are applied and written over it.
+  parser's limit), records nothing for those notes: their next events are applied and written over it. A file
+  that cannot be written is logged and kept in memory for the run: the batch is not failed for it (a late event
+  then applies what the source holds now, as without a log).
 
 Without either (Qdrant Cloud without a lease table) events are applied by reading each key's current state, which
 converges on its own; only the concurrent-writer guard is missing.
@@ -16,6 +18,7 @@ converges on its own; only the concurrent-writer guard is missing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -160,8 +163,16 @@ class FileSequencers:
             if held and not newer(sequencer, held):
                 return held == sequencer
             self._data[path] = sequencer
-            self.file.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.file.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(self._data, ensure_ascii=False), encoding="utf-8")
-            tmp.replace(self.file)
+            try:
+                self.file.parent.mkdir(parents=True, exist_ok=True)
+                tmp.write_text(json.dumps(self._data, ensure_ascii=False), encoding="utf-8")
+                tmp.replace(self.file)
+            except OSError as exc:
+                # kept in memory for this run: a log that cannot be written (a folder in its place, a full or
+                # read-only disk) failed every batch back for good, though an event applies what is there now
+                with contextlib.suppress(OSError):
+                    tmp.unlink(missing_ok=True)
+                logger.warning("sequencer log %s cannot be written (%s); a late event applies what the KB holds now",
+                               self.file, type(exc).__name__)  # fmt: skip
         return True
