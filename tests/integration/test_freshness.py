@@ -7,6 +7,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -219,3 +220,32 @@ def test_index_while_a_plain_server_holds_the_store_hands_off_or_says_what_to_do
         )  # fmt: skip
         assert blocked.returncode == 1 and "Traceback" not in blocked.stderr + blocked.stdout
         assert "another process has it open" in blocked.stdout and "kbsearch serve" in blocked.stdout
+
+
+@pytest.mark.parametrize("poll", [False, True], ids=["events", "polling"])
+def test_watch_mode_never_deletes_most_of_the_index_for_a_folder_gone_missing(tmp_path: Path, poll: bool) -> None:
+    """The watched folder emptied at once (an unmounted network share leaves its empty mount point, as `--poll`'s
+    walk sees it; the folder moved away and an empty one made in its place): the watch applied every note as
+    deleted, one by one (the per-note changes bypassed the mass-delete guard a full sync keeps,
+    `MAX_DELETE_RATIO`), and when the share came back it re-read and re-embedded every note. Now a batch that
+    would delete more than that share of the indexed notes runs the full sync, whose guard blocks it, says so, and
+    keeps the index; the folder back, nothing is re-indexed."""
+    kb, away = tmp_path / "kb", tmp_path / "kb.away"
+    notes = {f"n{i}.md": NOTE.format(title=f"Mount {i}", body=f"zqmount item{i}") for i in range(8)}
+    for name, text in notes.items():
+        (kb / "sub" / name).parent.mkdir(parents=True, exist_ok=True)
+        (kb / "sub" / name).write_text(text, encoding="utf-8")
+    env = subprocess_env(QDRANT_PATH=str(tmp_path / "q"), KB_SOURCE=str(kb))
+    with serve_process(env, cwd=ROOT, args=["--watch", *(["--poll"] if poll else [])]) as served:
+        base, log = served.base_url, served.text
+        until(lambda: "initial sync" in served.text())
+        assert len(search_paths(base, "zqmount")) == 8
+        (kb / "sub").rename(away)  # the share's files gone at once; its mount point stays
+        until(lambda: "would delete 8 of 8 indexed notes" in served.text(), log=log)
+        assert len(search_paths(base, "zqmount")) == 8, log()
+        away.rename(kb / "sub")
+        time.sleep(1.5)  # the folder back: whatever the watch does, nothing is re-indexed
+        assert len(search_paths(base, "zqmount")) == 8, log()
+        runs = re.findall(r"--watch: ([^:\n]+(?:: [^:\n]+)?): (\d+) added, (\d+) updated, (\d+) deleted", log())
+        assert runs[0][0] == "initial sync" and len(runs) >= 2, runs
+        assert all(run[1:] == ("0", "0", "0") for run in runs[1:]), runs  # nothing deleted, nothing re-indexed

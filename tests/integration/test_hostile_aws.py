@@ -19,7 +19,7 @@ from kbsearch_tools.local.runtime import LambdaContext
 from kbsearch_tools.local.template import load_template
 from kbsearch_tools.s3events import NOTIFIED_EVENTS, EventPath, eventbridge_body, sqs_event, sqs_record
 from tests.conftest import ROOT
-from tests.integration.test_events import BUCKET, PREFIX, TABLE, Indexer, aws, note, open_points, s3_calls
+from tests.integration.test_events import BUCKET, PREFIX, TABLE, Indexer, aws, load_indexer, note, open_points, s3_calls
 
 __all__ = ["aws", "s3_calls"]  # fixtures, shared with test_events
 
@@ -228,3 +228,78 @@ def test_a_hand_edited_sequencer_item_never_blocks_a_notes_events(
     newer = aws.receive()
     assert indexer(newer) == [] and indexer(records) == []  # the older event replayed after the newer: stale
     assert "newer still" in json.dumps(open_points(indexer.settings()))
+
+
+# -- the local sequencer log (a JSON file beside the embedded store) edited by hand ---------------------------------
+
+#: What the file can hold that it never writes (it writes ``{path: S3 sequencer}``), and how it was read.
+BROKEN_SEQUENCER_FILES: dict[str, bytes] = {
+    "not hex": json.dumps({"a.md": "Z" * 64}).encode(),
+    "prose": json.dumps({"a.md": "later"}).encode(),
+    "null": json.dumps({"a.md": None}).encode(),  # str(None): "NONE" sorted above every hex digit
+    "a list": json.dumps({"a.md": ["01"]}).encode(),
+    "an object": json.dumps({"a.md": {"seq": "01"}}).encode(),
+    "longer than S3's": json.dumps({"a.md": "F" * 80}).encode(),
+    "nested 100,000 deep": b"[" * 100_000 + b"]" * 100_000,
+    "nested inside": b'{"a.md": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+    "truncated": b'{"a.md": "00',
+    "not UTF-8": b'{"a.md": "\xff"}',
+    "empty": b"",
+    "a list at the top": b'["a.md"]',
+}
+
+
+@pytest.mark.parametrize("raw", list(BROKEN_SEQUENCER_FILES.values()), ids=list(BROKEN_SEQUENCER_FILES))
+def test_a_hand_edited_local_sequencer_file_never_blocks_a_notes_events(
+    aws: EventPath, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, raw: bytes
+) -> None:
+    """The embedded store's sequencer log (``<QDRANT_PATH>/<collection>.sequencers.json``, used without a lease
+    table: the indexer on a local store, `kbsearch serve --watch`) edited by hand, cut short or garbled: the note's
+    next event is applied and its sequencer written, after which a replay of an older event is stale again. Text
+    above every sequencer (`Z`, prose, `null` read as the text `None`, a list as its `repr`, more than 64 digits) froze
+    every later event of the note as `stale` (the note kept its old text until a full sync); nesting past the JSON
+    parser's recursion limit was a `RecursionError` failing every batch, for good."""
+    indexer = Indexer(monkeypatch, tmp_path, None)
+    indexer.app = load_indexer(monkeypatch, {**indexer.env, "INDEX_LEASE_TABLE": ""})
+    aws.receive()
+    aws.put(f"{PREFIX}a.md", note(1))
+    assert indexer(aws.receive()) == []
+    log = indexer.store / "kb.sequencers.json"
+    assert json.loads(log.read_text(encoding="utf-8")).keys() == {"a.md"}  # the log is this file
+    log.write_bytes(raw)
+    aws.put(f"{PREFIX}a.md", note(1, first="edited by a later save"))
+    records = aws.receive()
+    assert indexer(records) == []
+    assert "edited by a later save" in json.dumps(open_points(indexer.settings()))
+    sequencer = json.loads(records[0]["body"])["Records"][0]["s3"]["object"]["sequencer"]
+    assert json.loads(log.read_text(encoding="utf-8"))["a.md"] == sequencer
+    aws.put(f"{PREFIX}a.md", note(1, first="newer still"))
+    newer = aws.receive()
+    assert indexer(newer) == [] and indexer(records) == []  # the older event replayed after the newer: stale
+    text = json.dumps(open_points(indexer.settings()))
+    assert "newer still" in text and "edited by a later save" not in text
+
+
+def test_a_local_sequencer_file_that_cannot_be_written_fails_no_batch(
+    aws: EventPath, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The local sequencer log replaced by a folder (it cannot be written): every batch touching a note failed back
+    (`IsADirectoryError` out of the log's write, after the note was applied), to the dead-letter queue after its
+    retries, for good. The log is only the replay guard (an event applies what the source holds now): the batch
+    applies, and an older event replayed after a newer one applies the newer text the source holds."""
+    indexer = Indexer(monkeypatch, tmp_path, None)
+    indexer.app = load_indexer(monkeypatch, {**indexer.env, "INDEX_LEASE_TABLE": ""})
+    aws.receive()
+    aws.put(f"{PREFIX}a.md", note(1))
+    assert indexer(aws.receive()) == []
+    log = indexer.store / "kb.sequencers.json"
+    log.unlink()
+    log.mkdir()
+    aws.put(f"{PREFIX}a.md", note(1, first="edited by a later save"))
+    records = aws.receive()
+    aws.put(f"{PREFIX}a.md", note(1, first="newer still"))
+    newer = aws.receive()
+    assert indexer(newer) == [] and indexer(records) == []  # the older one, replayed after: what S3 holds now
+    text = json.dumps(open_points(indexer.settings()))
+    assert "newer still" in text and "edited by a later save" not in text
+    assert log.is_dir()

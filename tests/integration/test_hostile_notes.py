@@ -999,3 +999,160 @@ def test_text_fields_yaml_would_type_are_indexed_as_written(tmp_path: Path, load
     note = json.loads(call(mcp_event("kb_get_note", {"path": "typed.md"}))["body"])["result"]["structuredContent"]
     assert note["frontmatter"]["id"] == "0x10" and note["frontmatter"]["updated"] == "2026-01-02", note
     assert post[0]["doc_id"] == "0x10", post
+
+
+#: ``access:`` values as YAML 1.1 types them, and the groups their author wrote (Obsidian shows them as written)
+WRITTEN_GROUPS = "[no, on, 0777, 1.10, 12:30, 2024-01-01]"
+#: a bare yes/no word: everyone, or nobody? (each was skipped as "must be a list of group names, not bool")
+SWITCHES = {"switch0.md": "access: no", "switch1.md": "access: off", "switch2.md": "access: true",
+            "switch3.md": "ACCESS: Yes"}  # fmt: skip
+
+
+def _caller(call: Any, key_id: str | None, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    event = mcp_event(tool, arguments)
+    event["requestContext"]["identity"]["apiKeyId"] = key_id
+    return cast(dict[str, Any], json.loads(call(event)["body"])["result"])
+
+
+def test_access_groups_yaml_would_type_are_the_groups_as_written(tmp_path: Path, load_search_app) -> None:
+    """`access: [no, on, 0777, 1.10, 12:30]` names the groups `no` (Norway's team), `on`, `0777`, `1.10` and
+    `12:30`, as written and as Obsidian shows them: YAML 1.1 read them as false, true, 511, 1.1 and 750, and the
+    note was skipped (`'False' is not a group name`), in the note's frontmatter and in `_access.yaml` (which stopped
+    the sync); a bare date-time (`access: 2024-01-01 10:00:00`) was rewritten into its ISO form and the note
+    indexed under `2024-01-01t10:00:00`, a group nobody wrote. Now each list names its groups as written; a bare
+    yes/no word (`access: no`, `off`, `true`, `Yes`) is skipped with the reason (it reads as a switch: everyone or
+    nobody is not known); the date-time is no group name, skipped. Callers of `no` and `0777` read their notes,
+    a public caller reads none of them."""
+    kb = tmp_path / "kb"
+    (kb / "ops").mkdir(parents=True)
+    (kb / "_access.yaml").write_text("ops/: [0777]\n", encoding="utf-8")
+    (kb / "ops" / "run.md").write_text("# Runbook\n\n" + SECRET.format(n="ops") + "\n", encoding="utf-8")
+    (kb / "norway.md").write_text(f"---\naccess: {WRITTEN_GROUPS}\n---\n# Norway\n\n" + SECRET.format(n="no") + "\n",
+                                  encoding="utf-8")  # fmt: skip
+    (kb / "stamp.md").write_text("---\naccess: 2024-01-01 10:00:00\n---\n# Stamp\n\n" + SECRET.format(n="t") + "\n",
+                                 encoding="utf-8")  # fmt: skip
+    for name, line in SWITCHES.items():
+        (kb / name).write_text(f"---\n{line}\n---\n# Switch\n\n" + SECRET.format(n=name) + "\n", encoding="utf-8")
+    (kb / "open.md").write_text("# Open\n\nA public note about zebrafinch.\n", encoding="utf-8")
+    code, report, stderr = kbsearch_index(kb, tmp_path / "q")
+    assert code == 0 and report["error"] is None, (stderr, report)
+    skipped = {s["path"]: s["reason"] for s in report["skipped"]}
+    assert set(skipped) == {*SWITCHES, "stamp.md"}, skipped
+    for name, line in SWITCHES.items():
+        word = line.split(": ")[1]
+        assert f"{word!r} reads as a yes/no switch" in skipped[name] and f"write [{word}]" in skipped[name], skipped
+    assert "'2024-01-01 10:00:00' is not a group name" in skipped["stamp.md"], skipped
+    access = {p["path"]: p["access"] for p in store_points(Settings(qdrant_path=str(tmp_path / "q")))}
+    assert access == {"open.md": ["public"], "ops/run.md": ["0777"],
+                      "norway.md": ["0777", "1.10", "12:30", "2024-01-01", "no", "on"]}  # fmt: skip
+    callers = {"k-no": ["no"], "k-octal": ["0777"]}
+    mapping = {"api_keys": {key: {"name": key, "groups": groups} for key, groups in callers.items()}}
+    call = load_search_app(KB_SOURCE=str(kb), QDRANT_PATH=str(tmp_path / "q"), ACCESS_GROUPS=json.dumps(mapping))
+    found = {}
+    for key_id in (None, "k-no", "k-octal"):
+        result = _caller(call, key_id, "kb_search", {"query": "salary band zebrafinch", "top_k": 20})
+        found[key_id] = {h["path"] for h in result["structuredContent"]["results"]}
+    assert found == {None: {"open.md"}, "k-no": {"open.md", "norway.md"},
+                     "k-octal": {"open.md", "norway.md", "ops/run.md"}}, found  # fmt: skip
+    assert not _caller(call, "k-no", "kb_get_note", {"path": "norway.md"})["isError"]
+    for key_id, name in ((None, "norway.md"), ("k-no", "ops/run.md"), ("k-octal", "switch0.md")):
+        result = _caller(call, key_id, "kb_get_note", {"path": name})
+        assert result["isError"] and result["content"][0]["text"].startswith(f"no note at {name!r}"), (key_id, result)
+
+
+@pytest.mark.parametrize("rule", ["hr/: off", "hr/: yes", "hr/: [no]\nops/: TRUE"])
+def test_an_access_file_rule_of_a_bare_yes_no_word_stops_the_sync(tmp_path: Path, rule: str) -> None:
+    """A folder rule `hr/: off` reads as a switch (YAML 1.1's false): the sync stops naming it, nothing indexed
+    (as for any rule it cannot read); `hr/: [no]` beside it would name the group `no`."""
+    kb = tmp_path / "kb"
+    (kb / "hr").mkdir(parents=True)
+    (kb / "_access.yaml").write_text(rule + "\n", encoding="utf-8")
+    (kb / "hr" / "pay.md").write_text("# Pay\n\n" + SECRET.format(n="hr") + "\n", encoding="utf-8")
+    code, report, _ = kbsearch_index(kb, tmp_path / "q")
+    word = rule.rsplit(": ", 1)[1]
+    assert code != 0 and f"{word!r} reads as a yes/no switch" in report["error"], report
+    assert store_points(Settings(qdrant_path=str(tmp_path / "q"))) == []
+
+
+#: filter values no note can hold: (field, value, what the 422 says)
+NEVER_STORED = [("tags", "", "empty"), ("tags", "#", "'#' alone"), ("tags", "  ", "empty"), ("tags", "\u200b", "empty"),
+                ("tags", "ops runbook", "no space or comma"), ("tags", "ops,runbook", "no space or comma"),
+                ("type", "", "empty"), ("status", " ", "empty")]  # fmt: skip
+
+
+def test_a_filter_value_no_note_can_hold_is_read_as_stored_or_refused(tmp_path: Path, load_search_app) -> None:
+    """A tag filtered for as Obsidian shows it (`#ops`: the indexer stores a note's `#ops` as `ops`), and filter
+    values no note can hold (empty, `#` alone, a tag holding a space or comma, where the indexer splits a note's
+    tags), and a tag or status holding what no reader sees (`on\u200bcall`, `ac\u00adtive`, stored so: a filter for
+    `oncall` missed it): each was searched for, and answered with no hits, silently (over POST and GET /search and
+    kb_search). `#ops` is the tag `ops`, values are compared without invisible characters: the notes are found; the
+    rest are a 422 naming the field (a tool error over MCP)."""
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "ops.md").write_text("---\ntags: ['#ops', runbook]\ntype: howto\n---\n# Ops\n\nzebrafinch drill\n")
+    (kb / "hidden.md").write_text("---\ntags: [on\u200bcall]\nstatus: ac\u00adtive\n---\n# Hidden\n\nzebrafinch drill\n",
+                                  encoding="utf-8")  # fmt: skip
+    code, _, stderr = kbsearch_index(kb, tmp_path / "q")
+    assert code == 0, stderr
+    call = load_search_app(KB_SOURCE=str(kb), QDRANT_PATH=str(tmp_path / "q"))
+
+    def post(filters: dict[str, Any]) -> dict[str, Any]:
+        body = {"query": "zebrafinch drill", "filters": filters}
+        return cast(dict[str, Any], call({**mcp_event("x", {}), "resource": "/search", "path": "/search",
+                                          "body": json.dumps(body)}))  # fmt: skip
+
+    def tool(field: str, value: str) -> dict[str, Any]:
+        name = {"tags": "tags", "type": "types", "status": "statuses"}[field]
+        result = json.loads(call(mcp_event("kb_search", {"query": "zebrafinch drill", name: [value]}))["body"])
+        return cast(dict[str, Any], result["result"])
+
+    get = {**mcp_event("x", {}), "resource": "/search", "path": "/search", "httpMethod": "GET", "body": None,
+           "queryStringParameters": {"q": "zebrafinch drill", "tags": "#ops"},
+           "multiValueQueryStringParameters": {"q": ["zebrafinch drill"], "tags": ["#ops"]}}  # fmt: skip
+    for field, value, note in [("tags", "#ops", "ops.md"), ("tags", " # ops ", "ops.md"), ("tags", "ops", "ops.md"),
+                               ("tags", "oncall", "hidden.md"), ("tags", "on\u2060call", "hidden.md"),
+                               ("status", "active", "hidden.md"), ("status", "ac\u200btive", "hidden.md")]:  # fmt: skip
+        answer = post({field: [value]})
+        assert answer["statusCode"] == 200 and [h["path"] for h in json.loads(answer["body"])["results"]] == [
+            note], (value, answer)  # fmt: skip
+        assert [h["path"] for h in tool(field, value)["structuredContent"]["results"]] == [note], ascii(value)
+    answer = call(get)
+    assert answer["statusCode"] == 200 and [h["path"] for h in json.loads(answer["body"])["results"]] == ["ops.md"]
+    for field, value, said in NEVER_STORED:
+        answer = post({field: [value]})
+        assert answer["statusCode"] == 422, (field, value, answer)
+        detail = json.loads(answer["body"])["detail"]
+        assert detail[0]["loc"][-1] == field and said in detail[0]["msg"], (field, value, detail)
+        result = tool(field, value)
+        assert result["isError"] and said in result["content"][0]["text"], (field, value, result)
+
+
+#: note → its text: what no reader sees, inside the words a search names (NFD, as macOS tools write it; a soft
+#: hyphen from a PDF; a zero-width space and a word joiner from a web page; a byte-order mark pasted mid-line)
+INVISIBLE = {"nfd.md": unicodedata.normalize("NFD", "Йогуртница для кафе: ёмкость и café crème."),
+             "shy.md": "The zebra\u00adfinch colony rotates its quokka\u200bkeys.",
+             "joiner.md": "Archive the wom\u2060bat ledger \ufeffnightly."}  # fmt: skip
+#: query → the note it names (each query in the other form too)
+FINDS = {"йогуртница": "nfd.md", "ёмкость": "nfd.md", "café": "nfd.md", "zebrafinch": "shy.md",
+         "quokkakeys": "shy.md", "wombat": "joiner.md"}  # fmt: skip
+
+
+def test_words_split_by_what_no_reader_sees_are_found_by_search(tmp_path: Path, load_search_app) -> None:
+    """A note's word in NFD (`й` as `и` + U+0306, `é` as `e` + U+0301) or holding a soft hyphen, a zero-width
+    space, a word joiner or a byte-order mark: BM25 split it there (`Йогуртница` was the token `огуртниц`,
+    `zebra\u00adfinch` the tokens `zebra` and `finch`), so a search for the word, as its reader sees it, missed the
+    note (BM25-only: no hit at all). Notes and queries are read in NFC without those characters: each word is
+    found, by a query in either form or with the same invisible character."""
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    for name, text in INVISIBLE.items():
+        (kb / name).write_text(f"# {name}\n\n{text}\n", encoding="utf-8")
+    code, _, stderr = kbsearch_index(kb, tmp_path / "q")
+    assert code == 0, stderr
+    call = load_search_app(KB_SOURCE=str(kb), QDRANT_PATH=str(tmp_path / "q"))
+    for word, note in FINDS.items():
+        for query in (word, unicodedata.normalize("NFD", word), word[:3] + "\u00ad" + word[3:]):
+            body = {"query": query, "rerank": False, "expand": False}
+            answer = call({**mcp_event("x", {}), "resource": "/search", "path": "/search", "body": json.dumps(body)})
+            hits = [h["path"] for h in json.loads(answer["body"])["results"]]
+            assert hits[:1] == [note], (ascii(query), hits)

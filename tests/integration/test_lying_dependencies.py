@@ -298,3 +298,24 @@ def test_a_qdrant_answer_not_in_the_encoding_it_names_is_a_503(
         endpoint.stop()
     assert result["statusCode"] == 503, result
     assert "Retry-After" in result["multiValueHeaders"], result
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_a_provider_answering_a_redirect_degrades_its_stage_never_used(handler: Any, status: int) -> None:
+    """An expansion endpoint answering 3xx (a moved endpoint, a proxy's redirect) with a body that reads as an
+    answer: the body was taken for the model's (any status under 400 was a success), rewrites the model never
+    wrote searched. A redirect is not followed (the key would go where it says) nor read: `expand` degraded, the
+    search answered."""
+    endpoint = FakeEndpoint(status=status).start()
+    endpoint.body = chat_answer(json.dumps({"queries": ["redirected rewrite"]}))
+    endpoint.content_type = "application/json"
+    endpoint.headers = {"Location": "https://elsewhere.example/v1/chat/completions"}
+    try:
+        call = handler(EXPANSION_URL=f"{endpoint.url}/v1/chat/completions", EXPANSION_API_KEY="k")
+        result = call(request("POST", "/search", GOOD))
+    finally:
+        endpoint.stop()
+    assert result["statusCode"] == 200, result["body"]
+    answer = json.loads(result["body"])
+    assert answer["results"] and "expand" in answer["meta"]["degraded"], answer["meta"]
+    assert "redirected rewrite" not in json.dumps(answer["meta"]), answer["meta"]

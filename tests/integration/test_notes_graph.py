@@ -322,6 +322,39 @@ def test_rest_refuses_bad_paths_with_a_clear_4xx(api: Any, raw: str, status: int
     assert (got, body["error"]) == (status, code), body
 
 
+#: Notes whose names hold a percent sign, and URLs whose '%' starts no escape (a percent sign is `%25`).
+PERCENT_NOTES = {"100%.md": "# Full\n\nAll of it.\n", "a%zz.md": "# Zz\n\nA literal escape.\n"}
+NO_ESCAPES = ["100%.md", "a%zz.md", "a%2.md", "x%/a.md", "%.md", "a%g1.md"]
+
+
+def test_a_path_whose_percent_starts_no_escape_is_400_never_another_note(load_search_app: Any, tmp_path: Path) -> None:
+    """`GET /notes/a%zz.md` and `resources/read` of `kb://note/100%.md`: a `%` starting no escape was kept as text,
+    so the URL read the note `a%zz.md` (whose URL is `a%25zz.md`): two URLs for one note, one of them no URL at
+    all, where S3 notifications of such keys are refused (round 14). Now a 400 `bad_path` naming the `%` (-32002 over
+    MCP); the notes are read by their URLs, `%25`."""
+    folder = write_kb(tmp_path / "kb", {**NOTES, **PERCENT_NOTES})
+    settings = Settings(qdrant_path=str(tmp_path / "q"), qdrant_url="", embedding_api_key=None,
+                        embedding_api_key_param="")  # fmt: skip
+    sync(settings, folder)
+    app = load_search_app(QDRANT_PATH=str(tmp_path / "q"), KB_SOURCE=str(folder))
+    for name in PERCENT_NOTES:
+        status, body = get(app, "/notes/x", raw_path="/notes/" + quote(name))
+        assert status == 200 and body["path"] == name, body
+    for raw in NO_ESCAPES:
+        status, body = get(app, "/notes/x", raw_path="/notes/" + raw)
+        assert (status, body["error"]) == (400, "bad_path") and "a '%' that starts no percent-escape" in body["message"]
+    for raw, expected in [(quote("100%.md"), "100%.md"), ("100%.md", None), ("a%zz.md", None)]:
+        request = {"jsonrpc": "2.0", "id": 1, "method": "resources/read", "params": {"uri": f"kb://note/{raw}"}}
+        event = build_event(HttpRequest("POST", "/mcp", "", [("Content-Type", "application/json")],
+                                        json.dumps(request).encode()), "/mcp", {}, "dev")  # fmt: skip
+        answer = json.loads(app(event)["body"])
+        if expected is None:
+            error = answer["error"]
+            assert error["code"] == -32002 and "starts no percent-escape" in error["message"], answer
+        else:
+            assert answer["result"]["contents"][0]["uri"] == f"kb://note/{quote(expected)}", answer
+
+
 def test_rest_unknown_section_is_404_listing_headings(api: Any) -> None:
     status, body = get(api, "/notes/Alpha.md", {"section": "nope"})
     assert status == 404 and body["error"] == "no_section" and "Alpha > Usage" in body["message"]

@@ -408,3 +408,17 @@ def test_end_to_end_through_kbsearch_serve(bm25_index: Path, tmp_path: Path, res
         assert len(response_url.requests) == 1
         forged = dict(headers, **{"X-Slack-Signature": "v0=" + "0" * 64})
         assert httpx.post(f"{base}/slack/command", content=body, headers=forged, timeout=10).status_code == 401
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_a_response_url_answering_a_redirect_is_refused_never_posted(status: int) -> None:
+    """A `response_url` (or a proxy before it) answering 3xx: the answer was not taken (nothing follows a redirect
+    with the message), yet the post counted as delivered, the vote or the answer lost with nothing logged. Now
+    refused at once, as a 4xx is (one request, `refused ... HTTP 3xx`)."""
+    endpoint = FakeEndpoint(status=status).start()
+    try:
+        with pytest.raises(SlackPostError, match=f"refused the answer \\(HTTP {status}\\)"):
+            post_to_slack(shared_client(), endpoint.url, {"text": "x"}, sleep=lambda _s: None)
+        assert len(endpoint.requests) == 1
+    finally:
+        endpoint.stop()

@@ -39,6 +39,10 @@ def declared(front: str) -> list[str] | None:
         ("access: hr", ["hr"]),
         ("access:\n  - oncall\n  - security", ["oncall", "security"]),
         ("Access: [public]", ["public"]),
+        # as written, as Obsidian shows them (YAML 1.1 types them: false, true, 3, 511, a date, 1.1)
+        ("access: [no, on, 3, 0777, 2024-02-30, 1.10]", ["0777", "1.10", "2024-02-30", "3", "no", "on"]),
+        ("access: 3", ["3"]),
+        ('access: "no"', ["no"]),
         ("title: x", None),
         ("", None),
     ],
@@ -52,8 +56,10 @@ def test_declarations_that_are_understood(front: str, groups: list[str] | None) 
     [
         "access: []",  # lists nobody: not silently public
         "access:",  # the key with no value
-        "access: 3",
-        "access: [3]",
+        "access: no",  # a bare yes/no switch: everyone or nobody is not known
+        "access: TRUE",
+        "access: ~",
+        "access: [.inf]",
         "access: {hr: true}",
         "access: [[hr]]",
         "access: [hr, null]",
@@ -63,7 +69,7 @@ def test_declarations_that_are_understood(front: str, groups: list[str] | None) 
         "access: [" + ", ".join(f"g{i}" for i in range(40)) + "]",  # too many
         "access: [" + "a" * 65 + "]",  # too long a name
         "access: !!binary '***'",  # YAML parses it, Python cannot build it: the field is dropped with a warning
-        "access: 2024-02-30",
+        "access: 2024-01-01 10:00:00",  # was indexed under 2024-01-01t10:00:00, a group nobody wrote
         "access: [hr]\nACCESS: [security]",  # two spellings
     ],
 )
@@ -108,7 +114,8 @@ def test_declaration_beats_rules_and_default_deny() -> None:
     "raw",
     [
         b"hr/: []\n",
-        b"hr/: [3]\n",
+        b"hr/: off\n",  # a switch, not a group list
+        b"hr/: [.nan]\n",
         b"hr/: {a: b}\n",
         b"- hr\n",  # not a mapping
         b"hr/: [hr]\nhr: [x]\n",  # the same folder twice
@@ -123,6 +130,11 @@ def test_declaration_beats_rules_and_default_deny() -> None:
 def test_malformed_access_files_are_errors(raw: bytes) -> None:
     with pytest.raises(AccessFileError):
         FolderRules.parse(raw)
+
+
+def test_access_file_groups_are_read_as_written() -> None:
+    """`hr/: [no, 0777]` names the groups `no` and `0777` (YAML 1.1: false and 511, which stopped the sync)."""
+    assert FolderRules.parse(b"hr/: [no, 0777]\n01: 3\n").rules == (("hr", ("0777", "no")), ("01", ("3",)))
 
 
 def test_empty_access_file_has_no_rules() -> None:

@@ -77,6 +77,8 @@ def normalize_group(value: Any) -> str | None:
 def _groups(value: Any, what: str) -> list[str]:
     """A declared group list (a list of names, or one name) → sorted unique names; ValueError saying why not."""
     items = [value] if isinstance(value, str) else value
+    if value is None:  # `access:`, `access: ~`
+        raise ValueError(f"{what} names no group (write [public] for everyone)")
     if not isinstance(items, list):
         raise ValueError(f"{what} must be a list of group names, not {type(value).__name__}")
     if not items:
@@ -111,7 +113,7 @@ class FolderRules:
     @classmethod
     def parse(cls, raw: bytes) -> FolderRules:
         """The access file's bytes → rules; :class:`AccessFileError` naming the problem."""
-        from kbsearch.frontmatter import FrontmatterError, parse_frontmatter
+        from kbsearch.frontmatter import EVERY_FIELD, FrontmatterError, parse_frontmatter
 
         if len(raw) > MAX_ACCESS_FILE_BYTES:
             raise AccessFileError(f"{ACCESS_FILE} is {len(raw)} bytes (limit {MAX_ACCESS_FILE_BYTES})")
@@ -120,7 +122,8 @@ class FolderRules:
         except UnicodeDecodeError:
             raise AccessFileError(f"{ACCESS_FILE} is not UTF-8") from None
         try:
-            parsed = parse_frontmatter(text)  # the same linear, alias-free YAML reader as the notes'
+            # the notes' linear, alias-free reader; groups read as written
+            parsed = parse_frontmatter(text, names=EVERY_FIELD)
         except FrontmatterError as exc:
             raise AccessFileError(f"{ACCESS_FILE}: {exc.reason}") from None
         if parsed.warnings:

@@ -31,14 +31,11 @@ import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote_plus
 
 from kbsearch.access import ACCESS_FILE
-from kbsearch.sources import NOTE_SUFFIX, note_path, path_problem
+from kbsearch.sources import NOTE_SUFFIX, note_path, path_problem, percent_decoded
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
-#: A ``%`` that does not start a percent-escape.
-_BAD_ESCAPE = re.compile("%(?![0-9A-Fa-f]{2})")
 #: The notification event names that remove an object: a delete (``ObjectRemoved:Delete``,
 #: ``ObjectRemoved:DeleteMarkerCreated``) and a lifecycle rule's expiration (``LifecycleExpiration:Delete``,
 #: ``LifecycleExpiration:DeleteMarkerCreated``).
@@ -51,6 +48,11 @@ SEQUENCER_WIDTH = 64
 #: cannot be ordered, nor stored: a 500,000-digit one failed the sequencer log's write, and every message of its
 #: batch with it).
 _SEQUENCER = re.compile(f"[0-9A-Fa-f]{{1,{SEQUENCER_WIDTH}}}")
+
+
+def is_sequencer(value: object) -> bool:
+    """Whether ``value`` is a sequencer as S3 sends one: hex text, at most :data:`SEQUENCER_WIDTH` digits."""
+    return isinstance(value, str) and _SEQUENCER.fullmatch(value) is not None
 
 
 def sequencer_key(sequencer: str) -> str:
@@ -216,12 +218,10 @@ def notification_key(raw: str) -> tuple[str, str | None]:
     S3 encodes every ``%`` of a key as ``%25`` and the key is UTF-8: a ``%`` not followed by two hex digits (``%zz``,
     a lone ``%``) or escapes that decode to no UTF-8 (``%C3`` cut short, ``%E9``) would read as another key (the
     escape kept as text, or U+FFFD in place of the bytes), a key the event never named."""
-    if _BAD_ESCAPE.search(raw):
-        return raw, "a key with a '%' that is no percent-escape (S3 sends '%' as %25): not a key S3 sent"
     try:
-        return unquote_plus(raw, errors="strict"), None
-    except UnicodeDecodeError:
-        return raw, "a key that is not UTF-8 once percent-decoded: not a key S3 sent"
+        return percent_decoded(raw, plus=True), None
+    except ValueError as exc:
+        return raw, f"a key with {exc}: not a key S3 sent"
 
 
 def shown(key: str) -> str:
@@ -239,7 +239,7 @@ def _add(
         batch.ignored.append({"key": shown(key), "reason": reason})
         return None
     seq = sequencer.strip() if isinstance(sequencer, str) else ""
-    if seq and not _SEQUENCER.fullmatch(seq):
+    if seq and not is_sequencer(seq):
         return f"a sequencer that is not S3's (hex digits, at most {SEQUENCER_WIDTH})"
     change = Change(scope.path(key), key, removed, seq, _time(when), message_id)
     batch.changes.append(change)

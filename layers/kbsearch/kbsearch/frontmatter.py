@@ -235,12 +235,28 @@ def _merge(node: Node, loader: yaml.SafeLoader) -> dict[str, Any]:
     return out
 
 
-def parse_frontmatter(text: str, as_written: frozenset[str] = frozenset()) -> Frontmatter:
+#: ``names=EVERY_FIELD``: every top-level field names things (the access file: each folder's groups).
+EVERY_FIELD = frozenset({"\x00every field"})
+
+
+def _switch(node: Node) -> str | None:
+    """The word of a value YAML 1.1 reads as a yes/no switch (``no``, ``off``, ``true`` ...), alone, unquoted."""
+    return node.value if isinstance(node, ScalarNode) and node.tag == f"{_T}bool" else None
+
+
+def parse_frontmatter(
+    text: str, as_written: frozenset[str] = frozenset(), names: frozenset[str] = frozenset()
+) -> Frontmatter:
     """The YAML between the ``---`` lines → JSON-safe data and warnings; :class:`FrontmatterError` if unusable.
     ``as_written``: top-level fields that are text to their reader (a note's tags, type, status, title ...), whose
     scalars are kept as written rather than typed by YAML 1.1's rules, as Obsidian (YAML 1.2) shows them: ``no``,
     ``yes``, ``on``, ``off`` stay words (not false/true), ``010`` stays ``010`` (not the octal 8), ``0x10``, ``1.10``,
-    ``1_000``, ``12:30`` (not the sexagesimal 750), ``.inf`` as written; ``~``/``null``/nothing stay null."""
+    ``1_000``, ``12:30`` (not the sexagesimal 750), ``.inf`` as written; ``~``/``null``/nothing stay null.
+    ``names``: fields whose value names groups (a note's ``access``, in any case; every rule of the access file
+    with :data:`EVERY_FIELD`): read as written too (``[no, on, 0777]`` names the groups ``no``, ``on``, ``0777``),
+    but a bare switch word (``access: no``, ``hr/: off``, ``true``) is dropped with a warning: it reads as a yes/no
+    answer, and whether it meant everyone or nobody is not known. Fields are compared in lower case, spaces around
+    them left out."""
     if len(text) > MAX_FRONTMATTER_CHARS:
         raise FrontmatterError(f"frontmatter too large: {len(text)} characters (limit {MAX_FRONTMATTER_CHARS})")
     if not text.strip():
@@ -270,8 +286,15 @@ def parse_frontmatter(text: str, as_written: frozenset[str] = frozenset()) -> Fr
                 result.warnings.append(f"frontmatter field {key!r} dropped: given more than once")
             continue
         seen.add(key)
+        folded = key.strip().casefold()
+        naming = names is EVERY_FIELD or folded in names
+        if naming and (word := _switch(value_node)) is not None:
+            shown = word if len(word) <= 40 else word[:37] + "..."
+            result.warnings.append(f"frontmatter field {key!r} dropped: {shown!r} reads as a yes/no switch, not a "
+                                   f"group; write [{shown}] for a group of that name, [public] for everyone")  # fmt: skip
+            continue
         try:
-            result.data[key] = _build(value_node, loader, key in as_written)
+            result.data[key] = _build(value_node, loader, naming or key in as_written or folded in as_written)
         except _Unbuildable as exc:
             result.data.pop(key, None)
             result.warnings.append(f"frontmatter field {key!r} dropped: {exc}")

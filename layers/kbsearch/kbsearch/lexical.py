@@ -1,7 +1,12 @@
 """BM25 sparse vectors, computed in the project (the same code for notes and queries).
 
-Tokens: Unicode words, lower-cased, ``ё`` → ``е``, stop words dropped (Russian and English), each word stemmed
-with the Snowball stemmer of its script (Cyrillic → Russian, Latin → English; others kept as they are).
+Tokens: Unicode words of the text in NFC with the characters no reader sees dropped (zero-width spaces and joiners,
+soft hyphens, word joiners, byte-order marks, bidi marks and controls: :data:`_INVISIBLE`), lower-cased, ``ё`` →
+``е``, stop words dropped (Russian and English), each word stemmed with the Snowball stemmer of its script
+(Cyrillic → Russian, Latin → English; others kept as they are). A note or a query in NFD (``й`` as ``и`` + U+0306,
+as macOS tools write it) or holding a soft hyphen or a zero-width space inside a word (pasted from a web page or a
+PDF) splits no word and reads as its reader sees it (``Йогурт`` was the token ``огурт``, ``qd\u00adrant`` the
+tokens ``qd`` and ``rant``: a search for the word missed the note, silently).
 Term ids: the first 4 bytes of BLAKE2b of the stem, so every process and machine agrees.
 
 Documents carry BM25's term-frequency part, ``tf·(k1+1) / (tf + k1·(1 − b + b·dl/avgdl))`` with k1 = 1.2,
@@ -16,6 +21,7 @@ import functools
 import hashlib
 import re
 import threading
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -32,6 +38,8 @@ MAX_TOKEN_CHARS = 40
 
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*", re.UNICODE)
 _CYRILLIC = re.compile(r"[а-яё]")
+#: Format characters (Cf) a reader does not see, inside or between words.
+_INVISIBLE = re.compile("[\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
 _LATIN = re.compile(r"[a-z]")
 
 STOP_WORDS_EN = frozenset(
@@ -96,11 +104,16 @@ def _stem_cached(word: str) -> str | None:
     return stem
 
 
+def visible(text: str) -> str:
+    """``text`` as a reader sees it: in NFC, without the characters no reader sees (:data:`_INVISIBLE`)."""
+    return text if text.isascii() else _INVISIBLE.sub("", unicodedata.normalize("NFC", text))
+
+
 def tokenize(text: str) -> list[str]:
     """Stemmed tokens of ``text`` in order (stop words and over-long tokens dropped)."""
     out: list[str] = []
     stems = _STEMS
-    for word in _WORD.findall(text.lower().replace("ё", "е")):
+    for word in _WORD.findall(visible(text).lower().replace("ё", "е")):  # composed, nothing invisible in a word
         try:
             stem = stems[word]
         except KeyError:

@@ -14,6 +14,7 @@ from typing import Any
 
 from kbsearch.errors import KbSearchError
 from kbsearch.frontmatter import MAX_FRONTMATTER_CHARS, FrontmatterError, iso_date, parse_frontmatter
+from kbsearch.lexical import visible
 from kbsearch.links import MAX_KEYS
 
 #: A note's distinct link targets kept (the first ones; its text still shows every link): a note of 80,000
@@ -43,6 +44,11 @@ KNOWN_KEYS = (
 #: a filter for the tag as written missed the note). ``created``/``updated`` stay dates, ``ai_weight`` a number.
 TEXT_FIELDS = frozenset({"id", "title", "status", "source", "tags", "type", "summary", "aliases", "description",
                          "permalink"})  # fmt: skip
+#: Fields naming groups: ``access: [no, on, 0777]`` names the groups ``no``, ``on`` and ``0777`` (YAML 1.1 made them
+#: false, true and 511, and the note was skipped as declaring no group name; a date-time was rewritten as its ISO
+#: form, a group nobody wrote); a bare switch word (``access: no``) is refused with its reason (see
+#: :func:`kbsearch.frontmatter.parse_frontmatter`).
+NAME_FIELDS = frozenset({"access"})
 
 _FRONTMATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)(?:\r?\n)?^(?:---|\.\.\.)[ \t]*(?:\r?\n|\Z)", re.S | re.M)
 _OPENING = re.compile(r"---[ \t]*(?:\n|\Z)")  # a frontmatter block's first line (text as decode_note gives it)
@@ -119,7 +125,7 @@ def normalize_tags(value: Any) -> list[str]:
         items = [value]
     out: dict[str, None] = {}  # an ordered set: a list's ``in`` made 12,700 tags (64 KiB) a quadratic 0.6 s
     for item in items:
-        tag = unicodedata.normalize("NFC", str(_json_safe(item)).strip().lstrip("#").strip())
+        tag = visible(str(_json_safe(item))).strip().lstrip("#").strip()
         if tag:
             out[tag] = None
     return list(out)
@@ -143,9 +149,10 @@ def _text_or_none(value: Any) -> str | None:
 
 
 def _facet_or_none(value: Any) -> str | None:
-    """A ``type`` or ``status``: text in NFC, the form search filters compare with."""
+    """A ``type`` or ``status``: text in NFC without what no reader sees (a zero-width space, a soft hyphen), the
+    form search filters compare with."""
     text = _text_or_none(value)
-    return None if text is None else unicodedata.normalize("NFC", text)
+    return None if text is None else (visible(text).strip() or None)
 
 
 def _float_or_none(value: Any) -> float | None:
@@ -218,7 +225,7 @@ def read_frontmatter(text: str) -> tuple[dict[str, Any], str, list[str]]:
         _refuse_hidden_opening(text)
         return {}, text, []
     try:
-        front = parse_frontmatter(m.group(1), TEXT_FIELDS)
+        front = parse_frontmatter(m.group(1), TEXT_FIELDS, NAME_FIELDS)
     except FrontmatterError as exc:
         raise NoteError(exc.reason) from None
     if m.group(0).rstrip().endswith("..."):

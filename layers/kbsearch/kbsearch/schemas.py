@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 MAX_QUERY_CHARS = 1000
 MAX_TOP_K = 20
 _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}(?:[T ]|$)")  # a date first, then a time or nothing
+#: Where the indexer splits a note's tags (``notes.normalize_tags``): no stored tag holds these.
+_TAG_BREAK = re.compile(r"[,\s]")
 
 
 #: How much of a failed validation is told back: the first errors, each field name cut. The names are the client's
@@ -78,8 +80,33 @@ class SearchFilters(BaseModel):
     @field_validator("tags", "type", "status")
     @classmethod
     def _nfc(cls, value: list[str] | None) -> list[str] | None:
-        """In NFC, as the indexer stores them: ``й`` typed as ``и`` + U+0306 is the same tag."""
-        return None if value is None else [unicodedata.normalize("NFC", v) for v in value]
+        """In NFC without what no reader sees, as the indexer stores them: ``й`` typed as ``и`` + U+0306 is the same
+        tag, ``ops`` with a zero-width space is ``ops``. An empty value, which no note holds, is refused, never
+        searched for nothing (it was answered with no hits, silently)."""
+        if value is None:
+            return None
+        from kbsearch.lexical import visible
+
+        out = [visible(v).strip() for v in value]
+        if any(not v for v in out):
+            raise ValueError("an empty value matches no note")
+        return out
+
+    @field_validator("tags")
+    @classmethod
+    def _as_stored(cls, value: list[str] | None) -> list[str] | None:
+        """A tag as Obsidian shows it (``#ops``) is the tag ``ops``, as the indexer stores it; a tag holding a space
+        or a comma (where the indexer splits a note's tags) is refused (each was an answer of no hits)."""
+        if value is None:
+            return None
+        out = [v.lstrip("#").strip() for v in value]
+        for tag in out:
+            if not tag:
+                raise ValueError("a tag of '#' alone matches no note")
+            if _TAG_BREAK.search(tag):
+                raise ValueError(f"a tag holds no space or comma (notes' tags are split there): give each of "
+                                 f"{tag[:60]!r} as its own tag")  # fmt: skip
+        return out
 
     @field_validator("path_prefix")
     @classmethod

@@ -6,7 +6,11 @@ nothing: a ``Created`` older than the ``Removed`` already applied never resurrec
   so of two runs applying the same key concurrently, the one with the older event learns it was superseded. An
   item whose ``seq`` is no sequencer this log writes (edited by hand) records nothing and is written over. Items
   expire 15 days after their event (the table's TTL): SQS keeps a message at most 14 days.
-- :class:`FileSequencers`: a JSON file beside the embedded store (one process owns that store).
+- :class:`FileSequencers`: a JSON file beside the embedded store (one process owns that store). An entry that
+  holds no S3 sequencer (edited by hand), or a file that cannot be read (cut short, not UTF-8, nested past the
+  parser's limit), records nothing for those notes: their next events are applied and written over it. A file
+  that cannot be written is logged and kept in memory for the run: the batch is not failed for it (a late event
+  then applies what the source holds now, as without a log).
 
 Without either (Qdrant Cloud without a lease table) events are applied by reading each key's current state, which
 converges on its own; only the concurrent-writer guard is missing.
@@ -14,6 +18,7 @@ converges on its own; only the concurrent-writer guard is missing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -23,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
-from kbsearch.events import SEQUENCER_WIDTH, newer, sequencer_key
+from kbsearch.events import SEQUENCER_WIDTH, is_sequencer, newer, sequencer_key
 
 logger = logging.getLogger(__name__)
 
@@ -135,10 +140,16 @@ class FileSequencers:
             data = json.loads(file.read_text(encoding="utf-8"))
         except FileNotFoundError:
             data = {}
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):  # nested past the parser's limit: a RecursionError
             logger.warning("sequencer log %s unreadable; starting afresh", file)
             data = {}
-        self._data: dict[str, str] = {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+        entries = data if isinstance(data, dict) else {}
+        # only what put writes (an S3 sequencer): `str(v)` of text above every sequencer ("Z"*64, 80 digits,
+        # `None`, a list's repr) made every later event of the note stale, its old text kept until a full sync
+        self._data: dict[str, str] = {k: v for k, v in entries.items() if is_sequencer(v)}
+        if len(self._data) < len(entries) or not isinstance(data, dict):
+            logger.warning("sequencer log %s: %d entries hold no sequencer; their notes' next events are applied",
+                           file, len(entries) - len(self._data) if isinstance(data, dict) else 1)  # fmt: skip
 
     def get(self, paths: list[str]) -> dict[str, str]:
         with self._lock:
@@ -152,8 +163,16 @@ class FileSequencers:
             if held and not newer(sequencer, held):
                 return held == sequencer
             self._data[path] = sequencer
-            self.file.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.file.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(self._data, ensure_ascii=False), encoding="utf-8")
-            tmp.replace(self.file)
+            try:
+                self.file.parent.mkdir(parents=True, exist_ok=True)
+                tmp.write_text(json.dumps(self._data, ensure_ascii=False), encoding="utf-8")
+                tmp.replace(self.file)
+            except OSError as exc:
+                # kept in memory for this run: a log that cannot be written (a folder in its place, a full or
+                # read-only disk) failed every batch back for good, though an event applies what is there now
+                with contextlib.suppress(OSError):
+                    tmp.unlink(missing_ok=True)
+                logger.warning("sequencer log %s cannot be written (%s); a late event applies what the KB holds now",
+                               self.file, type(exc).__name__)  # fmt: skip
         return True

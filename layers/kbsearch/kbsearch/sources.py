@@ -31,6 +31,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import unquote, unquote_plus
 
 from kbsearch.errors import KbSearchError
 
@@ -127,6 +128,23 @@ def path_problem(path: str) -> str | None:
     if len(segments) - 1 > MAX_FOLDER_DEPTH:
         return f"path is more than {MAX_FOLDER_DEPTH} folders deep"
     return None
+
+
+#: A ``%`` that starts no percent-escape (``%zz``, a lone ``%``, ``%2``).
+_BAD_ESCAPE = re.compile("%(?![0-9A-Fa-f]{2})")
+
+
+def percent_decoded(raw: str, plus: bool = False) -> str:
+    """A path as a URL or an S3 notification carries it (percent-encoded; ``plus``: ``+`` for a space) → the path;
+    ``ValueError`` saying why it is none: a ``%`` that starts no escape (a percent sign is ``%25``; the escape was
+    kept as text: ``/notes/a%zz.md`` read the note ``a%zz.md``, whose URL is ``a%25zz.md``) or escapes that decode
+    to no UTF-8 (``%E9``: its bytes would become U+FFFD)."""
+    if _BAD_ESCAPE.search(raw):
+        raise ValueError("a '%' that starts no percent-escape (a percent sign is %25)")
+    try:
+        return unquote_plus(raw, errors="strict") if plus else unquote(raw, errors="strict")
+    except UnicodeDecodeError:
+        raise ValueError("not UTF-8 once percent-decoded") from None
 
 
 @functools.cache

@@ -237,6 +237,12 @@ class Watcher:
                 # no events of their own. A folder that is there with known notes only changed its entries (what
                 # polling reports for every save): those files have their own events.
                 rescan = True
+        gone = [p for p in notes if p != ACCESS_FILE and not (self.folder / p).is_file()]
+        if len(gone) > self.live.settings.max_delete_ratio * len(self.known):
+            # most of the index gone at once (a share unmounted under its mount point, the folder emptied): the
+            # full sync decides, under its mass-delete guard (each note's change alone deleted them all, and the
+            # share back re-embedded every note)
+            rescan = True
         if rescan:
             report = self.live.full(str(self.folder)).to_dict()
             self._known_from_store()
@@ -259,6 +265,7 @@ class Watcher:
             f"kbsearch serve --watch: {what}: {report['added']} added, {report['updated']} updated, "
             f"{report['deleted']} deleted in {report['duration_ms']} ms"
             + (f"; error: {report['error']}" if report.get("error") else "")
+            + (f"; deletion blocked: {report['deletion_blocked']}" if report.get("deletion_blocked") else "")
         )
         print(line, file=sys.stderr, flush=True)
         if self.on_sync is not None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 from typing import Any
-from urllib.parse import unquote
 
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.api_gateway import Router
@@ -35,10 +34,12 @@ def notes_router(container: Container) -> Router:
         raw = (event.get("pathParameters") or {}).get("path")
         if raw is None:  # no {path+} parameter (a hand-made event): the path after /notes/
             raw = event.path.split("/notes/", 1)[1]
+        from kbsearch.sources import percent_decoded
+
         try:
-            path = unquote(raw, errors="strict")  # API Gateway REST passes path parameters percent-encoded
-        except UnicodeDecodeError:
-            return error(400, "bad_path", "the note path is not UTF-8 once percent-decoded")
+            path = percent_decoded(raw)  # API Gateway REST passes path parameters percent-encoded
+        except ValueError as exc:
+            return error(400, "bad_path", f"the note path has {exc}")
         section = query().get("section")
         if section is not None and len(section.strip()) > MAX_SECTION_CHARS:  # as documented, and as kb_get_note
             return validation_error(

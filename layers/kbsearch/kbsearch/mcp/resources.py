@@ -5,7 +5,7 @@ prompts rather than call tools. Failures are :class:`RpcError` (JSON-RPC errors)
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 
 from kbsearch.mcp.tools import Backend
 
@@ -122,10 +122,12 @@ def read_resource(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
         raise RpcError(INVALID_PARAMS, "Invalid params: uri must be a string")
     if not uri.startswith(URI_PREFIX):
         raise RpcError(RESOURCE_NOT_FOUND, f"Resource not found: only {URI_PREFIX}<path> URIs exist", _about(uri))
+    from kbsearch.sources import percent_decoded
+
     try:
-        path = unquote(uri[len(URI_PREFIX) :], errors="strict")
-    except UnicodeDecodeError:
-        raise RpcError(RESOURCE_NOT_FOUND, "Resource not found: the path is not UTF-8", _about(uri)) from None
+        path = percent_decoded(uri[len(URI_PREFIX) :])
+    except ValueError as exc:
+        raise RpcError(RESOURCE_NOT_FOUND, f"Resource not found: the path has {exc}", _about(uri)) from None
     try:
         path, text = backend.browse().note_text(path, backend.scope())
     except NoteProblem as exc:

@@ -460,6 +460,9 @@ def _send(
                 retry_after = _retry_after(response)
             elif status >= 400:
                 raise ProviderError(call.name, "client", f"HTTP {status}: {_error_detail(raw)}", status)
+            elif status >= 300:  # never followed (the key would go where the answer says); nor is its body an answer
+                raise ProviderError(call.name, "client", f"HTTP {status}: a redirect, not followed (check the URL)",
+                                    status)  # fmt: skip
             elif not call.expect_json:
                 return Answer(status, raw, dict(response.headers))
             else:
