@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import os
 import platform
@@ -983,8 +984,9 @@ def _parents() -> dict[int, int]:
     return parents
 
 
-def _peak_mb(pid: int) -> float:
-    """The process's peak resident memory since it started its program (``VmHWM``), in MB; 0 when gone."""
+def _peak_mb(pid: int | str) -> float:
+    """The process's peak resident memory since it started its program (``VmHWM``; ``"self"``: this process), in
+    MB; 0 when gone (or no ``/proc``)."""
     try:
         with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as handle:
             for line in handle:
@@ -995,17 +997,28 @@ def _peak_mb(pid: int) -> float:
     return 0.0
 
 
+#: Put ahead of every job's code by :func:`run_job`: ``_own_peak_rss_mb()``, the job's own peak RSS. Not its
+#: ``ru_maxrss``: Linux gives a process the peak of the one it was spawned from (``subprocess`` spawns by vfork, the
+#: exec'd job starting with its parent's peak: a bench job spawned by a 900 MB test process read 896 MB).
+JOB_PRELUDE = inspect.getsource(_peak_mb) + (
+    "def _own_peak_rss_mb():\n"
+    "    import resource\n"
+    "    return _peak_mb('self') or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
+)
+
+
 def run_job(code: str, env: dict[str, str], every_s: float = 0.5) -> tuple[subprocess.CompletedProcess[str], float]:
     """Run ``python -c code`` to the end, and the peak RSS of the processes it starts (its parsing process, say):
     every ``every_s`` each descendant's own peak (``VmHWM``) is read from here, outside the job (no lock or CPU
     taken from it), and the largest reading of each is summed: an upper bound on their peak together (each at its
     own peak, as if all peaked at once). A descendant that lives less than ``every_s`` may be missed (a ``uname``
     a library runs once, say). Not the children's ``RUSAGE_CHILDREN``: Linux gives a child that execs the peak
-    RSS of the process it was forked from (at least the job's own RSS when it was spawned)."""
+    RSS of the process it was forked from (at least the job's own RSS when it was spawned). The job reports its
+    own peak with ``_own_peak_rss_mb()``, which :data:`JOB_PRELUDE` defines ahead of ``code``."""
     import threading
 
-    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-c", JOB_PRELUDE + code], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
     peaks: dict[int, float] = {}
     stop = threading.Event()
 
@@ -1062,7 +1075,7 @@ else:
     out["search_p50_ms"] = statistics.median(total)
     out["search_p95_ms"] = sorted(total)[int(0.95 * (len(total) - 1))]
     service.close()
-out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+out["peak_rss_mb"] = _own_peak_rss_mb()
 print(json.dumps(out))
 """
 

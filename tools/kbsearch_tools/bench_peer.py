@@ -10,7 +10,7 @@ sparse models, which are downloaded at run time, so the peer searches dense only
 Both sides embed through the same loopback fake of DeepInfra's OpenAI-compatible endpoint (answering at once), with
 the same model name, dimensions and batch size, so both pay the same provider cost. Each step runs in its own child
 process; its wall time is measured from the moment the parent spawns it (interpreter start and imports included)
-to the moment the work is done (store closed, for an index), and its peak RSS is the child's ``ru_maxrss`` plus
+to the moment the work is done (store closed, for an index), and its peak RSS is the child's own (``VmHWM``) plus
 that of the processes it started (our index's parsing process): :func:`kbsearch_tools.bench.run_job`, an upper
 bound.
 """
@@ -47,7 +47,7 @@ settings = Settings.model_validate(job["settings"])
 report = run_sync(settings, Secrets(settings), source_uri=job["kb"])
 assert report.error is None, report.error
 done = time.time()
-rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+rss = _own_peak_rss_mb()
 from kbsearch.qdrant import open_store
 store = open_store(settings, Secrets(settings))
 paths, points = sorted(store.indexed_state()), store.count()
@@ -83,7 +83,7 @@ if job["mode"] == "index":
     nodes = pipeline.run(documents=documents)
     client.close()
     out["done"] = time.time()
-    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["peak_rss_mb"] = _own_peak_rss_mb()
     out["chunks"] = len(nodes)
     out["paths"] = sorted({os.path.relpath(d.metadata["file_path"], job["kb"]) for d in documents})
     out["paths_with_chunks"] = sorted({os.path.relpath(n.metadata["file_path"], job["kb"]) for n in nodes})
@@ -103,7 +103,7 @@ else:
         assert hits, text
     out["search_p50_ms"] = statistics.median(walls)
     out["search_p95_ms"] = sorted(walls)[int(0.95 * (len(walls) - 1))]
-    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["peak_rss_mb"] = _own_peak_rss_mb()
     client.close()
 print(json.dumps(out))
 """
