@@ -1156,3 +1156,27 @@ def test_words_split_by_what_no_reader_sees_are_found_by_search(tmp_path: Path, 
             answer = call({**mcp_event("x", {}), "resource": "/search", "path": "/search", "body": json.dumps(body)})
             hits = [h["path"] for h in json.loads(answer["body"])["results"]]
             assert hits[:1] == [note], (ascii(query), hits)
+
+
+#: `access` keys a reader sees as `access`, with a value the reader drops (a yes/no word, a tag it cannot build)
+SPACED_ACCESS = {"nbsp.md": "access\u00a0: no", "quoted.md": '"access ": off', "tagged.md": '" Access": !weird x',
+                 "cyrillic.md": "\u0430ccess: !weird x"}  # fmt: skip
+
+
+def test_an_access_key_with_spaces_whose_value_is_dropped_is_never_public(tmp_path: Path, load_search_app) -> None:
+    """`access<NBSP>: no` (a no-break space pasted before the colon: YAML's plain key keeps it), `"access ": off`:
+    the value is dropped with a warning (a yes/no word, a tag kb-search cannot build), but the warning was matched
+    to `access` only for the key spelled exactly, so the note read as declaring nothing and was indexed under the
+    default, public, and served to every caller. Each is skipped with the reason, as `access: no` is."""
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    for name, line in SPACED_ACCESS.items():
+        (kb / name).write_text(f"---\n{line}\n---\n# Spaced\n\n" + SECRET.format(n=name) + "\n", encoding="utf-8")
+    (kb / "open.md").write_text("# Open\n\nA public note about zebrafinch.\n", encoding="utf-8")
+    code, report, stderr = kbsearch_index(kb, tmp_path / "q")
+    assert code == 0 and report["error"] is None, (stderr, report)
+    assert {s["path"] for s in report["skipped"]} == set(SPACED_ACCESS), report["skipped"]
+    assert {p["path"] for p in store_points(Settings(qdrant_path=str(tmp_path / "q")))} == {"open.md"}
+    call = load_search_app(KB_SOURCE=str(kb), QDRANT_PATH=str(tmp_path / "q"))
+    result = _caller(call, None, "kb_search", {"query": "salary band zebrafinch", "top_k": 20})
+    assert {h["path"] for h in result["structuredContent"]["results"]} == {"open.md"}, result

@@ -71,6 +71,18 @@ def test_declarations_that_are_understood(front: str, groups: list[str] | None) 
         "access: !!binary '***'",  # YAML parses it, Python cannot build it: the field is dropped with a warning
         "access: 2024-01-01 10:00:00",  # was indexed under 2024-01-01t10:00:00, a group nobody wrote
         "access: [hr]\nACCESS: [security]",  # two spellings
+        # the key with spaces or a look-alike letter, its value dropped: it was read as no declaration (public)
+        '"access ": no',
+        "access\u00a0: off",  # a no-break space pasted before the colon (YAML's plain key keeps it)
+        '" Access": true',
+        '"access ": !weird x',
+        "\u0430ccess: !weird x",  # a Cyrillic а
+        '"access ": {hr: 1, hr: 2}',
+        # the entry holding `access` dropped whole: it was read as no declaration (public)
+        "!weird access: [hr]",  # a key of a tag kb-search cannot build
+        "? [access]\n: [hr]",  # a complex key
+        "<<: {access: [hr], x: !weird y}",  # a merge with a sibling it cannot build
+        "<<: [{access: [hr]}, 3]",  # a merge list holding a non-mapping
     ],
 )
 def test_malformed_declarations_are_errors_never_public(front: str) -> None:

@@ -28,6 +28,7 @@ check :meth:`Scope.can_read` and answer as for a missing note.
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import unicodedata
@@ -201,14 +202,19 @@ def declares_access(keys: Iterable[Any]) -> bool:
     return any(isinstance(k, str) and _skeleton(k) == ACCESS_KEY for k in keys)
 
 
+#: A frontmatter warning for a dropped field (``kbsearch.frontmatter``, ``kbsearch.notes``): the key as ``repr`` wrote it.
+_DROPPED = re.compile(r"""frontmatter field (?P<key>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*") dropped""")
+
+
 def declared_access(metadata: Mapping[str, Any], warnings: Iterable[str]) -> list[str] | None:
     """The groups a note's frontmatter declares (None: it declares none); :class:`AccessDeclarationError` when
     the declaration is there but unusable (a wrong type, a bad name, an empty list, a value YAML could not build,
     two spellings of the key)."""
     for warning in warnings:
-        if warning.startswith(f"frontmatter field {ACCESS_KEY!r} dropped") or (
-            warning.startswith("frontmatter field '") and warning.split("'")[1].casefold() == ACCESS_KEY
-        ):
+        dropped = _DROPPED.match(warning)
+        # the key as the reader wrote it (``repr`` in the warning): `"access ": no`, `access<NBSP>: no`, `аccess`
+        # with an unbuildable value were dropped, then read as no declaration: the note went public
+        if dropped and _skeleton(str(ast.literal_eval(dropped["key"]))) == ACCESS_KEY:
             raise AccessDeclarationError(f"access declaration unusable ({warning}); the note is not indexed")
     keys = [k for k in metadata if k.strip().casefold() == ACCESS_KEY]
     for key in metadata:  # `аccess` typed on a Russian layout read as no declaration: a restricted note went public

@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -235,6 +236,21 @@ def _merge(node: Node, loader: yaml.SafeLoader) -> dict[str, Any]:
     return out
 
 
+def _scalars(node: Node, keys_only: bool) -> Iterator[str]:
+    """The texts of the scalars in ``node`` (``keys_only``: of its mappings' keys, at any depth of lists)."""
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, ScalarNode):
+            yield str(item.value)
+        elif isinstance(item, SequenceNode):
+            stack.extend(item.value)
+        elif isinstance(item, MappingNode):
+            stack.extend(k for k, _ in item.value)
+            if not keys_only:
+                stack.extend(v for _, v in item.value)
+
+
 #: ``names=EVERY_FIELD``: every top-level field names things (the access file: each folder's groups).
 EVERY_FIELD = frozenset({"\x00every field"})
 
@@ -278,6 +294,14 @@ def parse_frontmatter(
             key = _key(key_node, loader)
         except _Unbuildable as exc:
             result.warnings.append(f"frontmatter entry{_line(key_node.start_mark)} dropped: {exc}")
+            # the fields the entry named, as a reader sees them (a tagged or complex key `!x access`, a merge of
+            # `{access: [hr], x: !x y}`): their reader learns they were dropped (`access` was read as undeclared)
+            from kbsearch.access import declares_access
+
+            merge = isinstance(key_node, ScalarNode) and key_node.tag == f"{_T}merge"
+            for name in dict.fromkeys(_scalars(value_node if merge else key_node, keys_only=merge)):
+                if declares_access([name]):
+                    result.warnings.append(f"frontmatter field {name!r} dropped: in that entry")
             continue
         if key in seen:  # which one was meant is unknown (PyYAML keeps the last): neither is used
             if key not in repeated:

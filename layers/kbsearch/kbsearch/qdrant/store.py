@@ -447,8 +447,9 @@ class Store:
 
     def ensure_payload_indexes(self) -> None:
         """Create the payload indexes a collection made by an older version lacks (``access``), and make a
-        :data:`TENANT_INDEXES` index made before without ``is_tenant`` a tenant index (Qdrant rebuilds it in place;
-        the segments its optimiser writes from then on group their points by its values)."""
+        :data:`TENANT_INDEXES` index made before without ``is_tenant`` a tenant index (each segment drops the old
+        index, then builds the new one from the payloads: meanwhile its matches are checked in the payloads, exact and
+        slower; the segments its optimiser writes from then on group their points by its values)."""
         with storage_errors("creating payload indexes"):
             schema = self.client.get_collection(self.collection).payload_schema or {}
             for name, kind in PAYLOAD_INDEXES.items():
