@@ -842,7 +842,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--watch", nargs="?", const="", default=None, metavar="FOLDER",
         help="sync the KB folder (default: KB_SOURCE) into the embedded store on every save: the server owns the "
-        "store, searches keep answering during a sync",
+        "store, searches keep answering during a sync; a change deleting more than MAX_DELETE_RATIO of the notes "
+        "at once (an unmounted share) is held by the full sync's mass-delete guard (kbsearch index "
+        "--allow-mass-delete applies it)",
     )  # fmt: skip
     p.add_argument("--poll", action="store_true", help="with --watch: poll the folder (network or container mounts)")
     _oracle_args(p)
