@@ -249,6 +249,19 @@ BROKEN_SEQUENCER_FILES: dict[str, bytes] = {
 }
 
 
+def _indexer_with_a_local_sequencer_log(
+    aws: EventPath, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Indexer, Path]:
+    """The indexer handler without a lease table (its sequencers kept in the local log beside the embedded store),
+    the note ``a.md`` applied by its first event; and that log's path."""
+    indexer = Indexer(monkeypatch, tmp_path, None)
+    indexer.app = load_indexer(monkeypatch, {**indexer.env, "INDEX_LEASE_TABLE": ""})
+    aws.receive()
+    aws.put(f"{PREFIX}a.md", note(1))
+    assert indexer(aws.receive()) == []
+    return indexer, indexer.store / "kb.sequencers.json"
+
+
 @pytest.mark.parametrize("raw", list(BROKEN_SEQUENCER_FILES.values()), ids=list(BROKEN_SEQUENCER_FILES))
 def test_a_hand_edited_local_sequencer_file_never_blocks_a_notes_events(
     aws: EventPath, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, raw: bytes
@@ -259,12 +272,7 @@ def test_a_hand_edited_local_sequencer_file_never_blocks_a_notes_events(
     above every sequencer (`Z`, prose, `null` read as the text `None`, a list as its `repr`, more than 64 digits) froze
     every later event of the note as `stale` (the note kept its old text until a full sync); nesting past the JSON
     parser's recursion limit was a `RecursionError` failing every batch, for good."""
-    indexer = Indexer(monkeypatch, tmp_path, None)
-    indexer.app = load_indexer(monkeypatch, {**indexer.env, "INDEX_LEASE_TABLE": ""})
-    aws.receive()
-    aws.put(f"{PREFIX}a.md", note(1))
-    assert indexer(aws.receive()) == []
-    log = indexer.store / "kb.sequencers.json"
+    indexer, log = _indexer_with_a_local_sequencer_log(aws, tmp_path, monkeypatch)
     assert json.loads(log.read_text(encoding="utf-8")).keys() == {"a.md"}  # the log is this file
     log.write_bytes(raw)
     aws.put(f"{PREFIX}a.md", note(1, first="edited by a later save"))
@@ -287,12 +295,7 @@ def test_a_local_sequencer_file_that_cannot_be_written_fails_no_batch(
     (`IsADirectoryError` out of the log's write, after the note was applied), to the dead-letter queue after its
     retries, for good. The log is only the replay guard (an event applies what the source holds now): the batch
     applies, and an older event replayed after a newer one applies the newer text the source holds."""
-    indexer = Indexer(monkeypatch, tmp_path, None)
-    indexer.app = load_indexer(monkeypatch, {**indexer.env, "INDEX_LEASE_TABLE": ""})
-    aws.receive()
-    aws.put(f"{PREFIX}a.md", note(1))
-    assert indexer(aws.receive()) == []
-    log = indexer.store / "kb.sequencers.json"
+    indexer, log = _indexer_with_a_local_sequencer_log(aws, tmp_path, monkeypatch)
     log.unlink()
     log.mkdir()
     aws.put(f"{PREFIX}a.md", note(1, first="edited by a later save"))

@@ -109,6 +109,15 @@ def visible(text: str) -> str:
     return text if text.isascii() else _INVISIBLE.sub("", unicodedata.normalize("NFC", text))
 
 
+#: Where a note's tags given as one string are split (``ops, db``, ``ops db``): no stored tag holds these.
+TAG_BREAK = re.compile(r"[,\s]+")
+
+
+def bare_tag(text: str) -> str:
+    """A tag as the indexer stores it and a filter compares it: as a reader sees it, without Obsidian's ``#``."""
+    return visible(text).strip().lstrip("#").strip()
+
+
 def tokenize(text: str) -> list[str]:
     """Stemmed tokens of ``text`` in order (stop words and over-long tokens dropped)."""
     out: list[str] = []

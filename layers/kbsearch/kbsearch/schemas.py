@@ -17,8 +17,6 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 MAX_QUERY_CHARS = 1000
 MAX_TOP_K = 20
 _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}(?:[T ]|$)")  # a date first, then a time or nothing
-#: Where the indexer splits a note's tags (``notes.normalize_tags``): no stored tag holds these.
-_TAG_BREAK = re.compile(r"[,\s]")
 
 
 #: How much of a failed validation is told back: the first errors, each field name cut. The names are the client's
@@ -99,11 +97,13 @@ class SearchFilters(BaseModel):
         or a comma (where the indexer splits a note's tags) is refused (each was an answer of no hits)."""
         if value is None:
             return None
-        out = [v.lstrip("#").strip() for v in value]
+        from kbsearch.lexical import TAG_BREAK, bare_tag
+
+        out = [bare_tag(v) for v in value]
         for tag in out:
             if not tag:
                 raise ValueError("a tag of '#' alone matches no note")
-            if _TAG_BREAK.search(tag):
+            if TAG_BREAK.search(tag):
                 raise ValueError(f"a tag holds no space or comma (notes' tags are split there): give each of "
                                  f"{tag[:60]!r} as its own tag")  # fmt: skip
         return out
