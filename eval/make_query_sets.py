@@ -9,8 +9,10 @@ Two sources:
   are exactly the notes that contain every term of the query (after kb-search's own tokenizer: lower case, stop words,
   Snowball stems), so the labels are correct by construction. Queries matching more than 3 notes are dropped.
 - **questions** (``eval/obsidian-help-questions.yaml``, written by hand in English and Russian with the same meaning,
-  labelled by frontmatter permalink): plain questions, paraphrases, and questions about one section of a long note.
-  Each is used in its own language over its own half, and across languages over the other half.
+  labelled by frontmatter permalink): plain questions, paraphrases, questions about one section of a long note, and
+  questions about one fact stated in a page's body (``detail``). Each kind makes its own class per language (its
+  own language over its own half: ``question-en``, ``detail-ru``…), and every item is also used across languages
+  over the other half (``cross-en-to-ru``, ``cross-ru-to-en``: all the kinds together).
 
 ``eval/classes.yaml`` (the manifest ``kbsearch eval --classes`` reads) names each class's corpus and query file.
 
@@ -43,6 +45,8 @@ _CLEAN = re.compile(r"^[\w.:/+#-]+$")
 _NAME = re.compile(r"(?<=[a-zа-яё,] )([A-ZА-ЯЁ][\w-]{3,})")
 _CYR = re.compile(r"[А-Яа-яЁё]")
 _LAT = re.compile(r"[A-Za-z]")
+#: the kinds of eval/obsidian-help-questions.yaml: one same-language class per kind and language
+HAND_KINDS = ("question", "paraphrase", "long", "detail")
 
 
 def _notes(half: Path) -> dict[str, tuple[str, str, str]]:
@@ -115,6 +119,8 @@ def questions(vault: Path) -> dict[str, list[dict[str, object]]]:
     source = yaml.safe_load((HERE / "obsidian-help-questions.yaml").read_text(encoding="utf-8"))
     sets: dict[str, list[dict[str, object]]] = {}
     for item in source:
+        if item["kind"] not in HAND_KINDS:
+            raise ValueError(f"unknown kind {item['kind']!r} (not one of {', '.join(HAND_KINDS)}): {item['en']}")
         for lang in ("en", "ru"):
             for over in ("en", "ru"):
                 name = f"{item['kind']}-{lang}" if lang == over else f"cross-{lang}-to-{over}"
@@ -129,13 +135,13 @@ def main() -> int:
     sets = {f"known-item-{lang}": known_items(vault / lang, lang) for lang in ("ru", "en")} | questions(vault)
     manifest = []
     for name, items in sets.items():
-        over = name.rsplit("-", 1)[1] if name.startswith(("known", "question", "paraphrase", "long")) else name[-2:]
+        over = name.rsplit("-", 1)[1] if name.startswith(("known", *HAND_KINDS)) else name[-2:]
         out = OUT / f"{name}.yaml"
         header = f"# {len(items)} queries ({name}) over obsidian-help/{over}/, made by eval/make_query_sets.py.\n"
         out.write_text(header + yaml.safe_dump(items, allow_unicode=True, sort_keys=False, width=1000), "utf-8")
         entry = {"class": name, "corpus": f"{CORPUS}/{over}", "queries": f"eval/classes/{name}.yaml"}
         kind = name.rsplit("-", 1)[0]
-        if kind in ("question", "long", "paraphrase"):  # made from one list of pairs: query i translates query i
+        if kind in HAND_KINDS:  # made from one list of pairs: query i translates query i
             entry["parallel"] = f"{kind}-{'ru' if over == 'en' else 'en'}"
         manifest.append(entry)
         print(f"{out.relative_to(HERE)}: {len(items)} queries")

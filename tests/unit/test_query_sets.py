@@ -23,9 +23,33 @@ def _manifest() -> list[dict[str, str]]:
 def test_every_class_has_enough_queries_and_a_corpus() -> None:
     classes = {m["class"]: m for m in _manifest()}
     for name in ("known-item-ru", "known-item-en", "question-ru", "question-en", "cross-en-to-ru", "cross-ru-to-en",
-                 "long-ru", "long-en", "paraphrase-ru", "paraphrase-en"):  # fmt: skip
+                 "long-ru", "long-en", "paraphrase-ru", "paraphrase-en", "detail-ru", "detail-en"):  # fmt: skip
         assert name in classes, name
         assert len(load_queries(ROOT / classes[name]["queries"])) >= 40, name
+    for kind in ("question", "paraphrase", "long", "detail"):  # each hand-written class names its translation
+        assert classes[f"{kind}-en"].get("parallel") == f"{kind}-ru", kind
+        assert classes[f"{kind}-ru"].get("parallel") == f"{kind}-en", kind
+
+
+def test_detail_items_are_whole_pairs_spread_over_pages() -> None:
+    """The ``detail`` items: both texts whole (an unquoted comma in a flow mapping would end the value and make the
+    rest a key of its own), at most two items a page, and every item's texts used in the sets (own language and
+    across)."""
+    source = yaml.safe_load((ROOT / "eval" / "obsidian-help-questions.yaml").read_text(encoding="utf-8"))
+    details = [item for item in source if item["kind"] == "detail"]
+    assert len(details) >= 60
+    pages: dict[str, int] = {}
+    for item in details:
+        assert set(item) == {"kind", "relevant", "en", "ru"}, item
+        assert isinstance(item["en"], str) and isinstance(item["ru"], str), item
+        assert item["relevant"] and len(item["relevant"]) == len(set(item["relevant"])), item
+        pages[item["relevant"][0]] = pages.get(item["relevant"][0], 0) + 1
+    assert max(pages.values()) <= 2
+    sets = {m["class"]: [q.query for q in load_queries(ROOT / m["queries"])] for m in _manifest()}
+    assert sets["detail-en"] == [item["en"] for item in details]
+    assert sets["detail-ru"] == [item["ru"] for item in details]
+    assert sets["cross-en-to-ru"][-len(details) :] == sets["detail-en"]  # across languages too, after the others
+    assert sets["cross-ru-to-en"][-len(details) :] == sets["detail-ru"]
 
 
 @pytest.mark.skipif(not VAULT.is_dir(), reason="shared/kb/obsidian-help is not present")
