@@ -2,13 +2,15 @@
 
 Tokens: Unicode words of the text read as :func:`reading` gives it (the characters no reader sees dropped: zero-width
 spaces and joiners, soft hyphens, word joiners, byte-order marks, bidi marks and controls, :data:`_INVISIBLE`; then
-compatibility forms folded, NFKC), lower-cased, ``ё`` → ``е``, stop words dropped (Russian and English), each word
-stemmed with the Snowball stemmer of its script (Cyrillic → Russian, Latin → English; others kept as they are). A
-note or a query in NFD (``й`` as ``и`` + U+0306, as macOS tools write it), holding a soft hyphen or a zero-width
-space inside a word (pasted from a web page or a PDF), or written in full-width letters (``ｑｄｒａｎｔ``: an input
-method left in full-width mode), half-width katakana or ligatures (``ﬁnch`` from a PDF's text layer) splits no word
-and reads as its reader sees it (``Йогурт`` was the token ``огурт``, ``qd\u00adrant`` the tokens ``qd`` and
-``rant``, ``ｑｄｒａｎｔ`` a token no query typed in ASCII makes: a search for the word missed the note, silently).
+compatibility forms folded, NFKC; then the diacritical marks no letter composed with dropped), lower-cased, ``ё`` →
+``е``, stop words dropped (Russian and English), each word stemmed with the Snowball stemmer of its script
+(Cyrillic → Russian, Latin → English; others kept as they are). A note or a query in NFD (``й`` as ``и`` + U+0306,
+as macOS tools write it), holding a soft hyphen or a zero-width space inside a word (pasted from a web page or a
+PDF), written in full-width letters (``ｑｄｒａｎｔ``: an input method left in full-width mode), half-width katakana or
+ligatures (``ﬁnch`` from a PDF's text layer), or printed with stress marks (``ве́домость``: a mark no letter
+composes with) splits no word and reads as its reader sees it (``Йогурт`` was the token ``огурт``,
+``qd\u00adrant`` the tokens ``qd`` and ``rant``, ``ｑｄｒａｎｔ`` a token no query typed in ASCII makes,
+``ве́домость`` the tokens ``ве`` and ``домост``: a search for the word missed the note, silently).
 Term ids: the first 4 bytes of BLAKE2b of the stem, so every process and machine agrees.
 
 Documents carry BM25's term-frequency part, ``tf·(k1+1) / (tf + k1·(1 − b + b·dl/avgdl))`` with k1 = 1.2,
@@ -43,6 +45,10 @@ _CYRILLIC = re.compile(r"[а-яё]")
 #: Format characters (Cf) a reader does not see, inside or between words.
 _INVISIBLE = re.compile("[\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
 _LATIN = re.compile(r"[a-z]")
+#: The diacritical marks (Latin, Cyrillic, Greek: the Combining Diacritical Marks blocks) still standing alone after
+#: composition: a mark no letter composes with (a Russian stress mark, ``е`` + U+0301 as dictionaries and Wikipedia
+#: print it; ``q̃``) is no word character, so it split the word there (``ве́домость``: ``ве`` and ``домост``).
+_LEFTOVER_MARKS = re.compile("[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]")
 
 STOP_WORDS_EN = frozenset(
     """a about above after again against all am an and any are aren as at be because been before being below
@@ -114,9 +120,13 @@ def visible(text: str) -> str:
 def reading(text: str) -> str:
     """``text`` as BM25 reads it (notes and queries alike): without the characters no reader sees
     (:data:`_INVISIBLE`), with compatibility forms folded (NFKC: full-width and half-width forms, ligatures,
-    superscripts, circled and other presentation forms; NFD composed as NFC does). Tags, types and statuses are
-    compared as :func:`visible` gives them (NFC), as Obsidian shows them."""
-    return text if text.isascii() else unicodedata.normalize("NFKC", _INVISIBLE.sub("", text))
+    superscripts, circled and other presentation forms; NFD composed as NFC does), then without the diacritical
+    marks no letter composed with (:data:`_LEFTOVER_MARKS`: a stress mark is read as the word it stresses; the
+    marks of other scripts, Devanagari's or Arabic's, still split a word, alike in notes and queries). Tags, types
+    and statuses are compared as :func:`visible` gives them (NFC), as Obsidian shows them."""
+    if text.isascii():
+        return text
+    return _LEFTOVER_MARKS.sub("", unicodedata.normalize("NFKC", _INVISIBLE.sub("", text)))
 
 
 #: Where a note's tags given as one string are split (``ops, db``, ``ops db``): no stored tag holds these.
