@@ -1,7 +1,8 @@
 """Where the KB lives: an S3 prefix or a local folder, behind one interface.
 
 A listing yields every object under the root with its ``path`` (the key relative to the root, ``/``-separated,
-Unicode NFC: the same for a folder and for S3), ETag, size and modification time. Only ``.md`` files are notes;
+Unicode NFC: the same for a folder and for S3), ETag, size and modification time, but for hidden files and folders
+(:func:`hidden`: a name starting with '.', such as Obsidian's ``.trash``), which neither lists. Only ``.md`` files are notes;
 everything else is counted as an attachment. A listing that fails part-way raises :class:`SourceError`: callers
 never see a partial listing (which would look like deletions).
 
@@ -109,6 +110,13 @@ def _nfc(path: str) -> str:
 def note_path(path: str) -> str:
     """A note's identity: the relative path in Unicode NFC."""
     return _nfc(path)
+
+
+def hidden(path: str) -> bool:
+    """Whether ``path`` names a hidden file or is in a hidden folder (a name starting with '.': Obsidian's ``.trash``
+    and ``.obsidian``, a dot-file): never a note, from a folder or from S3 alike (the folder listing, ``--watch`` and
+    the root listing skipped them; the S3 listing and S3's events indexed them, the vault's trash included)."""
+    return any(part.startswith(".") for part in path.split("/"))
 
 
 def path_problem(path: str) -> str | None:
@@ -486,9 +494,9 @@ class S3Source:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
                 for item in page.get("Contents", []):
                     key = item["Key"]
-                    if key.endswith("/"):
-                        continue  # a "folder" placeholder object
                     rel = key[len(self.prefix) :]
+                    if key.endswith("/") or hidden(rel):
+                        continue  # a "folder" placeholder object; a hidden file or folder, as a folder's listing
                     modified = item.get("LastModified")
                     yield SourceObject(
                         path=_nfc(rel),
@@ -509,8 +517,9 @@ class S3Source:
             paginator = self.client.get_paginator("list_objects_v2")
             for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix, Delimiter="/"):
                 for item in page.get("Contents", []):
-                    if not item["Key"].endswith("/"):
-                        yield _nfc(item["Key"][len(self.prefix) :])
+                    name = item["Key"][len(self.prefix) :]
+                    if not name.endswith("/") and not hidden(name):  # as a folder's root: macOS's `._x` too
+                        yield _nfc(name)
         except Exception as exc:
             raise SourceError(f"listing {self.uri} failed: {_aws_message(exc)}") from None
 

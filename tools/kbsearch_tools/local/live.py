@@ -35,7 +35,7 @@ from kbsearch.access import ACCESS_FILE
 from kbsearch.errors import KbSearchError
 from kbsearch.events import Change
 from kbsearch.indexer import ChangeReport, ChangeSync, Indexer, SyncOptions, SyncReport, caller_sets
-from kbsearch.sources import NOTE_SUFFIX, LocalSource, open_source
+from kbsearch.sources import NOTE_SUFFIX, LocalSource, hidden, open_source
 
 logger = logging.getLogger(__name__)
 
@@ -99,10 +99,6 @@ def _nfc(path: str) -> str:
     from kbsearch.sources import note_path
 
     return note_path(path)
-
-
-def _hidden(rel: str) -> bool:
-    return any(part.startswith(".") for part in rel.split("/"))
 
 
 class Watcher:
@@ -225,7 +221,7 @@ class Watcher:
         rescan = False
         for _kind, raw in batch:
             rel = os.path.relpath(os.path.abspath(raw), self.folder).replace(os.sep, "/") if raw else ""
-            if not rel or rel == "." or rel.startswith("../") or _hidden(rel):
+            if not rel or rel == "." or rel.startswith("../") or hidden(rel):
                 continue
             is_dir = Path(raw).is_dir()
             if (rel.lower().endswith(NOTE_SUFFIX) or rel == ACCESS_FILE) and not is_dir:
