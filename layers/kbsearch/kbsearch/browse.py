@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from kbsearch.access import visible_links
 from kbsearch.errors import ConfigError, IndexUnavailable, KbSearchError
+from kbsearch.lexical import reading
 from kbsearch.links import Linkable, link_key, link_keys, name_keys, path_keys, resolve
 from kbsearch.providers.resilience import Deadline
 from kbsearch.qdrant.query import Retriever, held_request, point_id, scope_clause, unreachable
@@ -71,12 +72,14 @@ class InvalidCursor(KbSearchError):
 
 
 def _fold(text: str) -> str:
-    return " ".join(text.split()).casefold()
+    return " ".join(reading(text).split()).casefold()
 
 
 def find_section(headings: list[Heading], wanted: str) -> Heading | None:
     """The heading ``wanted`` names: its text (``Steps``, ``## Steps``) or the tail of its heading path
-    (``Rotation > Steps``), case- and whitespace-insensitive; the first such heading."""
+    (``Rotation > Steps``), case- and whitespace-insensitive, both read as BM25 reads them (:func:`reading`: a
+    heading saved in NFD, holding a soft hyphen or a zero-width space, or in full width, is named as its reader
+    types it; it was a 404 ``no section`` listing a heading that looked the same); the first such heading."""
     parts = [_fold(p.lstrip("#")) for p in wanted.split(">")]
     parts = [p for p in parts if p]
     if not parts:
