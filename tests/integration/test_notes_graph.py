@@ -540,3 +540,23 @@ def test_a_section_is_found_by_its_heading_as_a_reader_types_it(load_search_app:
         assert result["structuredContent"]["section"] == ["Odd", heading], (ascii(typed), result)
     status, answer = get(app, "/notes/Odd.md", {"section": "Zebra finch care"})  # another name: still a 404
     assert status == 404 and answer["error"] == "no_section", answer
+
+
+def test_a_section_whose_heading_holds_the_path_separator_is_found_by_its_text(
+    load_search_app: Any, tmp_path: Path
+) -> None:
+    """A heading that holds ` > ` itself (`## Settings > Files and links`, as a menu path is written): the name was
+    always split at `>` as a heading path (`Settings`, then `Files and links` under it), so the heading could not
+    be asked for at all (404 `no_section` listing it). A name that is a heading's whole text is that heading; a
+    heading path's tail as before."""
+    folder = write_kb(tmp_path / "kb", {"Menu.md": "# Menu\n\n## Settings > Files and links\n\nmenu text\n\n"
+                                                   "## Rotation\n\n### Steps\n\nsteps text\n"})  # fmt: skip
+    store = tmp_path / "q"
+    settings = Settings(qdrant_path=str(store), qdrant_url="", embedding_api_key=None, embedding_api_key_param="")
+    sync(settings, folder)
+    app = load_search_app(QDRANT_PATH=str(store), KB_SOURCE=str(folder))
+    for asked in ("Settings > Files and links", "settings >  files and LINKS", "Menu > Settings > Files and links"):
+        status, answer = get(app, "/notes/Menu.md", {"section": asked})
+        assert status == 200 and answer["section"] == ["Menu", "Settings > Files and links"], (asked, answer)
+    status, answer = get(app, "/notes/Menu.md", {"section": "Rotation > Steps"})
+    assert status == 200 and answer["section"] == ["Menu", "Rotation", "Steps"], answer

@@ -79,16 +79,22 @@ def find_section(headings: list[Heading], wanted: str) -> Heading | None:
     """The heading ``wanted`` names: its text (``Steps``, ``## Steps``) or the tail of its heading path
     (``Rotation > Steps``), case- and whitespace-insensitive, both read as BM25 reads them (:func:`reading`: a
     heading saved in NFD, holding a soft hyphen or a zero-width space, or in full width, is named as its reader
-    types it; it was a 404 ``no section`` listing a heading that looked the same); the first such heading."""
-    parts = [_fold(p.lstrip("#")) for p in wanted.split(">")]
-    parts = [p for p in parts if p]
-    if not parts:
+    types it; it was a 404 ``no section`` listing a heading that looked the same); the first such heading. A
+    heading that holds ``>`` itself (``Settings > Files and links``) is named by its text, or by a path ending in
+    it (it was split there as a path, and could not be named at all)."""
+    name = _as_path(wanted)
+    if not name:
         return None
     for heading in headings:
-        path = [_fold(h) for h in heading.path]
-        if path[-len(parts) :] == parts:
+        path = [_as_path(h) for h in heading.path]
+        if any(" > ".join(path[-k:]) == name for k in range(1, len(path) + 1)):
             return heading
     return None
+
+
+def _as_path(text: str) -> str:
+    """A section's name, or a heading's text, as its parts between ``>`` folded (a leading ``#`` dropped)."""
+    return " > ".join(part for part in (_fold(p.lstrip("#")) for p in text.split(">")) if part)
 
 
 def encode_cursor(path: str) -> str:
