@@ -115,8 +115,9 @@ def note_path(path: str) -> str:
 def hidden(path: str) -> bool:
     """Whether ``path`` names a hidden file or is in a hidden folder (a name starting with '.': Obsidian's ``.trash``
     and ``.obsidian``, a dot-file): never a note, from a folder or from S3 alike (the folder listing, ``--watch`` and
-    the root listing skipped them; the S3 listing and S3's events indexed them, the vault's trash included)."""
-    return any(part.startswith(".") for part in path.split("/"))
+    the root listing skipped them; the S3 listing and S3's events indexed them, the vault's trash included). A ``.``
+    or ``..`` segment is no name: :func:`path_problem` says why such a key is skipped."""
+    return any(part.startswith(".") and part not in (".", "..") for part in path.split("/"))
 
 
 def path_problem(path: str) -> str | None:
