@@ -275,3 +275,26 @@ def test_watch_mode_never_indexes_a_link_to_a_restricted_note_as_public(tmp_path
         read = httpx.get(f"{base}/notes/pub/shortcut.md", timeout=30)  # an entry that is no note, as a FIFO is
         assert read.status_code == 422 and "symlink to another file of the KB" in read.text, read.text
         assert "zqpay" not in read.text and "hr/pay" not in read.text
+
+
+def test_watch_mode_applies_an_edit_of_the_file_the_access_file_links_to(tmp_path: Path) -> None:
+    """`_access.yaml` kept as a link to a file elsewhere in the KB (`config/rules.yaml`, a folder of settings): an
+    edit of the target restricting `hr/` reached no note under `--watch` with file events (the event names the
+    target, which is neither a note nor the root's access file, so it was dropped; polling stats the link and saw
+    it), and the HR notes stayed public until the server restarted. An event of the file the access file resolves
+    to is the access file's."""
+    kb = tmp_path / "kb"
+    for path, title, body in (("pub/welcome.md", "Welcome", "zqwelcome"), ("hr/pay.md", "Pay", "zqpay bands")):
+        (kb / path).parent.mkdir(parents=True, exist_ok=True)
+        (kb / path).write_text(NOTE.format(title=title, body=body), encoding="utf-8")
+    (kb / "config").mkdir()
+    (kb / "config" / "rules.yaml").write_text("pub/: [public]\n", encoding="utf-8")
+    (kb / "_access.yaml").symlink_to("config/rules.yaml")
+    env = subprocess_env(QDRANT_PATH=str(tmp_path / "q"), KB_SOURCE=str(kb))
+    with serve_process(env, cwd=ROOT, args=["--watch"]) as served:
+        base, log = served.base_url, served.text
+        until(lambda: "initial sync" in served.text())
+        assert search_paths(base, "zqpay") == ["hr/pay.md"]
+        (kb / "config" / "rules.yaml").write_text("hr/: [hr]\n", encoding="utf-8")
+        until(lambda: search_paths(base, "zqpay") == [], timeout_s=20, log=log)
+        assert search_paths(base, "zqwelcome") == ["pub/welcome.md"]

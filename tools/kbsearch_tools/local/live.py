@@ -219,7 +219,10 @@ class Watcher:
             return
         notes: set[str] = set()
         rescan = False
+        rules = self._access_file_target()
         for _kind, raw in batch:
+            if rules is not None and raw and os.path.realpath(raw) == rules:
+                notes.add(ACCESS_FILE)  # the file the access file links to: its edit is the access file's
             rel = os.path.relpath(os.path.abspath(raw), self.folder).replace(os.sep, "/") if raw else ""
             if not rel or rel == "." or rel.startswith("../") or hidden(rel):
                 continue
@@ -255,6 +258,16 @@ class Watcher:
                 else:
                     self.known.discard(_nfc(path))
             self._report(f"{len(notes)} changed note(s)", changed.to_dict())
+
+    def _access_file_target(self) -> str | None:
+        """The file the root's access file links to, when it is a link (None otherwise): file events name the file
+        written, so an edit of the target arrived as a change of a file that is neither a note nor the access file
+        and was dropped, its rules never applied while the server ran (polling stats the link itself). A target
+        outside the KB folder is no access file (a sync stops: "symlink to a file outside the KB folder")."""
+        link = self.folder / ACCESS_FILE
+        if not link.is_symlink():
+            return None
+        return os.path.realpath(link)
 
     def _report(self, what: str, report: dict[str, Any]) -> None:
         line = (
