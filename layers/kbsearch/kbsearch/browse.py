@@ -85,16 +85,20 @@ def find_section(headings: list[Heading], wanted: str) -> Heading | None:
     name = _as_path(wanted)
     if not name:
         return None
+    seen: dict[str, str] = {}  # each heading's text read once (a note's headings repeat as its sections' paths)
     for heading in headings:
-        path = [_as_path(h) for h in heading.path]
-        if any(" > ".join(path[-k:]) == name for k in range(1, len(path) + 1)):
+        path = [seen[h] if h in seen else seen.setdefault(h, _as_path(h)) for h in heading.path]
+        ends = bool(path) and (name == path[-1] or name.endswith(" > " + path[-1]))  # cheap: most headings fail it
+        if ends and any(" > ".join(path[-k:]) == name for k in range(1, len(path) + 1)):
             return heading
     return None
 
 
 def _as_path(text: str) -> str:
-    """A section's name, or a heading's text, as its parts between ``>`` folded (a leading ``#`` dropped)."""
-    return " > ".join(part for part in (_fold(p.lstrip("#")) for p in text.split(">")) if part)
+    """A section's name, or a heading's text, folded (:func:`_fold`) as its parts between ``>``, each without a
+    leading ``#``."""
+    parts = (part.strip().lstrip("#").strip() for part in _fold(text).split(">"))
+    return " > ".join(part for part in parts if part)
 
 
 def encode_cursor(path: str) -> str:
