@@ -15,8 +15,8 @@ Shapes (reference/aws.md, "S3 change events"):
 A message that is not one of those (not JSON, another shape) is *poison*: it is reported as a batch item failure so
 SQS retries it and, after ``maxReceiveCount`` tries, moves it to the dead-letter queue, without holding back the
 rest of its batch. A notification whose records are partly malformed is poison too, and its well-formed records
-are still applied (every try; the sequencers make a repeat a no-op). Keys of another bucket, outside the KB prefix, not ``.md``, hidden (a name starting with '.', as a folder KB
-has them), or folder markers are *ignored*
+are still applied (every try; the sequencers make a repeat a no-op). Keys of another bucket, outside the KB
+prefix, not ``.md``, hidden (a name starting with '.', as a folder KB has them), or folder markers are *ignored*
 with a reason (they can never become notes); the access file at the KB root (``_access.yaml``) is a change too.
 
 Ordering: events are at-least-once and unordered. For one key, the greater ``sequencer`` is the later event

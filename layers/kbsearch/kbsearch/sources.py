@@ -1,17 +1,18 @@
 """Where the KB lives: an S3 prefix or a local folder, behind one interface.
 
 A listing yields every object under the root with its ``path`` (the key relative to the root, ``/``-separated,
-Unicode NFC: the same for a folder and for S3), ETag, size and modification time, but for hidden files and folders
-(:func:`hidden`: a name starting with '.', such as Obsidian's ``.trash``), which neither lists. Only ``.md`` files are notes;
-everything else is counted as an attachment. A listing that fails part-way raises :class:`SourceError`: callers
-never see a partial listing (which would look like deletions).
+Unicode NFC: the same for a folder and for S3), ETag, size and modification time, but for hidden files and
+folders (:func:`hidden`: a name starting with '.', such as Obsidian's ``.trash``), which neither lists. Only ``.md``
+files are notes; everything else is counted as an attachment. A listing that fails part-way raises
+:class:`SourceError`: callers never see a partial listing (which would look like deletions).
 
 A folder's entries that are not regular files (FIFOs, sockets, devices, dangling symlinks, symlink loops, symlinks
 that lead outside the folder, files that cannot be opened, names that are not UTF-8) are listed with a ``problem``
-and never opened in a way that can block (a note that is a symlink to another file of the KB is listed with one
-too, and ``drop``: a folder's access rules judge a note by its path, and the link would carry the file it names past
-its own folder's rules; reads by path and :func:`head` refuse it, and a path through a linked folder): every entry is ``lstat``-ed first, only a regular file is opened, with
-``O_NONBLOCK``, and checked again on the open descriptor. A folder that cannot be listed is listed as a ``problem``
+and never opened in a way that can block: every entry is ``lstat``-ed first, only a regular file is opened, with
+``O_NONBLOCK``, and checked again on the open descriptor. A note that is a symlink to another file of the KB is
+listed with a ``problem`` too, and ``drop`` (what was indexed at its path is removed): a folder's access rules judge
+a note by its path, and the link would carry the file it names past its own folder's rules; reads by path and
+:func:`head` refuse it, and a path through a linked folder. A folder that cannot be listed is listed as a ``problem``
 too (``folder=True``), so nothing under it looks deleted. Reads by path refuse the same entries, without blocking.
 
 Paths are identities, so the indexer and ``kb_get_note`` agree on them through the helpers here: a path is
