@@ -342,10 +342,11 @@ def test_a_folder_that_climbs_out_is_refused(handler, prefix: str) -> None:
 
 
 @pytest.mark.parametrize("prefix", ["\x00", "ops\x00", "ops\x01x", "ru/\x1b[2J", "op\ts", "ops\x7f", "op\x85s",
-                                    "/".join(["d"] * 33)])  # fmt: skip
+                                    "/".join(["d"] * 33), ".trash", "pub/.obsidian"])  # fmt: skip
 def test_a_folder_no_note_can_be_in_is_422_never_an_empty_answer(handler, prefix: str) -> None:
     """A `path_prefix` no note's path can start with (round 16): a control character (NUL, an escape sequence, a tab
-    or DEL inside a name, C1's NEL) or more folders than a note may be deep (33): the indexer skips every such path,
+    or DEL inside a name, C1's NEL), more folders than a note may be deep (33), a hidden folder (`.trash`, whose
+    files are never notes, from a folder or S3): the indexer skips every such path,
     so each filter was searched and answered 200 with no hits, silently (GET /notes listed nothing). Now a 422
     naming `path_prefix` (a tool error over MCP), as for `..`; the same check as a note's path (`path_problem`)."""
     call = handler()

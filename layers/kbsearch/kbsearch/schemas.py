@@ -51,8 +51,8 @@ def folder_prefix(value: str | None) -> str | None:
     ``"./"``, ``"."``), which filters nothing. A backslash separates folders as '/' does (no indexed path has one);
     a '..' segment is refused (ValueError: a 422), and so is a folder no note's path can start with, as a note's
     path is checked (:func:`kbsearch.sources.path_problem`: a control character, more folders than a note may be
-    deep), whose filter was answered with no hits, silently."""
-    from kbsearch.sources import path_problem
+    deep; a hidden folder, :func:`kbsearch.sources.hidden`), whose filter was answered with no hits, silently."""
+    from kbsearch.sources import hidden, path_problem
 
     if value is None:
         return None
@@ -62,6 +62,8 @@ def folder_prefix(value: str | None) -> str | None:
     kept = [s for s in segments if s.strip() not in ("", ".")]
     prefix = "/".join(kept)
     problem = path_problem(prefix + "/x.md") if prefix else None
+    if prefix and not problem and hidden(prefix):
+        problem = "a hidden folder (a name starting with '.'), whose files are never notes"
     if problem:
         raise ValueError(f"path_prefix names no folder a note can be in ({problem.replace('path', 'its path', 1)})")
     return prefix or None
