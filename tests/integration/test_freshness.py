@@ -249,3 +249,52 @@ def test_watch_mode_never_deletes_most_of_the_index_for_a_folder_gone_missing(tm
         runs = re.findall(r"--watch: ([^:\n]+(?:: [^:\n]+)?): (\d+) added, (\d+) updated, (\d+) deleted", log())
         assert runs[0][0] == "initial sync" and len(runs) >= 2, runs
         assert all(run[1:] == ("0", "0", "0") for run in runs[1:]), runs  # nothing deleted, nothing re-indexed
+
+
+@pytest.mark.parametrize("poll", [False, True], ids=["events", "polling"])
+def test_watch_mode_never_indexes_a_link_to_a_restricted_note_as_public(tmp_path: Path, poll: bool) -> None:
+    """A link saved under `--watch` in a public folder to a note of a restricted one (`pub/shortcut.md ->
+    ../hr/pay.md`): the event run read it as a note of `pub/` and indexed the HR note's text as public, found and
+    read by a caller without a key. It is no note (as a full sync lists it): nothing indexed at its path, the read
+    by path refused; the HR note stays its group's."""
+    kb = tmp_path / "kb"
+    for path, title, body in (("pub/welcome.md", "Welcome", "zqwelcome"), ("hr/pay.md", "Pay", "zqpay bands")):
+        (kb / path).parent.mkdir(parents=True, exist_ok=True)
+        (kb / path).write_text(NOTE.format(title=title, body=body), encoding="utf-8")
+    (kb / "_access.yaml").write_text("hr/: [hr]\n", encoding="utf-8")
+    env = subprocess_env(QDRANT_PATH=str(tmp_path / "q"), KB_SOURCE=str(kb))
+    with serve_process(env, cwd=ROOT, args=["--watch", *(["--poll"] if poll else [])]) as served:
+        base, log = served.base_url, served.text
+        until(lambda: "initial sync" in served.text())
+        assert search_paths(base, "zqpay") == [] and search_paths(base, "zqwelcome") == ["pub/welcome.md"]
+        (kb / "pub" / "shortcut.md").symlink_to("../hr/pay.md")
+        time.sleep(0.5)
+        (kb / "pub" / "late.md").write_text(NOTE.format(title="Late", body="zqlate"), encoding="utf-8")
+        until(lambda: search_paths(base, "zqlate") == ["pub/late.md"], log=log)  # the link's change applied before
+        assert search_paths(base, "zqpay") == [], log()
+        read = httpx.get(f"{base}/notes/pub/shortcut.md", timeout=30)  # an entry that is no note, as a FIFO is
+        assert read.status_code == 422 and "symlink to another file of the KB" in read.text, read.text
+        assert "zqpay" not in read.text and "hr/pay" not in read.text
+
+
+def test_watch_mode_applies_an_edit_of_the_file_the_access_file_links_to(tmp_path: Path) -> None:
+    """`_access.yaml` kept as a link to a file elsewhere in the KB (`config/rules.yaml`, a folder of settings): an
+    edit of the target restricting `hr/` reached no note under `--watch` with file events (the event names the
+    target, which is neither a note nor the root's access file, so it was dropped; polling stats the link and saw
+    it), and the HR notes stayed public until the server restarted. An event of the file the access file resolves
+    to is the access file's."""
+    kb = tmp_path / "kb"
+    for path, title, body in (("pub/welcome.md", "Welcome", "zqwelcome"), ("hr/pay.md", "Pay", "zqpay bands")):
+        (kb / path).parent.mkdir(parents=True, exist_ok=True)
+        (kb / path).write_text(NOTE.format(title=title, body=body), encoding="utf-8")
+    (kb / "config").mkdir()
+    (kb / "config" / "rules.yaml").write_text("pub/: [public]\n", encoding="utf-8")
+    (kb / "_access.yaml").symlink_to("config/rules.yaml")
+    env = subprocess_env(QDRANT_PATH=str(tmp_path / "q"), KB_SOURCE=str(kb))
+    with serve_process(env, cwd=ROOT, args=["--watch"]) as served:
+        base, log = served.base_url, served.text
+        until(lambda: "initial sync" in served.text())
+        assert search_paths(base, "zqpay") == ["hr/pay.md"]
+        (kb / "config" / "rules.yaml").write_text("hr/: [hr]\n", encoding="utf-8")
+        until(lambda: search_paths(base, "zqpay") == [], timeout_s=20, log=log)
+        assert search_paths(base, "zqwelcome") == ["pub/welcome.md"]

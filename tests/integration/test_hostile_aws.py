@@ -13,8 +13,10 @@ from typing import Any
 import boto3
 import pytest
 
+from kbsearch.config import Secrets, Settings
 from kbsearch.events import Scope as KeyScope
 from kbsearch.events import read_batch
+from kbsearch.indexer import run_sync
 from kbsearch_tools.local.runtime import LambdaContext
 from kbsearch_tools.local.template import load_template
 from kbsearch_tools.s3events import NOTIFIED_EVENTS, EventPath, eventbridge_body, sqs_event, sqs_record
@@ -306,3 +308,46 @@ def test_a_local_sequencer_file_that_cannot_be_written_fails_no_batch(
     text = json.dumps(open_points(indexer.settings()))
     assert "newer still" in text and "edited by a later save" not in text
     assert log.is_dir()
+
+
+# -- round 16: hidden files and folders -----------------------------------------------------------------------------
+
+#: keys a folder KB never lists (a name starting with '.': Obsidian's trash and settings, a dot-file), each a note
+HIDDEN_KEYS = (".trash/Old plan.md", ".obsidian/plugins/tool/README.md", "pub/.draft.md", "pub/.cache/x.md")
+
+
+def test_hidden_files_and_folders_are_never_notes_on_s3_as_in_a_folder(
+    aws: EventPath, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Obsidian's `.trash/` (a vault set to "move to Obsidian trash" keeps its deleted notes there), its
+    `.obsidian/` folder, a dot-file note: the folder listing, `--watch` and the access file's root listing never read
+    a name starting with '.', but the S3 listing and S3's events did, so README's own upload (`aws s3 sync
+    ./my-vault ... --exclude ".obsidian/*"`) put the trash in the index: deleted notes searchable, the same vault
+    giving another index from a folder than from S3; and macOS's AppleDouble companion of the access file
+    (`._access.yaml`, written beside it on a shared drive and uploaded with it) looked like a misnamed access file
+    at the root: every sync and event batch stopped on it. Now S3 is read as a folder is: the events ignore such
+    keys with their reason, a full sync lists none (and removes what an earlier version indexed there)."""
+    indexer = Indexer(monkeypatch, tmp_path, None)
+    aws.receive()
+    aws.put(f"{PREFIX}._access.yaml", b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        ")
+    aws.put(f"{PREFIX}pub/open.md", note(1, first="zebrafinch"))
+    for i, key in enumerate(HIDDEN_KEYS):
+        aws.put(f"{PREFIX}{key}", note(10 + i, first="zebrafinch", second="deleted"))
+    records = aws.receive()
+    assert indexer(records) == []
+    indexed = {p["path"] for p in open_points(indexer.settings())}
+    assert indexed == {"pub/open.md"}, indexed
+    ignored = [item for item in read_batch(sqs_event(records), KeyScope(BUCKET, PREFIX)).ignored
+               if item["key"].endswith(".md")]  # fmt: skip
+    assert {item["key"] for item in ignored} == {f"{PREFIX}{key}" for key in HIDDEN_KEYS}, ignored
+    assert all("hidden" in item["reason"] for item in ignored), ignored
+    report = run_sync(indexer.settings(), Secrets(indexer.settings()))
+    assert report.error is None and report.added == 0 and report.deleted == 0, report
+    assert {p["path"] for p in open_points(indexer.settings())} == {"pub/open.md"}
+    folder = tmp_path / "vault"
+    for key in ("pub/open.md", *HIDDEN_KEYS):
+        (folder / key).parent.mkdir(parents=True, exist_ok=True)
+        (folder / key).write_bytes(note(1, first="zebrafinch"))
+    settings = Settings(qdrant_path=str(tmp_path / "from-folder"))
+    assert run_sync(settings, Secrets(settings), source_uri=str(folder)).error is None
+    assert {p["path"] for p in open_points(settings)} == indexed  # the same notes from a folder as from S3

@@ -22,6 +22,7 @@ from kbsearch.config import Secrets, Settings
 from kbsearch.indexer import SyncReport, run_sync
 from kbsearch_tools.local.apigw import HttpRequest, build_event
 from tests.conftest import KBSEARCH_CMD, subprocess_env
+from tests.integration.test_hostile_notes import _caller
 from tests.integration.test_indexer import store_points, write_notes
 
 #: how long any one call may take before the test calls it blocked (a FIFO open blocks forever)
@@ -273,3 +274,44 @@ def test_a_huge_sparse_note_is_neither_hashed_nor_read(kb: Path, tmp_path: Path,
         result["content"][0]["text"]
         == f"the note at 'huge.md' cannot be read: larger than 64 MiB ({20 * 1024**3} bytes)"
     )
+
+
+#: what a link to another file of the KB is skipped with (the target is never named: a caller may be told)
+LINKED = "symlink to another file of the KB (a note is read at its own path only, under its own folder's access rules)"
+
+
+def test_a_link_to_a_restricted_note_is_never_indexed_under_its_own_folders_rules(
+    tmp_path: Path, load_search_app
+) -> None:
+    """`pub/shortcut.md -> ../hr/pay.md` (a shortcut to an HR note from a public folder; Obsidian shows it there):
+    the link was indexed as a note of `pub/`, public, holding the HR note's text, so a caller without `hr` found
+    and read it (and a later edit of `hr/pay.md` never reached it under `--watch`). A link to another file of the
+    KB is skipped with its reason and what was indexed at its path is removed (a copy it replaced, or its text
+    from a version before this one); the target stays indexed at its own path for its own callers. A read by a
+    path through a linked folder (`pub/hrdir/pay.md`) is refused too."""
+    kb = tmp_path / "kb"
+    (kb / "hr").mkdir(parents=True)
+    (kb / "pub").mkdir()
+    (kb / "_access.yaml").write_text("hr/: [hr]\n", encoding="utf-8")
+    (kb / "hr" / "pay.md").write_text("# Pay\n\nThe salary band zebrafinch is confidential.\n", encoding="utf-8")
+    (kb / "pub" / "open.md").write_text("# Open\n\nA public note about zebrafinch feeders.\n", encoding="utf-8")
+    (kb / "pub" / "shortcut.md").write_text("# Shortcut\n\nSee the pay note.\n", encoding="utf-8")
+    code, out, stderr = index_process(kb, tmp_path / "q")
+    assert code == 0, stderr
+    (kb / "pub" / "shortcut.md").unlink()
+    (kb / "pub" / "shortcut.md").symlink_to("../hr/pay.md")  # the copy replaced by a link
+    (kb / "pub" / "alias.md").symlink_to(kb / "hr" / "pay.md")  # an absolute link into the KB
+    (kb / "pub" / "hrdir").symlink_to("../hr")
+    code, out, stderr = index_process(kb, tmp_path / "q")
+    assert code == 0 and "Traceback" not in stderr, stderr
+    report = json.loads(out.decode("utf-8"))
+    assert skipped(report) == {"pub/shortcut.md": LINKED, "pub/alias.md": LINKED,
+                               "pub/hrdir/": "symlink to a folder (not followed)"}  # fmt: skip
+    indexed = {p["path"]: p["access"] for p in store_points(Settings(qdrant_path=str(tmp_path / "q")))}
+    assert indexed == {"hr/pay.md": ["hr"], "pub/open.md": ["public"]}
+    call = load_search_app(QDRANT_PATH=str(tmp_path / "q"), KB_SOURCE=str(kb))
+    search = _caller(call, None, "kb_search", {"query": "salary band zebrafinch", "top_k": 20})
+    assert {h["path"] for h in search["structuredContent"]["results"]} == {"pub/open.md"}, search
+    for path in ("pub/shortcut.md", "pub/alias.md", "pub/hrdir/pay.md"):
+        result = _caller(call, None, "kb_get_note", {"path": path})
+        assert result["isError"] is True and "zebrafinch" not in json.dumps(result), (path, result)

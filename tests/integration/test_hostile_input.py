@@ -341,6 +341,29 @@ def test_a_folder_that_climbs_out_is_refused(handler, prefix: str) -> None:
     assert tool["isError"] is True and "path_prefix" in tool["content"][0]["text"]
 
 
+@pytest.mark.parametrize("prefix", ["\x00", "ops\x00", "ops\x01x", "ru/\x1b[2J", "op\ts", "ops\x7f", "op\x85s",
+                                    "/".join(["d"] * 33), ".trash", "pub/.obsidian"])  # fmt: skip
+def test_a_folder_no_note_can_be_in_is_422_never_an_empty_answer(handler, prefix: str) -> None:
+    """A `path_prefix` no note's path can start with (round 16): a control character (NUL, an escape sequence, a tab
+    or DEL inside a name, C1's NEL), more folders than a note may be deep (33), a hidden folder (`.trash`, whose
+    files are never notes, from a folder or S3): the indexer skips every such path,
+    so each filter was searched and answered 200 with no hits, silently (GET /notes listed nothing). Now a 422
+    naming `path_prefix` (a tool error over MCP), as for `..`; the same check as a note's path (`path_problem`)."""
+    call = handler()
+    raw = json.dumps({"query": "qdrant", "filters": {"path_prefix": prefix}}).encode()
+    answer = envelope(call(request("POST", "/search", raw)), 422, "validation_error")
+    assert answer["detail"][0]["loc"][-1] == "path_prefix", answer
+    query = urlencode({"q": "qdrant", "path_prefix": prefix})
+    answer = envelope(call(request("GET", "/search", query=query)), 422, "validation_error")
+    assert answer["detail"][0]["loc"][-1] == "path_prefix", answer
+    answer = envelope(call(request("GET", "/notes", query=urlencode({"path_prefix": prefix}))), 422, "validation_error")
+    assert "path_prefix" in json.dumps(answer), answer
+    for tool, arguments in (("kb_search", {"query": "qdrant"}), ("kb_list", {})):
+        result = call_tool(call, tool, {**arguments, "path_prefix": prefix})
+        assert result["isError"] is True and "path_prefix" in result["content"][0]["text"], (tool, result)
+    assert call(request("GET", "/search", query="q=qdrant&path_prefix=en"))["statusCode"] == 200
+
+
 def test_get_with_a_garbage_body_is_ignored(handler) -> None:
     result = handler()(request("GET", "/search", b"\xff\x00garbage", "text/plain", query="q=qdrant"))
     assert result["statusCode"] == 200

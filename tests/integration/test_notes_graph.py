@@ -6,6 +6,7 @@ Qdrant Edge and on qdrant-client's local mode (which runs the same Query/scroll/
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from kbsearch.search import SearchService
 from kbsearch.sources import open_source
 from kbsearch_tools.local.apigw import HttpRequest, build_event
 from tests.conftest import ROOT, VAULT
+from tests.integration.test_hostile_notes import mcp_event
 
 ALL = Scope.unrestricted("test")
 NOTES = {
@@ -506,3 +508,55 @@ def test_notes_with_huge_or_tangled_link_graphs_stay_bounded(load_search_app: An
     result = api(event)
     hits = json.loads(result["body"])["results"]
     assert result["statusCode"] == 200 and hits and all(len(h["links"]) <= 100 for h in hits)
+
+
+#: headings written as no reader sees them, each with the name a reader types for it (round 16)
+ODD_HEADINGS = {
+    unicodedata.normalize("NFD", "Настройка йогуртницы"): "настройка йогуртницы",  # a note saved by a macOS tool
+    "Zebra\u00adfinch care": "zebrafinch care",  # a soft hyphen pasted from a PDF
+    "Quokka\u200bkeys": "Quokkakeys",  # a zero-width space
+    "\uff31\uff44\uff52\uff41\uff4e\uff54 backup": "Qdrant backup",  # full width
+}
+
+
+def test_a_section_is_found_by_its_heading_as_a_reader_types_it(load_search_app: Any, tmp_path: Path) -> None:
+    """`?section=` and `kb_get_note`'s `section` named a heading that was written in NFD (`й` as `и` + U+0306), with
+    a soft hyphen or a zero-width space inside a word, or in full-width letters: the heading was matched code point
+    by code point, so the name as its reader types it (and as an assistant echoes it back) was a 404 `no section`
+    listing a heading that looked the same. Headings and the name asked for are compared as BM25 reads them
+    (`lexical.reading`), case- and space-insensitive as before."""
+    body = "".join(f"## {heading}\n\ntext of {i}\n\n" for i, heading in enumerate(ODD_HEADINGS))
+    folder = write_kb(tmp_path / "kb", {"Odd.md": f"# Odd\n\n{body}"})
+    store = tmp_path / "q"
+    settings = Settings(qdrant_path=str(store), qdrant_url="", embedding_api_key=None, embedding_api_key_param="")
+    sync(settings, folder)
+    app = load_search_app(QDRANT_PATH=str(store), KB_SOURCE=str(folder))
+    for i, (heading, typed) in enumerate(ODD_HEADINGS.items()):
+        for asked in (typed, heading, f"Odd > {typed}"):
+            status, answer = get(app, "/notes/Odd.md", {"section": asked})
+            assert status == 200 and answer["section"] == ["Odd", heading], (ascii(asked), answer)
+            assert f"text of {i}" in answer["body"], answer
+        result = json.loads(app(mcp_event("kb_get_note", {"path": "Odd.md", "section": typed}))["body"])["result"]
+        assert result["structuredContent"]["section"] == ["Odd", heading], (ascii(typed), result)
+    status, answer = get(app, "/notes/Odd.md", {"section": "Zebra finch care"})  # another name: still a 404
+    assert status == 404 and answer["error"] == "no_section", answer
+
+
+def test_a_section_whose_heading_holds_the_path_separator_is_found_by_its_text(
+    load_search_app: Any, tmp_path: Path
+) -> None:
+    """A heading that holds ` > ` itself (`## Settings > Files and links`, as a menu path is written): the name was
+    always split at `>` as a heading path (`Settings`, then `Files and links` under it), so the heading could not
+    be asked for at all (404 `no_section` listing it). A name that is a heading's whole text is that heading; a
+    heading path's tail as before."""
+    folder = write_kb(tmp_path / "kb", {"Menu.md": "# Menu\n\n## Settings > Files and links\n\nmenu text\n\n"
+                                                   "## Rotation\n\n### Steps\n\nsteps text\n"})  # fmt: skip
+    store = tmp_path / "q"
+    settings = Settings(qdrant_path=str(store), qdrant_url="", embedding_api_key=None, embedding_api_key_param="")
+    sync(settings, folder)
+    app = load_search_app(QDRANT_PATH=str(store), KB_SOURCE=str(folder))
+    for asked in ("Settings > Files and links", "settings >  files and LINKS", "Menu > Settings > Files and links"):
+        status, answer = get(app, "/notes/Menu.md", {"section": asked})
+        assert status == 200 and answer["section"] == ["Menu", "Settings > Files and links"], (asked, answer)
+    status, answer = get(app, "/notes/Menu.md", {"section": "Rotation > Steps"})
+    assert status == 200 and answer["section"] == ["Menu", "Rotation", "Steps"], answer

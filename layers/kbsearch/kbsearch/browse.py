@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from kbsearch.access import visible_links
 from kbsearch.errors import ConfigError, IndexUnavailable, KbSearchError
+from kbsearch.lexical import reading
 from kbsearch.links import Linkable, link_key, link_keys, name_keys, path_keys, resolve
 from kbsearch.providers.resilience import Deadline
 from kbsearch.qdrant.query import Retriever, held_request, point_id, scope_clause, unreachable
@@ -71,21 +72,33 @@ class InvalidCursor(KbSearchError):
 
 
 def _fold(text: str) -> str:
-    return " ".join(text.split()).casefold()
+    return " ".join(reading(text).split()).casefold()
 
 
 def find_section(headings: list[Heading], wanted: str) -> Heading | None:
     """The heading ``wanted`` names: its text (``Steps``, ``## Steps``) or the tail of its heading path
-    (``Rotation > Steps``), case- and whitespace-insensitive; the first such heading."""
-    parts = [_fold(p.lstrip("#")) for p in wanted.split(">")]
-    parts = [p for p in parts if p]
-    if not parts:
+    (``Rotation > Steps``), case- and whitespace-insensitive, both read as BM25 reads them (:func:`reading`: a
+    heading saved in NFD, holding a soft hyphen or a zero-width space, or in full width, is named as its reader
+    types it; it was a 404 ``no section`` listing a heading that looked the same); the first such heading. A
+    heading that holds ``>`` itself (``Settings > Files and links``) is named by its text, or by a path ending in
+    it (it was split there as a path, and could not be named at all)."""
+    name = _as_path(wanted)
+    if not name:
         return None
+    seen: dict[str, str] = {}  # each heading's text read once (a note's headings repeat as its sections' paths)
     for heading in headings:
-        path = [_fold(h) for h in heading.path]
-        if path[-len(parts) :] == parts:
+        path = [seen[h] if h in seen else seen.setdefault(h, _as_path(h)) for h in heading.path]
+        ends = bool(path) and (name == path[-1] or name.endswith(" > " + path[-1]))  # cheap: most headings fail it
+        if ends and any(" > ".join(path[-k:]) == name for k in range(1, len(path) + 1)):
             return heading
     return None
+
+
+def _as_path(text: str) -> str:
+    """A section's name, or a heading's text, folded (:func:`_fold`) as its parts between ``>``, each without a
+    leading ``#``."""
+    parts = (part.strip().lstrip("#").strip() for part in _fold(text).split(">"))
+    return " > ".join(part for part in parts if part)
 
 
 def encode_cursor(path: str) -> str:

@@ -15,7 +15,8 @@ Shapes (reference/aws.md, "S3 change events"):
 A message that is not one of those (not JSON, another shape) is *poison*: it is reported as a batch item failure so
 SQS retries it and, after ``maxReceiveCount`` tries, moves it to the dead-letter queue, without holding back the
 rest of its batch. A notification whose records are partly malformed is poison too, and its well-formed records
-are still applied (every try; the sequencers make a repeat a no-op). Keys of another bucket, outside the KB prefix, not ``.md``, or folder markers are *ignored*
+are still applied (every try; the sequencers make a repeat a no-op). Keys of another bucket, outside the KB
+prefix, not ``.md``, hidden (a name starting with '.', as a folder KB has them), or folder markers are *ignored*
 with a reason (they can never become notes); the access file at the KB root (``_access.yaml``) is a change too.
 
 Ordering: events are at-least-once and unordered. For one key, the greater ``sequencer`` is the later event
@@ -33,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kbsearch.access import ACCESS_FILE
-from kbsearch.sources import NOTE_SUFFIX, note_path, path_problem, percent_decoded
+from kbsearch.sources import NOTE_SUFFIX, hidden, note_path, path_problem, percent_decoded
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 #: The notification event names that remove an object: a delete (``ObjectRemoved:Delete``,
@@ -180,8 +181,13 @@ class Scope:
             return None  # the KB's access file: its change re-derives every note's groups
         if not key.lower().endswith(NOTE_SUFFIX):
             return "not a markdown note (.md)"
-        problem = path_problem(note_path(key[len(self.prefix) :]))
-        return f"not a usable note path: {problem}" if problem else None
+        path = note_path(key[len(self.prefix) :])
+        problem = path_problem(path)
+        if problem:
+            return f"not a usable note path: {problem}"
+        if hidden(path):  # as a folder's listing: never a note (a vault's .trash holds its deleted notes)
+            return "a hidden file or folder (a name starting with '.': Obsidian's .trash, .obsidian)"
+        return None
 
     def path(self, key: str) -> str:
         return note_path(key[len(self.prefix) :])

@@ -622,10 +622,11 @@ class Indexer:
         by_path: dict[str, dict[str, SourceObject]] = {}
         self._kept = set()
         for obj in listing:
-            if obj.problem is not None:  # listed, never read: what was indexed from it stays (as for a bad note)
-                if obj.is_note:
+            if obj.problem is not None:  # listed, never read: what was indexed from it stays (as for a bad note),
+                if obj.is_note:  # but for an entry that can never be a note (``drop``: a link to another note)
                     report.notes_listed += not obj.folder
-                    self._kept.add(obj.path)
+                    if not obj.drop:
+                        self._kept.add(obj.path)
                     self._skip(report, obj.path, obj.problem)
                 continue
             if obj.is_note:

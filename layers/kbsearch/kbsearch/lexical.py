@@ -1,12 +1,16 @@
 """BM25 sparse vectors, computed in the project (the same code for notes and queries).
 
-Tokens: Unicode words of the text in NFC with the characters no reader sees dropped (zero-width spaces and joiners,
-soft hyphens, word joiners, byte-order marks, bidi marks and controls: :data:`_INVISIBLE`), lower-cased, ``ё`` →
+Tokens: Unicode words of the text read as :func:`reading` gives it (the characters no reader sees dropped: zero-width
+spaces and joiners, soft hyphens, word joiners, byte-order marks, bidi marks and controls, :data:`_INVISIBLE`; then
+compatibility forms folded, NFKC; then the diacritical marks no letter composed with dropped), lower-cased, ``ё`` →
 ``е``, stop words dropped (Russian and English), each word stemmed with the Snowball stemmer of its script
 (Cyrillic → Russian, Latin → English; others kept as they are). A note or a query in NFD (``й`` as ``и`` + U+0306,
-as macOS tools write it) or holding a soft hyphen or a zero-width space inside a word (pasted from a web page or a
-PDF) splits no word and reads as its reader sees it (``Йогурт`` was the token ``огурт``, ``qd\u00adrant`` the
-tokens ``qd`` and ``rant``: a search for the word missed the note, silently).
+as macOS tools write it), holding a soft hyphen or a zero-width space inside a word (pasted from a web page or a
+PDF), written in full-width letters (``ｑｄｒａｎｔ``: an input method left in full-width mode), half-width katakana or
+ligatures (``ﬁnch`` from a PDF's text layer), or printed with stress marks (``ве́домость``: a mark no letter
+composes with) splits no word and reads as its reader sees it (``Йогурт`` was the token ``огурт``,
+``qd\u00adrant`` the tokens ``qd`` and ``rant``, ``ｑｄｒａｎｔ`` a token no query typed in ASCII makes,
+``ве́домость`` the tokens ``ве`` and ``домост``: a search for the word missed the note, silently).
 Term ids: the first 4 bytes of BLAKE2b of the stem, so every process and machine agrees.
 
 Documents carry BM25's term-frequency part, ``tf·(k1+1) / (tf + k1·(1 − b + b·dl/avgdl))`` with k1 = 1.2,
@@ -41,6 +45,10 @@ _CYRILLIC = re.compile(r"[а-яё]")
 #: Format characters (Cf) a reader does not see, inside or between words.
 _INVISIBLE = re.compile("[\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
 _LATIN = re.compile(r"[a-z]")
+#: The diacritical marks (Latin, Cyrillic, Greek: the Combining Diacritical Marks blocks) still standing alone after
+#: composition: a mark no letter composes with (a Russian stress mark, ``е`` + U+0301 as dictionaries and Wikipedia
+#: print it; ``q̃``) is no word character, so it split the word there (``ве́домость``: ``ве`` and ``домост``).
+_LEFTOVER_MARKS = re.compile("[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]")
 
 STOP_WORDS_EN = frozenset(
     """a about above after again against all am an and any are aren as at be because been before being below
@@ -109,6 +117,18 @@ def visible(text: str) -> str:
     return text if text.isascii() else _INVISIBLE.sub("", unicodedata.normalize("NFC", text))
 
 
+def reading(text: str) -> str:
+    """``text`` as BM25 reads it (notes and queries alike): without the characters no reader sees
+    (:data:`_INVISIBLE`), with compatibility forms folded (NFKC: full-width and half-width forms, ligatures,
+    superscripts, circled and other presentation forms; NFD composed as NFC does), then without the diacritical
+    marks no letter composed with (:data:`_LEFTOVER_MARKS`: a stress mark is read as the word it stresses; the
+    marks of other scripts, Devanagari's or Arabic's, still split a word, alike in notes and queries). Tags, types
+    and statuses are compared as :func:`visible` gives them (NFC), as Obsidian shows them."""
+    if text.isascii():
+        return text
+    return _LEFTOVER_MARKS.sub("", unicodedata.normalize("NFKC", _INVISIBLE.sub("", text)))
+
+
 #: Where a note's tags given as one string are split (``ops, db``, ``ops db``): no stored tag holds these.
 TAG_BREAK = re.compile(r"[,\s]+")
 
@@ -122,7 +142,7 @@ def tokenize(text: str) -> list[str]:
     """Stemmed tokens of ``text`` in order (stop words and over-long tokens dropped)."""
     out: list[str] = []
     stems = _STEMS
-    for word in _WORD.findall(visible(text).lower().replace("ё", "е")):  # composed, nothing invisible in a word
+    for word in _WORD.findall(reading(text).lower().replace("ё", "е")):  # folded, nothing invisible in a word
         try:
             stem = stems[word]
         except KeyError:
@@ -199,7 +219,9 @@ def query_language(query: str) -> str | None:
     language): Russian when at least a third of them are Cyrillic, as :func:`text_language` judges letters. "как
     задать EMBEDDING_API_KEY и QDRANT_URL" and "сбой ERR_CONNECTION_REFUSED в deploy pipeline" are Russian
     questions, though most of their letters are Latin; "how to set up индексатор" is English. A query of
-    identifiers alone is judged by all of its letters."""
+    identifiers alone is judged by all of its letters. The query is read as BM25 reads it (:func:`reading`: a
+    query typed in full width is judged as its reader sees it)."""
+    query = reading(query)
     languages = [text_language(w) for w in query.split() if not _IDENTIFIER.search(w.strip(_WORD_PUNCTUATION))]
     judged = [lang for lang in languages if lang is not None]
     if not judged:
@@ -213,10 +235,11 @@ _WORD_PUNCTUATION = "\"'`«»()[]{},;!?"
 def identifier_terms(query: str, language: str | None = None) -> frozenset[str]:
     """The stemmed terms of the query's identifier-like words (see :data:`_IDENTIFIER`), and of its Latin words
     when the query is Russian (a setting, a product or a file name inside a Russian question). ``language``: the
-    query's (:func:`query_language`), when the caller has it."""
+    query's (:func:`query_language`), when the caller has it. The query is read as BM25 reads it (:func:`reading`:
+    ``ＱＤＲＡＮＴ＿ＵＲＬ`` typed in full width is the identifier ``QDRANT_URL``)."""
     russian = (language or query_language(query)) == "ru"
     out: set[str] = set()
-    for raw in query.split():
+    for raw in reading(query).split():
         word = raw.strip(_WORD_PUNCTUATION)
         if _IDENTIFIER.search(word) or (russian and _LATIN_LETTER.search(word) and not _CYRILLIC_LETTER.search(word)):
             out.update(tokenize(word))

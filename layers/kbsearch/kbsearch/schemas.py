@@ -49,14 +49,24 @@ def folder_prefix(value: str | None) -> str | None:
     """A ``path_prefix`` as the index stores folders (``ru/ранбуки``: NFC, '/'-separated, no empty or '.'
     segment, no leading or trailing '/'); None for every spelling of the root (``""``, ``"/"``, ``"//"``,
     ``"./"``, ``"."``), which filters nothing. A backslash separates folders as '/' does (no indexed path has one);
-    a '..' segment is refused (ValueError: a 422)."""
+    a '..' segment is refused (ValueError: a 422), and so is a folder no note's path can start with, as a note's
+    path is checked (:func:`kbsearch.sources.path_problem`: a control character, more folders than a note may be
+    deep; a hidden folder, :func:`kbsearch.sources.hidden`), whose filter was answered with no hits, silently."""
+    from kbsearch.sources import hidden, path_problem
+
     if value is None:
         return None
     segments = unicodedata.normalize("NFC", value).replace("\\", "/").split("/")
     if ".." in (s.strip() for s in segments):
         raise ValueError("path_prefix cannot have a '..' segment: give a folder from the KB's root, e.g. 'ru/ранбуки'")
     kept = [s for s in segments if s.strip() not in ("", ".")]
-    return "/".join(kept) or None
+    prefix = "/".join(kept)
+    problem = path_problem(prefix + "/x.md") if prefix else None
+    if prefix and not problem and hidden(prefix):
+        problem = "a hidden folder (a name starting with '.'), whose files are never notes"
+    if problem:
+        raise ValueError(f"path_prefix names no folder a note can be in ({problem.replace('path', 'its path', 1)})")
+    return prefix or None
 
 
 class SearchFilters(BaseModel):

@@ -1,14 +1,18 @@
 """Where the KB lives: an S3 prefix or a local folder, behind one interface.
 
 A listing yields every object under the root with its ``path`` (the key relative to the root, ``/``-separated,
-Unicode NFC: the same for a folder and for S3), ETag, size and modification time. Only ``.md`` files are notes;
-everything else is counted as an attachment. A listing that fails part-way raises :class:`SourceError`: callers
-never see a partial listing (which would look like deletions).
+Unicode NFC: the same for a folder and for S3), ETag, size and modification time, but for hidden files and
+folders (:func:`hidden`: a name starting with '.', such as Obsidian's ``.trash``), which neither lists. Only ``.md``
+files are notes; everything else is counted as an attachment. A listing that fails part-way raises
+:class:`SourceError`: callers never see a partial listing (which would look like deletions).
 
 A folder's entries that are not regular files (FIFOs, sockets, devices, dangling symlinks, symlink loops, symlinks
 that lead outside the folder, files that cannot be opened, names that are not UTF-8) are listed with a ``problem``
 and never opened in a way that can block: every entry is ``lstat``-ed first, only a regular file is opened, with
-``O_NONBLOCK``, and checked again on the open descriptor. A folder that cannot be listed is listed as a ``problem``
+``O_NONBLOCK``, and checked again on the open descriptor. A note that is a symlink to another file of the KB is
+listed with a ``problem`` too, and ``drop`` (what was indexed at its path is removed): a folder's access rules judge
+a note by its path, and the link would carry the file it names past its own folder's rules; reads by path and
+:func:`head` refuse it, and a path through a linked folder. A folder that cannot be listed is listed as a ``problem``
 too (``folder=True``), so nothing under it looks deleted. Reads by path refuse the same entries, without blocking.
 
 Paths are identities, so the indexer and ``kb_get_note`` agree on them through the helpers here: a path is
@@ -67,6 +71,8 @@ class SourceObject:
     problem: str | None = None
     #: the entry is a folder that cannot be listed (``path`` ends with '/'): what is indexed under it is kept
     folder: bool = False
+    #: the entry can never be a note (a link to another file of the KB): what was indexed at its path is removed
+    drop: bool = False
 
     @property
     def is_note(self) -> bool:
@@ -105,6 +111,14 @@ def _nfc(path: str) -> str:
 def note_path(path: str) -> str:
     """A note's identity: the relative path in Unicode NFC."""
     return _nfc(path)
+
+
+def hidden(path: str) -> bool:
+    """Whether ``path`` names a hidden file or is in a hidden folder (a name starting with '.': Obsidian's ``.trash``
+    and ``.obsidian``, a dot-file): never a note, from a folder or from S3 alike (the folder listing, ``--watch`` and
+    the root listing skipped them; the S3 listing and S3's events indexed them, the vault's trash included). A ``.``
+    or ``..`` segment is no name: :func:`path_problem` says why such a key is skipped."""
+    return any(part.startswith(".") and part not in (".", "..") for part in path.split("/"))
 
 
 def path_problem(path: str) -> str | None:
@@ -240,7 +254,8 @@ class LocalSource:
             return _problem_entry(rel, "file name is not valid UTF-8")
         try:
             info = os.lstat(full)
-            if stat.S_ISLNK(info.st_mode):
+            linked = stat.S_ISLNK(info.st_mode)
+            if linked:
                 info = os.stat(full)  # the target: ENOENT (dangling) and ELOOP (a loop) land below
                 if not _inside(os.path.realpath(full), str(self.root)):
                     return _problem_entry(rel, "symlink to a file outside the KB folder")
@@ -249,6 +264,8 @@ class LocalSource:
         kind = _kind(info.st_mode)
         if kind is not None:
             return _problem_entry(rel, f"not a regular file ({kind})")
+        if linked and _linked_elsewhere(full, str(self.root)):
+            return _problem_entry(rel, LINKED_NOTE, drop=True)
         path = _nfc(rel)
         etag = ""
         if path.lower().endswith(NOTE_SUFFIX) and info.st_size > MAX_FILE_BYTES:
@@ -306,6 +323,9 @@ class LocalSource:
             full = self._find(path, exact)
             if not _inside(os.path.realpath(full), str(self.root)):
                 raise NoteUnreadable(path, "symlink to a file outside the KB folder")
+            if _linked_elsewhere(str(full), str(self.root)):
+                _read_regular(str(full), body=False)  # a FIFO, a folder: said as such
+                raise NoteUnreadable(path, LINKED_NOTE)
             return _read_regular(str(full), body)
         except NoteUnreadable as exc:
             raise NoteUnreadable(path, exc.reason) from None
@@ -357,10 +377,10 @@ def _reason(exc: OSError) -> str:
     return known.get(exc.errno or 0) or (exc.strerror or type(exc).__name__)
 
 
-def _problem_entry(rel: str, problem: str, folder: bool = False) -> SourceObject:
+def _problem_entry(rel: str, problem: str, folder: bool = False, drop: bool = False) -> SourceObject:
     """An entry that is listed but never read; a name that is not UTF-8 is shown with its bytes escaped."""
     shown = os.fsencode(rel).decode("utf-8", "backslashreplace") if not _valid_utf8(rel) else _nfc(rel)
-    return SourceObject(path=shown, key=rel, etag="", size=0, problem=problem, folder=folder)
+    return SourceObject(path=shown, key=rel, etag="", size=0, problem=problem, folder=folder, drop=drop)
 
 
 def _valid_utf8(text: str) -> bool:
@@ -374,6 +394,24 @@ def _valid_utf8(text: str) -> bool:
 def _inside(real: str, root: str) -> bool:
     real_root = os.path.realpath(root)
     return real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep)
+
+
+#: Why a note that is a symlink to another file of the KB (or is reached through a linked folder) is no note. The
+#: target is not named: a caller reading the link's path may be told this, and the target may be a path it may not
+#: read.
+LINKED_NOTE = (
+    "symlink to another file of the KB (a note is read at its own path only, under its own folder's access rules)"
+)
+
+
+def _linked_elsewhere(full: str, root: str) -> bool:
+    """Whether the file at ``full`` (under ``root``) is, through a symlink (its own, or a linked folder on the way),
+    a file at another path: a folder's rules judge a note by its path, so a link in a public folder to a note in a
+    restricted one was indexed, and read, as public (and an edit of the target never reached it under --watch).
+    The access file is not a note: a link may be it (:data:`kbsearch.access.ACCESS_FILE`, judged by its name)."""
+    if not full.lower().endswith(NOTE_SUFFIX):
+        return False
+    return os.path.realpath(full) != os.path.join(os.path.realpath(root), os.path.relpath(full, root))
 
 
 def _open_regular(full: str) -> int:
@@ -458,9 +496,9 @@ class S3Source:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
                 for item in page.get("Contents", []):
                     key = item["Key"]
-                    if key.endswith("/"):
-                        continue  # a "folder" placeholder object
                     rel = key[len(self.prefix) :]
+                    if key.endswith("/") or hidden(rel):
+                        continue  # a "folder" placeholder object; a hidden file or folder, as a folder's listing
                     modified = item.get("LastModified")
                     yield SourceObject(
                         path=_nfc(rel),
@@ -481,8 +519,9 @@ class S3Source:
             paginator = self.client.get_paginator("list_objects_v2")
             for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix, Delimiter="/"):
                 for item in page.get("Contents", []):
-                    if not item["Key"].endswith("/"):
-                        yield _nfc(item["Key"][len(self.prefix) :])
+                    name = item["Key"][len(self.prefix) :]
+                    if not name.endswith("/") and not hidden(name):  # as a folder's root: macOS's `._x` too
+                        yield _nfc(name)
         except Exception as exc:
             raise SourceError(f"listing {self.uri} failed: {_aws_message(exc)}") from None
 
@@ -657,8 +696,8 @@ def head(source: Source, key: str) -> SourceObject | None:
             raise SourceError(f"cannot read {key!r}: {exc.strerror}") from None
         with os.fdopen(fd, "rb") as handle:
             info = os.fstat(handle.fileno())
-            if not stat_module.S_ISREG(info.st_mode):
-                return None
+            if not stat_module.S_ISREG(info.st_mode) or _linked_elsewhere(full, str(source.root)):
+                return None  # a link to another file of the KB is no note: what was indexed at its path goes
             try:
                 etag = hashlib.md5(handle.read(), usedforsecurity=False).hexdigest()
             except OSError as exc:

@@ -35,7 +35,7 @@ from kbsearch.access import ACCESS_FILE
 from kbsearch.errors import KbSearchError
 from kbsearch.events import Change
 from kbsearch.indexer import ChangeReport, ChangeSync, Indexer, SyncOptions, SyncReport, caller_sets
-from kbsearch.sources import NOTE_SUFFIX, LocalSource, open_source
+from kbsearch.sources import NOTE_SUFFIX, LocalSource, hidden, open_source
 
 logger = logging.getLogger(__name__)
 
@@ -99,10 +99,6 @@ def _nfc(path: str) -> str:
     from kbsearch.sources import note_path
 
     return note_path(path)
-
-
-def _hidden(rel: str) -> bool:
-    return any(part.startswith(".") for part in rel.split("/"))
 
 
 class Watcher:
@@ -223,9 +219,12 @@ class Watcher:
             return
         notes: set[str] = set()
         rescan = False
+        rules = self._access_file_target()
         for _kind, raw in batch:
+            if rules is not None and raw and os.path.realpath(raw) == rules:
+                notes.add(ACCESS_FILE)  # the file the access file links to: its edit is the access file's
             rel = os.path.relpath(os.path.abspath(raw), self.folder).replace(os.sep, "/") if raw else ""
-            if not rel or rel == "." or rel.startswith("../") or _hidden(rel):
+            if not rel or rel == "." or rel.startswith("../") or hidden(rel):
                 continue
             is_dir = Path(raw).is_dir()
             if (rel.lower().endswith(NOTE_SUFFIX) or rel == ACCESS_FILE) and not is_dir:
@@ -259,6 +258,16 @@ class Watcher:
                 else:
                     self.known.discard(_nfc(path))
             self._report(f"{len(notes)} changed note(s)", changed.to_dict())
+
+    def _access_file_target(self) -> str | None:
+        """The file the root's access file links to, when it is a link (None otherwise): file events name the file
+        written, so an edit of the target arrived as a change of a file that is neither a note nor the access file
+        and was dropped, its rules never applied while the server ran (polling stats the link itself). A target
+        outside the KB folder is no access file (a sync stops: "symlink to a file outside the KB folder")."""
+        link = self.folder / ACCESS_FILE
+        if not link.is_symlink():
+            return None
+        return os.path.realpath(link)
 
     def _report(self, what: str, report: dict[str, Any]) -> None:
         line = (
