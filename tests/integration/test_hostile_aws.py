@@ -351,3 +351,46 @@ def test_hidden_files_and_folders_are_never_notes_on_s3_as_in_a_folder(
     settings = Settings(qdrant_path=str(tmp_path / "from-folder"))
     assert run_sync(settings, Secrets(settings), source_uri=str(folder)).error is None
     assert {p["path"] for p in open_points(settings)} == indexed  # the same notes from a folder as from S3
+
+
+def test_hidden_notes_an_older_version_indexed_from_s3_are_removed_by_the_next_full_sync(
+    aws: EventPath, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An index built before round 16 from S3 holds the vault's `.trash/` (deleted notes). The next full sync lists
+    none of them, but looked each up once more before deleting it (a note an event batch may have written after
+    the listing): the key is there, so it was kept, "not deleted: written after this run listed the KB", at every
+    sync, forever: the deleted notes stayed searchable (RELIABILITY round 16 says they go). A hidden key is never
+    listed, whatever its age: the look-up cannot save it."""
+    from kbsearch import sources
+
+    indexer = Indexer(monkeypatch, tmp_path, None)
+    for i in range(3):
+        aws.put(f"{PREFIX}pub/open {i}.md", note(i, first="zebrafinch"))
+    aws.put(f"{PREFIX}.trash/old plan.md", note(10, first="zebrafinch", second="deleted"))
+    with monkeypatch.context() as old:
+        old.setattr(sources, "hidden", lambda path: False)  # the S3 listing of a version before round 16
+        assert run_sync(indexer.settings(), Secrets(indexer.settings())).error is None
+    assert ".trash/old plan.md" in {p["path"] for p in open_points(indexer.settings())}
+    report = run_sync(indexer.settings(), Secrets(indexer.settings()))
+    assert report.error is None and report.deleted == 1, (report.deleted, report.warnings)
+    assert {p["path"] for p in open_points(indexer.settings())} == {f"pub/open {i}.md" for i in range(3)}
+
+
+def test_hidden_notes_an_older_version_indexed_from_s3_go_past_the_mass_delete_guard(
+    aws: EventPath, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same upgrade with a trash that is most of the index: the guard kept every deletion (the deleted notes
+    searchable, every later real deletion held with them, until an operator reran with --allow-mass-delete). A
+    hidden path can never be a note again: it goes whatever the guard says."""
+    from kbsearch import sources
+
+    indexer = Indexer(monkeypatch, tmp_path, None)
+    aws.put(f"{PREFIX}pub/open.md", note(1, first="zebrafinch"))
+    for i in range(3):
+        aws.put(f"{PREFIX}.trash/old {i}.md", note(10 + i, first="zebrafinch", second="deleted"))
+    with monkeypatch.context() as old:
+        old.setattr(sources, "hidden", lambda path: False)  # the S3 listing of a version before round 16
+        assert run_sync(indexer.settings(), Secrets(indexer.settings())).error is None
+    report = run_sync(indexer.settings(), Secrets(indexer.settings()))
+    assert report.error is None and report.deletion_blocked is None, report
+    assert {p["path"] for p in open_points(indexer.settings())} == {"pub/open.md"}

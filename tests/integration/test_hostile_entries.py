@@ -315,3 +315,38 @@ def test_a_link_to_a_restricted_note_is_never_indexed_under_its_own_folders_rule
     for path in ("pub/shortcut.md", "pub/alias.md", "pub/hrdir/pay.md"):
         result = _caller(call, None, "kb_get_note", {"path": path})
         assert result["isError"] is True and "zebrafinch" not in json.dumps(result), (path, result)
+
+
+def test_links_indexed_before_are_removed_even_when_the_mass_delete_guard_holds_the_rest(tmp_path: Path) -> None:
+    """A KB whose public notes are links to restricted ones (``pub/x.md -> ../hr/pay.md``), indexed by a version
+    before round 16 under the links' folder rules (public, the HR text), upgraded: most of the index is links, so
+    the first sync's deletions went over ``max_delete_ratio`` and the guard kept them all, the HR text public at
+    the links' paths until an operator reran with --allow-mass-delete. A link is listed (no source gone missing):
+    it goes whatever the guard says; the guard still holds a real mass deletion."""
+    kb = tmp_path / "kb"
+    (kb / "hr").mkdir(parents=True)
+    (kb / "pub").mkdir()
+    (kb / "_access.yaml").write_text("hr/: [hr]\n", encoding="utf-8")
+    (kb / "hr" / "pay.md").write_text("# Pay\n\nThe salary band zebrafinch is confidential.\n", encoding="utf-8")
+    links = ("a.md", "b.md", "c.md")
+    for name in links:  # as the version before indexed the links: the target's text under pub/'s rules
+        (kb / "pub" / name).write_text("# Pay\n\nThe salary band zebrafinch is confidential.\n", encoding="utf-8")
+    code, _, stderr = index_process(kb, tmp_path / "q")
+    assert code == 0, stderr
+    for name in links:
+        (kb / "pub" / name).unlink()
+        (kb / "pub" / name).symlink_to("../hr/pay.md")
+    code, out, stderr = index_process(kb, tmp_path / "q")
+    assert code == 0 and "Traceback" not in stderr, stderr
+    indexed = {p["path"]: p["access"] for p in store_points(Settings(qdrant_path=str(tmp_path / "q")))}
+    assert indexed == {"hr/pay.md": ["hr"]}, json.loads(out.decode("utf-8")).get("deletion_blocked")
+    (kb / "hr" / "pay.md").unlink()  # a real mass deletion (the only note gone) is still held
+    (kb / "hr" / "other.md").write_text("# Other\n", encoding="utf-8")
+    (kb / "hr" / "more.md").write_text("# More\n", encoding="utf-8")
+    code, out, stderr = index_process(kb, tmp_path / "q")
+    report = json.loads(out.decode("utf-8"))
+    assert (
+        code == 0
+        and report["deleted"] == 0
+        and "hr/pay.md" in {p["path"] for p in store_points(Settings(qdrant_path=str(tmp_path / "q")))}
+    ), report

@@ -230,3 +230,23 @@ def test_tokenizer_is_total_and_lowercase(text: str) -> None:
     vec = document_vector(text)
     assert len(set(vec.indices)) == len(vec.indices)
     assert all(v > 0 for v in vec.values)
+
+
+def test_symbols_nfkc_spells_with_letters_glue_no_word_to_their_neighbour() -> None:
+    """``№``, ``™``, ``℃`` are no word character: before NFKC a note's ``№123`` was the token ``123`` and ``Docker™``
+    ``docker``; NFKC spells them ``No``, ``TM``, ``°C``, which must not join the word beside them (``no123``,
+    ``dockertm``: a search for ``приказ 123`` or ``docker`` missed the note it found before)."""
+    assert "123" in tokenize("приказ №123")
+    assert set(tokenize("приказ 123")) <= set(tokenize("приказ №123"))
+    assert "docker" in tokenize("Docker™ Desktop")
+    assert "35" in tokenize("до 35℃")
+    assert tokenize("ＱＤＲＡＮＴ snake_case x²") == ["qdrant", "snake", "case", "x2"]  # full width still folded
+    assert tokenize("ﬁnch") == ["finch"]
+
+
+def test_a_capital_dotted_i_reads_as_the_word_it_starts() -> None:
+    """``İ`` (Turkish, Azerbaijani: ``İstanbul``, ``İzmir``) lower-cases to ``i`` + U+0307, a combining mark after
+    :func:`reading` dropped the marks: the word split there (``i``, a stop word, and ``stanbul``), so a search for
+    ``istanbul`` missed the note."""
+    assert tokenize("İstanbul office") == tokenize("istanbul office") == ["istanbul", "offic"]
+    assert tokenize("İZMİR") == tokenize("izmir")

@@ -98,6 +98,7 @@ from kbsearch.sources import (
     Source,
     SourceError,
     SourceObject,
+    hidden,
     open_source,
     path_problem,
     preferred,
@@ -241,6 +242,7 @@ class Indexer:
         self._written_ids: dict[str, str] = {}  # path → doc_id of the notes this run wrote
         self._names_written: dict[str, list[str]] = {}  # path → the title and alias link keys of the notes written
         self._kept: set[str] = set()  # paths (and folders, ending in '/') listed with a problem: never deleted
+        self._dropped: set[str] = set()  # paths listed as links to other notes (``drop``): always deleted
         self._reuse: dict[str, dict[str, Any]] = {}  # path → embed_hash → stored dense vector (event-driven runs)
         self._signature_id = ""
         self._reembed = False
@@ -621,12 +623,15 @@ class Indexer:
         share a path after Unicode normalisation, are skipped with a reason."""
         by_path: dict[str, dict[str, SourceObject]] = {}
         self._kept = set()
+        self._dropped = set()
         for obj in listing:
             if obj.problem is not None:  # listed, never read: what was indexed from it stays (as for a bad note),
                 if obj.is_note:  # but for an entry that can never be a note (``drop``: a link to another note)
                     report.notes_listed += not obj.folder
                     if not obj.drop:
                         self._kept.add(obj.path)
+                    else:  # listed, so not a source gone missing: removed whatever the mass-delete guard says
+                        self._dropped.add(obj.path)
                     self._skip(report, obj.path, obj.problem)
                 continue
             if obj.is_note:
@@ -699,15 +704,21 @@ class Indexer:
         gone = sorted(p for p in state if p not in notes and p not in self._kept and not p.startswith(folders))
         if not gone:
             return
-        share = len(gone) / max(1, len(state))
+        # a link to another note (``drop``) is listed: its removal is no sign of a source gone missing, and what is
+        # indexed at its path may hold a restricted note's text under a public folder's rules (a version before
+        # round 16 indexed it so): it goes even when the rest is held back
+        dropped = [p for p in gone if p in self._dropped or hidden(p)]  # hidden: a trash an older version indexed
+        held = len(gone) - len(dropped)
+        share = held / max(1, len(state))
         if share > self.options.max_delete_ratio and not self.options.allow_mass_delete:
             report.deletion_blocked = (
-                f"would delete {len(gone)} of {len(state)} indexed notes ({share:.0%} > "
-                f"{self.options.max_delete_ratio:.0%}); nothing deleted. If that is intended, rerun with "
-                '--allow-mass-delete (or {"allow_mass_delete": true} in the event)'
+                f"would delete {held} of {len(state)} indexed notes ({share:.0%} > "
+                f"{self.options.max_delete_ratio:.0%}); nothing deleted"
+                + (f" but {len(dropped)} link(s) to other notes or hidden file(s)" if dropped else "")
+                + '. If that is intended, rerun with --allow-mass-delete (or {"allow_mass_delete": true} in the event)'
             )
-            logger.warning("mass delete blocked", extra={"would_delete": len(gone), "indexed": len(state)})
-            return
+            logger.warning("mass delete blocked", extra={"would_delete": held, "indexed": len(state)})
+            gone = dropped
         for path in gone:
             if self._appeared(report, path):
                 continue
@@ -719,10 +730,12 @@ class Indexer:
         """An S3 note the listing lacks but the index holds is looked up once more before it is deleted: an event
         batch that started before this run took the index lease may have written it after the listing (it stays;
         the next run lists it). A lookup that fails deletes nothing either, as a failed listing does."""
-        from kbsearch.sources import S3Source, head
+        from kbsearch.sources import S3Source, head, hidden
 
         if not isinstance(self.source, S3Source):
             return False  # a folder has one writer (the embedded store's lock, kbsearch serve's sync lock)
+        if hidden(path):
+            return False  # the listing skips it whatever its age (a trash an older version indexed): it exists
         try:
             found = head(self.source, self.source.prefix + path) is not None
         except SourceError as exc:

@@ -50,6 +50,36 @@ _LATIN = re.compile(r"[a-z]")
 #: print it; ``q̃``) is no word character, so it split the word there (``ве́домость``: ``ве`` and ``домост``).
 _LEFTOVER_MARKS = re.compile("[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]")
 
+
+#: The blocks that hold the symbols of :data:`_GLUED_SYMBOLS` (letterlike, enclosed, CJK compatibility, presentation
+#: forms): one cheap scan tells a text that has none (most: 0.7 ms for 90,000 characters of Russian).
+_SYMBOL_BLOCKS = ((0x20A0, 0x2150), (0x2460, 0x2500), (0x2E80, 0x2FE0), (0x3190, 0x3400), (0xFB00, 0x10000),
+                  (0x1F100, 0x1F300))  # fmt: skip
+_IN_SYMBOL_BLOCKS = re.compile("[" + "".join(f"{chr(a)}-{chr(b - 1)}" for a, b in _SYMBOL_BLOCKS) + "]")
+
+
+def _glued_symbols() -> re.Pattern[str]:
+    """The symbols that are no word character but whose compatibility form is letters or digits (``№`` → ``No``,
+    ``™`` → ``TM``, ``℃`` → ``°C``, ``Ⓐ``, ``㎏``): NFKC glued them to the word beside them (``№123`` was the token
+    ``no123``, ``Docker™`` ``dockertm``: a search for ``123`` or ``docker`` missed a note it found before), so they
+    are set apart by spaces first, as a reader reads them. Scanned once at import (~25 ms), kept as ranges (a class
+    of ~900 single characters scanned 20x slower)."""
+    word = re.compile(r"[^\W_]")
+    ranges: list[list[int]] = []
+    for start, end in _SYMBOL_BLOCKS:
+        for code in range(start, end):
+            char = chr(code)
+            folded = unicodedata.normalize("NFKC", char)
+            if folded != char and not word.match(char) and word.search(folded):
+                if ranges and ranges[-1][1] == code - 1:
+                    ranges[-1][1] = code
+                else:
+                    ranges.append([code, code])
+    return re.compile("[" + "".join(f"{re.escape(chr(a))}-{re.escape(chr(b))}" for a, b in ranges) + "]")
+
+
+_GLUED_SYMBOLS = _glued_symbols()
+
 STOP_WORDS_EN = frozenset(
     """a about above after again against all am an and any are aren as at be because been before being below
     between both but by can cannot could did didn do does doesn doing don down during each few for from further
@@ -126,7 +156,10 @@ def reading(text: str) -> str:
     and statuses are compared as :func:`visible` gives them (NFC), as Obsidian shows them."""
     if text.isascii():
         return text
-    return _LEFTOVER_MARKS.sub("", unicodedata.normalize("NFKC", _INVISIBLE.sub("", text)))
+    text = _INVISIBLE.sub("", text)
+    if _IN_SYMBOL_BLOCKS.search(text):  # ``№123`` is ``No 123``, not ``No123``
+        text = _GLUED_SYMBOLS.sub(r" \g<0> ", text)
+    return _LEFTOVER_MARKS.sub("", unicodedata.normalize("NFKC", text))
 
 
 #: Where a note's tags given as one string are split (``ops, db``, ``ops db``): no stored tag holds these.
@@ -142,7 +175,9 @@ def tokenize(text: str) -> list[str]:
     """Stemmed tokens of ``text`` in order (stop words and over-long tokens dropped)."""
     out: list[str] = []
     stems = _STEMS
-    for word in _WORD.findall(reading(text).lower().replace("ё", "е")):  # folded, nothing invisible in a word
+    # folded, nothing invisible in a word; ``İ`` lower-cases to ``i`` + U+0307 (a mark again, after reading dropped
+    # the marks: ``İstanbul`` was the tokens ``i`` and ``stanbul``)
+    for word in _WORD.findall(reading(text).lower().replace("ё", "е").replace("i\u0307", "i")):
         try:
             stem = stems[word]
         except KeyError:
