@@ -250,3 +250,30 @@ def test_a_capital_dotted_i_reads_as_the_word_it_starts() -> None:
     ``istanbul`` missed the note."""
     assert tokenize("İstanbul office") == tokenize("istanbul office") == ["istanbul", "offic"]
     assert tokenize("İZMİR") == tokenize("izmir")
+
+
+_READING_ALPHABET = st.sampled_from(
+    [
+        *"aZ ё\u0301\u0306й№™℃²ﬁ\u00ad\u200b\u200e\ufeffＱ＿ｑ\u00a8\u00b4İ\u0307,.",
+        "\u2460",
+        "\u33cf",
+        "\U0001f100",
+        "\u0915\u093f",
+    ]
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_READING_ALPHABET, max_size=30).map("".join))
+def test_reading_reads_a_text_as_its_every_step_would(text: str) -> None:
+    """:func:`reading`'s shortcut for a text with nothing to change (one scan and NFKC's quick check) gives what
+    the whole reading gives: invisible characters dropped, the glued symbols set apart, NFKC, leftover marks
+    dropped."""
+    import unicodedata
+
+    from kbsearch import lexical
+
+    whole = lexical._INVISIBLE.sub("", text)
+    whole = lexical._GLUED_SYMBOLS.sub(r" \g<0> ", whole)
+    whole = lexical._LEFTOVER_MARKS.sub("", unicodedata.normalize("NFKC", whole))
+    assert lexical.reading(text) == whole
