@@ -1137,25 +1137,34 @@ FINDS = {"йогуртница": "nfd.md", "ёмкость": "nfd.md", "café": 
          "quokkakeys": "shy.md", "wombat": "joiner.md"}  # fmt: skip
 
 
+def _each_query_finds_its_note(
+    tmp_path: Path, load_search_app: Any, notes: dict[str, str], queries: list[tuple[str, str]]
+) -> None:
+    """``notes`` (name → body) indexed by `kbsearch index`, then each query searched through the API (BM25 only:
+    no provider) and answered with its note first."""
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    for name, text in notes.items():
+        (kb / name).write_text(f"# {name}\n\n{text}\n", encoding="utf-8")
+    code, _, stderr = kbsearch_index(kb, tmp_path / "q")
+    assert code == 0, stderr
+    call = load_search_app(KB_SOURCE=str(kb), QDRANT_PATH=str(tmp_path / "q"))
+    for query, note in queries:
+        body = {"query": query, "rerank": False, "expand": False}
+        answer = call({**mcp_event("x", {}), "resource": "/search", "path": "/search", "body": json.dumps(body)})
+        hits = [h["path"] for h in json.loads(answer["body"])["results"]]
+        assert hits[:1] == [note], (ascii(query), hits)
+
+
 def test_words_split_by_what_no_reader_sees_are_found_by_search(tmp_path: Path, load_search_app) -> None:
     """A note's word in NFD (`й` as `и` + U+0306, `é` as `e` + U+0301) or holding a soft hyphen, a zero-width
     space, a word joiner or a byte-order mark: BM25 split it there (`Йогуртница` was the token `огуртниц`,
     `zebra\u00adfinch` the tokens `zebra` and `finch`), so a search for the word, as its reader sees it, missed the
     note (BM25-only: no hit at all). Notes and queries are read in NFC without those characters: each word is
     found, by a query in either form or with the same invisible character."""
-    kb = tmp_path / "kb"
-    kb.mkdir()
-    for name, text in INVISIBLE.items():
-        (kb / name).write_text(f"# {name}\n\n{text}\n", encoding="utf-8")
-    code, _, stderr = kbsearch_index(kb, tmp_path / "q")
-    assert code == 0, stderr
-    call = load_search_app(KB_SOURCE=str(kb), QDRANT_PATH=str(tmp_path / "q"))
-    for word, note in FINDS.items():
-        for query in (word, unicodedata.normalize("NFD", word), word[:3] + "\u00ad" + word[3:]):
-            body = {"query": query, "rerank": False, "expand": False}
-            answer = call({**mcp_event("x", {}), "resource": "/search", "path": "/search", "body": json.dumps(body)})
-            hits = [h["path"] for h in json.loads(answer["body"])["results"]]
-            assert hits[:1] == [note], (ascii(query), hits)
+    queries = [(query, note) for word, note in FINDS.items()
+               for query in (word, unicodedata.normalize("NFD", word), word[:3] + "\u00ad" + word[3:])]  # fmt: skip
+    _each_query_finds_its_note(tmp_path, load_search_app, INVISIBLE, queries)
 
 
 #: notes whose words are written in compatibility forms (round 16): full-width letters and digits (an IME left in
@@ -1178,19 +1187,10 @@ def test_words_in_compatibility_forms_are_found_by_search(tmp_path: Path, load_s
     no query in ASCII makes, unstemmed; `ﬁnch` not `finch`), so a search for the word missed the note (BM25-only: no
     hit at all), and a query typed in full width missed the plain note. Notes and queries are read with
     compatibility forms folded (NFKC): each word is found by the word as it reads, in either form."""
-    kb = tmp_path / "kb"
-    kb.mkdir()
-    for name, text in COMPAT.items():
-        (kb / name).write_text(f"# {name}\n\n{text}\n", encoding="utf-8")
-    code, _, stderr = kbsearch_index(kb, tmp_path / "q")
-    assert code == 0, stderr
-    call = load_search_app(KB_SOURCE=str(kb), QDRANT_PATH=str(tmp_path / "q"))
-    for word, note in COMPAT_FINDS.items():
-        for query in (word, unicodedata.normalize("NFKC", word)):
-            body = {"query": query, "rerank": False, "expand": False}
-            answer = call({**mcp_event("x", {}), "resource": "/search", "path": "/search", "body": json.dumps(body)})
-            hits = [h["path"] for h in json.loads(answer["body"])["results"]]
-            assert hits[:1] == [note], (ascii(query), hits)
+    queries = [
+        (query, note) for word, note in COMPAT_FINDS.items() for query in (word, unicodedata.normalize("NFKC", word))
+    ]
+    _each_query_finds_its_note(tmp_path, load_search_app, COMPAT, queries)
 
 
 #: notes whose words hold a mark no letter composes with (round 16): Russian stress marks as dictionaries and
@@ -1207,22 +1207,13 @@ def test_words_holding_a_mark_with_no_composed_form_are_found_by_search(tmp_path
     character, so BM25 split the word there (`ве́домость` was the tokens `ве` and `домост`) and a search for the word
     as its reader types it missed the note (BM25-only: no hit at all). The diacritical marks left over after
     composition are dropped (`lexical.reading`): the words are found, by a query with or without the mark."""
-    kb = tmp_path / "kb"
-    kb.mkdir()
-    for name, text in STRESSED.items():
-        (kb / name).write_text(f"# {name}\n\n{text}\n", encoding="utf-8")
-    code, _, stderr = kbsearch_index(kb, tmp_path / "q")
-    assert code == 0, stderr
-    call = load_search_app(KB_SOURCE=str(kb), QDRANT_PATH=str(tmp_path / "q"))
+    queries = []
     for word, note in STRESSED_FINDS.items():
         written = next(w for w in re.findall(r"[\w\u0300-\u036f]+", STRESSED[note])
                        if unicodedata.normalize("NFD", w).lower().replace("\u0301", "").replace("\u0300", "")
                        .replace("\u0303", "").startswith(word[:5]))  # fmt: skip
-        for query in (word, written):
-            body = {"query": query, "rerank": False, "expand": False}
-            answer = call({**mcp_event("x", {}), "resource": "/search", "path": "/search", "body": json.dumps(body)})
-            hits = [h["path"] for h in json.loads(answer["body"])["results"]]
-            assert hits[:1] == [note], (ascii(query), hits)
+        queries += [(word, note), (written, note)]
+    _each_query_finds_its_note(tmp_path, load_search_app, STRESSED, queries)
 
 
 #: `access` keys a reader sees as `access`, with a value the reader drops (a yes/no word, a tag it cannot build)

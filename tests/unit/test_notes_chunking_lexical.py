@@ -277,3 +277,27 @@ def test_reading_reads_a_text_as_its_every_step_would(text: str) -> None:
     whole = lexical._GLUED_SYMBOLS.sub(r" \g<0> ", whole)
     whole = lexical._LEFTOVER_MARKS.sub("", unicodedata.normalize("NFKC", whole))
     assert lexical.reading(text) == whole
+
+
+def test_glued_symbols_are_what_nfkc_spells_with_letters() -> None:
+    """``lexical._GLUED_SYMBOLS`` is written out: it is every character of ``_SYMBOL_BLOCKS`` that is no word
+    character but whose NFKC form holds a letter or a digit (``№``, ``™``, ``℃``), as Python's Unicode data says."""
+    import re
+    import unicodedata
+
+    from kbsearch import lexical
+
+    word = re.compile(r"[^\W_]")
+    derived = {
+        code
+        for start, end in lexical._SYMBOL_BLOCKS
+        for code in range(start, end)
+        if not word.match(chr(code)) and word.search(unicodedata.normalize("NFKC", chr(code)))
+    }
+    written = {
+        code
+        for start, end in lexical._SYMBOL_BLOCKS
+        for code in range(start, end)
+        if lexical._GLUED_SYMBOLS.match(chr(code))
+    }
+    assert written == derived

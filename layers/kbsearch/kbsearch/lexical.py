@@ -58,27 +58,20 @@ _SYMBOL_BLOCKS = ((0x20A0, 0x2150), (0x2460, 0x2500), (0x2E80, 0x2FE0), (0x3190,
 _IN_SYMBOL_BLOCKS = re.compile("[" + "".join(f"{chr(a)}-{chr(b - 1)}" for a, b in _SYMBOL_BLOCKS) + "]")
 
 
-def _glued_symbols() -> re.Pattern[str]:
-    """The symbols that are no word character but whose compatibility form is letters or digits (``№`` → ``No``,
-    ``™`` → ``TM``, ``℃`` → ``°C``, ``Ⓐ``, ``㎏``): NFKC glued them to the word beside them (``№123`` was the token
-    ``no123``, ``Docker™`` ``dockertm``: a search for ``123`` or ``docker`` missed a note it found before), so they
-    are set apart by spaces first, as a reader reads them. Scanned once at import (~25 ms), kept as ranges (a class
-    of ~900 single characters scanned 20x slower)."""
-    word = re.compile(r"[^\W_]")
-    ranges: list[list[int]] = []
-    for start, end in _SYMBOL_BLOCKS:
-        for code in range(start, end):
-            char = chr(code)
-            folded = unicodedata.normalize("NFKC", char)
-            if folded != char and not word.match(char) and word.search(folded):
-                if ranges and ranges[-1][1] == code - 1:
-                    ranges[-1][1] = code
-                else:
-                    ranges.append([code, code])
-    return re.compile("[" + "".join(f"{re.escape(chr(a))}-{re.escape(chr(b))}" for a, b in ranges) + "]")
-
-
-_GLUED_SYMBOLS = _glued_symbols()
+#: The symbols that are no word character but whose compatibility form is letters or digits (``№`` → ``No``,
+#: ``™`` → ``TM``, ``℃`` → ``°C``, ``Ⓐ``, ``㎏``), all inside :data:`_SYMBOL_BLOCKS`: NFKC glued them to the word beside
+#: them (``№123`` was the token ``no123``, ``Docker™`` ``dockertm``: a search for ``123`` or ``docker`` missed a note it
+#: found before), so they are set apart by spaces first, as a reader reads them. Written out as ranges (a class of
+#: ~900 single characters scanned 20x slower; derived at import they cost every cold start ~2 ms):
+#: ``test_glued_symbols_are_what_nfkc_spells_with_letters`` derives them from Python's Unicode data.
+_GLUED_SYMBOLS = re.compile(
+    "["
+    "\u20a8\u2100-\u2101\u2103\u2105-\u2106\u2109\u2116\u2120-\u2122\u213b\u249c-\u24e9\u2e9f\u2ef3"
+    "\u2f00-\u2fd5\u3196-\u319f\u3200-\u321e\u322a-\u3247\u3250\u3260-\u327e\u328a-\u32b0"
+    "\u32c0-\u33ff\ufdfc\U0001f110-\U0001f12e\U0001f130-\U0001f14f\U0001f16a-\U0001f16c\U0001f190"
+    "\U0001f200-\U0001f202\U0001f210-\U0001f23b\U0001f240-\U0001f248\U0001f250-\U0001f251"
+    "]"
+)
 #: Anything :func:`reading` changes in a text already in NFKC: an invisible character, a symbol of
 #: :data:`_SYMBOL_BLOCKS`, a leftover mark; a text with none of them, and in NFKC, is read as it is (one scan instead
 #: of four passes: the tokenizer's cost on the vault +50% without it, BENCHMARKS "Session 16").
