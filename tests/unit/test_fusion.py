@@ -167,7 +167,8 @@ def test_a_translated_variant_s_bm25_counts_for_its_language() -> None:
     evidence = analyse(query)
     legs = lexical_variants(evidence, ["recover a snapshot", translation])
     assert [lang for _, lang in legs] == ["en", "ru"]  # the same-language rewrite adds no BM25 leg
-    dense = (Leg("dense", 0), [chunk("ru/a.md", 0.80, "ru"), chunk("ru/b.md", 0.76, "ru")]
+    # dense prefers a.md clearly (b.md is no close call: 0.80 against 0.72 on a scale down to 0.41)
+    dense = (Leg("dense", 0), [chunk("ru/a.md", 0.80, "ru"), chunk("ru/b.md", 0.72, "ru")]
              + [chunk(f"ru/{p}", 0.70 - i * 0.01, "ru") for i, p in enumerate(DISTRACTORS)])  # fmt: skip
     ru_bm25 = (Leg("lexical", 1, "ru"), [chunk("ru/b.md", 9.0, "ru")])
     fused = fuse([dense, (Leg("lexical", 0, "en"), []), ru_bm25, *probes(query, {})], evidence, 10)
@@ -212,6 +213,22 @@ def test_a_same_language_question_gets_both_legs() -> None:
                *probes(query, {t: 3.0 for t in tokenize(query)})]  # fmt: skip
     fused = fuse(results, evidence, 10)
     assert paths(fused)[:2] == ["b.md", "a.md"] and not any(c.exact for c in fused)
+
+
+@pytest.mark.parametrize(("dense_rank", "first"), [(3, "faq.md"), (12, "switch.md")])
+def test_bm25_tells_the_dense_leg_s_close_calls_apart_and_only_those(dense_rank: int, first: str) -> None:
+    """A weak model's flat top: the answer is dense's fourth note, a hair below its first (0.90 against 0.87 on a
+    scale down to 0.57), and BM25 ranks it a little ahead of dense's first. Among close calls BM25 decides; at full
+    dense weight (``close_weight`` 1.0) dense's first would have stayed first. Twelfth on the dense leg the same
+    BM25 lead does not lift the note over dense's first: it is no close call."""
+    query = "does sync keep uploading notes in the background"
+    notes = ["switch.md", "intro.md", "android.md", *DISTRACTORS]
+    notes.insert(dense_rank, "faq.md")
+    results = [dense_leg(*notes, step=0.01),
+               (Leg("lexical", 0, "en"), [chunk("faq.md", 11.7), chunk("switch.md", 10.8), chunk("n05.md", 8.0)]),
+               *probes(query, {t: 3.0 for t in tokenize(query)})]  # fmt: skip
+    assert paths(fuse(results, analyse(query), 10))[0] == first
+    assert paths(fuse(results, analyse(query), 10, params=FusionParams(close_weight=1.0)))[0] == "switch.md"
 
 
 def test_ties_break_by_note_path_and_point_id_whatever_the_input_order() -> None:

@@ -34,6 +34,12 @@ has anyway:
   share of the attainable score x language factor x coverage, times a trust ``1 + confidence_gain · (best share
   − 0.5)`` (BM25 whose best chunk reaches little of the attainable score is noise), or a translation's leg (share
   of its own top hit), whichever is higher. Exact matches come first, in that fused order among themselves.
+- **close calls**: the top of the dense scale (above ``close``, a fifth of the span from the best cosine) counts at
+  ``close_weight``. Notes the dense leg ranks that close to its best are a close call, which a weak model's flat top
+  cosines make of its first few notes (USE on "does Sync keep uploading my notes in the background when Obsidian is
+  closed": 0.610, 0.588, 0.586, then the answer at 0.567): BM25 tells them apart, where the query's words pick one;
+  a note further down the dense scale keeps its full distance, so BM25 noise (a paraphrase shares few words with its answer) cannot lift it over dense's close calls. Measured on
+  every class with e5 and USE at once (EVAL.md, session 17).
 
 Equal scores are ordered by note path (and chunks by point id), so a search ranks the same way every run.
 """
@@ -72,6 +78,8 @@ class FusionParams:
     rare_agreement: float = 0.3  # the few notes holding every rare term of a question (see fuse)
     floor_rank: int = 200  # the dense scale's floor: the cosine at this rank (extrapolated for a shallower leg)
     floor_slope: float = 1.1  # how far the cosine falls per doubling of the rank, against the previous doubling
+    close: float = 0.8  # the dense scale's top part (above this), where notes are close to the dense leg's best...
+    close_weight: float = 0.5  # ...counts at this weight: BM25 tells the dense leg's close calls apart
 
 
 @dataclass(frozen=True)
@@ -380,14 +388,15 @@ def fuse(
             agree[note] = sum(holders[note][t] for t in rare_all) / need * (1.0 if same else p.cross_language)
     top = max((n.confidence for n in notes.values()), default=0.0)
     gain = max(0.0, 1.0 + p.confidence_gain * (top - 0.5))  # how far the query's own BM25 leg is trusted
-    weight = p.lexical_weight
+    weight, close = p.lexical_weight, p.close
     scored = []
     for note, n in notes.items():
         if n.translated > gain * n.lexical:
             n.lexical, n.lexical_chunk = n.translated, n.translated_chunk
         else:
             n.lexical *= gain
-        score = n.dense + weight * n.lexical + p.rare_agreement * agree.get(note, 0.0)
+        dense = n.dense if n.dense <= close else close + p.close_weight * (n.dense - close)
+        score = dense + weight * n.lexical + p.rare_agreement * agree.get(note, 0.0)
         if note in pinned:  # ahead of any unpinned note, in fused order among themselves
             score += 1.0 + p.lexical_weight
         chunk = n.lexical_chunk if (note in pinned or weight * n.lexical > n.dense) else n.dense_chunk
