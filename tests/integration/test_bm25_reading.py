@@ -271,3 +271,33 @@ def test_a_chunk_whose_stored_text_is_not_what_was_embedded_has_its_note_read_ag
     assert read(stores, first_hits) == FINDS
     hashes = read(stores, lambda s: {p["path"]: p["embed_hash"] for p in s.points().values()})
     assert hashes["wide.md"] != "0" * 24
+
+
+class DeletesMeanwhile(FailingStore):
+    """The real store, a note deleted (by an event batch, say) between the read of a page and its write."""
+
+    def __init__(self, inner: Store, path: str) -> None:
+        super().__init__(inner, 0)
+        self.path = path
+
+    def set_sparse(self, vectors: Any, where: Any) -> None:
+        if self.path:
+            self.inner.delete_note(self.path)
+            self.path = ""
+        self.inner.set_sparse(vectors, where)
+
+
+def test_a_note_deleted_while_its_page_is_rewritten_fails_nothing(
+    kind: str, stores: Any, kb: Path, deepinfra: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Qdrant refuses an update of vectors naming a point that is gone: the page is written again with the points
+    still there, and the run goes on (the note, still in the KB, is indexed again by the same sync)."""
+    embedder = embedder_for(deepinfra)
+    index_as_round_15(stores, kb, embedder, monkeypatch)
+    store = stores()
+    report = sync(DeletesMeanwhile(store, "stress.md"), kb, embedder)  # type: ignore[arg-type]
+    if store.embedded:
+        store.close()
+    assert report.error is None and report.added == 1 and report.unchanged == len(NOTES) - 1, report
+    assert read(stores, first_hits) == FINDS
+    assert read(stores, lambda s: s.metadata().get(BM25_READING)) == lexical.READING_VERSION

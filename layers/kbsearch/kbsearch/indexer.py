@@ -399,7 +399,7 @@ class Indexer:
                       + ([{"key": "etag", "match": {"value": etag}}] if etag is not None else [])}
                      for path, etag in sorted(versions, key=repr)]  # fmt: skip
             if vectors:
-                self.store.set_sparse(vectors, {"should": guard})
+                self._set_sparse(vectors, {"should": guard})
             report.bm25_rewritten += len(vectors)
             if self.progress and total:
                 self.progress(min(report.bm25_rewritten, total), total, "(BM25 vectors read anew)")
@@ -426,6 +426,21 @@ class Indexer:
                                     "note(s) hold a text that is not what was embedded: those notes are read "
                                     "again from the KB"})  # fmt: skip
         return "rewritten"
+
+    def _set_sparse(self, vectors: list[tuple[str, SparseVector]], where: dict[str, Any]) -> None:
+        """Write a page of BM25 vectors; a page that fails is written once more with only the points still there
+        (Qdrant refuses an update naming a point that is gone: one an event batch deleted since the page was
+        read, a note deleted or shortened)."""
+        try:
+            self.store.set_sparse(vectors, where)
+        except StoreError:
+            ids = [pid for pid, _ in vectors]
+            points, _ = self.store.scroll({"filter": {"must": [{"has_id": ids}]}, "limit": len(ids),
+                                           "with_payload": False}, 30.0)  # fmt: skip
+            present = {str(point["id"]) for point in points}
+            if len(present) == len(ids):
+                raise
+            self.store.set_sparse([(pid, v) for pid, v in vectors if pid in present], where)
 
     def _stale(self, path: str) -> bool:
         """The note is indexed with vectors of another embedding than this run's."""
