@@ -41,7 +41,7 @@ settings, secrets, config_problem = container.settings, container.secrets, conta
 
 COUNTS = (
     "added", "updated", "deleted", "unchanged", "attachments_ignored", "chunks_upserted", "chunks_deleted",
-    "embedding_calls", "embedding_tokens", "embedding_fallbacks",
+    "embedding_calls", "embedding_tokens", "embedding_fallbacks", "bm25_rewritten",
 )  # fmt: skip
 
 

@@ -301,3 +301,31 @@ def test_glued_symbols_are_what_nfkc_spells_with_letters() -> None:
         if lexical._GLUED_SYMBOLS.match(chr(code))
     }
     assert written == derived
+
+
+#: Texts whose BM25 vectors pin the reading (each kind of text a change of it has touched): NFD, invisible
+#: characters, full width, ligatures, superscripts, stress marks, glued symbols, a capital dotted I, stop words and
+#: the stemmers of both scripts, apostrophes, over-long tokens.
+READING_CANARY = (
+    "Йогуртница ёмкость café", "zebra\u00adfinch qd\u200brant \ufeffword", "\uff51\uff44\uff52\uff41\uff4e\uff54 "
+    "\uff14\uff10\uff11\uff12 \uff31uokka \uff76\uff80\uff76\uff85", "\ufb01nch \ufb02attened x² H₂O",
+    "Ве\u0301домость q\u0303uokka", "№123 Docker™ 20℃ ㎏", "İstanbul DİKKAT", "The runners were running and ran",
+    "Мы бежали по дорогам, и они бегут", "don't it’s O'Reilly", "a" * 41 + " short",
+)  # fmt: skip
+
+
+def test_the_reading_version_names_the_reading() -> None:
+    """A change of what BM25 makes of a text (the reading, the tokens, the stemmers, the term ids, the weights) must
+    bump ``lexical.READING_VERSION``: indexes built before then have their BM25 vectors read anew by the next sync
+    (the indexer rewrites them when the recorded version is older). This digest of the canary texts' vectors fails
+    when the reading changed; bump the version and record the new digest with it."""
+    import hashlib
+    import json
+
+    from kbsearch.lexical import READING_VERSION
+
+    vectors = [[v.indices, [round(x, 9) for x in v.values]] for v in map(document_vector, READING_CANARY)]
+    digest = hashlib.sha256(json.dumps(vectors).encode()).hexdigest()[:16]
+    assert (READING_VERSION, digest) == (3, "62a0f00f8332c760"), (
+        "BM25's reading changed: bump READING_VERSION, record the digest"
+    )

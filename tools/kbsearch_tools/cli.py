@@ -328,6 +328,8 @@ def _print_sync_summary(report: dict[str, Any]) -> None:
         print(f"  re-embedding: {report['reembedded']}")
     if report.get("rebuilt"):
         print(f"  rebuild: {report['rebuilt']}")
+    if report.get("bm25_reading"):
+        print(f"  BM25: {report['bm25_reading']}")
     for item in report["skipped"]:  # one line each: a line break in a file name is shown as \n
         print(f"  skipped {_shown(item['path'])}: {_shown(item['reason'])}".replace("\n", "\\n"))
     for item in report["warnings"]:

@@ -187,12 +187,17 @@ def chunk_note(
         pieces.append((note.title, note.summary or ""))
     if len(pieces) > MAX_CHUNKS:
         pieces = _packed(pieces, max_tokens)
-    chunks = []
-    for index, (heading, text) in enumerate(pieces):
-        parts = [heading]
-        if index == 0 and note.summary and note.summary != text:
-            parts.append(note.summary)
-        if text:
-            parts.append(text)
-        chunks.append(Chunk(index=index, heading=heading, text=text, embed_text="\n\n".join(parts)))
-    return chunks
+    return [Chunk(index=index, heading=heading, text=text, embed_text=embed_text(index, heading, note.summary, text))
+            for index, (heading, text) in enumerate(pieces)]  # fmt: skip
+
+
+def embed_text(index: int, heading: str, summary: str | None, text: str) -> str:
+    """What a chunk embeds and BM25 indexes: its heading path, the note's summary on the first chunk (unless it is
+    the chunk's text), the chunk's text. The indexer rebuilds it from a stored chunk's payload too (its BM25
+    vector read anew: :meth:`kbsearch.indexer.Indexer._reread_bm25`)."""
+    parts = [heading]
+    if index == 0 and summary and summary != text:
+        parts.append(summary)
+    if text:
+        parts.append(text)
+    return "\n\n".join(parts)

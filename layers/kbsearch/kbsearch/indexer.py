@@ -15,7 +15,10 @@ Guarantees:
   cannot be listed, ...), and what was indexed from it (or under that folder) stays; fields the note keeps but kb-search drops, and frontmatter ids shared by several notes, are warnings;
 - a storage failure (a full disk, the embedded store's errors, Qdrant 5xx) ends the run with ``error`` set;
   what was written is consistent, and the next run converges;
-- the run stops before its deadline and says ``incomplete``; the next run carries on.
+- the run stops before its deadline and says ``incomplete``; the next run carries on;
+- an index whose BM25 vectors were read with an older reading of text (``kbsearch.lexical.READING_VERSION``) has
+  each chunk's read anew from its stored payload, nothing embedded, before the notes are synced; the new version is
+  recorded only once every chunk holds it.
 """
 
 from __future__ import annotations
@@ -51,15 +54,17 @@ from kbsearch.access import (
     refuse_mistaken_access_file,
     restricted_links,
 )
-from kbsearch.chunking import Chunk, chunk_note
+from kbsearch.chunking import Chunk, chunk_note, embed_text
 from kbsearch.config import Secrets, Settings
 from kbsearch.errors import ConfigError, StoreError
-from kbsearch.lexical import document_vector, text_language
+from kbsearch.lexical import READING_VERSION, SparseVector, document_vector, text_language
 from kbsearch.links import link_keys, name_keys, path_keys
 from kbsearch.providers.embeddings import Embedder, EmbeddingStats
 from kbsearch.providers.resilience import Deadline, ProviderError
 from kbsearch.qdrant import open_store
 from kbsearch.qdrant.query import (
+    BM25_READING,
+    BM25_READING_FROM,
     LAST_SYNC_AT,
     LAST_SYNC_KIND,
     MAX_FIELD_CHARS,
@@ -143,6 +148,8 @@ class SyncReport:
     rebuilt: str | None = None  # --rebuild: the collection built and where the alias points now
     missed_by_events: int = 0  # changes this run found older than the event grace: no S3 event had delivered them
     access_updated: int = 0  # unchanged notes whose groups changed: payload updated, nothing re-embedded
+    bm25_rewritten: int = 0  # chunks whose BM25 vector was read anew from their payload (an older reading)
+    bm25_reading: str | None = None  # what became of an index read with an older BM25 reading (Indexer._reread_bm25)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -262,6 +269,8 @@ class Indexer:
         #: the group-set tokens this run gives chunks' ``reach``, and those the collection recorded when it began
         self._sets: list[str] = []
         self._sets_recorded: list[str] = []
+        #: notes whose stored chunk text is not what was embedded (:meth:`_reread_bm25`): read again from the KB
+        self._reread_notes: set[str] = set()
 
     def sync(self, stop_at: Deadline | None = None, call_deadline: Deadline | None = None) -> SyncReport:
         """One sync run. ``stop_at``: no new work starts after it; ``call_deadline`` bounds provider calls."""
@@ -329,6 +338,8 @@ class Indexer:
             why = str(exc).split(": ", 1)[-1].split(". Use another")[0]
             report.reembedded = f"the local collection was rebuilt and every note re-indexed ({why})"
             logger.warning("kbsearch: %s", report.reembedded)
+        # a re-embed writes every note with today's reading: its BM25 vectors are current when it completes
+        bm25 = "re-embedding" if self._reembed else self._reread_bm25(report, stop_at)
         self._sync_notes(report, stop_at, call_deadline)
         # a skipped note that is indexed keeps the old model's vectors: the re-embed is not done until a run embeds
         # it too (a note that was never indexed, a broken one say, holds no vectors and blocks nothing)
@@ -339,7 +350,97 @@ class Indexer:
                                     "skipped keep the previous model's vectors; searches stay BM25-only"})  # fmt: skip
         if self._reembed and not (report.incomplete or report.error) and self.embedder is not None:
             self.store.set_metadata(self.embedder.signature)
+            bm25 = "rewritten"  # every note was written with today's reading
+        if bm25 == "rewritten" and not report.error:  # recorded after the run's own writes
+            self.store.merge_metadata({BM25_READING: READING_VERSION, BM25_READING_FROM: None})
         self._record_reach(report)
+
+    def _reread_bm25(self, report: SyncReport, stop_at: Deadline) -> str:
+        """Make every chunk's BM25 vector today's reading of its text (:data:`kbsearch.lexical.READING_VERSION`)
+        when the collection records an older one, or none (indexed before it was recorded): the text is rebuilt
+        from the chunk's payload (:func:`stored_embed_text`: what the indexer tokenized), its vector written by an
+        update of vectors, :data:`REREAD_PAGE` chunks a request; nothing is embedded, no dense vector or payload is
+        touched. A chunk written anew meanwhile (another etag: an event batch that started before this run took
+        the lease) is left as it was written. Where the run's deadline stops it, how far it got is recorded and the
+        next sync carries on from there; a failure leaves the older version recorded (the next sync starts
+        again). A chunk whose rebuilt text is not what its dense vector embedded (its ``embed_hash``) has its note
+        read again from the KB in this run. ``current`` (recorded before), ``rewritten`` (every chunk holds today's
+        reading: the caller records it once the run's own writes are done) or ``stopped``."""
+        metadata = self.store.metadata()
+        recorded = metadata.get(BM25_READING)
+        if recorded == READING_VERSION:
+            return "current"
+        before = f"v{recorded}" if isinstance(recorded, int) else "unrecorded"
+        carried = metadata.get(BM25_READING_FROM)
+        request: dict[str, Any] = {"limit": REREAD_PAGE, "with_payload": {"include": REREAD_FIELDS}}
+        if isinstance(carried, dict) and carried.get("version") == READING_VERSION and carried.get("after"):
+            request["offset"] = carried["after"]
+        total = self.store.count() if self.progress else 0
+        seen: set[str] = set()
+        mismatched = 0
+        started = time.monotonic()
+        while True:
+            points, offset = self.store.scroll(request, 30.0)
+            vectors: list[tuple[str, SparseVector]] = []
+            versions: set[tuple[str, str | None]] = set()  # (path, etag) of the chunks rewritten
+            for point in points:
+                payload = point.get("payload") or {}
+                text = stored_embed_text(payload)
+                if text is None:
+                    continue  # not a chunk the indexer wrote: nothing to read it from (a sync deletes it)
+                path, etag, digest = payload["path"], payload.get("etag"), payload.get(EMBED_HASH)
+                signature = payload.get("embedding")
+                if isinstance(digest, str) and digest and embed_hash(str(signature or ""), text) != digest:
+                    mismatched += 1
+                    self._reread_notes.add(path)
+                vectors.append((str(point["id"]), document_vector(text)))
+                versions.add((path, etag if isinstance(etag, str) else None))
+            guard = [{"must": [{"key": "path", "match": {"value": path}}]
+                      + ([{"key": "etag", "match": {"value": etag}}] if etag is not None else [])}
+                     for path, etag in sorted(versions, key=repr)]  # fmt: skip
+            if vectors:
+                self._set_sparse(vectors, {"should": guard})
+            report.bm25_rewritten += len(vectors)
+            if self.progress and total:
+                self.progress(min(report.bm25_rewritten, total), total, "(BM25 vectors read anew)")
+            if next_page(offset, seen) is None:
+                break
+            request["offset"] = offset
+            if stop_at.remaining() <= 0:  # the next sync carries on from the next page
+                self.store.merge_metadata({BM25_READING_FROM: {"version": READING_VERSION, "after": offset}})
+                report.incomplete = True
+                report.bm25_reading = (
+                    f"rewrote BM25 vectors of {report.bm25_rewritten} chunks (reading {before} -> v{READING_VERSION}) "
+                    "before the run's deadline; the next sync carries on"
+                )
+                logger.warning("kbsearch: %s", report.bm25_reading)
+                return "stopped"
+        if report.bm25_rewritten or mismatched:
+            report.bm25_reading = (
+                f"rewrote BM25 vectors of {report.bm25_rewritten} chunks (reading {before} -> v{READING_VERSION}) "
+                f"in {time.monotonic() - started:.1f} s, nothing embedded"
+            )
+            logger.info("kbsearch: %s", report.bm25_reading)
+        if mismatched:
+            report.warnings.append({"path": "", "reason": f"{mismatched} chunk(s) of {len(self._reread_notes)} "
+                                    "note(s) hold a text that is not what was embedded: those notes are read "
+                                    "again from the KB"})  # fmt: skip
+        return "rewritten"
+
+    def _set_sparse(self, vectors: list[tuple[str, SparseVector]], where: dict[str, Any]) -> None:
+        """Write a page of BM25 vectors; a page that fails is written once more with only the points still there
+        (Qdrant refuses an update naming a point that is gone: one an event batch deleted since the page was
+        read, a note deleted or shortened)."""
+        try:
+            self.store.set_sparse(vectors, where)
+        except StoreError:
+            ids = [pid for pid, _ in vectors]
+            points, _ = self.store.scroll({"filter": {"must": [{"has_id": ids}]}, "limit": len(ids),
+                                           "with_payload": False}, 30.0)  # fmt: skip
+            present = {str(point["id"]) for point in points}
+            if len(present) == len(ids):
+                raise
+            self.store.set_sparse([(pid, v) for pid, v in vectors if pid in present], where)
 
     def _stale(self, path: str) -> bool:
         """The note is indexed with vectors of another embedding than this run's."""
@@ -687,7 +788,7 @@ class Indexer:
     def _classify(self, obj: SourceObject, st: NoteState | None) -> str:
         if st is None:
             return "added"
-        if self.options.full or st.complete_etag() != obj.etag:
+        if self.options.full or st.complete_etag() != obj.etag or obj.path in self._reread_notes:
             return "updated"
         if self.embedder is not None and not st.dense:
             return "updated"  # indexed before a key was configured: embed it now
@@ -1088,6 +1189,29 @@ def _payload(
         payload["name_keys"] = name_keys(note.title, note.metadata.get("aliases"))
         payload["link_keys"] = link_keys(note.links)
     return payload
+
+
+#: Chunks a page when their BM25 vectors are read anew (:meth:`Indexer._reread_bm25`): one scroll and one update of
+#: vectors each, a page's texts in memory (at 100x the vault, 315,000 chunks: 1,232 pages).
+REREAD_PAGE = 256
+#: What a chunk's BM25 vector is rebuilt from (:func:`stored_embed_text`), and checked with (its dense vector's hash).
+REREAD_FIELDS = ["path", "etag", "chunk_index", "heading", "text", "meta", "embedding", EMBED_HASH]
+
+
+def stored_embed_text(payload: dict[str, Any]) -> str | None:
+    """The text a chunk embedded and BM25 indexed, rebuilt from its payload as :func:`_payload` writes it: its
+    heading path, the note's summary (the first chunk's ``meta``, whole: ``summary`` is cut), its text
+    (:func:`kbsearch.chunking.embed_text`). None when the payload is not one the indexer writes."""
+    heading, text, index = payload.get("heading"), payload.get("text"), payload.get("chunk_index")
+    if not (isinstance(payload.get("path"), str) and isinstance(heading, str) and isinstance(text, str)
+            and type(index) is int):  # fmt: skip
+        return None
+    summary = None
+    if index == 0 and isinstance(payload.get("meta"), dict):
+        from kbsearch.notes import note_summary  # the YAML parser loads: only when an older reading is found
+
+        summary = note_summary(payload["meta"])
+    return embed_text(index, heading, summary, text)
 
 
 def _check_storable(payloads: list[dict[str, Any]]) -> None:

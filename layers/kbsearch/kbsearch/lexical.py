@@ -33,6 +33,16 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import snowballstemmer
 
+#: The version of BM25's reading of text: what sparse vector :func:`document_vector` makes of a given text. Bump it
+#: whenever the same text would make another vector (:func:`reading`, :func:`tokenize`, the stop words, the
+#: stemmers, :func:`term_id`, the weights): the indexer records it in the collection's metadata
+#: (:data:`kbsearch.qdrant.query.BM25_READING`), and a sync that finds an older one (or none) rewrites every chunk's
+#: sparse vector from its stored payload, without embedding anything (:meth:`kbsearch.indexer.Indexer.sync`);
+#: queries are read the new way at once, so a stale index misses notes silently (``x²`` is the token ``x2``).
+#: 1: before round 15 (none recorded); 2: NFC without invisible characters (round 15); 3: NFKC, the leftover
+#: marks dropped, glued symbols set apart, a capital dotted I read as ``i`` (round 16).
+READING_VERSION = 3
+
 K1 = 1.2
 B = 0.75
 #: Mean chunk length in tokens after stop-word removal, measured on the Obsidian help vault (3,255 chunks: 45)

@@ -147,6 +147,12 @@ def _text_or_none(value: Any) -> str | None:
     return text or None
 
 
+def note_summary(meta: dict[str, Any]) -> str | None:
+    """A note's summary, from its frontmatter (``summary``, else ``description``) as :func:`read_frontmatter` gives
+    it, or as a first chunk's payload keeps it (``meta``: the indexer rebuilds that chunk's text from it)."""
+    return _text_or_none(meta.get("summary")) or _text_or_none(meta.get("description"))
+
+
 def _facet_or_none(value: Any) -> str | None:
     """A ``type`` or ``status``: text in NFC without what no reader sees (a zero-width space, a soft hyphen), the
     form search filters compare with."""
@@ -385,7 +391,7 @@ def parse_note(path: str, raw: bytes, max_bytes: int = MAX_NOTE_BYTES) -> Note:
         tags=_bounded_tags(meta.get("tags"), warnings),
         type=_facet_or_none(meta.get("type")),
         status=_facet_or_none(meta.get("status")),
-        summary=_text_or_none(meta.get("summary")) or _text_or_none(meta.get("description")),
+        summary=note_summary(meta),
         ai_weight=_float_or_none(meta.get("ai_weight")),
         created=_date_or_none(meta, "created", warnings),
         updated=_date_or_none(meta, "updated", warnings),

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from kbsearch.config import EDGE_GRAPH_FROM
 from kbsearch.errors import StoreError
+from kbsearch.lexical import SparseVector
 from kbsearch.qdrant import space
 from kbsearch.qdrant.query import (
     DENSE,
@@ -747,6 +748,29 @@ class EdgeStore(Store):
                 self._writing(set(paths))
                 self.shard.update(edge.UpdateOperation.set_payload_by_filter(edge_filter(paths_filter(paths)), payload))
                 self._written = True
+
+    def set_sparse(self, vectors: Sequence[tuple[str, SparseVector]], where: dict[str, Any]) -> None:
+        """Give these points these BM25 vectors where ``where`` still selects them: one Edge ``update_vectors``
+        with that condition (dense vectors and payloads untouched). A point of a sealed segment is moved to the
+        segment taking writes, so these count toward its seal as written points do (:meth:`_cycle`)."""
+        import qdrant_edge as edge
+
+        if not vectors:
+            return
+        numeric = self._numeric_ids()
+        points = [edge.PointVectors(_as_number(pid) if numeric else pid,
+                                    {SPARSE: edge.SparseVector(indices=v.indices, values=v.values)})
+                  for pid, v in vectors]  # fmt: skip
+        moved = 4 * self.dimensions + space.POINT_OVERHEAD  # its dense vector and payload are written again too
+        need = space.WRITE_FACTOR * sum(moved + 12 * len(v) for _, v in vectors) + space.WRITE_RESERVE
+        space.require(self.path, need, f"rewriting the BM25 vectors of {len(points)} points")
+        with self._lock, storage_errors(f"rewriting the BM25 vectors of {len(points)} points"):
+            self._check_state()
+            self.shard.update(edge.UpdateOperation.update_vectors(points, edge_filter(where)))
+            self._written = True
+            self._since_cycle += len(points)
+        if self._since_cycle >= self.graph_from:
+            self._cycle()
 
     def has_points(self, where: dict[str, Any]) -> bool:
         """Whether any point matches ``where`` (a filter's JSON): one Edge scroll of one point, no payload."""

@@ -47,6 +47,10 @@ DENSE_SIZE = "dense_size"
 #: Never stored: whether a dense search should rescore once per search (:func:`dense_search`) rather than in each
 #: segment, which the embedded store's metadata read adds (:meth:`EdgeStore.rescore_once`); absent: in each segment.
 RESCORE_ONCE = "rescore_once"
+#: Metadata keys of BM25's reading: the version (:data:`kbsearch.lexical.READING_VERSION`) every chunk's sparse
+#: vector is read with (none recorded: an older one), and, while a sync rewrites them (stopped by its deadline), how
+#: far it got (``{"version": v, "after": the next point id to read}``: the next sync carries on from there).
+BM25_READING, BM25_READING_FROM = "bm25_reading", "bm25_reading_from"
 #: Metadata keys of the last successful indexer run (when, and full | reconcile | events | watch): /health's answer.
 LAST_SYNC_AT, LAST_SYNC_KIND = "last_sync_at", "last_sync_kind"
 #: The payload indexes every collection gets (field → Qdrant's payload schema type), one for each field a filter, a

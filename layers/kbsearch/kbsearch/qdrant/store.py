@@ -674,6 +674,22 @@ class Store:
                                      f"({len(answers) if isinstance(answers, list) else 'no'} answers to {len(batch)})")  # fmt: skip
                 applied(answers, "updating notes' payloads")
 
+    def set_sparse(self, vectors: Sequence[tuple[str, SparseVector]], where: dict[str, Any]) -> None:
+        """Give these points (their ids as :meth:`scroll` answers them) these BM25 vectors, those ``where`` (a
+        filter's JSON) selects when the write applies (a point written anew meanwhile is left as it was written):
+        Qdrant's update of vectors (``PUT /collections/{c}/points/vectors``), one request; the dense vector and the
+        payload are untouched. An empty vector is written as one (the chunk then has no term)."""
+        from qdrant_client import models
+
+        if not vectors:
+            return
+        points = [models.PointVectors(id=pid, vector={SPARSE: models.SparseVector(indices=v.indices, values=v.values)})
+                  for pid, v in vectors]  # fmt: skip
+        with storage_errors(f"rewriting the BM25 vectors of {len(points)} points"):
+            applied(self.client.update_vectors(self.collection, points, wait=True,
+                                               update_filter=models.Filter.model_validate(where)),
+                    f"rewriting the BM25 vectors of {len(points)} points")  # fmt: skip
+
     def has_points(self, where: dict[str, Any]) -> bool:
         """Whether any point matches ``where`` (a filter's JSON): a scroll of one point, no payload (the indexer's
         question before a write by filter that may have nothing to do)."""
