@@ -251,12 +251,14 @@ def test_watch_mode_never_deletes_most_of_the_index_for_a_folder_gone_missing(tm
         assert all(run[1:] == ("0", "0", "0") for run in runs[1:]), runs  # nothing deleted, nothing re-indexed
 
 
+@pytest.mark.parametrize("hard", [False, True], ids=["symlink", "hard-link"])
 @pytest.mark.parametrize("poll", [False, True], ids=["events", "polling"])
-def test_watch_mode_never_indexes_a_link_to_a_restricted_note_as_public(tmp_path: Path, poll: bool) -> None:
+def test_watch_mode_never_indexes_a_link_to_a_restricted_note_as_public(tmp_path: Path, poll: bool, hard: bool) -> None:
     """A link saved under `--watch` in a public folder to a note of a restricted one (`pub/shortcut.md ->
-    ../hr/pay.md`): the event run read it as a note of `pub/` and indexed the HR note's text as public, found and
-    read by a caller without a key. It is no note (as a full sync lists it): nothing indexed at its path, the read
-    by path refused; the HR note stays its group's."""
+    ../hr/pay.md`, or `ln hr/pay.md pub/shortcut.md`): the event run read it as a note of `pub/` and indexed the HR
+    note's text as public, found and read by a caller without a key. It is no note (as a full sync lists it):
+    nothing indexed at its path, the read by path refused; the HR note stays its group's (a hard link's other path
+    is no note either: neither is the original)."""
     kb = tmp_path / "kb"
     for path, title, body in (("pub/welcome.md", "Welcome", "zqwelcome"), ("hr/pay.md", "Pay", "zqpay bands")):
         (kb / path).parent.mkdir(parents=True, exist_ok=True)
@@ -267,13 +269,17 @@ def test_watch_mode_never_indexes_a_link_to_a_restricted_note_as_public(tmp_path
         base, log = served.base_url, served.text
         until(lambda: "initial sync" in served.text())
         assert search_paths(base, "zqpay") == [] and search_paths(base, "zqwelcome") == ["pub/welcome.md"]
-        (kb / "pub" / "shortcut.md").symlink_to("../hr/pay.md")
+        if hard:
+            os.link(kb / "hr" / "pay.md", kb / "pub" / "shortcut.md")
+        else:
+            (kb / "pub" / "shortcut.md").symlink_to("../hr/pay.md")
         time.sleep(0.5)
         (kb / "pub" / "late.md").write_text(NOTE.format(title="Late", body="zqlate"), encoding="utf-8")
         until(lambda: search_paths(base, "zqlate") == ["pub/late.md"], log=log)  # the link's change applied before
         assert search_paths(base, "zqpay") == [], log()
         read = httpx.get(f"{base}/notes/pub/shortcut.md", timeout=30)  # an entry that is no note, as a FIFO is
-        assert read.status_code == 422 and "symlink to another file of the KB" in read.text, read.text
+        reason = "hard link to another note of the KB" if hard else "symlink to another file of the KB"
+        assert read.status_code == 422 and reason in read.text, read.text
         assert "zqpay" not in read.text and "hr/pay" not in read.text
 
 

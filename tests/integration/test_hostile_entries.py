@@ -317,6 +317,55 @@ def test_a_link_to_a_restricted_note_is_never_indexed_under_its_own_folders_rule
         assert result["isError"] is True and "zebrafinch" not in json.dumps(result), (path, result)
 
 
+#: what a note that is one file with another note of the KB (a hard link) is skipped with, at every path of it
+HARD_LINKED = (
+    "hard link to another note of the KB (one file at several paths: a note is read at its own path only, under its "
+    "own folder's access rules; keep one path, and a copy or a [[link]] at the others)"
+)
+
+
+def test_a_hard_link_to_a_restricted_note_is_never_indexed_or_read_at_either_path(
+    tmp_path: Path, load_search_app
+) -> None:
+    """`ln hr/pay.md pub/pay.md`: one file at two paths of the KB, neither of them the original. It was indexed at
+    both, the public path public with the HR note's text (round 16's "left": found and read by a caller without
+    `hr`). Each path of it is skipped with its reason (the other path not named), nothing is indexed at either,
+    and a read by either path is refused; a note whose other name is outside the KB is a note like any."""
+    kb, outside = tmp_path / "kb", tmp_path / "elsewhere"
+    (kb / "hr").mkdir(parents=True)
+    (kb / "pub").mkdir()
+    outside.mkdir()
+    (kb / "_access.yaml").write_text("hr/: [hr]\n", encoding="utf-8")
+    (kb / "hr" / "pay.md").write_text("# Pay\n\nThe salary band zebrafinch is confidential.\n", encoding="utf-8")
+    (kb / "pub" / "open.md").write_text("# Open\n\nA public note about zebrafinch feeders.\n", encoding="utf-8")
+    (outside / "kept.md").write_text("# Kept\n\nA zebrafinch backup kept outside.\n", encoding="utf-8")
+    os.link(outside / "kept.md", kb / "pub" / "kept.md")  # its other name is no path of the KB
+    code, _, stderr = index_process(kb, tmp_path / "q")
+    assert code == 0, stderr
+    os.link(kb / "hr" / "pay.md", kb / "pub" / "pay.md")
+    code, out, stderr = index_process(kb, tmp_path / "q")
+    assert code == 0 and "Traceback" not in stderr, stderr
+    report = json.loads(out.decode("utf-8"))
+    assert skipped(report) == {"hr/pay.md": HARD_LINKED, "pub/pay.md": HARD_LINKED}
+    indexed = {p["path"]: p["access"] for p in store_points(Settings(qdrant_path=str(tmp_path / "q")))}
+    assert indexed == {"pub/open.md": ["public"], "pub/kept.md": ["public"]}
+    (kb / "pub" / "pay.md").unlink()  # one path again: the note is back, under its own folder's rules
+    code, out, stderr = index_process(kb, tmp_path / "q")
+    indexed = {p["path"]: p["access"] for p in store_points(Settings(qdrant_path=str(tmp_path / "q")))}
+    assert code == 0 and indexed["hr/pay.md"] == ["hr"] and "pub/pay.md" not in indexed, stderr
+    os.link(kb / "hr" / "pay.md", kb / "pub" / "pay.md")
+    assert index_process(kb, tmp_path / "q")[0] == 0
+    call = load_search_app(QDRANT_PATH=str(tmp_path / "q"), KB_SOURCE=str(kb))
+    search = _caller(call, None, "kb_search", {"query": "salary band zebrafinch", "top_k": 20})
+    assert {h["path"] for h in search["structuredContent"]["results"]} == {"pub/open.md", "pub/kept.md"}, search
+    for path in ("pub/pay.md", "hr/pay.md"):
+        result = _caller(call, None, "kb_get_note", {"path": path})
+        assert result["isError"] is True and "zebrafinch" not in json.dumps(result), (path, result)
+    # (at the public path the reason; at hr/'s, a caller without `hr` is answered as for a missing note)
+    assert HARD_LINKED in _caller(call, None, "kb_get_note", {"path": "pub/pay.md"})["content"][0]["text"]
+    assert "zebrafinch" in json.dumps(_caller(call, None, "kb_get_note", {"path": "pub/kept.md"}))
+
+
 def test_links_indexed_before_are_removed_even_when_the_mass_delete_guard_holds_the_rest(tmp_path: Path) -> None:
     """A KB whose public notes are links to restricted ones (``pub/x.md -> ../hr/pay.md``), indexed by a version
     before round 16 under the links' folder rules (public, the HR text), upgraded: most of the index is links, so

@@ -12,7 +12,9 @@ and never opened in a way that can block: every entry is ``lstat``-ed first, onl
 ``O_NONBLOCK``, and checked again on the open descriptor. A note that is a symlink to another file of the KB is
 listed with a ``problem`` too, and ``drop`` (what was indexed at its path is removed): a folder's access rules judge
 a note by its path, and the link would carry the file it names past its own folder's rules; reads by path and
-:func:`head` refuse it, and a path through a linked folder. A folder that cannot be listed is listed as a ``problem``
+:func:`head` refuse it, and a path through a linked folder. A note that is one file with another note of the KB (a
+hard link: the same inode at two paths, none of them the original) is listed with a ``problem`` and ``drop`` at
+every path of it, and refused by path (:data:`HARD_LINKED_NOTE`). A folder that cannot be listed is listed as a ``problem``
 too (``folder=True``), so nothing under it looks deleted. Reads by path refuse the same entries, without blocking.
 
 Paths are identities, so the indexer and ``kb_get_note`` agree on them through the helpers here: a path is
@@ -215,6 +217,7 @@ class LocalSource:
     def list(self) -> Iterator[SourceObject]:
         root = str(self.root)
         unlistable: list[OSError] = []
+        twins: dict[tuple[int, int], list[SourceObject]] = {}  # notes that are one file at several paths, by inode
         try:
             for dirpath, dirnames, filenames in os.walk(root, onerror=unlistable.append):
                 # plain strings, not Path objects: a listing runs on every sync, changed or not
@@ -229,12 +232,19 @@ class LocalSource:
                     yield _problem_entry(folder + name + "/", "symlink to a folder (not followed)", folder=True)
                 for name in sorted(filenames):
                     if not name.startswith("."):
-                        yield self._entry(os.path.join(dirpath, name), folder + name)
+                        entry, shared = self._entry(os.path.join(dirpath, name), folder + name)
+                        if shared is None:
+                            yield entry
+                        else:  # told once every path of the KB is known
+                            twins.setdefault(shared, []).append(entry)
             for error in unlistable:
                 if os.path.normpath(error.filename or "") == os.path.normpath(root):
                     raise error  # the root itself: there is no listing at all
                 rel = os.path.relpath(error.filename or root, root).replace(os.sep, "/") + "/"
                 yield _problem_entry(rel, f"folder cannot be listed: {_reason(error)}", folder=True)
+            for entries in twins.values():
+                alone = len(entries) == 1  # its other names are outside the KB (or hidden): a note like any
+                yield from (e if alone else _problem_entry(e.key, HARD_LINKED_NOTE, drop=True) for e in entries)
         except OSError as exc:
             raise SourceError(f"listing {self.root} failed: {exc}") from None
 
@@ -248,37 +258,40 @@ class LocalSource:
         except OSError as exc:
             raise SourceError(f"listing {self.root} failed: {exc}") from None
 
-    def _entry(self, full: str, rel: str) -> SourceObject:
-        """One directory entry: a readable regular file (a note is hashed), or a ``problem`` saying why not."""
+    def _entry(self, full: str, rel: str) -> tuple[SourceObject, tuple[int, int] | None]:
+        """One directory entry: a readable regular file (a note is hashed), or a ``problem`` saying why not; and, for
+        a note that is a file of several names (``st_nlink`` > 1: maybe other paths of the KB), its inode."""
         if _CONTROL.search(rel) and not _valid_utf8(rel):
-            return _problem_entry(rel, "file name is not valid UTF-8")
+            return _problem_entry(rel, "file name is not valid UTF-8"), None
         try:
             info = os.lstat(full)
             linked = stat.S_ISLNK(info.st_mode)
             if linked:
                 info = os.stat(full)  # the target: ENOENT (dangling) and ELOOP (a loop) land below
                 if not _inside(os.path.realpath(full), str(self.root)):
-                    return _problem_entry(rel, "symlink to a file outside the KB folder")
+                    return _problem_entry(rel, "symlink to a file outside the KB folder"), None
         except OSError as exc:
-            return _problem_entry(rel, _reason(exc))
+            return _problem_entry(rel, _reason(exc)), None
         kind = _kind(info.st_mode)
         if kind is not None:
-            return _problem_entry(rel, f"not a regular file ({kind})")
+            return _problem_entry(rel, f"not a regular file ({kind})"), None
         if linked and _linked_elsewhere(full, str(self.root)):
-            return _problem_entry(rel, LINKED_NOTE, drop=True)
+            return _problem_entry(rel, LINKED_NOTE, drop=True), None
         path = _nfc(rel)
         etag = ""
-        if path.lower().endswith(NOTE_SUFFIX) and info.st_size > MAX_FILE_BYTES:
+        note = path.lower().endswith(NOTE_SUFFIX)
+        if note and info.st_size > MAX_FILE_BYTES:
             etag = f"large-{info.st_size}-{info.st_mtime_ns}"
-        elif path.lower().endswith(NOTE_SUFFIX):
+        elif note:
             try:
                 etag = _md5(full)
             except NoteUnreadable as exc:
-                return _problem_entry(rel, exc.reason)
+                return _problem_entry(rel, exc.reason), None
             except OSError as exc:
-                return _problem_entry(rel, _reason(exc))
+                return _problem_entry(rel, _reason(exc)), None
         modified = dt.datetime.fromtimestamp(info.st_mtime, dt.UTC).isoformat()
-        return SourceObject(path=path, key=rel, etag=etag, size=info.st_size, modified=modified)
+        shared = (info.st_dev, info.st_ino) if note and not linked and info.st_nlink > 1 else None
+        return SourceObject(path=path, key=rel, etag=etag, size=info.st_size, modified=modified), shared
 
     def read(self, obj: SourceObject) -> bytes:
         """The note as listed: its bytes, unless they are no longer the version the listing hashed (``obj.etag``,
@@ -308,7 +321,9 @@ class LocalSource:
         except OSError:
             return None  # nothing there, or a segment that is no folder: read_path finds no note either
         if stat.S_ISREG(info.st_mode):
-            return None if info.st_size <= MAX_FILE_BYTES else _too_large(info.st_size)
+            if info.st_size > MAX_FILE_BYTES:
+                return _too_large(info.st_size)
+            return HARD_LINKED_NOTE if _hard_linked_elsewhere(str(self.root / path), info, str(self.root)) else None
         try:
             self._at(path, exact=True, body=False)
         except NoteUnreadable as exc:
@@ -326,6 +341,8 @@ class LocalSource:
             if _linked_elsewhere(str(full), str(self.root)):
                 _read_regular(str(full), body=False)  # a FIFO, a folder: said as such
                 raise NoteUnreadable(path, LINKED_NOTE)
+            if _hard_linked_elsewhere(str(full), os.stat(full), str(self.root)):
+                raise NoteUnreadable(path, HARD_LINKED_NOTE)
             return _read_regular(str(full), body)
         except NoteUnreadable as exc:
             raise NoteUnreadable(path, exc.reason) from None
@@ -412,6 +429,37 @@ def _linked_elsewhere(full: str, root: str) -> bool:
     if not full.lower().endswith(NOTE_SUFFIX):
         return False
     return os.path.realpath(full) != os.path.join(os.path.realpath(root), os.path.relpath(full, root))
+
+
+#: Why a note that is one file with another note of the KB (a hard link: the same file at two paths) is no note, at
+#: any of its paths: none of them is the original, and a folder's rules judge a note by its path, so the file would
+#: be public at a public path and restricted at the other (an edit of either reaching both). The other path is not
+#: named.
+HARD_LINKED_NOTE = (
+    "hard link to another note of the KB (one file at several paths: a note is read at its own path only, under its "
+    "own folder's access rules; keep one path, and a copy or a [[link]] at the others)"
+)
+
+
+def _hard_linked_elsewhere(full: str, info: os.stat_result, root: str) -> bool:
+    """Whether the note at ``full`` (its ``stat``: ``info``) is also another note's file in the KB, found by a walk of
+    the KB's notes, only for a file of several names (a read by path or an event has no listing to tell it)."""
+    if info.st_nlink < 2 or not full.lower().endswith(NOTE_SUFFIX):
+        return False
+    here = os.path.normpath(full)
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for name in filenames:
+            other = os.path.join(dirpath, name)
+            if name.startswith(".") or not name.lower().endswith(NOTE_SUFFIX) or os.path.normpath(other) == here:
+                continue
+            try:
+                seen = os.lstat(other)
+            except OSError:
+                continue
+            if seen.st_ino == info.st_ino and seen.st_dev == info.st_dev:
+                return True
+    return False
 
 
 def _open_regular(full: str) -> int:
@@ -696,7 +744,8 @@ def head(source: Source, key: str) -> SourceObject | None:
             raise SourceError(f"cannot read {key!r}: {exc.strerror}") from None
         with os.fdopen(fd, "rb") as handle:
             info = os.fstat(handle.fileno())
-            if not stat_module.S_ISREG(info.st_mode) or _linked_elsewhere(full, str(source.root)):
+            if (not stat_module.S_ISREG(info.st_mode) or _linked_elsewhere(full, str(source.root))
+                    or _hard_linked_elsewhere(full, info, str(source.root))):  # fmt: skip
                 return None  # a link to another file of the KB is no note: what was indexed at its path goes
             try:
                 etag = hashlib.md5(handle.read(), usedforsecurity=False).hexdigest()
