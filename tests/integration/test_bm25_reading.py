@@ -301,3 +301,63 @@ def test_a_note_deleted_while_its_page_is_rewritten_fails_nothing(
     assert report.error is None and report.added == 1 and report.unchanged == len(NOTES) - 1, report
     assert read(stores, first_hits) == FINDS
     assert read(stores, lambda s: s.metadata().get(BM25_READING)) == lexical.READING_VERSION
+
+
+def test_a_re_embed_begun_with_an_older_reading_is_not_taken_for_a_rewrite(
+    kind: str, stores: Any, kb: Path, deepinfra: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """review17: a re-embed (another model) begun by a run of the older code and finished by this one. The older
+    run wrote every note with the new model and the older reading, then its deadline stopped it before recording
+    the model; this code's next run sees the re-embed in progress, skips the rewrite of BM25 vectors, finds every
+    note already of the new model (nothing to write) and, the re-embed complete, recorded today's reading: the
+    notes kept the older reading's tokens for good (``x²`` never found again)."""
+    from kbsearch.qdrant.query import REBUILDING, signature_id
+
+    embedder = embedder_for(deepinfra)
+    index_as_round_15(stores, kb, embedder, monkeypatch)
+    store = stores()
+    try:  # the older code's re-embed, stopped after writing every note: the collection still says it is rebuilding
+        store.set_metadata({**store.metadata(), REBUILDING: signature_id(embedder.signature)})
+    finally:
+        if store.embedded:
+            store.close()
+    report = sync(stores(), kb, embedder)
+    assert report.error is None and not report.incomplete, report
+    assert read(stores, first_hits) == FINDS  # failed: x², qdrant, ведомость missed, and reading 3 recorded
+    assert read(stores, lambda s: s.metadata().get(BM25_READING)) == lexical.READING_VERSION
+
+
+def test_a_key_configured_for_a_bm25_only_index_does_not_rewrite_every_chunk_again(
+    kind: str, stores: Any, kb: Path, deepinfra: FakeProvider
+) -> None:
+    """review17: an index built without an embedding key (BM25 only, today's reading recorded); a key configured,
+    the next run adopts the embedding (``set_metadata``, which replaces the whole record) and dropped the reading:
+    it then rewrote every chunk's BM25 vector, which were current."""
+    store = stores()
+    try:
+        first = Indexer(LocalSource(kb), store, None, SyncOptions()).sync()
+    finally:
+        if store.embedded:
+            store.close()
+    assert first.error is None and read(stores, lambda s: s.metadata().get(BM25_READING)) == lexical.READING_VERSION
+    report = sync(stores(), kb, embedder_for(deepinfra))
+    assert report.error is None and report.updated == len(NOTES), report  # embedded now
+    assert report.bm25_rewritten == 0, report.bm25_reading  # was every chunk: the reading had been dropped
+
+
+def test_a_run_whose_notes_cannot_be_synced_records_the_rewrite_it_finished(
+    kind: str, stores: Any, kb: Path, deepinfra: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """review17: the rewrite finishes, then the notes' sync stops on an error of its own (an access file that
+    cannot be used, a listing that fails): every chunk holds today's reading, but the version was recorded only by
+    a run without error, so each run rewrote the whole index again for as long as the access file stayed broken
+    (every 15 minutes: 1,232 update requests at 100x the vault on Cloud, every dense graph rebuilt on Edge)."""
+    embedder = embedder_for(deepinfra)
+    index_as_round_15(stores, kb, embedder, monkeypatch)
+    (kb / "_access.yaml").write_text("hr/: off\n", encoding="utf-8")  # a bare yes/no word: the sync stops
+    first = sync(stores(), kb, embedder)
+    assert first.error and "yes/no switch" in first.error, first
+    assert first.bm25_rewritten > 0
+    again = sync(stores(), kb, embedder)
+    assert again.error and again.bm25_rewritten == 0, again.bm25_reading  # was every chunk, every run
+    assert read(stores, first_hits) == FINDS

@@ -311,9 +311,11 @@ class Indexer:
             return
         recorded = self.store.metadata()
         before = {k: recorded.get(k) for k in SIGNATURE_KEYS}
+        # set_metadata replaces the whole record: BM25's reading is carried (dropped, every chunk was rewritten again)
+        reading = {k: recorded[k] for k in (BM25_READING, BM25_READING_FROM) if recorded.get(k) is not None}
         if recorded.get(REBUILDING) is None and (not any(before.values()) or before == wanted):
             if not any(before.values()):
-                self.store.set_metadata(wanted)  # built before signatures were recorded: adopt it as is
+                self.store.set_metadata({**wanted, **reading})  # built before signatures were recorded: adopt it
             return
         self._reembed = True
         report.reembedded = (
@@ -321,7 +323,12 @@ class Indexer:
             "searches use BM25 only until this completes"
         )
         logger.warning("embedding changed: re-embedding every note", extra={"before": before, "after": wanted})
-        self.store.set_metadata({REBUILDING: self._signature_id})
+        if recorded.get(REBUILDING) != self._signature_id:
+            # a re-embed begun now writes every note again, with today's reading: nothing to rewrite before it. One
+            # begun by an earlier run keeps what that run recorded: an older code's run wrote its notes with the
+            # older reading, and they are of the new model already, so this re-embed will not write them again
+            reading = {BM25_READING: READING_VERSION}
+        self.store.set_metadata({REBUILDING: self._signature_id, **reading})
 
     def _sync(self, report: SyncReport, stop_at: Deadline, call_deadline: Deadline | None) -> None:
         try:
@@ -338,8 +345,8 @@ class Indexer:
             why = str(exc).split(": ", 1)[-1].split(". Use another")[0]
             report.reembedded = f"the local collection was rebuilt and every note re-indexed ({why})"
             logger.warning("kbsearch: %s", report.reembedded)
-        # a re-embed writes every note with today's reading: its BM25 vectors are current when it completes
-        bm25 = "re-embedding" if self._reembed else self._reread_bm25(report, stop_at)
+        # a re-embed begun by this code records today's reading as it begins (it writes every note with it): current
+        bm25 = self._reread_bm25(report, stop_at)
         self._sync_notes(report, stop_at, call_deadline)
         # a skipped note that is indexed keeps the old model's vectors: the re-embed is not done until a run embeds
         # it too (a note that was never indexed, a broken one say, holds no vectors and blocks nothing)
@@ -364,8 +371,8 @@ class Indexer:
         the lease) is left as it was written. Where the run's deadline stops it, how far it got is recorded and the
         next sync carries on from there; a failure leaves the older version recorded (the next sync starts
         again). A chunk whose rebuilt text is not what its dense vector embedded (its ``embed_hash``) has its note
-        read again from the KB in this run. ``current`` (recorded before), ``rewritten`` (every chunk holds today's
-        reading: the caller records it once the run's own writes are done) or ``stopped``."""
+        read again from the KB in this run. ``current`` (recorded before, or recorded now that every chunk holds
+        today's reading) or ``stopped``."""
         metadata = self.store.metadata()
         recorded = metadata.get(BM25_READING)
         if recorded == READING_VERSION:
@@ -425,7 +432,11 @@ class Indexer:
             report.warnings.append({"path": "", "reason": f"{mismatched} chunk(s) of {len(self._reread_notes)} "
                                     "note(s) hold a text that is not what was embedded: those notes are read "
                                     "again from the KB"})  # fmt: skip
-        return "rewritten"
+        # recorded now, whatever becomes of the notes' sync: every chunk holds today's reading, and what the run
+        # writes next holds it too (recorded only by a run without error, a broken access file or a failing listing
+        # had every run rewrite the whole index again)
+        self.store.merge_metadata({BM25_READING: READING_VERSION, BM25_READING_FROM: None})
+        return "current"
 
     def _set_sparse(self, vectors: list[tuple[str, SparseVector]], where: dict[str, Any]) -> None:
         """Write a page of BM25 vectors; a page that fails is written once more with only the points still there
@@ -1480,8 +1491,10 @@ def record_restricted_links(
         metadata, out = wanted()  # again: another writer may have changed the index or the list meanwhile
         if written(metadata, out) or out is None:
             return False
-        store.set_metadata({**metadata, RESTRICTED_LINKS: out} | ({LINKS_FORMAT: LINKS_FORMAT_VERSION}
-                                                                   if keys is None else {}))  # fmt: skip
+        # merged, not the whole record replaced from ``metadata``: another writer (the scheduled sync recording
+        # BM25's reading, the reach groups) may have recorded a key since it was read
+        store.merge_metadata({RESTRICTED_LINKS: out} | ({LINKS_FORMAT: LINKS_FORMAT_VERSION}
+                                                        if keys is None else {}))  # fmt: skip
     return True
 
 

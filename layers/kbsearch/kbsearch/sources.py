@@ -290,7 +290,8 @@ class LocalSource:
             except OSError as exc:
                 return _problem_entry(rel, _reason(exc)), None
         modified = dt.datetime.fromtimestamp(info.st_mtime, dt.UTC).isoformat()
-        shared = (info.st_dev, info.st_ino) if note and not linked and info.st_nlink > 1 else None
+        # (an inode of 0 is a file system that does not number its files: nothing to tell two names by)
+        shared = (info.st_dev, info.st_ino) if note and not linked and info.st_nlink > 1 and info.st_ino else None
         return SourceObject(path=path, key=rel, etag=etag, size=info.st_size, modified=modified), shared
 
     def read(self, obj: SourceObject) -> bytes:
@@ -299,7 +300,9 @@ class LocalSource:
         as S3 answers a GET for a version that is gone (:meth:`S3Source.read`)."""
         if obj.problem:
             raise SourceError(obj.problem)
-        body = self.read_path(obj.key)
+        # the listing (or :func:`head`) that gave ``obj`` told a hard-linked note already: no walk of the KB per note
+        # read (a KB whose notes all have a name outside it, a ``cp -al`` or rsnapshot copy, made a sync quadratic)
+        body = self._at(_checked(obj.key), exact=False, body=True, hard_links=False)
         if _MD5_HEX.fullmatch(obj.etag) and hashlib.md5(body, usedforsecurity=False).hexdigest() != obj.etag:
             raise SourceError(f"cannot read {obj.path!r}: changed since it was listed (the next run reads the new "
                               "version)")  # fmt: skip
@@ -332,8 +335,9 @@ class LocalSource:
             return None
         return None
 
-    def _at(self, path: str, exact: bool, body: bool) -> bytes:
-        """The note at ``path`` (``body``: its bytes; else b"" once it is known to be readable)."""
+    def _at(self, path: str, exact: bool, body: bool, hard_links: bool = True) -> bytes:
+        """The note at ``path`` (``body``: its bytes; else b"" once it is known to be readable); ``hard_links``:
+        whether to walk the KB for another name of a file of several names (False: a listing told it already)."""
         try:
             full = self._find(path, exact)
             if not _inside(os.path.realpath(full), str(self.root)):
@@ -341,7 +345,7 @@ class LocalSource:
             if _linked_elsewhere(str(full), str(self.root)):
                 _read_regular(str(full), body=False)  # a FIFO, a folder: said as such
                 raise NoteUnreadable(path, LINKED_NOTE)
-            if _hard_linked_elsewhere(str(full), os.stat(full), str(self.root)):
+            if hard_links and _hard_linked_elsewhere(str(full), os.stat(full), str(self.root)):
                 raise NoteUnreadable(path, HARD_LINKED_NOTE)
             return _read_regular(str(full), body)
         except NoteUnreadable as exc:
@@ -444,22 +448,33 @@ HARD_LINKED_NOTE = (
 def _hard_linked_elsewhere(full: str, info: os.stat_result, root: str) -> bool:
     """Whether the note at ``full`` (its ``stat``: ``info``) is also another note's file in the KB, found by a walk of
     the KB's notes, only for a file of several names (a read by path or an event has no listing to tell it)."""
-    if info.st_nlink < 2 or not full.lower().endswith(NOTE_SUFFIX):
+    if info.st_nlink < 2 or not info.st_ino or not full.lower().endswith(NOTE_SUFFIX):
         return False
     here = os.path.normpath(full)
+    # the walk meets the file itself too, under its name as the folder spells it: on a case- or
+    # normalisation-insensitive file system (macOS, Windows) a read by ``Note.md`` or by the NFC form of an NFD name
+    # is not that spelling, so when the file was not met by the very path asked, one name met is its own
+    walked = not any(part.startswith(".") for part in os.path.relpath(here, root).split(os.sep))
+    met_here, others = False, 0
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         for name in filenames:
-            other = os.path.join(dirpath, name)
-            if name.startswith(".") or not name.lower().endswith(NOTE_SUFFIX) or os.path.normpath(other) == here:
+            if name.startswith(".") or not name.lower().endswith(NOTE_SUFFIX):
                 continue
+            other = os.path.join(dirpath, name)
             try:
                 seen = os.lstat(other)
             except OSError:
                 continue
-            if seen.st_ino == info.st_ino and seen.st_dev == info.st_dev:
+            if seen.st_ino != info.st_ino or seen.st_dev != info.st_dev:
+                continue
+            if os.path.normpath(other) == here:
+                met_here = True
+            else:
+                others += 1
+            if others >= (1 if met_here or not walked else 2):
                 return True
-    return False
+    return others >= (1 if met_here or not walked else 2)
 
 
 def _open_regular(full: str) -> int:
