@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import gc
 import hashlib
 import json
@@ -24,7 +25,7 @@ from kbsearch.notes import NoteError, parse_note
 from kbsearch.providers.embeddings import build_embedder
 from kbsearch.providers.resilience import Deadline, ProviderError, shared_client
 from kbsearch.qdrant import open_store
-from kbsearch.qdrant.query import point_id, point_number
+from kbsearch.qdrant.query import filter_json, point_id, point_number
 from kbsearch.qdrant.store import Store
 from kbsearch.sources import LocalSource, S3Source, Source, SourceError, SourceObject
 from kbsearch_tools.fakes import FakeProvider
@@ -290,6 +291,55 @@ def test_bad_notes_are_skipped_and_keep_their_last_good_version(tmp_path: Path) 
     after = {p["path"]: p["etag"] for p in store_points(settings)}
     for path in ("n00.md", "n01.md", "n02.md", "n03.md", "n04.md"):
         assert after[path] == good[path]  # the last good version is still searchable
+
+
+def test_a_note_without_front_matter_stores_no_nulls_and_every_filter_sees_it_as_before(tmp_path: Path) -> None:
+    """The front-matter fields a note does not set are left out of its chunks' payloads (``UNSET_OMITTED``), not stored
+    as nulls; every filter, facet and ordering the product runs on them matches, counts and orders as it did."""
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    write_notes(kb, 2)  # type runbook, status active, updated 2026-01-01 / -02
+    (kb / "bare.md").write_text("# Bare\n\nNo front matter here. See [[n00]].\n\n## More\n\n" + "words " * 300)
+    (kb / "partial.md").write_text("---\ntype: howto\n---\n# Partial\n\nOnly a type.\n")
+    settings = Settings(qdrant_path=str(tmp_path / "q"))
+    run(LocalSource(kb), settings)
+    points = store_points(settings)
+    by_path: dict[str, list[dict[str, Any]]] = {}
+    for p in points:
+        by_path.setdefault(p["path"], []).append(p)
+    assert len(by_path["bare.md"]) > 1
+    for p in by_path["bare.md"]:
+        assert not {"type", "status", "summary", "ai_weight", "created", "updated"} & set(p), p  # left out, not null
+    for p in by_path["partial.md"]:
+        assert p["type"] == "howto"  # what a note sets is stored
+        assert not {"status", "summary", "ai_weight", "created", "updated"} & set(p)
+    for p in by_path["n00.md"]:
+        assert (p["type"], p["status"], p["updated"]) == ("runbook", "active", "2026-01-01")
+    store = store_for(settings)
+    try:
+
+        def paths(where: dict[str, Any] | None) -> set[str]:
+            found, _ = store.scroll({"filter": where, "limit": 1000, "with_payload": ["path"]}, 10.0)
+            return {hit["payload"]["path"] for hit in found}
+
+        typed, all_paths = {"n00.md", "n01.md"}, {"n00.md", "n01.md", "bare.md", "partial.md"}
+        assert paths(filter_json(types=["runbook"])) == typed
+        assert paths(filter_json(types=["howto"])) == {"partial.md"}
+        assert paths(filter_json(statuses=["active"])) == typed
+        assert paths(filter_json(updated_after=dt.date(2026, 1, 1))) == {"n01.md"}
+        assert paths({"must": [{"is_empty": {"key": "type"}}]}) == {"bare.md"}
+        assert paths({"must": [{"is_empty": {"key": "updated"}}]}) == {"bare.md", "partial.md"}
+        assert paths({"must_not": [{"key": "status", "match": {"value": "active"}}]}) == {"bare.md", "partial.md"}
+        assert paths(None) == all_paths
+        first = {"must": [{"key": "chunk_index", "match": {"value": 0}}]}
+        assert dict(store.facet({"key": "type", "filter": first, "limit": 10, "exact": True}, 10.0)) == {
+            "runbook": 2, "howto": 1}  # fmt: skip
+        assert dict(store.facet({"key": "status", "filter": first, "limit": 10, "exact": True}, 10.0)) == {"active": 2}
+        newest = store.query({"query": {"order_by": {"key": "updated", "direction": "desc"}}, "filter": first,
+                              "limit": 10, "with_payload": ["path"]}, 10.0)  # fmt: skip
+        assert [hit["payload"]["path"] for hit in newest] == ["n01.md", "n00.md"]
+    finally:
+        store.close()
 
 
 def hostile_kb(kb: Path) -> None:

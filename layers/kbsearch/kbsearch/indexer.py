@@ -1194,6 +1194,9 @@ def _payload(
         "indexed_at": indexed_at,
         "dense": dense,
     }
+    for key in UNSET_OMITTED:
+        if payload[key] is None:
+            del payload[key]
     if chunk.index == 0:  # the note's free metadata and its place in the link graph (kbsearch.links), once per note
         payload["meta"] = note.metadata
         payload[GRAPH_FIELD] = path_keys(note.path)
@@ -1223,6 +1226,15 @@ def stored_embed_text(payload: dict[str, Any]) -> str | None:
 
         summary = note_summary(payload["meta"])
     return embed_text(index, heading, summary, text)
+
+
+#: The front-matter fields a chunk's payload leaves out when the note does not set them, rather than storing a null:
+#: every reader takes a missing field for null (``payload.get``), and a filter, facet or ordering on one matches,
+#: counts or orders neither a null nor a missing value (``is_null`` is used on none of them). Each key costs the
+#: store at every write (Edge's binding converts each value, ~5 us a key) and at every seal (each of the payload
+#: indexes reads every payload whole again): a vault without front matter stored 6 nulls a chunk (BENCHMARKS.md,
+#: "Session 17").
+UNSET_OMITTED = ("type", "status", "summary", "ai_weight", "created", "updated")
 
 
 def _check_storable(payloads: list[dict[str, Any]]) -> None:
