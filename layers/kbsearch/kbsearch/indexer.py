@@ -387,7 +387,10 @@ class Indexer:
         mismatched = 0
         started = time.monotonic()
         while True:
-            points, offset = self.store.scroll(request, 30.0)
+            try:
+                points, offset = self.store.scroll(request, 30.0)
+            except StoreError as exc:  # named as the read it is (the state's reading names its own)
+                raise StoreError(f"reading the chunks' texts for their BM25 vectors failed: {exc}") from None
             vectors: list[tuple[str, SparseVector]] = []
             versions: set[tuple[str, str | None]] = set()  # (path, etag) of the chunks rewritten
             for point in points:
