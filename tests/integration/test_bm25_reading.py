@@ -27,6 +27,7 @@ from kbsearch.search import SearchService
 from kbsearch.sources import LocalSource
 from kbsearch_tools.fakes import FakeProvider
 from tests.conftest import provider_settings
+from tests.integration.test_access_index import write_kb
 
 #: notes whose words round 15's reading (NFC, without what no reader sees: ``lexical.visible``) read otherwise than
 #: today's: a superscript digit, full-width letters, a Russian stress mark; the summary is BM25-indexed too
@@ -50,9 +51,7 @@ def kind(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def kb(tmp_path: Path) -> Path:
     folder = tmp_path / "kb"
-    folder.mkdir()
-    for name, text in NOTES.items():
-        (folder / name).write_text(text, encoding="utf-8")
+    write_kb(folder, NOTES, None)
     return folder
 
 

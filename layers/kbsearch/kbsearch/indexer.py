@@ -346,7 +346,7 @@ class Indexer:
             report.reembedded = f"the local collection was rebuilt and every note re-indexed ({why})"
             logger.warning("kbsearch: %s", report.reembedded)
         # a re-embed begun by this code records today's reading as it begins (it writes every note with it): current
-        bm25 = self._reread_bm25(report, stop_at)
+        self._reread_bm25(report, stop_at)
         self._sync_notes(report, stop_at, call_deadline)
         # a skipped note that is indexed keeps the old model's vectors: the re-embed is not done until a run embeds
         # it too (a note that was never indexed, a broken one say, holds no vectors and blocks nothing)
@@ -356,13 +356,11 @@ class Indexer:
             report.warnings.append({"path": "", "reason": f"re-embedding not finished: {len(stale)} note(s) "
                                     "skipped keep the previous model's vectors; searches stay BM25-only"})  # fmt: skip
         if self._reembed and not (report.incomplete or report.error) and self.embedder is not None:
-            self.store.set_metadata(self.embedder.signature)
-            bm25 = "rewritten"  # every note was written with today's reading
-        if bm25 == "rewritten" and not report.error:  # recorded after the run's own writes
-            self.store.merge_metadata({BM25_READING: READING_VERSION, BM25_READING_FROM: None})
+            # the whole record replaced: every note was written with today's reading
+            self.store.set_metadata({**self.embedder.signature, BM25_READING: READING_VERSION})
         self._record_reach(report)
 
-    def _reread_bm25(self, report: SyncReport, stop_at: Deadline) -> str:
+    def _reread_bm25(self, report: SyncReport, stop_at: Deadline) -> None:
         """Make every chunk's BM25 vector today's reading of its text (:data:`kbsearch.lexical.READING_VERSION`)
         when the collection records an older one, or none (indexed before it was recorded): the text is rebuilt
         from the chunk's payload (:func:`stored_embed_text`: what the indexer tokenized), its vector written by an
@@ -371,12 +369,11 @@ class Indexer:
         the lease) is left as it was written. Where the run's deadline stops it, how far it got is recorded and the
         next sync carries on from there; a failure leaves the older version recorded (the next sync starts
         again). A chunk whose rebuilt text is not what its dense vector embedded (its ``embed_hash``) has its note
-        read again from the KB in this run. ``current`` (recorded before, or recorded now that every chunk holds
-        today's reading) or ``stopped``."""
+        read again from the KB in this run. Today's reading is recorded as soon as every chunk holds it."""
         metadata = self.store.metadata()
         recorded = metadata.get(BM25_READING)
         if recorded == READING_VERSION:
-            return "current"
+            return
         before = f"v{recorded}" if isinstance(recorded, int) else "unrecorded"
         carried = metadata.get(BM25_READING_FROM)
         request: dict[str, Any] = {"limit": REREAD_PAGE, "with_payload": {"include": REREAD_FIELDS}}
@@ -424,7 +421,7 @@ class Indexer:
                     "before the run's deadline; the next sync carries on"
                 )
                 logger.warning("kbsearch: %s", report.bm25_reading)
-                return "stopped"
+                return
         if report.bm25_rewritten or mismatched:
             report.bm25_reading = (
                 f"rewrote BM25 vectors of {report.bm25_rewritten} chunks (reading {before} -> v{READING_VERSION}) "
@@ -439,7 +436,6 @@ class Indexer:
         # writes next holds it too (recorded only by a run without error, a broken access file or a failing listing
         # had every run rewrite the whole index again)
         self.store.merge_metadata({BM25_READING: READING_VERSION, BM25_READING_FROM: None})
-        return "current"
 
     def _set_sparse(self, vectors: list[tuple[str, SparseVector]], where: dict[str, Any]) -> None:
         """Write a page of BM25 vectors; a page that fails is written once more with only the points still there
@@ -845,7 +841,7 @@ class Indexer:
         """An S3 note the listing lacks but the index holds is looked up once more before it is deleted: an event
         batch that started before this run took the index lease may have written it after the listing (it stays;
         the next run lists it). A lookup that fails deletes nothing either, as a failed listing does."""
-        from kbsearch.sources import S3Source, head, hidden
+        from kbsearch.sources import S3Source, head
 
         if not isinstance(self.source, S3Source):
             return False  # a folder has one writer (the embedded store's lock, kbsearch serve's sync lock)
