@@ -186,6 +186,13 @@ def test_invoke_search_says_the_known_cause(store: Path, held: subprocess.Popen[
     assert json.loads(result["body"])["message"].startswith("the local index is open in another process")
 
 
+def test_search_counts_its_results_in_english(store: Path) -> None:
+    lines = {n: run("search", "qdrant snapshot", "--top-k", str(n), QDRANT_PATH=str(store)).stdout.splitlines()[0]
+             for n in (1, 2)}  # fmt: skip
+    assert lines[1].startswith("1 result for 'qdrant snapshot' in "), lines
+    assert lines[2].startswith("2 results for 'qdrant snapshot' in "), lines
+
+
 def test_invoke_indexer_without_kb_source_names_the_setting(tmp_path: Path) -> None:
     proc = run("invoke", "IndexerFunction", "--event", str(EVENTS / "indexer_schedule.json"),
                QDRANT_PATH=str(tmp_path / "q"))  # fmt: skip

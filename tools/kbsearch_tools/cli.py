@@ -493,7 +493,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         return 0
     meta = answer.meta
     print(
-        f"{len(answer.results)} results for {answer.query!r} in {meta.timings_ms['total']:.0f} ms "
+        f"{len(answer.results)} result{'' if len(answer.results) == 1 else 's'} for {answer.query!r} "
+        f"in {meta.timings_ms['total']:.0f} ms "
         f"(embedder {meta.embedder}, reranker {meta.reranker}"
         + (f", degraded: {', '.join(meta.degraded)}" if meta.degraded else "")
         + ")"
