@@ -769,3 +769,33 @@ def head(source: Source, key: str) -> SourceObject | None:
         when = dt.datetime.fromtimestamp(info.st_mtime, dt.UTC).isoformat()
         return SourceObject(path=_nfc(key), key=key, etag=etag, size=info.st_size, modified=when)
     raise SourceError(f"{type(source).__name__} cannot look up single objects")
+
+
+def current(source: Source, key: str) -> SourceObject | None:
+    """The entry a full sync indexes now at the note path of ``key`` (its NFC form), whatever the key an event
+    named: of the keys that spell that path, the :func:`preferred` one (already NFC, else the smallest), as a full
+    sync's listing picks it; None when no key spells it. What an event-driven run applies: an event of one twin
+    (``café.md`` uploaded from macOS decomposed, beside the composed one) applied that twin's object (its HEAD), so
+    its edit replaced the note the full sync indexes and its deletion (the duplicate cleaned up) removed the note
+    while the other key still held it, until the next full sync. A key already NFC and present is the one (one
+    HEAD, as before); otherwise the few keys that can spell the path are listed (:func:`key_prefixes`; none for a
+    path no other code points spell)."""
+    prefix = getattr(source, "prefix", "")
+    rel = key[len(prefix) :] if key.startswith(prefix) else key
+    path = _nfc(rel)
+    if rel == path:
+        obj = head(source, key)
+        if obj is not None or key_prefixes(path) == [path]:
+            return obj
+    if isinstance(source, S3Source):
+        found = source._find(path)
+        return None if found is None else head(source, found)
+    if isinstance(source, LocalSource):
+        try:
+            full = source._find(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            raise SourceError(f"cannot read {path!r}: {exc.strerror}") from None
+        return head(source, os.path.relpath(full, source.root).replace(os.sep, "/"))
+    return head(source, key)
