@@ -30,8 +30,8 @@ import dataclasses
 import datetime as dt
 import json
 import re
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from kbsearch.access import ACCESS_FILE
