@@ -555,8 +555,7 @@ class S3Source:
 
     def list(self) -> Iterator[SourceObject]:
         try:
-            paginator = self.client.get_paginator("list_objects_v2")
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
+            for page in self._pages(Prefix=self.prefix):
                 for item in page.get("Contents", []):
                     key = item["Key"]
                     rel = key[len(self.prefix) :]
@@ -575,12 +574,34 @@ class S3Source:
         except Exception as exc:
             raise SourceError(f"listing {self.uri} failed: {_aws_message(exc)}") from None
 
+    def _pages(self, **params: str) -> Iterator[Any]:
+        """ListObjectsV2's pages, each asked for as the one before is consumed. A page that says the listing goes on
+        (``IsTruncated``) must name a next page no page named before: one naming none ended the listing there
+        (botocore's paginator stops quietly), so the notes after it looked deleted and a full sync deleted them
+        (under the mass-delete guard's ratio); tokens that come back after another (A, B, A) were followed for ever
+        (the paginator catches only a token repeated at once), the sync held until the function's timeout. Either is
+        a :class:`SourceError` (a failed listing: nothing deleted)."""
+        seen: set[str] = set()
+        token = ""
+        while True:
+            page = self.client.list_objects_v2(
+                Bucket=self.bucket, **params, **({"ContinuationToken": token} if token else {})
+            )
+            yield page
+            if not page.get("IsTruncated"):
+                return
+            token = page.get("NextContinuationToken") or ""
+            if not isinstance(token, str) or not token.strip():
+                raise SourceError(f"listing {self.uri} failed: S3 said the listing goes on but named no next page")
+            if token in seen:
+                raise SourceError(f"listing {self.uri} failed: S3 named a next page it had already given")
+            seen.add(token)
+
     def root_names(self) -> Iterator[str]:
         """ListObjectsV2 under the prefix with ``Delimiter="/"``, a page (1,000 keys) as it is consumed: the root's
         keys (its folders come back as common prefixes, not read)."""
         try:
-            paginator = self.client.get_paginator("list_objects_v2")
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix, Delimiter="/"):
+            for page in self._pages(Prefix=self.prefix, Delimiter="/"):
                 for item in page.get("Contents", []):
                     name = item["Key"][len(self.prefix) :]
                     if not name.endswith("/") and not hidden(name):  # as a folder's root: macOS's `._x` too
@@ -635,9 +656,8 @@ class S3Source:
         non-ASCII character: each such read under a Cyrillic folder listed all of it)."""
         keys: list[str] = []
         try:
-            paginator = self.client.get_paginator("list_objects_v2")
             for start in key_prefixes(path):
-                for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + start):
+                for page in self._pages(Prefix=self.prefix + start):
                     keys += [i["Key"] for i in page.get("Contents", []) if _nfc(i["Key"][len(self.prefix) :]) == path]
         except Exception as exc:
             raise SourceError(f"listing {self.uri} failed: {_aws_message(exc)}") from None
