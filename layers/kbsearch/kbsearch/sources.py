@@ -643,6 +643,8 @@ class S3Source:
     def head_key(self, key: str) -> HeadObjectOutputTypeDef | None:
         """S3's HEAD answer for ``key``, None when no object is there; :class:`SourceError` when S3 does not
         answer (the one HEAD both :meth:`entry_problem` and :func:`head` make)."""
+        if not holds(key):
+            return None
         try:
             return self.client.head_object(Bucket=self.bucket, Key=key)
         except Exception as exc:
@@ -657,6 +659,8 @@ class S3Source:
         keys: list[str] = []
         try:
             for start in key_prefixes(path):
+                if not holds(self.prefix + start):
+                    continue  # no key begins so
                 for page in self._pages(Prefix=self.prefix + start):
                     keys += [i["Key"] for i in page.get("Contents", []) if _nfc(i["Key"][len(self.prefix) :]) == path]
         except Exception as exc:
@@ -671,6 +675,8 @@ class S3Source:
         closed early) is no note: SourceError, retried by the next run. botocore checks the length only of a read
         without a size, so a cut body was indexed as the note, under the listing's ETag of the whole one, and no
         later run read it again."""
+        if not holds(key):
+            raise SourceError(f"no note at {key!r}")
         try:
             if etag:  # the version listed, or S3's 412
                 answer = self.client.get_object(Bucket=self.bucket, Key=key, IfMatch=f'"{etag}"')
@@ -700,6 +706,17 @@ class S3Source:
             raise SourceError(f"cannot read s3://{self.bucket}/{key}: the object ended after {len(body)} of its "
                               f"{declared} bytes (the connection closed early)")  # fmt: skip
         return body
+
+
+#: The longest key S3 holds, in bytes of its UTF-8 (a note path's bound, :data:`MAX_PATH_CHARS`, counts characters).
+MAX_KEY_BYTES = 1024
+
+
+def holds(key: str) -> bool:
+    """Whether S3 can hold an object at ``key``: at most :data:`MAX_KEY_BYTES` bytes. S3 answers a HEAD, GET or
+    listing naming a longer one 400 ``KeyTooLongError``, which was read as S3 failing: a read by such a path (a
+    note path of 1,024 characters may be 2,000 bytes of Cyrillic) was a 503 'try again shortly'; no note is there."""
+    return len(key.encode("utf-8", "surrogatepass")) <= MAX_KEY_BYTES
 
 
 def _checked(path: str) -> str:
