@@ -163,6 +163,35 @@ def test_a_note_replaced_between_its_listing_and_its_read_is_never_indexed_under
     assert "as saved" in _text(settings) and "draft" not in _text(settings)
 
 
+def test_a_store_that_ignores_if_match_never_has_a_note_indexed_under_the_listed_version(
+    moto_s3: Any, tmp_path: Path
+) -> None:
+    """The same race against an S3-compatible store that ignores ``If-Match`` (the condition dropped from every
+    GET, botocore's hook): it answers 200 with the version saved in between, under that version's ETag. The read is
+    refused by the ETag the answer names (it was indexed under the listed version's ETag: the draft kept for good, as
+    before ``If-Match``); the next run indexes the note as saved."""
+    s3 = moto_s3
+    settings = Settings(kb_source=f"s3://{BUCKET}/", qdrant_path=str(tmp_path / "q"))
+    s3.put_object(Bucket=BUCKET, Key="a.md", Body=OLD)
+    assert run_sync(settings, Secrets(settings)).error is None and "old text" in _text(settings)
+
+    assert boto3.DEFAULT_SESSION is not None
+    boto3.DEFAULT_SESSION.events.register(
+        "before-parameter-build.s3.GetObject", lambda params, **_: params.pop("IfMatch", None)
+    )
+    s3.put_object(Bucket=BUCKET, Key="a.md", Body=A)
+    raced = _saved_between_the_listing_and_the_read(s3)
+    report = run_sync(settings, Secrets(settings))
+    assert raced == [1, 2] and report.error is None
+    skipped = {s["path"]: s["reason"] for s in report.skipped}
+    assert set(skipped) == {"a.md"} and "changed since it was listed" in skipped["a.md"], report
+    assert "old text" in _text(settings)
+
+    report = run_sync(settings, Secrets(settings))
+    assert report.skipped == [] and report.updated == 1, report
+    assert "as saved" in _text(settings) and "draft" not in _text(settings)
+
+
 def test_an_event_run_reads_the_version_its_head_named_or_retries(
     aws: EventPath, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

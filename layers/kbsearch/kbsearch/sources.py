@@ -684,21 +684,23 @@ class S3Source:
                 answer = self.client.get_object(Bucket=self.bucket, Key=key)
             stream = answer["Body"]
             try:
+                sent = str(answer.get("ETag") or "").strip('"')
+                if etag and sent and sent != etag:  # a store that ignores If-Match: the answer names its version
+                    raise SourceError(f"cannot read s3://{self.bucket}/{key}: {CHANGED}")
                 declared = answer.get("ContentLength")
                 if isinstance(declared, int) and declared > MAX_FILE_BYTES:
                     raise NoteUnreadable(key, _too_large(declared))
                 body: bytes = stream.read(MAX_FILE_BYTES + 1)
             finally:
                 stream.close()
-        except NoteUnreadable:
+        except SourceError:  # NoteUnreadable too
             raise
         except Exception as exc:
             code = _aws_code(exc)
             if code in ("NoSuchKey", "404"):
                 raise SourceError(f"no note at {key!r}") from None
             if code in ("PreconditionFailed", "412"):
-                raise SourceError(f"cannot read s3://{self.bucket}/{key}: changed since it was listed (the next run "
-                                  "reads the new version)") from None  # fmt: skip
+                raise SourceError(f"cannot read s3://{self.bucket}/{key}: {CHANGED}") from None
             raise SourceError(f"cannot read s3://{self.bucket}/{key}: {_aws_message(exc)}") from None
         if len(body) > MAX_FILE_BYTES:
             raise NoteUnreadable(key, f"larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB (more than it declared)")
@@ -708,6 +710,9 @@ class S3Source:
         return body
 
 
+#: Why a read of the version a listing or HEAD named got none: S3's 412 to its ``If-Match``, or an answer naming
+#: another version (a store that ignores the condition).
+CHANGED = "changed since it was listed (the next run reads the new version)"
 #: The longest key S3 holds, in bytes of its UTF-8 (a note path's bound, :data:`MAX_PATH_CHARS`, counts characters).
 MAX_KEY_BYTES = 1024
 
