@@ -841,14 +841,14 @@ class Indexer:
         """An S3 note the listing lacks but the index holds is looked up once more before it is deleted: an event
         batch that started before this run took the index lease may have written it after the listing (it stays;
         the next run lists it). A lookup that fails deletes nothing either, as a failed listing does."""
-        from kbsearch.sources import S3Source, head
+        from kbsearch.sources import S3Source, current
 
         if not isinstance(self.source, S3Source):
             return False  # a folder has one writer (the embedded store's lock, kbsearch serve's sync lock)
         if hidden(path):
             return False  # the listing skips it whatever its age (a trash an older version indexed): it exists
         try:
-            found = head(self.source, self.source.prefix + path) is not None
+            found = current(self.source, self.source.prefix + path) is not None  # under any key spelling the path
         except SourceError as exc:
             report.warnings.append({"path": path, "reason": f"not deleted: it could not be looked up ({exc})"})
             return True
