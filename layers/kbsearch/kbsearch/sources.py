@@ -574,7 +574,7 @@ class S3Source:
         except Exception as exc:
             raise SourceError(f"listing {self.uri} failed: {_aws_message(exc)}") from None
 
-    def _pages(self, **params: str) -> Iterator[Any]:
+    def _pages(self, **params: Any) -> Iterator[Any]:
         """ListObjectsV2's pages, each asked for as the one before is consumed. A page that says the listing goes on
         (``IsTruncated``) must name a next page no page named before: one naming none ended the listing there
         (botocore's paginator stops quietly), so the notes after it looked deleted and a full sync deleted them
@@ -584,9 +584,8 @@ class S3Source:
         seen: set[str] = set()
         token = ""
         while True:
-            page = self.client.list_objects_v2(
-                Bucket=self.bucket, **params, **({"ContinuationToken": token} if token else {})
-            )
+            asked: dict[str, Any] = {"Bucket": self.bucket, **params, **({"ContinuationToken": token} if token else {})}
+            page = self.client.list_objects_v2(**asked)
             yield page
             if not page.get("IsTruncated"):
                 return
