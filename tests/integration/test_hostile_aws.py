@@ -460,3 +460,41 @@ def test_an_event_of_a_keys_unicode_twin_applies_the_note_a_full_sync_indexes(
     aws.receive()
     assert send(nfd, "ObjectRemoved:Delete", "60") == []
     assert titles() == {"other.md": "Note 9"}
+
+
+def test_a_watched_folders_unicode_twin_files_are_applied_as_a_full_sync_indexes_them(tmp_path: Path) -> None:
+    """The same twins in a folder (`kbsearch serve --watch` hands the saved files' names to the same event run): a
+    save and a deletion of the decomposed file leave the composed note indexed, as a full sync has it; with the
+    composed file gone, the decomposed one is the note."""
+    import unicodedata
+
+    from kbsearch.events import Change
+    from kbsearch.indexer import ChangeSync, SyncOptions
+    from kbsearch.qdrant import open_store
+    from kbsearch.sources import LocalSource
+
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    nfc = unicodedata.normalize("NFC", "Кафе café.md")
+    nfd = unicodedata.normalize("NFD", nfc)
+    (kb / nfc).write_bytes(note(1))
+    settings = Settings(qdrant_path=str(tmp_path / "q"))
+
+    def save(name: str, body: bytes | None) -> dict[str, str]:
+        if body is None:
+            (kb / name).unlink()
+        else:
+            (kb / name).write_bytes(body)
+        store = open_store(settings, Secrets(settings))
+        try:
+            ChangeSync(LocalSource(kb), store, None, SyncOptions()).apply([Change(path=nfc, key=name, removed=False)])
+            return {p["path"]: p["title"] for p in store.points().values() if p["chunk_index"] == 0}
+        finally:
+            store.close()
+
+    assert save(nfc, note(1)) == {nfc: "Note 1"}
+    assert save(nfd, note(2)) == {nfc: "Note 1"}  # was 'Note 2'
+    assert save(nfd, None) == {nfc: "Note 1"}  # was {}
+    (kb / nfd).write_bytes(note(4))
+    assert save(nfc, None) == {nfc: "Note 4"}
+    assert save(nfd, None) == {}
