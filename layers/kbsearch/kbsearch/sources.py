@@ -683,8 +683,8 @@ class S3Source:
                 answer = self.client.get_object(Bucket=self.bucket, Key=key)
             stream = answer["Body"]
             try:
-                sent = str(answer.get("ETag") or "").strip('"')
-                if etag and sent and sent != etag:  # a store that ignores If-Match: the answer names its version
+                sent = _opaque(answer.get("ETag"))  # a store that ignores If-Match: the answer names its version
+                if etag and sent and sent != _opaque(etag):
                     raise SourceError(f"cannot read s3://{self.bucket}/{key}: {CHANGED}")
                 declared = answer.get("ContentLength")
                 if isinstance(declared, int) and declared > MAX_FILE_BYTES:
@@ -712,6 +712,14 @@ class S3Source:
 #: Why a read of the version a listing or HEAD named got none: S3's 412 to its ``If-Match``, or an answer naming
 #: another version (a store that ignores the condition).
 CHANGED = "changed since it was listed (the next run reads the new version)"
+
+
+def _opaque(etag: object) -> str:
+    """An ETag as compared: without quotes or a weak marker, in lower case (the same version's tag as a listing and
+    a GET of one store may write it)."""
+    return str(etag or "").strip().removeprefix("W/").strip('"').lower()
+
+
 #: The longest key S3 holds, in bytes of its UTF-8 (a note path's bound, :data:`MAX_PATH_CHARS`, counts characters).
 MAX_KEY_BYTES = 1024
 
