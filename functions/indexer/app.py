@@ -4,7 +4,8 @@ kbsearch.indexer.run_changes. Translation only.
 Scheduled event (EventBridge Scheduler input, or an EventBridge rule event with the same keys under ``detail``):
 ``{"full": false, "allow_mass_delete": false, "rebuild": false}`` (``rebuild``: a new collection behind the
 alias, switched when complete; see ``kbsearch index --rebuild``). Any other event (not an object, ``Records`` that
-are no SQS batch, another key, a flag neither true nor false) runs nothing and raises naming what is wrong. Returns the sync report; ``missed_by_events``
+are no SQS batch, another key, a flag neither true nor false, an EventBridge event whose ``detail`` holds more than
+the flags: S3's ``Object Created`` sent to the function instead of its queue) runs nothing and raises naming what is wrong. Returns the sync report; ``missed_by_events``
 (changes no event had delivered) is also a metric.
 
 SQS event (``Records`` from ``aws:sqs``: S3 notifications or EventBridge ``Object Created``/``Object Deleted``):
@@ -84,6 +85,13 @@ def _not_a_run(event: Any) -> str | None:
         names = ", ".join(repr(name[:60]) for name in unknown[:5])
         return f"unknown field(s) {names}; a scheduled run takes {', '.join(FLAGS)}"
     detail = event.get("detail")
+    if detail is not None and not isinstance(detail, dict):
+        return "an EventBridge event whose detail is not an object"
+    others = sorted(str(key) for key in (detail or {}) if key not in FLAGS)
+    if others:  # an S3 change (EventBridge's Object Created), a CloudTrail call: an event of something else
+        kind, source = str(event.get("detail-type", ""))[:60], str(event.get("source", ""))[:60]
+        return (f"an EventBridge event {kind!r} from {source!r} (S3 changes reach the indexer through its queue: "
+                f"point the rule at the queue); a scheduled run's detail holds {', '.join(FLAGS)} only")  # fmt: skip
     for name in FLAGS:
         for value in (event.get(name, False), detail.get(name, False) if isinstance(detail, dict) else False):
             if not (isinstance(value, bool) or (isinstance(value, str) and value.lower() in ("true", "false"))):

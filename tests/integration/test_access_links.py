@@ -455,3 +455,43 @@ def test_a_link_to_a_restricted_note_with_a_long_name_is_never_shown_cut(tmp_pat
         refs = outgoing(load_search_app, settings, key_id, "pub.md")
         assert ({r["target"] for r in refs} == {long_name, alias, "Reorg"}) is visible, (key_id, refs)
         assert visible or refs == [], (key_id, refs)
+
+
+def test_a_full_sync_never_deletes_a_note_a_batch_wrote_after_its_listing_under_a_decomposed_key(
+    aws: EventPath, tmp_path: Path
+) -> None:
+    """The same, the note uploaded from macOS (its key decomposed: `pub/Café.md` as `e` + U+0301): the lookup before
+    the deletion finds it under that key (it asked for the composed key alone, found nothing and deleted the note
+    the batch had just written, until the next run)."""
+    import unicodedata
+
+    from kbsearch.sources import S3Source
+
+    settings = _s3_settings(tmp_path)
+    aws.receive()
+    aws.put(f"{PREFIX}pub/welcome.md", doc("Welcome", "welcome"))
+    assert run_sync(settings, Secrets(settings)).error is None
+    aws.receive()
+    store = open_store(settings, Secrets(settings))
+    key = unicodedata.normalize("NFD", f"{PREFIX}pub/Café.md")
+
+    class ListingThenBatch(S3Source):
+        def list(self) -> Any:
+            listed = list(super().list())
+            aws.put(key, doc("Café", "welcome café"))
+            changes = read_batch(sqs_event(aws.receive()), KeyScope(BUCKET, PREFIX)).changes
+            batch = ChangeSync(open_source(settings.kb_source), store, None, SyncOptions(),
+                               DynamoSequencers(TABLE, "kb"), partial(short_lease, settings, "links"))  # fmt: skip
+            assert batch.apply(changes).added == 1
+            return iter(listed)
+
+    source = open_source(settings.kb_source)
+    assert isinstance(source, S3Source)
+    try:
+        report = Indexer(ListingThenBatch(BUCKET, PREFIX, source.client), store, None, SyncOptions(), None,
+                         partial(short_lease, settings, "links")).sync()  # fmt: skip
+        paths = {p["path"] for p in store.points().values()}
+    finally:
+        store.close()
+    assert report.error is None and report.deleted == 0, report
+    assert paths == {"pub/welcome.md", "pub/Café.md"}

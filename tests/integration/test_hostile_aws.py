@@ -394,3 +394,107 @@ def test_hidden_notes_an_older_version_indexed_from_s3_go_past_the_mass_delete_g
     report = run_sync(indexer.settings(), Secrets(indexer.settings()))
     assert report.error is None and report.deletion_blocked is None, report
     assert {p["path"] for p in open_points(indexer.settings())} == {"pub/open.md"}
+
+
+# -- round 18: one note path, two keys (Unicode twins) --------------------------------------------------------------
+
+
+def test_an_event_of_a_keys_unicode_twin_applies_the_note_a_full_sync_indexes(
+    aws: EventPath, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`café.md` composed (Linux) and decomposed (a macOS upload) are two S3 keys of one note path; a full sync
+    indexes the composed one and skips the other with its reason. The events of either key now apply what a full
+    sync would: the decomposed twin's upload and its deletion (the duplicate cleaned up) leave the composed note as
+    it is (its upload replaced it with the twin's text, and its deletion removed the note while the composed key
+    still held it, until the next full sync); an edit of the composed key whose sequencer is below the twin's is
+    applied (sequencers of different keys are not comparable: it was dropped as stale); and once the composed key
+    is deleted, the twin is the note. After each step the index equals a clean full sync of the bucket."""
+    import unicodedata
+    from urllib.parse import quote_plus
+
+    from tests.integration.test_events import clean_full_sync, points
+
+    indexer = Indexer(monkeypatch, tmp_path, None)
+    aws.receive()
+    nfc = unicodedata.normalize("NFC", "ru/Кафе café.md")
+    nfd = unicodedata.normalize("NFD", nfc)
+    assert nfc != nfd
+
+    def titles() -> dict[str, str]:
+        return {p["path"]: p["title"] for p in open_points(indexer.settings()) if p["chunk_index"] == 0}
+
+    def send(key: str, name: str, sequencer: str) -> list[str]:
+        body = _notification(quote_plus(PREFIX + key, safe="/"), name, sequencer)
+        return indexer([sqs_record(body, aws.queue_arn)])
+
+    def as_a_full_sync() -> None:
+        assert points(indexer.settings()) == clean_full_sync(indexer, tmp_path)
+
+    aws.put(PREFIX + nfc, note(1))
+    aws.put(PREFIX + "other.md", note(9))
+    aws.receive()
+    assert send(nfc, "ObjectCreated:Put", "10") == [] and send("other.md", "ObjectCreated:Put", "10") == []
+    assert titles() == {nfc: "Note 1", "other.md": "Note 9"}
+    aws.put(PREFIX + nfd, note(2))  # the twin uploaded: the full sync keeps the composed key's note
+    aws.receive()
+    assert send(nfd, "ObjectCreated:Put", "30") == []
+    assert titles()[nfc] == "Note 1"  # was 'Note 2'
+    as_a_full_sync()
+    aws.put(PREFIX + nfc, note(3))  # an edit of the composed key, its sequencer below the twin's
+    aws.receive()
+    assert send(nfc, "ObjectCreated:Put", "20") == []
+    assert titles()[nfc] == "Note 3"  # was dropped as stale (the twin's sequencer logged for the path)
+    as_a_full_sync()
+    aws.delete(PREFIX + nfd)  # the duplicate cleaned up
+    aws.receive()
+    assert send(nfd, "ObjectRemoved:Delete", "40") == []
+    assert titles() == {nfc: "Note 3", "other.md": "Note 9"}  # the note was deleted
+    as_a_full_sync()
+    aws.put(PREFIX + nfd, note(4))
+    aws.delete(PREFIX + nfc)  # now the twin is the only key of the path: it is the note
+    aws.receive()
+    assert send(nfc, "ObjectRemoved:Delete", "50") == []
+    assert titles() == {nfc: "Note 4", "other.md": "Note 9"}
+    as_a_full_sync()
+    aws.delete(PREFIX + nfd)
+    aws.receive()
+    assert send(nfd, "ObjectRemoved:Delete", "60") == []
+    assert titles() == {"other.md": "Note 9"}
+
+
+def test_a_watched_folders_unicode_twin_files_are_applied_as_a_full_sync_indexes_them(tmp_path: Path) -> None:
+    """The same twins in a folder (`kbsearch serve --watch` hands the saved files' names to the same event run): a
+    save and a deletion of the decomposed file leave the composed note indexed, as a full sync has it; with the
+    composed file gone, the decomposed one is the note."""
+    import unicodedata
+
+    from kbsearch.events import Change
+    from kbsearch.indexer import ChangeSync, SyncOptions
+    from kbsearch.qdrant import open_store
+    from kbsearch.sources import LocalSource
+
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    nfc = unicodedata.normalize("NFC", "Кафе café.md")
+    nfd = unicodedata.normalize("NFD", nfc)
+    (kb / nfc).write_bytes(note(1))
+    settings = Settings(qdrant_path=str(tmp_path / "q"))
+
+    def save(name: str, body: bytes | None) -> dict[str, str]:
+        if body is None:
+            (kb / name).unlink()
+        else:
+            (kb / name).write_bytes(body)
+        store = open_store(settings, Secrets(settings))
+        try:
+            ChangeSync(LocalSource(kb), store, None, SyncOptions()).apply([Change(path=nfc, key=name, removed=False)])
+            return {p["path"]: p["title"] for p in store.points().values() if p["chunk_index"] == 0}
+        finally:
+            store.close()
+
+    assert save(nfc, note(1)) == {nfc: "Note 1"}
+    assert save(nfd, note(2)) == {nfc: "Note 1"}  # was 'Note 2'
+    assert save(nfd, None) == {nfc: "Note 1"}  # was {}
+    (kb / nfd).write_bytes(note(4))
+    assert save(nfc, None) == {nfc: "Note 4"}
+    assert save(nfd, None) == {}

@@ -23,7 +23,7 @@ from moto import mock_aws
 from kbsearch import slack
 from kbsearch_tools.fakes import provider_env
 from kbsearch_tools.local.apigw import HttpRequest, build_event
-from kbsearch_tools.s3events import EventPath, sqs_record
+from kbsearch_tools.s3events import EventPath, eventbridge_body, sqs_record
 from tests.conftest import ROOT, copy_store
 from tests.integration import test_events as events
 from tests.integration.mcp_checks import check_slot_answer, slot_messages
@@ -882,6 +882,12 @@ NO_RUN_EVENTS: dict[str, Any] = {
     "a misspelled flag": {"Full": True}, "a flag spelled with a dash": {"allow-mass-delete": True},
     "full yes": {"full": "yes"}, "full 1": {"full": 1}, "full null": {"full": None}, "rebuild a list": {"rebuild": [True]},
     "a flag wrong under detail": {"detail-type": "Scheduled Event", "source": "aws.events", "detail": {"full": "yes"}},
+    # round 18: EventBridge events of something else, a rule pointed at the function instead of the queue
+    "EventBridge's Object Created sent directly": json.loads(eventbridge_body("kb-notes", "kb/x.md", False, "0A", "2026-12-05T00:00:00Z")),
+    "EventBridge's Object Deleted sent directly": json.loads(eventbridge_body("kb-notes", "kb/x.md", True, "0B", "2026-12-05T00:00:00Z")),
+    "a CloudTrail call": {"version": "0", "id": "c", "detail-type": "AWS API Call via CloudTrail", "source": "aws.s3",
+                          "detail": {"eventName": "PutObject", "requestParameters": {"key": "kb/x.md"}}},
+    "a detail that is a list": {"detail-type": "Scheduled Event", "source": "aws.events", "detail": [{"full": True}]},
 }  # fmt: skip
 RUN_EVENTS: dict[str, Any] = {
     "empty": {}, "the schedule's input": {"full": False}, "flags as words": {"full": "TRUE", "rebuild": "false"},
@@ -899,7 +905,8 @@ def test_an_indexer_event_that_is_no_scheduled_run_runs_nothing(
     """An event that is neither an SQS batch nor a scheduled run (not an object, Records that are no SQS batch: S3
     invoking the function directly, an unknown field, a flag neither true nor false) raises naming what is wrong
     and writes nothing (each ran a sync: a direct S3 notification a sync per upload, `{"Full": true}` and
-    `{"full": "yes"}` an incremental one, as if asked); a scheduled run's events still run."""
+    `{"full": "yes"}` an incremental one, as if asked; round 18: EventBridge's S3 `Object Created` / `Object Deleted`
+    and CloudTrail's calls sent to the function directly, a sync per change); a scheduled run's events still run."""
     from kbsearch_tools.local.runtime import LambdaContext
 
     indexer = events.Indexer(monkeypatch, tmp_path, None)

@@ -163,6 +163,35 @@ def test_a_note_replaced_between_its_listing_and_its_read_is_never_indexed_under
     assert "as saved" in _text(settings) and "draft" not in _text(settings)
 
 
+def test_a_store_that_ignores_if_match_never_has_a_note_indexed_under_the_listed_version(
+    moto_s3: Any, tmp_path: Path
+) -> None:
+    """The same race against an S3-compatible store that ignores ``If-Match`` (the condition dropped from every
+    GET, botocore's hook): it answers 200 with the version saved in between, under that version's ETag. The read is
+    refused by the ETag the answer names (it was indexed under the listed version's ETag: the draft kept for good, as
+    before ``If-Match``); the next run indexes the note as saved."""
+    s3 = moto_s3
+    settings = Settings(kb_source=f"s3://{BUCKET}/", qdrant_path=str(tmp_path / "q"))
+    s3.put_object(Bucket=BUCKET, Key="a.md", Body=OLD)
+    assert run_sync(settings, Secrets(settings)).error is None and "old text" in _text(settings)
+
+    assert boto3.DEFAULT_SESSION is not None
+    boto3.DEFAULT_SESSION.events.register(
+        "before-parameter-build.s3.GetObject", lambda params, **_: params.pop("IfMatch", None)
+    )
+    s3.put_object(Bucket=BUCKET, Key="a.md", Body=A)
+    raced = _saved_between_the_listing_and_the_read(s3)
+    report = run_sync(settings, Secrets(settings))
+    assert raced == [1, 2] and report.error is None
+    skipped = {s["path"]: s["reason"] for s in report.skipped}
+    assert set(skipped) == {"a.md"} and "changed since it was listed" in skipped["a.md"], report
+    assert "old text" in _text(settings)
+
+    report = run_sync(settings, Secrets(settings))
+    assert report.skipped == [] and report.updated == 1, report
+    assert "as saved" in _text(settings) and "draft" not in _text(settings)
+
+
 def test_an_event_run_reads_the_version_its_head_named_or_retries(
     aws: EventPath, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -283,3 +312,89 @@ def test_a_read_by_path_lists_only_the_keys_that_can_spell_it(moto_s3: Any, load
         else:
             assert not result["isError"] and text in result["structuredContent"]["body"], (path, result)
         assert sum(listed) <= 5, (path, listed)
+
+
+# -- round 18: listings whose pages lie -----------------------------------------------------------------------------
+
+
+def _listing_page(items: list[tuple[str, bytes]], truncated: bool, token: str | None) -> bytes:
+    """A ListObjectsV2 page of ``items``: ``truncated`` as its IsTruncated, ``token`` its NextContinuationToken."""
+    page = listing_xml(items)
+    if truncated:
+        page = page.replace(b"<IsTruncated>false</IsTruncated>", b"<IsTruncated>true</IsTruncated>")
+    if token is not None:
+        page = page.replace(
+            b"</ListBucketResult>",
+            f"<NextContinuationToken>{token}</NextContinuationToken></ListBucketResult>".encode(),
+        )
+    return page
+
+
+#: Pages that say the listing goes on (IsTruncated) and name no next page, or one already given: each as
+#: ``{token asked for ("" first) → (the page's notes, by index, the next token or None)}``.
+LYING_PAGES: dict[str, dict[str, tuple[range, str | None]]] = {
+    "goes on, names no next page": {"": (range(4), None)},
+    "goes on, names a blank page": {"": (range(4), " ")},
+    "names itself again": {"": (range(2), "T1"), "T1": (range(2, 4), "T1")},
+    "names an earlier page (A, B, A)": {"": (range(2), "A"), "A": (range(2, 4), "B"), "B": (range(4, 5), "A")},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("lie", LYING_PAGES)
+def test_a_listing_whose_pages_lie_is_a_failed_listing_never_deletions(tmp_path: Path, lie: str) -> None:
+    """Six notes indexed; then S3 lists them in pages that say the listing goes on but name no next page (or a blank
+    one), or name a page already given: the sync fails as a failed listing does (its error names what S3 did),
+    nothing is deleted, and it ends at once. The paginator stopped quietly at a page naming no next one: the notes
+    after it looked deleted, and the two here (a third of the KB, under the mass-delete guard's half) were deleted;
+    tokens coming back after another (A, B, A) were followed for ever, the sync held until the function's timeout
+    (botocore's paginator already refused a token named twice in a row)."""
+    from urllib.parse import parse_qs, urlsplit
+
+    from botocore.config import Config
+
+    from kbsearch.indexer import Indexer, SyncOptions
+    from kbsearch.sources import LocalSource, S3Source
+    from kbsearch_tools.fakes import FakeEndpoint
+
+    notes = [(f"n{i}.md", f"# N{i}\n\nnote {i}".encode()) for i in range(6)]
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    for name, body in notes:
+        (kb / name).write_bytes(body)
+    settings = Settings(qdrant_path=str(tmp_path / "q"))
+    store = open_store(settings, Secrets(settings))
+    try:
+        Indexer(LocalSource(kb), store, None).sync()
+    finally:
+        store.close()
+    endpoint = FakeEndpoint().start()
+
+    def respond(method: str, path: str) -> tuple[int, bytes, str]:
+        if "list-type=2" not in path:  # a HEAD of a note the listing lacks: gone
+            return 404, b"<Error><Code>NoSuchKey</Code></Error>", "application/xml"
+        token = parse_qs(urlsplit(path).query).get("continuation-token", [""])[0]
+        indices, following = LYING_PAGES[lie][token]
+        return 200, _listing_page([notes[i] for i in indices], True, following), "application/xml"
+
+    endpoint.responder = respond
+    client = boto3.client(
+        "s3", endpoint_url=endpoint.url, region_name="us-east-1",
+        config=Config(connect_timeout=1, read_timeout=1, retries={"max_attempts": 1}, s3={"addressing_style": "path"}),
+    )  # fmt: skip
+    store = open_store(settings, Secrets(settings))
+    outcome: list[Any] = []
+    try:
+        sync = threading.Thread(
+            target=lambda: outcome.append(Indexer(S3Source("kb", "", client), store, None, SyncOptions()).sync()),
+            daemon=True,
+        )
+        sync.start()
+        sync.join(30)
+        assert outcome, "the sync is still listing after 30 s"
+        after = sorted({p["path"] for p in store.points().values()})
+    finally:
+        endpoint.stop()
+        store.close()
+    report = outcome[0]
+    assert after == [name for name, _ in notes] and report.deleted == 0, report
+    assert report.error and report.error.startswith("listing s3://kb/ failed"), report.error

@@ -201,6 +201,53 @@ def test_a_stalled_client_is_disconnected_quietly() -> None:
         server.server_close()
 
 
+@pytest.mark.parametrize("where", ["headers", "body"])
+def test_a_client_dripping_its_request_is_disconnected_at_the_request_limit(where: str) -> None:
+    """A request sent one byte every 0.3 s (each read within the idle timeout of 1 s), in its headers or its body:
+    the connection is closed quietly at the whole request's limit (2 s here; 30 s by default), nothing answered, and
+    the server answers the next client (the idle timeout bounded each read, not the request: a header dripped a byte
+    every 9 s held its connection and thread for a day, a body for as long as its Content-Length said). A request
+    sent whole is answered, however long its route then takes."""
+    api = LocalApi(Template(ROOT / "template.yaml"))
+    server = make_server(api, "127.0.0.1", 0, idle_timeout_s=1.0, read_limit_s=2.0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        head = b"POST /search HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n"
+        t0 = time.monotonic()
+        with socket.create_connection(address(base), timeout=15) as sock:
+            sock.sendall(head if where == "body" else head[:20])
+            if where == "body":
+                sock.sendall(b"\r\n{")
+            received, closed = b"", False
+            while time.monotonic() - t0 < 12 and not closed:
+                try:
+                    sock.sendall(b"x" if where == "body" else b"X")
+                except OSError:
+                    closed = True
+                    break
+                time.sleep(0.3)
+                sock.setblocking(False)
+                try:
+                    chunk = sock.recv(65536)
+                    received += chunk
+                    closed = chunk == b""
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    closed = True
+                sock.setblocking(True)
+        took = time.monotonic() - t0
+        assert closed and received == b"", (took, received)
+        assert took < 6, took  # the 2 s limit, checked every 0.5 s, on a loaded machine
+        answer = exchange(base, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        assert responses(answer)[0][0] == 200
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 OTHER_HOSTS = ["evil.example", "evil.example:3000", "127.0.0.1.evil.example", "localhost.evil.example", "10.0.0.7",
                "[::2]:3000", "x", "", "[::1", "0.0.0.0:3000"]  # fmt: skip
 THIS_MACHINE = ["127.0.0.1", "127.0.0.1:{port}", "localhost:{port}", "LOCALHOST", "[::1]:{port}", "127.9.9.9",

@@ -8,12 +8,14 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from kbsearch_tools.fakes import FakeEndpoint
 from kbsearch_tools.local.apigw import HttpRequest, build_event
+from tests.conftest import copy_store
 from tests.integration.test_fault_matrix import listing_xml
 
 BUDGET_S = 2
@@ -210,3 +212,67 @@ def test_a_note_and_its_links_share_the_request_budget(route: str, load_search_a
     else:
         text = body["result"]["content"][0]["text"]
         assert "The note a." in text and "links unavailable" in text, text
+
+
+# -- round 18: a path S3 cannot hold --------------------------------------------------------------------------------
+
+#: A note path within the 1,024 characters a note path may have, whose key is over the 1,024 bytes S3 allows a key
+#: (Cyrillic: two bytes a letter): S3 answers a HEAD, a GET or a listing naming it 400 KeyTooLongError.
+LONG_PATH = "кадры/" + "ж" * 600 + ".md"
+
+
+@pytest.mark.parametrize("route", ["GET /notes/{path}", "kb_get_note"])
+def test_a_path_longer_than_any_s3_key_is_no_note_never_a_503(
+    route: str, load_search_app, bm25_index: Path, tmp_path: Path
+) -> None:
+    """A read by a path S3 can hold no key of (over 1,024 bytes once UTF-8 encoded, within the 1,024 characters of
+    a note path) answers as for a note that is not there (404 `not_found`; a tool error saying so), S3 never asked
+    about it. S3 answers such a key 400 KeyTooLongError, which was read as S3 failing: 503 `source_unavailable`,
+    'try again shortly', for a request no retry can answer."""
+    from urllib.parse import unquote, urlsplit
+
+    s3 = FakeEndpoint().start()
+    asked: list[int] = []
+
+    def respond(method: str, path: str) -> tuple[int, bytes, str]:
+        key = unquote(urlsplit(path).path).split("/", 2)[-1]
+        if len(key.encode()) > 1024 or "ж" * 300 in unquote(path):
+            asked.append(len(key.encode()))
+            return (
+                400,
+                b"<Error><Code>KeyTooLongError</Code><Message>Your key is too long</Message></Error>",
+                "application/xml",
+            )
+        if "list-type=2" in path:
+            return 200, listing_xml([]), "application/xml"
+        return (
+            404,
+            b"<Error><Code>NoSuchKey</Code><Message>The specified key does not exist.</Message></Error>",
+            "application/xml",
+        )
+
+    s3.responder = respond
+    copy_store(bm25_index, tmp_path / "q")  # (sample-kb's index: it holds no such note)
+    try:
+        app = load_search_app(KB_SOURCE="s3://kb-notes/", AWS_ENDPOINT_URL_S3=s3.url, QDRANT_PATH=str(tmp_path / "q"),
+                              SEARCH_BUDGET_S=str(BUDGET_S))  # fmt: skip
+        if route.startswith("GET"):
+            event = build_event(
+                HttpRequest("GET", f"/notes/{LONG_PATH}", "", [], b""), "/notes/{path+}", {"path": LONG_PATH}, "dev"
+            )
+        else:
+            raw = json.dumps({"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+                              "params": {"name": "kb_get_note", "arguments": {"path": LONG_PATH}}}).encode()  # fmt: skip
+            event = build_event(
+                HttpRequest("POST", "/mcp", "", [("Content-Type", "application/json")], raw), "/mcp", {}, "dev"
+            )
+        answer = _within_the_bound(lambda: app(event))
+    finally:
+        s3.stop()
+    body = json.loads(answer["body"])
+    if route.startswith("GET"):
+        assert answer["statusCode"] == 404 and body["error"] == "not_found", answer
+    else:
+        assert answer["statusCode"] == 200 and body["result"]["isError"] is True, answer
+        assert "no note at" in body["result"]["content"][0]["text"], body
+    assert asked == []

@@ -30,6 +30,7 @@ import dataclasses
 import datetime as dt
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -307,12 +308,13 @@ def _message(raw: Any, message_id: str, scope: Scope, batch: Batch) -> str | Non
     return next((problem for problem in problems if problem), None)
 
 
-def latest_per_path(changes: list[Change]) -> tuple[dict[str, Change], int]:
-    """The latest change of each path by sequencer (without sequencers: the last given), and how many changes
-    were superseded or repeated within the batch."""
+def latest_per_key(changes: list[Change], name: Callable[[Change], str]) -> tuple[dict[str, Change], int]:
+    """The latest change of each object by sequencer (without sequencers: the last given), by ``name`` (the key
+    within the KB: sequencers of different keys are not comparable, twins spelling one path in two Unicode forms
+    included), and how many changes were superseded or repeated within the batch."""
     latest: dict[str, Change] = {}
     for change in changes:
-        held = latest.get(change.path)
+        held = latest.get(name(change))
         if held is None or newer(change.sequencer, held.sequencer) or not (change.sequencer or held.sequencer):
-            latest[change.path] = change
+            latest[name(change)] = change
     return latest, len(changes) - len(latest)

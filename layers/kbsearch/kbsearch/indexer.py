@@ -841,14 +841,14 @@ class Indexer:
         """An S3 note the listing lacks but the index holds is looked up once more before it is deleted: an event
         batch that started before this run took the index lease may have written it after the listing (it stays;
         the next run lists it). A lookup that fails deletes nothing either, as a failed listing does."""
-        from kbsearch.sources import S3Source, head
+        from kbsearch.sources import S3Source, current
 
         if not isinstance(self.source, S3Source):
             return False  # a folder has one writer (the embedded store's lock, kbsearch serve's sync lock)
         if hidden(path):
             return False  # the listing skips it whatever its age (a trash an older version indexed): it exists
         try:
-            found = head(self.source, self.source.prefix + path) is not None
+            found = current(self.source, self.source.prefix + path) is not None  # under any key spelling the path
         except SourceError as exc:
             report.warnings.append({"path": path, "reason": f"not deleted: it could not be looked up ({exc})"})
             return True
@@ -1612,7 +1612,7 @@ class ChangeSync:
         call_deadline: Deadline | None = None,
         report: ChangeReport | None = None,
     ) -> ChangeReport:
-        from kbsearch.events import latest_per_path, newer
+        from kbsearch.events import latest_per_key, newer
 
         started = time.monotonic()
         self._changed = set()
@@ -1620,21 +1620,24 @@ class ChangeSync:
                                         dense=self.indexer.embedder is not None)  # fmt: skip
         report.events += len(changes)
         self._names = set()
-        latest, report.duplicates = latest_per_path(changes)
+        latest, report.duplicates = latest_per_key(changes, self._name)
         report.keys = len(latest)
         failed: set[str] = set()
+        paths = {change.path for change in latest.values()}
         try:
             self.indexer._embedding_signature(report)
             applied = self.sequencers.get(sorted(latest)) if self.sequencers is not None and latest else {}
-            todo = {}
-            for path, change in latest.items():
-                held = applied.get(path, "")
+            todo: dict[str, Change] = {}  # per path: what the source holds there now is applied (_apply_current)
+            news: dict[str, list[Change]] = {}  # per path, the changes whose sequencers are recorded once applied
+            for name, change in latest.items():
+                held = applied.get(name, "")
                 if held and not newer(change.sequencer, held):
                     report.stale += 1
                 else:
-                    todo[path] = change
+                    todo.setdefault(change.path, change)
+                    news.setdefault(change.path, []).append(change)
             done = self._apply_current(report, todo, failed, stop_at or Deadline(), call_deadline)
-            superseded = [p for p in done if not self._record(todo[p])]
+            superseded = [p for p in done if not all([self._record(c) for c in news[p]])]
             if superseded:  # a later event of these notes was applied meanwhile: apply what is there now
                 report.superseded += len(superseded)
                 again = {p: todo[p] for p in superseded}
@@ -1645,18 +1648,18 @@ class ChangeSync:
         except StoreError as exc:
             report.error = str(exc) if isinstance(exc, SchemaMismatchError) else f"index storage failed: {exc}"
             report.incomplete = True
-            failed |= set(latest)
+            failed |= paths
             logger.error("the index cannot be written; the batch is retried", extra={"error": report.error})
         except AccessFileError as exc:  # as a full sync: nothing changes (no note indexed, no group relaxed)
             report.error = str(exc)
             report.incomplete = True
-            failed |= set(latest)
+            failed |= paths
             logger.error("the access file cannot be used; nothing changed, the batch is retried",
                          extra={"error": report.error})  # fmt: skip
         except Exception as exc:  # the sequencer log (DynamoDB) or anything unforeseen: retry the whole batch
             report.error = f"event run failed: {type(exc).__name__}: {str(exc)[:200]}"
             report.incomplete = True
-            failed |= set(latest)
+            failed |= paths
             logger.exception("event run failed; the batch is retried")
         finally:
             report.duration_ms += int((time.monotonic() - started) * 1000)
@@ -1697,8 +1700,15 @@ class ChangeSync:
             raise
         return FolderRules.parse(raw)
 
+    def _name(self, change: Change) -> str:
+        """The name a change's sequencer is logged under: its key within the KB (sequencers of different keys are
+        not comparable, and two keys can spell one note path in two Unicode forms); for a key already in NFC, the
+        note's path (what the log held before twins were told apart)."""
+        prefix = getattr(self.source, "prefix", "")
+        return change.key[len(prefix) :] if prefix and change.key.startswith(prefix) else change.key or change.path
+
     def _record(self, change: Change) -> bool:
-        return self.sequencers is None or self.sequencers.put(change.path, change.sequencer)
+        return self.sequencers is None or self.sequencers.put(self._name(change), change.sequencer)
 
     def _catch_up_reach(self, report: ChangeReport) -> None:
         """A batch never records groups of ``reach`` (a full sync does, :meth:`Indexer._record_reach`); but one that
@@ -1791,14 +1801,14 @@ class ChangeSync:
         """Read each note's current state and make the index hold exactly it, then apply a change of the access
         file (to every note, the ones just written included), then bring the restricted link targets up to date:
         all in this run. The paths done (not failed)."""
-        from kbsearch.sources import head
+        from kbsearch.sources import current as current_entry
 
         current: dict[str, SourceObject | None] = {}
         for path, change in sorted(todo.items()):
             if path == ACCESS_FILE:
                 continue
-            try:
-                current[path] = head(self.source, change.key)
+            try:  # the key a full sync indexes at this path now, whichever of its spellings the event named
+                current[path] = current_entry(self.source, change.key)
             except SourceError as exc:
                 failed.add(path)
                 logger.warning("note not readable; its event is retried", extra={"path": path, "error": str(exc)})

@@ -1,7 +1,8 @@
-"""The last S3 ``sequencer`` applied per note, kept durably, so that events that arrive late or twice change
+"""The last S3 ``sequencer`` applied per key (its name within the KB: a note's path for a key in NFC; sequencers of
+two keys spelling one path in two Unicode forms are not comparable), kept durably, so that events that arrive late or twice change
 nothing: a ``Created`` older than the ``Removed`` already applied never resurrects a note, a replay is a no-op.
 
-- :class:`DynamoSequencers`: items ``seq#<collection>#<path>`` in the index lease table (``INDEX_LEASE_TABLE``),
+- :class:`DynamoSequencers`: items ``seq#<collection>#<name>`` in the index lease table (``INDEX_LEASE_TABLE``),
   ``{pk, seq (padded hex), expires_at}``; the write is conditional (``attribute_not_exists(pk) OR seq < :seq``),
   so of two runs applying the same key concurrently, the one with the older event learns it was superseded. An
   item whose ``seq`` is no sequencer this log writes (edited by hand) records nothing and is written over. Items

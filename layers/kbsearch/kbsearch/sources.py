@@ -555,8 +555,7 @@ class S3Source:
 
     def list(self) -> Iterator[SourceObject]:
         try:
-            paginator = self.client.get_paginator("list_objects_v2")
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
+            for page in self._pages(Prefix=self.prefix):
                 for item in page.get("Contents", []):
                     key = item["Key"]
                     rel = key[len(self.prefix) :]
@@ -575,12 +574,33 @@ class S3Source:
         except Exception as exc:
             raise SourceError(f"listing {self.uri} failed: {_aws_message(exc)}") from None
 
+    def _pages(self, **params: Any) -> Iterator[Any]:
+        """ListObjectsV2's pages, each asked for as the one before is consumed. A page that says the listing goes on
+        (``IsTruncated``) must name a next page no page named before: one naming none ended the listing there
+        (botocore's paginator stops quietly), so the notes after it looked deleted and a full sync deleted them
+        (under the mass-delete guard's ratio); tokens that come back after another (A, B, A) were followed for ever
+        (the paginator catches only a token repeated at once), the sync held until the function's timeout. Either is
+        a :class:`SourceError` (a failed listing: nothing deleted)."""
+        seen: set[str] = set()
+        token = ""
+        while True:
+            asked: dict[str, Any] = {"Bucket": self.bucket, **params, **({"ContinuationToken": token} if token else {})}
+            page = self.client.list_objects_v2(**asked)
+            yield page
+            if not page.get("IsTruncated"):
+                return
+            token = page.get("NextContinuationToken") or ""
+            if not isinstance(token, str) or not token.strip():
+                raise SourceError(f"listing {self.uri} failed: S3 said the listing goes on but named no next page")
+            if token in seen:
+                raise SourceError(f"listing {self.uri} failed: S3 named a next page it had already given")
+            seen.add(token)
+
     def root_names(self) -> Iterator[str]:
         """ListObjectsV2 under the prefix with ``Delimiter="/"``, a page (1,000 keys) as it is consumed: the root's
         keys (its folders come back as common prefixes, not read)."""
         try:
-            paginator = self.client.get_paginator("list_objects_v2")
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix, Delimiter="/"):
+            for page in self._pages(Prefix=self.prefix, Delimiter="/"):
                 for item in page.get("Contents", []):
                     name = item["Key"][len(self.prefix) :]
                     if not name.endswith("/") and not hidden(name):  # as a folder's root: macOS's `._x` too
@@ -622,6 +642,8 @@ class S3Source:
     def head_key(self, key: str) -> HeadObjectOutputTypeDef | None:
         """S3's HEAD answer for ``key``, None when no object is there; :class:`SourceError` when S3 does not
         answer (the one HEAD both :meth:`entry_problem` and :func:`head` make)."""
+        if not holds(key):
+            return None
         try:
             return self.client.head_object(Bucket=self.bucket, Key=key)
         except Exception as exc:
@@ -635,9 +657,10 @@ class S3Source:
         non-ASCII character: each such read under a Cyrillic folder listed all of it)."""
         keys: list[str] = []
         try:
-            paginator = self.client.get_paginator("list_objects_v2")
             for start in key_prefixes(path):
-                for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + start):
+                if not holds(self.prefix + start):
+                    continue  # no key begins so
+                for page in self._pages(Prefix=self.prefix + start):
                     keys += [i["Key"] for i in page.get("Contents", []) if _nfc(i["Key"][len(self.prefix) :]) == path]
         except Exception as exc:
             raise SourceError(f"listing {self.uri} failed: {_aws_message(exc)}") from None
@@ -651,6 +674,8 @@ class S3Source:
         closed early) is no note: SourceError, retried by the next run. botocore checks the length only of a read
         without a size, so a cut body was indexed as the note, under the listing's ETag of the whole one, and no
         later run read it again."""
+        if not holds(key):
+            raise SourceError(f"no note at {key!r}")
         try:
             if etag:  # the version listed, or S3's 412
                 answer = self.client.get_object(Bucket=self.bucket, Key=key, IfMatch=f'"{etag}"')
@@ -658,21 +683,23 @@ class S3Source:
                 answer = self.client.get_object(Bucket=self.bucket, Key=key)
             stream = answer["Body"]
             try:
+                sent = _opaque(answer.get("ETag"))  # a store that ignores If-Match: the answer names its version
+                if etag and sent and sent != _opaque(etag):
+                    raise SourceError(f"cannot read s3://{self.bucket}/{key}: {CHANGED}")
                 declared = answer.get("ContentLength")
                 if isinstance(declared, int) and declared > MAX_FILE_BYTES:
                     raise NoteUnreadable(key, _too_large(declared))
                 body: bytes = stream.read(MAX_FILE_BYTES + 1)
             finally:
                 stream.close()
-        except NoteUnreadable:
+        except SourceError:  # NoteUnreadable too
             raise
         except Exception as exc:
             code = _aws_code(exc)
             if code in ("NoSuchKey", "404"):
                 raise SourceError(f"no note at {key!r}") from None
             if code in ("PreconditionFailed", "412"):
-                raise SourceError(f"cannot read s3://{self.bucket}/{key}: changed since it was listed (the next run "
-                                  "reads the new version)") from None  # fmt: skip
+                raise SourceError(f"cannot read s3://{self.bucket}/{key}: {CHANGED}") from None
             raise SourceError(f"cannot read s3://{self.bucket}/{key}: {_aws_message(exc)}") from None
         if len(body) > MAX_FILE_BYTES:
             raise NoteUnreadable(key, f"larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB (more than it declared)")
@@ -680,6 +707,28 @@ class S3Source:
             raise SourceError(f"cannot read s3://{self.bucket}/{key}: the object ended after {len(body)} of its "
                               f"{declared} bytes (the connection closed early)")  # fmt: skip
         return body
+
+
+#: Why a read of the version a listing or HEAD named got none: S3's 412 to its ``If-Match``, or an answer naming
+#: another version (a store that ignores the condition).
+CHANGED = "changed since it was listed (the next run reads the new version)"
+
+
+def _opaque(etag: object) -> str:
+    """An ETag as compared: without quotes or a weak marker, in lower case (the same version's tag as a listing and
+    a GET of one store may write it)."""
+    return str(etag or "").strip().removeprefix("W/").strip('"').lower()
+
+
+#: The longest key S3 holds, in bytes of its UTF-8 (a note path's bound, :data:`MAX_PATH_CHARS`, counts characters).
+MAX_KEY_BYTES = 1024
+
+
+def holds(key: str) -> bool:
+    """Whether S3 can hold an object at ``key``: at most :data:`MAX_KEY_BYTES` bytes. S3 answers a HEAD, GET or
+    listing naming a longer one 400 ``KeyTooLongError``, which was read as S3 failing: a read by such a path (a
+    note path of 1,024 characters may be 2,000 bytes of Cyrillic) was a 503 'try again shortly'; no note is there."""
+    return len(key.encode("utf-8", "surrogatepass")) <= MAX_KEY_BYTES
 
 
 def _checked(path: str) -> str:
@@ -769,3 +818,33 @@ def head(source: Source, key: str) -> SourceObject | None:
         when = dt.datetime.fromtimestamp(info.st_mtime, dt.UTC).isoformat()
         return SourceObject(path=_nfc(key), key=key, etag=etag, size=info.st_size, modified=when)
     raise SourceError(f"{type(source).__name__} cannot look up single objects")
+
+
+def current(source: Source, key: str) -> SourceObject | None:
+    """The entry a full sync indexes now at the note path of ``key`` (its NFC form), whatever the key an event
+    named: of the keys that spell that path, the :func:`preferred` one (already NFC, else the smallest), as a full
+    sync's listing picks it; None when no key spells it. What an event-driven run applies: an event of one twin
+    (``café.md`` uploaded from macOS decomposed, beside the composed one) applied that twin's object (its HEAD), so
+    its edit replaced the note the full sync indexes and its deletion (the duplicate cleaned up) removed the note
+    while the other key still held it, until the next full sync. A key already NFC and present is the one (one
+    HEAD, as before); otherwise the few keys that can spell the path are listed (:func:`key_prefixes`; none for a
+    path no other code points spell)."""
+    prefix = getattr(source, "prefix", "")
+    rel = key[len(prefix) :] if key.startswith(prefix) else key
+    path = _nfc(rel)
+    if rel == path:
+        obj = head(source, key)
+        if obj is not None or key_prefixes(path) == [path]:
+            return obj
+    if isinstance(source, S3Source):
+        found = source._find(path)
+        return None if found is None else head(source, found)
+    if isinstance(source, LocalSource):
+        try:
+            full = source._find(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            raise SourceError(f"cannot read {path!r}: {exc.strerror}") from None
+        return head(source, os.path.relpath(full, source.root).replace(os.sep, "/"))
+    return head(source, key)

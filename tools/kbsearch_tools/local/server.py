@@ -9,7 +9,8 @@ At the socket it answers as API Gateway does, in its ``{"message": ...}`` JSON, 
 or an HTML page: a header holding a NUL, CR or LF, a line among the headers that is none, two ``Host`` headers or an
 HTTP/1.1 request without one → 400 and the connection closed, a ``Content-Length`` that is not one
 number → 400, a body shorter than its ``Content-Length`` →
-400 (or a quiet close when the client stalls past the idle timeout), ``Transfer-Encoding`` → 411 (400 with a
+400 (or a quiet close when the client stalls past the idle timeout, or takes over :data:`REQUEST_READ_S` to send the
+whole request), ``Transfer-Encoding`` → 411 (400 with a
 ``Content-Length`` too), headers over 10 KiB → 431, a request line that is not HTTP/1.x → 400 (HTTP/0.9: a quiet
 close), any method the template has no route for (TRACE, CONNECT, PROPFIND, ...) → 403 "Missing Authentication
 Token". A client that hangs up (``curl .../docs | head``) ends its connection quietly.
@@ -22,13 +23,16 @@ container), every Host is answered.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import os
 import re
 import secrets
+import socket
 import sys
 import threading
+import time
 from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, cast
@@ -44,6 +48,11 @@ logger = logging.getLogger(__name__)
 MAX_BODY_BYTES = 10 * 1024 * 1024
 MAX_HEADER_BYTES = 10 * 1024  # API Gateway's limit on the total size of request headers
 IDLE_TIMEOUT_S = 10.0  # a client that sends nothing (or stalls mid-body) for this long is disconnected
+#: A client has this long to send a whole request (its line, headers and body, from when the server waits for it);
+#: one that drips it (a byte within each idle timeout) is disconnected. The idle timeout bounds each read, not the
+#: request: a header sent one byte every 9 s held its connection and thread for the ~10 KiB headers may take (a day),
+#: a body one byte every 9 s for as long as its Content-Length (10 MB) said.
+REQUEST_READ_S = 30.0
 _CONTENT_LENGTH = re.compile(r"[0-9]{1,12}")
 _GATEWAY_MESSAGES = {
     400: "Bad Request", 403: "Missing Authentication Token", 411: "Length Required", 413: "Request Too Long",
@@ -146,6 +155,14 @@ class _Handler(BaseHTTPRequestHandler):
     header_lines: tuple[bytes, ...] = ()  # the request's header lines as sent (parse_request)
     loopback_only = False  # bound to a loopback address: only requests naming this machine in Host are answered
 
+    def handle_one_request(self) -> None:
+        server = cast(_Server, self.server)
+        server.watch(self.connection)  # until the request is read (_serve), or this exchange ends
+        try:
+            super().handle_one_request()
+        finally:
+            server.unwatch(self.connection)
+
     def handle(self) -> None:
         try:
             super().handle()
@@ -219,6 +236,7 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._body()
         if body is None:
             return
+        cast(_Server, self.server).unwatch(self.connection)  # read whole: the route takes as long as it takes
         if self.loopback_only and not _local_host(self.headers.get("Host")):
             # DNS rebinding: a web page of another site whose name now resolves to 127.0.0.1 sends its own Host
             self._send(error_response(403, "Forbidden"))
@@ -269,6 +287,44 @@ class _Server(ThreadingHTTPServer):
     # socketserver's default listen backlog is 5: a burst of clients then sees resets and SYN retries of 1-3 s.
     request_queue_size = 128
     daemon_threads = True
+    read_limit_s = REQUEST_READ_S
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._reading: dict[Any, float] = {}  # connection → when its request must have been read
+        self._reading_lock = threading.Lock()
+        self._reaper: threading.Thread | None = None
+
+    def watch(self, connection: Any) -> None:
+        with self._reading_lock:
+            self._reading[connection] = time.monotonic() + self.read_limit_s
+            if self._reaper is None:
+                self._reaper = threading.Thread(target=self._reap, name="request-read-limit", daemon=True)
+                self._reaper.start()
+
+    def unwatch(self, connection: Any) -> None:
+        with self._reading_lock:
+            self._reading.pop(connection, None)
+
+    def _reap(self) -> None:
+        """Shut down the connections whose request is still being read past its time (their reads end at once,
+        the exchange quietly); ends when no request is being read (the next :meth:`watch` starts it again)."""
+        while True:
+            time.sleep(min(0.25, self.read_limit_s / 4))
+            now = time.monotonic()
+            with self._reading_lock:
+                late = [c for c, until in self._reading.items() if until <= now]
+                for connection in late:
+                    del self._reading[connection]
+                done = not self._reading
+                if done:
+                    self._reaper = None
+            for connection in late:
+                logger.info("a client took over %.0f s to send its request; disconnected", self.read_limit_s)
+                with contextlib.suppress(OSError):
+                    connection.shutdown(socket.SHUT_RDWR)
+            if done:
+                return
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """socketserver prints a traceback to stderr for anything a connection raises; a client going away is not
@@ -302,7 +358,10 @@ def _local_host(value: str | None) -> bool:
     return host is not None and _loopback(host)
 
 
-def make_server(api: LocalApi, host: str, port: int, idle_timeout_s: float = IDLE_TIMEOUT_S) -> ThreadingHTTPServer:
+def make_server(
+    api: LocalApi, host: str, port: int, idle_timeout_s: float = IDLE_TIMEOUT_S, read_limit_s: float = REQUEST_READ_S
+) -> ThreadingHTTPServer:
     handler = type("Handler", (_Handler,), {"api": api, "timeout": idle_timeout_s, "loopback_only": _loopback(host)})
     server = _Server((host, port), handler)
+    server.read_limit_s = read_limit_s
     return server
