@@ -399,6 +399,24 @@ def test_params_of_every_json_type_in_every_slot_over_stdio(store: Path) -> None
     assert not answers[-1]["result"]["isError"]
 
 
+def test_a_clients_json_rpc_response_gets_no_line_back_over_stdio(store: Path) -> None:
+    """stdio carries responses both ways: one from the client (to a request this server never sent) is taken and
+    answered with nothing. It was answered with an invalid-request error bearing the client's own id, a line the
+    client's SDK matches to its pending request of that id (here "q": the ping's answer came second)."""
+    lines = [
+        line({"jsonrpc": "2.0", "id": "q", "result": {}}),
+        line({"jsonrpc": "2.0", "id": 7, "error": {"code": -32601, "message": "the client has no sampling"}}),
+        line({"jsonrpc": "2.0", "id": "q", "method": "ping"}),
+        call(8, "kb_list", []),
+    ]
+    answers, _ = run_lines([], local_env(store), lines)
+    assert [a["id"] for a in answers] == ["q", 8], answers
+    assert answers[0]["result"] == {}
+    assert (
+        answers[1]["result"]["isError"] and answers[1]["result"]["content"][0]["text"] == "arguments must be an object"
+    )
+
+
 def test_stdin_closed_mid_call_ends_quietly(store: Path) -> None:
     """The client writes a call and hangs up (closes stdin, and stdout too): no traceback, exit 0."""
     proc = subprocess.Popen([*KBSEARCH_CMD, "mcp"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
