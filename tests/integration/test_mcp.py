@@ -204,6 +204,17 @@ def test_a_clients_json_rpc_response_is_accepted_with_an_empty_202(app) -> None:
         assert status == 400 and body["error"]["code"] == -32600, not_a_response
 
 
+def test_an_id_that_is_a_number_but_no_integer_is_refused_in_words_that_say_so(app) -> None:
+    """MCP's request ids are strings or integers: ``1.5`` and ``1e2`` (a float to the parser) are refused, and the
+    refusal said "id must be a string or a number", which both are."""
+    for raw in (b'{"jsonrpc": "2.0", "id": 1.5, "method": "ping"}', b'{"jsonrpc": "2.0", "id": 1e2, "method": "ping"}'):
+        status, _, body = post(app, None, raw=raw)
+        assert status == 400 and body["error"]["code"] == -32600 and body["id"] is None, raw
+        assert "string or an integer" in body["error"]["message"], body
+    status, _, body = post(app, None, raw=b'{"jsonrpc": "2.0", "id": -0, "method": "ping"}')
+    assert status == 200 and body == {"jsonrpc": "2.0", "id": 0, "result": {}}
+
+
 def test_tool_arguments_that_are_no_object_are_refused_whatever_their_truth(app) -> None:
     """``arguments`` that is no object is a tool error: ``[]``, ``""``, ``0`` and ``false`` were read as no
     arguments (``or {}``) and ran the tool, while ``[1]`` or ``"x"`` were refused; absent or null is none."""

@@ -223,7 +223,7 @@ class McpServer:
             return HttpAnswer(202, None, {})  # a notification: acknowledged, nothing to do
         id_ = message["id"]
         if not isinstance(id_, str | int) or isinstance(id_, bool):
-            return _rpc_error(None, INVALID_REQUEST, "Invalid Request: id must be a string or a number")
+            return _rpc_error(None, INVALID_REQUEST, "Invalid Request: id must be a string or an integer")
         params = message.get("params", {})
         if params is None:
             params = {}
