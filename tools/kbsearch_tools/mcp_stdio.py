@@ -227,7 +227,8 @@ class RemoteBridge:
             return [_error(None, PARSE_ERROR, f"Parse error: {exc.message}")]
         id_ = message.get("id") if isinstance(message, dict) else None
         id_ = id_ if isinstance(id_, str | int) and not isinstance(id_, bool) else None
-        is_request = isinstance(message, dict) and "id" in message
+        # a request expects an answer; a notification or a client's response (no method) does not
+        is_request = isinstance(message, dict) and "id" in message and "method" in message
         from kbsearch.providers.resilience import Deadline, ProviderError, bounded, read_capped
 
         try:
@@ -257,8 +258,8 @@ class RemoteBridge:
         answers = _messages(response.headers.get("content-type", ""), raw)
         if answers:
             return self._answering(message, answers, is_request, id_)
-        if response.status_code in (200, 202) and not raw:
-            return []  # a notification, acknowledged
+        if response.status_code in (200, 202) and not raw and not is_request:
+            return []  # a notification (or a response), accepted
         text = self.refusal(response.status_code, raw)
         logger.warning("%s answered HTTP %s: %s", self.shown, response.status_code, text)
         return [_error(id_, REMOTE_ERROR, text, {"status": response.status_code})] if is_request else []
@@ -309,6 +310,8 @@ class RemoteBridge:
             return f"{self.shown} is throttling requests (HTTP 429): try again shortly"
         if status == 404:
             return f"no MCP endpoint at {self.shown} (HTTP 404): check the URL"
+        if status in (200, 202) and not raw:  # a request's answer must carry its response
+            return f"{self.shown} answered HTTP {status} with nothing, no response to this request: check the URL"
         detail = f": {said[:200]}" if said else ""
         return f"{self.shown} answered HTTP {status}{detail}"
 
