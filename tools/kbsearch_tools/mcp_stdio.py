@@ -117,8 +117,9 @@ def run_local(kb: str | None, idle_close_s: float, scope_text: str | None = None
     from kbsearch.search import SearchService
     from kbsearch.sources import open_source
 
-    # the operator's own store: every note, unless --scope names the groups to answer for (as kbsearch search)
-    scope = Scope.parse("kbsearch mcp", scope_text) if scope_text else Scope.unrestricted("kbsearch mcp")
+    # the operator's own store: every note, unless --scope is given (as kbsearch search): an empty --scope (a
+    # variable that was not set) holds no group but public, never every note
+    scope = Scope.parse("kbsearch mcp", scope_text) if scope_text is not None else Scope.unrestricted("kbsearch mcp")
     stdin, stdout = _streams()
     settings = load_settings(**({"kb_source": kb} if kb else {}))
     if not settings.kb_source:
