@@ -315,7 +315,7 @@ def test_kbsearch_mcp_with_an_empty_scope_reads_as_public_never_as_everyone(
     group (``if scope_text``: the empty text was taken for no --scope at all)."""
     kb, store = leak_kb
     copy_store(store, tmp_path / "q")
-    messages = [
+    messages: list[dict[str, Any]] = [
         {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
          "params": {"name": "kb_search", "arguments": {"query": "welcome", "top_k": 20}}},
         {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "kb_list", "arguments": {}}},
@@ -330,7 +330,7 @@ def test_kbsearch_mcp_with_an_empty_scope_reads_as_public_never_as_everyone(
     )  # fmt: skip
     assert proc.returncode == 0 and b"Traceback" not in proc.stderr, proc.stderr[-2000:]
     answers = {a["id"]: a for a in map(json.loads, proc.stdout.splitlines())}
-    assert sorted(answers) == sorted(m["id"] for m in messages)
+    assert sorted(answers) == [1, 2, 3, *range(10, 10 + len(NOTES))]
     read = {path for i, path in enumerate(NOTES) if not answers[10 + i]["result"]["isError"]}
     # the search, the catalog and the resources; a note read gives its markdown as written (its links' targets)
     assert_no_leak(json.dumps([answers[1], answers[2], answers[3]]), set(), f"kbsearch mcp --scope {scope!r}")
