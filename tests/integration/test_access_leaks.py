@@ -306,6 +306,37 @@ def test_cli_search_scope(leak_kb: tuple[Path, Path], tmp_path: Path, scope: str
     assert bad.returncode != 0 and "invalid --scope" in bad.stderr and "Traceback" not in bad.stderr
 
 
+@pytest.mark.parametrize("scope", ["", " ", ","])
+def test_kbsearch_mcp_with_an_empty_scope_reads_as_public_never_as_everyone(
+    leak_kb: tuple[Path, Path], tmp_path: Path, scope: str
+) -> None:
+    """``kbsearch mcp --scope ""`` (an assistant's config passing a variable that was not set) answers as
+    ``kbsearch search --scope ""`` does, for ``public`` alone: it answered as the operator, every note of every
+    group (``if scope_text``: the empty text was taken for no --scope at all)."""
+    kb, store = leak_kb
+    copy_store(store, tmp_path / "q")
+    messages: list[dict[str, Any]] = [
+        {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+         "params": {"name": "kb_search", "arguments": {"query": "welcome", "top_k": 20}}},
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "kb_list", "arguments": {}}},
+        {"jsonrpc": "2.0", "id": 3, "method": "resources/list"},
+        *({"jsonrpc": "2.0", "id": 10 + i, "method": "tools/call",
+           "params": {"name": "kb_get_note", "arguments": {"path": path}}} for i, path in enumerate(NOTES)),
+    ]  # fmt: skip
+    proc = subprocess.run(
+        [*KBSEARCH_CMD, "mcp", "--scope", scope, "--idle-close", "0"],
+        input="".join(json.dumps(m) + "\n" for m in messages).encode(), capture_output=True, timeout=120,
+        env=subprocess_env(QDRANT_PATH=str(tmp_path / "q"), KB_SOURCE=str(kb)), check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0 and b"Traceback" not in proc.stderr, proc.stderr[-2000:]
+    answers = {a["id"]: a for a in map(json.loads, proc.stdout.splitlines())}
+    assert sorted(answers) == [1, 2, 3, *range(10, 10 + len(NOTES))]
+    read = {path for i, path in enumerate(NOTES) if not answers[10 + i]["result"]["isError"]}
+    # the search, the catalog and the resources; a note read gives its markdown as written (its links' targets)
+    assert_no_leak(json.dumps([answers[1], answers[2], answers[3]]), set(), f"kbsearch mcp --scope {scope!r}")
+    assert read == readable(set()), read
+
+
 def test_a_note_whose_access_changes_between_two_syncs(load_search_app, tmp_path: Path) -> None:
     kb = tmp_path / "kb"
     notes = dict(NOTES)

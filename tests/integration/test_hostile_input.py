@@ -412,6 +412,63 @@ def test_mcp_invalid_requests(handler, message: str, code: int) -> None:
     assert status in (200, 400) and answer["error"]["code"] == code  # handshake-era tool errors travel in a 200
 
 
+def mcp_post(call: Handler, body: Any, raw: bytes | None = None) -> tuple[int, Any]:
+    """A JSON-RPC message (or ``raw`` bytes) to ``/mcp``: the status and the JSON answer (None: an empty body)."""
+    data = raw if raw is not None else json.dumps(body).encode()
+    result = call(request("POST", "/mcp", data, "application/json"))
+    assert result["statusCode"] < 500
+    return result["statusCode"], json.loads(result["body"]) if result["body"] else None
+
+
+def test_a_clients_json_rpc_response_is_accepted_with_an_empty_202(handler) -> None:
+    """Streamable HTTP: a JSON-RPC response (or notification) the server accepts is answered 202 with no body. A
+    client's response was refused as an invalid request, an error carrying the client's own id, which a client can
+    take for the answer to its request of that id; a message that is no response stays an invalid request."""
+    app = handler()
+    for response in (
+        {"jsonrpc": "2.0", "id": 1, "result": {}},
+        {"jsonrpc": "2.0", "id": "s-1", "error": {"code": -32601, "message": "no sampling here"}},
+        {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": "bad"}},
+    ):
+        status, body = mcp_post(app, response)
+        assert (status, body) == (202, None), response
+    for not_a_response in (
+        {"jsonrpc": "2.0", "id": 1, "result": {}, "error": {"code": 1, "message": "both"}},
+        {"jsonrpc": "2.0", "id": 1},
+        {"jsonrpc": "2.0", "result": {}},
+        {"jsonrpc": "1.0", "id": 1, "result": {}},
+    ):
+        status, body = mcp_post(app, not_a_response)
+        assert status == 400 and body["error"]["code"] == -32600, not_a_response
+
+
+def test_an_id_that_is_a_number_but_no_integer_is_refused_in_words_that_say_so(handler) -> None:
+    """MCP's request ids are strings or integers: ``1.5`` and ``1e2`` (a float to the parser) are refused, and the
+    refusal said "id must be a string or a number", which both are."""
+    app = handler()
+    for raw in (b'{"jsonrpc": "2.0", "id": 1.5, "method": "ping"}', b'{"jsonrpc": "2.0", "id": 1e2, "method": "ping"}'):
+        status, body = mcp_post(app, None, raw=raw)
+        assert status == 400 and body["error"]["code"] == -32600 and body["id"] is None, raw
+        assert "string or an integer" in body["error"]["message"], body
+    status, body = mcp_post(app, None, raw=b'{"jsonrpc": "2.0", "id": -0, "method": "ping"}')
+    assert status == 200 and body == {"jsonrpc": "2.0", "id": 0, "result": {}}
+
+
+def test_tool_arguments_that_are_no_object_are_refused_whatever_their_truth(handler) -> None:
+    """``arguments`` that is no object is a tool error: ``[]``, ``""``, ``0`` and ``false`` were read as no
+    arguments (``or {}``) and ran the tool, while ``[1]`` or ``"x"`` were refused; absent or null is none."""
+    app = handler()
+    for arguments in ([], "", 0, False, [1], "x", 1, 0.0):
+        status, body = mcp_post(app, {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                                "params": {"name": "kb_list", "arguments": arguments}})  # fmt: skip
+        result = body["result"]
+        assert status == 200 and result["isError"], arguments
+        assert result["content"][0]["text"] == "arguments must be an object", arguments
+    for params in ({"name": "kb_list"}, {"name": "kb_list", "arguments": None}):
+        status, body = mcp_post(app, {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": params})
+        assert status == 200 and not body["result"]["isError"], params
+
+
 @pytest.mark.parametrize("modern", [False, True], ids=["handshake-era", "2026-07-28"])
 def test_mcp_params_of_every_json_type_in_every_slot(handler, modern: bool) -> None:
     """Every slot a method reads (a tool's or prompt's name and arguments, a URI, a cursor, the protocol version,

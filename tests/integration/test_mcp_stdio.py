@@ -169,6 +169,25 @@ def test_a_remote_answering_another_request_s_id_is_an_error_per_request(body: b
     assert [a for a in answers if "method" in a] == ([NOTICE, NOTICE] if kind == "text/event-stream" else [])
 
 
+@pytest.mark.parametrize("status", [200, 202])
+def test_a_remote_answering_a_request_with_nothing_is_an_error_per_request(status: int) -> None:
+    """``--remote`` to an endpoint that answers every message with an empty 200 or 202 (a notification's answer):
+    each request gets one -32001 error with its id and the bridge goes on; a notification and a client's response
+    get nothing back. The empty answer was taken for a notification's whatever was sent, so nothing was written and
+    the assistant waited on its request for ever."""
+    remote = FakeEndpoint(status=status).start()
+    remote.body, remote.content_type = b"", "application/json"
+    try:
+        answers, _ = run_lines(["--remote", remote.url], subprocess_env(KB_API_KEY=API_KEY), [
+            line(INIT), line({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+            line({"jsonrpc": "2.0", "id": "r", "result": {}}), call(2, "kb_list", {}),
+        ])  # fmt: skip
+    finally:
+        remote.stop()
+    assert [a["id"] for a in answers] == [1, 2], answers
+    assert all(a["error"]["code"] == -32001 and f"HTTP {status}" in a["error"]["message"] for a in answers), answers
+
+
 def test_a_remote_that_drips_its_answer_is_an_error_within_the_timeout() -> None:
     """``--remote`` to an endpoint that sends its answer one byte every 0.3 s (no single read ever times out): each
     request is a readable error once ``--timeout`` has passed, and the next one is forwarded. httpx's timeout is
@@ -333,8 +352,8 @@ def test_what_a_client_sends_is_never_echoed_unbounded(store: Path) -> None:
     """An invalid request's id that is no id (an object, an array of 100,000 arrays, a 1 MB object; ``true``)
     and a method name of 1 MB or 100,000 ``[`` characters: the error answers with id null (JSON-RPC's rule for an
     id it cannot use) and quotes a method cut to 60 characters (both were sent back whole: a megabyte of the
-    client's own bytes per line). Responses sent to the server (``result``/``error`` and no ``method``) get the same
-    error with their id; the server answers the next request."""
+    client's own bytes per line); the server answers the next request. (Responses sent to the server: no line at
+    all, :func:`test_a_clients_json_rpc_response_gets_no_line_back_over_stdio`.)"""
     big = {"k": "v" * 1_000_000}
     odd_ids = [{"x": [1, 2]}, [[1, 2, 3]] * 100_000, big, True]
     lines = [line({"jsonrpc": "1.0", "id": id_, "method": "ping"}) for id_ in odd_ids]
@@ -342,11 +361,10 @@ def test_what_a_client_sends_is_never_echoed_unbounded(store: Path) -> None:
         line({"jsonrpc": "2.0", "id": 20 + i, "method": name})
         for i, name in enumerate(("m" * 1_000_000, "[" * 100_000))
     ]
-    lines += [line({"jsonrpc": "2.0", "id": 30, "result": {}}), line({"jsonrpc": "2.0", "id": 31, "error": {}})]
     lines += [line({"jsonrpc": "2.0", "id": 40, "method": "ping"})]
     answers, _ = run_lines([], local_env(store), lines)
-    assert [a["id"] for a in answers] == [None, None, None, None, 20, 21, 30, 31, 40]
-    assert all(a["error"]["code"] == -32600 for a in answers[:4] + answers[6:8])
+    assert [a["id"] for a in answers] == [None, None, None, None, 20, 21, 40]
+    assert all(a["error"]["code"] == -32600 for a in answers[:4])
     for answer in answers[4:6]:
         assert answer["error"]["code"] == -32601 and len(answer["error"]["message"]) < 100, answer
     assert answers[-1]["result"] == {} and max(len(json.dumps(a)) for a in answers) < 300
@@ -397,6 +415,24 @@ def test_params_of_every_json_type_in_every_slot_over_stdio(store: Path) -> None
     for message, answer in zip(messages, answers, strict=False):
         check_slot_answer(message, answer)
     assert not answers[-1]["result"]["isError"]
+
+
+def test_a_clients_json_rpc_response_gets_no_line_back_over_stdio(store: Path) -> None:
+    """stdio carries responses both ways: one from the client (to a request this server never sent) is taken and
+    answered with nothing. It was answered with an invalid-request error bearing the client's own id, a line the
+    client's SDK matches to its pending request of that id (here "q": the ping's answer came second)."""
+    lines = [
+        line({"jsonrpc": "2.0", "id": "q", "result": {}}),
+        line({"jsonrpc": "2.0", "id": 7, "error": {"code": -32601, "message": "the client has no sampling"}}),
+        line({"jsonrpc": "2.0", "id": "q", "method": "ping"}),
+        call(8, "kb_list", []),
+    ]
+    answers, _ = run_lines([], local_env(store), lines)
+    assert [a["id"] for a in answers] == ["q", 8], answers
+    assert answers[0]["result"] == {}
+    assert (
+        answers[1]["result"]["isError"] and answers[1]["result"]["content"][0]["text"] == "arguments must be an object"
+    )
 
 
 def test_stdin_closed_mid_call_ends_quietly(store: Path) -> None:

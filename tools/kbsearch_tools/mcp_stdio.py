@@ -117,8 +117,9 @@ def run_local(kb: str | None, idle_close_s: float, scope_text: str | None = None
     from kbsearch.search import SearchService
     from kbsearch.sources import open_source
 
-    # the operator's own store: every note, unless --scope names the groups to answer for (as kbsearch search)
-    scope = Scope.parse("kbsearch mcp", scope_text) if scope_text else Scope.unrestricted("kbsearch mcp")
+    # the operator's own store: every note, unless --scope is given (as kbsearch search): an empty --scope (a
+    # variable that was not set) holds no group but public, never every note
+    scope = Scope.parse("kbsearch mcp", scope_text) if scope_text is not None else Scope.unrestricted("kbsearch mcp")
     stdin, stdout = _streams()
     settings = load_settings(**({"kb_source": kb} if kb else {}))
     if not settings.kb_source:
@@ -227,7 +228,8 @@ class RemoteBridge:
             return [_error(None, PARSE_ERROR, f"Parse error: {exc.message}")]
         id_ = message.get("id") if isinstance(message, dict) else None
         id_ = id_ if isinstance(id_, str | int) and not isinstance(id_, bool) else None
-        is_request = isinstance(message, dict) and "id" in message
+        # a request expects an answer; a notification or a client's response (no method) does not
+        is_request = isinstance(message, dict) and "id" in message and "method" in message
         from kbsearch.providers.resilience import Deadline, ProviderError, bounded, read_capped
 
         try:
@@ -257,8 +259,8 @@ class RemoteBridge:
         answers = _messages(response.headers.get("content-type", ""), raw)
         if answers:
             return self._answering(message, answers, is_request, id_)
-        if response.status_code in (200, 202) and not raw:
-            return []  # a notification, acknowledged
+        if response.status_code in (200, 202) and not raw and not is_request:
+            return []  # a notification (or a response), accepted
         text = self.refusal(response.status_code, raw)
         logger.warning("%s answered HTTP %s: %s", self.shown, response.status_code, text)
         return [_error(id_, REMOTE_ERROR, text, {"status": response.status_code})] if is_request else []
@@ -309,6 +311,8 @@ class RemoteBridge:
             return f"{self.shown} is throttling requests (HTTP 429): try again shortly"
         if status == 404:
             return f"no MCP endpoint at {self.shown} (HTTP 404): check the URL"
+        if status in (200, 202) and not raw:  # a request's answer must carry its response
+            return f"{self.shown} answered HTTP {status} with nothing, no response to this request: check the URL"
         detail = f": {said[:200]}" if said else ""
         return f"{self.shown} answered HTTP {status}{detail}"
 

@@ -83,6 +83,19 @@ class HttpAnswer:
     headers: dict[str, str]
 
 
+def _is_response(message: Any) -> bool:
+    """A JSON-RPC response (a client's answer to a server's request): an id and exactly one of result and error,
+    no method. Streamable HTTP accepts it with an empty 202 and stdio writes nothing back; before, it was refused
+    as an invalid request, an error the client could take for the answer to one of its own requests (same id)."""
+    return (
+        isinstance(message, dict)
+        and message.get("jsonrpc") == "2.0"
+        and "method" not in message
+        and "id" in message
+        and ("result" in message) != ("error" in message)
+    )
+
+
 def _echoed_id(message: Any) -> str | int | None:
     """The id an error about an invalid request answers with: the request's when it is one (a string or a
     number), else null, as JSON-RPC asks (an object or array sent as an id was sent back, however large)."""
@@ -197,6 +210,8 @@ class McpServer:
         and must agree with a 2026-07-28 body; None on stdio, where the body's ``_meta`` alone decides."""
         if isinstance(message, list):
             return _rpc_error(None, INVALID_REQUEST, "JSON-RPC batches are not supported")
+        if _is_response(message):  # the client answering a request: this server sends none, so nothing to match
+            return HttpAnswer(202, None, {})  # accepted as the transport asks (202, no body; nothing on stdio)
         if (
             not isinstance(message, dict)
             or message.get("jsonrpc") != "2.0"
@@ -208,7 +223,7 @@ class McpServer:
             return HttpAnswer(202, None, {})  # a notification: acknowledged, nothing to do
         id_ = message["id"]
         if not isinstance(id_, str | int) or isinstance(id_, bool):
-            return _rpc_error(None, INVALID_REQUEST, "Invalid Request: id must be a string or a number")
+            return _rpc_error(None, INVALID_REQUEST, "Invalid Request: id must be a string or an integer")
         params = message.get("params", {})
         if params is None:
             params = {}
@@ -293,7 +308,8 @@ class McpServer:
                 raise RpcError(INVALID_PARAMS, "Invalid params: the tool name must be a string")
             if name not in TOOL_NAMES:
                 raise RpcError(INVALID_PARAMS, f"Unknown tool: {shown(name)}")
-            return call_tool(self.backend, str(name), params.get("arguments") or {})
+            arguments = params.get("arguments")  # absent or null: no arguments; any other non-object is refused
+            return call_tool(self.backend, str(name), {} if arguments is None else arguments)
         if method == "resources/list":
             return {**list_resources(self.backend, params), **listing}
         if method == "resources/templates/list":
