@@ -356,20 +356,22 @@ class LocalSource:
             raise NoteUnreadable(path, _reason(exc)) from None
 
     def _find(self, path: str, exact: bool = False) -> Path:
-        """The file whose NFC path is ``path``, whatever normalisation its name has on disk (as the listing);
-        ``exact``: the file of that very name only."""
+        """The file whose NFC path is ``path``, whatever normalisation its name has on disk (as the listing): of
+        the entries that spell it, the :func:`preferred` one, as the listing picks it; ``exact``: the file of that
+        very name only. Every spelling of each folder is followed (the preferred folder alone missed a file that
+        only its twin folder holds: ``é/x.md`` in the decomposed ``é/`` beside a composed one)."""
         full = self.root / path
         if os.path.lexists(full):
             return full
         if exact:
             raise FileNotFoundError(path)
-        here = self.root
+        spelled = [""]  # the relative paths on disk that spell the segments so far
         for segment in path.split("/"):
-            names = [n for n in os.listdir(here) if _nfc(n) == segment] if here.is_dir() else []
-            if not names:
+            spelled = [f"{rel}/{name}" if rel else name for rel in spelled if (self.root / rel).is_dir()
+                       for name in os.listdir(self.root / rel) if _nfc(name) == segment]  # fmt: skip
+            if not spelled:
                 raise FileNotFoundError(path)
-            here = here / preferred(names)
-        return here
+        return self.root / preferred(spelled)
 
 
 _KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
