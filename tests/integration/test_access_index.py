@@ -546,3 +546,40 @@ def test_a_folder_rule_reaches_its_folder_whatever_a_reader_cannot_see(
     with pytest.raises(SourceError, match="no note at"):
         reader.read(f"{folder}/Pay.md", Scope.public())
     assert reader.read(f"{folder}/Pay.md", Scope.of("k", ["hr"])).startswith(b"# Pay")
+
+
+def test_an_access_file_event_reads_a_note_stored_decomposed_whose_groups_the_index_lacks(
+    tmp_path: Path, kb: Path
+) -> None:
+    """The access file's event re-reads the notes whose groups the index does not record (indexed before access
+    scopes) by their path: a note whose file name is decomposed (a macOS copy: `hr/Café.md` as `e` + U+0301) is
+    looked up under any name that spells its path, as a full sync lists it. It was looked up under the composed
+    name alone, found nowhere and left without groups (readable by no restricted caller) until the next full sync."""
+    import unicodedata
+
+    import qdrant_edge as edge
+
+    from kbsearch.events import Change
+    from kbsearch.indexer import ChangeSync
+    from kbsearch.qdrant.embedded import EdgeStore
+    from kbsearch.sources import LocalSource
+
+    path = unicodedata.normalize("NFC", "hr/Café.md")
+    (kb / unicodedata.normalize("NFD", path)).write_text("# Café\n\nwelcome to the café\n", encoding="utf-8")
+    settings = Settings(qdrant_path=str(tmp_path / "q"))
+    sync(settings, kb)
+    assert access_by_path(settings)[path] == {(("hr",), "folder:hr")}
+    store = open_store(settings, Secrets(settings))
+    assert isinstance(store, EdgeStore)
+    try:  # what an older kb-search wrote: no access fields
+        ids: list[Any] = [int(i) if i.isdigit() else i for i in store.points()]
+        store.shard.update(edge.UpdateOperation.delete_payload(ids, ["access", "access_from"]))
+        store._written = True
+        (kb / "_access.yaml").write_text(
+            "hr/: [hr, staff]\nsecurity/incidents/: [security, oncall]\n", encoding="utf-8"
+        )
+        report = ChangeSync(LocalSource(kb), store, None).apply([Change("_access.yaml", "_access.yaml", False)])
+        assert report.error is None and report.skipped == [], report
+    finally:
+        store.close()
+    assert access_by_path(settings)[path] == {(("hr", "staff"), "folder:hr")}

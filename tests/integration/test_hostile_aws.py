@@ -498,3 +498,45 @@ def test_a_watched_folders_unicode_twin_files_are_applied_as_a_full_sync_indexes
     (kb / nfd).write_bytes(note(4))
     assert save(nfc, None) == {nfc: "Note 4"}
     assert save(nfd, None) == {}
+
+
+def test_a_note_in_one_of_two_twin_folders_is_applied_as_a_full_sync_indexes_it(tmp_path: Path) -> None:
+    """A folder whose name has two Unicode forms on disk (`é/` composed, from Linux, and decomposed, from a macOS
+    sync), each holding other notes: the listing gives `é/x.md` from the decomposed folder, the only file that
+    spells that path, and a full sync indexes it; its save (the event of its own name) is applied as that full sync
+    has it, and a read by its path finds it. The lookup by path took the preferred folder (the composed one), found
+    no `x.md` there and answered `no note at`: the full sync skipped the note it listed, the event deleted it, a
+    read by path was a 404."""
+    import unicodedata
+
+    from kbsearch.events import Change
+    from kbsearch.indexer import ChangeSync, SyncOptions
+    from kbsearch.indexer import Indexer as FullSync
+    from kbsearch.qdrant import open_store
+    from kbsearch.sources import LocalSource
+
+    kb = tmp_path / "kb"
+    nfc = unicodedata.normalize("NFC", "é")
+    nfd = unicodedata.normalize("NFD", nfc)
+    (kb / nfd).mkdir(parents=True)
+    (kb / nfc).mkdir()
+    (kb / nfd / "x.md").write_bytes(note(1))
+    (kb / nfc / "y.md").write_bytes(note(2))
+    settings = Settings(qdrant_path=str(tmp_path / "q"))
+
+    def titles(store: Any) -> dict[str, str]:
+        return {p["path"]: p["title"] for p in store.points().values() if p["chunk_index"] == 0}
+
+    store = open_store(settings, Secrets(settings))
+    try:
+        FullSync(LocalSource(kb), store, None).sync()
+        synced = titles(store)
+        assert synced == {f"{nfc}/x.md": "Note 1", f"{nfc}/y.md": "Note 2"}  # was skipped: 'no note at'
+        (kb / nfd / "x.md").write_bytes(note(3))
+        ChangeSync(LocalSource(kb), store, None, SyncOptions()).apply(
+            [Change(path=f"{nfc}/x.md", key=f"{nfd}/x.md", removed=False)]
+        )
+        assert titles(store) == {f"{nfc}/x.md": "Note 3", f"{nfc}/y.md": "Note 2"}  # was deleted
+    finally:
+        store.close()
+    assert LocalSource(kb).read_path(f"{nfc}/x.md") == note(3)  # was 'no note at'

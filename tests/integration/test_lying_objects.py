@@ -398,3 +398,50 @@ def test_a_listing_whose_pages_lie_is_a_failed_listing_never_deletions(tmp_path:
     report = outcome[0]
     assert after == [name for name, _ in notes] and report.deleted == 0, report
     assert report.error and report.error.startswith("listing s3://kb/ failed"), report.error
+
+
+def test_a_deletion_under_a_folder_whose_name_another_code_point_can_spell_lists_a_handful_of_keys(
+    moto_s3: Any,
+) -> None:
+    """An event run (and a full sync, before it deletes a note its listing lacks) looks for the other keys that spell
+    a path whose own key is gone (``sources.current``), by the starts a spelling can have. The start ended at the
+    first character another code point spells, so under ``Knowledge/`` (``K``: the Kelvin sign) or ``Über/`` (``U``
+    and a diaeresis) each deletion listed every key beginning ``K`` or ``U``: the whole folder, 1,100 keys here (a
+    KB kept under one such folder: all of it, per deletion). A character spelled by one code point, or by its base and
+    a single mark, is followed by the rest of the path; the twin keys are still found."""
+    import unicodedata
+
+    from kbsearch.sources import S3Source, current, key_prefixes
+
+    s3 = moto_s3
+    for folder in ("Knowledge", "Über", "Urgent"):
+        for i in range(550):
+            s3.put_object(Bucket=BUCKET, Key=f"{folder}/note-{i:04}.md", Body=b"# n\n\nx")
+    s3.put_object(Bucket=BUCKET, Key="\u212anowledge/twin.md", Body=b"# t\n\nKelvin")
+    s3.put_object(Bucket=BUCKET, Key=nfd("Über/twin.md"), Body=b"# t\n\ndecomposed")
+    listed: list[int] = []
+    s3.meta.events.register(
+        "after-call.s3.ListObjectsV2", lambda parsed, **_: listed.append(len(parsed.get("Contents", [])))
+    )
+    source = S3Source(BUCKET, "", s3)
+    for path, found in (("Knowledge/gone.md", None), ("Über/gone.md", None), ("Knowledge/twin.md", "\u212anowledge/twin.md"),
+                        ("Über/twin.md", nfd("Über/twin.md"))):  # fmt: skip
+        listed.clear()
+        obj = current(source, path)
+        assert (obj and obj.key) == found, (path, obj)
+        assert sum(listed) <= 5, (path, listed)
+    # every spelling of a path begins with one of its starts
+    for text in ("Knowledge/Ώρα/été.md", "Über/ệ/x.md", "K;`K/й/\u0958.md", "a/q\u0323\u0301.md", "Ω/\uac01.md"):
+        path = unicodedata.normalize("NFC", text)
+        spellings = {
+            text,
+            nfd(text),
+            path,
+            path.replace("K", "\u212a"),
+            path.replace(";", "\u037e"),
+            path.replace("Ω", "\u2126"),
+            unicodedata.normalize("NFD", path).replace("\u0301", "\u0341"),
+        }
+        for key in spellings:
+            assert unicodedata.normalize("NFC", key) == path, (key, path)
+            assert any(key.startswith(start) for start in key_prefixes(path)), (key, key_prefixes(path))

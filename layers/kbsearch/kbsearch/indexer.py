@@ -1729,7 +1729,7 @@ class ChangeSync:
         they are now, as a full sync gives them: a payload update of the notes whose groups change (nothing is
         embedded; a note is read only when the index holds it without groups), then the restricted link targets
         recorded afresh. False when the deadline cut it short (the event is retried; what was updated is right)."""
-        from kbsearch.sources import head
+        from kbsearch.sources import current
 
         indexer = self.indexer
         state = self.store.indexed_state()
@@ -1742,8 +1742,9 @@ class ChangeSync:
                 indexer._write_access()  # what was decided is written: the retry finds it done
                 return False
             if not indexer._refresh_access(report, path, state[path]):
-                try:  # indexed before access scopes, or an update cut short: read it, as a full sync does
-                    obj = head(self.source, getattr(self.source, "prefix", "") + path)
+                try:  # indexed before access scopes, or an update cut short: read it, as a full sync does (the key
+                    # it lists at the path, whichever Unicode form it is in)
+                    obj = current(self.source, getattr(self.source, "prefix", "") + path)
                 except SourceError as exc:
                     indexer._skip(report, path, str(exc))  # readable by no restricted caller meanwhile
                     continue

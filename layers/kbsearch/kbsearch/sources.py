@@ -176,18 +176,28 @@ def _spelled_otherwise() -> dict[str, frozenset[str]]:
     return {k: frozenset(v) for k, v in out.items()}
 
 
+#: The most starts :func:`key_prefixes` follows past the characters another code point spells (each is a listing).
+MAX_KEY_STARTS = 4
+
+
 def key_prefixes(path: str) -> list[str]:
     """Starts that every key whose NFC form is the NFC ``path`` begins with one of (what :meth:`S3Source._find`
     lists): the path up to the first character normalisation may spell otherwise, followed by each way a key can
     begin that character (itself, its decomposition's base and partial compositions, the code points NFC makes it
-    of). A combining mark there (marks may come in another order): the start alone. Not found this way: a key
-    holding several marks out of order and partly composed (no uploader writes one)."""
+    of). A way that spells the whole character (itself, a code point NFC makes it, its base and its single mark) is
+    followed by the rest of the path up to the next such character, while that makes at most
+    :data:`MAX_KEY_STARTS` starts (the start ended at the first one: under ``Knowledge/``, ``K`` being the Kelvin
+    sign's too, or ``Über/``, each lookup listed every key beginning ``K`` or ``U``: the whole folder). A combining
+    mark there, or after the character (marks may come in another order): the start alone. Not found this way: a
+    key holding several marks out of order and partly composed (no uploader writes one)."""
     combining, normalize = unicodedata.combining, unicodedata.normalize
+    done: set[str] = set()  # starts the keys beginning so go on from in any spelling
+    heads, at = [""], 0  # the spellings of path[:at] whose keys go on with path[at:]
     for i, c in enumerate(path):
         if c.isascii() and c not in "K;`":  # ASCII that no other code point becomes: the common case
             continue
         if combining(c):
-            return [path[:i]]
+            return sorted(done | {h + path[at:i] for h in heads})
         others = _spelled_otherwise().get(c, frozenset())
         decomposed = normalize("NFD", c)
         if decomposed == c and not others:
@@ -195,8 +205,30 @@ def key_prefixes(path: str) -> list[str]:
         base, marks = decomposed[0], decomposed[1:]
         starts = {c, *others, *(normalize("NFC", decomposed[:k])[0] for k in range(1, len(decomposed))),
                   *(normalize("NFC", base + mark)[0] for mark in marks)}  # fmt: skip
-        return sorted(path[:i] + start for start in starts)
-    return [path]
+        # with the code points NFC makes each of them (the Kelvin sign and a dot below are a K with a dot below)
+        starts |= {o for start in starts for o in _spelled_otherwise().get(start, ()) if normalize("NFC", o) == start}
+        if i + 1 < len(path) and combining(path[i + 1]):  # its marks and the next ones may be spelled in any order
+            return (
+                sorted(path[:i] + way for way in starts) if at == 0 else sorted(done | {h + path[at:i] for h in heads})
+            )
+        whole = {way for way in starts if normalize("NFC", way) == c}  # spelling exactly ``c``: the key goes on
+        ends = starts - whole  # the ways a key beginning so may go on from in any spelling
+        if len(marks) == 1 and normalize("NFC", base) == base:  # a base, then its mark: nothing else
+            bases = {way for way in starts if normalize("NFC", way) == base}
+            spelled = {marks, *(m for m in _spelled_otherwise().get(marks, ()) if normalize("NFC", m) == marks)}
+            whole |= {b + m for b in bases for m in spelled}
+            ends -= bases
+        after = [h + path[at:i] + way for h in heads for way in sorted(whole)]
+        ended = {h + path[at:i] + way for h in heads for way in ends}
+        if len(done) + len(ended) + len(after) > MAX_KEY_STARTS:  # as many listings: this character ends them
+            here = {h + path[at:i] + way for h in heads for way in starts}
+            return sorted(done | (here if len(done) + len(here) <= MAX_KEY_STARTS or at == 0 else
+                                  {h + path[at:i] for h in heads}))  # fmt: skip
+        done |= ended
+        heads, at = after, i + 1
+        if not heads:
+            return sorted(done)
+    return sorted(done | {h + path[at:] for h in heads})
 
 
 def preferred(keys: list[str]) -> str:
@@ -356,20 +388,22 @@ class LocalSource:
             raise NoteUnreadable(path, _reason(exc)) from None
 
     def _find(self, path: str, exact: bool = False) -> Path:
-        """The file whose NFC path is ``path``, whatever normalisation its name has on disk (as the listing);
-        ``exact``: the file of that very name only."""
+        """The file whose NFC path is ``path``, whatever normalisation its name has on disk (as the listing): of
+        the entries that spell it, the :func:`preferred` one, as the listing picks it; ``exact``: the file of that
+        very name only. Every spelling of each folder is followed (the preferred folder alone missed a file that
+        only its twin folder holds: ``é/x.md`` in the decomposed ``é/`` beside a composed one)."""
         full = self.root / path
         if os.path.lexists(full):
             return full
         if exact:
             raise FileNotFoundError(path)
-        here = self.root
+        spelled = [""]  # the relative paths on disk that spell the segments so far
         for segment in path.split("/"):
-            names = [n for n in os.listdir(here) if _nfc(n) == segment] if here.is_dir() else []
-            if not names:
+            spelled = [f"{rel}/{name}" if rel else name for rel in spelled if (self.root / rel).is_dir()
+                       for name in os.listdir(self.root / rel) if _nfc(name) == segment]  # fmt: skip
+            if not spelled:
                 raise FileNotFoundError(path)
-            here = here / preferred(names)
-        return here
+        return self.root / preferred(spelled)
 
 
 _KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
