@@ -18,6 +18,7 @@ from moto import mock_aws
 from kbsearch.config import Secrets, Settings
 from kbsearch.indexer import run_sync
 from kbsearch.qdrant import open_store
+from kbsearch.sources import SourceError
 from kbsearch_tools.local.apigw import HttpRequest, build_event
 from kbsearch_tools.s3events import EventPath
 from tests.integration.test_events import PREFIX, Indexer
@@ -392,12 +393,20 @@ def test_a_listing_whose_pages_lie_is_a_failed_listing_never_deletions(tmp_path:
         sync.join(30)
         assert outcome, "the sync is still listing after 30 s"
         after = sorted({p["path"] for p in store.points().values()})
+        refusals = []  # the root's listing (access files) and a lookup by path say it once, as the listing does
+        for read in (lambda: list(S3Source("kb", "", client).root_names()),
+                     lambda: S3Source("kb", "", client)._find("n5.md")):  # fmt: skip
+            with pytest.raises(SourceError) as refused:
+                read()
+            refusals.append(str(refused.value))
     finally:
         endpoint.stop()
         store.close()
     report = outcome[0]
     assert after == [name for name, _ in notes] and report.deleted == 0, report
     assert report.error and report.error.startswith("listing s3://kb/ failed"), report.error
+    for refusal in refusals:
+        assert refusal.startswith("listing s3://kb/ failed: S3 ") and refusal.count("failed") == 1, refusal
 
 
 def test_a_deletion_under_a_folder_whose_name_another_code_point_can_spell_lists_a_handful_of_keys(

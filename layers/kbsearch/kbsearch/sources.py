@@ -639,6 +639,8 @@ class S3Source:
                     name = item["Key"][len(self.prefix) :]
                     if not name.endswith("/") and not hidden(name):  # as a folder's root: macOS's `._x` too
                         yield _nfc(name)
+        except SourceError:  # a listing whose pages lie (_pages) says so itself
+            raise
         except Exception as exc:
             raise SourceError(f"listing {self.uri} failed: {_aws_message(exc)}") from None
 
@@ -696,6 +698,8 @@ class S3Source:
                     continue  # no key begins so
                 for page in self._pages(Prefix=self.prefix + start):
                     keys += [i["Key"] for i in page.get("Contents", []) if _nfc(i["Key"][len(self.prefix) :]) == path]
+        except SourceError:  # a listing whose pages lie (_pages) says so itself
+            raise
         except Exception as exc:
             raise SourceError(f"listing {self.uri} failed: {_aws_message(exc)}") from None
         return preferred(keys) if keys else None
