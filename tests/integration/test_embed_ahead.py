@@ -129,24 +129,23 @@ def test_a_provider_failure_in_the_parsing_process_stops_the_run_with_no_request
 def test_the_run_deadline_stops_the_parsing_process_embedding_and_the_next_run_resumes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A slow provider and a run deadline that passes mid-run: no batch's requests start after it (the batch being
-    embedded then ends), the run is incomplete, and the next run completes the index."""
-    slow = FakeProvider("deepinfra", api_key="di-test-key", latency_s=0.3).start()
+    """A slow provider and a run deadline that passes mid-run: no batch's requests start after it (a request
+    already started may end after it), the run is incomplete, and the next run completes the index."""
+    slow = FakeProvider("deepinfra", api_key="di-test-key", latency_s=0.2).start()
     try:
         kb = tmp_path / "kb"
         kb.mkdir()
-        write_notes(kb, 120)
+        write_notes(kb, 80)
         settings = provider_settings(slow, qdrant_path=str(tmp_path / "q"), embedding_concurrency=1)
-        stop_at = Deadline(4.0)  # the process starts in ~1 s (more on a loaded machine); 30 batches take ~9 s more
+        stop_at = Deadline(2.0)
         report = sync(kb, settings, True, monkeypatch, stop_at=stop_at)
-        assert report.incomplete and report.error is None and report.added < 120
+        assert report.incomplete and report.error is None and 0 < report.added < 80
         assert stop_at.at is not None
         starts = [r.at for r in slow.calls("embeddings")]
-        assert report.embedding_calls == len(starts)
-        # the batch being embedded when time was up, and no other (the rest would run ~5 s past it)
-        assert all(start < stop_at.at + 1.0 for start in starts)
+        assert starts and report.embedding_calls == len(starts)
+        assert max(starts) < stop_at.at + 0.5  # the batch being embedded when time was up, and no other
         resumed = sync(kb, settings, True, monkeypatch)
-        assert not resumed.incomplete and resumed.added + resumed.updated + resumed.unchanged == 120
+        assert not resumed.incomplete and resumed.added + resumed.updated + resumed.unchanged == 80
         assert_exact_chunks(settings, kb)
     finally:
         slow.stop()
@@ -158,48 +157,3 @@ def test_a_provider_error_pickles_as_it_is() -> None:
     back = pickle.loads(pickle.dumps(exc))  # noqa: S301 - bytes this test made
     assert type(back) is ProviderError and str(back) == str(exc) == "deepinfra: HTTP 503: busy"
     assert (back.provider, back.kind, back.status, back.retryable) == ("deepinfra", "server", 503, True)
-
-
-def test_a_parsing_process_killed_mid_run_leaves_the_rest_to_the_indexing_process(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, parent_calls: list[int]
-) -> None:
-    """The parsing process dies while it embeds ahead (killed after the tenth note is written): the notes it had
-    not handed over are parsed and embedded in the indexing process, and the index is the one a sync embedding
-    here writes, every note with its vectors."""
-    import multiprocessing
-    import os
-    import signal
-
-    kb = tmp_path / "kb"
-    kb.mkdir()
-    write_notes(kb, 40)
-    killed: list[int] = []
-
-    def progress(done: int, total: int, path: str) -> None:
-        if done == 10 and not killed:
-            for child in multiprocessing.active_children():
-                if child.pid is not None:
-                    os.kill(child.pid, signal.SIGKILL)
-                    killed.append(child.pid)
-
-    collections, here = [], []
-    deepinfra = FakeProvider("deepinfra", api_key="di-test-key", latency_s=0.1).start()  # 10 batches: ~1 s
-    for elsewhere in (False, True):
-        before = len(parent_calls)
-        settings = provider_settings(deepinfra, qdrant_path=str(tmp_path / f"q-{elsewhere}"))
-        monkeypatch.setattr(indexer, "PARSE_PROCESS_FROM", 1 if elsewhere else 10**9)
-        monkeypatch.setattr(indexer, "PARSE_BATCH", 4)
-        store = store_for(settings)
-        try:
-            embedder = build_embedder(settings, Secrets(settings), shared_client())
-            options = SyncOptions.from_settings(settings, window_chunks=16)
-            report = Indexer(LocalSource(kb), store, embedder, options, progress if elsewhere else None).sync()
-        finally:
-            store.close()
-        assert not report.incomplete and report.error is None and report.added == 40
-        collections.append((snapshot(settings), stored_vectors(settings)))
-        here.append(len(parent_calls) - before)
-        assert_exact_chunks(settings, kb)
-    deepinfra.stop()
-    assert killed and here[1] > 0  # the process was killed; the indexing process embedded what it had left
-    assert collections[0] == collections[1]
