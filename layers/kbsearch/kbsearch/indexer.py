@@ -1096,10 +1096,6 @@ def parse_for_index(
 PARSE_PROCESS_FROM = 500
 PARSE_BATCH = 32  # notes per task sent to the parsing process
 PARSE_AHEAD = 4  # tasks in flight: what is parsed ahead of the writes is bounded (128 notes, about a window)
-#: Batches the parsing process may be ahead of the writes when it embeds too (:func:`_parse_and_embed`): each
-#: answer (a batch's outcomes and vectors, ~2.5 MB at 10x the vault) waits in a spool file, not in either process,
-#: so that the process parses and embeds on through each of Qdrant Edge's seals (~3-4 s at 10x, ~12 batches).
-EMBED_AHEAD = 20
 
 
 FloatCode = Literal["f", "d"]  # an ``array`` of float32s or of float64s
@@ -1133,18 +1129,15 @@ class _ParsedBatch:
 
 
 class _ParsingProcess:
-    """The parsing process's embedder and pacing (:func:`_start_parsing`), and whether a call of it failed: nothing
-    is embedded after that, so no request follows a failed one."""
+    """The parsing process's embedder (:func:`_start_parsing`), and whether a call of it failed: no task embeds
+    after that, so no request follows a failed one, whatever tasks were already queued."""
 
     embedder: Embedder | None = None
     failed = False
-    pace: tuple[Any, Any, Any] | None = None  # (credits, ready, stop): :func:`_parse_and_embed`
 
 
-def _start_parsing(settings: Settings | None, pace: tuple[Any, Any, Any] | None = None) -> None:
-    """The parsing process's initializer: the embedder of ``settings`` (None: the process only parses), and the
-    semaphores and event :func:`_parse_and_embed` is paced by (shared at the process's start, as they must be)."""
-    _ParsingProcess.pace = pace
+def _start_parsing(settings: Settings | None) -> None:
+    """The parsing process's initializer: the embedder of ``settings`` (None: the process only parses)."""
     if settings is not None:
         from kbsearch.providers.embeddings import build_embedder
         from kbsearch.providers.resilience import shared_client
@@ -1177,18 +1170,11 @@ def _parse_batch(
             outcome.parsed = (replace(note, sections=[]), access, chunks, points)
     batch = _ParsedBatch(outcomes)
     embedder = _ParsingProcess.embedder
-    if embed is None or embedder is None:
+    if embed is None or embedder is None or _ParsingProcess.failed:
         return batch
     stop_at, call_deadline, typecode = embed
-    if not _ParsingProcess.failed and (stop_at is None or stop_at.remaining() > 0):
-        _embed_batch(embedder, batch, call_deadline, typecode)
-    return batch
-
-
-def _embed_batch(embedder: Embedder, batch: _ParsedBatch, call_deadline: Deadline | None, typecode: FloatCode) -> None:
-    """The batch's chunks embedded (:func:`_parse_batch`), their vectors packed as ``typecode``; a failure is kept
-    in it, and the process embeds nothing after it."""
-    outcomes = batch.outcomes
+    if stop_at is not None and stop_at.remaining() <= 0:
+        return batch
     texts = [embedder.format_document(c.embed_text) for o in outcomes if o.parsed for c in o.parsed[2]]
     batch.stats = EmbeddingStats()
     try:
@@ -1196,52 +1182,12 @@ def _embed_batch(embedder: Embedder, batch: _ParsedBatch, call_deadline: Deadlin
     except ProviderError as exc:
         _ParsingProcess.failed = True
         batch.error = exc
-        return
+        return batch
     packed = array(typecode)
     for vector in vectors:
         packed.extend(vector)
     batch.vectors, batch.typecode = packed.tobytes(), typecode
-
-
-def _parse_and_embed(
-    root: str, batches: list[list[SourceObject]], options: SyncOptions, rules: FolderRules,
-    signature_id: str | None, indexed_at: str, embed: tuple[Deadline | None, Deadline | None, FloatCode], spool: str,
-) -> int:  # fmt: skip
-    """The parsing process's one task when it embeds too (:func:`parse_ahead`): batch k parsed and embedded
-    (:func:`_parse_batch`), its answer written to ``spool``/k, and ``ready`` released; a batch starts only with a
-    credit (``credits``: the indexing process gives one back for each batch it takes), so at most
-    :data:`EMBED_AHEAD` are ahead of it. Nothing after a failed call, or once ``stop`` is set. Each answer goes
-    through a file and the pacing through semaphores, not through the pool's pipe and threads: their reader in the
-    indexing process gets no turn while Qdrant Edge seals a segment under its interpreter lock, and the process
-    would wait out every seal. The number of batches answered."""
-    import pickle
-
-    assert _ParsingProcess.pace is not None
-    credits, ready, stop = _ParsingProcess.pace
-    for k, objs in enumerate(batches):
-        while not credits.acquire(timeout=0.25):
-            if stop.is_set():
-                return k
-        if stop.is_set():
-            return k
-        batch = _parse_batch(root, objs, options, rules, signature_id, indexed_at, embed)
-        Path(spool, str(k)).write_bytes(pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL))
-        ready.release()
-        if batch.error is not None:
-            return k + 1
-    return len(batches)
-
-
-def _spooled(spool: str, k: int) -> _ParsedBatch:
-    """Batch ``k``'s answer from the spool (:func:`_parse_and_embed`); its file goes."""
-    import pickle
-
-    path = Path(spool, str(k))
-    try:
-        answer: _ParsedBatch = pickle.loads(path.read_bytes())  # noqa: S301 - the parsing process's own file
-    finally:
-        path.unlink(missing_ok=True)
-    return answer
+    return batch
 
 
 def _with_vectors(batch: _ParsedBatch) -> list[ParseOutcome]:
@@ -1291,15 +1237,11 @@ def parse_ahead(
     :data:`PARSE_AHEAD` batches ahead of the caller. A process that cannot start or dies (a platform without
     process support, memory) leaves the remaining notes to be parsed here, with a warning.
 
-    ``embedding``: the process embeds each batch's chunks too (:class:`AheadEmbedding`, :func:`_parse_and_embed`:
-    at most :data:`EMBED_AHEAD` batches ahead, their answers spooled to files in a folder of its own); the points
-    come with their vectors, and the calls it made are counted, those of batches embedded ahead and dropped
-    included. A failed call raises its :class:`ProviderError` where its batch's notes would come, and the process
-    embeds nothing after it; a batch it did not embed (the run's time was up) comes without vectors, as one parsed
-    here does."""
+    ``embedding``: the process embeds each batch's chunks too (:class:`AheadEmbedding`; the points come with their
+    vectors, and the calls it made are counted, those of batches parsed ahead and dropped included). A failed call
+    raises its :class:`ProviderError` where its batch's notes would come, and the process embeds nothing after it;
+    a batch it did not embed (the run's time was up) comes without vectors, as one parsed here does."""
     import multiprocessing
-    import shutil
-    import tempfile
     from collections import deque
     from concurrent.futures import Future, ProcessPoolExecutor
 
@@ -1307,69 +1249,45 @@ def parse_ahead(
     done = 0
     pending: deque[Future[_ParsedBatch]] = deque()
     pool: ProcessPoolExecutor | None = None
-    context = multiprocessing.get_context("spawn")
-    spool: str | None = None
-    stop: Any = None
+    embed = None
+    if embedding is not None:
+        embed = (_moment(embedding.stop_at), _moment(embedding.call_deadline), embedding.typecode)
     try:
-        if embedding is None:
-            pool = ProcessPoolExecutor(max_workers=1, mp_context=context)
-        else:
-            spool = tempfile.mkdtemp(prefix="kbsearch-parsed-")
-            credits, ready, stop = context.Semaphore(EMBED_AHEAD), context.Semaphore(0), context.Event()
-            pool = ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_start_parsing,
-                                       initargs=(embedding.settings, (credits, ready, stop)))  # fmt: skip
+        pool = ProcessPoolExecutor(
+            max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=_start_parsing,
+            initargs=(embedding.settings if embedding is not None else None,),
+        )  # fmt: skip
         root = str(source.root)
-        if embedding is not None and spool is not None:
-            embed = (_moment(embedding.stop_at), _moment(embedding.call_deadline), embedding.typecode)
-            with _main_hidden():  # the process starts at its task
-                task = pool.submit(_parse_and_embed, root, batches, options, rules, signature_id, indexed_at, embed,
-                                   spool)  # fmt: skip
-            while done < len(batches):
-                while not ready.acquire(timeout=0.25):
-                    if task.done() and not ready.acquire(timeout=0):
-                        task.result()  # the process died, or its task failed: raised
-                        raise ChildProcessError("the parsing process stopped early")
-                    continue
-                parsed = _spooled(spool, done)
-                done += 1
-                embedding.stats.merge(parsed.stats or EmbeddingStats())
-                if parsed.error is not None:
-                    raise parsed.error
-                credits.release()
-                yield from _with_vectors(parsed)
-            return
-        args = (options, rules, signature_id, indexed_at)
+        args = (options, rules, signature_id, indexed_at, embed)
         with _main_hidden():  # the process starts at the first task
             for batch in batches[:PARSE_AHEAD]:
                 pending.append(pool.submit(_parse_batch, root, batch, *args))
         while pending:
             parsed = pending.popleft().result()
+            if embedding is not None and parsed.stats is not None:
+                embedding.stats.merge(parsed.stats)
+            if parsed.error is not None:
+                raise parsed.error
             if done + PARSE_AHEAD < len(batches):
                 pending.append(pool.submit(_parse_batch, root, batches[done + PARSE_AHEAD], *args))
             done += 1
-            yield from parsed.outcomes
+            yield from _with_vectors(parsed)
     except ProviderError:
         raise
     except Exception as exc:  # the process could not start, or died: the rest is parsed here
         logger.warning("kbsearch: notes are parsed in the indexing process (%s)", type(exc).__name__)
-        if stop is not None:
-            stop.set()
         for batch in batches[done:]:
             for obj in batch:
                 yield parse_for_index(source, obj, options, rules, signature_id, indexed_at, {})
     finally:
-        if stop is not None:
-            stop.set()
         for future in pending:
             future.cancel()
         if pool is not None:
             pool.shutdown(wait=True)
-        if spool is not None and embedding is not None:
-            # the calls of batches embedded ahead and dropped (a deadline, a failed write): counted
-            for k in range(done, len(batches)):
-                with contextlib.suppress(Exception):  # not written (or not readable): nothing to count
-                    embedding.stats.merge(_spooled(spool, k).stats or EmbeddingStats())
-            shutil.rmtree(spool, ignore_errors=True)
+        if embedding is not None:  # the calls of batches embedded ahead and dropped (a deadline, a failed write)
+            for future in pending:
+                if future.done() and not future.cancelled() and future.exception() is None:
+                    embedding.stats.merge(future.result().stats or EmbeddingStats())
 
 
 def _describe(signature: dict[str, Any]) -> str:
