@@ -399,16 +399,8 @@ def test_notes_parsed_in_another_process_index_as_parsed_here(
         reports.append([{k: v for k, v in r.to_dict().items() if k != "duration_ms"} for r in (cut, report)])
         snapshots.append(snapshot(settings))
     assert elsewhere and all(elsewhere)  # the second pair of syncs parsed in the other process, the first did not
-    # with an embedder the other process embeds each batch of notes it parses (not a window), up to PARSE_AHEAD
-    # batches ahead: its calls differ, and the cut run counts those of the notes it dropped at its deadline
-    calls = [[(r.pop("embedding_calls"), r.pop("embedding_tokens")) for r in pair] for pair in reports]
     assert reports[0] == reports[1]
     assert snapshots[0] == snapshots[1]
-    if embedded:
-        (here_cut, here), (there_cut, there) = calls
-        assert there[1] == here[1] and there_cut[1] >= here_cut[1] and there[0] > 0 and there_cut[0] > 0
-    else:
-        assert calls == [[(0, 0), (0, 0)]] * 2
     skipped = {s["path"] for s in reports[0][0]["skipped"]} | {s["path"] for s in reports[0][1]["skipped"]}
     assert {"n00.md", "n01.md", "n02.md", "n03.md", "n04.md", "bad-root.md", "bad-access.md"} <= skipped
     assert any(w["path"] == "dropped.md" for r in reports[0] for w in r["warnings"])

@@ -529,11 +529,6 @@ class Secrets:
     def __repr__(self) -> str:
         return f"Secrets(configured={sorted(self.configured())})"
 
-    @property
-    def settings(self) -> Settings:
-        """The settings these secrets are read from."""
-        return self._settings
-
     def configured(self) -> set[str]:
         """Names of the secrets that have a value or an SSM parameter name (without fetching anything)."""
         s = self._settings

@@ -30,12 +30,11 @@ import json
 import logging
 import threading
 import time
-from array import array
 from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from kbsearch.access import (
     ACCESS_FILE,
@@ -911,7 +910,7 @@ class Indexer:
         embedding: tuple[list[_Parsed], Future[list[ChunkPoint]]] | None = None  # the window being embedded
         done = 0
         indexed_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-        outcomes = self._parsed_elsewhere(report, work, indexed_at, stats, stop_at, call_deadline)
+        outcomes = self._parsed_elsewhere(work, indexed_at)
         ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kbsearch-embed")
 
         def embedded() -> tuple[list[_Parsed], list[ChunkPoint]] | None:
@@ -964,25 +963,16 @@ class Indexer:
             report.embedding_fallbacks = stats.fallbacks
 
     def _parsed_elsewhere(
-        self, report: SyncReport, work: list[tuple[SourceObject, str]], indexed_at: str, stats: EmbeddingStats,
-        stop_at: Deadline, call_deadline: Deadline | None,
-    ) -> Generator[ParseOutcome, None, None] | None:  # fmt: skip
+        self, work: list[tuple[SourceObject, str]], indexed_at: str
+    ) -> Generator[ParseOutcome, None, None] | None:
         """The notes of a large sync of a folder parsed in another process (:func:`parse_ahead`), in order, while
-        this one writes: parsing is a third of a full index's CPU, and Qdrant Edge's calls hold this process's
-        interpreter. The same process embeds them when the embedder can be built there from its settings
-        (:attr:`Embedder.settings`; not an event run: ``chunks_reused`` counts the vectors a point comes with), its
-        calls counted in ``stats``. None (parsed here, in turn) for fewer than :data:`PARSE_PROCESS_FROM` notes,
-        another source, or an event run that reuses stored vectors."""
+        this one embeds and writes: parsing is a third of a full index's CPU, and Qdrant Edge's calls hold this
+        process's interpreter. None (parsed here, in turn) for fewer than
+        :data:`PARSE_PROCESS_FROM` notes, another source, or an event run that reuses stored vectors."""
         if len(work) < PARSE_PROCESS_FROM or type(self.source) is not LocalSource or self._reuse:
             return None
         signature = self._signature_id if self.embedder is not None else None
-        settings = getattr(self.embedder, "settings", None)
-        embedding = None
-        if settings is not None and not isinstance(report, ChangeReport):
-            typecode: FloatCode = "f" if getattr(self.store, "keeps_float32", False) else "d"
-            embedding = AheadEmbedding(settings, stats, stop_at, call_deadline, typecode)
-        objs = [obj for obj, _ in work]
-        return parse_ahead(self.source, objs, self.options, self._rules, signature, indexed_at, embedding)
+        return parse_ahead(self.source, [obj for obj, _ in work], self.options, self._rules, signature, indexed_at)
 
     def _embedded(
         self, window: list[_Parsed], stats: EmbeddingStats, call_deadline: Deadline | None
@@ -1098,118 +1088,19 @@ PARSE_BATCH = 32  # notes per task sent to the parsing process
 PARSE_AHEAD = 4  # tasks in flight: what is parsed ahead of the writes is bounded (128 notes, about a window)
 
 
-FloatCode = Literal["f", "d"]  # an ``array`` of float32s or of float64s
-
-
-@dataclass
-class AheadEmbedding:
-    """The parsing process embeds the notes it parses (:func:`parse_ahead`) with an embedder it builds from
-    ``settings`` (:attr:`Embedder.settings`), no request after ``stop_at`` or after a failed one, each call under
-    ``call_deadline``; its calls are counted in ``stats``, its vectors packed as ``typecode``."""
-
-    settings: Settings
-    stats: EmbeddingStats
-    stop_at: Deadline
-    call_deadline: Deadline | None
-    #: how the vectors come back: ``f`` (float32, for a store that keeps them so: half the bytes, the same vectors
-    #: stored) or ``d`` (the embedder's float64s)
-    typecode: FloatCode = "f"
-
-
-@dataclass
-class _ParsedBatch:
-    """A parsing task's answer: its notes' outcomes and, when it embedded them, their points' unit vectors packed in
-    order (``typecode``: :class:`AheadEmbedding`), the calls it made, and the failure that stopped it."""
-
-    outcomes: list[ParseOutcome]
-    vectors: bytes | None = None
-    typecode: FloatCode = "f"
-    stats: EmbeddingStats | None = None
-    error: ProviderError | None = None
-
-
-class _ParsingProcess:
-    """The parsing process's embedder (:func:`_start_parsing`), and whether a call of it failed: no task embeds
-    after that, so no request follows a failed one, whatever tasks were already queued."""
-
-    embedder: Embedder | None = None
-    failed = False
-
-
-def _start_parsing(settings: Settings | None) -> None:
-    """The parsing process's initializer: the embedder of ``settings`` (None: the process only parses)."""
-    if settings is not None:
-        from kbsearch.providers.embeddings import build_embedder
-        from kbsearch.providers.resilience import shared_client
-
-        _ParsingProcess.embedder = build_embedder(settings, Secrets(settings), shared_client())
-
-
-def _moment(deadline: Deadline | None) -> Deadline | None:
-    """``deadline`` as another process reads it: the same point in monotonic time (the host's clock)."""
-    if deadline is None:
-        return None
-    moment = Deadline()
-    moment.at = deadline.at
-    return moment
-
-
 def _parse_batch(
     root: str, objs: list[SourceObject], options: SyncOptions, rules: FolderRules, signature_id: str | None,
-    indexed_at: str, embed: tuple[Deadline | None, Deadline | None, FloatCode] | None = None,
-) -> _ParsedBatch:  # fmt: skip
+    indexed_at: str,
+) -> list[ParseOutcome]:  # fmt: skip
     """The parsing process's task: :func:`parse_for_index` of each note of a folder, each note without its
-    sections (the indexer reads a parsed note's id and warnings; its text is in the chunks, sent once); then, with
-    ``embed`` (the run's ``stop_at``, the calls' deadline, the vectors' typecode) and the process's embedder, their
-    chunks embedded, unless the run's time is up or a call of this process failed before."""
+    sections (the indexer reads a parsed note's id and warnings; its text is in the chunks, sent once)."""
     source = LocalSource(root)
     outcomes = [parse_for_index(source, obj, options, rules, signature_id, indexed_at, {}) for obj in objs]
     for outcome in outcomes:
         if outcome.parsed is not None:
             note, access, chunks, points = outcome.parsed
             outcome.parsed = (replace(note, sections=[]), access, chunks, points)
-    batch = _ParsedBatch(outcomes)
-    embedder = _ParsingProcess.embedder
-    if embed is None or embedder is None or _ParsingProcess.failed:
-        return batch
-    stop_at, call_deadline, typecode = embed
-    if stop_at is not None and stop_at.remaining() <= 0:
-        return batch
-    texts = [embedder.format_document(c.embed_text) for o in outcomes if o.parsed for c in o.parsed[2]]
-    batch.stats = EmbeddingStats()
-    try:
-        vectors = embedder.embed_documents(texts, call_deadline, batch.stats) if texts else []
-    except ProviderError as exc:
-        _ParsingProcess.failed = True
-        batch.error = exc
-        return batch
-    packed = array(typecode)
-    for vector in vectors:
-        packed.extend(vector)
-    batch.vectors, batch.typecode = packed.tobytes(), typecode
-    return batch
-
-
-def _with_vectors(batch: _ParsedBatch) -> list[ParseOutcome]:
-    """The batch's outcomes, each point with its vector (a row of the batch's ``array``, which the store writes as
-    the list of its values) when the parsing process embedded them."""
-    if batch.vectors is None:
-        return batch.outcomes
-    vectors = array(batch.typecode)
-    vectors.frombytes(batch.vectors)
-    rows = sum(len(o.parsed[3]) for o in batch.outcomes if o.parsed)
-    if not rows:
-        return batch.outcomes
-    dims, at = len(vectors) // rows, 0
-    for outcome in batch.outcomes:
-        if outcome.parsed is not None:
-            note, access, chunks, points = outcome.parsed
-            dense = []
-            for point in points:
-                dense.append(replace(point, dense=vectors[at : at + dims]))
-                at += dims
-            outcome.parsed = (note, access, chunks, dense)
-    return batch.outcomes
+    return outcomes
 
 
 @contextlib.contextmanager
@@ -1231,49 +1122,32 @@ def _main_hidden() -> Iterator[None]:
 
 def parse_ahead(
     source: LocalSource, objs: list[SourceObject], options: SyncOptions, rules: FolderRules,
-    signature_id: str | None, indexed_at: str, embedding: AheadEmbedding | None = None,
+    signature_id: str | None, indexed_at: str,
 ) -> Generator[ParseOutcome, None, None]:  # fmt: skip
     """:func:`parse_for_index` of each of ``objs``, in order, computed in one spawned process at most
     :data:`PARSE_AHEAD` batches ahead of the caller. A process that cannot start or dies (a platform without
-    process support, memory) leaves the remaining notes to be parsed here, with a warning.
-
-    ``embedding``: the process embeds each batch's chunks too (:class:`AheadEmbedding`; the points come with their
-    vectors, and the calls it made are counted, those of batches parsed ahead and dropped included). A failed call
-    raises its :class:`ProviderError` where its batch's notes would come, and the process embeds nothing after it;
-    a batch it did not embed (the run's time was up) comes without vectors, as one parsed here does."""
+    process support, memory) leaves the remaining notes to be parsed here, with a warning."""
     import multiprocessing
     from collections import deque
     from concurrent.futures import Future, ProcessPoolExecutor
 
     batches = [objs[i : i + PARSE_BATCH] for i in range(0, len(objs), PARSE_BATCH)]
     done = 0
-    pending: deque[Future[_ParsedBatch]] = deque()
+    pending: deque[Future[list[ParseOutcome]]] = deque()
     pool: ProcessPoolExecutor | None = None
-    embed = None
-    if embedding is not None:
-        embed = (_moment(embedding.stop_at), _moment(embedding.call_deadline), embedding.typecode)
     try:
-        pool = ProcessPoolExecutor(
-            max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=_start_parsing,
-            initargs=(embedding.settings if embedding is not None else None,),
-        )  # fmt: skip
+        pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
         root = str(source.root)
-        args = (options, rules, signature_id, indexed_at, embed)
         with _main_hidden():  # the process starts at the first task
             for batch in batches[:PARSE_AHEAD]:
-                pending.append(pool.submit(_parse_batch, root, batch, *args))
+                pending.append(pool.submit(_parse_batch, root, batch, options, rules, signature_id, indexed_at))
         while pending:
-            parsed = pending.popleft().result()
-            if embedding is not None and parsed.stats is not None:
-                embedding.stats.merge(parsed.stats)
-            if parsed.error is not None:
-                raise parsed.error
+            outcomes = pending.popleft().result()
             if done + PARSE_AHEAD < len(batches):
-                pending.append(pool.submit(_parse_batch, root, batches[done + PARSE_AHEAD], *args))
+                batch = batches[done + PARSE_AHEAD]
+                pending.append(pool.submit(_parse_batch, root, batch, options, rules, signature_id, indexed_at))
             done += 1
-            yield from _with_vectors(parsed)
-    except ProviderError:
-        raise
+            yield from outcomes
     except Exception as exc:  # the process could not start, or died: the rest is parsed here
         logger.warning("kbsearch: notes are parsed in the indexing process (%s)", type(exc).__name__)
         for batch in batches[done:]:
@@ -1284,10 +1158,6 @@ def parse_ahead(
             future.cancel()
         if pool is not None:
             pool.shutdown(wait=True)
-        if embedding is not None:  # the calls of batches embedded ahead and dropped (a deadline, a failed write)
-            for future in pending:
-                if future.done() and not future.cancelled() and future.exception() is None:
-                    embedding.stats.merge(future.result().stats or EmbeddingStats())
 
 
 def _describe(signature: dict[str, Any]) -> str:

@@ -30,7 +30,6 @@ from kbsearch.providers.resilience import (
     ProviderClient,
     ProviderError,
     RetryPolicy,
-    is_shared_client,
     role_clients,
     usage_tokens,
 )
@@ -86,13 +85,6 @@ class EmbeddingStats:
         self.tokens += result.tokens
         self.providers[result.provider] += 1
         self.fallbacks += int(fell_back)
-
-    def merge(self, other: EmbeddingStats) -> None:
-        """Count ``other``'s calls here too (another process's, :func:`kbsearch.indexer.parse_ahead`)."""
-        self.calls += other.calls
-        self.tokens += other.tokens
-        self.providers.update(other.providers)
-        self.fallbacks += other.fallbacks
 
 
 _NUMBERS = frozenset({float, int})
@@ -187,9 +179,6 @@ class Embedder(PrimaryFallback[EmbeddingClient]):
         self.concurrency = concurrency
         self.dimensions = primary.dimensions
         self._lock = threading.Lock()
-        #: the settings :func:`build_embedder` built this from, when another process builds the same embedder from
-        #: them alone (the process's shared client, every key in the settings: no SSM read); else None
-        self.settings: Settings | None = None
 
     @property
     def signature(self) -> dict[str, Any]:
@@ -278,7 +267,7 @@ def build_embedder(
     if clients is None:
         return None
     primary, fallback, breaker = clients
-    embedder = Embedder(
+    return Embedder(
         primary,
         fallback,
         batch_size=role.batch_size,
@@ -287,8 +276,3 @@ def build_embedder(
         breaker=breaker,
         input_format=role.input_format,
     )
-    keys = [c.endpoint.secret for c in (primary, fallback) if c is not None]
-    if (not for_queries and is_shared_client(client) and type(secrets) is Secrets and secrets.settings is settings
-            and all(settings.plain_secret(key) is not None for key in keys)):  # fmt: skip
-        embedder.settings = settings
-    return embedder

@@ -64,18 +64,6 @@ class ProviderError(KbSearchError):
     def retryable(self) -> bool:
         return self.kind in RETRYABLE
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        """Pickled as it is (its text, provider, kind, status): the parsing process hands its embedding failure to
-        the indexing process (:func:`kbsearch.indexer.parse_ahead`), whose report quotes it."""
-        return (_restored, (type(self), self.args, self.__dict__))
-
-
-def _restored(cls: type[ProviderError], args: tuple[Any, ...], state: dict[str, Any]) -> ProviderError:
-    exc = cls.__new__(cls)
-    exc.args = args
-    exc.__dict__.update(state)
-    return exc
-
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -232,11 +220,6 @@ def deadline_transport(resolve: Resolver = system_resolver, **kwargs: Any) -> ht
 
 _client: httpx.Client | None = None
 _client_lock = threading.Lock()
-
-
-def is_shared_client(client: httpx.Client) -> bool:
-    """``client`` is this process's :func:`shared_client` (another process builds its own the same way)."""
-    return client is _client
 
 
 def shared_client() -> httpx.Client:

@@ -168,8 +168,6 @@ def open_local_mode(root: Path, collection: str, dimensions: int) -> Store:
 class EdgeStore(Store):
     """The indexer's :class:`Store` and the search's retrieval call, on one Qdrant Edge shard."""
 
-    keeps_float32 = True  # Edge's dense vectors are float32 (the shard's default datatype)
-
     def __init__(
         self, root: Path, collection: str, dimensions: int, hnsw_m: int = 0, graph_from: int = EDGE_GRAPH_FROM
     ) -> None:

@@ -36,8 +36,6 @@ from kbsearch.qdrant.query import (
 )
 
 if TYPE_CHECKING:  # qdrant_client (~0.5 s to import) is loaded only by the stores that use it
-    from array import array
-
     import numpy as np
     from numpy.typing import NDArray
     from qdrant_client import QdrantClient
@@ -311,15 +309,12 @@ class ChunkPoint:
     chunk_index: int
     payload: dict[str, Any]
     sparse: SparseVector
-    #: the embedder's lists; a numpy row is taken too, and an ``array`` of floats (a vector the parsing process
-    #: embedded: :func:`kbsearch.indexer.parse_ahead`)
-    dense: list[float] | NDArray[np.float64] | array[float] | None
+    dense: list[float] | NDArray[np.float64] | None  # the embedder's lists; a numpy row is taken too
 
 
-def dense_list(vector: list[float] | NDArray[np.float64] | array[float]) -> list[float]:
+def dense_list(vector: list[float] | NDArray[np.float64]) -> list[float]:
     """A dense vector as the Qdrant clients hold it: Qdrant Edge reads a numpy row element by element (~5x slower
-    than a list) and qdrant-client's models turn it into a list anyway, so a row (or a float32 ``array``, whose
-    values are what the store keeps) becomes a list once, in C."""
+    than a list) and qdrant-client's models turn it into a list anyway, so a row becomes a list once, in C."""
     return vector if isinstance(vector, list) else vector.tolist()
 
 
@@ -357,12 +352,6 @@ class Store:
         self.dimensions = dimensions
         self.embedded = embedded
         self._owns_client = True
-
-    @property
-    def keeps_float32(self) -> bool:
-        """A dense vector is kept as float32 (Qdrant's default datatype: a float64 list and its float32 rounding
-        are stored alike); qdrant-client's local mode keeps the floats it is given."""
-        return not self.embedded
 
     # -- collections behind an alias (Qdrant Cloud: ``kbsearch index --rebuild``) -------------------------------
     def sibling(self, collection: str) -> Store:
