@@ -20,7 +20,7 @@ from kbsearch.access import Scope
 from kbsearch.config import Secrets, Settings
 from kbsearch.events import Scope as KeyScope
 from kbsearch.events import read_batch
-from kbsearch.indexer import ChangeSync, Indexer, SyncOptions, run_sync
+from kbsearch.indexer import ChangeSync, Indexer, SyncOptions, SyncReport, run_sync
 from kbsearch.lease import Lease, short_lease
 from kbsearch.qdrant import open_store
 from kbsearch.qdrant.query import RESTRICTED_LINKS
@@ -380,29 +380,19 @@ def test_a_full_sync_waits_for_a_batch_holding_the_links_lease_and_keeps_its_ent
     assert hits_as(settings, Scope.public())["pub/welcome.md"] == ["Ghost"]
 
 
-def test_a_full_sync_never_deletes_a_note_a_batch_wrote_after_its_listing(aws: EventPath, tmp_path: Path) -> None:
-    """The same interleaving for the note itself: a batch writes a restricted note between the full sync's listing
-    and its read of the index, so the index holds a note the listing lacks. The sync looks it up before deleting
-    it, keeps it (with a warning), and its list keeps the note's entry; a note really gone is still deleted."""
+def _sync_with_a_batch_after_its_listing(
+    aws: EventPath, settings: Settings, key: str, body: bytes
+) -> tuple[SyncReport, set[str]]:
+    """A full sync of the bucket during which, right after it is listed, an event batch applies ``body`` put at
+    ``key``: its report, and the paths the index holds after it."""
     from kbsearch.sources import S3Source
 
-    settings = _s3_settings(tmp_path)
-    aws.receive()
-    aws.put(f"{PREFIX}pub/welcome.md", doc("Welcome", "welcome: see [[Plan]] and [[Old]]"))
-    aws.put(f"{PREFIX}pub/old.md", doc("Old", "welcome old"))
-    for name in ("a", "b", "c"):
-        aws.put(f"{PREFIX}pub/{name}.md", doc(name, f"welcome {name}"))
-    assert run_sync(settings, Secrets(settings)).error is None
-    aws.delete(f"{PREFIX}pub/old.md")  # gone from the bucket; its event is lost, the sync deletes it
-    aws.receive()
     store = open_store(settings, Secrets(settings))
 
     class ListingThenBatch(S3Source):
-        """The bucket; right after it is listed, an event batch applies a note put meanwhile."""
-
         def list(self) -> Any:
             listed = list(super().list())
-            aws.put(f"{PREFIX}hr/Plan.md", doc("Plan", "the plan", "access: [hr]\n"))
+            aws.put(key, body)
             changes = read_batch(sqs_event(aws.receive()), KeyScope(BUCKET, PREFIX)).changes
             batch = ChangeSync(open_source(settings.kb_source), store, None, SyncOptions(),
                                DynamoSequencers(TABLE, "kb"), partial(short_lease, settings, "links"))  # fmt: skip
@@ -414,9 +404,27 @@ def test_a_full_sync_never_deletes_a_note_a_batch_wrote_after_its_listing(aws: E
     try:
         report = Indexer(ListingThenBatch(BUCKET, PREFIX, source.client), store, None, SyncOptions(), None,
                          partial(short_lease, settings, "links")).sync()  # fmt: skip
-        paths = {p["path"] for p in store.points().values()}
+        return report, {p["path"] for p in store.points().values()}
     finally:
         store.close()
+
+
+def test_a_full_sync_never_deletes_a_note_a_batch_wrote_after_its_listing(aws: EventPath, tmp_path: Path) -> None:
+    """The same interleaving for the note itself: a batch writes a restricted note between the full sync's listing
+    and its read of the index, so the index holds a note the listing lacks. The sync looks it up before deleting
+    it, keeps it (with a warning), and its list keeps the note's entry; a note really gone is still deleted."""
+    settings = _s3_settings(tmp_path)
+    aws.receive()
+    aws.put(f"{PREFIX}pub/welcome.md", doc("Welcome", "welcome: see [[Plan]] and [[Old]]"))
+    aws.put(f"{PREFIX}pub/old.md", doc("Old", "welcome old"))
+    for name in ("a", "b", "c"):
+        aws.put(f"{PREFIX}pub/{name}.md", doc(name, f"welcome {name}"))
+    assert run_sync(settings, Secrets(settings)).error is None
+    aws.delete(f"{PREFIX}pub/old.md")  # gone from the bucket; its event is lost, the sync deletes it
+    aws.receive()
+    report, paths = _sync_with_a_batch_after_its_listing(
+        aws, settings, f"{PREFIX}hr/Plan.md", doc("Plan", "the plan", "access: [hr]\n")
+    )
     assert report.error is None and report.deleted == 1  # pub/old.md
     assert paths == {"pub/welcome.md", "pub/a.md", "pub/b.md", "pub/c.md", "hr/Plan.md"}
     assert {"path": "hr/Plan.md", "reason": "not deleted: written after this run listed the KB"} in report.warnings
@@ -465,33 +473,12 @@ def test_a_full_sync_never_deletes_a_note_a_batch_wrote_after_its_listing_under_
     the batch had just written, until the next run)."""
     import unicodedata
 
-    from kbsearch.sources import S3Source
-
     settings = _s3_settings(tmp_path)
     aws.receive()
     aws.put(f"{PREFIX}pub/welcome.md", doc("Welcome", "welcome"))
     assert run_sync(settings, Secrets(settings)).error is None
     aws.receive()
-    store = open_store(settings, Secrets(settings))
     key = unicodedata.normalize("NFD", f"{PREFIX}pub/Café.md")
-
-    class ListingThenBatch(S3Source):
-        def list(self) -> Any:
-            listed = list(super().list())
-            aws.put(key, doc("Café", "welcome café"))
-            changes = read_batch(sqs_event(aws.receive()), KeyScope(BUCKET, PREFIX)).changes
-            batch = ChangeSync(open_source(settings.kb_source), store, None, SyncOptions(),
-                               DynamoSequencers(TABLE, "kb"), partial(short_lease, settings, "links"))  # fmt: skip
-            assert batch.apply(changes).added == 1
-            return iter(listed)
-
-    source = open_source(settings.kb_source)
-    assert isinstance(source, S3Source)
-    try:
-        report = Indexer(ListingThenBatch(BUCKET, PREFIX, source.client), store, None, SyncOptions(), None,
-                         partial(short_lease, settings, "links")).sync()  # fmt: skip
-        paths = {p["path"] for p in store.points().values()}
-    finally:
-        store.close()
+    report, paths = _sync_with_a_batch_after_its_listing(aws, settings, key, doc("Café", "welcome café"))
     assert report.error is None and report.deleted == 0, report
     assert paths == {"pub/welcome.md", "pub/Café.md"}
