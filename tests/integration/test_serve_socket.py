@@ -240,7 +240,7 @@ def test_a_client_dripping_its_request_is_disconnected_at_the_request_limit(wher
                 sock.setblocking(True)
         took = time.monotonic() - t0
         assert closed and received == b"", (took, received)
-        assert took < 6, took  # the 2 s limit, checked every 0.5 s, on a loaded machine
+        assert took < 10, took  # the 2 s limit (checked every 0.5 s) with a 5x margin for a loaded machine
         answer = exchange(base, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
         assert responses(answer)[0][0] == 200
     finally:
