@@ -371,3 +371,27 @@ def test_slow_ssm_at_cold_start_costs_no_stage_its_budget(fakes, store_copy: Pat
         assert len(endpoint.requests) == 1  # one batched read, cached for the container
     finally:
         endpoint.stop()
+
+
+def test_the_ssm_client_is_built_with_the_service_not_in_a_search(monkeypatch: pytest.MonkeyPatch) -> None:
+    """botocore's import and SSM model cost ~0.5 s on a cold container (more on a busy host): building the client
+    belongs to the service's construction, so the first search's budget pays only for the read. Shown by moving
+    the endpoint after the service is built: the read still goes where the client was built to go."""
+    from kbsearch.search import SearchService
+
+    endpoint = FakeEndpoint().start()
+    try:
+        endpoint.content_type = "application/x-amz-json-1.1"
+        param = {"Name": "/kb-search/test/embedding", "Type": "SecureString", "Value": "di-from-ssm", "Version": 1,
+                 "DataType": "text"}  # fmt: skip
+        endpoint.body = json.dumps({"Parameters": [param], "InvalidParameters": []}).encode()
+        monkeypatch.setenv("AWS_ENDPOINT_URL_SSM", endpoint.url)
+        settings = Settings(embedding_api_key_param="/kb-search/test/embedding")
+        secrets = Secrets(settings)
+        SearchService(settings, secrets, wire_providers=False)
+        assert endpoint.requests == []  # built, not read: no network while the service is built
+        monkeypatch.setenv("AWS_ENDPOINT_URL_SSM", "http://127.0.0.1:9")  # nothing listens there
+        assert secrets.get("EMBEDDING_API_KEY", 2.0) == "di-from-ssm"
+        assert len(endpoint.requests) == 1
+    finally:
+        endpoint.stop()

@@ -538,6 +538,15 @@ class Secrets:
         s = self._settings
         return {n: s.secret_param(n) for n in SECRET_NAMES if s.plain_secret(n) is None and s.secret_param(n)}
 
+    def prepare(self) -> None:
+        """Build the SSM client now when any secret is read from SSM: botocore's import and service model take
+        ~0.5 s on a cold container (more on a busy host) and no network, so the service builds it and a search's
+        budget pays only for the read. A client that cannot be built (no region) is reported by that read."""
+        if not self._ssm_names():
+            return
+        with self._lock, contextlib.suppress(Exception):
+            self._provider()
+
     def _provider(self) -> SSMProvider:
         # botocore logs response bodies (parameter values) at DEBUG: never let that through.
         _quiet_logger("botocore")

@@ -185,6 +185,7 @@ class SearchService:
     ) -> None:
         self.settings = settings
         self.secrets = secrets
+        secrets.prepare()  # the SSM client, so that no search's budget pays for building it
         self._retriever: Retriever | None = None
         if store is not None:
             from kbsearch.qdrant.embedded import EmbeddedRetriever
