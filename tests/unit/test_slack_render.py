@@ -219,7 +219,9 @@ def test_vault_code_blocks_keep_their_lines() -> None:
      ("`a < b && c`", "`a &lt; b &amp;&amp; c`"), ("[docs](https://x.example/a?b=1&c=2)", "<https://x.example/a?b=1&amp;c=2|docs>"),
      ("[bad](javascript:alert(1))", "bad)"), ("[[Note#Head|shown]] and [[Other]]", "shown and Other"),
      ("![alt text](https://x.example/i.png)", "alt text"), ("snake_case_name and 2*3*4", "snake_case_name and 2*3*4"),
-     ("<https://x.example>", "<https://x.example>"), ("[a|b](https://x.example/p|q)", "<https://x.example/p%7Cq|a¦b>")],
+     ("<https://x.example>", "<https://x.example>"), ("[a|b](https://x.example/p|q)", "<https://x.example/p%7Cq|a¦b>"),
+     ("[[a[b]] [see [1]](https://x.example) [a[b](https://x.example)", "[[a[b]] [see [1]](https://x.example) [a<https://x.example|b>"),
+     ("[[[[Note]] [x]([x](https://x.example/a) <https://a<https://x.example>", "[[Note [x](<https://x.example/a|x> &lt;https://a<https://x.example>")],
 )  # fmt: skip
 def test_inline_markdown(markdown: str, mrkdwn: str) -> None:
     assert inline(markdown) == mrkdwn
@@ -265,6 +267,14 @@ HOSTILE = {
     "only_fences": "```\n" * 500,
     "wide_table": ("| a " * 3000 + "|\n") * 3 + "|" + "---|" * 3000 + "x\n",
     "table_soup": "|\n||\n|[[a|b]]|`|`|\\||\n" * 500,
+    # runs that made every ``[`` (``<``) try the characters up to the next bracket's bound and every way to give
+    # them back: 40 KB of each took 12 s ("["), 6 s ("[["), 18 s ("[x](") and 3 s ("<http://") to render
+    "bracket_run": "[" * 40_000,
+    "wiki_open_run": "[[" * 20_000,
+    "link_open_run": "[x](" * 10_000,
+    "wiki_alias_run": "[[a|" * 10_000,
+    "image_open_run": "![" * 20_000,
+    "autolink_run": "<http://" * 5_000,
 }
 
 
@@ -324,6 +334,20 @@ def test_answer_shape_no_scores_degraded_in_words_buttons() -> None:
     (actions,) = [b for b in last_page["blocks"] if b["type"] == "actions"]
     assert ACTION_MORE not in [e["action_id"] for e in actions["elements"]]
     assert "results 6–6" in json.dumps(last_page, ensure_ascii=False)
+
+
+def test_emphasis_marks_in_plain_text_are_shown_not_read_as_bold_or_strike() -> None:
+    """Slack cannot escape ``*`` or ``~``: a title's asterisk ended the hit's bold title early and two tildes
+    struck out what was between them. Plain text shows them as look-alikes; code spans (paths, tags) as written."""
+    hits = [("notes/C* guide ~a~.md", "C* guide for ~/x and ~/y", "text")]
+    message = render_answer(make_answer(hits, query="C* ~x~", tags=["c*"], type="how*to"), View(per_page=5))
+    texts = shown_text(message)
+    assert any(t.startswith("*1. C∗ guide for ∼/x and ∼/y*") for t in texts), texts
+    dumped = json.dumps(texts, ensure_ascii=False)
+    assert "`c*`" in dumped and "`notes/C* guide ~a~.md`" in dumped and "how∗to" in dumped
+    assert message["blocks"][0]["text"] == {"type": "plain_text", "text": "🔎 C* ~x~", "emoji": True}  # never parsed
+    assert "“C∗ ∼x∼”" in message["text"]  # the notification's mrkdwn
+    assert not block_kit_problems(message)
 
 
 def test_shared_answer_says_who_asked_and_has_no_private_buttons() -> None:
