@@ -107,6 +107,7 @@ def _sample_kb(oracle: OracleProvider, phases: tuple[str, ...]) -> dict[str, dic
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # a cold cache: every chunk and every rerank passage through a CPU model (~70 s, -n 2)
 def test_e5_hybrid_never_loses_to_its_best_leg_and_rerank_adds_to_it(e5: OracleProvider) -> None:
     p = _sample_kb(e5, ("lexical", "dense", "hybrid", "reranked"))
     ndcg = {name: m["nDCG@10"] for name, m in p.items()}
