@@ -10,7 +10,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kbsearch.fusion import FusionParams, analyse, fuse, is_lookup, lexical_variants, path_probes, translated
+from kbsearch.fusion import (
+    LANGUAGE_WINDOW,
+    FusionParams,
+    analyse,
+    fuse,
+    is_lookup,
+    lexical_variants,
+    path_probes,
+    translated,
+)
 from kbsearch.lexical import identifier_terms, query_language, query_vector, term_id, tokenize
 from kbsearch.qdrant.query import Candidate, Leg, ScoredChunk
 from kbsearch.search import blend
@@ -432,3 +441,17 @@ def test_the_query_s_own_bm25_leg_is_its_query_vector(query: str) -> None:
     evidence = analyse(query)
     assert lexical_variants(evidence, [])[0] == (query_vector(query), query_language(query))
     assert identifier_terms(query, evidence.language) == identifier_terms(query)
+
+
+def test_a_chunk_without_a_recorded_language_is_judged_by_a_window_of_its_text() -> None:
+    """A chunk indexed before the language was recorded is judged by what it says, up to LANGUAGE_WINDOW characters
+    (more than any chunk the indexer writes): what a store answers past that is not read, so a 10 MB chunk costs the
+    search's budget no more than a whole chunk does. Here the window is Russian and the 3x longer tail Latin."""
+    query = "восстановить снапшот"
+    evidence = analyse(query)
+    long = ScoredChunk("ru/long.md#0", 9.0, {"path": "ru/long.md", "text": "снапшот " * (LANGUAGE_WINDOW // 8)
+                                             + "x" * (3 * LANGUAGE_WINDOW)})  # fmt: skip
+    terms = {t: 9.0 for t in tokenize(query)}  # the index holds every term
+    fused = fuse([(Leg("lexical", 0, "ru"), [long, chunk("ru/b.md", 8.5, "ru")]), *probes(query, terms)], evidence, 10)
+    ranked = [p for p in paths(fused) if p.startswith("ru/")]  # (the probes' holder elsewhere.md aside)
+    assert ranked == ["ru/long.md", "ru/b.md"]  # judged Russian, as its window reads: no cross-language cut

@@ -417,6 +417,8 @@ def cmd_index(args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGINT, previous)
     if oracle is not None:
+        if handed is None and not report["error"] and not interrupted:
+            _warm_oracle_reranker(oracle, settings)
         oracle.stop()
     if report["error"] and "another process has it open" in report["error"]:
         report["error"] += (
@@ -431,6 +433,23 @@ def cmd_index(args: argparse.Namespace) -> int:
     if interrupted:
         return EXIT_INTERRUPTED
     return 1 if report["error"] else 0
+
+
+def _warm_oracle_reranker(oracle: Any, settings: Any) -> None:
+    """The passages the oracle's stand-in reranker can be sent, embedded into its cache once the index is built
+    (a ``kbsearch serve --oracle`` after it, as in ``make run ORACLE=e5``, reads the same cache): the first search
+    then pays the model only for its query, not ~10 s of cold CPU inside its budget. Paid once per passage text:
+    the cache persists across runs."""
+    from kbsearch.config import Secrets
+    from kbsearch.qdrant import open_store
+
+    if settings.reranker_url != oracle.rerank_url:
+        return
+    store = open_store(settings, Secrets(settings))
+    try:
+        oracle.warm_passages(store.points().values(), settings.rerank_passage_tokens)
+    finally:
+        store.close()
 
 
 def _hand_off(settings: Any, source: str, args: argparse.Namespace) -> dict[str, Any] | None:

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -32,6 +32,9 @@ from kbsearch.schemas import SearchRequest
 from kbsearch.search import SearchService
 from kbsearch.sources import LocalSource, Source, SourceObject
 from kbsearch_tools.metrics import LabelledQuery, load_queries, summarize
+
+if TYPE_CHECKING:
+    from kbsearch_tools.oracle import OracleProvider
 
 PHASES = ("lexical", "dense", "hybrid", "expanded", "reranked")
 DEPTH = 50
@@ -192,7 +195,7 @@ def run_eval(
     server = OracleProvider(oracle, cache=oracle_cache).start()
     try:
         return _run_eval(oracle_settings(settings, server), source, queries, dataset, phases, key, store_path,
-                         progress, depth)  # fmt: skip
+                         progress, depth, server if "reranked" in phases else None)  # fmt: skip
     finally:
         server.stop()
 
@@ -213,10 +216,12 @@ def _phase_models(phase: Phase, service: SearchService) -> str:
 
 @contextlib.contextmanager
 def _indexed(
-    settings: Settings, source: Source, store_path: str | None, depth: int
+    settings: Settings, source: Source, store_path: str | None, depth: int, reranker: OracleProvider | None = None
 ) -> Iterator[tuple[Settings, SearchService, dict[str, Any]]]:
     """``source`` indexed through the real indexer into a throw-away embedded collection (or ``store_path``), and
-    the search service over it: (its settings, the service, what the sync reported)."""
+    the search service over it: (its settings, the service, what the sync reported). ``reranker``: the oracle,
+    when it reranks in a phase that will run: every passage it can be sent is embedded before the first search
+    (:meth:`~kbsearch_tools.oracle.OracleProvider.warm_passages`), not inside one search's budget."""
     with tempfile.TemporaryDirectory(prefix="kbsearch-eval-") as tmp:
         local = settings.model_copy(update={"qdrant_url": "", "qdrant_path": store_path or str(Path(tmp) / "q"),
                                             "qdrant_collection": "eval", "search_candidates": depth,
@@ -230,6 +235,8 @@ def _indexed(
                 raise KbSearchError(f"indexing failed: {sync.error}")
             index = {"notes": sync.notes_listed, "chunks": sync.chunks_upserted, "dense": sync.dense,
                      "skipped": len(sync.skipped), "seconds": round(sync.duration_ms / 1000, 1)}  # fmt: skip
+            if reranker is not None:
+                reranker.warm_passages(store.points().values(), local.rerank_passage_tokens)
             yield local, SearchService(local, secrets, store=store), index
         finally:
             store.close()
@@ -245,9 +252,10 @@ def _run_eval(
     store_path: str | None,
     progress: Progress | None,
     depth: int,
+    reranker: OracleProvider | None = None,
 ) -> EvalReport:
     report = EvalReport(dataset=dataset, queries=len(queries))
-    with _indexed(settings, source, store_path, depth) as (local, service, index):
+    with _indexed(settings, source, store_path, depth, reranker) as (local, service, index):
         report.settings = _settings_in_force(local)
         report.index = index
         runnable = _runnable(service, phases, report.skipped)
@@ -402,7 +410,8 @@ def run_classes(
         server.rewrite = lambda query: [known[query]] if query in known else []
     try:
         local = oracle_settings(settings, server, expand=expand)
-        _run_classes(local, classes, phases, store_root, progress, depth, report)
+        _run_classes(local, classes, phases, store_root, progress, depth, report,
+                     server if "reranked" in phases else None)  # fmt: skip
     finally:
         server.stop()
     return report
@@ -416,6 +425,7 @@ def _run_classes(
     progress: Progress | None,
     depth: int,
     report: ClassReport,
+    reranker: OracleProvider | None = None,
 ) -> None:
     corpora: dict[tuple[Path, int | None], list[QueryClass]] = {}
     for c in classes:
@@ -423,7 +433,7 @@ def _run_classes(
     for (corpus, max_bytes), members in corpora.items():
         slug = hashlib.sha1(f"{corpus}|{max_bytes}".encode(), usedforsecurity=False).hexdigest()[:10]
         store = str(store_root / f"{corpus.name}-{slug}") if store_root else None
-        with _indexed(settings, SmallNotes(corpus, max_bytes), store, depth) as (local, service, index):
+        with _indexed(settings, SmallNotes(corpus, max_bytes), store, depth, reranker) as (local, service, index):
             report.settings = _settings_in_force(local)
             report.index[corpus.name] = index
             # a class's reranked phase reranks hybrid, whichever phases run beside it (the expander is there only

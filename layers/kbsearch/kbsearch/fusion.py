@@ -62,6 +62,7 @@ from kbsearch.lexical import (
     tokenize,
 )
 from kbsearch.qdrant.query import PROBE_DEPTH, Candidate, Leg, ScoredChunk, candidate, rank_key, scored_chunk
+from kbsearch.tokens import MAX_CHARS_PER_TOKEN
 
 
 @dataclass(frozen=True)
@@ -225,6 +226,13 @@ def _note(chunk: ScoredChunk) -> str:
     return path if type(path) is str and path else str(chunk.payload.get("doc_id") or chunk.id)
 
 
+#: How much of a chunk's title and text is read to judge its language: more than any chunk the indexer writes
+#: (CHUNK_MAX_TOKENS is at most 8,000 tokens of at most 16 characters each), so a chunk it wrote is judged whole;
+#: what a store answers beyond that (a 10 MB chunk took 1.6 s of the search's budget here, more on a busy host,
+#: and the rerank after it found no time left) is not read.
+LANGUAGE_WINDOW = 8000 * MAX_CHARS_PER_TOKEN
+
+
 def _note_language(payload: dict[str, Any], cache: dict[str, str | None]) -> str | None:
     path = str(payload.get("path") or "")
     if path not in cache:
@@ -232,7 +240,8 @@ def _note_language(payload: dict[str, Any], cache: dict[str, str | None]) -> str
         if isinstance(recorded, str):
             cache[path] = recorded
         else:  # indexed before the language was recorded: judge by what this chunk says
-            cache[path] = text_language(f"{payload.get('title') or ''}\n{payload.get('text') or ''}")
+            title, text = str(payload.get("title") or ""), str(payload.get("text") or "")
+            cache[path] = text_language(f"{title[:LANGUAGE_WINDOW]}\n{text[:LANGUAGE_WINDOW]}")
     return cache[path]
 
 
