@@ -447,7 +447,11 @@ def _warm_oracle_reranker(oracle: Any, settings: Any) -> None:
         return
     store = open_store(settings, Secrets(settings))
     try:
-        oracle.warm_passages(store.points().values(), settings.rerank_passage_tokens)
+        print("kbsearch index: embedding the stand-in reranker's passages (texts not cached yet: once, about as "
+              "long as their chunks took; Ctrl-C stops it, the index is complete)", file=sys.stderr, flush=True)  # fmt: skip
+        started = time.monotonic()
+        ran = oracle.warm_passages(store.points().values(), settings.rerank_passage_tokens)
+        print(f"kbsearch index: {ran} passages embedded in {time.monotonic() - started:.0f} s", file=sys.stderr)
     finally:
         store.close()
 
