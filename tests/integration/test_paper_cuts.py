@@ -3,7 +3,9 @@ serve` as processes, the search handler with API Gateway events, the OpenAPI doc
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import signal
 import subprocess
@@ -290,6 +292,45 @@ def test_a_second_ctrl_c_stops_at_once_with_one_line(slow_embedder: FakeProvider
     _, err = process.communicate(timeout=PROCESS_TIMEOUT_S)
     assert process.returncode == 130 and "Traceback" not in err, err
     assert err.strip().splitlines()[-1] == "kbsearch index: interrupted"
+
+
+@pytest.mark.timeout(2 * PROCESS_TIMEOUT_S + 30)
+def test_ctrl_c_at_a_terminal_during_a_large_index_stops_as_a_small_one_does(slow_embedder: FakeProvider,
+                                                                           tmp_path: Path) -> None:  # fmt: skip
+    """A folder of PARSE_PROCESS_FROM notes or more is parsed in a second process, which a terminal's Ctrl-C reaches
+    too (the whole foreground process group): it used to die with a traceback of its own (or send the interrupt
+    back as the indexer's), so the one line and the partial summary of a small folder became a traceback and
+    "interrupted"; and `kbsearch bench search` hung for good at exit, waiting for it."""
+    from kbsearch.indexer import PARSE_PROCESS_FROM
+
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    for i in range(PARSE_PROCESS_FROM + 20):
+        (kb / f"note {i}.md").write_text(f"# Note {i}\n\nword{i} zebra\n", encoding="utf-8")
+    env = subprocess_env(QDRANT_PATH=str(tmp_path / "q"), EMBEDDING_DIMENSIONS="64", EMBEDDING_BATCH_SIZE="2",
+                         **provider_env(slow_embedder, roles=["EMBEDDING"]))  # fmt: skip
+    process = subprocess.Popen([*KBSEARCH_CMD, "index", str(kb)], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + PROCESS_TIMEOUT_S
+        while len(slow_embedder.calls("embeddings")) < 8 and time.monotonic() < deadline:
+            time.sleep(0.05)  # the parsing process has parsed ahead and waits for its next batch
+        assert len(slow_embedder.calls("embeddings")) >= 8, "the run never got to embedding"
+        os.killpg(process.pid, signal.SIGINT)  # what a terminal does: the indexer and its parsing process
+        out, err = process.communicate(timeout=PROCESS_TIMEOUT_S)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 130, (out, err)
+    assert err.strip().splitlines() == [
+        "kbsearch index: interrupted; stopping after the notes in flight (Ctrl-C again to stop now)"
+    ], err
+    assert out.startswith("sync INCOMPLETE: ") and "notes left for the next run" in out, out
+    slow_embedder.latency = {}
+    again = run("index", str(kb), "--json", QDRANT_PATH=str(tmp_path / "q"), EMBEDDING_DIMENSIONS="64",
+                **provider_env(slow_embedder, roles=["EMBEDDING"]))  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["incomplete"] is False
 
 
 # -- OpenAPI, README, progress bar --------------------------------------------------------------------------------
