@@ -82,6 +82,39 @@ def test_good_urls_pass(value: str) -> None:
     assert Settings(qdrant_url=value, kb_base_url=value).qdrant_url == value
 
 
+# -- QDRANT_PATH ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(2 * PROCESS_TIMEOUT_S + 30)
+@pytest.mark.parametrize("inside", [False, True])
+def test_a_qdrant_path_that_is_a_file_is_named_not_taken_for_an_index_never_built(tmp_path: Path,
+                                                                                 inside: bool) -> None:  # fmt: skip
+    """`kbsearch search` said "collection 'kb' does not exist: run the indexer first", and the indexer then failed
+    on a NotADirectoryError of a file inside the store."""
+    file = tmp_path / "store.md"
+    file.write_text("not a folder\n")
+    path = file / "q" if inside else file
+    search = run("search", "snapshot", QDRANT_PATH=str(path))
+    index = run("index", str(ROOT / "sample-kb"), QDRANT_PATH=str(path))
+    expected = f"QDRANT_PATH {path} is not a folder ({file} is a file): point it at a folder"
+    assert search.returncode == 2 and "Traceback" not in search.stderr, search.stderr
+    assert expected in search.stderr and "run the indexer" not in search.stderr, search.stderr
+    assert index.returncode == 1 and "Traceback" not in index.stderr, index.stderr
+    assert expected in index.stdout and "NotADirectoryError" not in index.stdout, index.stdout
+    assert file.read_text() == "not a folder\n"
+
+
+def test_an_empty_qdrant_path_is_refused_not_read_as_the_working_folder(tmp_path: Path) -> None:
+    """QDRANT_PATH= (a variable meant to be set, empty) put the store in ./edge of wherever the command ran."""
+    proc = subprocess.run([*KBSEARCH_CMD, "index", str(ROOT / "sample-kb")], capture_output=True, text=True,
+                          timeout=PROCESS_TIMEOUT_S, check=False, env=subprocess_env(QDRANT_PATH=""),
+                          cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("kbsearch index: error: invalid setting QDRANT_PATH: "
+                                                           "empty"), proc.stderr  # fmt: skip
+    assert list(tmp_path.iterdir()) == []
+
+
 # -- /health readiness ---------------------------------------------------------------------------------------------
 
 HOLD = """
