@@ -236,6 +236,35 @@ def test_invoke_indexer_without_kb_source_names_the_setting(tmp_path: Path) -> N
     assert result["errorMessage"] == "missing required setting KB_SOURCE: set the environment variable KB_SOURCE"
 
 
+# -- kbsearch serve's address ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("port", ["99999", "-1", "http"])
+def test_serve_on_a_port_that_is_none_is_a_usage_error(port: str) -> None:
+    """--port 99999 was an OverflowError's traceback from socket.bind."""
+    proc = run("serve", "--port", port)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"kbsearch serve: error: argument --port: expected a port 0-65535 (0 picks a free one), got {port!r}"
+    )
+
+
+def test_serve_on_a_port_in_use_names_it_and_what_to_do(tmp_path: Path) -> None:
+    """It said only "[Errno 98] Address already in use"."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = run("serve", "--port", str(port), QDRANT_PATH=str(tmp_path / "q"))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"kbsearch serve: error: cannot listen on 127.0.0.1:{port}: Address already in use (another kbsearch "
+        "serve?): stop it, or pass another --port (0 picks a free one)"
+    ), proc.stderr
+
+
 # -- serve without KB_SOURCE ---------------------------------------------------------------------------------------
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -189,7 +190,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     api = LocalApi(template, keys, env_vars, args.use_ssm)
     for logical_id in sorted({r.function_id for r in api.routes}):
         api.function(logical_id)  # import now: a configuration error stops start-up, not the first request
-    server = make_server(api, args.host, args.port)
+    try:
+        server = make_server(api, args.host, args.port)
+    except OSError as exc:  # the port taken, or a host that is not this machine's: one line, what to do
+        taken = exc.errno == errno.EADDRINUSE
+        hint = " (another kbsearch serve?): stop it, or pass another --port (0 picks a free one)" if taken else ""
+        raise OSError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}{hint}") from None
     live = _live_sync(api, args)
     import faulthandler
 
@@ -667,6 +673,16 @@ def _positive_seconds(value: str) -> float:
     return seconds
 
 
+def _port(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port 0-65535 (0 picks a free one), got {value!r}")
+    return port
+
+
 def _int_list(value: str) -> tuple[int, ...]:
     try:
         items = tuple(int(v) for v in value.split(",") if v.strip())
@@ -841,7 +857,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="127.0.0.1",
         help="address to bind (default 127.0.0.1: then only requests whose Host names this machine are answered)",
     )
-    p.add_argument("--port", type=int, default=3000, help="port (default 3000; 0 picks a free one)")
+    p.add_argument("--port", type=_port, default=3000, help="port (default 3000; 0 picks a free one)")
     p.add_argument(
         "--watch", nargs="?", const="", default=None, metavar="FOLDER",
         help="sync the KB folder (default: KB_SOURCE) into the embedded store on every save: the server owns the "
