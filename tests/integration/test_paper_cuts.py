@@ -265,6 +265,43 @@ def test_serve_on_a_port_in_use_names_it_and_what_to_do(tmp_path: Path) -> None:
     ), proc.stderr
 
 
+# -- kbsearch mcp's options -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seconds", ["inf", "nan", "-1", "1e12", "soon"])
+def test_mcp_idle_close_takes_seconds_a_timer_can_wait(seconds: str) -> None:
+    """--idle-close inf answered the first message, then a thread's OverflowError traceback; nan and -1 were taken
+    as 0 (kept open) without a word."""
+    proc = run("mcp", "--kb", str(ROOT / "sample-kb"), "--idle-close", seconds)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "kbsearch mcp: error: argument --idle-close: expected seconds from 0 (keeps the index open) to 86400, got "
+        f"{seconds!r}"
+    ), proc.stderr
+
+
+def test_mcp_on_a_kb_folder_that_is_not_there_says_so_at_start(tmp_path: Path) -> None:
+    """It started, and every kb_get_note answered "the knowledge base cannot be read right now; try again shortly"."""
+    missing = tmp_path / "no-such-kb"
+    proc = run("mcp", "--kb", str(missing), QDRANT_PATH=str(tmp_path / "q"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"kbsearch mcp: error: KB folder {missing} does not exist or is not a folder"
+    ), proc.stderr
+
+
+@pytest.mark.parametrize("local", [["--kb", "sample-kb"], ["--scope", "hr"], ["--idle-close", "0"]])
+def test_mcp_remote_with_a_local_option_is_a_usage_error(local: list[str]) -> None:
+    """--remote forwards to a deployment, which reads its own KB with the API key's groups: a local option given
+    with it was dropped without a word."""
+    proc = run("mcp", "--remote", "http://127.0.0.1:9", *local)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"kbsearch mcp: error: {local[0]} is for a local server; with --remote the deployment reads its own KB "
+        "with the API key's groups"
+    ), proc.stderr
+
+
 # -- serve without KB_SOURCE ---------------------------------------------------------------------------------------
 
 

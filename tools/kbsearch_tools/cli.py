@@ -7,6 +7,7 @@ import contextlib
 import errno
 import json
 import logging
+import math
 import os
 import re
 import signal
@@ -519,12 +520,17 @@ def cmd_mcp(args: argparse.Namespace) -> int:
     from kbsearch_tools import mcp_stdio
 
     if args.remote:
+        given = [o for o, v in (("--kb", args.kb), ("--scope", args.scope), ("--idle-close", args.idle_close))
+                 if v is not None]  # fmt: skip
+        if given:
+            raise KbSearchError(f"{given[0]} is for a local server; with --remote the deployment reads its own KB "
+                                "with the API key's groups")  # fmt: skip
         try:
             return mcp_stdio.run_remote(args.remote, args.api_key_env, args.timeout)
         except ValueError as exc:
             raise KbSearchError(str(exc)) from None
     try:
-        return mcp_stdio.run_local(args.kb, args.idle_close, args.scope)
+        return mcp_stdio.run_local(args.kb, 5.0 if args.idle_close is None else args.idle_close, args.scope)
     except ValueError as exc:  # a --scope group that is no group name
         raise KbSearchError(f"--scope: {exc}") from None
 
@@ -670,6 +676,21 @@ def _positive_seconds(value: str) -> float:
         raise argparse.ArgumentTypeError(f"expected seconds, got {value!r}") from None
     if not 0 < seconds < float("inf"):
         raise argparse.ArgumentTypeError("seconds must be positive and finite")
+    return seconds
+
+
+#: The longest --idle-close: a timer's wait (past threading.TIMEOUT_MAX it raised in its thread); 0 keeps it open.
+MAX_IDLE_CLOSE_S = 86400.0
+
+
+def _idle_seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not 0 <= seconds <= MAX_IDLE_CLOSE_S:  # NaN too
+        raise argparse.ArgumentTypeError(f"expected seconds from 0 (keeps the index open) to {MAX_IDLE_CLOSE_S:.0f}, "
+                                         f"got {value!r}")  # fmt: skip
     return seconds
 
 
@@ -935,9 +956,9 @@ def build_parser() -> argparse.ArgumentParser:
         "every message to URL/mcp of a deployment with the API key from the variable --api-key-env.",
     )
     p.add_argument("--kb", help="local: the KB folder (or s3://bucket/prefix) notes are read from (default KB_SOURCE)")
-    p.add_argument("--idle-close", type=float, default=5.0, metavar="SECONDS",
+    p.add_argument("--idle-close", type=_idle_seconds, default=None, metavar="SECONDS",
                    help="local: close the index after this many idle seconds, so kbsearch index/serve can open the "
-                        "embedded store in between (default 5; 0 keeps it open)")  # fmt: skip
+                        "embedded store in between (default 5, at most 86400; 0 keeps it open)")  # fmt: skip
     p.add_argument("--scope", metavar="GROUPS",
                    help="local: answer as a caller holding these access groups (g1,g2; public is always held); "
                         "default: every note (the operator's own store)")  # fmt: skip
