@@ -302,6 +302,54 @@ def test_mcp_remote_with_a_local_option_is_a_usage_error(local: list[str]) -> No
     ), proc.stderr
 
 
+# -- kbsearch bench's numbers ---------------------------------------------------------------------------------------
+
+#: Each was taken and failed deep in the benchmark (a traceback: a median of nothing, a division by zero, the
+#: settings model refusing it) or ran on nonsense (0 of -1 requests answered, exit 0; a price of NaN).
+BAD_BENCH_NUMBERS = [
+    ("index", "--runs", "0", "expected an integer from 1 up"),
+    ("coldstart", "--runs", "-1", "expected an integer from 1 up"),
+    ("search", "--queries", "0", "expected an integer from 1 up"),
+    ("search", "--chunks", "nan", "expected an integer from 1 up"),
+    ("search", "--dims", "0", "expected an integer from 32 to 4096"),
+    ("search", "--budget-s", "nan", "expected seconds from 0.001 to 28"),
+    ("search", "--budget-s", "-1", "expected seconds from 0.001 to 28"),
+    ("search", "--latency-ms", "inf", "expected a number from 0 up"),
+    ("load", "--requests", "-1", "expected an integer from 1 up"),
+    ("freshness", "--singles", "-1", "expected an integer from 1 up"),
+    ("freshness", "--window-s", "nan", "expected a number from 0 up"),
+]
+
+
+@pytest.mark.parametrize(("kind", "option", "value", "expected"), BAD_BENCH_NUMBERS)
+def test_bench_numbers_out_of_range_are_usage_errors(kind: str, option: str, value: str, expected: str) -> None:
+    proc = run("bench", kind, f"{option}={value}")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"kbsearch bench: error: argument {option}: {expected}, got {value!r}"
+    ), proc.stderr
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["cost", "--price", "embedding=nan"], "'embedding=nan'"),
+    (["cost", "--price", "embedding=-1"], "'embedding=-1'"),
+    (["cost", "--price", "embeddings=1"], "'embeddings=1'"),
+    (["store", "--engines", "edge,bogus"], "--engines takes edge, local or both (edge,local), got 'edge,bogus'"),
+])  # fmt: skip
+def test_bench_prices_and_engines_that_are_none_are_usage_errors(args: list[str], expected: str) -> None:
+    proc = run("bench", *args)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("kbsearch bench: error: ") and expected in proc.stderr
+
+
+def test_bench_runs_given_are_the_runs_made(store: Path) -> None:
+    """`kbsearch bench legs --runs 5` ran 3: a kind's own default (3) replaced the option whenever it held the
+    general one (5), as --queries 200 became 30, 50 or 60."""
+    proc = run("bench", "legs", "--runs", "5", "--queries", "2", "--json", QDRANT_PATH=str(store))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["runs"] == 5
+
+
 # -- serve without KB_SOURCE ---------------------------------------------------------------------------------------
 
 

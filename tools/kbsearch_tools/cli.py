@@ -679,6 +679,25 @@ def _positive_seconds(value: str) -> float:
     return seconds
 
 
+def _number(kind: type[int] | type[float], low: float, high: float = math.inf, what: str = "") -> Any:
+    """An argparse type: a finite ``kind`` from ``low`` to ``high`` (a count, milliseconds, seconds); NaN, inf,
+    zero or negative counts were taken and failed deep in a benchmark (a median of nothing, a division by zero),
+    or ran it on nonsense (0 of -1 requests, a price of NaN)."""
+    shown = what or ("an integer" if kind is int else "a number")
+    bounds = f"from {low:g}" + (f" to {high:g}" if high != math.inf else " up")
+
+    def parse(value: str) -> int | float:
+        try:
+            number = kind(value)
+        except ValueError:
+            number = math.nan
+        if not (math.isfinite(number) and low <= number <= high):
+            raise argparse.ArgumentTypeError(f"expected {shown} {bounds}, got {value!r}")
+        return number
+
+    return parse
+
+
 #: The longest --idle-close: a timer's wait (past threading.TIMEOUT_MAX it raised in its thread); 0 keeps it open.
 MAX_IDLE_CLOSE_S = 86400.0
 
@@ -719,6 +738,19 @@ def _default_bench_kb() -> str:
     return str(vault) if vault.is_dir() else "sample-kb"
 
 
+#: ``kbsearch bench --runs`` and ``--queries`` when not given, by kind (the rest: 5 runs, 200 queries). A kind's own
+#: default used to stand in for the option's whenever the option held the general default: ``--runs 5`` ran 3.
+BENCH_RUNS = {"store": 3, "peer": 3, "growth": 3, "legs": 3}
+BENCH_QUERIES = {"cost": 60, "store": 50, "peer": 50, "growth": 50, "legs": 30}
+
+
+def _bench_defaults(table: dict[str, int], general: int) -> str:
+    kinds: dict[int, list[str]] = {}
+    for kind, value in table.items():
+        kinds.setdefault(value, []).append(kind)
+    return "; ".join([f"{general}", *(f"{'/'.join(k)}: {v}" for v, k in kinds.items())])
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from kbsearch_tools import bench
 
@@ -728,6 +760,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     def note(message: str) -> None:  # progress on stderr, unless the output is JSON
         if not args.json:
             print(f"  {message}", file=sys.stderr)
+
+    runs = args.runs if args.runs is not None else BENCH_RUNS.get(args.what, 5)
+    queries = args.queries if args.queries is not None else BENCH_QUERIES.get(args.what, 200)
+    engines = tuple(e.strip() for e in args.engines.split(",") if e.strip())
+    if not engines or not set(engines) <= {"edge", "local"}:
+        raise KbSearchError(f"--engines takes edge, local or both (edge,local), got {args.engines!r}")
 
     def bench_kb() -> Path:
         kb = Path(args.kb or _default_bench_kb())
@@ -742,23 +780,23 @@ def cmd_bench(args: argparse.Namespace) -> int:
             note(f"batch {row['batch_size']:>3} x {row['concurrency']:>2}: {row['seconds']} s")
 
         results = bench.bench_index(
-            kb, args.latency_ms, args.batch_sizes, args.concurrency or (1, 4, 8), args.runs, args.dims, progress
+            kb, args.latency_ms, args.batch_sizes, args.concurrency or (1, 4, 8), runs, args.dims, progress
         )
         print(json.dumps(results, indent=2) if args.json else bench.format_index(results))
     elif args.what == "search" and args.scope is not None:
         copies = max(args.copies or (1, 10))
-        scoped = bench.bench_scope(bench_kb(), copies, args.scope, args.queries, args.dims, progress=note,
+        scoped = bench.bench_scope(bench_kb(), copies, args.scope, queries, args.dims, progress=note,
                                    restrict=args.restrict)  # fmt: skip
         print(json.dumps(scoped, indent=2) if args.json else bench.format_scope(scoped))
     elif args.what == "search" and args.fusions:
         fusions = [f.strip() for f in args.fusions.split(",") if f.strip()]
         if len(fusions) < 2 or len(set(fusions)) != len(fusions) or not set(fusions) <= {"adaptive", "rrf", "dbsf"}:
             raise KbSearchError("--fusions: two or more of adaptive, rrf, dbsf, each once (e.g. adaptive,rrf)")
-        compared = bench.bench_fusions(fusions, args.chunks, args.queries, args.dims, progress=note)
+        compared = bench.bench_fusions(fusions, args.chunks, queries, args.dims, progress=note)
         print(json.dumps(compared, indent=2) if args.json else bench.format_fusions(compared))
     elif args.what == "search":
         results = bench.bench_search(
-            chunks=args.chunks, queries=args.queries, concurrency=(args.concurrency or (8,))[0],
+            chunks=args.chunks, queries=queries, concurrency=(args.concurrency or (8,))[0],
             expansion_ms=args.expansion_ms, embedding_ms=args.embedding_ms, rerank_ms=args.rerank_ms,
             primary_hang=args.primary_hang, dims=args.dims, progress=note, drip=args.drip, budget_s=args.budget_s,
         )  # fmt: skip
@@ -768,12 +806,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
         for item in args.price or []:
             kind, sep, value = item.partition("=")
             try:
-                prices[kind] = float(value)
+                price = float(value)
             except ValueError:
-                raise KbSearchError(f"--price takes STAGE=DOLLARS_PER_1M_TOKENS, got {item!r}") from None
-            if not sep:
-                raise KbSearchError(f"--price takes STAGE=DOLLARS_PER_1M_TOKENS, got {item!r}")
-        results = bench.bench_cost(queries=args.queries if args.queries != 200 else 60, prices=prices)
+                price = math.nan
+            if not sep or kind not in bench.DEFAULT_PRICES or not 0 <= price < math.inf:  # NaN, -1 and typos too
+                raise KbSearchError(f"--price takes STAGE=DOLLARS_PER_1M_TOKENS, a stage of "
+                                    f"{', '.join(bench.DEFAULT_PRICES)} and a price from 0 up, got {item!r}")  # fmt: skip
+            prices[kind] = price
+        results = bench.bench_cost(queries=queries, prices=prices)
         print(json.dumps(results, indent=2) if args.json else bench.format_cost(results))
     elif args.what == "load":
         results = bench.bench_load(requests=args.requests, concurrency=(args.concurrency or (32,))[0], progress=note)
@@ -787,8 +827,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             note(f"{r['copies']}x {r['engine']}: index {r['index_s']} s, open {r['open_s']} s")
 
         results = bench.bench_store(
-            kb, copies=args.copies or (1, 10), engines=tuple(args.engines.split(",")), queries=args.queries if args.queries != 200
-            else 50, runs=args.runs if args.runs != 5 else 3, dims=args.dims, progress=row,
+            kb, copies=args.copies or (1, 10), engines=engines, queries=queries, runs=runs,
+            dims=args.dims, progress=row,
         )  # fmt: skip
         print(json.dumps(results, indent=2) if args.json else bench.format_store(results))
     elif args.what == "growth":
@@ -801,28 +841,25 @@ def cmd_bench(args: argparse.Namespace) -> int:
                  f"search p50 {r['search_p50_ms']} ms")  # fmt: skip
 
         results = bench_growth.bench_growth(
-            kb, copies=args.copies or (1, 10, 100), runs=args.runs if args.runs != 5 else 3,
-            peer_copies=args.peer_copies, queries=args.queries if args.queries != 200 else 50, dims=args.dims,
+            kb, copies=args.copies or (1, 10, 100), runs=runs,
+            peer_copies=args.peer_copies, queries=queries, dims=args.dims,
             baseline=Path(args.baseline) if args.baseline else None, progress=grown,
         )  # fmt: skip
         print(json.dumps(results, indent=2) if args.json else bench_growth.format_growth(results))
     elif args.what == "legs":
         from kbsearch_tools import bench_legs
 
-        results = bench_legs.bench_legs(queries=args.queries if args.queries != 200 else 30,
-                                        runs=args.runs if args.runs != 5 else 3)  # fmt: skip
+        results = bench_legs.bench_legs(queries=queries, runs=runs)
         print(json.dumps(results, indent=2) if args.json else bench_legs.format_legs(results))
     elif args.what == "mcp":
         from kbsearch_tools import bench_mcp
 
-        results = bench_mcp.bench_mcp(Path(args.kb) if args.kb else None, runs=args.runs)
+        results = bench_mcp.bench_mcp(Path(args.kb) if args.kb else None, runs=runs)
         print(json.dumps(results, indent=2) if args.json else bench_mcp.format_mcp(results))
     elif args.what == "peer":
         from kbsearch_tools import bench_peer
 
         kb = bench_kb()
-        if args.runs < 1:
-            raise KbSearchError("--runs must be at least 1")
 
         def step(r: dict[str, Any]) -> None:
             note(
@@ -830,8 +867,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             )
 
         results = bench_peer.bench_peer(
-            kb, copies=args.copies or (1, 10), runs=args.runs if args.runs != 5 else 3,
-            queries=args.queries if args.queries != 200 else 50, dims=args.dims, progress=step,
+            kb, copies=args.copies or (1, 10), runs=runs, queries=queries, dims=args.dims,
+            progress=step,
         )  # fmt: skip
         print(json.dumps(results, indent=2) if args.json else bench_peer.format_peer(results))
     elif args.what == "freshness":
@@ -849,10 +886,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     elif args.what == "access":
         from kbsearch_tools import bench_access
 
-        results = bench_access.bench_access(bench_kb(), copies=max(args.copies or (10,)), runs=args.runs, progress=note)
+        results = bench_access.bench_access(bench_kb(), copies=max(args.copies or (10,)), runs=runs, progress=note)
         print(json.dumps(results, indent=2) if args.json else bench_access.format_access(results))
     elif args.what == "coldstart":
-        results = bench.bench_coldstart(runs=args.runs)
+        results = bench.bench_coldstart(runs=runs)
         print(json.dumps(results, indent=2) if args.json else bench.format_coldstart(results))
     return 0
 
@@ -1091,14 +1128,20 @@ def build_parser() -> argparse.ArgumentParser:
         "access file change costs the event path on max(--copies) copies of --kb (default 10): seconds and store "
         "calls by kind, restricting half the notes and relaxing them again (--runs)",
     )
-    p.add_argument("--kb", help="index: KB folder (default: ../shared/kb/obsidian-help if present, else sample-kb)")
+    p.add_argument(
+        "--kb",
+        help="the KB folder of index, store, peer, growth, freshness, access and search --scope "
+        "(default: ../shared/kb/obsidian-help if present, else sample-kb); of mcp (default sample-kb)",
+    )
     p.add_argument("--copies", type=_int_list, default=None,
                    help="store/peer: vault sizes as copies of --kb (1,10); growth: (1,10,100)")  # fmt: skip
     p.add_argument("--engines", default="edge,local", help="store: embedded engines to compare (edge,local)")
     p.add_argument("--peer-copies", type=lambda v: () if v.strip() in ("", "none") else _int_list(v), default=(1, 10),
                    help="growth: sizes LlamaIndex runs at too (1,10; 'none'; at 100x it would take hours here)")  # fmt: skip
     p.add_argument("--baseline", help="growth: a source tree of another revision, measured in the same rounds")
-    p.add_argument("--latency-ms", type=float, default=150.0, help="index: fake embedder latency per request (150)")
+    p.add_argument(
+        "--latency-ms", type=_number(float, 0), default=150.0, help="index: fake embedder latency per request (150)"
+    )
     p.add_argument("--batch-sizes", type=_int_list, default=(16, 32, 64), help="index: comma-separated (16,32,64)")
     p.add_argument(
         "--concurrency",
@@ -1107,10 +1150,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="index: comma-separated (1,4,8); search: in flight (8); load: client threads (32)",
     )
     p.add_argument(
-        "--runs", type=int, default=5, help="index/coldstart: runs per measurement, median reported (5); store/peer: 3"
+        "--runs",
+        type=_number(int, 1),
+        default=None,
+        help=f"runs per measurement, median reported ({_bench_defaults(BENCH_RUNS, 5)})",
     )
-    p.add_argument("--dims", type=int, default=1024, help="embedding dimensions (1024)")
-    p.add_argument("--chunks", type=int, default=5000, help="search: generated chunks in the store (5000)")
+    p.add_argument("--dims", type=_number(int, 32, 4096), default=1024, help="embedding dimensions, 32-4096 (1024)")
+    p.add_argument("--chunks", type=_number(int, 1), default=5000, help="search: generated chunks in the store (5000)")
     p.add_argument("--scope", metavar="GROUPS",
                    help="search: measure what an access scope costs instead: --kb copied max(--copies) times, "
                         "every other copy restricted (to the groups of GROUPS but public in turn, each alone, then "
@@ -1125,10 +1171,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="search: measure what the fusion costs instead: bench search's store searched with each "
                         "SEARCH_FUSION (adaptive, rrf, dbsf) query by query, fakes answering at once; reports "
                         "each and the paired difference against the first (e.g. adaptive,rrf)")  # fmt: skip
-    p.add_argument("--queries", type=int, default=200, help="search: queries per run (200)")
-    p.add_argument("--expansion-ms", type=float, default=400.0, help="search: fake expansion latency (400)")
-    p.add_argument("--embedding-ms", type=float, default=100.0, help="search: fake embedding latency (100)")
-    p.add_argument("--rerank-ms", type=float, default=300.0, help="search: fake rerank latency (300)")
+    p.add_argument(
+        "--queries", type=_number(int, 1), default=None, help=f"queries per run ({_bench_defaults(BENCH_QUERIES, 200)})"
+    )
+    p.add_argument("--expansion-ms", type=_number(float, 0), default=400.0, help="search: fake expansion latency (400)")
+    p.add_argument("--embedding-ms", type=_number(float, 0), default=100.0, help="search: fake embedding latency (100)")
+    p.add_argument("--rerank-ms", type=_number(float, 0), default=300.0, help="search: fake rerank latency (300)")
     p.add_argument("--primary-hang", action="store_true", help="search: the primary reranker never answers")
     p.add_argument(
         "--drip",
@@ -1136,16 +1184,27 @@ def build_parser() -> argparse.ArgumentParser:
         default="none",
         help="search: providers send every answer one byte per 50 ms: DeepInfra (primary) or all",
     )
-    p.add_argument("--budget-s", type=float, default=None, help="search: SEARCH_BUDGET_S for the run (default 10)")
-    p.add_argument("--requests", type=int, default=10_000, help="load: requests in all (10000)")
+    p.add_argument(
+        "--budget-s",
+        type=_number(float, 0.001, 28, "seconds"),
+        default=None,
+        help="search: SEARCH_BUDGET_S for the run, up to 28 (default 10)",
+    )
+    p.add_argument("--requests", type=_number(int, 1), default=10_000, help="load: requests in all (10000)")
     p.add_argument("--price", action="append", metavar="STAGE=USD",
                    help="cost: $ per 1M tokens for expansion|embedding|rerank (repeatable)")  # fmt: skip
     p.add_argument("--parts", default="deployed,watch", help="freshness: deployed, watch or both (deployed,watch)")
-    p.add_argument("--window-s", type=float, default=10.0, help="freshness: SQS batching window added (10)")
-    p.add_argument("--singles", type=int, default=20, help="freshness: single edits, deletes and renames each (20)")
-    p.add_argument("--burst", type=int, default=500, help="freshness: edits in the burst (500)")
-    p.add_argument("--orders", type=int, default=1000, help="freshness: random event orders with duplicates (1000)")
-    p.add_argument("--saves", type=int, default=20, help="freshness: saves under kbsearch serve --watch (20)")
+    p.add_argument("--window-s", type=_number(float, 0), default=10.0, help="freshness: SQS batching window added (10)")
+    p.add_argument(
+        "--singles", type=_number(int, 1), default=20, help="freshness: single edits, deletes and renames each (20)"
+    )
+    p.add_argument("--burst", type=_number(int, 1), default=500, help="freshness: edits in the burst (500)")
+    p.add_argument(
+        "--orders", type=_number(int, 1), default=1000, help="freshness: random event orders with duplicates (1000)"
+    )
+    p.add_argument(
+        "--saves", type=_number(int, 1), default=20, help="freshness: saves under kbsearch serve --watch (20)"
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench)
     return parser
