@@ -350,6 +350,28 @@ def test_bench_runs_given_are_the_runs_made(store: Path) -> None:
     assert json.loads(proc.stdout)["runs"] == 5
 
 
+# -- kbsearch eval's options ----------------------------------------------------------------------------------------
+
+EVAL_KB = ["eval", "--kb", "sample-kb", "--queries", "eval/sample-kb-queries.yaml"]
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    # --limit 0 scored all 44 queries, --limit -1 all but the last (a slice)
+    ([*EVAL_KB, "--limit", "0"], "argument --limit: expected an integer from 1 up, got '0'"),
+    ([*EVAL_KB, "--limit", "-1"], "argument --limit: expected an integer from 1 up, got '-1'"),
+    # a gap is never below -NaN: every class passed the gate
+    (["eval", "--classes", "eval/classes.yaml", "--gate", "nan"], "argument --gate: expected a number from 0 to 1, "
+                                                                  "got 'nan'"),
+    # without --classes these were dropped: --gate gated nothing and exited 0
+    ([*EVAL_KB, "--gate", "0.1"], "--gate is for --classes MANIFEST"),
+    ([*EVAL_KB, "--only", "x"], "--only is for --classes MANIFEST"),
+])  # fmt: skip
+def test_eval_options_that_would_score_something_else_are_usage_errors(args: list[str], expected: str) -> None:
+    proc = run(*args)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == f"kbsearch eval: error: {expected}", proc.stderr
+
+
 # -- serve without KB_SOURCE ---------------------------------------------------------------------------------------
 
 

@@ -541,6 +541,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if args.classes:
         return _eval_classes(args)
+    given = [o for o, v in (("--only", args.only), ("--root", args.root), ("--gate", args.gate),
+                            ("--gate-min-queries", args.gate_min_queries)) if v is not None]  # fmt: skip
+    if given:  # were ignored: a --gate without --classes gated nothing and exited 0
+        raise KbSearchError(f"{given[0]} is for --classes MANIFEST")
     if bool(args.beir) == bool(args.kb):
         raise KbSearchError("give either --beir DIR, --kb DIR --queries FILE, or --classes MANIFEST")
     if args.kb and not args.queries:
@@ -656,16 +660,17 @@ def _eval_classes(args: argparse.Namespace) -> int:
     )  # fmt: skip
     report.skipped = skipped | report.skipped
     result = report.to_dict()
-    failures = eval_runner.gate_failures(result, args.gate, args.gate_min_queries) if args.gate is not None else []
-    small = eval_runner.ungated(result, args.gate_min_queries) if args.gate is not None else []
-    result["gate"] = ({"slack": args.gate, "min_queries": args.gate_min_queries, "failures": failures,
+    min_queries = args.gate_min_queries if args.gate_min_queries is not None else eval_runner.GATE_MIN_QUERIES
+    failures = eval_runner.gate_failures(result, args.gate, min_queries) if args.gate is not None else []
+    small = eval_runner.ungated(result, min_queries) if args.gate is not None else []
+    result["gate"] = ({"slack": args.gate, "min_queries": min_queries, "failures": failures,
                        "not_gated": small} if args.gate is not None else None)  # fmt: skip
     print(json.dumps(result, ensure_ascii=False, indent=2) if args.json else eval_runner.format_classes(result))
     if args.gate is not None:
         print(("gate FAILED:\n  " + "\n  ".join(failures)) if failures else f"gate passed (slack {args.gate})",
               file=sys.stderr)  # fmt: skip
         if small:
-            print(f"not gated (fewer than {args.gate_min_queries} queries): {', '.join(small)}", file=sys.stderr)
+            print(f"not gated (fewer than {min_queries} queries): {', '.join(small)}", file=sys.stderr)
     return 1 if failures else 0
 
 
@@ -1029,7 +1034,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", help="with --classes: the folder the manifest's paths start from (default: here)")
     p.add_argument(
         "--gate",
-        type=float,
+        type=_number(float, 0, 1),
         nargs="?",
         const=0.005,
         metavar="SLACK",
@@ -1038,8 +1043,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--gate-min-queries",
-        type=int,
-        default=40,
+        type=_number(int, 0),
+        default=None,
         metavar="N",
         help="with --gate: classes of fewer than N queries are reported, not gated (default 40)",
     )
@@ -1049,7 +1054,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--top-k", type=int, default=50, help="ranking depth per query, 10-200 (default 50; Recall@50 needs 50)"
     )
-    p.add_argument("--limit", type=int, help="only the first N queries")
+    p.add_argument("--limit", type=_number(int, 1), help="only the first N queries")
     p.add_argument("--store", help="reuse (or keep) the embedded index at this folder instead of a temporary one")
     _oracle_args(p)
     p.add_argument("--json", action="store_true")
