@@ -372,6 +372,38 @@ def test_eval_options_that_would_score_something_else_are_usage_errors(args: lis
     assert proc.stderr.strip().splitlines()[-1] == f"kbsearch eval: error: {expected}", proc.stderr
 
 
+# -- kbsearch feedback and slack -------------------------------------------------------------------------------------
+
+
+def test_feedback_export_into_an_empty_folder_name_or_from_a_votes_file_not_there_is_refused(tmp_path: Path) -> None:
+    """--beir "" wrote corpus.jsonl, queries.jsonl and qrels/ into the working folder; --file with a typo exported
+    "0 votes" with exit 0."""
+    (tmp_path / "votes.jsonl").write_text("")
+    beir = subprocess.run([*KBSEARCH_CMD, "feedback", "export", "--beir", "", "--kb", str(ROOT / "sample-kb"),
+                           "--file", "votes.jsonl"], capture_output=True, text=True, timeout=PROCESS_TIMEOUT_S,
+                          check=False, env=subprocess_env(), cwd=tmp_path)  # fmt: skip
+    missing = run("feedback", "export", "--beir", str(tmp_path / "set"), "--kb", "sample-kb", "--file",
+                  str(tmp_path / "no-votes.jsonl"))  # fmt: skip
+    assert beir.returncode == 2 and beir.stderr.strip().splitlines()[-1] == (
+        "kbsearch feedback: error: --beir needs a folder to write the BEIR set into"
+    ), beir.stderr
+    assert missing.returncode == 2 and missing.stderr.strip().splitlines()[-1] == (
+        f"kbsearch feedback: error: votes file {tmp_path / 'no-votes.jsonl'} does not exist"
+    ), missing.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["votes.jsonl"]
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["--print-curl", "--press", "kb_more"], "--press needs the answer to press on: it cannot go with --print-curl"),
+    (["--response-url", "http://127.0.0.1:9/r"], "--response-url is for --print-curl (kbsearch slack receives the "
+                                                 "answers itself)"),
+])  # fmt: skip
+def test_slack_options_that_would_be_dropped_are_usage_errors(args: list[str], expected: str) -> None:
+    proc = run("slack", "restore a snapshot", *args, SLACK_SIGNING_SECRET="local-secret")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == f"kbsearch slack: error: {expected}", proc.stderr
+
+
 # -- serve without KB_SOURCE ---------------------------------------------------------------------------------------
 
 

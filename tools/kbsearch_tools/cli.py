@@ -577,8 +577,12 @@ def cmd_feedback(args: argparse.Namespace) -> int:
     from kbsearch.sources import open_source
     from kbsearch_tools.feedback_export import export_beir
 
+    if not args.beir.strip():  # Path("") is the working folder: the set was written over whatever was there
+        raise KbSearchError("--beir needs a folder to write the BEIR set into")
     settings = load_settings()
     table = args.table if args.table is not None else settings.slack_feedback_table
+    if args.file is not None and not table and not Path(args.file).exists():  # was "0 votes", exit 0: a typo
+        raise KbSearchError(f"votes file {args.file} does not exist")
     store = open_feedback_store(table, args.file or settings.slack_feedback_file)
     source = open_source(args.kb or settings.kb_source)
     report = export_beir(store.scan(), source, Path(args.beir))
@@ -604,6 +608,10 @@ def cmd_slack(args: argparse.Namespace) -> int:
     if not secret:
         raise KbSearchError("set SLACK_SIGNING_SECRET (the same value the server uses) to sign requests")
     text = " ".join(args.text)
+    if args.print_curl and args.press:  # a curl signs the command alone; the presses were dropped without a word
+        raise KbSearchError("--press needs the answer to press on: it cannot go with --print-curl")
+    if args.response_url is not None and not args.print_curl:
+        raise KbSearchError("--response-url is for --print-curl (kbsearch slack receives the answers itself)")
     if args.print_curl:
         print(signed_curl(args.api, secret, text, args.response_url or "http://127.0.0.1:9/response"))
         return 0
