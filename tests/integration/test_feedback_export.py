@@ -68,6 +68,7 @@ def test_export_writes_a_beir_set_that_eval_reads(tmp_path: Path, capsys: pytest
 def test_export_errors_are_clear(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     empty_kb = tmp_path / "kb"
     empty_kb.mkdir()
+    (tmp_path / "none.jsonl").write_text("")  # no votes yet (a votes file that is not there is an error of its own)
     code = main(["feedback", "export", "--beir", str(tmp_path / "o"), "--kb", str(empty_kb), "--file",
                  str(tmp_path / "none.jsonl"), "--table", ""])  # fmt: skip
     assert code == 2 and "no readable notes" in capsys.readouterr().err

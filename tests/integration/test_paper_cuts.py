@@ -3,7 +3,9 @@ serve` as processes, the search handler with API Gateway events, the OpenAPI doc
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import signal
 import subprocess
@@ -78,6 +80,39 @@ def test_good_urls_pass(value: str) -> None:
     from kbsearch.config import Settings
 
     assert Settings(qdrant_url=value, kb_base_url=value).qdrant_url == value
+
+
+# -- QDRANT_PATH ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(2 * PROCESS_TIMEOUT_S + 30)
+@pytest.mark.parametrize("inside", [False, True])
+def test_a_qdrant_path_that_is_a_file_is_named_not_taken_for_an_index_never_built(tmp_path: Path,
+                                                                                 inside: bool) -> None:  # fmt: skip
+    """`kbsearch search` said "collection 'kb' does not exist: run the indexer first", and the indexer then failed
+    on a NotADirectoryError of a file inside the store."""
+    file = tmp_path / "store.md"
+    file.write_text("not a folder\n")
+    path = file / "q" if inside else file
+    search = run("search", "snapshot", QDRANT_PATH=str(path))
+    index = run("index", str(ROOT / "sample-kb"), QDRANT_PATH=str(path))
+    expected = f"QDRANT_PATH {path} is not a folder ({file} is a file): point it at a folder"
+    assert search.returncode == 2 and "Traceback" not in search.stderr, search.stderr
+    assert expected in search.stderr and "run the indexer" not in search.stderr, search.stderr
+    assert index.returncode == 1 and "Traceback" not in index.stderr, index.stderr
+    assert expected in index.stdout and "NotADirectoryError" not in index.stdout, index.stdout
+    assert file.read_text() == "not a folder\n"
+
+
+def test_an_empty_qdrant_path_is_refused_not_read_as_the_working_folder(tmp_path: Path) -> None:
+    """QDRANT_PATH= (a variable meant to be set, empty) put the store in ./edge of wherever the command ran."""
+    proc = subprocess.run([*KBSEARCH_CMD, "index", str(ROOT / "sample-kb")], capture_output=True, text=True,
+                          timeout=PROCESS_TIMEOUT_S, check=False, env=subprocess_env(QDRANT_PATH=""),
+                          cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("kbsearch index: error: invalid setting QDRANT_PATH: "
+                                                           "empty"), proc.stderr  # fmt: skip
+    assert list(tmp_path.iterdir()) == []
 
 
 # -- /health readiness ---------------------------------------------------------------------------------------------
@@ -201,6 +236,174 @@ def test_invoke_indexer_without_kb_source_names_the_setting(tmp_path: Path) -> N
     assert result["errorMessage"] == "missing required setting KB_SOURCE: set the environment variable KB_SOURCE"
 
 
+# -- kbsearch serve's address ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("port", ["99999", "-1", "http"])
+def test_serve_on_a_port_that_is_none_is_a_usage_error(port: str) -> None:
+    """--port 99999 was an OverflowError's traceback from socket.bind."""
+    proc = run("serve", "--port", port)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"kbsearch serve: error: argument --port: expected a port 0-65535 (0 picks a free one), got {port!r}"
+    )
+
+
+def test_serve_on_a_port_in_use_names_it_and_what_to_do(tmp_path: Path) -> None:
+    """It said only "[Errno 98] Address already in use"."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = run("serve", "--port", str(port), QDRANT_PATH=str(tmp_path / "q"))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"kbsearch serve: error: cannot listen on 127.0.0.1:{port}: Address already in use (another kbsearch "
+        "serve?): stop it, or pass another --port (0 picks a free one)"
+    ), proc.stderr
+
+
+# -- kbsearch mcp's options -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seconds", ["inf", "nan", "-1", "1e12", "soon"])
+def test_mcp_idle_close_takes_seconds_a_timer_can_wait(seconds: str) -> None:
+    """--idle-close inf answered the first message, then a thread's OverflowError traceback; nan and -1 were taken
+    as 0 (kept open) without a word."""
+    proc = run("mcp", "--kb", str(ROOT / "sample-kb"), "--idle-close", seconds)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "kbsearch mcp: error: argument --idle-close: expected seconds from 0 (keeps the index open) to 86400, got "
+        f"{seconds!r}"
+    ), proc.stderr
+
+
+def test_mcp_on_a_kb_folder_that_is_not_there_says_so_at_start(tmp_path: Path) -> None:
+    """It started, and every kb_get_note answered "the knowledge base cannot be read right now; try again shortly"."""
+    missing = tmp_path / "no-such-kb"
+    proc = run("mcp", "--kb", str(missing), QDRANT_PATH=str(tmp_path / "q"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"kbsearch mcp: error: KB folder {missing} does not exist or is not a folder"
+    ), proc.stderr
+
+
+@pytest.mark.parametrize("local", [["--kb", "sample-kb"], ["--scope", "hr"], ["--idle-close", "0"]])
+def test_mcp_remote_with_a_local_option_is_a_usage_error(local: list[str]) -> None:
+    """--remote forwards to a deployment, which reads its own KB with the API key's groups: a local option given
+    with it was dropped without a word."""
+    proc = run("mcp", "--remote", "http://127.0.0.1:9", *local)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"kbsearch mcp: error: {local[0]} is for a local server; with --remote the deployment reads its own KB "
+        "with the API key's groups"
+    ), proc.stderr
+
+
+# -- kbsearch bench's numbers ---------------------------------------------------------------------------------------
+
+#: Each was taken and failed deep in the benchmark (a traceback: a median of nothing, a division by zero, the
+#: settings model refusing it) or ran on nonsense (0 of -1 requests answered, exit 0; a price of NaN).
+BAD_BENCH_NUMBERS = [
+    ("index", "--runs", "0", "expected an integer from 1 up"),
+    ("coldstart", "--runs", "-1", "expected an integer from 1 up"),
+    ("search", "--queries", "0", "expected an integer from 1 up"),
+    ("search", "--chunks", "nan", "expected an integer from 1 up"),
+    ("search", "--dims", "0", "expected an integer from 32 to 4096"),
+    ("search", "--budget-s", "nan", "expected seconds from 0.001 to 28"),
+    ("search", "--budget-s", "-1", "expected seconds from 0.001 to 28"),
+    ("search", "--latency-ms", "inf", "expected a number from 0 up"),
+    ("load", "--requests", "-1", "expected an integer from 1 up"),
+    ("freshness", "--singles", "-1", "expected an integer from 1 up"),
+    ("freshness", "--window-s", "nan", "expected a number from 0 up"),
+]
+
+
+@pytest.mark.parametrize(("kind", "option", "value", "expected"), BAD_BENCH_NUMBERS)
+def test_bench_numbers_out_of_range_are_usage_errors(kind: str, option: str, value: str, expected: str) -> None:
+    proc = run("bench", kind, f"{option}={value}")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"kbsearch bench: error: argument {option}: {expected}, got {value!r}"
+    ), proc.stderr
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["cost", "--price", "embedding=nan"], "'embedding=nan'"),
+    (["cost", "--price", "embedding=-1"], "'embedding=-1'"),
+    (["cost", "--price", "embeddings=1"], "'embeddings=1'"),
+    (["store", "--engines", "edge,bogus"], "--engines takes edge, local or both (edge,local), got 'edge,bogus'"),
+])  # fmt: skip
+def test_bench_prices_and_engines_that_are_none_are_usage_errors(args: list[str], expected: str) -> None:
+    proc = run("bench", *args)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("kbsearch bench: error: ") and expected in proc.stderr
+
+
+def test_bench_runs_given_are_the_runs_made(store: Path) -> None:
+    """`kbsearch bench legs --runs 5` ran 3: a kind's own default (3) replaced the option whenever it held the
+    general one (5), as --queries 200 became 30, 50 or 60."""
+    proc = run("bench", "legs", "--runs", "5", "--queries", "2", "--json", QDRANT_PATH=str(store))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["runs"] == 5
+
+
+# -- kbsearch eval's options ----------------------------------------------------------------------------------------
+
+EVAL_KB = ["eval", "--kb", "sample-kb", "--queries", "eval/sample-kb-queries.yaml"]
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    # --limit 0 scored all 44 queries, --limit -1 all but the last (a slice)
+    ([*EVAL_KB, "--limit", "0"], "argument --limit: expected an integer from 1 up, got '0'"),
+    ([*EVAL_KB, "--limit", "-1"], "argument --limit: expected an integer from 1 up, got '-1'"),
+    # a gap is never below -NaN: every class passed the gate
+    (["eval", "--classes", "eval/classes.yaml", "--gate", "nan"], "argument --gate: expected a number from 0 to 1, "
+                                                                  "got 'nan'"),
+    # without --classes these were dropped: --gate gated nothing and exited 0
+    ([*EVAL_KB, "--gate", "0.1"], "--gate is for --classes MANIFEST"),
+    ([*EVAL_KB, "--only", "x"], "--only is for --classes MANIFEST"),
+])  # fmt: skip
+def test_eval_options_that_would_score_something_else_are_usage_errors(args: list[str], expected: str) -> None:
+    proc = run(*args)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == f"kbsearch eval: error: {expected}", proc.stderr
+
+
+# -- kbsearch feedback and slack -------------------------------------------------------------------------------------
+
+
+def test_feedback_export_into_an_empty_folder_name_or_from_a_votes_file_not_there_is_refused(tmp_path: Path) -> None:
+    """--beir "" wrote corpus.jsonl, queries.jsonl and qrels/ into the working folder; --file with a typo exported
+    "0 votes" with exit 0."""
+    (tmp_path / "votes.jsonl").write_text("")
+    beir = subprocess.run([*KBSEARCH_CMD, "feedback", "export", "--beir", "", "--kb", str(ROOT / "sample-kb"),
+                           "--file", "votes.jsonl"], capture_output=True, text=True, timeout=PROCESS_TIMEOUT_S,
+                          check=False, env=subprocess_env(), cwd=tmp_path)  # fmt: skip
+    missing = run("feedback", "export", "--beir", str(tmp_path / "set"), "--kb", "sample-kb", "--file",
+                  str(tmp_path / "no-votes.jsonl"))  # fmt: skip
+    assert beir.returncode == 2 and beir.stderr.strip().splitlines()[-1] == (
+        "kbsearch feedback: error: --beir needs a folder to write the BEIR set into"
+    ), beir.stderr
+    assert missing.returncode == 2 and missing.stderr.strip().splitlines()[-1] == (
+        f"kbsearch feedback: error: votes file {tmp_path / 'no-votes.jsonl'} does not exist"
+    ), missing.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["votes.jsonl"]
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["--print-curl", "--press", "kb_more"], "--press needs the answer to press on: it cannot go with --print-curl"),
+    (["--response-url", "http://127.0.0.1:9/r"], "--response-url is for --print-curl (kbsearch slack receives the "
+                                                 "answers itself)"),
+])  # fmt: skip
+def test_slack_options_that_would_be_dropped_are_usage_errors(args: list[str], expected: str) -> None:
+    proc = run("slack", "restore a snapshot", *args, SLACK_SIGNING_SECRET="local-secret")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == f"kbsearch slack: error: {expected}", proc.stderr
+
+
 # -- serve without KB_SOURCE ---------------------------------------------------------------------------------------
 
 
@@ -290,6 +493,45 @@ def test_a_second_ctrl_c_stops_at_once_with_one_line(slow_embedder: FakeProvider
     _, err = process.communicate(timeout=PROCESS_TIMEOUT_S)
     assert process.returncode == 130 and "Traceback" not in err, err
     assert err.strip().splitlines()[-1] == "kbsearch index: interrupted"
+
+
+@pytest.mark.timeout(2 * PROCESS_TIMEOUT_S + 30)
+def test_ctrl_c_at_a_terminal_during_a_large_index_stops_as_a_small_one_does(slow_embedder: FakeProvider,
+                                                                           tmp_path: Path) -> None:  # fmt: skip
+    """A folder of PARSE_PROCESS_FROM notes or more is parsed in a second process, which a terminal's Ctrl-C reaches
+    too (the whole foreground process group): it used to die with a traceback of its own (or send the interrupt
+    back as the indexer's), so the one line and the partial summary of a small folder became a traceback and
+    "interrupted"; and `kbsearch bench search` hung for good at exit, waiting for it."""
+    from kbsearch.indexer import PARSE_PROCESS_FROM
+
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    for i in range(PARSE_PROCESS_FROM + 20):
+        (kb / f"note {i}.md").write_text(f"# Note {i}\n\nword{i} zebra\n", encoding="utf-8")
+    env = subprocess_env(QDRANT_PATH=str(tmp_path / "q"), EMBEDDING_DIMENSIONS="64", EMBEDDING_BATCH_SIZE="2",
+                         **provider_env(slow_embedder, roles=["EMBEDDING"]))  # fmt: skip
+    process = subprocess.Popen([*KBSEARCH_CMD, "index", str(kb)], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + PROCESS_TIMEOUT_S
+        while len(slow_embedder.calls("embeddings")) < 8 and time.monotonic() < deadline:
+            time.sleep(0.05)  # the parsing process has parsed ahead and waits for its next batch
+        assert len(slow_embedder.calls("embeddings")) >= 8, "the run never got to embedding"
+        os.killpg(process.pid, signal.SIGINT)  # what a terminal does: the indexer and its parsing process
+        out, err = process.communicate(timeout=PROCESS_TIMEOUT_S)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 130, (out, err)
+    assert err.strip().splitlines() == [
+        "kbsearch index: interrupted; stopping after the notes in flight (Ctrl-C again to stop now)"
+    ], err
+    assert out.startswith("sync INCOMPLETE: ") and "notes left for the next run" in out, out
+    slow_embedder.latency = {}
+    again = run("index", str(kb), "--json", QDRANT_PATH=str(tmp_path / "q"), EMBEDDING_DIMENSIONS="64",
+                **provider_env(slow_embedder, roles=["EMBEDDING"]))  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["incomplete"] is False
 
 
 # -- OpenAPI, README, progress bar --------------------------------------------------------------------------------

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
 import logging
+import math
 import os
 import re
 import signal
@@ -189,7 +191,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     api = LocalApi(template, keys, env_vars, args.use_ssm)
     for logical_id in sorted({r.function_id for r in api.routes}):
         api.function(logical_id)  # import now: a configuration error stops start-up, not the first request
-    server = make_server(api, args.host, args.port)
+    try:
+        server = make_server(api, args.host, args.port)
+    except OSError as exc:  # the port taken, or a host that is not this machine's: one line, what to do
+        taken = exc.errno == errno.EADDRINUSE
+        hint = " (another kbsearch serve?): stop it, or pass another --port (0 picks a free one)" if taken else ""
+        raise OSError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}{hint}") from None
     live = _live_sync(api, args)
     import faulthandler
 
@@ -536,12 +543,17 @@ def cmd_mcp(args: argparse.Namespace) -> int:
     from kbsearch_tools import mcp_stdio
 
     if args.remote:
+        given = [o for o, v in (("--kb", args.kb), ("--scope", args.scope), ("--idle-close", args.idle_close))
+                 if v is not None]  # fmt: skip
+        if given:
+            raise KbSearchError(f"{given[0]} is for a local server; with --remote the deployment reads its own KB "
+                                "with the API key's groups")  # fmt: skip
         try:
             return mcp_stdio.run_remote(args.remote, args.api_key_env, args.timeout)
         except ValueError as exc:
             raise KbSearchError(str(exc)) from None
     try:
-        return mcp_stdio.run_local(args.kb, args.idle_close, args.scope)
+        return mcp_stdio.run_local(args.kb, 5.0 if args.idle_close is None else args.idle_close, args.scope)
     except ValueError as exc:  # a --scope group that is no group name
         raise KbSearchError(f"--scope: {exc}") from None
 
@@ -552,6 +564,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if args.classes:
         return _eval_classes(args)
+    given = [o for o, v in (("--only", args.only), ("--root", args.root), ("--gate", args.gate),
+                            ("--gate-min-queries", args.gate_min_queries)) if v is not None]  # fmt: skip
+    if given:  # were ignored: a --gate without --classes gated nothing and exited 0
+        raise KbSearchError(f"{given[0]} is for --classes MANIFEST")
     if bool(args.beir) == bool(args.kb):
         raise KbSearchError("give either --beir DIR, --kb DIR --queries FILE, or --classes MANIFEST")
     if args.kb and not args.queries:
@@ -584,8 +600,12 @@ def cmd_feedback(args: argparse.Namespace) -> int:
     from kbsearch.sources import open_source
     from kbsearch_tools.feedback_export import export_beir
 
+    if not args.beir.strip():  # Path("") is the working folder: the set was written over whatever was there
+        raise KbSearchError("--beir needs a folder to write the BEIR set into")
     settings = load_settings()
     table = args.table if args.table is not None else settings.slack_feedback_table
+    if args.file is not None and not table and not Path(args.file).exists():  # was "0 votes", exit 0: a typo
+        raise KbSearchError(f"votes file {args.file} does not exist")
     store = open_feedback_store(table, args.file or settings.slack_feedback_file)
     source = open_source(args.kb or settings.kb_source)
     report = export_beir(store.scan(), source, Path(args.beir))
@@ -611,6 +631,10 @@ def cmd_slack(args: argparse.Namespace) -> int:
     if not secret:
         raise KbSearchError("set SLACK_SIGNING_SECRET (the same value the server uses) to sign requests")
     text = " ".join(args.text)
+    if args.print_curl and args.press:  # a curl signs the command alone; the presses were dropped without a word
+        raise KbSearchError("--press needs the answer to press on: it cannot go with --print-curl")
+    if args.response_url is not None and not args.print_curl:
+        raise KbSearchError("--response-url is for --print-curl (kbsearch slack receives the answers itself)")
     if args.print_curl:
         print(signed_curl(args.api, secret, text, args.response_url or "http://127.0.0.1:9/response"))
         return 0
@@ -667,16 +691,17 @@ def _eval_classes(args: argparse.Namespace) -> int:
     )  # fmt: skip
     report.skipped = skipped | report.skipped
     result = report.to_dict()
-    failures = eval_runner.gate_failures(result, args.gate, args.gate_min_queries) if args.gate is not None else []
-    small = eval_runner.ungated(result, args.gate_min_queries) if args.gate is not None else []
-    result["gate"] = ({"slack": args.gate, "min_queries": args.gate_min_queries, "failures": failures,
+    min_queries = args.gate_min_queries if args.gate_min_queries is not None else eval_runner.GATE_MIN_QUERIES
+    failures = eval_runner.gate_failures(result, args.gate, min_queries) if args.gate is not None else []
+    small = eval_runner.ungated(result, min_queries) if args.gate is not None else []
+    result["gate"] = ({"slack": args.gate, "min_queries": min_queries, "failures": failures,
                        "not_gated": small} if args.gate is not None else None)  # fmt: skip
     print(json.dumps(result, ensure_ascii=False, indent=2) if args.json else eval_runner.format_classes(result))
     if args.gate is not None:
         print(("gate FAILED:\n  " + "\n  ".join(failures)) if failures else f"gate passed (slack {args.gate})",
               file=sys.stderr)  # fmt: skip
         if small:
-            print(f"not gated (fewer than {args.gate_min_queries} queries): {', '.join(small)}", file=sys.stderr)
+            print(f"not gated (fewer than {min_queries} queries): {', '.join(small)}", file=sys.stderr)
     return 1 if failures else 0
 
 
@@ -688,6 +713,50 @@ def _positive_seconds(value: str) -> float:
     if not 0 < seconds < float("inf"):
         raise argparse.ArgumentTypeError("seconds must be positive and finite")
     return seconds
+
+
+def _number(kind: type[int] | type[float], low: float, high: float = math.inf, what: str = "") -> Any:
+    """An argparse type: a finite ``kind`` from ``low`` to ``high`` (a count, milliseconds, seconds); NaN, inf,
+    zero or negative counts were taken and failed deep in a benchmark (a median of nothing, a division by zero),
+    or ran it on nonsense (0 of -1 requests, a price of NaN)."""
+    shown = what or ("an integer" if kind is int else "a number")
+    bounds = f"from {low:g}" + (f" to {high:g}" if high != math.inf else " up")
+
+    def parse(value: str) -> int | float:
+        try:
+            number = kind(value)
+        except ValueError:
+            number = math.nan
+        if not (math.isfinite(number) and low <= number <= high):
+            raise argparse.ArgumentTypeError(f"expected {shown} {bounds}, got {value!r}")
+        return number
+
+    return parse
+
+
+#: The longest --idle-close: a timer's wait (past threading.TIMEOUT_MAX it raised in its thread); 0 keeps it open.
+MAX_IDLE_CLOSE_S = 86400.0
+
+
+def _idle_seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not 0 <= seconds <= MAX_IDLE_CLOSE_S:  # NaN too
+        raise argparse.ArgumentTypeError(f"expected seconds from 0 (keeps the index open) to {MAX_IDLE_CLOSE_S:.0f}, "
+                                         f"got {value!r}")  # fmt: skip
+    return seconds
+
+
+def _port(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port 0-65535 (0 picks a free one), got {value!r}")
+    return port
 
 
 def _int_list(value: str) -> tuple[int, ...]:
@@ -705,6 +774,19 @@ def _default_bench_kb() -> str:
     return str(vault) if vault.is_dir() else "sample-kb"
 
 
+#: ``kbsearch bench --runs`` and ``--queries`` when not given, by kind (the rest: 5 runs, 200 queries). A kind's own
+#: default used to stand in for the option's whenever the option held the general default: ``--runs 5`` ran 3.
+BENCH_RUNS = {"store": 3, "peer": 3, "growth": 3, "legs": 3}
+BENCH_QUERIES = {"cost": 60, "store": 50, "peer": 50, "growth": 50, "legs": 30}
+
+
+def _bench_defaults(table: dict[str, int], general: int) -> str:
+    kinds: dict[int, list[str]] = {}
+    for kind, value in table.items():
+        kinds.setdefault(value, []).append(kind)
+    return "; ".join([f"{general}", *(f"{'/'.join(k)}: {v}" for v, k in kinds.items())])
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from kbsearch_tools import bench
 
@@ -714,6 +796,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     def note(message: str) -> None:  # progress on stderr, unless the output is JSON
         if not args.json:
             print(f"  {message}", file=sys.stderr)
+
+    runs = args.runs if args.runs is not None else BENCH_RUNS.get(args.what, 5)
+    queries = args.queries if args.queries is not None else BENCH_QUERIES.get(args.what, 200)
+    engines = tuple(e.strip() for e in args.engines.split(",") if e.strip())
+    if not engines or not set(engines) <= {"edge", "local"}:
+        raise KbSearchError(f"--engines takes edge, local or both (edge,local), got {args.engines!r}")
 
     def bench_kb() -> Path:
         kb = Path(args.kb or _default_bench_kb())
@@ -728,23 +816,23 @@ def cmd_bench(args: argparse.Namespace) -> int:
             note(f"batch {row['batch_size']:>3} x {row['concurrency']:>2}: {row['seconds']} s")
 
         results = bench.bench_index(
-            kb, args.latency_ms, args.batch_sizes, args.concurrency or (1, 4, 8), args.runs, args.dims, progress
+            kb, args.latency_ms, args.batch_sizes, args.concurrency or (1, 4, 8), runs, args.dims, progress
         )
         print(json.dumps(results, indent=2) if args.json else bench.format_index(results))
     elif args.what == "search" and args.scope is not None:
         copies = max(args.copies or (1, 10))
-        scoped = bench.bench_scope(bench_kb(), copies, args.scope, args.queries, args.dims, progress=note,
+        scoped = bench.bench_scope(bench_kb(), copies, args.scope, queries, args.dims, progress=note,
                                    restrict=args.restrict)  # fmt: skip
         print(json.dumps(scoped, indent=2) if args.json else bench.format_scope(scoped))
     elif args.what == "search" and args.fusions:
         fusions = [f.strip() for f in args.fusions.split(",") if f.strip()]
         if len(fusions) < 2 or len(set(fusions)) != len(fusions) or not set(fusions) <= {"adaptive", "rrf", "dbsf"}:
             raise KbSearchError("--fusions: two or more of adaptive, rrf, dbsf, each once (e.g. adaptive,rrf)")
-        compared = bench.bench_fusions(fusions, args.chunks, args.queries, args.dims, progress=note)
+        compared = bench.bench_fusions(fusions, args.chunks, queries, args.dims, progress=note)
         print(json.dumps(compared, indent=2) if args.json else bench.format_fusions(compared))
     elif args.what == "search":
         results = bench.bench_search(
-            chunks=args.chunks, queries=args.queries, concurrency=(args.concurrency or (8,))[0],
+            chunks=args.chunks, queries=queries, concurrency=(args.concurrency or (8,))[0],
             expansion_ms=args.expansion_ms, embedding_ms=args.embedding_ms, rerank_ms=args.rerank_ms,
             primary_hang=args.primary_hang, dims=args.dims, progress=note, drip=args.drip, budget_s=args.budget_s,
         )  # fmt: skip
@@ -754,12 +842,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
         for item in args.price or []:
             kind, sep, value = item.partition("=")
             try:
-                prices[kind] = float(value)
+                price = float(value)
             except ValueError:
-                raise KbSearchError(f"--price takes STAGE=DOLLARS_PER_1M_TOKENS, got {item!r}") from None
-            if not sep:
-                raise KbSearchError(f"--price takes STAGE=DOLLARS_PER_1M_TOKENS, got {item!r}")
-        results = bench.bench_cost(queries=args.queries if args.queries != 200 else 60, prices=prices)
+                price = math.nan
+            if not sep or kind not in bench.DEFAULT_PRICES or not 0 <= price < math.inf:  # NaN, -1 and typos too
+                raise KbSearchError(f"--price takes STAGE=DOLLARS_PER_1M_TOKENS, a stage of "
+                                    f"{', '.join(bench.DEFAULT_PRICES)} and a price from 0 up, got {item!r}")  # fmt: skip
+            prices[kind] = price
+        results = bench.bench_cost(queries=queries, prices=prices)
         print(json.dumps(results, indent=2) if args.json else bench.format_cost(results))
     elif args.what == "load":
         results = bench.bench_load(requests=args.requests, concurrency=(args.concurrency or (32,))[0], progress=note)
@@ -773,8 +863,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             note(f"{r['copies']}x {r['engine']}: index {r['index_s']} s, open {r['open_s']} s")
 
         results = bench.bench_store(
-            kb, copies=args.copies or (1, 10), engines=tuple(args.engines.split(",")), queries=args.queries if args.queries != 200
-            else 50, runs=args.runs if args.runs != 5 else 3, dims=args.dims, progress=row,
+            kb, copies=args.copies or (1, 10), engines=engines, queries=queries, runs=runs,
+            dims=args.dims, progress=row,
         )  # fmt: skip
         print(json.dumps(results, indent=2) if args.json else bench.format_store(results))
     elif args.what == "growth":
@@ -787,28 +877,25 @@ def cmd_bench(args: argparse.Namespace) -> int:
                  f"search p50 {r['search_p50_ms']} ms")  # fmt: skip
 
         results = bench_growth.bench_growth(
-            kb, copies=args.copies or (1, 10, 100), runs=args.runs if args.runs != 5 else 3,
-            peer_copies=args.peer_copies, queries=args.queries if args.queries != 200 else 50, dims=args.dims,
+            kb, copies=args.copies or (1, 10, 100), runs=runs,
+            peer_copies=args.peer_copies, queries=queries, dims=args.dims,
             baseline=Path(args.baseline) if args.baseline else None, progress=grown,
         )  # fmt: skip
         print(json.dumps(results, indent=2) if args.json else bench_growth.format_growth(results))
     elif args.what == "legs":
         from kbsearch_tools import bench_legs
 
-        results = bench_legs.bench_legs(queries=args.queries if args.queries != 200 else 30,
-                                        runs=args.runs if args.runs != 5 else 3)  # fmt: skip
+        results = bench_legs.bench_legs(queries=queries, runs=runs)
         print(json.dumps(results, indent=2) if args.json else bench_legs.format_legs(results))
     elif args.what == "mcp":
         from kbsearch_tools import bench_mcp
 
-        results = bench_mcp.bench_mcp(Path(args.kb) if args.kb else None, runs=args.runs)
+        results = bench_mcp.bench_mcp(Path(args.kb) if args.kb else None, runs=runs)
         print(json.dumps(results, indent=2) if args.json else bench_mcp.format_mcp(results))
     elif args.what == "peer":
         from kbsearch_tools import bench_peer
 
         kb = bench_kb()
-        if args.runs < 1:
-            raise KbSearchError("--runs must be at least 1")
 
         def step(r: dict[str, Any]) -> None:
             note(
@@ -816,8 +903,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             )
 
         results = bench_peer.bench_peer(
-            kb, copies=args.copies or (1, 10), runs=args.runs if args.runs != 5 else 3,
-            queries=args.queries if args.queries != 200 else 50, dims=args.dims, progress=step,
+            kb, copies=args.copies or (1, 10), runs=runs, queries=queries, dims=args.dims,
+            progress=step,
         )  # fmt: skip
         print(json.dumps(results, indent=2) if args.json else bench_peer.format_peer(results))
     elif args.what == "freshness":
@@ -835,10 +922,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     elif args.what == "access":
         from kbsearch_tools import bench_access
 
-        results = bench_access.bench_access(bench_kb(), copies=max(args.copies or (10,)), runs=args.runs, progress=note)
+        results = bench_access.bench_access(bench_kb(), copies=max(args.copies or (10,)), runs=runs, progress=note)
         print(json.dumps(results, indent=2) if args.json else bench_access.format_access(results))
     elif args.what == "coldstart":
-        results = bench.bench_coldstart(runs=args.runs)
+        results = bench.bench_coldstart(runs=runs)
         print(json.dumps(results, indent=2) if args.json else bench.format_coldstart(results))
     return 0
 
@@ -864,7 +951,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="127.0.0.1",
         help="address to bind (default 127.0.0.1: then only requests whose Host names this machine are answered)",
     )
-    p.add_argument("--port", type=int, default=3000, help="port (default 3000; 0 picks a free one)")
+    p.add_argument("--port", type=_port, default=3000, help="port (default 3000; 0 picks a free one)")
     p.add_argument(
         "--watch", nargs="?", const="", default=None, metavar="FOLDER",
         help="sync the KB folder (default: KB_SOURCE) into the embedded store on every save: the server owns the "
@@ -942,9 +1029,9 @@ def build_parser() -> argparse.ArgumentParser:
         "every message to URL/mcp of a deployment with the API key from the variable --api-key-env.",
     )
     p.add_argument("--kb", help="local: the KB folder (or s3://bucket/prefix) notes are read from (default KB_SOURCE)")
-    p.add_argument("--idle-close", type=float, default=5.0, metavar="SECONDS",
+    p.add_argument("--idle-close", type=_idle_seconds, default=None, metavar="SECONDS",
                    help="local: close the index after this many idle seconds, so kbsearch index/serve can open the "
-                        "embedded store in between (default 5; 0 keeps it open)")  # fmt: skip
+                        "embedded store in between (default 5, at most 86400; 0 keeps it open)")  # fmt: skip
     p.add_argument("--scope", metavar="GROUPS",
                    help="local: answer as a caller holding these access groups (g1,g2; public is always held); "
                         "default: every note (the operator's own store)")  # fmt: skip
@@ -978,7 +1065,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", help="with --classes: the folder the manifest's paths start from (default: here)")
     p.add_argument(
         "--gate",
-        type=float,
+        type=_number(float, 0, 1),
         nargs="?",
         const=0.005,
         metavar="SLACK",
@@ -987,8 +1074,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--gate-min-queries",
-        type=int,
-        default=40,
+        type=_number(int, 0),
+        default=None,
         metavar="N",
         help="with --gate: classes of fewer than N queries are reported, not gated (default 40)",
     )
@@ -998,7 +1085,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--top-k", type=int, default=50, help="ranking depth per query, 10-200 (default 50; Recall@50 needs 50)"
     )
-    p.add_argument("--limit", type=int, help="only the first N queries")
+    p.add_argument("--limit", type=_number(int, 1), help="only the first N queries")
     p.add_argument("--store", help="reuse (or keep) the embedded index at this folder instead of a temporary one")
     _oracle_args(p)
     p.add_argument("--json", action="store_true")
@@ -1077,14 +1164,20 @@ def build_parser() -> argparse.ArgumentParser:
         "access file change costs the event path on max(--copies) copies of --kb (default 10): seconds and store "
         "calls by kind, restricting half the notes and relaxing them again (--runs)",
     )
-    p.add_argument("--kb", help="index: KB folder (default: ../shared/kb/obsidian-help if present, else sample-kb)")
+    p.add_argument(
+        "--kb",
+        help="the KB folder of index, store, peer, growth, freshness, access and search --scope "
+        "(default: ../shared/kb/obsidian-help if present, else sample-kb); of mcp (default sample-kb)",
+    )
     p.add_argument("--copies", type=_int_list, default=None,
                    help="store/peer: vault sizes as copies of --kb (1,10); growth: (1,10,100)")  # fmt: skip
     p.add_argument("--engines", default="edge,local", help="store: embedded engines to compare (edge,local)")
     p.add_argument("--peer-copies", type=lambda v: () if v.strip() in ("", "none") else _int_list(v), default=(1, 10),
                    help="growth: sizes LlamaIndex runs at too (1,10; 'none'; at 100x it would take hours here)")  # fmt: skip
     p.add_argument("--baseline", help="growth: a source tree of another revision, measured in the same rounds")
-    p.add_argument("--latency-ms", type=float, default=150.0, help="index: fake embedder latency per request (150)")
+    p.add_argument(
+        "--latency-ms", type=_number(float, 0), default=150.0, help="index: fake embedder latency per request (150)"
+    )
     p.add_argument("--batch-sizes", type=_int_list, default=(16, 32, 64), help="index: comma-separated (16,32,64)")
     p.add_argument(
         "--concurrency",
@@ -1093,10 +1186,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="index: comma-separated (1,4,8); search: in flight (8); load: client threads (32)",
     )
     p.add_argument(
-        "--runs", type=int, default=5, help="index/coldstart: runs per measurement, median reported (5); store/peer: 3"
+        "--runs",
+        type=_number(int, 1),
+        default=None,
+        help=f"runs per measurement, median reported ({_bench_defaults(BENCH_RUNS, 5)})",
     )
-    p.add_argument("--dims", type=int, default=1024, help="embedding dimensions (1024)")
-    p.add_argument("--chunks", type=int, default=5000, help="search: generated chunks in the store (5000)")
+    p.add_argument("--dims", type=_number(int, 32, 4096), default=1024, help="embedding dimensions, 32-4096 (1024)")
+    p.add_argument("--chunks", type=_number(int, 1), default=5000, help="search: generated chunks in the store (5000)")
     p.add_argument("--scope", metavar="GROUPS",
                    help="search: measure what an access scope costs instead: --kb copied max(--copies) times, "
                         "every other copy restricted (to the groups of GROUPS but public in turn, each alone, then "
@@ -1111,10 +1207,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="search: measure what the fusion costs instead: bench search's store searched with each "
                         "SEARCH_FUSION (adaptive, rrf, dbsf) query by query, fakes answering at once; reports "
                         "each and the paired difference against the first (e.g. adaptive,rrf)")  # fmt: skip
-    p.add_argument("--queries", type=int, default=200, help="search: queries per run (200)")
-    p.add_argument("--expansion-ms", type=float, default=400.0, help="search: fake expansion latency (400)")
-    p.add_argument("--embedding-ms", type=float, default=100.0, help="search: fake embedding latency (100)")
-    p.add_argument("--rerank-ms", type=float, default=300.0, help="search: fake rerank latency (300)")
+    p.add_argument(
+        "--queries", type=_number(int, 1), default=None, help=f"queries per run ({_bench_defaults(BENCH_QUERIES, 200)})"
+    )
+    p.add_argument("--expansion-ms", type=_number(float, 0), default=400.0, help="search: fake expansion latency (400)")
+    p.add_argument("--embedding-ms", type=_number(float, 0), default=100.0, help="search: fake embedding latency (100)")
+    p.add_argument("--rerank-ms", type=_number(float, 0), default=300.0, help="search: fake rerank latency (300)")
     p.add_argument("--primary-hang", action="store_true", help="search: the primary reranker never answers")
     p.add_argument(
         "--drip",
@@ -1122,16 +1220,27 @@ def build_parser() -> argparse.ArgumentParser:
         default="none",
         help="search: providers send every answer one byte per 50 ms: DeepInfra (primary) or all",
     )
-    p.add_argument("--budget-s", type=float, default=None, help="search: SEARCH_BUDGET_S for the run (default 10)")
-    p.add_argument("--requests", type=int, default=10_000, help="load: requests in all (10000)")
+    p.add_argument(
+        "--budget-s",
+        type=_number(float, 0.001, 28, "seconds"),
+        default=None,
+        help="search: SEARCH_BUDGET_S for the run, up to 28 (default 10)",
+    )
+    p.add_argument("--requests", type=_number(int, 1), default=10_000, help="load: requests in all (10000)")
     p.add_argument("--price", action="append", metavar="STAGE=USD",
                    help="cost: $ per 1M tokens for expansion|embedding|rerank (repeatable)")  # fmt: skip
     p.add_argument("--parts", default="deployed,watch", help="freshness: deployed, watch or both (deployed,watch)")
-    p.add_argument("--window-s", type=float, default=10.0, help="freshness: SQS batching window added (10)")
-    p.add_argument("--singles", type=int, default=20, help="freshness: single edits, deletes and renames each (20)")
-    p.add_argument("--burst", type=int, default=500, help="freshness: edits in the burst (500)")
-    p.add_argument("--orders", type=int, default=1000, help="freshness: random event orders with duplicates (1000)")
-    p.add_argument("--saves", type=int, default=20, help="freshness: saves under kbsearch serve --watch (20)")
+    p.add_argument("--window-s", type=_number(float, 0), default=10.0, help="freshness: SQS batching window added (10)")
+    p.add_argument(
+        "--singles", type=_number(int, 1), default=20, help="freshness: single edits, deletes and renames each (20)"
+    )
+    p.add_argument("--burst", type=_number(int, 1), default=500, help="freshness: edits in the burst (500)")
+    p.add_argument(
+        "--orders", type=_number(int, 1), default=1000, help="freshness: random event orders with duplicates (1000)"
+    )
+    p.add_argument(
+        "--saves", type=_number(int, 1), default=20, help="freshness: saves under kbsearch serve --watch (20)"
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench)
     return parser

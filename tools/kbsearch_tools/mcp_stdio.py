@@ -124,6 +124,8 @@ def run_local(kb: str | None, idle_close_s: float, scope_text: str | None = None
     settings = load_settings(**({"kb_source": kb} if kb else {}))
     if not settings.kb_source:
         logger.warning("KB_SOURCE is not set (or --kb): kb_get_note and resources cannot read notes")
+    elif not settings.kb_source.startswith("s3://"):
+        open_source(settings.kb_source)  # a folder that is not there: said now, not "try again shortly" at each read
     service = SearchService(settings, Secrets(settings))
     source = settings.kb_source
     browse = BrowseService(service, NoteReader(lambda: open_source(source), default=settings.access_default))

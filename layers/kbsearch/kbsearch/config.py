@@ -367,6 +367,14 @@ class Settings(BaseModel):
                              "…/rerank nor …/v1/inference/<model>): set it to native or standard")  # fmt: skip
         return value
 
+    @field_validator("qdrant_path")
+    @classmethod
+    def _store_folder(cls, value: str) -> str:
+        """An empty ``QDRANT_PATH`` (a variable meant to be set, empty) put the store in the working folder."""
+        if not value.strip():
+            raise ValueError("empty: unset it for the default .kbsearch/qdrant, or name a folder")
+        return value
+
     @field_validator(*URL_SETTINGS)
     @classmethod
     def _url(cls, value: str) -> str:

@@ -1120,6 +1120,25 @@ def _main_hidden() -> Iterator[None]:
             sys.modules["__main__"] = main
 
 
+@contextlib.contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """While a process is spawned: SIGINT blocked in this thread, so the process starts with it blocked (a blocked
+    signal stays so across fork and exec, and Python never unblocks it) and only the indexing process answers a
+    terminal's Ctrl-C, which reaches the whole foreground process group: the parsing process used to die of it
+    with a traceback, and the indexer's pool with it (``kbsearch bench`` then hung at exit on the dead pool's
+    results). An interrupt that arrives meanwhile is delivered here when this returns."""
+    import signal
+
+    if not hasattr(signal, "pthread_sigmask"):  # no POSIX signal masks (Windows): nothing to hold
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def parse_ahead(
     source: LocalSource, objs: list[SourceObject], options: SyncOptions, rules: FolderRules,
     signature_id: str | None, indexed_at: str,
@@ -1138,7 +1157,7 @@ def parse_ahead(
     try:
         pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
         root = str(source.root)
-        with _main_hidden():  # the process starts at the first task
+        with _main_hidden(), _interrupts_held():  # the process starts at the first task
             for batch in batches[:PARSE_AHEAD]:
                 pending.append(pool.submit(_parse_batch, root, batch, options, rules, signature_id, indexed_at))
         while pending:

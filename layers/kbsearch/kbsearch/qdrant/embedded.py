@@ -51,6 +51,7 @@ from kbsearch.qdrant.query import (
     read_leg,
     scored_chunk,
 )
+from kbsearch.qdrant.readiness import NOT_A_FOLDER, path_problem
 from kbsearch.qdrant.store import (
     EMBED_HASH,
     NAME_FIELD,
@@ -133,6 +134,9 @@ def open_embedded(settings: Settings, search: bool = False) -> Store:
     then has what a search reads read ahead, :meth:`EdgeStore.read_ahead`)."""
     root = Path(settings.qdrant_path)
     collection = settings.qdrant_collection
+    problem = path_problem(root)
+    if problem is not None:
+        raise StoreError(problem, NOT_A_FOLDER)
     if settings.qdrant_embedded == "local":
         return open_local_mode(root, collection, settings.embedding_dimensions)
     try:

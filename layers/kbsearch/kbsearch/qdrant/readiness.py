@@ -15,16 +15,31 @@ HELD = (
     "the embedded store is open in another process (pid {pid}: a kbsearch index or serve?); searches answer "
     "once it closes"
 )
+NOT_A_FOLDER = "the embedded store's folder (QDRANT_PATH) is a file: set QDRANT_PATH to a folder"
 LOCAL_MODE = (
     "the embedded store holds an index from qdrant-client's local mode, which Qdrant Edge does not read: "
     "rebuild it with kbsearch index <your KB folder>"
 )
 
 
+def path_problem(root: Path) -> str | None:
+    """Why ``QDRANT_PATH`` cannot hold the embedded store: it, or a folder above it, is a file (None: it is a
+    folder, or one that can be created). A file there read as an index never built, and the indexer then failed on
+    the store's own files (``NotADirectoryError``)."""
+    for path in (root, *root.parents):
+        if path.exists():
+            if path.is_dir():
+                return None
+            return f"QDRANT_PATH {root} is not a folder ({path} is a file): point it at a folder (created if missing)"
+    return None
+
+
 def embedded_problem(settings: Settings) -> str | None:
     """Why the embedded store cannot answer a search, from its folder alone (None: it looks usable)."""
     root = Path(settings.qdrant_path)
     collection = settings.qdrant_collection
+    if path_problem(root) is not None:
+        return NOT_A_FOLDER  # public (GET /health): no server folder named
     if settings.qdrant_embedded == "local":
         return None if (root / "collection" / collection).is_dir() else NOT_BUILT
     shard = root / "edge" / collection
