@@ -275,6 +275,11 @@ HOSTILE = {
     "wiki_alias_run": "[[a|" * 10_000,
     "image_open_run": "![" * 20_000,
     "autolink_run": "<http://" * 5_000,
+    # a heading's closing run was found by re-reading the rest of the line at every character (18 s for 40 KB), and
+    # each level of a nested quote copied the rest of the line (4 s for 80 KB of ">")
+    "heading_hash_run": "# a" + " #" * 20_000 + "x",
+    "quoted_heading_hash_run": "> # a" + " #" * 20_000 + "x",
+    "nested_quote_run": ">" * 80_000,
 }
 
 
