@@ -221,7 +221,9 @@ def test_vault_code_blocks_keep_their_lines() -> None:
      ("![alt text](https://x.example/i.png)", "alt text"), ("snake_case_name and 2*3*4", "snake_case_name and 2*3*4"),
      ("<https://x.example>", "<https://x.example>"), ("[a|b](https://x.example/p|q)", "<https://x.example/p%7Cq|a¦b>"),
      ("[[a[b]] [see [1]](https://x.example) [a[b](https://x.example)", "[[a[b]] [see [1]](https://x.example) [a<https://x.example|b>"),
-     ("[[[[Note]] [x]([x](https://x.example/a) <https://a<https://x.example>", "[[Note [x](<https://x.example/a|x> &lt;https://a<https://x.example>")],
+     ("[[[[Note]] [x]([x](https://x.example/a) <https://a<https://x.example>", "[[Note [x](<https://x.example/a|x> &lt;https://a<https://x.example>"),
+     ("[q](https://x.example/?a[0]=1&b[]=2) [v6](http://[::1]:8080/) ![shot](https://x.example/a[1].png)",
+      "<https://x.example/?a[0]=1&amp;b[]=2|q> <http://[::1]:8080/|v6> shot")],
 )  # fmt: skip
 def test_inline_markdown(markdown: str, mrkdwn: str) -> None:
     assert inline(markdown) == mrkdwn

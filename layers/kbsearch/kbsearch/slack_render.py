@@ -105,15 +105,17 @@ def code_plain(text: str, limit: int) -> str:
 
 # -- inline Markdown ------------------------------------------------------------------------------------------------
 
-#: A run of characters stops at the next ``[`` (``<`` in an autolink) and is possessive (``{m,n}+``: what follows it
-#: is a character its class excludes, so giving characters back can never make a match). So each ``[`` scans only to
-#: the next one: a snippet of 10,000 ``[``, or of ``[x](`` repeated, took 1 s and 3.6 s (every ``[`` tried against up
-#: to 300 characters, or a URL's 2,000, and every way to give them back). A wiki-link's target cannot hold ``[``
-#: (Obsidian refuses it in a name); a link's label with brackets in it is shown from its inner ``[``.
+#: A run of characters stops at the next ``[`` (``<`` in an autolink; a link's URL at the next ``](``, so that
+#: ``?a[0]=1`` or ``http://[::1]/`` stay links) and is possessive (``{m,n}+``: what follows it is a character its
+#: class excludes, so giving characters back can never make a match). So each ``[`` scans only to the next one, each
+#: URL only to the next ``](``: a snippet of 10,000 ``[``, or of ``[x](`` repeated, took 1 s and 3.6 s (every ``[``
+#: tried against up to 300 characters, or a URL's 2,000, and every way to give them back). A wiki-link's target
+#: cannot hold ``[`` (Obsidian refuses it in a name); a link's label with brackets in it is shown from its inner ``[``.
+_URL = r"(?:[^)\s\]]|\](?!\())"  # a URL's character: no ``)`` or space, and a ``]`` only when no ``(`` follows
 _INLINE = re.compile(
     r"(?P<code>(?P<ticks>`{1,3})(?P<code_text>[^`\n]{1,500}?)(?P=ticks))"
-    r"|(?P<image>!\[(?P<alt>[^\[\]\n]{0,300}+)\]\((?P<img_url>[^)\[\s]{1,2000}+)(?:\s+\"[^\"\n]{0,300}+\")?\))"
-    r"|(?P<link>\[(?P<label>[^\[\]\n]{1,300}+)\]\((?P<url>[^)\[\s]{1,2000}+)(?:\s+\"[^\"\n]{0,300}+\")?\))"
+    r"|(?P<image>!\[(?P<alt>[^\[\]\n]{0,300}+)\]\((?P<img_url>" + _URL + r"{1,2000}+)(?:\s+\"[^\"\n]{0,300}+\")?\))"
+    r"|(?P<link>\[(?P<label>[^\[\]\n]{1,300}+)\]\((?P<url>" + _URL + r"{1,2000}+)(?:\s+\"[^\"\n]{0,300}+\")?\))"
     r"|(?P<wiki>\[\[(?P<target>[^\[\]|\n]{1,300}+)(?:\|(?P<alias>[^\[\]\n]{1,300}+))?\]\])"
     r"|(?P<auto><(?P<auto_url>(?:https?://|mailto:)[^<>\s]{1,2000}+)>)"
 )
