@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,11 +19,12 @@ from kbsearch.config import Secrets, Settings
 from kbsearch.providers.embeddings import build_embedder
 from kbsearch.providers.rerankers import build_reranking
 from kbsearch.providers.resilience import Deadline, ProviderError, shared_client
+from kbsearch.qdrant import open_store
 from kbsearch.schemas import SearchRequest
-from kbsearch.search import SearchService
+from kbsearch.search import SearchService, passage
 from kbsearch_tools.evaluate import eval_kb
 from kbsearch_tools.local.process import serve_process
-from kbsearch_tools.oracle import OracleProvider, oracle_settings, unavailable
+from kbsearch_tools.oracle import OracleProvider, _Cache, oracle_settings, unavailable
 from tests.conftest import KBSEARCH_CMD, PROCESS_TIMEOUT_S, ROOT, subprocess_env
 
 CACHE = ROOT / ".kbsearch" / "oracle-test"
@@ -120,6 +122,67 @@ def test_e5_hybrid_never_loses_to_its_best_leg_and_rerank_adds_to_it(e5: OracleP
 def test_use_weak_model_hybrid_does_not_lose_to_bm25(use: OracleProvider) -> None:
     p = _sample_kb(use, ("lexical", "hybrid"))
     assert p["hybrid"]["nDCG@10"] >= p["lexical"]["nDCG@10"] - SLACK, p
+
+
+#: ``kbsearch index --oracle e5`` with a stand-in for the model (no inference): deterministic unit vectors, and a
+#: Ctrl-C at the second step of the passages' warm-up (run on the main thread; the indexer's embeddings are answered
+#: on the oracle's server thread).
+_INTERRUPTED_WARM = """
+import hashlib, sys, threading
+import kbsearch_tools.oracle as oracle
+from kbsearch_tools.cli import main
+
+def load(model):
+    calls = []
+    def encode(texts, is_query):
+        if threading.current_thread() is threading.main_thread():
+            calls.append(len(texts))
+            if sum(calls) > oracle.OracleProvider.WARM_BATCH:
+                raise KeyboardInterrupt
+        rows = []
+        for t in texts:
+            seed = hashlib.sha256(t.encode()).digest()
+            row = [b - 127.5 for b in (seed * 12)[:384]]
+            norm = sum(x * x for x in row) ** 0.5
+            rows.append([x / norm for x in row])
+        return rows
+    return encode
+
+oracle._load = load
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_ctrl_c_while_the_oracle_embeds_passages_keeps_the_report_and_what_was_embedded(tmp_path: Path) -> None:
+    """The passages' warm-up after ``index --oracle`` is long on a vault (about as long as its chunks took) and
+    says Ctrl-C stops it: the index is complete, so its report is still printed (pure JSON on stdout with
+    ``--json``), and the passages embedded before the Ctrl-C stay in the cache for the next run."""
+    reason = unavailable("e5")
+    if reason:
+        pytest.skip(reason)
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    for n in range(20):
+        sections = "".join(f"## Part {s}\n\nStep {s} of procedure {n}: check item {n * 7 + s}.\n\n" for s in range(5))
+        (kb / f"note{n}.md").write_text(f"# Procedure {n}\n\n{sections}", encoding="utf-8")
+    cache, store = tmp_path / "e5.sqlite", tmp_path / "q"
+    run = subprocess.run([sys.executable, "-c", _INTERRUPTED_WARM, "index", str(kb), "--oracle", "e5",
+                          "--oracle-cache", str(cache), "--json"], capture_output=True, text=True,
+                         env=subprocess_env(QDRANT_PATH=str(store)), check=False, timeout=PROCESS_TIMEOUT_S)  # fmt: skip
+    assert run.returncode == 130, run.stderr  # a Ctrl-C, as the shell reports it
+    assert "interrupted while embedding the stand-in reranker's passages" in run.stderr
+    report = json.loads(run.stdout)  # the sync's report, nothing else
+    assert report["error"] is None and report["notes_listed"] == 20
+    settings = Settings(qdrant_path=str(store))
+    opened = open_store(settings, Secrets(settings))
+    try:
+        texts = {passage(p, settings.rerank_passage_tokens) for p in opened.points().values()}
+    finally:
+        opened.close()
+    assert len(texts) > OracleProvider.WARM_BATCH
+    vectors = _Cache("e5", cache)
+    kept = [t for t in texts if vectors.get(vectors.key(t, False)) is not None]
+    assert len(kept) == OracleProvider.WARM_BATCH  # the first step's passages, written before the Ctrl-C
 
 
 def test_an_oracle_index_leaves_no_model_work_for_a_search(e5: OracleProvider, tmp_path: Path) -> None:

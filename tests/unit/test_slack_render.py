@@ -221,7 +221,9 @@ def test_vault_code_blocks_keep_their_lines() -> None:
      ("![alt text](https://x.example/i.png)", "alt text"), ("snake_case_name and 2*3*4", "snake_case_name and 2*3*4"),
      ("<https://x.example>", "<https://x.example>"), ("[a|b](https://x.example/p|q)", "<https://x.example/p%7Cq|a¦b>"),
      ("[[a[b]] [see [1]](https://x.example) [a[b](https://x.example)", "[[a[b]] [see [1]](https://x.example) [a<https://x.example|b>"),
-     ("[[[[Note]] [x]([x](https://x.example/a) <https://a<https://x.example>", "[[Note [x](<https://x.example/a|x> &lt;https://a<https://x.example>")],
+     ("[[[[Note]] [x]([x](https://x.example/a) <https://a<https://x.example>", "[[Note [x](<https://x.example/a|x> &lt;https://a<https://x.example>"),
+     ("[q](https://x.example/?a[0]=1&b[]=2) [v6](http://[::1]:8080/) ![shot](https://x.example/a[1].png)",
+      "<https://x.example/?a[0]=1&amp;b[]=2|q> <http://[::1]:8080/|v6> shot")],
 )  # fmt: skip
 def test_inline_markdown(markdown: str, mrkdwn: str) -> None:
     assert inline(markdown) == mrkdwn
@@ -275,6 +277,11 @@ HOSTILE = {
     "wiki_alias_run": "[[a|" * 10_000,
     "image_open_run": "![" * 20_000,
     "autolink_run": "<http://" * 5_000,
+    # a heading's closing run was found by re-reading the rest of the line at every character (18 s for 40 KB), and
+    # each level of a nested quote copied the rest of the line (4 s for 80 KB of ">")
+    "heading_hash_run": "# a" + " #" * 20_000 + "x",
+    "quoted_heading_hash_run": "> # a" + " #" * 20_000 + "x",
+    "nested_quote_run": ">" * 80_000,
 }
 
 

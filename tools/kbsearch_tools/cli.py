@@ -425,7 +425,12 @@ def cmd_index(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, previous)
     if oracle is not None:
         if handed is None and not report["error"] and not interrupted:
-            _warm_oracle_reranker(oracle, settings)
+            try:
+                _warm_oracle_reranker(oracle, settings)
+            except KeyboardInterrupt:  # the index is complete: its report is still printed (the JSON with --json)
+                interrupted.append(True)
+                print("\nkbsearch index: interrupted while embedding the stand-in reranker's passages; the index is "
+                      "complete, the passages embedded so far are cached", file=sys.stderr, flush=True)  # fmt: skip
         oracle.stop()
     if report["error"] and "another process has it open" in report["error"]:
         report["error"] += (

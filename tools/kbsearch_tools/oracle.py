@@ -169,10 +169,17 @@ class OracleProvider(FakeProvider):
         query. Cold, a rerank of 50 passages is ~10 s of this CPU model on 2 idle cores and went past the 28 s
         search budget on a busy host (the rerank degraded, and the searches after it queued behind the abandoned
         inference); a search's budget bounds waiting on a provider, not the oracle's first reading of the corpus.
-        Returns how many passages the model ran on."""
+        Returns how many passages the model ran on. Embedded and cached ``WARM_BATCH`` passages at a time, so that a
+        Ctrl-C (or a crash) half an hour into a vault keeps what was embedded (one call for all of them cached
+        nothing until the last)."""
+        texts = sorted({passage(p, max_tokens) for p in payloads})
         before = self.embedded_texts
-        self.vectors(sorted({passage(p, max_tokens) for p in payloads}), is_query=False)
+        for start in range(0, len(texts), self.WARM_BATCH):
+            self.vectors(texts[start : start + self.WARM_BATCH], is_query=False)
         return self.embedded_texts - before
+
+    #: Passages embedded (and written to the cache) per step of :meth:`warm_passages`: ~10 s of CPU each, cold.
+    WARM_BATCH: ClassVar[int] = 64
 
     def _embeddings(self, body: dict[str, Any], fault: Fault | None) -> tuple[int, Any]:
         requested = body.get("dimensions")
