@@ -185,6 +185,8 @@ def test_ctrl_c_while_the_oracle_embeds_passages_keeps_the_report_and_what_was_e
     assert len(kept) == OracleProvider.WARM_BATCH  # the first step's passages, written before the Ctrl-C
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(600)  # e5 loaded in a kbsearch index process and in this one, each cold
 def test_an_oracle_index_leaves_no_model_work_for_a_search(e5: OracleProvider, tmp_path: Path) -> None:
     """`kbsearch index --oracle` embeds, besides the chunks, every passage the stand-in reranker can be sent: the
     search after it runs the model on its query alone. (A cold rerank of 50 passages is ~10 s of CPU on 2 idle

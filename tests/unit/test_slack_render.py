@@ -229,6 +229,14 @@ def test_inline_markdown(markdown: str, mrkdwn: str) -> None:
     assert inline(markdown) == mrkdwn
 
 
+def test_a_headings_closing_hashes_go_and_its_own_stay() -> None:
+    """CommonMark: a closing ``#`` run follows a space (``# Using C#`` keeps its ``#``; it rendered ``*Using C*``),
+    as the note parser reads headings."""
+    for markdown, mrkdwn in (("# Using C#", "*Using C#*"), ("## Steps ##", "*Steps*"), ("# C# #", "*C#*"),
+                             ("### F# and C# ###  ", "*F# and C#*"), ("# #", "")):  # fmt: skip
+        assert to_mrkdwn(markdown, 300) == mrkdwn, markdown
+
+
 def test_tables_become_aligned_code_blocks() -> None:
     md = ("| вариант | гибрид | ссылка |\n|---|:---:|---|\n| Qdrant **Cloud** | да | [k](https://x.example) a \\| b |\n"
           "| OpenSearch | <нет> | [[Pipelines|пайплайны]] |\nafter | not a table")  # fmt: skip

@@ -548,7 +548,7 @@ class Secrets:
 
     def prepare(self) -> None:
         """Build the SSM client now when any secret is read from SSM: botocore's import and service model take
-        ~0.5 s on a cold container (more on a busy host) and no network, so the service builds it and a search's
+        ~0.5 s on a cold container (more on a busy host) and no call to SSM, so the service builds it and a search's
         budget pays only for the read. A client that cannot be built (no region) is reported by that read."""
         if not self._ssm_names():
             return

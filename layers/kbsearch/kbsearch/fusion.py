@@ -226,8 +226,9 @@ def _note(chunk: ScoredChunk) -> str:
     return path if type(path) is str and path else str(chunk.payload.get("doc_id") or chunk.id)
 
 
-#: How much of a chunk's title and text is read to judge its language: more than any chunk the indexer writes
-#: (CHUNK_MAX_TOKENS is at most 8,000 tokens of at most 16 characters each), so a chunk it wrote is judged whole;
+#: How much of a chunk's title and text is read to judge its language: as many characters as the longest chunk's
+#: tokens can hold (CHUNK_MAX_TOKENS is at most 8,000 tokens of at most 16 characters each; whitespace, which costs
+#: no token, can make a chunk longer, but the window then still holds more letters than any language needs);
 #: what a store answers beyond that (a 10 MB chunk took 1.6 s of the search's budget here, more on a busy host,
 #: and the rerank after it found no time left) is not read.
 LANGUAGE_WINDOW = 8000 * MAX_CHARS_PER_TOKEN

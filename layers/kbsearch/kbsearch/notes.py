@@ -312,16 +312,22 @@ def _date_or_none(meta: dict[str, Any], key: str, warnings: list[str]) -> str | 
     return when
 
 
-def _heading(line: str) -> tuple[int, str] | None:
-    """An ATX heading line → (level, text without a closing ``#`` run); linear in the line (no backtracking)."""
-    m = _HEADING.match(line)
-    if m is None:
-        return None
-    text = line[m.end() :].rstrip(" \t")
+def heading_text(rest: str) -> str:
+    """What follows an ATX heading's ``#`` marks, without its closing ``#`` run (one that follows a space or tab:
+    ``# Using C#`` keeps its ``#``); linear in the line (no backtracking)."""
+    text = rest.rstrip(" \t")
     closed = text.rstrip("#")
     if closed != text and (not closed or closed[-1] in " \t"):
         text = closed.rstrip(" \t")
-    text = text.strip()
+    return text.strip()
+
+
+def _heading(line: str) -> tuple[int, str] | None:
+    """An ATX heading line → (level, text without a closing ``#`` run)."""
+    m = _HEADING.match(line)
+    if m is None:
+        return None
+    text = heading_text(line[m.end() :])
     return (len(m.group(1)), text) if text else None
 
 

@@ -221,7 +221,9 @@ def _prose(line: str) -> str:
         return "───"
     heading = _HEADING.match(line)
     if heading:
-        text = heading.group(2).rstrip(" \t#")
+        from kbsearch.notes import heading_text  # (not at import: the Slack acknowledgement imports this module)
+
+        text = heading_text(heading.group(2))
         return f"*{inline(text)}*" if text else ""
     quote_match = _QUOTE.match(line)
     if quote_match:
