@@ -280,6 +280,7 @@ HOSTILE = {
     # runs that made every ``[`` (``<``) try the characters up to the next bracket's bound and every way to give
     # them back: 40 KB of each took 12 s ("["), 6 s ("[["), 18 s ("[x](") and 3 s ("<http://") to render
     "bracket_run": "[" * 40_000,
+    "table_link_run": ("| " + "![x](" * 16_000 + " | b |\n|---|---|\n") * 2,
     "wiki_open_run": "[[" * 20_000,
     "link_open_run": "[x](" * 10_000,
     "wiki_alias_run": "[[a|" * 10_000,
