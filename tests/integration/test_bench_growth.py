@@ -33,11 +33,14 @@ def test_growth_measures_each_size_and_side_in_the_same_rounds(tmp_path: Path) -
         assert row["chunks"] > 4 * copies and row["store_mb"] > 0 and row["index_rss_mb"] > 0
         assert 0 < row["search_p50_ms"] <= row["search_p95_ms"] and row["open_s"] > 0
         assert row["no_change_s"] > 0 and len(row["no_change_runs_s"]) == 1
+        # what the rest of the machine took during each index run (a run slowed by it can be told apart)
+        assert len(row["index_others_cpu_runs_s"]) == len(row["index_steal_runs_s"]) == 1
+        assert row["index_others_cpu_runs_s"][0] >= 0 and row["index_steal_runs_s"][0] >= 0
     assert rows[(2, "kbsearch")]["chunks"] == 2 * rows[(1, "kbsearch")]["chunks"]
     assert rows[(1, "kbsearch")]["chunks"] == rows[(1, "baseline")]["chunks"]
     assert set(rows[(1, "kbsearch")]["ratio_to_baseline"]) >= {"index_s", "search_p50_ms", "no_change_s"}
     table = format_growth(results)
-    assert "/baseline" in table and "no-change" in table
+    assert "/baseline" in table and "no-change" in table and "others' CPU" in table
 
 
 def test_index_peak_rss_counts_the_parsing_process(tmp_path: Path) -> None:
@@ -84,7 +87,26 @@ def test_job_peak_rss_counts_the_processes_it_starts() -> None:
     assert started["own_peak_rss_mb"] < 150  # the job itself never held the 200 MB, nor this process's 300
     assert started["children_peak_rss_mb"] >= 200
     assert started["peak_rss_mb"] == started["own_peak_rss_mb"] + started["children_peak_rss_mb"]
+    # and the CPU the rest of the machine took meanwhile: the job's and its child's are not counted in it
+    assert started["others_cpu_s"] >= 0 and started["steal_s"] >= 0
     alone = _child("import json\nprint(json.dumps({'peak_rss_mb': _own_peak_rss_mb()}))", {"mode": "search"},
                    subprocess_env())  # fmt: skip
     assert alone["children_peak_rss_mb"] == 0 and alone["peak_rss_mb"] == alone["own_peak_rss_mb"] < 150
     del held
+
+
+def test_own_cpu_counts_the_jobs_this_process_waited_for() -> None:
+    """A bench job's CPU, and that of the processes it waited for, is the bench's own (``own_cpu_s``), so it is not
+    counted as the rest of the machine's; the machine's busy and stolen CPU only grow."""
+    import subprocess
+    import sys
+
+    from kbsearch_tools.bench import host_cpu_s, own_cpu_s
+
+    (busy, steal), ours = host_cpu_s(), own_cpu_s()
+    spin = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass"
+    code = f"import subprocess, sys\nsubprocess.run([sys.executable, '-c', {spin!r}], check=True)"
+    subprocess.run([sys.executable, "-c", code], check=True)
+    (busy_after, steal_after), ours_after = host_cpu_s(), own_cpu_s()
+    assert ours_after - ours >= 0.3  # the grandchild's spin, through the child that waited for it
+    assert busy_after >= busy and steal_after >= steal

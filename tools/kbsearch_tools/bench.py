@@ -997,6 +997,27 @@ def _peak_mb(pid: int | str) -> float:
     return 0.0
 
 
+def host_cpu_s() -> tuple[float, float]:
+    """The machine's CPU-seconds so far, all cores: busy (everything but idle and iowait, the hypervisor's steal
+    included) and stolen (the hypervisor ran something else on this VM's cores); (0, 0) without ``/proc/stat``."""
+    try:
+        with open("/proc/stat", encoding="ascii") as handle:
+            ticks = [int(x) for x in handle.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return 0.0, 0.0
+    hz = os.sysconf("SC_CLK_TCK")
+    return (sum(ticks) - ticks[3] - ticks[4]) / hz, ticks[7] / hz
+
+
+def own_cpu_s() -> float:
+    """CPU-seconds of this process and of the children it has waited for (theirs include the children they waited
+    for): what a bench job took, with this process's own threads (a fake provider, the RSS sampler)."""
+    import resource
+
+    return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                                  resource.getrusage(resource.RUSAGE_CHILDREN)))  # fmt: skip
+
+
 #: Put ahead of every job's code by :func:`run_job`: ``_own_peak_rss_mb()``, the job's own peak RSS. Not its
 #: ``ru_maxrss``: Linux gives a process the peak of the one it was spawned from (``subprocess`` spawns by vfork, the
 #: exec'd job starting with its parent's peak: a bench job spawned by a 900 MB test process read 896 MB).

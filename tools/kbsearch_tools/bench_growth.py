@@ -114,6 +114,7 @@ def _side(
         search = _child(_PEER_CHILD, job | {"mode": "search", "queries": texts})
         return {"chunks": index["chunks"], "index_s": index["wall_s"], "index_rss_mb": index["peak_rss_mb"],
                 "index_own_rss_mb": index["own_peak_rss_mb"], "index_children_rss_mb": index["children_peak_rss_mb"],
+                "index_others_cpu_s": index["others_cpu_s"], "index_steal_s": index["steal_s"],
                 "store_mb": size, "open_s": search["open_s"], "search_p50_ms": search["search_p50_ms"],
                 "search_p95_ms": search["search_p95_ms"], "search_rss_mb": search["peak_rss_mb"]}  # fmt: skip
     tree = baseline if side == "baseline" else None
@@ -135,7 +136,7 @@ def _side(
     return {
         "chunks": index["chunks"], "index_s": index["wall_s"], "index_rss_mb": index["peak_rss_mb"],
         "index_own_rss_mb": index["own_peak_rss_mb"], "index_children_rss_mb": index["children_peak_rss_mb"],
-        "store_mb": size,
+        "index_others_cpu_s": index["others_cpu_s"], "index_steal_s": index["steal_s"], "store_mb": size,
         "open_s": search["open_s"], "search_p50_ms": search["search_p50_ms"],
         "search_p95_ms": search.get("search_p95_ms"), "retrieve_p50_ms": search["retrieve_p50_ms"],
         "retrieve_p95_ms": search["retrieve_p95_ms"], "search_rss_mb": search["peak_rss_mb"],
@@ -151,7 +152,9 @@ def _rows(copies: int, measured: dict[str, list[dict[str, Any]]]) -> list[dict[s
     rows = []
     for side, steps in measured.items():
         row: dict[str, Any] = {"copies": copies, "side": side, "runs": len(steps), "chunks": steps[0]["chunks"],
-                               "index_runs_s": [round(s["index_s"], 2) for s in steps]}  # fmt: skip
+                               "index_runs_s": [round(s["index_s"], 2) for s in steps],
+                               "index_others_cpu_runs_s": [round(s["index_others_cpu_s"], 1) for s in steps],
+                               "index_steal_runs_s": [round(s["index_steal_s"], 1) for s in steps]}  # fmt: skip
         for key in ("index_s", "index_rss_mb", "index_own_rss_mb", "index_children_rss_mb", "store_mb", "open_s",
                     "search_p50_ms", "search_p95_ms", "retrieve_p50_ms", "retrieve_p95_ms", "search_rss_mb",
                     "no_change_s"):  # fmt: skip
@@ -201,7 +204,15 @@ def format_growth(results: dict[str, Any]) -> str:
     lines.append("(index s: process spawn to store closed, imports included; index RSS: the process's peak plus its "
                  "children's (our parsing process), an upper bound; search RSS: the process's peak; p50/p95: one whole "
                  "warm search, ours hybrid, LlamaIndex dense; no-change: a whole `kbsearch index` command)")  # fmt: skip
+    lines.append(
+        "(others' CPU: CPU-seconds the rest of the machine took during each index run, the hypervisor's "
+        "steal included; ours needs both cores, so each costs it ~0.5 s of wall: BENCHMARKS.md, session 19)"
+    )
     for r in results["rows"]:
+        lines.append(
+            f"({r['copies']}x {r['side']}: index runs {r['index_runs_s']} s; others' CPU "
+            f"{r['index_others_cpu_runs_s']} cpu-s, steal {r['index_steal_runs_s']})"
+        )
         if r.get("index_children_rss_mb"):
             lines.append(f"({r['copies']}x {r['side']}: index RSS {r['index_own_rss_mb']:.0f} MB own + "
                          f"{r['index_children_rss_mb']:.0f} MB its children's)")  # fmt: skip

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from kbsearch.chunking import DEFAULT_MAX_TOKENS, DEFAULT_OVERLAP_TOKENS
-from kbsearch_tools.bench import _STORE_CHILD, _machine, copied_vault, run_job
+from kbsearch_tools.bench import _STORE_CHILD, _machine, copied_vault, host_cpu_s, own_cpu_s, run_job
 from kbsearch_tools.fakes import FakeProvider
 
 SIDES = ("kbsearch", "llamaindex")
@@ -112,17 +112,24 @@ print(json.dumps(out))
 def _child(code: str, job: dict[str, Any], env: dict[str, str] | None = None) -> dict[str, Any]:
     """Runs one step in a fresh interpreter (``env``: variables over this process's); ``wall_s`` is from spawning
     it to the ``done`` it reports (the whole process for a search); ``peak_rss_mb`` is its own peak
-    (``own_peak_rss_mb``) plus that of the processes it started (``children_peak_rss_mb``: :func:`run_job`)."""
+    (``own_peak_rss_mb``) plus that of the processes it started (``children_peak_rss_mb``: :func:`run_job`).
+    ``others_cpu_s``: the CPU-seconds the rest of the machine took while it ran (busy time, steal included, less
+    this process's and the job's), of which ``steal_s`` the hypervisor's: what slowed a job that needs both cores
+    (BENCHMARKS.md, "Session 19")."""
     env = dict(os.environ, **(env or {}), KB_BENCH_JOB=json.dumps(job))
+    (busy, steal), ours = host_cpu_s(), own_cpu_s()
     spawned = time.time()
     proc, children_mb = run_job(code, env)
     ended = time.time()
+    (busy_after, steal_after), ours_after = host_cpu_s(), own_cpu_s()
     if proc.returncode != 0:
         raise RuntimeError(f"bench peer child ({job.get('mode')}) failed: {proc.stderr[-3000:]}")
     out: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     out["wall_s"] = out.get("done", ended) - spawned
     out["own_peak_rss_mb"], out["children_peak_rss_mb"] = out["peak_rss_mb"], children_mb
     out["peak_rss_mb"] += children_mb
+    out["others_cpu_s"] = max(0.0, (busy_after - busy) - (ours_after - ours))
+    out["steal_s"] = steal_after - steal
     return out
 
 
