@@ -5,12 +5,15 @@ HTML page) or a quiet close, and the server's log never holds a traceback."""
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import struct
 import threading
 import time
 from collections.abc import Iterator
-from urllib.parse import urlsplit
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
 
 import httpx
 import pytest
@@ -124,7 +127,7 @@ def test_chunked_bodies_are_refused(served: ServeProcess, headers: str, status: 
     "line",
     ["TRACE / HTTP/1.1", "TRACE /search HTTP/1.1", "CONNECT example.com:443 HTTP/1.1", "PROPFIND /search HTTP/1.1",
      "MKCOL /x HTTP/1.1", "DELETE /search HTTP/1.1", "PUT /health HTTP/1.1", "BREW /pot HTTP/1.1",
-     "OPTIONS * HTTP/1.1", "GET http://evil.example/nowhere HTTP/1.1"],
+     "OPTIONS * HTTP/1.1", "GET http://127.0.0.1/nowhere HTTP/1.1"],
 )  # fmt: skip
 def test_methods_without_a_route_are_403(served: ServeProcess, line: str) -> None:
     raw = exchange(served.base_url, req(f"{line}\nHost: 127.0.0.1\n"))
@@ -261,6 +264,9 @@ def test_requests_naming_another_host_are_403_on_loopback(served: ServeProcess, 
     with its own ``Host``. Bound to loopback, every route answers such a request 403 (they were answered: the
     page could read the KB); requests naming this machine are answered."""
     gateway_error(exchange(served.base_url, req(f"GET {path} HTTP/1.1\nHost: {host}\n")), 403)
+    if host and host != "[::1":  # the host in the request target (absolute form), the Host header this machine's
+        target = f"GET http://{host}{path} HTTP/1.1\nHost: 127.0.0.1\n"
+        gateway_error(exchange(served.base_url, req(target)), 403)
     if path == "/mcp":  # the rebound page's own origin: what /mcp's Origin check lets through, the Host check stops
         body = b'{"jsonrpc": "2.0", "id": 1, "method": "ping"}'
         head = f"POST /mcp HTTP/1.1\nHost: {host}\nOrigin: http://{host}\nContent-Length: {len(body)}\n"
@@ -334,3 +340,51 @@ def test_two_hosts_or_none_in_http_11_are_400_and_the_connection_closed(served: 
     assert answer[0] == 400 and answer[1]["connection"] == "close", answer
     ((status, _, _),) = responses(exchange(served.base_url, b"GET /health HTTP/1.0\r\n\r\n"))  # HTTP/1.0: no Host
     assert status == 200
+
+
+@pytest.fixture(scope="module")
+def served_kb(tmp_path_factory: pytest.TempPathFactory, bm25_index: Path) -> Iterator[ServeProcess]:
+    """``kbsearch serve`` over sample-kb indexed (BM25), for the tests that need a search to find something."""
+    store = tmp_path_factory.mktemp("socket-kb") / "q"
+    shutil.copytree(bm25_index, store)
+    env = subprocess_env(QDRANT_PATH=str(store), KB_SOURCE=str(ROOT / "sample-kb"))
+    with serve_process(env, cwd=ROOT) as process:
+        yield process
+    assert "Traceback" not in process.text(), process.text()[-3000:]
+
+
+def test_a_request_target_written_in_utf8_is_read_as_utf8(served_kb: ServeProcess) -> None:
+    """``curl '.../search?q=ротация'`` sends the query's UTF-8 bytes unencoded, a browser and API Gateway's edge
+    percent-encode them: both are one search. http.server reads the request line as Latin-1, so each byte was a
+    letter of its own (``Ñ\x80Ð¾...`` searched: 200, nothing found) and a note path so written a 404."""
+    word, path = "ротация ключей", "ru/ранбуки/Ротация ключей.md"
+
+    def get(target: bytes) -> tuple[int, dict[str, Any]]:
+        head = b"GET " + target + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        ((status, _, body),) = responses(exchange(served_kb.base_url, head))
+        return status, json.loads(body)
+
+    for query in (word.encode(), quote(word).encode()):
+        status, body = get(b"/search?q=" + query.replace(b" ", b"+"))
+        assert status == 200 and body["query"] == word, body
+        assert body["results"] and body["results"][0]["path"] == path
+    for target in (path.replace(" ", "%20").encode(), quote(path).encode()):  # letters as they are, or escaped
+        status, body = get(b"/notes/" + target)
+        assert status == 200 and body["path"] == path, body
+    status, body = get(b"/notes/caf\xe9.md")  # a byte no UTF-8 holds: as its escape %E9 is answered
+    assert status == 400 and body["error"] == "bad_path", body
+
+
+@pytest.mark.parametrize("body", [b"", b'{"query": "snapshot"}'])
+def test_an_empty_line_before_a_request_is_ignored(served_kb: ServeProcess, body: bytes) -> None:
+    """RFC 9112 2.2: a server ignores an empty line before a request line (some clients send a CRLF after a POST
+    body). It was read as an empty request and the connection closed: the request after it was never answered."""
+    first = (
+        req(f"POST /search HTTP/1.1\nHost: 127.0.0.1\nContent-Length: {len(body)}\n", body)
+        if body
+        else req("GET /health HTTP/1.1\nHost: 127.0.0.1\n")
+    )
+    raw = exchange(served_kb.base_url, first + b"\r\n" + req("GET /health HTTP/1.1\nHost: 127.0.0.1\n"))
+    assert [status for status, _, _ in responses(raw)] == [200, 200]
+    (answer,) = responses(exchange(served_kb.base_url, b"\r\n" + req("GET /health HTTP/1.1\nHost: 127.0.0.1\n")))
+    assert answer[0] == 200

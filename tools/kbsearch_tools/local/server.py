@@ -13,10 +13,12 @@ number → 400, a body shorter than its ``Content-Length`` →
 whole request), ``Transfer-Encoding`` → 411 (400 with a
 ``Content-Length`` too), headers over 10 KiB → 431, a request line that is not HTTP/1.x → 400 (HTTP/0.9: a quiet
 close), any method the template has no route for (TRACE, CONNECT, PROPFIND, ...) → 403 "Missing Authentication
-Token". A client that hangs up (``curl .../docs | head``) ends its connection quietly.
+Token". A client that hangs up (``curl .../docs | head``) ends its connection quietly. Bytes outside ASCII in the
+request line are read as their percent-escapes (``curl '.../search?q=ротация'``); an empty line before a request
+line is ignored (RFC 9112 2.2).
 
 Bound to a loopback address (the default, 127.0.0.1), it answers only requests whose ``Host`` names this machine
-(``localhost``, a loopback address): anything else is 403 "Forbidden", so a web page whose domain an attacker
+(``localhost``, a loopback address), and so does a target in absolute form: anything else is 403 "Forbidden", so a web page whose domain an attacker
 re-points at 127.0.0.1 (DNS rebinding) cannot read the KB through it. Bound elsewhere (``--host 0.0.0.0``, a
 container), every Host is answered.
 """
@@ -54,6 +56,7 @@ IDLE_TIMEOUT_S = 10.0  # a client that sends nothing (or stalls mid-body) for th
 #: a body one byte every 9 s for as long as its Content-Length (10 MB) said.
 REQUEST_READ_S = 30.0
 _CONTENT_LENGTH = re.compile(r"[0-9]{1,12}")
+_NON_ASCII = re.compile(rb"[\x80-\xff]")
 _GATEWAY_MESSAGES = {
     400: "Bad Request", 403: "Missing Authentication Token", 411: "Length Required", 413: "Request Too Long",
     414: "Request-URI Too Long", 431: "Request Header Fields Too Large",
@@ -153,6 +156,7 @@ class _Handler(BaseHTTPRequestHandler):
     timeout = IDLE_TIMEOUT_S  # socket reads and writes: a stalled client is dropped, not waited for
     api: LocalApi
     header_lines: tuple[bytes, ...] = ()  # the request's header lines as sent (parse_request)
+    raw_requestline: bytes  # http.server's, set by handle_one_request before parse_request
     loopback_only = False  # bound to a loopback address: only requests naming this machine in Host are answered
 
     def handle_one_request(self) -> None:
@@ -171,6 +175,20 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
     def parse_request(self) -> bool:
+        if self.raw_requestline in (b"\r\n", b"\n"):
+            # RFC 9112 2.2: an empty line before a request line is ignored (a client's CRLF after a POST body); it was
+            # read as an empty request and the connection closed, unanswered, with the next request on it
+            self.raw_requestline = self.rfile.readline(65537)
+            if len(self.raw_requestline) > 65536:
+                self.requestline = self.request_version = self.command = ""
+                self.send_error(414)
+                return False
+        # Each byte outside ASCII percent-encoded, as a browser and API Gateway's edge send them: ``curl
+        # '.../search?q=отпуск'`` sends the query's UTF-8 as it is, which http.server read as Latin-1, one letter a
+        # byte (`Ð¾ÑÐ¿ÑÑÐº` searched: a 200 with nothing in it), and split at the bytes Latin-1 reads as spaces
+        # (0xA0, 0x85: the `Р` of a note path, `à`: a 400). Now the query and the path are UTF-8 where escaped, and a
+        # byte no UTF-8 holds gets the answer its escape gets.
+        self.raw_requestline = _NON_ASCII.sub(lambda m: b"%%%02X" % m[0][0], self.raw_requestline)
         words = str(self.raw_requestline, "iso-8859-1").split()
         if len(words) == 2:  # HTTP/0.9 has no status line or headers to answer with: close quietly
             self.close_connection = True
@@ -237,8 +255,10 @@ class _Handler(BaseHTTPRequestHandler):
         if body is None:
             return
         cast(_Server, self.server).unwatch(self.connection)  # read whole: the route takes as long as it takes
-        if self.loopback_only and not _local_host(self.headers.get("Host")):
-            # DNS rebinding: a web page of another site whose name now resolves to 127.0.0.1 sends its own Host
+        if self.loopback_only and not (_local_host(self.headers.get("Host")) and _local_host(url.netloc or None)):
+            # DNS rebinding: a web page of another site whose name now resolves to 127.0.0.1 sends its own Host; a
+            # request target in absolute form (`GET http://evil.example/search`) names the host instead of the Host
+            # header (RFC 9112 3.2.2), and was answered whatever host it named
             self._send(error_response(403, "Forbidden"))
             return
         request = HttpRequest(
