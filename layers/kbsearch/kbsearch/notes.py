@@ -171,8 +171,10 @@ def _float_or_none(value: Any) -> float | None:
 
 
 def _link_display(inner: str) -> tuple[str, str]:
-    """``target#heading|alias`` → (what a reader sees, the linked note's name)."""
-    target, _, alias = inner.partition("|")
+    """``target#heading|alias`` → (what a reader sees, the linked note's name). In a table the pipe is written
+    ``\\|`` (a bare one ends the cell), as Obsidian writes it: the same link (the backslash ended the note's name,
+    a note no link could resolve to; no note name holds a backslash in Obsidian)."""
+    target, _, alias = inner.replace("\\|", "|").partition("|")
     note, _, fragment = target.partition("#")
     note, fragment, alias = note.strip(), fragment.strip(), alias.strip()
     if alias:
