@@ -388,3 +388,31 @@ def test_an_empty_line_before_a_request_is_ignored(served_kb: ServeProcess, body
     assert [status for status, _, _ in responses(raw)] == [200, 200]
     (answer,) = responses(exchange(served_kb.base_url, b"\r\n" + req("GET /health HTTP/1.1\nHost: 127.0.0.1\n")))
     assert answer[0] == 200
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [("Content-Length: 10485761\n", 413), ("Transfer-Encoding: chunked\n", 411), ("Content-Length: x\n", 400),
+     ("Content-Length: 2\nContent-Length: 3\n", 400), ("Content-Length: 2\n" + "X-Big: " + "a" * 11_000 + "\n", 431)],
+)  # fmt: skip
+def test_a_body_that_will_be_refused_gets_no_100_continue(served: ServeProcess, headers: str, status: int) -> None:
+    """``Expect: 100-continue``: the client waits for "100 Continue" before sending its body. For a body refused
+    unread (too large, chunked, a broken length, headers too large) the final status comes instead (RFC 9110
+    10.1.1); "100 Continue" was sent first, so a client sent its whole body into a connection being closed."""
+    head = f"POST /search HTTP/1.1\nHost: 127.0.0.1\nContent-Type: application/json\nExpect: 100-continue\n{headers}"
+    raw = exchange(served.base_url, req(head))
+    assert not raw.startswith(b"HTTP/1.1 100"), raw[:200]
+    gateway_error(raw, status)
+
+
+def test_a_body_that_can_be_read_gets_100_continue_then_its_answer(served_kb: ServeProcess) -> None:
+    body = b'{"query": "snapshot"}'
+    head = f"POST /search HTTP/1.1\nHost: 127.0.0.1\nExpect: 100-continue\nContent-Length: {len(body)}\n"
+    with socket.create_connection(address(served_kb.base_url), timeout=15) as sock:
+        sock.sendall(req(head))
+        assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(body)
+        sock.shutdown(socket.SHUT_WR)
+        raw = b"".join(iter(lambda: sock.recv(65536), b""))
+    ((status, _, answer),) = responses(raw)
+    assert status == 200 and json.loads(answer)["results"]

@@ -15,7 +15,7 @@ whole request), ``Transfer-Encoding`` → 411 (400 with a
 close), any method the template has no route for (TRACE, CONNECT, PROPFIND, ...) → 403 "Missing Authentication
 Token". A client that hangs up (``curl .../docs | head``) ends its connection quietly. Bytes outside ASCII in the
 request line are read as their percent-escapes (``curl '.../search?q=ротация'``); an empty line before a request
-line is ignored (RFC 9112 2.2).
+line is ignored (RFC 9112 2.2); ``Expect: 100-continue`` gets no "100 Continue" for a body that is refused unread.
 
 Bound to a loopback address (the default, 127.0.0.1), it answers only requests whose ``Host`` names this machine
 (``localhost``, a loopback address), and so does a target in absolute form: anything else is 403 "Forbidden", so a web page whose domain an attacker
@@ -217,30 +217,44 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         self._send(error_response(status, _GATEWAY_MESSAGES.get(status, "Bad Request")), close=True)
 
-    def _body(self) -> bytes | None:
-        """The request body, or None after answering (or dropping) a request whose framing is wrong."""
+    def _framing_refusal(self) -> int | None:
+        """The status refusing the body as the headers frame it (no body read), or None when it can be read."""
         lengths = self.headers.get_all("Content-Length") or []
         if self.headers.get("Transfer-Encoding") is not None:
-            self._fail(400 if lengths else 411)
+            return 400 if lengths else 411
+        if lengths and (len(set(lengths)) != 1 or not _CONTENT_LENGTH.fullmatch(lengths[0].strip())):
+            return 400
+        return 413 if lengths and int(lengths[0]) > MAX_BODY_BYTES else None
+
+    def handle_expect_100(self) -> bool:
+        """``Expect: 100-continue`` asks whether to send the body: not for one that will be refused unread (RFC 9110
+        10.1.1: the final status instead). "100 Continue" went first whatever the headers said, so a client sent
+        its 20 MB before the 413, into a connection being closed."""
+        if self._framing_refusal() is not None or self._header_bytes() > MAX_HEADER_BYTES:
+            return True  # no 100: _serve answers with the refusal at once
+        return super().handle_expect_100()
+
+    def _body(self) -> bytes | None:
+        """The request body, or None after answering (or dropping) a request whose framing is wrong."""
+        refusal = self._framing_refusal()
+        if refusal is not None:
+            self._fail(refusal)
             return None
+        lengths = self.headers.get_all("Content-Length") or []
         if not lengths:
             return b""
-        if len(set(lengths)) != 1 or not _CONTENT_LENGTH.fullmatch(lengths[0].strip()):
-            self._fail(400)
-            return None
         length = int(lengths[0])
-        if length > MAX_BODY_BYTES:
-            self._fail(413)
-            return None
         body = self.rfile.read(length) if length else b""
         if len(body) != length:  # the client ended its side before sending the whole body
             self._fail(400)
             return None
         return body
 
+    def _header_bytes(self) -> int:
+        return sum(len(k) + len(v) for k, v in self.headers.items())
+
     def _serve(self) -> None:
-        header_bytes = sum(len(k) + len(v) for k, v in self.headers.items())
-        if header_bytes > MAX_HEADER_BYTES:
+        if self._header_bytes() > MAX_HEADER_BYTES:
             self._fail(431)
             return
         if self._malformed_headers():
