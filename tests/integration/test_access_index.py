@@ -327,6 +327,44 @@ def test_an_access_file_under_another_name_stops_the_sync(tmp_path: Path, name: 
     assert sorted(visible(settings, Scope.of("k", ["hr"]))) == ["hr/Pay.md", "pub/Hello.md"]
 
 
+@pytest.mark.parametrize("folder", ["hr", "hr/pay", "pub"])
+@pytest.mark.parametrize("where", ["folder", "s3"])
+def test_an_access_file_in_a_folder_stops_the_sync(tmp_path: Path, folder: str, where: str) -> None:
+    """``hr/_access.yaml`` (a per-folder access file, as ``.htaccess`` is one) was an attachment like any other: its
+    rules were not read and ``hr/Pay.md`` was indexed public, with nothing said. A full sync stops naming it and
+    indexes nothing; its rules moved to the root's access file, they apply."""
+    notes = {"hr/Pay.md": "# Pay\nwelcome salary bands\n", "pub/Hello.md": "# Hello\nwelcome all\n"}
+    root = tmp_path / "kb"
+    write_kb(root, notes, None)
+    (root / folder).mkdir(parents=True, exist_ok=True)
+    (root / folder / "_access.yaml").write_text("hr/: [hr]\n", encoding="utf-8")
+    settings = Settings(qdrant_path=str(tmp_path / "q"), qdrant_url="", embedding_api_key=None,
+                        embedding_api_key_param="")  # fmt: skip
+
+    def run() -> SyncReport:
+        if where == "folder":
+            return run_sync(settings, Secrets(settings), source_uri=str(root))
+        with mock_aws():
+            s3 = boto3.client("s3", region_name="us-east-1")
+            s3.create_bucket(Bucket="kb-notes")
+            for file in root.rglob("*"):
+                if file.is_file():
+                    s3.put_object(
+                        Bucket="kb-notes", Key="kb/" + file.relative_to(root).as_posix(), Body=file.read_bytes()
+                    )
+            return run_sync(settings, Secrets(settings), source_uri="s3://kb-notes/kb/")
+
+    report = run()
+    assert report.incomplete and report.added == 0 and report.error is not None
+    assert report.error.startswith(f"'{folder}/_access.yaml' is an access file in a folder: only the KB root's")
+    assert visible(settings, Scope.public()) == []
+    (root / folder / "_access.yaml").rename(root / "_access.yaml")
+    report = run()
+    assert report.error is None and report.added == 2
+    assert visible(settings, Scope.public()) == ["pub/Hello.md"]
+    assert sorted(visible(settings, Scope.of("k", ["hr"]))) == ["hr/Pay.md", "pub/Hello.md"]
+
+
 @pytest.mark.parametrize("name", MISTAKEN[:3] + MISTYPED_EXTENSIONS)
 @pytest.mark.parametrize("where", ["folder", "s3"])
 def test_an_access_file_under_another_name_stops_the_events_too(tmp_path: Path, name: str, where: str) -> None:

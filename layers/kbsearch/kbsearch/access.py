@@ -197,6 +197,20 @@ def refuse_mistaken_access_file(names: Iterable[str]) -> None:
                               f"(its rules are not read): rename it; no note is indexed until then")  # fmt: skip
 
 
+def refuse_access_file_below_root(paths: Iterable[str]) -> None:
+    """:class:`AccessFileError` when a file named ``_access.yaml`` lies in a folder below the KB root
+    (``hr/_access.yaml``: a per-folder access file, as ``.htaccess`` is one): only the root's is read, so the notes it
+    was written to restrict were indexed public, the file an attachment like any other, with nothing said. A full
+    sync stops on it, naming it, as on an access file under another name at the root (a look-alike name in a folder,
+    ``hr/access.yaml``, stays an attachment: it can be another tool's file)."""
+    for path in paths:
+        folder, slash, name = path.rpartition("/")
+        if slash and name == ACCESS_FILE:
+            raise AccessFileError(f"{path!r} is an access file in a folder: only the KB root's {ACCESS_FILE!r} is read "
+                                  f"(its rules do not apply); write them there (as '{folder[:80]}/: [group]') and remove "
+                                  "it; no note is indexed until then")  # fmt: skip
+
+
 def declares_access(keys: Iterable[Any]) -> bool:
     """Whether frontmatter keys hold ``access``, in any case or a look-alike spelling."""
     return any(isinstance(k, str) and _skeleton(k) == ACCESS_KEY for k in keys)

@@ -51,6 +51,7 @@ from kbsearch.access import (
     reach_of,
     reach_sets_target,
     reach_target,
+    refuse_access_file_below_root,
     refuse_mistaken_access_file,
     restricted_links,
 )
@@ -519,6 +520,7 @@ class Indexer:
     def _access_rules(self, listing: list[SourceObject]) -> FolderRules:
         """The access file's folder rules (none when the KB has no access file); AccessFileError when unusable."""
         refuse_mistaken_access_file(obj.path for obj in listing if "/" not in obj.path)
+        refuse_access_file_below_root(obj.path for obj in listing if not obj.folder)
         found = [obj for obj in listing if obj.path == ACCESS_FILE]
         if not found:
             return FolderRules()
