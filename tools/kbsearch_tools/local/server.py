@@ -17,9 +17,9 @@ Token". A client that hangs up (``curl .../docs | head``) ends its connection qu
 request line are read as their percent-escapes (``curl '.../search?q=ротация'``); an empty line before a request
 line is ignored (RFC 9112 2.2); ``Expect: 100-continue`` gets no "100 Continue" for a body that is refused unread.
 
-Bound to a loopback address (the default, 127.0.0.1), it answers only requests whose ``Host`` names this machine
-(``localhost``, a loopback address), and so does a target in absolute form: anything else is 403 "Forbidden", so a web page whose domain an attacker
-re-points at 127.0.0.1 (DNS rebinding) cannot read the KB through it. Bound elsewhere (``--host 0.0.0.0``, a
+Bound to a loopback address (the default, 127.0.0.1), it answers only requests whose ``Host`` (and target, when in
+absolute form) names this machine (``localhost``, a loopback address): anything else is 403 "Forbidden", so a web
+page whose domain an attacker re-points at 127.0.0.1 (DNS rebinding) cannot read the KB through it. Bound elsewhere (``--host 0.0.0.0``, a
 container), every Host is answered.
 """
 
