@@ -289,6 +289,19 @@ MISTYPED_EXTENSIONS = ["_access.y\u0430ml", "_access.\u0443ml", "_access.\uff59\
                        "_access.yaml.", "_access.yml\u200b", "_access.yml\x01"]  # fmt: skip
 
 
+def sync_from(root: Path, settings: Settings, where: str) -> SyncReport:
+    """A full sync of the folder ``root`` as it is (``folder``), or of its files put in a moto bucket (``s3``)."""
+    if where == "folder":
+        return run_sync(settings, Secrets(settings), source_uri=str(root))
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="kb-notes")
+        for file in root.rglob("*"):
+            if file.is_file():
+                s3.put_object(Bucket="kb-notes", Key="kb/" + file.relative_to(root).as_posix(), Body=file.read_bytes())
+        return run_sync(settings, Secrets(settings), source_uri="s3://kb-notes/kb/")
+
+
 @pytest.mark.parametrize("name", MISTAKEN + MISTYPED_EXTENSIONS)
 @pytest.mark.parametrize("where", ["folder", "s3"])
 def test_an_access_file_under_another_name_stops_the_sync(tmp_path: Path, name: str, where: str) -> None:
@@ -303,25 +316,12 @@ def test_an_access_file_under_another_name_stops_the_sync(tmp_path: Path, name: 
     settings = Settings(qdrant_path=str(tmp_path / "q"), qdrant_url="", embedding_api_key=None,
                         embedding_api_key_param="")  # fmt: skip
 
-    def run() -> SyncReport:
-        if where == "folder":
-            return run_sync(settings, Secrets(settings), source_uri=str(root))
-        with mock_aws():
-            s3 = boto3.client("s3", region_name="us-east-1")
-            s3.create_bucket(Bucket="kb-notes")
-            for file in root.rglob("*"):
-                if file.is_file():
-                    s3.put_object(
-                        Bucket="kb-notes", Key="kb/" + file.relative_to(root).as_posix(), Body=file.read_bytes()
-                    )
-            return run_sync(settings, Secrets(settings), source_uri="s3://kb-notes/kb/")
-
-    report = run()
+    report = sync_from(root, settings, where)
     assert report.incomplete and report.added == 0 and report.error is not None
     assert report.error.startswith(f"{name!r} looks like the access file but is not named '_access.yaml'")
     assert visible(settings, Scope.public()) == []
     (root / name).rename(root / "_access.yaml")
-    report = run()
+    report = sync_from(root, settings, where)
     assert report.error is None and report.added == 2
     assert visible(settings, Scope.public()) == ["pub/Hello.md"]
     assert sorted(visible(settings, Scope.of("k", ["hr"]))) == ["hr/Pay.md", "pub/Hello.md"]
@@ -341,25 +341,12 @@ def test_an_access_file_in_a_folder_stops_the_sync(tmp_path: Path, folder: str, 
     settings = Settings(qdrant_path=str(tmp_path / "q"), qdrant_url="", embedding_api_key=None,
                         embedding_api_key_param="")  # fmt: skip
 
-    def run() -> SyncReport:
-        if where == "folder":
-            return run_sync(settings, Secrets(settings), source_uri=str(root))
-        with mock_aws():
-            s3 = boto3.client("s3", region_name="us-east-1")
-            s3.create_bucket(Bucket="kb-notes")
-            for file in root.rglob("*"):
-                if file.is_file():
-                    s3.put_object(
-                        Bucket="kb-notes", Key="kb/" + file.relative_to(root).as_posix(), Body=file.read_bytes()
-                    )
-            return run_sync(settings, Secrets(settings), source_uri="s3://kb-notes/kb/")
-
-    report = run()
+    report = sync_from(root, settings, where)
     assert report.incomplete and report.added == 0 and report.error is not None
     assert report.error.startswith(f"'{folder}/_access.yaml' is an access file in a folder: only the KB root's")
     assert visible(settings, Scope.public()) == []
     (root / folder / "_access.yaml").rename(root / "_access.yaml")
-    report = run()
+    report = sync_from(root, settings, where)
     assert report.error is None and report.added == 2
     assert visible(settings, Scope.public()) == ["pub/Hello.md"]
     assert sorted(visible(settings, Scope.of("k", ["hr"]))) == ["hr/Pay.md", "pub/Hello.md"]
