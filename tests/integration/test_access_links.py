@@ -107,8 +107,8 @@ def test_a_deleted_restricted_note_answers_as_a_note_that_never_existed(
     aws.delete(f"{PREFIX}finance/Budget 2027.md")  # no restricted note left: nothing a link could tell
     assert handler(aws.receive()) == []
     assert api_hits(load_search_app, settings, None)["pub/welcome.md"] == ["Plan", "Ghost", "Budget"]
-    refs = {ref["target"]: ref["path"] for ref in outgoing(load_search_app, settings, None, "pub/welcome.md")}
-    assert refs == {"Plan": None, "Ghost": None, "Budget": None}
+    paths = {ref["target"]: ref["path"] for ref in outgoing(load_search_app, settings, None, "pub/welcome.md")}
+    assert paths == {"Plan": None, "Ghost": None, "Budget": None}
     assert_as_a_full_sync(handler, tmp_path)
 
 

@@ -247,7 +247,7 @@ def test_the_recorded_link_targets_are_read_whole_or_as_before() -> None:
     assert read is not None and read.names is not None and "onboarding" in read.names
     assert LinkTargets.recorded({RESTRICTED_LINKS: ["x"], LINK_NAMES: names}) is None
     assert LinkTargets.recorded(None) is None
-    damaged = LinkTargets.recorded({RESTRICTED_LINKS: {}, LINK_NAMES: names | {"bits": names["bits"][:-4]}})
+    damaged = LinkTargets.recorded({RESTRICTED_LINKS: {}, LINK_NAMES: names | {"bits": str(names["bits"])[:-4]}})
     assert damaged is not None and damaged.names is None
 
 
