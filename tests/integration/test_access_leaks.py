@@ -50,7 +50,8 @@ NOTES: dict[str, tuple[str, list[str], list[str]]] = {
     # A note's prose is shown as written to whoever may read it, so links here carry aliases: the name of a note a
     # reader may not open never appears in the text; the link itself (``links``) is what access must hide.
     "pub/Welcome.md": (note("Welcome", "welcome handbook: read [[Salary bands|the pay page]], [[security/incidents/"
-                            "Breach 2026|the incident page]], [[Budget|the money page]] and [[Onboarding]]"),
+                            "Breach 2026|the incident page]], [[Budget|the money page]], [[Onboarding]] and [[Never written|the "
+                            "missing page]]"),
                        ["public"], []),
     "pub/Onboarding.md": (note("Onboarding", "welcome onboarding steps"), ["public"], []),
     "hr/Salary bands.md": (note("Salary bands", "welcome zqhrtoken bands\n## Grades zqhrheading\nwelcome grades, "
@@ -185,6 +186,8 @@ def test_rest_search_with_every_filter(app, key_id: str | None) -> None:
 
 
 def test_links_into_restricted_notes_are_hidden(app) -> None:
+    """A hit's links leave out those naming a note its caller may not read, and (every caller here being hidden
+    some note: misc/Unlisted.md is readable by nobody) those naming no note, so the two cannot be told apart."""
     for key_id, groups in KEY_GROUPS.items():
         _, text = call(app, "POST", "/search", key_id, body={"query": "handbook", "top_k": 20})
         [welcome] = [h for h in json.loads(text)["results"] if h["path"] == "pub/Welcome.md"]
@@ -550,6 +553,9 @@ def test_links_backlinks_catalog_and_lists_name_only_readable_notes(app, key_id:
         resolved = {ref["path"] for ref in links["outgoing"] + links["backlinks"] if ref["path"]}
         assert resolved <= visible, (path, resolved - visible)
         assert_no_leak(json.dumps(links["backlinks"], ensure_ascii=False), groups, f"backlinks of {path}")
+        # no unresolved link is shown: one naming no note would stand beside those left out (every caller here is
+        # hidden a note), telling which names are restricted notes
+        assert all(ref["path"] for ref in links["outgoing"]), links["outgoing"]
     _, text = get_note(app, key_id, "pub/Onboarding.md")
     backlinks = {ref["path"] for ref in json.loads(text)["links"]["backlinks"]}
     assert backlinks == {"pub/Welcome.md"} | ({"hr/Salary bands.md"} if "hr" in groups else set())

@@ -23,7 +23,7 @@ from kbsearch.events import read_batch
 from kbsearch.indexer import ChangeSync, Indexer, SyncOptions, SyncReport, run_sync
 from kbsearch.lease import Lease, short_lease
 from kbsearch.qdrant import open_store
-from kbsearch.qdrant.query import RESTRICTED_LINKS
+from kbsearch.qdrant.query import LINK_NAMES, RESTRICTED_LINKS
 from kbsearch.sequencers import DynamoSequencers
 from kbsearch.sources import open_source
 from kbsearch_tools.local.apigw import HttpRequest, build_event, parse_result
@@ -59,10 +59,12 @@ def outgoing(load_search_app: Any, settings: Settings, key_id: str | None, path:
 def test_a_deleted_restricted_note_answers_as_a_note_that_never_existed(
     aws: EventPath, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, load_search_app: Any
 ) -> None:
-    """A public note links to a restricted note and to a note that never existed. The restricted note is deleted
-    (an S3 ObjectRemoved event, no reconcile): for a public caller and for a caller who could read it, the link
-    to it is now shown exactly as the link to the note that never existed (in a search hit and in the note's
-    outgoing links). A key another note still carries keeps that note's groups; a move drops the old key."""
+    """A public note links to restricted notes and to a note that never existed. For a caller from whom a
+    restricted note is hidden, a link naming no note is hidden too (in a search hit and in the note's outgoing
+    links), so the links left out tell nothing of which names are restricted notes. The restricted note is deleted
+    (an S3 ObjectRemoved event, no reconcile): for every caller the link to it answers exactly as the link to the
+    note that never existed. A key another note still carries keeps that note's groups; a move drops the old key;
+    with no restricted note left, a link naming no note is shown to everyone."""
     handler = Handler(monkeypatch, tmp_path, None)
     aws.receive()
     aws.put(f"{PREFIX}_access.yaml", b"hr/: [hr]\n")
@@ -73,33 +75,40 @@ def test_a_deleted_restricted_note_answers_as_a_note_that_never_existed(
     assert handler(aws.receive()) == []
     settings = handler.settings()
     assert run_sync(settings, Secrets(settings)).error is None  # the list is recorded once by a full sync
-    public = api_hits(load_search_app, settings, None)["pub/welcome.md"]
-    assert public == ["Ghost"]  # Plan and Budget name only restricted notes
-    assert api_hits(load_search_app, settings, "id-hr")["pub/welcome.md"] == ["Plan", "Ghost", "Budget"]
-    assert api_hits(load_search_app, settings, "id-fin")["pub/welcome.md"] == ["Ghost", "Budget"]
+    assert api_hits(load_search_app, settings, None)["pub/welcome.md"] == []  # Plan, Budget restricted; Ghost none
+    assert api_hits(load_search_app, settings, "id-hr")["pub/welcome.md"] == ["Plan", "Budget"]  # finance/Budget
+    assert api_hits(load_search_app, settings, "id-fin")["pub/welcome.md"] == ["Budget"]
+    for key_id in (None, "id-hr", "id-fin", "id-staff"):
+        assert "Ghost" not in [r["target"] for r in outgoing(load_search_app, settings, key_id, "pub/welcome.md")]
 
     aws.delete(f"{PREFIX}hr/Plan.md")  # deleted: one ObjectRemoved event, no reconcile
     assert handler(aws.receive()) == []
     for key_id in (None, "id-hr", "id-fin", "id-staff"):
         links = api_hits(load_search_app, settings, key_id)["pub/welcome.md"]
-        assert "Plan" in links and "Ghost" in links, (key_id, links)
-        refs = {ref["target"]: ref for ref in outgoing(load_search_app, settings, key_id, "pub/welcome.md")}
-        assert {k: v for k, v in refs["Plan"].items() if k != "target"} == {
-            k: v for k, v in refs["Ghost"].items() if k != "target"
-        }, (key_id, refs)  # unresolved, like the note that never existed
+        assert "Plan" not in links and "Ghost" not in links, (key_id, links)  # finance/Budget still hidden
+        refs = {ref["target"] for ref in outgoing(load_search_app, settings, key_id, "pub/welcome.md")}
+        assert "Plan" not in refs and "Ghost" not in refs, (key_id, refs)  # as the note that never existed
     assert "plan" not in recorded(settings)
 
     aws.delete(f"{PREFIX}hr/deep/Budget.md")  # another note still carries "budget": finance's groups stay
     assert handler(aws.receive()) == []
     assert recorded(settings)["budget"] == ["finance"]
     assert "Budget" not in api_hits(load_search_app, settings, "id-hr")["pub/welcome.md"]  # hr may not read it
-    assert "Budget" in api_hits(load_search_app, settings, "id-fin")["pub/welcome.md"]
+    assert api_hits(load_search_app, settings, "id-fin")["pub/welcome.md"] == ["Plan", "Ghost", "Budget"]  # none hidden
     assert_as_a_full_sync(handler, tmp_path)
 
     aws.delete(f"{PREFIX}finance/Budget.md")  # moved out of its name (delete + create): no note is Budget now
     aws.put(f"{PREFIX}finance/Budget 2027.md", doc("Budget 2027", "the next budget", "access: [finance]\n"))
     assert handler(aws.receive()) == []
+    assert api_hits(load_search_app, settings, None)["pub/welcome.md"] == []  # Budget 2027 is hidden from it
+    assert api_hits(load_search_app, settings, "id-fin")["pub/welcome.md"] == ["Plan", "Ghost", "Budget"]
+    assert_as_a_full_sync(handler, tmp_path)
+
+    aws.delete(f"{PREFIX}finance/Budget 2027.md")  # no restricted note left: nothing a link could tell
+    assert handler(aws.receive()) == []
     assert api_hits(load_search_app, settings, None)["pub/welcome.md"] == ["Plan", "Ghost", "Budget"]
+    paths = {ref["target"]: ref["path"] for ref in outgoing(load_search_app, settings, None, "pub/welcome.md")}
+    assert paths == {"Plan": None, "Ghost": None, "Budget": None}
     assert_as_a_full_sync(handler, tmp_path)
 
 
@@ -167,8 +176,7 @@ def test_a_full_sync_keeps_the_entry_of_a_batch_that_wrote_while_it_ran(aws: Eve
     assert batches == [{"plan": ["hr"], "hr/plan": ["hr"]}]  # the batch ran in the middle, and recorded its entry
     assert report.error is None and report.updated == 1 and report.added == 1  # pub/other.md, listed before
     assert recorded(settings) == batches[0]  # the sync's rewrite kept it
-    hidden = hits_as(settings, Scope.public())
-    assert hidden["pub/welcome.md"] == ["Ghost"]
+    assert hits_as(settings, Scope.public())["pub/welcome.md"] == []  # Ghost names no note: hidden with Plan
     assert hits_as(settings, Scope.of("k", ["hr"]))["pub/welcome.md"] == ["Plan", "Ghost"]
 
 
@@ -209,7 +217,8 @@ def test_links_by_a_restricted_notes_title_or_alias_are_hidden_too(tmp_path: Pat
     """A link names a note by its path, its title or an alias (kbsearch.links.resolve): a link into a restricted
     note by its title or alias is hidden from a caller who may not read it, as a link by its path is (the title
     and the alias are the restricted note's words: they never reach that caller), in a search hit and in the
-    linking note's outgoing links; a public note of that name shows it."""
+    linking note's outgoing links; a public note of that name shows it. A link naming no note is hidden from a
+    caller from whom any restricted note is hidden (it would tell the two apart)."""
     kb = tmp_path / "kb"
     write(kb, {
         "_access.yaml": "hr/: [hr]\n",
@@ -222,9 +231,11 @@ def test_links_by_a_restricted_notes_title_or_alias_are_hidden_too(tmp_path: Pat
     })  # fmt: skip
     settings = Settings(qdrant_path=str(tmp_path / "q"), embedding_api_key=None)
     assert run_sync(settings, Secrets(settings), source_uri=str(kb)).error is None
-    assert hits_as(settings, Scope.public())["pub/welcome.md"] == ["Ghost", "Open plan"]
-    assert hits_as(settings, Scope.of("k", ["finance"]))["pub/welcome.md"] == ["Q3 Forecast", "Ghost", "Open plan"]
-    assert hits_as(settings, Scope.of("k", ["hr"]))["pub/welcome.md"] == ["Pay grid", "Ghost", "Open plan"]
+    assert hits_as(settings, Scope.public())["pub/welcome.md"] == ["Open plan"]
+    assert hits_as(settings, Scope.of("k", ["finance"]))["pub/welcome.md"] == ["Q3 Forecast", "Open plan"]
+    assert hits_as(settings, Scope.of("k", ["hr"]))["pub/welcome.md"] == ["Pay grid", "Open plan"]
+    every = ["Q3 Forecast", "Pay grid", "Ghost", "Open plan"]
+    assert hits_as(settings, Scope.of("k", ["hr", "finance"]))["pub/welcome.md"] == every  # hidden nothing
     app = load_search_app(QDRANT_PATH=settings.qdrant_path, KB_SOURCE=str(kb), ACCESS_GROUPS=json.dumps(CALLERS))
     try:
         event = build_event(HttpRequest("GET", "/notes/pub/welcome.md", "", [], b""), "/notes/{path+}",
@@ -232,7 +243,7 @@ def test_links_by_a_restricted_notes_title_or_alias_are_hidden_too(tmp_path: Pat
         answer = parse_result(app(event))
         assert answer.status == 200
         refs = json.loads(answer.body)["links"]["outgoing"]
-        assert {r["target"] for r in refs} == {"Ghost", "Open plan"}, refs
+        assert {r["target"] for r in refs} == {"Open plan"}, refs
         links = json.dumps(json.loads(answer.body)["links"])  # (the prose is shown as its author wrote it)
         assert "Forecast" not in links and "Pay grid" not in links
     finally:
@@ -242,8 +253,9 @@ def test_links_by_a_restricted_notes_title_or_alias_are_hidden_too(tmp_path: Pat
 def test_events_follow_a_restricted_notes_title_and_aliases(
     aws: EventPath, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """An edit that changes a restricted note's aliases hides links by the new alias and shows links by the old
-    one (no note has it now); a delete shows every link that named it, as links to notes that never existed."""
+    """An edit that changes a restricted note's aliases hides links by the new alias, and links by the old one
+    answer as links to no note (hidden from a caller from whom a restricted note is hidden); a public note of the
+    title shows its links; the delete of the last restricted note shows every link."""
     handler = Handler(monkeypatch, tmp_path, None)
     aws.receive()
     aws.put(f"{PREFIX}_access.yaml", b"hr/: [hr]\n")
@@ -252,17 +264,17 @@ def test_events_follow_a_restricted_notes_title_and_aliases(
     assert handler(aws.receive()) == []
     settings = handler.settings()
     assert run_sync(settings, Secrets(settings)).error is None
-    assert hits_as(settings, Scope.public())["pub/welcome.md"] == ["New name"]
+    assert hits_as(settings, Scope.public())["pub/welcome.md"] == []
 
     aws.put(f"{PREFIX}hr/bands.md", doc("Bands", "the bands", "title: Pay grid\naliases: [New name]\n"))
     assert handler(aws.receive()) == []
-    assert hits_as(settings, Scope.public())["pub/welcome.md"] == ["Old name"]
+    assert hits_as(settings, Scope.public())["pub/welcome.md"] == []
     assert hits_as(settings, Scope.of("k", ["hr"]))["pub/welcome.md"] == ["Pay grid", "Old name", "New name"]
     assert_as_a_full_sync(handler, tmp_path)
 
     aws.put(f"{PREFIX}pub/grid.md", doc("Grid", "a public note of that title", "title: Pay grid\n"))
     assert handler(aws.receive()) == []  # a public note now has the title: its links are shown
-    assert hits_as(settings, Scope.public())["pub/welcome.md"] == ["Pay grid", "Old name"]
+    assert hits_as(settings, Scope.public())["pub/welcome.md"] == ["Pay grid"]
 
     aws.delete(f"{PREFIX}hr/bands.md")
     assert handler(aws.receive()) == []
@@ -274,7 +286,8 @@ def test_events_follow_a_restricted_notes_title_and_aliases(
 def test_a_no_change_full_sync_reads_nothing_more_and_an_old_list_is_derived_once(tmp_path: Path) -> None:
     """A sync that changes nothing, whose recorded list agrees with its listing, makes no index read for the list
     (one listing and one state read, as before). A list recorded by an earlier version (no format mark; it may
-    hold the key of a note deleted since) is derived afresh by the next sync, changes or not."""
+    hold the key of a note deleted since, and no public notes' keys: a link naming no note is shown, as that
+    version showed it) is derived afresh by the next sync, changes or not, and the link is then hidden."""
     from kbsearch.indexer import LINKS_FORMAT
     from kbsearch_tools.bench_access import CountingStore
 
@@ -296,16 +309,19 @@ def test_a_no_change_full_sync_reads_nothing_more_and_an_old_list_is_derived_onc
         return store
 
     assert sync_counted().calls["scroll"] == 0 and recorded(settings) == expected
+    assert hits_as(settings, Scope.public())["pub/welcome.md"] == []  # Pay grid restricted, Gone no note
     store = open_store(settings, Secrets(settings))
     try:  # as an earlier version left it: no format mark, the key of a note deleted since
         metadata = store.metadata()
         metadata.pop(LINKS_FORMAT)
-        store.set_metadata(metadata | {RESTRICTED_LINKS: expected | {"gone": ["hr"]}})
+        metadata.pop(LINK_NAMES)
+        store.set_metadata(metadata | {RESTRICTED_LINKS: expected | {"hr/old": ["hr"]}})
     finally:
         store.close()
+    assert hits_as(settings, Scope.public())["pub/welcome.md"] == ["Gone"]  # read as that version wrote it
     assert sync_counted().calls["scroll"] > 0 and recorded(settings) == expected
     assert sync_counted().calls["scroll"] == 0  # derived once
-    assert hits_as(settings, Scope.public())["pub/welcome.md"] == ["Gone"]
+    assert hits_as(settings, Scope.public())["pub/welcome.md"] == []
 
 
 def test_a_full_sync_waits_for_a_batch_holding_the_links_lease_and_keeps_its_entry(
@@ -377,7 +393,8 @@ def test_a_full_sync_waits_for_a_batch_holding_the_links_lease_and_keeps_its_ent
     assert not thread.is_alive() and batch_report[0].error is None and batch_report[0].added == 1
     assert report.error is None and sync_waiting.is_set() and len(set(attempts)) == 2  # the batch's, the sync's
     assert recorded(settings) == {"plan": ["hr"], "hr/plan": ["hr"]}
-    assert hits_as(settings, Scope.public())["pub/welcome.md"] == ["Ghost"]
+    assert hits_as(settings, Scope.public())["pub/welcome.md"] == []
+    assert hits_as(settings, Scope.of("k", ["hr"]))["pub/welcome.md"] == ["Plan", "Ghost"]
 
 
 def _sync_with_a_batch_after_its_listing(
@@ -429,7 +446,8 @@ def test_a_full_sync_never_deletes_a_note_a_batch_wrote_after_its_listing(aws: E
     assert paths == {"pub/welcome.md", "pub/a.md", "pub/b.md", "pub/c.md", "hr/Plan.md"}
     assert {"path": "hr/Plan.md", "reason": "not deleted: written after this run listed the KB"} in report.warnings
     assert recorded(settings) == {"plan": ["hr"], "hr/plan": ["hr"]}
-    assert hits_as(settings, Scope.public())["pub/welcome.md"] == ["Old"]
+    assert hits_as(settings, Scope.public())["pub/welcome.md"] == []  # Old is gone: hidden as Plan is
+    assert hits_as(settings, Scope.of("k", ["hr"]))["pub/welcome.md"] == ["Plan", "Old"]
 
 
 def test_a_link_to_a_restricted_note_with_a_long_name_is_never_shown_cut(tmp_path: Path, load_search_app: Any) -> None:

@@ -27,8 +27,9 @@ from kbsearch.events import Scope as KeyScope
 from kbsearch.events import newer, read_batch, sequencer_key
 from kbsearch.indexer import run_sync
 from kbsearch.lease import Lease
+from kbsearch.links import KeyFilter
 from kbsearch.qdrant import open_store
-from kbsearch.qdrant.query import REACH, REACH_GROUPS, RESTRICTED_LINKS
+from kbsearch.qdrant.query import LINK_NAMES, REACH, REACH_GROUPS, RESTRICTED_LINKS
 from kbsearch.schemas import SearchRequest
 from kbsearch.search import SearchService
 from kbsearch_tools.fakes import FakeProvider, provider_env
@@ -262,11 +263,24 @@ def restricted_list(settings: Settings) -> Any:
 
 
 def assert_as_a_full_sync(indexer: Indexer, tmp_path: Path) -> None:
-    """The points and the restricted link targets are what a clean full sync of the bucket builds."""
+    """The points and the restricted link targets are what a clean full sync of the bucket builds, and the public
+    notes' keys recorded hold every key the clean sync's do (a key of a note gone may stay until a full sync)."""
     clean = indexer.settings(qdrant_path=str(tmp_path / f"clean-{uuid.uuid4().hex[:6]}"))
     assert run_sync(clean, Secrets(clean)).error is None
     assert points(indexer.settings()) == points(clean)
     assert restricted_list(indexer.settings()) == restricted_list(clean)
+    kept, built = link_names(indexer.settings()), link_names(clean)
+    assert kept is not None and built is not None and kept.size == built.size
+    assert all(k & b == b for k, b in zip(kept.bits, built.bits, strict=True))
+
+
+def link_names(settings: Settings) -> KeyFilter | None:
+    """The public notes' link keys as recorded in the collection's metadata."""
+    store = open_store(settings, Secrets(settings))
+    try:
+        return KeyFilter.from_json(store.metadata().get(LINK_NAMES))
+    finally:
+        store.close()
 
 
 def test_an_access_file_event_applies_to_every_note_at_once(
@@ -342,7 +356,9 @@ def test_note_events_keep_the_restricted_link_targets_current(
     assert indexer(aws.receive()) == []
     settings = indexer.settings()
     assert run_sync(settings, Secrets(settings)).error is None
-    assert hits_as(settings, Scope.public()) == {"pub/welcome.md": ["Plan"]}  # no note Plan yet: nothing to hide
+    # no note Plan yet: hidden from a caller from whom [[pay]] is hidden, as a link to a restricted note is
+    assert hits_as(settings, Scope.public()) == {"pub/welcome.md": []}
+    assert hits_as(settings, Scope.of("k", ["hr"]))["pub/welcome.md"] == ["Plan", "pay"]  # hidden nothing
 
     aws.put(f"{PREFIX}pub/plan.md", doc("Plan", "the plan", "access: [finance]\n"))  # new, restricted
     assert indexer(aws.receive()) == []
@@ -352,7 +368,7 @@ def test_note_events_keep_the_restricted_link_targets_current(
 
     aws.put(f"{PREFIX}pub/plan.md", doc("Plan", "the plan"))  # edited: public now
     assert indexer(aws.receive()) == []
-    assert hits_as(settings, Scope.public()) == {"pub/welcome.md": ["Plan"]}
+    assert hits_as(settings, Scope.public()) == {"pub/welcome.md": ["Plan"]}  # the batch recorded its name
     assert_as_a_full_sync(indexer, tmp_path)
 
     aws.delete(f"{PREFIX}pub/plan.md")  # moved into hr/ (delete + create): restricted by the folder rule

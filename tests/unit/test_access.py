@@ -16,13 +16,14 @@ from kbsearch.access import (
     CallerMap,
     CallerMapError,
     FolderRules,
+    LinkTargets,
     Scope,
     declared_access,
     note_access,
     restricted_links,
     visible_links,
 )
-from kbsearch.links import link_key
+from kbsearch.links import KeyFilter, link_key
 from kbsearch.notes import parse_note
 
 
@@ -204,13 +205,50 @@ def test_links_into_restricted_notes_are_hidden() -> None:
     assert public == {"onboarding", "pub/onboarding"}
     links = ["Salary bands", "hr/salary BANDS.md", "Onboarding", "other/Salary bands", " HR / Salary bands ",
              "hr\\Salary bands", "./hr/Salary bands.md", "diagram.png", "#Heading"]  # fmt: skip
-    assert visible_links(links, restricted, Scope.public()) == [
+    targets = LinkTargets(restricted)  # recorded before the public notes' keys were: a link to no note is shown
+    assert visible_links(links, targets, Scope.public()) == [
         "Onboarding", "other/Salary bands", "diagram.png", "#Heading"
     ]  # fmt: skip
-    assert visible_links(links, restricted, Scope.of("k", ["hr"])) == links
+    assert visible_links(links, targets, Scope.of("k", ["hr"])) == links
     assert visible_links(links, None, Scope.public()) == []  # not known: hidden rather than guessed
     assert visible_links(links, None, Scope.unrestricted()) == links
     assert link_key("Ünïcode/Note.MD") == link_key("U\u0308ni\u0308code/note")
+
+
+def test_a_link_naming_no_note_is_hidden_like_one_naming_a_restricted_note() -> None:
+    """With the public notes' keys recorded, a caller from whom a restricted note is hidden cannot tell its link
+    from a link to no note: both are left out (the prose shows both names, so showing one would name the other
+    a restricted note). A caller hidden nothing, and every caller of a KB with no restricted note, sees both."""
+    notes = [("hr/Salary bands.md", ["hr"]), ("fin/Budget.md", ["finance"]), ("pub/Onboarding.md", ["public"])]
+    restricted, public = restricted_links(notes)
+    targets = LinkTargets(restricted, KeyFilter.of(public))
+    links = ["Salary bands", "Never existed", "Onboarding", "pub/onboarding", "Budget", "diagram.png"]
+    shown = ["Onboarding", "pub/onboarding", "diagram.png"]
+    assert visible_links(links, targets, Scope.public()) == shown
+    assert visible_links(links, targets, Scope.of("k", ["hr"])) == ["Salary bands", *shown]  # finance hidden
+    assert visible_links(links, targets, Scope.of("k", ["finance"])) == ["Onboarding", "pub/onboarding", "Budget",
+                                                                         "diagram.png"]  # fmt: skip
+    assert visible_links(links, targets, Scope.of("k", ["hr", "finance"])) == links  # hidden nothing
+    assert visible_links(links, targets, Scope.unrestricted()) == links
+    open_kb = LinkTargets(*restricted_links([("pub/Onboarding.md", ["public"])])[:1])
+    open_kb.names = KeyFilter.of(["onboarding", "pub/onboarding"])
+    assert visible_links(links, open_kb, Scope.public()) == links  # no restricted note: nothing to tell
+    damaged = LinkTargets({"budget": "finance"}, KeyFilter.of(public))  # not a list of names: hides a note
+    assert visible_links(["Never existed", "Onboarding"], damaged, Scope.of("k", ["finance"])) == ["Onboarding"]
+
+
+def test_the_recorded_link_targets_are_read_whole_or_as_before() -> None:
+    """``LinkTargets.recorded``: the list and the filter from the collection's metadata; a filter that is not one
+    (any damage) reads as none recorded (links to no note shown, as before), a list that is not one as unknown."""
+    from kbsearch.qdrant.query import LINK_NAMES, RESTRICTED_LINKS
+
+    names = KeyFilter.of(["onboarding"]).to_json()
+    read = LinkTargets.recorded({RESTRICTED_LINKS: {"x": ["hr"]}, LINK_NAMES: names})
+    assert read is not None and read.names is not None and "onboarding" in read.names
+    assert LinkTargets.recorded({RESTRICTED_LINKS: ["x"], LINK_NAMES: names}) is None
+    assert LinkTargets.recorded(None) is None
+    damaged = LinkTargets.recorded({RESTRICTED_LINKS: {}, LINK_NAMES: names | {"bits": str(names["bits"])[:-4]}})
+    assert damaged is not None and damaged.names is None
 
 
 @pytest.mark.parametrize(
@@ -228,7 +266,7 @@ def test_restricted_link_keys_are_the_stored_path_keys(path: str) -> None:
     tail = path.rsplit("/", 2)[-2] + "/" + name  # a tail too long for a key is no key (and names no note)
     for link in (name, name.upper(), *([tail] if len(tail) <= 512 else [])):
         assert link_key(link) in restricted
-        assert visible_links([link], restricted, Scope.public()) == []
+        assert visible_links([link], LinkTargets(restricted), Scope.public()) == []
     assert str(link_key(name)) not in restricted_links([(path, ["hr"]), ("other/" + name + ".md", ["public"])])[0]
 
 

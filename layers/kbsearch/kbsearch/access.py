@@ -33,11 +33,14 @@ import json
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from kbsearch.errors import KbSearchError
-from kbsearch.qdrant.query import reach_token, token_groups
+from kbsearch.qdrant.query import LINK_NAMES, RESTRICTED_LINKS, reach_token, token_groups
+
+if TYPE_CHECKING:
+    from kbsearch.links import KeyFilter
 
 PUBLIC = "public"
 ACCESS_FILE = "_access.yaml"
@@ -462,28 +465,77 @@ class CallerMap:
         return Scope.public(f"slack:{team}/{channel}")
 
 
-def visible_links(links: Sequence[str], restricted: Mapping[str, Sequence[str]] | None, scope: Scope) -> list[str]:
+@dataclass
+class LinkTargets:
+    """What the indexer recorded of the notes links may name (collection metadata): ``restricted`` maps the link
+    keys (:func:`kbsearch.links.link_key`) of every non-public note to its groups (:func:`restricted_links`);
+    ``names`` (:class:`kbsearch.links.KeyFilter`) holds the keys of the public notes, None in an index recorded
+    before it was (read as before: a link naming no note is shown)."""
+
+    restricted: Mapping[str, Any]
+    names: KeyFilter | None = None
+    _hides: dict[str, bool] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def recorded(cls, metadata: Mapping[str, Any] | None) -> LinkTargets | None:
+        """As recorded in the collection's metadata; None when the restricted list is not (yet) known."""
+        from kbsearch.links import KeyFilter
+
+        restricted = (metadata or {}).get(RESTRICTED_LINKS)
+        if not isinstance(restricted, dict):
+            return None
+        return cls(restricted, KeyFilter.from_json((metadata or {}).get(LINK_NAMES)))
+
+    def hides_a_note(self, scope: Scope) -> bool:
+        """Whether ``restricted`` names a note ``scope`` may not read (a value that is not a list of group names
+        counts); remembered per group set (at most :data:`MAX_SCOPES_REMEMBERED`)."""
+        key = scope.key()
+        hides = self._hides.get(key)
+        if hides is None:
+            hides = not all(_readable(groups, scope) for groups in self.restricted.values())
+            if len(self._hides) >= MAX_SCOPES_REMEMBERED:
+                self._hides.clear()
+            self._hides[key] = hides
+        return hides
+
+
+MAX_SCOPES_REMEMBERED = 1024
+
+
+def _readable(groups: object, scope: Scope) -> bool:
+    return type(groups) is list and all(type(g) is str for g in groups) and scope.can_read(groups)
+
+
+def visible_links(links: Sequence[str], targets: LinkTargets | None, scope: Scope) -> list[str]:
     """The links of a hit the caller may see: a link whose target names a note the caller may not read is
-    dropped. ``restricted`` maps link keys (:func:`kbsearch.links.link_key`) of every non-public note to its groups
-    (:func:`restricted_links`); None (not known yet) hides every link from a restricted scope rather than guess.
-    A link with no key (an attachment, a heading of the same note) names no note and stays. ``restricted`` comes
-    from the store's metadata: a key whose value is not a list of group names names notes of unknown groups, and
-    its link is hidden (it was read as groups as it came: a 500 when it was no iterable of names, an object's keys
-    taken for groups)."""
+    dropped (``targets.restricted``); ``targets`` None (not known yet) hides every link from a restricted scope
+    rather than guess. A link with no key (an attachment, a heading of the same note) names no note and stays.
+    ``targets`` comes from the store's metadata: a key whose value is not a list of group names names notes of
+    unknown groups, and its link is hidden (it was read as groups as it came: a 500 when it was no iterable of
+    names, an object's keys taken for groups).
+
+    When ``targets`` names a note this caller may not read, a link naming no note at all (its key not in
+    ``targets.names``, the public notes' keys) is dropped too: else a dropped link would tell a restricted note
+    from a missing one (the link's text is in the readable note's prose, so the links shown against it would name
+    the restricted notes). A caller who may read every note ``targets`` names is hidden nothing and sees such
+    links; so does every caller of an index recorded before ``names`` was, until its next full sync. A key the
+    filter holds by chance (~1%) is shown: that tells nothing of a restricted note."""
     from kbsearch.links import shown_link_key
 
     if scope.groups is None:
         return list(links)
-    if restricted is None:
+    if targets is None:
         return []
+    unnamed_hidden = targets.names if targets.names is not None and targets.hides_a_note(scope) else None
     shown = []
     for link in links:
         key = shown_link_key(link)
         if key is None:
             shown.append(link)
-            continue
-        groups = restricted.get(key, [PUBLIC])
-        if type(groups) is list and all(type(g) is str for g in groups) and scope.can_read(groups):
+        elif key in targets.restricted:
+            if _readable(targets.restricted[key], scope):
+                shown.append(link)
+        elif unnamed_hidden is None or key in unnamed_hidden:
             shown.append(link)
     return shown
 

@@ -59,7 +59,7 @@ from kbsearch.chunking import Chunk, chunk_note, embed_text
 from kbsearch.config import Secrets, Settings
 from kbsearch.errors import ConfigError, StoreError
 from kbsearch.lexical import READING_VERSION, SparseVector, document_vector, text_language
-from kbsearch.links import link_keys, name_keys, path_keys
+from kbsearch.links import KeyFilter, link_keys, name_keys, path_keys
 from kbsearch.providers.embeddings import Embedder, EmbeddingStats
 from kbsearch.providers.resilience import Deadline, ProviderError
 from kbsearch.qdrant import open_store
@@ -68,6 +68,7 @@ from kbsearch.qdrant.query import (
     BM25_READING_FROM,
     LAST_SYNC_AT,
     LAST_SYNC_KIND,
+    LINK_NAMES,
     MAX_FIELD_CHARS,
     MAX_ITEM_CHARS,
     MAX_LIST_ITEMS,
@@ -719,12 +720,14 @@ class Indexer:
                          extra={"error": str(exc)})  # fmt: skip
 
     def _links_agree(self, notes: dict[str, SourceObject]) -> bool:
-        """The recorded list was derived from the index (this format) and agrees with the listing's notes: each
-        key naming only restricted notes by path is there with at least their groups (a title or an alias of
-        another note may add some), and no key naming a public note is."""
+        """The recorded list was derived from the index (this format, the public notes' keys recorded beside it)
+        and agrees with the listing's notes: each key naming only restricted notes by path is there with at least
+        their groups (a title or an alias of another note may add some), and no key naming a public note is."""
         metadata = self.store.metadata()
         recorded = metadata.get(RESTRICTED_LINKS)
         if metadata.get(LINKS_FORMAT) != LINKS_FORMAT_VERSION or not isinstance(recorded, dict):
+            return False
+        if KeyFilter.from_json(metadata.get(LINK_NAMES)) is None:
             return False
         implied, public = restricted_links((path, self._access.get(path)) for path in notes)
         if any(key in recorded for key in public):
@@ -1433,10 +1436,10 @@ def record_sync(store: Store, report: SyncReport, kind: str) -> None:
     store.merge_metadata({LAST_SYNC_AT: when, LAST_SYNC_KIND: kind})
 
 
-#: Collection metadata: how the recorded restricted link targets were derived (2: from the index, names included);
-#: a list recorded otherwise is derived afresh by the next full sync.
+#: Collection metadata: how the recorded restricted link targets were derived (2: from the index, names included;
+#: 3: with the public notes' keys, ``LINK_NAMES``); a list recorded otherwise is derived afresh by the next full sync.
 LINKS_FORMAT = "access_restricted_links_format"
-LINKS_FORMAT_VERSION = 2
+LINKS_FORMAT_VERSION = 3
 
 
 def link_carriers(
@@ -1490,14 +1493,15 @@ def record_restricted_links(
     whole list is read once, under the lease)."""
 
     def wanted() -> tuple[dict[str, Any], dict[str, Any] | None]:
-        """(the metadata as recorded, the list as it should be; None when there is none to update)."""
+        """(the metadata as recorded, the values as they should be; None when there are none to update)."""
         carriers, names = link_carriers(store, keys)
         carriers.update((path, None) for path in unknown if path not in carriers)
         restricted, public = restricted_links(carriers.items(), names)
         metadata = store.metadata()
         recorded = metadata.get(RESTRICTED_LINKS)
         if keys is None:
-            return metadata, dict(restricted)
+            return metadata, {RESTRICTED_LINKS: dict(restricted), LINK_NAMES: KeyFilter.of(public).to_json(),
+                              LINKS_FORMAT: LINKS_FORMAT_VERSION}  # fmt: skip
         if not isinstance(recorded, dict):
             return metadata, None
         out = dict(recorded)
@@ -1506,27 +1510,27 @@ def record_restricted_links(
                 out[key] = restricted[key]
             else:  # a public note has it, or no note does any more
                 out.pop(key, None)
-        return metadata, out
+        values: dict[str, Any] = {RESTRICTED_LINKS: out}
+        named = KeyFilter.from_json(metadata.get(LINK_NAMES))
+        if named is not None and any(key not in named for key in public):
+            named.add(public)  # a key no note has any more stays in it (shown, as by chance) until a full sync
+            values[LINK_NAMES] = named.to_json()
+        return metadata, values
 
-    def written(metadata: dict[str, Any], out: dict[str, Any] | None) -> bool:
-        if out is None:
-            return True
-        return metadata.get(RESTRICTED_LINKS) == out and (
-            keys is not None or metadata.get(LINKS_FORMAT) == LINKS_FORMAT_VERSION
-        )
+    def written(metadata: dict[str, Any], values: dict[str, Any] | None) -> bool:
+        return values is None or all(metadata.get(k) == v for k, v in values.items())
 
     if keys is not None:  # a batch's few keys: read once outside the lease (most batches change nothing here)
-        metadata, out = wanted()
-        if written(metadata, out):
+        metadata, values = wanted()
+        if written(metadata, values):
             return False  # already right: nothing written, no turn taken
     with links_lock():
-        metadata, out = wanted()  # again: another writer may have changed the index or the list meanwhile
-        if written(metadata, out) or out is None:
+        metadata, values = wanted()  # again: another writer may have changed the index or the list meanwhile
+        if values is None or written(metadata, values):
             return False
         # merged, not the whole record replaced from ``metadata``: another writer (the scheduled sync recording
         # BM25's reading, the reach groups) may have recorded a key since it was read
-        store.merge_metadata({RESTRICTED_LINKS: out} | ({LINKS_FORMAT: LINKS_FORMAT_VERSION}
-                                                        if keys is None else {}))  # fmt: skip
+        store.merge_metadata(values)
     return True
 
 

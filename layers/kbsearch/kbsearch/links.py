@@ -136,3 +136,101 @@ def resolve(key: str, source_path: str, candidates: Iterable[Linkable]) -> Linka
         if best is None or rank < best[0]:
             best = (rank, note)
     return best[1] if best else None
+
+
+class KeyFilter:
+    """A Bloom filter of link keys: the keys of every note a link may be shown as naming (the indexer records the
+    keys of the public notes, :func:`kbsearch.access.restricted_links`), so that a search can tell, with no
+    call to the index, a link that names no note at all from one that names a note. Its size is the notes' keys'
+    (about 10 bits a key), never the links'. A key it holds is always found; a key it does not hold is found with
+    a probability of about 1% while it holds up to ``capacity`` keys (more are still taken: the rate then grows).
+
+    Recorded as ``{"v": 1, "m": <bits>, "k": <probes>, "n": <keys added>, "capacity": ..., "bits": <base64>}``; a
+    key's probes are ``(h1 + i·h2) mod m`` for i < k, h1 and h2 the two halves of its 16-byte BLAKE2b digest."""
+
+    VERSION = 1
+    BITS_PER_KEY = 10  # with PROBES 7: ~0.8% false positives at capacity
+    PROBES = 7
+    MIN_CAPACITY = 1024
+    REMEMBERED = 16_384
+    MAX_BITS = 1 << 27  # 16 MiB: a recorded filter larger than this is not read (a damaged or hostile record)
+
+    def __init__(self, bits: bytearray, probes: int, capacity: int, count: int = 0) -> None:
+        self.bits, self.probes, self.capacity, self.count = bits, probes, capacity, count
+        self.size = len(bits) * 8
+        #: answers already given (a warm search's hits bring the same notes' links again and again); bounded
+        self._known: dict[str, bool] = {}
+
+    @classmethod
+    def of(cls, keys: Iterable[str], headroom: float = 2.0) -> KeyFilter:
+        """A filter holding ``keys``, sized for ``headroom`` times as many (keys added later, by events)."""
+        keys = list(dict.fromkeys(keys))
+        capacity = max(cls.MIN_CAPACITY, int(len(keys) * headroom))
+        made = cls(bytearray(-(-capacity * cls.BITS_PER_KEY // 8)), cls.PROBES, capacity)
+        made.add(keys)
+        return made
+
+    def _probes(self, key: str) -> tuple[int, int]:
+        """(h1, h2) of ``key``: its probes are ``(h1 + i·h2) mod m``."""
+        import hashlib
+
+        digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        return int.from_bytes(digest[:8], "little"), int.from_bytes(digest[8:], "little") | 1
+
+    def add(self, keys: Iterable[str]) -> None:
+        bits, size = self.bits, self.size
+        for key in keys:
+            h1, h2 = self._probes(key)
+            for i in range(self.probes):
+                bit = (h1 + i * h2) % size
+                bits[bit >> 3] |= 1 << (bit & 7)
+            self.count += 1
+        self._known.clear()
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, str):
+            return False
+        known = self._known.get(key)
+        if known is None:
+            if len(self._known) >= self.REMEMBERED:
+                self._known.clear()
+            h1, h2 = self._probes(key)
+            bits, size = self.bits, self.size
+            known = True
+            for i in range(self.probes):
+                bit = (h1 + i * h2) % size
+                if not bits[bit >> 3] & (1 << (bit & 7)):
+                    known = False
+                    break
+            self._known[key] = known
+        return known
+
+    def to_json(self) -> dict[str, object]:
+        import base64
+
+        return {"v": self.VERSION, "m": self.size, "k": self.probes, "n": self.count, "capacity": self.capacity,
+                "bits": base64.b64encode(self.bits).decode("ascii")}  # fmt: skip
+
+    @classmethod
+    def from_json(cls, recorded: object) -> KeyFilter | None:
+        """The filter as recorded; None when there is none or it is not one this version reads."""
+        import base64
+        import binascii
+
+        if not isinstance(recorded, dict) or recorded.get("v") != cls.VERSION:
+            return None
+        size, probes, count, capacity = (recorded.get(k) for k in ("m", "k", "n", "capacity"))
+        encoded = recorded.get("bits")
+        if not (type(size) is int and type(probes) is int and type(count) is int and type(capacity) is int):
+            return None
+        if not (0 < size <= cls.MAX_BITS and 0 < probes <= 32 and count >= 0 and capacity > 0):
+            return None
+        if not isinstance(encoded, str) or len(encoded) != 4 * -(-size // 24):  # base64 of size / 8 bytes
+            return None
+        try:
+            bits = bytearray(base64.b64decode(encoded, validate=True))
+        except (binascii.Error, ValueError):
+            return None
+        if len(bits) * 8 != size:
+            return None
+        return cls(bits, probes, capacity, count)

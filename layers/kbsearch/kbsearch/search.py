@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from kbsearch.access import Scope, visible_links
+from kbsearch.access import LinkTargets, Scope, visible_links
 from kbsearch.config import Secrets, Settings
 from kbsearch.errors import IndexMissing, IndexUnavailable, StoreError
 from kbsearch.fusion import FusionParams, analyse, fuse, lexical_variants, path_probes, translated
@@ -30,7 +30,6 @@ from kbsearch.providers.resilience import Deadline, ProviderError, shared_client
 from kbsearch.qdrant import open_retriever
 from kbsearch.qdrant.query import (
     RESCORE_ONCE,
-    RESTRICTED_LINKS,
     Candidate,
     Retriever,
     batch_searches,
@@ -212,6 +211,8 @@ class SearchService:
         self.max_results: int | None = None
         self._signature_checked: tuple[float, str | None] | None = None
         self._metadata_read: tuple[float, dict[str, Any] | None] | None = None  # the collection's metadata, when read
+        #: the link targets decoded from that metadata (the very dict it was decoded from)
+        self._link_targets: tuple[dict[str, Any] | None, LinkTargets | None] | None = None
 
     @property
     def retriever_open(self) -> bool:
@@ -285,18 +286,20 @@ class SearchService:
             self._metadata_read = (now, recorded)
         return self._metadata_read[1]
 
-    def restricted_links(self, deadline: Deadline | None = None) -> dict[str, list[str]] | None:
-        """Link targets that name only non-public notes → their groups (see :func:`kbsearch.access.visible_links`),
+    def restricted_links(self, deadline: Deadline | None = None) -> LinkTargets | None:
+        """The notes links may name, as the indexer recorded them (see :func:`kbsearch.access.visible_links`),
         read as the search reads them (cached with the collection's metadata), within ``deadline`` (default: one
         Qdrant timeout)."""
         return self._restricted_links(deadline or Deadline(self.settings.qdrant_timeout_s))
 
-    def _restricted_links(self, deadline: Deadline) -> dict[str, list[str]] | None:
-        """Link targets naming only notes that are not public → their groups (as the indexer recorded them);
-        None when not known (links are then hidden from restricted callers)."""
+    def _restricted_links(self, deadline: Deadline) -> LinkTargets | None:
+        """The recorded link targets (restricted notes' keys → their groups; the public notes' keys); None when
+        not known (links are then hidden from restricted callers). Decoded once per read of the metadata."""
         recorded = self._collection_metadata(deadline)
-        links = (recorded or {}).get(RESTRICTED_LINKS)
-        return links if isinstance(links, dict) else None
+        cached = self._link_targets
+        if cached is None or cached[0] is not recorded:
+            cached = self._link_targets = (recorded, LinkTargets.recorded(recorded))
+        return cached[1]
 
     def read_index(self, read: Callable[[Retriever, float], T], budget_s: float | None = None) -> T:
         """One read of the index besides a search (a note's links, the catalog, a page of notes): in the same

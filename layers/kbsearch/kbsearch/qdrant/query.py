@@ -38,6 +38,9 @@ SIGNATURE_KEYS = ("embedding_model", "embedding_dimensions", "embedding_input_fo
 SOURCE_KEY = "kb_source"
 #: Collection metadata: link keys naming only non-public notes → their groups (kbsearch.access.visible_links).
 RESTRICTED_LINKS = "access_restricted_links"
+#: Collection metadata: the link keys of the public notes, as a Bloom filter (kbsearch.links.KeyFilter), so that a
+#: link naming no note can be hidden like one naming a restricted note (kbsearch.access.visible_links).
+LINK_NAMES = "access_link_names"
 REBUILDING = "embedding_rebuilding"  # metadata key while a re-embed runs: the vectors are of two models
 #: Never stored: the size of the collection's dense vectors, which the search's read of the metadata
 #: (:meth:`Retriever.metadata`) adds from the collection's own vector config in the same read (Qdrant Cloud's
