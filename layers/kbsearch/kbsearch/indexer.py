@@ -1332,7 +1332,6 @@ def run_sync(
     embedded store is dropped and rebuilt in place."""
     from kbsearch.lease import LINKS_TTL_S, index_lease, short_lease
     from kbsearch.providers.embeddings import build_embedder
-    from kbsearch.providers.resilience import shared_client
 
     source = open_source(source_uri or settings.kb_source)
 
@@ -1351,7 +1350,7 @@ def run_sync(
             report.error, report.incomplete = f"index storage failed: {exc}", True
             return report
         try:
-            embedder = build_embedder(settings, secrets, shared_client())
+            embedder = build_embedder(settings, secrets, None)  # the shared client, made if a note is embedded
             options = SyncOptions.from_settings(
                 settings, full=full, allow_mass_delete=allow_mass_delete, caller_sets=caller_sets(secrets)
             )
@@ -1949,7 +1948,6 @@ def run_changes(
     from kbsearch.events import read_batch
     from kbsearch.lease import lease_holder, short_lease
     from kbsearch.providers.embeddings import build_embedder
-    from kbsearch.providers.resilience import shared_client
 
     source = open_source(source_uri or settings.kb_source)
     batch = read_batch(event, _scope_of(source))
@@ -1976,7 +1974,7 @@ def run_changes(
         report.failed_messages = sorted({c.message_id for c in batch.changes} | set(poison))
         return report
     try:
-        embedder = build_embedder(settings, secrets, shared_client())
+        embedder = build_embedder(settings, secrets, None)  # the shared client, made at its first call
         report.dense = embedder is not None
         options = SyncOptions.from_settings(settings)
         links_lock = partial(short_lease, settings, "links")  # batches at once take turns on the link list
