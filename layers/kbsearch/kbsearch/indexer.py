@@ -724,6 +724,8 @@ class Indexer:
         recorded = metadata.get(RESTRICTED_LINKS)
         if metadata.get(LINKS_FORMAT) != LINKS_FORMAT_VERSION or not isinstance(recorded, dict):
             return False
+        if not recorded and all(PUBLIC in (self._access.get(path) or ()) for path in notes):
+            return True  # every note public (no key is restricted) and none recorded: no key of a note to derive
         implied, public = restricted_links((path, self._access.get(path)) for path in notes)
         if any(key in recorded for key in public):
             return False
