@@ -457,6 +457,7 @@ class Indexer:
         st = self._state.get(path)
         return st is not None and st.embeddings != {self._signature_id}
 
+    @fewer_collections()  # the listing and the index's state: objects per note, all alive until the run ends
     def _sync_notes(self, report: SyncReport, stop_at: Deadline, call_deadline: Deadline | None) -> None:
         try:
             listing = list(self.source.list())
