@@ -324,6 +324,44 @@ def test_a_no_change_full_sync_reads_nothing_more_and_an_old_list_is_derived_onc
     assert hits_as(settings, Scope.public())["pub/welcome.md"] == []
 
 
+def test_a_no_change_sync_short_cuts_the_list_only_when_every_note_is_public(tmp_path: Path) -> None:
+    """A sync that changes nothing in an all-public KB, with nothing recorded, reads nothing for the list; the same
+    sync with a note made restricted only by its frontmatter access, or whose groups are unknown, and the list lost,
+    still derives the list (the short cut holds only where nothing can be implied)."""
+    from kbsearch.indexer import LINKS_FORMAT
+    from kbsearch_tools.bench_access import CountingStore
+
+    kb = tmp_path / "kb"
+    write(kb, {"pub/welcome.md": "# Welcome\nsee [[Pay grid]]\n", "pub/other.md": "# Other\ntext\n"})
+    settings = Settings(qdrant_path=str(tmp_path / "q"), embedding_api_key=None)
+    assert run_sync(settings, Secrets(settings), source_uri=str(kb)).error is None
+    assert recorded(settings) == {}
+
+    def sync_counted() -> CountingStore:
+        store = CountingStore(open_store(settings, Secrets(settings)))
+        try:
+            report = Indexer(open_source(str(kb)), store, None, SyncOptions()).sync()  # type: ignore[arg-type]
+            assert report.error is None
+        finally:
+            store.close()
+        return store
+
+    assert sync_counted().calls["scroll"] == 0 and recorded(settings) == {}
+    write(kb, {"pub/bands.md": "---\ntitle: Pay grid\naccess: [hr]\n---\n# Bands\nthe bands\n"})
+    assert run_sync(settings, Secrets(settings), source_uri=str(kb)).error is None
+    expected = {"bands": ["hr"], "pay grid": ["hr"], "pub/bands": ["hr"]}
+    assert recorded(settings) == expected
+    store = open_store(settings, Secrets(settings))
+    try:  # the list lost (its format mark kept): the next sync, which changes nothing, must derive it again
+        metadata = store.metadata()
+        assert metadata[LINKS_FORMAT]
+        store.set_metadata(metadata | {RESTRICTED_LINKS: {}})
+    finally:
+        store.close()
+    assert sync_counted().calls["scroll"] > 0 and recorded(settings) == expected
+    assert sync_counted().calls["scroll"] == 0 and recorded(settings) == expected
+
+
 def test_a_full_sync_waits_for_a_batch_holding_the_links_lease_and_keeps_its_entry(
     aws: EventPath, tmp_path: Path
 ) -> None:

@@ -1,6 +1,7 @@
 """What a run pays for only when it needs it: a no-change ``kbsearch index`` (the scheduled sync's usual case) loads
-neither the YAML parser nor the stemmers, no index run loads numpy (vectors stay lists), and the search function's
-SnapStart hook still loads the stemmers before the snapshot (the lexical module loads them on first use)."""
+neither the YAML parser nor the stemmers nor the HTTP client, no index run loads numpy (vectors stay lists), and the
+search function's SnapStart hook still loads the stemmers before the snapshot (the lexical module loads them on first
+use)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from kbsearch.indexer import run_sync
 from kbsearch_tools.fakes import FakeProvider
 from tests.conftest import ROOT, provider_settings, subprocess_env
 
-NOT_ON_A_NO_CHANGE_SYNC = ("yaml", "snowballstemmer", "kbsearch.notes", "kbsearch.frontmatter")
+#: the HTTP client (httpx, httpcore, its TLS context) is made by the first call: a sync that embeds nothing makes none
+NOT_ON_A_NO_CHANGE_SYNC = ("yaml", "snowballstemmer", "kbsearch.notes", "kbsearch.frontmatter", "httpx", "httpcore",
+                           "kbsearch.providers.transport")  # fmt: skip
 NEVER_IN_AN_INDEX_RUN = ("numpy",)  # vectors stay the lists the JSON decoder made, the form Qdrant Edge takes
 
 

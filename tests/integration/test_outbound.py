@@ -23,7 +23,6 @@ from kbsearch.providers.resilience import (
     Outbound,
     ProviderError,
     RetryPolicy,
-    deadline_transport,
     failover,
     loads,
     post_json,
@@ -32,6 +31,7 @@ from kbsearch.providers.resilience import (
     shared_client,
     usage_tokens,
 )
+from kbsearch.providers.transport import deadline_transport
 from kbsearch.schemas import SearchRequest
 from kbsearch.search import SearchService
 from kbsearch.slack_worker import SlackPostError, post_to_slack

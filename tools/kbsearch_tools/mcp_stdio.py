@@ -173,14 +173,14 @@ def _header_value(value: str) -> str:
 
 class RemoteBridge:
     """Forwards each message to the remote within ``timeout_s`` of wall-clock time: the client's network backend is
-    the outbound policy's (:func:`kbsearch.providers.resilience.deadline_transport`), which holds every socket read
+    the outbound policy's (:func:`kbsearch.providers.transport.deadline_transport`), which holds every socket read
     to the request's deadline (httpx's own timeout is per read: a remote that dripped its answer held the request,
     and the assistant waiting on it, for ever)."""
 
     def __init__(self, url: str, api_key: str | None, api_key_env: str, timeout_s: float = 120.0) -> None:
         import httpx
 
-        from kbsearch.providers.resilience import deadline_transport
+        from kbsearch.providers.transport import deadline_transport
 
         self.url = mcp_url(url)
         self.shown = shown_url(self.url)

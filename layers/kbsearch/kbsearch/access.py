@@ -155,6 +155,8 @@ class FolderRules:
 
     def match(self, path: str) -> tuple[str, tuple[str, ...]] | None:
         """The longest rule whose folder holds ``path`` (case-insensitively): (folder, groups), or None."""
+        if not self.rules:  # no access file (most KBs): nothing to fold the path for, on every note of every sync
+            return None
         folded = _fold(path)
         for folder, groups in self.rules:
             if not folder or folded.startswith(folder + "/"):

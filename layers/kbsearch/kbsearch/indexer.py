@@ -459,6 +459,7 @@ class Indexer:
         st = self._state.get(path)
         return st is not None and st.embeddings != {self._signature_id}
 
+    @fewer_collections()  # the listing and the index's state: objects per note, all alive until the run ends
     def _sync_notes(self, report: SyncReport, stop_at: Deadline, call_deadline: Deadline | None) -> None:
         try:
             listing = list(self.source.list())
@@ -729,6 +730,8 @@ class Indexer:
             return False
         if KeyFilter.from_json(metadata.get(LINK_NAMES)) is None:
             return False
+        if not recorded and all(PUBLIC in (self._access.get(path) or ()) for path in notes):
+            return True  # every note public (no key is restricted) and none recorded: no key of a note to derive
         implied, public = restricted_links((path, self._access.get(path)) for path in notes)
         if any(key in recorded for key in public):
             return False
@@ -1337,7 +1340,6 @@ def run_sync(
     embedded store is dropped and rebuilt in place."""
     from kbsearch.lease import LINKS_TTL_S, index_lease, short_lease
     from kbsearch.providers.embeddings import build_embedder
-    from kbsearch.providers.resilience import shared_client
 
     source = open_source(source_uri or settings.kb_source)
 
@@ -1356,7 +1358,7 @@ def run_sync(
             report.error, report.incomplete = f"index storage failed: {exc}", True
             return report
         try:
-            embedder = build_embedder(settings, secrets, shared_client())
+            embedder = build_embedder(settings, secrets, None)  # the shared client, made if a note is embedded
             options = SyncOptions.from_settings(
                 settings, full=full, allow_mass_delete=allow_mass_delete, caller_sets=caller_sets(secrets)
             )
@@ -1955,7 +1957,6 @@ def run_changes(
     from kbsearch.events import read_batch
     from kbsearch.lease import lease_holder, short_lease
     from kbsearch.providers.embeddings import build_embedder
-    from kbsearch.providers.resilience import shared_client
 
     source = open_source(source_uri or settings.kb_source)
     batch = read_batch(event, _scope_of(source))
@@ -1982,7 +1983,7 @@ def run_changes(
         report.failed_messages = sorted({c.message_id for c in batch.changes} | set(poison))
         return report
     try:
-        embedder = build_embedder(settings, secrets, shared_client())
+        embedder = build_embedder(settings, secrets, None)  # the shared client, made at its first call
         report.dense = embedder is not None
         options = SyncOptions.from_settings(settings)
         links_lock = partial(short_lease, settings, "links")  # batches at once take turns on the link list

@@ -17,10 +17,8 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from urllib.parse import urlsplit
-
-import httpx
 
 from kbsearch.config import Endpoint, Secrets, Settings
 from kbsearch.providers.resilience import (
@@ -34,6 +32,9 @@ from kbsearch.providers.resilience import (
     usage_tokens,
 )
 from kbsearch.tokens import estimate_tokens
+
+if TYPE_CHECKING:
+    import httpx
 
 QUERY_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
 
@@ -98,7 +99,7 @@ class EmbeddingClient(ProviderClient):
         endpoint: Endpoint,
         dimensions: int,
         secrets: Secrets,
-        client: httpx.Client,
+        client: httpx.Client | None,
         policy: RetryPolicy,
     ) -> None:
         super().__init__(endpoint, secrets, client, policy)
@@ -250,9 +251,10 @@ class Embedder(PrimaryFallback[EmbeddingClient]):
 
 
 def build_embedder(
-    settings: Settings, secrets: Secrets, client: httpx.Client, for_queries: bool = False
+    settings: Settings, secrets: Secrets, client: httpx.Client | None, for_queries: bool = False
 ) -> Embedder | None:
-    """The configured embedder, or None when no embedding key is configured (then search is BM25-only).
+    """The configured embedder, or None when no embedding key is configured (then search is BM25-only). ``client``:
+    None for the process's shared client, made when the embedder first calls (a sync that embeds nothing makes none).
 
     ``for_queries``: one attempt per provider with the short query timeout (the fallback is the retry), as a
     search has a latency budget; indexing retries with backoff instead."""

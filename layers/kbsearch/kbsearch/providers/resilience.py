@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import codecs
 import email.utils
-import ipaddress
 import json
 import math
 import random
@@ -33,14 +32,15 @@ from collections.abc import Callable, Collection, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
-import httpcore
-import httpx
 from pydantic_core import from_json
 
 from kbsearch.config import Breaker, Endpoint, Secrets
 from kbsearch.errors import ConfigError, KbSearchError
+
+if TYPE_CHECKING:  # httpx (and httpcore under it) are imported by the first call: a sync that embeds nothing never
+    import httpx  # pays them (BENCHMARKS.md, "Session 20: the no-change sync's CPU")
 
 RETRYABLE = frozenset({"connect", "timeout", "rate_limited", "server"})
 #: The largest answer read from any dependency (a 2,048 x 4,096-d embedding batch as JSON is ~170 MB; the
@@ -105,7 +105,7 @@ _active = threading.local()
 
 @contextmanager
 def bounded(deadline: Deadline) -> Iterator[None]:
-    """Bound every socket operation of this thread's HTTP calls by ``deadline`` (see :class:`_DeadlineBackend`)."""
+    """Bound every socket operation of this thread's HTTP calls by ``deadline`` (see :class:`kbsearch.providers.transport._DeadlineBackend`)."""
     previous = getattr(_active, "deadline", None)
     _active.deadline = deadline
     try:
@@ -124,98 +124,12 @@ def _clamp(timeout: float | None, error: type[Exception]) -> float | None:
     return left if timeout is None else min(timeout, left)
 
 
-class _DeadlineStream(httpcore.NetworkStream):
-    """A socket stream whose every read and write waits at most until the calling thread's deadline."""
-
-    def __init__(self, inner: httpcore.NetworkStream) -> None:
-        self._inner = inner
-
-    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return self._inner.read(max_bytes, _clamp(timeout, httpcore.ReadTimeout))
-
-    def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        self._inner.write(buffer, _clamp(timeout, httpcore.WriteTimeout))
-
-    def close(self) -> None:
-        self._inner.close()
-
-    def start_tls(
-        self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None
-    ) -> httpcore.NetworkStream:
-        stream = self._inner.start_tls(ssl_context, server_hostname, _clamp(timeout, httpcore.ConnectTimeout))
-        return _DeadlineStream(stream)
-
-    def get_extra_info(self, info: str) -> Any:
-        return self._inner.get_extra_info(info)
-
-
 #: ``socket.getaddrinfo``'s shape: (host, port) → address infos, whose ``[4][0]`` is an address.
 Resolver = Callable[[str, int], list[tuple[Any, ...]]]
 
 
 def system_resolver(host: str, port: int) -> list[tuple[Any, ...]]:
     return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-
-
-class _DeadlineBackend(httpcore.NetworkBackend):
-    def __init__(self, inner: httpcore.NetworkBackend, resolve: Resolver = system_resolver) -> None:
-        self._inner = inner
-        self._resolve = resolve
-
-    def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.NetworkStream:
-        options = list(socket_options or ())
-        failure: Exception | None = None
-        for address in self._addresses(host, port, timeout):  # in the resolver's order, as create_connection does
-            try:
-                clamped = _clamp(timeout, httpcore.ConnectTimeout)
-                stream = self._inner.connect_tcp(address, port, clamped, local_address, options)
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
-                failure = exc
-                continue
-            return _DeadlineStream(stream)
-        raise failure or httpcore.ConnectError(f"{host} resolved to no address")
-
-    def _addresses(self, host: str, port: int, timeout: float | None) -> list[str]:
-        """The host's addresses, resolved on a helper thread waited on no longer than the call's deadline
-        (``getaddrinfo`` itself cannot be interrupted: a resolver that hangs keeps only that thread)."""
-        try:
-            return [str(ipaddress.ip_address(host))]
-        except ValueError:
-            pass
-        limit = _clamp(timeout, httpcore.ConnectTimeout)
-        lookup = _spawn(lambda: self._resolve(host, port), "kbsearch-resolve")
-        try:
-            infos = lookup.result(timeout=limit)
-        except TimeoutError:
-            raise httpcore.ConnectTimeout(f"resolving {host} took longer than the call's deadline") from None
-        except (OSError, ValueError) as exc:  # UnicodeError (a ValueError): a label empty or over 63 characters
-            raise httpcore.ConnectError(f"cannot resolve {host} ({type(exc).__name__})") from None
-        return list(dict.fromkeys(str(info[4][0]) for info in infos))
-
-    def connect_unix_socket(
-        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
-    ) -> httpcore.NetworkStream:
-        stream = self._inner.connect_unix_socket(path, _clamp(timeout, httpcore.ConnectTimeout), socket_options)
-        return _DeadlineStream(stream)
-
-    def sleep(self, seconds: float) -> None:
-        self._inner.sleep(seconds)
-
-
-def deadline_transport(resolve: Resolver = system_resolver, **kwargs: Any) -> httpx.HTTPTransport:
-    """httpx's own transport with the deadline-aware network backend under its connection pool (httpx takes no
-    ``network_backend`` argument; the pool does). ``resolve`` looks host names up (the system's resolver)."""
-    transport = httpx.HTTPTransport(**kwargs)
-    pool: Any = transport._pool
-    pool._network_backend = _DeadlineBackend(pool._network_backend, resolve)
-    return transport
 
 
 _client: httpx.Client | None = None
@@ -227,6 +141,10 @@ def shared_client() -> httpx.Client:
     global _client  # noqa: PLW0603 - process-wide connection pool
     with _client_lock:
         if _client is None:
+            import httpx
+
+            from kbsearch.providers.transport import deadline_transport
+
             limits = httpx.Limits(max_connections=64, max_keepalive_connections=16)
             _client = httpx.Client(transport=deadline_transport(limits=limits), headers={"User-Agent": "kb-search"})
         return _client
@@ -390,6 +308,8 @@ def header_safe(value: str) -> bool:
 
 
 def _attempt(client: httpx.Client, call: Outbound, attempt_deadline: Deadline) -> tuple[httpx.Response, bytes]:
+    import httpx
+
     headers = call.headers(max(0.0, attempt_deadline.remaining()))  # a key read from SSM fits in the attempt
     unsafe = sorted(k for k, v in headers.items() if not header_safe(v))
     if unsafe:  # a credential pasted with a smart quote, a zero-width space, a line break: never sendable
@@ -703,14 +623,20 @@ def _hedged(
 
 
 class ProviderClient:
-    """One provider endpoint: its key read from ``secrets`` at each call, every call under ``policy`` on the shared
-    ``client``."""
+    """One provider endpoint: its key read from ``secrets`` at each call, every call under ``policy`` on ``client``
+    (None: the process's :func:`shared_client`, made by the first call: a sync that embeds nothing makes none)."""
 
-    def __init__(self, endpoint: Endpoint, secrets: Secrets, client: httpx.Client, policy: RetryPolicy) -> None:
+    def __init__(self, endpoint: Endpoint, secrets: Secrets, client: httpx.Client | None, policy: RetryPolicy) -> None:
         self.endpoint = endpoint
         self.secrets = secrets
-        self.client = client
+        self._client = client
         self.policy = policy
+
+    @property
+    def client(self) -> httpx.Client:
+        if self._client is None:
+            self._client = shared_client()
+        return self._client
 
     def post(self, payload: dict[str, Any], deadline: Deadline | None = None) -> Any:
         """The endpoint's decoded answer to ``payload`` (:func:`post_json`)."""
