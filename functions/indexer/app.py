@@ -33,6 +33,7 @@ from kbsearch.errors import KbSearchError
 from kbsearch.indexer import ChangeReport, run_changes, run_sync
 from kbsearch.lease import SKIPPED, LeaseHeld
 from kbsearch.providers.resilience import Deadline
+from kbsearch.providers.transport import deadline_transport  # noqa: F401 - httpx imported in the init phase
 
 logger = Logger()
 copy_config_to_registered_loggers(source_logger=logger, include={"kbsearch"})
