@@ -538,3 +538,73 @@ def test_a_full_sync_never_deletes_a_note_a_batch_wrote_after_its_listing_under_
     report, paths = _sync_with_a_batch_after_its_listing(aws, settings, key, doc("Café", "welcome café"))
     assert report.error is None and report.deleted == 0, report
     assert paths == {"pub/welcome.md", "pub/Café.md"}
+
+
+def test_event_batches_never_fill_the_key_filter_past_what_it_was_sized_for(
+    aws: EventPath, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, load_search_app: Any
+) -> None:
+    """The public notes' keys (``LINK_NAMES``) are sized by the full sync that records them (twice its keys); event
+    batches add the keys of the notes they make public. A KB that grows by events (three public notes of 1,000
+    aliases each, after a sync of a few notes) filled it past that size: ~40% of the names of no note then read as
+    a note's, shown, while the links naming a restricted note stayed hidden (round 18's leak back), and the hourly
+    full sync, finding nothing changed, kept it so. A batch that would fill it rebuilds it from the index, sized
+    afresh, and the names of no note stay hidden (at most the ~1% the filter holds by chance)."""
+    handler = Handler(monkeypatch, tmp_path, None)
+    aws.receive()
+    ghosts = [f"Ghost {i}" for i in range(90)]
+    aws.put(f"{PREFIX}_access.yaml", b"hr/: [hr]\n")
+    aws.put(f"{PREFIX}hr/Plan.md", doc("Plan", "the plan"))
+    aws.put(
+        f"{PREFIX}pub/welcome.md",
+        doc("Welcome", "welcome, see [[Plan]], [[Name 2 500]], " + ", ".join(f"[[{g}]]" for g in ghosts)),
+    )
+    assert handler(aws.receive()) == []
+    settings = handler.settings()
+    assert run_sync(settings, Secrets(settings)).error is None
+    assert api_hits(load_search_app, settings, None)["pub/welcome.md"] == []
+
+    for n in range(3):
+        aliases = ", ".join(f"Name {n} {i}" for i in range(1000))
+        aws.put(f"{PREFIX}pub/names-{n}.md", doc(f"Names {n}", "many names", f"aliases: [{aliases}]\n"))
+        assert handler(aws.receive()) == []
+    for sync in ("events", "a full sync that finds nothing changed"):
+        shown = api_hits(load_search_app, settings, None)["pub/welcome.md"]
+        assert "Plan" not in shown and "Name 2 500" in shown, (sync, shown)  # a public note's alias: shown
+        assert len([link for link in shown if link.startswith("Ghost")]) <= 3, (sync, shown)
+        assert run_sync(settings, Secrets(settings)).error is None
+
+
+def test_a_no_change_full_sync_repairs_public_keys_missing_from_the_filter(tmp_path: Path) -> None:
+    """A batch that wrote a new public note and died before recording its keys (the hourly sync ran before its
+    retry) left the filter without them: a restricted caller saw no link to that public note. The sync that finds
+    nothing changed checked the restricted list alone against its listing and kept the filter so; it now derives
+    the list and the filter afresh when a public note's path is not in the filter, or it holds more keys than
+    it was sized for."""
+    from kbsearch.links import KeyFilter
+
+    kb = tmp_path / "kb"
+    write(kb, {"_access.yaml": "hr/: [hr]\n", "pub/welcome.md": "# Welcome\nsee [[Pay grid]] and [[News]]\n",
+               "pub/news.md": "# News\nthe news\n", "hr/bands.md": "---\ntitle: Pay grid\n---\n# Bands\nthe bands\n"})  # fmt: skip
+    settings = Settings(qdrant_path=str(tmp_path / "q"), embedding_api_key=None)
+    assert run_sync(settings, Secrets(settings), source_uri=str(kb)).error is None
+    assert hits_as(settings, Scope.public())["pub/welcome.md"] == ["News"]
+
+    full = KeyFilter.of(["welcome", "pub/welcome", "news", "pub/news"])
+    full.add(f"gone {i}" for i in range(KeyFilter.MIN_CAPACITY))  # notes gone since, added by batches
+    for left in (KeyFilter.of(["welcome", "pub/welcome"]), full):
+        store = open_store(settings, Secrets(settings))
+        try:  # the first misses "news"; the second holds every public key, but more than it was sized for
+            store.merge_metadata({LINK_NAMES: left.to_json()})
+        finally:
+            store.close()
+        expected = ["News"] if left.capacity < left.count else []
+        assert hits_as(settings, Scope.public())["pub/welcome.md"] == expected
+        report = run_sync(settings, Secrets(settings), source_uri=str(kb))
+        assert report.error is None and report.unchanged == 3
+        assert hits_as(settings, Scope.public())["pub/welcome.md"] == ["News"]
+        store = open_store(settings, Secrets(settings))
+        try:
+            named = KeyFilter.from_json(store.metadata().get(LINK_NAMES))
+        finally:
+            store.close()
+        assert named is not None and named.capacity == KeyFilter.MIN_CAPACITY and named.count == 4

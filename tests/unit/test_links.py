@@ -45,3 +45,15 @@ def test_a_damaged_key_filter_reads_as_none_recorded(damage: dict[str, object]) 
     (the search then reads links as before it was recorded), never an exception or a huge allocation."""
     assert KeyFilter.from_json(_record() | damage) is None
     assert KeyFilter.from_json([_record()]) is None and KeyFilter.from_json("x") is None
+
+
+def test_a_key_filter_for_more_keys_than_a_reader_takes_is_still_read() -> None:
+    """A KB of notes with 1,000 aliases each has millions of public keys: the filter sized for twice as many was
+    larger than :data:`KeyFilter.MAX_BITS`, the most a search reads (a damaged record's bound), so the indexer wrote
+    a filter every search read as none recorded (links naming no note shown: round 18's leak back) and every
+    no-change sync derived afresh. It is made at most that large (more false positives past ~13M keys, still read).
+    """
+    made = KeyFilter.of(["a", "b"], headroom=8e6)  # sized for 16M keys: 160M bits wanted
+    read = KeyFilter.from_json(made.to_json())
+    assert read is not None and read.size <= KeyFilter.MAX_BITS
+    assert "a" in read and "b" in read and read.capacity == made.capacity

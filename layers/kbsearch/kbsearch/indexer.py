@@ -728,12 +728,13 @@ class Indexer:
         recorded = metadata.get(RESTRICTED_LINKS)
         if metadata.get(LINKS_FORMAT) != LINKS_FORMAT_VERSION or not isinstance(recorded, dict):
             return False
-        if KeyFilter.from_json(metadata.get(LINK_NAMES)) is None:
+        named = KeyFilter.from_json(metadata.get(LINK_NAMES))
+        if named is None or named.count > named.capacity:
             return False
         if not recorded and all(PUBLIC in (self._access.get(path) or ()) for path in notes):
             return True  # every note public (no key is restricted) and none recorded: no key of a note to derive
         implied, public = restricted_links((path, self._access.get(path)) for path in notes)
-        if any(key in recorded for key in public):
+        if any(key in recorded or key not in named for key in public):
             return False
         return all(isinstance(recorded.get(k), list) and set(g) <= set(recorded[k]) for k, g in implied.items())
 
@@ -1514,8 +1515,14 @@ def record_restricted_links(
                 out.pop(key, None)
         values: dict[str, Any] = {RESTRICTED_LINKS: out}
         named = KeyFilter.from_json(metadata.get(LINK_NAMES))
-        if named is not None and any(key not in named for key in public):
-            named.add(public)  # a key no note has any more stays in it (shown, as by chance) until a full sync
+        new = [key for key in sorted(public) if named is not None and key not in named]
+        if named is not None and named.count + len(new) > named.capacity:
+            # full: more keys would make more names of no note read as a note's (shown), which is what the filter
+            # hides; it is rebuilt from every indexed note, sized afresh (one scroll of the first chunks)
+            every, every_names = link_carriers(store)
+            values[LINK_NAMES] = KeyFilter.of(restricted_links(every.items(), every_names)[1]).to_json()
+        elif named is not None and new:
+            named.add(new)  # a key no note has any more stays in it (shown, as by chance) until a full sync
             values[LINK_NAMES] = named.to_json()
         return metadata, values
 

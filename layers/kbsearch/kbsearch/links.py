@@ -143,7 +143,8 @@ class KeyFilter:
     keys of the public notes, :func:`kbsearch.access.restricted_links`), so that a search can tell, with no
     call to the index, a link that names no note at all from one that names a note. Its size is the notes' keys'
     (about 10 bits a key), never the links'. A key it holds is always found; a key it does not hold is found with
-    a probability of about 1% while it holds up to ``capacity`` keys (more are still taken: the rate then grows).
+    a probability of about 1% while it holds up to ``capacity`` keys (more are still taken: the rate then grows; so
+    it does past ~13M keys, as a filter is never made larger than a search reads, :data:`MAX_BITS`).
 
     Recorded as ``{"v": 1, "m": <bits>, "k": <probes>, "n": <keys added>, "capacity": ..., "bits": <base64>}``; a
     key's probes are ``(h1 + i·h2) mod m`` for i < k, h1 and h2 the two halves of its 16-byte BLAKE2b digest."""
@@ -163,10 +164,11 @@ class KeyFilter:
 
     @classmethod
     def of(cls, keys: Iterable[str], headroom: float = 2.0) -> KeyFilter:
-        """A filter holding ``keys``, sized for ``headroom`` times as many (keys added later, by events)."""
+        """A filter holding ``keys``, sized for ``headroom`` times as many (keys added later, by events), and at
+        most :data:`MAX_BITS` large, so that a search reads it (past ~13M keys more names read as held)."""
         keys = list(dict.fromkeys(keys))
         capacity = max(cls.MIN_CAPACITY, int(len(keys) * headroom))
-        made = cls(bytearray(-(-capacity * cls.BITS_PER_KEY // 8)), cls.PROBES, capacity)
+        made = cls(bytearray(min(-(-capacity * cls.BITS_PER_KEY // 8), cls.MAX_BITS // 8)), cls.PROBES, capacity)
         made.add(keys)
         return made
 
