@@ -608,3 +608,38 @@ def test_a_no_change_full_sync_repairs_public_keys_missing_from_the_filter(tmp_p
         finally:
             store.close()
         assert named is not None and named.capacity == KeyFilter.MIN_CAPACITY and named.count == 4
+
+
+def test_the_link_targets_are_decoded_again_only_when_they_change(tmp_path: Path) -> None:
+    """A search service decodes the recorded list and filter once: a re-read of the metadata (``/health`` re-reads
+    it every 2 s on the embedded store) that finds them unchanged keeps the decoded ones (and what they remember per
+    group set); a sync into the same store that changes them is read at the next re-read, and a link to the note it
+    made public is shown."""
+    from kbsearch.schemas import SearchRequest
+    from kbsearch.search import SearchService
+
+    kb = tmp_path / "kb"
+    write(kb, {"_access.yaml": "hr/: [hr]\n", "pub/welcome.md": "# Welcome\nwelcome: see [[Pay grid]] and [[News]]\n",
+               "hr/bands.md": "---\ntitle: Pay grid\n---\n# Bands\nthe bands\n"})  # fmt: skip
+    settings = Settings(qdrant_path=str(tmp_path / "q"), embedding_api_key=None)
+    store = open_store(settings, Secrets(settings))
+    service = SearchService(settings, Secrets(settings), store=store, wire_providers=False)
+    try:
+        assert Indexer(open_source(str(kb)), store, None, SyncOptions()).sync().error is None
+        first = service.restricted_links()
+        assert first is not None and first.hides_a_note(Scope.public())
+        assert service.collection_metadata(max_age_s=0) is not None  # read again: a new dict, the same values
+        assert service.restricted_links() is first
+        hits = service.search(SearchRequest(query="welcome", top_k=5), scope=Scope.public()).results
+        assert {h.path: h.links for h in hits}["pub/welcome.md"] == []  # News names no note yet
+
+        write(kb, {"pub/news.md": "# News\nthe news\n"})
+        assert Indexer(open_source(str(kb)), store, None, SyncOptions()).sync().error is None
+        assert service.collection_metadata(max_age_s=0) is not None
+        after = service.restricted_links()
+        assert after is not first and after is not None and after.names is not None and "news" in after.names
+        hits = service.search(SearchRequest(query="welcome", top_k=5), scope=Scope.public()).results
+        assert {h.path: h.links for h in hits}["pub/welcome.md"] == ["News"]
+    finally:
+        service.close()
+        store.close()

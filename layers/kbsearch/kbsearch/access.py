@@ -477,6 +477,7 @@ class LinkTargets:
     restricted: Mapping[str, Any]
     names: KeyFilter | None = None
     _hides: dict[str, bool] = field(default_factory=dict, repr=False, compare=False)
+    _sets: set[tuple[str, ...] | None] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def recorded(cls, metadata: Mapping[str, Any] | None) -> LinkTargets | None:
@@ -490,15 +491,29 @@ class LinkTargets:
 
     def hides_a_note(self, scope: Scope) -> bool:
         """Whether ``restricted`` names a note ``scope`` may not read (a value that is not a list of group names
-        counts); remembered per group set (at most :data:`MAX_SCOPES_REMEMBERED`)."""
+        counts); remembered per group set (at most :data:`MAX_SCOPES_REMEMBERED`). The distinct group sets are
+        gathered once, so each further group set costs one check per distinct set, not one per key."""
         key = scope.key()
         hides = self._hides.get(key)
         if hides is None:
-            hides = not all(_readable(groups, scope) for groups in self.restricted.values())
+            if self._sets is None:
+                self._sets = _group_sets(self.restricted.values())
+            hides = any(groups is None or not scope.can_read(groups) for groups in self._sets)
             if len(self._hides) >= MAX_SCOPES_REMEMBERED:
                 self._hides.clear()
             self._hides[key] = hides
         return hides
+
+
+def _group_sets(values: Iterable[object]) -> set[tuple[str, ...] | None]:
+    """The distinct group lists among ``values``; None standing for any value that is not a list of names."""
+    sets: set[tuple[str, ...] | None] = set()
+    for groups in values:
+        if type(groups) is list and all(type(g) is str for g in groups):
+            sets.add(tuple(groups))
+        else:
+            sets.add(None)
+    return sets
 
 
 MAX_SCOPES_REMEMBERED = 1024

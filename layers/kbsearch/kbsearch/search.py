@@ -29,7 +29,9 @@ from kbsearch.providers.rerankers import Reranking, build_reranking
 from kbsearch.providers.resilience import Deadline, ProviderError, shared_client
 from kbsearch.qdrant import open_retriever
 from kbsearch.qdrant.query import (
+    LINK_NAMES,
     RESCORE_ONCE,
+    RESTRICTED_LINKS,
     Candidate,
     Retriever,
     batch_searches,
@@ -211,8 +213,8 @@ class SearchService:
         self.max_results: int | None = None
         self._signature_checked: tuple[float, str | None] | None = None
         self._metadata_read: tuple[float, dict[str, Any] | None] | None = None  # the collection's metadata, when read
-        #: the link targets decoded from that metadata (the very dict it was decoded from)
-        self._link_targets: tuple[dict[str, Any] | None, LinkTargets | None] | None = None
+        #: the link targets decoded from that metadata, with the raw values (list, filter) they were decoded from
+        self._link_targets: tuple[tuple[Any, Any], LinkTargets | None] | None = None
 
     @property
     def retriever_open(self) -> bool:
@@ -294,11 +296,13 @@ class SearchService:
 
     def _restricted_links(self, deadline: Deadline) -> LinkTargets | None:
         """The recorded link targets (restricted notes' keys → their groups; the public notes' keys); None when
-        not known (links are then hidden from restricted callers). Decoded once per read of the metadata."""
-        recorded = self._collection_metadata(deadline)
+        not known (links are then hidden from restricted callers). Decoded again only when a read of the metadata
+        finds them changed (``/health`` re-reads it every few seconds: the same values are not decoded again)."""
+        recorded = self._collection_metadata(deadline) or {}
+        values = (recorded.get(RESTRICTED_LINKS), recorded.get(LINK_NAMES))
         cached = self._link_targets
-        if cached is None or cached[0] is not recorded:
-            cached = self._link_targets = (recorded, LinkTargets.recorded(recorded))
+        if cached is None or not all(a is b or a == b for a, b in zip(cached[0], values, strict=True)):
+            cached = self._link_targets = (values, LinkTargets.recorded(recorded))
         return cached[1]
 
     def read_index(self, read: Callable[[Retriever, float], T], budget_s: float | None = None) -> T:
