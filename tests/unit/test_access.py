@@ -238,8 +238,9 @@ def test_a_link_naming_no_note_is_hidden_like_one_naming_a_restricted_note() -> 
 
 
 def test_the_recorded_link_targets_are_read_whole_or_as_before() -> None:
-    """``LinkTargets.recorded``: the list and the filter from the collection's metadata; a filter that is not one
-    (any damage) reads as none recorded (links to no note shown, as before), a list that is not one as unknown."""
+    """``LinkTargets.recorded``: the list and the filter from the collection's metadata; a filter never recorded
+    reads as before it was (links to no note shown), one recorded damaged (any damage) as holding no name (links to
+    no note hidden from a caller hidden a note: it fails closed), a list that is not one as unknown."""
     from kbsearch.qdrant.query import LINK_NAMES, RESTRICTED_LINKS
 
     names = KeyFilter.of(["onboarding"]).to_json()
@@ -247,8 +248,13 @@ def test_the_recorded_link_targets_are_read_whole_or_as_before() -> None:
     assert read is not None and read.names is not None and "onboarding" in read.names
     assert LinkTargets.recorded({RESTRICTED_LINKS: ["x"], LINK_NAMES: names}) is None
     assert LinkTargets.recorded(None) is None
-    damaged = LinkTargets.recorded({RESTRICTED_LINKS: {}, LINK_NAMES: names | {"bits": str(names["bits"])[:-4]}})
-    assert damaged is not None and damaged.names is None
+    for broken in (names | {"bits": str(names["bits"])[:-4]}, "x", [names], {"v": 2}):
+        damaged = LinkTargets.recorded({RESTRICTED_LINKS: {"x": ["hr"]}, LINK_NAMES: broken})
+        assert damaged is not None and damaged.names is not None and "onboarding" not in damaged.names
+        assert visible_links(["Onboarding", "X"], damaged, Scope.public()) == []
+    older = LinkTargets.recorded({RESTRICTED_LINKS: {"x": ["hr"]}})
+    assert older is not None and older.names is None
+    assert visible_links(["Onboarding", "X"], older, Scope.public()) == ["Onboarding"]
 
 
 @pytest.mark.parametrize(

@@ -472,7 +472,7 @@ class LinkTargets:
     """What the indexer recorded of the notes links may name (collection metadata): ``restricted`` maps the link
     keys (:func:`kbsearch.links.link_key`) of every non-public note to its groups (:func:`restricted_links`);
     ``names`` (:class:`kbsearch.links.KeyFilter`) holds the keys of the public notes, None in an index recorded
-    before it was (read as before: a link naming no note is shown)."""
+    before it was (read as before: a link naming no note is shown); a filter recorded damaged reads as empty."""
 
     restricted: Mapping[str, Any]
     names: KeyFilter | None = None
@@ -487,7 +487,11 @@ class LinkTargets:
         restricted = (metadata or {}).get(RESTRICTED_LINKS)
         if not isinstance(restricted, dict):
             return None
-        return cls(restricted, KeyFilter.from_json((metadata or {}).get(LINK_NAMES)))
+        recorded = (metadata or {}).get(LINK_NAMES)
+        if recorded is None:  # an index recorded before the filter was: read as that version did
+            return cls(restricted)
+        # a filter recorded but unreadable (damaged) holds no name: links to no note are hidden, not shown
+        return cls(restricted, KeyFilter.from_json(recorded) or KeyFilter.of(()))
 
     def hides_a_note(self, scope: Scope) -> bool:
         """Whether ``restricted`` names a note ``scope`` may not read (a value that is not a list of group names
