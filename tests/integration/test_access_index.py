@@ -352,30 +352,15 @@ def test_an_access_file_in_a_folder_stops_the_sync(tmp_path: Path, folder: str, 
     assert sorted(visible(settings, Scope.of("k", ["hr"]))) == ["hr/Pay.md", "pub/Hello.md"]
 
 
-@pytest.mark.parametrize("name", MISTAKEN[:3] + MISTYPED_EXTENSIONS)
-@pytest.mark.parametrize("where", ["folder", "s3"])
-def test_an_access_file_under_another_name_stops_the_events_too(tmp_path: Path, name: str, where: str) -> None:
-    """Between full syncs notes arrive by events (the access file's name is never an event: the bucket notifies
-    ``.md`` and ``_access.yaml`` only). Once a look-alike of the access file lies at the root, an event run fails
-    as a full sync does (the message is retried; nothing is indexed under rules that were not read), and after the
-    rename the retried event indexes the note under the rules. A look-alike below the root is an attachment."""
+def apply_event(root: Path, settings: Settings, where: str, path: str) -> Any:
+    """An event run (``ChangeSync``) of the note ``path`` saved in the folder ``root`` as it is (``folder``), or
+    with its files put in a moto bucket (``s3``): the run's report."""
     from kbsearch.events import Change
     from kbsearch.indexer import ChangeSync
     from kbsearch.sources import LocalSource, S3Source
 
-    root = tmp_path / "kb"
-    write_kb(root, {"pub/Hello.md": "# Hello\nwelcome all\n"}, None)
-    settings = Settings(qdrant_path=str(tmp_path / "q"), qdrant_url="", embedding_api_key=None,
-                        embedding_api_key_param="")  # fmt: skip
-    sync(settings, root)
-    (root / "hr").mkdir()
-    (root / "hr" / "Pay.md").write_text("# Pay\nwelcome salary bands\n", encoding="utf-8")
-    (root / name).write_text("hr/: [hr]\n", encoding="utf-8")
-    (root / "pub" / "_access.yml").write_text("not: [rules]\n", encoding="utf-8")
     prefix = "kb/" if where == "s3" else ""
-    change = Change(path="hr/Pay.md", key=prefix + "hr/Pay.md", removed=False)
-
-    def apply() -> Any:
+    with mock_aws():
         if where == "folder":
             source: Any = LocalSource(root)
         else:
@@ -388,21 +373,70 @@ def test_an_access_file_under_another_name_stops_the_events_too(tmp_path: Path, 
             source = S3Source("kb-notes", "kb", client=s3)
         store = open_store(settings, Secrets(settings))
         try:
-            return ChangeSync(source, store, None).apply([change])
+            return ChangeSync(source, store, None).apply([Change(path=path, key=prefix + path, removed=False)])
         finally:
             store.close()
 
-    with mock_aws():
-        report = apply()
+
+@pytest.mark.parametrize("name", MISTAKEN[:3] + MISTYPED_EXTENSIONS)
+@pytest.mark.parametrize("where", ["folder", "s3"])
+def test_an_access_file_under_another_name_stops_the_events_too(tmp_path: Path, name: str, where: str) -> None:
+    """Between full syncs notes arrive by events (the access file's name is never an event: the bucket notifies
+    ``.md`` and ``_access.yaml`` only). Once a look-alike of the access file lies at the root, an event run fails
+    as a full sync does (the message is retried; nothing is indexed under rules that were not read), and after the
+    rename the retried event indexes the note under the rules. A look-alike below the root is an attachment."""
+
+    root = tmp_path / "kb"
+    write_kb(root, {"pub/Hello.md": "# Hello\nwelcome all\n"}, None)
+    settings = Settings(qdrant_path=str(tmp_path / "q"), qdrant_url="", embedding_api_key=None,
+                        embedding_api_key_param="")  # fmt: skip
+    sync(settings, root)
+    (root / "hr").mkdir()
+    (root / "hr" / "Pay.md").write_text("# Pay\nwelcome salary bands\n", encoding="utf-8")
+    (root / name).write_text("hr/: [hr]\n", encoding="utf-8")
+    (root / "pub" / "_access.yml").write_text("not: [rules]\n", encoding="utf-8")
+    report = apply_event(root, settings, where, "hr/Pay.md")
     assert report.incomplete and report.failed_paths == ["hr/Pay.md"] and report.error is not None
     assert report.error.startswith(f"{name!r} looks like the access file but is not named '_access.yaml'")
     assert visible(settings, Scope.public()) == ["pub/Hello.md"]  # hr/Pay.md not indexed public
     (root / name).rename(root / "_access.yaml")
-    with mock_aws():
-        report = apply()
+    report = apply_event(root, settings, where, "hr/Pay.md")
     assert report.error is None and report.failed_paths == []
     assert visible(settings, Scope.public()) == ["pub/Hello.md"]
     assert sorted(visible(settings, Scope.of("k", ["hr"]))) == ["hr/Pay.md", "pub/Hello.md"]
+
+
+@pytest.mark.parametrize(("note", "folder"), [("hr/Pay.md", "hr"), ("hr/deep/er/Pay.md", "hr"),
+                                             ("hr/deep/er/Pay.md", "hr/deep/er")])  # fmt: skip
+@pytest.mark.parametrize("where", ["folder", "s3"])
+def test_an_access_file_in_a_folder_above_a_note_stops_its_event(
+    tmp_path: Path, note: str, folder: str, where: str
+) -> None:
+    """``hr/_access.yaml`` stops a full sync (its rules are never read); an event of a note below it was indexed
+    public under the root's rules, between full syncs. The event run now looks in each folder above the notes it
+    indexes: the note is failed (retried), naming the file, and nothing is indexed; a note elsewhere is indexed as
+    before; with the rules moved to the root, the retried event indexes the note under them."""
+    root = tmp_path / "kb"
+    write_kb(root, {"pub/Hello.md": "# Hello\nwelcome all\n"}, None)
+    settings = Settings(qdrant_path=str(tmp_path / "q"), qdrant_url="", embedding_api_key=None,
+                        embedding_api_key_param="")  # fmt: skip
+    sync(settings, root)
+    (root / note).parent.mkdir(parents=True)
+    (root / note).write_text("# Pay\nwelcome salary bands\n", encoding="utf-8")
+    (root / folder / "_access.yaml").write_text("hr/: [hr]\n", encoding="utf-8")
+    (root / "pub" / "News.md").write_text("# News\nwelcome news\n", encoding="utf-8")
+
+    report = apply_event(root, settings, where, note)
+    assert report.incomplete and report.failed_paths == [note] and report.error is not None
+    assert report.error.startswith(f"'{folder}/_access.yaml' is an access file in a folder: only the KB root's")
+    assert visible(settings, Scope.public()) == ["pub/Hello.md"]  # the note not indexed public
+    report = apply_event(root, settings, where, "pub/News.md")  # no access file above it
+    assert report.error is None and report.added == 1
+    (root / folder / "_access.yaml").rename(root / "_access.yaml")
+    report = apply_event(root, settings, where, note)
+    assert report.error is None and report.failed_paths == [] and report.added == 1
+    assert sorted(visible(settings, Scope.public())) == ["pub/Hello.md", "pub/News.md"]
+    assert note in visible(settings, Scope.of("k", ["hr"]))
 
 
 ROOT_KINDS = ["folder", "symlink to a folder", "symlink to a folder outside the KB", "symlink to a file",

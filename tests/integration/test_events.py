@@ -175,8 +175,10 @@ def test_events_index_exactly_their_keys_and_converge_to_a_full_sync(
     s3_calls.clear()
     assert indexer(records) == []
     # the root's names (one listing of the root alone: no access file under another name), the access file (one
-    # GET by key: none here), the two keys; never a listing of the notes
-    assert sorted(s3_calls) == ["GetObject", "GetObject", "HeadObject", "HeadObject", "ListObjectsV2/"]
+    # GET by key: none here), the two keys, one HEAD for an access file in the indexed note's folder (notes/: none
+    # here); never a listing of the notes
+    calls = ["GetObject", "GetObject", "HeadObject", "HeadObject", "HeadObject", "ListObjectsV2/"]
+    assert sorted(s3_calls) == calls
     inputs = [i for call in deepinfra.calls("embeddings")[before:] for i in call.body["input"]]
     assert len(inputs) == 1 and "gamma changed" in inputs[0]
     assert points(indexer.settings()) == clean_full_sync(indexer, tmp_path)

@@ -105,6 +105,7 @@ from kbsearch.sources import (
     Source,
     SourceError,
     SourceObject,
+    head,
     hidden,
     open_source,
     path_problem,
@@ -1701,7 +1702,7 @@ class ChangeSync:
         report.failed_messages = sorted({c.message_id for c in changes if c.path in failed and c.message_id})
         return report
 
-    def _access_rules(self, stop_at: Deadline | None = None) -> FolderRules:
+    def _access_rules(self, stop_at: Deadline | None = None, paths: Iterable[str] = ()) -> FolderRules:
         """The access file's folder rules as they are now (one read of one key, no listing of the notes): a note that an
         event brings in gets the groups a full sync would give it. An unusable access file fails the batch's notes
         (they are retried, as a full sync refuses to run, and none is indexed; its deletions are applied: they widen
@@ -1711,7 +1712,9 @@ class ChangeSync:
         or the access file's own event (:meth:`_apply_current`). A folder named ``_access.yaml`` (or a link to one)
         holds notes, not rules, as a full sync's listing has it (there its notes are listed under it and no entry is
         the access file): no rules, its notes indexed (the read of the folder failed every batch with a note to
-        index, while full syncs indexed them)."""
+        index, while full syncs indexed them). An access file in a folder above one of ``paths`` (the notes the batch
+        indexes: ``hr/_access.yaml`` for ``hr/pay.md``; one HEAD per distinct folder) fails them too, as it stops a
+        full sync: its rules are not read, and the notes it was written to restrict would be indexed public."""
         root_file = False
 
         def noting(names: Iterable[str]) -> Iterator[str]:  # whether the root listing gives the name as a file
@@ -1721,7 +1724,12 @@ class ChangeSync:
                 yield name
 
         refuse_mistaken_access_file(noting(_until(self.source.root_names(), stop_at, "listing the KB root")))
-        key = getattr(self.source, "prefix", "") + ACCESS_FILE  # a GET by key: read_path would list when absent
+        prefix = getattr(self.source, "prefix", "")
+        folders = sorted({path.rsplit("/", n)[0] for path in paths for n in range(1, path.count("/") + 1)})
+        for folder in _until(folders, stop_at, "looking for access files in the notes' folders"):
+            if head(self.source, f"{prefix}{folder}/{ACCESS_FILE}") is not None:
+                refuse_access_file_below_root([f"{folder}/{ACCESS_FILE}"])
+        key = prefix + ACCESS_FILE  # a GET by key: read_path would list when absent
         try:
             raw = self.source.read(SourceObject(path=ACCESS_FILE, key=key, etag="", size=0))
         except NoteUnreadable:
@@ -1850,7 +1858,8 @@ class ChangeSync:
         rules_read = ACCESS_FILE in todo or any(obj is not None for obj in current.values())
         if rules_read:  # deletions alone read no rules (a replay reads nothing at all): nothing is indexed under them
             try:
-                self.indexer._rules = self._access_rules(stop_at)
+                indexed = [p for p, obj in current.items() if obj is not None]
+                self.indexer._rules = self._access_rules(stop_at, indexed)
             except (AccessFileError, SourceError) as exc:  # as a full sync: no note indexed, no group relaxed; but
                 # a deletion widens nothing, so it is applied (it was held back with the rest, its note searchable)
                 held = {p for p, obj in current.items() if obj is not None} | ({ACCESS_FILE} & set(todo))
