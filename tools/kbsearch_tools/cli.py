@@ -17,12 +17,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import kbsearch_entry
 from kbsearch import __version__
 from kbsearch.errors import KbSearchError
 from kbsearch_tools import repo_root
 
 EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
+EXIT_INTERRUPTED = kbsearch_entry.EXIT_INTERRUPTED
 EXIT_LEASE_HELD = 75  # EX_TEMPFAIL: another run holds the index lease; nothing was changed, try again later
 
 
@@ -1261,8 +1262,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for noisy in ("httpx", "httpcore"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
+        kbsearch_entry.interrupts_raise()  # until here the console script's entry ended a Ctrl-C itself
         return int(args.func(args))
     except KeyboardInterrupt:  # Ctrl-C: one line, no traceback, the shell's code for SIGINT
+        kbsearch_entry.interrupts_ignored()
         print(f"\nkbsearch {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except KbSearchError as exc:

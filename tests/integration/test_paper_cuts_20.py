@@ -1,0 +1,93 @@
+"""Paper cuts, round 20: what a new user still hit after round 19, each through the interface that user touches
+(the console script pip writes, `kbsearch` as a process, `kbsearch serve` over HTTP)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PROCESS_TIMEOUT_S, ROOT, subprocess_env
+
+# -- Ctrl-C while the console script loads the CLI ------------------------------------------------------------------
+
+
+def console_script(folder: Path) -> Path:
+    """The `kbsearch` console script as pip writes it from pyproject.toml's [project.scripts]: what a user runs."""
+    module, function = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]["kbsearch"].split(":")
+    script = folder / "kbsearch"
+    script.write_text(f"#!{sys.executable}\nimport sys\nfrom {module} import {function}\nif __name__ == '__main__':\n"
+                      f"    sys.argv[0] = sys.argv[0].removesuffix('.exe')\n    sys.exit({function}())\n")  # fmt: skip
+    script.chmod(0o755)
+    return script
+
+
+IMPORT_LINE = "import time:"
+
+
+def imported(line: str) -> str:
+    """The module a `-X importtime` line reports as imported (printed once its import is complete)."""
+    return line.rsplit("|", 1)[-1].strip()
+
+
+def interrupt_after(script: Path, args: list[str], module: str | None, env: dict[str, str]) -> tuple[int, list[str]]:
+    """Start `kbsearch ARGS`, wait until Python reports MODULE imported (None: not at all), then send SIGINT every
+    2 ms, as a key held down does, until the process ends; its exit code and its stderr but the import lines."""
+    process = subprocess.Popen([str(script), *args], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)  # fmt: skip
+    assert process.stderr is not None
+    seen = threading.Event()
+    lines: list[str] = []
+
+    def read() -> None:  # all along: a full pipe would stop the process mid-import
+        assert process.stderr is not None
+        for line in process.stderr:
+            lines.append(line.rstrip("\n"))
+            if module is None or (line.startswith(IMPORT_LINE) and imported(line) == module):
+                seen.set()
+        seen.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert seen.wait(PROCESS_TIMEOUT_S), f"{module} was never imported"
+        deadline = time.monotonic() + PROCESS_TIMEOUT_S
+        while process.poll() is None and time.monotonic() < deadline:
+            process.send_signal(signal.SIGINT)
+            time.sleep(0.002)
+        process.wait(timeout=PROCESS_TIMEOUT_S)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    reader.join(timeout=PROCESS_TIMEOUT_S)
+    return process.returncode, [line for line in lines if not line.startswith(IMPORT_LINE)]
+
+
+@pytest.mark.timeout(10 * PROCESS_TIMEOUT_S)
+def test_ctrl_c_while_the_console_script_loads_the_cli_is_one_line_and_exit_130(tmp_path: Path) -> None:
+    """A Ctrl-C in the first ~50 ms of any command (the console script importing the CLI: argparse, logging,
+    typing, kb-search's modules; then reading its arguments) was Python's KeyboardInterrupt traceback. Python's
+    import report (PYTHONPROFILEIMPORTTIME, Python's own, nothing of kb-search) says where the process is: the
+    interrupts start after each module the CLI imports in turn, from kb-search's first to the CLI's arguments read,
+    and keep coming until the process ends."""
+    script = console_script(tmp_path)
+    env = subprocess_env(PYTHONPROFILEIMPORTTIME="1", QDRANT_PATH=str(tmp_path / "q"))
+    args = ["mcp", "--kb", str(ROOT / "sample-kb")]  # runs until stdin closes: only the interrupt ends it
+    listing = subprocess.run([str(script), "--version"], capture_output=True, text=True, env=env, cwd=ROOT,
+                             timeout=PROCESS_TIMEOUT_S, check=True)  # fmt: skip
+    modules = [imported(line) for line in listing.stderr.splitlines() if line.startswith(IMPORT_LINE)]
+    first, cli = modules.index("kbsearch"), modules.index("kbsearch_tools.cli")  # kb-search's first, the CLI
+    moments = modules[first : cli + 4]  # and the modules argparse imports reading the arguments
+    assert len(moments) >= 10, modules
+    for module in moments:
+        code, stderr = interrupt_after(script, args, module, env)
+        assert not any("Traceback" in line or "KeyboardInterrupt" in line for line in stderr), (module, stderr)
+        assert code == 130 and stderr[-1] == "kbsearch mcp: interrupted", (module, code, stderr)
+        assert sum("interrupted" in line for line in stderr) == 1, (module, stderr)
