@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -11,9 +12,18 @@ import time
 import tomllib
 from pathlib import Path
 
+import boto3
 import pytest
+from moto import mock_aws
 
-from tests.conftest import PROCESS_TIMEOUT_S, ROOT, subprocess_env
+from kbsearch_tools.local.runtime import LambdaContext
+from tests.conftest import KBSEARCH_CMD, PROCESS_TIMEOUT_S, ROOT, subprocess_env
+from tests.integration.test_events import load_indexer
+
+
+def run(*args: str, cwd: Path = ROOT, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*KBSEARCH_CMD, *args], capture_output=True, text=True, timeout=PROCESS_TIMEOUT_S, check=False,
+                          env=subprocess_env(**env), cwd=cwd)  # fmt: skip
 
 # -- Ctrl-C while the console script loads the CLI ------------------------------------------------------------------
 
@@ -91,3 +101,58 @@ def test_ctrl_c_while_the_console_script_loads_the_cli_is_one_line_and_exit_130(
         assert not any("Traceback" in line or "KeyboardInterrupt" in line for line in stderr), (module, stderr)
         assert code == 130 and stderr[-1] == "kbsearch mcp: interrupted", (module, code, stderr)
         assert sum("interrupted" in line for line in stderr) == 1, (module, stderr)
+
+
+# -- a KB with no notes -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(4 * PROCESS_TIMEOUT_S + 30)
+def test_indexing_a_folder_without_notes_says_what_was_looked_for_and_where(tmp_path: Path) -> None:
+    """`kbsearch index` of an empty folder, or of one without .md notes, reported "0 listed" and nothing else."""
+    empty, others = tmp_path / "empty", tmp_path / "kb"
+    empty.mkdir()
+    (others / ".obsidian").mkdir(parents=True)
+    (others / ".obsidian" / "hidden.md").write_text("# hidden\n")
+    (others / "readme.txt").write_text("not a note\n")
+    (others / "Note.markdown").write_text("# not .md\n")
+    expected = {
+        empty: f"no notes in {empty}: a note is a file ending in .md, outside hidden files and folders (a name "
+        "starting with '.'); no file listed there",
+        others: f"no notes in {others}: a note is a file ending in .md, outside hidden files and folders (a name "
+        "starting with '.'); 2 other files listed there",
+    }
+    for folder, fact in expected.items():
+        shown = run("index", folder.name, cwd=tmp_path, QDRANT_PATH=str(tmp_path / "q"))  # a relative folder: named in full
+        assert shown.returncode == 0 and "Traceback" not in shown.stderr, shown.stderr
+        assert f"  nothing to index: {fact}" in shown.stdout.splitlines(), shown.stdout
+        as_json = run("index", str(folder), "--json", QDRANT_PATH=str(tmp_path / "q"))
+        assert as_json.returncode == 0, as_json.stderr
+        assert json.loads(as_json.stdout)["no_notes"] == fact
+    full = run("index", str(ROOT / "sample-kb"), "--json", QDRANT_PATH=str(tmp_path / "q2"))
+    assert json.loads(full.stdout)["no_notes"] is None and "nothing to index" not in full.stdout
+
+
+def test_an_s3_prefix_that_lists_nothing_says_so_in_the_scheduled_run_report(monkeypatch: pytest.MonkeyPatch,
+                                                                             tmp_path: Path) -> None:  # fmt: skip
+    """The scheduled IndexerFunction (and `kbsearch index s3://...`) on a prefix with no notes: a typo'd KB_SOURCE
+    prefix read as an empty KB, "0 listed"."""
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="kb-notes")
+        s3.put_object(Bucket="kb-notes", Key="kb/en/Note.md", Body=b"# Note\n\nbody\n")
+        s3.put_object(Bucket="kb-notes", Key="img/picture.png", Body=b"png")
+        context = LambdaContext("kb-search-test-indexer", 2048, 900)
+        reports = {}
+        for prefix in ("kbb/", "img/"):
+            app = load_indexer(monkeypatch, {"KB_SOURCE": f"s3://kb-notes/{prefix}",
+                                             "QDRANT_PATH": str(tmp_path / prefix.replace("/", "_"))})  # fmt: skip
+            reports[prefix] = app.lambda_handler({}, context)
+    assert reports["kbb/"]["notes_listed"] == 0 and reports["kbb/"]["error"] is None
+    assert reports["kbb/"]["no_notes"] == (
+        "no notes under s3://kb-notes/kbb/: a note is a key ending in .md, outside hidden files and folders (a name "
+        "starting with '.'); no object listed there: check the bucket and prefix (KB_SOURCE)"
+    )
+    assert reports["img/"]["no_notes"] == (
+        "no notes under s3://kb-notes/img/: a note is a key ending in .md, outside hidden files and folders (a name "
+        "starting with '.'); 1 other object listed there"
+    )

@@ -332,6 +332,8 @@ def _print_sync_summary(report: dict[str, Any]) -> None:
         f"embedding: {report['embedding_calls']} calls, {report['embedding_tokens']} tokens"
         + (f", {report['embedding_fallbacks']} via fallback" if report["embedding_fallbacks"] else "")
     )
+    if report.get("no_notes"):
+        print(f"  nothing to index: {_shown(report['no_notes'])}")
     if report.get("reembedded"):
         print(f"  re-embedding: {report['reembedded']}")
     if report.get("rebuilt"):
