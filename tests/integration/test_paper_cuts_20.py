@@ -25,6 +25,7 @@ def run(*args: str, cwd: Path = ROOT, **env: str) -> subprocess.CompletedProcess
     return subprocess.run([*KBSEARCH_CMD, *args], capture_output=True, text=True, timeout=PROCESS_TIMEOUT_S, check=False,
                           env=subprocess_env(**env), cwd=cwd)  # fmt: skip
 
+
 # -- Ctrl-C while the console script loads the CLI ------------------------------------------------------------------
 
 
@@ -122,7 +123,8 @@ def test_indexing_a_folder_without_notes_says_what_was_looked_for_and_where(tmp_
         "starting with '.'); 2 other files listed there",
     }
     for folder, fact in expected.items():
-        shown = run("index", folder.name, cwd=tmp_path, QDRANT_PATH=str(tmp_path / "q"))  # a relative folder: named in full
+        # given relatively: named in full
+        shown = run("index", folder.name, cwd=tmp_path, QDRANT_PATH=str(tmp_path / "q"))
         assert shown.returncode == 0 and "Traceback" not in shown.stderr, shown.stderr
         assert f"  nothing to index: {fact}" in shown.stdout.splitlines(), shown.stdout
         as_json = run("index", str(folder), "--json", QDRANT_PATH=str(tmp_path / "q"))
