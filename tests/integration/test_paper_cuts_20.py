@@ -21,7 +21,7 @@ from tests.conftest import KBSEARCH_CMD, PROCESS_TIMEOUT_S, ROOT, subprocess_env
 from tests.integration.test_events import load_indexer
 
 
-def run(*args: str, cwd: Path = ROOT, **env: str) -> subprocess.CompletedProcess[str]:
+def run(*args: str, cwd: Path | str = ROOT, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*KBSEARCH_CMD, *args], capture_output=True, text=True, timeout=PROCESS_TIMEOUT_S, check=False,
                           env=subprocess_env(**env), cwd=cwd)  # fmt: skip
 
@@ -158,3 +158,40 @@ def test_an_s3_prefix_that_lists_nothing_says_so_in_the_scheduled_run_report(mon
         "no notes under s3://kb-notes/img/: a note is a key ending in .md, outside hidden files and folders (a name "
         "starting with '.'); 1 other object listed there"
     )
+
+
+# -- one message per failure of kbsearch index ----------------------------------------------------------------------
+
+
+def failing_index(kind: str, tmp_path: Path) -> tuple[list[str], dict[str, str], str]:
+    """`kbsearch index` arguments and settings that fail one way, and the start of the report's error."""
+    if kind == "store":  # Qdrant not reachable: a closed loopback port
+        return [str(ROOT / "sample-kb")], {"QDRANT_URL": "http://127.0.0.1:9"}, "index storage failed: "
+    if kind == "access file":
+        kb = tmp_path / "kb"
+        kb.mkdir()
+        (kb / "Note.md").write_text("# Note\n\nbody\n")
+        (kb / "_access.yaml").write_text("folders: [\n")
+        return [str(kb)], {"QDRANT_PATH": str(tmp_path / "q")}, "_access.yaml: "
+    if kind == "listing":  # an S3 endpoint that refuses connections
+        env = {"QDRANT_PATH": str(tmp_path / "q"), "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y",
+               "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}  # fmt: skip
+        return ["s3://kb-notes/kb"], env, "listing s3://kb-notes/kb/ failed: "
+    env = {"QDRANT_PATH": str(tmp_path / "q"), "EMBEDDING_API_KEY": "k", "PROVIDER_RETRIES": "0",
+           "EMBEDDING_URL": "http://127.0.0.1:9/v1/openai"}  # fmt: skip
+    return [str(ROOT / "sample-kb")], env, "embedding failed: "
+
+
+@pytest.mark.parametrize("kind", ["store", "access file", "listing", "embedding"])
+@pytest.mark.timeout(2 * PROCESS_TIMEOUT_S + 30)
+def test_a_failed_index_run_says_its_error_once(kind: str, tmp_path: Path) -> None:
+    """Each failure of the run logged an ERROR line repeating the error the summary (or the JSON) then printed."""
+    args, env, error = failing_index(kind, tmp_path)
+    for extra in ([], ["--json"]):
+        proc = run("index", *args, *extra, **env)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+        reported = json.loads(proc.stdout)["error"] if extra else proc.stdout.split("\n  error: ", 1)[1].strip()
+        assert reported.startswith(error), proc.stdout
+        detail = reported.removeprefix(error)[:40]  # what the failure itself said
+        assert (proc.stdout + proc.stderr).count(detail) == 1, (proc.stdout, proc.stderr)
+        assert not [line for line in proc.stderr.splitlines() if line.startswith("ERROR")], proc.stderr

@@ -367,14 +367,48 @@ def _local_caller_mapping() -> None:
         os.environ["ACCESS_GROUPS"] = mapping
 
 
+class _SummarisedErrors(logging.Filter):
+    """The indexer's ERROR records that name the run's error (their ``error`` field): held back while the run
+    goes, then shown only if the report does not carry that error, which the summary (or the JSON) prints: one
+    message, not an ``ERROR`` line repeating the summary's ``error:`` line."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: list[logging.LogRecord] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR and isinstance(getattr(record, "error", None), str):
+            self.held.append(record)
+            return False
+        return True
+
+    def release(self, logger: logging.Logger, reported: str | None) -> None:
+        """Stop holding records back, and show those held whose error is not part of ``reported``."""
+        logger.removeFilter(self)
+        held, self.held = self.held, []
+        for record in held:
+            if not reported or str(getattr(record, "error", "")) not in reported:
+                logger.handle(record)
+
+
 def cmd_index(args: argparse.Namespace) -> int:
+    indexer_log = logging.getLogger("kbsearch.indexer")
+    summarised = _SummarisedErrors()
+    if not args.verbose:
+        indexer_log.setLevel(logging.ERROR)  # the summary lists skipped notes
+        indexer_log.addFilter(summarised)  # and prints the run's error
+    try:
+        return _index(args, summarised, indexer_log)
+    finally:  # a run that ended without a report (a second Ctrl-C, a failure) shows what it held back
+        summarised.release(indexer_log, None)
+
+
+def _index(args: argparse.Namespace, summarised: _SummarisedErrors, indexer_log: logging.Logger) -> int:
     from kbsearch.config import Secrets, load_settings
     from kbsearch.indexer import run_sync
     from kbsearch.lease import SKIPPED, LeaseHeld
     from kbsearch.providers.resilience import Deadline
 
-    if not args.verbose:
-        logging.getLogger("kbsearch.indexer").setLevel(logging.ERROR)  # the summary lists skipped notes
     oracle = _start_oracle(args)
     _local_caller_mapping()
     settings = load_settings()
@@ -441,6 +475,7 @@ def cmd_index(args: argparse.Namespace) -> int:
             "itself (kbsearch index hands it over; kbsearch serve --watch syncs every save); otherwise stop that "
             "process and run kbsearch index again, or index into another QDRANT_PATH"
         )
+    summarised.release(indexer_log, report["error"])
     if args.json:
         print(_json_text(report))
     else:
