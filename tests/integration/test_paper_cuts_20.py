@@ -16,9 +16,15 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from kbsearch.config import Secrets, Settings
+from kbsearch.qdrant import open_store
+from kbsearch.search import passage
+from kbsearch_tools.local.process import serve_process
 from kbsearch_tools.local.runtime import LambdaContext
+from kbsearch_tools.oracle import _Cache, unavailable
 from tests.conftest import KBSEARCH_CMD, PROCESS_TIMEOUT_S, ROOT, subprocess_env
 from tests.integration.test_events import load_indexer
+from tests.integration.test_freshness import search_paths, until
 
 
 def run(*args: str, cwd: Path | str = ROOT, **env: str) -> subprocess.CompletedProcess[str]:
@@ -195,3 +201,71 @@ def test_a_failed_index_run_says_its_error_once(kind: str, tmp_path: Path) -> No
         detail = reported.removeprefix(error)[:40]  # what the failure itself said
         assert (proc.stdout + proc.stderr).count(detail) == 1, (proc.stdout, proc.stderr)
         assert not [line for line in proc.stderr.splitlines() if line.startswith("ERROR")], proc.stderr
+
+
+# -- kbsearch serve --oracle: the passages of a sync it runs ----------------------------------------------------------
+
+WARMED = "the stand-in reranker's passages of the last sync embedded"
+
+
+def oracle_note(title: str, body: str) -> str:
+    return f"# {title}\n\n{body}\n\n## Steps\n\nFirst {body}, then check the collection again.\n"
+
+
+def cached(cache: Path, store: Path, paths: set[str] | None = None) -> tuple[int, int]:
+    """How many of the store's passages (of the notes at ``paths``; None: all) the oracle's cache holds, of how
+    many: what a search's rerank would otherwise embed inside its budget."""
+    settings = Settings(qdrant_path=str(store))
+    opened = open_store(settings, Secrets(settings))
+    try:
+        payloads = [p for p in opened.points().values() if paths is None or p["path"] in paths]
+    finally:
+        opened.close()
+    vectors = _Cache("e5", cache)
+    texts = {passage(p, settings.rerank_passage_tokens) for p in payloads}
+    return sum(vectors.get(vectors.key(t, False)) is not None for t in texts), len(texts)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["watch", "handed"])
+@pytest.mark.timeout(600)  # e5 cold in the server, on a shared 2-core host
+def test_serve_with_the_oracle_embeds_the_passages_of_each_sync_it_runs(tmp_path: Path, mode: str) -> None:
+    """`kbsearch serve --oracle e5`: a note saved under `--watch`, or a `kbsearch index` handed to the server, was
+    synced but its passages were not embedded for the stand-in reranker, so the first searches after it ran the
+    model on them inside their budget (flake19 warmed them after `kbsearch index --oracle` only). Now the server
+    embeds them in the background after each sync it runs, and a Ctrl-C mid-way stops it at once, cleanly."""
+    reason = unavailable("e5")
+    if reason:
+        pytest.skip(reason)
+    kb, store, cache = tmp_path / "kb", tmp_path / "q", tmp_path / "e5.sqlite"
+    kb.mkdir()
+    (kb / "restore.md").write_text(oracle_note("Snapshot restore", "restore a snapshot of the collection"))
+    env = subprocess_env(QDRANT_PATH=str(store))
+
+    def sync() -> None:  # the watcher syncs by itself; a `kbsearch index` hands its sync to the server
+        if mode == "handed":
+            handed = subprocess.run([*KBSEARCH_CMD, "index", str(kb)], capture_output=True, text=True, env=env,
+                                    cwd=ROOT, timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
+            assert handed.returncode == 0 and "handed to the kbsearch serve" in handed.stderr, handed.stderr
+
+    args = [*(["--watch", str(kb)] if mode == "watch" else []), "--oracle", "e5", "--oracle-cache", str(cache)]
+    with serve_process(env, cwd=ROOT, args=args, timeout_s=PROCESS_TIMEOUT_S) as served:
+        sync()
+        until(lambda: served.text().count(WARMED) == 1, timeout_s=180, log=served.text)  # the first sync's
+        (kb / "rotation.md").write_text(oracle_note("Key rotation", "rotate the zorblax keys every quarter"))
+        sync()
+        until(lambda: "rotation.md" in search_paths(served.base_url, "zorblax"), log=served.text)
+        until(lambda: served.text().count(WARMED) == 2, timeout_s=180, log=served.text)
+        for i in range(12):  # a burst: the server is still embedding it when Ctrl-C comes
+            (kb / f"burst{i}.md").write_text(oracle_note(f"Burst {i}", f"burst note number {i} about backups"))
+        sync()
+        until(lambda: "burst11.md" in search_paths(served.base_url, "burst number 11"), log=served.text)
+        served.process.send_signal(signal.SIGINT)
+        stopping = time.monotonic()
+        served.process.wait(timeout=PROCESS_TIMEOUT_S)
+        stopped_s = time.monotonic() - stopping
+    assert served.process.returncode == 0 and "Traceback" not in served.text(), served.text()[-3000:]
+    assert stopped_s < 30, stopped_s  # a step of 4 passages at most, not the burst's ~40
+    assert served.text().count(WARMED) == 2, served.text()[-3000:]
+    held, of = cached(cache, store, {"restore.md", "rotation.md"})
+    assert held == of > 0  # every passage a rerank can be sent for the synced notes: no model work in a search

@@ -12,6 +12,7 @@ import os
 import re
 import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -177,7 +178,7 @@ def _oracle_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    _start_oracle(args)
+    oracle = _start_oracle(args)
     from kbsearch_tools.local.keys import parse_api_keys
     from kbsearch_tools.local.runtime import read_env_vars_file
     from kbsearch_tools.local.server import LocalApi, make_server
@@ -198,7 +199,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         taken = exc.errno == errno.EADDRINUSE
         hint = " (another kbsearch serve?): stop it, or pass another --port (0 picks a free one)" if taken else ""
         raise OSError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}{hint}") from None
-    live = _live_sync(api, args)
+    live = _live_sync(api, args, oracle)
     import faulthandler
 
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 <pid>` prints every thread's stack
@@ -218,6 +219,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     finally:
         server.server_close()
         live.close()
+        if oracle is not None:
+            oracle.stop()
     return 0
 
 
@@ -228,17 +231,21 @@ class _Live:
         self.banner: list[str] = []
         self.handoff: Any = None
         self.watcher: Any = None
+        self.warmer: Any = None
 
     def close(self) -> None:
         if self.watcher is not None:
             self.watcher.stop()
         if self.handoff is not None:
             self.handoff.close()
+        if self.warmer is not None:  # after the syncs: none wakes it again
+            self.warmer.stop()
 
 
-def _live_sync(api: Any, args: argparse.Namespace) -> _Live:
+def _live_sync(api: Any, args: argparse.Namespace, oracle: Any = None) -> _Live:
     """The search function's container (its settings and the store its searches read), a hand-off socket when
-    that store is embedded, and the watcher when asked for."""
+    that store is embedded, and the watcher when asked for; with ``--oracle`` reranking, the stand-in reranker's
+    passages embedded in the background after each sync the server runs (:class:`PassageWarmer`)."""
     from kbsearch_tools.local.live import HandoffServer, LiveIndex, Watcher, socket_path
 
     live = _Live()
@@ -256,11 +263,20 @@ def _live_sync(api: Any, args: argparse.Namespace) -> _Live:
     settings = container.settings
     path = socket_path(settings)
     built: list[LiveIndex] = []
+    building = threading.Lock()  # the hand-off's thread and the watcher's may ask at once
 
     def index() -> LiveIndex:
-        if not built:
-            built.append(LiveIndex(container))
-        return built[0]
+        with building:
+            if not built:
+                built.append(LiveIndex(container))
+                if live.warmer is not None:
+                    built[0].after_sync.append(live.warmer.wake)
+            return built[0]
+
+    if path is not None and oracle is not None and settings.reranker_url == oracle.rerank_url:
+        from kbsearch_tools.oracle import PassageWarmer
+
+        live.warmer = PassageWarmer(oracle, lambda: index().payloads(), settings.rerank_passage_tokens).start()
 
     if path is not None:
         live.handoff = HandoffServer(index, path).start()
