@@ -130,7 +130,8 @@ def cmd_invoke(args: argparse.Namespace) -> int:
         data = sys.stdin.buffer.read() if args.event == "-" else Path(args.event).read_bytes()
     except OSError as exc:
         raise KbSearchError(f"cannot read event file {args.event}: {exc.strerror}") from None
-    event = json_document(data, f"event {args.event}", KbSearchError, empty={})
+    where = "the event on stdin" if args.event == "-" else f"event file {args.event}"
+    event = json_document(data, where, KbSearchError, empty={})
     env_vars = read_env_vars_file(args.env_vars) if args.env_vars else None
     env = function_environment(spec, template.region, os.environ, env_vars, use_ssm=args.use_ssm)
     out = sys.stdout
@@ -704,7 +705,10 @@ def cmd_slack(args: argparse.Namespace) -> int:
         if not args.json:
             print(f"── {title} ──\n{as_text(message)}\n")
 
-    with LocalSlack(args.api, secret, user=args.user) as client:
+    def waiting(message: str) -> None:
+        print(f"kbsearch slack: {message}", file=sys.stderr, flush=True)
+
+    with LocalSlack(args.api, secret, user=args.user, on_wait=waiting) as client:
         ack, answer = client.command(text)
         show("acknowledgement", ack)
         if answer is None:
@@ -1312,7 +1316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler.setFormatter(_TerminalFormatter("%(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[handler])
     if not args.verbose:
-        for noisy in ("httpx", "httpcore"):
+        for noisy in ("httpx", "httpcore", "botocore", "boto3"):  # "Found credentials in environment variables."
             logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         kbsearch_entry.interrupts_raise()  # until here the console script's entry ended a Ctrl-C itself
