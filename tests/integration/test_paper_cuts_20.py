@@ -337,3 +337,37 @@ def test_invoke_names_stdin_as_the_event_it_could_not_read() -> None:
                           check=False)  # fmt: skip
     assert proc.returncode == 2 and proc.stdout == "", proc.stderr
     assert proc.stderr.startswith("kbsearch invoke: error: the event on stdin is not valid JSON: "), proc.stderr
+
+
+def test_a_misspelt_setting_is_named_beside_the_one_it_missed(tmp_path: Path) -> None:
+    """`KBSOURCE=... kbsearch index` said "no KB source ... or set KB_SOURCE" and `EMBEDING_API_KEY` indexed BM25
+    only "(no EMBEDDING_API_KEY)", the variable that was set never named; the indexer function likewise."""
+    index = run("index", KBSOURCE=str(ROOT / "sample-kb"), QDRANT_PATH=str(tmp_path / "q"))
+    assert index.returncode == 2, index.stderr
+    assert index.stderr.strip() == ("kbsearch index: error: no KB source: pass a folder or s3://bucket/prefix, or set "
+                                    "KB_SOURCE (KBSOURCE is set: a typo for KB_SOURCE?)")  # fmt: skip
+    bm25 = run("index", str(ROOT / "sample-kb"), EMBEDING_API_KEY="k", QDRANT_PATH=str(tmp_path / "q"))
+    assert bm25.returncode == 0 and ("[BM25 only (no EMBEDDING_API_KEY) (EMBEDING_API_KEY is set: a typo for "
+                                     "EMBEDDING_API_KEY?)]") in bm25.stdout.splitlines()[0], bm25.stdout  # fmt: skip
+    invoked = run("invoke", "IndexerFunction", "--event", "events/indexer_schedule.json", KB_SORCE="x",
+                  QDRANT_PATH=str(tmp_path / "q"))  # fmt: skip
+    assert json.loads(invoked.stdout)["errorMessage"] == ("missing required setting KB_SOURCE: set the environment "
+                                                          "variable KB_SOURCE (KB_SORCE is set: a typo for KB_SOURCE?)")  # fmt: skip
+    plain = run("index", QDRANT_PATH=str(tmp_path / "q"), KB_SOURCE_NOTES="x", HOME_DIR="y")  # far from any setting
+    assert plain.stderr.strip().endswith("or set KB_SOURCE"), plain.stderr
+
+
+@pytest.mark.parametrize("buffered", [False, True])
+def test_output_read_by_something_that_stops_reading_ends_quietly(tmp_path: Path, buffered: bool) -> None:
+    """`kbsearch search x | head -1`, the reader gone before the answer was written: "kbsearch search: error:
+    [Errno 32] Broken pipe" and exit 1, or (stdout buffered) Python's "Exception ignored ... BrokenPipeError" and
+    exit 120. Now nothing, and 141, what a shell reports for a writer its reader left."""
+    store = tmp_path / "q"
+    assert run("index", str(ROOT / "sample-kb"), QDRANT_PATH=str(store)).returncode == 0
+    env = subprocess_env(QDRANT_PATH=str(store), PYTHONUNBUFFERED="" if buffered else "1")
+    process = subprocess.Popen([*KBSEARCH_CMD, "search", "snapshot"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, env=env, cwd=ROOT)  # fmt: skip
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()  # the reader is gone before the first line
+    err = process.stderr.read().decode()
+    assert process.wait(timeout=PROCESS_TIMEOUT_S) == 141 and err == "", err

@@ -25,6 +25,7 @@ from kbsearch_tools import repo_root
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = kbsearch_entry.EXIT_INTERRUPTED
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a command whose reader went away
 EXIT_LEASE_HELD = 75  # EX_TEMPFAIL: another run holds the index lease; nothing was changed, try again later
 
 
@@ -333,8 +334,10 @@ class _ProgressBar:
 
 
 def _print_sync_summary(report: dict[str, Any]) -> None:
+    from kbsearch.config import misspelt
+
     state = "INCOMPLETE" if report["incomplete"] else "done"
-    mode = "dense + BM25" if report["dense"] else "BM25 only (no EMBEDDING_API_KEY)"
+    mode = "dense + BM25" if report["dense"] else f"BM25 only (no EMBEDDING_API_KEY){misspelt('EMBEDDING_API_KEY')}"
     print(
         f"sync {state}: {_shown(report['source'])} → collection {report['collection']!r} [{mode}] "
         f"in {report['duration_ms']} ms"
@@ -367,6 +370,12 @@ def _print_sync_summary(report: dict[str, Any]) -> None:
         print(f"  {report['remaining']} notes left for the next run")
     if report["error"]:
         print(f"  error: {_shown(report['error'])}")
+
+
+def _no_kb_source() -> KbSearchError:
+    from kbsearch.config import misspelt
+
+    return KbSearchError(f"no KB source: pass a folder or s3://bucket/prefix, or set KB_SOURCE{misspelt('KB_SOURCE')}")
 
 
 def _local_caller_mapping() -> None:
@@ -431,7 +440,7 @@ def _index(args: argparse.Namespace, summarised: _SummarisedErrors, indexer_log:
     settings = load_settings()
     source = args.source or settings.kb_source
     if not source:
-        raise KbSearchError("no KB source: pass a folder or s3://bucket/prefix, or set KB_SOURCE")
+        raise _no_kb_source()
     progress = None if args.json else _ProgressBar()
     if settings.store_kind == "cloud" and not settings.index_lease_table:
         print(
@@ -666,6 +675,8 @@ def cmd_feedback(args: argparse.Namespace) -> int:
     table = args.table if args.table is not None else settings.slack_feedback_table
     if args.file is not None and not table and not Path(args.file).exists():  # was "0 votes", exit 0: a typo
         raise KbSearchError(f"votes file {args.file} does not exist")
+    if not (args.kb or settings.kb_source):
+        raise _no_kb_source()
     store = open_feedback_store(table, args.file or settings.slack_feedback_file)
     source = open_source(args.kb or settings.kb_source)
     report = export_beir(store.scan(), source, Path(args.beir))
@@ -1320,7 +1331,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         kbsearch_entry.interrupts_raise()  # until here the console script's entry ended a Ctrl-C itself
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()  # a reader gone (`| head -1`) fails here, not in Python's shut-down
+        return code
+    except BrokenPipeError:  # whoever read stdout has stopped: nothing more to tell it, nor to say about it
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except KeyboardInterrupt:  # Ctrl-C: one line, no traceback, the shell's code for SIGINT
         kbsearch_entry.interrupts_ignored()
         print(f"\nkbsearch {args.command}: interrupted", file=sys.stderr)
