@@ -1053,7 +1053,7 @@ def build_parser() -> argparse.ArgumentParser:
         "index",
         help="sync a KB folder or s3://bucket/prefix into the index (what the scheduled indexer does)",
         description="Incremental sync: new and changed notes are (re)indexed, deleted notes removed, unchanged "
-        "notes cost nothing. Uses Qdrant Cloud when QDRANT_URL is set, else the embedded store at QDRANT_PATH; "
+        "notes cost nothing. Uses Qdrant Cloud when QDRANT_URL is set, else the embedded store at QDRANT_PATH (default .kbsearch/qdrant, from the working folder); "
         "dense vectors when EMBEDDING_API_KEY is set, else BM25 only.",
     )
     p.add_argument("source", nargs="?", help="folder or s3://bucket/prefix (default: KB_SOURCE)")
