@@ -1053,8 +1053,9 @@ def build_parser() -> argparse.ArgumentParser:
         "index",
         help="sync a KB folder or s3://bucket/prefix into the index (what the scheduled indexer does)",
         description="Incremental sync: new and changed notes are (re)indexed, deleted notes removed, unchanged "
-        "notes cost nothing. Uses Qdrant Cloud when QDRANT_URL is set, else the embedded store at QDRANT_PATH (default .kbsearch/qdrant, from the working folder); "
-        "dense vectors when EMBEDDING_API_KEY is set, else BM25 only.",
+        "notes cost nothing. Uses Qdrant Cloud when QDRANT_URL is set, else the embedded store at QDRANT_PATH "
+        "(default .kbsearch/qdrant, from the working folder); dense vectors when EMBEDDING_API_KEY is set, else "
+        "BM25 only.",
     )
     p.add_argument("source", nargs="?", help="folder or s3://bucket/prefix (default: KB_SOURCE)")
     p.add_argument("--full", action="store_true", help="re-embed every note, changed or not")
