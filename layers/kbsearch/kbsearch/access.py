@@ -108,6 +108,12 @@ def _fold(path: str) -> str:
     return "/".join(segment.strip() for segment in shown.split("/")).casefold()
 
 
+def _as_access_file(reason: str) -> str:
+    """A problem the notes' frontmatter reader names, said of the access file (a YAML file, not a note's
+    frontmatter: "invalid YAML frontmatter at line 3" sent its author looking for a ``---`` block)."""
+    return reason.replace("YAML frontmatter", "YAML").replace("frontmatter ", "")
+
+
 @dataclass(frozen=True)
 class FolderRules:
     """The access file's folder rules (folder → groups), longest match first."""
@@ -127,11 +133,11 @@ class FolderRules:
             raise AccessFileError(f"{ACCESS_FILE} is not UTF-8") from None
         try:
             # the notes' linear, alias-free reader; groups read as written
-            parsed = parse_frontmatter(text, names=EVERY_FIELD)
+            parsed = parse_frontmatter(text, names=EVERY_FIELD, first_line=1)  # YAML from the file's first line
         except FrontmatterError as exc:
-            raise AccessFileError(f"{ACCESS_FILE}: {exc.reason}") from None
+            raise AccessFileError(f"{ACCESS_FILE}: {_as_access_file(exc.reason)}") from None
         if parsed.warnings:
-            raise AccessFileError(f"{ACCESS_FILE}: {parsed.warnings[0]}")
+            raise AccessFileError(f"{ACCESS_FILE}: {_as_access_file(parsed.warnings[0])}")
         if len(parsed.data) > MAX_RULES:
             raise AccessFileError(f"{ACCESS_FILE} has {len(parsed.data)} rules (at most {MAX_RULES})")
         rules: dict[str, tuple[str, ...]] = {}

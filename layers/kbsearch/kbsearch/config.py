@@ -466,7 +466,20 @@ class Settings(BaseModel):
         for name in names:
             value = getattr(self, name.lower())
             if value in (None, ""):
-                raise ConfigError(f"missing required setting {name}: set the environment variable {name}")
+                raise ConfigError(f"missing required setting {name}: set the environment variable {name}"
+                                  f"{misspelt(name)}")  # fmt: skip
+
+
+def misspelt(name: str) -> str:
+    """`` (KBSOURCE is set: a typo for KB_SOURCE?)`` when a variable set here (the environment or ``./.env``),
+    not itself a setting, is one slip away from the setting ``name``; else "". A typo'd setting is ignored
+    without a word otherwise: a missing KB_SOURCE, BM25 only for want of EMBEDDING_API_KEY."""
+    import difflib
+
+    settings = {field.upper() for field in Settings.model_fields}
+    given = {key.upper() for key, value in {**dotenv_values(Path(".env")), **os.environ}.items() if value}
+    close = difflib.get_close_matches(name, sorted(given - settings), n=1, cutoff=0.85)
+    return f" ({close[0]} is set: a typo for {name}?)" if close else ""
 
 
 def _read_settings(**overrides: Any) -> Settings:

@@ -88,12 +88,18 @@ class DynamoFeedbackStore:
     answer. The vote is stored as its JSON, with ``time`` and ``vote`` beside it for queries in the console."""
 
     def __init__(self, table: str, client: Any = None) -> None:
+        self.table = table
         if client is None:
             import boto3
 
-            client = boto3.client("dynamodb")
-        self.table = table
+            try:
+                client = boto3.client("dynamodb")
+            except Exception as exc:  # no region configured, say: one line, not botocore's traceback
+                raise self._unusable(exc) from None
         self.client = client
+
+    def _unusable(self, exc: Exception) -> KbSearchError:
+        return KbSearchError(f"cannot read the votes table {self.table!r}: {type(exc).__name__}: {exc}")
 
     def put(self, record: dict[str, Any]) -> None:
         item = {"id": {"S": record["id"]}, "time": {"S": record["time"]}, "vote": {"S": record["vote"]},
@@ -103,7 +109,10 @@ class DynamoFeedbackStore:
     def scan(self) -> Iterator[dict[str, Any]]:
         kwargs: dict[str, Any] = {"TableName": self.table}
         while True:
-            page = self.client.scan(**kwargs)
+            try:
+                page = self.client.scan(**kwargs)
+            except Exception as exc:  # no credentials, no such table, AWS not reachable
+                raise self._unusable(exc) from None
             for item in page.get("Items", []):
                 try:
                     record = json.loads(item["record"]["S"])

@@ -62,15 +62,16 @@ class Frontmatter:
     warnings: list[str] = field(default_factory=list)
 
 
-def _line(mark: Any) -> str:
-    return f" at line {mark.line + 2}" if mark is not None else ""  # +1: 0-based, +1: the opening '---'
+def _line(mark: Any, first_line: int = 2) -> str:
+    """Where ``mark`` is in the file: the text starts on ``first_line`` (2 in a note: after the opening '---')."""
+    return f" at line {mark.line + first_line}" if mark is not None else ""  # marks are 0-based
 
 
 def _mark(event: events.Event) -> Any:
     return event.start_mark  # PyYAML's stubs type the C and the Python marks apart; nodes take either
 
 
-def _compose(text: str) -> tuple[Node | None, yaml.SafeLoader]:
+def _compose(text: str, first_line: int = 2) -> tuple[Node | None, yaml.SafeLoader]:
     """One document's node tree from the parser's events: no aliases, bounded depth, no recursion in PyYAML."""
     root: Node | None = None
     stack: list[tuple[Node, list[Any]]] = []
@@ -81,7 +82,7 @@ def _compose(text: str) -> tuple[Node | None, yaml.SafeLoader]:
             event = loader.get_event()
             if isinstance(event, events.AliasEvent):
                 raise FrontmatterError(
-                    f"frontmatter uses a YAML alias (*{event.anchor}){_line(event.start_mark)}: aliases are not "
+                    f"frontmatter uses a YAML alias (*{event.anchor}){_line(event.start_mark, first_line)}: aliases are not "
                     "expanded (they allow exponential 'billion laughs' documents)"
                 )
             if isinstance(event, events.DocumentStartEvent):
@@ -102,7 +103,7 @@ def _compose(text: str) -> tuple[Node | None, yaml.SafeLoader]:
             elif isinstance(event, events.SequenceStartEvent | events.MappingStartEvent):
                 if len(stack) >= MAX_DEPTH:
                     raise FrontmatterError(
-                        f"frontmatter nested deeper than {MAX_DEPTH} levels{_line(event.start_mark)}"
+                        f"frontmatter nested deeper than {MAX_DEPTH} levels{_line(event.start_mark, first_line)}"
                     )
                 kind: type[SequenceNode | MappingNode] = (
                     SequenceNode if isinstance(event, events.SequenceStartEvent) else MappingNode
@@ -125,7 +126,9 @@ def _compose(text: str) -> tuple[Node | None, yaml.SafeLoader]:
             else:
                 root = node
     except yaml.YAMLError as exc:
-        raise FrontmatterError(f"invalid YAML frontmatter{_line(getattr(exc, 'problem_mark', None))}") from None
+        raise FrontmatterError(
+            f"invalid YAML frontmatter{_line(getattr(exc, 'problem_mark', None), first_line)}"
+        ) from None
     return root, loader
 
 
@@ -261,7 +264,7 @@ def _switch(node: Node) -> str | None:
 
 
 def parse_frontmatter(
-    text: str, as_written: frozenset[str] = frozenset(), names: frozenset[str] = frozenset()
+    text: str, as_written: frozenset[str] = frozenset(), names: frozenset[str] = frozenset(), first_line: int = 2
 ) -> Frontmatter:
     """The YAML between the ``---`` lines → JSON-safe data and warnings; :class:`FrontmatterError` if unusable.
     ``as_written``: top-level fields that are text to their reader (a note's tags, type, status, title ...), whose
@@ -272,12 +275,13 @@ def parse_frontmatter(
     with :data:`EVERY_FIELD`): read as written too (``[no, on, 0777]`` names the groups ``no``, ``on``, ``0777``),
     but a bare switch word (``access: no``, ``hr/: off``, ``true``) is dropped with a warning: it reads as a yes/no
     answer, and whether it meant everyone or nobody is not known. Fields are compared in lower case, spaces around
-    them left out."""
+    them left out. ``first_line``: the line of the file the text starts on, for the lines problems name (a note's
+    frontmatter starts after its opening ``---``; the access file is YAML from its first line)."""
     if len(text) > MAX_FRONTMATTER_CHARS:
         raise FrontmatterError(f"frontmatter too large: {len(text)} characters (limit {MAX_FRONTMATTER_CHARS})")
     if not text.strip():
         return Frontmatter({})
-    root, loader = _compose(text)
+    root, loader = _compose(text, first_line)
     if root is None or (isinstance(root, ScalarNode) and root.tag == f"{_T}null"):
         return Frontmatter({})
     if not isinstance(root, MappingNode) or root.tag not in _MAP_TAGS:
@@ -293,7 +297,7 @@ def parse_frontmatter(
                 continue
             key = _key(key_node, loader)
         except _Unbuildable as exc:
-            result.warnings.append(f"frontmatter entry{_line(key_node.start_mark)} dropped: {exc}")
+            result.warnings.append(f"frontmatter entry{_line(key_node.start_mark, first_line)} dropped: {exc}")
             # the fields the entry named, as a reader sees them (a tagged or complex key `!x access`, a merge of
             # `{access: [hr], x: !x y}`): their reader learns they were dropped (`access` was read as undeclared)
             from kbsearch.access import declares_access

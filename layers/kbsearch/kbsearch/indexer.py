@@ -107,6 +107,7 @@ from kbsearch.sources import (
     SourceObject,
     head,
     hidden,
+    no_notes,
     open_source,
     path_problem,
     preferred,
@@ -153,6 +154,7 @@ class SyncReport:
     access_updated: int = 0  # unchanged notes whose groups changed: payload updated, nothing re-embedded
     bm25_rewritten: int = 0  # chunks whose BM25 vector was read anew from their payload (an older reading)
     bm25_reading: str | None = None  # what became of an index read with an older BM25 reading (Indexer._reread_bm25)
+    no_notes: str | None = None  # the listing held no note: what a note is, where it was looked for (sources.no_notes)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -478,6 +480,8 @@ class Indexer:
             return
         self._read_reach()
         notes = self._notes(report, listing)
+        if not report.notes_listed:
+            report.no_notes = no_notes(self.source.uri, report.attachments_ignored)
         state = self.store.indexed_state()
         self._state = state  # what the index held when this run listed the KB
 

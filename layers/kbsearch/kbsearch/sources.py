@@ -123,6 +123,19 @@ def hidden(path: str) -> bool:
     return any(part.startswith(".") and part not in (".", "..") for part in path.split("/"))
 
 
+def no_notes(uri: str, others: int) -> str:
+    """What a listing that holds no note says: what a note is and where it was looked for (a folder's absolute
+    path, an S3 bucket and prefix), and how much else was there, so an empty sync is not a bare "0 listed"."""
+    s3 = uri.startswith("s3://")
+    where = f"under {uri}" if s3 else f"in {os.path.abspath(uri)}"
+    kind = "object" if s3 else "file"
+    what = f"a key ending in {NOTE_SUFFIX}" if s3 else f"a file ending in {NOTE_SUFFIX}"
+    listed = f"{others} other {kind}{'' if others == 1 else 's'} listed there" if others else f"no {kind} listed there"
+    hint = ": check the bucket and prefix (KB_SOURCE)" if s3 and not others else ""
+    return (f"no notes {where}: a note is {what}, outside hidden files and folders (a name starting with '.'); "
+            f"{listed}{hint}")  # fmt: skip
+
+
 def path_problem(path: str) -> str | None:
     """Why ``path`` cannot identify a note (``kb_get_note`` could not reach it, or it could escape the root);
     None when it is fine."""

@@ -62,6 +62,8 @@ class LiveIndex:
         self.embedder = build_embedder(self.settings, container.secrets, shared_client())
         self.lock = threading.Lock()  # one sync at a time: the watcher's and a handed-off `kbsearch index`
         self.last: dict[str, Any] | None = None
+        #: called after each sync (the store written), outside the lock: each must return at once
+        self.after_sync: list[Callable[[], None]] = []
 
     def options(self, **overrides: Any) -> SyncOptions:
         return SyncOptions.from_settings(self.settings, **overrides)
@@ -74,7 +76,8 @@ class LiveIndex:
             report = Indexer(open_source(source), self.store, self.embedder, options).sync()
             self._flush(report.chunks_upserted + report.chunks_deleted)
             self.last = {"kind": "full" if full else "reconcile", "report": report.to_dict()}
-            return report
+        self._synced()
+        return report
 
     def changes(self, folder: Path, paths: Iterable[str]) -> ChangeReport:
         """Apply the notes at these relative paths as they are on disk now (present: indexed; absent: deleted)."""
@@ -85,7 +88,17 @@ class LiveIndex:
             report = sync.apply(changes)
             self._flush(report.chunks_upserted + report.chunks_deleted)
             self.last = {"kind": "watch", "report": report.to_dict()}
-            return report
+        self._synced()
+        return report
+
+    def _synced(self) -> None:
+        for listener in self.after_sync:
+            listener()
+
+    def payloads(self) -> list[dict[str, Any]]:
+        """Every point's payload, read between syncs (never half a sync's writes)."""
+        with self.lock:
+            return list(self.store.points().values())
 
     def _flush(self, written: int) -> None:
         """Make the writes durable without closing the store the searches use (Edge: flush; its segments are
