@@ -31,6 +31,7 @@ $(STAMP): pyproject.toml requirements-dev.txt
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q --require-hashes -r requirements-dev.txt
 	$(BIN)/python -m pip install -q --no-deps -e .
+	$(BIN)/python -m compileall -q layers/kbsearch/kbsearch tools > /dev/null
 	touch $(STAMP)
 
 install: $(STAMP) $(if $(NPM),$(INSPECTOR)) ## .venv with kbsearch and its dev tools, exactly as locked (hash-checked); the MCP Inspector CLI when npm is here
