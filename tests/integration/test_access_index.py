@@ -6,7 +6,7 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import boto3
 import pytest
@@ -444,7 +444,7 @@ def test_an_access_file_in_a_folder_above_a_note_stops_its_event(
 @pytest.mark.parametrize(("note_form", "file_form"), [("NFD", "NFD"), ("NFC", "NFD"), ("NFD", "NFC")])
 @pytest.mark.parametrize("where", ["folder", "s3"])
 def test_an_access_file_in_a_folder_spelt_in_another_unicode_form_stops_its_event(
-    tmp_path: Path, note_form: str, file_form: str, where: str
+    tmp_path: Path, note_form: Literal["NFC", "NFD"], file_form: Literal["NFC", "NFD"], where: str
 ) -> None:
     """A folder named in Cyrillic with ё or й has two spellings (a Mac writes the decomposed one, NFD); a full sync
     reads both as one folder (note paths are NFC) and stops on ``Отчёты/_access.yaml`` in either. The event run
