@@ -3,9 +3,10 @@ declarations skip the note (and remove its old version), a malformed access file
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import boto3
 import pytest
@@ -352,9 +353,10 @@ def test_an_access_file_in_a_folder_stops_the_sync(tmp_path: Path, folder: str, 
     assert sorted(visible(settings, Scope.of("k", ["hr"]))) == ["hr/Pay.md", "pub/Hello.md"]
 
 
-def apply_event(root: Path, settings: Settings, where: str, path: str) -> Any:
+def apply_event(root: Path, settings: Settings, where: str, path: str, key: str | None = None) -> Any:
     """An event run (``ChangeSync``) of the note ``path`` saved in the folder ``root`` as it is (``folder``), or
-    with its files put in a moto bucket (``s3``): the run's report."""
+    with its files put in a moto bucket (``s3``): the run's report. ``key``: the note's key within the KB as the
+    event names it (default ``path``)."""
     from kbsearch.events import Change
     from kbsearch.indexer import ChangeSync
     from kbsearch.sources import LocalSource, S3Source
@@ -373,7 +375,7 @@ def apply_event(root: Path, settings: Settings, where: str, path: str) -> Any:
             source = S3Source("kb-notes", "kb", client=s3)
         store = open_store(settings, Secrets(settings))
         try:
-            return ChangeSync(source, store, None).apply([Change(path=path, key=prefix + path, removed=False)])
+            return ChangeSync(source, store, None).apply([Change(path=path, key=prefix + (key or path), removed=False)])
         finally:
             store.close()
 
@@ -437,6 +439,34 @@ def test_an_access_file_in_a_folder_above_a_note_stops_its_event(
     assert report.error is None and report.failed_paths == [] and report.added == 1
     assert sorted(visible(settings, Scope.public())) == ["pub/Hello.md", "pub/News.md"]
     assert note in visible(settings, Scope.of("k", ["hr"]))
+
+
+@pytest.mark.parametrize(("note_form", "file_form"), [("NFD", "NFD"), ("NFC", "NFD"), ("NFD", "NFC")])
+@pytest.mark.parametrize("where", ["folder", "s3"])
+def test_an_access_file_in_a_folder_spelt_in_another_unicode_form_stops_its_event(
+    tmp_path: Path, note_form: Literal["NFC", "NFD"], file_form: Literal["NFC", "NFD"], where: str
+) -> None:
+    """A folder named in Cyrillic with ё or й has two spellings (a Mac writes the decomposed one, NFD); a full sync
+    reads both as one folder (note paths are NFC) and stops on ``Отчёты/_access.yaml`` in either. The event run
+    looked for the access file only under the note path's NFC spelling: a folder uploaded from a Mac (its keys NFD),
+    or its access file written there, had the note indexed public between full syncs."""
+    root = tmp_path / "kb"
+    write_kb(root, {"pub/Hello.md": "# Hello\nwelcome all\n"}, None)
+    settings = Settings(qdrant_path=str(tmp_path / "q"), qdrant_url="", embedding_api_key=None,
+                        embedding_api_key_param="")  # fmt: skip
+    sync(settings, root)
+    note_folder, file_folder = (unicodedata.normalize(form, "Отчёты") for form in (note_form, file_form))
+    for folder in {note_folder, file_folder}:
+        (root / folder).mkdir()
+    (root / note_folder / "Pay.md").write_text("# Pay\nwelcome salary bands\n", encoding="utf-8")
+    (root / file_folder / "_access.yaml").write_text("Отчёты/: [hr]\n", encoding="utf-8")
+    path = unicodedata.normalize("NFC", "Отчёты/Pay.md")  # an event's note path (events.Scope.path)
+
+    report = apply_event(root, settings, where, path, key=f"{note_folder}/Pay.md")
+    assert report.incomplete and report.failed_paths == [path] and report.error is not None
+    assert report.error.startswith(f"'{path.split('/')[0]}/_access.yaml' is an access file in a folder")
+    assert visible(settings, Scope.public()) == ["pub/Hello.md"]  # the note not indexed public
+    assert sync_from(root, settings, where).error == report.error  # what a full sync says of it
 
 
 ROOT_KINDS = ["folder", "symlink to a folder", "symlink to a folder outside the KB", "symlink to a file",

@@ -79,3 +79,47 @@ def test_the_snapstart_hook_loads_the_stemmers_before_the_snapshot(tmp_path: Pat
                           timeout=120, check=False)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "True"
+
+
+INDEXER_INIT_CHILD = """
+import sys
+sys.path.insert(0, "functions/indexer")
+import app
+from kbsearch.providers import resilience
+print(sorted(m for m in ("httpx", "httpcore", "kbsearch.providers.transport") if m in sys.modules),
+      resilience._client is None)
+"""
+
+
+def test_the_indexer_function_imports_the_http_transport_in_its_init_phase(tmp_path: Path) -> None:
+    """The indexer's run builds its embedder without a client (a no-change sync makes none); the function imports
+    httpx, httpcore and the deadline transport at init, so a cold event run's first embedding does not pay their
+    import inside the invocation (Lambda's init phase runs at full CPU; the client itself is made by that call)."""
+    env = subprocess_env(QDRANT_PATH=str(tmp_path / "q"), POWERTOOLS_SERVICE_NAME="kb-search")
+    done = subprocess.run([sys.executable, "-c", INDEXER_INIT_CHILD], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "['httpcore', 'httpx', 'kbsearch.providers.transport'] True"
+
+
+SEARCH_CLIENT_CHILD = """
+import sys
+sys.path.insert(0, "functions/search")
+import app
+from kbsearch.providers import resilience
+print("httpx" in sys.modules, resilience._client is None)
+app.api.before_snapshot()
+print("kbsearch.providers.transport" in sys.modules, resilience._client is None)
+"""
+
+
+def test_the_search_functions_http_client_is_made_before_the_snapshot_not_in_a_search(tmp_path: Path) -> None:
+    """The providers take ``None`` for the process's client, made by their first call (a sync that embeds nothing
+    makes none); the search service still makes it when it is built, so SnapStart's hook holds it (its transport
+    imported, its TLS context loaded) and a restored container's first search pays neither inside its budget. The
+    function's own import stays light: no httpx before the hook."""
+    env = subprocess_env(QDRANT_PATH=str(tmp_path / "q"), POWERTOOLS_SERVICE_NAME="kb-search")
+    done = subprocess.run([sys.executable, "-c", SEARCH_CLIENT_CHILD], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["False", "True", "True", "False"]

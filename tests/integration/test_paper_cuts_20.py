@@ -371,3 +371,31 @@ def test_output_read_by_something_that_stops_reading_ends_quietly(tmp_path: Path
     process.stdout.close()  # the reader is gone before the first line
     err = process.stderr.read().decode()
     assert process.wait(timeout=PROCESS_TIMEOUT_S) == 141 and err == "", err
+
+
+def test_a_broken_pipe_that_is_not_the_output_is_an_error_not_a_quiet_141(tmp_path: Path) -> None:
+    """The quiet 141 is for a reader of stdout that went away. Any other EPIPE (a write into a pipe no one reads:
+    the hand-off socket of a `kbsearch serve` stopping, a FIFO or a pipe named as an output file) was taken for it:
+    stdout sent to /dev/null, nothing said, the shell told the output was cut, the command's work lost unnoticed.
+    Here `feedback export` writes its BEIR corpus into a pipe whose reader is closed (stdout itself is fine)."""
+    import os
+
+    from kbsearch.feedback import vote_record
+
+    votes = tmp_path / "votes.jsonl"
+    good = vote_record("snapshot", {}, 0, ["en/runbooks/Runbook - restore a Qdrant snapshot.md"], 1, "up", "h")
+    votes.write_text(json.dumps(good) + "\n", encoding="utf-8")
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # no reader: a write there is EPIPE
+    out = tmp_path / "beir"
+    out.mkdir()
+    (out / "corpus.jsonl").symlink_to(f"/proc/self/fd/{write_end}")  # the command's own descriptor of the pipe
+    try:
+        proc = subprocess.run([*KBSEARCH_CMD, "feedback", "export", "--beir", str(out), "--kb",
+                               str(ROOT / "sample-kb"), "--file", str(votes), "--table", ""], capture_output=True,
+                              text=True, env=subprocess_env(), cwd=ROOT, timeout=PROCESS_TIMEOUT_S, check=False,
+                              pass_fds=(write_end,))  # fmt: skip
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 1, (proc.returncode, proc.stderr)
+    assert proc.stderr == "kbsearch feedback: error: [Errno 32] Broken pipe\n", proc.stderr

@@ -1321,6 +1321,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _output_gone() -> bool:
+    """Whether the reader of stdout or stderr has gone (a pipe or a socket whose other end is closed: ``| head``),
+    which is what a ``BrokenPipeError`` means only when it came from writing there."""
+    import select
+
+    poller = select.poll()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            poller.register(stream.fileno(), select.POLLOUT)
+        except (AttributeError, OSError, ValueError):  # replaced by a buffer (tests), or closed
+            continue
+    return any(event & (select.POLLERR | select.POLLHUP | select.POLLNVAL) for _, event in poller.poll(0))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -1335,7 +1349,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = int(args.func(args))
         sys.stdout.flush()  # a reader gone (`| head -1`) fails here, not in Python's shut-down
         return code
-    except BrokenPipeError:  # whoever read stdout has stopped: nothing more to tell it, nor to say about it
+    except BrokenPipeError as exc:
+        if not _output_gone():  # another pipe (a socket, a file that is a pipe): an error like any other
+            print(f"kbsearch {args.command}: error: {_shown(exc)}", file=sys.stderr)
+            return 1
+        # whoever read stdout (or stderr) has stopped: nothing more to tell it, nor to say about it
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_BROKEN_PIPE
     except KeyboardInterrupt:  # Ctrl-C: one line, no traceback, the shell's code for SIGINT

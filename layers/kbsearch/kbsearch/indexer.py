@@ -30,6 +30,7 @@ import json
 import logging
 import threading
 import time
+import unicodedata
 from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field, replace
@@ -1717,8 +1718,10 @@ class ChangeSync:
         holds notes, not rules, as a full sync's listing has it (there its notes are listed under it and no entry is
         the access file): no rules, its notes indexed (the read of the folder failed every batch with a note to
         index, while full syncs indexed them). An access file in a folder above one of ``paths`` (the notes the batch
-        indexes: ``hr/_access.yaml`` for ``hr/pay.md``; one HEAD per distinct folder) fails them too, as it stops a
-        full sync: its rules are not read, and the notes it was written to restrict would be indexed public."""
+        indexes, as their keys spell them: ``hr/_access.yaml`` for ``hr/pay.md``; one HEAD per distinct folder, and
+        one more for a folder whose NFC and NFD spellings differ, as a full sync reads both as one folder) fails them
+        too, as it stops a full sync: its rules are not read, and the notes it was written to restrict would be
+        indexed public."""
         root_file = False
 
         def noting(names: Iterable[str]) -> Iterator[str]:  # whether the root listing gives the name as a file
@@ -1729,10 +1732,11 @@ class ChangeSync:
 
         refuse_mistaken_access_file(noting(_until(self.source.root_names(), stop_at, "listing the KB root")))
         prefix = getattr(self.source, "prefix", "")
-        folders = sorted({path.rsplit("/", n)[0] for path in paths for n in range(1, path.count("/") + 1)})
+        above = {path.rsplit("/", n)[0] for path in paths for n in range(1, path.count("/") + 1)}
+        folders = sorted({unicodedata.normalize(form, f) for f in above for form in ("NFC", "NFD")})
         for folder in _until(folders, stop_at, "looking for access files in the notes' folders"):
             if head(self.source, f"{prefix}{folder}/{ACCESS_FILE}") is not None:
-                refuse_access_file_below_root([f"{folder}/{ACCESS_FILE}"])
+                refuse_access_file_below_root([unicodedata.normalize("NFC", f"{folder}/{ACCESS_FILE}")])  # as listed
         key = prefix + ACCESS_FILE  # a GET by key: read_path would list when absent
         try:
             raw = self.source.read(SourceObject(path=ACCESS_FILE, key=key, etag="", size=0))
@@ -1862,7 +1866,8 @@ class ChangeSync:
         rules_read = ACCESS_FILE in todo or any(obj is not None for obj in current.values())
         if rules_read:  # deletions alone read no rules (a replay reads nothing at all): nothing is indexed under them
             try:
-                indexed = [p for p, obj in current.items() if obj is not None]
+                prefix = getattr(self.source, "prefix", "")  # the folders as the keys spell them (a Mac's NFD)
+                indexed = [obj.key[len(prefix) :] for obj in current.values() if obj is not None]
                 self.indexer._rules = self._access_rules(stop_at, indexed)
             except (AccessFileError, SourceError) as exc:  # as a full sync: no note indexed, no group relaxed; but
                 # a deletion widens nothing, so it is applied (it was held back with the rest, its note searchable)
