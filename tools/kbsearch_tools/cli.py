@@ -278,7 +278,8 @@ def _live_sync(api: Any, args: argparse.Namespace, oracle: Any = None) -> _Live:
     if path is not None and oracle is not None and settings.reranker_url == oracle.rerank_url:
         from kbsearch_tools.oracle import PassageWarmer
 
-        live.warmer = PassageWarmer(oracle, lambda: index().payloads(), settings.rerank_passage_tokens).start()
+        live.warmer = PassageWarmer(oracle, lambda paths: index().payloads(paths),
+                                    settings.rerank_passage_tokens).start()  # fmt: skip
 
     if path is not None:
         live.handoff = HandoffServer(index, path).start()

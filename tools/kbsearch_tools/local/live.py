@@ -62,8 +62,9 @@ class LiveIndex:
         self.embedder = build_embedder(self.settings, container.secrets, shared_client())
         self.lock = threading.Lock()  # one sync at a time: the watcher's and a handed-off `kbsearch index`
         self.last: dict[str, Any] | None = None
-        #: called after each sync (the store written), outside the lock: each must return at once
-        self.after_sync: list[Callable[[], None]] = []
+        #: called after each sync (the store written), outside the lock, with the note paths it applied (None: a
+        #: full sync, any note): each must return at once
+        self.after_sync: list[Callable[[list[str] | None], None]] = []
 
     def options(self, **overrides: Any) -> SyncOptions:
         return SyncOptions.from_settings(self.settings, **overrides)
@@ -76,7 +77,7 @@ class LiveIndex:
             report = Indexer(open_source(source), self.store, self.embedder, options).sync()
             self._flush(report.chunks_upserted + report.chunks_deleted)
             self.last = {"kind": "full" if full else "reconcile", "report": report.to_dict()}
-        self._synced()
+        self._synced(None)
         return report
 
     def changes(self, folder: Path, paths: Iterable[str]) -> ChangeReport:
@@ -88,17 +89,33 @@ class LiveIndex:
             report = sync.apply(changes)
             self._flush(report.chunks_upserted + report.chunks_deleted)
             self.last = {"kind": "watch", "report": report.to_dict()}
-        self._synced()
+        self._synced([c.path for c in changes if c.path != ACCESS_FILE])  # (the access file changes no passage)
         return report
 
-    def _synced(self) -> None:
+    def _synced(self, paths: list[str] | None) -> None:
         for listener in self.after_sync:
-            listener()
+            listener(paths)
 
-    def payloads(self) -> list[dict[str, Any]]:
-        """Every point's payload, read between syncs (never half a sync's writes)."""
+    def payloads(self, paths: Iterable[str] | None = None) -> list[dict[str, Any]]:
+        """The payloads of these notes' points (None: every point), read between syncs (never half a sync's
+        writes): a save under ``--watch`` reads its own note's points, not the whole store's."""
         with self.lock:
-            return list(self.store.points().values())
+            if paths is None:
+                return list(self.store.points().values())
+            wanted = sorted(set(paths))
+            out: list[dict[str, Any]] = []
+            for start in range(0, len(wanted), 512):
+                request: dict[str, Any] = {
+                    "filter": {"must": [{"key": "path", "match": {"any": wanted[start : start + 512]}}]},
+                    "limit": 1024, "with_payload": True,
+                }  # fmt: skip
+                while True:
+                    points, offset = self.store.scroll(request, 30.0)
+                    out.extend(p["payload"] for p in points if isinstance(p.get("payload"), dict))
+                    if offset is None:
+                        break
+                    request["offset"] = offset
+            return out
 
     def _flush(self, written: int) -> None:
         """Make the writes durable without closing the store the searches use (Edge: flush; its segments are
