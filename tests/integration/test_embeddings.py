@@ -70,7 +70,7 @@ def test_query_instruction_format() -> None:
 )
 def test_each_primary_fault_goes_to_the_fallback(deepinfra: FakeProvider, fireworks: FakeProvider, fault: dict) -> None:
     deepinfra.fail("embeddings", **fault)
-    embedder = embedder_for(provider_settings(deepinfra, fireworks, embedding_timeout_s=0.5))
+    embedder = embedder_for(provider_settings(deepinfra, fireworks, embedding_timeout_s=1.0))
     stats = EmbeddingStats()
     vectors = embedder.embed_documents(DOCS, stats=stats)
     assert len(vectors) == 3 and stats.fallbacks == 1 and stats.providers == {"fireworks": 1}

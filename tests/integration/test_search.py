@@ -125,7 +125,7 @@ def test_yo_and_ye_meet(make_service) -> None:
 )  # fmt: skip
 def test_each_reranker_fault_goes_to_the_fallback(make_service, deepinfra, fireworks, fault: dict) -> None:
     deepinfra.fail("rerank", **fault)
-    service = make_service(deepinfra, fireworks, rerank_timeout_s=0.5, rerank_hedge_ms=0)
+    service = make_service(deepinfra, fireworks, rerank_timeout_s=1.0, rerank_hedge_ms=0)
     answer = ask(service, "reranker outage")
     assert answer.meta.reranker == "fireworks" and answer.meta.degraded == ["rerank_fallback"]
     (fw,) = fireworks.calls("rerank")
