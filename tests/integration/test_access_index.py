@@ -469,6 +469,30 @@ def test_an_access_file_in_a_folder_spelt_in_another_unicode_form_stops_its_even
     assert sync_from(root, settings, where).error == report.error  # what a full sync says of it
 
 
+@pytest.mark.parametrize("where", ["folder", "s3"])
+def test_an_access_file_in_a_folder_spelt_in_mixed_unicode_forms_stops_its_event(tmp_path: Path, where: str) -> None:
+    """A key can spell its folders in different forms (``Отчёты`` decomposed, as a Mac uploaded it, then ``Мой``
+    composed, added under it by another tool): neither its NFC nor its NFD spelling is the key's, so the event run
+    must look under the key's own spelling too, or the note below ``Отчёты/Мой/_access.yaml`` is indexed public
+    while a full sync stops on the file."""
+    root = tmp_path / "kb"
+    write_kb(root, {"pub/Hello.md": "# Hello\nwelcome all\n"}, None)
+    settings = Settings(qdrant_path=str(tmp_path / "q"), qdrant_url="", embedding_api_key=None,
+                        embedding_api_key_param="")  # fmt: skip
+    sync(settings, root)
+    folder = f"{unicodedata.normalize('NFD', 'Отчёты')}/{unicodedata.normalize('NFC', 'Мой')}"
+    (root / folder).mkdir(parents=True)
+    (root / folder / "Pay.md").write_text("# Pay\nwelcome salary bands\n", encoding="utf-8")
+    (root / folder / "_access.yaml").write_text("Отчёты/: [hr]\n", encoding="utf-8")
+    path = unicodedata.normalize("NFC", f"{folder}/Pay.md")
+
+    report = apply_event(root, settings, where, path, key=f"{folder}/Pay.md")
+    assert report.incomplete and report.failed_paths == [path] and report.error is not None
+    assert report.error.startswith(f"'{path.rsplit('/', 1)[0]}/_access.yaml' is an access file in a folder")
+    assert visible(settings, Scope.public()) == ["pub/Hello.md"]  # the note not indexed public
+    assert sync_from(root, settings, where).error == report.error  # what a full sync says of it
+
+
 ROOT_KINDS = ["folder", "symlink to a folder", "symlink to a folder outside the KB", "symlink to a file",
               "dangling symlink"]  # fmt: skip
 

@@ -1719,7 +1719,8 @@ class ChangeSync:
         the access file): no rules, its notes indexed (the read of the folder failed every batch with a note to
         index, while full syncs indexed them). An access file in a folder above one of ``paths`` (the notes the batch
         indexes, as their keys spell them: ``hr/_access.yaml`` for ``hr/pay.md``; one HEAD per distinct folder, and
-        one more for a folder whose NFC and NFD spellings differ, as a full sync reads both as one folder) fails them
+        one more for each of its NFC and NFD spellings that differs from the key's, as a full sync reads them as one
+        folder) fails them
         too, as it stops a full sync: its rules are not read, and the notes it was written to restrict would be
         indexed public."""
         root_file = False
@@ -1733,7 +1734,10 @@ class ChangeSync:
         refuse_mistaken_access_file(noting(_until(self.source.root_names(), stop_at, "listing the KB root")))
         prefix = getattr(self.source, "prefix", "")
         above = {path.rsplit("/", n)[0] for path in paths for n in range(1, path.count("/") + 1)}
-        folders = sorted({unicodedata.normalize(form, f) for f in above for form in ("NFC", "NFD")})
+        # the key's own spelling and both forms: a key can mix them (a Mac's NFD folder, an NFC one added below it)
+        folders = sorted(
+            {g for f in above for g in (f, unicodedata.normalize("NFC", f), unicodedata.normalize("NFD", f))}
+        )
         for folder in _until(folders, stop_at, "looking for access files in the notes' folders"):
             if head(self.source, f"{prefix}{folder}/{ACCESS_FILE}") is not None:
                 refuse_access_file_below_root([unicodedata.normalize("NFC", f"{folder}/{ACCESS_FILE}")])  # as listed
