@@ -108,6 +108,30 @@ def check_response(result: Any) -> None:
             assert marker not in body, f"error body exposes internals ({marker!r}): {body[:300]}"
 
 
+def _interrupt_state() -> tuple[Any, bool]:
+    """This thread's SIGINT handler, and whether SIGINT is blocked in it (what a process it starts inherits)."""
+    import signal
+
+    blocked = signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    return signal.getsignal(signal.SIGINT), blocked
+
+
+@pytest.fixture(autouse=True)
+def interrupts_as_found() -> Iterator[None]:
+    """A test leaves the worker's SIGINT as it found it: a handler replaced, or the signal left blocked, is
+    inherited by every process the worker starts after (a `kbsearch serve` or `mcp` a later test stops with Ctrl-C
+    then never stops). Fails the test that changed it, naming what changed, and puts it back."""
+    import signal
+
+    before = _interrupt_state()
+    yield
+    after = _interrupt_state()
+    if after != before:
+        signal.signal(signal.SIGINT, before[0])
+        signal.pthread_sigmask(signal.SIG_UNBLOCK if not before[1] else signal.SIG_BLOCK, [signal.SIGINT])
+        pytest.fail(f"the test left SIGINT changed: {before} -> {after}")
+
+
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Every test starts without kb-search settings, Lambda markers or real AWS credentials."""
