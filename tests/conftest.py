@@ -108,6 +108,19 @@ def check_response(result: Any) -> None:
             assert marker not in body, f"error body exposes internals ({marker!r}): {body[:300]}"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def interrupts_as_at_a_terminal() -> None:
+    """The processes tests start and then stop with Ctrl-C (`kbsearch serve`, `mcp`, the console script) start with
+    SIGINT as a terminal gives it, whatever started the test run: a run launched as a background job or under
+    `nohup` ignores SIGINT (a shell sets that for an asynchronous command), every process it starts inherits the
+    ignoring, and such a `kbsearch serve` rightly keeps ignoring Ctrl-C (as `kbsearch_entry` does by design). In a
+    run launched so, three tests waited 100 s each on a server that ignored their Ctrl-C."""
+    import signal
+
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def _interrupt_state() -> tuple[Any, bool]:
     """This thread's SIGINT handler, and whether SIGINT is blocked in it (what a process it starts inherits)."""
     import signal

@@ -51,15 +51,4 @@ def main() -> int:
         _in_charge.append(True)
     from kbsearch_tools.cli import main as cli_main
 
-    code = cli_main()
-    if code == EXIT_INTERRUPTED and _in_charge:
-        # the interrupt is reported and the command's own clean-up has run: end here. Python's shut-down would wait
-        # for what the interrupted command left (a worker thread, a lock an interrupt left held) with Ctrl-C ignored
-        # from the report on: under a held key, on a loaded host, `kbsearch mcp` stayed up for good
-        for stream in (sys.stdout, sys.stderr):
-            try:  # noqa: SIM105 - this module imports only os, signal and sys (it runs before anything is loaded)
-                stream.flush()
-            except (OSError, ValueError):
-                pass
-        os._exit(EXIT_INTERRUPTED)
-    return code
+    return cli_main()
