@@ -1720,9 +1720,8 @@ class ChangeSync:
         index, while full syncs indexed them). An access file in a folder above one of ``paths`` (the notes the batch
         indexes, as their keys spell them: ``hr/_access.yaml`` for ``hr/pay.md``; one HEAD per distinct folder, and
         one more for each of its NFC and NFD spellings that differs from the key's, as a full sync reads them as one
-        folder) fails them
-        too, as it stops a full sync: its rules are not read, and the notes it was written to restrict would be
-        indexed public."""
+        folder) fails them too, as it stops a full sync: its rules are not read, and the notes it was written to
+        restrict would be indexed public."""
         root_file = False
 
         def noting(names: Iterable[str]) -> Iterator[str]:  # whether the root listing gives the name as a file

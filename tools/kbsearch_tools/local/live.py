@@ -102,6 +102,8 @@ class LiveIndex:
         with self.lock:
             if paths is None:
                 return list(self.store.points().values())
+            from kbsearch.qdrant.store import next_page
+
             wanted = sorted(set(paths))
             out: list[dict[str, Any]] = []
             for start in range(0, len(wanted), 512):
@@ -109,10 +111,11 @@ class LiveIndex:
                     "filter": {"must": [{"key": "path", "match": {"any": wanted[start : start + 512]}}]},
                     "limit": 1024, "with_payload": True,
                 }  # fmt: skip
+                seen: set[str] = set()
                 while True:
                     points, offset = self.store.scroll(request, 30.0)
                     out.extend(p["payload"] for p in points if isinstance(p.get("payload"), dict))
-                    if offset is None:
+                    if next_page(offset, seen) is None:  # (a page named twice is a StoreError, not a loop)
                         break
                     request["offset"] = offset
             return out
