@@ -21,6 +21,7 @@ from kbsearch_tools.local.apigw import HttpRequest, build_event, parse_result
 from kbsearch_tools.local.process import serve_process
 from kbsearch_tools.local.runtime import LambdaContext
 from tests.conftest import KBSEARCH_CMD, PROCESS_TIMEOUT_S, ROOT, index_bm25, subprocess_env
+from tests.integration.test_slow_source import _SlowQdrant
 
 API_KEY = "batch-test-key"
 #: The documented limits (README, RELIABILITY): the version with batches, members and calls a batch may hold.
@@ -142,7 +143,7 @@ def test_a_batch_over_the_member_or_call_limit_is_refused_whole(app) -> None:
 
 @pytest.fixture
 def slow_reranker() -> Iterator[FakeProvider]:
-    fake = FakeProvider("deepinfra", api_key="di-test-key", latency={"rerank": 0.8}).start()
+    fake = FakeProvider("deepinfra", api_key="di-test-key", latency={"rerank": 1.5}).start()
     yield fake
     fake.stop()
 
@@ -151,9 +152,10 @@ def slow_reranker() -> Iterator[FakeProvider]:
 def test_a_batch_shares_one_requests_budget_and_members_past_it_are_timed_out(
     load_search_app, bm25_store: Path, slow_reranker: FakeProvider, bound: str
 ) -> None:
-    """Searches whose reranker takes 0.8 s, with 2.5 s for the request (SEARCH_BUDGET_S=2.5, or a function with 3.5 s
-    left, a second kept for the answer): the batch of eight takes about that, not eight searches' time; the
-    searches that did not start in time are -32001, never a Lambda timeout nor a 500."""
+    """Searches whose reranker takes 1.5 s, with 2.5 s for the request (SEARCH_BUDGET_S=2.5, or a function with 3.5 s
+    left, a second kept for the answer): the first search is reranked; the second gets the second left, its rerank
+    cut (degraded), not a budget of its own; the six not started in time are -32001, never a Lambda timeout nor a
+    500. The batch takes the budget, not eight searches' 12 s."""
     budget = {"SEARCH_BUDGET_S": "2.5"} if bound == "SEARCH_BUDGET_S" else {}
     app = load_search_app(QDRANT_PATH=str(bm25_store), KB_SOURCE=str(ROOT / "sample-kb"), **budget,
                           **provider_env(slow_reranker, roles=["RERANKER"]))  # fmt: skip
@@ -168,13 +170,33 @@ def test_a_batch_shares_one_requests_budget_and_members_past_it_are_timed_out(
     took = time.monotonic() - started
     status, answers = result.status, json.loads(result.body)
     assert status == 200 and [a["id"] for a in answers] == list(range(MAX_BATCH_CALLS))
-    assert took < min(timeout_s, 2.5 + 1.0), took  # the budget and the answer's own time (8 searches: 6.4 s)
-    done = [a for a in answers if "result" in a]
-    late = [a for a in answers if "error" in a]
-    assert done and late and answers == done + late, answers  # once out of time, every later member too
-    assert all(a["result"]["isError"] is False for a in done)
-    assert all(a["error"]["code"] == -32001 and "budget" in a["error"]["message"] for a in late)
-    assert len(slow_reranker.calls("rerank")) == len(done)  # no member past the budget reached the provider
+    reranked, cut, *late = answers
+    assert reranked["result"]["structuredContent"]["meta"]["degraded"] == [], reranked
+    assert cut["result"]["isError"] is False and "rerank" in cut["result"]["structuredContent"]["meta"]["degraded"]
+    assert all(a["error"]["code"] == -32001 and "budget" in a["error"]["message"] for a in late), late
+    assert took < min(timeout_s, 2.5 + 0.5), took  # the budget and the answer's own time
+    assert len(slow_reranker.calls("rerank")) <= 2  # no member past the budget reached the provider
+
+
+def test_a_read_in_a_batch_gets_what_is_left_of_the_batchs_budget(load_search_app) -> None:
+    """Two kb_list calls against a Qdrant answering each of a catalog's six reads in 0.2 s, under SEARCH_BUDGET_S=2:
+    the first takes 1.2 s, the second gets what is left (0.8 s, or nothing: -32001), not a budget of its own (all
+    twelve reads: 2.4 s for the batch)."""
+    qdrant = _SlowQdrant(0.0)
+    try:
+        app = load_search_app(QDRANT_URL=qdrant.endpoint.url, SEARCH_BUDGET_S="2")
+        listing = {"name": "kb_list", "arguments": {}}
+        assert post(app, request(0, "tools/call", listing))[1]["result"]["isError"] is False  # a warm container
+        qdrant.delay_s = 0.2
+        qdrant.endpoint.requests.clear()
+        status, answers = post(app, [request(i, "tools/call", listing) for i in (1, 2)])
+    finally:
+        qdrant.endpoint.stop()
+    assert status == 200 and [a["id"] for a in answers] == [1, 2]
+    assert answers[0]["result"]["isError"] is False, answers[0]
+    assert answers[1].get("error", {}).get("code") == -32001 or answers[1]["result"]["isError"] is True, answers[1]
+    reads = [r for r in qdrant.endpoint.requests if r.path.endswith(("/facet", "/points/query"))]
+    assert 6 <= len(reads) < 12, len(reads)
 
 
 def test_a_batch_answer_stays_well_under_lambdas_6_mb(load_search_app, tmp_path: Path) -> None:
