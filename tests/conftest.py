@@ -240,14 +240,27 @@ def load_search_app(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., C
         module.api.container.close()
 
 
-@pytest.fixture(scope="session")
-def bm25_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """sample-kb indexed once, BM25 only, for tests that search it (copy it before opening: one client per path)."""
+def index_bm25(source: Path, path: Path) -> Any:
+    """Index the KB folder ``source`` into an embedded store at ``path``, BM25 only; the sync's report."""
     from kbsearch.config import Secrets
     from kbsearch.indexer import run_sync
 
-    path = tmp_path_factory.mktemp("sample-bm25") / "q"
     # explicit: a session fixture may run before clean_env has cleared the shell's settings
     settings = Settings(qdrant_path=str(path), qdrant_url="", embedding_api_key=None, embedding_api_key_param="")
-    run_sync(settings, Secrets(settings), source_uri=str(ROOT / "sample-kb"))
+    return run_sync(settings, Secrets(settings), source_uri=str(source))
+
+
+@pytest.fixture(scope="session")
+def bm25_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """sample-kb indexed once, BM25 only, for tests that search it (copy it before opening: one client per path)."""
+    path = tmp_path_factory.mktemp("sample-bm25") / "q"
+    index_bm25(ROOT / "sample-kb", path)
+    return path
+
+
+@pytest.fixture
+def bm25_store(bm25_index: Path, tmp_path: Path) -> Path:
+    """A copy of :func:`bm25_index` of this test's own."""
+    path = tmp_path / "q"
+    copy_store(bm25_index, path)
     return path

@@ -155,10 +155,10 @@ def test_protocol_errors(app) -> None:
         app, {"jsonrpc": "2.0", "id": 3, "method": "tools/list", "params": {}}, modern_headers("tools/list")
     )
     assert status == 400 and body["error"]["code"] == -32602
-    # parse error, batch, not a request, unknown method
+    # parse error, a batch from a client past 2025-03-26 (test_mcp_batches.py), not a request, unknown method
     status, _, body = post(app, None, raw=b"{not json")
     assert status == 400 and body["error"]["code"] == -32700
-    status, _, body = post(app, [{"jsonrpc": "2.0", "id": 1, "method": "ping"}])
+    status, _, body = post(app, [{"jsonrpc": "2.0", "id": 1, "method": "ping"}], {"MCP-Protocol-Version": "2025-11-25"})
     assert status == 400 and body["error"]["code"] == -32600
     status, _, body = post(app, {"id": 1, "method": "ping"})
     assert status == 400 and body["error"]["code"] == -32600

@@ -24,13 +24,20 @@ import sys
 import threading
 import types
 from collections.abc import Callable
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import urlsplit, urlunsplit
+
+if TYPE_CHECKING:
+    from kbsearch.mcp.stdio import Message
 
 logger = logging.getLogger("kbsearch.mcp.stdio")
 
 REMOTE_ERROR = -32001  # a server error (JSON-RPC's implementation-defined range): the remote refused or failed
 PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+#: The one protocol version with JSON-RPC batches (``kbsearch.mcp.protocol.BATCH_VERSION``; not imported: the
+#: protocol core loads the tools' schemas, which the bridge never needs).
+BATCH_VERSION = "2025-03-26"
 DEFAULT_API_KEY_ENV = "KB_API_KEY"
 NAME_BEARING = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
 PROTOCOL_VERSION_KEY = "io.modelcontextprotocol/protocolVersion"
@@ -81,7 +88,7 @@ class IdleClose:
         self._lock = threading.Lock()
         self._timer: threading.Timer | None = None
 
-    def __call__(self, handle: Callable[[bytes], dict[str, Any] | None], line: bytes) -> dict[str, Any] | None:
+    def __call__(self, handle: Callable[[bytes], Message | None], line: bytes) -> Message | None:
         with self._lock:
             if self._timer is not None:
                 self._timer.cancel()
@@ -110,7 +117,7 @@ def run_local(kb: str | None, idle_close_s: float, scope_text: str | None = None
     from kbsearch.browse import BrowseService
     from kbsearch.config import Secrets, load_settings
     from kbsearch.errors import IndexUnavailable
-    from kbsearch.mcp.protocol import McpServer
+    from kbsearch.mcp.protocol import McpServer, StdioSession
     from kbsearch.mcp.stdio import serve
     from kbsearch.mcp.tools import Backend
     from kbsearch.reader import NoteReader
@@ -129,15 +136,17 @@ def run_local(kb: str | None, idle_close_s: float, scope_text: str | None = None
     service = SearchService(settings, Secrets(settings))
     source = settings.kb_source
     browse = BrowseService(service, NoteReader(lambda: open_source(source), default=settings.access_default))
-    server = McpServer(Backend(search=lambda request: service.search(request, scope=scope), browse=lambda: browse,
-                               scope=lambda: scope))  # fmt: skip
+    server = McpServer(Backend(search=lambda request, budget: service.search(request, scope=scope, budget_s=budget),
+                               browse=lambda: browse, scope=lambda: scope,
+                               budget_s=lambda: settings.search_budget_s))  # fmt: skip
     try:  # say at once when the store cannot be opened (another process holds it): the log shows why
         service.read_index(lambda retriever, timeout_s: retriever.metadata(timeout_s))
     except IndexUnavailable as exc:
         logger.warning("the index is not usable yet: %s", exc.public)
     guard = IdleClose(service.close, idle_close_s)
+    session = StdioSession(server)
     try:
-        return serve(lambda line: guard(server.handle_line, line), stdin, stdout)
+        return serve(lambda line: guard(session.handle_line, line), stdin, stdout)
     finally:
         guard.stop()
         _let_go(stdout)
@@ -217,8 +226,9 @@ class RemoteBridge:
             headers["MCP-Protocol-Version"] = self.handshake_version
         return headers
 
-    def handle(self, line: bytes) -> list[dict[str, Any]]:
-        """Forward one line; the messages to write back (none for a notification the remote accepted)."""
+    def handle(self, line: bytes) -> list[Message]:
+        """Forward one line; the messages to write back (none for a notification the remote accepted; a batch's
+        answers as one array)."""
         import httpx
 
         from kbsearch.api.body import BadBody, parse_json
@@ -230,8 +240,19 @@ class RemoteBridge:
             return [_error(None, PARSE_ERROR, f"Parse error: {exc.message}")]
         id_ = message.get("id") if isinstance(message, dict) else None
         id_ = id_ if isinstance(id_, str | int) and not isinstance(id_, bool) else None
+        if isinstance(message, list) and self.handshake_version != BATCH_VERSION:
+            # this session decides, as a local server's does: the remote (stateless) cannot tell without a header
+            era = (
+                f"protocol version {self.handshake_version}"
+                if self.handshake_version
+                else "a session without initialize"
+            )
+            return [_error(None, INVALID_REQUEST, f"Invalid Request: JSON-RPC batches are part of MCP {BATCH_VERSION} "
+                                                  f"only, not of {era}: send one message at a time")]  # fmt: skip
         # a request expects an answer; a notification or a client's response (no method) does not
-        is_request = isinstance(message, dict) and "id" in message and "method" in message
+        requests = [m for m in (message if isinstance(message, list) else [message])
+                    if isinstance(m, dict) and "id" in m and "method" in m]  # fmt: skip
+        is_request = bool(requests)
         from kbsearch.providers.resilience import Deadline, ProviderError, bounded, read_capped
 
         try:
@@ -258,6 +279,12 @@ class RemoteBridge:
             return [_error(id_, REMOTE_ERROR, f"cannot reach {self.shown} ({reason}): check the URL and the network")]
         if response.headers.get("mcp-session-id"):
             self.session_id = response.headers["mcp-session-id"]
+        batch = _batch_answers(response.headers.get("content-type", ""), raw) if isinstance(message, list) else None
+        if batch is not None:  # the answers to a batch: one array, of the responses to its requests
+            ours = [a for a in batch if a.get("id") is None or any(_same_id(a.get("id"), r["id"]) for r in requests)]
+            if len(ours) < len(batch):
+                logger.warning("%s answered with a response to another request; dropped", self.shown)
+            return [ours] if ours else []
         answers = _messages(response.headers.get("content-type", ""), raw)
         if answers:
             return self._answering(message, answers, is_request, id_)
@@ -267,9 +294,7 @@ class RemoteBridge:
         logger.warning("%s answered HTTP %s: %s", self.shown, response.status_code, text)
         return [_error(id_, REMOTE_ERROR, text, {"status": response.status_code})] if is_request else []
 
-    def _answering(
-        self, message: Any, answers: list[dict[str, Any]], is_request: bool, id_: Any
-    ) -> list[dict[str, Any]]:
+    def _answering(self, message: Any, answers: list[dict[str, Any]], is_request: bool, id_: Any) -> list[Message]:
         """The remote's messages for ``message``: its requests and notifications, and the responses to this request
         (the same id, of the same JSON type; id null for a message with no usable id). A response to another id is
         dropped (the client would take it for another request's answer, or wait on its own for ever); a request
@@ -283,7 +308,7 @@ class RemoteBridge:
         if is_request and id_ is not None and not any("method" not in a for a in ours):
             ours.append(_error(id_, REMOTE_ERROR, f"{self.shown} answered HTTP 200 without a response to this "
                                                   "request (its answer named another id): check the URL"))  # fmt: skip
-        return ours
+        return [*ours]
 
     def _note_handshake(self, message: Any, answer: dict[str, Any]) -> None:
         if isinstance(message, dict) and message.get("method") == "initialize":
@@ -334,6 +359,19 @@ def _error(id_: Any, code: int, message: str, data: Any = None) -> dict[str, Any
     return {"jsonrpc": "2.0", "id": id_, "error": error}
 
 
+def _batch_answers(content_type: str, body: bytes) -> list[dict[str, Any]] | None:
+    """A JSON body that is an array (a batch's answers): its JSON-RPC responses; None for anything else."""
+    if content_type.split(";", maxsplit=1)[0].strip().lower() == "text/event-stream" or body.lstrip()[:1] != b"[":
+        return None
+    try:
+        value = json.loads(body.decode("utf-8", "replace"))
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(value, list):
+        return None
+    return [a for a in value if isinstance(a, dict) and a.get("jsonrpc") == "2.0" and ("result" in a or "error" in a)]
+
+
 def _messages(content_type: str, body: bytes) -> list[dict[str, Any]]:
     """The JSON-RPC messages in an answer: a JSON body, or the ``data:`` events of a text/event-stream."""
     kind = content_type.split(";", maxsplit=1)[0].strip().lower()
@@ -372,7 +410,7 @@ def run_remote(url: str, api_key_env: str, timeout_s: float = 120.0) -> int:
     if api_key is None:
         logger.warning("%s is not set: requests go to %s without an API key", api_key_env, bridge.shown)
 
-    def handle(line: bytes) -> dict[str, Any] | None:
+    def handle(line: bytes) -> Message | None:
         answers = bridge.handle(line)
         for extra in answers[:-1]:  # an event stream may carry several messages; the last one is returned
             write_message(stdout, extra)

@@ -185,14 +185,16 @@ class BrowseService:
         points, _ = self.search.read_index(lambda r, timeout_s: r.scroll(request, timeout_s))
         return bool(points)
 
-    def note(self, path: str, section: str | None, scope: Scope) -> NoteResponse:
+    def note(self, path: str, section: str | None, scope: Scope, within: Deadline | None = None) -> NoteResponse:
         """The note at ``path`` (as search returns it), whole or the section named ``section``, with its
         frontmatter, headings and links, as ``scope`` may see them; :class:`NoteProblem` when it cannot be given.
         The note's read and its links' share the request's budget (each was given all of it, and the restricted link
-        list a third: 30 s at the default 10 s, past the function's timeout); links out of time are ``degraded``."""
+        list a third: 30 s at the default 10 s, past the function's timeout); links out of time are ``degraded``.
+        ``within``: a deadline the budget ends by too (a JSON-RPC batch's)."""
         from kbsearch.notes import NoteError, outline, read_frontmatter, wiki_links
 
-        deadline = Deadline(self.search.settings.search_budget_s)
+        budget = self.search.settings.search_budget_s
+        deadline = Deadline(budget) if within is None else within.within(budget)
         path, text = self.note_text(path, scope, deadline)
         try:
             frontmatter, body, _ = read_frontmatter(text)  # the indexer's parser: linear, no alias expansion
@@ -282,10 +284,13 @@ class BrowseService:
         return NoteLinks(outgoing=outgoing, backlinks=backlinks, backlinks_truncated=len(points) >= GRAPH_LIMIT)
 
     # -- what the filters accept ------------------------------------------------------------------------------------
-    def catalog(self, path_prefix: str | None, recent: int, scope: Scope) -> CatalogResponse:
+    def catalog(
+        self, path_prefix: str | None, recent: int, scope: Scope, within: Deadline | None = None
+    ) -> CatalogResponse:
         """Tags, types, statuses and folders with their note counts (within ``path_prefix``), and the ``recent``
         most recently updated notes, of the notes ``scope`` may read: facets on the payload indexes and one ordered
-        query, one index slot. ValueError for a ``path_prefix`` no folder can have (a '..' segment)."""
+        query, one index slot. ValueError for a ``path_prefix`` no folder can have (a '..' segment). ``within``: a
+        deadline the read ends by (a JSON-RPC batch's; default: the request's budget)."""
         must: list[dict[str, Any]] = [_FIRST_CHUNK]
         prefix = folder_prefix(path_prefix)  # as search normalises it; ValueError for a '..' segment
         if prefix:
@@ -319,15 +324,17 @@ class BrowseService:
                 folders=facet("folders", 100), recent=[n for n in (_recent(p) for p in latest) if n is not None],
             )  # fmt: skip
 
-        catalog = self.search.read_index(read)
+        catalog = self.search.read_index(read, _budget(self.search.settings.search_budget_s, within))
         logger.info("access", extra={"caller": scope.caller, "groups": scope.query_groups(), "results": catalog.notes})
         return catalog
 
     # -- every note, page by page -----------------------------------------------------------------------------------
-    def page(self, cursor: str | None, scope: Scope, limit: int = PAGE_SIZE) -> tuple[list[RecentNote], str | None]:
+    def page(
+        self, cursor: str | None, scope: Scope, limit: int = PAGE_SIZE, within: Deadline | None = None
+    ) -> tuple[list[RecentNote], str | None]:
         """One page of the notes ``scope`` may read (in the index's order) and the cursor of the next (None: the
         last page). A cursor is the path of the next page's first note; one that is not (no longer) such a note
-        is :class:`InvalidCursor`."""
+        is :class:`InvalidCursor`. ``within``: a deadline the read ends by (a JSON-RPC batch's)."""
         start = decode_cursor(cursor) if cursor is not None else None
         request: dict[str, Any] = {
             "filter": _scoped([_FIRST_CHUNK], scope), "limit": limit + 1, "with_payload": {"include": _NOTE_FIELDS},
@@ -335,7 +342,9 @@ class BrowseService:
         }  # fmt: skip
         if start is not None:
             request["offset"] = point_id(start, 0)
-        points, _ = self.search.read_index(lambda r, timeout_s: r.scroll(request, timeout_s))
+        points, _ = self.search.read_index(
+            lambda r, timeout_s: r.scroll(request, timeout_s), _budget(self.search.settings.search_budget_s, within)
+        )
         notes = [n for n in (_recent(p) for p in points) if n is not None]
         logger.info("access", extra={"caller": scope.caller, "groups": scope.query_groups(), "results": len(notes)})
         if start is not None and (not notes or notes[0].path != start):
@@ -354,3 +363,8 @@ def _recent(point: Any) -> RecentNote | None:
         updated=_text(payload.get("updated")), type=_text(payload.get("type")), status=_text(payload.get("status")),
         tags=_str_list(payload.get("tags")),
     )  # fmt: skip
+
+
+def _budget(budget_s: float, deadline: Deadline | None) -> float:
+    """A read's budget: ``budget_s``, and no later than ``deadline`` when there is one (a batch's)."""
+    return budget_s if deadline is None else max(0.0, min(budget_s, deadline.remaining()))

@@ -345,16 +345,21 @@ class SearchService:
         remaining_s: float | None = None,
         span: Span = _no_span,
         scope: Scope | Callable[[float], Scope] | None = None,
+        budget_s: float | None = None,
     ) -> SearchResponse:
         """One search, as every caller makes it (API, Slack, MCP, CLI); evaluation uses :meth:`evaluation_view`.
         ``scope``: who is asking (default: ``public`` only), or how to resolve it within a time limit (called
         after the secrets are read, so the caller mapping comes with them, within this search's budget); what it
-        may not read is excluded inside the one Qdrant query, so it reaches neither the reranker nor the answer."""
+        may not read is excluded inside the one Qdrant query, so it reaches neither the reranker nor the answer.
+        ``remaining_s``: the time left before the answer is due (Lambda's), of which a second is kept;
+        ``budget_s``: the most this search may take (what a JSON-RPC batch has left), besides ``SEARCH_BUDGET_S``."""
         retrieval, max_results = self.retrieval, self.max_results
         started = time.perf_counter()
         budget = self.settings.search_budget_s
         if remaining_s is not None:
             budget = min(budget, remaining_s - 1.0)
+        if budget_s is not None:
+            budget = min(budget, budget_s)
         deadline = Deadline(max(0.1, budget))
         # Secrets from SSM are read up front (cached afterwards), so that no stage's own budget pays for them.
         self.secrets.prefetch(deadline.within(reserve=min(self.settings.qdrant_timeout_s, 0.3 * budget)).remaining())

@@ -124,8 +124,9 @@ class SearchApi:
 
     # -- one search, as every route makes it ------------------------------------------------------------------
 
-    def search(self, request: SearchRequest, router: Router) -> SearchResponse:
-        """The search for the current invocation (its request id and remaining time), with metrics recorded."""
+    def search(self, request: SearchRequest, router: Router, budget_s: float | None = None) -> SearchResponse:
+        """The search for the current invocation (its request id and remaining time), with metrics recorded;
+        ``budget_s``: the most it may take besides (what a JSON-RPC batch has left)."""
         context = router.lambda_context
         remaining = context.get_remaining_time_in_millis() / 1000 if context is not None else None
         request_id = cast(APIGatewayProxyEvent, router.current_event).request_context.request_id
@@ -136,7 +137,12 @@ class SearchApi:
         try:
             # the scope is resolved inside the search's budget, after its secrets (the caller mapping among them)
             answer = self.container.search().search(
-                request, request_id, remaining, self.tracing.span, scope=lambda t: self.container.api_scope(event, t)
+                request,
+                request_id,
+                remaining,
+                self.tracing.span,
+                scope=lambda t: self.container.api_scope(event, t),
+                budget_s=budget_s,
             )
         except IndexUnavailable as exc:
             self.logger.error("index unavailable", extra={"error": str(exc)})

@@ -18,10 +18,18 @@ if TYPE_CHECKING:
     from kbsearch.mcp.protocol import McpServer
 
 
-def mcp_router(container: Container, run: Callable[[SearchRequest, Router], SearchResponse]) -> Router:
+def mcp_router(container: Container, run: Callable[[SearchRequest, Router, float | None], SearchResponse]) -> Router:
     router = Router()
     built: dict[str, McpServer] = {}
     lock = threading.Lock()
+
+    def budget_s() -> float:
+        """The time one request has: ``SEARCH_BUDGET_S``, within the function's remaining time (a second kept)."""
+        context = router.lambda_context
+        budget = container.settings.search_budget_s
+        if context is not None:
+            budget = min(budget, context.get_remaining_time_in_millis() / 1000 - 1.0)
+        return budget
 
     def server() -> McpServer:
         with lock:
@@ -30,9 +38,9 @@ def mcp_router(container: Container, run: Callable[[SearchRequest, Router], Sear
                 from kbsearch.mcp.tools import Backend
 
                 built["mcp"] = McpServer(Backend(
-                    search=lambda request: run(request, router), browse=container.browse,
+                    search=lambda request, budget: run(request, router, budget), browse=container.browse,
                     # the caller's scope: a note it may not read is answered as a note that is not there
-                    scope=lambda: container.api_scope(router.current_event.raw_event),
+                    scope=lambda: container.api_scope(router.current_event.raw_event), budget_s=budget_s,
                 ))  # fmt: skip
             return built["mcp"]
 

@@ -17,6 +17,13 @@ both protocol eras, for stateless Streamable HTTP (``POST /mcp``: one endpoint, 
 Every error on ``/mcp`` is a JSON-RPC error object, HTTP's too (405, and 413 for a body over 64 KiB, which the API
 answers before routing).
 
+JSON-RPC batches (an array of messages) exist in MCP 2025-03-26 alone (2025-06-18 removed them; 2026-07-28 has
+none): accepted over stdio when the session's ``initialize`` negotiated 2025-03-26, over HTTP (stateless) when the
+request has no ``MCP-Protocol-Version`` header (2025-03-26 clients send none; later ones send it on every request
+after ``initialize``) or names 2025-03-26; refused (-32600, naming the version) otherwise. A batch holds at most
+:data:`MAX_BATCH_MEMBERS` messages, :data:`MAX_BATCH_CALLS` of them calls that read the index or the notes; its
+members share the one time budget of a request and an answer of at most :data:`MAX_BATCH_ANSWER_BYTES`.
+
 Routing follows the SDK's rule: over HTTP, a request whose ``MCP-Protocol-Version`` header is present and not a
 handshake version is a 2026-07-28 request; over stdio, one whose ``params._meta`` names a protocol version; anything
 else is handshake-era. The tools are :mod:`kbsearch.mcp.tools`; resources and the prompt :mod:`kbsearch.mcp.resources`.
@@ -27,6 +34,7 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -46,6 +54,7 @@ from kbsearch.mcp.resources import (
     shown,
 )
 from kbsearch.mcp.tools import TOOL_NAMES, TOOLS, Backend, call_tool
+from kbsearch.providers.resilience import Deadline
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +81,28 @@ NAME_BEARING_METHODS = {"tools/call": "name", "prompts/get": "name", "resources/
 
 PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, INTERNAL_ERROR = -32700, -32600, -32601, -32602, -32603
 HEADER_MISMATCH, UNSUPPORTED_PROTOCOL_VERSION = -32020, -32022
+#: A batch member not run because the batch's time budget was spent (the SDK's code for a request timed out).
+REQUEST_TIMEOUT = -32001
+
+#: The one protocol version with JSON-RPC batches (added in 2025-03-26, removed in 2025-06-18).
+BATCH_VERSION = "2025-03-26"
+#: The most messages one batch may hold: clients batch a few messages (a notification with the requests it
+#: precedes, the calls one step of an agent makes); a 64 KiB body holds ~1,500 pings, each an answer to build.
+MAX_BATCH_MEMBERS = 32
+#: The most members of one batch that read the index or the notes (:data:`CALL_METHODS`): each is a search or a
+#: read that one request would make, and the batch shares that one request's budget (``SEARCH_BUDGET_S``, 10 s,
+#: within the function's 28 s): 8 searches of ~1 s each fit it; more would be answered out of time anyway, and
+#: the usage plan, which counts requests, would let one request cost 800 searches' provider calls.
+MAX_BATCH_CALLS = 8
+#: The methods :data:`MAX_BATCH_CALLS` counts: those that search, read notes or read the index.
+CALL_METHODS = frozenset({"tools/call", "resources/read", "resources/list"})
+#: A call member is started only with this much of the batch's budget left (a search with less is bound to fail).
+MIN_CALL_S = 0.5
+#: The most one batch's answer may hold (JSON as sent, ASCII): a note read is up to 4 MiB of text, ~3 MiB of JSON
+#: for 1 MiB of Cyrillic (``\u`` escapes), and Lambda answers at most 6 MB, with the body escaped once more inside
+#: it (a ``\u`` escape grows to 7 bytes, a quote to 2); a member whose answer would take the batch past this is
+#: answered with an error saying to send it on its own.
+MAX_BATCH_ANSWER_BYTES = 3 * 1024 * 1024
 HTTP_STATUS = {PARSE_ERROR: 400, INVALID_REQUEST: 400, INVALID_PARAMS: 400, HEADER_MISMATCH: 400,
                UNSUPPORTED_PROTOCOL_VERSION: 400, METHOD_NOT_FOUND: 404}  # fmt: skip
 
@@ -79,7 +110,7 @@ HTTP_STATUS = {PARSE_ERROR: 400, INVALID_REQUEST: 400, INVALID_PARAMS: 400, HEAD
 @dataclass(frozen=True)
 class HttpAnswer:
     status: int
-    body: dict[str, Any] | None
+    body: dict[str, Any] | list[dict[str, Any]] | None  # a list: a batch's answers
     headers: dict[str, str]
 
 
@@ -103,12 +134,16 @@ def _echoed_id(message: Any) -> str | int | None:
     return id_ if isinstance(id_, str | int) and not isinstance(id_, bool) else None
 
 
-def _rpc_error(id_: Any, code: int, message: str, data: Any = None, modern: bool = True) -> HttpAnswer:
+def _error_object(id_: Any, code: int, message: str, data: Any = None) -> dict[str, Any]:
     error: dict[str, Any] = {"code": code, "message": message}
     if data is not None:
         error["data"] = data
+    return {"jsonrpc": "2.0", "id": id_, "error": error}
+
+
+def _rpc_error(id_: Any, code: int, message: str, data: Any = None, modern: bool = True) -> HttpAnswer:
     status = HTTP_STATUS.get(code, 200) if modern or code in (PARSE_ERROR, INVALID_REQUEST) else 200
-    return HttpAnswer(status, {"jsonrpc": "2.0", "id": id_, "error": error}, {})
+    return HttpAnswer(status, _error_object(id_, code, message, data), {})
 
 
 def body_error(exc: BadBody) -> HttpAnswer:
@@ -166,8 +201,9 @@ def decode_header_value(value: str | None) -> str | None:
 
 
 class McpServer:
-    """The protocol core. :meth:`handle` answers one HTTP request (``POST /mcp``); :meth:`handle_line` one line of
-    the stdio transport; both run :meth:`handle_message`, which answers one JSON-RPC message in either era."""
+    """The protocol core. :meth:`handle` answers one HTTP request (``POST /mcp``); :class:`StdioSession` one line
+    of the stdio transport; both run :meth:`handle_message`, which answers one JSON-RPC message (or a batch) in
+    either era."""
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
@@ -189,27 +225,21 @@ class McpServer:
             return body_error(exc)
         return self.handle_message(message, lowered)
 
-    # -- stdio ------------------------------------------------------------------------------------------------
-    def handle_line(self, line: bytes) -> dict[str, Any] | None:
-        """One line of the stdio transport (a JSON-RPC message) → the answer to write back (None: nothing, the
-        line was a notification). Never raises: garbage is a parse error, an unexpected failure -32603."""
-        try:
-            message = parse_json(body_text(line))
-        except BadBody as exc:
-            return body_error(exc).body
-        try:
-            return self.handle_message(message, None).body
-        except Exception:  # a bug must not end the session: the client gets an error, the log the traceback
-            logger.exception("MCP message failed")
-            id_ = message.get("id") if isinstance(message, dict) else None
-            return _rpc_error(id_ if isinstance(id_, str | int) else None, INTERNAL_ERROR, "Internal error").body
-
     # -- one message, either transport ---------------------------------------------------------------------------
-    def handle_message(self, message: Any, headers: Mapping[str, str] | None) -> HttpAnswer:
-        """One decoded JSON-RPC message. ``headers`` (lower-case names): the HTTP request's, which choose the era
-        and must agree with a 2026-07-28 body; None on stdio, where the body's ``_meta`` alone decides."""
+    def handle_message(
+        self, message: Any, headers: Mapping[str, str] | None, session_version: str | None = None
+    ) -> HttpAnswer:
+        """One decoded JSON-RPC message, or a batch of them. ``headers`` (lower-case names): the HTTP request's,
+        which choose the era and must agree with a 2026-07-28 body; None on stdio, where the body's ``_meta`` alone
+        decides and ``session_version`` (what the session's ``initialize`` negotiated) whether batches exist."""
         if isinstance(message, list):
-            return _rpc_error(None, INVALID_REQUEST, "JSON-RPC batches are not supported")
+            return self._batch(message, headers, session_version)
+        return self._one(message, headers, None)
+
+    def _one(self, message: Any, headers: Mapping[str, str] | None, deadline: Deadline | None) -> HttpAnswer:
+        if isinstance(message, list):  # a batch inside a batch
+            return _rpc_error(None, INVALID_REQUEST, "Invalid Request: a batch member must be a request object, "
+                              "not a batch")  # fmt: skip
         if _is_response(message):  # the client answering a request: this server sends none, so nothing to match
             return HttpAnswer(202, None, {})  # accepted as the transport asks (202, no body; nothing on stdio)
         if (
@@ -237,10 +267,81 @@ class McpServer:
             modern = isinstance(meta, dict) and PROTOCOL_VERSION_KEY in meta
         if modern:
             return self._modern(id_, message["method"], params, headers)
-        return self._legacy(id_, message["method"], params)
+        return self._legacy(id_, message["method"], params, deadline)
+
+    # -- JSON-RPC batches (2025-03-26) ------------------------------------------------------------------------------
+    def _batch(self, batch: list[Any], headers: Mapping[str, str] | None, session_version: str | None) -> HttpAnswer:
+        """A JSON-RPC batch, by JSON-RPC 2.0's rules: each request answered in its own response (its id), in an
+        array; an invalid member its own -32600; notifications and responses nothing (no member answered: 202,
+        no body); an empty array one -32600 (not an array). Refused whole (one -32600) outside 2025-03-26, over
+        :data:`MAX_BATCH_MEMBERS` members or :data:`MAX_BATCH_CALLS` calls. The members share one time budget
+        (``Backend.budget_s``): a request not started within it is answered -32001; a call is started only with
+        :data:`MIN_CALL_S` left, and runs within what is left."""
+        refused = self._batch_refusal(batch, headers, session_version)
+        if refused is not None:
+            return _rpc_error(None, INVALID_REQUEST, f"Invalid Request: {refused}")
+        deadline = Deadline(self.backend.budget_s())
+        answers: list[dict[str, Any]] = []
+        size = 2  # the array's brackets
+        for member in batch:
+            is_request = isinstance(member, dict) and "id" in member and "method" in member
+            if is_request and member.get("method") == "initialize":
+                answer = _rpc_error(_echoed_id(member), INVALID_REQUEST, "Invalid Request: initialize must not be "
+                                    "part of a JSON-RPC batch (MCP 2025-03-26): send it on its own")  # fmt: skip
+            elif is_request and deadline.remaining() < (MIN_CALL_S if member.get("method") in CALL_METHODS else 0):
+                answer = _rpc_error(_echoed_id(member), REQUEST_TIMEOUT, "Request timed out: the batch's time budget "
+                                    "was spent before this request; send it again on its own or in a smaller batch")  # fmt: skip
+            else:
+                answer = self._member(member, headers, deadline)
+            body = answer.body
+            if not isinstance(body, dict):  # a notification's or a response's: nothing to answer
+                continue
+            length = len(_json(body)) + 1
+            if size + length > MAX_BATCH_ANSWER_BYTES:
+                body = _error_object(_echoed_id(member), INTERNAL_ERROR, f"its answer ({length:,} bytes) would take "
+                                     f"the batch's answer past {MAX_BATCH_ANSWER_BYTES // (1024 * 1024)} MiB; send "
+                                     "it on its own")  # fmt: skip
+                length = len(_json(body)) + 1
+            size += length
+            answers.append(body)
+        if not answers:
+            return HttpAnswer(202, None, {})
+        return HttpAnswer(200, answers, {})
+
+    def _batch_refusal(
+        self, batch: list[Any], headers: Mapping[str, str] | None, session_version: str | None
+    ) -> str | None:
+        """Why ``batch`` is refused as a whole, or None."""
+        if headers is not None:  # stateless HTTP: a 2025-03-26 client sends no version header
+            named = headers.get("mcp-protocol-version")
+            era = None if named in (None, BATCH_VERSION) else f"protocol version {shown(named)}"
+        else:
+            era = None if session_version == BATCH_VERSION else (
+                f"protocol version {session_version}" if session_version else "a session without initialize"
+            )  # fmt: skip
+        if era is not None:
+            return (f"JSON-RPC batches are part of MCP {BATCH_VERSION} only, not of {era}: send one message at a "
+                    "time")  # fmt: skip
+        if not batch:
+            return "an empty batch"
+        if len(batch) > MAX_BATCH_MEMBERS:
+            return f"a batch of {len(batch):,} messages; at most {MAX_BATCH_MEMBERS} a batch"
+        calls = sum(1 for m in batch if isinstance(m, dict) and "id" in m and m.get("method") in CALL_METHODS)
+        if calls > MAX_BATCH_CALLS:
+            return (f"a batch of {calls} calls (tools/call, resources/read, resources/list); at most "
+                    f"{MAX_BATCH_CALLS} a batch, which shares one request's time: send the rest in another batch")  # fmt: skip
+        return None
+
+    def _member(self, member: Any, headers: Mapping[str, str] | None, deadline: Deadline) -> HttpAnswer:
+        """One member's answer; a failure is that member's -32603 (logged), never the batch's."""
+        try:
+            return self._one(member, headers, deadline)
+        except Exception:
+            logger.exception("MCP batch member failed")
+            return _rpc_error(_echoed_id(member), INTERNAL_ERROR, "Internal error")
 
     # -- 2025-11-25 and earlier --------------------------------------------------------------------------------
-    def _legacy(self, id_: Any, method: str, params: dict[str, Any]) -> HttpAnswer:
+    def _legacy(self, id_: Any, method: str, params: dict[str, Any], deadline: Deadline | None = None) -> HttpAnswer:
         if method == "initialize":
             requested = params.get("protocolVersion")
             version = requested if requested in HANDSHAKE_VERSIONS else LATEST_HANDSHAKE
@@ -249,7 +350,7 @@ class McpServer:
                 "instructions": INSTRUCTIONS,
             }  # fmt: skip
             return HttpAnswer(200, {"jsonrpc": "2.0", "id": id_, "result": result}, {})
-        return self._dispatch(id_, method, params, modern=False)
+        return self._dispatch(id_, method, params, modern=False, deadline=deadline)
 
     # -- 2026-07-28 ----------------------------------------------------------------------------------------------
     def _modern(self, id_: Any, method: str, params: dict[str, Any], headers: Mapping[str, str] | None) -> HttpAnswer:
@@ -284,19 +385,21 @@ class McpServer:
             }  # fmt: skip
             return HttpAnswer(200, {"jsonrpc": "2.0", "id": id_, "result": result}, {})
         answer = self._dispatch(id_, method, params, modern=True)
-        if answer.body is not None and "result" in answer.body:
+        if isinstance(answer.body, dict) and "result" in answer.body:
             answer.body["result"].update(_stamp())
         return answer
 
     # -- the methods of both eras --------------------------------------------------------------------------------
-    def _dispatch(self, id_: Any, method: str, params: dict[str, Any], modern: bool) -> HttpAnswer:
+    def _dispatch(
+        self, id_: Any, method: str, params: dict[str, Any], modern: bool, deadline: Deadline | None = None
+    ) -> HttpAnswer:
         try:
-            result = self._result(method, params, modern)
+            result = self._result(method, params, modern, deadline)
         except RpcError as exc:
             return _rpc_error(id_, exc.code, exc.message, exc.data, modern=modern)
         return HttpAnswer(200, {"jsonrpc": "2.0", "id": id_, "result": result}, {})
 
-    def _result(self, method: str, params: dict[str, Any], modern: bool) -> dict[str, Any]:
+    def _result(self, method: str, params: dict[str, Any], modern: bool, deadline: Deadline | None) -> dict[str, Any]:
         listing = {"ttlMs": 60_000, "cacheScope": "private"} if modern else {}  # the KB changes; keys may differ
         if method == "ping":
             return {}
@@ -309,18 +412,52 @@ class McpServer:
             if name not in TOOL_NAMES:
                 raise RpcError(INVALID_PARAMS, f"Unknown tool: {shown(name)}")
             arguments = params.get("arguments")  # absent or null: no arguments; any other non-object is refused
-            return call_tool(self.backend, str(name), {} if arguments is None else arguments)
+            return call_tool(self.backend, str(name), {} if arguments is None else arguments, deadline)
         if method == "resources/list":
-            return {**list_resources(self.backend, params), **listing}
+            return {**list_resources(self.backend, params, deadline), **listing}
         if method == "resources/templates/list":
             return {"resourceTemplates": TEMPLATES, **listing}
         if method == "resources/read":
-            return read_resource(self.backend, params)
+            return read_resource(self.backend, params, deadline)
         if method == "prompts/list":
             return {"prompts": PROMPTS, **listing}
         if method == "prompts/get":
             return get_prompt(params)
         raise RpcError(METHOD_NOT_FOUND, f"Method not found: {shown(method)}")
+
+
+class StdioSession:
+    """One stdio connection (``kbsearch mcp``): :meth:`handle_line` answers a line, and the session remembers the
+    protocol version its ``initialize`` negotiated, which decides whether JSON-RPC batches exist (2025-03-26)."""
+
+    def __init__(self, server: McpServer) -> None:
+        self.server = server
+        self.version: str | None = None
+
+    def handle_line(self, line: bytes) -> dict[str, Any] | list[dict[str, Any]] | None:
+        """One line of the stdio transport (a JSON-RPC message or batch) → the answer to write back (None:
+        nothing, the line held notifications only). Never raises: garbage is a parse error, an unexpected failure
+        -32603."""
+        try:
+            message = parse_json(body_text(line))
+        except BadBody as exc:
+            return body_error(exc).body
+        try:
+            answer = self.server.handle_message(message, None, self.version).body
+        except Exception:  # a bug must not end the session: the client gets an error, the log the traceback
+            logger.exception("MCP message failed")
+            return _rpc_error(_echoed_id(message), INTERNAL_ERROR, "Internal error").body
+        if isinstance(message, dict) and message.get("method") == "initialize" and isinstance(answer, dict):
+            result = answer.get("result")
+            version = result.get("protocolVersion") if isinstance(result, dict) else None
+            if isinstance(version, str):
+                self.version = version
+        return answer
+
+
+def _json(body: Any) -> str:
+    """A message as the transports send it (compact JSON, ASCII): what the batch's answer size counts."""
+    return json.dumps(body, separators=(",", ":"), default=str)
 
 
 def _stamp() -> dict[str, Any]:

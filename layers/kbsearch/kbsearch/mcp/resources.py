@@ -10,6 +10,7 @@ from urllib.parse import quote
 from kbsearch.mcp.tools import Backend
 
 if TYPE_CHECKING:
+    from kbsearch.providers.resilience import Deadline
     from kbsearch.schemas import RecentNote
 
 INVALID_PARAMS, RESOURCE_NOT_FOUND, INTERNAL_ERROR = -32602, -32002, -32603
@@ -85,7 +86,7 @@ def _unavailable(exc: Exception) -> RpcError:
     return RpcError(INTERNAL_ERROR, public)
 
 
-def list_resources(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
+def list_resources(backend: Backend, params: dict[str, Any], deadline: Deadline | None = None) -> dict[str, Any]:
     from kbsearch.browse import InvalidCursor
     from kbsearch.errors import IndexUnavailable
 
@@ -93,7 +94,7 @@ def list_resources(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
     if cursor is not None and not isinstance(cursor, str):
         raise RpcError(INVALID_PARAMS, "Invalid params: cursor must be a string")
     try:
-        notes, next_cursor = backend.browse().page(cursor, backend.scope())
+        notes, next_cursor = backend.browse().page(cursor, backend.scope(), within=deadline)
     except InvalidCursor:
         raise RpcError(INVALID_PARAMS, "Invalid params: unknown cursor (use nextCursor from resources/list)") from None
     except IndexUnavailable as exc:
@@ -113,7 +114,7 @@ def _resource(note: RecentNote) -> dict[str, Any]:
     return resource
 
 
-def read_resource(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
+def read_resource(backend: Backend, params: dict[str, Any], deadline: Deadline | None = None) -> dict[str, Any]:
     from kbsearch.browse import NoteProblem
     from kbsearch.errors import IndexUnavailable
 
@@ -129,7 +130,7 @@ def read_resource(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
     except ValueError as exc:
         raise RpcError(RESOURCE_NOT_FOUND, f"Resource not found: the path has {exc}", _about(uri)) from None
     try:
-        path, text = backend.browse().note_text(path, backend.scope())
+        path, text = backend.browse().note_text(path, backend.scope(), deadline)
     except NoteProblem as exc:
         if exc.kind in ("bad_path", "not_found"):
             raise RpcError(RESOURCE_NOT_FOUND, f"Resource not found: {exc}", _about(uri)) from None

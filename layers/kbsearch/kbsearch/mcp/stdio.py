@@ -17,6 +17,8 @@ logger = logging.getLogger(__name__)
 
 MAX_LINE_BYTES = 4 * 1024 * 1024
 INVALID_REQUEST = -32600
+#: What one line carries: a JSON-RPC message, or a batch's answers (an array, MCP 2025-03-26).
+Message = dict[str, Any] | list[dict[str, Any]]
 
 
 def read_message(stream: BinaryIO, limit: int = MAX_LINE_BYTES) -> tuple[bytes | None, bool]:
@@ -32,13 +34,13 @@ def read_message(stream: BinaryIO, limit: int = MAX_LINE_BYTES) -> tuple[bytes |
             return b"", True
 
 
-def write_message(stream: BinaryIO, message: dict[str, Any]) -> None:
+def write_message(stream: BinaryIO, message: Message) -> None:
     stream.write(json.dumps(message, ensure_ascii=True, separators=(",", ":"), default=str).encode("ascii") + b"\n")
     stream.flush()
 
 
 def serve(
-    handle: Callable[[bytes], dict[str, Any] | None],
+    handle: Callable[[bytes], Message | None],
     stdin: BinaryIO,
     stdout: BinaryIO,
     limit: int = MAX_LINE_BYTES,
@@ -52,7 +54,7 @@ def serve(
         if line is None:
             return 0
         if too_long:
-            answer: dict[str, Any] | None = {
+            answer: Message | None = {
                 "jsonrpc": "2.0", "id": None,
                 "error": {"code": INVALID_REQUEST, "message": f"Invalid Request: a message over {limit} bytes"},
             }  # fmt: skip

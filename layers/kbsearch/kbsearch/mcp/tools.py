@@ -34,6 +34,7 @@ from kbsearch.schemas import (
 if TYPE_CHECKING:
     from kbsearch.access import Scope
     from kbsearch.browse import BrowseService
+    from kbsearch.providers.resilience import Deadline
 
 logger = logging.getLogger(__name__)
 
@@ -139,12 +140,15 @@ class ToolFailure(Exception):
 @dataclass
 class Backend:
     """What the tools, resources and prompts call: the search (as the caller's transport runs it: metrics, request
-    id and the caller's scope over HTTP), the browse service (notes, links, catalog), both built on first use, and
-    the caller's scope for the browse service's reads."""
+    id and the caller's scope over HTTP; its second argument the most seconds it may take, None for its own
+    budget), the browse service (notes, links, catalog), both built on first use, the caller's scope for the
+    browse service's reads, and the time one request has (``SEARCH_BUDGET_S``, within the function's remaining
+    time in Lambda), which a JSON-RPC batch's members share."""
 
-    search: Callable[[SearchRequest], SearchResponse]
+    search: Callable[[SearchRequest, float | None], SearchResponse]
     browse: Callable[[], BrowseService]
     scope: Callable[[], Scope]
+    budget_s: Callable[[], float]
 
 
 def validation_text(exc: ValidationError) -> str:
@@ -158,13 +162,14 @@ def error_result(text: str) -> dict[str, Any]:
     return {"content": [{"type": "text", "text": text}], "isError": True}
 
 
-def call_tool(backend: Backend, name: str, arguments: Any) -> dict[str, Any]:
-    """A known tool's result (``isError`` for bad arguments or a failure); the caller checks the name."""
+def call_tool(backend: Backend, name: str, arguments: Any, deadline: Deadline | None = None) -> dict[str, Any]:
+    """A known tool's result (``isError`` for bad arguments or a failure); the caller checks the name.
+    ``deadline``: the batch's, within which the tool runs (None: the tool's own budget)."""
     if not isinstance(arguments, dict):
         return error_result("arguments must be an object")
     run = {"kb_search": _kb_search, "kb_get_note": _kb_get_note, "kb_list": _kb_list}[name]
     try:
-        return run(backend, arguments)
+        return run(backend, arguments, deadline)
     except ValidationError as exc:
         return error_result(f"invalid arguments for {name}: {validation_text(exc)}")
     except ToolFailure as exc:
@@ -182,7 +187,7 @@ def _ok(text: str, structured: BaseModel) -> dict[str, Any]:
     }
 
 
-def _kb_search(backend: Backend, arguments: dict[str, Any]) -> dict[str, Any]:
+def _kb_search(backend: Backend, arguments: dict[str, Any], deadline: Deadline | None) -> dict[str, Any]:
     arguments = dict(arguments)
     for old, new in (("type", "types"), ("status", "statuses")):  # the first release's single-value names
         if old in arguments and new not in arguments and isinstance(arguments[old], str | type(None)):
@@ -204,7 +209,7 @@ def _kb_search(backend: Backend, arguments: dict[str, Any]) -> dict[str, Any]:
     from kbsearch.errors import IndexUnavailable
 
     try:
-        answer = backend.search(request)
+        answer = backend.search(request, None if deadline is None else deadline.remaining())
     except IndexUnavailable as exc:
         logger.warning("kb_search: index unavailable", extra={"error": str(exc)})
         raise ToolFailure(exc.public) from None
@@ -214,13 +219,13 @@ def _kb_search(backend: Backend, arguments: dict[str, Any]) -> dict[str, Any]:
     return _ok(render_search(answer), answer)
 
 
-def _kb_get_note(backend: Backend, arguments: dict[str, Any]) -> dict[str, Any]:
+def _kb_get_note(backend: Backend, arguments: dict[str, Any], deadline: Deadline | None) -> dict[str, Any]:
     from kbsearch.browse import NoteProblem
     from kbsearch.errors import IndexUnavailable
 
     args = KbGetNoteArgs.model_validate(arguments)
     try:
-        note = backend.browse().note(args.path, args.section or None, backend.scope())
+        note = backend.browse().note(args.path, args.section or None, backend.scope(), deadline)
     except NoteProblem as exc:
         raise ToolFailure(str(exc)) from None
     except IndexUnavailable as exc:  # a restricted caller's read asks the index first
@@ -229,12 +234,12 @@ def _kb_get_note(backend: Backend, arguments: dict[str, Any]) -> dict[str, Any]:
     return _ok(render_note(note), note)
 
 
-def _kb_list(backend: Backend, arguments: dict[str, Any]) -> dict[str, Any]:
+def _kb_list(backend: Backend, arguments: dict[str, Any], deadline: Deadline | None) -> dict[str, Any]:
     from kbsearch.errors import IndexUnavailable
 
     args = KbListArgs.model_validate(arguments)
     try:
-        catalog = backend.browse().catalog(args.path_prefix or None, args.recent, backend.scope())
+        catalog = backend.browse().catalog(args.path_prefix or None, args.recent, backend.scope(), deadline)
     except ValueError as exc:
         raise ToolFailure(f"invalid arguments for kb_list: path_prefix: {exc}") from None
     except IndexUnavailable as exc:
