@@ -98,9 +98,16 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         report.longrepr = f"secret value(s) leaked into captured output: {leaked}"
 
 
+#: What a synchronous Lambda invoke can answer (the function's result as JSON): "the maximum payload size is 6 MB";
+#: past it API Gateway answers 502.
+LAMBDA_ANSWER_BYTES = 6 * 1000 * 1000
+
+
 def check_response(result: Any) -> None:
-    """What any handler answers: no secret values; error bodies without tracebacks or local paths."""
+    """What any handler answers: within Lambda's answer size; no secret values; error bodies without tracebacks or
+    local paths."""
     text = json.dumps(result, default=str)
+    assert len(text) <= LAMBDA_ANSWER_BYTES, f"an answer of {len(text):,} bytes: past Lambda's 6 MB"
     assert not leaked_secrets(text), f"secret value(s) in a response: {leaked_secrets(text)}"
     if isinstance(result, dict) and int(result.get("statusCode", 200)) >= 400:
         body = str(result.get("body") or "")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -48,6 +49,16 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 MAX_NOTE_BYTES = 4 * 1024 * 1024
+#: The most one note's answer may take as a Lambda's response carries it (its JSON, ASCII-escaped, escaped once more
+#: inside the function's result: a Cyrillic letter is 7 bytes there): a synchronous invoke answers at most 6 MB, and
+#: a note past it was API Gateway's 502 (a 1 MiB Russian note is ~3.5 MB so; MCP's answer holds it twice). What
+#: does not fit is cut and named in ``truncated`` (:func:`fit_note`).
+ANSWER_BYTES = 5 * 1024 * 1024
+#: What each listed part of a note's answer may take at most (as ``ANSWER_BYTES`` counts): its headings (each
+#: lists the headings above it, so a note of 20,000 headings under one of 100,000 characters listed 2 GB), its
+#: outgoing links, its backlinks, its frontmatter (else left out); the body gets what is left.
+PART_BYTES = 256 * 1024
+FRONTMATTER_BYTES = 512 * 1024
 #: Notes one graph query returns at most (backlinks beyond it are counted as truncated).
 GRAPH_LIMIT = 500
 MAX_SECTION_CHARS = 500
@@ -191,7 +202,7 @@ class BrowseService:
         The note's read and its links' share the request's budget (each was given all of it, and the restricted link
         list a third: 30 s at the default 10 s, past the function's timeout); links out of time are ``degraded``.
         ``within``: a deadline the budget ends by too (a JSON-RPC batch's)."""
-        from kbsearch.notes import NoteError, outline, read_frontmatter, wiki_links
+        from kbsearch.notes import NoteError, cut_heading, outline, read_frontmatter, wiki_links
 
         budget = self.search.settings.search_budget_s
         deadline = Deadline(budget) if within is None else within.within(budget)
@@ -221,11 +232,30 @@ class BrowseService:
         except IndexUnavailable as exc:
             logger.warning("a note's links could not be read", extra={"error": str(exc)})
             links, degraded = None, ["links"]
+        truncated: list[str] = []
+        sections = _prefix(
+            (
+                SectionInfo(heading=cut_heading(h.text), level=h.level, path=[cut_heading(t) for t in h.path])
+                for h in headings
+            ),
+            PART_BYTES,
+        )
+        if len(sections) < len(headings):
+            truncated.append("sections")
+        if links is not None:
+            outgoing = _prefix(links.outgoing, PART_BYTES)
+            backlinks = _prefix(links.backlinks, PART_BYTES)
+            if len(outgoing) < len(links.outgoing):
+                truncated.append("links")
+            links = NoteLinks(outgoing=outgoing, backlinks=backlinks,
+                              backlinks_truncated=links.backlinks_truncated or len(backlinks) < len(links.backlinks))  # fmt: skip
+        if wire_bytes(frontmatter) > FRONTMATTER_BYTES:
+            frontmatter = {}
+            truncated.append("frontmatter")
         return NoteResponse(
-            path=path, title=title, frontmatter=frontmatter, body=body,
-            section=list(chosen.path) if chosen else None,
-            sections=[SectionInfo(heading=h.text, level=h.level, path=list(h.path)) for h in headings],
-            links=links, degraded=degraded,
+            path=path, title=cut_heading(title), frontmatter=frontmatter, body=body,
+            section=list(chosen.path) if chosen else None, sections=sections,
+            links=links, degraded=degraded, truncated=truncated,
         )  # fmt: skip
 
     def _links(
@@ -368,3 +398,47 @@ def _recent(point: Any) -> RecentNote | None:
 def _budget(budget_s: float, deadline: Deadline | None) -> float:
     """A read's budget: ``budget_s``, and no later than ``deadline`` when there is one (a batch's)."""
     return budget_s if deadline is None else max(0.0, min(budget_s, deadline.remaining()))
+
+
+def wire_bytes(value: Any) -> int:
+    """What ``value`` takes in a Lambda's response: its JSON (ASCII-escaped, as the API and MCP send it) escaped once
+    more as the function result's ``body`` string."""
+    return len(json.dumps(json.dumps(value, ensure_ascii=True, separators=(",", ":"), default=str)))
+
+
+def _prefix(items: Any, budget: int) -> list[Any]:
+    """The first of ``items`` (pydantic models) whose answer takes at most ``budget`` bytes (:func:`wire_bytes`);
+    stops reading ``items`` there."""
+    kept: list[Any] = []
+    used = 0
+    for item in items:
+        used += wire_bytes(item.model_dump(mode="json")) + 1
+        if used > budget:
+            break
+        kept.append(item)
+    return kept
+
+
+def fit_note(note: NoteResponse, max_bytes: int = ANSWER_BYTES) -> NoteResponse:
+    """``note`` with its body cut (:func:`fit_text`) so that its answer takes at most ``max_bytes``
+    (:func:`wire_bytes`), ``"body"`` added to ``truncated``; the same note when it fits. The other parts are bounded
+    when the note is read (:meth:`BrowseService.note`), so what is left for the body is most of ``max_bytes``."""
+    size = wire_bytes(note.model_dump(mode="json"))
+    if size <= max_bytes:
+        return note
+    room = max_bytes - (size - wire_bytes(note.body)) - 32  # the flag's own bytes
+    return note.model_copy(update={"body": fit_text(note.body, room), "truncated": [*note.truncated, "body"]})
+
+
+def fit_text(text: str, max_bytes: int) -> str:
+    """The longest start of ``text`` whose :func:`wire_bytes` are at most ``max_bytes``, cut at its last line end
+    when that keeps at least half of it (a reader gets whole lines, a heading never in two)."""
+    low, high = 0, len(text)  # wire_bytes grows with the prefix: a binary search, ~22 encodings of 4 MB
+    while low < high:
+        mid = (low + high + 1) // 2
+        if wire_bytes(text[:mid]) <= max_bytes:
+            low = mid
+        else:
+            high = mid - 1
+    line = text.rfind("\n", 0, low)
+    return text[: line if line > low // 2 else low]

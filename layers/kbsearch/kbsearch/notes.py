@@ -29,7 +29,7 @@ MAX_TAGS = 100
 MAX_HEADING_CHARS = 1000
 
 
-def _cut_heading(text: str) -> str:
+def cut_heading(text: str) -> str:
     return text if len(text) <= MAX_HEADING_CHARS else text[: MAX_HEADING_CHARS - 1].rstrip() + "…"
 
 
@@ -363,7 +363,7 @@ def _sections(body: str, links: dict[str, None]) -> tuple[list[Section], str | N
         if parsed:
             flush()
             level, whole = parsed[0], _render_links(parsed[1], links)
-            heading = _cut_heading(whole)
+            heading = cut_heading(whole)
             if level == 1 and first_h1 is None:
                 first_h1 = heading
             while stack and stack[-1][0] >= level:
@@ -387,7 +387,7 @@ def parse_note(path: str, raw: bytes, max_bytes: int = MAX_NOTE_BYTES) -> Note:
     title = _text_or_none(meta.get("title")) or first_h1 or stem
     if len(title) > MAX_HEADING_CHARS:
         warnings.append(f"title: {len(title)} characters, the first {MAX_HEADING_CHARS} kept")
-        title = _cut_heading(title)
+        title = cut_heading(title)
     # The H1 that repeats the title is not a level of the heading path.
     if first_h1 is not None and first_h1 == title:
         sections = [Section(s.headings[1:] if s.headings[:1] == (title,) else s.headings, s.text) for s in sections]

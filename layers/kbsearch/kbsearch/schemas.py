@@ -246,6 +246,12 @@ class NoteResponse(BaseModel):
     sections: list[SectionInfo] = Field(description="the note's headings, for asking one section")
     links: NoteLinks | None = Field(description="null when the index could not be read (see degraded)")
     degraded: list[str]
+    truncated: list[str] = Field(
+        default_factory=list,
+        description="what was cut for the answer to fit one response (about 5 MB): 'body' (cut at a line: ask for "
+        "a section), 'sections' (the first headings listed), 'links' (the first outgoing links listed), "
+        "'frontmatter' (left out: over 512 KiB)",
+    )
 
 
 class FacetCount(BaseModel):

@@ -27,7 +27,7 @@ def notes_router(container: Container) -> Router:
 
     @router.get("/notes/.+", include_in_schema=False)
     def get_note() -> Response[Any]:
-        from kbsearch.browse import MAX_SECTION_CHARS, NoteProblem
+        from kbsearch.browse import MAX_SECTION_CHARS, NoteProblem, fit_note
         from kbsearch.errors import IndexUnavailable
 
         event = router.current_event
@@ -55,7 +55,7 @@ def notes_router(container: Container) -> Router:
             return error(status, exc.kind, str(exc))
         except IndexUnavailable as exc:
             return unavailable("index_unavailable", exc.public)
-        return Response(200, content_types.APPLICATION_JSON, note)
+        return Response(200, content_types.APPLICATION_JSON, fit_note(note))  # within Lambda's 6 MB answer
 
     @router.get("/notes", include_in_schema=False)
     def get_catalog() -> Response[Any]:

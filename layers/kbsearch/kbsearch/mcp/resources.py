@@ -114,8 +114,12 @@ def _resource(note: RecentNote) -> dict[str, Any]:
     return resource
 
 
+#: The line that ends a note's text cut to fit one answer (resources/read has no other way to say so).
+CUT_NOTICE = "[cut here: the note is longer than one answer holds; kb_get_note reads it section by section]"
+
+
 def read_resource(backend: Backend, params: dict[str, Any], deadline: Deadline | None = None) -> dict[str, Any]:
-    from kbsearch.browse import NoteProblem
+    from kbsearch.browse import ANSWER_BYTES, NoteProblem, fit_text, wire_bytes
     from kbsearch.errors import IndexUnavailable
 
     uri = params.get("uri")
@@ -139,6 +143,8 @@ def read_resource(backend: Backend, params: dict[str, Any], deadline: Deadline |
         raise RpcError(INTERNAL_ERROR, str(exc), _about(uri)) from None
     except IndexUnavailable as exc:  # a restricted caller's read asks the index first
         raise _unavailable(exc) from None
+    if wire_bytes(text) > ANSWER_BYTES:  # past one answer (Lambda's 6 MB): whole lines, and a line that says so
+        text = fit_text(text, ANSWER_BYTES - 1024) + f"\n\n{CUT_NOTICE}"
     return {"contents": [{"uri": note_uri(path), "mimeType": "text/markdown", "text": text}]}
 
 

@@ -220,7 +220,7 @@ def _kb_search(backend: Backend, arguments: dict[str, Any], deadline: Deadline |
 
 
 def _kb_get_note(backend: Backend, arguments: dict[str, Any], deadline: Deadline | None) -> dict[str, Any]:
-    from kbsearch.browse import NoteProblem
+    from kbsearch.browse import ANSWER_BYTES, NoteProblem, fit_note
     from kbsearch.errors import IndexUnavailable
 
     args = KbGetNoteArgs.model_validate(arguments)
@@ -231,6 +231,8 @@ def _kb_get_note(backend: Backend, arguments: dict[str, Any], deadline: Deadline
     except IndexUnavailable as exc:  # a restricted caller's read asks the index first
         logger.warning("kb_get_note: index unavailable", extra={"error": str(exc)})
         raise ToolFailure(exc.public) from None
+    # the answer holds the note twice (its text rendering and structuredContent): each within half of one answer
+    note = fit_note(note, ANSWER_BYTES // 2)
     return _ok(render_note(note), note)
 
 

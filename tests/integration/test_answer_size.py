@@ -1,0 +1,140 @@
+"""Every answer fits what Lambda can return (a synchronous invoke answers at most 6 MB, the API's JSON escaped once
+more inside the function's result): a note read by path (``GET /notes/{path}``, ``kb_get_note``, MCP
+``resources/read``) is cut, and says what was cut, rather than become API Gateway's 502 or a function that runs out
+of memory. The classes: a long body in a script JSON escapes six-fold (Cyrillic), a body of control characters, a
+note whose heading list grows with the square of its size, a frontmatter, outgoing links; through API Gateway events
+(the suite's ``check_response`` holds every handler answer of every test to Lambda's limit)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kbsearch.browse import ANSWER_BYTES
+from kbsearch.config import Secrets, Settings
+from kbsearch.indexer import run_sync
+from kbsearch.mcp.resources import CUT_NOTICE
+from kbsearch_tools.local.apigw import HttpRequest, build_event
+from tests.conftest import LAMBDA_ANSWER_BYTES
+from tests.integration.test_hostile_notes import mcp_event
+
+RUSSIAN_LINE = "Настройка синхронизации хранилища между устройствами без потери заметок.\n"  # 73 letters
+
+
+def _note_app(load_search_app: Any, tmp_path: Path, notes: dict[str, str], max_bytes: int) -> Any:
+    kb = tmp_path / "kb"
+    for name, text in notes.items():
+        (kb / name).parent.mkdir(parents=True, exist_ok=True)
+        (kb / name).write_text(text, encoding="utf-8")
+    settings = Settings(qdrant_path=str(tmp_path / "q"), qdrant_url="", embedding_api_key=None,
+                        embedding_api_key_param="", max_note_bytes=max_bytes)  # fmt: skip
+    report = run_sync(settings, Secrets(settings), source_uri=str(kb))
+    assert report.error is None and not report.skipped, report
+    return load_search_app(QDRANT_PATH=str(tmp_path / "q"), KB_SOURCE=str(kb), MAX_NOTE_BYTES=str(max_bytes))
+
+
+def _get(app: Any, path: str, section: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    query = f"section={section}" if section else ""
+    event = build_event(HttpRequest("GET", f"/notes/{path}", query, [], b""), "/notes/{path+}", {"path": path}, "dev")
+    if section:
+        event["queryStringParameters"] = {"section": section}
+    result = app(event)
+    return result, json.loads(result["body"])
+
+
+def _mcp(app: Any, message: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    event = mcp_event("kb_get_note", {})
+    event["body"] = json.dumps({"jsonrpc": "2.0", "id": 1, **message})
+    result = app(event)
+    return result, json.loads(result["body"])
+
+
+def _size(result: dict[str, Any]) -> int:
+    return len(json.dumps(result))
+
+
+def test_a_long_russian_note_is_cut_at_a_line_to_fit_every_answer(load_search_app: Any, tmp_path: Path) -> None:
+    """A 3.9 MB Russian note (MAX_NOTE_BYTES raised to 4 MiB): its JSON is ~13 MB in the function's result. Over
+    MCP the 1 MiB default's largest Russian note was past the limit too (its answer holds the note twice)."""
+    body = "# Синхронизация\n\n" + RUSSIAN_LINE * 27_000 + "\n## Последний раздел\n\nконец\n"
+    small = "# Заметка\n\n" + RUSSIAN_LINE * 7_000  # 0.9 MiB: within the 1 MiB default
+    app = _note_app(load_search_app, tmp_path, {"big.md": body, "small.md": small}, 4 * 1024 * 1024)
+
+    result, note = _get(app, "big.md")
+    assert result["statusCode"] == 200 and note["truncated"] == ["body"], note["truncated"]
+    assert _size(result) <= LAMBDA_ANSWER_BYTES
+    assert body.startswith(note["body"]) and note["body"].endswith("заметок.") and len(note["body"]) > 500_000
+    assert [s["heading"] for s in note["sections"]] == ["Синхронизация", "Последний раздел"]  # still listed whole
+    result, part = _get(app, "big.md", "Последний раздел")  # the way on, as the flag's description says
+    assert result["statusCode"] == 200 and part["body"] == "## Последний раздел\n\nконец" and part["truncated"] == []
+
+    result, answer = _mcp(app, {"method": "tools/call", "params": {"name": "kb_get_note",
+                                                                 "arguments": {"path": "small.md"}}})  # fmt: skip
+    assert result["statusCode"] == 200 and _size(result) <= LAMBDA_ANSWER_BYTES, _size(result)
+    structured = answer["result"]["structuredContent"]
+    assert structured["truncated"] == ["body"] and small.lstrip("\n").startswith(structured["body"])
+    assert structured["body"] in answer["result"]["content"][0]["text"]
+
+    result, answer = _mcp(app, {"method": "resources/read", "params": {"uri": "kb://note/big.md"}})
+    assert result["statusCode"] == 200 and _size(result) <= LAMBDA_ANSWER_BYTES, _size(result)
+    text = answer["result"]["contents"][0]["text"]
+    assert text.endswith("\n\n" + CUT_NOTICE) and body.startswith(text[: -len(CUT_NOTICE) - 2])
+
+
+def test_a_note_of_control_characters_is_cut_by_what_its_json_takes(load_search_app: Any, tmp_path: Path) -> None:
+    """U+0001 is one byte in the note and six in its JSON (``\\u0001``), seven in the function's result."""
+    body = "# Control\n\n" + ("\x01" * 99 + "\n") * 9_000
+    app = _note_app(load_search_app, tmp_path, {"ctl.md": body}, 1024 * 1024)
+    result, note = _get(app, "ctl.md")
+    assert result["statusCode"] == 200 and note["truncated"] == ["body"] and _size(result) <= LAMBDA_ANSWER_BYTES
+    assert body.startswith(note["body"]) and note["body"].endswith("\x01")
+
+
+def test_headings_under_a_huge_heading_are_listed_within_a_bound(load_search_app: Any, tmp_path: Path) -> None:
+    """Each listed section names the headings above it: 20,000 under one of 100,000 characters was a 2 GB answer
+    (70 s, and past any Lambda's memory) for a 300 KB note. Headings are listed as the indexer cuts them (1,000
+    characters), and as many as 256 KiB of the answer holds."""
+    body = "# " + "H" * 100_000 + "\n\n" + "".join(f"## s{i}\nx\n" for i in range(20_000))
+    app = _note_app(load_search_app, tmp_path, {"heads.md": body}, 1024 * 1024)
+    result, note = _get(app, "heads.md")
+    assert result["statusCode"] == 200 and note["truncated"] == ["sections"] and _size(result) <= LAMBDA_ANSWER_BYTES
+    assert note["body"] == body and note["title"] == "H" * 999 + "…"
+    sections = note["sections"]
+    assert 100 < len(sections) < 20_000 and sections[1]["path"] == ["H" * 999 + "…", "s0"]
+    assert all(s["heading"] == f"s{i - 1}" for i, s in enumerate(sections) if i)  # the first ones, in order
+    result, part = _get(app, "heads.md", "s19999")  # an unlisted section is still read by its heading
+    assert result["statusCode"] == 200 and part["body"] == "## s19999\nx"
+
+
+@pytest.mark.parametrize("part", ["frontmatter", "links"])
+def test_a_huge_frontmatter_or_link_list_is_cut_and_named(load_search_app: Any, tmp_path: Path, part: str) -> None:
+    """A frontmatter of 45,000 emoji (within the parser's 65,536 characters; 12 bytes each as JSON) is left out; 1,000 links of 190 Russian letters (~1.4 MB)
+    are listed as far as 256 KiB holds; the body, and what fits, are answered."""
+    if part == "frontmatter":
+        text = "---\ntitle: Большая\ndescription: >-\n" + ("  " + "😀" * 99 + "\n") * 450 + "---\n# Большая\n\nтекст\n"
+    else:
+        text = "# Ссылки\n\n" + "".join(f"[[{'ж' * 190}{i}]]\n" for i in range(1_000))
+    app = _note_app(load_search_app, tmp_path, {"n.md": text}, 1024 * 1024)
+    result, note = _get(app, "n.md")
+    assert result["statusCode"] == 200 and note["truncated"] == [part] and _size(result) <= LAMBDA_ANSWER_BYTES
+    if part == "frontmatter":
+        assert note["frontmatter"] == {} and note["title"] == "Большая" and note["body"] == "# Большая\n\nтекст\n"
+    else:
+        outgoing = note["links"]["outgoing"]
+        assert 10 < len(outgoing) < 1_000 and [r["target"] for r in outgoing] == [
+            f"{'ж' * 190}{i}" for i in range(len(outgoing))
+        ]
+        assert note["body"] == text
+
+
+def test_an_ordinary_note_is_answered_whole_with_nothing_cut(load_search_app: Any, tmp_path: Path) -> None:
+    text = "---\ntitle: Обычная\ntags: [a]\n---\n# Обычная\n\n" + RUSSIAN_LINE * 100 + "\n## Раздел\n\n[[Другая]]\n"
+    app = _note_app(load_search_app, tmp_path, {"n.md": text}, 1024 * 1024)
+    result, note = _get(app, "n.md")
+    assert result["statusCode"] == 200 and note["truncated"] == [] and note["frontmatter"]["tags"] == ["a"]
+    assert note["body"] == text.split("---\n", 2)[2] and len(note["sections"]) == 2
+    assert [r["target"] for r in note["links"]["outgoing"]] == ["Другая"]
+    assert ANSWER_BYTES < LAMBDA_ANSWER_BYTES
