@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -219,11 +219,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        server.server_close()
-        live.close()
-        if oracle is not None:
-            oracle.stop()
+        _shut_down([lambda _wait: server.server_close(), *live.closing(),
+                    *([lambda _wait: oracle.stop()] if oracle is not None else [])])  # fmt: skip
     return 0
+
+
+def _shut_down(steps: Sequence[Callable[[bool], object]]) -> None:
+    """Every step of a shut-down, in order, each told whether it may wait (a sync in hand, a step of the passage
+    warmer). A Ctrl-C during one (the second of a ``kbsearch serve``: the first began the shut-down) cuts that wait
+    short and the steps after it wait no more, but each still runs (the hand-off socket's file removed, the oracle
+    stopped); it was raised out of the first step it hit, and the steps after it never ran. It is re-raised once
+    all have run: the command's one line, exit 130."""
+    interrupted: KeyboardInterrupt | None = None
+    for step in steps:
+        try:
+            step(interrupted is None)
+        except KeyboardInterrupt as exc:
+            kbsearch_entry.interrupts_ignored()  # the console script's: a third Ctrl-C cannot cut a step short
+            interrupted = exc
+    if interrupted is not None:
+        raise interrupted
 
 
 class _Live:
@@ -235,13 +250,17 @@ class _Live:
         self.watcher: Any = None
         self.warmer: Any = None
 
-    def close(self) -> None:
+    def closing(self) -> list[Callable[[bool], object]]:
+        """The steps that close it, for :func:`_shut_down`: the watcher, the hand-off socket, and the warmer after
+        the syncs (none wakes it again)."""
+        steps: list[Callable[[bool], object]] = []
         if self.watcher is not None:
-            self.watcher.stop()
+            steps.append(self.watcher.stop)
         if self.handoff is not None:
-            self.handoff.close()
-        if self.warmer is not None:  # after the syncs: none wakes it again
-            self.warmer.stop()
+            steps.append(lambda _wait: self.handoff.close())
+        if self.warmer is not None:
+            steps.append(self.warmer.stop)
+        return steps
 
 
 def _live_sync(api: Any, args: argparse.Namespace, oracle: Any = None) -> _Live:

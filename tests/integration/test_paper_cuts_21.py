@@ -1,0 +1,61 @@
+"""Paper cuts, round 21: what a new user still hit after round 20, each through the interface that user touches
+(`kbsearch` as a process, `kbsearch serve` over HTTP)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from kbsearch_tools.local.process import serve_process
+from kbsearch_tools.oracle import unavailable
+from tests.conftest import PROCESS_TIMEOUT_S, ROOT, subprocess_env
+from tests.integration.test_freshness import until
+from tests.integration.test_paper_cuts_20 import WARMED, oracle_note
+
+# -- kbsearch serve: a second Ctrl-C while it shuts down ---------------------------------------------------------------
+
+BURST = 300  # notes saved at once: their sync (e5 cold, ~0.1 s a note) outlasts the first Ctrl-C by far
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # e5 cold in the server, on a shared 2-core host
+def test_a_second_ctrl_c_while_serve_shuts_down_still_releases_what_it_holds(tmp_path: Path) -> None:
+    """The first Ctrl-C of `kbsearch serve --watch --oracle e5` during a sync begins the shut-down, which waits for
+    the sync in hand; a second one cut that wait short and skipped every step after it: the hand-off socket's file
+    was left in the store's folder, the passage warmer and the oracle were never stopped. Now the steps after it
+    still run (without waiting), and the command ends as an interrupted one: one line, exit 130."""
+    reason = unavailable("e5")
+    if reason:
+        pytest.skip(reason)
+    kb, store = tmp_path / "kb", tmp_path / "q"
+    kb.mkdir()
+    (kb / "restore.md").write_text(oracle_note("Snapshot restore", "restore a snapshot of the collection"))
+    args = ["--watch", str(kb), "--oracle", "e5", "--oracle-cache", str(tmp_path / "e5.sqlite")]
+    sock = store / "kb.serve.sock"
+    with serve_process(
+        subprocess_env(QDRANT_PATH=str(store)), cwd=ROOT, args=args, timeout_s=PROCESS_TIMEOUT_S
+    ) as served:
+        until(lambda: served.text().count(WARMED) == 1, timeout_s=180, log=served.text)  # the initial sync's
+        assert sock.exists()
+        for i in range(BURST):
+            (kb / f"burst{i}.md").write_text(oracle_note(f"Burst {i}", f"burst note number {i} about backups"))
+        time.sleep(3)  # the watcher groups a burst for at most 1 s: its sync is under way
+        assert f"{BURST} added" not in served.text(), "the burst's sync ended before the Ctrl-C: nothing was tried"
+        served.process.send_signal(signal.SIGINT)  # the shut-down begins: it waits for the sync in hand
+        time.sleep(0.5)
+        served.process.send_signal(signal.SIGINT)
+        try:
+            served.process.wait(timeout=PROCESS_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            served.process.send_signal(signal.SIGUSR1)  # `kbsearch serve` prints every thread's stack on it
+            time.sleep(2)
+            raise AssertionError(f"serve did not stop on a second Ctrl-C:\n{served.text()[-6000:]}") from None
+        time.sleep(0.2)  # the last lines drained
+    text = served.text()
+    assert served.process.returncode == 130 and "Traceback" not in text, text[-3000:]
+    assert text.count("kbsearch serve: interrupted") == 1 and text.rstrip().endswith("kbsearch serve: interrupted")
+    assert not sock.exists(), "the hand-off socket's file was left behind"
