@@ -12,7 +12,7 @@ import pytest
 
 from kbsearch_tools.local.process import serve_process
 from kbsearch_tools.oracle import unavailable
-from tests.conftest import PROCESS_TIMEOUT_S, ROOT, subprocess_env
+from tests.conftest import KBSEARCH_CMD, PROCESS_TIMEOUT_S, ROOT, subprocess_env
 from tests.integration.test_freshness import until
 from tests.integration.test_paper_cuts_20 import WARMED, oracle_note
 
@@ -59,3 +59,31 @@ def test_a_second_ctrl_c_while_serve_shuts_down_still_releases_what_it_holds(tmp
     assert served.process.returncode == 130 and "Traceback" not in text, text[-3000:]
     assert text.count("kbsearch serve: interrupted") == 1 and text.rstrip().endswith("kbsearch serve: interrupted")
     assert not sock.exists(), "the hand-off socket's file was left behind"
+
+
+# -- kbsearch slack: the answer as Slack shows it ----------------------------------------------------------------------
+
+
+def test_kbsearch_slack_shows_the_answer_as_slack_does_not_its_escapes(tmp_path: Path) -> None:
+    """`kbsearch slack` printed the mrkdwn Slack receives: a note's `R&D` as `R&amp;D`, `a > b` as `a &gt; b`, a
+    title linked by KB_NOTE_URL_PATTERN as `<https://...|Title>`. It shows what Slack shows now: the text, and a
+    link's label with its URL."""
+    kb, store = tmp_path / "kb", tmp_path / "q"
+    kb.mkdir()
+    (kb / "budget.md").write_text(
+        "---\ntitle: R&D budget <2027>\n---\n# R&D budget <2027>\n\n"
+        "The zorblax budget of R&D: spend > plan & <review> before March.\n"
+    )
+    env = subprocess_env(QDRANT_PATH=str(store), SLACK_SIGNING_SECRET="local-secret",
+                         SLACK_RESPONSE_HOSTS="127.0.0.1", KB_NOTE_URL_PATTERN="https://wiki.example.com/kb/{path}")  # fmt: skip
+    indexed = subprocess.run([*KBSEARCH_CMD, "index", str(kb)], capture_output=True, text=True, env=env, cwd=ROOT,
+                             timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
+    assert indexed.returncode == 0, indexed.stderr
+    with serve_process(env, cwd=ROOT) as served:
+        shown = subprocess.run([*KBSEARCH_CMD, "slack", "--api", served.base_url, "zorblax budget"],
+                               capture_output=True, text=True, env=env, cwd=ROOT, timeout=PROCESS_TIMEOUT_S,
+                               check=False)  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    assert "The zorblax budget of R&D: spend > plan & <review> before March." in shown.stdout, shown.stdout
+    assert "*1. R&D budget <2027> (https://wiki.example.com/kb/budget)*" in shown.stdout, shown.stdout
+    assert "&amp;" not in shown.stdout and "&gt;" not in shown.stdout and "&lt;" not in shown.stdout, shown.stdout
