@@ -87,3 +87,38 @@ def test_kbsearch_slack_shows_the_answer_as_slack_does_not_its_escapes(tmp_path:
     assert "The zorblax budget of R&D: spend > plan & <review> before March." in shown.stdout, shown.stdout
     assert "*1. R&D budget <2027> (https://wiki.example.com/kb/budget)*" in shown.stdout, shown.stdout
     assert "&amp;" not in shown.stdout and "&gt;" not in shown.stdout and "&lt;" not in shown.stdout, shown.stdout
+
+
+# -- --help: every option says what it does ---------------------------------------------------------------------------
+
+
+def bare_entries(help_text: str) -> list[str]:
+    """The options and arguments a `--help` lists without a word on what they do: an entry (two spaces in) with
+    no text after its name, on its line or on the lines below it (further in)."""
+    lines = help_text.splitlines()
+    bare = []
+    for i, line in enumerate(lines):
+        if not line.startswith("  ") or line.startswith("   ") or line.strip() in ("", "COMMAND"):
+            continue
+        said = "  " in line.strip()
+        follows = i + 1 < len(lines) and lines[i + 1].startswith("   ")
+        if not said and not follows:
+            bare.append(line.strip())
+    return bare
+
+
+def test_every_option_of_every_command_says_what_it_does() -> None:
+    """`kbsearch search --help` listed `--no-rerank` and `--no-expand` (and its `query`), `eval` and `bench` their
+    `--json`, `feedback` its `{export}`, with nothing said: a user had to read the code to know what they do."""
+    top = subprocess.run([*KBSEARCH_CMD, "--help"], capture_output=True, text=True, env=subprocess_env(), cwd=ROOT,
+                         timeout=PROCESS_TIMEOUT_S, check=True).stdout  # fmt: skip
+    commands = [line.split()[0] for line in top.split("COMMAND\n", 1)[1].split("\noptions:")[0].splitlines()
+                if line.startswith("    ") and not line.startswith("     ")]  # fmt: skip
+    assert {"serve", "index", "search", "mcp", "eval", "feedback", "slack", "bench"} <= set(commands), top
+    found = {}
+    for command in commands:
+        shown = subprocess.run([*KBSEARCH_CMD, command, "--help"], capture_output=True, text=True,
+                               env=subprocess_env(COLUMNS="120"), cwd=ROOT, timeout=PROCESS_TIMEOUT_S, check=True)  # fmt: skip
+        if bare_entries(shown.stdout):
+            found[command] = bare_entries(shown.stdout)
+    assert not found, found

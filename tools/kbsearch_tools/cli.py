@@ -1098,15 +1098,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Search the configured index (Qdrant Cloud or the embedded store) and print a table or the "
         "API's JSON answer.",
     )
-    p.add_argument("query")
+    p.add_argument("query", help="what to search for (1-1000 characters; Russian or English)")
     p.add_argument("--top-k", type=int, default=5, help="results (1-20, default 5)")
     p.add_argument("--tag", action="append", help="any of these tags (repeatable)")
     p.add_argument("--type", action="append", help="note type (repeatable)")
     p.add_argument("--status", action="append", help="note status (repeatable)")
     p.add_argument("--path-prefix", help="a folder, e.g. ru/ранбуки")
     p.add_argument("--updated-after", help="ISO date")
-    p.add_argument("--no-rerank", action="store_true")
-    p.add_argument("--no-expand", action="store_true")
+    p.add_argument("--no-rerank", action="store_true", help="keep the fused order: no reranker call (rerank: false)")
+    p.add_argument("--no-expand", action="store_true", help="search the query alone: no rewrites (expand: false)")
     p.add_argument("--json", action="store_true", help="print the API's JSON answer")
     p.add_argument("--scope", metavar="GROUPS",
                    help="search as a caller holding these access groups (g1,g2; public is always held), as the API "
@@ -1183,7 +1183,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=_number(int, 1), help="only the first N queries")
     p.add_argument("--store", help="reuse (or keep) the embedded index at this folder instead of a temporary one")
     _oracle_args(p)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the scores as JSON instead of a table")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser(
@@ -1194,7 +1194,7 @@ def build_parser() -> argparse.ArgumentParser:
         "path), queries.jsonl, qrels/test.tsv (hits of a 👍 answer score 1, of a 👎 answer 0; several voters: "
         "the majority, a tie is 0). Then: kbsearch eval --beir DIR.",
     )
-    p.add_argument("action", choices=["export"])
+    p.add_argument("action", choices=["export"], help="export: write the votes as a BEIR folder (--beir)")
     p.add_argument("--beir", required=True, metavar="DIR", help="folder to write the BEIR dataset into")
     p.add_argument("--kb", help="the KB folder or s3://bucket/prefix for the corpus (default: KB_SOURCE)")
     p.add_argument("--file", help="votes file (default: SLACK_FEEDBACK_FILE, .kbsearch/feedback.jsonl)")
@@ -1336,7 +1336,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--saves", type=_number(int, 1), default=20, help="freshness: saves under kbsearch serve --watch (20)"
     )
-    p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--json", action="store_true", help="print the measurements as JSON, with no progress lines on stderr"
+    )
     p.set_defaults(func=cmd_bench)
     return parser
 
