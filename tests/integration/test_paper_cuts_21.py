@@ -8,6 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from kbsearch_tools.local.process import serve_process
@@ -122,3 +123,24 @@ def test_every_option_of_every_command_says_what_it_does() -> None:
         if bare_entries(shown.stdout):
             found[command] = bare_entries(shown.stdout)
     assert not found, found
+
+
+# -- kbsearch search while a kbsearch serve holds the store -------------------------------------------------------------
+
+
+def test_search_on_a_store_a_server_holds_names_the_process_and_what_to_do(tmp_path: Path) -> None:
+    """`kbsearch search` while `kbsearch serve` held the embedded store said "index unavailable: cannot open the
+    embedded store at ...: another process has it open": not which process, nor what to do about it."""
+    store = tmp_path / "q"
+    env = subprocess_env(QDRANT_PATH=str(store))
+    indexed = subprocess.run([*KBSEARCH_CMD, "index", str(ROOT / "sample-kb")], capture_output=True, text=True,
+                             env=env, cwd=ROOT, timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
+    assert indexed.returncode == 0, indexed.stderr
+    with serve_process(env | {"KB_SOURCE": str(ROOT / "sample-kb")}, cwd=ROOT) as served:
+        assert httpx.get(served.base_url + "/search", params={"q": "snapshot"}, timeout=30).status_code == 200
+        proc = subprocess.run([*KBSEARCH_CMD, "search", "snapshot"], capture_output=True, text=True, env=env,
+                              cwd=ROOT, timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
+    assert proc.returncode == 2 and proc.stdout == "" and len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert proc.stderr.startswith("kbsearch search: error: index unavailable: the embedded store at "), proc.stderr
+    assert f"(pid {served.process.pid}: a kbsearch serve or index?)" in proc.stderr, proc.stderr
+    assert "stop it, or search through that kbsearch serve (curl 'http://127.0.0.1:3000/search?q=" in proc.stderr
