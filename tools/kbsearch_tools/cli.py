@@ -631,15 +631,14 @@ def cmd_search(args: argparse.Namespace) -> int:
 def _unavailable_reason(exc: Any, settings: Any) -> str:
     """Why ``kbsearch search`` cannot search, for the one at this terminal: for an embedded store held by another
     process, which one (its pid) and what to do (it said only "another process has it open")."""
-    from kbsearch.qdrant.readiness import store_holder
+    from kbsearch.qdrant.readiness import held_by
     from kbsearch.search import LOCKED_STORE
 
-    holder = store_holder(settings) if exc.public == LOCKED_STORE else None
-    if holder is None:
+    held = held_by(settings) if exc.public == LOCKED_STORE else None
+    if held is None:
         return str(exc)
-    return (f"the embedded store at {settings.qdrant_path} is open in another process (pid {holder}: a kbsearch "
-            "serve or index?); stop it, or search through that kbsearch serve (curl "
-            "'http://127.0.0.1:3000/search?q=...', on the port it printed)")  # fmt: skip
+    return (f"{held}; stop it, or search through that kbsearch serve "
+            "(curl 'http://127.0.0.1:3000/search?q=...', on the port it printed)")  # fmt: skip
 
 
 def cmd_mcp(args: argparse.Namespace) -> int:

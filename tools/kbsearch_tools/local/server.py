@@ -12,11 +12,12 @@ number → 400, a body shorter than its ``Content-Length`` →
 400 (or a quiet close when the client stalls past the idle timeout, or takes over :data:`REQUEST_READ_S` to send the
 whole request), ``Transfer-Encoding`` → 411 (400 with a
 ``Content-Length`` too), headers over 10 KiB → 431, a request line that is not HTTP/1.x or a method in lower case
-(``get``) → 400 (HTTP/0.9: a quiet close), HTTP/1.x other than 1.0 and 1.1 (``HTTP/1.9``) → 505, any method the template has no route for (TRACE, CONNECT, PROPFIND, ...) → 403 "Missing Authentication
-Token". A client that hangs up (``curl .../docs | head``) ends its connection quietly. Bytes outside ASCII in the
-request line are read as their percent-escapes (``curl '.../search?q=ротация'``); an empty line before a request
-line is ignored (RFC 9112 2.2); ``Expect: 100-continue`` gets no "100 Continue" for a body that is refused unread;
-a target's leading slashes are one (``//health`` is ``/health``, never a host). The ``Server`` header names no Python.
+(``get``) → 400 (HTTP/0.9: a quiet close), HTTP/1.x other than 1.0 and 1.1 (``HTTP/1.9``) → 505, any method the
+template has no route for (TRACE, CONNECT, PROPFIND, ...) → 403 "Missing Authentication Token". A client that
+hangs up (``curl .../docs | head``) ends its connection quietly. Bytes outside ASCII in the request line are read
+as their percent-escapes (``curl '.../search?q=ротация'``); an empty line before a request line is ignored (RFC 9112
+2.2); ``Expect: 100-continue`` gets no "100 Continue" for a body that is refused unread; a target's leading slashes
+are one (``//health`` is ``/health``, never a host). ``Server`` names no Python version.
 
 Bound to a loopback address (the default, 127.0.0.1), it answers only requests whose ``Host`` (and target, when in
 absolute form) names this machine (``localhost``, a loopback address): anything else is 403 "Forbidden", so a web

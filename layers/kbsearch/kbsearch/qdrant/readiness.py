@@ -55,6 +55,16 @@ def store_holder(settings: Settings) -> int | None:
     return lock_holder(Path(settings.qdrant_path) / "edge" / settings.qdrant_collection / "wal")
 
 
+def held_by(settings: Settings) -> str | None:
+    """Which process holds the embedded store open, for its operator (it names the folder; not a public reason):
+    None when none does."""
+    holder = store_holder(settings)
+    if holder is None:
+        return None
+    return (f"the embedded store at {settings.qdrant_path} is open in another process (pid {holder}: a kbsearch "
+            "serve or index?)")  # fmt: skip
+
+
 def lock_holder(path: Path) -> int | None:
     """The pid of another process holding a lock on ``path`` (as Qdrant Edge locks its WAL folder), read from
     ``/proc/locks`` without taking one; None when none does, or where ``/proc/locks`` does not exist."""
