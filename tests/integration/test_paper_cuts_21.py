@@ -144,3 +144,39 @@ def test_search_on_a_store_a_server_holds_names_the_process_and_what_to_do(tmp_p
     assert proc.stderr.startswith("kbsearch search: error: index unavailable: the embedded store at "), proc.stderr
     assert f"(pid {served.process.pid}: a kbsearch serve or index?)" in proc.stderr, proc.stderr
     assert "stop it, or search through that kbsearch serve (curl 'http://127.0.0.1:3000/search?q=" in proc.stderr
+
+
+# -- kbsearch serve --watch with no folder named ------------------------------------------------------------------------
+
+
+TEMPLATE = ["--template", str(ROOT / "template.yaml")]  # the server runs in a folder of its own
+
+
+def test_serve_watch_without_a_folder_watches_the_kb_not_the_working_folder(tmp_path: Path) -> None:
+    """`kbsearch serve --watch` with no FOLDER and no KB_SOURCE watched the working folder (`Path("")` is `.`, which
+    passed the check meant for "nothing"): run in a checkout, it indexed every `.md` of it (401 notes: README,
+    RELIABILITY, node_modules' READMEs) and its mass-delete guard held back the KB's. It watches the folder the index
+    was built from now, and with no such record it says what to pass."""
+    kb, work = tmp_path / "kb", tmp_path / "work"
+    kb.mkdir()
+    work.mkdir()
+    (kb / "note.md").write_text("# Zorblax\n\nThe zorblax rotation runbook.\n")
+    (work / "README.md").write_text("# Not a note of the KB\n\nA readme in the folder the server was started from.\n")
+    built, empty = tmp_path / "q", tmp_path / "none"
+    indexed = subprocess.run([*KBSEARCH_CMD, "index", str(kb)], capture_output=True, text=True,
+                             env=subprocess_env(QDRANT_PATH=str(built)), cwd=work, timeout=PROCESS_TIMEOUT_S,
+                             check=False)  # fmt: skip
+    assert indexed.returncode == 0, indexed.stderr
+    with serve_process(subprocess_env(QDRANT_PATH=str(built)), cwd=work, args=[*TEMPLATE, "--watch"]) as served:
+        until(lambda: "initial sync" in served.text(), log=served.text)
+        found = httpx.get(served.base_url + "/search", params={"q": "readme"}, timeout=30).json()["results"]
+    assert f"watching {kb.resolve()} " in served.text(), served.text()
+    assert "initial sync: 0 added" in served.text() and found == [], served.text()
+    refused = subprocess.run([*KBSEARCH_CMD, "serve", "--port", "0", *TEMPLATE, "--watch"], capture_output=True, text=True,
+                             env=subprocess_env(QDRANT_PATH=str(empty)), cwd=work, timeout=PROCESS_TIMEOUT_S,
+                             check=False)  # fmt: skip
+    assert refused.returncode == 2, (refused.stdout, refused.stderr)
+    assert refused.stderr.strip().splitlines()[-1] == (
+        "kbsearch serve: error: --watch needs a KB folder (got 'nothing'): pass --watch FOLDER or set KB_SOURCE to a "
+        "folder; an S3 KB is synced by its S3 events when deployed"
+    ), refused.stderr

@@ -263,6 +263,16 @@ class _Live:
         return steps
 
 
+def _kb_source_or_none(container: Any) -> str:
+    """``KB_SOURCE``, else the folder the embedded index records it was built from; "" when neither is known."""
+    from kbsearch.errors import ConfigError
+
+    try:
+        return str(container.kb_source())
+    except ConfigError:
+        return ""
+
+
 def _live_sync(api: Any, args: argparse.Namespace, oracle: Any = None) -> _Live:
     """The search function's container (its settings and the store its searches read), a hand-off socket when
     that store is embedded, and the watcher when asked for; with ``--oracle`` reranking, the stand-in reranker's
@@ -305,10 +315,13 @@ def _live_sync(api: Any, args: argparse.Namespace, oracle: Any = None) -> _Live:
         if live.handoff is not None:
             live.banner.append(f"  kbsearch index hands its syncs to this server ({path})")
     if args.watch is not None:
-        folder = Path(args.watch or settings.kb_source or "")
-        if not str(folder) or str(folder).startswith("s3://") or not folder.is_dir():
+        # --watch alone: KB_SOURCE, else the folder the index was built from. Path("") is ".", which passed the
+        # check below: with neither, the server watched (and indexed) the working folder, a checkout's every .md
+        given = args.watch or _kb_source_or_none(container)
+        folder = Path(given)
+        if not given or given.startswith("s3://") or not folder.is_dir():
             raise KbSearchError(
-                f"--watch needs a KB folder (got {str(folder) or 'nothing'!r}): pass --watch FOLDER or set KB_SOURCE "
+                f"--watch needs a KB folder (got {given or 'nothing'!r}): pass --watch FOLDER or set KB_SOURCE "
                 "to a folder; an S3 KB is synced by its S3 events when deployed"
             )
         if path is None:
@@ -1061,10 +1074,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=_port, default=3000, help="port (default 3000; 0 picks a free one)")
     p.add_argument(
         "--watch", nargs="?", const="", default=None, metavar="FOLDER",
-        help="sync the KB folder (default: KB_SOURCE) into the embedded store on every save: the server owns the "
-        "store, searches keep answering during a sync; a change deleting more than MAX_DELETE_RATIO of the notes "
-        "at once (an unmounted share) is held by the full sync's mass-delete guard (kbsearch index "
-        "--allow-mass-delete applies it)",
+        help="sync the KB folder (default: KB_SOURCE, else the folder the index was built from) into the embedded "
+        "store on every save: the server owns the store, searches keep answering during a sync; a change deleting "
+        "more than MAX_DELETE_RATIO of the notes at once (an unmounted share) is held by the full sync's "
+        "mass-delete guard (kbsearch index --allow-mass-delete applies it)",
     )  # fmt: skip
     p.add_argument("--poll", action="store_true", help="with --watch: poll the folder (network or container mounts)")
     _oracle_args(p)
