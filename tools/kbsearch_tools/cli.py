@@ -1241,7 +1241,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--press", action="append", metavar="ACTION_ID", help="press this button (repeatable)")
     p.add_argument("--user", default="U0LOCAL", help="the Slack user id to act as (default U0LOCAL)")
     p.add_argument("--print-curl", action="store_true", help="print a signed curl for the command and exit")
-    p.add_argument("--response-url", help="with --print-curl: the response_url to put in the command")
+    p.add_argument("--response-url", help="with --print-curl: the response_url to put in the command (default "
+                   "http://127.0.0.1:9/response, where nothing listens: the answer is dropped)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print every message as JSON")
     p.set_defaults(func=cmd_slack)
 
