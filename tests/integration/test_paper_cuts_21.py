@@ -11,8 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from kbsearch_tools.fakes import FakeEndpoint
 from kbsearch_tools.local.process import serve_process
 from kbsearch_tools.oracle import unavailable
+from kbsearch_tools.slack_client import command_form, signed_headers
 from tests.conftest import KBSEARCH_CMD, PROCESS_TIMEOUT_S, ROOT, subprocess_env
 from tests.integration.test_freshness import until
 from tests.integration.test_paper_cuts_20 import WARMED, oracle_note
@@ -180,3 +182,41 @@ def test_serve_watch_without_a_folder_watches_the_kb_not_the_working_folder(tmp_
         "kbsearch serve: error: --watch needs a KB folder (got 'nothing'): pass --watch FOLDER or set KB_SOURCE to a "
         "folder; an S3 KB is synced by its S3 events when deployed"
     ), refused.stderr
+
+
+# -- kbsearch serve: the Slack worker's known failures --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("case", "line"),
+    [("response_url refuses", "local Slack worker failed: response_url did not take the answer"),
+     ("index not built", "search for Slack failed: index unavailable")],
+)  # fmt: skip
+def test_the_slack_workers_known_failures_are_one_line_in_the_log_not_a_traceback(
+    tmp_path: Path, case: str, line: str
+) -> None:
+    """`kbsearch slack --print-curl` with README's suggested listener (`python -m http.server`, which answers a POST
+    501): the worker's retries failed as they should, and `kbsearch serve` logged "local Slack worker failed" with
+    the whole traceback; so did a command before the index was built ("search for Slack failed", the user answered
+    with an apology). Each is one line now (what failed), as the API logs its own 503."""
+    store = tmp_path / "q"
+    env = subprocess_env(QDRANT_PATH=str(store), KB_SOURCE=str(ROOT / "sample-kb"),
+                         SLACK_SIGNING_SECRET="local-secret", SLACK_RESPONSE_HOSTS="127.0.0.1")  # fmt: skip
+    if case == "response_url refuses":
+        indexed = subprocess.run([*KBSEARCH_CMD, "index"], capture_output=True, text=True, env=env, cwd=ROOT,
+                                 timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
+        assert indexed.returncode == 0, indexed.stderr
+    hook = FakeEndpoint(status=501 if case == "response_url refuses" else 200).start()
+    try:
+        with serve_process(env, cwd=ROOT) as served:
+            body = command_form("restore a snapshot", hook.url + "/hook", "U0LOCAL", "T0LOCAL", "C0LOCAL")
+            ack = httpx.post(served.base_url + "/slack/command", content=body, timeout=30,
+                             headers=signed_headers("local-secret", body))  # fmt: skip
+            assert ack.status_code == 200, ack.text
+            until(lambda: line in served.text(), log=served.text)
+            until(lambda: bool(hook.requests), log=served.text)  # the answer (or the apology) was offered
+            time.sleep(0.5)  # the rest of the log drained
+    finally:
+        hook.stop()
+    text = served.text()
+    assert "Traceback" not in text and "stack_trace" not in text, text[-3000:]
