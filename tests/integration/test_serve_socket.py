@@ -416,3 +416,39 @@ def test_a_body_that_can_be_read_gets_100_continue_then_its_answer(served_kb: Se
         raw = b"".join(iter(lambda: sock.recv(65536), b""))
     ((status, _, answer),) = responses(raw)
     assert status == 200 and json.loads(answer)["results"]
+
+
+@pytest.mark.parametrize(
+    "target", ["//health", "///health?x=1", "http://127.0.0.1//health", "http://localhost///health?x=1"]
+)
+def test_leading_slashes_are_the_path_not_a_host(served: ServeProcess, target: str) -> None:
+    """`curl http://127.0.0.1:3000//health` means the path `/health`. A target whose path starts with `//` was read
+    by `urlsplit` as naming the host `health` (403 "Forbidden", on a Python older than 3.11.4, whose http.server does
+    not fold the slashes first) or, in absolute form, as no route (403 "Missing Authentication Token"): a 403 that
+    reads as a key problem. Leading slashes fold into one now, as http.server folds them."""
+    ((status, headers, body),) = responses(exchange(served.base_url, req(f"GET {target} HTTP/1.1\nHost: 127.0.0.1\n")))
+    assert status == 200 and json.loads(body)["status"] == "ok", (status, body)
+    assert headers["content-type"] == "application/json"
+
+
+@pytest.mark.parametrize(
+    ("line", "status"),
+    [("get /health HTTP/1.1", 400), ("Get /health HTTP/1.1", 400), ("post /search HTTP/1.1", 400),
+     ("GET /health HTTP/1.9", 505), ("GET /health HTTP/1.2", 505), ("GET /health HTTP/0.9", 505),
+     ("GET /health HTTP/1.01", 400), ("GET /health HTTP/01.1", 400)],
+)  # fmt: skip
+def test_a_lower_case_method_or_an_unserved_version_is_refused(served: ServeProcess, line: str, status: int) -> None:
+    """http.server answered `get /health` as GET (methods are case-sensitive, RFC 9110 9.1: API Gateway's edge
+    refuses it), `HTTP/1.9` and `HTTP/1.01` as HTTP/1.1, and `HTTP/0.9` in a three-word line with a bare body and
+    no status line. Now 400 for a method with a lower-case letter or a malformed version, 505 for a version other
+    than HTTP/1.0 and 1.1, each in API Gateway's JSON, the connection closed."""
+    raw = exchange(served.base_url, req(f"{line}\nHost: 127.0.0.1\n"))
+    gateway_error(raw, status)
+    assert responses(raw)[0][1]["connection"] == "close"
+
+
+def test_the_server_header_does_not_name_the_python_version(served: ServeProcess) -> None:
+    """`Server: kbsearch-local Python/3.11.7` told every client the interpreter's exact version."""
+    for data in (req("GET /health HTTP/1.1\nHost: 127.0.0.1\n"), req("get /health HTTP/1.1\nHost: 127.0.0.1\n")):
+        ((_, headers, _),) = responses(exchange(served.base_url, data))
+        assert headers["server"] == "kbsearch-local", headers

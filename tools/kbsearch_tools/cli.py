@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -219,11 +219,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        server.server_close()
-        live.close()
-        if oracle is not None:
-            oracle.stop()
+        _shut_down([lambda _wait: server.server_close(), *live.closing(),
+                    *([lambda _wait: oracle.stop()] if oracle is not None else [])])  # fmt: skip
     return 0
+
+
+def _shut_down(steps: Sequence[Callable[[bool], object]]) -> None:
+    """Every step of a shut-down, in order, each told whether it may wait (a sync in hand, a step of the passage
+    warmer). A Ctrl-C during one (the second of a ``kbsearch serve``: the first began the shut-down) cuts that wait
+    short and the steps after it wait no more, but each still runs (the hand-off socket's file removed, the oracle
+    stopped); it was raised out of the first step it hit, and the steps after it never ran. It is re-raised once
+    all have run: the command's one line, exit 130."""
+    interrupted: KeyboardInterrupt | None = None
+    for step in steps:
+        try:
+            step(interrupted is None)
+        except KeyboardInterrupt as exc:
+            kbsearch_entry.interrupts_ignored()  # the console script's: a third Ctrl-C cannot cut a step short
+            interrupted = exc
+    if interrupted is not None:
+        raise interrupted
 
 
 class _Live:
@@ -235,13 +250,27 @@ class _Live:
         self.watcher: Any = None
         self.warmer: Any = None
 
-    def close(self) -> None:
+    def closing(self) -> list[Callable[[bool], object]]:
+        """The steps that close it, for :func:`_shut_down`: the watcher, the hand-off socket, and the warmer after
+        the syncs (none wakes it again)."""
+        steps: list[Callable[[bool], object]] = []
         if self.watcher is not None:
-            self.watcher.stop()
+            steps.append(self.watcher.stop)
         if self.handoff is not None:
-            self.handoff.close()
-        if self.warmer is not None:  # after the syncs: none wakes it again
-            self.warmer.stop()
+            steps.append(lambda _wait: self.handoff.close())
+        if self.warmer is not None:
+            steps.append(self.warmer.stop)
+        return steps
+
+
+def _kb_source_or_none(container: Any) -> str:
+    """``KB_SOURCE``, else the folder the embedded index records it was built from; "" when neither is known."""
+    from kbsearch.errors import ConfigError
+
+    try:
+        return str(container.kb_source())
+    except ConfigError:
+        return ""
 
 
 def _live_sync(api: Any, args: argparse.Namespace, oracle: Any = None) -> _Live:
@@ -286,10 +315,13 @@ def _live_sync(api: Any, args: argparse.Namespace, oracle: Any = None) -> _Live:
         if live.handoff is not None:
             live.banner.append(f"  kbsearch index hands its syncs to this server ({path})")
     if args.watch is not None:
-        folder = Path(args.watch or settings.kb_source or "")
-        if not str(folder) or str(folder).startswith("s3://") or not folder.is_dir():
+        # --watch alone: KB_SOURCE, else the folder the index was built from. Path("") is ".", which passed the
+        # check below: with neither, the server watched (and indexed) the working folder, a checkout's every .md
+        given = args.watch or _kb_source_or_none(container)
+        folder = Path(given)
+        if not given or given.startswith("s3://") or not folder.is_dir():
             raise KbSearchError(
-                f"--watch needs a KB folder (got {str(folder) or 'nothing'!r}): pass --watch FOLDER or set KB_SOURCE "
+                f"--watch needs a KB folder (got {given or 'nothing'!r}): pass --watch FOLDER or set KB_SOURCE "
                 "to a folder; an S3 KB is synced by its S3 events when deployed"
             )
         if path is None:
@@ -585,7 +617,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     try:
         answer = service.search(request, scope=scope)
     except IndexUnavailable as exc:
-        raise KbSearchError(f"index unavailable: {exc}") from None
+        raise KbSearchError(f"index unavailable: {_unavailable_reason(exc, settings)}") from None
     finally:
         service.close()
     if args.json:
@@ -607,6 +639,19 @@ def cmd_search(args: argparse.Namespace) -> int:
         print((f"{'':15}{_shown(hit.path)}" + tags).replace("\n", " "))
         print(f"{'':15}" + _shown(hit.snippet).replace("\n", "\n" + " " * 15))  # snippets keep their line breaks
     return 0
+
+
+def _unavailable_reason(exc: Any, settings: Any) -> str:
+    """Why ``kbsearch search`` cannot search, for the one at this terminal: for an embedded store held by another
+    process, which one (its pid) and what to do (it said only "another process has it open")."""
+    from kbsearch.qdrant.readiness import held_by
+    from kbsearch.search import LOCKED_STORE
+
+    held = held_by(settings) if exc.public == LOCKED_STORE else None
+    if held is None:
+        return str(exc)
+    return (f"{held}; stop it, or search through that kbsearch serve "
+            "(curl 'http://127.0.0.1:3000/search?q=...', on the port it printed)")  # fmt: skip
 
 
 def cmd_mcp(args: argparse.Namespace) -> int:
@@ -1029,10 +1074,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=_port, default=3000, help="port (default 3000; 0 picks a free one)")
     p.add_argument(
         "--watch", nargs="?", const="", default=None, metavar="FOLDER",
-        help="sync the KB folder (default: KB_SOURCE) into the embedded store on every save: the server owns the "
-        "store, searches keep answering during a sync; a change deleting more than MAX_DELETE_RATIO of the notes "
-        "at once (an unmounted share) is held by the full sync's mass-delete guard (kbsearch index "
-        "--allow-mass-delete applies it)",
+        help="sync the KB folder (default: KB_SOURCE, else the folder the index was built from) into the embedded "
+        "store on every save: the server owns the store, searches keep answering during a sync; a change deleting "
+        "more than MAX_DELETE_RATIO of the notes at once (an unmounted share) is held by the full sync's "
+        "mass-delete guard (kbsearch index --allow-mass-delete applies it)",
     )  # fmt: skip
     p.add_argument("--poll", action="store_true", help="with --watch: poll the folder (network or container mounts)")
     _oracle_args(p)
@@ -1079,15 +1124,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Search the configured index (Qdrant Cloud or the embedded store) and print a table or the "
         "API's JSON answer.",
     )
-    p.add_argument("query")
+    p.add_argument("query", help="what to search for (1-1000 characters; Russian or English)")
     p.add_argument("--top-k", type=int, default=5, help="results (1-20, default 5)")
     p.add_argument("--tag", action="append", help="any of these tags (repeatable)")
     p.add_argument("--type", action="append", help="note type (repeatable)")
     p.add_argument("--status", action="append", help="note status (repeatable)")
     p.add_argument("--path-prefix", help="a folder, e.g. ru/ранбуки")
     p.add_argument("--updated-after", help="ISO date")
-    p.add_argument("--no-rerank", action="store_true")
-    p.add_argument("--no-expand", action="store_true")
+    p.add_argument("--no-rerank", action="store_true", help="keep the fused order: no reranker call (rerank: false)")
+    p.add_argument("--no-expand", action="store_true", help="search the query alone: no rewrites (expand: false)")
     p.add_argument("--json", action="store_true", help="print the API's JSON answer")
     p.add_argument("--scope", metavar="GROUPS",
                    help="search as a caller holding these access groups (g1,g2; public is always held), as the API "
@@ -1165,7 +1210,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=_number(int, 1), help="only the first N queries")
     p.add_argument("--store", help="reuse (or keep) the embedded index at this folder instead of a temporary one")
     _oracle_args(p)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the scores as JSON instead of a table")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser(
@@ -1176,7 +1221,7 @@ def build_parser() -> argparse.ArgumentParser:
         "path), queries.jsonl, qrels/test.tsv (hits of a 👍 answer score 1, of a 👎 answer 0; several voters: "
         "the majority, a tie is 0). Then: kbsearch eval --beir DIR.",
     )
-    p.add_argument("action", choices=["export"])
+    p.add_argument("action", choices=["export"], help="export: write the votes as a BEIR folder (--beir)")
     p.add_argument("--beir", required=True, metavar="DIR", help="folder to write the BEIR dataset into")
     p.add_argument("--kb", help="the KB folder or s3://bucket/prefix for the corpus (default: KB_SOURCE)")
     p.add_argument("--file", help="votes file (default: SLACK_FEEDBACK_FILE, .kbsearch/feedback.jsonl)")
@@ -1197,7 +1242,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--press", action="append", metavar="ACTION_ID", help="press this button (repeatable)")
     p.add_argument("--user", default="U0LOCAL", help="the Slack user id to act as (default U0LOCAL)")
     p.add_argument("--print-curl", action="store_true", help="print a signed curl for the command and exit")
-    p.add_argument("--response-url", help="with --print-curl: the response_url to put in the command")
+    p.add_argument("--response-url", help="with --print-curl: the response_url to put in the command (default "
+                   "http://127.0.0.1:9/response, where nothing listens: the answer is dropped)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print every message as JSON")
     p.set_defaults(func=cmd_slack)
 
@@ -1318,7 +1364,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--saves", type=_number(int, 1), default=20, help="freshness: saves under kbsearch serve --watch (20)"
     )
-    p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--json", action="store_true", help="print the measurements as JSON, with no progress lines on stderr"
+    )
     p.set_defaults(func=cmd_bench)
     return parser
 

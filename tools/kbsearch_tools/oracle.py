@@ -282,10 +282,11 @@ class PassageWarmer:
                 self._paths.update(paths)
         self._wanted.set()
 
-    def stop(self) -> None:
+    def stop(self, wait: bool = True) -> None:
+        """Stop after the step in hand; ``wait``: for that step too (up to 60 s)."""
         self._stop.set()
         self._wanted.set()
-        if self._thread is not None:
+        if wait and self._thread is not None:
             self._thread.join(timeout=60)
 
     def _run(self) -> None:

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import time
 from collections.abc import Callable
@@ -53,15 +54,36 @@ def buttons(message: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return found
 
 
+_MRKDWN_LINK = re.compile(r"<([^<>|]+)\|([^<>]*)>|<([^<>|]+)>")
+_MRKDWN_ENTITY = re.compile(r"&(amp|lt|gt);")
+
+
+def _shown(text: dict[str, Any]) -> str:
+    """A text object as Slack shows it: mrkdwn's links (``<url|label>``: the label and the URL, ``<@U123>``: as
+    written) and its three escapes (``&amp;``, ``&lt;``, ``&gt;``) read; the terminal showed `R&amp;D` and `a
+    &gt; b` where Slack shows `R&D` and `a > b`."""
+    value = str(text.get("text", ""))
+    if text.get("type") != "mrkdwn":
+        return value
+
+    def link(m: re.Match[str]) -> str:
+        if m[3] is not None:
+            return m[3] if "://" in m[3] or m[3].startswith("mailto:") else m[0]
+        return f"{m[2]} ({m[1]})" if m[2] and m[2] != m[1] else m[1]
+
+    value = _MRKDWN_LINK.sub(link, value)
+    return _MRKDWN_ENTITY.sub(lambda m: {"amp": "&", "lt": "<", "gt": ">"}[m[1]], value)
+
+
 def as_text(message: dict[str, Any]) -> str:
-    """An answer as a terminal shows it: block texts in order, buttons as [labels]."""
+    """An answer as a terminal shows it: block texts in order, as Slack shows them, buttons as [labels]."""
     lines: list[str] = []
     for block in message.get("blocks") or []:
         kind = block.get("type")
         if kind in ("header", "section"):
-            lines.append(block["text"]["text"])
+            lines.append(_shown(block["text"]))
         elif kind == "context":
-            lines.append("  " + " · ".join(e.get("text", "") for e in block.get("elements", [])))
+            lines.append("  " + " · ".join(_shown(e) for e in block.get("elements", [])))
         elif kind == "divider":
             lines.append("")
         elif kind == "actions":

@@ -17,7 +17,7 @@ import httpx
 
 from kbsearch.access import Scope
 from kbsearch.config import Settings
-from kbsearch.errors import KbSearchError
+from kbsearch.errors import IndexUnavailable, KbSearchError
 from kbsearch.feedback import FeedbackStore, open_feedback_store, vote_record
 from kbsearch.providers.resilience import Deadline, Outbound, ProviderError, RetryPolicy, send
 from kbsearch.schemas import MAX_QUERY_CHARS, SearchFilters, SearchRequest, SearchResponse
@@ -194,6 +194,9 @@ def _answer(
 ) -> dict[str, Any]:
     try:
         answer = slack_search(service, state, view, deadline, scope)
+    except IndexUnavailable as exc:  # known (not built, held, Qdrant down): one line, as the API's 503 logs it
+        logger.error("search for Slack failed: index unavailable", extra={"error": str(exc)})
+        return apology(state.query)
     except Exception:
         logger.exception("search for Slack failed")
         return apology(state.query)

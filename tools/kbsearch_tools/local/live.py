@@ -164,9 +164,10 @@ class Watcher:
         self._thread.start()
         return self
 
-    def stop(self) -> None:
+    def stop(self, wait: bool = True) -> None:
+        """Stop watching; ``wait``: for the sync in hand too (up to 10 s)."""
         self.stop_event.set()
-        if self._thread is not None:
+        if wait and self._thread is not None:
             self._thread.join(timeout=10)
 
     def _run(self) -> None:
@@ -181,6 +182,9 @@ class Watcher:
                     return
                 self._apply(batch)
         except Exception:  # the server keeps serving; a broken watcher says so once
+            if self.stop_event.is_set():  # the shut-down took what the sync needed (the oracle, Python's pools)
+                logger.debug("kbsearch serve --watch: a sync cut short by the shut-down", exc_info=True)
+                return
             logger.exception("kbsearch serve --watch: the watcher stopped; restart kbsearch serve to resume")
         finally:
             self.ready.set()
@@ -303,6 +307,11 @@ class Watcher:
         return os.path.realpath(link)
 
     def _report(self, what: str, report: dict[str, Any]) -> None:
+        if report.get("error") and self.stop_event.is_set():
+            # a second Ctrl-C stops the oracle under a sync in hand: its failure is the shut-down's, not a line
+            # after "interrupted" (the store is crash-safe; the next sync applies what this one did not)
+            logger.debug("kbsearch serve --watch: %s cut short by the shut-down: %s", what, report["error"])
+            return
         line = (
             f"kbsearch serve --watch: {what}: {report['added']} added, {report['updated']} updated, "
             f"{report['deleted']} deleted in {report['duration_ms']} ms"

@@ -11,11 +11,13 @@ HTTP/1.1 request without one → 400 and the connection closed, a ``Content-Leng
 number → 400, a body shorter than its ``Content-Length`` →
 400 (or a quiet close when the client stalls past the idle timeout, or takes over :data:`REQUEST_READ_S` to send the
 whole request), ``Transfer-Encoding`` → 411 (400 with a
-``Content-Length`` too), headers over 10 KiB → 431, a request line that is not HTTP/1.x → 400 (HTTP/0.9: a quiet
-close), any method the template has no route for (TRACE, CONNECT, PROPFIND, ...) → 403 "Missing Authentication
-Token". A client that hangs up (``curl .../docs | head``) ends its connection quietly. Bytes outside ASCII in the
-request line are read as their percent-escapes (``curl '.../search?q=ротация'``); an empty line before a request
-line is ignored (RFC 9112 2.2); ``Expect: 100-continue`` gets no "100 Continue" for a body that is refused unread.
+``Content-Length`` too), headers over 10 KiB → 431, a request line that is not HTTP/1.x or a method in lower case
+(``get``) → 400 (HTTP/0.9: a quiet close), HTTP/1.x other than 1.0 and 1.1 (``HTTP/1.9``) → 505, any method the
+template has no route for (TRACE, CONNECT, PROPFIND, ...) → 403 "Missing Authentication Token". A client that
+hangs up (``curl .../docs | head``) ends its connection quietly. Bytes outside ASCII in the request line are read
+as their percent-escapes (``curl '.../search?q=ротация'``); an empty line before a request line is ignored (RFC 9112
+2.2); ``Expect: 100-continue`` gets no "100 Continue" for a body that is refused unread; a target's leading slashes
+are one (``//health`` is ``/health``, never a host). ``Server`` names no Python version.
 
 Bound to a loopback address (the default, 127.0.0.1), it answers only requests whose ``Host`` (and target, when in
 absolute form) names this machine (``localhost``, a loopback address): anything else is 403 "Forbidden", so a web
@@ -59,8 +61,9 @@ _CONTENT_LENGTH = re.compile(r"[0-9]{1,12}")
 _NON_ASCII = re.compile(rb"[\x80-\xff]")
 _GATEWAY_MESSAGES = {
     400: "Bad Request", 403: "Missing Authentication Token", 411: "Length Required", 413: "Request Too Long",
-    414: "Request-URI Too Long", 431: "Request Header Fields Too Large",
+    414: "Request-URI Too Long", 431: "Request Header Fields Too Large", 505: "HTTP Version Not Supported",
 }  # fmt: skip
+_HTTP_VERSION = re.compile(r"HTTP/[0-9]\.[0-9]")  # RFC 9112 2.3: one digit each side of the dot
 
 
 class LocalApi:
@@ -195,10 +198,34 @@ class _Handler(BaseHTTPRequestHandler):
             return False
         reader, self.rfile = self.rfile, _HeaderLines(self.rfile)  # type: ignore[assignment]
         try:
-            return super().parse_request()
+            parsed = super().parse_request()
         finally:
             self.header_lines = tuple(cast(_HeaderLines, self.rfile).lines)
             self.rfile = reader
+        return parsed and self._line_answerable()
+
+    def _line_answerable(self) -> bool:
+        """Whether the request line is one API Gateway's edge answers, else refused (False). http.server took a
+        lower-case method (`get /health`) for GET, read `HTTP/1.9` (and `HTTP/1.01`) as HTTP/1.1, and answered
+        `HTTP/0.9` with a bare body and no status line. Methods are case-sensitive (RFC 9110 9.1): one with a
+        lower-case letter is no method of the API's, a 400; a version is `HTTP/` digit `.` digit (else 400), and
+        of those only HTTP/1.0 and HTTP/1.1 are served (505 for the rest; a major version over 1 is http.server's
+        505, answered 400 as before in :meth:`send_error`)."""
+        version = self.request_version
+        status = None
+        if self.command != self.command.upper() or not _HTTP_VERSION.fullmatch(version):
+            status = 400
+        elif version not in ("HTTP/1.0", "HTTP/1.1"):
+            status = 505
+        if status is None:
+            return True
+        self.request_version = "HTTP/1.1"  # a status line and headers, whatever was sent
+        self._fail(status)
+        return False
+
+    def version_string(self) -> str:
+        """The ``Server`` header: the server's name alone (http.server adds the Python version after it)."""
+        return self.server_version
 
     def __getattr__(self, name: str) -> Any:
         # Every method reaches the router (TRACE, CONNECT, PROPFIND, ...): API Gateway answers a method a route does
@@ -261,7 +288,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._fail(400)
             return
         try:
-            url = urlsplit(self.path)
+            url = urlsplit(_target(self.path))
         except ValueError:  # e.g. an absolute URL with a broken IPv6 host
             self._fail(400)
             return
@@ -277,7 +304,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         request = HttpRequest(
             method=self.command,
-            path=url.path or "/",
+            path=_target(url.path or "/"),
             query=url.query,
             headers=list(self.headers.items()),
             body=body,
@@ -368,6 +395,14 @@ class _Server(ThreadingHTTPServer):
             logger.debug("%s: connection ended (%s)", client_address[0], type(error).__name__)
             return
         logger.error("connection from %s failed: %s", client_address[0], type(error).__name__)
+
+
+def _target(path: str) -> str:
+    """A request target's path with its leading slashes folded into one (`//health` is `/health`), as http.server
+    does since Python 3.11.4 (gh-87389) before the target reaches :meth:`_Handler._serve`: on an older 3.11, and in
+    a target in absolute form (`http://127.0.0.1//health`), `//health` was read as the host `health` (403
+    "Forbidden" on loopback) or as no route (403 "Missing Authentication Token"), either read as a key problem."""
+    return "/" + path.lstrip("/") if path.startswith("/") else path
 
 
 def _loopback(host: str) -> bool:

@@ -9,6 +9,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from kbsearch.errors import KbSearchError
+
 logger = logging.getLogger(__name__)
 
 
@@ -37,6 +39,8 @@ class ThreadHandoff:
         def run() -> None:
             try:
                 self.target(job)
+            except KbSearchError as exc:  # a failure it knows (response_url refused the answer): one line
+                logger.error("local Slack worker failed: %s", exc)
             except Exception:
                 logger.exception("local Slack worker failed")
 

@@ -46,8 +46,23 @@ def embedded_problem(settings: Settings) -> str | None:
     if not (shard / "edge_config.json").is_file():
         local = (root / "meta.json").is_file() and (root / "collection").is_dir()
         return LOCAL_MODE if local else NOT_BUILT
-    holder = lock_holder(shard / "wal")
+    holder = store_holder(settings)
     return HELD.format(pid=holder) if holder is not None else None
+
+
+def store_holder(settings: Settings) -> int | None:
+    """The pid of another process holding the embedded store (Qdrant Edge's shard) open; None when none does."""
+    return lock_holder(Path(settings.qdrant_path) / "edge" / settings.qdrant_collection / "wal")
+
+
+def held_by(settings: Settings) -> str | None:
+    """Which process holds the embedded store open, for its operator (it names the folder; not a public reason):
+    None when none does."""
+    holder = store_holder(settings)
+    if holder is None:
+        return None
+    return (f"the embedded store at {settings.qdrant_path} is open in another process (pid {holder}: a kbsearch "
+            "serve or index?)")  # fmt: skip
 
 
 def lock_holder(path: Path) -> int | None:
