@@ -120,19 +120,19 @@ def _template_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+#: The largest event ``kbsearch invoke`` reads: Lambda's limit on a synchronous invocation's payload (6 MB).
+MAX_EVENT_BYTES = 6 * 1024 * 1024
+
+
 def cmd_invoke(args: argparse.Namespace) -> int:
-    from kbsearch_tools import TemplateError
+    from kbsearch_tools import TemplateError, read_file
     from kbsearch_tools.local.runtime import LocalFunction, function_environment, json_document, read_env_vars_file
     from kbsearch_tools.local.template import Template
 
     template = Template(_find_template(args.template), _parameter_overrides(args.parameter_overrides))
     spec = template.function(args.function)
-    try:
-        data = sys.stdin.buffer.read() if args.event == "-" else Path(args.event).read_bytes()
-    except OSError as exc:
-        raise KbSearchError(f"cannot read event file {args.event}: {exc.strerror}") from None
     where = "the event on stdin" if args.event == "-" else f"event file {args.event}"
-    event = json_document(data, where, KbSearchError, empty={})
+    event = json_document(read_file(args.event, where, MAX_EVENT_BYTES, stdin=True), where, KbSearchError, empty={})
     env_vars = read_env_vars_file(args.env_vars) if args.env_vars else None
     env = function_environment(spec, template.region, os.environ, env_vars, use_ssm=args.use_ssm)
     out = sys.stdout
