@@ -249,6 +249,27 @@ def test_serve_on_a_port_that_is_none_is_a_usage_error(port: str) -> None:
     )
 
 
+@pytest.mark.parametrize("host", ["", " "])
+def test_serve_on_an_empty_host_is_a_usage_error_never_every_interface(tmp_path: Path, host: str) -> None:
+    """Round 21: `kbsearch serve --host "$HOST"` with HOST unset listened on every interface (the socket takes an
+    empty address for 0.0.0.0), without the loopback's Host check, and said so only as `http://:3000`; the default is
+    this machine only (the class of round 18's `kbsearch mcp --scope ""`)."""
+    proc = subprocess.Popen([*KBSEARCH_CMD, "serve", "--host", host, "--port", "0"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=subprocess_env(QDRANT_PATH=str(tmp_path / "q")),
+                            cwd=ROOT)  # fmt: skip
+    try:
+        banner = proc.stdout.readline() if proc.stdout else ""  # a listening server's first line; "" once it ended
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        _, stderr = proc.communicate(timeout=PROCESS_TIMEOUT_S)
+    assert banner == "" and proc.returncode == 2, banner
+    assert stderr.strip().splitlines()[-1] == (
+        f"kbsearch serve: error: argument --host: expected an address to listen on, got {host!r}: an empty one is "
+        "every interface; write 0.0.0.0 to mean that"
+    ), stderr
+
+
 def test_serve_on_a_port_in_use_names_it_and_what_to_do(tmp_path: Path) -> None:
     """It said only "[Errno 98] Address already in use"."""
     import socket

@@ -824,6 +824,16 @@ def _idle_seconds(value: str) -> float:
     return seconds
 
 
+def _host(value: str) -> str:
+    """``--host``: an address or name to listen on. An empty one is refused: the socket takes it for every interface
+    (as ``0.0.0.0``), so ``--host "$HOST"`` with HOST unset served the KB to the network, with no ``Host`` check (that
+    is the loopback's), where the default listens on this machine only."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError(f"expected an address to listen on, got {value!r}: an empty one is every "
+                                         "interface; write 0.0.0.0 to mean that")  # fmt: skip
+    return value
+
+
 def _port(value: str) -> int:
     try:
         port = int(value)
@@ -1023,6 +1033,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--host",
+        type=_host,
         default="127.0.0.1",
         help="address to bind (default 127.0.0.1: then only requests whose Host names this machine are answered)",
     )
