@@ -270,6 +270,29 @@ def test_serve_on_an_empty_host_is_a_usage_error_never_every_interface(tmp_path:
     ), stderr
 
 
+@pytest.mark.parametrize("watch", [["--watch"], ["--watch", ""]])
+def test_serve_watch_naming_no_folder_never_watches_the_working_folder(tmp_path: Path, watch: list[str]) -> None:
+    """Round 21: `kbsearch serve --watch` with KB_SOURCE unset, or `--watch "$KB"` with KB unset, watched and
+    indexed the working folder (`Path("")` is `.`, so the check for "nothing" never held): a home folder's notes
+    served, public, to whoever asked."""
+    (tmp_path / "private.md").write_text("# Private\nnot for the KB\n", encoding="utf-8")
+    proc = subprocess.Popen([*KBSEARCH_CMD, "serve", "--port", "0", "--template", str(ROOT / "template.yaml"), *watch],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                            env=subprocess_env(QDRANT_PATH=str(tmp_path / "q")))  # fmt: skip
+    try:
+        banner = proc.stdout.readline() if proc.stdout else ""  # a listening server's first line; "" once it ended
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        _, stderr = proc.communicate(timeout=PROCESS_TIMEOUT_S)
+    assert banner == "" and proc.returncode == 2, banner
+    assert stderr.strip().splitlines()[-1] == (
+        "kbsearch serve: error: --watch needs a KB folder (got 'nothing'): pass --watch FOLDER or set KB_SOURCE to a "
+        "folder; an S3 KB is synced by its S3 events when deployed"
+    ), stderr
+    assert not (tmp_path / "q" / "edge" / "kb").exists(), "nothing indexed"
+
+
 def test_serve_on_a_port_in_use_names_it_and_what_to_do(tmp_path: Path) -> None:
     """It said only "[Errno 98] Address already in use"."""
     import socket

@@ -286,10 +286,11 @@ def _live_sync(api: Any, args: argparse.Namespace, oracle: Any = None) -> _Live:
         if live.handoff is not None:
             live.banner.append(f"  kbsearch index hands its syncs to this server ({path})")
     if args.watch is not None:
-        folder = Path(args.watch or settings.kb_source or "")
-        if not str(folder) or str(folder).startswith("s3://") or not folder.is_dir():
+        given = args.watch or settings.kb_source or ""  # Path("") is ".": nothing named watched the working folder
+        folder = Path(given)
+        if not given.strip() or given.startswith("s3://") or not folder.is_dir():
             raise KbSearchError(
-                f"--watch needs a KB folder (got {str(folder) or 'nothing'!r}): pass --watch FOLDER or set KB_SOURCE "
+                f"--watch needs a KB folder (got {given or 'nothing'!r}): pass --watch FOLDER or set KB_SOURCE "
                 "to a folder; an S3 KB is synced by its S3 events when deployed"
             )
         if path is None:
