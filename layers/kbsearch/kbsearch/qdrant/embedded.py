@@ -28,7 +28,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from itertools import repeat
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from kbsearch.config import EDGE_GRAPH_FROM
 from kbsearch.errors import StoreError
@@ -205,7 +205,7 @@ class EdgeStore(Store):
         self._reader: threading.Thread | None = None
         self._readahead_bytes = 0  # what :meth:`read_ahead` was allowed (0: nothing read ahead)
         self._ids_numeric: bool | None = None  # the points' id kind (see _numeric_ids), once known
-        self._owner: int | None = None  # the open lock file while this process owns the shard (see _own)
+        self._owner: BinaryIO | None = None  # the lock file, open while this process owns the shard (see _own)
         if (self.path / "edge_config.json").is_file():
             self._shard = self._load()
 
@@ -220,26 +220,27 @@ class EdgeStore(Store):
         not built yet both created it, into the same files (the other's run failed on a segment file gone, "Storage
         file not found", or its flush did), and a process opening the store while a sync cycled could take it from
         the sync. Now the second process is told another holds the store, and nothing of the shard is touched. A
-        lock file that cannot be made (a read-only folder) leaves Edge's lock alone, as before."""
+        lock file that cannot be made (a read-only folder) leaves Edge's lock alone, as before. A store dropped
+        without :meth:`close` lets go of both with its last reference, as of Edge's alone before."""
         if self._owner is not None:
             return
         try:
             self._owner_file.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self._owner_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            handle = open(self._owner_file, "ab")  # noqa: SIM115 - held until close(); never written
         except OSError:
             return
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            os.close(fd)
+            handle.close()
             raise StoreError(f"cannot open the embedded store at {self.path}: another process has it open",
                              HELD_ELSEWHERE) from None  # fmt: skip
-        self._owner = fd
+        self._owner = handle
 
     def _disown(self) -> None:
-        fd, self._owner = self._owner, None
-        if fd is not None:
-            os.close(fd)
+        handle, self._owner = self._owner, None
+        if handle is not None:
+            handle.close()
 
     def read_ahead(self, limit_bytes: int) -> None:
         """Have the kernel read what a search reads of each segment (:data:`READAHEAD`, up to ``limit_bytes``)
