@@ -613,7 +613,10 @@ def cmd_search(args: argparse.Namespace) -> int:
 def cmd_mcp(args: argparse.Namespace) -> int:
     from kbsearch_tools import mcp_stdio
 
-    if args.remote:
+    if args.remote is not None:
+        if not args.remote.strip():  # `--remote "$KB_URL"` with the variable unset: never the local store instead
+            raise KbSearchError(f"--remote names no URL (got {args.remote!r}): give the deployment's URL, or leave "
+                                "--remote out to serve the local index")  # fmt: skip
         given = [o for o, v in (("--kb", args.kb), ("--scope", args.scope), ("--idle-close", args.idle_close))
                  if v is not None]  # fmt: skip
         if given:
