@@ -4,6 +4,7 @@ and a store left by local mode is never read as Edge data nor silently mixed wit
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -116,6 +117,27 @@ def test_two_syncs_creating_a_store_not_built_yet_never_share_its_files(tmp_path
     assert search(settings), "the index answers"
     again = open_store(settings, Secrets(settings))  # closed by its owner: free for the next process
     again.close()
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder", "device link", "dangling link", "link loop"])
+def test_a_lock_file_that_is_no_file_never_blocks_the_store(tmp_path: Path, kind: str) -> None:
+    """The owner lock's file (`<collection>.lock`) replaced by a FIFO (its open for writing waited for a reader for
+    ever: `kbsearch index` hung before it read a note), a folder, a link to a device, a dangling link or a link
+    loop: the sync runs, twice, the second finding the first's notes."""
+    lock = tmp_path / "q" / "edge" / "kb.lock"
+    lock.parent.mkdir(parents=True)
+    if kind == "fifo":
+        os.mkfifo(lock)
+    elif kind == "folder":
+        lock.mkdir()
+    else:
+        lock.symlink_to({"device link": Path("/dev/zero"), "dangling link": tmp_path / "nowhere"}.get(kind, lock))
+    for run in ("first", "second"):
+        proc = subprocess.run([sys.executable, "-m", "kbsearch_tools.cli", "index", str(SAMPLE)], cwd=ROOT,
+                              env=subprocess_env(QDRANT_PATH=str(tmp_path / "q")), capture_output=True, text=True,
+                              timeout=60, check=False)  # fmt: skip
+        assert proc.returncode == 0 and proc.stdout.startswith("sync done"), (run, proc.stdout, proc.stderr[-2000:])
+    assert " 35 unchanged" in proc.stdout, proc.stdout
 
 
 def test_a_store_opened_while_a_sync_reopens_its_shard_is_held_never_taken(tmp_path: Path) -> None:

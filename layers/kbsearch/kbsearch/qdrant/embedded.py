@@ -226,9 +226,11 @@ class EdgeStore(Store):
             return
         try:
             self._owner_file.parent.mkdir(parents=True, exist_ok=True)
-            handle = open(self._owner_file, "ab")  # noqa: SIM115 - held until close(); never written
+            # read-only and non-blocking: a FIFO in its place (or a link to a device) opens at once, never waits
+            fd = os.open(self._owner_file, os.O_RDONLY | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC, 0o600)
         except OSError:
             return
+        handle = os.fdopen(fd, "rb")  # closed (and the lock let go) with the store's last reference too
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
