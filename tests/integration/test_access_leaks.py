@@ -340,6 +340,29 @@ def test_kbsearch_mcp_with_an_empty_scope_reads_as_public_never_as_everyone(
     assert read == readable(set()), read
 
 
+@pytest.mark.parametrize("remote", ["", " "])
+def test_kbsearch_mcp_with_an_empty_remote_is_refused_never_the_operators_local_store(
+    leak_kb: tuple[Path, Path], tmp_path: Path, remote: str
+) -> None:
+    """Round 21: ``kbsearch mcp --remote "$KB_URL"`` with the variable unset (an assistant's config meant for a
+    deployment, whose API key holds some groups) served the local index as the operator instead: every note of
+    every group of a store on that machine (``if args.remote``: the empty URL was taken for no --remote at all, as
+    round 18's ``--scope ""`` was)."""
+    kb, store = leak_kb
+    copy_store(store, tmp_path / "q")
+    search = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+              "params": {"name": "kb_search", "arguments": {"query": "welcome", "top_k": 20}}}  # fmt: skip
+    proc = subprocess.run(
+        [*KBSEARCH_CMD, "mcp", "--remote", remote], input=(json.dumps(search) + "\n").encode(), capture_output=True,
+        timeout=120, env=subprocess_env(QDRANT_PATH=str(tmp_path / "q"), KB_SOURCE=str(kb)), check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2 and proc.stdout == b"", proc.stdout[-2000:]
+    assert proc.stderr.decode().strip().splitlines()[-1] == (
+        f"kbsearch mcp: error: --remote names no URL (got {remote!r}): give the deployment's URL, or leave --remote "
+        "out to serve the local index"
+    ), proc.stderr[-2000:]
+
+
 def test_a_note_whose_access_changes_between_two_syncs(load_search_app, tmp_path: Path) -> None:
     kb = tmp_path / "kb"
     notes = dict(NOTES)

@@ -249,6 +249,49 @@ def test_serve_on_a_port_that_is_none_is_a_usage_error(port: str) -> None:
     )
 
 
+def serve_refused(args: list[str], cwd: Path, **env: str) -> tuple[str, int, str]:
+    """`kbsearch serve ARGS`: (its first stdout line, "" when it ended without one; its exit code; its stderr). A
+    server that starts listening (the banner) is killed."""
+    proc = subprocess.Popen([*KBSEARCH_CMD, "serve", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=cwd, env=subprocess_env(**env))  # fmt: skip
+    try:
+        banner = proc.stdout.readline() if proc.stdout else ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        _, stderr = proc.communicate(timeout=PROCESS_TIMEOUT_S)
+    return banner, proc.returncode, stderr
+
+
+@pytest.mark.parametrize("host", ["", " "])
+def test_serve_on_an_empty_host_is_a_usage_error_never_every_interface(tmp_path: Path, host: str) -> None:
+    """Round 21: `kbsearch serve --host "$HOST"` with HOST unset listened on every interface (the socket takes an
+    empty address for 0.0.0.0), without the loopback's Host check, and said so only as `http://:3000`; the default is
+    this machine only (the class of round 18's `kbsearch mcp --scope ""`)."""
+    banner, returncode, stderr = serve_refused(["--host", host, "--port", "0"], ROOT, QDRANT_PATH=str(tmp_path / "q"))
+    assert banner == "" and returncode == 2, banner
+    assert stderr.strip().splitlines()[-1] == (
+        f"kbsearch serve: error: argument --host: expected an address to listen on, got {host!r}: an empty one is "
+        "every interface; write 0.0.0.0 to mean that"
+    ), stderr
+
+
+@pytest.mark.parametrize("watch", [["--watch"], ["--watch", ""]])
+def test_serve_watch_naming_no_folder_never_watches_the_working_folder(tmp_path: Path, watch: list[str]) -> None:
+    """Round 21: `kbsearch serve --watch` with KB_SOURCE unset, or `--watch "$KB"` with KB unset, watched and
+    indexed the working folder (`Path("")` is `.`, so the check for "nothing" never held): a home folder's notes
+    served, public, to whoever asked."""
+    (tmp_path / "private.md").write_text("# Private\nnot for the KB\n", encoding="utf-8")
+    args = ["--port", "0", "--template", str(ROOT / "template.yaml"), *watch]
+    banner, returncode, stderr = serve_refused(args, tmp_path, QDRANT_PATH=str(tmp_path / "q"))
+    assert banner == "" and returncode == 2, banner
+    assert stderr.strip().splitlines()[-1] == (
+        "kbsearch serve: error: --watch needs a KB folder (got 'nothing'): pass --watch FOLDER or set KB_SOURCE to a "
+        "folder; an S3 KB is synced by its S3 events when deployed"
+    ), stderr
+    assert not (tmp_path / "q" / "edge" / "kb").exists(), "nothing indexed"
+
+
 def test_serve_on_a_port_in_use_names_it_and_what_to_do(tmp_path: Path) -> None:
     """It said only "[Errno 98] Address already in use"."""
     import socket

@@ -120,19 +120,19 @@ def _template_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+#: The largest event ``kbsearch invoke`` reads: Lambda's limit on a synchronous invocation's payload (6 MB).
+MAX_EVENT_BYTES = 6 * 1024 * 1024
+
+
 def cmd_invoke(args: argparse.Namespace) -> int:
-    from kbsearch_tools import TemplateError
+    from kbsearch_tools import TemplateError, read_file
     from kbsearch_tools.local.runtime import LocalFunction, function_environment, json_document, read_env_vars_file
     from kbsearch_tools.local.template import Template
 
     template = Template(_find_template(args.template), _parameter_overrides(args.parameter_overrides))
     spec = template.function(args.function)
-    try:
-        data = sys.stdin.buffer.read() if args.event == "-" else Path(args.event).read_bytes()
-    except OSError as exc:
-        raise KbSearchError(f"cannot read event file {args.event}: {exc.strerror}") from None
     where = "the event on stdin" if args.event == "-" else f"event file {args.event}"
-    event = json_document(data, where, KbSearchError, empty={})
+    event = json_document(read_file(args.event, where, MAX_EVENT_BYTES, stdin=True), where, KbSearchError, empty={})
     env_vars = read_env_vars_file(args.env_vars) if args.env_vars else None
     env = function_environment(spec, template.region, os.environ, env_vars, use_ssm=args.use_ssm)
     out = sys.stdout
@@ -319,7 +319,7 @@ def _live_sync(api: Any, args: argparse.Namespace, oracle: Any = None) -> _Live:
         # check below: with neither, the server watched (and indexed) the working folder, a checkout's every .md
         given = args.watch or _kb_source_or_none(container)
         folder = Path(given)
-        if not given or given.startswith("s3://") or not folder.is_dir():
+        if not given.strip() or given.startswith("s3://") or not folder.is_dir():
             raise KbSearchError(
                 f"--watch needs a KB folder (got {given or 'nothing'!r}): pass --watch FOLDER or set KB_SOURCE "
                 "to a folder; an S3 KB is synced by its S3 events when deployed"
@@ -657,7 +657,10 @@ def _unavailable_reason(exc: Any, settings: Any) -> str:
 def cmd_mcp(args: argparse.Namespace) -> int:
     from kbsearch_tools import mcp_stdio
 
-    if args.remote:
+    if args.remote is not None:
+        if not args.remote.strip():  # `--remote "$KB_URL"` with the variable unset: never the local store instead
+            raise KbSearchError(f"--remote names no URL (got {args.remote!r}): give the deployment's URL, or leave "
+                                "--remote out to serve the local index")  # fmt: skip
         given = [o for o, v in (("--kb", args.kb), ("--scope", args.scope), ("--idle-close", args.idle_close))
                  if v is not None]  # fmt: skip
         if given:
@@ -869,6 +872,16 @@ def _idle_seconds(value: str) -> float:
     return seconds
 
 
+def _host(value: str) -> str:
+    """``--host``: an address or name to listen on. An empty one is refused: the socket takes it for every interface
+    (as ``0.0.0.0``), so ``--host "$HOST"`` with HOST unset served the KB to the network, with no ``Host`` check (that
+    is the loopback's), where the default listens on this machine only."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError(f"expected an address to listen on, got {value!r}: an empty one is every "
+                                         "interface; write 0.0.0.0 to mean that")  # fmt: skip
+    return value
+
+
 def _port(value: str) -> int:
     try:
         port = int(value)
@@ -1068,6 +1081,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--host",
+        type=_host,
         default="127.0.0.1",
         help="address to bind (default 127.0.0.1: then only requests whose Host names this machine are answered)",
     )

@@ -31,7 +31,8 @@ from kbsearch.qdrant import open_store
 from kbsearch.schemas import SearchRequest
 from kbsearch.search import SearchService
 from kbsearch.sources import LocalSource, Source, SourceObject
-from kbsearch_tools.metrics import LabelledQuery, load_queries, summarize
+from kbsearch_tools import read_file, utf8_text
+from kbsearch_tools.metrics import MAX_QUERIES_BYTES, LabelledQuery, load_queries, summarize
 
 if TYPE_CHECKING:
     from kbsearch_tools.oracle import OracleProvider
@@ -311,10 +312,11 @@ def load_classes(manifest: Path, root: Path, only: set[str] | None = None) -> tu
     ``max_note_bytes``: only the corpus's notes up to that size, and the queries all of whose relevant notes are
     among them; ``limit``: the first N such queries), and the classes skipped with the reason (a corpus that is
     not there, e.g. the shared vault on a bare clone)."""
+    what = f"the class manifest {manifest}"
     try:
-        items = yaml.safe_load(manifest.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise KbSearchError(f"cannot read the class manifest {manifest}: {exc}") from None
+        items = yaml.safe_load(utf8_text(read_file(manifest, what, MAX_QUERIES_BYTES), what))
+    except yaml.YAMLError as exc:
+        raise KbSearchError(f"cannot read {what}: {exc}") from None
     if not isinstance(items, list) or not all(isinstance(i, dict) and {"class", "corpus", "queries"} <= set(i)
                                               for i in items):  # fmt: skip
         raise KbSearchError(f"{manifest}: expected a list of {{class, corpus, queries}} items")

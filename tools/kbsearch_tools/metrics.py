@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from kbsearch.errors import KbSearchError
+from kbsearch_tools import read_file, utf8_text
 
 
 def precision_at(ranked: Sequence[str], relevant: set[str], k: int) -> float:
@@ -61,13 +62,16 @@ class LabelledQuery:
     kind: str | None = None  # what sort of query it is (the query sets' ``kind``: question, identifier, long...)
 
 
+#: The largest queries file read (the KB's labelled sets are a few KB; BEIR's are read line by line).
+MAX_QUERIES_BYTES = 64 * 1024 * 1024
+
+
 def load_queries(path: str | Path) -> list[LabelledQuery]:
     """A YAML/JSON list of ``{query, relevant: [note paths]}`` (optional ``kind``: a string naming what sort of
     query it is, which ``kbsearch eval --classes`` reports separately)."""
+    text = utf8_text(read_file(path, f"queries file {path}", MAX_QUERIES_BYTES), f"queries file {path}")
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8-sig"))
-    except OSError as exc:
-        raise KbSearchError(f"cannot read queries file {path}: {exc.strerror}") from None
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise KbSearchError(f"queries file {path} is not valid YAML/JSON: {exc}") from None
     if not isinstance(data, list):

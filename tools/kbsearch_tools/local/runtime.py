@@ -21,8 +21,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from kbsearch_tools import TemplateError
-from kbsearch_tools.local.template import FunctionSpec
+from kbsearch_tools import TemplateError, read_file, utf8_text
+from kbsearch_tools.local.template import MAX_TEMPLATE_BYTES, FunctionSpec
 
 Handler = Callable[[dict[str, Any], Any], Any]
 
@@ -58,10 +58,7 @@ class LambdaContext:
 def json_document(raw: bytes, what: str, error: type[Exception], empty: Any = None) -> Any:
     """A JSON file's bytes (``--event``, ``--env-vars``) → its value; ``error`` with one line saying what is wrong
     (not UTF-8, not JSON, nested deeper than the parser recurses) instead of a traceback. Blank: ``empty``."""
-    try:
-        text = raw.decode("utf-8").removeprefix("\ufeff")
-    except UnicodeDecodeError as exc:
-        raise error(f"{what} is not UTF-8 (invalid byte at offset {exc.start})") from None
+    text = utf8_text(raw, what, error)
     if not text.strip() and empty is not None:
         return empty
     try:
@@ -74,10 +71,7 @@ def json_document(raw: bytes, what: str, error: type[Exception], empty: Any = No
 
 def read_env_vars_file(path: str | os.PathLike[str]) -> dict[str, dict[str, str]]:
     """SAM's ``--env-vars`` JSON: ``{"Parameters": {...}, "<LogicalId>": {...}}``."""
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        raise TemplateError(f"cannot read env vars file {path}: {exc.strerror}") from None
+    raw = read_file(path, f"env vars file {path}", MAX_TEMPLATE_BYTES, TemplateError)
     data = json_document(raw, f"env vars file {path}", TemplateError)
     if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
         raise TemplateError(f'env vars file {path} must look like {{"Parameters": {{"NAME": "value"}}}}')

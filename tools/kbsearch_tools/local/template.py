@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from kbsearch_tools import TemplateError
+from kbsearch_tools import TemplateError, read_file, utf8_text
 
 _PSEUDO = {
     "AWS::AccountId": "123456789012",
@@ -74,12 +74,13 @@ for _tag in (
     )
 
 
+#: The largest template (and ``--env-vars`` file) read: CloudFormation takes templates of at most 1 MB.
+MAX_TEMPLATE_BYTES = 1024 * 1024
+
+
 def load_template(path: str | os.PathLike[str]) -> dict[str, Any]:
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise TemplateError(f"cannot read template {p}: {exc.strerror}") from None
+    text = utf8_text(read_file(p, f"template {p}", MAX_TEMPLATE_BYTES, TemplateError), f"template {p}", TemplateError)
     try:
         data = yaml.load(text, Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass with CFN tags only
     except yaml.YAMLError as exc:

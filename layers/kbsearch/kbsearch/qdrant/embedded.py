@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import logging
 import math
@@ -27,7 +28,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from itertools import repeat
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from kbsearch.config import EDGE_GRAPH_FROM
 from kbsearch.errors import StoreError
@@ -204,8 +205,44 @@ class EdgeStore(Store):
         self._reader: threading.Thread | None = None
         self._readahead_bytes = 0  # what :meth:`read_ahead` was allowed (0: nothing read ahead)
         self._ids_numeric: bool | None = None  # the points' id kind (see _numeric_ids), once known
+        self._owner: BinaryIO | None = None  # the lock file, open while this process owns the shard (see _own)
         if (self.path / "edge_config.json").is_file():
             self._shard = self._load()
+
+    @property
+    def _owner_file(self) -> Path:
+        return self.path.parent / f"{self.collection}.lock"
+
+    def _own(self) -> None:
+        """Take the shard for this process, from before it is created or opened until :meth:`close`: an exclusive
+        ``flock`` on a file beside it, released by the kernel when the process ends. Edge's own lock (its WAL's)
+        is taken only once a shard exists and is let go while :meth:`_cycle` reopens it, so two syncs into a store
+        not built yet both created it, into the same files (the other's run failed on a segment file gone, "Storage
+        file not found", or its flush did), and a process opening the store while a sync cycled could take it from
+        the sync. Now the second process is told another holds the store, and nothing of the shard is touched. A
+        lock file that cannot be made (a read-only folder) leaves Edge's lock alone, as before. A store dropped
+        without :meth:`close` lets go of both with its last reference, as of Edge's alone before."""
+        if self._owner is not None:
+            return
+        try:
+            self._owner_file.parent.mkdir(parents=True, exist_ok=True)
+            # read-only and non-blocking: a FIFO in its place (or a link to a device) opens at once, never waits
+            fd = os.open(self._owner_file, os.O_RDONLY | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC, 0o600)
+        except OSError:
+            return
+        handle = os.fdopen(fd, "rb")  # closed (and the lock let go) with the store's last reference too
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            raise StoreError(f"cannot open the embedded store at {self.path}: another process has it open",
+                             HELD_ELSEWHERE) from None  # fmt: skip
+        self._owner = handle
+
+    def _disown(self) -> None:
+        handle, self._owner = self._owner, None
+        if handle is not None:
+            handle.close()
 
     def read_ahead(self, limit_bytes: int) -> None:
         """Have the kernel read what a search reads of each segment (:data:`READAHEAD`, up to ``limit_bytes``)
@@ -260,9 +297,13 @@ class EdgeStore(Store):
         holes = space.unbacked_bytes(self.path) if space.reads_allocate(self.path) else 0
         self._open_need = holes + space.OPEN_RESERVE
         space.require(self.path, self._open_need, "opening the index")
+        owned = self._owner is not None
+        self._own()
         try:
             return edge.EdgeShard.load(str(self.path), config)
         except Exception as exc:  # the shard's WAL is locked by another process, or the files are damaged
+            if not owned:
+                self._disown()
             held = "WouldBlock" in str(exc)
             reason = "another process has it open" if held else type(exc).__name__
             raise StoreError(f"cannot open the embedded store at {self.path}: {reason}",
@@ -282,6 +323,7 @@ class EdgeStore(Store):
         self._closing.set()
         with self._lock:
             if self._shard is None:
+                self._disown()
                 return
             try:
                 if self._written:
@@ -295,6 +337,7 @@ class EdgeStore(Store):
                 shard, self._shard = self._shard, None
                 with contextlib.suppress(Exception):
                     shard.close()
+                self._disown()
 
     def _cycle(self) -> None:
         """Optimise (seal the segment that just reached ``graph_from`` points), flush, and reopen: the
@@ -394,6 +437,11 @@ class EdgeStore(Store):
                     elif target.exists():
                         target.unlink()
         space.require(self.root, space.CREATE_RESERVE, "creating the collection")
+        with self._lock:
+            self._own()
+            if (self.path / "edge_config.json").is_file():  # created by a process that held it until now
+                self._shard = self._load()
+                return self.ensure_collection(signature)
         with self._lock, storage_errors(f"creating the collection {self.collection!r}"):
             self._state_file.unlink(missing_ok=True)
             self._shard = edge.EdgeShard.create(str(self.path), self._config())
