@@ -235,19 +235,24 @@ def test_oversized_fields_from_the_store_cannot_swell_the_answer(search) -> None
     assert len(hits[0]["title"]) == 2000 and len(hits[0]["tags"]) == 100 and len(json.dumps(hits[0]["links"])) < 30_000
 
 
-def test_link_targets_over_the_bound_are_dropped_never_cut(search, qdrant: FakeQdrant) -> None:
-    """An index written before the indexer kept only link targets a hit can show whole: a target over 200
-    characters from the store is left out of the hit's links (cut, its first 200 characters passed the restricted
-    link check, which matches whole names), the others kept in order; other lists (tags) are still cut."""
+def no_restricted_links(qdrant: FakeQdrant) -> None:
+    """The fake's collection records no restricted link targets: a public caller's hits show their links."""
     points_of = qdrant.respond
     info = {"result": {"config": {"params": {}, "metadata": {"access_restricted_links": {}}}}, "status": "ok"}
 
     def respond(method: str, path: str) -> tuple[int, bytes, str] | None:
-        if method == "GET" and path.endswith("/collections/kb"):  # no restricted targets: public callers see links
+        if method == "GET" and path.endswith("/collections/kb"):
             return 200, json.dumps(info).encode(), "application/json"
         return points_of(method, path)
 
     qdrant.endpoint.responder = respond
+
+
+def test_link_targets_over_the_bound_are_dropped_never_cut(search, qdrant: FakeQdrant) -> None:
+    """An index written before the indexer kept only link targets a hit can show whole: a target over 200
+    characters from the store is left out of the hit's links (cut, its first 200 characters passed the restricted
+    link check, which matches whole names), the others kept in order; other lists (tags) are still cut."""
+    no_restricted_links(qdrant)
     long_target = "Layoffs planned " + "x" * 250
     result = search(answer(point(1, links=["Alpha", long_target, "Beta"], tags=["t" * 300])))
     assert result["statusCode"] == 200, result
@@ -272,15 +277,7 @@ def test_links_stored_as_one_string_or_a_list_answer_as_a_list(
     """A chunk's ``links`` as Qdrant Cloud returns it, in either form a store may hold (one string of targets
     joined by newlines, as the indexer writes them; a list, as it wrote them before): the hit's links are the same
     JSON list of strings, with the same bounds (the first 100 targets, one over 200 characters left out)."""
-    points_of = qdrant.respond
-    info = {"result": {"config": {"params": {}, "metadata": {"access_restricted_links": {}}}}, "status": "ok"}
-
-    def respond(method: str, path: str) -> tuple[int, bytes, str] | None:
-        if method == "GET" and path.endswith("/collections/kb"):  # no restricted targets: public callers see links
-            return 200, json.dumps(info).encode(), "application/json"
-        return points_of(method, path)
-
-    qdrant.endpoint.responder = respond
+    no_restricted_links(qdrant)
     result = search(answer(point(1, links=stored)))
     assert result["statusCode"] == 200, result
     assert json.loads(result["body"])["results"][0]["links"] == shown
