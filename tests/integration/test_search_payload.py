@@ -13,7 +13,7 @@ import pytest
 
 from kbsearch.config import Secrets
 from kbsearch.qdrant import open_store
-from kbsearch.qdrant.query import SEARCH_PAYLOAD
+from kbsearch.qdrant.query import SEARCH_PAYLOAD, payload_links
 from kbsearch.schemas import SearchRequest
 from kbsearch.search import SearchService
 from kbsearch_tools.bench import ByteCountingRetriever, point_json
@@ -90,7 +90,7 @@ def test_one_call_carries_what_the_search_reads_and_nothing_else(
         chunks = [p for p in stored.values() if p["path"] == hit.path]
         best = next(p for p in chunks if p["heading"] == hit.heading)
         assert (hit.title, hit.tags, hit.links, hit.type, hit.status) == (
-            best["title"], best["tags"], best["links"], best["type"], best["status"])  # fmt: skip
+            best["title"], best["tags"], payload_links(best.get("links")), best["type"], best["status"])  # fmt: skip
         assert hit.snippet.rstrip("…")[:40] in " ".join(best["text"].split())
 
 

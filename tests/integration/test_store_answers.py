@@ -235,24 +235,62 @@ def test_oversized_fields_from_the_store_cannot_swell_the_answer(search) -> None
     assert len(hits[0]["title"]) == 2000 and len(hits[0]["tags"]) == 100 and len(json.dumps(hits[0]["links"])) < 30_000
 
 
-def test_link_targets_over_the_bound_are_dropped_never_cut(search, qdrant: FakeQdrant) -> None:
-    """An index written before the indexer kept only link targets a hit can show whole: a target over 200
-    characters from the store is left out of the hit's links (cut, its first 200 characters passed the restricted
-    link check, which matches whole names), the others kept in order; other lists (tags) are still cut."""
+def no_restricted_links(qdrant: FakeQdrant) -> None:
+    """The fake's collection records no restricted link targets: a public caller's hits show their links."""
     points_of = qdrant.respond
     info = {"result": {"config": {"params": {}, "metadata": {"access_restricted_links": {}}}}, "status": "ok"}
 
     def respond(method: str, path: str) -> tuple[int, bytes, str] | None:
-        if method == "GET" and path.endswith("/collections/kb"):  # no restricted targets: public callers see links
+        if method == "GET" and path.endswith("/collections/kb"):
             return 200, json.dumps(info).encode(), "application/json"
         return points_of(method, path)
 
     qdrant.endpoint.responder = respond
+
+
+def test_link_targets_over_the_bound_are_dropped_never_cut(search, qdrant: FakeQdrant) -> None:
+    """An index written before the indexer kept only link targets a hit can show whole: a target over 200
+    characters from the store is left out of the hit's links (cut, its first 200 characters passed the restricted
+    link check, which matches whole names), the others kept in order; other lists (tags) are still cut."""
+    no_restricted_links(qdrant)
     long_target = "Layoffs planned " + "x" * 250
     result = search(answer(point(1, links=["Alpha", long_target, "Beta"], tags=["t" * 300])))
     assert result["statusCode"] == 200, result
     (hit,) = json.loads(result["body"])["results"]
     assert hit["links"] == ["Alpha", "Beta"] and hit["tags"] == ["t" * 200]
+
+
+@pytest.mark.parametrize(
+    ("stored", "shown"),
+    [
+        ("Alpha\nBeta", ["Alpha", "Beta"]),  # the indexer's form: one string
+        (["Alpha", "Beta"], ["Alpha", "Beta"]),  # points written before: a list
+        ("Alpha\n" + "x" * 250 + "\nBeta", ["Alpha", "Beta"]),  # a target over the bound dropped, never cut
+        ("\n".join(f"n{i}" for i in range(150)), [f"n{i}" for i in range(100)]),  # the first 100
+        ("", []),
+    ],
+    ids=["string", "list", "long target", "150 targets", "empty"],
+)
+def test_links_stored_as_one_string_or_a_list_answer_as_a_list(
+    search, qdrant: FakeQdrant, stored: object, shown: list[str]
+) -> None:
+    """A chunk's ``links`` as Qdrant Cloud returns it, in either form a store may hold (one string of targets
+    joined by newlines, as the indexer writes them; a list, as it wrote them before): the hit's links are the same
+    JSON list of strings, with the same bounds (the first 100 targets, one over 200 characters left out)."""
+    no_restricted_links(qdrant)
+    result = search(answer(point(1, links=stored)))
+    assert result["statusCode"] == 200, result
+    assert json.loads(result["body"])["results"][0]["links"] == shown
+
+
+@pytest.mark.parametrize("stored", [5, 1.5, True, None, {"a": 1}, [1, 2], [["a"]], ["a", None]],
+                         ids=["number", "float", "bool", "null", "object", "numbers", "nested", "null item"])  # fmt: skip
+def test_links_neither_a_string_nor_a_list_of_strings_are_the_store_error(search, stored: object) -> None:
+    """A ``links`` another writer left that is neither form the indexer writes: the search is the store's 503
+    (``index_unavailable``), never a 500 or a hit showing it; beside it a string is read."""
+    assert search(answer(point(1, links="Alpha\nBeta")))["statusCode"] == 200
+    result = search(answer(point(1, links=stored)))
+    assert result["statusCode"] == 503 and json.loads(result["body"])["error"] == "index_unavailable", result
 
 
 @pytest.mark.parametrize(

@@ -71,8 +71,6 @@ from kbsearch.qdrant.query import (
     LAST_SYNC_KIND,
     LINK_NAMES,
     MAX_FIELD_CHARS,
-    MAX_ITEM_CHARS,
-    MAX_LIST_ITEMS,
     REACH,
     REACH_GROUPS,
     REACH_SETS,
@@ -84,6 +82,7 @@ from kbsearch.qdrant.query import (
     reach_groups,
     reach_sets,
     signature_id,
+    stored_links,
     token_groups,
 )
 from kbsearch.qdrant.store import (
@@ -1072,8 +1071,9 @@ def parse_for_index(
         signature = signature_id or ""
         language = text_language(note.title + "\n" + "\n".join(c.text for c in chunks))
         payloads = []
+        links = stored_links(note.links)
         for chunk in chunks:
-            payload = _payload(obj, note, chunk, len(chunks), indexed_at, dense)
+            payload = _payload(obj, note, chunk, len(chunks), indexed_at, dense, links)
             payload["lang"] = language  # the note's language: what the fusion weighs a BM25 match by
             payload["embedding"] = signature if dense else ""  # which model/format embedded it
             payload[EMBED_HASH] = embed_hash(signature, chunk.embed_text) if dense else ""
@@ -1201,8 +1201,10 @@ def _describe(signature: dict[str, Any]) -> str:
 
 
 def _payload(
-    obj: SourceObject, note: Note, chunk: Chunk, n_chunks: int, indexed_at: str, dense: bool
+    obj: SourceObject, note: Note, chunk: Chunk, n_chunks: int, indexed_at: str, dense: bool, links: str | None
 ) -> dict[str, Any]:
+    """A chunk's payload, one shape on every path (Edge and Qdrant Cloud); ``links``: the note's
+    :func:`~kbsearch.qdrant.query.stored_links`, one string shared by its chunks."""
     payload = {
         "doc_id": note.doc_id,
         "path": note.path,
@@ -1221,8 +1223,8 @@ def _payload(
         "ai_weight": note.ai_weight,
         "created": note.created,
         "updated": note.updated,
-        # what a hit shows, whole (the graph's keys: link_keys, on the first chunk)
-        "links": [t for t in note.links if len(t) <= MAX_ITEM_CHARS][:MAX_LIST_ITEMS],
+        # what a hit shows, whole (the graph's keys: link_keys, on the first chunk): one string, left out when none
+        "links": links,
         "etag": obj.etag,
         "indexed_at": indexed_at,
         "dense": dense,
@@ -1230,6 +1232,8 @@ def _payload(
     for key in UNSET_OMITTED:
         if payload[key] is None:
             del payload[key]
+    if links is None:  # a note without links: no field (every reader takes a missing one for none)
+        del payload["links"]
     if chunk.index == 0:  # the note's free metadata and its place in the link graph (kbsearch.links), once per note
         payload["meta"] = note.metadata
         payload[GRAPH_FIELD] = path_keys(note.path)

@@ -36,6 +36,7 @@ from kbsearch.qdrant.query import (
     Retriever,
     batch_searches,
     filter_json,
+    payload_links,
     reach_recorded,
     retrieve,
     retrieve_legs,
@@ -537,7 +538,7 @@ class SearchService:
                     type=p.get("type"),
                     status=p.get("status"),
                     updated=p.get("updated"),
-                    links=[str(link) for link in p.get("links") or []],
+                    links=payload_links(p.get("links")),
                 )
             )
         return hits

@@ -439,7 +439,8 @@ def group(points: Sequence[dict[str, Any]], limit: int) -> list[Candidate]:
 
 
 #: The payload fields a candidate is made of, as the indexer writes them: (field, may be null, cut at
-#: :data:`MAX_FIELD_CHARS`); ``tags`` and ``links`` are lists of strings.
+#: :data:`MAX_FIELD_CHARS`); ``tags`` is a list of strings, ``links`` one string (:func:`stored_links`) or, in points
+#: written before, a list of strings.
 _TEXT_FIELDS = (
     ("path", False, False), ("doc_id", False, True), ("title", False, True), ("heading", False, True),
     ("text", False, False), ("summary", True, False), ("type", True, True), ("status", True, True),
@@ -461,21 +462,56 @@ def candidate(payload: dict[str, Any], fusion: float, exact: bool = False) -> Ca
                 cuts[key] = value[:MAX_FIELD_CHARS]
         elif value is not _ABSENT and not (nullable and value is None) and not isinstance(value, str):
             raise _not_the_api()
-    for key in ("tags", "links"):
-        items = get(key, _ABSENT)
-        if items is _ABSENT:
-            continue
-        if type(items) is not list or (items and not set(map(type, items)) <= _STR):  # C-level: 30 links, no loop
+    tags = get("tags", _ABSENT)
+    if tags is not _ABSENT:
+        if type(tags) is not list or (tags and not set(map(type, tags)) <= _STR):  # C-level: 100 tags, no loop
             raise _not_the_api()
-        if len(items) > MAX_LIST_ITEMS or (items and max(map(len, items)) > MAX_ITEM_CHARS):
-            # a link target is dropped, never cut: the restricted-link check (access.visible_links) matches whole
-            # names, and the first 200 characters of a restricted note's long name passed it
-            cuts[key] = ([i for i in items[:MAX_LIST_ITEMS] if len(i) <= MAX_ITEM_CHARS] if key == "links"
-                         else [i[:MAX_ITEM_CHARS] for i in items[:MAX_LIST_ITEMS]])  # fmt: skip
+        if len(tags) > MAX_LIST_ITEMS or (tags and max(map(len, tags)) > MAX_ITEM_CHARS):
+            cuts["tags"] = [i[:MAX_ITEM_CHARS] for i in tags[:MAX_LIST_ITEMS]]
+    links = get("links", _ABSENT)
+    if type(links) is str:  # the indexer's form (:func:`stored_links`); the bounds apply to its targets
+        if links.count(LINK_SEPARATOR) >= MAX_LIST_ITEMS or (
+            len(links) > MAX_ITEM_CHARS and max(map(len, links.split(LINK_SEPARATOR))) > MAX_ITEM_CHARS
+        ):
+            cuts["links"] = _bounded_links(links.split(LINK_SEPARATOR))
+    elif links is not _ABSENT:  # a list of targets: points written before links were one string
+        if type(links) is not list or (links and not set(map(type, links)) <= _STR):
+            raise _not_the_api()
+        if len(links) > MAX_LIST_ITEMS or (links and max(map(len, links)) > MAX_ITEM_CHARS):
+            cuts["links"] = _bounded_links(links)
     return Candidate({**payload, **cuts} if cuts else payload, fusion, exact)
 
 
 _STR = {str}
+
+
+def _bounded_links(targets: list[str]) -> list[str]:
+    """The first :data:`MAX_LIST_ITEMS` targets, a target over :data:`MAX_ITEM_CHARS` dropped, never cut: the
+    restricted-link check (:func:`kbsearch.access.visible_links`) matches whole names, and the first 200 characters
+    of a restricted note's long name passed it."""
+    return [t for t in targets[:MAX_LIST_ITEMS] if len(t) <= MAX_ITEM_CHARS]
+
+
+#: What joins a note's link targets in its chunks' ``links`` payload field: a wiki-link target never holds a
+#: newline (:mod:`kbsearch.notes` reads links line by line, and its link pattern excludes one).
+LINK_SEPARATOR = "\n"
+
+
+def stored_links(targets: Sequence[str]) -> str | None:
+    """A note's link targets as its chunks' payloads keep them: one string, the targets joined by
+    :data:`LINK_SEPARATOR` (Edge's binding and each payload index at a seal read one value, not one per target:
+    BENCHMARKS.md, "Session 21"), the first :data:`MAX_LIST_ITEMS` of at most :data:`MAX_ITEM_CHARS` characters (a
+    longer one is dropped, never cut); None when there are none (the field is then left out)."""
+    kept = [t for t in targets if len(t) <= MAX_ITEM_CHARS][:MAX_LIST_ITEMS]
+    return LINK_SEPARATOR.join(kept) if kept else None
+
+
+def payload_links(value: Any) -> list[str]:
+    """A chunk's link targets from its payload's ``links``, as a candidate holds it: the joined string the indexer
+    writes (:func:`stored_links`), a list (points written before, and a candidate's bounded copy), or nothing."""
+    if type(value) is str:
+        return value.split(LINK_SEPARATOR) if value else []
+    return [str(link) for link in value or ()]
 
 
 def _not_the_api() -> StoreError:
