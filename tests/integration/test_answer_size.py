@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from kbsearch.browse import ANSWER_BYTES
 from kbsearch.config import Secrets, Settings
 from kbsearch.indexer import run_sync
 from kbsearch.mcp.resources import CUT_NOTICE
+from kbsearch.schemas import ANSWER_BYTES
 from kbsearch_tools.local.apigw import HttpRequest, build_event
 from tests.conftest import LAMBDA_ANSWER_BYTES
 from tests.integration.test_hostile_notes import mcp_event
@@ -138,3 +138,38 @@ def test_an_ordinary_note_is_answered_whole_with_nothing_cut(load_search_app: An
     assert note["body"] == text.split("---\n", 2)[2] and len(note["sections"]) == 2
     assert [r["target"] for r in note["links"]["outgoing"]] == ["Другая"]
     assert ANSWER_BYTES < LAMBDA_ANSWER_BYTES
+
+
+def test_twenty_hits_with_the_longest_tags_and_links_fit_every_answer(load_search_app: Any, tmp_path: Path) -> None:
+    """The indexer keeps 100 tags and 100 links of up to 200 characters a note: 20 hits of them in Russian were ~10 MB
+    as the function's result (MCP's kb_search shows the tags twice). Each list a hit shows is cut to 16 KiB of the
+    answer, in order; a note's ordinary tags and links are shown whole (the ordinary note among the hits)."""
+
+    def note(i: int) -> str:
+        tags = "\n".join(f"  - {'т' * 196}{i:02d}{j:02d}" for j in range(100))
+        links = "".join(f"[[{'ж' * 196}{j:02d}]]\n" for j in range(100))
+        return f"---\ntitle: Заметка {i}\ntags:\n{tags}\n---\n# Заметка {i}\n\nобщий раздел\n\n{links}"
+
+    notes = {f"n{i:02d}.md": note(i) for i in range(20)}
+    notes["plain.md"] = "---\ntags: [a, b]\n---\n# Plain\n\nобщий [[Other]] [[Third]]\n"
+    app = _note_app(load_search_app, tmp_path, notes, 1024 * 1024)
+    event = build_event(HttpRequest("POST", "/search", "", [("Content-Type", "application/json")],
+                                    json.dumps({"query": "общий", "top_k": 20}).encode()), "/search", {}, "dev")  # fmt: skip
+    result = app(event)
+    hits = json.loads(result["body"])["results"]
+    assert result["statusCode"] == 200 and len(hits) == 20 and _size(result) <= LAMBDA_ANSWER_BYTES, _size(result)
+    for hit in hits:
+        if hit["path"] == "plain.md":
+            assert hit["tags"] == ["a", "b"] and hit["links"] == ["Other", "Third"]
+            continue
+        i = int(hit["path"][1:3])
+        assert 5 <= len(hit["tags"]) < 100 and hit["tags"] == [
+            f"{'т' * 196}{i:02d}{j:02d}" for j in range(len(hit["tags"]))
+        ]
+        assert 5 <= len(hit["links"]) < 100 and hit["links"] == [
+            f"{'ж' * 196}{j:02d}" for j in range(len(hit["links"]))
+        ]
+    result, answer = _mcp(app, {"method": "tools/call", "params": {"name": "kb_search",
+                                                                 "arguments": {"query": "общий", "top_k": 20}}})  # fmt: skip
+    assert result["statusCode"] == 200 and _size(result) <= LAMBDA_ANSWER_BYTES, _size(result)
+    assert len(answer["result"]["structuredContent"]["results"]) == 20

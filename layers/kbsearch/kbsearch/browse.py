@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -30,6 +29,7 @@ from kbsearch.links import Linkable, link_key, link_keys, name_keys, path_keys, 
 from kbsearch.providers.resilience import Deadline
 from kbsearch.qdrant.query import Retriever, held_request, point_id, scope_clause, unreachable
 from kbsearch.schemas import (
+    ANSWER_BYTES,
     CatalogResponse,
     FacetCount,
     NoteLinks,
@@ -38,6 +38,7 @@ from kbsearch.schemas import (
     RecentNote,
     SectionInfo,
     folder_prefix,
+    wire_bytes,
 )
 
 if TYPE_CHECKING:
@@ -49,11 +50,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 MAX_NOTE_BYTES = 4 * 1024 * 1024
-#: The most one note's answer may take as a Lambda's response carries it (its JSON, ASCII-escaped, escaped once more
-#: inside the function's result: a Cyrillic letter is 7 bytes there): a synchronous invoke answers at most 6 MB, and
-#: a note past it was API Gateway's 502 (a 1 MiB Russian note is ~3.5 MB so; MCP's answer holds it twice). What
-#: does not fit is cut and named in ``truncated`` (:func:`fit_note`).
-ANSWER_BYTES = 5 * 1024 * 1024
 #: What each listed part of a note's answer may take at most (as ``ANSWER_BYTES`` counts): its headings (each
 #: lists the headings above it, so a note of 20,000 headings under one of 100,000 characters listed 2 GB), its
 #: outgoing links, its backlinks, its frontmatter (else left out); the body gets what is left.
@@ -398,12 +394,6 @@ def _recent(point: Any) -> RecentNote | None:
 def _budget(budget_s: float, deadline: Deadline | None) -> float:
     """A read's budget: ``budget_s``, and no later than ``deadline`` when there is one (a batch's)."""
     return budget_s if deadline is None else max(0.0, min(budget_s, deadline.remaining()))
-
-
-def wire_bytes(value: Any) -> int:
-    """What ``value`` takes in a Lambda's response: its JSON (ASCII-escaped, as the API and MCP send it) escaped once
-    more as the function result's ``body`` string."""
-    return len(json.dumps(json.dumps(value, ensure_ascii=True, separators=(",", ":"), default=str)))
 
 
 def _prefix(items: Any, budget: int) -> list[Any]:

@@ -7,6 +7,7 @@ Requests are strict: a number is a JSON number, a flag a JSON boolean, text a JS
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping
@@ -277,3 +278,16 @@ class CatalogResponse(BaseModel):
     statuses: list[FacetCount]
     folders: list[FacetCount] = Field(description="folders (every level) for path_prefix, most notes first")
     recent: list[RecentNote] = Field(description="by frontmatter 'updated', newest first")
+
+
+#: The most one answer may take as a Lambda's response carries it (its JSON, ASCII-escaped, escaped once more
+#: inside the function's result: a Cyrillic letter is 7 bytes there): a synchronous invoke answers at most 6 MB, and
+#: a note past it was API Gateway's 502 (a 1 MiB Russian note is ~3.5 MB so; MCP's answer holds it twice). What
+#: does not fit is cut and named in ``truncated`` (:func:`kbsearch.browse.fit_note`).
+ANSWER_BYTES = 5 * 1024 * 1024
+
+
+def wire_bytes(value: Any) -> int:
+    """What ``value`` takes in a Lambda's response: its JSON (ASCII-escaped, as the API and MCP send it) escaped once
+    more as the function result's ``body`` string."""
+    return len(json.dumps(json.dumps(value, ensure_ascii=True, separators=(",", ":"), default=str)))

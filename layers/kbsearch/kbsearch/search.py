@@ -43,7 +43,7 @@ from kbsearch.qdrant.query import (
     signature_mismatch,
 )
 from kbsearch.qdrant.rest import QdrantRest
-from kbsearch.schemas import Hit, HitScores, SearchMeta, SearchRequest, SearchResponse
+from kbsearch.schemas import Hit, HitScores, SearchMeta, SearchRequest, SearchResponse, wire_bytes
 from kbsearch.tokens import MAX_CHARS_PER_TOKEN, truncate_tokens
 
 if TYPE_CHECKING:
@@ -534,11 +534,34 @@ class SearchService:
                     snippet=snippet(str(p.get("text") or p.get("summary") or ""), self.settings.snippet_chars),
                     score=round(final, 6),
                     scores=HitScores(rerank=None if rr is None else round(rr, 6), fusion=round(fusion, 6)),
-                    tags=[str(t) for t in p.get("tags") or []],
+                    tags=hit_list([str(t) for t in p.get("tags") or []]),
                     type=p.get("type"),
                     status=p.get("status"),
                     updated=p.get("updated"),
-                    links=payload_links(p.get("links")),
+                    links=hit_list(payload_links(p.get("links"))),
                 )
             )
         return hits
+
+
+#: What a hit's ``tags`` and its ``links`` may each take of an answer (:func:`~kbsearch.schemas.wire_bytes`): the
+#: indexer keeps 100 of 200 characters, 140 KB of Russian each as a Lambda's result carries it, so 20 such hits
+#: were past Lambda's 6 MB (API Gateway's 502; MCP's answer holds them twice). A note's usual tens of short links
+#: are far under it.
+HIT_LIST_BYTES = 16 * 1024
+
+
+def hit_list(items: list[str]) -> list[str]:
+    """``items`` as a hit shows them: the first whose answer takes at most :data:`HIT_LIST_BYTES` (an item is 14
+    bytes a character at most: an astral character's two escaped surrogates, escaped again; so the usual list is
+    taken whole without encoding it)."""
+    if sum(map(len, items)) * 14 + 8 * len(items) <= HIT_LIST_BYTES:
+        return items
+    kept: list[str] = []
+    used = 2
+    for item in items:
+        used += wire_bytes(item) + 1
+        if used > HIT_LIST_BYTES:
+            break
+        kept.append(item)
+    return kept

@@ -119,8 +119,9 @@ CUT_NOTICE = "[cut here: the note is longer than one answer holds; kb_get_note r
 
 
 def read_resource(backend: Backend, params: dict[str, Any], deadline: Deadline | None = None) -> dict[str, Any]:
-    from kbsearch.browse import ANSWER_BYTES, NoteProblem, fit_text, wire_bytes
+    from kbsearch.browse import NoteProblem, fit_text
     from kbsearch.errors import IndexUnavailable
+    from kbsearch.schemas import ANSWER_BYTES, wire_bytes
 
     uri = params.get("uri")
     if not isinstance(uri, str) or not uri:

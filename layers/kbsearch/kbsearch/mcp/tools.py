@@ -220,8 +220,9 @@ def _kb_search(backend: Backend, arguments: dict[str, Any], deadline: Deadline |
 
 
 def _kb_get_note(backend: Backend, arguments: dict[str, Any], deadline: Deadline | None) -> dict[str, Any]:
-    from kbsearch.browse import ANSWER_BYTES, NoteProblem, fit_note
+    from kbsearch.browse import NoteProblem, fit_note
     from kbsearch.errors import IndexUnavailable
+    from kbsearch.schemas import ANSWER_BYTES
 
     args = KbGetNoteArgs.model_validate(arguments)
     try:
