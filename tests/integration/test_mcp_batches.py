@@ -220,6 +220,26 @@ def test_a_batch_answer_stays_well_under_lambdas_6_mb(load_search_app, tmp_path:
     assert len(json.dumps(answers)) < 3 * 1024 * 1024
 
 
+def test_a_batch_of_notes_escaped_twice_over_stays_within_lambdas_6_mb(load_search_app, tmp_path: Path) -> None:
+    """Three notes of 0.5 MB of quotes and backslashes (code, JSON, Windows paths): 1 MB of JSON each (a quote is
+    two bytes), 3 MB for the batch, under a bound counted on that JSON, but each byte of it escaped once more in the
+    Lambda's result (``\\"`` is four bytes there): 6.1 MB, past Lambda's 6 MB, a 502 from API Gateway. The batch
+    is bounded by what Lambda carries: the last read is told to come on its own, and the answer fits
+    (``check_response`` holds every answer of ``load_search_app`` to 6 MB)."""
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    text = "# Quotes\n\n" + ('"\\' * 48 + "\n") * 5_300
+    for i in (1, 2, 3):
+        (kb / f"quoted-{i}.md").write_text(text, encoding="utf-8")
+    assert index_bm25(kb, tmp_path / "q").added == 3
+    app = load_search_app(QDRANT_PATH=str(tmp_path / "q"), KB_SOURCE=str(kb))
+    reads = [request(i, "resources/read", {"uri": f"kb://note/quoted-{i}.md"}) for i in (1, 2, 3)]
+    status, answers = post(app, reads)
+    assert status == 200 and [a["id"] for a in answers] == [1, 2, 3]
+    assert [a["result"]["contents"][0]["text"] for a in answers[:2]] == [text, text]
+    assert answers[2]["error"]["code"] == -32603 and "on its own" in answers[2]["error"]["message"]
+
+
 # -- over stdio (kbsearch mcp) ----------------------------------------------------------------------------------------
 def line(message: Any) -> bytes:
     return json.dumps(message, ensure_ascii=False).encode() + b"\n"

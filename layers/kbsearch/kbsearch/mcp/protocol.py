@@ -34,7 +34,6 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -98,11 +97,12 @@ MAX_BATCH_CALLS = 8
 CALL_METHODS = frozenset({"tools/call", "resources/read", "resources/list"})
 #: A call member is started only with this much of the batch's budget left (a search with less is bound to fail).
 MIN_CALL_S = 0.5
-#: The most one batch's answer may hold (JSON as sent, ASCII): a note read is up to 4 MiB of text, ~3 MiB of JSON
-#: for 1 MiB of Cyrillic (``\u`` escapes), and Lambda answers at most 6 MB, with the body escaped once more inside
-#: it (a ``\u`` escape grows to 7 bytes, a quote to 2); a member whose answer would take the batch past this is
-#: answered with an error saying to send it on its own.
-MAX_BATCH_ANSWER_BYTES = 3 * 1024 * 1024
+#: The most one batch's answer may take as a Lambda's response carries it (``kbsearch.browse.wire_bytes``: its JSON,
+#: escaped once more inside the function's result; the bound one note read is cut to, ``browse.ANSWER_BYTES``):
+#: Lambda answers at most 6 MB, and that second escape grows a ``\u`` escape to 7 bytes and a quote or a backslash to
+#: 4 (a bound of 3 MiB on the JSON as sent let three reads of 0.5 MB notes of quotes answer 6.15 MB, a 502); a member
+#: whose answer would take the batch past this is answered with an error saying to send it on its own.
+MAX_BATCH_ANSWER_BYTES = 5 * 1024 * 1024
 HTTP_STATUS = {PARSE_ERROR: 400, INVALID_REQUEST: 400, INVALID_PARAMS: 400, HEADER_MISMATCH: 400,
                UNSUPPORTED_PROTOCOL_VERSION: 400, METHOD_NOT_FOUND: 404}  # fmt: skip
 
@@ -277,6 +277,8 @@ class McpServer:
         :data:`MAX_BATCH_MEMBERS` members or :data:`MAX_BATCH_CALLS` calls. The members share one time budget
         (``Backend.budget_s``): a request not started within it is answered -32001; a call is started only with
         :data:`MIN_CALL_S` left, and runs within what is left."""
+        from kbsearch.browse import wire_bytes
+
         refused = self._batch_refusal(batch, headers, session_version)
         if refused is not None:
             return _rpc_error(None, INVALID_REQUEST, f"Invalid Request: {refused}")
@@ -296,12 +298,12 @@ class McpServer:
             body = answer.body
             if not isinstance(body, dict):  # a notification's or a response's: nothing to answer
                 continue
-            length = len(_json(body)) + 1
+            length = wire_bytes(body) + 1
             if size + length > MAX_BATCH_ANSWER_BYTES:
                 body = _error_object(_echoed_id(member), INTERNAL_ERROR, f"its answer ({length:,} bytes) would take "
                                      f"the batch's answer past {MAX_BATCH_ANSWER_BYTES // (1024 * 1024)} MiB; send "
                                      "it on its own")  # fmt: skip
-                length = len(_json(body)) + 1
+                length = wire_bytes(body) + 1
             size += length
             answers.append(body)
         if not answers:
@@ -453,11 +455,6 @@ class StdioSession:
             if isinstance(version, str):
                 self.version = version
         return answer
-
-
-def _json(body: Any) -> str:
-    """A message as the transports send it (compact JSON, ASCII): what the batch's answer size counts."""
-    return json.dumps(body, separators=(",", ":"), default=str)
 
 
 def _stamp() -> dict[str, Any]:
