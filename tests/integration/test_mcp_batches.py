@@ -309,3 +309,26 @@ def test_the_remote_bridge_forwards_a_2025_03_26_sessions_batches_and_refuses_th
         check_refused_session(stdio(args, client_env, session("2025-06-18")), "protocol version 2025-06-18")
         check_refused_session(stdio(args, client_env, session(None)), "a session without initialize")
         assert "Traceback" not in server.text()
+
+
+def test_a_stdio_batch_of_calls_naming_a_version_in_meta_shares_the_batchs_budget(
+    bm25_store: Path, slow_reranker: FakeProvider
+) -> None:
+    """A 2025-03-26 session's batch whose searches name 2026-07-28 in ``params._meta`` (stdio routes each member by
+    its ``_meta``): they share the batch's one budget as any member does (SEARCH_BUDGET_S=2.5, a reranker of 1.5 s:
+    the first reranked, the second cut at what is left, the rest -32001). The one in hand when the budget ran out
+    got a budget of its own (the second reranked too: 3 s for a batch of 2.5)."""
+    meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {}}
+    calls = [request(i, "tools/call", {"name": "kb_search", "arguments": {"query": f"ключ {i}", "top_k": 2},
+                                       "_meta": meta}) for i in range(MAX_BATCH_CALLS)]  # fmt: skip
+    env = subprocess_env(QDRANT_PATH=str(bm25_store), KB_SOURCE=str(ROOT / "sample-kb"), SEARCH_BUDGET_S="2.5",
+                         **provider_env(slow_reranker, roles=["RERANKER"]))  # fmt: skip
+    init, answers = stdio([], env, [initialize(0, BATCH_VERSION), NOTIFICATION, calls])
+    assert init["result"]["protocolVersion"] == BATCH_VERSION
+    assert [a["id"] for a in answers] == list(range(MAX_BATCH_CALLS)), answers
+    reranked, cut, *late = answers
+    assert reranked["result"]["structuredContent"]["meta"]["degraded"] == [], reranked
+    # the second search ran within the second left, its rerank cut (given 2.5 s of its own, it was reranked)
+    assert "rerank" in cut["result"]["structuredContent"]["meta"]["degraded"], cut
+    assert all(a["error"]["code"] == -32001 for a in late), late
+    assert len(slow_reranker.calls("rerank")) <= 2  # no member past the budget reached the provider

@@ -265,8 +265,8 @@ class McpServer:
         else:
             meta = params.get("_meta")
             modern = isinstance(meta, dict) and PROTOCOL_VERSION_KEY in meta
-        if modern:
-            return self._modern(id_, message["method"], params, headers)
+        if modern:  # in a batch too (over stdio a member's _meta decides): within the batch's deadline
+            return self._modern(id_, message["method"], params, headers, deadline)
         return self._legacy(id_, message["method"], params, deadline)
 
     # -- JSON-RPC batches (2025-03-26) ------------------------------------------------------------------------------
@@ -355,7 +355,14 @@ class McpServer:
         return self._dispatch(id_, method, params, modern=False, deadline=deadline)
 
     # -- 2026-07-28 ----------------------------------------------------------------------------------------------
-    def _modern(self, id_: Any, method: str, params: dict[str, Any], headers: Mapping[str, str] | None) -> HttpAnswer:
+    def _modern(
+        self,
+        id_: Any,
+        method: str,
+        params: dict[str, Any],
+        headers: Mapping[str, str] | None,
+        deadline: Deadline | None = None,
+    ) -> HttpAnswer:
         meta = params.get("_meta")
         if not isinstance(meta, dict) or PROTOCOL_VERSION_KEY not in meta or CLIENT_CAPABILITIES_KEY not in meta:
             requested = headers.get("mcp-protocol-version") if headers is not None else None
@@ -386,7 +393,7 @@ class McpServer:
                 "instructions": INSTRUCTIONS, "ttlMs": 3_600_000, "cacheScope": "public", **_stamp(),
             }  # fmt: skip
             return HttpAnswer(200, {"jsonrpc": "2.0", "id": id_, "result": result}, {})
-        answer = self._dispatch(id_, method, params, modern=True)
+        answer = self._dispatch(id_, method, params, modern=True, deadline=deadline)
         if isinstance(answer.body, dict) and "result" in answer.body:
             answer.body["result"].update(_stamp())
         return answer
