@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -220,3 +221,27 @@ def test_the_slack_workers_known_failures_are_one_line_in_the_log_not_a_tracebac
         hook.stop()
     text = served.text()
     assert "Traceback" not in text and "stack_trace" not in text, text[-3000:]
+
+
+def test_search_on_a_store_whose_owner_lock_alone_is_held_names_the_process(tmp_path: Path) -> None:
+    """The store's owner lock (`<collection>.lock`) is held without Edge's WAL lock while a sync reopens its shard
+    (every QDRANT_EMBEDDED_GRAPH_FROM points) and while a first sync creates it: `kbsearch search` then said only
+    "another process has it open", the pid being looked for on the WAL alone. A process holding the owner lock as
+    the store takes it (an exclusive flock) stands for that moment."""
+    store = tmp_path / "q"
+    env = subprocess_env(QDRANT_PATH=str(store))
+    indexed = subprocess.run([*KBSEARCH_CMD, "index", str(ROOT / "sample-kb")], capture_output=True, text=True,
+                             env=env, cwd=ROOT, timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
+    assert indexed.returncode == 0, indexed.stderr
+    hold = ("import fcntl, sys; f = open(sys.argv[1], 'rb'); fcntl.flock(f.fileno(), fcntl.LOCK_EX); "
+            "print('held', flush=True); sys.stdin.read()")  # fmt: skip
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(store / "edge" / "kb.lock")], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        proc = subprocess.run([*KBSEARCH_CMD, "search", "snapshot"], capture_output=True, text=True, env=env,
+                              cwd=ROOT, timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
+    finally:
+        holder.communicate(timeout=PROCESS_TIMEOUT_S)
+    assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert f"(pid {holder.pid}: a kbsearch serve or index?)" in proc.stderr, proc.stderr
