@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from kbsearch_tools.fakes import FakeProvider, provider_env
+from kbsearch_tools.fakes import FakeEndpoint, FakeProvider, provider_env
 from kbsearch_tools.local.apigw import HttpRequest, build_event, parse_result
 from kbsearch_tools.local.process import serve_process
 from kbsearch_tools.local.runtime import LambdaContext
@@ -332,3 +332,33 @@ def test_a_stdio_batch_of_calls_naming_a_version_in_meta_shares_the_batchs_budge
     assert "rerank" in cut["result"]["structuredContent"]["meta"]["degraded"], cut
     assert all(a["error"]["code"] == -32001 for a in late), late
     assert len(slow_reranker.calls("rerank")) <= 2  # no member past the budget reached the provider
+
+
+@pytest.mark.parametrize("failure", ["HTTP 429", "no answer"])
+def test_the_remote_bridge_answers_each_request_of_a_batch_the_remote_failed(failure: str) -> None:
+    """A 2025-03-26 session through ``--remote``, whose remote answers the batch with no JSON-RPC (API Gateway's 429
+    of a usage plan, or a connection dropped): each request of the batch gets its -32001 under its own id, in one
+    array, as a request alone does. It got one error of id null, which answers none of them: the client waited on
+    each for ever."""
+    remote = FakeEndpoint().start()
+    opened = {"jsonrpc": "2.0", "id": 0, "result": {"protocolVersion": BATCH_VERSION, "capabilities": {},
+                                                      "serverInfo": {"name": "kb-search", "version": "1"}}}  # fmt: skip
+    answered: list[str] = []
+
+    def respond(method: str, path: str) -> tuple[int, bytes, str]:
+        answered.append(path)
+        if len(answered) == 1:
+            return 200, json.dumps(opened).encode(), "application/json"
+        if failure == "HTTP 429":
+            return 429, b'{"message":"Too Many Requests"}', "application/json"
+        return 0, b"", "application/json"
+
+    remote.responder = respond
+    try:
+        init, answers = stdio(["--remote", remote.url], subprocess_env(KB_API_KEY=API_KEY),
+                              [initialize(0, BATCH_VERSION), [request(1, "ping"), NOTIFICATION, search("s", "ключ")]])  # fmt: skip
+    finally:
+        remote.stop()
+    assert init["result"]["protocolVersion"] == BATCH_VERSION and len(answered) == 2
+    assert isinstance(answers, list) and [a["id"] for a in answers] == [1, "s"], answers
+    assert all(a["error"]["code"] == -32001 for a in answers), answers
