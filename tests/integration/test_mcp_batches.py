@@ -366,3 +366,13 @@ def test_the_remote_bridge_answers_each_request_of_a_batch_the_remote_failed(fai
     assert init["result"]["protocolVersion"] == BATCH_VERSION and len(answered) == 2
     assert isinstance(answers, list) and [a["id"] for a in answers] == [1, "s"], answers
     assert all(a["error"]["code"] == -32001 for a in answers), answers
+
+
+@pytest.mark.parametrize("method", [["tools/call"], {"name": "kb_search"}])
+def test_a_batch_member_whose_method_is_no_string_is_its_own_invalid_request(app, method: Any) -> None:
+    """A member whose ``method`` is an array or an object (unhashable): the batch's count of calls and its time check
+    looked it up in a set, a TypeError that failed the whole request (HTTP 500; over stdio -32603 and a traceback in
+    the log). It is that member's -32600, and the others are answered."""
+    status, answers = post(app, [request(1, "ping"), {"jsonrpc": "2.0", "id": 2, "method": method}, request(3, "ping")])
+    assert status == 200 and [a["id"] for a in answers] == [1, 2, 3], answers
+    assert answers[1]["error"]["code"] == -32600 and answers[0]["result"] == answers[2]["result"] == {}

@@ -290,7 +290,7 @@ class McpServer:
             if is_request and member.get("method") == "initialize":
                 answer = _rpc_error(_echoed_id(member), INVALID_REQUEST, "Invalid Request: initialize must not be "
                                     "part of a JSON-RPC batch (MCP 2025-03-26): send it on its own")  # fmt: skip
-            elif is_request and deadline.remaining() < (MIN_CALL_S if member.get("method") in CALL_METHODS else 0):
+            elif is_request and deadline.remaining() < (MIN_CALL_S if _is_call(member) else 0):
                 answer = _rpc_error(_echoed_id(member), REQUEST_TIMEOUT, "Request timed out: the batch's time budget "
                                     "was spent before this request; send it again on its own or in a smaller batch")  # fmt: skip
             else:
@@ -328,7 +328,7 @@ class McpServer:
             return "an empty batch"
         if len(batch) > MAX_BATCH_MEMBERS:
             return f"a batch of {len(batch):,} messages; at most {MAX_BATCH_MEMBERS} a batch"
-        calls = sum(1 for m in batch if isinstance(m, dict) and "id" in m and m.get("method") in CALL_METHODS)
+        calls = sum(1 for m in batch if _is_call(m))
         if calls > MAX_BATCH_CALLS:
             return (f"a batch of {calls} calls (tools/call, resources/read, resources/list); at most "
                     f"{MAX_BATCH_CALLS} a batch, which shares one request's time: send the rest in another batch")  # fmt: skip
@@ -462,6 +462,13 @@ class StdioSession:
             if isinstance(version, str):
                 self.version = version
         return answer
+
+
+def _is_call(member: Any) -> bool:
+    """Whether a batch member is a request of :data:`CALL_METHODS` (a method that is no string, even one no set can
+    hold, is none: that member is its own -32600)."""
+    method = member.get("method") if isinstance(member, dict) and "id" in member else None
+    return isinstance(method, str) and method in CALL_METHODS
 
 
 def _stamp() -> dict[str, Any]:
