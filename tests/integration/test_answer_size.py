@@ -173,3 +173,26 @@ def test_twenty_hits_with_the_longest_tags_and_links_fit_every_answer(load_searc
                                                                  "arguments": {"query": "общий", "top_k": 20}}})  # fmt: skip
     assert result["statusCode"] == 200 and _size(result) <= LAMBDA_ANSWER_BYTES, _size(result)
     assert len(answer["result"]["structuredContent"]["results"]) == 20
+
+
+def test_a_section_under_a_huge_heading_and_its_404_fit_the_answer(load_search_app: Any, tmp_path: Path) -> None:
+    """A section read under a heading of 1.5 million Russian letters (3 MB of the note, 10.5 MB as the function's
+    result carries it): ``section`` named the headings above it uncut (a 10.5 MB answer, its body cut to nothing
+    to make room in vain), and a section not in the note was a 404 listing up to 40 heading paths uncut (21 MB).
+    They are named as the indexer cuts a heading (1,000 characters), as ``sections`` already lists them."""
+    huge = "ж" * 1_500_000
+    text = f"# {huge}\n\n## Шаги\n\nтекст шага\n"
+    app = _note_app(load_search_app, tmp_path, {"deep.md": text}, 4 * 1024 * 1024)
+    cut = "ж" * 999 + "…"
+    result, note = _get(app, "deep.md", "Шаги")
+    assert _size(result) <= LAMBDA_ANSWER_BYTES, _size(result)
+    assert result["statusCode"] == 200 and note["section"] == [cut, "Шаги"] and note["truncated"] == []
+    assert note["body"] == "## Шаги\n\nтекст шага"
+    result, problem = _get(app, "deep.md", "Нет такого")
+    assert _size(result) <= LAMBDA_ANSWER_BYTES, _size(result)
+    assert result["statusCode"] == 404 and f"{cut} > Шаги" in json.dumps(problem, ensure_ascii=False)
+
+    mcp = {"name": "kb_get_note", "arguments": {"path": "deep.md", "section": "Шаги"}}
+    result, answer = _mcp(app, {"method": "tools/call", "params": mcp})
+    assert result["statusCode"] == 200 and _size(result) <= LAMBDA_ANSWER_BYTES, _size(result)
+    assert answer["result"]["structuredContent"]["section"] == [cut, "Шаги"]

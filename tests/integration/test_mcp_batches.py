@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from kbsearch_tools.fakes import FakeProvider, provider_env
+from kbsearch_tools.fakes import FakeEndpoint, FakeProvider, provider_env
 from kbsearch_tools.local.apigw import HttpRequest, build_event, parse_result
 from kbsearch_tools.local.process import serve_process
 from kbsearch_tools.local.runtime import LambdaContext
@@ -220,6 +220,26 @@ def test_a_batch_answer_stays_well_under_lambdas_6_mb(load_search_app, tmp_path:
     assert len(json.dumps(answers)) < 3 * 1024 * 1024
 
 
+def test_a_batch_of_notes_escaped_twice_over_stays_within_lambdas_6_mb(load_search_app, tmp_path: Path) -> None:
+    """Three notes of 0.5 MB of quotes and backslashes (code, JSON, Windows paths): 1 MB of JSON each (a quote is
+    two bytes), 3 MB for the batch, under a bound counted on that JSON, but each byte of it escaped once more in the
+    Lambda's result (``\\"`` is four bytes there): 6.1 MB, past Lambda's 6 MB, a 502 from API Gateway. The batch
+    is bounded by what Lambda carries: the last read is told to come on its own, and the answer fits
+    (``check_response`` holds every answer of ``load_search_app`` to 6 MB)."""
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    text = "# Quotes\n\n" + ('"\\' * 48 + "\n") * 5_300
+    for i in (1, 2, 3):
+        (kb / f"quoted-{i}.md").write_text(text, encoding="utf-8")
+    assert index_bm25(kb, tmp_path / "q").added == 3
+    app = load_search_app(QDRANT_PATH=str(tmp_path / "q"), KB_SOURCE=str(kb))
+    reads = [request(i, "resources/read", {"uri": f"kb://note/quoted-{i}.md"}) for i in (1, 2, 3)]
+    status, answers = post(app, reads)
+    assert status == 200 and [a["id"] for a in answers] == [1, 2, 3]
+    assert [a["result"]["contents"][0]["text"] for a in answers[:2]] == [text, text]
+    assert answers[2]["error"]["code"] == -32603 and "on its own" in answers[2]["error"]["message"]
+
+
 # -- over stdio (kbsearch mcp) ----------------------------------------------------------------------------------------
 def line(message: Any) -> bytes:
     return json.dumps(message, ensure_ascii=False).encode() + b"\n"
@@ -289,3 +309,70 @@ def test_the_remote_bridge_forwards_a_2025_03_26_sessions_batches_and_refuses_th
         check_refused_session(stdio(args, client_env, session("2025-06-18")), "protocol version 2025-06-18")
         check_refused_session(stdio(args, client_env, session(None)), "a session without initialize")
         assert "Traceback" not in server.text()
+
+
+def test_a_stdio_batch_of_calls_naming_a_version_in_meta_shares_the_batchs_budget(
+    bm25_store: Path, slow_reranker: FakeProvider
+) -> None:
+    """A 2025-03-26 session's batch whose searches name 2026-07-28 in ``params._meta`` (stdio routes each member by
+    its ``_meta``): they share the batch's one budget as any member does (SEARCH_BUDGET_S=2.5, a reranker of 1.5 s,
+    after a search alone has warmed the process): the first answered, every later one cut at what is left
+    (``degraded: ["rerank"]``) or -32001. The one in hand when the budget ran out got a budget of its own (the
+    second reranked in full: 3 s for a batch of 2.5)."""
+    meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {}}
+    calls = [request(i, "tools/call", {"name": "kb_search", "arguments": {"query": f"ключ {i}", "top_k": 2},
+                                       "_meta": meta}) for i in range(MAX_BATCH_CALLS)]  # fmt: skip
+    env = subprocess_env(QDRANT_PATH=str(bm25_store), KB_SOURCE=str(ROOT / "sample-kb"), SEARCH_BUDGET_S="2.5",
+                         **provider_env(slow_reranker, roles=["RERANKER"]))  # fmt: skip
+    init, warm, answers = stdio([], env, [initialize(0, BATCH_VERSION), NOTIFICATION, search("w", "warm"), calls])
+    assert init["result"]["protocolVersion"] == BATCH_VERSION and warm["result"]["isError"] is False
+    assert [a["id"] for a in answers] == list(range(MAX_BATCH_CALLS)), answers
+    first, *later = answers
+    assert first["result"]["isError"] is False, first
+    for answer in later:  # none reranked in full: given a budget of its own, the second was
+        if "error" in answer:
+            assert answer["error"]["code"] == -32001, answer
+        else:
+            assert "rerank" in answer["result"]["structuredContent"]["meta"]["degraded"], answer
+    assert "error" in later[-1], later  # the last ones were never started
+    assert len(slow_reranker.calls("rerank")) <= 3  # the warm-up's and two: none past the budget reached it
+
+
+@pytest.mark.parametrize("failure", ["HTTP 429", "no answer"])
+def test_the_remote_bridge_answers_each_request_of_a_batch_the_remote_failed(failure: str) -> None:
+    """A 2025-03-26 session through ``--remote``, whose remote answers the batch with no JSON-RPC (API Gateway's 429
+    of a usage plan, or a connection dropped): each request of the batch gets its -32001 under its own id, in one
+    array, as a request alone does. It got one error of id null, which answers none of them: the client waited on
+    each for ever."""
+    remote = FakeEndpoint().start()
+    opened = {"jsonrpc": "2.0", "id": 0, "result": {"protocolVersion": BATCH_VERSION, "capabilities": {},
+                                                      "serverInfo": {"name": "kb-search", "version": "1"}}}  # fmt: skip
+    answered: list[str] = []
+
+    def respond(method: str, path: str) -> tuple[int, bytes, str]:
+        answered.append(path)
+        if len(answered) == 1:
+            return 200, json.dumps(opened).encode(), "application/json"
+        if failure == "HTTP 429":
+            return 429, b'{"message":"Too Many Requests"}', "application/json"
+        return 0, b"", "application/json"
+
+    remote.responder = respond
+    try:
+        init, answers = stdio(["--remote", remote.url], subprocess_env(KB_API_KEY=API_KEY),
+                              [initialize(0, BATCH_VERSION), [request(1, "ping"), NOTIFICATION, search("s", "ключ")]])  # fmt: skip
+    finally:
+        remote.stop()
+    assert init["result"]["protocolVersion"] == BATCH_VERSION and len(answered) == 2
+    assert isinstance(answers, list) and [a["id"] for a in answers] == [1, "s"], answers
+    assert all(a["error"]["code"] == -32001 for a in answers), answers
+
+
+@pytest.mark.parametrize("method", [["tools/call"], {"name": "kb_search"}])
+def test_a_batch_member_whose_method_is_no_string_is_its_own_invalid_request(app, method: Any) -> None:
+    """A member whose ``method`` is an array or an object (unhashable): the batch's count of calls and its time check
+    looked it up in a set, a TypeError that failed the whole request (HTTP 500; over stdio -32603 and a traceback in
+    the log). It is that member's -32600, and the others are answered."""
+    status, answers = post(app, [request(1, "ping"), {"jsonrpc": "2.0", "id": 2, "method": method}, request(3, "ping")])
+    assert status == 200 and [a["id"] for a in answers] == [1, 2, 3], answers
+    assert answers[1]["error"]["code"] == -32600 and answers[0]["result"] == answers[2]["result"] == {}

@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import httpx
 import pytest
 
 from kbsearch_tools.fakes import FakeEndpoint
+from kbsearch_tools.local.apigw import HttpRequest, build_event
 from kbsearch_tools.local.process import serve_process
 from kbsearch_tools.oracle import unavailable
 from kbsearch_tools.slack_client import command_form, signed_headers
@@ -220,3 +223,30 @@ def test_the_slack_workers_known_failures_are_one_line_in_the_log_not_a_tracebac
         hook.stop()
     text = served.text()
     assert "Traceback" not in text and "stack_trace" not in text, text[-3000:]
+
+
+def test_search_on_a_store_whose_owner_lock_alone_is_held_names_the_process(tmp_path: Path, load_search_app) -> None:
+    """The store's owner lock (`<collection>.lock`) is held without Edge's WAL lock while a sync reopens its shard
+    (every QDRANT_EMBEDDED_GRAPH_FROM points) and while a first sync creates it: `kbsearch search` then said only
+    "another process has it open", and `/health` read the store as ready, the pid being looked for on the WAL alone.
+    A process holding the owner lock as the store takes it (an exclusive flock) stands for that moment."""
+    store = tmp_path / "q"
+    env = subprocess_env(QDRANT_PATH=str(store))
+    indexed = subprocess.run([*KBSEARCH_CMD, "index", str(ROOT / "sample-kb")], capture_output=True, text=True,
+                             env=env, cwd=ROOT, timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
+    assert indexed.returncode == 0, indexed.stderr
+    hold = ("import fcntl, sys; f = open(sys.argv[1], 'rb'); fcntl.flock(f.fileno(), fcntl.LOCK_EX); "
+            "print('held', flush=True); sys.stdin.read()")  # fmt: skip
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(store / "edge" / "kb.lock")], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        proc = subprocess.run([*KBSEARCH_CMD, "search", "snapshot"], capture_output=True, text=True, env=env,
+                              cwd=ROOT, timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
+        call = load_search_app(QDRANT_PATH=str(store), KB_SOURCE=str(ROOT / "sample-kb"))
+        health = json.loads(call(build_event(HttpRequest("GET", "/health", "", [], b""), "/health", {}, "dev"))["body"])
+    finally:
+        holder.communicate(timeout=PROCESS_TIMEOUT_S)
+    assert health["ready"] is False and f"pid {holder.pid}" in " ".join(health["reasons"]), health
+    assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert f"(pid {holder.pid}: a kbsearch serve or index?)" in proc.stderr, proc.stderr

@@ -238,8 +238,7 @@ class RemoteBridge:
             message = parse_json(body_text(line))
         except BadBody as exc:
             return [_error(None, PARSE_ERROR, f"Parse error: {exc.message}")]
-        id_ = message.get("id") if isinstance(message, dict) else None
-        id_ = id_ if isinstance(id_, str | int) and not isinstance(id_, bool) else None
+        id_ = _usable_id(message.get("id")) if isinstance(message, dict) else None
         if isinstance(message, list) and self.handshake_version != BATCH_VERSION:
             # this session decides, as a local server's does: the remote (stateless) cannot tell without a header
             era = (
@@ -253,6 +252,14 @@ class RemoteBridge:
         requests = [m for m in (message if isinstance(message, list) else [message])
                     if isinstance(m, dict) and "id" in m and "method" in m]  # fmt: skip
         is_request = bool(requests)
+
+        def failed(text: str, data: Any = None) -> list[Message]:
+            """The remote gave no JSON-RPC answer: each request its -32001 (a batch's in one array, under their
+            ids: one error of id null answers none of them, and the client waited on each for ever)."""
+            if isinstance(message, list) and requests:
+                return [[_error(_usable_id(r["id"]), REMOTE_ERROR, text, data) for r in requests]]
+            return [_error(id_, REMOTE_ERROR, text, data)]
+
         from kbsearch.providers.resilience import Deadline, ProviderError, bounded, read_capped
 
         try:
@@ -264,19 +271,19 @@ class RemoteBridge:
         except ProviderError:  # over the cap: refused from its declared length, or once that much has come
             limit = f"{self.max_answer_bytes // (1024 * 1024)} MiB"
             logger.warning("%s sent an answer over %s", self.shown, limit)
-            return [_error(id_, REMOTE_ERROR, f"{self.shown} sent an answer over {limit}, the most the bridge reads "
-                                              "(no answer of kb-search's is that large): check the URL")]  # fmt: skip
+            return failed(f"{self.shown} sent an answer over {limit}, the most the bridge reads (no answer of "
+                          "kb-search's is that large): check the URL")  # fmt: skip
         except httpx.TimeoutException:
             logger.warning("%s gave no complete answer within %g s", self.shown, self.timeout_s)
-            return [_error(id_, REMOTE_ERROR, f"{self.shown} gave no complete answer within {self.timeout_s:g} s "
-                                              "(--timeout): try again, or check the deployment")]  # fmt: skip
+            return failed(f"{self.shown} gave no complete answer within {self.timeout_s:g} s (--timeout): try "
+                          "again, or check the deployment")  # fmt: skip
         except httpx.DecodingError:  # a Content-Encoding its bytes are not: the remote answered, wrongly
             logger.warning("%s sent an answer not in the encoding it names", self.shown)
-            return [_error(id_, REMOTE_ERROR, f"{self.shown} sent an answer not in the encoding it names")]
+            return failed(f"{self.shown} sent an answer not in the encoding it names")
         except httpx.HTTPError as exc:
             reason = type(exc).__name__
             logger.warning("cannot reach %s (%s)", self.shown, reason)
-            return [_error(id_, REMOTE_ERROR, f"cannot reach {self.shown} ({reason}): check the URL and the network")]
+            return failed(f"cannot reach {self.shown} ({reason}): check the URL and the network")
         if response.headers.get("mcp-session-id"):
             self.session_id = response.headers["mcp-session-id"]
         batch = _batch_answers(response.headers.get("content-type", ""), raw) if isinstance(message, list) else None
@@ -292,7 +299,7 @@ class RemoteBridge:
             return []  # a notification (or a response), accepted
         text = self.refusal(response.status_code, raw)
         logger.warning("%s answered HTTP %s: %s", self.shown, response.status_code, text)
-        return [_error(id_, REMOTE_ERROR, text, {"status": response.status_code})] if is_request else []
+        return failed(text, {"status": response.status_code}) if is_request else []
 
     def _answering(self, message: Any, answers: list[dict[str, Any]], is_request: bool, id_: Any) -> list[Message]:
         """The remote's messages for ``message``: its requests and notifications, and the responses to this request
@@ -345,6 +352,11 @@ class RemoteBridge:
 
     def close(self) -> None:
         self.client.close()
+
+
+def _usable_id(value: Any) -> str | int | None:
+    """A message's id as a response may echo it (a string or an integer); None for any other."""
+    return value if isinstance(value, str | int) and not isinstance(value, bool) else None
 
 
 def _same_id(a: Any, b: Any) -> bool:

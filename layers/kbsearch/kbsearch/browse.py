@@ -217,7 +217,8 @@ class BrowseService:
         if section is not None and section.strip():
             chosen = find_section(headings, section)
             if chosen is None:
-                shown = "; ".join(" > ".join(h.path) for h in headings[:40]) or "none"
+                # headings as the indexer cuts them: one heading can be most of a 4 MiB note, and each path repeats it
+                shown = "; ".join(" > ".join(cut_heading(t) for t in h.path) for h in headings[:40]) or "none"
                 raise NoteProblem("no_section", f"no section {section.strip()!r} in {path!r}; its headings: {shown}")
             body = "\n".join(body.split("\n")[chosen.start : chosen.end]).rstrip("\n")
         degraded: list[str] = []
@@ -250,7 +251,7 @@ class BrowseService:
             truncated.append("frontmatter")
         return NoteResponse(
             path=path, title=cut_heading(title), frontmatter=frontmatter, body=body,
-            section=list(chosen.path) if chosen else None, sections=sections,
+            section=[cut_heading(t) for t in chosen.path] if chosen else None, sections=sections,
             links=links, degraded=degraded, truncated=truncated,
         )  # fmt: skip
 

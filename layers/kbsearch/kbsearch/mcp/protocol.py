@@ -34,7 +34,6 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -55,6 +54,7 @@ from kbsearch.mcp.resources import (
 )
 from kbsearch.mcp.tools import TOOL_NAMES, TOOLS, Backend, call_tool
 from kbsearch.providers.resilience import Deadline
+from kbsearch.schemas import ANSWER_BYTES
 
 logger = logging.getLogger(__name__)
 
@@ -98,11 +98,12 @@ MAX_BATCH_CALLS = 8
 CALL_METHODS = frozenset({"tools/call", "resources/read", "resources/list"})
 #: A call member is started only with this much of the batch's budget left (a search with less is bound to fail).
 MIN_CALL_S = 0.5
-#: The most one batch's answer may hold (JSON as sent, ASCII): a note read is up to 4 MiB of text, ~3 MiB of JSON
-#: for 1 MiB of Cyrillic (``\u`` escapes), and Lambda answers at most 6 MB, with the body escaped once more inside
-#: it (a ``\u`` escape grows to 7 bytes, a quote to 2); a member whose answer would take the batch past this is
-#: answered with an error saying to send it on its own.
-MAX_BATCH_ANSWER_BYTES = 3 * 1024 * 1024
+#: The most one batch's answer may take as a Lambda's response carries it (``kbsearch.schemas.wire_bytes``: its JSON,
+#: escaped once more inside the function's result; the bound one note read is cut to, ``schemas.ANSWER_BYTES``):
+#: Lambda answers at most 6 MB, and that second escape grows a ``\u`` escape to 7 bytes and a quote or a backslash to
+#: 4 (a bound of 3 MiB on the JSON as sent let three reads of 0.5 MB notes of quotes answer 6.15 MB, a 502); a member
+#: whose answer would take the batch past this is answered with an error saying to send it on its own.
+MAX_BATCH_ANSWER_BYTES = ANSWER_BYTES
 HTTP_STATUS = {PARSE_ERROR: 400, INVALID_REQUEST: 400, INVALID_PARAMS: 400, HEADER_MISMATCH: 400,
                UNSUPPORTED_PROTOCOL_VERSION: 400, METHOD_NOT_FOUND: 404}  # fmt: skip
 
@@ -265,8 +266,8 @@ class McpServer:
         else:
             meta = params.get("_meta")
             modern = isinstance(meta, dict) and PROTOCOL_VERSION_KEY in meta
-        if modern:
-            return self._modern(id_, message["method"], params, headers)
+        if modern:  # in a batch too (over stdio a member's _meta decides): within the batch's deadline
+            return self._modern(id_, message["method"], params, headers, deadline)
         return self._legacy(id_, message["method"], params, deadline)
 
     # -- JSON-RPC batches (2025-03-26) ------------------------------------------------------------------------------
@@ -277,6 +278,8 @@ class McpServer:
         :data:`MAX_BATCH_MEMBERS` members or :data:`MAX_BATCH_CALLS` calls. The members share one time budget
         (``Backend.budget_s``): a request not started within it is answered -32001; a call is started only with
         :data:`MIN_CALL_S` left, and runs within what is left."""
+        from kbsearch.schemas import wire_bytes
+
         refused = self._batch_refusal(batch, headers, session_version)
         if refused is not None:
             return _rpc_error(None, INVALID_REQUEST, f"Invalid Request: {refused}")
@@ -288,7 +291,7 @@ class McpServer:
             if is_request and member.get("method") == "initialize":
                 answer = _rpc_error(_echoed_id(member), INVALID_REQUEST, "Invalid Request: initialize must not be "
                                     "part of a JSON-RPC batch (MCP 2025-03-26): send it on its own")  # fmt: skip
-            elif is_request and deadline.remaining() < (MIN_CALL_S if member.get("method") in CALL_METHODS else 0):
+            elif is_request and deadline.remaining() < (MIN_CALL_S if _is_call(member) else 0):
                 answer = _rpc_error(_echoed_id(member), REQUEST_TIMEOUT, "Request timed out: the batch's time budget "
                                     "was spent before this request; send it again on its own or in a smaller batch")  # fmt: skip
             else:
@@ -296,12 +299,12 @@ class McpServer:
             body = answer.body
             if not isinstance(body, dict):  # a notification's or a response's: nothing to answer
                 continue
-            length = len(_json(body)) + 1
+            length = wire_bytes(body) + 1
             if size + length > MAX_BATCH_ANSWER_BYTES:
                 body = _error_object(_echoed_id(member), INTERNAL_ERROR, f"its answer ({length:,} bytes) would take "
                                      f"the batch's answer past {MAX_BATCH_ANSWER_BYTES // (1024 * 1024)} MiB; send "
                                      "it on its own")  # fmt: skip
-                length = len(_json(body)) + 1
+                length = wire_bytes(body) + 1
             size += length
             answers.append(body)
         if not answers:
@@ -326,7 +329,7 @@ class McpServer:
             return "an empty batch"
         if len(batch) > MAX_BATCH_MEMBERS:
             return f"a batch of {len(batch):,} messages; at most {MAX_BATCH_MEMBERS} a batch"
-        calls = sum(1 for m in batch if isinstance(m, dict) and "id" in m and m.get("method") in CALL_METHODS)
+        calls = sum(1 for m in batch if _is_call(m))
         if calls > MAX_BATCH_CALLS:
             return (f"a batch of {calls} calls (tools/call, resources/read, resources/list); at most "
                     f"{MAX_BATCH_CALLS} a batch, which shares one request's time: send the rest in another batch")  # fmt: skip
@@ -353,7 +356,14 @@ class McpServer:
         return self._dispatch(id_, method, params, modern=False, deadline=deadline)
 
     # -- 2026-07-28 ----------------------------------------------------------------------------------------------
-    def _modern(self, id_: Any, method: str, params: dict[str, Any], headers: Mapping[str, str] | None) -> HttpAnswer:
+    def _modern(
+        self,
+        id_: Any,
+        method: str,
+        params: dict[str, Any],
+        headers: Mapping[str, str] | None,
+        deadline: Deadline | None = None,
+    ) -> HttpAnswer:
         meta = params.get("_meta")
         if not isinstance(meta, dict) or PROTOCOL_VERSION_KEY not in meta or CLIENT_CAPABILITIES_KEY not in meta:
             requested = headers.get("mcp-protocol-version") if headers is not None else None
@@ -384,7 +394,7 @@ class McpServer:
                 "instructions": INSTRUCTIONS, "ttlMs": 3_600_000, "cacheScope": "public", **_stamp(),
             }  # fmt: skip
             return HttpAnswer(200, {"jsonrpc": "2.0", "id": id_, "result": result}, {})
-        answer = self._dispatch(id_, method, params, modern=True)
+        answer = self._dispatch(id_, method, params, modern=True, deadline=deadline)
         if isinstance(answer.body, dict) and "result" in answer.body:
             answer.body["result"].update(_stamp())
         return answer
@@ -455,9 +465,11 @@ class StdioSession:
         return answer
 
 
-def _json(body: Any) -> str:
-    """A message as the transports send it (compact JSON, ASCII): what the batch's answer size counts."""
-    return json.dumps(body, separators=(",", ":"), default=str)
+def _is_call(member: Any) -> bool:
+    """Whether a batch member is a request of :data:`CALL_METHODS` (a method that is no string, even one no set can
+    hold, is none: that member is its own -32600)."""
+    method = member.get("method") if isinstance(member, dict) and "id" in member else None
+    return isinstance(method, str) and method in CALL_METHODS
 
 
 def _stamp() -> dict[str, Any]:

@@ -52,7 +52,7 @@ from kbsearch.qdrant.query import (
     read_leg,
     scored_chunk,
 )
-from kbsearch.qdrant.readiness import NOT_A_FOLDER, path_problem
+from kbsearch.qdrant.readiness import NOT_A_FOLDER, owner_lock, path_problem
 from kbsearch.qdrant.store import (
     EMBED_HASH,
     NAME_FIELD,
@@ -211,7 +211,7 @@ class EdgeStore(Store):
 
     @property
     def _owner_file(self) -> Path:
-        return self.path.parent / f"{self.collection}.lock"
+        return owner_lock(self.path)
 
     def _own(self) -> None:
         """Take the shard for this process, from before it is created or opened until :meth:`close`: an exclusive

@@ -51,8 +51,17 @@ def embedded_problem(settings: Settings) -> str | None:
 
 
 def store_holder(settings: Settings) -> int | None:
-    """The pid of another process holding the embedded store (Qdrant Edge's shard) open; None when none does."""
-    return lock_holder(Path(settings.qdrant_path) / "edge" / settings.qdrant_collection / "wal")
+    """The pid of another process holding the embedded store (Qdrant Edge's shard) open; None when none does: its
+    owner lock (``<collection>.lock``, ``EdgeStore._own``), held alone while a sync reopens its shard or creates
+    it, else Edge's lock on its WAL (a store of a version before the owner lock)."""
+    shard = Path(settings.qdrant_path) / "edge" / settings.qdrant_collection
+    owner = lock_holder(owner_lock(shard))
+    return owner if owner is not None else lock_holder(shard / "wal")
+
+
+def owner_lock(shard: Path) -> Path:
+    """The file whose ``flock`` makes a process the embedded store's owner (``<collection>.lock`` beside its shard)."""
+    return shard.parent / f"{shard.name}.lock"
 
 
 def held_by(settings: Settings) -> str | None:
