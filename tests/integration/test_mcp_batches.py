@@ -172,9 +172,15 @@ def test_a_batch_shares_one_requests_budget_and_members_past_it_are_timed_out(
     assert status == 200 and [a["id"] for a in answers] == list(range(MAX_BATCH_CALLS))
     reranked, cut, *late = answers
     assert reranked["result"]["structuredContent"]["meta"]["degraded"] == [], reranked
-    assert cut["result"]["isError"] is False and "rerank" in cut["result"]["structuredContent"]["meta"]["degraded"]
+    # the second gets what the first left: its rerank cut, or (on a host slow enough that under MIN_CALL_S was left)
+    # not started; never a full rerank of its own
+    if "error" in cut:
+        assert cut["error"]["code"] == -32001, cut
+    else:
+        assert cut["result"]["isError"] is False and "rerank" in cut["result"]["structuredContent"]["meta"]["degraded"]
     assert all(a["error"]["code"] == -32001 and "budget" in a["error"]["message"] for a in late), late
-    assert took < min(timeout_s, 2.5 + 0.5), took  # the budget and the answer's own time
+    # within the function's time, and the budget's 2.5 s with room for a loaded host, never eight searches' 12 s
+    assert took < min(timeout_s, 2.5 + 2.5), took
     assert len(slow_reranker.calls("rerank")) <= 2  # no member past the budget reached the provider
 
 
