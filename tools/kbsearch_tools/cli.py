@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from kbsearch_tools import repo_root
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = kbsearch_entry.EXIT_INTERRUPTED
+EXIT_TERMINATED = kbsearch_entry.EXIT_TERMINATED
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a command whose reader went away
 EXIT_LEASE_HELD = 75  # EX_TEMPFAIL: another run holds the index lease; nothing was changed, try again later
 
@@ -214,14 +215,38 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"try: curl -s {base}/health", flush=True)
     for line in live.banner:
         print(line, flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        _shut_down([lambda _wait: server.server_close(), *live.closing(),
-                    *([lambda _wait: oracle.stop()] if oracle is not None else [])])  # fmt: skip
+    stopped: KeyboardInterrupt | None = None
+    with _terminate_as_interrupt():
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt as exc:  # a Ctrl-C, or a SIGTERM (kbsearch_entry.Terminated)
+            stopped = exc
+        finally:
+            _shut_down([lambda _wait: server.server_close(), *live.closing(),
+                        *([lambda _wait: oracle.stop()] if oracle is not None else [])])  # fmt: skip
+    if isinstance(stopped, kbsearch_entry.Terminated):
+        raise stopped  # every step has run: the command's one line, exit 143
     return 0
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """Within it a SIGTERM (`kill <pid>`, `docker stop`, systemd) is raised as :class:`kbsearch_entry.Terminated`,
+    so it shuts down as a Ctrl-C does (a second one, during :func:`_shut_down`, as a second Ctrl-C); Python's
+    default ended the process at once, skipping every step. Off the main thread (a caller running the CLI in a
+    thread) the signal's handling is left alone."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_terminate(_signum: int, _frame: Any) -> None:
+        raise kbsearch_entry.Terminated
+
+    previous = signal.signal(signal.SIGTERM, on_terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _shut_down(steps: Sequence[Callable[[bool], object]]) -> None:
@@ -234,8 +259,10 @@ def _shut_down(steps: Sequence[Callable[[bool], object]]) -> None:
     for step in steps:
         try:
             step(interrupted is None)
-        except KeyboardInterrupt as exc:
+        except KeyboardInterrupt as exc:  # a Ctrl-C, or a SIGTERM (kbsearch_entry.Terminated)
             kbsearch_entry.interrupts_ignored()  # the console script's: a third Ctrl-C cannot cut a step short
+            if isinstance(exc, kbsearch_entry.Terminated):  # nor a third SIGTERM (cmd_serve's handler, restored)
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
             interrupted = exc
     if interrupted is not None:
         raise interrupted
@@ -1420,6 +1447,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # whoever read stdout (or stderr) has stopped: nothing more to tell it, nor to say about it
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_BROKEN_PIPE
+    except kbsearch_entry.Terminated:  # SIGTERM, once the command has shut down: one line, 128 + SIGTERM
+        kbsearch_entry.interrupts_ignored()
+        print(f"kbsearch {args.command}: terminated", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:  # Ctrl-C: one line, no traceback, the shell's code for SIGINT
         kbsearch_entry.interrupts_ignored()
         print(f"\nkbsearch {args.command}: interrupted", file=sys.stderr)
