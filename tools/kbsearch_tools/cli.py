@@ -344,9 +344,11 @@ def _live_sync(api: Any, args: argparse.Namespace, oracle: Any = None) -> _Live:
     if args.watch is not None:
         # --watch alone: KB_SOURCE, else the folder the index was built from. Path("") is ".", which passed the
         # check below: with neither, the server watched (and indexed) the working folder, a checkout's every .md
+        from kbsearch.sources import is_s3_uri
+
         given = args.watch or _kb_source_or_none(container)
         folder = Path(given)
-        if not given.strip() or given.startswith("s3://") or not folder.is_dir():
+        if not given.strip() or is_s3_uri(given) or not folder.is_dir():
             raise KbSearchError(
                 f"--watch needs a KB folder (got {given or 'nothing'!r}): pass --watch FOLDER or set KB_SOURCE "
                 "to a folder; an S3 KB is synced by its S3 events when deployed"
@@ -595,12 +597,13 @@ def _warm_oracle_reranker(oracle: Any, settings: Any) -> None:
 def _hand_off(settings: Any, source: str, args: argparse.Namespace) -> dict[str, Any] | None:
     """The report of the sync a running ``kbsearch serve`` made for us (it holds the embedded store), or None
     when no server listens (the sync then runs here)."""
+    from kbsearch.sources import is_s3_uri
     from kbsearch_tools.local.live import NoServer, hand_off, socket_path
 
     path = socket_path(settings)
     if path is None or not path.exists():
         return None
-    target = source if source.startswith("s3://") else str(Path(source).resolve())
+    target = source if is_s3_uri(source) else str(Path(source).resolve())
     try:
         report = hand_off(path, target, args.full, args.allow_mass_delete)
     except NoServer:
