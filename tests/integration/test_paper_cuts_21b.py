@@ -14,7 +14,7 @@ from moto import mock_aws
 
 from kbsearch_tools import cli
 from kbsearch_tools.local.process import serve_process
-from tests.conftest import PROCESS_TIMEOUT_S, ROOT, subprocess_env
+from tests.conftest import KBSEARCH_CMD, PROCESS_TIMEOUT_S, ROOT, subprocess_env
 from tests.integration.test_freshness import until
 
 # -- kbsearch serve: SIGTERM shuts down as a Ctrl-C does --------------------------------------------------------------
@@ -62,3 +62,37 @@ def test_an_s3_source_whose_scheme_is_upper_case_is_s3_not_a_folder(
     assert code == 0, err
     report = json.loads(out)
     assert report["notes_listed"] == 1 and report["error"] is None, report
+
+
+# -- an argument holding a line break, in an error line -----------------------------------------------------------------
+
+TEMPLATE = ["--template", str(ROOT / "template.yaml")]
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "line"),
+    [(["index", "{tmp}/no\nsuch"], 2,
+      "kbsearch index: error: KB folder {tmp}/no\\nsuch does not exist or is not a folder"),
+     (["serve", *TEMPLATE, "--port", "0", "--host", "bad\nhost"], 1,
+      "kbsearch serve: error: cannot listen on bad\\nhost:0: "),
+     (["serve", *TEMPLATE, "--port", "0", "--watch", "{tmp}/x\ny"], 2,
+      "kbsearch serve: error: --watch needs a KB folder (got '{tmp}/x\\ny'): "),
+     (["eval", "--kb", "{tmp}", "--queries", "{tmp}/q\nz.yaml"], 2,
+      "kbsearch eval: error: cannot read queries file {tmp}/q\\nz.yaml: No such file or directory"),
+     (["index", "{tmp}/e\nmpty"], 0, "  nothing to index: no notes in {tmp}/e\\nmpty: a note is a file ending in")],
+)  # fmt: skip
+def test_an_argument_holding_a_line_break_stays_one_line_in_its_message(
+    args: list[str], code: int, line: str, tmp_path: Path
+) -> None:
+    """A path or `--host` holding a line break was printed raw: the error line broke in two, its second half
+    reading as a line of its own. It is escaped (`\\n`), as a note's file name already was in the sync summary."""
+    (tmp_path / "e\nmpty").mkdir()
+    given = [arg.replace("{tmp}", str(tmp_path)) for arg in args]
+    proc = subprocess.run([*KBSEARCH_CMD, *given], capture_output=True, text=True, cwd=tmp_path,
+                          env=subprocess_env(QDRANT_PATH=str(tmp_path / "q")), timeout=PROCESS_TIMEOUT_S,
+                          check=False)  # fmt: skip
+    expected = line.replace("{tmp}", str(tmp_path))
+    shown = [text for text in (proc.stdout + proc.stderr).splitlines() if text.startswith(expected)]
+    assert proc.returncode == code and "Traceback" not in proc.stderr and len(shown) == 1, (proc.stdout, proc.stderr)
+    if code:
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr

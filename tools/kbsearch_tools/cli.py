@@ -63,6 +63,12 @@ def _shown(value: Any) -> str:
     return _TERMINAL_UNSAFE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
+def _one_line(value: Any) -> str:
+    """``value`` as :func:`_shown` writes it, its line breaks escaped too (``\\n``): what must stay one line (an
+    error line, a skipped note's line, the progress bar), whatever a path or ``--host`` given to it holds."""
+    return _shown(value).replace("\n", "\\n")
+
+
 #: What every log record carries; anything else on a record is a caller's ``extra`` (the structured fields the
 #: Lambda's JSON logs show as keys).
 _RECORD_FIELDS = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
@@ -192,7 +198,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         keys = parse_api_keys(os.environ.get("KB_LOCAL_API_KEYS"))
     except ValueError as exc:
-        raise SystemExit(f"kbsearch serve: {exc}") from None
+        raise SystemExit(f"kbsearch serve: {_one_line(exc)}") from None
     api = LocalApi(template, keys, env_vars, args.use_ssm)
     for logical_id in sorted({r.function_id for r in api.routes}):
         api.function(logical_id)  # import now: a configuration error stops start-up, not the first request
@@ -386,7 +392,7 @@ class _ProgressBar:
         width = 30
         filled = int(width * done / total)
         eta = self.eta(done, total, time.monotonic())
-        name = _shown(path).replace("\n", "\\n")
+        name = _one_line(path)
         name = name if len(name) <= 40 else "…" + name[-39:]
         self.drawn = done != total
         sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} eta {eta} {name:<40}")
@@ -401,7 +407,7 @@ def _print_sync_summary(report: dict[str, Any]) -> None:
     state = "INCOMPLETE" if report["incomplete"] else "done"
     mode = "dense + BM25" if report["dense"] else f"BM25 only (no EMBEDDING_API_KEY){misspelt('EMBEDDING_API_KEY')}"
     print(
-        f"sync {state}: {_shown(report['source'])} → collection {report['collection']!r} [{mode}] "
+        f"sync {state}: {_one_line(report['source'])} → collection {report['collection']!r} [{mode}] "
         f"in {report['duration_ms']} ms"
     )
     print(
@@ -415,7 +421,7 @@ def _print_sync_summary(report: dict[str, Any]) -> None:
         + (f", {report['embedding_fallbacks']} via fallback" if report["embedding_fallbacks"] else "")
     )
     if report.get("no_notes"):
-        print(f"  nothing to index: {_shown(report['no_notes'])}")
+        print(f"  nothing to index: {_one_line(report['no_notes'])}")
     if report.get("reembedded"):
         print(f"  re-embedding: {report['reembedded']}")
     if report.get("rebuilt"):
@@ -423,15 +429,15 @@ def _print_sync_summary(report: dict[str, Any]) -> None:
     if report.get("bm25_reading"):
         print(f"  BM25: {report['bm25_reading']}")
     for item in report["skipped"]:  # one line each: a line break in a file name is shown as \n
-        print(f"  skipped {_shown(item['path'])}: {_shown(item['reason'])}".replace("\n", "\\n"))
+        print(f"  skipped {_one_line(item['path'])}: {_one_line(item['reason'])}")
     for item in report["warnings"]:
-        print(f"  warning {_shown(item['path'])}: {_shown(item['reason'])}".replace("\n", "\\n"))
+        print(f"  warning {_one_line(item['path'])}: {_one_line(item['reason'])}")
     if report["deletion_blocked"]:
         print(f"  deletions blocked: {report['deletion_blocked']}")
     if report["remaining"]:
         print(f"  {report['remaining']} notes left for the next run")
     if report["error"]:
-        print(f"  error: {_shown(report['error'])}")
+        print(f"  error: {_one_line(report['error'])}")
 
 
 def _no_kb_source() -> KbSearchError:
@@ -1445,7 +1451,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except BrokenPipeError as exc:
         if not _output_gone():  # another pipe (a socket, a file that is a pipe): an error like any other
-            print(f"kbsearch {args.command}: error: {_shown(exc)}", file=sys.stderr)
+            print(f"kbsearch {args.command}: error: {_one_line(exc)}", file=sys.stderr)
             return 1
         # whoever read stdout (or stderr) has stopped: nothing more to tell it, nor to say about it
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -1459,10 +1465,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\nkbsearch {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except KbSearchError as exc:
-        print(f"kbsearch {args.command}: error: {_shown(exc)}", file=sys.stderr)
+        print(f"kbsearch {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as exc:
-        print(f"kbsearch {args.command}: error: {_shown(exc)}", file=sys.stderr)
+        print(f"kbsearch {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 1
 
 
