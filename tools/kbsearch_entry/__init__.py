@@ -8,6 +8,13 @@ import signal
 import sys
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
+EXIT_TERMINATED = 143  # 128 + SIGTERM: `kill <pid>`, `docker stop`, systemd
+
+
+class Terminated(KeyboardInterrupt):
+    """A SIGTERM a command asked to receive as an exception (``kbsearch serve``): a ``KeyboardInterrupt``, so every
+    clean-up that runs on a Ctrl-C runs on it too; the CLI ends it with its own line and exit 143."""
+
 
 #: Whether this entry point started the CLI (the console script), so it may decide what a Ctrl-C does; the CLI
 #: called in-process (tests, ``python -m kbsearch_tools.cli``) leaves the caller's SIGINT handling alone.

@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from kbsearch_tools import repo_root
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = kbsearch_entry.EXIT_INTERRUPTED
+EXIT_TERMINATED = kbsearch_entry.EXIT_TERMINATED
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a command whose reader went away
 EXIT_LEASE_HELD = 75  # EX_TEMPFAIL: another run holds the index lease; nothing was changed, try again later
 
@@ -60,6 +61,12 @@ def _shown(value: Any) -> str:
     override) written as its escape (``\\x1b``, ``\\r``, ``\\u202e``); line breaks kept."""
     text = str(_printable(str(value)))
     return _TERMINAL_UNSAFE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+def _one_line(value: Any) -> str:
+    """``value`` as :func:`_shown` writes it, its line breaks escaped too (``\\n``): what must stay one line (an
+    error line, a skipped note's line, the progress bar), whatever a path or ``--host`` given to it holds."""
+    return _shown(value).replace("\n", "\\n")
 
 
 #: What every log record carries; anything else on a record is a caller's ``extra`` (the structured fields the
@@ -191,7 +198,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         keys = parse_api_keys(os.environ.get("KB_LOCAL_API_KEYS"))
     except ValueError as exc:
-        raise SystemExit(f"kbsearch serve: {exc}") from None
+        raise SystemExit(f"kbsearch serve: {_one_line(exc)}") from None
     api = LocalApi(template, keys, env_vars, args.use_ssm)
     for logical_id in sorted({r.function_id for r in api.routes}):
         api.function(logical_id)  # import now: a configuration error stops start-up, not the first request
@@ -214,14 +221,38 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"try: curl -s {base}/health", flush=True)
     for line in live.banner:
         print(line, flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        _shut_down([lambda _wait: server.server_close(), *live.closing(),
-                    *([lambda _wait: oracle.stop()] if oracle is not None else [])])  # fmt: skip
+    stopped: KeyboardInterrupt | None = None
+    with _terminate_as_interrupt():
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt as exc:  # a Ctrl-C, or a SIGTERM (kbsearch_entry.Terminated)
+            stopped = exc
+        finally:
+            _shut_down([lambda _wait: server.server_close(), *live.closing(),
+                        *([lambda _wait: oracle.stop()] if oracle is not None else [])])  # fmt: skip
+    if isinstance(stopped, kbsearch_entry.Terminated):
+        raise stopped  # every step has run: the command's one line, exit 143
     return 0
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """Within it a SIGTERM (`kill <pid>`, `docker stop`, systemd) is raised as :class:`kbsearch_entry.Terminated`,
+    so it shuts down as a Ctrl-C does (a second one, during :func:`_shut_down`, as a second Ctrl-C); Python's
+    default ended the process at once, skipping every step. Off the main thread (a caller running the CLI in a
+    thread) the signal's handling is left alone."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_terminate(_signum: int, _frame: Any) -> None:
+        raise kbsearch_entry.Terminated
+
+    previous = signal.signal(signal.SIGTERM, on_terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _shut_down(steps: Sequence[Callable[[bool], object]]) -> None:
@@ -234,8 +265,10 @@ def _shut_down(steps: Sequence[Callable[[bool], object]]) -> None:
     for step in steps:
         try:
             step(interrupted is None)
-        except KeyboardInterrupt as exc:
+        except KeyboardInterrupt as exc:  # a Ctrl-C, or a SIGTERM (kbsearch_entry.Terminated)
             kbsearch_entry.interrupts_ignored()  # the console script's: a third Ctrl-C cannot cut a step short
+            if isinstance(exc, kbsearch_entry.Terminated):  # nor a third SIGTERM (cmd_serve's handler, restored)
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
             interrupted = exc
     if interrupted is not None:
         raise interrupted
@@ -317,9 +350,11 @@ def _live_sync(api: Any, args: argparse.Namespace, oracle: Any = None) -> _Live:
     if args.watch is not None:
         # --watch alone: KB_SOURCE, else the folder the index was built from. Path("") is ".", which passed the
         # check below: with neither, the server watched (and indexed) the working folder, a checkout's every .md
+        from kbsearch.sources import is_s3_uri
+
         given = args.watch or _kb_source_or_none(container)
         folder = Path(given)
-        if not given.strip() or given.startswith("s3://") or not folder.is_dir():
+        if not given.strip() or is_s3_uri(given) or not folder.is_dir():
             raise KbSearchError(
                 f"--watch needs a KB folder (got {given or 'nothing'!r}): pass --watch FOLDER or set KB_SOURCE "
                 "to a folder; an S3 KB is synced by its S3 events when deployed"
@@ -357,7 +392,7 @@ class _ProgressBar:
         width = 30
         filled = int(width * done / total)
         eta = self.eta(done, total, time.monotonic())
-        name = _shown(path).replace("\n", "\\n")
+        name = _one_line(path)
         name = name if len(name) <= 40 else "…" + name[-39:]
         self.drawn = done != total
         sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} eta {eta} {name:<40}")
@@ -372,7 +407,7 @@ def _print_sync_summary(report: dict[str, Any]) -> None:
     state = "INCOMPLETE" if report["incomplete"] else "done"
     mode = "dense + BM25" if report["dense"] else f"BM25 only (no EMBEDDING_API_KEY){misspelt('EMBEDDING_API_KEY')}"
     print(
-        f"sync {state}: {_shown(report['source'])} → collection {report['collection']!r} [{mode}] "
+        f"sync {state}: {_one_line(report['source'])} → collection {report['collection']!r} [{mode}] "
         f"in {report['duration_ms']} ms"
     )
     print(
@@ -386,7 +421,7 @@ def _print_sync_summary(report: dict[str, Any]) -> None:
         + (f", {report['embedding_fallbacks']} via fallback" if report["embedding_fallbacks"] else "")
     )
     if report.get("no_notes"):
-        print(f"  nothing to index: {_shown(report['no_notes'])}")
+        print(f"  nothing to index: {_one_line(report['no_notes'])}")
     if report.get("reembedded"):
         print(f"  re-embedding: {report['reembedded']}")
     if report.get("rebuilt"):
@@ -394,15 +429,15 @@ def _print_sync_summary(report: dict[str, Any]) -> None:
     if report.get("bm25_reading"):
         print(f"  BM25: {report['bm25_reading']}")
     for item in report["skipped"]:  # one line each: a line break in a file name is shown as \n
-        print(f"  skipped {_shown(item['path'])}: {_shown(item['reason'])}".replace("\n", "\\n"))
+        print(f"  skipped {_one_line(item['path'])}: {_one_line(item['reason'])}")
     for item in report["warnings"]:
-        print(f"  warning {_shown(item['path'])}: {_shown(item['reason'])}".replace("\n", "\\n"))
+        print(f"  warning {_one_line(item['path'])}: {_one_line(item['reason'])}")
     if report["deletion_blocked"]:
         print(f"  deletions blocked: {report['deletion_blocked']}")
     if report["remaining"]:
         print(f"  {report['remaining']} notes left for the next run")
     if report["error"]:
-        print(f"  error: {_shown(report['error'])}")
+        print(f"  error: {_one_line(report['error'])}")
 
 
 def _no_kb_source() -> KbSearchError:
@@ -568,12 +603,13 @@ def _warm_oracle_reranker(oracle: Any, settings: Any) -> None:
 def _hand_off(settings: Any, source: str, args: argparse.Namespace) -> dict[str, Any] | None:
     """The report of the sync a running ``kbsearch serve`` made for us (it holds the embedded store), or None
     when no server listens (the sync then runs here)."""
+    from kbsearch.sources import is_s3_uri
     from kbsearch_tools.local.live import NoServer, hand_off, socket_path
 
     path = socket_path(settings)
     if path is None or not path.exists():
         return None
-    target = source if source.startswith("s3://") else str(Path(source).resolve())
+    target = source if is_s3_uri(source) else str(Path(source).resolve())
     try:
         report = hand_off(path, target, args.full, args.allow_mass_delete)
     except NoServer:
@@ -1415,20 +1451,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except BrokenPipeError as exc:
         if not _output_gone():  # another pipe (a socket, a file that is a pipe): an error like any other
-            print(f"kbsearch {args.command}: error: {_shown(exc)}", file=sys.stderr)
+            print(f"kbsearch {args.command}: error: {_one_line(exc)}", file=sys.stderr)
             return 1
         # whoever read stdout (or stderr) has stopped: nothing more to tell it, nor to say about it
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_BROKEN_PIPE
+    except kbsearch_entry.Terminated:  # SIGTERM, once the command has shut down: one line, 128 + SIGTERM
+        kbsearch_entry.interrupts_ignored()
+        print(f"kbsearch {args.command}: terminated", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:  # Ctrl-C: one line, no traceback, the shell's code for SIGINT
         kbsearch_entry.interrupts_ignored()
         print(f"\nkbsearch {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except KbSearchError as exc:
-        print(f"kbsearch {args.command}: error: {_shown(exc)}", file=sys.stderr)
+        print(f"kbsearch {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as exc:
-        print(f"kbsearch {args.command}: error: {_shown(exc)}", file=sys.stderr)
+        print(f"kbsearch {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 1
 
 

@@ -122,7 +122,7 @@ def run_local(kb: str | None, idle_close_s: float, scope_text: str | None = None
     from kbsearch.mcp.tools import Backend
     from kbsearch.reader import NoteReader
     from kbsearch.search import SearchService
-    from kbsearch.sources import open_source
+    from kbsearch.sources import is_s3_uri, open_source
 
     # the operator's own store: every note, unless --scope is given (as kbsearch search): an empty --scope (a
     # variable that was not set) holds no group but public, never every note
@@ -131,7 +131,7 @@ def run_local(kb: str | None, idle_close_s: float, scope_text: str | None = None
     settings = load_settings(**({"kb_source": kb} if kb else {}))
     if not settings.kb_source:
         logger.warning("KB_SOURCE is not set (or --kb): kb_get_note and resources cannot read notes")
-    elif not settings.kb_source.startswith("s3://"):
+    elif not is_s3_uri(settings.kb_source):
         open_source(settings.kb_source)  # a folder that is not there: said now, not "try again shortly" at each read
     service = SearchService(settings, Secrets(settings))
     source = settings.kb_source

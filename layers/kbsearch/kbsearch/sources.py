@@ -123,10 +123,16 @@ def hidden(path: str) -> bool:
     return any(part.startswith(".") and part not in (".", "..") for part in path.split("/"))
 
 
+def is_s3_uri(uri: str) -> bool:
+    """Whether the KB source ``uri`` names S3 (``s3://bucket/prefix``): its scheme in any case, as URI schemes are
+    (RFC 3986 3.1); ``S3://b/p`` was read as a folder of that name."""
+    return uri[:5].lower() == "s3://"
+
+
 def no_notes(uri: str, others: int) -> str:
     """What a listing that holds no note says: what a note is and where it was looked for (a folder's absolute
     path, an S3 bucket and prefix), and how much else was there, so an empty sync is not a bare "0 listed"."""
-    s3 = uri.startswith("s3://")
+    s3 = is_s3_uri(uri)
     where = f"under {uri}" if s3 else f"in {os.path.abspath(uri)}"
     kind = "object" if s3 else "file"
     what = f"a key ending in {NOTE_SUFFIX}" if s3 else f"a file ending in {NOTE_SUFFIX}"
@@ -815,7 +821,7 @@ def open_source(uri: str, s3_client: S3Client | None = None, budget_s: float | N
     it, :func:`reader_timeouts`)."""
     if not uri:
         raise SourceError("no KB source: pass a folder or s3://bucket/prefix (or set KB_SOURCE)")
-    if uri.startswith("s3://"):
+    if is_s3_uri(uri):
         bucket, _, prefix = uri[len("s3://") :].partition("/")
         if not bucket:
             raise SourceError(f"bad S3 URI {uri!r}: expected s3://bucket/prefix")
