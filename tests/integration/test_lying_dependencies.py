@@ -21,7 +21,7 @@ from kbsearch.schemas import SearchRequest, SearchResponse
 from kbsearch.search import SearchService
 from kbsearch_tools.fakes import FakeEndpoint, FakeProvider, provider_env
 from tests.conftest import ROOT, copy_store
-from tests.integration.test_hostile_input import GOOD, request
+from tests.integration.test_hostile_input import GOOD, SLACK_SECRET, form, request, slack_request
 
 
 def chat_answer(content: Any, **message: Any) -> bytes:
@@ -254,6 +254,84 @@ def test_a_sync_with_a_qdrant_key_no_header_can_carry_reports_it(pasted: str) ->
         endpoint.stop()
     assert report.error and "QDRANT_API_KEY" in report.error and key not in report.error
     assert endpoint.requests == []
+
+
+# -- SSM failing on some parameters --------------------------------------------------------------------------------
+
+#: SSM's own answers (JSON 1.1, as botocore parses them) to a ``GetParameters`` (all the SecureStrings in one call)
+#: that Powertools swallows: it then lists every parameter of the batch as "not found". ``InvalidKeyId``: one
+#: SecureString's KMS key is disabled, deleted or denied (its ``GetParameter`` fails alike; the others read);
+#: ``InternalServerError``: SSM failing for a moment (the three attempts botocore makes; a read after them succeeds).
+SSM_FAILURES = {
+    "one SecureString that does not decrypt": ("InvalidKeyId", 400, "/kb/SLACK_SIGNING_SECRET", None),
+    "SSM failing once (500, every attempt)": ("InternalServerError", 500, None, 3),
+}
+
+
+@pytest.mark.parametrize("failure", list(SSM_FAILURES.values()), ids=list(SSM_FAILURES))
+def test_ssm_failing_on_a_batch_never_unsets_the_secrets_it_can_read(
+    handler: Any,
+    deepinfra: FakeProvider,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    failure: tuple[str, int, str | None, int | None],
+) -> None:
+    """Powertools answers a ``GetParameters`` failing with ``InvalidKeyId`` or ``InternalServerError`` by listing
+    every parameter asked as not found: every secret was unset for ``SECRETS_TTL_S`` (5 minutes; expansion and
+    reranking degraded "no API key configured", Qdrant Cloud asked without its key), logged as "not found" once per
+    process. Each is now read alone: the keys that read are used, the one that does not decrypt is an error of its
+    own (never "not configured"), nothing is said to be missing."""
+    import botocore.handlers
+    from botocore.awsrequest import AWSResponse, HTTPHeaders
+    from moto.core.botocore_stubber import MockRawResponse
+
+    code, status, bad, times = failure
+    answered: list[str] = []
+
+    def ssm_answers(request: Any, **_: Any) -> Any:  # SSM over HTTP, before moto: the failing answer
+        target = request.headers.get("X-Amz-Target", b"")
+        target = target.decode() if isinstance(target, bytes) else target
+        if not target.startswith(("AmazonSSM.GetParameter", "AmazonSSM.GetParameters")):
+            return None
+        body = json.loads(request.body or b"{}")
+        asked = body.get("Names") or [body.get("Name")]
+        if (bad is not None and bad in asked) or (target.endswith(".GetParameters") and len(answered) < (times or 0)):
+            answered.append(target)
+            raw = json.dumps({"__type": code, "message": "injected"}).encode()
+            headers = HTTPHeaders()
+            headers["Content-Type"] = "application/x-amz-json-1.1"
+            return AWSResponse(request.url, status, headers, MockRawResponse(raw))
+        return None
+
+    monkeypatch.setattr(botocore.handlers, "BUILTIN_HANDLERS", [("before-send", ssm_answers),
+                                                                 *botocore.handlers.BUILTIN_HANDLERS])  # fmt: skip
+    secrets = {"RERANKER_API_KEY": deepinfra.api_key, "EXPANSION_API_KEY": deepinfra.api_key,
+               "SLACK_SIGNING_SECRET": SLACK_SECRET}  # fmt: skip
+    env = {k: v for k, v in provider_env(deepinfra, roles=("RERANKER", "EXPANSION")).items() if not k.endswith("KEY")}
+    with mock_aws():
+        from aws_lambda_powertools.utilities import parameters
+
+        parameters.clear_caches()
+        client = boto3.client("ssm", region_name="us-east-1")
+        for name, value in secrets.items():
+            client.put_parameter(Name=f"/kb/{name}", Type="SecureString", Value=value)
+            env[f"{name}_PARAM"] = f"/kb/{name}"
+        call = handler(**env)
+        result = call(request("POST", "/search", GOOD))
+        slack = call(slack_request(form("help")))
+        parameters.clear_caches()
+    assert answered, "the failing answer was never given"
+    # the JSON lines on stdout, or the records (where the logger's stream is another test's capture)
+    logs = capsys.readouterr().out + "".join(f"{r.getMessage()} {getattr(r, 'error', '')}" for r in caplog.records)
+    assert result["statusCode"] == 200, result["body"]
+    meta = json.loads(result["body"])["meta"]
+    assert meta["degraded"] == [] and meta["reranker"] == "deepinfra", meta
+    # the secret that does not decrypt is SSM failing on it (503, the parameter and its error logged), not unset
+    assert slack["statusCode"] == (503 if bad else 200), slack["body"]
+    assert ("InvalidKeyId" in logs and "SLACK_SIGNING_SECRET" in logs) if bad else True
+    assert "not found" not in logs and "not configured" not in slack["body"]
+    assert deepinfra.api_key not in logs + slack["body"] and SLACK_SECRET not in logs + slack["body"]
 
 
 # -- answers that are not the encoding they name -----------------------------------------------------------------

@@ -308,6 +308,40 @@ def test_answers_whose_positions_lie_are_provider_failures(flavor: str, operatio
         fake.stop()
 
 
+#: A 200 whose body is the provider's error shape (providers.md): DeepInfra's ``detail`` (a string or an object),
+#: Fireworks' ``error`` object, one echoing the key.
+ERRORS_WITH_200: list[tuple[str, str, Any, str]] = [
+    ("deepinfra", "embeddings", {"detail": {"error": "Model is loading"}}, "Model is loading"),
+    ("deepinfra", "rerank", {"detail": "model overloaded, retry later"}, "model overloaded, retry later"),
+    ("fireworks", "rerank", {"error": {"type": "server_error", "message": "shedding load"}}, "shedding load"),
+    ("fireworks", "embeddings", {"error": {"message": "key {key} is revoked"}}, "key [redacted] is revoked"),
+]
+
+
+@pytest.mark.parametrize(("flavor", "operation", "body", "said"), ERRORS_WITH_200, ids=range(len(ERRORS_WITH_200)))
+def test_a_200_carrying_the_providers_error_names_it(flavor: str, operation: str, body: Any, said: str) -> None:
+    """It was used as no answer (``malformed``, the fallback asked) but said ``expected 2 embeddings, got no`` or
+    ``expected 2 scores, got none``: the provider's own reason was lost to the logs. Now the reason is the
+    provider's message, never the key it echoes."""
+    fake = FakeProvider(flavor, api_key=f"{flavor[:2]}-test-key").start()
+    try:
+        settings = provider_settings(fake)
+        fake.fail(operation, body=json.dumps(body).encode().replace(b"{key}", fake.api_key.encode()))
+        with pytest.raises(ProviderError) as info:
+            if operation == "embeddings":
+                embedder = build_embedder(settings, Secrets(settings), shared_client(), for_queries=True)
+                assert embedder is not None
+                embedder.embed_one_batch(["a", "b"], Deadline(5))
+            else:
+                reranking = build_reranking(settings, Secrets(settings), shared_client())
+                assert reranking is not None
+                reranking.primary.rerank("q", ["a", "b"], Deadline(5))
+        assert info.value.kind == "malformed"
+        assert f"answered 200 with an error: {said}" in str(info.value) and fake.api_key not in str(info.value)
+    finally:
+        fake.stop()
+
+
 # -- secrets stay inside ------------------------------------------------------------------------------------------
 
 

@@ -525,11 +525,48 @@ def _quiet_logger(name: str) -> None:
         log.setLevel(logging.WARNING)
 
 
+#: Where :func:`_confirm_missing` puts the parameters it could not read (parameter → why) in a batched answer.
+_UNREAD = "_unread"
+
+
+def _confirm_missing(provider: SSMProvider, answer: Any) -> Any:
+    """Powertools' batched answer with its ``_errors`` checked one parameter at a time. It lists there the
+    parameters SSM says do not exist, and also every parameter of the batch when ``GetParameters`` failed with
+    ``InvalidKeyId`` (one SecureString whose KMS key is gone, disabled or denied) or ``InternalServerError`` (SSM
+    failing): read as "not found", every secret was unset for ``SECRETS_TTL_S``, its warning once per process. Each
+    listed parameter is read alone: a value is kept, ``ParameterNotFound`` stays missing, and another error lists it
+    under :data:`_UNREAD`. When no parameter could be read and some failed, the read raises (the outage's path)."""
+    if not isinstance(answer, dict) or not answer.get("_errors"):
+        return answer
+    from botocore.exceptions import ClientError
+
+    missing: list[str] = []
+    unread: dict[str, str] = {}
+    first: Exception | None = None
+    for param in answer["_errors"]:
+        try:
+            found = provider.client.get_parameter(Name=param, WithDecryption=True)
+            answer[param] = found["Parameter"]["Value"]
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code") or type(exc).__name__)
+            if code in ("ParameterNotFound", "ParameterVersionNotFound"):
+                missing.append(param)
+            else:
+                unread[param] = code
+                first = first or exc
+    if first is not None and not any(p not in unread for p in answer if p != "_errors"):
+        raise first  # nothing could be read: SSM failing, or denied, as a whole
+    return {**{k: v for k, v in answer.items() if k != "_errors"}, "_errors": missing, _UNREAD: unread}
+
+
 class Secrets:
     """Resolves secret settings; SSM values are fetched in one batched call and cached for ``secrets_ttl_s``
     (the caller mapping, ``ACCESS_GROUPS``, for ``access_groups_ttl_s``: :meth:`ttl`).
 
-    ``get(name)`` returns ``None`` for a secret that is not configured (the feature that needs it is then off).
+    ``get(name)`` returns ``None`` for a secret that is not configured (the feature that needs it is then off), or
+    whose parameter SSM says does not exist; a parameter SSM cannot give (a SecureString that does not decrypt, SSM
+    failing) raises :class:`ConfigError` (the feature degrades) while the others are read, and is asked again after
+    ``FAILURE_TTL_S`` (:func:`_confirm_missing`).
     ``refresh()`` drops the cache so the next ``get`` refetches: providers call it once after a 401.
     Values never appear in ``repr``, logs or exceptions.
     """
@@ -542,6 +579,9 @@ class Secrets:
         # the last SSM answer and when it came: within SECRETS_TTL_S a read is a dictionary lookup, no SSM call and
         # no helper thread (every provider call reads its key)
         self._cached: tuple[float, dict[str, Any]] | None = None
+        # parameters the last read could not read (not "not found": a key that does not decrypt, SSM failing on
+        # them) → why; their ``get`` raises ConfigError, and the read is retried after FAILURE_TTL_S
+        self._unread: dict[str, str] = {}
         self._warned: set[str] = set()
         self._failed_at: float | None = None
         self._failure: ConfigError | None = None
@@ -593,7 +633,11 @@ class Secrets:
         param = self._settings.secret_param(name)
         if not param:
             return None
-        value = self._fetch(timeout_s, self.ttl(name)).get(param)
+        fetched = self._fetch(timeout_s, self.ttl(name))
+        reason = self._unread.get(param)  # replaced whole by each read, never changed in place
+        if reason is not None:
+            raise ConfigError(f"cannot read {name} from SSM Parameter Store ({reason})")
+        value = fetched.get(param)
         if value:
             with self._seen_lock:
                 self._seen.add(value)
@@ -643,7 +687,10 @@ class Secrets:
             raise ConfigError("the secrets are being read from SSM by another request; not within this deadline")
         try:
             cached = self._cached
-            fresh = cached is not None and time.monotonic() - cached[0] < max_age
+            # a read that could not read some parameters is tried again as soon as an outage is (FAILURE_TTL_S)
+            fresh = cached is not None and time.monotonic() - cached[0] < (
+                min(max_age, self.FAILURE_TTL_S) if self._unread else max_age
+            )
             if not fresh and self._failure is not None and self._failed_at is not None:
                 if time.monotonic() - self._failed_at < self.FAILURE_TTL_S:
                     raise self._failure
@@ -664,6 +711,7 @@ class Secrets:
             if not isinstance(raw, dict):
                 raw = {}
             if raw is not (cached[1] if cached else None):
+                self._unread = raw.pop(_UNREAD, {})
                 # a read for a short-lived value (the caller mapping) re-reads only what is older than its own TTL:
                 # the others came from Powertools' cache, so the cache stays as old as the last read of them all
                 partial = cached is not None and max_age < self._settings.secrets_ttl_s
@@ -686,12 +734,13 @@ class Secrets:
 
         def read() -> None:
             try:
-                outcome["value"] = provider.get_parameters_by_name(
+                value = provider.get_parameters_by_name(
                     {p: {"max_age": ttl} for p, ttl in ttls.items()},
                     decrypt=True,
                     max_age=self._settings.secrets_ttl_s,
                     raise_on_error=False,
                 )
+                outcome["value"] = _confirm_missing(provider, value)
             except Exception as exc:
                 outcome["error"] = exc
             finally:

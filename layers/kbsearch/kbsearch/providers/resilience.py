@@ -249,10 +249,15 @@ def _error_detail(raw: bytes) -> str:
         body = loads(raw)
     except ValueError:
         return raw[:4000].decode("utf-8", errors="replace")
+    return _error_text(body)
+
+
+def _error_text(body: Any) -> str:
+    """The error message of a decoded error body (:func:`_error_detail`)."""
     if isinstance(body, dict):
         detail = body.get("detail") or body.get("error") or body.get("message")
         if isinstance(detail, dict):
-            detail = detail.get("message") or detail.get("type")
+            detail = detail.get("message") or detail.get("error") or detail.get("type")
         if detail is not None:
             return (detail if isinstance(detail, str) else json.dumps(detail))[:4000]
     return str(body)[:4000]
@@ -638,9 +643,23 @@ class ProviderClient:
             self._client = shared_client()
         return self._client
 
+    #: The top-level keys of the answers providers give (embeddings and Fireworks' rerank ``data``, DeepInfra's
+    #: rerank ``scores``, chat ``choices``).
+    ANSWER_KEYS = frozenset({"data", "scores", "choices"})
+
     def post(self, payload: dict[str, Any], deadline: Deadline | None = None) -> Any:
-        """The endpoint's decoded answer to ``payload`` (:func:`post_json`)."""
-        return post_json(self.client, self.endpoint, self.secrets, payload, self.policy, deadline)
+        """The endpoint's decoded answer to ``payload`` (:func:`post_json`). A 200 whose body is the provider's error
+        shape (DeepInfra's ``detail``, Fireworks' ``error``) and no answer is ``malformed`` with the provider's own
+        message (redacted of secrets), not the shape the answer lacks."""
+        answer = post_json(self.client, self.endpoint, self.secrets, payload, self.policy, deadline)
+        if (
+            isinstance(answer, dict)
+            and not self.ANSWER_KEYS & answer.keys()
+            and ("error" in answer or "detail" in answer)
+        ):
+            text = redact(_error_text(answer), self.secrets.known_values())
+            raise self._bad(f"answered 200 with an error: {text if len(text) <= 200 else text[:199] + '…'}")
+        return answer
 
     def _bad(self, message: str) -> ProviderError:
         """The error for an answer that cannot be used."""
