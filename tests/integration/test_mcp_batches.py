@@ -179,21 +179,22 @@ def test_a_batch_shares_one_requests_budget_and_members_past_it_are_timed_out(
     else:
         assert cut["result"]["isError"] is False and "rerank" in cut["result"]["structuredContent"]["meta"]["degraded"]
     assert all(a["error"]["code"] == -32001 and "budget" in a["error"]["message"] for a in late), late
-    # within the function's time, and the budget's 2.5 s with room for a loaded host, never eight searches' 12 s
-    assert took < min(timeout_s, 2.5 + 2.5), took
+    # a hang guard only (the members past the budget and the reranker's calls above are the proof): eight searches
+    # would take 12 s, the budget 2.5 s
+    assert took < 12.0, took
     assert len(slow_reranker.calls("rerank")) <= 2  # no member past the budget reached the provider
 
 
 def test_a_read_in_a_batch_gets_what_is_left_of_the_batchs_budget(load_search_app) -> None:
-    """Two kb_list calls against a Qdrant answering each of a catalog's six reads in 0.2 s, under SEARCH_BUDGET_S=2:
-    the first takes 1.2 s, the second gets what is left (0.8 s, or nothing: -32001), not a budget of its own (all
-    twelve reads: 2.4 s for the batch)."""
+    """Two kb_list calls against a Qdrant answering each of a catalog's six reads in 0.4 s, under SEARCH_BUDGET_S=4:
+    the first takes 2.4 s (1.6 s to spare on a loaded host), the second gets what is left (1.6 s, or nothing:
+    -32001), not a budget of its own (all twelve reads: 4.8 s for the batch)."""
     qdrant = _SlowQdrant(0.0)
     try:
-        app = load_search_app(QDRANT_URL=qdrant.endpoint.url, SEARCH_BUDGET_S="2")
+        app = load_search_app(QDRANT_URL=qdrant.endpoint.url, SEARCH_BUDGET_S="4")
         listing = {"name": "kb_list", "arguments": {}}
         assert post(app, request(0, "tools/call", listing))[1]["result"]["isError"] is False  # a warm container
-        qdrant.delay_s = 0.2
+        qdrant.delay_s = 0.4
         qdrant.endpoint.requests.clear()
         status, answers = post(app, [request(i, "tools/call", listing) for i in (1, 2)])
     finally:
