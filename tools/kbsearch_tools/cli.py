@@ -703,11 +703,13 @@ def cmd_mcp(args: argparse.Namespace) -> int:
             raise KbSearchError(f"{given[0]} is for a local server; with --remote the deployment reads its own KB "
                                 "with the API key's groups")  # fmt: skip
         try:
-            return mcp_stdio.run_remote(args.remote, args.api_key_env, args.timeout)
+            with _terminate_as_interrupt():  # SIGTERM ends it as stdin's end does: the client closed, one line, 143
+                return mcp_stdio.run_remote(args.remote, args.api_key_env, args.timeout)
         except ValueError as exc:
             raise KbSearchError(str(exc)) from None
     try:
-        return mcp_stdio.run_local(args.kb, 5.0 if args.idle_close is None else args.idle_close, args.scope)
+        with _terminate_as_interrupt():  # SIGTERM ends it as stdin's end does: the store closed, one line, 143
+            return mcp_stdio.run_local(args.kb, 5.0 if args.idle_close is None else args.idle_close, args.scope)
     except ValueError as exc:  # a --scope group that is no group name
         raise KbSearchError(f"--scope: {exc}") from None
 

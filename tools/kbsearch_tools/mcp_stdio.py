@@ -288,11 +288,11 @@ class RemoteBridge:
             self.session_id = response.headers["mcp-session-id"]
         batch = _batch_answers(response.headers.get("content-type", ""), raw) if isinstance(message, list) else None
         if batch is not None:  # the answers to a batch: one array, of the responses to its requests
-            ours = [a for a in batch if a.get("id") is None or any(_same_id(a.get("id"), r["id"]) for r in requests)]
-            if len(ours) < len(batch):
-                logger.warning("%s answered with a response to another request; dropped", self.shown)
-            return [ours] if ours else []
+            return self._batch_answering(requests, batch)
         answers = _messages(response.headers.get("content-type", ""), raw)
+        if answers and requests and isinstance(message, list) and any(a.get("id") is not None for a in answers):
+            # a batch answered as messages that are no array (an event stream, an object alone): its responses
+            return self._batch_answering(requests, [a for a in answers if "method" not in a])
         if answers:
             return self._answering(message, answers, is_request, id_)
         if response.status_code in (200, 202) and not raw and not is_request:
@@ -300,6 +300,30 @@ class RemoteBridge:
         text = self.refusal(response.status_code, raw)
         logger.warning("%s answered HTTP %s: %s", self.shown, response.status_code, text)
         return failed(text, {"status": response.status_code}) if is_request else []
+
+    def _batch_answering(self, requests: list[dict[str, Any]], batch: list[dict[str, Any]]) -> list[Message]:
+        """The remote's array for a batch's ``requests``: one response per request (the first the remote gave for
+        its id; one to no request of the batch dropped) and id-null errors as they came; a request the array left
+        out gets a -32001 under its id (the client would wait on it for ever), as does every request of a batch
+        answered with an empty array."""
+        ours: list[dict[str, Any]] = []
+        answered: list[Any] = []
+        for answer in batch:
+            id_ = answer.get("id")
+            if id_ is None:
+                ours.append(answer)
+            elif any(_same_id(id_, r["id"]) for r in requests) and not any(_same_id(id_, a) for a in answered):
+                ours.append(answer)
+                answered.append(id_)
+        if len(ours) < len(batch):
+            logger.warning("%s answered with a response to another request, or twice to one; dropped", self.shown)
+        missing = [r["id"] for r in requests
+                   if _usable_id(r["id"]) is not None and not any(_same_id(r["id"], a) for a in answered)]  # fmt: skip
+        if missing:
+            logger.warning("%s answered a batch without a response to %d of its requests", self.shown, len(missing))
+            left_out = f"{self.shown} answered the batch without a response to this request: send it again"
+            ours += [_error(id_, REMOTE_ERROR, left_out) for id_ in missing]
+        return [ours] if ours else []
 
     def _answering(self, message: Any, answers: list[dict[str, Any]], is_request: bool, id_: Any) -> list[Message]:
         """The remote's messages for ``message``: its requests and notifications, and the responses to this request

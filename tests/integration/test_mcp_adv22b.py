@@ -1,0 +1,130 @@
+"""Round 22b's adversarial pass on MCP (RELIABILITY.md, "Round 22b"): ``kbsearch mcp`` spawned as a process and fed
+raw JSON-RPC lines, locally and through the ``--remote`` bridge (a loopback endpoint as the remote), and ``POST /mcp``
+through API Gateway events."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kbsearch_tools.fakes import FakeEndpoint
+from tests.conftest import KBSEARCH_CMD, PROCESS_TIMEOUT_S, ROOT, subprocess_env
+
+API_KEY = "adv22b-test-key"
+BATCH_VERSION = "2025-03-26"
+
+
+def request(id_: Any, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    message: dict[str, Any] = {"jsonrpc": "2.0", "id": id_, "method": method}
+    if params is not None:
+        message["params"] = params
+    return message
+
+
+def initialize(id_: Any, version: str) -> dict[str, Any]:
+    return request(id_, "initialize", {"protocolVersion": version, "capabilities": {},
+                                       "clientInfo": {"name": "adv22b", "version": "1"}})  # fmt: skip
+
+
+def line(message: Any) -> bytes:
+    return json.dumps(message, ensure_ascii=False).encode() + b"\n"
+
+
+def stdio(args: list[str], env: dict[str, str], messages: list[Any]) -> list[Any]:
+    """Every line ``kbsearch mcp`` writes for ``messages`` (one a line), stdin then closed."""
+    proc = subprocess.run([*KBSEARCH_CMD, "mcp", *args], input=b"".join(line(m) for m in messages),
+                          capture_output=True, env=env, cwd=ROOT, timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
+    stderr = proc.stderr.decode("utf-8", "replace")
+    assert proc.returncode == 0 and "Traceback" not in stderr, stderr
+    return [json.loads(raw) for raw in proc.stdout.split(b"\n") if raw]
+
+
+# -- kbsearch mcp on SIGTERM --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["local", "remote"])
+def test_sigterm_ends_kbsearch_mcp_as_the_end_of_stdin_does(mode: str, bm25_store: Path) -> None:
+    """`kill <pid>` (an assistant closing its server: the SDK's stdio client sends SIGTERM when stdin's end is not
+    enough; `docker stop`; systemd) ended ``kbsearch mcp`` at once, Python's default: exit -15, the store's close and
+    the bridge's client skipped. It shuts down as at the end of stdin now (``run_local``'s and ``run_remote``'s
+    clean-up), then one line and 143 (128 + SIGTERM), as ``kbsearch serve`` since round 21; the store it held opens
+    in the next process."""
+    remote = FakeEndpoint().start()
+    remote.body, remote.content_type = b'{"jsonrpc": "2.0", "id": 1, "result": {}}', "application/json"
+    env = subprocess_env(QDRANT_PATH=str(bm25_store), KB_SOURCE=str(ROOT / "sample-kb"), KB_API_KEY=API_KEY)
+    args = ["--idle-close", "0"] if mode == "local" else ["--remote", remote.url]  # local: held until the end
+    proc = subprocess.Popen([*KBSEARCH_CMD, "mcp", *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env, cwd=ROOT)  # fmt: skip
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    try:
+        proc.stdin.write(line(request(1, "tools/call", {"name": "kb_list", "arguments": {"recent": 0}})))
+        proc.stdin.flush()
+        answer = json.loads(proc.stdout.readline())
+        assert answer["id"] == 1 and "result" in answer, answer
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=PROCESS_TIMEOUT_S)
+    finally:
+        remote.stop()
+        if proc.poll() is None:
+            proc.kill()
+    stderr = proc.stderr.read().decode("utf-8", "replace")
+    assert code == 143 and "Traceback" not in stderr, (code, stderr)
+    assert stderr.count("kbsearch mcp: terminated") == 1 and stderr.rstrip().endswith("kbsearch mcp: terminated")
+    if mode == "local":  # the store it held is free
+        search = subprocess.run([*KBSEARCH_CMD, "search", "ротация ключей", "--json"], capture_output=True, env=env,
+                                cwd=ROOT, timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
+        assert search.returncode == 0, search.stderr.decode("utf-8", "replace")
+
+
+# -- the --remote bridge: a batch answered with some responses missing ------------------------------------------------
+
+
+OK_1 = {"jsonrpc": "2.0", "id": 1, "result": {}}
+BATCH_ANSWERS = {
+    "one of two": json.dumps([OK_1]), "an empty array": "[]", "another id": json.dumps([{**OK_1, "id": "x"}]),
+    "one twice": json.dumps([OK_1, OK_1]), "an object alone": json.dumps(OK_1),
+    "an event alone": f"data: {json.dumps(OK_1)}\n\n",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("body", BATCH_ANSWERS.values(), ids=BATCH_ANSWERS.keys())
+def test_the_remote_bridge_answers_each_request_a_remotes_batch_answer_left_out(body: str) -> None:
+    """A 2025-03-26 session through ``--remote`` whose remote answers a batch of two requests (and a notification)
+    with an array missing one or both of their responses (a proxy that drops what it cannot route, a remote of
+    another make, a bug): the bridge passed on what came, so the client waited on each request left out for ever
+    (an empty array was no line at all). Each request with no response gets a -32001 under its id naming the cause;
+    a response to no request of the batch is dropped, as for a message alone, and a second one to a request too. The
+    same for a batch answered with one object, or an event stream, instead of an array."""
+    opened = {"jsonrpc": "2.0", "id": 0, "result": {"protocolVersion": BATCH_VERSION, "capabilities": {},
+                                                      "serverInfo": {"name": "kb-search", "version": "1"}}}  # fmt: skip
+    bodies = [(json.dumps(opened), "application/json"),
+              (body, "text/event-stream" if body.startswith("data:") else "application/json")]  # fmt: skip
+    remote = FakeEndpoint().start()
+
+    def respond(_method: str, _path: str) -> tuple[int, bytes, str]:
+        text, kind = bodies.pop(0)
+        return 200, text.encode(), kind
+
+    remote.responder = respond
+    try:
+        init, answers = stdio(["--remote", remote.url], subprocess_env(KB_API_KEY=API_KEY),
+                              [initialize(0, BATCH_VERSION),
+                               [request(1, "ping"), {"jsonrpc": "2.0", "method": "notifications/initialized"},
+                                request("s", "ping")]])  # fmt: skip
+    finally:
+        remote.stop()
+    assert init["result"]["protocolVersion"] == BATCH_VERSION
+    assert isinstance(answers, list) and sorted(str(a["id"]) for a in answers) == ["1", "s"], answers
+    by_id = {a["id"]: a for a in answers}
+    assert (
+        by_id["s"]["error"]["code"] == -32001 and "without a response to this request" in by_id["s"]["error"]["message"]
+    )
+    if '"id": 1,' in body:
+        assert by_id[1] == OK_1
+    else:
+        assert by_id[1]["error"]["code"] == -32001
