@@ -12,7 +12,11 @@ from typing import Any
 
 import pytest
 
+from kbsearch.config import Secrets, Settings
+from kbsearch.indexer import run_sync
+from kbsearch.schemas import ANSWER_BYTES, wire_bytes
 from kbsearch_tools.fakes import FakeEndpoint
+from kbsearch_tools.local.apigw import HttpRequest, build_event, parse_result
 from tests.conftest import KBSEARCH_CMD, PROCESS_TIMEOUT_S, ROOT, subprocess_env
 
 API_KEY = "adv22b-test-key"
@@ -128,3 +132,50 @@ def test_the_remote_bridge_answers_each_request_a_remotes_batch_answer_left_out(
         assert by_id[1] == OK_1
     else:
         assert by_id[1]["error"]["code"] == -32001
+
+
+# -- a note read over 5 MiB inside a batch ----------------------------------------------------------------------------
+
+
+def post(app: Any, body: Any, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    hdrs = [("Content-Type", "application/json"), *(headers or {}).items()]
+    event = build_event(HttpRequest("POST", "/mcp", "", hdrs, json.dumps(body).encode()), "/mcp", {}, "dev")
+    result = parse_result(app(event))
+    return result.status, json.loads(result.body) if result.body else None
+
+
+def get_note(id_: Any, path: str) -> dict[str, Any]:
+    return request(id_, "tools/call", {"name": "kb_get_note", "arguments": {"path": path}})
+
+
+def test_a_note_read_is_cut_to_fit_one_answer_and_first_in_a_batch_says_what_was_cut(
+    load_search_app: Any, tmp_path: Path
+) -> None:
+    """``kb_get_note`` of a note whose answer came to more than one answer's bound (5 MiB as Lambda carries it): the
+    body and ``structuredContent`` were each cut to half of it, but the text rendering writes a frontmatter list as
+    JSON inside the text, every quote and backslash escaped once more (60,000 quotes: 0.24 MB in
+    ``structuredContent``, twice that in the text), so the answer came to 5.25 MiB, and a batch of that read alone
+    said "send it on its own" (which gave the same answer). The whole answer is held to the bound now (the body cut
+    further), so it is answered even as a batch's first member and the batch stays within its 5 MiB; what was cut
+    is named in ``truncated`` and, for clients that read the text only, in the text."""
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    quotes = "---\nq: ['" + '"' * 60_000 + "']\n---\n"
+    body = "# Большая заметка\n\n" + ("ключ ротация провайдер заметка. " * 30 + "\n") * 1_300
+    (kb / "big.md").write_text(quotes + body, encoding="utf-8")
+    settings = Settings(qdrant_path=str(tmp_path / "q"), qdrant_url="", embedding_api_key=None,
+                        embedding_api_key_param="", max_note_bytes=4 * 1024 * 1024)  # fmt: skip
+    assert run_sync(settings, Secrets(settings), source_uri=str(kb)).added == 1
+    app = load_search_app(QDRANT_PATH=str(tmp_path / "q"), KB_SOURCE=str(kb), MAX_NOTE_BYTES=str(4 * 1024 * 1024))
+    status, alone = post(app, get_note(1, "big.md"))
+    assert status == 200 and wire_bytes(alone) <= ANSWER_BYTES, wire_bytes(alone)
+    status, answers = post(app, [get_note(1, "big.md"), get_note(2, "big.md"), request(3, "ping")])
+    assert status == 200 and [a["id"] for a in answers] == [1, 2, 3], answers
+    assert wire_bytes(answers) <= ANSWER_BYTES
+    result = answers[0]["result"]
+    structured, text = result["structuredContent"], result["content"][0]["text"]
+    assert structured["truncated"] == ["body"] and structured["frontmatter"]["q"] == ['"' * 60_000]
+    assert body.startswith(structured["body"]) and len(structured["body"]) > 300_000
+    assert structured["body"] in text and "cut to fit one answer: body" in text
+    assert answers[1]["error"]["code"] == -32603 and "on its own" in answers[1]["error"]["message"]  # as before
+    assert answers[2]["result"] == {}
