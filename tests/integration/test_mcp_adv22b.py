@@ -179,3 +179,48 @@ def test_a_note_read_is_cut_to_fit_one_answer_and_first_in_a_batch_says_what_was
     assert structured["body"] in text and "cut to fit one answer: body" in text
     assert answers[1]["error"]["code"] == -32603 and "on its own" in answers[1]["error"]["message"]  # as before
     assert answers[2]["result"] == {}
+
+
+# -- the --remote bridge: the remote's error of id null, for a request it could not read ---------------------------
+
+REFUSALS = {
+    "413 over 64 KiB": (413, {"code": -32600, "message": "Invalid Request: the body is over 64 KiB"}),
+    "400 not JSON": (400, {"code": -32700, "message": "Parse error: the request body is not valid JSON"}),
+    "200 id null": (200, {"code": -32600, "message": "Invalid Request: expected a JSON-RPC 2.0 request object"}),
+}
+
+
+@pytest.mark.parametrize(("status", "error"), REFUSALS.values(), ids=REFUSALS.keys())
+def test_the_remote_bridge_passes_on_the_remotes_error_for_a_request_it_could_not_read(
+    status: int, error: dict[str, Any]
+) -> None:
+    """A request the remote could not read answered with a JSON-RPC error of id null, as JSON-RPC asks (a ``tools/call``
+    of a 70 KB query line: ``kbsearch serve`` and the deployment answer 413 "the body is over 64 KiB" before reading
+    the id). The bridge dropped it as "a response to another request" and answered the request -32001 "answered HTTP
+    200 without a response to this request (its answer named another id): check the URL": the status wrong, the
+    advice wrong, the remote's reason lost. The remote's error is that request's answer now, under its id; a
+    request with no such error is still -32001, naming the status it came with."""
+    remote = FakeEndpoint().start()
+    remote.responder = lambda _method, _path: (
+        status,
+        json.dumps({"jsonrpc": "2.0", "id": None, "error": error}).encode(),
+        "application/json",
+    )
+    try:
+        answers = stdio(["--remote", remote.url], subprocess_env(KB_API_KEY=API_KEY),
+                        [request(5, "tools/call", {"name": "kb_search", "arguments": {"query": "x" * 70_000}})])  # fmt: skip
+    finally:
+        remote.stop()
+    assert answers == [{"jsonrpc": "2.0", "id": 5, "error": error}], answers
+    other = FakeEndpoint().start()
+    other.responder = lambda _method, _path: (
+        201,
+        json.dumps({"jsonrpc": "2.0", "id": 9, "result": {}}).encode(),
+        "application/json",
+    )
+    try:
+        (answer,) = stdio(["--remote", other.url], subprocess_env(KB_API_KEY=API_KEY), [request(5, "ping")])
+    finally:
+        other.stop()
+    assert answer["id"] == 5 and answer["error"]["code"] == -32001, answer
+    assert "answered HTTP 201 without a response to this request" in answer["error"]["message"], answer

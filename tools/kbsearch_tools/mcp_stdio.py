@@ -294,7 +294,7 @@ class RemoteBridge:
             # a batch answered as messages that are no array (an event stream, an object alone): its responses
             return self._batch_answering(requests, [a for a in answers if "method" not in a])
         if answers:
-            return self._answering(message, answers, is_request, id_)
+            return self._answering(message, answers, is_request, id_, response.status_code)
         if response.status_code in (200, 202) and not raw and not is_request:
             return []  # a notification (or a response), accepted
         text = self.refusal(response.status_code, raw)
@@ -325,19 +325,25 @@ class RemoteBridge:
             ours += [_error(id_, REMOTE_ERROR, left_out) for id_ in missing]
         return [ours] if ours else []
 
-    def _answering(self, message: Any, answers: list[dict[str, Any]], is_request: bool, id_: Any) -> list[Message]:
+    def _answering(
+        self, message: Any, answers: list[dict[str, Any]], is_request: bool, id_: Any, status: int
+    ) -> list[Message]:
         """The remote's messages for ``message``: its requests and notifications, and the responses to this request
         (the same id, of the same JSON type; id null for a message with no usable id). A response to another id is
         dropped (the client would take it for another request's answer, or wait on its own for ever); a request
-        left without one gets a -32001."""
+        left without one gets the remote's error of id null when it sent one (a request it could not read: over its
+        body limit, not JSON to it), under the request's id, else a -32001."""
         # a message with no usable id (a notification, an id of no JSON-RPC type, not a request) is answered null
         ours = [a for a in answers if "method" in a or _same_id(a.get("id"), id_)]
-        if len(ours) < len(answers):
+        unread = next((a for a in answers if a.get("id") is None and isinstance(a.get("error"), dict)), None)
+        if is_request and id_ is not None and not any("method" not in a for a in ours) and unread is not None:
+            ours.append({"jsonrpc": "2.0", "id": id_, "error": unread["error"]})  # its answer, the id it could not read
+        elif len(ours) < len(answers):
             logger.warning("%s answered with a response to another request; dropped", self.shown)
         for answer in ours:
             self._note_handshake(message, answer)
         if is_request and id_ is not None and not any("method" not in a for a in ours):
-            ours.append(_error(id_, REMOTE_ERROR, f"{self.shown} answered HTTP 200 without a response to this "
+            ours.append(_error(id_, REMOTE_ERROR, f"{self.shown} answered HTTP {status} without a response to this "
                                                   "request (its answer named another id): check the URL"))  # fmt: skip
         return [*ours]
 
