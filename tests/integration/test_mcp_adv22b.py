@@ -18,6 +18,7 @@ from kbsearch.schemas import ANSWER_BYTES, wire_bytes
 from kbsearch_tools.fakes import FakeEndpoint
 from kbsearch_tools.local.apigw import HttpRequest, build_event, parse_result
 from tests.conftest import KBSEARCH_CMD, PROCESS_TIMEOUT_S, ROOT, subprocess_env
+from tests.integration.test_freshness import until
 
 API_KEY = "adv22b-test-key"
 BATCH_VERSION = "2025-03-26"
@@ -55,7 +56,7 @@ def stdio(args: list[str], env: dict[str, str], messages: list[Any]) -> list[Any
 def test_sigterm_ends_kbsearch_mcp_as_the_end_of_stdin_does(mode: str, bm25_store: Path) -> None:
     """`kill <pid>` (an assistant closing its server: the SDK's stdio client sends SIGTERM when stdin's end is not
     enough; `docker stop`; systemd) ended ``kbsearch mcp`` at once, Python's default: exit -15, the store's close and
-    the bridge's client skipped. It shuts down as at the end of stdin now (``run_local``'s and ``run_remote``'s
+    the bridge's client skipped (here the bridge waits on the remote's answer). It shuts down as at the end of stdin now (``run_local``'s and ``run_remote``'s
     clean-up), then one line and 143 (128 + SIGTERM), as ``kbsearch serve`` since round 21; the store it held opens
     in the next process."""
     remote = FakeEndpoint().start()
@@ -70,6 +71,11 @@ def test_sigterm_ends_kbsearch_mcp_as_the_end_of_stdin_does(mode: str, bm25_stor
         proc.stdin.flush()
         answer = json.loads(proc.stdout.readline())
         assert answer["id"] == 1 and "result" in answer, answer
+        if mode == "remote":  # the signal comes while a request waits on the remote (which never answers it)
+            remote.hang_s = 3600
+            proc.stdin.write(line(request(2, "ping")))
+            proc.stdin.flush()
+            until(lambda: len(remote.requests) == 2, timeout_s=30)
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=PROCESS_TIMEOUT_S)
     finally:
