@@ -230,3 +230,21 @@ def test_the_remote_bridge_passes_on_the_remotes_error_for_a_request_it_could_no
         other.stop()
     assert answer["id"] == 5 and answer["error"]["code"] == -32001, answer
     assert "answered HTTP 201 without a response to this request" in answer["error"]["message"], answer
+
+
+# -- kb_get_note given a resource URI ---------------------------------------------------------------------------------
+
+
+def test_kb_get_note_given_a_resource_uri_says_it_takes_a_path(bm25_store: Path) -> None:
+    """An assistant that found a note through ``resources/list`` passes its URI (``kb://note/en/Glossary.md``) to
+    ``kb_get_note``: it was told "path has an empty segment ('//')", which names nothing it wrote. It is told the
+    tool takes the path kb_search returns and that resources/read takes the URI; the path itself still reads."""
+    env = subprocess_env(QDRANT_PATH=str(bm25_store), KB_SOURCE=str(ROOT / "sample-kb"))
+    uri_call, path_call = (
+        request(i, "tools/call", {"name": "kb_get_note", "arguments": {"path": p}})
+        for i, p in ((1, "kb://note/en/Glossary.md"), (2, "en/Glossary.md"))
+    )
+    by_uri, by_path = stdio([], env, [uri_call, path_call])
+    text = by_uri["result"]["content"][0]["text"]
+    assert by_uri["result"]["isError"] and "a URI is no note path" in text and "resources/read" in text, text
+    assert not by_path["result"]["isError"]
