@@ -248,3 +248,52 @@ def test_kb_get_note_given_a_resource_uri_says_it_takes_a_path(bm25_store: Path)
     text = by_uri["result"]["content"][0]["text"]
     assert by_uri["result"]["isError"] and "a URI is no note path" in text and "resources/read" in text, text
     assert not by_path["result"]["isError"]
+
+
+# -- the --remote bridge: header values it cannot send ----------------------------------------------------------------
+
+PING_1, PING_2 = request(1, "ping"), request(2, "ping")
+
+
+@pytest.mark.parametrize("session", ["sess-é", "a b", "a\x01b"], ids=["not ASCII", "a space", "a control"])
+def test_the_remote_bridge_ignores_a_session_id_that_is_not_visible_ascii(session: str) -> None:
+    """A remote answering with an ``Mcp-Session-Id`` holding a byte past ASCII stopped the bridge at the next
+    request: httpx sends header values as ASCII, the ``UnicodeEncodeError`` became ``kbsearch mcp: error: 'ascii'
+    codec can't encode character`` and exit 2, the request never answered and the assistant's server gone. A
+    space or a control character was sent back as it came. MCP allows visible ASCII only (0x21 to 0x7E): any other
+    session id is ignored with a warning, and every request is answered."""
+    remote = FakeEndpoint().start()
+    remote.body, remote.content_type = b'{"jsonrpc": "2.0", "id": 1, "result": {}}', "application/json"
+    remote.headers = {"Mcp-Session-Id": session}
+    try:
+        proc = subprocess.run([*KBSEARCH_CMD, "mcp", "--remote", remote.url], input=line(PING_1) + line(PING_1),
+                              capture_output=True, env=subprocess_env(KB_API_KEY=API_KEY), cwd=ROOT,
+                              timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
+    finally:
+        remote.stop()
+    stderr = proc.stderr.decode("utf-8", "replace")
+    assert proc.returncode == 0 and "Traceback" not in stderr, stderr
+    assert [json.loads(raw) for raw in proc.stdout.split(b"\n") if raw] == [
+        {"jsonrpc": "2.0", "id": 1, "result": {}}
+    ] * 2
+    assert [r.headers.get("mcp-session-id") for r in remote.requests] == [None, None]
+    assert "Mcp-Session-Id that is not visible ASCII" in stderr
+
+
+def test_the_remote_bridge_reads_an_api_key_pasted_with_spaces_and_refuses_one_no_header_can_carry() -> None:
+    """``KB_API_KEY`` holding a character past ASCII (a key pasted with a no-break space after it, or a look-alike
+    letter) stopped the bridge at its first request, as above: exit 2 and a line naming the character. A key
+    pasted with white space around it is the key; one still holding such a character answers each request with a
+    -32001 naming the variable (never the key), and the bridge stays up."""
+    remote = FakeEndpoint().start()
+    remote.body, remote.content_type = b'{"jsonrpc": "2.0", "id": 1, "result": {}}', "application/json"
+    try:
+        pasted = stdio(["--remote", remote.url], subprocess_env(KB_API_KEY=f" {API_KEY}\u00a0\n"), [PING_1])
+        looks_alike = stdio(["--remote", remote.url], subprocess_env(KB_API_KEY="adv22b-tеst-key"), [PING_1, PING_2])
+    finally:
+        remote.stop()
+    assert pasted == [{"jsonrpc": "2.0", "id": 1, "result": {}}]
+    assert [r.headers.get("x-api-key") for r in remote.requests] == [API_KEY]  # the look-alike key never sent
+    assert [a["id"] for a in looks_alike] == [1, 2] and all(a["error"]["code"] == -32001 for a in looks_alike)
+    message = looks_alike[0]["error"]["message"]
+    assert "KB_API_KEY holds a character an HTTP header cannot carry" in message and "tеst" not in message

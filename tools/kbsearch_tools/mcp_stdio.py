@@ -193,8 +193,15 @@ class RemoteBridge:
 
         self.url = mcp_url(url)
         self.shown = shown_url(self.url)
-        self.api_key = api_key
+        # a key pasted with a line end or a no-break space around it is the key; one holding a character no header
+        # can carry (httpx sends header values as ASCII) is answered per request, never a crash of the bridge
+        self.api_key = api_key.strip() if api_key else None
         self.api_key_env = api_key_env
+        self.key_problem = None
+        if self.api_key and not _header_text(self.api_key):
+            at = next(i for i, c in enumerate(self.api_key) if not _header_text(c))
+            self.key_problem = (f"{api_key_env} holds a character an HTTP header cannot carry (character {at + 1} of "
+                                "the key, not printable ASCII): set it to the API key's value as the console shows it")  # fmt: skip
         self.timeout_s = timeout_s
         self.max_answer_bytes = MAX_REMOTE_ANSWER_BYTES
         self.client = httpx.Client(transport=deadline_transport(), timeout=httpx.Timeout(timeout_s, connect=10.0),
@@ -262,6 +269,8 @@ class RemoteBridge:
 
         from kbsearch.providers.resilience import Deadline, ProviderError, bounded, read_capped
 
+        if self.key_problem is not None:
+            return failed(self.key_problem) if is_request else []
         try:
             with (
                 bounded(Deadline(self.timeout_s)),
@@ -284,8 +293,11 @@ class RemoteBridge:
             reason = type(exc).__name__
             logger.warning("cannot reach %s (%s)", self.shown, reason)
             return failed(f"cannot reach {self.shown} ({reason}): check the URL and the network")
-        if response.headers.get("mcp-session-id"):
-            self.session_id = response.headers["mcp-session-id"]
+        session = response.headers.get("mcp-session-id")
+        if session and _visible_ascii(session):
+            self.session_id = session
+        elif session:  # MCP: visible ASCII only; any other byte cannot be sent back (and stopped the bridge)
+            logger.warning("%s sent an Mcp-Session-Id that is not visible ASCII; ignored", self.shown)
         batch = _batch_answers(response.headers.get("content-type", ""), raw) if isinstance(message, list) else None
         if batch is not None:  # the answers to a batch: one array, of the responses to its requests
             return self._batch_answering(requests, batch)
@@ -384,6 +396,16 @@ class RemoteBridge:
         self.client.close()
 
 
+def _visible_ascii(text: str) -> bool:
+    """What an ``Mcp-Session-Id`` may hold (MCP: visible ASCII, 0x21 to 0x7E)."""
+    return all("!" <= c <= "~" for c in text)
+
+
+def _header_text(text: str) -> bool:
+    """Whether a header value can carry ``text`` as httpx sends it: printable ASCII (a space included)."""
+    return all(" " <= c <= "~" for c in text)
+
+
 def _usable_id(value: Any) -> str | int | None:
     """A message's id as a response may echo it (a string or an integer); None for any other."""
     return value if isinstance(value, str | int) and not isinstance(value, bool) else None
@@ -451,6 +473,8 @@ def run_remote(url: str, api_key_env: str, timeout_s: float = 120.0) -> int:
     bridge = RemoteBridge(url, api_key, api_key_env, timeout_s)
     if api_key is None:
         logger.warning("%s is not set: requests go to %s without an API key", api_key_env, bridge.shown)
+    elif bridge.key_problem is not None:
+        logger.warning("%s", bridge.key_problem)
 
     def handle(line: bytes) -> Message | None:
         answers = bridge.handle(line)
