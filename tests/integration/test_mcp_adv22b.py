@@ -297,3 +297,25 @@ def test_the_remote_bridge_reads_an_api_key_pasted_with_spaces_and_refuses_one_n
     assert [a["id"] for a in looks_alike] == [1, 2] and all(a["error"]["code"] == -32001 for a in looks_alike)
     message = looks_alike[0]["error"]["message"]
     assert "KB_API_KEY holds a character an HTTP header cannot carry" in message and "tеst" not in message
+
+
+def test_the_remote_bridge_never_sends_on_a_negotiated_version_no_header_can_carry() -> None:
+    """The bridge names the version its ``initialize`` negotiated in ``MCP-Protocol-Version`` on each later request:
+    a remote whose answer named ``2025-11-25é`` stopped it at the next request as the session id above did (exit 2,
+    the request unanswered). Such a version is not sent on (a warning says so), and the requests are answered."""
+    opened = {"jsonrpc": "2.0", "id": 0, "result": {"protocolVersion": "2025-11-25é", "capabilities": {},
+                                                      "serverInfo": {"name": "kb-search", "version": "1"}}}  # fmt: skip
+    bodies = [json.dumps(opened).encode()]
+    remote = FakeEndpoint().start()
+    remote.responder = lambda _method, _path: (
+        200,
+        bodies.pop(0) if bodies else json.dumps({"jsonrpc": "2.0", "id": 1, "result": {}}).encode(),
+        "application/json",
+    )
+    try:
+        answers = stdio(["--remote", remote.url], subprocess_env(KB_API_KEY=API_KEY),
+                        [initialize(0, "2025-11-25"), PING_1])  # fmt: skip
+    finally:
+        remote.stop()
+    assert [a["id"] for a in answers] == [0, 1] and answers[1]["result"] == {}, answers
+    assert [r.headers.get("mcp-protocol-version") for r in remote.requests] == [None, None]

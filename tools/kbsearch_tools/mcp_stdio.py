@@ -363,8 +363,10 @@ class RemoteBridge:
         if isinstance(message, dict) and message.get("method") == "initialize":
             result = answer.get("result")
             version = result.get("protocolVersion") if isinstance(result, dict) else None
-            if isinstance(version, str):
+            if isinstance(version, str) and version and _visible_ascii(version):  # sent on in MCP-Protocol-Version
                 self.handshake_version = version
+            elif isinstance(version, str):  # a byte past ASCII stopped the bridge at the next request
+                logger.warning("%s negotiated a protocol version no header can carry; not sent on", self.shown)
 
     def refusal(self, status: int, raw: bytes) -> str:
         """What an HTTP answer that is no JSON-RPC message means, in words a person can act on."""
