@@ -314,7 +314,7 @@ def render_catalog(catalog: CatalogResponse) -> str:
         return ", ".join(f"{f.value} ({f.count})" for f in items) or "none"
 
     lines = [
-        f"{catalog.notes} notes.",
+        f"{catalog.notes} note{'' if catalog.notes == 1 else 's'}.",
         f"tags: {counts(catalog.tags)}",
         f"types: {counts(catalog.types)}",
         f"statuses: {counts(catalog.statuses)}",
