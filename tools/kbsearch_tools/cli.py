@@ -1197,7 +1197,8 @@ def build_parser() -> argparse.ArgumentParser:
         "mcp",
         help="an MCP server on stdin/stdout for desktop assistants (local index, or a bridge to a deployment)",
         description="Speak MCP (JSON-RPC, one message per line, both protocol eras; JSON-RPC batches in a session "
-        "that negotiated 2025-03-26) on stdin/stdout until stdin closes; logs go to stderr. Local (default): the "
+        "that negotiated 2025-03-26) on stdin/stdout until stdin closes (SIGTERM ends it the same way, exit 143); "
+        "logs go to stderr. Local (default): the "
         "index at QDRANT_PATH (or Qdrant Cloud with QDRANT_URL) and the notes at KB_SOURCE, read-only, through the "
         "same services as kbsearch serve. --remote URL: forward every message to URL/mcp of a deployment with the "
         "API key from the variable --api-key-env.",

@@ -8,7 +8,9 @@
 - **remote** (``--remote URL``): a bridge to a deployed instance's ``POST /mcp``: each line is forwarded with the
   API key (from the variable ``--api-key-env``, default ``KB_API_KEY``) and, in the 2026-07-28 era, the headers the
   body implies (``MCP-Protocol-Version``, ``Mcp-Method``, ``Mcp-Name``); the answer (at most 32 MiB) is written back as it
-  came. The remote's refusals become JSON-RPC errors a person can act on (403 → "API key rejected").
+  came, but that each request gets one response under its id (a request the answer left out a -32001; the remote's
+  error of id null, for a request it could not read, under the request's id). The remote's refusals become JSON-RPC
+  errors a person can act on (403 → "API key rejected").
 
 stdout carries only MCP messages: anything else printed by accident goes to stderr, as do the logs.
 """
