@@ -246,7 +246,7 @@ def test_kb_get_note_given_a_resource_uri_says_it_takes_a_path(bm25_store: Path)
     )
     by_uri, by_path = stdio([], env, [uri_call, path_call])
     text = by_uri["result"]["content"][0]["text"]
-    assert by_uri["result"]["isError"] and "a URI is no note path" in text and "resources/read" in text, text
+    assert by_uri["result"]["isError"] and "not a URI" in text and "resources/read" in text, text
     assert not by_path["result"]["isError"]
 
 

@@ -155,8 +155,6 @@ def path_problem(path: str) -> str | None:
         return "path contains a backslash"
     if _CONTROL.search(path):
         return "path contains a control character"
-    if _URI.match(path):  # kb_get_note given a resource's URI (resources/list's): no note path has '://'
-        return "a URI is no note path (give the path kb_search returns; resources/read takes a kb://note/ URI)"
     segments = path.split("/")
     if "" in segments:
         return "path has an empty segment ('//')"
@@ -166,9 +164,6 @@ def path_problem(path: str) -> str | None:
         return f"path is more than {MAX_FOLDER_DEPTH} folders deep"
     return None
 
-
-#: A URI's scheme and ``//`` at the start of a path (``kb://note/en/x.md``): an empty segment, so never a note's path.
-_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 #: A ``%`` that starts no percent-escape (``%zz``, a lone ``%``, ``%2``).
 _BAD_ESCAPE = re.compile("%(?![0-9A-Fa-f]{2})")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -39,6 +40,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _ISO_DATE = r"^$|^[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?(Z|[+-][0-9]{2}:?[0-9]{2})?)?$"
+
+
+#: A URI's scheme and ``//`` at the start of a path (``kb://note/en/x.md``): never a note's path (an empty segment).
+_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def _one_or_many(value: Any) -> Any:
@@ -225,6 +230,9 @@ def _kb_get_note(backend: Backend, arguments: dict[str, Any], deadline: Deadline
     from kbsearch.schemas import ANSWER_BYTES
 
     args = KbGetNoteArgs.model_validate(arguments)
+    if _URI.match(args.path):  # a resource's URI (resources/list's): "path has an empty segment ('//')" named nothing
+        raise ToolFailure("kb_get_note takes a note's path as kb_search returns it (e.g. en/Glossary.md), not a URI; "
+                          "resources/read takes a kb://note/ URI")  # fmt: skip
     try:
         note = backend.browse().note(args.path, args.section or None, backend.scope(), deadline)
     except NoteProblem as exc:
