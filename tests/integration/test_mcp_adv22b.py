@@ -140,6 +140,22 @@ def test_the_remote_bridge_answers_each_request_a_remotes_batch_answer_left_out(
         assert by_id[1]["error"]["code"] == -32001
 
 
+def test_the_remote_bridge_passes_on_a_response_to_each_of_two_requests_sharing_an_id() -> None:
+    """A client that gives two requests of one batch the same id gets both of the remote's responses (as the local
+    server answers both): only a response past the number of requests of its id is dropped."""
+    opened = {"jsonrpc": "2.0", "id": 0, "result": {"protocolVersion": BATCH_VERSION, "capabilities": {},
+                                                      "serverInfo": {"name": "kb-search", "version": "1"}}}  # fmt: skip
+    bodies = [json.dumps(opened), json.dumps([OK_1, OK_1, OK_1])]
+    remote = FakeEndpoint().start()
+    remote.responder = lambda _method, _path: (200, bodies.pop(0).encode(), "application/json")
+    try:
+        _init, answers = stdio(["--remote", remote.url], subprocess_env(KB_API_KEY=API_KEY),
+                               [initialize(0, BATCH_VERSION), [request(1, "ping"), request(1, "ping")]])  # fmt: skip
+    finally:
+        remote.stop()
+    assert answers == [OK_1, OK_1], answers
+
+
 # -- a note read over 5 MiB inside a batch ----------------------------------------------------------------------------
 
 

@@ -316,27 +316,26 @@ class RemoteBridge:
         return failed(text, {"status": response.status_code}) if is_request else []
 
     def _batch_answering(self, requests: list[dict[str, Any]], batch: list[dict[str, Any]]) -> list[Message]:
-        """The remote's array for a batch's ``requests``: one response per request (the first the remote gave for
-        its id; one to no request of the batch dropped) and id-null errors as they came; a request the array left
-        out gets a -32001 under its id (the client would wait on it for ever), as does every request of a batch
-        answered with an empty array."""
+        """The remote's array for a batch's ``requests``: one response per request (a response to no request of the
+        batch, or one more than the batch has requests of its id, dropped) and id-null errors as they came; a request
+        the array left out gets a -32001 under its id (the client would wait on it for ever), as does every request
+        of a batch answered with an empty array."""
         ours: list[dict[str, Any]] = []
-        answered: list[Any] = []
+        waiting = [r["id"] for r in requests if _usable_id(r["id"]) is not None]  # one entry per request
         for answer in batch:
             id_ = answer.get("id")
+            match = next((i for i, w in enumerate(waiting) if _same_id(id_, w)), None)
             if id_ is None:
                 ours.append(answer)
-            elif any(_same_id(id_, r["id"]) for r in requests) and not any(_same_id(id_, a) for a in answered):
+            elif match is not None:
                 ours.append(answer)
-                answered.append(id_)
+                del waiting[match]
         if len(ours) < len(batch):
             logger.warning("%s answered with a response to another request, or twice to one; dropped", self.shown)
-        missing = [r["id"] for r in requests
-                   if _usable_id(r["id"]) is not None and not any(_same_id(r["id"], a) for a in answered)]  # fmt: skip
-        if missing:
-            logger.warning("%s answered a batch without a response to %d of its requests", self.shown, len(missing))
+        if waiting:
+            logger.warning("%s answered a batch without a response to %d of its requests", self.shown, len(waiting))
             left_out = f"{self.shown} answered the batch without a response to this request: send it again"
-            ours += [_error(id_, REMOTE_ERROR, left_out) for id_ in missing]
+            ours += [_error(id_, REMOTE_ERROR, left_out) for id_ in waiting]
         return [ours] if ours else []
 
     def _answering(
