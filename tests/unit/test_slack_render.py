@@ -409,3 +409,15 @@ def test_button_state_round_trips_and_long_questions_lose_only_their_buttons() -
     assert AnswerState.decode(actions["elements"][-1]["value"]).hits == ()  # found again when the vote arrives
     huge = render_answer(make_answer([("a.md", "A", "x")], "\x01" * 1 + '"' * 1000), View())
     assert not [b for b in huge["blocks"] if b["type"] == "actions"] and not block_kit_problems(huge)
+
+
+def test_one_hit_is_one_note_in_the_notification_text() -> None:
+    """The message's ``text`` (what a notification shows) said "1 notes for …"; so did ``kb_list``'s text."""
+    from kbsearch.mcp.tools import render_catalog
+    from kbsearch.schemas import CatalogResponse
+
+    one = render_answer(make_answer([("en/a.md", "A", "text")], "restore"), View(per_page=5))
+    two = render_answer(make_answer([("en/a.md", "A", "text"), ("en/b.md", "B", "text")], "restore"), View())
+    assert one["text"] == "1 note for “restore”" and two["text"] == "2 notes for “restore”"
+    catalog = CatalogResponse(notes=1, tags=[], types=[], statuses=[], folders=[], recent=[])
+    assert render_catalog(catalog).startswith("1 note.\n")

@@ -703,11 +703,13 @@ def cmd_mcp(args: argparse.Namespace) -> int:
             raise KbSearchError(f"{given[0]} is for a local server; with --remote the deployment reads its own KB "
                                 "with the API key's groups")  # fmt: skip
         try:
-            return mcp_stdio.run_remote(args.remote, args.api_key_env, args.timeout)
+            with _terminate_as_interrupt():  # SIGTERM ends it as stdin's end does: the client closed, one line, 143
+                return mcp_stdio.run_remote(args.remote, args.api_key_env, args.timeout)
         except ValueError as exc:
             raise KbSearchError(str(exc)) from None
     try:
-        return mcp_stdio.run_local(args.kb, 5.0 if args.idle_close is None else args.idle_close, args.scope)
+        with _terminate_as_interrupt():  # SIGTERM ends it as stdin's end does: the store closed, one line, 143
+            return mcp_stdio.run_local(args.kb, 5.0 if args.idle_close is None else args.idle_close, args.scope)
     except ValueError as exc:  # a --scope group that is no group name
         raise KbSearchError(f"--scope: {exc}") from None
 
@@ -1195,7 +1197,8 @@ def build_parser() -> argparse.ArgumentParser:
         "mcp",
         help="an MCP server on stdin/stdout for desktop assistants (local index, or a bridge to a deployment)",
         description="Speak MCP (JSON-RPC, one message per line, both protocol eras; JSON-RPC batches in a session "
-        "that negotiated 2025-03-26) on stdin/stdout until stdin closes; logs go to stderr. Local (default): the "
+        "that negotiated 2025-03-26) on stdin/stdout until stdin closes (SIGTERM ends it the same way, exit 143); "
+        "logs go to stderr. Local (default): the "
         "index at QDRANT_PATH (or Qdrant Cloud with QDRANT_URL) and the notes at KB_SOURCE, read-only, through the "
         "same services as kbsearch serve. --remote URL: forward every message to URL/mcp of a deployment with the "
         "API key from the variable --api-key-env.",

@@ -8,7 +8,9 @@
 - **remote** (``--remote URL``): a bridge to a deployed instance's ``POST /mcp``: each line is forwarded with the
   API key (from the variable ``--api-key-env``, default ``KB_API_KEY``) and, in the 2026-07-28 era, the headers the
   body implies (``MCP-Protocol-Version``, ``Mcp-Method``, ``Mcp-Name``); the answer (at most 32 MiB) is written back as it
-  came. The remote's refusals become JSON-RPC errors a person can act on (403 → "API key rejected").
+  came, but that each request gets one response under its id (a request the answer left out a -32001; the remote's
+  error of id null, for a request it could not read, under the request's id). The remote's refusals become JSON-RPC
+  errors a person can act on (403 → "API key rejected").
 
 stdout carries only MCP messages: anything else printed by accident goes to stderr, as do the logs.
 """
@@ -193,8 +195,15 @@ class RemoteBridge:
 
         self.url = mcp_url(url)
         self.shown = shown_url(self.url)
-        self.api_key = api_key
+        # a key pasted with a line end or a no-break space around it is the key; one holding a character no header
+        # can carry (httpx sends header values as ASCII) is answered per request, never a crash of the bridge
+        self.api_key = api_key.strip() if api_key else None
         self.api_key_env = api_key_env
+        self.key_problem = None
+        if self.api_key and not _header_text(self.api_key):
+            at = next(i for i, c in enumerate(self.api_key) if not _header_text(c))
+            self.key_problem = (f"{api_key_env} holds a character an HTTP header cannot carry (character {at + 1} of "
+                                "the key, not printable ASCII): set it to the API key's value as the console shows it")  # fmt: skip
         self.timeout_s = timeout_s
         self.max_answer_bytes = MAX_REMOTE_ANSWER_BYTES
         self.client = httpx.Client(transport=deadline_transport(), timeout=httpx.Timeout(timeout_s, connect=10.0),
@@ -262,6 +271,8 @@ class RemoteBridge:
 
         from kbsearch.providers.resilience import Deadline, ProviderError, bounded, read_capped
 
+        if self.key_problem is not None:
+            return failed(self.key_problem) if is_request else []
         try:
             with (
                 bounded(Deadline(self.timeout_s)),
@@ -284,36 +295,68 @@ class RemoteBridge:
             reason = type(exc).__name__
             logger.warning("cannot reach %s (%s)", self.shown, reason)
             return failed(f"cannot reach {self.shown} ({reason}): check the URL and the network")
-        if response.headers.get("mcp-session-id"):
-            self.session_id = response.headers["mcp-session-id"]
+        session = response.headers.get("mcp-session-id")
+        if session and _visible_ascii(session):
+            self.session_id = session
+        elif session:  # MCP: visible ASCII only; any other byte cannot be sent back (and stopped the bridge)
+            logger.warning("%s sent an Mcp-Session-Id that is not visible ASCII; ignored", self.shown)
         batch = _batch_answers(response.headers.get("content-type", ""), raw) if isinstance(message, list) else None
         if batch is not None:  # the answers to a batch: one array, of the responses to its requests
-            ours = [a for a in batch if a.get("id") is None or any(_same_id(a.get("id"), r["id"]) for r in requests)]
-            if len(ours) < len(batch):
-                logger.warning("%s answered with a response to another request; dropped", self.shown)
-            return [ours] if ours else []
+            return self._batch_answering(requests, batch)
         answers = _messages(response.headers.get("content-type", ""), raw)
+        if answers and requests and isinstance(message, list) and any(a.get("id") is not None for a in answers):
+            # a batch answered as messages that are no array (an event stream, an object alone): its responses
+            return self._batch_answering(requests, [a for a in answers if "method" not in a])
         if answers:
-            return self._answering(message, answers, is_request, id_)
+            return self._answering(message, answers, is_request, id_, response.status_code)
         if response.status_code in (200, 202) and not raw and not is_request:
             return []  # a notification (or a response), accepted
         text = self.refusal(response.status_code, raw)
         logger.warning("%s answered HTTP %s: %s", self.shown, response.status_code, text)
         return failed(text, {"status": response.status_code}) if is_request else []
 
-    def _answering(self, message: Any, answers: list[dict[str, Any]], is_request: bool, id_: Any) -> list[Message]:
+    def _batch_answering(self, requests: list[dict[str, Any]], batch: list[dict[str, Any]]) -> list[Message]:
+        """The remote's array for a batch's ``requests``: one response per request (a response to no request of the
+        batch, or one more than the batch has requests of its id, dropped) and id-null errors as they came; a request
+        the array left out gets a -32001 under its id (the client would wait on it for ever), as does every request
+        of a batch answered with an empty array."""
+        ours: list[dict[str, Any]] = []
+        waiting = [r["id"] for r in requests if _usable_id(r["id"]) is not None]  # one entry per request
+        for answer in batch:
+            id_ = answer.get("id")
+            match = next((i for i, w in enumerate(waiting) if _same_id(id_, w)), None)
+            if id_ is None:
+                ours.append(answer)
+            elif match is not None:
+                ours.append(answer)
+                del waiting[match]
+        if len(ours) < len(batch):
+            logger.warning("%s answered with a response to another request, or twice to one; dropped", self.shown)
+        if waiting:
+            logger.warning("%s answered a batch without a response to %d of its requests", self.shown, len(waiting))
+            left_out = f"{self.shown} answered the batch without a response to this request: send it again"
+            ours += [_error(id_, REMOTE_ERROR, left_out) for id_ in waiting]
+        return [ours] if ours else []
+
+    def _answering(
+        self, message: Any, answers: list[dict[str, Any]], is_request: bool, id_: Any, status: int
+    ) -> list[Message]:
         """The remote's messages for ``message``: its requests and notifications, and the responses to this request
         (the same id, of the same JSON type; id null for a message with no usable id). A response to another id is
         dropped (the client would take it for another request's answer, or wait on its own for ever); a request
-        left without one gets a -32001."""
+        left without one gets the remote's error of id null when it sent one (a request it could not read: over its
+        body limit, not JSON to it), under the request's id, else a -32001."""
         # a message with no usable id (a notification, an id of no JSON-RPC type, not a request) is answered null
         ours = [a for a in answers if "method" in a or _same_id(a.get("id"), id_)]
-        if len(ours) < len(answers):
+        unread = next((a for a in answers if a.get("id") is None and isinstance(a.get("error"), dict)), None)
+        if is_request and id_ is not None and not any("method" not in a for a in ours) and unread is not None:
+            ours.append({"jsonrpc": "2.0", "id": id_, "error": unread["error"]})  # its answer, the id it could not read
+        elif len(ours) < len(answers):
             logger.warning("%s answered with a response to another request; dropped", self.shown)
         for answer in ours:
             self._note_handshake(message, answer)
         if is_request and id_ is not None and not any("method" not in a for a in ours):
-            ours.append(_error(id_, REMOTE_ERROR, f"{self.shown} answered HTTP 200 without a response to this "
+            ours.append(_error(id_, REMOTE_ERROR, f"{self.shown} answered HTTP {status} without a response to this "
                                                   "request (its answer named another id): check the URL"))  # fmt: skip
         return [*ours]
 
@@ -321,8 +364,10 @@ class RemoteBridge:
         if isinstance(message, dict) and message.get("method") == "initialize":
             result = answer.get("result")
             version = result.get("protocolVersion") if isinstance(result, dict) else None
-            if isinstance(version, str):
+            if isinstance(version, str) and version and _visible_ascii(version):  # sent on in MCP-Protocol-Version
                 self.handshake_version = version
+            elif isinstance(version, str):  # a byte past ASCII stopped the bridge at the next request
+                logger.warning("%s negotiated a protocol version no header can carry; not sent on", self.shown)
 
     def refusal(self, status: int, raw: bytes) -> str:
         """What an HTTP answer that is no JSON-RPC message means, in words a person can act on."""
@@ -352,6 +397,16 @@ class RemoteBridge:
 
     def close(self) -> None:
         self.client.close()
+
+
+def _visible_ascii(text: str) -> bool:
+    """What an ``Mcp-Session-Id`` may hold (MCP: visible ASCII, 0x21 to 0x7E)."""
+    return all("!" <= c <= "~" for c in text)
+
+
+def _header_text(text: str) -> bool:
+    """Whether a header value can carry ``text`` as httpx sends it: printable ASCII (a space included)."""
+    return all(" " <= c <= "~" for c in text)
 
 
 def _usable_id(value: Any) -> str | int | None:
@@ -421,6 +476,8 @@ def run_remote(url: str, api_key_env: str, timeout_s: float = 120.0) -> int:
     bridge = RemoteBridge(url, api_key, api_key_env, timeout_s)
     if api_key is None:
         logger.warning("%s is not set: requests go to %s without an API key", api_key_env, bridge.shown)
+    elif bridge.key_problem is not None:
+        logger.warning("%s", bridge.key_problem)
 
     def handle(line: bytes) -> Message | None:
         answers = bridge.handle(line)

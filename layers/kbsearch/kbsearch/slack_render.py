@@ -634,5 +634,5 @@ def render_answer(answer: SearchResponse, view: View) -> dict[str, Any]:
             blocks.append({"type": "actions", "block_id": "kb_answer", "elements": elements})
         else:
             blocks.append(_context("This question is too long to carry buttons; ask a shorter one to share it."))
-    fallback = f"{len(shown)} notes for “{mrkdwn_plain(answer.query, 200)}”"
+    fallback = f"{len(shown)} note{'' if len(shown) == 1 else 's'} for “{mrkdwn_plain(answer.query, 200)}”"
     return {"response_type": response_type, "replace_original": False, "text": fallback, "blocks": blocks}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -39,6 +40,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _ISO_DATE = r"^$|^[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?(Z|[+-][0-9]{2}:?[0-9]{2})?)?$"
+
+
+#: A URI's scheme and ``//`` at the start of a path (``kb://note/en/x.md``): never a note's path (an empty segment).
+_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def _one_or_many(value: Any) -> Any:
@@ -220,11 +225,14 @@ def _kb_search(backend: Backend, arguments: dict[str, Any], deadline: Deadline |
 
 
 def _kb_get_note(backend: Backend, arguments: dict[str, Any], deadline: Deadline | None) -> dict[str, Any]:
-    from kbsearch.browse import NoteProblem, fit_note
+    from kbsearch.browse import NoteProblem
     from kbsearch.errors import IndexUnavailable
     from kbsearch.schemas import ANSWER_BYTES
 
     args = KbGetNoteArgs.model_validate(arguments)
+    if _URI.match(args.path):  # a resource's URI (resources/list's): "path has an empty segment ('//')" named nothing
+        raise ToolFailure("kb_get_note takes a note's path as kb_search returns it (e.g. en/Glossary.md), not a URI; "
+                          "resources/read takes a kb://note/ URI")  # fmt: skip
     try:
         note = backend.browse().note(args.path, args.section or None, backend.scope(), deadline)
     except NoteProblem as exc:
@@ -232,9 +240,30 @@ def _kb_get_note(backend: Backend, arguments: dict[str, Any], deadline: Deadline
     except IndexUnavailable as exc:  # a restricted caller's read asks the index first
         logger.warning("kb_get_note: index unavailable", extra={"error": str(exc)})
         raise ToolFailure(exc.public) from None
-    # the answer holds the note twice (its text rendering and structuredContent): each within half of one answer
-    note = fit_note(note, ANSWER_BYTES // 2)
-    return _ok(render_note(note), note)
+    return fitted_note_result(note, ANSWER_BYTES - ENVELOPE_BYTES)
+
+
+#: What a tool's answer leaves of one answer's bound for the JSON-RPC envelope around its result (the id included).
+ENVELOPE_BYTES = 1024
+
+
+def fitted_note_result(note: NoteResponse, max_bytes: int) -> dict[str, Any]:
+    """``kb_get_note``'s result for ``note``, taking at most ``max_bytes`` (:func:`~kbsearch.schemas.wire_bytes`) when
+    its body can be cut that far. It holds the note twice (the text rendering and ``structuredContent``): each is cut
+    to half of it first; the text writes a frontmatter list as JSON inside a string (each quote and backslash escaped
+    once more, up to twice what ``structuredContent`` takes), so a result still over is cut by what it is over."""
+    from kbsearch.browse import fit_note
+    from kbsearch.schemas import wire_bytes
+
+    fitted = fit_note(note, max_bytes // 2)
+    result = _ok(render_note(fitted), fitted)
+    for _ in range(3):  # the body's bytes are the same in both halves: one pass nearly always does
+        over = wire_bytes(result) - max_bytes
+        if over <= 0 or not fitted.body:
+            break
+        fitted = fit_note(note, wire_bytes(fitted.model_dump(mode="json")) - (over + 1) // 2 - 64)
+        result = _ok(render_note(fitted), fitted)
+    return result
 
 
 def _kb_list(backend: Backend, arguments: dict[str, Any], deadline: Deadline | None) -> dict[str, Any]:
@@ -282,6 +311,9 @@ def render_note(note: NoteResponse) -> str:
         parts.append("Links:\n" + ("\n".join(out) or "none") + f"\nBacklinks{more}:\n" + ("\n".join(back) or "none"))
     elif note.links is None:
         parts.append("(links unavailable: the index could not be read)")
+    if note.truncated:  # structuredContent's `truncated`, for clients that read the text only
+        parts.append(f"(cut to fit one answer: {', '.join(note.truncated)}; kb_get_note(path, section) reads one "
+                     "section at a time)")  # fmt: skip
     return "\n\n---\n\n".join(parts)
 
 
@@ -290,7 +322,7 @@ def render_catalog(catalog: CatalogResponse) -> str:
         return ", ".join(f"{f.value} ({f.count})" for f in items) or "none"
 
     lines = [
-        f"{catalog.notes} notes.",
+        f"{catalog.notes} note{'' if catalog.notes == 1 else 's'}.",
         f"tags: {counts(catalog.tags)}",
         f"types: {counts(catalog.types)}",
         f"statuses: {counts(catalog.statuses)}",
