@@ -916,17 +916,31 @@ def test_a_notification_with_one_malformed_record_still_applies_the_others(
     monkeypatch: pytest.MonkeyPatch,
     bad: Any,
 ) -> None:
-    """A message whose records are partly malformed fails (poison: retried, then dead-lettered) and every
-    well-formed record of it is applied, before the malformed one or after (the records after it were never read:
-    their notes waited for the next full sync)."""
+    """Every well-formed record of a message whose records are partly malformed is applied, before the malformed
+    one or after (the records after it were never read: their notes waited for the next full sync). Round 22: the
+    malformed record is skipped with its reason in the log and the message is not retried (it was poison: retried
+    five times, 90 minutes apart, its good records applied again each time, then dead-lettered, though no retry
+    can mend it); a message none of whose records is well formed is still poison."""
     indexer = events.Indexer(monkeypatch, tmp_path, None)
     aws.receive()
     aws.put(f"{events.PREFIX}before.md", events.note(1))
     aws.put(f"{events.PREFIX}after.md", events.note(2))
     records = [json.loads(message["body"])["Records"][0] for message in aws.receive()]
     mixed = sqs_record(json.dumps({"Records": [records[0], bad, records[1]]}), aws.queue_arn)
-    assert indexer([mixed]) == [mixed["messageId"]]
+    logged: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = logged.append  # type: ignore[method-assign]
+    logging.getLogger("kbsearch.indexer").addHandler(handler)  # the function's logger (it does not propagate)
+    try:
+        assert indexer([mixed]) == []
+    finally:
+        logging.getLogger("kbsearch.indexer").removeHandler(handler)
     assert {p["path"] for p in events.open_points(indexer.settings())} == {"before.md", "after.md"}
+    skipped = [r for r in logged if "malformed record 2 of 3" in r.getMessage()]
+    assert len(skipped) == 1 and skipped[0].levelno == logging.WARNING, [r.getMessage() for r in logged]
+    assert getattr(skipped[0], "message_id", None) == mixed["messageId"]
+    only_bad = sqs_record(json.dumps({"Records": [bad, bad]}), aws.queue_arn)
+    assert indexer([only_bad, mixed]) == [only_bad["messageId"]]  # nothing of it is an event: poison, alone
 
 
 NO_RUN_EVENTS: dict[str, Any] = {
