@@ -252,6 +252,35 @@ def test_a_single_valued_query_parameter_given_twice_is_422_naming_it(handler) -
         assert call(request("GET", path, query=query, content_type=None))["statusCode"] == 200, query
 
 
+#: A parameter a route reads, spelt as client libraries spell it (qs, jQuery, PHP and Rails send an array as
+#: ``tags[]=a`` or ``tags[0]=a``), in another case or style, singular, or a field only ``POST /search`` takes.
+MISSPELLED = [
+    ("/search", "q=qdrant&tags[]=ops", "tags[]"), ("/search", "q=qdrant&tags%5B0%5D=ops&tags%5B1%5D=x", "tags[0]"),
+    ("/search", "q=qdrant&tag=ops", "tag"), ("/search", "q=qdrant&Tags=ops", "Tags"),
+    ("/search", "q=qdrant&pathPrefix=adr", "pathPrefix"), ("/search", "q=qdrant&path-prefix=adr", "path-prefix"),
+    ("/search", "q=qdrant&min_score=0.99", "min_score"), ("/search", "q=qdrant&TOP_K=1", "TOP_K"),
+    ("/search", "q=qdrant&types=runbook", "types"), ("/search", "q[]=qdrant", "q[]"),
+    ("/notes", "pathPrefix=adr", "pathPrefix"), ("/notes", "Recent=3", "Recent"),
+    ("/notes/adr/0001-record-architecture-decisions.md", "Section=Context", "Section"),
+]  # fmt: skip
+
+
+def test_a_filter_spelt_otherwise_is_422_never_an_unfiltered_answer(handler) -> None:
+    """``GET /search?q=x&tags[]=ops`` (an array as qs, jQuery or PHP send it), ``tag=ops``, ``pathPrefix=hr``,
+    ``min_score=0.5`` (a field of POST's body): each was ignored as a parameter no route reads, and the search
+    answered unfiltered, 200, which the caller took for filtered. A parameter spelling one the route reads (or a
+    field only POST takes) is a 422 naming it and what the route takes; parameters that spell nothing the route
+    reads (``utm_source``, jQuery's ``_``) are still answered."""
+    call = handler()
+    for path, query, name in MISSPELLED:
+        answer = envelope(call(request("GET", path, query=query, content_type=None)), 422, "validation_error")
+        assert f"{name!r}" in answer["message"] and "not one GET" in answer["message"], (path, query, answer)
+        assert answer["detail"][0]["loc"] == ["query", name] and answer["detail"][0]["type"] == "unknown_parameter"
+    for path, query in [("/search", "q=qdrant&utm_source=mail&_=1764962400"), ("/notes", "recent=1&utm=1"),
+                        ("/health", "Tags=x")]:  # fmt: skip
+        assert call(request("GET", path, query=query, content_type=None))["statusCode"] == 200, query
+
+
 NOTHING_TO_SEARCH = ["\u200b", "\u200b\u200d\ufeff", "\x00", "\x1b\x07\x7f", "!!!", "...", "?", "\u202e", "\ufffd", "🔥🔥",
                      "\u00a0\u2060", "— · —"]  # fmt: skip
 
