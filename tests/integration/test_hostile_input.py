@@ -930,6 +930,17 @@ def test_slack_replay_store_down_is_503(handler) -> None:
 # -- the indexer's events -------------------------------------------------------------------------------------------
 
 
+class _Kept(logging.Handler):
+    """Keeps the records it is given (the function's logger does not propagate to pytest's)."""
+
+    def __init__(self, kept: list[logging.LogRecord]) -> None:
+        super().__init__()
+        self.kept = kept
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.kept.append(record)
+
+
 MALFORMED_RECORDS = {
     "null": None, "a number": 5, "no s3": {"eventName": "ObjectCreated:Put"},
     "key a list": {"eventName": "ObjectCreated:Put", "s3": {"object": {"key": ["x.md"]}}},
@@ -957,8 +968,7 @@ def test_a_notification_with_one_malformed_record_still_applies_the_others(
     records = [json.loads(message["body"])["Records"][0] for message in aws.receive()]
     mixed = sqs_record(json.dumps({"Records": [records[0], bad, records[1]]}), aws.queue_arn)
     logged: list[logging.LogRecord] = []
-    handler = logging.Handler()
-    handler.emit = logged.append  # type: ignore[method-assign]
+    handler = _Kept(logged)
     logging.getLogger("kbsearch.indexer").addHandler(handler)  # the function's logger (it does not propagate)
     try:
         assert indexer([mixed]) == []
