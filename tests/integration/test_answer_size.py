@@ -130,6 +130,22 @@ def test_a_huge_frontmatter_or_link_list_is_cut_and_named(load_search_app: Any, 
         assert note["body"] == text
 
 
+@pytest.mark.parametrize("count", [1_000, 1_500])
+def test_a_note_with_more_links_than_are_kept_says_its_link_list_is_cut(
+    load_search_app: Any, tmp_path: Path, count: int
+) -> None:
+    """A note names more distinct links than the first 1,000 kept (``MAX_LINKS``): its outgoing list, small enough
+    to fit the answer, was answered as the whole list with ``truncated: []`` (backlinks and headings say so). Exactly
+    1,000 is the whole list; a link repeated past the 1,000th is not another."""
+    text = "# Many\n\n" + "".join(f"[[n{i}]]\n" for i in range(count)) + "[[n0]] again\n"
+    app = _note_app(load_search_app, tmp_path, {"many.md": text}, 1024 * 1024)
+    result, note = _get(app, "many.md")
+    assert result["statusCode"] == 200 and _size(result) <= LAMBDA_ANSWER_BYTES
+    assert [r["target"] for r in note["links"]["outgoing"]] == [f"n{i}" for i in range(1_000)]
+    assert note["truncated"] == ([] if count == 1_000 else ["links"]), note["truncated"]
+    assert note["body"] == text
+
+
 def test_an_ordinary_note_is_answered_whole_with_nothing_cut(load_search_app: Any, tmp_path: Path) -> None:
     text = "---\ntitle: Обычная\ntags: [a]\n---\n# Обычная\n\n" + RUSSIAN_LINE * 100 + "\n## Раздел\n\n[[Другая]]\n"
     app = _note_app(load_search_app, tmp_path, {"n.md": text}, 1024 * 1024)

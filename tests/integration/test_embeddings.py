@@ -87,6 +87,20 @@ def test_retry_after_is_honoured_then_primary_succeeds(deepinfra: FakeProvider, 
     assert stats.fallbacks == 0 and not fireworks.calls("embeddings")
 
 
+def test_a_retry_after_past_what_the_primary_can_wait_goes_to_the_fallback_at_once(
+    deepinfra: FakeProvider, fireworks: FakeProvider
+) -> None:
+    """DeepInfra rate-limits for a minute (429, ``Retry-After: 60``, past the 10 s a retry waits at most): the
+    primary was retried after 10 s each time, refused each time, before the fallback was asked; now the fallback
+    is asked after the first answer."""
+    deepinfra.fail("embeddings", status=429, retry_after="60")
+    embedder = embedder_for(provider_settings(deepinfra, fireworks, provider_retries=3))
+    stats = EmbeddingStats()
+    vectors = embedder.embed_documents(DOCS, stats=stats)
+    assert len(vectors) == 3 and stats.fallbacks == 1 and stats.providers == {"fireworks": 1}
+    assert len(deepinfra.calls("embeddings")) == 1
+
+
 def test_transient_500_is_retried_on_the_primary(deepinfra: FakeProvider) -> None:
     deepinfra.fail("embeddings", status=502, times=1)
     embedder = embedder_for(provider_settings(deepinfra, None, provider_retries=2))

@@ -218,3 +218,25 @@ def test_a_watched_folders_saves_have_no_time_to_refuse(tmp_path: Path, caplog: 
         store.close()
     assert report.added == 2 and report.lag_s == [] and report.times_refused == 0
     assert not [r for r in caplog.records if "cannot be a lag" in r.getMessage()]
+
+
+#: Keys whose notification spelling (URL-encoded, a space as ``+``) a second decoding, or none, would misread.
+ENCODED_KEYS = ["a+b.md", "a b.md", "100%.md", "c++ guide.md", "%41.md", "x%2By.md", "é+é.md", "q?.md", "h#1.md"]
+
+
+def test_keys_holding_plus_percent_and_reserved_characters_are_applied_and_removed_as_named(
+    aws: EventPath, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Round 22 (held): S3 sends ``a+b.md`` as ``a%2Bb.md``, ``a b.md`` as ``a+b.md``, ``%41.md`` as ``%2541.md``;
+    each is indexed and deleted at its own path, none taken for another (decoded twice, ``%41.md`` would be
+    ``A.md``; read without ``+`` as a space, ``a b.md`` would be ``a+b.md``)."""
+    indexer = Indexer(monkeypatch, tmp_path, None)
+    aws.receive()
+    for key in ENCODED_KEYS:
+        aws.put(f"{PREFIX}{key}", note(1))
+    assert indexer(aws.receive()) == []
+    assert {p["path"] for p in open_points(indexer.settings())} == set(ENCODED_KEYS)
+    for key in ENCODED_KEYS[::2]:
+        aws.delete(f"{PREFIX}{key}")
+    assert indexer(aws.receive()) == []
+    assert {p["path"] for p in open_points(indexer.settings())} == set(ENCODED_KEYS[1::2])

@@ -252,6 +252,35 @@ def test_a_single_valued_query_parameter_given_twice_is_422_naming_it(handler) -
         assert call(request("GET", path, query=query, content_type=None))["statusCode"] == 200, query
 
 
+#: A parameter a route reads, spelt as client libraries spell it (qs, jQuery, PHP and Rails send an array as
+#: ``tags[]=a`` or ``tags[0]=a``), in another case or style, singular, or a field only ``POST /search`` takes.
+MISSPELLED = [
+    ("/search", "q=qdrant&tags[]=ops", "tags[]"), ("/search", "q=qdrant&tags%5B0%5D=ops&tags%5B1%5D=x", "tags[0]"),
+    ("/search", "q=qdrant&tag=ops", "tag"), ("/search", "q=qdrant&Tags=ops", "Tags"),
+    ("/search", "q=qdrant&pathPrefix=adr", "pathPrefix"), ("/search", "q=qdrant&path-prefix=adr", "path-prefix"),
+    ("/search", "q=qdrant&min_score=0.99", "min_score"), ("/search", "q=qdrant&TOP_K=1", "TOP_K"),
+    ("/search", "q=qdrant&types=runbook", "types"), ("/search", "q[]=qdrant", "q[]"),
+    ("/notes", "pathPrefix=adr", "pathPrefix"), ("/notes", "Recent=3", "Recent"),
+    ("/notes/adr/0001-record-architecture-decisions.md", "Section=Context", "Section"),
+]  # fmt: skip
+
+
+def test_a_filter_spelt_otherwise_is_422_never_an_unfiltered_answer(handler) -> None:
+    """``GET /search?q=x&tags[]=ops`` (an array as qs, jQuery or PHP send it), ``tag=ops``, ``pathPrefix=hr``,
+    ``min_score=0.5`` (a field of POST's body): each was ignored as a parameter no route reads, and the search
+    answered unfiltered, 200, which the caller took for filtered. A parameter spelling one the route reads (or a
+    field only POST takes) is a 422 naming it and what the route takes; parameters that spell nothing the route
+    reads (``utm_source``, jQuery's ``_``) are still answered."""
+    call = handler()
+    for path, query, name in MISSPELLED:
+        answer = envelope(call(request("GET", path, query=query, content_type=None)), 422, "validation_error")
+        assert f"{name!r}" in answer["message"] and "not one GET" in answer["message"], (path, query, answer)
+        assert answer["detail"][0]["loc"] == ["query", name] and answer["detail"][0]["type"] == "unknown_parameter"
+    for path, query in [("/search", "q=qdrant&utm_source=mail&_=1764962400"), ("/notes", "recent=1&utm=1"),
+                        ("/health", "Tags=x")]:  # fmt: skip
+        assert call(request("GET", path, query=query, content_type=None))["statusCode"] == 200, query
+
+
 NOTHING_TO_SEARCH = ["\u200b", "\u200b\u200d\ufeff", "\x00", "\x1b\x07\x7f", "!!!", "...", "?", "\u202e", "\ufffd", "🔥🔥",
                      "\u00a0\u2060", "— · —"]  # fmt: skip
 
@@ -901,6 +930,17 @@ def test_slack_replay_store_down_is_503(handler) -> None:
 # -- the indexer's events -------------------------------------------------------------------------------------------
 
 
+class _Kept(logging.Handler):
+    """Keeps the records it is given (the function's logger does not propagate to pytest's)."""
+
+    def __init__(self, kept: list[logging.LogRecord]) -> None:
+        super().__init__()
+        self.kept = kept
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.kept.append(record)
+
+
 MALFORMED_RECORDS = {
     "null": None, "a number": 5, "no s3": {"eventName": "ObjectCreated:Put"},
     "key a list": {"eventName": "ObjectCreated:Put", "s3": {"object": {"key": ["x.md"]}}},
@@ -916,17 +956,30 @@ def test_a_notification_with_one_malformed_record_still_applies_the_others(
     monkeypatch: pytest.MonkeyPatch,
     bad: Any,
 ) -> None:
-    """A message whose records are partly malformed fails (poison: retried, then dead-lettered) and every
-    well-formed record of it is applied, before the malformed one or after (the records after it were never read:
-    their notes waited for the next full sync)."""
+    """Every well-formed record of a message whose records are partly malformed is applied, before the malformed
+    one or after (the records after it were never read: their notes waited for the next full sync). Round 22: the
+    malformed record is skipped with its reason in the log and the message is not retried (it was poison: retried
+    five times, 90 minutes apart, its good records applied again each time, then dead-lettered, though no retry
+    can mend it); a message none of whose records is well formed is still poison."""
     indexer = events.Indexer(monkeypatch, tmp_path, None)
     aws.receive()
     aws.put(f"{events.PREFIX}before.md", events.note(1))
     aws.put(f"{events.PREFIX}after.md", events.note(2))
     records = [json.loads(message["body"])["Records"][0] for message in aws.receive()]
     mixed = sqs_record(json.dumps({"Records": [records[0], bad, records[1]]}), aws.queue_arn)
-    assert indexer([mixed]) == [mixed["messageId"]]
+    logged: list[logging.LogRecord] = []
+    handler = _Kept(logged)
+    logging.getLogger("kbsearch.indexer").addHandler(handler)  # the function's logger (it does not propagate)
+    try:
+        assert indexer([mixed]) == []
+    finally:
+        logging.getLogger("kbsearch.indexer").removeHandler(handler)
     assert {p["path"] for p in events.open_points(indexer.settings())} == {"before.md", "after.md"}
+    skipped = [r for r in logged if "malformed record 2 of 3" in r.getMessage()]
+    assert len(skipped) == 1 and skipped[0].levelno == logging.WARNING, [r.getMessage() for r in logged]
+    assert getattr(skipped[0], "message_id", None) == mixed["messageId"]
+    only_bad = sqs_record(json.dumps({"Records": [bad, bad]}), aws.queue_arn)
+    assert indexer([only_bad, mixed]) == [only_bad["messageId"]]  # nothing of it is an event: poison, alone
 
 
 NO_RUN_EVENTS: dict[str, Any] = {

@@ -176,6 +176,32 @@ def test_any_retry_after_is_safe(endpoint: FakeEndpoint, value: str) -> None:
     assert len(slept) == 1 and 0 <= slept[0] <= 10
 
 
+@pytest.mark.parametrize("deadline_s", [30.0, 5.0])
+def test_a_retry_after_longer_than_the_call_can_wait_fails_at_once_naming_the_rate_limit(
+    endpoint: FakeEndpoint, deadline_s: float
+) -> None:
+    """A 429 asking for 60 s, more than the policy's ``max_delay_s`` (10 s) and, at 5 s, more than the deadline:
+    the call was retried after 10 s (a retry the provider said it would refuse, again and again until the
+    attempts ran out: 30 s of a 900 s indexer run before the fallback was asked) or failed as a bare "HTTP 429". It
+    fails at once, once asked, saying the provider rate-limits it and for how long; a Retry-After of 0 (or a date
+    past) is retried after the backoff, never in a tight loop."""
+    endpoint.status, endpoint.headers = 429, {"Retry-After": "60"}
+    slept: list[float] = []
+    with pytest.raises(ProviderError) as caught:
+        send(shared_client(), Outbound("busy", "POST", endpoint.url, {}), RetryPolicy(attempts=4, max_delay_s=10),
+             Deadline(deadline_s), sleep=slept.append)  # fmt: skip
+    assert slept == [] and len(endpoint.requests) == 1, slept
+    assert caught.value.kind == "rate_limited" and caught.value.status == 429
+    assert "rate limited (HTTP 429)" in str(caught.value) and "60s before a retry (Retry-After)" in str(caught.value)
+
+    endpoint.requests.clear()
+    endpoint.headers = {"Retry-After": "0"}
+    with pytest.raises(ProviderError, match=r"rate limited \(HTTP 429\)"):
+        send(shared_client(), Outbound("busy", "POST", endpoint.url, {}),
+             RetryPolicy(attempts=4, base_delay_s=0.5, max_delay_s=10), Deadline(deadline_s), sleep=slept.append)  # fmt: skip
+    assert len(slept) == 3 and len(endpoint.requests) == 4 and all(0 <= s <= 2.0 for s in slept), slept
+
+
 # -- untrusted answers --------------------------------------------------------------------------------------------
 
 GARBAGE = {

@@ -222,10 +222,9 @@ class BrowseService:
                 raise NoteProblem("no_section", f"no section {section.strip()!r} in {path!r}; its headings: {shown}")
             body = "\n".join(body.split("\n")[chosen.start : chosen.end]).rstrip("\n")
         degraded: list[str] = []
+        targets, more_targets = wiki_links(text)  # more: past the first MAX_LINKS, never resolved nor listed
         try:
-            links: NoteLinks | None = self._links(
-                path, title, frontmatter.get("aliases"), wiki_links(text), scope, deadline
-            )
+            links: NoteLinks | None = self._links(path, title, frontmatter.get("aliases"), targets, scope, deadline)
         except IndexUnavailable as exc:
             logger.warning("a note's links could not be read", extra={"error": str(exc)})
             links, degraded = None, ["links"]
@@ -242,7 +241,7 @@ class BrowseService:
         if links is not None:
             outgoing = _prefix(links.outgoing, PART_BYTES)
             backlinks = _prefix(links.backlinks, PART_BYTES)
-            if len(outgoing) < len(links.outgoing):
+            if more_targets or len(outgoing) < len(links.outgoing):
                 truncated.append("links")
             links = NoteLinks(outgoing=outgoing, backlinks=backlinks,
                               backlinks_truncated=links.backlinks_truncated or len(backlinks) < len(links.backlinks))  # fmt: skip

@@ -12,10 +12,12 @@ Shapes (reference/aws.md, "S3 change events"):
 - EventBridge body: ``{"source": "aws.s3", "detail-type": "Object Created" | "Object Deleted", "time",
   "detail": {"bucket": {"name"}, "object": {"key" (not encoded), "etag", "sequencer"}}}``.
 
-A message that is not one of those (not JSON, another shape) is *poison*: it is reported as a batch item failure so
-SQS retries it and, after ``maxReceiveCount`` tries, moves it to the dead-letter queue, without holding back the
-rest of its batch. A notification whose records are partly malformed is poison too, and its well-formed records
-are still applied (every try; the sequencers make a repeat a no-op). Keys of another bucket, outside the KB
+A message that is not one of those (not JSON, another shape, a notification none of whose records is well formed)
+is *poison*: it is reported as a batch item failure so SQS retries it and, after ``maxReceiveCount`` tries, moves
+it to the dead-letter queue, without holding back the rest of its batch. A notification whose records are partly
+malformed is applied: its well-formed records are changes, each malformed one is *ignored* with its reason
+(``malformed record N of M``; retrying the message cannot mend it, and retried it reached the dead-letter queue
+after five receives, its good records applied again each time). Keys of another bucket, outside the KB
 prefix, not ``.md``, hidden (a name starting with '.', as a folder KB has them), or folder markers are *ignored*
 with a reason (they can never become notes); the access file at the KB root (``_access.yaml``) is a change too.
 
@@ -305,7 +307,22 @@ def _message(raw: Any, message_id: str, scope: Scope, batch: Batch) -> str | Non
     if not isinstance(records, list):
         return "neither an S3 notification nor an EventBridge S3 event"
     problems = [_s3_record(record, message_id, scope, batch) for record in records]  # every record is read
-    return next((problem for problem in problems if problem), None)
+    bad = [(number, problem) for number, problem in enumerate(problems, 1) if problem]
+    if not bad or len(bad) == len(records):  # nothing of it is an event: poison, kept by the dead-letter queue
+        return bad[0][1] if bad else None
+    for number, problem in bad:  # beside well-formed records: a retry cannot mend it, nor the records applied
+        batch.ignored.append({"key": _record_key(records[number - 1]), "message_id": message_id,
+                              "reason": f"malformed record {number} of {len(records)} ({problem}): skipped, the "
+                                        "message's other records applied"})  # fmt: skip
+    return None
+
+
+def _record_key(record: Any) -> str:
+    """A malformed record's key as a log line shows it (cut), or '' when it names none."""
+    s3 = record.get("s3") if isinstance(record, dict) else None
+    obj = s3.get("object") if isinstance(s3, dict) else None
+    key = obj.get("key") if isinstance(obj, dict) else None
+    return shown(key[:300]) if isinstance(key, str) else ""
 
 
 def latest_per_key(changes: list[Change], name: Callable[[Change], str]) -> tuple[dict[str, Change], int]:

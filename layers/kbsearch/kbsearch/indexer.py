@@ -1994,8 +1994,10 @@ def run_changes(
     batch = read_batch(event, _scope_of(source))
     report = ChangeReport(source=source.uri, collection=settings.qdrant_collection, dense=False)
     report.ignored, report.poison = batch.ignored, batch.poison
-    for item in batch.ignored:
-        logger.info("event ignored: %s: %s", item["key"], item["reason"], extra=item)
+    for item in batch.ignored:  # a malformed record beside good ones (it names its message) is a warning
+        (logger.warning if "message_id" in item else logger.info)(
+            "event ignored: %s: %s", item["key"], item["reason"], extra=item
+        )
     for item in batch.poison:
         logger.error("poison message: %s", item["reason"], extra=item)
     poison = [p["message_id"] for p in batch.poison]

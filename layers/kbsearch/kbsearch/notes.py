@@ -184,14 +184,22 @@ def _link_display(inner: str) -> tuple[str, str]:
     return note or fragment.lstrip("^"), note
 
 
-def _render_links(line: str, links: dict[str, None]) -> str:
-    """Wiki-links and embeds in one line of prose → their display text; targets are added to ``links`` (an
-    ordered set, at most :data:`MAX_LINKS`)."""
+class LinkSet(dict[str, None]):
+    """A note's link targets: an ordered set of at most :data:`MAX_LINKS`; ``more`` when the note names others
+    past them (a note read by path says its link list was cut)."""
+
+    more = False
+
+
+def _render_links(line: str, links: LinkSet) -> str:
+    """Wiki-links and embeds in one line of prose → their display text; targets are added to ``links``."""
 
     def repl(m: re.Match[str]) -> str:
         shown, note = _link_display(m.group(2))
         if note and len(links) < MAX_LINKS:
             links.setdefault(note, None)
+        elif note and note not in links:
+            links.more = True
         return shown
 
     parts: list[str] = []
@@ -333,7 +341,7 @@ def _heading(line: str) -> tuple[int, str] | None:
     return (len(m.group(1)), text) if text else None
 
 
-def _sections(body: str, links: dict[str, None]) -> tuple[list[Section], str | None]:
+def _sections(body: str, links: LinkSet) -> tuple[list[Section], str | None]:
     """Body → sections under their heading stack, and the first H1 (a title candidate)."""
     sections: list[Section] = []
     stack: list[tuple[int, str]] = []
@@ -380,7 +388,7 @@ def _sections(body: str, links: dict[str, None]) -> tuple[list[Section], str | N
 def parse_note(path: str, raw: bytes, max_bytes: int = MAX_NOTE_BYTES) -> Note:
     text = decode_note(raw, max_bytes)
     meta, body, warnings = read_frontmatter(text)
-    links: dict[str, None] = {}
+    links = LinkSet()
     sections, first_h1 = _sections(body, links)
     stem = path.rsplit("/", 1)[-1]
     stem = stem[:-3] if stem.lower().endswith(".md") else stem
@@ -439,7 +447,7 @@ def outline(body: str) -> list[Heading]:
             continue
         parsed = _heading(line)
         if parsed:
-            found.append((parsed[0], _render_links(parsed[1], {}), number))
+            found.append((parsed[0], _render_links(parsed[1], LinkSet()), number))
     headings: list[Heading] = []
     stack: list[tuple[int, str]] = []
     open_at: list[int] = []  # indexes into ``headings`` whose end is not known yet
@@ -455,14 +463,14 @@ def outline(body: str) -> list[Heading]:
     return headings
 
 
-def wiki_links(text: str) -> list[str]:
+def wiki_links(text: str) -> tuple[list[str], bool]:
     """The note parts of a note's ``[[wiki-links]]`` and embeds, in order, unique, the first :data:`MAX_LINKS`
-    (code spans and fences skipped,
-    as :func:`parse_note` does); the frontmatter, when readable, is not searched."""
+    (code spans and fences skipped, as :func:`parse_note` does), and whether the note names more; the
+    frontmatter, when readable, is not searched."""
     try:
         _, body, _ = read_frontmatter(text)
     except NoteError:
         body = text
-    links: dict[str, None] = {}
+    links = LinkSet()
     _sections(body, links)
-    return list(links)
+    return list(links), links.more

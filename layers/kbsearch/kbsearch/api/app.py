@@ -35,6 +35,7 @@ from kbsearch.api.responses import (
     error,
     gateway_error,
     gateway_rpc_error,
+    misspelled_parameter_error,
     repeated_parameter_error,
     rpc_error,
     unavailable,
@@ -273,6 +274,9 @@ class SearchApi:
         repeated = body.repeated_parameter(event)
         if repeated is not None:
             return private(repeated_parameter_error(*repeated))
+        misspelled = body.misspelled_parameter(event)
+        if misspelled is not None:
+            return private(misspelled_parameter_error(*misspelled))
         try:
             return private(self.app.resolve(event, context))
         finally:

@@ -225,20 +225,57 @@ SINGLE_VALUED_QUERY = {
 }
 
 
-def repeated_parameter(event: Mapping[str, Any]) -> tuple[str, int] | None:
-    """The first single-valued query parameter (:data:`SINGLE_VALUED_QUERY`) a GET gives more than once, and how
-    many times; None when there is none. Other parameters (unknown ones, which the routes ignore) are not judged."""
+#: The query parameters of the routes that read filters, and for ``/search`` the fields ``POST /search`` takes that
+#: the query string does not (``min_score``): a parameter spelling one of them otherwise is refused
+#: (:func:`misspelled_parameter`).
+FILTER_ROUTE_QUERY = {
+    "/search": (*SINGLE_VALUED_QUERY["/search"], "tags", "type", "status"),
+    "/notes": SINGLE_VALUED_QUERY["/notes"],
+    "/notes/{path+}": SINGLE_VALUED_QUERY["/notes/{path+}"],
+}
+_POST_ONLY = {"/search": ("query", "min_score", "filters")}
+_BRACKETS = re.compile(r"(\[[^\]]*\])+$")
+
+
+def _folded(name: str) -> str:
+    """A parameter name as a client library may spell it: ``tags[]``, ``tags[0]`` (qs, jQuery, PHP, Rails),
+    ``Top-K``, ``pathPrefix``, ``tag`` → one key."""
+    return _BRACKETS.sub("", name).lower().replace("_", "").replace("-", "").removesuffix("s")
+
+
+def _get_route(event: Mapping[str, Any]) -> str | None:
     if str(event.get("httpMethod") or "").upper() not in ("GET", "HEAD"):
         return None
     route = str(event.get("resource") or event.get("path") or "")
-    if route.startswith("/notes/"):
-        route = "/notes/{path+}"
+    return "/notes/{path+}" if route.startswith("/notes/") else route
+
+
+def repeated_parameter(event: Mapping[str, Any]) -> tuple[str, int] | None:
+    """The first single-valued query parameter (:data:`SINGLE_VALUED_QUERY`) a GET gives more than once, and how
+    many times; None when there is none."""
+    route = _get_route(event)
     multi = event.get("multiValueQueryStringParameters") or {}
-    for name in SINGLE_VALUED_QUERY.get(route, ()):
+    for name in SINGLE_VALUED_QUERY.get(route or "", ()):
         values = multi.get(name) or ()
         if len(values) > 1:
             return name, len(values)
     return None
+
+
+def misspelled_parameter(event: Mapping[str, Any]) -> tuple[str, str, tuple[str, ...]] | None:
+    """The first query parameter of a GET of a route that reads filters (:data:`FILTER_ROUTE_QUERY`) that is not
+    one of its parameters but spells one otherwise (:func:`_folded`), or names a field only ``POST /search`` takes;
+    with the route and the parameters it takes. Ignored (as any parameter no route reads still is: ``utm_source``),
+    ``tags[]=ops`` (what qs and jQuery send for an array), ``tag=ops``, ``pathPrefix=hr`` or ``min_score=0.5``
+    were answered as if not given: unfiltered, which the caller took for filtered."""
+    route = _get_route(event)
+    known = FILTER_ROUTE_QUERY.get(route or "")
+    if known is None:
+        return None
+    meant = {_folded(name) for name in (*known, *_POST_ONLY.get(route or "", ()))}
+    names = [*(event.get("multiValueQueryStringParameters") or {}), *(event.get("queryStringParameters") or {})]
+    odd = next((str(n) for n in names if str(n) not in known and _folded(str(n)) in meant), None)
+    return None if odd is None else (odd, str(route), known)
 
 
 def _kind(value: Any) -> str:

@@ -61,6 +61,17 @@ def repeated_parameter_error(name: str, count: int) -> dict[str, Any]:
     return gateway_error(422, "validation_error", message, detail)
 
 
+def misspelled_parameter_error(name: str, route: str, known: tuple[str, ...]) -> dict[str, Any]:
+    """422 for a query parameter spelling one a filtering GET takes otherwise, or naming one only POST takes
+    (:func:`kbsearch.api.body.misspelled_parameter`)."""
+    shown = name if len(name) <= 60 else name[:59] + "…"
+    takes = ", ".join(known)
+    detail = [{"loc": ["query", shown], "msg": f"not a parameter of GET {route}; it takes {takes} (a list: "
+               "the parameter repeated, tags=a&tags=b)", "type": "unknown_parameter"}]  # fmt: skip
+    return gateway_error(422, "validation_error", f"the query parameter {shown!r} is not one GET {route} takes "
+                         f"(it takes {takes}); it was not applied", detail)  # fmt: skip
+
+
 #: The routes whose errors are JSON-RPC error objects, never the REST envelope.
 RPC_ROUTES = frozenset({"/mcp"})
 #: JSON-RPC's codes for a request that is not one (a body too large, a method HTTP does not allow) and for a fault

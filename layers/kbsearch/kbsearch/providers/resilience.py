@@ -365,6 +365,7 @@ def _send(
     attempt = 0
     while True:
         retry_after: float | None = None
+        said = detail = ""
         try:
             response, raw = _attempt(client, call, deadline.within(policy.timeout_s))
         except ProviderError as exc:
@@ -380,8 +381,11 @@ def _send(
                     continue
                 raise ProviderError(call.name, "auth", f"HTTP {status}: {_error_detail(raw)}", status)
             if status == 429 or status >= 500:
-                kind = "rate_limited" if status == 429 else "server"
-                error = ProviderError(call.name, kind, f"HTTP {status}: {_error_detail(raw)}", status)
+                kind, said = (
+                    ("rate_limited", "rate limited (HTTP 429)") if status == 429 else ("server", f"HTTP {status}")
+                )
+                detail = _error_detail(raw)
+                error = ProviderError(call.name, kind, f"{said}: {detail}", status)
                 retry_after = _retry_after(response)
             elif status >= 400:
                 raise ProviderError(call.name, "client", f"HTTP {status}: {_error_detail(raw)}", status)
@@ -399,7 +403,15 @@ def _send(
         if attempt >= policy.attempts:
             raise error
         backoff = random.uniform(0, min(policy.max_delay_s, policy.base_delay_s * 2 ** (attempt - 1)))
-        delay = min(policy.max_delay_s, retry_after) if retry_after is not None else backoff
+        if retry_after is not None and retry_after > min(policy.max_delay_s, deadline.remaining()):
+            # a retry sooner than asked is refused again (and spends the provider's patience): fail now, so the
+            # caller's fallback or degradation comes at once, the wait named
+            can = min(policy.max_delay_s, max(0.0, deadline.remaining()))
+            raise ProviderError(call.name, error.kind, f"{said}, asking for {retry_after:g}s before a retry "
+                                f"(Retry-After), more than this call can wait ({can:.1f}s): {detail}",
+                                error.status)  # fmt: skip
+        # never sooner than asked, and a Retry-After of 0 (or a date past) is no reason to retry without a backoff
+        delay = max(retry_after, backoff) if retry_after is not None else backoff
         if delay >= deadline.remaining():
             raise error
         sleep(delay)
