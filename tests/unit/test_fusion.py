@@ -455,3 +455,27 @@ def test_a_chunk_without_a_recorded_language_is_judged_by_a_window_of_its_text()
     fused = fuse([(Leg("lexical", 0, "ru"), [long, chunk("ru/b.md", 8.5, "ru")]), *probes(query, terms)], evidence, 10)
     ranked = [p for p in paths(fused) if p.startswith("ru/")]  # (the probes' holder elsewhere.md aside)
     assert ranked == ["ru/long.md", "ru/b.md"]  # judged Russian, as its window reads: no cross-language cut
+
+
+def test_among_exact_matches_the_note_holding_the_query_s_other_rare_word_comes_first() -> None:
+    """ "ETH_P_ALL unmodified" (the man-page known items): two notes hold the identifier, so both are exact matches,
+    but only packet.md holds the rare word too; dense (which does not read the identifier) prefers wavelan.md. The
+    rare-term agreement orders the exact matches: packet.md first, wavelan.md still pinned second, ahead of dense's
+    first unpinned note."""
+    query = "ETH_P_ALL unmodified"
+    evidence = analyse(query)
+    assert evidence.identifiers and is_lookup(evidence, FusionParams())
+    holders = {"eth": ("wavelan.md", "packet.md"), "p": ("wavelan.md", "packet.md"), "unmodifi": ("packet.md",)}
+    named = path_probes(evidence, FusionParams())
+    held = []
+    for stem, notes in holders.items():
+        term = term_id(stem)
+        assert term in evidence.terms
+        held.append((Leg("probe", term=term, bare=term not in named),
+                     [ScoredChunk(f"{p}#0", 5.0 - i * 0.1, {"path": p} if term in named else {})
+                      for i, p in enumerate(notes)]))  # fmt: skip
+    dense = dense_leg("wavelan.md", *DISTRACTORS[:4], "packet.md", *DISTRACTORS[4:])  # packet.md sixth
+    lexical = (Leg("lexical", 0, "en"), [chunk("packet.md", 9.6), chunk("wavelan.md", 9.5)])  # a hair apart
+    fused = fuse([dense, lexical, *held], evidence, 10)
+    assert paths(fused)[:2] == ["packet.md", "wavelan.md"]
+    assert fused[0].exact and fused[1].exact and not fused[2].exact

@@ -33,7 +33,9 @@ has anyway:
   :func:`dense_floor`: the scale does not depend on how many chunks a leg returns); lexical = the query's own BM25 leg's
   share of the attainable score x language factor x coverage, times a trust ``1 + confidence_gain · (best share
   − 0.5)`` (BM25 whose best chunk reaches little of the attainable score is noise), or a translation's leg (share
-  of its own top hit), whichever is higher. Exact matches come first, in that fused order among themselves.
+  of its own top hit), whichever is higher. Exact matches come first, in that fused order among themselves,
+  the rare-term agreement included: of two notes holding "ETH_P_ALL", the one that also holds the query's rare
+  word ("unmodified") comes first, whatever dense prefers (session 22, the man-page corpus).
 - **close calls**: the top of the dense scale (above ``close``, a fifth of the span from the best cosine) counts at
   ``close_weight``. Notes the dense leg ranks that close to its best are a close call, which a weak model's flat top
   cosines make of its first few notes (USE on "does Sync keep uploading my notes in the background when Obsidian is
@@ -76,7 +78,7 @@ class FusionParams:
     exact_max_terms: int = 2  # a query of more terms is a question (an exact match needs an identifier then)
     confidence_gain: float = 2.0  # the lexical weight grows with the share of the attainable score BM25's best
     # chunk reaches: x (1 + gain x (share - 0.5)), 0 at a share of 0.25, 2 at a full share
-    rare_agreement: float = 0.3  # the few notes holding every rare term of a question (see fuse)
+    rare_agreement: float = 0.3  # the few notes holding every rare term of the query (see fuse)
     floor_rank: int = 200  # the dense scale's floor: the cosine at this rank (extrapolated for a shallower leg)
     floor_slope: float = 1.1  # how far the cosine falls per doubling of the rank, against the previous doubling
     close: float = 0.8  # the dense scale's top part (above this), where notes are close to the dense leg's best...
@@ -378,13 +380,14 @@ def fuse(
         n = notes[note]
         if n.dense_chunk is None and n.lexical_chunk is None and n.translated_chunk is None and note in brought:
             n.lexical, n.lexical_chunk = n.confidence * coverage, brought[note]
-    # Rare-term agreement (whenever no exact match is pinned, a lookup that found none included): the few notes that
-    # hold every rare term of the query (fewer than PROBE_DEPTH chunks hold it) get ``rare_agreement`` x their share of those terms' attainable score (x the
-    # language factor in a note of another language): "Time Machine" and "File History" in a long question name the
-    # note that holds them, whatever a weak dense model ranks first.
+    # Rare-term agreement: the few notes that hold every rare term of the query (fewer than PROBE_DEPTH chunks hold
+    # it) get ``rare_agreement`` x their share of those terms' attainable score (x the language factor in a note of
+    # another language): "Time Machine" and "File History" in a long question name the note that holds them,
+    # whatever a weak dense model ranks first. With exact matches pinned it orders them: of the notes holding the
+    # identifier, the one holding the query's other rare words too comes first ("ETH_P_ALL unmodified").
     agree: dict[str, float] = {}
     rare_all = [t for t in evidence.terms if probes.get(t, 0.0) > 0 and depth.get(t, 0) < PROBE_DEPTH]
-    if rare_all and not pinned:
+    if rare_all:
         need = sum(probes[t] for t in rare_all)
         agreeing = [note for note, held in holders.items() if note in notes and all(t in held for t in rare_all)]
         # a note no leg carries that holds every rare term strongly enough to be an exact match is one of the crowd
