@@ -28,6 +28,9 @@ EXIT_INTERRUPTED = kbsearch_entry.EXIT_INTERRUPTED
 EXIT_TERMINATED = kbsearch_entry.EXIT_TERMINATED
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a command whose reader went away
 EXIT_LEASE_HELD = 75  # EX_TEMPFAIL: another run holds the index lease; nothing was changed, try again later
+#: how long `kbsearch serve`'s shut-down waits, at most, for the watcher's sync to stop at its next note (a store
+#: write or the window being embedded, which fails at once once the oracle is gone; a provider's call, its deadline)
+WATCHER_END_S = 60.0
 
 
 def _printable(value: Any) -> Any:
@@ -229,7 +232,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             stopped = exc
         finally:
             _shut_down([lambda _wait: server.server_close(), *live.closing(),
-                        *([lambda _wait: oracle.stop()] if oracle is not None else [])])  # fmt: skip
+                        *([lambda _wait: oracle.stop()] if oracle is not None else []), *live.ending()])  # fmt: skip
     if isinstance(stopped, kbsearch_entry.Terminated):
         raise stopped  # every step has run: the command's one line, exit 143
     return 0
@@ -294,6 +297,15 @@ class _Live:
         if self.warmer is not None:
             steps.append(self.warmer.stop)
         return steps
+
+    def ending(self) -> list[Callable[[bool], object]]:
+        """The last step, after the oracle has stopped: the watcher's thread has ended, even after a second Ctrl-C
+        (its sync in hand was stopped at its next note; a window being embedded fails at once with the oracle gone).
+        Left running, it ran under Python's own exit, which shuts the indexer's embedding pool down: the next window
+        failed with "cannot schedule new futures after shutdown", a traceback after the command's last line."""
+        if self.watcher is None:
+            return []
+        return [lambda _wait: self.watcher.join(WATCHER_END_S)]
 
 
 def _kb_source_or_none(container: Any) -> str:
