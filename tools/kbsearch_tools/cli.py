@@ -190,7 +190,32 @@ def _oracle_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    oracle = _start_oracle(args)
+    """SIGTERM shuts it down as a Ctrl-C does from its first line on: while the oracle loads, the functions are
+    imported or the store is opened, as while it serves (it was Python's default before the server listened: the
+    process gone without its line). Whatever start-up has begun (the oracle, the socket, the hand-off socket's file,
+    the watcher) is shut down by the same steps, whatever ends it (a Ctrl-C, a SIGTERM, an error)."""
+    stopped: KeyboardInterrupt | None = None
+    with _terminate_as_interrupt():
+        oracle: Any = None
+        server: Any = None
+        live = _Live()
+        try:
+            oracle = _start_oracle(args)
+            server = _serving(args, oracle, live)
+            server.serve_forever()
+        except KeyboardInterrupt as exc:  # a Ctrl-C, or a SIGTERM (kbsearch_entry.Terminated)
+            stopped = exc
+        finally:
+            _shut_down([*([lambda _wait: server.server_close()] if server is not None else []), *live.closing(),
+                        *([lambda _wait: oracle.stop()] if oracle is not None else []), *live.ending()])  # fmt: skip
+    if stopped is not None and (isinstance(stopped, kbsearch_entry.Terminated) or server is None):
+        raise stopped  # every step has run: the command's one line, exit 143 (a Ctrl-C in start-up: 130)
+    return 0
+
+
+def _serving(args: argparse.Namespace, oracle: Any, live: _Live) -> Any:
+    """``kbsearch serve``'s start-up after the oracle: the template's functions imported, the socket bound, the
+    live sync begun (into ``live``), the banner printed; the server, listening."""
     from kbsearch_tools.local.keys import parse_api_keys
     from kbsearch_tools.local.runtime import read_env_vars_file
     from kbsearch_tools.local.server import LocalApi, make_server
@@ -211,7 +236,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         taken = exc.errno == errno.EADDRINUSE
         hint = " (another kbsearch serve?): stop it, or pass another --port (0 picks a free one)" if taken else ""
         raise OSError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}{hint}") from None
-    live = _live_sync(api, args, oracle)
+    try:
+        _live_sync(live, api, args, oracle)
+    except BaseException:
+        server.server_close()
+        raise
     import faulthandler
 
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 <pid>` prints every thread's stack
@@ -224,18 +253,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"try: curl -s {base}/health", flush=True)
     for line in live.banner:
         print(line, flush=True)
-    stopped: KeyboardInterrupt | None = None
-    with _terminate_as_interrupt():
-        try:
-            server.serve_forever()
-        except KeyboardInterrupt as exc:  # a Ctrl-C, or a SIGTERM (kbsearch_entry.Terminated)
-            stopped = exc
-        finally:
-            _shut_down([lambda _wait: server.server_close(), *live.closing(),
-                        *([lambda _wait: oracle.stop()] if oracle is not None else []), *live.ending()])  # fmt: skip
-    if isinstance(stopped, kbsearch_entry.Terminated):
-        raise stopped  # every step has run: the command's one line, exit 143
-    return 0
+    return server
 
 
 @contextlib.contextmanager
@@ -254,8 +272,12 @@ def _terminate_as_interrupt() -> Iterator[None]:
     previous = signal.signal(signal.SIGTERM, on_terminate)
     try:
         yield
+    except kbsearch_entry.Terminated:  # the command ends now: its one line, not the console script's too
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if signal.getsignal(signal.SIGTERM) is on_terminate:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _shut_down(steps: Sequence[Callable[[bool], object]]) -> None:
@@ -318,24 +340,24 @@ def _kb_source_or_none(container: Any) -> str:
         return ""
 
 
-def _live_sync(api: Any, args: argparse.Namespace, oracle: Any = None) -> _Live:
-    """The search function's container (its settings and the store its searches read), a hand-off socket when
-    that store is embedded, and the watcher when asked for; with ``--oracle`` reranking, the stand-in reranker's
-    passages embedded in the background after each sync the server runs (:class:`PassageWarmer`)."""
+def _live_sync(live: _Live, api: Any, args: argparse.Namespace, oracle: Any = None) -> None:
+    """Into ``live``, each as it starts (so a shut-down during start-up stops what has): the search function's
+    container (its settings and the store its searches read), a hand-off socket when that store is embedded, and
+    the watcher when asked for; with ``--oracle`` reranking, the stand-in reranker's passages embedded in the
+    background after each sync the server runs (:class:`PassageWarmer`)."""
     from kbsearch_tools.local.live import HandoffServer, LiveIndex, Watcher, socket_path
 
-    live = _Live()
     route = next((r for r in api.routes if r.path == "/search"), None)
     if route is None:
         if args.watch is not None:
             raise KbSearchError("--watch: the template has no /search route whose store could be synced")
-        return live
+        return
     api.function(route.function_id)
     container = sys.modules[f"_kbsearch_fn_{route.function_id}"].api.container
     if container.config_problem is not None:
         if args.watch is not None:
             raise KbSearchError(f"--watch: {container.config_problem}")
-        return live
+        return
     settings = container.settings
     path = socket_path(settings)
     built: list[LiveIndex] = []
@@ -376,7 +398,6 @@ def _live_sync(api: Any, args: argparse.Namespace, oracle: Any = None) -> _Live:
         live.watcher = Watcher(index(), folder, poll=args.poll).start()
         mode = "polling" if args.poll else "file events (polling where they are missing)"
         live.banner.append(f"  watching {folder} ({mode}): saved notes are searchable in about a second")
-    return live
 
 
 class _ProgressBar:
