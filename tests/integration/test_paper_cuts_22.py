@@ -4,12 +4,17 @@
 from __future__ import annotations
 
 import signal
+import socket
+import struct
 import subprocess
 import threading
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
+from kbsearch_tools.fakes import FakeProvider
 from kbsearch_tools.oracle import unavailable
 from tests.conftest import KBSEARCH_CMD, PROCESS_TIMEOUT_S, ROOT, subprocess_env
 from tests.integration.test_paper_cuts_20 import IMPORT_LINE, console_script, imported
@@ -97,3 +102,50 @@ def test_a_serve_start_up_that_fails_leaves_no_socket_file(tmp_path: Path) -> No
                           timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
     assert done.returncode == 2 and "--watch needs a KB folder" in done.stderr, done.stderr
     assert not (store / "kb.serve.sock").exists(), "the hand-off socket's file was left behind"
+
+
+# -- the loopback fakes: quiet about a client that went away ----------------------------------------------------------
+
+
+def _handled(base: str, timeout_s: float = 30) -> None:
+    """Until every connection made to the loopback server at ``base`` so far has been handled: one more request is
+    answered (the server accepts in turn: each earlier connection's thread was started before it), then no
+    connection's thread (socketserver's) is left in this process."""
+    assert httpx.get(base + "/", timeout=timeout_s).status_code == 501  # (no GET there: http.server's answer)
+    end = time.monotonic() + timeout_s
+    while any("process_request_thread" in t.name for t in threading.enumerate()):
+        assert time.monotonic() < end, "a connection is still being handled"
+        time.sleep(0.01)
+
+
+def _reset_mid_request(port: int, head: bytes) -> None:
+    """Send ``head`` (a request cut short), then reset the connection (RST), as a client whose deadline passed."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+def test_a_loopback_fake_is_quiet_about_a_client_gone_and_not_about_its_own_errors(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """CI logs showed a `ConnectionResetError` traceback from a fake's socketserver thread (`handle_error`) after a
+    client reset its connection: no problem, but it read as one. The fakes' one server class is quiet about a client
+    gone now, and still prints a traceback for anything else a connection raises."""
+    fake = FakeProvider("deepinfra").start()
+    try:
+        port = fake.server.server_address[1]
+        path = b"POST /v1/openai/embeddings HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        for _ in range(3):
+            _reset_mid_request(port, path + b'Content-Length: 1000\r\n\r\n{"input": [')
+        _handled(fake.base)
+        quiet = capfd.readouterr().err
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:  # the fake's own ValueError
+            sock.sendall(path + b"Content-Length: many\r\n\r\n")
+            sock.shutdown(socket.SHUT_WR)
+            while sock.recv(4096):  # until the fake closes it: after it reported the error
+                pass
+        loud = capfd.readouterr().err
+    finally:
+        fake.stop()
+    assert "Traceback" not in quiet and "ConnectionResetError" not in quiet, quiet
+    assert "Traceback" in loud and "ValueError" in loud, loud
