@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import struct
@@ -149,3 +150,30 @@ def test_a_loopback_fake_is_quiet_about_a_client_gone_and_not_about_its_own_erro
         fake.stop()
     assert "Traceback" not in quiet and "ConnectionResetError" not in quiet, quiet
     assert "Traceback" in loud and "ValueError" in loud, loud
+
+
+# -- kbsearch eval: the index it scores, as it is -----------------------------------------------------------------------
+
+
+def test_eval_says_how_many_notes_it_indexed_and_which_it_skipped(tmp_path: Path) -> None:
+    """`kbsearch eval --kb sample-kb` said "index: 36 docs" for an index of 35: the notes it listed, the one the
+    indexer skipped (broken frontmatter) among them, and never which; a query that wants a skipped note cannot find
+    it, and nothing said why. It counts the notes indexed now, says how many were skipped and names them (the JSON's
+    `index.skipped_notes`); "1 queries" reads "1 query"."""
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "good.md").write_text("# Zorblax\n\nThe zorblax rotation runbook.\n")
+    (kb / "broken.md").write_text("---\ntitle: [unclosed\n---\n# Broken\n\nzorblax too.\n")
+    queries = tmp_path / "q.yaml"
+    queries.write_text("- query: zorblax rotation\n  relevant: [broken.md]\n")
+    args = ["eval", "--kb", str(kb), "--queries", str(queries), "--phases", "lexical"]
+    shown = subprocess.run([*KBSEARCH_CMD, *args], capture_output=True, text=True, env=subprocess_env(), cwd=ROOT,
+                           timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    assert "1 query; index: 1 doc (1 skipped), " in shown.stdout, shown.stdout
+    assert "  not indexed: broken.md: invalid YAML frontmatter" in shown.stdout, shown.stdout
+    as_json = subprocess.run([*KBSEARCH_CMD, *args, "--json"], capture_output=True, text=True, env=subprocess_env(),
+                             cwd=ROOT, timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
+    index = json.loads(as_json.stdout)["index"]
+    assert index["notes"] == 1 and index["skipped"] == 1, index
+    assert [item["path"] for item in index["skipped_notes"]] == ["broken.md"], index

@@ -72,6 +72,11 @@ def _one_line(value: Any) -> str:
     return _shown(value).replace("\n", "\\n")
 
 
+def _count(n: int, one: str, many: str | None = None) -> str:
+    """``1 vote``, ``2 votes``; ``many``: an irregular plural (``query``, ``queries``)."""
+    return f"{n} {one if n == 1 else many or one + 's'}"
+
+
 #: What every log record carries; anything else on a record is a caller's ``extra`` (the structured fields the
 #: Lambda's JSON logs show as keys).
 _RECORD_FIELDS = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
@@ -802,8 +807,9 @@ def cmd_feedback(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
-        print(f"{summary['votes']} votes → {summary['queries']} queries, {summary['judgements']} judgements "
-              f"({summary['relevant']} relevant), {summary['documents']} documents → {args.beir}")  # fmt: skip
+        print(f"{_count(summary['votes'], 'vote')} → {_count(summary['queries'], 'query', 'queries')}, "
+              f"{_count(summary['judgements'], 'judgement')} ({summary['relevant']} relevant), "
+              f"{_count(summary['documents'], 'document')} → {args.beir}")  # fmt: skip
         if report.unknown_paths or report.skipped_votes or report.skipped_notes:
             print(f"left out: {report.unknown_paths} hits of notes no longer in the KB, {report.skipped_votes} "
                   f"unreadable records, {len(report.skipped_notes)} unreadable notes", file=sys.stderr)  # fmt: skip
