@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from kbsearch_tools.fakes import FakeProvider
+from kbsearch_tools.local.process import serve_process
 from kbsearch_tools.oracle import unavailable
 from tests.conftest import KBSEARCH_CMD, PROCESS_TIMEOUT_S, ROOT, subprocess_env
 from tests.integration.test_paper_cuts_20 import IMPORT_LINE, console_script, imported
@@ -177,3 +178,28 @@ def test_eval_says_how_many_notes_it_indexed_and_which_it_skipped(tmp_path: Path
     index = json.loads(as_json.stdout)["index"]
     assert index["notes"] == 1 and index["skipped"] == 1, index
     assert [item["path"] for item in index["skipped_notes"]] == ["broken.md"], index
+
+
+# -- a store held by another process: which ----------------------------------------------------------------------------
+
+
+def test_the_indexer_on_a_store_a_server_holds_names_the_process(tmp_path: Path) -> None:
+    """`kbsearch invoke IndexerFunction` while a `kbsearch serve` held the embedded store answered "index storage
+    failed: cannot open the embedded store at ...: another process has it open": not which process (round 21 named
+    it for `kbsearch search` alone). The store's own error names it now, wherever it is opened."""
+    kb, store = tmp_path / "kb", tmp_path / "q"
+    kb.mkdir()
+    (kb / "note.md").write_text("# Zorblax\n\nThe zorblax rotation runbook.\n")
+    env = subprocess_env(QDRANT_PATH=str(store), KB_SOURCE=str(kb))
+    indexed = subprocess.run([*KBSEARCH_CMD, "index"], capture_output=True, text=True, env=env, cwd=ROOT,
+                             timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
+    assert indexed.returncode == 0, indexed.stderr
+    with serve_process(env, cwd=ROOT) as served:
+        httpx.get(served.base_url + "/search?q=zorblax", timeout=PROCESS_TIMEOUT_S)  # the store opened
+        invoked = subprocess.run([*KBSEARCH_CMD, "invoke", "IndexerFunction", "--event", "events/indexer_schedule.json"],
+                                 capture_output=True, text=True, env=env, cwd=ROOT, timeout=PROCESS_TIMEOUT_S,
+                                 check=False)  # fmt: skip
+        pid = served.process.pid
+    assert invoked.returncode == 1, invoked.stderr[-2000:]
+    message = json.loads(invoked.stdout)["errorMessage"]
+    assert f"another process has it open (pid {pid}: a kbsearch serve or index?)" in message, message
