@@ -222,3 +222,20 @@ def test_kbsearch_slack_with_no_server_says_how_to_start_one() -> None:
     line = shown.stderr.strip()
     assert line.startswith(f"kbsearch slack: error: cannot reach http://127.0.0.1:{port}/slack/command"), line
     assert "is a kbsearch serve running there?" in line and "SLACK_RESPONSE_HOSTS=127.0.0.1" in line, line
+
+
+# -- kbsearch search with no index where it looked ---------------------------------------------------------------------
+
+
+def test_search_with_no_index_says_where_it_looked(tmp_path: Path) -> None:
+    """`kbsearch search` run from another folder than the one `kbsearch index` ran in (the default store is
+    .kbsearch/qdrant in the working folder) said "collection 'kb' does not exist: run the indexer first": not where
+    it looked, nor that the folder it runs in decides."""
+    env = subprocess_env()
+    assert "QDRANT_PATH" not in env and "QDRANT_URL" not in env
+    shown = subprocess.run([*KBSEARCH_CMD, "search", "restore a snapshot"], capture_output=True, text=True, env=env,
+                           cwd=tmp_path, timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
+    assert shown.returncode == 2 and not shown.stdout, (shown.returncode, shown.stdout)
+    expected = f"no index in {tmp_path.resolve() / '.kbsearch' / 'qdrant'} (QDRANT_PATH; default .kbsearch/qdrant in"
+    assert expected in shown.stderr and "kbsearch index <your KB folder>" in shown.stderr, shown.stderr
+    assert not (tmp_path / ".kbsearch").exists(), "a search made the store's folder"

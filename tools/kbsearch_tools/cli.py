@@ -723,6 +723,11 @@ def _unavailable_reason(exc: Any, settings: Any) -> str:
 
     held = held_by(settings) if exc.public == LOCKED_STORE else None
     if held is None:
+        if "run the indexer first" in str(exc) and not settings.qdrant_url:
+            # where it looked: the default store is .kbsearch/qdrant in the working folder, so a search run from
+            # another folder than the index's found none ("collection 'kb' does not exist: run the indexer first")
+            return (f"no index in {Path(settings.qdrant_path).resolve()} (QDRANT_PATH; default .kbsearch/qdrant in "
+                    "the working folder): build it with kbsearch index <your KB folder>, or run this where you did")  # fmt: skip
         return str(exc)
     return (f"{held}; stop it, or search through that kbsearch serve "
             "(curl 'http://127.0.0.1:3000/search?q=...', on the port it printed)")  # fmt: skip
