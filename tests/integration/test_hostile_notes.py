@@ -15,7 +15,7 @@ import time
 import unicodedata
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, cast
 
@@ -29,6 +29,7 @@ from kbsearch.errors import StoreError
 from kbsearch.indexer import Indexer, SyncOptions, run_sync
 from kbsearch.qdrant import open_store
 from kbsearch.sources import LocalSource, S3Source, SourceObject
+from kbsearch_tools.fakes import LoopbackHTTPServer
 from kbsearch_tools.local.runtime import LambdaContext
 from tests.conftest import KBSEARCH_CMD, PROCESS_TIMEOUT_S, ROOT, subprocess_env
 from tests.integration.test_indexer import snapshot, store_points, write_notes
@@ -222,7 +223,7 @@ class FakeQdrant:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = LoopbackHTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
 

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from kbsearch.sources import MAX_FILE_BYTES
+from kbsearch_tools.fakes import LoopbackHTTPServer
 from tests.integration.test_fault_matrix import NOTE_B, indexed_store, listing_xml, s3_sync
 
 _PIECE = b"\0" * (1 << 20)
@@ -67,8 +68,7 @@ class _HugeS3(BaseHTTPRequestHandler):
 @pytest.fixture
 def huge_s3(request: pytest.FixtureRequest) -> Iterator[str]:
     handler = type("Handler", (_HugeS3,), {"mode": request.param})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
+    server = LoopbackHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from kbsearch.config import Secrets, Settings
 from kbsearch.indexer import run_sync
 from kbsearch.qdrant import open_store
 from kbsearch.sources import SourceError
+from kbsearch_tools.fakes import LoopbackHTTPServer
 from kbsearch_tools.local.apigw import HttpRequest, build_event
 from kbsearch_tools.s3events import EventPath
 from tests.integration.test_events import PREFIX, Indexer
@@ -59,8 +60,7 @@ class _LyingS3(BaseHTTPRequestHandler):
 @pytest.fixture
 def lying_s3() -> Iterator[type[_LyingS3]]:
     handler = type("Handler", (_LyingS3,), {})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
+    server = LoopbackHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     handler.url = f"http://127.0.0.1:{server.server_address[1]}"  # type: ignore[attr-defined]

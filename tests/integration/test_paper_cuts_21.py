@@ -62,6 +62,10 @@ def test_a_second_ctrl_c_while_serve_shuts_down_still_releases_what_it_holds(tmp
             raise AssertionError(f"serve did not stop on a second Ctrl-C:\n{served.text()[-6000:]}") from None
         time.sleep(0.2)  # the last lines drained
     text = served.text()
+    # round 22: no traceback under load either. The burst's sync ran on under Python's own exit, which shuts the
+    # indexer's embedding pool down: its next window failed ("cannot schedule new futures after shutdown"), logged
+    # with its traceback after the last line (2 of 13 runs beside two busy loops; 0 of 30 since the sync stops at
+    # its next note and the shut-down waits for the watcher's thread to end)
     assert served.process.returncode == 130 and "Traceback" not in text, text[-3000:]
     assert text.count("kbsearch serve: interrupted") == 1 and text.rstrip().endswith("kbsearch serve: interrupted")
     assert not sock.exists(), "the hand-off socket's file was left behind"

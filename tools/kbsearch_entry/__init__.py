@@ -36,6 +36,19 @@ def _interrupted(_signum: int, _frame: object) -> None:
     os._exit(EXIT_INTERRUPTED)
 
 
+def _terminated(_signum: int, _frame: object) -> None:
+    """SIGTERM before ``kbsearch serve`` takes it over (the CLI still loading): its one line and 143, as later;
+    nothing has been started yet."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    os.write(2, f"{_command()}: terminated\n".encode())
+    os._exit(EXIT_TERMINATED)
+
+
+#: The commands a SIGTERM shuts down with their one line and 143 (the CLI's ``kbsearch serve``), from the start;
+#: the others keep Python's default (the kernel lets go of what they hold).
+TERMINATED_COMMANDS = frozenset({"kbsearch serve"})
+
+
 def interrupts_raise() -> None:
     """From here on a Ctrl-C is Python's ``KeyboardInterrupt``: the CLI catches it around its command, whose own
     clean-up (a partial index summary, a server closing) then runs."""
@@ -56,6 +69,8 @@ def main() -> int:
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signal.signal(signal.SIGINT, _interrupted)
         _in_charge.append(True)
+    if _command() in TERMINATED_COMMANDS and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _terminated)  # until cmd_serve raises it as an interrupt (the CLI's)
     from kbsearch_tools.cli import main as cli_main
 
     return cli_main()

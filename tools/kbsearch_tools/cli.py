@@ -28,6 +28,9 @@ EXIT_INTERRUPTED = kbsearch_entry.EXIT_INTERRUPTED
 EXIT_TERMINATED = kbsearch_entry.EXIT_TERMINATED
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a command whose reader went away
 EXIT_LEASE_HELD = 75  # EX_TEMPFAIL: another run holds the index lease; nothing was changed, try again later
+#: how long `kbsearch serve`'s shut-down waits, at most, for the watcher's sync to stop at its next note (a store
+#: write or the window being embedded, which fails at once once the oracle is gone; a provider's call, its deadline)
+WATCHER_END_S = 60.0
 
 
 def _printable(value: Any) -> Any:
@@ -67,6 +70,11 @@ def _one_line(value: Any) -> str:
     """``value`` as :func:`_shown` writes it, its line breaks escaped too (``\\n``): what must stay one line (an
     error line, a skipped note's line, the progress bar), whatever a path or ``--host`` given to it holds."""
     return _shown(value).replace("\n", "\\n")
+
+
+def _count(n: int, one: str, many: str | None = None) -> str:
+    """``1 vote``, ``2 votes``; ``many``: an irregular plural (``query``, ``queries``)."""
+    return f"{n} {one if n == 1 else many or one + 's'}"
 
 
 #: What every log record carries; anything else on a record is a caller's ``extra`` (the structured fields the
@@ -187,7 +195,32 @@ def _oracle_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    oracle = _start_oracle(args)
+    """SIGTERM shuts it down as a Ctrl-C does from its first line on: while the oracle loads, the functions are
+    imported or the store is opened, as while it serves (it was Python's default before the server listened: the
+    process gone without its line). Whatever start-up has begun (the oracle, the socket, the hand-off socket's file,
+    the watcher) is shut down by the same steps, whatever ends it (a Ctrl-C, a SIGTERM, an error)."""
+    stopped: KeyboardInterrupt | None = None
+    with _terminate_as_interrupt():
+        oracle: Any = None
+        server: Any = None
+        live = _Live()
+        try:
+            oracle = _start_oracle(args)
+            server = _serving(args, oracle, live)
+            server.serve_forever()
+        except KeyboardInterrupt as exc:  # a Ctrl-C, or a SIGTERM (kbsearch_entry.Terminated)
+            stopped = exc
+        finally:
+            _shut_down([*([lambda _wait: server.server_close()] if server is not None else []), *live.closing(),
+                        *([lambda _wait: oracle.stop()] if oracle is not None else []), *live.ending()])  # fmt: skip
+    if stopped is not None and (isinstance(stopped, kbsearch_entry.Terminated) or server is None):
+        raise stopped  # every step has run: the command's one line, exit 143 (a Ctrl-C in start-up: 130)
+    return 0
+
+
+def _serving(args: argparse.Namespace, oracle: Any, live: _Live) -> Any:
+    """``kbsearch serve``'s start-up after the oracle: the template's functions imported, the socket bound, the
+    live sync begun (into ``live``), the banner printed; the server, listening."""
     from kbsearch_tools.local.keys import parse_api_keys
     from kbsearch_tools.local.runtime import read_env_vars_file
     from kbsearch_tools.local.server import LocalApi, make_server
@@ -208,7 +241,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         taken = exc.errno == errno.EADDRINUSE
         hint = " (another kbsearch serve?): stop it, or pass another --port (0 picks a free one)" if taken else ""
         raise OSError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}{hint}") from None
-    live = _live_sync(api, args, oracle)
+    try:
+        _live_sync(live, api, args, oracle)
+    except BaseException:
+        server.server_close()
+        raise
     import faulthandler
 
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 <pid>` prints every thread's stack
@@ -221,18 +258,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"try: curl -s {base}/health", flush=True)
     for line in live.banner:
         print(line, flush=True)
-    stopped: KeyboardInterrupt | None = None
-    with _terminate_as_interrupt():
-        try:
-            server.serve_forever()
-        except KeyboardInterrupt as exc:  # a Ctrl-C, or a SIGTERM (kbsearch_entry.Terminated)
-            stopped = exc
-        finally:
-            _shut_down([lambda _wait: server.server_close(), *live.closing(),
-                        *([lambda _wait: oracle.stop()] if oracle is not None else [])])  # fmt: skip
-    if isinstance(stopped, kbsearch_entry.Terminated):
-        raise stopped  # every step has run: the command's one line, exit 143
-    return 0
+    return server
 
 
 @contextlib.contextmanager
@@ -251,8 +277,12 @@ def _terminate_as_interrupt() -> Iterator[None]:
     previous = signal.signal(signal.SIGTERM, on_terminate)
     try:
         yield
+    except kbsearch_entry.Terminated:  # the command ends now: its one line, not the console script's too
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if signal.getsignal(signal.SIGTERM) is on_terminate:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _shut_down(steps: Sequence[Callable[[bool], object]]) -> None:
@@ -295,6 +325,15 @@ class _Live:
             steps.append(self.warmer.stop)
         return steps
 
+    def ending(self) -> list[Callable[[bool], object]]:
+        """The last step, after the oracle has stopped: the watcher's thread has ended, even after a second Ctrl-C
+        (its sync in hand was stopped at its next note; a window being embedded fails at once with the oracle gone).
+        Left running, it ran under Python's own exit, which shuts the indexer's embedding pool down: the next window
+        failed with "cannot schedule new futures after shutdown", a traceback after the command's last line."""
+        if self.watcher is None:
+            return []
+        return [lambda _wait: self.watcher.join(WATCHER_END_S)]
+
 
 def _kb_source_or_none(container: Any) -> str:
     """``KB_SOURCE``, else the folder the embedded index records it was built from; "" when neither is known."""
@@ -306,24 +345,24 @@ def _kb_source_or_none(container: Any) -> str:
         return ""
 
 
-def _live_sync(api: Any, args: argparse.Namespace, oracle: Any = None) -> _Live:
-    """The search function's container (its settings and the store its searches read), a hand-off socket when
-    that store is embedded, and the watcher when asked for; with ``--oracle`` reranking, the stand-in reranker's
-    passages embedded in the background after each sync the server runs (:class:`PassageWarmer`)."""
+def _live_sync(live: _Live, api: Any, args: argparse.Namespace, oracle: Any = None) -> None:
+    """Into ``live``, each as it starts (so a shut-down during start-up stops what has): the search function's
+    container (its settings and the store its searches read), a hand-off socket when that store is embedded, and
+    the watcher when asked for; with ``--oracle`` reranking, the stand-in reranker's passages embedded in the
+    background after each sync the server runs (:class:`PassageWarmer`)."""
     from kbsearch_tools.local.live import HandoffServer, LiveIndex, Watcher, socket_path
 
-    live = _Live()
     route = next((r for r in api.routes if r.path == "/search"), None)
     if route is None:
         if args.watch is not None:
             raise KbSearchError("--watch: the template has no /search route whose store could be synced")
-        return live
+        return
     api.function(route.function_id)
     container = sys.modules[f"_kbsearch_fn_{route.function_id}"].api.container
     if container.config_problem is not None:
         if args.watch is not None:
             raise KbSearchError(f"--watch: {container.config_problem}")
-        return live
+        return
     settings = container.settings
     path = socket_path(settings)
     built: list[LiveIndex] = []
@@ -364,7 +403,6 @@ def _live_sync(api: Any, args: argparse.Namespace, oracle: Any = None) -> _Live:
         live.watcher = Watcher(index(), folder, poll=args.poll).start()
         mode = "polling" if args.poll else "file events (polling where they are missing)"
         live.banner.append(f"  watching {folder} ({mode}): saved notes are searchable in about a second")
-    return live
 
 
 class _ProgressBar:
@@ -685,6 +723,11 @@ def _unavailable_reason(exc: Any, settings: Any) -> str:
 
     held = held_by(settings) if exc.public == LOCKED_STORE else None
     if held is None:
+        if "run the indexer first" in str(exc) and not settings.qdrant_url:
+            # where it looked: the default store is .kbsearch/qdrant in the working folder, so a search run from
+            # another folder than the index's found none ("collection 'kb' does not exist: run the indexer first")
+            return (f"no index in {Path(settings.qdrant_path).resolve()} (QDRANT_PATH; default .kbsearch/qdrant in "
+                    "the working folder): build it with kbsearch index <your KB folder>, or run this where you did")  # fmt: skip
         return str(exc)
     return (f"{held}; stop it, or search through that kbsearch serve "
             "(curl 'http://127.0.0.1:3000/search?q=...', on the port it printed)")  # fmt: skip
@@ -771,8 +814,9 @@ def cmd_feedback(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
-        print(f"{summary['votes']} votes → {summary['queries']} queries, {summary['judgements']} judgements "
-              f"({summary['relevant']} relevant), {summary['documents']} documents → {args.beir}")  # fmt: skip
+        print(f"{_count(summary['votes'], 'vote')} → {_count(summary['queries'], 'query', 'queries')}, "
+              f"{_count(summary['judgements'], 'judgement')} ({summary['relevant']} relevant), "
+              f"{_count(summary['documents'], 'document')} → {args.beir}")  # fmt: skip
         if report.unknown_paths or report.skipped_votes or report.skipped_notes:
             print(f"left out: {report.unknown_paths} hits of notes no longer in the KB, {report.skipped_votes} "
                   f"unreadable records, {len(report.skipped_notes)} unreadable notes", file=sys.stderr)  # fmt: skip

@@ -234,8 +234,11 @@ def _indexed(
             sync = Indexer(source, store, embedder, SyncOptions.from_settings(local, allow_mass_delete=True)).sync()
             if sync.error:
                 raise KbSearchError(f"indexing failed: {sync.error}")
-            index = {"notes": sync.notes_listed, "chunks": sync.chunks_upserted, "dense": sync.dense,
-                     "skipped": len(sync.skipped), "seconds": round(sync.duration_ms / 1000, 1)}  # fmt: skip
+            # the notes the index holds: a note the indexer skipped (broken frontmatter) is listed, not indexed, and
+            # a query that wants it cannot find it; the table said "36 docs" for sample-kb's 35 and never the one
+            index = {"notes": sync.notes_listed - len(sync.skipped), "chunks": sync.chunks_upserted,
+                     "dense": sync.dense, "skipped": len(sync.skipped), "skipped_notes": sync.skipped,
+                     "seconds": round(sync.duration_ms / 1000, 1)}  # fmt: skip
             if reranker is not None:
                 reranker.warm_passages(store.points().values(), local.rerank_passage_tokens)
             yield local, SearchService(local, secrets, store=store), index
@@ -605,10 +608,17 @@ def eval_kb(settings: Settings, kb: Path, queries_file: Path, limit: int | None 
     return run_eval(settings, LocalSource(kb), queries, kb.name, key="path", **kwargs)
 
 
+_SKIPPED_SHOWN = 5  # skipped notes the table names
+
+
 def format_report(report: dict[str, Any]) -> str:
+    from kbsearch_tools.cli import _count, _one_line  # (the CLI's: a path escaped for one line, a count)
+
     index = report.get("index", {})
+    skipped = index.get("skipped_notes") or []
     lines = [
-        f"eval: {report['dataset']}, {report['queries']} queries; index: {index.get('notes')} docs, "
+        f"eval: {report['dataset']}, {_count(report['queries'], 'query', 'queries')}; index: "
+        f"{_count(index.get('notes', 0), 'doc')}{f' ({len(skipped)} skipped)' if skipped else ''}, "
         f"{index.get('chunks')} chunks, {'dense + BM25' if index.get('dense') else 'BM25 only'}",
         f"{'phase':<10}{'P@5':>8}{'nDCG@10':>9}{'MRR@10':>8}{'R@50':>8}{'p50 ms':>9}{'p95 ms':>9}{'degraded':>9}{'full':>6}",
     ]
@@ -617,6 +627,10 @@ def format_report(report: dict[str, Any]) -> str:
                      f"{m['p50_ms']:>9.1f}{m.get('p95_ms', 0.0):>9.1f}{int(m.get('degraded', 0)):>9}{m.get('full_candidates', 0.0):>6.2f}")  # fmt: skip
     for name, reason in report["skipped"].items():
         lines.append(f"{name:<10} skipped: {reason}")
+    for item in skipped[:_SKIPPED_SHOWN]:  # as kbsearch index lists them: one line each, a line break shown as \n
+        lines.append(f"  not indexed: {_one_line(item['path'])}: {_one_line(item['reason'])}")
+    if len(skipped) > _SKIPPED_SHOWN:
+        lines.append(f"  not indexed: {len(skipped) - _SKIPPED_SHOWN} more (--json lists them all)")
     for name, used in report.get("models", {}).items():
         lines.append(f"  {name}: {used}")
     lines.append("  full: share of searches whose candidates held --top-k notes (what reaches the reranker)")

@@ -14,6 +14,7 @@ import hashlib
 import json
 import math
 import re
+import sys
 import threading
 import time
 import uuid
@@ -105,9 +106,27 @@ class Recorded:
     served_s: float = 0.0  # time this fake spent answering (its latency, sleeps included)
 
 
-class _Server(ThreadingHTTPServer):
+#: What a connection's thread raises when its client went away mid-exchange (a reset, a closed pipe): the client's
+#: doing (a caller's deadline, a test that stops reading), not the server's problem.
+CLIENT_GONE = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
+
+
+class LoopbackHTTPServer(ThreadingHTTPServer):
+    """The threaded HTTP server of every loopback fake (these providers, the oracle, the tests' own S3 and Qdrant
+    stand-ins). socketserver printed a traceback to stderr for anything a connection's thread raised, a client
+    that reset its connection too: CI logs filled with ``ConnectionResetError`` tracebacks that were no problem.
+    A client gone is quiet now; anything else keeps socketserver's traceback (a fake's own bug shows)."""
+
     request_queue_size = 128  # the default backlog of 5 resets connections under concurrent load
     daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], CLIENT_GONE):
+            return
+        super().handle_error(request, client_address)
+
+
+_Server = LoopbackHTTPServer
 
 
 class _LoopbackServer:

@@ -128,6 +128,11 @@ class LocalSlack:
         url = self.api.rstrip("/") + path
         try:
             return httpx.post(url, content=body, headers=signed_headers(self.secret, body), timeout=30)
+        except httpx.ConnectError as exc:  # nothing listening there: most likely no server started yet
+            raise KbSearchError(
+                f"cannot reach {url}: {exc}; is a kbsearch serve running there? Start one with "
+                "SLACK_SIGNING_SECRET (the same value) and SLACK_RESPONSE_HOSTS=127.0.0.1 set, or pass --api URL"
+            ) from None
         except httpx.HTTPError as exc:
             raise KbSearchError(f"cannot reach {url}: {exc}") from None
 

@@ -35,6 +35,7 @@ from kbsearch.access import ACCESS_FILE
 from kbsearch.errors import KbSearchError
 from kbsearch.events import Change
 from kbsearch.indexer import ChangeReport, ChangeSync, Indexer, SyncOptions, SyncReport, caller_sets
+from kbsearch.providers.resilience import Deadline
 from kbsearch.sources import NOTE_SUFFIX, LocalSource, hidden, open_source
 
 logger = logging.getLogger(__name__)
@@ -69,24 +70,28 @@ class LiveIndex:
     def options(self, **overrides: Any) -> SyncOptions:
         return SyncOptions.from_settings(self.settings, **overrides)
 
-    def full(self, source: str, full: bool = False, allow_mass_delete: bool = False) -> SyncReport:
+    def full(
+        self, source: str, full: bool = False, allow_mass_delete: bool = False, stop_at: Deadline | None = None
+    ) -> SyncReport:
+        """``stop_at``: no note is started after it (the watcher's, when the server shuts down)."""
         with self.lock:
             options = self.options(
                 full=full, allow_mass_delete=allow_mass_delete, caller_sets=caller_sets(self.secrets)
             )
-            report = Indexer(open_source(source), self.store, self.embedder, options).sync()
+            report = Indexer(open_source(source), self.store, self.embedder, options).sync(stop_at)
             self._flush(report.chunks_upserted + report.chunks_deleted)
             self.last = {"kind": "full" if full else "reconcile", "report": report.to_dict()}
         self._synced(None)
         return report
 
-    def changes(self, folder: Path, paths: Iterable[str]) -> ChangeReport:
-        """Apply the notes at these relative paths as they are on disk now (present: indexed; absent: deleted)."""
+    def changes(self, folder: Path, paths: Iterable[str], stop_at: Deadline | None = None) -> ChangeReport:
+        """Apply the notes at these relative paths as they are on disk now (present: indexed; absent: deleted);
+        ``stop_at``: no note is started after it."""
         with self.lock:
             changes = [Change(path=_nfc(p), key=p, removed=False) for p in sorted(set(paths))]
             sync = ChangeSync(LocalSource(folder), self.store, self.embedder, self.options())
             sync.kind = "watch"
-            report = sync.apply(changes)
+            report = sync.apply(changes, stop_at)
             self._flush(report.chunks_upserted + report.chunks_deleted)
             self.last = {"kind": "watch", "report": report.to_dict()}
         self._synced([c.path for c in changes if c.path != ACCESS_FILE])  # (the access file changes no passage)
@@ -153,7 +158,11 @@ class Watcher:
         self.poll = poll
         self.on_sync = on_sync
         self.stop_event = threading.Event()
+        #: the syncs' ``stop_at``, passed at :meth:`stop`: the sync in hand starts no note after it (a window of
+        #: notes already being embedded is written), so it ends soon after the stop, not with the process
+        self.stop_at = Deadline()
         self.ready = threading.Event()
+        self.ended = threading.Event()  # the thread's last step: nothing it runs is left
         self.mode = "polling" if poll else "native"
         self.known: set[str] = set()
         self.retry: set[str] = set()  # paths a batch could not apply (an unusable access file, a provider down)
@@ -165,15 +174,27 @@ class Watcher:
         return self
 
     def stop(self, wait: bool = True) -> None:
-        """Stop watching; ``wait``: for the sync in hand too (up to 10 s)."""
+        """Stop watching, and the sync in hand at its next note; ``wait``: for that sync too (up to 10 s)."""
+        self.stop_at.at = time.monotonic()
         self.stop_event.set()
-        if wait and self._thread is not None:
-            self._thread.join(timeout=10)
+        if wait:
+            self.join(10)
+
+    def join(self, timeout_s: float) -> bool:
+        """Wait for the watcher's thread to end (up to ``timeout_s``); whether it has. A sync left running in it
+        when the process exits runs under Python's own shut-down, which stops the indexer's embedding pool: its
+        next window then failed with "cannot schedule new futures after shutdown", a traceback after the
+        command's last line."""
+        if self._thread is None:
+            return True
+        # an Event, not Thread.join: a join a Ctrl-C interrupted (the first Ctrl-C's wait, cut by a second) marks
+        # the thread stopped while it runs on (Python 3.11's threading), and every later join returns at once
+        return self.ended.wait(timeout_s)
 
     def _run(self) -> None:
         try:
             changes = self._open_watch()  # first: a save during the initial sync is then not missed
-            report = self.live.full(str(self.folder))
+            report = self.live.full(str(self.folder), stop_at=self.stop_at)
             self._known_from_store()
             self._report("initial sync", report.to_dict())
             self.ready.set()
@@ -188,6 +209,7 @@ class Watcher:
             logger.exception("kbsearch serve --watch: the watcher stopped; restart kbsearch serve to resume")
         finally:
             self.ready.set()
+            self.ended.set()
 
     def _known_from_store(self) -> None:
         with self.live.lock:
@@ -280,12 +302,12 @@ class Watcher:
             # share back re-embedded every note)
             rescan = True
         if rescan:
-            report = self.live.full(str(self.folder)).to_dict()
+            report = self.live.full(str(self.folder), stop_at=self.stop_at).to_dict()
             self._known_from_store()
             self._report("folder change: incremental sync", report)
         elif notes:
             notes |= self.retry  # what failed before is applied again with the next change (as SQS redelivers)
-            changed = self.live.changes(self.folder, notes)
+            changed = self.live.changes(self.folder, notes, self.stop_at)
             self.retry = {p for p in notes if _nfc(p) in changed.failed_paths}
             for path in notes:
                 if _nfc(path) in changed.failed_paths or path == ACCESS_FILE:
@@ -312,9 +334,11 @@ class Watcher:
             # after "interrupted" (the store is crash-safe; the next sync applies what this one did not)
             logger.debug("kbsearch serve --watch: %s cut short by the shut-down: %s", what, report["error"])
             return
+        stopped = " (stopped by the shut-down: the next start syncs the rest)" if (
+            report.get("incomplete") and self.stop_event.is_set()) else ""  # fmt: skip
         line = (
             f"kbsearch serve --watch: {what}: {report['added']} added, {report['updated']} updated, "
-            f"{report['deleted']} deleted in {report['duration_ms']} ms"
+            f"{report['deleted']} deleted in {report['duration_ms']} ms{stopped}"
             + (f"; error: {report['error']}" if report.get("error") else "")
             + (f"; deletion blocked: {report['deletion_blocked']}" if report.get("deletion_blocked") else "")
         )

@@ -235,9 +235,19 @@ class EdgeStore(Store):
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             handle.close()
-            raise StoreError(f"cannot open the embedded store at {self.path}: another process has it open",
-                             HELD_ELSEWHERE) from None  # fmt: skip
+            raise StoreError(self._held_elsewhere(), HELD_ELSEWHERE) from None
         self._owner = handle
+
+    def _held_elsewhere(self) -> str:
+        """The store is held by another process: which (its pid, from ``/proc/locks``), for the operator who must
+        stop it. It said only "another process has it open" (``kbsearch invoke IndexerFunction`` while a
+        ``kbsearch serve`` holds the store, ``kbsearch eval --store``, ``kbsearch mcp``); the API's answer keeps
+        its public reason."""
+        from kbsearch.qdrant.readiness import lock_holder
+
+        holder = lock_holder(self._owner_file) or lock_holder(self.path / "wal")
+        who = f" (pid {holder}: a kbsearch serve or index?)" if holder else ""
+        return f"cannot open the embedded store at {self.path}: another process has it open{who}"
 
     def _disown(self) -> None:
         handle, self._owner = self._owner, None
@@ -304,10 +314,9 @@ class EdgeStore(Store):
         except Exception as exc:  # the shard's WAL is locked by another process, or the files are damaged
             if not owned:
                 self._disown()
-            held = "WouldBlock" in str(exc)
-            reason = "another process has it open" if held else type(exc).__name__
-            raise StoreError(f"cannot open the embedded store at {self.path}: {reason}",
-                             HELD_ELSEWHERE if held else None) from None  # fmt: skip
+            if "WouldBlock" in str(exc):
+                raise StoreError(self._held_elsewhere(), HELD_ELSEWHERE) from None
+            raise StoreError(f"cannot open the embedded store at {self.path}: {type(exc).__name__}") from None
 
     @property
     def shard(self) -> edge.EdgeShard:
