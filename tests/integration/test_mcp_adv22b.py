@@ -366,3 +366,31 @@ def test_the_remote_bridge_answers_each_request_of_a_batch_the_remote_could_not_
     assert answers == [{"jsonrpc": "2.0", "id": 1, "error": error}, {"jsonrpc": "2.0", "id": "s", "error": error}], (
         answers
     )
+
+
+def test_the_remote_bridge_passes_on_the_remotes_own_messages_in_a_batchs_event_stream() -> None:
+    """rev22: a batch answered as an event stream carrying the remote's own messages beside the responses (a log
+    notification, a request of the server's: MCP lets a POST's stream carry them) lost them: adv22b kept only the
+    responses, so a request of the remote's was never answered. They are written as they came, each on its line,
+    before the batch's one array of responses."""
+    opened = {"jsonrpc": "2.0", "id": 0, "result": {"protocolVersion": BATCH_VERSION, "capabilities": {},
+                                                      "serverInfo": {"name": "kb-search", "version": "1"}}}  # fmt: skip
+    log = {"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "info", "data": "searching"}}
+    asks = {"jsonrpc": "2.0", "id": "srv-1", "method": "ping"}
+    stream = "".join(f"data: {json.dumps(m)}\n\n" for m in (log, asks, OK_1))
+    bodies = [(json.dumps(opened), "application/json"), (stream, "text/event-stream")]
+    remote = FakeEndpoint().start()
+
+    def respond(_method: str, _path: str) -> tuple[int, bytes, str]:
+        text, kind = bodies.pop(0)
+        return 200, text.encode(), kind
+
+    remote.responder = respond
+    try:
+        _init, *lines = stdio(["--remote", remote.url], subprocess_env(KB_API_KEY=API_KEY),
+                              [initialize(0, BATCH_VERSION), [request(1, "ping"), request("s", "ping")]])  # fmt: skip
+    finally:
+        remote.stop()
+    assert lines[:2] == [log, asks], lines
+    (answers,) = lines[2:]
+    assert answers[0] == OK_1 and answers[1]["id"] == "s" and answers[1]["error"]["code"] == -32001, answers

@@ -307,7 +307,11 @@ class RemoteBridge:
         # a batch answered as messages that are no array (an event stream, an object alone, a 413): its responses
         named = response.status_code == 413 or any(a.get("id") is not None for a in answers)
         if answers and requests and isinstance(message, list) and named:
-            return self._batch_answering(requests, [a for a in answers if "method" not in a], response.status_code)
+            # the remote's own messages in the stream (a log notification, a request of its own) go on as they came,
+            # each on its line, before the batch's array (they were dropped: a request of the remote's never answered)
+            own = [a for a in answers if "method" in a]
+            responses = [a for a in answers if "method" not in a]
+            return [*own, *self._batch_answering(requests, responses, response.status_code)]
         if answers:
             return self._answering(message, answers, is_request, id_, response.status_code)
         if response.status_code in (200, 202) and not raw and not is_request:
