@@ -335,3 +335,62 @@ def test_the_remote_bridge_never_sends_on_a_negotiated_version_no_header_can_car
         remote.stop()
     assert [a["id"] for a in answers] == [0, 1] and answers[1]["result"] == {}, answers
     assert [r.headers.get("mcp-protocol-version") for r in remote.requests] == [None, None]
+
+
+# -- rev22: a batch the remote could not read ---------------------------------------------------------------------------
+
+
+def test_the_remote_bridge_answers_each_request_of_a_batch_the_remote_could_not_read() -> None:
+    """rev22: a 2025-03-26 batch the remote could not read (over the API's 64 KiB: 413 with one error of id null, as
+    for a message alone) was passed on as that one error object: no line answered any of the batch's requests, so the
+    client waited on each for ever. Each request gets the remote's error under its id, in one array. (Another error
+    of id null is the remote's verdict on a batch it read, as a whole: a batch of 33, passed on as the local server
+    answers it, test_mcp_batches.)"""
+    status, error = REFUSALS["413 over 64 KiB"]
+    opened = {"jsonrpc": "2.0", "id": 0, "result": {"protocolVersion": BATCH_VERSION, "capabilities": {},
+                                                      "serverInfo": {"name": "kb-search", "version": "1"}}}  # fmt: skip
+    bodies = [(200, json.dumps(opened)), (status, json.dumps({"jsonrpc": "2.0", "id": None, "error": error}))]
+    remote = FakeEndpoint().start()
+
+    def respond(_method: str, _path: str) -> tuple[int, bytes, str]:
+        code, text = bodies.pop(0)
+        return code, text.encode(), "application/json"
+
+    remote.responder = respond
+    big = {"name": "kb_search", "arguments": {"query": "x" * 70_000}}
+    try:
+        _init, answers = stdio(["--remote", remote.url], subprocess_env(KB_API_KEY=API_KEY),
+                               [initialize(0, BATCH_VERSION), [request(1, "tools/call", big), request("s", "ping")]])  # fmt: skip
+    finally:
+        remote.stop()
+    assert answers == [{"jsonrpc": "2.0", "id": 1, "error": error}, {"jsonrpc": "2.0", "id": "s", "error": error}], (
+        answers
+    )
+
+
+def test_the_remote_bridge_passes_on_the_remotes_own_messages_in_a_batchs_event_stream() -> None:
+    """rev22: a batch answered as an event stream carrying the remote's own messages beside the responses (a log
+    notification, a request of the server's: MCP lets a POST's stream carry them) lost them: adv22b kept only the
+    responses, so a request of the remote's was never answered. They are written as they came, each on its line,
+    before the batch's one array of responses."""
+    opened = {"jsonrpc": "2.0", "id": 0, "result": {"protocolVersion": BATCH_VERSION, "capabilities": {},
+                                                      "serverInfo": {"name": "kb-search", "version": "1"}}}  # fmt: skip
+    log = {"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "info", "data": "searching"}}
+    asks = {"jsonrpc": "2.0", "id": "srv-1", "method": "ping"}
+    stream = "".join(f"data: {json.dumps(m)}\n\n" for m in (log, asks, OK_1))
+    bodies = [(json.dumps(opened), "application/json"), (stream, "text/event-stream")]
+    remote = FakeEndpoint().start()
+
+    def respond(_method: str, _path: str) -> tuple[int, bytes, str]:
+        text, kind = bodies.pop(0)
+        return 200, text.encode(), kind
+
+    remote.responder = respond
+    try:
+        _init, *lines = stdio(["--remote", remote.url], subprocess_env(KB_API_KEY=API_KEY),
+                              [initialize(0, BATCH_VERSION), [request(1, "ping"), request("s", "ping")]])  # fmt: skip
+    finally:
+        remote.stop()
+    assert lines[:2] == [log, asks], lines
+    (answers,) = lines[2:]
+    assert answers[0] == OK_1 and answers[1]["id"] == "s" and answers[1]["error"]["code"] == -32001, answers

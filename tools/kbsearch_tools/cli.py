@@ -288,9 +288,10 @@ def _terminate_as_interrupt() -> Iterator[None]:
 def _shut_down(steps: Sequence[Callable[[bool], object]]) -> None:
     """Every step of a shut-down, in order, each told whether it may wait (a sync in hand, a step of the passage
     warmer). A Ctrl-C during one (the second of a ``kbsearch serve``: the first began the shut-down) cuts that wait
-    short and the steps after it wait no more, but each still runs (the hand-off socket's file removed, the oracle
-    stopped); it was raised out of the first step it hit, and the steps after it never ran. It is re-raised once
-    all have run: the command's one line, exit 130."""
+    short and the steps after it wait no more (but :meth:`_Live.ending`'s, which waits for the watcher's thread
+    whatever it is told), but each still runs (the hand-off socket's file removed, the oracle stopped); it was raised
+    out of the first step it hit, and the steps after it never ran. It is re-raised once all have run: the command's
+    one line, exit 130."""
     interrupted: KeyboardInterrupt | None = None
     for step in steps:
         try:

@@ -302,11 +302,16 @@ class RemoteBridge:
             logger.warning("%s sent an Mcp-Session-Id that is not visible ASCII; ignored", self.shown)
         batch = _batch_answers(response.headers.get("content-type", ""), raw) if isinstance(message, list) else None
         if batch is not None:  # the answers to a batch: one array, of the responses to its requests
-            return self._batch_answering(requests, batch)
+            return self._batch_answering(requests, batch, response.status_code)
         answers = _messages(response.headers.get("content-type", ""), raw)
-        if answers and requests and isinstance(message, list) and any(a.get("id") is not None for a in answers):
-            # a batch answered as messages that are no array (an event stream, an object alone): its responses
-            return self._batch_answering(requests, [a for a in answers if "method" not in a])
+        # a batch answered as messages that are no array (an event stream, an object alone, a 413): its responses
+        named = response.status_code == 413 or any(a.get("id") is not None for a in answers)
+        if answers and requests and isinstance(message, list) and named:
+            # the remote's own messages in the stream (a log notification, a request of its own) go on as they came,
+            # each on its line, before the batch's array (they were dropped: a request of the remote's never answered)
+            own = [a for a in answers if "method" in a]
+            responses = [a for a in answers if "method" not in a]
+            return [*own, *self._batch_answering(requests, responses, response.status_code)]
         if answers:
             return self._answering(message, answers, is_request, id_, response.status_code)
         if response.status_code in (200, 202) and not raw and not is_request:
@@ -315,13 +320,23 @@ class RemoteBridge:
         logger.warning("%s answered HTTP %s: %s", self.shown, response.status_code, text)
         return failed(text, {"status": response.status_code}) if is_request else []
 
-    def _batch_answering(self, requests: list[dict[str, Any]], batch: list[dict[str, Any]]) -> list[Message]:
+    def _batch_answering(
+        self, requests: list[dict[str, Any]], batch: list[dict[str, Any]], status: int
+    ) -> list[Message]:
         """The remote's array for a batch's ``requests``: one response per request (a response to no request of the
         batch, or one more than the batch has requests of its id, dropped) and id-null errors as they came; a request
         the array left out gets a -32001 under its id (the client would wait on it for ever), as does every request
-        of a batch answered with an empty array."""
+        of a batch answered with an empty array; a batch refused as too large to read (HTTP 413) with an error of id
+        null gets that error under each request's id."""
         ours: list[dict[str, Any]] = []
         waiting = [r["id"] for r in requests if _usable_id(r["id"]) is not None]  # one entry per request
+        unread = next((a for a in batch if a.get("id") is None and isinstance(a.get("error"), dict)), None)
+        if status == 413 and waiting and unread is not None and not any(a.get("id") is not None for a in batch):
+            # the remote could not read the batch (HTTP 413: over its body limit): its one error of id null answers
+            # each request, under its id (passed on alone, it answered none: the client waited for ever). Any other
+            # such error is the remote's verdict on the batch as a whole, read (more than 32 members: 400), passed on
+            # as the local server answers it
+            return [[{"jsonrpc": "2.0", "id": id_, "error": unread["error"]} for id_ in waiting]]
         for answer in batch:
             id_ = answer.get("id")
             match = next((i for i, w in enumerate(waiting) if _same_id(id_, w)), None)
