@@ -719,16 +719,13 @@ def cmd_search(args: argparse.Namespace) -> int:
 def _unavailable_reason(exc: Any, settings: Any) -> str:
     """Why ``kbsearch search`` cannot search, for the one at this terminal: for an embedded store held by another
     process, which one (its pid) and what to do (it said only "another process has it open")."""
-    from kbsearch.qdrant.readiness import held_by
+    from kbsearch.qdrant.readiness import held_by, missing_index
     from kbsearch.search import LOCKED_STORE
 
     held = held_by(settings) if exc.public == LOCKED_STORE else None
     if held is None:
-        if "run the indexer first" in str(exc) and not settings.qdrant_url:
-            # where it looked: the default store is .kbsearch/qdrant in the working folder, so a search run from
-            # another folder than the index's found none ("collection 'kb' does not exist: run the indexer first")
-            return (f"no index in {Path(settings.qdrant_path).resolve()} (QDRANT_PATH; default .kbsearch/qdrant in "
-                    "the working folder): build it with kbsearch index <your KB folder>, or run this where you did")  # fmt: skip
+        if "run the indexer first" in str(exc):  # where it looked (an embedded store): "collection 'kb' does not exist"
+            return missing_index(settings) or str(exc)
         return str(exc)
     return (f"{held}; stop it, or search through that kbsearch serve "
             "(curl 'http://127.0.0.1:3000/search?q=...', on the port it printed)")  # fmt: skip

@@ -74,6 +74,16 @@ def held_by(settings: Settings) -> str | None:
             "serve or index?)")  # fmt: skip
 
 
+def missing_index(settings: Settings) -> str | None:
+    """Where an embedded store was looked for and not found, for the one at a terminal (the default store is
+    ``.kbsearch/qdrant`` in the working folder, so a search run from another folder than the index's finds none);
+    None on Qdrant Cloud."""
+    if settings.qdrant_url:
+        return None
+    return (f"no index in {Path(settings.qdrant_path).resolve()} (QDRANT_PATH; default .kbsearch/qdrant in the "
+            "working folder): build it with kbsearch index <your KB folder>, or run this where you did")  # fmt: skip
+
+
 def lock_holder(path: Path) -> int | None:
     """The pid of another process holding a lock on ``path`` (as Qdrant Edge locks its WAL folder), read from
     ``/proc/locks`` without taking one; None when none does, or where ``/proc/locks`` does not exist."""
