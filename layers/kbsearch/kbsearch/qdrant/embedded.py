@@ -85,6 +85,13 @@ FALLBACK_NOTICE = (
 HELD_ELSEWHERE = (
     "another process has the embedded store open (a kbsearch index or serve?); searches answer once it closes"
 )
+#: What a caller is told when Qdrant Edge cannot load the shard's files (truncated, zeroed or garbled by a crash or a
+#: disk, or unreadable): the index is a copy of the KB, rebuilt by the command named.
+UNLOADABLE = (
+    "the embedded store's files cannot be loaded (damaged?): rebuild it with kbsearch index --rebuild <your KB folder>"
+)
+#: Characters of Qdrant Edge's own reason kept in the error (it names the file and what was wrong with it).
+REASON_CHARS = 400
 COLLECTION_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,254}$")
 SCROLL_PAGE = 2048
 #: How a sealed segment's dense vectors are quantised, as ``edge_config.json`` spells it: int8 from the 99% quantile
@@ -129,10 +136,11 @@ def rebuild_hint(collection: str) -> str:
     return f"rebuild it with: kbsearch index <your KB folder>   (QDRANT_COLLECTION={collection})"
 
 
-def open_embedded(settings: Settings, search: bool = False) -> Store:
+def open_embedded(settings: Settings, search: bool = False, rebuild: bool = False) -> Store:
     """Qdrant Edge when its wheel is installed, else qdrant-client's local mode (with a one-line notice);
     ``QDRANT_EMBEDDED=local`` asks for local mode. ``search``: the store is opened to search it (an Edge store
-    then has what a search reads read ahead, :meth:`EdgeStore.read_ahead`)."""
+    then has what a search reads read ahead, :meth:`EdgeStore.read_ahead`). ``rebuild``: an Edge collection is
+    dropped unopened (``kbsearch index --rebuild``), so a shard whose files cannot be loaded is rebuilt too."""
     root = Path(settings.qdrant_path)
     collection = settings.qdrant_collection
     problem = path_problem(root)
@@ -147,8 +155,10 @@ def open_embedded(settings: Settings, search: bool = False) -> Store:
         return open_local_mode(root, collection, settings.embedding_dimensions)
     store = EdgeStore(
         root, collection, settings.embedding_dimensions, hnsw_m=settings.qdrant_embedded_hnsw_m,
-        graph_from=settings.qdrant_embedded_graph_from,
+        graph_from=settings.qdrant_embedded_graph_from, load=not rebuild,
     )  # fmt: skip
+    if rebuild:
+        store.drop()
     if search:
         store.read_ahead(settings.qdrant_embedded_readahead_mb << 20)
     return store
@@ -174,7 +184,13 @@ class EdgeStore(Store):
     """The indexer's :class:`Store` and the search's retrieval call, on one Qdrant Edge shard."""
 
     def __init__(
-        self, root: Path, collection: str, dimensions: int, hnsw_m: int = 0, graph_from: int = EDGE_GRAPH_FROM
+        self,
+        root: Path,
+        collection: str,
+        dimensions: int,
+        hnsw_m: int = 0,
+        graph_from: int = EDGE_GRAPH_FROM,
+        load: bool = True,
     ) -> None:
         if not COLLECTION_NAME.match(collection):
             raise StoreError(f"QDRANT_COLLECTION {collection!r} is not a usable name (letters, digits, _ . -)")
@@ -206,7 +222,7 @@ class EdgeStore(Store):
         self._readahead_bytes = 0  # what :meth:`read_ahead` was allowed (0: nothing read ahead)
         self._ids_numeric: bool | None = None  # the points' id kind (see _numeric_ids), once known
         self._owner: BinaryIO | None = None  # the lock file, open while this process owns the shard (see _own)
-        if (self.path / "edge_config.json").is_file():
+        if load and (self.path / "edge_config.json").is_file():
             self._shard = self._load()
 
     @property
@@ -305,9 +321,16 @@ class EdgeStore(Store):
             if not owned:
                 self._disown()
             held = "WouldBlock" in str(exc)
-            reason = "another process has it open" if held else type(exc).__name__
-            raise StoreError(f"cannot open the embedded store at {self.path}: {reason}",
-                             HELD_ELSEWHERE if held else None) from None  # fmt: skip
+            if held:
+                raise StoreError(f"cannot open the embedded store at {self.path}: another process has it open",
+                                 HELD_ELSEWHERE) from None  # fmt: skip
+            # Edge's reason names the file and the fault (a segment.json cut short by a crash, say); it was
+            # reported as its class alone ("Exception"), and no command could rebuild the store (--rebuild opened
+            # it first, and failed the same way)
+            reason = " ".join(str(exc).split())[:REASON_CHARS] or type(exc).__name__
+            raise StoreError(f"cannot open the embedded store at {self.path}: Qdrant Edge cannot load its files "
+                             f"({reason}); if they are damaged, rebuild it with: kbsearch index --rebuild <your KB "
+                             f"folder>   (QDRANT_PATH={self.root})", UNLOADABLE) from None  # fmt: skip
 
     @property
     def shard(self) -> edge.EdgeShard:
@@ -406,6 +429,8 @@ class EdgeStore(Store):
     def drop(self) -> None:
         self._closing.set()
         with self._lock:
+            if self._shard is None and self.path.exists():
+                self._own()  # never delete the files of a shard another process has open
             if self._shard is not None:
                 with contextlib.suppress(Exception):
                     self._shard.close()

@@ -1,0 +1,128 @@
+"""The embedded store under what a disk and a crash do to it (round 22c): its files cut short, zeroed or garbled,
+a process killed at any moment of a sync, the store's path a link to nowhere. Everything through ``kbsearch``
+processes; "converges" means equal to a clean build of the same notes (point ids and payloads)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kbsearch.config import Settings
+from tests.conftest import KBSEARCH_CMD, PROCESS_TIMEOUT_S, ROOT, subprocess_env
+from tests.integration.test_indexer import snapshot
+
+
+def kbsearch(store: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*KBSEARCH_CMD, *args], capture_output=True, text=True, timeout=PROCESS_TIMEOUT_S,
+                          check=False, env=subprocess_env(QDRANT_PATH=str(store)))  # fmt: skip
+
+
+def index(store: Path, kb: Path, *args: str) -> tuple[int, dict[str, Any], str]:
+    proc = kbsearch(store, "index", str(kb), "--json", *args)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc.returncode, json.loads(proc.stdout), proc.stderr
+
+
+def _empty(f: Path) -> None:
+    f.write_bytes(b"")
+
+
+def _zeroed(f: Path) -> None:
+    f.write_bytes(bytes(f.stat().st_size))
+
+
+def _flipped(f: Path) -> None:
+    data = bytearray(f.read_bytes())
+    for i in range(0, len(data), 50):
+        data[i] ^= 0xFF
+    f.write_bytes(bytes(data))
+
+
+DAMAGE: dict[str, tuple[str, Callable[[Path], None]]] = {
+    "segment.json emptied": ("segments/*/segment.json", _empty),
+    "version.info zeroed": ("segments/*/version.info", _zeroed),
+    "edge_config.json garbled": ("edge_config.json", _flipped),
+    "the WAL's first index garbled": ("wal/first-index", _flipped),
+}
+
+
+@pytest.mark.timeout(6 * PROCESS_TIMEOUT_S)
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_a_store_whose_files_cannot_be_loaded_names_the_file_and_rebuild_rebuilds_it(
+    tmp_path: Path, damage: str
+) -> None:
+    """A shard Edge cannot load (a segment's state cut short by a crash, zeroed by a disk, a garbled config or WAL
+    index) was reported as ``cannot open the embedded store at ...: Exception``, naming neither the file nor a way
+    out, and ``kbsearch index --rebuild`` (documented to drop and rebuild the embedded store) failed the same way: it
+    opened the shard before dropping it. Now the error carries Edge's reason and names ``--rebuild``, which drops
+    the shard unopened and rebuilds it: the store then equals a clean build."""
+    kb, store = ROOT / "sample-kb", tmp_path / "q"
+    code, _, stderr = index(store, kb)
+    assert code == 0, stderr
+    pattern, damage_it = DAMAGE[damage]
+    files = list((store / "edge" / "kb").glob(pattern))
+    assert files, pattern
+    for f in files:
+        damage_it(f)
+    proc = kbsearch(store, "search", "snapshot")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "Qdrant Edge cannot load its files" in proc.stderr and "kbsearch index --rebuild" in proc.stderr
+    assert ": Exception" not in proc.stderr, proc.stderr
+    code, report, stderr = index(store, kb)  # a plain sync cannot repair it: it says what to do
+    assert code == 1 and report["incomplete"] is True, (report, stderr)
+    assert "kbsearch index --rebuild" in report["error"], report["error"]
+    code, report, stderr = index(store, kb, "--rebuild")
+    assert code == 0 and report["error"] is None and report["rebuilt"], (report, stderr)
+    proc = kbsearch(store, "search", "snapshot")
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    code, _, _ = index(tmp_path / "clean", kb)
+    assert code == 0
+    assert snapshot(Settings(qdrant_path=str(store))) == snapshot(Settings(qdrant_path=str(tmp_path / "clean")))
+
+
+def test_rebuild_never_deletes_a_store_another_process_has_open(tmp_path: Path) -> None:
+    """``--rebuild`` now drops the shard without opening it: it still takes the store's owner lock first, so a store
+    another process holds (here ``kbsearch serve``'s stand-in: a process holding the lock) is left whole."""
+    kb, store = ROOT / "sample-kb", tmp_path / "q"
+    code, _, stderr = index(store, kb)
+    assert code == 0, stderr
+    holder = subprocess.Popen(  # holds the owner lock as an open store does, until told to stop
+        [*KBSEARCH_CMD[:1], "-c", "import fcntl, sys; f = open(sys.argv[1], 'rb'); "
+         "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); sys.stdin.read()", str(store / "edge" / "kb.lock")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        code, report, stderr = index(store, kb, "--rebuild")
+        assert code == 1 and "another process has it open" in report["error"], (report, stderr)
+    finally:
+        holder.communicate("", timeout=30)
+    assert (store / "edge" / "kb" / "edge_config.json").is_file()
+    proc = kbsearch(store, "search", "snapshot")
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.timeout(4 * PROCESS_TIMEOUT_S)
+@pytest.mark.parametrize("kind", ["dangling", "loop", "under a loop"])
+def test_a_qdrant_path_through_a_link_to_nowhere_is_named_not_taken_for_an_index_never_built(
+    tmp_path: Path, kind: str
+) -> None:
+    """``QDRANT_PATH`` a dangling symbolic link (a disk not mounted yet), a link loop, or a folder under one:
+    ``kbsearch search`` said "run the indexer first", and the indexer then failed on ``File exists (os error 17)``
+    or ``Too many levels of symbolic links``. Now both name the link, and nothing is created through it."""
+    link = tmp_path / "store"
+    link.symlink_to(tmp_path / "not-mounted" / "q" if kind == "dangling" else link)
+    path = link / "q" if kind == "under a loop" else link
+    expected = f"QDRANT_PATH {path} is not a folder ({link} is a symbolic link to nowhere: dangling, or a loop)"
+    search = kbsearch(path, "search", "snapshot")
+    assert search.returncode == 2 and "Traceback" not in search.stderr, search.stderr
+    assert expected in search.stderr and "run the indexer" not in search.stderr, search.stderr
+    code, report, stderr = index(path, ROOT / "sample-kb")
+    assert code == 1 and report["error"] == f"index storage failed: {expected}: point it at a folder (created if " \
+        "missing)", (report, stderr)  # fmt: skip
+    assert not (tmp_path / "not-mounted").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["store"]
