@@ -5,8 +5,10 @@ processes; "converges" means equal to a clean build of the same notes (point ids
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -126,3 +128,55 @@ def test_a_qdrant_path_through_a_link_to_nowhere_is_named_not_taken_for_an_index
     assert code == 1 and report["error"] == f"index storage failed: {expected}: point it at a folder (created if " \
         "missing)", (report, stderr)  # fmt: skip
     assert not (tmp_path / "not-mounted").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["store"]
+
+
+@pytest.fixture
+def read_only(tmp_path: Path) -> Iterator[Callable[[Path], Path]]:
+    """Mounts a folder read-only elsewhere (a bind mount, then remounted ``ro``: root cannot write through it, as
+    it can through modes), unmounted afterwards whatever the test did; skipped where mounting is not permitted."""
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("a read-only bind mount needs root")
+    points: list[Path] = []
+
+    def mount(folder: Path) -> Path:
+        point = tmp_path / f"ro-{len(points)}"
+        point.mkdir()
+        done = subprocess.run(["mount", "--bind", str(folder), str(point)], capture_output=True, text=True,
+                              check=False)  # fmt: skip
+        if done.returncode != 0:
+            pytest.skip(f"mount --bind is not permitted here: {done.stderr.strip()}")
+        points.append(point)
+        done = subprocess.run(["mount", "-o", "remount,bind,ro", str(point)], capture_output=True, text=True,
+                              check=False)  # fmt: skip
+        if done.returncode != 0:
+            pytest.skip(f"remounting read-only is not permitted here: {done.stderr.strip()}")
+        return point
+
+    try:
+        yield mount
+    finally:
+        for point in reversed(points):
+            subprocess.run(["umount", "-l", str(point)], check=False)
+
+
+@pytest.mark.timeout(4 * PROCESS_TIMEOUT_S)
+def test_a_store_on_a_read_only_filesystem_says_so_and_a_read_only_kb_is_indexed(
+    tmp_path: Path, read_only: Callable[[Path], Path]
+) -> None:
+    """A built store on a read-only mount (a CI cache restored read-only, a container's read-only volume): Edge
+    maps its files for writing even to search, so it cannot be opened; ``search`` and ``index`` said the store was
+    ``Exception`` (before this round's first fix) and then that its files may be damaged, naming ``--rebuild``,
+    which cannot write there either. Now both say the filesystem is read-only and what to do; nothing is written.
+    A KB on a read-only mount is indexed like any other (held)."""
+    store = tmp_path / "q"
+    code, _, stderr = index(store, ROOT / "sample-kb")
+    assert code == 0, stderr
+    mounted = read_only(store)
+    proc = kbsearch(mounted, "search", "snapshot")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "is on a read-only filesystem" in proc.stderr and "--rebuild" not in proc.stderr, proc.stderr
+    code, report, stderr = index(mounted, ROOT / "sample-kb")
+    assert code == 1 and "is on a read-only filesystem" in report["error"], (report, stderr)
+    assert "--rebuild" not in report["error"]
+    code, report, stderr = index(tmp_path / "q2", read_only(ROOT / "sample-kb"))
+    assert code == 0 and report["error"] is None and report["added"] > 30, (report, stderr)

@@ -90,6 +90,11 @@ HELD_ELSEWHERE = (
 UNLOADABLE = (
     "the embedded store's files cannot be loaded (damaged?): rebuild it with kbsearch index --rebuild <your KB folder>"
 )
+#: What a caller is told when the shard is on a read-only filesystem (Edge maps its files for writing even to search).
+READ_ONLY = (
+    "the embedded store is on a read-only filesystem, and Qdrant Edge opens its files for writing even to search: "
+    "make its folder (QDRANT_PATH) writable, or copy it to one that is"
+)
 #: Characters of Qdrant Edge's own reason kept in the error (it names the file and what was wrong with it).
 REASON_CHARS = 400
 COLLECTION_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,254}$")
@@ -324,6 +329,11 @@ class EdgeStore(Store):
             if held:
                 raise StoreError(f"cannot open the embedded store at {self.path}: another process has it open",
                                  HELD_ELSEWHERE) from None  # fmt: skip
+            if space.read_only(self.path):  # damaged is not what to suggest: --rebuild cannot write there either
+                raise StoreError(f"cannot open the embedded store at {self.path}: it is on a read-only filesystem, "
+                                 "and Qdrant Edge opens its files for writing even to search: make its folder "
+                                 f"writable, or copy it to a writable QDRANT_PATH   (QDRANT_PATH={self.root})",
+                                 READ_ONLY) from None  # fmt: skip
             # Edge's reason names the file and the fault (a segment.json cut short by a crash, say); it was
             # reported as its class alone ("Exception"), and no command could rebuild the store (--rebuild opened
             # it first, and failed the same way)

@@ -96,6 +96,14 @@ def _existing(path: Path) -> Path:
     return here
 
 
+def read_only(path: Path) -> bool:
+    """Whether the filesystem holding ``path`` (its nearest existing ancestor) is mounted read-only."""
+    try:
+        return bool(os.statvfs(_existing(path)).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
 def free_bytes(path: Path) -> int | None:
     """Bytes an unprivileged writer may still use on the filesystem holding ``path`` (its nearest existing
     ancestor); None when that cannot be asked."""
