@@ -1,6 +1,7 @@
-"""The embedded store under what a disk and a crash do to it (round 22c): its files cut short, zeroed or garbled,
-a process killed at any moment of a sync, the store's path a link to nowhere. Everything through ``kbsearch``
-processes; "converges" means equal to a clean build of the same notes (point ids and payloads)."""
+"""What a disk and a crash do under kb-search on a laptop (round 22c): the embedded store's files cut short, zeroed
+or garbled, the store on a read-only filesystem, its path a link to nowhere, the votes file on a full disk.
+Through ``kbsearch`` processes and the search handler's API Gateway events; "equal to a clean build" means the
+same point ids and payloads."""
 
 from __future__ import annotations
 
@@ -180,3 +181,73 @@ def test_a_store_on_a_read_only_filesystem_says_so_and_a_read_only_kb_is_indexed
     assert "--rebuild" not in report["error"]
     code, report, stderr = index(tmp_path / "q2", read_only(ROOT / "sample-kb"))
     assert code == 0 and report["error"] is None and report["added"] > 30, (report, stderr)
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A 256 KiB tmpfs of its own, unmounted afterwards whatever the test did; skipped where mounting is not
+    permitted."""
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("mounting a tmpfs needs root")
+    point = tmp_path / "fs"
+    point.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(point)], capture_output=True,
+                          text=True, check=False)  # fmt: skip
+    if done.returncode != 0:
+        pytest.skip(f"mount -t tmpfs is not permitted here: {done.stderr.strip()}")
+    try:
+        yield point
+    finally:
+        subprocess.run(["umount", "-l", str(point)], check=False)
+
+
+def test_a_vote_the_full_disk_cuts_short_leaves_no_torn_line_and_the_votes_export(
+    load_search_app: Any, bm25_index: Path, tmp_path: Path, small_tmpfs: Path
+) -> None:
+    """The votes file (``SLACK_FEEDBACK_FILE``, ``kbsearch serve``'s JSONL) on a disk that fills while a vote is
+    appended: the line was written in part (up to the last free byte) and left so; the next vote was appended to
+    that torn line, so it was lost, and ``kbsearch feedback export`` failed on every later run (``votes.jsonl:2:
+    not a JSON vote``): no vote could be exported until the file was edited by hand. Now the cut-short write is
+    taken back (the voter is told it could not be recorded), and once there is room the next vote is a line of its
+    own: the export reads every vote."""
+    from kbsearch.feedback import vote_record
+    from kbsearch_tools.fakes import FakeEndpoint
+    from tests.conftest import copy_store
+    from tests.integration.test_slack_interactive import SECRET, ask, buttons, press, signed_event, wait_for
+
+    votes = small_tmpfs / "votes.jsonl"
+    first = vote_record("an earlier vote", {}, 0, ["en/intro.md"], 1, "up", "someone")
+    line = json.dumps(first, ensure_ascii=False, separators=(",", ":"))
+    first["query"] += " " * (4096 - 64 - len(line) - 2)  # a first line ending 64 bytes before its page's end
+    votes.write_text(json.dumps(first, ensure_ascii=False, separators=(",", ":")) + "\n", encoding="utf-8")
+    filler = small_tmpfs / "filler"
+    with open(filler, "wb") as handle:  # every page of the filesystem taken but the votes file's last one
+        size = 0
+        while True:
+            try:
+                os.posix_fallocate(handle.fileno(), size, 4096)
+            except OSError:
+                break
+            size += 4096
+    store = tmp_path / "q"
+    copy_store(bm25_index, store)
+    app = load_search_app(QDRANT_PATH=str(store), SLACK_SIGNING_SECRET=SECRET, SLACK_RESPONSE_HOSTS="127.0.0.1",
+                          SLACK_FEEDBACK_FILE=str(votes), SLACK_TOP_K="3")  # fmt: skip
+    hook = FakeEndpoint().start()
+    try:
+        found = buttons(ask(app, hook, "runbook"))
+        app(signed_event("/slack/interactive", press(found["kb_vote_up"], hook.url + "/up", "1.1")))
+        assert "could not be recorded" in wait_for(hook, 2)[-1]["text"]
+        assert votes.read_bytes().endswith(b"\n")  # nothing of the vote the disk cut short
+        filler.unlink()
+        app(signed_event("/slack/interactive", press(found["kb_vote_down"], hook.url + "/down", "1.2")))
+        assert "Thanks" in wait_for(hook, 3)[-1]["text"]
+    finally:
+        hook.stop()
+    beir = tmp_path / "beir"
+    proc = subprocess.run([*KBSEARCH_CMD, "feedback", "export", "--file", str(votes), "--beir", str(beir), "--kb",
+                           str(ROOT / "sample-kb"), "--json"], capture_output=True, text=True,
+                          timeout=PROCESS_TIMEOUT_S, check=False, env=subprocess_env())  # fmt: skip
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, (proc.stdout, proc.stderr)
+    records = [json.loads(raw) for raw in votes.read_text(encoding="utf-8").splitlines()]
+    assert [r["vote"] for r in records] == ["up", "down"] and records[0]["query"].startswith("an earlier vote")
