@@ -251,3 +251,41 @@ def test_a_vote_the_full_disk_cuts_short_leaves_no_torn_line_and_the_votes_expor
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, (proc.stdout, proc.stderr)
     records = [json.loads(raw) for raw in votes.read_text(encoding="utf-8").splitlines()]
     assert [r["vote"] for r in records] == ["up", "down"] and records[0]["query"].startswith("an earlier vote")
+
+
+@pytest.mark.timeout(2 * PROCESS_TIMEOUT_S)
+@pytest.mark.parametrize("cache", ["not a database", "a folder", "on a disk that fills"])
+def test_an_oracle_cache_that_cannot_be_used_leaves_the_vectors_in_memory_with_one_warning(
+    tmp_path: Path, small_tmpfs: Path, cache: str
+) -> None:
+    """``kbsearch index --oracle e5`` with its SQLite vector cache (``--oracle-cache``, default
+    ``.kbsearch/oracle/e5.sqlite``) garbled, a folder in its place, or on a disk that fills as vectors are added:
+    the first two were a ``sqlite3.DatabaseError`` / ``OperationalError`` traceback before any note was read, the
+    last a traceback in the oracle's server for every embedding request after the disk filled (the embeddings
+    answered 500, the sync stopped, exit 1). A cache is a cache: one warning naming the file, the vectors kept in
+    memory for the run, the sync done."""
+    from kbsearch_tools.oracle import unavailable
+    from tests.integration.test_indexer import write_notes
+
+    if unavailable("e5"):
+        pytest.skip(unavailable("e5") or "")
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    write_notes(kb, 30)
+    if cache == "not a database":
+        file = tmp_path / "e5.sqlite"
+        file.write_bytes(bytes(range(256)) * 20)
+    elif cache == "a folder":
+        file = tmp_path / "e5.sqlite"
+        file.mkdir()
+    else:
+        file = small_tmpfs / "e5.sqlite"
+        (small_tmpfs / "filler").write_bytes(bytes(256 * 1024 - 24 * 1024))  # 24 KiB left: ~10 vectors' room
+    proc = subprocess.run([*KBSEARCH_CMD, "index", str(kb), "--oracle", "e5", "--oracle-cache", str(file), "--json"],
+                          capture_output=True, text=True, timeout=PROCESS_TIMEOUT_S, check=False,
+                          env=subprocess_env(QDRANT_PATH=str(tmp_path / "q")))  # fmt: skip
+    assert "Traceback" not in proc.stderr and "Exception occurred" not in proc.stderr, proc.stderr
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    report = json.loads(proc.stdout)
+    assert report["error"] is None and report["added"] == 30 and report["dense"] is True, report
+    assert proc.stderr.count(f"oracle cache {file} cannot be used") == 1, proc.stderr
