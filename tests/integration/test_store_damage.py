@@ -289,3 +289,29 @@ def test_an_oracle_cache_that_cannot_be_used_leaves_the_vectors_in_memory_with_o
     report = json.loads(proc.stdout)
     assert report["error"] is None and report["added"] == 30 and report["dense"] is True, report
     assert proc.stderr.count(f"oracle cache {file} cannot be used") == 1, proc.stderr
+
+
+@pytest.mark.timeout(4 * PROCESS_TIMEOUT_S)
+@pytest.mark.parametrize("body", ["", '{"embedding_model": "Qwen', "\x00" * 64, "[1, 2]"])
+def test_a_collection_metadata_file_that_cannot_be_read_is_named_and_rebuild_repairs_it(
+    tmp_path: Path, body: str
+) -> None:
+    """``<collection>.metadata.json`` beside the shard (the embedding the vectors were made with, the groups recorded
+    on the chunks, the KB folder) emptied, cut short or zeroed: every sync stopped on ``cannot read the collection's
+    metadata (JSONDecodeError)``, naming neither the file nor a way out (a JSON list was read as no metadata: the
+    current embedding adopted for vectors of any model). Now the file and ``kbsearch index --rebuild`` are named, and
+    that rebuilds the store; searches answer meanwhile (held)."""
+    kb, store = ROOT / "sample-kb", tmp_path / "q"
+    code, _, stderr = index(store, kb)
+    assert code == 0, stderr
+    metadata = store / "edge" / "kb.metadata.json"
+    metadata.write_text(body, encoding="utf-8")
+    proc = kbsearch(store, "search", "snapshot")
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    code, report, stderr = index(store, kb)
+    assert code == 1 and str(metadata) in report["error"] and "kbsearch index --rebuild" in report["error"], report
+    code, report, stderr = index(store, kb, "--rebuild")
+    assert code == 0 and report["error"] is None, (report, stderr)
+    assert json.loads(metadata.read_text(encoding="utf-8"))["kb_source"] == str(kb)
+    code, report, stderr = index(store, kb)
+    assert code == 0 and report["error"] is None and report["unchanged"] > 30, (report, stderr)

@@ -422,9 +422,18 @@ class EdgeStore(Store):
             data = json.loads(self._metadata_file.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return {}
-        except (OSError, ValueError) as exc:
-            raise StoreError(f"cannot read the collection's metadata ({type(exc).__name__})") from None
-        return data if isinstance(data, dict) else {}
+        except (OSError, ValueError, RecursionError) as exc:
+            problem: str | None = type(exc).__name__
+        else:
+            problem = None if isinstance(data, dict) else "not a JSON object"
+        if problem is not None:
+            # it records the embedding the vectors were made with and the groups recorded on the chunks: neither
+            # can be guessed (read as none, another model's vectors would be adopted); a sync stopped on it for good
+            # with "cannot read the collection's metadata (JSONDecodeError)", naming neither the file nor a way out
+            raise StoreError(f"cannot read the collection's metadata ({problem}) in {self._metadata_file}: rebuild "
+                             f"the store with: kbsearch index --rebuild <your KB folder>   (QDRANT_PATH={self.root})",
+                             UNLOADABLE) from None  # fmt: skip
+        return data
 
     def set_metadata(self, metadata: dict[str, Any]) -> None:
         with storage_errors("recording the collection's metadata"):
