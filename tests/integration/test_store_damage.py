@@ -315,3 +315,30 @@ def test_a_collection_metadata_file_that_cannot_be_read_is_named_and_rebuild_rep
     assert json.loads(metadata.read_text(encoding="utf-8"))["kb_source"] == str(kb)
     code, report, stderr = index(store, kb)
     assert code == 0 and report["error"] is None and report["unchanged"] > 30, (report, stderr)
+
+
+@pytest.mark.timeout(3 * PROCESS_TIMEOUT_S)
+def test_a_note_whose_mtime_no_date_can_hold_is_indexed_and_the_rest_too(tmp_path: Path, small_tmpfs: Path) -> None:
+    """A KB on a filesystem that stores 64-bit times (tmpfs here; XFS, btrfs, NFS), one note's mtime past the year
+    9999 or before year 1 (a bad clock, ``touch -d``, a restore tool): the listing turned it into a date, and the
+    ``ValueError`` (``year 11476 is out of range``) stopped ``kbsearch index`` with a traceback: nothing indexed,
+    every run. Now such a note is listed without a date (as an S3 object without one) and indexed like the others;
+    a single note's lookup (an event run, ``--watch``) likewise. Odd mtimes within range (0, 2446, the same for every
+    file) are held: the listing hashes the notes."""
+    from kbsearch.sources import LocalSource, head
+    from tests.integration.test_indexer import write_notes
+
+    kb = small_tmpfs / "kb"
+    kb.mkdir()
+    write_notes(kb, 6)
+    os.utime(kb / "n00.md", ns=(0, 300_000_000_000 * 10**9))  # year 11476
+    os.utime(kb / "n01.md", ns=(0, -300_000_000_000 * 10**9))  # before year 1
+    os.utime(kb / "n02.md", ns=(0, 0))
+    code, report, stderr = index(tmp_path / "q", kb)
+    assert code == 0 and report["error"] is None and report["added"] == 6, (report, stderr)
+    found = head(LocalSource(kb), "n00.md")
+    assert found is not None and found.modified is None and found.etag
+    (kb / "n00.md").write_text((kb / "n00.md").read_text(encoding="utf-8") + "\nquokka\n", encoding="utf-8")
+    os.utime(kb / "n00.md", ns=(0, 300_000_000_000 * 10**9))
+    code, report, stderr = index(tmp_path / "q", kb)
+    assert code == 0 and report["updated"] == 1 and report["unchanged"] == 5, (report, stderr)
