@@ -342,3 +342,32 @@ def test_a_note_whose_mtime_no_date_can_hold_is_indexed_and_the_rest_too(tmp_pat
     os.utime(kb / "n00.md", ns=(0, 300_000_000_000 * 10**9))
     code, report, stderr = index(tmp_path / "q", kb)
     assert code == 0 and report["updated"] == 1 and report["unchanged"] == 5, (report, stderr)
+
+
+@pytest.mark.timeout(4 * PROCESS_TIMEOUT_S)
+@pytest.mark.parametrize("name", ["kb.state.json", "kb.metadata.json", "kb.sequencers.json"])
+def test_a_fifo_in_place_of_a_file_beside_the_store_never_hangs_a_run(tmp_path: Path, name: str) -> None:
+    """The files beside the shard that kb-search reads whole (the saved index state, the collection's metadata,
+    ``--watch``'s sequencer log) replaced by a FIFO: ``kbsearch index`` hung for good on opening the state or the
+    metadata (as on the lock file, round 21), and a watcher's sequencer log the same. Now each is opened without
+    blocking and refused unless a regular file: the state is read from the points and saved anew, the metadata is
+    named as unreadable with ``--rebuild``, the sequencer log starts afresh."""
+    kb, store = ROOT / "sample-kb", tmp_path / "q"
+    code, _, stderr = index(store, kb)
+    assert code == 0, stderr
+    fifo = store / "edge" / name
+    fifo.unlink(missing_ok=True)
+    os.mkfifo(fifo)
+    if name == "kb.sequencers.json":
+        proc = subprocess.run([*KBSEARCH_CMD[:1], "-c", "import sys; from pathlib import Path; from kbsearch.sequencers "
+                               "import FileSequencers; print(FileSequencers(Path(sys.argv[1])).get(['a.md']))", str(fifo)],
+                              capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+        assert proc.returncode == 0 and proc.stdout.strip() == "{}", proc.stderr
+        return
+    code, report, stderr = index(store, kb)
+    if name == "kb.state.json":
+        assert code == 0 and report["error"] is None and report["unchanged"] > 30, (report, stderr)
+        assert fifo.is_file()  # saved anew in its place
+    else:
+        assert code == 1 and "kb.metadata.json is not a regular file" in report["error"], report
+        assert "kbsearch index --rebuild" in report["error"]

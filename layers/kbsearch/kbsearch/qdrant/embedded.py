@@ -419,11 +419,12 @@ class EdgeStore(Store):
     def metadata(self) -> dict[str, Any]:
         """What Qdrant Cloud keeps as collection metadata; an Edge shard has none, so a file beside it."""
         try:
-            data = json.loads(self._metadata_file.read_text(encoding="utf-8"))
+            with space.open_regular(self._metadata_file) as handle:
+                data = json.loads(handle.read().decode("utf-8"))
         except FileNotFoundError:
             return {}
         except (OSError, ValueError, RecursionError) as exc:
-            problem: str | None = type(exc).__name__
+            problem: str | None = str(exc) if type(exc) is ValueError else type(exc).__name__
         else:
             problem = None if isinstance(data, dict) else "not a JSON object"
         if problem is not None:
@@ -608,7 +609,7 @@ class EdgeStore(Store):
             return
         self._state_checked = True
         try:
-            with self._state_file.open("rb") as handle:
+            with space.open_regular(self._state_file) as handle:
                 header = json.loads(handle.readline(1 << 20))
             self._saved = header if header == self._fingerprint() else None
         except Exception:  # no file, a damaged one, or a shard Edge cannot describe: the points are read instead
@@ -650,7 +651,7 @@ class EdgeStore(Store):
         if self._saved is None:
             return None
         try:
-            with self._state_file.open("rb") as handle:
+            with space.open_regular(self._state_file) as handle:
                 header, body = json.loads(handle.readline()), json.loads(handle.read())
             if header == self._saved and isinstance(body, dict):
                 return {str(path): NoteState.decode(value) for path, value in body.items()}
