@@ -371,3 +371,32 @@ def test_a_fifo_in_place_of_a_file_beside_the_store_never_hangs_a_run(tmp_path: 
     else:
         assert code == 1 and "kb.metadata.json is not a regular file" in report["error"], report
         assert "kbsearch index --rebuild" in report["error"]
+
+
+@pytest.mark.timeout(5 * PROCESS_TIMEOUT_S)
+def test_a_rebuild_that_cannot_delete_a_file_of_the_store_says_so_never_done(tmp_path: Path) -> None:
+    """``kbsearch index --rebuild`` (or a rebuild for another embedding) on a store one of whose files cannot be
+    deleted (``chattr +i``: immutable even to root; a file another user owns under a sticky folder): the deletion
+    ignored every error, the run said ``sync done`` over the file left behind, and the store no longer opened
+    (``failed to delete leftover segment: Operation not permitted``). Now the rebuild stops naming the file and the
+    cause; once it can be deleted, the rebuild completes."""
+    if os.geteuid() != 0 or not shutil.which("chattr"):
+        pytest.skip("chattr +i needs root")
+    kb, store = ROOT / "sample-kb", tmp_path / "q"
+    code, _, stderr = index(store, kb)
+    assert code == 0, stderr
+    (segment,) = (store / "edge" / "kb" / "segments").glob("*/segment.json")
+    done = subprocess.run(["chattr", "+i", str(segment)], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"chattr +i is not supported here: {done.stderr.strip()}")
+    try:
+        code, report, stderr = index(store, kb, "--rebuild")
+        assert code == 1 and report["incomplete"] is True and not report["rebuilt"], (report, stderr)
+        assert "deleting the collection 'kb' failed" in report["error"] and "Operation not permitted" in report["error"]
+        assert "segment.json" in report["error"], report["error"]
+    finally:
+        subprocess.run(["chattr", "-R", "-i", str(store)], check=False)  # wherever Edge moved it
+    code, report, stderr = index(store, kb, "--rebuild")
+    assert code == 0 and report["error"] is None, (report, stderr)
+    proc = kbsearch(store, "search", "snapshot")
+    assert proc.returncode == 0, proc.stderr

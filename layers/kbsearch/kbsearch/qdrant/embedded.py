@@ -456,7 +456,10 @@ class EdgeStore(Store):
                     self._shard.close()
                 self._shard = None
             with storage_errors(f"deleting the collection {self.collection!r}"):
-                shutil.rmtree(self.path, ignore_errors=True)
+                # every file, or an error naming the one that stays: ignore_errors left an immutable (chattr +i) or
+                # undeletable segment behind a rebuild that said "done", and the store no longer opened
+                if self.path.exists():
+                    shutil.rmtree(self.path)
                 self._metadata_file.unlink(missing_ok=True)
                 self._state_file.unlink(missing_ok=True)
             self._state_checked, self._saved, self._state, self._dirty = True, None, None, set()
