@@ -400,3 +400,26 @@ def test_a_rebuild_that_cannot_delete_a_file_of_the_store_says_so_never_done(tmp
     assert code == 0 and report["error"] is None, (report, stderr)
     proc = kbsearch(store, "search", "snapshot")
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.timeout(5 * PROCESS_TIMEOUT_S)
+def test_a_store_whose_payloads_cannot_be_read_names_edges_reason_and_rebuild(tmp_path: Path) -> None:
+    """A shard that loads but whose payload page was zeroed (a disk's lost writes): every search stopped on ``Qdrant
+    query failed (Exception)``, nothing to go on (and a sync on ``Qdrant scroll failed (Exception)`` when it read the
+    points through a scroll). Now Edge's reason (``Failed to decompress LZ4 value``) and ``kbsearch index
+    --rebuild`` are named, and that rebuilds it; a sync reading the index's state names the reason (held)."""
+    kb, store = ROOT / "sample-kb", tmp_path / "q"
+    code, _, stderr = index(store, kb)
+    assert code == 0, stderr
+    for page in (store / "edge" / "kb" / "segments").glob("*/payload_storage/page_0.dat"):
+        _zeroed(page)
+    proc = kbsearch(store, "search", "snapshot")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "(Exception)" not in proc.stderr, proc.stderr
+    assert "Failed to decompress" in proc.stderr and "kbsearch index --rebuild" in proc.stderr, proc.stderr
+    (store / "edge" / "kb.state.json").unlink()  # a sync that reads the points (a change, no saved state)
+    code, report, stderr = index(store, kb)
+    assert code == 1 and "(Exception)" not in report["error"], report["error"]
+    assert "Failed to decompress" in report["error"], report["error"]
+    code, report, stderr = index(store, kb, "--rebuild")
+    assert code == 0 and report["error"] is None, (report, stderr)
+    assert kbsearch(store, "search", "snapshot").returncode == 0

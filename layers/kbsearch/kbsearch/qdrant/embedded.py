@@ -141,6 +141,17 @@ def rebuild_hint(collection: str) -> str:
     return f"rebuild it with: kbsearch index <your KB folder>   (QDRANT_COLLECTION={collection})"
 
 
+def edge_failure(action: str, exc: Exception) -> StoreError:
+    """A read Qdrant Edge could not answer: its reason (a payload page zeroed by a disk is ``Failed to decompress
+    LZ4 value``) and the way out, for the CLI and the log; it was the exception's class alone (``Qdrant scroll failed
+    (Exception)``), every sync and search stopping on it with nothing to go on."""
+    reason = " ".join(str(exc).split())[:REASON_CHARS]
+    return StoreError(
+        f"Qdrant {action} failed ({type(exc).__name__}{': ' + reason if reason else ''}); if the "
+        "embedded store's files are damaged, rebuild it with: kbsearch index --rebuild <your KB folder>"
+    )
+
+
 def open_embedded(settings: Settings, search: bool = False, rebuild: bool = False) -> Store:
     """Qdrant Edge when its wheel is installed, else qdrant-client's local mode (with a one-line notice);
     ``QDRANT_EMBEDDED=local`` asks for local mode. ``search``: the store is opened to search it (an Edge store
@@ -927,7 +938,7 @@ class EdgeStore(Store):
             try:
                 records, offset = self.shard.scroll(translated)
             except Exception as exc:
-                raise StoreError(f"Qdrant scroll failed ({type(exc).__name__})") from None
+                raise edge_failure("scroll", exc) from None
         return [{"id": str(r.id), "payload": r.payload} for r in records], None if offset is None else str(offset)
 
     def facet(self, request: dict[str, Any], timeout_s: float) -> list[tuple[Any, int]]:
@@ -946,7 +957,7 @@ class EdgeStore(Store):
             try:
                 hits = self.shard.facet(translated).hits
             except Exception as exc:
-                raise StoreError(f"Qdrant facet failed ({type(exc).__name__})") from None
+                raise edge_failure("facet", exc) from None
         return [(hit.value, int(hit.count)) for hit in hits]
 
     def query_batch(self, searches: list[dict[str, Any]], timeout_s: float) -> list[list[dict[str, Any]]]:
@@ -1000,7 +1011,7 @@ class EdgeStore(Store):
         try:
             records = self.shard.retrieve(ids, selector, False)
         except Exception as exc:
-            raise StoreError(f"Qdrant query failed ({type(exc).__name__})") from None
+            raise edge_failure("query", exc) from None
         out: dict[Any, dict[str, Any] | None] = {}
         for record in records:
             payload = record.payload
@@ -1026,7 +1037,7 @@ class EdgeStore(Store):
             try:
                 answers = self.shard.query_batch(batch)
             except Exception as exc:
-                raise StoreError(f"Qdrant query failed ({type(exc).__name__})") from None
+                raise edge_failure("query", exc) from None
         return cast(list[list[Any]], answers)
 
 
