@@ -21,6 +21,7 @@ several fusion settings over the same corpus embeds it once.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import logging
@@ -84,16 +85,31 @@ def _load(model: str) -> _Encoder:
 
 
 class _Cache:
-    """Vectors by (model, mode, text): a dict, backed by SQLite when a path is given."""
+    """Vectors by (model, mode, text): a dict, backed by SQLite when a path is given. A file that cannot serve as
+    the cache (not a database, damaged, a folder, on a full or read-only disk) leaves this run's vectors in memory
+    with one warning naming it: it was a ``sqlite3.DatabaseError`` traceback before any note was read (``kbsearch
+    index --oracle``), or, once the disk filled, an error answer to every embedding request."""
 
     def __init__(self, model: str, path: Path | None) -> None:
         self.model = model
+        self.path = path
         self.memory: dict[str, list[float]] = {}
         self.db: sqlite3.Connection | None = None
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(str(path), check_same_thread=False)
-            self.db.execute("CREATE TABLE IF NOT EXISTS v (k TEXT PRIMARY KEY, vec BLOB)")
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self.db = sqlite3.connect(str(path), check_same_thread=False)
+                self.db.execute("CREATE TABLE IF NOT EXISTS v (k TEXT PRIMARY KEY, vec BLOB)")
+            except (OSError, sqlite3.Error) as exc:
+                self._unusable(exc)
+
+    def _unusable(self, exc: BaseException) -> None:
+        db, self.db = self.db, None
+        if db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                db.close()
+        logger.warning("oracle cache %s cannot be used (%s: %s): this run's vectors are kept in memory only; move "
+                       "or delete the file to start a new cache", self.path, type(exc).__name__, exc)  # fmt: skip
 
     def key(self, text: str, is_query: bool) -> str:
         raw = f"{self.model}\x00{int(is_query)}\x00{text}".encode()
@@ -102,7 +118,11 @@ class _Cache:
     def get(self, key: str) -> list[float] | None:
         hit = self.memory.get(key)
         if hit is None and self.db is not None:
-            row = self.db.execute("SELECT vec FROM v WHERE k = ?", (key,)).fetchone()
+            try:
+                row = self.db.execute("SELECT vec FROM v WHERE k = ?", (key,)).fetchone()
+            except sqlite3.Error as exc:
+                self._unusable(exc)
+                return None
             if row is not None:
                 blob = bytes(row[0])
                 hit = list(struct.unpack(f"<{len(blob) // 4}f", blob))
@@ -113,8 +133,11 @@ class _Cache:
         self.memory.update(items)
         if self.db is not None and items:
             rows = [(k, struct.pack(f"<{len(v)}f", *v)) for k, v in items.items()]
-            self.db.executemany("INSERT OR REPLACE INTO v VALUES (?, ?)", rows)
-            self.db.commit()
+            try:
+                self.db.executemany("INSERT OR REPLACE INTO v VALUES (?, ?)", rows)
+                self.db.commit()
+            except sqlite3.Error as exc:
+                self._unusable(exc)
 
 
 class OracleProvider(FakeProvider):

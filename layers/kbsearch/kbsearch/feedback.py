@@ -5,6 +5,7 @@ person, only a salted hash. Stored in DynamoDB in Lambda (``SLACK_FEEDBACK_TABLE
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -54,11 +55,28 @@ class FileFeedbackStore:
         self._lock = threading.Lock()
 
     def put(self, record: dict[str, Any]) -> None:
-        line = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
+        """Append one line, whole or not at all: a write the disk cuts short (full) is taken back, so no torn line
+        is left for the next vote to be glued to (one full disk made the file unreadable by ``kbsearch feedback
+        export``: ``not a JSON vote``, every vote unexported, and the next vote lost in the torn line). A file that
+        does not end a line (torn by a crash, or by an earlier version) gets the vote on a line of its own."""
+        data = (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("a", encoding="utf-8") as handle:
-                handle.write(line)
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                start = os.fstat(fd).st_size
+                if start and os.pread(fd, 1, start - 1) != b"\n":
+                    data = b"\n" + data
+                written = 0
+                try:
+                    while written < len(data):
+                        written += os.write(fd, data[written:])
+                except OSError:
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(fd, start)
+                    raise
+            finally:
+                os.close(fd)
 
     def scan(self) -> Iterator[dict[str, Any]]:
         try:

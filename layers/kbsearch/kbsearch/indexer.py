@@ -1363,7 +1363,7 @@ def run_sync(
 
     with index_lease(settings):
         try:
-            store = open_store(settings, secrets)
+            store = open_store(settings, secrets, rebuild=rebuild)
         except StoreError as exc:
             report = SyncReport(source=source.uri, collection=settings.qdrant_collection, dense=False, full=full)
             report.error, report.incomplete = f"index storage failed: {exc}", True

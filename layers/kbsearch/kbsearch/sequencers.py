@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from kbsearch.events import SEQUENCER_WIDTH, is_sequencer, newer, sequencer_key
+from kbsearch.qdrant.space import open_regular
 
 logger = logging.getLogger(__name__)
 
@@ -138,7 +139,8 @@ class FileSequencers:
         self.file = file
         self._lock = threading.Lock()
         try:
-            data = json.loads(file.read_text(encoding="utf-8"))
+            with open_regular(file) as handle:  # a FIFO in its place hung the run that opened it
+                data = json.loads(handle.read().decode("utf-8"))
         except FileNotFoundError:
             data = {}
         except (OSError, ValueError, RecursionError):  # nested past the parser's limit: a RecursionError

@@ -142,6 +142,16 @@ def no_notes(uri: str, others: int) -> str:
             f"{listed}{hint}")  # fmt: skip
 
 
+def _modified(mtime: float) -> str | None:
+    """A file's mtime as ISO 8601; None when no date can hold it (a filesystem's clock or ``touch -d`` past the
+    year 9999, as tmpfs, XFS and btrfs store: one such file was a ``ValueError`` traceback that stopped the whole
+    listing, nothing indexed)."""
+    try:
+        return dt.datetime.fromtimestamp(mtime, dt.UTC).isoformat()
+    except (OverflowError, ValueError, OSError):
+        return None
+
+
 def path_problem(path: str) -> str | None:
     """Why ``path`` cannot identify a note (``kb_get_note`` could not reach it, or it could escape the root);
     None when it is fine."""
@@ -340,7 +350,7 @@ class LocalSource:
                 return _problem_entry(rel, exc.reason), None
             except OSError as exc:
                 return _problem_entry(rel, _reason(exc)), None
-        modified = dt.datetime.fromtimestamp(info.st_mtime, dt.UTC).isoformat()
+        modified = _modified(info.st_mtime)
         # (an inode of 0 is a file system that does not number its files: nothing to tell two names by)
         shared = (info.st_dev, info.st_ino) if note and not linked and info.st_nlink > 1 and info.st_ino else None
         return SourceObject(path=path, key=rel, etag=etag, size=info.st_size, modified=modified), shared
@@ -872,7 +882,7 @@ def head(source: Source, key: str) -> SourceObject | None:
                 etag = hashlib.md5(handle.read(), usedforsecurity=False).hexdigest()
             except OSError as exc:
                 raise SourceError(f"cannot read {key!r}: {exc.strerror}") from None
-        when = dt.datetime.fromtimestamp(info.st_mtime, dt.UTC).isoformat()
+        when = _modified(info.st_mtime)
         return SourceObject(path=_nfc(key), key=key, etag=etag, size=info.st_size, modified=when)
     raise SourceError(f"{type(source).__name__} cannot look up single objects")
 

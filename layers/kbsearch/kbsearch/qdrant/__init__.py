@@ -23,16 +23,17 @@ if TYPE_CHECKING:
     from kbsearch.qdrant.store import Store
 
 
-def open_store(settings: Settings, secrets: Secrets) -> Store:
+def open_store(settings: Settings, secrets: Secrets, rebuild: bool = False) -> Store:
     """The indexer's store: Qdrant Cloud through qdrant-client, or the embedded store (Qdrant Edge, else
-    qdrant-client's local mode with a one-line notice). Raises StoreError when it cannot be opened."""
+    qdrant-client's local mode with a one-line notice). Raises StoreError when it cannot be opened. ``rebuild``: the
+    embedded Edge collection is dropped without being opened (it may be one Edge cannot load)."""
     if settings.store_kind == "cloud":
         from kbsearch.qdrant.store import Store
 
         return Store.cloud(settings, secrets)
     from kbsearch.qdrant.embedded import open_embedded
 
-    return open_embedded(settings)
+    return open_embedded(settings, rebuild=rebuild)
 
 
 def open_retriever(settings: Settings, secrets: Secrets) -> Retriever:

@@ -85,6 +85,18 @@ FALLBACK_NOTICE = (
 HELD_ELSEWHERE = (
     "another process has the embedded store open (a kbsearch index or serve?); searches answer once it closes"
 )
+#: What a caller is told when Qdrant Edge cannot load the shard's files (truncated, zeroed or garbled by a crash or a
+#: disk, or unreadable): the index is a copy of the KB, rebuilt by the command named.
+UNLOADABLE = (
+    "the embedded store's files cannot be loaded (damaged?): rebuild it with kbsearch index --rebuild <your KB folder>"
+)
+#: What a caller is told when the shard is on a read-only filesystem (Edge maps its files for writing even to search).
+READ_ONLY = (
+    "the embedded store is on a read-only filesystem, and Qdrant Edge opens its files for writing even to search: "
+    "make its folder (QDRANT_PATH) writable, or copy it to one that is"
+)
+#: Characters of Qdrant Edge's own reason kept in the error (it names the file and what was wrong with it).
+REASON_CHARS = 400
 COLLECTION_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,254}$")
 SCROLL_PAGE = 2048
 #: How a sealed segment's dense vectors are quantised, as ``edge_config.json`` spells it: int8 from the 99% quantile
@@ -129,10 +141,22 @@ def rebuild_hint(collection: str) -> str:
     return f"rebuild it with: kbsearch index <your KB folder>   (QDRANT_COLLECTION={collection})"
 
 
-def open_embedded(settings: Settings, search: bool = False) -> Store:
+def edge_failure(action: str, exc: Exception) -> StoreError:
+    """A read Qdrant Edge could not answer: its reason (a payload page zeroed by a disk is ``Failed to decompress
+    LZ4 value``) and the way out, for the CLI and the log; it was the exception's class alone (``Qdrant scroll failed
+    (Exception)``), every sync and search stopping on it with nothing to go on."""
+    reason = " ".join(str(exc).split())[:REASON_CHARS]
+    return StoreError(
+        f"Qdrant {action} failed ({type(exc).__name__}{': ' + reason if reason else ''}); if the "
+        "embedded store's files are damaged, rebuild it with: kbsearch index --rebuild <your KB folder>"
+    )
+
+
+def open_embedded(settings: Settings, search: bool = False, rebuild: bool = False) -> Store:
     """Qdrant Edge when its wheel is installed, else qdrant-client's local mode (with a one-line notice);
     ``QDRANT_EMBEDDED=local`` asks for local mode. ``search``: the store is opened to search it (an Edge store
-    then has what a search reads read ahead, :meth:`EdgeStore.read_ahead`)."""
+    then has what a search reads read ahead, :meth:`EdgeStore.read_ahead`). ``rebuild``: an Edge collection is
+    dropped unopened (``kbsearch index --rebuild``), so a shard whose files cannot be loaded is rebuilt too."""
     root = Path(settings.qdrant_path)
     collection = settings.qdrant_collection
     problem = path_problem(root)
@@ -147,8 +171,10 @@ def open_embedded(settings: Settings, search: bool = False) -> Store:
         return open_local_mode(root, collection, settings.embedding_dimensions)
     store = EdgeStore(
         root, collection, settings.embedding_dimensions, hnsw_m=settings.qdrant_embedded_hnsw_m,
-        graph_from=settings.qdrant_embedded_graph_from,
+        graph_from=settings.qdrant_embedded_graph_from, load=not rebuild,
     )  # fmt: skip
+    if rebuild:
+        store.drop()
     if search:
         store.read_ahead(settings.qdrant_embedded_readahead_mb << 20)
     return store
@@ -174,7 +200,13 @@ class EdgeStore(Store):
     """The indexer's :class:`Store` and the search's retrieval call, on one Qdrant Edge shard."""
 
     def __init__(
-        self, root: Path, collection: str, dimensions: int, hnsw_m: int = 0, graph_from: int = EDGE_GRAPH_FROM
+        self,
+        root: Path,
+        collection: str,
+        dimensions: int,
+        hnsw_m: int = 0,
+        graph_from: int = EDGE_GRAPH_FROM,
+        load: bool = True,
     ) -> None:
         if not COLLECTION_NAME.match(collection):
             raise StoreError(f"QDRANT_COLLECTION {collection!r} is not a usable name (letters, digits, _ . -)")
@@ -206,7 +238,7 @@ class EdgeStore(Store):
         self._readahead_bytes = 0  # what :meth:`read_ahead` was allowed (0: nothing read ahead)
         self._ids_numeric: bool | None = None  # the points' id kind (see _numeric_ids), once known
         self._owner: BinaryIO | None = None  # the lock file, open while this process owns the shard (see _own)
-        if (self.path / "edge_config.json").is_file():
+        if load and (self.path / "edge_config.json").is_file():
             self._shard = self._load()
 
     @property
@@ -316,7 +348,18 @@ class EdgeStore(Store):
                 self._disown()
             if "WouldBlock" in str(exc):
                 raise StoreError(self._held_elsewhere(), HELD_ELSEWHERE) from None
-            raise StoreError(f"cannot open the embedded store at {self.path}: {type(exc).__name__}") from None
+            if space.read_only(self.path):  # damaged is not what to suggest: --rebuild cannot write there either
+                raise StoreError(f"cannot open the embedded store at {self.path}: it is on a read-only filesystem, "
+                                 "and Qdrant Edge opens its files for writing even to search: make its folder "
+                                 f"writable, or copy it to a writable QDRANT_PATH   (QDRANT_PATH={self.root})",
+                                 READ_ONLY) from None  # fmt: skip
+            # Edge's reason names the file and the fault (a segment.json cut short by a crash, say); it was
+            # reported as its class alone ("Exception"), and no command could rebuild the store (--rebuild opened
+            # it first, and failed the same way)
+            reason = " ".join(str(exc).split())[:REASON_CHARS] or type(exc).__name__
+            raise StoreError(f"cannot open the embedded store at {self.path}: Qdrant Edge cannot load its files "
+                             f"({reason}); if they are damaged, rebuild it with: kbsearch index --rebuild <your KB "
+                             f"folder>   (QDRANT_PATH={self.root})", UNLOADABLE) from None  # fmt: skip
 
     @property
     def shard(self) -> edge.EdgeShard:
@@ -395,12 +438,22 @@ class EdgeStore(Store):
     def metadata(self) -> dict[str, Any]:
         """What Qdrant Cloud keeps as collection metadata; an Edge shard has none, so a file beside it."""
         try:
-            data = json.loads(self._metadata_file.read_text(encoding="utf-8"))
+            with space.open_regular(self._metadata_file) as handle:
+                data = json.loads(handle.read().decode("utf-8"))
         except FileNotFoundError:
             return {}
-        except (OSError, ValueError) as exc:
-            raise StoreError(f"cannot read the collection's metadata ({type(exc).__name__})") from None
-        return data if isinstance(data, dict) else {}
+        except (OSError, ValueError, RecursionError) as exc:
+            problem: str | None = str(exc) if type(exc) is ValueError else type(exc).__name__
+        else:
+            problem = None if isinstance(data, dict) else "not a JSON object"
+        if problem is not None:
+            # it records the embedding the vectors were made with and the groups recorded on the chunks: neither
+            # can be guessed (read as none, another model's vectors would be adopted); a sync stopped on it for good
+            # with "cannot read the collection's metadata (JSONDecodeError)", naming neither the file nor a way out
+            raise StoreError(f"cannot read the collection's metadata ({problem}) in {self._metadata_file}: rebuild "
+                             f"the store with: kbsearch index --rebuild <your KB folder>   (QDRANT_PATH={self.root})",
+                             UNLOADABLE) from None  # fmt: skip
+        return data
 
     def set_metadata(self, metadata: dict[str, Any]) -> None:
         with storage_errors("recording the collection's metadata"):
@@ -415,12 +468,17 @@ class EdgeStore(Store):
     def drop(self) -> None:
         self._closing.set()
         with self._lock:
+            if self._shard is None and self.path.exists():
+                self._own()  # never delete the files of a shard another process has open
             if self._shard is not None:
                 with contextlib.suppress(Exception):
                     self._shard.close()
                 self._shard = None
             with storage_errors(f"deleting the collection {self.collection!r}"):
-                shutil.rmtree(self.path, ignore_errors=True)
+                # every file, or an error naming the one that stays: ignore_errors left an immutable (chattr +i) or
+                # undeletable segment behind a rebuild that said "done", and the store no longer opened
+                if self.path.exists():
+                    shutil.rmtree(self.path)
                 self._metadata_file.unlink(missing_ok=True)
                 self._state_file.unlink(missing_ok=True)
             self._state_checked, self._saved, self._state, self._dirty = True, None, None, set()
@@ -573,7 +631,7 @@ class EdgeStore(Store):
             return
         self._state_checked = True
         try:
-            with self._state_file.open("rb") as handle:
+            with space.open_regular(self._state_file) as handle:
                 header = json.loads(handle.readline(1 << 20))
             self._saved = header if header == self._fingerprint() else None
         except Exception:  # no file, a damaged one, or a shard Edge cannot describe: the points are read instead
@@ -615,7 +673,7 @@ class EdgeStore(Store):
         if self._saved is None:
             return None
         try:
-            with self._state_file.open("rb") as handle:
+            with space.open_regular(self._state_file) as handle:
                 header, body = json.loads(handle.readline()), json.loads(handle.read())
             if header == self._saved and isinstance(body, dict):
                 return {str(path): NoteState.decode(value) for path, value in body.items()}
@@ -888,7 +946,7 @@ class EdgeStore(Store):
             try:
                 records, offset = self.shard.scroll(translated)
             except Exception as exc:
-                raise StoreError(f"Qdrant scroll failed ({type(exc).__name__})") from None
+                raise edge_failure("scroll", exc) from None
         return [{"id": str(r.id), "payload": r.payload} for r in records], None if offset is None else str(offset)
 
     def facet(self, request: dict[str, Any], timeout_s: float) -> list[tuple[Any, int]]:
@@ -907,7 +965,7 @@ class EdgeStore(Store):
             try:
                 hits = self.shard.facet(translated).hits
             except Exception as exc:
-                raise StoreError(f"Qdrant facet failed ({type(exc).__name__})") from None
+                raise edge_failure("facet", exc) from None
         return [(hit.value, int(hit.count)) for hit in hits]
 
     def query_batch(self, searches: list[dict[str, Any]], timeout_s: float) -> list[list[dict[str, Any]]]:
@@ -961,7 +1019,7 @@ class EdgeStore(Store):
         try:
             records = self.shard.retrieve(ids, selector, False)
         except Exception as exc:
-            raise StoreError(f"Qdrant query failed ({type(exc).__name__})") from None
+            raise edge_failure("query", exc) from None
         out: dict[Any, dict[str, Any] | None] = {}
         for record in records:
             payload = record.payload
@@ -987,7 +1045,7 @@ class EdgeStore(Store):
             try:
                 answers = self.shard.query_batch(batch)
             except Exception as exc:
-                raise StoreError(f"Qdrant query failed ({type(exc).__name__})") from None
+                raise edge_failure("query", exc) from None
         return cast(list[list[Any]], answers)
 
 

@@ -15,7 +15,7 @@ HELD = (
     "the embedded store is open in another process (pid {pid}: a kbsearch index or serve?); searches answer "
     "once it closes"
 )
-NOT_A_FOLDER = "the embedded store's folder (QDRANT_PATH) is a file: set QDRANT_PATH to a folder"
+NOT_A_FOLDER = "the embedded store's folder (QDRANT_PATH) is a file or a link to nowhere: set QDRANT_PATH to a folder"
 LOCAL_MODE = (
     "the embedded store holds an index from qdrant-client's local mode, which Qdrant Edge does not read: "
     "rebuild it with kbsearch index <your KB folder>"
@@ -25,8 +25,13 @@ LOCAL_MODE = (
 def path_problem(root: Path) -> str | None:
     """Why ``QDRANT_PATH`` cannot hold the embedded store: it, or a folder above it, is a file (None: it is a
     folder, or one that can be created). A file there read as an index never built, and the indexer then failed on
-    the store's own files (``NotADirectoryError``)."""
+    the store's own files (``NotADirectoryError``). A symbolic link there that leads nowhere (dangling, or a loop)
+    read as an index never built too, and the indexer then failed on ``File exists (os error 17)`` or ``Too many
+    levels of symbolic links``: it is named as such."""
     for path in (root, *root.parents):
+        if path.is_symlink() and not path.exists():  # exists() follows the link: False for a dangling one or a loop
+            return (f"QDRANT_PATH {root} is not a folder ({path} is a symbolic link to nowhere: dangling, or a "
+                    "loop): point it at a folder (created if missing)")  # fmt: skip
         if path.exists():
             if path.is_dir():
                 return None

@@ -25,9 +25,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from kbsearch.errors import StoreError
 
@@ -94,6 +95,24 @@ def _existing(path: Path) -> Path:
     while not here.exists() and here != here.parent:
         here = here.parent
     return here
+
+
+def open_regular(path: Path) -> BinaryIO:
+    """``path`` opened to read if it is a regular file (else a ``ValueError``), with ``O_NONBLOCK``: a FIFO in the
+    place of a file beside the shard (the saved state, the metadata) hung ``kbsearch index`` for good on its open."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ValueError(f"{path.name} is not a regular file")
+    return os.fdopen(fd, "rb")
+
+
+def read_only(path: Path) -> bool:
+    """Whether the filesystem holding ``path`` (its nearest existing ancestor) is mounted read-only."""
+    try:
+        return bool(os.statvfs(_existing(path)).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 def free_bytes(path: Path) -> int | None:
