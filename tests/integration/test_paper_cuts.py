@@ -610,3 +610,21 @@ def test_the_first_eta_waits_until_it_means_something() -> None:
     assert bar.eta(3, 300, now=100.2) == "  --"  # too few notes, too little time
     assert bar.eta(8, 300, now=100.5) == "  --"  # under a second
     assert bar.eta(11, 300, now=102.0) == "  58s"  # 10 notes in 2 s since the first report, 289 left
+
+
+def test_progress_off_a_terminal_is_a_plain_line_a_minute_and_nothing_for_a_short_run(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """With stderr a log (CI, `2> file`), `kbsearch index` drew no progress at all: the vault's first index with
+    `--oracle e5` (~30 minutes) said nothing until its summary. It writes a plain line each minute of work now, and
+    none in a run shorter than that (so a short run's stderr stays empty)."""
+    bar = _ProgressBar()
+    assert not bar.enabled  # capsys's stderr is no terminal
+    for done, now in [(1, 0.0), (50, 30.0), (100, 59.9), (120, 61.0), (200, 90.0), (299, 125.0), (300, 200.0)]:
+        bar(done, 300, "en/Note.md", now=now)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == ["120/300 notes (40%), eta 92s", "299/300 notes (99%), eta 0s"], lines
+    short = _ProgressBar()
+    for done, now in [(1, 0.0), (150, 20.0), (300, 40.0)]:
+        short(done, 300, "en/Note.md", now=now)
+    assert capsys.readouterr().err == ""
