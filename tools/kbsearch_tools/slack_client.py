@@ -129,12 +129,13 @@ class LocalSlack:
         try:
             return httpx.post(url, content=body, headers=signed_headers(self.secret, body), timeout=30)
         except httpx.ConnectError as exc:  # nothing listening there: most likely no server started yet
-            raise KbSearchError(
+            # a run that failed (exit 1, README's rule), not a usage error (2): a ConnectionError is an OSError
+            raise ConnectionError(
                 f"cannot reach {url}: {exc}; is a kbsearch serve running there? Start one with "
                 "SLACK_SIGNING_SECRET (the same value) and SLACK_RESPONSE_HOSTS=127.0.0.1 set, or pass --api URL"
             ) from None
         except httpx.HTTPError as exc:
-            raise KbSearchError(f"cannot reach {url}: {exc}") from None
+            raise ConnectionError(f"cannot reach {url}: {exc}") from None
 
     def _next_post(self, before: int) -> dict[str, Any]:
         started = time.monotonic()
