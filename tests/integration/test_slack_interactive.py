@@ -48,13 +48,13 @@ def command_body(text: str, response_url: str, trigger: str = "111.222.333") -> 
 
 
 def press(button: dict[str, Any], response_url: str, action_ts: str = "1700000000.000100", user: str = USER,
-          kind: str = "block_actions") -> str:  # fmt: skip
+          kind: str = "block_actions", message_ts: str = "1700000000.000001") -> str:  # fmt: skip
     """The form Slack posts when ``button`` (from one of our answers) is pressed."""
     action = {"type": "button", "action_id": button["action_id"], "block_id": "kb_answer", "action_ts": action_ts,
               "text": button["text"], **({"value": button["value"]} if "value" in button else {})}  # fmt: skip
     payload = {"type": kind, "user": {"id": user, "username": "someone", "team_id": "T0001"},
                "team": {"id": "T0001", "domain": "example"}, "channel": {"id": "C2147483705", "name": "general"},
-               "container": {"type": "message", "message_ts": "1700000000.000001", "is_ephemeral": True},
+               "container": {"type": "message", "message_ts": message_ts, "is_ephemeral": True},
                "api_app_id": "A1", "trigger_id": "9.8.7", "response_url": response_url, "actions": [action]}  # fmt: skip
     return urlencode({"payload": json.dumps(payload, ensure_ascii=False)})
 
@@ -211,6 +211,27 @@ def test_double_press_is_one_action(app, hook: FakeEndpoint) -> None:
     wait_for(hook, 2)
     time.sleep(0.5)
     assert len(hook.requests) == 2  # the double press once, the other person's press once
+
+
+def test_share_pressed_twice_by_a_person_posts_once(app, hook: FakeEndpoint) -> None:
+    """A person's double click on Share is two presses (two action_ts, as Slack sends them): the answer is posted
+    to the channel once (issue 24: "a button pressed twice → one action"). Share on another answer message (a new
+    /kb, its own message_ts) or the next page (another value) still posts."""
+    button = {"action_id": "kb_share", "text": {"type": "plain_text", "text": "Share"},
+              "value": AnswerState("reindex from scratch").encode()}  # fmt: skip
+    for ts in ("1700000002.000100", "1700000002.000900"):  # the second click, a moment later
+        assert app(signed_event("/slack/interactive", press(button, hook.url + "/s", ts)))["statusCode"] == 200
+    wait_for(hook, 1)
+    time.sleep(1.0)
+    assert len(hook.requests) == 1, [r.body for r in hook.requests]
+    other_message = press(button, hook.url + "/s", "1700000003.000100", message_ts="1700000003.000001")
+    assert app(signed_event("/slack/interactive", other_message))["statusCode"] == 200
+    wait_for(hook, 2)
+    page_two = {**button, "value": AnswerState("reindex from scratch", page=1).encode()}
+    assert app(signed_event("/slack/interactive", press(page_two, hook.url + "/s", "1700000004.000100")))[
+        "statusCode"] == 200  # fmt: skip
+    wait_for(hook, 3)
+    assert all(r.body["response_type"] == "in_channel" for r in hook.requests)
 
 
 @pytest.mark.parametrize(

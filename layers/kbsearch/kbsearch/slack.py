@@ -286,11 +286,17 @@ class Interaction:
     response_url: str
     trigger_id: str
     voter: str = ""
+    message_ts: str = ""  # the answer message the button is on (``container.message_ts``)
 
     @property
     def request_key(self) -> str:
-        """One press: Slack's retries repeat ``action_ts`` + ``action_id`` + user, so they share this key."""
-        digest = hashlib.sha256(f"{self.team_id}:{self.user_id}:{self.action_id}:{self.action_ts}".encode())
+        """One press: Slack's retries repeat ``action_ts`` + ``action_id`` + user, so they share this key. Share is
+        one action per answer shown: a person's double click (two ``action_ts``) on the same message and page
+        would post the answer to the channel twice, so its key is the message and the button's value instead."""
+        press = self.action_ts
+        if self.action_id == "kb_share" and self.message_ts:
+            press = f"{self.message_ts}:{self.value}"
+        digest = hashlib.sha256(f"{self.team_id}:{self.user_id}:{self.action_id}:{press}".encode())
         return "slack-action:" + digest.hexdigest()
 
     def to_job(self) -> dict[str, str]:
@@ -338,6 +344,7 @@ def parse_interaction(body: bytes) -> Interaction | None:
         channel_id=text(payload.get("channel"), "id") or text(payload.get("container"), "channel_id"),
         response_url=text(payload, "response_url"),
         trigger_id=text(payload, "trigger_id"),
+        message_ts=text(payload.get("container"), "message_ts"),
     )
     if not interaction.user_id or not interaction.action_ts or not interaction.response_url:
         raise KbSearchError("the payload lacks user.id, actions[0].action_ts or response_url")
