@@ -628,3 +628,17 @@ def test_progress_off_a_terminal_is_a_plain_line_a_minute_and_nothing_for_a_shor
     for done, now in [(1, 0.0), (150, 20.0), (300, 40.0)]:
         short(done, 300, "en/Note.md", now=now)
     assert capsys.readouterr().err == ""
+
+
+def test_progress_of_a_second_run_on_one_bar_starts_its_own_minute_and_rate(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`kbsearch eval` indexes each corpus of its classes through one bar: the second index's first note, a minute
+    after the first index began, was logged as `1/534 notes (0%), eta --` (its CI log). A run on the bar with another
+    total, or counting from below where the last stopped, starts its own minute and its own rate."""
+    bar = _ProgressBar()
+    for done, now in [(1, 0.0), (349, 70.0)]:  # the first corpus: one line at 70 s
+        bar(done, 349, "en/a.md", now=now)
+    for done, now in [(1, 100.0), (300, 150.0), (400, 161.0)]:  # the second: its first minute ends at 160 s
+        bar(done, 534, "ru/b.md", now=now)
+    assert capsys.readouterr().err.splitlines() == ["400/534 notes (74%), eta 20s"]

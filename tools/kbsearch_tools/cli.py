@@ -420,6 +420,7 @@ class _ProgressBar:
         self.first: tuple[float, int] | None = None  # (when, done) at the first report
         self.drawn = False
         self.logged_at: float | None = None  # when the last plain line was written (or the first report came)
+        self.last = (0, 0)  # (total, done) of the last report: a new run starts below it, or at another total
 
     def eta(self, done: int, total: int, now: float) -> str:
         if self.first is None:
@@ -434,6 +435,9 @@ class _ProgressBar:
         if total == 0:
             return
         now = time.monotonic() if now is None else now
+        if total != self.last[0] or done < self.last[1]:  # another run on this bar (eval indexes each corpus)
+            self.first = self.logged_at = None  # its own rate, and its own minute before a line
+        self.last = (total, done)
         if not self.enabled:
             eta = self.eta(done, total, now).strip()
             self.logged_at = now if self.logged_at is None else self.logged_at
