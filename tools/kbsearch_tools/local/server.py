@@ -124,6 +124,8 @@ class LocalApi:
         route, params = found
         api_key = None
         if route.api_key_required and self.api_keys:
+            if _api_key_count(request) > 1:  # which key's scope was meant cannot be told: the first was taken
+                return error_response(400, "Bad Request: x-api-key names more than one key; send one")
             api_key = self._key_ok(request)
             if api_key is None:
                 return error_response(403, "Forbidden")
@@ -136,6 +138,12 @@ class LocalApi:
             logger.exception("%s raised; answering 502 as API Gateway does", route.function_id)
             return error_response(502, "Internal server error")
         return parse_result(result)
+
+
+def _api_key_count(request: HttpRequest) -> int:
+    """The keys a request names in ``x-api-key``: its lines, and the members of a comma-separated one (RFC 9110 5.3;
+    a local key holds no comma, ``KB_LOCAL_API_KEYS`` separates keys with it)."""
+    return sum(len([m for m in v.split(",") if m.strip()]) for k, v in request.headers if k.lower() == "x-api-key")
 
 
 class _HeaderLines:

@@ -192,8 +192,14 @@ def _ok(text: str, structured: BaseModel) -> dict[str, Any]:
     }
 
 
+#: kb_search's filter arguments, which take null for "not given".
+_NULLABLE_FILTERS = frozenset({"tags", "types", "statuses", "path_prefix", "updated_after"})
+
+
 def _kb_search(backend: Backend, arguments: dict[str, Any], deadline: Deadline | None) -> dict[str, Any]:
-    arguments = dict(arguments)
+    # a filter given as null is a filter not given, as POST /search's ``filters`` take it (and the old ``type: null``
+    # here): it was "Input should be a valid list"
+    arguments = {k: v for k, v in arguments.items() if not (v is None and k in _NULLABLE_FILTERS)}
     for old, new in (("type", "types"), ("status", "statuses")):  # the first release's single-value names
         if old in arguments and new not in arguments and isinstance(arguments[old], str | type(None)):
             value = arguments.pop(old)
