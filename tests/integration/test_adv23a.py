@@ -315,3 +315,32 @@ def test_change_events_and_the_full_sync_take_the_same_names_for_notes(tmp_path:
         assert run_sync(settings, Secrets(settings)).error is None
         by_full_sync = {p["path"] for p in open_points(settings)}
     assert by_events == by_full_sync == {"good.md", "x.MD", "y.Md", "sub/z.mD"}
+
+
+def test_filters_null_is_no_filters(handler) -> None:
+    """``"filters": null`` on ``POST /search`` is no filters, as a null filter inside them is that filter not given
+    (it was a 422 "Input should be a valid dictionary"); a list or a string there stays a 422."""
+    call = handler()
+    assert _post_paths(call, None) == _post_paths(call, {})  # type: ignore[arg-type]
+    odds: list[Any] = [[], "tags"]
+    for odd in odds:
+        raw = json.dumps({"query": "qdrant", "filters": odd}).encode()
+        assert call(request("POST", "/search", raw))["statusCode"] == 422
+
+
+def test_kb_search_advertises_the_list_bounds_it_enforces(handler) -> None:
+    """``kb_search``'s input schema allowed 50 ``types`` and ``statuses``; the search holds them to 20, so 21 (valid
+    by the schema an assistant reads) was a tool error naming ``type``, an argument the tool does not have. The
+    schema says 20 now, and 21 is refused naming ``types`` / ``statuses``."""
+    from kbsearch.schemas import SearchFilters
+
+    call = handler()
+    raw = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}).encode()
+    tools = json.loads(call(request("POST", "/mcp", raw))["body"])["result"]["tools"]
+    schema = next(t for t in tools if t["name"] == "kb_search")["inputSchema"]["properties"]
+    bounds = {name: field.metadata for name, field in SearchFilters.model_fields.items()}
+    for argument, name in (("tags", "tags"), ("types", "type"), ("statuses", "status")):
+        enforced = next(m.max_length for m in bounds[name] if hasattr(m, "max_length"))
+        assert schema[argument]["maxItems"] == enforced, (argument, schema[argument])
+        answer = call_tool(call, "kb_search", {"query": "qdrant", argument: [f"v{i}" for i in range(enforced + 1)]})
+        assert answer["isError"] and f"{argument}: " in answer["content"][0]["text"], answer

@@ -58,10 +58,12 @@ class KbSearchArgs(BaseModel):
     tags: list[StrictStr] = Field(
         default=[], max_length=50, description="only notes with any of these tags (see kb_list)"
     )
+    # the bounds SearchFilters holds them to (types and statuses 20): a tool schema allowing 50 let 21 through to a
+    # tool error naming `type`, an argument the tool does not have
     types: list[StrictStr] = Field(
-        default=[], max_length=50, description="only notes of these types: runbook, adr, ..."
+        default=[], max_length=20, description="only notes of these types: runbook, adr, ..."
     )
-    statuses: list[StrictStr] = Field(default=[], max_length=50, description="only notes with these statuses")
+    statuses: list[StrictStr] = Field(default=[], max_length=20, description="only notes with these statuses")
     path_prefix: StrictStr = Field(
         default="", max_length=500, description="only notes in this folder, e.g. 'ru/ранбуки'"
     )
