@@ -344,3 +344,40 @@ def test_kb_search_advertises_the_list_bounds_it_enforces(handler) -> None:
         assert schema[argument]["maxItems"] == enforced, (argument, schema[argument])
         answer = call_tool(call, "kb_search", {"query": "qdrant", argument: [f"v{i}" for i in range(enforced + 1)]})
         assert answer["isError"] and f"{argument}: " in answer["content"][0]["text"], answer
+
+
+# -- kbsearch serve: connection options --------------------------------------------------------------------------------
+
+
+def _raw_exchange(base_url: str, data: bytes) -> bytes:
+    """Send ``data`` without ending our side and read until the server closes (or 30 s pass)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    url = urlsplit(base_url)
+    with socket.create_connection((url.hostname or "127.0.0.1", url.port or 80), timeout=30) as sock:
+        sock.sendall(data)
+        chunks = []
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except (TimeoutError, ConnectionResetError):
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@pytest.mark.parametrize("connection", ["Connection: keep-alive, close", "Connection: keep-alive\r\nConnection: close",
+                                        "Connection: Upgrade, CLOSE", "Connection: close"])  # fmt: skip
+def test_serve_closes_the_connection_when_a_connection_option_says_close(
+    served_with_keys: ServeProcess, connection: str
+) -> None:
+    """``close`` among a request's connection options (RFC 9112 9.6) closes the connection after the answer, whatever
+    else the header lists and in whichever of several headers: http.server compared the first header whole, so
+    ``keep-alive, close`` kept the connection open, and the request pipelined after it was answered too (a client
+    reading to the end of the answer waited out the idle timeout). The request after it gets no answer."""
+    first = f"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n{connection}\r\n\r\n".encode()
+    raw = _raw_exchange(served_with_keys.base_url, first + b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    assert raw.count(b"HTTP/1.1 200") == 1, raw[:2000]

@@ -140,6 +140,11 @@ class LocalApi:
         return parse_result(result)
 
 
+def _connection_options(values: list[str]) -> set[str]:
+    """The connection options of a request's ``Connection`` headers (RFC 9110 7.6.1: a comma list, any case)."""
+    return {option.strip().lower() for value in values for option in value.split(",")}
+
+
 def _api_key_count(request: HttpRequest) -> int:
     """The keys a request names in ``x-api-key``: its lines, and the members of a comma-separated one (RFC 9110 5.3;
     a local key holds no comma, ``KB_LOCAL_API_KEYS`` separates keys with it)."""
@@ -210,6 +215,11 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             self.header_lines = tuple(cast(_HeaderLines, self.rfile).lines)
             self.rfile = reader
+        if parsed and "close" in _connection_options(self.headers.get_all("Connection") or []):
+            # RFC 9112 9.6: `close` among the options closes the connection after the answer; http.server compared
+            # the first Connection header whole, so `keep-alive, close` (or a second header saying close) kept it open
+            # and a client reading to the end of the answer waited out the idle timeout
+            self.close_connection = True
         return parsed and self._line_answerable()
 
     def _line_answerable(self) -> bool:
