@@ -381,3 +381,16 @@ def test_serve_closes_the_connection_when_a_connection_option_says_close(
     first = f"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n{connection}\r\n\r\n".encode()
     raw = _raw_exchange(served_with_keys.base_url, first + b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     assert raw.count(b"HTTP/1.1 200") == 1, raw[:2000]
+
+
+def test_serve_reads_header_values_without_the_white_space_around_them(served_with_keys: ServeProcess) -> None:
+    """RFC 9110 5.5: white space around a field value is not part of it. http.server kept the trailing white space, so
+    ``x-api-key: hrkey `` (a key pasted with a space or a tab after it) was no key, a 403, and the function got
+    ``Content-Type`` and every other header with it."""
+    for value in ("hrkey ", "hrkey\t", " \thrkey  "):
+        raw = _raw_exchange(served_with_keys.base_url, f"GET /whoami HTTP/1.1\r\nHost: 127.0.0.1\r\nx-api-key: {value}"
+                            "\r\nConnection: close\r\n\r\n".encode())  # fmt: skip
+        assert raw.startswith(b"HTTP/1.1 200") and b'"hr"' in raw, (value, raw[:500])
+    raw = _raw_exchange(served_with_keys.base_url, b"GET /whoami HTTP/1.1\r\nHost: 127.0.0.1\r\nx-api-key: hr key"
+                        b"\r\nConnection: close\r\n\r\n")  # fmt: skip
+    assert raw.startswith(b"HTTP/1.1 403"), raw[:300]
