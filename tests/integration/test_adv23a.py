@@ -394,3 +394,28 @@ def test_serve_reads_header_values_without_the_white_space_around_them(served_wi
     raw = _raw_exchange(served_with_keys.base_url, b"GET /whoami HTTP/1.1\r\nHost: 127.0.0.1\r\nx-api-key: hr key"
                         b"\r\nConnection: close\r\n\r\n")  # fmt: skip
     assert raw.startswith(b"HTTP/1.1 403"), raw[:300]
+
+
+# -- the indexer: an access file that cannot be read -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["a FIFO", "a dangling symlink"])
+def test_an_access_file_that_is_no_file_stops_the_sync_naming_it(tmp_path: Path, kind: str) -> None:
+    """The KB's ``_access.yaml`` a FIFO or a link to nowhere: the full sync stops (the rules cannot be known, so no
+    note may be indexed as public), as for an access file that is not YAML, and says which file: the error was the
+    reason alone, ``not a regular file (a FIFO)``, naming no file of a KB that may hold thousands."""
+    import os
+
+    from tests.integration.test_hostile_notes import kbsearch_index
+
+    kb = tmp_path / "kb"
+    (kb / "hr").mkdir(parents=True)
+    (kb / "a.md").write_text("# A\n\nalpha\n", encoding="utf-8")
+    (kb / "hr" / "pay.md").write_text("# Pay\n\nsalaries\n", encoding="utf-8")
+    if kind == "a FIFO":
+        os.mkfifo(kb / "_access.yaml")
+    else:
+        (kb / "_access.yaml").symlink_to(tmp_path / "nowhere.yaml")
+    code, report, stderr = kbsearch_index(kb, tmp_path / "q")
+    assert code != 0 and report["error"].startswith("_access.yaml cannot be read: "), (code, report, stderr)
+    assert report["added"] == 0, report
