@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kbsearch.access import ACCESS_FILE
-from kbsearch.sources import NOTE_SUFFIX, hidden, note_path, path_problem, percent_decoded
+from kbsearch.sources import hidden, is_note_name, note_path, path_problem, percent_decoded
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 #: The notification event names that remove an object: a delete (``ObjectRemoved:Delete``,
@@ -182,7 +182,7 @@ class Scope:
             return "a folder marker"
         if key == self.prefix + ACCESS_FILE:
             return None  # the KB's access file: its change re-derives every note's groups
-        if not key.lower().endswith(NOTE_SUFFIX):
+        if not is_note_name(key):
             return "not a markdown note (.md)"
         path = note_path(key[len(self.prefix) :])
         problem = path_problem(path)

@@ -531,6 +531,8 @@ class Indexer:
         found = [obj for obj in listing if obj.path == ACCESS_FILE]
         if not found:
             return FolderRules()
+        if found[0].problem is not None:  # listed, never read (a FIFO, a dangling link): the reason alone named no file
+            raise AccessFileError(f"{ACCESS_FILE} cannot be read: {found[0].problem}")
         return FolderRules.parse(self.source.read(found[0]))
 
     def _refresh_access(self, report: SyncReport, path: str, st: NoteState) -> bool:

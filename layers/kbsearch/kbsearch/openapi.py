@@ -14,6 +14,12 @@ _ERROR = {
     "required": ["error", "message"],
     "properties": {"error": {"type": "string"}, "message": {"type": "string"}},
 }
+#: A body the JSON routes cannot read as sent: its media type, or a content coding (nothing is decoded).
+_UNSUPPORTED = (
+    "The body is not application/json in UTF-8, or has a Content-Encoding other than identity "
+    "(answered with Accept-Encoding: identity)"
+)
+_CODED = "The body has a Content-Encoding other than identity (answered with Accept-Encoding: identity)"
 _GATEWAY_ERROR = {"type": "object", "required": ["message"], "properties": {"message": {"type": "string"}}}
 _RPC_ERROR = {
     "type": "object",
@@ -111,7 +117,7 @@ MCP_PATH: dict[str, Any] = {
             "400": _json(_RPC_ERROR, "Parse error, invalid request or params, header mismatch, unsupported version"),
             "404": _json(_RPC_ERROR, "Method not found (2026-07-28 requests)"),
             "413": _json(_RPC_ERROR, "Body over 64 KiB"),
-            "415": _json(_RPC_ERROR, "The body is not application/json in UTF-8"),
+            "415": _json(_RPC_ERROR, _UNSUPPORTED),
         },
     },
     "get": {
@@ -319,7 +325,7 @@ def complete(
             if content is not None:
                 content["examples"] = copy.deepcopy(SEARCH_EXAMPLES)
             responses["400"] = _json(_ERROR, "The body is not UTF-8 or not JSON (too deep, duplicate keys, ...)")
-            responses["415"] = _json(_ERROR, "The body is not application/json in UTF-8")
+            responses["415"] = _json(_ERROR, _UNSUPPORTED)
         for parameter in operation.get("parameters", []):
             if parameter.get("name") == "q":
                 parameter["example"] = "reranker outage"
@@ -335,6 +341,15 @@ def complete(
             if path in key_required_paths:
                 operation["security"] = [{"ApiKey": []}]
                 responses["403"] = _json(_GATEWAY_ERROR, "API Gateway: no valid x-api-key")
+                two_keys = "x-api-key names more than one key"
+                if "400" in responses:
+                    entry = responses["400"]
+                    entry["description"] = f"{entry.get('description', '')}; or {two_keys}".lstrip("; ")
+                    schema = entry.get("content", {}).get("application/json", {}).get("schema")
+                    if schema is not None:
+                        entry["content"]["application/json"]["schema"] = {"anyOf": [schema, _GATEWAY_ERROR]}
+                else:
+                    responses["400"] = _json({"anyOf": [_ERROR, _GATEWAY_ERROR]}, two_keys)
                 if path == "/mcp":
                     responses["403"] = _json(
                         {"anyOf": [_GATEWAY_ERROR, _RPC_ERROR]},
@@ -342,6 +357,7 @@ def complete(
                     )
             if method in ("post", "put", "patch"):
                 responses["411"] = _json(_GATEWAY_ERROR, "API Gateway: a body without a Content-Length")
+                responses.setdefault("415", _json(_ERROR, _CODED))
                 big = responses.get("413", {}).get("content", {}).get("application/json", {}).get("schema")
                 responses["413"] = _json(
                     {"anyOf": [big or _ERROR, _GATEWAY_ERROR]}, "Body over 64 KiB (10 MB at the gateway)"

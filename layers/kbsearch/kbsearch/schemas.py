@@ -163,6 +163,13 @@ class SearchRequest(BaseModel):
 
     _query = field_validator("query")(searchable_query)
 
+    @field_validator("filters", mode="before")
+    @classmethod
+    def _no_filters(cls, value: Any) -> Any:
+        """``"filters": null`` is no filters, as a null filter inside them is that filter not given (it was a 422
+        "Input should be a valid dictionary")."""
+        return {} if value is None else value
+
 
 class HitScores(BaseModel):
     rerank: float | None

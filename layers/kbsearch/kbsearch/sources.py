@@ -48,6 +48,12 @@ if TYPE_CHECKING:
 NOTE_SUFFIX = ".md"
 
 
+def is_note_name(name: str) -> bool:
+    """Whether a file or key name is a note's: it ends ``.md`` in any case (``x.MD``, ``x.Md``; not ``.markdown``).
+    The one test the full sync (both sources), the change events and ``serve --watch`` apply."""
+    return name.lower().endswith(NOTE_SUFFIX)
+
+
 class SourceError(KbSearchError):
     """The KB source cannot be listed or read."""
 
@@ -78,7 +84,7 @@ class SourceObject:
 
     @property
     def is_note(self) -> bool:
-        return self.folder or self.path.lower().endswith(NOTE_SUFFIX)
+        return self.folder or is_note_name(self.path)
 
 
 class Source(Protocol):
@@ -340,7 +346,7 @@ class LocalSource:
             return _problem_entry(rel, LINKED_NOTE, drop=True), None
         path = _nfc(rel)
         etag = ""
-        note = path.lower().endswith(NOTE_SUFFIX)
+        note = is_note_name(path)
         if note and info.st_size > MAX_FILE_BYTES:
             etag = f"large-{info.st_size}-{info.st_mtime_ns}"
         elif note:
@@ -493,7 +499,7 @@ def _linked_elsewhere(full: str, root: str) -> bool:
     a file at another path: a folder's rules judge a note by its path, so a link in a public folder to a note in a
     restricted one was indexed, and read, as public (and an edit of the target never reached it under --watch).
     The access file is not a note: a link may be it (:data:`kbsearch.access.ACCESS_FILE`, judged by its name)."""
-    if not full.lower().endswith(NOTE_SUFFIX):
+    if not is_note_name(full):
         return False
     return os.path.realpath(full) != os.path.join(os.path.realpath(root), os.path.relpath(full, root))
 
@@ -511,7 +517,7 @@ HARD_LINKED_NOTE = (
 def _hard_linked_elsewhere(full: str, info: os.stat_result, root: str) -> bool:
     """Whether the note at ``full`` (its ``stat``: ``info``) is also another note's file in the KB, found by a walk of
     the KB's notes, only for a file of several names (a read by path or an event has no listing to tell it)."""
-    if info.st_nlink < 2 or not info.st_ino or not full.lower().endswith(NOTE_SUFFIX):
+    if info.st_nlink < 2 or not info.st_ino or not is_note_name(full):
         return False
     here = os.path.normpath(full)
     # the walk meets the file itself too, under its name as the folder spells it: on a case- or
@@ -522,7 +528,7 @@ def _hard_linked_elsewhere(full: str, info: os.stat_result, root: str) -> bool:
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         for name in filenames:
-            if name.startswith(".") or not name.lower().endswith(NOTE_SUFFIX):
+            if name.startswith(".") or not is_note_name(name):
                 continue
             other = os.path.join(dirpath, name)
             try:
@@ -642,17 +648,20 @@ class S3Source:
         (``IsTruncated``) must name a next page no page named before: one naming none ended the listing there
         (botocore's paginator stops quietly), so the notes after it looked deleted and a full sync deleted them
         (under the mass-delete guard's ratio); tokens that come back after another (A, B, A) were followed for ever
-        (the paginator catches only a token repeated at once), the sync held until the function's timeout. Either is
-        a :class:`SourceError` (a failed listing: nothing deleted)."""
+        (the paginator catches only a token repeated at once), the sync held until the function's timeout. A page that
+        says the listing ended (``IsTruncated`` false or absent) yet names a next page contradicts itself: followed or
+        not, notes may be missed. Each is a :class:`SourceError` (a failed listing: nothing deleted)."""
         seen: set[str] = set()
         token = ""
         while True:
             asked: dict[str, Any] = {"Bucket": self.bucket, **params, **({"ContinuationToken": token} if token else {})}
             page = self.client.list_objects_v2(**asked)
             yield page
-            if not page.get("IsTruncated"):
-                return
             token = page.get("NextContinuationToken") or ""
+            if not page.get("IsTruncated"):
+                if token:  # S3 names a next page only when there is one: which half of the page lies is unknown
+                    raise SourceError(f"listing {self.uri} failed: S3 said the listing ended but named a next page")
+                return
             if not isinstance(token, str) or not token.strip():
                 raise SourceError(f"listing {self.uri} failed: S3 said the listing goes on but named no next page")
             if token in seen:

@@ -36,7 +36,7 @@ from kbsearch.errors import KbSearchError
 from kbsearch.events import Change
 from kbsearch.indexer import ChangeReport, ChangeSync, Indexer, SyncOptions, SyncReport, caller_sets
 from kbsearch.providers.resilience import Deadline
-from kbsearch.sources import NOTE_SUFFIX, LocalSource, hidden, open_source
+from kbsearch.sources import LocalSource, hidden, is_note_name, open_source
 
 logger = logging.getLogger(__name__)
 
@@ -244,7 +244,7 @@ class Watcher:
             dirnames[:] = [d for d in dirnames if not d.startswith(".")]
             for name in filenames:
                 root_rules = name == ACCESS_FILE and dirpath == str(self.folder)
-                if name.startswith(".") or not (name.lower().endswith(NOTE_SUFFIX) or root_rules):
+                if name.startswith(".") or not (is_note_name(name) or root_rules):
                     continue
                 full = os.path.join(dirpath, name)
                 with contextlib.suppress(OSError):
@@ -286,7 +286,7 @@ class Watcher:
             if not rel or rel == "." or rel.startswith("../") or hidden(rel):
                 continue
             is_dir = Path(raw).is_dir()
-            if (rel.lower().endswith(NOTE_SUFFIX) or rel == ACCESS_FILE) and not is_dir:
+            if (is_note_name(rel) or rel == ACCESS_FILE) and not is_dir:
                 notes.add(rel)  # the access file: every note's groups, applied in the same run
                 continue
             holds_known = any(k.startswith(_nfc(rel) + "/") for k in self.known)

@@ -124,6 +124,8 @@ class LocalApi:
         route, params = found
         api_key = None
         if route.api_key_required and self.api_keys:
+            if _api_key_count(request) > 1:  # which key's scope was meant cannot be told: the first was taken
+                return error_response(400, "Bad Request: x-api-key names more than one key; send one")
             api_key = self._key_ok(request)
             if api_key is None:
                 return error_response(403, "Forbidden")
@@ -136,6 +138,17 @@ class LocalApi:
             logger.exception("%s raised; answering 502 as API Gateway does", route.function_id)
             return error_response(502, "Internal server error")
         return parse_result(result)
+
+
+def _connection_options(values: list[str]) -> set[str]:
+    """The connection options of a request's ``Connection`` headers (RFC 9110 7.6.1: a comma list, any case)."""
+    return {option.strip().lower() for value in values for option in value.split(",")}
+
+
+def _api_key_count(request: HttpRequest) -> int:
+    """The keys a request names in ``x-api-key``: its lines, and the members of a comma-separated one (RFC 9110 5.3;
+    a local key holds no comma, ``KB_LOCAL_API_KEYS`` separates keys with it)."""
+    return sum(len([m for m in v.split(",") if m.strip()]) for k, v in request.headers if k.lower() == "x-api-key")
 
 
 class _HeaderLines:
@@ -202,6 +215,11 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             self.header_lines = tuple(cast(_HeaderLines, self.rfile).lines)
             self.rfile = reader
+        if parsed and "close" in _connection_options(self.headers.get_all("Connection") or []):
+            # RFC 9112 9.6: `close` among the options closes the connection after the answer; http.server compared
+            # the first Connection header whole, so `keep-alive, close` (or a second header saying close) kept it open
+            # and a client reading to the end of the answer waited out the idle timeout
+            self.close_connection = True
         return parsed and self._line_answerable()
 
     def _line_answerable(self) -> bool:
@@ -306,7 +324,9 @@ class _Handler(BaseHTTPRequestHandler):
             method=self.command,
             path=_target(url.path or "/"),
             query=url.query,
-            headers=list(self.headers.items()),
+            # RFC 9110 5.5: the white space around a field value is not part of it (http.server kept the trailing:
+            # `x-api-key: key ` pasted with a space was no key, a 403)
+            headers=[(name, value.strip(" \t")) for name, value in self.headers.items()],
             body=body,
             source_ip=self.client_address[0],
         )

@@ -267,6 +267,19 @@ class SearchApi:
             if (event.get("resource") or event.get("path")) in RPC_ROUTES:
                 return private(gateway_rpc_error(413, RPC_INVALID_REQUEST, "Invalid Request: the body is over 64 KiB"))
             return private(gateway_error(413, "payload_too_large", f"the body is over {limit // 1024} KiB"))
+        rpc = (event.get("resource") or event.get("path")) in RPC_ROUTES
+        keys = body.repeated_api_key(event)
+        if keys:
+            message = f"x-api-key names {keys} keys; send one (which scope was meant cannot be told)"
+            if rpc:
+                return private(gateway_rpc_error(400, RPC_INVALID_REQUEST, f"Invalid Request: {message}"))
+            return private(gateway_error(400, "bad_request", message))
+        coding = body.content_coding_problem(event)
+        if coding is not None:
+            refused = (gateway_rpc_error(415, RPC_INVALID_REQUEST, f"Invalid Request: {coding}") if rpc
+                       else gateway_error(415, "unsupported_media_type", coding))  # fmt: skip
+            refused["multiValueHeaders"]["Accept-Encoding"] = list(body.ACCEPTED_CODINGS)
+            return private(refused)
         try:
             event = body.checked_json_event(event, JSON_BODY_ROUTES)
         except body.BadBody as exc:

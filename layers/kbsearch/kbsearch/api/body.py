@@ -69,6 +69,50 @@ def header(headers: Mapping[str, Any] | None, name: str) -> str | None:
     return None
 
 
+def _header_values(event: Mapping[str, Any], name: str) -> list[str]:
+    """Every value of a header, whatever the case of its name, from both maps API Gateway fills
+    (``multiValueHeaders`` holds each line; ``headers`` the last, and a direct invoke may give only it), each line
+    split at its commas (RFC 9110 5.3: ``a, b`` is the two lines ``a`` and ``b``); empty members dropped."""
+    wanted = name.lower()
+    lines: list[str] = []
+    for key, values in (event.get("multiValueHeaders") or {}).items():
+        if isinstance(key, str) and key.lower() == wanted and isinstance(values, list):
+            lines.extend(v for v in values if isinstance(v, str))
+    if not lines:
+        lines = [v for k, v in (event.get("headers") or {}).items()
+                 if isinstance(k, str) and k.lower() == wanted and isinstance(v, str)]  # fmt: skip
+    return [member.strip() for line in lines for member in line.split(",") if member.strip()]
+
+
+#: The content codings a request body may carry: none (``identity``). API Gateway hands the function the bytes as
+#: sent (the template enables no content encoding), so a gzipped body was read as JSON: a 400 "not valid UTF-8" for
+#: a coding the caller chose, or a body labelled gzip read as if it were not.
+ACCEPTED_CODINGS = ("identity",)
+
+
+def content_coding_problem(event: Mapping[str, Any]) -> str | None:
+    """Why a request's body cannot be read for its ``Content-Encoding`` (any coding but ``identity``: ``gzip``,
+    ``deflate``, ``br``, a list, an unknown one), or None. The answer is 415 with ``Accept-Encoding: identity``
+    (RFC 9110 12.5.3): nothing is decoded, so no bomb is ever inflated. A request without a body (GET) is not
+    checked."""
+    if event.get("body") in (None, "") or str(event.get("httpMethod") or "").upper() in ("GET", "HEAD"):
+        return None
+    odd = [c for c in _header_values(event, "content-encoding") if c.lower() not in ACCEPTED_CODINGS]
+    if not odd:
+        return None
+    shown = odd[0] if len(odd[0]) <= 40 else odd[0][:39] + "…"
+    return (f"Content-Encoding {shown!r} is not accepted: send the body uncompressed (no Content-Encoding, or "
+            "identity)")  # fmt: skip
+
+
+def repeated_api_key(event: Mapping[str, Any]) -> int:
+    """How many API keys the request names in ``x-api-key`` (its lines, and the members of a comma-separated one)
+    when more than one, else 0. API Gateway validates one of them (which one is its own choice); the function refuses
+    the request rather than serve the scope of whichever key that was."""
+    count = len(_header_values(event, "x-api-key"))
+    return count if count > 1 else 0
+
+
 def require_json_media_type(content_type: str | None) -> None:
     """415 unless the Content-Type is JSON in UTF-8 (a missing Content-Type is taken as JSON)."""
     if content_type is None or not content_type.strip():

@@ -58,10 +58,12 @@ class KbSearchArgs(BaseModel):
     tags: list[StrictStr] = Field(
         default=[], max_length=50, description="only notes with any of these tags (see kb_list)"
     )
+    # the bounds SearchFilters holds them to (types and statuses 20): a tool schema allowing 50 let 21 through to a
+    # tool error naming `type`, an argument the tool does not have
     types: list[StrictStr] = Field(
-        default=[], max_length=50, description="only notes of these types: runbook, adr, ..."
+        default=[], max_length=20, description="only notes of these types: runbook, adr, ..."
     )
-    statuses: list[StrictStr] = Field(default=[], max_length=50, description="only notes with these statuses")
+    statuses: list[StrictStr] = Field(default=[], max_length=20, description="only notes with these statuses")
     path_prefix: StrictStr = Field(
         default="", max_length=500, description="only notes in this folder, e.g. 'ru/ранбуки'"
     )
@@ -192,8 +194,14 @@ def _ok(text: str, structured: BaseModel) -> dict[str, Any]:
     }
 
 
+#: kb_search's filter arguments, which take null for "not given".
+_NULLABLE_FILTERS = frozenset({"tags", "types", "statuses", "path_prefix", "updated_after"})
+
+
 def _kb_search(backend: Backend, arguments: dict[str, Any], deadline: Deadline | None) -> dict[str, Any]:
-    arguments = dict(arguments)
+    # a filter given as null is a filter not given, as POST /search's ``filters`` take it (and the old ``type: null``
+    # here): it was "Input should be a valid list"
+    arguments = {k: v for k, v in arguments.items() if not (v is None and k in _NULLABLE_FILTERS)}
     for old, new in (("type", "types"), ("status", "statuses")):  # the first release's single-value names
         if old in arguments and new not in arguments and isinstance(arguments[old], str | type(None)):
             value = arguments.pop(old)
