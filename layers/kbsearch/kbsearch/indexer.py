@@ -1361,7 +1361,8 @@ def run_sync(
         left = (stop_at or Deadline()).remaining() + settings.deadline_margin_s / 2
         return short_lease(settings, "links", wait_s=max(1.0, min(LINKS_TTL_S + 10, left)))
 
-    with index_lease(settings):
+    with index_lease(settings) as lease:
+        stop_at = _until_lease_lost(stop_at or Deadline(), lease)
         try:
             store = open_store(settings, secrets, rebuild=rebuild)
         except StoreError as exc:
@@ -1397,7 +1398,31 @@ def run_sync(
         if closing is not None:
             report.error = report.error or f"index storage failed: {closing}"
             report.incomplete = True
+        if lease is not None and lease.lost:
+            report.error = report.error or (
+                f"the index lease was lost mid-run (another run took it over after it expired: {lease.name} not "
+                "renewed in time); this run stopped at its next note, the next run carries on"
+            )
+            report.incomplete = True
         return report
+
+
+class _LeaseDeadline(Deadline):
+    """The run's deadline, passed at once when its index lease is lost (:attr:`kbsearch.lease.Lease.lost`): a run
+    whose lease another run took over after it expired starts no new work beside the new holder, as at its
+    deadline (it went on writing to its last note and reported success)."""
+
+    def __init__(self, stop_at: Deadline, lease: Any) -> None:
+        super().__init__()
+        self.at, self._stop_at, self._lease = stop_at.at, stop_at, lease
+
+    def remaining(self) -> float:
+        return 0.0 if self._lease.lost else self._stop_at.remaining()
+
+
+def _until_lease_lost(stop_at: Deadline, lease: Any) -> Deadline:
+    """``stop_at``, or one that has passed once ``lease`` is lost (no lease table: ``stop_at`` as it is)."""
+    return stop_at if lease is None else _LeaseDeadline(stop_at, lease)
 
 
 def caller_sets(secrets: Secrets) -> tuple[str, ...]:
