@@ -1398,26 +1398,28 @@ def run_sync(
         if closing is not None:
             report.error = report.error or f"index storage failed: {closing}"
             report.incomplete = True
-        if lease is not None and lease.lost:
+        if lease is not None and not lease.held():
+            how = "another run took it over" if lease.lost else "its renewals failed"
             report.error = report.error or (
-                f"the index lease was lost mid-run (another run took it over after it expired: {lease.name} not "
-                "renewed in time); this run stopped at its next note, the next run carries on"
+                f"the index lease {lease.name} was lost mid-run ({how}: not renewed within INDEX_LEASE_TTL_S, "
+                f"{lease.ttl_s:g} s); this run stopped at its next note, the next run carries on"
             )
             report.incomplete = True
         return report
 
 
 class _LeaseDeadline(Deadline):
-    """The run's deadline, passed at once when its index lease is lost (:attr:`kbsearch.lease.Lease.lost`): a run
-    whose lease another run took over after it expired starts no new work beside the new holder, as at its
-    deadline (it went on writing to its last note and reported success)."""
+    """The run's deadline, passed at once when its index lease is no longer surely held
+    (:meth:`kbsearch.lease.Lease.held`: another run took it over after it expired, or its renewals failed for its
+    time to live): the run starts no new work, as at its deadline (it went on writing to its last note beside the
+    new holder, and reported success)."""
 
     def __init__(self, stop_at: Deadline, lease: Any) -> None:
         super().__init__()
         self.at, self._stop_at, self._lease = stop_at.at, stop_at, lease
 
     def remaining(self) -> float:
-        return 0.0 if self._lease.lost else self._stop_at.remaining()
+        return 0.0 if not self._lease.held() else self._stop_at.remaining()
 
 
 def _until_lease_lost(stop_at: Deadline, lease: Any) -> Deadline:

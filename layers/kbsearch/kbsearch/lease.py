@@ -126,6 +126,9 @@ class Lease:
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
         self.lost = False
+        #: until when (monotonic) the lease is surely this holder's: the last write of its expiry, counted from
+        #: before that write was sent; None before it is acquired
+        self._sure_until: float | None = None
 
     def __repr__(self) -> str:
         return f"Lease(table={self.table!r}, name={self.name!r}, owner={self.owner!r})"
@@ -136,8 +139,16 @@ class Lease:
     def _furthest_s(self) -> float:
         return max(FURTHEST_S, 2 * self.ttl_s)
 
+    def held(self) -> bool:
+        """Whether this holder may still act on the lease: acquired, not found taken over (:attr:`lost`), and its
+        expiry not passed since the last renewal that succeeded (renewals failing for ``ttl_s``, DynamoDB
+        throttled or unreachable: another run may take it any moment, and this one would not know until its next
+        renewal)."""
+        return not self.lost and self._sure_until is not None and time.monotonic() < self._sure_until
+
     def acquire(self) -> None:
         """Take the lease, or raise :class:`LeaseHeld` naming the holder."""
+        sent = time.monotonic()
         now = int(self.clock())
         item = {
             "pk": {"S": self.name},
@@ -165,9 +176,11 @@ class Lease:
                 raise LeaseHeld(_owner(old), expiry(old.get("expires_at"))) from None
             raise LeaseError(f"cannot take the lease in table {self.table}: {_error_code(exc) or exc}") from None
         self.lost = False
+        self._sure_until = sent + self.ttl_s
 
     def renew(self) -> bool:
         """Push the expiry out by ``ttl_s``. False when the lease is no longer ours (it expired and was taken)."""
+        sent = time.monotonic()
         try:
             self.client.update_item(
                 TableName=self.table,
@@ -183,6 +196,8 @@ class Lease:
                 logger.error("indexer lease %s lost: another run took it after it expired", self.name)
                 return False
             logger.warning("indexer lease %s not renewed (%s); retrying", self.name, _error_code(exc) or exc)
+            return True
+        self._sure_until = sent + self.ttl_s
         return True
 
     def release(self) -> None:
