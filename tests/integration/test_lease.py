@@ -101,6 +101,26 @@ def test_an_expired_lease_is_taken_over_and_the_old_holder_cannot_touch_it(dynam
     assert _item(dynamodb) is None
 
 
+def test_a_holder_is_sure_of_its_lease_only_until_the_expiry_it_last_wrote(dynamodb: Any) -> None:
+    """Round 23c: what a run checks before each note (``Lease.held``). By the clock the expiry is written and read
+    by, not the monotonic clock alone, which stands still while a laptop running ``kbsearch index`` sleeps though
+    the lease's expiry passes: another run may take it meanwhile."""
+    clock = Clock()
+    lease = Lease(TABLE, "index#kb", ttl_s=60, client=dynamodb, clock=clock, owner="run-a")
+    assert not lease.held()  # not acquired
+    lease.acquire()
+    assert lease.held()
+    clock.now += 59
+    assert lease.held()
+    assert lease.renew() and lease.held()
+    clock.now += 61  # past the renewed expiry with no renewal since (a sleep, DynamoDB throttled)
+    assert not lease.held()
+    assert lease.renew() and lease.held()  # nobody took it: renewed, sure again
+    Lease(TABLE, "index#kb", ttl_s=60, client=dynamodb, clock=lambda: clock.now + 120, owner="run-b").acquire()
+    assert lease.held()  # until the next renewal tells...
+    assert not lease.renew() and lease.lost and not lease.held()
+
+
 def test_context_manager_renews_while_held_and_releases(dynamodb: Any) -> None:
     recording = Recording(dynamodb)
     with Lease(TABLE, "index#kb", ttl_s=0.3, client=recording, owner="run-a") as lease:
