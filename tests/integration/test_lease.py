@@ -101,6 +101,26 @@ def test_an_expired_lease_is_taken_over_and_the_old_holder_cannot_touch_it(dynam
     assert _item(dynamodb) is None
 
 
+def test_a_holder_is_sure_of_its_lease_only_until_the_expiry_it_last_wrote(dynamodb: Any) -> None:
+    """Round 23c: what a run checks before each note (``Lease.held``). By the clock the expiry is written and read
+    by, not the monotonic clock alone, which stands still while a laptop running ``kbsearch index`` sleeps though
+    the lease's expiry passes: another run may take it meanwhile."""
+    clock = Clock()
+    lease = Lease(TABLE, "index#kb", ttl_s=60, client=dynamodb, clock=clock, owner="run-a")
+    assert not lease.held()  # not acquired
+    lease.acquire()
+    assert lease.held()
+    clock.now += 59
+    assert lease.held()
+    assert lease.renew() and lease.held()
+    clock.now += 61  # past the renewed expiry with no renewal since (a sleep, DynamoDB throttled)
+    assert not lease.held()
+    assert lease.renew() and lease.held()  # nobody took it: renewed, sure again
+    Lease(TABLE, "index#kb", ttl_s=60, client=dynamodb, clock=lambda: clock.now + 120, owner="run-b").acquire()
+    assert lease.held()  # until the next renewal tells...
+    assert not lease.renew() and lease.lost and not lease.held()
+
+
 def test_context_manager_renews_while_held_and_releases(dynamodb: Any) -> None:
     recording = Recording(dynamodb)
     with Lease(TABLE, "index#kb", ttl_s=0.3, client=recording, owner="run-a") as lease:
@@ -169,3 +189,106 @@ def test_kbsearch_index_against_cloud_without_a_lease_table_says_so(
     monkeypatch.setenv("QDRANT_TIMEOUT_S", "0.5")
     assert main(["index", "--json", str(ROOT / "sample-kb")]) != 0
     assert "INDEX_LEASE_TABLE is not set" in capsys.readouterr().err
+
+
+NOTES = {f"n{i:02}.md": f"# Note {i}\n\nwords of note {i}\n".encode() for i in range(12)}
+
+
+@pytest.fixture
+def s3_kb_and_lease_table() -> Iterator[Any]:
+    """moto's S3 holding :data:`NOTES` in ``kb-notes`` and the lease table; the default session fresh (the tests'
+    botocore hooks go on it, and with it)."""
+    with mock_aws():
+        boto3.setup_default_session()
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="kb-notes")
+        for key, body in NOTES.items():
+            s3.put_object(Bucket="kb-notes", Key=key, Body=body)
+        dynamodb = boto3.client("dynamodb", region_name="us-east-1")
+        dynamodb.create_table(
+            TableName=TABLE,
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        yield dynamodb
+        boto3.setup_default_session()
+
+
+def _scheduled_sync_of_the_bucket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """The indexer handler's scheduled run over ``s3://kb-notes/`` with the lease table, a lease of 30 s (renewed
+    every 10 s); its report, or what it raised (a run whose report has an error raises)."""
+    app = _load_indexer(
+        monkeypatch, KB_SOURCE="s3://kb-notes/", QDRANT_PATH=str(tmp_path / "qdrant"), INDEX_LEASE_TABLE=TABLE,
+        INDEX_LEASE_TTL_S="30",
+    )  # fmt: skip
+    try:
+        report: dict[str, Any] = app.lambda_handler({"full": False}, LambdaContext("kb-search-test-indexer", 2048, 900))
+    except Exception as exc:  # the run failed: its report is in the log
+        return {"raised": str(exc)}
+    return report
+
+
+def test_a_full_sync_whose_lease_is_taken_over_mid_run_stops_and_says_so(
+    s3_kb_and_lease_table: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Round 23c: the lease runs out under a running sync (its renewals failed for longer than its time to live:
+    DynamoDB throttled, the process frozen) and another run takes it over. The renewer finds it lost, but the sync
+    went on writing beside the new holder until its last note, reporting success. It stops now at the next note,
+    as at its deadline, its report naming the lost lease; the new holder's lease is left alone."""
+    dynamodb = s3_kb_and_lease_table
+    lost, reads = threading.Event(), []
+
+    def read(**_: Any) -> None:  # the third note read: the lease is taken over, then the renewer finds it so
+        reads.append(1)
+        if len(reads) == 3:
+            dynamodb.put_item(TableName=TABLE, Item={  # what another run's take-over of an expired lease writes
+                "pk": {"S": "index#kb"}, "owner": {"S": "other:1:cafe"},
+                "expires_at": {"N": str(int(time.time()) + 600)}, "acquired_at": {"N": str(int(time.time()))},
+            })  # fmt: skip
+            assert lost.wait(60), "the renewer never tried to renew"
+
+    def renewed(parsed: dict[str, Any], **_: Any) -> None:
+        if parsed.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+            lost.set()
+
+    assert boto3.DEFAULT_SESSION is not None
+    boto3.DEFAULT_SESSION.events.register("before-call.s3.GetObject", read)
+    boto3.DEFAULT_SESSION.events.register("after-call.dynamodb.UpdateItem", renewed)
+    report = _scheduled_sync_of_the_bucket(tmp_path, monkeypatch)
+    assert lost.is_set()
+    assert _item(dynamodb)["owner"] == {"S": "other:1:cafe"}  # type: ignore[index]
+    assert report.get("added", 0) < len(NOTES), report
+    assert "lease index#kb was lost mid-run (another run took it over" in str(report.get("raised")), report
+
+
+def test_a_full_sync_whose_lease_renewals_fail_past_its_expiry_stops_and_says_so(
+    s3_kb_and_lease_table: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Round 23c: DynamoDB throttling every renewal (``ThrottlingException``) for longer than the lease lives. The
+    run went on to its last note with a lease that had expired (any event batch, or another sync, free to run beside
+    it: ``lease_holder`` finds no holder), reporting success. It stops now at the next note once its expiry has
+    passed without a renewal, its report naming the lease."""
+    from botocore.exceptions import ClientError
+
+    failed, reads = [], []
+
+    def throttled(**_: Any) -> None:
+        failed.append(1)
+        raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}}, "UpdateItem")
+
+    def read(**_: Any) -> None:  # the third note read waits out three failed renewals (10, 20, 30 s): expired
+        reads.append(1)
+        if len(reads) == 3:
+            waited = time.monotonic() + 120
+            while len(failed) < 3 and time.monotonic() < waited:
+                time.sleep(0.2)
+            assert len(failed) >= 3, "the renewer never tried to renew"
+
+    assert boto3.DEFAULT_SESSION is not None
+    boto3.DEFAULT_SESSION.events.register("before-call.s3.GetObject", read)
+    boto3.DEFAULT_SESSION.events.register("before-call.dynamodb.UpdateItem", throttled)
+    report = _scheduled_sync_of_the_bucket(tmp_path, monkeypatch)
+    assert report.get("added", 0) < len(NOTES), report
+    assert "lease index#kb was lost mid-run (its renewals failed" in str(report.get("raised")), report
+    assert _item(s3_kb_and_lease_table) is None  # released: nobody had taken it

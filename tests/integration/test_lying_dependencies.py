@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -397,3 +398,55 @@ def test_a_provider_answering_a_redirect_degrades_its_stage_never_used(handler: 
     answer = json.loads(result["body"])
     assert answer["results"] and "expand" in answer["meta"]["degraded"], answer["meta"]
     assert "redirected rewrite" not in json.dumps(answer["meta"]), answer["meta"]
+
+
+class _ScoreOutOfRange(FakeProvider):
+    """A reranker whose last document's score is ``score``, outside the probability in [0, 1] both contracts
+    answer (providers.md), the rest as the fake scores them."""
+
+    score = 0.0
+
+    def _rerank(self, body: dict[str, Any], fault: Any) -> tuple[int, Any]:
+        status, answer = super()._rerank(body, fault)
+        if status == 200 and "scores" in answer:
+            answer["scores"][-1] = self.score
+        elif status == 200:
+            last = max(answer["data"], key=lambda item: item["index"])
+            last["relevance_score"] = self.score
+        return status, answer
+
+
+@pytest.mark.parametrize("flavor", ["deepinfra", "fireworks"])
+@pytest.mark.parametrize("score", [5.0, 1.7e308, -0.5, -1.7e308, 1.0000001])
+def test_rerank_scores_outside_the_contracts_probability_are_no_answer(
+    bm25_index: Path, tmp_path: Path, deepinfra: FakeProvider, flavor: str, score: float
+) -> None:
+    """Round 23c. Both rerank contracts answer a probability in [0, 1] (providers.md), which the final score relies
+    on: ``RERANK_WEIGHT=1`` uses the rerank scores as they are, and an exact match stays first by standing 2 above
+    them. A reranker answering 5.0 for one document put it above every exact match; 1.7e308 (x the prior's 1.1)
+    made its score ``inf`` in the answer. Such an answer is ``malformed`` now: the fallback's scores are used."""
+    store = tmp_path / "q"
+    copy_store(bm25_index, store)
+    lying = _ScoreOutOfRange(flavor, api_key=f"{flavor[:2]}-test-key").start()
+    lying.score = score
+    try:
+        env = provider_env(lying, deepinfra if flavor == "fireworks" else None, roles=("RERANKER",), fields=True)
+        if flavor == "deepinfra":
+            honest = FakeProvider("fireworks", api_key="fw-test-key").start()
+            env |= provider_env(None, honest, roles=("RERANKER",), fields=True)
+        else:  # Fireworks names the model in the body
+            env |= {"reranker_model": FakeProvider.RERANK_MODEL["fireworks"], "reranker_fallback_model": "m"}
+        settings = Settings(**env, qdrant_path=str(store), search_budget_s=3, rerank_weight=1.0, search_prior=True)
+        service = SearchService(settings, Secrets(settings))
+        try:
+            answer = service.search(SearchRequest(query="restore snapshot", expand=False))
+        finally:
+            service.close()
+        if flavor == "deepinfra":
+            honest.stop()
+    finally:
+        lying.stop()
+    assert answer.meta.degraded == ["rerank_fallback"], answer.meta
+    scores = [h.scores.rerank for h in answer.results]
+    assert all(s is not None and 0 <= s <= 1 for s in scores), scores
+    assert all(math.isfinite(h.score) and h.score < 3.3 for h in answer.results), answer.results

@@ -128,6 +128,24 @@ def test_numbers_a_float_can_hold_are_answered(search, score: str, weight: float
     assert [h["path"] for h in json.loads(result["body"])["results"]] == ["en/a.md"]
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        answer(point(1), tail=', "status": {"error": "Service internal error: 1 of 1 read operations failed"}'),
+        answer(tail=', "status": {"error": "Wrong input: Collection is being re-created"}, "time": 0.001'),
+        answer(point(1), tail=', "status": "error", "time": 0.001'),
+        answer(point(1), tail=', "status": ["ok"], "time": 0.001'),
+    ],
+    ids=["error with points", "error with none", "prose", "a list"],
+)
+def test_an_answer_whose_status_is_not_ok_is_a_503_never_its_result(search, body: tuple[str, str]) -> None:
+    """Round 23c: a 200 whose envelope says Qdrant failed (``status: {"error": ...}``, what Qdrant sends with its
+    4xx/5xx, or any status but ``ok``) beside a ``result``: the result was taken as the answer, 200 with its hits or
+    with none, as if the KB held nothing. It is the store failing now: 503 ``index_unavailable``."""
+    result = search(body)
+    assert result["statusCode"] == 503 and json.loads(result["body"])["error"] == "index_unavailable", result
+
+
 class Records(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)

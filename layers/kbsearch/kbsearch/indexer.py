@@ -1363,7 +1363,8 @@ def run_sync(
         left = (stop_at or Deadline()).remaining() + settings.deadline_margin_s / 2
         return short_lease(settings, "links", wait_s=max(1.0, min(LINKS_TTL_S + 10, left)))
 
-    with index_lease(settings):
+    with index_lease(settings) as lease:
+        stop_at = _until_lease_lost(stop_at or Deadline(), lease)
         try:
             store = open_store(settings, secrets, rebuild=rebuild)
         except StoreError as exc:
@@ -1399,7 +1400,33 @@ def run_sync(
         if closing is not None:
             report.error = report.error or f"index storage failed: {closing}"
             report.incomplete = True
+        if lease is not None and not lease.held():
+            how = "another run took it over" if lease.lost else "its renewals failed"
+            report.error = report.error or (
+                f"the index lease {lease.name} was lost mid-run ({how}: not renewed within INDEX_LEASE_TTL_S, "
+                f"{lease.ttl_s:g} s); this run stopped at its next note, the next run carries on"
+            )
+            report.incomplete = True
         return report
+
+
+class _LeaseDeadline(Deadline):
+    """The run's deadline, passed at once when its index lease is no longer surely held
+    (:meth:`kbsearch.lease.Lease.held`: another run took it over after it expired, or its renewals failed for its
+    time to live): the run starts no new work, as at its deadline (it went on writing to its last note beside the
+    new holder, and reported success)."""
+
+    def __init__(self, stop_at: Deadline, lease: Any) -> None:
+        super().__init__()
+        self.at, self._stop_at, self._lease = stop_at.at, stop_at, lease
+
+    def remaining(self) -> float:
+        return 0.0 if not self._lease.held() else self._stop_at.remaining()
+
+
+def _until_lease_lost(stop_at: Deadline, lease: Any) -> Deadline:
+    """``stop_at``, or one that has passed once ``lease`` is lost (no lease table: ``stop_at`` as it is)."""
+    return stop_at if lease is None else _LeaseDeadline(stop_at, lease)
 
 
 def caller_sets(secrets: Secrets) -> tuple[str, ...]:

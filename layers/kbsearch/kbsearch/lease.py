@@ -126,6 +126,10 @@ class Lease:
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
         self.lost = False
+        #: until when the lease is surely this holder's: the last write of its expiry, counted from before that
+        #: write was sent, on the monotonic clock and on ``clock`` (the one expiries are written and read by: the
+        #: monotonic clock stands still while a laptop sleeps, the lease's expiry does not); None before acquired
+        self._sure_until: tuple[float, float] | None = None
 
     def __repr__(self) -> str:
         return f"Lease(table={self.table!r}, name={self.name!r}, owner={self.owner!r})"
@@ -136,9 +140,18 @@ class Lease:
     def _furthest_s(self) -> float:
         return max(FURTHEST_S, 2 * self.ttl_s)
 
+    def held(self) -> bool:
+        """Whether this holder may still act on the lease: acquired, not found taken over (:attr:`lost`), and its
+        expiry not passed since the last renewal that succeeded (renewals failing for ``ttl_s``, DynamoDB
+        throttled or unreachable: another run may take it any moment, and this one would not know until its next
+        renewal)."""
+        sure = self._sure_until
+        return not self.lost and sure is not None and time.monotonic() < sure[0] and self.clock() < sure[1]
+
     def acquire(self) -> None:
         """Take the lease, or raise :class:`LeaseHeld` naming the holder."""
-        now = int(self.clock())
+        sent = (time.monotonic(), self.clock())
+        now = int(sent[1])
         item = {
             "pk": {"S": self.name},
             "owner": {"S": self.owner},
@@ -165,9 +178,11 @@ class Lease:
                 raise LeaseHeld(_owner(old), expiry(old.get("expires_at"))) from None
             raise LeaseError(f"cannot take the lease in table {self.table}: {_error_code(exc) or exc}") from None
         self.lost = False
+        self._sure_until = (sent[0] + self.ttl_s, sent[1] + self.ttl_s)
 
     def renew(self) -> bool:
         """Push the expiry out by ``ttl_s``. False when the lease is no longer ours (it expired and was taken)."""
+        sent = (time.monotonic(), self.clock())
         try:
             self.client.update_item(
                 TableName=self.table,
@@ -183,6 +198,8 @@ class Lease:
                 logger.error("indexer lease %s lost: another run took it after it expired", self.name)
                 return False
             logger.warning("indexer lease %s not renewed (%s); retrying", self.name, _error_code(exc) or exc)
+            return True
+        self._sure_until = (sent[0] + self.ttl_s, sent[1] + self.ttl_s)
         return True
 
     def release(self) -> None:

@@ -8,7 +8,6 @@ delay, the same request goes to the fallback and the first valid answer wins) an
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -68,13 +67,16 @@ class RerankClient(ProviderClient):
 
     @staticmethod
     def _finite(value: object) -> float | None:
+        """A score as both contracts give it, a probability in [0, 1] (providers.md), or None. The final score
+        relies on it: ``RERANK_WEIGHT=1`` takes the scores as they are and an exact match stands 2 above them, so
+        a score of 5 put a note above every exact match and 1.7e308 (x the prior) answered ``inf``."""
         if isinstance(value, bool) or not isinstance(value, int | float):
             return None
         try:
             number = float(value)
         except OverflowError:  # a JSON integer of hundreds of digits
             return None
-        return number if math.isfinite(number) else None
+        return number if 0.0 <= number <= 1.0 else None  # NaN compares false: refused too
 
     def _native(self, answer: object, n: int) -> list[float]:
         scores = answer.get("scores") if isinstance(answer, dict) else None
@@ -82,7 +84,7 @@ class RerankClient(ProviderClient):
             raise self._bad(f"expected {n} scores, got {len(scores) if isinstance(scores, list) else 'none'}")
         out = [self._finite(s) for s in scores]
         if any(s is None for s in out):
-            raise self._bad("a score is missing, NaN or infinite")
+            raise self._bad("a score is missing, NaN or outside [0, 1]")
         return [s for s in out if s is not None]
 
     def _standard(self, answer: object, n: int) -> list[float]:
@@ -94,7 +96,7 @@ class RerankClient(ProviderClient):
             index = item.get("index") if isinstance(item, dict) else None
             score = self._finite(item.get("relevance_score")) if isinstance(item, dict) else None
             if not isinstance(index, int) or not 0 <= index < n or scores[index] is not None or score is None:
-                raise self._bad("bad index or relevance_score in the results")
+                raise self._bad("bad index or relevance_score (a probability in [0, 1]) in the results")
             scores[index] = score
         return [s for s in scores if s is not None]
 

@@ -63,6 +63,9 @@ class QdrantRest:
             raise unreachable(exc.kind) from None
         if answer.status != 200 or not isinstance(answer.data, dict) or "result" not in answer.data:
             raise StoreError("Qdrant's answer is not what the API returns")
+        status = answer.data.get("status", "ok")  # Qdrant's envelope: "ok", or {"error": ...} with its 4xx/5xx
+        if status != "ok":  # a result beside an error is none: its points (or none) are no answer to trust
+            raise StoreError("Qdrant answered 200 saying it failed (its status is not 'ok')")
         return answer.data["result"]
 
     def metadata(self, timeout_s: float) -> dict[str, Any]:
