@@ -18,6 +18,7 @@ from kbsearch.providers.embeddings import Embedder, EmbeddingStats, build_embedd
 from kbsearch.providers.resilience import CircuitBreaker, Deadline, ProviderError, shared_client
 from kbsearch.qdrant import open_store
 from kbsearch.sources import LocalSource
+from kbsearch.tokens import counts
 from kbsearch_tools.fakes import FakeProvider
 from tests.conftest import provider_settings
 
@@ -165,6 +166,63 @@ def test_batches_by_count_and_tokens(deepinfra: FakeProvider) -> None:
     vectors = embedder.embed_documents(texts, stats=stats)
     assert stats.calls == 4 and len(vectors) == 11
     assert sorted(len(c.body["input"]) for c in deepinfra.calls("embeddings")) == [1, 2, 4, 4]
+
+
+@pytest.mark.parametrize("input_format", ["qwen3", "e5", "none"])
+def test_batches_from_counts_taken_where_notes_are_parsed_are_the_batches_of_the_texts(
+    deepinfra: FakeProvider, input_format: str
+) -> None:
+    """The indexer hands the embedder each chunk's token counts, taken where the note was parsed (the parsing
+    process, for a large sync), instead of having the indexing process count every text again: the batches are
+    those of the formatted texts (e5's ``passage: `` prefix included), whatever mix of scripts, digits and symbols."""
+    embedder = embedder_for(provider_settings(deepinfra, None, embedding_batch_size=8, embedding_batch_tokens=300,
+                                              embedding_input_format=input_format))  # fmt: skip
+    raw = ["Ротация ключей DeepInfra " * k for k in range(1, 30, 4)] + ["x1 22 333 4444 " * 20, "", "```py\nf(x)\n```",
+           "long " * 400, "emoji 🙂 — «кавычки» 12:30", "a\u00a0b\tc\n\nd"] + [f"text {i}" for i in range(12)]  # fmt: skip
+    texts = [embedder.format_document(t) for t in raw]
+    counted = embedder.batches(texts)
+    assert len(counted) > 4 and max(map(len, counted)) == 8  # both bounds decide somewhere
+    assert embedder.batches(texts, [counts(t) for t in raw]) == counted
+    assert embedder.batches(texts, [None] * len(raw)) == counted  # a text whose counts are unknown is counted here
+
+
+def test_a_sync_does_not_count_its_texts_again_to_batch_them(
+    tmp_path: Path, deepinfra: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Counting each chunk's tokens again where it is embedded cost the 10x vault's index ~1-2 s of its indexing
+    process's one interpreter lock (BENCHMARKS.md, "Session 23"): a sync batches from the counts taken as the notes
+    were parsed, and its requests are the batches counting the texts gives."""
+    from kbsearch.providers import embeddings
+
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    for i in range(6):
+        body = "\n\n".join(
+            f"## Part {j}\n\n" + f"Ротация ключей {i} {j}. Plugin sync note {i}. " * 12 for j in range(4)
+        )
+        (kb / f"n{i}.md").write_text(f"# Note {i}\n\n{body}\n", encoding="utf-8")
+    settings = provider_settings(deepinfra, None, qdrant_path=str(tmp_path / "q"), embedding_batch_size=16,
+                                 embedding_batch_tokens=400, embedding_concurrency=1)  # fmt: skip
+    secrets = Secrets(settings)
+    counted: list[str] = []
+    real = embeddings.estimate_tokens
+
+    def counting(text: str) -> int:
+        counted.append(text)
+        return real(text)
+
+    monkeypatch.setattr(embeddings, "estimate_tokens", counting)
+    store = open_store(settings, secrets)
+    try:
+        report = Indexer(LocalSource(kb), store, build_embedder(settings, secrets, shared_client())).sync()
+    finally:
+        store.close()
+    monkeypatch.undo()
+    assert report.error is None and report.added == 6 and counted == []
+    requests = [c.body["input"] for c in deepinfra.calls("embeddings")]
+    texts = [text for inputs in requests for text in inputs]
+    assert len(texts) == report.chunks_upserted and len(requests) > 1
+    assert [len(inputs) for inputs in requests] == [len(b) for b in embedder_for(settings).batches(texts)]
 
 
 def test_concurrency_is_bounded(deepinfra: FakeProvider) -> None:

@@ -31,6 +31,10 @@ class Chunk:
     heading: str  # the heading path, "Title > Section > Subsection"
     text: str  # what a reader sees: the chunk of the section
     embed_text: str  # what is embedded and BM25-indexed
+    # ``counts(embed_text)``, when the indexer took them where it parsed the note (its parsing process, for a large
+    # sync): the embedding's batches are budgeted from them instead of counting every text again in the indexing
+    # process, under its one interpreter lock (:meth:`kbsearch.providers.embeddings.Embedder.batches`)
+    embed_counts: Counts | None = None
 
 
 def _blocks(text: str) -> list[tuple[str, bool]]:

@@ -112,6 +112,7 @@ from kbsearch.sources import (
     path_problem,
     preferred,
 )
+from kbsearch.tokens import counts
 
 if TYPE_CHECKING:
     from kbsearch.events import Change
@@ -1000,7 +1001,8 @@ class Indexer:
             todo = [i for i, point in enumerate(points) if point.dense is None]
             chunks = [c for p in window for c in p.chunks]
             texts = [self.embedder.format_document(chunks[i].embed_text) for i in todo]
-            vectors = self.embedder.embed_documents(texts, call_deadline, stats) if texts else []
+            known = [chunks[i].embed_counts for i in todo]
+            vectors = self.embedder.embed_documents(texts, call_deadline, stats, known) if texts else []
             for i, vector in zip(todo, vectors, strict=True):  # the lists the store writes
                 points[i] = replace(points[i], dense=vector)
         return points
@@ -1070,6 +1072,8 @@ def parse_for_index(
         )
         chunks = chunk_note(note, options.chunk_max_tokens, options.chunk_overlap_tokens)
         dense = signature_id is not None
+        if dense:  # the embedding's token budget, counted here (the parsing process) instead of where it embeds
+            chunks = [replace(chunk, embed_counts=counts(chunk.embed_text)) for chunk in chunks]
         signature = signature_id or ""
         language = text_language(note.title + "\n" + "\n".join(c.text for c in chunks))
         payloads = []

@@ -31,7 +31,7 @@ from kbsearch.providers.resilience import (
     role_clients,
     usage_tokens,
 )
-from kbsearch.tokens import estimate_tokens
+from kbsearch.tokens import Counts, counts, estimate, estimate_tokens, plus
 
 if TYPE_CHECKING:
     import httpx
@@ -193,13 +193,19 @@ class Embedder(PrimaryFallback[EmbeddingClient]):
     def format_document(self, text: str) -> str:
         return format_document(text, self.input_format)
 
-    def batches(self, texts: Sequence[str]) -> list[list[int]]:
-        """Indices of ``texts`` grouped into requests of at most ``batch_size`` items and ``batch_tokens``."""
+    def batches(self, texts: Sequence[str], known: Sequence[Counts | None] | None = None) -> list[list[int]]:
+        """Indices of ``texts`` grouped into requests of at most ``batch_size`` items and ``batch_tokens``.
+        ``known``: each text's :func:`kbsearch.tokens.counts` before :meth:`format_document` (None: not known),
+        which the indexer takes where it parses a note (its parsing process, for a large sync), so that the texts
+        are not read again here; the format's prefix is added (``counts`` of text joined after whitespace add up),
+        so the estimates, and the batches, are those of the formatted texts."""
         groups: list[list[int]] = []
         current: list[int] = []
         tokens = 0
+        prefix = counts(self.format_document(""))
         for i, text in enumerate(texts):
-            cost = estimate_tokens(text)
+            given = known[i] if known is not None else None
+            cost = estimate_tokens(text) if given is None else estimate(plus(prefix, given))
             if current and (len(current) >= self.batch_size or tokens + cost > self.batch_tokens):
                 groups.append(current)
                 current, tokens = [], 0
@@ -226,11 +232,16 @@ class Embedder(PrimaryFallback[EmbeddingClient]):
         return outcome.value, outcome.fell_back
 
     def embed_documents(
-        self, texts: Sequence[str], deadline: Deadline | None = None, stats: EmbeddingStats | None = None
+        self,
+        texts: Sequence[str],
+        deadline: Deadline | None = None,
+        stats: EmbeddingStats | None = None,
+        known: Sequence[Counts | None] | None = None,
     ) -> list[list[float]]:
-        """Unit vectors of ``texts`` in input order, as lists of floats (the form the stores write)."""
+        """Unit vectors of ``texts`` in input order, as lists of floats (the form the stores write); ``known``: the
+        texts' token counts where already taken (:meth:`batches`)."""
         stats = stats if stats is not None else EmbeddingStats()
-        groups = self.batches(texts)
+        groups = self.batches(texts, known)
         out: list[list[float]] = [[] for _ in texts]
 
         def run(group: list[int]) -> None:
