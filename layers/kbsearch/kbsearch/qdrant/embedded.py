@@ -87,9 +87,10 @@ HELD_ELSEWHERE = (
 )
 #: What a caller is told when Qdrant Edge cannot load the shard's files (truncated, zeroed or garbled by a crash or a
 #: disk, or unreadable): the index is a copy of the KB, rebuilt by the command named.
-UNLOADABLE = (
-    "the embedded store's files cannot be loaded (damaged?): rebuild it with kbsearch index --rebuild <your KB folder>"
-)
+#: The way out of a store whose files are damaged (the index is a copy of the KB): every message naming damage ends
+#: with it (:func:`rebuild_damaged`).
+REBUILD_DAMAGED = "rebuild it with: kbsearch index --rebuild <your KB folder>"
+UNLOADABLE = f"the embedded store's files cannot be loaded (damaged?): {REBUILD_DAMAGED}"
 #: What a caller is told when the shard is on a read-only filesystem (Edge maps its files for writing even to search).
 READ_ONLY = (
     "the embedded store is on a read-only filesystem, and Qdrant Edge opens its files for writing even to search: "
@@ -141,14 +142,26 @@ def rebuild_hint(collection: str) -> str:
     return f"rebuild it with: kbsearch index <your KB folder>   (QDRANT_COLLECTION={collection})"
 
 
+def edge_reason(exc: BaseException) -> str:
+    """Qdrant Edge's own reason for a failure (it names the file and the fault) on one line, cut to
+    :data:`REASON_CHARS`."""
+    return " ".join(str(exc).split())[:REASON_CHARS]
+
+
+def rebuild_damaged(root: Path | None = None) -> str:
+    """:data:`REBUILD_DAMAGED`, and the store it is about when ``root`` is given (for the CLI and the log only:
+    a caller of ``serve`` is told the public text)."""
+    return REBUILD_DAMAGED + (f"   (QDRANT_PATH={root})" if root is not None else "")
+
+
 def edge_failure(action: str, exc: Exception) -> StoreError:
     """A read Qdrant Edge could not answer: its reason (a payload page zeroed by a disk is ``Failed to decompress
     LZ4 value``) and the way out, for the CLI and the log; it was the exception's class alone (``Qdrant scroll failed
     (Exception)``), every sync and search stopping on it with nothing to go on."""
-    reason = " ".join(str(exc).split())[:REASON_CHARS]
+    reason = edge_reason(exc)
     return StoreError(
         f"Qdrant {action} failed ({type(exc).__name__}{': ' + reason if reason else ''}); if the "
-        "embedded store's files are damaged, rebuild it with: kbsearch index --rebuild <your KB folder>"
+        f"embedded store's files are damaged, {rebuild_damaged()}"
     )
 
 
@@ -356,10 +369,10 @@ class EdgeStore(Store):
             # Edge's reason names the file and the fault (a segment.json cut short by a crash, say); it was
             # reported as its class alone ("Exception"), and no command could rebuild the store (--rebuild opened
             # it first, and failed the same way)
-            reason = " ".join(str(exc).split())[:REASON_CHARS] or type(exc).__name__
+            reason = edge_reason(exc) or type(exc).__name__
             raise StoreError(f"cannot open the embedded store at {self.path}: Qdrant Edge cannot load its files "
-                             f"({reason}); if they are damaged, rebuild it with: kbsearch index --rebuild <your KB "
-                             f"folder>   (QDRANT_PATH={self.root})", UNLOADABLE) from None  # fmt: skip
+                             f"({reason}); if they are damaged, {rebuild_damaged(self.root)}",
+                             UNLOADABLE) from None  # fmt: skip
 
     @property
     def shard(self) -> edge.EdgeShard:
@@ -450,9 +463,8 @@ class EdgeStore(Store):
             # it records the embedding the vectors were made with and the groups recorded on the chunks: neither
             # can be guessed (read as none, another model's vectors would be adopted); a sync stopped on it for good
             # with "cannot read the collection's metadata (JSONDecodeError)", naming neither the file nor a way out
-            raise StoreError(f"cannot read the collection's metadata ({problem}) in {self._metadata_file}: rebuild "
-                             f"the store with: kbsearch index --rebuild <your KB folder>   (QDRANT_PATH={self.root})",
-                             UNLOADABLE) from None  # fmt: skip
+            raise StoreError(f"cannot read the collection's metadata ({problem}) in {self._metadata_file}: "
+                             f"{rebuild_damaged(self.root)}", UNLOADABLE) from None  # fmt: skip
         return data
 
     def set_metadata(self, metadata: dict[str, Any]) -> None:
