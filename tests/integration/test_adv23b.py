@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -143,3 +144,164 @@ def test_the_bridge_stops_quietly_when_the_client_closed_its_end_mid_event_strea
         if proc.poll() is None:
             proc.kill()
     assert code == 0 and "Broken pipe" not in stderr and "Traceback" not in stderr, (code, stderr)
+
+
+# -- the embedded store: damage Qdrant Edge aborts on -------------------------------------------------------------------
+
+
+def kbsearch(store: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*KBSEARCH_CMD, *args], capture_output=True, text=True, timeout=PROCESS_TIMEOUT_S,
+                          check=False, env=subprocess_env(QDRANT_PATH=str(store)))  # fmt: skip
+
+
+def index(store: Path, kb: Path, *args: str) -> tuple[int, dict[str, Any], str]:
+    proc = kbsearch(store, "index", str(kb), "--json", *args)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc.returncode, json.loads(proc.stdout), proc.stderr
+
+
+@pytest.mark.timeout(8 * PROCESS_TIMEOUT_S)
+def test_a_store_edge_aborts_on_is_named_damaged_with_rebuild_from_the_next_run_on(tmp_path: Path) -> None:
+    """A bit flipped in a segment's ``mutable_id_tracker.mappings`` (its length field: Edge then asks for a 48 GB
+    allocation) makes Qdrant Edge abort the process while loading the shard: no Python code can catch that, and
+    every later ``search``, ``index`` and ``serve`` aborted the same way (exit -6, Rust's message, no way out named).
+    The first run still aborts; it leaves the shard's opening mark, so the next run loads the shard in a child
+    process first and, when that dies too, says the store is damaged and names ``--rebuild``, which rebuilds it."""
+    kb, store = ROOT / "sample-kb", tmp_path / "q"
+    code, _, stderr = index(store, kb)
+    assert code == 0, stderr
+    for mappings in (store / "edge" / "kb" / "segments").glob("*/mutable_id_tracker.mappings"):
+        data = bytearray(mappings.read_bytes())
+        data[12] ^= 0x80
+        mappings.write_bytes(bytes(data))
+    first = kbsearch(store, "search", "snapshot")
+    assert first.returncode < 0, (first.returncode, first.stderr[-2000:])  # the abort itself: out of our hands
+    assert (store / "edge" / "kb.opening").is_file()
+    for args in (("search", "snapshot"), ("search", "snapshot")):  # every run from then on, not only the next
+        proc = kbsearch(store, *args)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, (proc.returncode, proc.stderr[-2000:])
+        assert "Qdrant Edge aborts loading its files (SIGABRT" in proc.stderr, proc.stderr
+        assert "kbsearch index --rebuild" in proc.stderr, proc.stderr
+    code, report, stderr = index(store, kb)
+    assert code == 1 and "aborts loading its files" in report["error"], (report, stderr)
+    assert "kbsearch index --rebuild" in report["error"], report["error"]
+    code, report, stderr = index(store, kb, "--rebuild")
+    assert code == 0 and report["error"] is None and report["rebuilt"], (report, stderr)
+    assert not (store / "edge" / "kb.opening").exists()
+    assert kbsearch(store, "search", "snapshot").returncode == 0
+
+
+def test_an_opening_mark_left_by_a_killed_opener_costs_one_probe_and_the_store_opens(tmp_path: Path) -> None:
+    """The mark is left by any process that died while loading the shard, a ``kill -9`` too: then the files are
+    whole, the child loads them, and the store opens as ever (the mark gone)."""
+    kb, store = ROOT / "sample-kb", tmp_path / "q"
+    code, _, stderr = index(store, kb)
+    assert code == 0, stderr
+    (store / "edge" / "kb.opening").write_text("12345\n")
+    proc = kbsearch(store, "search", "snapshot", "--json")
+    assert proc.returncode == 0 and json.loads(proc.stdout)["results"], proc.stderr
+    assert not (store / "edge" / "kb.opening").exists()
+
+
+@pytest.mark.timeout(6 * PROCESS_TIMEOUT_S)
+def test_a_zeroed_bm25_page_is_named_damaged_never_zero_hits(tmp_path: Path) -> None:
+    """A zeroed page of the sparse vectors (``vector_storage-bm25/store/page_0.dat``: a disk's lost writes) loads,
+    and every search answered 0 hits from its lexical leg, exit 0, nothing said; a sync with no note changed said
+    ``sync done``. At open the store now reads a sample of BM25 vectors back and searches with one: they read back
+    empty, so the store is named damaged with ``--rebuild`` (search and index alike), which rebuilds it."""
+    kb, store = ROOT / "sample-kb", tmp_path / "q"
+    code, _, stderr = index(store, kb)
+    assert code == 0, stderr
+    proc = kbsearch(store, "search", "snapshot", "--json")
+    assert proc.returncode == 0 and json.loads(proc.stdout)["results"], proc.stderr
+    for page in (store / "edge" / "kb" / "segments").glob("*/vector_storage-bm25/store/page_0.dat"):
+        page.write_bytes(bytes(page.stat().st_size))
+    proc = kbsearch(store, "search", "snapshot", "--json")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, (proc.returncode, proc.stdout, proc.stderr)
+    assert "BM25 (sparse) vectors read back empty" in proc.stderr and "kbsearch index --rebuild" in proc.stderr
+    code, report, stderr = index(store, kb)
+    assert code == 1 and "kbsearch index --rebuild" in report["error"], (report, stderr)
+    code, report, stderr = index(store, kb, "--rebuild")
+    assert code == 0 and report["error"] is None, (report, stderr)
+    proc = kbsearch(store, "search", "snapshot", "--json")
+    assert proc.returncode == 0 and json.loads(proc.stdout)["results"], proc.stderr
+
+
+# -- kbsearch slack --press -------------------------------------------------------------------------------------------
+
+SECRET = "adv23b-signing-secret-0123456789abcdef"
+
+
+def test_kbsearch_slack_share_pressed_twice_posts_once_as_the_deployed_path_does(bm25_store: Path) -> None:
+    """``kbsearch slack --press kb_share --press kb_share`` posted the answer to the channel twice: its presses carried
+    no ``container.message_ts``, so the server keyed each press by its ``action_ts`` (round 22's fix keys Share by
+    the message and the button's value, as Slack sends them). The local client now gives its answer message a ts
+    as Slack does, so the second Share posts nothing, and the client says so."""
+    from kbsearch_tools.local.process import serve_process
+
+    env = subprocess_env(QDRANT_PATH=str(bm25_store), SLACK_SIGNING_SECRET=SECRET, SLACK_RESPONSE_HOSTS="127.0.0.1")
+    with serve_process(env, cwd=ROOT) as server:
+        proc = subprocess.run([*KBSEARCH_CMD, "slack", "--api", server.base_url, "--json", "--press", "kb_share",
+                               "--press", "kb_share", "snapshot"], capture_output=True, text=True, env=env, cwd=ROOT,
+                              timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    steps = json.loads(proc.stdout)
+    presses = [s["message"] for s in steps if s["step"] == "pressed kb_share"]
+    assert len(presses) == 2, steps
+    assert presses[0].get("response_type") == "in_channel", presses[0]
+    assert presses[1] == {"text": "(already shared from this answer: nothing posted again)"}, presses[1]
+
+
+# -- kbsearch eval of exported votes ------------------------------------------------------------------------------------
+
+
+def test_eval_of_exported_votes_applies_each_votes_filters(tmp_path: Path) -> None:
+    """A 👍 cast on ``/kb type:runbook snapshot`` (and one on ``in:en/runbooks snapshot``) judges the runbook the
+    best answer among runbooks; ``kbsearch eval --beir`` of the exported votes searched the whole KB, where a
+    reference note outranks it for "snapshot", so each vote scored MRR 0.5 for an answer that was first. The export
+    now carries each note's path and frontmatter, and eval searches each query with its vote's filters: 1.0."""
+    runbook = "en/runbooks/Runbook - restore a Qdrant snapshot.md"
+    votes = tmp_path / "votes.jsonl"
+    records = [
+        {"id": f"v{i}", "time": f"2026-12-05T00:00:0{i}+00:00", "query": "snapshot", "filters": filters, "page": 1,
+         "hits": [{"path": runbook, "rank": 1}], "vote": "up", "voter": "0" * 32}
+        for i, filters in enumerate([{"type": ["runbook"]}, {"path_prefix": "en/runbooks"}])
+    ]  # fmt: skip
+    votes.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    out = tmp_path / "beir"
+    export = subprocess.run([*KBSEARCH_CMD, "feedback", "export", "--beir", str(out), "--kb", str(ROOT / "sample-kb"),
+                             "--file", str(votes), "--table", "", "--json"], capture_output=True, text=True, cwd=ROOT,
+                            env=subprocess_env(), timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
+    assert export.returncode == 0 and json.loads(export.stdout)["queries"] == 2, export.stderr
+    evaluated = subprocess.run([*KBSEARCH_CMD, "eval", "--beir", str(out), "--phases", "lexical", "--json"],
+                               capture_output=True, text=True, cwd=ROOT, env=subprocess_env(),
+                               timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
+    assert evaluated.returncode == 0, evaluated.stderr
+    report = json.loads(evaluated.stdout)
+    assert report["queries"] == 2 and report["phases"]["lexical"]["MRR@10"] == 1.0, report
+
+
+# -- filters holding a control character --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["\u0001", "ops\u0000", "\u007f", "run\tbook"])
+def test_a_filter_value_holding_a_control_character_is_a_422_never_zero_hits(
+    bm25_store: Path, load_search_app: Any, value: str
+) -> None:
+    """``tags``/``type``/``status`` holding an ASCII control character (``/kb tag:`` + U+0001, a terminal's stray
+    byte, ``%01`` in a URL): no stored value holds one (the invisible characters removed from both sides are Unicode
+    format characters, not these), so the search answered 200 with 0 hits and nothing said, as an empty value did
+    before round 20. It is a 422 naming the character now, POST and GET alike."""
+    from urllib.parse import quote
+
+    from kbsearch_tools.local.apigw import HttpRequest, build_event
+
+    app = load_search_app(QDRANT_PATH=str(bm25_store), KB_SOURCE=str(ROOT / "sample-kb"))
+    body = json.dumps({"query": "snapshot", "filters": {"tags": [value]}}).encode()
+    post = build_event(HttpRequest("POST", "/search", "", [("Content-Type", "application/json")], body), "/search",
+                       {}, "dev")  # fmt: skip
+    get = build_event(HttpRequest("GET", "/search", f"q=snapshot&type={quote(value)}", [], b""), "/search", {}, "dev")
+    for event in (post, get):
+        result = app(event)
+        assert result["statusCode"] == 422, result
+        assert "control character" in result["body"], result["body"]
