@@ -212,7 +212,7 @@ def test_empty_body_is_422(handler) -> None:
         ("q=x&top_k=5.0", 422), ("q=x&top_k=1e999", 422), ("q=x&top_k=" + "9" * 5000, 422), ("q=x&top_k=-0", 422),
         ("q=x&top_k=NaN", 422), ("q=x&rerank=maybe", 422), ("q=x&updated_after=2024-13-45", 422),
         ("q=x&" + "&".join(["tags=t"] * 60), 422), ("q=" + "x" * 1001, 422), ("top_k=3", 422),
-        ("q=%00", 422), ("q=%ff%fe", 422), ("q=%ed%a0%80", 422), ("q=a%00b&tags=%00", 200), ("q=%", 422),
+        ("q=%00", 422), ("q=%ff%fe", 422), ("q=%ed%a0%80", 422), ("q=a%00b&tags=%00", 422), ("q=%", 422),
         ("q=x&path_prefix=..%2F..%2Fetc", 422), ("q=x&q=y", 422), ("q=x&unknown=1", 200),
     ],
 )  # fmt: skip

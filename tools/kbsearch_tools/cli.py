@@ -1285,7 +1285,11 @@ def build_parser() -> argparse.ArgumentParser:
         "throw-away embedded collection through the real indexer, run each phase over the same index and print "
         "P@5, nDCG@10, MRR@10, Recall@50 and p50 latency. Phases whose provider is not configured are skipped.",
     )
-    p.add_argument("--beir", help="BEIR-format folder")
+    p.add_argument(
+        "--beir",
+        help="BEIR-format folder (a query's metadata.filters, as kbsearch feedback export writes "
+        "them, are applied to its search)",
+    )
     p.add_argument("--split", default="test", help="qrels split (default test)")
     p.add_argument("--kb", help="a KB folder of notes")
     p.add_argument("--queries", help="with --kb: YAML/JSON list of {query, relevant: [note paths]}")

@@ -28,7 +28,7 @@ from kbsearch.indexer import Indexer, SyncOptions
 from kbsearch.providers.embeddings import build_embedder
 from kbsearch.providers.resilience import shared_client
 from kbsearch.qdrant import open_store
-from kbsearch.schemas import SearchRequest
+from kbsearch.schemas import SearchFilters, SearchRequest
 from kbsearch.search import SearchService
 from kbsearch.sources import LocalSource, Source, SourceObject
 from kbsearch_tools import read_file, utf8_text
@@ -80,12 +80,19 @@ class BeirDataset:
     name: str
     corpus: dict[str, tuple[str, str]]  # _id → (title, text)
     queries: list[LabelledQuery]  # relevant = document _ids with relevance > 0
+    #: _id → the note's path and frontmatter (``metadata`` of a ``kbsearch feedback export`` corpus), so that
+    #: a query's filters select what they selected in the KB
+    notes: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
     def load(cls, folder: Path, split: str = "test") -> BeirDataset:
-        corpus = {str(d["_id"]): (str(d.get("title") or ""), str(d.get("text") or ""))
-                  for d in _read_jsonl(folder / "corpus.jsonl")}  # fmt: skip
-        texts = {str(q["_id"]): str(q.get("text") or "") for q in _read_jsonl(folder / "queries.jsonl")}
+        docs = list(_read_jsonl(folder / "corpus.jsonl"))
+        corpus = {str(d["_id"]): (str(d.get("title") or ""), str(d.get("text") or "")) for d in docs}
+        notes = {str(d["_id"]): m for d in docs if isinstance(m := d.get("metadata"), dict)
+                 and isinstance(m.get("path"), str) and isinstance(m.get("frontmatter"), dict)}  # fmt: skip
+        rows = list(_read_jsonl(folder / "queries.jsonl"))
+        texts = {str(q["_id"]): str(q.get("text") or "") for q in rows}
+        filters = {str(q["_id"]): _query_filters(folder, q) for q in rows}
         qrels_path = folder / "qrels" / f"{split}.tsv"
         relevant: dict[str, set[str]] = {}
         try:
@@ -109,8 +116,27 @@ class BeirDataset:
         missing = [qid for qid in relevant if qid not in texts]
         if missing:
             raise KbSearchError(f"{qrels_path}: query ids not in queries.jsonl: {', '.join(missing[:5])}")
-        queries = [LabelledQuery(texts[qid], frozenset(relevant[qid])) for qid in relevant]
-        return cls(folder.name, corpus, queries)
+        queries = [LabelledQuery(texts[qid], frozenset(relevant[qid]), filters=filters[qid]) for qid in relevant]
+        return cls(folder.name, corpus, queries, notes)
+
+
+def _query_filters(folder: Path, query: dict[str, Any]) -> dict[str, Any] | None:
+    """A query's ``metadata.filters`` (an exported vote's: what the voted search was filtered by), checked as the
+    search checks them; None for none. Eval scored every vote unfiltered: a vote cast on ``type:runbook`` was judged
+    against a search of the whole KB."""
+    from pydantic import ValidationError
+
+    metadata = query.get("metadata")
+    given = metadata.get("filters") if isinstance(metadata, dict) else None
+    if not given:
+        return None
+    try:
+        return SearchFilters.model_validate(given).model_dump(exclude_none=True, mode="json")
+    except ValidationError as exc:
+        problem = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:3])
+        raise KbSearchError(
+            f"{folder / 'queries.jsonl'}: query {query.get('_id')}: filters kbsearch cannot apply ({problem})"
+        ) from None
 
 
 def _note_path(doc_id: str) -> str:
@@ -125,6 +151,12 @@ class BeirSource:
         self.uri = f"beir:{dataset.name}"
         self._notes: dict[str, bytes] = {}
         for doc_id, (title, text) in dataset.corpus.items():
+            note = dataset.notes.get(doc_id)
+            if note is not None:  # a KB's note (kbsearch feedback export): at its path, with its frontmatter
+                meta = {**note["frontmatter"], "id": doc_id, "title": title or "untitled"}
+                front = f"---\n{json.dumps(meta, ensure_ascii=False, default=str)}\n---\n"
+                self._notes[note["path"]] = (front + text + "\n").encode("utf-8")
+                continue
             front = f"---\nid: {json.dumps(doc_id)}\ntitle: {json.dumps(title or 'untitled')}\n---\n"
             self._notes[_note_path(doc_id)] = (front + text + "\n").encode("utf-8")
 
@@ -544,8 +576,8 @@ def _score_phases(
         degraded = 0
         full = 0
         for q in queries:
-            request = SearchRequest(query=q.query[:1000] or "?", top_k=20, expand=phase.expand,
-                                    rerank=phase.rerank)  # fmt: skip
+            request = SearchRequest(query=q.query[:1000] or "?", top_k=20, expand=phase.expand, rerank=phase.rerank,
+                                    filters=SearchFilters.model_validate(q.filters or {}))  # fmt: skip
             t0 = time.perf_counter()
             answer = service.evaluation_view(phase.retrieval, depth).search(request)
             latencies.append((time.perf_counter() - t0) * 1000)

@@ -1,5 +1,5 @@
 """``kbsearch feedback export --beir DIR``: votes on Slack answers → a BEIR dataset that ``kbsearch eval --beir``
-reads: ``corpus.jsonl`` (every note of the KB, ``_id`` = its path), ``queries.jsonl`` (each question asked, with its
+reads: ``corpus.jsonl`` (every note of the KB, ``_id`` = its path, its frontmatter as metadata), ``queries.jsonl`` (each question asked, with its
 filters as metadata) and ``qrels/test.tsv`` (the hits of a 👍 answer relevant, score 1; of a 👎 answer judged not
 relevant, score 0; several people: the majority, a tie is 0)."""
 
@@ -46,17 +46,20 @@ def _valid(record: dict[str, Any]) -> bool:
             and isinstance(record.get("filters", {}), dict))  # fmt: skip
 
 
-def _corpus(source: Source, report: ExportReport) -> list[dict[str, str]]:
+def _corpus(source: Source, report: ExportReport) -> list[dict[str, Any]]:
     docs = []
     for obj in sorted((o for o in source.list() if o.is_note), key=lambda o: o.path):
         try:
             raw = source.read(obj)
             note = parse_note(obj.path, raw)
-            _meta, body, _warnings = read_frontmatter(decode_note(raw))
+            meta, body, _warnings = read_frontmatter(decode_note(raw))
         except NoteError as exc:
             report.skipped_notes.append(f"{obj.path}: {exc.reason}")
             continue
-        docs.append({"_id": obj.path, "title": note.title, "text": body.strip()})
+        # the note's path and frontmatter go with it, so that eval can apply each vote's filters (tags, type,
+        # status, updated_after, path_prefix) as the search that was voted on did
+        docs.append({"_id": obj.path, "title": note.title, "text": body.strip(),
+                     "metadata": {"path": obj.path, "frontmatter": meta}})  # fmt: skip
     return docs
 
 
@@ -104,7 +107,7 @@ def export_beir(records: Iterable[dict[str, Any]], source: Source, out: Path) ->
     (out / "qrels").mkdir(exist_ok=True)
     with (out / "corpus.jsonl").open("w", encoding="utf-8") as handle:
         for doc in corpus:
-            handle.write(json.dumps(doc, ensure_ascii=False) + "\n")
+            handle.write(json.dumps(doc, ensure_ascii=False, default=str) + "\n")
     with (out / "queries.jsonl").open("w", encoding="utf-8") as handle:
         for qid in sorted(judged):
             handle.write(json.dumps(queries[qid], ensure_ascii=False) + "\n")

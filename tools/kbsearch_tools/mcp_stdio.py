@@ -37,6 +37,7 @@ logger = logging.getLogger("kbsearch.mcp.stdio")
 REMOTE_ERROR = -32001  # a server error (JSON-RPC's implementation-defined range): the remote refused or failed
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
+INTERNAL_ERROR = -32603
 #: The one protocol version with JSON-RPC batches (``kbsearch.mcp.protocol.BATCH_VERSION``; not imported: the
 #: protocol core loads the tools' schemas, which the bridge never needs).
 BATCH_VERSION = "2025-03-26"
@@ -45,6 +46,7 @@ NAME_BEARING = {"tools/call": "name", "prompts/get": "name", "resources/read": "
 PROTOCOL_VERSION_KEY = "io.modelcontextprotocol/protocolVersion"
 #: The most of one answer the bridge reads: a deployment's answer is at most 6 MB (Lambda's limit), a note read
 #: through ``kbsearch serve`` at most 4 MiB (escaped as JSON, at most six times that); more is no answer of ours.
+_BOM = b"\xef\xbb\xbf"
 MAX_REMOTE_ANSWER_BYTES = 32 * 1024 * 1024
 
 
@@ -237,7 +239,35 @@ class RemoteBridge:
 
     def handle(self, line: bytes) -> list[Message]:
         """Forward one line; the messages to write back (none for a notification the remote accepted; a batch's
-        answers as one array)."""
+        answers as one array). Whatever fails in the bridge (no input found reaches that now: three did in round 22)
+        answers the line's requests with a -32603 each and the bridge goes on, as the local server answers a
+        failure; it ended ``kbsearch mcp`` with one line and exit 2, the client's pending requests unanswered."""
+        try:
+            return self._forward(line)
+        except Exception as exc:  # the catch-all: logged by its class alone (a message may quote the key)
+            logger.warning("the bridge failed on a message (%s); its requests are answered with -32603",
+                           type(exc).__name__)  # fmt: skip
+            return self._failed_line(
+                line,
+                f"the bridge to {self.shown} failed on this request "
+                f"({type(exc).__name__}): send it again; if it fails again, report it",
+            )
+
+    def _failed_line(self, line: bytes, text: str) -> list[Message]:
+        """A -32603 for each request of ``line`` (a batch's in one array, under their ids); nothing for a line of
+        notifications and responses only."""
+        try:
+            message = json.loads(line)
+        except (ValueError, RecursionError):
+            return [_error(None, INTERNAL_ERROR, text)]
+        members = message if isinstance(message, list) else [message]
+        ids = [_usable_id(m.get("id")) for m in members if isinstance(m, dict) and "id" in m and "method" in m]
+        errors = [_error(id_, INTERNAL_ERROR, text) for id_ in ids]
+        if isinstance(message, list):
+            return [errors] if errors else []
+        return [*errors]
+
+    def _forward(self, line: bytes) -> list[Message]:
         import httpx
 
         from kbsearch.api.body import BadBody, parse_json
@@ -407,6 +437,9 @@ class RemoteBridge:
             return f"no MCP endpoint at {self.shown} (HTTP 404): check the URL"
         if status in (200, 202) and not raw:  # a request's answer must carry its response
             return f"{self.shown} answered HTTP {status} with nothing, no response to this request: check the URL"
+        if status in (200, 202) and not said:  # a body, but no JSON-RPC message the client could parse in it
+            return (f"{self.shown} answered HTTP {status} with no JSON-RPC message a client can read (not JSON, or "
+                    "NaN or Infinity in it): check the URL")  # fmt: skip
         detail = f": {said[:200]}" if said else ""
         return f"{self.shown} answered HTTP {status}{detail}"
 
@@ -441,25 +474,57 @@ def _error(id_: Any, code: int, message: str, data: Any = None) -> dict[str, Any
     return {"jsonrpc": "2.0", "id": id_, "error": error}
 
 
+_SSE_FIELDS = (b"data:", b"event:", b"id:", b"retry:", b":")
+
+
+def _event_stream(content_type: str, body: bytes) -> bool:
+    """Whether an answer is an event stream: the body decides when it shows (a ``Content-Type`` that lies, a proxy's
+    or a remote's of another make, lost the answer: a JSON body named ``text/event-stream``, or events named
+    ``application/json``), else the ``Content-Type``."""
+    start = body.removeprefix(_BOM).lstrip()
+    if start[:1] in (b"{", b"["):
+        return False
+    if start.startswith(_SSE_FIELDS):
+        return True
+    return content_type.split(";", maxsplit=1)[0].strip().lower() == "text/event-stream"
+
+
+def _finite(literal: str) -> float:
+    value = float(literal)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"{literal} is out of a double's range")
+    return value
+
+
+def _refused(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _json(text: str) -> Any:
+    """One JSON text of the remote's, or None: a leading BOM ignored (it cost the answer: "answered HTTP 200"), and
+    what no strict JSON parser reads (NaN, Infinity, a number past a double's range) refused: passed on, it made a
+    line the client cannot parse, and the request was never answered."""
+    try:
+        return json.loads(text.removeprefix("\ufeff"), parse_constant=_refused, parse_float=_finite)
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser recurses
+        return None
+
+
 def _batch_answers(content_type: str, body: bytes) -> list[dict[str, Any]] | None:
     """A JSON body that is an array (a batch's answers): its JSON-RPC responses; None for anything else."""
-    if content_type.split(";", maxsplit=1)[0].strip().lower() == "text/event-stream" or body.lstrip()[:1] != b"[":
+    if _event_stream(content_type, body) or body.removeprefix(_BOM).lstrip()[:1] != b"[":
         return None
-    try:
-        value = json.loads(body.decode("utf-8", "replace"))
-    except (ValueError, RecursionError):
-        return None
+    value = _json(body.decode("utf-8", "replace"))
     if not isinstance(value, list):
         return None
     return [a for a in value if isinstance(a, dict) and a.get("jsonrpc") == "2.0" and ("result" in a or "error" in a)]
 
 
 def _messages(content_type: str, body: bytes) -> list[dict[str, Any]]:
-    """The JSON-RPC messages in an answer: a JSON body, or the ``data:`` events of a text/event-stream."""
-    kind = content_type.split(";", maxsplit=1)[0].strip().lower()
+    """The JSON-RPC messages in an answer: a JSON body, or the ``data:`` events of an event stream."""
     text = body.decode("utf-8", "replace")
     texts: list[str] = []
-    if kind == "text/event-stream":
+    if _event_stream(content_type, body):
         event: list[str] = []
         for raw in [*text.splitlines(), ""]:
             if raw.startswith("data:"):
@@ -471,10 +536,7 @@ def _messages(content_type: str, body: bytes) -> list[dict[str, Any]]:
         texts.append(text)
     out: list[dict[str, Any]] = []
     for each in texts:
-        try:
-            value = json.loads(each)
-        except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser recurses
-            continue
+        value = _json(each)
         for item in value if isinstance(value, list) else [value]:
             if isinstance(item, dict) and item.get("jsonrpc") == "2.0" and ("result" in item or "error" in item
                                                                           or "method" in item):  # fmt: skip
@@ -484,7 +546,7 @@ def _messages(content_type: str, body: bytes) -> list[dict[str, Any]]:
 
 def run_remote(url: str, api_key_env: str, timeout_s: float = 120.0) -> int:
     _without_httpx_cli()
-    from kbsearch.mcp.stdio import serve, write_message
+    from kbsearch.mcp.stdio import ClientGone, serve, write_message
 
     stdin, stdout = _streams()
     api_key = os.environ.get(api_key_env) or None
@@ -496,8 +558,11 @@ def run_remote(url: str, api_key_env: str, timeout_s: float = 120.0) -> int:
 
     def handle(line: bytes) -> Message | None:
         answers = bridge.handle(line)
-        for extra in answers[:-1]:  # an event stream may carry several messages; the last one is returned
-            write_message(stdout, extra)
+        try:
+            for extra in answers[:-1]:  # an event stream may carry several messages; the last one is returned
+                write_message(stdout, extra)
+        except (BrokenPipeError, ValueError, OSError):  # was "kbsearch mcp: error: [Errno 32] Broken pipe", exit 2
+            raise ClientGone from None
         return answers[-1] if answers else None
 
     try:

@@ -12,6 +12,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -60,6 +61,7 @@ class LabelledQuery:
     query: str
     relevant: frozenset[str]
     kind: str | None = None  # what sort of query it is (the query sets' ``kind``: question, identifier, long...)
+    filters: dict[str, Any] | None = None  # the search's filters (an exported vote's: ``metadata.filters``)
 
 
 #: The largest queries file read (the KB's labelled sets are a few KB; BEIR's are read line by line).

@@ -32,13 +32,25 @@ def command_form(text: str, response_url: str, user: str, team: str, channel: st
                       "response_url": response_url, "trigger_id": f"{time.time_ns()}.local", "api_app_id": "ALOCAL"})  # fmt: skip
 
 
-def interaction_form(button: dict[str, Any], response_url: str, user: str, team: str, channel: str) -> str:
+#: What ``press`` shows for a Share pressed again on the same answer and page, when (as the server does since round
+#: 22) nothing is posted for it.
+REPEATED_SHARE = "(already shared from this answer: nothing posted again)"
+
+
+def interaction_form(
+    button: dict[str, Any], response_url: str, user: str, team: str, channel: str, message_ts: str = ""
+) -> str:
+    """A button press as Slack posts it; ``message_ts``: the answer message the button is on (Slack sends it in
+    ``container``: the deployed Share posts once per message and page by it)."""
     action = {"type": "button", "action_id": button["action_id"], "block_id": "kb_answer",
               "text": button.get("text"), "action_ts": f"{time.time():.6f}"}  # fmt: skip
     if "value" in button:
         action["value"] = button["value"]
+    container: dict[str, Any] = {"type": "message", "is_ephemeral": True}
+    if message_ts:
+        container["message_ts"] = message_ts
     payload = {"type": "block_actions", "user": {"id": user, "team_id": team}, "team": {"id": team},
-               "channel": {"id": channel}, "container": {"type": "message", "is_ephemeral": True},
+               "channel": {"id": channel}, "container": container,
                "api_app_id": "ALOCAL", "trigger_id": f"{time.time_ns()}.local", "response_url": response_url,
                "actions": [action]}  # fmt: skip
     return urlencode({"payload": json.dumps(payload, ensure_ascii=False)})
@@ -112,6 +124,12 @@ class LocalSlack:
     hook: FakeEndpoint = field(default_factory=FakeEndpoint)
     #: told once when an answer is slow to come (the likely cause), while the wait goes on
     on_wait: Callable[[str], None] | None = None
+    #: the answer message's ts, as Slack gives each message one (More replaces the message and keeps it)
+    message_ts: str = ""
+    #: (message ts, button value) of each Share pressed: the server posts a second one nothing
+    shared: set[tuple[str, str]] = field(default_factory=set)
+    #: how long a repeated Share waits for a post before saying none came (the server posts nothing for it)
+    repeat_grace_s: float = 3.0
 
     def __enter__(self) -> LocalSlack:
         self.hook.start()
@@ -138,10 +156,18 @@ class LocalSlack:
             raise ConnectionError(f"cannot reach {url}: {exc}") from None
 
     def _next_post(self, before: int) -> dict[str, Any]:
+        posted = self._post_within(before, None)
+        assert posted is not None  # without a limit of its own, only the client's timeout (an error) ends the wait
+        return posted
+
+    def _post_within(self, before: int, timeout_s: float | None) -> dict[str, Any] | None:
+        """The next post on the response_url; None when none came within ``timeout_s``."""
         started = time.monotonic()
         told = self.on_wait is None
         while len(self.hook.requests) <= before:
             waited = time.monotonic() - started
+            if timeout_s is not None and waited > timeout_s:
+                return None
             if waited > self.timeout_s:
                 raise KbSearchError(f"no answer on the response_url within {self.timeout_s:.0f} s (does the "
                                     f"server have {RESPONSE_HOSTS_HINT}?)")  # fmt: skip
@@ -163,7 +189,9 @@ class LocalSlack:
         ack = reply.json()
         if not str(ack.get("text", "")).startswith("Searching for"):
             return ack, None  # help or usage: no worker
-        return ack, self._next_post(before)
+        answer = self._next_post(before)
+        self.message_ts = f"{time.time():.6f}"  # the answer is a message of its own now
+        return ack, answer
 
     def press(self, action_id: str, answer: dict[str, Any]) -> dict[str, Any] | None:
         """Press a button of ``answer``; what the worker posts back (None for an Open button)."""
@@ -171,12 +199,19 @@ class LocalSlack:
         if action_id not in found:
             raise KbSearchError(f"the answer has no {action_id} button (it has: {', '.join(found) or 'none'})")
         before = len(self.hook.requests)
-        form = interaction_form(found[action_id], self.response_url, self.user, self.team, self.channel)
+        button = found[action_id]
+        form = interaction_form(button, self.response_url, self.user, self.team, self.channel, self.message_ts)
         reply = self._post("/slack/interactive", form)
         if reply.status_code != 200:
             raise KbSearchError(f"/slack/interactive answered {reply.status_code}: {reply.text[:300]}")
-        if "url" in found[action_id]:
+        if "url" in button:
             return None
+        share = (self.message_ts, str(button.get("value", ""))) if action_id == "kb_share" else None
+        if share is not None and share in self.shared:  # posted once already: the server posts nothing now
+            posted = self._post_within(before, self.repeat_grace_s)
+            return posted if posted is not None else {"text": REPEATED_SHARE}
+        if share is not None:
+            self.shared.add(share)
         return self._next_post(before)
 
 

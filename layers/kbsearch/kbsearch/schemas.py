@@ -99,6 +99,11 @@ class SearchFilters(BaseModel):
         out = [visible(v).strip() for v in value]
         if any(not v for v in out):
             raise ValueError("an empty value matches no note")
+        # a control character (``tag:`` + U+0001 from a terminal or a Slack command) is in no stored value (YAML
+        # holds none unescaped): it was searched, and answered 0 hits with nothing said
+        bad = next((c for v in out for c in v if unicodedata.category(c) == "Cc"), None)
+        if bad is not None:
+            raise ValueError(f"a value holding a control character (U+{ord(bad):04X}) matches no note")
         return out
 
     @field_validator("tags")

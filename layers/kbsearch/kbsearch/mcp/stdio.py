@@ -21,6 +21,11 @@ INVALID_REQUEST = -32600
 Message = dict[str, Any] | list[dict[str, Any]]
 
 
+class ClientGone(Exception):
+    """Raised by a ``handle`` that writes messages of its own (the bridge: an event stream's several) and finds
+    stdout closed: the loop ends quietly, as when its own answer cannot be written."""
+
+
 def read_message(stream: BinaryIO, limit: int = MAX_LINE_BYTES) -> tuple[bytes | None, bool]:
     """The next line (None at the end of the stream) and whether it was over ``limit`` (then it is dropped)."""
     line = stream.readline(limit + 1)
@@ -61,7 +66,11 @@ def serve(
         elif not line.strip():
             continue
         else:
-            answer = handle(line.rstrip(b"\r\n"))
+            try:
+                answer = handle(line.rstrip(b"\r\n"))
+            except ClientGone:
+                logger.info("stdout closed; stopping")
+                return 0
         if answer is None:
             continue
         try:

@@ -87,9 +87,10 @@ HELD_ELSEWHERE = (
 )
 #: What a caller is told when Qdrant Edge cannot load the shard's files (truncated, zeroed or garbled by a crash or a
 #: disk, or unreadable): the index is a copy of the KB, rebuilt by the command named.
-UNLOADABLE = (
-    "the embedded store's files cannot be loaded (damaged?): rebuild it with kbsearch index --rebuild <your KB folder>"
-)
+#: The way out of a store whose files are damaged (the index is a copy of the KB): every message naming damage ends
+#: with it (:func:`rebuild_damaged`).
+REBUILD_DAMAGED = "rebuild it with: kbsearch index --rebuild <your KB folder>"
+UNLOADABLE = f"the embedded store's files cannot be loaded (damaged?): {REBUILD_DAMAGED}"
 #: What a caller is told when the shard is on a read-only filesystem (Edge maps its files for writing even to search).
 READ_ONLY = (
     "the embedded store is on a read-only filesystem, and Qdrant Edge opens its files for writing even to search: "
@@ -141,15 +142,64 @@ def rebuild_hint(collection: str) -> str:
     return f"rebuild it with: kbsearch index <your KB folder>   (QDRANT_COLLECTION={collection})"
 
 
+def edge_reason(exc: BaseException | str) -> str:
+    """Qdrant Edge's own reason for a failure (it names the file and the fault) on one line, cut to
+    :data:`REASON_CHARS`."""
+    return " ".join(str(exc).split())[:REASON_CHARS]
+
+
+def rebuild_damaged(root: Path | None = None) -> str:
+    """:data:`REBUILD_DAMAGED`, and the store it is about when ``root`` is given (for the CLI and the log only:
+    a caller of ``serve`` is told the public text)."""
+    return REBUILD_DAMAGED + (f"   (QDRANT_PATH={root})" if root is not None else "")
+
+
 def edge_failure(action: str, exc: Exception) -> StoreError:
     """A read Qdrant Edge could not answer: its reason (a payload page zeroed by a disk is ``Failed to decompress
     LZ4 value``) and the way out, for the CLI and the log; it was the exception's class alone (``Qdrant scroll failed
     (Exception)``), every sync and search stopping on it with nothing to go on."""
-    reason = " ".join(str(exc).split())[:REASON_CHARS]
+    reason = edge_reason(exc)
     return StoreError(
         f"Qdrant {action} failed ({type(exc).__name__}{': ' + reason if reason else ''}); if the "
-        "embedded store's files are damaged, rebuild it with: kbsearch index --rebuild <your KB folder>"
+        f"embedded store's files are damaged, {rebuild_damaged()}"
     )
+
+
+#: Points whose BM25 vectors are read back at each open (:meth:`EdgeStore._check_sparse`); with at least
+#: ``SPARSE_SAMPLE_MIN`` points read, all of them empty is damage (a chunk with no word has an empty one).
+SPARSE_SAMPLE, SPARSE_SAMPLE_MIN = 32, 8
+#: Loads a shard in a child process (:func:`probe_load`): exit 0 loaded, 1 refused with a Python exception.
+_PROBE = (
+    "import sys, qdrant_edge\n"
+    "try:\n    qdrant_edge.EdgeShard.load(sys.argv[1], None).close()\n"
+    "except Exception:\n    sys.exit(1)\n"
+)
+#: How long a probe may take (the load itself takes ~0.4 s at 10x the vault).
+PROBE_TIMEOUT_S = 120.0
+
+
+def probe_load(shard: Path) -> str | None:
+    """Load ``shard`` in a child process: None when the child lived (loaded, or refused with an exception this
+    process's own load will report), else how it died (the signal, and Edge's last words: its panic or the
+    allocation that failed)."""
+    import signal
+    import subprocess
+    import sys
+
+    try:
+        child = subprocess.run([sys.executable, "-c", _PROBE, str(shard)], capture_output=True,
+                               timeout=PROBE_TIMEOUT_S, check=False)  # fmt: skip
+    except (OSError, subprocess.SubprocessError):  # no child could be run, or it hung: let this process try
+        return None
+    if child.returncode >= 0:
+        return None
+    try:
+        how = signal.Signals(-child.returncode).name
+    except ValueError:
+        how = f"signal {-child.returncode}"
+    said = [ln.strip() for ln in child.stderr.decode("utf-8", "replace").splitlines()
+            if "panicked" in ln or "memory allocation" in ln or ln.startswith("Error")]  # fmt: skip
+    return edge_reason(f"{how}{': ' + said[0] if said else ''}")
 
 
 def open_embedded(settings: Settings, search: bool = False, rebuild: bool = False) -> Store:
@@ -240,6 +290,7 @@ class EdgeStore(Store):
         self._owner: BinaryIO | None = None  # the lock file, open while this process owns the shard (see _own)
         if load and (self.path / "edge_config.json").is_file():
             self._shard = self._load()
+            self._check_sparse()
 
     @property
     def _owner_file(self) -> Path:
@@ -342,7 +393,12 @@ class EdgeStore(Store):
         owned = self._owner is not None
         self._own()
         try:
-            return edge.EdgeShard.load(str(self.path), config)
+            with self._opening():
+                return edge.EdgeShard.load(str(self.path), config)
+        except StoreError:
+            if not owned:
+                self._disown()
+            raise
         except Exception as exc:  # the shard's WAL is locked by another process, or the files are damaged
             if not owned:
                 self._disown()
@@ -356,10 +412,79 @@ class EdgeStore(Store):
             # Edge's reason names the file and the fault (a segment.json cut short by a crash, say); it was
             # reported as its class alone ("Exception"), and no command could rebuild the store (--rebuild opened
             # it first, and failed the same way)
-            reason = " ".join(str(exc).split())[:REASON_CHARS] or type(exc).__name__
+            reason = edge_reason(exc) or type(exc).__name__
             raise StoreError(f"cannot open the embedded store at {self.path}: Qdrant Edge cannot load its files "
-                             f"({reason}); if they are damaged, rebuild it with: kbsearch index --rebuild <your KB "
-                             f"folder>   (QDRANT_PATH={self.root})", UNLOADABLE) from None  # fmt: skip
+                             f"({reason}); if they are damaged, {rebuild_damaged(self.root)}",
+                             UNLOADABLE) from None  # fmt: skip
+
+    def _check_sparse(self) -> None:
+        """Read a sample of the points' BM25 vectors back and search the sparse leg with one of them, which must find
+        a point. A zeroed page of the sparse vectors (``vector_storage-bm25/store/page_0.dat``: a disk's lost
+        writes) loads, and every search then answered 0 hits from its lexical leg with nothing said (and a sync that
+        found no note changed said ``sync done``): its vectors read back empty. Now the store is named damaged, with
+        ``--rebuild``. Costs a scroll of :data:`SPARSE_SAMPLE` points and one sparse query per open."""
+        import qdrant_edge as edge
+
+        shard = self._shard
+        if shard is None:
+            return
+        try:
+            records, _ = shard.scroll(edge.ScrollRequest(limit=SPARSE_SAMPLE, with_payload=False,
+                                                         with_vector=[SPARSE]))  # fmt: skip
+            # a point written without a sparse vector has none (not an empty one): not counted
+            named = [r.vector.get(SPARSE) for r in records if isinstance(r.vector, dict)]
+            vectors = [v for v in named if isinstance(v, edge.SparseVector)]
+            held = [v for v in vectors if len(v.indices)]
+            found = len(vectors) < SPARSE_SAMPLE_MIN and not held  # too few to tell
+            if held:  # the sparse leg must find a point by a stored vector (its index read, not only its storage;
+                # not that point itself: points sharing their words tie, and any of them may come first)
+                probe = edge.QueryRequest(limit=1, query=edge.Query.Nearest(held[0], using=SPARSE),
+                                          with_payload=False)  # fmt: skip
+                found = bool(shard.query(probe))
+        except Exception as exc:  # a read that fails is reported by the search that makes it (edge_failure)
+            logger.debug("the sparse check could not read the store: %s", type(exc).__name__)
+            return
+        if not found:
+            self._shard = None
+            with contextlib.suppress(Exception):
+                shard.close()
+            self._disown()
+            raise StoreError(f"cannot use the embedded store at {self.path}: its BM25 (sparse) vectors read back "
+                             "empty or unsearchable, so every keyword search would find nothing: its files are "
+                             f"damaged: {rebuild_damaged(self.root)}", UNLOADABLE)  # fmt: skip
+
+    @property
+    def _opening_file(self) -> Path:
+        return self.path.parent / f"{self.collection}.opening"
+
+    @contextlib.contextmanager
+    def _opening(self) -> Iterator[None]:
+        """Mark the shard as being opened, for as long as Edge loads it. Some damage makes Edge abort the process
+        while loading (a bit-flipped ``mutable_id_tracker.mappings``: a 48 GB allocation, ``SIGABRT``; or ``SIGBUS``),
+        which no Python code can catch or explain: it left Rust's message and exit -6, every run, naming no way out.
+        A mark left behind says the last open never finished: this open first loads the shard in a child process
+        (:func:`probe_load`), and when that dies too the store is named damaged with ``--rebuild`` instead of the
+        process aborting again; when the child loads it (the last opener was killed, say), it is opened as ever.
+        Costs one file created and removed per open (the owner lock is held: no other process opens it meanwhile);
+        best effort where the file cannot be written (a read-only folder)."""
+        path = self._opening_file
+        if path.is_file():
+            died = probe_load(self.path)
+            if died is not None:
+                raise StoreError(f"cannot open the embedded store at {self.path}: Qdrant Edge aborts loading its "
+                                 f"files ({died}); they are damaged: {rebuild_damaged(self.root)}",
+                                 UNLOADABLE)  # fmt: skip
+        mark: Path | None = path
+        try:
+            path.write_bytes(b"%d\n" % os.getpid())
+        except OSError:
+            mark = None
+        try:
+            yield
+        finally:  # loaded, or refused with an exception this process reports: either way it lived through it
+            if mark is not None:
+                with contextlib.suppress(OSError):
+                    mark.unlink()
 
     @property
     def shard(self) -> edge.EdgeShard:
@@ -450,9 +575,8 @@ class EdgeStore(Store):
             # it records the embedding the vectors were made with and the groups recorded on the chunks: neither
             # can be guessed (read as none, another model's vectors would be adopted); a sync stopped on it for good
             # with "cannot read the collection's metadata (JSONDecodeError)", naming neither the file nor a way out
-            raise StoreError(f"cannot read the collection's metadata ({problem}) in {self._metadata_file}: rebuild "
-                             f"the store with: kbsearch index --rebuild <your KB folder>   (QDRANT_PATH={self.root})",
-                             UNLOADABLE) from None  # fmt: skip
+            raise StoreError(f"cannot read the collection's metadata ({problem}) in {self._metadata_file}: "
+                             f"{rebuild_damaged(self.root)}", UNLOADABLE) from None  # fmt: skip
         return data
 
     def set_metadata(self, metadata: dict[str, Any]) -> None:
@@ -481,6 +605,7 @@ class EdgeStore(Store):
                     shutil.rmtree(self.path)
                 self._metadata_file.unlink(missing_ok=True)
                 self._state_file.unlink(missing_ok=True)
+                self._opening_file.unlink(missing_ok=True)
             self._state_checked, self._saved, self._state, self._dirty = True, None, None, set()
             self._fresh, self._ids_numeric = {}, None
 
