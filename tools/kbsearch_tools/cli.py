@@ -446,16 +446,43 @@ class _ProgressBar:
                 sys.stderr.write(f"{done}/{total} notes ({100 * done // total}%), eta {eta}\n")
                 sys.stderr.flush()
             return
-        width = 30
-        filled = int(width * done / total)
         eta = self.eta(done, total, now)
-        name = _one_line(path)
-        name = name if len(name) <= 40 else "…" + name[-39:]
         self.drawn = done != total
-        sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} eta {eta} {name:<40}")
+        sys.stderr.write("\r" + self.line(done, total, eta, _one_line(path), _stderr_columns()))
         if done == total:
             sys.stderr.write("\n")
         sys.stderr.flush()
+
+    @staticmethod
+    def line(done: int, total: int, eta: str, name: str, columns: int) -> str:
+        """The bar's line, at most ``columns - 1`` wide (a line that reaches the last column wraps in many
+        terminals, and ``\\r`` returns to the start of the wrapped part only: in an 80-column terminal every redraw
+        of the 89-column line scrolled the screen by a line, at 40 by three). Narrower terminals drop the note's name, then
+        shorten the bar, then lose the bar; the counts are kept longest."""
+        room = max(columns - 1, 1)
+        counts = f"{done}/{total} eta {eta}"
+        width = max(min(30, room - len(counts) - 3), 0)  # "[" + bar + "] " before the counts
+        bar = f"[{'#' * int(width * done / total)}{'.' * (width - int(width * done / total))}] " if width >= 5 else ""
+        text = bar + counts
+        space = min(40, room - len(text) - 1)
+        if space >= 8:
+            text += " " + (name if len(name) <= space else "…" + name[-(space - 1) :]).ljust(space)
+        return text[:room]
+
+
+def _stderr_columns() -> int:
+    """The width of the terminal stderr is (the bar is drawn there, whatever stdout is): ``COLUMNS`` when set, as
+    ``shutil.get_terminal_size`` reads it, else the terminal's own, else 80."""
+    try:
+        columns = int(os.environ.get("COLUMNS", ""))
+        if columns > 0:
+            return columns
+    except ValueError:
+        pass
+    try:
+        return os.get_terminal_size(sys.stderr.fileno()).columns or 80
+    except (AttributeError, OSError, ValueError):
+        return 80
 
 
 def _print_sync_summary(report: dict[str, Any]) -> None:
@@ -693,7 +720,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise KbSearchError(f"invalid --scope: {exc}") from None
     try:
         request = SearchRequest(
-            query=args.query,
+            query=" ".join(args.query),
             top_k=args.top_k,
             filters=SearchFilters(
                 tags=args.tag or None, type=args.type or None, status=args.status or None,
@@ -1161,8 +1188,59 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _close(word: str, choices: Sequence[str]) -> str | None:
+    """The one of ``choices`` ``word`` was most likely meant to be (``serch`` → ``search``), or None."""
+    import difflib
+
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.5)  # e6 → e5
+    return close[0] if close else None
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, saying what a typo was meant to be. A misspelt command or choice (``kbsearch serch``,
+    ``--oracle e6``) names the closest one; an unknown option of a command (``kbsearch search x --top-kk 3``) is
+    that command's error, under its usage, with the closest option: argparse left it to the top-level parser, whose
+    usage (``kbsearch [-h] [--version] [-v] COMMAND ...``) and ``kbsearch: error:`` named no command. A missing
+    positional of choices is named by them (``required: {index,search,...}``), not by its ``dest`` (``what``)."""
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        if args and not str(args[0]).startswith("-") and kwargs.get("choices") and "metavar" not in kwargs:
+            kwargs["metavar"] = "{" + ",".join(str(choice) for choice in kwargs["choices"]) + "}"  # as help shows it
+        return super().add_argument(*args, **kwargs)
+
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        choices = action.choices
+        if choices is not None and value not in choices and isinstance(value, str):
+            meant = _close(value, [str(choice) for choice in choices])
+            if meant is not None:
+                listed = ", ".join(repr(choice) for choice in choices)
+                raise argparse.ArgumentError(
+                    action, f"invalid choice: {value!r}: did you mean {meant!r}? (choose from {listed})"
+                )
+        super()._check_value(action, value)
+
+    def parse_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            owner: argparse.ArgumentParser = self
+            for action in self._actions:  # the command's own parser, when a command was read
+                if isinstance(action, argparse._SubParsersAction):
+                    owner = action.choices.get(getattr(parsed, action.dest or "", None) or "", self)
+            options = [option for action in owner._actions for option in action.option_strings]
+            hints = []
+            for extra in extras:
+                meant = _close(extra.split("=", 1)[0], options) if extra.startswith("--") else None
+                if meant is not None:
+                    hints.append(f"{extra.split('=', 1)[0]}: did you mean {meant}?")
+            said = f"unrecognized arguments: {' '.join(extras)}" + (f" ({'; '.join(hints)})" if hints else "")
+            owner.error(said)
+        return parsed
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="kbsearch",
         description="kb-search: index a markdown KB and serve/invoke the SAM functions locally "
         "(no Docker, no AWS needed).",
@@ -1236,7 +1314,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Search the configured index (Qdrant Cloud or the embedded store) and print a table or the "
         "API's JSON answer.",
     )
-    p.add_argument("query", help="what to search for (1-1000 characters; Russian or English)")
+    p.add_argument(
+        "query",
+        nargs="+",
+        help="what to search for (1-1000 characters; Russian or English); several words need no quotes",
+    )
     p.add_argument("--top-k", type=int, default=5, help="results (1-20, default 5)")
     p.add_argument("--tag", action="append", help="any of these tags (repeatable)")
     p.add_argument("--type", action="append", help="note type (repeatable)")

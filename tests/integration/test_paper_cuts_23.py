@@ -1,0 +1,156 @@
+"""Paper cuts, round 23: what a new user still hit after round 22, each through the interface that user touches
+(`kbsearch` as a process, its stderr a terminal where the cut was a terminal's)."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import pty
+import struct
+import subprocess
+import termios
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import KBSEARCH_CMD, PROCESS_TIMEOUT_S, ROOT, subprocess_env
+
+
+def _kbsearch(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*KBSEARCH_CMD, *args], capture_output=True, text=True, env=subprocess_env(**env), cwd=ROOT,
+                          timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
+
+
+# -- a typo: what was meant ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "usage", "said"),
+    [
+        (
+            ["serch", "x"],
+            "usage: kbsearch [-h]",
+            "kbsearch: error: argument COMMAND: invalid choice: 'serch': did you mean 'search'? (choose from 'serve', ",
+        ),
+        (
+            ["search", "x", "--top-kk", "3"],
+            "usage: kbsearch search [-h]",
+            "kbsearch search: error: unrecognized arguments: --top-kk 3 (--top-kk: did you mean --top-k?)",
+        ),
+        (
+            ["search", "x", "--tags=ops"],
+            "usage: kbsearch search [-h]",
+            "kbsearch search: error: unrecognized arguments: --tags=ops (--tags: did you mean --tag?)",
+        ),
+        (
+            ["index", "--jsn", "sample-kb"],
+            "usage: kbsearch index [-h]",
+            "kbsearch index: error: unrecognized arguments: --jsn (--jsn: did you mean --json?)",
+        ),
+        (
+            ["index", "--oracle", "e6", "sample-kb"],
+            "usage: kbsearch index [-h]",
+            "kbsearch index: error: argument --oracle: invalid choice: 'e6': did you mean 'e5'? (choose from 'e5', ",
+        ),
+        (
+            ["bench"],
+            "usage: kbsearch bench [-h]",
+            "kbsearch bench: error: the following arguments are required: {index,search,store,",
+        ),
+        (
+            ["feedback", "--beir", "out"],
+            "usage: kbsearch feedback [-h]",
+            "kbsearch feedback: error: the following arguments are required: {export}",
+        ),
+    ],
+)
+def test_a_misspelt_command_option_or_choice_names_the_one_meant(args: list[str], usage: str, said: str) -> None:
+    """A typo was argparse's bare refusal: `kbsearch serch x` listed the commands without saying which was meant,
+    and an unknown option of a command (`kbsearch search x --top-kk 3`, `--tags` for `--tag`) was the top-level
+    parser's error, under its usage (`kbsearch [-h] [--version] [-v] COMMAND ...`), `kbsearch: error:`, with no
+    command named nor the option meant. `kbsearch bench` with no benchmark said "required: what" (the argument's
+    internal name), `kbsearch feedback` "required: action". Now the closest command, choice or option is named,
+    under the command's own usage, and a missing choice is named by its choices; usage errors stay exit 2."""
+    shown = _kbsearch(*args)
+    assert shown.returncode == 2 and not shown.stdout, (shown.returncode, shown.stdout)
+    assert shown.stderr.startswith(usage), shown.stderr
+    assert said in shown.stderr, shown.stderr
+    assert "Traceback" not in shown.stderr
+
+
+def test_a_query_of_several_words_needs_no_quotes(tmp_path: Path) -> None:
+    """`kbsearch search ротация ключей` (README quotes its example, a user types it bare, as `kbsearch slack`
+    takes its words) was "kbsearch: error: unrecognized arguments: ключей", exit 2. The words are the query now,
+    joined by a space: the same answer as the quoted query."""
+    kb, store = tmp_path / "kb", tmp_path / "q"
+    kb.mkdir()
+    (kb / "rotation.md").write_text("# Ротация ключей\n\nКлючи провайдеров меняются раз в квартал.\n")
+    (kb / "other.md").write_text("# Отпуск\n\nКак оформить отпуск: заявление за две недели.\n")
+    indexed = _kbsearch("index", str(kb), QDRANT_PATH=str(store))
+    assert indexed.returncode == 0, indexed.stderr
+    bare = _kbsearch("search", "ротация", "ключей", "--top-k", "1", "--json", QDRANT_PATH=str(store))
+    quoted = _kbsearch("search", "ротация ключей", "--top-k", "1", "--json", QDRANT_PATH=str(store))
+    assert bare.returncode == 0, bare.stderr
+    assert json.loads(bare.stdout)["query"] == "ротация ключей", bare.stdout
+    assert json.loads(bare.stdout)["results"][0]["path"] == "rotation.md", bare.stdout
+    assert quoted.returncode == 0, quoted.stderr
+    hits = [json.loads(shown.stdout)["results"] for shown in (bare, quoted)]
+    assert hits[0] == hits[1], hits
+
+
+# -- the progress bar in a terminal narrower than it -----------------------------------------------------------------
+
+
+def _index_on_a_terminal(tmp_path: Path, columns: int, env_columns: str | None) -> str:
+    """`kbsearch index sample-kb` with stderr a terminal ``columns`` wide (``COLUMNS=env_columns`` when given):
+    what the terminal received."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    env = subprocess_env(QDRANT_PATH=str(tmp_path / "q"))
+    env.pop("COLUMNS", None)
+    env.pop("LINES", None)
+    if env_columns is not None:
+        env["COLUMNS"] = env_columns
+    received = bytearray()
+
+    def read() -> None:
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: every end of the slave closed
+                return
+            if not chunk:
+                return
+            received.extend(chunk)
+
+    reader = threading.Thread(target=read, daemon=True)
+    try:
+        process = subprocess.Popen([*KBSEARCH_CMD, "index", "sample-kb"], stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.PIPE, stderr=slave, env=env, cwd=ROOT)  # fmt: skip
+        os.close(slave)
+        reader.start()
+        out, _ = process.communicate(timeout=PROCESS_TIMEOUT_S)
+        reader.join(timeout=PROCESS_TIMEOUT_S)
+    finally:
+        os.close(master)
+    assert process.returncode == 0, received.decode(errors="replace")
+    assert b"sync done:" in out
+    return received.decode()
+
+
+@pytest.mark.parametrize(("columns", "env_columns"), [(80, None), (200, "40"), (40, None), (24, None)])
+def test_the_progress_bar_fits_the_terminal_it_is_drawn_in(
+    tmp_path: Path, columns: int, env_columns: str | None
+) -> None:
+    """The bar `kbsearch index` draws on a terminal was 89 columns whatever the terminal's width: wider than an
+    80-column terminal, so each redraw wrapped, `\\r` went back to the start of the wrapped part only, and the bar
+    scrolled the screen a line per note (three at `COLUMNS=40`). It fits now: at most the width less one (a line
+    reaching the last column wraps in some terminals), the terminal's width that stderr is, or `COLUMNS`."""
+    width = int(env_columns) if env_columns is not None else columns
+    shown = _index_on_a_terminal(tmp_path, columns, env_columns)
+    drawn = [part for line in shown.replace("\r\n", "\n").split("\n") for part in line.split("\r") if " eta " in part]
+    assert drawn, shown
+    assert max(len(part) for part in drawn) <= width - 1, [part for part in drawn if len(part) >= width]
+    assert any("/36 eta" in part or "/35 eta" in part for part in drawn), drawn
