@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from kbsearch_tools.local.process import serve_process
 from tests.conftest import KBSEARCH_CMD, PROCESS_TIMEOUT_S, ROOT, subprocess_env
 
 
@@ -154,3 +155,32 @@ def test_the_progress_bar_fits_the_terminal_it_is_drawn_in(
     assert drawn, shown
     assert max(len(part) for part in drawn) <= width - 1, [part for part in drawn if len(part) >= width]
     assert any("/36 eta" in part or "/35 eta" in part for part in drawn), drawn
+
+
+# -- kbsearch slack against a server that cannot check its signature ------------------------------------------------
+
+
+@pytest.mark.timeout(3 * PROCESS_TIMEOUT_S)
+@pytest.mark.parametrize(
+    ("server_secret", "said"),
+    [
+        (
+            None,
+            "has no SLACK_SIGNING_SECRET: restart it with SLACK_SIGNING_SECRET (the same value as here) and "
+            "SLACK_RESPONSE_HOSTS=127.0.0.1 set",
+        ),
+        ("another-secret", "checks another SLACK_SIGNING_SECRET than the one set here: give both the same value"),
+    ],
+)
+def test_kbsearch_slack_refused_by_the_server_says_which_setting(server_secret: str | None, said: str) -> None:
+    """README's Slack walk exports the secret in one shell and starts `kbsearch serve` in another: a server started
+    without it answered `kbsearch slack` "/slack/command answered 503: {"error":"slack_not_configured",...}", one
+    with another value "answered 401: {...signature mismatch}", the setting to change left to the reader. Each
+    now says which setting and where; still exit 2 (a setting error), stdout empty."""
+    extra = {"SLACK_RESPONSE_HOSTS": "127.0.0.1"} | ({"SLACK_SIGNING_SECRET": server_secret} if server_secret else {})
+    with serve_process(subprocess_env(**extra), cwd=ROOT) as served:
+        shown = _kbsearch("slack", "--api", served.base_url, "restore a snapshot", SLACK_SIGNING_SECRET="local-secret")
+    assert shown.returncode == 2 and not shown.stdout, (shown.returncode, shown.stdout)
+    line = shown.stderr.strip()
+    assert line.startswith("kbsearch slack: error: /slack/command answered "), line
+    assert f"; the server at {served.base_url} {said}" in line, line
