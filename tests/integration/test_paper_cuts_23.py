@@ -7,16 +7,20 @@ import fcntl
 import json
 import os
 import pty
+import signal
 import struct
 import subprocess
 import termios
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from kbsearch_tools.fakes import FakeProvider, provider_env
 from kbsearch_tools.local.process import serve_process
 from tests.conftest import KBSEARCH_CMD, PROCESS_TIMEOUT_S, ROOT, subprocess_env
+from tests.integration.test_paper_cuts import run, start_index
 
 
 def _kbsearch(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -184,3 +188,38 @@ def test_kbsearch_slack_refused_by_the_server_says_which_setting(server_secret: 
     line = shown.stderr.strip()
     assert line.startswith("kbsearch slack: error: /slack/command answered "), line
     assert f"; the server at {served.base_url} {said}" in line, line
+
+
+# -- an interrupted --rebuild ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def slow_embedder() -> Iterator[FakeProvider]:
+    fake = FakeProvider("deepinfra", api_key="di-test-key", latency={"embeddings": 0.5}).start()
+    yield fake
+    fake.stop()
+
+
+@pytest.mark.timeout(3 * PROCESS_TIMEOUT_S + 30)
+def test_an_interrupted_rebuild_does_not_say_rebuilt(slow_embedder: FakeProvider, tmp_path: Path) -> None:
+    """`kbsearch index --rebuild` stopped by Ctrl-C (the walk: the vault, 0.8 s in) printed "rebuild: the local
+    collection was dropped and rebuilt (--rebuild)" over "0 added ... 337 notes left for the next run": the store
+    was dropped and holds only what was indexed before the Ctrl-C (a search answered 0 results). The line says
+    so now, and that the next run needs no --rebuild; that run completes the index."""
+    store = tmp_path / "q"
+    process = start_index(slow_embedder, store, "--rebuild")
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=PROCESS_TIMEOUT_S)
+    assert process.returncode == 130, (out, err)
+    assert out.startswith("sync INCOMPLETE: ") and "notes left for the next run" in out, out
+    assert "dropped and rebuilt" not in out, out
+    line = next(line for line in out.splitlines() if line.startswith("  rebuild: "))
+    assert line.startswith("  rebuild: the local collection was dropped (--rebuild), and its rebuild stopped short: "
+                           "it holds the "), line  # fmt: skip
+    assert line.endswith(" notes indexed so far; the next run (no --rebuild needed) adds the rest"), line
+    slow_embedder.latency = {}
+    again = run("index", str(ROOT / "sample-kb"), "--json", QDRANT_PATH=str(store), EMBEDDING_DIMENSIONS="64",
+                **provider_env(slow_embedder, roles=["EMBEDDING"]))  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    finished = json.loads(again.stdout)
+    assert finished["incomplete"] is False and finished["added"] > 0 and finished["rebuilt"] is None, finished
