@@ -223,3 +223,36 @@ def test_an_interrupted_rebuild_does_not_say_rebuilt(slow_embedder: FakeProvider
     assert again.returncode == 0, again.stderr
     finished = json.loads(again.stdout)
     assert finished["incomplete"] is False and finished["added"] > 0 and finished["rebuilt"] is None, finished
+
+
+# -- two kbsearch commands at once: which holds the store, and what to do ------------------------------------------------
+
+
+@pytest.mark.timeout(3 * PROCESS_TIMEOUT_S + 30)
+def test_a_store_another_kbsearch_index_holds_is_named_with_what_to_do(
+    slow_embedder: FakeProvider, tmp_path: Path
+) -> None:
+    """Two commands at once (the walk: a second `kbsearch index` of the vault 1.5 s after the first, a
+    `kbsearch search` meanwhile) were told "another process has it open (pid N: a kbsearch serve or index?)", and
+    the advice was a server's: the index "stop that process ... a kbsearch serve of this version takes the sync",
+    the search "stop it, or search through that kbsearch serve (curl ...)": wrong for a sync, which lets go when it
+    ends. The holder is named from its command line (`kbsearch index`: the command alone, none of its arguments),
+    and the advice is that command's."""
+    store = tmp_path / "q"
+    first = start_index(slow_embedder, store)  # embedding slowly: it holds the store
+    try:
+        pid = first.pid
+        second = run("index", str(ROOT / "sample-kb"), QDRANT_PATH=str(store), EMBEDDING_DIMENSIONS="64",
+                     **provider_env(slow_embedder, roles=["EMBEDDING"]))  # fmt: skip
+        searched = run("search", "snapshot", QDRANT_PATH=str(store))
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.communicate(timeout=PROCESS_TIMEOUT_S)
+    assert second.returncode == 1, second.stderr
+    error = next(line for line in second.stdout.splitlines() if line.startswith("  error: "))
+    assert error.endswith(f"another process has it open (pid {pid}: kbsearch index): another kbsearch index is "
+                          "syncing into it; run this again once it has ended"), error  # fmt: skip
+    assert searched.returncode == 2 and not searched.stdout, searched.stdout
+    assert searched.stderr.strip().endswith(
+        f"is open in another process (pid {pid}: kbsearch index); search once that sync has ended"
+    ), searched.stderr

@@ -647,7 +647,9 @@ def _index(args: argparse.Namespace, summarised: _SummarisedErrors, indexer_log:
                 print("\nkbsearch index: interrupted while embedding the stand-in reranker's passages; the index is "
                       "complete, the passages embedded so far are cached", file=sys.stderr, flush=True)  # fmt: skip
         oracle.stop()
-    if report["error"] and "another process has it open" in report["error"]:
+    if report["error"] and re.search(r"another process has it open \(pid \d+: kbsearch index\)", report["error"]):
+        report["error"] += ": another kbsearch index is syncing into it; run this again once it has ended"
+    elif report["error"] and "another process has it open" in report["error"]:
         report["error"] += (
             ". A kbsearch serve (or another kbsearch) holds it: a kbsearch serve of this version takes the sync "
             "itself (kbsearch index hands it over; kbsearch serve --watch syncs every save); otherwise stop that "
@@ -772,6 +774,10 @@ def _unavailable_reason(exc: Any, settings: Any) -> str:
         if "run the indexer first" in str(exc):  # where it looked (an embedded store): "collection 'kb' does not exist"
             return missing_index(settings) or str(exc)
         return str(exc)
+    if held.endswith(": kbsearch index)"):  # a sync: it lets go when it ends, not a process to stop
+        return f"{held}; search once that sync has ended"
+    if held.endswith(": kbsearch mcp)"):  # it closes the store once idle (--idle-close, default 5 s)
+        return f"{held}; it lets go of the store once idle for its --idle-close seconds (default 5): search then"
     return (f"{held}; stop it, or search through that kbsearch serve "
             "(curl 'http://127.0.0.1:3000/search?q=...', on the port it printed)")  # fmt: skip
 
