@@ -256,3 +256,32 @@ def test_a_store_another_kbsearch_index_holds_is_named_with_what_to_do(
     assert searched.stderr.strip().endswith(
         f"is open in another process (pid {pid}: kbsearch index); search once that sync has ended"
     ), searched.stderr
+
+
+# -- feedback export of no votes, eval of no queries -----------------------------------------------------------------------
+
+
+def test_an_export_of_no_votes_says_so_and_eval_refuses_to_score_nothing(tmp_path: Path) -> None:
+    """The walk, before any vote: `kbsearch feedback export --beir DIR --kb sample-kb` said "0 votes → 0 queries
+    ..." and "score it: kbsearch eval --beir DIR", and that eval printed a table of 0.000 for no query at all,
+    exit 0: a measured zero to the eye. Its "left out: ... 1 unreadable notes" named no note. Now the export says
+    there is nothing to score yet and where a vote comes from, names each note left out of the corpus; eval of a
+    set (or a query file) with no query is an error naming it, exit 2, stdout empty."""
+    beir = tmp_path / "beir"
+    exported = _kbsearch("feedback", "export", "--beir", str(beir), "--kb", "sample-kb",
+                         SLACK_FEEDBACK_FILE=str(tmp_path / "votes.jsonl"))  # fmt: skip
+    assert exported.returncode == 0, exported.stderr
+    assert "score it" not in exported.stdout, exported.stdout
+    assert (f"nothing to score yet: no votes in {tmp_path / 'votes.jsonl'} (SLACK_FEEDBACK_FILE); a vote is a "
+            "👍/👎 pressed on a Slack answer") in exported.stdout, exported.stdout  # fmt: skip
+    assert "1 unreadable note\n" in exported.stderr, exported.stderr
+    assert "  not in the corpus: en/Broken frontmatter.md: invalid YAML frontmatter" in exported.stderr
+    scored = _kbsearch("eval", "--beir", str(beir), QDRANT_PATH=str(tmp_path / "q"))
+    assert scored.returncode == 2 and not scored.stdout, (scored.returncode, scored.stdout)
+    assert scored.stderr.strip() == (f"kbsearch eval: error: no queries to score in {beir}: qrels/test.tsv judges "
+                                     "none (a kbsearch feedback export of no votes writes none)"), scored.stderr  # fmt: skip
+    empty = tmp_path / "q.yaml"
+    empty.write_text("[]\n")
+    listed = _kbsearch("eval", "--kb", "sample-kb", "--queries", str(empty))
+    assert listed.returncode == 2 and not listed.stdout, (listed.returncode, listed.stdout)
+    assert listed.stderr.strip() == f"kbsearch eval: error: no queries to score in {empty}: it lists none"

@@ -867,9 +867,22 @@ def cmd_feedback(args: argparse.Namespace) -> int:
               f"{_count(summary['judgements'], 'judgement')} ({summary['relevant']} relevant), "
               f"{_count(summary['documents'], 'document')} → {args.beir}")  # fmt: skip
         if report.unknown_paths or report.skipped_votes or report.skipped_notes:
-            print(f"left out: {report.unknown_paths} hits of notes no longer in the KB, {report.skipped_votes} "
-                  f"unreadable records, {len(report.skipped_notes)} unreadable notes", file=sys.stderr)  # fmt: skip
-        print(f"score it: kbsearch eval --beir {args.beir}")
+            print(f"left out: {_count(report.unknown_paths, 'hit')} of notes no longer in the KB, "
+                  f"{_count(report.skipped_votes, 'unreadable record')}, "
+                  f"{_count(len(report.skipped_notes), 'unreadable note')}", file=sys.stderr)  # fmt: skip
+            for note in report.skipped_notes:  # which, and why (it said how many only)
+                print(f"  not in the corpus: {_one_line(note)}", file=sys.stderr)
+        if summary["queries"]:
+            print(f"score it: kbsearch eval --beir {args.beir}")
+        elif summary["votes"]:
+            print("nothing to score: no vote's query has a note left to judge (see 'left out')")
+        else:  # "score it" pointed at a set of no query, which eval scored 0.000 (exit 0)
+            where = (f"the table {table}" if table else args.file
+                     or f"{settings.slack_feedback_file} (SLACK_FEEDBACK_FILE)")  # fmt: skip
+            print(
+                f"nothing to score yet: no votes in {where}; a vote is a 👍/👎 pressed on a Slack answer "
+                '(locally: kbsearch slack "..." --press kb_vote_up, to a kbsearch serve started in this folder)'
+            )
     return 0
 
 
