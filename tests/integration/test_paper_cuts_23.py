@@ -285,3 +285,30 @@ def test_an_export_of_no_votes_says_so_and_eval_refuses_to_score_nothing(tmp_pat
     listed = _kbsearch("eval", "--kb", "sample-kb", "--queries", str(empty))
     assert listed.returncode == 2 and not listed.stdout, (listed.returncode, listed.stdout)
     assert listed.stderr.strip() == f"kbsearch eval: error: no queries to score in {empty}: it lists none"
+
+
+# -- a KB path that is a file ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["index", "{note}"],
+        ["mcp", "--kb", "{note}"],
+        ["eval", "--kb", "{note}", "--queries", "eval/sample-kb-queries.yaml"],
+        ["feedback", "export", "--beir", "{tmp}/beir", "--kb", "{note}"],
+    ],
+)
+def test_a_kb_path_that_is_a_file_is_called_a_file(args: list[str], tmp_path: Path) -> None:
+    """`kbsearch index sample-kb/en/Onboarding.md` (one note) said "KB folder ... does not exist or is not a
+    folder": it exists, so a user looked for a typo in the path. It says the path is a file, and that a KB is a
+    folder of notes (or an S3 prefix); exit 2, stdout empty."""
+    note = ROOT / "sample-kb" / "en" / "Onboarding.md"
+    assert note.is_file()
+    filled = [arg.format(note=note, tmp=tmp_path) for arg in args]
+    shown = subprocess.run([*KBSEARCH_CMD, *filled], capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                           env=subprocess_env(QDRANT_PATH=str(tmp_path / "q")), cwd=ROOT, timeout=PROCESS_TIMEOUT_S,
+                           check=False)  # fmt: skip
+    assert shown.returncode == 2 and not shown.stdout, (shown.returncode, shown.stdout)
+    assert shown.stderr.strip() == (f"kbsearch {args[0]}: error: KB folder {note} is a file, not a folder: give the "
+                                    "folder of the notes (or s3://bucket/prefix); one note alone is not a KB"), shown.stderr  # fmt: skip
