@@ -312,3 +312,30 @@ def test_a_kb_path_that_is_a_file_is_called_a_file(args: list[str], tmp_path: Pa
     assert shown.returncode == 2 and not shown.stdout, (shown.returncode, shown.stdout)
     assert shown.stderr.strip() == (f"kbsearch {args[0]}: error: KB folder {note} is a file, not a folder: give the "
                                     "folder of the notes (or s3://bucket/prefix); one note alone is not a KB"), shown.stderr  # fmt: skip
+
+
+def test_a_store_a_kbsearch_mcp_holds_is_named_with_what_to_do(tmp_path: Path) -> None:
+    """The same for a `kbsearch mcp` holding the store (an assistant's server, between its calls and its
+    `--idle-close`): "pid N: a kbsearch serve or index?", and a server's advice. It is named, and the advice is that
+    it lets go once idle."""
+    store = tmp_path / "q"
+    indexed = _kbsearch("index", "sample-kb", QDRANT_PATH=str(store))
+    assert indexed.returncode == 0, indexed.stderr
+    mcp = subprocess.Popen([*KBSEARCH_CMD, "mcp", "--kb", "sample-kb", "--idle-close", "0"], stdin=subprocess.PIPE,
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                           env=subprocess_env(QDRANT_PATH=str(store)), cwd=ROOT)  # fmt: skip
+    assert mcp.stdin is not None and mcp.stdout is not None
+    try:
+        listed = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "kb_list", "arguments": {}}}
+        mcp.stdin.write(json.dumps(listed) + "\n")
+        mcp.stdin.flush()
+        assert json.loads(mcp.stdout.readline())["result"]["isError"] is False  # the store is open, and kept
+        searched = _kbsearch("search", "snapshot", QDRANT_PATH=str(store))
+    finally:
+        mcp.stdin.close()
+        mcp.wait(timeout=PROCESS_TIMEOUT_S)
+    assert searched.returncode == 2 and not searched.stdout, searched.stdout
+    assert searched.stderr.strip().endswith(
+        f"is open in another process (pid {mcp.pid}: kbsearch mcp); it lets go of the store after --idle-close "
+        "seconds without a call (default 5; 0 keeps it): search then, or stop it"
+    ), searched.stderr

@@ -777,7 +777,8 @@ def _unavailable_reason(exc: Any, settings: Any) -> str:
     if held.endswith(": kbsearch index)"):  # a sync: it lets go when it ends, not a process to stop
         return f"{held}; search once that sync has ended"
     if held.endswith(": kbsearch mcp)"):  # it closes the store once idle (--idle-close, default 5 s)
-        return f"{held}; it lets go of the store once idle for its --idle-close seconds (default 5): search then"
+        return (f"{held}; it lets go of the store after --idle-close seconds without a call (default 5; 0 keeps "
+                "it): search then, or stop it")  # fmt: skip
     return (f"{held}; stop it, or search through that kbsearch serve "
             "(curl 'http://127.0.0.1:3000/search?q=...', on the port it printed)")  # fmt: skip
 
