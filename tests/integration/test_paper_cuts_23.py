@@ -339,3 +339,23 @@ def test_a_store_a_kbsearch_mcp_holds_is_named_with_what_to_do(tmp_path: Path) -
         f"is open in another process (pid {mcp.pid}: kbsearch mcp); it lets go of the store after --idle-close "
         "seconds without a call (default 5; 0 keeps it): search then, or stop it"
     ), searched.stderr
+
+
+# -- an unknown MCP tool ---------------------------------------------------------------------------------------------------
+
+
+def test_an_unknown_mcp_tool_lists_the_tools(tmp_path: Path) -> None:
+    """`tools/call` of `kb_serch` over `kbsearch mcp` answered -32602 "Unknown tool: 'kb_serch'": an assistant (or
+    whoever speaks JSON-RPC by hand) was not told what it may call instead. The error lists the tools."""
+    lines = [
+        {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25",
+         "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}},
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "kb_serch", "arguments": {}}},
+    ]  # fmt: skip
+    shown = subprocess.run([*KBSEARCH_CMD, "mcp", "--kb", "sample-kb"], input="".join(json.dumps(m) + "\n" for m in lines),
+                           capture_output=True, text=True, env=subprocess_env(QDRANT_PATH=str(tmp_path / "q")),
+                           cwd=ROOT, timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    error = json.loads(shown.stdout.splitlines()[1])["error"]
+    assert error == {"code": -32602, "message": "Unknown tool: 'kb_serch' (tools: kb_search, kb_get_note, kb_list)"}
