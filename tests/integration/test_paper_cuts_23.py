@@ -359,3 +359,32 @@ def test_an_unknown_mcp_tool_lists_the_tools(tmp_path: Path) -> None:
     assert shown.returncode == 0, shown.stderr
     error = json.loads(shown.stdout.splitlines()[1])["error"]
     assert error == {"code": -32602, "message": "Unknown tool: 'kb_serch' (tools: kb_search, kb_get_note, kb_list)"}
+
+
+# -- a search of no hits through a filter value no note holds --------------------------------------------------------------
+
+
+def test_a_search_of_no_hits_names_the_filter_value_no_note_holds(tmp_path: Path) -> None:
+    """The walk, with README's filters: `kbsearch search restore --tag runbok` (or `--type Runbook`, `--status
+    actve`, `--path-prefix runbooks` for `en/runbooks`) answered "0 results" with nothing said: a typo in a filter
+    reads as a KB with no answer. A search of no hits now names each filter value no note holds and the closest one
+    that a note does (the index's facets, as kb_list reads them); a value that exists says nothing; `--json` (the
+    API's answer) is unchanged."""
+    store = str(tmp_path / "q")
+    assert _kbsearch("index", "sample-kb", QDRANT_PATH=store).returncode == 0
+    cases = {
+        ("--tag", "runbok"): "no note has the tag 'runbok' (--tag): did you mean 'runbook'?",
+        ("--type", "Runbook"): "no note has the type 'Runbook' (--type): did you mean 'runbook'?",
+        ("--status", "actve"): "no note has the status 'actve' (--status): did you mean 'active'?",
+        ("--path-prefix", "runbooks"): "no note has the folder 'runbooks' (--path-prefix): did you mean 'en/runbooks'?",
+    }
+    for (option, value), said in cases.items():
+        shown = _kbsearch("search", "restore", option, value, QDRANT_PATH=store)
+        assert shown.returncode == 0, shown.stderr
+        assert shown.stdout.splitlines()[0].startswith("0 results for 'restore'"), shown.stdout
+        assert shown.stdout.splitlines()[1:] == [f"  {said}"], shown.stdout
+        assert shown.stderr == "", shown.stderr
+    held = _kbsearch("search", "zzzzqx", "--tag", "runbook", QDRANT_PATH=store)  # a value notes hold: nothing said
+    assert held.returncode == 0 and held.stdout.splitlines()[1:] == [], held.stdout
+    as_json = _kbsearch("search", "restore", "--tag", "runbok", "--json", QDRANT_PATH=store)
+    assert json.loads(as_json.stdout)["results"] == [] and "did you mean" not in as_json.stdout + as_json.stderr

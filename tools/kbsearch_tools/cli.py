@@ -716,6 +716,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     if not args.verbose:  # the per-request audit line: the one asking is at this terminal, and the count is printed
         logging.getLogger("kbsearch.search").setLevel(logging.WARNING)
+        logging.getLogger("kbsearch.browse").setLevel(logging.WARNING)  # the catalog read for a search of no hits
     try:
         scope = Scope.parse("cli", args.scope) if args.scope is not None else Scope.unrestricted("cli")
     except ValueError as exc:
@@ -738,6 +739,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     service = SearchService(settings, Secrets(settings))
     try:
         answer = service.search(request, scope=scope)
+        unheld = _unheld_filters(service, request, scope) if not answer.results and not args.json else []
     except IndexUnavailable as exc:
         raise KbSearchError(f"index unavailable: {_unavailable_reason(exc, settings)}") from None
     finally:
@@ -753,6 +755,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         + (f", degraded: {', '.join(meta.degraded)}" if meta.degraded else "")
         + ")"
     )
+    for line in unheld:
+        print(f"  {_shown(line)}")
     for hit in answer.results:  # note text shown, never acted on by the terminal (escape sequences, bidi)
         print(f"{hit.rank:>3}. {hit.score:8.4f}  {_shown(hit.title)}".replace("\n", " "))
         if hit.heading and hit.heading != hit.title:
@@ -761,6 +765,44 @@ def cmd_search(args: argparse.Namespace) -> int:
         print((f"{'':15}{_shown(hit.path)}" + tags).replace("\n", " "))
         print(f"{'':15}" + _shown(hit.snippet).replace("\n", "\n" + " " * 15))  # snippets keep their line breaks
     return 0
+
+
+def _unheld_filters(service: Any, request: Any, scope: Any) -> list[str]:
+    """For a search with no hits: each filter value no note (that ``scope`` may read) holds, with the closest one
+    that some note does (``--tag runbok``: did you mean 'runbook'?). A misspelt tag, type, status or folder was
+    "0 results" with nothing said. Read from the index's facets (``kb_list``'s catalog); a facet cut at its limit
+    is not complete, so nothing is said of it; a catalog that cannot be read says nothing."""
+    from kbsearch.browse import BrowseService
+    from kbsearch.reader import NoteReader
+
+    wanted = request.filters
+    if wanted is None or not (wanted.tags or wanted.type or wanted.status or wanted.path_prefix):
+        return []
+
+    def no_source() -> Any:  # the catalog reads the index alone
+        raise KbSearchError("no KB source needed")
+
+    try:
+        catalog = BrowseService(service, NoteReader(no_source)).catalog(None, 0, scope)
+    except (KbSearchError, ValueError, OSError):
+        return []
+    said = []
+    for what, values, held, limit in (
+        ("tag", wanted.tags, catalog.tags, 200), ("type", wanted.type, catalog.types, 50),
+        ("status", wanted.status, catalog.statuses, 50),
+        ("folder", [wanted.path_prefix] if wanted.path_prefix else [], catalog.folders, 100),
+    ):  # fmt: skip
+        known = [facet.value for facet in held]
+        if len(known) >= limit:
+            continue
+        for value in values or []:
+            if value in known:
+                continue
+            meant = _close(value, known)
+            option = "--path-prefix" if what == "folder" else f"--{what}"
+            said.append(f"no note has the {what} {value!r} ({option})" + (f": did you mean {meant!r}?" if meant else
+                        f"; the {what}s: {', '.join(known[:10])}{', ...' if len(known) > 10 else ''}"))  # fmt: skip
+    return said
 
 
 def _unavailable_reason(exc: Any, settings: Any) -> str:
