@@ -34,6 +34,8 @@ def _kbsearch(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize(
     ("args", "usage", "said"),
     [
+        ([], "usage: kbsearch [-h]", "\n    search       search the index from the command line"),
+        ([], "usage: kbsearch [-h]", "\nkbsearch: error: give a command (kbsearch COMMAND --help: its options)\n"),
         (
             ["serch", "x"],
             "usage: kbsearch [-h]",
@@ -76,8 +78,10 @@ def test_a_misspelt_command_option_or_choice_names_the_one_meant(args: list[str]
     and an unknown option of a command (`kbsearch search x --top-kk 3`, `--tags` for `--tag`) was the top-level
     parser's error, under its usage (`kbsearch [-h] [--version] [-v] COMMAND ...`), `kbsearch: error:`, with no
     command named nor the option meant. `kbsearch bench` with no benchmark said "required: what" (the argument's
-    internal name), `kbsearch feedback` "required: action". Now the closest command, choice or option is named,
-    under the command's own usage, and a missing choice is named by its choices; usage errors stay exit 2."""
+    internal name), `kbsearch feedback` "required: action", and `kbsearch` alone "required: COMMAND", not which
+    commands there are. Now the closest command, choice or option is named,
+    under the command's own usage, a missing choice is named by its choices, and `kbsearch` alone shows its help
+    (on stderr); usage errors stay exit 2."""
     shown = _kbsearch(*args)
     assert shown.returncode == 2 and not shown.stdout, (shown.returncode, shown.stdout)
     assert shown.stderr.startswith(usage), shown.stderr

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import kbsearch_entry
 from kbsearch import __version__
@@ -1280,6 +1280,12 @@ class _Parser(argparse.ArgumentParser):
                     action, f"invalid choice: {value!r}: did you mean {meant!r}? (choose from {listed})"
                 )
         super()._check_value(action, value)
+
+    def error(self, message: str) -> NoReturn:
+        if message == "the following arguments are required: COMMAND":  # `kbsearch` alone: what it can do
+            self.print_help(sys.stderr)
+            self.exit(EXIT_USAGE, f"{self.prog}: error: give a command (kbsearch COMMAND --help: its options)\n")
+        super().error(message)
 
     def parse_args(  # type: ignore[override]
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
