@@ -392,3 +392,31 @@ def test_a_search_of_no_hits_names_the_filter_value_no_note_holds(tmp_path: Path
     assert held.returncode == 0 and held.stdout.splitlines()[1:] == [], held.stdout
     as_json = _kbsearch("search", "restore", "--tag", "runbok", "--json", QDRANT_PATH=store)
     assert json.loads(as_json.stdout)["results"] == [] and "did you mean" not in as_json.stdout + as_json.stderr
+
+
+# -- kbsearch mcp started at a terminal ------------------------------------------------------------------------------------
+
+
+def test_kbsearch_mcp_at_a_terminal_says_what_it_is_and_how_it_ends(tmp_path: Path) -> None:
+    """A person trying `kbsearch mcp` at a terminal (it is in README's quick start) sat before a command that said
+    nothing and seemed to hang: it waits for JSON-RPC on stdin. At a terminal it says what it is, how to speak to
+    it, and that Ctrl-D ends it, on stderr; stdout stays the protocol's alone, and with stdin a pipe (an assistant)
+    nothing is said."""
+    master, slave = pty.openpty()
+    try:
+        process = subprocess.Popen([*KBSEARCH_CMD, "mcp", "--kb", "sample-kb"], stdin=slave, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True,
+                                   env=subprocess_env(QDRANT_PATH=str(tmp_path / "q")), cwd=ROOT)  # fmt: skip
+        os.close(slave)
+        os.write(master, b"\x04")  # Ctrl-D: the end of its input, read once it reads
+        out, err = process.communicate(timeout=PROCESS_TIMEOUT_S)
+    finally:
+        os.close(master)
+    assert process.returncode == 0, err
+    first = err.splitlines()[0] if err else ""
+    assert first.startswith("kbsearch mcp: an MCP server on stdin/stdout, for an assistant to launch"), first
+    assert "Ctrl-D ends it" in first and out == "", (first, out)
+    piped = subprocess.run([*KBSEARCH_CMD, "mcp", "--kb", "sample-kb"], input="", capture_output=True, text=True,
+                           env=subprocess_env(QDRANT_PATH=str(tmp_path / "q")), cwd=ROOT, timeout=PROCESS_TIMEOUT_S,
+                           check=False)  # fmt: skip
+    assert piped.returncode == 0 and "an MCP server on stdin/stdout" not in piped.stderr, piped.stderr

@@ -828,6 +828,10 @@ def _unavailable_reason(exc: Any, settings: Any) -> str:
 def cmd_mcp(args: argparse.Namespace) -> int:
     from kbsearch_tools import mcp_stdio
 
+    if _is_terminal(sys.stdin):  # a person trying it sat before a silent command that seemed to hang
+        print("kbsearch mcp: an MCP server on stdin/stdout, for an assistant to launch (README: MCP for AI "
+              "assistants); by hand, type one JSON-RPC message a line (initialize first); Ctrl-D ends it",
+              file=sys.stderr, flush=True)  # fmt: skip
     if args.remote is not None:
         if not args.remote.strip():  # `--remote "$KB_URL"` with the variable unset: never the local store instead
             raise KbSearchError(f"--remote names no URL (got {args.remote!r}): give the deployment's URL, or leave "
@@ -847,6 +851,13 @@ def cmd_mcp(args: argparse.Namespace) -> int:
             return mcp_stdio.run_local(args.kb, 5.0 if args.idle_close is None else args.idle_close, args.scope)
     except ValueError as exc:  # a --scope group that is no group name
         raise KbSearchError(f"--scope: {exc}") from None
+
+
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):  # replaced (tests) or closed
+        return False
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
