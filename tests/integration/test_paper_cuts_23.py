@@ -241,7 +241,8 @@ def test_a_store_another_kbsearch_index_holds_is_named_with_what_to_do(
     the advice was a server's: the index "stop that process ... a kbsearch serve of this version takes the sync",
     the search "stop it, or search through that kbsearch serve (curl ...)": wrong for a sync, which lets go when it
     ends. The holder is named from its command line (`kbsearch index`: the command alone, none of its arguments),
-    and the advice is that command's."""
+    and the advice is that command's. The refused run's summary said "0 listed, 0 added ..." (a KB found empty):
+    it says nothing was listed, read or written."""
     store = tmp_path / "q"
     first = start_index(slow_embedder, store)  # embedding slowly: it holds the store
     try:
@@ -253,6 +254,8 @@ def test_a_store_another_kbsearch_index_holds_is_named_with_what_to_do(
         first.send_signal(signal.SIGINT)
         first.communicate(timeout=PROCESS_TIMEOUT_S)
     assert second.returncode == 1, second.stderr
+    assert "0 listed" not in second.stdout, second.stdout  # it listed nothing: the store would not open
+    assert second.stdout.splitlines()[1] == "  nothing listed, read or written: the run stopped at its start"
     error = next(line for line in second.stdout.splitlines() if line.startswith("  error: "))
     assert error.endswith(f"another process has it open (pid {pid}: kbsearch index): another kbsearch index is "
                           "syncing into it; run this again once it has ended"), error  # fmt: skip

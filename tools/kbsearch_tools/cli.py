@@ -494,6 +494,12 @@ def _print_sync_summary(report: dict[str, Any]) -> None:
         f"sync {state}: {_one_line(report['source'])} → collection {report['collection']!r} [{mode}] "
         f"in {report['duration_ms']} ms"
     )
+    counts = ("notes_listed", "added", "updated", "deleted", "unchanged", "chunks_upserted", "chunks_deleted")
+    if report["error"] and not any(report[key] for key in counts) and not (report["skipped"] or report["warnings"]):
+        # the store would not open, or the listing failed: "0 listed, 0 added ..." read as a KB found empty
+        print("  nothing listed, read or written: the run stopped at its start")
+        print(f"  error: {_one_line(report['error'])}")
+        return
     print(
         f"  notes: {report['notes_listed']} listed, {report['added']} added, {report['updated']} updated, "
         f"{report['deleted']} deleted, {report['unchanged']} unchanged, {len(report['skipped'])} skipped; "
