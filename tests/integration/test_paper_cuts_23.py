@@ -423,3 +423,17 @@ def test_kbsearch_mcp_at_a_terminal_says_what_it_is_and_how_it_ends(tmp_path: Pa
                            env=subprocess_env(QDRANT_PATH=str(tmp_path / "q")), cwd=ROOT, timeout=PROCESS_TIMEOUT_S,
                            check=False)  # fmt: skip
     assert piped.returncode == 0 and "an MCP server on stdin/stdout" not in piped.stderr, piped.stderr
+
+
+def test_a_run_whose_listing_failed_says_nothing_was_listed(tmp_path: Path) -> None:
+    """`kbsearch index s3://...` whose listing failed (no credentials, an endpoint refusing connections) printed
+    "0 listed, 0 added, ... 0 upserted" above its error: a KB found empty, to the eye. It says nothing was listed,
+    read or written, then the error, once."""
+    shown = _kbsearch("index", "s3://kb-notes/kb", QDRANT_PATH=str(tmp_path / "q"), AWS_ACCESS_KEY_ID="x",
+                      AWS_SECRET_ACCESS_KEY="y", AWS_DEFAULT_REGION="us-east-1",
+                      AWS_ENDPOINT_URL="http://127.0.0.1:9")  # fmt: skip
+    assert shown.returncode == 1, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert lines[0].startswith("sync INCOMPLETE: s3://kb-notes/kb/ → collection 'kb'"), lines
+    assert lines[1] == "  nothing listed, read or written: the run stopped at its start", lines
+    assert lines[2].startswith("  error: listing s3://kb-notes/kb/ failed: ") and len(lines) == 3, lines
