@@ -14,6 +14,7 @@ import termios
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -349,6 +350,43 @@ def test_a_store_a_kbsearch_mcp_holds_is_named_with_what_to_do(tmp_path: Path) -
 
 
 # -- an unknown MCP tool ---------------------------------------------------------------------------------------------------
+
+
+def _mcp_calls(tmp_path: Path, *calls: dict[str, Any]) -> list[dict[str, Any]]:
+    """`kbsearch mcp --kb sample-kb` over stdio (an index of sample-kb in ``tmp_path``): the answers to ``calls``."""
+    store = str(tmp_path / "q")
+    if not (tmp_path / "q").exists():
+        assert _kbsearch("index", "sample-kb", QDRANT_PATH=store).returncode == 0
+    start = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-11-25",
+             "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}  # fmt: skip
+    lines = [start, {"jsonrpc": "2.0", "method": "notifications/initialized"}, *calls]
+    shown = subprocess.run([*KBSEARCH_CMD, "mcp", "--kb", "sample-kb"], input="".join(json.dumps(m) + "\n" for m in lines),
+                           capture_output=True, text=True, env=subprocess_env(QDRANT_PATH=store), cwd=ROOT,
+                           timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    return [json.loads(line) for line in shown.stdout.splitlines()[1:]]
+
+
+def test_a_note_path_without_md_names_the_path_meant(tmp_path: Path) -> None:
+    """`kb_get_note` of `ru/ранбуки/Ротация ключей` (a note named as a hit's title shows it) answered "not a note
+    path: note paths end in .md (use kb_search to find one)": the path meant is one step away, and it says it. A
+    path with another extension (an attachment) is not given one."""
+    tool = "kb_get_note"
+    answers = _mcp_calls(
+        tmp_path,
+        {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": tool,
+         "arguments": {"path": "ru/ранбуки/Ротация ключей"}}},
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": tool,
+         "arguments": {"path": "ru/ранбуки/Ротация ключей.md"}}},
+        {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": tool,
+         "arguments": {"path": "en/diagram.png"}}},
+    )  # fmt: skip
+    first, meant, attachment = (answer["result"] for answer in answers)
+    assert first["isError"] is True
+    assert first["content"][0]["text"] == ("not a note path: note paths end in .md: did you mean 'ru/ранбуки/Ротация "
+                                           "ключей.md'? (use kb_search to find one)"), first  # fmt: skip
+    assert meant["isError"] is False and meant["structuredContent"]["title"] == "Ротация ключей провайдеров", meant
+    assert attachment["content"][0]["text"] == "not a note path: note paths end in .md (use kb_search to find one)"
 
 
 def test_an_unknown_mcp_tool_lists_the_tools(tmp_path: Path) -> None:
