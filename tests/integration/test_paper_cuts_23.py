@@ -48,6 +48,12 @@ def _kbsearch(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
             "kbsearch search: error: unrecognized arguments: --top-kk 3 (--top-kk: did you mean --top-k?)",
         ),
         (
+            ["search", "ротация", "--top-k", "3", "ключей"],
+            "usage: kbsearch search [-h]",
+            "kbsearch search: error: unrecognized arguments: ключей (a query's words go together, before or after the "
+            "options)",
+        ),
+        (
             ["search", "x", "--tags=ops"],
             "usage: kbsearch search [-h]",
             "kbsearch search: error: unrecognized arguments: --tags=ops (--tags: did you mean --tag?)",

@@ -1319,6 +1319,14 @@ class _Parser(argparse.ArgumentParser):
                 meant = _close(extra.split("=", 1)[0], options) if extra.startswith("--") else None
                 if meant is not None:
                     hints.append(f"{extra.split('=', 1)[0]}: did you mean {meant}?")
+            words = [
+                extra
+                for at, extra in enumerate(extras)
+                if not extra.startswith("-")
+                and not (at and extras[at - 1].startswith("-") and "=" not in extras[at - 1])
+            ]  # not a value
+            if owner.prog.endswith(" search") and words:  # `search ротация --top-k 3 ключей`: a query split
+                hints.append("a query's words go together, before or after the options")
             said = f"unrecognized arguments: {' '.join(extras)}" + (f" ({'; '.join(hints)})" if hints else "")
             owner.error(said)
         return parsed
