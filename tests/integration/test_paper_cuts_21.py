@@ -151,7 +151,7 @@ def test_search_on_a_store_a_server_holds_names_the_process_and_what_to_do(tmp_p
                               cwd=ROOT, timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
     assert proc.returncode == 2 and proc.stdout == "" and len(proc.stderr.splitlines()) == 1, proc.stderr
     assert proc.stderr.startswith("kbsearch search: error: index unavailable: the embedded store at "), proc.stderr
-    assert f"(pid {served.process.pid}: a kbsearch serve or index?)" in proc.stderr, proc.stderr
+    assert f"(pid {served.process.pid}: kbsearch serve)" in proc.stderr, proc.stderr  # named since round 23
     assert "stop it, or search through that kbsearch serve (curl 'http://127.0.0.1:3000/search?q=" in proc.stderr
 
 

@@ -204,7 +204,7 @@ def test_the_indexer_on_a_store_a_server_holds_names_the_process(tmp_path: Path)
         pid = served.process.pid
     assert invoked.returncode == 1, invoked.stderr[-2000:]
     message = json.loads(invoked.stdout)["errorMessage"]
-    assert f"another process has it open (pid {pid}: a kbsearch serve or index?)" in message, message
+    assert f"another process has it open (pid {pid}: kbsearch serve)" in message, message  # named since round 23
 
 
 # -- kbsearch slack with no server there -------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import kbsearch_entry
 from kbsearch import __version__
@@ -446,16 +446,43 @@ class _ProgressBar:
                 sys.stderr.write(f"{done}/{total} notes ({100 * done // total}%), eta {eta}\n")
                 sys.stderr.flush()
             return
-        width = 30
-        filled = int(width * done / total)
         eta = self.eta(done, total, now)
-        name = _one_line(path)
-        name = name if len(name) <= 40 else "…" + name[-39:]
         self.drawn = done != total
-        sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} eta {eta} {name:<40}")
+        sys.stderr.write("\r" + self.line(done, total, eta, _one_line(path), _stderr_columns()))
         if done == total:
             sys.stderr.write("\n")
         sys.stderr.flush()
+
+    @staticmethod
+    def line(done: int, total: int, eta: str, name: str, columns: int) -> str:
+        """The bar's line, at most ``columns - 1`` wide (a line that reaches the last column wraps in many
+        terminals, and ``\\r`` returns to the start of the wrapped part only: in an 80-column terminal every redraw
+        of the 89-column line scrolled the screen by a line, at 40 by three). Narrower terminals drop the note's name, then
+        shorten the bar, then lose the bar; the counts are kept longest."""
+        room = max(columns - 1, 1)
+        counts = f"{done}/{total} eta {eta}"
+        width = max(min(30, room - len(counts) - 3), 0)  # "[" + bar + "] " before the counts
+        bar = f"[{'#' * int(width * done / total)}{'.' * (width - int(width * done / total))}] " if width >= 5 else ""
+        text = bar + counts
+        space = min(40, room - len(text) - 1)
+        if space >= 8:
+            text += " " + (name if len(name) <= space else "…" + name[-(space - 1) :]).ljust(space)
+        return text[:room]
+
+
+def _stderr_columns() -> int:
+    """The width of the terminal stderr is (the bar is drawn there, whatever stdout is): ``COLUMNS`` when set, as
+    ``shutil.get_terminal_size`` reads it, else the terminal's own, else 80."""
+    try:
+        columns = int(os.environ.get("COLUMNS", ""))
+        if columns > 0:
+            return columns
+    except ValueError:
+        pass
+    try:
+        return os.get_terminal_size(sys.stderr.fileno()).columns or 80
+    except (AttributeError, OSError, ValueError):
+        return 80
 
 
 def _print_sync_summary(report: dict[str, Any]) -> None:
@@ -467,6 +494,12 @@ def _print_sync_summary(report: dict[str, Any]) -> None:
         f"sync {state}: {_one_line(report['source'])} → collection {report['collection']!r} [{mode}] "
         f"in {report['duration_ms']} ms"
     )
+    counts = ("notes_listed", "added", "updated", "deleted", "unchanged", "chunks_upserted", "chunks_deleted")
+    if report["error"] and not any(report[key] for key in counts) and not (report["skipped"] or report["warnings"]):
+        # the store would not open, or the listing failed: "0 listed, 0 added ..." read as a KB found empty
+        print("  nothing listed, read or written: the run stopped at its start")
+        print(f"  error: {_one_line(report['error'])}")
+        return
     print(
         f"  notes: {report['notes_listed']} listed, {report['added']} added, {report['updated']} updated, "
         f"{report['deleted']} deleted, {report['unchanged']} unchanged, {len(report['skipped'])} skipped; "
@@ -620,7 +653,9 @@ def _index(args: argparse.Namespace, summarised: _SummarisedErrors, indexer_log:
                 print("\nkbsearch index: interrupted while embedding the stand-in reranker's passages; the index is "
                       "complete, the passages embedded so far are cached", file=sys.stderr, flush=True)  # fmt: skip
         oracle.stop()
-    if report["error"] and "another process has it open" in report["error"]:
+    if report["error"] and re.search(r"another process has it open \(pid \d+: kbsearch index\)", report["error"]):
+        report["error"] += ": another kbsearch index is syncing into it; run this again once it has ended"
+    elif report["error"] and "another process has it open" in report["error"]:
         report["error"] += (
             ". A kbsearch serve (or another kbsearch) holds it: a kbsearch serve of this version takes the sync "
             "itself (kbsearch index hands it over; kbsearch serve --watch syncs every save); otherwise stop that "
@@ -687,13 +722,14 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     if not args.verbose:  # the per-request audit line: the one asking is at this terminal, and the count is printed
         logging.getLogger("kbsearch.search").setLevel(logging.WARNING)
+        logging.getLogger("kbsearch.browse").setLevel(logging.WARNING)  # the catalog read for a search of no hits
     try:
         scope = Scope.parse("cli", args.scope) if args.scope is not None else Scope.unrestricted("cli")
     except ValueError as exc:
         raise KbSearchError(f"invalid --scope: {exc}") from None
     try:
         request = SearchRequest(
-            query=args.query,
+            query=" ".join(args.query),
             top_k=args.top_k,
             filters=SearchFilters(
                 tags=args.tag or None, type=args.type or None, status=args.status or None,
@@ -709,6 +745,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     service = SearchService(settings, Secrets(settings))
     try:
         answer = service.search(request, scope=scope)
+        unheld = _unheld_filters(service, request, scope) if not answer.results and not args.json else []
     except IndexUnavailable as exc:
         raise KbSearchError(f"index unavailable: {_unavailable_reason(exc, settings)}") from None
     finally:
@@ -724,6 +761,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         + (f", degraded: {', '.join(meta.degraded)}" if meta.degraded else "")
         + ")"
     )
+    for line in unheld:
+        print(f"  {_shown(line)}")
     for hit in answer.results:  # note text shown, never acted on by the terminal (escape sequences, bidi)
         print(f"{hit.rank:>3}. {hit.score:8.4f}  {_shown(hit.title)}".replace("\n", " "))
         if hit.heading and hit.heading != hit.title:
@@ -732,6 +771,44 @@ def cmd_search(args: argparse.Namespace) -> int:
         print((f"{'':15}{_shown(hit.path)}" + tags).replace("\n", " "))
         print(f"{'':15}" + _shown(hit.snippet).replace("\n", "\n" + " " * 15))  # snippets keep their line breaks
     return 0
+
+
+def _unheld_filters(service: Any, request: Any, scope: Any) -> list[str]:
+    """For a search with no hits: each filter value no note (that ``scope`` may read) holds, with the closest one
+    that some note does (``--tag runbok``: did you mean 'runbook'?). A misspelt tag, type, status or folder was
+    "0 results" with nothing said. Read from the index's facets (``kb_list``'s catalog); a facet cut at its limit
+    is not complete, so nothing is said of it; a catalog that cannot be read says nothing."""
+    from kbsearch.browse import BrowseService
+    from kbsearch.reader import NoteReader
+
+    wanted = request.filters
+    if wanted is None or not (wanted.tags or wanted.type or wanted.status or wanted.path_prefix):
+        return []
+
+    def no_source() -> Any:  # the catalog reads the index alone
+        raise KbSearchError("no KB source needed")
+
+    try:
+        catalog = BrowseService(service, NoteReader(no_source)).catalog(None, 0, scope)
+    except (KbSearchError, ValueError, OSError):
+        return []
+    said = []
+    for what, values, held, limit in (
+        ("tag", wanted.tags, catalog.tags, 200), ("type", wanted.type, catalog.types, 50),
+        ("status", wanted.status, catalog.statuses, 50),
+        ("folder", [wanted.path_prefix] if wanted.path_prefix else [], catalog.folders, 100),
+    ):  # fmt: skip
+        known = [facet.value for facet in held]
+        if len(known) >= limit:
+            continue
+        for value in values or []:
+            if value in known:
+                continue
+            meant = _close(value, known)
+            option = "--path-prefix" if what == "folder" else f"--{what}"
+            said.append(f"no note has the {what} {value!r} ({option})" + (f": did you mean {meant!r}?" if meant else
+                        f"; the {what}s: {', '.join(known[:10])}{', ...' if len(known) > 10 else ''}"))  # fmt: skip
+    return said
 
 
 def _unavailable_reason(exc: Any, settings: Any) -> str:
@@ -745,6 +822,11 @@ def _unavailable_reason(exc: Any, settings: Any) -> str:
         if "run the indexer first" in str(exc):  # where it looked (an embedded store): "collection 'kb' does not exist"
             return missing_index(settings) or str(exc)
         return str(exc)
+    if held.endswith(": kbsearch index)"):  # a sync: it lets go when it ends, not a process to stop
+        return f"{held}; search once that sync has ended"
+    if held.endswith(": kbsearch mcp)"):  # it closes the store once idle (--idle-close, default 5 s)
+        return (f"{held}; it lets go of the store after --idle-close seconds without a call (default 5; 0 keeps "
+                "it): search then, or stop it")  # fmt: skip
     return (f"{held}; stop it, or search through that kbsearch serve "
             "(curl 'http://127.0.0.1:3000/search?q=...', on the port it printed)")  # fmt: skip
 
@@ -752,6 +834,10 @@ def _unavailable_reason(exc: Any, settings: Any) -> str:
 def cmd_mcp(args: argparse.Namespace) -> int:
     from kbsearch_tools import mcp_stdio
 
+    if _is_terminal(sys.stdin):  # a person trying it sat before a silent command that seemed to hang
+        print("kbsearch mcp: an MCP server on stdin/stdout, for an assistant to launch (README: MCP for AI "
+              "assistants); by hand, type one JSON-RPC message a line (initialize first); Ctrl-D ends it",
+              file=sys.stderr, flush=True)  # fmt: skip
     if args.remote is not None:
         if not args.remote.strip():  # `--remote "$KB_URL"` with the variable unset: never the local store instead
             raise KbSearchError(f"--remote names no URL (got {args.remote!r}): give the deployment's URL, or leave "
@@ -771,6 +857,13 @@ def cmd_mcp(args: argparse.Namespace) -> int:
             return mcp_stdio.run_local(args.kb, 5.0 if args.idle_close is None else args.idle_close, args.scope)
     except ValueError as exc:  # a --scope group that is no group name
         raise KbSearchError(f"--scope: {exc}") from None
+
+
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):  # replaced (tests) or closed
+        return False
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -834,9 +927,22 @@ def cmd_feedback(args: argparse.Namespace) -> int:
               f"{_count(summary['judgements'], 'judgement')} ({summary['relevant']} relevant), "
               f"{_count(summary['documents'], 'document')} → {args.beir}")  # fmt: skip
         if report.unknown_paths or report.skipped_votes or report.skipped_notes:
-            print(f"left out: {report.unknown_paths} hits of notes no longer in the KB, {report.skipped_votes} "
-                  f"unreadable records, {len(report.skipped_notes)} unreadable notes", file=sys.stderr)  # fmt: skip
-        print(f"score it: kbsearch eval --beir {args.beir}")
+            print(f"left out: {_count(report.unknown_paths, 'hit')} of notes no longer in the KB, "
+                  f"{_count(report.skipped_votes, 'unreadable record')}, "
+                  f"{_count(len(report.skipped_notes), 'unreadable note')}", file=sys.stderr)  # fmt: skip
+            for note in report.skipped_notes:  # which, and why (it said how many only)
+                print(f"  not in the corpus: {_one_line(note)}", file=sys.stderr)
+        if summary["queries"]:
+            print(f"score it: kbsearch eval --beir {args.beir}")
+        elif summary["votes"]:
+            print("nothing to score: no vote's query has a note left to judge (see 'left out')")
+        else:  # "score it" pointed at a set of no query, which eval scored 0.000 (exit 0)
+            where = (f"the table {table}" if table else args.file
+                     or f"{settings.slack_feedback_file} (SLACK_FEEDBACK_FILE)")  # fmt: skip
+            print(
+                f"nothing to score yet: no votes in {where}; a vote is a 👍/👎 pressed on a Slack answer "
+                '(locally: kbsearch slack "..." --press kb_vote_up, to a kbsearch serve started in this folder)'
+            )
     return 0
 
 
@@ -1161,8 +1267,73 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _close(word: str, choices: Sequence[str]) -> str | None:
+    """The one of ``choices`` ``word`` was most likely meant to be (``serch`` → ``search``), or None."""
+    import difflib
+
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.5)  # e6 → e5
+    return close[0] if close else None
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, saying what a typo was meant to be. A misspelt command or choice (``kbsearch serch``,
+    ``--oracle e6``) names the closest one; an unknown option of a command (``kbsearch search x --top-kk 3``) is
+    that command's error, under its usage, with the closest option: argparse left it to the top-level parser, whose
+    usage (``kbsearch [-h] [--version] [-v] COMMAND ...``) and ``kbsearch: error:`` named no command. A missing
+    positional of choices is named by them (``required: {index,search,...}``), not by its ``dest`` (``what``)."""
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        if args and not str(args[0]).startswith("-") and kwargs.get("choices") and "metavar" not in kwargs:
+            kwargs["metavar"] = "{" + ",".join(str(choice) for choice in kwargs["choices"]) + "}"  # as help shows it
+        return super().add_argument(*args, **kwargs)
+
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        choices = action.choices
+        if choices is not None and value not in choices and isinstance(value, str):
+            meant = _close(value, [str(choice) for choice in choices])
+            if meant is not None:
+                listed = ", ".join(repr(choice) for choice in choices)
+                raise argparse.ArgumentError(
+                    action, f"invalid choice: {value!r}: did you mean {meant!r}? (choose from {listed})"
+                )
+        super()._check_value(action, value)
+
+    def error(self, message: str) -> NoReturn:
+        if message == "the following arguments are required: COMMAND":  # `kbsearch` alone: what it can do
+            self.print_help(sys.stderr)
+            self.exit(EXIT_USAGE, f"{self.prog}: error: give a command (kbsearch COMMAND --help: its options)\n")
+        super().error(message)
+
+    def parse_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            owner: argparse.ArgumentParser = self
+            for action in self._actions:  # the command's own parser, when a command was read
+                if isinstance(action, argparse._SubParsersAction):
+                    owner = action.choices.get(getattr(parsed, action.dest or "", None) or "", self)
+            options = [option for action in owner._actions for option in action.option_strings]
+            hints = []
+            for extra in extras:
+                meant = _close(extra.split("=", 1)[0], options) if extra.startswith("--") else None
+                if meant is not None:
+                    hints.append(f"{extra.split('=', 1)[0]}: did you mean {meant}?")
+            words = [
+                extra
+                for at, extra in enumerate(extras)
+                if not extra.startswith("-")
+                and not (at and extras[at - 1].startswith("-") and "=" not in extras[at - 1])
+            ]  # not a value
+            if owner.prog.endswith(" search") and words:  # `search ротация --top-k 3 ключей`: a query split
+                hints.append("a query's words go together, before or after the options")
+            said = f"unrecognized arguments: {' '.join(extras)}" + (f" ({'; '.join(hints)})" if hints else "")
+            owner.error(said)
+        return parsed
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="kbsearch",
         description="kb-search: index a markdown KB and serve/invoke the SAM functions locally "
         "(no Docker, no AWS needed).",
@@ -1236,7 +1407,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Search the configured index (Qdrant Cloud or the embedded store) and print a table or the "
         "API's JSON answer.",
     )
-    p.add_argument("query", help="what to search for (1-1000 characters; Russian or English)")
+    p.add_argument(
+        "query",
+        nargs="+",
+        help="what to search for (1-1000 characters; Russian or English); several words need no quotes",
+    )
     p.add_argument("--top-k", type=int, default=5, help="results (1-20, default 5)")
     p.add_argument("--tag", action="append", help="any of these tags (repeatable)")
     p.add_argument("--type", action="append", help="note type (repeatable)")

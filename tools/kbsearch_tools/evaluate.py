@@ -630,12 +630,17 @@ def eval_beir(
     settings: Settings, folder: Path, split: str = "test", limit: int | None = None, **kwargs: Any
 ) -> EvalReport:
     dataset = BeirDataset.load(folder, split)
+    if not dataset.queries:  # a table of 0.000 for no query at all read as a measured zero (exit 0)
+        raise KbSearchError(f"no queries to score in {folder}: qrels/{split}.tsv judges none (a kbsearch feedback "
+                            "export of no votes writes none)")  # fmt: skip
     queries = dataset.queries[:limit] if limit else dataset.queries
     return run_eval(settings, BeirSource(dataset), queries, dataset.name, key="doc_id", **kwargs)
 
 
 def eval_kb(settings: Settings, kb: Path, queries_file: Path, limit: int | None = None, **kwargs: Any) -> EvalReport:
     queries = load_queries(queries_file)
+    if not queries:
+        raise KbSearchError(f"no queries to score in {queries_file}: it lists none")
     queries = queries[:limit] if limit else queries
     return run_eval(settings, LocalSource(kb), queries, kb.name, key="path", **kwargs)
 

@@ -155,6 +155,24 @@ class LocalSlack:
         except httpx.HTTPError as exc:
             raise ConnectionError(f"cannot reach {url}: {exc}") from None
 
+    def _refused(self, path: str, reply: httpx.Response) -> KbSearchError:
+        """The server's refusal, and what to do when it is the pair's setting: a server with no signing secret
+        (503 ``slack_not_configured``: a ``kbsearch serve`` started without it) or another one (401 "signature
+        mismatch") was shown as its bare JSON, the setting to change left to the reader."""
+        said = f"{path} answered {reply.status_code}: {reply.text[:300]}"
+        try:
+            body = reply.json()
+        except ValueError:  # not JSON: an HTML error page of something else listening there
+            body = None
+        error = body.get("error") if isinstance(body, dict) else None
+        if reply.status_code == 503 and error == "slack_not_configured":
+            said += (f"; the server at {self.api} has no SLACK_SIGNING_SECRET: restart it with SLACK_SIGNING_SECRET "
+                     f"(the same value as here) and {RESPONSE_HOSTS_HINT} set")  # fmt: skip
+        elif reply.status_code == 401 and error == "unauthorized":
+            said += (f"; the server at {self.api} checks another SLACK_SIGNING_SECRET than the one set here: give "
+                     "both the same value")  # fmt: skip
+        return KbSearchError(said)
+
     def _next_post(self, before: int) -> dict[str, Any]:
         posted = self._post_within(before, None)
         assert posted is not None  # without a limit of its own, only the client's timeout (an error) ends the wait
@@ -185,7 +203,7 @@ class LocalSlack:
         before = len(self.hook.requests)
         reply = self._post("/slack/command", command_form(text, self.response_url, self.user, self.team, self.channel))
         if reply.status_code != 200:
-            raise KbSearchError(f"/slack/command answered {reply.status_code}: {reply.text[:300]}")
+            raise self._refused("/slack/command", reply)
         ack = reply.json()
         if not str(ack.get("text", "")).startswith("Searching for"):
             return ack, None  # help or usage: no worker
@@ -203,7 +221,7 @@ class LocalSlack:
         form = interaction_form(button, self.response_url, self.user, self.team, self.channel, self.message_ts)
         reply = self._post("/slack/interactive", form)
         if reply.status_code != 200:
-            raise KbSearchError(f"/slack/interactive answered {reply.status_code}: {reply.text[:300]}")
+            raise self._refused("/slack/interactive", reply)
         if "url" in button:
             return None
         share = (self.message_ts, str(button.get("value", ""))) if action_id == "kb_share" else None

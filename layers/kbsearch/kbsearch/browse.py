@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -164,6 +165,10 @@ class BrowseService:
 
         path = note_path(path)  # the identity the indexer gave the note (NFC), whatever form the client sent
         problem = path_problem(path) or (None if path.lower().endswith(".md") else "note paths end in .md")
+        if problem == "note paths end in .md" and not re.search(r"\.[A-Za-z0-9]{1,5}$", path):
+            # a note named by its title, as a hit shows it (not an attachment: image.png): the path meant
+            raise NoteProblem("bad_path", f"not a note path: {problem}: did you mean {path + '.md'!r}? (use kb_search "
+                                          "to find one)")  # fmt: skip
         if problem:
             raise NoteProblem("bad_path", f"not a note path: {problem} (use kb_search to find one)")
         try:

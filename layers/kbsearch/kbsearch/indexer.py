@@ -1388,7 +1388,12 @@ def run_sync(
                 if rebuild:
                     store.drop()
                 report = Indexer(source, store, embedder, options, progress, links_lock).sync(stop_at, call_deadline)
-                if rebuild:
+                if rebuild and report.incomplete:  # a Ctrl-C, a deadline, a failed write: not "rebuilt"
+                    report.rebuilt = (
+                        "the local collection was dropped (--rebuild), and its rebuild stopped short: it holds "
+                        f"the {report.added} notes indexed so far; the next run (no --rebuild needed) adds the rest"
+                    )
+                elif rebuild:
                     report.rebuilt = "the local collection was dropped and rebuilt (--rebuild)"
             try:
                 _remember_source(store, source, report)

@@ -279,6 +279,9 @@ class LocalSource:
         self.root = Path(root)
         self.uri = str(self.root)
         if not self.root.is_dir():
+            if self.root.exists():  # a note (`kbsearch index notes/a.md`), or any file: "does not exist" misled
+                raise SourceError(f"KB folder {self.root} is a file, not a folder: give the folder of the notes (or "
+                                  "s3://bucket/prefix); one note alone is not a KB")  # fmt: skip
             raise SourceError(f"KB folder {self.root} does not exist or is not a folder")
 
     def list(self) -> Iterator[SourceObject]:

@@ -420,7 +420,8 @@ class McpServer:
             if not isinstance(name, str):  # a list or an object cannot even be looked up (unhashable)
                 raise RpcError(INVALID_PARAMS, "Invalid params: the tool name must be a string")
             if name not in TOOL_NAMES:
-                raise RpcError(INVALID_PARAMS, f"Unknown tool: {shown(name)}")
+                known = ", ".join(tool["name"] for tool in TOOLS)  # an assistant's typo: what it may call instead
+                raise RpcError(INVALID_PARAMS, f"Unknown tool: {shown(name)} (tools: {known})")
             arguments = params.get("arguments")  # absent or null: no arguments; any other non-object is refused
             return call_tool(self.backend, str(name), {} if arguments is None else arguments, deadline)
         if method == "resources/list":

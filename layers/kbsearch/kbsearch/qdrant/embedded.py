@@ -326,10 +326,10 @@ class EdgeStore(Store):
         stop it. It said only "another process has it open" (``kbsearch invoke IndexerFunction`` while a
         ``kbsearch serve`` holds the store, ``kbsearch eval --store``, ``kbsearch mcp``); the API's answer keeps
         its public reason."""
-        from kbsearch.qdrant.readiness import lock_holder
+        from kbsearch.qdrant.readiness import holder_named, lock_holder
 
         holder = lock_holder(self._owner_file) or lock_holder(self.path / "wal")
-        who = f" (pid {holder}: a kbsearch serve or index?)" if holder else ""
+        who = f" (pid {holder}: {holder_named(holder)})" if holder else ""
         return f"cannot open the embedded store at {self.path}: another process has it open{who}"
 
     def _disown(self) -> None:

@@ -69,14 +69,39 @@ def owner_lock(shard: Path) -> Path:
     return shard.parent / f"{shard.name}.lock"
 
 
+#: The commands of ``kbsearch`` (tools/kbsearch_tools/cli.py) that open the embedded store.
+_STORE_COMMANDS = ("serve", "index", "mcp", "invoke", "search", "eval", "bench", "feedback")
+#: What is said of a holder that is not recognisably a ``kbsearch`` command.
+UNNAMED_HOLDER = "a kbsearch serve or index?"
+
+
+def holder_named(pid: int) -> str:
+    """Which ``kbsearch`` command process ``pid`` is (``kbsearch index``), from its command line, for the operator
+    told another process holds the store: "a kbsearch serve or index?" left them to find out, and the advice for a
+    second ``kbsearch index`` (wait for it) is not the advice for a server (stop it, or let it take the sync). Only
+    the command's name is said, none of its arguments (a path, a URL). Not a ``kbsearch`` command, or no
+    ``/proc``: :data:`UNNAMED_HOLDER`."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            argv = [arg.decode("utf-8", "replace") for arg in handle.read(1 << 16).split(b"\0") if arg]
+    except OSError:
+        return UNNAMED_HOLDER
+    for at, arg in enumerate(argv):
+        # the console script (its shebang runs python with it) or ``python -m kbsearch_tools.cli``
+        if arg.rsplit("/", 1)[-1] == "kbsearch" or (arg == "kbsearch_tools.cli" and argv[at - 1 : at] == ["-m"]):
+            command = next((word for word in argv[at + 1 :] if not word.startswith("-")), None)
+            return f"kbsearch {command}" if command in _STORE_COMMANDS else UNNAMED_HOLDER
+    return UNNAMED_HOLDER
+
+
 def held_by(settings: Settings) -> str | None:
     """Which process holds the embedded store open, for its operator (it names the folder; not a public reason):
     None when none does."""
     holder = store_holder(settings)
     if holder is None:
         return None
-    return (f"the embedded store at {settings.qdrant_path} is open in another process (pid {holder}: a kbsearch "
-            "serve or index?)")  # fmt: skip
+    return (f"the embedded store at {settings.qdrant_path} is open in another process (pid {holder}: "
+            f"{holder_named(holder)})")  # fmt: skip
 
 
 def missing_index(settings: Settings) -> str | None:
