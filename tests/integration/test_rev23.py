@@ -1,0 +1,103 @@
+"""Round 23, the cold review of the round's merges (rev23): cases the merged changes broke that their authors did not
+try. Through the real interfaces: the search service against the loopback provider fakes, the search handler with
+API Gateway events, ``kbsearch serve`` at the socket, the lease against moto's DynamoDB."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from kbsearch.config import Secrets, Settings
+from kbsearch.schemas import SearchRequest
+from kbsearch.search import SearchService
+from kbsearch_tools.fakes import FakeProvider, provider_env
+from tests.conftest import copy_store
+from tests.integration.test_adv23a import PLAIN_MCP, _with_keys, served_with_keys
+from tests.integration.test_hostile_input import handler, request
+
+__all__ = ["handler", "served_with_keys"]  # the fixtures, shared
+
+# -- a standard /rerank endpoint answering logits ---------------------------------------------------------------------
+
+
+class _Logits(FakeProvider):
+    """Fireworks' standard contract answering each ``relevance_score`` as the logit of the fake's probability
+    (``ln(p / (1 - p))``): a range providers.md does not rule out for that contract (it says "a probability in
+    [0, 1]" of DeepInfra's native scores alone)."""
+
+    def _rerank(self, body: dict[str, Any], fault: Any) -> tuple[int, Any]:
+        status, answer = super()._rerank(body, fault)
+        if status == 200:
+            for item in answer["data"]:
+                p = min(max(item["relevance_score"], 1e-6), 1 - 1e-6)
+                item["relevance_score"] = math.log(p / (1 - p))
+        return status, answer
+
+
+def _reranked(store: Path, reranker: FakeProvider) -> Any:
+    env = provider_env(None, reranker, roles=("RERANKER",), fields=True)
+    env |= {"reranker_url": env["reranker_fallback_url"], "reranker_api_key": env["reranker_fallback_api_key"],
+            "reranker_model": FakeProvider.RERANK_MODEL["fireworks"]}  # fmt: skip
+    env = {k: v for k, v in env.items() if "fallback" not in k}
+    settings = Settings(**env, qdrant_path=str(store), search_budget_s=5, rerank_weight=1.0)
+    service = SearchService(settings, Secrets(settings))
+    try:
+        return service.search(SearchRequest(query="restore snapshot", expand=False))
+    finally:
+        service.close()
+
+
+def test_a_standard_rerank_endpoint_answering_logits_is_read_in_its_order(bm25_index: Path, tmp_path: Path) -> None:
+    """Round 23c refused every rerank score outside [0, 1] as "both contracts' probability"; providers.md says that of
+    DeepInfra's native ``scores`` only: Fireworks' ``relevance_score`` has no stated range. A ``/rerank`` endpoint
+    scoring logits (negative, or above 1) then failed every call, the search degraded ``rerank`` (the fusion order,
+    as if no reranker answered). Its scores are read through the logistic now: the same order as the probabilities
+    they came from, the same values, within [0, 1]."""
+    store = tmp_path / "q"
+    copy_store(bm25_index, store)
+    honest, logits = FakeProvider("fireworks", api_key="fw-test-key").start(), _Logits("fireworks").start()
+    logits.api_key = "fw-test-key"
+    try:
+        expected, answer = _reranked(store, honest), _reranked(store, logits)
+    finally:
+        honest.stop()
+        logits.stop()
+    assert expected.meta.degraded == [] and expected.results, expected.meta
+    assert answer.meta.degraded == [], answer.meta
+    assert [h.path for h in answer.results] == [h.path for h in expected.results]
+    got, want = [h.scores.rerank for h in answer.results], [h.scores.rerank for h in expected.results]
+    assert all(g is not None and 0 <= g <= 1 for g in got), got
+    assert got == pytest.approx(want, abs=1e-4), (got, want)
+
+
+# -- one API key sent twice -------------------------------------------------------------------------------------------
+
+KEY = "k1-aaaaaaaaaaaaaaaaaaaa"
+
+
+@pytest.mark.parametrize("lines", [(KEY, KEY), (f"{KEY}, {KEY}",), (KEY, f" {KEY} ")])
+def test_an_event_naming_one_api_key_twice_is_answered_with_its_scope(handler, lines: tuple[str, ...]) -> None:
+    """Round 23a made two ``x-api-key`` values a 400 (which scope was meant cannot be told), counting values, not
+    keys: a proxy or client library that sends the header twice (or folds the two lines into ``k, k``) with the one
+    key was refused, though no scope is in doubt. Two different keys stay a 400."""
+    call = handler(ACCESS_GROUPS=json.dumps({"api_keys": {"k-hr": {"name": "hr", "groups": ["hr"]}}}))
+    result = call(_with_keys(request("GET", "/whoami", content_type=None), *lines))
+    assert result["statusCode"] == 200 and "hr" in json.loads(result["body"])["groups"], result
+    rpc = call(_with_keys(request("POST", "/mcp", PLAIN_MCP), *lines))
+    assert rpc["statusCode"] == 200, rpc
+    two = call(_with_keys(request("GET", "/whoami", content_type=None), KEY, "k2-bbbbbbbbbbbbbbbbbbbb"))
+    assert two["statusCode"] == 400, two
+
+
+@pytest.mark.parametrize("keys", [["hrkey", "hrkey"], ["hrkey,hrkey"], ["hrkey, hrkey", "hrkey"]])
+def test_serve_answers_one_api_key_sent_twice_with_its_scope(served_with_keys: Any, keys: list[str]) -> None:
+    """The same at ``kbsearch serve``: ``hrkey`` twice was a 400 (on two lines) or a 403 (``hrkey,hrkey``: no key)."""
+    with httpx.Client(base_url=served_with_keys.base_url, timeout=30) as client:
+        answer = client.get("/whoami", headers=[("x-api-key", k) for k in keys])
+        assert answer.status_code == 200 and answer.json()["groups"] == ["hr", "public"], answer.text
+        assert client.get("/whoami", headers=[("x-api-key", "hrkey"), ("x-api-key", "pubkey")]).status_code == 400
