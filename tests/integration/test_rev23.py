@@ -13,14 +13,16 @@ import httpx
 import pytest
 
 from kbsearch.config import Secrets, Settings
+from kbsearch.lease import Lease
 from kbsearch.schemas import SearchRequest
 from kbsearch.search import SearchService
 from kbsearch_tools.fakes import FakeProvider, provider_env
 from tests.conftest import copy_store
 from tests.integration.test_adv23a import PLAIN_MCP, _with_keys, served_with_keys
 from tests.integration.test_hostile_input import handler, request
+from tests.integration.test_lease import TABLE, Clock, Recording, _item, dynamodb
 
-__all__ = ["handler", "served_with_keys"]  # the fixtures, shared
+__all__ = ["dynamodb", "handler", "served_with_keys"]  # the fixtures, shared
 
 # -- a standard /rerank endpoint answering logits ---------------------------------------------------------------------
 
@@ -101,3 +103,52 @@ def test_serve_answers_one_api_key_sent_twice_with_its_scope(served_with_keys: A
         answer = client.get("/whoami", headers=[("x-api-key", k) for k in keys])
         assert answer.status_code == 200 and answer.json()["groups"] == ["hr", "public"], answer.text
         assert client.get("/whoami", headers=[("x-api-key", "hrkey"), ("x-api-key", "pubkey")]).status_code == 400
+
+
+# -- a laptop that slept through its lease's expiry -------------------------------------------------------------------
+
+
+def test_a_sync_whose_machine_slept_past_its_lease_goes_on_when_nobody_took_the_lease(dynamodb: Any) -> None:
+    """Round 23c's ``Lease.held`` reads the wall clock so that a laptop that slept past the lease's expiry is not sure
+    of it; but the renewer waits on the monotonic clock, which stood still through the sleep, so it renews up to
+    ``ttl_s / 3`` after waking, and the sync asked at its next note, stopped a healthy run ("lost mid-run (its
+    renewals failed ...)": none had failed, and nobody had taken the lease). Past its expiry, ``held`` now asks
+    DynamoDB once itself: a lease still this owner's is renewed and held; one another run took is lost; a renewal
+    that fails (throttled) leaves it not held, and is not asked again for that expiry."""
+    from kbsearch.indexer import _until_lease_lost
+    from kbsearch.providers.resilience import Deadline
+
+    clock = Clock()
+    with Lease(TABLE, "index#kb", ttl_s=60, client=dynamodb, clock=clock, owner="laptop") as lease:
+        deadline = _until_lease_lost(Deadline(), lease)
+        clock.now += 3600  # an hour asleep: the wall clock moved, the monotonic one (the renewer's wait) did not
+        assert deadline.remaining() > 0 and lease.held() and not lease.lost
+        assert _item(dynamodb)["expires_at"] == {"N": str(int(clock.now) + 60)}  # type: ignore[index]
+        clock.now += 3600  # asleep again, and another run took the lease meanwhile
+        Lease(TABLE, "index#kb", ttl_s=60, client=dynamodb, clock=clock, owner="other").acquire()
+        assert deadline.remaining() == 0 and not lease.held() and lease.lost
+
+
+def test_a_lease_whose_renewal_fails_after_a_sleep_is_not_held(dynamodb: Any) -> None:
+    recording = Recording(_Throttled(dynamodb))
+    clock = Clock()
+    lease = Lease(TABLE, "index#kb", ttl_s=60, client=recording, clock=clock, owner="laptop")
+    lease.acquire()
+    clock.now += 3600
+    assert not lease.held() and not lease.held() and not lease.lost
+    assert recording.calls.count("update_item") == 1  # asked once for that expiry, not at every check
+
+
+class _Throttled:
+    """moto's DynamoDB refusing every ``update_item`` as throttled."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def update_item(self, **_: Any) -> None:
+        from botocore.exceptions import ClientError
+
+        raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}}, "UpdateItem")
