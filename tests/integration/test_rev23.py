@@ -152,3 +152,21 @@ class _Throttled:
         from botocore.exceptions import ClientError
 
         raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}}, "UpdateItem")
+
+
+# -- the options' end marker --------------------------------------------------------------------------------------------
+
+
+def test_a_query_word_after_the_options_end_marker_is_named_a_query_word_not_a_typo() -> None:
+    """cuts23's typo hints took ``--`` (the end of the options, as any shell user types it) for a misspelt option:
+    ``kbsearch search foo --top-k 3 -- bar`` said ``--: did you mean --tag?``, and ``bar`` after it, read as that
+    option's value, got no word of the query's. It says the query's words go together now, and names no option."""
+    import subprocess
+
+    from tests.conftest import KBSEARCH_CMD, PROCESS_TIMEOUT_S, ROOT, subprocess_env
+
+    done = subprocess.run([*KBSEARCH_CMD, "search", "foo", "--top-k", "3", "--", "bar"], capture_output=True,
+                          text=True, env=subprocess_env(), cwd=ROOT, timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
+    assert done.returncode == 2, done
+    assert "did you mean" not in done.stderr, done.stderr
+    assert "a query's words go together" in done.stderr, done.stderr
