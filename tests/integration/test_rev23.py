@@ -170,3 +170,44 @@ def test_a_query_word_after_the_options_end_marker_is_named_a_query_word_not_a_t
     assert done.returncode == 2, done
     assert "did you mean" not in done.stderr, done.stderr
     assert "a query's words go together" in done.stderr, done.stderr
+
+
+# -- an export made before round 23b ----------------------------------------------------------------------------------
+
+
+def test_eval_of_votes_exported_before_notes_carried_their_frontmatter_scores_them_unfiltered(tmp_path: Path) -> None:
+    """Round 23b applies each exported vote's ``metadata.filters``, finding the notes' frontmatter and path in the
+    corpus's ``metadata``; an export made before it wrote the filters but not the notes' metadata, so each note sat
+    at a made-up path with no frontmatter, and every filtered vote matched no note: MRR 0.000 for answers that were
+    first, exit 0 (a measured zero). Such a corpus is scored as it was (unfiltered), and eval says the filters were
+    not applied and why."""
+    import subprocess
+
+    from tests.conftest import KBSEARCH_CMD, PROCESS_TIMEOUT_S, ROOT, subprocess_env
+
+    runbook = "en/runbooks/Runbook - restore a Qdrant snapshot.md"
+    votes = tmp_path / "votes.jsonl"
+    records = [
+        {"id": f"v{i}", "time": f"2026-12-05T00:00:0{i}+00:00", "query": "snapshot", "filters": filters, "page": 1,
+         "hits": [{"path": runbook, "rank": 1}], "vote": "up", "voter": "0" * 32}
+        for i, filters in enumerate([{"type": ["runbook"]}, {"path_prefix": "en/runbooks"}])
+    ]  # fmt: skip
+    votes.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    out = tmp_path / "beir"
+    env = subprocess_env()
+    export = subprocess.run([*KBSEARCH_CMD, "feedback", "export", "--beir", str(out), "--kb", str(ROOT / "sample-kb"),
+                             "--file", str(votes), "--table", "", "--json"], capture_output=True, text=True, cwd=ROOT,
+                            env=env, timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
+    assert export.returncode == 0, export.stderr
+    corpus = out / "corpus.jsonl"
+    docs = [json.loads(line) for line in corpus.read_text(encoding="utf-8").splitlines()]
+    assert all("metadata" in d for d in docs)
+    old = [{k: v for k, v in d.items() if k != "metadata"} for d in docs]  # the export as round 23a wrote it
+    corpus.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in old), encoding="utf-8")
+    evaluated = subprocess.run([*KBSEARCH_CMD, "eval", "--beir", str(out), "--phases", "lexical", "--json"],
+                               capture_output=True, text=True, cwd=ROOT, env=env, timeout=PROCESS_TIMEOUT_S,
+                               check=False)  # fmt: skip
+    assert evaluated.returncode == 0, evaluated.stderr
+    report = json.loads(evaluated.stdout)
+    assert report["queries"] == 2 and report["phases"]["lexical"]["MRR@10"] > 0, report
+    assert "filters" in evaluated.stderr and "not applied" in evaluated.stderr, evaluated.stderr
