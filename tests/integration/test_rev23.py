@@ -211,3 +211,44 @@ def test_eval_of_votes_exported_before_notes_carried_their_frontmatter_scores_th
     report = json.loads(evaluated.stdout)
     assert report["queries"] == 2 and report["phases"]["lexical"]["MRR@10"] > 0, report
     assert "filters" in evaluated.stderr and "not applied" in evaluated.stderr, evaluated.stderr
+
+
+def test_the_sync_threads_asking_at_once_after_a_sleep_all_find_the_lease_held(dynamodb: Any) -> None:
+    """The indexer's threads (the embedding pool's calls read the run's deadline too) ask on waking at the same time:
+    one renews, and none is told the lease is gone while that renewal is under way."""
+    import threading
+
+    recording = Recording(_Slow(dynamodb))
+    clock = Clock()
+    lease = Lease(TABLE, "index#kb", ttl_s=60, client=recording, clock=clock, owner="laptop")
+    lease.acquire()
+    clock.now += 3600
+    start, answers = threading.Barrier(8), []
+
+    def ask() -> None:
+        start.wait()
+        answers.append(lease.held())
+
+    threads = [threading.Thread(target=ask) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert answers == [True] * 8, answers
+    assert recording.calls.count("update_item") == 1
+
+
+class _Slow:
+    """moto's DynamoDB whose ``update_item`` takes half a second (a renewal in flight while the others ask)."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def update_item(self, **kwargs: Any) -> Any:
+        import time
+
+        time.sleep(0.5)
+        return self._client.update_item(**kwargs)

@@ -131,6 +131,7 @@ class Lease:
         #: monotonic clock stands still while a laptop sleeps, the lease's expiry does not); None before acquired
         self._sure_until: tuple[float, float] | None = None
         self._asked: tuple[float, float] | None = None  # the expiry :meth:`held` renewed past once already
+        self._asking = threading.Lock()
 
     def __repr__(self) -> str:
         return f"Lease(table={self.table!r}, name={self.name!r}, owner={self.owner!r})"
@@ -151,12 +152,13 @@ class Lease:
         renewal per expiry: a failing one is not asked again at every check."""
         if self._sure():
             return True
-        sure = self._sure_until
-        if self.lost or sure is None or self._asked == sure:
-            return False
-        self._asked = sure
-        self.renew()  # on success it moves _sure_until; taken over: lost; failed: not held
-        return self._sure()
+        with self._asking:  # the sync's threads ask at once on waking: one renewal, the others wait for its answer
+            sure = self._sure_until
+            if self._sure() or self.lost or sure is None or self._asked == sure:
+                return self._sure()
+            self._asked = sure
+            self.renew()  # on success it moves _sure_until; taken over: lost; failed: not held
+            return self._sure()
 
     def _sure(self) -> bool:
         sure = self._sure_until
