@@ -252,3 +252,31 @@ class _Slow:
 
         time.sleep(0.5)
         return self._client.update_item(**kwargs)
+
+
+# -- a filter of a kind no note holds -----------------------------------------------------------------------------------
+
+
+def test_a_search_filtered_by_a_tag_when_no_note_has_any_tag_says_so(tmp_path: Path) -> None:
+    """cuts23 names a filter value no note holds, then the values notes do; in a KB whose notes hold no tag at all
+    (the Obsidian help vault) that list is empty, and it printed ``no note has the tag 'x' (--tag); the tags: `` with
+    nothing after it. It says no note has any tag now."""
+    import subprocess
+
+    from tests.conftest import KBSEARCH_CMD, PROCESS_TIMEOUT_S, ROOT, subprocess_env
+
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    for name in ("alpha", "beta"):
+        (kb / f"{name}.md").write_text(f"# {name}\n\nrestore the {name} snapshot\n", encoding="utf-8")
+    env = subprocess_env(QDRANT_PATH=str(tmp_path / "q"))
+
+    def kbsearch(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*KBSEARCH_CMD, *args], capture_output=True, text=True, env=env, cwd=ROOT,
+                              timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
+
+    assert kbsearch("index", str(kb)).returncode == 0
+    shown = kbsearch("search", "restore", "--tag", "runbook")
+    assert shown.returncode == 0, shown.stderr
+    said = shown.stdout.splitlines()[1:]
+    assert said == ["  no note has the tag 'runbook' (--tag): no note has any tag"], shown.stdout

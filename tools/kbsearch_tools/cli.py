@@ -806,8 +806,10 @@ def _unheld_filters(service: Any, request: Any, scope: Any) -> list[str]:
                 continue
             meant = _close(value, known)
             option = "--path-prefix" if what == "folder" else f"--{what}"
+            others = (f"; the {what}s: {', '.join(known[:10])}{', ...' if len(known) > 10 else ''}" if known
+                      else f": no note has any {what}")  # the list was printed empty: "the tags: "  # fmt: skip
             said.append(f"no note has the {what} {value!r} ({option})" + (f": did you mean {meant!r}?" if meant else
-                        f"; the {what}s: {', '.join(known[:10])}{', ...' if len(known) > 10 else ''}"))  # fmt: skip
+                        others))  # fmt: skip
     return said
 
 
