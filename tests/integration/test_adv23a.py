@@ -87,9 +87,10 @@ def _with_keys(event: dict[str, Any], *lines: str) -> dict[str, Any]:
     return event
 
 
+# one key twice is answered (rev23: test_rev23.py::test_an_event_naming_one_api_key_twice_is_answered_with_its_scope)
 @pytest.mark.parametrize("lines", [("k1-aaaaaaaaaaaaaaaaaaaa", "k2-bbbbbbbbbbbbbbbbbbbb"),
                                    ("k1-aaaaaaaaaaaaaaaaaaaa, k2-bbbbbbbbbbbbbbbbbbbb",),
-                                   ("k1-aaaaaaaaaaaaaaaaaaaa", "k1-aaaaaaaaaaaaaaaaaaaa")])  # fmt: skip
+                                   ("k1-aaaaaaaaaaaaaaaaaaaa", "k1-aaaaaaaaaaaaaaaaaaaa, k2-bbbbbbbbbbbbbbbbbbbb")])  # fmt: skip
 def test_an_event_naming_two_api_keys_is_400_naming_the_header(handler, lines: tuple[str, ...]) -> None:
     """``x-api-key`` on two lines (API Gateway's ``multiValueHeaders``) or two keys in one (``a, b``): whichever key
     API Gateway validated (its ``apiKeyId``), the function cannot tell which scope the caller meant; it answered with
@@ -119,7 +120,7 @@ def served_with_keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve
 
 
 @pytest.mark.parametrize("keys", [["pubkey", "hrkey"], ["hrkey", "pubkey"], ["hrkey", "nokey"], ["nokey", "hrkey"],
-                                  ["pubkey, hrkey"], ["hrkey,hrkey"]])  # fmt: skip
+                                  ["pubkey, hrkey"], ["hrkey,hrkey,pubkey"]])  # fmt: skip
 def test_serve_refuses_a_request_naming_two_api_keys(served_with_keys: ServeProcess, keys: list[str]) -> None:
     """At ``kbsearch serve`` the first ``x-api-key`` line was taken: ``hrkey`` then ``pubkey`` was answered with the
     hr scope, ``hrkey`` then a wrong key too; two keys in one line matched no key (403). Each is a 400 naming the

@@ -401,8 +401,8 @@ def test_a_provider_answering_a_redirect_degrades_its_stage_never_used(handler: 
 
 
 class _ScoreOutOfRange(FakeProvider):
-    """A reranker whose last document's score is ``score``, outside the probability in [0, 1] both contracts
-    answer (providers.md), the rest as the fake scores them."""
+    """A reranker whose last document's score is ``score``, outside [0, 1] (DeepInfra's native contract answers a
+    probability; Fireworks' standard one states no range, providers.md), the rest as the fake scores them."""
 
     score = 0.0
 
@@ -421,10 +421,12 @@ class _ScoreOutOfRange(FakeProvider):
 def test_rerank_scores_outside_the_contracts_probability_are_no_answer(
     bm25_index: Path, tmp_path: Path, deepinfra: FakeProvider, flavor: str, score: float
 ) -> None:
-    """Round 23c. Both rerank contracts answer a probability in [0, 1] (providers.md), which the final score relies
-    on: ``RERANK_WEIGHT=1`` uses the rerank scores as they are, and an exact match stays first by standing 2 above
-    them. A reranker answering 5.0 for one document put it above every exact match; 1.7e308 (x the prior's 1.1)
-    made its score ``inf`` in the answer. Such an answer is ``malformed`` now: the fallback's scores are used."""
+    """Round 23c. The final score relies on rerank scores in [0, 1]: ``RERANK_WEIGHT=1`` uses them as they are, and
+    an exact match stays first by standing 2 above them. A reranker answering 5.0 for one document put it above every
+    exact match; 1.7e308 (x the prior's 1.1) made its score ``inf`` in the answer. DeepInfra's native contract
+    answers a probability (providers.md): such an answer is ``malformed``, the fallback's scores are used. Fireworks'
+    standard contract states no range (rev23): its scores are read as logits, through the logistic, so no fallback
+    is asked and the bound holds the same."""
     store = tmp_path / "q"
     copy_store(bm25_index, store)
     lying = _ScoreOutOfRange(flavor, api_key=f"{flavor[:2]}-test-key").start()
@@ -446,7 +448,7 @@ def test_rerank_scores_outside_the_contracts_probability_are_no_answer(
             honest.stop()
     finally:
         lying.stop()
-    assert answer.meta.degraded == ["rerank_fallback"], answer.meta
+    assert answer.meta.degraded == (["rerank_fallback"] if flavor == "deepinfra" else []), answer.meta
     scores = [h.scores.rerank for h in answer.results]
     assert all(s is not None and 0 <= s <= 1 for s in scores), scores
     assert all(math.isfinite(h.score) and h.score < 3.3 for h in answer.results), answer.results

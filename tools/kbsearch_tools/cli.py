@@ -806,8 +806,10 @@ def _unheld_filters(service: Any, request: Any, scope: Any) -> list[str]:
                 continue
             meant = _close(value, known)
             option = "--path-prefix" if what == "folder" else f"--{what}"
+            others = (f"; the {what}s: {', '.join(known[:10])}{', ...' if len(known) > 10 else ''}" if known
+                      else f": no note has any {what}")  # the list was printed empty: "the tags: "  # fmt: skip
             said.append(f"no note has the {what} {value!r} ({option})" + (f": did you mean {meant!r}?" if meant else
-                        f"; the {what}s: {', '.join(known[:10])}{', ...' if len(known) > 10 else ''}"))  # fmt: skip
+                        others))  # fmt: skip
     return said
 
 
@@ -1315,15 +1317,19 @@ class _Parser(argparse.ArgumentParser):
                     owner = action.choices.get(getattr(parsed, action.dest or "", None) or "", self)
             options = [option for action in owner._actions for option in action.option_strings]
             hints = []
-            for extra in extras:
-                meant = _close(extra.split("=", 1)[0], options) if extra.startswith("--") else None
+            for extra in extras:  # `--` ends the options: not a misspelt one (it was "--: did you mean --tag?")
+                meant = _close(extra.split("=", 1)[0], options) if extra.startswith("--") and extra != "--" else None
                 if meant is not None:
                     hints.append(f"{extra.split('=', 1)[0]}: did you mean {meant}?")
+            ended = extras.index("--") if "--" in extras else len(extras)  # after it, every argument is a word
             words = [
                 extra
                 for at, extra in enumerate(extras)
-                if not extra.startswith("-")
-                and not (at and extras[at - 1].startswith("-") and "=" not in extras[at - 1])
+                if at > ended
+                or (
+                    not extra.startswith("-")
+                    and not (at and extras[at - 1].startswith("-") and "=" not in extras[at - 1] and at - 1 != ended)
+                )
             ]  # not a value
             if owner.prog.endswith(" search") and words:  # `search ротация --top-k 3 ключей`: a query split
                 hints.append("a query's words go together, before or after the options")

@@ -12,6 +12,7 @@ import contextlib
 import csv
 import hashlib
 import json
+import logging
 import statistics
 import tempfile
 import time
@@ -116,7 +117,16 @@ class BeirDataset:
         missing = [qid for qid in relevant if qid not in texts]
         if missing:
             raise KbSearchError(f"{qrels_path}: query ids not in queries.jsonl: {', '.join(missing[:5])}")
-        queries = [LabelledQuery(texts[qid], frozenset(relevant[qid]), filters=filters[qid]) for qid in relevant]
+        filtered = [qid for qid in relevant if filters[qid]]
+        if filtered and not notes:
+            # an export made before the corpus carried each note's path and frontmatter (round 23b): its notes sit
+            # at made-up paths without frontmatter, so every filter matched none (MRR 0.000 for a first answer)
+            logging.getLogger(__name__).warning(
+                "%s: the filters of %d queries are not applied: corpus.jsonl holds no note's path and frontmatter "
+                "(metadata), as an export before kbsearch feedback export kept them; they are scored unfiltered "
+                "(export the votes again to apply them)", folder / "queries.jsonl", len(filtered))  # fmt: skip
+            filters = {}
+        queries = [LabelledQuery(texts[qid], frozenset(relevant[qid]), filters=filters.get(qid)) for qid in relevant]
         return cls(folder.name, corpus, queries, notes)
 
 

@@ -130,6 +130,8 @@ class Lease:
         #: write was sent, on the monotonic clock and on ``clock`` (the one expiries are written and read by: the
         #: monotonic clock stands still while a laptop sleeps, the lease's expiry does not); None before acquired
         self._sure_until: tuple[float, float] | None = None
+        self._asked: tuple[float, float] | None = None  # the expiry :meth:`held` renewed past once already
+        self._asking = threading.Lock()
 
     def __repr__(self) -> str:
         return f"Lease(table={self.table!r}, name={self.name!r}, owner={self.owner!r})"
@@ -144,7 +146,21 @@ class Lease:
         """Whether this holder may still act on the lease: acquired, not found taken over (:attr:`lost`), and its
         expiry not passed since the last renewal that succeeded (renewals failing for ``ttl_s``, DynamoDB
         throttled or unreachable: another run may take it any moment, and this one would not know until its next
-        renewal)."""
+        renewal). Past that expiry, DynamoDB is asked once (a renewal) before the answer is no: a machine that slept
+        through the expiry wakes before its renewer does (that waits on the monotonic clock, which stood still), and
+        a lease nobody took meanwhile is still this holder's (a healthy sync stopped, "its renewals failed"). One
+        renewal per expiry: a failing one is not asked again at every check."""
+        if self._sure():
+            return True
+        with self._asking:  # the sync's threads ask at once on waking: one renewal, the others wait for its answer
+            sure = self._sure_until
+            if self._sure() or self.lost or sure is None or self._asked == sure:
+                return self._sure()
+            self._asked = sure
+            self.renew()  # on success it moves _sure_until; taken over: lost; failed: not held
+            return self._sure()
+
+    def _sure(self) -> bool:
         sure = self._sure_until
         return not self.lost and sure is not None and time.monotonic() < sure[0] and self.clock() < sure[1]
 

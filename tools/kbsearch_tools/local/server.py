@@ -107,7 +107,8 @@ class LocalApi:
         return None
 
     def _key_ok(self, request: HttpRequest) -> str | None:
-        given = next((v for k, v in request.headers if k.lower() == "x-api-key"), None)
+        named = _api_keys_named(request)
+        given = named[0] if named else next((v for k, v in request.headers if k.lower() == "x-api-key"), None)
         if given is None:
             return None
         for key in self.api_keys:
@@ -124,7 +125,7 @@ class LocalApi:
         route, params = found
         api_key = None
         if route.api_key_required and self.api_keys:
-            if _api_key_count(request) > 1:  # which key's scope was meant cannot be told: the first was taken
+            if len(_api_keys_named(request)) > 1:  # which key's scope was meant cannot be told: the first was taken
                 return error_response(400, "Bad Request: x-api-key names more than one key; send one")
             api_key = self._key_ok(request)
             if api_key is None:
@@ -145,10 +146,12 @@ def _connection_options(values: list[str]) -> set[str]:
     return {option.strip().lower() for value in values for option in value.split(",")}
 
 
-def _api_key_count(request: HttpRequest) -> int:
-    """The keys a request names in ``x-api-key``: its lines, and the members of a comma-separated one (RFC 9110 5.3;
-    a local key holds no comma, ``KB_LOCAL_API_KEYS`` separates keys with it)."""
-    return sum(len([m for m in v.split(",") if m.strip()]) for k, v in request.headers if k.lower() == "x-api-key")
+def _api_keys_named(request: HttpRequest) -> list[str]:
+    """The different keys a request names in ``x-api-key``, in order: its lines, and the members of a comma-separated
+    one (RFC 9110 5.3; a local key holds no comma, ``KB_LOCAL_API_KEYS`` separates keys with it). One key sent twice
+    (a proxy repeating the header, or ``k, k``) is one key."""
+    members = (m.strip() for k, v in request.headers if k.lower() == "x-api-key" for m in v.split(","))
+    return list(dict.fromkeys(m for m in members if m))
 
 
 class _HeaderLines:

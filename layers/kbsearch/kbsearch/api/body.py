@@ -106,10 +106,12 @@ def content_coding_problem(event: Mapping[str, Any]) -> str | None:
 
 
 def repeated_api_key(event: Mapping[str, Any]) -> int:
-    """How many API keys the request names in ``x-api-key`` (its lines, and the members of a comma-separated one)
-    when more than one, else 0. API Gateway validates one of them (which one is its own choice); the function refuses
-    the request rather than serve the scope of whichever key that was."""
-    count = len(_header_values(event, "x-api-key"))
+    """How many different API keys the request names in ``x-api-key`` (its lines, and the members of a
+    comma-separated one: an API Gateway key is alphanumeric) when more than one, else 0. API Gateway validates one of
+    them (which one is its own choice); the function refuses the request rather than serve the scope of whichever
+    key that was. One key sent twice (a proxy or client library repeating the header, or folding it into ``k, k``)
+    leaves no scope in doubt: it is answered."""
+    count = len(set(_header_values(event, "x-api-key")))
     return count if count > 1 else 0
 
 

@@ -8,6 +8,7 @@ delay, the same request goes to the fallback and the first valid answer wins) an
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -66,17 +67,34 @@ class RerankClient(ProviderClient):
         return Ranked(scores, self._tokens(answer), self.endpoint.name)
 
     @staticmethod
-    def _finite(value: object) -> float | None:
-        """A score as both contracts give it, a probability in [0, 1] (providers.md), or None. The final score
-        relies on it: ``RERANK_WEIGHT=1`` takes the scores as they are and an exact match stands 2 above them, so
-        a score of 5 put a note above every exact match and 1.7e308 (x the prior) answered ``inf``."""
+    def _number(value: object) -> float | None:
+        """A score as a finite float, or None (not a number, a bool, NaN, infinite, a JSON integer too long)."""
         if isinstance(value, bool) or not isinstance(value, int | float):
             return None
         try:
             number = float(value)
         except OverflowError:  # a JSON integer of hundreds of digits
             return None
-        return number if 0.0 <= number <= 1.0 else None  # NaN compares false: refused too
+        return number if math.isfinite(number) else None
+
+    @classmethod
+    def _finite(cls, value: object) -> float | None:
+        """A score of the native contract, a probability in [0, 1] (DeepInfra's, providers.md), or None. The final
+        score relies on it: ``RERANK_WEIGHT=1`` takes the scores as they are and an exact match stands 2 above them,
+        so a score of 5 put a note above every exact match and 1.7e308 (x the prior) answered ``inf``."""
+        number = cls._number(value)
+        return number if number is not None and 0.0 <= number <= 1.0 else None
+
+    @staticmethod
+    def _probabilities(scores: list[float]) -> list[float]:
+        """The standard contract's ``relevance_score`` in [0, 1]. Its range is not part of that contract
+        (providers.md says it of DeepInfra's native scores alone; a ``/rerank`` endpoint may answer logits): scores
+        all in [0, 1] are taken as they are; an answer with any outside is read as logits, each through the
+        logistic function (``1 / (1 + e^-x)``), which keeps the reranker's order and the bound the final score relies
+        on. Refusing them made a logit-scoring fallback fail every call (``rerank`` degraded)."""
+        if all(0.0 <= s <= 1.0 for s in scores):
+            return scores
+        return [0.5 * (1.0 + math.tanh(s / 2)) for s in scores]  # the logistic, without overflow at +-1.7e308
 
     def _native(self, answer: object, n: int) -> list[float]:
         scores = answer.get("scores") if isinstance(answer, dict) else None
@@ -94,11 +112,11 @@ class RerankClient(ProviderClient):
         scores: list[float | None] = [None] * n
         for item in data:
             index = item.get("index") if isinstance(item, dict) else None
-            score = self._finite(item.get("relevance_score")) if isinstance(item, dict) else None
+            score = self._number(item.get("relevance_score")) if isinstance(item, dict) else None
             if not isinstance(index, int) or not 0 <= index < n or scores[index] is not None or score is None:
-                raise self._bad("bad index or relevance_score (a probability in [0, 1]) in the results")
+                raise self._bad("bad index or relevance_score (missing, NaN or infinite) in the results")
             scores[index] = score
-        return [s for s in scores if s is not None]
+        return self._probabilities([s for s in scores if s is not None])
 
     @staticmethod
     def _tokens(answer: object) -> int:
