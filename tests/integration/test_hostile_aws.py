@@ -19,7 +19,7 @@ from kbsearch.events import read_batch
 from kbsearch.indexer import run_sync
 from kbsearch_tools.local.runtime import LambdaContext
 from kbsearch_tools.local.template import load_template
-from kbsearch_tools.s3events import NOTIFIED_EVENTS, EventPath, eventbridge_body, sqs_event, sqs_record
+from kbsearch_tools.s3events import NOTE_SUFFIXES, NOTIFIED_EVENTS, EventPath, eventbridge_body, sqs_event, sqs_record
 from tests.conftest import ROOT
 from tests.integration.test_events import BUCKET, PREFIX, TABLE, Indexer, aws, load_indexer, note, open_points, s3_calls
 
@@ -85,7 +85,37 @@ def test_the_bucket_notifies_what_the_template_subscribes() -> None:
     """The moto bucket of these tests is wired as template.yaml wires the stack's bucket (every event type)."""
     notes = load_template(ROOT / "template.yaml")["Resources"]["KbBucket"]["Properties"]["NotificationConfiguration"]
     events = [c["Event"] for c in notes["QueueConfigurations"]]
-    assert events == list(NOTIFIED_EVENTS) * 2 and "s3:LifecycleExpiration:*" in events
+    assert events == list(NOTIFIED_EVENTS) * (len(NOTE_SUFFIXES) + 1) and "s3:LifecycleExpiration:*" in events
+
+
+def test_notes_in_every_casing_of_md_reach_the_indexer_through_the_templates_rules(
+    aws: EventPath, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bucket wired with template.yaml's own notification rules (the KB prefix filled in): a note saved as
+    `.md`, `.mD`, `.Md` or `.MD` under the prefix raises its event and the handler applies it, saved and deleted;
+    a `.MD` outside the prefix raises none (the rules had `.md` alone: S3's suffix filter is case-sensitive, so a
+    `Guide.MD` raised no event and waited for the hourly sync, while the sync and the handler take it as a note)."""
+    configs = load_template(ROOT / "template.yaml")["Resources"]["KbBucket"]["Properties"]["NotificationConfiguration"]
+    wired = [{"QueueArn": aws.queue_arn, "Events": [c["Event"]], "Filter": {"Key": {"FilterRules": [
+        dict(r, Value=PREFIX if r["Name"] == "prefix" else r["Value"]) for r in c["Filter"]["S3Key"]["Rules"]["Fn::If"][1]
+    ]}}} for c in configs["QueueConfigurations"]]  # fmt: skip
+    aws.s3.put_bucket_notification_configuration(
+        Bucket=BUCKET, NotificationConfiguration={"QueueConfigurations": wired}
+    )
+    aws.receive()
+    indexer = Indexer(monkeypatch, tmp_path, None)
+    keys = [f"{PREFIX}Guide{i}{suffix}" for i, suffix in enumerate(NOTE_SUFFIXES)]
+    for i, key in enumerate(keys):
+        aws.put(key, note(i))
+    aws.put("other/Guide.MD", note(9))
+    records = aws.receive()
+    assert len(records) == len(NOTE_SUFFIXES) and indexer(records) == []
+    assert {p["path"] for p in open_points(indexer.settings())} == {k[len(PREFIX) :] for k in keys}
+    for key in keys:
+        aws.delete(key)
+    records = aws.receive()
+    assert len(records) == len(NOTE_SUFFIXES) and indexer(records) == []
+    assert open_points(indexer.settings()) == []
 
 
 @pytest.mark.parametrize("name", ["LifecycleExpiration:Delete", "LifecycleExpiration:DeleteMarkerCreated"])

@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 from samtranslator.translator.transform import transform
 
+from kbsearch.sources import is_note_name
 from kbsearch_tools.local.template import Template, load_template
-from kbsearch_tools.s3events import NOTIFIED_EVENTS
+from kbsearch_tools.s3events import NOTE_SUFFIXES, NOTIFIED_EVENTS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -447,9 +448,11 @@ def test_s3_changes_reach_the_indexer_through_a_queue(cfn: dict[str, Any]) -> No
     res, params = cfn["Resources"], cfn["Parameters"]
     arn = {"Fn::GetAtt": ["IndexerEventQueue", "Arn"]}
     notifications = res["KbBucket"]["Properties"]["NotificationConfiguration"]["QueueConfigurations"]
-    assert [n["Event"] for n in notifications] == list(NOTIFIED_EVENTS) * 2
-    # the notes, then the access file at the KB root: suffixes that do not overlap (S3 refuses overlapping rules)
-    for n, suffix in zip(notifications, [".md"] * 3 + ["_access.yaml"] * 3, strict=True):
+    assert [n["Event"] for n in notifications] == list(NOTIFIED_EVENTS) * (len(NOTE_SUFFIXES) + 1)
+    # the notes (.md in each casing), then the access file at the KB root: suffixes that do not overlap (S3 refuses
+    # overlapping rules)
+    suffixes = [s for s in NOTE_SUFFIXES for _ in NOTIFIED_EVENTS] + ["_access.yaml"] * len(NOTIFIED_EVENTS)
+    for n, suffix in zip(notifications, suffixes, strict=True):
         assert n["Queue"] == arn
         with_prefix, without = n["Filter"]["S3Key"]["Rules"]["Fn::If"][1:]
         assert with_prefix == [{"Name": "prefix", "Value": {"Ref": "KbPrefix"}}, {"Name": "suffix", "Value": suffix}]
@@ -487,13 +490,54 @@ def test_an_existing_bucket_sends_through_an_eventbridge_rule(cfn: dict[str, Any
     assert pattern["source"] == ["aws.s3"] and pattern["detail-type"] == ["Object Created", "Object Deleted"]
     assert pattern["detail"]["bucket"]["name"] == [{"Ref": "KbBucketName"}]
     assert pattern["detail"]["object"]["key"] == [
-        {"wildcard": {"Fn::Sub": "${KbPrefix}*.md"}}, {"wildcard": {"Fn::Sub": "${KbPrefix}*_access.yaml"}}
+        *({"wildcard": {"Fn::Sub": f"${{KbPrefix}}*{suffix}"}} for suffix in NOTE_SUFFIXES),
+        {"wildcard": {"Fn::Sub": "${KbPrefix}*_access.yaml"}},
     ]  # fmt: skip
     (target,) = rule["Properties"]["Targets"]
     assert target["Arn"] == {"Fn::GetAtt": ["IndexerEventQueue", "Arn"]}
     assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["IndexerEventDeadLetterQueue", "Arn"]}}
     readme = " ".join((ROOT / "README.md").read_text().split())
     assert "KbBucketName" in readme and "Send notifications to Amazon EventBridge" in readme
+
+
+NOTE_CASINGS = [a + b for a in "mM" for b in "dD"]
+
+
+def _s3_rule_matches(rules: list[dict[str, Any]], key: str) -> bool:
+    """S3's object key name filter (case-sensitive): the key starts with the prefix rule and ends with the suffix."""
+    values = {rule["Name"]: rule["Value"] for rule in rules}
+    return key.startswith(values.get("prefix", "")) and key.endswith(values.get("suffix", ""))
+
+
+def _wildcard_matches(pattern: str, key: str) -> bool:
+    """EventBridge's ``wildcard`` (case-sensitive; ``*`` any run of characters)."""
+    return re.fullmatch(".*".join(re.escape(part) for part in pattern.split("*")), key, re.DOTALL) is not None
+
+
+@pytest.mark.parametrize("prefix", ["kb/", ""])
+def test_every_casing_of_md_raises_a_change_event_under_the_prefix_only(cfn: dict[str, Any], prefix: str) -> None:
+    """A note is ``.md`` in any case (``sources.is_note_name``: the full sync and the event handler take ``x.MD``),
+    and S3's suffix rules and EventBridge's wildcards are case-sensitive: every casing has its rule, for every event
+    type, the KB prefix still applied (the rules matched `.md` alone: a `Guide.MD` saved raised no event, its change
+    waited for the hourly sync). The bucket's rules do not overlap (S3 refuses a configuration whose rules do: no
+    key matches two rules of one event type)."""
+    res = cfn["Resources"]
+    notifications = res["KbBucket"]["Properties"]["NotificationConfiguration"]["QueueConfigurations"]
+    pick = 1 if prefix else 2  # Fn::If [HasKbPrefix, with the prefix rule, without]
+    rules = [(n["Event"], [dict(r, Value=prefix if r["Name"] == "prefix" else r["Value"])
+                           for r in n["Filter"]["S3Key"]["Rules"]["Fn::If"][pick]]) for n in notifications]  # fmt: skip
+    wildcards = [k["wildcard"]["Fn::Sub"].replace("${KbPrefix}", prefix)
+                 for k in res["KbObjectEventsRule"]["Properties"]["EventPattern"]["detail"]["object"]["key"]]  # fmt: skip
+    for casing in NOTE_CASINGS:
+        for key in (f"{prefix}Guide.{casing}", f"{prefix}Справка/Заметка.{casing}"):
+            assert is_note_name(key)
+            for event in NOTIFIED_EVENTS:
+                assert sum(_s3_rule_matches(r, key) for e, r in rules if e == event) == 1, (key, event)
+            assert any(_wildcard_matches(w, key) for w in wildcards), key
+    outside = ["other/Guide.MD", "Guide.MD.txt", f"{prefix}Guide.mdx", f"{prefix}Guide.markdown"]
+    for key in outside[0 if prefix else 1 :]:
+        assert not any(_s3_rule_matches(r, key) for _, r in rules), key
+        assert not any(_wildcard_matches(w, key) for w in wildcards), key
 
 
 def test_freshness_alarms_and_the_indexer_rights_for_events(cfn: dict[str, Any]) -> None:

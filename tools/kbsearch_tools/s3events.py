@@ -1,5 +1,5 @@
-"""The deployed event path on moto: a bucket whose notifications (:data:`NOTIFIED_EVENTS`, suffix .md,
-the KB prefix; and the access file at the KB root) go to an SQS queue, and the SQS event source's side: messages received from that queue and handed
+"""The deployed event path on moto: a bucket whose notifications (:data:`NOTIFIED_EVENTS`, suffix .md in each
+casing, :data:`NOTE_SUFFIXES`, the KB prefix; and the access file at the KB root) go to an SQS queue, and the SQS event source's side: messages received from that queue and handed
 to the indexer as the Lambda SQS event (``Records`` with ``messageId``, ``receiptHandle``, ``body``,
 ``attributes``, ``eventSource: aws:sqs``, ``eventSourceARN``).
 
@@ -23,6 +23,9 @@ REGION = "us-east-1"
 #: The events the bucket notifies the queue of, as template.yaml subscribes them (tests/unit/test_template.py).
 NOTIFIED_EVENTS = ("s3:ObjectCreated:*", "s3:ObjectRemoved:*", "s3:LifecycleExpiration:*")
 ACCOUNT = "123456789012"
+#: The note suffixes the bucket notifies, one rule each (S3's suffix rules are case-sensitive; a note is ``.md`` in
+#: any case), as template.yaml has them.
+NOTE_SUFFIXES = (".md", ".mD", ".Md", ".MD")
 
 
 def sqs_record(
@@ -94,14 +97,14 @@ class EventPath:
         self.queue_arn = attrs["Attributes"]["QueueArn"]
         self.s3.create_bucket(Bucket=self.bucket)
         prefix = [{"Name": "prefix", "Value": self.prefix}] if self.prefix else []
-        notes = [{"Name": "suffix", "Value": ".md"}, *prefix]
+        notes = [[{"Name": "suffix", "Value": suffix}, *prefix] for suffix in NOTE_SUFFIXES]
         rules = [{"Name": "suffix", "Value": "_access.yaml"}, *prefix]  # the access file (template.yaml)
         self.s3.put_bucket_notification_configuration(
             Bucket=self.bucket,
             NotificationConfiguration={"QueueConfigurations": [{
                 "QueueArn": self.queue_arn, "Events": list(NOTIFIED_EVENTS),
                 "Filter": {"Key": {"FilterRules": filters}},
-            } for filters in (notes, rules)]},
+            } for filters in (*notes, rules)]},
         )  # fmt: skip
         return self
 

@@ -1606,7 +1606,7 @@ class ChangeReport(SyncReport):
     keys: int = 0  # distinct notes among them
     duplicates: int = 0  # changes repeated or superseded within the batch
     stale: int = 0  # no newer than the last applied event of their note: nothing to do (replays, late arrivals)
-    superseded: int = 0  # a later event of the note was applied concurrently: the note was read and applied again
+    superseded: int = 0  # a later event of the note was claimed while this run wrote it: read and applied again
     chunks_reused: int = 0  # chunks of changed notes whose text did not change: their stored vector kept
     ignored: list[dict[str, str]] = field(default_factory=list)  # keys that can never be notes, with the reason
     poison: list[dict[str, str]] = field(default_factory=list)  # messages that are no event at all
@@ -1653,13 +1653,20 @@ def _until(items: Iterable[str], stop_at: Deadline | None, doing: str) -> Iterat
         yield item
 
 
+#: How many times an event batch applies a note again because a later event of it was claimed while it wrote.
+SUPERSEDED_ROUNDS = 5
+
+
 class ChangeSync:
     """Applies changes (S3 events, or a watched folder's saves) to the index: only their keys are read (a HEAD,
     then a GET of what changed; never a listing of the notes), removed notes are deleted, and of a changed note only the chunks
     whose embedded text changed are embedded (the others keep their stored vector).
 
     Per note, the latest change by S3 ``sequencer`` wins; a change no newer than the one last applied (``sequencers``)
-    is a no-op, so replays and late arrivals change nothing. What is applied is the key's *current* state (S3 is
+    is a no-op, so replays and late arrivals change nothing. A sequencer is claimed in the log before its note is
+    written, and the log read again after: a later claim made meanwhile (another batch, which may have written
+    first) has the note read and applied again (:meth:`_reapply_superseded`); a note not written gives its claim
+    back (:meth:`_give_back`). What is applied is the key's *current* state (S3 is
     read-after-write consistent): a late ``Created`` of a deleted note finds no object and deletes nothing more. A
     note that cannot be read, a provider failure or a storage failure fails that note's messages (retried by SQS);
     the others complete. A change of the KB-root access file gives every indexed note its groups (a payload
@@ -1706,24 +1713,23 @@ class ChangeSync:
         report.keys = len(latest)
         failed: set[str] = set()
         paths = {change.path for change in latest.values()}
+        applied: dict[str, str] = {}
+        news: dict[str, list[Change]] = {}  # per path, the changes claimed in the log before the write
         try:
             self.indexer._embedding_signature(report)
             applied = self.sequencers.get(sorted(latest)) if self.sequencers is not None and latest else {}
             todo: dict[str, Change] = {}  # per path: what the source holds there now is applied (_apply_current)
-            news: dict[str, list[Change]] = {}  # per path, the changes whose sequencers are recorded once applied
             for name, change in latest.items():
                 held = applied.get(name, "")
-                if held and not newer(change.sequencer, held):
+                # claimed before the write (conditional: only a sequencer later than the logged one); one no later
+                # than the logged one, or a later one claimed meanwhile, makes it stale
+                if (held and not newer(change.sequencer, held)) or not self._record(change):
                     report.stale += 1
                 else:
                     todo.setdefault(change.path, change)
                     news.setdefault(change.path, []).append(change)
             done = self._apply_current(report, todo, failed, stop_at or Deadline(), call_deadline)
-            superseded = [p for p in done if not all([self._record(c) for c in news[p]])]
-            if superseded:  # a later event of these notes was applied meanwhile: apply what is there now
-                report.superseded += len(superseded)
-                again = {p: todo[p] for p in superseded}
-                self._apply_current(report, again, failed, stop_at or Deadline(), call_deadline)
+            self._reapply_superseded(report, todo, news, done, failed, stop_at or Deadline(), call_deadline)
             self._catch_up_reach(report)
             record_sync(self.store, report, self.kind)
             self._record_lag(report, [todo[p] for p in done if p in self._changed])
@@ -1745,6 +1751,7 @@ class ChangeSync:
             logger.exception("event run failed; the batch is retried")
         finally:
             report.duration_ms += int((time.monotonic() - started) * 1000)
+        self._give_back([c for p in sorted(failed & set(news)) for c in news[p]], applied)
         report.failed_paths = sorted(failed)
         report.failed_messages = sorted({c.message_id for c in changes if c.path in failed and c.message_id})
         return report
@@ -1803,7 +1810,66 @@ class ChangeSync:
         return change.key[len(prefix) :] if prefix and change.key.startswith(prefix) else change.key or change.path
 
     def _record(self, change: Change) -> bool:
+        """Claims ``change``'s sequencer in the log (before its note is written): False when a later one is claimed."""
         return self.sequencers is None or self.sequencers.put(self._name(change), change.sequencer)
+
+    def _give_back(self, changes: list[Change], applied: dict[str, str]) -> None:
+        """The claims of notes this batch failed to write are given back (the sequencer logged before, read at the
+        batch's start, is put back if the claim is still this batch's): the retry of the message is then no
+        stale event. Putting back an older sequencer than the one logged meanwhile is never wrong (an event it
+        lets through applies what the source holds now); a later claim is left as it is. A give-back that fails
+        is logged: the claim stays, the retry is dropped as stale and the note waits for the next full sync."""
+        for change in changes:
+            if self.sequencers is None or not change.sequencer:
+                continue
+            name = self._name(change)
+            try:
+                self.sequencers.release(name, change.sequencer, applied.get(name, ""))
+            except Exception as exc:  # the log unreachable: the claim stays (see above)
+                logger.warning(
+                    "a failed note's claim could not be given back; the next full sync applies it",
+                    extra={"path": change.path, "error": f"{type(exc).__name__}: {str(exc)[:200]}"},
+                )
+
+    def _reapply_superseded(
+        self,
+        report: ChangeReport,
+        todo: dict[str, Change],
+        news: dict[str, list[Change]],
+        done: list[str],
+        failed: set[str],
+        stop_at: Deadline,
+        call_deadline: Deadline | None,
+    ) -> None:
+        """Once the notes are written, the log is read again: a note of which a later event was claimed meanwhile
+        may have been written by that event's batch before this batch's write landed (this batch read the older
+        version first), so what the source holds now is read and applied again (that read comes after the other
+        claim, so it is as new as the other batch's event at least); and so on while claims keep coming, at most
+        :data:`SUPERSEDED_ROUNDS` times, after which the note's messages are retried (:meth:`_give_back`)."""
+        from kbsearch.events import newer
+
+        if self.sequencers is None:
+            return
+        seen = {self._name(c): c.sequencer for p in done for c in news.get(p, []) if c.sequencer}
+        check = [p for p in done if p in news]
+        for _ in range(SUPERSEDED_ROUNDS):
+            names = sorted({self._name(c) for p in check for c in news[p] if c.sequencer})
+            if not names:
+                return
+            held = self.sequencers.get(names)
+            again: dict[str, Change] = {}
+            for path in check:
+                for change in news[path]:
+                    name = self._name(change)
+                    if change.sequencer and newer(held.get(name, ""), seen[name]):
+                        seen[name] = held[name]
+                        again[path] = todo[path]
+            if not again:
+                return
+            report.superseded += len(again)
+            check = self._apply_current(report, again, failed, stop_at, call_deadline)
+        failed.update(check)  # claims still coming: retried (the later claims' batches apply what is there)
+        logger.warning("notes claimed again on every re-read; their events are retried", extra={"paths": check})
 
     def _catch_up_reach(self, report: ChangeReport) -> None:
         """A batch never records groups of ``reach`` (a full sync does, :meth:`Indexer._record_reach`); but one that

@@ -3,8 +3,11 @@ two keys spelling one path in two Unicode forms are not comparable), kept durabl
 nothing: a ``Created`` older than the ``Removed`` already applied never resurrects a note, a replay is a no-op.
 
 - :class:`DynamoSequencers`: items ``seq#<collection>#<name>`` in the index lease table (``INDEX_LEASE_TABLE``),
-  ``{pk, seq (padded hex), expires_at}``; the write is conditional (``attribute_not_exists(pk) OR seq < :seq``),
-  so of two runs applying the same key concurrently, the one with the older event learns it was superseded. An
+  ``{pk, seq (padded hex), expires_at}``; the write is conditional (``attribute_not_exists(pk) OR seq < :seq``):
+  an event batch *claims* a sequencer before it writes the note, so of two runs applying the same key concurrently,
+  the one with the older event learns it is stale, and one that finds a later claim when it reads the log again
+  after its write applies the note again (``ChangeSync``); a run whose write failed gives its claim back
+  (``release``: the sequencer logged before put back, conditional on the claim still being its own). An
   item whose ``seq`` is no sequencer this log writes (edited by hand) records nothing and is written over. Items
   expire 15 days after their event (the table's TTL): SQS keeps a message at most 14 days.
 - :class:`FileSequencers`: a JSON file beside the embedded store (one process owns that store). An entry that
@@ -55,6 +58,10 @@ class Sequencers(Protocol):
 
     def put(self, path: str, sequencer: str) -> bool:
         """Record ``sequencer`` for ``path`` unless a later one is recorded; False when a later one is."""
+        ...
+
+    def release(self, path: str, sequencer: str, previous: str) -> None:
+        """Put ``previous`` back (none: no record) if ``sequencer`` is still the one recorded for ``path``."""
         ...
 
 
@@ -131,6 +138,28 @@ class DynamoSequencers:
             return True
         return False
 
+    def release(self, path: str, sequencer: str, previous: str) -> None:
+        if not sequencer:
+            return
+        key = {"pk": {"S": self.prefix + path}}
+        mine: dict[str, Any] = {":mine": {"S": sequencer_key(sequencer)}}
+        try:
+            if previous:
+                self.client.put_item(
+                    TableName=self.table,
+                    Item={**key, "seq": {"S": sequencer_key(previous)},
+                          "expires_at": {"N": str(int(self.clock() + TTL_S))}},
+                    ConditionExpression="seq = :mine", ExpressionAttributeValues=mine,
+                )  # fmt: skip
+            else:
+                self.client.delete_item(TableName=self.table, Key=key, ConditionExpression="seq = :mine",
+                                        ExpressionAttributeValues=mine)  # fmt: skip
+        except Exception as exc:
+            response = getattr(exc, "response", None)
+            code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
+            if code != "ConditionalCheckFailedException":  # else a later claim holds it: left as it is
+                raise
+
 
 class FileSequencers:
     """A JSON object ``{path: sequencer}`` written atomically (temporary file + rename)."""
@@ -166,16 +195,32 @@ class FileSequencers:
             if held and not newer(sequencer, held):
                 return held == sequencer
             self._data[path] = sequencer
-            tmp = self.file.with_suffix(f".{os.getpid()}.tmp")
-            try:
-                self.file.parent.mkdir(parents=True, exist_ok=True)
-                tmp.write_text(json.dumps(self._data, ensure_ascii=False), encoding="utf-8")
-                tmp.replace(self.file)
-            except OSError as exc:
-                # kept in memory for this run: a log that cannot be written (a folder in its place, a full or
-                # read-only disk) failed every batch back for good, though an event applies what is there now
-                with contextlib.suppress(OSError):
-                    tmp.unlink(missing_ok=True)
-                logger.warning("sequencer log %s cannot be written (%s); a late event applies what the KB holds now",
-                               self.file, type(exc).__name__)  # fmt: skip
+            self._write()
         return True
+
+    def release(self, path: str, sequencer: str, previous: str) -> None:
+        if not sequencer:
+            return
+        with self._lock:
+            if self._data.get(path) != sequencer:
+                return  # a later claim holds it: left as it is
+            if previous:
+                self._data[path] = previous
+            else:
+                self._data.pop(path, None)
+            self._write()
+
+    def _write(self) -> None:
+        """The log written whole (called with the lock held)."""
+        tmp = self.file.with_suffix(f".{os.getpid()}.tmp")
+        try:
+            self.file.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(self._data, ensure_ascii=False), encoding="utf-8")
+            tmp.replace(self.file)
+        except OSError as exc:
+            # kept in memory for this run: a log that cannot be written (a folder in its place, a full or
+            # read-only disk) failed every batch back for good, though an event applies what is there now
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            logger.warning("sequencer log %s cannot be written (%s); a late event applies what the KB holds now",
+                           self.file, type(exc).__name__)  # fmt: skip
