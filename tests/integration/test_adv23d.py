@@ -1,0 +1,106 @@
+"""Round 23d of the adversarial pass (RELIABILITY.md "Round 23d: the adversarial pass (adv23d)"): through the
+real interfaces, the search handler's API Gateway events, the Slack worker, `kbsearch` processes, the full sync
+against a loopback S3."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kbsearch import slack
+from kbsearch.config import Settings
+from kbsearch.providers.resilience import shared_client
+from kbsearch.slack_worker import MemoryDeduper, handle_job
+from kbsearch_tools.fakes import FakeEndpoint
+from tests.conftest import copy_store
+from tests.integration.test_slack import SECRET, form, slack_event
+
+
+@pytest.fixture
+def response_url() -> Iterator[FakeEndpoint]:
+    endpoint = FakeEndpoint().start()
+    yield endpoint
+    endpoint.stop()
+
+
+@pytest.fixture
+def app(load_search_app, bm25_index: Path, tmp_path: Path):
+    store = tmp_path / "q"
+    copy_store(bm25_index, store)
+    return load_search_app(QDRANT_PATH=str(store), SLACK_SIGNING_SECRET=SECRET, SLACK_RESPONSE_HOSTS="127.0.0.1")
+
+
+# -- 6: the acknowledgement shows the question as the answer does ----------------------------------------------
+
+
+@pytest.mark.parametrize("bad", ["\x01", "\x00", "\x7f", "\x1b[31m", "\u202e", "\r"])
+def test_the_slack_acknowledgement_never_echoes_a_control_character_of_the_question(
+    app, response_url: FakeEndpoint, bad: str
+) -> None:
+    result = app(slack_event(form(f"snap{bad}shot", response_url.url + "/commands/1")))
+    assert result["statusCode"] == 200
+    text = json.loads(result["body"])["text"]
+    assert text.startswith("Searching for “snap") and "shot”…" in text
+    assert not [c for c in text if (ord(c) < 0x20 and c != "\n") or c == "\x7f" or "\u202a" <= c <= "\u202e"], text
+    assert response_url.wait(20), "the worker never answered"
+    apology = slack.apology(f"snap{bad}shot")["text"]
+    assert not [c for c in apology if ord(c) < 0x20 or c == "\x7f" or "\u202a" <= c <= "\u202e"], apology
+
+
+# -- 2: response_url must be Slack's --------------------------------------------------------------------------
+
+
+def _job(url: str) -> dict:
+    return slack.parse_command(form("qdrant", url).encode()).to_job()
+
+
+@pytest.mark.parametrize(
+    "template",
+    ["http://127.0.0.1:{port}/x", "https://127.0.0.1:{port}/x", "http://169.254.169.254/latest/meta-data/",
+     "https://hooks.slack.com.evil.test/x", "https://hooks.slack.com@127.0.0.1:{port}/x",
+     "https://hooks.slack.com:443@127.0.0.1:{port}/x", "http://[::1]:{port}/x", "https://[::ffff:127.0.0.1]:{port}/x",
+     "https://hooks.slack.com./x", "https://HOOKS.SLACK.COM.evil.test/x", "https://hooks.slack.com%2e127.0.0.1/x",
+     "https://127.0.0.1:{port}#@hooks.slack.com/x", "https://127.0.0.1:{port}?@hooks.slack.com/x",
+     "file:///etc/passwd", "//hooks.slack.com/x"],
+)  # fmt: skip
+def test_a_response_url_off_slacks_host_is_never_posted_to(tmp_path: Path, response_url: FakeEndpoint,
+                                                          template: str) -> None:  # fmt: skip
+    settings = Settings(qdrant_path=str(tmp_path / "q"))  # the default: hooks.slack.com over https only
+    url = template.format(port=response_url.url.rsplit(":", 1)[1])
+    assert handle_job(_job(url), lambda: None, MemoryDeduper(), shared_client(), settings) == "rejected"  # type: ignore[arg-type,return-value]
+    time.sleep(0.1)
+    assert response_url.requests == []
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://user:pass@hooks.slack.com/commands/1", "https://127.0.0.1\\@hooks.slack.com/commands/1",
+     "https://127.0.0.1;@hooks.slack.com/commands/1", "https://hooks.slack.com\t/commands/1",
+     "https://hooks.sla\nck.com/commands/1", " https://hooks.slack.com/commands/1"],
+)  # fmt: skip
+def test_a_response_url_another_parser_could_read_otherwise_is_refused(url: str) -> None:
+    """userinfo, white space or controls, a backslash: Slack sends none; urlsplit and the HTTP client may disagree
+    on the host of such a URL (urlsplit drops tabs and newlines, httpx refuses them)."""
+    assert not slack.allowed_response_url(url, ("hooks.slack.com",))
+    assert slack.allowed_response_url("https://hooks.slack.com/commands/T1/2/abc", ("hooks.slack.com",))
+
+
+def test_a_redirect_from_an_allowed_response_url_is_not_followed(tmp_path: Path) -> None:
+    elsewhere = FakeEndpoint().start()
+    hop = FakeEndpoint(status=307)
+    hop.headers = {"Location": elsewhere.url + "/stolen"}
+    hop.start()
+    try:
+        settings = Settings(qdrant_path=str(tmp_path / "q"), slack_response_hosts="127.0.0.1")
+        job = slack.parse_command(form("help", hop.url + "/commands/1").encode()).to_job()
+        assert handle_job(job, lambda: None, MemoryDeduper(), shared_client(), settings) == "expired"  # type: ignore[arg-type,return-value]
+        assert len(hop.requests) == 1
+        time.sleep(0.1)
+        assert elsewhere.requests == []
+    finally:
+        hop.stop()
+        elsewhere.stop()
