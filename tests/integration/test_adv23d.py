@@ -104,3 +104,107 @@ def test_a_redirect_from_an_allowed_response_url_is_not_followed(tmp_path: Path)
     finally:
         hop.stop()
         elsewhere.stop()
+
+
+# -- 3: a listing that never ends -------------------------------------------------------------------------------
+
+
+def _lying_s3(tmp_path: Path, notes: list[tuple[str, bytes]], respond) -> tuple:
+    """Six notes indexed from a folder, then an S3 client on a loopback endpoint answering ``respond``."""
+    import boto3
+    from botocore.config import Config
+
+    from kbsearch.config import Secrets
+    from kbsearch.indexer import Indexer
+    from kbsearch.qdrant import open_store
+    from kbsearch.sources import LocalSource
+
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    for name, text in notes:
+        (kb / name).write_bytes(text)
+    settings = Settings(qdrant_path=str(tmp_path / "q"))
+    store = open_store(settings, Secrets(settings))
+    try:
+        Indexer(LocalSource(kb), store, None).sync()
+    finally:
+        store.close()
+    endpoint = FakeEndpoint().start()
+    endpoint.responder = respond
+    client = boto3.client(
+        "s3", endpoint_url=endpoint.url, region_name="us-east-1",
+        config=Config(connect_timeout=1, read_timeout=1, retries={"max_attempts": 1}, s3={"addressing_style": "path"}),
+    )  # fmt: skip
+    return settings, endpoint, client
+
+
+def test_a_listing_of_fresh_next_pages_for_ever_stops_at_the_runs_deadline_deleting_nothing(tmp_path: Path) -> None:
+    """S3 answers every page with one note and a next page never named before (T1, T2, ...): the full sync
+    followed them until the function's timeout (round 23a's "Left"). It stops at the run's deadline now, a failed
+    listing naming it and the pages read, nothing deleted."""
+    import threading
+    from typing import Any
+
+    from kbsearch.config import Secrets
+    from kbsearch.indexer import Indexer, SyncOptions
+    from kbsearch.providers.resilience import Deadline
+    from kbsearch.qdrant import open_store
+    from kbsearch.sources import S3Source
+    from tests.integration.test_lying_objects import _listing_page
+
+    notes = [(f"n{i}.md", f"# N{i}\n\nnote {i}".encode()) for i in range(6)]
+    pages = [0]
+
+    def respond(method: str, path: str) -> tuple[int, bytes, str]:
+        if "list-type=2" not in path:
+            return 404, b"<Error><Code>NoSuchKey</Code></Error>", "application/xml"
+        pages[0] += 1
+        return 200, _listing_page([notes[pages[0] % 2]], True, f"T{pages[0]}"), "application/xml"
+
+    settings, endpoint, client = _lying_s3(tmp_path, notes, respond)
+    store = open_store(settings, Secrets(settings))
+    outcome: list[Any] = []
+    try:
+        indexer = Indexer(S3Source("kb", "", client), store, None, SyncOptions())
+        sync = threading.Thread(target=lambda: outcome.append(indexer.sync(Deadline(3))), daemon=True)
+        sync.start()
+        sync.join(60)
+        assert outcome, f"the sync is still listing after 60 s ({pages[0]} pages)"
+        after = sorted({p["path"] for p in store.points().values()})
+    finally:
+        endpoint.stop()
+        store.close()
+    report = outcome[0]
+    assert after == [name for name, _ in notes] and report.deleted == 0 and report.incomplete, report
+    assert report.error.startswith("listing s3://kb/ failed: S3 was still naming next pages at the run's deadline")
+    assert "pages read" in report.error and "nothing deleted" in report.error, report.error
+
+
+# -- 4: s3://bucket//x ------------------------------------------------------------------------------------------
+
+
+def test_an_s3_uri_with_a_prefix_starting_with_a_slash_names_those_keys(tmp_path: Path) -> None:
+    """``s3://kb//x`` was read as the prefix ``x/``, so a KB under ``/x/`` (keys starting with ``/``, which S3
+    allows and the template's ``KbPrefix`` + EventBridge rule match as written) could not be named and a prefix
+    typed with a ``/`` indexed another KB. It is the key prefix ``/x/`` now, as ``aws s3 ls s3://kb//x/`` reads it."""
+    import boto3
+    from moto import mock_aws
+
+    from kbsearch.config import Secrets
+    from kbsearch.indexer import run_sync
+    from kbsearch.sources import open_source
+    from tests.integration.test_events import open_points
+
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="kb-notes")
+        s3.put_object(Bucket="kb-notes", Key="/x/slashed.md", Body=b"# Slashed\n\nunder /x/")
+        s3.put_object(Bucket="kb-notes", Key="x/plain.md", Body=b"# Plain\n\nunder x/")
+        source = open_source("s3://kb-notes//x")
+        assert source.uri == "s3://kb-notes//x/"
+        assert [o.path for o in source.list()] == ["slashed.md"]
+        assert source.read_path("slashed.md").startswith(b"# Slashed")
+        settings = Settings(qdrant_path=str(tmp_path / "q"), kb_source="s3://kb-notes//x")
+        assert run_sync(settings, Secrets(settings)).error is None
+        assert {p["path"] for p in open_points(settings)} == {"slashed.md"}
+        assert [o.path for o in open_source("s3://kb-notes/x").list()] == ["plain.md"]
