@@ -208,3 +208,34 @@ def test_an_s3_uri_with_a_prefix_starting_with_a_slash_names_those_keys(tmp_path
         assert run_sync(settings, Secrets(settings)).error is None
         assert {p["path"] for p in open_points(settings)} == {"slashed.md"}
         assert [o.path for o in open_source("s3://kb-notes/x").list()] == ["plain.md"]
+
+
+# -- 7: kbsearch mcp's stderr in an assistant's log pane -------------------------------------------------------
+
+
+def test_kbsearch_mcp_logs_warnings_only_unless_asked_for_more(bm25_index: Path, tmp_path: Path) -> None:
+    """An assistant shows a stdio server's stderr in its log pane (the MCP spec: stderr is for logging, which a
+    client may capture, forward or ignore): ``kbsearch mcp`` wrote an INFO ``access`` line for every search and
+    note read. Warnings and errors only now; ``kbsearch -v mcp`` logs everything, the access lines too."""
+    import subprocess
+
+    from tests.conftest import KBSEARCH_CMD, ROOT, subprocess_env
+    from tests.integration.test_mcp_stdio import INIT, call, line
+
+    store = tmp_path / "q"
+    copy_store(bm25_index, store)
+    env = subprocess_env(QDRANT_PATH=str(store), KB_SOURCE=str(ROOT / "sample-kb"))
+    lines = [line(INIT), line({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+             call(2, "kb_search", {"query": "qdrant snapshot"}), call(3, "kb_get_note", {"path": "en/Glossary.md"}),
+             call(4, "kb_get_note", {"path": "en/no such note.md"})]  # fmt: skip
+    for verbose in ([], ["-v"]):
+        proc = subprocess.run([*KBSEARCH_CMD, *verbose, "mcp"], input=b"".join(lines), capture_output=True, env=env,
+                              cwd=ROOT, timeout=120, check=False)  # fmt: skip
+        stderr = proc.stderr.decode("utf-8", "replace")
+        answers = [json.loads(a) for a in proc.stdout.split(b"\n") if a]
+        assert proc.returncode == 0 and [a.get("id") for a in answers] == [1, 2, 3, 4], (answers, stderr)
+        assert "Traceback" not in stderr
+        if verbose:
+            assert "INFO kbsearch.search: access" in stderr, stderr
+        else:
+            assert [ln for ln in stderr.splitlines() if not ln.startswith(("WARNING ", "ERROR "))] == [], stderr

@@ -834,6 +834,8 @@ def _unavailable_reason(exc: Any, settings: Any) -> str:
 def cmd_mcp(args: argparse.Namespace) -> int:
     from kbsearch_tools import mcp_stdio
 
+    if not args.verbose:  # an assistant shows stderr in its log pane: an INFO access line per call filled it
+        logging.getLogger().setLevel(logging.WARNING)
     if _is_terminal(sys.stdin):  # a person trying it sat before a silent command that seemed to hang
         print("kbsearch mcp: an MCP server on stdin/stdout, for an assistant to launch (README: MCP for AI "
               "assistants); by hand, type one JSON-RPC message a line (initialize first); Ctrl-D ends it",
@@ -1339,7 +1341,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(no Docker, no AWS needed).",
     )
     parser.add_argument("--version", action="version", version=f"kbsearch {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="debug logging on stderr (`kbsearch mcp` logs warnings only without it)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser(
