@@ -239,3 +239,62 @@ def test_kbsearch_mcp_logs_warnings_only_unless_asked_for_more(bm25_index: Path,
             assert "INFO kbsearch.search: access" in stderr, stderr
         else:
             assert [ln for ln in stderr.splitlines() if not ln.startswith(("WARNING ", "ERROR "))] == [], stderr
+
+
+# -- 5: Expect: 100-continue at kbsearch serve ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def served_with_keys(bm25_index: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    from kbsearch_tools.local.process import serve_process
+    from tests.conftest import ROOT, subprocess_env
+
+    store = tmp_path_factory.mktemp("adv23d") / "q"
+    copy_store(bm25_index, store)
+    env = subprocess_env(QDRANT_PATH=str(store), KB_SOURCE=str(ROOT / "sample-kb"), KB_LOCAL_API_KEYS="pubkey,hrkey:hr")
+    with serve_process(env, cwd=ROOT) as process:
+        yield process
+    text = process.text()
+    assert "Traceback" not in text and "pubkey" not in text and "hrkey" not in text, text[-3000:]
+
+
+@pytest.mark.parametrize(
+    ("target", "headers", "status"),
+    [("/search", "", 403), ("/search", "x-api-key: wrong\n", 403), ("/search", "x-api-key: pubkey, hrkey\n", 400),
+     ("/nowhere", "x-api-key: pubkey\n", 403), ("/search", "x-api-key: pubkey\nHost: evil.example\n", 403)],
+)  # fmt: skip
+def test_serve_refuses_a_request_api_gateway_refuses_by_its_headers_without_100_continue(
+    served_with_keys, target: str, headers: str, status: int
+) -> None:
+    """``Expect: 100-continue`` asks whether to send the body: a request refused whatever its body (no key, a wrong
+    one, two, no route, a Host not this machine's) got "100 Continue" first, then the refusal after its body was
+    sent (RFC 9110 10.1.1: the final status instead). Now the refusal comes at once, the connection closed."""
+    from tests.integration.test_serve_socket import exchange, gateway_error, req
+
+    host = "" if "Host:" in headers else "Host: 127.0.0.1\n"
+    head = (f"POST {target} HTTP/1.1\n{host}Content-Type: application/json\nExpect: 100-continue\n"
+            f"Content-Length: 50000\n{headers}")  # fmt: skip
+    raw = exchange(served_with_keys.base_url, req(head), half_close=False, timeout=30)
+    assert not raw.startswith(b"HTTP/1.1 100"), raw[:200]
+    gateway_error(raw, status)
+
+
+def test_serve_still_sends_100_continue_when_the_headers_are_fine(served_with_keys) -> None:
+    """A good key: "100 Continue", then the body, then the answer. A coded body (the function's 415, not the
+    gateway's) still gets "100 Continue": API Gateway passes the body on and the function refuses it."""
+    import socket
+
+    from tests.integration.test_serve_socket import address, req, responses
+
+    body = b'{"query": "snapshot"}'
+    for extra, status in (("", 200), ("Content-Encoding: gzip\n", 415)):
+        head = (f"POST /search HTTP/1.1\nHost: 127.0.0.1\nx-api-key: pubkey\nContent-Type: application/json\n"
+                f"Expect: 100-continue\nContent-Length: {len(body)}\n{extra}")  # fmt: skip
+        with socket.create_connection(address(served_with_keys.base_url), timeout=30) as sock:
+            sock.sendall(req(head))
+            assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+            sock.sendall(body)
+            sock.shutdown(socket.SHUT_WR)
+            raw = b"".join(iter(lambda: sock.recv(65536), b""))
+        ((got, _, _),) = responses(raw)
+        assert got == status
