@@ -45,8 +45,8 @@ class SlackAuthError(KbSearchError):
 
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")
 _SURROGATE = re.compile("[\ud800-\udfff]")
-#: printable ASCII but the space and the backslash: every character of a URL Slack sends
-_RESPONSE_URL_CHARS = re.compile(r"[!-\[\]-~]+")
+#: no URL Slack sends holds one: white space, C0/C1 controls, format characters (bidi marks, BOM), a backslash
+_RESPONSE_URL_UNSAFE = re.compile("[\\x00-\\x20\\x7f-\\xa0\\\\\u1680\u2000-\u200f\u2028-\u202f\u205f-\u206f\u3000\ufeff]")
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -245,12 +245,12 @@ def parse_text(text: str) -> Intent:
 def allowed_response_url(url: str, hosts: tuple[str, ...]) -> bool:
     """Only post where Slack would send us: https on Slack's hooks host (configurable for local tests).
     A URL Slack never sends is refused whatever its host: user info (``https://x@host/``), a backslash, white
-    space, a control or a non-ASCII character, on which parsers disagree (urlsplit drops a tab and takes the host
+    space, a control, or a host that is not ASCII, on which parsers disagree (urlsplit drops a tab and takes the host
     after the last ``@``; the HTTP client refuses a tab and may read a backslash as a path)."""
-    if not _RESPONSE_URL_CHARS.fullmatch(url):
+    if _RESPONSE_URL_UNSAFE.search(url):
         return False
     parts = urlsplit(url)
-    if parts.hostname is None or "@" in parts.netloc:
+    if parts.hostname is None or "@" in parts.netloc or not parts.netloc.isascii():
         return False
     if parts.hostname in ("127.0.0.1", "localhost"):
         return parts.hostname in hosts
