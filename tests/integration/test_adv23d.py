@@ -298,3 +298,55 @@ def test_serve_still_sends_100_continue_when_the_headers_are_fine(served_with_ke
             raw = b"".join(iter(lambda: sock.recv(65536), b""))
         ((got, _, _),) = responses(raw)
         assert got == status
+
+
+# -- 8: a votes file of millions of lines -----------------------------------------------------------------------
+
+
+def _export_rss_kb(votes: Path, out: Path) -> tuple[int, int, str]:
+    """``kbsearch feedback export`` in a process of its own: its exit code, its peak RSS (KB) and its stderr."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, subprocess_env
+
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over an exec (pytest's own RSS would be the floor)
+    code = ("import sys\nfrom kbsearch_tools.cli import main\n"
+            f"code = main(['feedback', 'export', '--beir', {str(out)!r}, '--kb', 'sample-kb', '--file', {str(votes)!r},"
+            " '--table', '', '--json'])\n"
+            "hwm = [ln for ln in open('/proc/self/status') if ln.startswith('VmHWM:')][0].split()[1]\n"
+            "print('RSS', hwm, file=sys.stderr)\nsys.exit(code)\n")  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env(), cwd=ROOT,
+                          timeout=300, check=False)  # fmt: skip
+    rss = int(proc.stderr.rsplit("RSS ", 1)[1].split()[0]) if "RSS " in proc.stderr else -1
+    return proc.returncode, rss, proc.stderr
+
+
+def test_feedback_export_holds_a_vote_in_a_fraction_of_its_record(tmp_path: Path) -> None:
+    """Every vote read was held as its whole record (5.4 KB with ten hits: 540 MB for 100,000 votes, so a 1 GB
+    file, 1.2 M votes, took 6.5 GB and an OOM kill); the export holds what it reads of each now (its hits' paths
+    interned). 60,000 votes (1,000 questions, each voted by 60) on sample-kb's notes: the peak RSS over one vote's (a wide margin: ~1/3 of before)."""
+    from kbsearch.feedback import vote_record
+    from tests.conftest import ROOT
+
+    notes = sorted(str(p.relative_to(ROOT / "sample-kb")) for p in (ROOT / "sample-kb").rglob("*.md"))[:10]
+    lines = [json.dumps(vote_record(f"question {i % 1000}", {}, 0, notes, 1, "up", f"voter{i}")) + "\n"
+             for i in range(60_000)]  # fmt: skip
+    many, one = tmp_path / "many.jsonl", tmp_path / "one.jsonl"
+    many.write_text("".join(lines))
+    one.write_text(lines[0])
+    code, base, err = _export_rss_kb(one, tmp_path / "o1")
+    assert code == 0, err
+    code, peak, err = _export_rss_kb(many, tmp_path / "o2")
+    assert code == 0 and "Traceback" not in err, err
+    assert json.loads((tmp_path / "o2" / "queries.jsonl").read_text().splitlines()[0])["text"].startswith("question")
+    assert peak - base < 120_000, (base, peak)  # before: 340 MB over; now 45
+
+
+def test_a_votes_line_with_no_end_is_refused_unread(tmp_path: Path) -> None:
+    """A line of 3 MB with no newline (a file cut or not a votes file) was read whole into memory (a 1 GB one, 1 GB
+    and then its parse): a line over 1 MiB is no vote, named by its number, read no further."""
+    votes = tmp_path / "votes.jsonl"
+    votes.write_text('{"id": "a", "vote": "up", "query": "q", "hits": []}\n{"query": "' + "x" * 3_000_000)
+    code, _, err = _export_rss_kb(votes, tmp_path / "o")
+    assert code == 2 and "votes.jsonl:2: a line longer than 1024 KiB is no vote" in err, err

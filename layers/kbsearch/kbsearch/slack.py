@@ -46,7 +46,9 @@ class SlackAuthError(KbSearchError):
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 #: no URL Slack sends holds one: white space, C0/C1 controls, format characters (bidi marks, BOM), a backslash
-_RESPONSE_URL_UNSAFE = re.compile("[\\x00-\\x20\\x7f-\\xa0\\\\\u1680\u2000-\u200f\u2028-\u202f\u205f-\u206f\u3000\ufeff]")
+_RESPONSE_URL_UNSAFE = re.compile(
+    "[\\x00-\\x20\\x7f-\\xa0\\\\\u1680\u2000-\u200f\u2028-\u202f\u205f-\u206f\u3000\ufeff]"
+)
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
