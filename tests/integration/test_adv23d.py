@@ -350,3 +350,44 @@ def test_a_votes_line_with_no_end_is_refused_unread(tmp_path: Path) -> None:
     votes.write_text('{"id": "a", "vote": "up", "query": "q", "hits": []}\n{"query": "' + "x" * 3_000_000)
     code, _, err = _export_rss_kb(votes, tmp_path / "o")
     assert code == 2 and "votes.jsonl:2: a line longer than 1024 KiB is no vote" in err, err
+
+
+# -- 1: two processes on one embedded store ---------------------------------------------------------------------
+
+
+def test_kbsearch_index_while_an_assistants_mcp_holds_the_store_says_to_wait_for_it(
+    bm25_index: Path, tmp_path: Path
+) -> None:
+    """``kbsearch index`` (and ``--rebuild``) while a ``kbsearch mcp`` holds the store (an assistant's search within
+    its ``--idle-close``): refused, the holder named (``pid N: kbsearch mcp``), nothing written, but the advice was a
+    server's ("a kbsearch serve of this version takes the sync itself ... stop that process"). It says the mcp lets
+    go after its idle time now; once it has, the same index runs, no lock or mark left behind."""
+    import subprocess
+
+    from tests.conftest import KBSEARCH_CMD, ROOT, subprocess_env
+    from tests.integration.test_mcp_stdio import INIT, call, line
+
+    store = tmp_path / "q"
+    copy_store(bm25_index, store)
+    env = subprocess_env(QDRANT_PATH=str(store), KB_SOURCE=str(ROOT / "sample-kb"))
+    mcp = subprocess.Popen([*KBSEARCH_CMD, "mcp", "--idle-close", "120"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, env=env, cwd=ROOT)  # fmt: skip
+    assert mcp.stdin and mcp.stdout
+    try:
+        mcp.stdin.write(line(INIT) + call(2, "kb_search", {"query": "snapshot"}))
+        mcp.stdin.flush()
+        assert json.loads(mcp.stdout.readline())["id"] == 1
+        assert json.loads(mcp.stdout.readline())["result"]["isError"] is False  # it holds the store now
+        for rebuild in ([], ["--rebuild"]):
+            proc = subprocess.run([*KBSEARCH_CMD, "index", *rebuild, "sample-kb"], capture_output=True, text=True,
+                                  env=env, cwd=ROOT, timeout=120, check=False)  # fmt: skip
+            assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+            assert f"(pid {mcp.pid}: kbsearch mcp)" in proc.stdout, proc.stdout
+            assert "lets go after --idle-close" in proc.stdout and "kbsearch serve of this version" not in proc.stdout
+    finally:
+        mcp.stdin.close()
+        assert mcp.wait(60) == 0
+    after = subprocess.run([*KBSEARCH_CMD, "index", "sample-kb"], capture_output=True, text=True, env=env, cwd=ROOT,
+                           timeout=120, check=False)  # fmt: skip
+    assert after.returncode == 0, after.stdout + after.stderr
+    assert not list(store.rglob("*.opening"))

@@ -655,6 +655,12 @@ def _index(args: argparse.Namespace, summarised: _SummarisedErrors, indexer_log:
         oracle.stop()
     if report["error"] and re.search(r"another process has it open \(pid \d+: kbsearch index\)", report["error"]):
         report["error"] += ": another kbsearch index is syncing into it; run this again once it has ended"
+    elif report["error"] and re.search(r"another process has it open \(pid \d+: kbsearch mcp\)", report["error"]):
+        # the advice for a server (stop it, or let it take the sync) is not for an assistant's stdio server
+        report["error"] += (
+            ": an assistant's kbsearch mcp is answering from it; it lets go after --idle-close seconds (5) without "
+            "a call: run kbsearch index again then (or stop the assistant)"
+        )
     elif report["error"] and "another process has it open" in report["error"]:
         report["error"] += (
             ". A kbsearch serve (or another kbsearch) holds it: a kbsearch serve of this version takes the sync "
