@@ -445,8 +445,8 @@ def _sync_with_a_batch_after_its_listing(
     store = open_store(settings, Secrets(settings))
 
     class ListingThenBatch(S3Source):
-        def list(self) -> Any:
-            listed = list(super().list())
+        def list(self, stop_at: Any = None) -> Any:
+            listed = list(super().list(stop_at))
             aws.put(key, body)
             changes = read_batch(sqs_event(aws.receive()), KeyScope(BUCKET, PREFIX)).changes
             batch = ChangeSync(open_source(settings.kb_source), store, None, SyncOptions(),

@@ -655,6 +655,12 @@ def _index(args: argparse.Namespace, summarised: _SummarisedErrors, indexer_log:
         oracle.stop()
     if report["error"] and re.search(r"another process has it open \(pid \d+: kbsearch index\)", report["error"]):
         report["error"] += ": another kbsearch index is syncing into it; run this again once it has ended"
+    elif report["error"] and re.search(r"another process has it open \(pid \d+: kbsearch mcp\)", report["error"]):
+        # the advice for a server (stop it, or let it take the sync) is not for an assistant's stdio server
+        report["error"] += (
+            ": an assistant's kbsearch mcp is answering from it; it lets go after --idle-close seconds (5) without "
+            "a call: run kbsearch index again then (or stop the assistant)"
+        )
     elif report["error"] and "another process has it open" in report["error"]:
         report["error"] += (
             ". A kbsearch serve (or another kbsearch) holds it: a kbsearch serve of this version takes the sync "
@@ -836,6 +842,8 @@ def _unavailable_reason(exc: Any, settings: Any) -> str:
 def cmd_mcp(args: argparse.Namespace) -> int:
     from kbsearch_tools import mcp_stdio
 
+    if not args.verbose:  # an assistant shows stderr in its log pane: an INFO access line per call filled it
+        logging.getLogger().setLevel(logging.WARNING)
     if _is_terminal(sys.stdin):  # a person trying it sat before a silent command that seemed to hang
         print("kbsearch mcp: an MCP server on stdin/stdout, for an assistant to launch (README: MCP for AI "
               "assistants); by hand, type one JSON-RPC message a line (initialize first); Ctrl-D ends it",
@@ -1345,7 +1353,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(no Docker, no AWS needed).",
     )
     parser.add_argument("--version", action="version", version=f"kbsearch {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="debug logging on stderr (`kbsearch mcp` logs warnings only without it)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser(

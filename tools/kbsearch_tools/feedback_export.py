@@ -9,17 +9,32 @@ import csv
 import hashlib
 import json
 import logging
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kbsearch.errors import KbSearchError
-from kbsearch.feedback import VOTES, latest_votes
+from kbsearch.feedback import VOTES
 from kbsearch.notes import NoteError, decode_note, parse_note, read_frontmatter
 from kbsearch.sources import Source
 
 logger = logging.getLogger(__name__)
+
+#: Records read at most (the file's lines or the table's items): the latest vote of each is held, compactly (about
+#: 0.7 KB a vote with ten hits; the records themselves took 5.4 KB: 540 MB for 100,000 votes), so a votes file of
+#: 10 million lines is refused before it fills the memory.
+MAX_EXPORT_RECORDS = 2_000_000
+
+
+@dataclass(slots=True)
+class _Vote:
+    time: str
+    query: str
+    filters: dict[str, Any]
+    vote: str
+    paths: tuple[str, ...]
 
 
 @dataclass
@@ -46,6 +61,12 @@ def _valid(record: dict[str, Any]) -> bool:
             and isinstance(record.get("filters", {}), dict))  # fmt: skip
 
 
+def _compact(record: dict[str, Any], when: str) -> _Vote:
+    """What the export reads of a valid vote; the hits' paths interned (the same few notes recur in every vote)."""
+    paths = tuple(sys.intern(hit["path"]) for hit in record["hits"])
+    return _Vote(when, record["query"].strip(), record.get("filters") or {}, record["vote"], paths)
+
+
 def _corpus(source: Source, report: ExportReport) -> list[dict[str, Any]]:
     docs = []
     for obj in sorted((o for o in source.list() if o.is_note), key=lambda o: o.path):
@@ -65,12 +86,19 @@ def _corpus(source: Source, report: ExportReport) -> list[dict[str, Any]]:
 
 def export_beir(records: Iterable[dict[str, Any]], source: Source, out: Path) -> ExportReport:
     report = ExportReport()
-    votes = []
-    for record in latest_votes(iter(records)):
-        if _valid(record):
-            votes.append(record)
-        else:
-            report.skipped_votes += 1
+    # one per ``id``, the latest (by time, then by order read), as ``feedback.latest_votes``; None: not a vote
+    latest: dict[str, tuple[str, _Vote | None]] = {}
+    for count, record in enumerate(records, 1):
+        if count > MAX_EXPORT_RECORDS:
+            raise KbSearchError(f"the votes hold more than {MAX_EXPORT_RECORDS:,} records: export reads at most that "
+                                "many; export the latest (`tail -n 1000000 votes.jsonl > recent.jsonl`)")  # fmt: skip
+        key, when = str(record.get("id", "")), str(record.get("time", ""))
+        if not key or (key in latest and when < latest[key][0]):
+            continue
+        latest[key] = (when, _compact(record, when) if _valid(record) else None)
+    votes = [vote for _, vote in latest.values() if vote is not None]
+    report.skipped_votes = len(latest) - len(votes)
+    del latest
     report.votes = len(votes)
     corpus = _corpus(source, report)
     known = {d["_id"] for d in corpus}
@@ -80,18 +108,18 @@ def export_beir(records: Iterable[dict[str, Any]], source: Source, out: Path) ->
     # question + filters → tallies per note path
     queries: dict[str, dict[str, Any]] = {}
     tallies: dict[str, dict[str, list[int]]] = {}
-    for vote in sorted(votes, key=lambda v: str(v.get("time", ""))):
-        filters = vote.get("filters") or {}
-        identity = json.dumps([vote["query"].strip(), filters], ensure_ascii=False, sort_keys=True, default=str)
+    for vote in sorted(votes, key=lambda v: v.time):
+        filters = vote.filters
+        identity = json.dumps([vote.query, filters], ensure_ascii=False, sort_keys=True, default=str)
         qid = "fb-" + hashlib.sha256(identity.encode()).hexdigest()[:12]
-        queries.setdefault(qid, {"_id": qid, "text": vote["query"].strip(), "metadata": {"filters": filters}})
+        queries.setdefault(qid, {"_id": qid, "text": vote.query, "metadata": {"filters": filters}})
         per_path = tallies.setdefault(qid, {})
-        for hit in vote["hits"]:
-            if hit["path"] not in known:
+        for path in vote.paths:
+            if path not in known:
                 report.unknown_paths += 1
                 continue
-            counts = per_path.setdefault(hit["path"], [0, 0])
-            counts[0 if vote["vote"] == "up" else 1] += 1
+            counts = per_path.setdefault(path, [0, 0])
+            counts[0 if vote.vote == "up" else 1] += 1
 
     rows = []
     for qid, per_path in tallies.items():

@@ -18,6 +18,9 @@ from typing import Any, Protocol
 from kbsearch.errors import KbSearchError
 
 VOTES = ("up", "down")
+#: A vote's line: a question (a Slack command holds 4,000 characters), its filters and a page of hits (paths of up to
+#: 1,024 characters), JSON-escaped: far under this.
+MAX_VOTE_LINE_BYTES = 1024 * 1024
 
 
 def vote_record(
@@ -86,7 +89,12 @@ class FileFeedbackStore:
         except OSError as exc:
             raise KbSearchError(f"cannot read {self.path}: {exc.strerror}") from None
         with handle:
-            for number, raw in enumerate(handle, 1):
+            number = 0
+            while raw := handle.readline(MAX_VOTE_LINE_BYTES + 1):
+                number += 1
+                if len(raw) > MAX_VOTE_LINE_BYTES and not raw.endswith(b"\n"):  # read whole, one line was all memory
+                    raise KbSearchError(f"{self.path}:{number}: a line longer than {MAX_VOTE_LINE_BYTES // 1024} KiB "
+                                        "is no vote")  # fmt: skip
                 try:
                     line = raw.decode("utf-8")
                 except UnicodeDecodeError:  # read as text, it was a traceback out of the loop

@@ -107,6 +107,7 @@ from kbsearch.sources import (
     SourceObject,
     head,
     hidden,
+    listed,
     no_notes,
     open_source,
     path_problem,
@@ -466,7 +467,7 @@ class Indexer:
     @fewer_collections()  # the listing and the index's state: objects per note, all alive until the run ends
     def _sync_notes(self, report: SyncReport, stop_at: Deadline, call_deadline: Deadline | None) -> None:
         try:
-            listing = list(self.source.list())
+            listing = list(listed(self.source, stop_at))
         except SourceError as exc:
             report.error = str(exc)
             report.incomplete = True

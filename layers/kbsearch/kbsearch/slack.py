@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 from kbsearch.errors import KbSearchError
-from kbsearch.slack_render import cut, escape
+from kbsearch.slack_render import clean, cut, escape
 
 MAX_SKEW_S = 300
 #: A signature is accepted within ±MAX_SKEW_S of its timestamp, so remembering it this long covers its whole life.
@@ -45,6 +45,10 @@ class SlackAuthError(KbSearchError):
 
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")
 _SURROGATE = re.compile("[\ud800-\udfff]")
+#: no URL Slack sends holds one: white space, C0/C1 controls, format characters (bidi marks, BOM), a backslash
+_RESPONSE_URL_UNSAFE = re.compile(
+    "[\\x00-\\x20\\x7f-\\xa0\\\\\u1680\u2000-\u200f\u2028-\u202f\u205f-\u206f\u3000\ufeff]"
+)
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -241,13 +245,23 @@ def parse_text(text: str) -> Intent:
 
 
 def allowed_response_url(url: str, hosts: tuple[str, ...]) -> bool:
-    """Only post where Slack would send us: https on Slack's hooks host (configurable for local tests)."""
+    """Only post where Slack would send us: https on Slack's hooks host (configurable for local tests).
+    A URL Slack never sends is refused whatever its host: user info (``https://x@host/``), a backslash, white
+    space, a control, or a host that is not ASCII, on which parsers disagree (urlsplit drops a tab and takes the host
+    after the last ``@``; the HTTP client refuses a tab and may read a backslash as a path)."""
+    if _RESPONSE_URL_UNSAFE.search(url):
+        return False
     parts = urlsplit(url)
-    if parts.hostname is None:
+    if parts.hostname is None or "@" in parts.netloc or not parts.netloc.isascii():
         return False
     if parts.hostname in ("127.0.0.1", "localhost"):
         return parts.hostname in hosts
     return parts.scheme == "https" and parts.hostname in hosts
+
+
+def _shown(query: str) -> str:
+    """The question as the answer's header shows it: no control or bidi-override characters, one line."""
+    return clean(query).replace("\n", " ")
 
 
 def ack(intent: Intent) -> dict[str, Any]:
@@ -257,11 +271,11 @@ def ack(intent: Intent) -> dict[str, Any]:
         return {"response_type": "ephemeral", "text": f"Sorry: {intent.error}.\n\n{HELP_TEXT}"}
     # cut before escaping (an entity is never cut in half): 300 characters escape to at most 1,500, within any
     # Slack text block (3,000) whatever the command's text held
-    return {"response_type": "ephemeral", "text": f"Searching for “{escape(cut(intent.query, 300))}”…"}
+    return {"response_type": "ephemeral", "text": f"Searching for “{escape(cut(_shown(intent.query), 300))}”…"}
 
 
 def apology(query: str) -> dict[str, Any]:
-    text = f"Sorry, the search for “{escape(cut(query, 200))}” failed. Please try again in a minute."
+    text = f"Sorry, the search for “{escape(cut(_shown(query), 200))}” failed. Please try again in a minute."
     return {"response_type": "ephemeral", "replace_original": False, "text": text}
 
 

@@ -45,6 +45,8 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_s3.type_defs import HeadObjectOutputTypeDef
 
+    from kbsearch.providers.resilience import Deadline
+
 NOTE_SUFFIX = ".md"
 
 
@@ -611,7 +613,9 @@ class S3Source:
         self, bucket: str, prefix: str = "", client: S3Client | None = None, budget_s: float | None = None
     ) -> None:
         self.bucket = bucket
-        self.prefix = prefix.lstrip("/")
+        # as written: ``s3://bucket//x`` is the key prefix ``/x/`` (as ``aws s3 ls`` and the template's EventBridge
+        # rule read it), never ``x/``, another KB's
+        self.prefix = prefix
         if self.prefix and not self.prefix.endswith("/"):
             self.prefix += "/"
         self.uri = f"s3://{bucket}/{self.prefix}"
@@ -625,9 +629,10 @@ class S3Source:
             client = boto3.client("s3", config=config)
         self.client = client
 
-    def list(self) -> Iterator[SourceObject]:
+    def list(self, stop_at: Deadline | None = None) -> Iterator[SourceObject]:
+        """The notes under the prefix; ``stop_at``: a listing still going at it is a failed listing."""
         try:
-            for page in self._pages(Prefix=self.prefix):
+            for page in self._pages(stop_at, Prefix=self.prefix):
                 for item in page.get("Contents", []):
                     key = item["Key"]
                     rel = key[len(self.prefix) :]
@@ -646,17 +651,22 @@ class S3Source:
         except Exception as exc:
             raise SourceError(f"listing {self.uri} failed: {_aws_message(exc)}") from None
 
-    def _pages(self, **params: Any) -> Iterator[Any]:
+    def _pages(self, stop_at: Deadline | None = None, **params: Any) -> Iterator[Any]:
         """ListObjectsV2's pages, each asked for as the one before is consumed. A page that says the listing goes on
         (``IsTruncated``) must name a next page no page named before: one naming none ended the listing there
         (botocore's paginator stops quietly), so the notes after it looked deleted and a full sync deleted them
         (under the mass-delete guard's ratio); tokens that come back after another (A, B, A) were followed for ever
         (the paginator catches only a token repeated at once), the sync held until the function's timeout. A page that
         says the listing ended (``IsTruncated`` false or absent) yet names a next page contradicts itself: followed or
-        not, notes may be missed. Each is a :class:`SourceError` (a failed listing: nothing deleted)."""
+        not, notes may be missed. Fresh tokens for ever (a lying S3, or a bucket too large to list in a run) were
+        followed until the function's timeout: a listing still going at ``stop_at`` (the run's deadline) fails
+        too. Each is a :class:`SourceError` (a failed listing: nothing deleted)."""
         seen: set[str] = set()
         token = ""
         while True:
+            if token and stop_at is not None and stop_at.remaining() <= 0:
+                raise SourceError(f"listing {self.uri} failed: S3 was still naming next pages at the run's deadline "
+                                  f"({len(seen) + 1:,} pages read); nothing deleted, the next run lists again")  # fmt: skip
             asked: dict[str, Any] = {"Bucket": self.bucket, **params, **({"ContinuationToken": token} if token else {})}
             page = self.client.list_objects_v2(**asked)
             yield page
@@ -849,6 +859,11 @@ def open_source(uri: str, s3_client: S3Client | None = None, budget_s: float | N
             raise SourceError(f"bad S3 URI {uri!r}: expected s3://bucket/prefix")
         return S3Source(bucket, prefix, s3_client, budget_s)
     return LocalSource(uri)
+
+
+def listed(source: Source, stop_at: Deadline | None = None) -> Iterator[SourceObject]:
+    """``source.list()``, an S3 listing bounded by ``stop_at`` (a folder's ends with its files)."""
+    return source.list(stop_at) if isinstance(source, S3Source) else source.list()
 
 
 def entry_problem(source: Source, path: str) -> str | None:

@@ -116,20 +116,29 @@ class LocalApi:
                 return key
         return None
 
-    def handle(self, request: HttpRequest) -> HttpResponse:
-        if len(request.body) > MAX_BODY_BYTES:
-            return error_response(413, "Request Too Long")
+    def refusal(self, request: HttpRequest) -> HttpResponse | None:
+        """API Gateway's answer to a request it refuses from its line and headers (no route, no valid key), or None.
+        Asked before the body too (``Expect: 100-continue``): such a request never gets "100 Continue"."""
         found = self._route(request.method, request.path)
         if found is None:
             return error_response(403, "Missing Authentication Token")
-        route, params = found
-        api_key = None
-        if route.api_key_required and self.api_keys:
+        if found[0].api_key_required and self.api_keys:
             if len(_api_keys_named(request)) > 1:  # which key's scope was meant cannot be told: the first was taken
                 return error_response(400, "Bad Request: x-api-key names more than one key; send one")
-            api_key = self._key_ok(request)
-            if api_key is None:
+            if self._key_ok(request) is None:
                 return error_response(403, "Forbidden")
+        return None
+
+    def handle(self, request: HttpRequest) -> HttpResponse:
+        if len(request.body) > MAX_BODY_BYTES:
+            return error_response(413, "Request Too Long")
+        refused = self.refusal(request)
+        if refused is not None:
+            return refused
+        found = self._route(request.method, request.path)
+        assert found is not None  # refusal() answered a request with no route
+        route, params = found
+        api_key = self._key_ok(request) if route.api_key_required and self.api_keys else None
         event = build_event(request, route.path, params, self.stage, api_key, stage_in_path=False)
         if api_key is not None:
             event["requestContext"]["identity"]["apiKeyId"] = local_key_id(api_key)
@@ -177,6 +186,7 @@ class _Handler(BaseHTTPRequestHandler):
     header_lines: tuple[bytes, ...] = ()  # the request's header lines as sent (parse_request)
     raw_requestline: bytes  # http.server's, set by handle_one_request before parse_request
     loopback_only = False  # bound to a loopback address: only requests naming this machine in Host are answered
+    refused_unread: HttpResponse | None = None  # a request refused before its body, without "100 Continue"
 
     def handle_one_request(self) -> None:
         server = cast(_Server, self.server)
@@ -194,6 +204,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
     def parse_request(self) -> bool:
+        self.refused_unread = None
         if self.raw_requestline in (b"\r\n", b"\n"):
             # RFC 9112 2.2: an empty line before a request line is ignored (a client's CRLF after a POST body); it was
             # read as an empty request and the connection closed, unanswered, with the next request on it
@@ -262,8 +273,11 @@ class _Handler(BaseHTTPRequestHandler):
         self._fail(400 if code >= 500 else code)  # 501 (unknown method syntax) and 505 (HTTP/2 line) are 400s there
 
     def _fail(self, status: int) -> None:
+        self._fail_with(error_response(status, _GATEWAY_MESSAGES.get(status, "Bad Request")))
+
+    def _fail_with(self, response: HttpResponse) -> None:
         self.close_connection = True
-        self._send(error_response(status, _GATEWAY_MESSAGES.get(status, "Bad Request")), close=True)
+        self._send(response, close=True)
 
     def _framing_refusal(self) -> int | None:
         """The status refusing the body as the headers frame it (no body read), or None when it can be read."""
@@ -280,6 +294,15 @@ class _Handler(BaseHTTPRequestHandler):
         its 20 MB before the 413, into a connection being closed."""
         if self._framing_refusal() is not None or self._header_bytes() > MAX_HEADER_BYTES:
             return True  # no 100: _serve answers with the refusal at once
+        # nor for a request API Gateway refuses from its headers (no route, a wrong or missing key, a Host not this
+        # machine's): "100 Continue" went first and the client sent its body to hear the 403
+        try:
+            request = self._request(urlsplit(_target(self.path)), b"")
+        except ValueError:
+            return True  # _serve answers its 400
+        self.refused_unread = self._host_refusal(request) or self.api.refusal(request)
+        if self.refused_unread is not None:
+            return True
         return super().handle_expect_100()
 
     def _body(self) -> bytes | None:
@@ -313,17 +336,19 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:  # e.g. an absolute URL with a broken IPv6 host
             self._fail(400)
             return
+        if self.refused_unread is not None:  # refused without "100 Continue": the body may or may not follow
+            self._fail_with(self.refused_unread)
+            return
         body = self._body()
         if body is None:
             return
         cast(_Server, self.server).unwatch(self.connection)  # read whole: the route takes as long as it takes
-        if self.loopback_only and not (_local_host(self.headers.get("Host")) and _local_host(url.netloc or None)):
-            # DNS rebinding: a web page of another site whose name now resolves to 127.0.0.1 sends its own Host; a
-            # request target in absolute form (`GET http://evil.example/search`) names the host instead of the Host
-            # header (RFC 9112 3.2.2), and was answered whatever host it named
-            self._send(error_response(403, "Forbidden"))
-            return
-        request = HttpRequest(
+        request = self._request(url, body)
+        refused = self._host_refusal(request)
+        self._send(refused or self.api.handle(request))
+
+    def _request(self, url: Any, body: bytes) -> HttpRequest:
+        return HttpRequest(
             method=self.command,
             path=_target(url.path or "/"),
             query=url.query,
@@ -333,7 +358,15 @@ class _Handler(BaseHTTPRequestHandler):
             body=body,
             source_ip=self.client_address[0],
         )
-        self._send(self.api.handle(request))
+
+    def _host_refusal(self, request: HttpRequest) -> HttpResponse | None:
+        url = urlsplit(_target(self.path))
+        if self.loopback_only and not (_local_host(self.headers.get("Host")) and _local_host(url.netloc or None)):
+            # DNS rebinding: a web page of another site whose name now resolves to 127.0.0.1 sends its own Host; a
+            # request target in absolute form (`GET http://evil.example/search`) names the host instead of the Host
+            # header (RFC 9112 3.2.2), and was answered whatever host it named
+            return error_response(403, "Forbidden")
+        return None
 
     def _malformed_headers(self) -> bool:
         """Headers a server must reject (the connection's framing is then not trusted: 400 and closed). RFC 9110
