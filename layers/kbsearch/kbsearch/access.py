@@ -104,8 +104,9 @@ def _fold(path: str) -> str:
     dropped, the spaces around each segment left out, case folded. A folder ``HR `` (a trailing space), ``hr\u200b``
     or ``ｈｒ`` is the folder of the rule ``hr/``, and a rule ``"hr /"`` is that of ``hr``: a reader sees one name
     (each was no rule's folder, and its notes were indexed public)."""
-    shown = "".join(c for c in unicodedata.normalize("NFKC", path) if unicodedata.category(c) != "Cf")
-    return "/".join(segment.strip() for segment in shown.split("/")).casefold()
+    from kbsearch.sources import shown_path
+
+    return shown_path(path).casefold()
 
 
 def _as_access_file(reason: str) -> str:

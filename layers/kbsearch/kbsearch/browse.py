@@ -28,7 +28,7 @@ from kbsearch.errors import ConfigError, IndexUnavailable, KbSearchError
 from kbsearch.lexical import reading
 from kbsearch.links import Linkable, link_key, link_keys, name_keys, path_keys, resolve
 from kbsearch.providers.resilience import Deadline
-from kbsearch.qdrant.query import Retriever, held_request, point_id, scope_clause, unreachable
+from kbsearch.qdrant.query import Retriever, folders_clause, held_request, point_id, scope_clause, unreachable
 from kbsearch.schemas import (
     ANSWER_BYTES,
     CatalogResponse,
@@ -39,6 +39,7 @@ from kbsearch.schemas import (
     RecentNote,
     SectionInfo,
     folder_prefix,
+    folder_spellings,
     wire_bytes,
 )
 
@@ -160,10 +161,34 @@ class BrowseService:
         asked, for every path alike (503, as an unusable access file: an unreachable index must not turn readable
         notes into missing ones). ``deadline``: the request's, which the read (the index's answer included)
         shares (default: the reader's own budget)."""
-        from kbsearch.notes import NoteError, decode_note
-        from kbsearch.sources import NoteUnreadable, SourceError, note_path, path_problem
+        from kbsearch.sources import note_path, shown_path
 
         path = note_path(path)  # the identity the indexer gave the note (NFC), whatever form the client sent
+        shown = note_path(shown_path(path))
+        if shown == path or not shown:
+            return self._note_text(path, scope, deadline)
+        try:
+            return self._note_text(path, scope, deadline)
+        except NoteProblem as exc:
+            # No note as given: the path its reader sees in it, copied with a zero-width space, a soft hyphen or a
+            # bidi mark, typed in full width, a space after it (each was a 404 "no note at" a path that looked like
+            # the note's, or a 400 suggesting ``.md`` after ``.md``). Its own "no note" names the path as given.
+            if exc.kind not in ("not_found", "bad_path"):
+                raise
+            try:
+                return self._note_text(shown, scope, deadline)
+            except NoteProblem as again:
+                if exc.kind == "not_found" and again.kind in ("not_found", "bad_path"):
+                    raise exc from None
+                if again.kind == "not_found":  # named as given, never by a path the caller did not send
+                    raise NoteProblem("not_found", str(again).replace(repr(shown), repr(path), 1)) from None
+                raise
+
+    def _note_text(self, path: str, scope: Scope, deadline: Deadline | None) -> tuple[str, str]:
+        """:meth:`note_text` of ``path`` as given (in NFC)."""
+        from kbsearch.notes import NoteError, decode_note
+        from kbsearch.sources import NoteUnreadable, SourceError, path_problem
+
         problem = path_problem(path) or (None if path.lower().endswith(".md") else "note paths end in .md")
         if problem == "note paths end in .md" and not re.search(r"\.[A-Za-z0-9]{1,5}$", path):
             # a note named by its title, as a hit shows it (not an attachment: image.png): the path meant
@@ -324,8 +349,9 @@ class BrowseService:
         deadline the read ends by (a JSON-RPC batch's; default: the request's budget)."""
         must: list[dict[str, Any]] = [_FIRST_CHUNK]
         prefix = folder_prefix(path_prefix)  # as search normalises it; ValueError for a '..' segment
-        if prefix:
-            must.append({"key": "folders", "match": {"value": prefix}})
+        folders = folders_clause(folder_spellings(prefix))  # as given and as its reader sees it
+        if folders:
+            must.append(folders)
         where = _scoped(must, scope)
 
         def read(retriever: Retriever, timeout_s: float) -> CatalogResponse:

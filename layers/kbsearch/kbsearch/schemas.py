@@ -70,6 +70,26 @@ def folder_prefix(value: str | None) -> str | None:
     return prefix or None
 
 
+def folder_spellings(prefix: str | None) -> list[str]:
+    """The folders a ``path_prefix`` normalised by :func:`folder_prefix` matches: itself and, when its reader sees
+    another folder in it, that one too (:func:`kbsearch.sources.shown_path`: ``ｅｎ／runbooks`` typed in full width,
+    ``en/runbooks`` pasted with a zero-width space, a soft hyphen or a bidi mark: each was searched as written and
+    answered with no hits, silently). The index holds folders as their notes' keys spell them, so a folder whose
+    name does hold such a character is still matched as given. A reading that climbs out (full-width ``．．`` is
+    ``..``) is dropped; one that is the root (a zero-width space alone) is the whole KB, as ``/`` is: ``[]``."""
+    if not prefix:
+        return []
+    from kbsearch.sources import shown_path
+
+    try:
+        shown = folder_prefix(shown_path(prefix))
+    except ValueError:  # ``..`` as read, or a folder no note can be in: the spelling as given alone
+        return [prefix]
+    if shown is None:
+        return []
+    return [prefix] if shown == prefix else [prefix, shown]
+
+
 class SearchFilters(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 

@@ -43,7 +43,7 @@ from kbsearch.qdrant.query import (
     signature_mismatch,
 )
 from kbsearch.qdrant.rest import QdrantRest
-from kbsearch.schemas import Hit, HitScores, SearchMeta, SearchRequest, SearchResponse, wire_bytes
+from kbsearch.schemas import Hit, HitScores, SearchMeta, SearchRequest, SearchResponse, folder_spellings, wire_bytes
 from kbsearch.tokens import MAX_CHARS_PER_TOKEN, truncate_tokens
 
 if TYPE_CHECKING:
@@ -413,7 +413,7 @@ class SearchService:
                 tags=filters.tags,
                 types=filters.type,
                 statuses=filters.status,
-                path_prefix=filters.path_prefix,
+                path_prefix=folder_spellings(filters.path_prefix),
                 updated_after=filters.updated_after,
                 groups=scope.query_groups(),
                 reach=reach_recorded(metadata) if scope.restricted else (),

@@ -123,6 +123,15 @@ def note_path(path: str) -> str:
     return _nfc(path)
 
 
+def shown_path(path: str) -> str:
+    """``path`` as its reader sees it: compatibility forms folded (NFKC: ``ｅｎ／runbooks`` typed in full width is
+    ``en/runbooks``), the characters no reader sees dropped (format characters: a zero-width space or joiner, a soft
+    hyphen, a bidi mark or embedding, a byte-order mark), the spaces around each segment left out."""
+    if not path.isascii():  # ASCII holds no format character, and NFKC leaves it as it is
+        path = "".join(c for c in unicodedata.normalize("NFKC", path) if unicodedata.category(c) != "Cf")
+    return "/".join(segment.strip() for segment in path.split("/"))
+
+
 def hidden(path: str) -> bool:
     """Whether ``path`` names a hidden file or is in a hidden folder (a name starting with '.': Obsidian's ``.trash``
     and ``.obsidian``, a dot-file): never a note, from a folder or from S3 alike (the folder listing, ``--watch`` and

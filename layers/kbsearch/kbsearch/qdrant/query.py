@@ -129,6 +129,15 @@ def folders_of(path: str) -> list[str]:
     return ["/".join(parts[: i + 1]) for i in range(len(parts))]
 
 
+def folders_clause(spellings: Sequence[str]) -> dict[str, Any] | None:
+    """The condition of a ``path_prefix`` filter: notes in the folder, given in one or more spellings (as written,
+    as its reader sees it: :func:`kbsearch.schemas.folder_spellings`); None for none."""
+    folders = list(dict.fromkeys(s.strip("/") for s in spellings if s.strip("/")))
+    if not folders:
+        return None
+    return {"key": "folders", "match": {"value": folders[0]} if len(folders) == 1 else {"any": folders}}
+
+
 def index_missing(collection: str, detail: str = "") -> IndexMissing:
     """The error of a search whose collection is not there (the indexer has not run yet), whichever store."""
     return IndexMissing(f"collection {collection!r} does not exist" + (f" ({detail})" if detail else ""))
@@ -179,7 +188,7 @@ def filter_json(
     tags: list[str] | None = None,
     types: list[str] | None = None,
     statuses: list[str] | None = None,
-    path_prefix: str | None = None,
+    path_prefix: str | Sequence[str] | None = None,
     updated_after: dt.date | None = None,
     groups: Sequence[str] | None = None,
     reach: Collection[str] = (),
@@ -207,8 +216,9 @@ def filter_json(
         must.append({"key": "type", "match": {"any": list(types)}})
     if statuses:
         must.append({"key": "status", "match": {"any": list(statuses)}})
-    if path_prefix:
-        must.append({"key": "folders", "match": {"value": path_prefix.strip("/")}})
+    folders = folders_clause([path_prefix] if isinstance(path_prefix, str) else path_prefix or [])
+    if folders:
+        must.append(folders)
     if updated_after:
         when = (
             updated_after if isinstance(updated_after, dt.datetime) else dt.datetime.combine(updated_after, dt.time())
