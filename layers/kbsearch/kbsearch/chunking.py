@@ -205,3 +205,11 @@ def embed_text(index: int, heading: str, summary: str | None, text: str) -> str:
     if text:
         parts.append(text)
     return "\n\n".join(parts)
+
+
+def lexical_text(index: int, embedded: str, note_id: str | None) -> str:
+    """What BM25 indexes of a chunk: what it embeds (:func:`embed_text`) and, on a note's first chunk, the note's
+    front-matter ``id`` (``KB-013``, ``ADR-003``): a reader looks a note up by its id, which appears nowhere else in
+    its text (a search for it found other notes), and which no dense model reads as more than noise, so it is not
+    embedded (a note given an id is not embedded again)."""
+    return f"{embedded}\n\n{note_id}" if index == 0 and note_id else embedded

@@ -56,7 +56,7 @@ from kbsearch.access import (
     refuse_mistaken_access_file,
     restricted_links,
 )
-from kbsearch.chunking import Chunk, chunk_note, embed_text
+from kbsearch.chunking import Chunk, chunk_note, embed_text, lexical_text
 from kbsearch.config import Secrets, Settings
 from kbsearch.errors import ConfigError, StoreError
 from kbsearch.lexical import READING_VERSION, SparseVector, document_vector, text_language
@@ -407,7 +407,8 @@ class Indexer:
                 if isinstance(digest, str) and digest and embed_hash(str(signature or ""), text) != digest:
                     mismatched += 1
                     self._reread_notes.add(path)
-                vectors.append((str(point["id"]), document_vector(text)))
+                lexical = lexical_text(payload["chunk_index"], text, stored_note_id(payload))
+                vectors.append((str(point["id"]), document_vector(lexical)))
                 versions.add((path, etag if isinstance(etag, str) else None))
             guard = [{"must": [{"key": "path", "match": {"value": path}}]
                       + ([{"key": "etag", "match": {"value": etag}}] if etag is not None else [])}
@@ -1061,7 +1062,7 @@ def parse_for_index(
     ``reuse``, embed hash → vector); ``signature_id``: the embedding's, None when the index is BM25 only."""
     import traceback
 
-    from kbsearch.notes import NoteError, parse_note  # the YAML parser loads only when a note changed
+    from kbsearch.notes import NoteError, note_id, parse_note  # the YAML parser loads only when a note changed
 
     if obj.size > options.max_note_bytes:
         return ParseOutcome(failure="large", reason=f"too large: {obj.size} bytes (limit {options.max_note_bytes})")
@@ -1088,7 +1089,9 @@ def parse_for_index(
             payloads.append(payload)
         _check_storable(payloads)  # what the store must take
         reuse = reuse if dense else {}
-        points = [ChunkPoint(obj.path, chunk.index, payload, document_vector(chunk.embed_text),
+        lexical_id = note_id(note.metadata)
+        points = [ChunkPoint(obj.path, chunk.index, payload,
+                             document_vector(lexical_text(chunk.index, chunk.embed_text, lexical_id)),
                              reuse.get(payload[EMBED_HASH]))
                   for chunk, payload in zip(chunks, payloads, strict=True)]  # fmt: skip
     except SourceError as exc:
@@ -1270,6 +1273,17 @@ def stored_embed_text(payload: dict[str, Any]) -> str | None:
 
         summary = note_summary(payload["meta"])
     return embed_text(index, heading, summary, text)
+
+
+def stored_note_id(payload: dict[str, Any]) -> str | None:
+    """The note's front-matter ``id`` a first chunk's payload keeps (its ``meta``), which BM25 indexes with it
+    (:func:`kbsearch.chunking.lexical_text`); None on any other chunk or when the note sets none."""
+    meta = payload.get("meta") if payload.get("chunk_index") == 0 else None
+    if not isinstance(meta, dict):
+        return None
+    from kbsearch.notes import note_id  # the YAML parser loads: only when an older reading is found
+
+    return note_id(meta)
 
 
 #: The front-matter fields a chunk's payload leaves out when the note does not set them, rather than storing a null:

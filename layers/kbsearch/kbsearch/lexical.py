@@ -40,8 +40,9 @@ if TYPE_CHECKING:
 #: sparse vector from its stored payload, without embedding anything (:meth:`kbsearch.indexer.Indexer.sync`);
 #: queries are read the new way at once, so a stale index misses notes silently (``x²`` is the token ``x2``).
 #: 1: before round 15 (none recorded); 2: NFC without invisible characters (round 15); 3: NFKC, the leftover
-#: marks dropped, glued symbols set apart, a capital dotted I read as ``i`` (round 16).
-READING_VERSION = 3
+#: marks dropped, glued symbols set apart, a capital dotted I read as ``i`` (round 16); 4: a note's first chunk
+#: holds its front-matter ``id`` too (:func:`kbsearch.chunking.lexical_text`, session 24).
+READING_VERSION = 4
 
 K1 = 1.2
 B = 0.75

@@ -147,6 +147,11 @@ def _text_or_none(value: Any) -> str | None:
     return text or None
 
 
+def note_id(meta: dict[str, Any]) -> str | None:
+    """A note's front-matter ``id`` as text, from :func:`read_frontmatter`'s metadata or a first chunk's ``meta``."""
+    return _text_or_none(meta.get("id"))
+
+
 def note_summary(meta: dict[str, Any]) -> str | None:
     """A note's summary, from its frontmatter (``summary``, else ``description``) as :func:`read_frontmatter` gives
     it, or as a first chunk's payload keeps it (``meta``: the indexer rebuilds that chunk's text from it)."""
@@ -402,7 +407,7 @@ def parse_note(path: str, raw: bytes, max_bytes: int = MAX_NOTE_BYTES) -> Note:
     return Note(
         path=path,
         title=title,
-        doc_id=_text_or_none(meta.get("id")) or path,
+        doc_id=note_id(meta) or path,
         metadata=meta,
         tags=_bounded_tags(meta.get("tags"), warnings),
         type=_facet_or_none(meta.get("type")),
