@@ -329,7 +329,7 @@ def test_mcp_on_a_kb_folder_that_is_not_there_says_so_at_start(tmp_path: Path) -
     proc = run("mcp", "--kb", str(missing), QDRANT_PATH=str(tmp_path / "q"))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == (
-        f"kbsearch mcp: error: KB folder {missing} does not exist or is not a folder"
+        f"kbsearch mcp: error: KB folder {missing} does not exist"
     ), proc.stderr
 
 

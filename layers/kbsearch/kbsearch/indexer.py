@@ -1459,7 +1459,17 @@ def _remember_source(store: Store, source: Source, report: SyncReport) -> None:
         return
     folder = str(Path(source.uri).resolve())
     recorded = store.metadata()
-    if recorded.get(SOURCE_KEY) != folder:
+    built_from = recorded.get(SOURCE_KEY)
+    if report.deletion_blocked and isinstance(built_from, str) and built_from != folder:
+        # a second KB indexed into the first one's store (the default .kbsearch/qdrant): "rerun with
+        # --allow-mass-delete" would delete the first KB's notes, which is not what was meant
+        blocked = report.deletion_blocked.split(". If that is intended", 1)[0]
+        report.deletion_blocked = (
+            f"{blocked}. This index was built from another folder, {built_from}, whose notes it keeps beside "
+            "this one's: to keep this KB apart, index it into its own store (QDRANT_PATH=<another folder>); to "
+            "replace that KB with this one, kbsearch index --rebuild"
+        )
+    if built_from != folder:
         store.set_metadata({**recorded, SOURCE_KEY: folder})
 
 
