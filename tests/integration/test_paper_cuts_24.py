@@ -184,3 +184,46 @@ def test_readme_names_every_template_parameter_in_its_table_and_every_output() -
     template = _template()
     assert sorted(set(template["Parameters"]) - named) == []
     assert sorted(name for name in template["Outputs"] if f"`{name}`" not in readme) == []
+
+
+# -- a Slack answer's footer ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(3 * PROCESS_TIMEOUT_S)
+def test_a_slack_answer_says_how_long_it_took_and_how_many_without_zeros(tmp_path: Path) -> None:
+    """README's Slack walk (`kbsearch slack "qdrant snapshot"` against `kbsearch serve`): every answer's footer read
+    "results 1–5 · 0.0 s" (a BM25 search of tens of ms, shown in seconds to one decimal), and an answer of one hit
+    "results 1–1". Under a second the time is in milliseconds now, and one hit is "result 1"."""
+    store = tmp_path / "q"
+    assert _kbsearch("index", str(ROOT / "sample-kb"), QDRANT_PATH=str(store)).returncode == 0
+    env = subprocess_env(QDRANT_PATH=str(store), SLACK_SIGNING_SECRET="local-secret", SLACK_RESPONSE_HOSTS="127.0.0.1")
+    with serve_process(env, cwd=ROOT) as served:
+        many = _kbsearch("slack", "--api", served.base_url, "qdrant snapshot", QDRANT_PATH=str(store),
+                         SLACK_SIGNING_SECRET="local-secret")  # fmt: skip
+        one = _kbsearch("slack", "--api", served.base_url, "ротация ключей", QDRANT_PATH=str(store),
+                        SLACK_SIGNING_SECRET="local-secret")  # fmt: skip
+    assert many.returncode == 0 and one.returncode == 0, (many.stderr, one.stderr)
+    footers = [line.strip() for line in many.stdout.splitlines() if line.strip().startswith("results ")]
+    assert len(footers) == 1 and re.fullmatch(r"results 1–5 · (\d{1,3} ms|[1-9]\d*\.\d s)", footers[0]), many.stdout
+    assert " 0.0 s" not in many.stdout, many.stdout
+    assert [line.strip().split(" · ")[0] for line in one.stdout.splitlines() if line.strip().startswith("result")] == [
+        "result 1"
+    ], one.stdout
+
+
+# -- make help ------------------------------------------------------------------------------------------------------
+
+
+def test_make_alone_or_make_help_lists_every_target() -> None:
+    """`make help` was "No rule to make target 'help'", and plain `make` started an install: the targets and their
+    `##` descriptions were in the Makefile only. Both list every target now (`make format` and `make clean` had
+    none), and `make run`'s line says its URL, not `$(HOST):$(PORT)`."""
+    makefile = (ROOT / "Makefile").read_text()
+    targets = [line.split(":", 1)[0] for line in makefile.splitlines() if re.match(r"[a-z][a-z-]*:", line)]
+    for args in (["help"], []):
+        proc = subprocess.run(["make", "-s", "-C", str(ROOT), *args], capture_output=True, text=True,
+                              timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
+        assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+        listed = [line.split()[1] for line in proc.stdout.splitlines()]
+        assert listed == targets, (listed, targets)
+        assert "$(" not in proc.stdout, proc.stdout
