@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import socket
@@ -227,3 +228,44 @@ def test_make_alone_or_make_help_lists_every_target() -> None:
         listed = [line.split()[1] for line in proc.stdout.splitlines()]
         assert listed == targets, (listed, targets)
         assert "$(" not in proc.stdout, proc.stdout
+
+
+# -- kbsearch mcp by hand --------------------------------------------------------------------------------------------
+
+
+def _mcp(lines: list[str], *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*KBSEARCH_CMD, "mcp", *args], input="".join(line + "\n" for line in lines),
+                          capture_output=True, text=True, env=subprocess_env(**env), cwd=ROOT,
+                          timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
+
+
+INITIALIZE = ('{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25",'
+              '"capabilities":{},"clientInfo":{"name":"by-hand","version":"1"}}}')  # fmt: skip
+
+
+@pytest.mark.parametrize("remote", [False, True])
+def test_a_line_typed_by_hand_that_is_not_json_is_called_a_line(remote: bool, tmp_path: Path) -> None:
+    """README's stdio walk types JSON-RPC a line at a time; a typo in one answered "Parse error: the request body
+    is not valid JSON" (HTTP's word, over stdio), locally and through --remote alike."""
+    args = ["--remote", "http://127.0.0.1:9"] if remote else ["--kb", str(ROOT / "sample-kb")]
+    proc = _mcp(["{\"jsonrpc\": \"2.0\", \"id\": 1, \"method\": \"ping\"", "\xff"], *args,
+                QDRANT_PATH=str(tmp_path / "q"), KB_API_KEY="k")  # fmt: skip
+    answers = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [answer["error"]["message"] for answer in answers] == ["Parse error: the line is not valid JSON"] * 2, (
+        proc.stdout
+    )
+
+
+def test_a_note_not_there_is_the_callers_answer_not_a_warning_in_the_log(tmp_path: Path) -> None:
+    """`kb_get_note` of a path no note has answered isError with what to do, and `kbsearch mcp` (which logs warnings
+    only, into the assistant's log) also wrote "WARNING kbsearch.browse: a note could not be read (error=no note at
+    'en/nope.md')" for each: the caller's miss, not the operator's problem."""
+    store = tmp_path / "q"
+    assert _kbsearch("index", str(ROOT / "sample-kb"), QDRANT_PATH=str(store)).returncode == 0
+    call = ('{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"kb_get_note","arguments":'
+            '{"path":"en/nope.md"}}}')  # fmt: skip
+    proc = _mcp([INITIALIZE, call], "--kb", str(ROOT / "sample-kb"), QDRANT_PATH=str(store))
+    answer = json.loads(proc.stdout.splitlines()[-1])
+    assert answer["result"]["isError"] is True, answer
+    assert answer["result"]["content"][0]["text"] == "no note at 'en/nope.md'; use kb_search to find the right path"
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr

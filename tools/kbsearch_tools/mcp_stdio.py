@@ -272,11 +272,12 @@ class RemoteBridge:
 
         from kbsearch.api.body import BadBody, parse_json
         from kbsearch.api.body import text as body_text
+        from kbsearch.mcp.protocol import line_error
 
         try:
             message = parse_json(body_text(line))
         except BadBody as exc:
-            return [_error(None, PARSE_ERROR, f"Parse error: {exc.message}")]
+            return [line_error(exc)]
         id_ = _usable_id(message.get("id")) if isinstance(message, dict) else None
         if isinstance(message, list) and self.handshake_version != BATCH_VERSION:
             # this session decides, as a local server's does: the remote (stateless) cannot tell without a header
