@@ -269,3 +269,18 @@ def test_a_note_not_there_is_the_callers_answer_not_a_warning_in_the_log(tmp_pat
     assert answer["result"]["isError"] is True, answer
     assert answer["result"]["content"][0]["text"] == "no note at 'en/nope.md'; use kb_search to find the right path"
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+
+
+@pytest.mark.timeout(3 * PROCESS_TIMEOUT_S)
+def test_a_second_kb_handed_to_a_server_names_the_folder_the_index_was_built_from(tmp_path: Path) -> None:
+    """The same second KB, its `kbsearch index` handed to the `kbsearch serve` holding the store (README's walk runs
+    one): the server's sync said "If that is intended, rerun with --allow-mass-delete" too."""
+    store, other = tmp_path / "q", tmp_path / "other-kb"
+    shutil.copytree(ROOT / "sample-kb" / "en" / "runbooks", other)
+    assert _kbsearch("index", str(ROOT / "sample-kb"), QDRANT_PATH=str(store)).returncode == 0
+    with serve_process(subprocess_env(QDRANT_PATH=str(store)), cwd=ROOT):
+        proc = _kbsearch("index", str(other), QDRANT_PATH=str(store))
+    assert proc.returncode == 0 and "handed to the kbsearch serve" in proc.stderr, proc.stderr
+    blocked = [line for line in proc.stdout.splitlines() if line.startswith("  deletions blocked: ")]
+    assert len(blocked) == 1 and f"This index was built from another folder, {ROOT / 'sample-kb'}, " in blocked[0]
+    assert "--allow-mass-delete" not in blocked[0], blocked
