@@ -284,3 +284,17 @@ def test_a_second_kb_handed_to_a_server_names_the_folder_the_index_was_built_fro
     blocked = [line for line in proc.stdout.splitlines() if line.startswith("  deletions blocked: ")]
     assert len(blocked) == 1 and f"This index was built from another folder, {ROOT / 'sample-kb'}, " in blocked[0]
     assert "--allow-mass-delete" not in blocked[0], blocked
+
+
+def test_mcp_remote_on_this_machine_with_nothing_listening_says_what_to_start(tmp_path: Path) -> None:
+    """README: "bridge to it with --remote http://127.0.0.1:3000". With no `kbsearch serve` there, every message
+    answered "cannot reach http://127.0.0.1:3000/mcp (ConnectError): check the URL and the network": on this
+    machine it is the server that is missing, not the network."""
+    port = _free_port()
+    proc = _mcp([INITIALIZE], "--remote", f"http://127.0.0.1:{port}", KB_API_KEY="k", QDRANT_PATH=str(tmp_path / "q"))
+    (answer,) = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert answer["error"]["message"] == (f"cannot reach http://127.0.0.1:{port}/mcp (ConnectError): nothing listens "
+                                          f"on port {port} of this machine: is a kbsearch serve --port {port} "
+                                          "running?"), answer  # fmt: skip
+    far = _mcp([INITIALIZE], "--remote", "http://kb-search.invalid", KB_API_KEY="k", QDRANT_PATH=str(tmp_path / "q"))
+    assert json.loads(far.stdout)["error"]["message"].endswith(": check the URL and the network"), far.stdout
