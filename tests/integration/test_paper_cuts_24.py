@@ -29,8 +29,8 @@ def _kbsearch(*args: str, cwd: Path = ROOT, **env: str) -> subprocess.CompletedP
 @pytest.mark.parametrize(
     ("args", "said"),
     [
-        (["--top-k", "0"], "--top-k: Input should be greater than or equal to 1"),
-        (["--top-k", "21"], "--top-k: Input should be less than or equal to 20"),
+        (["--top-k", "0"], "--top-k: results are 1-20, got 0"),
+        (["--top-k", "21"], "--top-k: results are 1-20, got 21"),
         (["--tag", ""], "--tag: an empty value matches no note"),
         (["--path-prefix", ""], None),  # not given: no error
         (["--updated-after", "2026-13-01"],

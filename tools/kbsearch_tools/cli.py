@@ -791,7 +791,10 @@ def _search_problems(errors: Sequence[Any]) -> str:
     for error in errors:
         field = next((str(part) for part in error["loc"] if str(part) in _SEARCH_OPTIONS), None)
         name = _SEARCH_OPTIONS[field] if field else ".".join(str(part) for part in error["loc"])
-        said.setdefault(name, str(error["msg"]).removeprefix("Value error, "))
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if field == "top_k" and error["type"] in ("greater_than_equal", "less_than_equal"):  # pydantic's bound words
+            message = f"results are 1-20, got {error['input']}"
+        said.setdefault(name, message)
     return "; ".join(message if message.startswith(name) else f"{name}: {message}" for name, message in said.items())
 
 
