@@ -24,7 +24,10 @@ export SAM_CLI_TELEMETRY = 0
 NPM := $(shell command -v npm 2>/dev/null)
 INSPECTOR := tools/inspector/node_modules/.bin/mcp-inspector
 
-.PHONY: install lock run serve index test lint format unit build deploy clean bench eval eval-classes eval-expanded eval-gate eval-man load inspector
+.PHONY: help install lock run serve index test lint format unit build deploy clean bench eval eval-classes eval-expanded eval-gate eval-man load inspector
+
+help: ## this list (plain `make` too): each target and what it does
+	@awk -F':.*## ' '/^[a-z][a-z-]*:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(STAMP): pyproject.toml requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,7 +51,7 @@ index: $(STAMP) ## index sample-kb/ into the embedded store (.kbsearch/qdrant)
 
 # WATCH=--watch: the server syncs every saved note (make run WATCH= serves without watching).
 WATCH ?= --watch
-run: index ## index sample-kb/, then serve the API on http://$(HOST):$(PORT), syncing each saved note
+run: index ## index sample-kb/, then serve the API on http://127.0.0.1:3000 (HOST, PORT), syncing each saved note
 	@echo "try: curl -s 'http://$(HOST):$(PORT)/search?q=restore+qdrant+snapshot&top_k=3' | python3 -m json.tool"
 	KB_SOURCE=sample-kb $(BIN)/kbsearch serve --host $(HOST) --port $(PORT) $(WATCH) $(ORACLE_ARG)
 
@@ -73,7 +76,7 @@ $(INSPECTOR): tools/inspector/package-lock.json
 
 inspector: $(INSPECTOR) ## install the MCP Inspector CLI (tests/integration/test_mcp_inspector.py)
 
-format: $(STAMP)
+format: $(STAMP) ## ruff --fix and ruff format over the tree
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
@@ -130,5 +133,5 @@ build: $(SAM) ## sam build (python3.13, arm64, no container)
 deploy: build ## sam deploy to STAGE (samconfig.toml)
 	$(SAM) deploy --config-env $(STAGE)
 
-clean:
+clean: ## remove .aws-sam, .kbsearch (the local index, the votes file, the oracle's vector cache) and the tools' caches
 	rm -rf .aws-sam .kbsearch .pytest_cache .mypy_cache .ruff_cache

@@ -72,7 +72,7 @@ TEMPLATE = ["--template", str(ROOT / "template.yaml")]
 @pytest.mark.parametrize(
     ("args", "code", "line"),
     [(["index", "{tmp}/no\nsuch"], 2,
-      "kbsearch index: error: KB folder {tmp}/no\\nsuch does not exist or is not a folder"),
+      "kbsearch index: error: KB folder {tmp}/no\\nsuch does not exist"),
      (["serve", *TEMPLATE, "--port", "0", "--host", "bad\nhost"], 1,
       "kbsearch serve: error: cannot listen on bad\\nhost:0: "),
      (["serve", *TEMPLATE, "--port", "0", "--watch", "{tmp}/x\ny"], 2,

@@ -349,7 +349,7 @@ def test_answer_shape_no_scores_degraded_in_words_buttons() -> None:
     last_page = render_answer(make_answer(hits), View(per_page=5, page=1))
     (actions,) = [b for b in last_page["blocks"] if b["type"] == "actions"]
     assert ACTION_MORE not in [e["action_id"] for e in actions["elements"]]
-    assert "results 6–6" in json.dumps(last_page, ensure_ascii=False)
+    assert "result 6 · " in json.dumps(last_page, ensure_ascii=False)  # one hit: "result 6", not "results 6–6"
 
 
 def test_emphasis_marks_in_plain_text_are_shown_not_read_as_bold_or_strike() -> None:

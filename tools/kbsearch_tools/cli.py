@@ -745,8 +745,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             expand=not args.no_expand,
         )  # fmt: skip
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise KbSearchError(f"invalid search: {problems}") from None
+        raise KbSearchError(f"invalid search: {_search_problems(exc.errors())}") from None
     settings = load_settings()
     service = SearchService(settings, Secrets(settings))
     try:
@@ -777,6 +776,26 @@ def cmd_search(args: argparse.Namespace) -> int:
         print((f"{'':15}{_shown(hit.path)}" + tags).replace("\n", " "))
         print(f"{'':15}" + _shown(hit.snippet).replace("\n", "\n" + " " * 15))  # snippets keep their line breaks
     return 0
+
+
+#: The API's field names (``top_k``, ``filters.tags``) as this command's options: the one at the terminal typed these.
+_SEARCH_OPTIONS = {"query": "the query", "top_k": "--top-k", "tags": "--tag", "type": "--type", "status": "--status",
+                   "path_prefix": "--path-prefix", "updated_after": "--updated-after"}  # fmt: skip
+
+
+def _search_problems(errors: Sequence[Any]) -> str:
+    """What is wrong with ``kbsearch search``'s options, named as typed (``--top-k``, not the API's ``top_k``), once
+    each: a date the union of date and date-time refused was said twice, once per member (``updated_after.date:
+    ...; updated_after.datetime: ...``)."""
+    said: dict[str, str] = {}
+    for error in errors:
+        field = next((str(part) for part in error["loc"] if str(part) in _SEARCH_OPTIONS), None)
+        name = _SEARCH_OPTIONS[field] if field else ".".join(str(part) for part in error["loc"])
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if field == "top_k" and error["type"] in ("greater_than_equal", "less_than_equal"):  # pydantic's bound words
+            message = f"results are 1-20, got {error['input']}"
+        said.setdefault(name, message)
+    return "; ".join(message if message.startswith(name) else f"{name}: {message}" for name, message in said.items())
 
 
 def _unheld_filters(service: Any, request: Any, scope: Any) -> list[str]:
@@ -822,7 +841,7 @@ def _unheld_filters(service: Any, request: Any, scope: Any) -> list[str]:
 def _unavailable_reason(exc: Any, settings: Any) -> str:
     """Why ``kbsearch search`` cannot search, for the one at this terminal: for an embedded store held by another
     process, which one (its pid) and what to do (it said only "another process has it open")."""
-    from kbsearch.qdrant.readiness import held_by, missing_index
+    from kbsearch.qdrant.readiness import held_by, missing_index, store_holder
     from kbsearch.search import LOCKED_STORE
 
     held = held_by(settings) if exc.public == LOCKED_STORE else None
@@ -835,8 +854,32 @@ def _unavailable_reason(exc: Any, settings: Any) -> str:
     if held.endswith(": kbsearch mcp)"):  # it closes the store once idle (--idle-close, default 5 s)
         return (f"{held}; it lets go of the store after --idle-close seconds without a call (default 5; 0 keeps "
                 "it): search then, or stop it")  # fmt: skip
+    url = _serve_url(store_holder(settings)) if held.endswith(": kbsearch serve)") else None
     return (f"{held}; stop it, or search through that kbsearch serve "
-            "(curl 'http://127.0.0.1:3000/search?q=...', on the port it printed)")  # fmt: skip
+            + (f"(curl '{url}/search?q=...')" if url else "(curl 'http://127.0.0.1:3000/search?q=...', on the port "
+               "it printed)"))  # fmt: skip
+
+
+def _serve_url(pid: int | None) -> str | None:
+    """The URL a ``kbsearch serve`` (process ``pid``) answers on, from the ``--host`` and ``--port`` of its command
+    line (defaults 127.0.0.1 and 3000): a search refused by its store was told ``http://127.0.0.1:3000`` whatever
+    port it served. None when it cannot be told (``--port 0`` picks a free one; no ``/proc``)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            argv = [arg.decode("utf-8", "replace") for arg in handle.read(1 << 16).split(b"\0") if arg]
+    except (OSError, TypeError):
+        return None
+    options = {"--host": "127.0.0.1", "--port": "3000"}
+    rest = argv[argv.index("serve") + 1 :] if "serve" in argv else []
+    for at, arg in enumerate(rest):
+        name, equals, value = arg.partition("=")
+        if name in options:
+            options[name] = value if equals else (rest[at + 1] if at + 1 < len(rest) else "")
+    host, port = options["--host"], options["--port"]
+    if not port.isdigit() or int(port) == 0:
+        return None
+    host = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host  # noqa: S104 (bound to every address: loopback is one)
+    return f"http://{f'[{host}]' if ':' in host else host}:{int(port)}"
 
 
 def cmd_mcp(args: argparse.Namespace) -> int:
@@ -1696,6 +1739,22 @@ def _output_gone() -> bool:
     return any(event & (select.POLLERR | select.POLLHUP | select.POLLNVAL) for _, event in poller.poll(0))
 
 
+#: Settings whose absence a command names with the variable that was likely meant for them, where it is missed
+#: (``no KB source: ... (KBSOURCE is set: a typo for KB_SOURCE?)``, ``BM25 only (no EMBEDDING_API_KEY) (...)``).
+_NAMED_WHERE_MISSED = ("KB_SOURCE", "EMBEDDING_API_KEY")
+
+
+def _note_misspelt_settings(command: str) -> None:
+    """One line on stderr for each variable set that is a slip away from a setting (``QDRANT_PAHT``): it is
+    ignored, and ``kbsearch search`` read the default store, ``kbsearch serve`` took no key, with nothing said."""
+    from kbsearch.config import misspelt_settings
+
+    for given, meant in misspelt_settings():
+        if meant not in _NAMED_WHERE_MISSED:
+            print(f"kbsearch {command}: note: {given} is not a setting and is ignored: a typo for {meant}?",
+                  file=sys.stderr)  # fmt: skip
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -1707,6 +1766,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         kbsearch_entry.interrupts_raise()  # until here the console script's entry ended a Ctrl-C itself
+        _note_misspelt_settings(args.command)
         code = int(args.func(args))
         sys.stdout.flush()  # a reader gone (`| head -1`) fails here, not in Python's shut-down
         return code

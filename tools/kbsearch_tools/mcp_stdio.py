@@ -267,16 +267,28 @@ class RemoteBridge:
             return [errors] if errors else []
         return [*errors]
 
+    def _what_to_check(self, exc: Exception) -> str:
+        """What to check when the remote cannot be reached: on this machine (README's ``--remote
+        http://127.0.0.1:3000``) a refused connection is a ``kbsearch serve`` not running there, not "the network"."""
+        import httpx
+
+        url = httpx.URL(self.url)
+        if isinstance(exc, httpx.ConnectError) and url.host in ("127.0.0.1", "localhost", "::1"):
+            port = url.port or (443 if url.scheme == "https" else 80)
+            return f"nothing listens on port {port} of this machine: is a kbsearch serve --port {port} running?"
+        return "check the URL and the network"
+
     def _forward(self, line: bytes) -> list[Message]:
         import httpx
 
         from kbsearch.api.body import BadBody, parse_json
         from kbsearch.api.body import text as body_text
+        from kbsearch.mcp.protocol import line_error
 
         try:
             message = parse_json(body_text(line))
         except BadBody as exc:
-            return [_error(None, PARSE_ERROR, f"Parse error: {exc.message}")]
+            return [line_error(exc)]
         id_ = _usable_id(message.get("id")) if isinstance(message, dict) else None
         if isinstance(message, list) and self.handshake_version != BATCH_VERSION:
             # this session decides, as a local server's does: the remote (stateless) cannot tell without a header
@@ -324,7 +336,7 @@ class RemoteBridge:
         except httpx.HTTPError as exc:
             reason = type(exc).__name__
             logger.warning("cannot reach %s (%s)", self.shown, reason)
-            return failed(f"cannot reach {self.shown} ({reason}): check the URL and the network")
+            return failed(f"cannot reach {self.shown} ({reason}): {self._what_to_check(exc)}")
         session = response.headers.get("mcp-session-id")
         if session and _visible_ascii(session):
             self.session_id = session

@@ -204,9 +204,10 @@ class BrowseService:
             raise NoteProblem("unavailable", f"notes cannot be read: {exc}") from None
         except SourceError as exc:
             # The source's text names buckets, keys with their prefix or server folders: log it, say less.
-            logger.warning("a note could not be read", extra={"error": str(exc)})
-            if str(exc).startswith("no note at"):
+            if str(exc).startswith("no note at"):  # the caller's miss, answered as such: not the operator's warning
+                logger.info("no note at the path asked for", extra={"error": str(exc)})
                 raise NoteProblem("not_found", f"no note at {path!r}; use kb_search to find the right path") from None
+            logger.warning("a note could not be read", extra={"error": str(exc)})
             raise NoteProblem("unavailable", "the knowledge base cannot be read right now; try again shortly") from None
         try:
             return path, decode_note(raw, max_bytes=MAX_NOTE_BYTES)

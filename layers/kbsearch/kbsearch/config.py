@@ -476,10 +476,29 @@ def misspelt(name: str) -> str:
     without a word otherwise: a missing KB_SOURCE, BM25 only for want of EMBEDDING_API_KEY."""
     import difflib
 
+    close = difflib.get_close_matches(name, _given_not_settings(), n=1, cutoff=0.85)
+    return f" ({close[0]} is set: a typo for {name}?)" if close else ""
+
+
+def misspelt_settings() -> list[tuple[str, str]]:
+    """Each variable set here (the environment or ``./.env``) that is not a setting but one slip away from one,
+    with the setting it was likely meant for (``QDRANT_PAHT``, ``QDRANT_PATH``): such a variable is ignored, so
+    ``kbsearch search`` ran on the default store with nothing said."""
+    import difflib
+
+    settings = sorted(field.upper() for field in Settings.model_fields)
+    found = []
+    for given in _given_not_settings():
+        close = difflib.get_close_matches(given, settings, n=1, cutoff=0.85)
+        if close:
+            found.append((given, close[0]))
+    return found
+
+
+def _given_not_settings() -> list[str]:
     settings = {field.upper() for field in Settings.model_fields}
     given = {key.upper() for key, value in {**dotenv_values(Path(".env")), **os.environ}.items() if value}
-    close = difflib.get_close_matches(name, sorted(given - settings), n=1, cutoff=0.85)
-    return f" ({close[0]} is set: a typo for {name}?)" if close else ""
+    return sorted(given - settings)
 
 
 def _read_settings(**overrides: Any) -> Settings:

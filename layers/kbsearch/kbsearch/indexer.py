@@ -1473,8 +1473,27 @@ def _remember_source(store: Store, source: Source, report: SyncReport) -> None:
         return
     folder = str(Path(source.uri).resolve())
     recorded = store.metadata()
+    explain_other_folder(recorded, source, report)
     if recorded.get(SOURCE_KEY) != folder:
         store.set_metadata({**recorded, SOURCE_KEY: folder})
+
+
+def explain_other_folder(recorded: dict[str, Any], source: Source, report: SyncReport) -> None:
+    """A mass delete blocked because a second KB was indexed into the first one's store (the default
+    ``.kbsearch/qdrant`` is one per working folder): "rerun with --allow-mass-delete" would delete the first KB's
+    notes, which is not what was meant. Said instead: the folder the index was built from (``recorded``, the
+    collection's metadata) and what keeps the two apart."""
+    built_from = recorded.get(SOURCE_KEY)
+    if not report.deletion_blocked or not isinstance(source, LocalSource) or not isinstance(built_from, str):
+        return
+    if built_from == str(Path(source.uri).resolve()):
+        return
+    blocked = report.deletion_blocked.split(". If that is intended", 1)[0]
+    report.deletion_blocked = (
+        f"{blocked}. This index was built from another folder, {built_from}, whose notes it keeps beside "
+        "this one's: to keep this KB apart, index it into its own store (QDRANT_PATH=<another folder>); to "
+        "replace that KB with this one, kbsearch index --rebuild"
+    )
 
 
 # -- event-driven runs: exactly the keys of an S3 event batch (or a watched folder's saves) ---------------------

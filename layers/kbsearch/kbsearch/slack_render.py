@@ -571,6 +571,12 @@ class View:
         return max(1, min(self.max_results, (self.page + 1) * self.per_page + 1))
 
 
+def _took(ms: float) -> str:
+    """How long a search took, for the footer: under a second in milliseconds (a BM25 search of 40 ms was shown
+    "0.0 s", which reads as no time measured), else seconds with one decimal."""
+    return f"{ms:.0f} ms" if ms < 999.5 else f"{ms / 1000:.1f} s"
+
+
 def render_answer(answer: SearchResponse, view: View) -> dict[str, Any]:
     """Block Kit for ``response_url``: a header, a section and a context per hit (title as a link or bold, the
     snippet in mrkdwn, an Open button; heading path, type, tags, path), a footer in words, and the buttons
@@ -615,7 +621,8 @@ def render_answer(answer: SearchResponse, view: View) -> dict[str, Any]:
     blocks.pop()  # the last divider
 
     first, last = start + 1, start + len(shown)
-    footer = [f"results {first}–{last} · {answer.meta.timings_ms.get('total', 0.0) / 1000:.1f} s"]
+    footer = [f"{f'result {first}' if first == last else f'results {first}–{last}'} · "
+              f"{_took(answer.meta.timings_ms.get('total', 0.0))}"]  # fmt: skip
     if answer.meta.degraded:
         footer.append("⚠️ " + escape(degraded_words(answer.meta.degraded)))
     blocks.append(_context(*footer))

@@ -34,7 +34,15 @@ from typing import Any
 from kbsearch.access import ACCESS_FILE
 from kbsearch.errors import KbSearchError
 from kbsearch.events import Change
-from kbsearch.indexer import ChangeReport, ChangeSync, Indexer, SyncOptions, SyncReport, caller_sets
+from kbsearch.indexer import (
+    ChangeReport,
+    ChangeSync,
+    Indexer,
+    SyncOptions,
+    SyncReport,
+    caller_sets,
+    explain_other_folder,
+)
 from kbsearch.providers.resilience import Deadline
 from kbsearch.sources import LocalSource, hidden, is_note_name, open_source
 
@@ -78,7 +86,10 @@ class LiveIndex:
             options = self.options(
                 full=full, allow_mass_delete=allow_mass_delete, caller_sets=caller_sets(self.secrets)
             )
-            report = Indexer(open_source(source), self.store, self.embedder, options).sync(stop_at)
+            kb = open_source(source)
+            report = Indexer(kb, self.store, self.embedder, options).sync(stop_at)
+            if report.deletion_blocked:  # a second KB's folder handed to this server's store
+                explain_other_folder(self.store.metadata(), kb, report)
             self._flush(report.chunks_upserted + report.chunks_deleted)
             self.last = {"kind": "full" if full else "reconcile", "report": report.to_dict()}
         self._synced(None)

@@ -155,6 +155,12 @@ def body_error(exc: BadBody) -> HttpAnswer:
     return _rpc_error(None, PARSE_ERROR, f"Parse error: {exc.message}")
 
 
+def line_error(exc: BadBody) -> dict[str, Any]:
+    """A stdio line that cannot be read as JSON, as a JSON-RPC parse error that names what was sent: a line (a
+    person typing messages by hand was told "the request body is not valid JSON", HTTP's word)."""
+    return _error_object(None, PARSE_ERROR, f"Parse error: {exc.message.replace('the request body', 'the line')}")
+
+
 def allowed_origin(origin: str | None, host_header: str | None = None) -> bool:
     """Whether a request with this ``Origin`` header may reach the MCP endpoint: MCP clients send none (desktop
     assistants, the SDKs, server-side connectors); a browser sends one, and only a page of this machine (``localhost``,
@@ -452,7 +458,7 @@ class StdioSession:
         try:
             message = parse_json(body_text(line))
         except BadBody as exc:
-            return body_error(exc).body
+            return line_error(exc)
         try:
             answer = self.server.handle_message(message, None, self.version).body
         except Exception:  # a bug must not end the session: the client gets an error, the log the traceback
