@@ -16,6 +16,7 @@ from kbsearch.errors import KbSearchError
 from kbsearch.frontmatter import MAX_FRONTMATTER_CHARS, FrontmatterError, iso_date, parse_frontmatter
 from kbsearch.lexical import TAG_BREAK, bare_tag, visible
 from kbsearch.links import MAX_KEYS
+from kbsearch.markdown import fence_closed, fence_opened
 
 #: A note's distinct link targets kept (the first ones; its text still shows every link): a note of 80,000
 #: distinct ``[[links]]`` took 25 s to parse (each checked against every one before it) and, its list carried by
@@ -60,7 +61,6 @@ _DASHES_LINE = re.compile(r"^---[ \t]*$", re.M)
 _WIDE_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"), (b"\xff\xfe", "UTF-16"),
               (b"\xfe\xff", "UTF-16"))  # fmt: skip
 _HEADING = re.compile(r"(#{1,6})[ \t]+(?=[^ \t])")
-_FENCE = re.compile(r"^[ \t]{0,3}(`{3,}|~{3,})")
 _WIKILINK = re.compile(r"(!?)\[\[([^\[\]\n]+?)\]\]")
 _INLINE_CODE = re.compile(r"(`+)(?:(?!\1).)+?\1")
 
@@ -356,15 +356,13 @@ def _sections(body: str, links: LinkSet) -> tuple[list[Section], str | None]:
         lines.clear()
 
     for line in body.split("\n"):
-        fm = _FENCE.match(line)
         if fence is not None:
             lines.append(line)
-            closing = line.strip()
-            if closing and set(closing) == {fence[0]} and len(closing) >= len(fence):
+            if fence_closed(line, fence):
                 fence = None
             continue
-        if fm:
-            fence = fm.group(1)
+        fence = fence_opened(line)
+        if fence is not None:
             lines.append(line)
             continue
         parsed = _heading(line)
@@ -437,13 +435,11 @@ def outline(body: str) -> list[Heading]:
     fence: str | None = None
     for number, line in enumerate(lines):
         if fence is not None:
-            closing = line.strip()
-            if closing and set(closing) == {fence[0]} and len(closing) >= len(fence):
+            if fence_closed(line, fence):
                 fence = None
             continue
-        fm = _FENCE.match(line)
-        if fm:
-            fence = fm.group(1)
+        fence = fence_opened(line)
+        if fence is not None:
             continue
         parsed = _heading(line)
         if parsed:

@@ -1,0 +1,27 @@
+"""What a Markdown reader (CommonMark, as Obsidian reads it) takes a note's lines for, where the indexer, the note
+graph and a read by path must agree with it: one place, so the parser (sections, links), the chunker (code blocks
+kept whole) and the outline (sections read by path) never disagree with each other."""
+
+from __future__ import annotations
+
+import re
+
+_FENCE = re.compile(r"[ \t]{0,3}(`{3,}|~{3,})(.*)")
+
+
+def fence_opened(line: str) -> str | None:
+    """The fence (its run of backticks or tildes) ``line`` opens a code block with, or None. A run of backticks
+    whose rest holds a backtick opens none (CommonMark 4.5: a backtick fence's info string holds no backtick): it is
+    inline code, a one-line snippet pasted from Slack or a chat (```` ```kubectl get pods``` ````); taken for a
+    fence never closed, it made the rest of the note one code block, its headings no sections and its links none."""
+    m = _FENCE.match(line)
+    if m is None:
+        return None
+    fence = m.group(1)
+    return None if fence[0] == "`" and "`" in m.group(2) else fence
+
+
+def fence_closed(line: str, fence: str) -> bool:
+    """Whether ``line`` closes the code block ``fence`` opened (a run of its character at least as long, alone)."""
+    closing = line.strip()
+    return bool(closing) and set(closing) == {fence[0]} and len(closing) >= len(fence)
