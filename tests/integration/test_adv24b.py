@@ -86,3 +86,57 @@ def test_a_line_of_inline_code_opens_no_code_block(tmp_path: Path, load_search_a
     assert get_note(app, "Ops.md", "Rollback")["body"].startswith("## Rollback\n\nzorblax")
     hit = next(h for h in search(app, "zorblax") if h["path"] == "Ops.md")
     assert hit["heading"].endswith("Rollback"), hit["heading"]
+
+
+# -- a heading underlined (setext) ------------------------------------------------------------------------------------
+
+
+def test_a_heading_underlined_with_equals_or_dashes_is_a_section(tmp_path: Path, load_search_app: Any) -> None:
+    """A heading written as a line underlined by ``===`` (H1) or ``---`` (H2), as Markdown has allowed since its
+    first version and Obsidian shows in its outline, was prose: the note's title was its file name, a read of
+    ``section=Rollback`` a 404 (``no_section``), every chunk under no heading. A rule after a list item, a rule
+    after a blank line and ``***`` stay rules."""
+    notes = {
+        "Alpha.md": "# Alpha\n\nalpha text\n",
+        "ops/runbook.md": "Restore runbook\n===============\n\nintro words\n\nRollback\n--------\n\n"
+        "zorblax steps, see [[Alpha]]\n\n- an item\n---\n\nafter a rule\n\n---\n\nanother rule\n***\n\nend\n",
+    }
+    app = _indexed(tmp_path, load_search_app, notes)
+    note = get_note(app, "ops/runbook.md")
+    assert note["title"] == "Restore runbook"
+    assert [s["path"] for s in note["sections"]] == [["Restore runbook"], ["Restore runbook", "Rollback"]]
+    assert outgoing(note) == ["Alpha"]
+    body = get_note(app, "ops/runbook.md", "Rollback")["body"]
+    assert body.startswith("Rollback\n--------\n\nzorblax") and body.rstrip().endswith("end"), body
+    hit = next(h for h in search(app, "zorblax") if h["path"] == "ops/runbook.md")
+    assert hit["title"] == "Restore runbook" and hit["heading"].endswith("Rollback"), hit
+
+
+# -- a link written as a Markdown link --------------------------------------------------------------------------------
+
+
+def test_markdown_links_to_notes_are_links_of_the_graph(tmp_path: Path, load_search_app: Any) -> None:
+    """Obsidian writes a link as ``[text](Note.md)`` when "Use [[Wikilinks]]" is off (paths percent-encoded, by
+    name, from the vault's root or relative to the note: its three settings), and its graph and backlinks count
+    them. They were no links: a KB written so had no backlinks at all, its notes' outgoing links empty. URLs,
+    attachments, code spans, fenced code and a path out of the KB stay no links."""
+    notes = {
+        "Alpha.md": "# Alpha\n\nalpha text\n",
+        "ops/Beta.md": "# Beta\n\nbeta text\n",
+        "ops/Gamma.md": "# Gamma\n\n## Setup\n\nsteps\n",
+        "ops/Delta.md": "# Delta\n\ndelta text\n",
+        "Three laws of motion.md": "# Laws\n\nNewton\n",
+        "notes/Links.md": "# Links\n\nBy name [the alpha note](Alpha.md), from the root [beta](ops/Beta.md), "
+        "encoded [laws](Three%20laws%20of%20motion.md), relative [setup](../ops/Gamma.md#Setup) and "
+        '[again](<../Three laws of motion.md>), without its extension [delta](ops/Delta "Delta").\n\n'
+        "Not notes: [site](https://example.com/Alpha.md), ![pic](diagram.png), [mail](mailto:a@b.md), "
+        "`[code](ops/Beta.md)`, [out](../../Outside.md), [web](//example.com/x.md), [page](index.html), "
+        "[here](#Heading).\n\n"
+        "```\n[fenced](ops/Gamma.md)\n```\n",
+    }
+    app = _indexed(tmp_path, load_search_app, notes)
+    links = get_note(app, "notes/Links.md")["links"]["outgoing"]
+    assert [link["path"] for link in links] == [
+        "Alpha.md", "ops/Beta.md", "Three laws of motion.md", "ops/Gamma.md", "ops/Delta.md"]  # fmt: skip
+    for path in ("Alpha.md", "ops/Beta.md", "ops/Gamma.md", "Three laws of motion.md", "ops/Delta.md"):
+        assert backlinks(get_note(app, path)) == ["notes/Links.md"], path

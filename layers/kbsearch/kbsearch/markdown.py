@@ -25,3 +25,22 @@ def fence_closed(line: str, fence: str) -> bool:
     """Whether ``line`` closes the code block ``fence`` opened (a run of its character at least as long, alone)."""
     closing = line.strip()
     return bool(closing) and set(closing) == {fence[0]} and len(closing) >= len(fence)
+
+
+_UNDERLINE = re.compile(r" {0,3}(=+|-+)[ \t]*")
+#: Lines that are no paragraph's (a list item, a quote, a table row, HTML, an ATX heading, indented code, a rule):
+#: no setext heading's text.
+_NO_PARAGRAPH = re.compile(r"[ ]{0,3}(?:[-*+](?:[ \t]|$)|\d{1,9}[.)](?:[ \t]|$)|[>|<#]|(?:[-*_][ \t]*){3,}$)|[ ]{4}|\t")
+
+
+def underline_level(line: str) -> int | None:
+    """The level of the setext heading ``line`` underlines (1 under ``===``, 2 under ``---``) when the line above
+    it alone opened a paragraph (see :func:`may_head`); None when it is no underline."""
+    m = _UNDERLINE.fullmatch(line)
+    return None if m is None else (1 if m.group(1)[0] == "=" else 2)
+
+
+def may_head(line: str) -> bool:
+    """Whether ``line``, opening a paragraph, can be a setext heading's text (an underline below it makes it one).
+    Only a paragraph of one line is read so (a longer one is one too, to CommonMark; rare, left as prose)."""
+    return bool(line.strip()) and _NO_PARAGRAPH.match(line) is None
