@@ -140,3 +140,23 @@ def test_markdown_links_to_notes_are_links_of_the_graph(tmp_path: Path, load_sea
         "Alpha.md", "ops/Beta.md", "Three laws of motion.md", "ops/Gamma.md", "ops/Delta.md"]  # fmt: skip
     for path in ("Alpha.md", "ops/Beta.md", "ops/Gamma.md", "Three laws of motion.md", "ops/Delta.md"):
         assert backlinks(get_note(app, path)) == ["notes/Links.md"], path
+
+
+# -- a heading indented by up to three spaces -------------------------------------------------------------------------
+
+
+def test_a_heading_indented_by_up_to_three_spaces_is_a_section(tmp_path: Path, load_search_app: Any) -> None:
+    """``   ## Rollback`` (one to three spaces before the ``#``: a note pasted from an indented list or a web page)
+    is a heading to CommonMark, to Obsidian and to kb-search's own Slack rendering; the indexer and a read by path
+    took it for prose (no section ``Rollback``: a 404; the chunks under the heading above it). Four spaces make
+    indented code, no heading."""
+    notes = {
+        "ops.md": "# Ops\n\nintro\n\n   ## Rollback\n\nzorblax steps\n\n  ### Details\n\nfine print\n\n"
+        "    ## not a heading\n\nend\n",
+    }
+    app = _indexed(tmp_path, load_search_app, notes)
+    note = get_note(app, "ops.md")
+    assert [s["path"] for s in note["sections"]] == [["Ops"], ["Ops", "Rollback"], ["Ops", "Rollback", "Details"]]
+    assert get_note(app, "ops.md", "Rollback")["body"].startswith("   ## Rollback\n\nzorblax")
+    hit = next(h for h in search(app, "zorblax") if h["path"] == "ops.md")
+    assert hit["heading"] == "Ops > Rollback", hit["heading"]

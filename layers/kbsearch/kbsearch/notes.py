@@ -61,7 +61,7 @@ _LINE_KEYS = re.compile(r"^[ \t]*([^\s:#][^:\n]{0,80}):", re.M)
 _DASHES_LINE = re.compile(r"^---[ \t]*$", re.M)
 _WIDE_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"), (b"\xff\xfe", "UTF-16"),
               (b"\xfe\xff", "UTF-16"))  # fmt: skip
-_HEADING = re.compile(r"(#{1,6})[ \t]+(?=[^ \t])")
+_HEADING = re.compile(r" {0,3}(#{1,6})[ \t]+(?=[^ \t])")  # up to three spaces before: CommonMark, Obsidian
 _WIKILINK = re.compile(r"(!?)\[\[([^\[\]\n]+?)\]\]")
 _INLINE_CODE = re.compile(r"(`+)(?:(?!\1).)+?\1")
 #: A Markdown link, ``[text](target)`` or ``[text](<target with spaces>)``, maybe with a title (an image's ``![``
