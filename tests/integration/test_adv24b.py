@@ -160,3 +160,38 @@ def test_a_heading_indented_by_up_to_three_spaces_is_a_section(tmp_path: Path, l
     assert get_note(app, "ops.md", "Rollback")["body"].startswith("   ## Rollback\n\nzorblax")
     hit = next(h for h in search(app, "zorblax") if h["path"] == "ops.md")
     assert hit["heading"] == "Ops > Rollback", hit["heading"]
+
+
+# -- a note in UTF-16 or UTF-32 without a byte-order mark -------------------------------------------------------------
+
+#: A note as written, saved without a byte-order mark (PowerShell's ``Out-File -Encoding unicode`` writes one; .NET's
+#: ``UnicodeEncoding(false, false)``, ``iconv -t UTF-16LE`` and many export tools do not), English and Russian.
+NOTE_TEXT = "---\ntitle: Заметка\n---\n# Заметка\n\nRestore the snapshot, then восстановить индекс.\n"
+NO_BOM = {
+    "le16.md": (NOTE_TEXT.encode("utf-16-le"), "UTF-16 text without a byte-order mark, not UTF-8"),
+    "be16.md": (NOTE_TEXT.encode("utf-16-be"), "UTF-16 text without a byte-order mark, not UTF-8"),
+    "le32.md": (NOTE_TEXT.encode("utf-32-le"), "UTF-32 text without a byte-order mark, not UTF-8"),
+    "be32.md": (NOTE_TEXT.encode("utf-32-be"), "UTF-32 text without a byte-order mark, not UTF-8"),
+    "binary.md": (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x01\x00" + bytes(range(256)), "binary content"),
+    "nul.md": (b"# Binary\n\x00\x01\x02", "binary content (NUL bytes)"),
+}
+
+
+def test_a_note_in_utf16_or_utf32_without_a_byte_order_mark_is_skipped_naming_its_encoding(tmp_path: Path) -> None:
+    """A note in UTF-16 or UTF-32 without a byte-order mark was skipped as ``binary content (NUL bytes)``: its
+    author, looking at a text file any editor opens, was told it is binary. The reason names the encoding now and
+    how to mend it, as it did for those with a mark; binary bytes stay binary content; the rest is indexed."""
+    from tests.integration.test_hostile_notes import kbsearch_index
+
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    for name, (raw, _) in NO_BOM.items():
+        (kb / name).write_bytes(raw)
+    (kb / "ok.md").write_text(NOTE_TEXT, encoding="utf-8")
+    code, report, stderr = kbsearch_index(kb, tmp_path / "q")
+    assert code == 0 and report["added"] == 1, stderr
+    skipped = {s["path"]: s["reason"] for s in report["skipped"]}
+    assert set(skipped) == set(NO_BOM), skipped
+    for name, (_, reason) in NO_BOM.items():
+        assert skipped[name].startswith(reason), (name, skipped[name])
+    assert "(save the note as UTF-8)" in skipped["le16.md"]

@@ -260,6 +260,30 @@ def _render_links(line: str, links: LinkSet) -> str:
     return "".join(parts)
 
 
+_WIDE = (("utf-32-le", "UTF-32"), ("utf-32-be", "UTF-32"), ("utf-16-le", "UTF-16"), ("utf-16-be", "UTF-16"))
+
+
+def _wide_without_mark(raw: bytes) -> str | None:
+    """``UTF-16`` or ``UTF-32`` when ``raw`` (holding NUL bytes) is text in one of them saved without a byte-order
+    mark (its NULs the high bytes of its ASCII characters: ``iconv -t UTF-16LE``, .NET without a preamble, export
+    tools), else None: decoded strictly, it holds no NUL, at least a tenth of it ASCII (the spaces, line breaks and
+    marks of any note but one in Chinese or Japanese, which stays "binary content") and all but one in a hundred of
+    its characters printable or white space. Bytes that are no text fail one or another (a pair of NULs decodes to
+    U+0000; pairs of ASCII bytes to CJK ideographs); fewer than 16 characters are too few to tell."""
+    for encoding, name in _WIDE:
+        if len(raw) % (4 if name == "UTF-32" else 2):
+            continue
+        try:
+            text = raw.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+        if len(text) < 16 or "\x00" in text or sum(c < "\x80" for c in text) * 10 < len(text):
+            continue  # too short to tell, or not the few ASCII characters (spaces, line breaks, marks) text holds
+        if sum(not (c.isprintable() or c.isspace()) for c in text) <= len(text) // 100:
+            return name
+    return None
+
+
 def decode_note(raw: bytes, max_bytes: int = MAX_NOTE_BYTES) -> str:
     if len(raw) > max_bytes:
         raise NoteError(f"too large: {len(raw)} bytes (limit {max_bytes})")
@@ -267,7 +291,9 @@ def decode_note(raw: bytes, max_bytes: int = MAX_NOTE_BYTES) -> str:
         if raw.startswith(bom):
             raise NoteError(f"{encoding} text, not UTF-8 (save the note as UTF-8)")
     if b"\x00" in raw:
-        raise NoteError("binary content (NUL bytes)")
+        wide = _wide_without_mark(raw)
+        raise NoteError(f"{wide} text without a byte-order mark, not UTF-8 (save the note as UTF-8)" if wide
+                        else "binary content (NUL bytes)")  # fmt: skip
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
