@@ -195,3 +195,23 @@ def test_a_note_in_utf16_or_utf32_without_a_byte_order_mark_is_skipped_naming_it
     for name, (_, reason) in NO_BOM.items():
         assert skipped[name].startswith(reason), (name, skipped[name])
     assert "(save the note as UTF-8)" in skipped["le16.md"]
+
+
+# -- a heading inside an HTML comment ---------------------------------------------------------------------------------
+
+
+def test_a_heading_inside_an_html_comment_is_no_section(tmp_path: Path, load_search_app: Any) -> None:
+    """A section commented out (``<!--`` up to the line holding ``-->``: CommonMark's HTML block, shown by no
+    reader) held headings the indexer took for sections: the text after the comment was filed under the hidden
+    heading (a hit for the live install steps was headed ``Deprecated steps``), and a read of ``section=Install``
+    stopped at the hidden heading, without those steps. A one-line comment ends where it is."""
+    notes = {
+        "guide.md": "# Guide\n\n## Install\n\n<!--\n## Deprecated steps\n\nold zephyr way\n-->\n\n"
+        "Run quokka install.\n\n<!-- one line -->\n## Usage\n\nuse it\n",
+    }
+    app = _indexed(tmp_path, load_search_app, notes)
+    note = get_note(app, "guide.md")
+    assert [s["path"] for s in note["sections"]] == [["Guide"], ["Guide", "Install"], ["Guide", "Usage"]]
+    assert "Run quokka install." in get_note(app, "guide.md", "Install")["body"]
+    hit = next(h for h in search(app, "quokka install") if h["path"] == "guide.md")
+    assert hit["heading"] == "Guide > Install", hit["heading"]

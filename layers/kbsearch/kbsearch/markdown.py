@@ -44,3 +44,18 @@ def may_head(line: str) -> bool:
     """Whether ``line``, opening a paragraph, can be a setext heading's text (an underline below it makes it one).
     Only a paragraph of one line is read so (a longer one is one too, to CommonMark; rare, left as prose)."""
     return bool(line.strip()) and _NO_PARAGRAPH.match(line) is None
+
+
+_COMMENT = re.compile(r" {0,3}<!--")
+
+
+def comment_opened(line: str) -> bool:
+    """Whether ``line`` opens an HTML comment that goes on past it (CommonMark's HTML block: to the first line
+    holding ``-->``). No reader shows what is inside, so no heading there is one: a section commented out filed
+    the text after it under its hidden heading."""
+    m = _COMMENT.match(line)
+    return m is not None and "-->" not in line[m.end() :]
+
+
+def comment_closed(line: str) -> bool:
+    return "-->" in line

@@ -17,7 +17,14 @@ from kbsearch.errors import KbSearchError
 from kbsearch.frontmatter import MAX_FRONTMATTER_CHARS, FrontmatterError, iso_date, parse_frontmatter
 from kbsearch.lexical import TAG_BREAK, bare_tag, visible
 from kbsearch.links import MAX_KEYS
-from kbsearch.markdown import fence_closed, fence_opened, may_head, underline_level
+from kbsearch.markdown import (
+    comment_closed,
+    comment_opened,
+    fence_closed,
+    fence_opened,
+    may_head,
+    underline_level,
+)
 
 #: A note's distinct link targets kept (the first ones; its text still shows every link): a note of 80,000
 #: distinct ``[[links]]`` took 25 s to parse (each checked against every one before it) and, its list carried by
@@ -444,11 +451,17 @@ def _sections(body: str, links: LinkSet) -> tuple[list[Section], str | None]:
 
     above: str | None = None  # the line above, when it alone opened a paragraph (a setext heading's text)
     opens = True  # a paragraph opens at this line (the start, after a blank line, a heading or a code block)
+    comment = False  # inside an HTML comment: its lines are kept (links in it as ever), none is a heading
     for line in body.split("\n"):
         if fence is not None:
             lines.append(line)
             if fence_closed(line, fence):
                 fence, opens = None, True
+            continue
+        if comment or comment_opened(line):
+            lines.append(_render_links(line, links))
+            comment = not (comment and comment_closed(line))
+            above, opens = None, not comment
             continue
         fence = fence_opened(line)
         if fence is not None:
@@ -524,10 +537,15 @@ def outline(body: str) -> list[Heading]:
     fence: str | None = None
     above: str | None = None  # as in :func:`_sections`: the line above, when it alone opened a paragraph
     opens = True
+    comment = False
     for number, line in enumerate(lines):
         if fence is not None:
             if fence_closed(line, fence):
                 fence, opens = None, True
+            continue
+        if comment or comment_opened(line):
+            comment = not (comment and comment_closed(line))
+            above, opens = None, not comment
             continue
         fence = fence_opened(line)
         if fence is not None:
