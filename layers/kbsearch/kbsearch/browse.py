@@ -253,7 +253,7 @@ class BrowseService:
                 raise NoteProblem("no_section", f"no section {section.strip()!r} in {path!r}; its headings: {shown}")
             body = "\n".join(body.split("\n")[chosen.start : chosen.end]).rstrip("\n")
         degraded: list[str] = []
-        targets, more_targets = wiki_links(text)  # more: past the first MAX_LINKS, never resolved nor listed
+        targets, more_targets = wiki_links(text, path)  # more: past the first MAX_LINKS, never resolved nor listed
         try:
             links: NoteLinks | None = self._links(path, title, frontmatter.get("aliases"), targets, scope, deadline)
         except IndexUnavailable as exc:

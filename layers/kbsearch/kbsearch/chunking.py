@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from kbsearch.markdown import fence_closed, fence_opened
 from kbsearch.tokens import NO_COUNTS, Counts, counts, estimate, estimate_tokens, minus, plus
 
 if TYPE_CHECKING:  # notes loads the YAML parser, which only parsing needs (embeddings import this module)
@@ -22,7 +23,6 @@ DEFAULT_OVERLAP_TOKENS = 40
 #: has 2 GB) and an 845 MB index.
 MAX_CHUNKS = 2_000
 _SENTENCE = re.compile(r"(?<=[.!?…])\s+")
-_FENCE = re.compile(r"^[ \t]{0,3}(`{3,}|~{3,})")
 
 
 @dataclass(frozen=True)
@@ -43,18 +43,17 @@ def _blocks(text: str) -> list[tuple[str, bool]]:
     current: list[str] = []
     fence: str | None = None
     for line in text.split("\n"):
-        m = _FENCE.match(line)
-        if fence is None and m:
+        opened = fence_opened(line) if fence is None else None
+        if opened is not None:
             if current:
                 blocks.append(("\n".join(current), False))
                 current = []
-            fence = m.group(1)
+            fence = opened
             current.append(line)
             continue
         if fence is not None:
             current.append(line)
-            closing = line.strip()
-            if closing and set(closing) == {fence[0]} and len(closing) >= len(fence):
+            if fence_closed(line, fence):
                 blocks.append(("\n".join(current), True))
                 current, fence = [], None
             continue

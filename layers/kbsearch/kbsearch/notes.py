@@ -11,11 +11,20 @@ import re
 import unicodedata
 from dataclasses import dataclass, field, replace
 from typing import Any
+from urllib.parse import unquote
 
 from kbsearch.errors import KbSearchError
 from kbsearch.frontmatter import MAX_FRONTMATTER_CHARS, FrontmatterError, iso_date, parse_frontmatter
 from kbsearch.lexical import TAG_BREAK, bare_tag, visible
 from kbsearch.links import MAX_KEYS
+from kbsearch.markdown import (
+    comment_closed,
+    comment_opened,
+    fence_closed,
+    fence_opened,
+    may_head,
+    underline_level,
+)
 
 #: A note's distinct link targets kept (the first ones; its text still shows every link): a note of 80,000
 #: distinct ``[[links]]`` took 25 s to parse (each checked against every one before it) and, its list carried by
@@ -59,10 +68,14 @@ _LINE_KEYS = re.compile(r"^[ \t]*([^\s:#][^:\n]{0,80}):", re.M)
 _DASHES_LINE = re.compile(r"^---[ \t]*$", re.M)
 _WIDE_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"), (b"\xff\xfe", "UTF-16"),
               (b"\xfe\xff", "UTF-16"))  # fmt: skip
-_HEADING = re.compile(r"(#{1,6})[ \t]+(?=[^ \t])")
-_FENCE = re.compile(r"^[ \t]{0,3}(`{3,}|~{3,})")
+_HEADING = re.compile(r" {0,3}(#{1,6})[ \t]+(?=[^ \t])")  # up to three spaces before: CommonMark, Obsidian
 _WIKILINK = re.compile(r"(!?)\[\[([^\[\]\n]+?)\]\]")
 _INLINE_CODE = re.compile(r"(`+)(?:(?!\1).)+?\1")
+#: A Markdown link, ``[text](target)`` or ``[text](<target with spaces>)``, maybe with a title (an image's ``![``
+#: is no link to a note); possessive and bracket-free, so a line of brackets is read in linear time.
+_MD_LINK = re.compile(r"(?<!!)\[[^\[\]\n]*+\]\((?:<([^<>\n]++)>|([^\s()<>\[\]]++))(?:[ \t]+\"[^\"\n]*+\")?\)")
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
+_OTHER_FILE = re.compile(r"\.[A-Za-z0-9]{1,8}$")
 
 
 class NoteError(KbSearchError):
@@ -191,30 +204,96 @@ def _link_display(inner: str) -> tuple[str, str]:
 
 class LinkSet(dict[str, None]):
     """A note's link targets: an ordered set of at most :data:`MAX_LINKS`; ``more`` when the note names others
-    past them (a note read by path says its link list was cut)."""
+    past them (a note read by path says its link list was cut). ``folder``: the linking note's folder, which a
+    Markdown link's relative path (``../ops/Note.md``) starts from."""
 
     more = False
 
+    def __init__(self, folder: str = "") -> None:
+        super().__init__()
+        self.folder = folder
+
+    def add(self, note: str) -> None:
+        if note and len(self) < MAX_LINKS:
+            self.setdefault(note, None)
+        elif note and note not in self:
+            self.more = True
+
+
+def markdown_link_note(target: str, folder: str) -> str | None:
+    """The note a Markdown link's target names (``Note.md``, ``ops/Note%20name.md#Heading``, ``../ops/Note.md``
+    relative to ``folder``, ``Note`` without its extension), as a wiki-link's note part names it; None for a URL
+    (any scheme, ``//host``), a file of another kind, a heading of the same note (``#x``) or a path out of the KB.
+    Obsidian writes links so when "Use [[Wikilinks]]" is off."""
+    if _SCHEME.match(target) or target.startswith("//"):
+        return None
+    note = unquote(target.partition("#")[0]).strip()
+    if not note:
+        return None
+    if not note.lower().endswith(".md") and _OTHER_FILE.search(note):
+        return None  # a file of another kind (``index.html``, ``report.pdf``); ``Note`` alone is a note's name
+    if not note.startswith(("./", "../")):
+        return note
+    parts = folder.split("/") if folder else []
+    for segment in note.split("/"):
+        if segment == "..":
+            if not parts:
+                return None  # out of the KB
+            parts.pop()
+        elif segment not in ("", "."):
+            parts.append(segment)
+    return "/".join(parts)
+
 
 def _render_links(line: str, links: LinkSet) -> str:
-    """Wiki-links and embeds in one line of prose → their display text; targets are added to ``links``."""
+    """Wiki-links and embeds in one line of prose → their display text; their targets and those of Markdown links
+    to notes (left as written) are added to ``links``."""
 
     def repl(m: re.Match[str]) -> str:
         shown, note = _link_display(m.group(2))
-        if note and len(links) < MAX_LINKS:
-            links.setdefault(note, None)
-        elif note and note not in links:
-            links.more = True
+        links.add(note)
         return shown
+
+    def prose(text: str) -> str:
+        if "](" in text:
+            for m in _MD_LINK.finditer(text):
+                note = markdown_link_note(m.group(1) or m.group(2), links.folder)
+                if note:
+                    links.add(note)
+        return _WIKILINK.sub(repl, text)
 
     parts: list[str] = []
     pos = 0
     for code in _INLINE_CODE.finditer(line):  # `[[x]]` inside inline code stays as written
-        parts.append(_WIKILINK.sub(repl, line[pos : code.start()]))
+        parts.append(prose(line[pos : code.start()]))
         parts.append(code.group(0))
         pos = code.end()
-    parts.append(_WIKILINK.sub(repl, line[pos:]))
+    parts.append(prose(line[pos:]))
     return "".join(parts)
+
+
+_WIDE = (("utf-32-le", "UTF-32"), ("utf-32-be", "UTF-32"), ("utf-16-le", "UTF-16"), ("utf-16-be", "UTF-16"))
+
+
+def _wide_without_mark(raw: bytes) -> str | None:
+    """``UTF-16`` or ``UTF-32`` when ``raw`` (holding NUL bytes) is text in one of them saved without a byte-order
+    mark (its NULs the high bytes of its ASCII characters: ``iconv -t UTF-16LE``, .NET without a preamble, export
+    tools), else None: decoded strictly, it holds no NUL, at least a tenth of it ASCII (the spaces, line breaks and
+    marks of any note but one in Chinese or Japanese, which stays "binary content") and all but one in a hundred of
+    its characters printable or white space. Bytes that are no text fail one or another (a pair of NULs decodes to
+    U+0000; pairs of ASCII bytes to CJK ideographs); fewer than 16 characters are too few to tell."""
+    for encoding, name in _WIDE:
+        if len(raw) % (4 if name == "UTF-32" else 2):
+            continue
+        try:
+            text = raw.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+        if len(text) < 16 or "\x00" in text or sum(c < "\x80" for c in text) * 10 < len(text):
+            continue  # too short to tell, or not the few ASCII characters (spaces, line breaks, marks) text holds
+        if sum(not (c.isprintable() or c.isspace()) for c in text) <= len(text) // 100:
+            return name
+    return None
 
 
 def decode_note(raw: bytes, max_bytes: int = MAX_NOTE_BYTES) -> str:
@@ -224,7 +303,9 @@ def decode_note(raw: bytes, max_bytes: int = MAX_NOTE_BYTES) -> str:
         if raw.startswith(bom):
             raise NoteError(f"{encoding} text, not UTF-8 (save the note as UTF-8)")
     if b"\x00" in raw:
-        raise NoteError("binary content (NUL bytes)")
+        wide = _wide_without_mark(raw)
+        raise NoteError(f"{wide} text without a byte-order mark, not UTF-8 (save the note as UTF-8)" if wide
+                        else "binary content (NUL bytes)")  # fmt: skip
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -360,32 +441,51 @@ def _sections(body: str, links: LinkSet) -> tuple[list[Section], str | None]:
             sections.append(Section(tuple(h for _, h in stack), text))
         lines.clear()
 
+    def open_section(level: int, text: str) -> None:
+        nonlocal first_h1
+        flush()
+        whole = _render_links(text, links)
+        heading = cut_heading(whole)
+        if level == 1 and first_h1 is None:
+            first_h1 = heading
+        while stack and stack[-1][0] >= level:
+            stack.pop()
+        stack.append((level, heading))
+        if heading != whole:
+            lines.append(whole)  # searchable once, in its section, not repeated by every chunk's path
+
+    above: str | None = None  # the line above, when it alone opened a paragraph (a setext heading's text)
+    opens = True  # a paragraph opens at this line (the start, after a blank line, a heading or a code block)
+    comment = False  # inside an HTML comment: its lines are kept (links in it as ever), none is a heading
     for line in body.split("\n"):
-        fm = _FENCE.match(line)
         if fence is not None:
             lines.append(line)
-            closing = line.strip()
-            if closing and set(closing) == {fence[0]} and len(closing) >= len(fence):
-                fence = None
+            if fence_closed(line, fence):
+                fence, opens = None, True
             continue
-        if fm:
-            fence = fm.group(1)
+        if comment or comment_opened(line):
+            lines.append(_render_links(line, links))
+            comment = not (comment and comment_closed(line))
+            above, opens = None, not comment
+            continue
+        fence = fence_opened(line)
+        if fence is not None:
             lines.append(line)
+            continue
+        level = underline_level(line) if above is not None else None
+        if above is not None and level is not None:
+            lines.pop()  # the heading's text, read as prose a line ago
+            open_section(level, above.strip())
+            above, opens = None, True
             continue
         parsed = _heading(line)
         if parsed:
-            flush()
-            level, whole = parsed[0], _render_links(parsed[1], links)
-            heading = cut_heading(whole)
-            if level == 1 and first_h1 is None:
-                first_h1 = heading
-            while stack and stack[-1][0] >= level:
-                stack.pop()
-            stack.append((level, heading))
-            if heading != whole:
-                lines.append(whole)  # searchable once, in its section, not repeated by every chunk's path
+            open_section(*parsed)
+            above, opens = None, True
             continue
         lines.append(_render_links(line, links))
+        above = line if opens and may_head(line) else None
+        opens = not line.strip()
     flush()
     return sections, first_h1
 
@@ -393,7 +493,7 @@ def _sections(body: str, links: LinkSet) -> tuple[list[Section], str | None]:
 def parse_note(path: str, raw: bytes, max_bytes: int = MAX_NOTE_BYTES) -> Note:
     text = decode_note(raw, max_bytes)
     meta, body, warnings = read_frontmatter(text)
-    links = LinkSet()
+    links = LinkSet(path.rsplit("/", 1)[0] if "/" in path else "")
     sections, first_h1 = _sections(body, links)
     stem = path.rsplit("/", 1)[-1]
     stem = stem[:-3] if stem.lower().endswith(".md") else stem
@@ -440,19 +540,29 @@ def outline(body: str) -> list[Heading]:
     lines = body.split("\n")
     found: list[tuple[int, str, int]] = []
     fence: str | None = None
+    above: str | None = None  # as in :func:`_sections`: the line above, when it alone opened a paragraph
+    opens = True
+    comment = False
     for number, line in enumerate(lines):
         if fence is not None:
-            closing = line.strip()
-            if closing and set(closing) == {fence[0]} and len(closing) >= len(fence):
-                fence = None
+            if fence_closed(line, fence):
+                fence, opens = None, True
             continue
-        fm = _FENCE.match(line)
-        if fm:
-            fence = fm.group(1)
+        if comment or comment_opened(line):
+            comment = not (comment and comment_closed(line))
+            above, opens = None, not comment
             continue
-        parsed = _heading(line)
-        if parsed:
-            found.append((parsed[0], _render_links(parsed[1], LinkSet()), number))
+        fence = fence_opened(line)
+        if fence is not None:
+            continue
+        level = underline_level(line) if above is not None else None
+        parsed = (level, above.strip()) if above is not None and level is not None else _heading(line)
+        if parsed:  # an underlined heading starts at its text, the line above
+            found.append((parsed[0], _render_links(parsed[1], LinkSet()), number - 1 if level else number))
+            above, opens = None, True
+            continue
+        above = line if opens and may_head(line) else None
+        opens = not line.strip()
     headings: list[Heading] = []
     stack: list[tuple[int, str]] = []
     open_at: list[int] = []  # indexes into ``headings`` whose end is not known yet
@@ -468,7 +578,7 @@ def outline(body: str) -> list[Heading]:
     return headings
 
 
-def wiki_links(text: str) -> tuple[list[str], bool]:
+def wiki_links(text: str, path: str = "") -> tuple[list[str], bool]:
     """The note parts of a note's ``[[wiki-links]]`` and embeds, in order, unique, the first :data:`MAX_LINKS`
     (code spans and fences skipped, as :func:`parse_note` does), and whether the note names more; the
     frontmatter, when readable, is not searched."""
@@ -476,6 +586,6 @@ def wiki_links(text: str) -> tuple[list[str], bool]:
         _, body, _ = read_frontmatter(text)
     except NoteError:
         body = text
-    links = LinkSet()
+    links = LinkSet(path.rsplit("/", 1)[0] if "/" in path else "")
     _sections(body, links)
     return list(links), links.more
