@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
+from kbsearch.errors import aws_error_code
 from kbsearch.events import SEQUENCER_WIDTH, is_sequencer, newer, sequencer_key
 from kbsearch.qdrant.space import open_regular
 
@@ -121,11 +122,9 @@ class DynamoSequencers:
                     ReturnValuesOnConditionCheckFailure="ALL_OLD",
                 )
             except Exception as exc:
-                response = getattr(exc, "response", None)
-                code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
-                if code != "ConditionalCheckFailedException":
+                if aws_error_code(exc) != "ConditionalCheckFailedException":
                     raise
-                old = (response or {}).get("Item") or {}
+                old = getattr(exc, "response", {}).get("Item") or {}
                 held = _held(old)
                 if held is not None:  # as late or later already recorded
                     return held == key
@@ -155,9 +154,7 @@ class DynamoSequencers:
                 self.client.delete_item(TableName=self.table, Key=key, ConditionExpression="seq = :mine",
                                         ExpressionAttributeValues=mine)  # fmt: skip
         except Exception as exc:
-            response = getattr(exc, "response", None)
-            code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
-            if code != "ConditionalCheckFailedException":  # else a later claim holds it: left as it is
+            if aws_error_code(exc) != "ConditionalCheckFailedException":  # else a later claim holds it: left as it is
                 raise
 
 

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote, unquote_plus
 
-from kbsearch.errors import KbSearchError
+from kbsearch.errors import KbSearchError, aws_error_code
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -734,7 +734,7 @@ class S3Source:
         try:
             return self.client.head_object(Bucket=self.bucket, Key=key)
         except Exception as exc:
-            if _aws_code(exc) in ("NoSuchKey", "404", "NotFound"):
+            if aws_error_code(exc) in ("NoSuchKey", "404", "NotFound"):
                 return None
             raise SourceError(f"cannot read s3://{self.bucket}/{key}: {_aws_message(exc)}") from None
 
@@ -784,7 +784,7 @@ class S3Source:
         except SourceError:  # NoteUnreadable too
             raise
         except Exception as exc:
-            code = _aws_code(exc)
+            code = aws_error_code(exc)
             if code in ("NoSuchKey", "404"):
                 raise SourceError(f"no note at {key!r}") from None
             if code in ("PreconditionFailed", "412"):
@@ -827,11 +827,6 @@ def _checked(path: str) -> str:
     if problem:
         raise SourceError(f"{path!r} is not a note path: {problem}")
     return path
-
-
-def _aws_code(exc: Exception) -> str:
-    response: Any = getattr(exc, "response", None)
-    return str((response or {}).get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
 
 
 def _aws_message(exc: Exception) -> str:
