@@ -52,3 +52,61 @@ def test_a_second_mcp_on_a_store_another_mcp_holds_names_it_and_says_it_lets_go(
     assert "serve or kbsearch index" not in text and str(store) not in text, text  # no path said
     assert "Traceback" not in second.stderr
 
+
+# -- UTF-8 answers ---------------------------------------------------------------------------------------------------
+
+
+def _russian_search(app: Any, query: str = "ротация ключей") -> dict[str, Any]:
+    from urllib.parse import quote
+
+    from kbsearch_tools.local.apigw import HttpRequest, build_event
+
+    event = build_event(HttpRequest("GET", "/search", f"q={quote(query)}&top_k=5", [], b""), "/search", {}, "dev")
+    return dict(app(event))
+
+
+def test_json_answers_are_utf8_not_ascii_escaped_and_lone_surrogates_stay_safe(
+    bm25_store: Path, load_search_app: Any
+) -> None:
+    """A Russian answer was `\\u0440\\u043e...` (six bytes a letter, three times UTF-8's two): the search Lambda's
+    JSON (search, notes, MCP HTTP: one serializer) is UTF-8 now. A lone surrogate in what is echoed (a query string
+    API Gateway handed on with one: no UTF-8 encodes it) is kept as its JSON escape, never a 500 or a body that
+    cannot be sent (kbsearch serve encodes the body as UTF-8)."""
+    app = load_search_app(QDRANT_PATH=str(bm25_store), KB_SOURCE=str(ROOT / "sample-kb"))
+    result = _russian_search(app)
+    assert result["statusCode"] == 200, result
+    body = result["body"]
+    answer = json.loads(body)
+    assert answer["results"] and "\\u04" not in body and "ротация" in body, body[:300]
+    assert json.loads(body.encode("utf-8")) == answer
+    from kbsearch_tools.local.apigw import HttpRequest, build_event
+
+    event = build_event(HttpRequest("GET", "/search", "q=x", [], b""), "/search", {}, "dev")
+    for params in ("queryStringParameters", "multiValueQueryStringParameters"):
+        if event.get(params):
+            event[params]["q"] = "ключ\ud800" if params == "queryStringParameters" else ["ключ\ud800"]
+    odd = app(event)
+    assert odd["statusCode"] < 500, odd
+    assert "\\ud800" in odd["body"] or "ключ" not in odd["body"], odd["body"][:300]
+    odd["body"].encode("utf-8")  # sendable: no lone surrogate left raw
+
+
+def test_kbsearch_serve_and_mcp_http_answer_utf8(bm25_store: Path) -> None:
+    """The same through `kbsearch serve` (its HTTP answers are the Lambda's bodies as UTF-8 bytes) for /search and
+    /mcp's tools/call."""
+    import httpx
+
+    from kbsearch_tools.local.process import serve_process
+
+    env = subprocess_env(QDRANT_PATH=str(bm25_store), KB_SOURCE=str(ROOT / "sample-kb"))
+    with serve_process(env, cwd=ROOT) as server:
+        found = httpx.get(f"{server.base_url}/search", params={"q": "ротация ключей"}, timeout=60)
+        rpc = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+               "params": {"name": "kb_search", "arguments": {"query": "ротация ключей"}}}  # fmt: skip
+        mcp = httpx.post(f"{server.base_url}/mcp", json=rpc, timeout=60,
+                         headers={"Accept": "application/json, text/event-stream"})  # fmt: skip
+    for answer in (found, mcp):
+        assert answer.status_code == 200, answer.text[:300]
+        assert answer.headers["content-type"].startswith("application/json"), answer.headers
+        assert b"\\u04" not in answer.content and "ротация".encode() in answer.content, answer.content[:300]
+
