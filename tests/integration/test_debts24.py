@@ -110,3 +110,37 @@ def test_kbsearch_serve_and_mcp_http_answer_utf8(bm25_store: Path) -> None:
         assert answer.headers["content-type"].startswith("application/json"), answer.headers
         assert b"\\u04" not in answer.content and "ротация".encode() in answer.content, answer.content[:300]
 
+
+# -- kbsearch index against a listing that never ends ----------------------------------------------------------------
+
+
+def test_kbsearch_index_on_fresh_next_pages_over_the_same_keys_stops_with_a_clear_error(tmp_path: Path) -> None:
+    """S3 (a loopback fake speaking ListObjectsV2) names a fresh next page for ever, listing the same two notes
+    again: the Lambda stops at its deadline (round 23d), but `kbsearch index` has none and listed until Ctrl-C. A
+    listing gives each key once, in ascending order: a page listing a key again fails the listing at once,
+    nothing deleted, exit 1 with the error said."""
+    from kbsearch_tools.fakes import FakeEndpoint
+    from tests.integration.test_lying_objects import _listing_page
+
+    notes = [(f"n{i}.md", f"# N{i}\n\nnote {i}".encode()) for i in range(2)]
+    pages = [0]
+
+    def respond(method: str, path: str) -> tuple[int, bytes, str]:
+        if "list-type=2" not in path:
+            return 404, b"<Error><Code>NoSuchKey</Code></Error>", "application/xml"
+        pages[0] += 1
+        return 200, _listing_page(notes, True, f"T{pages[0]}"), "application/xml"
+
+    endpoint = FakeEndpoint().start()
+    endpoint.responder = respond
+    try:
+        shown = subprocess.run([*KBSEARCH_CMD, "index", "s3://kb"], capture_output=True, text=True, cwd=ROOT,
+                               env=subprocess_env(QDRANT_PATH=str(tmp_path / "q"), AWS_ACCESS_KEY_ID="x",
+                                                  AWS_SECRET_ACCESS_KEY="y", AWS_DEFAULT_REGION="us-east-1",
+                                                  AWS_ENDPOINT_URL=endpoint.url),
+                               timeout=120, check=False)  # fmt: skip
+    finally:
+        endpoint.stop()
+    assert shown.returncode == 1, (shown.returncode, shown.stdout, shown.stderr)
+    assert "listing s3://kb/ failed: S3 listed a key again or out of order on page 2" in shown.stdout + shown.stderr
+    assert pages[0] == 2 and "Traceback" not in shown.stderr, (pages, shown.stderr)

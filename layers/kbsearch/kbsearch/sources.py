@@ -604,6 +604,10 @@ def _read_regular(full: str, body: bool = True) -> bytes:
         os.close(fd)
 
 
+#: How many pages in a row may list no key and no folder while S3 says the listing goes on (S3 fills its pages).
+EMPTY_PAGES = 100
+
+
 class S3Source:
     """``s3://bucket/prefix``: a paginated ListObjectsV2 (ETag, size, last-modified), GetObject per changed note.
     ``budget_s``: the time a reader on the request path has for one read (:func:`reader_timeouts`); None: the
@@ -660,15 +664,30 @@ class S3Source:
         says the listing ended (``IsTruncated`` false or absent) yet names a next page contradicts itself: followed or
         not, notes may be missed. Fresh tokens for ever (a lying S3, or a bucket too large to list in a run) were
         followed until the function's timeout: a listing still going at ``stop_at`` (the run's deadline) fails
-        too. Each is a :class:`SourceError` (a failed listing: nothing deleted)."""
+        too. Without a deadline (``kbsearch index``) such a listing ran until Ctrl-C: a page must also list keys after
+        every key listed before (S3 lists each key once, in ascending order; fresh tokens over the same keys broke
+        that), and at most :data:`EMPTY_PAGES` pages in a row may list nothing. Each is a :class:`SourceError` (a
+        failed listing: nothing deleted)."""
         seen: set[str] = set()
         token = ""
+        last, empty = "", 0  # the greatest key listed; the pages in a row that listed nothing
         while True:
             if token and stop_at is not None and stop_at.remaining() <= 0:
                 raise SourceError(f"listing {self.uri} failed: S3 was still naming next pages at the run's deadline "
                                   f"({len(seen) + 1:,} pages read); nothing deleted, the next run lists again")  # fmt: skip
             asked: dict[str, Any] = {"Bucket": self.bucket, **params, **({"ContinuationToken": token} if token else {})}
             page = self.client.list_objects_v2(**asked)
+            keys = [item["Key"] for item in page.get("Contents") or [] if isinstance(item.get("Key"), str)]
+            for key in keys:
+                if key <= last:  # code points order as UTF-8 bytes do, S3's order
+                    raise SourceError(f"listing {self.uri} failed: S3 listed a key again or out of order on page "
+                                      f"{len(seen) + 1:,} (a listing gives each key once, in ascending order); "
+                                      "nothing deleted, the next run lists again")  # fmt: skip
+                last = key
+            empty = 0 if keys or page.get("CommonPrefixes") else empty + 1
+            if empty > EMPTY_PAGES and page.get("IsTruncated"):
+                raise SourceError(f"listing {self.uri} failed: S3 named {empty:,} next pages in a row that listed "
+                                  "nothing; nothing deleted, the next run lists again")  # fmt: skip
             yield page
             token = page.get("NextContinuationToken") or ""
             if not page.get("IsTruncated"):
