@@ -144,3 +144,36 @@ def test_kbsearch_index_on_fresh_next_pages_over_the_same_keys_stops_with_a_clea
     assert shown.returncode == 1, (shown.returncode, shown.stdout, shown.stderr)
     assert "listing s3://kb/ failed: S3 listed a key again or out of order on page 2" in shown.stdout + shown.stderr
     assert pages[0] == 2 and "Traceback" not in shown.stderr, (pages, shown.stderr)
+
+
+# -- tag, type and status filters: NFC on both sides -----------------------------------------------------------------
+
+
+def test_full_width_tags_and_types_match_as_written_on_both_sides(tmp_path: Path, load_search_app: Any) -> None:
+    """The rule (README, round 24): tags, `type` and `status` compare in NFC, not NFKC, at the index and in the
+    filter alike: `ｄｅｖｏｐｓ` (full width) finds the note tagged so and only it, `devops` the plain one and only
+    it, `#ｄｅｖｏｐｓ` as `ｄｅｖｏｐｓ`; the same for `type`. Pinned, not changed (it held before)."""
+    from urllib.parse import quote
+
+    from kbsearch_tools.local.apigw import HttpRequest, build_event
+    from tests.conftest import index_bm25
+
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "wide.md").write_text(
+        "---\ntags: [ｄｅｖｏｐｓ]\ntype: ｒｕｎｂｏｏｋ\n---\n# Wide\n\nabout deploys\n", "utf-8"
+    )
+    (kb / "narrow.md").write_text("---\ntags: [devops]\ntype: runbook\n---\n# Narrow\n\nabout deploys\n", "utf-8")
+    assert index_bm25(kb, tmp_path / "q").error is None
+    app = load_search_app(QDRANT_PATH=str(tmp_path / "q"), KB_SOURCE=str(kb))
+    found = {}
+    for name, value in (("tags", "devops"), ("tags", "ｄｅｖｏｐｓ"), ("tags", "#ｄｅｖｏｐｓ"), ("type", "runbook"),
+                        ("type", "ｒｕｎｂｏｏｋ")):  # fmt: skip
+        query = f"q=deploys&{name}={quote(value)}"
+        result = app(build_event(HttpRequest("GET", "/search", query, [], b""), "/search", {}, "dev"))
+        assert result["statusCode"] == 200, result
+        found[(name, value)] = [hit["path"] for hit in json.loads(result["body"])["results"]]
+    assert found == {("tags", "devops"): ["narrow.md"], ("tags", "ｄｅｖｏｐｓ"): ["wide.md"],
+                     ("tags", "#ｄｅｖｏｐｓ"): ["wide.md"], ("type", "runbook"): ["narrow.md"],
+                     ("type", "ｒｕｎｂｏｏｋ"): ["wide.md"]}, found  # fmt: skip
+
