@@ -177,3 +177,23 @@ def test_full_width_tags_and_types_match_as_written_on_both_sides(tmp_path: Path
                      ("tags", "#ｄｅｖｏｐｓ"): ["wide.md"], ("type", "runbook"): ["narrow.md"],
                      ("type", "ｒｕｎｂｏｏｋ"): ["wide.md"]}, found  # fmt: skip
 
+
+# -- kbsearch search: snippets wrapped to the terminal ---------------------------------------------------------------
+
+
+def test_kbsearch_search_wraps_snippets_to_the_terminal_width(bm25_store: Path) -> None:
+    """`COLUMNS=40 kbsearch search`: the snippets ran past the terminal's width (one long line each, the terminal
+    wrapping them under column 0); they are wrapped at word breaks under their indent, as the progress bar fits the
+    width. Piped without COLUMNS the output is as it was (a script's input unchanged)."""
+    env = {"QDRANT_PATH": str(bm25_store)}
+    narrow = _kbsearch("search", "rotate keys", "--no-rerank", COLUMNS="40", **env)
+    piped = _kbsearch("search", "rotate keys", "--no-rerank", **env)
+    assert narrow.returncode == 0 and piped.returncode == 0, narrow.stderr + piped.stderr
+    snippet_lines = [
+        line for line in narrow.stdout.splitlines()[1:]
+        if line.startswith(" " * 15) and ".md" not in line and not line.lstrip().startswith("§")
+    ]  # fmt: skip
+    assert snippet_lines and all(len(line) <= 40 for line in snippet_lines), snippet_lines
+    assert any(len(line) > 40 for line in piped.stdout.splitlines()[1:] if line.startswith(" " * 15))
+    text = ["".join(shown.stdout.split("\n", 1)[1].split()) for shown in (narrow, piped)]  # past the timing line
+    assert text[0] == text[1]  # the same text, only wrapped (a word longer than the width broken in it)
