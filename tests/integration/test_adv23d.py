@@ -139,7 +139,7 @@ def _lying_s3(tmp_path: Path, notes: list[tuple[str, bytes]], respond) -> tuple:
 
 
 def test_a_listing_of_fresh_next_pages_for_ever_stops_at_the_runs_deadline_deleting_nothing(tmp_path: Path) -> None:
-    """S3 answers every page with one note and a next page never named before (T1, T2, ...): the full sync
+    """S3 answers every page with one new key and a next page never named before (T1, T2, ...): the full sync
     followed them until the function's timeout (round 23a's "Left"). It stops at the run's deadline now, a failed
     listing naming it and the pages read, nothing deleted."""
     import threading
@@ -158,8 +158,8 @@ def test_a_listing_of_fresh_next_pages_for_ever_stops_at_the_runs_deadline_delet
     def respond(method: str, path: str) -> tuple[int, bytes, str]:
         if "list-type=2" not in path:
             return 404, b"<Error><Code>NoSuchKey</Code></Error>", "application/xml"
-        pages[0] += 1
-        return 200, _listing_page([notes[pages[0] % 2]], True, f"T{pages[0]}"), "application/xml"
+        pages[0] += 1  # a fresh key on each (ascending, as S3 lists; keys listed again fail sooner: round 24)
+        return 200, _listing_page([(f"p{pages[0]:09d}.md", b"# P\n")], True, f"T{pages[0]}"), "application/xml"
 
     settings, endpoint, client = _lying_s3(tmp_path, notes, respond)
     store = open_store(settings, Secrets(settings))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -275,5 +276,53 @@ def test_a_batch_that_fails_to_write_gives_its_claim_back(aws: Any, tmp_path: Pa
         assert log.get(["a.md"]) != {}
         replay = ChangeSync(source, store, None, SyncOptions(), log).apply([change])
         assert replay.stale == 1 and replay.added == 0  # applied once: a replay is stale again
+    finally:
+        store.close()
+
+
+class KilledStore(GatedStore):
+    """The store, the batch killed at its first write of a note (a Lambda timeout, a SIGKILL: no ``except`` runs)."""
+
+    def upsert(self, chunks: Any) -> None:
+        raise SystemExit("injected: the batch is killed before its write")
+
+
+@pytest.mark.parametrize("log_kind", ["dynamodb", "file"])
+def test_a_claim_left_by_a_killed_batch_is_abandoned_after_the_longest_run(
+    aws: Any, tmp_path: Path, log_kind: str
+) -> None:
+    """A batch killed between its claim and its write leaves the claim in the log (no give-back runs). Its
+    message's retry comes after the queue's visibility timeout; by then no batch that claimed can still run, so a
+    claim of the retried event itself older than ABANDONED_S is abandoned: the retry applies the note (before: it
+    was dropped as stale, the note kept out of the index until the next full sync). A claim younger than that
+    (a duplicate delivery while the first batch may still run) stays stale, as before."""
+    from kbsearch.sequencers import ABANDONED_S
+
+    settings = Settings(kb_source=f"s3://{BUCKET}/{PREFIX}", qdrant_path=str(tmp_path / "store"),
+                        index_lease_table=TABLE if log_kind == "dynamodb" else "", embedding_api_key=None)  # fmt: skip
+    file = tmp_path / "kb.seq.json"
+
+    def log(clock: Any) -> Any:  # a new process's log (the killed one's memory is gone)
+        return DynamoSequencers(TABLE, "kb", clock=clock) if log_kind == "dynamodb" else FileSequencers(file, clock)
+
+    source = S3Source(BUCKET, PREFIX, client=boto3.client("s3", region_name=REGION))
+    old = {"a.md": Change("a.md", f"{PREFIX}a.md", False, "0065F1A0B0C0D0E001", message_id="ma")}
+    fresh = {"b.md": Change("b.md", f"{PREFIX}b.md", False, "0065F1A0B0C0D0E001", message_id="mb")}
+    for path in (*old, *fresh):
+        aws.put_object(Bucket=BUCKET, Key=f"{PREFIX}{path}", Body=note("first"))
+    store = open_store(settings, Secrets(settings))
+    try:
+        for changes, ago in ((old, 2 * ABANDONED_S), (fresh, 1.0)):
+            killed = KilledStore(store, Turns([]))
+            with pytest.raises(SystemExit):
+                ChangeSync(source, killed, None, SyncOptions(), log(lambda ago=ago: time.time() - ago)).apply(  # type: ignore[arg-type]
+                    list(changes.values())
+                )
+        assert set(log(time.time).get(["a.md", "b.md"])) == {"a.md", "b.md"}  # both claims left behind
+        assert store.indexed_state() == {}
+        retry = ChangeSync(source, store, None, SyncOptions(), log(time.time)).apply([*old.values(), *fresh.values()])
+        assert retry.error is None and not retry.failed_messages, retry
+        assert (retry.added, retry.stale) == (1, 1)  # a.md applied; b.md's claim may be a batch still running
+        assert set(store.indexed_state()) == {"a.md"}
     finally:
         store.close()

@@ -473,6 +473,12 @@ class _ProgressBar:
 def _stderr_columns() -> int:
     """The width of the terminal stderr is (the bar is drawn there, whatever stdout is): ``COLUMNS`` when set, as
     ``shutil.get_terminal_size`` reads it, else the terminal's own, else 80."""
+    return _columns(sys.stderr) or 80
+
+
+def _columns(stream: Any) -> int | None:
+    """The width of the terminal ``stream`` writes to: ``COLUMNS`` when set, else the terminal's own; None when
+    neither is known (not a terminal: a pipe, a file)."""
     try:
         columns = int(os.environ.get("COLUMNS", ""))
         if columns > 0:
@@ -480,9 +486,23 @@ def _stderr_columns() -> int:
     except ValueError:
         pass
     try:
-        return os.get_terminal_size(sys.stderr.fileno()).columns or 80
+        return os.get_terminal_size(stream.fileno()).columns or None
     except (AttributeError, OSError, ValueError):
-        return 80
+        return None
+
+
+def _wrapped(text: str, indent: int, columns: int | None) -> str:
+    """``text`` (line breaks kept) indented by ``indent`` spaces, each line wrapped at word breaks to ``columns``
+    (at least 20 characters of text a line), as the progress bar fits the terminal; not wrapped when the width is
+    unknown (stdout piped without ``COLUMNS``: what a script reads stays as it was)."""
+    import textwrap
+
+    pad = " " * indent
+    if columns is None:
+        return pad + text.replace("\n", "\n" + pad)
+    width = max(20, columns - indent)
+    lines = [part for line in text.split("\n") for part in (textwrap.wrap(line, width, break_on_hyphens=False) or [""])]
+    return "\n".join(pad + line for line in lines)
 
 
 def _print_sync_summary(report: dict[str, Any]) -> None:
@@ -774,7 +794,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             print(f"{'':15}§ {_shown(hit.heading)}".replace("\n", " "))
         tags = f"  [{_shown(', '.join(hit.tags))}]" if hit.tags else ""
         print((f"{'':15}{_shown(hit.path)}" + tags).replace("\n", " "))
-        print(f"{'':15}" + _shown(hit.snippet).replace("\n", "\n" + " " * 15))  # snippets keep their line breaks
+        print(_wrapped(_shown(hit.snippet), 15, _columns(sys.stdout)))  # snippets keep their line breaks
     return 0
 
 

@@ -137,7 +137,7 @@ def run_local(kb: str | None, idle_close_s: float, scope_text: str | None = None
         logger.warning("KB_SOURCE is not set (or --kb): kb_get_note and resources cannot read notes")
     elif not is_s3_uri(settings.kb_source):
         open_source(settings.kb_source)  # a folder that is not there: said now, not "try again shortly" at each read
-    service = SearchService(settings, Secrets(settings))
+    service = SearchService(settings, Secrets(settings), locked_store=lambda: locked_store(settings))
     source = settings.kb_source
     browse = BrowseService(service, NoteReader(lambda: open_source(source), default=settings.access_default))
     server = McpServer(Backend(search=lambda request, budget: service.search(request, scope=scope, budget_s=budget),
@@ -157,6 +157,29 @@ def run_local(kb: str | None, idle_close_s: float, scope_text: str | None = None
 
 
 # -- remote ---------------------------------------------------------------------------------------------------------
+def locked_store(settings: Any) -> str:
+    """What an assistant is told when another process holds the local index: which ``kbsearch`` command (its pid,
+    from its command line; no path) and advice for an assistant's server. The shared text said to stop "serve or
+    index" whatever held it: a second assistant's ``kbsearch mcp`` lets go on its own, a sync ends."""
+    from kbsearch.qdrant.readiness import holder_named, store_holder
+
+    pid = store_holder(settings)
+    if pid is None:  # it let go meanwhile
+        return "the local index was open in another process a moment ago; call the tool again"
+    holder = holder_named(pid)
+    held = f"the local index is open in another process (pid {pid}: {holder}), and the embedded store takes one"
+    if holder == "kbsearch index":
+        return f"{held} process at a time: a sync is writing it; call the tool again once it has ended"
+    if holder == "kbsearch mcp":
+        return (f"{held} process at a time: another assistant's server, which lets go of it after its --idle-close "
+                "seconds without a call (default 5): call the tool again then; for both assistants at once, run "
+                "kbsearch serve and give each kbsearch mcp --remote http://127.0.0.1:3000")  # fmt: skip
+    if holder == "kbsearch serve":
+        return (f"{held} process at a time: launch this server as kbsearch mcp --remote http://127.0.0.1:3000 (the "
+                "port kbsearch serve printed) to search through it, or stop it")  # fmt: skip
+    return f"{held} process at a time: call the tool again once it has ended, or stop it"
+
+
 def mcp_url(url: str) -> str:
     """The deployment's ``/mcp`` endpoint from its base URL (or the endpoint itself); ValueError if not http(s)."""
     parts = urlsplit(url.strip())

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 
-from kbsearch.errors import ConfigError
+from kbsearch.errors import ConfigError, aws_error_code
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.parameters.ssm import SSMProvider
@@ -567,7 +567,7 @@ def _confirm_missing(provider: SSMProvider, answer: Any) -> Any:
             found = provider.client.get_parameter(Name=param, WithDecryption=True)
             answer[param] = found["Parameter"]["Value"]
         except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code") or type(exc).__name__)
+            code = aws_error_code(exc) or type(exc).__name__
             if code in ("ParameterNotFound", "ParameterVersionNotFound"):
                 missing.append(param)
             else:

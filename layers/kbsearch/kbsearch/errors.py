@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class KbSearchError(Exception):
     """Base class of kb-search's own errors."""
@@ -33,3 +35,11 @@ class IndexUnavailable(KbSearchError):
     def __init__(self, detail: str, public: str = "the search index is unreachable; try again shortly") -> None:
         super().__init__(detail)
         self.public = public
+
+
+def aws_error_code(exc: BaseException) -> str:
+    """The error code an AWS client error carries (``ConditionalCheckFailedException``, ``NoSuchKey``), or ``""``
+    for any other exception (a timeout, a connection refused, a response without one)."""
+    response: Any = getattr(exc, "response", None)
+    error = response.get("Error") if isinstance(response, dict) else None
+    return str(error.get("Code") or "") if isinstance(error, dict) else ""

@@ -1736,6 +1736,7 @@ class ChangeSync:
         report: ChangeReport | None = None,
     ) -> ChangeReport:
         from kbsearch.events import latest_per_key, newer
+        from kbsearch.sequencers import abandoned
 
         started = time.monotonic()
         self._changed = set()
@@ -1751,13 +1752,17 @@ class ChangeSync:
         news: dict[str, list[Change]] = {}  # per path, the changes claimed in the log before the write
         try:
             self.indexer._embedding_signature(report)
-            applied = self.sequencers.get(sorted(latest)) if self.sequencers is not None and latest else {}
+            claims = self.sequencers.claims(sorted(latest)) if self.sequencers is not None and latest else {}
+            applied = {name: held for name, (held, _) in claims.items()}
             todo: dict[str, Change] = {}  # per path: what the source holds there now is applied (_apply_current)
+            now = time.time()
             for name, change in latest.items():
-                held = applied.get(name, "")
+                held, claimed_at = claims.get(name, ("", None))
                 # claimed before the write (conditional: only a sequencer later than the logged one); one no later
-                # than the logged one, or a later one claimed meanwhile, makes it stale
-                if (held and not newer(change.sequencer, held)) or not self._record(change):
+                # than the logged one, or a later one claimed meanwhile, makes it stale; this event's own claim
+                # left by a batch killed before its write (abandoned) does not
+                current = held and not newer(change.sequencer, held)
+                if (current and not abandoned(held, claimed_at, change.sequencer, now)) or not self._record(change):
                     report.stale += 1
                 else:
                     todo.setdefault(change.path, change)
@@ -1852,16 +1857,21 @@ class ChangeSync:
         batch's start, is put back if the claim is still this batch's): the retry of the message is then no
         stale event. Putting back an older sequencer than the one logged meanwhile is never wrong (an event it
         lets through applies what the source holds now); a later claim is left as it is. A give-back that fails
-        is logged: the claim stays, the retry is dropped as stale and the note waits for the next full sync."""
+        is logged: the claim stays, and the retry is dropped as stale until the claim is abandoned
+        (:func:`kbsearch.sequencers.abandoned`)."""
+        from kbsearch.events import sequencer_key
+
         for change in changes:
             if self.sequencers is None or not change.sequencer:
                 continue
             name = self._name(change)
+            if sequencer_key(applied.get(name, "")) == sequencer_key(change.sequencer):
+                continue  # an abandoned claim applied again: left as it is (put back, it would look fresh)
             try:
                 self.sequencers.release(name, change.sequencer, applied.get(name, ""))
             except Exception as exc:  # the log unreachable: the claim stays (see above)
                 logger.warning(
-                    "a failed note's claim could not be given back; the next full sync applies it",
+                    "a failed note's claim could not be given back; its retry applies it once the claim is abandoned",
                     extra={"path": change.path, "error": f"{type(exc).__name__}: {str(exc)[:200]}"},
                 )
 

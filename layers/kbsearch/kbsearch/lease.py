@@ -29,7 +29,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from kbsearch.errors import KbSearchError
+from kbsearch.errors import KbSearchError, aws_error_code
 
 if TYPE_CHECKING:
     from kbsearch.config import Settings
@@ -89,11 +89,6 @@ def _owner(item: dict[str, Any]) -> str:
     owner = item.get("owner")
     name = owner.get("S") if isinstance(owner, dict) else None
     return name if isinstance(name, str) and name else "another run"
-
-
-def _error_code(exc: Exception) -> str:
-    response = getattr(exc, "response", None)
-    return str(response.get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
 
 
 class Lease:
@@ -189,10 +184,10 @@ class Lease:
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except Exception as exc:
-            if _error_code(exc) == "ConditionalCheckFailedException":
+            if aws_error_code(exc) == "ConditionalCheckFailedException":
                 old = getattr(exc, "response", {}).get("Item") or {}
                 raise LeaseHeld(_owner(old), expiry(old.get("expires_at"))) from None
-            raise LeaseError(f"cannot take the lease in table {self.table}: {_error_code(exc) or exc}") from None
+            raise LeaseError(f"cannot take the lease in table {self.table}: {aws_error_code(exc) or exc}") from None
         self.lost = False
         self._sure_until = (sent[0] + self.ttl_s, sent[1] + self.ttl_s)
 
@@ -209,11 +204,11 @@ class Lease:
                 ExpressionAttributeValues={":expires": {"N": str(self._expiry())}, ":me": {"S": self.owner}},
             )
         except Exception as exc:
-            if _error_code(exc) == "ConditionalCheckFailedException":
+            if aws_error_code(exc) == "ConditionalCheckFailedException":
                 self.lost = True
                 logger.error("indexer lease %s lost: another run took it after it expired", self.name)
                 return False
-            logger.warning("indexer lease %s not renewed (%s); retrying", self.name, _error_code(exc) or exc)
+            logger.warning("indexer lease %s not renewed (%s); retrying", self.name, aws_error_code(exc) or exc)
             return True
         self._sure_until = (sent[0] + self.ttl_s, sent[1] + self.ttl_s)
         return True
@@ -229,9 +224,9 @@ class Lease:
                 ExpressionAttributeValues={":me": {"S": self.owner}},
             )
         except Exception as exc:
-            if _error_code(exc) != "ConditionalCheckFailedException":
+            if aws_error_code(exc) != "ConditionalCheckFailedException":
                 # it expires by itself; the next run waits at most ttl_s
-                logger.warning("indexer lease %s not released (%s)", self.name, _error_code(exc) or exc)
+                logger.warning("indexer lease %s not released (%s)", self.name, aws_error_code(exc) or exc)
 
     def _renew_until_stopped(self) -> None:
         while not self._stop.wait(self.ttl_s / 3):
@@ -302,7 +297,7 @@ def lease_holder(settings: Settings, client: Any = None, clock: Callable[[], flo
         item = client.get_item(TableName=settings.index_lease_table, Key={"pk": {"S": name}}, ConsistentRead=True)
     except Exception as exc:
         raise LeaseError(
-            f"cannot read the lease in table {settings.index_lease_table}: {_error_code(exc) or exc}"
+            f"cannot read the lease in table {settings.index_lease_table}: {aws_error_code(exc) or exc}"
         ) from None
     found = item.get("Item")
     if not found:

@@ -184,9 +184,13 @@ class SearchService:
         reranking: Reranking | None = None,
         expander: Expander | None = None,
         wire_providers: bool = True,
+        locked_store: Callable[[], str] | None = None,
     ) -> None:
         self.settings = settings
         self.secrets = secrets
+        #: what a caller is told when another process holds the embedded store (default :data:`LOCKED_STORE`):
+        #: ``kbsearch mcp`` names the holder and gives an assistant's advice
+        self.locked_store = locked_store or (lambda: LOCKED_STORE)
         secrets.prepare()  # the SSM client, so that no search's budget pays for building it
         self._retriever: Retriever | None = None
         if store is not None:
@@ -236,7 +240,7 @@ class SearchService:
                 self._retriever = open_retriever(self.settings, self.secrets)
             except StoreError as exc:
                 if "another process has it open" in str(exc):  # Qdrant Edge: one process per store
-                    raise IndexUnavailable(str(exc), LOCKED_STORE) from None
+                    raise IndexUnavailable(str(exc), self.locked_store()) from None
                 raise _unavailable(exc) from None
         return self._retriever
 

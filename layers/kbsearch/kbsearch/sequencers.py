@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import re
 import threading
@@ -32,12 +33,17 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
+from kbsearch.errors import aws_error_code
 from kbsearch.events import SEQUENCER_WIDTH, is_sequencer, newer, sequencer_key
+from kbsearch.lease import expiry
 from kbsearch.qdrant.space import open_regular
 
 logger = logging.getLogger(__name__)
 
 TTL_S = 15 * 24 * 3600
+#: A claim of an event older than this is abandoned (:func:`abandoned`): the indexer function's timeout (900 s in
+#: template.yaml), the longest any batch runs, whose SQS retry comes after the queue's visibility timeout (5,400 s).
+ABANDONED_S = 900.0
 #: What :func:`sequencer_key` writes.
 _KEY = re.compile(f"[0-9A-F]{{{SEQUENCER_WIDTH}}}")
 
@@ -51,9 +57,28 @@ def _held(item: dict[str, Any]) -> str | None:
     return value if isinstance(value, str) and _KEY.fullmatch(value) else None
 
 
+def abandoned(held: str, claimed_at: float | None, sequencer: str, now: float) -> bool:
+    """Whether ``held``, the sequencer logged for a note, is a claim of this very event (``sequencer``) made more
+    than :data:`ABANDONED_S` ago: the batch that made it was killed between its claim and its write (no batch runs
+    longer), so the event's retry applies the note instead of dropping it as stale (the note kept its old text
+    until the next full sync). A claim of unknown age (an entry written before claims had one) is never abandoned.
+    Applying it again is safe even if its batch lives on: both read the key after the claim, and a later claim
+    made meanwhile has either batch read it again (``ChangeSync._reapply_superseded``)."""
+    return (
+        bool(held)
+        and claimed_at is not None
+        and sequencer_key(held) == sequencer_key(sequencer)
+        and now - claimed_at > ABANDONED_S
+    )
+
+
 class Sequencers(Protocol):
     def get(self, paths: list[str]) -> dict[str, str]:
         """The last applied sequencer of each path that has one."""
+        ...
+
+    def claims(self, paths: list[str]) -> dict[str, tuple[str, float | None]]:
+        """As :meth:`get`, with when each sequencer was claimed (epoch seconds; None when unknown)."""
         ...
 
     def put(self, path: str, sequencer: str) -> bool:
@@ -79,7 +104,11 @@ class DynamoSequencers:
         self.client = client
 
     def get(self, paths: list[str]) -> dict[str, str]:
-        found: dict[str, str] = {}
+        return {path: held for path, (held, _) in self.claims(paths).items()}
+
+    def claims(self, paths: list[str]) -> dict[str, tuple[str, float | None]]:
+        """When claimed: the item's expiry less :data:`TTL_S` (put writes both at once)."""
+        found: dict[str, tuple[str, float | None]] = {}
         unique = sorted(set(paths))
         for start in range(0, len(unique), 100):  # BatchGetItem takes 100 keys
             keys: list[dict[str, Any]] = [{"pk": {"S": self.prefix + p}} for p in unique[start : start + 100]]
@@ -92,7 +121,9 @@ class DynamoSequencers:
                         logger.warning("sequencer log item %s holds no sequencer; the event is applied",
                                        item["pk"]["S"])  # fmt: skip
                     else:
-                        found[item["pk"]["S"][len(self.prefix) :]] = held
+                        expires = expiry(item.get("expires_at"))
+                        claimed = None if expires is None else float(expires - TTL_S)
+                        found[item["pk"]["S"][len(self.prefix) :]] = (held, claimed)
                 request = answer.get("UnprocessedKeys") or {}
                 if not request:
                     break
@@ -121,11 +152,9 @@ class DynamoSequencers:
                     ReturnValuesOnConditionCheckFailure="ALL_OLD",
                 )
             except Exception as exc:
-                response = getattr(exc, "response", None)
-                code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
-                if code != "ConditionalCheckFailedException":
+                if aws_error_code(exc) != "ConditionalCheckFailedException":
                     raise
-                old = (response or {}).get("Item") or {}
+                old = getattr(exc, "response", {}).get("Item") or {}
                 held = _held(old)
                 if held is not None:  # as late or later already recorded
                     return held == key
@@ -155,17 +184,17 @@ class DynamoSequencers:
                 self.client.delete_item(TableName=self.table, Key=key, ConditionExpression="seq = :mine",
                                         ExpressionAttributeValues=mine)  # fmt: skip
         except Exception as exc:
-            response = getattr(exc, "response", None)
-            code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
-            if code != "ConditionalCheckFailedException":  # else a later claim holds it: left as it is
+            if aws_error_code(exc) != "ConditionalCheckFailedException":  # else a later claim holds it: left as it is
                 raise
 
 
 class FileSequencers:
-    """A JSON object ``{path: sequencer}`` written atomically (temporary file + rename)."""
+    """A JSON object ``{path: [sequencer, claimed at (epoch seconds)]}`` written atomically (temporary file +
+    rename); an entry ``{path: sequencer}`` (written before claims had a time) is read as a claim of unknown age."""
 
-    def __init__(self, file: Path) -> None:
+    def __init__(self, file: Path, clock: Any = time.time) -> None:
         self.file = file
+        self.clock = clock
         self._lock = threading.Lock()
         try:
             with open_regular(file) as handle:  # a FIFO in its place hung the run that opened it
@@ -178,7 +207,16 @@ class FileSequencers:
         entries = data if isinstance(data, dict) else {}
         # only what put writes (an S3 sequencer): `str(v)` of text above every sequencer ("Z"*64, 80 digits,
         # `None`, a list's repr) made every later event of the note stale, its old text kept until a full sync
-        self._data: dict[str, str] = {k: v for k, v in entries.items() if is_sequencer(v)}
+        self._data: dict[str, str] = {}
+        self._at: dict[str, float] = {}  # when each was claimed (an entry of the form [sequencer, epoch seconds])
+        for k, entry in entries.items():
+            v, at = entry, None
+            if isinstance(entry, list) and len(entry) == 2 and type(entry[1]) in (int, float):  # not a bool
+                v, at = entry[0], float(entry[1])
+            if is_sequencer(v):
+                self._data[k] = v
+                if at is not None and math.isfinite(at):
+                    self._at[k] = at
         if len(self._data) < len(entries) or not isinstance(data, dict):
             logger.warning("sequencer log %s: %d entries hold no sequencer; their notes' next events are applied",
                            file, len(entries) - len(self._data) if isinstance(data, dict) else 1)  # fmt: skip
@@ -186,6 +224,10 @@ class FileSequencers:
     def get(self, paths: list[str]) -> dict[str, str]:
         with self._lock:
             return {p: self._data[p] for p in paths if p in self._data}
+
+    def claims(self, paths: list[str]) -> dict[str, tuple[str, float | None]]:
+        with self._lock:
+            return {p: (self._data[p], self._at.get(p)) for p in paths if p in self._data}
 
     def put(self, path: str, sequencer: str) -> bool:
         if not sequencer:
@@ -195,6 +237,7 @@ class FileSequencers:
             if held and not newer(sequencer, held):
                 return held == sequencer
             self._data[path] = sequencer
+            self._at[path] = self.clock()
             self._write()
         return True
 
@@ -206,8 +249,10 @@ class FileSequencers:
                 return  # a later claim holds it: left as it is
             if previous:
                 self._data[path] = previous
+                self._at[path] = self.clock()
             else:
                 self._data.pop(path, None)
+                self._at.pop(path, None)
             self._write()
 
     def _write(self) -> None:
@@ -215,7 +260,8 @@ class FileSequencers:
         tmp = self.file.with_suffix(f".{os.getpid()}.tmp")
         try:
             self.file.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(json.dumps(self._data, ensure_ascii=False), encoding="utf-8")
+            entries = {p: ([v, self._at[p]] if p in self._at else v) for p, v in self._data.items()}
+            tmp.write_text(json.dumps(entries, ensure_ascii=False), encoding="utf-8")
             tmp.replace(self.file)
         except OSError as exc:
             # kept in memory for this run: a log that cannot be written (a folder in its place, a full or

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote, unquote_plus
 
-from kbsearch.errors import KbSearchError
+from kbsearch.errors import KbSearchError, aws_error_code
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -629,6 +629,10 @@ def _read_regular(full: str, body: bool = True) -> bytes:
         os.close(fd)
 
 
+#: How many pages in a row may list no key and no folder while S3 says the listing goes on (S3 fills its pages).
+EMPTY_PAGES = 100
+
+
 class S3Source:
     """``s3://bucket/prefix``: a paginated ListObjectsV2 (ETag, size, last-modified), GetObject per changed note.
     ``budget_s``: the time a reader on the request path has for one read (:func:`reader_timeouts`); None: the
@@ -685,15 +689,30 @@ class S3Source:
         says the listing ended (``IsTruncated`` false or absent) yet names a next page contradicts itself: followed or
         not, notes may be missed. Fresh tokens for ever (a lying S3, or a bucket too large to list in a run) were
         followed until the function's timeout: a listing still going at ``stop_at`` (the run's deadline) fails
-        too. Each is a :class:`SourceError` (a failed listing: nothing deleted)."""
+        too. Without a deadline (``kbsearch index``) such a listing ran until Ctrl-C: a page must also list keys after
+        every key listed before (S3 lists each key once, in ascending order; fresh tokens over the same keys broke
+        that), and at most :data:`EMPTY_PAGES` pages in a row may list nothing. Each is a :class:`SourceError` (a
+        failed listing: nothing deleted)."""
         seen: set[str] = set()
         token = ""
+        last, empty = "", 0  # the greatest key listed; the pages in a row that listed nothing
         while True:
             if token and stop_at is not None and stop_at.remaining() <= 0:
                 raise SourceError(f"listing {self.uri} failed: S3 was still naming next pages at the run's deadline "
                                   f"({len(seen) + 1:,} pages read); nothing deleted, the next run lists again")  # fmt: skip
             asked: dict[str, Any] = {"Bucket": self.bucket, **params, **({"ContinuationToken": token} if token else {})}
             page = self.client.list_objects_v2(**asked)
+            keys = [item["Key"] for item in page.get("Contents") or [] if isinstance(item.get("Key"), str)]
+            for key in keys:
+                if key <= last:  # code points order as UTF-8 bytes do, S3's order
+                    raise SourceError(f"listing {self.uri} failed: S3 listed a key again or out of order on page "
+                                      f"{len(seen) + 1:,} (a listing gives each key once, in ascending order); "
+                                      "nothing deleted, the next run lists again")  # fmt: skip
+                last = key
+            empty = 0 if keys or page.get("CommonPrefixes") else empty + 1
+            if empty > EMPTY_PAGES and page.get("IsTruncated"):
+                raise SourceError(f"listing {self.uri} failed: S3 named {empty:,} next pages in a row that listed "
+                                  "nothing; nothing deleted, the next run lists again")  # fmt: skip
             yield page
             token = page.get("NextContinuationToken") or ""
             if not page.get("IsTruncated"):
@@ -759,7 +778,7 @@ class S3Source:
         try:
             return self.client.head_object(Bucket=self.bucket, Key=key)
         except Exception as exc:
-            if _aws_code(exc) in ("NoSuchKey", "404", "NotFound"):
+            if aws_error_code(exc) in ("NoSuchKey", "404", "NotFound"):
                 return None
             raise SourceError(f"cannot read s3://{self.bucket}/{key}: {_aws_message(exc)}") from None
 
@@ -809,7 +828,7 @@ class S3Source:
         except SourceError:  # NoteUnreadable too
             raise
         except Exception as exc:
-            code = _aws_code(exc)
+            code = aws_error_code(exc)
             if code in ("NoSuchKey", "404"):
                 raise SourceError(f"no note at {key!r}") from None
             if code in ("PreconditionFailed", "412"):
@@ -852,11 +871,6 @@ def _checked(path: str) -> str:
     if problem:
         raise SourceError(f"{path!r} is not a note path: {problem}")
     return path
-
-
-def _aws_code(exc: Exception) -> str:
-    response: Any = getattr(exc, "response", None)
-    return str((response or {}).get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
 
 
 def _aws_message(exc: Exception) -> str:

@@ -35,6 +35,7 @@ from kbsearch.api.responses import (
     error,
     gateway_error,
     gateway_rpc_error,
+    json_text,
     misspelled_parameter_error,
     repeated_parameter_error,
     rpc_error,
@@ -99,7 +100,9 @@ class SearchApi:
         self.metrics = Metrics()
         self.tracing = Tracing()
         self.app = app = APIGatewayRestResolver(
-            enable_validation=True, json_body_deserializer=lambda text: body.parse_json(text, allow_constants=True)
+            enable_validation=True,
+            json_body_deserializer=lambda text: body.parse_json(text, allow_constants=True),
+            serializer=json_text,
         )
         # Our own /docs, not ``enable_swagger``: that builds Powertools' OpenAPI models at import (~200 ms of every
         # cold start), and it would show Powertools' document rather than the completed one /openapi.json serves.

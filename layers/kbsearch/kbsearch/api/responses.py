@@ -5,12 +5,25 @@ clients read JSON-RPC, every error as a JSON-RPC error object (``{"jsonrpc": "2.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from aws_lambda_powertools.event_handler import Response, content_types
+from aws_lambda_powertools.shared.json_encoder import Encoder
 
 RETRY_AFTER_S = "5"
+#: A UTF-16 surrogate alone (from a ``\\ud800`` escape: a query string, a note's key): no UTF-8 encodes it.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def json_text(value: Any) -> str:
+    """``value`` as the API answers it (every JSON body: search, notes, MCP over HTTP, errors): compact UTF-8 JSON.
+    ASCII-escaped (Powertools' default), a Russian answer took six bytes a letter (``\\u0440``) where UTF-8 takes
+    two. A lone surrogate stays its JSON escape (the same string to a JSON reader): raw, the body could not be
+    encoded (kbsearch serve's reply failed, a 500)."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), cls=Encoder)
+    return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response[Any]:
@@ -48,7 +61,7 @@ def gateway_error(status: int, code: str, message: str, detail: list[dict[str, A
     return {
         "statusCode": status,
         "multiValueHeaders": {"Content-Type": ["application/json"]},
-        "body": json.dumps({"error": code, "message": message} | ({"detail": detail} if detail is not None else {})),
+        "body": json_text({"error": code, "message": message} | ({"detail": detail} if detail is not None else {})),
         "isBase64Encoded": False,
     }
 
@@ -89,4 +102,4 @@ def rpc_error(status: int, code: int, message: str, headers: dict[str, str] | No
 
 def gateway_rpc_error(status: int, code: int, message: str) -> dict[str, Any]:
     """:func:`rpc_error` as a proxy result, for answers given before the router runs."""
-    return dict(gateway_error(status, "", ""), body=json.dumps(rpc_body(code, message)))
+    return dict(gateway_error(status, "", ""), body=json_text(rpc_body(code, message)))
