@@ -79,3 +79,62 @@ def test_an_index_setting_no_wait_or_store_can_hold_stops_kbsearch_index_naming_
     assert proc.returncode == 2, (proc.returncode, proc.stdout[-500:], proc.stderr[-2000:])
     assert proc.stderr.strip() == f"kbsearch index: error: invalid setting {name}: {reason}"
     assert not store.exists() and not deepinfra_only.calls("embeddings")
+
+
+# -- a rotated Qdrant key ------------------------------------------------------------------------------------------
+
+QDRANT_KEY_PARAM = "/kb-search/test/qdrant-api-key"
+
+
+@pytest.mark.parametrize("refusal", [401, 403])
+def test_a_search_after_the_qdrant_key_was_rotated_rereads_it_at_once(load_search_app: Any, refusal: int) -> None:
+    """The Qdrant Cloud key rotated in SSM (README: "picked up within SECRETS_TTL_S, 5 min, or at the next 401"),
+    the old one revoked: a warm search function held the old key for SECRETS_TTL_S, and every search was a 503
+    ``index_unavailable`` ("Qdrant answered HTTP 403") for up to five minutes, where a provider's 401/403 rereads
+    its key once and retries. Qdrant's reads now do the same: the next search answers 200, Qdrant asked once with
+    the old key and once with the new."""
+    import boto3
+    from moto import mock_aws
+
+    from tests.integration.test_store_answers import FakeEndpoint, FakeQdrant, answer, point
+
+    endpoint = FakeEndpoint().start()
+    qdrant, current = FakeQdrant(endpoint), ["key-1"]
+    qdrant.points, qdrant.tail = answer(point(1))
+    answer_points = qdrant.respond
+
+    def respond(method: str, path: str) -> tuple[int, bytes, str] | None:
+        if endpoint.requests[-1].headers.get("api-key") != current[0]:
+            return refusal, b'{"status": {"error": "Invalid api-key"}, "time": 0.0}', "application/json"
+        return answer_points(method, path)
+
+    endpoint.responder = respond
+    body = json.dumps({"query": "restore a snapshot", "top_k": 5}).encode()
+    event = build_event(HttpRequest("POST", "/search", "", [("Content-Type", "application/json")], body), "/search",
+                        {}, "dev")  # fmt: skip
+    try:
+        with mock_aws():
+            from aws_lambda_powertools.utilities import parameters
+
+            parameters.clear_caches()
+            ssm = boto3.client("ssm", region_name="us-east-1")
+            ssm.put_parameter(Name=QDRANT_KEY_PARAM, Type="SecureString", Value="key-1")
+            call = load_search_app(QDRANT_URL=endpoint.url, QDRANT_API_KEY_PARAM=QDRANT_KEY_PARAM)
+            first = call(event)
+            assert first["statusCode"] == 200 and json.loads(first["body"])["results"], first
+            ssm.put_parameter(Name=QDRANT_KEY_PARAM, Type="SecureString", Value="key-2", Overwrite=True)
+            current[0] = "key-2"
+            endpoint.requests.clear()
+            second = call(event)
+            sent = [r.headers.get("api-key") for r in endpoint.requests]
+            current[0] = "key-3"  # a key that stays wrong (SSM not updated): reread once per call, then a 503
+            endpoint.requests.clear()
+            third = call(event)
+            parameters.clear_caches()
+    finally:
+        endpoint.stop()
+    assert second["statusCode"] == 200 and json.loads(second["body"])["results"], second
+    assert sent[0] == "key-1" and set(sent[1:]) == {"key-2"}, sent
+    assert "key-1" not in second["body"] and "key-2" not in second["body"]
+    assert third["statusCode"] == 503 and json.loads(third["body"])["error"] == "index_unavailable", third
+    assert "key-2" not in third["body"] and 2 <= len(endpoint.requests) <= 4, endpoint.requests  # never a loop
