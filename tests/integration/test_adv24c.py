@@ -16,8 +16,9 @@ from kbsearch_tools.fakes import provider_env as fake_provider_env
 from kbsearch_tools.local.apigw import HttpRequest, build_event
 from tests.conftest import KBSEARCH_CMD, PROCESS_TIMEOUT_S, ROOT, copy_store, subprocess_env
 from tests.integration.test_fault_matrix import dense_index, fakes, provider_env
+from tests.integration.test_hostile_input import handler
 
-__all__ = ["dense_index", "fakes"]  # the fixtures, shared with test_fault_matrix
+__all__ = ["dense_index", "fakes", "handler"]  # the fixtures, shared with test_fault_matrix and test_hostile_input
 
 # -- settings no consumer can hold --------------------------------------------------------------------------------
 
@@ -138,3 +139,58 @@ def test_a_search_after_the_qdrant_key_was_rotated_rereads_it_at_once(load_searc
     assert "key-1" not in second["body"] and "key-2" not in second["body"]
     assert third["statusCode"] == 503 and json.loads(third["body"])["error"] == "index_unavailable", third
     assert "key-2" not in third["body"] and 2 <= len(endpoint.requests) <= 4, endpoint.requests  # never a loop
+
+
+# -- secrets saved with a byte-order mark ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ssm", [False, True], ids=["environment", "ssm"])
+def test_secrets_saved_with_a_byte_order_mark_still_work(handler: Any, deepinfra: FakeProvider, ssm: bool) -> None:
+    """Provider keys, the Slack signing secret and the caller mapping starting with U+FEFF, as a file saved by an
+    editor that writes a BOM leaves them (``aws ssm put-parameter --value file://key.txt``, ``export
+    KEY=$(cat key.txt)``): the keys were refused as holding a character no header can carry (``rerank`` and
+    ``expand`` degraded), every Slack request was a 401, and the mapping was "not JSON (at 0)": every caller
+    ``public`` only, the restricted notes gone for the people mapped to them, though the JSON looked right wherever
+    it was shown. A BOM at the start is read as what it is, the text's encoding mark, and dropped with the white
+    space around a secret; one elsewhere is still no part of any key (``UNSENDABLE_KEYS``)."""
+    import boto3
+    from moto import mock_aws
+
+    from tests.integration.test_hostile_input import GOOD, SLACK_SECRET, form, request, slack_request
+
+    bom = "\ufeff"
+    mapping = '{"api_keys": {"k1": ["hr"]}}'
+    secrets = {"RERANKER_API_KEY": deepinfra.api_key, "EXPANSION_API_KEY": deepinfra.api_key,
+               "SLACK_SIGNING_SECRET": SLACK_SECRET, "ACCESS_GROUPS": mapping}  # fmt: skip
+    env = {k: v for k, v in fake_provider_env(deepinfra, roles=("RERANKER", "EXPANSION")).items()
+           if not k.endswith("KEY")}  # fmt: skip
+    with mock_aws():
+        from aws_lambda_powertools.utilities import parameters
+
+        parameters.clear_caches()
+        if ssm:
+            client = boto3.client("ssm", region_name="us-east-1")
+            for name, value in secrets.items():
+                client.put_parameter(Name=f"/kb/{name}", Type="SecureString", Value=bom + value + "\n")
+                env[f"{name}_PARAM"] = f"/kb/{name}"
+        else:
+            env |= {name: bom + value for name, value in secrets.items()}
+        call = handler(**env)
+        result = call(request("POST", "/search", GOOD))
+        slack = call(slack_request(form("help")))
+        who = request("GET", "/whoami", content_type=None)
+        who["requestContext"]["identity"]["apiKeyId"] = "k1"
+        groups = json.loads(call(who)["body"])["groups"]
+        parameters.clear_caches()
+    assert result["statusCode"] == 200, result["body"]
+    meta = json.loads(result["body"])["meta"]
+    assert meta["degraded"] == [] and meta["reranker"] == "deepinfra", meta
+    assert slack["statusCode"] == 200, slack
+    assert sorted(groups) == ["hr", "public"]
+
+
+@pytest.fixture
+def deepinfra() -> Any:
+    fake = FakeProvider("deepinfra", api_key="di-test-key").start()
+    yield fake
+    fake.stop()

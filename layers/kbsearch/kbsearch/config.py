@@ -480,6 +480,14 @@ class Settings(BaseModel):
                                   f"{misspelt(name)}")  # fmt: skip
 
 
+def bare_secret(value: str) -> str:
+    """A secret without the white space around it (a newline pasted into SSM or a shell) nor a byte-order mark
+    before it (a file saved by an editor that writes one: ``--value file://key.txt``, ``$(cat key.txt)``): no key,
+    signing secret or caller mapping holds either, an HTTP header cannot carry them, and JSON cannot start with a
+    BOM. One elsewhere in the value is left, and the key refused (``header_safe``)."""
+    return value.strip().removeprefix("\ufeff").strip()
+
+
 def misspelt(name: str) -> str:
     """`` (KBSOURCE is set: a typo for KB_SOURCE?)`` when a variable set here (the environment or ``./.env``),
     not itself a setting, is one slip away from the setting ``name``; else "". A typo'd setting is ignored
@@ -633,13 +641,12 @@ class Secrets:
     def get(self, name: str, timeout_s: float | None = None) -> str | None:
         """The secret's value (None when it is not configured); a read from SSM takes at most ``timeout_s``
         (and ``FETCH_TIMEOUT_S``), so a caller with a deadline passes what it has left. Whitespace around it (a
-        newline pasted into SSM or a shell) is not part of it: no key or signing secret holds any, and an HTTP
-        header cannot carry it."""
+        newline pasted into SSM or a shell) and a byte-order mark before it are not part of it (:func:`bare_secret`)."""
         if name not in SECRET_NAMES:
             raise KeyError(f"unknown secret {name}")
         plain = self._settings.plain_secret(name)
         if plain is not None:
-            return plain.strip()
+            return bare_secret(plain)
         param = self._settings.secret_param(name)
         if not param:
             return None
@@ -651,7 +658,7 @@ class Secrets:
         if value:
             with self._seen_lock:
                 self._seen.add(value)
-        return value.strip() if value else value
+        return bare_secret(value) if value else value
 
     def ttl(self, name: str) -> int:
         """How long a value read from SSM serves ``get(name)`` before SSM is read again."""
@@ -664,7 +671,7 @@ class Secrets:
         plain = [v for v in (self._settings.plain_secret(n) for n in SECRET_NAMES) if v]
         with self._seen_lock:  # never waits on an SSM read in progress
             values = {*plain, *self._seen}
-        return sorted({v for v in values | {v.strip() for v in values} if v}, key=len, reverse=True)
+        return sorted({v for v in values | {bare_secret(v) for v in values} if v}, key=len, reverse=True)
 
     #: After SSM fails, further reads fail fast for this long: an outage costs one timeout, not one per call.
     FAILURE_TTL_S = 15.0
