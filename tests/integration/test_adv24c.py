@@ -194,3 +194,34 @@ def deepinfra() -> Any:
     fake = FakeProvider("deepinfra", api_key="di-test-key").start()
     yield fake
     fake.stop()
+
+
+# -- settings misspelt ---------------------------------------------------------------------------------------------
+
+
+def test_a_misspelt_setting_is_named_once_never_its_value(tmp_path: Path) -> None:
+    """A setting misspelt was ignored without a word unless it was a required one (``misspelt``, round 21):
+    ``ACCES_DEFAULT=deny`` built an index in which every note without an access rule was public, and
+    ``MAX_DELETE_RATO=0.1`` left the mass-delete guard at half the KB. Each variable one slip from a setting is now
+    named once with the setting it was likely meant for, its value never (it may be a key)."""
+    env = subprocess_env(QDRANT_PATH=str(tmp_path / "q"), ACCES_DEFAULT="deny", MAX_DELETE_RATO="0.1",
+                         EMBEDING_API_KEY="sk-do-not-print-me", KB_LOCAL_API_KEYS="k")  # fmt: skip
+    proc = subprocess.run([*KBSEARCH_CMD, "index", str(ROOT / "sample-kb")], capture_output=True, text=True,
+                          timeout=PROCESS_TIMEOUT_S, check=False, env=env)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    warned = [line for line in proc.stderr.splitlines() if "is set but is no setting" in line]
+    assert sorted(warned) == sorted(
+        f"WARNING kbsearch.config: {name} is set but is no setting, so it is ignored: a typo for {setting}?"
+        for name, setting in [("ACCES_DEFAULT", "ACCESS_DEFAULT"), ("MAX_DELETE_RATO", "MAX_DELETE_RATIO"),
+                              ("EMBEDING_API_KEY", "EMBEDDING_API_KEY")]
+    )  # fmt: skip
+    assert "sk-do-not-print-me" not in proc.stderr + proc.stdout
+
+
+def test_the_search_function_names_a_misspelt_setting_in_its_log(
+    load_search_app: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The same at a Lambda's import (the function's log, read where its settings are read)."""
+    with caplog.at_level("WARNING", logger="kbsearch.config"):
+        load_search_app(SEARCH_BUDGET_MS="5000")
+    assert "SEARCH_BUDGET_MS is set but is no setting, so it is ignored: a typo for SEARCH_BUDGET_S?" in caplog.text

@@ -494,13 +494,47 @@ def misspelt(name: str) -> str:
     without a word otherwise: a missing KB_SOURCE, BM25 only for want of EMBEDDING_API_KEY."""
     import difflib
 
-    settings = {field.upper() for field in Settings.model_fields}
-    given = {key.upper() for key, value in {**dotenv_values(Path(".env")), **os.environ}.items() if value}
-    close = difflib.get_close_matches(name, sorted(given - settings), n=1, cutoff=0.85)
+    close = difflib.get_close_matches(name, sorted(_given_names() - _SETTING_NAMES), n=1, cutoff=0.85)
     return f" ({close[0]} is set: a typo for {name}?)" if close else ""
 
 
+_SETTING_NAMES = frozenset(field.upper() for field in Settings.model_fields)
+#: Variables already named as near misses in this process (each is said once, however often settings are read).
+_NAMED_NEAR_MISSES: set[str] = set()
+
+
+def _given_names() -> set[str]:
+    """The variables set (non-empty) in the environment or ``./.env``, upper-cased."""
+    return {key.upper() for key, value in {**dotenv_values(Path(".env")), **os.environ}.items() if value}
+
+
+def near_misses() -> dict[str, str]:
+    """Variables set here that are no setting but one slip from one (``ACCES_DEFAULT`` → ``ACCESS_DEFAULT``):
+    {variable: setting}. Compared only with the settings sharing its first two letters (the environment of a
+    Lambda or a shell holds dozens of variables: all against all took ~30 ms of every start)."""
+    import difflib
+
+    found = {}
+    for name in sorted(_given_names() - _SETTING_NAMES):
+        candidates = [setting for setting in _SETTING_NAMES if setting[:2] == name[:2]]
+        close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.85) if candidates else []
+        if close:
+            found[name] = close[0]
+    return found
+
+
+def _name_near_misses() -> None:
+    """Log each variable that looks like a misspelt setting once per process: a setting misspelt was ignored
+    without a word (``ACCES_DEFAULT=deny`` left every note without a rule public; ``MAX_DELETE_RATO=0.1`` left
+    the mass-delete guard at half the KB). Never the value: the variable may hold a key."""
+    for name, setting in near_misses().items():
+        if name not in _NAMED_NEAR_MISSES:
+            _NAMED_NEAR_MISSES.add(name)
+            logger.warning(f"{name} is set but is no setting, so it is ignored: a typo for {setting}?")
+
+
 def _read_settings(**overrides: Any) -> Settings:
+    _name_near_misses()
     try:
         return Settings(**overrides)
     except ValidationError as exc:
