@@ -344,8 +344,11 @@ def test_a_misspelt_setting_is_named_beside_the_one_it_missed(tmp_path: Path) ->
     only "(no EMBEDDING_API_KEY)", the variable that was set never named; the indexer function likewise."""
     index = run("index", KBSOURCE=str(ROOT / "sample-kb"), QDRANT_PATH=str(tmp_path / "q"))
     assert index.returncode == 2, index.stderr
-    assert index.stderr.strip() == ("kbsearch index: error: no KB source: pass a folder or s3://bucket/prefix, or set "
-                                    "KB_SOURCE (KBSOURCE is set: a typo for KB_SOURCE?)")  # fmt: skip
+    # named once, where it is missed (the CLI's note of near misses leaves KB_SOURCE's to this line: cuts24)
+    assert index.stderr.strip().splitlines() == [
+        "kbsearch index: error: no KB source: pass a folder or s3://bucket/prefix, or set KB_SOURCE (KBSOURCE is set: "
+        "a typo for KB_SOURCE?)",
+    ]
     bm25 = run("index", str(ROOT / "sample-kb"), EMBEDING_API_KEY="k", QDRANT_PATH=str(tmp_path / "q"))
     assert bm25.returncode == 0 and ("[BM25 only (no EMBEDDING_API_KEY) (EMBEDING_API_KEY is set: a typo for "
                                      "EMBEDDING_API_KEY?)]") in bm25.stdout.splitlines()[0], bm25.stdout  # fmt: skip

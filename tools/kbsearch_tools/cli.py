@@ -1766,10 +1766,11 @@ _NAMED_WHERE_MISSED = ("KB_SOURCE", "EMBEDDING_API_KEY")
 
 def _note_misspelt_settings(command: str) -> None:
     """One line on stderr for each variable set that is a slip away from a setting (``QDRANT_PAHT``): it is
-    ignored, and ``kbsearch search`` read the default store, ``kbsearch serve`` took no key, with nothing said."""
-    from kbsearch.config import misspelt_settings
+    ignored, and ``kbsearch search`` read the default store, ``kbsearch serve`` took no key, with nothing said.
+    Said here, each is not said again by the settings' log (:func:`kbsearch.config.unnamed_near_misses`)."""
+    from kbsearch.config import unnamed_near_misses
 
-    for given, meant in misspelt_settings():
+    for given, meant in unnamed_near_misses().items():
         if meant not in _NAMED_WHERE_MISSED:
             print(f"kbsearch {command}: note: {given} is not a setting and is ignored: a typo for {meant}?",
                   file=sys.stderr)  # fmt: skip

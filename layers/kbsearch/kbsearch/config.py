@@ -39,6 +39,14 @@ DEEPINFRA_RERANK_URL = "https://api.deepinfra.com/v1/inference/Qwen/Qwen3-Rerank
 DEEPINFRA_CHAT_URL = "https://api.deepinfra.com/v1/openai/chat/completions"
 FIREWORKS_EMBEDDINGS_URL = "https://api.fireworks.ai/inference/v1/embeddings"
 FIREWORKS_RERANK_URL = "https://api.fireworks.ai/inference/v1/rerank"
+#: Bounds of settings no caller can mean past them and the code cannot hold (each was accepted and failed in use:
+#: RELIABILITY.md, "Round 24c"): one call's wait, at most a Lambda's whole run (15 min); the age an S3 event can
+#: reach in its queue (SQS keeps a message at most 14 days); an Edge segment's size and a search's ``hnsw_ef`` (Edge
+#: and Qdrant hold them as 64-bit integers; 100x the defaults).
+MAX_CALL_S = 900.0
+MAX_EVENT_GRACE_S = 14 * 86_400.0
+MAX_GRAPH_FROM = 100 * EDGE_GRAPH_FROM
+MAX_HNSW_EF = 100_000
 
 #: The secret settings, by environment name. Each may instead be given as ``<NAME>_PARAM`` (an SSM name).
 SECRET_NAMES: tuple[str, ...] = (
@@ -201,7 +209,9 @@ class Settings(BaseModel):
     then ``./.env``, then the defaults. A plain pydantic model with its own reader: pydantic-settings cost ~50 ms of
     every cold start for the few lines it took here."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    # allow_inf_nan=False: ``inf`` (or ``nan``) for a duration passed ``gt=0``/``ge=0`` and failed where it was used
+    # (a wait the clock cannot hold: every embedding call, a sync's tally), not when the settings were read.
+    model_config = ConfigDict(extra="ignore", frozen=True, allow_inf_nan=False)
 
     def __init__(self, **overrides: Any) -> None:
         names = {name.upper() for name in type(self).model_fields}
@@ -222,13 +232,13 @@ class Settings(BaseModel):
     # seal is bounded. Without a graph (the default) a sync builds nothing costly, and a scan of int8 vectors
     # answers as fast as the graphs at 100x the vault (BENCHMARKS.md, "Sealed segments").
     qdrant_embedded_hnsw_m: int = Field(default=0, ge=0, le=64)
-    qdrant_embedded_graph_from: int = Field(default=EDGE_GRAPH_FROM, ge=100)
+    qdrant_embedded_graph_from: int = Field(default=EDGE_GRAPH_FROM, ge=100, le=MAX_GRAPH_FROM)
     # MB a search process has the kernel read ahead when it opens the embedded store: the segments' int8 vectors,
     # then the payloads and the floats when each fits whole (at 10x the vault, not at 100x); 0: none
     # (qdrant/embedded.py READAHEAD; BENCHMARKS.md, "Reading ahead").
     qdrant_embedded_readahead_mb: int = Field(default=512, ge=0)
     qdrant_collection: str = "kb"
-    qdrant_timeout_s: float = Field(default=10.0, gt=0)
+    qdrant_timeout_s: float = Field(default=10.0, gt=0, le=MAX_CALL_S)
 
     # Embeddings (OpenAI-compatible). Qwen3-Embedding-8B on DeepInfra, Fireworks as the fallback.
     embedding_url: str = DEEPINFRA_EMBEDDINGS_URL
@@ -244,7 +254,7 @@ class Settings(BaseModel):
     embedding_batch_size: int = Field(default=32, ge=1, le=2048)
     embedding_batch_tokens: int = Field(default=16_000, ge=256)
     embedding_concurrency: int = Field(default=4, ge=1, le=64)
-    embedding_timeout_s: float = Field(default=30.0, gt=0)
+    embedding_timeout_s: float = Field(default=30.0, gt=0, le=MAX_CALL_S)
     provider_retries: int = Field(default=3, ge=0, le=10)
 
     # Reranker: DeepInfra native inference API, Fireworks /v1/rerank as the fallback.
@@ -256,8 +266,8 @@ class Settings(BaseModel):
     reranker_fallback_provider: str = "fireworks"
     reranker_api_style: str = Field(default="auto", pattern="^(auto|native|standard)$", validate_default=True)
     reranker_fallback_api_style: str = Field(default="auto", pattern="^(auto|native|standard)$", validate_default=True)
-    rerank_timeout_s: float = Field(default=3.0, gt=0)
-    rerank_hedge_ms: float = Field(default=600.0, ge=0)  # 0 turns hedging off
+    rerank_timeout_s: float = Field(default=3.0, gt=0, le=MAX_CALL_S)
+    rerank_hedge_ms: float = Field(default=600.0, ge=0, le=MAX_CALL_S * 1000)  # 0 turns hedging off
     rerank_passage_tokens: int = Field(default=384, ge=32, le=8000)
     # The final order: rerank_weight x RRF(rerank order) + (1 - rerank_weight) x RRF(fused order), k = rrf_k.
     # 1.0 is the reranker's order alone (fusion only breaks ties); 0.0 ignores the reranker.
@@ -270,7 +280,7 @@ class Settings(BaseModel):
     expansion_model: str = "Qwen/Qwen3-32B"
     expansion_provider: str = "deepinfra"
     expansion_variants: int = Field(default=3, ge=1, le=8)
-    expansion_budget_ms: float = Field(default=800.0, gt=0)
+    expansion_budget_ms: float = Field(default=800.0, gt=0, le=MAX_CALL_S * 1000)
     expansion_cache_size: int = Field(default=512, ge=0)
     expansion_cache_ttl_s: float = Field(default=3600.0, ge=0)
 
@@ -281,7 +291,7 @@ class Settings(BaseModel):
     # a BM25 leg half (the payloads are the cost of a search); notes have several chunks, so fewer than
     # SEARCH_CANDIDATES notes may reach the reranker when they have many.
     search_prefetch_limit: int = Field(default=100, ge=1, le=1000)
-    search_hnsw_ef: int = Field(default=256, ge=4)
+    search_hnsw_ef: int = Field(default=256, ge=4, le=MAX_HNSW_EF)
     # RRF: Σ 1 / (k + rank / weight) over the prefetches (Qdrant's zero-based ranks); the seed used k = 60 with
     # equal weights. Defaults measured with a real model (EVAL.md): k = 2, BM25 at 0.1 (each dense prefetch 1.0).
     rrf_k: int = Field(default=2, ge=1)
@@ -294,7 +304,7 @@ class Settings(BaseModel):
     search_lexical_weight: float = Field(default=0.7, ge=0.0, le=4.0)
     search_cross_language_weight: float = Field(default=0.1, ge=0.0, le=1.0)
     search_exact_confidence: float = Field(default=0.3, gt=0.0, le=1.0)
-    embedding_query_timeout_s: float = Field(default=2.0, gt=0)
+    embedding_query_timeout_s: float = Field(default=2.0, gt=0, le=MAX_CALL_S)
     snippet_chars: int = Field(default=300, ge=40)
     search_prior: bool = False  # ai_weight/status prior on the final score (README "Ranking prior")
 
@@ -319,12 +329,12 @@ class Settings(BaseModel):
     chunk_overlap_tokens: int = Field(default=40, ge=0, le=1000)
     max_note_bytes: int = Field(default=1024 * 1024, ge=1024)
     max_delete_ratio: float = Field(default=0.5, ge=0.0, le=1.0)
-    deadline_margin_s: float = Field(default=60.0, ge=0.0)
+    deadline_margin_s: float = Field(default=60.0, ge=0.0, le=MAX_CALL_S)
     index_lease_table: str = ""  # DynamoDB table of the one-run-at-a-time lease (kbsearch.lease); empty → none
     index_lease_ttl_s: float = Field(default=300.0, ge=30.0, le=3600.0)
     # A change younger than this may still have its S3 event in the queue: a reconciling sync does not count it
     # in missed_by_events.
-    event_grace_s: float = Field(default=300.0, ge=0.0)
+    event_grace_s: float = Field(default=300.0, ge=0.0, le=MAX_EVENT_GRACE_S)
     # Access scopes (kbsearch.access): who may read a note with no frontmatter access and no folder rule.
     # public: everyone; deny: nobody but an unrestricted operator tool (list every readable note or folder).
     access_default: Literal["public", "deny"] = "public"
@@ -470,38 +480,67 @@ class Settings(BaseModel):
                                   f"{misspelt(name)}")  # fmt: skip
 
 
+def bare_secret(value: str) -> str:
+    """A secret without the white space around it (a newline pasted into SSM or a shell) nor a byte-order mark
+    before it (a file saved by an editor that writes one: ``--value file://key.txt``, ``$(cat key.txt)``): no key,
+    signing secret or caller mapping holds either, an HTTP header cannot carry them, and JSON cannot start with a
+    BOM. One elsewhere in the value is left, and the key refused (``header_safe``)."""
+    return value.strip().removeprefix("\ufeff").strip()
+
+
 def misspelt(name: str) -> str:
     """`` (KBSOURCE is set: a typo for KB_SOURCE?)`` when a variable set here (the environment or ``./.env``),
     not itself a setting, is one slip away from the setting ``name``; else "". A typo'd setting is ignored
     without a word otherwise: a missing KB_SOURCE, BM25 only for want of EMBEDDING_API_KEY."""
     import difflib
 
-    close = difflib.get_close_matches(name, _given_not_settings(), n=1, cutoff=0.85)
+    close = difflib.get_close_matches(name, sorted(_given_names() - _SETTING_NAMES), n=1, cutoff=0.85)
     return f" ({close[0]} is set: a typo for {name}?)" if close else ""
 
 
-def misspelt_settings() -> list[tuple[str, str]]:
-    """Each variable set here (the environment or ``./.env``) that is not a setting but one slip away from one,
-    with the setting it was likely meant for (``QDRANT_PAHT``, ``QDRANT_PATH``): such a variable is ignored, so
-    ``kbsearch search`` ran on the default store with nothing said."""
+_SETTING_NAMES = frozenset(field.upper() for field in Settings.model_fields)
+#: Variables already named as near misses in this process (each is said once, however often settings are read).
+_NAMED_NEAR_MISSES: set[str] = set()
+
+
+def _given_names() -> set[str]:
+    """The variables set (non-empty) in the environment or ``./.env``, upper-cased."""
+    return {key.upper() for key, value in {**dotenv_values(Path(".env")), **os.environ}.items() if value}
+
+
+def near_misses() -> dict[str, str]:
+    """Variables set here that are no setting but one slip from one (``ACCES_DEFAULT`` → ``ACCESS_DEFAULT``):
+    {variable: setting}. Compared only with the settings sharing its first two letters (the environment of a
+    Lambda or a shell holds dozens of variables: all against all took ~30 ms of every start)."""
     import difflib
 
-    settings = sorted(field.upper() for field in Settings.model_fields)
-    found = []
-    for given in _given_not_settings():
-        close = difflib.get_close_matches(given, settings, n=1, cutoff=0.85)
+    found = {}
+    for name in sorted(_given_names() - _SETTING_NAMES):
+        candidates = [setting for setting in _SETTING_NAMES if setting[:2] == name[:2]]
+        close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.85) if candidates else []
         if close:
-            found.append((given, close[0]))
+            found[name] = close[0]
     return found
 
 
-def _given_not_settings() -> list[str]:
-    settings = {field.upper() for field in Settings.model_fields}
-    given = {key.upper() for key, value in {**dotenv_values(Path(".env")), **os.environ}.items() if value}
-    return sorted(given - settings)
+def unnamed_near_misses() -> dict[str, str]:
+    """:func:`near_misses` not yet named in this process, from now on counted as named: each is said once, by
+    whichever says it first (a command's own line on stderr, before it reads its settings; else the log)."""
+    found = {name: setting for name, setting in near_misses().items() if name not in _NAMED_NEAR_MISSES}
+    _NAMED_NEAR_MISSES.update(found)
+    return found
+
+
+def _name_near_misses() -> None:
+    """Log each variable that looks like a misspelt setting once per process: a setting misspelt was ignored
+    without a word (``ACCES_DEFAULT=deny`` left every note without a rule public; ``MAX_DELETE_RATO=0.1`` left
+    the mass-delete guard at half the KB). Never the value: the variable may hold a key."""
+    for name, setting in unnamed_near_misses().items():
+        logger.warning(f"{name} is set but is no setting, so it is ignored: a typo for {setting}?")
 
 
 def _read_settings(**overrides: Any) -> Settings:
+    _name_near_misses()
     try:
         return Settings(**overrides)
     except ValidationError as exc:
@@ -642,13 +681,12 @@ class Secrets:
     def get(self, name: str, timeout_s: float | None = None) -> str | None:
         """The secret's value (None when it is not configured); a read from SSM takes at most ``timeout_s``
         (and ``FETCH_TIMEOUT_S``), so a caller with a deadline passes what it has left. Whitespace around it (a
-        newline pasted into SSM or a shell) is not part of it: no key or signing secret holds any, and an HTTP
-        header cannot carry it."""
+        newline pasted into SSM or a shell) and a byte-order mark before it are not part of it (:func:`bare_secret`)."""
         if name not in SECRET_NAMES:
             raise KeyError(f"unknown secret {name}")
         plain = self._settings.plain_secret(name)
         if plain is not None:
-            return plain.strip()
+            return bare_secret(plain)
         param = self._settings.secret_param(name)
         if not param:
             return None
@@ -660,7 +698,7 @@ class Secrets:
         if value:
             with self._seen_lock:
                 self._seen.add(value)
-        return value.strip() if value else value
+        return bare_secret(value) if value else value
 
     def ttl(self, name: str) -> int:
         """How long a value read from SSM serves ``get(name)`` before SSM is read again."""
@@ -673,7 +711,7 @@ class Secrets:
         plain = [v for v in (self._settings.plain_secret(n) for n in SECRET_NAMES) if v]
         with self._seen_lock:  # never waits on an SSM read in progress
             values = {*plain, *self._seen}
-        return sorted({v for v in values | {v.strip() for v in values} if v}, key=len, reverse=True)
+        return sorted({v for v in values | {bare_secret(v) for v in values} if v}, key=len, reverse=True)
 
     #: After SSM fails, further reads fail fast for this long: an outage costs one timeout, not one per call.
     FAILURE_TTL_S = 15.0

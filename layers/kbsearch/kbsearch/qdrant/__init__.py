@@ -38,7 +38,7 @@ def open_store(settings: Settings, secrets: Secrets, rebuild: bool = False) -> S
 
 def open_retriever(settings: Settings, secrets: Secrets) -> Retriever:
     """The search's retrieval call: Qdrant Cloud over REST with the shared httpx client (the key read per call,
-    so a rotated key is picked up), or the embedded store opened in this process. Raises StoreError when the
+    and read from SSM again once after a 401/403, so a rotated key is picked up), or the embedded store opened in this process. Raises StoreError when the
     embedded store cannot be opened."""
     if settings.store_kind == "cloud":
         from kbsearch.providers.resilience import shared_client
@@ -46,7 +46,7 @@ def open_retriever(settings: Settings, secrets: Secrets) -> Retriever:
 
         return QdrantRest(
             settings.qdrant_url, settings.qdrant_collection, lambda: secrets.get("QDRANT_API_KEY"), shared_client(),
-            settings.qdrant_timeout_s,
+            settings.qdrant_timeout_s, refresh=secrets.refresh,
         )  # fmt: skip
     from kbsearch.qdrant.embedded import EmbeddedRetriever, open_embedded
 

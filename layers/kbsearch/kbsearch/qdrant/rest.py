@@ -28,11 +28,20 @@ class QdrantRest:
     collection is its 404, so a search makes one round trip)."""
 
     def __init__(
-        self, url: str, collection: str, api_key: Callable[[], str | None], client: httpx.Client, timeout_s: float
+        self,
+        url: str,
+        collection: str,
+        api_key: Callable[[], str | None],
+        client: httpx.Client,
+        timeout_s: float,
+        refresh: Callable[[], None] | None = None,
     ) -> None:
+        """``refresh``: forgets the cached key, called once when Qdrant answers 401/403 (a key rotated in SSM is
+        read again at once, as a provider's is, not after ``SECRETS_TTL_S``)."""
         self.base = url.rstrip("/") + f"/collections/{quote(collection, safe='')}"
         self.collection = collection
         self._api_key = api_key
+        self._refresh = refresh
         self._client = client
         self._timeout_s = timeout_s
 
@@ -50,7 +59,8 @@ class QdrantRest:
                 keys.append(key)
             return {"api-key": key} if key else {}
 
-        call = Outbound("qdrant", method, self.base + path, body, headers=headers, secret_values=lambda: keys)
+        call = Outbound("qdrant", method, self.base + path, body, headers=headers, refresh=self._refresh,
+                        secret_values=lambda: keys)  # fmt: skip
         try:
             answer = send(self._client, call, RetryPolicy(attempts=1, timeout_s=timeout_s))
         except ProviderError as exc:
