@@ -216,7 +216,7 @@ def test_a_misspelt_setting_is_named_once_never_its_value(tmp_path: Path) -> Non
         f"kbsearch index: note: {name} is not a setting and is ignored: a typo for {setting}?"
         for name, setting in [("ACCES_DEFAULT", "ACCESS_DEFAULT"), ("MAX_DELETE_RATO", "MAX_DELETE_RATIO")]
     ), proc.stderr  # fmt: skip
-    assert "EMBEDING_API_KEY is set: a typo for EMBEDDING_API_KEY?" in proc.stderr, proc.stderr
+    assert "(EMBEDING_API_KEY is set: a typo for EMBEDDING_API_KEY?)" in proc.stdout, proc.stdout
     assert "sk-do-not-print-me" not in proc.stderr + proc.stdout
 
 
