@@ -41,10 +41,19 @@ def main(argv: list[str]) -> int:
             calls.append((slim, evidence, limit))
         return real_fuse(results, evidence, limit, mode, params)
 
-    def score_phases(service: Any, runnable: Any, queries: Any, *args: Any, **kwargs: Any) -> Any:
+    def score_phases(  # evaluate._score_phases's own signature: the class's name is its label
+        service: Any,
+        runnable: Any,
+        queries: Any,
+        key: str,
+        depth: int,
+        progress: Any,
+        label: str = "",
+        by_kind: Any = None,
+    ) -> Any:
         calls.clear()
-        scored = real_score(service, runnable, queries, *args, **kwargs)
-        label = str(args[4] if len(args) > 4 else kwargs.get("label", "")).strip()
+        scored = real_score(service, runnable, queries, key, depth, progress, label, by_kind)
+        label = label.strip()
         if len(calls) != len(queries):
             raise SystemExit(f"{label}: {len(calls)} hybrid searches captured for {len(queries)} queries")
         rows = []
