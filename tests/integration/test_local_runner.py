@@ -335,7 +335,7 @@ def test_kbsearch_search_cli(sample_index: Path) -> None:
     bad = subprocess.run(
         [*KBSEARCH_CMD, "search", "x", "--top-k", "99"], capture_output=True, text=True, env=env, check=False
     )
-    assert bad.returncode == 2 and "top_k" in bad.stderr and "Traceback" not in bad.stderr
+    assert bad.returncode == 2 and "--top-k: results are 1-20, got 99" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_invoke_freshly_signed_slack_event(tmp_path: Path, sample_index: Path) -> None:
