@@ -406,6 +406,52 @@ def test_notes_parsed_in_another_process_index_as_parsed_here(
     assert any(w["path"] == "dropped.md" for r in reports[0] for w in r["warnings"])
 
 
+def test_a_parsing_process_killed_mid_sync_leaves_the_rest_to_the_indexing_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The parsing process dies (the OOM killer, a signal) while it holds notes parsed ahead and the indexer still
+    needs more: what it sent is indexed, the rest is parsed in the indexing process with a warning, and the index
+    holds exactly the KB's chunks."""
+    import multiprocessing
+    import os
+    import signal
+    import time
+
+    from kbsearch import indexer
+
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    write_notes(kb, 60)
+    monkeypatch.setattr(indexer, "PARSE_PROCESS_FROM", 1)
+    monkeypatch.setattr(indexer, "PARSE_BATCH", 1)  # 60 batches, PARSE_AHEAD of them held unread
+    monkeypatch.setattr(indexer, "PARSE_POLL_S", 0.2)
+    killed: list[int] = []
+
+    def kill_the_parser() -> None:
+        deadline = time.monotonic() + 60
+        while not multiprocessing.active_children() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)  # it has parsed ahead and waits for the indexer to read
+        for child in multiprocessing.active_children():
+            os.kill(child.pid or 0, signal.SIGKILL)
+            killed.append(child.pid or 0)
+
+    fake = FakeProvider("deepinfra", api_key="di-test-key", latency={"embeddings": 0.1}).start()
+    try:
+        settings = provider_settings(fake, qdrant_path=str(tmp_path / "q"))
+        killer = threading.Thread(target=kill_the_parser)
+        killer.start()
+        with caplog.at_level("WARNING", logger="kbsearch"):
+            report = run(LocalSource(kb), settings, window_chunks=4)
+        killer.join()
+    finally:
+        fake.stop()
+    assert killed, "the parsing process never started"
+    assert report.error is None and report.added == 60 and not report.skipped, report
+    assert "notes are parsed in the indexing process (ChildProcessError)" in caplog.text, caplog.text
+    assert_exact_chunks(settings, kb)
+
+
 def test_a_script_without_a_main_guard_is_not_run_again_by_the_parsing_process(tmp_path: Path) -> None:
     """The parsing process is spawned (a fresh interpreter), which imports the caller's ``__main__`` again unless
     the indexer hides it: a script that indexes at import time would then index twice, at once, into one store."""

@@ -1110,7 +1110,11 @@ def parse_for_index(
 #: ~0.5 s of CPU (an interpreter and kb-search's parsing imports), parsing ~2.5 ms a note here.
 PARSE_PROCESS_FROM = 500
 PARSE_BATCH = 32  # notes per task sent to the parsing process
-PARSE_AHEAD = 4  # tasks in flight: what is parsed ahead of the writes is bounded (128 notes, about a window)
+#: Batches the parsing process holds parsed and not yet read (256 notes): it goes on parsing through a Qdrant Edge
+#: seal, which holds the indexing process's interpreter for seconds; what it holds is bounded (BENCHMARKS.md,
+#: "Session 24: the parsing process goes on through a seal").
+PARSE_AHEAD = 8
+PARSE_POLL_S = 1.0  # how often a wait for the parsing process checks that it is still there
 
 
 def _parse_batch(
@@ -1164,6 +1168,18 @@ def _interrupts_held() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
+def _parse_all(
+    root: str, batches: list[list[SourceObject]], options: SyncOptions, rules: FolderRules, signature_id: str | None,
+    indexed_at: str, results: Any,
+) -> None:  # fmt: skip
+    """The parsing process: each batch's :func:`_parse_batch` put on ``results`` with its number, in order. The
+    queue's own thread writes them to the pipe, so parsing goes on while the indexing process reads nothing (Qdrant
+    Edge's seals hold its interpreter for seconds: the process used to wait on a full pipe for them, its core idle),
+    up to :data:`PARSE_AHEAD` batches it has not read."""
+    for number, batch in enumerate(batches):
+        results.put((number, _parse_batch(root, batch, options, rules, signature_id, indexed_at)))
+
+
 def parse_ahead(
     source: LocalSource, objs: list[SourceObject], options: SyncOptions, rules: FolderRules,
     signature_id: str | None, indexed_at: str,
@@ -1172,24 +1188,30 @@ def parse_ahead(
     :data:`PARSE_AHEAD` batches ahead of the caller. A process that cannot start or dies (a platform without
     process support, memory) leaves the remaining notes to be parsed here, with a warning."""
     import multiprocessing
-    from collections import deque
-    from concurrent.futures import Future, ProcessPoolExecutor
+    import queue
 
     batches = [objs[i : i + PARSE_BATCH] for i in range(0, len(objs), PARSE_BATCH)]
     done = 0
-    pending: deque[Future[list[ParseOutcome]]] = deque()
-    pool: ProcessPoolExecutor | None = None
+    process = results = None
     try:
-        pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
-        root = str(source.root)
-        with _main_hidden(), _interrupts_held():  # the process starts at the first task
-            for batch in batches[:PARSE_AHEAD]:
-                pending.append(pool.submit(_parse_batch, root, batch, options, rules, signature_id, indexed_at))
-        while pending:
-            outcomes = pending.popleft().result()
-            if done + PARSE_AHEAD < len(batches):
-                batch = batches[done + PARSE_AHEAD]
-                pending.append(pool.submit(_parse_batch, root, batch, options, rules, signature_id, indexed_at))
+        context = multiprocessing.get_context("spawn")
+        results = context.Queue(maxsize=PARSE_AHEAD)
+        process = context.Process(target=_parse_all, daemon=True, name="kbsearch-parse",
+                                  args=(str(source.root), batches, options, rules, signature_id, indexed_at, results))  # fmt: skip
+        with _main_hidden(), _interrupts_held():
+            process.start()
+        while done < len(batches):
+            try:
+                number, outcomes = results.get(timeout=PARSE_POLL_S)
+            except queue.Empty:
+                if process.is_alive():
+                    continue
+                try:  # what it wrote before it ended is read first
+                    number, outcomes = results.get(timeout=PARSE_POLL_S)
+                except queue.Empty:
+                    raise ChildProcessError(f"the parsing process ended ({process.exitcode})") from None
+            if number != done:  # a batch it could not send (its queue's thread drops what fails to pickle)
+                raise ChildProcessError(f"the parsing process sent batch {number} for batch {done}")
             done += 1
             yield from outcomes
     except Exception as exc:  # the process could not start, or died: the rest is parsed here
@@ -1198,10 +1220,15 @@ def parse_ahead(
             for obj in batch:
                 yield parse_for_index(source, obj, options, rules, signature_id, indexed_at, {})
     finally:
-        for future in pending:
-            future.cancel()
-        if pool is not None:
-            pool.shutdown(wait=True)
+        if process is not None and process.pid is not None:
+            if process.is_alive():  # notes parsed ahead of a deadline, a failure or Ctrl-C are dropped
+                process.terminate()
+            process.join(5.0)
+            if process.is_alive():
+                process.kill()
+                process.join()
+        if results is not None:
+            results.close()
 
 
 def _describe(signature: dict[str, Any]) -> str:
