@@ -65,7 +65,8 @@ def envelope(result: dict[str, Any], status: int, error: str) -> dict[str, Any]:
     "content_type",
     ["text/plain", "application/octet-stream", "multipart/form-data; boundary=xyz",
      "application/x-www-form-urlencoded", "application/xml", "image/png", "application/json; charset=latin-1",
-     "application/json; charset=utf-16", "json", ";"],
+     "application/json; charset=utf-16", "application/json; charset=utf-8-sig", "application/json; charset=nonsense\x00",
+     "json", ";"],
 )  # fmt: skip
 def test_non_json_media_types_are_415(handler, content_type: str) -> None:
     envelope(handler()(request("POST", "/search", GOOD, content_type)), 415, "unsupported_media_type")
@@ -74,7 +75,9 @@ def test_non_json_media_types_are_415(handler, content_type: str) -> None:
 @pytest.mark.parametrize(
     "content_type",
     [None, "application/json", "Application/JSON", "application/json; charset=UTF-8", 'application/json;charset="utf8"',
-     "application/vnd.kb+json", "application/json; version=1"],
+     "application/vnd.kb+json", "application/json; version=1",
+     # US-ASCII is a subset of UTF-8 (a client library's default label; was a 415: adv24a's "left")
+     "application/json; charset=us-ascii", "application/json; charset=US-ASCII", "application/json; charset=ascii"],
 )  # fmt: skip
 def test_json_media_types_are_accepted(handler, content_type: str | None) -> None:
     result = handler()(request("POST", "/search", GOOD, content_type))

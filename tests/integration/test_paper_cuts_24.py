@@ -298,3 +298,18 @@ def test_mcp_remote_on_this_machine_with_nothing_listening_says_what_to_start(tm
                                           "running?"), answer  # fmt: skip
     far = _mcp([INITIALIZE], "--remote", "http://kb-search.invalid", KB_API_KEY="k", QDRANT_PATH=str(tmp_path / "q"))
     assert json.loads(far.stdout)["error"]["message"].endswith(": check the URL and the network"), far.stdout
+
+
+# -- kbsearch invoke --event: a file that is not there (the lead, after cuts24's "left") ------------------------------
+
+
+def test_an_event_file_that_is_not_there_names_the_one_meant() -> None:
+    """`kbsearch invoke SearchFunction --event events/serch.json` said "No such file or directory", leaving the typo
+    to be found among events/; it names the file beside it with the closest name, and where a relative path was
+    looked for."""
+    typo = _kbsearch("invoke", "SearchFunction", "--event", "events/serch.json")
+    assert typo.returncode == 2 and typo.stdout == "", typo.stderr
+    assert typo.stderr.strip() == (f"kbsearch invoke: error: cannot read event file events/serch.json: no such file "
+                                   f"(in {ROOT}): did you mean events/search.json?"), typo.stderr  # fmt: skip
+    far = _kbsearch("invoke", "SearchFunction", "--event", str(ROOT / "events" / "nothing-like-it.json"))
+    assert far.returncode == 2 and far.stderr.strip().endswith("nothing-like-it.json: no such file"), far.stderr

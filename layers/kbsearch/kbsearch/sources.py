@@ -282,19 +282,21 @@ def preferred(keys: list[str]) -> str:
     return min(keys, key=lambda k: (k != _nfc(k), k))
 
 
-def _folder_meant(root: Path) -> str:
-    """For a KB folder that is not there: where a relative one was looked for, and the folder beside it with the
-    closest name (``sampl-kb``: did you mean sample-kb?). It said "does not exist or is not a folder", which left
-    the typo, or the working folder, to be found."""
+def path_meant(path: Path, folder: bool = True) -> str:
+    """For a folder (or, ``folder=False``, a file) that is not there: where a relative one was looked for, and the
+    entry of its kind beside it with the closest name (``sampl-kb``: did you mean sample-kb?;
+    ``events/serch.json``: did you mean events/search.json?). It said "does not exist or is not a folder" (or "No
+    such file or directory"), which left the typo, or the working folder, to be found."""
     import difflib
 
-    where = f" (in {Path.cwd()})" if not root.is_absolute() else ""
-    parent = root.parent
+    where = f" (in {Path.cwd()})" if not path.is_absolute() else ""
+    parent = path.parent
     try:
-        names = sorted(entry.name for entry in os.scandir(parent) if entry.is_dir() and not entry.name.startswith("."))
+        names = sorted(entry.name for entry in os.scandir(parent)
+                       if entry.is_dir() == folder and not entry.name.startswith("."))  # fmt: skip
     except OSError:
         return where
-    close = difflib.get_close_matches(root.name, names, n=1, cutoff=0.75)
+    close = difflib.get_close_matches(path.name, names, n=1, cutoff=0.75)
     return where + (f": did you mean {parent / close[0] if str(parent) != '.' else close[0]}?" if close else "")
 
 
@@ -309,7 +311,7 @@ class LocalSource:
             if self.root.exists():  # a note (`kbsearch index notes/a.md`), or any file: "does not exist" misled
                 raise SourceError(f"KB folder {self.root} is a file, not a folder: give the folder of the notes (or "
                                   "s3://bucket/prefix); one note alone is not a KB")  # fmt: skip
-            raise SourceError(f"KB folder {self.root} does not exist{_folder_meant(self.root)}")
+            raise SourceError(f"KB folder {self.root} does not exist{path_meant(self.root)}")
 
     def list(self) -> Iterator[SourceObject]:
         root = str(self.root)

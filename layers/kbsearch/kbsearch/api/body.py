@@ -5,7 +5,7 @@ echoed); the routes turn it into their own envelope (``{"error", "message"}`` or
 
 - bytes: ``isBase64Encoded`` bodies are strictly base64 (400 otherwise); text bodies must encode as UTF-8.
 - media type: JSON routes take ``application/json`` or ``application/*+json`` (or no Content-Type at all), with no
-  ``charset`` other than UTF-8; anything else is 415.
+  ``charset`` other than UTF-8 (or US-ASCII, its subset); anything else is 415.
 - text: strict UTF-8, one leading UTF-8 BOM ignored (RFC 8259 §8.1); anything else is 400.
 - JSON: at most :data:`MAX_DEPTH` levels (checked before parsing, so nothing recurses deeply), numbers of at most
   :data:`MAX_NUMBER_CHARS` characters, no duplicate keys, no lone surrogates (``"\\ud800"``). ``NaN`` and
@@ -125,8 +125,19 @@ def require_json_media_type(content_type: str | None) -> None:
         raise BadBody(415, "unsupported_media_type", "send the body as application/json")
     for param in params:
         name, _, value = param.partition("=")
-        if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in ("utf-8", "utf8"):
+        if name.strip().lower() == "charset" and _charset(value.strip().strip('"')) not in ("utf-8", "ascii"):
             raise BadBody(415, "unsupported_media_type", "the body must be UTF-8 (charset=utf-8)")
+
+
+def _charset(label: str) -> str | None:
+    """A charset label's codec (``UTF8``, ``u8`` → ``utf-8``; ``US-ASCII``, ``ANSI_X3.4-1968`` → ``ascii``: a subset
+    of UTF-8, which the body is read as whatever it says; RFC 8259 defines no charset for JSON), None if unknown."""
+    import codecs
+
+    try:
+        return codecs.lookup(label).name
+    except (LookupError, ValueError):
+        return None
 
 
 def text(raw: bytes) -> str:
