@@ -421,9 +421,9 @@ def test_a_parsing_process_killed_mid_sync_leaves_the_rest_to_the_indexing_proce
 
     kb = tmp_path / "kb"
     kb.mkdir()
-    write_notes(kb, 60)
+    write_notes(kb, 200)  # the indexer reads them for seconds (0.1 s an embedding call): the kill lands mid-sync
     monkeypatch.setattr(indexer, "PARSE_PROCESS_FROM", 1)
-    monkeypatch.setattr(indexer, "PARSE_BATCH", 1)  # 60 batches, PARSE_AHEAD of them held unread
+    monkeypatch.setattr(indexer, "PARSE_BATCH", 1)  # 200 batches, PARSE_AHEAD of them held unread
     monkeypatch.setattr(indexer, "PARSE_POLL_S", 0.2)
     killed: list[int] = []
 
@@ -447,7 +447,7 @@ def test_a_parsing_process_killed_mid_sync_leaves_the_rest_to_the_indexing_proce
     finally:
         fake.stop()
     assert killed, "the parsing process never started"
-    assert report.error is None and report.added == 60 and not report.skipped, report
+    assert report.error is None and report.added == 200 and not report.skipped, report
     assert "notes are parsed in the indexing process (ChildProcessError)" in caplog.text, caplog.text
     assert_exact_chunks(settings, kb)
 
