@@ -11,12 +11,17 @@ row's score (an exact match still gets its lead on top) or None for the defaults
 :mod:`kbsearch.fusion` itself with its last loop opened (:func:`hooked_fusion`): when that loop changes, this
 stops with a message instead of replaying something else. Each variant prints the four cells issue 19 still
 misses, the cells whose hybrid falls (and the largest fall), the cells that newly miss their target (same-language
-questions +0.005 over the best leg, the rest −0.005) and the searches better / worse than the defaults.
+questions +0.005 over the best leg, the rest −0.005) and the searches better / worse than the defaults;
+``--detail`` adds every cell's hybrid, its change and its gap (``SHORT``: under its target), ``--only NAME``
+(repeatable) replays only those variants, ``--set NAME=VALUE`` (repeatable) sets a ``FusionParams`` field for the
+defaults and every variant: ``--set lead_bonus=0`` replays the fusion as it was before session 25's clear-lead
+bonus (the variants files up to session 24 score without it; session 25's add their own).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import inspect
 import pickle
@@ -31,27 +36,31 @@ from kbsearch_tools.metrics import ndcg_at
 SAME_LANGUAGE_QUESTIONS = {"question-en", "question-ru", "detail-en", "detail-ru"}
 OPEN_CELLS = [("use", "long-en"), ("e5", "question-en"), ("use", "detail-en"), ("use", "man-describe-en")]
 
-_LOOP = """    for note, n in notes.items():
-        if n.translated > gain * n.lexical:
-            n.lexical, n.lexical_chunk = n.translated, n.translated_chunk
-        else:
-            n.lexical *= gain
+_LOOP = """    lead = clear_lead(notes, p)
+    weight, close = p.lexical_weight, p.close
+    scored = []
+    for note, n in notes.items():
         dense = n.dense if n.dense <= close else close + p.close_weight * (n.dense - close)
         score = dense + weight * n.lexical + p.rare_agreement * agree.get(note, 0.0)
+        if note == lead:
+            score += p.lead_bonus
 """
-_HOOKED = """    rows = []
+_HOOKED = """    lead = clear_lead(notes, p)
+    weight, close = p.lexical_weight, p.close
+    scored = []
+    rows = []
     for note, n in notes.items():
-        if n.translated > gain * n.lexical:
-            n.lexical, n.lexical_chunk = n.translated, n.translated_chunk
-        else:
-            n.lexical *= gain
         dense = n.dense if n.dense <= close else close + p.close_weight * (n.dense - close)
         rows.append((note, n, dense, agree.get(note, 0.0)))
     context = dict(evidence=evidence, top=top_cosine, floor=floor, span=span, gain=gain, coverage=coverage, p=p,
-                   dense_legs=dense_legs, lexical_legs=lexical_legs, pinned=pinned, probes=probes, depth=depth)
+                   dense_legs=dense_legs, lexical_legs=lexical_legs, pinned=pinned, probes=probes, depth=depth,
+                   lead=lead)
     hooked = HOOK(rows, context) if HOOK else None
     for i, (note, n, dense, agreed) in enumerate(rows):
-        score = dense + weight * n.lexical + p.rare_agreement * agreed if hooked is None else hooked[i]
+        if hooked is None:
+            score = dense + weight * n.lexical + p.rare_agreement * agreed + (p.lead_bonus if note == lead else 0.0)
+        else:
+            score = hooked[i]
 """
 _TOP = "    top = max((chunks[0].score for _, chunks in cosines), default=0.0)\n"
 
@@ -79,10 +88,12 @@ def load(paths: list[Path]) -> dict[tuple[str, str], dict[str, Any]]:
     return cells
 
 
-def run(fusion: types.ModuleType, cells: dict[tuple[str, str], dict[str, Any]], hook: Any = None) -> dict:
+def run(
+    fusion: types.ModuleType, cells: dict[tuple[str, str], dict[str, Any]], hook: Any = None, params: Any = None
+) -> dict:
     fusion.HOOK = hook
     try:
-        return {key: [ndcg_at([c.payload.get("path") for c in fusion.fuse(results, evidence, limit, "hybrid")],
+        return {key: [ndcg_at([c.payload.get("path") for c in fusion.fuse(results, evidence, limit, "hybrid", params)],
                               set(relevant), 10)
                       for _, relevant, results, evidence, limit in captured["rows"]]
                 for key, captured in cells.items()}  # fmt: skip
@@ -98,7 +109,7 @@ def _target(name: str) -> float:
     return 0.005 if name in SAME_LANGUAGE_QUESTIONS else -0.005
 
 
-def compare(name: str, cells: dict, base: dict, variant: dict) -> None:
+def compare(name: str, cells: dict, base: dict, variant: dict, detail: bool = False) -> None:
     down, fails, better, worse, drop = [], [], 0, 0, 0.0
     gaps = {}
     for key in sorted(cells):
@@ -118,16 +129,38 @@ def compare(name: str, cells: dict, base: dict, variant: dict) -> None:
           f"searches better/worse {better}/{worse}")  # fmt: skip
     if down:
         print("    down: " + "; ".join(down))
+    if detail:
+        for key in sorted(cells):
+            after = _mean(variant[key])
+            print(f"    {key[0]:4} {key[1]:20} hybrid {after:.4f} ({after - _mean(base[key]):+.4f}) gap {gaps[key]:+.4f}"
+                  f"{'' if gaps[key] >= _target(key[1]) else ' SHORT'}")  # fmt: skip
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("captures", nargs="+", type=Path)
     parser.add_argument("--variants", type=Path, help="a Python file defining VARIANTS = [(name, hook), ...]")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a FusionParams field for the defaults and every variant (lead_bonus=0: session 24's)",
+    )
+    parser.add_argument("--only", action="append", help="replay only the variant of this name (repeatable)")
+    parser.add_argument("--detail", action="store_true", help="print every cell's hybrid and gap for each variant")
     args = parser.parse_args(argv)
     cells = load(args.captures)
     fusion = hooked_fusion()
-    base = run(fusion, cells)
+    fields = {f.name: f.type for f in dataclasses.fields(fusion.FusionParams)}
+    overrides = {}
+    for item in args.set:
+        name, _, value = item.partition("=")
+        if name not in fields:
+            raise SystemExit(f"--set {item}: FusionParams has no {name!r} (it has {', '.join(fields)})")
+        overrides[name] = int(value) if fields[name] == "int" else float(value)
+    params = fusion.FusionParams(**overrides)
+    base = run(fusion, cells, params=params)
     for key in sorted(cells):
         phases = cells[key]["phases"]
         replayed = _mean(base[key])
@@ -142,7 +175,8 @@ def main(argv: list[str]) -> int:
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         for name, hook in module.VARIANTS:
-            compare(name, cells, base, run(fusion, cells, hook))
+            if args.only is None or name in args.only:
+                compare(name, cells, base, run(fusion, cells, hook, params), args.detail)
     return 0
 
 

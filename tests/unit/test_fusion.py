@@ -240,6 +240,38 @@ def test_bm25_tells_the_dense_leg_s_close_calls_apart_and_only_those(dense_rank:
     assert paths(fuse(results, analyse(query), 10, params=FusionParams(close_weight=1.0)))[0] == "switch.md"
 
 
+@pytest.mark.parametrize(
+    ("first_share", "second_share", "above", "first", "looser"),
+    [(0.5, 0.43, 2, "search.md", None),  # BM25 sure (value 2 x 0.5 x 0.5 = 0.5), of one note (leads by 14% of it)
+     (0.374, 0.281, 2, "switch.md", FusionParams(lead_value=0.25)),  # a clear lead, BM25 unsure (value 0.28)
+     (0.5, 0.47, 2, "switch.md", FusionParams(lead_margin=0.05)),  # BM25 sure, but of two notes (leads by 6%)
+     (0.5, 0.43, 3, "switch.md", FusionParams(lead_within=4))],  # sure of one note, but dense's fourth
+)  # fmt: skip
+def test_bm25_s_sure_first_note_wins_among_dense_s_first_three_and_an_unsure_one_does_not(
+    first_share: float, second_share: float, above: int, first: str, looser: FusionParams | None
+) -> None:
+    """BM25's first note is dense's third (fourth: ``above`` notes over it), a little below dense's first (0.86
+    against 0.90 on a scale down to 0.55); BM25 ranks it ahead of dense's first, but not by enough to win on the
+    two legs' weighted sum alone. When BM25 is sure of it (its lexical value, share x the leg's trust, is 0.3 or
+    more) and of it alone (it leads BM25's second note by 0.075 of its value or more), and dense has it among its
+    first three notes, the clear-lead bonus makes it first; an unsure BM25, one about as sure of dense's first, or
+    a note dense ranks fourth, does not (with that gate loosened, it does). Without the bonus (``lead_bonus`` 0)
+    dense's first stays first."""
+    query = "how to search only inside a given property value"
+    attainable = 3.0 * len(set(tokenize(query)))
+    notes = [*[("switch.md", 0.90), ("intro.md", 0.88), ("guide.md", 0.87)][:above], ("search.md", 0.86)]
+    notes += [(p, 0.70 - i * 0.005) for i, p in enumerate(DISTRACTORS)]
+    results = [(Leg("dense", 0), [chunk(p, score) for p, score in notes]),
+               (Leg("lexical", 0, "en"), [chunk("search.md", first_share * attainable),
+                                          chunk("switch.md", second_share * attainable),
+                                          chunk("n05.md", 0.1 * attainable)]),
+               *probes(query, {t: 3.0 for t in tokenize(query)}, tuple(DISTRACTORS[20:28]))]  # fmt: skip
+    assert paths(fuse(results, analyse(query), 10))[0] == first
+    assert paths(fuse(results, analyse(query), 10, params=FusionParams(lead_bonus=0.0)))[0] == "switch.md"
+    if looser is not None:  # the gate it missed is what kept it second
+        assert paths(fuse(results, analyse(query), 10, params=looser))[0] == "search.md"
+
+
 def test_ties_break_by_note_path_and_point_id_whatever_the_input_order() -> None:
     evidence = analyse("tie")
     chunks = [chunk(f"t{i}.md", 1.0) for i in range(12)]
@@ -396,14 +428,15 @@ def test_the_few_notes_holding_every_rare_term_of_a_question_rise() -> None:
             out.append((leg, held))
         return out
 
-    lexical = (Leg("lexical", 0, "en", limit=50), [chunk("backup.md", 4.0), chunk("create.md", 3.5)])
+    # BM25 about as sure of dense's first (within the clear lead's margin: that rule is not what lifts it here)
+    lexical = (Leg("lexical", 0, "en", limit=50), [chunk("backup.md", 4.0), chunk("create.md", 3.8)])
     assert paths(fuse([dense, lexical, *terms("backup.md")], evidence, 10))[0] == "backup.md"
     # five more notes hold them, in chunks no leg carried (a question's probes name no note): none rises
     assert paths(fuse([dense, lexical, *terms("backup.md", crowd=6)], evidence, 10))[0] == "create.md"
     assert paths(fuse([dense, lexical, *terms("backup.md", crowd=3)], evidence, 10))[0] == "backup.md"
     assert paths(fuse([dense, lexical, *terms("nowhere.md")], evidence, 10))[0] == "create.md"  # no leg carries it
     russian = (Leg("dense", 0, limit=100), [*dense[1][:2], chunk("backup.md", 0.60, "ru"), dense[1][3]])
-    lexical_ru = (Leg("lexical", 0, "en", limit=50), [chunk("backup.md", 4.0, "ru"), chunk("create.md", 3.5)])
+    lexical_ru = (Leg("lexical", 0, "en", limit=50), [chunk("backup.md", 4.0, "ru"), chunk("create.md", 3.8)])
     assert paths(fuse([russian, lexical_ru, *terms("backup.md")], evidence, 10))[0] == "create.md"
 
 

@@ -546,7 +546,8 @@ def format_classes(report: dict[str, Any]) -> str:
 def _settings_in_force(local: Settings) -> dict[str, Any]:
     return {"search_fusion": local.search_fusion, "search_lexical_weight": local.search_lexical_weight,
             "search_cross_language_weight": local.search_cross_language_weight,
-            "search_exact_confidence": local.search_exact_confidence, "rrf_k": local.rrf_k,
+            "search_exact_confidence": local.search_exact_confidence, "search_lead_bonus": local.search_lead_bonus,
+            "rrf_k": local.rrf_k,
             "search_bm25_weight": local.search_bm25_weight, "rerank_weight": local.rerank_weight,
             "search_prefetch_limit": local.search_prefetch_limit, "search_candidates": local.search_candidates,
             "rerank_passage_tokens": local.rerank_passage_tokens}  # fmt: skip

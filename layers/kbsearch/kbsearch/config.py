@@ -304,6 +304,9 @@ class Settings(BaseModel):
     search_lexical_weight: float = Field(default=0.7, ge=0.0, le=4.0)
     search_cross_language_weight: float = Field(default=0.1, ge=0.0, le=1.0)
     search_exact_confidence: float = Field(default=0.3, gt=0.0, le=1.0)
+    # BM25's clear lead: added to BM25's first note when BM25 is sure of it alone and dense has it among its first
+    # three (kbsearch/fusion.py, clear_lead); 0 turns it off.
+    search_lead_bonus: float = Field(default=0.075, ge=0.0, le=1.0)
     embedding_query_timeout_s: float = Field(default=2.0, gt=0, le=MAX_CALL_S)
     snippet_chars: int = Field(default=300, ge=40)
     search_prior: bool = False  # ai_weight/status prior on the final score (README "Ranking prior")

@@ -42,6 +42,12 @@ has anyway:
   closed": 0.610, 0.588, 0.586, then the answer at 0.567): BM25 tells them apart, where the query's words pick one;
   a note further down the dense scale keeps its full distance, so BM25 noise (a paraphrase shares few words with its answer) cannot lift it over dense's close calls. Measured on
   every class with e5 and USE at once (EVAL.md, session 17).
+- **BM25's clear lead** (:func:`clear_lead`): BM25's first note gains ``lead_bonus`` when BM25 is sure (its
+  lexical value, after the trust, at least ``lead_value``), sure of that one note (ahead of BM25's second by
+  ``lead_margin`` of its value) and the dense leg has it among its first ``lead_within`` notes: between the first
+  few notes of a weak dense model, a sure BM25 decides ("how to search only inside a given property value": the
+  Search plugin's note, dense's third, first). A note dense ranks lower gets nothing: there a strong dense model is
+  right more often than BM25 (EVAL.md, session 25).
 
 Equal scores are ordered by note path (and chunks by point id), so a search ranks the same way every run.
 """
@@ -83,6 +89,10 @@ class FusionParams:
     floor_slope: float = 1.1  # how far the cosine falls per doubling of the rank, against the previous doubling
     close: float = 0.8  # the dense scale's top part (above this), where notes are close to the dense leg's best...
     close_weight: float = 0.5  # ...counts at this weight: BM25 tells the dense leg's close calls apart
+    lead_bonus: float = 0.075  # SEARCH_LEAD_BONUS: added to BM25's first note when BM25 is sure of it alone...
+    lead_value: float = 0.3  # ...its lexical value (after the trust) at least this,
+    lead_margin: float = 0.075  # ...ahead of BM25's second note by this share of its value,
+    lead_within: int = 3  # ...and among the dense leg's first this many notes (BM25 decides dense's first few)
 
 
 @dataclass(frozen=True)
@@ -272,6 +282,28 @@ class _Note:
     translated_chunk: ScoredChunk | None = None
 
 
+def clear_lead(notes: dict[str, _Note], p: FusionParams) -> str | None:
+    """BM25's first note when BM25 is sure, and sure of that one note, and the dense leg has it among its first
+    few: its lexical value (share of the attainable score x language factor x coverage x the leg's trust) is at
+    least ``p.lead_value``, it leads BM25's second note by ``p.lead_margin`` of its value or more, and fewer than
+    ``p.lead_within`` notes are above it on the dense scale; else None (and None when ``p.lead_bonus`` is 0)."""
+    if p.lead_bonus <= 0:
+        return None
+    lead, first, second = None, 0.0, 0.0
+    for note, n in notes.items():
+        value = n.lexical
+        if value > first:
+            lead, first, second = note, value, first
+        elif value > second:
+            second = value
+    if lead is None or first < p.lead_value or (first - second) / first < p.lead_margin:
+        return None
+    dense = notes[lead].dense
+    if dense <= 0 or sum(n.dense > dense for n in notes.values()) >= p.lead_within:
+        return None
+    return lead
+
+
 def fuse(
     results: Sequence[tuple[Leg, list[ScoredChunk]]],
     evidence: QueryEvidence,
@@ -401,15 +433,19 @@ def fuse(
             agree[note] = sum(holders[note][t] for t in rare_all) / need * (1.0 if same else p.cross_language)
     top = max((n.confidence for n in notes.values()), default=0.0)
     gain = max(0.0, 1.0 + p.confidence_gain * (top - 0.5))  # how far the query's own BM25 leg is trusted
-    weight, close = p.lexical_weight, p.close
-    scored = []
-    for note, n in notes.items():
+    for n in notes.values():  # the trust; a translated variant's leg where it counts more
         if n.translated > gain * n.lexical:
             n.lexical, n.lexical_chunk = n.translated, n.translated_chunk
         else:
             n.lexical *= gain
+    lead = clear_lead(notes, p)
+    weight, close = p.lexical_weight, p.close
+    scored = []
+    for note, n in notes.items():
         dense = n.dense if n.dense <= close else close + p.close_weight * (n.dense - close)
         score = dense + weight * n.lexical + p.rare_agreement * agree.get(note, 0.0)
+        if note == lead:
+            score += p.lead_bonus
         if note in pinned:  # ahead of any unpinned note, in fused order among themselves
             score += 1.0 + p.lexical_weight
         chunk = n.lexical_chunk if (note in pinned or weight * n.lexical > n.dense) else n.dense_chunk

@@ -213,6 +213,7 @@ class SearchService:
             lexical_weight=settings.search_lexical_weight,
             cross_language=settings.search_cross_language_weight,
             exact_confidence=settings.search_exact_confidence,
+            lead_bonus=settings.search_lead_bonus,
         )
         self.retrieval = "hybrid"  # see evaluation_view
         self.max_results: int | None = None
