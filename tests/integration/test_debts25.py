@@ -1,0 +1,131 @@
+"""Session 25's debts (RELIABILITY.md, "Round 25: debts"), each through the real interfaces."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from kbsearch.config import Secrets, Settings
+from kbsearch.events import Change
+from kbsearch.indexer import ChangeSync, Indexer, SyncOptions, event_sequencers, run_sync
+from kbsearch.qdrant import open_store
+from kbsearch.sequencers import ABANDONED_S, DynamoSequencers, FileSequencers
+from kbsearch.sources import S3Source
+
+BUCKET = "kb-debts25"
+PREFIX = "kb/"
+TABLE = "kb-search-test-debts25"
+REGION = "us-east-1"
+
+
+def note(version: str) -> bytes:
+    return f"---\ntitle: Raced\n---\n# Raced\n\nThe {version} version of the raced note.\n".encode()
+
+
+@pytest.fixture
+def aws() -> Iterator[Any]:
+    with mock_aws():
+        dynamodb = boto3.client("dynamodb", region_name=REGION)
+        dynamodb.create_table(
+            TableName=TABLE,
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        s3 = boto3.client("s3", region_name=REGION)
+        s3.create_bucket(Bucket=BUCKET)
+        yield s3
+
+
+def texts(store: Any) -> dict[str, str]:
+    """note path → the text of its chunks, in order."""
+    out: dict[str, list[tuple[int, str]]] = {}
+    for payload in store.points().values():
+        out.setdefault(str(payload["path"]), []).append((int(payload["chunk_index"]), str(payload["text"])))
+    return {path: " ".join(t for _, t in sorted(chunks)) for path, chunks in out.items()}
+
+
+@pytest.mark.parametrize("log_kind", ["dynamodb", "file"])
+@pytest.mark.parametrize("later", ["saved again", "deleted"])
+def test_a_full_sync_applies_again_the_notes_an_event_batch_claimed_while_it_wrote(
+    aws: Any, tmp_path: Path, log_kind: str, later: str
+) -> None:
+    """An event batch that passed the lease check just before a full sync took the lease claims the note's later
+    event and writes what S3 holds then (v2, or the deletion) between the sync's read of v1 and its write of v1:
+    driven through the sync's own S3 client (a botocore hook after its GetObject of the note runs the batch). The
+    sync reads the claims of the notes it wrote before it ends, and applies again those claimed since
+    ABANDONED_S before it started: the index holds v2 (or no note). Before: it held v1, the batch's event was
+    applied and logged (its replay stale), so v1 stayed until the next hourly sync."""
+    settings = Settings(kb_source=f"s3://{BUCKET}/{PREFIX}", qdrant_path=str(tmp_path / "store"),
+                        index_lease_table=TABLE if log_kind == "dynamodb" else "", embedding_api_key=None)  # fmt: skip
+    aws.put_object(Bucket=BUCKET, Key=f"{PREFIX}raced.md", Body=note("zeroth"))
+    aws.put_object(Bucket=BUCKET, Key=f"{PREFIX}calm.md", Body=note("calm"))
+    store = open_store(settings, Secrets(settings))
+    batch_source = S3Source(BUCKET, PREFIX, client=boto3.session.Session(region_name=REGION).client("s3"))
+    assert Indexer(batch_source, store, None, SyncOptions()).sync().added == 2  # indexed before: v0
+    aws.put_object(Bucket=BUCKET, Key=f"{PREFIX}raced.md", Body=note("first"))  # what the sync lists and reads
+    ran: list[Any] = []
+
+    def batch() -> None:  # after the sync's read of v1, before its write
+        if ran:
+            return
+        if later == "deleted":
+            aws.delete_object(Bucket=BUCKET, Key=f"{PREFIX}raced.md")
+        else:
+            aws.put_object(Bucket=BUCKET, Key=f"{PREFIX}raced.md", Body=note("second"))
+        change = Change("raced.md", f"{PREFIX}raced.md", later == "deleted", "0065F1A0B0C0D0E002")
+        ran.append(ChangeSync(batch_source, store, None, SyncOptions(), event_sequencers(settings)).apply([change]))
+
+    sync_client = boto3.session.Session(region_name=REGION).client("s3")
+    sync_client.meta.events.register(  # the sync's read of the raced note, marked for the call's end
+        "before-call.s3.GetObject", lambda params, context, **_: context.update(raced="raced" in params["url_path"])
+    )
+    sync_client.meta.events.register(
+        "after-call.s3.GetObject", lambda context, **_: batch() if context.get("raced") else None
+    )
+    try:
+        indexer = Indexer(
+            S3Source(BUCKET, PREFIX, client=sync_client), store, None, SyncOptions(),
+            claims=lambda: event_sequencers(settings),
+        )  # fmt: skip
+        report = indexer.sync()
+        assert len(ran) == 1 and ran[0].error is None and not ran[0].failed_paths, ran
+        assert ran[0].updated + ran[0].deleted == 1, ran  # the batch did write v2 (or delete) before the sync's write
+        assert report.error is None, report
+        held = texts(store)
+    finally:
+        store.close()
+    assert held.get("calm.md", "").endswith("The calm version of the raced note.")
+    if later == "deleted":
+        assert "raced.md" not in held, held
+    else:
+        assert held.get("raced.md", "").endswith("The second version of the raced note."), held
+    assert report.claimed_meanwhile == 1, report
+
+
+@pytest.mark.parametrize("log_kind", ["dynamodb", "file"])
+def test_a_full_sync_leaves_notes_claimed_long_before_it_and_run_sync_reads_the_claims(
+    aws: Any, tmp_path: Path, log_kind: str
+) -> None:
+    """Only claims made since ABANDONED_S before the sync started are read again (an older claim's batch has
+    ended: what it wrote, the sync's listing saw); run_sync gives the Indexer the configured log."""
+    settings = Settings(kb_source=f"s3://{BUCKET}/{PREFIX}", qdrant_path=str(tmp_path / "store"),
+                        index_lease_table=TABLE if log_kind == "dynamodb" else "", embedding_api_key=None)  # fmt: skip
+    file = Path(settings.qdrant_path) / "kb.sequencers.json"  # beside the store, as event_sequencers puts it
+    for name in ("old.md", "young.md"):
+        aws.put_object(Bucket=BUCKET, Key=f"{PREFIX}{name}", Body=note(name))
+    for name, ago in (("old.md", 2 * ABANDONED_S), ("young.md", ABANDONED_S / 2)):
+        log: Any = (DynamoSequencers(TABLE, "kb", clock=lambda ago=ago: time.time() - ago) if log_kind == "dynamodb"
+                    else FileSequencers(file, clock=lambda ago=ago: time.time() - ago))  # fmt: skip
+        assert log.put(name, "0065F1A0B0C0D0E001")
+    assert event_sequencers(settings).claims(["old.md", "young.md"]).keys() == {"old.md", "young.md"}
+    report = run_sync(settings, Secrets(settings))
+    assert report.error is None and report.added == 2, report
+    assert report.claimed_meanwhile == 1, report  # young.md read again (unchanged: nothing written twice)
+    assert report.added == 2 and report.updated == 0, report
