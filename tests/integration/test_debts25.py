@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -129,3 +130,61 @@ def test_a_full_sync_leaves_notes_claimed_long_before_it_and_run_sync_reads_the_
     assert report.error is None and report.added == 2, report
     assert report.claimed_meanwhile == 1, report  # young.md read again (unchanged: nothing written twice)
     assert report.added == 2 and report.updated == 0, report
+
+
+# -- 2: the indexer's Qdrant key, rotated mid-run ---------------------------------------------------------------
+
+QDRANT_KEY_PARAM = "/kb-search/test/qdrant-api-key"
+
+
+@pytest.mark.parametrize("refusal", [401, 403])
+def test_the_indexers_store_rereads_a_qdrant_key_rotated_mid_run(refusal: int) -> None:
+    """The indexer's store on Qdrant Cloud (qdrant-client over HTTP to a loopback Qdrant) read the key once, when
+    the run opened it: the key rotated in SSM and the old one revoked mid-run, every write after failed ("updating notes'
+    payloads failed: UnexpectedResponse: ... 401 (Unauthorized)"), the run with it. Now a 401/403 has it read from SSM again once and the request sent again,
+    as the search does: the write goes through, Qdrant asked once with the old key and once with the new. A key
+    that stays wrong is one more request, then the StoreError, never a loop; neither key is in it."""
+    from kbsearch.errors import StoreError
+    from kbsearch.qdrant.store import Store
+    from kbsearch_tools.fakes import FakeEndpoint
+
+    endpoint = FakeEndpoint().start()
+    current = ["key-1"]
+
+    def respond(method: str, path: str) -> tuple[int, bytes, str] | None:
+        if endpoint.requests[-1].headers.get("api-key") != current[0]:
+            return refusal, b'{"status": {"error": "Invalid api-key"}, "time": 0.0}', "application/json"
+        sent = endpoint.requests[-1].body
+        done = [{"operation_id": i, "status": "completed"} for i, _ in enumerate(sent.get("operations", []))]
+        return 200, json.dumps({"result": done, "status": "ok", "time": 0.001}).encode(), "application/json"
+
+    endpoint.responder = respond
+    write = [(["a.md"], {"access": ["public"], "access_from": "default"})]
+    try:
+        with mock_aws():
+            from aws_lambda_powertools.utilities import parameters
+
+            parameters.clear_caches()
+            ssm = boto3.client("ssm", region_name=REGION)
+            ssm.put_parameter(Name=QDRANT_KEY_PARAM, Type="SecureString", Value="key-1")
+            settings = Settings(qdrant_url=endpoint.url, qdrant_api_key_param=QDRANT_KEY_PARAM)
+            store = Store.cloud(settings, Secrets(settings))
+            try:
+                store.set_payloads(write)  # the run's first write, with the key it started with
+                ssm.put_parameter(Name=QDRANT_KEY_PARAM, Type="SecureString", Value="key-2", Overwrite=True)
+                current[0] = "key-2"  # rotated, the old key revoked
+                endpoint.requests.clear()
+                store.set_payloads(write)
+                sent = [r.headers.get("api-key") for r in endpoint.requests]
+                current[0] = "key-3"  # a key that stays wrong (SSM not updated)
+                endpoint.requests.clear()
+                with pytest.raises(StoreError) as refused:
+                    store.set_payloads(write)
+            finally:
+                store.close()
+                parameters.clear_caches()
+    finally:
+        endpoint.stop()
+    assert sent == ["key-1", "key-2"], sent
+    assert len(endpoint.requests) == 1, endpoint.requests  # the same key read again: not sent again
+    assert str(refusal) in str(refused.value) and "key-" not in str(refused.value), refused.value
