@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,30 +17,9 @@ from kbsearch.indexer import ChangeSync, Indexer, SyncOptions, event_sequencers,
 from kbsearch.qdrant import open_store
 from kbsearch.sequencers import ABANDONED_S, DynamoSequencers, FileSequencers
 from kbsearch.sources import S3Source
+from tests.integration.test_event_races import BUCKET, PREFIX, REGION, TABLE, aws, note
 
-BUCKET = "kb-debts25"
-PREFIX = "kb/"
-TABLE = "kb-search-test-debts25"
-REGION = "us-east-1"
-
-
-def note(version: str) -> bytes:
-    return f"---\ntitle: Raced\n---\n# Raced\n\nThe {version} version of the raced note.\n".encode()
-
-
-@pytest.fixture
-def aws() -> Iterator[Any]:
-    with mock_aws():
-        dynamodb = boto3.client("dynamodb", region_name=REGION)
-        dynamodb.create_table(
-            TableName=TABLE,
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
-        s3 = boto3.client("s3", region_name=REGION)
-        s3.create_bucket(Bucket=BUCKET)
-        yield s3
+__all__ = ["aws"]  # the fixture, shared with test_event_races
 
 
 def texts(store: Any) -> dict[str, str]:
@@ -188,3 +166,54 @@ def test_the_indexers_store_rereads_a_qdrant_key_rotated_mid_run(refusal: int) -
     assert sent == ["key-1", "key-2"], sent
     assert len(endpoint.requests) == 1, endpoint.requests  # the same key read again: not sent again
     assert str(refusal) in str(refused.value) and "key-" not in str(refused.value), refused.value
+
+
+# -- 3: the exit code of a command refused a store another process holds --------------------------------------------
+
+
+def test_every_command_refused_a_held_store_exits_75_as_a_held_lease_does(tmp_path: Path) -> None:
+    """A `kbsearch mcp` holds the embedded store. `kbsearch search` exited 2 (every KbSearchError: a usage error),
+    `kbsearch index` 1 (a failed run), while 75 (EX_TEMPFAIL) is what `kbsearch index` exits when another run holds
+    the index lease: the same situation (nothing read or changed, run it again later). Both exit 75 now, with the
+    message as before (one line naming the holder), and `kbsearch --help` says what 75 means."""
+    from tests.integration.test_debts24 import _kbsearch, mcp_holding
+
+    store = tmp_path / "q"
+    assert _kbsearch("index", "sample-kb", QDRANT_PATH=str(store)).returncode == 0
+    with mcp_holding(store) as holder:
+        refused = {
+            " ".join(args): _kbsearch(*args, QDRANT_PATH=str(store))
+            for args in (("search", "snapshot"), ("search", "--json", "snapshot"), ("index", "sample-kb"),
+                         ("index", "--json", "sample-kb"))
+        }  # fmt: skip
+    codes = {command: done.returncode for command, done in refused.items()}
+    assert set(codes.values()) == {75}, codes
+    for command in ("search snapshot", "search --json snapshot"):
+        done = refused[command]
+        assert not done.stdout and len(done.stderr.strip().splitlines()) == 1, done.stderr
+        assert f"(pid {holder.pid}: kbsearch mcp)" in done.stderr, done.stderr
+    assert f"(pid {holder.pid}: kbsearch mcp)" in json.loads(refused["index --json sample-kb"].stdout)["error"]
+    shown = _kbsearch("--help")
+    assert "75 held elsewhere: another process has the embedded store open, or another run holds the index lease" in (
+        " ".join(shown.stdout.split())
+    ), shown.stdout
+
+
+# -- 4: the 6 MB bound counts what is sent ---------------------------------------------------------------------------
+
+
+def test_a_russian_note_the_answer_holds_in_utf8_is_answered_whole(load_search_app: Any, tmp_path: Path) -> None:
+    """`schemas.wire_bytes`, the bound every answer is cut to (ANSWER_BYTES, 5 MiB of Lambda's 6 MB), counted a
+    Russian letter as 7 bytes (its JSON ASCII-escaped, escaped again in the function's result), while answers are
+    UTF-8 and the python3.13 runtime writes the result in UTF-8: 2 bytes. A 2.3 MB Russian note (MAX_NOTE_BYTES
+    raised) was cut (`truncated: ["body"]`) in an answer well within the limit; it is answered whole,
+    and the function's result as the runtime sends it stays within 6 MB. (test_answer_size: what is past the bound is still cut.)"""
+    from tests.conftest import LAMBDA_ANSWER_BYTES, lambda_result_bytes
+    from tests.integration.test_answer_size import RUSSIAN_LINE, _get, _note_app
+
+    body = "# Синхронизация\n\n" + RUSSIAN_LINE * 17_000
+    app = _note_app(load_search_app, tmp_path, {"big.md": body}, 4 * 1024**2)
+    result, note = _get(app, "big.md")
+    assert len(body.encode()) > 2_300_000
+    assert result["statusCode"] == 200 and note["truncated"] == [] and note["body"] == body, note["truncated"]
+    assert lambda_result_bytes(result) <= LAMBDA_ANSWER_BYTES, lambda_result_bytes(result)
