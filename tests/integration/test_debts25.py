@@ -217,3 +217,63 @@ def test_a_russian_note_the_answer_holds_in_utf8_is_answered_whole(load_search_a
     assert len(body.encode()) > 2_300_000
     assert result["statusCode"] == 200 and note["truncated"] == [] and note["body"] == body, note["truncated"]
     assert lambda_result_bytes(result) <= LAMBDA_ANSWER_BYTES, lambda_result_bytes(result)
+
+
+# -- 5: Obsidian's %%comments%% ----------------------------------------------------------------------------------------
+
+COMMENTED = """---
+title: Comments
+---
+# Comments
+
+Visible words about key rotation. This is an %%secretive quokka%% comment.
+
+%%
+## Hidden heading
+A block about [[Hidden target]] and the word zanzibar.
+%%
+
+## Shown
+
+Code `%%` stays, and [[Shown target]].
+
+```md
+%% a comment shown as code: kept %%
+```
+"""
+
+
+def test_obsidian_comments_are_neither_indexed_nor_shown(load_search_app: Any, tmp_path: Path) -> None:
+    """Obsidian hides `%%comments%%` (inline, or a block of lines) in reading view: they were indexed as text, so a
+    search for a word only in a comment found the note and its snippet showed the comment; a heading in a block
+    comment was a section, a link in it a link of the graph. The vault's one real comment (`%% These headings use
+    HTML to avoid cluttering the Outline/Table of contents %%`, en and ru) was searchable so. Now none of it is
+    indexed, shown, a heading or a link; `%%` in a code span or a code block is text as written."""
+    from kbsearch_tools.local.apigw import HttpRequest, build_event
+    from tests.integration.test_answer_size import _get, _note_app
+
+    vault = Path("/work/shared/kb/obsidian-help/en/Editing and formatting/Basic formatting syntax.md")
+    notes = {"comments.md": COMMENTED}
+    if vault.is_file():
+        notes["syntax.md"] = vault.read_text(encoding="utf-8")
+    app = _note_app(load_search_app, tmp_path, notes, 1024 * 1024)
+
+    def search(query: str) -> list[dict[str, Any]]:
+        event = build_event(HttpRequest("GET", "/search", f"q={query}&top_k=10", [], b""), "/search", {}, "dev")
+        result = app(event)
+        assert result["statusCode"] == 200, result
+        return list(json.loads(result["body"])["results"])
+
+    assert search("zanzibar") == [] and search("quokka") == []
+    hits = search("key rotation")
+    assert [h["path"] for h in hits][:1] == ["comments.md"], hits
+    assert "quokka" not in json.dumps(hits, ensure_ascii=False)
+    code = search("comment shown as code")
+    assert code and code[0]["path"] == "comments.md" and "%% a comment shown as code" in code[0]["snippet"], code
+    result, note = _get(app, "comments.md")
+    assert result["statusCode"] == 200, result
+    assert [s["heading"] for s in note["sections"]] == ["Comments", "Shown"], note["sections"]
+    assert [r["target"] for r in note["links"]["outgoing"]] == ["Shown target"], note["links"]
+    if vault.is_file():
+        shown = json.dumps(search("avoid cluttering the Outline"), ensure_ascii=False)
+        assert "cluttering" not in shown, shown
