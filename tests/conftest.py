@@ -103,11 +103,18 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 LAMBDA_ANSWER_BYTES = 6 * 1000 * 1000
 
 
+def lambda_result_bytes(result: Any) -> int:
+    """What the function's result takes as the python3.13 runtime sends it: JSON not ASCII-escaped (awslambdaric's
+    marshaller, ``ensure_ascii=False`` from python3.12), in UTF-8."""
+    return len(json.dumps(result, default=str, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+
+
 def check_response(result: Any) -> None:
     """What any handler answers: within Lambda's answer size; no secret values; error bodies without tracebacks or
     local paths."""
     text = json.dumps(result, default=str)
-    assert len(text) <= LAMBDA_ANSWER_BYTES, f"an answer of {len(text):,} bytes: past Lambda's 6 MB"
+    size = lambda_result_bytes(result)
+    assert size <= LAMBDA_ANSWER_BYTES, f"an answer of {size:,} bytes: past Lambda's 6 MB"
     assert not leaked_secrets(text), f"secret value(s) in a response: {leaked_secrets(text)}"
     if isinstance(result, dict) and int(result.get("statusCode", 200)) >= 400:
         body = str(result.get("body") or "")

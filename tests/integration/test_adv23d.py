@@ -381,7 +381,7 @@ def test_kbsearch_index_while_an_assistants_mcp_holds_the_store_says_to_wait_for
         for rebuild in ([], ["--rebuild"]):
             proc = subprocess.run([*KBSEARCH_CMD, "index", *rebuild, "sample-kb"], capture_output=True, text=True,
                                   env=env, cwd=ROOT, timeout=120, check=False)  # fmt: skip
-            assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+            assert proc.returncode == 75 and "Traceback" not in proc.stderr, proc.stderr  # held elsewhere (was 1)
             assert f"(pid {mcp.pid}: kbsearch mcp)" in proc.stdout, proc.stdout
             assert "lets go after --idle-close" in proc.stdout and "kbsearch serve of this version" not in proc.stdout
     finally:

@@ -1,7 +1,7 @@
 """Every answer fits what Lambda can return (a synchronous invoke answers at most 6 MB, the API's JSON escaped once
 more inside the function's result): a note read by path (``GET /notes/{path}``, ``kb_get_note``, MCP
 ``resources/read``) is cut, and says what was cut, rather than become API Gateway's 502 or a function that runs out
-of memory. The classes: a long body in a script JSON escapes six-fold (Cyrillic), a body of control characters, a
+of memory. The classes: a long body (a Russian note: twice over MCP), a body of control characters, a
 note whose heading list grows with the square of its size, a frontmatter, outgoing links; through API Gateway events
 (the suite's ``check_response`` holds every handler answer of every test to Lambda's limit)."""
 
@@ -18,7 +18,7 @@ from kbsearch.indexer import run_sync
 from kbsearch.mcp.resources import CUT_NOTICE
 from kbsearch.schemas import ANSWER_BYTES
 from kbsearch_tools.local.apigw import HttpRequest, build_event
-from tests.conftest import LAMBDA_ANSWER_BYTES
+from tests.conftest import LAMBDA_ANSWER_BYTES, lambda_result_bytes
 from tests.integration.test_hostile_notes import mcp_event
 
 RUSSIAN_LINE = "Настройка синхронизации хранилища между устройствами без потери заметок.\n"  # 73 letters
@@ -53,35 +53,35 @@ def _mcp(app: Any, message: dict[str, Any]) -> tuple[dict[str, Any], dict[str, A
 
 
 def _size(result: dict[str, Any]) -> int:
-    return len(json.dumps(result))
+    return lambda_result_bytes(result)
 
 
 def test_a_long_russian_note_is_cut_at_a_line_to_fit_every_answer(load_search_app: Any, tmp_path: Path) -> None:
-    """A 3.9 MB Russian note (MAX_NOTE_BYTES raised to 4 MiB): its JSON is ~13 MB in the function's result. Over
-    MCP the 1 MiB default's largest Russian note was past the limit too (its answer holds the note twice)."""
+    """A 3.9 MB Russian note (MAX_NOTE_BYTES raised to 4 MiB): its JSON was ~13 MB in the function's result while
+    answers were ASCII-escaped; in UTF-8 (the answers, and the python3.13 runtime's result) ~4 MB, answered whole by
+    `GET /notes`. Over MCP its answer holds the note twice (~8 MB): cut at a line, and says so."""
     body = "# Синхронизация\n\n" + RUSSIAN_LINE * 27_000 + "\n## Последний раздел\n\nконец\n"
-    small = "# Заметка\n\n" + RUSSIAN_LINE * 7_000  # 0.9 MiB: within the 1 MiB default
-    app = _note_app(load_search_app, tmp_path, {"big.md": body, "small.md": small}, 4 * 1024 * 1024)
+    app = _note_app(load_search_app, tmp_path, {"big.md": body}, 4 * 1024 * 1024)
 
     result, note = _get(app, "big.md")
-    assert result["statusCode"] == 200 and note["truncated"] == ["body"], note["truncated"]
+    assert result["statusCode"] == 200 and note["truncated"] == [] and note["body"] == body, note["truncated"]
     assert _size(result) <= LAMBDA_ANSWER_BYTES
-    assert body.startswith(note["body"]) and note["body"].endswith("заметок.") and len(note["body"]) > 500_000
-    assert [s["heading"] for s in note["sections"]] == ["Синхронизация", "Последний раздел"]  # still listed whole
-    result, part = _get(app, "big.md", "Последний раздел")  # the way on, as the flag's description says
+    assert [s["heading"] for s in note["sections"]] == ["Синхронизация", "Последний раздел"]
+    result, part = _get(app, "big.md", "Последний раздел")
     assert result["statusCode"] == 200 and part["body"] == "## Последний раздел\n\nконец" and part["truncated"] == []
 
     result, answer = _mcp(app, {"method": "tools/call", "params": {"name": "kb_get_note",
-                                                                 "arguments": {"path": "small.md"}}})  # fmt: skip
+                                                                 "arguments": {"path": "big.md"}}})  # fmt: skip
     assert result["statusCode"] == 200 and _size(result) <= LAMBDA_ANSWER_BYTES, _size(result)
     structured = answer["result"]["structuredContent"]
-    assert structured["truncated"] == ["body"] and small.lstrip("\n").startswith(structured["body"])
+    assert structured["truncated"] == ["body"] and body.startswith(structured["body"])
+    assert structured["body"].endswith("заметок.") and len(structured["body"]) > 500_000
     assert structured["body"] in answer["result"]["content"][0]["text"]
 
     result, answer = _mcp(app, {"method": "resources/read", "params": {"uri": "kb://note/big.md"}})
     assert result["statusCode"] == 200 and _size(result) <= LAMBDA_ANSWER_BYTES, _size(result)
     text = answer["result"]["contents"][0]["text"]
-    assert text.endswith("\n\n" + CUT_NOTICE) and body.startswith(text[: -len(CUT_NOTICE) - 2])
+    assert text == body and CUT_NOTICE not in text  # once, ~4 MB: whole (it was cut while counted ASCII-escaped)
 
 
 def test_a_note_of_control_characters_is_cut_by_what_its_json_takes(load_search_app: Any, tmp_path: Path) -> None:
@@ -111,17 +111,20 @@ def test_headings_under_a_huge_heading_are_listed_within_a_bound(load_search_app
 
 @pytest.mark.parametrize("part", ["frontmatter", "links"])
 def test_a_huge_frontmatter_or_link_list_is_cut_and_named(load_search_app: Any, tmp_path: Path, part: str) -> None:
-    """A frontmatter of 45,000 emoji (within the parser's 65,536 characters; 12 bytes each as JSON) is left out; 1,000 links of 190 Russian letters (~1.4 MB)
-    are listed as far as 256 KiB holds; the body, and what fits, are answered."""
+    """A frontmatter of 45,000 emoji (within the parser's 65,536 characters) was left out while an emoji counted 12
+    bytes (ASCII-escaped twice); in UTF-8 it is 4 (~180 KB, within FRONTMATTER_BYTES): answered whole. 1,000 links
+    of 190 Russian letters (~0.8 MB) are listed as far as 256 KiB holds; the body, and what fits, are answered."""
     if part == "frontmatter":
         text = "---\ntitle: Большая\ndescription: >-\n" + ("  " + "😀" * 99 + "\n") * 450 + "---\n# Большая\n\nтекст\n"
     else:
         text = "# Ссылки\n\n" + "".join(f"[[{'ж' * 190}{i}]]\n" for i in range(1_000))
     app = _note_app(load_search_app, tmp_path, {"n.md": text}, 1024 * 1024)
     result, note = _get(app, "n.md")
-    assert result["statusCode"] == 200 and note["truncated"] == [part] and _size(result) <= LAMBDA_ANSWER_BYTES
+    cut = [] if part == "frontmatter" else [part]
+    assert result["statusCode"] == 200 and note["truncated"] == cut and _size(result) <= LAMBDA_ANSWER_BYTES
     if part == "frontmatter":
-        assert note["frontmatter"] == {} and note["title"] == "Большая" and note["body"] == "# Большая\n\nтекст\n"
+        assert note["frontmatter"]["description"] == " ".join(["😀" * 99] * 450)  # folded (>-)
+        assert note["title"] == "Большая" and note["body"] == "# Большая\n\nтекст\n"
     else:
         outgoing = note["links"]["outgoing"]
         assert 10 < len(outgoing) < 1_000 and [r["target"] for r in outgoing] == [

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,26 +25,34 @@ def _call(id_: int, name: str, arguments: dict[str, Any]) -> str:
 # -- a second kbsearch mcp on a store another one holds ------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def mcp_holding(store: Path) -> Iterator[subprocess.Popen[str]]:
+    """A `kbsearch mcp` that has opened the embedded store at ``store`` (its first call answered) and keeps it
+    (``--idle-close 0``) until the block ends."""
+    holder = subprocess.Popen([*KBSEARCH_CMD, "mcp", "--kb", "sample-kb", "--idle-close", "0"], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                              env=subprocess_env(QDRANT_PATH=str(store)), cwd=ROOT)  # fmt: skip
+    assert holder.stdin is not None and holder.stdout is not None
+    try:
+        holder.stdin.write(_call(1, "kb_list", {}))
+        holder.stdin.flush()
+        assert json.loads(holder.stdout.readline())["result"]["isError"] is False  # the store is open, and kept
+        yield holder
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=PROCESS_TIMEOUT_S)
+
+
 def test_a_second_mcp_on_a_store_another_mcp_holds_names_it_and_says_it_lets_go(tmp_path: Path) -> None:
     """Two assistants each launch `kbsearch mcp` on one local index. The second one's tool error said "(a running
     kbsearch serve or kbsearch index) ... stop that process": it names the holder (its pid: kbsearch mcp) and the
     advice that fits (it lets go after --idle-close; call again then, or share one kbsearch serve)."""
     store = tmp_path / "q"
     assert _kbsearch("index", "sample-kb", QDRANT_PATH=str(store)).returncode == 0
-    first = subprocess.Popen([*KBSEARCH_CMD, "mcp", "--kb", "sample-kb", "--idle-close", "0"], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                             env=subprocess_env(QDRANT_PATH=str(store)), cwd=ROOT)  # fmt: skip
-    assert first.stdin is not None and first.stdout is not None
-    try:
-        first.stdin.write(_call(1, "kb_list", {}))
-        first.stdin.flush()
-        assert json.loads(first.stdout.readline())["result"]["isError"] is False  # the store is open, and kept
+    with mcp_holding(store) as first:
         second = subprocess.run([*KBSEARCH_CMD, "mcp", "--kb", "sample-kb"], input=_call(1, "kb_search", {"query": "x"}),
                                 capture_output=True, text=True, env=subprocess_env(QDRANT_PATH=str(store)), cwd=ROOT,
                                 timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
-    finally:
-        first.stdin.close()
-        first.wait(timeout=PROCESS_TIMEOUT_S)
     assert second.returncode == 0, second.stderr
     answer = json.loads(second.stdout.splitlines()[0])["result"]
     text = answer["content"][0]["text"]

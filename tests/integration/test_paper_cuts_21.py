@@ -149,7 +149,7 @@ def test_search_on_a_store_a_server_holds_names_the_process_and_what_to_do(tmp_p
         assert httpx.get(served.base_url + "/search", params={"q": "snapshot"}, timeout=30).status_code == 200
         proc = subprocess.run([*KBSEARCH_CMD, "search", "snapshot"], capture_output=True, text=True, env=env,
                               cwd=ROOT, timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
-    assert proc.returncode == 2 and proc.stdout == "" and len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert proc.returncode == 75 and proc.stdout == "" and len(proc.stderr.splitlines()) == 1, proc.stderr  # was 2
     assert proc.stderr.startswith("kbsearch search: error: index unavailable: the embedded store at "), proc.stderr
     assert f"(pid {served.process.pid}: kbsearch serve)" in proc.stderr, proc.stderr  # named since round 23
     assert "stop it, or search through that kbsearch serve (curl 'http://127.0.0.1:3000/search?q=" in proc.stderr
@@ -252,5 +252,5 @@ def test_search_on_a_store_whose_owner_lock_alone_is_held_names_the_process(tmp_
     finally:
         holder.communicate(timeout=PROCESS_TIMEOUT_S)
     assert health["ready"] is False and f"pid {holder.pid}" in " ".join(health["reasons"]), health
-    assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert proc.returncode == 75 and len(proc.stderr.splitlines()) == 1, proc.stderr  # held elsewhere (was 2)
     assert f"(pid {holder.pid}: a kbsearch serve or index?)" in proc.stderr, proc.stderr

@@ -20,14 +20,16 @@ from typing import Any, NoReturn
 
 import kbsearch_entry
 from kbsearch import __version__
-from kbsearch.errors import KbSearchError
+from kbsearch.errors import KbSearchError, StoreHeld
 from kbsearch_tools import repo_root
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = kbsearch_entry.EXIT_INTERRUPTED
 EXIT_TERMINATED = kbsearch_entry.EXIT_TERMINATED
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a command whose reader went away
-EXIT_LEASE_HELD = 75  # EX_TEMPFAIL: another run holds the index lease; nothing was changed, try again later
+#: EX_TEMPFAIL: another run holds the index lease, or another process the embedded store (:class:`StoreHeld`);
+#: nothing was read or changed, the same command succeeds once it lets go
+EXIT_LEASE_HELD = 75
 #: how long `kbsearch serve`'s shut-down waits, at most, for the watcher's sync to stop at its next note (a store
 #: write or the window being embedded, which fails at once once the oracle is gone; a provider's call, its deadline)
 WATCHER_END_S = 60.0
@@ -698,6 +700,8 @@ def _index(args: argparse.Namespace, summarised: _SummarisedErrors, indexer_log:
         _print_sync_summary(_printable(report))
     if interrupted:
         return EXIT_INTERRUPTED
+    if report["error"] and "another process has it open" in report["error"]:  # StoreHeld: nothing read or written
+        return EXIT_LEASE_HELD
     return 1 if report["error"] else 0
 
 
@@ -776,7 +780,10 @@ def cmd_search(args: argparse.Namespace) -> int:
         answer = service.search(request, scope=scope)
         unheld = _unheld_filters(service, request, scope) if not answer.results and not args.json else []
     except IndexUnavailable as exc:
-        raise KbSearchError(f"index unavailable: {_unavailable_reason(exc, settings)}") from None
+        from kbsearch.search import LOCKED_STORE
+
+        reason = f"index unavailable: {_unavailable_reason(exc, settings)}"
+        raise (StoreHeld(reason) if exc.public == LOCKED_STORE else KbSearchError(reason)) from None
     finally:
         service.close()
     if args.json:
@@ -1418,6 +1425,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="kbsearch",
         description="kb-search: index a markdown KB and serve/invoke the SAM functions locally "
         "(no Docker, no AWS needed).",
+        epilog=f"exit codes: 0 done; 1 the run failed (its report says why); {EXIT_USAGE} it cannot run as "
+        f"given (an option, a setting, no index yet); {EXIT_LEASE_HELD} held elsewhere: another process has the embedded store open, or another run "
+        "holds the index lease (nothing was read or changed: run it again once that one has ended); "
+        f"{EXIT_INTERRUPTED} interrupted (Ctrl-C); {EXIT_TERMINATED} terminated; {EXIT_BROKEN_PIPE} the reader of "
+        "its output went away",
     )
     parser.add_argument("--version", action="version", version=f"kbsearch {__version__}")
     parser.add_argument(
@@ -1470,7 +1482,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Incremental sync: new and changed notes are (re)indexed, deleted notes removed, unchanged "
         "notes cost nothing. Uses Qdrant Cloud when QDRANT_URL is set, else the embedded store at QDRANT_PATH "
         "(default .kbsearch/qdrant, from the working folder); dense vectors when EMBEDDING_API_KEY is set, else "
-        "BM25 only.",
+        f"BM25 only. Exits {EXIT_LEASE_HELD}, nothing changed, when another process has the embedded store open "
+        "(one that is no kbsearch serve: a serve takes the sync itself) or another run holds the index lease.",
     )
     p.add_argument("source", nargs="?", help="folder or s3://bucket/prefix (default: KB_SOURCE)")
     p.add_argument("--full", action="store_true", help="re-embed every note, changed or not")
@@ -1491,7 +1504,8 @@ def build_parser() -> argparse.ArgumentParser:
         "search",
         help="search the index from the command line (the same service as POST /search)",
         description="Search the configured index (Qdrant Cloud or the embedded store) and print a table or the "
-        "API's JSON answer.",
+        f"API's JSON answer. Exits {EXIT_LEASE_HELD} when another process has the embedded store open (the "
+        "message names it).",
     )
     p.add_argument(
         "query",
@@ -1810,6 +1824,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         kbsearch_entry.interrupts_ignored()
         print(f"\nkbsearch {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except StoreHeld as exc:  # the same line, the code a held index lease exits with: try again later
+        print(f"kbsearch {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_LEASE_HELD
     except KbSearchError as exc:
         print(f"kbsearch {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE

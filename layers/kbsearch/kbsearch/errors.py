@@ -22,6 +22,11 @@ class StoreError(KbSearchError):
         self.public = public
 
 
+class StoreHeld(StoreError):
+    """The embedded store is open in another process (its lock is held): nothing was read or changed, and the same
+    call succeeds once that process lets go (``kbsearch`` exits 75, as for an index lease another run holds)."""
+
+
 class IndexMissing(StoreError):
     """The collection does not exist (the indexer has not run yet)."""
 

@@ -157,6 +157,8 @@ class SyncReport:
     bm25_rewritten: int = 0  # chunks whose BM25 vector was read anew from their payload (an older reading)
     bm25_reading: str | None = None  # what became of an index read with an older BM25 reading (Indexer._reread_bm25)
     no_notes: str | None = None  # the listing held no note: what a note is, where it was looked for (sources.no_notes)
+    #: notes this run wrote that an event batch claimed meanwhile: read again and applied (Indexer._reapply_claimed)
+    claimed_meanwhile: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -247,6 +249,7 @@ class Indexer:
         options: SyncOptions | None = None,
         progress: Progress | None = None,
         links_lock: LinksLock | None = None,
+        claims: Callable[[], Any] | None = None,
     ) -> None:
         self.source = source
         self.store = store
@@ -254,6 +257,9 @@ class Indexer:
         self.options = options or SyncOptions()
         self.progress = progress
         self._written_ids: dict[str, str] = {}  # path → doc_id of the notes this run wrote
+        self._keys_written: dict[str, str] = {}  # path → key of the notes this run wrote or deleted
+        #: the event batches' sequencer log, opened when the run ends (:meth:`_reapply_claimed`); None: no batches
+        self.claims = claims
         self._names_written: dict[str, list[str]] = {}  # path → the title and alias link keys of the notes written
         self._kept: set[str] = set()  # paths (and folders, ending in '/') listed with a problem: never deleted
         self._dropped: set[str] = set()  # paths listed as links to other notes (``drop``): always deleted
@@ -281,13 +287,14 @@ class Indexer:
 
     def sync(self, stop_at: Deadline | None = None, call_deadline: Deadline | None = None) -> SyncReport:
         """One sync run. ``stop_at``: no new work starts after it; ``call_deadline`` bounds provider calls."""
-        started = time.monotonic()
+        started, began = time.monotonic(), time.time()
         report = SyncReport(
             source=self.source.uri, collection=self.store.collection, dense=self.embedder is not None,
             full=self.options.full,
         )  # fmt: skip
         try:
             self._sync(report, stop_at or Deadline(), call_deadline)
+            self._reapply_claimed(report, began, stop_at or Deadline(), call_deadline)
             record_sync(self.store, report, "full" if self.options.full else "reconcile")
         except StoreError as exc:
             report.error = str(exc) if isinstance(exc, SchemaMismatchError) else f"index storage failed: {exc}"
@@ -296,6 +303,53 @@ class Indexer:
         finally:
             report.duration_ms = int((time.monotonic() - started) * 1000)
         return report
+
+    def _reapply_claimed(
+        self, report: SyncReport, began: float, stop_at: Deadline, call_deadline: Deadline | None
+    ) -> None:
+        """Before the run lets go of the index lease: the notes it wrote or deleted that an event batch claimed
+        (``claims``, the sequencer log) since :data:`~kbsearch.sequencers.ABANDONED_S` before it began are read
+        again and applied as they are now (:class:`ChangeSync`, no sequencer). Such a batch passed the lease check
+        before this run took the lease, so it may have written a note's newer version (or its deletion) between
+        this run's read of the older one and its write: the index held the older version, the batch's event was
+        logged as applied, until the next sync. Claims older than that are of batches that had ended (no batch
+        runs longer): what they wrote, this run's listing saw."""
+        from kbsearch.events import Change
+        from kbsearch.sequencers import ABANDONED_S
+
+        if self.claims is None or not self._keys_written or report.error:
+            return
+        prefix = getattr(self.source, "prefix", "")
+        by_name = {(key[len(prefix) :] if prefix and key.startswith(prefix) else key): (path, key)
+                   for path, key in self._keys_written.items()}  # fmt: skip
+        try:  # the names ChangeSync._name logs claims under
+            held = self.claims().claims(sorted(by_name))
+        except Exception as exc:  # the log unreachable: the run's writes stand, as before this check existed
+            reason = f"{type(exc).__name__}: {str(exc)[:200]}"
+            report.warnings.append({"path": "", "reason": f"the event batches' claims could not be read ({reason}): "
+                                    "a note a batch wrote during this run may hold its older version until the "
+                                    "next sync"})  # fmt: skip
+            logger.warning("event claims not read after the sync", extra={"error": reason})
+            return
+        recent = sorted(n for n, (_, at) in held.items() if at is not None and at >= began - ABANDONED_S)
+        if not recent:
+            return
+        report.claimed_meanwhile = len(recent)
+        again = ChangeSync(self.source, self.store, self.embedder, self.options, None, self.links_lock)
+        again.kind = "full" if self.options.full else "reconcile"
+        result = again.apply([Change(*by_name[n], removed=False) for n in recent], stop_at, call_deadline)
+        for name in ("added", "updated", "deleted", "chunks_upserted", "chunks_deleted", "embedding_calls",
+                     "embedding_tokens", "embedding_fallbacks"):  # fmt: skip
+            setattr(report, name, getattr(report, name) + getattr(result, name))
+        report.skipped += result.skipped
+        report.warnings += result.warnings
+        again_failed = (
+            "an event batch claimed it during this run and applying it again failed: it may hold its older "
+            "version until the next run"
+        )
+        report.warnings += [{"path": p, "reason": again_failed} for p in result.failed_paths]
+        if result.error:
+            report.error, report.incomplete = result.error, True
 
     def _embedding_signature(self, report: SyncReport) -> None:
         """Compare the collection's recorded embedding (model, dimensions, input format) with the embedder's.
@@ -853,6 +907,7 @@ class Indexer:
             if self._appeared(report, path):
                 continue
             self.store.delete_note(path)
+            self._keys_written[path] = getattr(self.source, "prefix", "") + path
             report.deleted += 1
             report.chunks_deleted += state[path].points
 
@@ -1029,6 +1084,7 @@ class Indexer:
                 self.store.delete_leftovers(parsed.obj.path, n)
                 report.chunks_deleted += len(leftover)
             self._written_ids[parsed.obj.path] = parsed.note.doc_id
+            self._keys_written[parsed.obj.path] = parsed.obj.key
             first = next((point.payload for point in parsed.points if point.chunk_index == 0), {})
             self._names_written[parsed.obj.path] = list(first.get(NAME_FIELD) or ())
             self._access[parsed.obj.path] = parsed.access[0]
@@ -1397,6 +1453,8 @@ def run_sync(
     (``INDEX_LEASE_TABLE``) for its duration: raises :class:`kbsearch.lease.LeaseHeld` when another run has it.
     ``rebuild``: Qdrant Cloud builds a new collection behind the alias (:func:`rebuild_behind_alias`); the
     embedded store is dropped and rebuilt in place."""
+    from functools import partial
+
     from kbsearch.lease import LINKS_TTL_S, index_lease, short_lease
     from kbsearch.providers.embeddings import build_embedder
 
@@ -1429,7 +1487,10 @@ def run_sync(
             else:
                 if rebuild:
                     store.drop()
-                report = Indexer(source, store, embedder, options, progress, links_lock).sync(stop_at, call_deadline)
+                claims = partial(event_sequencers, settings)  # read when the run ends, its notes written
+                report = Indexer(source, store, embedder, options, progress, links_lock, claims).sync(
+                    stop_at, call_deadline
+                )
                 if rebuild and report.incomplete:  # a Ctrl-C, a deadline, a failed write: not "rebuilt"
                     report.rebuilt = (
                         "the local collection was dropped (--rebuild), and its rebuild stopped short: it holds "

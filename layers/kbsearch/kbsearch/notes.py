@@ -22,6 +22,7 @@ from kbsearch.markdown import (
     comment_opened,
     fence_closed,
     fence_opened,
+    hidden_comments,
     may_head,
     underline_level,
 )
@@ -457,12 +458,19 @@ def _sections(body: str, links: LinkSet) -> tuple[list[Section], str | None]:
     above: str | None = None  # the line above, when it alone opened a paragraph (a setext heading's text)
     opens = True  # a paragraph opens at this line (the start, after a blank line, a heading or a code block)
     comment = False  # inside an HTML comment: its lines are kept (links in it as ever), none is a heading
-    for line in body.split("\n"):
+    hidden = False  # inside an Obsidian %%comment%%: nothing of it is kept (no reader sees it)
+    for written in body.split("\n"):
+        line = written
         if fence is not None:
             lines.append(line)
             if fence_closed(line, fence):
                 fence, opens = None, True
             continue
+        if hidden or "%%" in line:
+            shown, hidden = hidden_comments(line, hidden)
+            if line.strip() and not shown.strip():
+                continue  # all of it hidden: not a line of the note's text
+            line = shown
         if comment or comment_opened(line):
             lines.append(_render_links(line, links))
             comment = not (comment and comment_closed(line))
@@ -543,11 +551,18 @@ def outline(body: str) -> list[Heading]:
     above: str | None = None  # as in :func:`_sections`: the line above, when it alone opened a paragraph
     opens = True
     comment = False
-    for number, line in enumerate(lines):
+    hidden = False  # as in :func:`_sections`: an Obsidian %%comment%% holds no heading
+    for number, written in enumerate(lines):
+        line = written
         if fence is not None:
             if fence_closed(line, fence):
                 fence, opens = None, True
             continue
+        if hidden or "%%" in line:
+            shown, hidden = hidden_comments(line, hidden)
+            if line.strip() and not shown.strip():
+                continue
+            line = shown
         if comment or comment_opened(line):
             comment = not (comment and comment_closed(line))
             above, opens = None, not comment

@@ -312,14 +312,25 @@ class CatalogResponse(BaseModel):
     recent: list[RecentNote] = Field(description="by frontmatter 'updated', newest first")
 
 
-#: The most one answer may take as a Lambda's response carries it (its JSON, ASCII-escaped, escaped once more
-#: inside the function's result: a Cyrillic letter is 7 bytes there): a synchronous invoke answers at most 6 MB, and
-#: a note past it was API Gateway's 502 (a 1 MiB Russian note is ~3.5 MB so; MCP's answer holds it twice). What
-#: does not fit is cut and named in ``truncated`` (:func:`kbsearch.browse.fit_note`).
+#: The most one answer may take as a Lambda's response carries it (:func:`wire_bytes`): a synchronous invoke answers
+#: at most 6 MB, and a note past it was API Gateway's 502; MCP's answer holds a note twice. What does not fit is cut
+#: and named in ``truncated`` (:func:`kbsearch.browse.fit_note`). The rest of the 6 MB is the result's envelope.
 ANSWER_BYTES = 5 * 1024 * 1024
+#: A UTF-16 surrogate alone (from a ``\\ud800`` escape: a query string, a note's key): no UTF-8 encodes it.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def json_utf8(value: Any, **options: Any) -> str:
+    """``value`` as the API answers it (``kbsearch.api.responses.json_text`` gives Powertools' encoder): compact
+    JSON in UTF-8, not ASCII-escaped (a Russian letter two bytes, not six). A lone surrogate stays its JSON escape
+    (the same string to a JSON reader): raw, the body could not be encoded."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), **options)
+    return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def wire_bytes(value: Any) -> int:
-    """What ``value`` takes in a Lambda's response: its JSON (ASCII-escaped, as the API and MCP send it) escaped once
-    more as the function result's ``body`` string."""
-    return len(json.dumps(json.dumps(value, ensure_ascii=True, separators=(",", ":"), default=str)))
+    """What ``value`` takes in a Lambda's response, in bytes: its JSON as the API sends it (:func:`json_utf8`),
+    escaped once more as the function result's ``body`` string, which the python3.13 runtime writes in UTF-8 too
+    (awslambdaric's marshaller: ``ensure_ascii=False`` from python3.12). A Russian letter is 2 bytes there (it
+    counted 7, ASCII-escaped twice, after answers became UTF-8), a control character 7 (``\\\\u0001``), a quote 4 (``\\\\\\"``)."""
+    return len(json.dumps(json_utf8(value, default=str), ensure_ascii=False).encode("utf-8"))

@@ -4,26 +4,22 @@ clients read JSON-RPC, every error as a JSON-RPC error object (``{"jsonrpc": "2.
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.shared.json_encoder import Encoder
 
+from kbsearch.schemas import json_utf8
+
 RETRY_AFTER_S = "5"
-#: A UTF-16 surrogate alone (from a ``\\ud800`` escape: a query string, a note's key): no UTF-8 encodes it.
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def json_text(value: Any) -> str:
-    """``value`` as the API answers it (every JSON body: search, notes, MCP over HTTP, errors): compact UTF-8 JSON.
-    ASCII-escaped (Powertools' default), a Russian answer took six bytes a letter (``\\u0440``) where UTF-8 takes
-    two. A lone surrogate stays its JSON escape (the same string to a JSON reader): raw, the body could not be
-    encoded (kbsearch serve's reply failed, a 500)."""
-    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), cls=Encoder)
-    return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    """``value`` as the API answers it (every JSON body: search, notes, MCP over HTTP, errors): compact UTF-8 JSON
+    (:func:`kbsearch.schemas.json_utf8`, with Powertools' encoder). ASCII-escaped (Powertools' default), a Russian
+    answer took six bytes a letter (``\\u0440``) where UTF-8 takes two."""
+    return json_utf8(value, cls=Encoder)
 
 
 def error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response[Any]:

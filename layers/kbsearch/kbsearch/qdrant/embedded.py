@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from kbsearch.config import EDGE_GRAPH_FROM
-from kbsearch.errors import StoreError
+from kbsearch.errors import StoreError, StoreHeld
 from kbsearch.lexical import SparseVector
 from kbsearch.qdrant import space
 from kbsearch.qdrant.query import (
@@ -242,7 +242,8 @@ def open_local_mode(root: Path, collection: str, dimensions: int) -> Store:
         root.mkdir(parents=True, exist_ok=True)
         client = QdrantClient(path=str(root))
     except RuntimeError as exc:  # already open by another process
-        raise StoreError(f"cannot open the embedded store at {root}: {exc}", HELD_ELSEWHERE) from None
+        raise StoreHeld(f"cannot open the embedded store at {root}: another process has it open ({exc})",
+                        HELD_ELSEWHERE) from None  # fmt: skip
     return Store(client, collection, dimensions, embedded=True)
 
 
@@ -318,7 +319,7 @@ class EdgeStore(Store):
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             handle.close()
-            raise StoreError(self._held_elsewhere(), HELD_ELSEWHERE) from None
+            raise StoreHeld(self._held_elsewhere(), HELD_ELSEWHERE) from None
         self._owner = handle
 
     def _held_elsewhere(self) -> str:
@@ -403,7 +404,7 @@ class EdgeStore(Store):
             if not owned:
                 self._disown()
             if "WouldBlock" in str(exc):
-                raise StoreError(self._held_elsewhere(), HELD_ELSEWHERE) from None
+                raise StoreHeld(self._held_elsewhere(), HELD_ELSEWHERE) from None
             if space.read_only(self.path):  # damaged is not what to suggest: --rebuild cannot write there either
                 raise StoreError(f"cannot open the embedded store at {self.path}: it is on a read-only filesystem, "
                                  "and Qdrant Edge opens its files for writing even to search: make its folder "

@@ -1,18 +1,22 @@
 """Qdrant Cloud for the search: the Query API JSON of :mod:`kbsearch.qdrant.query` sent over REST with the shared
 httpx client, under the one outbound policy (:mod:`kbsearch.providers.resilience`). No qdrant_client here: its
-~0.6 s import stays off the Lambda search path."""
+~0.6 s import stays off the Lambda search path. And the Qdrant key as both reach Cloud (the indexer's
+qdrant-client too, :class:`RereadKey`): read per request, read again once after a 401/403."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Generator, Sequence
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import httpx
 
 from kbsearch.errors import ConfigError, StoreError
-from kbsearch.providers.resilience import Outbound, ProviderError, RetryPolicy, send
+from kbsearch.providers.resilience import Outbound, ProviderError, RetryPolicy, header_safe, send
 from kbsearch.qdrant.query import DENSE_SIZE, ScoredChunk, dense_size, index_missing, read_legs, unreachable
+
+if TYPE_CHECKING:
+    from kbsearch.config import Secrets
 
 
 def _at_most(items: list[Any], request: dict[str, Any]) -> list[Any]:
@@ -21,6 +25,44 @@ def _at_most(items: list[Any], request: dict[str, Any]) -> list[Any]:
     square of their number."""
     limit = request.get("limit", 10)
     return items[:limit] if type(limit) is int and limit >= 0 else items
+
+
+def qdrant_key(secrets: Secrets) -> str:
+    """``QDRANT_API_KEY`` as the secrets hold it now; StoreError when no HTTP header can carry it (httpx's
+    UnicodeEncodeError, a traceback, at the first request)."""
+    key = secrets.get("QDRANT_API_KEY") or ""
+    if not header_safe(key):
+        raise StoreError("QDRANT_API_KEY holds characters no HTTP header can carry (non-ASCII or control "
+                         "characters: a pasted quote or zero-width space?)")  # fmt: skip
+    return key
+
+
+class RereadKey(httpx.Auth):
+    """qdrant-client's requests (the indexer's store on Qdrant Cloud) carry the key as the secrets hold it at each
+    request, and a 401/403 has it read from SSM again once (``Secrets.refresh``, what the search's Qdrant calls and
+    every provider do: ``Outbound.refresh``) and the request sent again with it: a key rotated, the old one revoked,
+    mid-run no longer fails the run's writes. An httpx auth flow (qdrant-client gives ``auth`` to its httpx client)."""
+
+    requires_request_body = True  # sent again whole
+    requires_response_body = False
+
+    def __init__(self, secrets: Secrets) -> None:
+        self._secrets = secrets
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        key = qdrant_key(self._secrets)
+        if key:
+            request.headers["api-key"] = key
+        response = yield request
+        if response.status_code in (401, 403):
+            self._secrets.refresh()
+            again = qdrant_key(self._secrets)
+            if again != key:  # the same key refused again tells nothing new: its answer stands
+                if again:
+                    request.headers["api-key"] = again
+                else:
+                    request.headers.pop("api-key", None)
+                yield request
 
 
 class QdrantRest:

@@ -390,17 +390,15 @@ class Store:
         """Qdrant Cloud through qdrant-client (``QDRANT_URL``, the key from ``QDRANT_API_KEY``)."""
         from qdrant_client import QdrantClient
 
-        from kbsearch.providers.resilience import header_safe
+        from kbsearch.qdrant.rest import RereadKey, qdrant_key
 
-        key = secrets.get("QDRANT_API_KEY")
-        if key and not header_safe(key):  # httpx's UnicodeEncodeError (a traceback) at the first request
-            raise StoreError("QDRANT_API_KEY holds characters no HTTP header can carry (non-ASCII or control "
-                             "characters: a pasted quote or zero-width space?)")  # fmt: skip
+        key = qdrant_key(secrets)  # a key no header can carry is refused before anything is sent
         client = QdrantClient(
             url=settings.qdrant_url,
-            api_key=key,
+            https=True if key else None,  # as api_key=key made it: a URL without a scheme is reached over TLS
             timeout=int(max(1, settings.qdrant_timeout_s)),
             check_compatibility=False,
+            auth=RereadKey(secrets),  # given to its httpx client
         )
         return cls(client, settings.qdrant_collection, settings.embedding_dimensions, embedded=False)
 
