@@ -18,6 +18,7 @@ from kbsearch.frontmatter import MAX_FRONTMATTER_CHARS, FrontmatterError, iso_da
 from kbsearch.lexical import TAG_BREAK, bare_tag, visible
 from kbsearch.links import MAX_KEYS
 from kbsearch.markdown import (
+    code_spans,
     comment_closed,
     comment_opened,
     fence_closed,
@@ -70,7 +71,6 @@ _WIDE_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"), 
               (b"\xfe\xff", "UTF-16"))  # fmt: skip
 _HEADING = re.compile(r" {0,3}(#{1,6})[ \t]+(?=[^ \t])")  # up to three spaces before: CommonMark, Obsidian
 _WIKILINK = re.compile(r"(!?)\[\[([^\[\]\n]+?)\]\]")
-_INLINE_CODE = re.compile(r"(`+)(?:(?!\1).)+?\1")
 #: A Markdown link, ``[text](target)`` or ``[text](<target with spaces>)``, maybe with a title (an image's ``![``
 #: is no link to a note); possessive and bracket-free, so a line of brackets is read in linear time.
 _MD_LINK = re.compile(r"(?<!!)\[[^\[\]\n]*+\]\((?:<([^<>\n]++)>|([^\s()<>\[\]]++))(?:[ \t]+\"[^\"\n]*+\")?\)")
@@ -264,10 +264,10 @@ def _render_links(line: str, links: LinkSet) -> str:
 
     parts: list[str] = []
     pos = 0
-    for code in _INLINE_CODE.finditer(line):  # `[[x]]` inside inline code stays as written
-        parts.append(prose(line[pos : code.start()]))
-        parts.append(code.group(0))
-        pos = code.end()
+    for start, end in code_spans(line):  # `[[x]]` inside inline code stays as written
+        parts.append(prose(line[pos:start]))
+        parts.append(line[start:end])
+        pos = end
     parts.append(prose(line[pos:]))
     return "".join(parts)
 
