@@ -125,14 +125,16 @@ def _json_safe(value: Any) -> Any:
 
 
 def normalize_tags(value: Any) -> list[str]:
-    """Tags from a string (comma/space separated), a list, or ``#tag`` forms → unique strings, in order."""
+    """Tags from a string (comma/space separated), a list, or ``#tag`` forms → unique strings, in order. A list or
+    a mapping where a tag is (``tags: [[a, b]]``, ``tags: {ops: 1}``) is none (see :func:`_not_text`)."""
     items: list[Any]
-    if value is None:
+    if value is None or isinstance(value, dict):
         items = []
     elif isinstance(value, str):
         items = TAG_BREAK.split(value)
     elif isinstance(value, list | tuple | set):
-        items = [p for v in value if v is not None for p in (TAG_BREAK.split(v) if isinstance(v, str) else [v])]
+        items = [p for v in value if v is not None and not isinstance(v, list | tuple | set | dict)
+                 for p in (TAG_BREAK.split(v) if isinstance(v, str) else [v])]  # fmt: skip
     else:
         items = [value]
     out: dict[str, None] = {}  # an ordered set: a list's ``in`` made 12,700 tags (64 KiB) a quadratic 0.6 s
@@ -153,8 +155,32 @@ def _bounded_tags(value: Any, warnings: list[str]) -> list[str]:
     return tags[:MAX_TAGS]
 
 
+#: The fields read as one text each: a list or a mapping there is no text (see :func:`_not_text`).
+ONE_TEXT_FIELDS = ("id", "title", "type", "status", "summary", "description")
+
+
+def _not_text(meta: dict[str, Any]) -> list[str]:
+    """Warnings for the fields read as one text (and ``tags``, each a text) that hold a list or a mapping instead
+    (``title: [Restore, Rollback]``, ``id:`` over a ``- KB-1`` line, ``type: {a: 1}``, ``tags: [[a, b]]``, as
+    Obsidian's property editor writes a property made a list): they are not used. Read as text, each was its Python
+    spelling (``['Restore', 'Rollback']``: the title of every hit and heading path, an id, a type or a tag no
+    filter can name, ``{'a': '1'}``)."""
+    warnings = [f"frontmatter field {key!r} not used: {_kind(meta[key])} where one text is read "
+                f"(write {key}: <text>)" for key in ONE_TEXT_FIELDS if isinstance(meta.get(key), list | dict)]  # fmt: skip
+    tags = meta.get("tags")
+    if isinstance(tags, dict) or (isinstance(tags, list) and any(isinstance(t, list | dict) for t in tags)):
+        inner = tags if isinstance(tags, dict) else next(t for t in tags if isinstance(t, list | dict))
+        warnings.append(f"frontmatter field 'tags': {_kind(inner)} is no tag, left out (write tags: [a, b])")
+    return warnings
+
+
+def _kind(value: Any) -> str:
+    return "a list" if isinstance(value, list) else "a mapping"
+
+
 def _text_or_none(value: Any) -> str | None:
-    if value is None:
+    """One text field's value as text; None when unset or when it is a list or a mapping (no one text)."""
+    if value is None or isinstance(value, list | dict):
         return None
     text = str(_json_safe(value)).strip()
     return text or None
@@ -493,6 +519,7 @@ def _sections(body: str, links: LinkSet) -> tuple[list[Section], str | None]:
 def parse_note(path: str, raw: bytes, max_bytes: int = MAX_NOTE_BYTES) -> Note:
     text = decode_note(raw, max_bytes)
     meta, body, warnings = read_frontmatter(text)
+    warnings += _not_text(meta)
     links = LinkSet(path.rsplit("/", 1)[0] if "/" in path else "")
     sections, first_h1 = _sections(body, links)
     stem = path.rsplit("/", 1)[-1]

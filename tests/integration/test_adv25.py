@@ -1,0 +1,94 @@
+"""Round 25, the adversarial pass (adv25): notes that stalled a sync's parser, frontmatter values of a type the
+field cannot hold, and what else the round found. Through the indexer service on a folder, the search handler's
+API Gateway events on the embedded store, and ``kbsearch`` spawned as a process. Each test fails on the tree before
+its fix (main at ``ede5e03``)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from kbsearch.config import Settings
+from kbsearch.notes import parse_note
+from kbsearch_tools.local.apigw import HttpRequest, build_event
+from tests.integration.test_adv24b import get_note, search
+from tests.integration.test_notes_graph import sync, write_kb
+
+
+def _served(tmp_path: Path, load_search_app: Any, notes: dict[str, str]) -> tuple[Any, Any]:
+    """``notes`` written to a folder, indexed (BM25 only), and the search handler serving them; (app, report)."""
+    folder = write_kb(tmp_path / "kb", notes)
+    store = tmp_path / "q"
+    settings = Settings(qdrant_path=str(store), qdrant_url="", embedding_api_key=None, embedding_api_key_param="")
+    report = sync(settings, folder)
+    return load_search_app(QDRANT_PATH=str(store), KB_SOURCE=str(folder)), report
+
+
+# -- a line of backtick runs --------------------------------------------------------------------------------------
+
+
+def _runs(n: int) -> str:
+    """``n`` backticks and a letter, then n-1 and a letter, ... down to one: no run is followed by one of its
+    length, so no run opens a code span; then a wiki-link, which is prose."""
+    return "".join("`" * k + "a" for k in range(n, 0, -1)) + " [[Target]]"
+
+
+def _parse_cpu(body: str) -> float:
+    """The best of three runs' CPU time of parsing a note of ``body``."""
+    best = float("inf")
+    for _ in range(3):
+        started = time.thread_time()
+        parse_note("runs.md", ("# Runs\n" + body + "\n").encode())
+        best = min(best, time.thread_time() - started)
+    return best
+
+
+def test_a_line_of_backtick_runs_of_every_length_is_parsed_in_linear_time() -> None:
+    """Inline code was found by a regex pairing a run with the next run it begins: a line of runs of every length
+    (``k`` backticks then a letter, k = n..1) made it try each run against every later one, and each length of each:
+    80 KB took 1 s, a 500 KB note 33 s of one core, and a sync waited on its parser for as long (a note must never
+    stall a sync). Judged by how the work grows, not by a clock: a line 16 times as long (n x 4) must cost less than
+    64 times the CPU (linear: ~16x; the regex: ~200x). And the link after the runs is a link of the graph."""
+    small, large = _parse_cpu(_runs(150)), _parse_cpu(_runs(600))
+    assert large < 64 * max(small, 1e-4), (small, large)
+    assert parse_note("runs.md", _runs(600).encode()).links == ["Target"]
+
+
+def test_a_code_span_is_closed_only_by_a_run_of_its_length() -> None:
+    """CommonMark's code spans: a run of backticks up to the next run of exactly as many; a wiki-link inside one
+    is code, one outside is a link. (The regex closed a run at the start of any longer run, and made a span of a
+    run's tail: the same links here, kept so by this test.)"""
+    note = parse_note("spans.md", b"# S\n``a ` [[In]] `` [[Out]] `x` [[Out2]] ``` never closed [[Out3]]\n")
+    assert note.links == ["Out", "Out2", "Out3"]
+
+
+# -- a one-text field holding a list or a mapping -----------------------------------------------------------------
+
+
+def test_a_text_field_holding_a_list_or_a_mapping_is_not_used_and_said(tmp_path: Path, load_search_app: Any) -> None:
+    """``title: [Restore, Rollback]``, ``id:`` over a ``- KB-7`` line, ``type: [runbook, guide]``, ``status: {a:
+    1}``, ``summary`` a list, ``tags: [[ops, db], backup]`` (Obsidian's property editor writes a property made a list
+    so): each was read as its Python spelling, ``['Restore', 'Rollback']`` the title of every hit and the head of
+    every chunk's heading path, ``['KB-7']`` the hit's ``doc_id``, ``['runbook', 'guide']`` a type and ``['ops',
+    'db']`` a tag no filter can name, and nothing was said. Now none of them is used (the title is the note's H1,
+    the id its path) and the sync's report says each, once."""
+    note = ("---\ntitle: [Restore, Rollback]\nid:\n  - KB-7\ntype: [runbook, guide]\nstatus: {a: 1}\n"
+            "summary: [one, two]\ntags: [[ops, db], backup]\n---\n# Restore the database\n\nSteps to restore "
+            "the quokka database from a snapshot.\n")  # fmt: skip
+    app, report = _served(tmp_path, load_search_app, {"ops/restore.md": note})
+    said = [w["reason"] for w in report.warnings if w["path"] == "ops/restore.md"]
+    for field in ("title", "id", "type", "status", "summary"):
+        assert sum(f"field '{field}' not used" in reason for reason in said) == 1, said
+    assert any("'tags': a list is no tag" in reason for reason in said), said
+    [hit] = search(app, "quokka database snapshot")
+    assert hit["title"] == "Restore the database", hit
+    assert hit["doc_id"] == "ops/restore.md", hit
+    assert hit["tags"] == ["backup"] and hit.get("type") is None and hit.get("status") is None, hit
+    assert "[" not in json.dumps(hit.get("heading", "")), hit
+    body = get_note(app, "ops/restore.md")
+    assert body["title"] == "Restore the database", body
+    event = build_event(HttpRequest("GET", "/notes", "", [], b""), "/notes", {}, "dev")
+    listed = json.loads(app(event)["body"])
+    assert "['runbook', 'guide']" not in json.dumps(listed, ensure_ascii=False), listed
