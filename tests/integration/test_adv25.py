@@ -92,3 +92,25 @@ def test_a_text_field_holding_a_list_or_a_mapping_is_not_used_and_said(tmp_path:
     event = build_event(HttpRequest("GET", "/notes", "", [], b""), "/notes", {}, "dev")
     listed = json.loads(app(event)["body"])
     assert "['runbook', 'guide']" not in json.dumps(listed, ensure_ascii=False), listed
+
+
+# -- an id that is another note's path ----------------------------------------------------------------------------
+
+
+def test_an_id_that_is_another_notes_path_is_said_of_the_note_declaring_it(
+    tmp_path: Path, load_search_app: Any
+) -> None:
+    """``id: ops/b.md`` in ``a.md``, beside ``ops/b.md`` declaring no id: a note's ``doc_id`` is its id, else its
+    path, so both hits carry ``ops/b.md``. The report told *both* notes ``frontmatter id 'ops/b.md' is also the id
+    of ...``, ``ops/b.md`` (which declares nothing) among them, on every run. Now the note declaring it is told, once
+    a run, what it shares; the other is told nothing. A note whose id is its own path shares nothing."""
+    notes = {"a.md": "---\nid: ops/b.md\n---\n# Alpha\n\nzebra crossing\n", "ops/b.md": "# Beta\n\nzebra stripes\n",
+             "c.md": "---\nid: c.md\n---\n# Gamma\n\nzebra\n"}  # fmt: skip
+    app, report = _served(tmp_path, load_search_app, notes)
+    expected = [{"path": "a.md", "reason": "frontmatter id 'ops/b.md' is the path of the note ops/b.md: both notes' "
+                 "hits carry the doc_id 'ops/b.md'"}]  # fmt: skip
+    assert report.warnings == expected
+    settings = Settings(qdrant_path=str(tmp_path / "q"), qdrant_url="", embedding_api_key=None,
+                        embedding_api_key_param="")  # fmt: skip
+    assert sync(settings, tmp_path / "kb").warnings == expected  # unchanged notes too
+    assert sorted(hit["doc_id"] for hit in search(app, "zebra")) == ["c.md", "ops/b.md", "ops/b.md"]
