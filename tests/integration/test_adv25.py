@@ -14,6 +14,7 @@ from kbsearch.config import Settings
 from kbsearch.notes import parse_note
 from kbsearch_tools.local.apigw import HttpRequest, build_event
 from tests.integration.test_adv24b import get_note, search
+from tests.integration.test_hostile_notes import mcp_event
 from tests.integration.test_notes_graph import sync, write_kb
 
 
@@ -114,3 +115,38 @@ def test_an_id_that_is_another_notes_path_is_said_of_the_note_declaring_it(
                         embedding_api_key_param="")  # fmt: skip
     assert sync(settings, tmp_path / "kb").warnings == expected  # unchanged notes too
     assert sorted(hit["doc_id"] for hit in search(app, "zebra")) == ["c.md", "ops/b.md", "ops/b.md"]
+
+
+# -- a note named by what is no path ------------------------------------------------------------------------------
+
+
+def _bad_path(app: Any, name: str) -> tuple[str, str]:
+    """``GET /notes/{name}``'s 400 message and ``kb_get_note``'s error text, for ``name``."""
+    event = build_event(HttpRequest("GET", "/notes/" + name, "", [], b""), "/notes/{path+}", {"path": name}, "dev")
+    answer = app(event)
+    assert answer["statusCode"] == 400, answer
+    tool = json.loads(app(mcp_event("kb_get_note", {"path": name}))["body"])["result"]
+    assert tool["isError"] is True, tool
+    return json.loads(answer["body"])["message"], tool["content"][0]["text"]
+
+
+def test_a_note_asked_for_by_what_is_no_path_names_the_note_meant_or_none(tmp_path: Path, load_search_app: Any) -> None:
+    """``GET /notes/KB-013`` (the ``doc_id`` a hit carries) and ``kb_get_note`` of it answered "did you mean
+    'KB-013.md'?", a note that is not there; a note's title (``Qdrant Cloud``, as a hit shows it) was answered with
+    the title + ``.md`` at the root, not the note's path. A name that is no path is now read as ``[[name]]`` reads
+    (its path without ``.md``, a tail of it, its title or an alias) among the notes the caller may read: the path of
+    the note meant, or none; a restricted note's title is answered to a public caller as a name no note has."""
+    notes = {
+        "en/providers/Qdrant Cloud.md": "---\nid: KB-013\naliases: [Managed Qdrant]\n---\n# Qdrant Cloud\n\nquokka\n",
+        "hr/salaries.md": "---\naccess: [hr]\ntitle: Salary bands\n---\nzebrafinch\n",
+    }
+    app, report = _served(tmp_path, load_search_app, notes)
+    assert report.skipped == [], report.skipped
+    meant = "not a note path: note paths end in .md: did you mean 'en/providers/Qdrant Cloud.md'? (use kb_search to find one)"
+    for name in ("Qdrant Cloud", "providers/Qdrant Cloud", "Managed Qdrant", "qdrant cloud"):
+        assert _bad_path(app, name) == (meant, meant), name
+    for name in ("KB-013", "Salary bands", "Nothing here"):
+        none = (
+            f"not a note path: note paths end in .md, and no note is named {name!r} (an id? use kb_search to find it)"
+        )
+        assert _bad_path(app, name) == (none, none), name
