@@ -6,6 +6,7 @@ its fix (main at ``ede5e03``)."""
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 from kbsearch.config import Settings
 from kbsearch.notes import parse_note
 from kbsearch_tools.local.apigw import HttpRequest, build_event
+from tests.conftest import KBSEARCH_CMD, PROCESS_TIMEOUT_S, subprocess_env
 from tests.integration.test_adv24b import get_note, search
 from tests.integration.test_hostile_notes import mcp_event
 from tests.integration.test_notes_graph import sync, write_kb
@@ -150,3 +152,22 @@ def test_a_note_asked_for_by_what_is_no_path_names_the_note_meant_or_none(tmp_pa
             f"not a note path: note paths end in .md, and no note is named {name!r} (an id? use kb_search to find it)"
         )
         assert _bad_path(app, name) == (none, none), name
+
+
+# -- a .env saved with a byte-order mark --------------------------------------------------------------------------
+
+
+def test_a_dotenv_saved_with_a_byte_order_mark_is_read_whole(tmp_path: Path) -> None:
+    """A ``.env`` saved as "UTF-8 with BOM" (Notepad, some Windows editors): its first setting's name began with
+    U+FEFF, so ``KB_SOURCE=kb`` on its first line was ignored and ``kbsearch index`` said ``no KB source: ... set
+    KB_SOURCE (\ufeffKB_SOURCE is set: a typo for KB_SOURCE?)``, the mark invisible: "KB_SOURCE is set: a typo for
+    KB_SOURCE?". The mark is no part of the name: the folder is indexed into the store the second line names."""
+    (tmp_path / "kb").mkdir()
+    (tmp_path / "kb" / "note.md").write_text("# Note\n\nquokka\n", encoding="utf-8")
+    (tmp_path / ".env").write_bytes(b"\xef\xbb\xbfKB_SOURCE=kb\r\nQDRANT_PATH=store\r\n")
+    proc = subprocess.run([*KBSEARCH_CMD, "index", "--json"], cwd=tmp_path, capture_output=True, text=True,
+                          env=subprocess_env(EMBEDDING_API_KEY="", EMBEDDING_API_KEY_PARAM=""),
+                          timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["added"] == 1, proc.stdout
+    assert "typo" not in proc.stderr and (tmp_path / "store").is_dir(), proc.stderr
