@@ -171,3 +171,29 @@ def test_a_dotenv_saved_with_a_byte_order_mark_is_read_whole(tmp_path: Path) -> 
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["added"] == 1, proc.stdout
     assert "typo" not in proc.stderr and (tmp_path / "store").is_dir(), proc.stderr
+
+
+# -- a note in a legacy 8-bit encoding ----------------------------------------------------------------------------
+
+
+def test_a_note_in_an_8_bit_encoding_is_skipped_saying_where_and_what_to_do(tmp_path: Path) -> None:
+    """A Russian note saved in Windows-1251 or KOI8-R (a KB's older files, a Windows tool's default), an English one
+    in Latin-1: skipped with ``not UTF-8 (invalid byte at offset 2)`` and no more, while a note in UTF-16 is told to
+    be saved as UTF-8. Now the line an editor shows and what to do; the rest of the KB indexed."""
+    kb = write_kb(tmp_path / "kb", {"ok.md": "# Ok\n\nquokka\n"})
+    text = "# Ключи\n\nРотация ключей, café\n"
+    for encoding in ("cp1251", "koi8-r", "latin-1"):
+        (kb / f"{encoding}.md").write_bytes(text.encode(encoding, errors="replace"))
+    settings = Settings(qdrant_path=str(tmp_path / "q"), qdrant_url="", embedding_api_key=None,
+                        embedding_api_key_param="")  # fmt: skip
+    report = sync(settings, kb)
+    assert report.added == 1, report
+    reasons = {s["path"]: s["reason"] for s in report.skipped}
+    assert reasons == {
+        "cp1251.md": "not UTF-8 (invalid byte at offset 2, line 1): save the note as UTF-8 (Windows-1251, KOI8-R "
+        "or Latin-1 are not read)",
+        "koi8-r.md": "not UTF-8 (invalid byte at offset 2, line 1): save the note as UTF-8 (Windows-1251, KOI8-R "
+        "or Latin-1 are not read)",
+        "latin-1.md": "not UTF-8 (invalid byte at offset 28, line 3): save the note as UTF-8 (Windows-1251, KOI8-R "
+        "or Latin-1 are not read)",
+    }, reasons

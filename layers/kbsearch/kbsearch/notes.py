@@ -335,7 +335,13 @@ def decode_note(raw: bytes, max_bytes: int = MAX_NOTE_BYTES) -> str:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise NoteError(f"not UTF-8 (invalid byte at offset {exc.start})") from None
+        # the line an editor shows, and what to do: a note in Windows-1251 or KOI8-R (a Russian KB's older files) was
+        # "not UTF-8 (invalid byte at offset 2)", and no more
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise NoteError(
+            f"not UTF-8 (invalid byte at offset {exc.start}, line {line}): save the note as UTF-8 "
+            "(Windows-1251, KOI8-R or Latin-1 are not read)"
+        ) from None
     text = text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
     if not text.strip():
         raise NoteError("empty note")
