@@ -197,3 +197,40 @@ def test_a_note_in_an_8_bit_encoding_is_skipped_saying_where_and_what_to_do(tmp_
         "latin-1.md": "not UTF-8 (invalid byte at offset 28, line 3): save the note as UTF-8 (Windows-1251, KOI8-R "
         "or Latin-1 are not read)",
     }, reasons
+
+
+# -- kbsearch mcp without KB_SOURCE ------------------------------------------------------------------------------
+
+
+def _mcp_read(cwd: Path, path: str, *options: str) -> tuple[dict[str, Any], str]:
+    """``kbsearch mcp`` (no KB_SOURCE) over stdio in ``cwd``: ``kb_get_note`` of ``path``'s result, and stderr."""
+    lines = [{"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-11-25",
+              "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}},
+             {"jsonrpc": "2.0", "method": "notifications/initialized"},
+             {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "kb_get_note",
+              "arguments": {"path": path}}}]  # fmt: skip
+    shown = subprocess.run([*KBSEARCH_CMD, "mcp", *options], input="".join(json.dumps(m) + "\n" for m in lines),
+                           capture_output=True, text=True, cwd=cwd, env=subprocess_env(), timeout=PROCESS_TIMEOUT_S,
+                           check=False)  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    return json.loads(shown.stdout.splitlines()[-1])["result"], shown.stderr
+
+
+def test_kbsearch_mcp_without_kb_source_reads_notes_from_the_folder_the_index_was_built_from(tmp_path: Path) -> None:
+    """``kbsearch index kb`` then ``kbsearch mcp`` (an assistant's config naming no ``--kb``): every ``kb_get_note``
+    answered "the knowledge base cannot be read right now; try again shortly", which no retry changes, while
+    ``kbsearch serve`` reads notes from the folder the index records it was built from. ``kbsearch mcp`` does the
+    same; with no index (or one that records no folder) the answer names what to pass."""
+    write_kb(tmp_path / "kb", {"ops/restore.md": "# Restore\n\nquokka steps\n"})
+    indexed = subprocess.run([*KBSEARCH_CMD, "index", "kb"], cwd=tmp_path, capture_output=True, text=True,
+                             env=subprocess_env(EMBEDDING_API_KEY="", EMBEDDING_API_KEY_PARAM=""),
+                             timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
+    assert indexed.returncode == 0, indexed.stderr
+    result, stderr = _mcp_read(tmp_path, "ops/restore.md")
+    assert result["isError"] is False and result["structuredContent"]["title"] == "Restore", (result, stderr)
+    assert "cannot read notes" not in stderr, stderr
+    (tmp_path / "empty").mkdir()
+    result, stderr = _mcp_read(tmp_path / "empty", "ops/restore.md")
+    assert result["isError"] is True and result["content"][0]["text"] == (
+        "notes cannot be read: no KB folder is known: start kbsearch mcp with --kb FOLDER or set KB_SOURCE"
+    ), result
