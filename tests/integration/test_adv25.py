@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from kbsearch.config import Settings
 from kbsearch.notes import parse_note
 from kbsearch_tools.local.apigw import HttpRequest, build_event
@@ -132,25 +134,31 @@ def _bad_path(app: Any, name: str) -> tuple[str, str]:
     return json.loads(answer["body"])["message"], tool["content"][0]["text"]
 
 
-def test_a_note_asked_for_by_what_is_no_path_names_the_note_meant_or_none(tmp_path: Path, load_search_app: Any) -> None:
+@pytest.mark.parametrize("engine", ["edge", "local"])
+def test_a_note_asked_for_by_what_is_no_path_names_the_note_meant_or_none(
+    tmp_path: Path, load_search_app: Any, engine: str
+) -> None:
     """``GET /notes/KB-013`` (the ``doc_id`` a hit carries) and ``kb_get_note`` of it answered "did you mean
     'KB-013.md'?", a note that is not there; a note's title (``Qdrant Cloud``, as a hit shows it) was answered with
     the title + ``.md`` at the root, not the note's path. A name that is no path is now read as ``[[name]]`` reads
-    (its path without ``.md``, a tail of it, its title or an alias) among the notes the caller may read: the path of
-    the note meant, or none; a restricted note's title is answered to a public caller as a name no note has."""
+    (its path without ``.md``, a tail of it, its title or an alias), else as a frontmatter id, among the notes the
+    caller may read: the path of the note meant, or none; a restricted note's title or id is answered to a public
+    caller as a name no note has. On Qdrant Edge and on qdrant-client's local mode."""
     notes = {
         "en/providers/Qdrant Cloud.md": "---\nid: KB-013\naliases: [Managed Qdrant]\n---\n# Qdrant Cloud\n\nquokka\n",
-        "hr/salaries.md": "---\naccess: [hr]\ntitle: Salary bands\n---\nzebrafinch\n",
+        "hr/salaries.md": "---\nid: HR-1\naccess: [hr]\ntitle: Salary bands\n---\nzebrafinch\n",
     }
-    app, report = _served(tmp_path, load_search_app, notes)
-    assert report.skipped == [], report.skipped
+    folder = write_kb(tmp_path / "kb", notes)
+    store = tmp_path / "q"
+    settings = Settings(qdrant_path=str(store), qdrant_url="", embedding_api_key=None, embedding_api_key_param="",
+                        qdrant_embedded=engine)  # fmt: skip
+    assert sync(settings, folder).skipped == []
+    app = load_search_app(QDRANT_PATH=str(store), KB_SOURCE=str(folder), QDRANT_EMBEDDED=engine)
     meant = "not a note path: note paths end in .md: did you mean 'en/providers/Qdrant Cloud.md'? (use kb_search to find one)"
-    for name in ("Qdrant Cloud", "providers/Qdrant Cloud", "Managed Qdrant", "qdrant cloud"):
+    for name in ("Qdrant Cloud", "providers/Qdrant Cloud", "Managed Qdrant", "qdrant cloud", "KB-013"):
         assert _bad_path(app, name) == (meant, meant), name
-    for name in ("KB-013", "Salary bands", "Nothing here"):
-        none = (
-            f"not a note path: note paths end in .md, and no note is named {name!r} (an id? use kb_search to find it)"
-        )
+    for name in ("Salary bands", "HR-1", "Nothing here", "kb-013"):
+        none = f"not a note path: note paths end in .md, and no note is named {name!r} nor has it as its id (use kb_search to find one)"
         assert _bad_path(app, name) == (none, none), name
 
 

@@ -200,14 +200,14 @@ class BrowseService:
 
         problem = path_problem(path) or (None if path.lower().endswith(".md") else "note paths end in .md")
         if problem == "note paths end in .md" and not re.search(r"\.[A-Za-z0-9]{1,5}$", path):
-            # a note named as a link names it (its path without .md, its file name, title or an alias; not an
-            # attachment: image.png): the path meant, when a note the scope may read is so named
+            # a note named as a link names it (its path without .md, its file name, title or an alias) or by its
+            # id (not an attachment: image.png): the path meant, when a note the scope may read is so named
             meant = self._named(path, scope, deadline)
             if meant is not None:
                 raise NoteProblem("bad_path", f"not a note path: {problem}: did you mean {meant!r}? (use kb_search "
                                               "to find one)")  # fmt: skip
-            raise NoteProblem("bad_path", f"not a note path: {problem}, and no note is named {path!r} (an id? use "
-                                          "kb_search to find it)")  # fmt: skip
+            raise NoteProblem("bad_path", f"not a note path: {problem}, and no note is named {path!r} nor has it as "
+                                          "its id (use kb_search to find one)")  # fmt: skip
         if problem:
             raise NoteProblem("bad_path", f"not a note path: {problem} (use kb_search to find one)")
         try:
@@ -230,26 +230,32 @@ class BrowseService:
 
     def _named(self, name: str, scope: Scope, deadline: Deadline | None) -> str | None:
         """The path of the note ``name`` means as ``[[name]]`` would (its path without ``.md``, a tail of it, its
-        title or an alias), among the notes ``scope`` may read: one query of the graph's keys. None when no note
-        is so named or the index cannot say (a name is no path: ``name + '.md'`` was suggested, a note that is not
-        there for a title or a frontmatter id, ``KB-013.md``)."""
+        title or an alias), else of the note whose frontmatter ``id`` it is (a hit's ``doc_id``: ``KB-013``), among
+        the notes ``scope`` may read: one query of the graph's keys and the first chunks' ``doc_id``. None when no
+        note is so named or the index cannot say (a name is no path: ``name + '.md'`` was suggested, a note that
+        is not there for a title or an id, ``KB-013.md``)."""
         key = link_key(name)
-        if key is None:
-            return None
+        should: list[dict[str, Any]] = [{"key": field, "match": {"any": [key]}} for field in ("path_keys", "name_keys")
+                                        if key is not None]  # fmt: skip
+        should.append({"key": "doc_id", "match": {"value": name.strip()}})
         request = {
-            "filter": {**_scoped([_FIRST_CHUNK], scope),
-                       "should": [{"key": field, "match": {"any": [key]}} for field in ("path_keys", "name_keys")]},
+            "filter": {**_scoped([_FIRST_CHUNK], scope), "should": should},
             "limit": GRAPH_LIMIT,
-            "with_payload": {"include": _GRAPH_FIELDS},
+            "with_payload": {"include": [*_GRAPH_FIELDS, "doc_id"]},
             "with_vector": False,
-        }  # fmt: skip
+        }
         try:
             points = self.search.read_index(lambda r, timeout_s: r.query(request, timeout_s),
                                             None if deadline is None else deadline.remaining())  # fmt: skip
         except IndexUnavailable:
             return None
-        found = resolve(key, "", (n for n in map(_linkable, points) if n is not None))
-        return found.path if found else None
+        found = None if key is None else resolve(key, "", (n for n in map(_linkable, points) if n is not None))
+        if found is not None:
+            return found.path
+        ids = sorted(
+            p["payload"]["path"] for p in points if _linkable(p) and p["payload"].get("doc_id") == name.strip()
+        )
+        return ids[0] if ids else None
 
     def indexed(self, path: str, groups: Sequence[str]) -> bool:
         """Whether the index holds the note at ``path`` for a caller holding ``groups``: one lookup of its first
