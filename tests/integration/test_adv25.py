@@ -80,13 +80,14 @@ def test_a_text_field_holding_a_list_or_a_mapping_is_not_used_and_said(tmp_path:
     'db']`` a tag no filter can name, and nothing was said. Now none of them is used (the title is the note's H1,
     the id its path) and the sync's report says each, once."""
     note = ("---\ntitle: [Restore, Rollback]\nid:\n  - KB-7\ntype: [runbook, guide]\nstatus: {a: 1}\n"
-            "summary: [one, two]\ntags: [[ops, db], backup]\n---\n# Restore the database\n\nSteps to restore "
+            "summary: [one, two]\ntags: [[ops, db], backup]\naliases: {a: 1}\n---\n# Restore the database\n\nSteps to restore "
             "the quokka database from a snapshot.\n")  # fmt: skip
     app, report = _served(tmp_path, load_search_app, {"ops/restore.md": note})
     said = [w["reason"] for w in report.warnings if w["path"] == "ops/restore.md"]
     for field in ("title", "id", "type", "status", "summary"):
         assert sum(f"field '{field}' not used" in reason for reason in said) == 1, said
     assert any("'tags': a list is no tag" in reason for reason in said), said
+    assert any("'aliases': a mapping is no alias" in reason for reason in said), said
     [hit] = search(app, "quokka database snapshot")
     assert hit["title"] == "Restore the database", hit
     assert hit["doc_id"] == "ops/restore.md", hit

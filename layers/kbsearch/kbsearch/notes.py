@@ -160,17 +160,18 @@ ONE_TEXT_FIELDS = ("id", "title", "type", "status", "summary", "description")
 
 
 def _not_text(meta: dict[str, Any]) -> list[str]:
-    """Warnings for the fields read as one text (and ``tags``, each a text) that hold a list or a mapping instead
-    (``title: [Restore, Rollback]``, ``id:`` over a ``- KB-1`` line, ``type: {a: 1}``, ``tags: [[a, b]]``, as
-    Obsidian's property editor writes a property made a list): they are not used. Read as text, each was its Python
-    spelling (``['Restore', 'Rollback']``: the title of every hit and heading path, an id, a type or a tag no
+    """Warnings for the fields read as one text (and the items of ``tags`` and ``aliases``, each a text) that hold
+    a list or a mapping instead (``title: [Restore, Rollback]``, ``id:`` over a ``- KB-1`` line, ``type: {a: 1}``,
+    ``tags: [[a, b]]``, as Obsidian's property editor writes a property made a list): they are not used (an alias
+    that is no text never was: now it is said). Read as text, each was its Python spelling (``['Restore', 'Rollback']``: the title of every hit and heading path, an id, a type or a tag no
     filter can name, ``{'a': '1'}``)."""
     warnings = [f"frontmatter field {key!r} not used: {_kind(meta[key])} where one text is read "
                 f"(write {key}: <text>)" for key in ONE_TEXT_FIELDS if isinstance(meta.get(key), list | dict)]  # fmt: skip
-    tags = meta.get("tags")
-    if isinstance(tags, dict) or (isinstance(tags, list) and any(isinstance(t, list | dict) for t in tags)):
-        inner = tags if isinstance(tags, dict) else next(t for t in tags if isinstance(t, list | dict))
-        warnings.append(f"frontmatter field 'tags': {_kind(inner)} is no tag, left out (write tags: [a, b])")
+    for key, one in (("tags", "tag"), ("aliases", "alias")):  # lists of texts: a list or mapping in one is none
+        value = meta.get(key)
+        if isinstance(value, dict) or (isinstance(value, list) and any(isinstance(v, list | dict) for v in value)):
+            inner = value if isinstance(value, dict) else next(v for v in value if isinstance(v, list | dict))
+            warnings.append(f"frontmatter field {key!r}: {_kind(inner)} is no {one}, left out (write {key}: [a, b])")
     return warnings
 
 
