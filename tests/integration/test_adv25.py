@@ -69,6 +69,31 @@ def test_a_code_span_is_closed_only_by_a_run_of_its_length() -> None:
     assert note.links == ["Out", "Out2", "Out3"]
 
 
+# -- a Markdown link to a note named with parentheses ---------------------------------------------------------------
+
+
+def test_a_markdown_link_to_a_note_named_with_parentheses_is_a_link(tmp_path: Path, load_search_app: Any) -> None:
+    """``[Meeting](Meeting%20(2024).md)``: Obsidian writes a link to a note named with parentheses so (its spaces
+    encoded, its parentheses not), and CommonMark reads one level of balanced parentheses as part of the target; a
+    title may be in ``'`` or in parentheses too. Each was no link: the note's outgoing links empty, the target's
+    backlinks none. A path out of the KB and a URL stay no links; the other parsing is linear (the shapes above)."""
+    notes = {
+        "Meeting (2024).md": "# Meeting\n\nminutes\n",
+        "ops/Plan (v2).md": "# Plan\n\n## Steps\n\nsteps\n",
+        "Alpha.md": "# Alpha\n\nalpha\n",
+        "Beta.md": "# Beta\n\nbeta\n",
+        "notes/Links.md": "# Links\n\nSee [the meeting](../Meeting%20(2024).md), [the plan](../ops/Plan%20(v2).md#Steps),"
+        " [alpha](../Alpha.md 'Alpha'), [beta](../Beta.md (Beta)).\n\nNot notes: [wiki](https://e.org/a_(b)), "
+        "[out](../../Out%20(1).md).\n",
+    }
+    app, report = _served(tmp_path, load_search_app, notes)
+    assert report.skipped == [], report.skipped
+    links = get_note(app, "notes/Links.md")["links"]["outgoing"]
+    assert [link["path"] for link in links] == ["Meeting (2024).md", "ops/Plan (v2).md", "Alpha.md", "Beta.md"], links
+    for path in ("Meeting (2024).md", "ops/Plan (v2).md", "Alpha.md", "Beta.md"):
+        assert [b["path"] for b in get_note(app, path)["links"]["backlinks"]] == ["notes/Links.md"], path
+
+
 # -- a one-text field holding a list or a mapping -----------------------------------------------------------------
 
 

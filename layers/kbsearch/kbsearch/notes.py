@@ -71,9 +71,14 @@ _WIDE_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"), 
               (b"\xfe\xff", "UTF-16"))  # fmt: skip
 _HEADING = re.compile(r" {0,3}(#{1,6})[ \t]+(?=[^ \t])")  # up to three spaces before: CommonMark, Obsidian
 _WIKILINK = re.compile(r"(!?)\[\[([^\[\]\n]+?)\]\]")
-#: A Markdown link, ``[text](target)`` or ``[text](<target with spaces>)``, maybe with a title (an image's ``![``
-#: is no link to a note); possessive and bracket-free, so a line of brackets is read in linear time.
-_MD_LINK = re.compile(r"(?<!!)\[[^\[\]\n]*+\]\((?:<([^<>\n]++)>|([^\s()<>\[\]]++))(?:[ \t]+\"[^\"\n]*+\")?\)")
+#: A Markdown link, ``[text](target)`` or ``[text](<target with spaces>)``, maybe with a title in ``"``, ``'`` or
+#: parentheses (an image's ``![`` is no link to a note). A target may hold balanced parentheses, one level
+#: (``Meeting%20(2024).md``: Obsidian writes a note named with them so, and CommonMark reads it as one target; it
+#: was no link). Possessive and bracket-free, so a line of brackets or parentheses is read in linear time.
+_MD_LINK = re.compile(
+    r"(?<!!)\[[^\[\]\n]*+\]\((?:<([^<>\n]++)>|((?:[^\s()<>\[\]]|\([^\s()<>\[\]]*+\))++))"
+    r"(?:[ \t]+(?:\"[^\"\n]*+\"|'[^'\n]*+'|\([^()\n]*+\)))?\)"
+)
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
 _OTHER_FILE = re.compile(r"\.[A-Za-z0-9]{1,8}$")
 
