@@ -188,6 +188,15 @@ def test_a_note_asked_for_by_what_is_no_path_names_the_note_meant_or_none(
         assert _bad_path(app, name) == (none, none), name
 
 
+def test_a_name_asked_for_while_the_index_cannot_say_claims_nothing(tmp_path: Path, load_search_app: Any) -> None:
+    """With no index to ask (not built yet), a name that is no path is answered without a claim either way: not
+    "did you mean 'KB-013.md'?" (a note not there), nor "no note is named" (which cannot be told)."""
+    folder = write_kb(tmp_path / "kb", {"ops/a.md": "---\nid: KB-013\n---\n# A\n\nquokka\n"})
+    app = load_search_app(QDRANT_PATH=str(tmp_path / "never-built"), KB_SOURCE=str(folder))
+    said = "not a note path: note paths end in .md (use kb_search to find one)"
+    assert _bad_path(app, "KB-013") == (said, said)
+
+
 # -- a .env saved with a byte-order mark --------------------------------------------------------------------------
 
 

@@ -202,7 +202,10 @@ class BrowseService:
         if problem == "note paths end in .md" and not re.search(r"\.[A-Za-z0-9]{1,5}$", path):
             # a note named as a link names it (its path without .md, its file name, title or an alias) or by its
             # id (not an attachment: image.png): the path meant, when a note the scope may read is so named
-            meant = self._named(path, scope, deadline)
+            try:
+                meant = self._named(path, scope, deadline)
+            except IndexUnavailable:  # which note is so named cannot be told now: no claim either way
+                raise NoteProblem("bad_path", f"not a note path: {problem} (use kb_search to find one)") from None
             if meant is not None:
                 raise NoteProblem("bad_path", f"not a note path: {problem}: did you mean {meant!r}? (use kb_search "
                                               "to find one)")  # fmt: skip
@@ -232,8 +235,8 @@ class BrowseService:
         """The path of the note ``name`` means as ``[[name]]`` would (its path without ``.md``, a tail of it, its
         title or an alias), else of the note whose frontmatter ``id`` it is (a hit's ``doc_id``: ``KB-013``), among
         the notes ``scope`` may read: one query of the graph's keys and the first chunks' ``doc_id``. None when no
-        note is so named or the index cannot say (a name is no path: ``name + '.md'`` was suggested, a note that
-        is not there for a title or an id, ``KB-013.md``)."""
+        note is so named (a name is no path: ``name + '.md'`` was suggested, a note that is not there for a title or
+        an id, ``KB-013.md``); IndexUnavailable when the index cannot say."""
         key = link_key(name)
         should: list[dict[str, Any]] = [{"key": field, "match": {"any": [key]}} for field in ("path_keys", "name_keys")
                                         if key is not None]  # fmt: skip
@@ -244,11 +247,8 @@ class BrowseService:
             "with_payload": {"include": [*_GRAPH_FIELDS, "doc_id"]},
             "with_vector": False,
         }
-        try:
-            points = self.search.read_index(lambda r, timeout_s: r.query(request, timeout_s),
-                                            None if deadline is None else deadline.remaining())  # fmt: skip
-        except IndexUnavailable:
-            return None
+        points = self.search.read_index(lambda r, timeout_s: r.query(request, timeout_s),
+                                        None if deadline is None else deadline.remaining())  # fmt: skip
         found = None if key is None else resolve(key, "", (n for n in map(_linkable, points) if n is not None))
         if found is not None:
             return found.path
