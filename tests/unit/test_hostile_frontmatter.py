@@ -247,8 +247,22 @@ def test_arbitrary_bytes_only_ever_raise_note_error(raw: bytes) -> None:
         "[[" + "|" * 256_000,
         "```\n" * 64_000,
         "\n" * 256_000 + "x",
+        "".join("`" * k + "a" for k in range(700, 0, -1)),  # backtick runs of every length: 28 s at 500 KB (round 25)
+        "[a](x(yy" * 32_000,  # a Markdown link's parenthesised target, never closed
+        "[a](x 'y" * 32_000,  # a Markdown link's quoted title, never closed
     ],
-    ids=["heading-spaces", "heading-hashes", "backticks", "wikilinks", "pipes", "fences", "newlines"],
+    ids=[
+        "heading-spaces",
+        "heading-hashes",
+        "backticks",
+        "wikilinks",
+        "pipes",
+        "fences",
+        "newlines",
+        "backtick-runs",
+        "link-parens",
+        "link-titles",
+    ],
 )
 def test_pathological_markdown_is_parsed_and_chunked_in_linear_time(body: str) -> None:
     started = time.perf_counter()

@@ -1538,7 +1538,8 @@ def build_parser() -> argparse.ArgumentParser:
         "same services as kbsearch serve. --remote URL: forward every message to URL/mcp of a deployment with the "
         "API key from the variable --api-key-env.",
     )
-    p.add_argument("--kb", help="local: the KB folder (or s3://bucket/prefix) notes are read from (default KB_SOURCE)")
+    p.add_argument("--kb", help="local: the KB folder (or s3://bucket/prefix) notes are read from (default KB_SOURCE, "
+                                "else the folder the index was built from)")  # fmt: skip
     p.add_argument("--idle-close", type=_idle_seconds, default=None, metavar="SECONDS",
                    help="local: close the index after this many idle seconds, so kbsearch index/serve can open the "
                         "embedded store in between (default 5, at most 86400; 0 keeps it open)")  # fmt: skip

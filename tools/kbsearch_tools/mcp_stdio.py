@@ -26,6 +26,7 @@ import sys
 import threading
 import types
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import urlsplit, urlunsplit
 
@@ -133,20 +134,22 @@ def run_local(kb: str | None, idle_close_s: float, scope_text: str | None = None
     scope = Scope.parse("kbsearch mcp", scope_text) if scope_text is not None else Scope.unrestricted("kbsearch mcp")
     stdin, stdout = _streams()
     settings = load_settings(**({"kb_source": kb} if kb else {}))
-    if not settings.kb_source:
-        logger.warning("KB_SOURCE is not set (or --kb): kb_get_note and resources cannot read notes")
-    elif not is_s3_uri(settings.kb_source):
+    if settings.kb_source and not is_s3_uri(settings.kb_source):
         open_source(settings.kb_source)  # a folder that is not there: said now, not "try again shortly" at each read
     service = SearchService(settings, Secrets(settings), locked_store=lambda: locked_store(settings))
-    source = settings.kb_source
-    browse = BrowseService(service, NoteReader(lambda: open_source(source), default=settings.access_default))
+    recorded: dict[str, Any] = {}
+    try:  # say at once when the store cannot be opened (another process holds it): the log shows why
+        recorded = service.read_index(lambda retriever, timeout_s: retriever.metadata(timeout_s))
+    except IndexUnavailable as exc:
+        logger.warning("the index is not usable yet: %s", exc.public)
+    source = settings.kb_source or _built_from(settings, recorded)
+    if not source:
+        logger.warning("KB_SOURCE is not set (or --kb), and the index does not record the folder it was built from: "
+                       "kb_get_note and resources cannot read notes")  # fmt: skip
+    browse = BrowseService(service, NoteReader(lambda: _opened(source), default=settings.access_default))
     server = McpServer(Backend(search=lambda request, budget: service.search(request, scope=scope, budget_s=budget),
                                browse=lambda: browse, scope=lambda: scope,
                                budget_s=lambda: settings.search_budget_s))  # fmt: skip
-    try:  # say at once when the store cannot be opened (another process holds it): the log shows why
-        service.read_index(lambda retriever, timeout_s: retriever.metadata(timeout_s))
-    except IndexUnavailable as exc:
-        logger.warning("the index is not usable yet: %s", exc.public)
     guard = IdleClose(service.close, idle_close_s)
     session = StdioSession(server)
     try:
@@ -154,6 +157,32 @@ def run_local(kb: str | None, idle_close_s: float, scope_text: str | None = None
     finally:
         guard.stop()
         _let_go(stdout)
+
+
+def _built_from(settings: Any, recorded: dict[str, Any]) -> str:
+    """The folder an embedded index records it was built from (as ``kbsearch serve`` reads notes without
+    KB_SOURCE), when it is still there; "" otherwise. Without it, ``kbsearch index sample-kb`` then ``kbsearch mcp``
+    answered every ``kb_get_note`` "the knowledge base cannot be read right now; try again shortly"."""
+    from kbsearch.qdrant.query import SOURCE_KEY
+
+    folder = recorded.get(SOURCE_KEY) if settings.store_kind == "embedded" else None
+    if not isinstance(folder, str) or not folder:
+        return ""
+    if not Path(folder).is_dir():
+        logger.warning("the index was built from %s, which is no folder now: pass --kb or set KB_SOURCE", folder)
+        return ""
+    return folder
+
+
+def _opened(source: str) -> Any:
+    """The KB source notes are read from; a ConfigError naming what to set when there is none (its message is the
+    answer's, not "try again shortly")."""
+    from kbsearch.errors import ConfigError
+    from kbsearch.sources import open_source
+
+    if not source:
+        raise ConfigError("no KB folder is known: start kbsearch mcp with --kb FOLDER or set KB_SOURCE")
+    return open_source(source)
 
 
 # -- remote ---------------------------------------------------------------------------------------------------------

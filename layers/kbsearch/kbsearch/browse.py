@@ -130,6 +130,15 @@ def decode_cursor(cursor: object) -> str:
     return path
 
 
+def _linkable(point: object) -> Linkable | None:
+    """A first chunk's point (with :data:`_GRAPH_FIELDS`) as a link can reach its note; None when it holds no path."""
+    payload = point.get("payload") if isinstance(point, dict) else None
+    if not isinstance(payload, dict) or not isinstance(payload.get("path"), str):
+        return None
+    return Linkable(payload["path"], _text(payload.get("title")) or payload["path"],
+                    tuple(_str_list(payload.get("path_keys"))), tuple(_str_list(payload.get("name_keys"))))  # fmt: skip
+
+
 def _scoped(must: list[dict[str, Any]], scope: Scope) -> dict[str, Any]:
     """A filter of ``must`` and the scope's clause (none for an unrestricted scope), the clause inside the ``must``
     (never the filter's own ``should``, as the search's :func:`~kbsearch.qdrant.query.filter_json` writes it: a read
@@ -191,9 +200,17 @@ class BrowseService:
 
         problem = path_problem(path) or (None if path.lower().endswith(".md") else "note paths end in .md")
         if problem == "note paths end in .md" and not re.search(r"\.[A-Za-z0-9]{1,5}$", path):
-            # a note named by its title, as a hit shows it (not an attachment: image.png): the path meant
-            raise NoteProblem("bad_path", f"not a note path: {problem}: did you mean {path + '.md'!r}? (use kb_search "
-                                          "to find one)")  # fmt: skip
+            # a note named as a link names it (its path without .md, its file name, title or an alias) or by its
+            # id (not an attachment: image.png): the path meant, when a note the scope may read is so named
+            try:
+                meant = self._named(path, scope, deadline)
+            except IndexUnavailable:  # which note is so named cannot be told now: no claim either way
+                raise NoteProblem("bad_path", f"not a note path: {problem} (use kb_search to find one)") from None
+            if meant is not None:
+                raise NoteProblem("bad_path", f"not a note path: {problem}: did you mean {meant!r}? (use kb_search "
+                                              "to find one)")  # fmt: skip
+            raise NoteProblem("bad_path", f"not a note path: {problem}, and no note is named {path!r} nor has it as "
+                                          "its id (use kb_search to find one)")  # fmt: skip
         if problem:
             raise NoteProblem("bad_path", f"not a note path: {problem} (use kb_search to find one)")
         try:
@@ -213,6 +230,32 @@ class BrowseService:
             return path, decode_note(raw, max_bytes=MAX_NOTE_BYTES)
         except NoteError as exc:
             raise NoteProblem("unreadable", f"the note at {path!r} cannot be read: {exc.reason}") from None
+
+    def _named(self, name: str, scope: Scope, deadline: Deadline | None) -> str | None:
+        """The path of the note ``name`` means as ``[[name]]`` would (its path without ``.md``, a tail of it, its
+        title or an alias), else of the note whose frontmatter ``id`` it is (a hit's ``doc_id``: ``KB-013``), among
+        the notes ``scope`` may read: one query of the graph's keys and the first chunks' ``doc_id``. None when no
+        note is so named (a name is no path: ``name + '.md'`` was suggested, a note that is not there for a title or
+        an id, ``KB-013.md``); IndexUnavailable when the index cannot say."""
+        key = link_key(name)
+        should: list[dict[str, Any]] = [{"key": field, "match": {"any": [key]}} for field in ("path_keys", "name_keys")
+                                        if key is not None]  # fmt: skip
+        should.append({"key": "doc_id", "match": {"value": name.strip()}})
+        request = {
+            "filter": {**_scoped([_FIRST_CHUNK], scope), "should": should},
+            "limit": GRAPH_LIMIT,
+            "with_payload": {"include": [*_GRAPH_FIELDS, "doc_id"]},
+            "with_vector": False,
+        }
+        points = self.search.read_index(lambda r, timeout_s: r.query(request, timeout_s),
+                                        None if deadline is None else deadline.remaining())  # fmt: skip
+        found = None if key is None else resolve(key, "", (n for n in map(_linkable, points) if n is not None))
+        if found is not None:
+            return found.path
+        ids = sorted(
+            p["payload"]["path"] for p in points if _linkable(p) and p["payload"].get("doc_id") == name.strip()
+        )
+        return ids[0] if ids else None
 
     def indexed(self, path: str, groups: Sequence[str]) -> bool:
         """Whether the index holds the note at ``path`` for a caller holding ``groups``: one lookup of its first
@@ -310,14 +353,9 @@ class BrowseService:
             points = self.search.read_index(lambda r, timeout_s: r.query(request, timeout_s), deadline.remaining())
         notes: list[tuple[Linkable, list[str]]] = []
         for point in points:
-            payload = point.get("payload") if isinstance(point, dict) else None
-            if not isinstance(payload, dict) or not isinstance(payload.get("path"), str):
-                continue
-            linkable = Linkable(
-                payload["path"], _text(payload.get("title")) or payload["path"],
-                tuple(_str_list(payload.get("path_keys"))), tuple(_str_list(payload.get("name_keys"))),
-            )  # fmt: skip
-            notes.append((linkable, _str_list(payload.get("link_keys"))))
+            linkable = _linkable(point)
+            if linkable is not None:
+                notes.append((linkable, _str_list(point["payload"].get("link_keys"))))
         pool = [n for n, _ in notes if n.path != path] + [me]  # this note as it is now, even before a sync
         outgoing: list[NoteRef] = []
         seen: set[str] = set()

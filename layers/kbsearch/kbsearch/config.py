@@ -139,11 +139,13 @@ def dotenv_values(path: Path) -> dict[str, str]:
     """``KEY=value`` lines of a ``.env`` file as python-dotenv reads them: ``export`` prefixes, ``#`` comments (whole
     lines, or after whitespace following a value), single quotes (``\\'`` and ``\\\\`` decoded) and double quotes
     (backslash escapes decoded); not ``${VAR}`` interpolation nor quoted values over several lines. No file (or not
-    a regular file: a directory, a FIFO), no values; one that cannot be read is a :class:`ConfigError`."""
+    a regular file: a directory, a FIFO), no values; one that cannot be read is a :class:`ConfigError`. A byte-order
+    mark before the first line (Notepad's "UTF-8 with BOM") is no part of its name: the first setting was read as
+    ``\ufeffKB_SOURCE``, ignored, and named beside itself, ``KB_SOURCE is set: a typo for KB_SOURCE?``."""
     try:
         if not stat.S_ISREG(path.stat().st_mode):
             return {}
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except (FileNotFoundError, NotADirectoryError):
         return {}
     except (OSError, UnicodeDecodeError) as exc:

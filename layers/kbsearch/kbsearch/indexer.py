@@ -838,11 +838,14 @@ class Indexer:
     def _warn_duplicate_ids(
         self, report: SyncReport, notes: dict[str, SourceObject], state: dict[str, NoteState]
     ) -> None:
-        """Frontmatter ids that several indexed notes share (search keeps one hit per path, so none hides)."""
+        """Frontmatter ids that several indexed notes share (search keeps one hit per path, so none hides), and an
+        id that is the path of another note: a note's ``doc_id`` is its id, else its path, so both notes' hits
+        carry that one ``doc_id``; the note declaring it is told (the other, which may declare nothing, was told
+        its id was shared)."""
         paths_by_id: dict[str, list[str]] = {}
         for path in sorted(notes):
             doc_id = self._written_ids.get(path) or (state[path].doc_id() if path in state else None)
-            if doc_id is not None:
+            if doc_id is not None and doc_id != path:  # a doc_id that is the note's own path declares no id
                 paths_by_id.setdefault(doc_id, []).append(path)
         for doc_id, paths in sorted(paths_by_id.items()):
             for path in paths if len(paths) > 1 else []:
@@ -850,6 +853,10 @@ class Indexer:
                 report.warnings.append(
                     {"path": path, "reason": f"frontmatter id {doc_id!r} is also the id of {others}"}
                 )
+            if doc_id in notes and doc_id not in paths:
+                for path in paths:
+                    report.warnings.append({"path": path, "reason": f"frontmatter id {doc_id!r} is the path of the "
+                                            f"note {doc_id}: both notes' hits carry the doc_id {doc_id!r}"})  # fmt: skip
 
     def _missed_by_events(self, report: SyncReport, work: list[tuple[SourceObject, str]]) -> int:
         """Changes a reconciling run found that an event should already have applied: notes added or changed

@@ -28,6 +28,36 @@ def fence_closed(line: str, fence: str) -> bool:
     return bool(closing) and set(closing) == {fence[0]} and len(closing) >= len(fence)
 
 
+_TICKS = re.compile(r"`+")
+
+
+def code_spans(line: str) -> list[tuple[int, int]]:
+    """The (start, end) of each inline code span of ``line``, in order: a run of backticks up to the next run of
+    exactly as many (CommonMark 6.1); a run that no run of its length follows is no span's, just backticks. Linear
+    in the line: each run is paired once with the next of its length, found by one walk back from the end (a regex
+    pairing a run with the next run it begins took a line of runs of every length, ``k`` backticks then ``a`` for k
+    = n..1, cubic time: 80 KB 1 s, a 500 KB note 33 s, a sync stalled on one note)."""
+    if "`" not in line:  # most lines: no run to pair
+        return []
+    runs = [(m.start(), m.end()) for m in _TICKS.finditer(line)]
+    following: list[int | None] = [None] * len(runs)  # the index of the next run of the same length
+    last: dict[int, int] = {}
+    for i in range(len(runs) - 1, -1, -1):
+        size = runs[i][1] - runs[i][0]
+        following[i] = last.get(size)
+        last[size] = i
+    spans: list[tuple[int, int]] = []
+    i = 0
+    while i < len(runs):
+        closing = following[i]
+        if closing is None:
+            i += 1
+            continue
+        spans.append((runs[i][0], runs[closing][1]))
+        i = closing + 1
+    return spans
+
+
 _UNDERLINE = re.compile(r" {0,3}(=+|-+)[ \t]*")
 #: Lines that are no paragraph's (a list item, a quote, a table row, HTML, an ATX heading, indented code, a rule):
 #: no setext heading's text.

@@ -18,6 +18,7 @@ from kbsearch.frontmatter import MAX_FRONTMATTER_CHARS, FrontmatterError, iso_da
 from kbsearch.lexical import TAG_BREAK, bare_tag, visible
 from kbsearch.links import MAX_KEYS
 from kbsearch.markdown import (
+    code_spans,
     comment_closed,
     comment_opened,
     fence_closed,
@@ -71,10 +72,14 @@ _WIDE_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"), 
               (b"\xfe\xff", "UTF-16"))  # fmt: skip
 _HEADING = re.compile(r" {0,3}(#{1,6})[ \t]+(?=[^ \t])")  # up to three spaces before: CommonMark, Obsidian
 _WIKILINK = re.compile(r"(!?)\[\[([^\[\]\n]+?)\]\]")
-_INLINE_CODE = re.compile(r"(`+)(?:(?!\1).)+?\1")
-#: A Markdown link, ``[text](target)`` or ``[text](<target with spaces>)``, maybe with a title (an image's ``![``
-#: is no link to a note); possessive and bracket-free, so a line of brackets is read in linear time.
-_MD_LINK = re.compile(r"(?<!!)\[[^\[\]\n]*+\]\((?:<([^<>\n]++)>|([^\s()<>\[\]]++))(?:[ \t]+\"[^\"\n]*+\")?\)")
+#: A Markdown link, ``[text](target)`` or ``[text](<target with spaces>)``, maybe with a title in ``"``, ``'`` or
+#: parentheses (an image's ``![`` is no link to a note). A target may hold balanced parentheses, one level
+#: (``Meeting%20(2024).md``: Obsidian writes a note named with them so, and CommonMark reads it as one target; it
+#: was no link). Possessive and bracket-free, so a line of brackets or parentheses is read in linear time.
+_MD_LINK = re.compile(
+    r"(?<!!)\[[^\[\]\n]*+\]\((?:<([^<>\n]++)>|((?:[^\s()<>\[\]]|\([^\s()<>\[\]]*+\))++))"
+    r"(?:[ \t]+(?:\"[^\"\n]*+\"|'[^'\n]*+'|\([^()\n]*+\)))?\)"
+)
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
 _OTHER_FILE = re.compile(r"\.[A-Za-z0-9]{1,8}$")
 
@@ -126,14 +131,16 @@ def _json_safe(value: Any) -> Any:
 
 
 def normalize_tags(value: Any) -> list[str]:
-    """Tags from a string (comma/space separated), a list, or ``#tag`` forms → unique strings, in order."""
+    """Tags from a string (comma/space separated), a list, or ``#tag`` forms → unique strings, in order. A list or
+    a mapping where a tag is (``tags: [[a, b]]``, ``tags: {ops: 1}``) is none (see :func:`_not_text`)."""
     items: list[Any]
-    if value is None:
+    if value is None or isinstance(value, dict):
         items = []
     elif isinstance(value, str):
         items = TAG_BREAK.split(value)
     elif isinstance(value, list | tuple | set):
-        items = [p for v in value if v is not None for p in (TAG_BREAK.split(v) if isinstance(v, str) else [v])]
+        items = [p for v in value if v is not None and not isinstance(v, list | tuple | set | dict)
+                 for p in (TAG_BREAK.split(v) if isinstance(v, str) else [v])]  # fmt: skip
     else:
         items = [value]
     out: dict[str, None] = {}  # an ordered set: a list's ``in`` made 12,700 tags (64 KiB) a quadratic 0.6 s
@@ -154,8 +161,33 @@ def _bounded_tags(value: Any, warnings: list[str]) -> list[str]:
     return tags[:MAX_TAGS]
 
 
+#: The fields read as one text each: a list or a mapping there is no text (see :func:`_not_text`).
+ONE_TEXT_FIELDS = ("id", "title", "type", "status", "summary", "description")
+
+
+def _not_text(meta: dict[str, Any]) -> list[str]:
+    """Warnings for the fields read as one text (and the items of ``tags`` and ``aliases``, each a text) that hold
+    a list or a mapping instead (``title: [Restore, Rollback]``, ``id:`` over a ``- KB-1`` line, ``type: {a: 1}``,
+    ``tags: [[a, b]]``, as Obsidian's property editor writes a property made a list): they are not used (an alias
+    that is no text never was: now it is said). Read as text, each was its Python spelling (``['Restore', 'Rollback']``: the title of every hit and heading path, an id, a type or a tag no
+    filter can name, ``{'a': '1'}``)."""
+    warnings = [f"frontmatter field {key!r} not used: {_kind(meta[key])} where one text is read "
+                f"(write {key}: <text>)" for key in ONE_TEXT_FIELDS if isinstance(meta.get(key), list | dict)]  # fmt: skip
+    for key, one in (("tags", "tag"), ("aliases", "alias")):  # lists of texts: a list or mapping in one is none
+        value = meta.get(key)
+        if isinstance(value, dict) or (isinstance(value, list) and any(isinstance(v, list | dict) for v in value)):
+            inner = value if isinstance(value, dict) else next(v for v in value if isinstance(v, list | dict))
+            warnings.append(f"frontmatter field {key!r}: {_kind(inner)} is no {one}, left out (write {key}: [a, b])")
+    return warnings
+
+
+def _kind(value: Any) -> str:
+    return "a list" if isinstance(value, list) else "a mapping"
+
+
 def _text_or_none(value: Any) -> str | None:
-    if value is None:
+    """One text field's value as text; None when unset or when it is a list or a mapping (no one text)."""
+    if value is None or isinstance(value, list | dict):
         return None
     text = str(_json_safe(value)).strip()
     return text or None
@@ -265,10 +297,10 @@ def _render_links(line: str, links: LinkSet) -> str:
 
     parts: list[str] = []
     pos = 0
-    for code in _INLINE_CODE.finditer(line):  # `[[x]]` inside inline code stays as written
-        parts.append(prose(line[pos : code.start()]))
-        parts.append(code.group(0))
-        pos = code.end()
+    for start, end in code_spans(line):  # `[[x]]` inside inline code stays as written
+        parts.append(prose(line[pos:start]))
+        parts.append(line[start:end])
+        pos = end
     parts.append(prose(line[pos:]))
     return "".join(parts)
 
@@ -310,7 +342,13 @@ def decode_note(raw: bytes, max_bytes: int = MAX_NOTE_BYTES) -> str:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise NoteError(f"not UTF-8 (invalid byte at offset {exc.start})") from None
+        # the line an editor shows, and what to do: a note in Windows-1251 or KOI8-R (a Russian KB's older files) was
+        # "not UTF-8 (invalid byte at offset 2)", and no more
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise NoteError(
+            f"not UTF-8 (invalid byte at offset {exc.start}, line {line}): save the note as UTF-8 "
+            "(Windows-1251, KOI8-R or Latin-1 are not read)"
+        ) from None
     text = text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
     if not text.strip():
         raise NoteError("empty note")
@@ -501,6 +539,7 @@ def _sections(body: str, links: LinkSet) -> tuple[list[Section], str | None]:
 def parse_note(path: str, raw: bytes, max_bytes: int = MAX_NOTE_BYTES) -> Note:
     text = decode_note(raw, max_bytes)
     meta, body, warnings = read_frontmatter(text)
+    warnings += _not_text(meta)
     links = LinkSet(path.rsplit("/", 1)[0] if "/" in path else "")
     sections, first_h1 = _sections(body, links)
     stem = path.rsplit("/", 1)[-1]
