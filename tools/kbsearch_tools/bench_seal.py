@@ -188,7 +188,7 @@ def format_seal(results: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m kbsearch_tools.bench_seal", description=__doc__.split("\n\n")[1],
+    parser = argparse.ArgumentParser(prog="python -m kbsearch_tools.bench_seal", description=__doc__.split("\n\n", 1)[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--kb", type=Path, default=Path("../shared/kb/obsidian-help"), help="the vault to copy")
     parser.add_argument("--points", type=int, default=10_000, help="points a seal (default 10,000: GRAPH_FROM)")
