@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from kbsearch_tools.bench_seal import GRAPH_PREFIXES, MERGED, merged
 from tests.conftest import ROOT, subprocess_env
@@ -43,3 +44,20 @@ def test_graph_keys_merged_keep_each_key_apart_by_its_prefix() -> None:
     assert merged(first) == {"path": "a.md", "chunk_index": 0, MERGED: ["p:a", "p:a.md", "n:alpha"]}
     later = {"path": "a.md", "chunk_index": 1}
     assert merged(later) == later and set(GRAPH_PREFIXES) == {"path_keys", "name_keys", "link_keys"}
+
+
+def test_a_store_given_other_payload_indexes_creates_those(tmp_path: Path) -> None:
+    """What the tool measures with: an embedded store made with another set of payload indexes creates that set
+    (and the default one, :data:`PAYLOAD_INDEXES`)."""
+    from kbsearch.qdrant.embedded import EdgeStore
+    from kbsearch.qdrant.query import PAYLOAD_INDEXES
+
+    created = {}
+    for name, wanted in (("some", {"path": "keyword", "chunk_index": "integer"}), ("default", None)):
+        store = EdgeStore(tmp_path / name, "c", 8, payload_indexes=wanted)
+        try:
+            assert store.ensure_collection()
+            created[name] = set(store.shard.info().payload_schema or {})
+        finally:
+            store.close()
+    assert created == {"some": {"path", "chunk_index"}, "default": set(PAYLOAD_INDEXES)}

@@ -4,8 +4,8 @@ A seal (``optimize()`` of a segment that reached ``QDRANT_EMBEDDED_GRAPH_FROM`` 
 vault) builds every payload index of the segment again, each from every point's payload, under the indexing
 process's interpreter lock. This writes ``--points`` real chunk payloads (the vault's notes, copied side by side as
 ``bench growth`` copies them, parsed as the indexer parses them, their real BM25 vectors; random dense vectors of
-``--dims``) into a fresh shard with the embedded store's settings (``EdgeStore._config()``) and a set of payload
-indexes, in batches of 256, then times ``optimize()``: the process's CPU (every thread; Edge's seal runs in the
+``--dims``) into a fresh embedded store (``EdgeStore``, its settings) with a set of payload indexes, in batches of
+256 as the indexer writes them (``upsert``), then times its shard's ``optimize()``: the process's CPU (every thread; Edge's seal runs in the
 calling thread, holding the lock) and its wall. Variants, each in every round (the order rotating round by round,
 medians of ``--runs``):
 
@@ -98,37 +98,32 @@ def variants(drop: list[str]) -> dict[str, tuple[dict[str, str], bool]]:
 def seal_once(
     work: Path, found: list[tuple[dict[str, Any], Any]], indexes: dict[str, str], merge: bool, dims: int, seed: int
 ) -> dict[str, float]:
-    """One fresh shard: the payload indexes, the points in batches, then ``optimize()``; CPU and wall seconds."""
-    import qdrant_edge as edge
+    """One fresh store with these payload indexes, the points written as the indexer writes them (``upsert``, in
+    batches), then its shard's ``optimize()``; CPU and wall seconds."""
+    from kbsearch.qdrant.embedded import EdgeStore
+    from kbsearch.qdrant.store import ChunkPoint
 
-    from kbsearch.qdrant.embedded import EdgeStore, edge_index_schema
-    from kbsearch.qdrant.query import DENSE, SPARSE
-
-    path = Path(tempfile.mkdtemp(dir=work)) / "edge" / "seal"
-    config = EdgeStore(path.parent.parent, "seal", dims, graph_from=len(found), load=False)._config()
-    shard = edge.EdgeShard.create(str(path), config)
+    store = EdgeStore(Path(tempfile.mkdtemp(dir=work)), "seal", dims, graph_from=len(found),
+                      payload_indexes=indexes)  # fmt: skip
     try:
-        for name, kind in indexes.items():
-            shard.update(edge.UpdateOperation.create_field_index(name, edge_index_schema(name, kind)))
+        store.ensure_collection()  # its segments sealed at len(found) points: the seal below
+        store.graph_from = len(found) + 1  # and not by the last upsert (its cycle), so that it is timed alone
         rng = random.Random(seed)
         upsert_cpu = 0.0
         for start in range(0, len(found), BATCH):
             batch = []
-            for number, (payload, sparse) in enumerate(found[start : start + BATCH], start):
-                vector: dict[str, Any] = {DENSE: [rng.uniform(-1.0, 1.0) for _ in range(dims)]}
-                if len(sparse):
-                    vector[SPARSE] = edge.SparseVector(indices=sparse.indices, values=sparse.values)
-                batch.append((number + 1, vector, merged(payload) if merge else payload))
+            for payload, sparse in found[start : start + BATCH]:
+                vector = [rng.uniform(-1.0, 1.0) for _ in range(dims)]
+                written = merged(payload) if merge else payload
+                batch.append(ChunkPoint(payload["path"], payload["chunk_index"], written, sparse, vector))
             c0 = time.process_time()
-            points = [edge.Point(id=n, vector=v, payload=p) for n, v, p in batch]
-            shard.update(edge.UpdateOperation.upsert_points(points))
+            store.upsert(batch)
             upsert_cpu += time.process_time() - c0
         c0, w0 = time.process_time(), time.perf_counter()
-        shard.optimize()
+        store.shard.optimize()
         cpu, wall = time.process_time() - c0, time.perf_counter() - w0
-        shard.flush()
     finally:
-        shard.close()
+        store.close()
     return {"upsert_cpu_s": upsert_cpu, "optimize_cpu_s": cpu, "optimize_wall_s": wall}
 
 
@@ -156,7 +151,7 @@ def bench_seal(kb: Path, points: int, runs: int, dims: int, only: list[str] | No
                 measured[label].append(row)
                 if progress:
                     progress(f"round {round_ + 1} {label}: optimize {row['optimize_cpu_s']:.2f} cpu-s")
-                for entry in work.iterdir():  # the shard just measured; the copied vault stays
+                for entry in work.iterdir():  # the store just measured; the copied vault stays
                     if (entry / "edge").is_dir():
                         shutil.rmtree(entry)
     rows = []
