@@ -36,6 +36,8 @@ def test_growth_measures_each_size_and_side_in_the_same_rounds(tmp_path: Path) -
         # what the rest of the machine took during each index run (a run slowed by it can be told apart)
         assert len(row["index_others_cpu_runs_s"]) == len(row["index_steal_runs_s"]) == 1
         assert row["index_others_cpu_runs_s"][0] >= 0 and row["index_steal_runs_s"][0] >= 0
+        assert len(row["index_cpu_runs_s"]) == 1 and abs(row["index_cpu_s"] - row["index_cpu_runs_s"][0]) < 0.01
+        assert row["index_cpu_s"] > 0
     assert rows[(2, "kbsearch")]["chunks"] == 2 * rows[(1, "kbsearch")]["chunks"]
     assert rows[(1, "kbsearch")]["chunks"] == rows[(1, "baseline")]["chunks"]
     assert set(rows[(1, "kbsearch")]["ratio_to_baseline"]) >= {"index_s", "search_p50_ms", "no_change_s"}
@@ -45,7 +47,8 @@ def test_growth_measures_each_size_and_side_in_the_same_rounds(tmp_path: Path) -
 
 def test_index_peak_rss_counts_the_parsing_process(tmp_path: Path) -> None:
     """A full index of enough notes parses them in a spawned process; the index step's peak RSS is the indexing
-    process's plus that process's (an upper bound), not the indexing process's alone."""
+    process's plus that process's (an upper bound), not the indexing process's alone; its CPU is reported apart
+    (the indexing process's own, the processes it waited for)."""
     from kbsearch.indexer import PARSE_PROCESS_FROM
     from kbsearch_tools.bench_peer import _OURS_INDEX_CHILD, _child
     from kbsearch_tools.fakes import FakeProvider
@@ -66,6 +69,8 @@ def test_index_peak_rss_counts_the_parsing_process(tmp_path: Path) -> None:
     # the parsing process is an interpreter with kb-search's parsing imports: tens of MB, counted on top
     assert index["children_peak_rss_mb"] > 20
     assert index["peak_rss_mb"] == index["own_peak_rss_mb"] + index["children_peak_rss_mb"]
+    # and its CPU, the indexing process's and apart from it the parsing process's (which read and chunked all 520)
+    assert index["cpu_s"] > 0.1 and index["children_cpu_s"] > 0.1
 
 
 def test_job_peak_rss_counts_the_processes_it_starts() -> None:

@@ -136,7 +136,8 @@ def _side(
     return {
         "chunks": index["chunks"], "index_s": index["wall_s"], "index_rss_mb": index["peak_rss_mb"],
         "index_own_rss_mb": index["own_peak_rss_mb"], "index_children_rss_mb": index["children_peak_rss_mb"],
-        "index_others_cpu_s": index["others_cpu_s"], "index_steal_s": index["steal_s"], "store_mb": size,
+        "index_others_cpu_s": index["others_cpu_s"], "index_steal_s": index["steal_s"],
+        "index_cpu_s": index["cpu_s"], "index_children_cpu_s": index["children_cpu_s"], "store_mb": size,
         "open_s": search["open_s"], "search_p50_ms": search["search_p50_ms"],
         "search_p95_ms": search.get("search_p95_ms"), "retrieve_p50_ms": search["retrieve_p50_ms"],
         "retrieve_p95_ms": search["retrieve_p95_ms"], "search_rss_mb": search["peak_rss_mb"],
@@ -154,8 +155,12 @@ def _rows(copies: int, measured: dict[str, list[dict[str, Any]]]) -> list[dict[s
         row: dict[str, Any] = {"copies": copies, "side": side, "runs": len(steps), "chunks": steps[0]["chunks"],
                                "index_runs_s": [round(s["index_s"], 2) for s in steps],
                                "index_others_cpu_runs_s": [round(s["index_others_cpu_s"], 1) for s in steps],
-                               "index_steal_runs_s": [round(s["index_steal_s"], 1) for s in steps]}  # fmt: skip
-        for key in ("index_s", "index_rss_mb", "index_own_rss_mb", "index_children_rss_mb", "store_mb", "open_s",
+                               "index_steal_runs_s": [round(s["index_steal_s"], 1) for s in steps],
+                               "index_cpu_runs_s": [round(s["index_cpu_s"], 2) for s in steps if "index_cpu_s" in s],
+                               "index_children_cpu_runs_s": [round(s["index_children_cpu_s"], 2) for s in steps
+                                                             if "index_children_cpu_s" in s]}  # fmt: skip
+        for key in ("index_s", "index_cpu_s", "index_children_cpu_s", "index_rss_mb", "index_own_rss_mb",
+                    "index_children_rss_mb", "store_mb", "open_s",
                     "search_p50_ms", "search_p95_ms", "retrieve_p50_ms", "retrieve_p95_ms", "search_rss_mb",
                     "no_change_s"):  # fmt: skip
             row[key] = median(side, key)
@@ -213,6 +218,9 @@ def format_growth(results: dict[str, Any]) -> str:
             f"({r['copies']}x {r['side']}: index runs {r['index_runs_s']} s; others' CPU "
             f"{r['index_others_cpu_runs_s']} cpu-s, steal {r['index_steal_runs_s']})"
         )
+        if r.get("index_cpu_runs_s"):
+            lines.append(f"({r['copies']}x {r['side']}: the indexing process's own CPU {r['index_cpu_runs_s']} cpu-s, "
+                         f"its children's (the parsing process) {r['index_children_cpu_runs_s']})")  # fmt: skip
         if r.get("index_children_rss_mb"):
             lines.append(f"({r['copies']}x {r['side']}: index RSS {r['index_own_rss_mb']:.0f} MB own + "
                          f"{r['index_children_rss_mb']:.0f} MB its children's)")  # fmt: skip

@@ -48,12 +48,14 @@ report = run_sync(settings, Secrets(settings), source_uri=job["kb"])
 assert report.error is None, report.error
 done = time.time()
 rss = _own_peak_rss_mb()
+own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+cpu_s, children_cpu_s = own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime
 from kbsearch.qdrant import open_store
 store = open_store(settings, Secrets(settings))
 paths, points = sorted(store.indexed_state()), store.count()
 store.close()
-print(json.dumps({"done": done, "peak_rss_mb": rss, "chunks": report.chunks_upserted, "points": points,
-                  "paths": paths, "skipped": report.skipped}))
+print(json.dumps({"done": done, "peak_rss_mb": rss, "cpu_s": cpu_s, "children_cpu_s": children_cpu_s,
+                  "chunks": report.chunks_upserted, "points": points, "paths": paths, "skipped": report.skipped}))
 """
 
 #: The peer: index (``IngestionPipeline.run`` into ``QdrantVectorStore`` on local mode) or search (the retriever).

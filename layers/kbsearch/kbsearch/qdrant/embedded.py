@@ -25,7 +25,7 @@ import shutil
 import stat
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from itertools import repeat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
@@ -258,6 +258,7 @@ class EdgeStore(Store):
         hnsw_m: int = 0,
         graph_from: int = EDGE_GRAPH_FROM,
         load: bool = True,
+        payload_indexes: Mapping[str, str] | None = None,
     ) -> None:
         if not COLLECTION_NAME.match(collection):
             raise StoreError(f"QDRANT_COLLECTION {collection!r} is not a usable name (letters, digits, _ . -)")
@@ -267,6 +268,9 @@ class EdgeStore(Store):
             hnsw_m  # a sealed segment's graph degree; 0: none, its int8 vectors scanned (QDRANT_EMBEDDED_HNSW_M)
         )
         self.graph_from = graph_from  # points in a segment before it is sealed (QDRANT_EMBEDDED_GRAPH_FROM)
+        # the payload indexes a shard this store creates gets: PAYLOAD_INDEXES (another set: what one costs a seal,
+        # python -m kbsearch_tools.bench_seal)
+        self.payload_indexes = dict(PAYLOAD_INDEXES if payload_indexes is None else payload_indexes)
         self.embedded = True
         self.root = root
         self.path = root / "edge" / collection
@@ -640,7 +644,7 @@ class EdgeStore(Store):
             self._shard = edge.EdgeShard.create(str(self.path), self._config())
             self._state_checked, self._saved, self._state, self._dirty = True, None, {}, set()
             self._fresh, self._ids_numeric = {}, True
-            for name, kind in PAYLOAD_INDEXES.items():
+            for name, kind in self.payload_indexes.items():
                 self._shard.update(edge.UpdateOperation.create_field_index(name, edge_index_schema(name, kind)))
             self._written = True
         self.set_metadata(signature or {})
