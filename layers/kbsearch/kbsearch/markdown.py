@@ -92,36 +92,6 @@ def comment_closed(line: str) -> bool:
     return "-->" in line
 
 
-def _code_span_ends(line: str) -> dict[int, int]:
-    """Where each backtick run of ``line`` that opens a code span ends it: run start → the index just past the
-    closing run (the next run of the same length, CommonMark 6.1). Linear: each run is matched once, from the end."""
-    runs: list[tuple[int, int]] = []  # (start, length)
-    i, n = 0, len(line)
-    while i < n:
-        if line[i] == "`":
-            j = i
-            while j < n and line[j] == "`":
-                j += 1
-            runs.append((i, j - i))
-            i = j
-        else:
-            i += 1
-    ends: dict[int, int] = {}
-    following: dict[int, int] = {}  # length → start of the nearest run of it to the right
-    closes: dict[int, int | None] = {}
-    for start, length in reversed(runs):
-        closes[start] = following.get(length)
-        following[length] = start
-    taken: set[int] = set()
-    for start, length in runs:
-        close = closes[start]
-        if start in taken or close is None:
-            continue
-        ends[start] = close + length
-        taken.add(close)
-    return ends
-
-
 def hidden_comments(line: str, inside: bool) -> tuple[str, bool]:
     """``line`` without what Obsidian's comments hide (``%%`` to the next ``%%``, on one line or across lines: the
     reading view shows none of it, nor its headings or links), and whether a comment is still open after it.
@@ -129,7 +99,7 @@ def hidden_comments(line: str, inside: bool) -> tuple[str, bool]:
     page); a fenced code block is never read here (the caller keeps it whole)."""
     if "%%" not in line:
         return ("", True) if inside else (line, False)
-    spans = {} if inside and line.count("`") == 0 else _code_span_ends(line)
+    spans = dict(code_spans(line))  # a span's start → just past its closing run
     kept: list[str] = []
     i, n, start = 0, len(line), 0
     while i < n:
