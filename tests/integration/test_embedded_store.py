@@ -17,7 +17,7 @@ from kbsearch.errors import IndexUnavailable, StoreError
 from kbsearch.indexer import run_sync
 from kbsearch.qdrant import open_store
 from kbsearch.qdrant.embedded import FALLBACK_NOTICE, HELD_ELSEWHERE, EdgeStore, EmbeddedRetriever, local_mode_data
-from kbsearch.qdrant.query import PAYLOAD_INDEXES, RESCORE_ONCE, dense_search
+from kbsearch.qdrant.query import FIRST_VALUE_INDEXES, PAYLOAD_INDEXES, RESCORE_ONCE, dense_search
 from kbsearch.qdrant.store import SchemaMismatchError
 from kbsearch.schemas import SearchRequest
 from kbsearch.search import SearchService
@@ -190,14 +190,16 @@ def test_a_collection_of_other_dimensions_is_refused_with_the_remedy(
 
 
 def test_an_edge_collection_gets_every_payload_index_of_the_one_list(tmp_path: Path) -> None:
+    """Every index of :data:`PAYLOAD_INDEXES` with the collection but the :data:`FIRST_VALUE_INDEXES`, which come
+    with their field's first value (tests/integration/test_first_value_indexes.py)."""
     settings = Settings(qdrant_path=str(tmp_path / "q"), embedding_dimensions=32)
     store = open_store(settings, Secrets(settings))
     try:
         assert isinstance(store, EdgeStore) and store.ensure_collection()
         schema = store.shard.info().payload_schema
-        assert {name: str(info.data_type).rsplit(".", 1)[-1].lower() for name, info in schema.items()} == (
-            PAYLOAD_INDEXES
-        )
+        assert {name: str(info.data_type).rsplit(".", 1)[-1].lower() for name, info in schema.items()} == {
+            name: kind for name, kind in PAYLOAD_INDEXES.items() if name not in FIRST_VALUE_INDEXES
+        }
     finally:
         store.close()
 

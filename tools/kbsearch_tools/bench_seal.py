@@ -9,7 +9,11 @@ process's interpreter lock. This writes ``--points`` real chunk payloads (the va
 calling thread, holding the lock) and its wall. Variants, each in every round (the order rotating round by round,
 medians of ``--runs``):
 
-- ``all``: the 12 of ``PAYLOAD_INDEXES``, as the store creates them; ``none``: no payload index (the floor);
+- ``all``: the 12 of ``PAYLOAD_INDEXES``, all created with the collection (a store made before session 26);
+  ``none``: no payload index (the floor);
+- ``as created``: the store's own (``EdgeStore`` without ``payload_indexes``): ``PAYLOAD_INDEXES`` but the
+  ``FIRST_VALUE_INDEXES`` with the collection, each of those before the first point holding a value for its field
+  (on a vault without front matter, none of them);
 - ``only FIELD``: one index alone, for each of the 12; ``only absent``: one keyword index of a field no point holds
   (what an index costs a seal for the payload reads alone, with no value to index);
 - ``all but FIELD[,FIELD...]``: the 12 less these, for each ``--drop``;
@@ -76,11 +80,14 @@ def merged(payload: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def variants(drop: list[str]) -> dict[str, tuple[dict[str, str], bool]]:
-    """label → (payload indexes: field → kind, whether the payload's graph fields are merged)."""
+def variants(drop: list[str]) -> dict[str, tuple[dict[str, str] | None, bool]]:
+    """label → (payload indexes: field → kind, None for the store's own; whether the payload's graph fields are
+    merged)."""
     from kbsearch.qdrant.query import PAYLOAD_INDEXES
 
-    out: dict[str, tuple[dict[str, str], bool]] = {"all": (dict(PAYLOAD_INDEXES), False), "none": ({}, False)}
+    out: dict[str, tuple[dict[str, str] | None, bool]] = {
+        "all": (dict(PAYLOAD_INDEXES), False), "as created": (None, False), "none": ({}, False),
+    }  # fmt: skip
     for name, kind in PAYLOAD_INDEXES.items():
         out[f"only {name}"] = ({name: kind}, False)
     out["only absent"] = ({ABSENT: "keyword"}, False)
@@ -96,10 +103,12 @@ def variants(drop: list[str]) -> dict[str, tuple[dict[str, str], bool]]:
 
 
 def seal_once(
-    work: Path, found: list[tuple[dict[str, Any], Any]], indexes: dict[str, str], merge: bool, dims: int, seed: int
+    work: Path, found: list[tuple[dict[str, Any], Any]], indexes: dict[str, str] | None, merge: bool, dims: int,
+    seed: int,
 ) -> dict[str, float]:
-    """One fresh store with these payload indexes, the points written as the indexer writes them (``upsert``, in
-    batches), then its shard's ``optimize()``; CPU and wall seconds."""
+    """One fresh store with these payload indexes (None: the store's own), the points written as the indexer writes
+    them (``upsert``, in batches), then its shard's ``optimize()``; CPU and wall seconds, and the payload indexes the
+    shard had at the seal."""
     from kbsearch.qdrant.embedded import EdgeStore
     from kbsearch.qdrant.store import ChunkPoint
 
@@ -119,12 +128,13 @@ def seal_once(
             c0 = time.process_time()
             store.upsert(batch)
             upsert_cpu += time.process_time() - c0
+        held = len(store.shard.info().payload_schema or {})
         c0, w0 = time.process_time(), time.perf_counter()
         store.shard.optimize()
         cpu, wall = time.process_time() - c0, time.perf_counter() - w0
     finally:
         store.close()
-    return {"upsert_cpu_s": upsert_cpu, "optimize_cpu_s": cpu, "optimize_wall_s": wall}
+    return {"upsert_cpu_s": upsert_cpu, "optimize_cpu_s": cpu, "optimize_wall_s": wall, "indexes": held}
 
 
 def bench_seal(kb: Path, points: int, runs: int, dims: int, only: list[str] | None, drop: list[str],
@@ -158,7 +168,7 @@ def bench_seal(kb: Path, points: int, runs: int, dims: int, only: list[str] | No
     for label, got in measured.items():
         cpu = [r["optimize_cpu_s"] for r in got]
         rows.append({
-            "variant": label, "indexes": len(chosen[label][0]),
+            "variant": label, "indexes": got[0]["indexes"],
             "optimize_cpu_s": round(statistics.median(cpu), 3), "optimize_cpu_runs": [round(c, 3) for c in cpu],
             "optimize_wall_s": round(statistics.median(r["optimize_wall_s"] for r in got), 3),
             "upsert_cpu_s": round(statistics.median(r["upsert_cpu_s"] for r in got), 3),

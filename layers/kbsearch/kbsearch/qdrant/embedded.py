@@ -28,7 +28,7 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from itertools import repeat
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal, cast
 
 from kbsearch.config import EDGE_GRAPH_FROM
 from kbsearch.errors import StoreError, StoreHeld
@@ -37,6 +37,7 @@ from kbsearch.qdrant import space
 from kbsearch.qdrant.query import (
     DENSE,
     DENSE_SIZE,
+    FIRST_VALUE_INDEXES,
     MAX_PATH_CHARS,
     PAYLOAD_INDEXES,
     RESCORE_ONCE,
@@ -44,6 +45,7 @@ from kbsearch.qdrant.query import (
     TENANT_INDEXES,
     ScoredChunk,
     dense_size,
+    holds_value,
     index_missing,
     leg_read,
     path_filter,
@@ -51,6 +53,8 @@ from kbsearch.qdrant.query import (
     point_number,
     read_leg,
     scored_chunk,
+    settled,
+    settled_search,
 )
 from kbsearch.qdrant.readiness import NOT_A_FOLDER, owner_lock, path_problem
 from kbsearch.qdrant.store import (
@@ -268,9 +272,17 @@ class EdgeStore(Store):
             hnsw_m  # a sealed segment's graph degree; 0: none, its int8 vectors scanned (QDRANT_EMBEDDED_HNSW_M)
         )
         self.graph_from = graph_from  # points in a segment before it is sealed (QDRANT_EMBEDDED_GRAPH_FROM)
-        # the payload indexes a shard this store creates gets: PAYLOAD_INDEXES (another set: what one costs a seal,
-        # python -m kbsearch_tools.bench_seal)
-        self.payload_indexes = dict(PAYLOAD_INDEXES if payload_indexes is None else payload_indexes)
+        # the payload indexes a shard this store creates gets with the collection: PAYLOAD_INDEXES but the
+        # FIRST_VALUE_INDEXES, which it creates before it writes the first point holding a value for their field
+        # (another set, all of it created with the collection: what one costs a seal, python -m
+        # kbsearch_tools.bench_seal)
+        self.payload_indexes = dict(
+            {k: v for k, v in PAYLOAD_INDEXES.items() if k not in FIRST_VALUE_INDEXES}
+            if payload_indexes is None else payload_indexes
+        )  # fmt: skip
+        self.first_value_indexes = (
+            {k: v for k, v in PAYLOAD_INDEXES.items() if k in FIRST_VALUE_INDEXES} if payload_indexes is None else {}
+        )
         self.embedded = True
         self.root = root
         self.path = root / "edge" / collection
@@ -680,21 +692,58 @@ class EdgeStore(Store):
     def ensure_payload_indexes(self) -> None:
         """Create the payload indexes a shard made by an older version lacks (``access``), and make a
         :data:`TENANT_INDEXES` index made before without ``is_tenant`` a tenant index (Edge rebuilds it in place
-        from the payloads; the segments written from then on group their points by its values)."""
-        import qdrant_edge as edge
-
+        from the payloads; the segments written from then on group their points by its values). The
+        :data:`FIRST_VALUE_INDEXES` are not among them: they come with their field's first value (:meth:`upsert`)."""
         with self._lock, storage_errors("creating payload indexes"):
             schema = self.shard.info().payload_schema or {}
-            wanted = [name for name in PAYLOAD_INDEXES
-                      if name not in schema or (name in TENANT_INDEXES and not is_tenant(schema[name]))]  # fmt: skip
-            if wanted:
-                space.require(self.path, space.CREATE_RESERVE, "creating payload indexes")
-                self._check_state()
-            for name in wanted:
-                self.shard.update(
-                    edge.UpdateOperation.create_field_index(name, edge_index_schema(name, PAYLOAD_INDEXES[name]))
-                )
-                self._written = True
+            self._create_indexes(
+                {
+                    name: kind
+                    for name, kind in self.payload_indexes.items()
+                    if name not in schema or (name in TENANT_INDEXES and not is_tenant(schema[name]))
+                }
+            )
+
+    def _create_indexes(self, wanted: Mapping[str, str]) -> None:
+        """Create these payload indexes (field -> kind) in the shard (under the store's lock)."""
+        import qdrant_edge as edge
+
+        if not wanted:
+            return
+        space.require(self.path, space.CREATE_RESERVE, "creating payload indexes")
+        self._check_state()
+        for name, kind in wanted.items():
+            self.shard.update(edge.UpdateOperation.create_field_index(name, edge_index_schema(name, kind)))
+            self._written = True
+
+    def _absent(self) -> frozenset[str]:
+        """The :data:`FIRST_VALUE_INDEXES` fields the shard has no index of: no point holds a value of them
+        (:meth:`_index_values` creates the index before the first such point is written), so every filter, facet
+        and ordering on one is settled here (:func:`kbsearch.qdrant.query.settled`) rather than sent to Edge, which
+        would read every candidate's payload to find nothing, or refuse. Asked of the shard's own schema (a few
+        microseconds), so it holds across a close and reopen; none in a store made before (it has every index)."""
+        if not self.first_value_indexes:
+            return frozenset()
+        with self._lock:
+            schema = self.shard.info().payload_schema or {}
+        return frozenset(name for name in self.first_value_indexes if name not in schema)
+
+    def _index_values(self, payloads: Sequence[dict[str, Any]]) -> None:
+        """Before a write of ``payloads``: create the index of each :data:`FIRST_VALUE_INDEXES` field the shard has
+        none of and one of them holds a value of (:func:`kbsearch.qdrant.query.holds_value`). Under the store's
+        lock, before the write (a search never sees a value its field's index does not hold)."""
+        absent = self._absent()
+        if absent:
+            self._create_indexes({name: kind for name, kind in self.first_value_indexes.items()
+                                  if name in absent and any(holds_value(p.get(name)) for p in payloads)})  # fmt: skip
+
+    def _settled_filter(self, where: dict[str, Any] | None) -> edge.Filter | Literal[False] | None:
+        """A filter's JSON as Edge takes it, :func:`settled` for the fields without their index first: False when
+        it matches no point (nothing is asked), None when it matches every point."""
+        verdict = settled(where, self._absent())
+        if isinstance(verdict, bool):
+            return None if verdict else False
+        return edge_filter(verdict)
 
     def _edge_config(self) -> dict[str, Any]:
         try:
@@ -941,6 +990,7 @@ class EdgeStore(Store):
             space.require(self.path, space.points_bytes(chunks), f"writing {len(points)} points")
             with self._lock, storage_errors(f"writing {len(points)} points"):
                 self._check_state()
+                self._index_values([c.payload for c in chunks])
                 try:
                     self.shard.update(edge.UpdateOperation.upsert_points(points))
                 except BaseException:  # written in part, or not at all: these notes are read again
@@ -982,6 +1032,7 @@ class EdgeStore(Store):
         space.require(self.path, need, "updating a note's payload")
         with self._lock, storage_errors("updating a note's payload"):
             self._writing({path})
+            self._index_values([payload])
             self.shard.update(edge.UpdateOperation.set_payload_by_filter(edge_filter(path_filter(path)), payload))
             self._written = True
 
@@ -995,6 +1046,7 @@ class EdgeStore(Store):
             space.require(self.path, need, "updating notes' payloads")
             with self._lock, storage_errors("updating notes' payloads"):
                 self._writing(set(paths))
+                self._index_values([payload])
                 self.shard.update(edge.UpdateOperation.set_payload_by_filter(edge_filter(paths_filter(paths)), payload))
                 self._written = True
 
@@ -1014,8 +1066,11 @@ class EdgeStore(Store):
         need = space.WRITE_FACTOR * sum(moved + 12 * len(v) for _, v in vectors) + space.WRITE_RESERVE
         space.require(self.path, need, f"rewriting the BM25 vectors of {len(points)} points")
         with self._lock, storage_errors(f"rewriting the BM25 vectors of {len(points)} points"):
+            selector = self._settled_filter(where)
+            if selector is False:
+                return
             self._check_state()
-            self.shard.update(edge.UpdateOperation.update_vectors(points, edge_filter(where)))
+            self.shard.update(edge.UpdateOperation.update_vectors(points, selector))
             self._written = True
             self._since_cycle += len(points)
         if self._since_cycle >= self.graph_from:
@@ -1026,7 +1081,10 @@ class EdgeStore(Store):
         import qdrant_edge as edge
 
         with self._lock, storage_errors("reading the index"):
-            records, _ = self.shard.scroll(edge.ScrollRequest(limit=1, filter=edge_filter(where), with_payload=False,
+            selector = self._settled_filter(where)
+            if selector is False:
+                return False
+            records, _ = self.shard.scroll(edge.ScrollRequest(limit=1, filter=selector, with_payload=False,
                                                               with_vector=False))  # fmt: skip
         return bool(records)
 
@@ -1037,8 +1095,16 @@ class EdgeStore(Store):
         space.require(self.path, space.WRITE_FACTOR * len(json.dumps(payload)) + space.WRITE_RESERVE,
                       "updating points' payloads")  # fmt: skip
         with self._lock, storage_errors("updating points' payloads"):
+            selector = self._settled_filter(where)
+            if selector is False:
+                return
             self._check_state()
-            self.shard.update(edge.UpdateOperation.set_payload_by_filter(edge_filter(where), payload))
+            self._index_values([payload])
+            self.shard.update(
+                edge.UpdateOperation.set_payload_by_filter(
+                    selector if selector is not None else edge_filter({}), payload
+                )
+            )
             self._written = True
 
     def delete_note(self, path: str) -> None:
@@ -1061,6 +1127,10 @@ class EdgeStore(Store):
 
         offset, where = request.get("offset"), request.get("filter")
         try:
+            where = settled(where, self._absent())
+            if where is False:
+                return [], None
+            where = None if where is True else where
             if self._numeric_ids():
                 offset = _as_number(offset) if isinstance(offset, str) else offset
                 where = _numbered(where) if isinstance(where, dict) else where
@@ -1084,9 +1154,13 @@ class EdgeStore(Store):
         import qdrant_edge as edge
 
         try:
+            absent = self._absent()
+            where = settled(request.get("filter"), absent)
+            if str(request["key"]) in absent or where is False:  # no point holds a value of it, or none is counted
+                return []  # (Edge refuses a facet of a field without its index)
             translated = edge.FacetRequest(
                 key=str(request["key"]), limit=int(request.get("limit", 10)), exact=bool(request.get("exact", False)),
-                filter=_filter(request.get("filter")),
+                filter=None if where is True else _filter(where),
             )  # fmt: skip
         except (KeyError, TypeError, ValueError) as exc:
             raise StoreError(f"cannot run this facet on the embedded store ({exc})") from None
@@ -1163,20 +1237,30 @@ class EdgeStore(Store):
         return out
 
     def _batch(self, searches: list[dict[str, Any]]) -> list[list[Any]]:
-        """The searches as one Edge batch: Edge's scored points, per search."""
+        """The searches as one Edge batch: Edge's scored points, per search. A search on a field without its index
+        (:meth:`_absent`) is settled first (:func:`kbsearch.qdrant.query.settled_search`); one that finds no point
+        so is answered without Edge."""
         import qdrant_edge as edge
 
-        try:
-            batch = edge.QueryBatchRequest([edge_request(s) for s in searches])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise StoreError(f"cannot run this query on the embedded store ({exc})") from None
-        space.require(self.path, self._open_need, "searching")  # a disk that filled since the shard was opened
         with self._lock:
+            absent = self._absent()
+            asked = [settled_search(s, absent) for s in searches]
+            sent = [s for s in asked if s is not None]
             try:
-                answers = self.shard.query_batch(batch)
+                batch = edge.QueryBatchRequest([edge_request(s) for s in sent])
+            except (KeyError, TypeError, ValueError) as exc:
+                raise StoreError(f"cannot run this query on the embedded store ({exc})") from None
+            if not sent:
+                return [[] for _ in searches]
+            space.require(self.path, self._open_need, "searching")  # a disk that filled since the shard was opened
+            try:
+                answers = cast(list[list[Any]], self.shard.query_batch(batch))
             except Exception as exc:
                 raise edge_failure("query", exc) from None
-        return cast(list[list[Any]], answers)
+        if len(answers) != len(sent):
+            raise StoreError("Qdrant's answer is not what the API returns")
+        each = iter(answers)
+        return [next(each) if s is not None else [] for s in asked]
 
 
 def edge_leg(points: Sequence[Any], payloads: dict[Any, dict[str, Any] | None]) -> list[ScoredChunk]:

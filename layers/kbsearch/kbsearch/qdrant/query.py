@@ -68,6 +68,15 @@ PAYLOAD_INDEXES = {
     "folders": "keyword", "chunk_index": "integer", "updated": "datetime", "access": "keyword",
     "path_keys": "keyword", "name_keys": "keyword", "link_keys": "keyword", "reach": "keyword",
 }  # fmt: skip
+#: The payload indexes of the front-matter fields that the embedded store (Qdrant Edge) creates only before it writes
+#: the first point holding a value for the field (not missing, null or ``[]``), not with the collection: on a KB
+#: without front matter no point ever holds one, and each index costs every seal a read of every payload whatever it
+#: finds (+0.16 cpu-s a seal of 10,000 points; the four, ~1.3 cpu-s of the indexing process at 10x the vault:
+#: BENCHMARKS.md, "Session 25: what each payload index costs a seal"). Until a field has its index the store settles
+#: every filter, facet and ordering on it itself (:func:`settled`, :func:`settled_search`): no point holds a value of
+#: it. A store made before keeps its four indexes; Qdrant Cloud's collections get all of :data:`PAYLOAD_INDEXES`
+#: (their seals are the server's).
+FIRST_VALUE_INDEXES = frozenset({"tags", "type", "status", "updated"})
 #: Payload field: who reaches a chunk by one value (:func:`kbsearch.access.reach_of`): a restricted chunk's groups
 #: and the tokens (:func:`reach_token`) of the caller group sets that share one of them, a public chunk's ``public``,
 #: every group of :data:`REACH_GROUPS` and every token of :data:`REACH_SETS`. A caller holding one group besides
@@ -228,6 +237,119 @@ def filter_json(
         must.append({"key": "updated", "range": {"gt": when.isoformat()}})
     where = ({"must": must} if must else {}) | ({"should": should} if should else {})
     return where or None
+
+
+def holds_value(value: Any) -> bool:
+    """Whether a payload value is one a filter can match (Qdrant's ``is_empty`` is false for it): not missing (None
+    here), null or an empty list."""
+    return value is not None and value != []
+
+
+#: A condition that no point meets, for a prefetch whose filter :func:`settled` found matches nothing (the query
+#: around it may still find points through its other prefetches): an empty ``has_id``, which Qdrant answers from its
+#: id tracker.
+NO_POINT: dict[str, Any] = {"must": [{"has_id": []}]}
+
+
+def settled(where: dict[str, Any] | None, absent: Collection[str]) -> dict[str, Any] | bool:
+    """A filter's JSON on a store where no point holds a value (:func:`holds_value`) of the fields ``absent``, with
+    each condition on such a field settled: a ``match`` (but ``except``), a ``range`` or a geo condition meets no
+    point, ``is_empty`` every point, ``values_count`` every point or none as a count of 0 meets its bounds (Qdrant
+    counts 0 values for a missing field: ``lt 1`` meets it); ``must``, ``should`` and ``must_not`` (nested ones too)
+    simplified accordingly. True: it matches every point (no filter is needed; None is that too), False: none,
+    else the filter with what is left. What cannot be settled without reading payloads (``is_null``, ``except``)
+    or is not a filter Qdrant's JSON knows (other keys) is kept as it is, for Qdrant to check. Qdrant Edge checks a
+    condition on a field without a payload index by reading every candidate's payload: 316 ms for one dense query
+    filtered on ``type`` at 10x the vault, against 0.1 ms with the index (BENCHMARKS.md, session 25)."""
+    if where is None:
+        return True
+    if not absent or not isinstance(where, dict):
+        return where
+    return _settled_filter(where, frozenset(absent))
+
+
+def _settled_filter(where: dict[str, Any], absent: frozenset[str]) -> dict[str, Any] | bool:
+    if not set(where) <= {"must", "should", "must_not"}:  # min_should and the like: Qdrant's to check
+        return where
+    clauses = {name: _conditions(where.get(name)) for name in ("must", "should", "must_not")}
+    verdicts = {name: [_settled_condition(c, absent) for c in conditions] for name, conditions in clauses.items()}
+    if any(v is False for v in verdicts["must"]) or any(v is True for v in verdicts["must_not"]):
+        return False
+    if clauses["should"] and all(v is False for v in verdicts["should"]):
+        return False  # none of them can be met
+    if all(v is c for name in clauses for v, c in zip(verdicts[name], clauses[name], strict=True)):
+        return where  # nothing settled
+    out: dict[str, Any] = {}
+    must = [v for v in verdicts["must"] if v is not True]
+    if must:
+        out["must"] = must
+    if not any(v is True for v in verdicts["should"]):  # one met: the clause is
+        should = [v for v in verdicts["should"] if v is not False]
+        if should:
+            out["should"] = should
+    must_not = [v for v in verdicts["must_not"] if v is not False]
+    if must_not:
+        out["must_not"] = must_not
+    return out or True
+
+
+def _conditions(value: Any) -> list[Any]:
+    """A filter's clause as a list (Qdrant takes one condition in place of a list)."""
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+def _settled_condition(condition: Any, absent: frozenset[str]) -> Any:
+    if not isinstance(condition, dict):
+        return condition
+    if any(k in condition for k in ("must", "should", "must_not")):
+        return _settled_filter(condition, absent)
+    empty = condition.get("is_empty")
+    if isinstance(empty, dict) and empty.get("key") in absent:
+        return True
+    if condition.get("key") not in absent:
+        return condition
+    match = condition.get("match")
+    if isinstance(match, dict) and "except" not in match:
+        return False
+    if "range" in condition or any(str(k).startswith("geo_") for k in condition):
+        return False
+    count = condition.get("values_count")
+    if isinstance(count, dict):
+        bounds = (("lt", operator.lt), ("lte", operator.le), ("gt", operator.gt), ("gte", operator.ge))
+        return all(test(0, count[name]) for name, test in bounds if isinstance(count.get(name), int | float))
+    return condition
+
+
+def settled_search(search: dict[str, Any], absent: Collection[str]) -> dict[str, Any] | None:
+    """A Query API search (or a facet's or a scroll's request) on a store where no point holds a value of the
+    fields ``absent``, with its filters :func:`settled`, its prefetches' too (one that finds no point becomes
+    :data:`NO_POINT`'s, its place in the fusion kept); None when it answers no point without asking: its own filter
+    matches none, or it orders by such a field (Qdrant returns only the points holding the ``order_by`` field, and
+    Edge refuses the ordering without its index). The same object when nothing is settled."""
+    if not absent:
+        return search
+    query = search.get("query")
+    order = query.get("order_by") if isinstance(query, dict) else None
+    if (order.get("key") if isinstance(order, dict) else order) in absent:
+        return None
+    where = settled(search.get("filter"), absent)
+    if where is False:
+        return None
+    prefetches = _conditions(search.get("prefetch"))
+    inner = [settled_search(p, absent) if isinstance(p, dict) else p for p in prefetches]
+    if where is (search.get("filter") or True) and all(i is p for i, p in zip(inner, prefetches, strict=True)):
+        return search
+    out = {k: v for k, v in search.items() if k != "filter"} | ({} if where is True else {"filter": where})
+    if prefetches:
+        out["prefetch"] = [i if i is not None else _matching_none(p) for i, p in zip(inner, prefetches, strict=True)]
+    return out
+
+
+def _matching_none(prefetch: dict[str, Any]) -> dict[str, Any]:
+    """A prefetch that finds no point: its limit, no query, the filter :data:`NO_POINT`."""
+    return {"limit": prefetch.get("limit", 10), "filter": NO_POINT}
 
 
 def scope_clause(groups: Sequence[str], reach: Collection[str] = ()) -> dict[str, Any]:
