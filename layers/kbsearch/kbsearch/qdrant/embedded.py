@@ -287,7 +287,8 @@ class EdgeStore(Store):
         self.root = root
         self.path = root / "edge" / collection
         self._lock = threading.RLock()
-        self._shard: edge.EdgeShard | None = None
+        self._open_shard: edge.EdgeShard | None = None  # the shard (:attr:`_shard`)
+        self._absent_known: frozenset[str] | None = None  # of the open shard (see _absent)
         self._written = False
         self._open_need = space.OPEN_RESERVE
         self._since_cycle = 0  # points written since the shard was last optimised and reopened
@@ -308,6 +309,16 @@ class EdgeStore(Store):
         if load and (self.path / "edge_config.json").is_file():
             self._shard = self._load()
             self._check_sparse()
+
+    @property
+    def _shard(self) -> edge.EdgeShard | None:
+        """The open shard (None: none is): each one opened or created anew has its schema read again
+        (:meth:`_absent`)."""
+        return self._open_shard
+
+    @_shard.setter
+    def _shard(self, shard: edge.EdgeShard | None) -> None:
+        self._open_shard, self._absent_known = shard, None
 
     @property
     def _owner_file(self) -> Path:
@@ -713,6 +724,7 @@ class EdgeStore(Store):
         space.require(self.path, space.CREATE_RESERVE, "creating payload indexes")
         self._check_state()
         for name, kind in wanted.items():
+            self._absent_known = None  # the schema changes
             self.shard.update(edge.UpdateOperation.create_field_index(name, edge_index_schema(name, kind)))
             self._written = True
 
@@ -720,13 +732,17 @@ class EdgeStore(Store):
         """The :data:`FIRST_VALUE_INDEXES` fields the shard has no index of: no point holds a value of them
         (:meth:`_index_values` creates the index before the first such point is written), so every filter, facet
         and ordering on one is settled here (:func:`kbsearch.qdrant.query.settled`) rather than sent to Edge, which
-        would read every candidate's payload to find nothing, or refuse. Asked of the shard's own schema (a few
-        microseconds), so it holds across a close and reopen; none in a store made before (it has every index)."""
+        would read every candidate's payload to find nothing, or refuse. Read of the shard's own schema, so it holds
+        across a close and reopen (none in a store made before: it has every index), once per shard object this
+        store opens and again after it creates an index (the only schema change; no other process writes the shard
+        while this one holds it)."""
         if not self.first_value_indexes:
             return frozenset()
         with self._lock:
-            schema = self.shard.info().payload_schema or {}
-        return frozenset(name for name in self.first_value_indexes if name not in schema)
+            if self._absent_known is None:
+                schema = self.shard.info().payload_schema or {}
+                self._absent_known = frozenset(n for n in self.first_value_indexes if n not in schema)
+            return self._absent_known
 
     def _index_values(self, payloads: Sequence[dict[str, Any]]) -> None:
         """Before a write of ``payloads``: create the index of each :data:`FIRST_VALUE_INDEXES` field the shard has

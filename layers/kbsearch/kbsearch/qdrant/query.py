@@ -56,8 +56,9 @@ RESCORE_ONCE = "rescore_once"
 BM25_READING, BM25_READING_FROM = "bm25_reading", "bm25_reading_from"
 #: Metadata keys of the last successful indexer run (when, and full | reconcile | events | watch): /health's answer.
 LAST_SYNC_AT, LAST_SYNC_KIND = "last_sync_at", "last_sync_kind"
-#: The payload indexes every collection gets (field → Qdrant's payload schema type), one for each field a filter, a
-#: facet or an ordering reads: ``path`` (a note's points: deletes, updates, reads), ``tags``/``type``/``status``/
+#: The payload indexes every collection gets (field → Qdrant's payload schema type; the embedded store's the
+#: :data:`FIRST_VALUE_INDEXES` only with their field's first value), one for each field a filter, a facet or an
+#: ordering reads: ``path`` (a note's points: deletes, updates, reads), ``tags``/``type``/``status``/
 #: ``folders``/``updated`` (the search's filters, the catalog's facets and its newest notes), ``chunk_index`` (a
 #: note's first chunk, leftovers past its last), ``access``/``reach`` (every search's scope), ``path_keys``/
 #: ``name_keys``/``link_keys`` (the link graph). Nothing filters on ``doc_id`` (it is read, not matched), so it has
