@@ -105,7 +105,7 @@ def surfaces(load_search_app: Any) -> Iterator[Callable[[Settings], dict[str, An
         try:
             return answers(call)
         finally:
-            call.module.api.container.close()  # type: ignore[attr-defined]
+            call.module.api.container.close()
 
     yield read
 

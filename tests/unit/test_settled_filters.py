@@ -59,8 +59,9 @@ def test_a_filter_with_nothing_to_settle_is_the_same_object() -> None:
 
 
 def test_the_search_filters_on_front_matter_match_nothing_without_the_index() -> None:
-    for filters in ({"types": ["memo"]}, {"statuses": ["active"]}, {"tags": ["x"]}):
-        assert settled(filter_json(**filters, groups=["public"]), ABSENT) is False
+    for where in (filter_json(types=["memo"], groups=["public"]), filter_json(statuses=["active"], groups=["public"]),
+                  filter_json(tags=["x"], groups=["public"])):  # fmt: skip
+        assert settled(where, ABSENT) is False
     scoped = filter_json(groups=["public", "hr"], path_prefix="ops")
     assert settled(scoped, {"type"}) == scoped
 

@@ -103,7 +103,11 @@ def variants(drop: list[str]) -> dict[str, tuple[dict[str, str] | None, bool]]:
 
 
 def seal_once(
-    work: Path, found: list[tuple[dict[str, Any], Any]], indexes: dict[str, str] | None, merge: bool, dims: int,
+    work: Path,
+    found: list[tuple[dict[str, Any], Any]],
+    indexes: dict[str, str] | None,
+    merge: bool,
+    dims: int,
     seed: int,
 ) -> dict[str, float]:
     """One fresh store with these payload indexes (None: the store's own), the points written as the indexer writes
