@@ -675,7 +675,7 @@ def test_qdrant_cloud_is_asked_for_graph_keys_alone_once_every_note_holds_them(
 
     folder = write_kb(tmp_path / "kb", NOTES)
     endpoint = FakeEndpoint().start()
-    metadata = {"access_restricted_links": {}} | ({GRAPH_KEYS_ONLY: True} if recorded else {})
+    metadata: dict[str, Any] = {"access_restricted_links": {}} | ({GRAPH_KEYS_ONLY: True} if recorded else {})
     answer = [
         {"id": 1, "payload": {"path": "Alpha.md", "title": "Alpha", GRAPH_KEYS: ["p:alpha", "n:alpha", "l:hub"]}},
         {"id": 2, "payload": {"path": "ops/Beta.md", "title": "Beta", "path_keys": ["beta", "ops/beta"],
@@ -710,43 +710,14 @@ def test_qdrant_cloud_is_asked_for_graph_keys_alone_once_every_note_holds_them(
     assert all(k.startswith(("p:", "n:", "l:")) for c in should if c["key"] == GRAPH_KEYS for k in c["match"]["any"])
 
 
-def test_qdrant_cloud_collection_made_before_is_sent_the_graph_keys_index_alone(tmp_path: Path) -> None:
+def test_qdrant_cloud_collection_made_before_is_sent_the_graph_keys_index_alone() -> None:
     """Through qdrant-client (Qdrant Cloud's path), against a loopback Qdrant: a collection whose payload indexes are
     a kb-search's before ``graph_keys`` (``path_keys``, ``name_keys``, ``link_keys`` among them) is sent one new
-    index, ``graph_keys`` as a keyword index, and keeps the three (nothing is deleted)."""
-    from qdrant_client.http import models as http
-
+    index, ``graph_keys`` as a keyword index, and nothing else."""
     from kbsearch.qdrant.query import PAYLOAD_INDEXES, REACH
-    from kbsearch.qdrant.store import Store
-    from kbsearch_tools.fakes import FakeEndpoint
+    from tests.integration.test_access_reach import cloud_index_requests
 
-    before = {k: v for k, v in PAYLOAD_INDEXES.items() if k != GRAPH_KEYS} | dict.fromkeys(
-        OLD_GRAPH_FIELDS.values(), "keyword"
-    )
-    schema = {name: http.PayloadIndexInfo.model_validate({"data_type": kind, "points": 0, "params": (
-                  {"type": "keyword", "is_tenant": True} if name == REACH else None)})
-              for name, kind in before.items()}  # fmt: skip
-    info = http.CollectionInfo(
-        status=http.CollectionStatus.GREEN, optimizer_status=http.OptimizersStatusOneOf.OK, segments_count=1,
-        config=http.CollectionConfig(
-            params=http.CollectionParams(), hnsw_config=http.HnswConfig(m=16, ef_construct=128,
-                                                                         full_scan_threshold=10_000),
-            optimizer_config=http.OptimizersConfig(default_segment_number=0, flush_interval_sec=5),
-        ),
-        payload_schema=schema,
-    )  # fmt: skip
-    collection = json.dumps({"result": json.loads(info.model_dump_json(exclude_none=True)), "status": "ok"}).encode()
-    done = json.dumps({"result": {"operation_id": 1, "status": "completed"}, "status": "ok"}).encode()
-    qdrant = FakeEndpoint().start()
-    qdrant.responder = lambda method, path: (200, collection if method == "GET" else done, "application/json")
-    try:
-        settings = Settings(qdrant_url=qdrant.url, qdrant_api_key="k", embedding_dimensions=32)
-        store = Store.cloud(settings, Secrets(settings))
-        try:
-            store.ensure_payload_indexes()
-        finally:
-            store.close()
-    finally:
-        qdrant.stop()
-    sent = [(r.path.split("?")[0], r.body) for r in qdrant.requests if r.body is not None]
-    assert sent == [("/collections/kb/index", {"field_name": GRAPH_KEYS, "field_schema": "keyword"})]
+    before = {k: v for k, v in PAYLOAD_INDEXES.items() if k != GRAPH_KEYS}
+    before |= dict.fromkeys(OLD_GRAPH_FIELDS.values(), "keyword")
+    sent = cloud_index_requests(before, {REACH: {"type": "keyword", "is_tenant": True}})
+    assert sent == [{"field_name": GRAPH_KEYS, "field_schema": "keyword"}]

@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 #: Link targets that are attachments, not notes (embeds of images, PDFs, media, canvases).
@@ -121,7 +121,7 @@ def graph_keys(paths: Iterable[str], names: Iterable[str], links: Iterable[str])
     return [*(PATH_KEY + k for k in paths), *(NAME_KEY + k for k in names), *(LINK_KEY + k for k in links)]
 
 
-def stored_keys(payload: dict[str, object], kind: str) -> list[str]:
+def stored_keys(payload: Mapping[str, object], kind: str) -> list[str]:
     """A first chunk's keys of one ``kind`` (:data:`PATH_KEY`, ...), unprefixed: from its ``graph_keys``, else
     (a note a store made before has not rewritten yet) from that kind's old field (:data:`OLD_GRAPH_FIELDS`); []
     when it holds none (or not a list of strings)."""
