@@ -672,6 +672,7 @@ def test_qdrant_cloud_is_asked_for_graph_keys_alone_once_every_note_holds_them(
     Qdrant Cloud's strict mode refuses a filter on a field without an index), and on the three old fields too when
     it does not (a store made before, which indexes them); the answer reads both shapes alike."""
     from kbsearch_tools.fakes import FakeEndpoint
+    from tests.integration.test_store_answers import qdrant_answering
 
     folder = write_kb(tmp_path / "kb", NOTES)
     endpoint = FakeEndpoint().start()
@@ -682,16 +683,7 @@ def test_qdrant_cloud_is_asked_for_graph_keys_alone_once_every_note_holds_them(
                               "name_keys": ["beta"], "link_keys": ["hub"]}},
     ]  # fmt: skip
 
-    def respond(method: str, path: str) -> tuple[int, bytes, str] | None:
-        if path.endswith(("/points/query", "/points/scroll")):
-            result: Any = {"points": answer, "next_page_offset": None}
-        elif method == "GET" and path.rstrip("/").endswith("/collections/kb"):
-            result = {"config": {"params": {}, "metadata": metadata}}
-        else:
-            return 404, b'{"status": {"error": "Not found"}}', "application/json"
-        return 200, json.dumps({"result": result, "status": "ok", "time": 0.001}).encode(), "application/json"
-
-    endpoint.responder = respond
+    endpoint.responder = qdrant_answering(answer, metadata)
     try:
         app = load_search_app(KB_SOURCE=str(folder), QDRANT_URL=endpoint.url, QDRANT_API_KEY="qdrant-test-key")
         got = app(build_event(HttpRequest("GET", "/notes/Hub.md", "", [], b""), "/notes/{path+}",
