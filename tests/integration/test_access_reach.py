@@ -586,22 +586,20 @@ def test_sealed_segments_grouped_by_reach_serve_a_scope_exactly_while_writes_rac
         store.close()
 
 
-@pytest.mark.parametrize("reach_params", [None, {"type": "keyword", "is_tenant": True}])
-def test_qdrant_cloud_is_asked_for_reach_as_a_tenant_index_once(reach_params: dict[str, Any] | None) -> None:
-    """Through qdrant-client (Qdrant Cloud's path), against a loopback Qdrant: a collection whose ``reach`` index is
-    not a tenant index (an earlier version's) is sent that index again with ``is_tenant``, and nothing else; one whose
-    index is already a tenant index is sent nothing."""
+def cloud_index_requests(indexes: dict[str, str], params: dict[str, dict[str, Any] | None]) -> list[Any]:
+    """Through qdrant-client (Qdrant Cloud's path), against a loopback Qdrant whose collection has these payload
+    indexes (field → kind; ``params``: field → the index's params, as Qdrant answers them): the bodies of the index
+    requests :meth:`Store.ensure_payload_indexes` sends."""
     import json
 
     from qdrant_client.http import models
 
-    from kbsearch.qdrant.query import PAYLOAD_INDEXES
     from kbsearch.qdrant.store import Store
     from kbsearch_tools.fakes import FakeEndpoint
 
     schema = {name: models.PayloadIndexInfo.model_validate({"data_type": kind, "points": 0,
-                                                            "params": reach_params if name == REACH else None})
-              for name, kind in PAYLOAD_INDEXES.items()}  # fmt: skip
+                                                            "params": params.get(name)})
+              for name, kind in indexes.items()}  # fmt: skip
     info = models.CollectionInfo(
         status=models.CollectionStatus.GREEN, optimizer_status=models.OptimizersStatusOneOf.OK, segments_count=1,
         config=models.CollectionConfig(
@@ -624,7 +622,17 @@ def test_qdrant_cloud_is_asked_for_reach_as_a_tenant_index_once(reach_params: di
             store.close()
     finally:
         qdrant.stop()
-    sent = [r.body for r in qdrant.requests if r.path.split("?")[0] == "/collections/kb/index"]
+    return [r.body for r in qdrant.requests if r.path.split("?")[0] == "/collections/kb/index"]
+
+
+@pytest.mark.parametrize("reach_params", [None, {"type": "keyword", "is_tenant": True}])
+def test_qdrant_cloud_is_asked_for_reach_as_a_tenant_index_once(reach_params: dict[str, Any] | None) -> None:
+    """Through qdrant-client (Qdrant Cloud's path), against a loopback Qdrant: a collection whose ``reach`` index is
+    not a tenant index (an earlier version's) is sent that index again with ``is_tenant``, and nothing else; one whose
+    index is already a tenant index is sent nothing."""
+    from kbsearch.qdrant.query import PAYLOAD_INDEXES
+
+    sent = cloud_index_requests(PAYLOAD_INDEXES, {REACH: reach_params})
     if reach_params is None:
         assert sent == [{"field_name": REACH, "field_schema": {"type": "keyword", "is_tenant": True}}]
     else:

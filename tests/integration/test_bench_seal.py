@@ -1,5 +1,6 @@
 """``python -m kbsearch_tools.bench_seal`` as a spawned process on the sample KB: one seal per variant, the payload
-indexes each variant names, and the graph keys merged into one prefixed field on a note's first chunk only."""
+indexes each variant names, and the graph keys split into the three fields they were before, on a note's first chunk
+only."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from kbsearch_tools.bench_seal import GRAPH_PREFIXES, MERGED, merged
+from kbsearch_tools.bench_seal import split
 from tests.conftest import ROOT, subprocess_env
 
 
@@ -16,7 +17,7 @@ def test_each_variant_seals_the_points_with_its_payload_indexes() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "kbsearch_tools.bench_seal", "--kb", str(ROOT / "sample-kb"), "--points", "120",
          "--runs", "2", "--dims", "8", "--variant", "all", "--variant", "as created", "--variant", "none", "--variant", "only absent",
-         "--variant", "graph merged", "--variant", "all but tags,type", "--drop", "tags,type", "--json"],
+         "--variant", "graph split", "--variant", "all but tags,type", "--drop", "tags,type", "--json"],
         env=subprocess_env(), capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
@@ -24,7 +25,7 @@ def test_each_variant_seals_the_points_with_its_payload_indexes() -> None:
     assert results["points"] == 120 and 0 < results["first_chunks"] < 120
     rows = {r["variant"]: r for r in results["rows"]}
     assert {label: r["indexes"] for label, r in rows.items()} == {
-        "all": 12, "as created": 12, "none": 0, "only absent": 1, "graph merged": 10, "all but tags,type": 10,
+        "all": 10, "as created": 10, "none": 0, "only absent": 1, "graph split": 12, "all but tags,type": 8,
     }  # fmt: skip
     for row in rows.values():
         assert len(row["optimize_cpu_runs"]) == 2 and row["optimize_cpu_s"] > 0 and row["upsert_cpu_s"] > 0
@@ -39,11 +40,12 @@ def test_an_unknown_field_to_drop_is_named() -> None:
     assert done.returncode != 0 and "nope" in done.stderr and "Traceback" not in done.stderr
 
 
-def test_graph_keys_merged_keep_each_key_apart_by_its_prefix() -> None:
-    first = {"path": "a.md", "chunk_index": 0, "path_keys": ["a", "a.md"], "name_keys": ["alpha"], "link_keys": []}
-    assert merged(first) == {"path": "a.md", "chunk_index": 0, MERGED: ["p:a", "p:a.md", "n:alpha"]}
+def test_graph_keys_split_each_key_by_its_prefix() -> None:
+    first = {"path": "a.md", "chunk_index": 0, "graph_keys": ["p:a", "p:x/a", "n:alpha", "n:p:odd", "l:b"]}
+    assert split(first) == {"path": "a.md", "chunk_index": 0, "path_keys": ["a", "x/a"], "name_keys": ["alpha", "p:odd"],
+                            "link_keys": ["b"]}  # fmt: skip
     later = {"path": "a.md", "chunk_index": 1}
-    assert merged(later) == later and set(GRAPH_PREFIXES) == {"path_keys", "name_keys", "link_keys"}
+    assert split(later) == later
 
 
 def test_a_store_given_other_payload_indexes_creates_those(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -18,11 +18,12 @@ from qdrant_client import models
 from kbsearch.access import Scope
 from kbsearch.browse import BrowseService, InvalidCursor, NoteProblem, encode_cursor
 from kbsearch.config import Secrets, Settings
-from kbsearch.indexer import run_sync
+from kbsearch.indexer import link_carriers, run_sync
 from kbsearch.lexical import document_vector
-from kbsearch.links import link_key, path_keys
+from kbsearch.links import GRAPH_KEYS, LINK_KEY, OLD_GRAPH_FIELDS, link_key, path_keys, stored_keys
 from kbsearch.qdrant import open_store
-from kbsearch.qdrant.query import held_request, payload_links
+from kbsearch.qdrant.embedded import EdgeStore
+from kbsearch.qdrant.query import GRAPH_KEYS_ONLY, held_request, payload_links
 from kbsearch.qdrant.store import ChunkPoint
 from kbsearch.reader import NoteReader
 from kbsearch.search import SearchService
@@ -162,21 +163,95 @@ def test_incremental_syncs_keep_backlinks_right(kb: tuple[Path, Settings], brows
     assert hub.links is not None and ("ops/Beta", None) in refs(hub.links.outgoing)
 
 
-def test_an_index_without_graph_keys_gets_them_on_the_next_sync(tmp_path: Path, browse_of: Any) -> None:
-    folder = write_kb(tmp_path / "kb", NOTES)
-    settings = Settings(qdrant_path=str(tmp_path / "q"), qdrant_url="", embedding_api_key=None,
-                        embedding_api_key_param="", kb_source=str(folder))  # fmt: skip
-    sync(settings, folder)
+def graph_answers(settings: Settings, browse_of: Any) -> dict[str, Any]:
+    """What the graph answers of every note: its outgoing links resolved, its backlinks; and the notes a name means
+    (a path tail, a title, an alias), and the restricted-link carriers of every note's keys."""
+    browse = browse_of(settings)
+    out: dict[str, Any] = {}
+    for path in sorted(NOTES):
+        note = browse.note(path, None, ALL)
+        assert note.links is not None and note.degraded == []
+        out[path] = (refs(note.links.outgoing), refs(note.links.backlinks), note.links.backlinks_truncated)
+    for name in ("Alpha", "G-note", "ops/Beta", "old beta", "lonely", "nobody"):
+        out[name] = browse._named(name, ALL, None)
+    browse.search.close()
     store = open_store(settings, Secrets(settings))
-    first = {pid: p for pid, p in store.points().items() if p["path"] == "Alpha.md" and p["chunk_index"] == 0}
-    ((_, payload),) = first.items()
-    old = {k: v for k, v in payload.items() if k not in ("path_keys", "name_keys", "link_keys")}
-    store.upsert([ChunkPoint("Alpha.md", 0, old, document_vector(payload["text"]), None)])  # as an older indexer wrote
-    store.close()
+    try:
+        out["carriers"] = link_carriers(store, {k for p in NOTES for k in path_keys(p)} | {"g-note", "hub", "old beta"})
+    finally:
+        store.close()
+    return out
+
+
+def as_written_before(settings: Settings, paths: Iterable[str]) -> None:
+    """Make the store as a kb-search before ``graph_keys`` wrote it, through the store's own interface: these notes'
+    first chunks hold their keys in ``path_keys``, ``name_keys``, ``link_keys`` (unprefixed), the collection's
+    metadata does not record :data:`GRAPH_KEYS_ONLY`, and (Qdrant Edge) it indexes those three fields instead of
+    ``graph_keys``."""
+    import qdrant_edge as edge
+
+    store = open_store(settings, Secrets(settings))
+    try:
+        for p in store.points().values():
+            if p["path"] in paths and p["chunk_index"] == 0:
+                old = {k: v for k, v in p.items() if k != GRAPH_KEYS}
+                old |= {field: stored_keys(p, kind) for kind, field in OLD_GRAPH_FIELDS.items()}
+                assert old["path_keys"] == path_keys(p["path"])
+                store.upsert([ChunkPoint(p["path"], 0, old, document_vector(p["text"]), None)])
+        store.set_metadata({k: v for k, v in store.metadata().items() if k != GRAPH_KEYS_ONLY})
+        if isinstance(store, EdgeStore):
+            store.shard.update(edge.UpdateOperation.delete_field_index(GRAPH_KEYS))
+            for field in OLD_GRAPH_FIELDS.values():
+                store.shard.update(edge.UpdateOperation.create_field_index(field, edge.PayloadSchemaType.Keyword))
+            store._written = True
+    finally:
+        store.close()
+
+
+def first_chunks(settings: Settings) -> dict[str, dict[str, Any]]:
+    store = open_store(settings, Secrets(settings))
+    try:
+        return {p["path"]: p for p in store.points().values() if p["chunk_index"] == 0}
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("old", ["every note", "one note"])
+def test_a_store_written_before_graph_keys_answers_alike_and_its_next_sync_rewrites_it_once(
+    kb: tuple[Path, Settings], browse_of: Any, old: str
+) -> None:
+    """A store whose notes hold their graph keys in the three fields of a kb-search before ``graph_keys`` (all of
+    them, or one note among notes written now) answers every graph question as the store written now does (the
+    readers match and read the old fields too); its next sync rewrites each such note once (and records that every
+    note holds ``graph_keys``, after which the readers ask it alone), the sync after rewrites nothing; the answers
+    stay the same throughout."""
+    folder, settings = kb
+    sync(settings, folder)
+    assert first_chunks(settings)["Alpha.md"][GRAPH_KEYS] == ["p:alpha", "n:alpha", "l:hub"]
+    expected = graph_answers(settings, browse_of)
+    assert expected["Hub.md"][1] == [("Alpha.md", "Alpha.md"), ("ops/Beta.md", "ops/Beta.md")]
+    assert expected["G-note"] == "ops/Gamma.md" and expected["nobody"] is None
+    written_before = sorted(NOTES) if old == "every note" else ["Alpha.md"]
+    as_written_before(settings, written_before)
+    before = first_chunks(settings)
+    assert all(GRAPH_KEYS not in before[p] and "link_keys" in before[p] for p in written_before)
+    assert graph_answers(settings, browse_of) == expected
+
     report = sync(settings, folder)
-    assert report.updated == 1 and report.unchanged == len(NOTES) - 1
-    hub = browse_of(settings).note("Hub.md", None, ALL)
-    assert hub.links is not None and "Alpha.md" in [r.path for r in hub.links.backlinks]
+    assert report.updated == len(written_before) and report.unchanged == len(NOTES) - len(written_before)
+    after = first_chunks(settings)
+    assert all(GRAPH_KEYS in p and not {"path_keys", "name_keys", "link_keys"} & set(p) for p in after.values())
+    store = open_store(settings, Secrets(settings))
+    try:
+        assert store.metadata()[GRAPH_KEYS_ONLY] is True
+        if isinstance(store, EdgeStore):  # a collection made before keeps its indexes and gains graph_keys
+            assert {GRAPH_KEYS, *OLD_GRAPH_FIELDS.values()} <= set(store.shard.info().payload_schema)
+    finally:
+        store.close()
+    assert graph_answers(settings, browse_of) == expected
+    again = sync(settings, folder)
+    assert again.updated == 0 and again.unchanged == len(NOTES)
+    assert graph_answers(settings, browse_of) == expected
 
 
 def test_catalog_counts_notes_and_lists_recent_ones(kb: tuple[Path, Settings], browse_of: Any) -> None:
@@ -239,7 +314,7 @@ def test_scroll_facet_and_ordered_queries_are_qdrants_own_json() -> None:
     )  # fmt: skip
     assert isinstance(query.query, models.OrderByQuery)
     graph = {"must": [{"key": "chunk_index", "match": {"value": 0}}],
-             "should": [{"key": "link_keys", "match": {"any": ["hub"]}}]}  # fmt: skip
+             "should": [{"key": "graph_keys", "match": {"any": ["l:hub"]}}]}  # fmt: skip
     models.QueryRequest.model_validate({"filter": graph, "limit": 500, "with_payload": {"include": ["path"]}})
     held = models.ScrollRequest.model_validate(held_request("ops/Gamma.md", ["hr", "public"]))  # a read's first ask
     assert held.filter is not None and held.limit == 1
@@ -505,10 +580,10 @@ def test_notes_with_huge_or_tangled_link_graphs_stay_bounded(load_search_app: An
     finally:
         opened.close()
     assert max(len(payload_links(p.get("links"))) for p in points) == 100
-    assert max(len(p.get("link_keys", [])) for p in points) == 1000
+    assert max(len(stored_keys(p, LINK_KEY)) for p in points) == 1000
     many = [p for p in points if p["path"] == "many.md"]
     assert len(many) > 1 and all(p["links"] == "\n".join(f"n{i}" for i in range(100)) for p in many)
-    assert next(p for p in points if p["path"] == "long.md" and p["chunk_index"] == 0)["link_keys"] == [
+    assert stored_keys(next(p for p in points if p["path"] == "long.md" and p["chunk_index"] == 0), LINK_KEY) == [
         str(i).rjust(400, "x") for i in range(1000)
     ]  # the first 1,000 distinct targets; those over a key's 512 characters could never be keys anyway
 
@@ -585,3 +660,56 @@ def test_a_section_whose_heading_holds_the_path_separator_is_found_by_its_text(
         assert status == 200 and answer["section"] == ["Menu", "Settings > Files and links"], (asked, answer)
     status, answer = get(app, "/notes/Menu.md", {"section": "Rotation > Steps"})
     assert status == 200 and answer["section"] == ["Menu", "Rotation", "Steps"], answer
+
+
+@pytest.mark.parametrize("recorded", [True, False])
+def test_qdrant_cloud_is_asked_for_graph_keys_alone_once_every_note_holds_them(
+    recorded: bool, tmp_path: Path, load_search_app: Any
+) -> None:
+    """Through Qdrant Cloud's REST path (a loopback Qdrant answering one note written now and one a kb-search before
+    ``graph_keys`` wrote): a note's links are one query, its graph conditions on the prefixed ``graph_keys`` alone
+    when the collection records :data:`GRAPH_KEYS_ONLY` (a collection made now does not index the old fields, and
+    Qdrant Cloud's strict mode refuses a filter on a field without an index), and on the three old fields too when
+    it does not (a store made before, which indexes them); the answer reads both shapes alike."""
+    from kbsearch_tools.fakes import FakeEndpoint
+    from tests.integration.test_store_answers import qdrant_answering
+
+    folder = write_kb(tmp_path / "kb", NOTES)
+    endpoint = FakeEndpoint().start()
+    metadata: dict[str, Any] = {"access_restricted_links": {}} | ({GRAPH_KEYS_ONLY: True} if recorded else {})
+    answer = [
+        {"id": 1, "payload": {"path": "Alpha.md", "title": "Alpha", GRAPH_KEYS: ["p:alpha", "n:alpha", "l:hub"]}},
+        {"id": 2, "payload": {"path": "ops/Beta.md", "title": "Beta", "path_keys": ["beta", "ops/beta"],
+                              "name_keys": ["beta"], "link_keys": ["hub"]}},
+    ]  # fmt: skip
+
+    endpoint.responder = qdrant_answering(answer, metadata)
+    try:
+        app = load_search_app(KB_SOURCE=str(folder), QDRANT_URL=endpoint.url, QDRANT_API_KEY="qdrant-test-key")
+        got = app(build_event(HttpRequest("GET", "/notes/Hub.md", "", [], b""), "/notes/{path+}",
+                              {"path": "Hub.md"}, "dev"))  # fmt: skip
+    finally:
+        endpoint.stop()
+    assert got["statusCode"] == 200, got
+    links = json.loads(got["body"])["links"]
+    assert [(r["target"], r["path"]) for r in links["outgoing"]][:2] == [("Alpha", "Alpha.md"),
+                                                                          ("ops/Beta", "ops/Beta.md")]  # fmt: skip
+    assert [r["path"] for r in links["backlinks"]] == ["Alpha.md", "ops/Beta.md"]
+    (query,) = [r.body for r in endpoint.requests if r.path.split("?")[0] == "/collections/kb/points/query"]
+    should = query["filter"]["should"]
+    assert {c["key"] for c in should} == ({GRAPH_KEYS} if recorded else {GRAPH_KEYS, *OLD_GRAPH_FIELDS.values()})
+    assert {"key": GRAPH_KEYS, "match": {"any": ["l:hub"]}} in should
+    assert all(k.startswith(("p:", "n:", "l:")) for c in should if c["key"] == GRAPH_KEYS for k in c["match"]["any"])
+
+
+def test_qdrant_cloud_collection_made_before_is_sent_the_graph_keys_index_alone() -> None:
+    """Through qdrant-client (Qdrant Cloud's path), against a loopback Qdrant: a collection whose payload indexes are
+    a kb-search's before ``graph_keys`` (``path_keys``, ``name_keys``, ``link_keys`` among them) is sent one new
+    index, ``graph_keys`` as a keyword index, and nothing else."""
+    from kbsearch.qdrant.query import PAYLOAD_INDEXES, REACH
+    from tests.integration.test_access_reach import cloud_index_requests
+
+    before = {k: v for k, v in PAYLOAD_INDEXES.items() if k != GRAPH_KEYS}
+    before |= dict.fromkeys(OLD_GRAPH_FIELDS.values(), "keyword")
+    sent = cloud_index_requests(before, {REACH: {"type": "keyword", "is_tenant": True}})
+    assert sent == [{"field_name": GRAPH_KEYS, "field_schema": "keyword"}]

@@ -347,6 +347,26 @@ def test_a_restricted_link_entry_of_the_wrong_shape_hides_its_link_never_a_500(
 # -- more than was asked for ----------------------------------------------------------------------------------------
 
 
+def qdrant_answering(
+    points: list[dict[str, Any]], metadata: dict[str, Any], hits: list[dict[str, Any]] | None = None
+) -> Callable[[str, str], tuple[int, bytes, str] | None]:
+    """A loopback Qdrant's answers (a :class:`FakeEndpoint` responder): every query and scroll these points (one
+    page), every facet these hits, the collection ``kb``'s GET this metadata; anything else a 404."""
+
+    def respond(method: str, path: str) -> tuple[int, bytes, str] | None:
+        if hits is not None and path.endswith("/facet"):
+            result: Any = {"hits": hits}
+        elif path.endswith(("/points/query", "/points/scroll")):
+            result = {"points": points, "next_page_offset": None}
+        elif method == "GET" and path.rstrip("/").endswith("/collections/kb"):
+            result = {"config": {"params": {}, "metadata": metadata}}
+        else:
+            return 404, b'{"status": {"error": "Not found"}}', "application/json"
+        return 200, json.dumps({"result": result, "status": "ok", "time": 0.001}).encode(), "application/json"
+
+    return respond
+
+
 def test_more_points_than_asked_for_are_cut_to_the_limit(tmp_path, load_search_app) -> None:
     """A Qdrant answering every query, scroll and facet with 3,000 points or hits whatever the request's ``limit``:
     a note's backlinks are at most the 500 the links query asks for and the catalog's lists their limits (the
@@ -358,20 +378,11 @@ def test_more_points_than_asked_for_are_cut_to_the_limit(tmp_path, load_search_a
     (kb / "a.md").write_text("# A\n\nThe note a.\n", encoding="utf-8")
     endpoint = FakeEndpoint().start()
 
-    def respond(method: str, path: str) -> tuple[int, bytes, str] | None:
-        if path.endswith("/facet"):
-            result: Any = {"hits": [{"value": f"t{i}", "count": 1} for i in range(n)]}
-        elif path.endswith(("/points/query", "/points/scroll")):
-            result = {"points": [{"id": i + 1, "payload": {
-                "path": f"b{i}.md", "title": f"B{i}", "path_keys": [f"b{i}.md", f"b{i}"], "name_keys": [f"b{i}"],
-                "link_keys": ["a"], "updated": "2026-01-01"}} for i in range(n)], "next_page_offset": None}  # fmt: skip
-        elif method == "GET" and path.rstrip("/").endswith("/collections/kb"):
-            result = {"config": {"params": {}, "metadata": {"access_restricted_links": {}}}}
-        else:
-            return 404, b'{"status": {"error": "Not found"}}', "application/json"
-        return 200, json.dumps({"result": result, "status": "ok", "time": 0.001}).encode(), "application/json"
-
-    endpoint.responder = respond
+    points = [{"id": i + 1, "payload": {
+        "path": f"b{i}.md", "title": f"B{i}", "path_keys": [f"b{i}.md", f"b{i}"], "name_keys": [f"b{i}"],
+        "link_keys": ["a"], "updated": "2026-01-01"}} for i in range(n)]  # fmt: skip
+    endpoint.responder = qdrant_answering(points, {"access_restricted_links": {}},
+                                          [{"value": f"t{i}", "count": 1} for i in range(n)])  # fmt: skip
     try:
         app = load_search_app(KB_SOURCE=str(kb), QDRANT_URL=endpoint.url, QDRANT_API_KEY="qdrant-test-key")
         note = app(build_event(HttpRequest("GET", "/notes/a.md", "", [], b""), "/notes/{path+}", {"path": "a.md"},

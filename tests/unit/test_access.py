@@ -262,8 +262,8 @@ def test_the_recorded_link_targets_are_read_whole_or_as_before() -> None:
     ["hr/Salary bands.md", "HR/Ünïcode Note.MD", "U\u0308ber/Note.md", "deep/a/b/c/Note.md", "x" * 600 + "/N.md"],
 )
 def test_restricted_link_keys_are_the_stored_path_keys(path: str) -> None:
-    """The restricted-link list is keyed by exactly the keys the indexer stores (``path_keys``) and a link is
-    matched by (``link_key``): one function, whatever the case, Unicode form or length of the path."""
+    """The restricted-link list is keyed by exactly the path keys the indexer stores (``graph_keys``' ``p:``) and a
+    link is matched by (``link_key``): one function, whatever the case, Unicode form or length of the path."""
     from kbsearch.links import path_keys
 
     restricted, public = restricted_links([(path, ["hr"])])

@@ -57,3 +57,24 @@ def test_a_key_filter_for_more_keys_than_a_reader_takes_is_still_read() -> None:
     read = KeyFilter.from_json(made.to_json())
     assert read is not None and read.size <= KeyFilter.MAX_BITS
     assert "a" in read and "b" in read and read.capacity == made.capacity
+
+
+def test_graph_keys_are_read_by_their_prefix_or_from_the_fields_a_store_made_before_holds() -> None:
+    """A first chunk's keys of one kind: the prefixed ``graph_keys`` (a key that itself starts like a prefix is kept
+    whole), else the old field of that kind (a note not rewritten yet); nothing usable reads as none."""
+    from kbsearch.links import LINK_KEY, NAME_KEY, PATH_KEY, graph_clauses, graph_keys, stored_keys
+
+    merged = {"graph_keys": graph_keys(["a", "x/a"], ["p:odd"], ["b", "n:c"])}
+    assert merged["graph_keys"] == ["p:a", "p:x/a", "n:p:odd", "l:b", "l:n:c"]
+    assert [stored_keys(merged, kind) for kind in (PATH_KEY, NAME_KEY, LINK_KEY)] == [["a", "x/a"], ["p:odd"],
+                                                                                      ["b", "n:c"]]  # fmt: skip
+    old = {"path_keys": ["a"], "name_keys": ["alpha", 3], "link_keys": "b"}
+    assert [stored_keys(old, kind) for kind in (PATH_KEY, NAME_KEY, LINK_KEY)] == [["a"], ["alpha"], []]
+    # graph_keys wins over an old field the same chunk may still hold; neither: no keys
+    assert stored_keys({**old, "graph_keys": ["l:z"]}, PATH_KEY) == [] and stored_keys({}, NAME_KEY) == []
+    assert stored_keys({"graph_keys": "p:a"}, PATH_KEY) == []
+    assert graph_clauses(NAME_KEY, [], True) == []
+    assert graph_clauses(NAME_KEY, ["x"], False) == [{"key": "graph_keys", "match": {"any": ["n:x"]}}]
+    assert graph_clauses(LINK_KEY, ["x", "y"], True) == [
+        {"key": "graph_keys", "match": {"any": ["l:x", "l:y"]}}, {"key": "link_keys", "match": {"any": ["x", "y"]}}
+    ]  # fmt: skip

@@ -9,17 +9,17 @@ process's interpreter lock. This writes ``--points`` real chunk payloads (the va
 calling thread, holding the lock) and its wall. Variants, each in every round (the order rotating round by round,
 medians of ``--runs``):
 
-- ``all``: the 12 of ``PAYLOAD_INDEXES``, all created with the collection (a store made before session 26);
-  ``none``: no payload index (the floor);
+- ``all``: the 10 of ``PAYLOAD_INDEXES``, all created with the collection (a store made before session 26's
+  first-value indexes); ``none``: no payload index (the floor);
 - ``as created``: the store's own (``EdgeStore`` without ``payload_indexes``): ``PAYLOAD_INDEXES`` but the
   ``FIRST_VALUE_INDEXES`` with the collection, each of those before the first point holding a value for its field
   (on a vault without front matter, none of them);
-- ``only FIELD``: one index alone, for each of the 12; ``only absent``: one keyword index of a field no point holds
+- ``only FIELD``: one index alone, for each of the 10; ``only absent``: one keyword index of a field no point holds
   (what an index costs a seal for the payload reads alone, with no value to index);
-- ``all but FIELD[,FIELD...]``: the 12 less these, for each ``--drop``;
-- ``graph merged``: the 9 other indexes and one keyword index ``graph_keys`` holding a note's ``path_keys``,
-  ``name_keys`` and ``link_keys`` with a one-letter prefix each (``p:``, ``n:``, ``l:``), on its first chunk only as
-  the three are now, instead of the three.
+- ``all but FIELD[,FIELD...]``: the 10 less these, for each ``--drop``;
+- ``graph split``: the payload shape before session 26 (the 9 other indexes and, in place of ``graph_keys``, one
+  keyword index each for ``path_keys``, ``name_keys`` and ``link_keys``, a note's ``p:``, ``n:`` and ``l:`` graph
+  keys unprefixed, on its first chunk only as ``graph_keys`` is).
 """
 
 from __future__ import annotations
@@ -34,9 +34,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-#: the graph's three keyword fields, on a note's first chunk, and their prefixes in ``graph merged``
-GRAPH_PREFIXES = {"path_keys": "p:", "name_keys": "n:", "link_keys": "l:"}
-MERGED = "graph_keys"
+from kbsearch.links import GRAPH_KEYS, OLD_GRAPH_FIELDS, stored_keys
+
+#: the graph's three keyword fields before session 26 (``graph split``), by the prefix of their keys in ``graph_keys``
+SPLIT = dict(OLD_GRAPH_FIELDS)
 ABSENT = "no_such_field"
 BATCH = 256
 
@@ -71,18 +72,20 @@ def vault_points(kb: Path, points: int, work: Path) -> list[tuple[dict[str, Any]
     return found[:points]
 
 
-def merged(payload: dict[str, Any]) -> dict[str, Any]:
-    """The payload with its three graph fields as one prefixed ``graph_keys`` (none on a chunk past the first)."""
-    out = {k: v for k, v in payload.items() if k not in GRAPH_PREFIXES}
-    keys = [prefix + key for field, prefix in GRAPH_PREFIXES.items() for key in payload.get(field) or ()]
-    if any(field in payload for field in GRAPH_PREFIXES):
-        out[MERGED] = keys
+def split(payload: dict[str, Any]) -> dict[str, Any]:
+    """The payload with its ``graph_keys`` as the three fields they were before session 26 (unprefixed; none on a
+    chunk past the first, which holds no ``graph_keys``)."""
+    if GRAPH_KEYS not in payload:
+        return payload
+    out = {k: v for k, v in payload.items() if k != GRAPH_KEYS}
+    for prefix, field in SPLIT.items():
+        out[field] = stored_keys(payload, prefix)
     return out
 
 
 def variants(drop: list[str]) -> dict[str, tuple[dict[str, str] | None, bool]]:
-    """label → (payload indexes: field → kind, None for the store's own; whether the payload's graph fields are
-    merged)."""
+    """label → (payload indexes: field → kind, None for the store's own; whether the payload's graph keys are split
+    in three fields)."""
     from kbsearch.qdrant.query import PAYLOAD_INDEXES
 
     out: dict[str, tuple[dict[str, str] | None, bool]] = {
@@ -97,8 +100,8 @@ def variants(drop: list[str]) -> dict[str, tuple[dict[str, str] | None, bool]]:
         if unknown:
             raise SystemExit(f"--drop: {', '.join(unknown)} is not one of {', '.join(PAYLOAD_INDEXES)}")
         out[f"all but {fields}"] = ({k: v for k, v in PAYLOAD_INDEXES.items() if k not in left_out}, False)
-    others = {k: v for k, v in PAYLOAD_INDEXES.items() if k not in GRAPH_PREFIXES}
-    out["graph merged"] = (others | {MERGED: "keyword"}, True)
+    others = {k: v for k, v in PAYLOAD_INDEXES.items() if k != GRAPH_KEYS}
+    out["graph split"] = (others | dict.fromkeys(SPLIT.values(), "keyword"), True)
     return out
 
 
@@ -106,7 +109,7 @@ def seal_once(
     work: Path,
     found: list[tuple[dict[str, Any], Any]],
     indexes: dict[str, str] | None,
-    merge: bool,
+    in_three: bool,
     dims: int,
     seed: int,
 ) -> dict[str, float]:
@@ -127,7 +130,7 @@ def seal_once(
             batch = []
             for payload, sparse in found[start : start + BATCH]:
                 vector = [rng.uniform(-1.0, 1.0) for _ in range(dims)]
-                written = merged(payload) if merge else payload
+                written = split(payload) if in_three else payload
                 batch.append(ChunkPoint(payload["path"], payload["chunk_index"], written, sparse, vector))
             c0 = time.process_time()
             store.upsert(batch)
@@ -154,14 +157,14 @@ def bench_seal(kb: Path, points: int, runs: int, dims: int, only: list[str] | No
     with tempfile.TemporaryDirectory(prefix="kbsearch-seal-") as tmp:
         work = Path(tmp)
         found = vault_points(kb, points, work)
-        graph = sum(1 for payload, _ in found if "path_keys" in payload)
+        graph = sum(1 for payload, _ in found if GRAPH_KEYS in payload)
         measured: dict[str, list[dict[str, float]]] = {label: [] for label in chosen}
         labels = list(chosen)
         for round_ in range(runs):
             order = labels[round_ % len(labels) :] + labels[: round_ % len(labels)]
             for label in order:
-                indexes, merge = chosen[label]
-                row = seal_once(work, found, indexes, merge, dims, seed=round_)
+                indexes, in_three = chosen[label]
+                row = seal_once(work, found, indexes, in_three, dims, seed=round_)
                 measured[label].append(row)
                 if progress:
                     progress(f"round {round_ + 1} {label}: optimize {row['optimize_cpu_s']:.2f} cpu-s")
@@ -205,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dims", type=int, default=1024, help="dense vector size (default 1,024)")
     parser.add_argument("--variant", action="append", help="run only this variant (repeatable; default: all)")
     parser.add_argument(
-        "--drop", action="append", default=[], help="add 'all but FIELD[,FIELD...]': the 12 less these (repeatable)"
+        "--drop", action="append", default=[], help="add 'all but FIELD[,FIELD...]': the 10 less these (repeatable)"
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)

@@ -572,10 +572,11 @@ def restricted_links(
     notes: Iterable[tuple[str, Sequence[str] | None]], names: Mapping[str, Sequence[str]] | None = None
 ) -> tuple[dict[str, list[str]], set[str]]:
     """(link key → groups, for the keys that name only notes that are not public; the keys that name a public
-    note) of these (path, groups) notes. A note is named by its :func:`kbsearch.links.path_keys` (the payload's
-    ``path_keys``) and by its title and aliases (``names``: path → its :func:`kbsearch.links.name_keys`, the
-    payload's ``name_keys``), as :func:`kbsearch.links.resolve` resolves a link, so a link matches them by
-    :func:`kbsearch.links.link_key`. A note whose groups are unknown (None) counts as readable by nobody."""
+    note) of these (path, groups) notes. A note is named by its :func:`kbsearch.links.path_keys` (the ``p:`` keys of
+    the payload's ``graph_keys``) and by its title and aliases (``names``: path → its
+    :func:`kbsearch.links.name_keys`, the ``n:`` keys), as :func:`kbsearch.links.resolve` resolves a link, so a
+    link matches them by :func:`kbsearch.links.link_key`. A note whose groups are unknown (None) counts as readable
+    by nobody."""
     from kbsearch.links import path_keys
 
     by_key: dict[str, set[str]] = {}

@@ -26,7 +26,21 @@ from typing import TYPE_CHECKING, Any
 from kbsearch.access import visible_links
 from kbsearch.errors import ConfigError, IndexUnavailable, KbSearchError
 from kbsearch.lexical import reading
-from kbsearch.links import Linkable, link_key, link_keys, name_keys, path_keys, resolve
+from kbsearch.links import (
+    GRAPH_KEYS,
+    LINK_KEY,
+    NAME_KEY,
+    OLD_GRAPH_FIELDS,
+    PATH_KEY,
+    Linkable,
+    graph_clauses,
+    link_key,
+    link_keys,
+    name_keys,
+    path_keys,
+    resolve,
+    stored_keys,
+)
 from kbsearch.providers.resilience import Deadline
 from kbsearch.qdrant.query import Retriever, folders_clause, held_request, point_id, scope_clause, unreachable
 from kbsearch.schemas import (
@@ -64,7 +78,8 @@ PAGE_SIZE = 100
 CURSOR_PREFIX = "n1."
 _FIRST_CHUNK = {"key": "chunk_index", "match": {"value": 0}}
 _NOTE_FIELDS = ["path", "title", "updated", "type", "status", "tags"]
-_GRAPH_FIELDS = ["path", "title", "path_keys", "name_keys", "link_keys"]
+#: a first chunk's fields the graph reads: its graph keys, and the three fields of a note a store made before holds
+_GRAPH_FIELDS = ["path", "title", GRAPH_KEYS, *OLD_GRAPH_FIELDS.values()]
 
 
 class NoteProblem(KbSearchError):
@@ -136,7 +151,7 @@ def _linkable(point: object) -> Linkable | None:
     if not isinstance(payload, dict) or not isinstance(payload.get("path"), str):
         return None
     return Linkable(payload["path"], _text(payload.get("title")) or payload["path"],
-                    tuple(_str_list(payload.get("path_keys"))), tuple(_str_list(payload.get("name_keys"))))  # fmt: skip
+                    tuple(stored_keys(payload, PATH_KEY)), tuple(stored_keys(payload, NAME_KEY)))  # fmt: skip
 
 
 def _scoped(must: list[dict[str, Any]], scope: Scope) -> dict[str, Any]:
@@ -238,8 +253,9 @@ class BrowseService:
         note is so named (a name is no path: ``name + '.md'`` was suggested, a note that is not there for a title or
         an id, ``KB-013.md``); IndexUnavailable when the index cannot say."""
         key = link_key(name)
-        should: list[dict[str, Any]] = [{"key": field, "match": {"any": [key]}} for field in ("path_keys", "name_keys")
-                                        if key is not None]  # fmt: skip
+        old = not self.search.graph_keys_only(deadline)
+        keys = [] if key is None else [key]
+        should: list[dict[str, Any]] = [*graph_clauses(PATH_KEY, keys, old), *graph_clauses(NAME_KEY, keys, old)]
         should.append({"key": "doc_id", "match": {"value": name.strip()}})
         request = {
             "filter": {**_scoped([_FIRST_CHUNK], scope), "should": should},
@@ -340,8 +356,9 @@ class BrowseService:
         me = Linkable(path, title, tuple(path_keys(path)), tuple(name_keys(title, aliases)))
         own = list(dict.fromkeys(me.path_keys + me.name_keys))
         wanted = list(dict.fromkeys(link_keys(targets) + own))
-        should = [{"key": "link_keys", "match": {"any": own}}] if own else []
-        should += [{"key": field, "match": {"any": wanted}} for field in ("path_keys", "name_keys") if wanted]
+        old = not self.search.graph_keys_only(deadline)
+        should = [*graph_clauses(LINK_KEY, own, old), *graph_clauses(PATH_KEY, wanted, old),
+                  *graph_clauses(NAME_KEY, wanted, old)]  # fmt: skip
         points: list[dict[str, Any]] = []
         if should:
             request = {
@@ -355,7 +372,7 @@ class BrowseService:
         for point in points:
             linkable = _linkable(point)
             if linkable is not None:
-                notes.append((linkable, _str_list(point["payload"].get("link_keys"))))
+                notes.append((linkable, stored_keys(point["payload"], LINK_KEY)))
         pool = [n for n, _ in notes if n.path != path] + [me]  # this note as it is now, even before a sync
         outgoing: list[NoteRef] = []
         seen: set[str] = set()

@@ -60,13 +60,24 @@ from kbsearch.chunking import Chunk, chunk_note, embed_text, lexical_text
 from kbsearch.config import Secrets, Settings
 from kbsearch.errors import ConfigError, StoreError
 from kbsearch.lexical import READING_VERSION, SparseVector, document_vector, text_language
-from kbsearch.links import KeyFilter, link_keys, name_keys, path_keys
+from kbsearch.links import (
+    NAME_KEY,
+    PATH_KEY,
+    KeyFilter,
+    graph_clauses,
+    graph_keys,
+    link_keys,
+    name_keys,
+    path_keys,
+    stored_keys,
+)
 from kbsearch.providers.embeddings import Embedder, EmbeddingStats
 from kbsearch.providers.resilience import Deadline, ProviderError
 from kbsearch.qdrant import open_store
 from kbsearch.qdrant.query import (
     BM25_READING,
     BM25_READING_FROM,
+    GRAPH_KEYS_ONLY,
     LAST_SYNC_AT,
     LAST_SYNC_KIND,
     LINK_NAMES,
@@ -358,7 +369,8 @@ class Indexer:
         self._signature_id = ""
         self._reembed = False
         if self.embedder is None:
-            self.store.ensure_collection()
+            if self.store.ensure_collection():
+                self.store.merge_metadata({GRAPH_KEYS_ONLY: True})  # every note it will hold is written with them
             return
         wanted = self.embedder.signature
         self._signature_id = signature_id(wanted)
@@ -369,11 +381,14 @@ class Indexer:
         except StoreError:
             fresh = True  # e.g. an embedded store in an older format, which ensure_collection rebuilds
         if self.store.ensure_collection(wanted if fresh else None):
+            self.store.merge_metadata({GRAPH_KEYS_ONLY: True})  # every note it will hold is written with them
             return
         recorded = self.store.metadata()
         before = {k: recorded.get(k) for k in SIGNATURE_KEYS}
-        # set_metadata replaces the whole record: BM25's reading is carried (dropped, every chunk was rewritten again)
-        reading = {k: recorded[k] for k in (BM25_READING, BM25_READING_FROM) if recorded.get(k) is not None}
+        # set_metadata replaces the whole record: BM25's reading is carried (dropped, every chunk was rewritten
+        # again), and whether every note holds its graph keys (a re-embed changes no note's keys)
+        reading = {k: recorded[k] for k in (BM25_READING, BM25_READING_FROM, GRAPH_KEYS_ONLY)
+                   if recorded.get(k) is not None}  # fmt: skip
         if recorded.get(REBUILDING) is None and (not any(before.values()) or before == wanted):
             if not any(before.values()):
                 self.store.set_metadata({**wanted, **reading})  # built before signatures were recorded: adopt it
@@ -388,7 +403,9 @@ class Indexer:
             # a re-embed begun now writes every note again, with today's reading: nothing to rewrite before it. One
             # begun by an earlier run keeps what that run recorded: an older code's run wrote its notes with the
             # older reading, and they are of the new model already, so this re-embed will not write them again
-            reading = {BM25_READING: READING_VERSION}
+            reading = {BM25_READING: READING_VERSION} | (
+                {GRAPH_KEYS_ONLY: True} if recorded.get(GRAPH_KEYS_ONLY) else {}
+            )
         self.store.set_metadata({REBUILDING: self._signature_id, **reading})
 
     def _sync(self, report: SyncReport, stop_at: Deadline, call_deadline: Deadline | None) -> None:
@@ -417,9 +434,21 @@ class Indexer:
             report.warnings.append({"path": "", "reason": f"re-embedding not finished: {len(stale)} note(s) "
                                     "skipped keep the previous model's vectors; searches stay BM25-only"})  # fmt: skip
         if self._reembed and not (report.incomplete or report.error) and self.embedder is not None:
-            # the whole record replaced: every note was written with today's reading
+            # the whole record replaced: every note was written with today's reading (the graph keys: below)
             self.store.set_metadata({**self.embedder.signature, BM25_READING: READING_VERSION})
         self._record_reach(report)
+        self._record_graph_keys(report)
+
+    def _record_graph_keys(self, report: SyncReport) -> None:
+        """Once every note's first chunk holds its ``graph_keys``, record it (:data:`GRAPH_KEYS_ONLY`): the graph's
+        readers then stop matching the three fields a store made before held the keys in. A collection made with
+        them records it when created; one made before, after the sync that rewrote its last note (each note's first
+        chunk without them is rewritten by the next sync: :meth:`_classify`). Until then a complete sync reads the
+        index's state once more to tell (Qdrant Edge: its saved state; Qdrant Cloud: a scroll of the state fields)."""
+        if report.error or report.incomplete or self.store.metadata().get(GRAPH_KEYS_ONLY):
+            return
+        if all(st.graph for st in self.store.indexed_state().values()):
+            self.store.merge_metadata({GRAPH_KEYS_ONLY: True})
 
     def _reread_bm25(self, report: SyncReport, stop_at: Deadline) -> None:
         """Make every chunk's BM25 vector today's reading of its text (:data:`kbsearch.lexical.READING_VERSION`)
@@ -885,7 +914,7 @@ class Indexer:
         if self._reembed and st.embeddings != {self._signature_id}:
             return "updated"  # embedded with another model or input format
         if not st.graph:
-            return "updated"  # indexed before the link graph was stored: its keys are written now
+            return "updated"  # indexed before the link graph was stored (as graph_keys): its keys are written now
         if st.has_orphans():
             return "repair"
         return "unchanged"
@@ -1093,7 +1122,7 @@ class Indexer:
             self._written_ids[parsed.obj.path] = parsed.note.doc_id
             self._keys_written[parsed.obj.path] = parsed.obj.key
             first = next((point.payload for point in parsed.points if point.chunk_index == 0), {})
-            self._names_written[parsed.obj.path] = list(first.get(NAME_FIELD) or ())
+            self._names_written[parsed.obj.path] = stored_keys(first, NAME_KEY)
             self._access[parsed.obj.path] = parsed.access[0]
             if parsed.kind == "added":
                 report.added += 1
@@ -1323,7 +1352,7 @@ def _payload(
         "ai_weight": note.ai_weight,
         "created": note.created,
         "updated": note.updated,
-        # what a hit shows, whole (the graph's keys: link_keys, on the first chunk): one string, left out when none
+        # what a hit shows, whole (the graph's keys: graph_keys, on the first chunk): one string, left out when none
         "links": links,
         "etag": obj.etag,
         "indexed_at": indexed_at,
@@ -1336,9 +1365,8 @@ def _payload(
         del payload["links"]
     if chunk.index == 0:  # the note's free metadata and its place in the link graph (kbsearch.links), once per note
         payload["meta"] = note.metadata
-        payload[GRAPH_FIELD] = path_keys(note.path)
-        payload["name_keys"] = name_keys(note.title, note.metadata.get("aliases"))
-        payload["link_keys"] = link_keys(note.links)
+        payload[GRAPH_FIELD] = graph_keys(path_keys(note.path), name_keys(note.title, note.metadata.get("aliases")),
+                                          link_keys(note.links))  # fmt: skip
     return payload
 
 
@@ -1625,21 +1653,26 @@ LINKS_FORMAT_VERSION = 3
 def link_carriers(
     store: Store, keys: set[str] | None = None, page: int = 1024
 ) -> tuple[dict[str, list[str] | None], dict[str, list[str]]]:
-    """The indexed notes a link with one of ``keys`` can name (by a tail of their path, ``path_keys``, or by their
-    title or an alias, ``name_keys``), or every indexed note (``keys`` None: each note's first chunk): (path →
-    groups, None when the index records none usable; path → its name keys)."""
+    """The indexed notes a link with one of ``keys`` can name (by a tail of their path, their ``p:`` graph keys, or
+    by their title or an alias, ``n:``; :mod:`kbsearch.links`), or every indexed note (``keys`` None: each note's
+    first chunk): (path → groups, None when the index records none usable; path → its name keys). A note a store
+    made before has not rewritten yet is found and read by its old fields too (:data:`GRAPH_KEYS_ONLY`)."""
     requests: list[dict[str, Any]]
     if keys is None:
         requests = [{"filter": {"must": [{"key": "chunk_index", "match": {"value": 0}}]}}]
     else:
         ordered = sorted(keys)
-        requests = [{"filter": {"should": [{"key": field, "match": {"any": ordered[i : i + 512]}}
-                                           for field in (GRAPH_FIELD, NAME_FIELD)]}}
+        old = not store.metadata().get(GRAPH_KEYS_ONLY)
+        requests = [{"filter": {"should": [*graph_clauses(PATH_KEY, ordered[i : i + 512], old),
+                                           *graph_clauses(NAME_KEY, ordered[i : i + 512], old)]}}
                     for i in range(0, len(ordered), 512)]  # fmt: skip
     groups: dict[str, list[str] | None] = {}
     names: dict[str, list[str]] = {}
     for request in requests:
-        request |= {"limit": page, "with_payload": {"include": ["path", "access", "access_from", NAME_FIELD]}}
+        request |= {
+            "limit": page,
+            "with_payload": {"include": ["path", "access", "access_from", GRAPH_FIELD, NAME_FIELD]},
+        }
         seen: set[str] = set()
         while True:
             points, offset = store.scroll(request, 30.0)
@@ -1648,9 +1681,9 @@ def link_carriers(
                 if isinstance(payload.get("path"), str):
                     recorded = recorded_access(payload)
                     groups[payload["path"]] = list(recorded[0]) if recorded is not None else None
-                    named = payload.get(NAME_FIELD)
-                    if isinstance(named, list):
-                        names.setdefault(payload["path"], []).extend(k for k in named if isinstance(k, str))
+                    named = stored_keys(payload, NAME_KEY)
+                    if named:
+                        names.setdefault(payload["path"], []).extend(named)
             if next_page(offset, seen) is None:
                 break
             request["offset"] = offset
@@ -2134,9 +2167,8 @@ class ChangeSync:
         reuse: dict[str, dict[str, Any]] = {}
         for payload, vector in self.store.note_points(list(current)):
             add_state(state, payload)
-            names = payload.get(NAME_FIELD)  # the titles and aliases the notes had: links by them may change
-            if isinstance(names, list):
-                self._names.update(k for k in names if isinstance(k, str))
+            # the titles and aliases the notes had: links by them may change
+            self._names.update(stored_keys(payload, NAME_KEY))
             digest = payload.get(EMBED_HASH)
             if vector is not None and isinstance(digest, str) and digest:
                 reuse.setdefault(str(payload.get("path")), {})[digest] = vector

@@ -1,11 +1,13 @@
 """Obsidian ``[[wiki-links]]`` as a graph: the keys that a link and a note are matched by, and which note a link
 means.
 
-The indexer stores, on each note's first chunk, the keys of the notes it links to (``link_keys``) and the keys it
-can be linked by (``path_keys``: every tail of its path without ``.md``; ``name_keys``: its title and aliases).
-Both are keyword payload indexes, so a note's backlinks and the notes its links point at are one filtered Qdrant
-query, never a scan, and they are right after every incremental sync by construction: a changed note rewrites only
-its own keys, and what links to it is read from the other notes' keys at read time.
+The indexer stores, on each note's first chunk, the keys of the notes it links to (:func:`link_keys`) and the keys
+it can be linked by (:func:`path_keys`: every tail of its path without ``.md``; :func:`name_keys`: its title and
+aliases), in one list ``graph_keys``, each key prefixed by its kind (:func:`graph_keys`). That is one keyword
+payload index (three, one a kind, cost Qdrant Edge two more index builds at every seal: BENCHMARKS.md, "Session
+26"), so a note's backlinks and the notes its links point at are one filtered Qdrant query, never a scan, and they
+are right after every incremental sync by construction: a changed note rewrites only its own keys, and what links
+to it is read from the other notes' keys at read time.
 
 Matching is Obsidian's: case-insensitive, ``.md`` optional, a link names a note by its file name or by a tail of
 its path (``[[runbooks/Restore]]``). A title or an alias also resolves a link (Obsidian leaves those unresolved;
@@ -18,7 +20,7 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 #: Link targets that are attachments, not notes (embeds of images, PDFs, media, canvases).
@@ -27,8 +29,15 @@ _ATTACHMENT = re.compile(
     r"|excalidraw|zip|csv|xlsx?|docx?|pptx?)$",
     re.IGNORECASE,
 )
-MAX_KEYS = 1000  # per note and field: a note with more links keeps the first ones (a payload stays bounded)
+MAX_KEYS = 1000  # per note and kind: a note with more links keeps the first ones (a payload stays bounded)
 MAX_KEY_CHARS = 512
+#: The first chunk's payload field of the note's graph keys: its path keys, name keys and link keys, each prefixed
+#: by its kind (:data:`PATH_KEY`, :data:`NAME_KEY`, :data:`LINK_KEY`), under one keyword payload index.
+GRAPH_KEYS = "graph_keys"
+PATH_KEY, NAME_KEY, LINK_KEY = "p:", "n:", "l:"
+#: The fields a store written before ``graph_keys`` holds each kind in (a note's first chunk; unprefixed keys),
+#: read beside it until the next sync rewrites the note (:func:`graph_clauses`, :func:`stored_keys`).
+OLD_GRAPH_FIELDS = {PATH_KEY: "path_keys", NAME_KEY: "name_keys", LINK_KEY: "link_keys"}
 
 
 def _normal(text: str) -> str:
@@ -78,7 +87,7 @@ def link_keys(targets: Iterable[str]) -> list[str]:
 
 def path_keys(path: str) -> list[str]:
     """``a/b/Note.md`` → ``["note", "b/note", "a/b/note"]``: the ways a link can name the note by its path (a path
-    too long for a key keeps the tails that fit). The indexer stores them (``path_keys``) and keys the restricted
+    too long for a key keeps the tails that fit). The indexer stores them (``graph_keys``) and keys the restricted
     link targets by them (:func:`kbsearch.access.restricted_links`), so both match a link's :func:`link_key`."""
     key = _normal(path)
     if not key:
@@ -104,6 +113,37 @@ def name_keys(title: str | None, aliases: object) -> list[str]:
         if len(out) == MAX_KEYS:
             break
     return list(out)
+
+
+def graph_keys(paths: Iterable[str], names: Iterable[str], links: Iterable[str]) -> list[str]:
+    """A note's :func:`path_keys`, :func:`name_keys` and :func:`link_keys` as its ``graph_keys``: each prefixed by
+    its kind, in that order (a key may be there under two kinds: a note named as another's path tail)."""
+    return [*(PATH_KEY + k for k in paths), *(NAME_KEY + k for k in names), *(LINK_KEY + k for k in links)]
+
+
+def stored_keys(payload: Mapping[str, object], kind: str) -> list[str]:
+    """A first chunk's keys of one ``kind`` (:data:`PATH_KEY`, ...), unprefixed: from its ``graph_keys``, else
+    (a note a store made before has not rewritten yet) from that kind's old field (:data:`OLD_GRAPH_FIELDS`); []
+    when it holds none (or not a list of strings)."""
+    merged = payload.get(GRAPH_KEYS)
+    if isinstance(merged, list):
+        cut = len(kind)
+        return [k[cut:] for k in merged if isinstance(k, str) and k.startswith(kind)]
+    old = payload.get(OLD_GRAPH_FIELDS[kind])
+    return [k for k in old if isinstance(k, str)] if isinstance(old, list) else []
+
+
+def graph_clauses(kind: str, keys: Sequence[str], old_fields: bool) -> list[dict[str, object]]:
+    """Filter conditions (for a ``should``) matching a first chunk that holds any of ``keys`` as ``kind``: a
+    ``match any`` of the prefixed keys on ``graph_keys`` and, with ``old_fields`` (a store whose notes may not all
+    hold ``graph_keys`` yet), of the keys on that kind's old field (which such a store still indexes); [] for no
+    keys."""
+    if not keys:
+        return []
+    clauses: list[dict[str, object]] = [{"key": GRAPH_KEYS, "match": {"any": [kind + k for k in keys]}}]
+    if old_fields:
+        clauses.append({"key": OLD_GRAPH_FIELDS[kind], "match": {"any": list(keys)}})
+    return clauses
 
 
 @dataclass(frozen=True)

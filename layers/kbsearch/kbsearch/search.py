@@ -29,6 +29,7 @@ from kbsearch.providers.rerankers import Reranking, build_reranking
 from kbsearch.providers.resilience import Deadline, ProviderError, shared_client
 from kbsearch.qdrant import open_retriever
 from kbsearch.qdrant.query import (
+    GRAPH_KEYS_ONLY,
     LINK_NAMES,
     RESCORE_ONCE,
     RESTRICTED_LINKS,
@@ -293,6 +294,14 @@ class SearchService:
                 recorded = None
             self._metadata_read = (now, recorded)
         return self._metadata_read[1]
+
+    def graph_keys_only(self, deadline: Deadline | None = None) -> bool:
+        """Whether every note's first chunk holds its ``graph_keys``, as the collection's metadata records it
+        (:data:`~kbsearch.qdrant.query.GRAPH_KEYS_ONLY`; cached as the search caches it), read within ``deadline``
+        (default: one Qdrant timeout); False when not recorded or unreadable (the graph's readers then match the
+        fields a store made before held the keys in too)."""
+        recorded = self._collection_metadata(deadline or Deadline(self.settings.qdrant_timeout_s)) or {}
+        return recorded.get(GRAPH_KEYS_ONLY) is True
 
     def restricted_links(self, deadline: Deadline | None = None) -> LinkTargets | None:
         """The notes links may name, as the indexer recorded them (see :func:`kbsearch.access.visible_links`),

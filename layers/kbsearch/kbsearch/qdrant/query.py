@@ -54,20 +54,27 @@ RESCORE_ONCE = "rescore_once"
 #: vector is read with (none recorded: an older one), and, while a sync rewrites them (stopped by its deadline), how
 #: far it got (``{"version": v, "after": the next point id to read}``: the next sync carries on from there).
 BM25_READING, BM25_READING_FROM = "bm25_reading", "bm25_reading_from"
+#: Metadata key, true when every note's first chunk holds its ``graph_keys`` (a collection made with them, or one
+#: made before whose notes a sync has all rewritten since): the graph's readers then match ``graph_keys`` alone, not
+#: the three fields a store made before held the keys in (:func:`kbsearch.links.graph_clauses`), which such a
+#: collection does not index (Qdrant Cloud's strict mode refuses a filter on a field without an index; Qdrant Edge
+#: reads the payload of every first chunk for it).
+GRAPH_KEYS_ONLY = "graph_keys_only"
 #: Metadata keys of the last successful indexer run (when, and full | reconcile | events | watch): /health's answer.
 LAST_SYNC_AT, LAST_SYNC_KIND = "last_sync_at", "last_sync_kind"
 #: The payload indexes every collection gets (field → Qdrant's payload schema type; the embedded store's the
 #: :data:`FIRST_VALUE_INDEXES` only with their field's first value), one for each field a filter, a facet or an
 #: ordering reads: ``path`` (a note's points: deletes, updates, reads), ``tags``/``type``/``status``/
 #: ``folders``/``updated`` (the search's filters, the catalog's facets and its newest notes), ``chunk_index`` (a
-#: note's first chunk, leftovers past its last), ``access``/``reach`` (every search's scope), ``path_keys``/
-#: ``name_keys``/``link_keys`` (the link graph). Nothing filters on ``doc_id`` (it is read, not matched), so it has
+#: note's first chunk, leftovers past its last), ``access``/``reach`` (every search's scope), ``graph_keys`` (the
+#: link graph, :mod:`kbsearch.links`). Nothing filters on ``doc_id`` (it is read, not matched), so it has
 #: none: Qdrant Edge builds each index at every seal from every payload, ~0.45 s of the indexing process's CPU per
-#: index at 10x the vault (BENCHMARKS.md, "Session 14"). A collection made before keeps its ``doc_id`` index.
+#: index at 10x the vault (BENCHMARKS.md, "Session 14"). A collection made before keeps its ``doc_id`` index, and
+#: its ``path_keys``/``name_keys``/``link_keys`` ones (the graph's keys before ``graph_keys``, :data:`GRAPH_KEYS_ONLY`).
 PAYLOAD_INDEXES = {
     "path": "keyword", "tags": "keyword", "type": "keyword", "status": "keyword",
     "folders": "keyword", "chunk_index": "integer", "updated": "datetime", "access": "keyword",
-    "path_keys": "keyword", "name_keys": "keyword", "link_keys": "keyword", "reach": "keyword",
+    "graph_keys": "keyword", "reach": "keyword",
 }  # fmt: skip
 #: The payload indexes of the front-matter fields that the embedded store (Qdrant Edge) creates only before it writes
 #: the first point holding a value for the field (not missing, null or ``[]``), not with the collection: on a KB

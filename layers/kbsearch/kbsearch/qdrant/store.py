@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from kbsearch.errors import StoreError
 from kbsearch.lexical import SparseVector
+from kbsearch.links import GRAPH_KEYS, NAME_KEY, OLD_GRAPH_FIELDS
 from kbsearch.qdrant.query import (
     DENSE,
     PAYLOAD_INDEXES,
@@ -42,10 +43,13 @@ if TYPE_CHECKING:  # qdrant_client (~0.5 s to import) is loaded only by the stor
 
     from kbsearch.config import Secrets, Settings
 
-#: The first chunk's payload field that says the note's link-graph keys are stored (see kbsearch.links).
-GRAPH_FIELD = "path_keys"
-#: The first chunk's payload field of the note's title and aliases as link keys (a link can name it by them too).
-NAME_FIELD = "name_keys"
+#: The first chunk's payload field that says the note's link-graph keys are stored as they are now (one prefixed
+#: list, :data:`kbsearch.links.GRAPH_KEYS`): a first chunk without it (indexed before the graph was stored, or before
+#: its three fields were one) has its note rewritten by the next sync.
+GRAPH_FIELD = GRAPH_KEYS
+#: The field a store made before ``graph_keys`` holds a note's title and aliases in as link keys (a note not yet
+#: rewritten: the names an event run finds its links by, beside the ``n:`` keys of ``graph_keys``).
+NAME_FIELD = OLD_GRAPH_FIELDS[NAME_KEY]
 STATE_FIELDS = ["path", "etag", "chunk_index", "n_chunks", "dense", "doc_id", "embedding", "access", "access_from",
                 REACH, GRAPH_FIELD]  # fmt: skip
 #: Payload field: a hash of what a chunk's dense vector embeds (model signature + embedded text); an event-driven
@@ -522,7 +526,8 @@ class Store:
 
     def note_points(self, paths: list[str]) -> list[tuple[dict[str, Any], list[float] | None]]:
         """The points of these notes only (an event-driven run never scrolls the whole collection): the state
-        fields, ``embed_hash`` and ``name_keys`` of each, with its dense vector (reused for chunks whose text did not change)."""
+        fields (its graph keys among them), ``embed_hash`` and the old ``name_keys`` of each, with its dense vector
+        (reused for chunks whose text did not change)."""
         from qdrant_client import models
 
         if not paths:
