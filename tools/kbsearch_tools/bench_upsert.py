@@ -17,7 +17,6 @@ It checks that both stores hold the same payloads, point for point.
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import statistics
@@ -27,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kbsearch_tools.bench_seal import BATCH, vault_points
+from kbsearch_tools.bench_seal import BATCH, note, parse_vault_args, vault_parser, vault_points
 
 VARIANTS = ("shared once", "whole")
 
@@ -119,23 +118,9 @@ def format_upsert(results: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m kbsearch_tools.bench_upsert",
-                                     description=__doc__.split("\n\n", 1)[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    parser.add_argument("--kb", type=Path, default=Path("../shared/kb/obsidian-help"), help="the vault to copy")
-    parser.add_argument("--points", type=int, default=10_000, help="points written (default 10,000: one seal)")
-    parser.add_argument("--runs", type=int, default=3, help="rounds, both variants in each (default 3)")
-    parser.add_argument("--dims", type=int, default=1024, help="dense vector size (default 1,024)")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    args = parser.parse_args(argv)
-    if not args.kb.is_dir():
-        parser.error(f"--kb {args.kb} is not a folder")
-    if args.points < 1 or args.runs < 1 or args.dims < 1:
-        parser.error("--points, --runs and --dims take a positive number")
-
-    def note(message: str) -> None:
-        print(f"  {message}", file=sys.stderr)
-
+    parser = vault_parser("python -m kbsearch_tools.bench_upsert", __doc__ or "",
+                          "points written (default 10,000: one seal)", "rounds, both variants in each (default 3)")  # fmt: skip
+    args = parse_vault_args(parser, argv)
     results = bench_upsert(args.kb, args.points, args.runs, args.dims, note)
     print(json.dumps(results, indent=2) if args.json else format_upsert(results))
     return 0 if results["same_payloads"] else 1
