@@ -9,8 +9,8 @@ real BM25 vector and a random dense vector of ``--dims``) into a fresh embedded 
 variants, each once a round (the order alternating), medians of ``--runs``:
 
 - ``shared once``: ``EdgeStore.upsert`` as it is (a note's shared values set once on its points after their upsert);
-- ``whole``: each point built with its whole payload and upserted alone, the store's space check and state
-  bookkeeping as ``upsert`` does them (the store's write before session 26).
+- ``whole``: ``EdgeStore.upsert`` of a store made with ``share_payloads=False``: each point with its whole payload
+  (the store's write before session 26).
 
 It checks that both stores hold the same payloads, point for point.
 """
@@ -35,14 +35,11 @@ def write_once(
     work: Path, found: list[tuple[dict[str, Any], Any]], variant: str, dims: int, seed: int
 ) -> dict[str, Any]:
     """One fresh store, the points written in batches, then sealed: CPU seconds by part, and the stored payloads."""
-    import qdrant_edge as edge
-
-    from kbsearch.qdrant import space
     from kbsearch.qdrant.embedded import EdgeStore
-    from kbsearch.qdrant.query import point_number
-    from kbsearch.qdrant.store import ChunkPoint, named_vectors
+    from kbsearch.qdrant.store import ChunkPoint
 
-    store = EdgeStore(Path(tempfile.mkdtemp(dir=work)), "upsert", dims, graph_from=len(found))
+    store = EdgeStore(Path(tempfile.mkdtemp(dir=work)), "upsert", dims, graph_from=len(found),
+                      share_payloads=variant == "shared once")  # fmt: skip
     rng = random.Random(seed)
     vectors = [[rng.uniform(-1.0, 1.0) for _ in range(dims)] for _ in range(BATCH)]
     try:
@@ -53,20 +50,13 @@ def write_once(
             batch = [ChunkPoint(p["path"], p["chunk_index"], p, s, vectors[i])
                      for i, (p, s) in enumerate(found[start : start + BATCH])]  # fmt: skip
             c0 = time.process_time()
-            if variant == "shared once":
-                store.upsert(batch)
-            else:
-                points = [edge.Point(id=point_number(c.path, c.chunk_index), vector=named_vectors(c, edge.SparseVector),
-                                     payload=c.payload) for c in batch]  # fmt: skip
-                space.require(store.path, space.points_bytes(batch), "writing")  # what upsert does besides
-                store.shard.update(edge.UpdateOperation.upsert_points(points))
-                store._upserted(batch)
+            store.upsert(batch)
             write += time.process_time() - c0
         c0 = time.process_time()
         store.shard.optimize()
         seal = time.process_time() - c0
-        records, _ = store.shard.scroll(edge.ScrollRequest(limit=len(found) + 1, with_payload=True, with_vector=False))
-        payloads = {r.id: json.dumps(r.payload, sort_keys=True) for r in records}
+        records, _ = store.scroll({"limit": len(found) + 1, "with_payload": True}, 60.0)
+        payloads = {r["id"]: json.dumps(r["payload"], sort_keys=True) for r in records}
     finally:
         store.close()
     return {"write_cpu_s": write, "seal_cpu_s": seal, "payloads": payloads}

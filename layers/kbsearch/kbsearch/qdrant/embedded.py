@@ -259,6 +259,7 @@ class EdgeStore(Store):
         graph_from: int = EDGE_GRAPH_FROM,
         load: bool = True,
         payload_indexes: Mapping[str, str] | None = None,
+        share_payloads: bool = True,
     ) -> None:
         if not COLLECTION_NAME.match(collection):
             raise StoreError(f"QDRANT_COLLECTION {collection!r} is not a usable name (letters, digits, _ . -)")
@@ -271,6 +272,9 @@ class EdgeStore(Store):
         # the payload indexes a shard this store creates gets: PAYLOAD_INDEXES (another set: what one costs a seal,
         # python -m kbsearch_tools.bench_seal)
         self.payload_indexes = dict(PAYLOAD_INDEXES if payload_indexes is None else payload_indexes)
+        # a note's shared payload values handed to Edge once (upsert; False: with every point, as before session 26:
+        # what that saves, python -m kbsearch_tools.bench_upsert)
+        self.share_payloads = share_payloads
         self.embedded = True
         self.root = root
         self.path = root / "edge" / collection
@@ -936,7 +940,7 @@ class EdgeStore(Store):
         import qdrant_edge as edge
 
         ids = point_number if self._numeric_ids() else point_id
-        own, notes = shared_payloads(chunks)
+        own, notes = shared_payloads(chunks) if self.share_payloads else ([c.payload for c in chunks], [])
         points = [
             edge.Point(id=ids(c.path, c.chunk_index), vector=named_vectors(c, edge.SparseVector), payload=payload)
             for c, payload in zip(chunks, own, strict=True)
