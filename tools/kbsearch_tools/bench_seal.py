@@ -199,27 +199,40 @@ def format_seal(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m kbsearch_tools.bench_seal", description=__doc__.split("\n\n", 1)[1],
+def vault_parser(prog: str, doc: str, points_help: str, runs_help: str) -> argparse.ArgumentParser:
+    """The options of a measurement over the vault's real chunk points (this one's and ``bench_upsert``'s)."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc.split("\n\n", 1)[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--kb", type=Path, default=Path("../shared/kb/obsidian-help"), help="the vault to copy")
-    parser.add_argument("--points", type=int, default=10_000, help="points a seal (default 10,000: GRAPH_FROM)")
-    parser.add_argument("--runs", type=int, default=3, help="rounds, every variant once in each (default 3)")
+    parser.add_argument("--points", type=int, default=10_000, help=points_help)
+    parser.add_argument("--runs", type=int, default=3, help=runs_help)
     parser.add_argument("--dims", type=int, default=1024, help="dense vector size (default 1,024)")
-    parser.add_argument("--variant", action="append", help="run only this variant (repeatable; default: all)")
-    parser.add_argument(
-        "--drop", action="append", default=[], help="add 'all but FIELD[,FIELD...]': the 10 less these (repeatable)"
-    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    return parser
+
+
+def parse_vault_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not args.kb.is_dir():
         parser.error(f"--kb {args.kb} is not a folder")
     if args.points < 1 or args.runs < 1 or args.dims < 1:
         parser.error("--points, --runs and --dims take a positive number")
+    return args
 
-    def note(message: str) -> None:
-        print(f"  {message}", file=sys.stderr)
 
+def note(message: str) -> None:
+    """A round's progress, on stderr."""
+    print(f"  {message}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = vault_parser("python -m kbsearch_tools.bench_seal", __doc__ or "",
+                          "points a seal (default 10,000: GRAPH_FROM)", "rounds, every variant once in each (default 3)")  # fmt: skip
+    parser.add_argument("--variant", action="append", help="run only this variant (repeatable; default: all)")
+    parser.add_argument(
+        "--drop", action="append", default=[], help="add 'all but FIELD[,FIELD...]': the 10 less these (repeatable)"
+    )
+    args = parse_vault_args(parser, argv)
     results = bench_seal(args.kb, args.points, args.runs, args.dims, args.variant, args.drop, note)
     print(json.dumps(results, indent=2) if args.json else format_seal(results))
     return 0

@@ -263,6 +263,7 @@ class EdgeStore(Store):
         graph_from: int = EDGE_GRAPH_FROM,
         load: bool = True,
         payload_indexes: Mapping[str, str] | None = None,
+        share_payloads: bool = True,
     ) -> None:
         if not COLLECTION_NAME.match(collection):
             raise StoreError(f"QDRANT_COLLECTION {collection!r} is not a usable name (letters, digits, _ . -)")
@@ -283,6 +284,9 @@ class EdgeStore(Store):
         self.first_value_indexes = (
             {k: v for k, v in PAYLOAD_INDEXES.items() if k in FIRST_VALUE_INDEXES} if payload_indexes is None else {}
         )
+        # a note's shared payload values handed to Edge once (upsert; False: with every point, as before session 26:
+        # what that saves, python -m kbsearch_tools.bench_upsert)
+        self.share_payloads = share_payloads
         self.embedded = True
         self.root = root
         self.path = root / "edge" / collection
@@ -995,20 +999,30 @@ class EdgeStore(Store):
 
     # -- writes ------------------------------------------------------------------------------------------------
     def upsert(self, chunks: list[ChunkPoint]) -> None:
+        """Writes ``chunks``; each note's values that all its chunks here share are handed to Edge once, by a
+        ``set_payload`` of the note's points after their upsert (:func:`shared_payloads`: the stored payloads are
+        the chunks' own), as Edge converts a payload value by value under the interpreter lock."""
         import qdrant_edge as edge
 
         ids = point_number if self._numeric_ids() else point_id
+        own, notes = shared_payloads(chunks) if self.share_payloads else ([c.payload for c in chunks], [])
         points = [
-            edge.Point(id=ids(c.path, c.chunk_index), vector=named_vectors(c, edge.SparseVector), payload=c.payload)
-            for c in chunks
+            edge.Point(id=ids(c.path, c.chunk_index), vector=named_vectors(c, edge.SparseVector), payload=payload)
+            for c, payload in zip(chunks, own, strict=True)
         ]
         if points:
             space.require(self.path, space.points_bytes(chunks), f"writing {len(points)} points")
+            shared = [
+                edge.UpdateOperation.set_payload([ids(c.path, c.chunk_index) for c in members], payload)
+                for members, payload in notes
+            ]
             with self._lock, storage_errors(f"writing {len(points)} points"):
                 self._check_state()
                 self._index_values([c.payload for c in chunks])
                 try:
                     self.shard.update(edge.UpdateOperation.upsert_points(points))
+                    for operation in shared:
+                        self.shard.update(operation)
                 except BaseException:  # written in part, or not at all: these notes are read again
                     self._writing({c.path for c in chunks})
                     raise
@@ -1277,6 +1291,59 @@ class EdgeStore(Store):
             raise StoreError("Qdrant's answer is not what the API returns")
         each = iter(answers)
         return [next(each) if s is not None else [] for s in asked]
+
+
+#: Payload fields every point keeps in its own upsert: a note whose shared values a crash kept from being written
+#: is still found by its path (and deleted or rewritten by it), and its state, with no ``etag``, says "changed".
+OWN_FIELDS = frozenset({"path", "chunk_index"})
+
+
+_ABSENT = object()
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """Whether two payload values are stored alike: equal and of the same types all the way down (``1``, ``1.0``
+    and ``True`` are equal in Python and three different JSON values)."""
+    if a is b:
+        return True
+    if type(a) is not type(b):
+        return False
+    if type(a) is list:
+        return len(a) == len(b) and all(map(same_value, a, b))
+    if type(a) is dict:
+        return a.keys() == b.keys() and all(same_value(v, b[k]) for k, v in a.items())
+    return bool(a == b)
+
+
+def shared_payloads(
+    chunks: Sequence[ChunkPoint],
+) -> tuple[list[dict[str, Any]], list[tuple[list[ChunkPoint], dict[str, Any]]]]:
+    """Each chunk's payload less the values it shares with every other chunk of its note in ``chunks`` (its title,
+    path's folders, tags, summary, links, etag, access ...), and per note of two chunks or more here, (its chunks,
+    those shared values): upserting the first and setting the second on the note's points stores every chunk's
+    payload whole, with each shared value converted by Edge once per note instead of once per chunk (``edge.Point``
+    converts a payload value by value, ~3 µs a string, under the interpreter lock). :data:`OWN_FIELDS` stay with
+    each point."""
+    by_note: dict[str, list[int]] = {}
+    for i, chunk in enumerate(chunks):
+        by_note.setdefault(chunk.path, []).append(i)
+    own = [c.payload for c in chunks]
+    notes: list[tuple[list[ChunkPoint], dict[str, Any]]] = []
+    for members in by_note.values():
+        if len(members) < 2:
+            continue
+        first, rest = chunks[members[0]].payload, [chunks[i].payload for i in members[1:]]
+        shared = {
+            key: value
+            for key, value in first.items()
+            if key not in OWN_FIELDS and all((v := p.get(key, _ABSENT)) is value or same_value(v, value) for p in rest)
+        }
+        if not shared:
+            continue
+        for i in members:
+            own[i] = {key: value for key, value in chunks[i].payload.items() if key not in shared}
+        notes.append(([chunks[i] for i in members], shared))
+    return own, notes
 
 
 def edge_leg(points: Sequence[Any], payloads: dict[Any, dict[str, Any] | None]) -> list[ScoredChunk]:
