@@ -595,13 +595,13 @@ def test_qdrant_cloud_is_asked_for_reach_as_a_tenant_index_once(reach_params: di
 
     from qdrant_client.http import models
 
-    from kbsearch.qdrant.query import PAYLOAD_INDEXES
+    from kbsearch.qdrant.query import CLOUD_INDEXES, PAYLOAD_INDEXES
     from kbsearch.qdrant.store import Store
     from kbsearch_tools.fakes import FakeEndpoint
 
     schema = {name: models.PayloadIndexInfo.model_validate({"data_type": kind, "points": 0,
                                                             "params": reach_params if name == REACH else None})
-              for name, kind in PAYLOAD_INDEXES.items()}  # fmt: skip
+              for name, kind in (PAYLOAD_INDEXES | CLOUD_INDEXES).items()}  # fmt: skip
     info = models.CollectionInfo(
         status=models.CollectionStatus.GREEN, optimizer_status=models.OptimizersStatusOneOf.OK, segments_count=1,
         config=models.CollectionConfig(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import subprocess
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from kbsearch.indexer import Indexer, SyncOptions
 from kbsearch.providers.resilience import Deadline
 from kbsearch.qdrant import open_store
 from kbsearch.sources import LocalSource
+from kbsearch_tools.local.apigw import HttpRequest, build_event
 from kbsearch_tools.local.runtime import LambdaContext
 from tests.conftest import KBSEARCH_CMD, PROCESS_TIMEOUT_S, ROOT, subprocess_env
 from tests.integration.test_indexer import store_points, write_notes
@@ -151,3 +153,192 @@ def test_kbsearch_index_skips_a_note_past_its_parse_limit_in_the_parsing_process
     second = index()
     (why,) = slow_reasons(second)
     assert "on an earlier run" in why and second["unchanged"] == 520, second
+
+
+# -- 2: every filter the Qdrant Cloud path sends is on an indexed field ---------------------------------------------
+
+#: The keys of a filter's conditions that read a payload field (Qdrant's field conditions, is_empty, is_null).
+_CONDITIONS = ("match", "range", "values_count", "geo_bounding_box", "geo_radius", "geo_polygon")
+
+
+def filtered_fields(body: Any) -> set[str]:
+    """The payload fields a request body's filters (and a facet's key, an ordering) read."""
+    out: set[str] = set()
+    if isinstance(body, dict):
+        if isinstance(body.get("key"), str) and any(c in body for c in _CONDITIONS):
+            out.add(body["key"])
+        for name in ("is_empty", "is_null"):
+            if isinstance(body.get(name), dict) and isinstance(body[name].get("key"), str):
+                out.add(body[name]["key"])
+        order = body.get("order_by")
+        if isinstance(order, (str, dict)):
+            out.add(order if isinstance(order, str) else str(order.get("key")))
+        for value in body.values():
+            out |= filtered_fields(value)
+    elif isinstance(body, list):
+        for value in body:
+            out |= filtered_fields(value)
+    return out
+
+
+class StrictQdrant:
+    """A loopback Qdrant Cloud in strict mode (``strict_mode_config``: ``unindexed_filtering_retrieve`` and
+    ``unindexed_filtering_update`` false): a read or a write whose filter, facet or ordering names a field without a
+    payload index is refused with Qdrant's 400 (``Index required but not found for "doc_id" ...``); anything else
+    is answered as an empty collection answers (``collection_info``: its schema; the indexes this fake was asked to
+    create are added to its ``payload_schema``). ``scroll_points``: what every scroll answers."""
+
+    def __init__(self, collection_info: dict[str, Any]) -> None:
+        from http.server import BaseHTTPRequestHandler
+
+        from kbsearch_tools.fakes import LoopbackHTTPServer
+
+        self.info, self.indexed, self.refused, self.exists = collection_info, set[str](), list[str](), False
+        self.asked: set[str] = set()  # every field a filter named
+        self.scroll_points: list[dict[str, Any]] = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                body: Any = json.loads(raw) if raw else {}
+                path = self.path.split("?")[0]
+                fields = filtered_fields(body) | ({str(body.get("key"))} if path.endswith("/facet") else set())
+                fake.asked |= fields
+                missing = sorted(fields - fake.indexed)
+                if missing:
+                    fake.refused.append(f"{self.command} {path}: {missing}")
+                    error = (
+                        f'Bad request: Index required but not found for "{missing[0]}" of one of the following '
+                        "types: [keyword]. Help: Create an index for this key or use a different filter."
+                    )
+                    return self._send(400, {"status": {"error": error}, "time": 0.0})
+                result: Any = {"operation_id": 1, "status": "completed"}
+                if path.endswith("/exists"):
+                    result = {"exists": fake.exists}
+                elif path.endswith("/aliases"):
+                    result = {"aliases": []}
+                elif self.command == "GET":
+                    result = dict(fake.info, payload_schema={n: {"data_type": "keyword", "points": 0}
+                                                             for n in sorted(fake.indexed)})  # fmt: skip
+                elif path.endswith("/index"):
+                    fake.indexed.add(body["field_name"])
+                elif path.endswith("/points/scroll"):  # the points asked for by id are there
+                    ids = [i for c in (body.get("filter") or {}).get("must", []) for i in c.get("has_id", [])]
+                    result = {"points": [{"id": i} for i in ids] or fake.scroll_points, "next_page_offset": None}
+                    fake.scroll_points = []
+                elif path.endswith("/points/query"):
+                    result = {"points": []}
+                elif path.endswith("/points/query/batch"):
+                    result = [{"points": []} for _ in body["searches"]]
+                elif path.endswith("/facet"):
+                    result = {"hits": []}
+                elif path.endswith("/points/count"):
+                    result = {"count": 0}
+                elif path.endswith("/points/batch"):
+                    result = [{"operation_id": 1, "status": "completed"} for _ in body["operations"]]
+                elif self.command in ("PUT", "PATCH") and path.count("/") == 2:  # the collection made or its metadata
+                    fake.exists, result = True, True
+                self._send(200, {"result": result, "status": "ok", "time": 0.0})
+
+            def _send(self, status: int, answer: Any) -> None:
+                data = json.dumps(answer).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _answer
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = LoopbackHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+GRAPH_KB = {
+    "en/providers/Qdrant Cloud.md": "---\nid: KB-013\ntags: [qdrant]\ntype: guide\nstatus: draft\n"
+    "updated: 2026-01-02\naliases: [Managed Qdrant]\n---\n# Qdrant Cloud\n\nquokka, see [[Runbook]]\n",
+    "ops/Runbook.md": "---\nid: OPS-1\n---\n# Runbook\n\nzebrafinch, back to [[Qdrant Cloud]]\n",
+    "hr/salaries.md": "---\nid: HR-1\naccess: [hr]\n---\n# Salaries\n\nsecret\n",
+}
+
+
+@pytest.fixture
+def strict_qdrant(tmp_path: Path) -> Any:
+    """A strict Qdrant Cloud whose collection has kb-search's schema (taken from qdrant-client's local mode)."""
+    settings = Settings(qdrant_path=str(tmp_path / "schema"), qdrant_embedded="local", embedding_dimensions=32)
+    store = open_store(settings, Secrets(settings))
+    try:
+        store.ensure_collection()
+        info = store.client.get_collection(store.collection).model_dump(mode="json", exclude_none=True)
+    finally:
+        store.close()
+    fake = StrictQdrant(info)
+    yield fake
+    fake.stop()
+
+
+def test_every_filter_the_qdrant_cloud_path_sends_is_on_a_field_it_indexes(
+    tmp_path: Path, strict_qdrant: StrictQdrant, load_search_app: Any
+) -> None:
+    """Qdrant Cloud in strict mode refuses a filter on a field without a payload index. The Cloud path's sync (a
+    full one, and the BM25 re-reading's guard on ``etag``), its searches with every filter, the catalog, a note
+    and its links, and a note asked for by its frontmatter id (``doc_id``), against a strict loopback Qdrant: every
+    field a filter names has an index the store created. Before: ``doc_id`` and ``etag`` had none (the id lookup
+    refused: the 400 lost its "did you mean"; the BM25 re-reading refused: the sync failed)."""
+    from kbsearch.indexer import run_sync
+    from kbsearch.lexical import READING_VERSION
+    from kbsearch.qdrant.query import BM25_READING
+    from tests.integration.test_adv24b import search
+    from tests.integration.test_hostile_notes import mcp_event
+    from tests.integration.test_notes_graph import write_kb
+
+    folder = write_kb(tmp_path / "kb", GRAPH_KB)
+    local = Settings(qdrant_path=str(tmp_path / "local"), qdrant_embedded="local", embedding_dimensions=32,
+                     embedding_api_key=None, embedding_api_key_param="")  # fmt: skip
+    assert run_sync(local, Secrets(local), source_uri=str(folder), full=True).error is None
+    stored = open_store(local, Secrets(local))
+    try:
+        points = [{"id": p.id, "payload": p.payload} for p in stored.client.scroll(stored.collection, limit=100)[0]]
+    finally:
+        stored.close()
+
+    cloud = Settings(qdrant_url=strict_qdrant.url, qdrant_api_key="k", embedding_dimensions=32,
+                     embedding_api_key=None, embedding_api_key_param="")  # fmt: skip
+    report = run_sync(cloud, Secrets(cloud), source_uri=str(folder), full=True)
+    assert report.error is None and report.added == 3, report
+    # a collection read with an older BM25 reading: the sync rewrites its chunks' vectors, guarded by path and etag
+    info = strict_qdrant.info
+    info["config"]["metadata"] = {**info["config"].get("metadata", {}), BM25_READING: READING_VERSION - 1}
+    strict_qdrant.scroll_points = points
+    report = run_sync(cloud, Secrets(cloud), source_uri=str(folder), full=True)
+    assert report.error is None and report.bm25_rewritten == len(points), report
+
+    app = load_search_app(QDRANT_URL=strict_qdrant.url, QDRANT_API_KEY="k", KB_SOURCE=str(folder),
+                          EMBEDDING_DIMENSIONS="32", EMBEDDING_API_KEY="", EMBEDDING_API_KEY_PARAM="")  # fmt: skip
+    search(app, "quokka")
+    filters = {"tags": ["qdrant"], "type": ["guide"], "status": ["draft"], "path_prefix": "en",
+               "updated_after": "2025-01-01"}  # fmt: skip
+    raw = json.dumps({"query": "quokka", "top_k": 5, "rerank": False, "expand": False, "filters": filters}).encode()
+    answer = app(build_event(HttpRequest("POST", "/search", "", [("Content-Type", "application/json")], raw),
+                             "/search", {}, "dev"))  # fmt: skip
+    assert answer["statusCode"] == 200, answer["body"]
+    for tool, arguments in (
+        ("kb_list", {}),
+        ("kb_get_note", {"path": "KB-013"}),
+        ("kb_get_note", {"path": "ops/Runbook.md"}),
+    ):
+        app(mcp_event(tool, arguments))
+    named = app(build_event(HttpRequest("GET", "/notes/KB-013", "", [], b""), "/notes/{path+}", {"path": "KB-013"},
+                            "dev"))  # fmt: skip
+    assert named["statusCode"] == 400 and "no note is named 'KB-013'" in json.loads(named["body"])["message"], named
+    assert strict_qdrant.refused == [], strict_qdrant.refused
+    assert {"doc_id", "etag", "path", "tags", "type", "status", "folders", "updated"} <= strict_qdrant.asked
