@@ -1181,14 +1181,34 @@ def parse_for_index(
     ``reuse``, embed hash → vector); ``signature_id``: the embedding's, None when the index is BM25 only. All but
     the read within ``limit_s`` of wall-clock time (default :attr:`SyncOptions.parse_limit_s`; bounded in a main
     thread only, :class:`kbsearch.timelimit.TimeLimit`), else failure ``slow``."""
+    limit = options.parse_limit_s if limit_s is None else limit_s
+    bound = TimeLimit(limit)
+    try:
+        try:
+            return _parse_for_index(source, obj, options, rules, signature_id, indexed_at, reuse, bound)
+        finally:
+            bound.cancel()
+    except TimeLimitHit:  # in the parse, or as it ended: the timer is off once cancel() returns
+        return ParseOutcome(failure="slow", reason=f"{slow_parse(limit)}: not parsed again until it changes")
+
+
+def _parse_for_index(
+    source: Source,
+    obj: SourceObject,
+    options: SyncOptions,
+    rules: FolderRules,
+    signature_id: str | None,
+    indexed_at: str,
+    reuse: dict[str, Any],
+    bound: TimeLimit,
+) -> ParseOutcome:
+    """:func:`parse_for_index`'s work; ``bound`` started once the note is read."""
     import traceback
 
     from kbsearch.notes import NoteError, note_id, parse_note  # the YAML parser loads only when a note changed
 
     if obj.size > options.max_note_bytes:
         return ParseOutcome(failure="large", reason=f"too large: {obj.size} bytes (limit {options.max_note_bytes})")
-    limit = options.parse_limit_s if limit_s is None else limit_s
-    bound = TimeLimit(limit)
     try:
         raw = source.read(obj)
         bound.start()
@@ -1218,8 +1238,6 @@ def parse_for_index(
                              document_vector(lexical_text(chunk.index, chunk.embed_text, lexical_id)),
                              reuse.get(payload[EMBED_HASH]))
                   for chunk, payload in zip(chunks, payloads, strict=True)]  # fmt: skip
-    except TimeLimitHit:
-        return ParseOutcome(failure="slow", reason=f"{slow_parse(limit)}: not parsed again until it changes")
     except SourceError as exc:
         return ParseOutcome(failure="source", reason=str(exc))
     except NoteError as exc:
@@ -1229,8 +1247,6 @@ def parse_for_index(
     except Exception as exc:  # a bug or an input no rule above foresaw: this note only
         return ParseOutcome(failure="bug", reason=f"cannot be indexed ({type(exc).__name__})",
                             trace=traceback.format_exc())  # fmt: skip
-    finally:
-        bound.cancel()
     return ParseOutcome((note, (groups, access_from), chunks, points))
 
 

@@ -40,12 +40,13 @@ class TimeLimit:
             return False
         self._previous, self._left, self._interval = previous, left, interval
         self._started = time.monotonic()
-        signal.signal(signal.SIGALRM, _expired)
+        signal.signal(signal.SIGALRM, self._expired)
         signal.setitimer(signal.ITIMER_REAL, self.seconds)
         self._armed = True
         return True
 
     def cancel(self) -> None:
+        """Disarm (a signal already on its way raises nothing once this begins) and put back what was there."""
         if not self._armed:
             return
         self._armed = False
@@ -55,6 +56,6 @@ class TimeLimit:
             spent = time.monotonic() - self._started
             signal.setitimer(signal.ITIMER_REAL, max(self._left - spent, 1e-6), self._interval)
 
-
-def _expired(signum: int, frame: object) -> None:
-    raise TimeLimitHit()
+    def _expired(self, signum: int, frame: object) -> None:
+        if self._armed:
+            raise TimeLimitHit()
