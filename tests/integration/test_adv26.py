@@ -342,3 +342,26 @@ def test_every_filter_the_qdrant_cloud_path_sends_is_on_a_field_it_indexes(
     assert named["statusCode"] == 400 and "no note is named 'KB-013'" in json.loads(named["body"])["message"], named
     assert strict_qdrant.refused == [], strict_qdrant.refused
     assert {"doc_id", "etag", "path", "tags", "type", "status", "folders", "updated"} <= strict_qdrant.asked
+
+
+# -- 4: a new user's paper cuts -------------------------------------------------------------------------------------
+
+
+def test_kbsearch_serve_watch_says_which_saved_note_it_skipped_and_why(tmp_path: Path) -> None:
+    """`make run`'s server syncs every saved note; a note saved with a broken frontmatter was not searchable while its
+    line said `1 changed note(s): 0 added, 0 updated, 0 deleted` (the reason only in a JSON log record among the
+    server's): the line now names the skipped note and why, as `kbsearch index` does."""
+    from kbsearch_tools.local.process import serve_process
+    from tests.integration.test_freshness import until
+
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "good.md").write_text("# Good\n\nA good note.\n")
+    env = subprocess_env(QDRANT_PATH=str(tmp_path / "q"), KB_SOURCE=str(kb), EMBEDDING_API_KEY="",
+                         EMBEDDING_API_KEY_PARAM="")  # fmt: skip
+    with serve_process(env, cwd=ROOT, args=["--watch"]) as served:
+        until(lambda: "initial sync" in served.text(), log=served.text)
+        (kb / "broken.md").write_text("---\ntitle: [unclosed\n---\n# Broken\n\nbody\n")
+        until(lambda: "changed note(s)" in served.text(), log=served.text)
+        (line,) = [x for x in served.text().splitlines() if "changed note(s)" in x]
+    assert "0 added" in line and "; 1 skipped: broken.md (invalid YAML frontmatter at line" in line, line
