@@ -365,3 +365,13 @@ def test_kbsearch_serve_watch_says_which_saved_note_it_skipped_and_why(tmp_path:
         until(lambda: "changed note(s)" in served.text(), log=served.text)
         (line,) = [x for x in served.text().splitlines() if "changed note(s)" in x]
     assert "0 added" in line and "; 1 skipped: broken.md (invalid YAML frontmatter at line" in line, line
+
+
+def test_make_install_says_what_it_does_before_its_quiet_minutes() -> None:
+    """`make run` / `make install` on a fresh clone: pip installs the locked tools quietly (`-q`) for ~3-4 minutes on a
+    loaded 2-core host, after only `test -x .venv/bin/python || python3 -m venv .venv` was shown: a new user could not
+    tell it from a hang. Its first line now says what runs and that it takes minutes."""
+    proc = subprocess.run(["make", "-n", "-B", "install"], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          check=True)  # fmt: skip
+    first = proc.stdout.splitlines()[0]
+    assert first.startswith("echo ") and "a few minutes the first time" in first, proc.stdout[:500]
