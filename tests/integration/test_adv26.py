@@ -7,7 +7,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import subprocess
-import threading
 import uuid
 from pathlib import Path
 from typing import Any
@@ -186,81 +185,59 @@ class StrictQdrant:
     ``unindexed_filtering_update`` false): a read or a write whose filter, facet or ordering names a field without a
     payload index is refused with Qdrant's 400 (``Index required but not found for "doc_id" ...``); anything else
     is answered as an empty collection answers (``collection_info``: its schema; the indexes this fake was asked to
-    create are added to its ``payload_schema``). ``scroll_points``: what every scroll answers."""
+    create are added to its ``payload_schema``). ``scroll_points``: what the next scroll answers."""
 
     def __init__(self, collection_info: dict[str, Any]) -> None:
-        from http.server import BaseHTTPRequestHandler
-
-        from kbsearch_tools.fakes import LoopbackHTTPServer
+        from kbsearch_tools.fakes import FakeEndpoint
 
         self.info, self.indexed, self.refused, self.exists = collection_info, set[str](), list[str](), False
         self.asked: set[str] = set()  # every field a filter named
         self.scroll_points: list[dict[str, Any]] = []
-        fake = self
+        self.endpoint = FakeEndpoint().start()
+        self.endpoint.responder = self._answer
+        self.url = self.endpoint.url
 
-        class Handler(BaseHTTPRequestHandler):
-            def _answer(self) -> None:
-                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                body: Any = json.loads(raw) if raw else {}
-                path = self.path.split("?")[0]
-                fields = filtered_fields(body) | ({str(body.get("key"))} if path.endswith("/facet") else set())
-                fake.asked |= fields
-                missing = sorted(fields - fake.indexed)
-                if missing:
-                    fake.refused.append(f"{self.command} {path}: {missing}")
-                    error = (
-                        f'Bad request: Index required but not found for "{missing[0]}" of one of the following '
-                        "types: [keyword]. Help: Create an index for this key or use a different filter."
-                    )
-                    return self._send(400, {"status": {"error": error}, "time": 0.0})
-                result: Any = {"operation_id": 1, "status": "completed"}
-                if path.endswith("/exists"):
-                    result = {"exists": fake.exists}
-                elif path.endswith("/aliases"):
-                    result = {"aliases": []}
-                elif self.command == "GET":
-                    result = dict(fake.info, payload_schema={n: {"data_type": "keyword", "points": 0}
-                                                             for n in sorted(fake.indexed)})  # fmt: skip
-                elif path.endswith("/index"):
-                    fake.indexed.add(body["field_name"])
-                elif path.endswith("/points/scroll"):  # the points asked for by id are there
-                    ids = [i for c in (body.get("filter") or {}).get("must", []) for i in c.get("has_id", [])]
-                    result = {"points": [{"id": i} for i in ids] or fake.scroll_points, "next_page_offset": None}
-                    fake.scroll_points = []
-                elif path.endswith("/points/query"):
-                    result = {"points": []}
-                elif path.endswith("/points/query/batch"):
-                    result = [{"points": []} for _ in body["searches"]]
-                elif path.endswith("/facet"):
-                    result = {"hits": []}
-                elif path.endswith("/points/count"):
-                    result = {"count": 0}
-                elif path.endswith("/points/batch"):
-                    result = [{"operation_id": 1, "status": "completed"} for _ in body["operations"]]
-                elif self.command in ("PUT", "PATCH") and path.count("/") == 2:  # the collection made or its metadata
-                    fake.exists, result = True, True
-                self._send(200, {"result": result, "status": "ok", "time": 0.0})
-
-            def _send(self, status: int, answer: Any) -> None:
-                data = json.dumps(answer).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _answer
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = LoopbackHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+    def _answer(self, method: str, target: str) -> tuple[int, bytes, str]:
+        body: Any = self.endpoint.requests[-1].body or {}
+        path = target.split("?", maxsplit=1)[0]
+        fields = filtered_fields(body) | ({str(body.get("key"))} if path.endswith("/facet") else set())
+        self.asked |= fields
+        missing = sorted(fields - self.indexed)
+        if missing:
+            self.refused.append(f"{method} {path}: {missing}")
+            error = (f'Bad request: Index required but not found for "{missing[0]}" of one of the following '
+                     "types: [keyword]. Help: Create an index for this key or use a different filter.")  # fmt: skip
+            return 400, json.dumps({"status": {"error": error}, "time": 0.0}).encode(), "application/json"
+        result: Any = {"operation_id": 1, "status": "completed"}
+        if path.endswith("/exists"):
+            result = {"exists": self.exists}
+        elif path.endswith("/aliases"):
+            result = {"aliases": []}
+        elif method == "GET":
+            schema = {name: {"data_type": "keyword", "points": 0} for name in sorted(self.indexed)}
+            result = dict(self.info, payload_schema=schema)
+        elif path.endswith("/index"):
+            self.indexed.add(body["field_name"])
+        elif path.endswith("/points/scroll"):  # the points asked for by id are there
+            ids = [i for c in (body.get("filter") or {}).get("must", []) for i in c.get("has_id", [])]
+            result = {"points": [{"id": i} for i in ids] or self.scroll_points, "next_page_offset": None}
+            self.scroll_points = []
+        elif path.endswith("/points/query"):
+            result = {"points": []}
+        elif path.endswith("/points/query/batch"):
+            result = [{"points": []} for _ in body["searches"]]
+        elif path.endswith("/facet"):
+            result = {"hits": []}
+        elif path.endswith("/points/count"):
+            result = {"count": 0}
+        elif path.endswith("/points/batch"):
+            result = [{"operation_id": 1, "status": "completed"} for _ in body["operations"]]
+        elif method in ("PUT", "PATCH") and path.count("/") == 2:  # the collection made, or its metadata
+            self.exists, result = True, True
+        return 200, json.dumps({"result": result, "status": "ok", "time": 0.0}).encode(), "application/json"
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.endpoint.stop()
 
 
 GRAPH_KB = {
@@ -274,14 +251,9 @@ GRAPH_KB = {
 @pytest.fixture
 def strict_qdrant(tmp_path: Path) -> Any:
     """A strict Qdrant Cloud whose collection has kb-search's schema (taken from qdrant-client's local mode)."""
-    settings = Settings(qdrant_path=str(tmp_path / "schema"), qdrant_embedded="local", embedding_dimensions=32)
-    store = open_store(settings, Secrets(settings))
-    try:
-        store.ensure_collection()
-        info = store.client.get_collection(store.collection).model_dump(mode="json", exclude_none=True)
-    finally:
-        store.close()
-    fake = StrictQdrant(info)
+    from tests.integration.test_hostile_notes import collection_info
+
+    fake = StrictQdrant(collection_info(tmp_path / "schema", embedding_dimensions=32))
     yield fake
     fake.stop()
 

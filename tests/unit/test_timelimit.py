@@ -1,5 +1,5 @@
-"""kbsearch.timelimit: a wall-clock bound that interrupts one regular expression's match, in the main thread only,
-and leaves any other interval timer (pytest-timeout's) as it found it."""
+"""kbsearch.timelimit: a bound of CPU or wall-clock time that interrupts one regular expression's match, in the main
+thread only, and leaves any other interval timer (pytest-timeout's) as it found it."""
 
 from __future__ import annotations
 
@@ -13,6 +13,19 @@ from kbsearch.timelimit import TimeLimit, TimeLimitHit
 
 #: A pattern that backtracks exponentially on a run of ``a`` with no ``b``: 2^40 paths, hours of one ``re.match``.
 CATASTROPHIC = re.compile(r"(a+)+b")
+
+
+@pytest.mark.parametrize("cpu", [True, False], ids=["cpu", "wall"])
+def test_one_backtracking_match_is_interrupted_by_cpu_time_too(cpu: bool) -> None:
+    bound = TimeLimit(0.2, cpu=cpu)
+    with pytest.raises(TimeLimitHit) as hit:
+        try:
+            assert bound.start()
+            CATASTROPHIC.match("a" * 40)
+        finally:
+            bound.cancel()
+    assert hit.value.limit is bound
+    assert signal.getitimer(signal.ITIMER_PROF) == (0.0, 0.0) and signal.getsignal(signal.SIGPROF) == signal.SIG_DFL
 
 
 def test_one_backtracking_match_is_interrupted_and_an_outer_timer_is_put_back() -> None:

@@ -224,8 +224,8 @@ class SyncOptions:
     #: the tokens of the group sets callers hold (:meth:`kbsearch.access.CallerMap.set_tokens`, :func:`caller_sets`):
     #: a full sync gives them to chunks' ``reach`` and records them; none known: only the recorded ones are kept
     caller_sets: tuple[str, ...] = ()
-    #: the longest one note's parse, chunking and points may take (NOTE_PARSE_LIMIT_S), wall-clock: past it the note
-    #: is skipped, and not parsed again until it changes (:data:`PARSE_REFUSED`)
+    #: the longest one note's parse, chunking and points may take (NOTE_PARSE_LIMIT_S), CPU time: past it the note is
+    #: skipped, and not parsed again until it changes (:data:`PARSE_REFUSED`)
     parse_limit_s: float = 30.0
 
     @classmethod
@@ -1064,20 +1064,17 @@ class Indexer:
     ) -> ParseOutcome | None:  # fmt: skip
         """The note parsed (by the parsing process when there is one), within :attr:`SyncOptions.parse_limit_s`; a
         note whose parse ran past it on an earlier run, at this version (``refused``), is not parsed again. None
-        when the run's end (``call_deadline``: a Lambda's) came first, nearer than the note's limit."""
+        when the run's end (``call_deadline``: a Lambda's) came before the parse's."""
         if refused.get(obj.path) == obj.etag:  # never sent to the parsing process
             why = f"{slow_parse(self.options.parse_limit_s)} on an earlier run, at this version"
             return ParseOutcome(failure="slow", reason=f"{why}: not parsed again until it changes")
         if outcomes is not None:
             return next(outcomes)
-        limit = self.options.parse_limit_s
-        if call_deadline is not None:
-            limit = min(limit, max(call_deadline.remaining(), 0.001))
         outcome = parse_for_index(
             self.source, obj, self.options, self._rules, self._signature_id if self.embedder is not None else None,
-            indexed_at, self._reuse.get(obj.path, {}), limit,
+            indexed_at, self._reuse.get(obj.path, {}), None if call_deadline is None else call_deadline.remaining(),
         )  # fmt: skip
-        return None if outcome.failure == "slow" and limit < self.options.parse_limit_s else outcome
+        return None if outcome.failure == "deadline" else outcome
 
     def _refused(self, work: list[tuple[SourceObject, str]]) -> dict[str, str]:
         """The notes whose parse ran past :attr:`SyncOptions.parse_limit_s` on an earlier run, path → the etag it
@@ -1159,7 +1156,7 @@ class Indexer:
 @dataclass
 class ParseOutcome:
     """What parsing one note for the index came to, with no side effect: its parts (note, (groups, where they came
-    from), chunks, points), or why not (``failure``: large, source, note, access, bug, slow; ``reason`` as reported)."""
+    from), chunks, points), or why not (``failure``: large, source, note, access, bug, slow, deadline; ``reason``)."""
 
     parsed: tuple[Note, tuple[list[str], str], list[Chunk], list[ChunkPoint]] | None = None
     failure: str | None = None
@@ -1175,34 +1172,33 @@ def parse_for_index(
     signature_id: str | None,
     indexed_at: str,
     reuse: dict[str, Any],
-    limit_s: float | None = None,
+    run_left_s: float | None = None,
 ) -> ParseOutcome:
     """Read, parse, chunk one note and build its points (payload, sparse vector; a reused dense vector from
     ``reuse``, embed hash → vector); ``signature_id``: the embedding's, None when the index is BM25 only. All but
-    the read within ``limit_s`` of wall-clock time (default :attr:`SyncOptions.parse_limit_s`; bounded in a main
-    thread only, :class:`kbsearch.timelimit.TimeLimit`), else failure ``slow``."""
-    limit = options.parse_limit_s if limit_s is None else limit_s
-    bound = TimeLimit(limit)
+    the read within :attr:`SyncOptions.parse_limit_s` of CPU time, else failure ``slow``, and within ``run_left_s``
+    of wall-clock time when given (the run's end: a Lambda's timeout), else failure ``deadline`` (bounded in a
+    main thread only, :class:`kbsearch.timelimit.TimeLimit`)."""
+    note = TimeLimit(options.parse_limit_s, cpu=True)
+    bounds = (note,) if run_left_s is None else (note, TimeLimit(max(run_left_s, 0.001)))
     try:
         try:
-            return _parse_for_index(source, obj, options, rules, signature_id, indexed_at, reuse, bound)
+            return _parse_for_index(source, obj, options, rules, signature_id, indexed_at, reuse, bounds)
         finally:
-            bound.cancel()
-    except TimeLimitHit:  # in the parse, or as it ended: the timer is off once cancel() returns
-        return ParseOutcome(failure="slow", reason=f"{slow_parse(limit)}: not parsed again until it changes")
+            for bound in bounds:
+                bound.cancel()
+    except TimeLimitHit as hit:  # in the parse, or as it ended: each timer is off once its cancel() returns
+        if hit.limit is not note:
+            return ParseOutcome(failure="deadline", reason="the run's end came before the note's parse did")
+        why = f"{slow_parse(options.parse_limit_s)}: not parsed again until it changes"
+        return ParseOutcome(failure="slow", reason=why)
 
 
 def _parse_for_index(
-    source: Source,
-    obj: SourceObject,
-    options: SyncOptions,
-    rules: FolderRules,
-    signature_id: str | None,
-    indexed_at: str,
-    reuse: dict[str, Any],
-    bound: TimeLimit,
-) -> ParseOutcome:
-    """:func:`parse_for_index`'s work; ``bound`` started once the note is read."""
+    source: Source, obj: SourceObject, options: SyncOptions, rules: FolderRules, signature_id: str | None,
+    indexed_at: str, reuse: dict[str, Any], bounds: tuple[TimeLimit, ...],
+) -> ParseOutcome:  # fmt: skip
+    """:func:`parse_for_index`'s work; ``bounds`` started once the note is read."""
     import traceback
 
     from kbsearch.notes import NoteError, note_id, parse_note  # the YAML parser loads only when a note changed
@@ -1211,7 +1207,8 @@ def _parse_for_index(
         return ParseOutcome(failure="large", reason=f"too large: {obj.size} bytes (limit {options.max_note_bytes})")
     try:
         raw = source.read(obj)
-        bound.start()
+        for bound in bounds:
+            bound.start()
         note = parse_note(obj.path, raw, options.max_note_bytes)
         groups, access_from = note_access(
             obj.path, declared_access(note.metadata, note.warnings), rules, options.access_default

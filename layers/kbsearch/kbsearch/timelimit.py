@@ -1,6 +1,5 @@
-"""A wall-clock bound on CPU-bound work that no deadline check inside reaches: a regular expression that
-backtracks, a parser's loop. Python's ``re`` checks for signals while it matches, so a timer signal interrupts even
-one match."""
+"""A bound on CPU-bound work that no deadline check inside reaches: a regular expression that backtracks, a parser's
+loop. Python's ``re`` checks for signals while it matches, so a timer signal interrupts even one match."""
 
 from __future__ import annotations
 
@@ -11,37 +10,51 @@ from typing import Any
 
 
 class TimeLimitHit(BaseException):
-    """The work ran past its limit. A BaseException, as KeyboardInterrupt is: code under the limit that catches
-    ``Exception`` (a parser's "anything else") does not swallow it."""
+    """The work ran past its limit (``limit``: the :class:`TimeLimit` it ran past). A BaseException, as
+    KeyboardInterrupt is: code under the limit that catches ``Exception`` (a parser's "anything else") does not
+    swallow it."""
+
+    def __init__(self, limit: TimeLimit) -> None:
+        super().__init__(f"ran past {limit.seconds:g} s")
+        self.limit = limit
 
 
 class TimeLimit:
-    """:meth:`start` arms a timer that raises :class:`TimeLimitHit` in the work once ``seconds`` of wall-clock
-    time have passed; :meth:`cancel` (always, in a ``finally``) disarms it and puts back what was there. Armed only
-    in the main thread of a platform with ``setitimer`` (POSIX), where the signal interrupts the work; elsewhere (a
-    thread, Windows) the work runs unbounded (:meth:`start` answers False). An interval timer already running (a
-    test runner's, say) is honoured: the bound is the earlier of the two, and the other timer is set again after,
-    less the time spent, with its own handler."""
+    """:meth:`start` arms a timer that raises :class:`TimeLimitHit` in the work once ``seconds`` have passed: of the
+    process's CPU time (``cpu``: ``ITIMER_PROF``/``SIGPROF``, what the work costs, whatever the host's load), else of
+    wall-clock time (``ITIMER_REAL``/``SIGALRM``: a deadline); :meth:`cancel` (always, in a ``finally``) disarms it
+    and puts back what was there. Armed only in the main thread of a platform with ``setitimer`` (POSIX), where the
+    signal interrupts the work; elsewhere (a thread, Windows) the work runs unbounded (:meth:`start` answers False).
+    A timer of the same kind already running (a test runner's ``SIGALRM``) is honoured: the bound is the earlier of
+    the two, and the other timer is set again after, less the time spent, with its own handler."""
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, cpu: bool = False) -> None:
         self.seconds = seconds
+        self.cpu = cpu
         self._armed = False
         self._previous: Any = None
         self._left = self._interval = self._started = 0.0
+
+    def _kind(self) -> tuple[int, signal.Signals]:
+        return (signal.ITIMER_PROF, signal.SIGPROF) if self.cpu else (signal.ITIMER_REAL, signal.SIGALRM)
+
+    def _now(self) -> float:
+        return time.process_time() if self.cpu else time.monotonic()
 
     def start(self) -> bool:
         if self.seconds <= 0 or not hasattr(signal, "setitimer"):
             return False
         if threading.current_thread() is not threading.main_thread():
             return False
-        previous = signal.getsignal(signal.SIGALRM)
-        left, interval = signal.getitimer(signal.ITIMER_REAL)
+        which, signum = self._kind()
+        previous = signal.getsignal(signum)
+        left, interval = signal.getitimer(which)
         if previous is None or (left and left <= self.seconds):  # a handler set outside Python, an earlier timer
             return False
         self._previous, self._left, self._interval = previous, left, interval
-        self._started = time.monotonic()
-        signal.signal(signal.SIGALRM, self._expired)
-        signal.setitimer(signal.ITIMER_REAL, self.seconds)
+        self._started = self._now()
+        signal.signal(signum, self._expired)
+        signal.setitimer(which, self.seconds)
         self._armed = True
         return True
 
@@ -50,12 +63,12 @@ class TimeLimit:
         if not self._armed:
             return
         self._armed = False
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, self._previous)
+        which, signum = self._kind()
+        signal.setitimer(which, 0)
+        signal.signal(signum, self._previous)
         if self._left:
-            spent = time.monotonic() - self._started
-            signal.setitimer(signal.ITIMER_REAL, max(self._left - spent, 1e-6), self._interval)
+            signal.setitimer(which, max(self._left - (self._now() - self._started), 1e-6), self._interval)
 
     def _expired(self, signum: int, frame: object) -> None:
         if self._armed:
-            raise TimeLimitHit()
+            raise TimeLimitHit(self)
