@@ -947,17 +947,10 @@ class Indexer:
         report.skipped.append({"path": path, "reason": reason})
         logger.warning("note skipped: %s: %s", path, reason, extra={"path": path, "reason": reason})
 
-    def _parse(
-        self, report: SyncReport, obj: SourceObject, kind: str, indexed_at: str, outcome: ParseOutcome | None = None
-    ) -> _Parsed | None:
+    def _parse(self, report: SyncReport, obj: SourceObject, kind: str, outcome: ParseOutcome) -> _Parsed | None:
         """Everything that happens to one note before it is written; any failure skips the note, nothing else.
-        ``outcome``: the note already parsed (:func:`parse_for_index`, in a parsing process); what follows from it
-        (skips, warnings, a revoked note) happens here, in the note's turn, either way."""
-        if outcome is None:
-            outcome = parse_for_index(
-                self.source, obj, self.options, self._rules, self._signature_id if self.embedder is not None else None,
-                indexed_at, self._reuse.get(obj.path, {}),
-            )  # fmt: skip
+        ``outcome``: the note parsed (:meth:`_outcome`: here, or in a parsing process); what follows from it (skips,
+        warnings, a revoked note) happens here, in the note's turn, either way."""
         if outcome.failure == "slow":  # not parsed again until it changes (PARSE_REFUSED)
             self._slow[obj.path] = obj.etag
         if outcome.failure == "large":
@@ -1028,7 +1021,7 @@ class Indexer:
                     report.incomplete = True
                     report.remaining = len(work) - position + len(window)
                     break
-                parsed = self._parse(report, obj, kind, indexed_at, outcome)
+                parsed = self._parse(report, obj, kind, outcome)
                 done += 1
                 if parsed is not None:
                     window.append(parsed)
