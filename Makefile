@@ -30,6 +30,7 @@ help: ## this list (plain `make` too): each target and what it does
 	@awk -F':.*## ' '/^[a-z][a-z-]*:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(STAMP): pyproject.toml requirements-dev.txt
+	@echo "installing kb-search and its locked tools into $(VENV): a few minutes the first time (pip is quiet meanwhile)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q --require-hashes -r requirements-dev.txt

@@ -630,9 +630,9 @@ def test_qdrant_cloud_is_asked_for_reach_as_a_tenant_index_once(reach_params: di
     """Through qdrant-client (Qdrant Cloud's path), against a loopback Qdrant: a collection whose ``reach`` index is
     not a tenant index (an earlier version's) is sent that index again with ``is_tenant``, and nothing else; one whose
     index is already a tenant index is sent nothing."""
-    from kbsearch.qdrant.query import PAYLOAD_INDEXES
+    from kbsearch.qdrant.query import CLOUD_INDEXES, PAYLOAD_INDEXES
 
-    sent = cloud_index_requests(PAYLOAD_INDEXES, {REACH: reach_params})
+    sent = cloud_index_requests(PAYLOAD_INDEXES | CLOUD_INDEXES, {REACH: reach_params})
     if reach_params is None:
         assert sent == [{"field_name": REACH, "field_schema": {"type": "keyword", "is_tenant": True}}]
     else:

@@ -232,17 +232,23 @@ class FakeQdrant:
         self.server.server_close()
 
 
+def collection_info(folder: Path, **settings: Any) -> dict[str, Any]:
+    """Qdrant's ``GET /collections/{c}`` result for a collection with kb-search's schema, as qdrant-client's local
+    mode (its models) builds it in ``folder``; ``settings``: others than the defaults (the embedding's dimensions)."""
+    local = Settings(qdrant_path=str(folder), qdrant_embedded="local", **settings)
+    store = open_store(local, Secrets(local))
+    try:
+        store.ensure_collection()
+        info: dict[str, Any] = store.client.get_collection(store.collection).model_dump(mode="json", exclude_none=True)
+        return info
+    finally:
+        store.close()
+
+
 @pytest.fixture
 def flaky_qdrant(tmp_path: Path) -> Iterator[FakeQdrant]:
     """A Qdrant Cloud stand-in whose collection has kb-search's schema (taken from the embedded store)."""
-    settings = Settings(qdrant_path=str(tmp_path / "schema"), qdrant_embedded="local")  # qdrant-client's models
-    store = open_store(settings, Secrets(settings))
-    try:
-        store.ensure_collection()
-        info = store.client.get_collection(store.collection).model_dump(mode="json", exclude_none=True)
-    finally:
-        store.close()
-    fake = FakeQdrant(info, ok_upserts=1)
+    fake = FakeQdrant(collection_info(tmp_path / "schema"), ok_upserts=1)
     yield fake
     fake.stop()
 

@@ -706,10 +706,10 @@ def test_qdrant_cloud_collection_made_before_is_sent_the_graph_keys_index_alone(
     """Through qdrant-client (Qdrant Cloud's path), against a loopback Qdrant: a collection whose payload indexes are
     a kb-search's before ``graph_keys`` (``path_keys``, ``name_keys``, ``link_keys`` among them) is sent one new
     index, ``graph_keys`` as a keyword index, and nothing else."""
-    from kbsearch.qdrant.query import PAYLOAD_INDEXES, REACH
+    from kbsearch.qdrant.query import CLOUD_INDEXES, PAYLOAD_INDEXES, REACH
     from tests.integration.test_access_reach import cloud_index_requests
 
-    before = {k: v for k, v in PAYLOAD_INDEXES.items() if k != GRAPH_KEYS}
+    before = {k: v for k, v in (PAYLOAD_INDEXES | CLOUD_INDEXES).items() if k != GRAPH_KEYS}
     before |= dict.fromkeys(OLD_GRAPH_FIELDS.values(), "keyword")
     sent = cloud_index_requests(before, {REACH: {"type": "keyword", "is_tenant": True}})
     assert sent == [{"field_name": GRAPH_KEYS, "field_schema": "keyword"}]

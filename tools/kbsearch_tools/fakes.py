@@ -525,7 +525,7 @@ class _EndpointHandler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (a timeout test)
 
-    do_POST = do_GET = do_PUT = do_DELETE = do_HEAD = _answer
+    do_POST = do_GET = do_PUT = do_PATCH = do_DELETE = do_HEAD = _answer
 
     def log_message(self, format: str, *args: Any) -> None:
         pass

@@ -333,6 +333,9 @@ class Settings(BaseModel):
     chunk_max_tokens: int = Field(default=400, ge=64, le=8000)
     chunk_overlap_tokens: int = Field(default=40, ge=0, le=1000)
     max_note_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # The seconds of CPU time one note's parse may take (a note that takes longer is skipped, with a reason, until it
+    # changes); bounded where the indexer parses in a process's main thread (kbsearch index, the Lambdas).
+    note_parse_limit_s: float = Field(default=30.0, ge=0.01, le=MAX_CALL_S)
     max_delete_ratio: float = Field(default=0.5, ge=0.0, le=1.0)
     deadline_margin_s: float = Field(default=60.0, ge=0.0, le=MAX_CALL_S)
     index_lease_table: str = ""  # DynamoDB table of the one-run-at-a-time lease (kbsearch.lease); empty → none

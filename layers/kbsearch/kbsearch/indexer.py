@@ -124,6 +124,7 @@ from kbsearch.sources import (
     path_problem,
     preferred,
 )
+from kbsearch.timelimit import TimeLimit, TimeLimitHit
 from kbsearch.tokens import counts
 
 if TYPE_CHECKING:
@@ -234,6 +235,9 @@ class SyncOptions:
     #: the tokens of the group sets callers hold (:meth:`kbsearch.access.CallerMap.set_tokens`, :func:`caller_sets`):
     #: a full sync gives them to chunks' ``reach`` and records them; none known: only the recorded ones are kept
     caller_sets: tuple[str, ...] = ()
+    #: the longest one note's parse, chunking and points may take (NOTE_PARSE_LIMIT_S), CPU time: past it the note is
+    #: skipped, and not parsed again until it changes (:data:`PARSE_REFUSED`)
+    parse_limit_s: float = 30.0
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> SyncOptions:
@@ -245,6 +249,7 @@ class SyncOptions:
             window_chunks=settings.embedding.batch_size * settings.embedding.concurrency * 4,
             event_grace_s=settings.event_grace_s,
             access_default=settings.access_default,
+            parse_limit_s=settings.note_parse_limit_s,
         )
         for key, value in overrides.items():
             setattr(options, key, value)
@@ -295,6 +300,7 @@ class Indexer:
         self._sets_recorded: list[str] = []
         #: notes whose stored chunk text is not what was embedded (:meth:`_reread_bm25`): read again from the KB
         self._reread_notes: set[str] = set()
+        self._slow: dict[str, str] = {}  # path → etag of the notes this run found (or kept) too slow to parse
 
     def sync(self, stop_at: Deadline | None = None, call_deadline: Deadline | None = None) -> SyncReport:
         """One sync run. ``stop_at``: no new work starts after it; ``call_deadline`` bounds provider calls."""
@@ -970,17 +976,12 @@ class Indexer:
         report.skipped.append({"path": path, "reason": reason})
         logger.warning("note skipped: %s: %s", path, reason, extra={"path": path, "reason": reason})
 
-    def _parse(
-        self, report: SyncReport, obj: SourceObject, kind: str, indexed_at: str, outcome: ParseOutcome | None = None
-    ) -> _Parsed | None:
+    def _parse(self, report: SyncReport, obj: SourceObject, kind: str, outcome: ParseOutcome) -> _Parsed | None:
         """Everything that happens to one note before it is written; any failure skips the note, nothing else.
-        ``outcome``: the note already parsed (:func:`parse_for_index`, in a parsing process); what follows from it
-        (skips, warnings, a revoked note) happens here, in the note's turn, either way."""
-        if outcome is None:
-            outcome = parse_for_index(
-                self.source, obj, self.options, self._rules, self._signature_id if self.embedder is not None else None,
-                indexed_at, self._reuse.get(obj.path, {}),
-            )  # fmt: skip
+        ``outcome``: the note parsed (:meth:`_outcome`: here, or in a parsing process); what follows from it (skips,
+        warnings, a revoked note) happens here, in the note's turn, either way."""
+        if outcome.failure == "slow":  # not parsed again until it changes (PARSE_REFUSED)
+            self._slow[obj.path] = obj.etag
         if outcome.failure == "large":
             self._skip(report, obj.path, outcome.reason)
             return None
@@ -1020,7 +1021,8 @@ class Indexer:
         embedding: tuple[list[_Parsed], Future[list[ChunkPoint]]] | None = None  # the window being embedded
         done = 0
         indexed_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-        outcomes = self._parsed_elsewhere(work, indexed_at)
+        refused = self._refused(work)
+        outcomes = self._parsed_elsewhere([w for w in work if refused.get(w[0].path) != w[0].etag], indexed_at)
         ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kbsearch-embed")
 
         def embedded() -> tuple[list[_Parsed], list[ChunkPoint]] | None:
@@ -1043,7 +1045,12 @@ class Indexer:
                     report.incomplete = True
                     report.remaining = len(work) - position + len(window)
                     break
-                parsed = self._parse(report, obj, kind, indexed_at, next(outcomes) if outcomes is not None else None)
+                outcome = self._outcome(obj, refused, outcomes, indexed_at, call_deadline)
+                if outcome is None:  # the run's end came before the note's parse did: the note is not to blame
+                    report.incomplete = True
+                    report.remaining = len(work) - position + len(window)
+                    break
+                parsed = self._parse(report, obj, kind, outcome)
                 done += 1
                 if parsed is not None:
                     window.append(parsed)
@@ -1071,6 +1078,44 @@ class Indexer:
             report.embedding_calls = stats.calls
             report.embedding_tokens = stats.tokens
             report.embedding_fallbacks = stats.fallbacks
+        self._record_refused(refused, work[:done])
+
+    def _outcome(
+        self, obj: SourceObject, refused: dict[str, str], outcomes: Iterator[ParseOutcome] | None, indexed_at: str,
+        call_deadline: Deadline | None,
+    ) -> ParseOutcome | None:  # fmt: skip
+        """The note parsed (by the parsing process when there is one), within :attr:`SyncOptions.parse_limit_s`; a
+        note whose parse ran past it on an earlier run, at this version (``refused``), is not parsed again. None
+        when the run's end (``call_deadline``: a Lambda's) came before the parse's."""
+        if refused.get(obj.path) == obj.etag:  # never sent to the parsing process
+            why = f"{slow_parse(self.options.parse_limit_s)} on an earlier run, at this version"
+            return ParseOutcome(failure="slow", reason=f"{why}: not parsed again until it changes")
+        if outcomes is not None:
+            return next(outcomes)
+        outcome = parse_for_index(
+            self.source, obj, self.options, self._rules, self._signature_id if self.embedder is not None else None,
+            indexed_at, self._reuse.get(obj.path, {}), None if call_deadline is None else call_deadline.remaining(),
+        )  # fmt: skip
+        return None if outcome.failure == "deadline" else outcome
+
+    def _refused(self, work: list[tuple[SourceObject, str]]) -> dict[str, str]:
+        """The notes whose parse ran past :attr:`SyncOptions.parse_limit_s` on an earlier run, path → the etag it
+        was of (the index's metadata, :data:`PARSE_REFUSED`): a note still at that etag is skipped unparsed. None
+        read when there is no work."""
+        self._slow = {}
+        if not work:
+            return {}
+        value = self.store.metadata().get(PARSE_REFUSED)
+        return {k: v for k, v in value.items() if isinstance(v, str)} if isinstance(value, dict) else {}
+
+    def _record_refused(self, refused: dict[str, str], reached: list[tuple[SourceObject, str]]) -> None:
+        """Record which notes stay refused: those of ``refused`` this run did not reach (``reached``: the notes of
+        its work it came to) and those found slow, or skipped as such, by it (:attr:`_slow`); a note that changed
+        and was parsed within the limit is dropped, so it is back. Written only when that differs from the record."""
+        came = {obj.path for obj, _ in reached}
+        kept = {p: e for p, e in refused.items() if p not in came} | self._slow
+        if kept != refused:
+            self.store.merge_metadata({PARSE_REFUSED: kept})
 
     def _parsed_elsewhere(
         self, work: list[tuple[SourceObject, str]], indexed_at: str
@@ -1133,7 +1178,7 @@ class Indexer:
 @dataclass
 class ParseOutcome:
     """What parsing one note for the index came to, with no side effect: its parts (note, (groups, where they came
-    from), chunks, points), or why not (``failure``: large, source, note, access, bug; ``reason`` as reported)."""
+    from), chunks, points), or why not (``failure``: large, source, note, access, bug, slow, deadline; ``reason``)."""
 
     parsed: tuple[Note, tuple[list[str], str], list[Chunk], list[ChunkPoint]] | None = None
     failure: str | None = None
@@ -1149,9 +1194,33 @@ def parse_for_index(
     signature_id: str | None,
     indexed_at: str,
     reuse: dict[str, Any],
+    run_left_s: float | None = None,
 ) -> ParseOutcome:
     """Read, parse, chunk one note and build its points (payload, sparse vector; a reused dense vector from
-    ``reuse``, embed hash → vector); ``signature_id``: the embedding's, None when the index is BM25 only."""
+    ``reuse``, embed hash → vector); ``signature_id``: the embedding's, None when the index is BM25 only. All but
+    the read within :attr:`SyncOptions.parse_limit_s` of CPU time, else failure ``slow``, and within ``run_left_s``
+    of wall-clock time when given (the run's end: a Lambda's timeout), else failure ``deadline`` (bounded in a
+    main thread only, :class:`kbsearch.timelimit.TimeLimit`)."""
+    note = TimeLimit(options.parse_limit_s, cpu=True)
+    bounds = (note,) if run_left_s is None else (note, TimeLimit(max(run_left_s, 0.001)))
+    try:
+        try:
+            return _parse_for_index(source, obj, options, rules, signature_id, indexed_at, reuse, bounds)
+        finally:
+            for bound in bounds:
+                bound.cancel()
+    except TimeLimitHit as hit:  # in the parse, or as it ended: each timer is off once its cancel() returns
+        if hit.limit is not note:
+            return ParseOutcome(failure="deadline", reason="the run's end came before the note's parse did")
+        why = f"{slow_parse(options.parse_limit_s)}: not parsed again until it changes"
+        return ParseOutcome(failure="slow", reason=why)
+
+
+def _parse_for_index(
+    source: Source, obj: SourceObject, options: SyncOptions, rules: FolderRules, signature_id: str | None,
+    indexed_at: str, reuse: dict[str, Any], bounds: tuple[TimeLimit, ...],
+) -> ParseOutcome:  # fmt: skip
+    """:func:`parse_for_index`'s work; ``bounds`` started once the note is read."""
     import traceback
 
     from kbsearch.notes import NoteError, note_id, parse_note  # the YAML parser loads only when a note changed
@@ -1160,6 +1229,8 @@ def parse_for_index(
         return ParseOutcome(failure="large", reason=f"too large: {obj.size} bytes (limit {options.max_note_bytes})")
     try:
         raw = source.read(obj)
+        for bound in bounds:
+            bound.start()
         note = parse_note(obj.path, raw, options.max_note_bytes)
         groups, access_from = note_access(
             obj.path, declared_access(note.metadata, note.warnings), rules, options.access_default
@@ -1196,6 +1267,17 @@ def parse_for_index(
         return ParseOutcome(failure="bug", reason=f"cannot be indexed ({type(exc).__name__})",
                             trace=traceback.format_exc())  # fmt: skip
     return ParseOutcome((note, (groups, access_from), chunks, points))
+
+
+#: Metadata key of the index: the notes whose parse ran past :attr:`SyncOptions.parse_limit_s`, path → the etag of
+#: the version that did; each is skipped unparsed, with a reason, while it stays at that version (a note whose parse
+#: never ends used to hold every sync for as long).
+PARSE_REFUSED = "parse_refused"
+
+
+def slow_parse(limit_s: float) -> str:
+    """Why a note whose parse ran past ``limit_s`` is skipped (the start of the reason)."""
+    return f"its parse ran past {limit_s:g} s, the time a note may take (NOTE_PARSE_LIMIT_S)"
 
 
 #: A sync of at least this many notes to (re)index from a folder parses them in another process: starting it costs

@@ -352,10 +352,21 @@ class Watcher:
             f"{report['deleted']} deleted in {report['duration_ms']} ms{stopped}"
             + (f"; error: {report['error']}" if report.get("error") else "")
             + (f"; deletion blocked: {report['deletion_blocked']}" if report.get("deletion_blocked") else "")
+            + skipped_text(report.get("skipped") or [])
         )
         print(line, file=sys.stderr, flush=True)
         if self.on_sync is not None:
             self.on_sync(what, report)
+
+
+def skipped_text(skipped: list[dict[str, str]], shown: int = 3) -> str:
+    """The notes a sync skipped, for its one line: a saved note that is not searchable says why (a broken
+    frontmatter, say), as ``kbsearch index`` does; the first ``shown`` with their reasons, then how many more."""
+    if not skipped:
+        return ""
+    named = "; ".join(f"{s['path']} ({s['reason']})" for s in skipped[:shown])
+    more = f"; and {len(skipped) - shown} more" if len(skipped) > shown else ""
+    return f"; {len(skipped)} skipped: {named}{more}"
 
 
 # -- hand-off: `kbsearch index` → the server holding the store ----------------------------------------------

@@ -67,10 +67,11 @@ LAST_SYNC_AT, LAST_SYNC_KIND = "last_sync_at", "last_sync_kind"
 #: ordering reads: ``path`` (a note's points: deletes, updates, reads), ``tags``/``type``/``status``/
 #: ``folders``/``updated`` (the search's filters, the catalog's facets and its newest notes), ``chunk_index`` (a
 #: note's first chunk, leftovers past its last), ``access``/``reach`` (every search's scope), ``graph_keys`` (the
-#: link graph, :mod:`kbsearch.links`). Nothing filters on ``doc_id`` (it is read, not matched), so it has
-#: none: Qdrant Edge builds each index at every seal from every payload, ~0.45 s of the indexing process's CPU per
-#: index at 10x the vault (BENCHMARKS.md, "Session 14"). A collection made before keeps its ``doc_id`` index, and
-#: its ``path_keys``/``name_keys``/``link_keys`` ones (the graph's keys before ``graph_keys``, :data:`GRAPH_KEYS_ONLY`).
+#: link graph, :mod:`kbsearch.links`). ``doc_id`` is matched only by a lookup on a miss, so Edge has no index of it
+#: (Qdrant Cloud has, :data:`CLOUD_INDEXES`): Qdrant Edge builds each index at every seal from every payload, ~0.45 s
+#: of the indexing process's CPU per index at 10x the vault (BENCHMARKS.md, "Session 14"). A collection made before
+#: keeps its ``doc_id`` index, and its ``path_keys``/``name_keys``/``link_keys`` ones (the graph's keys before
+#: ``graph_keys``, :data:`GRAPH_KEYS_ONLY`).
 PAYLOAD_INDEXES = {
     "path": "keyword", "tags": "keyword", "type": "keyword", "status": "keyword",
     "folders": "keyword", "chunk_index": "integer", "updated": "datetime", "access": "keyword",
@@ -111,6 +112,12 @@ REACH_SETS = "access_reach_sets"
 #: What joins the groups of a set in its token: a character no group name holds (``kbsearch.access.normalize_group``:
 #: letters, digits, ``_ . : -``), so a token is never taken for a group, nor a group for a token.
 SET_JOIN = "+"
+#: The payload indexes Qdrant Cloud's collection gets besides :data:`PAYLOAD_INDEXES`: fields a filter matches only
+#: now and then, which Qdrant Edge reads from the payloads instead (an index there costs every seal): ``doc_id`` (a
+#: note asked for by its frontmatter id, ``BrowseService._named``, on a miss) and ``etag`` (the guard of a BM25
+#: re-reading's writes, ``Indexer._reread_bm25``). Qdrant Cloud in strict mode (``strict_mode_config``'s
+#: ``unindexed_filtering_retrieve`` / ``unindexed_filtering_update`` false) refuses a filter on a field without one.
+CLOUD_INDEXES = {"doc_id": "keyword", "etag": "keyword"}
 POINT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://kb-search/points")
 _NAMESPACE_BYTES = POINT_NAMESPACE.bytes
 

@@ -20,6 +20,7 @@ from kbsearch.errors import StoreError
 from kbsearch.lexical import SparseVector
 from kbsearch.links import GRAPH_KEYS, NAME_KEY, OLD_GRAPH_FIELDS
 from kbsearch.qdrant.query import (
+    CLOUD_INDEXES,
     DENSE,
     PAYLOAD_INDEXES,
     PUBLIC_GROUP,
@@ -443,18 +444,19 @@ class Store:
                 on_disk_payload=True,
                 metadata=dict(signature) if signature else None,
             )
-            for name, kind in PAYLOAD_INDEXES.items():
+            for name, kind in (PAYLOAD_INDEXES | CLOUD_INDEXES).items():
                 self.client.create_payload_index(self.collection, name, index_schema(name, kind))
         return True
 
     def ensure_payload_indexes(self) -> None:
-        """Create the payload indexes a collection made by an older version lacks (``access``), and make a
-        :data:`TENANT_INDEXES` index made before without ``is_tenant`` a tenant index (each segment drops the old
-        index, then builds the new one from the payloads: meanwhile its matches are checked in the payloads, exact and
-        slower; the segments its optimiser writes from then on group their points by its values)."""
+        """Create the payload indexes a collection made by an older version lacks (``access``; ``doc_id`` and
+        ``etag``, :data:`CLOUD_INDEXES`), and make a :data:`TENANT_INDEXES` index made before without ``is_tenant``
+        a tenant index (each segment drops the old index, then builds the new one from the payloads: meanwhile its
+        matches are checked in the payloads, exact and slower; the segments its optimiser writes from then on group
+        their points by its values)."""
         with storage_errors("creating payload indexes"):
             schema = self.client.get_collection(self.collection).payload_schema or {}
-            for name, kind in PAYLOAD_INDEXES.items():
+            for name, kind in (PAYLOAD_INDEXES | CLOUD_INDEXES).items():
                 if name not in schema or (name in TENANT_INDEXES and not is_tenant(schema[name])):
                     self.client.create_payload_index(self.collection, name, index_schema(name, kind))
 
