@@ -234,6 +234,8 @@ class StrictQdrant:
             result = [{"operation_id": 1, "status": "completed"} for _ in body["operations"]]
         elif method in ("PUT", "PATCH") and path.count("/") == 2:  # the collection made, or its metadata
             self.exists, result = True, True
+            config = self.info.setdefault("config", {})
+            config["metadata"] = {**(config.get("metadata") or {}), **(body.get("metadata") or {})}
         return 200, json.dumps({"result": result, "status": "ok", "time": 0.0}).encode(), "application/json"
 
     def stop(self) -> None:
