@@ -28,8 +28,9 @@ from kbsearch.qdrant.store import ChunkPoint
 from kbsearch.reader import NoteReader
 from kbsearch.search import SearchService
 from kbsearch.sources import open_source
+from kbsearch_tools.fakes import FakeProvider
 from kbsearch_tools.local.apigw import HttpRequest, build_event
-from tests.conftest import ROOT, VAULT
+from tests.conftest import ROOT, VAULT, provider_settings
 from tests.integration.test_hostile_notes import mcp_event
 
 ALL = Scope.unrestricted("test")
@@ -192,12 +193,14 @@ def as_written_before(settings: Settings, paths: Iterable[str]) -> None:
 
     store = open_store(settings, Secrets(settings))
     try:
+        paths = set(paths)
+        dense = {p["path"]: v for p, v in store.note_points(sorted(paths)) if p.get("chunk_index") == 0}
         for p in store.points().values():
             if p["path"] in paths and p["chunk_index"] == 0:
                 old = {k: v for k, v in p.items() if k != GRAPH_KEYS}
                 old |= {field: stored_keys(p, kind) for kind, field in OLD_GRAPH_FIELDS.items()}
                 assert old["path_keys"] == path_keys(p["path"])
-                store.upsert([ChunkPoint(p["path"], 0, old, document_vector(p["text"]), None)])
+                store.upsert([ChunkPoint(p["path"], 0, old, document_vector(p["text"]), dense[p["path"]])])
         store.set_metadata({k: v for k, v in store.metadata().items() if k != GRAPH_KEYS_ONLY})
         if isinstance(store, EdgeStore):
             store.shard.update(edge.UpdateOperation.delete_field_index(GRAPH_KEYS))
@@ -252,6 +255,46 @@ def test_a_store_written_before_graph_keys_answers_alike_and_its_next_sync_rewri
     again = sync(settings, folder)
     assert again.updated == 0 and again.unchanged == len(NOTES)
     assert graph_answers(settings, browse_of) == expected
+
+
+@pytest.mark.parametrize("backend", ["edge", "local"])
+def test_the_sync_that_gives_an_older_store_its_graph_keys_embeds_nothing_again(
+    backend: str, tmp_path: Path, deepinfra: FakeProvider
+) -> None:
+    """With an embedding provider (the loopback DeepInfra): the full sync that rewrites a store made before
+    ``graph_keys`` keeps every unchanged note's stored dense vectors (its text did not change: none of its chunks is
+    sent to the provider, each vector stays as it was), while a note whose text changed meanwhile is embedded as any
+    changed note is; the sync after it rewrites nothing."""
+    folder = write_kb(tmp_path / "kb", NOTES)
+    settings = provider_settings(deepinfra, qdrant_path=str(tmp_path / "q"), qdrant_embedded=backend,
+                                 kb_source=str(folder))  # fmt: skip
+    first = sync(settings, folder)
+    assert first.added == len(NOTES) and first.embedding_calls > 0
+    as_written_before(settings, NOTES)
+
+    def dense() -> dict[tuple[str, int], list[float] | None]:
+        store = open_store(settings, Secrets(settings))
+        try:
+            return {(p["path"], p["chunk_index"]): v for p, v in store.note_points(sorted(NOTES))}
+        finally:
+            store.close()
+
+    before = dense()
+    assert before and all(v is not None for v in before.values())
+    changed = "Alpha.md"
+    (folder / changed).write_text(NOTES[changed].replace("fine print", "finer print"), encoding="utf-8")
+    requests = len(deepinfra.calls("embeddings"))
+
+    report = sync(settings, folder)
+    assert report.updated == len(NOTES) and report.incomplete is False, report
+    alpha = sum(1 for path, _ in before if path == changed)
+    sent = [text for call in deepinfra.calls("embeddings")[requests:] for text in call.body["input"]]
+    assert len(sent) == alpha and any("finer print" in text for text in sent), sent
+    after = dense()
+    assert {k: v for k, v in after.items() if k[0] != changed} == {k: v for k, v in before.items() if k[0] != changed}
+    assert all(GRAPH_KEYS in p and "link_keys" not in p for p in first_chunks(settings).values())
+    again = sync(settings, folder)
+    assert again.updated == 0 and again.embedding_calls == 0 and again.unchanged == len(NOTES)
 
 
 def test_catalog_counts_notes_and_lists_recent_ones(kb: tuple[Path, Settings], browse_of: Any) -> None:

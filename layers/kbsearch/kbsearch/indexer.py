@@ -34,6 +34,7 @@ import unicodedata
 from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field, replace
+from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -280,6 +281,9 @@ class Indexer:
         self._kept: set[str] = set()  # paths (and folders, ending in '/') listed with a problem: never deleted
         self._dropped: set[str] = set()  # paths listed as links to other notes (``drop``): always deleted
         self._reuse: dict[str, dict[str, Any]] = {}  # path → embed_hash → stored dense vector (event-driven runs)
+        #: notes a full sync rewrites only for their graph keys (their text unchanged): their stored dense vectors
+        #: are read and kept, a batch at a time, instead of embedding them again (:meth:`_read_reuse`)
+        self._regraph: set[str] = set()
         self._signature_id = ""
         self._reembed = False
         self._rules = FolderRules()
@@ -582,9 +586,13 @@ class Indexer:
         work: list[tuple[SourceObject, str]] = []
         reread: list[SourceObject] = []
         self._access = {p: (list(a[0]) if (a := st.access()) else None) for p, st in state.items()}
+        self._regraph = set()
         for path in sorted(notes):
             obj = notes[path]
             kind = self._classify(obj, state.get(path))
+            if kind == "regraph":
+                self._regraph.add(path)
+                kind = "updated"
             if kind in ("unchanged", "repair") and not self._refresh_access(report, path, state[path]):
                 reread.append(obj)
             if kind == "unchanged":
@@ -611,6 +619,7 @@ class Indexer:
             self._index(report, work, state, stop_at, call_deadline)
             self._write_access()  # the groups of the notes that could not be indexed (their last good version)
         finally:
+            self._regraph, self._reuse = set(), {}
             self._warn_duplicate_ids(report, notes, state)
         report.missed_by_events = self._missed_by_events(report, work)
         self._record_restricted_links(report, notes)
@@ -920,7 +929,8 @@ class Indexer:
         if self._reembed and st.embeddings != {self._signature_id}:
             return "updated"  # embedded with another model or input format
         if not st.graph:
-            return "updated"  # indexed before the link graph was stored (as graph_keys): its keys are written now
+            # indexed before the link graph was stored (as graph_keys): its keys are written now, its vectors kept
+            return "regraph"
         if st.has_orphans():
             return "repair"
         return "unchanged"
@@ -1045,12 +1055,15 @@ class Indexer:
                     report.incomplete = True
                     report.remaining = len(work) - position + len(window)
                     break
+                self._read_reuse(work, position)
                 outcome = self._outcome(obj, refused, outcomes, indexed_at, call_deadline)
                 if outcome is None:  # the run's end came before the note's parse did: the note is not to blame
                     report.incomplete = True
                     report.remaining = len(work) - position + len(window)
                     break
                 parsed = self._parse(report, obj, kind, outcome)
+                if self._regraph:
+                    self._reuse.pop(obj.path, None)
                 done += 1
                 if parsed is not None:
                     window.append(parsed)
@@ -1098,6 +1111,18 @@ class Indexer:
         )  # fmt: skip
         return None if outcome.failure == "deadline" else outcome
 
+    def _read_reuse(self, work: list[tuple[SourceObject, str]], position: int) -> None:
+        """Before the note at ``position`` of a full sync's ``work`` is parsed: when it is rewritten only for its
+        graph keys (:attr:`_regraph`: a store made before ``graph_keys``), the stored dense vectors of it and the next
+        such notes, :data:`REUSE_BATCH` notes a read, kept in :attr:`_reuse` (its chunks' text did not change: each
+        keeps its vector, nothing is embedded again; each note's are dropped once it is parsed)."""
+        path = work[position][0].path
+        if path not in self._regraph or path in self._reuse:
+            return
+        batch = list(islice((obj.path for obj, _ in islice(work, position, None) if obj.path in self._regraph),
+                            REUSE_BATCH))  # fmt: skip
+        self._reuse.update(stored_vectors(self.store.note_points(batch)))
+
     def _refused(self, work: list[tuple[SourceObject, str]]) -> dict[str, str]:
         """The notes whose parse ran past :attr:`SyncOptions.parse_limit_s` on an earlier run, path → the etag it
         was of (the index's metadata, :data:`PARSE_REFUSED`): a note still at that etag is skipped unparsed. None
@@ -1123,8 +1148,9 @@ class Indexer:
         """The notes of a large sync of a folder parsed in another process (:func:`parse_ahead`), in order, while
         this one embeds and writes: parsing is a third of a full index's CPU, and Qdrant Edge's calls hold this
         process's interpreter. None (parsed here, in turn) for fewer than
-        :data:`PARSE_PROCESS_FROM` notes, another source, or an event run that reuses stored vectors."""
-        if len(work) < PARSE_PROCESS_FROM or type(self.source) is not LocalSource or self._reuse:
+        :data:`PARSE_PROCESS_FROM` notes, another source, or a run that reuses stored vectors (an event run, a full
+        sync rewriting notes for their graph keys alone)."""
+        if len(work) < PARSE_PROCESS_FROM or type(self.source) is not LocalSource or self._reuse or self._regraph:
             return None
         signature = self._signature_id if self.embedder is not None else None
         return parse_ahead(self.source, [obj for obj, _ in work], self.options, self._rules, signature, indexed_at)
@@ -1456,6 +1482,21 @@ def _payload(
 #: vectors each, a page's texts in memory (at 100x the vault, 315,000 chunks: 1,232 pages).
 REREAD_PAGE = 256
 #: What a chunk's BM25 vector is rebuilt from (:func:`stored_embed_text`), and checked with (its dense vector's hash).
+#: Notes whose stored vectors one read brings, for a full sync rewriting notes for their graph keys alone.
+REUSE_BATCH = 64
+
+
+def stored_vectors(points: Iterable[tuple[dict[str, Any], list[float] | None]]) -> dict[str, dict[str, Any]]:
+    """Notes' stored dense vectors (:meth:`Store.note_points`) as a run reuses them: path → embed hash → vector, for
+    the chunks whose embed hash is recorded (a chunk whose text did not change keeps its vector)."""
+    reuse: dict[str, dict[str, Any]] = {}
+    for payload, vector in points:
+        digest = payload.get(EMBED_HASH)
+        if vector is not None and isinstance(digest, str) and digest:
+            reuse.setdefault(str(payload.get("path")), {})[digest] = vector
+    return reuse
+
+
 REREAD_FIELDS = ["path", "etag", "chunk_index", "heading", "text", "meta", "embedding", EMBED_HASH]
 
 
@@ -2246,14 +2287,12 @@ class ChangeSync:
                              extra={"error": report.error, "held": len(held)})  # fmt: skip
         self.indexer._read_reach()
         state: dict[str, NoteState] = {}
-        reuse: dict[str, dict[str, Any]] = {}
-        for payload, vector in self.store.note_points(list(current)):
+        points = self.store.note_points(list(current))
+        for payload, _vector in points:
             add_state(state, payload)
             # the titles and aliases the notes had: links by them may change
             self._names.update(stored_keys(payload, NAME_KEY))
-            digest = payload.get(EMBED_HASH)
-            if vector is not None and isinstance(digest, str) and digest:
-                reuse.setdefault(str(payload.get("path")), {})[digest] = vector
+        reuse = stored_vectors(points)
         # each note's groups after this run (indexer._access): what the restricted link targets follow
         self.indexer._access = {p: (list(a[0]) if (a := st.access()) else None) for p, st in state.items()}
         self._touched = set(current)
@@ -2277,7 +2316,7 @@ class ChangeSync:
                 report.unchanged += 1
                 done.append(path)
             else:  # a repair too: rewriting it reuses every vector
-                work.append((obj, "updated" if kind == "repair" else kind))
+                work.append((obj, "updated" if kind in ("repair", "regraph") else kind))
         self.indexer._reuse = reuse
         self.indexer._written_ids = {}
         self.indexer._names_written = {}
