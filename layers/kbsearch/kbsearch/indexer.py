@@ -28,15 +28,15 @@ import datetime as dt
 import gc
 import json
 import logging
+import math
 import threading
 import time
 import unicodedata
 from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field, replace
-from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from kbsearch.access import (
     ACCESS_FILE,
@@ -125,7 +125,7 @@ from kbsearch.sources import (
     path_problem,
     preferred,
 )
-from kbsearch.timelimit import TimeLimit, TimeLimitHit
+from kbsearch.timelimit import TimeLimit, TimeLimitHit, cancel_all
 from kbsearch.tokens import counts
 
 if TYPE_CHECKING:
@@ -281,9 +281,11 @@ class Indexer:
         self._kept: set[str] = set()  # paths (and folders, ending in '/') listed with a problem: never deleted
         self._dropped: set[str] = set()  # paths listed as links to other notes (``drop``): always deleted
         self._reuse: dict[str, dict[str, Any]] = {}  # path → embed_hash → stored dense vector (event-driven runs)
-        #: notes a full sync rewrites only for their graph keys (their text unchanged): their stored dense vectors
-        #: are read and kept, a batch at a time, instead of embedding them again (:meth:`_read_reuse`)
-        self._regraph: set[str] = set()
+        #: notes a full sync rewrites only for their graph keys (their text unchanged), in the order it writes them:
+        #: their stored dense vectors are read and kept, a batch at a time, instead of embedding them again
+        #: (:meth:`_read_reuse`)
+        self._regraph: list[str] = []
+        self._regraph_at: dict[str, int] = {}  # path → its place in _regraph
         self._signature_id = ""
         self._reembed = False
         self._rules = FolderRules()
@@ -397,7 +399,7 @@ class Indexer:
         before = {k: recorded.get(k) for k in SIGNATURE_KEYS}
         # set_metadata replaces the whole record: BM25's reading is carried (dropped, every chunk was rewritten
         # again), and whether every note holds its graph keys (a re-embed changes no note's keys)
-        reading = {k: recorded[k] for k in (BM25_READING, BM25_READING_FROM, GRAPH_KEYS_ONLY)
+        reading = {k: recorded[k] for k in (BM25_READING, BM25_READING_FROM, *CARRIED_METADATA)
                    if recorded.get(k) is not None}  # fmt: skip
         if recorded.get(REBUILDING) is None and (not any(before.values()) or before == wanted):
             if not any(before.values()):
@@ -413,9 +415,9 @@ class Indexer:
             # a re-embed begun now writes every note again, with today's reading: nothing to rewrite before it. One
             # begun by an earlier run keeps what that run recorded: an older code's run wrote its notes with the
             # older reading, and they are of the new model already, so this re-embed will not write them again
-            reading = {BM25_READING: READING_VERSION} | (
-                {GRAPH_KEYS_ONLY: True} if recorded.get(GRAPH_KEYS_ONLY) else {}
-            )
+            reading = {BM25_READING: READING_VERSION} | {
+                k: recorded[k] for k in CARRIED_METADATA if recorded.get(k) is not None
+            }
         self.store.set_metadata({REBUILDING: self._signature_id, **reading})
 
     def _sync(self, report: SyncReport, stop_at: Deadline, call_deadline: Deadline | None) -> None:
@@ -444,8 +446,11 @@ class Indexer:
             report.warnings.append({"path": "", "reason": f"re-embedding not finished: {len(stale)} note(s) "
                                     "skipped keep the previous model's vectors; searches stay BM25-only"})  # fmt: skip
         if self._reembed and not (report.incomplete or report.error) and self.embedder is not None:
-            # the whole record replaced: every note was written with today's reading (the graph keys: below)
-            self.store.set_metadata({**self.embedder.signature, BM25_READING: READING_VERSION})
+            # the whole record replaced: every note was written with today's reading (the graph keys: below; what a
+            # re-embed does not change, carried: whether every note holds its graph keys, the notes refused as slow)
+            recorded = self.store.metadata()
+            carried = {k: recorded[k] for k in CARRIED_METADATA if recorded.get(k) is not None}
+            self.store.set_metadata({**self.embedder.signature, BM25_READING: READING_VERSION, **carried})
         self._record_reach(report)
         self._record_graph_keys(report)
 
@@ -586,12 +591,12 @@ class Indexer:
         work: list[tuple[SourceObject, str]] = []
         reread: list[SourceObject] = []
         self._access = {p: (list(a[0]) if (a := st.access()) else None) for p, st in state.items()}
-        self._regraph = set()
+        regraph: list[str] = []
         for path in sorted(notes):
             obj = notes[path]
             kind = self._classify(obj, state.get(path))
             if kind == "regraph":
-                self._regraph.add(path)
+                regraph.append(path)
                 kind = "updated"
             if kind in ("unchanged", "repair") and not self._refresh_access(report, path, state[path]):
                 reread.append(obj)
@@ -614,14 +619,19 @@ class Indexer:
                 work.append((obj, kind))
         self._written_ids = {}
         self._names_written = {}
+        self._graph_keys_missing([p for p, st in state.items() if not st.graph])
+        if self.embedder is not None:  # vectors to keep
+            self._regraph, self._regraph_at = regraph, {p: i for i, p in enumerate(regraph)}
         try:
             self._reread_access(report, reread, state, stop_at)
             self._index(report, work, state, stop_at, call_deadline)
             self._write_access()  # the groups of the notes that could not be indexed (their last good version)
         finally:
-            self._regraph, self._reuse = set(), {}
+            self._regraph, self._regraph_at, self._reuse = [], {}, {}
             self._warn_duplicate_ids(report, notes, state)
-        report.missed_by_events = self._missed_by_events(report, work)
+        # a note rewritten for its graph keys alone was not changed: no event was missed for it
+        missed = set(regraph)
+        report.missed_by_events = self._missed_by_events(report, [w for w in work if w[0].path not in missed])
         self._record_restricted_links(report, notes)
 
     # -- access scopes ----------------------------------------------------------------------------------------
@@ -1062,7 +1072,7 @@ class Indexer:
                     report.remaining = len(work) - position + len(window)
                     break
                 parsed = self._parse(report, obj, kind, outcome)
-                if self._regraph:
+                if self._regraph_at:
                     self._reuse.pop(obj.path, None)
                 done += 1
                 if parsed is not None:
@@ -1116,12 +1126,23 @@ class Indexer:
         graph keys (:attr:`_regraph`: a store made before ``graph_keys``), the stored dense vectors of it and the next
         such notes, :data:`REUSE_BATCH` notes a read, kept in :attr:`_reuse` (its chunks' text did not change: each
         keeps its vector, nothing is embedded again; each note's are dropped once it is parsed)."""
-        path = work[position][0].path
-        if path not in self._regraph or path in self._reuse:
+        at = self._regraph_at.get(work[position][0].path)
+        if at is None or work[position][0].path in self._reuse:
             return
-        batch = list(islice((obj.path for obj, _ in islice(work, position, None) if obj.path in self._regraph),
-                            REUSE_BATCH))  # fmt: skip
-        self._reuse.update(stored_vectors(self.store.note_points(batch)))
+        batch = self._regraph[at : at + REUSE_BATCH]
+        read = stored_vectors(self.store.note_points(batch))
+        self._reuse.update({path: read.get(path, {}) for path in batch})  # read: a note without vectors too
+
+    def _graph_keys_missing(self, paths: list[str]) -> None:
+        """Notes this run read the state of whose first chunk lacks ``graph_keys`` (``paths``: a store made before,
+        or written into since by a kbsearch before them; rewritten by this run, or kept at their last good version)
+        while the collection records that every note holds them: the record is
+        cleared before they are rewritten, so the graph's readers match the old fields again until a sync records it
+        anew (:meth:`_record_graph_keys`)."""
+        if paths and self.store.metadata().get(GRAPH_KEYS_ONLY):
+            logger.warning("notes without graph_keys in a collection recorded as having them: the record is cleared",
+                           extra={"notes": len(paths)})  # fmt: skip
+            self.store.merge_metadata({GRAPH_KEYS_ONLY: False})
 
     def _refused(self, work: list[tuple[SourceObject, str]]) -> dict[str, str]:
         """The notes whose parse ran past :attr:`SyncOptions.parse_limit_s` on an earlier run, path → the etag it
@@ -1150,7 +1171,7 @@ class Indexer:
         process's interpreter. None (parsed here, in turn) for fewer than
         :data:`PARSE_PROCESS_FROM` notes, another source, or a run that reuses stored vectors (an event run, a full
         sync rewriting notes for their graph keys alone)."""
-        if len(work) < PARSE_PROCESS_FROM or type(self.source) is not LocalSource or self._reuse or self._regraph:
+        if len(work) < PARSE_PROCESS_FROM or type(self.source) is not LocalSource or self._reuse or self._regraph_at:
             return None
         signature = self._signature_id if self.embedder is not None else None
         return parse_ahead(self.source, [obj for obj, _ in work], self.options, self._rules, signature, indexed_at)
@@ -1228,13 +1249,13 @@ def parse_for_index(
     of wall-clock time when given (the run's end: a Lambda's timeout), else failure ``deadline`` (bounded in a
     main thread only, :class:`kbsearch.timelimit.TimeLimit`)."""
     note = TimeLimit(options.parse_limit_s, cpu=True)
-    bounds = (note,) if run_left_s is None else (note, TimeLimit(max(run_left_s, 0.001)))
+    unbounded = run_left_s is None or not math.isfinite(run_left_s)  # no end (setitimer refuses an infinite one)
+    bounds = (note,) if unbounded else (note, TimeLimit(max(cast(float, run_left_s), 0.001)))
     try:
         try:
             return _parse_for_index(source, obj, options, rules, signature_id, indexed_at, reuse, bounds)
         finally:
-            for bound in bounds:
-                bound.cancel()
+            cancel_all(bounds)
     except TimeLimitHit as hit:  # in the parse, or as it ended: each timer is off once its cancel() returns
         if hit.limit is not note:
             return ParseOutcome(failure="deadline", reason="the run's end came before the note's parse did")
@@ -1482,6 +1503,10 @@ def _payload(
 #: vectors each, a page's texts in memory (at 100x the vault, 315,000 chunks: 1,232 pages).
 REREAD_PAGE = 256
 #: What a chunk's BM25 vector is rebuilt from (:func:`stored_embed_text`), and checked with (its dense vector's hash).
+#: Metadata a re-embed's replacing of the whole record keeps: whether every note holds its graph keys (a re-embed
+#: changes no note's keys) and the notes refused as slow to parse (their text did not change either).
+CARRIED_METADATA = (GRAPH_KEYS_ONLY, PARSE_REFUSED)
+
 #: Notes whose stored vectors one read brings, for a full sync rewriting notes for their graph keys alone.
 REUSE_BATCH = 64
 
@@ -2317,6 +2342,7 @@ class ChangeSync:
                 done.append(path)
             else:  # a repair too: rewriting it reuses every vector
                 work.append((obj, "updated" if kind in ("repair", "regraph") else kind))
+        self.indexer._graph_keys_missing([p for p, st in state.items() if not st.graph])
         self.indexer._reuse = reuse
         self.indexer._written_ids = {}
         self.indexer._names_written = {}

@@ -72,3 +72,19 @@ class TimeLimit:
     def _expired(self, signum: int, frame: object) -> None:
         if self._armed:
             raise TimeLimitHit(self)
+
+
+def cancel_all(limits: tuple[TimeLimit, ...]) -> None:
+    """:meth:`TimeLimit.cancel` each of ``limits``, every one of them even when a limit's signal arrives during a
+    cancel (between its check and its disarming: the work ended right at its limit); that hit, the first, is raised
+    once all are off (an armed timer left behind would raise in whatever code runs next)."""
+    hit: TimeLimitHit | None = None
+    for limit in limits:
+        while True:
+            try:
+                limit.cancel()
+                break
+            except TimeLimitHit as exc:  # each timer fires once: the next cancel() of this limit disarms it
+                hit = hit or exc
+    if hit is not None:
+        raise hit

@@ -362,9 +362,11 @@ class Watcher:
 def skipped_text(skipped: list[dict[str, str]], shown: int = 3) -> str:
     """The notes a sync skipped, for its one line: a saved note that is not searchable says why (a broken
     frontmatter, say), as ``kbsearch index`` does; the first ``shown`` with their reasons, then how many more."""
+    from kbsearch_tools.cli import _one_line  # a path's control characters escaped, as kbsearch index shows them
+
     if not skipped:
         return ""
-    named = "; ".join(f"{s['path']} ({s['reason']})" for s in skipped[:shown])
+    named = "; ".join(f"{_one_line(s['path'])} ({_one_line(s['reason'])})" for s in skipped[:shown])
     more = f"; and {len(skipped) - shown} more" if len(skipped) > shown else ""
     return f"; {len(skipped)} skipped: {named}{more}"
 

@@ -1155,24 +1155,24 @@ class EdgeStore(Store):
         of a ``has_id`` condition (:func:`kbsearch.qdrant.query.held_request`)."""
         import qdrant_edge as edge
 
-        offset, where = request.get("offset"), request.get("filter")
-        try:
-            where = settled(where, self._absent())
-            if where is False:
-                return [], None
-            where = None if where is True else where
-            if self._numeric_ids():
-                offset = _as_number(offset) if isinstance(offset, str) else offset
-                where = _numbered(where) if isinstance(where, dict) else where
-            translated = edge.ScrollRequest(
-                offset=offset, limit=int(request.get("limit", 10)),
-                filter=_filter(where), with_payload=_with_payload(request.get("with_payload", True)),
-                with_vector=False,
-            )  # fmt: skip
-        except (KeyError, TypeError, ValueError) as exc:
-            raise StoreError(f"cannot run this scroll on the embedded store ({exc})") from None
-        space.require(self.path, self._open_need, "reading notes")  # a disk that filled since the shard was opened
-        with self._lock:
+        with self._lock:  # settled against the indexes the shard has when it is read (a write may add one)
+            offset, where = request.get("offset"), request.get("filter")
+            try:
+                where = settled(where, self._absent())
+                if where is False:
+                    return [], None
+                where = None if where is True else where
+                if self._numeric_ids():
+                    offset = _as_number(offset) if isinstance(offset, str) else offset
+                    where = _numbered(where) if isinstance(where, dict) else where
+                translated = edge.ScrollRequest(
+                    offset=offset, limit=int(request.get("limit", 10)),
+                    filter=_filter(where), with_payload=_with_payload(request.get("with_payload", True)),
+                    with_vector=False,
+                )  # fmt: skip
+            except (KeyError, TypeError, ValueError) as exc:
+                raise StoreError(f"cannot run this scroll on the embedded store ({exc})") from None
+            space.require(self.path, self._open_need, "reading notes")  # a disk that filled since the shard was opened
             try:
                 records, offset = self.shard.scroll(translated)
             except Exception as exc:
@@ -1183,19 +1183,19 @@ class EdgeStore(Store):
         """Run a facet request's JSON (key, filter, limit, exact)."""
         import qdrant_edge as edge
 
-        try:
-            absent = self._absent()
-            where = settled(request.get("filter"), absent)
-            if str(request["key"]) in absent or where is False:  # no point holds a value of it, or none is counted
-                return []  # (Edge refuses a facet of a field without its index)
-            translated = edge.FacetRequest(
-                key=str(request["key"]), limit=int(request.get("limit", 10)), exact=bool(request.get("exact", False)),
-                filter=None if where is True else _filter(where),
-            )  # fmt: skip
-        except (KeyError, TypeError, ValueError) as exc:
-            raise StoreError(f"cannot run this facet on the embedded store ({exc})") from None
-        space.require(self.path, self._open_need, "counting notes")  # a disk that filled since the shard was opened
-        with self._lock:
+        with self._lock:  # settled against the indexes the shard has when it is read (a write may add one)
+            try:
+                absent = self._absent()
+                where = settled(request.get("filter"), absent)
+                if str(request["key"]) in absent or where is False:  # no point holds a value of it, or none is counted
+                    return []  # (Edge refuses a facet of a field without its index)
+                translated = edge.FacetRequest(
+                    key=str(request["key"]), limit=int(request.get("limit", 10)), exact=bool(request.get("exact", False)),
+                    filter=None if where is True else _filter(where),
+                )  # fmt: skip
+            except (KeyError, TypeError, ValueError) as exc:
+                raise StoreError(f"cannot run this facet on the embedded store ({exc})") from None
+            space.require(self.path, self._open_need, "counting notes")  # a disk that filled since the shard was opened
             try:
                 hits = self.shard.facet(translated).hits
             except Exception as exc:
