@@ -345,7 +345,11 @@ def test_make_install_says_what_it_does_before_its_quiet_minutes() -> None:
     """`make run` / `make install` on a fresh clone: pip installs the locked tools quietly (`-q`) for ~3-4 minutes on a
     loaded 2-core host, after only `test -x .venv/bin/python || python3 -m venv .venv` was shown: a new user could not
     tell it from a hang. Its first line now says what runs and that it takes minutes."""
-    proc = subprocess.run(["make", "-n", "-B", "install"], cwd=ROOT, capture_output=True, text=True, timeout=60,
-                          check=True)  # fmt: skip
+    import os
+
+    # as a user types it: not a sub-make of `make test` (which would print "make[1]: Entering directory" first)
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES")}
+    proc = subprocess.run(["make", "--no-print-directory", "-n", "-B", "install"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
     first = proc.stdout.splitlines()[0]
     assert first.startswith("echo ") and "a few minutes the first time" in first, proc.stdout[:500]
