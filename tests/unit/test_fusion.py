@@ -512,3 +512,49 @@ def test_among_exact_matches_the_note_holding_the_query_s_other_rare_word_comes_
     fused = fuse([dense, lexical, *held], evidence, 10)
     assert paths(fused)[:2] == ["packet.md", "wavelan.md"]
     assert fused[0].exact and fused[1].exact and not fused[2].exact
+
+
+@pytest.mark.parametrize(
+    ("query", "named"),
+    [
+        ("Press and hold the left mouse button to right-click.", set()),  # a compound in a question: a word
+        ("Maximize two windows side-by-side.", set()),
+        ("псевдо-файловая система с информацией о процессах", set()),
+        ("gnome-cl-list", {"gnome", "cl", "list"}),  # a compound alone, or in two words, names something
+        ("right-click menu", {"right", "click"}),
+        ("ERR-4012 timeout in deploy", {"err", "4012"}),  # a digit, capitals, `.` `/` `:` `+` `_`: in any query
+        ("what does Alt+F10 do to a window", {"alt", "f10"}),
+        ("where is app.json kept", {"app", "json"}),
+        ("как включить wi-fi на ноутбуке", {"wi", "fi"}),  # a Latin word in a Russian question, as before
+    ],
+)  # fmt: skip
+def test_a_compound_joined_by_a_hyphen_names_something_only_in_a_query_of_two_words_or_fewer(
+    query: str, named: set[str]
+) -> None:
+    """EVAL.md, session 27 (GNOME Help, blind): "right-click" in an English question over Russian notes pinned the
+    few Russian notes with an English paragraph left untranslated as exact matches, above dense's right first note."""
+    assert identifier_terms(query) == named
+
+
+def test_an_exact_match_by_its_own_bm25_share_where_a_common_term_s_probe_missed_it() -> None:
+    """ "Alt+F10 unmaximized" (GNOME Help's known items): `alt` is common, so its probe brings the best 8 chunks
+    holding it and not the long note that answers; `f10` is rare, and the answer's one mention scores low in its long
+    chunk. Judged by the probes alone, only nav.md (both keys, apart, in short chunks) was an exact match and came
+    first; the answer's own BM25 chunk reaches most of the attainable score, so it is an exact match too, and BM25
+    and the rare word order the two."""
+    query = "Alt+F10 unmaximized"
+    evidence = analyse(query)
+    assert {term_id("alt"), term_id("f10")} == evidence.identifiers
+    named = path_probes(evidence, FusionParams())
+    holders = {"alt": [("nav.md", 4.0)] + [(p, 3.9 - i * 0.1) for i, p in enumerate(DISTRACTORS[:7])],
+               "f10": [("nav.md", 6.0), ("max.md", 2.0)], "unmaxim": [("max.md", 6.0)]}  # fmt: skip
+    held = []
+    for stem, notes in holders.items():
+        term = term_id(stem)
+        held.append((Leg("probe", term=term, bare=term not in named),
+                     [ScoredChunk(f"{p}#0", s, {"path": p} if term in named else {}) for p, s in notes]))  # fmt: skip
+    dense = dense_leg("nav.md", "max.md", *DISTRACTORS)
+    lexical = (Leg("lexical", 0, "en"), [chunk("max.md", 11.0), chunk("nav.md", 9.0)])  # of 16 attainable
+    fused = fuse([dense, lexical, *held], evidence, 10)
+    assert paths(fused)[:2] == ["max.md", "nav.md"]
+    assert fused[0].exact and fused[1].exact and not fused[2].exact

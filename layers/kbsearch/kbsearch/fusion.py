@@ -17,10 +17,12 @@ has anyway:
   the indexer; guessed from the text for notes indexed before), by ``cross_language`` in a note of another one.
   The lexical leg of a translated variant counts for the translation's language.
 - **exact match**: when the query looks up something (it has an identifier — digits, ``_``, CamelCase, a path,
-  a Latin word in a Russian query — or at most ``exact_max_terms`` terms), every required term (its identifiers,
-  else all its terms) is in the index, and at most ``exact_notes`` notes hold all of its rare required terms
-  (fewer than ``PROBE_DEPTH`` chunks hold each: the probe saw every holder) at ``exact_confidence`` or more of
-  their attainable score, those notes are an exact match: they come first, ahead of anything dense ranks
+  a Latin word in a Russian query; a compound joined by ``-`` only in a query of two words or fewer — or at most
+  ``exact_max_terms`` terms), every required term (its identifiers, else all its terms) is in the index, and at
+  most ``exact_notes`` notes hold all of its rare required terms (fewer than ``PROBE_DEPTH`` chunks hold each: the
+  probe saw every holder) at ``exact_confidence`` or more of their attainable score (by the probes; for a query
+  naming identifiers, by the note's own BM25 chunk too: a common required term's probe sees only its best
+  ``PROBE_DEPTH`` chunks), those notes are an exact match: they come first, ahead of anything dense ranks
   (identifiers, names, numbers, file and setting names), marked ``exact``; the rerank blend keeps them first.
   A lookup's required terms are probed with their chunks' payloads, so that every holder is named (a note holding
   two identifiers in two chunks, one of them in no leg) and an exact match no dense or BM25 leg brought (common
@@ -404,9 +406,12 @@ def fuse(
         for note, held in holders.items():
             if all(t in held for t in rare):
                 confidence = sum(held.get(t, 0.0) for t in required) / need
-                if confidence >= p.exact_confidence:
+                # a query naming identifiers: the note's own BM25 share counts too (a common required term, "alt"
+                # of "Alt+F10", is probed only to PROBE_DEPTH chunks, which a long note holding it may miss)
+                bm25 = notes[note].confidence if evidence.identifiers and note in notes else 0.0
+                if confidence >= p.exact_confidence or bm25 >= p.exact_confidence:
                     exact.append(note)
-                    notes.setdefault(note, _Note()).confidence = confidence
+                    notes.setdefault(note, _Note()).confidence = max(confidence, bm25)
     pinned = set(exact) if is_lookup(evidence, p) and 0 < len(exact) <= p.exact_notes else set()
     for note in pinned:  # an exact match no dense or BM25 leg brought: answered with the chunk its probe brought
         n = notes[note]

@@ -255,6 +255,13 @@ def text_language(text: str) -> str | None:
 #: A word that names something exactly: digits, ``_``, inner capitals (CamelCase), two capitals (GDPR, QDRANT),
 #: or joined by ``.`` ``/`` ``:`` ``+`` ``-`` (``app.json``, ``ERR-4012``, ``base:query``).
 _IDENTIFIER = re.compile(r"\d|_|[a-zа-яё][A-ZА-ЯЁ]|[A-ZА-ЯЁ]{2}|[^\W_][./:+\\-][^\W_]")
+#: The same without the ``-`` join: a word joined only by ``-`` between letters ("right-click", "e-mail",
+#: "side-by-side", "псевдо-файловая") is an ordinary compound in a question, and names something
+#: ("gnome-cl-list", "kb-search") only in a query of at most :data:`COMPOUND_NAME_MAX_WORDS` words (EVAL.md, session
+#: 27: in a question it pinned the few notes holding the compound as exact matches, and in a Russian half those were
+#: the notes with an English paragraph left untranslated).
+_NAMED = re.compile(r"\d|_|[a-zа-яё][A-ZА-ЯЁ]|[A-ZА-ЯЁ]{2}|[^\W_][./:+\\][^\W_]")
+COMPOUND_NAME_MAX_WORDS = 2
 
 
 @functools.lru_cache(maxsize=1024)  # a search asks twice of each variant (its BM25 leg, its dense leg's scale)
@@ -278,14 +285,17 @@ _WORD_PUNCTUATION = "\"'`«»()[]{},;!?"
 
 
 def identifier_terms(query: str, language: str | None = None) -> frozenset[str]:
-    """The stemmed terms of the query's identifier-like words (see :data:`_IDENTIFIER`), and of its Latin words
-    when the query is Russian (a setting, a product or a file name inside a Russian question). ``language``: the
+    """The stemmed terms of the query's identifier-like words (see :data:`_IDENTIFIER`; in a query of more than
+    :data:`COMPOUND_NAME_MAX_WORDS` words :data:`_NAMED`, which takes a compound joined by ``-`` alone for a word),
+    and of its Latin words when the query is Russian (a setting, a product or a file name inside a Russian question). ``language``: the
     query's (:func:`query_language`), when the caller has it. The query is read as BM25 reads it (:func:`reading`:
     ``ＱＤＲＡＮＴ＿ＵＲＬ`` typed in full width is the identifier ``QDRANT_URL``)."""
     russian = (language or query_language(query)) == "ru"
+    words = reading(query).split()
+    pattern = _IDENTIFIER if len(words) <= COMPOUND_NAME_MAX_WORDS else _NAMED
     out: set[str] = set()
-    for raw in reading(query).split():
+    for raw in words:
         word = raw.strip(_WORD_PUNCTUATION)
-        if _IDENTIFIER.search(word) or (russian and _LATIN_LETTER.search(word) and not _CYRILLIC_LETTER.search(word)):
+        if pattern.search(word) or (russian and _LATIN_LETTER.search(word) and not _CYRILLIC_LETTER.search(word)):
             out.update(tokenize(word))
     return frozenset(out)
