@@ -41,6 +41,7 @@ import re
 import shutil
 import sys
 import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -302,7 +303,17 @@ def _notes(half: Path) -> dict[str, str]:
     return out
 
 
-def known_items(half: Path, lang: str) -> list[dict[str, object]]:
+def man_identifiers(rel: str, body: str) -> list[str]:
+    """The identifiers a man page's body holds (options, paths, constants, functions, numbers)."""
+    return sorted({m.group(0) for p in _IDENTS for m in p.finditer(body)})
+
+
+def known_items(
+    half: Path, lang: str, find: Callable[[str, str], list[str]] = man_identifiers
+) -> list[dict[str, object]]:
+    """One known-item query a note (when one makes it): an identifier ``find`` gives for the note (its file name and
+    body), rare in the half, alone or with a rare word of the note's language; labelled with every note holding all
+    its terms, at most ``MAX_RELEVANT``."""
     notes = _notes(half)
     terms = {rel: set(tokenize(text)) for rel, text in notes.items()}
     df: dict[str, int] = {}
@@ -321,7 +332,7 @@ def known_items(half: Path, lang: str) -> list[dict[str, object]]:
     items: list[dict[str, object]] = []
     for n, rel in enumerate(sorted(notes, key=_rank)):
         body = notes[rel].split("\n", 1)[1]
-        idents = sorted({m.group(0) for p in _IDENTS for m in p.finditer(body)})
+        idents = find(rel, body)
         idents = [i for i in idents if rare(i) and len(tokenize(i)) <= 3]
         words = sorted({w for w in _WORD.findall(body) if bool(_CYR.search(w)) == (lang == "ru")})
         words = [w for w in words if rare(w)]
