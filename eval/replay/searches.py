@@ -4,7 +4,8 @@
 
 For each search of the class (``eval/replay/capture.py``'s file): the rank of its first relevant note in the dense
 leg, in the lexical leg (the ``lexical`` legs of the search merged by BM25 score: one a language when the query's
-language is not certain), and in the fusion's answer (``fuse`` replayed as it is), each one's nDCG@10, and the first notes of the fusion and of dense. A
+language is not certain), and in the fusion's answer (``fuse`` replayed as it is), each one's nDCG@10, and the first notes of the fusion (with its rank in
+each leg, and ``pinned`` when the fusion pinned it as an exact match) and of dense. A
 search is listed when hybrid's nDCG@10 is under the better leg's, with the loss; ``--all`` lists every search. The
 sum of the listed losses, over the class's n, is about what the cell's gap loses to the best leg (the gap itself
 compares hybrid with the best *phase*, whose searches are separate: the legs here are the fusion's inputs).
@@ -18,8 +19,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from kbsearch.fusion import fuse
 from kbsearch_tools.metrics import ndcg_at
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from replay import hooked_fusion
+
+FUSION = hooked_fusion()  # kbsearch.fusion, its scoring loop opened: the hook below only records what was pinned
 
 
 def _notes(chunks: list[Any]) -> list[str]:
@@ -36,6 +41,30 @@ def _rank(notes: list[str], relevant: frozenset[str]) -> str:
     return next((str(i) for i, n in enumerate(notes, 1) if n in relevant), "-")
 
 
+def _first(hybrid: list[str], dense: list[str], lexical: list[str], pinned: set[str]) -> str:
+    """The fusion's first note, its rank in each leg (``dense/lexical``), ``pinned`` when it is an exact match."""
+    if not hybrid:
+        return "-"
+    top = hybrid[0]
+    pin = ", pinned" if top in pinned else ""
+    return f"{top} {_rank(dense, frozenset({top}))}/{_rank(lexical, frozenset({top}))}{pin}"
+
+
+def _fuse(results: Any, evidence: Any, limit: int) -> tuple[list[str], set[str]]:
+    """The fusion's notes, best first, and the exact matches it pinned."""
+    pinned: set[str] = set()
+
+    def record(rows: Any, context: dict[str, Any]) -> None:
+        pinned.update(context["pinned"])
+
+    FUSION.HOOK = record
+    try:
+        fused = FUSION.fuse(results, evidence, limit, "hybrid")
+    finally:
+        FUSION.HOOK = None
+    return [c.payload["path"] for c in fused if c.payload.get("path") is not None], pinned
+
+
 def rows(captured: dict[str, Any]) -> list[tuple[str, str, str, str, float, float, float, str, str]]:
     """(query, dense rank, lexical rank, hybrid rank, dense nDCG@10, lexical nDCG@10, hybrid nDCG@10, hybrid's first
     note, dense's first note) a search."""
@@ -44,12 +73,10 @@ def rows(captured: dict[str, Any]) -> list[tuple[str, str, str, str, float, floa
         dense = _notes([c for leg, chunks in results if leg.kind == "dense" for c in chunks])
         lexical = _notes(sorted((c for leg, chunks in results if leg.kind == "lexical" for c in chunks),
                                 key=lambda c: -c.score))  # fmt: skip
-        hybrid = [c.payload.get("path") for c in fuse(results, evidence, limit, "hybrid")]
-        hybrid = [h for h in hybrid if h is not None]
+        hybrid, pinned = _fuse(results, evidence, limit)
         out.append((query, _rank(dense, relevant), _rank(lexical, relevant), _rank(hybrid, relevant),
                     ndcg_at(dense, set(relevant), 10), ndcg_at(lexical, set(relevant), 10),
-                    ndcg_at(hybrid, set(relevant), 10), hybrid[0] if hybrid else "-",
-                    dense[0] if dense else "-"))  # fmt: skip
+                    ndcg_at(hybrid, set(relevant), 10), _first(hybrid, dense, lexical, pinned), dense[0] if dense else "-"))  # fmt: skip
     return out
 
 
@@ -66,7 +93,9 @@ def main(argv: list[str]) -> int:
         return 2
     found = rows(cells[args.name])
     lost = 0.0
-    print(f"{'dense':>5} {'lex':>4} {'hyb':>4}  {'loss':>6}  query  [hybrid's first note, dense's first note]")
+    print(
+        f"{'dense':>5} {'lex':>4} {'hyb':>4}  {'loss':>6}  query  [hybrid's first note dense/lexical rank, dense's first note]"
+    )
     for query, rd, rl, rh, nd, nl, nh, first, dfirst in found:
         loss = max(nd, nl) - nh
         if loss > 1e-9:
