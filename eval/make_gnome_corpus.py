@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import re
-import shutil
 import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
@@ -53,7 +52,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # make_man_corpus, run as a script or loaded by a test
-from make_man_corpus import MAX_RELEVANT, deb_members, described, known_items
+from make_man_corpus import MAX_RELEVANT, deb_members, described, known_items, write_corpus, write_manifest
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -356,12 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--questions", type=Path, help="the folder holding gnome-questions-en.yaml and -ru.yaml")
     args = parser.parse_args(argv)
     files = build_corpus(args.debs)
-    for half in ("en", "ru"):
-        shutil.rmtree(OUT / half, ignore_errors=True)
-    for rel, text in files.items():
-        path = OUT / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+    write_corpus(OUT, files)
     queries = OUT / "queries"
     queries.mkdir(exist_ok=True)
     manifest = []
@@ -382,12 +376,11 @@ def main(argv: list[str] | None = None) -> int:
             manifest.append(name)
     entries = [{"class": n, "corpus": f"eval/gnome/{n[-2:]}", "queries": f"eval/gnome/queries/{n}.yaml"}
                for n in manifest]  # fmt: skip
-    entries.sort(key=lambda m: (m["corpus"], m["class"]))
     header = (
         "# The GNOME Help classes (a third corpus, not tuned on): `kbsearch eval --classes eval/classes-gnome.yaml`.\n"
         "# Made by eval/make_gnome_corpus.py from Debian's gnome-user-docs 43.0-2.\n"
     )
-    (HERE / "classes-gnome.yaml").write_text(header + yaml.safe_dump(entries, sort_keys=False), encoding="utf-8")
+    write_manifest(HERE / "classes-gnome.yaml", header, entries)
     print(f"{sum(1 for r in files if r.startswith('en/'))} page pairs (max relevant {MAX_RELEVANT})")
     return 0
 

@@ -370,15 +370,26 @@ def query_sets(corpus: Path) -> dict[str, list[dict[str, object]]]:
     return sets
 
 
+def write_corpus(out: Path, files: dict[str, str]) -> None:
+    """The built files under ``out``, its ``en/`` and ``ru/`` halves replaced (a page no longer built is gone)."""
+    for half in ("en", "ru"):
+        shutil.rmtree(out / half, ignore_errors=True)
+    for rel, text in files.items():
+        path = out / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+
+
+def write_manifest(path: Path, header: str, entries: list[dict[str, str]]) -> None:
+    """A ``--classes`` manifest: the entries sorted by corpus, then class."""
+    entries = sorted(entries, key=lambda m: (m["corpus"], m["class"]))
+    path.write_text(header + yaml.safe_dump(entries, sort_keys=False), encoding="utf-8")
+
+
 def main() -> int:
     debs = Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_DEBS
     files = build_corpus(debs)
-    for half in ("en", "ru"):
-        shutil.rmtree(OUT / half, ignore_errors=True)
-    for rel, text in files.items():
-        path = OUT / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+    write_corpus(OUT, files)
     queries = OUT / "queries"
     queries.mkdir(exist_ok=True)
     manifest = []
@@ -390,12 +401,11 @@ def main() -> int:
         entry = {"class": name, "corpus": f"eval/man/{over}", "queries": f"eval/man/queries/{name}.yaml"}
         manifest.append(entry)
         print(f"{name}: {len(items)} queries")
-    manifest.sort(key=lambda m: (m["corpus"], m["class"]))
     header = (
         "# The man-page classes (a second corpus, not tuned on): `kbsearch eval --classes eval/classes-man.yaml`.\n"
         "# Made by eval/make_man_corpus.py from Debian's manpages-ru 4.18.1, manpages 6.03 and coreutils 9.1.\n"
     )
-    (HERE / "classes-man.yaml").write_text(header + yaml.safe_dump(manifest, sort_keys=False), encoding="utf-8")
+    write_manifest(HERE / "classes-man.yaml", header, manifest)
     print(f"{sum(1 for r in files if r.startswith('en/'))} page pairs")
     return 0
 

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 import yaml
 
-from kbsearch.lexical import tokenize
 from kbsearch_tools.evaluate import load_classes
 from kbsearch_tools.metrics import load_queries
 from tests.conftest import ROOT
+from tests.unit.test_man_corpus import assert_committed_is_built, assert_labels_hold
 
 MANIFEST = ROOT / "eval" / "classes-gnome.yaml"
 CORPUS = ROOT / "eval" / "gnome"
@@ -145,16 +145,7 @@ def test_the_eval_reads_every_gnome_class_and_each_is_big_enough() -> None:
 
 
 def test_gnome_labels_name_existing_notes_and_known_items_are_in_them() -> None:
-    for m in _manifest():
-        corpus = ROOT / m["corpus"]
-        for q in load_queries(ROOT / m["queries"]):
-            assert q.relevant, (m["class"], q.query)
-            for path in q.relevant:
-                assert (corpus / path).is_file(), (m["class"], path)
-            if "known-item" in m["class"]:
-                terms = set(tokenize(q.query))
-                for path in q.relevant:  # every relevant note holds every term of the query
-                    assert terms <= set(tokenize((corpus / path).read_text(encoding="utf-8"))), (q.query, path)
+    assert_labels_hold(_manifest())
 
 
 def test_gnome_notes_are_paired_licensed_and_hold_no_desc() -> None:
@@ -185,16 +176,7 @@ def test_the_gnome_corpus_is_what_the_script_builds() -> None:
     debs = Path(module.DEFAULT_DEBS)
     if not (debs / module.DEB).is_file():
         pytest.skip(f"{module.DEB} is not in {debs} (apt-get download gnome-user-docs=43.0-2)")
-    built = module.build_corpus(debs)
-    committed = {p.relative_to(CORPUS).as_posix(): p.read_text(encoding="utf-8")
-                 for p in CORPUS.rglob("*") if p.is_file() and p.parent.name in ("en", "ru")}  # fmt: skip
-    committed["pages.yaml"] = (CORPUS / "pages.yaml").read_text(encoding="utf-8")
-    assert set(built) == set(committed)
-    for rel, text in built.items():
-        assert committed[rel] == text, rel
-    for name, items in module.query_sets(CORPUS).items():
-        on_disk = yaml.safe_load((CORPUS / "queries" / f"{name}.yaml").read_text(encoding="utf-8"))
-        assert on_disk == items, name
+    assert_committed_is_built(module, CORPUS, module.build_corpus(debs), "pages.yaml")
 
 
 def test_questions_are_copied_as_they_are_and_those_naming_a_missing_page_dropped(tmp_path: Path) -> None:
