@@ -4,11 +4,12 @@
 
 For each search of the class (``eval/replay/capture.py``'s file): the rank of its first relevant note in the dense
 leg, in the lexical leg (the ``lexical`` legs of the search merged by BM25 score: one a language when the query's
-language is not certain), and in the fusion's answer (``fuse`` replayed as it is), each one's nDCG@10, and the first notes of the fusion (with its rank in
-each leg, and ``pinned`` when the fusion pinned it as an exact match) and of dense. A
-search is listed when hybrid's nDCG@10 is under the better leg's, with the loss; ``--all`` lists every search. The
-sum of the listed losses, over the class's n, is about what the cell's gap loses to the best leg (the gap itself
-compares hybrid with the best *phase*, whose searches are separate: the legs here are the fusion's inputs).
+language is not certain), and in the fusion's answer (``fuse`` replayed as it is), each one's nDCG@10, and the
+first notes of the fusion (with its rank in each leg, and ``pinned`` when the fusion pinned it as an exact match)
+and of dense. A search is listed when hybrid's nDCG@10 is under the better leg's, with the loss; ``--all`` lists
+every search. The listed losses over the class's n are what hybrid loses search by search to the better leg of
+each; the cell's gap compares class means (hybrid against the better *phase*, whose searches are run apart: the
+legs here are the fusion's inputs), where searches one leg got right and hybrid too offset part of it.
 """
 
 from __future__ import annotations
