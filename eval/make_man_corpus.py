@@ -41,6 +41,7 @@ import re
 import shutil
 import sys
 import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -302,7 +303,17 @@ def _notes(half: Path) -> dict[str, str]:
     return out
 
 
-def known_items(half: Path, lang: str) -> list[dict[str, object]]:
+def man_identifiers(rel: str, body: str) -> list[str]:
+    """The identifiers a man page's body holds (options, paths, constants, functions, numbers)."""
+    return sorted({m.group(0) for p in _IDENTS for m in p.finditer(body)})
+
+
+def known_items(
+    half: Path, lang: str, find: Callable[[str, str], list[str]] = man_identifiers
+) -> list[dict[str, object]]:
+    """One known-item query a note (when one makes it): an identifier ``find`` gives for the note (its file name and
+    body), rare in the half, alone or with a rare word of the note's language; labelled with every note holding all
+    its terms, at most ``MAX_RELEVANT``."""
     notes = _notes(half)
     terms = {rel: set(tokenize(text)) for rel, text in notes.items()}
     df: dict[str, int] = {}
@@ -321,7 +332,7 @@ def known_items(half: Path, lang: str) -> list[dict[str, object]]:
     items: list[dict[str, object]] = []
     for n, rel in enumerate(sorted(notes, key=_rank)):
         body = notes[rel].split("\n", 1)[1]
-        idents = sorted({m.group(0) for p in _IDENTS for m in p.finditer(body)})
+        idents = find(rel, body)
         idents = [i for i in idents if rare(i) and len(tokenize(i)) <= 3]
         words = sorted({w for w in _WORD.findall(body) if bool(_CYR.search(w)) == (lang == "ru")})
         words = [w for w in words if rare(w)]
@@ -359,15 +370,26 @@ def query_sets(corpus: Path) -> dict[str, list[dict[str, object]]]:
     return sets
 
 
+def write_corpus(out: Path, files: dict[str, str]) -> None:
+    """The built files under ``out``, its ``en/`` and ``ru/`` halves replaced (a page no longer built is gone)."""
+    for half in ("en", "ru"):
+        shutil.rmtree(out / half, ignore_errors=True)
+    for rel, text in files.items():
+        path = out / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+
+
+def write_manifest(path: Path, header: str, entries: list[dict[str, str]]) -> None:
+    """A ``--classes`` manifest: the entries sorted by corpus, then class."""
+    entries = sorted(entries, key=lambda m: (m["corpus"], m["class"]))
+    path.write_text(header + yaml.safe_dump(entries, sort_keys=False), encoding="utf-8")
+
+
 def main() -> int:
     debs = Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_DEBS
     files = build_corpus(debs)
-    for half in ("en", "ru"):
-        shutil.rmtree(OUT / half, ignore_errors=True)
-    for rel, text in files.items():
-        path = OUT / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+    write_corpus(OUT, files)
     queries = OUT / "queries"
     queries.mkdir(exist_ok=True)
     manifest = []
@@ -379,12 +401,11 @@ def main() -> int:
         entry = {"class": name, "corpus": f"eval/man/{over}", "queries": f"eval/man/queries/{name}.yaml"}
         manifest.append(entry)
         print(f"{name}: {len(items)} queries")
-    manifest.sort(key=lambda m: (m["corpus"], m["class"]))
     header = (
         "# The man-page classes (a second corpus, not tuned on): `kbsearch eval --classes eval/classes-man.yaml`.\n"
         "# Made by eval/make_man_corpus.py from Debian's manpages-ru 4.18.1, manpages 6.03 and coreutils 9.1.\n"
     )
-    (HERE / "classes-man.yaml").write_text(header + yaml.safe_dump(manifest, sort_keys=False), encoding="utf-8")
+    write_manifest(HERE / "classes-man.yaml", header, manifest)
     print(f"{sum(1 for r in files if r.startswith('en/'))} page pairs")
     return 0
 

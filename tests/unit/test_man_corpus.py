@@ -44,8 +44,9 @@ def test_the_eval_reads_every_man_class_and_each_is_big_enough() -> None:
         assert len(c.queries) >= 100, c.name
 
 
-def test_man_labels_name_existing_notes_and_known_items_are_in_them() -> None:
-    for m in _manifest():
+def assert_labels_hold(manifest: list[dict[str, str]]) -> None:
+    """Every query of a manifest's classes names notes that exist; a known item's notes hold all its terms."""
+    for m in manifest:
         corpus = ROOT / m["corpus"]
         for q in load_queries(ROOT / m["queries"]):
             assert q.relevant, (m["class"], q.query)
@@ -55,6 +56,10 @@ def test_man_labels_name_existing_notes_and_known_items_are_in_them() -> None:
                 terms = set(tokenize(q.query))
                 for path in q.relevant:  # every relevant note holds every term of the query
                     assert terms <= set(tokenize((corpus / path).read_text(encoding="utf-8"))), (q.query, path)
+
+
+def test_man_labels_name_existing_notes_and_known_items_are_in_them() -> None:
+    assert_labels_hold(_manifest())
 
 
 def test_man_notes_are_paired_and_hold_no_name_section() -> None:
@@ -83,13 +88,18 @@ def test_the_man_corpus_is_what_the_script_builds() -> None:
     debs = Path(module.DEFAULT_DEBS)
     if not all((debs / name).is_file() for name in module.DEBS.values()):
         pytest.skip(f"the .deb files are not in {debs} (apt-get download manpages-ru manpages coreutils)")
-    built = module.build_corpus(debs)
-    committed = {p.relative_to(CORPUS).as_posix(): p.read_text(encoding="utf-8")
-                 for p in CORPUS.rglob("*") if p.is_file() and p.parent.name in ("en", "ru")}  # fmt: skip
-    committed["descriptions.yaml"] = (CORPUS / "descriptions.yaml").read_text(encoding="utf-8")
+    assert_committed_is_built(module, CORPUS, module.build_corpus(debs), "descriptions.yaml")
+
+
+def assert_committed_is_built(module: ModuleType, corpus: Path, built: dict[str, str], meta: str) -> None:
+    """The committed notes (``en/``, ``ru/``), the ``meta`` file beside them and the generated query sets are what
+    the script (``module``) builds."""
+    committed = {p.relative_to(corpus).as_posix(): p.read_text(encoding="utf-8")
+                 for p in corpus.rglob("*") if p.is_file() and p.parent.name in ("en", "ru")}  # fmt: skip
+    committed[meta] = (corpus / meta).read_text(encoding="utf-8")
     assert set(built) == set(committed)
     for rel, text in built.items():
         assert committed[rel] == text, rel
-    for name, items in module.query_sets(CORPUS).items():
-        on_disk = yaml.safe_load((CORPUS / "queries" / f"{name}.yaml").read_text(encoding="utf-8"))
+    for name, items in module.query_sets(corpus).items():
+        on_disk = yaml.safe_load((corpus / "queries" / f"{name}.yaml").read_text(encoding="utf-8"))
         assert on_disk == items, name
