@@ -9,8 +9,8 @@ called once per search with the fusion's per-note rows ``(note, _Note, dense aft
 agreement)`` and a context (the dense scale, the BM25 trust ``gain``, the legs, the pinned notes...) and returns each
 row's score (an exact match still gets its lead on top) or None for the defaults' scores. The hooked module is
 :mod:`kbsearch.fusion` itself with its last loop opened (:func:`hooked_fusion`): when that loop changes, this
-stops with a message instead of replaying something else. Each variant prints the four cells issue 19 still
-misses, the cells whose hybrid falls (and the largest fall), the cells that newly miss their target (same-language
+stops with a message instead of replaying something else. Each variant prints the three cells issue 19 still
+misses (session 27), the cells whose hybrid falls (and the largest fall), the cells that newly miss their target (same-language
 questions +0.005 over the best leg, the rest −0.005) and the searches better / worse than the defaults;
 ``--detail`` adds every cell's hybrid, its change and its gap (``SHORT``: under its target), ``--only NAME``
 (repeatable) replays only those variants, ``--set NAME=VALUE`` (repeatable) sets a ``FusionParams`` field for the
@@ -33,8 +33,15 @@ from typing import Any
 import kbsearch.fusion
 from kbsearch_tools.metrics import ndcg_at
 
-SAME_LANGUAGE_QUESTIONS = {"question-en", "question-ru", "detail-en", "detail-ru"}
-OPEN_CELLS = [("use", "long-en"), ("e5", "question-en"), ("use", "detail-en"), ("use", "man-describe-en")]
+SAME_LANGUAGE_QUESTIONS = {
+    "question-en",
+    "question-ru",
+    "detail-en",
+    "detail-ru",
+    "gnome-question-en",
+    "gnome-question-ru",
+}
+OPEN_CELLS = [("e5", "question-en"), ("e5", "gnome-question-ru"), ("use", "gnome-question-en")]
 
 _LOOP = """    lead = clear_lead(notes, p)
     weight, close = p.lexical_weight, p.close
