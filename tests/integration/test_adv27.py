@@ -1,0 +1,69 @@
+"""Round 27: the adversarial pass and session 26's debts, through the real interfaces: `kbsearch serve --watch` and
+`kbsearch index` spawned as processes, the indexer service on a folder and the embedded store, the search handler
+with API Gateway events against a loopback Qdrant in strict mode. Each test fails on main's code before its fix."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from tests.conftest import KBSEARCH_CMD, PROCESS_TIMEOUT_S, ROOT, subprocess_env
+from tests.integration.test_adv26 import LIMIT_S, SLOW_NOTE
+
+# -- 1: no parse bound where the indexer parses in a thread ---------------------------------------------------------
+
+
+def watch_lines(text: str) -> list[str]:
+    return [x for x in text.splitlines() if "changed note(s)" in x]
+
+
+def test_kbsearch_serve_bounds_each_notes_parse_in_its_live_sync_and_a_handed_off_index(tmp_path: Path) -> None:
+    """`kbsearch serve --watch` syncs in a thread, where no timer signal reaches: a note whose parse never ended
+    held that server's syncs (the slow note, under NOTE_PARSE_LIMIT_S=0.25, was parsed whole and indexed). Now the
+    watcher's sync and a `kbsearch index` handed to the server parse in the server's parsing process, within the
+    limit: the note is skipped with the reason, the next save is applied, and the note is back once it changes."""
+    from kbsearch_tools.local.process import serve_process
+    from tests.integration.test_freshness import until
+
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "good.md").write_text("# Good\n\nA good note.\n")
+    env = subprocess_env(QDRANT_PATH=str(tmp_path / "q"), KB_SOURCE=str(kb), EMBEDDING_API_KEY="",
+                         EMBEDDING_API_KEY_PARAM="", NOTE_PARSE_LIMIT_S=LIMIT_S)  # fmt: skip
+    with serve_process(env, cwd=ROOT, args=["--watch"]) as served:
+        until(lambda: "initial sync" in served.text(), log=served.text)
+        (kb / "slow.md").write_bytes(SLOW_NOTE)
+        until(lambda: len(watch_lines(served.text())) == 1, log=served.text)
+        (kb / "next.md").write_text("# Next\n\nsaved after the slow one\n")
+        until(lambda: len(watch_lines(served.text())) == 2, log=served.text)
+        (kb / "slow.md").write_text("# Slow\n\nnow a short note\n")
+        until(lambda: len(watch_lines(served.text())) == 3, log=served.text)
+        first, second, third = watch_lines(served.text())
+    assert "0 added" in first and "1 skipped: slow.md (its parse ran past 0.25 s" in first, first
+    assert "NOTE_PARSE_LIMIT_S" in first and "not parsed again until it changes" in first, first
+    assert "1 added" in second and "skipped" not in second, second
+    assert "1 added" in third and "skipped" not in third, third
+
+
+def test_a_kbsearch_index_handed_to_a_running_server_bounds_each_notes_parse(tmp_path: Path) -> None:
+    """`kbsearch index` while `kbsearch serve` holds the store hands its sync to the server, which runs it in a
+    thread: the slow note was parsed whole there. Now it is skipped with the reason, the other note indexed."""
+    from kbsearch_tools.local.process import serve_process
+    from tests.integration.test_freshness import until
+
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "good.md").write_text("# Good\n\nA good note.\n")
+    env = subprocess_env(QDRANT_PATH=str(tmp_path / "q"), KB_SOURCE=str(kb), EMBEDDING_API_KEY="",
+                         EMBEDDING_API_KEY_PARAM="", NOTE_PARSE_LIMIT_S=LIMIT_S)  # fmt: skip
+    with serve_process(env, cwd=ROOT) as served:
+        until(lambda: "hands its syncs to this server" in served.text(), log=served.text)
+        (kb / "slow.md").write_bytes(SLOW_NOTE)
+        (kb / "fine.md").write_text("# Fine\n\nfine\n")
+        handed = subprocess.run([*KBSEARCH_CMD, "index", str(kb), "--json"], check=False, env=env, cwd=ROOT,
+                                capture_output=True, text=True, timeout=PROCESS_TIMEOUT_S)  # fmt: skip
+    report = json.loads(handed.stdout)
+    assert report["added"] >= 1 and "fine.md" not in str(report["skipped"]), (handed.stdout, handed.stderr)
+    assert [s["path"] for s in report["skipped"]] == ["slow.md"], report["skipped"]
+    assert "NOTE_PARSE_LIMIT_S" in report["skipped"][0]["reason"], report["skipped"]
