@@ -7,7 +7,15 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from kbsearch.config import Secrets, Settings
+from kbsearch.events import Change
+from kbsearch.indexer import ChangeSync, Indexer, SyncOptions
+from kbsearch.qdrant import open_store
+from kbsearch.sources import LocalSource
 from tests.conftest import KBSEARCH_CMD, PROCESS_TIMEOUT_S, ROOT, subprocess_env
 from tests.integration.test_adv26 import LIMIT_S, SLOW_NOTE
 
@@ -67,3 +75,72 @@ def test_a_kbsearch_index_handed_to_a_running_server_bounds_each_notes_parse(tmp
     assert report["added"] >= 1 and "fine.md" not in str(report["skipped"]), (handed.stdout, handed.stderr)
     assert [s["path"] for s in report["skipped"]] == ["slow.md"], report["skipped"]
     assert "NOTE_PARSE_LIMIT_S" in report["skipped"][0]["reason"], report["skipped"]
+
+
+# -- 2: parse_refused merged at write time, a gone note's entry dropped ---------------------------------------------
+
+
+@pytest.fixture(params=["edge", "local"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def refused_record(store: Any) -> dict[str, str]:
+    return dict(store.metadata().get("parse_refused") or {})  # kbsearch.indexer.PARSE_REFUSED
+
+
+def test_a_run_keeps_the_refusals_another_run_recorded_meanwhile(tmp_path: Path, backend: str) -> None:
+    """Two runs at once (an event batch beside a full sync): each wrote the refusal record as it read it at its
+    start, plus what it found, so the run that wrote last dropped the other's refusal (that note was parsed once
+    more, up to its limit). Now each run merges into the record as it is when it writes; a full sync drops the
+    entry of a path it did not list only if it read that entry (a note saved after its listing keeps its own)."""
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "slow.md").write_bytes(SLOW_NOTE)
+    (kb / "fine.md").write_text("# Fine\n\nfine\n")
+    settings = Settings(qdrant_path=str(tmp_path / "q"), qdrant_embedded=backend)
+    store = open_store(settings, Secrets(settings))
+    options = SyncOptions(parse_limit_s=float(LIMIT_S))
+    beside: list[Any] = []
+
+    def meanwhile(done: int, total: int, path: str) -> None:  # a note saved after the listing, its batch run now
+        if not beside:
+            (kb / "slow2.md").write_bytes(SLOW_NOTE.replace(b"# Slow", b"# Slow two"))
+            changes = [Change(path="slow2.md", key="slow2.md", removed=False)]
+            beside.append(ChangeSync(LocalSource(kb), store, None, options).apply(changes))
+
+    try:
+        report = Indexer(LocalSource(kb), store, None, options, progress=meanwhile).sync()
+        assert [s["path"] for s in report.skipped] == ["slow.md"], report.skipped
+        assert [s["path"] for s in beside[0].skipped] == ["slow2.md"], beside[0].skipped
+        assert set(refused_record(store)) == {"slow.md", "slow2.md"}
+    finally:
+        store.close()
+
+
+def test_a_refusal_of_a_note_gone_from_the_kb_is_dropped(tmp_path: Path, backend: str) -> None:
+    """A refused note deleted (or renamed) kept its entry in the record for good. Now a full sync drops the
+    entries of paths it does not list, and an event batch those of the notes it finds removed."""
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "fine.md").write_text("# Fine\n\nfine\n")
+    settings = Settings(qdrant_path=str(tmp_path / "q"), qdrant_embedded=backend)
+    store = open_store(settings, Secrets(settings))
+    options = SyncOptions(parse_limit_s=float(LIMIT_S))
+    try:
+        for name in ("a.md", "b.md"):
+            (kb / name).write_bytes(SLOW_NOTE)
+        Indexer(LocalSource(kb), store, None, options).sync()
+        assert set(refused_record(store)) == {"a.md", "b.md"}
+        (kb / "a.md").rename(kb / "renamed.md")  # a full sync lists the KB: a.md is gone
+        report = Indexer(LocalSource(kb), store, None, options).sync()
+        assert [s["path"] for s in report.skipped] == ["b.md", "renamed.md"], report.skipped
+        assert set(refused_record(store)) == {"b.md", "renamed.md"}
+        (kb / "b.md").unlink()  # an event batch finds it removed
+        ChangeSync(LocalSource(kb), store, None, options).apply([Change(path="b.md", key="b.md", removed=True)])
+        assert set(refused_record(store)) == {"renamed.md"}
+        (kb / "renamed.md").unlink()  # nothing else to do: the full sync drops it all the same
+        Indexer(LocalSource(kb), store, None, options).sync()
+        assert refused_record(store) == {}
+    finally:
+        store.close()

@@ -311,6 +311,10 @@ class Indexer:
         #: notes whose stored chunk text is not what was embedded (:meth:`_reread_bm25`): read again from the KB
         self._reread_notes: set[str] = set()
         self._slow: dict[str, str] = {}  # path → etag of the notes this run found (or kept) too slow to parse
+        #: whether a path is gone from the KB, as far as this run knows (a full sync: not listed; an event batch: a
+        #: removed note); None: it knows of none. A refusal of a gone path is dropped (:meth:`_record_refused`)
+        self._gone: Callable[[str], bool] | None = None
+        self._refused_read: dict[str, str] = {}  # the record as this run read it (:meth:`_refused`)
 
     def sync(self, stop_at: Deadline | None = None, call_deadline: Deadline | None = None) -> SyncReport:
         """One sync run. ``stop_at``: no new work starts after it; ``call_deadline`` bounds provider calls."""
@@ -591,6 +595,8 @@ class Indexer:
         self._state = state  # what the index held when this run listed the KB
 
         self._delete_missing(report, state, notes)
+        problems = tuple(k for k in self._kept if k.endswith("/"))  # folders listed with a problem: not gone
+        self._gone = lambda p: p not in notes and p not in self._kept and not p.startswith(problems)
 
         work: list[tuple[SourceObject, str]] = []
         reread: list[SourceObject] = []
@@ -1105,7 +1111,7 @@ class Indexer:
             report.embedding_calls = stats.calls
             report.embedding_tokens = stats.tokens
             report.embedding_fallbacks = stats.fallbacks
-        self._record_refused(refused, work[:done])
+        self._record_refused(work[:done])
 
     def _outcome(
         self, obj: SourceObject, refused: dict[str, str], outcomes: Iterator[ParseOutcome] | None, indexed_at: str,
@@ -1171,20 +1177,34 @@ class Indexer:
     def _refused(self, work: list[tuple[SourceObject, str]]) -> dict[str, str]:
         """The notes whose parse ran past :attr:`SyncOptions.parse_limit_s` on an earlier run, path → the etag it
         was of (the index's metadata, :data:`PARSE_REFUSED`): a note still at that etag is skipped unparsed. None
-        read when there is no work."""
+        read when there is no work and no path known gone."""
         self._slow = {}
-        if not work:
-            return {}
+        self._refused_read = self._refused_record() if work or self._gone is not None else {}
+        return self._refused_read
+
+    def _refused_record(self) -> dict[str, str]:
         value = self.store.metadata().get(PARSE_REFUSED)
         return {k: v for k, v in value.items() if isinstance(v, str)} if isinstance(value, dict) else {}
 
-    def _record_refused(self, refused: dict[str, str], reached: list[tuple[SourceObject, str]]) -> None:
-        """Record which notes stay refused: those of ``refused`` this run did not reach (``reached``: the notes of
-        its work it came to) and those found slow, or skipped as such, by it (:attr:`_slow`); a note that changed
-        and was parsed within the limit is dropped, so it is back. Written only when that differs from the record."""
-        came = {obj.path for obj, _ in reached}
-        kept = {p: e for p, e in refused.items() if p not in came} | self._slow
-        if kept != refused:
+    def _record_refused(self, reached: list[tuple[SourceObject, str]]) -> None:
+        """Record which notes stay refused, merged into the record as it is now (another run, an event batch beside
+        a full sync, may have written it since this one read it, :meth:`_refused`): an entry is dropped when this
+        run knows better, that is when it reached that note (``reached``: the notes of its work it came to) at that
+        version or the entry is the one it read, or it found the path gone from the KB (:attr:`_gone`) and the
+        entry is the one it read; those it found slow, or skipped as such, are added (:attr:`_slow`). A note that
+        changed and was parsed within the limit is so dropped, and is back. Written only when that differs from
+        the record; read only when this run reached a note or knows which paths are gone."""
+        came = {obj.path: obj.etag for obj, _ in reached}
+        if not came and not self._slow and self._gone is None:
+            return
+        read, record = self._refused_read, self._refused_record()
+        gone = self._gone or (lambda _: False)
+
+        def known(path: str, etag: str) -> bool:
+            return (etag == read.get(path) and (path in came or gone(path))) or etag == came.get(path)
+
+        kept = {p: e for p, e in record.items() if not known(p, e)} | self._slow
+        if kept != record:
             self.store.merge_metadata({PARSE_REFUSED: kept})
 
     def _parsed_elsewhere(
@@ -2462,6 +2482,8 @@ class ChangeSync:
         self.indexer._access = {p: (list(a[0]) if (a := st.access()) else None) for p, st in state.items()}
         self._touched = set(current)
         self._present = {p for p, obj in current.items() if obj is not None}
+        absent = self._touched - self._present
+        self.indexer._gone = absent.__contains__ if absent else None  # (their refusals are dropped)
         done: list[str] = []
         work: list[tuple[SourceObject, str]] = []
         for path, obj in sorted(current.items()):
