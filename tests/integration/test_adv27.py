@@ -144,3 +144,43 @@ def test_a_refusal_of_a_note_gone_from_the_kb_is_dropped(tmp_path: Path, backend
         assert refused_record(store) == {}
     finally:
         store.close()
+
+
+# -- 3: Qdrant Cloud in strict mode, between a deploy and the indexer's first run -----------------------------------
+
+
+def test_link_reads_on_a_strict_qdrant_collection_made_before_graph_keys_use_the_old_fields(
+    tmp_path: Path, load_search_app: Any
+) -> None:
+    """A collection made before ``graph_keys`` has no index of it until the indexer's first run after the deploy
+    creates one: Qdrant Cloud in strict mode refused the graph's readers' clause on it (a note asked for by its
+    title or id lost its answer, a note's links and backlinks could not be read). Now the search reads the
+    collection's payload indexes with its metadata and, without one of ``graph_keys``, matches the old fields
+    alone (its notes hold nothing else); once the indexer has run, ``graph_keys`` again."""
+    from kbsearch.links import OLD_GRAPH_FIELDS
+    from kbsearch.qdrant.query import CLOUD_INDEXES, PAYLOAD_INDEXES
+    from kbsearch_tools.local.apigw import HttpRequest, build_event
+    from tests.integration.test_adv26 import GRAPH_KB, StrictQdrant
+    from tests.integration.test_hostile_notes import collection_info, mcp_event
+    from tests.integration.test_notes_graph import write_kb
+
+    folder = write_kb(tmp_path / "kb", GRAPH_KB)
+    fake = StrictQdrant(collection_info(tmp_path / "schema", embedding_dimensions=32))
+    try:
+        fake.exists = True  # made before graph_keys: the old fields indexed, graph_keys not
+        fake.indexed = (set(PAYLOAD_INDEXES) - {"graph_keys"}) | set(OLD_GRAPH_FIELDS.values()) | set(CLOUD_INDEXES)
+        app = load_search_app(QDRANT_URL=fake.url, QDRANT_API_KEY="k", KB_SOURCE=str(folder),
+                              EMBEDDING_DIMENSIONS="32", EMBEDDING_API_KEY="", EMBEDDING_API_KEY_PARAM="")  # fmt: skip
+        named = app(build_event(HttpRequest("GET", "/notes/Runbook", "", [], b""), "/notes/{path+}",
+                                {"path": "Runbook"}, "dev"))  # fmt: skip
+        assert named["statusCode"] == 400 and "Runbook" in json.loads(named["body"])["message"], named
+        app(mcp_event("kb_get_note", {"path": "ops/Runbook.md"}))
+        assert fake.refused == [], fake.refused
+        assert {"path_keys", "name_keys"} <= fake.asked and "graph_keys" not in fake.asked, fake.asked
+        fake.indexed.add("graph_keys")  # the indexer has run: it created the index (the cache read again)
+        app = load_search_app(QDRANT_URL=fake.url, QDRANT_API_KEY="k", KB_SOURCE=str(folder),
+                              EMBEDDING_DIMENSIONS="32", EMBEDDING_API_KEY="", EMBEDDING_API_KEY_PARAM="")  # fmt: skip
+        app(mcp_event("kb_get_note", {"path": "ops/Runbook.md"}))
+        assert fake.refused == [] and "graph_keys" in fake.asked, (fake.refused, fake.asked)
+    finally:
+        fake.stop()
