@@ -184,3 +184,85 @@ def test_link_reads_on_a_strict_qdrant_collection_made_before_graph_keys_use_the
         assert fake.refused == [] and "graph_keys" in fake.asked, (fake.refused, fake.asked)
     finally:
         fake.stop()
+
+
+def test_a_parsing_process_killed_mid_parse_is_started_again_and_a_note_that_ends_it_twice_is_skipped(
+    tmp_path: Path,
+) -> None:
+    """The live sync's parsing process killed while it parses a note (the kernel's OOM killer, say): it is started
+    again and the note tried once more; killed again, the note is skipped with the reason (this run only: the next
+    run tries it again), and the next note is parsed by a new process."""
+    import multiprocessing
+    import os
+    import signal
+    import threading
+    import time
+
+    from kbsearch.access import FolderRules
+    from kbsearch.indexer import ParsingProcess
+
+    (tmp_path / "slow.md").write_bytes(SLOW_NOTE)
+    (tmp_path / "fine.md").write_text("# Fine\n\nfine\n")
+    source = LocalSource(tmp_path)
+    objs = {obj.path: obj for obj in source.list()}
+    options = SyncOptions(parse_limit_s=30.0)
+    parser = ParsingProcess()
+    outcomes: list[Any] = []
+    killed: list[int] = []
+
+    def parse(path: str) -> None:
+        outcomes.append(parser.parse(objs[path], source.read(objs[path]), options, FolderRules(), None, "now"))
+
+    worker = threading.Thread(target=parse, args=("slow.md",))
+    worker.start()
+    deadline = time.monotonic() + PROCESS_TIMEOUT_S
+    while worker.is_alive() and len(killed) < 2 and time.monotonic() < deadline:
+        for child in multiprocessing.active_children():
+            if child.name == "kbsearch-parse-each" and child.pid not in killed and child.pid is not None:
+                os.kill(child.pid, signal.SIGKILL)
+                killed.append(child.pid)
+        time.sleep(0.01)
+    worker.join(PROCESS_TIMEOUT_S)
+    try:
+        (ended,) = outcomes
+        assert len(killed) == 2 and ended.failure == "ended", (killed, ended)
+        assert ended.reason.startswith("the parsing process ended twice while parsing it (exit code -9)"), ended
+        parse("fine.md")
+        assert outcomes[1].failure is None and outcomes[1].parsed[0].title == "Fine", outcomes[1]
+    finally:
+        parser.close()
+
+
+def test_a_parsing_process_that_stops_answering_is_killed_past_its_wall_clock_bound(tmp_path: Path) -> None:
+    """A parse no CPU timer ends (a process stopped, a C loop that checks no signal) is bounded in wall-clock time
+    too: the parsing process is killed past PARSE_WALL_FACTOR times the limit plus PARSE_WALL_SLACK_S and the note
+    refused as slow (recorded, as one past its CPU limit); the next note gets a new process."""
+    import multiprocessing
+    import os
+    import signal
+    import threading
+
+    from kbsearch.access import FolderRules
+    from kbsearch.indexer import ParsingProcess
+
+    (tmp_path / "fine.md").write_text("# Fine\n\nfine\n")
+    source = LocalSource(tmp_path)
+    (obj,) = source.list()
+    options = SyncOptions(parse_limit_s=float(LIMIT_S))
+    parser = ParsingProcess().start()
+    try:
+        (child,) = [c for c in multiprocessing.active_children() if c.name == "kbsearch-parse-each"]
+        assert child.pid is not None
+        os.kill(child.pid, signal.SIGSTOP)  # it takes the task and never answers
+        outcomes: list[Any] = []
+        worker = threading.Thread(target=lambda: outcomes.append(
+            parser.parse(obj, source.read(obj), options, FolderRules(), None, "now")))  # fmt: skip
+        worker.start()
+        worker.join(PROCESS_TIMEOUT_S)
+        (stopped,) = outcomes
+        assert stopped.failure == "slow" and "NOTE_PARSE_LIMIT_S" in stopped.reason, stopped
+        assert not child.is_alive()
+        again = parser.parse(obj, source.read(obj), options, FolderRules(), None, "now")
+        assert again.failure is None and again.parsed[0].title == "Fine", again
+    finally:
+        parser.close()

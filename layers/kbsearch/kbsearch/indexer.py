@@ -1576,9 +1576,9 @@ class ParsingProcess:
                 return cast(ParseOutcome, self._conn.recv())
         except (EOFError, OSError):  # the pipe closed: the process ended
             pass
-        code = self._process.exitcode
-        self.close()
-        return cast(int | None, code)
+        process = self._process
+        self.close()  # (joined: its exit code is known)
+        return cast(int | None, process.exitcode)
 
     def start(self) -> ParsingProcess:
         """Start the process now (its interpreter and imports load meanwhile) rather than at the first note."""
