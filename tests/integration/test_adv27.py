@@ -263,6 +263,6 @@ def test_a_parsing_process_that_stops_answering_is_killed_past_its_wall_clock_bo
         assert stopped.failure == "slow" and "NOTE_PARSE_LIMIT_S" in stopped.reason, stopped
         assert not child.is_alive()
         again = parser.parse(obj, source.read(obj), options, FolderRules(), None, "now")
-        assert again.failure is None and again.parsed[0].title == "Fine", again
+        assert again.failure is None and again.parsed is not None and again.parsed[0].title == "Fine", again
     finally:
         parser.close()
