@@ -266,3 +266,57 @@ def test_a_parsing_process_that_stops_answering_is_killed_past_its_wall_clock_bo
         assert again.failure is None and again.parsed is not None and again.parsed[0].title == "Fine", again
     finally:
         parser.close()
+
+
+# -- the adversarial pass: a flood of connections -------------------------------------------------------------------
+
+
+def test_kbsearch_serve_answers_a_connection_past_its_limit_at_once_instead_of_running_out_of_files(
+    tmp_path: Path,
+) -> None:
+    """Idle connections opened faster than the idle timeout drops them (300, at macOS's default limit of 256 open
+    files): each took a thread and a file descriptor until accept() failed for want of one; the listening socket
+    stayed readable and the server's loop span a core (2.87 s of CPU in 3 s), every other client waiting unanswered
+    until idle ones timed out (~10 s). Now a connection past the limit (a quarter of the open files here) is answered
+    API Gateway's 429 at once and closed; once the idle ones are gone the server answers as before."""
+    import socket
+
+    from tests.integration.test_freshness import until
+
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "a.md").write_text("# A\n\nalpha\n")
+    env = subprocess_env(QDRANT_PATH=str(tmp_path / "q"), KB_SOURCE=str(kb), EMBEDDING_API_KEY="",
+                         EMBEDDING_API_KEY_PARAM="")  # fmt: skip
+
+    few_files = ["sh", "-c", 'ulimit -n 256 && exec "$@"', "sh"]  # macOS's default limit of open files
+    server = subprocess.Popen([*few_files, *KBSEARCH_CMD, "serve", "--port", "0"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)  # fmt: skip
+    held: list[socket.socket] = []
+    try:
+        assert server.stdout is not None
+        port = int(server.stdout.readline().rsplit(":", 1)[1].strip().strip("/"))
+
+        def health(timeout_s: float = 8.0) -> bytes:
+            with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as conn:
+                conn.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                answer = b""
+                while chunk := conn.recv(65536):
+                    answer += chunk
+                return answer
+
+        assert health().startswith(b"HTTP/1.1 200")
+        held = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(300)]
+        flooded = health()
+        assert flooded.startswith(b"HTTP/1.1 429 Too Many Requests"), flooded
+        assert flooded.endswith(b'{"message": "Too Many Requests"}'), flooded
+        for conn in held:
+            conn.close()
+        held = []
+        until(lambda: health().startswith(b"HTTP/1.1 200"))  # the slots free again as the connections close
+    finally:
+        for conn in held:
+            conn.close()
+        server.terminate()
+        _, err = server.communicate(timeout=PROCESS_TIMEOUT_S)
+    assert "refusing connections: 64 connections open at once" in err and "Traceback" not in err, err[-3000:]
