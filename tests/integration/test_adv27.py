@@ -320,3 +320,27 @@ def test_kbsearch_serve_answers_a_connection_past_its_limit_at_once_instead_of_r
         server.terminate()
         _, err = server.communicate(timeout=PROCESS_TIMEOUT_S)
     assert "refusing connections: 64 connections open at once" in err and "Traceback" not in err, err[-3000:]
+
+
+# -- 4: a new user's paper cuts -------------------------------------------------------------------------------------
+
+
+def test_a_group_name_in_another_script_is_refused_saying_which_letters_a_name_may_hold(tmp_path: Path) -> None:
+    """A Russian team's `access: [бухгалтерия]`, `KB_LOCAL_API_KEYS=k1:бухгалтерия` and `--scope бухгалтерия` were
+    refused as "not a group name (letters, digits, _ . : -)": it is letters. Each refusal now says Latin letters."""
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "pay.md").write_text("---\naccess: [бухгалтерия]\n---\n# Зарплаты\n\nведомость\n")
+    env = subprocess_env(QDRANT_PATH=str(tmp_path / "q"), EMBEDDING_API_KEY="", EMBEDDING_API_KEY_PARAM="")
+
+    def run(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*KBSEARCH_CMD, *args], env={**env, **extra}, cwd=ROOT, capture_output=True, text=True,
+                              timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
+
+    indexed = run("index", str(kb), "--json")
+    (skipped,) = json.loads(indexed.stdout)["skipped"]
+    scoped = run("search", "ведомость", "--scope", "бухгалтерия")
+    served = run("serve", "--port", "0", KB_LOCAL_API_KEYS="k1:бухгалтерия")
+    assert "'бухгалтерия' is not a group name (Latin letters a-z, digits" in skipped["reason"], skipped
+    assert scoped.returncode == 2 and "is not a group name (Latin letters a-z, digits" in scoped.stderr, scoped
+    assert served.returncode == 2 and "group names: Latin letters a-z, digits" in served.stderr, served

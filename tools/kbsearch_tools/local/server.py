@@ -17,7 +17,8 @@ template has no route for (TRACE, CONNECT, PROPFIND, ...) → 403 "Missing Authe
 hangs up (``curl .../docs | head``) ends its connection quietly. Bytes outside ASCII in the request line are read
 as their percent-escapes (``curl '.../search?q=ротация'``); an empty line before a request line is ignored (RFC 9112
 2.2); ``Expect: 100-continue`` gets no "100 Continue" for a body that is refused unread; a target's leading slashes
-are one (``//health`` is ``/health``, never a host). ``Server`` names no Python version.
+are one (``//health`` is ``/health``, never a host). ``Server`` names no Python version. At most
+:func:`connection_limit` connections are served at once; one past it is answered 429 and closed.
 
 Bound to a loopback address (the default, 127.0.0.1), it answers only requests whose ``Host`` (and target, when in
 absolute form) names this machine (``localhost``, a loopback address): anything else is 403 "Forbidden", so a web
