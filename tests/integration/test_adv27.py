@@ -344,3 +344,17 @@ def test_a_group_name_in_another_script_is_refused_saying_which_letters_a_name_m
     assert "'бухгалтерия' is not a group name (Latin letters a-z, digits" in skipped["reason"], skipped
     assert scoped.returncode == 2 and "is not a group name (Latin letters a-z, digits" in scoped.stderr, scoped
     assert served.returncode == 2 and "group names: Latin letters a-z, digits" in served.stderr, served
+
+
+def test_kbsearch_serve_says_at_start_up_that_a_setting_leaves_it_unconfigured(tmp_path: Path) -> None:
+    """`kbsearch serve` with a setting the search function refuses (`ACCESS_DEFAULT=bogus`) started, printed its
+    routes and said nothing: the first search was the first sign (a 503 `not_configured`). The banner now says so."""
+    from kbsearch_tools.local.process import serve_process
+    from tests.integration.test_freshness import until
+
+    env = subprocess_env(QDRANT_PATH=str(tmp_path / "q"), ACCESS_DEFAULT="bogus")
+    with serve_process(env, cwd=ROOT) as served:
+        until(lambda: "try: curl" in served.text(), log=served.text)
+        until(lambda: "not configured" in served.text(), timeout_s=5, log=served.text)
+        text = served.text()
+    assert "not configured, searches answer 503 until it is fixed: invalid setting ACCESS_DEFAULT:" in text, text

@@ -367,6 +367,8 @@ def _live_sync(live: _Live, api: Any, args: argparse.Namespace, oracle: Any = No
     if container.config_problem is not None:
         if args.watch is not None:
             raise KbSearchError(f"--watch: {container.config_problem}")
+        # said at start-up, not at the first search (the routes answer 503 not_configured, as deployed)
+        live.banner.append(f"  not configured, searches answer 503 until it is fixed: {container.config_problem}")
         return
     settings = container.settings
     path = socket_path(settings)
