@@ -358,3 +358,15 @@ def test_kbsearch_serve_says_at_start_up_that_a_setting_leaves_it_unconfigured(t
         until(lambda: "not configured" in served.text(), timeout_s=5, log=served.text)
         text = served.text()
     assert "not configured, searches answer 503 until it is fixed: invalid setting ACCESS_DEFAULT:" in text, text
+
+
+def test_the_parse_process_bench_runs_and_reports_both_ways(tmp_path: Path) -> None:
+    """`python -m kbsearch_tools.bench_parse_process` (BENCHMARKS.md, round 27) on a small folder, one round."""
+    for i in range(3):
+        (tmp_path / f"n{i}.md").write_text(f"# Note {i}\n\nbody {i}\n")
+    proc = subprocess.run([KBSEARCH_CMD[0], "-m", "kbsearch_tools.bench_parse_process", str(tmp_path), "--runs", "1"],
+                          env=subprocess_env(), cwd=ROOT, capture_output=True, text=True, timeout=PROCESS_TIMEOUT_S,
+                          check=False)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["notes"] == 3 and report["thread_ms_per_note"] > 0 and report["process_ms_per_note"] > 0, report
