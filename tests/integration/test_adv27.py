@@ -212,19 +212,20 @@ def test_a_parsing_process_killed_mid_parse_is_started_again_and_a_note_that_end
     options = SyncOptions(parse_limit_s=30.0)
     parser = ParsingProcess()
     outcomes: list[Any] = []
-    killed: list[int] = []
+    killed: set[int] = set()
 
     def parse(path: str) -> None:
         outcomes.append(parser.parse(objs[path], source.read(objs[path]), options, FolderRules(), None, "now"))
 
+    others = {c.pid for c in multiprocessing.active_children()}  # (another test's, if any, is left alone)
     worker = threading.Thread(target=parse, args=("slow.md",))
     worker.start()
     deadline = time.monotonic() + PROCESS_TIMEOUT_S
     while worker.is_alive() and len(killed) < 2 and time.monotonic() < deadline:
         for child in multiprocessing.active_children():
-            if child.name == "kbsearch-parse-each" and child.pid not in killed and child.pid is not None:
+            if child.name == "kbsearch-parse-each" and child.pid not in killed | others and child.pid is not None:
                 os.kill(child.pid, signal.SIGKILL)
-                killed.append(child.pid)
+                killed.add(child.pid)
         time.sleep(0.01)
     worker.join(PROCESS_TIMEOUT_S)
     try:
@@ -253,9 +254,10 @@ def test_a_parsing_process_that_stops_answering_is_killed_past_its_wall_clock_bo
     source = LocalSource(tmp_path)
     (obj,) = source.list()
     options = SyncOptions(parse_limit_s=float(LIMIT_S))
+    before = {c.pid for c in multiprocessing.active_children()}
     parser = ParsingProcess().start()
     try:
-        (child,) = [c for c in multiprocessing.active_children() if c.name == "kbsearch-parse-each"]
+        (child,) = [c for c in multiprocessing.active_children() if c.pid not in before]
         assert child.pid is not None
         os.kill(child.pid, signal.SIGSTOP)  # it takes the task and never answers
         outcomes: list[Any] = []
