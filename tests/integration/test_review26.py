@@ -70,7 +70,10 @@ def test_a_finished_reembed_keeps_the_graph_keys_record_and_the_notes_refused_as
     qwen = provider_settings(deepinfra, qdrant_path=str(tmp_path / "q"), qdrant_embedded=backend)
     assert sync(qwen, kb).added == len(NOTES)
     assert metadata(qwen)[GRAPH_KEYS_ONLY] is True
-    refused = {"gone/slow.md": "etag-of-a-slow-version"}  # a note no longer listed: no run reaches it
+    # a note listed with a problem (a dangling link: never read, not gone): no run reaches it, nor drops its entry
+    (kb / "gone").mkdir()
+    (kb / "gone" / "slow.md").symlink_to(kb / "nowhere.md")
+    refused = {"gone/slow.md": "etag-of-a-slow-version"}
     merge_metadata(qwen, {PARSE_REFUSED: refused})
 
     e5 = provider_settings(deepinfra, qdrant_path=str(tmp_path / "q"), qdrant_embedded=backend,

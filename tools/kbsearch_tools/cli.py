@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 
 import kbsearch_entry
 from kbsearch import __version__
-from kbsearch.errors import KbSearchError, StoreHeld
+from kbsearch.errors import ConfigError, KbSearchError, StoreHeld
 from kbsearch_tools import repo_root
 
 EXIT_USAGE = 2
@@ -237,7 +237,7 @@ def _serving(args: argparse.Namespace, oracle: Any, live: _Live) -> Any:
     try:
         keys = parse_api_keys(os.environ.get("KB_LOCAL_API_KEYS"))
     except ValueError as exc:
-        raise SystemExit(f"kbsearch serve: {_one_line(exc)}") from None
+        raise ConfigError(str(exc)) from None  # a setting: `kbsearch serve: error: ...`, exit 2 as any other
     api = LocalApi(template, keys, env_vars, args.use_ssm)
     for logical_id in sorted({r.function_id for r in api.routes}):
         api.function(logical_id)  # import now: a configuration error stops start-up, not the first request
@@ -344,8 +344,6 @@ class _Live:
 
 def _kb_source_or_none(container: Any) -> str:
     """``KB_SOURCE``, else the folder the embedded index records it was built from; "" when neither is known."""
-    from kbsearch.errors import ConfigError
-
     try:
         return str(container.kb_source())
     except ConfigError:
@@ -369,6 +367,8 @@ def _live_sync(live: _Live, api: Any, args: argparse.Namespace, oracle: Any = No
     if container.config_problem is not None:
         if args.watch is not None:
             raise KbSearchError(f"--watch: {container.config_problem}")
+        # said at start-up, not at the first search (the routes answer 503 not_configured, as deployed)
+        live.banner.append(f"  not configured, searches answer 503 until it is fixed: {container.config_problem}")
         return
     settings = container.settings
     path = socket_path(settings)

@@ -52,6 +52,9 @@ MAX_GROUPS = 32
 MAX_RULES = 10_000
 MAX_ACCESS_FILE_BYTES = 256 * 1024
 _GROUP = re.compile(r"[a-z0-9][a-z0-9_.:-]{0,63}")
+#: What a group name may hold, as the refusals say it (``бухгалтерия`` is letters, and no group name: "letters" alone
+#: misled a Russian team).
+GROUP_NAMES = "Latin letters a-z, digits, _ . : -; up to 64, first a letter or digit"
 
 
 class AccessDeclarationError(KbSearchError):
@@ -94,7 +97,7 @@ def _groups(value: Any, what: str) -> list[str]:
         group = normalize_group(item)
         if group is None:
             shown = str(item)[:40]
-            raise ValueError(f"{what}: {shown!r} is not a group name (letters, digits, _ . : -)")
+            raise ValueError(f"{what}: {shown!r} is not a group name ({GROUP_NAMES})")
         out.add(group)
     return sorted(out)
 
@@ -353,7 +356,7 @@ class Scope:
         for name in names:
             group = normalize_group(name)
             if group is None:
-                raise ValueError(f"{name!r} is not a group name (letters, digits, _ . : -)")
+                raise ValueError(f"{name!r} is not a group name ({GROUP_NAMES})")
             groups.append(group)
         return cls.of(caller, groups)
 

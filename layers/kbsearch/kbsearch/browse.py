@@ -253,9 +253,10 @@ class BrowseService:
         note is so named (a name is no path: ``name + '.md'`` was suggested, a note that is not there for a title or
         an id, ``KB-013.md``); IndexUnavailable when the index cannot say."""
         key = link_key(name)
-        old = not self.search.graph_keys_only(deadline)
+        new, old = self.search.graph_fields(deadline)
         keys = [] if key is None else [key]
-        should: list[dict[str, Any]] = [*graph_clauses(PATH_KEY, keys, old), *graph_clauses(NAME_KEY, keys, old)]
+        should: list[dict[str, Any]] = [*graph_clauses(PATH_KEY, keys, old, new),
+                                        *graph_clauses(NAME_KEY, keys, old, new)]  # fmt: skip
         should.append({"key": "doc_id", "match": {"value": name.strip()}})
         request = {
             "filter": {**_scoped([_FIRST_CHUNK], scope), "should": should},
@@ -356,9 +357,9 @@ class BrowseService:
         me = Linkable(path, title, tuple(path_keys(path)), tuple(name_keys(title, aliases)))
         own = list(dict.fromkeys(me.path_keys + me.name_keys))
         wanted = list(dict.fromkeys(link_keys(targets) + own))
-        old = not self.search.graph_keys_only(deadline)
-        should = [*graph_clauses(LINK_KEY, own, old), *graph_clauses(PATH_KEY, wanted, old),
-                  *graph_clauses(NAME_KEY, wanted, old)]  # fmt: skip
+        new, old = self.search.graph_fields(deadline)
+        should = [*graph_clauses(LINK_KEY, own, old, new), *graph_clauses(PATH_KEY, wanted, old, new),
+                  *graph_clauses(NAME_KEY, wanted, old, new)]  # fmt: skip
         points: list[dict[str, Any]] = []
         if should:
             request = {

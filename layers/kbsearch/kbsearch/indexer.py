@@ -267,12 +267,16 @@ class Indexer:
         progress: Progress | None = None,
         links_lock: LinksLock | None = None,
         claims: Callable[[], Any] | None = None,
+        parser: ParsingProcess | None = None,
     ) -> None:
         self.source = source
         self.store = store
         self.embedder = embedder
         self.options = options or SyncOptions()
         self.progress = progress
+        #: where a run in a thread other than the main one parses its notes one at a time (a timer signal bounds a
+        #: parse in a main thread only): ``kbsearch serve``'s live sync. None: such a run parses them unbounded
+        self.parser = parser
         self._written_ids: dict[str, str] = {}  # path → doc_id of the notes this run wrote
         self._keys_written: dict[str, str] = {}  # path → key of the notes this run wrote or deleted
         #: the event batches' sequencer log, opened when the run ends (:meth:`_reapply_claimed`); None: no batches
@@ -307,6 +311,10 @@ class Indexer:
         #: notes whose stored chunk text is not what was embedded (:meth:`_reread_bm25`): read again from the KB
         self._reread_notes: set[str] = set()
         self._slow: dict[str, str] = {}  # path → etag of the notes this run found (or kept) too slow to parse
+        #: whether a path is gone from the KB, as far as this run knows (a full sync: not listed; an event batch: a
+        #: removed note); None: it knows of none. A refusal of a gone path is dropped (:meth:`_record_refused`)
+        self._gone: Callable[[str], bool] | None = None
+        self._refused_read: dict[str, str] = {}  # the record as this run read it (:meth:`_refused`)
 
     def sync(self, stop_at: Deadline | None = None, call_deadline: Deadline | None = None) -> SyncReport:
         """One sync run. ``stop_at``: no new work starts after it; ``call_deadline`` bounds provider calls."""
@@ -587,6 +595,8 @@ class Indexer:
         self._state = state  # what the index held when this run listed the KB
 
         self._delete_missing(report, state, notes)
+        problems = tuple(k for k in self._kept if k.endswith("/"))  # folders listed with a problem: not gone
+        self._gone = lambda p: p not in notes and p not in self._kept and not p.startswith(problems)
 
         work: list[tuple[SourceObject, str]] = []
         reread: list[SourceObject] = []
@@ -1101,7 +1111,7 @@ class Indexer:
             report.embedding_calls = stats.calls
             report.embedding_tokens = stats.tokens
             report.embedding_fallbacks = stats.fallbacks
-        self._record_refused(refused, work[:done])
+        self._record_refused(work[:done])
 
     def _outcome(
         self, obj: SourceObject, refused: dict[str, str], outcomes: Iterator[ParseOutcome] | None, indexed_at: str,
@@ -1115,11 +1125,31 @@ class Indexer:
             return ParseOutcome(failure="slow", reason=f"{why}: not parsed again until it changes")
         if outcomes is not None:
             return next(outcomes)
+        if self.parser is not None and threading.current_thread() is not threading.main_thread():
+            return self._parsed_in_process(obj, indexed_at)
         outcome = parse_for_index(
             self.source, obj, self.options, self._rules, self._signature_id if self.embedder is not None else None,
             indexed_at, self._reuse.get(obj.path, {}), None if call_deadline is None else call_deadline.remaining(),
         )  # fmt: skip
         return None if outcome.failure == "deadline" else outcome
+
+    def _parsed_in_process(self, obj: SourceObject, indexed_at: str) -> ParseOutcome:
+        """The note read here and parsed by :attr:`parser`; the chunks whose text did not change keep their stored
+        dense vectors (:attr:`_reuse`), as when it is parsed here."""
+        assert self.parser is not None
+        try:
+            raw = b"" if obj.size > self.options.max_note_bytes else self.source.read(obj)  # (large: refused there)
+        except SourceError as exc:
+            return ParseOutcome(failure="source", reason=str(exc))
+        signature = self._signature_id if self.embedder is not None else None
+        outcome = self.parser.parse(obj, raw, self.options, self._rules, signature, indexed_at)
+        reuse = self._reuse.get(obj.path, {})
+        if outcome.parsed is not None and reuse and signature is not None:
+            note, access, chunks, points = outcome.parsed
+            points = [point if point.dense is not None else replace(point, dense=reuse.get(point.payload[EMBED_HASH]))
+                      for point in points]  # fmt: skip
+            outcome.parsed = (note, access, chunks, points)
+        return outcome
 
     def _read_reuse(self, work: list[tuple[SourceObject, str]], position: int) -> None:
         """Before the note at ``position`` of a full sync's ``work`` is parsed: when it is rewritten only for its
@@ -1147,20 +1177,34 @@ class Indexer:
     def _refused(self, work: list[tuple[SourceObject, str]]) -> dict[str, str]:
         """The notes whose parse ran past :attr:`SyncOptions.parse_limit_s` on an earlier run, path → the etag it
         was of (the index's metadata, :data:`PARSE_REFUSED`): a note still at that etag is skipped unparsed. None
-        read when there is no work."""
+        read when there is no work and no path known gone."""
         self._slow = {}
-        if not work:
-            return {}
+        self._refused_read = self._refused_record() if work or self._gone is not None else {}
+        return self._refused_read
+
+    def _refused_record(self) -> dict[str, str]:
         value = self.store.metadata().get(PARSE_REFUSED)
         return {k: v for k, v in value.items() if isinstance(v, str)} if isinstance(value, dict) else {}
 
-    def _record_refused(self, refused: dict[str, str], reached: list[tuple[SourceObject, str]]) -> None:
-        """Record which notes stay refused: those of ``refused`` this run did not reach (``reached``: the notes of
-        its work it came to) and those found slow, or skipped as such, by it (:attr:`_slow`); a note that changed
-        and was parsed within the limit is dropped, so it is back. Written only when that differs from the record."""
-        came = {obj.path for obj, _ in reached}
-        kept = {p: e for p, e in refused.items() if p not in came} | self._slow
-        if kept != refused:
+    def _record_refused(self, reached: list[tuple[SourceObject, str]]) -> None:
+        """Record which notes stay refused, merged into the record as it is now (another run, an event batch beside
+        a full sync, may have written it since this one read it, :meth:`_refused`): an entry is dropped when this
+        run knows better, that is when it reached that note (``reached``: the notes of its work it came to) at that
+        version or the entry is the one it read, or it found the path gone from the KB (:attr:`_gone`) and the
+        entry is the one it read; those it found slow, or skipped as such, are added (:attr:`_slow`). A note that
+        changed and was parsed within the limit is so dropped, and is back. Written only when that differs from
+        the record; read only when this run reached a note or knows which paths are gone."""
+        came = {obj.path: obj.etag for obj, _ in reached}
+        if not came and not self._slow and self._gone is None:
+            return
+        read, record = self._refused_read, self._refused_record()
+        gone = self._gone or (lambda _: False)
+
+        def known(path: str, etag: str) -> bool:
+            return (etag == read.get(path) and (path in came or gone(path))) or etag == came.get(path)
+
+        kept = {p: e for p, e in record.items() if not known(p, e)} | self._slow
+        if kept != record:
             self.store.merge_metadata({PARSE_REFUSED: kept})
 
     def _parsed_elsewhere(
@@ -1225,7 +1269,7 @@ class Indexer:
 @dataclass
 class ParseOutcome:
     """What parsing one note for the index came to, with no side effect: its parts (note, (groups, where they came
-    from), chunks, points), or why not (``failure``: large, source, note, access, bug, slow, deadline; ``reason``)."""
+    from), chunks, points), or why not (``failure``: large, source, note, access, bug, slow, deadline, ended; ``reason``)."""
 
     parsed: tuple[Note, tuple[list[str], str], list[Chunk], list[ChunkPoint]] | None = None
     failure: str | None = None
@@ -1345,12 +1389,16 @@ def _parse_batch(
     """The parsing process's task: :func:`parse_for_index` of each note of a folder, each note without its
     sections (the indexer reads a parsed note's id and warnings; its text is in the chunks, sent once)."""
     source = LocalSource(root)
-    outcomes = [parse_for_index(source, obj, options, rules, signature_id, indexed_at, {}) for obj in objs]
-    for outcome in outcomes:
-        if outcome.parsed is not None:
-            note, access, chunks, points = outcome.parsed
-            outcome.parsed = (replace(note, sections=[]), access, chunks, points)
-    return outcomes
+    return [_sent(parse_for_index(source, obj, options, rules, signature_id, indexed_at, {})) for obj in objs]
+
+
+def _sent(outcome: ParseOutcome) -> ParseOutcome:
+    """A parsing process's outcome as it is sent back: the note without its sections (the indexer reads a parsed
+    note's id and warnings; its text is in the chunks, sent once)."""
+    if outcome.parsed is not None:
+        note, access, chunks, points = outcome.parsed
+        outcome.parsed = (replace(note, sections=[]), access, chunks, points)
+    return outcome
 
 
 @contextlib.contextmanager
@@ -1450,6 +1498,117 @@ def parse_ahead(
                 process.join()
         if results is not None:
             results.close()
+
+
+#: A note sent to a :class:`ParsingProcess` may take this many times :attr:`SyncOptions.parse_limit_s`, plus
+#: :data:`PARSE_WALL_SLACK_S`, of wall-clock time before the process is killed: its own CPU limit ends a parse long
+#: before (at a load of 8 per core a parse gets an eighth of one); this bounds what no signal reaches.
+PARSE_WALL_FACTOR = 8.0
+PARSE_WALL_SLACK_S = 10.0
+
+
+class _Given:
+    """The bytes of one note read by the indexing process, as a parsing process's source."""
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+
+    def read(self, obj: SourceObject) -> bytes:
+        return self.raw
+
+
+def _parse_each(conn: Any) -> None:
+    """A :class:`ParsingProcess`: each note it is sent, :func:`parse_for_index` in this process's main thread (so
+    within :attr:`SyncOptions.parse_limit_s` of CPU time), its outcome sent back; it ends when the pipe closes."""
+    while True:
+        try:
+            obj, raw, options, rules, signature_id, indexed_at = conn.recv()
+        except EOFError:
+            return
+        given = cast(Source, _Given(raw))
+        conn.send(_sent(parse_for_index(given, obj, options, rules, signature_id, indexed_at, {})))
+
+
+class ParsingProcess:
+    """One spawned process that parses notes one at a time for an indexer that runs in a thread, where no timer
+    signal reaches (``kbsearch serve``'s live sync: ``--watch``, and a ``kbsearch index`` handed to it): there each
+    note's parse is bounded by :attr:`SyncOptions.parse_limit_s` of CPU time as in a main thread, and the process
+    is killed (and started again for the next note) if a note holds it past :data:`PARSE_WALL_FACTOR` times that
+    in wall-clock time. Started by :meth:`start` or the first note (~0.5 s of CPU), kept for the next syncs; a note costs a pipe's round
+    trip. A process that ends mid-parse (killed: memory) is started again and the note tried once more; ended
+    twice, the note is skipped for this run."""
+
+    def __init__(self) -> None:
+        self._process: Any = None
+        self._conn: Any = None
+        self._lock = threading.Lock()
+
+    def parse(
+        self, obj: SourceObject, raw: bytes, options: SyncOptions, rules: FolderRules, signature_id: str | None,
+        indexed_at: str,
+    ) -> ParseOutcome:  # fmt: skip
+        """:func:`parse_for_index` of ``obj`` (``raw``: its bytes, read by the caller) in the process."""
+        with self._lock:
+            ended = None
+            for _ in range(2):
+                answer = self._once((obj, raw, options, rules, signature_id, indexed_at), options.parse_limit_s)
+                if isinstance(answer, ParseOutcome):
+                    return answer
+                ended = answer
+            why = f"the parsing process ended twice while parsing it (exit code {ended}): skipped on this run"
+            return ParseOutcome(failure="ended", reason=why)
+
+    def _once(self, task: tuple[Any, ...], limit_s: float) -> ParseOutcome | int | None:
+        """The task's outcome, or the exit code of the process that ended before it answered."""
+        self._start()
+        wall_s = limit_s * PARSE_WALL_FACTOR + PARSE_WALL_SLACK_S if limit_s > 0 else math.inf
+        began = time.monotonic()
+        try:
+            self._conn.send(task)
+            while not self._conn.poll(PARSE_POLL_S):
+                if not self._process.is_alive():
+                    break
+                if time.monotonic() - began > wall_s:
+                    self.close()
+                    why = f"{slow_parse(limit_s)}: not parsed again until it changes"
+                    return ParseOutcome(failure="slow", reason=why)
+            else:
+                return cast(ParseOutcome, self._conn.recv())
+        except (EOFError, OSError):  # the pipe closed: the process ended
+            pass
+        process = self._process
+        self.close()  # (joined: its exit code is known)
+        return cast(int | None, process.exitcode)
+
+    def start(self) -> ParsingProcess:
+        """Start the process now (its interpreter and imports load meanwhile) rather than at the first note."""
+        with self._lock:
+            self._start()
+        return self
+
+    def _start(self) -> None:
+        if self._process is not None:
+            return
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")
+        mine, theirs = context.Pipe()
+        process = context.Process(target=_parse_each, args=(theirs,), daemon=True, name="kbsearch-parse-each")
+        with _main_hidden(), _interrupts_held():
+            process.start()
+        theirs.close()
+        self._process, self._conn = process, mine
+
+    def close(self) -> None:
+        """End the process (started again on the next note)."""
+        process, conn, self._process, self._conn = self._process, self._conn, None, None
+        if conn is not None:
+            conn.close()
+        if process is not None:
+            process.join(1.0)
+            if process.is_alive():
+                process.kill()
+                process.join()
 
 
 def _describe(signature: dict[str, Any]) -> str:
@@ -1990,10 +2149,11 @@ class ChangeSync:
         options: SyncOptions | None = None,
         sequencers: Any = None,
         links_lock: Callable[[], AbstractContextManager[Any]] | None = None,
+        parser: ParsingProcess | None = None,
     ) -> None:
         self.tracking = _ReadTracking(source)
         self.source = source
-        self.indexer = Indexer(self.tracking, store, embedder, options, links_lock=links_lock)
+        self.indexer = Indexer(self.tracking, store, embedder, options, links_lock=links_lock, parser=parser)
         self.store = store
         self.sequencers = sequencers
         self._touched: set[str] = set()  # the batch's notes (read: present or gone)
@@ -2322,6 +2482,8 @@ class ChangeSync:
         self.indexer._access = {p: (list(a[0]) if (a := st.access()) else None) for p, st in state.items()}
         self._touched = set(current)
         self._present = {p for p, obj in current.items() if obj is not None}
+        absent = self._touched - self._present
+        self.indexer._gone = absent.__contains__ if absent else None  # (their refusals are dropped)
         done: list[str] = []
         work: list[tuple[SourceObject, str]] = []
         for path, obj in sorted(current.items()):

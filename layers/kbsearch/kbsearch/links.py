@@ -133,14 +133,19 @@ def stored_keys(payload: Mapping[str, object], kind: str) -> list[str]:
     return [k for k in old if isinstance(k, str)] if isinstance(old, list) else []
 
 
-def graph_clauses(kind: str, keys: Sequence[str], old_fields: bool) -> list[dict[str, object]]:
-    """Filter conditions (for a ``should``) matching a first chunk that holds any of ``keys`` as ``kind``: a
-    ``match any`` of the prefixed keys on ``graph_keys`` and, with ``old_fields`` (a store whose notes may not all
-    hold ``graph_keys`` yet), of the keys on that kind's old field (which such a store still indexes); [] for no
-    keys."""
+def graph_clauses(
+    kind: str, keys: Sequence[str], old_fields: bool, graph_field: bool = True
+) -> list[dict[str, object]]:
+    """Filter conditions (for a ``should``) matching a first chunk that holds any of ``keys`` as ``kind``: with
+    ``graph_field``, a ``match any`` of the prefixed keys on ``graph_keys`` (without: a collection made before them
+    that has no index of it yet, which Qdrant Cloud in strict mode refuses a filter on) and, with ``old_fields`` (a
+    store whose notes may not all hold ``graph_keys`` yet), of the keys on that kind's old field (which such a
+    store still indexes); [] for no keys."""
     if not keys:
         return []
-    clauses: list[dict[str, object]] = [{"key": GRAPH_KEYS, "match": {"any": [kind + k for k in keys]}}]
+    clauses: list[dict[str, object]] = []
+    if graph_field:
+        clauses.append({"key": GRAPH_KEYS, "match": {"any": [kind + k for k in keys]}})
     if old_fields:
         clauses.append({"key": OLD_GRAPH_FIELDS[kind], "match": {"any": list(keys)}})
     return clauses

@@ -30,6 +30,7 @@ from kbsearch.providers.resilience import Deadline, ProviderError, shared_client
 from kbsearch.qdrant import open_retriever
 from kbsearch.qdrant.query import (
     GRAPH_KEYS_ONLY,
+    GRAPH_KEYS_UNINDEXED,
     LINK_NAMES,
     RESCORE_ONCE,
     RESTRICTED_LINKS,
@@ -295,13 +296,18 @@ class SearchService:
             self._metadata_read = (now, recorded)
         return self._metadata_read[1]
 
-    def graph_keys_only(self, deadline: Deadline | None = None) -> bool:
-        """Whether every note's first chunk holds its ``graph_keys``, as the collection's metadata records it
-        (:data:`~kbsearch.qdrant.query.GRAPH_KEYS_ONLY`; cached as the search caches it), read within ``deadline``
-        (default: one Qdrant timeout); False when not recorded or unreadable (the graph's readers then match the
-        fields a store made before held the keys in too)."""
+    def graph_fields(self, deadline: Deadline | None = None) -> tuple[bool, bool]:
+        """Which fields the graph's readers match (:func:`kbsearch.links.graph_clauses`): ``graph_keys`` unless the
+        collection has payload indexes and none of it (:data:`~kbsearch.qdrant.query.GRAPH_KEYS_UNINDEXED`: made
+        before them, the indexer not run since the deploy; Qdrant Cloud in strict mode would refuse the filter),
+        and the fields a store made before held the keys in unless every note's first chunk holds its
+        ``graph_keys``, as the collection's metadata records it (:data:`~kbsearch.qdrant.query.GRAPH_KEYS_ONLY`).
+        Read as the search reads the metadata (cached), within ``deadline`` (default: one Qdrant timeout); both
+        when unreadable."""
         recorded = self._collection_metadata(deadline or Deadline(self.settings.qdrant_timeout_s)) or {}
-        return recorded.get(GRAPH_KEYS_ONLY) is True
+        if recorded.get(GRAPH_KEYS_UNINDEXED) is True:
+            return False, True
+        return True, recorded.get(GRAPH_KEYS_ONLY) is not True
 
     def restricted_links(self, deadline: Deadline | None = None) -> LinkTargets | None:
         """The notes links may name, as the indexer recorded them (see :func:`kbsearch.access.visible_links`),

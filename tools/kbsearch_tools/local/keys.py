@@ -14,7 +14,7 @@ __all__ = ["caller_mapping", "local_key_id", "parse_api_keys"]
 def parse_api_keys(value: str | None) -> dict[str, tuple[str, ...]]:
     """``KB_LOCAL_API_KEYS=key1:hr+security,key2`` → {key: its access groups}; a key without groups reads
     ``public`` notes only. ValueError (naming the entry's position, never the key) for a bad group name."""
-    from kbsearch.access import normalize_group
+    from kbsearch.access import GROUP_NAMES, normalize_group
 
     keys: dict[str, tuple[str, ...]] = {}
     for position, entry in enumerate((e.strip() for e in (value or "").split(",")), start=1):
@@ -24,8 +24,8 @@ def parse_api_keys(value: str | None) -> dict[str, tuple[str, ...]]:
         names = [g for g in groups.split("+") if g.strip()]
         normalized = [normalize_group(g) for g in names]
         if not key.strip() or any(g is None for g in normalized):
-            raise ValueError(f"KB_LOCAL_API_KEYS entry {position}: expected key or key:group+group (names of "
-                             "letters, digits, _ . : -)")  # fmt: skip
+            raise ValueError(f"KB_LOCAL_API_KEYS entry {position}: expected key or key:group+group (group names: "
+                             f"{GROUP_NAMES})")  # fmt: skip
         if key.strip() in keys:  # the last would win silently: `k:hr,k` took hr away, `k,k:hr` granted it
             raise ValueError(f"KB_LOCAL_API_KEYS entry {position}: gives a key an earlier entry gives (give each "
                              "key once, with all its groups: key:group+group)")  # fmt: skip

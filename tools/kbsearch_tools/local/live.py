@@ -38,6 +38,7 @@ from kbsearch.indexer import (
     ChangeReport,
     ChangeSync,
     Indexer,
+    ParsingProcess,
     SyncOptions,
     SyncReport,
     caller_sets,
@@ -70,6 +71,8 @@ class LiveIndex:
         self.store = retriever.store
         self.embedder = build_embedder(self.settings, container.secrets, shared_client())
         self.lock = threading.Lock()  # one sync at a time: the watcher's and a handed-off `kbsearch index`
+        #: where the syncs, run in threads, parse their notes: within NOTE_PARSE_LIMIT_S each, as in a main thread
+        self.parser = ParsingProcess().start()
         self.last: dict[str, Any] | None = None
         #: called after each sync (the store written), outside the lock, with the note paths it applied (None: a
         #: full sync, any note): each must return at once
@@ -87,7 +90,7 @@ class LiveIndex:
                 full=full, allow_mass_delete=allow_mass_delete, caller_sets=caller_sets(self.secrets)
             )
             kb = open_source(source)
-            report = Indexer(kb, self.store, self.embedder, options).sync(stop_at)
+            report = Indexer(kb, self.store, self.embedder, options, parser=self.parser).sync(stop_at)
             if report.deletion_blocked:  # a second KB's folder handed to this server's store
                 explain_other_folder(self.store.metadata(), kb, report)
             self._flush(report.chunks_upserted + report.chunks_deleted)
@@ -100,7 +103,7 @@ class LiveIndex:
         ``stop_at``: no note is started after it."""
         with self.lock:
             changes = [Change(path=_nfc(p), key=p, removed=False) for p in sorted(set(paths))]
-            sync = ChangeSync(LocalSource(folder), self.store, self.embedder, self.options())
+            sync = ChangeSync(LocalSource(folder), self.store, self.embedder, self.options(), parser=self.parser)
             sync.kind = "watch"
             report = sync.apply(changes, stop_at)
             self._flush(report.chunks_upserted + report.chunks_deleted)

@@ -17,7 +17,8 @@ template has no route for (TRACE, CONNECT, PROPFIND, ...) → 403 "Missing Authe
 hangs up (``curl .../docs | head``) ends its connection quietly. Bytes outside ASCII in the request line are read
 as their percent-escapes (``curl '.../search?q=ротация'``); an empty line before a request line is ignored (RFC 9112
 2.2); ``Expect: 100-continue`` gets no "100 Continue" for a body that is refused unread; a target's leading slashes
-are one (``//health`` is ``/health``, never a host). ``Server`` names no Python version.
+are one (``//health`` is ``/health``, never a host). ``Server`` names no Python version. At most
+:func:`connection_limit` connections are served at once; one past it is answered 429 and closed.
 
 Bound to a loopback address (the default, 127.0.0.1), it answers only requests whose ``Host`` (and target, when in
 absolute form) names this machine (``localhost``, a loopback address): anything else is 403 "Forbidden", so a web
@@ -28,7 +29,9 @@ container), every Host is answered.
 from __future__ import annotations
 
 import contextlib
+import errno
 import ipaddress
+import json
 import logging
 import os
 import re
@@ -57,6 +60,12 @@ IDLE_TIMEOUT_S = 10.0  # a client that sends nothing (or stalls mid-body) for th
 #: request: a header sent one byte every 9 s held its connection and thread for the ~10 KiB headers may take (a day),
 #: a body one byte every 9 s for as long as its Content-Length (10 MB) said.
 REQUEST_READ_S = 30.0
+#: The most connections served at once (each its thread and file descriptor; :func:`connection_limit`): a connection
+#: past it is answered 429 and closed.
+MAX_CONNECTIONS = 512
+FILES_KEPT = 128  # file descriptors left to the rest of the process (the store's files, the functions' sockets)
+ACCEPT_BACKOFF_S = 0.05  # the wait after an accept() that failed for want of a file descriptor
+REFUSAL_LOG_S = 60.0
 _CONTENT_LENGTH = re.compile(r"[0-9]{1,12}")
 _NON_ASCII = re.compile(rb"[\x80-\xff]")
 _GATEWAY_MESSAGES = {
@@ -400,6 +409,25 @@ class _Handler(BaseHTTPRequestHandler):
         logger.info("%s %s", self.address_string(), (format % args).translate(self._control_char_table))
 
 
+def connection_limit() -> int:
+    """How many connections the server holds open at once (:data:`MAX_CONNECTIONS`, fewer when the process may
+    open fewer files: half of what its ``RLIMIT_NOFILE`` leaves past :data:`FILES_KEPT`, at least 8)."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, OSError, ValueError):  # no POSIX limits (Windows)
+        return MAX_CONNECTIONS
+    if soft == resource.RLIM_INFINITY:
+        return MAX_CONNECTIONS
+    return max(8, min(MAX_CONNECTIONS, (soft - FILES_KEPT) // 2))
+
+
+_TOO_MANY_BODY = json.dumps({"message": "Too Many Requests"}).encode()  # API Gateway's throttling answer
+_TOO_MANY = (b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+             b"Retry-After: 1\r\nConnection: close\r\n\r\n%s") % (len(_TOO_MANY_BODY), _TOO_MANY_BODY)  # fmt: skip
+
+
 class _Server(ThreadingHTTPServer):
     # socketserver's default listen backlog is 5: a burst of clients then sees resets and SYN retries of 1-3 s.
     request_queue_size = 128
@@ -411,6 +439,61 @@ class _Server(ThreadingHTTPServer):
         self._reading: dict[Any, float] = {}  # connection → when its request must have been read
         self._reading_lock = threading.Lock()
         self._reaper: threading.Thread | None = None
+        self.max_connections = connection_limit()
+        self._open = 0  # connections being served (each its thread)
+        self._open_lock = threading.Lock()
+        self._refused_at = 0.0  # when a refusal was last logged
+
+    def get_request(self) -> tuple[Any, Any]:
+        """accept(); out of file descriptors (other programs', or a limit below ours), it waits a moment: the
+        listening socket stays readable, and the loop that calls this span a core at 100 % until one closed."""
+        try:
+            return super().get_request()
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                self._refusing(f"cannot accept a connection ({errno.errorcode.get(exc.errno, exc.errno)})")
+                time.sleep(ACCEPT_BACKOFF_S)
+            raise
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Each connection its thread, up to :attr:`max_connections` at once; past it, a connection is answered
+        429 at once, as API Gateway answers a client it throttles, and closed (a flood of idle connections used to
+        take a thread each, then every file descriptor: the server span a core, every other client waiting for
+        the idle ones to time out)."""
+        with self._open_lock:
+            full = self._open >= self.max_connections
+            if not full:
+                self._open += 1
+        if not full:
+            try:
+                super().process_request(request, client_address)
+            except BaseException:  # no thread started: the connection is not held
+                self._closed()
+                raise
+            return
+        self._refusing(f"{self.max_connections} connections open at once")
+        with contextlib.suppress(OSError):
+            request.setblocking(False)
+            with contextlib.suppress(OSError):  # what the client sent already (closing on unread bytes resets the
+                request.recv(MAX_HEADER_BYTES)  # connection: the client could lose the answer)
+            request.send(_TOO_MANY)
+        self.shutdown_request(request)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._closed()
+
+    def _closed(self) -> None:
+        with self._open_lock:
+            self._open -= 1
+
+    def _refusing(self, why: str) -> None:
+        now = time.monotonic()
+        if now - self._refused_at >= REFUSAL_LOG_S:  # one line a minute at most, not one per connection
+            self._refused_at = now
+            logger.warning("kbsearch serve: refusing connections: %s", why)
 
     def watch(self, connection: Any) -> None:
         with self._reading_lock:

@@ -60,6 +60,12 @@ BM25_READING, BM25_READING_FROM = "bm25_reading", "bm25_reading_from"
 #: collection does not index (Qdrant Cloud's strict mode refuses a filter on a field without an index; Qdrant Edge
 #: reads the payload of every first chunk for it).
 GRAPH_KEYS_ONLY = "graph_keys_only"
+#: Never stored: true when the collection's payload indexes (Qdrant Cloud's ``payload_schema``, in the same read as
+#: its metadata) do not include ``graph_keys``: a collection made before them, between a deploy and the indexer's
+#: first run after it (which creates the index and rewrites the notes). Its notes hold the old fields alone, and
+#: Qdrant Cloud in strict mode refuses a filter on a field without an index: the graph's readers match the old
+#: fields alone (:func:`kbsearch.links.graph_clauses`).
+GRAPH_KEYS_UNINDEXED = "graph_keys_unindexed"
 #: Metadata keys of the last successful indexer run (when, and full | reconcile | events | watch): /health's answer.
 LAST_SYNC_AT, LAST_SYNC_KIND = "last_sync_at", "last_sync_kind"
 #: The payload indexes every collection gets (field → Qdrant's payload schema type; the embedded store's the

@@ -12,8 +12,17 @@ from urllib.parse import quote
 import httpx
 
 from kbsearch.errors import ConfigError, StoreError
+from kbsearch.links import GRAPH_KEYS
 from kbsearch.providers.resilience import Outbound, ProviderError, RetryPolicy, header_safe, send
-from kbsearch.qdrant.query import DENSE_SIZE, ScoredChunk, dense_size, index_missing, read_legs, unreachable
+from kbsearch.qdrant.query import (
+    DENSE_SIZE,
+    GRAPH_KEYS_UNINDEXED,
+    ScoredChunk,
+    dense_size,
+    index_missing,
+    read_legs,
+    unreachable,
+)
 
 if TYPE_CHECKING:
     from kbsearch.config import Secrets
@@ -122,16 +131,21 @@ class QdrantRest:
 
     def metadata(self, timeout_s: float) -> dict[str, Any]:
         """The collection's metadata (``GET /collections/{c}``, ``result.config.metadata``; {} when none), with
-        the size of its dense vectors from the same answer (``config.params.vectors``) as ``DENSE_SIZE``."""
+        the size of its dense vectors from the same answer (``config.params.vectors``) as ``DENSE_SIZE``, and
+        ``GRAPH_KEYS_UNINDEXED`` when its payload indexes (``payload_schema``) lack ``graph_keys``."""
         result = self._call("GET", "", None, timeout_s)
         config = result.get("config") if isinstance(result, dict) else None
         if not isinstance(config, dict):
             raise StoreError("Qdrant's answer is not what the API returns")
         metadata = config.get("metadata")
-        recorded = {k: v for k, v in metadata.items() if k != DENSE_SIZE} if isinstance(metadata, dict) else {}
+        derived = (DENSE_SIZE, GRAPH_KEYS_UNINDEXED)
+        recorded = {k: v for k, v in metadata.items() if k not in derived} if isinstance(metadata, dict) else {}
         params = config.get("params")
         size = dense_size(params.get("vectors") if isinstance(params, dict) else None)
-        return recorded | ({DENSE_SIZE: size} if size is not None else {})
+        schema = result.get("payload_schema")
+        unindexed = isinstance(schema, dict) and GRAPH_KEYS not in schema
+        return recorded | ({DENSE_SIZE: size} if size is not None else {}) | (
+            {GRAPH_KEYS_UNINDEXED: True} if unindexed else {})  # fmt: skip
 
     def query(self, request: dict[str, Any], timeout_s: float) -> list[dict[str, Any]]:
         result = self._call("POST", "/points/query", request, timeout_s)
