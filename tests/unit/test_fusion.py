@@ -536,6 +536,42 @@ def test_a_compound_joined_by_a_hyphen_names_something_only_in_a_query_of_two_wo
     assert identifier_terms(query) == named
 
 
+@pytest.mark.parametrize(
+    ("query", "named"),
+    [
+        ("kb-search - config", "kb-search"),  # a dash or a stray mark set apart is no word: two words
+        ("kb-search — config", "kb-search"),
+        ("kb-search – config ?", "kb-search"),
+        ("what does --squeeze-blank do", "--squeeze-blank"),  # a command-line option names something in any query
+        ("use --dry-run flag now", "--dry-run"),
+        ("cat -s --squeeze-blank input.txt", "--squeeze-blank input.txt"),
+    ],
+)  # fmt: skip
+def test_a_compound_s_query_counts_its_words_and_an_option_is_a_name_in_any_query(query: str, named: str) -> None:
+    """The query's length is its words (a ``-`` or ``—`` between two words is none: "kb-search — config" is a
+    two-word query, as its reader and BM25 read it); a compound after ``-`` or ``--`` is a command-line option,
+    which was an identifier in any query before the compound rule and still is (the man-page corpus)."""
+    assert identifier_terms(query) == set(tokenize(named))
+
+
+@pytest.mark.parametrize(
+    ("query", "language", "named"),
+    [
+        ("что-то вроде Docker Compose volumes", "ru", {"docker", "compos", "volum"}),  # a Russian compound in a
+        ("где-нибудь в настройках sync vault", "ru", {"sync", "vault"}),  # question is a Russian word
+        ("how to right-click a file", "en", set()),
+    ],
+)  # fmt: skip
+def test_the_query_s_language_is_judged_over_the_words_that_are_not_its_identifiers(
+    query: str, language: str, named: set[str]
+) -> None:
+    """:func:`query_language` skips a query's identifiers as :func:`identifier_terms` takes them: a compound joined
+    by ``-`` in a question of more than two words is a word of its language (it was skipped, and "что-то вроде
+    Docker Compose volumes" was judged English by its three Latin words: no Latin word an identifier)."""
+    assert query_language(query) == language
+    assert identifier_terms(query) == named  # a Russian question's Latin words name something
+
+
 def test_an_exact_match_by_its_own_bm25_share_where_a_common_term_s_probe_missed_it() -> None:
     """ "Alt+F10 unmaximized" (GNOME Help's known items): `alt` is common, so its probe brings the best 8 chunks
     holding it and not the long note that answers; `f10` is rare, and the answer's one mention scores low in its long
