@@ -594,3 +594,42 @@ def test_an_exact_match_by_its_own_bm25_share_where_a_common_term_s_probe_missed
     fused = fuse([dense, lexical, *held], evidence, 10)
     assert paths(fused)[:2] == ["max.md", "nav.md"]
     assert fused[0].exact and fused[1].exact and not fused[2].exact
+
+
+def _alt_f10(lexical: list[ScoredChunk], f10: list[tuple[str, float]]) -> list[Candidate]:
+    """ "Alt+F10 unmaximized" as in the test above: `alt` common (its probe: nav.md and 7 others), `f10` rare (held
+    by ``f10``), the query's own BM25 leg ``lexical`` (of 16 attainable); dense ranks nav.md and max.md 11th and
+    12th."""
+    evidence = analyse("Alt+F10 unmaximized")
+    named = path_probes(evidence, FusionParams())
+    holders = {"alt": [("nav.md", 4.0)] + [(p, 3.9 - i * 0.1) for i, p in enumerate(DISTRACTORS[:7])],
+               "f10": f10, "unmaxim": [("max.md", 6.0)]}  # fmt: skip
+    held = []
+    for stem, notes in holders.items():
+        term = term_id(stem)
+        held.append((Leg("probe", term=term, bare=term not in named),
+                     [ScoredChunk(f"{p}#0", s, {"path": p} if term in named else {}) for p, s in notes]))  # fmt: skip
+    dense = dense_leg(*DISTRACTORS[10:20], "nav.md", "max.md", "ru/max.md")
+    return fuse([dense, (Leg("lexical", 0, "en"), lexical), *held], evidence, 10)
+
+
+def test_notes_exact_by_their_bm25_share_alone_do_not_unpin_the_exact_match_the_probes_found() -> None:
+    """Three notes mention F10 once in passing, in chunks the query's other word fills (BM25 shares of 0.375):
+    by their own BM25 share they were exact matches too, four in all, more than ``exact_notes``, so nothing was
+    pinned: nav.md, which holds both keys at their best and was pinned before the BM25-share rule, lost its exact
+    mark (the one the rerank blend keeps first). The probes' exact match stays pinned; the notes the BM25 share
+    adds join it only while all of them fit."""
+    lexical = [chunk("nav.md", 9.0), chunk("a.md", 6.0), chunk("b.md", 6.0), chunk("c.md", 6.0)]
+    fused = _alt_f10(lexical, [("nav.md", 6.0), ("a.md", 1.0), ("b.md", 1.0), ("c.md", 1.0)])
+    assert paths(fused)[0] == "nav.md" and fused[0].exact
+    assert [c.exact for c in fused[1:]] == [False] * (len(fused) - 1)
+
+
+def test_a_note_of_another_language_is_not_an_exact_match_by_its_bm25_share() -> None:
+    """An English query's BM25 share in a Russian note (an English paragraph left untranslated) counts by
+    ``cross_language`` elsewhere in the fusion (the lexical value, the rare-term agreement); as an exact match's
+    share it counted in full, so ru/max.md, holding F10 once in passing, was pinned above English notes."""
+    lexical = [chunk("ru/max.md", 11.0, "ru"), chunk("nav.md", 9.0)]
+    fused = _alt_f10(lexical, [("nav.md", 6.0), ("ru/max.md", 1.0)])
+    assert paths(fused)[0] == "nav.md" and fused[0].exact
+    assert not any(c.exact for c in fused if c.payload["path"] == "ru/max.md")
