@@ -536,6 +536,42 @@ def test_a_compound_joined_by_a_hyphen_names_something_only_in_a_query_of_two_wo
     assert identifier_terms(query) == named
 
 
+@pytest.mark.parametrize(
+    ("query", "named"),
+    [
+        ("kb-search - config", "kb-search"),  # a dash or a stray mark set apart is no word: two words
+        ("kb-search — config", "kb-search"),
+        ("kb-search – config ?", "kb-search"),
+        ("what does --squeeze-blank do", "--squeeze-blank"),  # a command-line option names something in any query
+        ("use --dry-run flag now", "--dry-run"),
+        ("cat -s --squeeze-blank input.txt", "--squeeze-blank input.txt"),
+    ],
+)  # fmt: skip
+def test_a_compound_s_query_counts_its_words_and_an_option_is_a_name_in_any_query(query: str, named: str) -> None:
+    """The query's length is its words (a ``-`` or ``—`` between two words is none: "kb-search — config" is a
+    two-word query, as its reader and BM25 read it); a compound after ``-`` or ``--`` is a command-line option,
+    which was an identifier in any query before the compound rule and still is (the man-page corpus)."""
+    assert identifier_terms(query) == set(tokenize(named))
+
+
+@pytest.mark.parametrize(
+    ("query", "language", "named"),
+    [
+        ("что-то вроде Docker Compose volumes", "ru", {"docker", "compos", "volum"}),  # a Russian compound in a
+        ("где-нибудь в настройках sync vault", "ru", {"sync", "vault"}),  # question is a Russian word
+        ("how to right-click a file", "en", set()),
+    ],
+)  # fmt: skip
+def test_the_query_s_language_is_judged_over_the_words_that_are_not_its_identifiers(
+    query: str, language: str, named: set[str]
+) -> None:
+    """:func:`query_language` skips a query's identifiers as :func:`identifier_terms` takes them: a compound joined
+    by ``-`` in a question of more than two words is a word of its language (it was skipped, and "что-то вроде
+    Docker Compose volumes" was judged English by its three Latin words: no Latin word an identifier)."""
+    assert query_language(query) == language
+    assert identifier_terms(query) == named  # a Russian question's Latin words name something
+
+
 def test_an_exact_match_by_its_own_bm25_share_where_a_common_term_s_probe_missed_it() -> None:
     """ "Alt+F10 unmaximized" (GNOME Help's known items): `alt` is common, so its probe brings the best 8 chunks
     holding it and not the long note that answers; `f10` is rare, and the answer's one mention scores low in its long
@@ -558,3 +594,42 @@ def test_an_exact_match_by_its_own_bm25_share_where_a_common_term_s_probe_missed
     fused = fuse([dense, lexical, *held], evidence, 10)
     assert paths(fused)[:2] == ["max.md", "nav.md"]
     assert fused[0].exact and fused[1].exact and not fused[2].exact
+
+
+def _alt_f10(lexical: list[ScoredChunk], f10: list[tuple[str, float]]) -> list[Candidate]:
+    """ "Alt+F10 unmaximized" as in the test above: `alt` common (its probe: nav.md and 7 others), `f10` rare (held
+    by ``f10``), the query's own BM25 leg ``lexical`` (of 16 attainable); dense ranks nav.md and max.md 11th and
+    12th."""
+    evidence = analyse("Alt+F10 unmaximized")
+    named = path_probes(evidence, FusionParams())
+    holders = {"alt": [("nav.md", 4.0)] + [(p, 3.9 - i * 0.1) for i, p in enumerate(DISTRACTORS[:7])],
+               "f10": f10, "unmaxim": [("max.md", 6.0)]}  # fmt: skip
+    held = []
+    for stem, notes in holders.items():
+        term = term_id(stem)
+        held.append((Leg("probe", term=term, bare=term not in named),
+                     [ScoredChunk(f"{p}#0", s, {"path": p} if term in named else {}) for p, s in notes]))  # fmt: skip
+    dense = dense_leg(*DISTRACTORS[10:20], "nav.md", "max.md", "ru/max.md")
+    return fuse([dense, (Leg("lexical", 0, "en"), lexical), *held], evidence, 10)
+
+
+def test_notes_exact_by_their_bm25_share_alone_do_not_unpin_the_exact_match_the_probes_found() -> None:
+    """Three notes mention F10 once in passing, in chunks the query's other word fills (BM25 shares of 0.375):
+    by their own BM25 share they were exact matches too, four in all, more than ``exact_notes``, so nothing was
+    pinned: nav.md, which holds both keys at their best and was pinned before the BM25-share rule, lost its exact
+    mark (the one the rerank blend keeps first). The probes' exact match stays pinned; the notes the BM25 share
+    adds join it only while all of them fit."""
+    lexical = [chunk("nav.md", 9.0), chunk("a.md", 6.0), chunk("b.md", 6.0), chunk("c.md", 6.0)]
+    fused = _alt_f10(lexical, [("nav.md", 6.0), ("a.md", 1.0), ("b.md", 1.0), ("c.md", 1.0)])
+    assert paths(fused)[0] == "nav.md" and fused[0].exact
+    assert [c.exact for c in fused[1:]] == [False] * (len(fused) - 1)
+
+
+def test_a_note_of_another_language_is_not_an_exact_match_by_its_bm25_share() -> None:
+    """An English query's BM25 share in a Russian note (an English paragraph left untranslated) counts by
+    ``cross_language`` elsewhere in the fusion (the lexical value, the rare-term agreement); as an exact match's
+    share it counted in full, so ru/max.md, holding F10 once in passing, was pinned above English notes."""
+    lexical = [chunk("ru/max.md", 11.0, "ru"), chunk("nav.md", 9.0)]
+    fused = _alt_f10(lexical, [("nav.md", 6.0), ("ru/max.md", 1.0)])
+    assert paths(fused)[0] == "nav.md" and fused[0].exact
+    assert not any(c.exact for c in fused if c.payload["path"] == "ru/max.md")

@@ -21,8 +21,10 @@ has anyway:
   ``exact_max_terms`` terms), every required term (its identifiers, else all its terms) is in the index, and at
   most ``exact_notes`` notes hold all of its rare required terms (fewer than ``PROBE_DEPTH`` chunks hold each: the
   probe saw every holder) at ``exact_confidence`` or more of their attainable score (by the probes; for a query
-  naming identifiers, by the note's own BM25 chunk too: a common required term's probe sees only its best
-  ``PROBE_DEPTH`` chunks), those notes are an exact match: they come first, ahead of anything dense ranks
+  naming identifiers, by the note's own BM25 chunk too, x the language factor in a note of another language: a
+  common required term's probe sees only its best ``PROBE_DEPTH`` chunks; the notes only that share makes exact
+  join the probes' only while all fit in ``exact_notes``, so they never unpin the probes' exact match), those notes
+  are an exact match: they come first, ahead of anything dense ranks
   (identifiers, names, numbers, file and setting names), marked ``exact``; the rerank blend keeps them first.
   A lookup's required terms are probed with their chunks' payloads, so that every holder is named (a note holding
   two identifiers in two chunks, one of them in no leg) and an exact match no dense or BM25 leg brought (common
@@ -395,6 +397,7 @@ def fuse(
     # holding them strongly enough, and only a few such notes.
     required = [t for t in required_terms(evidence) if t in probes]
     exact: list[str] = []
+    by_probes: list[str] = []  # the exact matches the probes alone found
     rare = [t for t in required if depth.get(t, 0) < PROBE_DEPTH]
     potent: dict[int | None, int] = {}  # per required term: its chunks no leg named that could be such a note's
     if required and rare and all(probes[t] > 0 for t in required):
@@ -407,11 +410,24 @@ def fuse(
             if all(t in held for t in rare):
                 confidence = sum(held.get(t, 0.0) for t in required) / need
                 # a query naming identifiers: the note's own BM25 share counts too (a common required term, "alt"
-                # of "Alt+F10", is probed only to PROBE_DEPTH chunks, which a long note holding it may miss)
-                bm25 = notes[note].confidence if evidence.identifiers and note in notes else 0.0
+                # of "Alt+F10", is probed only to PROBE_DEPTH chunks, which a long note holding it may miss), by
+                # the language factor in a note of another language, as the lexical value counts it
+                n = notes.get(note)
+                its = n.lexical_chunk if evidence.identifiers and n is not None else None
+                share = n.confidence if its is not None and n is not None else 0.0
+                bm25 = 0.0
+                if its is not None:
+                    language = _note_language(its.payload, languages)
+                    same = evidence.language is None or language is None or language == evidence.language
+                    bm25 = share * (1.0 if same else p.cross_language)
+                if confidence >= p.exact_confidence:
+                    by_probes.append(note)
                 if confidence >= p.exact_confidence or bm25 >= p.exact_confidence:
                     exact.append(note)
-                    notes.setdefault(note, _Note()).confidence = max(confidence, bm25)
+                    notes.setdefault(note, _Note()).confidence = max(confidence, share)
+    # the BM25 share's notes join the probes' only while all of them fit: they never unpin what the probes found
+    if len(exact) > p.exact_notes:
+        exact = by_probes
     pinned = set(exact) if is_lookup(evidence, p) and 0 < len(exact) <= p.exact_notes else set()
     for note in pinned:  # an exact match no dense or BM25 leg brought: answered with the chunk its probe brought
         n = notes[note]

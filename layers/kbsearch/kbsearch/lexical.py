@@ -259,22 +259,35 @@ _IDENTIFIER = re.compile(r"\d|_|[a-zа-яё][A-ZА-ЯЁ]|[A-ZА-ЯЁ]{2}|[^\W_][
 #: "side-by-side", "псевдо-файловая") is an ordinary compound in a question, and names something
 #: ("gnome-cl-list", "kb-search") only in a query of at most :data:`COMPOUND_NAME_MAX_WORDS` words (EVAL.md, session
 #: 27: in a question it pinned the few notes holding the compound as exact matches, and in a Russian half those were
-#: the notes with an English paragraph left untranslated).
-_NAMED = re.compile(r"\d|_|[a-zа-яё][A-ZА-ЯЁ]|[A-ZА-ЯЁ]{2}|[^\W_][./:+\\][^\W_]")
+#: the notes with an English paragraph left untranslated). A command-line option ("--squeeze-blank") names
+#: something in any query.
+_NAMED = re.compile(r"\d|_|[a-zа-яё][A-ZА-ЯЁ]|[A-ZА-ЯЁ]{2}|[^\W_][./:+\\][^\W_]|^-\S*[^\W_]-[^\W_]")
 COMPOUND_NAME_MAX_WORDS = 2
+#: A word of a query: it holds a letter or a digit (a ``-`` or ``—`` set apart is none).
+_WORDLIKE = re.compile(r"[^\W_]")
+
+
+def _naming(words: list[str]) -> re.Pattern[str]:
+    """What names something in a query of these words (as :func:`reading` gives them, split at whitespace):
+    :data:`_IDENTIFIER` in a query of at most :data:`COMPOUND_NAME_MAX_WORDS` words, else :data:`_NAMED`."""
+    count = sum(1 for w in words if _WORDLIKE.search(w))
+    return _IDENTIFIER if count <= COMPOUND_NAME_MAX_WORDS else _NAMED
 
 
 @functools.lru_cache(maxsize=1024)  # a search asks twice of each variant (its BM25 leg, its dense leg's scale)
 def query_language(query: str) -> str | None:
     """A query's language, judged word by word (a query is a few words; a long one names things), over its words
-    that are not identifiers (:data:`_IDENTIFIER`: ``QDRANT_URL``, ``ERR-4012``, ``app.json`` belong to no
-    language): Russian when at least a third of them are Cyrillic, as :func:`text_language` judges letters. "как
+    that are not identifiers (as :func:`identifier_terms` takes them: ``QDRANT_URL``, ``ERR-4012``, ``app.json``
+    belong to no language; "что-то" in a question of more than two words is a Russian word): Russian when at least
+    a third of them are Cyrillic, as :func:`text_language` judges letters. "как
     задать EMBEDDING_API_KEY и QDRANT_URL" and "сбой ERR_CONNECTION_REFUSED в deploy pipeline" are Russian
     questions, though most of their letters are Latin; "how to set up индексатор" is English. A query of
     identifiers alone is judged by all of its letters. The query is read as BM25 reads it (:func:`reading`: a
     query typed in full width is judged as its reader sees it)."""
     query = reading(query)
-    languages = [text_language(w) for w in query.split() if not _IDENTIFIER.search(w.strip(_WORD_PUNCTUATION))]
+    words = query.split()
+    naming = _naming(words)
+    languages = [text_language(w) for w in words if not naming.search(w.strip(_WORD_PUNCTUATION))]
     judged = [lang for lang in languages if lang is not None]
     if not judged:
         return text_language(query)
@@ -286,13 +299,13 @@ _WORD_PUNCTUATION = "\"'`«»()[]{},;!?"
 
 def identifier_terms(query: str, language: str | None = None) -> frozenset[str]:
     """The stemmed terms of the query's identifier-like words (see :data:`_IDENTIFIER`; in a query of more than
-    :data:`COMPOUND_NAME_MAX_WORDS` words :data:`_NAMED`, which takes a compound joined by ``-`` alone for a word),
-    and of its Latin words when the query is Russian (a setting, a product or a file name inside a Russian question). ``language``: the
-    query's (:func:`query_language`), when the caller has it. The query is read as BM25 reads it (:func:`reading`:
-    ``ＱＤＲＡＮＴ＿ＵＲＬ`` typed in full width is the identifier ``QDRANT_URL``)."""
+    :data:`COMPOUND_NAME_MAX_WORDS` words, counting those with a letter or a digit, :data:`_NAMED`, which takes a
+    compound joined by ``-`` alone for a word), and of its Latin words when the query is Russian (a setting, a
+    product or a file name inside a Russian question). ``language``: the query's (:func:`query_language`), when
+    the caller has it. The query is read as BM25 reads it (:func:`reading`: ``ＱＤＲＡＮＴ＿ＵＲＬ`` typed in full width is the identifier ``QDRANT_URL``)."""
     russian = (language or query_language(query)) == "ru"
     words = reading(query).split()
-    pattern = _IDENTIFIER if len(words) <= COMPOUND_NAME_MAX_WORDS else _NAMED
+    pattern = _naming(words)
     out: set[str] = set()
     for raw in words:
         word = raw.strip(_WORD_PUNCTUATION)
