@@ -29,6 +29,7 @@ import gc
 import json
 import logging
 import math
+import os
 import threading
 import time
 import unicodedata
@@ -1380,6 +1381,22 @@ PARSE_BATCH = 32  # notes per task sent to the parsing process
 #: "Session 24: the parsing process goes on through a seal").
 PARSE_AHEAD = 8
 PARSE_POLL_S = 1.0  # how often a wait for the parsing process checks that it is still there
+PARENT_POLL_S = 0.5  # how often a parsing process checks that the process that started it is still there
+
+
+def _end_with_parent(parent: int) -> None:
+    """In a parsing process: a thread that ends the process once ``parent`` (the pid of the process that started
+    it) is gone. Killed (``kill -9``, the OOM killer) mid-parse, ``kbsearch serve`` left its parsing process running,
+    orphaned, until the parse ended (up to :attr:`SyncOptions.parse_limit_s` of CPU), then a BrokenPipeError
+    traceback; ``kbsearch index``'s :func:`parse_ahead` process waited on its full queue for good. (Not a parse that
+    holds the interpreter's lock in C: no thread runs then, as no timer signal's handler does.)"""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_S)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="kbsearch-parent-watch", daemon=True).start()
 
 
 def _parse_batch(
@@ -1439,12 +1456,13 @@ def _interrupts_held() -> Iterator[None]:
 
 def _parse_all(
     root: str, batches: list[list[SourceObject]], options: SyncOptions, rules: FolderRules, signature_id: str | None,
-    indexed_at: str, results: Any,
+    indexed_at: str, results: Any, parent: int,
 ) -> None:  # fmt: skip
     """The parsing process: each batch's :func:`_parse_batch` put on ``results`` with its number, in order. The
     queue's own thread writes them to the pipe, so parsing goes on while the indexing process reads nothing (Qdrant
     Edge's seals hold its interpreter for seconds: the process used to wait on a full pipe for them, its core idle),
-    up to :data:`PARSE_AHEAD` batches it has not read."""
+    up to :data:`PARSE_AHEAD` batches it has not read. It ends with ``parent`` (:func:`_end_with_parent`)."""
+    _end_with_parent(parent)
     for number, batch in enumerate(batches):
         results.put((number, _parse_batch(root, batch, options, rules, signature_id, indexed_at)))
 
@@ -1466,7 +1484,8 @@ def parse_ahead(
         context = multiprocessing.get_context("spawn")
         results = context.Queue(maxsize=PARSE_AHEAD)
         process = context.Process(target=_parse_all, daemon=True, name="kbsearch-parse",
-                                  args=(str(source.root), batches, options, rules, signature_id, indexed_at, results))  # fmt: skip
+                                  args=(str(source.root), batches, options, rules, signature_id, indexed_at, results,
+                                        os.getpid()))  # fmt: skip
         with _main_hidden(), _interrupts_held():
             process.start()
         while done < len(batches):
@@ -1517,16 +1536,22 @@ class _Given:
         return self.raw
 
 
-def _parse_each(conn: Any) -> None:
+def _parse_each(conn: Any, parent: int) -> None:
     """A :class:`ParsingProcess`: each note it is sent, :func:`parse_for_index` in this process's main thread (so
-    within :attr:`SyncOptions.parse_limit_s` of CPU time), its outcome sent back; it ends when the pipe closes."""
+    within :attr:`SyncOptions.parse_limit_s` of CPU time), its outcome sent back; it ends when the pipe closes or
+    ``parent`` ends (:func:`_end_with_parent`)."""
+    _end_with_parent(parent)
     while True:
         try:
             obj, raw, options, rules, signature_id, indexed_at = conn.recv()
         except EOFError:
             return
         given = cast(Source, _Given(raw))
-        conn.send(_sent(parse_for_index(given, obj, options, rules, signature_id, indexed_at, {})))
+        outcome = _sent(parse_for_index(given, obj, options, rules, signature_id, indexed_at, {}))
+        try:
+            conn.send(outcome)
+        except OSError:  # the pipe closed meanwhile (the parse was given up on, or the indexing process ended)
+            return
 
 
 class ParsingProcess:
@@ -1593,7 +1618,8 @@ class ParsingProcess:
 
         context = multiprocessing.get_context("spawn")
         mine, theirs = context.Pipe()
-        process = context.Process(target=_parse_each, args=(theirs,), daemon=True, name="kbsearch-parse-each")
+        process = context.Process(target=_parse_each, args=(theirs, os.getpid()), daemon=True,
+                                  name="kbsearch-parse-each")  # fmt: skip
         with _main_hidden(), _interrupts_held():
             process.start()
         theirs.close()
