@@ -128,3 +128,33 @@ def test_a_process_killed_while_parse_ahead_parses_for_it_leaves_no_parsing_proc
         for pid in parsers:
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the processes' parents from /proc")
+def test_kbsearch_serve_stopped_mid_parse_gives_the_note_up_instead_of_waiting_for_its_parse(tmp_path: Path) -> None:
+    """SIGTERM (or a Ctrl-C) to `kbsearch serve --watch` while its parsing process parses a slow note: the shut-down
+    waited for the parse to end (up to NOTE_PARSE_LIMIT_S of CPU; 11 s for this note), and the sync then wrote the
+    note (`1 added` after `terminated` was asked). Now the parsing process is stopped first: the note is skipped
+    with the reason (back on the next sync: nothing is recorded) and the server ends."""
+    from kbsearch_tools.local.process import serve_process
+    from tests.integration.test_freshness import until
+
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "good.md").write_text("# Good\n\nA good note.\n")
+    env = subprocess_env(QDRANT_PATH=str(tmp_path / "q"), KB_SOURCE=str(kb), EMBEDDING_API_KEY="",
+                         EMBEDDING_API_KEY_PARAM="", NOTE_PARSE_LIMIT_S="120", MAX_NOTE_BYTES=str(10**8))  # fmt: skip
+    with serve_process(env, cwd=ROOT, args=["--watch"]) as served:
+        until(lambda: "initial sync" in served.text(), log=served.text)
+        (parser,) = [p for p in _children(served.process.pid)
+                     if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()]  # fmt: skip
+        started = _cpu_s(parser)
+        (kb / "slow.md").write_bytes(BIG_SLOW_NOTE)
+        until(lambda: _cpu_s(parser) > started + 1.0, log=served.text)  # it parses the note
+        served.process.send_signal(signal.SIGTERM)
+        assert served.process.wait(timeout=120) == 143
+        until(lambda: "terminated" in served.text(), log=served.text)
+        text = served.text()
+    (line,) = [x for x in text.splitlines() if "changed note(s)" in x]
+    assert "0 added" in line and "1 skipped: slow.md (not parsed: the parsing process was stopped" in line, text
+    assert "Traceback" not in text, text

@@ -1524,6 +1524,8 @@ def parse_ahead(
 #: before (at a load of 8 per core a parse gets an eighth of one); this bounds what no signal reaches.
 PARSE_WALL_FACTOR = 8.0
 PARSE_WALL_SLACK_S = 10.0
+#: why a note was not parsed by a :class:`ParsingProcess` that was stopped (:meth:`ParsingProcess.stop`)
+PARSER_STOPPED = "not parsed: the parsing process was stopped (a shut-down); tried again on the next sync"
 
 
 class _Given:
@@ -1567,6 +1569,7 @@ class ParsingProcess:
         self._process: Any = None
         self._conn: Any = None
         self._lock = threading.Lock()
+        self._stopped = False  # (:meth:`stop`)
 
     def parse(
         self, obj: SourceObject, raw: bytes, options: SyncOptions, rules: FolderRules, signature_id: str | None,
@@ -1576,10 +1579,14 @@ class ParsingProcess:
         with self._lock:
             ended = None
             for _ in range(2):
+                if self._stopped:
+                    return ParseOutcome(failure="ended", reason=PARSER_STOPPED)
                 answer = self._once((obj, raw, options, rules, signature_id, indexed_at), options.parse_limit_s)
                 if isinstance(answer, ParseOutcome):
                     return answer
                 ended = answer
+            if self._stopped:
+                return ParseOutcome(failure="ended", reason=PARSER_STOPPED)
             why = f"the parsing process ended twice while parsing it (exit code {ended}): skipped on this run"
             return ParseOutcome(failure="ended", reason=why)
 
@@ -1591,7 +1598,7 @@ class ParsingProcess:
         try:
             self._conn.send(task)
             while not self._conn.poll(PARSE_POLL_S):
-                if not self._process.is_alive():
+                if self._stopped or not self._process.is_alive():
                     break
                 if time.monotonic() - began > wall_s:
                     self.close()
@@ -1624,6 +1631,17 @@ class ParsingProcess:
             process.start()
         theirs.close()
         self._process, self._conn = process, mine
+
+    def stop(self) -> None:
+        """End the process for good, from any thread, at once: a note it parses is answered as not parsed
+        (:data:`PARSER_STOPPED`), and so is every later one. ``kbsearch serve``'s shut-down: a Ctrl-C or SIGTERM
+        during a slow note's parse waited for the parse to end (up to :attr:`SyncOptions.parse_limit_s` of CPU, 30 s
+        by default), and the sync then wrote the note."""
+        self._stopped = True
+        process = self._process
+        if process is not None:
+            with contextlib.suppress(OSError, ValueError):  # (ended, or closed, meanwhile)
+                process.kill()
 
     def close(self) -> None:
         """End the process (started again on the next note)."""
