@@ -319,11 +319,15 @@ class _Live:
         self.handoff: Any = None
         self.watcher: Any = None
         self.warmer: Any = None
+        self.parser: Any = None  # the live index's parsing process, once it is built
 
     def closing(self) -> list[Callable[[bool], object]]:
-        """The steps that close it, for :func:`_shut_down`: the watcher, the hand-off socket, and the warmer after
-        the syncs (none wakes it again)."""
+        """The steps that close it, for :func:`_shut_down`: the syncs' parsing process first (a note it parses is
+        given up on at once, not waited for), the watcher, the hand-off socket, and the warmer after the syncs (none
+        wakes it again)."""
         steps: list[Callable[[bool], object]] = []
+        if self.parser is not None:
+            steps.append(lambda _wait: self.parser.stop())
         if self.watcher is not None:
             steps.append(self.watcher.stop)
         if self.handoff is not None:
@@ -379,6 +383,7 @@ def _live_sync(live: _Live, api: Any, args: argparse.Namespace, oracle: Any = No
         with building:
             if not built:
                 built.append(LiveIndex(container))
+                live.parser = built[0].parser
                 if live.warmer is not None:
                     built[0].after_sync.append(live.warmer.wake)
             return built[0]

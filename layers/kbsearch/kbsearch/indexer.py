@@ -29,6 +29,7 @@ import gc
 import json
 import logging
 import math
+import os
 import threading
 import time
 import unicodedata
@@ -1121,7 +1122,8 @@ class Indexer:
         note whose parse ran past it on an earlier run, at this version (``refused``), is not parsed again. None
         when the run's end (``call_deadline``: a Lambda's) came before the parse's."""
         if refused.get(obj.path) == obj.etag:  # never sent to the parsing process
-            why = f"{slow_parse(self.options.parse_limit_s)} on an earlier run, at this version"
+            # (not the limit now: a note refused at 0.25 s was said to have run past 120 s once the limit was raised)
+            why = "its parse ran past NOTE_PARSE_LIMIT_S, as it was then, on an earlier run, at this version"
             return ParseOutcome(failure="slow", reason=f"{why}: not parsed again until it changes")
         if outcomes is not None:
             return next(outcomes)
@@ -1380,6 +1382,22 @@ PARSE_BATCH = 32  # notes per task sent to the parsing process
 #: "Session 24: the parsing process goes on through a seal").
 PARSE_AHEAD = 8
 PARSE_POLL_S = 1.0  # how often a wait for the parsing process checks that it is still there
+PARENT_POLL_S = 0.5  # how often a parsing process checks that the process that started it is still there
+
+
+def _end_with_parent(parent: int) -> None:
+    """In a parsing process: a thread that ends the process once ``parent`` (the pid of the process that started
+    it) is gone. Killed (``kill -9``, the OOM killer) mid-parse, ``kbsearch serve`` left its parsing process running,
+    orphaned, until the parse ended (up to :attr:`SyncOptions.parse_limit_s` of CPU), then a BrokenPipeError
+    traceback; ``kbsearch index``'s :func:`parse_ahead` process waited on its full queue for good. (Not a parse that
+    holds the interpreter's lock in C: no thread runs then, as no timer signal's handler does.)"""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_S)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="kbsearch-parent-watch", daemon=True).start()
 
 
 def _parse_batch(
@@ -1439,12 +1457,13 @@ def _interrupts_held() -> Iterator[None]:
 
 def _parse_all(
     root: str, batches: list[list[SourceObject]], options: SyncOptions, rules: FolderRules, signature_id: str | None,
-    indexed_at: str, results: Any,
+    indexed_at: str, results: Any, parent: int,
 ) -> None:  # fmt: skip
     """The parsing process: each batch's :func:`_parse_batch` put on ``results`` with its number, in order. The
     queue's own thread writes them to the pipe, so parsing goes on while the indexing process reads nothing (Qdrant
     Edge's seals hold its interpreter for seconds: the process used to wait on a full pipe for them, its core idle),
-    up to :data:`PARSE_AHEAD` batches it has not read."""
+    up to :data:`PARSE_AHEAD` batches it has not read. It ends with ``parent`` (:func:`_end_with_parent`)."""
+    _end_with_parent(parent)
     for number, batch in enumerate(batches):
         results.put((number, _parse_batch(root, batch, options, rules, signature_id, indexed_at)))
 
@@ -1466,7 +1485,8 @@ def parse_ahead(
         context = multiprocessing.get_context("spawn")
         results = context.Queue(maxsize=PARSE_AHEAD)
         process = context.Process(target=_parse_all, daemon=True, name="kbsearch-parse",
-                                  args=(str(source.root), batches, options, rules, signature_id, indexed_at, results))  # fmt: skip
+                                  args=(str(source.root), batches, options, rules, signature_id, indexed_at, results,
+                                        os.getpid()))  # fmt: skip
         with _main_hidden(), _interrupts_held():
             process.start()
         while done < len(batches):
@@ -1505,6 +1525,8 @@ def parse_ahead(
 #: before (at a load of 8 per core a parse gets an eighth of one); this bounds what no signal reaches.
 PARSE_WALL_FACTOR = 8.0
 PARSE_WALL_SLACK_S = 10.0
+#: why a note was not parsed by a :class:`ParsingProcess` that was stopped (:meth:`ParsingProcess.stop`)
+PARSER_STOPPED = "not parsed: the parsing process was stopped (a shut-down); tried again on the next sync"
 
 
 class _Given:
@@ -1517,16 +1539,22 @@ class _Given:
         return self.raw
 
 
-def _parse_each(conn: Any) -> None:
+def _parse_each(conn: Any, parent: int) -> None:
     """A :class:`ParsingProcess`: each note it is sent, :func:`parse_for_index` in this process's main thread (so
-    within :attr:`SyncOptions.parse_limit_s` of CPU time), its outcome sent back; it ends when the pipe closes."""
+    within :attr:`SyncOptions.parse_limit_s` of CPU time), its outcome sent back; it ends when the pipe closes or
+    ``parent`` ends (:func:`_end_with_parent`)."""
+    _end_with_parent(parent)
     while True:
         try:
             obj, raw, options, rules, signature_id, indexed_at = conn.recv()
         except EOFError:
             return
         given = cast(Source, _Given(raw))
-        conn.send(_sent(parse_for_index(given, obj, options, rules, signature_id, indexed_at, {})))
+        outcome = _sent(parse_for_index(given, obj, options, rules, signature_id, indexed_at, {}))
+        try:
+            conn.send(outcome)
+        except OSError:  # the pipe closed meanwhile (the parse was given up on, or the indexing process ended)
+            return
 
 
 class ParsingProcess:
@@ -1542,6 +1570,7 @@ class ParsingProcess:
         self._process: Any = None
         self._conn: Any = None
         self._lock = threading.Lock()
+        self._stopped = False  # (:meth:`stop`)
 
     def parse(
         self, obj: SourceObject, raw: bytes, options: SyncOptions, rules: FolderRules, signature_id: str | None,
@@ -1551,10 +1580,14 @@ class ParsingProcess:
         with self._lock:
             ended = None
             for _ in range(2):
+                if self._stopped:
+                    return ParseOutcome(failure="ended", reason=PARSER_STOPPED)
                 answer = self._once((obj, raw, options, rules, signature_id, indexed_at), options.parse_limit_s)
                 if isinstance(answer, ParseOutcome):
                     return answer
                 ended = answer
+            if self._stopped:
+                return ParseOutcome(failure="ended", reason=PARSER_STOPPED)
             why = f"the parsing process ended twice while parsing it (exit code {ended}): skipped on this run"
             return ParseOutcome(failure="ended", reason=why)
 
@@ -1566,7 +1599,7 @@ class ParsingProcess:
         try:
             self._conn.send(task)
             while not self._conn.poll(PARSE_POLL_S):
-                if not self._process.is_alive():
+                if self._stopped or not self._process.is_alive():
                     break
                 if time.monotonic() - began > wall_s:
                     self.close()
@@ -1593,11 +1626,23 @@ class ParsingProcess:
 
         context = multiprocessing.get_context("spawn")
         mine, theirs = context.Pipe()
-        process = context.Process(target=_parse_each, args=(theirs,), daemon=True, name="kbsearch-parse-each")
+        process = context.Process(target=_parse_each, args=(theirs, os.getpid()), daemon=True,
+                                  name="kbsearch-parse-each")  # fmt: skip
         with _main_hidden(), _interrupts_held():
             process.start()
         theirs.close()
         self._process, self._conn = process, mine
+
+    def stop(self) -> None:
+        """End the process for good, from any thread, at once: a note it parses is answered as not parsed
+        (:data:`PARSER_STOPPED`), and so is every later one. ``kbsearch serve``'s shut-down: a Ctrl-C or SIGTERM
+        during a slow note's parse waited for the parse to end (up to :attr:`SyncOptions.parse_limit_s` of CPU, 30 s
+        by default), and the sync then wrote the note."""
+        self._stopped = True
+        process = self._process
+        if process is not None:
+            with contextlib.suppress(OSError, ValueError):  # (ended, or closed, meanwhile)
+                process.kill()
 
     def close(self) -> None:
         """End the process (started again on the next note)."""
