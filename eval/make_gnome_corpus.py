@@ -377,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     entries = [{"class": n, "corpus": f"eval/gnome/{n[-2:]}", "queries": f"eval/gnome/queries/{n}.yaml"}
                for n in manifest]  # fmt: skip
     header = (
-        "# The GNOME Help classes (a third corpus, not tuned on): `kbsearch eval --classes eval/classes-gnome.yaml`.\n"
+        "# The GNOME Help classes (a third corpus, measured blind in session 27): `kbsearch eval --classes eval/classes-gnome.yaml`.\n"
         "# Made by eval/make_gnome_corpus.py from Debian's gnome-user-docs 43.0-2.\n"
     )
     write_manifest(HERE / "classes-gnome.yaml", header, entries)
