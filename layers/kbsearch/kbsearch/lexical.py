@@ -254,14 +254,15 @@ def text_language(text: str) -> str | None:
 
 #: A word that names something exactly: digits, ``_``, inner capitals (CamelCase), two capitals (GDPR, QDRANT),
 #: or joined by ``.`` ``/`` ``:`` ``+`` ``-`` (``app.json``, ``ERR-4012``, ``base:query``).
-_IDENTIFIER = re.compile(r"\d|_|[a-zа-яё][A-ZА-ЯЁ]|[A-ZА-ЯЁ]{2}|[^\W_][./:+\\-][^\W_]")
+_NAME_SIGNS = r"\d|_|[a-zа-яё][A-ZА-ЯЁ]|[A-ZА-ЯЁ]{2}|[^\W_][./:+\\][^\W_]"
+_IDENTIFIER = re.compile(_NAME_SIGNS + r"|[^\W_]-[^\W_]")
 #: The same without the ``-`` join: a word joined only by ``-`` between letters ("right-click", "e-mail",
 #: "side-by-side", "псевдо-файловая") is an ordinary compound in a question, and names something
 #: ("gnome-cl-list", "kb-search") only in a query of at most :data:`COMPOUND_NAME_MAX_WORDS` words (EVAL.md, session
 #: 27: in a question it pinned the few notes holding the compound as exact matches, and in a Russian half those were
 #: the notes with an English paragraph left untranslated). A command-line option ("--squeeze-blank") names
 #: something in any query.
-_NAMED = re.compile(r"\d|_|[a-zа-яё][A-ZА-ЯЁ]|[A-ZА-ЯЁ]{2}|[^\W_][./:+\\][^\W_]|^-\S*[^\W_]-[^\W_]")
+_NAMED = re.compile(_NAME_SIGNS + r"|^-\S*[^\W_]-[^\W_]")
 COMPOUND_NAME_MAX_WORDS = 2
 #: A word of a query: it holds a letter or a digit (a ``-`` or ``—`` set apart is none).
 _WORDLIKE = re.compile(r"[^\W_]")
