@@ -1,0 +1,100 @@
+"""Round 28b: the adversarial pass (data, time, the indexer's debts, a new user's walk), through the real
+interfaces: `kbsearch index` spawned as a process, the indexer service on a folder and the embedded store. Each
+test fails on main's code before its fix."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from kbsearch.config import Secrets, Settings
+from kbsearch.qdrant import open_store
+from tests.conftest import KBSEARCH_CMD, PROCESS_TIMEOUT_S, ROOT, subprocess_env
+from tests.integration.test_adv26 import SLOW_NOTE
+
+# -- 1: a raised NOTE_PARSE_LIMIT_S brings back a note refused under a lower one ------------------------------------
+
+
+def index_under(kb: Path, store: Path, limit: str) -> dict[str, Any]:
+    env = subprocess_env(QDRANT_PATH=str(store), EMBEDDING_API_KEY="", EMBEDDING_API_KEY_PARAM="",
+                         NOTE_PARSE_LIMIT_S=limit)  # fmt: skip
+    proc = subprocess.run([*KBSEARCH_CMD, "index", str(kb), "--json"], env=env, capture_output=True, text=True,
+                          timeout=PROCESS_TIMEOUT_S, check=False, cwd=ROOT)  # fmt: skip
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    return dict(json.loads(proc.stdout))
+
+
+def slow_reason(report: dict[str, Any]) -> str | None:
+    reasons = [s["reason"] for s in report["skipped"] if s["path"] == "slow.md"]
+    return reasons[0] if reasons else None
+
+
+def store_metadata(store: Path) -> dict[str, Any]:
+    settings = Settings(qdrant_path=str(store))
+    opened = open_store(settings, Secrets(settings))
+    try:
+        return dict(opened.metadata())
+    finally:
+        opened.close()
+
+
+def merge_store_metadata(store: Path, values: dict[str, Any]) -> None:
+    settings = Settings(qdrant_path=str(store))
+    opened = open_store(settings, Secrets(settings))
+    try:
+        opened.merge_metadata(values)
+    finally:
+        opened.close()
+
+
+def test_a_note_refused_as_slow_is_parsed_again_once_the_limit_is_raised_above_the_one_it_ran_past(
+    tmp_path: Path,
+) -> None:
+    """`parse_refused` held path → etag alone: a note refused under NOTE_PARSE_LIMIT_S=0.25 stayed refused under
+    120 (it parses in ~1 s) until it changed, and README told the user to edit it. Now each entry holds the limit
+    it ran past: a run under that limit or a lower one skips it unparsed, naming that limit; a run under a higher one
+    parses it again (indexed, the entry dropped)."""
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "good.md").write_text("# Good\n\nA good note.\n")
+    (kb / "slow.md").write_bytes(SLOW_NOTE)
+    store = tmp_path / "q"
+    first = index_under(kb, store, "0.25")
+    assert (slow_reason(first) or "").startswith("its parse ran past 0.25 s"), first
+    lower = index_under(kb, store, "0.1")  # ran past 0.25 s: runs past 0.1 s, not parsed
+    why = slow_reason(lower) or ""
+    assert "ran past 0.25 s" in why and "0.1" not in why and "on an earlier run" in why, why
+    raised = index_under(kb, store, "120")
+    assert slow_reason(raised) is None and raised["added"] == 1, raised
+    assert store_metadata(store).get("parse_refused") == {}
+    index_under(kb, store, "0.25")  # the note as it is indexed: kept (its last good version), not refused
+    (kb / "slow.md").write_bytes(SLOW_NOTE + b"\nsaved again\n")
+    index_under(kb, store, "0.25")
+    assert store_metadata(store)["parse_refused"]["slow.md"]["limit_s"] == 0.25
+
+
+def test_a_refusal_recorded_before_its_limit_was_still_reads_as_refused_under_the_default_limit(
+    tmp_path: Path,
+) -> None:
+    """An index written by a kbsearch before this one holds path → etag: it still reads (the note is skipped
+    unparsed under the default limit, saying the limit was not recorded) and a limit raised past the default parses
+    the note again; an entry of neither form (another writer's) is dropped, never a failure."""
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "good.md").write_text("# Good\n\nA good note.\n")
+    store = tmp_path / "q"
+    index_under(kb, store, "30")
+    (kb / "slow.md").write_bytes(SLOW_NOTE)
+    first = index_under(kb, store, "0.25")
+    entry = store_metadata(store)["parse_refused"]["slow.md"]
+    etag = entry if isinstance(entry, str) else entry["etag"]
+    assert first["added"] == 0, first
+    merge_store_metadata(store, {"parse_refused": {"slow.md": etag, "odd.md": {"limit_s": 3}, "x.md": [1]}})
+    default = index_under(kb, store, "30")
+    why = slow_reason(default) or ""
+    assert "not recorded" in why and "30 s" in why, why
+    raised = index_under(kb, store, "60")
+    assert slow_reason(raised) is None and raised["added"] == 1, raised
+    assert store_metadata(store).get("parse_refused") == {}
