@@ -98,3 +98,43 @@ def test_a_refusal_recorded_before_its_limit_was_still_reads_as_refused_under_th
     raised = index_under(kb, store, "60")
     assert slow_reason(raised) is None and raised["added"] == 1, raised
     assert store_metadata(store).get("parse_refused") == {}
+
+
+# -- 2: a collection with no payload index at all is not one made before graph_keys ---------------------------------
+
+
+def test_link_reads_on_a_collection_with_no_payload_index_at_all_match_graph_keys(
+    tmp_path: Path, load_search_app: Any
+) -> None:
+    """A collection whose ``payload_schema`` is ``{}`` was read as made before ``graph_keys`` (round 27's fallback
+    for strict mode): the graph's readers matched the old fields alone, which a collection written since
+    ``graph_keys`` never holds, so on a Qdrant without strict mode (unindexed filters answered) a note's links and a
+    note named by its title were lost. Decided: the fallback is for a collection that has payload indexes and none
+    of ``graph_keys`` (the indexer creates them all at once); with none at all, ``graph_keys`` (and the old fields)
+    are matched as on any collection. In strict mode such a collection refuses every filter whichever field it
+    names: no choice of fields answers there (the indexer's first run creates the indexes)."""
+    from kbsearch_tools.local.apigw import HttpRequest, build_event
+    from tests.integration.test_adv26 import GRAPH_KB, StrictQdrant, filtered_fields
+    from tests.integration.test_hostile_notes import collection_info, mcp_event
+    from tests.integration.test_notes_graph import write_kb
+
+    class UnindexedQdrant(StrictQdrant):
+        """Qdrant without strict mode and no payload index: every filter answered, ``payload_schema`` ``{}``."""
+
+        def _answer(self, method: str, target: str) -> tuple[int, bytes, str]:
+            body: Any = self.endpoint.requests[-1].body or {}
+            self.indexed = set() if method == "GET" else filtered_fields(body) | {str(body.get("key"))}
+            return super()._answer(method, target)
+
+    folder = write_kb(tmp_path / "kb", GRAPH_KB)
+    fake = UnindexedQdrant(collection_info(tmp_path / "schema", embedding_dimensions=32))
+    try:
+        fake.exists = True
+        app = load_search_app(QDRANT_URL=fake.url, QDRANT_API_KEY="k", KB_SOURCE=str(folder),
+                              EMBEDDING_DIMENSIONS="32", EMBEDDING_API_KEY="", EMBEDDING_API_KEY_PARAM="")  # fmt: skip
+        app(build_event(HttpRequest("GET", "/notes/Runbook", "", [], b""), "/notes/{path+}", {"path": "Runbook"},
+                        "dev"))  # fmt: skip
+        app(mcp_event("kb_get_note", {"path": "ops/Runbook.md"}))
+        assert "graph_keys" in fake.asked, fake.asked
+    finally:
+        fake.stop()
