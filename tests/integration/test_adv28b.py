@@ -5,9 +5,15 @@ test fails on main's code before its fix."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from kbsearch.config import Secrets, Settings
 from kbsearch.qdrant import open_store
@@ -138,3 +144,46 @@ def test_link_reads_on_a_collection_with_no_payload_index_at_all_match_graph_key
         assert "graph_keys" in fake.asked, fake.asked
     finally:
         fake.stop()
+
+
+# -- 3: a parsing process killed mid-parse names the note it was parsing ---------------------------------------------
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the processes' parents from /proc")
+def test_a_note_that_ends_parse_aheads_process_is_skipped_not_parsed_in_the_indexing_process(tmp_path: Path) -> None:
+    """`kbsearch index` of 500 notes or more parses them in ``parse_ahead``'s process. Killed while it parsed a
+    note (the kernel's OOM killer ends the process using the most memory), the indexing process parsed the rest
+    itself, that note first: the note that ended one process was given to the next (an OOM kill of the indexer,
+    every run). Now the parsing process marks the note it is parsing in memory shared with the indexer (no write
+    a note): that note is skipped on this run with the reason, the others parsed and indexed."""
+    from tests.integration.test_indexer import write_notes
+    from tests.integration.test_rev27b import BIG_SLOW_NOTE, _children, _cpu_s
+
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    write_notes(kb, 520)
+    (kb / "0-slow.md").write_bytes(BIG_SLOW_NOTE)  # first in order: parsed for ~10 s of CPU
+    env = subprocess_env(QDRANT_PATH=str(tmp_path / "q"), EMBEDDING_API_KEY="", EMBEDDING_API_KEY_PARAM="",
+                         NOTE_PARSE_LIMIT_S="120", MAX_NOTE_BYTES=str(10**8))  # fmt: skip
+    proc = subprocess.Popen([*KBSEARCH_CMD, "index", str(kb), "--json"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT)  # fmt: skip
+    try:
+        deadline = time.monotonic() + PROCESS_TIMEOUT_S
+        parser = None
+        while parser is None and time.monotonic() < deadline:
+            found = [p for p in _children(proc.pid) if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()]
+            parser = found[0] if found else None
+            time.sleep(0.02)
+        assert parser is not None
+        while _cpu_s(parser) < 2.0 and time.monotonic() < deadline:  # started (~0.5 s), then into the slow note
+            time.sleep(0.02)
+        os.kill(parser, signal.SIGKILL)
+        out, err = proc.communicate(timeout=PROCESS_TIMEOUT_S)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 0 and "Traceback" not in err, err
+    report = json.loads(out)
+    assert report["skipped"] == [{"path": "0-slow.md", "reason": "the parsing process ended while parsing it "
+                                  "(exit code -9): skipped on this run"}], report["skipped"]  # fmt: skip
+    assert report["added"] == 520, report

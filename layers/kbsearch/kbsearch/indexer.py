@@ -1456,12 +1456,19 @@ def _end_with_parent(parent: int) -> None:
 
 def _parse_batch(
     root: str, objs: list[SourceObject], options: SyncOptions, rules: FolderRules, signature_id: str | None,
-    indexed_at: str,
+    indexed_at: str, first: int, parsing: Any,
 ) -> list[ParseOutcome]:  # fmt: skip
     """The parsing process's task: :func:`parse_for_index` of each note of a folder, each note without its
-    sections (the indexer reads a parsed note's id and warnings; its text is in the chunks, sent once)."""
+    sections (the indexer reads a parsed note's id and warnings; its text is in the chunks, sent once). While a
+    note is parsed, ``parsing`` (memory shared with the indexing process) holds its number (``first`` is the
+    batch's first note's), else -1: a process killed mid-parse names the note it was parsing."""
     source = LocalSource(root)
-    return [_sent(parse_for_index(source, obj, options, rules, signature_id, indexed_at, {})) for obj in objs]
+    outcomes = []
+    for number, obj in enumerate(objs, first):
+        parsing.value = number
+        outcomes.append(_sent(parse_for_index(source, obj, options, rules, signature_id, indexed_at, {})))
+        parsing.value = -1
+    return outcomes
 
 
 def _sent(outcome: ParseOutcome) -> ParseOutcome:
@@ -1511,15 +1518,17 @@ def _interrupts_held() -> Iterator[None]:
 
 def _parse_all(
     root: str, batches: list[list[SourceObject]], options: SyncOptions, rules: FolderRules, signature_id: str | None,
-    indexed_at: str, results: Any, parent: int,
+    indexed_at: str, results: Any, parent: int, parsing: Any,
 ) -> None:  # fmt: skip
     """The parsing process: each batch's :func:`_parse_batch` put on ``results`` with its number, in order. The
     queue's own thread writes them to the pipe, so parsing goes on while the indexing process reads nothing (Qdrant
     Edge's seals hold its interpreter for seconds: the process used to wait on a full pipe for them, its core idle),
-    up to :data:`PARSE_AHEAD` batches it has not read. It ends with ``parent`` (:func:`_end_with_parent`)."""
+    up to :data:`PARSE_AHEAD` batches it has not read. It ends with ``parent`` (:func:`_end_with_parent`).
+    ``parsing``: the number of the note being parsed (:func:`_parse_batch`)."""
     _end_with_parent(parent)
     for number, batch in enumerate(batches):
-        results.put((number, _parse_batch(root, batch, options, rules, signature_id, indexed_at)))
+        first = number * PARSE_BATCH
+        results.put((number, _parse_batch(root, batch, options, rules, signature_id, indexed_at, first, parsing)))
 
 
 def parse_ahead(
@@ -1528,19 +1537,24 @@ def parse_ahead(
 ) -> Generator[ParseOutcome, None, None]:  # fmt: skip
     """:func:`parse_for_index` of each of ``objs``, in order, computed in one spawned process at most
     :data:`PARSE_AHEAD` batches ahead of the caller. A process that cannot start or dies (a platform without
-    process support, memory) leaves the remaining notes to be parsed here, with a warning."""
+    process support, memory) leaves the remaining notes to be parsed here, with a warning; the note it died
+    parsing, if any (the kernel's OOM killer ends the process using the most memory), is skipped on this run
+    (failure ``ended``, not recorded: a kill can be another program's doing), not parsed here, where it would end
+    the indexing process too."""
     import multiprocessing
     import queue
 
     batches = [objs[i : i + PARSE_BATCH] for i in range(0, len(objs), PARSE_BATCH)]
     done = 0
     process = results = None
+    parsing: Any = None
     try:
         context = multiprocessing.get_context("spawn")
         results = context.Queue(maxsize=PARSE_AHEAD)
+        parsing = context.Value("q", -1, lock=False)  # the note being parsed there (one aligned word: no lock)
         process = context.Process(target=_parse_all, daemon=True, name="kbsearch-parse",
                                   args=(str(source.root), batches, options, rules, signature_id, indexed_at, results,
-                                        os.getpid()))  # fmt: skip
+                                        os.getpid(), parsing))  # fmt: skip
         with _main_hidden(), _interrupts_held():
             process.start()
         while done < len(batches):
@@ -1559,9 +1573,14 @@ def parse_ahead(
             yield from outcomes
     except Exception as exc:  # the process could not start, or died: the rest is parsed here
         logger.warning("kbsearch: notes are parsed in the indexing process (%s)", type(exc).__name__)
-        for batch in batches[done:]:
-            for obj in batch:
-                yield parse_for_index(source, obj, options, rules, signature_id, indexed_at, {})
+        code = process.exitcode if process is not None and process.pid is not None else None  # None: alive
+        died_at = parsing.value if code is not None and parsing is not None else -1  # (-1: it died between notes)
+        for number, obj in enumerate(objs[done * PARSE_BATCH :], done * PARSE_BATCH):
+            if number == died_at:
+                why = f"the parsing process ended while parsing it (exit code {code}): skipped on this run"
+                yield ParseOutcome(failure="ended", reason=why)
+                continue
+            yield parse_for_index(source, obj, options, rules, signature_id, indexed_at, {})
     finally:
         if process is not None and process.pid is not None:
             if process.is_alive():  # notes parsed ahead of a deadline, a failure or Ctrl-C are dropped
