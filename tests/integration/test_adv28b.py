@@ -4,6 +4,7 @@ test fails on main's code before its fix."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import signal
@@ -187,3 +188,63 @@ def test_a_note_that_ends_parse_aheads_process_is_skipped_not_parsed_in_the_inde
     assert report["skipped"] == [{"path": "0-slow.md", "reason": "the parsing process ended while parsing it "
                                   "(exit code -9): skipped on this run"}], report["skipped"]  # fmt: skip
     assert report["added"] == 520, report
+
+
+# -- 4: time: an `updated` Python reads and Qdrant's datetime index cannot --------------------------------------------
+
+
+def test_an_updated_date_time_written_any_iso_way_is_filtered_and_listed_by_its_instant(
+    tmp_path: Path, load_search_app: Any
+) -> None:
+    """``updated`` is read by Python's ISO reader and stored as its ISO text, which Qdrant's ``datetime`` index
+    reads for the ``updated_after`` filter and the recent list. A UTC offset holding seconds (``+03:00:30``, fractions
+    too) was stored as written: no RFC 3339 reader (Qdrant's) takes it, so the note was in no ``updated_after`` filter
+    and no recent list, with no warning; RFC 3339's lower-case ``t``/``z`` was dropped as not a date. Now such an
+    offset is stored as the same instant in UTC, lower case is read; the forms that held (``Z``, ``+03:00``, naive
+    as UTC, a date, before 1970, year 1, the future) are checked beside them: each note is found by a filter a minute
+    before its instant and not by one a minute after, and listed by GET /notes in the order of its instant."""
+    from kbsearch_tools.local.apigw import HttpRequest, build_event
+
+    instants = {  # note → (its `updated` as written, the instant in UTC)
+        "seconds": ("2024-06-01T10:00:00+03:00:30", "2024-06-01T06:59:30"),
+        "minus-seconds": ("2024-06-01T10:00:00-00:00:45", "2024-06-01T10:00:45"),
+        "fraction": ("'2024-06-01T10:00:00+03:00:30.5'", "2024-06-01T06:59:29.5"),
+        "lower": ("2024-06-05t10:00:00z", "2024-06-05T10:00:00"),
+        "zulu": ("2024-06-01T10:00:00.123Z", "2024-06-01T10:00:00.123"),
+        "offset": ("2024-06-01T10:00:00+03:00", "2024-06-01T07:00:00"),
+        "naive": ("2024-06-01 10:00", "2024-06-01T10:00:00"),
+        "date": ("2024-06-02", "2024-06-02T00:00:00"),
+        "before-1970": ("1901-05-03", "1901-05-03T00:00:00"),
+        "year-1": ("0001-01-02", "0001-01-02T00:00:00"),
+        "future": ("2999-01-01", "2999-01-01T00:00:00"),
+    }
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    for name, (written, _) in instants.items():
+        (kb / f"{name}.md").write_text(f"---\nupdated: {written}\n---\n# {name}\n\nquokka {name}\n")
+    report = index_under(kb, tmp_path / "q", "30")
+    assert report["added"] == len(instants) and not report.get("warnings"), report.get("warnings")
+    app = load_search_app(QDRANT_PATH=str(tmp_path / "q"), KB_SOURCE=str(kb), EMBEDDING_API_KEY="",
+                          EMBEDDING_API_KEY_PARAM="", AUTH_MODE="none")  # fmt: skip
+
+    def found(after: dt.datetime) -> set[str]:
+        body = json.dumps({"query": "quokka", "top_k": 20, "filters": {"updated_after": after.isoformat()}, "rerank": False,
+                           "expand": False}).encode()  # fmt: skip
+        event = build_event(HttpRequest("POST", "/search", "", [("Content-Type", "application/json")], body),
+                            "/search", {}, "dev")  # fmt: skip
+        answer = app(event)
+        assert answer["statusCode"] == 200, answer
+        return {hit["path"][:-3] for hit in json.loads(answer["body"])["results"]}
+
+    missed = []
+    for name, (_, instant) in instants.items():
+        when = dt.datetime.fromisoformat(instant).replace(tzinfo=dt.UTC)
+        before, after = when - dt.timedelta(minutes=1), when + dt.timedelta(minutes=1)
+        if name == "year-1":
+            before = when - dt.timedelta(hours=1)
+        if name not in found(before) or name in found(after):
+            missed.append(name)
+    assert missed == [], missed
+    listed = app(build_event(HttpRequest("GET", "/notes", "recent=20", [], b""), "/notes", {}, "dev"))
+    order = [note["path"][:-3] for note in json.loads(listed["body"])["recent"]]
+    assert order == sorted(instants, key=lambda n: instants[n][1], reverse=True), order
