@@ -248,3 +248,89 @@ def test_an_updated_date_time_written_any_iso_way_is_filtered_and_listed_by_its_
     listed = app(build_event(HttpRequest("GET", "/notes", "recent=20", [], b""), "/notes", {}, "dev"))
     order = [note["path"][:-3] for note in json.loads(listed["body"])["recent"]]
     assert order == sorted(instants, key=lambda n: instants[n][1], reverse=True), order
+
+
+# -- 5: S3 keys and events: S3's own encoding, a versioned bucket, 1,000 records, duplicates and disorder ------------
+
+
+def test_a_thousand_s3_records_in_s3s_encoding_on_a_versioned_bucket_converge_to_a_full_sync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Notification records built as S3 sends them (moto sends none for a versioned bucket's deletions): keys
+    URL-encoded with spaces as ``+`` (a literal ``+`` as ``%2B``, a literal ``%2B`` as ``%252B``), Cyrillic in NFC
+    and NFD, a case-only rename; a non-current version deleted by its id (the note stays), a delete marker (the
+    note goes), the marker deleted (the note is back); 1,000 records over 100 SQS messages, each record sent twice
+    and the messages shuffled. Held: every message applied, the index equal to a clean full sync after each step
+    (each record's key is read at its current state, so a version's or marker's deletion applies what S3 holds)."""
+    import random
+    import unicodedata
+    from urllib.parse import quote_plus
+
+    from moto import mock_aws
+
+    from kbsearch_tools.s3events import sqs_record
+    from tests.integration.test_events import BUCKET, PREFIX, TABLE, Indexer, clean_full_sync, points
+
+    sequence = [0x0065F1A0B0C0D0E0]
+
+    def record(key: str, name: str, version: str | None) -> dict[str, Any]:
+        sequence[0] += 1
+        obj = {"key": quote_plus(key, safe="/"), "size": 10, "eTag": "0" * 32, "sequencer": f"{sequence[0]:016X}00"}
+        return {
+            "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
+            "eventTime": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "eventName": name, "s3": {"s3SchemaVersion": "1.0", "configurationId": "notes",
+                                      "bucket": {"name": BUCKET, "arn": f"arn:aws:s3:::{BUCKET}"},
+                                      "object": obj | ({"versionId": version} if version else {})},
+        }  # fmt: skip
+
+    def deliver(indexer: Indexer, records: list[dict[str, Any]], queue_arn: str) -> None:
+        shuffled = records + records  # each record delivered twice (at-least-once), in no order
+        random.Random(28).shuffle(shuffled)
+        bodies = [json.dumps({"Records": shuffled[i : i + 20]}) for i in range(0, len(shuffled), 20)]
+        failed = indexer([sqs_record(body, queue_arn) for body in bodies])
+        assert failed == [], failed
+
+    names = ["a+b c.md", "literal %2B.md", "sp  two.md", "Ёжик.md", unicodedata.normalize("NFD", "йод.md"),
+             "case/Note.md", "deep/" + "x" * 200 + ".md"]  # fmt: skip
+    names += [f"bulk/n{i}.md" for i in range(500 - len(names))]
+    with mock_aws():
+        import boto3
+
+        boto3.client("dynamodb", region_name="us-east-1").create_table(
+            TableName=TABLE, KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}], BillingMode="PAY_PER_REQUEST",
+        )  # fmt: skip
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket=BUCKET)
+        s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+        queue_arn = "arn:aws:sqs:us-east-1:123456789012:kb-search-test-events"
+        indexer = Indexer(monkeypatch, tmp_path, None)
+
+        def put(name: str, text: str) -> str:
+            return str(s3.put_object(Bucket=BUCKET, Key=PREFIX + name, Body=text.encode())["VersionId"])
+
+        records = []
+        for n, name in enumerate(names):
+            first = put(name, f"# N{n}\n\nquokka first {n}\n")
+            records.append(record(PREFIX + name, "ObjectCreated:Put", first))
+            records.append(record(PREFIX + name, "ObjectCreated:Put", put(name, f"# N{n}\n\nquokka second {n}\n")))
+        assert len(records) == 1000
+        deliver(indexer, records, queue_arn)
+        assert points(indexer.settings()) == clean_full_sync(indexer, tmp_path)
+
+        versions = s3.list_object_versions(Bucket=BUCKET, Prefix=PREFIX + "a+b c.md")["Versions"]
+        old = next(v["VersionId"] for v in versions if not v["IsLatest"])
+        s3.delete_object(Bucket=BUCKET, Key=PREFIX + "a+b c.md", VersionId=old)  # an old version: the note stays
+        marker = s3.delete_object(Bucket=BUCKET, Key=PREFIX + "Ёжик.md")["VersionId"]  # a delete marker: it goes
+        s3.delete_object(Bucket=BUCKET, Key=PREFIX + "case/Note.md")  # a case-only rename: note.md replaces it
+        renamed = put("case/note.md", "# note\n\nquokka renamed\n")
+        deliver(indexer, [record(PREFIX + "a+b c.md", "ObjectRemoved:Delete", old),
+                          record(PREFIX + "Ёжик.md", "ObjectRemoved:DeleteMarkerCreated", marker),
+                          record(PREFIX + "case/Note.md", "ObjectRemoved:DeleteMarkerCreated", None),
+                          record(PREFIX + "case/note.md", "ObjectCreated:Put", renamed)], queue_arn)  # fmt: skip
+        held = points(indexer.settings())
+        assert held == clean_full_sync(indexer, tmp_path)
+        s3.delete_object(Bucket=BUCKET, Key=PREFIX + "Ёжик.md", VersionId=marker)  # the marker deleted: it is back
+        deliver(indexer, [record(PREFIX + "Ёжик.md", "ObjectRemoved:Delete", marker)], queue_arn)
+        assert points(indexer.settings()) == clean_full_sync(indexer, tmp_path) != held
