@@ -1395,8 +1395,9 @@ class Refusal:
         if not isinstance(entry, dict) or not isinstance(entry.get("etag"), str):
             return None
         limit = entry.get("limit_s")
-        finite = isinstance(limit, int | float) and not isinstance(limit, bool) and math.isfinite(limit)
-        return cls(entry["etag"], float(limit) if finite and limit > 0 else None)
+        if isinstance(limit, bool) or not isinstance(limit, int | float) or not math.isfinite(limit) or limit <= 0:
+            return cls(entry["etag"], None)  # (a limit of no use: read as not recorded)
+        return cls(entry["etag"], float(limit))
 
     def refuses(self, etag: str, limit_s: float) -> bool:
         """Whether the note at ``etag`` is still refused under the limit ``limit_s`` (a note that ran past a limit
@@ -1406,7 +1407,8 @@ class Refusal:
 
     def reason(self) -> str:
         if self.limit_s is None:  # not known: an entry written before the limit was recorded
-            ran_past = f"NOTE_PARSE_LIMIT_S as it was then (not recorded: read as {DEFAULT_PARSE_LIMIT_S:g} s, the default)"
+            default = f"{DEFAULT_PARSE_LIMIT_S:g} s"
+            ran_past = f"NOTE_PARSE_LIMIT_S as it was then (not recorded: read as {default}, the default)"
         else:
             ran_past = f"{self.limit_s:g} s, NOTE_PARSE_LIMIT_S as it was then,"
         return (f"its parse ran past {ran_past} on an earlier run, at this version: not parsed again until it changes "
