@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -334,3 +335,30 @@ def test_a_thousand_s3_records_in_s3s_encoding_on_a_versioned_bucket_converge_to
         s3.delete_object(Bucket=BUCKET, Key=PREFIX + "Ёжик.md", VersionId=marker)  # the marker deleted: it is back
         deliver(indexer, [record(PREFIX + "Ёжик.md", "ObjectRemoved:Delete", marker)], queue_arn)
         assert points(indexer.settings()) == clean_full_sync(indexer, tmp_path) != held
+
+
+# -- 6: a new user's walk --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="runs the Makefile")
+def test_make_install_says_when_the_venv_it_keeps_is_not_the_python_asked_for(tmp_path: Path) -> None:
+    """`make install PYTHON=python3.13` (or `PYENV_VERSION=3.13.0 make install`) over a .venv made with 3.11 did
+    nothing and said nothing: the user believed they tested on 3.13. Now `make install` says which Python the venv
+    it keeps runs and how to change it; one made with the Python asked for says nothing more."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=PROCESS_TIMEOUT_S)
+    (venv / ".installed-stamp").touch()  # installed, newer than the lock: make installs nothing
+    other = tmp_path / "python3.99"
+    other.write_text("#!/bin/sh\necho 3.99\n")
+    other.chmod(0o755)
+
+    def install(python: str) -> str:
+        proc = subprocess.run(["make", "-s", "-C", str(ROOT), "install", f"VENV={venv}", f"PYTHON={python}", "NPM="],
+                              capture_output=True, text=True, timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout + proc.stderr
+
+    mine = f"{sys.version_info.major}.{sys.version_info.minor}"
+    said = install(str(other))
+    assert f"was made with Python {mine} and is kept, not {other}'s 3.99" in said, said
+    assert install(sys.executable).strip() == "", "a venv of the Python asked for gets no note"
