@@ -362,3 +362,40 @@ def test_make_install_says_when_the_venv_it_keeps_is_not_the_python_asked_for(tm
     said = install(str(other))
     assert f"was made with Python {mine} and is kept, not {other}'s 3.99" in said, said
     assert install(sys.executable).strip() == "", "a venv of the Python asked for gets no note"
+
+
+# -- 7: scale inside one note: a note over a read by path's bound, indexed under a raised MAX_NOTE_BYTES -----------
+
+
+def test_a_note_a_search_finds_but_too_large_to_read_by_path_is_said_too_large_not_missing(
+    tmp_path: Path, load_search_app: Any
+) -> None:
+    """MAX_NOTE_BYTES raised to 8 MB (README: larger notes are skipped): a 4.5 MB note of one line is indexed and
+    found by a search, but a read by path (GET /notes, kb_get_note) returns at most 4 MiB: to any caller the API
+    serves (public included) it answered 404 `no note at 'big.md'; use kb_search to find the right path`, the path
+    kb_search had just given (an operator's unrestricted read said `too large`). Now the note the index holds for
+    the caller is said too large (422, a tool error), as to the operator; one it does not hold stays missing."""
+    from kbsearch_tools.local.apigw import HttpRequest, build_event
+    from tests.integration.test_hostile_notes import mcp_event
+
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "big.md").write_text("# Big\n\n" + "quokka " * 650_000 + "\n")  # one line, 4.5 MB
+    env = subprocess_env(QDRANT_PATH=str(tmp_path / "q"), EMBEDDING_API_KEY="", EMBEDDING_API_KEY_PARAM="",
+                         MAX_NOTE_BYTES="8000000")  # fmt: skip
+    proc = subprocess.run([*KBSEARCH_CMD, "index", str(kb), "--json"], env=env, capture_output=True, text=True,
+                          timeout=PROCESS_TIMEOUT_S, check=False, cwd=ROOT)  # fmt: skip
+    assert proc.returncode == 0 and json.loads(proc.stdout)["added"] == 1, proc.stdout[-2000:] + proc.stderr
+    app = load_search_app(QDRANT_PATH=str(tmp_path / "q"), KB_SOURCE=str(kb), EMBEDDING_API_KEY="",
+                          EMBEDDING_API_KEY_PARAM="", MAX_NOTE_BYTES="8000000")  # fmt: skip
+    found = app(build_event(HttpRequest("GET", "/search", "q=quokka", [], b""), "/search", {}, "dev"))
+    assert [hit["path"] for hit in json.loads(found["body"])["results"]] == ["big.md"], found
+    read = app(build_event(HttpRequest("GET", "/notes/big.md", "", [], b""), "/notes/{path+}", {"path": "big.md"},
+                           "dev"))  # fmt: skip
+    assert read["statusCode"] == 422, read
+    assert "too large" in json.loads(read["body"])["message"], read["body"]
+    tool = json.loads(app(mcp_event("kb_get_note", {"path": "big.md"}))["body"])["result"]
+    assert tool["isError"] and "too large" in tool["content"][0]["text"], tool
+    other = app(build_event(HttpRequest("GET", "/notes/none.md", "", [], b""), "/notes/{path+}",
+                            {"path": "none.md"}, "dev"))  # fmt: skip
+    assert other["statusCode"] == 404, other
