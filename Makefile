@@ -38,7 +38,11 @@ $(STAMP): pyproject.toml requirements-dev.txt
 	$(BIN)/python -m compileall -q layers/kbsearch/kbsearch tools > /dev/null
 	touch $(STAMP)
 
-install: $(STAMP) $(if $(NPM),$(INSPECTOR)) ## .venv with kbsearch and its dev tools, exactly as locked (hash-checked); the MCP Inspector CLI when npm is here
+install: $(STAMP) $(if $(NPM),$(INSPECTOR)) ## .venv with kbsearch and its dev tools, exactly as locked (hash-checked); the MCP Inspector CLI when npm is here (PYTHON=python3.13: the Python it is made with)
+	@want=$$($(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null); \
+	have=$$($(BIN)/python -c 'import sys; print("%d.%d" % sys.version_info[:2])'); \
+	if [ -n "$$want" ] && [ "$$want" != "$$have" ]; then \
+	  echo "note: $(VENV) was made with Python $$have and is kept, not $(PYTHON)'s $$want: rm -rf $(VENV) and make install again for $$want"; fi
 
 lock: $(STAMP) ## re-resolve uv.lock from pyproject.toml (UPGRADE=1: newest allowed versions) and export both requirement files
 	$(BIN)/uv lock $(if $(UPGRADE),--upgrade,)

@@ -167,13 +167,16 @@ class Converter:
             items = [c for c in el if _local(c.tag) == "item"]
             marks = [f"{n}." for n in range(1, len(items) + 1)] if name == "steps" else ["-"] * len(items)
             return [f"{mark} {text}" for mark, item in zip(marks, items, strict=True)
-                    if (text := " ".join(self.blocks(item, depth)))]  # fmt: skip
+                    if (text := _item(self.blocks(item, depth), len(mark) + 1))]  # fmt: skip
         if name == "terms":
             out = []
             for item in (c for c in el if _local(c.tag) == "item"):
                 terms = [_space(self.inline(t)) for t in item if _local(t.tag) == "title"]
-                text = " ".join(self.blocks(item, depth))
-                out.append(f"- {' / '.join(terms)}: {text}" if text else f"- {' / '.join(terms)}")
+                text = _item(self.blocks(item, depth), 2)
+                if text.startswith("```"):  # a block first: on lines of its own under the term
+                    text = f"\n\n  {text}"
+                out.append(f"- {' / '.join(terms)}:{'' if text.startswith(chr(10)) else ' '}{text}" if text
+                           else f"- {' / '.join(terms)}")  # fmt: skip
             return out
         if name == "table":
             rows = []
@@ -185,7 +188,9 @@ class Converter:
             head = [_space(self.inline(title))] if title is not None else []
             return ["\n".join(head + rows)] if rows else head
         if name in ("code", "screen"):
-            text = (el.text or "").strip("\n") if len(el) == 0 else self.inline(el).strip("\n")
+            if len(el):
+                self.inline(el)  # (its inline children's identifiers: a command's <input>)
+            text = "".join(el.itertext()).strip("\n")  # as printed: no inline markup inside a fence
             self.identifiers.update(line.strip() for line in text.splitlines() if line.strip())
             return [f"```\n{text}\n```"] if text.strip() else []
         if name == "choose":
@@ -200,6 +205,21 @@ class Converter:
             return self.blocks(el, depth)
         text = _space(self.inline(el))
         return [text] if text else []
+
+
+def _item(pieces: list[str], indent: int) -> str:
+    """A list item's blocks as one item's markdown: paragraphs joined on its line; a fenced block (``code``,
+    ``screen``) on lines of its own, indented under the item, and what follows it a paragraph of the item."""
+    out, pad = "", " " * indent
+    for piece in pieces:
+        if piece.startswith("```"):
+            fence = "\n".join(pad + line if line else line for line in piece.split("\n"))
+            out = f"{out}\n\n{fence}" if out else fence.lstrip(" ")
+        elif out.endswith("```"):
+            out += f"\n\n{pad}{piece}"
+        else:
+            out += f" {piece}" if out else piece
+    return out
 
 
 def _child(el: ET.Element, name: str) -> ET.Element | None:

@@ -447,8 +447,14 @@ def test_a_parsing_process_killed_mid_sync_leaves_the_rest_to_the_indexing_proce
     finally:
         fake.stop()
     assert killed, "the parsing process never started"
-    assert report.error is None and report.added == 200 and not report.skipped, report
+    # killed while it parsed a note (a loaded host: not yet ahead), that note is skipped on this run (round 28b: the
+    # note that ends one process is not handed to the next); killed while it waited, none is
+    skipped = [s["path"] for s in report.skipped]
+    assert report.error is None and report.added == 200 - len(skipped) and len(skipped) <= 1, report
+    assert all(s["reason"].startswith("the parsing process ended while parsing it") for s in report.skipped), report
     assert "notes are parsed in the indexing process (ChildProcessError)" in caplog.text, caplog.text
+    for path in skipped:
+        (kb / path).unlink()  # the KB as indexed
     assert_exact_chunks(settings, kb)
 
 

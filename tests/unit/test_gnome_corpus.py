@@ -102,6 +102,36 @@ def test_inline_markup_is_its_text_code_in_backticks_and_keyseq_joined() -> None
     assert "Files" not in page.identifiers  # a one-word GUI label is not an identifier
 
 
+def test_code_blocks_are_fenced_as_printed_and_on_lines_of_their_own_inside_a_step() -> None:
+    """A ``<screen>`` of prompts and input was written with its inline markup inside the fence (`` `$``gsettings
+    ...` ``, shown as such), and a ``<code>`` block after a step's paragraph opened its fence mid-line (`` this:
+    ``` ``): Markdown read the block as prose. Now the block is its text as printed, fenced on lines of its own
+    indented under the step, and a paragraph after it stays in the step."""
+    body = (
+        "<screen>\n<output style='prompt'>$ </output><input>gsettings set a b 180</input>\n</screen>"
+        "<steps><item><p>Run it.</p></item><item><p>You should see this:</p><code>*-network\n"
+        "       description: Wireless</code><p>Then go on.</p></item></steps>"
+        "<terms><item><title>Log</title><code>tail -f log</code></item></terms>"
+    )
+    _, page = _convert(body)
+    assert page.body == [
+        "```\n$ gsettings set a b 180\n```", "1. Run it.",
+        "2. You should see this:\n\n   ```\n   *-network\n          description: Wireless\n   ```\n\n   Then go on.",
+        "- Log:\n\n  ```\n  tail -f log\n  ```",
+    ]  # fmt: skip
+    assert {"$ gsettings set a b 180", "gsettings set a b 180", "*-network"} <= set(page.identifiers)
+
+
+def test_every_fence_of_the_committed_corpus_is_on_lines_of_its_own_and_holds_no_markup() -> None:
+    for note in sorted([*(CORPUS / "en").glob("*.md"), *(CORPUS / "ru").glob("*.md")]):
+        lines = note.read_text(encoding="utf-8").splitlines()
+        fences = [n for n, line in enumerate(lines) if "```" in line]
+        assert all(lines[n].strip() == "```" for n in fences), note
+        assert len(fences) % 2 == 0, note
+        for start, end in zip(fences[::2], fences[1::2], strict=True):
+            assert not any("`" in line for line in lines[start + 1 : end]), note
+
+
 def test_links_show_their_text_an_empty_xref_its_target_s_title_an_empty_href_its_address() -> None:
     titles = {"net-proxy": "Define proxy settings", "net-proxy#auto": "Automatic"}
     body = (

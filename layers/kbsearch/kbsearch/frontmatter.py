@@ -331,13 +331,20 @@ def parse_frontmatter(
 
 
 def iso_date(value: Any) -> str | None:
-    """An ISO date or date-time (as YAML or a person writes it) → its ISO text; None when it is not one."""
+    """An ISO date or date-time (as YAML or a person writes it, RFC 3339's lower-case ``t`` and ``z`` too) → its
+    ISO text; None when it is not one. A UTC offset holding seconds (``+03:00:30``, Python reads it; no RFC 3339
+    reader does) is written as the same instant in UTC: Qdrant's ``datetime`` index cannot read it, so the note was
+    in no ``updated_after`` filter and no recent list, silently."""
     if not isinstance(value, str):
         return None
-    text = value.strip()
+    text = value.strip().upper()  # (digits, signs and the letters T, Z, W: nothing else is upper-cased)
     try:
         if len(text) == 10:
             return dt.date.fromisoformat(text).isoformat()
-        return dt.datetime.fromisoformat(text).isoformat()
-    except ValueError:
+        when = dt.datetime.fromisoformat(text)
+        offset = when.utcoffset()
+        if offset is not None and (offset.seconds % 60 or offset.microseconds):
+            when = when.astimezone(dt.UTC)
+    except (ValueError, OverflowError):  # (overflow: such an offset moving a date past year 1 or 9999)
         return None
+    return when.isoformat()

@@ -223,6 +223,10 @@ def fewer_collections(young: int = GC_YOUNG_WHILE_WRITING) -> Iterator[None]:
                 _Collector.before = None
 
 
+#: NOTE_PARSE_LIMIT_S's default: the limit an entry of :data:`PARSE_REFUSED` that does not record one is read under
+DEFAULT_PARSE_LIMIT_S: float = Settings.model_fields["note_parse_limit_s"].default
+
+
 @dataclass
 class SyncOptions:
     full: bool = False
@@ -239,7 +243,7 @@ class SyncOptions:
     caller_sets: tuple[str, ...] = ()
     #: the longest one note's parse, chunking and points may take (NOTE_PARSE_LIMIT_S), CPU time: past it the note is
     #: skipped, and not parsed again until it changes (:data:`PARSE_REFUSED`)
-    parse_limit_s: float = 30.0
+    parse_limit_s: float = DEFAULT_PARSE_LIMIT_S
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> SyncOptions:
@@ -311,11 +315,11 @@ class Indexer:
         self._sets_recorded: list[str] = []
         #: notes whose stored chunk text is not what was embedded (:meth:`_reread_bm25`): read again from the KB
         self._reread_notes: set[str] = set()
-        self._slow: dict[str, str] = {}  # path → etag of the notes this run found (or kept) too slow to parse
+        self._slow: dict[str, Refusal] = {}  # the notes this run found (or kept) too slow to parse
         #: whether a path is gone from the KB, as far as this run knows (a full sync: not listed; an event batch: a
         #: removed note); None: it knows of none. A refusal of a gone path is dropped (:meth:`_record_refused`)
         self._gone: Callable[[str], bool] | None = None
-        self._refused_read: dict[str, str] = {}  # the record as this run read it (:meth:`_refused`)
+        self._refused_read: dict[str, Refusal] = {}  # the record as this run read it (:meth:`_refused`)
 
     def sync(self, stop_at: Deadline | None = None, call_deadline: Deadline | None = None) -> SyncReport:
         """One sync run. ``stop_at``: no new work starts after it; ``call_deadline`` bounds provider calls."""
@@ -1011,8 +1015,10 @@ class Indexer:
         """Everything that happens to one note before it is written; any failure skips the note, nothing else.
         ``outcome``: the note parsed (:meth:`_outcome`: here, or in a parsing process); what follows from it (skips,
         warnings, a revoked note) happens here, in the note's turn, either way."""
-        if outcome.failure == "slow":  # not parsed again until it changes (PARSE_REFUSED)
-            self._slow[obj.path] = obj.etag
+        if outcome.failure == "slow":  # not parsed again until it changes or the limit is raised (PARSE_REFUSED)
+            held = self._refused_read.get(obj.path)
+            kept = held is not None and held.refuses(obj.etag, self.options.parse_limit_s)
+            self._slow[obj.path] = held if held is not None and kept else Refusal(obj.etag, self.options.parse_limit_s)
         if outcome.failure == "large":
             self._skip(report, obj.path, outcome.reason)
             return None
@@ -1053,7 +1059,8 @@ class Indexer:
         done = 0
         indexed_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         refused = self._refused(work)
-        outcomes = self._parsed_elsewhere([w for w in work if refused.get(w[0].path) != w[0].etag], indexed_at)
+        limit_s = self.options.parse_limit_s
+        outcomes = self._parsed_elsewhere([w for w in work if not refuses(refused, w[0], limit_s)], indexed_at)
         ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kbsearch-embed")
 
         def embedded() -> tuple[list[_Parsed], list[ChunkPoint]] | None:
@@ -1115,16 +1122,15 @@ class Indexer:
         self._record_refused(work[:done])
 
     def _outcome(
-        self, obj: SourceObject, refused: dict[str, str], outcomes: Iterator[ParseOutcome] | None, indexed_at: str,
+        self, obj: SourceObject, refused: dict[str, Refusal], outcomes: Iterator[ParseOutcome] | None, indexed_at: str,
         call_deadline: Deadline | None,
     ) -> ParseOutcome | None:  # fmt: skip
         """The note parsed (by the parsing process when there is one), within :attr:`SyncOptions.parse_limit_s`; a
-        note whose parse ran past it on an earlier run, at this version (``refused``), is not parsed again. None
-        when the run's end (``call_deadline``: a Lambda's) came before the parse's."""
-        if refused.get(obj.path) == obj.etag:  # never sent to the parsing process
-            # (not the limit now: a note refused at 0.25 s was said to have run past 120 s once the limit was raised)
-            why = "its parse ran past NOTE_PARSE_LIMIT_S, as it was then, on an earlier run, at this version"
-            return ParseOutcome(failure="slow", reason=f"{why}: not parsed again until it changes")
+        note whose parse ran past it on an earlier run, at this version (``refused``), is not parsed again unless the
+        limit is now higher than the one it ran past. None when the run's end (``call_deadline``: a Lambda's) came
+        before the parse's."""
+        if refuses(refused, obj, self.options.parse_limit_s):  # never sent to the parsing process
+            return ParseOutcome(failure="slow", reason=refused[obj.path].reason())
         if outcomes is not None:
             return next(outcomes)
         if self.parser is not None and threading.current_thread() is not threading.main_thread():
@@ -1176,17 +1182,18 @@ class Indexer:
                            extra={"notes": len(paths)})  # fmt: skip
             self.store.merge_metadata({GRAPH_KEYS_ONLY: False})
 
-    def _refused(self, work: list[tuple[SourceObject, str]]) -> dict[str, str]:
+    def _refused(self, work: list[tuple[SourceObject, str]]) -> dict[str, Refusal]:
         """The notes whose parse ran past :attr:`SyncOptions.parse_limit_s` on an earlier run, path → the etag it
-        was of (the index's metadata, :data:`PARSE_REFUSED`): a note still at that etag is skipped unparsed. None
-        read when there is no work and no path known gone."""
+        was of and the limit it ran past (the index's metadata, :data:`PARSE_REFUSED`): a note still at that etag is
+        skipped unparsed while the limit is not higher. None read when there is no work and no path known gone."""
         self._slow = {}
         self._refused_read = self._refused_record() if work or self._gone is not None else {}
         return self._refused_read
 
-    def _refused_record(self) -> dict[str, str]:
+    def _refused_record(self) -> dict[str, Refusal]:
         value = self.store.metadata().get(PARSE_REFUSED)
-        return {k: v for k, v in value.items() if isinstance(v, str)} if isinstance(value, dict) else {}
+        entries = value.items() if isinstance(value, dict) else ()
+        return {path: read for path, entry in entries if (read := Refusal.read(entry)) is not None}
 
     def _record_refused(self, reached: list[tuple[SourceObject, str]]) -> None:
         """Record which notes stay refused, merged into the record as it is now (another run, an event batch beside
@@ -1194,20 +1201,21 @@ class Indexer:
         run knows better, that is when it reached that note (``reached``: the notes of its work it came to) at that
         version or the entry is the one it read, or it found the path gone from the KB (:attr:`_gone`) and the
         entry is the one it read; those it found slow, or skipped as such, are added (:attr:`_slow`). A note that
-        changed and was parsed within the limit is so dropped, and is back. Written only when that differs from
-        the record; read only when this run reached a note or knows which paths are gone."""
+        changed, or was parsed again under a higher limit, and was parsed within it is so dropped, and is back.
+        Written only when that differs from the record; read only when this run reached a note or knows which paths
+        are gone."""
         came = {obj.path: obj.etag for obj, _ in reached}
         if not came and not self._slow and self._gone is None:
             return
         read, record = self._refused_read, self._refused_record()
         gone = self._gone or (lambda _: False)
 
-        def known(path: str, etag: str) -> bool:
-            return (etag == read.get(path) and (path in came or gone(path))) or etag == came.get(path)
+        def known(path: str, entry: Refusal) -> bool:
+            return (entry == read.get(path) and (path in came or gone(path))) or entry.etag == came.get(path)
 
         kept = {p: e for p, e in record.items() if not known(p, e)} | self._slow
         if kept != record:
-            self.store.merge_metadata({PARSE_REFUSED: kept})
+            self.store.merge_metadata({PARSE_REFUSED: {path: entry.written() for path, entry in kept.items()}})
 
     def _parsed_elsewhere(
         self, work: list[tuple[SourceObject, str]], indexed_at: str
@@ -1363,9 +1371,57 @@ def _parse_for_index(
 
 
 #: Metadata key of the index: the notes whose parse ran past :attr:`SyncOptions.parse_limit_s`, path → the etag of
-#: the version that did; each is skipped unparsed, with a reason, while it stays at that version (a note whose parse
-#: never ends used to hold every sync for as long).
+#: the version that did and the limit it ran past (:class:`Refusal`); each is skipped unparsed, with a reason, while
+#: it stays at that version and the limit is not raised above that one (a note whose parse never ends used to hold
+#: every sync for as long).
 PARSE_REFUSED = "parse_refused"
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """One entry of :data:`PARSE_REFUSED`: the version (etag) of a note whose parse ran past ``limit_s``. Written
+    ``{"etag": ..., "limit_s": ...}``; an entry written before the limit was recorded (the etag alone) reads as
+    refused under the default limit (:data:`DEFAULT_PARSE_LIMIT_S`): a limit raised above it tries the note again."""
+
+    etag: str
+    limit_s: float | None  # None: not recorded (an entry written before it was)
+
+    @classmethod
+    def read(cls, entry: object) -> Refusal | None:
+        """The entry as stored, None when it is neither form (another writer's: dropped when the record is next
+        written)."""
+        if isinstance(entry, str):
+            return cls(entry, None)
+        if not isinstance(entry, dict) or not isinstance(entry.get("etag"), str):
+            return None
+        limit = entry.get("limit_s")
+        if isinstance(limit, bool) or not isinstance(limit, int | float) or not math.isfinite(limit) or limit <= 0:
+            return cls(entry["etag"], None)  # (a limit of no use: read as not recorded)
+        return cls(entry["etag"], float(limit))
+
+    def refuses(self, etag: str, limit_s: float) -> bool:
+        """Whether the note at ``etag`` is still refused under the limit ``limit_s`` (a note that ran past a limit
+        runs past any lower one)."""
+        ran_past = DEFAULT_PARSE_LIMIT_S if self.limit_s is None else self.limit_s
+        return etag == self.etag and limit_s <= ran_past
+
+    def reason(self) -> str:
+        if self.limit_s is None:  # not known: an entry written before the limit was recorded
+            default = f"{DEFAULT_PARSE_LIMIT_S:g} s"
+            ran_past = f"NOTE_PARSE_LIMIT_S as it was then (not recorded: read as {default}, the default)"
+        else:
+            ran_past = f"{self.limit_s:g} s, NOTE_PARSE_LIMIT_S as it was then,"
+        return (f"its parse ran past {ran_past} on an earlier run, at this version: not parsed again until it changes "
+                f"or NOTE_PARSE_LIMIT_S is raised above that")  # fmt: skip
+
+    def written(self) -> object:
+        return self.etag if self.limit_s is None else {"etag": self.etag, "limit_s": self.limit_s}
+
+
+def refuses(refused: dict[str, Refusal], obj: SourceObject, limit_s: float) -> bool:
+    """Whether ``obj`` is a note :data:`PARSE_REFUSED` still refuses under ``limit_s``."""
+    held = refused.get(obj.path)
+    return held is not None and held.refuses(obj.etag, limit_s)
 
 
 def slow_parse(limit_s: float) -> str:
@@ -1402,12 +1458,19 @@ def _end_with_parent(parent: int) -> None:
 
 def _parse_batch(
     root: str, objs: list[SourceObject], options: SyncOptions, rules: FolderRules, signature_id: str | None,
-    indexed_at: str,
+    indexed_at: str, first: int, parsing: Any,
 ) -> list[ParseOutcome]:  # fmt: skip
     """The parsing process's task: :func:`parse_for_index` of each note of a folder, each note without its
-    sections (the indexer reads a parsed note's id and warnings; its text is in the chunks, sent once)."""
+    sections (the indexer reads a parsed note's id and warnings; its text is in the chunks, sent once). While a
+    note is parsed, ``parsing`` (memory shared with the indexing process) holds its number (``first`` is the
+    batch's first note's), else -1: a process killed mid-parse names the note it was parsing."""
     source = LocalSource(root)
-    return [_sent(parse_for_index(source, obj, options, rules, signature_id, indexed_at, {})) for obj in objs]
+    outcomes = []
+    for number, obj in enumerate(objs, first):
+        parsing.value = number
+        outcomes.append(_sent(parse_for_index(source, obj, options, rules, signature_id, indexed_at, {})))
+        parsing.value = -1
+    return outcomes
 
 
 def _sent(outcome: ParseOutcome) -> ParseOutcome:
@@ -1457,15 +1520,17 @@ def _interrupts_held() -> Iterator[None]:
 
 def _parse_all(
     root: str, batches: list[list[SourceObject]], options: SyncOptions, rules: FolderRules, signature_id: str | None,
-    indexed_at: str, results: Any, parent: int,
+    indexed_at: str, results: Any, parent: int, parsing: Any,
 ) -> None:  # fmt: skip
     """The parsing process: each batch's :func:`_parse_batch` put on ``results`` with its number, in order. The
     queue's own thread writes them to the pipe, so parsing goes on while the indexing process reads nothing (Qdrant
     Edge's seals hold its interpreter for seconds: the process used to wait on a full pipe for them, its core idle),
-    up to :data:`PARSE_AHEAD` batches it has not read. It ends with ``parent`` (:func:`_end_with_parent`)."""
+    up to :data:`PARSE_AHEAD` batches it has not read. It ends with ``parent`` (:func:`_end_with_parent`).
+    ``parsing``: the number of the note being parsed (:func:`_parse_batch`)."""
     _end_with_parent(parent)
     for number, batch in enumerate(batches):
-        results.put((number, _parse_batch(root, batch, options, rules, signature_id, indexed_at)))
+        first = number * PARSE_BATCH
+        results.put((number, _parse_batch(root, batch, options, rules, signature_id, indexed_at, first, parsing)))
 
 
 def parse_ahead(
@@ -1474,19 +1539,24 @@ def parse_ahead(
 ) -> Generator[ParseOutcome, None, None]:  # fmt: skip
     """:func:`parse_for_index` of each of ``objs``, in order, computed in one spawned process at most
     :data:`PARSE_AHEAD` batches ahead of the caller. A process that cannot start or dies (a platform without
-    process support, memory) leaves the remaining notes to be parsed here, with a warning."""
+    process support, memory) leaves the remaining notes to be parsed here, with a warning; the note it died
+    parsing, if any (the kernel's OOM killer ends the process using the most memory), is skipped on this run
+    (failure ``ended``, not recorded: a kill can be another program's doing), not parsed here, where it would end
+    the indexing process too."""
     import multiprocessing
     import queue
 
     batches = [objs[i : i + PARSE_BATCH] for i in range(0, len(objs), PARSE_BATCH)]
     done = 0
     process = results = None
+    parsing: Any = None
     try:
         context = multiprocessing.get_context("spawn")
         results = context.Queue(maxsize=PARSE_AHEAD)
+        parsing = context.Value("q", -1, lock=False)  # the note being parsed there (one aligned word: no lock)
         process = context.Process(target=_parse_all, daemon=True, name="kbsearch-parse",
                                   args=(str(source.root), batches, options, rules, signature_id, indexed_at, results,
-                                        os.getpid()))  # fmt: skip
+                                        os.getpid(), parsing))  # fmt: skip
         with _main_hidden(), _interrupts_held():
             process.start()
         while done < len(batches):
@@ -1505,9 +1575,14 @@ def parse_ahead(
             yield from outcomes
     except Exception as exc:  # the process could not start, or died: the rest is parsed here
         logger.warning("kbsearch: notes are parsed in the indexing process (%s)", type(exc).__name__)
-        for batch in batches[done:]:
-            for obj in batch:
-                yield parse_for_index(source, obj, options, rules, signature_id, indexed_at, {})
+        code = process.exitcode if process is not None and process.pid is not None else None  # None: alive
+        died_at = parsing.value if code is not None and parsing is not None else -1  # (-1: it died between notes)
+        for number, obj in enumerate(objs[done * PARSE_BATCH :], done * PARSE_BATCH):
+            if number == died_at:
+                why = f"the parsing process ended while parsing it (exit code {code}): skipped on this run"
+                yield ParseOutcome(failure="ended", reason=why)
+                continue
+            yield parse_for_index(source, obj, options, rules, signature_id, indexed_at, {})
     finally:
         if process is not None and process.pid is not None:
             if process.is_alive():  # notes parsed ahead of a deadline, a failure or Ctrl-C are dropped

@@ -166,6 +166,10 @@ class NoteReader:
             if not scope.can_read(note_access(wanted, None, rules, self.default)[0]):
                 raise missing(wanted) from None
             raise
+        if indexed is not None and len(raw) > self.max_bytes:
+            # the index holds it for this caller (an indexer whose MAX_NOTE_BYTES is above this read's bound): it is
+            # there and theirs to read, so it is said too large (it was "no note at" the path a hit had just named)
+            raise NoteUnreadable(wanted, f"too large: {len(raw)} bytes (limit {self.max_bytes})")
         try:
             metadata, _, warnings = read_frontmatter(decode_note(raw, self.max_bytes))
             declared = declared_access(metadata, warnings)

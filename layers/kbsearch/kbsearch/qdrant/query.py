@@ -60,8 +60,8 @@ BM25_READING, BM25_READING_FROM = "bm25_reading", "bm25_reading_from"
 #: collection does not index (Qdrant Cloud's strict mode refuses a filter on a field without an index; Qdrant Edge
 #: reads the payload of every first chunk for it).
 GRAPH_KEYS_ONLY = "graph_keys_only"
-#: Never stored: true when the collection's payload indexes (Qdrant Cloud's ``payload_schema``, in the same read as
-#: its metadata) do not include ``graph_keys``: a collection made before them, between a deploy and the indexer's
+#: Never stored: true when the collection has payload indexes (Qdrant Cloud's ``payload_schema``, in the same read
+#: as its metadata) and none of ``graph_keys`` (none at all is not this case): a collection made before them, between a deploy and the indexer's
 #: first run after it (which creates the index and rewrites the notes). Its notes hold the old fields alone, and
 #: Qdrant Cloud in strict mode refuses a filter on a field without an index: the graph's readers match the old
 #: fields alone (:func:`kbsearch.links.graph_clauses`).

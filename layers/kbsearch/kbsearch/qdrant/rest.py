@@ -132,7 +132,10 @@ class QdrantRest:
     def metadata(self, timeout_s: float) -> dict[str, Any]:
         """The collection's metadata (``GET /collections/{c}``, ``result.config.metadata``; {} when none), with
         the size of its dense vectors from the same answer (``config.params.vectors``) as ``DENSE_SIZE``, and
-        ``GRAPH_KEYS_UNINDEXED`` when its payload indexes (``payload_schema``) lack ``graph_keys``."""
+        ``GRAPH_KEYS_UNINDEXED`` when it has payload indexes (``payload_schema``) and none of ``graph_keys``: a
+        collection with no payload index at all is no collection made before ``graph_keys`` (the indexer creates its
+        indexes with it), and its notes may hold ``graph_keys`` alone; without strict mode they are read unindexed,
+        in strict mode every filter is refused, whichever fields it names."""
         result = self._call("GET", "", None, timeout_s)
         config = result.get("config") if isinstance(result, dict) else None
         if not isinstance(config, dict):
@@ -143,7 +146,7 @@ class QdrantRest:
         params = config.get("params")
         size = dense_size(params.get("vectors") if isinstance(params, dict) else None)
         schema = result.get("payload_schema")
-        unindexed = isinstance(schema, dict) and GRAPH_KEYS not in schema
+        unindexed = isinstance(schema, dict) and bool(schema) and GRAPH_KEYS not in schema
         return recorded | ({DENSE_SIZE: size} if size is not None else {}) | (
             {GRAPH_KEYS_UNINDEXED: True} if unindexed else {})  # fmt: skip
 
