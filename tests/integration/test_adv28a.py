@@ -1,0 +1,121 @@
+"""Round 28a: the adversarial pass, the protocols at their edges: `kbsearch serve` and `kbsearch mcp` spawned as
+processes and spoken to over raw sockets and pipes, the search handler with API Gateway events. Each test fails on
+main's code before its fix (`PYTHONPATH=/work/main/layers/kbsearch:/work/main/tools`)."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from tests.conftest import KBSEARCH_CMD, PROCESS_TIMEOUT_S, ROOT, subprocess_env
+
+FEW_FILES = ["sh", "-c", 'ulimit -n 256 && exec "$@"', "sh"]  # a limit of 64 connections (connection_limit)
+
+
+@contextlib.contextmanager
+def served_with_few_files(tmp_path: Path) -> Iterator[tuple[int, list[str]]]:
+    """`kbsearch serve` under `ulimit -n 256`; yields its port and, once it has ended, its stderr (one item)."""
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "a.md").write_text("# A\n\nalpha\n")
+    env = subprocess_env(QDRANT_PATH=str(tmp_path / "q"), KB_SOURCE=str(kb), EMBEDDING_API_KEY="",
+                         EMBEDDING_API_KEY_PARAM="")  # fmt: skip
+    server = subprocess.Popen([*FEW_FILES, *KBSEARCH_CMD, "serve", "--port", "0"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)  # fmt: skip
+    err: list[str] = []
+    try:
+        assert server.stdout is not None
+        yield int(server.stdout.readline().rsplit(":", 1)[1].strip().strip("/")), err
+    finally:
+        server.terminate()
+        err.append(server.communicate(timeout=PROCESS_TIMEOUT_S)[1])
+
+
+HEALTH = b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n"
+
+
+def read_answer(conn: socket.socket) -> bytes:
+    """One HTTP answer with a Content-Length (b"" when the server closed the connection instead)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(int(x.split(b":")[1]) for x in head.split(b"\r\n") if x.lower().startswith(b"content-length:"))
+    while len(body) < length:
+        body += conn.recv(65536)
+    return head + b"\r\n\r\n" + body
+
+
+def closed_by_server(conn: socket.socket) -> bool:
+    """Whether the server has closed ``conn`` (its end read), without waiting."""
+    conn.setblocking(False)
+    try:
+        return conn.recv(1, socket.MSG_PEEK) == b""
+    except BlockingIOError:
+        return False
+    finally:
+        conn.settimeout(8)
+
+
+def one_request(port: int, request: bytes = HEALTH) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=8) as conn:
+        conn.sendall(request)
+        return read_answer(conn)
+
+
+# -- 4: HTTP transport: one client's kept-alive connections ----------------------------------------------------------
+
+
+def test_a_client_holding_every_connection_kept_alive_makes_room_for_another(tmp_path: Path) -> None:
+    """RELIABILITY's debt (rev27b): one client's 64 kept-alive connections (the limit under `ulimit -n 256`), each
+    answered once and idle since, had every other client answered 429 for as long as they were kept. Now a new
+    connection past the limit closes the one idle longest (an idle kept-alive connection may be closed at any time,
+    RFC 9112 9.3) and is answered; the pool's other connections still serve; a connection busy with its request is
+    never the one closed, and with none idle the 429 stands."""
+    with served_with_few_files(tmp_path) as (port, err):
+        pool = [socket.create_connection(("127.0.0.1", port), timeout=8) for _ in range(64)]
+        try:
+            for conn in pool:
+                conn.sendall(HEALTH)
+                assert read_answer(conn).startswith(b"HTTP/1.1 200"), "the pool's first requests"
+            time.sleep(0.5)  # idle past IDLE_EVICT_AFTER_S (0.1 s)
+            other = one_request(port)
+            assert other.startswith(b"HTTP/1.1 200"), other  # it was a 429 Too Many Requests
+            time.sleep(0.3)  # the closed connection's FIN reaches its socket
+            closed = [conn for conn in pool if closed_by_server(conn)]
+            assert closed == [pool[0]], f"{len(closed)} closed"  # the one idle longest, and only it
+            for conn in pool[1:]:
+                conn.sendall(HEALTH)
+                assert read_answer(conn).startswith(b"HTTP/1.1 200")
+        finally:
+            for conn in pool:
+                conn.close()
+    assert "making room: 64 connections open at once; closing the one idle longest" in err[0], err[0][-3000:]
+    assert "Traceback" not in err[0], err[0][-3000:]
+
+
+def test_connections_each_sending_a_request_are_never_closed_to_make_room(tmp_path: Path) -> None:
+    """The other side of the fix: 64 connections each part way through sending a request (a request line, no end
+    of headers) are busy, not idle: a connection past the limit is answered 429 and closed, and they stay open."""
+    with served_with_few_files(tmp_path) as (port, err):
+        pool = [socket.create_connection(("127.0.0.1", port), timeout=8) for _ in range(64)]
+        try:
+            for conn in pool:
+                conn.sendall(b"GET /health HTTP/1.1\r\n")
+            time.sleep(1.5)
+            other = one_request(port)
+            assert other.startswith(b"HTTP/1.1 429 Too Many Requests"), other
+            for conn in pool:
+                conn.sendall(b"Host: localhost\r\n\r\n")
+                assert read_answer(conn).startswith(b"HTTP/1.1 200")
+        finally:
+            for conn in pool:
+                conn.close()
+    assert "refusing connections: 64 connections open at once" in err[0] and "Traceback" not in err[0], err[0]
