@@ -5,13 +5,18 @@ main's code before its fix (`PYTHONPATH=/work/main/layers/kbsearch:/work/main/to
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import KBSEARCH_CMD, PROCESS_TIMEOUT_S, ROOT, subprocess_env
+from tests.integration.test_hostile_input import handler, request  # noqa: F401 (handler: a fixture)
+from tests.integration.test_mcp_stdio import local_env, run_lines, store  # noqa: F401 (store: a fixture)
 
 FEW_FILES = ["sh", "-c", 'ulimit -n 256 && exec "$@"', "sh"]  # a limit of 64 connections (connection_limit)
 
@@ -119,3 +124,79 @@ def test_connections_each_sending_a_request_are_never_closed_to_make_room(tmp_pa
             for conn in pool:
                 conn.close()
     assert "refusing connections: 64 connections open at once" in err[0] and "Traceback" not in err[0], err[0]
+
+
+# -- 1: MCP, both transports -----------------------------------------------------------------------------------------
+
+PING = {"jsonrpc": "2.0", "id": 7, "method": "ping"}
+
+
+def modern_ping(version: str) -> dict[str, object]:
+    meta = {"io.modelcontextprotocol/protocolVersion": version, "io.modelcontextprotocol/clientCapabilities": {}}
+    return {**PING, "params": {"_meta": meta}}
+
+
+def test_an_unsupported_protocol_version_is_quoted_cut_never_whole(store: Path, handler) -> None:  # noqa: F811
+    """-32022's `data.requested` sent the client's version back whole: a 1 MB `_meta` version over stdio was a 1 MB
+    line back (1,000,141 bytes), a 9,000-character `MCP-Protocol-Version` header a 9 KB answer. Now the first 60
+    characters and `...`, as every other quote of a client's string; the next request answered."""
+    lines = [json.dumps(modern_ping("x" * 1_000_000)).encode() + b"\n", json.dumps(PING).encode() + b"\n"]
+    answers, _ = run_lines([], local_env(store), lines)
+    error = answers[0]["error"]
+    assert error["code"] == -32022 and error["data"]["requested"] == "x" * 60 + "...", str(error)[:300]
+    assert answers[1] == {"jsonrpc": "2.0", "id": 7, "result": {}}
+    search = handler()
+    for version in ("y" * 9000, "2030-01-01"):
+        result = search(request("POST", "/mcp", json.dumps(PING).encode(), headers=[("MCP-Protocol-Version", version)]))
+        answer = json.loads(result["body"])
+        assert result["statusCode"] == 400 and answer["error"]["code"] == -32022, answer
+        assert answer["error"]["data"]["requested"] == (version if len(version) <= 60 else version[:60] + "...")
+        assert len(result["body"]) < 400, len(result["body"])
+
+
+# -- 3: API Gateway events: a header that is no list, given twice ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "lines", "named"),
+    [("/search", b'{"query": "backup"}', [("Content-Type", "text/plain"), ("Content-Type", "application/json")],
+      "Content-Type"),
+     ("/search", b'{"query": "backup"}', [("Content-Type", "application/json"), ("content-type", "text/plain")],
+      "Content-Type"),
+     ("/mcp", json.dumps(PING).encode(), [("Content-Type", "text/plain"), ("Content-Type", "application/json")],
+      "Content-Type"),
+     ("/mcp", json.dumps(PING).encode(), [("MCP-Protocol-Version", "2025-06-18"),
+                                          ("MCP-Protocol-Version", "2026-07-28")], "MCP-Protocol-Version"),
+     ("/mcp", json.dumps(modern_ping("2026-07-28")).encode(),
+      [("MCP-Protocol-Version", "2026-07-28"), ("Mcp-Method", "ping"), ("Mcp-Method", "tools/call")], "Mcp-Method")],
+)  # fmt: skip
+def test_a_header_that_is_no_list_given_twice_with_different_values_is_400_naming_it(
+    handler,  # noqa: F811
+    path: str,
+    body: bytes,
+    lines: list[tuple[str, str]],
+    named: str,
+) -> None:
+    """API Gateway gives the function every line of a header (`multiValueHeaders`) and the last in `headers`, which
+    the routes read: `Content-Type: text/plain` then `application/json` was searched (200) and the reverse refused
+    (415); two `MCP-Protocol-Version`s were answered as the last. A header that is no list (RFC 9110 5.3) given
+    twice with different values is now a 400 naming it (a JSON-RPC -32600 on /mcp), before the body is read."""
+    search = handler()
+    result = search(request("POST", path, body, content_type=None, headers=lines))
+    answer = json.loads(result["body"])
+    assert result["statusCode"] == 400, answer
+    message = answer["error"]["message"] if path == "/mcp" else answer["message"]
+    assert f"{named} is given more than once with different values; send it once" in message, answer
+    if path == "/mcp":
+        assert answer["error"]["code"] == -32600 and answer["id"] is None, answer
+
+
+def test_a_header_that_is_no_list_given_twice_with_one_value_is_answered(handler) -> None:  # noqa: F811
+    """One value sent twice (a proxy repeating a header) leaves nothing in doubt: answered as before."""
+    search = handler()
+    twice = [("Content-Type", "application/json"), ("Content-Type", "application/json ")]
+    assert search(request("POST", "/search", b'{"query": "backup"}', content_type=None,
+                          headers=twice))["statusCode"] == 200  # fmt: skip
+    versions = [("MCP-Protocol-Version", "2025-06-18")] * 2 + twice
+    result = search(request("POST", "/mcp", json.dumps(PING).encode(), content_type=None, headers=versions))
+    assert json.loads(result["body"]) == {"jsonrpc": "2.0", "id": 7, "result": {}}
