@@ -200,3 +200,22 @@ def test_a_header_that_is_no_list_given_twice_with_one_value_is_answered(handler
     versions = [("MCP-Protocol-Version", "2025-06-18")] * 2 + twice
     result = search(request("POST", "/mcp", json.dumps(PING).encode(), content_type=None, headers=versions))
     assert json.loads(result["body"]) == {"jsonrpc": "2.0", "id": 7, "result": {}}
+
+
+def test_the_bridge_says_a_remotes_refusal_once_in_its_log() -> None:
+    """`kbsearch mcp --remote` logged a refusal with its URL and status twice on one line (`http://…/mcp answered
+    HTTP 431: http://…/mcp answered HTTP 431: Request Header Fields Too Large`); the words are said once now, and
+    the request still gets its -32001 with them."""
+    from kbsearch_tools.fakes import FakeEndpoint
+    from tests.integration.test_mcp_stdio import API_KEY, INIT, line
+
+    remote = FakeEndpoint(status=431).start()
+    remote.body, remote.content_type = b'{"message": "Request Header Fields Too Large"}', "application/json"
+    try:
+        answers, stderr = run_lines(["--remote", remote.url], subprocess_env(KB_API_KEY=API_KEY), [line(INIT)])
+    finally:
+        remote.stop()
+    said = f"{remote.url}/mcp answered HTTP 431: Request Header Fields Too Large"
+    assert answers[0]["error"]["code"] == -32001 and answers[0]["error"]["message"] == said, answers
+    (logged,) = [x for x in stderr.splitlines() if "answered HTTP 431" in x]
+    assert logged.count("answered HTTP 431") == 1, logged
