@@ -1046,7 +1046,7 @@ def test_every_hostile_input_row_has_its_test() -> None:
     sources = "".join((ROOT / "tests/integration" / name).read_text() for name in
                       ("test_hostile_input.py", "test_serve_socket.py", "test_mcp_stdio.py",
                        "test_notes_graph.py", "test_slack_interactive.py", "test_local_runner.py",
-                       "test_hostile_aws.py", "test_adv23a.py", "test_adv24a.py"))  # fmt: skip
+                       "test_hostile_aws.py", "test_adv23a.py", "test_adv24a.py", "test_adv28a.py"))  # fmt: skip
     sources += (ROOT / "tests/unit/test_slack_render.py").read_text()  # Slack's rendering of hostile note text
     for row in rows:
         names = re.findall(r"`(test_\w+)`", row.rsplit("|", 2)[1])

@@ -411,7 +411,7 @@ class RemoteBridge:
         if response.status_code in (200, 202) and not raw and not is_request:
             return []  # a notification (or a response), accepted
         text = self.refusal(response.status_code, raw)
-        logger.warning("%s answered HTTP %s: %s", self.shown, response.status_code, text)
+        logger.warning("%s", text)  # it names the URL and the status (they were said twice on one line)
         return failed(text, {"status": response.status_code}) if is_request else []
 
     def _batch_answering(

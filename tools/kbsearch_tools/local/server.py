@@ -18,7 +18,9 @@ hangs up (``curl .../docs | head``) ends its connection quietly. Bytes outside A
 as their percent-escapes (``curl '.../search?q=ротация'``); an empty line before a request line is ignored (RFC 9112
 2.2); ``Expect: 100-continue`` gets no "100 Continue" for a body that is refused unread; a target's leading slashes
 are one (``//health`` is ``/health``, never a host). ``Server`` names no Python version. At most
-:func:`connection_limit` connections are served at once; one past it is answered 429 and closed.
+:func:`connection_limit` connections are served at once; one past it closes the connection that has waited longest
+for a request (idle at least :data:`IDLE_EVICT_AFTER_S`: a client's kept-alive connection between requests, or one
+that has sent nothing yet) and is served, or, when none has, is answered 429 and closed.
 
 Bound to a loopback address (the default, 127.0.0.1), it answers only requests whose ``Host`` (and target, when in
 absolute form) names this machine (``localhost``, a loopback address): anything else is 403 "Forbidden", so a web
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import ipaddress
 import json
 import logging
@@ -61,8 +64,13 @@ IDLE_TIMEOUT_S = 10.0  # a client that sends nothing (or stalls mid-body) for th
 #: a body one byte every 9 s for as long as its Content-Length (10 MB) said.
 REQUEST_READ_S = 30.0
 #: The most connections served at once (each its thread and file descriptor; :func:`connection_limit`): a connection
-#: past it is answered 429 and closed.
+#: past it takes the place of the connection idle longest (:data:`IDLE_EVICT_AFTER_S`), else is answered 429 and closed.
 MAX_CONNECTIONS = 512
+#: A connection waiting this long for a request (between two of a kept-alive connection, or since it was accepted) is
+#: closed to make room for a new one when :data:`MAX_CONNECTIONS` are open (RFC 9112 9.3: a server may close an idle
+#: connection at any time; a client retries a request it had not yet sent). Not at once: a burst of clients that have
+#: just connected, or a pool reusing a connection it was just answered on, are about to send theirs.
+IDLE_EVICT_AFTER_S = 0.1
 FILES_KEPT = 128  # file descriptors left to the rest of the process (the store's files, the functions' sockets)
 ACCEPT_BACKOFF_S = 0.05  # the wait after an accept() that failed for want of a file descriptor
 REFUSAL_LOG_S = 60.0
@@ -201,9 +209,27 @@ class _Handler(BaseHTTPRequestHandler):
         server = cast(_Server, self.server)
         server.watch(self.connection)  # until the request is read (_serve), or this exchange ends
         try:
-            super().handle_one_request()
+            if self._request_arrives(server):
+                super().handle_one_request()
         finally:
             server.unwatch(self.connection)
+
+    def _request_arrives(self, server: _Server) -> bool:
+        """Waits for the first byte of the next request (or of the first), the connection idle meanwhile: the server
+        may close it to make room for another (:meth:`_Server.process_request`). False when the connection ended
+        (the client closed it, the server did, or nothing came within the idle timeout)."""
+        server.idle(self.connection)
+        arrived = False
+        try:
+            # buffered: a pipelined request already read is there at once
+            arrived = bool(cast(io.BufferedReader, self.rfile).peek(1))
+        except TimeoutError:
+            logger.debug("%s: idle past the timeout; closed", self.client_address[0])
+        finally:
+            arrived = server.busy(self.connection) and arrived
+        if not arrived:
+            self.close_connection = True
+        return arrived
 
     def handle(self) -> None:
         try:
@@ -442,7 +468,10 @@ class _Server(ThreadingHTTPServer):
         self.max_connections = connection_limit()
         self._open = 0  # connections being served (each its thread)
         self._open_lock = threading.Lock()
-        self._refused_at = 0.0  # when a refusal was last logged
+        self._refused_at: dict[str, float] = {}  # when each kind of refusal was last logged
+        self._idle: dict[Any, float] = {}  # connection → since when it has waited for a request
+        self._evicted: set[Any] = set()  # connections closed to make room, until their threads see it
+        self._idle_lock = threading.Lock()
 
     def get_request(self) -> tuple[Any, Any]:
         """accept(); out of file descriptors (other programs', or a limit below ours), it waits a moment: the
@@ -456,14 +485,17 @@ class _Server(ThreadingHTTPServer):
             raise
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        """Each connection its thread, up to :attr:`max_connections` at once; past it, a connection is answered
-        429 at once, as API Gateway answers a client it throttles, and closed (a flood of idle connections used to
-        take a thread each, then every file descriptor: the server span a core, every other client waiting for
-        the idle ones to time out)."""
+        """Each connection its thread, up to :attr:`max_connections` at once; past it, the connection idle longest
+        is closed to make room (:meth:`_evict_idle`: one client's pool of kept-alive connections held every slot, and
+        every other client was answered 429 for as long as it kept them busy enough not to time out), else the new
+        connection is answered 429 at once, as API Gateway answers a client it throttles, and closed (a flood of
+        idle connections used to take a thread each, then every file descriptor: the server span a core, every
+        other client waiting for the idle ones to time out)."""
         with self._open_lock:
             full = self._open >= self.max_connections
-            if not full:
+            if not full or self._evict_idle():
                 self._open += 1
+                full = False
         if not full:
             try:
                 super().process_request(request, client_address)
@@ -485,15 +517,47 @@ class _Server(ThreadingHTTPServer):
         finally:
             self._closed()
 
+    def idle(self, connection: Any) -> None:
+        """``connection`` waits for a request from now: it may be closed to make room (:meth:`_evict_idle`)."""
+        with self._idle_lock:
+            self._idle[connection] = time.monotonic()
+
+    def busy(self, connection: Any) -> bool:
+        """``connection`` has a request coming (or has ended): no longer closable to make room. False when it was
+        closed to make room meanwhile: its request, if one comes, is never read."""
+        with self._idle_lock:
+            self._idle.pop(connection, None)
+            if connection in self._evicted:
+                self._evicted.discard(connection)
+                return False
+            return True
+
+    def _evict_idle(self) -> bool:
+        """Closes the connection that has waited longest for a request, when it has waited :data:`IDLE_EVICT_AFTER_S`
+        at least (its thread then ends, and with it its slot); False when none has."""
+        with self._idle_lock:
+            if not self._idle:
+                return False
+            connection, since = min(self._idle.items(), key=lambda item: item[1])
+            if time.monotonic() - since < IDLE_EVICT_AFTER_S:
+                return False
+            del self._idle[connection]
+            self._evicted.add(connection)
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)  # its wait for a request ends at once, with nothing read
+        self._refusing(f"{self.max_connections} connections open at once; closing the one idle longest", "evict")
+        return True
+
     def _closed(self) -> None:
         with self._open_lock:
             self._open -= 1
 
-    def _refusing(self, why: str) -> None:
+    def _refusing(self, why: str, kind: str = "refuse") -> None:
         now = time.monotonic()
-        if now - self._refused_at >= REFUSAL_LOG_S:  # one line a minute at most, not one per connection
-            self._refused_at = now
-            logger.warning("kbsearch serve: refusing connections: %s", why)
+        if now - self._refused_at.get(kind, -REFUSAL_LOG_S) >= REFUSAL_LOG_S:  # a line a minute, not one a connection
+            self._refused_at[kind] = now
+            verb = "making room" if kind == "evict" else "refusing connections"
+            logger.warning("kbsearch serve: %s: %s", verb, why)
 
     def watch(self, connection: Any) -> None:
         with self._reading_lock:

@@ -272,8 +272,10 @@ class SearchApi:
             return private(gateway_error(413, "payload_too_large", f"the body is over {limit // 1024} KiB"))
         rpc = (event.get("resource") or event.get("path")) in RPC_ROUTES
         keys = body.repeated_api_key(event)
-        if keys:
-            message = f"x-api-key names {keys} keys; send one (which scope was meant cannot be told)"
+        twice = body.repeated_single_header(event)
+        if keys or twice:
+            message = (f"x-api-key names {keys} keys; send one (which scope was meant cannot be told)" if keys
+                       else f"{twice} is given more than once with different values; send it once")  # fmt: skip
             if rpc:
                 return private(gateway_rpc_error(400, RPC_INVALID_REQUEST, f"Invalid Request: {message}"))
             return private(gateway_error(400, "bad_request", message))

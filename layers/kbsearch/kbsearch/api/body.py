@@ -115,6 +115,23 @@ def repeated_api_key(event: Mapping[str, Any]) -> int:
     return count if count > 1 else 0
 
 
+#: Headers a request gives once (RFC 9110 5.3: each is no list): the body's media type, and MCP's headers naming the
+#: protocol version, the method and its name, which a 2026-07-28 body must agree with.
+SINGLE_HEADERS = ("Content-Type", "MCP-Protocol-Version", "Mcp-Method", "Mcp-Name")
+
+
+def repeated_single_header(event: Mapping[str, Any]) -> str | None:
+    """The first of :data:`SINGLE_HEADERS` the request gives on more than one line with different values, or None.
+    API Gateway hands the function every line (``multiValueHeaders``) and the last in ``headers``, which the routes
+    read: `Content-Type: text/plain` then `application/json` was read as JSON and the reverse refused (415), two
+    protocol versions were answered as the last. One value sent twice leaves nothing in doubt: it is answered."""
+    given: dict[str, set[str]] = {}
+    for key, values in (event.get("multiValueHeaders") or {}).items():
+        if isinstance(key, str) and isinstance(values, list):
+            given.setdefault(key.lower(), set()).update(v.strip() for v in values if isinstance(v, str))
+    return next((name for name in SINGLE_HEADERS if len(given.get(name.lower(), ())) > 1), None)
+
+
 def require_json_media_type(content_type: str | None) -> None:
     """415 unless the Content-Type is JSON in UTF-8 (a missing Content-Type is taken as JSON)."""
     if content_type is None or not content_type.strip():

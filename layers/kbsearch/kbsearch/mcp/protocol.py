@@ -47,6 +47,7 @@ from kbsearch.mcp.resources import (
     PROMPTS,
     TEMPLATES,
     RpcError,
+    clipped,
     get_prompt,
     list_resources,
     read_resource,
@@ -376,7 +377,7 @@ class McpServer:
             if headers is not None and requested not in MODERN_VERSIONS:
                 # a version we do not speak: say which we do, not what _meta lacks
                 return _rpc_error(id_, UNSUPPORTED_PROTOCOL_VERSION, "Unsupported protocol version",
-                                  {"supported": [*MODERN_VERSIONS, *HANDSHAKE_VERSIONS], "requested": requested})  # fmt: skip
+                                  {"supported": [*MODERN_VERSIONS, *HANDSHAKE_VERSIONS], "requested": _cut(requested)})  # fmt: skip
             return _rpc_error(id_, INVALID_PARAMS, f"params._meta must carry {PROTOCOL_VERSION_KEY!r} and "
                               f"{CLIENT_CAPABILITIES_KEY!r}")  # fmt: skip
         version = meta[PROTOCOL_VERSION_KEY]
@@ -393,7 +394,7 @@ class McpServer:
             return _rpc_error(id_, INVALID_PARAMS, "the protocol version must be a string")
         if version not in MODERN_VERSIONS:
             return _rpc_error(id_, UNSUPPORTED_PROTOCOL_VERSION, "Unsupported protocol version",
-                              {"supported": list(MODERN_VERSIONS), "requested": version})  # fmt: skip
+                              {"supported": list(MODERN_VERSIONS), "requested": _cut(version)})  # fmt: skip
         if method == "server/discover":
             result: dict[str, Any] = {
                 "supportedVersions": list(MODERN_VERSIONS), "capabilities": CAPABILITIES,
@@ -477,6 +478,16 @@ def _is_call(member: Any) -> bool:
     hold, is none: that member is its own -32600)."""
     method = member.get("method") if isinstance(member, dict) and "id" in member else None
     return isinstance(method, str) and method in CALL_METHODS
+
+
+#: The most characters of a version a client named that an unsupported-version error's ``data.requested`` quotes.
+REQUESTED_CHARS = 60
+
+
+def _cut(requested: str | None) -> str | None:
+    """A protocol version the client named, as ``data.requested`` quotes it: cut to :data:`REQUESTED_CHARS` (it was
+    sent back whole: a 1 MB ``_meta`` version over stdio was a 1 MB line back, a header 10 KiB over HTTP)."""
+    return None if requested is None else clipped(requested, REQUESTED_CHARS)
 
 
 def _stamp() -> dict[str, Any]:

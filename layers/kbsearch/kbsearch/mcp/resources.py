@@ -68,10 +68,15 @@ def shown(value: str, limit: int = 60) -> str:
     return repr(value) if len(value) <= limit else repr(value[:limit]) + "..."
 
 
+def clipped(value: str, limit: int) -> str:
+    """A client's string as an error's ``data`` quotes it: cut to ``limit`` characters, ``...`` after the cut."""
+    return value if len(value) <= limit else value[:limit] + "..."
+
+
 def _about(uri: str, limit: int = 200) -> dict[str, str]:
     """A not-found error's ``data``: the URI asked for, cut to ``limit`` characters (``...`` after the cut): the
     whole of it was sent back, up to a megabyte of the client's own bytes per line."""
-    return {"uri": uri if len(uri) <= limit else uri[:limit] + "..."}
+    return {"uri": clipped(uri, limit)}
 
 
 def note_uri(path: str) -> str:
