@@ -74,9 +74,6 @@ DEBS = {
 }
 HELP = {"en": "usr/share/libreoffice/help/en-US/", "ru": "usr/share/libreoffice/help/ru/"}
 MIN_BODY = 300  # characters of the converted body, in both languages
-#: of the Russian body's letters, at least this share Cyrillic: the package leaves many strings untranslated, and
-#: a "Russian" note mostly in English is not a translation (96 of the 419 pairs otherwise kept)
-MIN_CYRILLIC = 0.5
 KEYWORDS = 250  # index entries a language
 LICENSE = "MPL-2.0"
 QUESTIONS = {"en": "lo-questions-en.yaml", "ru": "lo-questions-ru.yaml"}
@@ -301,13 +298,6 @@ def parse_page(source: str, app: str, page_id: str) -> Page:
     return page
 
 
-def cyrillic_share(text: str) -> float:
-    """Of the text's letters, the share that is Cyrillic."""
-    cyrillic = len(_CYR.findall(text))
-    letters = sum(1 for c in text if c.isalpha())
-    return cyrillic / letters if letters else 0.0
-
-
 def to_markdown(page: Page, lang: str) -> str:
     meta = {"title": page.title, "page": page.id, "lang": lang, "license": LICENSE}
     front = yaml.safe_dump(meta, allow_unicode=True, sort_keys=False, width=1000)
@@ -358,8 +348,6 @@ def build_corpus(debs: Path) -> dict[str, str]:
     for pid in sorted(set(pages["en"]) & set(pages["ru"])):
         pe, pr = pages["en"][pid], pages["ru"][pid]
         if not (pe.title and pr.title) or min(len("\n\n".join(cut(p.body))) for p in (pe, pr)) < MIN_BODY:
-            continue
-        if cyrillic_share("\n\n".join(cut(pr.body))) < MIN_CYRILLIC:
             continue
         files[f"en/{pid}.md"] = to_markdown(pe, "en")
         files[f"ru/{pid}.md"] = to_markdown(pr, "ru")

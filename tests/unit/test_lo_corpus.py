@@ -178,13 +178,6 @@ def test_keyword_queries_label_every_page_of_an_entry_and_keep_one_to_three() ->
     assert ru == {"общая": ["p0.md", "p1.md"]}  # an entry with no Cyrillic letter is untranslated: dropped
 
 
-def test_a_russian_note_must_be_mostly_cyrillic() -> None:
-    module = _script()
-    assert module.cyrillic_share("Выберите Формат - Символ (Format).") > module.MIN_CYRILLIC
-    assert module.cyrillic_share("Choose Format - Character. Выберите.") < module.MIN_CYRILLIC
-    assert module.cyrillic_share("1234") == 0.0
-
-
 # -- the committed corpus and classes --------------------------------------------------------------------------------
 def test_the_eval_reads_every_lo_class_and_each_is_big_enough() -> None:
     classes, skipped = load_classes(MANIFEST, ROOT)
