@@ -360,13 +360,48 @@ def questions(path: Path, half: Path) -> tuple[list[dict[str, object]], list[str
 
 
 def _write_set(
-    queries: Path, name: str, over: str, items: list[dict[str, object]], note: str = "", comments: str = ""
+    out: Path, script: str, name: str, items: list[dict[str, object]], note: str = "", comments: str = ""
 ) -> None:
-    header = f"# {len(items)} queries ({name}) over eval/gnome/{over}/, made by eval/make_gnome_corpus.py{note}.\n"
+    corpus = out.relative_to(ROOT).as_posix()
+    header = f"# {len(items)} queries ({name}) over {corpus}/{name[-2:]}/, made by eval/{script}{note}.\n"
     header += comments
     text = header + yaml.safe_dump(items, allow_unicode=True, sort_keys=False, width=1000)
-    (queries / f"{name}.yaml").write_text(text, encoding="utf-8")
+    (out / "queries" / f"{name}.yaml").write_text(text, encoding="utf-8")
     print(f"{name}: {len(items)} queries")
+
+
+def write_classes(
+    out: Path,
+    script: str,
+    sets: dict[str, list[dict[str, object]]],
+    questions_dir: Path | None,
+    question_files: dict[str, str],
+    manifest: tuple[Path, str],
+) -> None:
+    """A corpus's query sets under ``out/queries/`` (the generated ``sets``; ``<prefix>-question-<lang>`` copied from
+    ``questions_dir``'s ``question_files`` when given, else kept as committed) and its ``--classes`` manifest
+    (``manifest``: its path and header). Shared by the GNOME Help and LibreOffice Help corpora."""
+    (out / "queries").mkdir(exist_ok=True)
+    names = []
+    for name, items in sets.items():
+        _write_set(out, script, name, items)
+        names.append(name)
+    prefix = next(iter(sets)).split("-", 1)[0]
+    for lang in ("en", "ru"):
+        name = f"{prefix}-question-{lang}"
+        if questions_dir is not None:
+            kept, dropped = questions(questions_dir / question_files[lang], out / lang)
+            source = (questions_dir / question_files[lang]).read_text(encoding="utf-8").splitlines()
+            comments = "".join(f"{line}\n" for line in itertools.takewhile(lambda x: x.startswith("#"), source))
+            note = f" from {question_files[lang]}, hand-written; {len(dropped)} dropped (a page not in the corpus)"
+            _write_set(out, script, name, kept, note, "# The source file's header:\n" + comments)
+            for text in dropped:
+                print(f"  dropped ({name}): {text}")
+        if (out / "queries" / f"{name}.yaml").is_file():
+            names.append(name)
+    corpus = out.relative_to(ROOT).as_posix()
+    entries = [{"class": n, "corpus": f"{corpus}/{n[-2:]}", "queries": f"{corpus}/queries/{n}.yaml"} for n in names]
+    write_manifest(manifest[0], manifest[1], entries)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -376,31 +411,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     files = build_corpus(args.debs)
     write_corpus(OUT, files)
-    queries = OUT / "queries"
-    queries.mkdir(exist_ok=True)
-    manifest = []
-    for name, items in query_sets(OUT).items():
-        _write_set(queries, name, name[-2:], items)
-        manifest.append(name)
-    for lang in ("en", "ru"):
-        name = f"gnome-question-{lang}"
-        if args.questions is not None:
-            kept, dropped = questions(args.questions / QUESTIONS[lang], OUT / lang)
-            source = (args.questions / QUESTIONS[lang]).read_text(encoding="utf-8").splitlines()
-            comments = "".join(f"{line}\n" for line in itertools.takewhile(lambda x: x.startswith("#"), source))
-            note = f" from {QUESTIONS[lang]}, hand-written; {len(dropped)} dropped (a page not in the corpus)"
-            _write_set(queries, name, lang, kept, note, "# The source file's header:\n" + comments)
-            for text in dropped:
-                print(f"  dropped ({name}): {text}")
-        if (queries / f"{name}.yaml").is_file():
-            manifest.append(name)
-    entries = [{"class": n, "corpus": f"eval/gnome/{n[-2:]}", "queries": f"eval/gnome/queries/{n}.yaml"}
-               for n in manifest]  # fmt: skip
     header = (
         "# The GNOME Help classes (a third corpus, measured blind in session 27): `kbsearch eval --classes eval/classes-gnome.yaml`.\n"
         "# Made by eval/make_gnome_corpus.py from Debian's gnome-user-docs 43.0-2.\n"
     )
-    write_manifest(HERE / "classes-gnome.yaml", header, entries)
+    sets = query_sets(OUT)
+    write_classes(OUT, "make_gnome_corpus.py", sets, args.questions, QUESTIONS, (HERE / "classes-gnome.yaml", header))
     print(f"{sum(1 for r in files if r.startswith('en/'))} page pairs (max relevant {MAX_RELEVANT})")
     return 0
 
