@@ -19,10 +19,12 @@ bonus (the variants files up to session 24 score without it; session 25's add th
 search a variant scores differently (its cell, nDCG@10 before → after, the query, its relevant notes).
 
 ``MISMATCH`` means the tree replaying fuses differently from the tree that captured: the check is against the eval
-of the capture's tree, so a fusion (or ``analyse``) changed since the capture shows there. The session 27 captures
-(``fec5f98``'s code, before rev27) replayed by main read ``MISMATCH`` on USE man-cross-ru-to-en alone: 0.6938
-against the eval's 0.6936, from rev27's ``8d8e694`` (an English note's BM25 share counted × the cross-language
-weight for a Russian query); ``--compare`` with a checkout of ``02c051b`` shows the searches that moved.
+of the capture's tree, so a change to the fusion (or ``analyse``) since the capture shows there. Session 27's
+captures (taken after its two exact-match rules, before rev27's fixes: a checkout of ``02c051b`` replays them ``OK``
+on all 54 cells) read ``MISMATCH`` on USE man-cross-ru-to-en alone when main replays them: 0.6938 against the
+eval's 0.6936. That is rev27's ``8d8e694`` (a note of another language is an exact match by its BM25 share × the
+cross-language weight), not the replay: ``--compare`` with ``02c051b`` reads the same evidence on all 6,772 searches
+and moves one, "процесс запуска системы, основанный на UNIX System V Release 4" (0.333 → 0.356).
 
 Two fusions compared (a change's searches better / worse, one command):
 
@@ -31,7 +33,8 @@ Two fusions compared (a change's searches better / worse, one command):
     .venv/bin/python eval/replay/replay.py .kbsearch/replay/*.pkl --compare . --set lexical_weight=0.6
 
 ``--compare TREE`` replays the captures twice, each side in its own process with its tree's ``layers/kbsearch``
-first on ``PYTHONPATH`` (``eval/replay/side.py``): TREE's fusion (the base) and this tree's. Each side re-derives
+first on ``PYTHONPATH`` (``eval/replay/side.py``): TREE's fusion (the base) and this tree's (the ``kbsearch`` this
+script imports: ``PYTHONPATH=/tmp/after/layers/kbsearch:tools`` makes another checkout this side). Each side re-derives
 every search's query evidence with its own ``analyse`` (the identifiers and the query's language are
 ``lexical.py``'s, which a fusion change may change too) and says how many searches read differently from the
 capture. The legs are the capture's: a probe the capture ran without paths that a side would have run with them
@@ -123,9 +126,13 @@ def load(paths: list[Path]) -> dict[tuple[str, str], dict[str, Any]]:
     cells = {}
     for path in paths:
         model = path.name.split("-")[0]
-        with path.open("rb") as f:
-            for name, captured in pickle.load(f).items():  # noqa: S301 (a capture this tool wrote)
-                cells[(model, name)] = captured
+        try:
+            with path.open("rb") as f:
+                captures = pickle.load(f)  # noqa: S301 (a capture this tool wrote)
+        except (OSError, EOFError, pickle.UnpicklingError) as e:
+            raise SystemExit(f"{path}: not a capture of eval/replay/capture.py ({e or type(e).__name__})") from None
+        for name, captured in captures.items():
+            cells[(model, name)] = captured
     return cells
 
 
@@ -280,11 +287,13 @@ def compare_trees(args: argparse.Namespace, cells: dict) -> int:
     this = Path(kbsearch.fusion.__file__).resolve().parents[3]
     running = [_side(args.compare, args.captures, args.set_base, "--set-base"),
                _side(this, args.captures, args.set, "--set")]  # fmt: skip
-    answers = [(process, *process.communicate()) for process in running]
-    for process, _, err in answers:
+    answers = [
+        (tree, process, *process.communicate()) for tree, process in zip((args.compare, this), running, strict=True)
+    ]
+    for tree, process, _, err in answers:
         if process.returncode != 0:
-            raise SystemExit(f"{' '.join(map(str, process.args))}: exit {process.returncode}\n{err.decode()[-2000:]}")
-    sides = [pickle.loads(out) for _, out, _ in answers]  # noqa: S301 (side.py's own answer)
+            raise SystemExit(f"{tree}'s side (eval/replay/side.py) exit {process.returncode}: {err.decode()[-2000:]}")
+    sides = [pickle.loads(out) for _, _, out, _ in answers]  # noqa: S301 (side.py's own answer)
     for label, items, side in zip(("base", "this"), (args.set_base, args.set), sides, strict=True):
         searches = sum(len(side["scores"][key]) for key in cells)
         print(f"{label}: {side['root']}{' ' + ' '.join(items) if items else ''}: evidence re-derived by its analyse "
@@ -310,7 +319,7 @@ def main(argv: list[str]) -> int:
         "for this tree's side only",
     )
     parser.add_argument("--only", action="append", help="replay only the variant of this name (repeatable)")
-    parser.add_argument("--detail", action="store_true", help="print every cell's hybrid and gap for each variant")
+    parser.add_argument("--detail", action="store_true", help="every cell's hybrid, gap and searches better/worse")
     parser.add_argument("--changes", action="store_true", help="list every search a variant scores differently")
     parser.add_argument(
         "--compare",

@@ -153,6 +153,11 @@ def test_bad_options_are_refused_with_a_reason(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "no layers/kbsearch/kbsearch/fusion.py there" in done.stderr
     assert "Traceback" not in done.stderr
+    (tmp_path / "e5-empty.pkl").write_bytes(b"")
+    for path in (tmp_path / "e5-empty.pkl", tmp_path / "e5-missing.pkl"):
+        done = _replay(path, "--compare", ROOT)
+        assert done.returncode == 1
+        assert done.stderr.startswith(f"{path}: not a capture of eval/replay/capture.py (")
     done = _replay(*captures, "--set-base", "lexical_weight=0.6")
     assert done.returncode == 2
     assert "--set-base sets TREE's side of --compare TREE" in done.stderr
