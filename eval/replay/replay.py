@@ -341,6 +341,8 @@ def main(argv: list[str]) -> int:
         parser.error("--set-base sets TREE's side of --compare TREE")
     if args.compare is not None and (args.variants or args.swaps):
         parser.error("--compare replays two trees' defaults: not with --variants or --swaps")
+    if args.swaps and args.variants:
+        parser.error("--swaps counts over the defaults' fusion: not with --variants")
     cells = {key: c for key, c in load(args.captures).items() if not any(text in key[1] for text in args.exclude)}
     if args.compare is not None:
         return compare_trees(args, cells)

@@ -161,6 +161,9 @@ def test_bad_options_are_refused_with_a_reason(tmp_path: Path) -> None:
     done = _replay(*captures, "--set-base", "lexical_weight=0.6")
     assert done.returncode == 2
     assert "--set-base sets TREE's side of --compare TREE" in done.stderr
+    done = _replay(*captures, "--swaps", "--variants", ROOT / "eval" / "replay" / "variants_s25.py")
+    assert done.returncode == 2
+    assert "--swaps counts over the defaults' fusion: not with --variants" in done.stderr
     done = _replay(*captures, "--compare", ROOT, "--set-base", "lexical_weight=high")
     assert done.returncode == 1
     assert "--set-base lexical_weight=high: 'high' is not a number" in done.stderr
