@@ -12,7 +12,8 @@ row's score (an exact match still gets its lead on top) or None for the defaults
 stops with a message instead of replaying something else. Each variant prints the three cells issue 19 still
 misses (session 27), the cells whose hybrid falls (and the largest fall), the cells that newly miss their target (same-language
 questions +0.005 over the best leg, the rest −0.005) and the searches better / worse than the defaults;
-``--detail`` adds every cell's hybrid, its change and its gap (``SHORT``: under its target), ``--only NAME``
+``--detail`` adds every cell's hybrid before → after, its change, its gap (``SHORT``: under its target) and its
+searches better / worse, ``--only NAME``
 (repeatable) replays only those variants, ``--set NAME=VALUE`` (repeatable) sets a ``FusionParams`` field for the
 defaults and every variant: ``--set lead_bonus=0`` replays the fusion as it was before session 25's clear-lead
 bonus (the variants files up to session 24 score without it; session 25's add their own). ``--changes`` lists each
