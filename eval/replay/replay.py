@@ -12,10 +12,44 @@ row's score (an exact match still gets its lead on top) or None for the defaults
 stops with a message instead of replaying something else. Each variant prints the three cells issue 19 still
 misses (session 27), the cells whose hybrid falls (and the largest fall), the cells that newly miss their target (same-language
 questions +0.005 over the best leg, the rest −0.005) and the searches better / worse than the defaults;
-``--detail`` adds every cell's hybrid, its change and its gap (``SHORT``: under its target), ``--only NAME``
+``--detail`` adds every cell's hybrid before → after, its change, its gap (``SHORT``: under its target) and its
+searches better / worse, ``--only NAME``
 (repeatable) replays only those variants, ``--set NAME=VALUE`` (repeatable) sets a ``FusionParams`` field for the
 defaults and every variant: ``--set lead_bonus=0`` replays the fusion as it was before session 25's clear-lead
-bonus (the variants files up to session 24 score without it; session 25's add their own).
+bonus (the variants files up to session 24 score without it; session 25's add their own). ``--changes`` lists each
+search a variant scores differently (its cell, nDCG@10 before → after, the query, its relevant notes).
+
+``MISMATCH`` means the tree replaying fuses differently from the tree that captured: the check is against the eval
+of the capture's tree, so a change to the fusion (or ``analyse``) since the capture shows there. Session 27's
+captures (taken after its two exact-match rules, before rev27's fixes: a checkout of ``02c051b`` replays them ``OK``
+on all 54 cells) read ``MISMATCH`` on USE man-cross-ru-to-en alone when main replays them: 0.6938 against the
+eval's 0.6936. That is rev27's ``8d8e694`` (a note of another language is an exact match by its BM25 share × the
+cross-language weight), not the replay: ``--compare`` with ``02c051b`` reads the same evidence on all 6,772 searches
+and moves one, "процесс запуска системы, основанный на UNIX System V Release 4" (0.333 → 0.356).
+
+Two fusions compared (a change's searches better / worse, one command):
+
+    git worktree add --detach /tmp/before 95ae0cd
+    .venv/bin/python eval/replay/replay.py .kbsearch/replay/*.pkl --compare /tmp/before [--detail] [--changes]
+    .venv/bin/python eval/replay/replay.py .kbsearch/replay/*.pkl --compare . --set lexical_weight=0.6
+
+``--compare TREE`` replays the captures twice, each side in its own process with its tree's ``layers/kbsearch``
+first on ``PYTHONPATH`` (``eval/replay/side.py``): TREE's fusion (the base) and this tree's (the ``kbsearch`` this
+script imports: ``PYTHONPATH=/tmp/after/layers/kbsearch:tools`` makes another checkout this side). Each side re-derives
+every search's query evidence with its own ``analyse`` (the identifiers and the query's language are
+``lexical.py``'s, which a fusion change may change too) and says how many searches read differently from the
+capture. The legs are the capture's: a probe the capture ran without paths that a side would have run with them
+(a query that side reads as a lookup) counts through other legs' payloads only; each side counts those searches.
+It prints every cell's hybrid on each side and the change, the gap and the searches better / worse overall
+(``--detail``: per cell too; ``--changes``: each changed search). With ``--compare``, ``--set`` sets a field of this
+tree's side only and ``--set-base`` of TREE's (``--compare . --set NAME=VALUE``: one setting of a sweep against the
+defaults).
+
+``--swaps`` counts, per cell and per model, the searches whose two legs swap their first two notes (dense's first
+note, by the fusion's per-note dense value, is BM25's second by its lexical value after the trust, and BM25's first
+is dense's second), which leg's first note was relevant (dense right, BM25 right, both, neither) and whose first
+note the fusion put first. ``--exclude TEXT`` (repeatable) leaves out the cells whose class name holds TEXT
+(``--exclude known-item``).
 """
 
 from __future__ import annotations
@@ -24,13 +58,17 @@ import argparse
 import dataclasses
 import importlib.util
 import inspect
+import os
 import pickle
+import subprocess
 import sys
 import types
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import kbsearch.fusion
+import kbsearch_tools
 from kbsearch_tools.metrics import ndcg_at
 
 SAME_LANGUAGE_QUESTIONS = {
@@ -89,9 +127,13 @@ def load(paths: list[Path]) -> dict[tuple[str, str], dict[str, Any]]:
     cells = {}
     for path in paths:
         model = path.name.split("-")[0]
-        with path.open("rb") as f:
-            for name, captured in pickle.load(f).items():  # noqa: S301 (a capture this tool wrote)
-                cells[(model, name)] = captured
+        try:
+            with path.open("rb") as f:
+                captures = pickle.load(f)  # noqa: S301 (a capture this tool wrote)
+        except (OSError, EOFError, pickle.UnpicklingError) as e:
+            raise SystemExit(f"{path}: not a capture of eval/replay/capture.py ({e or type(e).__name__})") from None
+        for name, captured in captures.items():
+            cells[(model, name)] = captured
     return cells
 
 
@@ -108,6 +150,21 @@ def run(
         fusion.HOOK = None
 
 
+def params_from(fusion: types.ModuleType, items: list[str], flag: str = "--set") -> Any:
+    """``fusion.FusionParams`` with each ``NAME=VALUE`` of ``items`` set (that module's own fields)."""
+    fields = {f.name: f.type for f in dataclasses.fields(fusion.FusionParams)}
+    overrides: dict[str, float] = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        if name not in fields:
+            raise SystemExit(f"{flag} {item}: FusionParams has no {name!r} (it has {', '.join(fields)})")
+        try:
+            overrides[name] = int(value) if fields[name] == "int" else float(value)
+        except ValueError:
+            raise SystemExit(f"{flag} {item}: {value!r} is not a number") from None
+    return fusion.FusionParams(**overrides)
+
+
 def _mean(xs: list[float]) -> float:
     return sum(xs) / len(xs) if xs else 0.0
 
@@ -116,7 +173,16 @@ def _target(name: str) -> float:
     return 0.005 if name in SAME_LANGUAGE_QUESTIONS else -0.005
 
 
-def compare(name: str, cells: dict, base: dict, variant: dict, detail: bool = False) -> None:
+def _moved(base: list[float], variant: list[float]) -> tuple[int, int]:
+    """The searches the variant scores better and worse than the base."""
+    pairs = list(zip(base, variant, strict=True))
+    return sum(b > a + 1e-9 for a, b in pairs), sum(b < a - 1e-9 for a, b in pairs)
+
+
+def compare(name: str, cells: dict, base: dict, variant: dict, detail: bool = False, every_cell: bool = False) -> None:
+    """The variant against the base: the open cells' gaps, the cells down, the cells newly short and the searches
+    better / worse; every cell's hybrid on both sides with ``every_cell`` or ``detail`` (``detail``: and its
+    searches better / worse)."""
     down, fails, better, worse, drop = [], [], 0, 0, 0.0
     gaps = {}
     for key in sorted(cells):
@@ -124,8 +190,8 @@ def compare(name: str, cells: dict, base: dict, variant: dict, detail: bool = Fa
         best = max(phases["lexical"], phases["dense"])
         before, after = _mean(base[key]), _mean(variant[key])
         gaps[key] = after - best
-        better += sum(b > a + 1e-9 for a, b in zip(base[key], variant[key], strict=True))
-        worse += sum(b < a - 1e-9 for a, b in zip(base[key], variant[key], strict=True))
+        up, fell = _moved(base[key], variant[key])
+        better, worse = better + up, worse + fell
         if after < before - 1e-9:
             down.append(f"{key[0]} {key[1]} {after - before:+.4f}")
             drop = max(drop, before - after)
@@ -136,11 +202,109 @@ def compare(name: str, cells: dict, base: dict, variant: dict, detail: bool = Fa
           f"searches better/worse {better}/{worse}")  # fmt: skip
     if down:
         print("    down: " + "; ".join(down))
-    if detail:
+    if detail or every_cell:
         for key in sorted(cells):
-            after = _mean(variant[key])
-            print(f"    {key[0]:4} {key[1]:20} hybrid {after:.4f} ({after - _mean(base[key]):+.4f}) gap {gaps[key]:+.4f}"
-                  f"{'' if gaps[key] >= _target(key[1]) else ' SHORT'}")  # fmt: skip
+            before, after = _mean(base[key]), _mean(variant[key])
+            moved = "better/worse {}/{}".format(*_moved(base[key], variant[key])) if detail else ""
+            print(f"    {key[0]:4} {key[1]:20} n={len(base[key]):4} hybrid {before:.4f} → {after:.4f} "
+                  f"({after - before:+.4f}) gap {gaps[key]:+.4f}{'' if gaps[key] >= _target(key[1]) else ' SHORT'} "
+                  f"{moved}".rstrip())  # fmt: skip
+
+
+def changes(cells: dict, base: dict, variant: dict) -> None:
+    """Every search the variant scores differently: its cell, nDCG@10 base → variant, the query, its relevant notes."""
+    for key in sorted(cells):
+        for (query, relevant, *_), a, b in zip(cells[key]["rows"], base[key], variant[key], strict=True):
+            if abs(b - a) > 1e-9:
+                print(f"    {key[0]:4} {key[1]:20} {a:.3f} → {b:.3f}  {query!r}  [{', '.join(sorted(relevant))}]")
+
+
+def swaps(fusion: types.ModuleType, cells: dict, params: Any) -> dict[tuple[str, str], Counter[str]]:
+    """Per cell, the searches whose legs swap their first two notes (dense's first note is BM25's second and BM25's
+    first is dense's second, by the fusion's per-note dense value and lexical value after the trust): ``swapped``,
+    which leg's first note is relevant (``dense``, ``bm25``, ``both``, ``neither``) and whose first note the fusion
+    put first (``hybrid dense``, ``hybrid bm25``, ``hybrid other``)."""
+    seen: dict[str, Any] = {}
+
+    def record(rows: list[tuple[str, Any, float, float]], context: dict[str, Any]) -> None:
+        seen["rows"] = rows
+
+    out = {}
+    fusion.HOOK = record
+    try:
+        for key, captured in cells.items():
+            count: Counter[str] = Counter()
+            for _, relevant, results, evidence, limit in captured["rows"]:
+                seen.clear()
+                fused = fusion.fuse(results, evidence, limit, "hybrid", params)
+                rows = seen.get("rows", [])
+                dense = [row[0] for row in sorted(rows, key=lambda row: -row[1].dense)[:2]]
+                lexical = [row[0] for row in sorted(rows, key=lambda row: -row[1].lexical)[:2]]
+                if len(rows) < 2 or dense != lexical[::-1]:
+                    continue
+                right = (dense[0] in relevant, lexical[0] in relevant)
+                count["swapped"] += 1
+                count[{(True, False): "dense", (False, True): "bm25", (True, True): "both"}.get(right, "neither")] += 1
+                first = fused[0].payload.get("path") if fused else None
+                count["hybrid " + ("dense" if first == dense[0] else "bm25" if first == lexical[0] else "other")] += 1
+            out[key] = count
+    finally:
+        fusion.HOOK = None
+    return out
+
+
+def _swap_line(count: Counter[str]) -> str:
+    return (f"swapped {count['swapped']:3}: dense right {count['dense']}, BM25 right {count['bm25']}, both "
+            f"{count['both']}, neither {count['neither']}; hybrid's first is dense's {count['hybrid dense']}, "
+            f"BM25's {count['hybrid bm25']}, another {count['hybrid other']}")  # fmt: skip
+
+
+def print_swaps(found: dict[tuple[str, str], Counter[str]]) -> None:
+    for key in sorted(found):
+        print(f"{key[0]:4} {key[1]:20} {_swap_line(found[key])}")
+    for model in sorted({m for m, _ in found}):
+        cells = [count for (m, _), count in found.items() if m == model]
+        print(f"{model:4} {len(cells)} cells{'':11} {_swap_line(sum(cells, Counter()))}")
+
+
+SIDE = Path(__file__).with_name("side.py")
+
+
+def _side(tree: Path, captures: list[Path], settings: list[str], flag: str) -> subprocess.Popen[bytes]:
+    """``side.py`` over the captures with ``tree``'s ``layers/kbsearch`` first on its ``PYTHONPATH``."""
+    layer = tree / "layers" / "kbsearch"
+    if not (layer / "kbsearch" / "fusion.py").is_file():
+        raise SystemExit(f"--compare {tree}: no layers/kbsearch/kbsearch/fusion.py there (a checkout of kb-search)")
+    tools = Path(kbsearch_tools.__file__).resolve().parents[1]  # this tree's metrics on both sides
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(layer.resolve()), str(tools)])}
+    command = [sys.executable, str(SIDE), *map(str, captures), f"--flag={flag}"]
+    for item in settings:
+        command += ["--set", item]
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def compare_trees(args: argparse.Namespace, cells: dict) -> int:
+    """The captures replayed by TREE's fusion (the base) and by this tree's, each in its own process."""
+    this = Path(kbsearch.fusion.__file__).resolve().parents[3]
+    running = [_side(args.compare, args.captures, args.set_base, "--set-base"),
+               _side(this, args.captures, args.set, "--set")]  # fmt: skip
+    answers = [
+        (tree, process, *process.communicate()) for tree, process in zip((args.compare, this), running, strict=True)
+    ]
+    for tree, process, _, err in answers:
+        if process.returncode != 0:
+            raise SystemExit(f"{tree}'s side (eval/replay/side.py) exit {process.returncode}: {err.decode()[-2000:]}")
+    sides = [pickle.loads(out) for _, _, out, _ in answers]  # noqa: S301 (side.py's own answer)
+    for label, items, side in zip(("base", "this"), (args.set_base, args.set), sides, strict=True):
+        searches = sum(len(side["scores"][key]) for key in cells)
+        print(f"{label}: {side['root']}{' ' + ' '.join(items) if items else ''}: evidence re-derived by its analyse "
+              f"reads differently from the capture's in {side['evidence']} of {searches} searches; its probes would "
+              f"ask for paths otherwise in {side['probes']}")  # fmt: skip
+    base, variant = ({key: side["scores"][key] for key in cells} for side in sides)
+    compare(f"{args.compare} → this tree", cells, base, variant, args.detail, every_cell=True)
+    if args.changes:
+        changes(cells, base, variant)
+    return 0
 
 
 def main(argv: list[str]) -> int:
@@ -152,21 +316,42 @@ def main(argv: list[str]) -> int:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="a FusionParams field for the defaults and every variant (lead_bonus=0: session 24's)",
+        help="a FusionParams field for the defaults and every variant (lead_bonus=0: session 24's); with --compare, "
+        "for this tree's side only",
     )
     parser.add_argument("--only", action="append", help="replay only the variant of this name (repeatable)")
-    parser.add_argument("--detail", action="store_true", help="print every cell's hybrid and gap for each variant")
+    parser.add_argument("--detail", action="store_true", help="every cell's hybrid, gap and searches better/worse")
+    parser.add_argument("--changes", action="store_true", help="list every search a variant scores differently")
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        metavar="TREE",
+        help="replay TREE's fusion (a checkout: TREE/layers/kbsearch) against this tree's, each in its own process",
+    )
+    parser.add_argument(
+        "--set-base",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="with --compare: a FusionParams field for TREE's side",
+    )
+    parser.add_argument("--swaps", action="store_true", help="count the searches whose legs swap their first two notes")
+    parser.add_argument("--exclude", action="append", default=[], metavar="TEXT", help="leave out classes naming TEXT")
     args = parser.parse_args(argv)
-    cells = load(args.captures)
+    if args.set_base and args.compare is None:
+        parser.error("--set-base sets TREE's side of --compare TREE")
+    if args.compare is not None and (args.variants or args.swaps):
+        parser.error("--compare replays two trees' defaults: not with --variants or --swaps")
+    if args.swaps and args.variants:
+        parser.error("--swaps counts over the defaults' fusion: not with --variants")
+    cells = {key: c for key, c in load(args.captures).items() if not any(text in key[1] for text in args.exclude)}
+    if args.compare is not None:
+        return compare_trees(args, cells)
     fusion = hooked_fusion()
-    fields = {f.name: f.type for f in dataclasses.fields(fusion.FusionParams)}
-    overrides = {}
-    for item in args.set:
-        name, _, value = item.partition("=")
-        if name not in fields:
-            raise SystemExit(f"--set {item}: FusionParams has no {name!r} (it has {', '.join(fields)})")
-        overrides[name] = int(value) if fields[name] == "int" else float(value)
-    params = fusion.FusionParams(**overrides)
+    params = params_from(fusion, args.set)
+    if args.swaps:
+        print_swaps(swaps(fusion, cells, params))
+        return 0
     base = run(fusion, cells, params=params)
     for key in sorted(cells):
         phases = cells[key]["phases"]
@@ -183,7 +368,10 @@ def main(argv: list[str]) -> int:
         spec.loader.exec_module(module)
         for name, hook in module.VARIANTS:
             if args.only is None or name in args.only:
-                compare(name, cells, base, run(fusion, cells, hook, params), args.detail)
+                variant = run(fusion, cells, hook, params)
+                compare(name, cells, base, variant, args.detail)
+                if args.changes:
+                    changes(cells, base, variant)
     return 0
 
 

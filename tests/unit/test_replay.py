@@ -1,0 +1,170 @@
+"""eval/replay/replay.py's counts over a tiny synthetic capture (capture.py's format, real legs and chunks):
+``--compare`` (two trees' fusions, each in its own process), ``--set`` / ``--set-base``, ``--changes``, ``--swaps``.
+
+The capture: notes x, y, z, w. Dense ranks x (0.9) above y (0.85); BM25 ranks y (10) above x (8): the legs swap
+their first two notes, BM25 is sure of y (its clear lead), and the defaults put y first. With ``lexical_weight=0
+lead_bonus=0`` the fusion follows dense and puts x first. So, of the searches below, the one whose answer is x
+is better under that setting, the two whose answer is y are worse, and the rest do not move.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from kbsearch.fusion import analyse
+from kbsearch.qdrant.query import Leg, ScoredChunk
+from tests.conftest import ROOT, subprocess_env
+
+REPLAY = ROOT / "eval" / "replay" / "replay.py"
+DENSE_FIRST = ["--set", "lexical_weight=0", "--set", "lead_bonus=0"]
+
+
+def _chunks(scores: list[tuple[str, float]]) -> list[ScoredChunk]:
+    return [ScoredChunk(f"{note}-0", score, {"path": f"{note}.md", "doc_id": note, "lang": "en"})
+            for note, score in scores]  # fmt: skip
+
+
+def _search(query: str, relevant: set[str], bm25: str = "yxz") -> tuple:
+    """Dense ranks x, y, z, w; BM25 ranks the notes of ``bm25`` in that order."""
+    dense = _chunks([("x", 0.9), ("y", 0.85), ("z", 0.5), ("w", 0.4)])
+    lexical = _chunks(list(zip(bm25, (10.0, 8.0, 2.0), strict=True)))
+    results = [(Leg("dense"), dense), (Leg("lexical"), lexical)]
+    return (query, frozenset(f"{n}.md" for n in relevant), results, analyse(query), 10)
+
+
+def _capture(root: Path) -> list[Path]:
+    """e5 question-en: x right (dense), y right (BM25), z right (neither), a search whose legs agree and one whose
+    answer no leg has;
+    use detail-ru: y right (BM25), x and y right (both)."""
+    cells = {
+        "e5": {
+            "question-en": [
+                _search("where is the backup schedule set", {"x"}),
+                _search("how do I rename a vault folder", {"y"}),
+                _search("which plugin exports a graph", {"z"}),
+                _search("can I sync two devices offline", {"x"}, bm25="xyz"),
+                # dense's first is BM25's second, but BM25's first is not dense's second: not a swap
+                _search("is there a dark theme for the mobile app", {"v"}, bm25="zxy"),
+            ]
+        },
+        "use": {
+            "detail-ru": [
+                _search("как переименовать хранилище", {"y"}),
+                _search("где задать расписание копий", {"x", "y"}),
+            ]
+        },
+    }
+    paths = []
+    for model, classes in cells.items():
+        path = root / f"{model}-classes.pkl"
+        phases = {"lexical": 0.5, "dense": 0.5, "hybrid": 0.5}
+        with path.open("wb") as f:
+            pickle.dump({name: {"rows": rows, "phases": phases} for name, rows in classes.items()}, f)
+        paths.append(path)
+    return paths
+
+
+def _replay(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, str(REPLAY), *map(str, args)]
+    return subprocess.run(
+        command, capture_output=True, text=True, env=subprocess_env(), cwd=ROOT, timeout=300, check=False
+    )
+
+
+def _moved(out: str) -> str:
+    found = re.findall(r"searches better/worse (\d+/\d+)", out)
+    assert len(found) == 1, out
+    return found[0]
+
+
+def _listed(out: str) -> list[str]:
+    """The searches ``--changes`` lists."""
+    return [line for line in out.splitlines() if re.match(r" +\S+ +\S+ +\d\.\d{3} → \d\.\d{3}  '", line)]
+
+
+def test_compare_with_the_same_tree_moves_nothing(tmp_path: Path) -> None:
+    done = _replay(*_capture(tmp_path), "--compare", ROOT, "--changes")
+    assert done.returncode == 0, done.stderr
+    assert _moved(done.stdout) == "0/0"
+    assert "evidence re-derived by its analyse reads differently from the capture's in 0 of 7 searches" in done.stdout
+    assert _listed(done.stdout) == []  # --changes lists no search
+    assert re.search(r"e5   question-en +n=   5 hybrid (\d\.\d{4}) → \1 \(\+0\.0000\)", done.stdout), done.stdout
+
+
+def test_compare_counts_each_side_with_its_own_settings(tmp_path: Path) -> None:
+    captures = _capture(tmp_path)
+    done = _replay(*captures, "--compare", ROOT, *DENSE_FIRST, "--detail", "--changes")
+    assert done.returncode == 0, done.stderr
+    assert _moved(done.stdout.split("\n    ")[0]) == "1/2"  # the summary line; --detail adds each cell's
+    assert re.search(r"e5   question-en .* better/worse 1/1\n", done.stdout), done.stdout
+    assert re.search(r"use  detail-ru .* better/worse 0/1\n", done.stdout), done.stdout
+    assert _listed(done.stdout) == [
+        "    e5   question-en          0.631 → 1.000  'where is the backup schedule set'  [x.md]",
+        "    e5   question-en          1.000 → 0.631  'how do I rename a vault folder'  [y.md]",
+        "    use  detail-ru            1.000 → 0.631  'как переименовать хранилище'  [y.md]",
+    ]
+    # the same settings on the other side: the counts turn round
+    done = _replay(*captures, "--compare", ROOT, *[a.replace("--set", "--set-base") for a in DENSE_FIRST])
+    assert done.returncode == 0, done.stderr
+    assert _moved(done.stdout.split("\n    ")[0]) == "2/1"
+
+
+def test_compare_imports_the_other_trees_fusion(tmp_path: Path) -> None:
+    """TREE's side runs TREE's kbsearch: a checkout whose fusion defaults follow dense scores as --set does."""
+    tree = tmp_path / "tree"
+    shutil.copytree(ROOT / "layers" / "kbsearch" / "kbsearch", tree / "layers" / "kbsearch" / "kbsearch")
+    fusion = tree / "layers" / "kbsearch" / "kbsearch" / "fusion.py"
+    source, n = re.subn(r"(lexical_weight|lead_bonus): float = [0-9.]+", r"\1: float = 0.0", fusion.read_text())
+    assert n == 2
+    fusion.write_text(source)
+    done = _replay(*_capture(tmp_path), "--compare", tree)
+    assert done.returncode == 0, done.stderr
+    assert f"base: {tree / 'layers' / 'kbsearch'}:" in done.stdout
+    assert _moved(done.stdout) == "2/1"
+
+
+def test_swaps_counts_which_leg_was_right(tmp_path: Path) -> None:
+    done = _replay(*_capture(tmp_path), "--swaps")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("e5   question-en          swapped   3: dense right 1, BM25 right 1, both 0, neither 1;")
+    assert lines[0].endswith("hybrid's first is dense's 0, BM25's 3, another 0")
+    assert lines[1].startswith("use  detail-ru            swapped   2: dense right 0, BM25 right 1, both 1, neither 0;")
+    assert lines[2].startswith("e5   1 cells            swapped   3:")
+    # under the dense-first setting the fusion follows dense in every swapped search
+    done = _replay(*_capture(tmp_path), "--swaps", *DENSE_FIRST, "--exclude", "question")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "use  detail-ru            swapped   2: dense right 0, BM25 right 1, both 1, neither 0; hybrid's first is "
+        "dense's 2, BM25's 0, another 0",
+        "use  1 cells            swapped   2: dense right 0, BM25 right 1, both 1, neither 0; hybrid's first is "
+        "dense's 2, BM25's 0, another 0",
+    ]
+
+
+def test_bad_options_are_refused_with_a_reason(tmp_path: Path) -> None:
+    captures = _capture(tmp_path)
+    done = _replay(*captures, "--compare", tmp_path / "nowhere")
+    assert done.returncode == 1
+    assert "no layers/kbsearch/kbsearch/fusion.py there" in done.stderr
+    assert "Traceback" not in done.stderr
+    (tmp_path / "e5-empty.pkl").write_bytes(b"")
+    for path in (tmp_path / "e5-empty.pkl", tmp_path / "e5-missing.pkl"):
+        done = _replay(path, "--compare", ROOT)
+        assert done.returncode == 1
+        assert done.stderr.startswith(f"{path}: not a capture of eval/replay/capture.py (")
+    done = _replay(*captures, "--set-base", "lexical_weight=0.6")
+    assert done.returncode == 2
+    assert "--set-base sets TREE's side of --compare TREE" in done.stderr
+    done = _replay(*captures, "--swaps", "--variants", ROOT / "eval" / "replay" / "variants_s25.py")
+    assert done.returncode == 2
+    assert "--swaps counts over the defaults' fusion: not with --variants" in done.stderr
+    done = _replay(*captures, "--compare", ROOT, "--set-base", "lexical_weight=high")
+    assert done.returncode == 1
+    assert "--set-base lexical_weight=high: 'high' is not a number" in done.stderr
+    assert "Traceback" not in done.stderr
