@@ -633,3 +633,29 @@ def test_a_note_of_another_language_is_not_an_exact_match_by_its_bm25_share() ->
     fused = _alt_f10(lexical, [("nav.md", 6.0), ("ru/max.md", 1.0)])
     assert paths(fused)[0] == "nav.md" and fused[0].exact
     assert not any(c.exact for c in fused if c.payload["path"] == "ru/max.md")
+
+
+def test_a_question_dense_answers_across_languages_is_not_taken_by_bm25_in_the_few_notes_of_its_own_language() -> None:
+    """A Russian KB whose few notes keep an English section (recorded ``lang: en``): an English question whose answer
+    dense ranks first is a Russian note; BM25 finds the question's words in full only in the English-language notes,
+    which do not answer it. Those matches count as a match in another language does: dense's answer stays first
+    (EVAL.md, session 28: LibreOffice Help's cross-en-to-ru). Where dense's first note is in the query's language,
+    or the match is a translated variant's, nothing changes."""
+    query = "protecting cells from changes"
+    evidence = analyse(query)
+    answer, english = "ru/cell_protect.md", "ru/protection.md"
+    noise = [f"ru/шум{i:02d}.md" for i in range(30)]
+    dense = (Leg("dense", 0), [chunk(answer, 0.88, "ru"), chunk(english, 0.80, "en")]
+             + [chunk(p, 0.84 - i * 0.01, "ru") for i, p in enumerate(noise)])  # fmt: skip
+    bm25 = (Leg("lexical", 0, "en"), [chunk(english, 9.0, "en"), chunk(noise[0], 2.0, "ru")])
+    terms = {t: 3.0 for t in tokenize(query)}
+    fused = fuse([dense, bm25, *probes(query, terms)], evidence, 10)
+    assert paths(fused)[0] == answer and not any(c.exact for c in fused)
+    # the same notes with dense's first in the query's language: BM25's same-language match counts in full
+    same = (Leg("dense", 0), [chunk("ru/other.md", 0.88, "en"), chunk(english, 0.80, "en")]
+            + [chunk(p, 0.84 - i * 0.01, "ru") for i, p in enumerate(noise)])  # fmt: skip
+    assert paths(fuse([same, bm25, *probes(query, terms)], evidence, 10))[0] == english
+    # a translated variant's BM25 leg counts for its own language as before
+    ru_bm25 = (Leg("lexical", 1, "ru"), [chunk(noise[5], 9.0, "ru")])
+    translated_first = fuse([dense, (Leg("lexical", 0, "en"), []), ru_bm25, *probes(query, {})], evidence, 10)
+    assert paths(translated_first)[0] == noise[5]

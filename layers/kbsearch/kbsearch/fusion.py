@@ -15,7 +15,9 @@ has anyway:
   its best frequency would score; ``confidence`` of a note = its BM25 score / that sum.
 - **language**: a BM25 match counts in full in a note of the leg's language (``lang`` in the payload, recorded by
   the indexer; guessed from the text for notes indexed before), by ``cross_language`` in a note of another one.
-  The lexical leg of a translated variant counts for the translation's language.
+  The lexical leg of a translated variant counts for the translation's language. When the dense leg's first note is
+  in another language than the query, the query's own BM25 matches in notes of the query's language count by
+  ``cross_language`` too (:func:`_across`: a question across languages in a KB of both).
 - **exact match**: when the query looks up something (it has an identifier — digits, ``_``, CamelCase, a path,
   a Latin word in a Russian query; a compound joined by ``-`` only in a query of two words or fewer — or at most
   ``exact_max_terms`` terms), every required term (its identifiers, else all its terms) is in the index, and at
@@ -235,6 +237,7 @@ def _holders(
 
 #: Fused notes best first (the score negated), equal scores by path.
 _BEST_FIRST = operator.itemgetter(0, 1)
+_DENSE = operator.attrgetter("dense")
 
 
 def _note(chunk: ScoredChunk) -> str:
@@ -306,6 +309,24 @@ def clear_lead(notes: dict[str, _Note], p: FusionParams) -> str | None:
     if dense <= 0 or sum(n.dense > dense for n in notes.values()) >= p.lead_within:
         return None
     return lead
+
+
+def _across(notes: dict[str, _Note], language: str, languages: dict[str, str | None], p: FusionParams) -> None:
+    """A question across languages in a KB of both: when the dense leg's first note is in another language than the
+    query, the query's own BM25 matches in notes of the query's language count as a match in another language does
+    (x ``p.cross_language``). The dense model puts the answer across languages, and BM25's same-language matches are
+    then the few notes of the query's language that share its words (a Russian KB's notes that keep an English
+    section: EVAL.md, session 28, LibreOffice Help); a translated variant's match is left as it is."""
+    first = max((n for n in notes.values() if n.dense_chunk is not None), key=_DENSE, default=None)
+    if first is None or first.dense_chunk is None:
+        return
+    theirs = _note_language(first.dense_chunk.payload, languages)
+    if theirs is None or theirs == language:
+        return
+    for n in notes.values():
+        its = n.lexical_chunk
+        if its is not None and its is not n.translated_chunk and _note_language(its.payload, languages) == language:
+            n.lexical *= p.cross_language
 
 
 def fuse(
@@ -459,6 +480,8 @@ def fuse(
             n.lexical, n.lexical_chunk = n.translated, n.translated_chunk
         else:
             n.lexical *= gain
+    if evidence.language is not None:
+        _across(notes, evidence.language, languages, p)
     lead = clear_lead(notes, p)
     weight, close = p.lexical_weight, p.close
     scored = []
