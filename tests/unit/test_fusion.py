@@ -655,6 +655,9 @@ def test_a_question_dense_answers_across_languages_is_not_taken_by_bm25_in_the_f
     same = (Leg("dense", 0), [chunk("ru/other.md", 0.88, "en"), chunk(english, 0.80, "en")]
             + [chunk(p, 0.84 - i * 0.01, "ru") for i, p in enumerate(noise)])  # fmt: skip
     assert paths(fuse([same, bm25, *probes(query, terms)], evidence, 10))[0] == english
+    # ...and a translation's dense leg, whose first note is in the translation's language, does not say otherwise
+    translation = (Leg("dense", 1, "ru"), [chunk(answer, 0.95, "ru")])
+    assert paths(fuse([same, translation, bm25, *probes(query, terms)], evidence, 10))[0] == english
     # a translated variant's BM25 leg counts for its own language as before
     ru_bm25 = (Leg("lexical", 1, "ru"), [chunk(noise[5], 9.0, "ru")])
     translated_first = fuse([dense, (Leg("lexical", 0, "en"), []), ru_bm25, *probes(query, {})], evidence, 10)

@@ -237,7 +237,7 @@ def _holders(
 
 #: Fused notes best first (the score negated), equal scores by path.
 _BEST_FIRST = operator.itemgetter(0, 1)
-_DENSE = operator.attrgetter("dense")
+_SCORE = operator.itemgetter(1)
 
 
 def _note(chunk: ScoredChunk) -> str:
@@ -311,16 +311,16 @@ def clear_lead(notes: dict[str, _Note], p: FusionParams) -> str | None:
     return lead
 
 
-def _across(notes: dict[str, _Note], language: str, languages: dict[str, str | None], p: FusionParams) -> None:
-    """A question across languages in a KB of both: when the dense leg's first note is in another language than the
-    query, the query's own BM25 matches in notes of the query's language count as a match in another language does
-    (x ``p.cross_language``). The dense model puts the answer across languages, and BM25's same-language matches are
-    then the few notes of the query's language that share its words (a Russian KB's notes that keep an English
-    section: EVAL.md, session 28, LibreOffice Help); a translated variant's match is left as it is."""
-    first = max((n for n in notes.values() if n.dense_chunk is not None), key=_DENSE, default=None)
-    if first is None or first.dense_chunk is None:
-        return
-    theirs = _note_language(first.dense_chunk.payload, languages)
+def _across(notes: dict[str, _Note], first: ScoredChunk, language: str, languages: dict[str, str | None],
+            p: FusionParams) -> None:  # fmt: skip
+    """A question across languages in a KB of both: when the first note of the query's own dense leg (``first``: its
+    best chunk; not a translation's leg, whose first note is in the translation's language by design) is in another
+    language than the query, the query's own BM25 matches in notes of the query's language count as a match in
+    another language does (x ``p.cross_language``). The dense model puts the answer across languages, and BM25's
+    same-language matches are then the few notes of the query's language that share its words (a Russian KB's notes
+    that keep an English section: EVAL.md, session 28, LibreOffice Help); a translated variant's match is left as it
+    is."""
+    theirs = _note_language(first.payload, languages)
     if theirs is None or theirs == language:
         return
     for n in notes.values():
@@ -480,8 +480,9 @@ def fuse(
             n.lexical, n.lexical_chunk = n.translated, n.translated_chunk
         else:
             n.lexical *= gain
-    if evidence.language is not None:
-        _across(notes, evidence.language, languages, p)
+    asked = [chunks for leg, chunks in results if leg.kind == "dense" and leg.variant == 0 and chunks]
+    if evidence.language is not None and asked:
+        _across(notes, max(asked[0], key=_SCORE), evidence.language, languages, p)
     lead = clear_lead(notes, p)
     weight, close = p.lexical_weight, p.close
     scored = []
