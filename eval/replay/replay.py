@@ -78,6 +78,8 @@ SAME_LANGUAGE_QUESTIONS = {
     "detail-ru",
     "gnome-question-en",
     "gnome-question-ru",
+    "lo-question-en",
+    "lo-question-ru",
 }
 OPEN_CELLS = [("e5", "question-en"), ("e5", "gnome-question-ru"), ("use", "gnome-question-en")]
 
