@@ -114,7 +114,7 @@ eval-gnome: $(STAMP) ## the third corpus (eval/classes-gnome.yaml: GNOME Help in
 	$(BIN)/kbsearch eval --classes eval/classes-gnome.yaml --oracle $(or $(ORACLE),e5) --phases lexical,dense,hybrid \
 		--oracle-cache .kbsearch/oracle/$(or $(ORACLE),e5).sqlite --gate
 
-eval-lo: $(STAMP) ## the fourth corpus (eval/classes-lo.yaml: LibreOffice Help's guide pages in ru/en; measured blind in session 28: EVAL.md) with a real model (ORACLE=e5 or use)
+eval-lo: $(STAMP) ## the fourth corpus (eval/classes-lo.yaml: LibreOffice Help's guide pages in ru/en; measured blind in session 28, then one cross-language rule taken with it in view: EVAL.md) with a real model (ORACLE=e5 or use)
 	$(BIN)/kbsearch eval --classes eval/classes-lo.yaml --oracle $(or $(ORACLE),e5) --phases lexical,dense,hybrid \
 		--oracle-cache .kbsearch/oracle/$(or $(ORACLE),e5).sqlite --gate
 
