@@ -19,8 +19,8 @@ as their percent-escapes (``curl '.../search?q=ротация'``); an empty line
 2.2); ``Expect: 100-continue`` gets no "100 Continue" for a body that is refused unread; a target's leading slashes
 are one (``//health`` is ``/health``, never a host). ``Server`` names no Python version. At most
 :func:`connection_limit` connections are served at once; one past it closes the connection that has waited longest
-for a request (idle at least :data:`IDLE_EVICT_AFTER_S`: a client's kept-alive connection between requests, or one
-that has sent nothing yet) and is served, or, when none has, is answered 429 and closed.
+for a request (idle at least :data:`IDLE_EVICT_AFTER_S` with nothing come on it: a client's kept-alive connection
+between requests, or one that has sent nothing yet) and is served, or, when none has, is answered 429 and closed.
 
 Bound to a loopback address (the default, 127.0.0.1), it answers only requests whose ``Host`` (and target, when in
 absolute form) names this machine (``localhost``, a loopback address): anything else is 403 "Forbidden", so a web
@@ -39,6 +39,7 @@ import logging
 import os
 import re
 import secrets
+import select
 import socket
 import sys
 import threading
@@ -534,12 +535,16 @@ class _Server(ThreadingHTTPServer):
 
     def _evict_idle(self) -> bool:
         """Closes the connection that has waited longest for a request, when it has waited :data:`IDLE_EVICT_AFTER_S`
-        at least (its thread then ends, and with it its slot); False when none has."""
+        at least and nothing has come on it (its thread then ends, and with it its slot); False when none has. A
+        connection whose next request has reached its socket but not yet its thread (waking it takes the GIL, and
+        on a loaded host milliseconds) is no idle one: it was closed with the request unread, unanswered and the
+        connection reset, though the client had found its kept-alive connection open when it sent the request
+        (RELIABILITY "Round 28b review")."""
         with self._idle_lock:
-            if not self._idle:
-                return False
-            connection, since = min(self._idle.items(), key=lambda item: item[1])
-            if time.monotonic() - since < IDLE_EVICT_AFTER_S:
+            waited = time.monotonic() - IDLE_EVICT_AFTER_S
+            connection = next((c for c, since in sorted(self._idle.items(), key=lambda item: item[1])
+                               if since <= waited and not _readable(c)), None)  # fmt: skip
+            if connection is None:
                 return False
             del self._idle[connection]
             self._evicted.add(connection)
@@ -598,6 +603,16 @@ class _Server(ThreadingHTTPServer):
             logger.debug("%s: connection ended (%s)", client_address[0], type(error).__name__)
             return
         logger.error("connection from %s failed: %s", client_address[0], type(error).__name__)
+
+
+def _readable(connection: socket.socket) -> bool:
+    """Whether bytes (or the client's end of the connection) wait on ``connection``, without waiting for them."""
+    try:
+        poller = select.poll()
+    except AttributeError:  # no poll() (Windows): select()'s descriptors are not bounded there
+        return bool(select.select([connection], [], [], 0)[0])
+    poller.register(connection, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def _target(path: str) -> str:
