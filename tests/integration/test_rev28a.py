@@ -1,0 +1,56 @@
+"""Round 28a's review of round 28b (rev28a): through the real interfaces (`kbsearch index` spawned, the search
+handler with API Gateway events on the embedded store). Each test fails on main's code before its fix."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import KBSEARCH_CMD, PROCESS_TIMEOUT_S, ROOT, subprocess_env
+
+# -- a note over a read by path's bound whose access was taken from the caller since it was indexed ----------------
+
+
+def test_a_note_too_large_to_read_by_path_whose_access_was_revoked_since_indexing_is_missing_not_too_large(
+    tmp_path: Path, load_search_app: Any
+) -> None:
+    """Round 28b answered a read by path of a note over 4 MiB that the index holds for the caller with 422 `too
+    large: N bytes`, before the note's own declaration was read: a note made hr-only since the last sync (the index
+    stale) was "too large: 4550047 bytes" to a public caller, its existence and size told, where a note of any
+    other size is "no note at" the path (404), as the current declaration decides a read by path. Now the
+    declaration (in the note's first bytes) is read first: a caller it excludes is told nothing more."""
+    from kbsearch_tools.local.apigw import HttpRequest, build_event
+    from tests.integration.test_hostile_notes import mcp_event
+
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    body = "# Big\n\n" + "quokka " * 650_000 + "\n"  # one line, 4.5 MB
+    (kb / "big.md").write_text(body)
+    (kb / "small.md").write_text("# Small\n\nquokka\n")
+    env = subprocess_env(QDRANT_PATH=str(tmp_path / "q"), EMBEDDING_API_KEY="", EMBEDDING_API_KEY_PARAM="",
+                         MAX_NOTE_BYTES="8000000")  # fmt: skip
+    proc = subprocess.run([*KBSEARCH_CMD, "index", str(kb), "--json"], env=env, capture_output=True, text=True,
+                          timeout=PROCESS_TIMEOUT_S, check=False, cwd=ROOT)  # fmt: skip
+    assert proc.returncode == 0 and json.loads(proc.stdout)["added"] == 2, proc.stdout[-2000:] + proc.stderr
+    app = load_search_app(QDRANT_PATH=str(tmp_path / "q"), KB_SOURCE=str(kb), EMBEDDING_API_KEY="",
+                          EMBEDDING_API_KEY_PARAM="", MAX_NOTE_BYTES="8000000")  # fmt: skip
+
+    def read(path: str) -> dict[str, Any]:
+        return dict(app(build_event(HttpRequest("GET", f"/notes/{path}", "", [], b""), "/notes/{path+}",
+                                    {"path": path}, "dev")))  # fmt: skip
+
+    assert read("big.md")["statusCode"] == 422  # round 28b's case: the note is the caller's, said too large
+    assert read("small.md")["statusCode"] == 200
+    for path, text in (("big.md", body), ("small.md", "# Small\n\nquokka\n")):  # made hr-only, not synced since
+        (kb / path).write_text("---\naccess: [hr]\n---\n" + text)
+    for path in ("big.md", "small.md"):
+        answer = read(path)
+        assert answer["statusCode"] == 404, (path, answer)
+        assert "too large" not in answer["body"] and "bytes" not in answer["body"], answer["body"]
+        tool = json.loads(app(mcp_event("kb_get_note", {"path": path}))["body"])["result"]
+        assert tool["isError"] and "too large" not in json.dumps(tool), tool
+    # the declaration read from the note's first bytes lets its readers through: still said too large to them
+    (kb / "big.md").write_text("---\naccess: [public]\n---\n" + body)
+    assert read("big.md")["statusCode"] == 422
