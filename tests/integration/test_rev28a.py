@@ -54,3 +54,28 @@ def test_a_note_too_large_to_read_by_path_whose_access_was_revoked_since_indexin
     # the declaration read from the note's first bytes lets its readers through: still said too large to them
     (kb / "big.md").write_text("---\naccess: [public]\n---\n" + body)
     assert read("big.md")["statusCode"] == 422
+
+
+# -- the refusal record (parse_refused): entries of another writer, and the record as an older kbsearch reads it ------
+
+
+def test_a_refusal_entry_whose_limit_is_an_integer_past_a_float_is_read_as_unrecorded_never_a_failed_run(
+    tmp_path: Path,
+) -> None:
+    """`Refusal.read` put an entry's `limit_s` through `math.isfinite`, which raises OverflowError on an integer
+    past a float's range (`{"etag": ..., "limit_s": 1e400 written as digits}`: JSON has no integer bound, and the
+    embedded store's metadata is a JSON file): every `kbsearch index` of that store ended with a traceback before
+    its first note. Now such a limit is of no use like any other (read as not recorded) and the entry, of a version
+    the note is no longer at, is dropped."""
+    from tests.integration.test_adv28b import index_under, merge_store_metadata, store_metadata
+
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "a.md").write_text("# A\n\nA note.\n")
+    store = tmp_path / "q"
+    index_under(kb, store, "30")
+    merge_store_metadata(store, {"parse_refused": {"a.md": {"etag": "an older version", "limit_s": 10**400}}})
+    (kb / "a.md").write_text("# A\n\nA note, edited.\n")
+    report = index_under(kb, store, "30")  # (asserts rc 0 and no traceback)
+    assert report["updated"] == 1 and not report["skipped"], report
+    assert store_metadata(store).get("parse_refused") == {}

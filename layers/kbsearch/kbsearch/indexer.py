@@ -1395,9 +1395,13 @@ class Refusal:
         if not isinstance(entry, dict) or not isinstance(entry.get("etag"), str):
             return None
         limit = entry.get("limit_s")
-        if isinstance(limit, bool) or not isinstance(limit, int | float) or not math.isfinite(limit) or limit <= 0:
+        try:  # (an integer past a float's range, which JSON allows, raises OverflowError)
+            seconds = math.nan if isinstance(limit, bool) or not isinstance(limit, int | float) else float(limit)
+        except OverflowError:
+            seconds = math.nan
+        if not math.isfinite(seconds) or seconds <= 0:
             return cls(entry["etag"], None)  # (a limit of no use: read as not recorded)
-        return cls(entry["etag"], float(limit))
+        return cls(entry["etag"], seconds)
 
     def refuses(self, etag: str, limit_s: float) -> bool:
         """Whether the note at ``etag`` is still refused under the limit ``limit_s`` (a note that ran past a limit
