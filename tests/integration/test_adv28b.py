@@ -80,7 +80,7 @@ def test_a_note_refused_as_slow_is_parsed_again_once_the_limit_is_raised_above_t
     index_under(kb, store, "0.25")  # the note as it is indexed: kept (its last good version), not refused
     (kb / "slow.md").write_bytes(SLOW_NOTE + b"\nsaved again\n")
     index_under(kb, store, "0.25")
-    assert store_metadata(store)["parse_refused"]["slow.md"]["limit_s"] == 0.25
+    assert store_metadata(store)["parse_refused_limits"]["slow.md"]["limit_s"] == 0.25
 
 
 def test_a_refusal_recorded_before_its_limit_was_still_reads_as_refused_under_the_default_limit(
@@ -99,7 +99,8 @@ def test_a_refusal_recorded_before_its_limit_was_still_reads_as_refused_under_th
     entry = store_metadata(store)["parse_refused"]["slow.md"]
     etag = entry if isinstance(entry, str) else entry["etag"]
     assert first["added"] == 0, first
-    merge_store_metadata(store, {"parse_refused": {"slow.md": etag, "odd.md": {"limit_s": 3}, "x.md": [1]}})
+    older = {"slow.md": etag, "odd.md": {"limit_s": 3}, "x.md": [1]}
+    merge_store_metadata(store, {"parse_refused": older, "parse_refused_limits": None})  # (no limits recorded)
     default = index_under(kb, store, "30")
     why = slow_reason(default) or ""
     assert "not recorded" in why and "30 s" in why, why

@@ -18,7 +18,7 @@ def test_a_note_too_large_to_read_by_path_whose_access_was_revoked_since_indexin
 ) -> None:
     """Round 28b answered a read by path of a note over 4 MiB that the index holds for the caller with 422 `too
     large: N bytes`, before the note's own declaration was read: a note made hr-only since the last sync (the index
-    stale) was "too large: 4550047 bytes" to a public caller, its existence and size told, where a note of any
+    stale) was "too large: 4550029 bytes" to a public caller, its existence and size told, where a note of any
     other size is "no note at" the path (404), as the current declaration decides a read by path. Now the
     declaration (in the note's first bytes) is read first: a caller it excludes is told nothing more."""
     from kbsearch_tools.local.apigw import HttpRequest, build_event
@@ -79,3 +79,34 @@ def test_a_refusal_entry_whose_limit_is_an_integer_past_a_float_is_read_as_unrec
     report = index_under(kb, store, "30")  # (asserts rc 0 and no traceback)
     assert report["updated"] == 1 and not report["skipped"], report
     assert store_metadata(store).get("parse_refused") == {}
+
+
+def test_a_refusal_is_recorded_as_every_kbsearch_since_round_26_reads_it_and_an_older_writers_rewrite_keeps_limits(
+    tmp_path: Path,
+) -> None:
+    """Round 28b wrote a refusal as `{"etag", "limit_s"}` in `parse_refused`, where a kbsearch before it reads the
+    etag alone: the Lambdas of the older version sharing the collection (a rolling deploy, a rollback) parsed every
+    such note again (probe: `kbsearch index` of 52355d7 after this one, NOTE_PARSE_LIMIT_S=0.25: `its parse ran past
+    0.25 s` anew) and, writing the record, dropped every such entry, of any note. Now `parse_refused` stays path →
+    etag and the limit is beside it (`parse_refused_limits`, of that etag); an older kbsearch's rewrite of
+    `parse_refused` (the etag alone, the limits' key untouched) leaves the note refused under that limit, and a
+    raised limit parses it again."""
+    from tests.integration.test_adv26 import SLOW_NOTE
+    from tests.integration.test_adv28b import index_under, merge_store_metadata, slow_reason, store_metadata
+
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "good.md").write_text("# Good\n\nA good note.\n")
+    (kb / "slow.md").write_bytes(SLOW_NOTE)
+    store = tmp_path / "q"
+    index_under(kb, store, "0.25")
+    recorded = store_metadata(store)
+    etag = recorded["parse_refused"]["slow.md"]
+    assert isinstance(etag, str), recorded["parse_refused"]  # what a kbsearch before round 28b reads
+    assert recorded["parse_refused_limits"] == {"slow.md": {"etag": etag, "limit_s": 0.25}}
+    # an older kbsearch writing the record: path → etag, another note's entry among them, the limits' key untouched
+    merge_store_metadata(store, {"parse_refused": {"slow.md": etag, "gone.md": "an etag"}})
+    again = index_under(kb, store, "0.25")
+    assert "ran past 0.25 s, NOTE_PARSE_LIMIT_S as it was then" in (slow_reason(again) or ""), again
+    raised = index_under(kb, store, "1")  # above the recorded 0.25, below the default a bare etag reads as
+    assert "earlier run" not in (slow_reason(raised) or ""), raised  # tried again (indexed, or refused anew)
