@@ -4,11 +4,8 @@ handler with API Gateway events on the embedded store). Each test fails on main'
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
-
-from tests.conftest import KBSEARCH_CMD, PROCESS_TIMEOUT_S, ROOT, subprocess_env
 
 # -- a note over a read by path's bound whose access was taken from the caller since it was indexed ----------------
 
@@ -22,6 +19,7 @@ def test_a_note_too_large_to_read_by_path_whose_access_was_revoked_since_indexin
     other size is "no note at" the path (404), as the current declaration decides a read by path. Now the
     declaration (in the note's first bytes) is read first: a caller it excludes is told nothing more."""
     from kbsearch_tools.local.apigw import HttpRequest, build_event
+    from tests.integration.test_adv28b import indexed_large
     from tests.integration.test_hostile_notes import mcp_event
 
     kb = tmp_path / "kb"
@@ -29,13 +27,7 @@ def test_a_note_too_large_to_read_by_path_whose_access_was_revoked_since_indexin
     body = "# Big\n\n" + "quokka " * 650_000 + "\n"  # one line, 4.5 MB
     (kb / "big.md").write_text(body)
     (kb / "small.md").write_text("# Small\n\nquokka\n")
-    env = subprocess_env(QDRANT_PATH=str(tmp_path / "q"), EMBEDDING_API_KEY="", EMBEDDING_API_KEY_PARAM="",
-                         MAX_NOTE_BYTES="8000000")  # fmt: skip
-    proc = subprocess.run([*KBSEARCH_CMD, "index", str(kb), "--json"], env=env, capture_output=True, text=True,
-                          timeout=PROCESS_TIMEOUT_S, check=False, cwd=ROOT)  # fmt: skip
-    assert proc.returncode == 0 and json.loads(proc.stdout)["added"] == 2, proc.stdout[-2000:] + proc.stderr
-    app = load_search_app(QDRANT_PATH=str(tmp_path / "q"), KB_SOURCE=str(kb), EMBEDDING_API_KEY="",
-                          EMBEDDING_API_KEY_PARAM="", MAX_NOTE_BYTES="8000000")  # fmt: skip
+    app = indexed_large(kb, tmp_path / "q", load_search_app, 2)
 
     def read(path: str) -> dict[str, Any]:
         return dict(app(build_event(HttpRequest("GET", f"/notes/{path}", "", [], b""), "/notes/{path+}",
