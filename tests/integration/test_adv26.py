@@ -35,10 +35,10 @@ SLOW_NOTE = b"# Slow\n\n" + b"<!-- a --> <!--\n" * 65_000
 LIMIT_S = "0.25"
 
 
-def refused(settings: Settings) -> Any:
+def refused(settings: Settings, key: str = "parse_refused") -> Any:  # kbsearch.indexer.PARSE_REFUSED
     store = open_store(settings, Secrets(settings))
     try:
-        return store.metadata().get("parse_refused")  # kbsearch.indexer.PARSE_REFUSED
+        return store.metadata().get(key)
     finally:
         store.close()
 
@@ -88,12 +88,14 @@ def test_a_note_whose_parse_runs_past_its_limit_is_skipped_and_not_parsed_again_
         kept = {p["path"]: p["etag"] for p in store_points(settings)}
         assert kept["slow.md"] == good["slow.md"] and kept["good.md"] != good["good.md"]  # its last good version
         slow_etag = s3.head_object(Bucket="kb-notes", Key="kb/slow.md")["ETag"].strip('"')
-        assert refused(settings) == {"slow.md": {"etag": slow_etag, "limit_s": float(LIMIT_S)}}
+        assert refused(settings) == {"slow.md": slow_etag}
+        assert refused(settings, "parse_refused_limits") == {"slow.md": {"etag": slow_etag, "limit_s": float(LIMIT_S)}}
 
         third = sync()  # not parsed: said as such, and still recorded
         (why,) = slow_reasons(third)
         assert "on an earlier run, at this version: not parsed again until it changes" in why, why
-        assert refused(settings) == {"slow.md": {"etag": slow_etag, "limit_s": float(LIMIT_S)}}
+        assert refused(settings) == {"slow.md": slow_etag}
+        assert refused(settings, "parse_refused_limits") == {"slow.md": {"etag": slow_etag, "limit_s": float(LIMIT_S)}}
 
         s3.put_object(Bucket="kb-notes", Key="kb/slow.md", Body=b"# Slow\n\nShort again.\n")
         fourth = sync()

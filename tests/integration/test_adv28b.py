@@ -80,7 +80,7 @@ def test_a_note_refused_as_slow_is_parsed_again_once_the_limit_is_raised_above_t
     index_under(kb, store, "0.25")  # the note as it is indexed: kept (its last good version), not refused
     (kb / "slow.md").write_bytes(SLOW_NOTE + b"\nsaved again\n")
     index_under(kb, store, "0.25")
-    assert store_metadata(store)["parse_refused"]["slow.md"]["limit_s"] == 0.25
+    assert store_metadata(store)["parse_refused_limits"]["slow.md"]["limit_s"] == 0.25
 
 
 def test_a_refusal_recorded_before_its_limit_was_still_reads_as_refused_under_the_default_limit(
@@ -99,7 +99,8 @@ def test_a_refusal_recorded_before_its_limit_was_still_reads_as_refused_under_th
     entry = store_metadata(store)["parse_refused"]["slow.md"]
     etag = entry if isinstance(entry, str) else entry["etag"]
     assert first["added"] == 0, first
-    merge_store_metadata(store, {"parse_refused": {"slow.md": etag, "odd.md": {"limit_s": 3}, "x.md": [1]}})
+    older = {"slow.md": etag, "odd.md": {"limit_s": 3}, "x.md": [1]}
+    merge_store_metadata(store, {"parse_refused": older, "parse_refused_limits": None})  # (no limits recorded)
     default = index_under(kb, store, "30")
     why = slow_reason(default) or ""
     assert "not recorded" in why and "30 s" in why, why
@@ -367,6 +368,17 @@ def test_make_install_says_when_the_venv_it_keeps_is_not_the_python_asked_for(tm
 # -- 7: scale inside one note: a note over a read by path's bound, indexed under a raised MAX_NOTE_BYTES -----------
 
 
+def indexed_large(kb: Path, store: Path, load_search_app: Any, notes: int) -> Any:
+    """The search app on ``kb`` indexed by `kbsearch index` under MAX_NOTE_BYTES=8000000 (``notes`` added)."""
+    env = subprocess_env(QDRANT_PATH=str(store), EMBEDDING_API_KEY="", EMBEDDING_API_KEY_PARAM="",
+                         MAX_NOTE_BYTES="8000000")  # fmt: skip
+    proc = subprocess.run([*KBSEARCH_CMD, "index", str(kb), "--json"], env=env, capture_output=True, text=True,
+                          timeout=PROCESS_TIMEOUT_S, check=False, cwd=ROOT)  # fmt: skip
+    assert proc.returncode == 0 and json.loads(proc.stdout)["added"] == notes, proc.stdout[-2000:] + proc.stderr
+    return load_search_app(QDRANT_PATH=str(store), KB_SOURCE=str(kb), EMBEDDING_API_KEY="",
+                           EMBEDDING_API_KEY_PARAM="", MAX_NOTE_BYTES="8000000")  # fmt: skip
+
+
 def test_a_note_a_search_finds_but_too_large_to_read_by_path_is_said_too_large_not_missing(
     tmp_path: Path, load_search_app: Any
 ) -> None:
@@ -381,13 +393,7 @@ def test_a_note_a_search_finds_but_too_large_to_read_by_path_is_said_too_large_n
     kb = tmp_path / "kb"
     kb.mkdir()
     (kb / "big.md").write_text("# Big\n\n" + "quokka " * 650_000 + "\n")  # one line, 4.5 MB
-    env = subprocess_env(QDRANT_PATH=str(tmp_path / "q"), EMBEDDING_API_KEY="", EMBEDDING_API_KEY_PARAM="",
-                         MAX_NOTE_BYTES="8000000")  # fmt: skip
-    proc = subprocess.run([*KBSEARCH_CMD, "index", str(kb), "--json"], env=env, capture_output=True, text=True,
-                          timeout=PROCESS_TIMEOUT_S, check=False, cwd=ROOT)  # fmt: skip
-    assert proc.returncode == 0 and json.loads(proc.stdout)["added"] == 1, proc.stdout[-2000:] + proc.stderr
-    app = load_search_app(QDRANT_PATH=str(tmp_path / "q"), KB_SOURCE=str(kb), EMBEDDING_API_KEY="",
-                          EMBEDDING_API_KEY_PARAM="", MAX_NOTE_BYTES="8000000")  # fmt: skip
+    app = indexed_large(kb, tmp_path / "q", load_search_app, 1)
     found = app(build_event(HttpRequest("GET", "/search", "q=quokka", [], b""), "/search", {}, "dev"))
     assert [hit["path"] for hit in json.loads(found["body"])["results"]] == ["big.md"], found
     read = app(build_event(HttpRequest("GET", "/notes/big.md", "", [], b""), "/notes/{path+}", {"path": "big.md"},

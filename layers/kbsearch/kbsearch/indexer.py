@@ -1191,9 +1191,11 @@ class Indexer:
         return self._refused_read
 
     def _refused_record(self) -> dict[str, Refusal]:
-        value = self.store.metadata().get(PARSE_REFUSED)
+        recorded = self.store.metadata()
+        value, limits = recorded.get(PARSE_REFUSED), recorded.get(PARSE_REFUSED_LIMITS)
         entries = value.items() if isinstance(value, dict) else ()
-        return {path: read for path, entry in entries if (read := Refusal.read(entry)) is not None}
+        limits = limits if isinstance(limits, dict) else {}
+        return {path: read for path, entry in entries if (read := Refusal.read(entry, limits.get(path))) is not None}
 
     def _record_refused(self, reached: list[tuple[SourceObject, str]]) -> None:
         """Record which notes stay refused, merged into the record as it is now (another run, an event batch beside
@@ -1215,7 +1217,9 @@ class Indexer:
 
         kept = {p: e for p, e in record.items() if not known(p, e)} | self._slow
         if kept != record:
-            self.store.merge_metadata({PARSE_REFUSED: {path: entry.written() for path, entry in kept.items()}})
+            self.store.merge_metadata({PARSE_REFUSED: {path: entry.etag for path, entry in kept.items()},
+                                       PARSE_REFUSED_LIMITS: {path: entry.written() for path, entry in kept.items()
+                                                              if entry.limit_s is not None}})  # fmt: skip
 
     def _parsed_elsewhere(
         self, work: list[tuple[SourceObject, str]], indexed_at: str
@@ -1371,33 +1375,45 @@ def _parse_for_index(
 
 
 #: Metadata key of the index: the notes whose parse ran past :attr:`SyncOptions.parse_limit_s`, path → the etag of
-#: the version that did and the limit it ran past (:class:`Refusal`); each is skipped unparsed, with a reason, while
-#: it stays at that version and the limit is not raised above that one (a note whose parse never ends used to hold
-#: every sync for as long).
+#: the version that did; each is skipped unparsed, with a reason, while it stays at that version and the limit is
+#: not raised above the one it ran past (:data:`PARSE_REFUSED_LIMITS`; a note whose parse never ends used to hold
+#: every sync for as long). The etag alone, as every kbsearch since round 26 reads and writes it: the Lambdas of an
+#: older version sharing the collection (a rolling deploy, a rollback) keep refusing these notes, and rewriting the
+#: record they keep the limits' key as it is (round 28b wrote ``{"etag", "limit_s"}`` here, an entry an older
+#: kbsearch dropped from the record at its next write of it, and parsed its note again).
 PARSE_REFUSED = "parse_refused"
+#: Metadata key of the index: path → ``{"etag", "limit_s"}``, the limit the version at that etag ran past (of an
+#: entry of :data:`PARSE_REFUSED`; one of another etag, or none, reads as :data:`DEFAULT_PARSE_LIMIT_S`).
+PARSE_REFUSED_LIMITS = "parse_refused_limits"
 
 
 @dataclass(frozen=True)
 class Refusal:
-    """One entry of :data:`PARSE_REFUSED`: the version (etag) of a note whose parse ran past ``limit_s``. Written
-    ``{"etag": ..., "limit_s": ...}``; an entry written before the limit was recorded (the etag alone) reads as
-    refused under the default limit (:data:`DEFAULT_PARSE_LIMIT_S`): a limit raised above it tries the note again."""
+    """One entry of :data:`PARSE_REFUSED`: the version (etag) of a note whose parse ran past ``limit_s``, that limit
+    in :data:`PARSE_REFUSED_LIMITS` (round 28b's ``{"etag": ..., "limit_s": ...}`` in :data:`PARSE_REFUSED` still
+    reads); an entry whose limit is not recorded (an older kbsearch's) reads as refused under the default limit
+    (:data:`DEFAULT_PARSE_LIMIT_S`): a limit raised above it tries the note again."""
 
     etag: str
     limit_s: float | None  # None: not recorded (an entry written before it was)
 
     @classmethod
-    def read(cls, entry: object) -> Refusal | None:
-        """The entry as stored, None when it is neither form (another writer's: dropped when the record is next
-        written)."""
+    def read(cls, entry: object, limit_entry: object = None) -> Refusal | None:
+        """The entry as stored (``limit_entry``: its path's in :data:`PARSE_REFUSED_LIMITS`, read when of the same
+        etag), None when it is neither form (another writer's: dropped when the record is next written)."""
         if isinstance(entry, str):
-            return cls(entry, None)
+            limited = cls.read(limit_entry) if isinstance(limit_entry, dict) else None
+            return limited if limited is not None and limited.etag == entry else cls(entry, None)
         if not isinstance(entry, dict) or not isinstance(entry.get("etag"), str):
             return None
         limit = entry.get("limit_s")
-        if isinstance(limit, bool) or not isinstance(limit, int | float) or not math.isfinite(limit) or limit <= 0:
+        try:  # (an integer past a float's range, which JSON allows, raises OverflowError)
+            seconds = math.nan if isinstance(limit, bool) or not isinstance(limit, int | float) else float(limit)
+        except OverflowError:
+            seconds = math.nan
+        if not math.isfinite(seconds) or seconds <= 0:
             return cls(entry["etag"], None)  # (a limit of no use: read as not recorded)
-        return cls(entry["etag"], float(limit))
+        return cls(entry["etag"], seconds)
 
     def refuses(self, etag: str, limit_s: float) -> bool:
         """Whether the note at ``etag`` is still refused under the limit ``limit_s`` (a note that ran past a limit
@@ -1414,8 +1430,9 @@ class Refusal:
         return (f"its parse ran past {ran_past} on an earlier run, at this version: not parsed again until it changes "
                 f"or NOTE_PARSE_LIMIT_S is raised above that")  # fmt: skip
 
-    def written(self) -> object:
-        return self.etag if self.limit_s is None else {"etag": self.etag, "limit_s": self.limit_s}
+    def written(self) -> dict[str, object]:
+        """Its entry of :data:`PARSE_REFUSED_LIMITS`."""
+        return {"etag": self.etag, "limit_s": self.limit_s}
 
 
 def refuses(refused: dict[str, Refusal], obj: SourceObject, limit_s: float) -> bool:
@@ -1784,7 +1801,7 @@ REREAD_PAGE = 256
 #: What a chunk's BM25 vector is rebuilt from (:func:`stored_embed_text`), and checked with (its dense vector's hash).
 #: Metadata a re-embed's replacing of the whole record keeps: whether every note holds its graph keys (a re-embed
 #: changes no note's keys) and the notes refused as slow to parse (their text did not change either).
-CARRIED_METADATA = (GRAPH_KEYS_ONLY, PARSE_REFUSED)
+CARRIED_METADATA = (GRAPH_KEYS_ONLY, PARSE_REFUSED, PARSE_REFUSED_LIMITS)
 
 #: Notes whose stored vectors one read brings, for a full sync rewriting notes for their graph keys alone.
 REUSE_BATCH = 64

@@ -355,6 +355,16 @@ def decode_note(raw: bytes, max_bytes: int = MAX_NOTE_BYTES) -> str:
     return text
 
 
+def note_head(raw: bytes) -> bytes:
+    """The start of ``raw`` that :func:`read_frontmatter` reads of a note (its frontmatter, bounded to
+    ``MAX_FRONTMATTER_CHARS``, and as much again after it, each character at most 4 bytes of UTF-8), cut where a
+    character starts: what a note too large to decode whole declares (its ``access``) is read from it."""
+    end = min(len(raw), (3 * MAX_FRONTMATTER_CHARS + 2048) * 4)
+    while 0 < end < len(raw) and raw[end] & 0xC0 == 0x80:  # (a continuation byte: the character started before)
+        end -= 1
+    return raw[:end]
+
+
 def read_frontmatter(text: str) -> tuple[dict[str, Any], str, list[str]]:
     """Decoded note text → (JSON-safe frontmatter, body, warnings); :class:`NoteError` when the frontmatter is
     unusable (see :mod:`kbsearch.frontmatter`: linear time, no alias expansion, size and depth limits)."""

@@ -140,7 +140,7 @@ class NoteReader:
         or a dangling symlink, is told as such only in a folder the caller may read by the rules, from its metadata
         alone); else the existence of paths the caller may not read would show in the kind of answer, or in its
         time."""
-        from kbsearch.notes import NoteError, decode_note, read_frontmatter
+        from kbsearch.notes import NoteError, decode_note, note_head, read_frontmatter
 
         wanted = note_path(path)
         if scope.groups is None:
@@ -166,12 +166,14 @@ class NoteReader:
             if not scope.can_read(note_access(wanted, None, rules, self.default)[0]):
                 raise missing(wanted) from None
             raise
-        if indexed is not None and len(raw) > self.max_bytes:
-            # the index holds it for this caller (an indexer whose MAX_NOTE_BYTES is above this read's bound): it is
-            # there and theirs to read, so it is said too large (it was "no note at" the path a hit had just named)
-            raise NoteUnreadable(wanted, f"too large: {len(raw)} bytes (limit {self.max_bytes})")
+        # over this read's bound but held by the index for this caller (an indexer whose MAX_NOTE_BYTES is above it):
+        # its declaration is read from its first bytes, and only a caller it lets read the note is told it is too
+        # large (it was "no note at" the path a hit had just named); told first, that said a note made another
+        # group's since the last sync was there, and its size
+        large = indexed is not None and len(raw) > self.max_bytes
         try:
-            metadata, _, warnings = read_frontmatter(decode_note(raw, self.max_bytes))
+            head = note_head(raw) if large else raw
+            metadata, _, warnings = read_frontmatter(decode_note(head, len(head) if large else self.max_bytes))
             declared = declared_access(metadata, warnings)
         except (NoteError, AccessDeclarationError):
             # the indexer skips such a note: to a restricted caller it is not there
@@ -179,4 +181,6 @@ class NoteReader:
         groups, _ = note_access(wanted, declared, rules if declared is None else FolderRules(), self.default)
         if not scope.can_read(groups):
             raise missing(wanted)
+        if large:
+            raise NoteUnreadable(wanted, f"too large: {len(raw)} bytes (limit {self.max_bytes})")
         return raw
