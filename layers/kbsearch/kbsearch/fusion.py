@@ -319,7 +319,8 @@ def _across(notes: dict[str, _Note], first: ScoredChunk, language: str, language
     another language does (x ``p.cross_language``). The dense model puts the answer across languages, and BM25's
     same-language matches are then the few notes of the query's language that share its words (a Russian KB's notes
     that keep an English section: EVAL.md, session 28, LibreOffice Help); a translated variant's match is left as it
-    is."""
+    is. An exact match stays pinned; pinned notes are ordered by the damped values. The rare-term agreement is not
+    damped (rev28c: damping it too replayed 7 searches better, 8 worse)."""
     theirs = _note_language(first.payload, languages)
     if theirs is None or theirs == language:
         return
