@@ -662,3 +662,25 @@ def test_a_question_dense_answers_across_languages_is_not_taken_by_bm25_in_the_f
     ru_bm25 = (Leg("lexical", 1, "ru"), [chunk(noise[5], 9.0, "ru")])
     translated_first = fuse([dense, (Leg("lexical", 0, "en"), []), ru_bm25, *probes(query, {})], evidence, 10)
     assert paths(translated_first)[0] == noise[5]
+
+
+def test_a_known_item_in_a_kb_of_its_language_keeps_its_bm25_match_when_dense_puts_a_page_of_another_first() -> None:
+    """A Russian KB with a few pages left in English (recorded ``lang: en``): dense ranks one of them first for a
+    Russian known item ("Пропорциональный сдвиг затрагивают", LibreOffice Help's swriter-tablemode, USE) and misses
+    the one note that holds every word of it. Most of dense's notes are Russian, so this is no question across
+    languages: the note holding every rare term keeps its BM25 match and comes first (EVAL.md, session 29). In a KB
+    mostly of the other language, the same Russian note's match counts as a match in another language does."""
+    query = "пропорциональный сдвиг затрагивают"
+    evidence = analyse(query)
+    assert evidence.language == "ru" and not is_lookup(evidence, FusionParams())
+    answer, english = "ru/tablemode.md", "ru/redaction.md"
+    bm25 = (Leg("lexical", 0, "ru"), [chunk(answer, 9.0, "ru"), chunk("ru/шум.md", 2.0, "ru")])
+    held = probes(query, {t: 3.0 for t in tokenize(query)}, (answer,))
+
+    def first(noise: str) -> str:
+        dense = (Leg("dense", 0), [chunk(english, 0.90, "en")]
+                 + [chunk(f"{noise}/n{i:02d}.md", 0.86 - i * 0.01, noise) for i in range(30)])  # fmt: skip
+        return paths(fuse([dense, bm25, *held], evidence, 10))[0]
+
+    assert first("ru") == answer
+    assert first("en") == english
