@@ -684,3 +684,27 @@ def test_a_known_item_in_a_kb_of_its_language_keeps_its_bm25_match_when_dense_pu
 
     assert first("ru") == answer
     assert first("en") == english
+
+
+def test_of_two_exact_matches_the_one_holding_the_query_s_rare_word_too_comes_first_however_far_dense_puts_it() -> None:
+    """Two notes hold the identifier ("XSLT seamlessly", LibreOffice Help with e5): both are exact matches, but only
+    the answer holds the query's rare word too (the rare-term agreement's one note). Dense puts the other first and
+    does not bring the answer; its agreement (x ``rare_agreement``) was too little against that, so the exact
+    matches came in dense's order. The exact matches holding every rare term now come before the others (EVAL.md,
+    session 29)."""
+    query = "XSLT seamlessly"
+    evidence = analyse(query)
+    assert evidence.identifiers and is_lookup(evidence, FusionParams())
+    named = path_probes(evidence, FusionParams())
+    answer, other = "xsltfilter.md", "xsltfilter_create.md"
+    holders = {"xslt": [(other, 6.0), (answer, 5.7)], "seamless": [(answer, 6.0)]}
+    assert set(holders) == set(tokenize(query))
+    held = []
+    for stem, notes in holders.items():
+        term = term_id(stem)
+        held.append((Leg("probe", term=term, bare=term not in named),
+                     [ScoredChunk(f"{p}#0", s, {"path": p} if term in named else {}) for p, s in notes]))  # fmt: skip
+    dense = dense_leg(other, *DISTRACTORS[:20])
+    bm25 = (Leg("lexical", 0, "en"), [chunk(answer, 11.0), chunk(other, 8.0)])
+    fused = fuse([dense, bm25, *held], evidence, 10)
+    assert paths(fused)[:2] == [answer, other] and fused[0].exact and fused[1].exact

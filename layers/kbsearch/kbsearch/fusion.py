@@ -41,9 +41,11 @@ has anyway:
   :func:`dense_floor`: the scale does not depend on how many chunks a leg returns); lexical = the query's own BM25 leg's
   share of the attainable score x language factor x coverage, times a trust ``1 + confidence_gain · (best share
   − 0.5)`` (BM25 whose best chunk reaches little of the attainable score is noise), or a translation's leg (share
-  of its own top hit), whichever is higher. Exact matches come first, in that fused order among themselves,
-  the rare-term agreement included: of two notes holding "ETH_P_ALL", the one that also holds the query's rare
-  word ("unmodified") comes first, whatever dense prefers (session 22, the man-page corpus).
+  of its own top hit), whichever is higher. Exact matches come first (their score + 1 + ``lexical_weight``), in
+  that fused order among themselves, and those that also hold every rare term of the query (the rare-term
+  agreement's notes) get that lead twice: of two notes holding "ETH_P_ALL", the one that also holds the query's
+  rare word ("unmodified") comes first, whatever dense prefers (session 22, the man-page corpus; the agreement's
+  weight alone left dense the order when dense put the other note far ahead, until session 29).
 - **close calls**: the top of the dense scale (above ``close``, a fifth of the span from the best cosine) counts at
   ``close_weight``. Notes the dense leg ranks that close to its best are a close call, which a weak model's flat top
   cosines make of its first few notes (USE on "does Sync keep uploading my notes in the background when Obsidian is
@@ -505,8 +507,9 @@ def fuse(
         score = dense + weight * n.lexical + p.rare_agreement * agree.get(note, 0.0)
         if note == lead:
             score += p.lead_bonus
-        if note in pinned:  # ahead of any unpinned note, in fused order among themselves
-            score += 1.0 + p.lexical_weight
+        if note in pinned:  # ahead of any unpinned note, in fused order among themselves; those holding every rare
+            # term of the query too (the rare-term agreement's notes) ahead of those that do not
+            score += (1.0 + p.lexical_weight) * (2 if note in agree else 1)
         chunk = n.lexical_chunk if (note in pinned or weight * n.lexical > n.dense) else n.dense_chunk
         chunk = chunk or n.dense_chunk or n.lexical_chunk
         if chunk is not None:
