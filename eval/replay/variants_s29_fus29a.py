@@ -1,12 +1,12 @@
 """Session 29's variants (fus29a) for ``eval/replay/replay.py --variants`` (EVAL.md, "Session 29: known items in a
-KB of the query's language"): what :func:`kbsearch.fusion._across` (session 28) and the rare-term agreement's
-language factor could do for LibreOffice Help's Russian known items. They undo or keep ``_across``'s damping per
-note (a note it damped: the query's own BM25 match in a note of the query's language while the dense leg's first
-note is in another), so replay them over the fusion *before* session 29's rule, with that tree's package first on
-the path:
+KB of the query's language"): what :func:`kbsearch.fusion._across` (session 28), the rare-term agreement's
+language factor and the order of exact matches could do for LibreOffice Help's known items. They undo or keep
+``_across``'s damping per note (a note it damped: the query's own BM25 match in a note of the query's language while
+the dense leg's first note is in another), so replay them over the fusion *before* session 29's two rules, with that
+tree's package first on the path:
 
     git worktree add --detach /tmp/base29 819b19c
-    PYTHONPATH=/tmp/base29/layers/kbsearch .venv/bin/python eval/replay/replay.py .kbsearch/replay/*.pkl \\
+    PYTHONPATH=/tmp/base29/layers/kbsearch .venv/bin/python eval/replay/replay.py .kbsearch/replay29/*.pkl \\
         --variants eval/replay/variants_s29_fus29a.py --detail
 
 - ``spare agree``: ``_across`` does not damp the notes holding every rare term of the query (the rare-term
@@ -17,7 +17,9 @@ the path:
 - ``no damping, KB of the query's language``: ``_across`` does nothing when most of the dense leg's notes are in
   the query's language (``first K``: most of its first K notes by the dense value);
 - ``agreement without the language factor``: the rare-term agreement counts in full in a note of another language
-  (an English menu path kept in a Russian note), ``+ spare agree`` with the first.
+  (an English menu path kept in a Russian note), ``+ spare agree`` with the first;
+- ``exact matches holding every rare term first``: an exact match that is one of the rare-term agreement's notes
+  gets the exact match's lead (1 + ``lexical_weight``) once more (``lead x 1``: the second rule taken), or ``+x``.
 
 They score after BM25's clear lead was judged on the damped values (the tree's order), so a note they spare gets no
 lead bonus it would have got; the rule as taken judges the lead after sparing (the counts are the same here).
@@ -89,6 +91,20 @@ def variant(spare: str = "none", first: int | None = None, least: float = 0.0, a
     return hook
 
 
+def pinned_first(extra: float | None) -> Hook:
+    """An exact match holding every rare term of the query gets ``extra`` (None: 1 + ``lexical_weight``, the
+    exact match's lead once more) on top of the exact match's lead."""
+
+    def hook(rows: Rows, ctx: dict[str, Any]) -> list[float]:
+        p, lead, pinned = ctx["p"], ctx["lead"], ctx["pinned"]
+        more = 1.0 + p.lexical_weight if extra is None else extra
+        return [dense + p.lexical_weight * n.lexical + p.rare_agreement * agreed
+                + (p.lead_bonus if note == lead else 0.0) + (more if note in pinned and agreed > 0 else 0.0)
+                for note, n, dense, agreed in rows]  # fmt: skip
+
+    return hook
+
+
 assert fusion.FusionParams().cross_language > 0  # the hooks undo a damping by dividing by it
 
 VARIANTS = [
@@ -99,4 +115,6 @@ VARIANTS = [
     *((f"no damping, KB of the query's language, first {k}", variant("all-mine", first=k)) for k in (5, 10, 20)),
     ("agreement without the language factor", variant(agreement_in_full=True)),
     ("agreement without the language factor + spare agree", variant("agree", agreement_in_full=True)),
+    ("exact matches holding every rare term first (lead x 1)", pinned_first(None)),
+    *((f"exact matches holding every rare term first (+{x})", pinned_first(x)) for x in (0.3, 0.5, 1.0)),
 ]
