@@ -651,9 +651,9 @@ def test_a_question_dense_answers_across_languages_is_not_taken_by_bm25_in_the_f
     terms = {t: 3.0 for t in tokenize(query)}
     fused = fuse([dense, bm25, *probes(query, terms)], evidence, 10)
     assert paths(fused)[0] == answer and not any(c.exact for c in fused)
-    # the same notes with dense's first in the query's language: BM25's same-language match counts in full
+    # dense's first note and most of its leg in the query's language: BM25's same-language match counts in full
     same = (Leg("dense", 0), [chunk("ru/other.md", 0.88, "en"), chunk(english, 0.80, "en")]
-            + [chunk(p, 0.84 - i * 0.01, "ru") for i, p in enumerate(noise)])  # fmt: skip
+            + [chunk(p, 0.84 - i * 0.01, "en") for i, p in enumerate(noise)])  # fmt: skip
     assert paths(fuse([same, bm25, *probes(query, terms)], evidence, 10))[0] == english
     # ...and a translation's dense leg, whose first note is in the translation's language, does not say otherwise
     translation = (Leg("dense", 1, "ru"), [chunk(answer, 0.95, "ru")])
@@ -708,3 +708,31 @@ def test_of_two_exact_matches_the_one_holding_the_query_s_rare_word_too_comes_fi
     bm25 = (Leg("lexical", 0, "en"), [chunk(answer, 11.0), chunk(other, 8.0)])
     fused = fuse([dense, bm25, *held], evidence, 10)
     assert paths(fused)[:2] == [answer, other] and fused[0].exact and fused[1].exact
+
+
+def test_a_question_in_the_kb_s_minority_language_is_not_taken_by_bm25_in_that_minority() -> None:
+    """A Russian KB with a few English pages (recorded ``lang: en``): a model that prefers its own language puts one
+    of them first for an English title, so dense's first note is in the query's language, though most of the dense
+    leg is Russian. BM25 finds the title's words in full only in the English pages, and lifted one dense ranks far
+    down above the Russian answer dense ranks second. Most of the leg in another language counts as dense's first
+    note there does: the English pages' matches count by ``cross_language`` (EVAL.md, session 29: LibreOffice Help's
+    cross-en-to-ru with e5). A note holding every rare term of the query keeps its match, and in a KB mostly of the
+    query's language nothing changes."""
+    query = "protecting cells from changes"
+    evidence = analyse(query)
+    first, answer, english = "ru/protection.md", "ru/cell_protect.md", "ru/redlining.md"
+    noise = [f"ru/шум{i:02d}.md" for i in range(30)]
+    dense = (Leg("dense", 0), [chunk(first, 0.90, "en"), chunk(answer, 0.89, "ru")]
+             + [chunk(p, 0.86 - i * 0.005, "ru") for i, p in enumerate(noise)] + [chunk(english, 0.70, "en")])  # fmt: skip
+    bm25 = (Leg("lexical", 0, "en"), [chunk(english, 9.0, "en"), chunk(first, 8.0, "en")])
+    terms = {t: 3.0 for t in tokenize(query)}
+    assert paths(fuse([dense, bm25, *probes(query, terms)], evidence, 10))[:2] == [first, answer]
+    # a note holding every rare term of the query (the rare-term agreement's one) keeps its match
+    held = paths(fuse([dense, bm25, *probes(query, terms, (english,))], evidence, 10))
+    assert held.index(english) < held.index(answer)
+    # a KB mostly of the query's language: BM25's same-language match counts in full, as before
+    mostly_english = (Leg("dense", 0), [chunk(first, 0.90, "en"), chunk(answer, 0.89, "ru")]
+                      + [chunk(p, 0.86 - i * 0.005, "en") for i, p in enumerate(noise)]
+                      + [chunk(english, 0.70, "en")])  # fmt: skip
+    fused = paths(fuse([mostly_english, bm25, *probes(query, terms)], evidence, 10))
+    assert fused.index(english) < fused.index(answer)

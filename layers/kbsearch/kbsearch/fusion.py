@@ -16,10 +16,11 @@ has anyway:
 - **language**: a BM25 match counts in full in a note of the leg's language (``lang`` in the payload, recorded by
   the indexer; guessed from the text for notes indexed before), by ``cross_language`` in a note of another one.
   The lexical leg of a translated variant counts for the translation's language. When the dense leg's first note is
-  in another language than the query, the query's own BM25 matches in notes of the query's language count by
-  ``cross_language`` too (:func:`_across`: a question across languages in a KB of both), but for the notes holding
-  every rare term of the query when most of the dense leg's notes are in the query's language (a KB of the query's
-  language whose dense first note is one of its few pages of another).
+  in another language than the query, or it is in the query's language but most of that leg's notes are not (the
+  query's language is the KB's minority there), the query's own BM25 matches in notes of the query's language count
+  by ``cross_language`` too (:func:`_across`: a question across languages in a KB of both). When the leg is divided
+  so (its first note in one language, most of its notes in the other), a note the rare-term agreement names (it
+  holds every rare term of the query) keeps its match.
 - **exact match**: when the query looks up something (it has an identifier — digits, ``_``, CamelCase, a path,
   a Latin word in a Russian query; a compound joined by ``-`` only in a query of two words or fewer — or at most
   ``exact_max_terms`` terms), every required term (its identifiers, else all its terms) is in the index, and at
@@ -315,33 +316,48 @@ def clear_lead(notes: dict[str, _Note], p: FusionParams) -> str | None:
     return lead
 
 
-def _across(notes: dict[str, _Note], first: ScoredChunk, language: str, languages: dict[str, str | None],
-            p: FusionParams, agree: dict[str, float]) -> None:  # fmt: skip
-    """A question across languages in a KB of both: when the first note of the query's own dense leg (``first``: its
-    best chunk; not a translation's leg, whose first note is in the translation's language by design) is in another
+def _across(notes: dict[str, _Note], asked: list[ScoredChunk], language: str, languages: dict[str, str | None],
+            agree: dict[str, float], p: FusionParams) -> None:  # fmt: skip
+    """A question across languages in a KB of both: when the first note of the query's own dense leg (``asked``: its
+    chunks; not a translation's leg, whose first note is in the translation's language by design) is in another
     language than the query, the query's own BM25 matches in notes of the query's language count as a match in
     another language does (x ``p.cross_language``). The dense model puts the answer across languages, and BM25's
     same-language matches are then the few notes of the query's language that share its words (a Russian KB's notes
     that keep an English section: EVAL.md, session 28, LibreOffice Help); a translated variant's match is left as it
     is. An exact match stays pinned; pinned notes are ordered by the damped values. The rare-term agreement is not
-    damped (rev28c: damping it too replayed 7 searches better, 8 worse). When most of the dense leg's notes are in
-    the query's language, the KB is of the query's language and dense's first note is one of its few notes of
-    another (a Russian KB's pasted English page): the notes that hold every rare term of the query (``agree``: the
-    rare-term agreement's few notes) are then a known item's holders, not notes that happen to share its words, and
-    keep their BM25 match (EVAL.md, session 29)."""
+    damped (rev28c: damping it too replayed 7 searches better, 8 worse).
+
+    The same when the first note is in the query's language but most of the leg's notes (each once) are not: the
+    query's language is the KB's minority, and a model that prefers its own language put one of that minority first
+    (e5 on LibreOffice Help's Russian half puts one of its 69 English pages first for 164 of 418 English titles, 96
+    of them wrong). When the leg is divided so, its first note in one language and most of its notes in the other
+    (that case, or a KB of the query's language whose dense first note is one of its few pages of another: a
+    Russian KB's pasted English page), the notes the rare-term agreement names (``agree``: each holds every rare
+    term of the query, at most a few do) keep their match: they are a known item's holders, not notes that happen
+    to share its common words (EVAL.md, session 29)."""
+    first = max(asked, key=_SCORE)
     theirs = _note_language(first.payload, languages)
-    if theirs is None or theirs == language:
+    if theirs is None:
         return
-    spared: dict[str, float] = {}
-    if agree:
-        held = [n.dense_chunk for n in notes.values() if n.dense_chunk is not None]
-        if 2 * sum(_note_language(c.payload, languages) == language for c in held) > len(held):
-            spared = agree
+    seen: set[str] = set()
+    same = other = 0  # the leg's notes (each once) in the query's language and in another
+    for c in asked:
+        path = str(c.payload.get("path") or "")
+        if path not in seen:
+            seen.add(path)
+            its = _note_language(c.payload, languages)
+            if its == language:
+                same += 1
+            elif its is not None:
+                other += 1
+    if theirs == language and other <= same:
+        return
+    divided = other > same if theirs == language else same > other  # first note in one language, most in the other
     for note, n in notes.items():
-        if note in spared:
-            continue
         its = n.lexical_chunk
         if its is not None and its is not n.translated_chunk and _note_language(its.payload, languages) == language:
+            if divided and note in agree:
+                continue
             n.lexical *= p.cross_language
 
 
@@ -498,7 +514,7 @@ def fuse(
             n.lexical *= gain
     asked = [chunks for leg, chunks in results if leg.kind == "dense" and leg.variant == 0 and chunks]
     if evidence.language is not None and asked:
-        _across(notes, max(asked[0], key=_SCORE), evidence.language, languages, p, agree)
+        _across(notes, asked[0], evidence.language, languages, agree, p)
     lead = clear_lead(notes, p)
     weight, close = p.lexical_weight, p.close
     scored = []
