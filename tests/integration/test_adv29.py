@@ -4,6 +4,7 @@ before its fix."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 from pathlib import Path
 
@@ -75,3 +76,105 @@ def test_a_yaml_file_an_option_names_that_does_not_parse_is_one_line_with_its_li
         ": line 2, column 2: expected ',' or ']', but got ':' (while parsing a flow sequence from line 1, column 4)"
     ), proc.stderr
     assert "\\n" not in proc.stderr and "<unicode string>" not in proc.stderr, proc.stderr
+
+
+# -- 3: the S3 event path: one note's identity spelled by two keys -------------------------------------------------
+
+
+def test_two_keys_spelling_one_notes_path_in_nfc_and_nfd_converge_to_a_full_sync_through_events(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A note's identity is its path in NFC: `йод.md` typed on Linux (NFC) and uploaded from a Mac (NFD) are two
+    keys of one note. Both created, in either order, then one deleted, then the other: after each step the index
+    equals a clean full sync of the bucket (the event run reads the note's current state under every spelling)."""
+    import datetime as dt
+    import json
+    import unicodedata
+    from urllib.parse import quote_plus
+
+    from moto import mock_aws
+
+    from kbsearch_tools.s3events import sqs_record
+    from tests.integration.test_events import BUCKET, PREFIX, TABLE, Indexer, clean_full_sync, points
+
+    sequence = [0x0065F1A0B0C0D0E0]
+
+    def record(key: str, name: str) -> dict[str, object]:
+        sequence[0] += 1
+        obj = {"key": quote_plus(key, safe="/"), "size": 10, "eTag": "0" * 32, "sequencer": f"{sequence[0]:016X}00"}
+        return {"eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
+                "eventTime": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                "eventName": name, "s3": {"bucket": {"name": BUCKET}, "object": obj}}  # fmt: skip
+
+    nfc, nfd = "папка/йод.md", unicodedata.normalize("NFD", "папка/йод.md")
+    assert nfc != nfd
+    with mock_aws():
+        import boto3
+
+        boto3.client("dynamodb", region_name="us-east-1").create_table(
+            TableName=TABLE, KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}], BillingMode="PAY_PER_REQUEST",
+        )  # fmt: skip
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket=BUCKET)
+        queue_arn = "arn:aws:sqs:us-east-1:123456789012:kb-search-test-events"
+        indexer = Indexer(monkeypatch, tmp_path, None)
+
+        def deliver(*records: dict[str, object]) -> None:
+            assert indexer([sqs_record(json.dumps({"Records": [r]}), queue_arn) for r in records]) == []
+
+        s3.put_object(Bucket=BUCKET, Key=PREFIX + "other.md", Body=b"# Other\n\nquokka other\n")
+        s3.put_object(Bucket=BUCKET, Key=PREFIX + nfc, Body="# Йод NFC\n\nquokka linux\n".encode())
+        deliver(record(PREFIX + "other.md", "ObjectCreated:Put"), record(PREFIX + nfc, "ObjectCreated:Put"))
+        assert points(indexer.settings()) == clean_full_sync(indexer, tmp_path)
+        s3.put_object(Bucket=BUCKET, Key=PREFIX + nfd, Body="# Йод NFD\n\nquokka mac\n".encode())
+        deliver(record(PREFIX + nfd, "ObjectCreated:Put"))
+        assert points(indexer.settings()) == clean_full_sync(indexer, tmp_path)
+        s3.delete_object(Bucket=BUCKET, Key=PREFIX + nfc)
+        deliver(record(PREFIX + nfc, "ObjectRemoved:Delete"))
+        one_left = points(indexer.settings())
+        assert one_left == clean_full_sync(indexer, tmp_path)
+        s3.delete_object(Bucket=BUCKET, Key=PREFIX + nfd)
+        deliver(record(PREFIX + nfd, "ObjectRemoved:Delete"))
+        assert points(indexer.settings()) == clean_full_sync(indexer, tmp_path) != one_left
+
+
+# -- 1: Ctrl-C at a terminal running `kbsearch serve --watch` --------------------------------------------------------
+
+
+def test_ctrl_c_at_a_terminal_stops_kbsearch_serve_watch_without_its_parsing_process_traceback(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C reaches the whole foreground process group: `kbsearch serve --watch`'s parsing process
+    printed a `KeyboardInterrupt` traceback (`Process kbsearch-parse-each:`, then the frames of its `conn.recv()`,
+    cut short when the server killed it). The SIGINT block the server spawned it under is not passed on by Python
+    3.10 and later; the parsing process now ignores SIGINT itself, and the server stops as README says (0)."""
+    import os
+    import signal
+    import time
+
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "note.md").write_text("# Note\n\nA note parsed in the server's parsing process.\n")
+    env = subprocess_env(QDRANT_PATH=str(tmp_path / "q"), KB_SOURCE=str(kb), EMBEDDING_API_KEY="",
+                         EMBEDDING_API_KEY_PARAM="")  # fmt: skip
+    process = subprocess.Popen([*KBSEARCH_CMD, "serve", "--port", "0", "--watch"], env=env, cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True)  # fmt: skip
+    assert process.stdout is not None
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + PROCESS_TIMEOUT_S
+        while time.monotonic() < deadline and not any("initial sync: 1 added" in x for x in lines):
+            line = process.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+        assert any("initial sync: 1 added" in x for x in lines), "".join(lines)  # parsed in the parsing process
+        time.sleep(0.5)
+        os.killpg(process.pid, signal.SIGINT)  # what a terminal does: the server and its parsing process
+        rest, _ = process.communicate(timeout=PROCESS_TIMEOUT_S)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+    out = "".join(lines) + rest
+    assert process.returncode == 0, out
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out and "Process kbsearch-parse" not in out, out
