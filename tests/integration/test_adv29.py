@@ -178,3 +178,23 @@ def test_ctrl_c_at_a_terminal_stops_kbsearch_serve_watch_without_its_parsing_pro
     out = "".join(lines) + rest
     assert process.returncode == 0, out
     assert "Traceback" not in out and "KeyboardInterrupt" not in out and "Process kbsearch-parse" not in out, out
+
+
+def test_kbsearch_serve_watch_of_a_folder_with_no_note_says_so_as_kbsearch_index_does(tmp_path: Path) -> None:
+    """`kbsearch index` of a folder holding no note says `nothing to index: no notes in <folder>: a note is ...`;
+    `kbsearch serve --watch` of the same folder (a mistyped path, the vault's parent holding only its attachments)
+    said `initial sync: 0 added, 0 updated, 0 deleted` and served an empty index with nothing more."""
+    from kbsearch_tools.local.process import serve_process
+    from tests.integration.test_freshness import until
+
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "image.png").write_bytes(b"\x89PNG")
+    env = subprocess_env(QDRANT_PATH=str(tmp_path / "q"), KB_SOURCE=str(kb), EMBEDDING_API_KEY="",
+                         EMBEDDING_API_KEY_PARAM="")  # fmt: skip
+    with serve_process(env, cwd=ROOT, args=["--watch"]) as served:
+        until(lambda: "initial sync" in served.text(), log=served.text)
+        line = next(x for x in served.text().splitlines() if "initial sync" in x)
+    assert line.startswith("kbsearch serve --watch: initial sync: 0 added, 0 updated, 0 deleted in "), line
+    assert line.endswith(f"; nothing to index: no notes in {kb}: a note is a file ending in .md, outside hidden "
+                         "files and folders (a name starting with '.'); 1 other file listed there"), line  # fmt: skip
