@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from kbsearch_tools.s3events import EventPath
 from tests.conftest import KBSEARCH_CMD, PROCESS_TIMEOUT_S, ROOT, subprocess_env
+from tests.integration.test_events import aws as aws  # noqa: PLC0414 (the fixture, shared)
 
 # -- 1: a file an option names: not there, or YAML that does not parse --------------------------------------------
 
@@ -82,20 +84,18 @@ def test_a_yaml_file_an_option_names_that_does_not_parse_is_one_line_with_its_li
 
 
 def test_two_keys_spelling_one_notes_path_in_nfc_and_nfd_converge_to_a_full_sync_through_events(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    aws: EventPath, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A note's identity is its path in NFC: `йод.md` typed on Linux (NFC) and uploaded from a Mac (NFD) are two
-    keys of one note. Both created, in either order, then one deleted, then the other: after each step the index
-    equals a clean full sync of the bucket (the event run reads the note's current state under every spelling)."""
+    keys of one note. Both created, then one deleted, then the other: after each step the index equals a clean full
+    sync of the bucket (the event run reads the note's current state under every spelling). Held."""
     import datetime as dt
     import json
     import unicodedata
     from urllib.parse import quote_plus
 
-    from moto import mock_aws
-
     from kbsearch_tools.s3events import sqs_record
-    from tests.integration.test_events import BUCKET, PREFIX, TABLE, Indexer, clean_full_sync, points
+    from tests.integration.test_events import BUCKET, PREFIX, Indexer, clean_full_sync, points
 
     sequence = [0x0065F1A0B0C0D0E0]
 
@@ -106,37 +106,26 @@ def test_two_keys_spelling_one_notes_path_in_nfc_and_nfd_converge_to_a_full_sync
                 "eventTime": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
                 "eventName": name, "s3": {"bucket": {"name": BUCKET}, "object": obj}}  # fmt: skip
 
+    def deliver(*records: dict[str, object]) -> None:
+        assert indexer([sqs_record(json.dumps({"Records": [r]}), aws.queue_arn) for r in records]) == []
+
     nfc, nfd = "папка/йод.md", unicodedata.normalize("NFD", "папка/йод.md")
     assert nfc != nfd
-    with mock_aws():
-        import boto3
-
-        boto3.client("dynamodb", region_name="us-east-1").create_table(
-            TableName=TABLE, KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}], BillingMode="PAY_PER_REQUEST",
-        )  # fmt: skip
-        s3 = boto3.client("s3", region_name="us-east-1")
-        s3.create_bucket(Bucket=BUCKET)
-        queue_arn = "arn:aws:sqs:us-east-1:123456789012:kb-search-test-events"
-        indexer = Indexer(monkeypatch, tmp_path, None)
-
-        def deliver(*records: dict[str, object]) -> None:
-            assert indexer([sqs_record(json.dumps({"Records": [r]}), queue_arn) for r in records]) == []
-
-        s3.put_object(Bucket=BUCKET, Key=PREFIX + "other.md", Body=b"# Other\n\nquokka other\n")
-        s3.put_object(Bucket=BUCKET, Key=PREFIX + nfc, Body="# Йод NFC\n\nquokka linux\n".encode())
-        deliver(record(PREFIX + "other.md", "ObjectCreated:Put"), record(PREFIX + nfc, "ObjectCreated:Put"))
-        assert points(indexer.settings()) == clean_full_sync(indexer, tmp_path)
-        s3.put_object(Bucket=BUCKET, Key=PREFIX + nfd, Body="# Йод NFD\n\nquokka mac\n".encode())
-        deliver(record(PREFIX + nfd, "ObjectCreated:Put"))
-        assert points(indexer.settings()) == clean_full_sync(indexer, tmp_path)
-        s3.delete_object(Bucket=BUCKET, Key=PREFIX + nfc)
-        deliver(record(PREFIX + nfc, "ObjectRemoved:Delete"))
-        one_left = points(indexer.settings())
-        assert one_left == clean_full_sync(indexer, tmp_path)
-        s3.delete_object(Bucket=BUCKET, Key=PREFIX + nfd)
-        deliver(record(PREFIX + nfd, "ObjectRemoved:Delete"))
-        assert points(indexer.settings()) == clean_full_sync(indexer, tmp_path) != one_left
+    indexer = Indexer(monkeypatch, tmp_path, None)
+    aws.s3.put_object(Bucket=BUCKET, Key=PREFIX + "other.md", Body=b"# Other\n\nquokka other\n")
+    aws.s3.put_object(Bucket=BUCKET, Key=PREFIX + nfc, Body="# Йод NFC\n\nquokka linux\n".encode())
+    deliver(record(PREFIX + "other.md", "ObjectCreated:Put"), record(PREFIX + nfc, "ObjectCreated:Put"))
+    assert points(indexer.settings()) == clean_full_sync(indexer, tmp_path)
+    aws.s3.put_object(Bucket=BUCKET, Key=PREFIX + nfd, Body="# Йод NFD\n\nquokka mac\n".encode())
+    deliver(record(PREFIX + nfd, "ObjectCreated:Put"))
+    assert points(indexer.settings()) == clean_full_sync(indexer, tmp_path)
+    aws.s3.delete_object(Bucket=BUCKET, Key=PREFIX + nfc)
+    deliver(record(PREFIX + nfc, "ObjectRemoved:Delete"))
+    one_left = points(indexer.settings())
+    assert one_left == clean_full_sync(indexer, tmp_path)
+    aws.s3.delete_object(Bucket=BUCKET, Key=PREFIX + nfd)
+    deliver(record(PREFIX + nfd, "ObjectRemoved:Delete"))
+    assert points(indexer.settings()) == clean_full_sync(indexer, tmp_path) != one_left
 
 
 # -- 1: Ctrl-C at a terminal running `kbsearch serve --watch` --------------------------------------------------------
