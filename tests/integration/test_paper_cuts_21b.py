@@ -78,7 +78,7 @@ TEMPLATE = ["--template", str(ROOT / "template.yaml")]
      (["serve", *TEMPLATE, "--port", "0", "--watch", "{tmp}/x\ny"], 2,
       "kbsearch serve: error: --watch needs a KB folder (got '{tmp}/x\\ny'): "),
      (["eval", "--kb", "{tmp}", "--queries", "{tmp}/q\nz.yaml"], 2,
-      "kbsearch eval: error: cannot read queries file {tmp}/q\\nz.yaml: No such file or directory"),
+      "kbsearch eval: error: cannot read queries file {tmp}/q\\nz.yaml: no such file"),
      (["index", "{tmp}/e\nmpty"], 0, "  nothing to index: no notes in {tmp}/e\\nmpty: a note is a file ending in")],
 )  # fmt: skip
 def test_an_argument_holding_a_line_break_stays_one_line_in_its_message(

@@ -27,18 +27,40 @@ def read_file(
     """The bytes of a file an option names (with ``stdin``, ``-`` is stdin), at most ``limit``: ``error`` saying
     ``cannot read <what>`` or that it is larger than ``limit`` (``/dev/zero``, ``/dev/urandom``, a pipe that never
     ends, a file named by mistake). Each was read whole into memory: a ``MemoryError`` traceback, or the host's
-    memory filled first."""
+    memory filled first. A file that is not there is said so with where a relative one was looked for and the
+    file beside it with the closest name (``--queries eval/sample-kb-querys.yaml``: did you mean
+    eval/sample-kb-queries.yaml?), as ``--event`` said it alone: the others said "No such file or directory"."""
     try:
         if stdin and str(path) == "-":
             raw = sys.stdin.buffer.read(limit + 1)
         else:
             with open(path, "rb") as handle:
                 raw = handle.read(limit + 1)
+    except FileNotFoundError:
+        if os.path.lexists(path):  # a dangling symbolic link: it is there, what it names is not
+            raise error(f"cannot read {what}: a symbolic link to nothing") from None
+        from kbsearch.sources import path_meant
+
+        raise error(f"cannot read {what}: no such file{path_meant(Path(path), folder=False)}") from None
     except OSError as exc:
         raise error(f"cannot read {what}: {exc.strerror or type(exc).__name__}") from None
     if len(raw) > limit:
         raise error(f"{what} is larger than {limit:,} bytes (the most it may be): nothing read")
     return raw
+
+
+def yaml_problem(exc: Exception) -> str:
+    """What a YAML parser's error says, in one line with the file's own line and column (``line 2, column 2:
+    expected ',' or ']', but got ':' (while parsing a flow sequence from line 1, column 4)``): PyYAML's text is
+    several lines naming the text ``"<unicode string>"`` with an excerpt, shown as escaped newlines."""
+    problem = getattr(exc, "problem", None)
+    if not isinstance(problem, str):
+        return " ".join(str(exc).split())
+    mark, start = getattr(exc, "problem_mark", None), getattr(exc, "context_mark", None)
+    context = getattr(exc, "context", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    since = f" from line {start.line + 1}, column {start.column + 1}" if start is not None else ""
+    return f"{where}{problem}" + (f" ({context}{since})" if isinstance(context, str) else "")
 
 
 def utf8_text(raw: bytes, what: str, error: type[Exception] = KbSearchError) -> str:

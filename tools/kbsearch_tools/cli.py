@@ -149,10 +149,6 @@ def cmd_invoke(args: argparse.Namespace) -> int:
     template = Template(_find_template(args.template), _parameter_overrides(args.parameter_overrides))
     spec = template.function(args.function)
     where = "the event on stdin" if args.event == "-" else f"event file {args.event}"
-    if args.event != "-" and not os.path.lexists(args.event):  # a typo of events/search.json: name the one meant
-        from kbsearch.sources import path_meant
-
-        raise KbSearchError(f"cannot read {where}: no such file{path_meant(Path(args.event), folder=False)}")
     event = json_document(read_file(args.event, where, MAX_EVENT_BYTES, stdin=True), where, KbSearchError, empty={})
     env_vars = read_env_vars_file(args.env_vars) if args.env_vars else None
     env = function_environment(spec, template.region, os.environ, env_vars, use_ssm=args.use_ssm)

@@ -32,7 +32,7 @@ from kbsearch.qdrant import open_store
 from kbsearch.schemas import SearchFilters, SearchRequest
 from kbsearch.search import SearchService
 from kbsearch.sources import LocalSource, Source, SourceObject
-from kbsearch_tools import read_file, utf8_text
+from kbsearch_tools import read_file, utf8_text, yaml_problem
 from kbsearch_tools.metrics import MAX_QUERIES_BYTES, LabelledQuery, load_queries, summarize
 
 if TYPE_CHECKING:
@@ -361,7 +361,7 @@ def load_classes(manifest: Path, root: Path, only: set[str] | None = None) -> tu
     try:
         items = yaml.safe_load(utf8_text(read_file(manifest, what, MAX_QUERIES_BYTES), what))
     except yaml.YAMLError as exc:
-        raise KbSearchError(f"cannot read {what}: {exc}") from None
+        raise KbSearchError(f"{what} is not valid YAML: {yaml_problem(exc)}") from None
     if not isinstance(items, list) or not all(isinstance(i, dict) and {"class", "corpus", "queries"} <= set(i)
                                               for i in items):  # fmt: skip
         raise KbSearchError(f"{manifest}: expected a list of {{class, corpus, queries}} items")

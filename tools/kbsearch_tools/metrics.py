@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from kbsearch.errors import KbSearchError
-from kbsearch_tools import read_file, utf8_text
+from kbsearch_tools import read_file, utf8_text, yaml_problem
 
 
 def precision_at(ranked: Sequence[str], relevant: set[str], k: int) -> float:
@@ -75,7 +75,7 @@ def load_queries(path: str | Path) -> list[LabelledQuery]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise KbSearchError(f"queries file {path} is not valid YAML/JSON: {exc}") from None
+        raise KbSearchError(f"queries file {path} is not valid YAML/JSON: {yaml_problem(exc)}") from None
     if not isinstance(data, list):
         raise KbSearchError(f"queries file {path} must be a list of {{query, relevant}} items")
     out = []

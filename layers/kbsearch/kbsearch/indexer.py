@@ -1518,11 +1518,10 @@ def _main_hidden() -> Iterator[None]:
 
 @contextlib.contextmanager
 def _interrupts_held() -> Iterator[None]:
-    """While a process is spawned: SIGINT blocked in this thread, so the process starts with it blocked (a blocked
-    signal stays so across fork and exec, and Python never unblocks it) and only the indexing process answers a
-    terminal's Ctrl-C, which reaches the whole foreground process group: the parsing process used to die of it
-    with a traceback, and the indexer's pool with it (``kbsearch bench`` then hung at exit on the dead pool's
-    results). An interrupt that arrives meanwhile is delivered here when this returns."""
+    """While a process is spawned: SIGINT blocked in this thread, so that an interrupt arriving meanwhile is
+    delivered here when this returns, not in the middle of the spawn. The process does not keep the block: Python
+    3.10 and later clear the signal mask of a process that multiprocessing spawns (3.6 kept it), so a parsing
+    process ignores SIGINT itself (:func:`_interrupts_ignored`)."""
     import signal
 
     if not hasattr(signal, "pthread_sigmask"):  # no POSIX signal masks (Windows): nothing to hold
@@ -1535,6 +1534,19 @@ def _interrupts_held() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
+def _interrupts_ignored() -> None:
+    """In a parsing process, first: SIGINT ignored, so only the indexing process answers a terminal's Ctrl-C, which
+    reaches the whole foreground process group (the indexing process ends this one: :meth:`ParsingProcess.stop`,
+    the pipe's end, :func:`_end_with_parent`). ``kbsearch serve --watch``'s parsing process printed a
+    ``KeyboardInterrupt`` traceback (or its first line, ``Process kbsearch-parse-each:``) on every Ctrl-C, and
+    ``parse_ahead``'s died of it; the mask :func:`_interrupts_held` set was meant to keep it out, and Python no
+    longer passes it on. An interrupt during the process's start, before this runs (its imports, ~0.5 s), still
+    reaches it."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _parse_all(
     root: str, batches: list[list[SourceObject]], options: SyncOptions, rules: FolderRules, signature_id: str | None,
     indexed_at: str, results: Any, parent: int, parsing: Any,
@@ -1544,6 +1556,7 @@ def _parse_all(
     Edge's seals hold its interpreter for seconds: the process used to wait on a full pipe for them, its core idle),
     up to :data:`PARSE_AHEAD` batches it has not read. It ends with ``parent`` (:func:`_end_with_parent`).
     ``parsing``: the number of the note being parsed (:func:`_parse_batch`)."""
+    _interrupts_ignored()
     _end_with_parent(parent)
     for number, batch in enumerate(batches):
         first = number * PARSE_BATCH
@@ -1635,6 +1648,7 @@ def _parse_each(conn: Any, parent: int) -> None:
     """A :class:`ParsingProcess`: each note it is sent, :func:`parse_for_index` in this process's main thread (so
     within :attr:`SyncOptions.parse_limit_s` of CPU time), its outcome sent back; it ends when the pipe closes or
     ``parent`` ends (:func:`_end_with_parent`)."""
+    _interrupts_ignored()
     _end_with_parent(parent)
     while True:
         try:

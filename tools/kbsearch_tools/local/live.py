@@ -343,6 +343,8 @@ class Watcher:
         return os.path.realpath(link)
 
     def _report(self, what: str, report: dict[str, Any]) -> None:
+        from kbsearch_tools.cli import _one_line  # (imported here: the CLI imports this module)
+
         if report.get("error") and self.stop_event.is_set():
             # a second Ctrl-C stops the oracle under a sync in hand: its failure is the shut-down's, not a line
             # after "interrupted" (the store is crash-safe; the next sync applies what this one did not)
@@ -356,6 +358,8 @@ class Watcher:
             + (f"; error: {report['error']}" if report.get("error") else "")
             + (f"; deletion blocked: {report['deletion_blocked']}" if report.get("deletion_blocked") else "")
             + skipped_text(report.get("skipped") or [])
+            # a folder with no note (a mistyped --watch, the vault's parent): said as kbsearch index says it
+            + (f"; nothing to index: {_one_line(report['no_notes'])}" if report.get("no_notes") else "")
         )
         print(line, file=sys.stderr, flush=True)
         if self.on_sync is not None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from kbsearch_tools import TemplateError, read_file, utf8_text
+from kbsearch_tools import TemplateError, read_file, utf8_text, yaml_problem
 
 _PSEUDO = {
     "AWS::AccountId": "123456789012",
@@ -84,7 +84,7 @@ def load_template(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         data = yaml.load(text, Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass with CFN tags only
     except yaml.YAMLError as exc:
-        raise TemplateError(f"template {p} is not valid YAML: {exc}") from None
+        raise TemplateError(f"template {p} is not valid YAML: {yaml_problem(exc)}") from None
     if not isinstance(data, dict) or "Resources" not in data:
         raise TemplateError(f"template {p} has no Resources section")
     return data
