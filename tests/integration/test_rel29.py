@@ -4,10 +4,17 @@
 
 from __future__ import annotations
 
+import json
 import socket
+import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
+import pytest
+
+from kbsearch_tools.local.process import serve_process
+from tests.conftest import KBSEARCH_CMD, PROCESS_TIMEOUT_S, ROOT, subprocess_env
 from tests.integration.test_adv28a import one_request, read_answer, served_with_few_files
 
 # -- 1: a client dripping its requests on every connection ----------------------------------------------------------
@@ -46,3 +53,50 @@ def test_requests_dripped_on_every_connection_make_room_for_another_client_once_
     said = "making room: 64 connections open at once, none idle; closing the request arriving longest"
     assert said in err[0], err[0][-3000:]
     assert "Traceback" not in err[0], err[0][-3000:]
+
+
+# -- 3: a sync's log lines under kbsearch serve carry no search's Lambda context ------------------------------------
+
+
+def _index(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*KBSEARCH_CMD, "index", *args], capture_output=True, text=True, env=subprocess_env(**env),
+                          cwd=ROOT, timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
+
+
+def _log_lines(output: list[str], message: str) -> list[dict[str, object]]:
+    """The JSON log lines of ``output`` whose message begins with ``message``."""
+    lines = [json.loads(line) for chunk in output for line in chunk.splitlines() if line.startswith("{")]
+    return [line for line in lines if str(line.get("message", "")).startswith(message)]
+
+
+@pytest.mark.timeout(3 * PROCESS_TIMEOUT_S)
+def test_a_sync_handed_to_serve_logs_without_the_last_searchs_lambda_context(tmp_path: Path) -> None:
+    """adv28b's "Found, left": a sync handed to `kbsearch serve` logged its `note skipped` line with the Lambda
+    context of the last search the server answered (`function_name: kb-search-dev-search`, that request's
+    `function_request_id`, `cold_start`): Powertools' keys were process-wide, and the server runs the search
+    handler and the syncs in one process. Now an invocation's keys are its thread's, for that invocation: the
+    sync's line carries none, and a search's own lines still carry theirs."""
+    kb, store = tmp_path / "kb", tmp_path / "q"
+    kb.mkdir()
+    (kb / "a.md").write_text("# Alpha\n\nalpha backup rotation\n")
+    env = {"QDRANT_PATH": str(store), "EMBEDDING_API_KEY": "", "EMBEDDING_API_KEY_PARAM": ""}
+    assert _index(str(kb), **env).returncode == 0
+    (kb / "bad.md").write_text("---\ntitle: [unclosed\n---\n\nbody\n")  # invalid YAML: skipped with a reason
+    with serve_process(subprocess_env(**env, LOG_LEVEL="INFO", POWERTOOLS_LOG_LEVEL="INFO"), cwd=ROOT) as served:
+        request = urllib.request.Request(f"{served.base_url}/search", data=b'{"query": "nonexistentterm"}',
+                                         headers={"Content-Type": "application/json"})  # fmt: skip
+        with urllib.request.urlopen(request, timeout=PROCESS_TIMEOUT_S) as answer:
+            assert answer.status == 200
+        proc = _index(str(kb), **env)
+        assert proc.returncode == 0 and "handed to the kbsearch serve" in proc.stderr, proc.stderr
+        deadline = time.monotonic() + 10
+        while not _log_lines(served.output, "note skipped: bad.md") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        output = list(served.output)
+    skipped, searched = _log_lines(output, "note skipped: bad.md"), _log_lines(output, "access")
+    assert skipped and searched, "".join(output)[-3000:]
+    for line in skipped:
+        leaked = {k: v for k, v in line.items() if k.startswith("function_") or k == "cold_start"}
+        assert not leaked, line  # it carried kb-search-dev-search's function_request_id
+    assert searched[0]["function_name"] == "kb-search-dev-search" and searched[0]["cold_start"] is True
+    assert isinstance(searched[0]["function_request_id"], str), searched[0]  # the search's own line: its context
