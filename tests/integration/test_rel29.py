@@ -4,18 +4,22 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import socket
 import subprocess
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from kbsearch_tools.local.process import serve_process
 from tests.conftest import KBSEARCH_CMD, PROCESS_TIMEOUT_S, ROOT, subprocess_env
+from tests.integration.test_adv26 import SLOW_NOTE
 from tests.integration.test_adv28a import one_request, read_answer, served_with_few_files
+from tests.integration.test_adv28b import index_under, merge_store_metadata, store_metadata
 
 # -- 1: a client dripping its requests on every connection ----------------------------------------------------------
 
@@ -100,3 +104,43 @@ def test_a_sync_handed_to_serve_logs_without_the_last_searchs_lambda_context(tmp
         assert not leaked, line  # it carried kb-search-dev-search's function_request_id
     assert searched[0]["function_name"] == "kb-search-dev-search" and searched[0]["cold_start"] is True
     assert isinstance(searched[0]["function_request_id"], str), searched[0]  # the search's own line: its context
+
+
+# -- 2: kbsearch index --full tries every note again -----------------------------------------------------------------
+
+
+def _skip_reason(report: dict[str, Any], path: str) -> str | None:
+    return next((s["reason"] for s in report["skipped"] if s["path"] == path), None)
+
+
+@pytest.mark.timeout(4 * PROCESS_TIMEOUT_S)
+def test_a_full_index_tries_again_every_note_refused_as_slow_on_an_earlier_run(tmp_path: Path) -> None:
+    """adv28b's "Found, left": `kbsearch index --full` skipped unparsed a note refused on an earlier run for a parse
+    past NOTE_PARSE_LIMIT_S (it re-embedded, it did not re-parse refusals), and nothing said how else to retry but
+    editing the note or raising the limit. Now a full sync tries every note again: one refused on a loaded host
+    that parses well now is indexed and its entry dropped, one still too slow is refused anew (under this run's
+    limit); every refusal's reason names `kbsearch index --full`."""
+    kb, store = tmp_path / "kb", tmp_path / "q"
+    kb.mkdir()
+    (kb / "good.md").write_text("# Good\n\nA good note.\n")
+    (kb / "slow.md").write_bytes(SLOW_NOTE)
+    first = index_under(kb, store, "0.25")
+    assert (_skip_reason(first, "slow.md") or "").endswith("(a full sync (kbsearch index --full) tries it again)")
+    late = b"# Late\n\nA note refused while the host was loaded.\n"
+    (kb / "late.md").write_bytes(late)
+    etag = hashlib.md5(late, usedforsecurity=False).hexdigest()
+    recorded = store_metadata(store)
+    merge_store_metadata(store, {  # as a run on a loaded host writes it: its parse ran past 30 s
+        "parse_refused": recorded["parse_refused"] | {"late.md": etag},
+        "parse_refused_limits": recorded["parse_refused_limits"] | {"late.md": {"etag": etag, "limit_s": 30}},
+    })  # fmt: skip
+    again = index_under(kb, store, "0.25")
+    for path in ("late.md", "slow.md"):
+        why = _skip_reason(again, path) or ""
+        assert "on an earlier run" in why and why.endswith("(a full sync (kbsearch index --full) tries it again)")
+    full = index_under(kb, store, "0.25", "--full")
+    assert _skip_reason(full, "late.md") is None and full["added"] == 1, full  # it was skipped: "on an earlier run"
+    why = _skip_reason(full, "slow.md") or ""
+    assert why.startswith("its parse ran past 0.25 s") and "on an earlier run" not in why, why  # parsed again
+    slow_etag = hashlib.md5(SLOW_NOTE, usedforsecurity=False).hexdigest()
+    assert store_metadata(store)["parse_refused"] == {"slow.md": slow_etag}  # late.md's entry dropped

@@ -1185,10 +1185,12 @@ class Indexer:
     def _refused(self, work: list[tuple[SourceObject, str]]) -> dict[str, Refusal]:
         """The notes whose parse ran past :attr:`SyncOptions.parse_limit_s` on an earlier run, path → the etag it
         was of and the limit it ran past (the index's metadata, :data:`PARSE_REFUSED`): a note still at that etag is
-        skipped unparsed while the limit is not higher. None read when there is no work and no path known gone."""
+        skipped unparsed while the limit is not higher. None read when there is no work and no path known gone.
+        None for a full sync (:attr:`SyncOptions.full`: every note tried again, as its user asked; one that runs
+        past the limit again is refused anew), which still reads the record to merge its findings into it."""
         self._slow = {}
         self._refused_read = self._refused_record() if work or self._gone is not None else {}
-        return self._refused_read
+        return {} if self.options.full else self._refused_read
 
     def _refused_record(self) -> dict[str, Refusal]:
         recorded = self.store.metadata()
@@ -1317,8 +1319,7 @@ def parse_for_index(
     except TimeLimitHit as hit:  # in the parse, or as it ended: each timer is off once its cancel() returns
         if hit.limit is not note:
             return ParseOutcome(failure="deadline", reason="the run's end came before the note's parse did")
-        why = f"{slow_parse(options.parse_limit_s)}: not parsed again until it changes"
-        return ParseOutcome(failure="slow", reason=why)
+        return ParseOutcome(failure="slow", reason=slow_parse(options.parse_limit_s))
 
 
 def _parse_for_index(
@@ -1428,7 +1429,7 @@ class Refusal:
         else:
             ran_past = f"{self.limit_s:g} s, NOTE_PARSE_LIMIT_S as it was then,"
         return (f"its parse ran past {ran_past} on an earlier run, at this version: not parsed again until it changes "
-                f"or NOTE_PARSE_LIMIT_S is raised above that")  # fmt: skip
+                f"or NOTE_PARSE_LIMIT_S is raised above that ({RETRY_REFUSED})")  # fmt: skip
 
     def written(self) -> dict[str, object]:
         """Its entry of :data:`PARSE_REFUSED_LIMITS`."""
@@ -1441,9 +1442,14 @@ def refuses(refused: dict[str, Refusal], obj: SourceObject, limit_s: float) -> b
     return held is not None and held.refuses(obj.etag, limit_s)
 
 
+#: How a note refused as slow is tried again besides (the end of a refusal's reason).
+RETRY_REFUSED = "a full sync (kbsearch index --full) tries it again"
+
+
 def slow_parse(limit_s: float) -> str:
-    """Why a note whose parse ran past ``limit_s`` is skipped (the start of the reason)."""
-    return f"its parse ran past {limit_s:g} s, the time a note may take (NOTE_PARSE_LIMIT_S)"
+    """Why a note whose parse ran past ``limit_s`` on this run is skipped."""
+    return (f"its parse ran past {limit_s:g} s, the time a note may take (NOTE_PARSE_LIMIT_S): not parsed again "
+            f"until it changes ({RETRY_REFUSED})")  # fmt: skip
 
 
 #: A sync of at least this many notes to (re)index from a folder parses them in another process: starting it costs
@@ -1695,8 +1701,7 @@ class ParsingProcess:
                     break
                 if time.monotonic() - began > wall_s:
                     self.close()
-                    why = f"{slow_parse(limit_s)}: not parsed again until it changes"
-                    return ParseOutcome(failure="slow", reason=why)
+                    return ParseOutcome(failure="slow", reason=slow_parse(limit_s))
             else:
                 return cast(ParseOutcome, self._conn.recv())
         except (EOFError, OSError):  # the pipe closed: the process ended
