@@ -144,3 +144,53 @@ def test_a_full_index_tries_again_every_note_refused_as_slow_on_an_earlier_run(t
     assert why.startswith("its parse ran past 0.25 s") and "on an earlier run" not in why, why  # parsed again
     slow_etag = hashlib.md5(SLOW_NOTE, usedforsecurity=False).hexdigest()
     assert store_metadata(store)["parse_refused"] == {"slow.md": slow_etag}  # late.md's entry dropped
+
+
+# -- 4: two runs under different limits refusing one version keep the higher -------------------------------------
+
+
+@pytest.mark.timeout(4 * PROCESS_TIMEOUT_S)
+def test_a_refusal_another_run_recorded_under_a_higher_limit_is_kept_not_overwritten_by_a_lower(
+    tmp_path: Path,
+) -> None:
+    """rev28a's "Left": two runs refusing one version of a note under different NOTE_PARSE_LIMIT_S (two versions'
+    Lambdas, an event batch beside a full sync) merged the record as the last writer's limit, not the higher: a
+    run under 0.25 s ending after one under 0.5 s had recorded the note left 0.25, and the next run under a limit
+    between the two parsed it once more. Here `kbsearch index` under 0.25 s refuses the note first of its 600; while
+    it indexes the rest, the record is written as the other run writes it (the same version, 0.5 s); the run's
+    merge keeps 0.5."""
+    kb, store = tmp_path / "kb", tmp_path / "q"
+    kb.mkdir()
+    (kb / "x.md").write_text("# X\n\nthe first note.\n")
+    index_under(kb, store, "0.25")
+    (kb / "0-slow.md").write_bytes(SLOW_NOTE)  # first in the run's order
+    for i in range(600):  # past PARSE_PROCESS_FROM: parsed ahead; seconds of work after the slow note
+        (kb / f"n{i:04}.md").write_text(f"# Note {i}\n\nbody {i} of the run\n")
+    env = subprocess_env(QDRANT_PATH=str(store), EMBEDDING_API_KEY="", EMBEDDING_API_KEY_PARAM="",
+                         NOTE_PARSE_LIMIT_S="0.25")  # fmt: skip
+    run = subprocess.Popen([*KBSEARCH_CMD, "--verbose", "index", str(kb), "--json"], env=env, cwd=ROOT,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert run.stderr is not None
+        seen = []
+        for line in run.stderr:
+            seen.append(line)
+            if "note skipped: 0-slow.md: its parse ran past 0.25 s" in line:
+                break
+        assert seen and "0-slow.md" in seen[-1], "".join(seen)[-3000:]
+        etag = hashlib.md5(SLOW_NOTE, usedforsecurity=False).hexdigest()
+        metadata_file = next(store.glob("**/*.metadata.json"))
+        recorded = json.loads(metadata_file.read_text())
+        recorded["parse_refused"] = recorded.get("parse_refused", {}) | {"0-slow.md": etag}
+        limits = recorded.get("parse_refused_limits", {}) | {"0-slow.md": {"etag": etag, "limit_s": 0.5}}
+        recorded["parse_refused_limits"] = limits
+        written = metadata_file.with_suffix(".other")
+        written.write_text(json.dumps(recorded))
+        written.replace(metadata_file)  # as the embedded store writes it (EdgeStore.set_metadata)
+        out, err = run.communicate(timeout=PROCESS_TIMEOUT_S)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.communicate()
+    assert run.returncode == 0 and json.loads(out)["added"] == 600, err[-3000:]
+    assert store_metadata(store)["parse_refused_limits"]["0-slow.md"] == {"etag": etag, "limit_s": 0.5}  # was 0.25

@@ -1204,8 +1204,11 @@ class Indexer:
         a full sync, may have written it since this one read it, :meth:`_refused`): an entry is dropped when this
         run knows better, that is when it reached that note (``reached``: the notes of its work it came to) at that
         version or the entry is the one it read, or it found the path gone from the KB (:attr:`_gone`) and the
-        entry is the one it read; those it found slow, or skipped as such, are added (:attr:`_slow`). A note that
-        changed, or was parsed again under a higher limit, and was parsed within it is so dropped, and is back.
+        entry is the one it read; those it found slow, or skipped as such, are added (:attr:`_slow`), each keeping
+        the record's entry instead when that is of the same version and ran past a higher limit (another run's under
+        a higher ``NOTE_PARSE_LIMIT_S``: the last writer's lower one made the next run under a limit between the two
+        parse the note once more). A note that changed, or was parsed again under a higher limit, and was parsed
+        within it is so dropped, and is back.
         Written only when that differs from the record; read only when this run reached a note or knows which paths
         are gone."""
         came = {obj.path: obj.etag for obj, _ in reached}
@@ -1217,7 +1220,12 @@ class Indexer:
         def known(path: str, entry: Refusal) -> bool:
             return (entry == read.get(path) and (path in came or gone(path))) or entry.etag == came.get(path)
 
-        kept = {p: e for p, e in record.items() if not known(p, e)} | self._slow
+        def higher(path: str, found: Refusal) -> Refusal:
+            theirs = record.get(path)
+            same = theirs is not None and theirs.etag == found.etag and theirs.ran_past() > found.ran_past()
+            return cast(Refusal, theirs) if same else found
+
+        kept = {p: e for p, e in record.items() if not known(p, e)} | {p: higher(p, e) for p, e in self._slow.items()}
         if kept != record:
             self.store.merge_metadata({PARSE_REFUSED: {path: entry.etag for path, entry in kept.items()},
                                        PARSE_REFUSED_LIMITS: {path: entry.written() for path, entry in kept.items()
@@ -1416,11 +1424,14 @@ class Refusal:
             return cls(entry["etag"], None)  # (a limit of no use: read as not recorded)
         return cls(entry["etag"], seconds)
 
+    def ran_past(self) -> float:
+        """The limit its parse ran past (an entry without one: :data:`DEFAULT_PARSE_LIMIT_S`)."""
+        return DEFAULT_PARSE_LIMIT_S if self.limit_s is None else self.limit_s
+
     def refuses(self, etag: str, limit_s: float) -> bool:
         """Whether the note at ``etag`` is still refused under the limit ``limit_s`` (a note that ran past a limit
         runs past any lower one)."""
-        ran_past = DEFAULT_PARSE_LIMIT_S if self.limit_s is None else self.limit_s
-        return etag == self.etag and limit_s <= ran_past
+        return etag == self.etag and limit_s <= self.ran_past()
 
     def reason(self) -> str:
         if self.limit_s is None:  # not known: an entry written before the limit was recorded
