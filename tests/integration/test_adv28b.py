@@ -372,7 +372,7 @@ def indexed_large(kb: Path, store: Path, load_search_app: Any, notes: int) -> An
     """The search app on ``kb`` indexed by `kbsearch index` under MAX_NOTE_BYTES=8000000 (``notes`` added)."""
     env = subprocess_env(QDRANT_PATH=str(store), EMBEDDING_API_KEY="", EMBEDDING_API_KEY_PARAM="",
                          MAX_NOTE_BYTES="8000000")  # fmt: skip
-    proc = subprocess.run([*KBSEARCH_CMD, "index", str(kb), "--json", *args], env=env, capture_output=True, text=True,
+    proc = subprocess.run([*KBSEARCH_CMD, "index", str(kb), "--json"], env=env, capture_output=True, text=True,
                           timeout=PROCESS_TIMEOUT_S, check=False, cwd=ROOT)  # fmt: skip
     assert proc.returncode == 0 and json.loads(proc.stdout)["added"] == notes, proc.stdout[-2000:] + proc.stderr
     return load_search_app(QDRANT_PATH=str(store), KB_SOURCE=str(kb), EMBEDDING_API_KEY="",
