@@ -87,8 +87,9 @@ REFUSAL_LOG_S = 60.0
 _CONTENT_LENGTH = re.compile(r"[0-9]{1,12}")
 _NON_ASCII = re.compile(rb"[\x80-\xff]")
 _GATEWAY_MESSAGES = {
-    400: "Bad Request", 403: "Missing Authentication Token", 408: "Request Timeout", 411: "Length Required", 413: "Request Too Long",
-    414: "Request-URI Too Long", 431: "Request Header Fields Too Large", 505: "HTTP Version Not Supported",
+    400: "Bad Request", 403: "Missing Authentication Token", 408: "Request Timeout", 411: "Length Required",
+    413: "Request Too Long", 414: "Request-URI Too Long", 431: "Request Header Fields Too Large",
+    505: "HTTP Version Not Supported",
 }  # fmt: skip
 _HTTP_VERSION = re.compile(r"HTTP/[0-9]\.[0-9]")  # RFC 9112 2.3: one digit each side of the dot
 
@@ -614,7 +615,8 @@ class _Server(ThreadingHTTPServer):
                 self._reaper.start()
 
     def arriving(self, connection: Any) -> None:
-        """The first byte of ``connection``'s request has come: it may be timed out to make room (:meth:`_evict_slow`)."""
+        """The first byte of ``connection``'s request has come: it may be timed out to make room
+        (:meth:`_evict_slow`)."""
         with self._reading_lock:
             if connection in self._reading:
                 self._arriving[connection] = time.monotonic()
@@ -629,9 +631,9 @@ class _Server(ThreadingHTTPServer):
 
     def time_out(self, connection: Any) -> bool:
         """Ends the read of ``connection``'s request: its thread's read ends at once (``SHUT_RD``: the end of the
-        stream) and it answers 408, if the request had begun, and closes the connection (:meth:`_Handler.handle_one_request`).
-        The thread answers, not this one: no other answer can be half written on it. False when the request has been
-        read meanwhile (:meth:`unwatch` came first)."""
+        stream) and it answers 408, if the request had begun, and closes the connection
+        (:meth:`_Handler.handle_one_request`). The thread answers, not this one: no other answer can be half written
+        on it. False when the request has been read meanwhile (:meth:`unwatch` came first)."""
         with self._reading_lock:
             if self._reading.pop(connection, None) is None:
                 return False
