@@ -32,6 +32,7 @@ from kbsearch.api.container import Container
 from kbsearch.errors import KbSearchError
 from kbsearch.indexer import ChangeReport, run_changes, run_sync
 from kbsearch.lease import SKIPPED, LeaseHeld
+from kbsearch.logcontext import invocation_context
 from kbsearch.providers.resilience import Deadline
 from kbsearch.providers.transport import deadline_transport  # noqa: F401 - httpx imported in the init phase
 
@@ -148,7 +149,7 @@ def handle_changes(event: dict[str, Any], context: LambdaContext) -> dict[str, A
 
 
 @metrics.log_metrics
-@logger.inject_lambda_context(clear_state=True)
+@invocation_context(logger)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     from kbsearch.events import is_sqs_batch
 

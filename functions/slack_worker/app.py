@@ -15,6 +15,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from kbsearch.api.container import Container
 from kbsearch.feedback import open_feedback_store
+from kbsearch.logcontext import invocation_context
 from kbsearch.providers.resilience import Deadline, shared_client
 from kbsearch.slack_worker import Deduper, DynamoDeduper, MemoryDeduper, handle_job
 
@@ -26,7 +27,7 @@ deduper: Deduper = DynamoDeduper(settings.slack_dedupe_table) if settings.slack_
 feedback = open_feedback_store(settings.slack_feedback_table, settings.slack_feedback_file)
 
 
-@logger.inject_lambda_context(clear_state=True)
+@invocation_context(logger)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     job = event.get("slack_job") if isinstance(event, dict) else None
     if not isinstance(job, dict):

@@ -25,10 +25,10 @@ from tests.integration.test_adv26 import SLOW_NOTE
 # -- 1: a raised NOTE_PARSE_LIMIT_S brings back a note refused under a lower one ------------------------------------
 
 
-def index_under(kb: Path, store: Path, limit: str) -> dict[str, Any]:
+def index_under(kb: Path, store: Path, limit: str, *args: str) -> dict[str, Any]:
     env = subprocess_env(QDRANT_PATH=str(store), EMBEDDING_API_KEY="", EMBEDDING_API_KEY_PARAM="",
                          NOTE_PARSE_LIMIT_S=limit)  # fmt: skip
-    proc = subprocess.run([*KBSEARCH_CMD, "index", str(kb), "--json"], env=env, capture_output=True, text=True,
+    proc = subprocess.run([*KBSEARCH_CMD, "index", str(kb), "--json", *args], env=env, capture_output=True, text=True,
                           timeout=PROCESS_TIMEOUT_S, check=False, cwd=ROOT)  # fmt: skip
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
     return dict(json.loads(proc.stdout))

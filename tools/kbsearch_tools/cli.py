@@ -1487,7 +1487,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(one that is no kbsearch serve: a serve takes the sync itself) or another run holds the index lease.",
     )
     p.add_argument("source", nargs="?", help="folder or s3://bucket/prefix (default: KB_SOURCE)")
-    p.add_argument("--full", action="store_true", help="re-embed every note, changed or not")
+    p.add_argument("--full", action="store_true",
+                   help="re-embed every note, changed or not, and parse again every note an earlier run refused as "
+                        "slow (past NOTE_PARSE_LIMIT_S; refused anew if it still is)")  # fmt: skip
     p.add_argument("--rebuild", action="store_true",
                    help="build the index afresh: on Qdrant Cloud into a new collection, switching the alias "
                         "QDRANT_COLLECTION to it atomically when complete (searches never see it half-built); the "

@@ -1185,10 +1185,12 @@ class Indexer:
     def _refused(self, work: list[tuple[SourceObject, str]]) -> dict[str, Refusal]:
         """The notes whose parse ran past :attr:`SyncOptions.parse_limit_s` on an earlier run, path → the etag it
         was of and the limit it ran past (the index's metadata, :data:`PARSE_REFUSED`): a note still at that etag is
-        skipped unparsed while the limit is not higher. None read when there is no work and no path known gone."""
+        skipped unparsed while the limit is not higher. None read when there is no work and no path known gone.
+        None for a full sync (:attr:`SyncOptions.full`: every note tried again, as its user asked; one that runs
+        past the limit again is refused anew), which still reads the record to merge its findings into it."""
         self._slow = {}
         self._refused_read = self._refused_record() if work or self._gone is not None else {}
-        return self._refused_read
+        return {} if self.options.full else self._refused_read
 
     def _refused_record(self) -> dict[str, Refusal]:
         recorded = self.store.metadata()
@@ -1202,8 +1204,11 @@ class Indexer:
         a full sync, may have written it since this one read it, :meth:`_refused`): an entry is dropped when this
         run knows better, that is when it reached that note (``reached``: the notes of its work it came to) at that
         version or the entry is the one it read, or it found the path gone from the KB (:attr:`_gone`) and the
-        entry is the one it read; those it found slow, or skipped as such, are added (:attr:`_slow`). A note that
-        changed, or was parsed again under a higher limit, and was parsed within it is so dropped, and is back.
+        entry is the one it read; those it found slow, or skipped as such, are added (:attr:`_slow`), each keeping
+        the record's entry instead when that is of the same version and ran past a higher limit (another run's under
+        a higher ``NOTE_PARSE_LIMIT_S``: the last writer's lower one made the next run under a limit between the two
+        parse the note once more). A note that changed, or was parsed again under a higher limit, and was parsed
+        within it is so dropped, and is back.
         Written only when that differs from the record; read only when this run reached a note or knows which paths
         are gone."""
         came = {obj.path: obj.etag for obj, _ in reached}
@@ -1215,7 +1220,12 @@ class Indexer:
         def known(path: str, entry: Refusal) -> bool:
             return (entry == read.get(path) and (path in came or gone(path))) or entry.etag == came.get(path)
 
-        kept = {p: e for p, e in record.items() if not known(p, e)} | self._slow
+        def higher(path: str, found: Refusal) -> Refusal:
+            theirs = record.get(path)
+            same = theirs is not None and theirs.etag == found.etag and theirs.ran_past() > found.ran_past()
+            return cast(Refusal, theirs) if same else found
+
+        kept = {p: e for p, e in record.items() if not known(p, e)} | {p: higher(p, e) for p, e in self._slow.items()}
         if kept != record:
             self.store.merge_metadata({PARSE_REFUSED: {path: entry.etag for path, entry in kept.items()},
                                        PARSE_REFUSED_LIMITS: {path: entry.written() for path, entry in kept.items()
@@ -1317,8 +1327,7 @@ def parse_for_index(
     except TimeLimitHit as hit:  # in the parse, or as it ended: each timer is off once its cancel() returns
         if hit.limit is not note:
             return ParseOutcome(failure="deadline", reason="the run's end came before the note's parse did")
-        why = f"{slow_parse(options.parse_limit_s)}: not parsed again until it changes"
-        return ParseOutcome(failure="slow", reason=why)
+        return ParseOutcome(failure="slow", reason=slow_parse(options.parse_limit_s))
 
 
 def _parse_for_index(
@@ -1415,11 +1424,14 @@ class Refusal:
             return cls(entry["etag"], None)  # (a limit of no use: read as not recorded)
         return cls(entry["etag"], seconds)
 
+    def ran_past(self) -> float:
+        """The limit its parse ran past (an entry without one: :data:`DEFAULT_PARSE_LIMIT_S`)."""
+        return DEFAULT_PARSE_LIMIT_S if self.limit_s is None else self.limit_s
+
     def refuses(self, etag: str, limit_s: float) -> bool:
         """Whether the note at ``etag`` is still refused under the limit ``limit_s`` (a note that ran past a limit
         runs past any lower one)."""
-        ran_past = DEFAULT_PARSE_LIMIT_S if self.limit_s is None else self.limit_s
-        return etag == self.etag and limit_s <= ran_past
+        return etag == self.etag and limit_s <= self.ran_past()
 
     def reason(self) -> str:
         if self.limit_s is None:  # not known: an entry written before the limit was recorded
@@ -1428,7 +1440,7 @@ class Refusal:
         else:
             ran_past = f"{self.limit_s:g} s, NOTE_PARSE_LIMIT_S as it was then,"
         return (f"its parse ran past {ran_past} on an earlier run, at this version: not parsed again until it changes "
-                f"or NOTE_PARSE_LIMIT_S is raised above that")  # fmt: skip
+                f"or NOTE_PARSE_LIMIT_S is raised above that ({RETRY_REFUSED})")  # fmt: skip
 
     def written(self) -> dict[str, object]:
         """Its entry of :data:`PARSE_REFUSED_LIMITS`."""
@@ -1441,9 +1453,14 @@ def refuses(refused: dict[str, Refusal], obj: SourceObject, limit_s: float) -> b
     return held is not None and held.refuses(obj.etag, limit_s)
 
 
+#: How a note refused as slow is tried again besides (the end of a refusal's reason).
+RETRY_REFUSED = "a full sync (kbsearch index --full) tries it again"
+
+
 def slow_parse(limit_s: float) -> str:
-    """Why a note whose parse ran past ``limit_s`` is skipped (the start of the reason)."""
-    return f"its parse ran past {limit_s:g} s, the time a note may take (NOTE_PARSE_LIMIT_S)"
+    """Why a note whose parse ran past ``limit_s`` on this run is skipped."""
+    return (f"its parse ran past {limit_s:g} s, the time a note may take (NOTE_PARSE_LIMIT_S): not parsed again "
+            f"until it changes ({RETRY_REFUSED})")  # fmt: skip
 
 
 #: A sync of at least this many notes to (re)index from a folder parses them in another process: starting it costs
@@ -1709,8 +1726,7 @@ class ParsingProcess:
                     break
                 if time.monotonic() - began > wall_s:
                     self.close()
-                    why = f"{slow_parse(limit_s)}: not parsed again until it changes"
-                    return ParseOutcome(failure="slow", reason=why)
+                    return ParseOutcome(failure="slow", reason=slow_parse(limit_s))
             else:
                 return cast(ParseOutcome, self._conn.recv())
         except (EOFError, OSError):  # the pipe closed: the process ended

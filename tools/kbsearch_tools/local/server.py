@@ -9,8 +9,8 @@ At the socket it answers as API Gateway does, in its ``{"message": ...}`` JSON, 
 or an HTML page: a header holding a NUL, CR or LF, a line among the headers that is none, two ``Host`` headers or an
 HTTP/1.1 request without one → 400 and the connection closed, a ``Content-Length`` that is not one
 number → 400, a body shorter than its ``Content-Length`` →
-400 (or a quiet close when the client stalls past the idle timeout, or takes over :data:`REQUEST_READ_S` to send the
-whole request), ``Transfer-Encoding`` → 411 (400 with a
+400 (or a quiet close when the client stalls past the idle timeout), a request still arriving :data:`REQUEST_READ_S`
+after its first byte (a byte at a time) → 408 and the connection closed, ``Transfer-Encoding`` → 411 (400 with a
 ``Content-Length`` too), headers over 10 KiB → 431, a request line that is not HTTP/1.x or a method in lower case
 (``get``) → 400 (HTTP/0.9: a quiet close), HTTP/1.x other than 1.0 and 1.1 (``HTTP/1.9``) → 505, any method the
 template has no route for (TRACE, CONNECT, PROPFIND, ...) → 403 "Missing Authentication Token". A client that
@@ -20,7 +20,9 @@ as their percent-escapes (``curl '.../search?q=ротация'``); an empty line
 are one (``//health`` is ``/health``, never a host). ``Server`` names no Python version. At most
 :func:`connection_limit` connections are served at once; one past it closes the connection that has waited longest
 for a request (idle at least :data:`IDLE_EVICT_AFTER_S` with nothing come on it: a client's kept-alive connection
-between requests, or one that has sent nothing yet) and is served, or, when none has, is answered 429 and closed.
+between requests, or one that has sent nothing yet) and is served; when none has, the one whose request has been
+arriving longest, :data:`SLOW_EVICT_AFTER_S` or more, is answered 408 and closed to make room; else the new one is
+answered 429 and closed.
 
 Bound to a loopback address (the default, 127.0.0.1), it answers only requests whose ``Host`` (and target, when in
 absolute form) names this machine (``localhost``, a loopback address): anything else is 403 "Forbidden", so a web
@@ -60,10 +62,17 @@ MAX_BODY_BYTES = 10 * 1024 * 1024
 MAX_HEADER_BYTES = 10 * 1024  # API Gateway's limit on the total size of request headers
 IDLE_TIMEOUT_S = 10.0  # a client that sends nothing (or stalls mid-body) for this long is disconnected
 #: A client has this long to send a whole request (its line, headers and body, from when the server waits for it);
-#: one that drips it (a byte within each idle timeout) is disconnected. The idle timeout bounds each read, not the
-#: request: a header sent one byte every 9 s held its connection and thread for the ~10 KiB headers may take (a day),
-#: a body one byte every 9 s for as long as its Content-Length (10 MB) said.
+#: one that drips it (a byte within each idle timeout) is answered 408 and closed (nginx's ``client_header_timeout``
+#: answers so). The idle timeout bounds each read, not the request: a header sent one byte every 9 s held its
+#: connection and thread for the ~10 KiB headers may take (a day), a body one byte every 9 s for as long as its
+#: Content-Length (10 MB) said.
 REQUEST_READ_S = 30.0
+#: When every connection is taken and none is idle, a request still arriving after this long (its first byte came
+#: this long ago, the rest not yet) is answered 408 and its connection closed to make room for a new one: a client
+#: dripping its requests a byte at a time on every connection held every slot (busy connections were never closed),
+#: a request up to :data:`REQUEST_READ_S` each, again and again. A client on a network a server is run on sends a
+#: request's head in milliseconds and its largest body (10 MB) in a few seconds.
+SLOW_EVICT_AFTER_S = 5.0
 #: The most connections served at once (each its thread and file descriptor; :func:`connection_limit`): a connection
 #: past it takes the place of the connection idle longest (:data:`IDLE_EVICT_AFTER_S`), else is answered 429 and closed.
 MAX_CONNECTIONS = 512
@@ -78,8 +87,9 @@ REFUSAL_LOG_S = 60.0
 _CONTENT_LENGTH = re.compile(r"[0-9]{1,12}")
 _NON_ASCII = re.compile(rb"[\x80-\xff]")
 _GATEWAY_MESSAGES = {
-    400: "Bad Request", 403: "Missing Authentication Token", 411: "Length Required", 413: "Request Too Long",
-    414: "Request-URI Too Long", 431: "Request Header Fields Too Large", 505: "HTTP Version Not Supported",
+    400: "Bad Request", 403: "Missing Authentication Token", 408: "Request Timeout", 411: "Length Required",
+    413: "Request Too Long", 414: "Request-URI Too Long", 431: "Request Header Fields Too Large",
+    505: "HTTP Version Not Supported",
 }  # fmt: skip
 _HTTP_VERSION = re.compile(r"HTTP/[0-9]\.[0-9]")  # RFC 9112 2.3: one digit each side of the dot
 
@@ -209,11 +219,17 @@ class _Handler(BaseHTTPRequestHandler):
     def handle_one_request(self) -> None:
         server = cast(_Server, self.server)
         server.watch(self.connection)  # until the request is read (_serve), or this exchange ends
+        arrived = False
         try:
-            if self._request_arrives(server):
+            arrived = self._request_arrives(server)
+            if arrived:
                 super().handle_one_request()
         finally:
-            server.unwatch(self.connection)
+            if not server.unwatch(self.connection):  # its request timed out (:meth:`_Server.time_out`)
+                self.close_connection = True
+                if arrived:  # begun: 408 (a connection that sent nothing of a request is closed quietly)
+                    with contextlib.suppress(OSError):
+                        self._write(error_response(408, _GATEWAY_MESSAGES[408]), close=True)
 
     def _request_arrives(self, server: _Server) -> bool:
         """Waits for the first byte of the next request (or of the first), the connection idle meanwhile: the server
@@ -228,6 +244,8 @@ class _Handler(BaseHTTPRequestHandler):
             logger.debug("%s: idle past the timeout; closed", self.client_address[0])
         finally:
             arrived = server.busy(self.connection) and arrived
+        if arrived:
+            server.arriving(self.connection)
         if not arrived:
             self.close_connection = True
         return arrived
@@ -378,7 +396,8 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._body()
         if body is None:
             return
-        cast(_Server, self.server).unwatch(self.connection)  # read whole: the route takes as long as it takes
+        if not cast(_Server, self.server).unwatch(self.connection):  # read whole: the route takes as long as it takes
+            return  # (timed out meanwhile: answered 408, handle_one_request)
         request = self._request(url, body)
         refused = self._host_refusal(request)
         self._send(refused or self.api.handle(request))
@@ -418,6 +437,12 @@ class _Handler(BaseHTTPRequestHandler):
         return len(hosts) > 1 or (not hosts and self.request_version == "HTTP/1.1")
 
     def _send(self, response: HttpResponse, close: bool = False) -> None:
+        if not cast(_Server, self.server).unwatch(self.connection):  # timed out: its 408 is the answer
+            self.close_connection = True
+            return
+        self._write(response, close)
+
+    def _write(self, response: HttpResponse, close: bool) -> None:
         self.send_response(response.status)
         names = {k.lower() for k, _ in response.headers}
         for key, value in response.headers:
@@ -464,6 +489,8 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._reading: dict[Any, float] = {}  # connection → when its request must have been read
+        self._arriving: dict[Any, float] = {}  # connection → when the first byte of its request came (till read)
+        self._timed_out: set[Any] = set()  # connections whose request timed out, until their threads end
         self._reading_lock = threading.Lock()
         self._reaper: threading.Thread | None = None
         self.max_connections = connection_limit()
@@ -494,7 +521,7 @@ class _Server(ThreadingHTTPServer):
         other client waiting for the idle ones to time out)."""
         with self._open_lock:
             full = self._open >= self.max_connections
-            if not full or self._evict_idle():
+            if not full or self._evict_idle() or self._evict_slow():
                 self._open += 1
                 full = False
         if not full:
@@ -516,6 +543,8 @@ class _Server(ThreadingHTTPServer):
         try:
             super().process_request_thread(request, client_address)
         finally:
+            with self._reading_lock:
+                self._timed_out.discard(request)
             self._closed()
 
     def idle(self, connection: Any) -> None:
@@ -553,6 +582,20 @@ class _Server(ThreadingHTTPServer):
         self._refusing(f"{self.max_connections} connections open at once; closing the one idle longest", "evict")
         return True
 
+    def _evict_slow(self) -> bool:
+        """Times out (:meth:`time_out`: 408) the connection whose request has been arriving longest, when it has been
+        arriving :data:`SLOW_EVICT_AFTER_S` at least; False when none has. A connection whose request has been read
+        whole (its route running) or whose answer is being written is never one."""
+        waited = time.monotonic() - SLOW_EVICT_AFTER_S
+        with self._reading_lock:
+            connection = next((c for c, since in sorted(self._arriving.items(), key=lambda item: item[1])
+                               if since <= waited), None)  # fmt: skip
+        if connection is None or not self.time_out(connection):
+            return False
+        self._refusing(f"{self.max_connections} connections open at once, none idle; closing the request arriving "
+                       f"longest (over {SLOW_EVICT_AFTER_S:g} s)", "slow")  # fmt: skip
+        return True
+
     def _closed(self) -> None:
         with self._open_lock:
             self._open -= 1
@@ -561,7 +604,7 @@ class _Server(ThreadingHTTPServer):
         now = time.monotonic()
         if now - self._refused_at.get(kind, -REFUSAL_LOG_S) >= REFUSAL_LOG_S:  # a line a minute, not one a connection
             self._refused_at[kind] = now
-            verb = "making room" if kind == "evict" else "refusing connections"
+            verb = "refusing connections" if kind == "refuse" else "making room"
             logger.warning("kbsearch serve: %s: %s", verb, why)
 
     def watch(self, connection: Any) -> None:
@@ -571,27 +614,51 @@ class _Server(ThreadingHTTPServer):
                 self._reaper = threading.Thread(target=self._reap, name="request-read-limit", daemon=True)
                 self._reaper.start()
 
-    def unwatch(self, connection: Any) -> None:
+    def arriving(self, connection: Any) -> None:
+        """The first byte of ``connection``'s request has come: it may be timed out to make room
+        (:meth:`_evict_slow`)."""
+        with self._reading_lock:
+            if connection in self._reading:
+                self._arriving[connection] = time.monotonic()
+
+    def unwatch(self, connection: Any) -> bool:
+        """``connection``'s request is read (or its exchange is over): no longer timed out. False when it was timed out
+        first (:meth:`time_out`): its thread answers nothing but the 408, and runs no route."""
         with self._reading_lock:
             self._reading.pop(connection, None)
+            self._arriving.pop(connection, None)
+            return connection not in self._timed_out
+
+    def time_out(self, connection: Any) -> bool:
+        """Ends the read of ``connection``'s request: its thread's read ends at once (``SHUT_RD``: the end of the
+        stream) and it answers 408, if the request had begun, and closes the connection
+        (:meth:`_Handler.handle_one_request`). The thread answers, not this one: no other answer can be half written
+        on it. False when the request has been read meanwhile (:meth:`unwatch` came first)."""
+        with self._reading_lock:
+            if self._reading.pop(connection, None) is None:
+                return False
+            self._arriving.pop(connection, None)
+            self._timed_out.add(connection)
+        with contextlib.suppress(OSError):
+            connection.shutdown(socket.SHUT_RD)
+        return True
 
     def _reap(self) -> None:
-        """Shut down the connections whose request is still being read past its time (their reads end at once,
-        the exchange quietly); ends when no request is being read (the next :meth:`watch` starts it again)."""
+        """Times out the connections whose request is still being read past its time (:meth:`time_out`: 408, or a
+        quiet close for one that has sent nothing of it); ends when no request is being read (the next
+        :meth:`watch` starts it again)."""
         while True:
             time.sleep(min(0.25, self.read_limit_s / 4))
             now = time.monotonic()
             with self._reading_lock:
                 late = [c for c, until in self._reading.items() if until <= now]
-                for connection in late:
-                    del self._reading[connection]
+            for connection in late:
+                if self.time_out(connection):
+                    logger.info("a client took over %.0f s to send its request; closed", self.read_limit_s)
+            with self._reading_lock:
                 done = not self._reading
                 if done:
                     self._reaper = None
-            for connection in late:
-                logger.info("a client took over %.0f s to send its request; disconnected", self.read_limit_s)
-                with contextlib.suppress(OSError):
-                    connection.shutdown(socket.SHUT_RDWR)
             if done:
                 return
 

@@ -47,6 +47,7 @@ from kbsearch.api.slack_routes import slack_router
 from kbsearch.config import running_in_lambda
 from kbsearch.errors import ConfigError
 from kbsearch.health import health_status
+from kbsearch.logcontext import invocation_context
 from kbsearch.schemas import SearchRequest, SearchResponse, WhoAmI
 
 MAX_BODY_BYTES = 64 * 1024
@@ -124,7 +125,7 @@ class SearchApi:
         app.exception_handler(body.BadBody)(lambda exc: error(exc.status, exc.code, exc.message))
         app.not_found(self._not_found)
         app.exception_handler(Exception)(self._unexpected)
-        self.handler = self.logger.inject_lambda_context(clear_state=True)(self._handle)
+        self.handler = invocation_context(self.logger)(self._handle)
 
     # -- one search, as every route makes it ------------------------------------------------------------------
 
