@@ -345,10 +345,10 @@ def _across(notes: dict[str, _Note], asked: list[ScoredChunk], language: str, la
         path = str(c.payload.get("path") or "")
         if path not in seen:
             seen.add(path)
-            its = _note_language(c.payload, languages)
-            if its == language:
+            lang = _note_language(c.payload, languages)
+            if lang == language:
                 same += 1
-            elif its is not None:
+            elif lang is not None:
                 other += 1
     if theirs == language and other <= same:
         return
