@@ -10,21 +10,16 @@ from __future__ import annotations
 import pickle
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 from kbsearch.fusion import analyse
-from kbsearch.qdrant.query import Leg, ScoredChunk
-from tests.conftest import ROOT, subprocess_env
+from kbsearch.qdrant.query import Leg
+from tests.conftest import ROOT
+from tests.unit.test_replay import _chunks, run_script
 
 LEARN = ROOT / "eval" / "replay" / "learn.py"
 QUERIES = ["where is the backup schedule set", "how do I rename a vault folder", "which plugin exports a graph",
            "can I sync two devices offline"]  # fmt: skip
-
-
-def _chunks(scores: list[tuple[str, float]]) -> list[ScoredChunk]:
-    return [ScoredChunk(f"{note}-0", score, {"path": f"{note}.md", "doc_id": note, "lang": "en"})
-            for note, score in scores]  # fmt: skip
 
 
 def _search(query: str) -> tuple:
@@ -48,10 +43,7 @@ def _captures(root: Path) -> list[Path]:
 
 
 def _learn(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, str(LEARN), *map(str, args)]
-    return subprocess.run(
-        command, capture_output=True, text=True, env=subprocess_env(), cwd=ROOT, timeout=300, check=False
-    )
+    return run_script(LEARN, *args)
 
 
 def test_the_rules_weights_give_the_fusions_ranking_back(tmp_path: Path) -> None:
