@@ -1,8 +1,8 @@
 """A learned fusion against the rules, leave one corpus out (EVAL.md, "Session 29: a learned fusion, leave one
 corpus out"): would a linear scorer fitted on three corpora rank the fourth better than :mod:`kbsearch.fusion`?
 
-    .venv/bin/python eval/replay/learn.py .kbsearch/replay/*.pkl --cost 200      # every scorer, µs a search (~8 min)
-    .venv/bin/python eval/replay/learn.py .kbsearch/replay/*.pkl --scorer anchored --l2 1    # one scorer (~2 min)
+    .venv/bin/python eval/replay/learn.py .kbsearch/replay/*.pkl --cost 200      # every scorer, µs a search (~6 min)
+    .venv/bin/python eval/replay/learn.py .kbsearch/replay/*.pkl --scorer anchored --l2 1    # one scorer (~4 min)
 
 A capture file is named ``<model>-classes[-<corpus>].pkl`` (``eval/replay/capture.py``); its corpus is the part
 after ``classes`` (none: the vault). Each search is fused once by the hooked fusion (``replay.hooked_fusion``)
