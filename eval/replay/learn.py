@@ -28,7 +28,8 @@ on top): the identifier guarantee is kept, and the learned score orders the pinn
 everything after them. Training lists hold each search's notes in the first ``--depth`` of the fusion's ranking, of
 the dense leg's or of the lexical leg's, pinned notes left out (their place is fixed); a search with no relevant
 note among them is left out of training. Every figure printed is the hooked fusion's own ranking (every note, the
-real tie-breaks), nDCG@10 per search as ``replay.py`` scores it.
+real tie-breaks), nDCG@10 per search as ``replay.py`` scores it; a cell whose rules' replay is not the hybrid
+nDCG@10 its capture's eval measured reads ``MISMATCH`` (as ``replay.py``'s ``OK`` check).
 
 For each corpus the scorers are fitted on the other three (both models) and score it; then one scorer is fitted on
 all four (in sample: an upper bound) and the weights of the folds are compared with it. Per cell it prints the
