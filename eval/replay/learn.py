@@ -7,10 +7,10 @@ corpus out"): would a linear scorer fitted on three corpora rank the fourth bett
 A capture file is named ``<model>-classes[-<corpus>].pkl`` (``eval/replay/capture.py``); its corpus is the part
 after ``classes`` (none: the vault). Each search is fused once by the hooked fusion (``replay.hooked_fusion``)
 with a hook that records, per note, what the fusion computed: the dense value after the close calls and before
-them, BM25's lexical value (after the trust and the cross-language damping), its confidence, the translated
-variant's value, the rare-term agreement, BM25's clear lead, the note's rank and margin to the first in each leg,
-whether the note is in the query's language, and those values times the query's kind (a lookup, identifiers, the
-number of terms, BM25's coverage and trust, the dense span, a Russian query). The fusion's own score is
+them, BM25's lexical value (after the trust and the cross-language damping), its confidence, the rare-term
+agreement, BM25's clear lead, the note's 1 / (1 + rank) in each leg, whether the note is in the query's language,
+and dense and lexical times the query's kind (a lookup, identifiers, the number of terms, BM25's coverage and
+trust, the dense span, a Russian query, each leg's margin between its first two notes). The fusion's own score is
 ``1·dense + 0.7·lexical + 0.3·agreement + 0.075·lead``: a point of this linear family.
 
 Three scorers are fitted with numpy, each by gradient descent (Adam), each search's list weighted by 1 / the
@@ -19,11 +19,11 @@ searches of its cell (every cell counts the same, as its target does):
 - ``listwise``: softmax cross-entropy over each search's candidates (the relevant notes the target), from zero,
   ``--l2`` towards zero;
 - ``anchored``: the same from the fusion's own weights, ``--l2`` towards them (a learned correction of the rules;
-  a large ``--l2`` gives the rules back);
+  a larger ``--l2`` keeps it nearer them);
 - ``pairwise``: a relevant note above a non-relevant one (logistic), each pair weighted by what swapping the two
   changes the search's nDCG@10 at the current scores (LambdaRank), from zero.
 
-Pinned exact matches stay first in both (the hook adds 1,000 to their learned score; the fusion adds its own lead
+Pinned exact matches stay first under every scorer (the hook adds 1,000 to their learned score; the fusion adds its own lead
 on top): the identifier guarantee is kept, and the learned score orders the pinned notes among themselves and
 everything after them. Training lists hold each search's notes in the first ``--depth`` of the fusion's ranking, of
 the dense leg's or of the lexical leg's, pinned notes left out (their place is fixed); a search with no relevant
@@ -35,7 +35,7 @@ For each corpus the scorers are fitted on the other three (both models) and scor
 all four (in sample: an upper bound) and the weights of the folds are compared with it. Per cell it prints the
 fusion's hybrid and gap, each scorer's, the searches better / worse than the fusion and whether the cell meets its
 target (gap ≥ −0.005, same-language questions ≥ +0.005, known items hybrid ≥ 0.98). ``--cost N`` times, over N
-searches of each capture, ``fuse()`` with the learned hook against the hooked module without one (the default
+searches of each capture, ``fuse()`` with the learned hook (the first scorer's weights fitted on all four) against the hooked module without one (the default
 scores in the same loop), each search both ways ``--repeat`` times, the fastest kept: the median difference is
 what building the features and the dot product add to a search.
 """
