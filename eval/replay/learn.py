@@ -23,10 +23,10 @@ searches of its cell (every cell counts the same, as its target does):
 - ``pairwise``: a relevant note above a non-relevant one (logistic), each pair weighted by what swapping the two
   changes the search's nDCG@10 at the current scores (LambdaRank), from zero.
 
-Pinned exact matches stay first under every scorer (the hook adds 1,000 to their learned score; the fusion adds its own lead
-on top): the identifier guarantee is kept, and the learned score orders the pinned notes among themselves and
-everything after them. Training lists hold each search's notes in the first ``--depth`` of the fusion's ranking, of
-the dense leg's or of the lexical leg's, pinned notes left out (their place is fixed); a search with no relevant
+Pinned exact matches stay first under every scorer (the hook adds 1,000 to their learned score; the fusion adds its
+own lead on top): the identifier guarantee is kept, and the learned score orders the pinned notes among themselves
+and everything after them. Training lists hold each search's notes in the first ``--depth`` of the fusion's ranking,
+of the dense leg's or of the lexical leg's, pinned notes left out (their place is fixed); a search with no relevant
 note among them is left out of training. Every figure printed is the hooked fusion's own ranking (every note, the
 real tie-breaks), nDCG@10 per search as ``replay.py`` scores it; a cell whose rules' replay is not the hybrid
 nDCG@10 its capture's eval measured reads ``MISMATCH`` (as ``replay.py``'s ``OK`` check).
@@ -35,9 +35,9 @@ For each corpus the scorers are fitted on the other three (both models) and scor
 all four (in sample: an upper bound) and the weights of the folds are compared with it. Per cell it prints the
 fusion's hybrid and gap, each scorer's, the searches better / worse than the fusion and whether the cell meets its
 target (gap ≥ −0.005, same-language questions ≥ +0.005, known items hybrid ≥ 0.98). ``--cost N`` times, over N
-searches of each capture, ``fuse()`` with the learned hook (the first scorer's weights fitted on all four) against the hooked module without one (the default
-scores in the same loop), each search both ways ``--repeat`` times, the fastest kept: the median difference is
-what building the features and the dot product add to a search.
+searches of each capture, ``fuse()`` with the learned hook (the first scorer's weights fitted on all four) against
+the hooked module without one (the default scores in the same loop), each search both ways ``--repeat`` times, the
+fastest kept: the median difference is what building the features and the dot product add to a search.
 """
 
 from __future__ import annotations
