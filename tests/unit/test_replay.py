@@ -69,11 +69,16 @@ def _capture(root: Path) -> list[Path]:
     return paths
 
 
-def _replay(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, str(REPLAY), *map(str, args)]
+def run_script(script: Path, *args: str | Path) -> subprocess.CompletedProcess[str]:
+    """One of eval/replay's scripts as a process (tests/unit/test_learn.py runs learn.py with it too)."""
+    command = [sys.executable, str(script), *map(str, args)]
     return subprocess.run(
         command, capture_output=True, text=True, env=subprocess_env(), cwd=ROOT, timeout=300, check=False
     )
+
+
+def _replay(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return run_script(REPLAY, *args)
 
 
 def _moved(out: str) -> str:
