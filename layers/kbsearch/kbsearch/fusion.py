@@ -298,13 +298,8 @@ class _Note:
     translated_chunk: ScoredChunk | None = None
 
 
-def clear_lead(notes: dict[str, _Note], p: FusionParams) -> str | None:
-    """BM25's first note when BM25 is sure, and sure of that one note, and the dense leg has it among its first
-    few: its lexical value (share of the attainable score x language factor x coverage x the leg's trust) is at
-    least ``p.lead_value``, it leads BM25's second note by ``p.lead_margin`` of its value or more, and fewer than
-    ``p.lead_within`` notes are above it on the dense scale; else None (and None when ``p.lead_bonus`` is 0)."""
-    if p.lead_bonus <= 0:
-        return None
+def _bm25_first(notes: dict[str, _Note]) -> tuple[str | None, float, float]:
+    """BM25's first note by its lexical value (after the trust), that value, and the second note's."""
     lead, first, second = None, 0.0, 0.0
     for note, n in notes.items():
         value = n.lexical
@@ -312,6 +307,17 @@ def clear_lead(notes: dict[str, _Note], p: FusionParams) -> str | None:
             lead, first, second = note, value, first
         elif value > second:
             second = value
+    return lead, first, second
+
+
+def clear_lead(notes: dict[str, _Note], p: FusionParams) -> str | None:
+    """BM25's first note when BM25 is sure, and sure of that one note, and the dense leg has it among its first
+    few: its lexical value (share of the attainable score x language factor x coverage x the leg's trust) is at
+    least ``p.lead_value``, it leads BM25's second note by ``p.lead_margin`` of its value or more, and fewer than
+    ``p.lead_within`` notes are above it on the dense scale; else None (and None when ``p.lead_bonus`` is 0)."""
+    if p.lead_bonus <= 0:
+        return None
+    lead, first, second = _bm25_first(notes)
     if lead is None or first < p.lead_value or (first - second) / first < p.lead_margin:
         return None
     dense = notes[lead].dense
@@ -326,27 +332,22 @@ def stray_lead(notes: dict[str, _Note], p: FusionParams) -> str | None:
     dense's first note is another one that holds few of the query's words (its lexical value under
     ``p.stray_share`` of BM25's first's) and is no clear first (dense's second note is above ``p.close`` on the dense
     scale, a close call). That is a dense model matching the topic, not the question: USE on "keep the recently used
-    files list for only a week" has five notes within 0.08 of its best, none about recent files; BM25 is sure of the
-    answer, dense's 34th. Wherever dense ranks BM25's note, it gains ``p.stray_bonus``; else None (and None when
-    ``p.stray_bonus`` is 0). A strong model's first note that misses the query's words usually stands clear of its
-    second (EVAL.md, session 29)."""
+    files list for only a week" has its first five notes within 0.1 of its best on the dense scale, none about
+    recent files; BM25 is sure of the answer, dense's 34th. Wherever dense ranks BM25's note, it gains
+    ``p.stray_bonus``; else None (and None when ``p.stray_bonus`` is 0). A strong model's first note that misses the
+    query's words usually stands clear of its second (EVAL.md, session 29)."""
     if p.stray_bonus <= 0:
         return None
-    lead, first, second = None, 0.0, 0.0
+    lead, first, second = _bm25_first(notes)
+    if lead is None or first < p.lead_value or (first - second) / first < p.stray_margin:
+        return None
     top, best, runner = None, -1.0, -1.0  # dense's first note, its value, the second note's value
     for note, n in notes.items():
-        value = n.lexical
-        if value > first:
-            lead, first, second = note, value, first
-        elif value > second:
-            second = value
         dense = n.dense
         if dense > best or (dense == best and top is not None and note < top):
             top, best, runner = note, dense, best
         elif dense > runner:
             runner = dense
-    if lead is None or first < p.lead_value or (first - second) / first < p.stray_margin:
-        return None
     if top is None or top == lead or runner <= p.close or notes[top].lexical >= p.stray_share * first:
         return None
     return lead
