@@ -91,6 +91,8 @@ _LOOP = """    lead = clear_lead(notes, p)
         score = dense + weight * n.lexical + p.rare_agreement * agree.get(note, 0.0)
         if note == lead:
             score += p.lead_bonus
+        elif note == stray:
+            score += p.stray_bonus
 """
 _HOOKED = """    lead = clear_lead(notes, p)
     weight, close = p.lexical_weight, p.close
@@ -101,11 +103,12 @@ _HOOKED = """    lead = clear_lead(notes, p)
         rows.append((note, n, dense, agree.get(note, 0.0)))
     context = dict(evidence=evidence, top=top_cosine, floor=floor, span=span, gain=gain, coverage=coverage, p=p,
                    dense_legs=dense_legs, lexical_legs=lexical_legs, pinned=pinned, probes=probes, depth=depth,
-                   lead=lead)
+                   lead=lead, stray=stray)
     hooked = HOOK(rows, context) if HOOK else None
     for i, (note, n, dense, agreed) in enumerate(rows):
         if hooked is None:
-            score = dense + weight * n.lexical + p.rare_agreement * agreed + (p.lead_bonus if note == lead else 0.0)
+            score = dense + weight * n.lexical + p.rare_agreement * agreed + (
+                p.lead_bonus if note == lead else p.stray_bonus if note == stray else 0.0)
         else:
             score = hooked[i]
 """

@@ -272,6 +272,37 @@ def test_bm25_s_sure_first_note_wins_among_dense_s_first_three_and_an_unsure_one
         assert paths(fuse(results, analyse(query), 10, params=looser))[0] == "search.md"
 
 
+@pytest.mark.parametrize(
+    ("topic_share", "second_share", "runner", "first", "looser"),
+    [(0.1, 0.35, 0.89, "answer.md", None),  # dense's first holds few of the words, its top is flat, BM25 sure of one
+     (0.1, 0.35, 0.80, "topic.md", FusionParams(close=0.7)),  # dense's first stands clear of its second
+     (0.25, 0.35, 0.89, "topic.md", FusionParams(stray_share=0.6)),  # dense's first holds the query's words too
+     (0.1, 0.45, 0.89, "topic.md", FusionParams(stray_margin=0.05))],  # BM25 sure, but not of one note (10% ahead)
+)  # fmt: skip
+def test_bm25_s_sure_first_note_wins_wherever_dense_ranks_it_when_dense_s_first_is_a_stray(
+    topic_share: float, second_share: float, runner: float, first: str, looser: FusionParams | None
+) -> None:
+    """A weak model's flat top on a topic neighbour: dense's first note (0.90) barely holds the query's words
+    (BM25 share 0.1), its second is a close call (0.89 on a scale down to 0.55), and BM25 is sure (value 0.5) of a
+    note dense ranks tenth, 30% ahead of BM25's second. Beyond dense's first three the clear lead does not reach it;
+    the stray bonus does. When dense's first stands clear of its second, holds the query's words (share 0.25), or
+    BM25 leads its second by only 10%, dense's first stays first (with that gate loosened, it does not). Without
+    the bonus (``stray_bonus`` 0) dense's first stays first."""
+    query = "keep the recently used files list for only a week"
+    attainable = 3.0 * len(set(tokenize(query)))
+    notes = [("topic.md", 0.90), ("near.md", runner), *[(p, 0.79 - i * 0.005) for i, p in enumerate(DISTRACTORS[:8])]]
+    notes += [("answer.md", 0.75), *[(p, 0.70 - i * 0.005) for i, p in enumerate(DISTRACTORS[8:])], ("last.md", 0.55)]
+    results = [(Leg("dense", 0), [chunk(p, score) for p, score in notes]),
+               (Leg("lexical", 0, "en"), [chunk("answer.md", 0.5 * attainable),
+                                          chunk("n20.md", second_share * attainable),
+                                          chunk("topic.md", topic_share * attainable)]),
+               *probes(query, {t: 3.0 for t in tokenize(query)}, tuple(DISTRACTORS[20:28]))]  # fmt: skip
+    assert paths(fuse(results, analyse(query), 10))[0] == first
+    assert paths(fuse(results, analyse(query), 10, params=FusionParams(stray_bonus=0.0)))[0] == "topic.md"
+    if looser is not None:  # the gate it missed is what kept dense's first first
+        assert paths(fuse(results, analyse(query), 10, params=looser))[0] == "answer.md"
+
+
 def test_ties_break_by_note_path_and_point_id_whatever_the_input_order() -> None:
     evidence = analyse("tie")
     chunks = [chunk(f"t{i}.md", 1.0) for i in range(12)]

@@ -59,6 +59,12 @@ has anyway:
   few notes of a weak dense model, a sure BM25 decides ("how to search only inside a given property value": the
   Search plugin's note, dense's third, first). A note dense ranks lower gets nothing: there a strong dense model is
   right more often than BM25 (EVAL.md, session 25).
+- **dense's stray first** (:func:`stray_lead`): BM25's first note gains ``stray_bonus`` wherever dense ranks it
+  when BM25 is sure (``lead_value``) of it alone (ahead of BM25's second by ``stray_margin`` of its value) and the
+  dense leg's first note is another one that holds few of the query's words (its lexical value under
+  ``stray_share`` of BM25's first's) and is no clear first (dense's second note is a close call, above ``close``):
+  a dense model matching the topic, not the question. A strong model's first note that misses the query's words
+  usually stands clear of its second (EVAL.md, session 29).
 
 Equal scores are ordered by note path (and chunks by point id), so a search ranks the same way every run.
 """
@@ -104,6 +110,9 @@ class FusionParams:
     lead_value: float = 0.3  # ...its lexical value (after the trust) at least this,
     lead_margin: float = 0.075  # ...ahead of BM25's second note by this share of its value,
     lead_within: int = 3  # ...and among the dense leg's first this many notes (BM25 decides dense's first few)
+    stray_bonus: float = 0.2  # added to BM25's first note, wherever dense ranks it, when BM25 is
+    stray_margin: float = 0.2  # ...sure (``lead_value``) of it alone (ahead of its second by this share of its value)
+    stray_share: float = 0.4  # ...and dense's first holds under this share of that value, with no clear first
 
 
 @dataclass(frozen=True)
@@ -294,13 +303,8 @@ class _Note:
     translated_chunk: ScoredChunk | None = None
 
 
-def clear_lead(notes: dict[str, _Note], p: FusionParams) -> str | None:
-    """BM25's first note when BM25 is sure, and sure of that one note, and the dense leg has it among its first
-    few: its lexical value (share of the attainable score x language factor x coverage x the leg's trust) is at
-    least ``p.lead_value``, it leads BM25's second note by ``p.lead_margin`` of its value or more, and fewer than
-    ``p.lead_within`` notes are above it on the dense scale; else None (and None when ``p.lead_bonus`` is 0)."""
-    if p.lead_bonus <= 0:
-        return None
+def _bm25_first(notes: dict[str, _Note]) -> tuple[str | None, float, float]:
+    """BM25's first note by its lexical value (after the trust), that value, and the second note's."""
     lead, first, second = None, 0.0, 0.0
     for note, n in notes.items():
         value = n.lexical
@@ -308,10 +312,48 @@ def clear_lead(notes: dict[str, _Note], p: FusionParams) -> str | None:
             lead, first, second = note, value, first
         elif value > second:
             second = value
+    return lead, first, second
+
+
+def clear_lead(notes: dict[str, _Note], p: FusionParams) -> str | None:
+    """BM25's first note when BM25 is sure, and sure of that one note, and the dense leg has it among its first
+    few: its lexical value (share of the attainable score x language factor x coverage x the leg's trust) is at
+    least ``p.lead_value``, it leads BM25's second note by ``p.lead_margin`` of its value or more, and fewer than
+    ``p.lead_within`` notes are above it on the dense scale; else None (and None when ``p.lead_bonus`` is 0)."""
+    if p.lead_bonus <= 0:
+        return None
+    lead, first, second = _bm25_first(notes)
     if lead is None or first < p.lead_value or (first - second) / first < p.lead_margin:
         return None
     dense = notes[lead].dense
     if dense <= 0 or sum(n.dense > dense for n in notes.values()) >= p.lead_within:
+        return None
+    return lead
+
+
+def stray_lead(notes: dict[str, _Note], p: FusionParams) -> str | None:
+    """BM25's first note when the dense leg's first is a stray: BM25 is sure (its lexical value at least
+    ``p.lead_value``) and sure of that one note (ahead of BM25's second by ``p.stray_margin`` of its value), while
+    dense's first note is another one that holds few of the query's words (its lexical value under
+    ``p.stray_share`` of BM25's first's) and is no clear first (dense's second note is above ``p.close`` on the dense
+    scale, a close call). That is a dense model matching the topic, not the question: USE on "keep the recently used
+    files list for only a week" has its first five notes within 0.1 of its best on the dense scale, none about
+    recent files; BM25 is sure of the answer, dense's 34th. Wherever dense ranks BM25's note, it gains
+    ``p.stray_bonus``; else None (and None when ``p.stray_bonus`` is 0). A strong model's first note that misses the
+    query's words usually stands clear of its second (EVAL.md, session 29)."""
+    if p.stray_bonus <= 0:
+        return None
+    lead, first, second = _bm25_first(notes)
+    if lead is None or first < p.lead_value or (first - second) / first < p.stray_margin:
+        return None
+    top, best, runner = None, -1.0, -1.0  # dense's first note, its value, the second note's value
+    for note, n in notes.items():
+        dense = n.dense
+        if dense > best or (dense == best and top is not None and note < top):
+            top, best, runner = note, dense, best
+        elif dense > runner:
+            runner = dense
+    if top is None or top == lead or runner <= p.close or notes[top].lexical >= p.stray_share * first:
         return None
     return lead
 
@@ -515,6 +557,7 @@ def fuse(
     asked = [chunks for leg, chunks in results if leg.kind == "dense" and leg.variant == 0 and chunks]
     if evidence.language is not None and asked:
         _across(notes, asked[0], evidence.language, languages, agree, p)
+    stray = stray_lead(notes, p)
     lead = clear_lead(notes, p)
     weight, close = p.lexical_weight, p.close
     scored = []
@@ -523,6 +566,8 @@ def fuse(
         score = dense + weight * n.lexical + p.rare_agreement * agree.get(note, 0.0)
         if note == lead:
             score += p.lead_bonus
+        elif note == stray:
+            score += p.stray_bonus
         if note in pinned:  # ahead of any unpinned note, in fused order among themselves; those holding every rare
             # term of the query too (the rare-term agreement's notes) ahead of those that do not
             score += (1.0 + p.lexical_weight) * (2 if note in agree else 1)
