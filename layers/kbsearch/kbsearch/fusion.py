@@ -369,10 +369,10 @@ def _across(notes: dict[str, _Note], asked: list[ScoredChunk], language: str, la
     is. An exact match stays pinned; pinned notes are ordered by the damped values. The rare-term agreement is not
     damped (rev28c: damping it too replayed 7 searches better, 8 worse).
 
-    The same when the first note is in the query's language but most of the leg's notes (each once) are not: the
-    query's language is the KB's minority, and a model that prefers its own language put one of that minority first
-    (e5 on LibreOffice Help's Russian half puts one of its 69 English pages first for 164 of 418 English titles, 96
-    of them wrong). When the leg is divided so, its first note in one language and most of its notes in the other
+    The same when the first note is in the query's language but most of the leg's notes (each once, of those
+    recording their ``lang``) are not: the query's language is the KB's minority, and a model that prefers its own
+    language put one of that minority first (e5 on LibreOffice Help's Russian half puts one of its 69 English pages
+    first for 164 of 418 English titles, 96 of them wrong). When the leg is divided so, its first note in one language and most of its notes in the other
     (that case, or a KB of the query's language whose dense first note is one of its few pages of another: a
     Russian KB's pasted English page), the notes the rare-term agreement names (``agree``: each holds every rare
     term of the query, at most a few do) keep their match: they are a known item's holders, not notes that happen
@@ -381,20 +381,18 @@ def _across(notes: dict[str, _Note], asked: list[ScoredChunk], language: str, la
     theirs = _note_language(first.payload, languages)
     if theirs is None:
         return
-    seen: set[str] = set()
-    same = other = 0  # the leg's notes (each once) in the query's language and in another
-    for c in asked:
-        path = str(c.payload.get("path") or "")
-        if path not in seen:
-            seen.add(path)
-            lang = _note_language(c.payload, languages)
-            if lang == language:
-                same += 1
-            elif lang is not None:
-                other += 1
-    if theirs == language and other <= same:
-        return
-    divided = other > same if theirs == language else same > other  # first note in one language, most in the other
+    if theirs != language and not agree:
+        divided = False  # nothing to spare: the leg's languages do not matter
+    else:
+        recorded: dict[Any, Any] = {}  # the leg's notes (each once) and the language each records
+        for c in asked:
+            payload = c.payload
+            recorded.setdefault(payload.get("path"), payload.get("lang"))
+        same = sum(1 for lang in recorded.values() if lang == language)
+        other = sum(1 for lang in recorded.values() if lang is not None and lang != language)
+        if theirs == language and other <= same:
+            return
+        divided = other > same if theirs == language else same > other  # first note in one language, most in the other
     for note, n in notes.items():
         its = n.lexical_chunk
         if its is not None and its is not n.translated_chunk and _note_language(its.payload, languages) == language:
