@@ -15,12 +15,12 @@ has anyway:
   its best frequency would score; ``confidence`` of a note = its BM25 score / that sum.
 - **language**: a BM25 match counts in full in a note of the leg's language (``lang`` in the payload, recorded by
   the indexer; guessed from the text for notes indexed before), by ``cross_language`` in a note of another one.
-  The lexical leg of a translated variant counts for the translation's language. When the dense leg's first note is
-  in another language than the query, or it is in the query's language but most of that leg's notes are not (the
-  query's language is the KB's minority there), the query's own BM25 matches in notes of the query's language count
-  by ``cross_language`` too (:func:`_across`: a question across languages in a KB of both). When the leg is divided
-  so (its first note in one language, most of its notes in the other), a note the rare-term agreement names (it
-  holds every rare term of the query) keeps its match.
+  The lexical leg of a translated variant counts for the translation's language. When the query's own dense leg's
+  first note is in another language than the query, or it is in the query's language but most of that leg's notes
+  are not (the query's language is the KB's minority there), the query's own BM25 matches in notes of the query's
+  language count by ``cross_language`` too (:func:`_across`: a question across languages in a KB of both). When
+  the leg is divided so (its first note in one language, most of its notes in the other), a note the rare-term
+  agreement names (it holds every rare term of the query) keeps its match.
 - **exact match**: when the query looks up something (it has an identifier — digits, ``_``, CamelCase, a path,
   a Latin word in a Russian query; a compound joined by ``-`` only in a query of two words or fewer — or at most
   ``exact_max_terms`` terms), every required term (its identifiers, else all its terms) is in the index, and at
