@@ -219,6 +219,10 @@ class _Handler(BaseHTTPRequestHandler):
     def handle_one_request(self) -> None:
         server = cast(_Server, self.server)
         server.watch(self.connection)  # until the request is read (_serve), or this exchange ends
+        # this exchange's request, until its line is parsed: a 408 to one timed out in its line (``GET /hea``) is
+        # written as HTTP/1.1 (it raised AttributeError: no version yet) and has its body (the last request on the
+        # connection may have been a HEAD), and the access log names no earlier request
+        self.command, self.request_version, self.requestline = "", "HTTP/1.1", ""
         arrived = False
         try:
             arrived = self._request_arrives(server)

@@ -1,0 +1,95 @@
+"""Round 29's cold review (rev29b) of rel29's and adv29's reliability changes, through the real interfaces: the
+local server on a loopback socket (its request limit shortened as ``test_serve_socket`` does), ... Each test fails
+on main's code before its fix (``PYTHONPATH=/work/main/layers/kbsearch:/work/main/tools``)."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from kbsearch_tools.local.server import LocalApi, make_server
+from kbsearch_tools.local.template import Template
+from tests.conftest import ROOT
+from tests.integration.test_serve_socket import responses
+
+
+@contextmanager
+def _served(idle_timeout_s: float, read_limit_s: float) -> Iterator[int]:
+    server = make_server(LocalApi(Template(ROOT / "template.yaml")), "127.0.0.1", 0, idle_timeout_s=idle_timeout_s,
+                         read_limit_s=read_limit_s)  # fmt: skip
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _drip(sock: socket.socket, byte: bytes, seconds: float) -> bytes:
+    """``byte`` sent every 0.3 s for ``seconds`` or until the server closes; what it answered meanwhile."""
+    received, began = b"", time.monotonic()
+    while time.monotonic() - began < seconds:
+        try:
+            sock.sendall(byte)
+        except OSError:
+            break
+        time.sleep(0.3)
+        sock.setblocking(False)
+        try:
+            chunk = sock.recv(65536)
+            received += chunk
+            if not chunk:
+                break
+        except BlockingIOError:
+            pass
+        except OSError:
+            break
+        finally:
+            sock.setblocking(True)
+    return received
+
+
+def _answer(sock: socket.socket, head_only: bool = False) -> bytes:
+    """One answer read whole (its Content-Length; a HEAD's has no body), the connection left open."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+    while len(body) < length and not head_only:
+        body += sock.recv(65536)
+    return data
+
+
+# -- 1: a request timed out in its request line --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("before", ["", "HEAD"])
+def test_a_request_line_still_arriving_at_the_limit_is_answered_408(
+    before: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """rel29 answers 408 a request still arriving at its limit. One timed out in its request line's second word
+    (``GET /hea`` dripped a byte every 0.3 s) was no 408: the answer's write raised AttributeError (no request
+    version yet: the line was never parsed), logged as ``connection from 127.0.0.1 failed: AttributeError``, the
+    connection closed unanswered. On a kept-alive connection whose last request was a HEAD, the 408 went out
+    without its body (the last request's method) after ``Content-Length: 30``."""
+    with _served(idle_timeout_s=1.0, read_limit_s=2.0) as port, socket.create_connection(("127.0.0.1", port),
+                                                                                         timeout=15) as sock:  # fmt: skip
+        if before:
+            sock.sendall(f"{before} /health HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
+            assert _answer(sock, head_only=before == "HEAD").startswith(b"HTTP/1.1 ")  # (a 403: no HEAD route)
+        sock.sendall(b"GET /hea")
+        with caplog.at_level(logging.INFO, logger="kbsearch_tools.local.server"):
+            received = _drip(sock, b"a", 8)
+    assert received.startswith(b"HTTP/1.1 408 Request Timeout\r\n"), (received, caplog.text)
+    assert received.endswith(b'{"message": "Request Timeout"}'), received
+    assert responses(received)[0][0] == 408
+    assert "failed" not in caplog.text, caplog.text
+    said = [line for line in caplog.text.splitlines() if '" 408 ' in line]  # the access log's line of the 408
+    assert len(said) == 1 and "HEAD" not in said[0], caplog.text  # not the last request's line
