@@ -4,18 +4,23 @@ on main's code before its fix (``PYTHONPATH=/work/main/layers/kbsearch:/work/mai
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
+import boto3
 import pytest
 
 from kbsearch_tools.local.server import LocalApi, make_server
 from kbsearch_tools.local.template import Template
 from tests.conftest import ROOT
+from tests.integration.test_lease import TABLE, _scheduled_sync_of_the_bucket, s3_kb_and_lease_table  # noqa: F401
 from tests.integration.test_serve_socket import responses
 
 
@@ -117,3 +122,47 @@ def test_a_kept_alive_connection_s_next_request_has_the_whole_limit_from_its_fir
             sock.sendall(piece)
             time.sleep(0.3)  # the request takes 1.5 s to arrive, within the 2 s limit
         assert _answer(sock).startswith(b"HTTP/1.1 200 ")
+
+
+# -- 3: a line the invocation's own threads log carries its Lambda context ------------------------------------------
+
+
+def test_the_lease_renewer_s_lost_line_carries_the_indexer_invocation_s_request_id(
+    s3_kb_and_lease_table: Any,  # noqa: F811 - test_lease's fixture
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The deployed indexer's ``indexer lease index#kb lost`` line, logged by the lease's renewer thread during the
+    invocation, carried no ``function_request_id``: the one line an on-call engineer needs to tie to its run. Not
+    rel29's doing (819b19c's line had none either), but rel29's binding (Powertools' ``thread_safe_append_keys``, a
+    context variable, which a new thread does not inherit) says why, and makes it a thread's start away: a thread
+    the invocation starts for its own work now runs in a copy of its context. The scenario is ``test_lease``'s
+    take-over of the lease mid-run (moto's S3 and DynamoDB, the indexer's handler)."""
+    dynamodb = s3_kb_and_lease_table
+    lost, reads = threading.Event(), []
+
+    def read(**_: Any) -> None:  # the third note read: the lease is taken over, then the renewer finds it so
+        reads.append(1)
+        if len(reads) == 3:
+            dynamodb.put_item(TableName=TABLE, Item={
+                "pk": {"S": "index#kb"}, "owner": {"S": "other:1:cafe"},
+                "expires_at": {"N": str(int(time.time()) + 600)}, "acquired_at": {"N": str(int(time.time()))},
+            })  # fmt: skip
+            assert lost.wait(60), "the renewer never tried to renew"
+
+    def renewed(parsed: dict[str, Any], **_: Any) -> None:
+        if parsed.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+            lost.set()
+
+    assert boto3.DEFAULT_SESSION is not None
+    boto3.DEFAULT_SESSION.events.register("before-call.s3.GetObject", read)
+    boto3.DEFAULT_SESSION.events.register("after-call.dynamodb.UpdateItem", renewed)
+    report = _scheduled_sync_of_the_bucket(tmp_path, monkeypatch)
+    assert lost.is_set() and "was lost mid-run" in str(report.get("raised")), report
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    said = [line for line in lines if "indexer lease index#kb lost" in str(line.get("message"))]
+    assert said, lines[-5:]
+    assert said[0].get("function_request_id") and said[0].get("function_name") == "kb-search-test-indexer", said
+    started = [line for line in lines if line.get("function_request_id")]
+    assert started and said[0]["function_request_id"] == started[0]["function_request_id"], said
