@@ -15,15 +15,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 
 from kbsearch_tools.local.server import LocalApi, make_server
 from kbsearch_tools.local.template import Template
 from tests.conftest import ROOT
-from tests.integration.test_lease import TABLE, _scheduled_sync_of_the_bucket, s3_kb_and_lease_table  # noqa: F401
-from tests.integration.test_serve_socket import responses
+from tests.integration.test_lease import (  # noqa: F401 - s3_kb_and_lease_table: its fixture
+    _scheduled_sync_of_the_bucket,
+    s3_kb_and_lease_table,
+    taken_over_at_the_third_note,
+)
+from tests.integration.test_serve_socket import drip, responses
 
 
 @contextmanager
@@ -36,30 +39,6 @@ def _served(idle_timeout_s: float, read_limit_s: float) -> Iterator[int]:
     finally:
         server.shutdown()
         server.server_close()
-
-
-def _drip(sock: socket.socket, byte: bytes, seconds: float) -> bytes:
-    """``byte`` sent every 0.3 s for ``seconds`` or until the server closes; what it answered meanwhile."""
-    received, began = b"", time.monotonic()
-    while time.monotonic() - began < seconds:
-        try:
-            sock.sendall(byte)
-        except OSError:
-            break
-        time.sleep(0.3)
-        sock.setblocking(False)
-        try:
-            chunk = sock.recv(65536)
-            received += chunk
-            if not chunk:
-                break
-        except BlockingIOError:
-            pass
-        except OSError:
-            break
-        finally:
-            sock.setblocking(True)
-    return received
 
 
 def _answer(sock: socket.socket, head_only: bool = False) -> bytes:
@@ -95,7 +74,7 @@ def test_a_request_line_still_arriving_at_the_limit_is_answered_408(
             assert _answer(sock, head_only=before == "HEAD").startswith(b"HTTP/1.1 ")  # (a 403: no HEAD route)
         sock.sendall(b"GET /hea")
         with caplog.at_level(logging.INFO, logger="kbsearch_tools.local.server"):
-            received = _drip(sock, b"a", 8)
+            received = drip(sock, b"a", 8)
     assert received.startswith(b"HTTP/1.1 408 Request Timeout\r\n"), (received, caplog.text)
     assert received.endswith(b'{"message": "Request Timeout"}'), received
     assert responses(received)[0][0] == 408
@@ -140,25 +119,7 @@ def test_the_lease_renewer_s_lost_line_carries_the_indexer_invocation_s_request_
     context variable, which a new thread does not inherit) says why, and makes it a thread's start away: a thread
     the invocation starts for its own work now runs in a copy of its context. The scenario is ``test_lease``'s
     take-over of the lease mid-run (moto's S3 and DynamoDB, the indexer's handler)."""
-    dynamodb = s3_kb_and_lease_table
-    lost, reads = threading.Event(), []
-
-    def read(**_: Any) -> None:  # the third note read: the lease is taken over, then the renewer finds it so
-        reads.append(1)
-        if len(reads) == 3:
-            dynamodb.put_item(TableName=TABLE, Item={
-                "pk": {"S": "index#kb"}, "owner": {"S": "other:1:cafe"},
-                "expires_at": {"N": str(int(time.time()) + 600)}, "acquired_at": {"N": str(int(time.time()))},
-            })  # fmt: skip
-            assert lost.wait(60), "the renewer never tried to renew"
-
-    def renewed(parsed: dict[str, Any], **_: Any) -> None:
-        if parsed.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-            lost.set()
-
-    assert boto3.DEFAULT_SESSION is not None
-    boto3.DEFAULT_SESSION.events.register("before-call.s3.GetObject", read)
-    boto3.DEFAULT_SESSION.events.register("after-call.dynamodb.UpdateItem", renewed)
+    lost = taken_over_at_the_third_note(s3_kb_and_lease_table)
     written = io.StringIO()  # the lease's lines as Powertools formats them (whichever stream an earlier test left)
     handler = logging.StreamHandler(written)
     handler.setFormatter(LambdaPowertoolsFormatter())
