@@ -229,20 +229,15 @@ def _scheduled_sync_of_the_bucket(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     return report
 
 
-def test_a_full_sync_whose_lease_is_taken_over_mid_run_stops_and_says_so(
-    s3_kb_and_lease_table: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Round 23c: the lease runs out under a running sync (its renewals failed for longer than its time to live:
-    DynamoDB throttled, the process frozen) and another run takes it over. The renewer finds it lost, but the sync
-    went on writing beside the new holder until its last note, reporting success. It stops now at the next note,
-    as at its deadline, its report naming the lost lease; the new holder's lease is left alone."""
-    dynamodb = s3_kb_and_lease_table
+def taken_over_at_the_third_note(dynamodb: Any) -> threading.Event:
+    """Botocore hooks on the default session: at the third note read, another run takes the lease over (what its
+    take-over of an expired lease writes), and the read waits for the renewer to find it so; the event is set then."""
     lost, reads = threading.Event(), []
 
-    def read(**_: Any) -> None:  # the third note read: the lease is taken over, then the renewer finds it so
+    def read(**_: Any) -> None:
         reads.append(1)
         if len(reads) == 3:
-            dynamodb.put_item(TableName=TABLE, Item={  # what another run's take-over of an expired lease writes
+            dynamodb.put_item(TableName=TABLE, Item={
                 "pk": {"S": "index#kb"}, "owner": {"S": "other:1:cafe"},
                 "expires_at": {"N": str(int(time.time()) + 600)}, "acquired_at": {"N": str(int(time.time()))},
             })  # fmt: skip
@@ -255,6 +250,18 @@ def test_a_full_sync_whose_lease_is_taken_over_mid_run_stops_and_says_so(
     assert boto3.DEFAULT_SESSION is not None
     boto3.DEFAULT_SESSION.events.register("before-call.s3.GetObject", read)
     boto3.DEFAULT_SESSION.events.register("after-call.dynamodb.UpdateItem", renewed)
+    return lost
+
+
+def test_a_full_sync_whose_lease_is_taken_over_mid_run_stops_and_says_so(
+    s3_kb_and_lease_table: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Round 23c: the lease runs out under a running sync (its renewals failed for longer than its time to live:
+    DynamoDB throttled, the process frozen) and another run takes it over. The renewer finds it lost, but the sync
+    went on writing beside the new holder until its last note, reporting success. It stops now at the next note,
+    as at its deadline, its report naming the lost lease; the new holder's lease is left alone."""
+    dynamodb = s3_kb_and_lease_table
+    lost = taken_over_at_the_third_note(dynamodb)
     report = _scheduled_sync_of_the_bucket(tmp_path, monkeypatch)
     assert lost.is_set()
     assert _item(dynamodb)["owner"] == {"S": "other:1:cafe"}  # type: ignore[index]

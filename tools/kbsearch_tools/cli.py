@@ -1489,7 +1489,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", nargs="?", help="folder or s3://bucket/prefix (default: KB_SOURCE)")
     p.add_argument("--full", action="store_true",
                    help="re-embed every note, changed or not, and parse again every note an earlier run refused as "
-                        "slow (past NOTE_PARSE_LIMIT_S; refused anew if it still is)")  # fmt: skip
+                        "slow (past NOTE_PARSE_LIMIT_S; refused anew if it still is: each such note costs the run up to that "
+                        "limit again)")  # fmt: skip
     p.add_argument("--rebuild", action="store_true",
                    help="build the index afresh: on Qdrant Cloud into a new collection, switching the alias "
                         "QDRANT_COLLECTION to it atomically when complete (searches never see it half-built); the "

@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from kbsearch.errors import KbSearchError, aws_error_code
+from kbsearch.logcontext import context_thread
 
 if TYPE_CHECKING:
     from kbsearch.config import Settings
@@ -236,7 +237,7 @@ class Lease:
     def __enter__(self) -> Lease:
         self.acquire()
         self._stop.clear()
-        self._renewer = threading.Thread(target=self._renew_until_stopped, name="kbsearch-lease", daemon=True)
+        self._renewer = context_thread(self._renew_until_stopped, "kbsearch-lease")  # its lines the invocation's
         self._renewer.start()
         return self
 

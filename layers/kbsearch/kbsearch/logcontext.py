@@ -6,14 +6,17 @@ and leaves them there after the invocation: under ``kbsearch serve``, which runs
 syncs (``--watch``, a ``kbsearch index`` handed over) in one process, a sync's ``note skipped`` line carried the
 request id of the last search the server had answered (RELIABILITY "Round 29: debts"). Here they are the
 invocation's thread's keys (Powertools' ``thread_safe_append_keys``, a context variable), for the invocation only:
-a line logged elsewhere, or after, carries none. Deployed, one invocation at a time per process, the lines are
-the same as before.
+a line logged elsewhere, or after, carries none. A thread the invocation starts does not inherit a context variable:
+one whose lines belong to the invocation (the index lease's renewer) is started by :func:`context_thread`.
+Deployed, one invocation at a time per process, the lines are as before (the renewer's now carry the keys too).
 """
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import os
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -45,3 +48,11 @@ def invocation_context(logger: Logger) -> Callable[[Handler], Handler]:
         return run  # type: ignore[return-value]
 
     return decorate
+
+
+def context_thread(target: Callable[[], object], name: str) -> threading.Thread:
+    """A daemon thread (not started) running ``target`` in a copy of this thread's context: its lines carry the
+    Lambda context keys of the invocation that starts it, as under ``inject_lambda_context`` (a new thread starts in
+    an empty context: the deployed indexer's ``indexer lease ... lost`` line, logged by the renewer, carried no
+    request id, before round 29 too; rev29b), and none outside an invocation (a sync under ``kbsearch serve``)."""
+    return threading.Thread(target=contextvars.copy_context().run, args=(target,), name=name, daemon=True)

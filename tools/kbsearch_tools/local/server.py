@@ -61,7 +61,7 @@ logger = logging.getLogger(__name__)
 MAX_BODY_BYTES = 10 * 1024 * 1024
 MAX_HEADER_BYTES = 10 * 1024  # API Gateway's limit on the total size of request headers
 IDLE_TIMEOUT_S = 10.0  # a client that sends nothing (or stalls mid-body) for this long is disconnected
-#: A client has this long to send a whole request (its line, headers and body, from when the server waits for it);
+#: A client has this long to send a whole request (its line, headers and body, from its first byte);
 #: one that drips it (a byte within each idle timeout) is answered 408 and closed (nginx's ``client_header_timeout``
 #: answers so). The idle timeout bounds each read, not the request: a header sent one byte every 9 s held its
 #: connection and thread for the ~10 KiB headers may take (a day), a body one byte every 9 s for as long as its
@@ -219,6 +219,10 @@ class _Handler(BaseHTTPRequestHandler):
     def handle_one_request(self) -> None:
         server = cast(_Server, self.server)
         server.watch(self.connection)  # until the request is read (_serve), or this exchange ends
+        # this exchange's request, until its line is parsed: a 408 to one timed out in its line (``GET /hea``) is
+        # written as HTTP/1.1 (it raised AttributeError: no version yet) and has its body (the last request on the
+        # connection may have been a HEAD), and the access log names no earlier request
+        self.command, self.request_version, self.requestline = "", "HTTP/1.1", ""
         arrived = False
         try:
             arrived = self._request_arrives(server)
@@ -615,11 +619,15 @@ class _Server(ThreadingHTTPServer):
                 self._reaper.start()
 
     def arriving(self, connection: Any) -> None:
-        """The first byte of ``connection``'s request has come: it may be timed out to make room
+        """The first byte of ``connection``'s request has come: it has :attr:`read_limit_s` from now to arrive whole
+        (the wait for that byte is the idle timeout's: it counted against the request, so a kept-alive client that
+        began its next request 9 s after the last answer had 21 s of the 30), and it may be timed out to make room
         (:meth:`_evict_slow`)."""
         with self._reading_lock:
             if connection in self._reading:
-                self._arriving[connection] = time.monotonic()
+                now = time.monotonic()
+                self._reading[connection] = now + self.read_limit_s
+                self._arriving[connection] = now
 
     def unwatch(self, connection: Any) -> bool:
         """``connection``'s request is read (or its exchange is over): no longer timed out. False when it was timed out
