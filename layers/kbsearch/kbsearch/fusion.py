@@ -564,7 +564,7 @@ def fuse(
     for note, n in notes.items():
         dense = n.dense if n.dense <= close else close + p.close_weight * (n.dense - close)
         score = dense + weight * n.lexical + p.rare_agreement * agree.get(note, 0.0)
-        if note == lead or note == stray:  # one note (BM25's first); where both gates hold, the larger bonus
+        if note in (lead, stray):  # one note (BM25's first); where both gates hold, the larger bonus
             score += max(p.lead_bonus if note == lead else 0.0, p.stray_bonus if note == stray else 0.0)
         if note in pinned:  # ahead of any unpinned note, in fused order among themselves; those holding every rare
             # term of the query too (the rare-term agreement's notes) ahead of those that do not
