@@ -252,6 +252,7 @@ def _holders(
 
 #: Fused notes best first (the score negated), equal scores by path.
 _BEST_FIRST = operator.itemgetter(0, 1)
+_SCORE = operator.itemgetter(1)
 
 
 def _note(chunk: ScoredChunk) -> str:
