@@ -337,24 +337,6 @@ def test_ties_break_by_note_path_and_point_id_whatever_the_input_order() -> None
     assert rankings == {(m, tuple(sorted(f"t{i}.md" for i in range(12)))) for m in ("lexical", "hybrid")}
 
 
-def test_a_tie_at_dense_s_top_across_languages_ranks_the_same_whatever_the_leg_s_order() -> None:
-    """Dense's first two notes tie (0.90): one Russian, one English, in an English KB asked in English. Which one is
-    dense's first decides whether the query's BM25 matches count across languages (:func:`_across`); it was the one
-    the leg listed first, so the same search ranked two ways by the order a store returned a tie in. Equal cosines
-    are now ordered by point id, as everywhere else in the fusion."""
-    query = "how do I export my notes to a PDF file"
-    attainable = 3.0 * len(set(tokenize(query)))
-    head = [chunk("a-ru.md", 0.90, "ru"), chunk("b-answer.md", 0.90, "en")]
-    tail = [chunk(p, 0.80 - i * 0.01, "en") for i, p in enumerate(DISTRACTORS[:20])]
-    rankings = set()
-    for order in (head, head[::-1]):
-        results = [(Leg("dense", 0), [*order, *tail]),
-                   (Leg("lexical", 0, "en"), [chunk("n10.md", 0.6 * attainable), chunk("b-answer.md", 0.3 * attainable)]),
-                   *probes(query, {t: 3.0 for t in tokenize(query)}, tuple(DISTRACTORS[20:28]))]  # fmt: skip
-        rankings.add(tuple(paths(fuse(results, analyse(query), 10))))
-    assert len(rankings) == 1
-
-
 def test_modes_rank_by_one_leg_kind_alone() -> None:
     evidence = analyse("alpha")
     results = [dense_leg("d1.md", "d2.md"), (Leg("lexical", 0, "en"), [chunk("l1.md", 3.0), chunk("d2.md", 2.0)]),

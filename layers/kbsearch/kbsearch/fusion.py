@@ -378,7 +378,7 @@ def _across(notes: dict[str, _Note], asked: list[ScoredChunk], language: str, la
     Russian KB's pasted English page), the notes the rare-term agreement names (``agree``: each holds every rare
     term of the query, at most a few do) keep their match: they are a known item's holders, not notes that happen
     to share its common words (EVAL.md, session 29)."""
-    first = min(asked, key=rank_key)  # equal cosines by point id: the leg's order of a tie is no ranking
+    first = max(asked, key=_SCORE)
     theirs = _note_language(first.payload, languages)
     if theirs is None:
         return
