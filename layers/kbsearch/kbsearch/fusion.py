@@ -45,8 +45,10 @@ has anyway:
   of its own top hit), whichever is higher. Exact matches come first (their score + 1 + ``lexical_weight``), in
   that fused order among themselves, and those that also hold every rare term of the query (the rare-term
   agreement's notes) get that lead twice: of two notes holding "ETH_P_ALL", the one that also holds the query's
-  rare word ("unmodified") comes first, whatever dense prefers (session 22, the man-page corpus; the agreement's
-  weight alone left dense the order when dense put the other note far ahead, until session 29).
+  rare word ("unmodified") comes first, whatever dense prefers, in the query's language (a note of another language,
+  its values x ``cross_language``, can stay behind one dense and BM25 both rank first; session 22, the man-page
+  corpus; the agreement's weight alone left dense the order when dense put the other note far ahead, until session
+  29).
 - **close calls**: the top of the dense scale (above ``close``, a fifth of the span from the best cosine) counts at
   ``close_weight``. Notes the dense leg ranks that close to its best are a close call, which a weak model's flat top
   cosines make of its first few notes (USE on "does Sync keep uploading my notes in the background when Obsidian is
