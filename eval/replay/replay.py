@@ -89,10 +89,8 @@ _LOOP = """    lead = clear_lead(notes, p)
     for note, n in notes.items():
         dense = n.dense if n.dense <= close else close + p.close_weight * (n.dense - close)
         score = dense + weight * n.lexical + p.rare_agreement * agree.get(note, 0.0)
-        if note == lead:
-            score += p.lead_bonus
-        elif note == stray:
-            score += p.stray_bonus
+        if note in (lead, stray):  # one note (BM25's first); where both gates hold, the larger bonus
+            score += max(p.lead_bonus if note == lead else 0.0, p.stray_bonus if note == stray else 0.0)
 """
 _HOOKED = """    lead = clear_lead(notes, p)
     weight, close = p.lexical_weight, p.close
@@ -107,8 +105,8 @@ _HOOKED = """    lead = clear_lead(notes, p)
     hooked = HOOK(rows, context) if HOOK else None
     for i, (note, n, dense, agreed) in enumerate(rows):
         if hooked is None:
-            score = dense + weight * n.lexical + p.rare_agreement * agreed + (
-                p.lead_bonus if note == lead else p.stray_bonus if note == stray else 0.0)
+            score = dense + weight * n.lexical + p.rare_agreement * agreed + max(
+                p.lead_bonus if note == lead else 0.0, p.stray_bonus if note == stray else 0.0)
         else:
             score = hooked[i]
 """

@@ -303,6 +303,26 @@ def test_bm25_s_sure_first_note_wins_wherever_dense_ranks_it_when_dense_s_first_
         assert paths(fuse(results, analyse(query), 10, params=looser))[0] == "answer.md"
 
 
+@pytest.mark.parametrize("above", [2, 3])
+def test_bm25_s_sure_first_note_gains_the_stray_bonus_at_dense_s_third_as_at_its_fourth(above: int) -> None:
+    """Dense's first is a stray (holds BM25 share 0.1, its second a close call at 0.89) and BM25 is sure (value
+    0.4) of a note dense ranks below its close calls (0.75 on a scale down to 0.55). Third on dense (two notes
+    above it), the clear lead's gate (dense's first three) holds too; the stray bonus, the larger, still counts
+    there, as it does fourth: the note dense ranks higher does not get the smaller bonus (the clear lead's 0.075
+    replaced the stray's 0.2, and the note stayed third where a note dense ranked fourth came first)."""
+    query = "keep the recently used files list for only a week"
+    attainable = 3.0 * len(set(tokenize(query)))
+    notes = [("topic.md", 0.90), ("near.md", 0.89), ("mid.md", 0.76)][:above]
+    notes += [("answer.md", 0.75), *[(p, 0.70 - i * 0.005) for i, p in enumerate(DISTRACTORS[:20])], ("last.md", 0.55)]
+    results = [(Leg("dense", 0), [chunk(p, score) for p, score in notes]),
+               (Leg("lexical", 0, "en"), [chunk("answer.md", 0.4 * attainable),
+                                          chunk("n20.md", 0.28 * attainable),
+                                          chunk("topic.md", 0.1 * attainable)]),
+               *probes(query, {t: 3.0 for t in tokenize(query)}, tuple(DISTRACTORS[20:28]))]  # fmt: skip
+    assert paths(fuse(results, analyse(query), 10))[0] == "answer.md"
+    assert paths(fuse(results, analyse(query), 10, params=FusionParams(stray_bonus=0.0)))[0] == "topic.md"
+
+
 def test_ties_break_by_note_path_and_point_id_whatever_the_input_order() -> None:
     evidence = analyse("tie")
     chunks = [chunk(f"t{i}.md", 1.0) for i in range(12)]

@@ -45,8 +45,10 @@ has anyway:
   of its own top hit), whichever is higher. Exact matches come first (their score + 1 + ``lexical_weight``), in
   that fused order among themselves, and those that also hold every rare term of the query (the rare-term
   agreement's notes) get that lead twice: of two notes holding "ETH_P_ALL", the one that also holds the query's
-  rare word ("unmodified") comes first, whatever dense prefers (session 22, the man-page corpus; the agreement's
-  weight alone left dense the order when dense put the other note far ahead, until session 29).
+  rare word ("unmodified") comes first, whatever dense prefers, in the query's language (a note of another language,
+  its values x ``cross_language``, can stay behind one dense and BM25 both rank first; session 22, the man-page
+  corpus; the agreement's weight alone left dense the order when dense put the other note far ahead, until session
+  29).
 - **close calls**: the top of the dense scale (above ``close``, a fifth of the span from the best cosine) counts at
   ``close_weight``. Notes the dense leg ranks that close to its best are a close call, which a weak model's flat top
   cosines make of its first few notes (USE on "does Sync keep uploading my notes in the background when Obsidian is
@@ -64,7 +66,8 @@ has anyway:
   dense leg's first note is another one that holds few of the query's words (its lexical value under
   ``stray_share`` of BM25's first's) and is no clear first (dense's second note is a close call, above ``close``):
   a dense model matching the topic, not the question. A strong model's first note that misses the query's words
-  usually stands clear of its second (EVAL.md, session 29).
+  usually stands clear of its second (EVAL.md, session 29). Where the clear lead's gate holds too (dense's second or
+  third), the note gains the larger of the two bonuses.
 
 Equal scores are ordered by note path (and chunks by point id), so a search ranks the same way every run.
 """
@@ -562,10 +565,8 @@ def fuse(
     for note, n in notes.items():
         dense = n.dense if n.dense <= close else close + p.close_weight * (n.dense - close)
         score = dense + weight * n.lexical + p.rare_agreement * agree.get(note, 0.0)
-        if note == lead:
-            score += p.lead_bonus
-        elif note == stray:
-            score += p.stray_bonus
+        if note in (lead, stray):  # one note (BM25's first); where both gates hold, the larger bonus
+            score += max(p.lead_bonus if note == lead else 0.0, p.stray_bonus if note == stray else 0.0)
         if note in pinned:  # ahead of any unpinned note, in fused order among themselves; those holding every rare
             # term of the query too (the rare-term agreement's notes) ahead of those that do not
             score += (1.0 + p.lexical_weight) * (2 if note in agree else 1)
