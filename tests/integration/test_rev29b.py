@@ -91,17 +91,18 @@ def test_a_kept_alive_connection_s_next_request_has_the_whole_limit_from_its_fir
     whole request"); it counted from when the server began to wait for the request, so a kept-alive client that
     sent its next request after 9 s between requests (within the 10 s idle timeout) had 21 s of the 30 to send it,
     and a slow upload on such a connection was answered 408 sooner than one on a new connection. Here (an idle
-    timeout of 1.5 s, a limit of 2 s) a request begun 1.2 s after the last answer and sent over 1.5 s was answered
-    408."""
-    with _served(idle_timeout_s=1.5, read_limit_s=2.0) as port, socket.create_connection(("127.0.0.1", port),
+    timeout of 6 s, a limit of 4 s) a request begun 3.7 s after the last answer and sent over 0.8 s was answered
+    408 (0.5 s past the old deadline: twice the reaper's 0.25 s step). The margins: 3.7 s of idle against 6, 0.8 s
+    of sending against 4 (5x), so a loaded host's late sleeps cannot flip the answer."""
+    with _served(idle_timeout_s=6.0, read_limit_s=4.0) as port, socket.create_connection(("127.0.0.1", port),
                                                                                          timeout=15) as sock:  # fmt: skip
         sock.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
         assert _answer(sock).startswith(b"HTTP/1.1 200 ")
-        time.sleep(1.2)  # idle between requests, within the idle timeout
+        time.sleep(3.7)  # idle between requests, well within the idle timeout
         request = b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n"
-        for piece in (request[:5], request[5:15], request[15:25], request[25:35], request[35:]):
+        for piece in (request[:15], request[15:30], request[30:]):
             sock.sendall(piece)
-            time.sleep(0.3)  # the request takes 1.5 s to arrive, within the 2 s limit
+            time.sleep(0.4)  # the request takes 0.8 s to arrive, well within the 4 s limit
         assert _answer(sock).startswith(b"HTTP/1.1 200 ")
 
 
