@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
+import pytest
+
+from kbsearch_tools.oracle import unavailable
 from tests.conftest import KBSEARCH_CMD, PROCESS_TIMEOUT_S, ROOT, subprocess_env
 
 INITIALIZE = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
@@ -34,5 +38,60 @@ def test_kbsearch_mcp_started_by_an_assistant_away_from_the_index_says_where_it_
     said = [line for line in proc.stderr.splitlines() if "index" in line]
     assert said, proc.stderr
     assert f"no index in {elsewhere / '.kbsearch' / 'qdrant'}" in said[0], said
-    assert 'QDRANT_PATH' in said[0] and '"env"' in said[0], said
+    assert "QDRANT_PATH" in said[0] and '"env"' in said[0], said
     assert not (elsewhere / ".kbsearch").exists()  # looking made no store there
+
+
+#: ``kbsearch`` with a stand-in for the oracle's model (no inference): deterministic unit vectors of e5's size.
+_STAND_IN_MODEL = """
+import hashlib, sys
+import kbsearch_tools.oracle as oracle
+from kbsearch_tools.cli import main
+
+def load(model):
+    def encode(texts, is_query):
+        rows = []
+        for t in texts:
+            row = [b - 127.5 for b in (hashlib.sha256(t.encode()).digest() * 12)[:384]]
+            norm = sum(x * x for x in row) ** 0.5
+            rows.append([x / norm for x in row])
+        return rows
+    return encode
+
+oracle._load = load
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_kbsearch_search_of_an_oracle_index_says_it_is_bm25_only_and_takes_the_oracle_itself(tmp_path: Path) -> None:
+    """README: `kbsearch index ... --oracle e5` and `kbsearch serve --oracle e5`. A new user's next command,
+    `kbsearch search`, had no `--oracle` (exit 2, "unrecognized arguments"), and without it searched the index's
+    BM25 alone saying only "(embedder none, reranker none)": the dense vectors the index was built with were unused
+    and nothing said how to use them. It now says so on stderr, naming the option, and takes `--oracle` as `index`,
+    `serve` and `eval` do."""
+    reason = unavailable("e5")
+    if reason:
+        pytest.skip(reason)
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "restore.md").write_text("# Restore a snapshot\n\nRestore the collection from its snapshot.\n")
+    (kb / "rotate.md").write_text("# Rotate keys\n\nRotate the provider keys every quarter.\n")
+    env = subprocess_env(QDRANT_PATH=str(tmp_path / "q"))
+    cache = ["--oracle-cache", str(tmp_path / "e5.sqlite")]
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-c", _STAND_IN_MODEL, *args], capture_output=True, text=True,
+                              env=env, cwd=tmp_path, timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
+
+    indexed = run("index", str(kb), "--oracle", "e5", *cache)
+    assert indexed.returncode == 0, indexed.stderr
+    plain = subprocess.run([*KBSEARCH_CMD, "search", "restore", "snapshot"], capture_output=True, text=True, env=env,
+                           cwd=tmp_path, timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
+    assert plain.returncode == 0, plain.stderr
+    assert "(embedder none, reranker none)" in plain.stdout
+    assert ("note: the index holds intfloat/multilingual-e5-small vectors, but no embedder is configured, so this "
+            "search is BM25 only: add --oracle e5") in plain.stderr  # fmt: skip
+    dense = run("search", "restore", "snapshot", "--oracle", "e5", *cache)
+    assert dense.returncode == 0, dense.stderr
+    assert "(embedder oracle-e5, reranker oracle-e5-biencoder)" in dense.stdout, dense.stdout
+    assert "restore.md" in dense.stdout and "note:" not in dense.stderr
