@@ -95,3 +95,19 @@ def test_kbsearch_search_of_an_oracle_index_says_it_is_bm25_only_and_takes_the_o
     assert dense.returncode == 0, dense.stderr
     assert "(embedder oracle-e5, reranker oracle-e5-biencoder)" in dense.stdout, dense.stdout
     assert "restore.md" in dense.stdout and "note:" not in dense.stderr
+
+
+def test_kbsearch_eval_without_keys_names_the_oracle_beside_the_key_a_skipped_phase_needs(tmp_path: Path) -> None:
+    """README's Evaluation section on a machine with no keys: `kbsearch eval --kb sample-kb --queries ...` skips
+    dense, hybrid and reranked saying "needs an embedding provider (EMBEDDING_API_KEY)", a key this user does not
+    have, when the same command's `--oracle e5` runs those phases with no key at all. The reason names it now."""
+    proc = subprocess.run([*KBSEARCH_CMD, "eval", "--kb", str(ROOT / "sample-kb"), "--queries",
+                           str(ROOT / "eval" / "sample-kb-queries.yaml"), "--phases", "lexical,dense,reranked",
+                           "--limit", "2"], capture_output=True, text=True, cwd=tmp_path,
+                          env=subprocess_env(QDRANT_PATH=str(tmp_path / "q")), timeout=PROCESS_TIMEOUT_S,
+                          check=False)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert (
+        "dense      skipped: needs an embedding provider (EMBEDDING_API_KEY, or --oracle e5: a model on " in proc.stdout
+    )
+    assert "reranked   skipped: needs an embedding provider (EMBEDDING_API_KEY, or --oracle e5" in proc.stdout
