@@ -67,8 +67,9 @@ def test_kbsearch_search_of_an_oracle_index_says_it_is_bm25_only_and_takes_the_o
     """README: `kbsearch index ... --oracle e5` and `kbsearch serve --oracle e5`. A new user's next command,
     `kbsearch search`, had no `--oracle` (exit 2, "unrecognized arguments"), and without it searched the index's
     BM25 alone saying only "(embedder none, reranker none)": the dense vectors the index was built with were unused
-    and nothing said how to use them. It now says so on stderr, naming the option, and takes `--oracle` as `index`,
-    `serve` and `eval` do."""
+    and nothing said how to use them; `kbsearch mcp` on that index said nothing at all. `kbsearch search` now says
+    so on stderr, naming the option, and takes `--oracle` as `index`, `serve` and `eval` do; `kbsearch mcp` says so
+    in its log, naming the way to reach the model (a `kbsearch serve --oracle` and `--remote`)."""
     reason = unavailable("e5")
     if reason:
         pytest.skip(reason)
@@ -91,6 +92,13 @@ def test_kbsearch_search_of_an_oracle_index_says_it_is_bm25_only_and_takes_the_o
     assert "(embedder none, reranker none)" in plain.stdout
     assert ("note: the index holds intfloat/multilingual-e5-small vectors, but no embedder is configured, so this "
             "search is BM25 only: add --oracle e5") in plain.stderr  # fmt: skip
+    mcp = subprocess.run([*KBSEARCH_CMD, "mcp", "--kb", str(kb)], input=json.dumps(INITIALIZE) + "\n",
+                         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=PROCESS_TIMEOUT_S,
+                         check=False)  # fmt: skip
+    assert mcp.returncode == 0, mcp.stderr
+    assert ("the index holds intfloat/multilingual-e5-small vectors, but no embedder is configured, so searches are "
+            "BM25 only: serve it with kbsearch serve --oracle e5 and launch kbsearch mcp --remote "
+            "http://127.0.0.1:3000") in mcp.stderr  # fmt: skip
     dense = run("search", "restore", "snapshot", "--oracle", "e5", *cache)
     assert dense.returncode == 0, dense.stderr
     assert "(embedder oracle-e5, reranker oracle-e5-biencoder)" in dense.stdout, dense.stdout
