@@ -13,6 +13,7 @@ import pytest
 
 from kbsearch_tools.oracle import unavailable
 from tests.conftest import KBSEARCH_CMD, PROCESS_TIMEOUT_S, ROOT, subprocess_env
+from tests.integration.test_oracle import _INTERRUPTED_WARM
 
 INITIALIZE = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
               "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}  # fmt: skip
@@ -42,25 +43,11 @@ def test_kbsearch_mcp_started_by_an_assistant_away_from_the_index_says_where_it_
     assert not (elsewhere / ".kbsearch").exists()  # looking made no store there
 
 
-#: ``kbsearch`` with a stand-in for the oracle's model (no inference): deterministic unit vectors of e5's size.
-_STAND_IN_MODEL = """
-import hashlib, sys
-import kbsearch_tools.oracle as oracle
-from kbsearch_tools.cli import main
-
-def load(model):
-    def encode(texts, is_query):
-        rows = []
-        for t in texts:
-            row = [b - 127.5 for b in (hashlib.sha256(t.encode()).digest() * 12)[:384]]
-            norm = sum(x * x for x in row) ** 0.5
-            rows.append([x / norm for x in row])
-        return rows
-    return encode
-
-oracle._load = load
-sys.exit(main(sys.argv[1:]))
-"""
+#: ``kbsearch`` with test_oracle's stand-in for the model (deterministic unit vectors of e5's size, no inference),
+#: its Ctrl-C never reached: the warm-up's one batch holds every passage
+_STAND_IN_MODEL = (
+    "import kbsearch_tools.oracle\nkbsearch_tools.oracle.OracleProvider.WARM_BATCH = 10**9\n" + _INTERRUPTED_WARM
+)
 
 
 def test_kbsearch_search_of_an_oracle_index_says_it_is_bm25_only_and_takes_the_oracle_itself(tmp_path: Path) -> None:
