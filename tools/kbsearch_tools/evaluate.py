@@ -201,11 +201,11 @@ class EvalReport:
 
 def _skip_reason(phase: Phase, service: SearchService) -> str | None:
     if phase.retrieval in ("dense", "hybrid") and service.embedder is None:
-        return "needs an embedding provider (EMBEDDING_API_KEY)"
+        return "needs an embedding provider (EMBEDDING_API_KEY, or --oracle e5: a model on loopback, no key)"
     if phase.expand and phase.name == "expanded" and service.expander is None:
         return "needs an expansion model (EXPANSION_API_KEY)"
     if phase.rerank and service.reranking is None:
-        return "needs a reranker (RERANKER_API_KEY)"
+        return "needs a reranker (RERANKER_API_KEY, or --oracle e5: its stand-in)"
     return None
 
 

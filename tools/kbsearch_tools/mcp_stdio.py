@@ -125,6 +125,7 @@ def run_local(kb: str | None, idle_close_s: float, scope_text: str | None = None
     from kbsearch.mcp.protocol import McpServer, StdioSession
     from kbsearch.mcp.stdio import serve
     from kbsearch.mcp.tools import Backend
+    from kbsearch.qdrant.readiness import missing_index
     from kbsearch.reader import NoteReader
     from kbsearch.search import SearchService
     from kbsearch.sources import is_s3_uri, open_source
@@ -141,7 +142,20 @@ def run_local(kb: str | None, idle_close_s: float, scope_text: str | None = None
     try:  # say at once when the store cannot be opened (another process holds it): the log shows why
         recorded = service.read_index(lambda retriever, timeout_s: retriever.metadata(timeout_s))
     except IndexUnavailable as exc:
-        logger.warning("the index is not usable yet: %s", exc.public)
+        # an assistant starts this server in a working folder of its own: where the store was looked for, and the
+        # setting its config gives (the tool's answer names no folder)
+        where = missing_index(settings) if "run the indexer first" in str(exc) else None
+        logger.warning("the index is not usable yet: %s", f"{where}; in an assistant's config, give QDRANT_PATH (the "
+                       'store\'s absolute path) in its "env"' if where else exc.public)  # fmt: skip
+    model = recorded.get("embedding_model")
+    if service.embedder is None and isinstance(model, str) and model:  # BM25 only: say so once, with what to give
+        from kbsearch_tools.oracle import MODELS
+
+        oracle = next((name for name, spec in MODELS.items() if spec[2] == model), None)
+        logger.warning("the index holds %s vectors, but no embedder is configured, so searches are BM25 only: %s",
+                       model, f"serve it with kbsearch serve --oracle {oracle} and launch kbsearch mcp --remote "
+                       "http://127.0.0.1:3000" if oracle else "give EMBEDDING_API_KEY in the config's env as the "
+                       "indexer had it")  # fmt: skip
     source = settings.kb_source or _built_from(settings, recorded)
     if not source:
         logger.warning("KB_SOURCE is not set (or --kb), and the index does not record the folder it was built from: "
