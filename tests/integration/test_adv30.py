@@ -76,6 +76,9 @@ def _stored(coding: str) -> tuple[bytes, str]:
         return gzip.compress(NOTE.encode()), "gzip"
     if coding == "deflate":
         return zlib.compress(NOTE.encode()), "deflate"
+    if coding == "gzip in two members":  # `cat head.gz tail.gz`, as gzip itself reads it
+        half = len(NOTE) // 2
+        return gzip.compress(NOTE[:half].encode()) + gzip.compress(NOTE[half:].encode()), "gzip"
     if coding == "labelled gzip, plain":
         return NOTE.encode(), "gzip"
     if coding == "identity, aws-chunked":
@@ -83,12 +86,14 @@ def _stored(coding: str) -> tuple[bytes, str]:
     raise AssertionError(coding)
 
 
-@pytest.mark.parametrize("coding", ["gzip", "deflate", "labelled gzip, plain", "identity, aws-chunked"])
+@pytest.mark.parametrize(
+    "coding", ["gzip", "deflate", "gzip in two members", "labelled gzip, plain", "identity, aws-chunked"]
+)
 def test_a_note_stored_compressed_on_s3_is_indexed_and_read_as_its_text(coding: str, tmp_path: Path) -> None:
     """`aws s3 cp --content-encoding gzip` (or a deploy that gzips what it uploads) stores the note's gzip and the
     header: S3 answers both, and every HTTP client decodes it. The indexer read the bytes as stored: the note was
     skipped as `binary content (NUL bytes)`, lost from the index with a reason that named no cause. Now a gzip or
-    deflate note is indexed and read by path as its text; a label over plain bytes, or an upload's framing
+    deflate note (gzip of several members too) is indexed and read by path as its text; a label over plain bytes, or an upload's framing
     (`aws-chunked`), reads as stored, as before."""
     body, label = _stored(coding)
     with mock_aws():

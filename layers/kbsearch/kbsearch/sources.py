@@ -868,21 +868,24 @@ def stored_decoded(key: str, body: bytes, coding: object) -> bytes:
     wbits = _INFLATE[codings[0]]
     if wbits == 31 and not body.startswith(b"\x1f\x8b"):
         return body  # labelled gzip, not gzip: read as stored, as before
-    inflater = zlib.decompressobj(wbits)
-    try:
-        plain = inflater.decompress(body, MAX_FILE_BYTES + 1)
-    except zlib.error:
-        if wbits == 15:  # labelled deflate, not zlib's format: read as stored, as before
-            return body
-        raise NoteUnreadable(key, f"stored compressed (Content-Encoding: {codings[0]}) but does not inflate") from None
-    if len(plain) > MAX_FILE_BYTES:
-        raise NoteUnreadable(key, f"larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB once inflated "
-                                  f"(Content-Encoding: {codings[0]})")  # fmt: skip
-    if not inflater.eof:
-        raise NoteUnreadable(
-            key, f"stored compressed (Content-Encoding: {codings[0]}) and cut short: its data ends early"
-        )
-    return plain
+    plain, data, coding = b"", body, codings[0]
+    while True:  # gzip's members one after another (``cat a.gz b.gz``, as gzip itself reads them)
+        inflater = zlib.decompressobj(wbits)
+        try:
+            plain += inflater.decompress(data, MAX_FILE_BYTES + 1 - len(plain))
+        except zlib.error:
+            if wbits == 15:  # labelled deflate, not zlib's format: read as stored, as before
+                return body
+            raise NoteUnreadable(key, f"stored compressed (Content-Encoding: {coding}) but does not inflate") from None
+        if len(plain) > MAX_FILE_BYTES:
+            raise NoteUnreadable(key, f"larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB once inflated "
+                                      f"(Content-Encoding: {coding})")  # fmt: skip
+        if not inflater.eof:
+            raise NoteUnreadable(key, f"stored compressed (Content-Encoding: {coding}) and cut short: its data ends "
+                                      "early")  # fmt: skip
+        data = inflater.unused_data
+        if wbits != 31 or not data.strip(b"\0"):  # zeros after the last member: padding, as gzip reads it
+            return plain
 
 
 #: Why a read of the version a listing or HEAD named got none: S3's 412 to its ``If-Match``, or an answer naming
