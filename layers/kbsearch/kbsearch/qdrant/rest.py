@@ -83,8 +83,8 @@ class RereadKey(httpx.Auth):
 
 
 #: The largest answer the indexer's qdrant-client reads from Qdrant Cloud, decoded: its largest legitimate page,
-#: 2,048 points with their dense vectors (:meth:`~kbsearch.qdrant.store.Store.note_points`), is ~25 MB as JSON at
-#: 1,024 dimensions and ~100 MB at 4,096.
+#: 2,048 points with their dense vectors (:meth:`~kbsearch.qdrant.store.Store.note_points`), is ~28 MB as JSON at
+#: 1,024 dimensions and ~115 MB at 4,096.
 QDRANT_ANSWER_BYTES = 4 * MAX_ANSWER_BYTES
 
 
