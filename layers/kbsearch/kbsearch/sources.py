@@ -841,7 +841,51 @@ class S3Source:
         if type(declared) is int and len(body) < declared:
             raise SourceError(f"cannot read s3://{self.bucket}/{key}: the object ended after {len(body)} of its "
                               f"{declared} bytes (the connection closed early)")  # fmt: skip
+        return stored_decoded(key, body, answer.get("ContentEncoding"))
+
+
+#: The codings a note stored compressed may name (``aws s3 cp --content-encoding gzip``, a static-site deploy that
+#: gzips what it uploads): S3 keeps the bytes and the header, and every HTTP client reading the object decodes it.
+_INFLATE = {"gzip": 31, "x-gzip": 31, "deflate": 15}
+
+
+def stored_decoded(key: str, body: bytes, coding: object) -> bytes:
+    """An object's bytes as its ``Content-Encoding`` says they are coded, decoded (at most :data:`MAX_FILE_BYTES`
+    of it: a bomb is a note too large). No coding, ``identity`` or ``aws-chunked`` (an upload's framing, not the
+    object's, which some S3-compatible stores keep), or bytes that are not in the coding named (a label only) are
+    the bytes as stored; a coding kb-search does not decode (``br``, ``zstd``, several) is :class:`NoteUnreadable`
+    naming it. Each such note was skipped as ``binary content (NUL bytes)`` or ``not valid UTF-8``."""
+    codings = [c.strip().lower() for c in str(coding or "").split(",")]
+    codings = [c for c in codings if c not in ("", "identity", "aws-chunked")]
+    if not codings:
         return body
+    if len(codings) > 1 or codings[0] not in _INFLATE:
+        named = ", ".join(codings)[:60]
+        raise NoteUnreadable(key, f"stored compressed (Content-Encoding: {named}), which kb-search does not decode: "
+                                  "upload it uncompressed (or gzip-compressed)")  # fmt: skip
+    import zlib
+
+    wbits = _INFLATE[codings[0]]
+    if wbits == 31 and not body.startswith(b"\x1f\x8b"):
+        return body  # labelled gzip, not gzip: read as stored, as before
+    plain, data, coding = b"", body, codings[0]
+    while True:  # gzip's members one after another (``cat a.gz b.gz``, as gzip itself reads them)
+        inflater = zlib.decompressobj(wbits)
+        try:
+            plain += inflater.decompress(data, MAX_FILE_BYTES + 1 - len(plain))
+        except zlib.error:
+            if wbits == 15:  # labelled deflate, not zlib's format: read as stored, as before
+                return body
+            raise NoteUnreadable(key, f"stored compressed (Content-Encoding: {coding}) but does not inflate") from None
+        if len(plain) > MAX_FILE_BYTES:
+            raise NoteUnreadable(key, f"larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB once inflated "
+                                      f"(Content-Encoding: {coding})")  # fmt: skip
+        if not inflater.eof:
+            raise NoteUnreadable(key, f"stored compressed (Content-Encoding: {coding}) and cut short: its data ends "
+                                      "early")  # fmt: skip
+        data = inflater.unused_data
+        if wbits != 31 or not data.strip(b"\0"):  # zeros after the last member: padding, as gzip reads it
+            return plain
 
 
 #: Why a read of the version a listing or HEAD named got none: S3's 412 to its ``If-Match``, or an answer naming

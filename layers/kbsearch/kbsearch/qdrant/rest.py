@@ -13,7 +13,15 @@ import httpx
 
 from kbsearch.errors import ConfigError, StoreError
 from kbsearch.links import GRAPH_KEYS
-from kbsearch.providers.resilience import Outbound, ProviderError, RetryPolicy, header_safe, send
+from kbsearch.providers.resilience import (
+    MAX_ANSWER_BYTES,
+    Outbound,
+    ProviderError,
+    RetryPolicy,
+    header_safe,
+    read_capped,
+    send,
+)
 from kbsearch.qdrant.query import (
     DENSE_SIZE,
     GRAPH_KEYS_UNINDEXED,
@@ -72,6 +80,43 @@ class RereadKey(httpx.Auth):
                 else:
                     request.headers.pop("api-key", None)
                 yield request
+
+
+#: The largest answer the indexer's qdrant-client reads from Qdrant Cloud, decoded: its largest legitimate page,
+#: 2,048 points with their dense vectors (:meth:`~kbsearch.qdrant.store.Store.note_points`), is ~28 MB as JSON at
+#: 1,024 dimensions and ~115 MB at 4,096.
+QDRANT_ANSWER_BYTES = 4 * MAX_ANSWER_BYTES
+
+
+class AnswerTooLarge(httpx.TransportError):
+    """Qdrant answered the indexer's qdrant-client more than :data:`QDRANT_ANSWER_BYTES` (or a body declared so)."""
+
+
+class CappedAnswers(httpx.BaseTransport):
+    """qdrant-client's transport (the indexer's store on Qdrant Cloud): each answer read whole here, at most ``limit``
+    bytes of it decoded (:func:`~kbsearch.providers.resilience.read_capped`, as every call of the outbound policy
+    reads), and handed on decoded. qdrant-client read any answer whole into memory: a 1 MB gzip body inflating to
+    1 GiB took ``kbsearch index`` to 2.2 GB of memory (the indexer Lambda has 2,048 MB) before it failed as not
+    JSON. Past the limit the request fails with :class:`AnswerTooLarge` (a StoreError naming it: the run stops)."""
+
+    def __init__(self, inner: httpx.BaseTransport, limit: int = QDRANT_ANSWER_BYTES) -> None:
+        self._inner = inner
+        self._limit = limit
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self._inner.handle_request(request)
+        try:
+            body = read_capped(response, self._limit, "qdrant")
+        except ProviderError as exc:
+            raise AnswerTooLarge(f"Qdrant's {str(exc).removeprefix('qdrant: ')}", request=request) from None
+        finally:
+            response.close()
+        gone = ("content-encoding", "content-length", "transfer-encoding")  # the body handed on is decoded, whole
+        headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in gone]
+        return httpx.Response(response.status_code, headers=headers, content=body, extensions=response.extensions)
+
+    def close(self) -> None:
+        self._inner.close()
 
 
 class QdrantRest:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
+from urllib.parse import urlsplit
 
 from kbsearch.errors import StoreError
 from kbsearch.lexical import SparseVector
@@ -393,17 +394,23 @@ class Store:
     @classmethod
     def cloud(cls, settings: Settings, secrets: Secrets) -> Store:
         """Qdrant Cloud through qdrant-client (``QDRANT_URL``, the key from ``QDRANT_API_KEY``)."""
+        import httpx
         from qdrant_client import QdrantClient
 
-        from kbsearch.qdrant.rest import RereadKey, qdrant_key
+        from kbsearch.qdrant.rest import CappedAnswers, RereadKey, qdrant_key
 
         key = qdrant_key(secrets)  # a key no header can carry is refused before anything is sent
+        host = urlsplit(settings.qdrant_url if "//" in settings.qdrant_url else f"//{settings.qdrant_url}").hostname
+        # qdrant-client's own choice, which a transport given to it replaces: no kept-alive connections on loopback
+        local = httpx.Limits(max_connections=None, max_keepalive_connections=0)
+        inner = httpx.HTTPTransport(limits=local) if host in ("localhost", "127.0.0.1") else httpx.HTTPTransport()
         client = QdrantClient(
             url=settings.qdrant_url,
             https=True if key else None,  # as api_key=key made it: a URL without a scheme is reached over TLS
             timeout=int(max(1, settings.qdrant_timeout_s)),
             check_compatibility=False,
             auth=RereadKey(secrets),  # given to its httpx client
+            transport=CappedAnswers(inner),  # every answer read within a bound, decoded
         )
         return cls(client, settings.qdrant_collection, settings.embedding_dimensions, embedded=False)
 
@@ -420,6 +427,11 @@ class Store:
         try:
             return bool(self.client.collection_exists(self.collection))
         except Exception as exc:
+            from kbsearch.qdrant.rest import AnswerTooLarge
+
+            source = getattr(exc, "source", exc)  # qdrant-client's ResponseHandlingException wraps the transport's
+            if isinstance(source, AnswerTooLarge):  # Qdrant answered, too much: not "not reachable"
+                raise StoreError(f"checking for the collection failed: {source}") from None
             raise unreachable(type(exc).__name__) from None
 
     def ensure_collection(self, signature: dict[str, Any] | None = None) -> bool:
