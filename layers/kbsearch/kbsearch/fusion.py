@@ -22,10 +22,10 @@ has anyway:
   the leg is divided so (its first note in one language, most of its notes in the other), a note the rare-term
   agreement names (it holds every rare term of the query) keeps its match.
 - **exact match**: when the query looks up something (it has an identifier — digits, ``_``, CamelCase, a path,
-  a Latin word in a Russian query; a compound joined by ``-`` only in a query of two words or fewer — or at most
-  ``exact_max_terms`` terms), every required term (its identifiers, else all its terms) is in the index, and at
-  most ``exact_notes`` notes hold all of its rare required terms (fewer than ``PROBE_DEPTH`` chunks hold each: the
-  probe saw every holder) at ``exact_confidence`` or more of their attainable score (by the probes; for a query
+  a Latin word in a Russian query; a compound joined by ``-`` only in a query of two words or fewer —, it is a menu
+  path, :func:`is_ui_path`, or it has at most ``exact_max_terms`` terms), every required term (its identifiers,
+  else all its terms) is in the index, and at most ``exact_notes`` notes hold all of its rare required terms
+  (fewer than ``PROBE_DEPTH`` chunks hold each: the probe saw every holder) at ``exact_confidence`` or more of their attainable score (by the probes; for a query
   naming identifiers, by the note's own BM25 chunk too, x the language factor in a note of another language: a
   common required term's probe sees only its best ``PROBE_DEPTH`` chunks; the notes only that share makes exact
   join the probes' only while all fit in ``exact_notes``, so they never unpin the probes' exact match), those notes
@@ -76,6 +76,7 @@ from __future__ import annotations
 
 import math
 import operator
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -133,10 +134,28 @@ def required_terms(evidence: QueryEvidence) -> list[int]:
     return [t for t in evidence.terms if t in evidence.identifiers] or list(evidence.terms)
 
 
+#: A menu path's separator: ``-``, ``–``, ``>`` or ``→`` standing alone between words (not ``—``, prose's dash).
+_PATH_SEPARATOR = re.compile(r"\s+[-–>→]\s+")
+#: The most words a menu path's item has ("Position and Size", "Split Window").
+PATH_ITEM_WORDS = 3
+
+
+def is_ui_path(text: str) -> bool:
+    """A menu path ("Format - Text - Uppercase", "Tools > Options > LibreOffice Writer"): two items or more, each of
+    at most :data:`PATH_ITEM_WORDS` words, joined by a separator standing alone. A company KB's notes keep their
+    product's UI paths in its language, English in a Russian note; the path names one place, as an identifier
+    does. A sentence with a dash ("Slideshow Remote Control – Impress Remote User Guide", "нет команды Формат -
+    Страница на защищённом листе") has a longer item."""
+    items = _PATH_SEPARATOR.split(" " + text.strip() + " ")
+    items = [item.split() for item in items]
+    items = [words for words in items if words and words != ["-"]]
+    return len(items) >= 2 and all(len(words) <= PATH_ITEM_WORDS for words in items)
+
+
 def is_lookup(evidence: QueryEvidence, p: FusionParams) -> bool:
-    """A query that looks something up (it may pin an exact match): an identifier, or at most ``exact_max_terms``
-    terms."""
-    return bool(evidence.identifiers) or len(evidence.terms) <= p.exact_max_terms
+    """A query that looks something up (it may pin an exact match): an identifier, a menu path
+    (:func:`is_ui_path`), or at most ``exact_max_terms`` terms."""
+    return bool(evidence.identifiers) or len(evidence.terms) <= p.exact_max_terms or is_ui_path(evidence.text)
 
 
 def path_probes(evidence: QueryEvidence, p: FusionParams) -> frozenset[int]:
