@@ -25,8 +25,10 @@ has anyway:
   a Latin word in a Russian query; a compound joined by ``-`` only in a query of two words or fewer —, it is a menu
   path, :func:`is_ui_path`, or it has at most ``exact_max_terms`` terms), every required term (its identifiers,
   else all its terms) is in the index, and at most ``exact_notes`` notes hold all of its rare required terms
-  (fewer than ``PROBE_DEPTH`` chunks hold each: the probe saw every holder) at ``exact_confidence`` or more of their attainable score (by the probes; for a query
-  naming identifiers, by the note's own BM25 chunk too, x the language factor in a note of another language: a
+  (fewer than ``PROBE_DEPTH`` chunks hold each: the probe saw every holder) at ``exact_confidence`` or more of
+  their attainable score (by the probes; for a query naming identifiers, by the note's own BM25 chunk too, x the
+  language factor in a note of another language; for a menu path, by that chunk in full in a note of any
+  language: an English path kept in a Russian note names the note as a Latin identifier would, session 30; a
   common required term's probe sees only its best ``PROBE_DEPTH`` chunks; the notes only that share makes exact
   join the probes' only while all fit in ``exact_notes``, so they never unpin the probes' exact match), those notes
   are an exact match: they come first, ahead of anything dense ranks
@@ -517,6 +519,7 @@ def fuse(
     potent: dict[int | None, int] = {}  # per required term: its chunks no leg named that could be such a note's
     if required and rare and all(probes[t] > 0 for t in required):
         need = sum(probes[t] for t in required)
+        ui_path = is_ui_path(evidence.text)  # a menu path's BM25 share counts as an identifier's, in full
         # (a chunk whose score, with every other required term at its best, reaches the confidence; a lookup's
         # required terms are probed with payloads, so only a question's are ever unnamed)
         potent = {t: sum(need - probes[t] + s >= p.exact_confidence * need for s in strays.get(t, ()))
@@ -528,12 +531,12 @@ def fuse(
                 # of "Alt+F10", is probed only to PROBE_DEPTH chunks, which a long note holding it may miss), by
                 # the language factor in a note of another language, as the lexical value counts it
                 n = notes.get(note)
-                its = n.lexical_chunk if evidence.identifiers and n is not None else None
+                its = n.lexical_chunk if (evidence.identifiers or ui_path) and n is not None else None
                 share = n.confidence if its is not None and n is not None else 0.0
                 bm25 = 0.0
                 if its is not None:
                     language = _note_language(its.payload, languages)
-                    same = evidence.language is None or language is None or language == evidence.language
+                    same = ui_path or evidence.language is None or language is None or language == evidence.language
                     bm25 = share * (1.0 if same else p.cross_language)
                 if confidence >= p.exact_confidence:
                     by_probes.append(note)
