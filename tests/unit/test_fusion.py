@@ -842,3 +842,32 @@ def test_an_english_menu_path_kept_in_a_russian_note_is_an_exact_match() -> None
     assert not any(c.exact for c in path[1:])
     words = fused("shape convert to curve")
     assert paths(words)[0] != answer and not any(c.exact for c in words)
+
+
+def test_a_russian_menu_path_whose_latin_items_are_common_pins_the_note_holding_its_rare_word() -> None:
+    """ "- LibreOffice Writer - Автозаголовок" (LibreOffice Help's swriter-captions, dense's 24th with e5): the
+    Latin words of a Russian query are its identifiers, so they alone were required of an exact match; here they are
+    the product's name, in most notes (their probes: 8 chunks, the answer's not among them), and no rare term was
+    left to pin anything. A menu path requires all of its terms: the rare Russian item names the note."""
+    query = "- LibreOffice Writer - Автозаголовок"
+    evidence = analyse(query)
+    assert evidence.language == "ru" and evidence.identifiers == {term_id("libreoffic"), term_id("writer")}
+    answer = "ru/captions.md"
+    noise = [f"ru/n{i:02d}.md" for i in range(30)]
+    dense = (
+        Leg("dense", 0),
+        [chunk(p, 0.90 - i * 0.005, "ru") for i, p in enumerate(noise[:23])]
+        + [chunk(answer, 0.78, "ru")]
+        + [chunk(p, 0.77 - i * 0.01, "ru") for i, p in enumerate(noise[23:])],
+    )
+    bm25 = (Leg("lexical", 0, "ru"), [chunk(noise[0], 9.0, "ru"), chunk(answer, 8.5, "ru"), chunk(noise[1], 8.4, "ru")])
+    named = path_probes(evidence, FusionParams())
+    held = []
+    for stem, notes in {"libreoffic": [(p, 3.0 - i * 0.1) for i, p in enumerate(noise[:8])],
+                        "writer": [(p, 3.5 - i * 0.1) for i, p in enumerate(noise[1:9])],
+                        "автозаголовок": [(answer, 7.0)]}.items():  # fmt: skip
+        term = term_id(stem)
+        held.append((Leg("probe", term=term, bare=term not in named),
+                     [ScoredChunk(f"{p}#0", s, {"path": p} if term in named else {}) for p, s in notes]))  # fmt: skip
+    fused = fuse([dense, bm25, *held], evidence, 10)
+    assert paths(fused)[0] == answer and fused[0].exact

@@ -132,7 +132,11 @@ class QueryEvidence:
 
 
 def required_terms(evidence: QueryEvidence) -> list[int]:
-    """The terms an exact match must hold: the query's identifiers when it has any, else all its terms."""
+    """The terms an exact match must hold: the query's identifiers when it has any, else all its terms; all the
+    terms of a menu path (:func:`is_ui_path`): its items name one place together, and its Latin words in a Russian
+    path are often the common ones ("- LibreOffice Writer - Автозаголовок")."""
+    if is_ui_path(evidence.text):
+        return list(evidence.terms)
     return [t for t in evidence.terms if t in evidence.identifiers] or list(evidence.terms)
 
 
