@@ -152,8 +152,9 @@ def is_ui_path(text: str) -> bool:
     product's UI paths in its language, English in a Russian note; the path names one place, as an identifier
     does. A sentence with a dash ("Slideshow Remote Control – Impress Remote User Guide", "нет команды Формат -
     Страница на защищённом листе") has a longer item."""
-    items = _PATH_SEPARATOR.split(" " + text.strip() + " ")
-    items = [item.split() for item in items]
+    if "-" not in text and "–" not in text and ">" not in text and "→" not in text:
+        return False  # most queries hold no separator (a search asks up to three times)
+    items = [item.split() for item in _PATH_SEPARATOR.split(" " + text.strip() + " ")]
     items = [words for words in items if words and words != ["-"]]
     return len(items) >= 2 and all(len(words) <= PATH_ITEM_WORDS for words in items)
 
