@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from kbsearch.fusion import (
     LANGUAGE_WINDOW,
     FusionParams,
+    QueryEvidence,
     analyse,
     fuse,
     is_lookup,
@@ -803,6 +804,23 @@ def test_a_menu_path_is_items_of_a_few_words_joined_by_a_separator_standing_alon
     assert is_lookup(analyse(query), FusionParams()) is (path or len(analyse(query).terms) <= 2)
 
 
+def _probed(
+    evidence: QueryEvidence, holders: dict[str, list[tuple[str, float]]]
+) -> list[tuple[Leg, list[ScoredChunk]]]:
+    """One probe per stem of ``holders``, its chunks (note, score) as the search asks for them (:func:`path_probes`:
+    with their paths for a lookup's required terms, else ids and scores)."""
+    named = path_probes(evidence, FusionParams())
+    return [(Leg("probe", term=term_id(stem), bare=term_id(stem) not in named),
+             [ScoredChunk(f"{p}#0", s, {"path": p} if term_id(stem) in named else {}) for p, s in notes])
+            for stem, notes in holders.items()]  # fmt: skip
+
+
+def _russian_dense(answer: str, rank: int, noise: list[str], step: float = 0.01) -> tuple[Leg, list[ScoredChunk]]:
+    """A dense leg of Russian notes: ``noise`` from 0.90 down by ``step``, ``answer`` at ``rank``."""
+    notes = [*noise[: rank - 1], answer, *noise[rank - 1 :]]
+    return Leg("dense", 0), [chunk(p, 0.90 - i * step, "ru") for i, p in enumerate(notes)]
+
+
 def test_an_english_menu_path_kept_in_a_russian_note_is_an_exact_match() -> None:
     """A Russian KB keeps its product's English UI paths ("Shape - Convert - To Curve" in LibreOffice Help's
     simpress-text2curve, dense's 11th with e5, 13th with USE). The query reads English: three words, no identifier,
@@ -813,12 +831,7 @@ def test_an_english_menu_path_kept_in_a_russian_note_is_an_exact_match() -> None
     query = "Shape - Convert - To Curve"
     answer = "ru/text2curve.md"
     noise = [f"ru/n{i:02d}.md" for i in range(30)]
-    dense = (
-        Leg("dense", 0),
-        [chunk(p, 0.90 - i * 0.01, "ru") for i, p in enumerate(noise[:10])]
-        + [chunk(answer, 0.79, "ru")]
-        + [chunk(p, 0.78 - i * 0.01, "ru") for i, p in enumerate(noise[10:])],
-    )
+    dense = _russian_dense(answer, 11, noise)
     bm25 = (
         Leg("lexical", 0, "en"),
         [chunk(answer, 11.0, "ru"), chunk(noise[0], 8.0, "ru"), chunk(noise[1], 5.0, "ru")],
@@ -827,14 +840,10 @@ def test_an_english_menu_path_kept_in_a_russian_note_is_an_exact_match() -> None
     def fused(text: str) -> list[Candidate]:
         evidence = analyse(text)
         assert evidence.language == "en" and not evidence.identifiers
-        named = path_probes(evidence, FusionParams())
-        held = []  # shape and convert common (8 chunks each, the answer's not among them), curve in the answer alone
-        for stem, notes in {"shape": [(p, 6.8 - i * 0.1) for i, p in enumerate(noise[:8])],
-                            "convert": [(p, 7.7 - i * 0.1) for i, p in enumerate(noise[2:10])],
-                            "curv": [(answer, 4.8)]}.items():  # fmt: skip
-            term = term_id(stem)
-            held.append((Leg("probe", term=term, bare=term not in named),
-                         [ScoredChunk(f"{p}#0", s, {"path": p} if term in named else {}) for p, s in notes]))  # fmt: skip
+        # shape and convert common (8 chunks each, the answer's not among them), curve in the answer alone
+        held = _probed(evidence, {"shape": [(p, 6.8 - i * 0.1) for i, p in enumerate(noise[:8])],
+                                  "convert": [(p, 7.7 - i * 0.1) for i, p in enumerate(noise[2:10])],
+                                  "curv": [(answer, 4.8)]})  # fmt: skip
         return fuse([dense, bm25, *held], evidence, 10)
 
     path = fused(query)
@@ -854,20 +863,10 @@ def test_a_russian_menu_path_whose_latin_items_are_common_pins_the_note_holding_
     assert evidence.language == "ru" and evidence.identifiers == {term_id("libreoffic"), term_id("writer")}
     answer = "ru/captions.md"
     noise = [f"ru/n{i:02d}.md" for i in range(30)]
-    dense = (
-        Leg("dense", 0),
-        [chunk(p, 0.90 - i * 0.005, "ru") for i, p in enumerate(noise[:23])]
-        + [chunk(answer, 0.78, "ru")]
-        + [chunk(p, 0.77 - i * 0.01, "ru") for i, p in enumerate(noise[23:])],
-    )
+    dense = _russian_dense(answer, 24, noise, 0.005)
     bm25 = (Leg("lexical", 0, "ru"), [chunk(noise[0], 9.0, "ru"), chunk(answer, 8.5, "ru"), chunk(noise[1], 8.4, "ru")])
-    named = path_probes(evidence, FusionParams())
-    held = []
-    for stem, notes in {"libreoffic": [(p, 3.0 - i * 0.1) for i, p in enumerate(noise[:8])],
-                        "writer": [(p, 3.5 - i * 0.1) for i, p in enumerate(noise[1:9])],
-                        "автозаголовок": [(answer, 7.0)]}.items():  # fmt: skip
-        term = term_id(stem)
-        held.append((Leg("probe", term=term, bare=term not in named),
-                     [ScoredChunk(f"{p}#0", s, {"path": p} if term in named else {}) for p, s in notes]))  # fmt: skip
+    held = _probed(evidence, {"libreoffic": [(p, 3.0 - i * 0.1) for i, p in enumerate(noise[:8])],
+                              "writer": [(p, 3.5 - i * 0.1) for i, p in enumerate(noise[1:9])],
+                              "автозаголовок": [(answer, 7.0)]})  # fmt: skip
     fused = fuse([dense, bm25, *held], evidence, 10)
     assert paths(fused)[0] == answer and fused[0].exact
