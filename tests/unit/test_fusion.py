@@ -13,9 +13,11 @@ from hypothesis import strategies as st
 from kbsearch.fusion import (
     LANGUAGE_WINDOW,
     FusionParams,
+    QueryEvidence,
     analyse,
     fuse,
     is_lookup,
+    is_ui_path,
     lexical_variants,
     path_probes,
     translated,
@@ -787,3 +789,84 @@ def test_a_question_in_the_kb_s_minority_language_is_not_taken_by_bm25_in_that_m
                       + [chunk(english, 0.70, "en")])  # fmt: skip
     fused = paths(fuse([mostly_english, bm25, *probes(query, terms)], evidence, 10))
     assert fused.index(english) < fused.index(answer)
+
+
+@pytest.mark.parametrize(("query", "path"), [
+    ("Format - Text - Uppercase", True), ("Tools > Options > LibreOffice Writer", True),
+    ("- LibreOffice Writer - AutoCaption", True), ("Position and Size - Rotation", True),
+    ("Вставка – Медиа – Фотоальбом", True), ("View → Split Window", True),
+    ("Slideshow Remote Control – Impress Remote User Guide", False),  # a title: an item of four words
+    ("нет команды Формат - Страница на защищённом листе", False),  # a question with a dash in it
+    ("Подключение к Интернету — без проводов.", False),  # prose's dash
+    ("Cross-fading", False), ("format text uppercase", False)])  # fmt: skip
+def test_a_menu_path_is_items_of_a_few_words_joined_by_a_separator_standing_alone(query: str, path: bool) -> None:
+    assert is_ui_path(query) is path
+    assert is_lookup(analyse(query), FusionParams()) is (path or len(analyse(query).terms) <= 2)
+
+
+def _probed(
+    evidence: QueryEvidence, holders: dict[str, list[tuple[str, float]]]
+) -> list[tuple[Leg, list[ScoredChunk]]]:
+    """One probe per stem of ``holders``, its chunks (note, score) as the search asks for them (:func:`path_probes`:
+    with their paths for a lookup's required terms, else ids and scores)."""
+    named = path_probes(evidence, FusionParams())
+    return [(Leg("probe", term=term_id(stem), bare=term_id(stem) not in named),
+             [ScoredChunk(f"{p}#0", s, {"path": p} if term_id(stem) in named else {}) for p, s in notes])
+            for stem, notes in holders.items()]  # fmt: skip
+
+
+def _russian_dense(answer: str, rank: int, noise: list[str], step: float = 0.01) -> tuple[Leg, list[ScoredChunk]]:
+    """A dense leg of Russian notes: ``noise`` from 0.90 down by ``step``, ``answer`` at ``rank``."""
+    notes = [*noise[: rank - 1], answer, *noise[rank - 1 :]]
+    return Leg("dense", 0), [chunk(p, 0.90 - i * step, "ru") for i, p in enumerate(notes)]
+
+
+def test_an_english_menu_path_kept_in_a_russian_note_is_an_exact_match() -> None:
+    """A Russian KB keeps its product's English UI paths ("Shape - Convert - To Curve" in LibreOffice Help's
+    simpress-text2curve, dense's 11th with e5, 13th with USE). The query reads English: three words, no identifier,
+    so it was a question, not a lookup, and its BM25 match in the Russian note counted x ``cross_language``: dense's
+    Russian neighbours came first. A menu path names one place, as an identifier does: it is a lookup, and the
+    note's own BM25 share counts in full, whatever the note's language (EVAL.md, session 30). The same words
+    without the separators stay a question."""
+    query = "Shape - Convert - To Curve"
+    answer = "ru/text2curve.md"
+    noise = [f"ru/n{i:02d}.md" for i in range(30)]
+    dense = _russian_dense(answer, 11, noise)
+    bm25 = (
+        Leg("lexical", 0, "en"),
+        [chunk(answer, 11.0, "ru"), chunk(noise[0], 8.0, "ru"), chunk(noise[1], 5.0, "ru")],
+    )
+
+    def fused(text: str) -> list[Candidate]:
+        evidence = analyse(text)
+        assert evidence.language == "en" and not evidence.identifiers
+        # shape and convert common (8 chunks each, the answer's not among them), curve in the answer alone
+        held = _probed(evidence, {"shape": [(p, 6.8 - i * 0.1) for i, p in enumerate(noise[:8])],
+                                  "convert": [(p, 7.7 - i * 0.1) for i, p in enumerate(noise[2:10])],
+                                  "curv": [(answer, 4.8)]})  # fmt: skip
+        return fuse([dense, bm25, *held], evidence, 10)
+
+    path = fused(query)
+    assert paths(path)[0] == answer and path[0].exact
+    assert not any(c.exact for c in path[1:])
+    words = fused("shape convert to curve")
+    assert paths(words)[0] != answer and not any(c.exact for c in words)
+
+
+def test_a_russian_menu_path_whose_latin_items_are_common_pins_the_note_holding_its_rare_word() -> None:
+    """ "- LibreOffice Writer - Автозаголовок" (LibreOffice Help's swriter-captions, dense's 24th with e5): the
+    Latin words of a Russian query are its identifiers, so they alone were required of an exact match; here they are
+    the product's name, in most notes (their probes: 8 chunks, the answer's not among them), and no rare term was
+    left to pin anything. A menu path requires all of its terms: the rare Russian item names the note."""
+    query = "- LibreOffice Writer - Автозаголовок"
+    evidence = analyse(query)
+    assert evidence.language == "ru" and evidence.identifiers == {term_id("libreoffic"), term_id("writer")}
+    answer = "ru/captions.md"
+    noise = [f"ru/n{i:02d}.md" for i in range(30)]
+    dense = _russian_dense(answer, 24, noise, 0.005)
+    bm25 = (Leg("lexical", 0, "ru"), [chunk(noise[0], 9.0, "ru"), chunk(answer, 8.5, "ru"), chunk(noise[1], 8.4, "ru")])
+    held = _probed(evidence, {"libreoffic": [(p, 3.0 - i * 0.1) for i, p in enumerate(noise[:8])],
+                              "writer": [(p, 3.5 - i * 0.1) for i, p in enumerate(noise[1:9])],
+                              "автозаголовок": [(answer, 7.0)]})  # fmt: skip
+    fused = fuse([dense, bm25, *held], evidence, 10)
+    assert paths(fused)[0] == answer and fused[0].exact

@@ -22,11 +22,13 @@ has anyway:
   the leg is divided so (its first note in one language, most of its notes in the other), a note the rare-term
   agreement names (it holds every rare term of the query) keeps its match.
 - **exact match**: when the query looks up something (it has an identifier — digits, ``_``, CamelCase, a path,
-  a Latin word in a Russian query; a compound joined by ``-`` only in a query of two words or fewer — or at most
-  ``exact_max_terms`` terms), every required term (its identifiers, else all its terms) is in the index, and at
-  most ``exact_notes`` notes hold all of its rare required terms (fewer than ``PROBE_DEPTH`` chunks hold each: the
-  probe saw every holder) at ``exact_confidence`` or more of their attainable score (by the probes; for a query
-  naming identifiers, by the note's own BM25 chunk too, x the language factor in a note of another language: a
+  a Latin word in a Russian query; a compound joined by ``-`` only in a query of two words or fewer —, it is a menu
+  path, :func:`is_ui_path`, or it has at most ``exact_max_terms`` terms), every required term (its identifiers,
+  else all its terms) is in the index, and at most ``exact_notes`` notes hold all of its rare required terms
+  (fewer than ``PROBE_DEPTH`` chunks hold each: the probe saw every holder) at ``exact_confidence`` or more of
+  their attainable score (by the probes; for a query naming identifiers, by the note's own BM25 chunk too, x the
+  language factor in a note of another language; for a menu path, by that chunk in full in a note of any
+  language: an English path kept in a Russian note names the note as a Latin identifier would, session 30; a
   common required term's probe sees only its best ``PROBE_DEPTH`` chunks; the notes only that share makes exact
   join the probes' only while all fit in ``exact_notes``, so they never unpin the probes' exact match), those notes
   are an exact match: they come first, ahead of anything dense ranks
@@ -76,6 +78,7 @@ from __future__ import annotations
 
 import math
 import operator
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -129,14 +132,37 @@ class QueryEvidence:
 
 
 def required_terms(evidence: QueryEvidence) -> list[int]:
-    """The terms an exact match must hold: the query's identifiers when it has any, else all its terms."""
+    """The terms an exact match must hold: the query's identifiers when it has any, else all its terms; all the
+    terms of a menu path (:func:`is_ui_path`): its items name one place together, and its Latin words in a Russian
+    path are often the common ones ("- LibreOffice Writer - Автозаголовок")."""
+    if is_ui_path(evidence.text):
+        return list(evidence.terms)
     return [t for t in evidence.terms if t in evidence.identifiers] or list(evidence.terms)
 
 
+#: A menu path's separator: ``-``, ``–``, ``>`` or ``→`` standing alone between words (not ``—``, prose's dash).
+_PATH_SEPARATOR = re.compile(r"\s+[-–>→]\s+")
+#: The most words a menu path's item has ("Position and Size", "Split Window").
+PATH_ITEM_WORDS = 3
+
+
+def is_ui_path(text: str) -> bool:
+    """A menu path ("Format - Text - Uppercase", "Tools > Options > LibreOffice Writer"): two items or more, each of
+    at most :data:`PATH_ITEM_WORDS` words, joined by a separator standing alone. A company KB's notes keep their
+    product's UI paths in its language, English in a Russian note; the path names one place, as an identifier
+    does. A sentence with a dash ("Slideshow Remote Control – Impress Remote User Guide", "нет команды Формат -
+    Страница на защищённом листе") has a longer item."""
+    if "-" not in text and "–" not in text and ">" not in text and "→" not in text:
+        return False  # most queries hold no separator (a search asks up to three times)
+    items = [item.split() for item in _PATH_SEPARATOR.split(" " + text.strip() + " ")]
+    items = [words for words in items if words and words != ["-"]]
+    return len(items) >= 2 and all(len(words) <= PATH_ITEM_WORDS for words in items)
+
+
 def is_lookup(evidence: QueryEvidence, p: FusionParams) -> bool:
-    """A query that looks something up (it may pin an exact match): an identifier, or at most ``exact_max_terms``
-    terms."""
-    return bool(evidence.identifiers) or len(evidence.terms) <= p.exact_max_terms
+    """A query that looks something up (it may pin an exact match): an identifier, a menu path
+    (:func:`is_ui_path`), or at most ``exact_max_terms`` terms."""
+    return bool(evidence.identifiers) or len(evidence.terms) <= p.exact_max_terms or is_ui_path(evidence.text)
 
 
 def path_probes(evidence: QueryEvidence, p: FusionParams) -> frozenset[int]:
@@ -498,6 +524,7 @@ def fuse(
     potent: dict[int | None, int] = {}  # per required term: its chunks no leg named that could be such a note's
     if required and rare and all(probes[t] > 0 for t in required):
         need = sum(probes[t] for t in required)
+        ui_path = is_ui_path(evidence.text)  # a menu path's BM25 share counts as an identifier's, in full
         # (a chunk whose score, with every other required term at its best, reaches the confidence; a lookup's
         # required terms are probed with payloads, so only a question's are ever unnamed)
         potent = {t: sum(need - probes[t] + s >= p.exact_confidence * need for s in strays.get(t, ()))
@@ -509,12 +536,12 @@ def fuse(
                 # of "Alt+F10", is probed only to PROBE_DEPTH chunks, which a long note holding it may miss), by
                 # the language factor in a note of another language, as the lexical value counts it
                 n = notes.get(note)
-                its = n.lexical_chunk if evidence.identifiers and n is not None else None
+                its = n.lexical_chunk if (evidence.identifiers or ui_path) and n is not None else None
                 share = n.confidence if its is not None and n is not None else 0.0
                 bm25 = 0.0
                 if its is not None:
                     language = _note_language(its.payload, languages)
-                    same = evidence.language is None or language is None or language == evidence.language
+                    same = ui_path or evidence.language is None or language is None or language == evidence.language
                     bm25 = share * (1.0 if same else p.cross_language)
                 if confidence >= p.exact_confidence:
                     by_probes.append(note)
