@@ -83,17 +83,21 @@ MANUALS = (
     Manual(
         "faq",
         {"en": "debian-faq_11.1_all.deb", "ru": "debian-faq-ru_11.1_all.deb"},
-        {"en": r"usr/share/doc/debian/FAQ/(?!index)[\w-]+\.en\.html",
-         "ru": r"usr/share/doc/debian/FAQ/ru/(?!index)[\w-]+\.ru\.html"},
+        {
+            "en": r"usr/share/doc/debian/FAQ/(?!index)[\w-]+\.en\.html",
+            "ru": r"usr/share/doc/debian/FAQ/ru/(?!index)[\w-]+\.ru\.html",
+        },
         "Debian-FAQ-notice",  # SPI's permission notice for verbatim and modified copies, quoted in the README
-    ),  # fmt: skip
+    ),
     Manual(
         "maint",
         {"en": "maint-guide_1.2.53_all.deb", "ru": "maint-guide-ru_1.2.53_all.deb"},
-        {"en": r"usr/share/doc/maint-guide/html/(?!index)[\w-]+\.en\.html",
-         "ru": r"usr/share/doc/maint-guide-ru/html/(?!index)[\w-]+\.ru\.html"},
+        {
+            "en": r"usr/share/doc/maint-guide/html/(?!index)[\w-]+\.en\.html",
+            "ru": r"usr/share/doc/maint-guide-ru/html/(?!index)[\w-]+\.ru\.html",
+        },
         "GPL-2+",
-    ),  # fmt: skip
+    ),
 )
 
 #: DocBook's inline identifiers that are not ``<code>``: taken as code (``Converter`` collects ``<code>``'s text)

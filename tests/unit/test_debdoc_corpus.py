@@ -40,7 +40,7 @@ DOCBOOK = (  # debian-faq's pkgtools.en.html, shortened
     '<div class="toc"><p><strong>Table of Contents</strong></p><dl><dt>8.1. What programs</dt></dl></div>'
     "<p>Tools.</p>"
     '<div class="section"><div class="titlepage"><div><div><h3 class="title"><a id="dpkg"></a>8.1.1. dpkg</h3>'
-    "</div></div></div><p>This is the main program. <span class=\"command\"><strong>dpkg</strong></span> has options:"
+    '</div></div></div><p>This is the main program. <span class="command"><strong>dpkg</strong></span> has options:'
     '</p><div class="itemizedlist"><ul class="itemizedlist"><li class="listitem"><p>Find out all the options: '
     '<code class="literal">dpkg --help</code>.</p></li><li class="listitem"><p>Look in <code class="filename">'
     "/var/lib/dpkg/info</code>.</p></li></ul></div></div></div></body></html>"
