@@ -1,0 +1,265 @@
+"""A fifth corpus for the per-class eval: Debian's own documentation in English and Russian, one note per section.
+
+Nobody tuned the fusion on these pages (the Obsidian vault, Debian's man pages, GNOME Help and LibreOffice Help all
+were looked at by some session before a rule was made), so ``kbsearch eval --classes eval/classes-debdoc.yaml`` is
+the held-out check of everything the fusion learned on the four others (session 30, issue 19). It is what a company
+KB looks like: commands, package and file names, config keys, procedures.
+
+**The corpus** (``eval/debdoc/en/``, ``eval/debdoc/ru/``): the sections of three manuals of Debian bookworm, each
+read straight from its English and Russian ``.deb`` (``DEBS``): the Debian Developer's Reference (Sphinx HTML: a
+``<section id>``), the Debian FAQ and the Debian New Maintainers' Guide (DocBook HTML: a ``<div class="section">``
+or ``chapter`` whose heading holds ``<a id>``). The two languages' sections are paired by that id (the translations
+keep it); one note per section per language, ``<manual>-<id>.md`` (``faq-dpkg.md``), whose body is the section's
+own text (up to its first subsection: a subsection is its own note), converted by ``make_lo_corpus.Converter`` (the
+stdlib's HTML parser: paragraphs, list items, table rows, code blocks fenced; inline markup as its text), kept when
+it has at least ``MIN_BODY`` characters in both languages, cut at a paragraph boundary after ``MAX_BODY``
+(``make_gnome_corpus.cut``). Frontmatter: ``title`` (the heading without its number), ``page`` (the note's id),
+``manual``, ``lang``, ``license``. Dropped: the heading (the title), the chapter's table of contents, the "¶"
+permalinks. The identifiers a section marks up (``<code>``: DocBook's ``literal``, ``filename``, ``varname``...
+and Sphinx's ``literal``; DocBook's ``command``, ``package``, ``application`` spans; code blocks' lines) are the
+known-item candidates (``pages.yaml``).
+
+**The query classes** (``eval/debdoc/queries/``), labels correct by construction except the hand-written ones:
+
+- ``debdoc-known-item-en`` / ``-ru``: an identifier the section marks up (or a number of 3+ digits in its text),
+  rare in the half, alone or with a rare word of the note's language; labelled with **every** note holding all the
+  query's terms after kb-search's tokenizer (``make_man_corpus.known_items``, at most 3).
+- ``debdoc-cross-en-to-ru`` / ``-ru-to-en``: each section's title over the other language's notes, labelled with
+  every section of that title (``make_man_corpus.described``).
+- ``debdoc-question-en`` / ``-ru``: hand-written questions (``--questions DIR``: ``debdoc-questions-en.yaml`` and
+  ``-ru.yaml``), written blind (no search run on the corpus before they were committed) from sections chosen by a
+  hash of their id; copied as they are (``make_gnome_corpus.questions``).
+
+Licence: the Developer's Reference and the New Maintainers' Guide are GPL-2+; the FAQ is under Software in the
+Public Interest's permission notice for verbatim and modified copies (``eval/debdoc/README.md`` quotes each
+package's ``copyright``).
+
+    apt-get download developers-reference=12.18 developers-reference-ru=12.18 debian-faq=11.1 debian-faq-ru=11.1 \\
+        maint-guide=1.2.53 maint-guide-ru=1.2.53
+    .venv/bin/python eval/make_debdoc_corpus.py [FOLDER] [--questions DIR]    # default .kbsearch/debs
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the other corpora's code, run as a script or by a test
+from make_gnome_corpus import _finder, _space, cut, write_classes
+from make_lo_corpus import Converter, Node, _find, parse_html
+from make_man_corpus import MAX_RELEVANT, deb_members, described, known_items, write_corpus
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+DEFAULT_DEBS = ROOT / ".kbsearch" / "debs"
+OUT = HERE / "debdoc"
+MIN_BODY = 300  # characters of the converted body, in both languages
+QUESTIONS = {"en": "debdoc-questions-en.yaml", "ru": "debdoc-questions-ru.yaml"}
+
+
+@dataclass(frozen=True)
+class Manual:
+    name: str  # the note's prefix
+    debs: dict[str, str]  # lang → the .deb's file name, exactly (a different version is a different corpus)
+    pages: dict[str, str]  # lang → a regex of the HTML files of its chapters, in the .deb
+    license: str  # the notes' ``license`` (eval/debdoc/README.md quotes each package's terms)
+
+
+MANUALS = (
+    Manual(
+        "devref",
+        {"en": "developers-reference_12.18_all.deb", "ru": "developers-reference-ru_12.18_all.deb"},
+        {
+            "en": r"usr/share/developers-reference/(?!index|search|developers-reference)[\w-]+\.html",
+            "ru": r"usr/share/developers-reference/ru/(?!index|search|developers-reference)[\w-]+\.html",
+        },
+        "GPL-2+",
+    ),
+    Manual(
+        "faq",
+        {"en": "debian-faq_11.1_all.deb", "ru": "debian-faq-ru_11.1_all.deb"},
+        {
+            "en": r"usr/share/doc/debian/FAQ/(?!index)[\w-]+\.en\.html",
+            "ru": r"usr/share/doc/debian/FAQ/ru/(?!index)[\w-]+\.ru\.html",
+        },
+        "Debian-FAQ-notice",  # SPI's permission notice for verbatim and modified copies, quoted in the README
+    ),
+    Manual(
+        "maint",
+        {"en": "maint-guide_1.2.53_all.deb", "ru": "maint-guide-ru_1.2.53_all.deb"},
+        {
+            "en": r"usr/share/doc/maint-guide/html/(?!index)[\w-]+\.en\.html",
+            "ru": r"usr/share/doc/maint-guide-ru/html/(?!index)[\w-]+\.ru\.html",
+        },
+        "GPL-2+",
+    ),
+)
+
+#: DocBook's inline identifiers that are not ``<code>``: taken as code (``Converter`` collects ``<code>``'s text)
+_IDENT_CLASSES = {"command", "package", "application", "systemitem", "envar", "userinput", "option", "replaceable"}
+#: a section's parts that are not its text
+_SKIPPED_CLASSES = {"titlepage", "toc", "headerlink", "navfooter", "navheader", "list-of-examples", "list-of-tables"}
+_NUMBERED = re.compile(r"^(?:(?:Chapter|Appendix|Глава|Приложение)\s+)?[\dA-Z]+(?:\.\d+)*\.\s+")
+
+
+@dataclass
+class Section:
+    id: str
+    title: str
+    body: list[str]
+    identifiers: list[str]
+
+
+def _is_section(node: Node) -> bool:
+    return node.tag == "section" or (node.tag == "div" and bool(node.classes & {"section", "chapter", "appendix"}))
+
+
+def _heading(section: Node) -> Node | None:
+    return _find(section, lambda n: n.tag in ("h1", "h2", "h3", "h4", "h5", "h6"))
+
+
+def _section_id(section: Node) -> str:
+    """Sphinx: the ``<section id>``; DocBook: the ``<a id>`` in the section's heading."""
+    if section.tag == "section":
+        return section.attrs.get("id", "")
+    heading = _heading(section)
+    anchor = _find(heading, lambda n: n.tag == "a" and "id" in n.attrs) if heading is not None else None
+    return anchor.attrs["id"] if anchor is not None else section.attrs.get("id", "")
+
+
+def _own(section: Node) -> list[Node | str]:
+    """The section's own content: no nested section, no heading (Sphinx's ``<hN>`` is a direct child), no title page
+    or table of contents."""
+    return [
+        c
+        for c in section.children
+        if not (isinstance(c, Node) and (_is_section(c) or c.tag in ("h1", "h2", "h3", "h4", "h5", "h6")))
+    ]
+
+
+def _prepare(node: Node) -> None:
+    """In place: DocBook's identifier spans become ``<code>``; title pages, tables of contents, permalinks go."""
+    kept: list[Node | str] = []
+    for child in node.children:
+        if isinstance(child, Node):
+            if child.classes & _SKIPPED_CLASSES:
+                continue
+            if child.tag == "span" and child.classes & _IDENT_CLASSES:
+                child.tag = "code"
+            _prepare(child)
+        kept.append(child)
+    node.children = kept
+
+
+def _sections(node: Node) -> list[Node]:
+    out = []
+    for child in node.children:
+        if isinstance(child, Node):
+            if _is_section(child):
+                out.append(child)
+            out += _sections(child)
+    return out
+
+
+def parse_sections(source: str) -> list[Section]:
+    """Every section of one manual's HTML page: its id, title (the heading's text without its number and "¶") and
+    the markdown pieces of its own text."""
+    root = parse_html(source)
+    heads = []
+    for sec in _sections(root):  # ids and titles first: _prepare drops the title pages that hold DocBook's
+        sid, heading = _section_id(sec), _heading(sec)
+        if sid and heading is not None:
+            title = _space(Converter("").inline(heading.children)).rstrip("¶ ").strip()
+            heads.append((sec, sid, _NUMBERED.sub("", title)))
+    _prepare(root)
+    out = []
+    for sec, sid, title in heads:
+        conv = Converter("")
+        body = conv.blocks(_own(sec))
+        out.append(Section(sid, title, body, sorted(i for i in conv.identifiers if i)))
+    return out
+
+
+def to_markdown(section: Section, manual: Manual, note_id: str, lang: str) -> str:
+    meta = {"title": section.title, "page": note_id, "manual": manual.name, "lang": lang, "license": manual.license}
+    front = yaml.safe_dump(meta, allow_unicode=True, sort_keys=False, width=1000)
+    return f"---\n{front}---\n\n" + "\n\n".join(cut(section.body)) + "\n"
+
+
+def _manual_sections(debs: Path, manual: Manual, lang: str) -> dict[str, Section]:
+    deb = debs / manual.debs[lang]
+    if not deb.is_file():
+        raise FileNotFoundError(f"{deb} is missing (apt-get download {manual.debs[lang].split('_')[0]})")
+    out: dict[str, Section] = {}
+    members = deb_members(deb)
+    for path in sorted(members):
+        if re.fullmatch(manual.pages[lang], path):
+            for sec in parse_sections(members[path].decode("utf-8")):
+                out.setdefault(sec.id, sec)  # an id twice (none in these manuals): the first
+    return out
+
+
+def build_corpus(debs: Path) -> dict[str, str]:
+    """``en/<manual>-<id>.md`` / ``ru/...`` → the note's text, and ``pages.yaml`` (note → its manual, title a
+    language and the identifiers its section marks up)."""
+    files: dict[str, str] = {}
+    meta: dict[str, dict[str, object]] = {}
+    for manual in MANUALS:
+        secs = {lang: _manual_sections(debs, manual, lang) for lang in ("en", "ru")}
+        for sid in sorted(set(secs["en"]) & set(secs["ru"])):
+            se, sr = secs["en"][sid], secs["ru"][sid]
+            if not (se.title and sr.title) or min(len("\n\n".join(cut(s.body))) for s in (se, sr)) < MIN_BODY:
+                continue
+            note_id = f"{manual.name}-{re.sub(r'[^A-Za-z0-9-]+', '-', sid).strip('-')}"
+            files[f"en/{note_id}.md"] = to_markdown(se, manual, note_id, "en")
+            files[f"ru/{note_id}.md"] = to_markdown(sr, manual, note_id, "ru")
+            meta[note_id] = {
+                "title": {"en": se.title, "ru": sr.title},
+                "identifiers": {"en": se.identifiers, "ru": sr.identifiers},
+            }
+    files["pages.yaml"] = (
+        "# note → its section's title in each language (the cross classes' queries) and the identifiers the section\n"
+        "# marks up (the known-item classes' candidates). Made by eval/make_debdoc_corpus.py.\n"
+        + yaml.safe_dump(meta, allow_unicode=True, sort_keys=True, width=1000)
+    )
+    return files
+
+
+def query_sets(corpus: Path) -> dict[str, list[dict[str, object]]]:
+    meta = yaml.safe_load((corpus / "pages.yaml").read_text(encoding="utf-8"))
+    sets: dict[str, list[dict[str, object]]] = {}
+    for lang in ("en", "ru"):
+        idents = {pid: m["identifiers"][lang] for pid, m in meta.items()}
+        sets[f"debdoc-known-item-{lang}"] = known_items(corpus / lang, lang, _finder(idents))
+    titles = {pid: m["title"] for pid, m in meta.items()}
+    for lang, over in (("en", "ru"), ("ru", "en")):
+        sets[f"debdoc-cross-{lang}-to-{over}"] = described(titles, lang, over)
+    return sets
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Build eval/debdoc/ from Debian's manuals' .deb files (see the docstring)."
+    )
+    parser.add_argument("debs", nargs="?", type=Path, default=DEFAULT_DEBS, help="the folder holding the six .debs")
+    parser.add_argument("--questions", type=Path, help="the folder holding debdoc-questions-en.yaml and -ru.yaml")
+    args = parser.parse_args(argv)
+    files = build_corpus(args.debs)
+    write_corpus(OUT, files)
+    header = (
+        "# The Debian documentation classes (a fifth corpus, measured blind in session 30): `kbsearch eval --classes eval/classes-debdoc.yaml`.\n"
+        "# Made by eval/make_debdoc_corpus.py from Debian bookworm's developers-reference, debian-faq and maint-guide (en, ru).\n"
+    )
+    sets = query_sets(OUT)
+    write_classes(OUT, "make_debdoc_corpus.py", sets, args.questions, QUESTIONS, (HERE / "classes-debdoc.yaml", header))
+    print(f"{sum(1 for r in files if r.startswith('en/'))} section pairs (max relevant {MAX_RELEVANT})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
