@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import select
+import signal
 import socket
 import subprocess
 import time
@@ -146,3 +148,86 @@ def test_kbsearch_serve_makes_room_after_kb_local_slow_evict_after_s(tmp_path: P
             for conn in pool:
                 conn.close()
     assert "closing the request arriving longest (over 1 s)" in err[0], err[0][-3000:]
+
+
+# -- 4: a parse that holds the interpreter in C ends with its parent ------------------------------------------------
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid and b"spawn_main" in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+    return found
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` is a process that has not ended (a zombie no reaper collected has ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+def test_kbsearch_serve_s_parsing_process_ends_with_it_even_when_none_of_its_threads_runs(tmp_path: Path) -> None:
+    """rev29b/adv29: the parsing process watched its parent from a thread; a parse holding the interpreter's lock in
+    C runs no thread, so it outlived a `kbsearch serve` killed meanwhile. Stood for here by stopping the process
+    (SIGSTOP: none of its threads runs either), then `kill -9` of the server: the kernel's parent-death signal
+    (prctl PR_SET_PDEATHSIG, SIGKILL) ends it; main's code left it there, stopped, for good."""
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "a.md").write_text("# A\n\nalpha\n")
+    env = subprocess_env(QDRANT_PATH=str(tmp_path / "q"), KB_SOURCE=str(kb), EMBEDDING_API_KEY="",
+                         EMBEDDING_API_KEY_PARAM="")  # fmt: skip
+    stopped: list[int] = []
+    try:
+        with serve_process(env, cwd=ROOT, args=["--watch"]) as served:
+            until(lambda: "initial sync" in served.text(), log=served.text)
+            until(lambda: bool(_children(served.process.pid)), timeout_s=30, log=served.text)
+            stopped = _children(served.process.pid)
+            for pid in stopped:
+                os.kill(pid, signal.SIGSTOP)
+            served.process.kill()
+            served.process.wait(timeout=PROCESS_TIMEOUT_S)
+        deadline = time.monotonic() + 5
+        while any(map(_running, stopped)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert stopped and not any(map(_running, stopped)), [Path(f"/proc/{p}/status").read_text() for p in stopped]
+    finally:
+        for pid in stopped:  # (main's code: still there, stopped)
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+@pytest.mark.timeout(3 * PROCESS_TIMEOUT_S)
+def test_a_parsing_process_started_again_by_a_handed_index_outlives_that_run_s_thread(tmp_path: Path) -> None:
+    """The kernel's parent-death signal follows the *thread* that started a process: the server starts its parsing
+    process again (after it died) from the thread of the sync that needs it, and a handed `kbsearch index`'s thread
+    ends with the run, which would have killed the new process with it (the next note then `ended twice`). It is
+    started from a thread kept for that: after a handed `kbsearch index --full` (every note parsed again; the watch
+    has nothing to sync) the process is still there, and the watch's next sync parses with it."""
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "a.md").write_text("# A\n\nalpha\n")
+    env = subprocess_env(QDRANT_PATH=str(tmp_path / "q"), KB_SOURCE=str(kb), EMBEDDING_API_KEY="",
+                         EMBEDDING_API_KEY_PARAM="")  # fmt: skip
+    with serve_process(env, cwd=ROOT, args=["--watch"]) as served:
+        until(lambda: "initial sync" in served.text(), log=served.text)
+        until(lambda: bool(_children(served.process.pid)), timeout_s=30, log=served.text)
+        (first,) = _children(served.process.pid)
+        os.kill(first, signal.SIGKILL)
+        time.sleep(0.5)  # (reaped: it is no longer among the server's children)
+        handed = subprocess.run([*KBSEARCH_CMD, "index", str(kb), "--full"], capture_output=True, text=True, env=env, cwd=ROOT,
+                                timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
+        assert handed.returncode == 0 and "handed to the kbsearch serve" in handed.stderr, handed.stderr
+        time.sleep(1.0)  # the run's thread has ended
+        again = [pid for pid in _children(served.process.pid) if _running(pid)]
+        assert again and first not in again, served.text()[-3000:]
+        (kb / "c.md").write_text("# C\n\ncharlie\n")
+        until(lambda: "1 added" in served.text().split("kbsearch index")[-1], log=served.text)
+        assert "ended" not in served.text().split("initial sync")[-1], served.text()[-3000:]
+        assert [pid for pid in _children(served.process.pid) if _running(pid)] == again
