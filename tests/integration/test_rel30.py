@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from kbsearch_tools.local.process import serve_process
+from kbsearch_tools.local.process import ServeProcess, serve_process
 from tests.conftest import KBSEARCH_CMD, PROCESS_TIMEOUT_S, ROOT, subprocess_env
-from tests.integration.test_adv28a import FEW_FILES, one_request, read_answer
+from tests.integration.test_adv28a import one_request, read_answer, served_with_few_files
 from tests.integration.test_freshness import until
 
 # -- 1: a revoked note's link under kbsearch serve --watch -----------------------------------------------------------
@@ -74,26 +74,6 @@ def test_a_note_made_restricted_under_serve_watch_hides_its_link_at_the_next_req
 # -- 3: the request limit and the eviction age are settings ---------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _served_with_few_files(tmp_path: Path, **settings: str) -> Iterator[tuple[int, list[str]]]:
-    """`kbsearch serve` under `ulimit -n 256` (64 connections) with these settings; its port and, once it has
-    ended, its stderr (one item)."""
-    kb = tmp_path / "kb"
-    kb.mkdir()
-    (kb / "a.md").write_text("# A\n\nalpha\n")
-    env = subprocess_env(QDRANT_PATH=str(tmp_path / "q"), KB_SOURCE=str(kb), EMBEDDING_API_KEY="",
-                         EMBEDDING_API_KEY_PARAM="", **settings)  # fmt: skip
-    server = subprocess.Popen([*FEW_FILES, *KBSEARCH_CMD, "serve", "--port", "0"], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)  # fmt: skip
-    err: list[str] = []
-    try:
-        assert server.stdout is not None
-        yield int(server.stdout.readline().rsplit(":", 1)[1].strip().strip("/")), err
-    finally:
-        server.terminate()
-        err.append(server.communicate(timeout=PROCESS_TIMEOUT_S)[1])
-
-
 @pytest.mark.parametrize("name", ["KB_LOCAL_REQUEST_READ_S", "KB_LOCAL_SLOW_EVICT_AFTER_S"])
 @pytest.mark.parametrize("value", ["abc", "0", "-5", "inf", "nan", "3601"])
 def test_a_request_limit_setting_that_is_not_seconds_stops_kbsearch_serve_at_start(name: str, value: str) -> None:
@@ -112,7 +92,7 @@ def test_kbsearch_serve_times_a_request_out_at_kb_local_request_read_s(tmp_path:
     """`KB_LOCAL_REQUEST_READ_S=1.5`: a request dripped a byte every 0.3 s is answered 408 and closed once it has
     been arriving 1.5 s (main's code ignored the setting: still reading at 6 s, under its fixed 30)."""
     with (
-        _served_with_few_files(tmp_path, KB_LOCAL_REQUEST_READ_S="1.5") as (port, _),
+        served_with_few_files(tmp_path, KB_LOCAL_REQUEST_READ_S="1.5") as (port, _),
         socket.create_connection(("127.0.0.1", port), timeout=8) as conn,
     ):
         conn.sendall(b"POST /search HTTP/1.1\r\nHost: localhost\r\n")
@@ -128,7 +108,7 @@ def test_kbsearch_serve_times_a_request_out_at_kb_local_request_read_s(tmp_path:
 def test_kbsearch_serve_makes_room_after_kb_local_slow_evict_after_s(tmp_path: Path) -> None:
     """`KB_LOCAL_SLOW_EVICT_AFTER_S=1`: with the 64 connections each dripping its request, a new client 1.5 s later
     is served, the request arriving longest answered 408 (main's code: 429 until 5 s)."""
-    with _served_with_few_files(tmp_path, KB_LOCAL_SLOW_EVICT_AFTER_S="1") as (port, err):
+    with served_with_few_files(tmp_path, KB_LOCAL_SLOW_EVICT_AFTER_S="1") as (port, err):
         pool = [socket.create_connection(("127.0.0.1", port), timeout=8) for _ in range(64)]
         try:
             for conn in pool:
@@ -171,22 +151,30 @@ def _running(pid: int) -> bool:
         return False
 
 
+@contextlib.contextmanager
+def _watching_one_note(tmp_path: Path) -> Iterator[tuple[ServeProcess, dict[str, str], Path]]:
+    """`kbsearch serve --watch` of a folder of one note, once its parsing process is up: the server, its
+    environment, the folder."""
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "a.md").write_text("# A\n\nalpha\n")
+    env = subprocess_env(QDRANT_PATH=str(tmp_path / "q"), KB_SOURCE=str(kb), EMBEDDING_API_KEY="",
+                         EMBEDDING_API_KEY_PARAM="")  # fmt: skip
+    with serve_process(env, cwd=ROOT, args=["--watch"]) as served:
+        until(lambda: "initial sync" in served.text(), log=served.text)
+        until(lambda: bool(_children(served.process.pid)), timeout_s=30, log=served.text)
+        yield served, env, kb
+
+
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
 def test_kbsearch_serve_s_parsing_process_ends_with_it_even_when_none_of_its_threads_runs(tmp_path: Path) -> None:
     """rev29b/adv29: the parsing process watched its parent from a thread; a parse holding the interpreter's lock in
     C runs no thread, so it outlived a `kbsearch serve` killed meanwhile. Stood for here by stopping the process
     (SIGSTOP: none of its threads runs either), then `kill -9` of the server: the kernel's parent-death signal
     (prctl PR_SET_PDEATHSIG, SIGKILL) ends it; main's code left it there, stopped, for good."""
-    kb = tmp_path / "kb"
-    kb.mkdir()
-    (kb / "a.md").write_text("# A\n\nalpha\n")
-    env = subprocess_env(QDRANT_PATH=str(tmp_path / "q"), KB_SOURCE=str(kb), EMBEDDING_API_KEY="",
-                         EMBEDDING_API_KEY_PARAM="")  # fmt: skip
     stopped: list[int] = []
     try:
-        with serve_process(env, cwd=ROOT, args=["--watch"]) as served:
-            until(lambda: "initial sync" in served.text(), log=served.text)
-            until(lambda: bool(_children(served.process.pid)), timeout_s=30, log=served.text)
+        with _watching_one_note(tmp_path) as (served, _, _):
             stopped = _children(served.process.pid)
             for pid in stopped:
                 os.kill(pid, signal.SIGSTOP)
@@ -210,14 +198,7 @@ def test_a_parsing_process_started_again_by_a_handed_index_outlives_that_run_s_t
     ends with the run, which would have killed the new process with it (the next note then `ended twice`). It is
     started from a thread kept for that: after a handed `kbsearch index --full` (every note parsed again; the watch
     has nothing to sync) the process is still there, and the watch's next sync parses with it."""
-    kb = tmp_path / "kb"
-    kb.mkdir()
-    (kb / "a.md").write_text("# A\n\nalpha\n")
-    env = subprocess_env(QDRANT_PATH=str(tmp_path / "q"), KB_SOURCE=str(kb), EMBEDDING_API_KEY="",
-                         EMBEDDING_API_KEY_PARAM="")  # fmt: skip
-    with serve_process(env, cwd=ROOT, args=["--watch"]) as served:
-        until(lambda: "initial sync" in served.text(), log=served.text)
-        until(lambda: bool(_children(served.process.pid)), timeout_s=30, log=served.text)
+    with _watching_one_note(tmp_path) as (served, env, kb):
         (first,) = _children(served.process.pid)
         os.kill(first, signal.SIGKILL)
         time.sleep(0.5)  # (reaped: it is no longer among the server's children)
