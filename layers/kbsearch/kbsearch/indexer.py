@@ -1558,7 +1558,7 @@ def _start_lasting(process: Any) -> None:
 
             threading.Thread(target=serve, name="kbsearch-spawner", daemon=True).start()
             _spawner.append(tasks)
-    done, failed = threading.Event(), []
+    done, failed = threading.Event(), cast(list[BaseException], [])
     _spawner[0].put((start, done, failed))
     done.wait()
     if failed:

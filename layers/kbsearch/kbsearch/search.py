@@ -301,8 +301,8 @@ class SearchService:
                     )
             except (StoreError, IndexUnavailable):
                 recorded = None
-            self._metadata_read = (now, recorded, stamp)
-        return self._metadata_read[1]
+            cached = self._metadata_read = (now, recorded, stamp)
+        return cached[1]
 
     def graph_fields(self, deadline: Deadline | None = None) -> tuple[bool, bool]:
         """Which fields the graph's readers match (:func:`kbsearch.links.graph_clauses`): ``graph_keys`` unless the
