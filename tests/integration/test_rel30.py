@@ -106,18 +106,16 @@ def test_kbsearch_serve_times_a_request_out_at_kb_local_request_read_s(tmp_path:
 
 
 def test_kbsearch_serve_makes_room_after_kb_local_slow_evict_after_s(tmp_path: Path) -> None:
-    """`KB_LOCAL_SLOW_EVICT_AFTER_S=1`: with the 64 connections each dripping its request, a new client 1.5 s later
-    is served, the request arriving longest answered 408 (main's code: 429 until 5 s)."""
-    with served_with_few_files(tmp_path, KB_LOCAL_SLOW_EVICT_AFTER_S="1") as (port, err):
+    """`KB_LOCAL_SLOW_EVICT_AFTER_S=1.5`: with the 64 connections each dripping its request, a new client 2.5 s
+    later is served, the request arriving longest answered 408 (main's code: 429 until 5 s)."""
+    with served_with_few_files(tmp_path, KB_LOCAL_SLOW_EVICT_AFTER_S="1.5") as (port, err):
         pool = [socket.create_connection(("127.0.0.1", port), timeout=8) for _ in range(64)]
         try:
             for conn in pool:
                 conn.sendall(b"POST /search HTTP/1.1\r\nHost: localhost\r\n")
                 time.sleep(0.01)
-            early = one_request(port)
-            assert early.startswith(b"HTTP/1.1 429"), early  # none arriving 1 s yet
             started = time.monotonic()
-            while time.monotonic() - started < 1.5:
+            while time.monotonic() - started < 2.5:  # past 1.5 s, under main's fixed 5
                 for conn in pool:
                     conn.sendall(b"X")
                 time.sleep(0.3)
@@ -127,7 +125,7 @@ def test_kbsearch_serve_makes_room_after_kb_local_slow_evict_after_s(tmp_path: P
         finally:
             for conn in pool:
                 conn.close()
-    assert "closing the request arriving longest (over 1 s)" in err[0], err[0][-3000:]
+    assert "closing the request arriving longest (over 1.5 s)" in err[0], err[0][-3000:]
 
 
 # -- 4: a parse that holds the interpreter in C ends with its parent ------------------------------------------------
