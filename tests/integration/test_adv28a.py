@@ -22,13 +22,14 @@ FEW_FILES = ["sh", "-c", 'ulimit -n 256 && exec "$@"', "sh"]  # a limit of 64 co
 
 
 @contextlib.contextmanager
-def served_with_few_files(tmp_path: Path) -> Iterator[tuple[int, list[str]]]:
-    """`kbsearch serve` under `ulimit -n 256`; yields its port and, once it has ended, its stderr (one item)."""
+def served_with_few_files(tmp_path: Path, **settings: str) -> Iterator[tuple[int, list[str]]]:
+    """`kbsearch serve` under `ulimit -n 256` (with these ``settings``); yields its port and, once it has ended, its
+    stderr (one item)."""
     kb = tmp_path / "kb"
     kb.mkdir()
     (kb / "a.md").write_text("# A\n\nalpha\n")
     env = subprocess_env(QDRANT_PATH=str(tmp_path / "q"), KB_SOURCE=str(kb), EMBEDDING_API_KEY="",
-                         EMBEDDING_API_KEY_PARAM="")  # fmt: skip
+                         EMBEDDING_API_KEY_PARAM="", **settings)  # fmt: skip
     server = subprocess.Popen([*FEW_FILES, *KBSEARCH_CMD, "serve", "--port", "0"], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)  # fmt: skip
     err: list[str] = []

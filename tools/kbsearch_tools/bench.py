@@ -363,6 +363,9 @@ def bench_scope(
         def metadata(self, timeout_s: float) -> dict[str, Any]:
             return self.inner.metadata(timeout_s)
 
+        def metadata_stamp(self) -> Any:
+            return self.inner.metadata_stamp()
+
         def query(self, request: dict[str, Any], timeout_s: float) -> list[dict[str, Any]]:
             self.calls += 1
             return self.inner.query(request, timeout_s)

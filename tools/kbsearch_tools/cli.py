@@ -225,20 +225,23 @@ def _serving(args: argparse.Namespace, oracle: Any, live: _Live) -> Any:
     live sync begun (into ``live``), the banner printed; the server, listening."""
     from kbsearch_tools.local.keys import parse_api_keys
     from kbsearch_tools.local.runtime import read_env_vars_file
-    from kbsearch_tools.local.server import LocalApi, make_server
+    from kbsearch_tools.local.server import LocalApi, make_server, request_limits
     from kbsearch_tools.local.template import Template
 
     template = Template(_find_template(args.template), _parameter_overrides(args.parameter_overrides))
     env_vars = read_env_vars_file(args.env_vars) if args.env_vars else None
     try:
         keys = parse_api_keys(os.environ.get("KB_LOCAL_API_KEYS"))
+        read_limit_s, slow_evict_after_s = request_limits(os.environ)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None  # a setting: `kbsearch serve: error: ...`, exit 2 as any other
     api = LocalApi(template, keys, env_vars, args.use_ssm)
     for logical_id in sorted({r.function_id for r in api.routes}):
         api.function(logical_id)  # import now: a configuration error stops start-up, not the first request
     try:
-        server = make_server(api, args.host, args.port)
+        server = make_server(
+            api, args.host, args.port, read_limit_s=read_limit_s, slow_evict_after_s=slow_evict_after_s
+        )
     except OSError as exc:  # the port taken, or a host that is not this machine's: one line, what to do
         taken = exc.errno == errno.EADDRINUSE
         hint = " (another kbsearch serve?): stop it, or pass another --port (0 picks a free one)" if taken else ""
@@ -1470,7 +1473,11 @@ def build_parser() -> argparse.ArgumentParser:
         "serve",
         help="serve the template's API routes over HTTP (like sam local start-api)",
         description="Serve the API routes of template.yaml on HTTP, each request turned into an API Gateway "
-        "REST proxy event. Set KB_LOCAL_API_KEYS=key1,key2 to require x-api-key where the template does.",
+        "REST proxy event. Set KB_LOCAL_API_KEYS=key1,key2 to require x-api-key where the template does. A request "
+        "still arriving KB_LOCAL_REQUEST_READ_S (default 30) seconds after its first byte is answered 408 and its "
+        "connection closed; with every connection taken and none idle, the one whose request has been arriving "
+        "longest, KB_LOCAL_SLOW_EVICT_AFTER_S (default 5) seconds or more, is answered 408 and closed to make room (each from 0.1 "
+        "to 3600).",
     )
     p.add_argument(
         "--host",

@@ -1475,12 +1475,23 @@ PARSE_POLL_S = 1.0  # how often a wait for the parsing process checks that it is
 PARENT_POLL_S = 0.5  # how often a parsing process checks that the process that started it is still there
 
 
+#: prctl(2)'s option: the signal the kernel sends this process when the thread that started it ends.
+PR_SET_PDEATHSIG = 1
+
+
 def _end_with_parent(parent: int) -> None:
-    """In a parsing process: a thread that ends the process once ``parent`` (the pid of the process that started
-    it) is gone. Killed (``kill -9``, the OOM killer) mid-parse, ``kbsearch serve`` left its parsing process running,
-    orphaned, until the parse ended (up to :attr:`SyncOptions.parse_limit_s` of CPU), then a BrokenPipeError
-    traceback; ``kbsearch index``'s :func:`parse_ahead` process waited on its full queue for good. (Not a parse that
-    holds the interpreter's lock in C: no thread runs then, as no timer signal's handler does.)"""
+    """In a parsing process: it ends once ``parent`` (the pid of the process that started it) is gone. Killed
+    (``kill -9``, the OOM killer) mid-parse, ``kbsearch serve`` left its parsing process running, orphaned, until
+    the parse ended (up to :attr:`SyncOptions.parse_limit_s` of CPU), then a BrokenPipeError traceback;
+    ``kbsearch index``'s :func:`parse_ahead` process waited on its full queue for good.
+
+    On Linux the kernel ends it (``prctl(PR_SET_PDEATHSIG, SIGKILL)``, :func:`_killed_with_parent`): a parse that
+    holds the interpreter's lock in C runs no thread of this process, and no timer signal's handler either, so
+    only a signal the kernel acts on stops it. The kernel sends it when the *thread* that started the process ends,
+    so the process is started from a thread that lasts as long as its parent (:func:`_start_lasting`). Elsewhere
+    (macOS has no such call) and as a second guard, a thread watches the parent: there a parse held in C outlives
+    its parent until it ends."""
+    _killed_with_parent(parent)
 
     def watch() -> None:
         while os.getppid() == parent:
@@ -1488,6 +1499,70 @@ def _end_with_parent(parent: int) -> None:
         os._exit(0)
 
     threading.Thread(target=watch, name="kbsearch-parent-watch", daemon=True).start()
+
+
+def _killed_with_parent(parent: int) -> bool:
+    """Linux: SIGKILL from the kernel to this process when its parent ends (:data:`PR_SET_PDEATHSIG`); ended at
+    once if ``parent`` ended before that was asked (the process is then another's child). False where there is no
+    such call (not Linux, no C library found): the parent-watching thread alone (:func:`_end_with_parent`)."""
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+    import signal
+
+    try:
+        asked = ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0
+    except (OSError, AttributeError):  # no C library to call (a static or unusual build)
+        asked = False
+    if os.getppid() != parent:
+        os._exit(0)
+    return asked
+
+
+_spawner_lock = threading.Lock()
+_spawner: list[Any] = []  # the queue of the thread that starts processes (:func:`_start_lasting`), once started
+
+
+def _start_lasting(process: Any) -> None:
+    """``process.start()`` (with ``__main__`` hidden and SIGINT held, :func:`_main_hidden`,
+    :func:`_interrupts_held`) in this process's main thread or, from any other thread, in one thread kept for
+    it for the life of the process: the kernel's parent-death signal (:func:`_killed_with_parent`) follows the
+    thread that started a process, and ``kbsearch serve`` starts its parsing process again from a sync's thread or
+    from the thread of a ``kbsearch index`` handed to it, which ends: the process would have been killed with it."""
+
+    def start() -> None:
+        with _main_hidden(), _interrupts_held():
+            process.start()
+
+    if threading.current_thread() is threading.main_thread():
+        start()
+        return
+    import queue
+
+    with _spawner_lock:
+        if not _spawner:
+            tasks: queue.SimpleQueue[tuple[Callable[[], None], threading.Event, list[BaseException]]]
+            tasks = queue.SimpleQueue()
+
+            def serve() -> None:
+                while True:
+                    task, done, failed = tasks.get()
+                    try:
+                        task()
+                    except BaseException as exc:  # handed to the caller, raised in its thread
+                        failed.append(exc)
+                    finally:
+                        done.set()
+
+            threading.Thread(target=serve, name="kbsearch-spawner", daemon=True).start()
+            _spawner.append(tasks)
+    done, failed = threading.Event(), cast(list[BaseException], [])
+    _spawner[0].put((start, done, failed))
+    done.wait()
+    if failed:
+        raise failed[0]
 
 
 def _parse_batch(
@@ -1604,8 +1679,7 @@ def parse_ahead(
         process = context.Process(target=_parse_all, daemon=True, name="kbsearch-parse",
                                   args=(str(source.root), batches, options, rules, signature_id, indexed_at, results,
                                         os.getpid(), parsing))  # fmt: skip
-        with _main_hidden(), _interrupts_held():
-            process.start()
+        _start_lasting(process)
         while done < len(batches):
             try:
                 number, outcomes = results.get(timeout=PARSE_POLL_S)
@@ -1750,8 +1824,7 @@ class ParsingProcess:
         mine, theirs = context.Pipe()
         process = context.Process(target=_parse_each, args=(theirs, os.getpid()), daemon=True,
                                   name="kbsearch-parse-each")  # fmt: skip
-        with _main_hidden(), _interrupts_held():
-            process.start()
+        _start_lasting(process)
         theirs.close()
         self._process, self._conn = process, mine
 

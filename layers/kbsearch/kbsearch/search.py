@@ -14,7 +14,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -219,8 +219,10 @@ class SearchService:
         )
         self.retrieval = "hybrid"  # see evaluation_view
         self.max_results: int | None = None
-        self._signature_checked: tuple[float, str | None] | None = None
-        self._metadata_read: tuple[float, dict[str, Any] | None] | None = None  # the collection's metadata, when read
+        #: the embedding mismatch, with the metadata read it was found in
+        self._signature_checked: tuple[dict[str, Any], str | None] | None = None
+        #: the collection's metadata: when read, what was read, and the store's stamp before it was read
+        self._metadata_read: tuple[float, dict[str, Any] | None, Hashable | None] | None = None
         #: the link targets decoded from that metadata, with the raw values (list, filter) they were decoded from
         self._link_targets: tuple[tuple[Any, Any], LinkTargets | None] | None = None
 
@@ -264,7 +266,9 @@ class SearchService:
         finally:
             self._store_lock.release()
 
-    #: How long a collection's recorded embedding signature is trusted before it is read again.
+    #: How long the collection's metadata (embedding signature, link targets) is trusted before it is read again,
+    #: when the store cannot tell a write without a round trip (Qdrant Cloud; an embedded store's is read again
+    #: after each of its writes).
     SIGNATURE_TTL_S = 60.0
 
     def _embedding_mismatch(self, deadline: Deadline) -> str | None:
@@ -272,20 +276,24 @@ class SearchService:
         format or dimensions, or a re-embed under way); None when they are or the index cannot tell."""
         if self.embedder is None:
             return None
-        now = time.monotonic()
-        if self._signature_checked is None or now - self._signature_checked[0] > self.SIGNATURE_TTL_S:
-            recorded = self._collection_metadata(deadline)
-            if recorded is None:
-                return None  # the retrieval call reports an unreachable index
-            self._signature_checked = (now, signature_mismatch(recorded, self.embedder.signature))
+        recorded = self._collection_metadata(deadline)
+        if recorded is None:
+            return None  # the retrieval call reports an unreachable index
+        if self._signature_checked is None or self._signature_checked[0] is not recorded:
+            self._signature_checked = (recorded, signature_mismatch(recorded, self.embedder.signature))
         return self._signature_checked[1]
 
     def _collection_metadata(self, deadline: Deadline, max_age_s: float | None = None) -> dict[str, Any] | None:
         """The collection's metadata (embedding signature, restricted link targets, last sync), read at most once
-        per ``max_age_s`` (default ``SIGNATURE_TTL_S``); None when it cannot be read."""
+        per ``max_age_s`` (default ``SIGNATURE_TTL_S``), and again as soon as the store's
+        :meth:`~kbsearch.qdrant.query.Retriever.metadata_stamp` changes (a sync in this process wrote it: a note's
+        ``access`` changed, its links must follow at once); None when it cannot be read."""
         now = time.monotonic()
         max_age = self.SIGNATURE_TTL_S if max_age_s is None else max_age_s
-        if self._metadata_read is None or now - self._metadata_read[0] > max_age:
+        opened = self._retriever
+        stamp = opened.metadata_stamp() if opened is not None else None
+        cached = self._metadata_read
+        if cached is None or now - cached[0] > max_age or stamp != cached[2]:
             try:
                 with self._retrieval_slot(deadline):
                     recorded: dict[str, Any] | None = self.retriever.metadata(
@@ -293,8 +301,8 @@ class SearchService:
                     )
             except (StoreError, IndexUnavailable):
                 recorded = None
-            self._metadata_read = (now, recorded)
-        return self._metadata_read[1]
+            cached = self._metadata_read = (now, recorded, stamp)
+        return cached[1]
 
     def graph_fields(self, deadline: Deadline | None = None) -> tuple[bool, bool]:
         """Which fields the graph's readers match (:func:`kbsearch.links.graph_clauses`): ``graph_keys`` unless the

@@ -38,6 +38,7 @@ import io
 import ipaddress
 import json
 import logging
+import math
 import os
 import re
 import secrets
@@ -489,6 +490,7 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 128
     daemon_threads = True
     read_limit_s = REQUEST_READ_S
+    slow_evict_after_s = SLOW_EVICT_AFTER_S
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -588,16 +590,20 @@ class _Server(ThreadingHTTPServer):
 
     def _evict_slow(self) -> bool:
         """Times out (:meth:`time_out`: 408) the connection whose request has been arriving longest, when it has been
-        arriving :data:`SLOW_EVICT_AFTER_S` at least; False when none has. A connection whose request has been read
-        whole (its route running) or whose answer is being written is never one."""
-        waited = time.monotonic() - SLOW_EVICT_AFTER_S
+        arriving :attr:`slow_evict_after_s` at least; False when none has. A connection whose request has been read
+        whole (its route running) or whose answer is being written is never one. Each candidate is tried, oldest
+        first, in the same hold of the lock as the choice: the one chosen was taken alone, and when its request
+        was read whole just before (:meth:`unwatch`), the next one arriving long enough was not tried (the new
+        client was answered 429)."""
+        waited = time.monotonic() - self.slow_evict_after_s
         with self._reading_lock:
-            connection = next((c for c, since in sorted(self._arriving.items(), key=lambda item: item[1])
-                               if since <= waited), None)  # fmt: skip
-        if connection is None or not self.time_out(connection):
+            candidates = [c for c, since in sorted(self._arriving.items(), key=lambda item: item[1]) if since <= waited]
+            connection = next((c for c in candidates if self._mark_timed_out(c)), None)
+        if connection is None:
             return False
+        self._shut_reading(connection)
         self._refusing(f"{self.max_connections} connections open at once, none idle; closing the request arriving "
-                       f"longest (over {SLOW_EVICT_AFTER_S:g} s)", "slow")  # fmt: skip
+                       f"longest (over {self.slow_evict_after_s:g} s)", "slow")  # fmt: skip
         return True
 
     def _closed(self) -> None:
@@ -643,13 +649,24 @@ class _Server(ThreadingHTTPServer):
         (:meth:`_Handler.handle_one_request`). The thread answers, not this one: no other answer can be half written
         on it. False when the request has been read meanwhile (:meth:`unwatch` came first)."""
         with self._reading_lock:
-            if self._reading.pop(connection, None) is None:
+            if not self._mark_timed_out(connection):
                 return False
-            self._arriving.pop(connection, None)
-            self._timed_out.add(connection)
+        self._shut_reading(connection)
+        return True
+
+    def _mark_timed_out(self, connection: Any) -> bool:
+        """(Under ``_reading_lock``.) ``connection``'s request no longer read, its thread to answer 408; False when
+        it has been read meanwhile."""
+        if self._reading.pop(connection, None) is None:
+            return False
+        self._arriving.pop(connection, None)
+        self._timed_out.add(connection)
+        return True
+
+    @staticmethod
+    def _shut_reading(connection: Any) -> None:
         with contextlib.suppress(OSError):
             connection.shutdown(socket.SHUT_RD)
-        return True
 
     def _reap(self) -> None:
         """Times out the connections whose request is still being read past its time (:meth:`time_out`: 408, or a
@@ -721,9 +738,38 @@ def _local_host(value: str | None) -> bool:
 
 
 def make_server(
-    api: LocalApi, host: str, port: int, idle_timeout_s: float = IDLE_TIMEOUT_S, read_limit_s: float = REQUEST_READ_S
+    api: LocalApi,
+    host: str,
+    port: int,
+    idle_timeout_s: float = IDLE_TIMEOUT_S,
+    read_limit_s: float = REQUEST_READ_S,
+    slow_evict_after_s: float = SLOW_EVICT_AFTER_S,
 ) -> ThreadingHTTPServer:
     handler = type("Handler", (_Handler,), {"api": api, "timeout": idle_timeout_s, "loopback_only": _loopback(host)})
     server = _Server((host, port), handler)
-    server.read_limit_s = read_limit_s
+    server.read_limit_s, server.slow_evict_after_s = read_limit_s, slow_evict_after_s
     return server
+
+
+#: The settings of :data:`REQUEST_READ_S` and :data:`SLOW_EVICT_AFTER_S` (``kbsearch serve`` only, as
+#: ``KB_LOCAL_API_KEYS``), and the seconds each may be.
+REQUEST_READ_SETTING, SLOW_EVICT_SETTING = "KB_LOCAL_REQUEST_READ_S", "KB_LOCAL_SLOW_EVICT_AFTER_S"
+LIMIT_RANGE_S = (0.1, 3600.0)
+
+
+def request_limits(environ: Mapping[str, str]) -> tuple[float, float]:
+    """(the request limit, the eviction age) from ``KB_LOCAL_REQUEST_READ_S`` and ``KB_LOCAL_SLOW_EVICT_AFTER_S``
+    (unset or empty: :data:`REQUEST_READ_S`, :data:`SLOW_EVICT_AFTER_S`); ValueError naming the setting when one is
+    not seconds within :data:`LIMIT_RANGE_S` (NaN, inf, 0 and negatives too)."""
+    low, high = LIMIT_RANGE_S
+    found = []
+    for name, default in ((REQUEST_READ_SETTING, REQUEST_READ_S), (SLOW_EVICT_SETTING, SLOW_EVICT_AFTER_S)):
+        raw = (environ.get(name) or "").strip()
+        try:
+            seconds = float(raw) if raw else default
+        except ValueError:
+            seconds = math.nan
+        if not low <= seconds <= high:  # NaN too
+            raise ValueError(f"{name} must be seconds from {low:g} to {high:g}, got {raw!r}")
+        found.append(seconds)
+    return found[0], found[1]

@@ -25,7 +25,7 @@ import shutil
 import stat
 import threading
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Hashable, Iterator, Mapping, Sequence
 from itertools import repeat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal, cast
@@ -67,6 +67,7 @@ from kbsearch.qdrant.store import (
     add_state,
     check_vectors,
     is_tenant,
+    metadata_written,
     named_vectors,
     paths_filter,
     payload_operations,
@@ -616,10 +617,20 @@ class EdgeStore(Store):
             tmp = self._metadata_file.with_suffix(".tmp")
             tmp.write_text(json.dumps({k: v for k, v in metadata.items() if v is not None}), encoding="utf-8")
             tmp.replace(self._metadata_file)
+        metadata_written()
 
     def merge_metadata(self, values: dict[str, Any]) -> None:
         with self._lock:
             self.set_metadata(self.metadata() | values)
+
+    def metadata_stamp(self) -> Hashable:
+        """This process's metadata writes (:func:`~kbsearch.qdrant.store.metadata_written`) and the metadata file's
+        identity (inode, size, modification time; None when there is none): a stat, no read of the file."""
+        try:
+            found = os.stat(self._metadata_file)
+        except OSError:
+            return super().metadata_stamp(), None
+        return super().metadata_stamp(), (found.st_ino, found.st_size, found.st_mtime_ns, found.st_ctime_ns)
 
     def drop(self) -> None:
         self._closing.set()
@@ -636,6 +647,7 @@ class EdgeStore(Store):
                 if self.path.exists():
                     shutil.rmtree(self.path)
                 self._metadata_file.unlink(missing_ok=True)
+                metadata_written()
                 self._state_file.unlink(missing_ok=True)
                 self._opening_file.unlink(missing_ok=True)
             self._state_checked, self._saved, self._state, self._dirty = True, None, None, set()
@@ -1473,6 +1485,12 @@ class EmbeddedRetriever:
             size = store.dense_size()
             once = isinstance(store, EdgeStore) and store.rescore_once()
         return recorded | ({DENSE_SIZE: size} if size is not None else {}) | ({RESCORE_ONCE: True} if once else {})
+
+    def metadata_stamp(self) -> Hashable:
+        """The store's :meth:`~kbsearch.qdrant.store.Store.metadata_stamp` (a counter of this process's writes, and
+        the metadata file's identity for Qdrant Edge): a sync in this process (``kbsearch serve --watch``, a
+        ``kbsearch index`` handed to the server) changes it, and the search reads the metadata again."""
+        return self.store.metadata_stamp()
 
     def query(self, request: dict[str, Any], timeout_s: float) -> list[dict[str, Any]]:
         return self._present().query(request, timeout_s)

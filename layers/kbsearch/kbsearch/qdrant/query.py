@@ -21,7 +21,7 @@ import logging
 import math
 import operator
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Hashable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, NamedTuple, Protocol
@@ -681,6 +681,12 @@ MAX_FIELD_CHARS, MAX_LIST_ITEMS, MAX_ITEM_CHARS, MAX_PATH_CHARS = 2000, 100, 200
 class Retriever(Protocol):
     def metadata(self, timeout_s: float) -> dict[str, Any]:
         """The collection's metadata, with the size of its dense vectors as ``DENSE_SIZE`` when known."""
+        ...
+
+    def metadata_stamp(self) -> Hashable | None:
+        """What changes whenever the collection's metadata is written, read with no round trip to Qdrant: a search
+        that cached the metadata reads it again when the stamp differs (a sync changed a note's ``access``: the
+        link targets must follow it at once). None: not known without a round trip (Qdrant Cloud)."""
         ...
 
     def query(self, request: dict[str, Any], timeout_s: float) -> list[dict[str, Any]]: ...

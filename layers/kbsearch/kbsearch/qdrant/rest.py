@@ -195,6 +195,10 @@ class QdrantRest:
         return recorded | ({DENSE_SIZE: size} if size is not None else {}) | (
             {GRAPH_KEYS_UNINDEXED: True} if unindexed else {})  # fmt: skip
 
+    def metadata_stamp(self) -> None:
+        """Not known without a round trip: another process (the indexer) writes the metadata."""
+        return None
+
     def query(self, request: dict[str, Any], timeout_s: float) -> list[dict[str, Any]]:
         result = self._call("POST", "/points/query", request, timeout_s)
         points = result.get("points") if isinstance(result, dict) else None

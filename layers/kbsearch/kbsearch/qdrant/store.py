@@ -9,9 +9,11 @@ Points: id = uuid5(path + "#" + chunk_index); named vectors ``dense`` (cosine) a
 
 from __future__ import annotations
 
+import itertools
 import logging
+import threading
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
@@ -59,6 +61,17 @@ STATE_FIELDS = ["path", "etag", "chunk_index", "n_chunks", "dense", "doc_id", "e
 EMBED_HASH = "embed_hash"
 
 logger = logging.getLogger(__name__)
+
+_writes = itertools.count(1)
+_writes_lock = threading.Lock()
+_written = [0]  # the last of them
+
+
+def metadata_written() -> None:
+    """Note that this process wrote a collection's metadata (any store's: a search reads it again, whichever it
+    cached; :meth:`Store.metadata_stamp`)."""
+    with _writes_lock:
+        _written[0] = next(_writes)
 
 
 class SchemaMismatchError(StoreError):
@@ -458,6 +471,7 @@ class Store:
             )
             for name, kind in (PAYLOAD_INDEXES | CLOUD_INDEXES).items():
                 self.client.create_payload_index(self.collection, name, index_schema(name, kind))
+        metadata_written()
         return True
 
     def ensure_payload_indexes(self) -> None:
@@ -494,6 +508,7 @@ class Store:
             applied(
                 self.client.update_collection(self.collection, metadata=update), "recording the collection's metadata"
             )
+        metadata_written()
 
     def merge_metadata(self, values: dict[str, Any]) -> None:
         """Set these metadata keys, leaving the others as they are (Qdrant merges a metadata update)."""
@@ -501,11 +516,19 @@ class Store:
             applied(
                 self.client.update_collection(self.collection, metadata=values), "recording the collection's metadata"
             )
+        metadata_written()
 
     def drop(self) -> None:
         """Delete the collection (the indexer rebuilds it when the embedding dimensions change)."""
         with storage_errors(f"deleting the collection {self.collection!r}"):
             self.client.delete_collection(self.collection)
+        metadata_written()
+
+    def metadata_stamp(self) -> Hashable:
+        """What changes whenever this process writes a collection's metadata (:func:`metadata_written`): the only
+        writer of an embedded store's (one process holds it). A store another process writes (Qdrant Cloud's, by
+        the indexer) is not followed by it."""
+        return _written[0]
 
     def check_schema(self) -> None:
         params = self.client.get_collection(self.collection).config.params
