@@ -293,8 +293,10 @@ def test_kbsearch_serve_answers_a_connection_past_its_limit_at_once_instead_of_r
     kb = tmp_path / "kb"
     kb.mkdir()
     (kb / "a.md").write_text("# A\n\nalpha\n")
+    # The flood's requests stay busy however long opening 300 connections takes on a loaded host: past the slow
+    # eviction's age (5 s by default) the server would time the oldest out and serve this client (round 29).
     env = subprocess_env(QDRANT_PATH=str(tmp_path / "q"), KB_SOURCE=str(kb), EMBEDDING_API_KEY="",
-                         EMBEDDING_API_KEY_PARAM="")  # fmt: skip
+                         EMBEDDING_API_KEY_PARAM="", KB_LOCAL_SLOW_EVICT_AFTER_S="3600")  # fmt: skip
 
     few_files = ["sh", "-c", 'ulimit -n 256 && exec "$@"', "sh"]  # macOS's default limit of open files
     server = subprocess.Popen([*few_files, *KBSEARCH_CMD, "serve", "--port", "0"], stdout=subprocess.PIPE,
