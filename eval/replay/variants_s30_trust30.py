@@ -12,7 +12,11 @@ every capture (all 70 cells) so that what a setting does on the pairs it was not
 
 A hook re-scores the fusion's per-note rows with its own W and C (the close calls' top part of the dense scale at C,
 BM25 at W; the rare-term agreement and the clear-lead / stray bonuses as the defaults give them): the same as
-``--set lexical_weight=W --set close_weight=C``, as variants so that one command shows them side by side.
+``--set lexical_weight=W --set close_weight=C``, as variants so that one command shows them side by side. The
+self-test's rule (W 1.2 C 0.3 for the USE pairs, the defaults for e5's) is the last variant over ``use-*.pkl`` alone:
+
+    .venv/bin/python eval/replay/replay.py .kbsearch/replay29/use-*.pkl --variants eval/replay/variants_s30_trust30.py \
+        --only "trust BM25 most: W 1.2 C 0.3 (USE LibreOffice's and man's best; the self-test rule's USE setting)"
 """
 
 from __future__ import annotations
@@ -40,4 +44,8 @@ VARIANTS = [
     ("trust dense more at close calls: W 0.7 C 0.6 (session 28: e5 GNOME)", setting(0.7, 0.6)),
     ("trust dense more: W 0.8 C 0.8 (e5 GNOME's best, trust_grid)", setting(0.8, 0.8)),
     ("trust BM25 more: W 1.2 C 0.6 (USE GNOME's best, trust_grid)", setting(1.2, 0.6)),
+    (
+        "trust BM25 most: W 1.2 C 0.3 (USE LibreOffice's and man's best; the self-test rule's USE setting)",
+        setting(1.2, 0.3),
+    ),
 ]
