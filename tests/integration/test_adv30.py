@@ -141,3 +141,35 @@ def test_a_note_stored_in_a_coding_not_read_is_skipped_naming_it(
             store.close()
     assert report.added == 1 and [s["path"] for s in report.skipped] == ["a.md"], report
     assert reason in report.skipped[0]["reason"], report.skipped
+
+
+def test_a_note_stored_as_many_gzip_members_is_read_in_time_linear_in_its_size(tmp_path: Path) -> None:
+    """rev30b: gzip of many members (``cat``'d gzip files; here 838,860 empty members, 16 MiB, before the note's)
+    was inflated member by member, each member's leftover copied from the rest of the body and the output so far
+    copied again: time in the square of the size (3.2 MB of members took 25.7 s, 64 MiB about 3 hours; the indexer
+    Lambda timed out on such a note every run once MAX_NOTE_BYTES was raised, and a read by path of a note replaced
+    by one held the route as long). Now the body is fed in slices: the note is indexed in seconds. The sync runs in
+    a thread given PROCESS_TIMEOUT_S (main's code needed ~700 s)."""
+    body = gzip.compress(b"", mtime=0) * (16 * 1024 * 1024 // 20) + gzip.compress(NOTE.encode())
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="kb-notes")
+        s3.put_object(Bucket="kb-notes", Key="a.md", Body=body, ContentEncoding="gzip")
+        settings = Settings(qdrant_path=str(tmp_path / "q"))
+        store = open_store(settings, Secrets(settings))
+        reports = []
+        options = SyncOptions(max_note_bytes=len(body))  # MAX_NOTE_BYTES raised (a note's gzip is listed by its size)
+        sync = threading.Thread(
+            target=lambda: reports.append(Indexer(S3Source("kb-notes", "", s3), store, None, options).sync()),
+            daemon=True,
+        )
+        try:
+            sync.start()
+            sync.join(PROCESS_TIMEOUT_S)
+            assert not sync.is_alive(), "the sync of one 16 MiB gzip note did not end"
+            texts = [p["text"] for p in store.points().values()]
+        finally:
+            if not sync.is_alive():
+                store.close()
+    assert reports and reports[0].skipped == [] and reports[0].added == 1, reports
+    assert any("Restore the quokka snapshot" in t for t in texts), texts
