@@ -173,3 +173,25 @@ def test_a_note_stored_as_many_gzip_members_is_read_in_time_linear_in_its_size(t
                 store.close()
     assert reports and reports[0].skipped == [] and reports[0].added == 1, reports
     assert any("Restore the quokka snapshot" in t for t in texts), texts
+
+
+def test_the_indexer_reaches_qdrant_cloud_through_the_proxy_its_environment_names(tmp_path: Path) -> None:
+    """rev30b: the capped transport given to qdrant-client (CappedAnswers) replaced httpx's own, and httpx reads
+    HTTP(S)_PROXY/ALL_PROXY/NO_PROXY only when no transport is given: `kbsearch index` behind a proxy (a corporate
+    network, a VPC that reaches out through one) went straight to QDRANT_URL and failed as `Qdrant is not
+    reachable (ConnectError)`, while the search (its own httpx client) went through the proxy. Here the proxy is a
+    loopback endpoint and Qdrant's host does not resolve: qdrant-client's requests must reach the proxy."""
+    proxy = FakeEndpoint().start()
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "a.md").write_text("# A\n\nquokka\n")
+    env = subprocess_env(QDRANT_URL="http://qdrant.invalid:6333", HTTP_PROXY=proxy.url, http_proxy=proxy.url)
+    for name in ("NO_PROXY", "no_proxy"):
+        env.pop(name, None)
+    try:
+        done = subprocess.run([*KBSEARCH_CMD, "index", str(kb)], capture_output=True, text=True, cwd=tmp_path,
+                              env=env, timeout=PROCESS_TIMEOUT_S)  # fmt: skip
+    finally:
+        proxy.stop()
+    asked = [r.path for r in proxy.requests if "python-client" in r.headers.get("user-agent", "")]
+    assert asked and all(p.startswith("http://qdrant.invalid:6333/") for p in asked), (asked, done.stderr[-2000:])

@@ -97,14 +97,18 @@ class CappedAnswers(httpx.BaseTransport):
     bytes of it decoded (:func:`~kbsearch.providers.resilience.read_capped`, as every call of the outbound policy
     reads), and handed on decoded. qdrant-client read any answer whole into memory: a 1 MB gzip body inflating to
     1 GiB took ``kbsearch index`` to 2.2 GB of memory (the indexer Lambda has 2,048 MB) before it failed as not
-    JSON. Past the limit the request fails with :class:`AnswerTooLarge` (a StoreError naming it: the run stops)."""
+    JSON. Past the limit the request fails with :class:`AnswerTooLarge` (a StoreError naming it: the run stops).
 
-    def __init__(self, inner: httpx.BaseTransport, limit: int = QDRANT_ANSWER_BYTES) -> None:
+    Each request is sent by ``inner``, an httpx client of its own: httpx reads the environment's proxies
+    (``HTTPS_PROXY``, ``ALL_PROXY``, ``NO_PROXY``) only for a client given no transport, so a transport here in
+    place of its own sent the indexer straight to ``QDRANT_URL`` behind a proxy (the search went through it)."""
+
+    def __init__(self, inner: httpx.Client, limit: int = QDRANT_ANSWER_BYTES) -> None:
         self._inner = inner
         self._limit = limit
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        response = self._inner.handle_request(request)
+        response = self._inner.send(request, stream=True)  # the request's own timeouts (its extensions) kept
         try:
             body = read_capped(response, self._limit, "qdrant")
         except ProviderError as exc:

@@ -416,7 +416,7 @@ class Store:
         host = urlsplit(settings.qdrant_url if "//" in settings.qdrant_url else f"//{settings.qdrant_url}").hostname
         # qdrant-client's own choice, which a transport given to it replaces: no kept-alive connections on loopback
         local = httpx.Limits(max_connections=None, max_keepalive_connections=0)
-        inner = httpx.HTTPTransport(limits=local) if host in ("localhost", "127.0.0.1") else httpx.HTTPTransport()
+        inner = httpx.Client(limits=local) if host in ("localhost", "127.0.0.1") else httpx.Client()  # env proxies
         client = QdrantClient(
             url=settings.qdrant_url,
             https=True if key else None,  # as api_key=key made it: a URL without a scheme is reached over TLS
