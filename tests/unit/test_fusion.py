@@ -886,7 +886,7 @@ def test_a_question_or_a_comparison_with_a_spaced_dash_is_no_menu_path(query: st
 
 @pytest.mark.parametrize("query", ["Format\u00a0-\u00a0Text", "Format - Text -", "- LibreOffice Writer - AutoCaption",
                                    "Shape - Cross-fading fading", "Tools > 3D View", "Вставка – Медиа – Фотоальбом"])  # fmt: skip
-def test_a_menu_path_s_edges_separators_at_its_ends_no_break_spaces_and_an_item_opening_with_a_digit(query: str) -> None:
+def test_a_menu_path_s_edges_ends_no_break_spaces_an_item_opening_with_a_digit(query: str) -> None:
     assert is_ui_path(query)
 
 
