@@ -870,3 +870,41 @@ def test_a_russian_menu_path_whose_latin_items_are_common_pins_the_note_holding_
                               "автозаголовок": [(answer, 7.0)]})  # fmt: skip
     fused = fuse([dense, bm25, *held], evidence, 10)
     assert paths(fused)[0] == answer and fused[0].exact
+
+
+@pytest.mark.parametrize("query", [
+    "Qdrant - это база векторов", "снапшот - как восстановить", "kb-search - how to deploy",
+    "Qdrant Cloud - pricing", "Ошибка 502 - что делать", "Slack - как подключить", "price > 100", "2019 - 2021",
+    "temperature - -5", "a > b", "- - -", "Format -Text", "Format − Text", "Format — Text"])  # fmt: skip
+def test_a_question_or_a_comparison_with_a_spaced_dash_is_no_menu_path(query: str) -> None:
+    """Russian writes a spaced hyphen for a dash ("Qdrant - это ..."), English titles and questions hold " - ", and
+    comparisons and ranges hold ``>`` and ``-`` standing alone: their items after the first start lowercase, or
+    with no letter at all. A menu item is a UI label, capitalised ("Format - Text - Uppercase", "Сервис - Язык -
+    Тезаурус"): each item's first letter is a capital (rev30a)."""
+    assert not is_ui_path(query)
+
+
+@pytest.mark.parametrize("query", ["Format\u00a0-\u00a0Text", "Format - Text -", "- LibreOffice Writer - AutoCaption",
+                                   "Shape - Cross-fading fading", "Tools > 3D View", "Вставка – Медиа – Фотоальбом"])  # fmt: skip
+def test_a_menu_path_s_edges_ends_no_break_spaces_an_item_opening_with_a_digit(query: str) -> None:
+    assert is_ui_path(query)
+
+
+def test_a_russian_question_with_a_dash_keeps_its_identifier_s_exact_match() -> None:
+    """ "Ошибка 502 - что делать": a Russian question with a spaced hyphen for a dash, its identifier "502" held by
+    one note. Read as a menu path it required every term of an exact match, "дела" too (a rare word, in other
+    notes, not the runbook's), so no note held them all: the runbook lost its pin and dense's Russian neighbours
+    came first. It is no menu path (its second item starts lowercase): the identifier alone is required, the
+    runbook is pinned (rev30a)."""
+    query = "Ошибка 502 - что делать"
+    evidence = analyse(query)
+    assert evidence.language == "ru" and evidence.identifiers == {term_id("502")}
+    answer = "ru/502.md"
+    noise = [f"ru/n{i:02d}.md" for i in range(30)]
+    dense = _russian_dense(answer, 8, noise)
+    bm25 = (Leg("lexical", 0, "ru"), [chunk(noise[0], 9.0, "ru"), chunk(noise[1], 8.8, "ru"), chunk(answer, 6.0, "ru")])
+    held = _probed(evidence, {"ошибк": [(p, 3.0 - i * 0.1) for i, p in enumerate(noise[:8])],
+                              "502": [(answer, 5.0)],
+                              "дела": [(noise[0], 4.0), (noise[1], 3.9), (noise[5], 3.5)]})  # fmt: skip
+    fused = fuse([dense, bm25, *held], evidence, 10)
+    assert paths(fused)[0] == answer and fused[0].exact

@@ -78,7 +78,6 @@ from __future__ import annotations
 
 import math
 import operator
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -140,23 +139,39 @@ def required_terms(evidence: QueryEvidence) -> list[int]:
     return [t for t in evidence.terms if t in evidence.identifiers] or list(evidence.terms)
 
 
-#: A menu path's separator: ``-``, ``–``, ``>`` or ``→`` standing alone between words (not ``—``, prose's dash).
-_PATH_SEPARATOR = re.compile(r"\s+[-–>→]\s+")
+#: A menu path's separators: ``-``, ``–``, ``>`` or ``→`` standing alone between words (not ``—``, prose's dash).
+_PATH_SEPARATORS = frozenset("-–>→")
 #: The most words a menu path's item has ("Position and Size", "Split Window").
 PATH_ITEM_WORDS = 3
 
 
+def _menu_item(words: list[str]) -> bool:
+    """A menu item: at most :data:`PATH_ITEM_WORDS` words, its first letter a capital (a UI label: "Split Window",
+    "3D View", "Сервис"); an item with no letter ("2021", "100", "-5") is none."""
+    first = next((c for word in words for c in word if c.isalpha()), "")
+    return len(words) <= PATH_ITEM_WORDS and first.isupper()
+
+
 def is_ui_path(text: str) -> bool:
-    """A menu path ("Format - Text - Uppercase", "Tools > Options > LibreOffice Writer"): two items or more, each of
-    at most :data:`PATH_ITEM_WORDS` words, joined by a separator standing alone. A company KB's notes keep their
-    product's UI paths in its language, English in a Russian note; the path names one place, as an identifier
-    does. A sentence with a dash ("Slideshow Remote Control – Impress Remote User Guide", "нет команды Формат -
-    Страница на защищённом листе") has a longer item."""
+    """A menu path ("Format - Text - Uppercase", "Tools > Options > LibreOffice Writer"): two items or more, each a
+    menu item (:func:`_menu_item`: at most :data:`PATH_ITEM_WORDS` words, its first letter a capital), joined by a
+    separator standing alone. A company KB's notes keep their product's UI paths in its language, English in a
+    Russian note; the path names one place, as an identifier does. A sentence with a dash ("Slideshow Remote
+    Control – Impress Remote User Guide", "нет команды Формат - Страница на защищённом листе") has a longer item;
+    a question after a spaced hyphen Russian writes for a dash ("Qdrant - это база векторов", "Ошибка 502 - что
+    делать"), an English one ("kb-search - how to deploy"), a comparison or a range ("price > 100", "2019 - 2021")
+    an item that starts lowercase or holds no letter (rev30a). The words are split once, no regular expression:
+    linear in the query's length."""
     if "-" not in text and "–" not in text and ">" not in text and "→" not in text:
         return False  # most queries hold no separator (a search asks up to three times)
-    items = [item.split() for item in _PATH_SEPARATOR.split(" " + text.strip() + " ")]
-    items = [words for words in items if words and words != ["-"]]
-    return len(items) >= 2 and all(len(words) <= PATH_ITEM_WORDS for words in items)
+    items: list[list[str]] = [[]]
+    for word in text.split():
+        if word in _PATH_SEPARATORS:
+            items.append([])
+        else:
+            items[-1].append(word)
+    items = [words for words in items if words]  # a separator at either end, or two in a row
+    return len(items) >= 2 and all(_menu_item(words) for words in items)
 
 
 def is_lookup(evidence: QueryEvidence, p: FusionParams) -> bool:
