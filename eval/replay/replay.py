@@ -80,6 +80,8 @@ SAME_LANGUAGE_QUESTIONS = {
     "gnome-question-ru",
     "lo-question-en",
     "lo-question-ru",
+    "debdoc-question-en",
+    "debdoc-question-ru",
 }
 OPEN_CELLS = [("e5", "question-en"), ("e5", "gnome-question-ru"), ("use", "gnome-question-en")]
 
