@@ -118,6 +118,15 @@ def find_section(headings: list[Heading], wanted: str) -> Heading | None:
     return None
 
 
+def _without_title(wanted: str, title: str) -> str:
+    """``wanted`` without the note's title before it: a hit's ``heading`` is the title, then the section's heading
+    path (:func:`kbsearch.chunking.chunk_note`), and a heading path holds the title only when an H1 repeats it (a
+    vault whose titles are its notes' names holds none: ``Bases syntax > Types`` named no section of that note).
+    '' when ``wanted`` does not start with the title."""
+    name, head = _as_path(wanted), _as_path(title)
+    return name[len(head) + 3 :] if head and name.startswith(head + " > ") else ""
+
+
 def _as_path(text: str) -> str:
     """A section's name, or a heading's text, folded (:func:`_fold`) as its parts between ``>``, each without a
     leading ``#``."""
@@ -306,12 +315,15 @@ class BrowseService:
         title = title.strip() if isinstance(title, str) and title.strip() else (h1 or stem)
         chosen = None
         if section is not None and section.strip():
-            chosen = find_section(headings, section)
-            if chosen is None:
+            # a hit's heading is the title, then the section's heading path: a path that holds the title only when an
+            # H1 repeats it, and the title alone names the note's head (the whole note, as such an H1's section is)
+            chosen = find_section(headings, section) or find_section(headings, _without_title(section, title))
+            if chosen is not None:
+                body = "\n".join(body.split("\n")[chosen.start : chosen.end]).rstrip("\n")
+            elif _as_path(section) != _as_path(title):
                 # headings as the indexer cuts them: one heading can be most of a 4 MiB note, and each path repeats it
                 shown = "; ".join(" > ".join(cut_heading(t) for t in h.path) for h in headings[:40]) or "none"
                 raise NoteProblem("no_section", f"no section {section.strip()!r} in {path!r}; its headings: {shown}")
-            body = "\n".join(body.split("\n")[chosen.start : chosen.end]).rstrip("\n")
         degraded: list[str] = []
         targets, more_targets = wiki_links(text, path)  # more: past the first MAX_LINKS, never resolved nor listed
         try:

@@ -263,7 +263,8 @@ def notes_paths(components: dict[str, Any]) -> dict[str, Any]:
                      "description": "the note's path as search returns it (percent-encoded; '/' may stay as is)",
                      "schema": {"type": "string", "minLength": 4, "maxLength": 1024, "pattern": "\\.md$"}},
                     {"name": "section", "in": "query", "required": False, "example": "Steps",
-                     "description": "a heading ('Steps') or the tail of a heading path ('Rotation > Steps')",
+                     "description": "a heading ('Steps'), the tail of a heading path ('Rotation > Steps'), "
+                                    "or a search hit's heading as given",
                      "schema": {"type": "string", "maxLength": 500}},
                 ],
                 "responses": {

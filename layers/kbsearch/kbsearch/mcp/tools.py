@@ -82,8 +82,8 @@ class KbGetNoteArgs(BaseModel):
 
     path: StrictStr = Field(min_length=1, max_length=1024, description="the note's path, as kb_search returns it")
     section: StrictStr = Field(
-        default="", max_length=500, description="one section only: a heading ('Steps') or a heading path "
-        "('Rotation > Steps'); empty: the whole note",
+        default="", max_length=500, description="one section only: a heading ('Steps'), a heading path "
+        "('Rotation > Steps') or a kb_search hit's heading as given; empty: the whole note",
     )  # fmt: skip
 
 
