@@ -74,3 +74,35 @@ def test_the_heading_a_hit_shows_names_its_section_to_a_read_by_path(tmp_path: P
     for wanted in ("Bases syntax > Steps", "Restoring a snapshot > Types", "Qdrant Cloud > Types"):
         refused = _section_read(app, "en/Bases syntax.md", wanted)
         assert refused["status"] == 404 and refused["error"] == "no_section", (wanted, refused)
+
+
+def _path_read(app: Any, path: str) -> dict[str, Any]:
+    event = build_event(HttpRequest("GET", "/notes/" + quote(path, safe=""), "", [], b""), "/notes/{path+}",
+                        {"path": path}, "dev")  # fmt: skip
+    result = app(event)
+    return {"status": result["statusCode"], **json.loads(result["body"])}
+
+
+def test_a_link_as_a_notes_text_writes_it_handed_to_a_read_names_the_note_meant(
+    tmp_path: Path, load_search_app: Any
+) -> None:
+    """A note read by path shows its markdown, links as written: ``[[Bases syntax#Types|the types]]``. An assistant
+    handing such a link (or its ``Note#Heading`` part) to ``kb_get_note`` was told ``no note is named 'Bases
+    syntax#Types'``, though round 25 made ``Bases syntax`` name its note. The note part of a link is read as
+    ``[[...]]`` reads it: the 400 names the note meant, and the section, as for any name; a link to no note, and
+    an attachment, still name none."""
+    app = _served(tmp_path, load_search_app)
+    meant = {"Bases syntax#Types": "did you mean 'en/Bases syntax.md' with section 'Types'?",
+             "[[Bases syntax#Types|the types]]": "did you mean 'en/Bases syntax.md' with section 'Types'?",
+             "Bases syntax | the syntax": "did you mean 'en/Bases syntax.md'?",
+             "![[Bases syntax]]": "did you mean 'en/Bases syntax.md'?",
+             "restore#Steps": "did you mean 'ops/restore.md' with section 'Steps'?",
+             "Bases syntax#^block-1": "did you mean 'en/Bases syntax.md'?"}  # fmt: skip
+    for name, words in meant.items():
+        read = _path_read(app, name)
+        assert read["status"] == 400 and words in read["message"], (name, read)
+        tool = json.loads(app(mcp_event("kb_get_note", {"path": name}))["body"])["result"]
+        assert tool["isError"] and words in tool["content"][0]["text"], (name, tool)
+    for name in ("Nowhere#Types", "[[Nowhere]]", "[[image.png]]"):
+        read = _path_read(app, name)
+        assert read["status"] == 400 and "did you mean" not in read["message"], (name, read)

@@ -219,20 +219,27 @@ class BrowseService:
 
     def _note_text(self, path: str, scope: Scope, deadline: Deadline | None) -> tuple[str, str]:
         """:meth:`note_text` of ``path`` as given (in NFC)."""
-        from kbsearch.notes import NoteError, decode_note
+        from kbsearch.notes import NoteError, decode_note, link_parts
         from kbsearch.sources import NoteUnreadable, SourceError, path_problem
 
         problem = path_problem(path) or (None if path.lower().endswith(".md") else "note paths end in .md")
         if problem == "note paths end in .md" and not re.search(r"\.[A-Za-z0-9]{1,5}$", path):
             # a note named as a link names it (its path without .md, its file name, title or an alias) or by its
             # id (not an attachment: image.png): the path meant, when a note the scope may read is so named
+            # a link as a note's text writes it (``[[Note#Steps|the steps]]``, ``Note#Steps``): its note part
+            note, heading, _ = link_parts(path)
             try:
                 meant = self._named(path, scope, deadline)
+                if meant is None and note and note != path:
+                    meant = self._named(note, scope, deadline)
+                else:
+                    heading = ""
             except IndexUnavailable:  # which note is so named cannot be told now: no claim either way
                 raise NoteProblem("bad_path", f"not a note path: {problem} (use kb_search to find one)") from None
             if meant is not None:
-                raise NoteProblem("bad_path", f"not a note path: {problem}: did you mean {meant!r}? (use kb_search "
-                                              "to find one)")  # fmt: skip
+                part = f" with section {heading!r}" if heading and not heading.startswith("^") else ""
+                raise NoteProblem("bad_path", f"not a note path: {problem}: did you mean {meant!r}{part}? (use "
+                                              "kb_search to find one)")  # fmt: skip
             raise NoteProblem("bad_path", f"not a note path: {problem}, and no note is named {path!r} nor has it as "
                                           "its id (use kb_search to find one)")  # fmt: skip
         if problem:

@@ -221,13 +221,22 @@ def _float_or_none(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _link_display(inner: str) -> tuple[str, str]:
-    """``target#heading|alias`` → (what a reader sees, the linked note's name). In a table the pipe is written
-    ``\\|`` (a bare one ends the cell), as Obsidian writes it: the same link (the backslash ended the note's name,
-    a note no link could resolve to; no note name holds a backslash in Obsidian)."""
-    target, _, alias = inner.replace("\\|", "|").partition("|")
+def link_parts(inner: str) -> tuple[str, str, str]:
+    """``target#heading|alias`` → (the linked note's name, the heading, the alias), each stripped. In a table the
+    pipe is written ``\\|`` (a bare one ends the cell), as Obsidian writes it: the same link (the backslash ended
+    the note's name, a note no link could resolve to; no note name holds a backslash in Obsidian). A name copied
+    with its brackets (``[[Note#Steps]]``, ``![[Note]]``) is read inside them."""
+    text = inner.strip()
+    if text.endswith("]]") and text.startswith(("[[", "![[")):
+        text = text[text.index("[[") + 2 : -2]
+    target, _, alias = text.replace("\\|", "|").partition("|")
     note, _, fragment = target.partition("#")
-    note, fragment, alias = note.strip(), fragment.strip(), alias.strip()
+    return note.strip(), fragment.strip(), alias.strip()
+
+
+def _link_display(inner: str) -> tuple[str, str]:
+    """``target#heading|alias`` → (what a reader sees, the linked note's name) (:func:`link_parts`)."""
+    note, fragment, alias = link_parts(inner)
     if alias:
         return alias, note
     if fragment and not fragment.startswith("^"):
