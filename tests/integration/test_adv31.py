@@ -9,11 +9,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from kbsearch.config import Settings
 from kbsearch_tools.local.apigw import HttpRequest, build_event
 from tests.integration.test_adv24b import search
+from tests.integration.test_adv25 import _served as served
 from tests.integration.test_hostile_notes import mcp_event
-from tests.integration.test_notes_graph import sync, write_kb
 
 # A vault as Obsidian writes one: the note's name is its title, no H1 repeats it (the Obsidian help vault's notes are
 # all so); a note whose frontmatter title is not its H1; and one whose H1 is its title (sample-kb's way, which
@@ -28,11 +27,7 @@ NOTES = {
 
 
 def _served(tmp_path: Path, load_search_app: Any) -> Any:
-    folder = write_kb(tmp_path / "kb", NOTES)
-    store = tmp_path / "q"
-    settings = Settings(qdrant_path=str(store), qdrant_url="", embedding_api_key=None, embedding_api_key_param="")
-    sync(settings, folder)
-    return load_search_app(QDRANT_PATH=str(store), KB_SOURCE=str(folder))
+    return served(tmp_path, load_search_app, NOTES)[0]
 
 
 def _section_read(app: Any, path: str, section: str) -> dict[str, Any]:
