@@ -72,8 +72,9 @@ def test_the_heading_a_hit_shows_names_its_section_to_a_read_by_path(tmp_path: P
 
 
 def _path_read(app: Any, path: str) -> dict[str, Any]:
-    event = build_event(HttpRequest("GET", "/notes/" + quote(path, safe=""), "", [], b""), "/notes/{path+}",
-                        {"path": path}, "dev")  # fmt: skip
+    # API Gateway REST passes the path parameter percent-encoded, as the request line holds it
+    event = build_event(HttpRequest("GET", "/notes/" + quote(path), "", [], b""), "/notes/{path+}",
+                        {"path": quote(path)}, "dev")  # fmt: skip
     result = app(event)
     return {"status": result["statusCode"], **json.loads(result["body"])}
 
@@ -101,3 +102,25 @@ def test_a_link_as_a_notes_text_writes_it_handed_to_a_read_names_the_note_meant(
     for name in ("Nowhere#Types", "[[Nowhere]]", "[[image.png]]"):
         read = _path_read(app, name)
         assert read["status"] == 400 and "did you mean" not in read["message"], (name, read)
+
+
+def test_a_markdown_links_target_handed_to_a_read_names_the_note_meant(tmp_path: Path, load_search_app: Any) -> None:
+    """A Markdown link's target as a note's text writes it: percent-escaped (``Three%20laws%20of%20motion.md``: 30
+    such links in the Obsidian help vault) or relative to the linking note (``../ops/Qdrant%20Cloud.md``). Handed
+    to a read as a path it was ``no note at 'ops/Qdrant%20Cloud.md'`` or a bare ``'..' segment`` 400, naming
+    nothing. The 404 and the 400 now name the note the target means, read as a link reads it (its escapes
+    decoded, its climb and fragment left out, then named as ``[[...]]`` names it); a target naming no note, or a
+    climb to a file of the server, still name none."""
+    app = _served(tmp_path, load_search_app)
+    meant = {"ops/Qdrant%20Cloud.md": (404, "did you mean 'ops/Qdrant Cloud.md'?"),
+             "Bases%20syntax.md": (404, "did you mean 'en/Bases syntax.md'?"),
+             "../ops/Qdrant%20Cloud.md#Snapshots": (400, "did you mean 'ops/Qdrant Cloud.md'?"),
+             "./restore.md": (400, "did you mean 'ops/restore.md'?")}  # fmt: skip
+    for path, (status, words) in meant.items():
+        read = _path_read(app, path)
+        assert read["status"] == status and words in read["message"], (path, read)
+        tool = json.loads(app(mcp_event("kb_get_note", {"path": path}))["body"])["result"]
+        assert tool["isError"] and words in tool["content"][0]["text"], (path, tool)
+    for path in ("Nowhere%20else.md", "../../etc/passwd", "../Nowhere.md", "ops/Qdrant Cloud.mdx"):
+        read = _path_read(app, path)
+        assert read["status"] in (400, 404) and "did you mean" not in read["message"], (path, read)

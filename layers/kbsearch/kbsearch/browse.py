@@ -127,6 +127,12 @@ def _without_title(wanted: str, title: str) -> str:
     return name[len(head) + 3 :] if head and name.startswith(head + " > ") else ""
 
 
+#: A percent-escape, as a Markdown link's target holds one (``Three%20laws.md``).
+_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
+#: A relative target's climbing start (``../``, ``./``), its note then named as a tail of a path names it.
+_CLIMBS = re.compile(r"\A(?:\.\.?/)+")
+
+
 def _as_path(text: str) -> str:
     """A section's name, or a heading's text, folded (:func:`_fold`) as its parts between ``>``, each without a
     leading ``#``."""
@@ -243,6 +249,10 @@ class BrowseService:
             raise NoteProblem("bad_path", f"not a note path: {problem}, and no note is named {path!r} nor has it as "
                                           "its id (use kb_search to find one)")  # fmt: skip
         if problem:
+            meant = self._link_meant(path, scope, deadline)
+            if meant is not None:
+                raise NoteProblem("bad_path", f"not a note path: {problem}: did you mean {meant!r}? (use kb_search "
+                                              "to find one)")  # fmt: skip
             raise NoteProblem("bad_path", f"not a note path: {problem} (use kb_search to find one)")
         try:
             raw = self.reader.read(path, scope, self.indexed, None if deadline is None else deadline.remaining())
@@ -254,6 +264,10 @@ class BrowseService:
             # The source's text names buckets, keys with their prefix or server folders: log it, say less.
             if str(exc).startswith("no note at"):  # the caller's miss, answered as such: not the operator's warning
                 logger.info("no note at the path asked for", extra={"error": str(exc)})
+                meant = self._link_meant(path, scope, deadline)
+                if meant is not None:
+                    raise NoteProblem("not_found", f"no note at {path!r}: did you mean {meant!r}? (use kb_search to "
+                                                   "find one)") from None  # fmt: skip
                 raise NoteProblem("not_found", f"no note at {path!r}; use kb_search to find the right path") from None
             logger.warning("a note could not be read", extra={"error": str(exc)})
             raise NoteProblem("unavailable", "the knowledge base cannot be read right now; try again shortly") from None
@@ -261,6 +275,25 @@ class BrowseService:
             return path, decode_note(raw, max_bytes=MAX_NOTE_BYTES)
         except NoteError as exc:
             raise NoteProblem("unreadable", f"the note at {path!r} cannot be read: {exc.reason}") from None
+
+    def _link_meant(self, path: str, scope: Scope, deadline: Deadline | None) -> str | None:
+        """The note a Markdown link's target names when it was handed to a read as a path: percent-escaped as
+        Obsidian writes one (``Three%20laws%20of%20motion.md``, which the vault's notes hold) or relative to the
+        note that holds it (``../ops/Plan.md``), read as :func:`kbsearch.notes.markdown_link_note` reads a target,
+        then named as ``[[...]]`` would name it (the linking note's folder is not known: a tail of a path names
+        its note). None when ``path`` is no such target, names no note the scope may read, or the index cannot say."""
+        from kbsearch.notes import markdown_link_note
+
+        if not (_ESCAPE.search(path) or path.startswith(("./", "../"))):
+            return None
+        note = markdown_link_note(_CLIMBS.sub("", path), "")
+        if not note or note == path:
+            return None
+        try:
+            meant = self._named(note[:-3] if note.lower().endswith(".md") else note, scope, deadline)
+        except IndexUnavailable:
+            return None
+        return meant if meant != path else None
 
     def _named(self, name: str, scope: Scope, deadline: Deadline | None) -> str | None:
         """The path of the note ``name`` means as ``[[name]]`` would (its path without ``.md``, a tail of it, its
