@@ -45,7 +45,7 @@ def _tool_read(app: Any, path: str, section: str) -> dict[str, Any]:
 def test_the_heading_a_hit_shows_names_its_section_to_a_read_by_path(tmp_path: Path, load_search_app: Any) -> None:
     """A hit's ``heading`` is its note's title, then the section's heading path (``Bases syntax > Types``); the
     section a read by path takes is named by a heading or a tail of its heading path, which holds the title only
-    when an H1 repeats it. So in a vault whose titles are the notes' names (Obsidian's way: 2,805 of the 2,855
+    when an H1 repeats it. So in a vault whose titles are the notes' names (Obsidian's way: 2,805 of the 2,813
     section headings hits carry over the Obsidian help vault), and in a note whose frontmatter title is not its
     H1, the heading kb_search gave, handed to ``kb_get_note(path, section)`` or ``GET /notes/{path}?section=``,
     was refused: ``no section 'Bases syntax > Types'``. It names its section now; a hit of the note's head (the
