@@ -4,8 +4,12 @@ on main's code before its fix (`PYTHONPATH=/work/main/layers/kbsearch:/work/main
 
 from __future__ import annotations
 
+import json
+import random
 import zlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -14,7 +18,141 @@ from moto import mock_aws
 from kbsearch.config import Secrets, Settings
 from kbsearch.indexer import Indexer, SyncOptions
 from kbsearch.qdrant import open_store
+from kbsearch.qdrant.embedded import open_embedded
 from kbsearch.sources import S3Source
+from kbsearch_tools.fakes import FakeEndpoint
+from kbsearch_tools.local.apigw import HttpRequest, build_event, parse_result
+from kbsearch_tools.local.runtime import LambdaContext
+from kbsearch_tools.s3events import EventPath
+from tests.integration import test_events
+from tests.integration.test_events import BUCKET, PREFIX
+
+aws = test_events.aws  # moto's S3, SQS and the lease table, as the event tests use them
+
+# -- 1: an access change an S3 event syncs, seen by a warm search Lambda on Qdrant Cloud ----------------------------
+
+
+def qdrant_cloud(settings: Settings) -> FakeEndpoint:
+    """A loopback Qdrant Cloud answering the search Lambda's REST calls from the store the indexer handler writes
+    (qdrant-client's local mode: UUID point ids, as Cloud's), opened for each request and closed after (the
+    indexer opens it for each run): the collection's GET (its metadata, as Qdrant Cloud's ``config.metadata``),
+    queries, batches and scrolls; anything else a 404."""
+    endpoint = FakeEndpoint().start()
+
+    def respond(method: str, path: str) -> tuple[int, bytes, str]:
+        sent = endpoint.requests[-1].body
+        store = open_embedded(settings)
+        try:
+            if method == "GET" and path.rstrip("/").endswith("/collections/kb"):
+                result: Any = {"config": {"params": {}, "metadata": store.metadata()}}
+            elif path.endswith("/points/query/batch"):
+                result = [{"points": points} for points in store.query_batch(sent["searches"], 5.0)]
+            elif path.endswith("/points/query"):
+                result = {"points": store.query(sent, 5.0)}
+            elif path.endswith("/points/scroll"):
+                points, offset = store.scroll(sent, 5.0)
+                result = {"points": points, "next_page_offset": offset}
+            else:
+                return 404, b'{"status": {"error": "Not found"}}', "application/json"
+        finally:
+            store.close()
+        return (
+            200,
+            json.dumps({"result": result, "status": "ok", "time": 0.001}, default=str).encode(),
+            "application/json",
+        )
+
+    endpoint.responder = respond
+    return endpoint
+
+
+def _as(app: Callable[[dict[str, Any]], Any], key_id: str) -> tuple[list[str], list[str]]:
+    """(a search hit's links, Welcome's unresolved outgoing links in the note graph) as the caller ``key_id`` gets
+    them from the search Lambda."""
+    event = build_event(HttpRequest("POST", "/search", "", [("Content-Type", "application/json")],
+                                    json.dumps({"query": "welcome zebra", "top_k": 1}).encode()),
+                        "/search", {}, "dev")  # fmt: skip
+    event["requestContext"]["identity"]["apiKeyId"] = key_id
+    answer = parse_result(app(event))
+    assert answer.status == 200, answer.body
+    hits = json.loads(answer.body)["results"]
+    assert hits and hits[0]["path"] == "pub/Welcome.md", hits
+    event = build_event(HttpRequest("GET", "/notes/pub/Welcome.md", "", [], b""), "/notes/{path+}",
+                        {"path": "pub/Welcome.md"}, "dev")  # fmt: skip
+    event["requestContext"]["identity"]["apiKeyId"] = key_id
+    answer = parse_result(app(event))
+    assert answer.status == 200, answer.body
+    graph = [r["target"] for r in json.loads(answer.body)["links"]["outgoing"] if r["path"] is None]
+    return sorted(hits[0]["links"]), sorted(graph)
+
+
+@pytest.fixture
+def cloud_env(
+    aws: EventPath, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[test_events.Indexer, FakeEndpoint]]:
+    """The indexer handler (events and full syncs) writing a store that a loopback Qdrant Cloud serves."""
+    monkeypatch.setenv("QDRANT_EMBEDDED", "local")
+    indexer = test_events.Indexer(monkeypatch, tmp_path, None)
+    endpoint = qdrant_cloud(indexer.settings(qdrant_embedded="local"))
+    try:
+        yield indexer, endpoint
+    finally:
+        endpoint.stop()
+
+
+def test_an_access_change_an_s3_event_syncs_hides_its_links_at_a_warm_search_lambdas_next_request(
+    aws: EventPath, cloud_env: tuple[test_events.Indexer, FakeEndpoint], load_search_app: Any
+) -> None:
+    """rel30's "Left": deployed, the search Lambda caches Qdrant Cloud's collection metadata (the link targets)
+    for 60 s, and cannot tell that the indexer Lambda wrote it without a round trip: after an S3 event synced a
+    public note turned `access: [hr]`, a warm search container kept showing the public caller Welcome's link to it
+    (in a hit and in the note graph) for up to a minute. Now the sync gives the notes whose links name the note a
+    new generation (their payload's `links_at`) before it records the targets, the search reads it in its one
+    query, and reads the metadata again when it is newer than its cache: the link is hidden at the next request,
+    still shown to hr; the search after it is one Qdrant request again."""
+    indexer, endpoint = cloud_env
+    aws.receive()
+    aws.put(f"{PREFIX}pub/Welcome.md", b"# Welcome\n\nwelcome zebra: read [[Plan]].\n")
+    aws.put(f"{PREFIX}Plan.md", b"---\naccess: [public]\n---\n# Plan\n\nthe plan\n")
+    aws.put(f"{PREFIX}Secret.md", b"---\naccess: [hr]\n---\n# Secret\n\nhidden\n")
+    aws.receive()
+    indexer.app.lambda_handler({"full": True}, LambdaContext("kb-search-test-indexer", 2048, 900))
+    app = load_search_app(KB_SOURCE=f"s3://{BUCKET}/{PREFIX}", QDRANT_URL=endpoint.url, QDRANT_API_KEY="qk",
+                          ACCESS_GROUPS=json.dumps({"api_keys": {"id-pub": ["public"], "id-hr": ["hr"]}}))  # fmt: skip
+    assert _as(app, "id-pub") == (["Plan"], [])  # resolved in the graph: Plan is a note the caller reads
+    aws.put(f"{PREFIX}Plan.md", b"---\naccess: [hr]\n---\n# Plan\n\nthe plan\n")
+    assert indexer(aws.receive()) == []
+    assert _as(app, "id-pub") == ([], [])
+    assert _as(app, "id-hr") == (["Plan"], [])
+    before = len(endpoint.requests)
+    _as(app, "id-pub")
+    asked = [r.path for r in endpoint.requests[before:]]
+    assert asked.count("/collections/kb/points/query/batch") == 1 and "/collections/kb" not in asked, asked
+
+
+def test_a_deleted_public_notes_link_is_hidden_without_a_full_sync(
+    aws: EventPath, cloud_env: tuple[test_events.Indexer, FakeEndpoint], load_search_app: Any
+) -> None:
+    """rel30's "Left": a deleted public note's key stayed in the public notes' key filter (`LINK_NAMES`) until a
+    full sync, so a link to it stayed shown, as a note's, to a caller from whom a note is hidden (one who sees a
+    link to no note hidden), in a new search container too. Now an event deleting it has the filter rebuilt from
+    the indexed notes: the link is hidden as a link to no note is, in the warm container and a new one."""
+    indexer, endpoint = cloud_env
+    aws.receive()
+    aws.put(f"{PREFIX}pub/Welcome.md", b"# Welcome\n\nwelcome zebra: read [[Gone]].\n")
+    aws.put(f"{PREFIX}Gone.md", b"# Gone\n\nsoon gone\n")
+    aws.put(f"{PREFIX}Secret.md", b"---\naccess: [hr]\n---\n# Secret\n\nhidden\n")
+    aws.receive()
+    indexer.app.lambda_handler({"full": True}, LambdaContext("kb-search-test-indexer", 2048, 900))
+    env = {"KB_SOURCE": f"s3://{BUCKET}/{PREFIX}", "QDRANT_URL": endpoint.url, "QDRANT_API_KEY": "qk",
+           "ACCESS_GROUPS": json.dumps({"api_keys": {"id-pub": ["public"]}})}  # fmt: skip
+    warm = load_search_app(**env)
+    assert _as(warm, "id-pub") == (["Gone"], [])
+    aws.delete(f"{PREFIX}Gone.md")
+    assert indexer(aws.receive()) == []
+    assert _as(warm, "id-pub") == ([], [])
+    assert _as(load_search_app(**env), "id-pub") == ([], [])
+
 
 # -- 2: Content-Encoding: deflate over raw deflate (no zlib header) -------------------------------------------------
 
@@ -56,3 +194,50 @@ def test_a_note_stored_as_raw_deflate_on_s3_is_indexed_and_read_as_its_text(
     assert report.skipped == [] and report.added == 1, report
     assert any("Restore the quokka snapshot" in t for t in texts), texts
     assert read == expect.encode(), read[:80]
+
+
+# -- 3: what the capped Qdrant answer transport holds for a large legitimate page -----------------------------------
+
+
+@pytest.mark.parametrize("coding", ["plain", "gzip"])
+def test_the_indexers_qdrant_transport_holds_a_large_answer_about_once(coding: str) -> None:
+    """rev30b's "Left" (1): the capped transport (`CappedAnswers`, the indexer's qdrant-client on Qdrant Cloud) read
+    each answer as a list of chunks joined at the end, holding it twice at once: a 2,048-point scroll page of
+    4,096-dimension vectors (107 MB) peaked at 214 MB in the transport alone (tracemalloc; RELIABILITY.md "Round 31").
+    Now one growing buffer whose bytes are handed on: about once (x1.01 there). Here a 19 MB page of the same shape,
+    through a loopback endpoint, plain and gzip-coded."""
+    import gzip
+    import tracemalloc
+
+    import httpx
+
+    from kbsearch.qdrant.rest import CappedAnswers
+
+    rng = random.Random(0)  # decimals of a unit vector's size, each point its own (gzip takes them ~2.3 to 1)
+    points = ",".join(
+        f'{{"id":{i},"payload":{{"path":"n{i}.md"}},"vector":{{"dense":[{",".join(f"{rng.gauss(0, 0.016):.8f}" for _ in range(4096))}]}}}}'
+        for i in range(400)
+    )  # fmt: skip
+    body = f'{{"result":{{"points":[{points}],"next_page_offset":null}},"status":"ok","time":0.0}}'.encode()
+    assert len(body) > 16_000_000
+    endpoint = FakeEndpoint().start()
+    endpoint.content_type = "application/json"
+    endpoint.body = gzip.compress(body, 1) if coding == "gzip" else body
+    if coding == "gzip":
+        endpoint.headers = {"Content-Encoding": "gzip"}
+    transport = CappedAnswers(httpx.Client())
+    try:
+        transport.handle_request(httpx.Request("POST", endpoint.url + "/warm", json={})).read()  # the connection
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            answer = transport.handle_request(httpx.Request("POST", endpoint.url + "/collections/kb/points/scroll",
+                                                            json={}))  # fmt: skip
+            peak = tracemalloc.get_traced_memory()[1] - base
+        finally:
+            tracemalloc.stop()
+        assert answer.read() == body
+    finally:
+        transport.close()
+        endpoint.stop()
+    assert peak < 1.5 * len(body), (peak, len(body))
