@@ -11,20 +11,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from moto import mock_aws
 
-from kbsearch.config import Secrets, Settings
-from kbsearch.indexer import Indexer, SyncOptions
-from kbsearch.qdrant import open_store
+from kbsearch.config import Settings
 from kbsearch.qdrant.embedded import open_embedded
-from kbsearch.sources import S3Source
 from kbsearch_tools.fakes import FakeEndpoint
 from kbsearch_tools.local.apigw import HttpRequest, build_event, parse_result
 from kbsearch_tools.local.runtime import LambdaContext
 from kbsearch_tools.s3events import EventPath
 from tests.integration import test_events
+from tests.integration.test_adv30 import assert_indexed_and_read
 from tests.integration.test_events import BUCKET, PREFIX
 
 aws = test_events.aws  # moto's S3, SQS and the lease table, as the event tests use them
@@ -100,6 +96,18 @@ def cloud_env(
         endpoint.stop()
 
 
+def fully_synced(aws: EventPath, indexer: test_events.Indexer, name: str, body: bytes) -> None:
+    """The bucket holds `pub/Welcome.md` linking `[[name]]`, the note `name.md` (``body``) and `Secret.md` (hr
+    only: a public caller is hidden a note), indexed by a full sync of the indexer handler (which records the link
+    targets; an event batch never records a list first)."""
+    aws.receive()
+    aws.put(f"{PREFIX}pub/Welcome.md", f"# Welcome\n\nwelcome zebra: read [[{name}]].\n".encode())
+    aws.put(f"{PREFIX}{name}.md", body)
+    aws.put(f"{PREFIX}Secret.md", b"---\naccess: [hr]\n---\n# Secret\n\nhidden\n")
+    aws.receive()
+    indexer.app.lambda_handler({"full": True}, LambdaContext("kb-search-test-indexer", 2048, 900))
+
+
 def test_an_access_change_an_s3_event_syncs_hides_its_links_at_a_warm_search_lambdas_next_request(
     aws: EventPath, cloud_env: tuple[test_events.Indexer, FakeEndpoint], load_search_app: Any
 ) -> None:
@@ -111,12 +119,7 @@ def test_an_access_change_an_s3_event_syncs_hides_its_links_at_a_warm_search_lam
     query, and reads the metadata again when it is newer than its cache: the link is hidden at the next request,
     still shown to hr; the search after it is one Qdrant request again."""
     indexer, endpoint = cloud_env
-    aws.receive()
-    aws.put(f"{PREFIX}pub/Welcome.md", b"# Welcome\n\nwelcome zebra: read [[Plan]].\n")
-    aws.put(f"{PREFIX}Plan.md", b"---\naccess: [public]\n---\n# Plan\n\nthe plan\n")
-    aws.put(f"{PREFIX}Secret.md", b"---\naccess: [hr]\n---\n# Secret\n\nhidden\n")
-    aws.receive()
-    indexer.app.lambda_handler({"full": True}, LambdaContext("kb-search-test-indexer", 2048, 900))
+    fully_synced(aws, indexer, "Plan", b"---\naccess: [public]\n---\n# Plan\n\nthe plan\n")
     app = load_search_app(KB_SOURCE=f"s3://{BUCKET}/{PREFIX}", QDRANT_URL=endpoint.url, QDRANT_API_KEY="qk",
                           ACCESS_GROUPS=json.dumps({"api_keys": {"id-pub": ["public"], "id-hr": ["hr"]}}))  # fmt: skip
     assert _as(app, "id-pub") == (["Plan"], [])  # resolved in the graph: Plan is a note the caller reads
@@ -138,12 +141,7 @@ def test_a_deleted_public_notes_link_is_hidden_without_a_full_sync(
     link to no note hidden), in a new search container too. Now an event deleting it has the filter rebuilt from
     the indexed notes: the link is hidden as a link to no note is, in the warm container and a new one."""
     indexer, endpoint = cloud_env
-    aws.receive()
-    aws.put(f"{PREFIX}pub/Welcome.md", b"# Welcome\n\nwelcome zebra: read [[Gone]].\n")
-    aws.put(f"{PREFIX}Gone.md", b"# Gone\n\nsoon gone\n")
-    aws.put(f"{PREFIX}Secret.md", b"---\naccess: [hr]\n---\n# Secret\n\nhidden\n")
-    aws.receive()
-    indexer.app.lambda_handler({"full": True}, LambdaContext("kb-search-test-indexer", 2048, 900))
+    fully_synced(aws, indexer, "Gone", b"# Gone\n\nsoon gone\n")
     env = {"KB_SOURCE": f"s3://{BUCKET}/{PREFIX}", "QDRANT_URL": endpoint.url, "QDRANT_API_KEY": "qk",
            "ACCESS_GROUPS": json.dumps({"api_keys": {"id-pub": ["public"]}})}  # fmt: skip
     warm = load_search_app(**env)
@@ -179,21 +177,7 @@ def test_a_note_stored_as_raw_deflate_on_s3_is_indexed_and_read_as_its_text(
     send, and what browsers read after zlib's format fails) was read as stored and skipped as `binary content (NUL
     bytes)` or `not valid UTF-8`. Now zlib's format is tried, then raw deflate; bytes in neither (a label only) read
     as stored, as before. The raw cases fail on main's code; the plain and zlib ones guard the rest."""
-    with mock_aws():
-        s3 = boto3.client("s3", region_name="us-east-1")
-        s3.create_bucket(Bucket="kb-notes")
-        s3.put_object(Bucket="kb-notes", Key="a.md", Body=body, ContentEncoding="deflate")
-        settings = Settings(qdrant_path=str(tmp_path / "q"))
-        store = open_store(settings, Secrets(settings))
-        try:
-            report = Indexer(S3Source("kb-notes", "", s3), store, None, SyncOptions()).sync()
-            texts = [p["text"] for p in store.points().values()]
-        finally:
-            store.close()
-        read = S3Source("kb-notes", "", s3).read_path("a.md")
-    assert report.skipped == [] and report.added == 1, report
-    assert any("Restore the quokka snapshot" in t for t in texts), texts
-    assert read == expect.encode(), read[:80]
+    assert_indexed_and_read(body, "deflate", expect, tmp_path)
 
 
 # -- 3: what the capped Qdrant answer transport holds for a large legitimate page -----------------------------------
