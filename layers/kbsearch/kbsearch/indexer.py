@@ -2287,7 +2287,7 @@ def record_restricted_links(
 
     A search caches the metadata (Qdrant Cloud: a minute), and reads each hit's ``links_at``
     (:data:`~kbsearch.qdrant.query.LINKS_AT`) in its one query: when a write changes what the record says of a key
-    recorded before, the generation (``LINKS_GENERATION``) goes up by one, and every note whose links name such a
+    recorded before, the generation (``LINKS_GENERATION``) goes up, and every note whose links name such a
     key is given it first, then the record is written. ``wrote``: the notes this run wrote, each with the
     generation it read at its start (``since``); when another writer recorded a newer one meanwhile, they are given
     the current one too (a note written after that writer gave its generation to the notes then indexed)."""
@@ -2349,7 +2349,9 @@ def record_restricted_links(
         if values is None or written(metadata, values):
             return False
         if changed:  # the notes whose links name a changed key first, then the record: never a stale record trusted
-            generation += 1
+            # the time in ms when that is larger: it rises across a rebuild's new collection too (its record starts
+            # from none, while a search may still hold the old collection's)
+            generation = max(generation + 1, int(time.time() * 1000))
             stamp_links(store, changed, generation, metadata)
             values[LINKS_GENERATION] = generation
         # merged, not the whole record replaced from ``metadata``: another writer (the scheduled sync recording

@@ -42,7 +42,8 @@ RESTRICTED_LINKS = "access_restricted_links"
 #: link naming no note can be hidden like one naming a restricted note (kbsearch.access.visible_links).
 LINK_NAMES = "access_link_names"
 #: Collection metadata: the generation of the recorded link targets (:data:`RESTRICTED_LINKS`, :data:`LINK_NAMES`),
-#: one more each time a sync changes what they say of a key that a note had recorded before.
+#: higher each time a sync changes what they say of a key recorded before (the last one plus one, or the time in ms
+#: when that is larger: it rises across a rebuild's new collection too).
 LINKS_GENERATION = "access_links_generation"
 #: Payload field of every chunk: the generation of the recorded link targets its note's links need at least. A sync
 #: writes its notes with the generation it read, and, before it records a new one, gives it to every note whose
