@@ -854,7 +854,8 @@ class Indexer:
             return
         try:
             record_restricted_links(self.store, self.links_lock, unknown, wrote=list(self._names_written),
-                                    since=self._links_generation)  # fmt: skip
+                                    since=self._links_generation,
+                                    forgotten={k for p in self._state if p not in notes for k in path_keys(p)})  # fmt: skip
         except (LeaseHeld, LeaseError) as exc:
             report.error = report.error or f"the restricted link targets were not recorded: {exc}"
             report.incomplete = True
@@ -2270,6 +2271,7 @@ def record_restricted_links(
     keys: set[str] | None = None,
     wrote: Collection[str] = (),
     since: int | None = None,
+    forgotten: Collection[str] = (),
 ) -> bool:
     """Make the recorded restricted link targets (``RESTRICTED_LINKS``: link key → groups, for the keys that name
     only notes that are not public, by path, title or alias) what the index holds now; True when it was written.
@@ -2290,7 +2292,9 @@ def record_restricted_links(
     recorded before, the generation (``LINKS_GENERATION``) goes up, and every note whose links name such a
     key is given it first, then the record is written. ``wrote``: the notes this run wrote, each with the
     generation it read at its start (``since``); when another writer recorded a newer one meanwhile, they are given
-    the current one too (a note written after that writer gave its generation to the notes then indexed)."""
+    the current one too (a note written after that writer gave its generation to the notes then indexed).
+    ``forgotten`` (a whole list's write): keys of notes gone from the KB; one the recorded public notes' filter held
+    and no note carries any more changed too (a filter cannot be compared key by key)."""
 
     def wanted() -> tuple[dict[str, Any], dict[str, Any] | None, set[str]]:
         """(the metadata as recorded, the values as they should be, None when there are none to update; the keys
@@ -2302,7 +2306,10 @@ def record_restricted_links(
         recorded = metadata.get(RESTRICTED_LINKS)
         if keys is None:
             before = recorded if isinstance(recorded, dict) else None  # none recorded: searches hid every link
-            changed = {k for k in {*before, *restricted} if before.get(k) != restricted.get(k)} if before else set()
+            changed = {k for k in {*before, *restricted} if before.get(k) != restricted.get(k)} if before is not None else set()
+            named = KeyFilter.from_json(metadata.get(LINK_NAMES)) if before is not None else None
+            changed |= {k for k in forgotten if named is not None and k in named and k not in public
+                        and k not in restricted}  # fmt: skip
             return metadata, {RESTRICTED_LINKS: dict(restricted), LINK_NAMES: KeyFilter.of(public).to_json(),
                               LINKS_FORMAT: LINKS_FORMAT_VERSION}, changed  # fmt: skip
         if not isinstance(recorded, dict):
