@@ -205,10 +205,10 @@ def test_the_indexers_qdrant_transport_holds_a_large_answer_about_once(coding: s
     from kbsearch.qdrant.rest import CappedAnswers
 
     rng = random.Random(0)  # decimals of a unit vector's size, each point its own (gzip takes them ~2.3 to 1)
+    vectors = (",".join(f"{rng.gauss(0, 0.016):.8f}" for _ in range(4096)) for _ in range(400))
     points = ",".join(
-        f'{{"id":{i},"payload":{{"path":"n{i}.md"}},"vector":{{"dense":[{",".join(f"{rng.gauss(0, 0.016):.8f}" for _ in range(4096))}]}}}}'
-        for i in range(400)
-    )  # fmt: skip
+        f'{{"id":{i},"payload":{{"path":"n{i}.md"}},"vector":{{"dense":[{v}]}}}}' for i, v in enumerate(vectors)
+    )
     body = f'{{"result":{{"points":[{points}],"next_page_offset":null}},"status":"ok","time":0.0}}'.encode()
     assert len(body) > 16_000_000
     endpoint = FakeEndpoint().start()

@@ -853,9 +853,9 @@ class Indexer:
         if not changed and self._links_agree(notes):
             return
         try:
+            forgotten = {k for path in self._state if path not in notes for k in path_keys(path)}  # gone from the KB
             record_restricted_links(self.store, self.links_lock, unknown, wrote=list(self._names_written),
-                                    since=self._links_generation,
-                                    forgotten={k for p in self._state if p not in notes for k in path_keys(p)})  # fmt: skip
+                                    since=self._links_generation, forgotten=forgotten)  # fmt: skip
         except (LeaseHeld, LeaseError) as exc:
             report.error = report.error or f"the restricted link targets were not recorded: {exc}"
             report.incomplete = True
@@ -2306,7 +2306,11 @@ def record_restricted_links(
         recorded = metadata.get(RESTRICTED_LINKS)
         if keys is None:
             before = recorded if isinstance(recorded, dict) else None  # none recorded: searches hid every link
-            changed = {k for k in {*before, *restricted} if before.get(k) != restricted.get(k)} if before is not None else set()
+            changed = (
+                {k for k in {*before, *restricted} if before.get(k) != restricted.get(k)}
+                if before is not None
+                else set()
+            )
             named = KeyFilter.from_json(metadata.get(LINK_NAMES)) if before is not None else None
             changed |= {k for k in forgotten if named is not None and k in named and k not in public
                         and k not in restricted}  # fmt: skip
