@@ -95,7 +95,12 @@ def test_a_note_stored_compressed_on_s3_is_indexed_and_read_as_its_text(coding: 
     skipped as `binary content (NUL bytes)`, lost from the index with a reason that named no cause. Now a gzip or
     deflate note (gzip of several members too) is indexed and read by path as its text; a label over plain bytes, or an upload's framing
     (`aws-chunked`), reads as stored, as before."""
-    body, label = _stored(coding)
+    assert_indexed_and_read(*_stored(coding), NOTE, tmp_path)
+
+
+def assert_indexed_and_read(body: bytes, label: str, text: str, tmp_path: Path) -> None:
+    """``body`` stored on moto's S3 as ``a.md`` with ``Content-Encoding: label`` is indexed (by the indexer over
+    ``S3Source``, into the embedded store) and read by path as ``text``."""
     with mock_aws():
         s3 = boto3.client("s3", region_name="us-east-1")
         s3.create_bucket(Bucket="kb-notes")
@@ -110,7 +115,7 @@ def test_a_note_stored_compressed_on_s3_is_indexed_and_read_as_its_text(coding: 
         read = S3Source("kb-notes", "", s3).read_path("a.md")
     assert report.skipped == [] and report.added == 1, report
     assert any("Restore the quokka snapshot" in t for t in texts), texts
-    assert read == NOTE.encode(), read[:80]
+    assert read == text.encode(), read[:80]
 
 
 @pytest.mark.parametrize(

@@ -172,6 +172,7 @@ def by_path(settings: Settings) -> dict[str, dict[str, str]]:
     out: dict[str, dict[str, str]] = {}
     for pid, payload in raw.items():
         payload.pop("indexed_at", None)
+        payload.pop("links_at", None)  # the link targets' generation: the store's history
         payload.pop("reach", None)
         digest = hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
         out.setdefault(str(payload["path"]), {})[pid] = digest

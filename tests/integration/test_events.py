@@ -123,6 +123,7 @@ def points(settings: Settings) -> dict[str, str]:
     out = {}
     for pid, payload in raw.items():
         payload.pop("indexed_at", None)
+        payload.pop("links_at", None)  # the link targets' generation: the store's history
         reach, groups = payload.pop(REACH, None), payload.get("access")
         if isinstance(groups, list):
             if "public" in groups:

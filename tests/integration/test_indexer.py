@@ -79,6 +79,7 @@ def snapshot(settings: Settings) -> dict[str, str]:
     out = {}
     for pid, payload in points.items():
         payload.pop("indexed_at", None)
+        payload.pop("links_at", None)  # the link targets' generation: the store's history
         out[pid] = hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
     return out
 

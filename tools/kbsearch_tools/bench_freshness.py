@@ -204,6 +204,7 @@ def _points(store: Path, env: dict[str, str]) -> dict[str, str]:
     out = {}
     for pid, payload in points.items():
         payload.pop("indexed_at", None)
+        payload.pop("links_at", None)  # the link targets' generation: the store's history
         out[pid] = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
     return out
 

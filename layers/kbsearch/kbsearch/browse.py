@@ -42,7 +42,15 @@ from kbsearch.links import (
     stored_keys,
 )
 from kbsearch.providers.resilience import Deadline
-from kbsearch.qdrant.query import Retriever, folders_clause, held_request, point_id, scope_clause, unreachable
+from kbsearch.qdrant.query import (
+    LINKS_AT,
+    Retriever,
+    folders_clause,
+    held_request,
+    point_id,
+    scope_clause,
+    unreachable,
+)
 from kbsearch.schemas import (
     ANSWER_BYTES,
     CatalogResponse,
@@ -79,7 +87,7 @@ CURSOR_PREFIX = "n1."
 _FIRST_CHUNK = {"key": "chunk_index", "match": {"value": 0}}
 _NOTE_FIELDS = ["path", "title", "updated", "type", "status", "tags"]
 #: a first chunk's fields the graph reads: its graph keys, and the three fields of a note a store made before holds
-_GRAPH_FIELDS = ["path", "title", GRAPH_KEYS, *OLD_GRAPH_FIELDS.values()]
+_GRAPH_FIELDS = ["path", "title", GRAPH_KEYS, LINKS_AT, *OLD_GRAPH_FIELDS.values()]
 
 
 class NoteProblem(KbSearchError):
@@ -438,8 +446,8 @@ class BrowseService:
             outgoing.append(NoteRef(target=target, path=found.path if found else None,
                                     title=found.title if found else None))  # fmt: skip
         if scope.restricted:  # as a search hit's links: no target that names only notes the caller may not read
-            shown = set(visible_links([r.target for r in outgoing if r.path is None],
-                                      self.search.restricted_links(deadline), scope))  # fmt: skip
+            recorded = self.search.restricted_links(deadline, [p.get("payload") or {} for p in points])
+            shown = set(visible_links([r.target for r in outgoing if r.path is None], recorded, scope))
             outgoing = [r for r in outgoing if r.path is not None or r.target in shown]
         backlinks = [
             NoteRef(target=source.path, path=source.path, title=source.title)

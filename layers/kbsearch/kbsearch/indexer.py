@@ -33,7 +33,7 @@ import os
 import threading
 import time
 import unicodedata
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Collection, Generator, Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -63,6 +63,7 @@ from kbsearch.config import Secrets, Settings
 from kbsearch.errors import ConfigError, StoreError
 from kbsearch.lexical import READING_VERSION, SparseVector, document_vector, text_language
 from kbsearch.links import (
+    LINK_KEY,
     NAME_KEY,
     PATH_KEY,
     KeyFilter,
@@ -83,6 +84,8 @@ from kbsearch.qdrant.query import (
     LAST_SYNC_AT,
     LAST_SYNC_KIND,
     LINK_NAMES,
+    LINKS_AT,
+    LINKS_GENERATION,
     MAX_FIELD_CHARS,
     REACH,
     REACH_GROUPS,
@@ -92,6 +95,7 @@ from kbsearch.qdrant.query import (
     SIGNATURE_KEYS,
     SOURCE_KEY,
     folders_of,
+    links_generation,
     reach_groups,
     reach_sets,
     signature_id,
@@ -309,6 +313,8 @@ class Indexer:
         #: recorded when the run began (every public chunk holds them)
         self._reach: list[str] = []
         self._reach_recorded: list[str] = []
+        #: the generation of the recorded link targets when the run began: what its notes' ``links_at`` holds
+        self._links_generation = 0
         self._reach_marked = False  # the collection records groups of reach (a store written before does not)
         #: the group-set tokens this run gives chunks' ``reach``, and those the collection recorded when it began
         self._sets: list[str] = []
@@ -700,6 +706,7 @@ class Indexer:
         chunk holds them) and those of the folder rules (a public chunk may hold any group: the search relies only
         on the recorded ones), read when the run has its rules, before it writes."""
         metadata = self.store.metadata()
+        self._links_generation = links_generation(metadata.get(LINKS_GENERATION))
         self._reach_recorded, self._reach_marked = sorted(reach_groups(metadata)), REACH_GROUPS in metadata
         self._reach = reach_target(self._reach_recorded, (), self._rules)
         self._sets_recorded = sorted(reach_sets(metadata))
@@ -846,7 +853,9 @@ class Indexer:
         if not changed and self._links_agree(notes):
             return
         try:
-            record_restricted_links(self.store, self.links_lock, unknown)
+            forgotten = {k for path in self._state if path not in notes for k in path_keys(path)}  # gone from the KB
+            record_restricted_links(self.store, self.links_lock, unknown, wrote=list(self._names_written),
+                                    since=self._links_generation, forgotten=forgotten)  # fmt: skip
         except (LeaseHeld, LeaseError) as exc:
             report.error = report.error or f"the restricted link targets were not recorded: {exc}"
             report.incomplete = True
@@ -1269,6 +1278,7 @@ class Indexer:
             reach = self._reach_of(parsed.access[0])
             for point in parsed.points:
                 point.payload[REACH] = reach
+                point.payload[LINKS_AT] = self._links_generation  # see record_restricted_links
         # New versions first (one round trip per window), then each note's leftovers: a note is never missing.
         self.store.upsert(points)
         report.chunks_upserted += len(points)
@@ -2215,55 +2225,99 @@ def link_carriers(
                     for i in range(0, len(ordered), 512)]  # fmt: skip
     groups: dict[str, list[str] | None] = {}
     names: dict[str, list[str]] = {}
+    for payload in _scrolled(store, requests, ["path", "access", "access_from", GRAPH_FIELD, NAME_FIELD], page):
+        recorded = recorded_access(payload)
+        groups[payload["path"]] = list(recorded[0]) if recorded is not None else None
+        named = stored_keys(payload, NAME_KEY)
+        if named:
+            names.setdefault(payload["path"], []).extend(named)
+    return groups, names
+
+
+def _scrolled(store: Store, requests: list[dict[str, Any]], fields: list[str], page: int) -> Iterator[dict[str, Any]]:
+    """The payloads (``fields`` of them) of the points each filter request selects, page by page; a point without
+    a path is none of a note's."""
     for request in requests:
-        request |= {
-            "limit": page,
-            "with_payload": {"include": ["path", "access", "access_from", GRAPH_FIELD, NAME_FIELD]},
-        }
+        request |= {"limit": page, "with_payload": {"include": fields}}
         seen: set[str] = set()
         while True:
             points, offset = store.scroll(request, 30.0)
             for point in points:
                 payload = point.get("payload") or {}
                 if isinstance(payload.get("path"), str):
-                    recorded = recorded_access(payload)
-                    groups[payload["path"]] = list(recorded[0]) if recorded is not None else None
-                    named = stored_keys(payload, NAME_KEY)
-                    if named:
-                        names.setdefault(payload["path"], []).extend(named)
+                    yield payload
             if next_page(offset, seen) is None:
                 break
             request["offset"] = offset
-    return groups, names
+
+
+def stamp_links(store: Store, keys: Collection[str], generation: int, metadata: dict[str, Any]) -> None:
+    """Give ``generation`` (:data:`~kbsearch.qdrant.query.LINKS_AT`) to every chunk of every note whose links name
+    one of ``keys`` (its first chunk's ``l:`` graph keys; a note a store made before has not rewritten, by its old
+    field too): a search holding link targets recorded before knows them stale for that note's links."""
+    ordered = sorted(keys)
+    old = not metadata.get(GRAPH_KEYS_ONLY)
+    requests: list[dict[str, Any]] = [{"filter": {"should": graph_clauses(LINK_KEY, ordered[i : i + 512], old)}}
+                                      for i in range(0, len(ordered), 512)]  # fmt: skip
+    paths = sorted({payload["path"] for payload in _scrolled(store, requests, ["path"], 1024)})
+    if paths:
+        store.set_payloads([(paths, {LINKS_AT: generation})])
 
 
 def record_restricted_links(
-    store: Store, links_lock: LinksLock, unknown: set[str], keys: set[str] | None = None
+    store: Store,
+    links_lock: LinksLock,
+    unknown: set[str],
+    keys: set[str] | None = None,
+    wrote: Collection[str] = (),
+    since: int | None = None,
+    forgotten: Collection[str] = (),
 ) -> bool:
     """Make the recorded restricted link targets (``RESTRICTED_LINKS``: link key → groups, for the keys that name
     only notes that are not public, by path, title or alias) what the index holds now; True when it was written.
     ``unknown``: notes in the KB the index does not hold, readable by nobody. ``keys`` None: the whole list,
     derived from every indexed note (a full sync, an access file change). Else only these keys: each is set from
-    the notes that carry it, or dropped when none does; a list never recorded is left for a full sync.
+    the notes that carry it, or dropped when none does; a list never recorded is left for a full sync. A key of the
+    public notes' filter (``LINK_NAMES``) that no note carries any more (a public note deleted or moved) has the
+    filter rebuilt from every indexed note: else a link to it stayed shown as a note's until a full sync.
 
     The list is one value that several writers rewrite (event batches applied at once, a full sync): the carriers
     are read again, and the list written, under ``links_lock`` (the ``links`` lease), after the writer's own
     writes to the index. So whichever writer goes last reads an index that holds every other writer's notes,
     and no entry is lost. A list already right is not written (a batch's keys that are right take no turn; the
-    whole list is read once, under the lease)."""
+    whole list is read once, under the lease).
 
-    def wanted() -> tuple[dict[str, Any], dict[str, Any] | None]:
-        """(the metadata as recorded, the values as they should be; None when there are none to update)."""
+    A search caches the metadata (Qdrant Cloud: a minute), and reads each hit's ``links_at``
+    (:data:`~kbsearch.qdrant.query.LINKS_AT`) in its one query: when a write changes what the record says of a key
+    recorded before, the generation (``LINKS_GENERATION``) goes up, and every note whose links name such a
+    key is given it first, then the record is written. ``wrote``: the notes this run wrote, each with the
+    generation it read at its start (``since``); when another writer recorded a newer one meanwhile, they are given
+    the current one too (a note written after that writer gave its generation to the notes then indexed).
+    ``forgotten`` (a whole list's write): keys of notes gone from the KB; one the recorded public notes' filter held
+    and no note carries any more changed too (a filter cannot be compared key by key)."""
+
+    def wanted() -> tuple[dict[str, Any], dict[str, Any] | None, set[str]]:
+        """(the metadata as recorded, the values as they should be, None when there are none to update; the keys
+        whose record changes, of a list recorded before)."""
         carriers, names = link_carriers(store, keys)
         carriers.update((path, None) for path in unknown if path not in carriers)
         restricted, public = restricted_links(carriers.items(), names)
         metadata = store.metadata()
         recorded = metadata.get(RESTRICTED_LINKS)
         if keys is None:
+            before = recorded if isinstance(recorded, dict) else None  # none recorded: searches hid every link
+            changed = (
+                {k for k in {*before, *restricted} if before.get(k) != restricted.get(k)}
+                if before is not None
+                else set()
+            )
+            named = KeyFilter.from_json(metadata.get(LINK_NAMES)) if before is not None else None
+            changed |= {k for k in forgotten if named is not None and k in named and k not in public
+                        and k not in restricted}  # fmt: skip
             return metadata, {RESTRICTED_LINKS: dict(restricted), LINK_NAMES: KeyFilter.of(public).to_json(),
-                              LINKS_FORMAT: LINKS_FORMAT_VERSION}  # fmt: skip
+                              LINKS_FORMAT: LINKS_FORMAT_VERSION}, changed  # fmt: skip
         if not isinstance(recorded, dict):
-            return metadata, None
+            return metadata, None, set()
         out = dict(recorded)
         for key in keys:
             if key in restricted and key not in public:
@@ -2273,27 +2327,44 @@ def record_restricted_links(
         values: dict[str, Any] = {RESTRICTED_LINKS: out}
         named = KeyFilter.from_json(metadata.get(LINK_NAMES))
         new = [key for key in sorted(public) if named is not None and key not in named]
-        if named is not None and named.count + len(new) > named.capacity:
-            # full: more keys would make more names of no note read as a note's (shown), which is what the filter
-            # hides; it is rebuilt from every indexed note, sized afresh (one scroll of the first chunks)
+        gone = [key for key in sorted(keys) if named is not None and key in named and key not in public
+                and key not in out]  # fmt: skip
+        if named is not None and (named.count + len(new) > named.capacity or gone):
+            # full (more keys would make more names of no note read as a note's, shown, which is what the filter
+            # hides), or holding a key no note has any more (a filter cannot forget one): rebuilt from every
+            # indexed note, sized afresh (one scroll of the first chunks). A key the filter holds by chance (~1%)
+            # costs the same scroll.
             every, every_names = link_carriers(store)
             values[LINK_NAMES] = KeyFilter.of(restricted_links(every.items(), every_names)[1]).to_json()
         elif named is not None and new:
-            named.add(new)  # a key no note has any more stays in it (shown, as by chance) until a full sync
+            named.add(new)
             values[LINK_NAMES] = named.to_json()
-        return metadata, values
+        changed = {k for k in keys if recorded.get(k) != out.get(k)} | set(new) | set(gone)
+        return metadata, values, changed
 
     def written(metadata: dict[str, Any], values: dict[str, Any] | None) -> bool:
         return values is None or all(metadata.get(k) == v for k, v in values.items())
 
+    def behind(metadata: dict[str, Any]) -> bool:
+        return bool(wrote) and since is not None and links_generation(metadata.get(LINKS_GENERATION)) > since
+
     if keys is not None:  # a batch's few keys: read once outside the lease (most batches change nothing here)
-        metadata, values = wanted()
-        if written(metadata, values):
+        metadata, values, _ = wanted()
+        if written(metadata, values) and not behind(metadata):
             return False  # already right: nothing written, no turn taken
     with links_lock():
-        metadata, values = wanted()  # again: another writer may have changed the index or the list meanwhile
+        metadata, values, changed = wanted()  # again: another writer may have changed the index or the list meanwhile
+        generation = links_generation(metadata.get(LINKS_GENERATION))
+        if behind(metadata):
+            store.set_payloads([(sorted(wrote), {LINKS_AT: generation})])
         if values is None or written(metadata, values):
             return False
+        if changed:  # the notes whose links name a changed key first, then the record: never a stale record trusted
+            # the time in ms when that is larger: it rises across a rebuild's new collection too (its record starts
+            # from none, while a search may still hold the old collection's)
+            generation = max(generation + 1, int(time.time() * 1000))
+            stamp_links(store, changed, generation, metadata)
+            values[LINKS_GENERATION] = generation
         # merged, not the whole record replaced from ``metadata``: another writer (the scheduled sync recording
         # BM25's reading, the reach groups) may have recorded a key since it was read
         store.merge_metadata(values)
@@ -2645,13 +2716,14 @@ class ChangeSync:
         recorded is left for the next full sync (meanwhile searches hide every link). See
         :func:`record_restricted_links` for the lease batches take turns on."""
         unknown = self._present - set(self.indexer._access)  # notes in the KB the index does not hold (skipped)
+        wrote, since = list(self.indexer._names_written), self.indexer._links_generation
         if every_note:
-            record_restricted_links(self.store, self.links_lock, unknown)
+            record_restricted_links(self.store, self.links_lock, unknown, wrote=wrote, since=since)
             return
         keys = {k for p in self._touched for k in path_keys(p)} | self._names
         keys |= {k for p in self._touched for k in self.indexer._names_written.get(p, ())}
         if keys:
-            record_restricted_links(self.store, self.links_lock, unknown, keys)
+            record_restricted_links(self.store, self.links_lock, unknown, keys, wrote, since)
 
     def _record_lag(self, report: ChangeReport, changes: list[Change]) -> None:
         """The lag of each change this run made searchable (a note written or deleted, the access file applied);

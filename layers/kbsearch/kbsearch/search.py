@@ -14,7 +14,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -32,12 +32,15 @@ from kbsearch.qdrant.query import (
     GRAPH_KEYS_ONLY,
     GRAPH_KEYS_UNINDEXED,
     LINK_NAMES,
+    LINKS_AT,
+    LINKS_GENERATION,
     RESCORE_ONCE,
     RESTRICTED_LINKS,
     Candidate,
     Retriever,
     batch_searches,
     filter_json,
+    links_generation,
     payload_links,
     reach_recorded,
     retrieve,
@@ -223,6 +226,8 @@ class SearchService:
         self._signature_checked: tuple[dict[str, Any], str | None] | None = None
         #: the collection's metadata: when read, what was read, and the store's stamp before it was read
         self._metadata_read: tuple[float, dict[str, Any] | None, Hashable | None] | None = None
+        #: when the metadata was last read again for a hit's links newer than it (:meth:`_restricted_links`)
+        self._stale_read_at = -math.inf
         #: the link targets decoded from that metadata, with the raw values (list, filter) they were decoded from
         self._link_targets: tuple[tuple[Any, Any], LinkTargets | None] | None = None
 
@@ -317,17 +322,37 @@ class SearchService:
             return False, True
         return True, recorded.get(GRAPH_KEYS_ONLY) is not True
 
-    def restricted_links(self, deadline: Deadline | None = None) -> LinkTargets | None:
+    def restricted_links(self, deadline: Deadline | None = None, points: Iterable[Any] = ()) -> LinkTargets | None:
         """The notes links may name, as the indexer recorded them (see :func:`kbsearch.access.visible_links`),
         read as the search reads them (cached with the collection's metadata), within ``deadline`` (default: one
-        Qdrant timeout)."""
-        return self._restricted_links(deadline or Deadline(self.settings.qdrant_timeout_s))
+        Qdrant timeout), for links of these ``points``' payloads (see :meth:`_restricted_links`)."""
+        deadline = deadline or Deadline(self.settings.qdrant_timeout_s)
+        return self._restricted_links(deadline, max((links_generation(p.get(LINKS_AT)) for p in points), default=0))
 
-    def _restricted_links(self, deadline: Deadline) -> LinkTargets | None:
+    #: How soon the metadata is read again for a hit whose ``links_at`` is newer than the cached metadata's
+    #: generation: not more than once a second per container (a sync between giving its notes a generation and
+    #: recording it, or one that failed there, would have every search read it).
+    STALE_REREAD_S = 1.0
+
+    def _restricted_links(self, deadline: Deadline, needed: int = 0) -> LinkTargets | None:
         """The recorded link targets (restricted notes' keys → their groups; the public notes' keys); None when
         not known (links are then hidden from restricted callers). Decoded again only when a read of the metadata
-        finds them changed (``/health`` re-reads it every few seconds: the same values are not decoded again)."""
+        finds them changed (``/health`` re-reads it every few seconds: the same values are not decoded again).
+
+        ``needed``: the highest generation (:data:`~kbsearch.qdrant.query.LINKS_AT`) of the points whose links
+        are shown, from the same answer. A sync that changes the record of a key gives its new generation to the
+        notes whose links name it before it records it: a cached record of a lower one is stale for these links
+        (Qdrant Cloud's, cached a minute: the search cannot tell a write without a round trip). It is read again
+        (at most once per :data:`STALE_REREAD_S`), and while it is still older (the sync has not recorded it yet),
+        the targets are not known."""
         recorded = self._collection_metadata(deadline) or {}
+        if links_generation(recorded.get(LINKS_GENERATION)) < needed:
+            now = time.monotonic()
+            if now - self._stale_read_at >= self.STALE_REREAD_S:
+                self._stale_read_at = now
+                recorded = self._collection_metadata(deadline, 0.0) or {}
+            if links_generation(recorded.get(LINKS_GENERATION)) < needed:
+                return None
         values = (recorded.get(RESTRICTED_LINKS), recorded.get(LINK_NAMES))
         cached = self._link_targets
         if cached is None or not all(a is b or a == b for a, b in zip(cached[0], values, strict=True)):
@@ -470,7 +495,8 @@ class SearchService:
 
         results = self._shape(candidates, rerank_scores, request, max_results or request.top_k)
         if scope.restricted and any(hit.links for hit in results):
-            restricted = self._restricted_links(deadline)
+            restricted = self._restricted_links(deadline, max(links_generation(c.payload.get(LINKS_AT))
+                                                              for c in candidates))  # fmt: skip
             results = [h.model_copy(update={"links": visible_links(h.links, restricted, scope)}) for h in results]
         timings = stages.timings
         timings["total"] = (time.perf_counter() - started) * 1000

@@ -847,13 +847,17 @@ class S3Source:
 #: The codings a note stored compressed may name (``aws s3 cp --content-encoding gzip``, a static-site deploy that
 #: gzips what it uploads): S3 keeps the bytes and the header, and every HTTP client reading the object decodes it.
 _INFLATE = {"gzip": 31, "x-gzip": 31, "deflate": 15}
+#: ``deflate`` as zlib's format (RFC 1950, what the coding names) and as raw deflate (RFC 1951, no header, which some
+#: servers and tools send under the same label): tried in that order, as browsers do (Firefox, Chromium).
+_ZLIB, _RAW_DEFLATE = 15, -15
 
 
 def stored_decoded(key: str, body: bytes, coding: object) -> bytes:
     """An object's bytes as its ``Content-Encoding`` says they are coded, decoded (at most :data:`MAX_FILE_BYTES`
     of it: a bomb is a note too large). No coding, ``identity`` or ``aws-chunked`` (an upload's framing, not the
     object's, which some S3-compatible stores keep), or bytes that are not in the coding named (a label only) are
-    the bytes as stored; a coding kb-search does not decode (``br``, ``zstd``, several) is :class:`NoteUnreadable`
+    the bytes as stored; ``deflate`` is zlib's format, else raw deflate (no header, as browsers read it: it was read
+    as stored and skipped); a coding kb-search does not decode (``br``, ``zstd``, several) is :class:`NoteUnreadable`
     naming it. Each such note was skipped as ``binary content (NUL bytes)`` or ``not valid UTF-8``."""
     codings = [c.strip().lower() for c in str(coding or "").split(",")]
     codings = [c for c in codings if c not in ("", "identity", "aws-chunked")]
@@ -901,9 +905,17 @@ def _inflated(key: str, body: bytes, wbits: int, coding: str) -> bytes:
                                               "data ends early")  # fmt: skip
                 at += len(pending)
         except zlib.error:
-            if wbits == 15:  # labelled deflate, not zlib's format: read as stored, as before
+            if wbits == _ZLIB:  # labelled deflate, not zlib's format: raw deflate, as browsers read it
+                return _inflated(key, body, _RAW_DEFLATE, coding)
+            if wbits == _RAW_DEFLATE:  # nor raw deflate: a label only, read as stored, as before
                 return body
             raise NoteUnreadable(key, f"stored compressed (Content-Encoding: {coding}) but does not inflate") from None
+        except NoteUnreadable:
+            if wbits == _RAW_DEFLATE and len(plain) <= MAX_FILE_BYTES:  # raw deflate ending early: no deflate
+                return body
+            raise
+        if wbits == _RAW_DEFLATE and at != len(body):
+            return body  # raw deflate ending before the bytes do: plain bytes a raw inflater read a block in
         if wbits != 31 or at == len(body) or (body[at] == 0 and body.count(0, at) == len(body) - at):
             return bytes(plain)  # zeros after the last member: padding, as gzip reads it
 

@@ -41,6 +41,16 @@ RESTRICTED_LINKS = "access_restricted_links"
 #: Collection metadata: the link keys of the public notes, as a Bloom filter (kbsearch.links.KeyFilter), so that a
 #: link naming no note can be hidden like one naming a restricted note (kbsearch.access.visible_links).
 LINK_NAMES = "access_link_names"
+#: Collection metadata: the generation of the recorded link targets (:data:`RESTRICTED_LINKS`, :data:`LINK_NAMES`),
+#: higher each time a sync changes what they say of a key recorded before (the last one plus one, or the time in ms
+#: when that is larger: it rises across a rebuild's new collection too).
+LINKS_GENERATION = "access_links_generation"
+#: Payload field of every chunk: the generation of the recorded link targets its note's links need at least. A sync
+#: writes its notes with the generation it read, and, before it records a new one, gives it to every note whose
+#: links name a key it changes: a search that finds a hit's generation above its cached metadata's (read without a
+#: round trip: the query answered it) knows the metadata is stale for that hit's links (Qdrant Cloud, where the
+#: search cannot tell a write of the metadata without reading it).
+LINKS_AT = "links_at"
 REBUILDING = "embedding_rebuilding"  # metadata key while a re-embed runs: the vectors are of two models
 #: Never stored: the size of the collection's dense vectors, which the search's read of the metadata
 #: (:meth:`Retriever.metadata`) adds from the collection's own vector config in the same read (Qdrant Cloud's
@@ -667,6 +677,13 @@ def payload_links(value: Any) -> list[str]:
     return [str(link) for link in value or ()]
 
 
+def links_generation(value: object) -> int:
+    """A generation of the link targets as the metadata (:data:`LINKS_GENERATION`) or a payload
+    (:data:`LINKS_AT`) holds it: a non-negative integer; anything else (none recorded: a store written before) is
+    0."""
+    return value if type(value) is int and value > 0 else 0
+
+
 def _not_the_api() -> StoreError:
     return StoreError("Qdrant's answer is not what the API returns")
 
@@ -744,7 +761,7 @@ def retrieve(
 #: scores: their chunks count through the payloads the other legs carry, :func:`kbsearch.fusion.resolved`).
 SEARCH_PAYLOAD: dict[str, Any] = {"include": [
     "path", "doc_id", "lang", "ai_weight", "status", "title", "heading", "text", "summary", "tags", "type", "updated",
-    "links",
+    "links", LINKS_AT,
 ]}  # fmt: skip
 #: Ranks a BM25 leg's tail repeats of its head (ties at the boundary).
 TAIL_OVERLAP = 8
