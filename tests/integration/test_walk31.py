@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from kbsearch_tools.local.process import serve_process
 from kbsearch_tools.oracle import unavailable
-from tests.conftest import KBSEARCH_CMD, PROCESS_TIMEOUT_S, subprocess_env
+from tests.conftest import KBSEARCH_CMD, PROCESS_TIMEOUT_S, ROOT, subprocess_env
 from tests.integration.test_walk30 import _STAND_IN_MODEL, INITIALIZE
 
 
@@ -78,3 +79,38 @@ def test_kbsearch_mcp_says_its_oracle_is_for_a_local_server_and_names_it_where_a
     assert ("kbsearch mcp: error: --oracle is for a local server; with --remote the deployment embeds with its own "
             "models"
             in bridged.stderr), bridged.stderr  # fmt: skip
+
+
+@pytest.mark.timeout(240)
+def test_kbsearch_index_with_the_oracle_is_not_handed_to_a_server_that_embeds_otherwise(tmp_path: Path) -> None:
+    """README: `kbsearch index sample-kb` and `kbsearch serve`, then "Real hybrid search with no keys": `kbsearch
+    index ... --oracle e5`. With the plain server still running, the index was handed to it, which "syncs with its
+    own settings": a BM25-only sync, `sync done ... [BM25 only (no EMBEDDING_API_KEY)]`, exit 0, the model loaded
+    for nothing and no dense vector written. The server now refuses a sync whose embedding is not its own, naming
+    both and what to do; the command fails (exit 2, a usage error: nothing synced). A plain `kbsearch index` (no
+    embedder of its own) is still handed to it, to sync with the server's settings (`make run ORACLE=e5`'s way)."""
+    reason = unavailable("e5")
+    if reason:
+        pytest.skip(reason)
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "restore.md").write_text("# Restore a snapshot\n\nRestore the collection from its snapshot.\n")
+    env = subprocess_env(QDRANT_PATH=str(tmp_path / "q"))
+    plain = subprocess.run([*KBSEARCH_CMD, "index", str(kb)], capture_output=True, text=True, env=env, cwd=tmp_path,
+                           timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
+    assert plain.returncode == 0, plain.stderr
+    with serve_process(env, cwd=ROOT):
+        oracle = subprocess.run([sys.executable, "-c", _STAND_IN_MODEL, "index", str(kb), "--oracle", "e5",
+                                 "--oracle-cache", str(tmp_path / "e5.sqlite")], capture_output=True, text=True,
+                                env=env, cwd=tmp_path, timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
+        assert oracle.returncode == 2, oracle.stdout + oracle.stderr
+        assert "sync done" not in oracle.stdout and "Traceback" not in oracle.stderr
+        assert ("kbsearch index: error: the server holding the store could not sync: it syncs with BM25 only (no "
+                "embedder), not intfloat/multilingual-e5-small (--oracle e5) as this kbsearch index would: stop that "
+                "server and run kbsearch index again, or start it with the same embedding") in oracle.stderr  # fmt: skip
+        (kb / "rotate.md").write_text("# Rotate keys\n\nRotate the provider keys every quarter.\n")
+        handed = subprocess.run([*KBSEARCH_CMD, "index", str(kb), "--json"], capture_output=True, text=True, env=env,
+                                cwd=tmp_path, timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
+        assert handed.returncode == 0, handed.stderr
+        assert "handed to the kbsearch serve" in handed.stderr
+        assert json.loads(handed.stdout)["added"] == 1

@@ -736,6 +736,8 @@ def _warm_oracle_reranker(oracle: Any, settings: Any) -> None:
 def _hand_off(settings: Any, source: str, args: argparse.Namespace) -> dict[str, Any] | None:
     """The report of the sync a running ``kbsearch serve`` made for us (it holds the embedded store), or None
     when no server listens (the sync then runs here)."""
+    from kbsearch.config import Secrets
+    from kbsearch.providers.embeddings import build_embedder
     from kbsearch.sources import is_s3_uri
     from kbsearch_tools.local.live import NoServer, hand_off, socket_path
 
@@ -743,8 +745,9 @@ def _hand_off(settings: Any, source: str, args: argparse.Namespace) -> dict[str,
     if path is None or not path.exists():
         return None
     target = source if is_s3_uri(source) else str(Path(source).resolve())
+    embedder = build_embedder(settings, Secrets(settings), None)  # no client made: the signature is its settings'
     try:
-        report = hand_off(path, target, args.full, args.allow_mass_delete)
+        report = hand_off(path, target, args.full, args.allow_mass_delete, embedder.signature if embedder else None)
     except NoServer:
         return None
     print(f"kbsearch index: handed to the kbsearch serve holding the store (via {path}; it syncs with its own "
