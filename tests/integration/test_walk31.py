@@ -23,6 +23,17 @@ def _cached(cache: Path) -> int:
                    db.execute("SELECT name FROM sqlite_master WHERE type = 'table'"))  # fmt: skip
 
 
+def _oracle_kb(kb: Path) -> Path:
+    """A KB of two notes for the oracle's stand-in model (skipped where the e5 wheel does not install)."""
+    reason = unavailable("e5")
+    if reason:
+        pytest.skip(reason)
+    kb.mkdir(parents=True)
+    (kb / "restore.md").write_text("# Restore a snapshot\n\nRestore the collection from its snapshot.\n")
+    (kb / "rotate.md").write_text("# Rotate keys\n\nRotate the provider keys every quarter.\n")
+    return kb
+
+
 @pytest.mark.timeout(240)
 def test_kbsearch_mcp_takes_the_oracle_and_reads_its_vectors_beside_the_store(tmp_path: Path) -> None:
     """README: `kbsearch index ... --oracle e5`, then `serve --oracle e5` and `search --oracle e5`; `kbsearch mcp`,
@@ -32,15 +43,9 @@ def test_kbsearch_mcp_takes_the_oracle_and_reads_its_vectors_beside_the_store(tm
     in a working folder of its own, with QDRANT_PATH in its config's env: the oracle's cache is the one beside the
     store (where `kbsearch index --oracle` run in the checkout left the passages' vectors), not a new one in that
     folder (a cold cache embeds every candidate passage at the first rerank)."""
-    reason = unavailable("e5")
-    if reason:
-        pytest.skip(reason)
     project, assistant = tmp_path / "project", tmp_path / "assistant"
-    kb = project / "kb"
-    kb.mkdir(parents=True)
+    kb = _oracle_kb(project / "kb")
     assistant.mkdir()
-    (kb / "restore.md").write_text("# Restore a snapshot\n\nRestore the collection from its snapshot.\n")
-    (kb / "rotate.md").write_text("# Rotate keys\n\nRotate the provider keys every quarter.\n")
     indexed = subprocess.run([sys.executable, "-c", _STAND_IN_MODEL, "index", "kb", "--oracle", "e5"],
                              capture_output=True, text=True, env=subprocess_env(), cwd=project,
                              timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
@@ -89,12 +94,8 @@ def test_kbsearch_index_with_the_oracle_is_not_handed_to_a_server_that_embeds_ot
     for nothing and no dense vector written. The server now refuses a sync whose embedding is not its own, naming
     both and what to do; the command fails (exit 2, a usage error: nothing synced). A plain `kbsearch index` (no
     embedder of its own) is still handed to it, to sync with the server's settings (`make run ORACLE=e5`'s way)."""
-    reason = unavailable("e5")
-    if reason:
-        pytest.skip(reason)
-    kb = tmp_path / "kb"
-    kb.mkdir()
-    (kb / "restore.md").write_text("# Restore a snapshot\n\nRestore the collection from its snapshot.\n")
+    kb = _oracle_kb(tmp_path / "kb")
+    (kb / "rotate.md").unlink()  # added while the server runs
     env = subprocess_env(QDRANT_PATH=str(tmp_path / "q"))
     plain = subprocess.run([*KBSEARCH_CMD, "index", str(kb)], capture_output=True, text=True, env=env, cwd=tmp_path,
                            timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
