@@ -9,8 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
+from kbsearch_tools.local.live import wait_until
 from kbsearch_tools.local.process import serve_process
 from kbsearch_tools.oracle import unavailable
 from tests.conftest import KBSEARCH_CMD, PROCESS_TIMEOUT_S, ROOT, subprocess_env
@@ -115,3 +117,25 @@ def test_kbsearch_index_with_the_oracle_is_not_handed_to_a_server_that_embeds_ot
         assert handed.returncode == 0, handed.stderr
         assert "handed to the kbsearch serve" in handed.stderr
         assert json.loads(handed.stdout)["added"] == 1
+
+
+def test_kbsearch_serve_started_where_no_index_is_says_so_in_its_banner(tmp_path: Path) -> None:
+    """README: `kbsearch serve` after `kbsearch index sample-kb`. Started in another folder (or before the index),
+    its banner said nothing of the index: routes, `try: curl .../health`, and every search a 503. `kbsearch search`
+    and `kbsearch mcp` name where they looked; the banner now does too, and what to run (the hand-off line above it
+    says the sync comes to this server). A server over a built index says nothing of the kind."""
+    store = tmp_path / "q"
+    env = subprocess_env(QDRANT_PATH=str(store))
+    with serve_process(env, cwd=ROOT) as served:
+        assert httpx.get(f"{served.base_url}/search", params={"q": "snapshot"}, timeout=30).status_code == 503
+        said = (f"  no index in {store} (QDRANT_PATH; default .kbsearch/qdrant in the working folder): build it with "
+                "kbsearch index <your KB folder>, or run this where you did; searches answer 503 until then\n")  # fmt: skip
+        assert wait_until(lambda: said in served.output, 10), served.text()  # printed before it listened; drained
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "a.md").write_text("# A\n\nsnapshot\n")
+    subprocess.run([*KBSEARCH_CMD, "index", str(kb)], env=env, cwd=tmp_path, capture_output=True, check=True,
+                   timeout=PROCESS_TIMEOUT_S)  # fmt: skip
+    with serve_process(env, cwd=ROOT) as served:
+        assert httpx.get(f"{served.base_url}/search", params={"q": "snapshot"}, timeout=30).status_code == 200
+        assert "no index" not in served.text()

@@ -400,6 +400,12 @@ def _live_sync(live: _Live, api: Any, args: argparse.Namespace, oracle: Any = No
         live.handoff = HandoffServer(index, path).start()
         if live.handoff is not None:
             live.banner.append(f"  kbsearch index hands its syncs to this server ({path})")
+    if args.watch is None:  # started where no index is: said at start-up, not only in each search's 503
+        from kbsearch.qdrant.readiness import NOT_BUILT, embedded_problem, missing_index
+
+        where = missing_index(settings) if embedded_problem(settings) == NOT_BUILT else None
+        if where:
+            live.banner.append(f"  {where}; searches answer 503 until then")
     if args.watch is not None:
         # --watch alone: KB_SOURCE, else the folder the index was built from. Path("") is ".", which passed the
         # check below: with neither, the server watched (and indexed) the working folder, a checkout's every .md
