@@ -139,3 +139,22 @@ def test_kbsearch_serve_started_where_no_index_is_says_so_in_its_banner(tmp_path
     with serve_process(env, cwd=ROOT) as served:
         assert httpx.get(f"{served.base_url}/search", params={"q": "snapshot"}, timeout=30).status_code == 200
         assert "no index" not in served.text()
+
+
+@pytest.mark.timeout(240)
+def test_kbsearch_serve_of_an_oracle_index_without_the_oracle_says_its_searches_are_bm25_only(tmp_path: Path) -> None:
+    """`make run ORACLE=e5` (or `kbsearch index ... --oracle e5`), then `make run` or `kbsearch serve` without it:
+    every search was BM25 only, `"embedder": "none"`, and nothing said why; `kbsearch search` and `kbsearch mcp`
+    say it (walk30). The banner now does too, naming the option."""
+    kb = _oracle_kb(tmp_path / "kb")
+    env = subprocess_env(QDRANT_PATH=str(tmp_path / "q"))
+    indexed = subprocess.run([sys.executable, "-c", _STAND_IN_MODEL, "index", str(kb), "--oracle", "e5",
+                              "--oracle-cache", str(tmp_path / "e5.sqlite")], capture_output=True, text=True, env=env,
+                             cwd=tmp_path, timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
+    assert indexed.returncode == 0, indexed.stderr
+    said = ("  note: the index holds intfloat/multilingual-e5-small vectors, but no embedder is configured, so searches "
+            "are BM25 only: add --oracle e5\n")  # fmt: skip
+    with serve_process(env, cwd=ROOT) as served:
+        answer = httpx.get(f"{served.base_url}/search", params={"q": "snapshot"}, timeout=30).json()
+        assert answer["meta"]["embedder"] == "none"
+        assert wait_until(lambda: said in served.output, 10), served.text()

@@ -400,12 +400,16 @@ def _live_sync(live: _Live, api: Any, args: argparse.Namespace, oracle: Any = No
         live.handoff = HandoffServer(index, path).start()
         if live.handoff is not None:
             live.banner.append(f"  kbsearch index hands its syncs to this server ({path})")
-    if args.watch is None:  # started where no index is: said at start-up, not only in each search's 503
-        from kbsearch.qdrant.readiness import NOT_BUILT, embedded_problem, missing_index
+    from kbsearch.qdrant.readiness import NOT_BUILT, embedded_problem, missing_index
 
+    if args.watch is None:  # started where no index is: said at start-up, not only in each search's 503
         where = missing_index(settings) if embedded_problem(settings) == NOT_BUILT else None
         if where:
             live.banner.append(f"  {where}; searches answer 503 until then")
+    if path is not None and embedded_problem(settings) is None:  # an index built with a model, served without one
+        said = _bm25_only(container.search(), "searches are")
+        if said:
+            live.banner.append(f"  note: {said}")
     if args.watch is not None:
         # --watch alone: KB_SOURCE, else the folder the index was built from. Path("") is ".", which passed the
         # check below: with neither, the server watched (and indexed) the working folder, a checkout's every .md
@@ -895,19 +899,28 @@ def _unheld_filters(service: Any, request: Any, scope: Any) -> list[str]:
 def _say_bm25_only(service: Any) -> None:
     """A search with no embedder of an index that holds dense vectors (``kbsearch index --oracle e5``, or built with
     a provider's key) is BM25 only: say so on stderr, with what adds the dense leg (it said only "embedder none")."""
+    said = _bm25_only(service, "this search is")
+    if said:
+        print(f"note: {said}", file=sys.stderr)
+
+
+def _bm25_only(service: Any, what: str) -> str | None:
+    """Why ``service`` (no embedder) searches an index that holds dense vectors by BM25 alone, and what adds the
+    dense leg; None when it has an embedder or the index holds none (or cannot be read)."""
     from kbsearch.errors import IndexUnavailable
     from kbsearch_tools.oracle import MODELS
 
+    if service.embedder is not None:
+        return None
     try:
         model = service.read_index(lambda retriever, timeout_s: retriever.metadata(timeout_s)).get("embedding_model")
     except IndexUnavailable:
-        return
+        return None
     if not isinstance(model, str) or not model:
-        return
+        return None
     oracle = next((name for name, spec in MODELS.items() if spec[2] == model), None)
     how = f"add --oracle {oracle}" if oracle else "set EMBEDDING_API_KEY (or .env) as the indexer had it"
-    print(f"note: the index holds {model} vectors, but no embedder is configured, so this search is BM25 only: {how}",
-          file=sys.stderr)  # fmt: skip
+    return f"the index holds {model} vectors, but no embedder is configured, so {what} BM25 only: {how}"
 
 
 def _unavailable_reason(exc: Any, settings: Any) -> str:
