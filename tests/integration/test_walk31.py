@@ -142,10 +142,11 @@ def test_kbsearch_serve_started_where_no_index_is_says_so_in_its_banner(tmp_path
 
 
 @pytest.mark.timeout(240)
-def test_kbsearch_serve_of_an_oracle_index_without_the_oracle_says_its_searches_are_bm25_only(tmp_path: Path) -> None:
+def test_an_oracle_index_served_or_searched_without_its_model_says_so_truly(tmp_path: Path) -> None:
     """`make run ORACLE=e5` (or `kbsearch index ... --oracle e5`), then `make run` or `kbsearch serve` without it:
     every search was BM25 only, `"embedder": "none"`, and nothing said why; `kbsearch search` and `kbsearch mcp`
-    say it (walk30). The banner now does too, naming the option."""
+    say it (walk30). The banner now does too, naming the option. And `kbsearch search` with a provider's key set
+    (another model) said "no embedder is configured", which was false: it names the model configured now."""
     kb = _oracle_kb(tmp_path / "kb")
     env = subprocess_env(QDRANT_PATH=str(tmp_path / "q"))
     indexed = subprocess.run([sys.executable, "-c", _STAND_IN_MODEL, "index", str(kb), "--oracle", "e5",
@@ -158,3 +159,12 @@ def test_kbsearch_serve_of_an_oracle_index_without_the_oracle_says_its_searches_
         answer = httpx.get(f"{served.base_url}/search", params={"q": "snapshot"}, timeout=30).json()
         assert answer["meta"]["embedder"] == "none"
         assert wait_until(lambda: said in served.output, 10), served.text()
+    mismatched = subprocess.run([*KBSEARCH_CMD, "search", "restore", "snapshot"], capture_output=True, text=True,
+                                env={**env, "EMBEDDING_API_KEY": "k", "EMBEDDING_URL": "http://127.0.0.1:9/v1/openai/embeddings"},
+                                cwd=tmp_path, timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
+    assert mismatched.returncode == 0, mismatched.stderr
+    assert "degraded: embed_mismatch" in mismatched.stdout
+    assert "no embedder is configured" not in mismatched.stderr
+    assert ("note: the index holds intfloat/multilingual-e5-small vectors, but the embedder configured is "
+            "Qwen/Qwen3-Embedding-8B, so this search is BM25 only: add --oracle e5, or re-embed the index with "
+            "Qwen/Qwen3-Embedding-8B (kbsearch index <your KB folder>)") in mismatched.stderr  # fmt: skip

@@ -910,8 +910,6 @@ def _bm25_only(service: Any, what: str) -> str | None:
     from kbsearch.errors import IndexUnavailable
     from kbsearch_tools.oracle import MODELS
 
-    if service.embedder is not None:
-        return None
     try:
         model = service.read_index(lambda retriever, timeout_s: retriever.metadata(timeout_s)).get("embedding_model")
     except IndexUnavailable:
@@ -920,7 +918,13 @@ def _bm25_only(service: Any, what: str) -> str | None:
         return None
     oracle = next((name for name, spec in MODELS.items() if spec[2] == model), None)
     how = f"add --oracle {oracle}" if oracle else "set EMBEDDING_API_KEY (or .env) as the indexer had it"
-    return f"the index holds {model} vectors, but no embedder is configured, so {what} BM25 only: {how}"
+    if service.embedder is None:
+        return f"the index holds {model} vectors, but no embedder is configured, so {what} BM25 only: {how}"
+    ours = service.embedder.signature["embedding_model"]
+    if ours == model:  # the same model (another size or input format is said by the search's own warning)
+        return None
+    return (f"the index holds {model} vectors, but the embedder configured is {ours}, so {what} BM25 only: {how}, "
+            f"or re-embed the index with {ours} (kbsearch index <your KB folder>)")  # fmt: skip
 
 
 def _unavailable_reason(exc: Any, settings: Any) -> str:
