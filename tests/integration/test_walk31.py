@@ -168,3 +168,16 @@ def test_an_oracle_index_served_or_searched_without_its_model_says_so_truly(tmp_
     assert ("note: the index holds intfloat/multilingual-e5-small vectors, but the embedder configured is "
             "Qwen/Qwen3-Embedding-8B, so this search is BM25 only: add --oracle e5, or re-embed the index with "
             "Qwen/Qwen3-Embedding-8B (kbsearch index <your KB folder>)") in mismatched.stderr  # fmt: skip
+
+
+def test_a_note_over_the_size_limit_is_skipped_naming_the_setting(tmp_path: Path) -> None:
+    """A KB of one large note (a 3.7 MB export): `skipped big.md: too large: 3751307 bytes (limit 1048576)`, and
+    nothing said which setting holds the limit; README's table has it (`MAX_NOTE_BYTES`). The reason names it."""
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "big.md").write_text("# Big\n\n" + "snapshot restore words\n" * 60_000)
+    size = (kb / "big.md").stat().st_size
+    run = subprocess.run([*KBSEARCH_CMD, "index", str(kb)], capture_output=True, text=True, cwd=tmp_path,
+                         env=subprocess_env(QDRANT_PATH=str(tmp_path / "q")), timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert f"  skipped big.md: too large: {size} bytes (limit 1048576, MAX_NOTE_BYTES)\n" in run.stdout, run.stdout

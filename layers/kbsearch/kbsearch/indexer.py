@@ -1340,7 +1340,9 @@ def _parse_for_index(
     from kbsearch.notes import NoteError, note_id, parse_note  # the YAML parser loads only when a note changed
 
     if obj.size > options.max_note_bytes:
-        return ParseOutcome(failure="large", reason=f"too large: {obj.size} bytes (limit {options.max_note_bytes})")
+        return ParseOutcome(
+            failure="large", reason=f"too large: {obj.size} bytes (limit {options.max_note_bytes}, MAX_NOTE_BYTES)"
+        )  # the setting named: the one reading the report can raise it
     try:
         raw = source.read(obj)
         for bound in bounds:
