@@ -36,6 +36,14 @@ def _oracle_kb(kb: Path) -> Path:
     return kb
 
 
+def _index_with_the_stand_in(kb: Path, env: dict[str, str], cache: Path) -> None:
+    """`kbsearch index KB --oracle e5` with test_oracle's stand-in for the model (no inference)."""
+    indexed = subprocess.run([sys.executable, "-c", _STAND_IN_MODEL, "index", str(kb), "--oracle", "e5",
+                              "--oracle-cache", str(cache)], capture_output=True, text=True, env=env,
+                             cwd=cache.parent, timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
+    assert indexed.returncode == 0, indexed.stderr
+
+
 @pytest.mark.timeout(240)
 def test_kbsearch_mcp_takes_the_oracle_and_reads_its_vectors_beside_the_store(tmp_path: Path) -> None:
     """README: `kbsearch index ... --oracle e5`, then `serve --oracle e5` and `search --oracle e5`; `kbsearch mcp`,
@@ -149,10 +157,7 @@ def test_an_oracle_index_served_or_searched_without_its_model_says_so_truly(tmp_
     (another model) said "no embedder is configured", which was false: it names the model configured now."""
     kb = _oracle_kb(tmp_path / "kb")
     env = subprocess_env(QDRANT_PATH=str(tmp_path / "q"))
-    indexed = subprocess.run([sys.executable, "-c", _STAND_IN_MODEL, "index", str(kb), "--oracle", "e5",
-                              "--oracle-cache", str(tmp_path / "e5.sqlite")], capture_output=True, text=True, env=env,
-                             cwd=tmp_path, timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
-    assert indexed.returncode == 0, indexed.stderr
+    _index_with_the_stand_in(kb, env, tmp_path / "e5.sqlite")
     said = ("  note: the index holds intfloat/multilingual-e5-small vectors, but no embedder is configured, so searches "
             "are BM25 only: add --oracle e5\n")  # fmt: skip
     with serve_process(env, cwd=ROOT) as served:
@@ -181,3 +186,19 @@ def test_a_note_over_the_size_limit_is_skipped_naming_the_setting(tmp_path: Path
                          env=subprocess_env(QDRANT_PATH=str(tmp_path / "q")), timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
     assert run.returncode == 0, run.stderr
     assert f"  skipped big.md: too large: {size} bytes (limit 1048576, MAX_NOTE_BYTES)\n" in run.stdout, run.stdout
+
+
+def test_an_oracle_index_synced_without_the_oracle_says_what_was_dropped_and_why(tmp_path: Path) -> None:
+    """`make run ORACLE=e5`, then `make run`: the plain sync rebuilds the embedded collection BM25 only (by design:
+    "and back"), and its report said `re-embedding: the local collection was rebuilt and every note re-indexed (dense
+    size 384 but EMBEDDING_DIMENSIONS=1024)`: a setting this run does not use, and not what was dropped. It names the
+    model whose vectors were dropped, and why."""
+    kb = _oracle_kb(tmp_path / "kb")
+    env = subprocess_env(QDRANT_PATH=str(tmp_path / "q"))
+    _index_with_the_stand_in(kb, env, tmp_path / "e5.sqlite")
+    plain = subprocess.run([*KBSEARCH_CMD, "index", str(kb)], capture_output=True, text=True, env=env, cwd=tmp_path,
+                           timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
+    assert plain.returncode == 0, plain.stderr
+    assert ("  re-embedding: the local collection was rebuilt and every note re-indexed (it held "
+            "intfloat/multilingual-e5-small vectors, and this run has no embedder (no EMBEDDING_API_KEY, no --oracle): "
+            "BM25 only now; a run with that model re-embeds every note)\n") in plain.stdout, plain.stdout  # fmt: skip
