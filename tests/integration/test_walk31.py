@@ -202,3 +202,25 @@ def test_an_oracle_index_synced_without_the_oracle_says_what_was_dropped_and_why
     assert ("  re-embedding: the local collection was rebuilt and every note re-indexed (it held "
             "intfloat/multilingual-e5-small vectors, and this run has no embedder (no EMBEDDING_API_KEY, no --oracle): "
             "BM25 only now; a run with that model re-embeds every note)\n") in plain.stdout, plain.stdout  # fmt: skip
+
+
+def test_health_names_the_kbsearch_command_holding_the_embedded_store(tmp_path: Path) -> None:
+    """README: `kbsearch serve`, then `kbsearch invoke SearchFunction --event events/health.json`. The health's
+    reason guessed, `(pid N: a kbsearch index or serve?)`, where `kbsearch index` beside it names the holder from its
+    command line (`pid N: kbsearch serve`): the advice differs (wait for an index; stop a server or use it)."""
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "a.md").write_text("# A\n\nsnapshot\n")
+    env = subprocess_env(QDRANT_PATH=str(tmp_path / "q"))
+    subprocess.run([*KBSEARCH_CMD, "index", str(kb)], env=env, cwd=tmp_path, capture_output=True, check=True,
+                   timeout=PROCESS_TIMEOUT_S)  # fmt: skip
+    with serve_process(env, cwd=ROOT) as served:
+        assert httpx.get(f"{served.base_url}/search", params={"q": "snapshot"}, timeout=30).status_code == 200
+        invoked = subprocess.run([*KBSEARCH_CMD, "invoke", "SearchFunction", "--event", "events/health.json"],
+                                 env=env, cwd=ROOT, capture_output=True, text=True, timeout=PROCESS_TIMEOUT_S,
+                                 check=False)  # fmt: skip
+        pid = served.process.pid
+    assert invoked.returncode == 0, invoked.stderr
+    health = json.loads(json.loads(invoked.stdout)["body"])
+    assert health["reasons"] == [f"the embedded store is open in another process (pid {pid}: kbsearch serve); "
+                                 "searches answer once it closes"], health  # fmt: skip
