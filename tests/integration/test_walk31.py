@@ -224,3 +224,19 @@ def test_health_names_the_kbsearch_command_holding_the_embedded_store(tmp_path: 
     health = json.loads(json.loads(invoked.stdout)["body"])
     assert health["reasons"] == [f"the embedded store is open in another process (pid {pid}: kbsearch serve); "
                                  "searches answer once it closes"], health  # fmt: skip
+
+
+def test_kbsearch_serve_watch_of_a_misspelt_folder_names_the_one_meant(tmp_path: Path) -> None:
+    """`kbsearch serve --watch sampel-kb`: `--watch needs a KB folder (got 'sampel-kb'): pass --watch FOLDER or set
+    KB_SOURCE to a folder` where `kbsearch index sampel-kb` and `kbsearch mcp --kb sampel-kb` name the folder
+    beside it (`did you mean sample-kb?`). It says what they say now (a file given: that it is a file)."""
+    (tmp_path / "sample-kb").mkdir()
+    (tmp_path / "note.md").write_text("# A note\n")
+    for given, said in (("sampel-kb", f"KB folder sampel-kb does not exist (in {tmp_path}): did you mean sample-kb?"),
+                        ("note.md", "KB folder note.md is a file, not a folder")):  # fmt: skip
+        run = subprocess.run([*KBSEARCH_CMD, "serve", "--watch", given, "--port", "0", "--template",
+                              str(ROOT / "template.yaml")], capture_output=True, text=True, cwd=tmp_path,
+                             env=subprocess_env(QDRANT_PATH=str(tmp_path / "q")), timeout=PROCESS_TIMEOUT_S,
+                             check=False)  # fmt: skip
+        assert run.returncode == 2, run.stdout + run.stderr
+        assert f"kbsearch serve: error: --watch: {said}" in run.stderr, run.stderr

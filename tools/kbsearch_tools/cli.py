@@ -417,6 +417,13 @@ def _live_sync(live: _Live, api: Any, args: argparse.Namespace, oracle: Any = No
 
         given = args.watch or _kb_source_or_none(container)
         folder = Path(given)
+        if given.strip() and not is_s3_uri(given) and not folder.is_dir():  # said as kbsearch index says it
+            from kbsearch.sources import SourceError, open_source
+
+            try:
+                open_source(given)
+            except SourceError as exc:  # "KB folder sampel-kb does not exist (in ...): did you mean sample-kb?"
+                raise KbSearchError(f"--watch: {exc}") from None
         if not given.strip() or is_s3_uri(given) or not folder.is_dir():
             raise KbSearchError(
                 f"--watch needs a KB folder (got {given or 'nothing'!r}): pass --watch FOLDER or set KB_SOURCE "
