@@ -40,7 +40,7 @@ def test_the_local_store_rebuilds_itself_when_the_embedding_changes(deepinfra: F
     first = index(store)
     assert first["added"] > 30 and first["reembedded"] is None
     steps = [
-        (dense, "dense size 1024 but EMBEDDING_DIMENSIONS=64"),
+        (dense, "it was built BM25 only, and this run embeds with Qwen/Qwen3-Embedding-8B"),  # walk31
         ({**dense, "EMBEDDING_INPUT_FORMAT": "e5"}, None),  # same size, another format: re-embedded in place
         (
             {},

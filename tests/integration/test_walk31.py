@@ -36,12 +36,13 @@ def _oracle_kb(kb: Path) -> Path:
     return kb
 
 
-def _index_with_the_stand_in(kb: Path, env: dict[str, str], cache: Path) -> None:
-    """`kbsearch index KB --oracle e5` with test_oracle's stand-in for the model (no inference)."""
+def _index_with_the_stand_in(kb: Path, env: dict[str, str], cache: Path) -> subprocess.CompletedProcess[str]:
+    """`kbsearch index KB --oracle e5` with test_oracle's stand-in for the model (no inference); it succeeded."""
     indexed = subprocess.run([sys.executable, "-c", _STAND_IN_MODEL, "index", str(kb), "--oracle", "e5",
                               "--oracle-cache", str(cache)], capture_output=True, text=True, env=env,
                              cwd=cache.parent, timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
     assert indexed.returncode == 0, indexed.stderr
+    return indexed
 
 
 @pytest.mark.timeout(240)
@@ -192,7 +193,8 @@ def test_an_oracle_index_synced_without_the_oracle_says_what_was_dropped_and_why
     """`make run ORACLE=e5`, then `make run`: the plain sync rebuilds the embedded collection BM25 only (by design:
     "and back"), and its report said `re-embedding: the local collection was rebuilt and every note re-indexed (dense
     size 384 but EMBEDDING_DIMENSIONS=1024)`: a setting this run does not use, and not what was dropped. It names the
-    model whose vectors were dropped, and why."""
+    model whose vectors were dropped, and why; and the way back (`dense size 1024 but EMBEDDING_DIMENSIONS=384`, of
+    an index that held no vectors) says it was built BM25 only."""
     kb = _oracle_kb(tmp_path / "kb")
     env = subprocess_env(QDRANT_PATH=str(tmp_path / "q"))
     _index_with_the_stand_in(kb, env, tmp_path / "e5.sqlite")
@@ -202,6 +204,9 @@ def test_an_oracle_index_synced_without_the_oracle_says_what_was_dropped_and_why
     assert ("  re-embedding: the local collection was rebuilt and every note re-indexed (it held "
             "intfloat/multilingual-e5-small vectors, and this run has no embedder (no EMBEDDING_API_KEY, no --oracle): "
             "BM25 only now; a run with that model re-embeds every note)\n") in plain.stdout, plain.stdout  # fmt: skip
+    again = _index_with_the_stand_in(kb, env, tmp_path / "e5.sqlite")
+    assert ("  re-embedding: the local collection was rebuilt and every note re-indexed (it was built BM25 only, and "
+            "this run embeds with intfloat/multilingual-e5-small)\n") in again.stdout, again.stdout  # fmt: skip
 
 
 def test_health_names_the_kbsearch_command_holding_the_embedded_store(tmp_path: Path) -> None:

@@ -443,13 +443,17 @@ class Indexer:
                     f"and switches the alias {self.store.collection!r} to it when complete"
                 ) from None
             # The embedded store is a local copy of the KB: rebuild it (make run, then make run ORACLE=e5, and back).
-            held = self.store.metadata().get("embedding_model") if self.embedder is None else None
+            held = self.store.metadata().get("embedding_model")
             self.store.drop()
             self._embedding_signature(report)
             why = str(exc).split(": ", 1)[-1].split(". Use another")[0]
-            if held:  # "dense size 384 but EMBEDDING_DIMENSIONS=1024" said nothing to a run that embeds nothing
+            # "dense size 384 but EMBEDDING_DIMENSIONS=1024" said nothing to a run that embeds nothing, nor of an
+            # index that held no vectors at all
+            if held and self.embedder is None:
                 why = (f"it held {held} vectors, and this run has no embedder (no EMBEDDING_API_KEY, no --oracle): "
                        "BM25 only now; a run with that model re-embeds every note")  # fmt: skip
+            elif not held and self.embedder is not None:
+                why = f"it was built BM25 only, and this run embeds with {self.embedder.signature['embedding_model']}"
             report.reembedded = f"the local collection was rebuilt and every note re-indexed ({why})"
             logger.warning("kbsearch: %s", report.reembedded)
         # a re-embed begun by this code records today's reading as it begins (it writes every note with it): current
