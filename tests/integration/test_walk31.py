@@ -245,3 +245,16 @@ def test_kbsearch_serve_watch_of_a_misspelt_folder_names_the_one_meant(tmp_path:
                              check=False)  # fmt: skip
         assert run.returncode == 2, run.stdout + run.stderr
         assert f"kbsearch serve: error: --watch: {said}" in run.stderr, run.stderr
+
+
+def test_kbsearch_index_with_the_oracle_says_nothing_of_passages_all_cached(tmp_path: Path) -> None:
+    """`make run ORACLE=e5` a second time: `kbsearch index: embedding the stand-in reranker's passages (texts not
+    cached yet: ...)`, then `0 passages embedded in 0 s`: it announced work it did not do. A run with every passage
+    cached says nothing of them; a first run says how many it embeds."""
+    kb = _oracle_kb(tmp_path / "kb")
+    env = subprocess_env(QDRANT_PATH=str(tmp_path / "q"))
+    first = _index_with_the_stand_in(kb, env, tmp_path / "e5.sqlite")
+    assert "kbsearch index: embedding the stand-in reranker's 2 passages not cached yet (once," in first.stderr
+    assert "kbsearch index: 2 passages embedded in " in first.stderr
+    again = _index_with_the_stand_in(kb, env, tmp_path / "e5.sqlite")
+    assert "passages" not in again.stderr, again.stderr

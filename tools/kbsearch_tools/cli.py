@@ -741,13 +741,16 @@ def _warm_oracle_reranker(oracle: Any, settings: Any) -> None:
         return
     store = open_store(settings, Secrets(settings))
     try:
-        print("kbsearch index: embedding the stand-in reranker's passages (texts not cached yet: once, about as "
-              "long as their chunks took; Ctrl-C stops it, the index is complete)", file=sys.stderr, flush=True)  # fmt: skip
-        started = time.monotonic()
-        ran = oracle.warm_passages(store.points().values(), settings.rerank_passage_tokens)
-        print(f"kbsearch index: {ran} passages embedded in {time.monotonic() - started:.0f} s", file=sys.stderr)
+        texts = oracle.uncached_passages(store.points().values(), settings.rerank_passage_tokens)
     finally:
         store.close()
+    if not texts:  # every one cached (a run after the first): it said "embedding ..." then "0 passages embedded"
+        return
+    print(f"kbsearch index: embedding the stand-in reranker's {len(texts)} passages not cached yet (once, about as "
+          "long as their chunks took; Ctrl-C stops it, the index is complete)", file=sys.stderr, flush=True)  # fmt: skip
+    started = time.monotonic()
+    ran = oracle.warm_texts(texts)
+    print(f"kbsearch index: {ran} passages embedded in {time.monotonic() - started:.0f} s", file=sys.stderr)
 
 
 def _hand_off(settings: Any, source: str, args: argparse.Namespace) -> dict[str, Any] | None:
