@@ -258,3 +258,21 @@ def test_kbsearch_index_with_the_oracle_says_nothing_of_passages_all_cached(tmp_
     assert "kbsearch index: 2 passages embedded in " in first.stderr
     again = _index_with_the_stand_in(kb, env, tmp_path / "e5.sqlite")
     assert "passages" not in again.stderr, again.stderr
+
+
+def test_kbsearch_search_with_the_oracle_of_an_index_built_bm25_only_says_what_embeds_it(tmp_path: Path) -> None:
+    """`kbsearch index sample-kb`, then README's `kbsearch search ... --oracle e5`: `dense retrieval off: BM25 only
+    (reason=the index's dense vectors have 1024 dimensions, the embedder's 384)`, of an index that holds no dense
+    vector (1024 is the size the collection was created with), and nothing of what to run. A note says it was built
+    BM25 only and names the command that embeds it."""
+    kb = _oracle_kb(tmp_path / "kb")
+    env = subprocess_env(QDRANT_PATH=str(tmp_path / "q"))
+    subprocess.run([*KBSEARCH_CMD, "index", str(kb)], env=env, cwd=tmp_path, capture_output=True, check=True,
+                   timeout=PROCESS_TIMEOUT_S)  # fmt: skip
+    searched = subprocess.run([sys.executable, "-c", _STAND_IN_MODEL, "search", "restore", "--oracle", "e5",
+                               "--oracle-cache", str(tmp_path / "e5.sqlite")], capture_output=True, text=True, env=env,
+                              cwd=tmp_path, timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
+    assert searched.returncode == 0, searched.stderr
+    assert "degraded: embed_mismatch" in searched.stdout
+    assert ("note: the index was built BM25 only (no dense vectors), so this search is BM25 only: kbsearch index <your "
+            "KB folder> --oracle e5 embeds it with intfloat/multilingual-e5-small") in searched.stderr  # fmt: skip

@@ -406,7 +406,10 @@ def _live_sync(live: _Live, api: Any, args: argparse.Namespace, oracle: Any = No
         where = missing_index(settings) if embedded_problem(settings) == NOT_BUILT else None
         if where:
             live.banner.append(f"  {where}; searches answer 503 until then")
-    if path is not None and embedded_problem(settings) is None:  # an index built with a model, served without one
+    # an index built with a model, served without one (or with another, or an index built BM25 only served with
+    # one): said at start-up. With --watch and an embedder, the watcher's first sync embeds the index with it
+    if path is not None and embedded_problem(settings) is None and (args.watch is None or container.search().embedder
+                                                                     is None):  # fmt: skip
         said = _bm25_only(container.search(), "searches are")
         if said:
             live.banner.append(f"  note: {said}")
@@ -925,7 +928,14 @@ def _bm25_only(service: Any, what: str) -> str | None:
     except IndexUnavailable:
         return None
     if not isinstance(model, str) or not model:
-        return None
+        if service.embedder is None:
+            return None  # an index built BM25 only, searched so
+        # an embedder over an index built BM25 only: the search's own warning spoke of "1024 dimensions", which it
+        # never held (the dense vector's size as created), and not of what embeds it
+        ours = service.embedder.signature["embedding_model"]
+        oracle = next((name for name, spec in MODELS.items() if spec[2] == ours), None)
+        return (f"the index was built BM25 only (no dense vectors), so {what} BM25 only: kbsearch index <your KB "
+                f"folder>{f' --oracle {oracle}' if oracle else ''} embeds it with {ours}")  # fmt: skip
     oracle = next((name for name, spec in MODELS.items() if spec[2] == model), None)
     how = f"add --oracle {oracle}" if oracle else "set EMBEDDING_API_KEY (or .env) as the indexer had it"
     if service.embedder is None:
