@@ -274,5 +274,5 @@ def test_kbsearch_search_with_the_oracle_of_an_index_built_bm25_only_says_what_e
                               cwd=tmp_path, timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
     assert searched.returncode == 0, searched.stderr
     assert "degraded: embed_mismatch" in searched.stdout
-    assert ("note: the index was built BM25 only (no dense vectors), so this search is BM25 only: kbsearch index <your "
+    assert ("note: the index was built BM25 only (it records no embedding model), so this search is BM25 only: kbsearch index <your "
             "KB folder> --oracle e5 embeds it with intfloat/multilingual-e5-small") in searched.stderr  # fmt: skip

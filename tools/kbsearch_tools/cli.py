@@ -934,7 +934,7 @@ def _bm25_only(service: Any, what: str) -> str | None:
         # never held (the dense vector's size as created), and not of what embeds it
         ours = service.embedder.signature["embedding_model"]
         oracle = next((name for name, spec in MODELS.items() if spec[2] == ours), None)
-        return (f"the index was built BM25 only (no dense vectors), so {what} BM25 only: kbsearch index <your KB "
+        return (f"the index was built BM25 only (it records no embedding model), so {what} BM25 only: kbsearch index <your KB "
                 f"folder>{f' --oracle {oracle}' if oracle else ''} embeds it with {ours}")  # fmt: skip
     oracle = next((name for name, spec in MODELS.items() if spec[2] == model), None)
     how = f"add --oracle {oracle}" if oracle else "set EMBEDDING_API_KEY (or .env) as the indexer had it"
