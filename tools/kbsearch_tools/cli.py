@@ -1021,8 +1021,9 @@ def cmd_mcp(args: argparse.Namespace) -> int:
             if args.oracle:  # its cache beside the store, where `kbsearch index --oracle` left the passages' vectors:
                 # an assistant starts this server in a working folder of its own (QDRANT_PATH in its config's env)
                 from kbsearch.config import load_settings
+                from kbsearch.qdrant import store_folder
 
-                oracle = _start_oracle(args, Path(load_settings().qdrant_path).absolute().parent / "oracle")
+                oracle = _start_oracle(args, store_folder(load_settings()).parent / "oracle")
             return mcp_stdio.run_local(args.kb, 5.0 if args.idle_close is None else args.idle_close, args.scope)
     except ValueError as exc:  # a --scope group that is no group name
         raise KbSearchError(f"--scope: {exc}") from None
