@@ -400,7 +400,7 @@ def _live_sync(live: _Live, api: Any, args: argparse.Namespace, oracle: Any = No
         live.handoff = HandoffServer(index, path).start()
         if live.handoff is not None:
             live.banner.append(f"  kbsearch index hands its syncs to this server ({path})")
-    from kbsearch.qdrant.readiness import NOT_BUILT, embedded_problem, missing_index
+    from kbsearch.qdrant.readiness import NOT_BUILT, embedded_problem, missing_index, recorded_model
 
     if args.watch is None:  # started where no index is: said at start-up, not only in each search's 503
         where = missing_index(settings) if embedded_problem(settings) == NOT_BUILT else None
@@ -410,7 +410,7 @@ def _live_sync(live: _Live, api: Any, args: argparse.Namespace, oracle: Any = No
     # one): said at start-up. With --watch and an embedder, the watcher's first sync embeds the index with it
     if path is not None and embedded_problem(settings) is None and (args.watch is None or container.search().embedder
                                                                      is None):  # fmt: skip
-        said = _bm25_only(container.search(), "searches are")
+        said = _bm25_only(container.search(), "searches are", lambda: recorded_model(settings))
         if said:
             live.banner.append(f"  note: {said}")
     if args.watch is not None:
@@ -917,34 +917,44 @@ def _say_bm25_only(service: Any) -> None:
         print(f"note: {said}", file=sys.stderr)
 
 
-def _bm25_only(service: Any, what: str) -> str | None:
-    """Why ``service`` (no embedder) searches an index that holds dense vectors by BM25 alone, and what adds the
-    dense leg; None when it has an embedder or the index holds none (or cannot be read)."""
+def _bm25_only(service: Any, what: str, recorded: Callable[[], str | None] | None = None) -> str | None:
+    """Why ``service`` searches the index by BM25 alone though dense search is meant (an index built with a model
+    and no embedder here, or another model here, or an embedder here over an index built BM25 only), and what adds
+    the dense leg; None when nothing is amiss (or the index cannot be read). The oracle's names are imported only
+    then: ``kbsearch serve`` asks at every start. ``recorded``: the index's model read another way (the embedded
+    store's file, without opening it), else the service reads it."""
     from kbsearch.errors import IndexUnavailable
-    from kbsearch_tools.oracle import MODELS
 
-    try:
-        model = service.read_index(lambda retriever, timeout_s: retriever.metadata(timeout_s)).get("embedding_model")
-    except IndexUnavailable:
+    if recorded is not None:
+        model = recorded()
+    else:
+        try:
+            model = service.read_index(lambda retriever, timeout_s: retriever.metadata(timeout_s)).get(
+                "embedding_model"
+            )
+        except IndexUnavailable:
+            return None
+    model = model if isinstance(model, str) and model else None
+    ours = service.embedder.signature["embedding_model"] if service.embedder is not None else None
+    if model == ours:  # both none, or the same model (another size or input format: the search's own warning)
         return None
-    if not isinstance(model, str) or not model:
-        if service.embedder is None:
-            return None  # an index built BM25 only, searched so
-        # an embedder over an index built BM25 only: the search's own warning spoke of "1024 dimensions", which it
-        # never held (the dense vector's size as created), and not of what embeds it
-        ours = service.embedder.signature["embedding_model"]
-        oracle = next((name for name, spec in MODELS.items() if spec[2] == ours), None)
-        return (f"the index was built BM25 only (it records no embedding model), so {what} BM25 only: kbsearch index <your KB "
-                f"folder>{f' --oracle {oracle}' if oracle else ''} embeds it with {ours}")  # fmt: skip
-    oracle = next((name for name, spec in MODELS.items() if spec[2] == model), None)
+    if model is None:  # the search's own warning spoke of "1024 dimensions", the size the collection was made with
+        oracle = _oracle_named(ours)
+        return (f"the index was built BM25 only (it records no embedding model), so {what} BM25 only: kbsearch "
+                f"index <your KB folder>{f' --oracle {oracle}' if oracle else ''} embeds it with {ours}")  # fmt: skip
+    oracle = _oracle_named(model)
     how = f"add --oracle {oracle}" if oracle else "set EMBEDDING_API_KEY (or .env) as the indexer had it"
-    if service.embedder is None:
+    if ours is None:
         return f"the index holds {model} vectors, but no embedder is configured, so {what} BM25 only: {how}"
-    ours = service.embedder.signature["embedding_model"]
-    if ours == model:  # the same model (another size or input format is said by the search's own warning)
-        return None
     return (f"the index holds {model} vectors, but the embedder configured is {ours}, so {what} BM25 only: {how}, "
             f"or re-embed the index with {ours} (kbsearch index <your KB folder>)")  # fmt: skip
+
+
+def _oracle_named(model: Any) -> str | None:
+    """The ``--oracle`` choice whose model is ``model`` (None: a provider's)."""
+    from kbsearch_tools.oracle import MODELS
+
+    return next((name for name, spec in MODELS.items() if spec[2] == model), None)
 
 
 def _unavailable_reason(exc: Any, settings: Any) -> str:
