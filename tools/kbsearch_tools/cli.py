@@ -1586,7 +1586,9 @@ def build_parser() -> argparse.ArgumentParser:
         "notes cost nothing. Uses Qdrant Cloud when QDRANT_URL is set, else the embedded store at QDRANT_PATH "
         "(default .kbsearch/qdrant, from the working folder); dense vectors when EMBEDDING_API_KEY is set, else "
         f"BM25 only. Exits {EXIT_LEASE_HELD}, nothing changed, when another process has the embedded store open "
-        "(one that is no kbsearch serve: a serve takes the sync itself) or another run holds the index lease.",
+        "(one that is no kbsearch serve: a serve takes the sync itself, with its own settings; one that embeds "
+        "otherwise than this run would, --oracle or EMBEDDING_API_KEY, refuses it: exit 2) or another run holds the "
+        "index lease.",
     )
     p.add_argument("source", nargs="?", help="folder or s3://bucket/prefix (default: KB_SOURCE)")
     p.add_argument("--full", action="store_true",
