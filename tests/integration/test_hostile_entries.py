@@ -266,7 +266,10 @@ def test_a_huge_sparse_note_is_neither_hashed_nor_read(kb: Path, tmp_path: Path,
     code, out, stderr = index_process(kb, tmp_path / "q")
     assert code == 0, stderr
     report = json.loads(out)
-    assert skipped(report) == {"huge.md": f"too large: {20 * 1024**3} bytes (limit 1048576)"} and report["added"] == 3
+    assert (
+        skipped(report) == {"huge.md": f"too large: {20 * 1024**3} bytes (limit 1048576, MAX_NOTE_BYTES)"}
+        and report["added"] == 3
+    )
     call = load_search_app(QDRANT_PATH=str(tmp_path / "q"), KB_SOURCE=str(kb))
     result = call_tool(call, "huge.md")
     assert result["isError"] is True

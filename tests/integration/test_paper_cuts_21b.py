@@ -76,7 +76,7 @@ TEMPLATE = ["--template", str(ROOT / "template.yaml")]
      (["serve", *TEMPLATE, "--port", "0", "--host", "bad\nhost"], 1,
       "kbsearch serve: error: cannot listen on bad\\nhost:0: "),
      (["serve", *TEMPLATE, "--port", "0", "--watch", "{tmp}/x\ny"], 2,
-      "kbsearch serve: error: --watch needs a KB folder (got '{tmp}/x\\ny'): "),
+      "kbsearch serve: error: --watch: KB folder {tmp}/x\\ny does not exist"),  # walk31: as kbsearch index says it
      (["eval", "--kb", "{tmp}", "--queries", "{tmp}/q\nz.yaml"], 2,
       "kbsearch eval: error: cannot read queries file {tmp}/q\\nz.yaml: no such file"),
      (["index", "{tmp}/e\nmpty"], 0, "  nothing to index: no notes in {tmp}/e\\nmpty: a note is a file ending in")],

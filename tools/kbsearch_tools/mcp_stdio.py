@@ -153,7 +153,8 @@ def run_local(kb: str | None, idle_close_s: float, scope_text: str | None = None
 
         oracle = next((name for name, spec in MODELS.items() if spec[2] == model), None)
         logger.warning("the index holds %s vectors, but no embedder is configured, so searches are BM25 only: %s",
-                       model, f"serve it with kbsearch serve --oracle {oracle} and launch kbsearch mcp --remote "
+                       model, f"add --oracle {oracle} to kbsearch mcp's args (the model loads in this server), or "
+                       f"serve it with kbsearch serve --oracle {oracle} and launch kbsearch mcp --remote "
                        "http://127.0.0.1:3000" if oracle else "give EMBEDDING_API_KEY in the config's env as the "
                        "indexer had it")  # fmt: skip
     source = settings.kb_source or _built_from(settings, recorded)

@@ -223,7 +223,10 @@ class OracleProvider(FakeProvider):
         Returns how many passages the model ran on. Embedded and cached ``WARM_BATCH`` passages at a time, so that a
         Ctrl-C (or a crash) half an hour into a vault keeps what was embedded (one call for all of them cached
         nothing until the last)."""
-        texts = sorted({passage(p, max_tokens) for p in payloads})
+        return self.warm_texts(sorted({passage(p, max_tokens) for p in payloads}))
+
+    def warm_texts(self, texts: list[str]) -> int:
+        """:meth:`warm_passages`' work on passages already cut: how many the model ran on."""
         before = self.embedded_texts
         for start in range(0, len(texts), self.WARM_BATCH):
             self.vectors(texts[start : start + self.WARM_BATCH], is_query=False)

@@ -449,9 +449,17 @@ class Indexer:
                     f"and switches the alias {self.store.collection!r} to it when complete"
                 ) from None
             # The embedded store is a local copy of the KB: rebuild it (make run, then make run ORACLE=e5, and back).
+            held = self.store.metadata().get("embedding_model")
             self.store.drop()
             self._embedding_signature(report)
             why = str(exc).split(": ", 1)[-1].split(". Use another")[0]
+            # "dense size 384 but EMBEDDING_DIMENSIONS=1024" said nothing to a run that embeds nothing, nor of an
+            # index that held no vectors at all
+            if held and self.embedder is None:
+                why = (f"it held {held} vectors, and this run has no embedder (no EMBEDDING_API_KEY, no --oracle): "
+                       "BM25 only now; a run with that model re-embeds every note")  # fmt: skip
+            elif not held and self.embedder is not None:
+                why = f"it was built BM25 only, and this run embeds with {self.embedder.signature['embedding_model']}"
             report.reembedded = f"the local collection was rebuilt and every note re-indexed ({why})"
             logger.warning("kbsearch: %s", report.reembedded)
         # a re-embed begun by this code records today's reading as it begins (it writes every note with it): current
@@ -1350,7 +1358,9 @@ def _parse_for_index(
     from kbsearch.notes import NoteError, note_id, parse_note  # the YAML parser loads only when a note changed
 
     if obj.size > options.max_note_bytes:
-        return ParseOutcome(failure="large", reason=f"too large: {obj.size} bytes (limit {options.max_note_bytes})")
+        return ParseOutcome(
+            failure="large", reason=f"too large: {obj.size} bytes (limit {options.max_note_bytes}, MAX_NOTE_BYTES)"
+        )  # the setting named: the one reading the report can raise it
     try:
         raw = source.read(obj)
         for bound in bounds:

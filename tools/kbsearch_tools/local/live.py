@@ -460,6 +460,14 @@ class HandoffServer:
             return {"error": "no source"}
         if self._live is None:
             self._live = self.live_factory()
+        if request.get("embedding") is not None:  # a client that would embed says with what (a plain one, nothing:
+            # it syncs with the server's settings, as `make run ORACLE=e5` and a `kbsearch index` beside it do)
+            ours = self._live.embedder.signature if self._live.embedder is not None else None
+            if request["embedding"] != ours:
+                return {"error": f"it syncs with {_embedding_named(ours)}, not {_embedding_named(request['embedding'])} "
+                        "as this kbsearch index would: stop that server and run kbsearch index again, or start it "
+                        "with the same embedding (kbsearch serve --oracle <model>, or the same EMBEDDING_* "
+                        "settings) and it takes the sync"}  # fmt: skip
         try:
             report = self._live.full(
                 source, full=request.get("full") is True, allow_mass_delete=request.get("allow_mass_delete") is True
@@ -467,6 +475,17 @@ class HandoffServer:
         except KbSearchError as exc:
             return {"error": str(exc)}
         return {"report": report.to_dict()}
+
+
+def _embedding_named(signature: Any) -> str:
+    """An embedder's signature (``Embedder.signature``; None: BM25 only) as the one at the terminal set it."""
+    from kbsearch_tools.oracle import MODELS
+
+    if not isinstance(signature, dict):
+        return "BM25 only (no embedder)"
+    model = signature.get("embedding_model")
+    oracle = next((name for name, spec in MODELS.items() if spec[2] == model), None)
+    return f"{model} (--oracle {oracle})" if oracle else f"{model}"
 
 
 def _same_user(conn: socket.socket) -> bool:
@@ -512,8 +531,18 @@ class NoServer(Exception):
     """No server listens for hand-offs."""
 
 
-def hand_off(path: Path, source: str, full: bool, allow_mass_delete: bool, timeout_s: float = 3600) -> dict[str, Any]:
-    """Ask the server at ``path`` to run the sync; its report. :class:`NoServer` when nothing listens there."""
+def hand_off(
+    path: Path,
+    source: str,
+    full: bool,
+    allow_mass_delete: bool,
+    embedding: dict[str, Any] | None,
+    timeout_s: float = 3600,
+) -> dict[str, Any]:
+    """Ask the server at ``path`` to run the sync; its report. :class:`NoServer` when nothing listens there.
+    ``embedding``: the signature of the embedder this sync would use; a server that embeds otherwise refuses (it
+    syncs with its own settings: ``kbsearch index --oracle e5`` handed to a plain ``kbsearch serve`` was a BM25-only
+    sync, exit 0). None (no embedder configured here): the server's settings, whatever they are."""
     if not path.exists():
         raise NoServer(str(path))
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
@@ -523,7 +552,7 @@ def hand_off(path: Path, source: str, full: bool, allow_mass_delete: bool, timeo
         except OSError:
             raise NoServer(str(path)) from None
         conn.settimeout(timeout_s)
-        _send(conn, {"source": source, "full": full, "allow_mass_delete": allow_mass_delete})
+        _send(conn, {"source": source, "full": full, "allow_mass_delete": allow_mass_delete, "embedding": embedding})
         answer = _read_line(conn)
     if "error" in answer:
         raise KbSearchError(f"the server holding the store could not sync: {answer['error']}")

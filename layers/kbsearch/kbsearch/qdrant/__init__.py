@@ -61,3 +61,11 @@ def beside_store(settings: Settings, suffix: str) -> Path | None:
     from pathlib import Path
 
     return Path(settings.qdrant_path) / f"{settings.qdrant_collection}{suffix}"
+
+
+def store_folder(settings: Settings) -> Path:
+    """The embedded store's folder (``QDRANT_PATH``, its default too), absolute: what is kept beside it outside the
+    store (the oracle's vector cache of ``kbsearch mcp --oracle``) is found from it whatever the working folder."""
+    from pathlib import Path
+
+    return Path(settings.qdrant_path).absolute()
