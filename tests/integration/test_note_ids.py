@@ -75,7 +75,7 @@ def test_an_index_read_before_ids_gets_them_at_its_next_sync_without_embedding(
     and no payload, and the ids are found; the sync after it does nothing more."""
     embedder = embedder_for(deepinfra)
     assert sync(stores(), kb, embedder).error is None
-    assert lexical.READING_VERSION == 4
+    assert lexical.READING_VERSION == 5
 
     def as_reading_3(store: Any) -> None:
         old = [(pid, document_vector(str(stored_embed_text(payload)))) for pid, payload in store.points().items()]
@@ -90,7 +90,7 @@ def test_an_index_read_before_ids_gets_them_at_its_next_sync_without_embedding(
 
     report = sync(stores(), kb, embedder)
     assert report.error is None and report.bm25_rewritten == len(before) and report.embedding_calls == 0, report
-    assert str(report.bm25_reading).startswith(f"rewrote BM25 vectors of {len(before)} chunks (reading v3 -> v4)")
+    assert str(report.bm25_reading).startswith(f"rewrote BM25 vectors of {len(before)} chunks (reading v3 -> v5)")
     assert len(deepinfra.calls("embeddings")) == calls
     after = read(stores, vectors)
     assert {pid: v[0] for pid, v in after.items()} == {pid: v[0] for pid, v in before.items()}  # dense untouched
