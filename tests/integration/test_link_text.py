@@ -26,7 +26,7 @@ from kbsearch.search import SearchService
 from kbsearch_tools.fakes import FakeProvider
 from tests.integration import test_bm25_reading as reading_tests
 from tests.integration.test_access_index import write_kb
-from tests.integration.test_bm25_reading import embedder_for, read, sync, vectors
+from tests.integration.test_bm25_reading import embedder_for, read, sync, synced_anew
 
 kind = reading_tests.kind  # the fixtures: Qdrant Edge at a path, and the qdrant-client store Cloud is written through
 stores = reading_tests.stores
@@ -84,18 +84,8 @@ def test_an_index_read_before_counts_links_anew_at_its_next_sync_without_embeddi
     assert sync(stores(), SAMPLE_KB, embedder).error is None
     assert lexical.READING_VERSION == 5
     read(stores, as_reading_4)
-    before = read(stores, vectors)
-    payloads = read(stores, lambda s: s.points())
     assert read(stores, lambda s: first(s, QUERIES[0]))[0] == LINKING  # what the README's query answered
-    calls = len(deepinfra.calls("embeddings"))
-
-    report = sync(stores(), SAMPLE_KB, embedder)
-    assert report.error is None and report.bm25_rewritten == len(before) and report.embedding_calls == 0, report
-    assert str(report.bm25_reading).startswith(f"rewrote BM25 vectors of {len(before)} chunks (reading v4 -> v5)")
-    assert len(deepinfra.calls("embeddings")) == calls
-    after = read(stores, vectors)
-    assert {pid: v[0] for pid, v in after.items()} == {pid: v[0] for pid, v in before.items()}  # dense untouched
-    assert read(stores, lambda s: s.points()) == payloads
+    before, after, payloads = synced_anew(stores, SAMPLE_KB, embedder, deepinfra, 4)
     changed = [pid for pid in after if after[pid][1] != before[pid][1]]
     assert LINKING in {payloads[pid]["path"] for pid in changed}
     assert all(payloads[pid].get("links") for pid in changed)  # only chunks of notes that link
