@@ -232,6 +232,19 @@ def _to_sparse(weights: dict[int, float]) -> SparseVector:
 LINK_NAME_MIN_TOKENS = 3
 
 
+@functools.lru_cache(maxsize=64)  # a note's chunks come one after another, each with the note's links
+def _linked_names(links: tuple[str, ...]) -> dict[str, list[tuple[str, ...]]]:
+    """The names :func:`linked_tokens` looks for, by their first token, longest first."""
+    names: dict[str, list[tuple[str, ...]]] = {}
+    for link in links:
+        name = tuple(tokenize(link)) if link_key(link) is not None else ()
+        if len(name) >= LINK_NAME_MIN_TOKENS:
+            names.setdefault(name[0], []).append(name)
+    for starting in names.values():
+        starting.sort(key=len, reverse=True)
+    return names
+
+
 def linked_tokens(tokens: list[str], links: Sequence[str]) -> list[bool]:
     """Which of a chunk's ``tokens`` (:func:`tokenize`) quote a linked note's name: each run of them that is the
     whole name of one of the note's link targets (``links``: the note part of ``[[target]]``, which a link without
@@ -240,15 +253,9 @@ def linked_tokens(tokens: list[str], links: Sequence[str]) -> list[bool]:
     marked = [False] * len(tokens)
     if not tokens or not links:
         return marked
-    names: dict[str, list[tuple[str, ...]]] = {}  # a name's first token → the names starting with it
-    for link in links:
-        name = tuple(tokenize(link)) if link_key(link) is not None else ()
-        if len(name) >= LINK_NAME_MIN_TOKENS:
-            names.setdefault(name[0], []).append(name)
+    names = _linked_names(tuple(links))
     if not names:
         return marked
-    for starting in names.values():
-        starting.sort(key=len, reverse=True)
     i = 0
     while i < len(tokens):
         for name in names.get(tokens[i], ()):
