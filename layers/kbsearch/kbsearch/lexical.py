@@ -16,8 +16,9 @@ Term ids: the first 4 bytes of BLAKE2b of the stem, so every process and machine
 Documents carry BM25's term-frequency part, ``tf·(k1+1) / (tf + k1·(1 − b + b·dl/avgdl))`` with k1 = 1.2,
 b = 0.75; the collection's sparse vector has Qdrant's IDF modifier, so the server supplies the IDF at query
 time; the words of a chunk that quote the name of a note it links to count only where the chunk holds them
-nowhere else (:func:`document_vector`'s ``links``). ``avgdl`` is a constant (:data:`AVG_DOC_TOKENS`) rather than the corpus mean: weights then never drift as
-the KB changes, and an incremental sync never has to rewrite unchanged notes. Queries send weight 1.0 per term.
+nowhere else (:func:`document_vector`'s ``links``). ``avgdl`` is a constant (:data:`AVG_DOC_TOKENS`) rather than
+the corpus mean: weights then never drift as the KB changes, and an incremental sync never has to rewrite unchanged
+notes. Queries send weight 1.0 per term.
 """
 
 from __future__ import annotations
