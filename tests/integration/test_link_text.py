@@ -2,7 +2,7 @@
 wiki-link's text counts for in BM25 (link31)"). The sample KB's *Qdrant Cloud* links *Runbook - restore a Qdrant
 snapshot* by its title from a two-line section; BM25 counted the title's words for that section, which then held the
 query's words more densely than the runbook, and the README's first query ("restore a qdrant snapshot") answered
-*Qdrant Cloud* first. A chunk quoting a linked note's name (three words or more) now counts the name's words only
+*Qdrant Cloud* first. A chunk quoting a linked note's name (four words or more) now counts the name's words only
 where it holds them nowhere else; what it shows and embeds is unchanged. An index read before (BM25 reading 4) gets
 the new vectors at its next sync, from the payloads' ``links``, without embedding anything; on the embedded store
 (Qdrant Edge) and on the qdrant-client store Qdrant Cloud is written through."""
@@ -126,10 +126,10 @@ def test_what_a_linking_chunk_shows_and_embeds_keeps_the_links_text() -> None:
 @pytest.mark.parametrize(
     ("text", "links", "marked"),
     [
-        ("Restore a Qdrant snapshot today", ["Restore a Qdrant snapshot"], [True, True, True, False]),
-        ("Restore a Qdrant snapshot today", ["Qdrant snapshot"], [False] * 4),  # two words: the sentence's
-        ("Restore Qdrant snapshot, restore", ["Restore a Qdrant snapshot", "Restore a Qdrant snapshot fully"],
-         [True, True, True, False]),
+        ("Restore a Qdrant snapshot runbook today", ["Restore a Qdrant snapshot runbook"], [True] * 4 + [False]),
+        ("Restore a Qdrant snapshot today", ["Restore a Qdrant snapshot"], [False] * 4),  # three words: the sentence's
+        ("Restore Qdrant snapshot runbook, restore", ["Restore a Qdrant snapshot runbook", "Restore Qdrant snapshot runbook fully"],
+         [True, True, True, True, False]),
         ("see ops/runbooks/Restore qdrant snapshot.md", ["ops/runbooks/Restore qdrant snapshot.md"], [False] + [True] * 6),
     ],
 )  # fmt: skip

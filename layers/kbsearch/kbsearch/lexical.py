@@ -229,9 +229,10 @@ def _to_sparse(weights: dict[int, float]) -> SparseVector:
 
 #: A link's target counts as a name the linking chunk quotes (:func:`linked_tokens`) from this many words up (its
 #: stems, stop words dropped: "Runbook - restore a Qdrant snapshot" is four). A shorter one ("excluded from
-#: [[Search]] and [[Graph view]]") is a word of the sentence, what the chunk is about: not counting those cost the
-#: Obsidian vault's long-note and detail questions their notes (EVAL.md, "Session 31 ... (link31)").
-LINK_NAME_MIN_TOKENS = 3
+#: [[Search]] and [[Graph view]]", "[[Collaborate on a Publish site]]") is words of the sentence, what the chunk is
+#: about: not counting those cost the Obsidian vault's long-note and detail questions their notes (from 1 word up),
+#: and e5's detail-en a second relevant note (from 3 up; EVAL.md, "Session 31: ... (link31)").
+LINK_NAME_MIN_TOKENS = 4
 
 
 @functools.lru_cache(maxsize=64)  # a note's chunks come one after another, each with the note's links
