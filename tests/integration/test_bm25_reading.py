@@ -140,6 +140,24 @@ def read(opened: Any, what: Any) -> Any:
             store.close()
 
 
+def synced_anew(opened: Any, kb: Path, embedder: Embedder, deepinfra: FakeProvider, older: int) -> tuple[Any, Any, Any]:
+    """The next sync of an index a reading ``older`` wrote: it rewrites every chunk's BM25 vector, embeds nothing,
+    changes no dense vector and no payload. Returns the vectors before and after, and the payloads."""
+    before = read(opened, vectors)
+    payloads = read(opened, lambda s: s.points())
+    calls = len(deepinfra.calls("embeddings"))
+    report = sync(opened(), kb, embedder)
+    assert report.error is None and report.bm25_rewritten == len(before) and report.embedding_calls == 0, report
+    assert str(report.bm25_reading).startswith(
+        f"rewrote BM25 vectors of {len(before)} chunks (reading v{older} -> v{lexical.READING_VERSION})"
+    )
+    assert len(deepinfra.calls("embeddings")) == calls
+    after = read(opened, vectors)
+    assert {pid: v[0] for pid, v in after.items()} == {pid: v[0] for pid, v in before.items()}  # dense untouched
+    assert read(opened, lambda s: s.points()) == payloads
+    return before, after, payloads
+
+
 def test_an_older_reading_is_rewritten_without_embedding(
     kind: str, stores: Any, kb: Path, deepinfra: FakeProvider, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -22,7 +22,7 @@ from kbsearch.search import SearchService
 from kbsearch_tools.fakes import FakeProvider
 from tests.integration import test_bm25_reading as reading_tests
 from tests.integration.test_access_index import write_kb
-from tests.integration.test_bm25_reading import embedder_for, read, sync, vectors
+from tests.integration.test_bm25_reading import embedder_for, read, sync, synced_anew
 
 kind = reading_tests.kind  # the fixtures: Qdrant Edge at a path, and the qdrant-client store Cloud is written through
 stores = reading_tests.stores
@@ -75,7 +75,7 @@ def test_an_index_read_before_ids_gets_them_at_its_next_sync_without_embedding(
     and no payload, and the ids are found; the sync after it does nothing more."""
     embedder = embedder_for(deepinfra)
     assert sync(stores(), kb, embedder).error is None
-    assert lexical.READING_VERSION == 4
+    assert lexical.READING_VERSION == 5
 
     def as_reading_3(store: Any) -> None:
         old = [(pid, document_vector(str(stored_embed_text(payload)))) for pid, payload in store.points().items()]
@@ -83,18 +83,8 @@ def test_an_index_read_before_ids_gets_them_at_its_next_sync_without_embedding(
         store.set_metadata({**store.metadata(), BM25_READING: 3})
 
     read(stores, as_reading_3)
-    before = read(stores, vectors)
-    payloads = read(stores, lambda s: s.points())
     assert read(stores, lambda s: first_hits(s, None)) != IDS  # the old index does not know the ids
-    calls = len(deepinfra.calls("embeddings"))
-
-    report = sync(stores(), kb, embedder)
-    assert report.error is None and report.bm25_rewritten == len(before) and report.embedding_calls == 0, report
-    assert str(report.bm25_reading).startswith(f"rewrote BM25 vectors of {len(before)} chunks (reading v3 -> v4)")
-    assert len(deepinfra.calls("embeddings")) == calls
-    after = read(stores, vectors)
-    assert {pid: v[0] for pid, v in after.items()} == {pid: v[0] for pid, v in before.items()}  # dense untouched
-    assert read(stores, lambda s: s.points()) == payloads
+    before, after, _ = synced_anew(stores, kb, embedder, deepinfra, 3)
     assert sum(after[pid][1] != before[pid][1] for pid in after) == 3  # the first chunks of the three notes with ids
     assert read(stores, lambda s: first_hits(s, None)) == IDS
     assert read(stores, lambda s: first_hits(s, embedder)) == IDS

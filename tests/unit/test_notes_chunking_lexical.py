@@ -314,6 +314,17 @@ READING_CANARY = (
 )  # fmt: skip
 
 
+#: Chunks quoting the names of notes they link to (reading 5): long names, short ones, an attachment's, a name
+#: whose words the chunk also holds outside the link and one whose words only the link brings.
+LINKED_CANARY = (
+    ("Snapshots are taken nightly; restoring one is described in Runbook - restore a Qdrant snapshot; a site "
+     "published with others: Collaborate on a Publish site",
+     ["Runbook - restore a Qdrant snapshot", "Search", "lucide-menu.svg", "Collaborate on a Publish site"]),
+    ("Порядок описан в Grafana alerting escalation policy; see lucide menu svg and Search",
+     ["Grafana alerting escalation policy", "Search", "lucide-menu.svg"]),
+)  # fmt: skip
+
+
 def test_the_reading_version_names_the_reading() -> None:
     """A change of what BM25 makes of a text (the reading, the tokens, the stemmers, the term ids, the weights) must
     bump ``lexical.READING_VERSION``: indexes built before then have their BM25 vectors read anew by the next sync
@@ -324,8 +335,12 @@ def test_the_reading_version_names_the_reading() -> None:
 
     from kbsearch.lexical import READING_VERSION
 
-    vectors = [[v.indices, [round(x, 9) for x in v.values]] for v in map(document_vector, READING_CANARY)]
+    read = [
+        *map(document_vector, READING_CANARY),
+        *(document_vector(text, links=links) for text, links in LINKED_CANARY),
+    ]
+    vectors = [[v.indices, [round(x, 9) for x in v.values]] for v in read]
     digest = hashlib.sha256(json.dumps(vectors).encode()).hexdigest()[:16]
-    assert (READING_VERSION, digest) == (4, "62a0f00f8332c760"), (
+    assert (READING_VERSION, digest) == (5, "9a9f27010e104191"), (
         "BM25's reading changed: bump READING_VERSION, record the digest"
     )

@@ -96,6 +96,7 @@ from kbsearch.qdrant.query import (
     SOURCE_KEY,
     folders_of,
     links_generation,
+    payload_links,
     reach_groups,
     reach_sets,
     signature_id,
@@ -533,7 +534,7 @@ class Indexer:
                     mismatched += 1
                     self._reread_notes.add(path)
                 lexical = lexical_text(payload["chunk_index"], text, stored_note_id(payload))
-                vectors.append((str(point["id"]), document_vector(lexical)))
+                vectors.append((str(point["id"]), document_vector(lexical, links=payload_links(payload.get("links")))))
                 versions.add((path, etag if isinstance(etag, str) else None))
             guard = [{"must": [{"key": "path", "match": {"value": path}}]
                       + ([{"key": "etag", "match": {"value": etag}}] if etag is not None else [])}
@@ -1387,8 +1388,9 @@ def _parse_for_index(
         _check_storable(payloads)  # what the store must take
         reuse = reuse if dense else {}
         lexical_id = note_id(note.metadata)
+        linked = payload_links(links)  # what a re-read of the BM25 vectors reads: the payload's (Indexer._reread_bm25)
         points = [ChunkPoint(obj.path, chunk.index, payload,
-                             document_vector(lexical_text(chunk.index, chunk.embed_text, lexical_id)),
+                             document_vector(lexical_text(chunk.index, chunk.embed_text, lexical_id), links=linked),
                              reuse.get(payload[EMBED_HASH]))
                   for chunk, payload in zip(chunks, payloads, strict=True)]  # fmt: skip
     except SourceError as exc:
@@ -1941,7 +1943,7 @@ def stored_vectors(points: Iterable[tuple[dict[str, Any], list[float] | None]]) 
     return reuse
 
 
-REREAD_FIELDS = ["path", "etag", "chunk_index", "heading", "text", "meta", "embedding", EMBED_HASH]
+REREAD_FIELDS = ["path", "etag", "chunk_index", "heading", "text", "meta", "links", "embedding", EMBED_HASH]
 
 
 def stored_embed_text(payload: dict[str, Any]) -> str | None:

@@ -15,8 +15,10 @@ Term ids: the first 4 bytes of BLAKE2b of the stem, so every process and machine
 
 Documents carry BM25's term-frequency part, ``tf·(k1+1) / (tf + k1·(1 − b + b·dl/avgdl))`` with k1 = 1.2,
 b = 0.75; the collection's sparse vector has Qdrant's IDF modifier, so the server supplies the IDF at query
-time. ``avgdl`` is a constant (:data:`AVG_DOC_TOKENS`) rather than the corpus mean: weights then never drift as
-the KB changes, and an incremental sync never has to rewrite unchanged notes. Queries send weight 1.0 per term.
+time; the words of a chunk that quote the name of a note it links to count only where the chunk holds them
+nowhere else (:func:`document_vector`'s ``links``). ``avgdl`` is a constant (:data:`AVG_DOC_TOKENS`) rather than
+the corpus mean: weights then never drift as the KB changes, and an incremental sync never has to rewrite unchanged
+notes. Queries send weight 1.0 per term.
 """
 
 from __future__ import annotations
@@ -27,8 +29,11 @@ import re
 import threading
 import unicodedata
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from kbsearch.links import link_key
 
 if TYPE_CHECKING:
     import snowballstemmer
@@ -41,8 +46,10 @@ if TYPE_CHECKING:
 #: queries are read the new way at once, so a stale index misses notes silently (``x²`` is the token ``x2``).
 #: 1: before round 15 (none recorded); 2: NFC without invisible characters (round 15); 3: NFKC, the leftover
 #: marks dropped, glued symbols set apart, a capital dotted I read as ``i`` (round 16); 4: a note's first chunk
-#: holds its front-matter ``id`` too (:func:`kbsearch.chunking.lexical_text`, session 24).
-READING_VERSION = 4
+#: holds its front-matter ``id`` too (:func:`kbsearch.chunking.lexical_text`, session 24); 5: a chunk quoting the name
+#: of a note it links to counts the name's words only where it holds them nowhere else (:func:`document_vector`'s
+#: ``links``, read from the payload's ``links``; session 31).
+READING_VERSION = 5
 
 K1 = 1.2
 B = 0.75
@@ -220,14 +227,70 @@ def _to_sparse(weights: dict[int, float]) -> SparseVector:
     return SparseVector([i for i, _ in items], [w for _, w in items])
 
 
-def document_vector(text: str, avgdl: float = AVG_DOC_TOKENS, k1: float = K1, b: float = B) -> SparseVector:
+#: A link's target counts as a name the linking chunk quotes (:func:`linked_tokens`) from this many words up (its
+#: stems, stop words dropped: "Runbook - restore a Qdrant snapshot" is four). A shorter one ("excluded from
+#: [[Search]] and [[Graph view]]", "[[Collaborate on a Publish site]]") is words of the sentence, what the chunk is
+#: about: not counting those cost the Obsidian vault's long-note and detail questions their notes (from 1 word up),
+#: and e5's detail-en a second relevant note (from 3 up; EVAL.md, "Session 31: ... (link31)").
+LINK_NAME_MIN_TOKENS = 4
+
+
+@functools.lru_cache(maxsize=64)  # a note's chunks come one after another, each with the note's links
+def _linked_names(links: tuple[str, ...]) -> dict[str, list[tuple[str, ...]]]:
+    """The names :func:`linked_tokens` looks for, by their first token, longest first."""
+    names: dict[str, list[tuple[str, ...]]] = {}
+    for link in links:
+        name = tuple(tokenize(link)) if link_key(link) is not None else ()
+        if len(name) >= LINK_NAME_MIN_TOKENS:
+            names.setdefault(name[0], []).append(name)
+    for starting in names.values():
+        starting.sort(key=len, reverse=True)
+    return names
+
+
+def linked_tokens(tokens: list[str], links: Sequence[str]) -> list[bool]:
+    """Which of a chunk's ``tokens`` (:func:`tokenize`) quote a linked note's name: each run of them that is the
+    whole name of one of the note's link targets (``links``: the note part of ``[[target]]``, which a link without
+    an alias shows) of at least :data:`LINK_NAME_MIN_TOKENS` words, leftmost and longest first, never overlapping.
+    An attachment (an embedded image's file name) names no note (:func:`kbsearch.links.link_key`)."""
+    marked = [False] * len(tokens)
+    if not tokens or not links:
+        return marked
+    names = _linked_names(tuple(links))
+    if not names:
+        return marked
+    i = 0
+    while i < len(tokens):
+        for name in names.get(tokens[i], ()):
+            if tuple(tokens[i : i + len(name)]) == name:
+                marked[i : i + len(name)] = [True] * len(name)
+                i += len(name)
+                break
+        else:
+            i += 1
+    return marked
+
+
+def document_vector(
+    text: str, avgdl: float = AVG_DOC_TOKENS, k1: float = K1, b: float = B, links: Sequence[str] = ()
+) -> SparseVector:
+    """A chunk's BM25 vector. ``links``: its note's link targets (the payload's ``links``). A link's text names the
+    note it points to, not the one it is in: where the chunk quotes a linked note's name (:func:`linked_tokens`),
+    the name's words count only if the chunk holds them nowhere else (a word only the link brings, often the one
+    English word of a Russian note, is still found); they count in its length (a reader sees them). The text a
+    chunk shows and embeds is unchanged."""
     tokens = tokenize(text)
     if not tokens:
         return SparseVector([], [])
     dl = len(tokens)
     norm = k1 * (1 - b + b * dl / avgdl)
+    counts = Counter(tokens)
+    marks = linked_tokens(tokens, links) if links else None
+    if marks is not None and any(marks):
+        own = Counter(t for t, linked in zip(tokens, marks, strict=True) if not linked)
+        counts = Counter({t: own[t] or tf for t, tf in counts.items()})
     weights: dict[int, float] = {}
-    for term, tf in Counter(tokens).items():
+    for term, tf in counts.items():
         tid = term_id(term)
         # Two stems hashing to one id (rare) add up, as they would in one posting list.
         weights[tid] = weights.get(tid, 0.0) + tf * (k1 + 1) / (tf + norm)
