@@ -273,6 +273,8 @@ def test_a_tag_filter_on_a_qdrant_cloud_collection_without_the_tag_keys_index_is
         ("%%\n#hidden\n%%\n#shown", ["shown"]),
         ("#1984 #2024/01 #y1984 #_ #-", ["y1984", "_", "-"]),
         ("#a/b/ #x!y #дом? #家", ["a/b", "x", "дом", "家"]),
+        ("#Tag, #TAG and #tag/sub #Tag", ["Tag", "tag/sub"]),  # one tag whatever the case: as first written
+        ("> ```css\n> a { color: #ff0000; }\n> ```\n> #quoted", ["quoted"]),  # a code block in a quote
     ],
 )
 def test_the_tags_written_in_a_notes_text_as_obsidian_reads_them(body: str, tags: list[str]) -> None:
