@@ -20,9 +20,10 @@ from kbsearch.config import Secrets, Settings
 from kbsearch.indexer import SyncReport, run_sync
 from kbsearch.qdrant import open_store
 from kbsearch_tools.fakes import FakeProvider
-from kbsearch_tools.local.apigw import HttpRequest, build_event
 from tests.conftest import KBSEARCH_CMD, PROCESS_TIMEOUT_S, provider_settings, subprocess_env
+from tests.integration.test_first_value_indexes import rest
 from tests.integration.test_hostile_notes import mcp_event
+from tests.integration.test_notes_graph import write_kb
 
 #: RELIABILITY.md's round 30 KB, and the classes of ``tags`` YAML gives (each note says "quokka")
 KB = {
@@ -87,25 +88,9 @@ FOUND: dict[str, set[str]] = {
 }
 
 
-def write_kb(root: Path, notes: dict[str, str]) -> Path:
-    for rel, text in notes.items():
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_text(text, encoding="utf-8")
-    return root
-
-
 def settings_of(tmp_path: Path, folder: Path) -> Settings:
     return Settings(qdrant_path=str(tmp_path / "q"), qdrant_url="", embedding_api_key=None,
                     embedding_api_key_param="", kb_source=str(folder))  # fmt: skip
-
-
-def rest(call: Callable[[dict[str, Any]], Any], method: str, path: str, query: str = "", body: Any = None) -> Any:
-    data = json.dumps(body).encode() if body is not None else b""
-    event = build_event(HttpRequest(method, path, query, [("Content-Type", "application/json")], data), path, {},
-                        "dev")  # fmt: skip
-    answer = call(event)
-    assert answer["statusCode"] == 200, answer
-    return json.loads(answer["body"])
 
 
 def found(call: Callable[[dict[str, Any]], Any], tags: list[str]) -> set[str]:
