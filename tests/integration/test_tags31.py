@@ -136,6 +136,31 @@ def test_a_tag_filter_finds_notes_as_obsidian_does_on_every_surface(tmp_path: Pa
         call.module.api.container.close()
 
 
+def test_slack_tag_filter_finds_as_obsidian_does(tmp_path: Path, load_search_app: Any) -> None:
+    """`/kb tag:PROJECT/beta quokka` (Slack's filters are the search's): the note tagged `Project/Beta` is the
+    answer, and `tag:project` finds the note whose `#project/gamma` is in its text."""
+    from kbsearch_tools.fakes import FakeEndpoint
+    from tests.integration.test_slack_interactive import SECRET, command_body, signed_event, wait_for
+
+    folder = write_kb(tmp_path / "kb", {k: KB[k] for k in ("alpha.md", "plain.md", "gamma.md")})
+    report = run_sync(settings_of(tmp_path, folder), Secrets(settings_of(tmp_path, folder)), source_uri=str(folder))
+    assert report.error is None and report.added == 3, report
+    hook = FakeEndpoint().start()
+    call = load_search_app(QDRANT_PATH=str(tmp_path / "q"), SLACK_SIGNING_SECRET=SECRET,
+                           SLACK_RESPONSE_HOSTS="127.0.0.1", SLACK_TOP_K="5")  # fmt: skip
+    try:
+        for text, want, unwanted in (("tag:PROJECT/beta quokka", "alpha.md", ("plain.md", "gamma.md")),
+                                     ("tag:project quokka", "gamma.md", ())):  # fmt: skip
+            before = len(hook.requests)
+            event = signed_event("/slack/command", command_body(text, hook.url + "/r", trigger=text))
+            assert call(event)["statusCode"] == 200
+            answer = json.dumps(wait_for(hook, before + 1)[-1], ensure_ascii=False)
+            assert want in answer and not any(u in answer for u in unwanted), (text, answer)
+    finally:
+        hook.stop()
+        call.module.api.container.close()
+
+
 def kbsearch(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*KBSEARCH_CMD, *args], capture_output=True, text=True, env=subprocess_env(**env),
                           timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
