@@ -190,8 +190,11 @@ def body_tags(body: str) -> list[str]:
         fence = fence_opened(line)
         if fence is not None or "#" not in line:
             continue
-        for start, end in reversed(code_spans(line)):
-            line = line[:start] + " " + line[end:]
+        spans = code_spans(line)
+        if spans:  # each code span one backtick (a tag neither in it nor glued to it), the line rebuilt once (a
+            # span at a time copied the line: 50,000 spans on an 800 KB line, 3.9 s)
+            ends = [0, *(end for _, end in spans)]
+            line = "`".join(line[ends[i] : start] for i, (start, _) in enumerate(spans)) + "`" + line[ends[-1] :]
         if "<!--" in line:
             line = _INLINE_COMMENT.sub(" ", line)
         for m in _BODY_TAG.finditer(line):
