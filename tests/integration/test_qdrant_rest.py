@@ -94,8 +94,12 @@ def test_request_body_matches_qdrant_client_and_edge(qdrant: FakeEndpoint, weigh
     client = QdrantClient(url=qdrant.url, check_compatibility=False)
     when = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     conditions: list[models.Condition] = [
-        models.Filter(should=[models.FieldCondition(key="tags", match=models.MatchAny(any=["runbook", "qdrant"])),
-                              models.FieldCondition(key="tag_keys", match=models.MatchAny(any=["runbook", "qdrant"]))]),
+        models.Filter(
+            should=[
+                models.FieldCondition(key="tags", match=models.MatchAny(any=["runbook", "qdrant"])),
+                models.FieldCondition(key="tag_keys", match=models.MatchAny(any=["runbook", "qdrant"])),
+            ]
+        ),
         models.FieldCondition(key="type", match=models.MatchAny(any=["runbook"])),
         models.FieldCondition(key="status", match=models.MatchAny(any=["active"])),
         models.FieldCondition(key="folders", match=models.MatchValue(value="ru/ранбуки")),
