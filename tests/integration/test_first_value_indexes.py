@@ -30,7 +30,7 @@ from tests.integration.test_hostile_notes import mcp_event
 
 #: the front-matter fields whose indexes come with a value (kbsearch.qdrant.query.FIRST_VALUE_INDEXES; spelt out, so
 #: that these tests run, and fail, on a version that creates them with the collection)
-FIRST_VALUE_INDEXES = frozenset({"type", "status", "updated", "tags"})
+FIRST_VALUE_INDEXES = frozenset({"type", "status", "updated", "tags", "tag_keys"})
 
 PLAIN = {
     "alpha.md": "# Alpha\n\nzebrafinch alpha notes\n",

@@ -65,7 +65,8 @@ def edge_by_hand(weights: list[float] | None) -> Any:
     """The same query written with Qdrant Edge's own API (qdrant.tech/documentation/edge)."""
     edge = pytest.importorskip("qdrant_edge", reason="no Qdrant Edge wheel on this platform")
     qfilter = edge.Filter(must=[
-        edge.FieldCondition(key="tags", match=edge.MatchAny(any=["runbook", "qdrant"])),
+        edge.Filter(should=[edge.FieldCondition(key="tags", match=edge.MatchAny(any=["runbook", "qdrant"])),
+                            edge.FieldCondition(key="tag_keys", match=edge.MatchAny(any=["runbook", "qdrant"]))]),
         edge.FieldCondition(key="type", match=edge.MatchAny(any=["runbook"])),
         edge.FieldCondition(key="status", match=edge.MatchAny(any=["active"])),
         edge.FieldCondition(key="folders", match=edge.MatchValue(value="ru/ранбуки")),
@@ -93,7 +94,12 @@ def test_request_body_matches_qdrant_client_and_edge(qdrant: FakeEndpoint, weigh
     client = QdrantClient(url=qdrant.url, check_compatibility=False)
     when = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     conditions: list[models.Condition] = [
-        models.FieldCondition(key="tags", match=models.MatchAny(any=["runbook", "qdrant"])),
+        models.Filter(
+            should=[
+                models.FieldCondition(key="tags", match=models.MatchAny(any=["runbook", "qdrant"])),
+                models.FieldCondition(key="tag_keys", match=models.MatchAny(any=["runbook", "qdrant"])),
+            ]
+        ),
         models.FieldCondition(key="type", match=models.MatchAny(any=["runbook"])),
         models.FieldCondition(key="status", match=models.MatchAny(any=["active"])),
         models.FieldCondition(key="folders", match=models.MatchValue(value="ru/ранбуки")),

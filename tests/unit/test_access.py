@@ -470,7 +470,7 @@ def test_the_scope_clause_matches_public_chunks_by_a_recorded_group_only_for_cal
         scope_clause([], {"hr"})
     # a clause of several matches is the filter's own should, beside the request's filters in its must
     assert filter_json(tags=["guide"], groups=["public", "hr", "security"], reach=frozenset({"hr"})) == {
-        "must": [{"key": "tags", "match": {"any": ["guide"]}}], "should": [reach("hr"), *access("security")]
+        "must": [{"should": [{"key": "tags", "match": {"any": ["guide"]}}, {"key": "tag_keys", "match": {"any": ["guide"]}}]}], "should": [reach("hr"), *access("security")]
     }  # fmt: skip
     assert filter_json(groups=["public", "hr"]) == {"should": access("hr", "public")}
     assert filter_json(groups=None) is None
@@ -540,7 +540,10 @@ def test_the_scope_clause_is_one_match_of_a_recorded_token_else_as_before(held: 
     assert scope is not None
     assert scope_clause(scope, {"hr+security", "hr"}) == reach("hr+security")
     assert filter_json(groups=scope, reach=frozenset({"hr+security"}), tags=["x"]) == {
-        "must": [reach("hr+security"), {"key": "tags", "match": {"any": ["x"]}}]
+        "must": [
+            reach("hr+security"),
+            {"should": [{"key": "tags", "match": {"any": ["x"]}}, {"key": "tag_keys", "match": {"any": ["x"]}}]},
+        ]
     }
     # not recorded (another set's token only, or none): the clause of its groups
     assert scope_clause(scope, {"hr+oncall", "hr"}) == {"should": [reach("hr"), {"key": "access",

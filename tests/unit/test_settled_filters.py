@@ -11,7 +11,7 @@ import pytest
 
 from kbsearch.qdrant.query import NO_POINT, filter_json, fusion_request, holds_value, settled, settled_search
 
-ABSENT = frozenset({"type", "status", "updated", "tags"})
+ABSENT = frozenset({"type", "status", "updated", "tags", "tag_keys"})
 PATH = {"key": "path", "match": {"value": "a.md"}}
 TYPE = {"key": "type", "match": {"any": ["memo"]}}
 

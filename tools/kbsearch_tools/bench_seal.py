@@ -9,15 +9,16 @@ process's interpreter lock. This writes ``--points`` real chunk payloads (the va
 calling thread, holding the lock) and its wall. Variants, each in every round (the order rotating round by round,
 medians of ``--runs``):
 
-- ``all``: the 10 of ``PAYLOAD_INDEXES``, all created with the collection (a store made before session 26's
+- ``all``: the 11 of ``PAYLOAD_INDEXES``, all created with the collection (a store made before session 26's
   first-value indexes); ``none``: no payload index (the floor);
 - ``as created``: the store's own (``EdgeStore`` without ``payload_indexes``): ``PAYLOAD_INDEXES`` but the
   ``FIRST_VALUE_INDEXES`` with the collection, each of those before the first point holding a value for its field
-  (on a vault without front matter, none of them);
-- ``only FIELD``: one index alone, for each of the 10; ``only absent``: one keyword index of a field no point holds
+  (on a vault without front matter, none of them; on the Obsidian help vault ``tags`` and ``tag_keys``, from the two
+  notes with tags in their text, since round 31);
+- ``only FIELD``: one index alone, for each of the 11; ``only absent``: one keyword index of a field no point holds
   (what an index costs a seal for the payload reads alone, with no value to index);
-- ``all but FIELD[,FIELD...]``: the 10 less these, for each ``--drop``;
-- ``graph split``: the payload shape before session 26 (the 9 other indexes and, in place of ``graph_keys``, one
+- ``all but FIELD[,FIELD...]``: the 11 less these, for each ``--drop``;
+- ``graph split``: the payload shape before session 26 (the 10 other indexes and, in place of ``graph_keys``, one
   keyword index each for ``path_keys``, ``name_keys`` and ``link_keys``, a note's ``p:``, ``n:`` and ``l:`` graph
   keys unprefixed, on its first chunk only as ``graph_keys`` is).
 """
@@ -230,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
                           "points a seal (default 10,000: GRAPH_FROM)", "rounds, every variant once in each (default 3)")  # fmt: skip
     parser.add_argument("--variant", action="append", help="run only this variant (repeatable; default: all)")
     parser.add_argument(
-        "--drop", action="append", default=[], help="add 'all but FIELD[,FIELD...]': the 10 less these (repeatable)"
+        "--drop", action="append", default=[], help="add 'all but FIELD[,FIELD...]': the 11 less these (repeatable)"
     )
     args = parse_vault_args(parser, argv)
     results = bench_seal(args.kb, args.points, args.runs, args.dims, args.variant, args.drop, note)

@@ -875,6 +875,7 @@ def _unheld_filters(service: Any, request: Any, scope: Any) -> list[str]:
     "0 results" with nothing said. Read from the index's facets (``kb_list``'s catalog); a facet cut at its limit
     is not complete, so nothing is said of it; a catalog that cannot be read says nothing."""
     from kbsearch.browse import BrowseService
+    from kbsearch.lexical import tag_key, tag_keys
     from kbsearch.reader import NoteReader
 
     wanted = request.filters
@@ -897,8 +898,9 @@ def _unheld_filters(service: Any, request: Any, scope: Any) -> list[str]:
         known = [facet.value for facet in held]
         if len(known) >= limit:
             continue
+        keys = set(tag_keys(known)) if what == "tag" else set()  # a tag filter matches as Obsidian's tag: search
         for value in values or []:
-            if value in known:
+            if value in known or (what == "tag" and tag_key(value) in keys):
                 continue
             meant = _close(value, known)
             option = "--path-prefix" if what == "folder" else f"--{what}"
@@ -1621,7 +1623,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="what to search for (1-1000 characters; Russian or English); several words need no quotes",
     )
     p.add_argument("--top-k", type=int, default=5, help="results (1-20, default 5)")
-    p.add_argument("--tag", action="append", help="any of these tags (repeatable)")
+    p.add_argument("--tag", action="append",
+                   help="notes with any of these tags (repeatable), as Obsidian's tag: search finds them: whatever "
+                        "the case, nested tags too (--tag project: project, Project/Beta), written in tags: or as "
+                        "#tag in the text")  # fmt: skip
     p.add_argument("--type", action="append", help="note type (repeatable)")
     p.add_argument("--status", action="append", help="note status (repeatable)")
     p.add_argument("--path-prefix", help="a folder, e.g. ru/ранбуки")

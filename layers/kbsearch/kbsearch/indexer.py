@@ -61,7 +61,7 @@ from kbsearch.access import (
 from kbsearch.chunking import Chunk, chunk_note, embed_text, lexical_text
 from kbsearch.config import Secrets, Settings
 from kbsearch.errors import ConfigError, StoreError
-from kbsearch.lexical import READING_VERSION, SparseVector, document_vector, text_language
+from kbsearch.lexical import READING_VERSION, SparseVector, document_vector, tag_keys, text_language
 from kbsearch.links import (
     LINK_KEY,
     NAME_KEY,
@@ -94,6 +94,7 @@ from kbsearch.qdrant.query import (
     RESTRICTED_LINKS,
     SIGNATURE_KEYS,
     SOURCE_KEY,
+    TAG_KEYS,
     folders_of,
     links_generation,
     payload_links,
@@ -971,8 +972,9 @@ class Indexer:
             return "updated"  # indexed before a key was configured: embed it now
         if self._reembed and st.embeddings != {self._signature_id}:
             return "updated"  # embedded with another model or input format
-        if not st.graph:
-            # indexed before the link graph was stored (as graph_keys): its keys are written now, its vectors kept
+        if not st.graph or not st.tagged:
+            # indexed before the link graph was stored (as graph_keys), or before its tags' keys were (tag_keys, and
+            # the tags written in its text): its payload is written now, its vectors kept
             return "regraph"
         if st.has_orphans():
             return "repair"
@@ -1378,8 +1380,9 @@ def _parse_for_index(
         language = text_language(note.title + "\n" + "\n".join(c.text for c in chunks))
         payloads = []
         links = stored_links(note.links)
+        keys = tag_keys(note.tags)
         for chunk in chunks:
-            payload = _payload(obj, note, chunk, len(chunks), indexed_at, dense, links)
+            payload = _payload(obj, note, chunk, len(chunks), indexed_at, dense, links, keys)
             payload["lang"] = language  # the note's language: what the fusion weighs a BM25 match by
             payload["embedding"] = signature if dense else ""  # which model/format embedded it
             payload[EMBED_HASH] = embed_hash(signature, chunk.embed_text) if dense else ""
@@ -1880,10 +1883,13 @@ def _describe(signature: dict[str, Any]) -> str:
 
 
 def _payload(
-    obj: SourceObject, note: Note, chunk: Chunk, n_chunks: int, indexed_at: str, dense: bool, links: str | None
-) -> dict[str, Any]:
+    obj: SourceObject, note: Note, chunk: Chunk, n_chunks: int, indexed_at: str, dense: bool, links: str | None,
+    keys: list[str],
+) -> dict[str, Any]:  # fmt: skip
     """A chunk's payload, one shape on every path (Edge and Qdrant Cloud); ``links``: the note's
-    :func:`~kbsearch.qdrant.query.stored_links`, one string shared by its chunks."""
+    :func:`~kbsearch.qdrant.query.stored_links`, one string shared by its chunks; ``keys``: its tags'
+    :func:`~kbsearch.lexical.tag_keys` (what a tag filter matches; ``[]`` when none: a first chunk without the field
+    was written before it, and its note is rewritten by the next sync)."""
     payload = {
         "doc_id": note.doc_id,
         "path": note.path,
@@ -1894,6 +1900,7 @@ def _payload(
         "n_chunks": n_chunks,
         "text": chunk.text,
         "tags": note.tags,
+        TAG_KEYS: keys,
         "type": note.type,
         "status": note.status,
         # what a search reads of it (a snippet when the chunk has no text); the whole summary is embedded with the

@@ -29,7 +29,7 @@ import re
 import threading
 import unicodedata
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -186,6 +186,38 @@ TAG_BREAK = re.compile(r"[,\s]+")
 def bare_tag(text: str) -> str:
     """A tag as the indexer stores it and a filter compares it: as a reader sees it, without Obsidian's ``#``."""
     return visible(text).strip().lstrip("#").strip()
+
+
+#: Levels of a nested tag that each give a parent key (:func:`tag_keys`): ``a/b/c`` is found by ``a`` and ``a/b``;
+#: a tag nested deeper is found by its first levels' parents and by itself (a tag of 5,000 levels gave 5,000 keys
+#: on each chunk of its note).
+MAX_TAG_DEPTH = 10
+#: A tag key's length: a longer key is cut, the filter's alike (two tags sharing their first 256 characters are one).
+MAX_TAG_KEY_CHARS = 256
+
+
+def tag_key(tag: str) -> str:
+    """A tag as Obsidian compares it, the one form a filter and a note's ``tag_keys`` share: as a reader sees it,
+    without ``#``, case-folded (``Project``, ``PROJECT`` and ``project`` are one tag; ``Straße`` and ``STRASSE``;
+    ``İ`` folds to ``i``, as BM25 reads it; ``ё`` is not ``е``), its levels without empty ones (``a//b/`` is
+    ``a/b``), cut at :data:`MAX_TAG_KEY_CHARS`. Empty for a tag of nothing."""
+    folded = unicodedata.normalize("NFC", bare_tag(tag).casefold().replace("i\u0307", "i"))
+    return "/".join(level for level in folded.split("/") if level)[:MAX_TAG_KEY_CHARS]
+
+
+def tag_keys(tags: Iterable[str]) -> list[str]:
+    """What a note's tags are found by (its ``tag_keys`` payload field): each tag's :func:`tag_key` and its parents'
+    (``Project/Beta`` → ``project``, ``project/beta``), as ``folders`` holds a path's, unique, in order."""
+    out: dict[str, None] = {}
+    for tag in tags:
+        key = tag_key(tag)
+        if not key:
+            continue
+        levels = key.split("/")
+        for depth in range(1, min(len(levels), MAX_TAG_DEPTH)):
+            out["/".join(levels[:depth])[:MAX_TAG_KEY_CHARS]] = None
+        out[key] = None
+    return list(out)
 
 
 def tokenize(text: str) -> list[str]:

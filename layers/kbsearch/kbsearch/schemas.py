@@ -93,7 +93,12 @@ def folder_spellings(prefix: str | None) -> list[str]:
 class SearchFilters(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    tags: list[StrictStr] | None = Field(default=None, max_length=50, description="any of these tags")
+    tags: list[StrictStr] | None = Field(
+        default=None,
+        max_length=50,
+        description="notes with any of these tags, as Obsidian's tag: search finds them: whatever the case, nested tags "
+        "too (project finds Project/Beta), written in tags: or as #tag in the text",
+    )
     type: list[StrictStr] | None = Field(default=None, max_length=20, description="note type(s)")
     status: list[StrictStr] | None = Field(default=None, max_length=20, description="note status(es)")
     path_prefix: StrictStr | None = Field(

@@ -36,6 +36,7 @@ from kbsearch.qdrant.query import (
     LINKS_GENERATION,
     RESCORE_ONCE,
     RESTRICTED_LINKS,
+    TAG_KEYS_UNINDEXED,
     Candidate,
     Retriever,
     batch_searches,
@@ -461,9 +462,10 @@ class SearchService:
         with stages.run("retrieve"):
             # how the store wants its dense searches, and which groups and group sets reach chunks by one match (cached
             # with the metadata; read outside the store's slot)
-            metadata = self._collection_metadata(deadline) if dense or scope.restricted else None
+            metadata = self._collection_metadata(deadline) if dense or scope.restricted or filters.tags else None
             query_filter = filter_json(
                 tags=filters.tags,
+                keyed=(metadata or {}).get(TAG_KEYS_UNINDEXED) is not True,
                 types=filters.type,
                 statuses=filters.status,
                 path_prefix=folder_spellings(filters.path_prefix),

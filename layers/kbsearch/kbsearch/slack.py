@@ -30,7 +30,7 @@ HELP_TEXT = (
     "• `/kb <question>`: an answer only you see, with buttons to share it, see more, open a note, or say whether "
     "it helped\n"
     "• `/kb share <question>`: post the answer to the channel\n"
-    "• Filters, anywhere in the question: `tag:runbook` (any of the tags; `tag:a,b` or repeat it), "
+    "• Filters, anywhere in the question: `tag:runbook` (any of the tags, any case, nested ones too; `tag:a,b` or repeat it), "
     "`type:decision`, `status:active`, `in:ru/ранбуки` (a folder), `after:2026-01-01` (updated since); "
     'quote values with spaces: `in:"en/how to"`\n'
     "  e.g. `/kb tag:runbook in:en/runbooks restore a snapshot`\n"

@@ -54,7 +54,13 @@ def search_router(run: Callable[[SearchRequest, Router], SearchResponse]) -> Rou
     def get_search(
         q: Annotated[str, Query(min_length=1, max_length=MAX_QUERY_CHARS, description="the query")],
         top_k: Annotated[int, Query(ge=1, le=MAX_TOP_K)] = 5,
-        tags: Annotated[list[str] | None, Query(description="repeatable: any of these tags")] = None,
+        tags: Annotated[
+            list[str] | None,
+            Query(
+                description="repeatable: notes with any of these tags (any case, nested tags too: "
+                "project finds Project/Beta; the text's #tags too)"
+            ),
+        ] = None,
         type: Annotated[list[str] | None, Query(description="repeatable")] = None,
         status: Annotated[list[str] | None, Query(description="repeatable")] = None,
         path_prefix: Annotated[str | None, Query(max_length=500)] = None,

@@ -56,7 +56,10 @@ class KbSearchArgs(BaseModel):
     query: StrictStr = Field(min_length=1, max_length=MAX_QUERY_CHARS, description="what to look for (ru or en)")
     top_k: StrictInt = Field(default=5, ge=1, le=MAX_TOP_K, description="how many notes to return")
     tags: list[StrictStr] = Field(
-        default=[], max_length=50, description="only notes with any of these tags (see kb_list)"
+        default=[],
+        max_length=50,
+        description="only notes with any of these tags (see kb_list), any case, nested tags too (project finds "
+        "project/alpha), the notes' #tags in their text too",
     )
     # the bounds SearchFilters holds them to (types and statuses 20): a tool schema allowing 50 let 21 through to a
     # tool error naming `type`, an argument the tool does not have

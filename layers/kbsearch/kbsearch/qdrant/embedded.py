@@ -109,8 +109,9 @@ SCROLL_PAGE = 2048
 #: (Qdrant's recommended scalar setting); a search rescores its oversampled candidates with the stored floats.
 QUANTIZATION: dict[str, Any] = {"scalar": {"type": "int8", "quantile": 0.99}}
 #: The saved index state's format (``<collection>.state.json``): another number, or other ``STATE_FIELDS``, and a
-#: saved state is ignored (read again from the points, and saved anew).
-STATE_FORMAT = 1
+#: saved state is ignored (read again from the points, and saved anew). 2: a note's state says whether its first chunk
+#: holds ``tag_keys`` (round 31).
+STATE_FORMAT = 2
 #: A saved state is refreshed note by note (a filtered scroll of the notes written since) up to this share of its
 #: notes; past it, from a scroll of every point (one pass beats tens of thousands of path filters).
 REFRESH_SHARE = 0.25

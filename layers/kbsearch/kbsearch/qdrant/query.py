@@ -27,7 +27,7 @@ from functools import partial
 from typing import Any, NamedTuple, Protocol
 
 from kbsearch.errors import IndexMissing, StoreError
-from kbsearch.lexical import SparseVector
+from kbsearch.lexical import SparseVector, tag_key
 
 DENSE = "dense"  # the named dense vector (cosine)
 SPARSE = "bm25"  # the named sparse vector (BM25 term weights; Qdrant applies IDF)
@@ -88,8 +88,17 @@ LAST_SYNC_AT, LAST_SYNC_KIND = "last_sync_at", "last_sync_kind"
 #: of the indexing process's CPU per index at 10x the vault (BENCHMARKS.md, "Session 14"). A collection made before
 #: keeps its ``doc_id`` index, and its ``path_keys``/``name_keys``/``link_keys`` ones (the graph's keys before
 #: ``graph_keys``, :data:`GRAPH_KEYS_ONLY`).
+#: Payload field: what a note's tags are found by, each tag case-folded with its parents (``Project/Beta`` →
+#: ``project``, ``project/beta``: :func:`kbsearch.lexical.tag_keys`), as ``folders`` holds a path's; a tag filter
+#: matches it beside ``tags`` (:func:`filter_json`), so a point written before it still matches as it did.
+TAG_KEYS = "tag_keys"
+#: Never stored: true when the collection has payload indexes (Qdrant Cloud's ``payload_schema``, read with its
+#: metadata) and none of :data:`TAG_KEYS`: made before it, the indexer not run since the deploy (it creates the index
+#: and rewrites the notes). A tag filter then matches ``tags`` alone (Qdrant Cloud in strict mode refuses a filter on
+#: a field without an index).
+TAG_KEYS_UNINDEXED = "tag_keys_unindexed"
 PAYLOAD_INDEXES = {
-    "path": "keyword", "tags": "keyword", "type": "keyword", "status": "keyword",
+    "path": "keyword", "tags": "keyword", TAG_KEYS: "keyword", "type": "keyword", "status": "keyword",
     "folders": "keyword", "chunk_index": "integer", "updated": "datetime", "access": "keyword",
     "graph_keys": "keyword", "reach": "keyword",
 }  # fmt: skip
@@ -101,7 +110,7 @@ PAYLOAD_INDEXES = {
 #: every filter, facet and ordering on it itself (:func:`settled`, :func:`settled_search`): no point holds a value of
 #: it. A store made before keeps its four indexes; Qdrant Cloud's collections get all of :data:`PAYLOAD_INDEXES`
 #: (their seals are the server's).
-FIRST_VALUE_INDEXES = frozenset({"tags", "type", "status", "updated"})
+FIRST_VALUE_INDEXES = frozenset({"tags", TAG_KEYS, "type", "status", "updated"})
 #: Payload field: who reaches a chunk by one value (:func:`kbsearch.access.reach_of`): a restricted chunk's groups
 #: and the tokens (:func:`reach_token`) of the caller group sets that share one of them, a public chunk's ``public``,
 #: every group of :data:`REACH_GROUPS` and every token of :data:`REACH_SETS`. A caller holding one group besides
@@ -232,8 +241,11 @@ def filter_json(
     updated_after: dt.date | None = None,
     groups: Sequence[str] | None = None,
     reach: Collection[str] = (),
+    keyed: bool = True,
 ) -> dict[str, Any] | None:
-    """The search's filter, the one place it is built: the request's filters and the caller's scope. ``groups``
+    """The search's filter, the one place it is built: the request's filters and the caller's scope. ``tags``: a
+    note with any of them, as Obsidian finds a tag (:func:`tags_clause`; ``keyed`` False: on ``tags`` alone, as
+    written, for a collection without the :data:`TAG_KEYS` index). ``groups``
     (:meth:`kbsearch.access.Scope.query_groups`; None: unrestricted) is a clause every point must meet, on the
     chunks' ``access`` and ``reach`` fields (:func:`scope_clause`), so what the caller may not read never leaves
     Qdrant: :func:`fusion_request` puts this filter on every prefetch and on the fused query. ``reach``: the groups
@@ -251,7 +263,7 @@ def filter_json(
         else:
             must.append(clause)
     if tags:
-        must.append({"key": "tags", "match": {"any": list(tags)}})
+        must.append(tags_clause(tags, keyed))
     if types:
         must.append({"key": "type", "match": {"any": list(types)}})
     if statuses:
@@ -280,6 +292,18 @@ def holds_value(value: Any) -> bool:
 #: around it may still find points through its other prefetches): an empty ``has_id``, which Qdrant answers from its
 #: id tracker.
 NO_POINT: dict[str, Any] = {"must": [{"has_id": []}]}
+
+
+def tags_clause(tags: Sequence[str], keyed: bool = True) -> dict[str, Any]:
+    """A note with any of ``tags``, as Obsidian's ``tag:`` search finds one: case-insensitive and nested (``project``
+    finds ``Project`` and ``project/alpha``), on :data:`TAG_KEYS` (:func:`kbsearch.lexical.tag_key` of each), or on
+    ``tags`` as written (a point written before :data:`TAG_KEYS` matches as it did); ``keyed`` False: ``tags``
+    alone."""
+    written = {"key": "tags", "match": {"any": list(tags)}}
+    keys = list(dict.fromkeys(k for k in map(tag_key, tags) if k))
+    if not keyed or not keys:
+        return written
+    return {"should": [written, {"key": TAG_KEYS, "match": {"any": keys}}]}
 
 
 def settled(where: dict[str, Any] | None, absent: Collection[str]) -> dict[str, Any] | bool:

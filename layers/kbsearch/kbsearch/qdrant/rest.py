@@ -25,6 +25,8 @@ from kbsearch.providers.resilience import (
 from kbsearch.qdrant.query import (
     DENSE_SIZE,
     GRAPH_KEYS_UNINDEXED,
+    TAG_KEYS,
+    TAG_KEYS_UNINDEXED,
     ScoredChunk,
     dense_size,
     index_missing,
@@ -184,20 +186,23 @@ class QdrantRest:
         ``GRAPH_KEYS_UNINDEXED`` when it has payload indexes (``payload_schema``) and none of ``graph_keys``: a
         collection with no payload index at all is no collection made before ``graph_keys`` (the indexer creates its
         indexes with it), and its notes may hold ``graph_keys`` alone; without strict mode they are read unindexed,
-        in strict mode every filter is refused, whichever fields it names."""
+        in strict mode every filter is refused, whichever fields it names. ``TAG_KEYS_UNINDEXED`` alike, for
+        ``tag_keys`` (a tag filter then matches ``tags`` alone)."""
         result = self._call("GET", "", None, timeout_s)
         config = result.get("config") if isinstance(result, dict) else None
         if not isinstance(config, dict):
             raise StoreError("Qdrant's answer is not what the API returns")
         metadata = config.get("metadata")
-        derived = (DENSE_SIZE, GRAPH_KEYS_UNINDEXED)
+        derived = (DENSE_SIZE, GRAPH_KEYS_UNINDEXED, TAG_KEYS_UNINDEXED)
         recorded = {k: v for k, v in metadata.items() if k not in derived} if isinstance(metadata, dict) else {}
         params = config.get("params")
         size = dense_size(params.get("vectors") if isinstance(params, dict) else None)
         schema = result.get("payload_schema")
         unindexed = isinstance(schema, dict) and bool(schema) and GRAPH_KEYS not in schema
+        untagged = isinstance(schema, dict) and bool(schema) and TAG_KEYS not in schema
         return recorded | ({DENSE_SIZE: size} if size is not None else {}) | (
-            {GRAPH_KEYS_UNINDEXED: True} if unindexed else {})  # fmt: skip
+            {GRAPH_KEYS_UNINDEXED: True} if unindexed else {}) | (
+            {TAG_KEYS_UNINDEXED: True} if untagged else {})  # fmt: skip
 
     def metadata_stamp(self) -> None:
         """Not known without a round trip: another process (the indexer) writes the metadata."""

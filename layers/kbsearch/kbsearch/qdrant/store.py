@@ -30,6 +30,7 @@ from kbsearch.qdrant.query import (
     REACH,
     SET_JOIN,
     SPARSE,
+    TAG_KEYS,
     TENANT_INDEXES,
     ScoredChunk,
     dense_size,
@@ -55,7 +56,7 @@ GRAPH_FIELD = GRAPH_KEYS
 #: rewritten: the names an event run finds its links by, beside the ``n:`` keys of ``graph_keys``).
 NAME_FIELD = OLD_GRAPH_FIELDS[NAME_KEY]
 STATE_FIELDS = ["path", "etag", "chunk_index", "n_chunks", "dense", "doc_id", "embedding", "access", "access_from",
-                REACH, GRAPH_FIELD]  # fmt: skip
+                REACH, GRAPH_FIELD, TAG_KEYS]  # fmt: skip
 #: Payload field: a hash of what a chunk's dense vector embeds (model signature + embedded text); an event-driven
 #: run reuses the stored vector of a chunk whose hash is unchanged instead of embedding it again.
 EMBED_HASH = "embed_hash"
@@ -162,6 +163,7 @@ class NoteState:
     embeddings: set[str] = field(default_factory=set)  # signature ids of the chunks' vectors
     accesses: set[tuple[tuple[str, ...], str] | None] = field(default_factory=set)  # (groups, from) per chunk
     graph: bool = True  # False: a first chunk written before the link graph was stored
+    tagged: bool = True  # False: a first chunk written before its tags' keys were (``tag_keys``)
 
     def add(
         self, etag: str, chunk_index: int, n_chunks: int, dense: bool, doc_id: str | None = None, embedding: str = "",
@@ -206,16 +208,17 @@ class NoteState:
         return [
             {etag: _ints(indexes) for etag, indexes in self.chunks.items()},
             {etag: sorted(ns) for etag, ns in self.n_chunks.items()},
-            self.dense, self.points, self.doc_ids, sorted(self.embeddings), accesses, self.graph,
+            self.dense, self.points, self.doc_ids, sorted(self.embeddings), accesses, self.graph, self.tagged,
         ]  # fmt: skip
 
     @classmethod
     def decode(cls, value: Any) -> NoteState:
         """:meth:`encode`'s value back; ValueError (or TypeError) for anything else."""
-        chunks, n_chunks, dense, points, doc_ids, embeddings, accesses, graph = value
+        chunks, n_chunks, dense, points, doc_ids, embeddings, accesses, graph, tagged = value
         if not (isinstance(chunks, dict) and isinstance(n_chunks, dict) and isinstance(doc_ids, dict)):
             raise ValueError("not a note's state")
-        if not (type(dense) is bool and type(graph) is bool and type(points) is int and points >= 0):
+        if not (type(dense) is bool and type(graph) is bool and type(tagged) is bool and type(points) is int
+                and points >= 0):  # fmt: skip
             raise ValueError("not a note's state")
         if chunks.keys() != n_chunks.keys() or not all(isinstance(v, str) for v in (*doc_ids.values(), *embeddings)):
             raise ValueError("not a note's state")
@@ -223,7 +226,7 @@ class NoteState:
             chunks={str(e): _int_set(v) for e, v in chunks.items()},
             n_chunks={str(e): {_int(n) for n in ns} for e, ns in n_chunks.items()},
             dense=dense, points=points, doc_ids=dict(doc_ids), embeddings=set(embeddings),
-            accesses={None if a is None else _access(a) for a in accesses}, graph=graph,
+            accesses={None if a is None else _access(a) for a in accesses}, graph=graph, tagged=tagged,
         )  # fmt: skip
 
 
@@ -267,6 +270,8 @@ def add_state(state: dict[str, NoteState], p: dict[str, Any]) -> None:
     )  # fmt: skip
     if index == 0 and GRAPH_FIELD not in p:
         state[path].graph = False
+    if index == 0 and TAG_KEYS not in p:
+        state[path].tagged = False
 
 
 #: Notes one payload update operation names (a ``match any`` of this many paths), and operations per batch request.
