@@ -68,7 +68,7 @@ def main(argv: list[str]) -> int:
     table: Counter[tuple[str, str, str, str]] = Counter()
     for (model, name), captured in sorted(load(args.captures).items()):
         for query, relevant, results, evidence, limit in captured["rows"]:
-            if not evidence.identifiers or len(evidence.terms) <= p.exact_max_terms or evidence.ui_path:
+            if not evidence.identifiers or len(evidence.terms) <= p.exact_max_terms or fusion.is_ui_path(evidence.text):
                 continue
             k = kind(evidence.text)
             table[(model, name, k, "n")] += 1
