@@ -118,8 +118,6 @@ class FusionParams:
     stray_bonus: float = 0.2  # added to BM25's first note, wherever dense ranks it, when BM25 is
     stray_margin: float = 0.2  # ...sure (``lead_value``) of it alone (ahead of its second by this share of its value)
     stray_share: float = 0.4  # ...and dense's first holds under this share of that value, with no clear first
-    question_pin_within: int = 3  # a question's identifier pins a note only if BM25 has it first or dense in its
-    # first this many (0: every exact match pins)
 
 
 @dataclass(frozen=True)
@@ -182,15 +180,6 @@ def is_lookup(evidence: QueryEvidence, p: FusionParams) -> bool:
     """A query that looks something up (it may pin an exact match): an identifier, a menu path
     (:func:`is_ui_path`), or at most ``exact_max_terms`` terms."""
     return bool(evidence.identifiers) or len(evidence.terms) <= p.exact_max_terms or evidence.ui_path
-
-
-def questioned(evidence: QueryEvidence, p: FusionParams) -> bool:
-    """A question that names identifiers in passing: more than ``exact_max_terms`` of its terms are no identifier
-    ("на ноутбуке wifi выключается сочетанием клавиш?"; not "Alt+F10 Плиточное", not "gnome-shell-extensions"), and
-    it is no menu path."""
-    if evidence.ui_path or not evidence.identifiers:
-        return False
-    return sum(1 for t in evidence.terms if t not in evidence.identifiers) > p.exact_max_terms
 
 
 def path_probes(evidence: QueryEvidence, p: FusionParams) -> frozenset[int]:
@@ -361,15 +350,6 @@ class _Note:
     dense_chunk: ScoredChunk | None = None
     lexical_chunk: ScoredChunk | None = None
     translated_chunk: ScoredChunk | None = None
-
-
-def _about(note: str, notes: dict[str, _Note], within: int) -> bool:
-    """Whether a leg puts the note at the top for the whole query: BM25's first note (its own leg's value), or one of
-    the dense leg's first ``within`` notes."""
-    n = notes[note]
-    if n.lexical > 0 and all(m.lexical <= n.lexical for m in notes.values()):
-        return True
-    return n.dense > 0 and sum(m.dense > n.dense for m in notes.values()) < within
 
 
 def _bm25_first(notes: dict[str, _Note]) -> tuple[str | None, float, float]:
@@ -596,8 +576,6 @@ def fuse(
         n = notes[note]
         if n.dense_chunk is None and n.lexical_chunk is None and n.translated_chunk is None and note in brought:
             n.lexical, n.lexical_chunk = n.confidence * coverage, brought[note]
-    if pinned and p.question_pin_within > 0 and questioned(evidence, p):
-        pinned = {note for note in pinned if _about(note, notes, p.question_pin_within)}
     # Rare-term agreement: the few notes that hold every rare term of the query (fewer than PROBE_DEPTH chunks hold
     # it) get ``rare_agreement`` x their share of those terms' attainable score (x the language factor in a note of
     # another language): "Time Machine" and "File History" in a long question name the note that holds them,

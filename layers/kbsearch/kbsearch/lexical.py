@@ -307,13 +307,9 @@ def identifier_terms(query: str, language: str | None = None) -> frozenset[str]:
     russian = (language or query_language(query)) == "ru"
     words = reading(query).split()
     pattern = _naming(words)
-    question = pattern is _NAMED
     out: set[str] = set()
     for raw in words:
         word = raw.strip(_WORD_PUNCTUATION)
-        if pattern.search(word) or (
-            russian and _LATIN_LETTER.search(word) and not _CYRILLIC_LETTER.search(word)
-            and (not question or not word.islower())
-        ):  # fmt: skip
+        if pattern.search(word) or (russian and _LATIN_LETTER.search(word) and not _CYRILLIC_LETTER.search(word)):
             out.update(tokenize(word))
     return frozenset(out)
