@@ -33,10 +33,6 @@ has anyway:
   join the probes' only while all fit in ``exact_notes``, so they never unpin the probes' exact match), those notes
   are an exact match: they come first, ahead of anything dense ranks
   (identifiers, names, numbers, file and setting names), marked ``exact``; the rerank blend keeps them first.
-  A question that names identifiers in passing (:func:`questioned`: more than ``exact_max_terms`` of its terms are
-  no identifier, no menu path, no foreign proper name in a Russian question) pins a note only where BM25 has it
-  first or dense among its first ``question_pin_within`` (:func:`_about`): "wifi" in "на ноутбуке wifi выключается
-  сочетанием клавиш?" names a note about something else, which neither leg puts at the top (session 31).
   A lookup's required terms are probed with their chunks' payloads, so that every holder is named (a note holding
   two identifiers in two chunks, one of them in no leg) and an exact match no dense or BM25 leg brought (common
   words filled BM25's head) is answered with its holder chunk. Every other probe asks for ids and scores (Qdrant reads a
