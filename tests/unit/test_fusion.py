@@ -22,7 +22,7 @@ from kbsearch.fusion import (
     path_probes,
     translated,
 )
-from kbsearch.lexical import identifier_terms, proper_names, query_language, query_vector, term_id, tokenize
+from kbsearch.lexical import identifier_terms, query_language, query_vector, term_id, tokenize
 from kbsearch.qdrant.query import Candidate, Leg, ScoredChunk
 from kbsearch.search import blend
 
@@ -954,17 +954,3 @@ def _in_passing(query: str, name: str, lexical_rank: int, dense_rank: int, pinne
     fused = fuse(results, evidence, 20)
     assert any(c.exact for c in fused) is pinned
     assert (paths(fused)[0] == "holder.md") is pinned
-
-
-@pytest.mark.parametrize(("query", "names"), [
-    ("есть ли руководство по переносу моих заметок из Logseq", {"logseq"}),
-    ("как выгрузить данные из Google Keep и импортировать их", {"googl", "keep"}),
-    ("на ноутбуке wifi выключается сочетанием клавиш?", set()),  # a borrowed common word, lower case
-    ("чем отличаются aptitude, synaptic, apt и dpkg", set()),  # commands, lower case
-    ("напечатать документ начиная с 10-й страницы", set()),  # a number
-    ("Let other people view your desktop using VNC.", set())])  # fmt: skip
-def test_a_russian_query_s_foreign_proper_names_are_its_latin_words_written_with_a_capital(
-    query: str, names: set[str]
-) -> None:
-    assert proper_names(query) == frozenset(names)
-    assert analyse(query).names == {term_id(t) for t in names}
