@@ -910,32 +910,3 @@ def test_a_russian_question_with_a_dash_keeps_its_identifier_s_exact_match() -> 
                               "дела": [(noise[0], 4.0), (noise[1], 3.9), (noise[5], 3.5)]})  # fmt: skip
     fused = fuse([dense, bm25, *held], evidence, 10)
     assert paths(fused)[0] == answer and fused[0].exact
-
-
-@pytest.mark.parametrize(("lexical_rank", "dense_rank", "pinned"), [(7, 20, False), (1, 20, True), (7, 3, True)])
-def test_a_question_s_identifier_in_passing_pins_its_note_only_where_a_leg_has_it_at_the_top(
-    lexical_rank: int, dense_rank: int, pinned: bool
-) -> None:
-    """ "на ноутбуке wifi выключается сочетанием клавиш?": "wifi", a Latin word in a Russian question, is an
-    identifier, and the one note holding it (about checking the hardware, BM25's 7th and dense's 20th for the whole
-    question) was pinned above the answer, dense's and BM25's first (USE, GNOME Help: 0.500 → 0.333). A question
-    names an identifier in passing: its note is pinned only where BM25 has it first or dense among its first three
-    (session 31)."""
-    query = "на ноутбуке wifi выключается сочетанием клавиш?"
-    evidence = analyse(query)
-    assert evidence.identifiers == {term_id("wifi")} and is_lookup(evidence, FusionParams())
-
-    def ranked(rank: int) -> list[str]:  # the answer first (second where wifi.md is), wifi.md at ``rank``
-        order = ["answer.md", *DISTRACTORS]
-        order.insert(rank - 1, "wifi.md")
-        return order
-
-    dense, lexical = ranked(dense_rank), ranked(lexical_rank)
-    results = [
-        (Leg("dense", 0), [chunk(p, 0.9 - i * 0.005, "ru") for i, p in enumerate(dense)]),
-        (Leg("lexical", 0, "ru"), [chunk(p, 20.0 - i * 1.5, "ru") for i, p in enumerate(lexical[:12])]),
-        *probes(query, {t: 6.0 for t in tokenize(query)}, ("wifi.md",)),
-    ]
-    fused = fuse(results, evidence, 20)
-    assert any(c.exact for c in fused) is pinned
-    assert (paths(fused)[0] == "wifi.md") is pinned

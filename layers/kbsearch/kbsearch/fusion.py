@@ -85,7 +85,6 @@ from typing import Any
 from kbsearch.lexical import (
     SparseVector,
     identifier_terms,
-    proper_names,
     query_language,
     query_vector,
     term_id,
@@ -119,8 +118,6 @@ class FusionParams:
     stray_bonus: float = 0.2  # added to BM25's first note, wherever dense ranks it, when BM25 is
     stray_margin: float = 0.2  # ...sure (``lead_value``) of it alone (ahead of its second by this share of its value)
     stray_share: float = 0.4  # ...and dense's first holds under this share of that value, with no clear first
-    question_pin_within: int = 3  # a question's identifier pins a note only if BM25 has it first or dense in its
-    # first this many (0: every exact match pins)
 
 
 @dataclass(frozen=True)
@@ -133,7 +130,6 @@ class QueryEvidence:
     terms: tuple[int, ...]  # term ids, in query order, unique
     identifiers: frozenset[int] = field(default_factory=frozenset)
     ui_path: bool = False  # a menu path (:func:`is_ui_path`): read once, where the query is analysed
-    names: frozenset[int] = field(default_factory=frozenset)  # :func:`kbsearch.lexical.proper_names`
 
 
 def required_terms(evidence: QueryEvidence) -> list[int]:
@@ -186,16 +182,6 @@ def is_lookup(evidence: QueryEvidence, p: FusionParams) -> bool:
     return bool(evidence.identifiers) or len(evidence.terms) <= p.exact_max_terms or evidence.ui_path
 
 
-def questioned(evidence: QueryEvidence, p: FusionParams) -> bool:
-    """A question that names identifiers in passing: more than ``exact_max_terms`` of its terms are no identifier
-    ("на ноутбуке wifi выключается сочетанием клавиш?"; not "Alt+F10 Плиточное", not "gnome-shell-extensions"), it
-    is no menu path, and it writes no foreign proper name (:func:`kbsearch.lexical.proper_names`: "есть ли
-    руководство по переносу моих заметок из Logseq" asks about Logseq)."""
-    if evidence.ui_path or not evidence.identifiers or evidence.names & evidence.identifiers:
-        return False
-    return sum(1 for t in evidence.terms if t not in evidence.identifiers) > p.exact_max_terms
-
-
 def path_probes(evidence: QueryEvidence, p: FusionParams) -> frozenset[int]:
     """The probes that ask for their chunks' payloads: a lookup's required terms, whose every holder an exact match
     must name (a note holding two identifiers in two chunks, one of them in no leg, is one). The others ask for ids
@@ -209,8 +195,7 @@ def analyse(query: str) -> QueryEvidence:
     terms = tuple(dict.fromkeys(term_id(t) for t in tokenize(query)))
     language = query_language(query)
     identifiers = frozenset(term_id(t) for t in identifier_terms(query, language))
-    names = frozenset(term_id(t) for t in proper_names(query, language))
-    return QueryEvidence(query, language, terms, identifiers, is_ui_path(query), names)
+    return QueryEvidence(query, language, terms, identifiers, is_ui_path(query))
 
 
 def lexical_variants(evidence: QueryEvidence, variants: Sequence[str]) -> list[tuple[SparseVector, str | None]]:
@@ -365,15 +350,6 @@ class _Note:
     dense_chunk: ScoredChunk | None = None
     lexical_chunk: ScoredChunk | None = None
     translated_chunk: ScoredChunk | None = None
-
-
-def _about(note: str, notes: dict[str, _Note], within: int) -> bool:
-    """Whether a leg puts the note at the top for the whole query: BM25's first note (its own leg's value), or one of
-    the dense leg's first ``within`` notes."""
-    n = notes[note]
-    if n.lexical > 0 and all(m.lexical <= n.lexical for m in notes.values()):
-        return True
-    return n.dense > 0 and sum(m.dense > n.dense for m in notes.values()) < within
 
 
 def _bm25_first(notes: dict[str, _Note]) -> tuple[str | None, float, float]:
@@ -600,8 +576,6 @@ def fuse(
         n = notes[note]
         if n.dense_chunk is None and n.lexical_chunk is None and n.translated_chunk is None and note in brought:
             n.lexical, n.lexical_chunk = n.confidence * coverage, brought[note]
-    if pinned and p.question_pin_within > 0 and questioned(evidence, p):
-        pinned = {note for note in pinned if _about(note, notes, p.question_pin_within)}
     # Rare-term agreement: the few notes that hold every rare term of the query (fewer than PROBE_DEPTH chunks hold
     # it) get ``rare_agreement`` x their share of those terms' attainable score (x the language factor in a note of
     # another language): "Time Machine" and "File History" in a long question name the note that holds them,
