@@ -23,6 +23,9 @@ from typing import Any
 
 import kbsearch.fusion
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from replay import upgraded
+
 
 def load_module(path: Path) -> types.ModuleType:
     spec = importlib.util.spec_from_file_location("kbsearch_fusion_before", path)
@@ -50,7 +53,7 @@ def main(argv: list[str]) -> int:
     before, after = load_module(args.before).fuse, kbsearch.fusion.fuse
     for path in args.captures:
         with path.open("rb") as f:
-            classes = pickle.load(f)  # noqa: S301 (a capture capture.py wrote)
+            classes = upgraded(pickle.load(f))  # noqa: S301 (a capture capture.py wrote)
         searches = [
             (results, evidence, limit) for c in classes.values() for _, _, results, evidence, limit in c["rows"]
         ]

@@ -19,6 +19,9 @@ from pathlib import Path
 
 import kbsearch.fusion
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from replay import upgraded
+
 
 def counts(captured: dict) -> Counter[tuple[bool, str | None]]:
     out: Counter[tuple[bool, str | None]] = Counter()
@@ -36,7 +39,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--class", dest="name", action="append", help="a class's name (repeatable; default: all)")
     args = parser.parse_args(argv)
     with args.capture.open("rb") as f:
-        cells = pickle.load(f)  # noqa: S301 (a capture capture.py wrote)
+        cells = upgraded(pickle.load(f))  # noqa: S301 (a capture capture.py wrote)
     for name in args.name or sorted(cells):
         if name not in cells:
             print(f"{name}: not in {args.capture} (classes: {', '.join(sorted(cells))})", file=sys.stderr)

@@ -128,6 +128,27 @@ def hooked_fusion() -> types.ModuleType:
     return module
 
 
+def current(evidence: Any) -> Any:
+    """A captured query's evidence as this process's :mod:`kbsearch.fusion` reads it: a field the capturing tree's
+    ``QueryEvidence`` did not have (``ui_path``, session 31: a capture of an older tree would read its class
+    default) is derived by this tree's :func:`kbsearch.fusion.analyse`; the captured fields stay as they are."""
+    fields = dataclasses.fields(kbsearch.fusion.QueryEvidence)
+    missing = [f.name for f in fields if f.name not in vars(evidence)]
+    if not missing:
+        return evidence
+    own = kbsearch.fusion.analyse(evidence.text)
+    return kbsearch.fusion.QueryEvidence(**{f.name: getattr(own if f.name in missing else evidence, f.name)
+                                            for f in fields})  # fmt: skip
+
+
+def upgraded(captures: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """A capture file's cells with each search's evidence :func:`current`."""
+    for captured in captures.values():
+        captured["rows"] = [(query, relevant, results, current(evidence), limit)
+                            for query, relevant, results, evidence, limit in captured["rows"]]  # fmt: skip
+    return captures
+
+
 def load(paths: list[Path]) -> dict[tuple[str, str], dict[str, Any]]:
     cells = {}
     for path in paths:
@@ -137,7 +158,7 @@ def load(paths: list[Path]) -> dict[tuple[str, str], dict[str, Any]]:
                 captures = pickle.load(f)  # noqa: S301 (a capture this tool wrote)
         except (OSError, EOFError, pickle.UnpicklingError) as e:
             raise SystemExit(f"{path}: not a capture of eval/replay/capture.py ({e or type(e).__name__})") from None
-        for name, captured in captures.items():
+        for name, captured in upgraded(captures).items():
             cells[(model, name)] = captured
     return cells
 

@@ -23,7 +23,7 @@ from typing import Any
 from kbsearch_tools.metrics import ndcg_at
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from replay import hooked_fusion
+from replay import hooked_fusion, upgraded
 
 FUSION = hooked_fusion()  # kbsearch.fusion, its scoring loop opened: the hook below only records what was pinned
 
@@ -88,7 +88,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--all", action="store_true", help="every search, not only those hybrid loses")
     args = parser.parse_args(argv)
     with args.capture.open("rb") as f:
-        cells = pickle.load(f)  # noqa: S301 (a capture capture.py wrote)
+        cells = upgraded(pickle.load(f))  # noqa: S301 (a capture capture.py wrote)
     if args.name not in cells:
         print(f"{args.name}: not in {args.capture} (classes: {', '.join(sorted(cells))})", file=sys.stderr)
         return 2

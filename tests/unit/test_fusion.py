@@ -801,7 +801,9 @@ def test_a_question_in_the_kb_s_minority_language_is_not_taken_by_bm25_in_that_m
     ("Cross-fading", False), ("format text uppercase", False)])  # fmt: skip
 def test_a_menu_path_is_items_of_a_few_words_joined_by_a_separator_standing_alone(query: str, path: bool) -> None:
     assert is_ui_path(query) is path
-    assert is_lookup(analyse(query), FusionParams()) is (path or len(analyse(query).terms) <= 2)
+    evidence = analyse(query)  # read once, where the query is analysed (session 31): the fusion reads the field
+    assert evidence.ui_path is path
+    assert is_lookup(evidence, FusionParams()) is (path or len(evidence.terms) <= 2)
 
 
 def _probed(

@@ -9,12 +9,15 @@ is better under that setting, the two whose answer is y are worse, and the rest 
 
 from __future__ import annotations
 
+import importlib.util
 import pickle
 import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from kbsearch.fusion import analyse
 from kbsearch.qdrant.query import Leg, ScoredChunk
@@ -173,3 +176,23 @@ def test_bad_options_are_refused_with_a_reason(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "--set-base lexical_weight=high: 'high' is not a number" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_capture_of_a_tree_without_a_field_of_query_evidence_reads_it_from_this_tree_s_analyse(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A capture pickled by a tree before session 31 holds no ``ui_path``: unpickled, the field would read its class
+    default (False) on every menu path, and the replay would fuse "Format - Text - Uppercase" as a question.
+    ``replay.current`` derives a missing field with this tree's ``analyse`` and keeps the captured ones."""
+    monkeypatch.syspath_prepend(str(REPLAY.parent))
+    spec = importlib.util.spec_from_file_location("replay_under_test", REPLAY)
+    assert spec is not None and spec.loader is not None
+    replay = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(replay)
+    old = pickle.loads(pickle.dumps(analyse("Format - Text - Uppercase")))  # noqa: S301 (its own bytes)
+    del old.__dict__["ui_path"]  # as a capture of an older tree unpickles
+    assert old.ui_path is False  # the class default: what the replay read before
+    upgraded = replay.current(old)
+    assert upgraded.ui_path is True and upgraded.terms == old.terms and upgraded.identifiers == old.identifiers
+    same = analyse("how do I move a vault")
+    assert replay.current(same) is same

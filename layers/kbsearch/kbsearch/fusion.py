@@ -122,19 +122,21 @@ class FusionParams:
 
 @dataclass(frozen=True)
 class QueryEvidence:
-    """What the query itself says: its language (script), its BM25 terms, which of them are identifiers."""
+    """What the query itself says: its language (script), its BM25 terms, which of them are identifiers, whether it
+    is a menu path (:func:`is_ui_path`). Made once per query by :func:`analyse`; the search and the fusion read it."""
 
     text: str
     language: str | None
     terms: tuple[int, ...]  # term ids, in query order, unique
     identifiers: frozenset[int] = field(default_factory=frozenset)
+    ui_path: bool = False  # a menu path (:func:`is_ui_path`): read once, where the query is analysed
 
 
 def required_terms(evidence: QueryEvidence) -> list[int]:
     """The terms an exact match must hold: the query's identifiers when it has any, else all its terms; all the
     terms of a menu path (:func:`is_ui_path`): its items name one place together, and its Latin words in a Russian
     path are often the common ones ("- LibreOffice Writer - Автозаголовок")."""
-    if is_ui_path(evidence.text):
+    if evidence.ui_path:
         return list(evidence.terms)
     return [t for t in evidence.terms if t in evidence.identifiers] or list(evidence.terms)
 
@@ -177,7 +179,7 @@ def is_ui_path(text: str) -> bool:
 def is_lookup(evidence: QueryEvidence, p: FusionParams) -> bool:
     """A query that looks something up (it may pin an exact match): an identifier, a menu path
     (:func:`is_ui_path`), or at most ``exact_max_terms`` terms."""
-    return bool(evidence.identifiers) or len(evidence.terms) <= p.exact_max_terms or is_ui_path(evidence.text)
+    return bool(evidence.identifiers) or len(evidence.terms) <= p.exact_max_terms or evidence.ui_path
 
 
 def path_probes(evidence: QueryEvidence, p: FusionParams) -> frozenset[int]:
@@ -188,9 +190,12 @@ def path_probes(evidence: QueryEvidence, p: FusionParams) -> frozenset[int]:
 
 
 def analyse(query: str) -> QueryEvidence:
+    """The query's evidence (:class:`QueryEvidence`), once per query: its terms, language, identifiers and whether it
+    is a menu path; everything after (the probes, the exact match, the fusion) reads it from here."""
     terms = tuple(dict.fromkeys(term_id(t) for t in tokenize(query)))
     language = query_language(query)
-    return QueryEvidence(query, language, terms, frozenset(term_id(t) for t in identifier_terms(query, language)))
+    identifiers = frozenset(term_id(t) for t in identifier_terms(query, language))
+    return QueryEvidence(query, language, terms, identifiers, is_ui_path(query))
 
 
 def lexical_variants(evidence: QueryEvidence, variants: Sequence[str]) -> list[tuple[SparseVector, str | None]]:
@@ -539,7 +544,7 @@ def fuse(
     potent: dict[int | None, int] = {}  # per required term: its chunks no leg named that could be such a note's
     if required and rare and all(probes[t] > 0 for t in required):
         need = sum(probes[t] for t in required)
-        ui_path = is_ui_path(evidence.text)  # a menu path's BM25 share counts as an identifier's, in full
+        ui_path = evidence.ui_path  # a menu path's BM25 share counts as an identifier's, in full
         # (a chunk whose score, with every other required term at its best, reaches the confidence; a lookup's
         # required terms are probed with payloads, so only a question's are ever unnamed)
         potent = {t: sum(need - probes[t] + s >= p.exact_confidence * need for s in strays.get(t, ()))
