@@ -26,7 +26,7 @@ from kbsearch.search import SearchService
 from kbsearch_tools.fakes import FakeProvider
 from tests.integration import test_bm25_reading as reading_tests
 from tests.integration.test_access_index import write_kb
-from tests.integration.test_bm25_reading import embedder_for, read, sync, synced_anew
+from tests.integration.test_bm25_reading import embedder_for, read, sync, synced_anew, vectors
 
 kind = reading_tests.kind  # the fixtures: Qdrant Edge at a path, and the qdrant-client store Cloud is written through
 stores = reading_tests.stores
@@ -135,3 +135,44 @@ def test_what_a_linking_chunk_shows_and_embeds_keeps_the_links_text() -> None:
 )  # fmt: skip
 def test_which_words_quote_a_linked_name(text: str, links: list[str], marked: list[bool]) -> None:
     assert lexical.linked_tokens(lexical.tokenize(text), links) == marked
+
+
+#: a note that links to its own section by its full title (``[[Own title#Section]]``, as written where Obsidian's
+#: ``[[#Section]]`` would do): its heading path starts every chunk with the title, which is no other note's name
+SELF_LINKING = {
+    "en/Runbook - restore a Qdrant snapshot.md": (
+        "# Runbook - restore a Qdrant snapshot\n\nRestore the snapshot with care: the steps are in "
+        "[[Runbook - restore a Qdrant snapshot#Steps]].\n\n## Steps\n\nRestore the Qdrant snapshot from the bucket.\n"
+    ),
+}
+
+
+def test_a_note_linking_to_itself_keeps_its_own_titles_words_at_indexing_and_when_read_anew(
+    kind: str, stores: Any, tmp_path: Path, deepinfra: FakeProvider
+) -> None:
+    """A link's words are discounted because they name another note (rev31a): a link to the note itself names the
+    note they are in, and its title heads every chunk's text (the heading path). Indexed, and read anew from the
+    payloads after reading 4, every chunk's BM25 vector is the one its text makes without links (main's discounted
+    the title's words in both chunks, the one without the link too)."""
+    folder = tmp_path / "kb"
+    write_kb(folder, SELF_LINKING, None)
+    embedder = embedder_for(deepinfra)
+    assert sync(stores(), folder, embedder).error is None
+
+    def plain(store: Any) -> dict[str, tuple[list[int], list[float]]]:
+        out = {}
+        for pid, p in store.points().items():
+            v = document_vector(lexical_text(p["chunk_index"], str(stored_embed_text(p)), stored_note_id(p)))
+            out[pid] = (v.indices, [round(x, 6) for x in v.values])
+        return out
+
+    def stored() -> dict[str, tuple[list[int], list[float]]]:
+        return {
+            pid: (sparse[0], [round(x, 6) for x in sparse[1]]) for pid, (_, sparse) in read(stores, vectors).items()
+        }
+
+    expected = read(stores, plain)
+    assert len(expected) == 2 and stored() == expected
+    read(stores, as_reading_4)
+    synced_anew(stores, folder, embedder, deepinfra, 4)
+    assert stored() == expected

@@ -70,6 +70,7 @@ from kbsearch.links import (
     graph_clauses,
     graph_keys,
     link_keys,
+    links_to_others,
     name_keys,
     path_keys,
     stored_keys,
@@ -535,7 +536,8 @@ class Indexer:
                     mismatched += 1
                     self._reread_notes.add(path)
                 lexical = lexical_text(payload["chunk_index"], text, stored_note_id(payload))
-                vectors.append((str(point["id"]), document_vector(lexical, links=payload_links(payload.get("links")))))
+                linked = links_to_others(payload_links(payload.get("links")), str(path), payload.get("title"))
+                vectors.append((str(point["id"]), document_vector(lexical, links=linked)))
                 versions.add((path, etag if isinstance(etag, str) else None))
             guard = [{"must": [{"key": "path", "match": {"value": path}}]
                       + ([{"key": "etag", "match": {"value": etag}}] if etag is not None else [])}
@@ -1391,7 +1393,8 @@ def _parse_for_index(
         _check_storable(payloads)  # what the store must take
         reuse = reuse if dense else {}
         lexical_id = note_id(note.metadata)
-        linked = payload_links(links)  # what a re-read of the BM25 vectors reads: the payload's (Indexer._reread_bm25)
+        # what a re-read of the BM25 vectors reads (Indexer._reread_bm25): the payload's links, path and title
+        linked = links_to_others(payload_links(links), note.path, note.title)
         points = [ChunkPoint(obj.path, chunk.index, payload,
                              document_vector(lexical_text(chunk.index, chunk.embed_text, lexical_id), links=linked),
                              reuse.get(payload[EMBED_HASH]))
@@ -1950,7 +1953,7 @@ def stored_vectors(points: Iterable[tuple[dict[str, Any], list[float] | None]]) 
     return reuse
 
 
-REREAD_FIELDS = ["path", "etag", "chunk_index", "heading", "text", "meta", "links", "embedding", EMBED_HASH]
+REREAD_FIELDS = ["path", "title", "etag", "chunk_index", "heading", "text", "meta", "links", "embedding", EMBED_HASH]
 
 
 def stored_embed_text(payload: dict[str, Any]) -> str | None:

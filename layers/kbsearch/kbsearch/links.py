@@ -115,6 +115,14 @@ def name_keys(title: str | None, aliases: object) -> list[str]:
     return list(out)
 
 
+def links_to_others(targets: Iterable[str], path: str, title: object) -> list[str]:
+    """A note's link targets without those naming the note itself by its path or title (``[[Own title#Section]]``):
+    the links whose words BM25 counts as another note's name (:func:`kbsearch.lexical.document_vector`'s ``links``).
+    The title heads each of the note's chunks (its heading path): a self-link discounted it there (rev31a)."""
+    own = {*path_keys(path), *name_keys(title if isinstance(title, str) else None, None)}
+    return [target for target in targets if link_key(target) not in own]
+
+
 def graph_keys(paths: Iterable[str], names: Iterable[str], links: Iterable[str]) -> list[str]:
     """A note's :func:`path_keys`, :func:`name_keys` and :func:`link_keys` as its ``graph_keys``: each prefixed by
     its kind, in that order (a key may be there under two kinds: a note named as another's path tail)."""
