@@ -306,7 +306,8 @@ def linked_tokens(tokens: list[str], links: Sequence[str]) -> list[bool]:
 def document_vector(
     text: str, avgdl: float = AVG_DOC_TOKENS, k1: float = K1, b: float = B, links: Sequence[str] = ()
 ) -> SparseVector:
-    """A chunk's BM25 vector. ``links``: its note's link targets (the payload's ``links``). A link's text names the
+    """A chunk's BM25 vector. ``links``: its note's link targets to other notes (the payload's ``links`` without those
+    naming the note itself: :func:`kbsearch.links.links_to_others`, which the indexer applies). A link's text names the
     note it points to, not the one it is in: where the chunk quotes a linked note's name (:func:`linked_tokens`),
     the name's words count only if the chunk holds them nowhere else (a word only the link brings, often the one
     English word of a Russian note, is still found); they count in its length (a reader sees them). The text a
