@@ -857,7 +857,7 @@ def stored_decoded(key: str, body: bytes, coding: object) -> bytes:
     of it: a bomb is a note too large). No coding, ``identity`` or ``aws-chunked`` (an upload's framing, not the
     object's, which some S3-compatible stores keep), or bytes that are not in the coding named (a label only) are
     the bytes as stored; ``deflate`` is zlib's format, else raw deflate (no header, as browsers read it: it was read
-    as stored and skipped); a coding kb-search does not decode (``br``, ``zstd``, several) is :class:`NoteUnreadable`
+    as stored and skipped) unless that reads UTF-8 text into bytes no note holds (a label over plain text); a coding kb-search does not decode (``br``, ``zstd``, several) is :class:`NoteUnreadable`
     naming it. Each such note was skipped as ``binary content (NUL bytes)`` or ``not valid UTF-8``."""
     codings = [c.strip().lower() for c in str(coding or "").split(",")]
     codings = [c for c in codings if c not in ("", "identity", "aws-chunked")]
