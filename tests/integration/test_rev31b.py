@@ -19,8 +19,8 @@ from tests.integration.test_tags31 import found, settings_of
 
 @pytest.mark.parametrize(
     ("text", "phrase"),
-    [("3\n-za03 0ba]> ", "0ba]"), ("3\u0410>[* a y\u04101\n0", "a y")],
-    ids=["ascii", "cyrillic"],
+    [("3\n-za03 0ba]> ", "0ba]"), ("3\u0410>[* a y\u04101\n0", "a y"), ("x", "x"), ("x ", "x")],
+    ids=["ascii", "cyrillic", "one byte", "a zlib header"],
 )
 def test_a_plain_note_labelled_deflate_that_raw_inflates_to_its_end_is_read_as_stored(
     text: str, phrase: str, tmp_path: Path
@@ -29,7 +29,8 @@ def test_a_plain_note_labelled_deflate_that_raw_inflates_to_its_end_is_read_as_s
     checksum: a plain note under a label only (read as stored since round 30) whose bytes happen to inflate as raw
     deflate to their last byte (2 of 20,000 short random texts) was read as the bytes inflated, not UTF-8: skipped
     as `not valid UTF-8`, or lost to garbage. Now a raw stream that inflates text into bytes no note holds is a
-    label over the note's own bytes."""
+    label over the note's own bytes. A note shorter than any zlib stream so labelled (one byte, or `x `, a zlib
+    header by chance) was skipped as `cut short` (de3d3bf too); now read by raw deflate's rule, as stored."""
     assert_indexed_and_read(text.encode(), "deflate", text, tmp_path, phrase)
 
 

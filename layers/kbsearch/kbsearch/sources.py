@@ -850,6 +850,8 @@ _INFLATE = {"gzip": 31, "x-gzip": 31, "deflate": 15}
 #: ``deflate`` as zlib's format (RFC 1950, what the coding names) and as raw deflate (RFC 1951, no header, which some
 #: servers and tools send under the same label): tried in that order, as browsers do (Firefox, Chromium).
 _ZLIB, _RAW_DEFLATE = 15, -15
+#: The shortest stream in zlib's format (header, an empty block, Adler-32): 8 bytes.
+_EMPTY_ZLIB = b"x\x9c\x03\x00\x00\x00\x00\x01"
 
 
 def stored_decoded(key: str, body: bytes, coding: object) -> bytes:
@@ -913,6 +915,9 @@ def _inflated(key: str, body: bytes, wbits: int, coding: str) -> bytes:
         except NoteUnreadable:
             if wbits == _RAW_DEFLATE and len(plain) <= MAX_FILE_BYTES:  # raw deflate ending early: no deflate
                 return body
+            if wbits == _ZLIB and len(body) < len(_EMPTY_ZLIB):  # shorter than any zlib stream (a note of one byte,
+                # or "x ", a header by chance): raw deflate's reading, else as stored (it was skipped as "cut short")
+                return _inflated(key, body, _RAW_DEFLATE, coding)
             raise
         if wbits == _RAW_DEFLATE and (at != len(body) or (not _utf8_text(plain) and _utf8_text(body))):
             # raw deflate ending before the bytes do, or inflating text into bytes no note holds (no checksum tells a
