@@ -98,9 +98,11 @@ def test_a_note_stored_compressed_on_s3_is_indexed_and_read_as_its_text(coding: 
     assert_indexed_and_read(*_stored(coding), NOTE, tmp_path)
 
 
-def assert_indexed_and_read(body: bytes, label: str, text: str, tmp_path: Path) -> None:
+def assert_indexed_and_read(
+    body: bytes, label: str, text: str, tmp_path: Path, phrase: str = "Restore the quokka snapshot"
+) -> None:
     """``body`` stored on moto's S3 as ``a.md`` with ``Content-Encoding: label`` is indexed (by the indexer over
-    ``S3Source``, into the embedded store) and read by path as ``text``."""
+    ``S3Source``, into the embedded store) with ``phrase`` in a chunk, and read by path as ``text``."""
     with mock_aws():
         s3 = boto3.client("s3", region_name="us-east-1")
         s3.create_bucket(Bucket="kb-notes")
@@ -114,7 +116,7 @@ def assert_indexed_and_read(body: bytes, label: str, text: str, tmp_path: Path) 
             store.close()
         read = S3Source("kb-notes", "", s3).read_path("a.md")
     assert report.skipped == [] and report.added == 1, report
-    assert any("Restore the quokka snapshot" in t for t in texts), texts
+    assert any(phrase in t for t in texts), texts
     assert read == text.encode(), read[:80]
 
 

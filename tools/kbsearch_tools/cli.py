@@ -1667,8 +1667,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="remote: the environment variable holding the API key (default KB_API_KEY)")  # fmt: skip
     p.add_argument("--timeout", type=_positive_seconds, default=120.0, metavar="SECONDS",
                    help="remote: the most one request may take, its whole answer included (default 120)")  # fmt: skip
-    _oracle_args(p, "local: ", "; here default oracle/<model>.sqlite beside the store's folder, QDRANT_PATH/../oracle, "
-                 "where kbsearch index --oracle left them")  # fmt: skip
+    _oracle_args(p, "local: ", "; here default oracle/<model>.sqlite beside the store's folder, QDRANT_PATH/../oracle: "
+                 "with the default QDRANT_PATH, where kbsearch index --oracle run in the same folder left them")  # fmt: skip
     p.set_defaults(func=cmd_mcp)
 
     p = sub.add_parser(

@@ -31,7 +31,7 @@ import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from kbsearch.links import link_key
 
@@ -267,16 +267,24 @@ def _to_sparse(weights: dict[int, float]) -> SparseVector:
 LINK_NAME_MIN_TOKENS = 4
 
 
+#: The key of a :func:`_linked_names` node that ends a name (no token is empty).
+_NAME_END = ""
+
+
 @functools.lru_cache(maxsize=64)  # a note's chunks come one after another, each with the note's links
-def _linked_names(links: tuple[str, ...]) -> dict[str, list[tuple[str, ...]]]:
-    """The names :func:`linked_tokens` looks for, by their first token, longest first."""
-    names: dict[str, list[tuple[str, ...]]] = {}
+def _linked_names(links: tuple[str, ...]) -> dict[str, Any]:
+    """The names :func:`linked_tokens` looks for, as a trie of their tokens (:data:`_NAME_END` where one ends): a
+    position is walked once along it, whatever number of names share its first words (each such name was sliced and
+    compared at every position: a 1 MiB note of 100 links sharing their first words, 2 to 3.6 s of BM25, now 0.1 to
+    0.2 s; RELIABILITY.md "Round 31 review"). A payload's names are at most 200 characters: the walk is bounded."""
+    names: dict[str, Any] = {}
     for link in links:
-        name = tuple(tokenize(link)) if link_key(link) is not None else ()
+        name = tokenize(link) if link_key(link) is not None else []
         if len(name) >= LINK_NAME_MIN_TOKENS:
-            names.setdefault(name[0], []).append(name)
-    for starting in names.values():
-        starting.sort(key=len, reverse=True)
+            node = names
+            for token in name:
+                node = node.setdefault(token, {})
+            node[_NAME_END] = True
     return names
 
 
@@ -291,13 +299,17 @@ def linked_tokens(tokens: list[str], links: Sequence[str]) -> list[bool]:
     names = _linked_names(tuple(links))
     if not names:
         return marked
-    i = 0
-    while i < len(tokens):
-        for name in names.get(tokens[i], ()):
-            if tuple(tokens[i : i + len(name)]) == name:
-                marked[i : i + len(name)] = [True] * len(name)
-                i += len(name)
-                break
+    i, n = 0, len(tokens)
+    while i < n:
+        node, longest, j = names.get(tokens[i]), 0, i
+        while node is not None:
+            j += 1
+            if _NAME_END in node:
+                longest = j - i
+            node = node.get(tokens[j]) if j < n else None
+        if longest:
+            marked[i : i + longest] = [True] * longest
+            i += longest
         else:
             i += 1
     return marked

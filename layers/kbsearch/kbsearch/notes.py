@@ -15,7 +15,7 @@ from urllib.parse import unquote
 
 from kbsearch.errors import KbSearchError
 from kbsearch.frontmatter import MAX_FRONTMATTER_CHARS, FrontmatterError, iso_date, parse_frontmatter
-from kbsearch.lexical import TAG_BREAK, bare_tag, tag_key, visible
+from kbsearch.lexical import MAX_TAG_KEY_CHARS, TAG_BREAK, bare_tag, tag_key, visible
 from kbsearch.links import MAX_KEYS
 from kbsearch.markdown import (
     code_spans,
@@ -206,16 +206,25 @@ def body_tags(body: str) -> list[str]:
 
 def _bounded_tags(value: Any, warnings: list[str], body: str = "") -> list[str]:
     """The note's tags, its ``tags`` property's (as written) then those written in its text (:func:`body_tags`) that
-    are none of them whatever the case (``#TAG`` after ``#Tag`` or ``tags: [tag]`` is that one), the first :data:`MAX_TAGS` (with a warning when there are more): every chunk of the note
-    stores them and every search hit of it carries them (12,700 tags on each of 517 chunks: 2.5 GB to index one
+    are none of them whatever the case (``#TAG`` after ``#Tag`` or ``tags: [tag]`` is that one) and at most
+    :data:`~kbsearch.lexical.MAX_TAG_KEY_CHARS` long (with a warning for longer ones), the first :data:`MAX_TAGS`
+    (with a warning when there are more): every chunk of the note stores them and every search hit of it carries them (12,700 tags on each of 517 chunks: 2.5 GB to index one
     938 KB note, a 158 MB index, 76 KB of tags per chunk read back by each search it matched)."""
     tags = normalize_tags(value)
     known = {tag_key(t) for t in tags}
+    long = 0
     for tag in body_tags(body):  # the text's: each tag once, as first written (Obsidian shows a tag so)
+        if len(tag) > MAX_TAG_KEY_CHARS:  # a run of letters after a '#', no tag a reader writes: every chunk of the
+            # note would carry it (a 600 KB one on each of 884 chunks: 530 MB of payload, RELIABILITY.md "Round 31
+            # review"); the property's tags are bounded by the front matter's size
+            long += 1
+            continue
         key = tag_key(tag)
         if key not in known:
             known.add(key)
             tags.append(tag)
+    if long:
+        warnings.append(f"tags: {long} written in the text over {MAX_TAG_KEY_CHARS} characters not kept")
     if len(tags) > MAX_TAGS:
         warnings.append(f"tags: {len(tags)} given, the first {MAX_TAGS} kept")
     return tags[:MAX_TAGS]

@@ -850,6 +850,8 @@ _INFLATE = {"gzip": 31, "x-gzip": 31, "deflate": 15}
 #: ``deflate`` as zlib's format (RFC 1950, what the coding names) and as raw deflate (RFC 1951, no header, which some
 #: servers and tools send under the same label): tried in that order, as browsers do (Firefox, Chromium).
 _ZLIB, _RAW_DEFLATE = 15, -15
+#: The shortest stream in zlib's format (header, an empty block, Adler-32): 8 bytes.
+_EMPTY_ZLIB = b"x\x9c\x03\x00\x00\x00\x00\x01"
 
 
 def stored_decoded(key: str, body: bytes, coding: object) -> bytes:
@@ -857,7 +859,7 @@ def stored_decoded(key: str, body: bytes, coding: object) -> bytes:
     of it: a bomb is a note too large). No coding, ``identity`` or ``aws-chunked`` (an upload's framing, not the
     object's, which some S3-compatible stores keep), or bytes that are not in the coding named (a label only) are
     the bytes as stored; ``deflate`` is zlib's format, else raw deflate (no header, as browsers read it: it was read
-    as stored and skipped); a coding kb-search does not decode (``br``, ``zstd``, several) is :class:`NoteUnreadable`
+    as stored and skipped) unless that reads UTF-8 text into bytes no note holds (a label over plain text); a coding kb-search does not decode (``br``, ``zstd``, several) is :class:`NoteUnreadable`
     naming it. Each such note was skipped as ``binary content (NUL bytes)`` or ``not valid UTF-8``."""
     codings = [c.strip().lower() for c in str(coding or "").split(",")]
     codings = [c for c in codings if c not in ("", "identity", "aws-chunked")]
@@ -913,11 +915,28 @@ def _inflated(key: str, body: bytes, wbits: int, coding: str) -> bytes:
         except NoteUnreadable:
             if wbits == _RAW_DEFLATE and len(plain) <= MAX_FILE_BYTES:  # raw deflate ending early: no deflate
                 return body
+            if wbits == _ZLIB and len(body) < len(_EMPTY_ZLIB):  # shorter than any zlib stream (a note of one byte,
+                # or "x ", a header by chance): raw deflate's reading, else as stored (it was skipped as "cut short")
+                return _inflated(key, body, _RAW_DEFLATE, coding)
             raise
-        if wbits == _RAW_DEFLATE and at != len(body):
-            return body  # raw deflate ending before the bytes do: plain bytes a raw inflater read a block in
+        if wbits == _RAW_DEFLATE and (at != len(body) or (not _utf8_text(plain) and _utf8_text(body))):
+            # raw deflate ending before the bytes do, or inflating text into bytes no note holds (no checksum tells a
+            # raw stream: 2 in 20,000 short plain texts inflate to their last byte, RELIABILITY.md "Round 31 review"):
+            # plain bytes a raw inflater read a block in
+            return body
         if wbits != 31 or at == len(body) or (body[at] == 0 and body.count(0, at) == len(body) - at):
             return bytes(plain)  # zeros after the last member: padding, as gzip reads it
+
+
+def _utf8_text(data: bytes | bytearray) -> bool:
+    """``data`` could be a note's text: UTF-8 without a NUL byte (:func:`kbsearch.notes.decode_note` skips the rest)."""
+    if b"\x00" in data:
+        return False
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 #: Why a read of the version a listing or HEAD named got none: S3's 412 to its ``If-Match``, or an answer naming
