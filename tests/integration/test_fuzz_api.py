@@ -1,16 +1,21 @@
 """Schemathesis (the current 4.x, its own CLI) against the OpenAPI document `kbsearch serve` serves, with all four
 phases: examples, coverage, fuzzing and stateful (the links search → search by query string → top hit over MCP).
 Fake providers on loopback, sample-kb indexed. No 5xx, every answer as documented (status, body schema, content
-type, headers), authentication enforced; Slack commands are signed by a hook so the fuzzer gets past the 401."""
+type, headers), authentication enforced; Slack commands are signed by a hook so the fuzzer gets past the 401.
+Twice: an open KB and a key without scope, then access scopes on (round 32): sample-kb with an ``_access.yaml``
+giving one folder to ``hr`` and one to ``security``, the fuzzer's key holding ``hr`` (its searches, reads by path,
+lists and MCP calls carry the scope's must-clause; the ``security`` notes are missing to it)."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -38,15 +43,29 @@ CHECKS = (
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
+#: the scoped run's access file: a folder the key's group reads, one it does not (the rest public)
+ACCESS_FILE = "en/runbooks/: [hr]\nru/ранбуки/: [security]\n"
+READABLE, RESTRICTED = "en/runbooks/Runbook - reindex from scratch.md", "ru/ранбуки/Ротация ключей.md"
+
+
+@pytest.fixture(scope="module", params=["open", "scoped"])
+def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
     deepinfra = FakeProvider("deepinfra", api_key="di-test-key").start()
     fireworks = FakeProvider("fireworks", api_key="fw-test-key").start()
-    store = tmp_path_factory.mktemp("fuzz") / "q"
-    settings_ = provider_settings(deepinfra, fireworks, qdrant_path=str(store))
-    run_sync(settings_, Secrets(settings_), source_uri=str(ROOT / "sample-kb"))
+    root = tmp_path_factory.mktemp("fuzz")
+    store, kb, keys, groups = root / "q", ROOT / "sample-kb", API_KEY, None
+    if request.param == "scoped":
+        from kbsearch_tools.local.keys import caller_mapping, parse_api_keys
+
+        kb, keys = root / "kb", f"{API_KEY}:hr"
+        shutil.copytree(ROOT / "sample-kb", kb)
+        (kb / "_access.yaml").write_text(ACCESS_FILE, encoding="utf-8")
+        groups = caller_mapping(parse_api_keys(keys), None)  # as kbsearch index learns the keys' group sets
+    settings_ = provider_settings(deepinfra, fireworks, qdrant_path=str(store), access_groups=groups)
+    report = run_sync(settings_, Secrets(settings_), source_uri=str(kb))
+    assert report.error is None, report
     env = subprocess_env(
-        QDRANT_PATH=str(store), KB_SOURCE=str(ROOT / "sample-kb"), KB_LOCAL_API_KEYS=API_KEY,
+        QDRANT_PATH=str(store), KB_SOURCE=str(kb), KB_LOCAL_API_KEYS=keys,
         EMBEDDING_DIMENSIONS="64", SLACK_SIGNING_SECRET=SLACK_SECRET,
         SLACK_RESPONSE_HOSTS="hooks.slack.invalid",  # signed fuzzed commands never post anywhere real
         POWERTOOLS_LOG_LEVEL="WARNING", **provider_env(deepinfra, fireworks),
@@ -60,7 +79,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
 
 
 @pytest.mark.timeout(FUZZ_TIMEOUT_S + 60)  # above the schemathesis run's own limit, so that one fires first
-def test_schemathesis_all_phases_no_5xx(served: ServeProcess, tmp_path: Path) -> None:
+def test_schemathesis_all_phases_no_5xx(served: ServeProcess, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     report = tmp_path / "schemathesis.json"
     command = [
         str(SCHEMATHESIS), "run", f"{served.base_url}/openapi.json", "--header", f"x-api-key: {API_KEY}",
@@ -89,6 +108,13 @@ def test_schemathesis_all_phases_no_5xx(served: ServeProcess, tmp_path: Path) ->
     slack_rates = run["valid_rates"]["POST /slack/command"]
     assert sum(phase["accepted"] for phase in slack_rates.values()) > 0, slack_rates
     assert "Traceback" not in served.text()
+    if request.node.callspec.params["served"] == "scoped":  # the scope was on: the key reads hr's notes, not security's
+
+        def get(path: str) -> httpx.Response:
+            return httpx.get(f"{served.base_url}{quote(path)}", headers={"x-api-key": API_KEY}, timeout=30)
+
+        assert get("/whoami").json()["groups"] == ["hr", "public"]
+        assert get(f"/notes/{RESTRICTED}").status_code == 404 and get(f"/notes/{READABLE}").status_code == 200
     print(f"schemathesis {run['schemathesis_version']}: {run['test_cases']['generated']} cases, "
           f"{run['running_time']:.0f} s")  # fmt: skip
 
