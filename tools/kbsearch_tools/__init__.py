@@ -69,3 +69,49 @@ def utf8_text(raw: bytes, what: str, error: type[Exception] = KbSearchError) -> 
         return raw.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as exc:
         raise error(f"{what} is not UTF-8 (invalid byte at offset {exc.start})") from None
+
+
+def argument_shown(value: str) -> str:
+    """An argument as the person typed it, for a message: bytes that are not UTF-8 (which Python holds in
+    ``sys.argv`` as lone surrogates, U+DC80-U+DCFF) shown escaped (``q\\xff``), so the message itself can be written."""
+    try:
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate no byte gives: escaped as it is
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def not_utf8_argument(value: str) -> str | None:
+    """Why ``value`` (a command-line argument) cannot be sent anywhere: the bytes of a terminal or a script that
+    are not UTF-8 (a Latin-1 locale, a pasted file name), which no UTF-8 request body, form or header can carry;
+    None when it is text."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return f"'{argument_shown(value)}' is not UTF-8 text (a terminal or script in another encoding?)"
+    return None
+
+
+def http_url_problem(url: str) -> str | None:
+    """Why ``url`` is no http(s) URL a request can be sent to (what the CLIs' URL options take), or None: another
+    scheme or none, no host, a port that is no number from 1 to 65535, text that is not UTF-8, or what httpx
+    cannot read (an unclosed ``[``). Each was a traceback (``httpx.InvalidURL``, ``UnicodeEncodeError``) or a
+    bridge answering every request "Internal error". The URL is quoted without its user-info (no password shown)."""
+    import re
+    from urllib.parse import urlsplit
+
+    import httpx
+
+    shown = re.sub(r"//[^/?#]*@", "//", argument_shown(url))
+    if not_utf8_argument(url) is not None:
+        return f"'{shown}' is not UTF-8 text (a terminal or script in another encoding?)"
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port  # ValueError for ``:abc`` or ``:99999``
+        httpx.URL(url.strip())
+    except (ValueError, httpx.InvalidURL) as exc:
+        return f"'{shown}' is no URL ({str(exc).replace(url, shown)[:100]})"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"'{shown}' is no http(s) URL"
+    if port == 0:
+        return f"'{shown}' names port 0, where nothing listens"
+    return None

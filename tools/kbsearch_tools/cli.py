@@ -1268,6 +1268,29 @@ def _host(value: str) -> str:
     if not value.strip():
         raise argparse.ArgumentTypeError(f"expected an address to listen on, got {value!r}: an empty one is every "
                                          "interface; write 0.0.0.0 to mean that")  # fmt: skip
+    return _text(value)  # bytes not UTF-8: the socket's TypeError "encoding of hostname failed" was a traceback
+
+
+def _text(value: str) -> str:
+    """A text argument sent in a request (``kbsearch slack``'s words and ``--user``): bytes that are not UTF-8
+    (Python holds them as lone surrogates) are refused here, with the usage; a request could not carry them (a
+    ``UnicodeEncodeError`` traceback)."""
+    from kbsearch_tools import not_utf8_argument
+
+    problem = not_utf8_argument(value)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return value
+
+
+def _http_url(value: str) -> str:
+    """An http(s) URL to send requests to (``kbsearch slack --api``): refused here when no request can go there
+    (:func:`kbsearch_tools.http_url_problem`; a port that is no number was an ``httpx.InvalidURL`` traceback)."""
+    from kbsearch_tools import http_url_problem
+
+    problem = http_url_problem(value)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(f"expected an http(s) URL such as http://127.0.0.1:3000: {problem}")
     return value
 
 
@@ -1747,12 +1770,13 @@ def build_parser() -> argparse.ArgumentParser:
         "buttons of the answer in order (kb_share, kb_more, kb_vote_up, kb_vote_down, kb_open_1...). "
         "--print-curl prints a signed curl instead (valid for 5 minutes).",
     )
-    p.add_argument("text", nargs="+", help="what follows /kb, e.g. tag:runbook restore a snapshot")
-    p.add_argument("--api", default="http://127.0.0.1:3000", help="the API's base URL (default kbsearch serve's)")
+    p.add_argument("text", nargs="+", type=_text, help="what follows /kb, e.g. tag:runbook restore a snapshot")
+    p.add_argument("--api", default="http://127.0.0.1:3000", type=_http_url,
+                   help="the API's base URL (default kbsearch serve's)")  # fmt: skip
     p.add_argument("--press", action="append", metavar="ACTION_ID", help="press this button (repeatable)")
-    p.add_argument("--user", default="U0LOCAL", help="the Slack user id to act as (default U0LOCAL)")
+    p.add_argument("--user", default="U0LOCAL", type=_text, help="the Slack user id to act as (default U0LOCAL)")
     p.add_argument("--print-curl", action="store_true", help="print a signed curl for the command and exit")
-    p.add_argument("--response-url", help="with --print-curl: the response_url to put in the command (default "
+    p.add_argument("--response-url", type=_text, help="with --print-curl: the response_url to put in the command (default "
                    "http://127.0.0.1:9/response, where nothing listens: the answer is dropped)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print every message as JSON")
     p.set_defaults(func=cmd_slack)

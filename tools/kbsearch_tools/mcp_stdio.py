@@ -226,10 +226,13 @@ def locked_store(settings: Any) -> str:
 
 def mcp_url(url: str) -> str:
     """The deployment's ``/mcp`` endpoint from its base URL (or the endpoint itself); ValueError if not http(s)."""
-    parts = urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    from kbsearch_tools import http_url_problem
+
+    problem = http_url_problem(url)  # a port that is no number, bytes not UTF-8: every request was -32603 after
+    if problem is not None:
         raise ValueError(f"--remote takes an http(s) URL, e.g. https://<api-id>.execute-api.<region>.amazonaws.com/prod "
-                         f"(got {shown_url(url)!r})")  # fmt: skip
+                         f"({problem})")  # fmt: skip
+    parts = urlsplit(url.strip())
     path = parts.path.rstrip("/")
     if not path.endswith("/mcp"):
         path += "/mcp"

@@ -1,0 +1,77 @@
+"""Round 32, the adversarial pass (adv32): what the ``kbsearch`` CLIs take as text and URLs and then send. Through
+the real interface: ``kbsearch`` spawned, its arguments as a terminal's bytes (``subprocess`` with bytes). Each test
+fails on main's code where it claims a fix (run with ``PYTHONPATH`` on main's layer and tools)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import KBSEARCH_CMD, PROCESS_TIMEOUT_S, ROOT, subprocess_env
+
+PING = b'{"jsonrpc":"2.0","id":1,"method":"ping"}\n'
+
+
+def _kbsearch(tmp_path: Path, args: list[str | bytes], stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+    env = subprocess_env(QDRANT_PATH=str(tmp_path / "q"), SLACK_SIGNING_SECRET="adv32-secret", KB_API_KEY="k",
+                         LC_ALL="C.UTF-8", LANG="C.UTF-8")  # fmt: skip
+    return subprocess.run([*KBSEARCH_CMD, *args], input=stdin, capture_output=True, cwd=ROOT, env=env,
+                          timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [(["slack", b"restore a snapshot \xff"], "argument text: 'restore a snapshot \\xff' is not UTF-8 text"),
+     (["slack", "--print-curl", b"caf\xe9"], "argument text: 'caf\\xe9' is not UTF-8 text"),
+     (["slack", "--user", b"U\xff", "qdrant"], "argument --user: 'U\\xff' is not UTF-8 text"),
+     (["slack", "--print-curl", "q", "--response-url", b"http://127.0.0.1:9/\xff"],
+      "argument --response-url: 'http://127.0.0.1:9/\\xff' is not UTF-8 text"),
+     (["slack", "--api", "http://127.0.0.1:abc", "qdrant"],
+      "argument --api: expected an http(s) URL such as http://127.0.0.1:3000: 'http://127.0.0.1:abc' is no URL"),
+     (["slack", "--api", "http://[::1", "qdrant"], "argument --api: expected an http(s) URL"),
+     (["slack", "--api", b"http://127.0.0.1:3000/\xff", "qdrant"], "'http://127.0.0.1:3000/\\xff' is not UTF-8 text"),
+     (["serve", "--host", b"127.0.0.\xff"], "argument --host: '127.0.0.\\xff' is not UTF-8 text")],
+)  # fmt: skip
+def test_a_cli_argument_no_request_can_carry_is_refused_with_the_usage(
+    tmp_path: Path, args: list[str | bytes], said: str
+) -> None:
+    """Python holds a terminal's bytes that are not UTF-8 (a Latin-1 locale, a pasted file name) in ``sys.argv`` as
+    lone surrogates; ``kbsearch slack`` put them in the form it signs and ``kbsearch serve --host`` in its socket:
+    a ``UnicodeEncodeError`` or ``TypeError: encoding of hostname failed`` traceback. An ``--api`` whose port is
+    no number (``:abc``) or an unclosed ``[`` was an ``httpx.InvalidURL`` traceback (``notaurl`` and ``ftp://``
+    were already one line). Now each is refused as a usage error (exit 2), one line naming the option and the
+    bytes escaped."""
+    done = _kbsearch(tmp_path, args)
+    err = done.stderr.decode()
+    assert done.returncode == 2 and "Traceback" not in err, err[-2000:]
+    assert said in err and err.strip().splitlines()[-1].startswith(f"kbsearch {args[0]!s}: error: "), err[-1000:]
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [("http://127.0.0.1:abc", "'http://127.0.0.1:abc' is no URL"),
+     (b"http://127.0.0.1:3000/\xff", "'http://127.0.0.1:3000/\\xff' is not UTF-8 text"),
+     ("http://user:pa55word@127.0.0.1:x/", "'http://127.0.0.1:x/' is no URL")],
+)  # fmt: skip
+def test_kbsearch_mcp_remote_to_a_url_no_request_can_go_to_is_refused_at_start(
+    tmp_path: Path, url: str | bytes, said: str
+) -> None:
+    """``kbsearch mcp --remote`` refused a URL of another scheme at start, but one whose port is no number, or
+    holding bytes that are not UTF-8, started the bridge: each request was then answered -32603 "the bridge ...
+    failed on this request (InvalidURL): send it again; if it fails again, report it" (an internal error, for a
+    mistyped option). Now it stops at start (exit 2), naming the URL without its user-info, answering nothing."""
+    done = _kbsearch(tmp_path, ["mcp", "--remote", url], stdin=PING)
+    err = done.stderr.decode()
+    assert done.returncode == 2 and done.stdout == b"" and "Traceback" not in err, (done.stdout, err[-2000:])
+    assert said in err and "--remote takes an http(s) URL" in err and "pa55word" not in err, err
+
+
+def test_the_urls_and_text_these_options_take_still_work(tmp_path: Path) -> None:
+    """Guards the check's reach (passes before and after): UTF-8 words, an IPv6 loopback URL with its port, a
+    path, an https URL."""
+    curl = _kbsearch(tmp_path, ["slack", "--print-curl", "--api", "http://[::1]:3000/prod", "восстановить снапшот é"])
+    assert curl.returncode == 0 and b"http://[::1]:3000/prod/slack/command" in curl.stdout, curl.stderr[-2000:]
+    bridged = _kbsearch(tmp_path, ["mcp", "--remote", "https://127.0.0.1:1/prod/é"], stdin=PING)
+    assert bridged.returncode == 0 and b'"id":1' in bridged.stdout and b"-32001" in bridged.stdout, bridged
