@@ -1,15 +1,19 @@
-"""Round 32, the adversarial pass (adv32): what the ``kbsearch`` CLIs take as text and URLs and then send. Through
-the real interface: ``kbsearch`` spawned, its arguments as a terminal's bytes (``subprocess`` with bytes). Each test
-fails on main's code where it claims a fix (run with ``PYTHONPATH`` on main's layer and tools)."""
+"""Round 32, the adversarial pass (adv32): what the ``kbsearch`` CLIs and the settings take as text and URLs and
+then send. Through the real interfaces: ``kbsearch`` spawned, its arguments as a terminal's bytes (``subprocess``
+with bytes); the search handler with API Gateway events. Each test fails on main's code where it claims a fix (run
+with ``PYTHONPATH`` on main's layer and tools)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.conftest import KBSEARCH_CMD, PROCESS_TIMEOUT_S, ROOT, subprocess_env
+from kbsearch_tools.local.apigw import HttpRequest, build_event
+from tests.conftest import KBSEARCH_CMD, PROCESS_TIMEOUT_S, ROOT, copy_store, subprocess_env
 
 PING = b'{"jsonrpc":"2.0","id":1,"method":"ping"}\n'
 
@@ -75,3 +79,33 @@ def test_the_urls_and_text_these_options_take_still_work(tmp_path: Path) -> None
     assert curl.returncode == 0 and b"http://[::1]:3000/prod/slack/command" in curl.stdout, curl.stderr[-2000:]
     bridged = _kbsearch(tmp_path, ["mcp", "--remote", "https://127.0.0.1:1/prod/é"], stdin=PING)
     assert bridged.returncode == 0 and b'"id":1' in bridged.stdout and b"-32001" in bridged.stdout, bridged
+
+
+# -- a setting's URL whose host httpx cannot read -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("setting", "url"),
+    [("QDRANT_URL", "http://xn--a:6333"), ("QDRANT_URL", "https://xn--zz.eu-central-1-0.aws.cloud.qdrant.io:6333"),
+     ("QDRANT_URL", "http://\u2488.example:6333"), ("EMBEDDING_URL", "https://xn--a.example/v1/openai"),
+     ("RERANKER_URL", "https://xn--a.example/v1/inference/Qwen/Qwen3-Reranker-8B")],
+)  # fmt: skip
+def test_a_url_setting_whose_host_is_no_domain_name_is_a_503_naming_it_never_a_500(
+    load_search_app: Any, bm25_index: Path, tmp_path: Path, setting: str, url: str
+) -> None:
+    """The URL settings were checked with ``urlsplit``, which takes any host; httpx reads the host only when it
+    sends (``xn--`` then no valid punycode, a character IDNA forbids such as U+2488 ``⒈``) and raised idna's
+    ``InvalidCodepoint`` or a punycode ``UnicodeError`` from inside the call: with such a ``QDRANT_URL`` every
+    search was a 500 ("unexpected error", a traceback in the log); such an ``EMBEDDING_URL`` or ``RERANKER_URL``
+    degraded every search with a warning naming no setting. Now the setting is refused as ``EMBEDDING_URL=notaurl``
+    already was: a 503 ``not_configured`` naming it, never its value (a URL may carry credentials)."""
+    copy_store(bm25_index, tmp_path / "q")
+    app = load_search_app(**{setting: url, "QDRANT_PATH": str(tmp_path / "q"), "QDRANT_API_KEY": "k",
+                             "EMBEDDING_API_KEY": "k"})  # fmt: skip
+    event = build_event(HttpRequest("POST", "/search", "", [("Content-Type", "application/json")],
+                                    json.dumps({"query": "restore a snapshot"}).encode()), "/search", {}, "dev")  # fmt: skip
+    result = app(event)
+    answer = json.loads(result["body"])
+    assert result["statusCode"] == 503 and answer["error"] == "not_configured", result
+    assert f"invalid setting {setting}" in answer["message"] and "IDNA" in answer["message"], answer
+    assert "xn--" not in answer["message"] and "\u2488" not in answer["message"], answer

@@ -202,6 +202,23 @@ def url_problem(value: str) -> str | None:
         return "has no host"
     if port == 0:
         return "has port 0"
+    return _host_problem(value, parts.hostname)
+
+
+def _host_problem(value: str, host: str) -> str | None:
+    """Why the URL's host is no name httpx can send a request to, or None. A label ``xn--`` then no valid punycode
+    (``xn--a``), a letter IDNA forbids, text that is not UTF-8: httpx reads such a host only when it sends, and
+    raised an IDNA or Unicode error there, a 500 on every search (urlsplit takes any host). Plain ASCII hosts
+    without ``xn--`` are what httpx sends as given: httpx is imported only for the others."""
+    if host.isascii() and "xn--" not in host:
+        return None
+    import httpx
+
+    try:
+        value.encode("utf-8")
+        httpx.URL(value).host  # noqa: B018 (reading it decodes the name: what a request does)
+    except (httpx.InvalidURL, UnicodeError):  # (idna's errors are UnicodeErrors)
+        return "has a host name that is no valid international domain name (IDNA)"
     return None
 
 
