@@ -109,3 +109,39 @@ def test_a_url_setting_whose_host_is_no_domain_name_is_a_503_naming_it_never_a_5
     assert result["statusCode"] == 503 and answer["error"] == "not_configured", result
     assert f"invalid setting {setting}" in answer["message"] and "IDNA" in answer["message"], answer
     assert "xn--" not in answer["message"] and "\u2488" not in answer["message"], answer
+
+
+# -- a signing secret that is not UTF-8 ---------------------------------------------------------------------------
+
+LATIN1_SECRET = (
+    "xyzzy-s\udce9cr3t"  # the shell's bytes b"xyzzy-s\xe9cr3t", as Python holds them (os.fsencode gives them back)
+)
+
+
+def test_a_slack_signing_secret_that_is_not_utf8_is_named_never_a_traceback(
+    tmp_path: Path, load_search_app: Any
+) -> None:
+    """A ``SLACK_SIGNING_SECRET`` set from a shell or file in Latin-1 (only possible locally: Lambda's environment
+    and SSM hold UTF-8): ``kbsearch slack`` signed with it, a ``UnicodeEncodeError`` traceback; the search handler
+    (``kbsearch serve``) answered each Slack request 503 ``slack_unavailable`` logging "the store of seen Slack
+    signatures failed", a cause that was not it. Now it is an invalid setting named as any other: the CLI one line
+    (exit 2); the handler answers Slack 503 ``slack_not_configured`` and ``/health`` names the variable (as for every
+    invalid setting, searches answer 503 ``not_configured`` too), the secret never shown."""
+    done = subprocess.run([*KBSEARCH_CMD, "slack", "--print-curl", "qdrant"], capture_output=True, cwd=ROOT,
+                          env=subprocess_env(SLACK_SIGNING_SECRET=LATIN1_SECRET), timeout=PROCESS_TIMEOUT_S,
+                          check=False)  # fmt: skip
+    err = done.stderr.decode()
+    assert done.returncode == 2 and "Traceback" not in err and done.stdout == b"", err[-2000:]
+    assert "invalid setting SLACK_SIGNING_SECRET: holds bytes that are not UTF-8" in err and "xyzzy" not in err, err
+    app = load_search_app(SLACK_SIGNING_SECRET=LATIN1_SECRET, QDRANT_PATH=str(tmp_path / "q"))
+    body = (
+        b"command=%2Fkb&text=qdrant&team_id=T1&channel_id=C1&user_id=U1&response_url=https%3A%2F%2Fhooks.slack.com%2Fx"
+    )
+    headers = [("Content-Type", "application/x-www-form-urlencoded"), ("X-Slack-Request-Timestamp", "1"),
+               ("X-Slack-Signature", "v0=" + "0" * 64)]  # fmt: skip
+    result = app(build_event(HttpRequest("POST", "/slack/command", "", headers, body), "/slack/command", {}, "dev"))
+    answer = json.loads(result["body"])
+    assert result["statusCode"] == 503 and answer["error"] == "slack_not_configured", result
+    health = json.loads(app(build_event(HttpRequest("GET", "/health", "", [], b""), "/health", {}, "dev"))["body"])
+    assert health["ready"] is False and "xyzzy" not in json.dumps(health), health
+    assert any("invalid setting SLACK_SIGNING_SECRET" in reason for reason in health["reasons"]), health

@@ -410,6 +410,20 @@ class Settings(BaseModel):
             raise ValueError("empty: unset it for the default .kbsearch/qdrant, or name a folder")
         return value
 
+    @field_validator("slack_signing_secret", mode="before")
+    @classmethod
+    def _signing_key(cls, value: Any) -> Any:
+        """The signing secret is an HMAC key, used as UTF-8: a shell's bytes that are not UTF-8 (Python holds them
+        as lone surrogates) made every Slack request a 503 "the store of seen Slack signatures failed" at
+        ``kbsearch serve`` and ``kbsearch slack`` a traceback. Never shown."""
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("holds bytes that are not UTF-8 (a shell or file in another encoding?): set it to "
+                                 "the app's Signing Secret as Slack shows it") from None  # fmt: skip
+        return value
+
     @field_validator(*URL_SETTINGS)
     @classmethod
     def _url(cls, value: str) -> str:
