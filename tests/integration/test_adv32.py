@@ -145,3 +145,24 @@ def test_a_slack_signing_secret_that_is_not_utf8_is_named_never_a_traceback(
     health = json.loads(app(build_event(HttpRequest("GET", "/health", "", [], b""), "/health", {}, "dev"))["body"])
     assert health["ready"] is False and "xyzzy" not in json.dumps(health), health
     assert any("invalid setting SLACK_SIGNING_SECRET" in reason for reason in health["reasons"]), health
+
+
+@pytest.mark.parametrize(
+    ("setting", "url"),
+    [("QDRANT_URL", "http://127.0.0.1:1/\udcff"), ("QDRANT_URL", "http://127.0.0.1:1/?a=\udce9"),
+     ("QDRANT_URL", "http://qdr\udce9nt.example:6333"), ("EXPANSION_URL", "https://api.deepinfra.com/v1/\udcff")],
+)  # fmt: skip
+def test_a_url_setting_holding_bytes_that_are_not_utf8_is_one_line_naming_it(
+    tmp_path: Path, setting: str, url: str
+) -> None:
+    """A URL setting from a shell in another encoding (Python holds the bytes as lone surrogates): ``kbsearch
+    search`` with such a ``QDRANT_URL`` or ``EXPANSION_URL`` ended in httpx's ``UnicodeEncodeError`` traceback
+    (exit 1; the settings check had taken them). Now the setting is invalid, named, one line (exit 2), its value
+    never shown."""
+    env = subprocess_env(QDRANT_PATH=str(tmp_path / "q"), QDRANT_API_KEY="k", EXPANSION_API_KEY="k",
+                         **{setting: url})  # fmt: skip
+    done = subprocess.run([*KBSEARCH_CMD, "search", "qdrant"], capture_output=True, cwd=tmp_path, env=env,
+                          timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
+    err = done.stderr.decode()
+    assert done.returncode == 2 and "Traceback" not in err, err[-2000:]
+    assert f"invalid setting {setting}: " in err and "127.0.0.1" not in err and "deepinfra" not in err, err

@@ -192,6 +192,10 @@ def url_problem(value: str) -> str | None:
     if value != value.strip() or any(ord(c) < 33 or c == "\x7f" for c in value):
         return "contains whitespace or control characters"
     try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a shell's bytes that are not UTF-8: httpx's UnicodeEncodeError in the call
+        return "holds bytes that are not UTF-8 (a shell or file in another encoding?)"
+    try:
         parts = urlsplit(value)
         port = parts.port  # raises ValueError for a port that is not a number in 0-65535
     except ValueError as exc:
@@ -207,7 +211,7 @@ def url_problem(value: str) -> str | None:
 
 def _host_problem(value: str, host: str) -> str | None:
     """Why the URL's host is no name httpx can send a request to, or None. A label ``xn--`` then no valid punycode
-    (``xn--a``), a letter IDNA forbids, text that is not UTF-8: httpx reads such a host only when it sends, and
+    (``xn--a``), a letter IDNA forbids: httpx reads such a host only when it sends, and
     raised an IDNA or Unicode error there, a 500 on every search (urlsplit takes any host). Plain ASCII hosts
     without ``xn--`` are what httpx sends as given: httpx is imported only for the others."""
     if host.isascii() and "xn--" not in host:
@@ -215,7 +219,6 @@ def _host_problem(value: str, host: str) -> str | None:
     import httpx
 
     try:
-        value.encode("utf-8")
         httpx.URL(value).host  # noqa: B018 (reading it decodes the name: what a request does)
     except (httpx.InvalidURL, UnicodeError):  # (idna's errors are UnicodeErrors)
         return "has a host name that is no valid international domain name (IDNA)"
