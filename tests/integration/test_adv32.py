@@ -33,9 +33,11 @@ def _kbsearch(tmp_path: Path, args: list[str | bytes], stdin: bytes = b"") -> su
      (["slack", "--print-curl", "q", "--response-url", b"http://127.0.0.1:9/\xff"],
       "argument --response-url: 'http://127.0.0.1:9/\\xff' is not UTF-8 text"),
      (["slack", "--api", "http://127.0.0.1:abc", "qdrant"],
-      "argument --api: expected an http(s) URL such as http://127.0.0.1:3000: 'http://127.0.0.1:abc' is no URL"),
+      "argument --api: expected an http(s) URL such as http://127.0.0.1:3000: 'http://127.0.0.1:abc' is not a valid "
+      "URL"),
      (["slack", "--api", "http://[::1", "qdrant"], "argument --api: expected an http(s) URL"),
-     (["slack", "--api", b"http://127.0.0.1:3000/\xff", "qdrant"], "'http://127.0.0.1:3000/\\xff' is not UTF-8 text"),
+     (["slack", "--api", b"http://127.0.0.1:3000/\xff", "qdrant"],
+      "'http://127.0.0.1:3000/\\xff' holds bytes that are not UTF-8"),
      (["serve", "--host", b"127.0.0.\xff"], "argument --host: '127.0.0.\\xff' is not UTF-8 text")],
 )  # fmt: skip
 def test_a_cli_argument_no_request_can_carry_is_refused_with_the_usage(
@@ -55,9 +57,9 @@ def test_a_cli_argument_no_request_can_carry_is_refused_with_the_usage(
 
 @pytest.mark.parametrize(
     ("url", "said"),
-    [("http://127.0.0.1:abc", "'http://127.0.0.1:abc' is no URL"),
-     (b"http://127.0.0.1:3000/\xff", "'http://127.0.0.1:3000/\\xff' is not UTF-8 text"),
-     ("http://user:pa55word@127.0.0.1:x/", "'http://127.0.0.1:x/' is no URL")],
+    [("http://127.0.0.1:abc", "'http://127.0.0.1:abc' is not a valid URL"),
+     (b"http://127.0.0.1:3000/\xff", "'http://127.0.0.1:3000/\\xff' holds bytes that are not UTF-8"),
+     ("http://user:pa55word@127.0.0.1:x/", "'http://127.0.0.1:x/' is not a valid URL")],
 )  # fmt: skip
 def test_kbsearch_mcp_remote_to_a_url_no_request_can_go_to_is_refused_at_start(
     tmp_path: Path, url: str | bytes, said: str

@@ -92,26 +92,17 @@ def not_utf8_argument(value: str) -> str | None:
 
 
 def http_url_problem(url: str) -> str | None:
-    """Why ``url`` is no http(s) URL a request can be sent to (what the CLIs' URL options take), or None: another
-    scheme or none, no host, a port that is no number from 1 to 65535, text that is not UTF-8, or what httpx
-    cannot read (an unclosed ``[``). Each was a traceback (``httpx.InvalidURL``, ``UnicodeEncodeError``) or a
-    bridge answering every request "Internal error". The URL is quoted without its user-info (no password shown)."""
+    """Why ``url`` is no http(s) URL a request can be sent to (what the CLIs' URL options take), or None: the URL
+    settings' own check (:func:`kbsearch.config.url_problem`: another scheme or none, no host, a port that is no
+    number, a host IDNA cannot read, bytes that are not UTF-8), the URL quoted without its user-info (no password
+    shown). Each was a traceback (``httpx.InvalidURL``, ``UnicodeEncodeError``) or a bridge answering every request
+    "Internal error"."""
     import re
-    from urllib.parse import urlsplit
 
-    import httpx
+    from kbsearch.config import url_problem
 
+    problem = url_problem(url.strip()) if url.strip() else "is empty"
+    if problem is None:
+        return None
     shown = re.sub(r"//[^/?#]*@", "//", argument_shown(url))
-    if not_utf8_argument(url) is not None:
-        return f"'{shown}' is not UTF-8 text (a terminal or script in another encoding?)"
-    try:
-        parts = urlsplit(url.strip())
-        port = parts.port  # ValueError for ``:abc`` or ``:99999``
-        httpx.URL(url.strip())
-    except (ValueError, httpx.InvalidURL) as exc:
-        return f"'{shown}' is no URL ({str(exc).replace(url, shown)[:100]})"
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return f"'{shown}' is no http(s) URL"
-    if port == 0:
-        return f"'{shown}' names port 0, where nothing listens"
-    return None
+    return f"'{shown}' {problem}"
