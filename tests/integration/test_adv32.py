@@ -168,3 +168,29 @@ def test_a_url_setting_holding_bytes_that_are_not_utf8_is_one_line_naming_it(
     err = done.stderr.decode()
     assert done.returncode == 2 and "Traceback" not in err, err[-2000:]
     assert f"invalid setting {setting}: " in err and "127.0.0.1" not in err and "deepinfra" not in err, err
+
+
+# -- a .env line that sets a setting but does not read ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "line", ['QDRANT_URL="https://xyz.eu-central-1-0.aws.cloud.qdrant.io:6333', "export QDRANT_URL='https://xyz",
+             'QDRANT_URL="https://xyz.cloud.qdrant.io" :6333']
+)  # fmt: skip
+def test_a_dotenv_line_setting_qdrant_url_that_does_not_read_stops_kbsearch_index(tmp_path: Path, line: str) -> None:
+    """A ``.env`` line ``KEY=`` whose value does not read (a quote left open, text after the closing quote) was
+    skipped without a word (python-dotenv at least warns): the setting fell back to its default, and ``kbsearch
+    index`` with ``QDRANT_URL`` so misquoted wrote a local store in the working folder and said it had indexed the
+    KB (exit 0), the cloud collection untouched. Now the run stops before anything is read or written, naming the
+    file, the line and the setting, never the value."""
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "note.md").write_text("# Note\n\nquokka\n", encoding="utf-8")
+    (tmp_path / ".env").write_text(f"SNIPPET_CHARS=300\n{line}\n", encoding="utf-8")
+    env = subprocess_env(QDRANT_PATH="", QDRANT_URL="")
+    env.pop("QDRANT_PATH"), env.pop("QDRANT_URL")  # as a shell without them: the .env is where they are set
+    done = subprocess.run([*KBSEARCH_CMD, "index", str(kb)], capture_output=True, text=True, cwd=tmp_path, env=env,
+                          timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stdout + done.stderr[-2000:]
+    assert "cannot read .env: line 2 sets QDRANT_URL but its value does not read" in done.stderr, done.stderr
+    assert "xyz" not in done.stderr and not (tmp_path / ".kbsearch").exists(), done.stderr

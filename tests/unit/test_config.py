@@ -248,7 +248,7 @@ DOTENV_LINES = [
     "I=a#b",
     "J=",
     "K = spaced value  ",
-    'L="unterminated',
+    # 'L="unterminated': python-dotenv skips it with a warning; here a ConfigError naming it (test_adv32)
     "M=\"'mixed'\"",
     "N='\"'",
     "A LINE WITHOUT AN EQUALS SIGN",

@@ -132,6 +132,7 @@ _DOTENV_LINE = re.compile(
     r"""^\s*(?:export\s+)?(?P<key>[^=\s]+)\s*=\s*(?:"(?P<double>(?:\\.|[^"\\])*)"\s*(?:\#.*)?"""
     r"""|'(?P<single>(?:\\.|[^'\\])*)'\s*(?:\#.*)?|(?P<bare>(?!["']).*?)(?:\s+\#.*)?)\s*$"""
 )
+_DOTENV_KEY = re.compile(r"^\s*(?:export\s+)?(?P<key>[A-Za-z_][A-Za-z0-9_.]*)\s*=")
 _DOUBLE_QUOTED_ESCAPE = re.compile(r"""\\[\\'"abfnrtv]""")
 
 
@@ -151,9 +152,19 @@ def dotenv_values(path: Path) -> dict[str, str]:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read {path}: {type(exc).__name__}") from None
     values: dict[str, str] = {}
-    for raw in text.splitlines():
+    for number, raw in enumerate(text.splitlines(), start=1):
         match = _DOTENV_LINE.match(raw)
-        if raw.lstrip().startswith("#") or match is None:
+        if raw.lstrip().startswith("#"):
+            continue
+        if match is None:
+            # ``KEY=`` then a value that does not read (a quote left open, words after a quoted value): the line
+            # was skipped without a word, and the setting it meant fell back to its default (``QDRANT_URL="https://…``
+            # left open: kbsearch index wrote a local store, not the cloud collection). A line with no ``=`` is
+            # still no setting, skipped as python-dotenv skips it.
+            meant = _DOTENV_KEY.match(raw)
+            if meant is not None:
+                raise ConfigError(f"cannot read {path}: line {number} sets {meant['key'][:60]} but its value does not "
+                                  "read (a quote left open, or text after the closing quote?)")  # fmt: skip
             continue
         if match["double"] is not None:
             value = _DOUBLE_QUOTED_ESCAPE.sub(lambda m: codecs.decode(m.group(0), "unicode-escape"), match["double"])
