@@ -194,3 +194,27 @@ def test_a_dotenv_line_setting_qdrant_url_that_does_not_read_stops_kbsearch_inde
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stdout + done.stderr[-2000:]
     assert "cannot read .env: line 2 sets QDRANT_URL but its value does not read" in done.stderr, done.stderr
     assert "xyz" not in done.stderr and not (tmp_path / ".kbsearch").exists(), done.stderr
+
+
+# -- a local API key no header carries ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("keys", ["good,k\udcff:hr", "good,k\u0451y:hr", "good,k\u200by"])
+def test_a_local_api_key_no_header_carries_is_named_at_start(tmp_path: Path, keys: str) -> None:
+    """``KB_LOCAL_API_KEYS`` holding a shell's bytes that are not UTF-8 stopped ``kbsearch serve`` and ``kbsearch
+    index`` with a ``UnicodeEncodeError`` traceback (a key's id is its hash); a key with a letter like ``ё`` or an
+    invisible character started the server, whose every request with it was then 403 (a header carries
+    printable ASCII; API Gateway's keys are so). Now ``kbsearch serve`` stops naming the entry's position, never
+    the key; ``kbsearch index`` reads no group sets from keys it cannot read (its rule: the server names the
+    problem) and indexes."""
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "note.md").write_text("# Note\n\nquokka\n", encoding="utf-8")
+    env = subprocess_env(QDRANT_PATH=str(tmp_path / "q"), KB_LOCAL_API_KEYS=keys, KB_SOURCE=str(kb))
+    served = subprocess.run([*KBSEARCH_CMD, "serve", "--port", "0"], capture_output=True, text=True, cwd=ROOT,
+                            env=env, timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
+    assert served.returncode == 2 and "Traceback" not in served.stderr, served.stderr[-2000:]
+    assert "KB_LOCAL_API_KEYS entry 2: a key is printable ASCII" in served.stderr, served.stderr
+    indexed = subprocess.run([*KBSEARCH_CMD, "index", str(kb)], capture_output=True, text=True, cwd=tmp_path,
+                             env=env, timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
+    assert indexed.returncode == 0 and "Traceback" not in indexed.stderr, indexed.stdout + indexed.stderr[-2000:]

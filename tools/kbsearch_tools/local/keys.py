@@ -13,7 +13,8 @@ __all__ = ["caller_mapping", "local_key_id", "parse_api_keys"]
 
 def parse_api_keys(value: str | None) -> dict[str, tuple[str, ...]]:
     """``KB_LOCAL_API_KEYS=key1:hr+security,key2`` → {key: its access groups}; a key without groups reads
-    ``public`` notes only. ValueError (naming the entry's position, never the key) for a bad group name."""
+    ``public`` notes only. ValueError (naming the entry's position, never the key) for a bad group name, a key
+    given twice or a key that is not printable ASCII."""
     from kbsearch.access import GROUP_NAMES, normalize_group
 
     keys: dict[str, tuple[str, ...]] = {}
@@ -26,6 +27,12 @@ def parse_api_keys(value: str | None) -> dict[str, tuple[str, ...]]:
         if not key.strip() or any(g is None for g in normalized):
             raise ValueError(f"KB_LOCAL_API_KEYS entry {position}: expected key or key:group+group (group names: "
                              f"{GROUP_NAMES})")  # fmt: skip
+        if not (key.strip().isascii() and key.strip().isprintable()):
+            # a header carries printable ASCII (API Gateway's keys are so): a key holding a shell's bytes that are
+            # not UTF-8 stopped kbsearch serve and kbsearch index with a UnicodeEncodeError traceback (its id is its
+            # hash), one with a letter like ``ё`` could never be sent as the server reads it (every request 403)
+            raise ValueError(f"KB_LOCAL_API_KEYS entry {position}: a key is printable ASCII (letters, digits, "
+                             "punctuation), as an HTTP header carries it")  # fmt: skip
         if key.strip() in keys:  # the last would win silently: `k:hr,k` took hr away, `k,k:hr` granted it
             raise ValueError(f"KB_LOCAL_API_KEYS entry {position}: gives a key an earlier entry gives (give each "
                              "key once, with all its groups: key:group+group)")  # fmt: skip
