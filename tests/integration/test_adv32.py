@@ -218,3 +218,36 @@ def test_a_local_api_key_no_header_carries_is_named_at_start(tmp_path: Path, key
     indexed = subprocess.run([*KBSEARCH_CMD, "index", str(kb)], capture_output=True, text=True, cwd=tmp_path,
                              env=env, timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
     assert indexed.returncode == 0 and "Traceback" not in indexed.stderr, indexed.stdout + indexed.stderr[-2000:]
+
+
+# -- a model name that is not UTF-8 -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("setting", ["EXPANSION_MODEL", "EMBEDDING_FALLBACK_MODEL"])
+def test_a_model_setting_holding_bytes_that_are_not_utf8_is_a_503_naming_it_never_a_500(
+    load_search_app: Any, bm25_index: Path, tmp_path: Path, setting: str
+) -> None:
+    """A model name set from a shell in another encoding went into the provider's JSON body, whose encoding
+    raised ``UnicodeEncodeError``: with such an ``EXPANSION_MODEL`` every search was a 500 (loopback fakes of
+    DeepInfra and Fireworks, the embedded store); with such an ``EMBEDDING_FALLBACK_MODEL`` a search whose primary
+    failed (DeepInfra's embeddings answering 503, as here) went without the fallback, naming no setting. Now every text setting but the file names
+    and the provider keys is checked for UTF-8 when the settings are read (``Settings._utf8_text``): 503
+    ``not_configured`` naming the variable, never its value."""
+    from kbsearch_tools.fakes import FakeProvider, provider_env
+
+    deepinfra = FakeProvider("deepinfra", api_key="di-test-key").start()
+    fireworks = FakeProvider("fireworks", api_key="fw-test-key").start()
+    deepinfra.fail("embeddings", status=503)  # the fallback's model is sent when the primary fails
+    try:
+        copy_store(bm25_index, tmp_path / "q")
+        app = load_search_app(**provider_env(deepinfra, fireworks), QDRANT_PATH=str(tmp_path / "q"),
+                              EMBEDDING_DIMENSIONS="64", **{setting: "Qwen/Qwen3-\udcff"})  # fmt: skip
+        event = build_event(HttpRequest("POST", "/search", "", [("Content-Type", "application/json")],
+                                        json.dumps({"query": "restore a snapshot"}).encode()), "/search", {}, "dev")  # fmt: skip
+        result = app(event)
+    finally:
+        deepinfra.stop()
+        fireworks.stop()
+    answer = json.loads(result["body"])
+    assert result["statusCode"] == 503 and answer["error"] == "not_configured", result
+    assert answer["message"].startswith(f"invalid setting {setting}: holds bytes that are not UTF-8"), answer

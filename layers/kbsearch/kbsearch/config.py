@@ -236,6 +236,15 @@ def _host_problem(value: str, host: str) -> str | None:
     return None
 
 
+#: Settings whose text is not checked for UTF-8 (:meth:`Settings._utf8_text`): file names, and the keys whose
+#: trouble the stage that sends them reports.
+_NOT_TEXT_SETTINGS = frozenset({
+    "qdrant_path", "kb_source", "slack_feedback_file", "qdrant_api_key", "embedding_api_key",
+    "embedding_fallback_api_key", "reranker_api_key", "reranker_fallback_api_key", "expansion_api_key",
+    "access_groups",
+})  # fmt: skip
+
+
 class Settings(BaseModel):
     """Every setting kb-search reads. Field ``foo_bar`` is the environment variable ``FOO_BAR`` (any case), read
     whenever the model is built (``Settings(**values)`` or ``model_validate``): the given values, then the environment,
@@ -424,18 +433,20 @@ class Settings(BaseModel):
             raise ValueError("empty: unset it for the default .kbsearch/qdrant, or name a folder")
         return value
 
-    @field_validator("slack_signing_secret", mode="before")
+    @field_validator("*", mode="before")
     @classmethod
-    def _signing_key(cls, value: Any) -> Any:
-        """The signing secret is an HMAC key, used as UTF-8: a shell's bytes that are not UTF-8 (Python holds them
-        as lone surrogates) made every Slack request a 503 "the store of seen Slack signatures failed" at
-        ``kbsearch serve`` and ``kbsearch slack`` a traceback. Never shown."""
-        if isinstance(value, str):
+    def _utf8_text(cls, value: Any, info: ValidationInfo) -> Any:
+        """A setting's text is sent as UTF-8 (a model name in a JSON body, the signing secret as an HMAC key, a
+        table name to AWS): a shell's bytes that are not UTF-8 (Python holds them as lone surrogates) made such an
+        ``EXPANSION_MODEL`` or ``EMBEDDING_FALLBACK_MODEL`` a 500 on every search, ``kbsearch slack`` a traceback,
+        ``kbsearch serve`` blame the store of seen signatures. Refused here, never shown; but for the settings that
+        name files (Linux file names need not be UTF-8, and such a folder is indexed) and the provider keys (a key no
+        header can carry degrades its stage, naming the setting: round 17)."""
+        if isinstance(value, str) and info.field_name not in _NOT_TEXT_SETTINGS:
             try:
                 value.encode("utf-8")
             except UnicodeEncodeError:
-                raise ValueError("holds bytes that are not UTF-8 (a shell or file in another encoding?): set it to "
-                                 "the app's Signing Secret as Slack shows it") from None  # fmt: skip
+                raise ValueError("holds bytes that are not UTF-8 (a shell or file in another encoding?)") from None
         return value
 
     @field_validator(*URL_SETTINGS)
