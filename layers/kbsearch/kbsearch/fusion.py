@@ -33,6 +33,11 @@ has anyway:
   join the probes' only while all fit in ``exact_notes``, so they never unpin the probes' exact match), those notes
   are an exact match: they come first, ahead of anything dense ranks
   (identifiers, names, numbers, file and setting names), marked ``exact``; the rerank blend keeps them first.
+  A question that names identifiers in passing (:func:`questioned`: more than ``exact_max_terms`` of its terms are
+  no identifier, no menu path, no foreign proper name in a Russian question) pins a note only where the dense leg
+  ranks it among its first ``question_pin_within`` or BM25 (by the lexical value, after the trust and the language
+  factor) among its first ``question_pin_lexical`` (:func:`_about`): "wifi" in "на ноутбуке wifi выключается
+  сочетанием клавиш?" names a note about something else, which neither leg puts near its top (EVAL.md, session 32).
   A lookup's required terms are probed with their chunks' payloads, so that every holder is named (a note holding
   two identifiers in two chunks, one of them in no leg) and an exact match no dense or BM25 leg brought (common
   words filled BM25's head) is answered with its holder chunk. Every other probe asks for ids and scores (Qdrant reads a
@@ -210,7 +215,8 @@ def analyse(query: str) -> QueryEvidence:
     terms = tuple(dict.fromkeys(term_id(t) for t in tokenize(query)))
     language = query_language(query)
     identifiers = frozenset(term_id(t) for t in identifier_terms(query, language))
-    names = frozenset(term_id(t) for t in proper_names(query, language))
+    # a foreign proper name matters only as an identifier (:func:`questioned`): not read in a query without one
+    names = frozenset(term_id(t) for t in proper_names(query, language)) if identifiers else frozenset()
     return QueryEvidence(query, language, terms, identifiers, is_ui_path(query), names)
 
 
