@@ -239,3 +239,31 @@ VARIANTS += [
     (f"question pin A{'′' if n else ''} bm25 within {k}", question_pin(3, n, False, False, k))
     for n in (False, True) for k in (2, 3)
 ]  # fmt: skip
+
+
+def dense_second(bm: float | None, dc: float, lexical: bool = False) -> Hook:
+    """When the fused first is a third note (neither leg's first), dense's first note (``lexical``: BM25's) is kept
+    in the first two: lifted just above the fused second, the fused first left first. Gates as :func:`both_firsts`."""
+
+    def hook(rows: Rows, ctx: dict[str, Any]) -> list[float]:
+        scores = _default(rows, ctx)
+        p = ctx["p"]
+        if ctx["pinned"]:
+            return scores
+        d, _, d2, lx, l1, l2 = _firsts(rows)
+        if d is None or lx is None or d == lx or l1 <= 0:
+            return scores
+        if (bm is not None and (l1 < p.lead_value or (l1 - l2) / l1 < bm)) or d2 > dc:
+            return scores
+        order = sorted(range(len(rows)), key=lambda i: (-scores[i], rows[i][0]))
+        keep = lx if lexical else d
+        if order[0] in (d, lx) or keep in order[:2]:
+            return scores
+        scores[keep] = scores[order[1]] + 1e-9
+        return scores
+
+    return hook
+
+
+VARIANTS += [(f"dense first second bm={bm} dc={dc}", dense_second(bm, dc)) for bm in (None, 0.2) for dc in (1.0, 0.9)]
+VARIANTS += [("bm25 first second", dense_second(None, 1.0, True))]
