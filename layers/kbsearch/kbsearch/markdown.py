@@ -238,10 +238,10 @@ def read_body(body: str) -> list[BodyLine]:
                 out.append((HIDDEN, written, 0, ""))
                 continue  # all of it hidden: not a line of the note's text
             line = shown
-        inner, depth = unquoted(line)
+        inner, depth = unquoted(line) if ">" in line else (line, 0)
         if comment and depth < comment_depth:
             comment = False  # the quote ended, and the comment in it
-        if comment or comment_opened(inner):
+        if comment or ("<!--" in inner and comment_opened(inner)):
             out.append((COMMENT, line, 0, ""))
             if not comment:
                 comment, comment_depth = True, depth
@@ -249,13 +249,13 @@ def read_body(body: str) -> list[BodyLine]:
                 comment = not comment_closed(line)
             above, opens = -1, not comment
             continue
-        opened = fence_opened(inner)
+        opened = fence_opened(inner) if "`" in inner or "~" in inner else None
         if opened is not None:
             out.append((CODE, written, 0, ""))
             fence, fence_depth, above = opened, depth, -1
             in_list = in_list and inner[:1] in (" ", "\t")  # a fence at the margin ends a list
             continue
-        if inner.lstrip(" ").startswith("$$"):
+        if "$$" in inner and inner.lstrip(" ").startswith("$$"):
             if "$$" in inner.lstrip(" ")[2:]:
                 out.append((MATH, written, 0, ""))
                 above, opens = -1, True
@@ -274,7 +274,7 @@ def read_body(body: str) -> list[BodyLine]:
             out.append((UNDERLINE, line, level, ""))
             above, opens, in_list = -1, True, False
             continue
-        parsed = atx_heading(line)
+        parsed = atx_heading(line) if "#" in line else None
         if parsed is not None:
             out.append((HEADING, line, *parsed))
             above, opens, in_list = -1, True, False
