@@ -22,6 +22,8 @@ from kbsearch.schemas import SearchRequest
 from kbsearch.search import SearchService
 from kbsearch_tools.fakes import FakeProvider
 from tests.conftest import provider_settings
+from tests.integration.test_notes_graph import write_kb
+from tests.integration.test_review26 import metadata
 
 #: name → (body, the sections' heading paths, the tags written in the text, the links): each a class of line the
 #: three readers read differently before round 32 (unless marked "guard": read alike then too, kept so)
@@ -101,26 +103,26 @@ def test_a_heading_with_nothing_under_it_is_found_by_its_words_under_its_path(tm
     lonely = parse_note("lonely.md", EMPTY["lonely.md"].encode())
     assert lonely.sections == [] and [c.heading for c in chunk_note(lonely)] == ["Lonely"]
 
-    kb = tmp_path / "kb"
-    kb.mkdir()
-    for name, text in EMPTY.items():
-        (kb / name).write_text(text, encoding="utf-8")
+    kb = write_kb(tmp_path / "kb", EMPTY)
     fake = FakeProvider("deepinfra", api_key="di-test-key").start()
     try:
         settings = provider_settings(fake, qdrant_path=str(tmp_path / "q"))
         report = run_sync(settings, Secrets(settings), source_uri=str(kb))
         assert report.added == 4 and report.error is None, report
-        service = SearchService(settings, Secrets(settings))
-        try:
-            for query, path, heading in (("zanzibar rollback", "template.md", "Runbook > Zanzibar rollback steps"),
-                                         ("quokka escalation", "last.md", "Ops > Quokka escalation")):  # fmt: skip
-                request = SearchRequest(query=query, top_k=3, rerank=False, expand=False)
-                hits = service.search(request).results
-                assert hits and (hits[0].path, hits[0].heading) == (path, heading), (query, hits)
-        finally:
-            service.close()
+        assert found(settings, "zanzibar rollback")[0] == ("template.md", "Runbook > Zanzibar rollback steps")
+        assert found(settings, "quokka escalation")[0] == ("last.md", "Ops > Quokka escalation")
     finally:
         fake.stop()
+
+
+def found(settings: Settings, query: str) -> list[tuple[str, str]]:
+    """The (path, heading) of a search's first hits (no reranking, no expansion)."""
+    service = SearchService(settings, Secrets(settings))
+    try:
+        hits = service.search(SearchRequest(query=query, top_k=3, rerank=False, expand=False)).results
+        return [(h.path, h.heading) for h in hits]
+    finally:
+        service.close()
 
 
 def sync_s3(root: Path, settings: Settings) -> SyncReport:
@@ -134,15 +136,6 @@ def sync_s3(root: Path, settings: Settings) -> SyncReport:
     return report
 
 
-def metadata(settings: Settings) -> dict[str, Any]:
-    """The collection's recorded metadata."""
-    store = open_store(settings, Secrets(settings))
-    try:
-        return store.metadata()
-    finally:
-        store.close()
-
-
 def test_notes_chunked_by_an_older_reading_are_read_again_by_the_next_sync(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -153,10 +146,7 @@ def test_notes_chunked_by_an_older_reading_are_read_again_by_the_next_sync(
     from kbsearch.markdown import PARSE_VERSION
     from kbsearch.qdrant.query import NOTES_READING
 
-    kb = tmp_path / "kb"
-    kb.mkdir()
-    for name, text in EMPTY.items():
-        (kb / name).write_text(text, encoding="utf-8")
+    kb = write_kb(tmp_path / "kb", EMPTY)
     fake = FakeProvider("deepinfra", api_key="di-test-key").start()
     try:
         settings = provider_settings(fake, qdrant_path=str(tmp_path / "q"))
@@ -175,23 +165,14 @@ def test_notes_chunked_by_an_older_reading_are_read_again_by_the_next_sync(
             store.set_metadata({k: v for k, v in store.metadata().items() if k != NOTES_READING})
         finally:
             store.close()
-
-        def found(query: str) -> list[tuple[str, str]]:
-            service = SearchService(settings, Secrets(settings))
-            try:
-                hits = service.search(SearchRequest(query=query, top_k=3, rerank=False, expand=False)).results
-                return [(h.path, h.heading) for h in hits]
-            finally:
-                service.close()
-
-        assert ("template.md", "Runbook > Zanzibar rollback steps") not in found("zanzibar rollback")
+        assert ("template.md", "Runbook > Zanzibar rollback steps") not in found(settings, "zanzibar rollback")
         inputs = sum(len(c.body["input"]) for c in fake.calls("embeddings"))
         report = sync_s3(kb, settings)
         assert report.updated == 4 and report.added == 0 and report.unchanged == 0, report
         embedded = sum(len(c.body["input"]) for c in fake.calls("embeddings")) - inputs
         assert embedded == 3, (embedded, report)  # Symptoms, Zanzibar..., Quokka...: the others reused
-        assert found("zanzibar rollback")[0] == ("template.md", "Runbook > Zanzibar rollback steps")
-        assert found("quokka escalation")[0] == ("last.md", "Ops > Quokka escalation")
+        assert found(settings, "zanzibar rollback")[0] == ("template.md", "Runbook > Zanzibar rollback steps")
+        assert found(settings, "quokka escalation")[0] == ("last.md", "Ops > Quokka escalation")
         assert metadata(settings).get(NOTES_READING) == PARSE_VERSION
         again = sync_s3(kb, settings)
         assert again.unchanged == 4 and again.updated == 0, again
