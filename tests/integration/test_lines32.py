@@ -83,6 +83,15 @@ def test_a_fence_in_a_quote_is_kept_whole_as_written() -> None:
     assert section.text == body.rstrip("\n")
 
 
+def test_a_setext_heading_starts_at_its_text_past_a_hidden_line() -> None:
+    """A line a %%comment%% hides whole between a setext heading's text and its underline: the outline's section
+    (what a read by path returns) started at the hidden line, not at the heading's text."""
+    body = "Steps\n%%draft%%\n---\n\nrun it\n"
+    (heading,) = outline(body)
+    assert (heading.text, heading.start, heading.end) == ("Steps", 0, 6)
+    assert [s.headings for s in parse_note("s.md", body.encode()).sections] == [("Steps",)]
+
+
 #: notes with empty headings: a template's, a sibling's, the last; a heading over subsections; an H1 alone
 EMPTY = {
     "template.md": "# Runbook\n\n## Symptoms\n\n## Zanzibar rollback steps\n\n## Contacts\n\ncall the duty phone\n",
