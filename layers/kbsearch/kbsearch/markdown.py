@@ -251,7 +251,7 @@ def read_body(body: str) -> list[BodyLine]:
             continue
         opened = fence_opened(inner) if "`" in inner or "~" in inner else None
         if opened is not None:
-            out.append((CODE, written, 0, ""))
+            out.append((CODE, line, 0, ""))  # (its info string without what a %%comment%% hides, as ever)
             fence, fence_depth, above = opened, depth, -1
             in_list = in_list and inner[:1] in (" ", "\t")  # a fence at the margin ends a list
             continue
