@@ -1,7 +1,9 @@
 """What a Markdown reader (CommonMark, as Obsidian reads it) takes a note's lines for, where the indexer, the note
 graph and a read by path must agree with it: one place, so the parser (sections, links), the chunker (code blocks
-kept whole) and the outline (sections read by path) never disagree with each other. And what Obsidian hides: its
-``%%comments%%`` (:func:`hidden_comments`)."""
+kept whole), the outline (sections read by path) and the tags written in a note's text never disagree with each
+other: :func:`read_body` says once what each line of a body is (code, math, comment, hidden, heading, prose), and
+the three readers of lines in :mod:`kbsearch.notes` consume it. And what Obsidian hides: its ``%%comments%%``
+(:func:`hidden_comments`)."""
 
 from __future__ import annotations
 

@@ -160,7 +160,6 @@ def normalize_tags(value: Any) -> list[str]:
 _BODY_TAG = re.compile(r"(?<!\S)#([^\s!-,.:-@\[-\^`{-~\u2000-\u206f\u2e00-\u2e7f\u3000-\u303f]++)")
 
 _INLINE_COMMENT = re.compile(r"<!--.*?(?:-->|$)")
-_QUOTED = re.compile(r"^(?: {0,3}>[ ]?)+")
 
 
 def body_tags(body: str) -> list[str]:
