@@ -474,7 +474,11 @@ class Indexer:
         self._reread_bm25(report, stop_at)
         # notes chunked by an older reading of their bodies (kbsearch.markdown.PARSE_VERSION) are each read again
         # (_classify): their chunks may differ though their text did not
-        self._reparse = self.store.metadata().get(NOTES_READING) != PARSE_VERSION
+        recorded = self.store.metadata().get(NOTES_READING)
+        self._reparse = recorded != PARSE_VERSION
+        if self._reparse:
+            logger.info("notes were chunked by an older reading: every note is read again, its unchanged chunks' "
+                        "vectors kept", extra={"notes_reading": recorded, "now": PARSE_VERSION})  # fmt: skip
         self._sync_notes(report, stop_at, call_deadline)
         if self._reparse and not (report.incomplete or report.error):
             self.store.merge_metadata({NOTES_READING: PARSE_VERSION})
