@@ -54,6 +54,27 @@ CASES: dict[str, tuple[str, list[tuple[str, ...]], list[str], list[str]]] = {
     # the line above a fence is no setext heading's text for a --- after the fence (the fence's last line was
     # taken off the section and the line made a heading)
     "underline after a fence": ("Text\n```\ncode\n```\n---\n\nmore\n", [()], [], []),
+    # a fence in a list item, indented as the item's text (four spaces here): code, as any fence
+    "fence in a list item": (
+        "- Step\n\n    ```sh\n    run #notatag [[NotALink]]\n    ```\n\nafter #yes\n",
+        [()],
+        ["yes"],
+        [],
+    ),
+    # a fence in a list item never closed ends with the item (a line at the margin), not with the note
+    "fence in a list item ended by the item": (
+        "- Step\n    ```\n    code #incode\nText at the margin #yes\n\n## Next\n\nwords\n",
+        [(), ("Next",)],
+        ["yes"],
+        [],
+    ),
+    # guard: a fence in a list item closed at the margin (as written often) is closed there
+    "fence in a list item closed at the margin": (
+        "1. Step\n   ```bash\n   cmd #c\n```\n\n## Next\n\nwords\n",
+        [(), ("Next",)],
+        [],
+        [],
+    ),
     # guard: an HTML comment in a quote hides its tags
     "quoted comment": ("> <!--\n> #hidden\n> -->\n#shown\n", [()], ["shown"], []),
     # an HTML comment in a quote ends with the quote (it hid every tag after it)

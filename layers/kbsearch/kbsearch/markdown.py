@@ -209,6 +209,8 @@ def read_body(body: str) -> list[BodyLine]:
     out: list[BodyLine] = []
     fence: str | None = None
     fence_depth = comment_depth = 0  # how deep in quotes a fence or an HTML comment opened
+    fence_in_item = False  # the fence opened indented in a list item: a line at the margin (but its closing fence)
+    # ends the item, and the fence with it
     math = hidden = comment = indented = in_list = False
     opens = True  # a paragraph opens at this line (the start, after a blank line, a heading or another block)
     above = -1  # the index of the line above when it alone opened a paragraph (a setext heading's text)
@@ -216,12 +218,13 @@ def read_body(body: str) -> list[BodyLine]:
     for number, written in enumerate(lines):
         if fence is not None:
             inner, depth = unquoted(written) if fence_depth else (written, 0)
-            if depth >= fence_depth:
+            at_margin = fence_in_item and written[:1] not in ("", " ", "\t") and not fence_closed(inner, fence)
+            if depth >= fence_depth and not at_margin:
                 out.append((CODE, written, 0, ""))
                 if fence_closed(inner, fence):
                     fence, opens = None, True
                 continue
-            fence, opens = None, True  # the quote ended, and the code block in it
+            fence, opens = None, True  # the quote (or list item) ended, and the code block in it
         if math:
             out.append((MATH, written, 0, ""))
             if "$$" in written:
@@ -251,8 +254,12 @@ def read_body(body: str) -> list[BodyLine]:
                 comment = not comment_closed(line)
             above, opens = -1, not comment
             continue
-        opened = fence_opened(inner) if "`" in inner or "~" in inner else None
+        opened = None
+        if "`" in inner or "~" in inner:
+            # in a list, a fence is indented as its item's text is, four columns or more under a nested item
+            opened = fence_opened(inner.lstrip(" \t") if in_list and depth == 0 else inner)
         if opened is not None:
+            fence_in_item = in_list and depth == 0 and inner[:1] in (" ", "\t")
             out.append((CODE, line, 0, ""))  # (its info string without what a %%comment%% hides, as ever)
             fence, fence_depth, above = opened, depth, -1
             in_list = in_list and inner[:1] in (" ", "\t")  # a fence at the margin ends a list
