@@ -190,7 +190,8 @@ def read_body(body: str) -> list[BodyLine]:
 
     - A fenced code block (:func:`fence_opened`, also in a quote or callout: ``> ```css``) to its closing fence, or
       to the end of its quote (a line quoted less deeply: CommonMark closes the block with the quote), or to the
-      end of the note: :data:`CODE`, read as written (no heading, link, tag or comment there).
+      end of the note; in a list item, indented as the item's text (any depth), to its closing fence or to a line
+      at the margin (the item's end): :data:`CODE`, read as written (no heading, link, tag or comment there).
     - An indented code block: a line of four columns of indentation where a paragraph cannot go on (the note's
       start, after a blank line, a heading or another block), and the lines after it so indented (blank lines
       between); not in a list (a list item's continuation is indented so): :data:`CODE`.
