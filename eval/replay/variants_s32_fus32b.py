@@ -8,7 +8,14 @@ could reach: the attainable score less the smallest present term's probe), alone
 - ``complete: pin``: in a lookup (:func:`kbsearch.fusion.is_lookup`) with nothing pinned, that one note gets an
   exact match's lead;
 - ``complete: stray bonus``: it gets ``stray_bonus`` instead (wherever dense ranks it);
-- ``complete ≤3 terms: pin``: the same pin for a query of at most three terms.
+- ``complete ≤3 terms: pin``: the same pin for a query of at most three terms;
+- ``complete undamped: pin`` / ``stray bonus``: the pin (the bonus) only for a note whose match counts in full
+  (not x ``cross_language``, by the leg's language or ``_across``).
+
+These bound completeness over every term of the query. The rule taken (:func:`kbsearch.fusion.sole_complete`)
+bounds it over the lookup's required terms (its identifiers when it has any), which keeps "faxes configuring
+LibreOffice" and drops GNOME's "Press Super+Tab." loss; it is a tree, replayed with ``--compare`` (EVAL.md has the
+commands and the counts of each).
 """
 
 from __future__ import annotations
