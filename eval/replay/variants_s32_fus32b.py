@@ -12,10 +12,11 @@ could reach: the attainable score less the smallest present term's probe), alone
 - ``complete undamped: pin`` / ``stray bonus``: the pin (the bonus) only for a note whose match counts in full
   (not x ``cross_language``, by the leg's language or ``_across``).
 
-These bound completeness over every term of the query. The rule taken (:func:`kbsearch.fusion.sole_complete`)
-bounds it over the lookup's required terms (its identifiers when it has any), which keeps "faxes configuring
-LibreOffice" and drops GNOME's "Press Super+Tab." loss; it is a tree, replayed with ``--compare`` (EVAL.md has the
-commands and the counts of each).
+These bound completeness over every term of the query. The rule fus32b proposed (``sole_complete`` in
+``kbsearch.fusion`` at commit ``73c0a1a``) bounds it over the lookup's required terms (its identifiers when it has
+any), which keeps "faxes configuring LibreOffice" and drops GNOME's "Press Super+Tab." loss; it is a tree, replayed
+with ``--compare`` against a worktree of ``73c0a1a`` (EVAL.md has the commands and the counts of each). The lead
+refused it on the e5 LibreOffice capture, held out from it (EVAL.md, session 32, fus32b: 1 search better, 2 worse).
 """
 
 from __future__ import annotations

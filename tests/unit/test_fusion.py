@@ -966,38 +966,3 @@ def test_a_question_s_pin_stays_near_a_leg_s_top_or_for_a_foreign_proper_name(
 def test_a_foreign_proper_name_is_a_latin_word_a_russian_query_writes_with_a_capital(query: str, names: set) -> None:
     assert analyse(query).names == {term_id(t) for t in names}
     assert proper_names(query) == frozenset(names)
-
-
-def _phrase(query: str, whole: tuple[str, ...], lang: str = "en", dense_lang: str = "en") -> list[Candidate]:
-    """A lookup of two common words ("hiding formulas": eight chunks or more hold each, so no probe sees every
-    holder and nothing is rare): the notes ``whole`` hold both in one chunk (BM25 7.1, 7.0...: above the best
-    chunk holding one of them, 6.5), in language ``lang``; many notes hold one word; dense ranks the first of them
-    25th and puts a note holding one word first."""
-    first, second = tokenize(query)
-    one = [chunk(p, 6.5 - i * 0.1) for i, p in enumerate(DISTRACTORS[:8])]  # one word each, "hide"'s best first
-    lexical = [chunk(p, 7.1 - i * 0.1, lang) for i, p in enumerate(whole)] + one
-    dense = dense_leg(*DISTRACTORS[:24], *whole, *DISTRACTORS[24:], lang=dense_lang)
-    results = [dense, (Leg("lexical", 0, query_language(query)), lexical),
-               (Leg("probe", term=term_id(first)), one), (Leg("probe", term=term_id(second)),
-                [chunk(p, 4.8 - i * 0.05) for i, p in enumerate(DISTRACTORS[8:16])])]  # fmt: skip
-    return fuse(results, analyse(query), 10)
-
-
-def test_the_one_note_bm25_proves_holds_every_word_of_a_short_lookup_is_its_exact_match() -> None:
-    """Session 32 (fus32b): "hiding formulas", a LibreOffice Help index entry, BM25's first and USE's 72nd; before,
-    hybrid's 20th. The chunk's score is above what a chunk missing either word could reach (the attainable score
-    less the smaller probe), and no other note's is: it holds the phrase, where the others hold one of its words."""
-    evidence = analyse("hiding formulas")
-    assert not evidence.identifiers and is_lookup(evidence, FusionParams())
-    fused = _phrase("hiding formulas", ("cell_protect.md",))
-    assert paths(fused)[0] == "cell_protect.md" and fused[0].exact
-    assert not any(c.exact for c in fused[1:])
-
-
-def test_two_notes_holding_the_whole_phrase_or_one_in_another_language_pin_nothing() -> None:
-    """The proof names one note alone, in full: two notes holding both words leave the order to the fusion; an
-    English lookup whose only complete note is a Russian note (its BM25 x ``cross_language``) pins nothing."""
-    two = _phrase("hiding formulas", ("cell_protect.md", "hidden_text.md"))
-    assert not any(c.exact for c in two) and paths(two)[0] == DISTRACTORS[0]
-    across = _phrase("hiding formulas", ("cell_protect.md",), lang="ru", dense_lang="ru")
-    assert not any(c.exact for c in across) and paths(across)[0] == DISTRACTORS[0]

@@ -44,11 +44,6 @@ has anyway:
   point's whole payload to return even its path: Edge ~8 µs a point, ~40 points a search); a question's probed
   chunk that no leg carried names no note, and counts against the rare-term agreement's few notes when it could
   hold its note's terms at ``exact_confidence``.
-- **a lookup's whole phrase** (:func:`sole_complete`): with no exact match, a lookup of two terms or more whose
-  every required term is in the index, and one note alone whose BM25 chunk scores above what a chunk missing a
-  required term could (the attainable score less that term's probe), counting in full (the query's language), is
-  pinned as an exact match too: it provably holds the whole phrase ("hiding formulas"), the others one of its
-  common words (session 32).
 - otherwise each note scores ``dense + lexical_weight · lexical``: dense = the best variant's cosine, min-max
   scaled between the best cosine and the cosine at rank ``floor_rank`` (one scale for all variants; see
   :func:`dense_floor`: the scale does not depend on how many chunks a leg returns); lexical = the query's own BM25 leg's
@@ -444,43 +439,6 @@ def stray_lead(notes: dict[str, _Note], p: FusionParams) -> str | None:
     return lead
 
 
-def sole_complete(
-    notes: dict[str, _Note],
-    evidence: QueryEvidence,
-    present: list[int],
-    probes: dict[int | None, float],
-    coverage: float,
-    gain: float,
-    p: FusionParams,
-) -> str | None:
-    """The one note whose query BM25 chunk provably holds every required term (:func:`required_terms`) of a
-    lookup (:func:`is_lookup`) of two terms or more, all of them in the index (``present``: the terms their probes
-    found): its score is above the attainable score (the present terms' probes' best scores summed) less the
-    smallest required term's probe, which is the most a chunk missing any required term can score (each term adds
-    at most its probe's best). One note alone, of every note the legs carried, and its match counting in full (a
-    note of the query's language: not x ``cross_language``). An index phrase ("hiding formulas", "continuation
-    pages") that a weak dense model misses is then the note holding the whole phrase, not one of the many holding
-    one of its words. The exact match needs a rare term (its probe saw every holder); this needs none: the proof
-    is the score (EVAL.md, session 32, fus32b)."""
-    required = [probes[t] for t in required_terms(evidence) if t in probes]
-    if not is_lookup(evidence, p) or len(present) < 2 or coverage < 1.0 or not required:
-        return None
-    attainable = sum(probes[t] for t in present)
-    bound = attainable - min(required)
-    found = None
-    for note, n in notes.items():
-        its = n.lexical_chunk
-        if its is not None and its is not n.translated_chunk and its.score > bound:
-            if found is not None:
-                return None
-            found = note
-    if found is None:
-        return None
-    n = notes[found]  # its share x the trust, or x cross_language too (0.1: under half of it) in another language
-    full = gain * min(1.0, n.lexical_chunk.score / attainable) if n.lexical_chunk is not None else 0.0
-    return found if n.lexical >= 0.5 * full > 0.0 else None
-
-
 def _across(notes: dict[str, _Note], asked: list[ScoredChunk], language: str, languages: dict[str, str | None],
             agree: dict[str, float], p: FusionParams) -> None:  # fmt: skip
     """A question across languages in a KB of both: when the first note of the query's own dense leg (``asked``: its
@@ -677,15 +635,11 @@ def fuse(
         else:
             n.lexical *= gain
     asked = [chunks for leg, chunks in results if leg.kind == "dense" and leg.variant == 0 and chunks]
-    whole = None if pinned else sole_complete(notes, evidence, present, probes, coverage, gain, p)
-    kept = notes[whole].lexical if whole is not None else 0.0
     if evidence.language is not None and asked:
         _across(notes, asked[0], evidence.language, languages, agree, p)
     if pinned and (p.question_pin_within > 0 or p.question_pin_lexical > 0) and questioned(evidence, p):
         # a question's identifier named in passing: its exact match must be near a leg's top (session 32)
         pinned = {note for note in pinned if _about(notes[note], notes, p)}
-    if whole is not None and notes[whole].lexical >= kept:  # not a question across languages (``_across`` left it)
-        pinned = {whole}
     stray = stray_lead(notes, p)
     lead = clear_lead(notes, p)
     weight, close = p.lexical_weight, p.close
