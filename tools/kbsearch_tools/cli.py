@@ -583,10 +583,13 @@ def _print_sync_summary(report: dict[str, Any]) -> None:
         print(f"  error: {_one_line(report['error'])}")
 
 
-def _no_kb_source() -> KbSearchError:
+def _no_kb_source(option: str = "") -> KbSearchError:
+    """No KB folder given nor set; ``option``: the option that gives it (``--kb``), where it is no positional
+    argument (``kbsearch feedback export`` said "pass a folder", and one given after ``export`` is refused)."""
     from kbsearch.config import misspelt
 
-    return KbSearchError(f"no KB source: pass a folder or s3://bucket/prefix, or set KB_SOURCE{misspelt('KB_SOURCE')}")
+    given = f"{option} FOLDER (or {option} s3://bucket/prefix)" if option else "a folder or s3://bucket/prefix"
+    return KbSearchError(f"no KB source: pass {given}, or set KB_SOURCE{misspelt('KB_SOURCE')}")
 
 
 def _local_caller_mapping() -> None:
@@ -1100,7 +1103,7 @@ def cmd_feedback(args: argparse.Namespace) -> int:
     if args.file is not None and not table and not Path(args.file).exists():  # was "0 votes", exit 0: a typo
         raise KbSearchError(f"votes file {args.file} does not exist")
     if not (args.kb or settings.kb_source):
-        raise _no_kb_source()
+        raise _no_kb_source("--kb")
     store = open_feedback_store(table, args.file or settings.slack_feedback_file)
     source = open_source(args.kb or settings.kb_source)
     report = export_beir(store.scan(), source, Path(args.beir))
@@ -1516,6 +1519,9 @@ class _Parser(argparse.ArgumentParser):
             ]  # not a value
             if owner.prog.endswith(" search") and words:  # `search ротация --top-k 3 ключей`: a query split
                 hints.append("a query's words go together, before or after the options")
+            folders = [word for word in words if word.startswith("s3://") or Path(word).is_dir()]
+            if "--kb" in options and folders:  # `feedback export --beir DIR sample-kb`: index's way of naming it
+                hints.append(f"a KB folder is given as --kb {folders[0]}")
             said = f"unrecognized arguments: {' '.join(extras)}" + (f" ({'; '.join(hints)})" if hints else "")
             owner.error(said)
         return parsed
@@ -1630,7 +1636,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--type", action="append", help="note type (repeatable)")
     p.add_argument("--status", action="append", help="note status (repeatable)")
     p.add_argument("--path-prefix", help="a folder, e.g. ru/ранбуки")
-    p.add_argument("--updated-after", help="ISO date")
+    p.add_argument(
+        "--updated-after", help="notes updated after this ISO date or date-time (2026-01-01, 2026-01-01T09:30:00Z)"
+    )
     p.add_argument("--no-rerank", action="store_true", help="keep the fused order: no reranker call (rerank: false)")
     p.add_argument("--no-expand", action="store_true", help="search the query alone: no rewrites (expand: false)")
     p.add_argument("--json", action="store_true", help="print the API's JSON answer")
