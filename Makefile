@@ -96,7 +96,7 @@ unit: $(STAMP) $(if $(NPM),$(INSPECTOR)) ## tests only, on TEST_WORKERS (2) work
 
 test: lint unit ## lint + the whole test suite (offline)
 
-eval: $(STAMP) ## phase tables on sample-kb and the BEIR fixture (every phase: ORACLE=e5 or use, a model on loopback, or provider keys)
+eval: $(STAMP) ## phase tables on sample-kb and the BEIR fixture (ORACLE=e5 or use: dense, hybrid and reranked with a model on loopback; or provider keys)
 	$(BIN)/kbsearch eval --kb sample-kb --queries eval/sample-kb-queries.yaml $(EVAL_ORACLE)
 	$(BIN)/kbsearch eval --beir tests/fixtures/beir-mini $(EVAL_ORACLE)
 
