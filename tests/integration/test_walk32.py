@@ -113,3 +113,26 @@ def test_kbsearch_search_help_says_updated_after_takes_a_date_time() -> None:
     dated = _kbsearch("search", "snapshot", "--updated-after", "2026-01-01T09:30:00Z", "--json",
                       QDRANT_PATH="/nonexistent/walk32")  # fmt: skip
     assert "--updated-after" not in dated.stderr, dated.stderr  # accepted: only the missing index is said
+
+
+def test_kbsearch_eval_beir_of_a_wrong_folder_names_the_one_meant(tmp_path: Path) -> None:
+    """README's Slack walk ends `kbsearch eval --beir /tmp/votes`; `make eval` scores `tests/fixtures/beir-mini`. A
+    slip in the folder said `BEIR folder /tmp/vots does not exist` (a KB folder, `--queries` or `--event` name the
+    one beside it), the set's `corpus.jsonl` given for its folder "does not exist", and the folder above a set
+    `cannot read tests/fixtures/corpus.jsonl: No such file or directory`. Each names what was meant now."""
+    fixtures = tmp_path / "fixtures"
+    shutil.copytree(ROOT / "tests" / "fixtures" / "beir-mini", fixtures / "beir-mini")
+    (tmp_path / "empty").mkdir()
+    cases = {
+        "fixtures/beir-mni": f"BEIR folder fixtures/beir-mni does not exist (in {tmp_path}): did you mean "
+        "fixtures/beir-mini?",
+        "fixtures/beir-mini/corpus.jsonl": "BEIR folder fixtures/beir-mini/corpus.jsonl is a file, not a folder: "
+        "--beir takes the folder holding corpus.jsonl, queries.jsonl and qrels/ (here fixtures/beir-mini)",
+        "fixtures": "fixtures is no BEIR folder: no corpus.jsonl in it; the BEIR folders in it: fixtures/beir-mini",
+        "empty": "empty is no BEIR folder: no corpus.jsonl in it (--beir takes a folder of corpus.jsonl, "
+        "queries.jsonl and qrels/<split>.tsv)",
+    }
+    for given, said in cases.items():
+        run = _kbsearch("eval", "--beir", given, cwd=tmp_path)
+        assert run.returncode == 2 and not run.stdout, (given, run.returncode, run.stdout)
+        assert run.stderr == f"kbsearch eval: error: {said}\n", run.stderr

@@ -1079,15 +1079,36 @@ def cmd_eval(args: argparse.Namespace) -> int:
                               "depth": args.top_k, "oracle": args.oracle,
                               "oracle_cache": Path(args.oracle_cache) if args.oracle_cache else None}  # fmt: skip
     if args.beir:
-        folder = Path(args.beir)
-        if not folder.is_dir():
-            raise KbSearchError(f"BEIR folder {folder} does not exist")
+        folder = _beir_folder(Path(args.beir))
         report = eval_runner.eval_beir(settings, folder, args.split, **common)
     else:
         report = eval_runner.eval_kb(settings, Path(args.kb), Path(args.queries), **common)
     result = report.to_dict()
     print(json.dumps(result, ensure_ascii=False, indent=2) if args.json else eval_runner.format_report(result))
     return 0
+
+
+def _beir_folder(folder: Path) -> Path:
+    """``--beir``'s folder, or the error that says what was given instead: a misspelt one (``/tmp/vots`` for the
+    Slack walk's ``/tmp/votes``) names the folder beside it, as a KB folder does; its ``corpus.jsonl`` names the
+    folder holding it; a folder holding no ``corpus.jsonl`` names those below it that do (``tests/fixtures``: its
+    ``beir-mini``). Each was "does not exist" or "cannot read .../corpus.jsonl: No such file or directory"."""
+    from kbsearch.sources import path_meant
+
+    if not folder.exists():
+        raise KbSearchError(f"BEIR folder {folder} does not exist{path_meant(folder)}")
+    if not folder.is_dir():
+        raise KbSearchError(f"BEIR folder {folder} is a file, not a folder: --beir takes the folder holding "
+                            f"corpus.jsonl, queries.jsonl and qrels/ (here {folder.parent})")  # fmt: skip
+    if not (folder / "corpus.jsonl").exists():
+        try:
+            sets = sorted(entry.name for entry in os.scandir(folder) if (Path(entry.path) / "corpus.jsonl").is_file())
+        except OSError:
+            sets = []
+        below = (f"; the BEIR folders in it: {', '.join(str(folder / name) for name in sets[:5])}" if sets else
+                 " (--beir takes a folder of corpus.jsonl, queries.jsonl and qrels/<split>.tsv)")  # fmt: skip
+        raise KbSearchError(f"{folder} is no BEIR folder: no corpus.jsonl in it{below}")
+    return folder
 
 
 def cmd_feedback(args: argparse.Namespace) -> int:
