@@ -136,3 +136,22 @@ def test_kbsearch_eval_beir_of_a_wrong_folder_names_the_one_meant(tmp_path: Path
         run = _kbsearch("eval", "--beir", given, cwd=tmp_path)
         assert run.returncode == 2 and not run.stdout, (given, run.returncode, run.stdout)
         assert run.stderr == f"kbsearch eval: error: {said}\n", run.stderr
+
+
+def test_a_dotenv_line_that_is_not_name_equals_value_is_named_by_its_number(tmp_path: Path) -> None:
+    """README: settings come from the environment or `./.env`. A `.env` line written `KB_SOURCE kb` or `KEY: value`
+    (YAML's way) was ignored without a word, and `kbsearch index` then said `no KB source: ... or set KB_SOURCE` of
+    the setting the file seemed to set. Each such line is named now by its number (never its text: it may hold a
+    key); comments, blank lines and `export NAME=value` are read as before."""
+    (tmp_path / "kb").mkdir()
+    (tmp_path / ".env").write_text(
+        "# local settings\n\nKB_SOURCE kb\nexport QDRANT_PATH=q\nEMBEDDING_API_KEY: sk-walk32-secret\n"
+    )
+    run = _kbsearch("index", cwd=tmp_path)
+    assert run.returncode == 2, (run.returncode, run.stdout, run.stderr)
+    assert run.stderr.splitlines() == [
+        "kbsearch index: note: .env line 3 is not NAME=value and is ignored",
+        "kbsearch index: note: .env line 5 is not NAME=value and is ignored",
+        "kbsearch index: error: no KB source: pass a folder or s3://bucket/prefix, or set KB_SOURCE",
+    ], run.stderr
+    assert "sk-walk32" not in run.stdout + run.stderr

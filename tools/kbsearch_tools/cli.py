@@ -1933,8 +1933,14 @@ def _note_misspelt_settings(command: str) -> None:
     """One line on stderr for each variable set that is a slip away from a setting (``QDRANT_PAHT``): it is
     ignored, and ``kbsearch search`` read the default store, ``kbsearch serve`` took no key, with nothing said.
     Said here, each is not said again by the settings' log (:func:`kbsearch.config.unnamed_near_misses`)."""
-    from kbsearch.config import unnamed_near_misses
+    from kbsearch.config import ConfigError, dotenv_unread, unnamed_near_misses
 
+    try:
+        unread = dotenv_unread(Path(".env"))
+    except ConfigError:  # said by the settings themselves
+        unread = []
+    for line in unread:  # never its text: the line may hold a key
+        print(f"kbsearch {command}: note: .env line {line} is not NAME=value and is ignored", file=sys.stderr)
     for given, meant in unnamed_near_misses().items():
         if meant not in _NAMED_WHERE_MISSED:
             print(f"kbsearch {command}: note: {given} is not a setting and is ignored: a typo for {meant}?",
