@@ -155,3 +155,28 @@ def test_a_dotenv_line_that_is_not_name_equals_value_is_named_by_its_number(tmp_
         "kbsearch index: error: no KB source: pass a folder or s3://bucket/prefix, or set KB_SOURCE",
     ], run.stderr
     assert "sk-walk32" not in run.stdout + run.stderr
+
+
+def test_kbsearch_slack_pressing_open_without_a_note_url_pattern_says_what_makes_it(tmp_path: Path) -> None:
+    """README and `kbsearch slack --help` list `kb_open_1` among the buttons `--press` takes; against a `kbsearch
+    serve` without KB_NOTE_URL_PATTERN it said only `the answer has no kb_open_1 button (it has: kb_share, ...)`.
+    It names the setting now; with it set, the button is there."""
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "restore.md").write_text("# Restore a snapshot\n\nRestore the collection from its snapshot.\n")
+    env = {"SLACK_SIGNING_SECRET": "local-secret", "SLACK_RESPONSE_HOSTS": "127.0.0.1",
+           "QDRANT_PATH": str(tmp_path / "q")}  # fmt: skip
+    assert _kbsearch("index", str(kb), QDRANT_PATH=env["QDRANT_PATH"]).returncode == 0
+    for pattern in ("", "https://wiki.example.com/kb/{path}"):
+        with serve_process(subprocess_env(**env, KB_NOTE_URL_PATTERN=pattern), cwd=ROOT) as served:
+            pressed = _kbsearch("slack", "--api", served.base_url, "restore", "--press", "kb_open_1",
+                                SLACK_SIGNING_SECRET="local-secret")  # fmt: skip
+        if pattern:
+            assert pressed.returncode == 0 and "── pressed kb_open_1 ──" in pressed.stdout, pressed.stderr
+            continue
+        assert pressed.returncode == 2, (pressed.returncode, pressed.stdout, pressed.stderr)
+        assert pressed.stderr.strip().endswith(
+            "error: the answer has no kb_open_1 button (it has: kb_share, kb_vote_up, kb_vote_down); an Open button "
+            "is a note's link, made when the server has KB_NOTE_URL_PATTERN set (e.g. "
+            "https://wiki.example.com/kb/{path})"
+        ), pressed.stderr

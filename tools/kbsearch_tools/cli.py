@@ -1773,7 +1773,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="act as Slack: send a signed /kb command (and button presses) to a running API, show the answers",
         description="Sign a /kb command with SLACK_SIGNING_SECRET, send it to --api, receive the answer on a "
         "loopback response_url (the server needs SLACK_RESPONSE_HOSTS=127.0.0.1) and print it; --press presses "
-        "buttons of the answer in order (kb_share, kb_more, kb_vote_up, kb_vote_down, kb_open_1...). "
+        "buttons of the answer in order (kb_share, kb_more, kb_vote_up, kb_vote_down, kb_open_1... when the server has KB_NOTE_URL_PATTERN). "
         "--print-curl prints a signed curl instead (valid for 5 minutes).",
     )
     p.add_argument("text", nargs="+", help="what follows /kb, e.g. tag:runbook restore a snapshot")
