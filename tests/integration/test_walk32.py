@@ -180,3 +180,35 @@ def test_kbsearch_slack_pressing_open_without_a_note_url_pattern_says_what_makes
             "is a note's link, made when the server has KB_NOTE_URL_PATTERN set (e.g. "
             "https://wiki.example.com/kb/{path})"
         ), pressed.stderr
+
+
+def test_kbsearch_mcp_answers_in_utf8_a_person_can_read(tmp_path: Path) -> None:
+    """README: `kbsearch mcp` started at a terminal takes a message a line. Its answers were ASCII JSON, a Russian
+    search's `\\u0420\\u043e\\u0442...` (six bytes a letter, three times UTF-8's) where the HTTP answers have been
+    UTF-8 since round 24. They are UTF-8 now, one line each; a note's U+2028 (a line separator to Python's
+    `splitlines`) stays an escape (the same string to a JSON reader), so no answer's text splits its line."""
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "keys.md").write_text("# Ротация ключей\n\nКлючи провайдеров меняют раз в квартал.\u2028Вторая строка.\n")
+    assert _kbsearch("index", str(kb), QDRANT_PATH=str(tmp_path / "q")).returncode == 0
+    calls = [
+        {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+         "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}},
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+         "params": {"name": "kb_search", "arguments": {"query": "ротация ключей", "expand": False}}},
+        {"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+         "params": {"name": "kb_get_note", "arguments": {"path": "keys.md"}}},
+    ]  # fmt: skip
+    sent = b"".join(json.dumps(call).encode() + b"\n" for call in calls)
+    run = subprocess.run([*KBSEARCH_CMD, "mcp", "--kb", str(kb)], input=sent, capture_output=True, cwd=tmp_path,
+                         env=subprocess_env(QDRANT_PATH=str(tmp_path / "q")), timeout=PROCESS_TIMEOUT_S,
+                         check=False)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.split(b"\n")
+    assert lines[-1] == b"" and len(lines) == 4, run.stdout[:500]  # three answers, three lines
+    answers = [json.loads(line.decode("utf-8")) for line in lines[:-1]]
+    assert [a["id"] for a in answers] == [1, 2, 3], answers
+    assert "Ротация ключей".encode() in lines[1] and b"\\u0420" not in lines[1], lines[1][:300]
+    assert "Ротация ключей" in answers[1]["result"]["content"][0]["text"]
+    assert b"\\u2028" in lines[2] and "\u2028".encode() not in lines[2], lines[2][:300]
+    assert "\u2028Вторая строка." in answers[2]["result"]["structuredContent"]["body"]
