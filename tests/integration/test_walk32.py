@@ -212,3 +212,19 @@ def test_kbsearch_mcp_answers_in_utf8_a_person_can_read(tmp_path: Path) -> None:
     assert "Ротация ключей" in answers[1]["result"]["content"][0]["text"]
     assert b"\\u2028" in lines[2] and "\u2028".encode() not in lines[2], lines[2][:300]
     assert "\u2028Вторая строка." in answers[2]["result"]["structuredContent"]["body"]
+
+
+def test_a_note_on_a_bm25_only_search_names_the_folder_the_index_was_built_from(tmp_path: Path) -> None:
+    """`kbsearch serve --oracle e5` (or a search with an embedder) over an index built BM25 only said `kbsearch index
+    <your KB folder> --oracle e5 embeds it`, of an index that records the folder it was built from (`kbsearch serve
+    --watch` and `kbsearch mcp` read it). The note names that folder now, quoted as a shell takes it."""
+    kb = tmp_path / "my kb"
+    kb.mkdir()
+    (kb / "restore.md").write_text("# Restore a snapshot\n\nRestore the collection from its snapshot.\n")
+    store = str(tmp_path / "q")
+    assert _kbsearch("index", str(kb), QDRANT_PATH=store).returncode == 0
+    searched = _kbsearch("search", "restore", cwd=tmp_path, QDRANT_PATH=store, EMBEDDING_API_KEY="k",
+                         EMBEDDING_URL="http://127.0.0.1:9/v1/openai/embeddings")  # fmt: skip
+    assert searched.returncode == 0, searched.stderr
+    assert ("note: the index was built BM25 only (it records no embedding model), so this search is BM25 only: "
+            f"kbsearch index '{kb}' embeds it with Qwen/Qwen3-Embedding-8B") in searched.stderr, searched.stderr  # fmt: skip

@@ -943,16 +943,28 @@ def _bm25_only(service: Any, what: str, recorded: Callable[[], str | None] | Non
     ours = service.embedder.signature["embedding_model"] if service.embedder is not None else None
     if model == ours:  # both none, or the same model (another size or input format: the search's own warning)
         return None
+    folder = _recorded_folder(service.settings)
     if model is None:  # the search's own warning spoke of "1024 dimensions", the size the collection was made with
         oracle = _oracle_named(ours)
         return (f"the index was built BM25 only (it records no embedding model), so {what} BM25 only: kbsearch "
-                f"index <your KB folder>{f' --oracle {oracle}' if oracle else ''} embeds it with {ours}")  # fmt: skip
+                f"index {folder}{f' --oracle {oracle}' if oracle else ''} embeds it with {ours}")  # fmt: skip
     oracle = _oracle_named(model)
     how = f"add --oracle {oracle}" if oracle else "set EMBEDDING_API_KEY (or .env) as the indexer had it"
     if ours is None:
         return f"the index holds {model} vectors, but no embedder is configured, so {what} BM25 only: {how}"
     return (f"the index holds {model} vectors, but the embedder configured is {ours}, so {what} BM25 only: {how}, "
-            f"or re-embed the index with {ours} (kbsearch index <your KB folder>)")  # fmt: skip
+            f"or re-embed the index with {ours} (kbsearch index {folder})")  # fmt: skip
+
+
+def _recorded_folder(settings: Any) -> str:
+    """The folder an embedded index records it was built from, as a command line takes it (quoted when it must
+    be); ``<your KB folder>`` where none is recorded (Qdrant Cloud, an older index)."""
+    import shlex
+
+    from kbsearch.qdrant.readiness import recorded_source
+
+    folder = recorded_source(settings) if not settings.qdrant_url else None
+    return shlex.quote(folder) if folder else "<your KB folder>"
 
 
 def _oracle_named(model: Any) -> str | None:

@@ -56,6 +56,19 @@ def recorded_model(settings: Settings) -> str | None:
     """The embedding model the embedded Edge store records it was built with (None: none recorded, or no such
     store, or a file that cannot be read), read from its metadata file alone: no engine loaded, no shard opened
     (``kbsearch serve`` asks at every start; opening the shard for it cost ~0.13 s on the vault's store)."""
+    return _recorded(settings, "embedding_model")
+
+
+def recorded_source(settings: Settings) -> str | None:
+    """The KB folder (or S3 URI) the embedded Edge store records it was built from, read as :func:`recorded_model`
+    reads the model (None: none recorded, or no such store): what to re-index, named in a note that said "<your KB
+    folder>" of a folder the index knows."""
+    from kbsearch.qdrant.query import SOURCE_KEY
+
+    return _recorded(settings, SOURCE_KEY)
+
+
+def _recorded(settings: Settings, key: str) -> str | None:
     import json
 
     path = Path(settings.qdrant_path) / "edge" / f"{settings.qdrant_collection}.metadata.json"
@@ -63,8 +76,8 @@ def recorded_model(settings: Settings) -> str | None:
         data = json.loads(path.read_bytes().decode("utf-8"))
     except (OSError, ValueError, RecursionError):
         return None
-    model = data.get("embedding_model") if isinstance(data, dict) else None
-    return model if isinstance(model, str) and model else None
+    value = data.get(key) if isinstance(data, dict) else None
+    return value if isinstance(value, str) and value else None
 
 
 def held_message(settings: Settings, gone: str, advice: dict[str, str], otherwise: str) -> str:
