@@ -361,7 +361,7 @@ def _live_sync(live: _Live, api: Any, args: argparse.Namespace, oracle: Any = No
     container (its settings and the store its searches read), a hand-off socket when that store is embedded, and
     the watcher when asked for; with ``--oracle`` reranking, the stand-in reranker's passages embedded in the
     background after each sync the server runs (:class:`PassageWarmer`)."""
-    from kbsearch_tools.local.live import HandoffServer, LiveIndex, Watcher, socket_path
+    from kbsearch_tools.local.live import HandoffServer, LiveIndex, SaidByTheWatchLine, Watcher, socket_path
 
     route = next((r for r in api.routes if r.path == "/search"), None)
     if route is None:
@@ -434,6 +434,9 @@ def _live_sync(live: _Live, api: Any, args: argparse.Namespace, oracle: Any = No
             )
         if path is None:
             raise KbSearchError("--watch syncs the embedded store; QDRANT_URL is set (the deployed indexer syncs)")
+        if not args.verbose:  # the watch's line names each skipped note: not Lambda's JSON record of it too
+            indexer_log = logging.getLogger("kbsearch.indexer")
+            indexer_log.addFilter(SaidByTheWatchLine())
         live.watcher = Watcher(index(), folder, poll=args.poll).start()
         mode = "polling" if args.poll else "file events (polling where they are missing)"
         live.banner.append(f"  watching {folder} ({mode}): saved notes are searchable in about a second")
