@@ -11,12 +11,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from kbsearch_tools.fakes import FakeProvider, provider_env
 from kbsearch_tools.local.live import wait_until
 from kbsearch_tools.local.process import serve_process
 from tests.conftest import KBSEARCH_CMD, PROCESS_TIMEOUT_S, ROOT, subprocess_env
 
 
-def _kbsearch(*args: str, cwd: Path = ROOT, **env: str) -> subprocess.CompletedProcess[str]:
+def _kbsearch(*args: str, cwd: Path | str = ROOT, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*KBSEARCH_CMD, *args], capture_output=True, text=True, cwd=cwd, env=subprocess_env(**env),
                           timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
 
@@ -255,3 +256,18 @@ def test_kbsearch_serve_watch_names_a_skipped_note_once(tmp_path: Path) -> None:
     ), initial
     saved = next(line for line in output.splitlines() if "1 changed note(s)" in line)
     assert saved.endswith("; 1 skipped: broken0.md (invalid YAML frontmatter at line 2)"), saved
+
+
+def test_kbsearch_eval_says_what_else_runs_the_expanded_phase(deepinfra: FakeProvider) -> None:
+    """`make eval ORACLE=e5` runs every phase with the model but `expanded`, skipped `needs an expansion model
+    (EXPANSION_API_KEY)`: a key this user has not got, though README's `--classes ... --oracle e5 --phases
+    ...,expanded` runs it with none (the manifest's translations). The reason names that way too. (An embedder,
+    here the loopback fake's, as the oracle would be: without one the phase's embedding is the reason.)"""
+    env = provider_env(deepinfra, roles=("EMBEDDING",)) | {"EMBEDDING_DIMENSIONS": "64"}
+    run = _kbsearch("eval", "--kb", "sample-kb", "--queries", "eval/sample-kb-queries.yaml", "--phases",
+                    "lexical,expanded", "--limit", "2", "--json", **env)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["skipped"] == {
+        "expanded": "needs an expansion model (EXPANSION_API_KEY; or --classes with --oracle: each query's "
+        "translation from the manifest's parallel class)"
+    }, run.stdout
