@@ -17,6 +17,8 @@ STAGE  ?= dev
 # ORACLE=e5 (or use): index and serve with a real model on loopback, no keys (make run ORACLE=e5).
 ORACLE ?=
 ORACLE_ARG := $(if $(ORACLE),--oracle $(ORACLE))
+# make eval ORACLE=e5: every phase with the model, its vectors cached where index and serve keep them (as eval-*)
+EVAL_ORACLE := $(if $(ORACLE),--oracle $(ORACLE) --oracle-cache .kbsearch/oracle/$(ORACLE).sqlite)
 # sam build needs the Lambda runtime's Python (3.13) on PATH; pyenv provides it here.
 SAM_PY ?= 3.13.0
 export SAM_CLI_TELEMETRY = 0
@@ -94,9 +96,9 @@ unit: $(STAMP) $(if $(NPM),$(INSPECTOR)) ## tests only, on TEST_WORKERS (2) work
 
 test: lint unit ## lint + the whole test suite (offline)
 
-eval: $(STAMP) ## phase tables on sample-kb and the BEIR fixture (set provider keys for every phase)
-	$(BIN)/kbsearch eval --kb sample-kb --queries eval/sample-kb-queries.yaml
-	$(BIN)/kbsearch eval --beir tests/fixtures/beir-mini
+eval: $(STAMP) ## phase tables on sample-kb and the BEIR fixture (ORACLE=e5 or use: dense, hybrid and reranked with a model on loopback; or provider keys)
+	$(BIN)/kbsearch eval --kb sample-kb --queries eval/sample-kb-queries.yaml $(EVAL_ORACLE)
+	$(BIN)/kbsearch eval --beir tests/fixtures/beir-mini $(EVAL_ORACLE)
 
 eval-classes: $(STAMP) ## every query class (eval/classes.yaml) with a real model (ORACLE=e5, the default, or use): lexical, dense, hybrid, the gap
 	$(BIN)/kbsearch eval --classes eval/classes.yaml --oracle $(or $(ORACLE),e5) --phases lexical,dense,hybrid \

@@ -920,14 +920,17 @@ def test_a_note_of_countless_tiny_sections_is_packed_into_a_bounded_number_of_ch
     per_note: dict[str, int] = {}
     for point in store_points(settings):
         per_note[point["path"]] = per_note.get(point["path"], 0) + 1
-    assert per_note["usual.md"] == 150 and per_note["headings.md"] == 1
+    assert per_note["usual.md"] == 150
+    # 80,000 empty headings: each is a section of its own words since round 32 (lines32), packed as the others
     assert 0 < per_note["tiny.md"] <= 2000 and 0 < per_note["named.md"] <= 2000, per_note
+    assert 0 < per_note["headings.md"] <= 2000, per_note
     call = load_search_app(KB_SOURCE=str(kb), QDRANT_PATH=str(tmp_path / "q"))
-    for word in ("word0", "word31337", "head39999", "word39999"):
+    for word, path in (("word0", "named.md"), ("word31337", "named.md"), ("head39999", "named.md"),
+                       ("word39999", "named.md"), ("only0", "headings.md"), ("only79999", "headings.md")):  # fmt: skip
         answer = call({**mcp_event("x", {}), "resource": "/search", "path": "/search",
                        "body": json.dumps({"query": word, "top_k": 3})})  # fmt: skip
         hits = json.loads(answer["body"])["results"]
-        assert answer["statusCode"] == 200 and hits and hits[0]["path"] == "named.md", (word, hits)
+        assert answer["statusCode"] == 200 and hits and hits[0]["path"] == path, (word, hits)
 
 
 def test_two_notes_with_one_id_are_both_found_and_reported(tmp_path: Path, load_search_app) -> None:

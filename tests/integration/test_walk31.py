@@ -171,9 +171,11 @@ def test_an_oracle_index_served_or_searched_without_its_model_says_so_truly(tmp_
     assert mismatched.returncode == 0, mismatched.stderr
     assert "degraded: embed_mismatch" in mismatched.stdout
     assert "no embedder is configured" not in mismatched.stderr
-    assert ("note: the index holds intfloat/multilingual-e5-small vectors, but the embedder configured is "
-            "Qwen/Qwen3-Embedding-8B, so this search is BM25 only: add --oracle e5, or re-embed the index with "
-            "Qwen/Qwen3-Embedding-8B (kbsearch index <your KB folder>)") in mismatched.stderr  # fmt: skip
+    assert (
+        "note: the index holds intfloat/multilingual-e5-small vectors, but the embedder configured is "
+        "Qwen/Qwen3-Embedding-8B, so this search is BM25 only: add --oracle e5, or re-embed the index with "
+        f"Qwen/Qwen3-Embedding-8B (kbsearch index {kb})"
+    ) in mismatched.stderr  # fmt: skip  (walk32: the folder)
 
 
 def test_a_note_over_the_size_limit_is_skipped_naming_the_setting(tmp_path: Path) -> None:
@@ -274,5 +276,5 @@ def test_kbsearch_search_with_the_oracle_of_an_index_built_bm25_only_says_what_e
                               cwd=tmp_path, timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
     assert searched.returncode == 0, searched.stderr
     assert "degraded: embed_mismatch" in searched.stdout
-    assert ("note: the index was built BM25 only (it records no embedding model), so this search is BM25 only: kbsearch index <your "
-            "KB folder> --oracle e5 embeds it with intfloat/multilingual-e5-small") in searched.stderr  # fmt: skip
+    assert ("note: the index was built BM25 only (it records no embedding model), so this search is BM25 only: kbsearch index "
+            f"{kb} --oracle e5 embeds it with intfloat/multilingual-e5-small") in searched.stderr  # fmt: skip

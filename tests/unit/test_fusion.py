@@ -22,8 +22,8 @@ from kbsearch.fusion import (
     path_probes,
     translated,
 )
-from kbsearch.lexical import identifier_terms, query_language, query_vector, term_id, tokenize
-from kbsearch.qdrant.query import Candidate, Leg, ScoredChunk
+from kbsearch.lexical import identifier_terms, proper_names, query_language, query_vector, term_id, tokenize
+from kbsearch.qdrant.query import PROBE_DEPTH, Candidate, Leg, ScoredChunk
 from kbsearch.search import blend
 
 
@@ -910,3 +910,59 @@ def test_a_russian_question_with_a_dash_keeps_its_identifier_s_exact_match() -> 
                               "дела": [(noise[0], 4.0), (noise[1], 3.9), (noise[5], 3.5)]})  # fmt: skip
     fused = fuse([dense, bm25, *held], evidence, 10)
     assert paths(fused)[0] == answer and fused[0].exact
+
+
+def _a_question_naming(query: str, term: str, dense_rank: int, bm25_rank: int) -> tuple[list[Candidate], str, str]:
+    """A Russian question of the vault or GNOME Help naming ``term`` (an identifier) in passing: one note holds it
+    (``holder``, dense's ``dense_rank``-th and BM25's ``bm25_rank``-th), the query's other words are common (each
+    held by ``PROBE_DEPTH`` chunks), and the note both legs put first (``first``) is about the question."""
+    evidence = analyse(query)
+    noise = [f"ru/n{i:02d}.md" for i in range(30)]
+    holder, first = "ru/holder.md", noise[0]
+    dense = _russian_dense(holder, dense_rank, noise)
+    ranked = [*noise[: bm25_rank - 1], holder, *noise[bm25_rank - 1 : 12]]
+    bm25 = (Leg("lexical", 0, "ru"), [chunk(p, 9.0 - 0.5 * i, "ru") for i, p in enumerate(ranked)])
+    common = {stem: [(p, 3.0) for p in noise[:PROBE_DEPTH]] for stem in tokenize(query) if stem != term}
+    held = _probed(evidence, {term: [(holder, 5.0)], **common})
+    return fuse([dense, bm25, *held], evidence, 10), holder, first
+
+
+def test_a_question_s_identifier_named_in_passing_pins_its_note_only_near_a_leg_s_top() -> None:
+    """ "на ноутбуке wifi выключается сочетанием клавиш?" (GNOME Help, e5 and USE): "wifi" is an identifier (a Latin
+    word in a Russian question) and the one note holding it, about something else, was pinned first though neither
+    leg puts it near its top (dense's 20th, BM25's 7th); "which CPU platforms did older Debian releases like 2.0 and
+    2.1 ship for" the same (Debian's docs). A question naming an identifier in passing pins its note only among
+    dense's first three or BM25's first two; elsewhere the note ranks by its fused score (session 32)."""
+    fused, holder, first = _a_question_naming("на ноутбуке wifi выключается сочетанием клавиш?", "wifi", 20, 7)
+    assert paths(fused)[0] == first
+    assert holder in paths(fused) and not any(c.exact for c in fused)
+
+
+@pytest.mark.parametrize(
+    ("query", "term", "dense_rank", "bm25_rank"),
+    [("на ноутбуке wifi выключается сочетанием клавиш?", "wifi", 3, 7),  # dense's third
+     ("на ноутбуке wifi выключается сочетанием клавиш?", "wifi", 20, 2),  # BM25's second ("aptitude ... dpkg")
+     ("есть ли руководство по переносу моих заметок из Logseq", "logseq", 20, 7)],  # a foreign proper name
+)  # fmt: skip
+def test_a_question_s_pin_stays_near_a_leg_s_top_or_for_a_foreign_proper_name(
+    query: str, term: str, dense_rank: int, bm25_rank: int
+) -> None:
+    """The pin stays where a leg puts the note near its top ("чем отличаются aptitude, synaptic, apt и dpkg":
+    *faq-pkgprogs*, BM25's second) and where a Russian question writes the identifier with a capital, a foreign proper
+    name the question asks about ("... из Logseq": *Импорт заметок*, far down both legs)."""
+    fused, holder, _ = _a_question_naming(query, term, dense_rank, bm25_rank)
+    assert paths(fused)[0] == holder and fused[0].exact
+
+
+@pytest.mark.parametrize(
+    ("query", "names"),
+    [("есть ли руководство по переносу моих заметок из Logseq", {"logseq"}),
+     ("можно ли использовать Time Machine для резервной копии", {"time", "machin"}),
+     ("на ноутбуке wifi выключается сочетанием клавиш?", set()),
+     ("чем отличаются aptitude, synaptic, apt и dpkg", set()),
+     ("напечатать документ начиная с 10-й страницы", set()),
+     ("how to embed a YouTube video in a note", set())],
+)  # fmt: skip
+def test_a_foreign_proper_name_is_a_latin_word_a_russian_query_writes_with_a_capital(query: str, names: set) -> None:
+    assert analyse(query).names == {term_id(t) for t in names}
+    assert proper_names(query) == frozenset(names)

@@ -361,7 +361,7 @@ def _live_sync(live: _Live, api: Any, args: argparse.Namespace, oracle: Any = No
     container (its settings and the store its searches read), a hand-off socket when that store is embedded, and
     the watcher when asked for; with ``--oracle`` reranking, the stand-in reranker's passages embedded in the
     background after each sync the server runs (:class:`PassageWarmer`)."""
-    from kbsearch_tools.local.live import HandoffServer, LiveIndex, Watcher, socket_path
+    from kbsearch_tools.local.live import HandoffServer, LiveIndex, SaidByTheWatchLine, Watcher, socket_path
 
     route = next((r for r in api.routes if r.path == "/search"), None)
     if route is None:
@@ -434,6 +434,9 @@ def _live_sync(live: _Live, api: Any, args: argparse.Namespace, oracle: Any = No
             )
         if path is None:
             raise KbSearchError("--watch syncs the embedded store; QDRANT_URL is set (the deployed indexer syncs)")
+        if not args.verbose:  # the watch's line names each skipped note: not Lambda's JSON record of it too
+            indexer_log = logging.getLogger("kbsearch.indexer")
+            indexer_log.addFilter(SaidByTheWatchLine())
         live.watcher = Watcher(index(), folder, poll=args.poll).start()
         mode = "polling" if args.poll else "file events (polling where they are missing)"
         live.banner.append(f"  watching {folder} ({mode}): saved notes are searchable in about a second")
@@ -583,10 +586,13 @@ def _print_sync_summary(report: dict[str, Any]) -> None:
         print(f"  error: {_one_line(report['error'])}")
 
 
-def _no_kb_source() -> KbSearchError:
+def _no_kb_source(option: str = "") -> KbSearchError:
+    """No KB folder given nor set; ``option``: the option that gives it (``--kb``), where it is no positional
+    argument (``kbsearch feedback export`` said "pass a folder", and one given after ``export`` is refused)."""
     from kbsearch.config import misspelt
 
-    return KbSearchError(f"no KB source: pass a folder or s3://bucket/prefix, or set KB_SOURCE{misspelt('KB_SOURCE')}")
+    given = f"{option} FOLDER (or {option} s3://bucket/prefix)" if option else "a folder or s3://bucket/prefix"
+    return KbSearchError(f"no KB source: pass {given}, or set KB_SOURCE{misspelt('KB_SOURCE')}")
 
 
 def _local_caller_mapping() -> None:
@@ -940,16 +946,28 @@ def _bm25_only(service: Any, what: str, recorded: Callable[[], str | None] | Non
     ours = service.embedder.signature["embedding_model"] if service.embedder is not None else None
     if model == ours:  # both none, or the same model (another size or input format: the search's own warning)
         return None
+    folder = _recorded_folder(service.settings)
     if model is None:  # the search's own warning spoke of "1024 dimensions", the size the collection was made with
         oracle = _oracle_named(ours)
         return (f"the index was built BM25 only (it records no embedding model), so {what} BM25 only: kbsearch "
-                f"index <your KB folder>{f' --oracle {oracle}' if oracle else ''} embeds it with {ours}")  # fmt: skip
+                f"index {folder}{f' --oracle {oracle}' if oracle else ''} embeds it with {ours}")  # fmt: skip
     oracle = _oracle_named(model)
     how = f"add --oracle {oracle}" if oracle else "set EMBEDDING_API_KEY (or .env) as the indexer had it"
     if ours is None:
         return f"the index holds {model} vectors, but no embedder is configured, so {what} BM25 only: {how}"
     return (f"the index holds {model} vectors, but the embedder configured is {ours}, so {what} BM25 only: {how}, "
-            f"or re-embed the index with {ours} (kbsearch index <your KB folder>)")  # fmt: skip
+            f"or re-embed the index with {ours} (kbsearch index {folder})")  # fmt: skip
+
+
+def _recorded_folder(settings: Any) -> str:
+    """The folder an embedded index records it was built from, as a command line takes it (quoted when it must
+    be); ``<your KB folder>`` where none is recorded (Qdrant Cloud, an older index)."""
+    import shlex
+
+    from kbsearch.qdrant.readiness import recorded_source
+
+    folder = recorded_source(settings) if not settings.qdrant_url else None
+    return shlex.quote(folder) if folder else "<your KB folder>"
 
 
 def _oracle_named(model: Any) -> str | None:
@@ -1076,15 +1094,36 @@ def cmd_eval(args: argparse.Namespace) -> int:
                               "depth": args.top_k, "oracle": args.oracle,
                               "oracle_cache": Path(args.oracle_cache) if args.oracle_cache else None}  # fmt: skip
     if args.beir:
-        folder = Path(args.beir)
-        if not folder.is_dir():
-            raise KbSearchError(f"BEIR folder {folder} does not exist")
+        folder = _beir_folder(Path(args.beir))
         report = eval_runner.eval_beir(settings, folder, args.split, **common)
     else:
         report = eval_runner.eval_kb(settings, Path(args.kb), Path(args.queries), **common)
     result = report.to_dict()
     print(json.dumps(result, ensure_ascii=False, indent=2) if args.json else eval_runner.format_report(result))
     return 0
+
+
+def _beir_folder(folder: Path) -> Path:
+    """``--beir``'s folder, or the error that says what was given instead: a misspelt one (``/tmp/vots`` for the
+    Slack walk's ``/tmp/votes``) names the folder beside it, as a KB folder does; its ``corpus.jsonl`` names the
+    folder holding it; a folder holding no ``corpus.jsonl`` names those below it that do (``tests/fixtures``: its
+    ``beir-mini``). Each was "does not exist" or "cannot read .../corpus.jsonl: No such file or directory"."""
+    from kbsearch.sources import path_meant
+
+    if not folder.exists():
+        raise KbSearchError(f"BEIR folder {folder} does not exist{path_meant(folder)}")
+    if not folder.is_dir():
+        raise KbSearchError(f"BEIR folder {folder} is a file, not a folder: --beir takes the folder holding "
+                            f"corpus.jsonl, queries.jsonl and qrels/ (here {folder.parent})")  # fmt: skip
+    if not (folder / "corpus.jsonl").exists():
+        try:
+            sets = sorted(entry.name for entry in os.scandir(folder) if (Path(entry.path) / "corpus.jsonl").is_file())
+        except OSError:
+            sets = []
+        below = (f"; the BEIR folders in it: {', '.join(str(folder / name) for name in sets[:5])}" if sets else
+                 " (--beir takes a folder of corpus.jsonl, queries.jsonl and qrels/<split>.tsv)")  # fmt: skip
+        raise KbSearchError(f"{folder} is no BEIR folder: no corpus.jsonl in it{below}")
+    return folder
 
 
 def cmd_feedback(args: argparse.Namespace) -> int:
@@ -1100,7 +1139,7 @@ def cmd_feedback(args: argparse.Namespace) -> int:
     if args.file is not None and not table and not Path(args.file).exists():  # was "0 votes", exit 0: a typo
         raise KbSearchError(f"votes file {args.file} does not exist")
     if not (args.kb or settings.kb_source):
-        raise _no_kb_source()
+        raise _no_kb_source("--kb")
     store = open_feedback_store(table, args.file or settings.slack_feedback_file)
     source = open_source(args.kb or settings.kb_source)
     report = export_beir(store.scan(), source, Path(args.beir))
@@ -1539,6 +1578,9 @@ class _Parser(argparse.ArgumentParser):
             ]  # not a value
             if owner.prog.endswith(" search") and words:  # `search ротация --top-k 3 ключей`: a query split
                 hints.append("a query's words go together, before or after the options")
+            folders = [word for word in words if word.startswith("s3://") or Path(word).is_dir()]
+            if "--kb" in options and folders:  # `feedback export --beir DIR sample-kb`: index's way of naming it
+                hints.append(f"a KB folder is given as --kb {folders[0]}")
             said = f"unrecognized arguments: {' '.join(extras)}" + (f" ({'; '.join(hints)})" if hints else "")
             owner.error(said)
         return parsed
@@ -1653,7 +1695,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--type", action="append", help="note type (repeatable)")
     p.add_argument("--status", action="append", help="note status (repeatable)")
     p.add_argument("--path-prefix", help="a folder, e.g. ru/ранбуки")
-    p.add_argument("--updated-after", help="ISO date")
+    p.add_argument(
+        "--updated-after", help="notes updated after this ISO date or date-time (2026-01-01, 2026-01-01T09:30:00Z)"
+    )
     p.add_argument("--no-rerank", action="store_true", help="keep the fused order: no reranker call (rerank: false)")
     p.add_argument("--no-expand", action="store_true", help="search the query alone: no rewrites (expand: false)")
     p.add_argument("--json", action="store_true", help="print the API's JSON answer")
@@ -1767,7 +1811,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="act as Slack: send a signed /kb command (and button presses) to a running API, show the answers",
         description="Sign a /kb command with SLACK_SIGNING_SECRET, send it to --api, receive the answer on a "
         "loopback response_url (the server needs SLACK_RESPONSE_HOSTS=127.0.0.1) and print it; --press presses "
-        "buttons of the answer in order (kb_share, kb_more, kb_vote_up, kb_vote_down, kb_open_1...). "
+        "buttons of the answer in order (kb_share, kb_more, kb_vote_up, kb_vote_down, kb_open_1... when the server has KB_NOTE_URL_PATTERN). "
         "--print-curl prints a signed curl instead (valid for 5 minutes).",
     )
     p.add_argument("text", nargs="+", type=_text, help="what follows /kb, e.g. tag:runbook restore a snapshot")
@@ -1928,8 +1972,14 @@ def _note_misspelt_settings(command: str) -> None:
     """One line on stderr for each variable set that is a slip away from a setting (``QDRANT_PAHT``): it is
     ignored, and ``kbsearch search`` read the default store, ``kbsearch serve`` took no key, with nothing said.
     Said here, each is not said again by the settings' log (:func:`kbsearch.config.unnamed_near_misses`)."""
-    from kbsearch.config import unnamed_near_misses
+    from kbsearch.config import ConfigError, dotenv_unread, unnamed_near_misses
 
+    try:
+        unread = dotenv_unread(Path(".env"))
+    except ConfigError:  # said by the settings themselves
+        unread = []
+    for line in unread:  # never its text: the line may hold a key
+        print(f"kbsearch {command}: note: .env line {line} is not NAME=value and is ignored", file=sys.stderr)
     for given, meant in unnamed_near_misses().items():
         if meant not in _NAMED_WHERE_MISSED:
             print(f"kbsearch {command}: note: {given} is not a setting and is ignored: a typo for {meant}?",

@@ -203,7 +203,9 @@ def _skip_reason(phase: Phase, service: SearchService) -> str | None:
     if phase.retrieval in ("dense", "hybrid") and service.embedder is None:
         return "needs an embedding provider (EMBEDDING_API_KEY, or --oracle e5: a model on loopback, no key)"
     if phase.expand and phase.name == "expanded" and service.expander is None:
-        return "needs an expansion model (EXPANSION_API_KEY)"
+        # `make eval ORACLE=e5` skips it too: the oracle expands only a manifest's queries into their translations
+        return ("needs an expansion model (EXPANSION_API_KEY; or --classes with --oracle: each query's translation "
+                "from the manifest's parallel class)")  # fmt: skip
     if phase.rerank and service.reranking is None:
         return "needs a reranker (RERANKER_API_KEY, or --oracle e5: its stand-in)"
     return None

@@ -205,23 +205,21 @@ def locked_store(settings: Any) -> str:
     """What an assistant is told when another process holds the local index: which ``kbsearch`` command (its pid,
     from its command line; no path) and advice for an assistant's server. The shared text said to stop "serve or
     index" whatever held it: a second assistant's ``kbsearch mcp`` lets go on its own, a sync ends."""
-    from kbsearch.qdrant.readiness import holder_named, store_holder
+    from kbsearch.qdrant.readiness import held_message
 
-    pid = store_holder(settings)
-    if pid is None:  # it let go meanwhile
-        return "the local index was open in another process a moment ago; call the tool again"
-    holder = holder_named(pid)
-    held = f"the local index is open in another process (pid {pid}: {holder}), and the embedded store takes one"
-    if holder == "kbsearch index":
-        return f"{held} process at a time: a sync is writing it; call the tool again once it has ended"
-    if holder == "kbsearch mcp":
-        return (f"{held} process at a time: another assistant's server, which lets go of it after its --idle-close "
-                "seconds without a call (default 5): call the tool again then; for both assistants at once, run "
-                "kbsearch serve and give each kbsearch mcp --remote http://127.0.0.1:3000")  # fmt: skip
-    if holder == "kbsearch serve":
-        return (f"{held} process at a time: launch this server as kbsearch mcp --remote http://127.0.0.1:3000 (the "
-                "port kbsearch serve printed) to search through it, or stop it")  # fmt: skip
-    return f"{held} process at a time: call the tool again once it has ended, or stop it"
+    return held_message(
+        settings,
+        "the local index was open in another process a moment ago; call the tool again",
+        {
+            "kbsearch index": "a sync is writing it; call the tool again once it has ended",
+            "kbsearch mcp": "another assistant's server, which lets go of it after its --idle-close seconds without "
+            "a call (default 5): call the tool again then; for both assistants at once, run kbsearch serve and give "
+            "each kbsearch mcp --remote http://127.0.0.1:3000",
+            "kbsearch serve": "launch this server as kbsearch mcp --remote http://127.0.0.1:3000 (the port kbsearch "
+            "serve printed) to search through it, or stop it",
+        },
+        "call the tool again once it has ended, or stop it",
+    )
 
 
 def mcp_url(url: str) -> str:

@@ -215,7 +215,10 @@ class LocalSlack:
         """Press a button of ``answer``; what the worker posts back (None for an Open button)."""
         found = buttons(answer)
         if action_id not in found:
-            raise KbSearchError(f"the answer has no {action_id} button (it has: {', '.join(found) or 'none'})")
+            # an Open button is a note's link: the server makes one only with a pattern for it (README lists them)
+            why = ("; an Open button is a note's link, made when the server has KB_NOTE_URL_PATTERN set (e.g. "
+                   "https://wiki.example.com/kb/{path})") if action_id.startswith("kb_open_") else ""  # fmt: skip
+            raise KbSearchError(f"the answer has no {action_id} button (it has: {', '.join(found) or 'none'}){why}")
         before = len(self.hook.requests)
         button = found[action_id]
         form = interaction_form(button, self.response_url, self.user, self.team, self.channel, self.message_ts)

@@ -143,16 +143,8 @@ def dotenv_values(path: Path) -> dict[str, str]:
     a regular file: a directory, a FIFO), no values; one that cannot be read is a :class:`ConfigError`. A byte-order
     mark before the first line (Notepad's "UTF-8 with BOM") is no part of its name: the first setting was read as
     ``\ufeffKB_SOURCE``, ignored, and named beside itself, ``KB_SOURCE is set: a typo for KB_SOURCE?``."""
-    try:
-        if not stat.S_ISREG(path.stat().st_mode):
-            return {}
-        text = path.read_text(encoding="utf-8-sig")
-    except (FileNotFoundError, NotADirectoryError):
-        return {}
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read {path}: {type(exc).__name__}") from None
     values: dict[str, str] = {}
-    for number, raw in enumerate(text.splitlines(), start=1):
+    for number, raw in enumerate(_dotenv_text(path).splitlines(), start=1):
         match = _DOTENV_LINE.match(raw)
         if raw.lstrip().startswith("#"):
             continue
@@ -174,6 +166,27 @@ def dotenv_values(path: Path) -> dict[str, str]:
             value = match["bare"]
         values[match["key"]] = value
     return values
+
+
+def _dotenv_text(path: Path) -> str:
+    """The text of a ``.env`` file ("" when there is none, or it is no regular file: a directory, a FIFO)."""
+    try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            return ""
+        return path.read_text(encoding="utf-8-sig")
+    except (FileNotFoundError, NotADirectoryError):
+        return ""
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {type(exc).__name__}") from None
+
+
+def dotenv_unread(path: Path) -> list[int]:
+    """The lines (numbered from 1) of a ``.env`` file that :func:`dotenv_values` does not read: neither blank, nor a
+    comment, nor ``KEY=value`` (``KB_SOURCE sample-kb``, ``KB_SOURCE: sample-kb``). Each is ignored, as
+    python-dotenv ignores it; a command says so (it said "set KB_SOURCE" of a setting the file seemed to set)."""
+    lines = _dotenv_text(path).splitlines()
+    return [at for at, raw in enumerate(lines, 1)
+            if raw.strip() and not raw.lstrip().startswith("#") and _DOTENV_LINE.match(raw) is None]  # fmt: skip
 
 
 #: The settings that hold a URL: each is checked when the settings are read, so a typo (``htp://``) stops with one

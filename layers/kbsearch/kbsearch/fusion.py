@@ -33,6 +33,11 @@ has anyway:
   join the probes' only while all fit in ``exact_notes``, so they never unpin the probes' exact match), those notes
   are an exact match: they come first, ahead of anything dense ranks
   (identifiers, names, numbers, file and setting names), marked ``exact``; the rerank blend keeps them first.
+  A question that names identifiers in passing (:func:`questioned`: more than ``exact_max_terms`` of its terms are
+  no identifier, no menu path, no foreign proper name in a Russian question) pins a note only where the dense leg
+  ranks it among its first ``question_pin_within`` or BM25 (by the lexical value, after the trust and the language
+  factor) among its first ``question_pin_lexical`` (:func:`_about`): "wifi" in "на ноутбуке wifi выключается
+  сочетанием клавиш?" names a note about something else, which neither leg puts near its top (EVAL.md, session 32).
   A lookup's required terms are probed with their chunks' payloads, so that every holder is named (a note holding
   two identifiers in two chunks, one of them in no leg) and an exact match no dense or BM25 leg brought (common
   words filled BM25's head) is answered with its holder chunk. Every other probe asks for ids and scores (Qdrant reads a
@@ -85,6 +90,7 @@ from typing import Any
 from kbsearch.lexical import (
     SparseVector,
     identifier_terms,
+    proper_names,
     query_language,
     query_vector,
     term_id,
@@ -118,6 +124,8 @@ class FusionParams:
     stray_bonus: float = 0.2  # added to BM25's first note, wherever dense ranks it, when BM25 is
     stray_margin: float = 0.2  # ...sure (``lead_value``) of it alone (ahead of its second by this share of its value)
     stray_share: float = 0.4  # ...and dense's first holds under this share of that value, with no clear first
+    question_pin_within: int = 3  # a question naming an identifier in passing pins a note only among dense's first
+    question_pin_lexical: int = 2  # ...this many notes or BM25's first this many (0 and 0: every exact match pins)
 
 
 @dataclass(frozen=True)
@@ -130,6 +138,7 @@ class QueryEvidence:
     terms: tuple[int, ...]  # term ids, in query order, unique
     identifiers: frozenset[int] = field(default_factory=frozenset)
     ui_path: bool = False  # a menu path (:func:`is_ui_path`): read once, where the query is analysed
+    names: frozenset[int] = field(default_factory=frozenset)  # foreign proper names (:func:`lexical.proper_names`)
 
 
 def required_terms(evidence: QueryEvidence) -> list[int]:
@@ -182,6 +191,17 @@ def is_lookup(evidence: QueryEvidence, p: FusionParams) -> bool:
     return bool(evidence.identifiers) or len(evidence.terms) <= p.exact_max_terms or evidence.ui_path
 
 
+def questioned(evidence: QueryEvidence, p: FusionParams) -> bool:
+    """A question that names identifiers in passing: more than ``exact_max_terms`` of its terms are no identifier
+    ("на ноутбуке wifi выключается сочетанием клавиш?", "which CPU platforms did older Debian releases like 2.0 and
+    2.1 ship for"; not "Alt+F10 Плиточное", not "ETH_P_ALL unmodified"), it is no menu path, and it writes no
+    foreign proper name (:func:`kbsearch.lexical.proper_names`: "есть ли руководство по переносу моих заметок из
+    Logseq" asks about Logseq)."""
+    if evidence.ui_path or not evidence.identifiers or evidence.names & evidence.identifiers:
+        return False
+    return sum(1 for t in evidence.terms if t not in evidence.identifiers) > p.exact_max_terms
+
+
 def path_probes(evidence: QueryEvidence, p: FusionParams) -> frozenset[int]:
     """The probes that ask for their chunks' payloads: a lookup's required terms, whose every holder an exact match
     must name (a note holding two identifiers in two chunks, one of them in no leg, is one). The others ask for ids
@@ -195,7 +215,9 @@ def analyse(query: str) -> QueryEvidence:
     terms = tuple(dict.fromkeys(term_id(t) for t in tokenize(query)))
     language = query_language(query)
     identifiers = frozenset(term_id(t) for t in identifier_terms(query, language))
-    return QueryEvidence(query, language, terms, identifiers, is_ui_path(query))
+    # a foreign proper name matters only as an identifier (:func:`questioned`): not read in a query without one
+    names = frozenset(term_id(t) for t in proper_names(query, language)) if identifiers else frozenset()
+    return QueryEvidence(query, language, terms, identifiers, is_ui_path(query), names)
 
 
 def lexical_variants(evidence: QueryEvidence, variants: Sequence[str]) -> list[tuple[SparseVector, str | None]]:
@@ -350,6 +372,16 @@ class _Note:
     dense_chunk: ScoredChunk | None = None
     lexical_chunk: ScoredChunk | None = None
     translated_chunk: ScoredChunk | None = None
+
+
+def _about(n: _Note, notes: dict[str, _Note], p: FusionParams) -> bool:
+    """Whether a leg puts the note near its top for the whole question: among BM25's first
+    ``p.question_pin_lexical`` notes by the lexical value (after the trust and the language factor), or among the
+    dense leg's first ``p.question_pin_within``."""
+    lexical, dense = n.lexical, n.dense
+    if lexical > 0 and sum(1 for m in notes.values() if m.lexical > lexical) < p.question_pin_lexical:
+        return True
+    return dense > 0 and sum(1 for m in notes.values() if m.dense > dense) < p.question_pin_within
 
 
 def _bm25_first(notes: dict[str, _Note]) -> tuple[str | None, float, float]:
@@ -605,6 +637,9 @@ def fuse(
     asked = [chunks for leg, chunks in results if leg.kind == "dense" and leg.variant == 0 and chunks]
     if evidence.language is not None and asked:
         _across(notes, asked[0], evidence.language, languages, agree, p)
+    if pinned and (p.question_pin_within > 0 or p.question_pin_lexical > 0) and questioned(evidence, p):
+        # a question's identifier named in passing: its exact match must be near a leg's top (session 32)
+        pinned = {note for note in pinned if _about(notes[note], notes, p)}
     stray = stray_lead(notes, p)
     lead = clear_lead(notes, p)
     weight, close = p.lexical_weight, p.close

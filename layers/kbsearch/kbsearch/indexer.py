@@ -75,6 +75,7 @@ from kbsearch.links import (
     path_keys,
     stored_keys,
 )
+from kbsearch.markdown import PARSE_VERSION
 from kbsearch.providers.embeddings import Embedder, EmbeddingStats
 from kbsearch.providers.resilience import Deadline, ProviderError
 from kbsearch.qdrant import open_store
@@ -88,6 +89,7 @@ from kbsearch.qdrant.query import (
     LINKS_AT,
     LINKS_GENERATION,
     MAX_FIELD_CHARS,
+    NOTES_READING,
     REACH,
     REACH_GROUPS,
     REACH_SETS,
@@ -324,6 +326,9 @@ class Indexer:
         self._sets_recorded: list[str] = []
         #: notes whose stored chunk text is not what was embedded (:meth:`_reread_bm25`): read again from the KB
         self._reread_notes: set[str] = set()
+        #: the collection records an older reading of notes' bodies than :data:`kbsearch.markdown.PARSE_VERSION`:
+        #: this full sync reads every note again (:meth:`_classify`)
+        self._reparse = False
         self._slow: dict[str, Refusal] = {}  # the notes this run found (or kept) too slow to parse
         #: whether a path is gone from the KB, as far as this run knows (a full sync: not listed; an event batch: a
         #: removed note); None: it knows of none. A refusal of a gone path is dropped (:meth:`_record_refused`)
@@ -404,7 +409,7 @@ class Indexer:
         self._reembed = False
         if self.embedder is None:
             if self.store.ensure_collection():
-                self.store.merge_metadata({GRAPH_KEYS_ONLY: True})  # every note it will hold is written with them
+                self.store.merge_metadata(FRESH_METADATA)
             return
         wanted = self.embedder.signature
         self._signature_id = signature_id(wanted)
@@ -415,7 +420,7 @@ class Indexer:
         except StoreError:
             fresh = True  # e.g. an embedded store in an older format, which ensure_collection rebuilds
         if self.store.ensure_collection(wanted if fresh else None):
-            self.store.merge_metadata({GRAPH_KEYS_ONLY: True})  # every note it will hold is written with them
+            self.store.merge_metadata(FRESH_METADATA)
             return
         recorded = self.store.metadata()
         before = {k: recorded.get(k) for k in SIGNATURE_KEYS}
@@ -467,7 +472,16 @@ class Indexer:
             logger.warning("kbsearch: %s", report.reembedded)
         # a re-embed begun by this code records today's reading as it begins (it writes every note with it): current
         self._reread_bm25(report, stop_at)
+        # notes chunked by an older reading of their bodies (kbsearch.markdown.PARSE_VERSION) are each read again
+        # (_classify): their chunks may differ though their text did not
+        recorded = self.store.metadata().get(NOTES_READING)
+        self._reparse = recorded != PARSE_VERSION
+        if self._reparse:
+            logger.info("notes were chunked by an older reading: every note is read again, its unchanged chunks' "
+                        "vectors kept", extra={"notes_reading": recorded, "now": PARSE_VERSION})  # fmt: skip
         self._sync_notes(report, stop_at, call_deadline)
+        if self._reparse and not (report.incomplete or report.error):
+            self.store.merge_metadata({NOTES_READING: PARSE_VERSION})
         # a skipped note that is indexed keeps the old model's vectors: the re-embed is not done until a run embeds
         # it too (a note that was never indexed, a broken one say, holds no vectors and blocks nothing)
         stale = [s for s in report.skipped if self._stale(s["path"])] if self._reembed else []
@@ -480,7 +494,8 @@ class Indexer:
             # re-embed does not change, carried: whether every note holds its graph keys, the notes refused as slow)
             recorded = self.store.metadata()
             carried = {k: recorded[k] for k in CARRIED_METADATA if recorded.get(k) is not None}
-            self.store.set_metadata({**self.embedder.signature, BM25_READING: READING_VERSION, **carried})
+            self.store.set_metadata({**self.embedder.signature, BM25_READING: READING_VERSION, **carried,
+                                     NOTES_READING: PARSE_VERSION})  # fmt: skip
         self._record_reach(report)
         self._record_graph_keys(report)
 
@@ -974,9 +989,10 @@ class Indexer:
             return "updated"  # indexed before a key was configured: embed it now
         if self._reembed and st.embeddings != {self._signature_id}:
             return "updated"  # embedded with another model or input format
-        if not st.graph or not st.tagged:
+        if not st.graph or not st.tagged or self._reparse:
             # indexed before the link graph was stored (as graph_keys), or before its tags' keys were (tag_keys, and
-            # the tags written in its text): its payload is written now, its vectors kept
+            # the tags written in its text), or chunked by an older reading of notes (PARSE_VERSION): its payload is
+            # written now, its vectors kept for the chunks whose text is unchanged
             return "regraph"
         if st.has_orphans():
             return "repair"
@@ -1935,8 +1951,12 @@ def _payload(
 REREAD_PAGE = 256
 #: What a chunk's BM25 vector is rebuilt from (:func:`stored_embed_text`), and checked with (its dense vector's hash).
 #: Metadata a re-embed's replacing of the whole record keeps: whether every note holds its graph keys (a re-embed
-#: changes no note's keys) and the notes refused as slow to parse (their text did not change either).
-CARRIED_METADATA = (GRAPH_KEYS_ONLY, PARSE_REFUSED, PARSE_REFUSED_LIMITS)
+#: changes no note's keys), the reading its notes were chunked with (a re-embed writes every note with today's and
+#: records it when done) and the notes refused as slow to parse (their text did not change either).
+#: What a new collection records: every note it will hold is written with its graph keys, and chunked as today's
+#: code reads notes.
+FRESH_METADATA = {GRAPH_KEYS_ONLY: True, NOTES_READING: PARSE_VERSION}
+CARRIED_METADATA = (GRAPH_KEYS_ONLY, NOTES_READING, PARSE_REFUSED, PARSE_REFUSED_LIMITS)
 
 #: Notes whose stored vectors one read brings, for a full sync rewriting notes for their graph keys alone.
 REUSE_BATCH = 64

@@ -421,3 +421,20 @@ def identifier_terms(query: str, language: str | None = None) -> frozenset[str]:
         if pattern.search(word) or (russian and _LATIN_LETTER.search(word) and not _CYRILLIC_LETTER.search(word)):
             out.update(tokenize(word))
     return frozenset(out)
+
+
+def proper_names(query: str, language: str | None = None) -> frozenset[str]:
+    """The stemmed terms of the Latin words a Russian query writes with a capital ("Logseq", "Dataview", "Google
+    Keep"): a foreign proper name, the product or the service the question is about. Russian writes a borrowed
+    common word in lower case ("wifi", "ad-hoc", "dpkg" as a command), and a number or a join ("2.0", "10-й",
+    "разрешить/запретить") is no name either: those are identifiers (:func:`identifier_terms`) a question may name in
+    passing (EVAL.md, sessions 31 and 32). ``language``: the query's (:func:`query_language`), when the caller has it.
+    An English query has none (its capitals are a sentence's)."""
+    if (language or query_language(query)) != "ru":
+        return frozenset()
+    out: set[str] = set()
+    for raw in reading(query).split():
+        word = raw.strip(_WORD_PUNCTUATION)
+        if word[:1].isupper() and _LATIN_LETTER.match(word) and not _CYRILLIC_LETTER.search(word):
+            out.update(tokenize(word))
+    return frozenset(out)

@@ -1,11 +1,19 @@
 """What a Markdown reader (CommonMark, as Obsidian reads it) takes a note's lines for, where the indexer, the note
 graph and a read by path must agree with it: one place, so the parser (sections, links), the chunker (code blocks
-kept whole) and the outline (sections read by path) never disagree with each other. And what Obsidian hides: its
-``%%comments%%`` (:func:`hidden_comments`)."""
+kept whole), the outline (sections read by path) and the tags written in a note's text never disagree with each
+other: :func:`read_body` says once what each line of a body is (code, math, comment, hidden, heading, prose), and
+the three readers of lines in :mod:`kbsearch.notes` consume it. And what Obsidian hides: its ``%%comments%%``
+(:func:`hidden_comments`)."""
 
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
+
+#: The version of how a note's body is read into sections (:func:`read_body`, what a chunk holds): a collection
+#: recording another (``notes_reading``) has each note read again by the next full sync. 2: round 32's one line
+#: classifier (a fence in a quote, indented code and ``$$`` math read as code; an empty heading a section).
+PARSE_VERSION = 2
 
 _FENCE = re.compile(r"[ \t]{0,3}(`{3,}|~{3,})(.*)")
 
@@ -123,3 +131,170 @@ def hidden_comments(line: str, inside: bool) -> tuple[str, bool]:
     if not inside:
         kept.append(line[start:])
     return "".join(kept), inside
+
+
+_HEADING = re.compile(r" {0,3}(#{1,6})[ \t]+(?=[^ \t])")  # up to three spaces before: CommonMark, Obsidian
+
+
+def heading_text(rest: str) -> str:
+    """What follows an ATX heading's ``#`` marks, without its closing ``#`` run (one that follows a space or tab:
+    ``# Using C#`` keeps its ``#``); linear in the line (no backtracking)."""
+    text = rest.rstrip(" \t")
+    closed = text.rstrip("#")
+    if closed != text and (not closed or closed[-1] in " \t"):
+        text = closed.rstrip(" \t")
+    return text.strip()
+
+
+def atx_heading(line: str) -> tuple[int, str] | None:
+    """An ATX heading line → (level, text without a closing ``#`` run); None when ``line`` is none (or empty)."""
+    m = _HEADING.match(line)
+    if m is None:
+        return None
+    text = heading_text(line[m.end() :])
+    return (len(m.group(1)), text) if text else None
+
+
+# What a line of a note's body is to a reader (:func:`read_body`): the kinds of :data:`BodyLine`.
+PROSE = 0  #: a paragraph's line, a list item, a quote, a table row (and a line left of a %%comment%%)
+BLANK = 1  #: empty or white space (a paragraph ends)
+HEADING = 2  #: an ATX heading, or a setext heading's text (the line above its underline)
+UNDERLINE = 3  #: a setext heading's underline (``===``, ``---``): no text of its own
+CODE = 4  #: a fenced code block's line (its fences too, one in a quote or callout too) or an indented code block's
+MATH = 5  #: a ``$$`` math block's line (its ``$$`` lines too)
+COMMENT = 6  #: an HTML comment's line (``<!--`` to the line holding ``-->``)
+HIDDEN = 7  #: a line Obsidian's ``%%comment%%`` hides whole
+
+#: One line of a body as :func:`read_body` reads it: (kind, the line as shown, heading level, heading text). The
+#: line as shown is the line as written but for what a ``%%comment%%`` hides (a code or math line: as written); the
+#: level and text are a heading's (0 and "" for any other kind).
+BodyLine = tuple[int, str, int, str]
+
+_QUOTE = re.compile(r"(?: {0,3}>[ ]?)+")
+_LIST_ITEM = re.compile(r" {0,3}(?:[-*+]|\d{1,9}[.)])(?:[ \t]|$)")
+_INDENTED = re.compile(r"(?: {4}|[ ]{0,3}\t)[ \t]*\S")  # four columns of indentation, then text
+
+
+def unquoted(line: str) -> tuple[str, int]:
+    """``line`` without its blockquote (or callout) markers, and how many ``>`` it is nested in."""
+    if ">" not in line:
+        return line, 0
+    m = _QUOTE.match(line)
+    return (line, 0) if m is None else (line[m.end() :], m.group().count(">"))
+
+
+def read_body(body: str) -> list[BodyLine]:
+    """What each line of a note's body (split at ``\\n``) is to a reader, CommonMark as Obsidian reads it: the one
+    place the note's sections (what is indexed), its outline (sections read by path, the note graph) and the tags
+    written in its text are read from, so they never disagree. Linear in the body.
+
+    - A fenced code block (:func:`fence_opened`, also in a quote or callout: ``> ```css``) to its closing fence, or
+      to the end of its quote (a line quoted less deeply: CommonMark closes the block with the quote), or to the
+      end of the note; in a list item, indented as the item's text (any depth), to its closing fence or to a line
+      at the margin (the item's end): :data:`CODE`, read as written (no heading, link, tag or comment there).
+    - An indented code block: a line of four columns of indentation where a paragraph cannot go on (the note's
+      start, after a blank line, a heading or another block), and the lines after it so indented (blank lines
+      between); not in a list (a list item's continuation is indented so): :data:`CODE`.
+    - A ``$$`` math block (Obsidian's): a line opening with ``$$`` to the next line holding ``$$`` (one alone, or
+      ``$$x$$`` on one line); a ``$$`` no later line closes is prose: :data:`MATH`, read as written.
+    - What an Obsidian ``%%comment%%`` hides (:func:`hidden_comments`) is out of the line as shown; a line all of
+      it hidden is :data:`HIDDEN` (a paragraph neither ends nor opens there).
+    - An HTML comment (:func:`comment_opened`, also in a quote: to ``-->`` or the end of its quote):
+      :data:`COMMENT`.
+    - An ATX heading (``## Text``, up to three spaces before) or a setext one (a line alone in its paragraph,
+      :func:`may_head`, over ``===`` or ``---``): :data:`HEADING` with its level and text, the underline
+      :data:`UNDERLINE`.
+    - Anything else: :data:`BLANK` or :data:`PROSE`.
+    """
+    lines = body.split("\n")
+    out: list[BodyLine] = []
+    fence: str | None = None
+    fence_depth = comment_depth = 0  # how deep in quotes a fence or an HTML comment opened
+    fence_in_item = False  # the fence opened indented in a list item: a line at the margin (but its closing fence)
+    # ends the item, and the fence with it
+    math = hidden = comment = indented = in_list = False
+    opens = True  # a paragraph opens at this line (the start, after a blank line, a heading or another block)
+    above = -1  # the index of the line above when it alone opened a paragraph (a setext heading's text)
+    closings: list[int] | None = None  # the lines holding "$$", ascending: whether a math block is closed
+    for number, written in enumerate(lines):
+        if fence is not None:
+            inner, depth = unquoted(written) if fence_depth else (written, 0)
+            at_margin = fence_in_item and written[:1] not in ("", " ", "\t") and not fence_closed(inner, fence)
+            if depth >= fence_depth and not at_margin:
+                out.append((CODE, written, 0, ""))
+                if fence_closed(inner, fence):
+                    fence, opens = None, True
+                continue
+            fence, opens = None, True  # the quote (or list item) ended, and the code block in it
+        if math:
+            out.append((MATH, written, 0, ""))
+            if "$$" in written:
+                math, opens = False, True
+            continue
+        if not hidden and not comment and (indented or (opens and not in_list)) and _INDENTED.match(written):
+            out.append((CODE, written, 0, ""))
+            indented, opens, above = True, True, -1
+            continue
+        line = written
+        if line.strip():
+            indented = False  # (past a blank line, an indented code block goes on)
+        if hidden or "%%" in line:
+            shown, hidden = hidden_comments(line, hidden)
+            if line.strip() and not shown.strip():
+                out.append((HIDDEN, written, 0, ""))
+                continue  # all of it hidden: not a line of the note's text
+            line = shown
+        inner, depth = unquoted(line) if ">" in line else (line, 0)
+        if comment and depth < comment_depth:
+            comment = False  # the quote ended, and the comment in it
+        if comment or ("<!--" in inner and comment_opened(inner)):
+            out.append((COMMENT, line, 0, ""))
+            if not comment:
+                comment, comment_depth = True, depth
+            else:
+                comment = not comment_closed(line)
+            above, opens = -1, not comment
+            continue
+        opened = None
+        if "`" in inner or "~" in inner:
+            # in a list, a fence is indented as its item's text is, four columns or more under a nested item
+            opened = fence_opened(inner.lstrip(" \t") if in_list and depth == 0 else inner)
+        if opened is not None:
+            fence_in_item = in_list and depth == 0 and inner[:1] in (" ", "\t")
+            out.append((CODE, line, 0, ""))  # (its info string without what a %%comment%% hides, as ever)
+            fence, fence_depth, above = opened, depth, -1
+            in_list = in_list and inner[:1] in (" ", "\t")  # a fence at the margin ends a list
+            continue
+        if "$$" in inner and inner.lstrip(" ").startswith("$$"):
+            if "$$" in inner.lstrip(" ")[2:]:
+                out.append((MATH, written, 0, ""))
+                above, opens = -1, True
+                continue
+            if closings is None:
+                closings = [i for i, text in enumerate(lines) if "$$" in text]
+            at = bisect_right(closings, number)
+            if at < len(closings):
+                out.append((MATH, written, 0, ""))
+                math, above = True, -1
+                continue
+        level = underline_level(line) if above >= 0 else None
+        if level is not None:
+            text = out[above][1]
+            out[above] = (HEADING, text, level, text.strip())
+            out.append((UNDERLINE, line, level, ""))
+            above, opens, in_list = -1, True, False
+            continue
+        parsed = atx_heading(line) if "#" in line else None
+        if parsed is not None:
+            out.append((HEADING, line, *parsed))
+            above, opens, in_list = -1, True, False
+            continue
+        blank = not line.strip()
+        out.append((BLANK if blank else PROSE, line, 0, ""))
+        if _LIST_ITEM.match(inner):
+            in_list = True
+        elif not blank and opens and line[:1] not in (" ", "\t"):
+            in_list = False  # a paragraph at the margin after a blank line: the list ended
+        above = len(out) - 1 if opens and may_head(line) else -1
+        opens = blank
+    return out

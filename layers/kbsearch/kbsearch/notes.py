@@ -18,14 +18,16 @@ from kbsearch.frontmatter import MAX_FRONTMATTER_CHARS, FrontmatterError, iso_da
 from kbsearch.lexical import MAX_TAG_KEY_CHARS, TAG_BREAK, bare_tag, tag_key, visible
 from kbsearch.links import MAX_KEYS
 from kbsearch.markdown import (
+    CODE,
+    COMMENT,
+    HEADING,
+    HIDDEN,
+    MATH,
+    UNDERLINE,
+    BodyLine,
     code_spans,
-    comment_closed,
-    comment_opened,
-    fence_closed,
-    fence_opened,
-    hidden_comments,
-    may_head,
-    underline_level,
+    read_body,
+    unquoted,
 )
 
 #: A note's distinct link targets kept (the first ones; its text still shows every link): a note of 80,000
@@ -70,7 +72,6 @@ _LINE_KEYS = re.compile(r"^[ \t]*([^\s:#][^:\n]{0,80}):", re.M)
 _DASHES_LINE = re.compile(r"^---[ \t]*$", re.M)
 _WIDE_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"), (b"\xff\xfe", "UTF-16"),
               (b"\xfe\xff", "UTF-16"))  # fmt: skip
-_HEADING = re.compile(r" {0,3}(#{1,6})[ \t]+(?=[^ \t])")  # up to three spaces before: CommonMark, Obsidian
 _WIKILINK = re.compile(r"(!?)\[\[([^\[\]\n]+?)\]\]")
 #: A Markdown link, ``[text](target)`` or ``[text](<target with spaces>)``, maybe with a title in ``"``, ``'`` or
 #: parentheses (an image's ``![`` is no link to a note). A target may hold balanced parentheses, one level
@@ -159,37 +160,27 @@ def normalize_tags(value: Any) -> list[str]:
 _BODY_TAG = re.compile(r"(?<!\S)#([^\s!-,.:-@\[-\^`{-~\u2000-\u206f\u2e00-\u2e7f\u3000-\u303f]++)")
 
 _INLINE_COMMENT = re.compile(r"<!--.*?(?:-->|$)")
-_QUOTED = re.compile(r"^(?: {0,3}>[ ]?)+")
 
 
 def body_tags(body: str) -> list[str]:
     """The tags written in a note's text (``#ops``, ``#inbox/to-read``), in order, unique, as written: what
-    Obsidian counts as the note's tags besides its ``tags`` property. Not in a fenced code block, a code span, an
-    HTML comment or an Obsidian ``%%comment%%`` (no reader sees a tag there), and not a tag of digits alone
+    Obsidian counts as the note's tags besides its ``tags`` property. Not in code (a fenced block, one in a quote or
+    callout too, an indented block, a code span), a ``$$`` math block, an HTML comment or an Obsidian
+    ``%%comment%%`` (no reader sees a tag there: :func:`kbsearch.markdown.read_body`), and not a tag of digits alone
     (``#1984``: Obsidian's rule, at least one character that is no digit)."""
-    if "#" not in body:
-        return []
+    return _tags_of(read_body(body)) if "#" in body else []
+
+
+_SKIPPED_BY_TAGS = frozenset({CODE, MATH, COMMENT, HIDDEN, UNDERLINE})
+
+
+def _tags_of(read: list[BodyLine]) -> list[str]:
+    """:func:`body_tags` of a body :func:`~kbsearch.markdown.read_body` has read."""
     out: dict[str, None] = {}
-    fence: str | None = None
-    hidden = comment = False
-    for written in body.split("\n"):
-        unquoted = _QUOTED.sub("", written) if ">" in written else written  # a code block in a quote or callout
-        if fence is not None:
-            if fence_closed(unquoted, fence):
-                fence = None
+    for kind, shown, _, _ in read:
+        if kind in _SKIPPED_BY_TAGS or "#" not in shown:
             continue
-        line = unquoted
-        if hidden or "%%" in line:
-            line, hidden = hidden_comments(line, hidden)
-        if comment:
-            comment = not comment_closed(line)
-            continue
-        if comment_opened(line):
-            comment = True
-            continue
-        fence = fence_opened(line)
-        if fence is not None or "#" not in line:
-            continue
+        line = unquoted(shown)[0]
         spans = code_spans(line)
         if spans:  # each code span one backtick (a tag neither in it nor glued to it), the line rebuilt once (a
             # span at a time copied the line: 50,000 spans on an 800 KB line, 3.9 s)
@@ -204,7 +195,7 @@ def body_tags(body: str) -> list[str]:
     return list(out)
 
 
-def _bounded_tags(value: Any, warnings: list[str], body: str = "") -> list[str]:
+def _bounded_tags(value: Any, warnings: list[str], written: list[str]) -> list[str]:
     """The note's tags, its ``tags`` property's (as written) then those written in its text (:func:`body_tags`) that
     are none of them whatever the case (``#TAG`` after ``#Tag`` or ``tags: [tag]`` is that one) and at most
     :data:`~kbsearch.lexical.MAX_TAG_KEY_CHARS` long (with a warning for longer ones), the first :data:`MAX_TAGS`
@@ -213,7 +204,7 @@ def _bounded_tags(value: Any, warnings: list[str], body: str = "") -> list[str]:
     tags = normalize_tags(value)
     known = {tag_key(t) for t in tags}
     long = 0
-    for tag in body_tags(body):  # the text's: each tag once, as first written (Obsidian shows a tag so)
+    for tag in written:  # the text's (:func:`body_tags`): each tag once, as first written (Obsidian shows a tag so)
         if len(tag) > MAX_TAG_KEY_CHARS:  # a run of letters after a '#', no tag a reader writes: every chunk of the
             # note would carry it (a 600 KB one on each of 884 chunks: 530 MB of payload, RELIABILITY.md "Round 31
             # review"); the property's tags are bounded by the front matter's size
@@ -535,93 +526,48 @@ def _date_or_none(meta: dict[str, Any], key: str, warnings: list[str]) -> str | 
     return when
 
 
-def heading_text(rest: str) -> str:
-    """What follows an ATX heading's ``#`` marks, without its closing ``#`` run (one that follows a space or tab:
-    ``# Using C#`` keeps its ``#``); linear in the line (no backtracking)."""
-    text = rest.rstrip(" \t")
-    closed = text.rstrip("#")
-    if closed != text and (not closed or closed[-1] in " \t"):
-        text = closed.rstrip(" \t")
-    return text.strip()
-
-
-def _heading(line: str) -> tuple[int, str] | None:
-    """An ATX heading line → (level, text without a closing ``#`` run)."""
-    m = _HEADING.match(line)
-    if m is None:
-        return None
-    text = heading_text(line[m.end() :])
-    return (len(m.group(1)), text) if text else None
-
-
-def _sections(body: str, links: LinkSet) -> tuple[list[Section], str | None]:
-    """Body → sections under their heading stack, and the first H1 (a title candidate)."""
+def _sections(read: list[BodyLine], links: LinkSet) -> tuple[list[Section], str | None, set[int]]:
+    """A body :func:`~kbsearch.markdown.read_body` has read → sections under their heading stack, the first H1 (a
+    title candidate), and which sections are an empty heading's: a heading with no text under it before the next
+    heading of its level or above (or the note's end) is a section of its own text (its words found under its
+    heading path; a heading with subsections is in their paths already)."""
     sections: list[Section] = []
+    empty: set[int] = set()
     stack: list[tuple[int, str]] = []
     lines: list[str] = []
     first_h1: str | None = None
-    fence: str | None = None
+    bare: tuple[int, str] | None = None  # the last heading opened (level, whole text) while no text follows it
 
-    def flush() -> None:
+    def flush(level: int) -> None:
+        nonlocal bare
         text = "\n".join(lines).strip("\n")
         if text.strip():
             sections.append(Section(tuple(h for _, h in stack), text))
+        elif bare is not None and level <= bare[0]:  # the heading holds nothing, nor has it subsections
+            empty.add(len(sections))
+            sections.append(Section(tuple(h for _, h in stack), bare[1]))
+        bare = None
         lines.clear()
 
-    def open_section(level: int, text: str) -> None:
-        nonlocal first_h1
-        flush()
-        whole = _render_links(text, links)
-        heading = cut_heading(whole)
-        if level == 1 and first_h1 is None:
-            first_h1 = heading
-        while stack and stack[-1][0] >= level:
-            stack.pop()
-        stack.append((level, heading))
-        if heading != whole:
-            lines.append(whole)  # searchable once, in its section, not repeated by every chunk's path
-
-    above: str | None = None  # the line above, when it alone opened a paragraph (a setext heading's text)
-    opens = True  # a paragraph opens at this line (the start, after a blank line, a heading or a code block)
-    comment = False  # inside an HTML comment: its lines are kept (links in it as ever), none is a heading
-    hidden = False  # inside an Obsidian %%comment%%: nothing of it is kept (no reader sees it)
-    for written in body.split("\n"):
-        line = written
-        if fence is not None:
-            lines.append(line)
-            if fence_closed(line, fence):
-                fence, opens = None, True
-            continue
-        if hidden or "%%" in line:
-            shown, hidden = hidden_comments(line, hidden)
-            if line.strip() and not shown.strip():
-                continue  # all of it hidden: not a line of the note's text
-            line = shown
-        if comment or comment_opened(line):
-            lines.append(_render_links(line, links))
-            comment = not (comment and comment_closed(line))
-            above, opens = None, not comment
-            continue
-        fence = fence_opened(line)
-        if fence is not None:
-            lines.append(line)
-            continue
-        level = underline_level(line) if above is not None else None
-        if above is not None and level is not None:
-            lines.pop()  # the heading's text, read as prose a line ago
-            open_section(level, above.strip())
-            above, opens = None, True
-            continue
-        parsed = _heading(line)
-        if parsed:
-            open_section(*parsed)
-            above, opens = None, True
-            continue
-        lines.append(_render_links(line, links))
-        above = line if opens and may_head(line) else None
-        opens = not line.strip()
-    flush()
-    return sections, first_h1
+    for kind, shown, level, text in read:
+        if kind in (CODE, MATH):
+            lines.append(shown)  # as written
+        elif kind == HEADING:
+            flush(level)
+            whole = _render_links(text, links)
+            heading = cut_heading(whole)
+            if level == 1 and first_h1 is None:
+                first_h1 = heading
+            while stack and stack[-1][0] >= level:
+                stack.pop()
+            stack.append((level, heading))
+            bare = (level, whole)
+            if heading != whole:
+                lines.append(whole)  # searchable once, in its section, not repeated by every chunk's path
+        elif kind not in (UNDERLINE, HIDDEN):
+            lines.append(_render_links(shown, links))  # prose, an HTML comment's line (its links as ever)
+    flush(0)
+    return sections, first_h1, empty
 
 
 def parse_note(path: str, raw: bytes, max_bytes: int = MAX_NOTE_BYTES) -> Note:
@@ -629,7 +575,8 @@ def parse_note(path: str, raw: bytes, max_bytes: int = MAX_NOTE_BYTES) -> Note:
     meta, body, warnings = read_frontmatter(text)
     warnings += _not_text(meta)
     links = LinkSet(path.rsplit("/", 1)[0] if "/" in path else "")
-    sections, first_h1 = _sections(body, links)
+    read = read_body(body)
+    sections, first_h1, empty = _sections(read, links)
     stem = path.rsplit("/", 1)[-1]
     stem = stem[:-3] if stem.lower().endswith(".md") else stem
     title = _text_or_none(meta.get("title")) or first_h1 or stem
@@ -638,13 +585,15 @@ def parse_note(path: str, raw: bytes, max_bytes: int = MAX_NOTE_BYTES) -> Note:
         title = cut_heading(title)
     # The H1 that repeats the title is not a level of the heading path.
     if first_h1 is not None and first_h1 == title:
+        # an empty H1 that is the title (a note of its H1 alone) is the note's head chunk, no section of its own
+        sections = [s for i, s in enumerate(sections) if i not in empty or s.headings != (title,)]
         sections = [Section(s.headings[1:] if s.headings[:1] == (title,) else s.headings, s.text) for s in sections]
     return Note(
         path=path,
         title=title,
         doc_id=note_id(meta) or path,
         metadata=meta,
-        tags=_bounded_tags(meta.get("tags"), warnings, body),
+        tags=_bounded_tags(meta.get("tags"), warnings, _tags_of(read) if "#" in body else []),
         type=_facet_or_none(meta.get("type")),
         status=_facet_or_none(meta.get("status")),
         summary=note_summary(meta),
@@ -671,51 +620,23 @@ class Heading:
 
 
 def outline(body: str) -> list[Heading]:
-    """The body's headings in order (fenced code skipped, as :func:`parse_note` skips it); linear in the body."""
-    lines = body.split("\n")
-    found: list[tuple[int, str, int]] = []
-    fence: str | None = None
-    above: str | None = None  # as in :func:`_sections`: the line above, when it alone opened a paragraph
-    opens = True
-    comment = False
-    hidden = False  # as in :func:`_sections`: an Obsidian %%comment%% holds no heading
-    for number, written in enumerate(lines):
-        line = written
-        if fence is not None:
-            if fence_closed(line, fence):
-                fence, opens = None, True
-            continue
-        if hidden or "%%" in line:
-            shown, hidden = hidden_comments(line, hidden)
-            if line.strip() and not shown.strip():
-                continue
-            line = shown
-        if comment or comment_opened(line):
-            comment = not (comment and comment_closed(line))
-            above, opens = None, not comment
-            continue
-        fence = fence_opened(line)
-        if fence is not None:
-            continue
-        level = underline_level(line) if above is not None else None
-        parsed = (level, above.strip()) if above is not None and level is not None else _heading(line)
-        if parsed:  # an underlined heading starts at its text, the line above
-            found.append((parsed[0], _render_links(parsed[1], LinkSet()), number - 1 if level else number))
-            above, opens = None, True
-            continue
-        above = line if opens and may_head(line) else None
-        opens = not line.strip()
+    """The body's headings in order, as :func:`parse_note` reads them (:func:`kbsearch.markdown.read_body`);
+    linear in the body."""
+    read = read_body(body)
     headings: list[Heading] = []
     stack: list[tuple[int, str]] = []
     open_at: list[int] = []  # indexes into ``headings`` whose end is not known yet
-    for level, text, number in found:
+    for number, (kind, _, level, written) in enumerate(read):
+        if kind != HEADING:
+            continue
+        text = _render_links(written, LinkSet())
         while open_at and headings[open_at[-1]].level >= level:
             done = open_at.pop()
             headings[done] = replace(headings[done], end=number)
         while stack and stack[-1][0] >= level:
             stack.pop()
         stack.append((level, text))
-        headings.append(Heading(level, text, tuple(t for _, t in stack), number, len(lines)))
+        headings.append(Heading(level, text, tuple(t for _, t in stack), number, len(read)))
         open_at.append(len(headings) - 1)
     return headings
 
@@ -729,5 +650,5 @@ def wiki_links(text: str, path: str = "") -> tuple[list[str], bool]:
     except NoteError:
         body = text
     links = LinkSet(path.rsplit("/", 1)[0] if "/" in path else "")
-    _sections(body, links)
+    _sections(read_body(body), links)
     return list(links), links.more

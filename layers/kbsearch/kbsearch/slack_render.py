@@ -221,7 +221,7 @@ def _prose(line: str) -> str:
         return "───"
     heading = _HEADING.match(line)
     if heading:
-        from kbsearch.notes import heading_text  # (not at import: the Slack acknowledgement imports this module)
+        from kbsearch.markdown import heading_text  # (not at import: the Slack acknowledgement imports this module)
 
         text = heading_text(heading.group(2))
         return f"*{inline(text)}*" if text else ""

@@ -22,6 +22,7 @@ import contextlib
 import json
 import logging
 import os
+import shlex
 import socket
 import struct
 import sys
@@ -48,6 +49,8 @@ from kbsearch.providers.resilience import Deadline
 from kbsearch.sources import LocalSource, hidden, is_note_name, open_source
 
 logger = logging.getLogger(__name__)
+#: The watcher's thread (:class:`SaidByTheWatchLine` knows its syncs by it).
+WATCH_THREAD = "kbsearch-watch"
 
 SOCKET_SUFFIX = ".serve.sock"
 POLL_S = 0.25  # --poll: how often the folder's stats are compared
@@ -183,7 +186,7 @@ class Watcher:
         self._thread: threading.Thread | None = None
 
     def start(self) -> Watcher:
-        self._thread = threading.Thread(target=self._run, name="kbsearch-watch", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=WATCH_THREAD, daemon=True)
         self._thread.start()
         return self
 
@@ -357,7 +360,7 @@ class Watcher:
             f"{report['deleted']} deleted in {report['duration_ms']} ms{stopped}"
             + (f"; error: {report['error']}" if report.get("error") else "")
             + (f"; deletion blocked: {report['deletion_blocked']}" if report.get("deletion_blocked") else "")
-            + skipped_text(report.get("skipped") or [])
+            + skipped_text(report.get("skipped") or [], more_from=f"kbsearch index {shlex.quote(str(self.folder))}")
             # a folder with no note (a mistyped --watch, the vault's parent): said as kbsearch index says it
             + (f"; nothing to index: {_one_line(report['no_notes'])}" if report.get("no_notes") else "")
         )
@@ -366,16 +369,29 @@ class Watcher:
             self.on_sync(what, report)
 
 
-def skipped_text(skipped: list[dict[str, str]], shown: int = 3) -> str:
+def skipped_text(skipped: list[dict[str, str]], shown: int = 3, more_from: str = "") -> str:
     """The notes a sync skipped, for its one line: a saved note that is not searchable says why (a broken
-    frontmatter, say), as ``kbsearch index`` does; the first ``shown`` with their reasons, then how many more."""
+    frontmatter, say), as ``kbsearch index`` does; the first ``shown`` with their reasons, then how many more
+    (``more_from``: the command that names them all)."""
     from kbsearch_tools.cli import _one_line  # a path's control characters escaped, as kbsearch index shows them
 
     if not skipped:
         return ""
     named = "; ".join(f"{_one_line(s['path'])} ({_one_line(s['reason'])})" for s in skipped[:shown])
-    more = f"; and {len(skipped) - shown} more" if len(skipped) > shown else ""
+    listed = f" ({more_from} names each)" if more_from else ""
+    more = f"; and {len(skipped) - shown} more{listed}" if len(skipped) > shown else ""
     return f"; {len(skipped)} skipped: {named}{more}"
+
+
+class SaidByTheWatchLine(logging.Filter):
+    """Drops the indexer's ``note skipped`` record of a sync the watcher runs (its thread): the watch's own line
+    names the note and why (``1 skipped: broken.md (invalid YAML frontmatter at line 2)``), and Lambda's JSON record
+    of the same, above it, said it twice (three times in ``make run``: the index's summary first). A sync handed to
+    the server keeps its record: the handing ``kbsearch index`` prints the report. ``kbsearch -v serve`` keeps all."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        watching = threading.current_thread().name == WATCH_THREAD
+        return not (watching and record.levelno == logging.WARNING and str(record.msg).startswith("note skipped: "))
 
 
 # -- hand-off: `kbsearch index` → the server holding the store ----------------------------------------------

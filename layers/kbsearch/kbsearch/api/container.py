@@ -114,9 +114,11 @@ class Container:
             raise self.config_problem
         with self._lock:
             if self._search is None:
+                from kbsearch.qdrant.readiness import held_for_requests
                 from kbsearch.search import SearchService
 
-                self._search = SearchService(self.settings, self.secrets)
+                settings = self.settings  # a held embedded store: which process holds it, and what to do (local only)
+                self._search = SearchService(settings, self.secrets, locked_store=lambda: held_for_requests(settings))
             return self._search
 
     def index_problems(self) -> list[str]:

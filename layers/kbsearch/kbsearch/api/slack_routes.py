@@ -87,7 +87,9 @@ def slack_router(container: Container) -> Router:
         secret = container.secrets.get("SLACK_SIGNING_SECRET")
         if not secret:
             logger.error("SLACK_SIGNING_SECRET is not configured")
-            return error(503, "slack_not_configured", "the Slack signing secret is not configured")
+            # the setting's name (never a value): only the server's log named it, not what the caller is shown
+            return error(503, "slack_not_configured", "the Slack signing secret is not configured: set "
+                         "SLACK_SIGNING_SECRET (deployed: the stage's slack-signing-secret SSM parameter)")  # fmt: skip
         event = router.current_event
         headers = dict(event.headers or {})
         raw = body.raw_bytes(event.raw_event)  # the exact bytes Slack signed: checked before anything decodes them

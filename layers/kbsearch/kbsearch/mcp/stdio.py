@@ -3,13 +3,17 @@ newline) on stdin; answers one per line on stdout, which carries nothing else; t
 
 Linear and bounded: a line longer than :data:`MAX_LINE_BYTES` is skipped to its end and answered with an error
 (the rest of the stream keeps its framing); blank lines are ignored; a client that goes away mid-answer ends the
-loop quietly. Answers are written as ASCII JSON (``\\u`` escapes), so no text a note holds can break a line.
+loop quietly. Answers are written as UTF-8 JSON (a Russian letter two bytes, and readable by whoever types at the
+server), as MCP's stdio transport says; no text a note holds can break a line: JSON escapes every control character,
+and U+2028, U+2029 (line separators to some readers) and lone surrogates (no UTF-8 encodes them) are written as their
+``\\u`` escapes, the same strings to a JSON reader.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
@@ -39,8 +43,16 @@ def read_message(stream: BinaryIO, limit: int = MAX_LINE_BYTES) -> tuple[bytes |
             return b"", True
 
 
+#: What is written as its ``\\u`` escape in a UTF-8 line: lone surrogates (no UTF-8 encodes them) and U+2028/U+2029
+#: (line separators to a reader that splits as Python's ``str.splitlines`` does).
+_ESCAPED = re.compile("[\ud800-\udfff\u2028\u2029]")
+
+
 def write_message(stream: BinaryIO, message: Message) -> None:
-    stream.write(json.dumps(message, ensure_ascii=True, separators=(",", ":"), default=str).encode("ascii") + b"\n")
+    """One message, one line of UTF-8 JSON. It was ASCII JSON: ``\\u0440...``, six bytes a Cyrillic letter (three
+    times UTF-8's) and unreadable at a terminal; the HTTP answers were made UTF-8 in round 24."""
+    text = json.dumps(message, ensure_ascii=False, separators=(",", ":"), default=str)
+    stream.write(_ESCAPED.sub(lambda m: f"\\u{ord(m.group()):04x}", text).encode("utf-8") + b"\n")
     stream.flush()
 
 

@@ -56,6 +56,19 @@ def recorded_model(settings: Settings) -> str | None:
     """The embedding model the embedded Edge store records it was built with (None: none recorded, or no such
     store, or a file that cannot be read), read from its metadata file alone: no engine loaded, no shard opened
     (``kbsearch serve`` asks at every start; opening the shard for it cost ~0.13 s on the vault's store)."""
+    return _recorded(settings, "embedding_model")
+
+
+def recorded_source(settings: Settings) -> str | None:
+    """The KB folder (or S3 URI) the embedded Edge store records it was built from, read as :func:`recorded_model`
+    reads the model (None: none recorded, or no such store): what to re-index, named in a note that said "<your KB
+    folder>" of a folder the index knows."""
+    from kbsearch.qdrant.query import SOURCE_KEY
+
+    return _recorded(settings, SOURCE_KEY)
+
+
+def _recorded(settings: Settings, key: str) -> str | None:
     import json
 
     path = Path(settings.qdrant_path) / "edge" / f"{settings.qdrant_collection}.metadata.json"
@@ -63,8 +76,39 @@ def recorded_model(settings: Settings) -> str | None:
         data = json.loads(path.read_bytes().decode("utf-8"))
     except (OSError, ValueError, RecursionError):
         return None
-    model = data.get("embedding_model") if isinstance(data, dict) else None
-    return model if isinstance(model, str) and model else None
+    value = data.get(key) if isinstance(data, dict) else None
+    return value if isinstance(value, str) and value else None
+
+
+def held_message(settings: Settings, gone: str, advice: dict[str, str], otherwise: str) -> str:
+    """What a caller is told when another process holds the embedded store: which ``kbsearch`` command (its pid,
+    as ``GET /health`` names it; no path), then ``advice`` for that command (by :func:`holder_named`'s name), else
+    ``otherwise``; ``gone`` when none holds it any more."""
+    pid = store_holder(settings)
+    if pid is None:  # it let go meanwhile
+        return gone
+    holder = holder_named(pid)
+    return (f"the local index is open in another process (pid {pid}: {holder}), and the embedded store takes one "
+            f"process at a time: {advice.get(holder, otherwise)}")  # fmt: skip
+
+
+def held_for_requests(settings: Settings) -> str:
+    """What a request to the API function run locally (``kbsearch invoke``, a second ``kbsearch serve``) is told when
+    another process holds the embedded store. The shared text guessed the holder and said "stop that process, or
+    reach the running server (kbsearch mcp --remote URL)": an assistant's bridge, to whoever had sent a REST
+    request."""
+    return held_message(
+        settings,
+        "the local index was open in another process a moment ago; send the request again",
+        {
+            "kbsearch serve": "send the request to that server (the URL its banner printed, http://127.0.0.1:3000 by "
+            "default), or stop it",
+            "kbsearch index": "a sync is writing it; send the request again once it has ended",
+            "kbsearch mcp": "an assistant's server, which lets go of it after its --idle-close seconds without a "
+            "call (default 5): send the request again then",
+        },
+        "send the request again once it has ended, or stop it",
+    )
 
 
 def store_holder(settings: Settings) -> int | None:
