@@ -33,7 +33,7 @@ import os
 import threading
 import time
 import unicodedata
-from collections.abc import Callable, Collection, Generator, Iterable, Iterator
+from collections.abc import Callable, Collection, Generator, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -50,6 +50,7 @@ from kbsearch.access import (
     CallerMapError,
     FolderRules,
     declared_access,
+    group_sets,
     note_access,
     reach_of,
     reach_sets_target,
@@ -65,6 +66,7 @@ from kbsearch.lexical import READING_VERSION, SparseVector, document_vector, tag
 from kbsearch.links import (
     LINK_KEY,
     NAME_KEY,
+    OLD_GRAPH_FIELDS,
     PATH_KEY,
     KeyFilter,
     graph_clauses,
@@ -116,6 +118,7 @@ from kbsearch.qdrant.store import (
     Store,
     add_state,
     next_page,
+    paths_filter,
     recorded_access,
     storage_errors,
 )
@@ -307,6 +310,8 @@ class Indexer:
         self._rules = FolderRules()
         self._access: dict[str, list[str] | None] = {}  # path → groups after this run (None: not known)
         self._state: dict[str, NoteState] = {}
+        #: the titles' and aliases' keys (``n:``) of the notes this full sync deletes, read before it deletes them
+        self._gone_names: set[str] = set()
         #: held while the restricted link targets are rewritten (a short lease in the lease table, shared with the
         #: event batches; none locally, where the embedded store has one writer)
         self.links_lock: LinksLock = links_lock or contextlib.nullcontext
@@ -616,6 +621,7 @@ class Indexer:
             report.no_notes = no_notes(self.source.uri, report.attachments_ignored)
         state = self.store.indexed_state()
         self._state = state  # what the index held when this run listed the KB
+        self._gone_names = set()
 
         self._delete_missing(report, state, notes)
         problems = tuple(k for k in self._kept if k.endswith("/"))  # folders listed with a problem: not gone
@@ -866,6 +872,7 @@ class Indexer:
             return
         try:
             forgotten = {k for path in self._state if path not in notes for k in path_keys(path)}  # gone from the KB
+            forgotten |= self._gone_names
             record_restricted_links(self.store, self.links_lock, unknown, wrote=list(self._names_written),
                                     since=self._links_generation, forgotten=forgotten)  # fmt: skip
         except (LeaseHeld, LeaseError) as exc:
@@ -1002,6 +1009,8 @@ class Indexer:
             )
             logger.warning("mass delete blocked", extra={"would_delete": held, "indexed": len(state)})
             gone = dropped
+        # their titles and aliases name them too (links by those are to no note once they are gone): read first
+        self._gone_names = name_keys_of(self.store, gone) if gone else set()
         for path in gone:
             if self._appeared(report, path):
                 continue
@@ -2273,6 +2282,16 @@ def _scrolled(store: Store, requests: list[dict[str, Any]], fields: list[str], p
             request["offset"] = offset
 
 
+def name_keys_of(store: Store, paths: Sequence[str]) -> set[str]:
+    """The title and alias keys (``n:``, :func:`kbsearch.links.name_keys`) of these indexed notes' first chunks."""
+    ordered = sorted(paths)
+    requests: list[dict[str, Any]] = [{"filter": {"must": [{"key": "chunk_index", "match": {"value": 0}},
+                                                           paths_filter(ordered[i : i + 1024])["must"][0]]}}
+                                      for i in range(0, len(ordered), 1024)]  # fmt: skip
+    fields = ["path", GRAPH_FIELD, OLD_GRAPH_FIELDS[NAME_KEY]]
+    return {key for payload in _scrolled(store, requests, fields, 1024) for key in stored_keys(payload, NAME_KEY)}
+
+
 def stamp_links(store: Store, keys: Collection[str], generation: int, metadata: dict[str, Any]) -> None:
     """Give ``generation`` (:data:`~kbsearch.qdrant.query.LINKS_AT`) to every chunk of every note whose links name
     one of ``keys`` (its first chunk's ``l:`` graph keys; a note a store made before has not rewritten, by its old
@@ -2284,6 +2303,18 @@ def stamp_links(store: Store, keys: Collection[str], generation: int, metadata: 
     paths = sorted({payload["path"] for payload in _scrolled(store, requests, ["path"], 1024)})
     if paths:
         store.set_payloads([(paths, {LINKS_AT: generation})])
+
+
+def unnamed_links(store: Store, restricted: Mapping[str, Any], named: Callable[[str], bool]) -> set[str]:
+    """The keys of the indexed notes' links that name no note (neither a key of ``restricted`` nor one ``named``
+    holds, the public notes' keys): whether such a link is shown depends on whether its caller is hidden a note at
+    all (:func:`kbsearch.access.visible_links`), so when the distinct group sets of the restricted notes change
+    (:func:`kbsearch.access.group_sets`: the first restricted note, a note of new groups, the last of some gone),
+    the notes holding one are given the new generation too. One scroll of every note's first chunk."""
+    requests: list[dict[str, Any]] = [{"filter": {"must": [{"key": "chunk_index", "match": {"value": 0}}]}}]
+    fields = ["path", GRAPH_FIELD, OLD_GRAPH_FIELDS[LINK_KEY]]
+    return {key for payload in _scrolled(store, requests, fields, 1024) for key in stored_keys(payload, LINK_KEY)
+            if key not in restricted and not named(key)}  # fmt: skip
 
 
 def record_restricted_links(
@@ -2336,6 +2367,14 @@ def record_restricted_links(
             named = KeyFilter.from_json(metadata.get(LINK_NAMES)) if before is not None else None
             changed |= {k for k in forgotten if named is not None and k in named and k not in public
                         and k not in restricted}  # fmt: skip
+            # a public note new to the filter (the event that added it lost): a link to it was one to no note
+            changed |= {k for k in public if named is not None and k not in named}
+            if (
+                before is not None
+                and named is not None
+                and group_sets(before.values()) != group_sets(restricted.values())
+            ):
+                changed |= unnamed_links(store, restricted, public.__contains__)
             return metadata, {RESTRICTED_LINKS: dict(restricted), LINK_NAMES: KeyFilter.of(public).to_json(),
                               LINKS_FORMAT: LINKS_FORMAT_VERSION}, changed  # fmt: skip
         if not isinstance(recorded, dict):
@@ -2362,6 +2401,9 @@ def record_restricted_links(
             named.add(new)
             values[LINK_NAMES] = named.to_json()
         changed = {k for k in keys if recorded.get(k) != out.get(k)} | set(new) | set(gone)
+        now_named = KeyFilter.from_json(values[LINK_NAMES]) if LINK_NAMES in values else named
+        if now_named is not None and group_sets(recorded.values()) != group_sets(out.values()):
+            changed |= unnamed_links(store, out, now_named.__contains__)
         return metadata, values, changed
 
     def written(metadata: dict[str, Any], values: dict[str, Any] | None) -> bool:
