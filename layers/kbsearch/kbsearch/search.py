@@ -323,6 +323,11 @@ class SearchService:
             return False, True
         return True, recorded.get(GRAPH_KEYS_ONLY) is not True
 
+    def tag_keys_indexed(self, deadline: Deadline) -> bool:
+        """Whether ``tag_keys`` may be filtered and faceted on: not when the collection has payload indexes and none
+        of it (:data:`~kbsearch.qdrant.query.TAG_KEYS_UNINDEXED`), read as the search reads the metadata (cached)."""
+        return (self._collection_metadata(deadline) or {}).get(TAG_KEYS_UNINDEXED) is not True
+
     def restricted_links(self, deadline: Deadline | None = None, points: Iterable[Any] = ()) -> LinkTargets | None:
         """The notes links may name, as the indexer recorded them (see :func:`kbsearch.access.visible_links`),
         read as the search reads them (cached with the collection's metadata), within ``deadline`` (default: one
