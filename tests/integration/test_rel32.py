@@ -7,16 +7,27 @@ said otherwise."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from kbsearch.config import Secrets
+from kbsearch.indexer import run_sync
 from kbsearch_tools.fakes import FakeEndpoint
 from kbsearch_tools.local.runtime import LambdaContext
 from kbsearch_tools.s3events import EventPath
+from tests.conftest import PROCESS_TIMEOUT_S, subprocess_env
 from tests.integration import test_events
 from tests.integration.test_events import BUCKET, PREFIX
+from tests.integration.test_first_value_indexes import mcp, rest
+from tests.integration.test_notes_graph import write_kb
 from tests.integration.test_rel31 import _as, aws, cloud_env  # noqa: F401 (fixtures)
+from tests.integration.test_tags31 import found, settings_of
+from tests.integration.test_walk30 import _STAND_IN_MODEL, INITIALIZE
+from tests.integration.test_walk31 import _cached, _oracle_kb
 
 SECRET = b"---\naccess: [hr]\n---\n# Secret\n\nhidden\n"
 
@@ -113,3 +124,81 @@ def test_a_link_by_title_or_alias_to_a_public_note_a_full_sync_finds_deleted_is_
     _synced(aws, indexer, "full sync")
     assert _as(app, "id-pub") == ([], [])
     assert _as(_search_app(load_search_app, endpoint), "id-pub") == ([], [])  # a new container alike
+
+
+# -- 3: kb_list's tags, one entry a tag as the filter reads it -----------------------------------------------------
+
+#: one tag written four ways (two notes `Tag`, one `TAG`, one `#tag` in its text), a tag nested in it, another tag
+TAGGED = {
+    "a.md": "---\ntags: [Tag]\n---\n# A\n\nquokka a\n",
+    "b.md": "---\ntags: [TAG, ops]\n---\n# B\n\nquokka b\n",
+    "c.md": "# C\n\nquokka c #Tag in the text\n",
+    "d.md": "---\ntags: [tag/Sub]\n---\n# D\n\nquokka d\n",
+    "e.md": "---\ntags: [Ops]\n---\n# E\n\nquokka e\n",
+}
+
+
+def test_kb_list_counts_a_tag_written_several_ways_once_as_its_filter_finds_it(
+    tmp_path: Path, load_search_app: Any
+) -> None:
+    """tags31's "Left" (1): kb_list's (and GET /notes') tags were a facet of the tags as written: `Tag` and `TAG`
+    were two entries (counts 2 and 1) while `tags: ["tag"]` finds them as one. Now one entry a tag key, shown as
+    most notes write it (`Tag`; `Ops` and `ops` tie: the facet's first), counting the notes its filter finds (its
+    nested tags' too, as the filter finds them). Over MCP (kb_list through API Gateway events) and REST alike."""
+    folder = write_kb(tmp_path / "kb", TAGGED)
+    settings = settings_of(tmp_path, folder)
+    report = run_sync(settings, Secrets(settings), source_uri=str(folder))
+    assert report.error is None and report.added == len(TAGGED), report
+    call = load_search_app(QDRANT_PATH=str(tmp_path / "q"), KB_SOURCE=str(folder))
+    try:
+        listed = {f["value"]: f["count"] for f in mcp(call, "kb_list", {"recent": 0})["tags"]}
+        assert {k.casefold() for k in listed} == {"tag", "tag/sub", "ops"}, listed  # one entry a tag
+        assert listed["Tag"] == 4 and listed["tag/Sub"] == 1, listed
+        assert {k: v for k, v in listed.items() if k.casefold() == "ops"} in ({"ops": 2}, {"Ops": 2}), listed
+        for tag, count in listed.items():  # what a filter on the entry finds
+            assert len(found(call, [tag])) == count, tag
+        assert {f["value"]: f["count"] for f in rest(call, "GET", "/notes")["tags"]} == listed
+    finally:
+        call.module.api.container.close()
+
+
+# -- 2: the oracle's cache, one home for every command -------------------------------------------------------------
+
+
+@pytest.mark.timeout(300)
+def test_the_oracles_cache_is_one_file_beside_the_store_that_index_search_and_mcp_share(tmp_path: Path) -> None:
+    """rev31b's "Left" (3): the oracle's vectors were cached in `./.kbsearch/oracle` by `kbsearch index`, `serve`,
+    `search` (and `eval` not at all), in `QDRANT_PATH/../oracle` by `kbsearch mcp`: with a `QDRANT_PATH` of its own
+    the passages `index --oracle` embedded were not the ones `mcp --oracle` found, and a query `search` embedded was
+    embedded again by `mcp`. Now one default, beside the store's folder, whatever folder each command runs in:
+    `index` (run in the project) fills it, `search` (run elsewhere) adds its query's vector, and `mcp` (an
+    assistant's own folder) adds nothing for the same query: no text encoded twice."""
+    project, elsewhere, assistant = tmp_path / "project", tmp_path / "elsewhere", tmp_path / "assistant"
+    kb = _oracle_kb(project / "kb")
+    elsewhere.mkdir()
+    assistant.mkdir()
+    env = subprocess_env(QDRANT_PATH=str(tmp_path / "data" / "store"))
+    cache = tmp_path / "data" / "oracle" / "e5.sqlite"
+
+    def kbsearch(cwd: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run([sys.executable, "-c", _STAND_IN_MODEL, *args], input=stdin, capture_output=True,
+                              text=True, env=env, cwd=cwd, timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return done
+
+    kbsearch(project, "index", "kb", "--oracle", "e5")
+    assert cache.is_file(), "index --oracle cached nothing beside the store"
+    indexed = _cached(cache)
+    searched = kbsearch(elsewhere, "search", "restore the snapshot", "--oracle", "e5", "--no-expand", "--json")
+    assert json.loads(searched.stdout)["results"][0]["path"] == "restore.md"
+    after_search = _cached(cache)
+    assert 0 < after_search - indexed <= 2, "the query's vector, and nothing else, was added"
+    call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+            "params": {"name": "kb_search", "arguments": {"query": "restore the snapshot", "expand": False}}}  # fmt: skip
+    mcp = kbsearch(assistant, "mcp", "--kb", str(kb), "--oracle", "e5",
+                   stdin=json.dumps(INITIALIZE) + "\n" + json.dumps(call) + "\n")  # fmt: skip
+    result = [json.loads(line) for line in mcp.stdout.splitlines()][1]["result"]
+    assert not result.get("isError") and result["structuredContent"]["results"][0]["path"] == "restore.md", result
+    assert result["structuredContent"]["meta"]["reranker"] == "oracle-e5-biencoder", result
+    assert _cached(cache) == after_search, "mcp encoded a text index or search had cached"
+    assert not [p for p in (project, elsewhere, assistant) if (p / ".kbsearch").exists()]  # no second cache
