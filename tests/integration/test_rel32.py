@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +35,12 @@ SECRET = b"---\naccess: [hr]\n---\n# Secret\n\nhidden\n"
 
 def _synced(aws: EventPath, indexer: test_events.Indexer, by: str) -> None:  # noqa: F811
     """What the bucket's last changes are indexed by: their S3 events (no batch item failed), or the scheduled
-    full sync after the events were lost."""
+    sync (the listing diffed against the index) after the events were lost."""
     if by == "event":
         assert indexer(aws.receive()) == []
         return
     aws.receive()  # the events lost
-    report = indexer.app.lambda_handler({"full": True}, LambdaContext("kb-search-test-indexer", 2048, 900))
+    report = indexer.app.lambda_handler({}, LambdaContext("kb-search-test-indexer", 2048, 900))  # the schedule's
     assert not report.get("error"), report
 
 
@@ -51,9 +52,12 @@ def _bucket(aws: EventPath, indexer: test_events.Indexer, notes: dict[str, bytes
     _synced(aws, indexer, "full sync")
 
 
+CALLERS = json.dumps({"api_keys": {"id-pub": ["public"], "id-hr": ["hr"]}})
+
+
 def _search_app(load_search_app: Any, endpoint: FakeEndpoint) -> Any:
     return load_search_app(KB_SOURCE=f"s3://{BUCKET}/{PREFIX}", QDRANT_URL=endpoint.url, QDRANT_API_KEY="qk",
-                           ACCESS_GROUPS=json.dumps({"api_keys": {"id-pub": ["public"], "id-hr": ["hr"]}}))  # fmt: skip
+                           ACCESS_GROUPS=CALLERS)  # fmt: skip
 
 
 # -- 1: links to no note, and links by a title, follow a change at a warm search Lambda's next request -------------
@@ -124,6 +128,50 @@ def test_a_link_by_title_or_alias_to_a_public_note_a_full_sync_finds_deleted_is_
     _synced(aws, indexer, "full sync")
     assert _as(app, "id-pub") == ([], [])
     assert _as(_search_app(load_search_app, endpoint), "id-pub") == ([], [])  # a new container alike
+
+
+def test_a_sync_stopped_between_its_stamps_and_its_record_is_healed_by_the_next_full_sync(
+    aws: EventPath,  # noqa: F811
+    cloud_env: tuple[test_events.Indexer, FakeEndpoint],  # noqa: F811
+    load_search_app: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """rel31's "Left": a sync that gave the notes linking a key it changed a new generation, then stopped before it
+    recorded the targets (the process killed, the store gone), left those notes above the record: searches hid
+    their links from restricted callers (the safe way: the record may be stale for them) until a later run recorded
+    a generation above them. A full sync that changed nothing agreed with the record and wrote nothing, so the links
+    stayed hidden until some other change, in every container. Now the sync says the generation it is about to give
+    (`access_links_pending`) before it gives it; a later writer finding it above the record records it (the record
+    it derives from the index is right by then), a full sync that changed nothing included. The stopped sync's
+    writes are made here as it makes them (its two store writes before the record), as no test can kill a Lambda
+    between two calls."""
+    from kbsearch.config import Secrets
+    from kbsearch.indexer import stamp_links
+    from kbsearch.links import link_key
+    from kbsearch.qdrant import open_store
+    from tests.integration.test_rel31 import fully_synced
+
+    indexer, endpoint = cloud_env
+    monkeypatch.setenv("ACCESS_GROUPS", CALLERS)  # the indexer's caller mapping is the search's from the start
+    fully_synced(aws, indexer, "Plan", b"---\naccess: [public]\n---\n# Plan\n\nthe plan\n")
+    warm = _search_app(load_search_app, endpoint)
+    assert _as(warm, "id-pub")[0] == ["Plan"]
+    settings = indexer.settings(qdrant_embedded="local", qdrant_url="")  # the store itself, as the indexer opens it
+    store = open_store(settings, Secrets(settings))
+    try:
+        generation = int(time.time() * 1000) + 1
+        store.merge_metadata({"access_links_pending": generation})
+        stamp_links(store, {str(link_key("Plan"))}, generation, store.metadata())
+    finally:
+        store.close()
+    assert _as(warm, "id-pub")[0] == []  # the record may be stale for these links: hidden, not guessed
+    assert _as(_search_app(load_search_app, endpoint), "id-pub")[0] == []
+    report = indexer.app.lambda_handler({}, LambdaContext("kb-search-test-indexer", 2048, 900))  # the schedule's
+    assert (report["added"], report["updated"], report["deleted"], report["error"]) == (0, 0, 0, None), json.dumps(
+        report
+    )
+    assert _as(_search_app(load_search_app, endpoint), "id-pub")[0] == ["Plan"]
+    assert _as(_search_app(load_search_app, endpoint), "id-hr")[0] == ["Plan"]
 
 
 # -- 3: kb_list's tags, one entry a tag as the filter reads it -----------------------------------------------------

@@ -89,6 +89,7 @@ from kbsearch.qdrant.query import (
     LINK_NAMES,
     LINKS_AT,
     LINKS_GENERATION,
+    LINKS_PENDING,
     MAX_FIELD_CHARS,
     REACH,
     REACH_GROUPS,
@@ -890,7 +891,7 @@ class Indexer:
         if metadata.get(LINKS_FORMAT) != LINKS_FORMAT_VERSION or not isinstance(recorded, dict):
             return False
         named = KeyFilter.from_json(metadata.get(LINK_NAMES))
-        if named is None or named.count > named.capacity:
+        if named is None or named.count > named.capacity or stamped_unrecorded(metadata):
             return False
         if not recorded and all(PUBLIC in (self._access.get(path) or ()) for path in notes):
             return True  # every note public (no key is restricted) and none recorded: no key of a note to derive
@@ -2317,6 +2318,12 @@ def unnamed_links(store: Store, restricted: Mapping[str, Any], named: Callable[[
             if key not in restricted and not named(key)}  # fmt: skip
 
 
+def stamped_unrecorded(metadata: dict[str, Any]) -> int:
+    """The generation a sync gave notes and never recorded (it stopped between, :data:`LINKS_PENDING`); 0 when none."""
+    pending = links_generation(metadata.get(LINKS_PENDING))
+    return pending if pending > links_generation(metadata.get(LINKS_GENERATION)) else 0
+
+
 def record_restricted_links(
     store: Store,
     links_lock: LinksLock,
@@ -2414,21 +2421,29 @@ def record_restricted_links(
 
     if keys is not None:  # a batch's few keys: read once outside the lease (most batches change nothing here)
         metadata, values, _ = wanted()
-        if written(metadata, values) and not behind(metadata):
+        if written(metadata, values) and not behind(metadata) and not stamped_unrecorded(metadata):
             return False  # already right: nothing written, no turn taken
     with links_lock():
         metadata, values, changed = wanted()  # again: another writer may have changed the index or the list meanwhile
         generation = links_generation(metadata.get(LINKS_GENERATION))
         if behind(metadata):
             store.set_payloads([(sorted(wrote), {LINKS_AT: generation})])
-        if values is None or written(metadata, values):
+        if values is None:
             return False
+        pending = stamped_unrecorded(metadata)  # a sync stopped between its stamps and its record: rise to them
+        if written(metadata, values):
+            if not pending:
+                return False
+            values = {}
         if changed:  # the notes whose links name a changed key first, then the record: never a stale record trusted
             # the time in ms when that is larger: it rises across a rebuild's new collection too (its record starts
             # from none, while a search may still hold the old collection's)
-            generation = max(generation + 1, int(time.time() * 1000))
+            generation = max(generation + 1, int(time.time() * 1000), pending)
+            store.merge_metadata({LINKS_PENDING: generation})  # said first: a sync stopped after it is healed
             stamp_links(store, changed, generation, metadata)
             values[LINKS_GENERATION] = generation
+        elif pending:
+            values[LINKS_GENERATION] = pending
         # merged, not the whole record replaced from ``metadata``: another writer (the scheduled sync recording
         # BM25's reading, the reach groups) may have recorded a key since it was read
         store.merge_metadata(values)
