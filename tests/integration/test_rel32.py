@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,31 +34,53 @@ from tests.integration.test_walk31 import _cached, _oracle_kb
 SECRET = b"---\naccess: [hr]\n---\n# Secret\n\nhidden\n"
 
 
-def _synced(aws: EventPath, indexer: test_events.Indexer, by: str) -> None:  # noqa: F811
-    """What the bucket's last changes are indexed by: their S3 events (no batch item failed), or the scheduled
-    sync (the listing diffed against the index) after the events were lost."""
-    if by == "event":
-        assert indexer(aws.receive()) == []
-        return
-    aws.receive()  # the events lost
-    report = indexer.app.lambda_handler({}, LambdaContext("kb-search-test-indexer", 2048, 900))  # the schedule's
-    assert not report.get("error"), report
-
-
-def _bucket(aws: EventPath, indexer: test_events.Indexer, notes: dict[str, bytes]) -> None:  # noqa: F811
-    """The bucket holds these notes, indexed by a full sync (which records the link targets)."""
-    aws.receive()
-    for name, body in notes.items():
-        aws.put(f"{PREFIX}{name}", body)
-    _synced(aws, indexer, "full sync")
-
-
 CALLERS = json.dumps({"api_keys": {"id-pub": ["public"], "id-hr": ["hr"]}})
 
 
-def _search_app(load_search_app: Any, endpoint: FakeEndpoint) -> Any:
-    return load_search_app(KB_SOURCE=f"s3://{BUCKET}/{PREFIX}", QDRANT_URL=endpoint.url, QDRANT_API_KEY="qk",
-                           ACCESS_GROUPS=CALLERS)  # fmt: skip
+@dataclass
+class Deployed:
+    """The indexer handler on moto's S3 writing the store a loopback Qdrant Cloud serves, and search containers."""
+
+    aws: EventPath
+    indexer: test_events.Indexer
+    endpoint: FakeEndpoint
+    load_search_app: Any
+
+    def search_app(self) -> Any:
+        """A new search container (its metadata cache empty)."""
+        return self.load_search_app(KB_SOURCE=f"s3://{BUCKET}/{PREFIX}", QDRANT_URL=self.endpoint.url,
+                                    QDRANT_API_KEY="qk", ACCESS_GROUPS=CALLERS)  # fmt: skip
+
+    def synced(self, by: str) -> None:
+        """The bucket's last changes indexed by their S3 events (no batch item failed), or by the scheduled sync
+        (the listing diffed against the index) after the events were lost."""
+        if by == "event":
+            assert self.indexer(self.aws.receive()) == []
+            return
+        self.aws.receive()  # the events lost
+        report = self.indexer.app.lambda_handler({}, LambdaContext("kb-search-test-indexer", 2048, 900))
+        assert not report.get("error"), report
+
+    def holding(self, notes: dict[str, bytes]) -> Any:
+        """The bucket holds these notes, indexed by the scheduled sync (which records the link targets); a warm
+        search container that has answered once."""
+        self.aws.receive()
+        for name, body in notes.items():
+            self.aws.put(f"{PREFIX}{name}", body)
+        self.synced("full sync")
+        return self.search_app()
+
+
+@pytest.fixture
+def deployed(
+    aws: EventPath,  # noqa: F811
+    cloud_env: tuple[test_events.Indexer, FakeEndpoint],  # noqa: F811
+    load_search_app: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Deployed:
+    monkeypatch.setenv("ACCESS_GROUPS", CALLERS)  # the indexer's caller mapping is the search's from the start
+    indexer, endpoint = cloud_env
+    return Deployed(aws, indexer, endpoint, load_search_app)
 
 
 # -- 1: links to no note, and links by a title, follow a change at a warm search Lambda's next request -------------
@@ -65,10 +88,7 @@ def _search_app(load_search_app: Any, endpoint: FakeEndpoint) -> Any:
 
 @pytest.mark.parametrize("by", ["event", "full sync"])
 def test_a_first_restricted_note_hides_links_to_no_note_at_a_warm_search_lambdas_next_request(
-    by: str,
-    aws: EventPath,  # noqa: F811
-    cloud_env: tuple[test_events.Indexer, FakeEndpoint],  # noqa: F811
-    load_search_app: Any,
+    by: str, deployed: Deployed
 ) -> None:
     """rel31's "Left": whether a link naming no note is shown depends on whether the caller is hidden a note at all
     (else a hidden link would tell a restricted note from a missing one). With no restricted note, the public caller
@@ -76,66 +96,49 @@ def test_a_first_restricted_note_hides_links_to_no_note_at_a_warm_search_lambdas
     cached minute (Welcome names no changed key, so it got no new generation), while the links to Secret itself were
     hidden: a link hidden beside one shown told that it names a restricted note. Now a change of the restricted
     notes' group sets gives the notes holding a link to no note the new generation too."""
-    indexer, endpoint = cloud_env
-    _bucket(aws, indexer, {"pub/Welcome.md": b"# Welcome\n\nwelcome zebra: read [[Nowhere]].\n"})
-    app = _search_app(load_search_app, endpoint)
+    app = deployed.holding({"pub/Welcome.md": b"# Welcome\n\nwelcome zebra: read [[Nowhere]].\n"})
     assert _as(app, "id-pub") == (["Nowhere"], ["Nowhere"])
-    aws.put(f"{PREFIX}Secret.md", SECRET)
-    _synced(aws, indexer, by)
+    deployed.aws.put(f"{PREFIX}Secret.md", SECRET)
+    deployed.synced(by)
     assert _as(app, "id-pub") == ([], [])
     assert _as(app, "id-hr") == (["Nowhere"], ["Nowhere"])  # hr is hidden no note: links to no note are shown
 
 
 @pytest.mark.parametrize("by", ["event", "full sync"])
 def test_a_created_public_note_shows_the_links_to_it_at_a_warm_search_lambdas_next_request(
-    by: str,
-    aws: EventPath,  # noqa: F811
-    cloud_env: tuple[test_events.Indexer, FakeEndpoint],  # noqa: F811
-    load_search_app: Any,
+    by: str, deployed: Deployed
 ) -> None:
     """rel31's "Left": a link to a note not written yet is hidden from a caller hidden a note (as any link to no
     note); once the note is created public it names a note the caller reads. Synced by its S3 event, the notes
     linking it got the new generation already (passes on main); synced by a full sync (the event lost), they did
     not, and a warm search container kept hiding the link for its cached minute (fails on main). Now a full sync
     counts a public note new to the recorded filter as a changed key, as an event batch did."""
-    indexer, endpoint = cloud_env
-    _bucket(aws, indexer, {"pub/Welcome.md": b"# Welcome\n\nwelcome zebra: read [[Later]].\n", "Secret.md": SECRET})
-    app = _search_app(load_search_app, endpoint)
+    app = deployed.holding({"pub/Welcome.md": b"# Welcome\n\nwelcome zebra: read [[Later]].\n", "Secret.md": SECRET})
     assert _as(app, "id-pub") == ([], [])
-    aws.put(f"{PREFIX}Later.md", b"# Later\n\nwritten later\n")
-    _synced(aws, indexer, by)
+    deployed.aws.put(f"{PREFIX}Later.md", b"# Later\n\nwritten later\n")
+    deployed.synced(by)
     assert _as(app, "id-pub") == (["Later"], [])  # resolved in the graph: a note the caller reads
 
 
 @pytest.mark.parametrize("link", ["The Blueprint", "Draft Plan"], ids=["title", "alias"])
 def test_a_link_by_title_or_alias_to_a_public_note_a_full_sync_finds_deleted_is_hidden_at_once(
-    link: str,
-    aws: EventPath,  # noqa: F811
-    cloud_env: tuple[test_events.Indexer, FakeEndpoint],  # noqa: F811
-    load_search_app: Any,
+    link: str, deployed: Deployed
 ) -> None:
     """rel31's "Left": a public note a full sync finds deleted (its event lost) was known by its path keys only, so a
     note linking it by its title or an alias got no new generation, and a warm search container showed that link
     (to no note now) for its cached minute to a caller hidden a note. Now the full sync reads the title and alias
     keys of the notes it deletes before it deletes them."""
-    indexer, endpoint = cloud_env
     plan = b"---\ntitle: The Blueprint\naliases: [Draft Plan]\n---\n# Plan body\n\nthe plan\n"
     welcome = f"# Welcome\n\nwelcome zebra: read [[{link}]].\n".encode()
-    _bucket(aws, indexer, {"pub/Welcome.md": welcome, "ops/plan.md": plan, "Secret.md": SECRET})
-    app = _search_app(load_search_app, endpoint)
+    app = deployed.holding({"pub/Welcome.md": welcome, "ops/plan.md": plan, "Secret.md": SECRET})
     assert _as(app, "id-pub") == ([link], [])
-    aws.delete(f"{PREFIX}ops/plan.md")
-    _synced(aws, indexer, "full sync")
+    deployed.aws.delete(f"{PREFIX}ops/plan.md")
+    deployed.synced("full sync")
     assert _as(app, "id-pub") == ([], [])
-    assert _as(_search_app(load_search_app, endpoint), "id-pub") == ([], [])  # a new container alike
+    assert _as(deployed.search_app(), "id-pub") == ([], [])  # a new container alike
 
 
-def test_a_sync_stopped_between_its_stamps_and_its_record_is_healed_by_the_next_full_sync(
-    aws: EventPath,  # noqa: F811
-    cloud_env: tuple[test_events.Indexer, FakeEndpoint],  # noqa: F811
-    load_search_app: Any,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_a_sync_stopped_between_its_stamps_and_its_record_is_healed_by_the_next_full_sync(deployed: Deployed) -> None:
     """rel31's "Left": a sync that gave the notes linking a key it changed a new generation, then stopped before it
     recorded the targets (the process killed, the store gone), left those notes above the record: searches hid
     their links from restricted callers (the safe way: the record may be stale for them) until a later run recorded
@@ -149,14 +152,11 @@ def test_a_sync_stopped_between_its_stamps_and_its_record_is_healed_by_the_next_
     from kbsearch.indexer import stamp_links
     from kbsearch.links import link_key
     from kbsearch.qdrant import open_store
-    from tests.integration.test_rel31 import fully_synced
 
-    indexer, endpoint = cloud_env
-    monkeypatch.setenv("ACCESS_GROUPS", CALLERS)  # the indexer's caller mapping is the search's from the start
-    fully_synced(aws, indexer, "Plan", b"---\naccess: [public]\n---\n# Plan\n\nthe plan\n")
-    warm = _search_app(load_search_app, endpoint)
-    assert _as(warm, "id-pub")[0] == ["Plan"]
-    settings = indexer.settings(qdrant_embedded="local", qdrant_url="")  # the store itself, as the indexer opens it
+    app = deployed.holding({"pub/Welcome.md": b"# Welcome\n\nwelcome zebra: read [[Plan]].\n",
+                            "Plan.md": b"---\naccess: [public]\n---\n# Plan\n\nthe plan\n", "Secret.md": SECRET})  # fmt: skip
+    assert _as(app, "id-pub")[0] == ["Plan"]
+    settings = deployed.indexer.settings(qdrant_embedded="local", qdrant_url="")  # the store, as the indexer opens it
     store = open_store(settings, Secrets(settings))
     try:
         generation = int(time.time() * 1000) + 1
@@ -164,14 +164,12 @@ def test_a_sync_stopped_between_its_stamps_and_its_record_is_healed_by_the_next_
         stamp_links(store, {str(link_key("Plan"))}, generation, store.metadata())
     finally:
         store.close()
-    assert _as(warm, "id-pub")[0] == []  # the record may be stale for these links: hidden, not guessed
-    assert _as(_search_app(load_search_app, endpoint), "id-pub")[0] == []
-    report = indexer.app.lambda_handler({}, LambdaContext("kb-search-test-indexer", 2048, 900))  # the schedule's
-    assert (report["added"], report["updated"], report["deleted"], report["error"]) == (0, 0, 0, None), json.dumps(
-        report
-    )
-    assert _as(_search_app(load_search_app, endpoint), "id-pub")[0] == ["Plan"]
-    assert _as(_search_app(load_search_app, endpoint), "id-hr")[0] == ["Plan"]
+    assert _as(app, "id-pub")[0] == []  # the record may be stale for these links: hidden, not guessed
+    assert _as(deployed.search_app(), "id-pub")[0] == []
+    report = deployed.indexer.app.lambda_handler({}, LambdaContext("kb-search-test-indexer", 2048, 900))
+    assert (report["added"], report["updated"], report["deleted"], report["error"]) == (0, 0, 0, None), report
+    assert _as(deployed.search_app(), "id-pub")[0] == ["Plan"]
+    assert _as(deployed.search_app(), "id-hr")[0] == ["Plan"]
 
 
 # -- 3: kb_list's tags, one entry a tag as the filter reads it -----------------------------------------------------
