@@ -120,19 +120,24 @@ def test_a_created_public_note_shows_the_links_to_it_at_a_warm_search_lambdas_ne
     assert _as(app, "id-pub") == (["Later"], [])  # resolved in the graph: a note the caller reads
 
 
+@pytest.mark.parametrize("change", ["deleted", "renamed"])
 @pytest.mark.parametrize("link", ["The Blueprint", "Draft Plan"], ids=["title", "alias"])
-def test_a_link_by_title_or_alias_to_a_public_note_a_full_sync_finds_deleted_is_hidden_at_once(
-    link: str, deployed: Deployed
+def test_a_link_by_a_name_a_public_note_no_longer_has_after_the_scheduled_sync_is_hidden_at_once(
+    link: str, change: str, deployed: Deployed
 ) -> None:
-    """rel31's "Left": a public note a full sync finds deleted (its event lost) was known by its path keys only, so a
-    note linking it by its title or an alias got no new generation, and a warm search container showed that link
-    (to no note now) for its cached minute to a caller hidden a note. Now the full sync reads the title and alias
-    keys of the notes it deletes before it deletes them."""
+    """rel31's "Left": a public note the scheduled sync finds deleted (its event lost) was known by its path keys
+    only, so a note linking it by its title or an alias got no new generation, and a warm search container showed
+    that link (to no note now) for its cached minute to a caller hidden a note; likewise a note the sync rewrote
+    with another title and aliases. Now the scheduled sync reads the title and alias keys of the notes it deletes or
+    rewrites before it does (an event batch read them already)."""
     plan = b"---\ntitle: The Blueprint\naliases: [Draft Plan]\n---\n# Plan body\n\nthe plan\n"
     welcome = f"# Welcome\n\nwelcome zebra: read [[{link}]].\n".encode()
     app = deployed.holding({"pub/Welcome.md": welcome, "ops/plan.md": plan, "Secret.md": SECRET})
     assert _as(app, "id-pub") == ([link], [])
-    deployed.aws.delete(f"{PREFIX}ops/plan.md")
+    if change == "deleted":
+        deployed.aws.delete(f"{PREFIX}ops/plan.md")
+    else:
+        deployed.aws.put(f"{PREFIX}ops/plan.md", b"---\ntitle: Roadmap\naliases: [Later Plan]\n---\n# Plan\n\nplan\n")
     deployed.synced("full sync")
     assert _as(app, "id-pub") == ([], [])
     assert _as(deployed.search_app(), "id-pub") == ([], [])  # a new container alike

@@ -311,8 +311,8 @@ class Indexer:
         self._rules = FolderRules()
         self._access: dict[str, list[str] | None] = {}  # path → groups after this run (None: not known)
         self._state: dict[str, NoteState] = {}
-        #: the titles' and aliases' keys (``n:``) of the notes this full sync deletes, read before it deletes them
-        self._gone_names: set[str] = set()
+        #: the titles' and aliases' keys (``n:``) of the notes this full sync deletes or rewrites, read before
+        self._old_names: set[str] = set()
         #: held while the restricted link targets are rewritten (a short lease in the lease table, shared with the
         #: event batches; none locally, where the embedded store has one writer)
         self.links_lock: LinksLock = links_lock or contextlib.nullcontext
@@ -622,7 +622,7 @@ class Indexer:
             report.no_notes = no_notes(self.source.uri, report.attachments_ignored)
         state = self.store.indexed_state()
         self._state = state  # what the index held when this run listed the KB
-        self._gone_names = set()
+        self._old_names = set()
 
         self._delete_missing(report, state, notes)
         problems = tuple(k for k in self._kept if k.endswith("/"))  # folders listed with a problem: not gone
@@ -657,6 +657,10 @@ class Indexer:
                 if path in state:
                     self._refresh_access(report, path, state[path])
                 work.append((obj, kind))
+        # the titles and aliases of the notes it rewrites, as indexed: links by a name a note no longer has become
+        # links to no note (an event batch reads them with the notes it writes)
+        rewritten = [obj.path for obj, _ in work if obj.path in state]
+        self._old_names |= name_keys_of(self.store, rewritten) if rewritten else set()
         self._written_ids = {}
         self._names_written = {}
         self._graph_keys_missing([p for p, st in state.items() if not st.graph])
@@ -873,7 +877,7 @@ class Indexer:
             return
         try:
             forgotten = {k for path in self._state if path not in notes for k in path_keys(path)}  # gone from the KB
-            forgotten |= self._gone_names
+            forgotten |= self._old_names
             record_restricted_links(self.store, self.links_lock, unknown, wrote=list(self._names_written),
                                     since=self._links_generation, forgotten=forgotten)  # fmt: skip
         except (LeaseHeld, LeaseError) as exc:
@@ -1011,7 +1015,7 @@ class Indexer:
             logger.warning("mass delete blocked", extra={"would_delete": held, "indexed": len(state)})
             gone = dropped
         # their titles and aliases name them too (links by those are to no note once they are gone): read first
-        self._gone_names = name_keys_of(self.store, gone) if gone else set()
+        self._old_names |= name_keys_of(self.store, gone) if gone else set()
         for path in gone:
             if self._appeared(report, path):
                 continue
