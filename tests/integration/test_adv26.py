@@ -327,16 +327,9 @@ def test_kbsearch_serve_watch_says_which_saved_note_it_skipped_and_why(tmp_path:
     """`make run`'s server syncs every saved note; a note saved with a broken frontmatter was not searchable while its
     line said `1 changed note(s): 0 added, 0 updated, 0 deleted` (the reason only in a JSON log record among the
     server's): the line now names the skipped note and why, as `kbsearch index` does."""
-    from kbsearch_tools.local.process import serve_process
-    from tests.integration.test_freshness import until
+    from tests.integration.test_freshness import until, watching
 
-    kb = tmp_path / "kb"
-    kb.mkdir()
-    (kb / "good.md").write_text("# Good\n\nA good note.\n")
-    env = subprocess_env(QDRANT_PATH=str(tmp_path / "q"), KB_SOURCE=str(kb), EMBEDDING_API_KEY="",
-                         EMBEDDING_API_KEY_PARAM="")  # fmt: skip
-    with serve_process(env, cwd=ROOT, args=["--watch"]) as served:
-        until(lambda: "initial sync" in served.text(), log=served.text)
+    with watching(tmp_path, {"good.md": "# Good\n\nA good note.\n"}) as (served, _, kb):
         (kb / "broken.md").write_text("---\ntitle: [unclosed\n---\n# Broken\n\nbody\n")
         until(lambda: "changed note(s)" in served.text(), log=served.text)
         (line,) = [x for x in served.text().splitlines() if "changed note(s)" in x]

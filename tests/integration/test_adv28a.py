@@ -44,6 +44,17 @@ def served_with_few_files(tmp_path: Path, **settings: str) -> Iterator[tuple[int
 HEALTH = b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n"
 
 
+@contextlib.contextmanager
+def connections(port: int, count: int = 64) -> Iterator[list[socket.socket]]:
+    """``count`` connections to the server on ``port`` (64: its limit under `ulimit -n 256`), closed after."""
+    pool = [socket.create_connection(("127.0.0.1", port), timeout=8) for _ in range(count)]
+    try:
+        yield pool
+    finally:
+        for conn in pool:
+            conn.close()
+
+
 def read_answer(conn: socket.socket) -> bytes:
     """One HTTP answer with a Content-Length (b"" when the server closed the connection instead)."""
     data = b""
@@ -85,28 +96,23 @@ def test_a_client_holding_every_connection_kept_alive_makes_room_for_another(tmp
     connection past the limit closes the one idle longest (an idle kept-alive connection may be closed at any time,
     RFC 9112 9.3) and is answered; the pool's other connections still serve; a connection busy with its request is
     never the one closed, and with none idle the 429 stands."""
-    with served_with_few_files(tmp_path) as (port, err):
-        pool = [socket.create_connection(("127.0.0.1", port), timeout=8) for _ in range(64)]
-        try:
-            for conn in pool:
-                conn.sendall(HEALTH)
-                assert read_answer(conn).startswith(b"HTTP/1.1 200"), "the pool's first requests"
-            time.sleep(0.5)
-            for conn in pool[1:]:  # the first idle 0.5 s longer than any other: a thread marking itself idle a
-                conn.sendall(HEALTH)  # moment late on a loaded host no longer decides which (rev28b: 3 of 5 failed)
-                assert read_answer(conn).startswith(b"HTTP/1.1 200"), "the pool's second requests"
-            time.sleep(0.3)  # idle past IDLE_EVICT_AFTER_S (0.1 s)
-            other = one_request(port)
-            assert other.startswith(b"HTTP/1.1 200"), other  # it was a 429 Too Many Requests
-            time.sleep(0.3)  # the closed connection's FIN reaches its socket
-            closed = [conn for conn in pool if closed_by_server(conn)]
-            assert closed == [pool[0]], f"{len(closed)} closed"  # the one idle longest, and only it
-            for conn in pool[1:]:
-                conn.sendall(HEALTH)
-                assert read_answer(conn).startswith(b"HTTP/1.1 200")
-        finally:
-            for conn in pool:
-                conn.close()
+    with served_with_few_files(tmp_path) as (port, err), connections(port) as pool:
+        for conn in pool:
+            conn.sendall(HEALTH)
+            assert read_answer(conn).startswith(b"HTTP/1.1 200"), "the pool's first requests"
+        time.sleep(0.5)
+        for conn in pool[1:]:  # the first idle 0.5 s longer than any other: a thread marking itself idle a
+            conn.sendall(HEALTH)  # moment late on a loaded host no longer decides which (rev28b: 3 of 5 failed)
+            assert read_answer(conn).startswith(b"HTTP/1.1 200"), "the pool's second requests"
+        time.sleep(0.3)  # idle past IDLE_EVICT_AFTER_S (0.1 s)
+        other = one_request(port)
+        assert other.startswith(b"HTTP/1.1 200"), other  # it was a 429 Too Many Requests
+        time.sleep(0.3)  # the closed connection's FIN reaches its socket
+        closed = [conn for conn in pool if closed_by_server(conn)]
+        assert closed == [pool[0]], f"{len(closed)} closed"  # the one idle longest, and only it
+        for conn in pool[1:]:
+            conn.sendall(HEALTH)
+            assert read_answer(conn).startswith(b"HTTP/1.1 200")
     assert "making room: 64 connections open at once; closing the one idle longest" in err[0], err[0][-3000:]
     assert "Traceback" not in err[0], err[0][-3000:]
 
@@ -115,20 +121,15 @@ def test_connections_each_sending_a_request_are_never_closed_to_make_room(tmp_pa
     """The other side of the fix: 64 connections each part way through sending a request (a request line, no end
     of headers) are busy, not idle: a connection past the limit is answered 429 and closed, and they stay open. (The
     slow eviction's age is set out of reach: on a loaded host the 64 could otherwise pass its 5 s and be timed out.)"""
-    with served_with_few_files(tmp_path, KB_LOCAL_SLOW_EVICT_AFTER_S="3600") as (port, err):
-        pool = [socket.create_connection(("127.0.0.1", port), timeout=8) for _ in range(64)]
-        try:
-            for conn in pool:
-                conn.sendall(b"GET /health HTTP/1.1\r\n")
-            time.sleep(1.5)
-            other = one_request(port)
-            assert other.startswith(b"HTTP/1.1 429 Too Many Requests"), other
-            for conn in pool:
-                conn.sendall(b"Host: localhost\r\n\r\n")
-                assert read_answer(conn).startswith(b"HTTP/1.1 200")
-        finally:
-            for conn in pool:
-                conn.close()
+    with served_with_few_files(tmp_path, KB_LOCAL_SLOW_EVICT_AFTER_S="3600") as (port, err), connections(port) as pool:
+        for conn in pool:
+            conn.sendall(b"GET /health HTTP/1.1\r\n")
+        time.sleep(1.5)
+        other = one_request(port)
+        assert other.startswith(b"HTTP/1.1 429 Too Many Requests"), other
+        for conn in pool:
+            conn.sendall(b"Host: localhost\r\n\r\n")
+            assert read_answer(conn).startswith(b"HTTP/1.1 200")
     assert "refusing connections: 64 connections open at once" in err[0] and "Traceback" not in err[0], err[0]
 
 

@@ -3,6 +3,7 @@ metadata, without a round trip per probe."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -12,7 +13,7 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from kbsearch.config import Secrets, Settings
 from kbsearch.indexer import run_sync
 from kbsearch.qdrant import open_store
 from kbsearch_tools.local.apigw import HttpRequest, build_event
-from kbsearch_tools.local.process import serve_process
+from kbsearch_tools.local.process import ServeProcess, serve_process
 from tests.conftest import KBSEARCH_CMD, ROOT, subprocess_env
 
 
@@ -78,6 +79,22 @@ def until(predicate: Callable[[], bool], timeout_s: float = 60.0, log: Callable[
             return
         time.sleep(0.05)
     assert predicate(), f"condition not met in time; server output:\n{log()[-4000:]}"
+
+
+@contextlib.contextmanager
+def watching(
+    tmp_path: Path, notes: dict[str, str], **settings: str
+) -> Iterator[tuple[ServeProcess, dict[str, str], Path]]:
+    """`kbsearch serve --watch` of a folder holding ``notes`` (path → text), BM25 only (with these ``settings``),
+    once its initial sync is done: the server, its environment, the folder."""
+    from tests.integration.test_notes_graph import write_kb
+
+    kb = write_kb(tmp_path / "kb", notes)
+    env = subprocess_env(QDRANT_PATH=str(tmp_path / "q"), KB_SOURCE=str(kb), EMBEDDING_API_KEY="",
+                         EMBEDDING_API_KEY_PARAM="", **settings)  # fmt: skip
+    with serve_process(env, cwd=ROOT, args=["--watch"]) as served:
+        until(lambda: "initial sync" in served.text(), log=served.text)
+        yield served, env, kb
 
 
 def snapshot(path: Path) -> dict[str, str]:

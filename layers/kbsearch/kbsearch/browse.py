@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from kbsearch.access import visible_links
 from kbsearch.errors import ConfigError, IndexUnavailable, KbSearchError
-from kbsearch.lexical import reading
+from kbsearch.lexical import reading, tag_key
 from kbsearch.links import (
     GRAPH_KEYS,
     LINK_KEY,
@@ -44,6 +44,7 @@ from kbsearch.links import (
 from kbsearch.providers.resilience import Deadline
 from kbsearch.qdrant.query import (
     LINKS_AT,
+    TAG_KEYS,
     Retriever,
     folders_clause,
     held_request,
@@ -470,6 +471,8 @@ class BrowseService:
         if folders:
             must.append(folders)
         where = _scoped(must, scope)
+        budget = _budget(self.search.settings.search_budget_s, within)
+        keyed = self.search.tag_keys_indexed(Deadline(min(budget, self.search.settings.qdrant_timeout_s)))
 
         def read(retriever: Retriever, timeout_s: float) -> CatalogResponse:
             # the six calls share the read's time (each was given all of it: six times the request's budget)
@@ -493,12 +496,15 @@ class BrowseService:
                      "with_payload": {"include": _NOTE_FIELDS}, "with_vector": False},
                     left(),
                 )  # fmt: skip
+            spellings = facet("tags", TAG_FACET_VALUES)
+            keys = {c.value: c.count for c in facet(TAG_KEYS, TAG_FACET_VALUES)} if keyed and spellings else {}
             return CatalogResponse(
-                notes=total, tags=facet("tags", 200), types=facet("type", 50), statuses=facet("status", 50),
+                notes=total, tags=tag_counts(spellings, keys, 200), types=facet("type", 50),
+                statuses=facet("status", 50),
                 folders=facet("folders", 100), recent=[n for n in (_recent(p) for p in latest) if n is not None],
             )  # fmt: skip
 
-        catalog = self.search.read_index(read, _budget(self.search.settings.search_budget_s, within))
+        catalog = self.search.read_index(read, budget)
         logger.info("access", extra={"caller": scope.caller, "groups": scope.query_groups(), "results": catalog.notes})
         return catalog
 
@@ -537,6 +543,31 @@ def _recent(point: Any) -> RecentNote | None:
         updated=_text(payload.get("updated")), type=_text(payload.get("type")), status=_text(payload.get("status")),
         tags=_str_list(payload.get("tags")),
     )  # fmt: skip
+
+
+#: How many tag spellings (``tags``) and tag keys (``tag_keys``) the catalog's facets read, of which the 200 most used
+#: tags are listed: a tag written several ways is one entry (:func:`tag_counts`).
+TAG_FACET_VALUES = 1000
+
+
+def tag_counts(spellings: Sequence[FacetCount], keys: dict[str, int], limit: int) -> list[FacetCount]:
+    """The catalog's tags: one entry a tag as a filter reads it (:func:`kbsearch.lexical.tag_key`: ``Tag``, ``TAG``
+    and ``#tag`` are one), shown as most notes write it (of equal counts, the first the facet lists), counting the
+    notes a filter on it finds (``keys``: the ``tag_keys`` facet, a tag's nested ones included, as the filter finds
+    them); a tag whose key is not counted there (a collection without the ``tag_keys`` index, notes written before
+    it) counts its spellings' notes. Most notes first, the first ``limit``."""
+    groups: dict[str, list[FacetCount]] = {}
+    for counted in spellings:
+        key = tag_key(counted.value)
+        if key:
+            groups.setdefault(key, []).append(counted)
+    out = []
+    for key, spelt in groups.items():
+        shown = max(spelt, key=lambda c: c.count)  # the first of the most used
+        most = max(keys.get(key, 0), shown.count) if key in keys else sum(c.count for c in spelt)
+        out.append(FacetCount(value=shown.value, count=most))
+    out.sort(key=lambda c: -c.count)  # stable: equal counts keep the facet's order
+    return out[:limit]
 
 
 def _budget(budget_s: float, deadline: Deadline | None) -> float:

@@ -33,7 +33,7 @@ import os
 import threading
 import time
 import unicodedata
-from collections.abc import Callable, Collection, Generator, Iterable, Iterator
+from collections.abc import Callable, Collection, Generator, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -50,6 +50,7 @@ from kbsearch.access import (
     CallerMapError,
     FolderRules,
     declared_access,
+    group_sets,
     note_access,
     reach_of,
     reach_sets_target,
@@ -65,6 +66,7 @@ from kbsearch.lexical import READING_VERSION, SparseVector, document_vector, tag
 from kbsearch.links import (
     LINK_KEY,
     NAME_KEY,
+    OLD_GRAPH_FIELDS,
     PATH_KEY,
     KeyFilter,
     graph_clauses,
@@ -88,6 +90,7 @@ from kbsearch.qdrant.query import (
     LINK_NAMES,
     LINKS_AT,
     LINKS_GENERATION,
+    LINKS_PENDING,
     MAX_FIELD_CHARS,
     NOTES_READING,
     REACH,
@@ -118,6 +121,7 @@ from kbsearch.qdrant.store import (
     Store,
     add_state,
     next_page,
+    paths_filter,
     recorded_access,
     storage_errors,
 )
@@ -309,6 +313,8 @@ class Indexer:
         self._rules = FolderRules()
         self._access: dict[str, list[str] | None] = {}  # path → groups after this run (None: not known)
         self._state: dict[str, NoteState] = {}
+        #: the titles' and aliases' keys (``n:``) of the notes this full sync deletes or rewrites, read before
+        self._old_names: set[str] = set()
         #: held while the restricted link targets are rewritten (a short lease in the lease table, shared with the
         #: event batches; none locally, where the embedded store has one writer)
         self.links_lock: LinksLock = links_lock or contextlib.nullcontext
@@ -631,6 +637,7 @@ class Indexer:
             report.no_notes = no_notes(self.source.uri, report.attachments_ignored)
         state = self.store.indexed_state()
         self._state = state  # what the index held when this run listed the KB
+        self._old_names = set()
 
         self._delete_missing(report, state, notes)
         problems = tuple(k for k in self._kept if k.endswith("/"))  # folders listed with a problem: not gone
@@ -665,6 +672,10 @@ class Indexer:
                 if path in state:
                     self._refresh_access(report, path, state[path])
                 work.append((obj, kind))
+        # the titles and aliases of the notes it rewrites, as indexed: links by a name a note no longer has become
+        # links to no note (an event batch reads them with the notes it writes)
+        rewritten = [obj.path for obj, _ in work if obj.path in state]
+        self._old_names |= name_keys_of(self.store, rewritten) if rewritten else set()
         self._written_ids = {}
         self._names_written = {}
         self._graph_keys_missing([p for p, st in state.items() if not st.graph])
@@ -881,6 +892,7 @@ class Indexer:
             return
         try:
             forgotten = {k for path in self._state if path not in notes for k in path_keys(path)}  # gone from the KB
+            forgotten |= self._old_names
             record_restricted_links(self.store, self.links_lock, unknown, wrote=list(self._names_written),
                                     since=self._links_generation, forgotten=forgotten)  # fmt: skip
         except (LeaseHeld, LeaseError) as exc:
@@ -898,7 +910,7 @@ class Indexer:
         if metadata.get(LINKS_FORMAT) != LINKS_FORMAT_VERSION or not isinstance(recorded, dict):
             return False
         named = KeyFilter.from_json(metadata.get(LINK_NAMES))
-        if named is None or named.count > named.capacity:
+        if named is None or named.count > named.capacity or stamped_unrecorded(metadata):
             return False
         if not recorded and all(PUBLIC in (self._access.get(path) or ()) for path in notes):
             return True  # every note public (no key is restricted) and none recorded: no key of a note to derive
@@ -1018,6 +1030,8 @@ class Indexer:
             )
             logger.warning("mass delete blocked", extra={"would_delete": held, "indexed": len(state)})
             gone = dropped
+        # their titles and aliases name them too (links by those are to no note once they are gone): read first
+        self._old_names |= name_keys_of(self.store, gone) if gone else set()
         for path in gone:
             if self._appeared(report, path):
                 continue
@@ -2293,6 +2307,16 @@ def _scrolled(store: Store, requests: list[dict[str, Any]], fields: list[str], p
             request["offset"] = offset
 
 
+def name_keys_of(store: Store, paths: Sequence[str]) -> set[str]:
+    """The title and alias keys (``n:``, :func:`kbsearch.links.name_keys`) of these indexed notes' first chunks."""
+    ordered = sorted(paths)
+    requests: list[dict[str, Any]] = [{"filter": {"must": [{"key": "chunk_index", "match": {"value": 0}},
+                                                           paths_filter(ordered[i : i + 1024])["must"][0]]}}
+                                      for i in range(0, len(ordered), 1024)]  # fmt: skip
+    fields = ["path", GRAPH_FIELD, OLD_GRAPH_FIELDS[NAME_KEY]]
+    return {key for payload in _scrolled(store, requests, fields, 1024) for key in stored_keys(payload, NAME_KEY)}
+
+
 def stamp_links(store: Store, keys: Collection[str], generation: int, metadata: dict[str, Any]) -> None:
     """Give ``generation`` (:data:`~kbsearch.qdrant.query.LINKS_AT`) to every chunk of every note whose links name
     one of ``keys`` (its first chunk's ``l:`` graph keys; a note a store made before has not rewritten, by its old
@@ -2304,6 +2328,24 @@ def stamp_links(store: Store, keys: Collection[str], generation: int, metadata: 
     paths = sorted({payload["path"] for payload in _scrolled(store, requests, ["path"], 1024)})
     if paths:
         store.set_payloads([(paths, {LINKS_AT: generation})])
+
+
+def unnamed_links(store: Store, restricted: Mapping[str, Any], named: Callable[[str], bool]) -> set[str]:
+    """The keys of the indexed notes' links that name no note (neither a key of ``restricted`` nor one ``named``
+    holds, the public notes' keys): whether such a link is shown depends on whether its caller is hidden a note at
+    all (:func:`kbsearch.access.visible_links`), so when the distinct group sets of the restricted notes change
+    (:func:`kbsearch.access.group_sets`: the first restricted note, a note of new groups, the last of some gone),
+    the notes holding one are given the new generation too. One scroll of every note's first chunk."""
+    requests: list[dict[str, Any]] = [{"filter": {"must": [{"key": "chunk_index", "match": {"value": 0}}]}}]
+    fields = ["path", GRAPH_FIELD, OLD_GRAPH_FIELDS[LINK_KEY]]
+    return {key for payload in _scrolled(store, requests, fields, 1024) for key in stored_keys(payload, LINK_KEY)
+            if key not in restricted and not named(key)}  # fmt: skip
+
+
+def stamped_unrecorded(metadata: dict[str, Any]) -> int:
+    """The generation a sync gave notes and never recorded (it stopped between, :data:`LINKS_PENDING`); 0 when none."""
+    pending = links_generation(metadata.get(LINKS_PENDING))
+    return pending if pending > links_generation(metadata.get(LINKS_GENERATION)) else 0
 
 
 def record_restricted_links(
@@ -2356,6 +2398,14 @@ def record_restricted_links(
             named = KeyFilter.from_json(metadata.get(LINK_NAMES)) if before is not None else None
             changed |= {k for k in forgotten if named is not None and k in named and k not in public
                         and k not in restricted}  # fmt: skip
+            # a public note new to the filter (the event that added it lost): a link to it was one to no note
+            changed |= {k for k in public if named is not None and k not in named}
+            if (
+                before is not None
+                and named is not None
+                and group_sets(before.values()) != group_sets(restricted.values())
+            ):
+                changed |= unnamed_links(store, restricted, public.__contains__)
             return metadata, {RESTRICTED_LINKS: dict(restricted), LINK_NAMES: KeyFilter.of(public).to_json(),
                               LINKS_FORMAT: LINKS_FORMAT_VERSION}, changed  # fmt: skip
         if not isinstance(recorded, dict):
@@ -2382,6 +2432,9 @@ def record_restricted_links(
             named.add(new)
             values[LINK_NAMES] = named.to_json()
         changed = {k for k in keys if recorded.get(k) != out.get(k)} | set(new) | set(gone)
+        now_named = KeyFilter.from_json(values[LINK_NAMES]) if LINK_NAMES in values else named
+        if now_named is not None and group_sets(recorded.values()) != group_sets(out.values()):
+            changed |= unnamed_links(store, out, now_named.__contains__)
         return metadata, values, changed
 
     def written(metadata: dict[str, Any], values: dict[str, Any] | None) -> bool:
@@ -2392,21 +2445,29 @@ def record_restricted_links(
 
     if keys is not None:  # a batch's few keys: read once outside the lease (most batches change nothing here)
         metadata, values, _ = wanted()
-        if written(metadata, values) and not behind(metadata):
+        if written(metadata, values) and not behind(metadata) and not stamped_unrecorded(metadata):
             return False  # already right: nothing written, no turn taken
     with links_lock():
         metadata, values, changed = wanted()  # again: another writer may have changed the index or the list meanwhile
         generation = links_generation(metadata.get(LINKS_GENERATION))
         if behind(metadata):
             store.set_payloads([(sorted(wrote), {LINKS_AT: generation})])
-        if values is None or written(metadata, values):
+        if values is None:
             return False
+        pending = stamped_unrecorded(metadata)  # a sync stopped between its stamps and its record: rise to them
+        if written(metadata, values):
+            if not pending:
+                return False
+            values = {}
         if changed:  # the notes whose links name a changed key first, then the record: never a stale record trusted
             # the time in ms when that is larger: it rises across a rebuild's new collection too (its record starts
             # from none, while a search may still hold the old collection's)
-            generation = max(generation + 1, int(time.time() * 1000))
+            generation = max(generation + 1, int(time.time() * 1000), pending)
+            store.merge_metadata({LINKS_PENDING: generation})  # said first: a sync stopped after it is healed
             stamp_links(store, changed, generation, metadata)
             values[LINKS_GENERATION] = generation
+        elif pending:
+            values[LINKS_GENERATION] = pending
         # merged, not the whole record replaced from ``metadata``: another writer (the scheduled sync recording
         # BM25's reading, the reach groups) may have recorded a key since it was read
         store.merge_metadata(values)

@@ -229,6 +229,10 @@ class SearchService:
         self._metadata_read: tuple[float, dict[str, Any] | None, Hashable | None] | None = None
         #: when the metadata was last read again for a hit's links newer than it (:meth:`_restricted_links`)
         self._stale_read_at = -math.inf
+        #: how long after that it may be read again for such a hit: :data:`STALE_REREAD_S`, doubled (up to
+        #: :data:`SIGNATURE_TTL_S`) each time a read finds the record still older than the hit's links
+        self._stale_wait = self.STALE_REREAD_S
+        self._stale_base = -1  # the generation of the record those reads found
         #: the link targets decoded from that metadata, with the raw values (list, filter) they were decoded from
         self._link_targets: tuple[tuple[Any, Any], LinkTargets | None] | None = None
 
@@ -323,6 +327,11 @@ class SearchService:
             return False, True
         return True, recorded.get(GRAPH_KEYS_ONLY) is not True
 
+    def tag_keys_indexed(self, deadline: Deadline) -> bool:
+        """Whether ``tag_keys`` may be filtered and faceted on: not when the collection has payload indexes and none
+        of it (:data:`~kbsearch.qdrant.query.TAG_KEYS_UNINDEXED`), read as the search reads the metadata (cached)."""
+        return (self._collection_metadata(deadline) or {}).get(TAG_KEYS_UNINDEXED) is not True
+
     def restricted_links(self, deadline: Deadline | None = None, points: Iterable[Any] = ()) -> LinkTargets | None:
         """The notes links may name, as the indexer recorded them (see :func:`kbsearch.access.visible_links`),
         read as the search reads them (cached with the collection's metadata), within ``deadline`` (default: one
@@ -332,7 +341,8 @@ class SearchService:
 
     #: How soon the metadata is read again for a hit whose ``links_at`` is newer than the cached metadata's
     #: generation: not more than once a second per container (a sync between giving its notes a generation and
-    #: recording it, or one that failed there, would have every search read it).
+    #: recording it, or one that failed there, would have every search read it), and, while reads find it still
+    #: older, twice as long after each (up to ``SIGNATURE_TTL_S``).
     STALE_REREAD_S = 1.0
 
     def _restricted_links(self, deadline: Deadline, needed: int = 0) -> LinkTargets | None:
@@ -347,12 +357,21 @@ class SearchService:
         (at most once per :data:`STALE_REREAD_S`), and while it is still older (the sync has not recorded it yet),
         the targets are not known."""
         recorded = self._collection_metadata(deadline) or {}
-        if links_generation(recorded.get(LINKS_GENERATION)) < needed:
+        have = links_generation(recorded.get(LINKS_GENERATION))
+        if have < needed:
+            if have != self._stale_base:  # another record than the one the last reads kept finding: soon again
+                self._stale_base, self._stale_wait = have, self.STALE_REREAD_S
             now = time.monotonic()
-            if now - self._stale_read_at >= self.STALE_REREAD_S:
+            if now - self._stale_read_at >= self._stale_wait:
                 self._stale_read_at = now
                 recorded = self._collection_metadata(deadline, 0.0) or {}
-            if links_generation(recorded.get(LINKS_GENERATION)) < needed:
+                have = links_generation(recorded.get(LINKS_GENERATION))
+                # the same record, still older: a sync between its stamps and its record, or one stopped there
+                # (the next writer records it): read again less and less often, not once a second until then
+                same = have == self._stale_base
+                self._stale_base = have
+                self._stale_wait = min(2 * self._stale_wait, self.SIGNATURE_TTL_S) if same else self.STALE_REREAD_S
+            if have < needed:
                 return None
         values = (recorded.get(RESTRICTED_LINKS), recorded.get(LINK_NAMES))
         cached = self._link_targets

@@ -45,6 +45,11 @@ LINK_NAMES = "access_link_names"
 #: higher each time a sync changes what they say of a key recorded before (the last one plus one, or the time in ms
 #: when that is larger: it rises across a rebuild's new collection too).
 LINKS_GENERATION = "access_links_generation"
+#: Collection metadata: the generation a sync is about to give the notes whose links name a key it changes, written
+#: before it gives it (under the ``links`` lease). Above :data:`LINKS_GENERATION`, it tells the next writer that a
+#: sync stopped between those stamps and its record (killed, its store gone): the record then rises to it whether
+#: or not its values change, and a full sync that changed nothing records it, so searches trust the record again.
+LINKS_PENDING = "access_links_pending"
 #: Payload field of every chunk: the generation of the recorded link targets its note's links need at least. A sync
 #: writes its notes with the generation it read, and, before it records a new one, gives it to every note whose
 #: links name a key it changes: a search that finds a hit's generation above its cached metadata's (read without a
