@@ -44,6 +44,14 @@ CASES: dict[str, tuple[str, list[tuple[str, ...]], list[str], list[str]]] = {
         ["math"],
         ["Formulas"],
     ),
+    # a $$ block in a callout ends with the callout, as a fence does (micromark's math: "no closing sequence in a
+    # block quote"): a math block further down closed it, every heading and tag between lost
+    "math in a callout ended by the callout": (
+        "> [!note]\n> $$\n> x #nottag\n\n## Heading\n\nwords #yes\n\n$$\ny\n$$\n",
+        [(), ("Heading",)],
+        ["yes"],
+        [],
+    ),
     # guard: Obsidian's block, $$ alone on its lines, in a callout too, is math
     "math block in a callout": ("> [!tip]\n> $$\n> #nottag\n> $$\n\nafter #yes\n", [()], ["yes"], []),
 }

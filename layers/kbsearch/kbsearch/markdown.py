@@ -13,7 +13,7 @@ from bisect import bisect_right
 #: The version of how a note's body is read into sections (:func:`read_body`, what a chunk holds): a collection
 #: recording another (``notes_reading``) has each note read again by the next full sync. 2: round 32's one line
 #: classifier (a fence in a quote, indented code and ``$$`` math read as code; an empty heading a section). 3: a
-#: ``$$`` block closed by a line of ``$$`` alone, opened by none whose text holds a ``$`` (:func:`math_closed`).
+#: ``$$`` block closed by a line of ``$$`` alone or by its quote's end, opened by none whose text holds a ``$``.
 PARSE_VERSION = 3
 
 _FENCE = re.compile(r"[ \t]{0,3}(`{3,}|~{3,})(.*)")
@@ -207,8 +207,9 @@ def read_body(body: str) -> list[BodyLine]:
       start, after a blank line, a heading or another block), and the lines after it so indented (blank lines
       between); not in a list (a list item's continuation is indented so): :data:`CODE`.
     - A ``$$`` math block (Obsidian's): a line opening with ``$$`` (nothing after it holding a ``$``, as a
-      fence's info string holds no backtick) to the next line of ``$$`` alone (:func:`math_closed`), or ``$$x$$``
-      on one line; a ``$$`` no later line closes is prose: :data:`MATH`, read as written.
+      fence's info string holds no backtick) to the next line of ``$$`` alone (:func:`math_closed`) or to the end of
+      its quote or callout (as a fence), or ``$$x$$`` on one line; a ``$$`` no later line closes is prose:
+      :data:`MATH`, read as written.
     - What an Obsidian ``%%comment%%`` hides (:func:`hidden_comments`) is out of the line as shown; a line all of
       it hidden is :data:`HIDDEN` (a paragraph neither ends nor opens there).
     - An HTML comment (:func:`comment_opened`, also in a quote: to ``-->`` or the end of its quote):
@@ -221,7 +222,7 @@ def read_body(body: str) -> list[BodyLine]:
     lines = body.split("\n")
     out: list[BodyLine] = []
     fence: str | None = None
-    fence_depth = comment_depth = 0  # how deep in quotes a fence or an HTML comment opened
+    fence_depth = comment_depth = math_depth = 0  # how deep in quotes a fence, an HTML comment or math opened
     fence_in_item = False  # the fence opened indented in a list item: a line at the margin (but its closing fence)
     # ends the item, and the fence with it
     math = hidden = comment = indented = in_list = False
@@ -238,11 +239,13 @@ def read_body(body: str) -> list[BodyLine]:
                     fence, opens = None, True
                 continue
             fence, opens = None, True  # the quote (or list item) ended, and the code block in it
-        if math:
+        if math and (not math_depth or unquoted(written)[1] >= math_depth):
             out.append((MATH, written, 0, ""))
             if "$$" in written and math_closed(written):
                 math, opens = False, True
             continue
+        if math:
+            math, opens = False, True  # the quote (or callout) ended, and the math block in it
         if not hidden and not comment and (indented or (opens and not in_list)) and _INDENTED.match(written):
             out.append((CODE, written, 0, ""))
             indented, opens, above = True, True, -1
@@ -287,7 +290,7 @@ def read_body(body: str) -> list[BodyLine]:
             at = bisect_right(closings, number)
             if at < len(closings) and "$" not in inner.lstrip(" ")[2:]:
                 out.append((MATH, written, 0, ""))
-                math, above = True, -1
+                math, math_depth, above = True, depth, -1
                 continue
         level = underline_level(line) if above >= 0 else None
         if level is not None:
