@@ -185,13 +185,12 @@ def unquoted(line: str) -> tuple[str, int]:
 
 
 def math_closed(line: str) -> bool:
-    """Whether ``line`` closes a ``$$`` math block: a run of two dollars or more alone on it (quote markers aside),
+    """Whether ``line`` closes a ``$$`` math block: two dollars or more alone on it (quote markers, blanks aside),
     as a closing fence is alone (micromark's math, which follows CommonMark's fenced code with dollars). A line
     merely holding ``$$`` closes none: a shell's ``echo $$`` in a code block below closed a block a prose line
     opened (``$$ is the shell's PID``), the fence after it opened one never closed, and the note's next sections,
     tags and links were lost."""
-    closing = unquoted(line)[0].strip()
-    return len(closing) >= 2 and set(closing) == {"$"}
+    return "$$" in line and not line.strip(" \t>$")
 
 
 def read_body(body: str) -> list[BodyLine]:
@@ -241,7 +240,7 @@ def read_body(body: str) -> list[BodyLine]:
             fence, opens = None, True  # the quote (or list item) ended, and the code block in it
         if math and (not math_depth or unquoted(written)[1] >= math_depth):
             out.append((MATH, written, 0, ""))
-            if "$$" in written and math_closed(written):
+            if math_closed(written):
                 math, opens = False, True
             continue
         if math:
@@ -286,7 +285,7 @@ def read_body(body: str) -> list[BodyLine]:
                 above, opens = -1, True
                 continue
             if closings is None:
-                closings = [i for i, text in enumerate(lines) if "$$" in text and math_closed(text)]
+                closings = [i for i, text in enumerate(lines) if math_closed(text)]
             at = bisect_right(closings, number)
             if at < len(closings) and "$" not in inner.lstrip(" ")[2:]:
                 out.append((MATH, written, 0, ""))
