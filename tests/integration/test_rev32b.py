@@ -16,9 +16,10 @@ from kbsearch import notes
 from kbsearch.config import Secrets, Settings
 from kbsearch.indexer import Indexer, SyncOptions, SyncReport
 from kbsearch.markdown import PARSE_VERSION
+from kbsearch.providers.resilience import Deadline
 from kbsearch.qdrant import open_store
 from kbsearch.qdrant.query import NOTES_READING
-from kbsearch.sources import S3Source, SourceError, SourceObject
+from kbsearch.sources import LocalSource, S3Source, SourceError, SourceObject
 from tests.integration.test_lines32 import EMPTY, found, read_alike
 from tests.integration.test_review26 import metadata
 
@@ -134,3 +135,55 @@ def test_a_full_sync_that_could_not_read_a_note_again_records_no_reading(
         assert found(settings, "zanzibar rollback")[0] == ("template.md", "Runbook > Zanzibar rollback steps")
         again = sync(flaky, settings)
         assert again.unchanged == 4 and again.updated == 0, again
+
+
+class StopsAfterReads(Deadline):
+    """A run's deadline that comes once ``source`` has read ``reads`` notes (a Lambda's 15 minutes, counted in
+    notes): the indexer asks it before each note, as it asks the clock."""
+
+    def __init__(self, source: Counting, reads: int) -> None:
+        super().__init__(None)
+        self.source, self.reads = source, reads
+
+    def remaining(self) -> float:
+        return 0.0 if len(self.source.read_paths) >= self.reads else 60.0
+
+
+class Counting(LocalSource):
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.read_paths: list[str] = []
+
+    def read(self, obj: SourceObject) -> bytes:
+        self.read_paths.append(obj.path)
+        return super().read(obj)
+
+
+def test_an_edit_is_indexed_before_the_notes_read_again_for_a_new_reading(tmp_path: Path) -> None:
+    """The first full sync after an upgrade reads every note again; one its deadline stops reads them in path
+    order from the first each time (nothing marks a note read again), so an edited note late in that order was
+    never indexed by a run stopped before it. Now the edited notes go first."""
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    for name in "abcdef":
+        (kb / f"{name}.md").write_text(f"# {name.upper()}\n\nwords of {name}\n")
+    settings = Settings(qdrant_path=str(tmp_path / "q"))
+
+    def sync(source: Counting, stop_at: Deadline | None = None) -> SyncReport:
+        store = open_store(settings, Secrets(settings))
+        try:
+            return Indexer(source, store, None, SyncOptions.from_settings(settings, window_chunks=1)).sync(stop_at)
+        finally:
+            store.close()
+
+    assert sync(Counting(kb)).added == 6
+    store = open_store(settings, Secrets(settings))
+    try:  # an index of the reading before this code's
+        store.set_metadata({k: v for k, v in store.metadata().items() if k != NOTES_READING})
+    finally:
+        store.close()
+    (kb / "f.md").write_text("# F\n\nwords of f, and the quetzal migration plan\n")
+    source = Counting(kb)
+    stopped = sync(source, StopsAfterReads(source, 2))
+    assert stopped.incomplete and source.read_paths[0] == "f.md", (stopped, source.read_paths)
+    assert found(settings, "quetzal migration")[0][0] == "f.md"

@@ -673,6 +673,12 @@ class Indexer:
                 if path in state:
                     self._refresh_access(report, path, state[path])
                 work.append((obj, kind))
+        if regraph:
+            # the notes whose text changed first, those only read again (a new reading, graph keys) after them, in
+            # order: a run its deadline stops before the end (a large KB's first sync after an upgrade; no note is
+            # marked as read again, so each run starts again at the first) never leaves an edit unindexed for them
+            again = set(regraph)
+            work = [w for w in work if w[0].path not in again] + [w for w in work if w[0].path in again]
         self._written_ids = {}
         self._names_written = {}
         self._graph_keys_missing([p for p, st in state.items() if not st.graph])
