@@ -37,6 +37,12 @@ NOTES = {
     "$$ never closed 1MB": "$$\n" + "x #t\n## h\n" * (MB // 10),
     "nested quotes 500KB": "".join("> " * (i % 200) + "x #t\n" for i in range(2_500)),
     "80k empty H1-H6 ladders": "".join(f"{'#' * (1 + i % 6)} h{i}\n" for i in range(80_000)),
+    # five heading levels of 30,000 characters each over 20,000 H6, empty or with a line each: each chunk repeats
+    # its heading path (is what it indexes bounded?)
+    "long paths over 20k empty H6": "".join(f"{'#' * n} {chr(96 + n) * 30_000}\n" for n in range(1, 6))
+    + "".join(f"###### e{i}\n" for i in range(20_000)),
+    "long paths over 20k H6 with text": "".join(f"{'#' * n} {chr(96 + n) * 30_000}\n" for n in range(1, 6))
+    + "".join(f"###### e{i}\nt\n" for i in range(20_000)),
 }
 
 
