@@ -89,7 +89,11 @@ CASES: dict[str, tuple[str, list[tuple[str, ...]], list[str], list[str]]] = {
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_the_sections_the_outline_and_the_tags_read_each_class_of_line_alike(name: str) -> None:
-    body, paths, tags, links = CASES[name]
+    read_alike(*CASES[name])
+
+
+def read_alike(body: str, paths: list[tuple[str, ...]], tags: list[str], links: list[str]) -> None:
+    """The sections' heading paths, the tags and the links of ``body``, and its outline agreeing with them."""
     note = parse_note("case.md", body.encode())
     assert [s.headings for s in note.sections] == paths, note.sections
     assert note.tags == tags and body_tags(body) == tags

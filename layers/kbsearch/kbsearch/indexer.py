@@ -335,6 +335,9 @@ class Indexer:
         #: the collection records an older reading of notes' bodies than :data:`kbsearch.markdown.PARSE_VERSION`:
         #: this full sync reads every note again (:meth:`_classify`)
         self._reparse = False
+        #: notes this full sync was to read again for today's reading (``regraph``) that could not be read (a
+        #: transient S3 failure): they keep the older reading's chunks, so the reading is not recorded yet
+        self._not_reread: list[str] = []
         self._slow: dict[str, Refusal] = {}  # the notes this run found (or kept) too slow to parse
         #: whether a path is gone from the KB, as far as this run knows (a full sync: not listed; an event batch: a
         #: removed note); None: it knows of none. A refusal of a gone path is dropped (:meth:`_record_refused`)
@@ -485,8 +488,13 @@ class Indexer:
         if self._reparse:
             logger.info("notes were chunked by an older reading: every note is read again, its unchanged chunks' "
                         "vectors kept", extra={"notes_reading": recorded, "now": PARSE_VERSION})  # fmt: skip
+        self._not_reread = []
         self._sync_notes(report, stop_at, call_deadline)
-        if self._reparse and not (report.incomplete or report.error):
+        if self._reparse and self._not_reread:
+            # recorded now, the reading would leave these notes chunked by the older one until their text changes
+            logger.warning("notes not read again (unreadable this run): notes_reading is recorded by a later sync",
+                           extra={"paths": self._not_reread[:20], "count": len(self._not_reread)})  # fmt: skip
+        elif self._reparse and not (report.incomplete or report.error):
             self.store.merge_metadata({NOTES_READING: PARSE_VERSION})
         # a skipped note that is indexed keeps the old model's vectors: the re-embed is not done until a run embeds
         # it too (a note that was never indexed, a broken one say, holds no vectors and blocks nothing)
@@ -676,6 +684,12 @@ class Indexer:
         # links to no note (an event batch reads them with the notes it writes)
         rewritten = [obj.path for obj, _ in work if obj.path in state]
         self._old_names |= name_keys_of(self.store, rewritten) if rewritten else set()
+        if regraph:
+            # the notes whose text changed first, those only read again (a new reading, graph keys) after them, in
+            # order: a run its deadline stops before the end (a large KB's first sync after an upgrade; no note is
+            # marked as read again, so each run starts again at the first) never leaves an edit unindexed for them
+            again = set(regraph)
+            work = [w for w in work if w[0].path not in again] + [w for w in work if w[0].path in again]
         self._written_ids = {}
         self._names_written = {}
         self._graph_keys_missing([p for p, st in state.items() if not st.graph])
@@ -1078,6 +1092,9 @@ class Indexer:
             self._revoke(report, obj.path, outcome.reason, self._state)
             return None
         if outcome.failure is not None:  # unreadable, not a note, or a bug: this note only
+            indexed = self._state.get(obj.path)
+            if self._reparse and outcome.failure in ("source", "ended") and indexed and obj.etag in indexed.chunks:
+                self._not_reread.append(obj.path)  # unchanged, so chunked by the older reading; readable next time
             if outcome.failure == "bug":
                 logger.error("note failed\n%s", outcome.trace, extra={"path": obj.path})
             self._skip(report, obj.path, outcome.reason)

@@ -12,8 +12,9 @@ from bisect import bisect_right
 
 #: The version of how a note's body is read into sections (:func:`read_body`, what a chunk holds): a collection
 #: recording another (``notes_reading``) has each note read again by the next full sync. 2: round 32's one line
-#: classifier (a fence in a quote, indented code and ``$$`` math read as code; an empty heading a section).
-PARSE_VERSION = 2
+#: classifier (a fence in a quote, indented code and ``$$`` math read as code; an empty heading a section). 3: a
+#: ``$$`` block closed by a line of ``$$`` alone or by its quote's end, opened by none whose text holds a ``$``.
+PARSE_VERSION = 3
 
 _FENCE = re.compile(r"[ \t]{0,3}(`{3,}|~{3,})(.*)")
 
@@ -183,6 +184,15 @@ def unquoted(line: str) -> tuple[str, int]:
     return (line, 0) if m is None else (line[m.end() :], m.group().count(">"))
 
 
+def math_closed(line: str) -> bool:
+    """Whether ``line`` closes a ``$$`` math block: two dollars or more alone on it (quote markers, blanks aside),
+    as a closing fence is alone (micromark's math, which follows CommonMark's fenced code with dollars). A line
+    merely holding ``$$`` closes none: a shell's ``echo $$`` in a code block below closed a block a prose line
+    opened (``$$ is the shell's PID``), the fence after it opened one never closed, and the note's next sections,
+    tags and links were lost."""
+    return "$$" in line and not line.strip(" \t>$")
+
+
 def read_body(body: str) -> list[BodyLine]:
     """What each line of a note's body (split at ``\\n``) is to a reader, CommonMark as Obsidian reads it: the one
     place the note's sections (what is indexed), its outline (sections read by path, the note graph) and the tags
@@ -195,8 +205,10 @@ def read_body(body: str) -> list[BodyLine]:
     - An indented code block: a line of four columns of indentation where a paragraph cannot go on (the note's
       start, after a blank line, a heading or another block), and the lines after it so indented (blank lines
       between); not in a list (a list item's continuation is indented so): :data:`CODE`.
-    - A ``$$`` math block (Obsidian's): a line opening with ``$$`` to the next line holding ``$$`` (one alone, or
-      ``$$x$$`` on one line); a ``$$`` no later line closes is prose: :data:`MATH`, read as written.
+    - A ``$$`` math block (Obsidian's): a line opening with ``$$`` (nothing after it holding a ``$``, as a
+      fence's info string holds no backtick) to the next line of ``$$`` alone (:func:`math_closed`) or to the end of
+      its quote or callout (as a fence), or ``$$x$$`` on one line; a ``$$`` no later line closes is prose:
+      :data:`MATH`, read as written.
     - What an Obsidian ``%%comment%%`` hides (:func:`hidden_comments`) is out of the line as shown; a line all of
       it hidden is :data:`HIDDEN` (a paragraph neither ends nor opens there).
     - An HTML comment (:func:`comment_opened`, also in a quote: to ``-->`` or the end of its quote):
@@ -209,7 +221,7 @@ def read_body(body: str) -> list[BodyLine]:
     lines = body.split("\n")
     out: list[BodyLine] = []
     fence: str | None = None
-    fence_depth = comment_depth = 0  # how deep in quotes a fence or an HTML comment opened
+    fence_depth = comment_depth = math_depth = 0  # how deep in quotes a fence, an HTML comment or math opened
     fence_in_item = False  # the fence opened indented in a list item: a line at the margin (but its closing fence)
     # ends the item, and the fence with it
     math = hidden = comment = indented = in_list = False
@@ -226,11 +238,13 @@ def read_body(body: str) -> list[BodyLine]:
                     fence, opens = None, True
                 continue
             fence, opens = None, True  # the quote (or list item) ended, and the code block in it
-        if math:
+        if math and (not math_depth or unquoted(written)[1] >= math_depth):
             out.append((MATH, written, 0, ""))
-            if "$$" in written:
+            if math_closed(written):
                 math, opens = False, True
             continue
+        if math:
+            math, opens = False, True  # the quote (or callout) ended, and the math block in it
         if not hidden and not comment and (indented or (opens and not in_list)) and _INDENTED.match(written):
             out.append((CODE, written, 0, ""))
             indented, opens, above = True, True, -1
@@ -271,11 +285,11 @@ def read_body(body: str) -> list[BodyLine]:
                 above, opens = -1, True
                 continue
             if closings is None:
-                closings = [i for i, text in enumerate(lines) if "$$" in text]
+                closings = [i for i, text in enumerate(lines) if math_closed(text)]
             at = bisect_right(closings, number)
-            if at < len(closings):
+            if at < len(closings) and "$" not in inner.lstrip(" ")[2:]:
                 out.append((MATH, written, 0, ""))
-                math, above = True, -1
+                math, math_depth, above = True, depth, -1
                 continue
         level = underline_level(line) if above >= 0 else None
         if level is not None:
