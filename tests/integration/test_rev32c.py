@@ -53,3 +53,25 @@ def test_an_event_batch_after_a_sync_stopped_between_its_stamps_and_its_record_d
     deployed.synced("full sync")  # the whole record derived from the index: the links trusted again
     assert _as(deployed.search_app(), "id-pub")[0] == []
     assert _as(deployed.search_app(), "id-hr")[0] == ["Plan"]
+
+
+def test_an_mcp_stdio_answer_is_one_line_to_a_reader_splitting_as_python_does() -> None:
+    """walk32 made `kbsearch mcp`'s answers UTF-8 JSON, writing U+2028/U+2029 as escapes because Python's
+    `str.splitlines` breaks lines there (the module's own reason); it breaks at U+0085 (NEL) too, which JSON leaves
+    as it is and a note's text can hold (Windows-1252 text read as Latin-1): such an answer read as two lines by
+    that reader. Now U+0085 is an escape as well (the same string to a JSON reader). Every character that
+    `splitlines` breaks at, NUL and a lone surrogate are checked."""
+    import io
+    import json
+
+    from kbsearch.mcp.stdio import write_message
+
+    odd = "a\x00b\x0bc\x0cd\x1ce\x1df\x1eg\x85h\u2028i\u2029j\ud800k\r\nl"
+    out = io.BytesIO()
+    write_message(out, {"jsonrpc": "2.0", "id": 1, "result": {"text": odd}})
+    line = out.getvalue()
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    text = line.decode("utf-8")  # UTF-8 throughout
+    assert len(text.splitlines()) == 1, text
+    assert line[:-1].decode("ascii", errors="replace").count("\n") == 0  # a client reading it as ASCII: one line too
+    assert json.loads(text)["result"]["text"] == odd
