@@ -2393,11 +2393,15 @@ def record_restricted_links(
     recorded before, the generation (``LINKS_GENERATION``) goes up, and every note whose links name such a
     key is given it first, then the record is written. ``wrote``: the notes this run wrote, each with the
     generation it read at its start (``since``); when another writer recorded a newer one meanwhile, they are given
-    the current one too (a note written after that writer gave its generation to the notes then indexed).
+    the current one too (a note written after that writer gave its generation to the notes then indexed). A
+    writer that finds a generation said (``LINKS_PENDING``) and never recorded derives the whole list, whatever its
+    ``keys``: the stopped writer's keys are not known, and any generation recorded above its stamps is trusted.
     ``forgotten`` (a whole list's write): keys of notes gone from the KB; one the recorded public notes' filter held
     and no note carries any more changed too (a filter cannot be compared key by key)."""
 
-    def wanted() -> tuple[dict[str, Any], dict[str, Any] | None, set[str]]:
+    gone_keys = forgotten if keys is None else keys  # (a batch deriving the whole record: its keys may be gone)
+
+    def wanted(keys: set[str] | None = keys) -> tuple[dict[str, Any], dict[str, Any] | None, set[str]]:
         """(the metadata as recorded, the values as they should be, None when there are none to update; the keys
         whose record changes, of a list recorded before)."""
         carriers, names = link_carriers(store, keys)
@@ -2413,7 +2417,7 @@ def record_restricted_links(
                 else set()
             )
             named = KeyFilter.from_json(metadata.get(LINK_NAMES)) if before is not None else None
-            changed |= {k for k in forgotten if named is not None and k in named and k not in public
+            changed |= {k for k in gone_keys if named is not None and k in named and k not in public
                         and k not in restricted}  # fmt: skip
             # a public note new to the filter (the event that added it lost): a link to it was one to no note
             changed |= {k for k in public if named is not None and k not in named}
@@ -2465,7 +2469,12 @@ def record_restricted_links(
         if written(metadata, values) and not behind(metadata) and not stamped_unrecorded(metadata):
             return False  # already right: nothing written, no turn taken
     with links_lock():
-        metadata, values, changed = wanted()  # again: another writer may have changed the index or the list meanwhile
+        # a sync stopped between its stamps and its record left the record stale for keys no one knows now: the
+        # whole record is derived from the index, by an event batch too (deriving its own keys only, then recording
+        # a generation above the stamps, had searches trust that stale record for the stamped notes' links)
+        whole = keys is None or bool(stamped_unrecorded(store.metadata()))
+        # again: another writer may have changed the index or the list meanwhile
+        metadata, values, changed = wanted(None if whole else keys)
         generation = links_generation(metadata.get(LINKS_GENERATION))
         if behind(metadata):
             store.set_payloads([(sorted(wrote), {LINKS_AT: generation})])

@@ -5,7 +5,7 @@ Linear and bounded: a line longer than :data:`MAX_LINE_BYTES` is skipped to its 
 (the rest of the stream keeps its framing); blank lines are ignored; a client that goes away mid-answer ends the
 loop quietly. Answers are written as UTF-8 JSON (a Russian letter two bytes, and readable by whoever types at the
 server), as MCP's stdio transport says; no text a note holds can break a line: JSON escapes every control character,
-and U+2028, U+2029 (line separators to some readers) and lone surrogates (no UTF-8 encodes them) are written as their
+and U+0085, U+2028, U+2029 (line breaks to some readers) and lone surrogates (no UTF-8 encodes them) are written as their
 ``\\u`` escapes, the same strings to a JSON reader.
 """
 
@@ -43,9 +43,10 @@ def read_message(stream: BinaryIO, limit: int = MAX_LINE_BYTES) -> tuple[bytes |
             return b"", True
 
 
-#: What is written as its ``\\u`` escape in a UTF-8 line: lone surrogates (no UTF-8 encodes them) and U+2028/U+2029
-#: (line separators to a reader that splits as Python's ``str.splitlines`` does).
-_ESCAPED = re.compile("[\ud800-\udfff\u2028\u2029]")
+#: What is written as its ``\\u`` escape in a UTF-8 line: lone surrogates (no UTF-8 encodes them) and U+0085,
+#: U+2028, U+2029 (line breaks to a reader that splits as Python's ``str.splitlines`` does, which JSON leaves as
+#: they are; the other characters it breaks at are below U+0020, which JSON escapes).
+_ESCAPED = re.compile("[\ud800-\udfff\u0085\u2028\u2029]")
 
 
 def write_message(stream: BinaryIO, message: Message) -> None:
