@@ -74,10 +74,6 @@ GRAPH_KEYS_ONLY = "graph_keys_only"
 #: made with (none recorded: an older one). A full sync that finds another reads every note again (its stored dense
 #: vectors reused for the chunks whose text did not change), then records it.
 NOTES_READING = "notes_reading"
-#: Metadata key: the reading of notes' bodies (:data:`kbsearch.notes.PARSE_VERSION`) every note's chunks were made
-#: with (none recorded: an older one). A full sync that finds another re-reads every note (its stored dense vectors
-#: reused for the chunks whose text did not change), then records it.
-NOTES_READING = "notes_reading"
 #: Never stored: true when the collection has payload indexes (Qdrant Cloud's ``payload_schema``, in the same read
 #: as its metadata) and none of ``graph_keys`` (none at all is not this case): a collection made before them, between a deploy and the indexer's
 #: first run after it (which creates the index and rewrites the notes). Its notes hold the old fields alone, and
