@@ -942,7 +942,8 @@ def test_a_question_s_identifier_named_in_passing_pins_its_note_only_near_a_leg_
     ("query", "term", "dense_rank", "bm25_rank"),
     [("на ноутбуке wifi выключается сочетанием клавиш?", "wifi", 3, 7),  # dense's third
      ("на ноутбуке wifi выключается сочетанием клавиш?", "wifi", 20, 2),  # BM25's second ("aptitude ... dpkg")
-     ("есть ли руководство по переносу моих заметок из Logseq", "logseq", 20, 7)],  # a foreign proper name
+     ("есть ли руководство по переносу моих заметок из Logseq", "logseq", 20, 7),  # a foreign proper name
+     ("где лежат отчёты по проекту Øresund за прошлый год", "øresund", 20, 7)],  # its capital not ASCII
 )  # fmt: skip
 def test_a_question_s_pin_stays_near_a_leg_s_top_or_for_a_foreign_proper_name(
     query: str, term: str, dense_rank: int, bm25_rank: int
@@ -961,7 +962,12 @@ def test_a_question_s_pin_stays_near_a_leg_s_top_or_for_a_foreign_proper_name(
      ("на ноутбуке wifi выключается сочетанием клавиш?", set()),
      ("чем отличаются aptitude, synaptic, apt и dpkg", set()),
      ("напечатать документ начиная с 10-й страницы", set()),
-     ("how to embed a YouTube video in a note", set())],
+     ("how to embed a YouTube video in a note", set()),
+     ("где лежат отчёты по проекту Øresund за прошлый год", {"øresund"}),  # a capital outside ASCII
+     ("как перенести заметки из Évernote в хранилище", {"évernot"}),
+     ("как подключить библиотеку .NET к хранилищу", {"net"}),  # the first letter is the capital
+     ("как подключить библиотеку .net к хранилищу", set()),
+     ("как повернуть 3D модель в заметке", set())],  # a number first
 )  # fmt: skip
 def test_a_foreign_proper_name_is_a_latin_word_a_russian_query_writes_with_a_capital(query: str, names: set) -> None:
     assert analyse(query).names == {term_id(t) for t in names}
