@@ -942,7 +942,7 @@ def test_a_question_s_identifier_held_by_a_note_no_leg_brought_pins_it_no_more()
     """The note holding the question's identifier is in neither leg (common words filled BM25's head; dense ranks it
     past its 100 chunks): its probe answers it, and its value for the pin was its share of the identifier's score
     (1.0), ahead of every note BM25 carried, so it counted as "BM25's first" and kept the pin a note BM25 ranks
-    7th loses. Neither leg puts it near its top: it is pinned no more, and ranks after the notes the legs brought."""
+    7th loses. Neither leg puts it near its top: it is pinned no more, and ranks by its rare-term agreement alone."""
     query = "на ноутбуке wifi выключается сочетанием клавиш?"
     evidence = analyse(query)
     noise = [f"ru/n{i:02d}.md" for i in range(30)]

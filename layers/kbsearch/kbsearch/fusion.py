@@ -642,7 +642,8 @@ def fuse(
         _across(notes, asked[0], evidence.language, languages, agree, p)
     if pinned and (p.question_pin_within > 0 or p.question_pin_lexical > 0) and questioned(evidence, p):
         # a question's identifier named in passing: its exact match must be near a leg's top (session 32); a note
-        # no leg brought is near neither (its value was its identifier's share, for the pin alone: taken back)
+        # no leg brought is near neither (its value was its identifier's share, for the pin alone: taken back, so
+        # it ranks by its rare-term agreement)
         kept = {note for note in pinned if note not in answered and _about(notes[note], notes, p)}
         for note in pinned - kept:
             if note in answered:
