@@ -938,11 +938,30 @@ def test_a_question_s_identifier_named_in_passing_pins_its_note_only_near_a_leg_
     assert holder in paths(fused) and not any(c.exact for c in fused)
 
 
+def test_a_question_s_identifier_held_by_a_note_no_leg_brought_pins_it_no_more() -> None:
+    """The note holding the question's identifier is in neither leg (common words filled BM25's head; dense ranks it
+    past its 100 chunks): its probe answers it, and its value for the pin was its share of the identifier's score
+    (1.0), ahead of every note BM25 carried, so it counted as "BM25's first" and kept the pin a note BM25 ranks
+    7th loses. Neither leg puts it near its top: it is pinned no more, and ranks by its rare-term agreement alone."""
+    query = "на ноутбуке wifi выключается сочетанием клавиш?"
+    evidence = analyse(query)
+    noise = [f"ru/n{i:02d}.md" for i in range(30)]
+    holder = "ru/holder.md"
+    dense = Leg("dense", 0), [chunk(p, 0.90 - i * 0.01, "ru") for i, p in enumerate(noise)]
+    bm25 = (Leg("lexical", 0, "ru"), [chunk(p, 9.0 - 0.5 * i, "ru") for i, p in enumerate(noise[:12])])
+    common = {stem: [(p, 3.0) for p in noise[:PROBE_DEPTH]] for stem in tokenize(query) if stem != "wifi"}
+    held = _probed(evidence, {"wifi": [(holder, 5.0)], **common})
+    fused = fuse([dense, bm25, *held], evidence, 40)
+    assert paths(fused)[0] == noise[0] and not any(c.exact for c in fused)
+    assert holder not in paths(fused)[:12]
+
+
 @pytest.mark.parametrize(
     ("query", "term", "dense_rank", "bm25_rank"),
     [("на ноутбуке wifi выключается сочетанием клавиш?", "wifi", 3, 7),  # dense's third
      ("на ноутбуке wifi выключается сочетанием клавиш?", "wifi", 20, 2),  # BM25's second ("aptitude ... dpkg")
-     ("есть ли руководство по переносу моих заметок из Logseq", "logseq", 20, 7)],  # a foreign proper name
+     ("есть ли руководство по переносу моих заметок из Logseq", "logseq", 20, 7),  # a foreign proper name
+     ("где лежат отчёты по проекту Øresund за прошлый год", "øresund", 20, 7)],  # its capital not ASCII
 )  # fmt: skip
 def test_a_question_s_pin_stays_near_a_leg_s_top_or_for_a_foreign_proper_name(
     query: str, term: str, dense_rank: int, bm25_rank: int
@@ -961,7 +980,12 @@ def test_a_question_s_pin_stays_near_a_leg_s_top_or_for_a_foreign_proper_name(
      ("на ноутбуке wifi выключается сочетанием клавиш?", set()),
      ("чем отличаются aptitude, synaptic, apt и dpkg", set()),
      ("напечатать документ начиная с 10-й страницы", set()),
-     ("how to embed a YouTube video in a note", set())],
+     ("how to embed a YouTube video in a note", set()),
+     ("где лежат отчёты по проекту Øresund за прошлый год", {"øresund"}),  # a capital outside ASCII
+     ("как перенести заметки из Évernote в хранилище", {"évernot"}),
+     ("как подключить библиотеку .NET к хранилищу", {"net"}),  # the first letter is the capital
+     ("как подключить библиотеку .net к хранилищу", set()),
+     ("как повернуть 3D модель в заметке", set())],  # a number first
 )  # fmt: skip
 def test_a_foreign_proper_name_is_a_latin_word_a_russian_query_writes_with_a_capital(query: str, names: set) -> None:
     assert analyse(query).names == {term_id(t) for t in names}

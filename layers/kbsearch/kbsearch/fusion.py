@@ -36,8 +36,9 @@ has anyway:
   A question that names identifiers in passing (:func:`questioned`: more than ``exact_max_terms`` of its terms are
   no identifier, no menu path, no foreign proper name in a Russian question) pins a note only where the dense leg
   ranks it among its first ``question_pin_within`` or BM25 (by the lexical value, after the trust and the language
-  factor) among its first ``question_pin_lexical`` (:func:`_about`): "wifi" in "на ноутбуке wifi выключается
-  сочетанием клавиш?" names a note about something else, which neither leg puts near its top (EVAL.md, session 32).
+  factor) among its first ``question_pin_lexical`` (:func:`_about`; a note no leg brought, answered by its probe, is
+  near neither): "wifi" in "на ноутбуке wifi выключается сочетанием клавиш?" names a note about something else,
+  which neither leg puts near its top (EVAL.md, session 32).
   A lookup's required terms are probed with their chunks' payloads, so that every holder is named (a note holding
   two identifiers in two chunks, one of them in no leg) and an exact match no dense or BM25 leg brought (common
   words filled BM25's head) is answered with its holder chunk. Every other probe asks for ids and scores (Qdrant reads a
@@ -604,10 +605,12 @@ def fuse(
     if len(exact) > p.exact_notes:
         exact = by_probes
     pinned = set(exact) if is_lookup(evidence, p) and 0 < len(exact) <= p.exact_notes else set()
-    for note in pinned:  # an exact match no dense or BM25 leg brought: answered with the chunk its probe brought
+    answered = set()  # the exact matches no dense or BM25 leg brought: answered with the chunk their probe brought
+    for note in pinned:
         n = notes[note]
         if n.dense_chunk is None and n.lexical_chunk is None and n.translated_chunk is None and note in brought:
             n.lexical, n.lexical_chunk = n.confidence * coverage, brought[note]
+            answered.add(note)
     # Rare-term agreement: the few notes that hold every rare term of the query (fewer than PROBE_DEPTH chunks hold
     # it) get ``rare_agreement`` x their share of those terms' attainable score (x the language factor in a note of
     # another language): "Time Machine" and "File History" in a long question name the note that holds them,
@@ -638,8 +641,14 @@ def fuse(
     if evidence.language is not None and asked:
         _across(notes, asked[0], evidence.language, languages, agree, p)
     if pinned and (p.question_pin_within > 0 or p.question_pin_lexical > 0) and questioned(evidence, p):
-        # a question's identifier named in passing: its exact match must be near a leg's top (session 32)
-        pinned = {note for note in pinned if _about(notes[note], notes, p)}
+        # a question's identifier named in passing: its exact match must be near a leg's top (session 32); a note
+        # no leg brought is near neither (its value was its identifier's share, for the pin alone: taken back, so
+        # it ranks by its rare-term agreement)
+        kept = {note for note in pinned if note not in answered and _about(notes[note], notes, p)}
+        for note in pinned - kept:
+            if note in answered:
+                notes[note].lexical = 0.0
+        pinned = kept
     stray = stray_lead(notes, p)
     lead = clear_lead(notes, p)
     weight, close = p.lexical_weight, p.close

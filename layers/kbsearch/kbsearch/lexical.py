@@ -429,12 +429,19 @@ def proper_names(query: str, language: str | None = None) -> frozenset[str]:
     common word in lower case ("wifi", "ad-hoc", "dpkg" as a command), and a number or a join ("2.0", "10-й",
     "разрешить/запретить") is no name either: those are identifiers (:func:`identifier_terms`) a question may name in
     passing (EVAL.md, sessions 31 and 32). ``language``: the query's (:func:`query_language`), when the caller has it.
-    An English query has none (its capitals are a sentence's)."""
+    An English query has none (its capitals are a sentence's). The capital is the word's first letter or digit, the
+    word Latin as :func:`identifier_terms` reads it (a Latin letter, no Cyrillic one): "Øresund", "Évernote" and
+    ".NET" are names too (a capital outside ASCII, a word opening with a sign), "3D" is none. So is every word it
+    opens with a capital: an acronym ("PDF", "NMU"), a code ("ERR-4012", "QDRANT_URL"), a Latin word a Russian
+    sentence opens with ("Wifi выключается..."): their question keeps its pin wherever the legs rank the note, as
+    before session 32 (replayed on session 32's captures, leaving acronyms or a sentence's first word out of the
+    names moves no search: EVAL.md, rev32a). "iPhone", "macOS" (a capital inside) are no names."""
     if (language or query_language(query)) != "ru":
         return frozenset()
     out: set[str] = set()
     for raw in reading(query).split():
         word = raw.strip(_WORD_PUNCTUATION)
-        if word[:1].isupper() and _LATIN_LETTER.match(word) and not _CYRILLIC_LETTER.search(word):
+        first = next((c for c in word if c.isalnum()), "")  # "3D", "2FA" open with a number: no name
+        if first.isupper() and _LATIN_LETTER.search(word) and not _CYRILLIC_LETTER.search(word):
             out.update(tokenize(word))
     return frozenset(out)
