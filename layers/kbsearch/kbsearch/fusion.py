@@ -440,7 +440,7 @@ def stray_lead(notes: dict[str, _Note], p: FusionParams) -> str | None:
 
 
 def _across(notes: dict[str, _Note], asked: list[ScoredChunk], language: str, languages: dict[str, str | None],
-            agree: dict[str, float], p: FusionParams) -> None:  # fmt: skip
+            agree: dict[str, float], p: FusionParams) -> bool:  # fmt: skip
     """A question across languages in a KB of both: when the first note of the query's own dense leg (``asked``: its
     chunks; not a translation's leg, whose first note is in the translation's language by design) is in another
     language than the query, the query's own BM25 matches in notes of the query's language count as a match in
@@ -457,11 +457,13 @@ def _across(notes: dict[str, _Note], asked: list[ScoredChunk], language: str, la
     (that case, or a KB of the query's language whose dense first note is one of its few pages of another: a
     Russian KB's pasted English page), the notes the rare-term agreement names (``agree``: each holds every rare
     term of the query, at most a few do) keep their match: they are a known item's holders, not notes that happen
-    to share its common words (EVAL.md, session 29)."""
+    to share its common words (EVAL.md, session 29).
+
+    Returns whether the first note is in another language than the query (the query is asked across languages)."""
     first = max(asked, key=_SCORE)
     theirs = _note_language(first.payload, languages)
     if theirs is None:
-        return
+        return False
     if theirs != language and not agree:
         divided = False  # nothing to spare: the leg's languages do not matter
     else:
@@ -472,7 +474,7 @@ def _across(notes: dict[str, _Note], asked: list[ScoredChunk], language: str, la
         same = sum(1 for lang in recorded.values() if lang == language)
         other = sum(1 for lang in recorded.values() if lang is not None and lang != language)
         if theirs == language and other <= same:
-            return
+            return False
         divided = other > same if theirs == language else same > other  # first note in one language, most in the other
     for note, n in notes.items():
         its = n.lexical_chunk
@@ -480,6 +482,7 @@ def _across(notes: dict[str, _Note], asked: list[ScoredChunk], language: str, la
             if divided and note in agree:
                 continue
             n.lexical *= p.cross_language
+    return theirs != language
 
 
 def fuse(
@@ -635,10 +638,16 @@ def fuse(
         else:
             n.lexical *= gain
     asked = [chunks for leg, chunks in results if leg.kind == "dense" and leg.variant == 0 and chunks]
-    if evidence.language is not None and asked:
-        _across(notes, asked[0], evidence.language, languages, agree, p)
-    if pinned and (p.question_pin_within > 0 or p.question_pin_lexical > 0) and questioned(evidence, p):
-        # a question's identifier named in passing: its exact match must be near a leg's top (session 32)
+    language = evidence.language
+    across = language is not None and bool(asked) and _across(notes, asked[0], language, languages, agree, p)
+    if (
+        pinned
+        and (p.question_pin_within > 0 or p.question_pin_lexical > 0)
+        and (questioned(evidence, p) or (across and not evidence.identifiers and not evidence.ui_path))
+    ):
+        # a question's identifier named in passing, or a query of plain words asked across languages (its dense
+        # leg's first note in another language: the words are "rare" only because the KB's notes are in that other
+        # language): its exact match must be near a leg's top (session 32, fus32a and fus32c)
         pinned = {note for note in pinned if _about(notes[note], notes, p)}
     stray = stray_lead(notes, p)
     lead = clear_lead(notes, p)
