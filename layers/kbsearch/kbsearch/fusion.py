@@ -38,6 +38,10 @@ has anyway:
   ranks it among its first ``question_pin_within`` or BM25 (by the lexical value, after the trust and the language
   factor) among its first ``question_pin_lexical`` (:func:`_about`): "wifi" in "на ноутбуке wifi выключается
   сочетанием клавиш?" names a note about something else, which neither leg puts near its top (EVAL.md, session 32).
+  The same holds for a query with no identifier and no menu path asked across languages (:func:`_across`: its own
+  dense leg's first note is in another language): "Database Overview" over LibreOffice Help's Russian half, whose
+  two English words are rare there only because the notes are Russian, names an English page about something else
+  (EVAL.md, session 32, fus32c).
   A lookup's required terms are probed with their chunks' payloads, so that every holder is named (a note holding
   two identifiers in two chunks, one of them in no leg) and an exact match no dense or BM25 leg brought (common
   words filled BM25's head) is answered with its holder chunk. Every other probe asks for ids and scores (Qdrant reads a
@@ -124,7 +128,8 @@ class FusionParams:
     stray_bonus: float = 0.2  # added to BM25's first note, wherever dense ranks it, when BM25 is
     stray_margin: float = 0.2  # ...sure (``lead_value``) of it alone (ahead of its second by this share of its value)
     stray_share: float = 0.4  # ...and dense's first holds under this share of that value, with no clear first
-    question_pin_within: int = 3  # a question naming an identifier in passing pins a note only among dense's first
+    question_pin_within: int = 3  # a question naming an identifier in passing (or a query of plain words asked
+    # across languages) pins a note only among dense's first
     question_pin_lexical: int = 2  # ...this many notes or BM25's first this many (0 and 0: every exact match pins)
 
 
