@@ -11,7 +11,14 @@ quoting an English label) are pinned as exact matches over the answer the dense 
 puts first a note of another language than the query only for the pinned notes among dense's first ``k``;
 ``+divided`` applies it also where dense's first note is of the query's language but most of the leg's notes are
 not (``_across``'s second case); ``or bm25 within 2`` keeps too the notes among BM25's first two (its lexical
-value after the trust and ``_across``: fus32a's ``_about``). The first variant is the hook at the defaults.
+value after the trust and ``_across``: fus32a's ``_about``). The first variant is the hook at the defaults. The
+rule taken into ``fusion.py`` is ``across pin: dense within 3 or bm25 within 2``: over this branch (the rule on)
+these pin variants move nothing more than it does, so replay them over main's tip
+(``PYTHONPATH=/work/main/layers/kbsearch:/work/main/tools``) to see their counts.
+
+``across close: W`` (``+divided`` as above): in a query asked across languages dense's close calls count at ``W``
+instead of ``close_weight`` (1.0: in full), BM25's damped values no longer deciding dense's first few; replayed over
+this branch (refused: e5 gains, USE loses, EVAL.md).
 """
 
 from __future__ import annotations
@@ -82,4 +89,29 @@ VARIANTS = [
 VARIANTS += [
     ("across pin: dense within 3 or bm25 within 2 +divided", across_pin(3, divided=True, bm25=2)),
     ("across pin: dense within 3 or bm25 within 1", across_pin(3, bm25=1)),
+]
+
+
+def across_close(weight: float, divided: bool = False) -> Hook:
+    """A query asked across languages: dense's close calls count at ``weight`` (1.0: in full) instead of
+    ``close_weight``: BM25's values there are all damped (x ``cross_language``: by the leg's language or ``_across``),
+    yet with the top of the dense scale compressed they still decide which of dense's first notes leads."""
+
+    def hook(rows: Rows, ctx: dict[str, Any]) -> list[float]:
+        scores = _default(rows, ctx)
+        if not _asked_across(ctx, divided):
+            return scores
+        p = ctx["p"]
+        for i, (_, n, _, _) in enumerate(rows):
+            if n.dense > p.close:
+                scores[i] += (weight - p.close_weight) * (n.dense - p.close)
+        return scores
+
+    return hook
+
+
+VARIANTS += [
+    ("across close: full", across_close(1.0)),
+    ("across close: 0.75", across_close(0.75)),
+    ("across close: full +divided", across_close(1.0, divided=True)),
 ]
