@@ -990,3 +990,44 @@ def test_a_question_s_pin_stays_near_a_leg_s_top_or_for_a_foreign_proper_name(
 def test_a_foreign_proper_name_is_a_latin_word_a_russian_query_writes_with_a_capital(query: str, names: set) -> None:
     assert analyse(query).names == {term_id(t) for t in names}
     assert proper_names(query) == frozenset(names)
+
+
+def _an_english_title_over_russian_notes(page_dense_rank: int | None) -> list[Candidate]:
+    """ "Database Overview" over LibreOffice Help's Russian half (e5, session 32): dense puts the Russian answer
+    first; the two English words are held by one English page of the Russian half (*swriter-protection*-like), the
+    only holder of both, so it was pinned as an exact match. BM25's Russian notes quoting English labels rank above
+    it once ``_across`` damps its match; dense ranks it ``page_dense_rank``-th (None: not at all)."""
+    query = "Database Overview"
+    evidence = analyse(query)
+    assert evidence.language == "en" and not evidence.identifiers
+    answer, page = "ru/database_main.md", "ru/protection-en.md"
+    noise = [f"ru/n{i:02d}.md" for i in range(30)]
+    ranked = [answer, *noise]
+    if page_dense_rank is not None:
+        ranked.insert(page_dense_rank - 1, page)
+    dense = (Leg("dense", 0), [chunk(p, 0.90 - i * 0.01, "en" if p == page else "ru") for i, p in enumerate(ranked)])
+    bm25 = (
+        Leg("lexical", 0, "en"),
+        [chunk("ru/a-en.md", 8.0, "en"), chunk("ru/b-en.md", 7.5, "en"), chunk(page, 7.0, "en")],
+    )
+    held = _probed(
+        evidence, {"databas": [("ru/a-en.md", 4.0), (page, 3.8)], "overview": [("ru/b-en.md", 3.5), (page, 3.2)]}
+    )
+    return fuse([dense, bm25, *held], evidence, 40)
+
+
+def test_a_plain_title_asked_across_languages_pins_its_exact_match_only_near_a_leg_s_top() -> None:
+    """An English title of common words over a Russian KB: its words are "rare" there only because the notes are
+    Russian, and the page holding both (BM25's third, not in dense's first three) is no
+    known item: dense's first, the answer, stays first (e5 LibreOffice: "Sorting Data", "Database Overview",
+    "Version Management", "Animating Text"; fus32c). Main pinned the page first."""
+    fused = _an_english_title_over_russian_notes(None)
+    assert paths(fused)[0] == "ru/database_main.md"
+    assert "ru/protection-en.md" in paths(fused) and not any(c.exact for c in fused)
+
+
+def test_a_plain_title_asked_across_languages_keeps_its_pin_near_dense_s_top() -> None:
+    """The same page among dense's first three keeps its pin ("Slide Transition", "Digital Signature": the known
+    items of LibreOffice's Russian half are English labels a leg puts near its top)."""
+    fused = _an_english_title_over_russian_notes(2)
+    assert paths(fused)[0] == "ru/protection-en.md" and fused[0].exact

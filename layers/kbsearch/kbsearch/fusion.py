@@ -39,6 +39,10 @@ has anyway:
   factor) among its first ``question_pin_lexical`` (:func:`_about`; a note no leg brought, answered by its probe, is
   near neither): "wifi" in "на ноутбуке wifi выключается сочетанием клавиш?" names a note about something else,
   which neither leg puts near its top (EVAL.md, session 32).
+  The same holds for a query with no identifier and no menu path asked across languages (:func:`_across`: its own
+  dense leg's first note is in another language): "Database Overview" over LibreOffice Help's Russian half, whose
+  two English words are rare there only because the notes are Russian, names an English page about something else
+  (EVAL.md, session 32, fus32c).
   A lookup's required terms are probed with their chunks' payloads, so that every holder is named (a note holding
   two identifiers in two chunks, one of them in no leg) and an exact match no dense or BM25 leg brought (common
   words filled BM25's head) is answered with its holder chunk. Every other probe asks for ids and scores (Qdrant reads a
@@ -125,7 +129,8 @@ class FusionParams:
     stray_bonus: float = 0.2  # added to BM25's first note, wherever dense ranks it, when BM25 is
     stray_margin: float = 0.2  # ...sure (``lead_value``) of it alone (ahead of its second by this share of its value)
     stray_share: float = 0.4  # ...and dense's first holds under this share of that value, with no clear first
-    question_pin_within: int = 3  # a question naming an identifier in passing pins a note only among dense's first
+    question_pin_within: int = 3  # a question naming an identifier in passing (or a query of plain words asked
+    # across languages) pins a note only among dense's first
     question_pin_lexical: int = 2  # ...this many notes or BM25's first this many (0 and 0: every exact match pins)
 
 
@@ -441,7 +446,7 @@ def stray_lead(notes: dict[str, _Note], p: FusionParams) -> str | None:
 
 
 def _across(notes: dict[str, _Note], asked: list[ScoredChunk], language: str, languages: dict[str, str | None],
-            agree: dict[str, float], p: FusionParams) -> None:  # fmt: skip
+            agree: dict[str, float], p: FusionParams) -> bool:  # fmt: skip
     """A question across languages in a KB of both: when the first note of the query's own dense leg (``asked``: its
     chunks; not a translation's leg, whose first note is in the translation's language by design) is in another
     language than the query, the query's own BM25 matches in notes of the query's language count as a match in
@@ -458,11 +463,13 @@ def _across(notes: dict[str, _Note], asked: list[ScoredChunk], language: str, la
     (that case, or a KB of the query's language whose dense first note is one of its few pages of another: a
     Russian KB's pasted English page), the notes the rare-term agreement names (``agree``: each holds every rare
     term of the query, at most a few do) keep their match: they are a known item's holders, not notes that happen
-    to share its common words (EVAL.md, session 29)."""
+    to share its common words (EVAL.md, session 29).
+
+    Returns whether the first note is in another language than the query (the query is asked across languages)."""
     first = max(asked, key=_SCORE)
     theirs = _note_language(first.payload, languages)
     if theirs is None:
-        return
+        return False
     if theirs != language and not agree:
         divided = False  # nothing to spare: the leg's languages do not matter
     else:
@@ -473,7 +480,7 @@ def _across(notes: dict[str, _Note], asked: list[ScoredChunk], language: str, la
         same = sum(1 for lang in recorded.values() if lang == language)
         other = sum(1 for lang in recorded.values() if lang is not None and lang != language)
         if theirs == language and other <= same:
-            return
+            return False
         divided = other > same if theirs == language else same > other  # first note in one language, most in the other
     for note, n in notes.items():
         its = n.lexical_chunk
@@ -481,6 +488,7 @@ def _across(notes: dict[str, _Note], asked: list[ScoredChunk], language: str, la
             if divided and note in agree:
                 continue
             n.lexical *= p.cross_language
+    return theirs != language
 
 
 def fuse(
@@ -638,12 +646,18 @@ def fuse(
         else:
             n.lexical *= gain
     asked = [chunks for leg, chunks in results if leg.kind == "dense" and leg.variant == 0 and chunks]
-    if evidence.language is not None and asked:
-        _across(notes, asked[0], evidence.language, languages, agree, p)
-    if pinned and (p.question_pin_within > 0 or p.question_pin_lexical > 0) and questioned(evidence, p):
-        # a question's identifier named in passing: its exact match must be near a leg's top (session 32); a note
-        # no leg brought is near neither (its value was its identifier's share, for the pin alone: taken back, so
-        # it ranks by its rare-term agreement)
+    language = evidence.language
+    across = language is not None and bool(asked) and _across(notes, asked[0], language, languages, agree, p)
+    if (
+        pinned
+        and (p.question_pin_within > 0 or p.question_pin_lexical > 0)
+        and (questioned(evidence, p) or (across and not evidence.identifiers and not evidence.ui_path))
+    ):
+        # a question's identifier named in passing, or a query of plain words asked across languages (its dense
+        # leg's first note in another language: the words are "rare" only because the KB's notes are in that other
+        # language): its exact match must be near a leg's top (session 32, fus32a and fus32c); a note no leg
+        # brought is near neither (its value was its identifier's share, for the pin alone: taken back, so it
+        # ranks by its rare-term agreement)
         kept = {note for note in pinned if note not in answered and _about(notes[note], notes, p)}
         for note in pinned - kept:
             if note in answered:
