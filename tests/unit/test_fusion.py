@@ -1031,3 +1031,32 @@ def test_a_plain_title_asked_across_languages_keeps_its_pin_near_dense_s_top() -
     items of LibreOffice's Russian half are English labels a leg puts near its top)."""
     fused = _an_english_title_over_russian_notes(2)
     assert paths(fused)[0] == "ru/protection-en.md" and fused[0].exact
+
+
+@pytest.mark.parametrize("answer_dense_rank", [None, 5])
+def test_a_file_extension_asked_across_languages_keeps_its_pin(answer_dense_rank: int | None) -> None:
+    """A known item that is a file extension (".dbf", ".oth": LibreOffice's known items) asked in English over a
+    Russian KB: the English page about the format holds it, and so do two Russian notes that list it in passing,
+    which BM25 ranks above the page once ``_across`` damps the page's match. The extension names one thing, as
+    "app.json" does: it is an identifier, so fus32c's rule for plain words asked across languages (pin only near a
+    leg's top) leaves its exact match alone, and the page holding the query's rare term in the query's own language
+    comes first, wherever dense ranks it. Main read ".dbf" as a plain word and unpinned the page (rev32d)."""
+    query = ".dbf"
+    evidence = analyse(query)
+    assert evidence.language == "en"
+    answer = "en/dbase-format.md"
+    noise = [f"ru/n{i:02d}.md" for i in range(30)]
+    ranked = list(noise)
+    if answer_dense_rank is not None:
+        ranked.insert(answer_dense_rank - 1, answer)
+    dense = (Leg("dense", 0), [chunk(p, 0.90 - i * 0.01, "en" if p == answer else "ru") for i, p in enumerate(ranked)])
+    bm25 = (
+        Leg("lexical", 0, "en"),
+        [chunk("ru/import.md", 4.0, "ru"), chunk("ru/formats.md", 3.8, "ru"), chunk(answer, 3.7, "en")],
+    )
+    held = _probed(evidence, {"dbf": [("ru/import.md", 4.0), ("ru/formats.md", 3.8), (answer, 3.7)]})
+    fused = fuse([dense, bm25, *held], evidence, 40)
+    assert paths(fused)[0] == answer and fused[0].exact
+    assert {c.payload["path"] for c in fused if c.exact} == {answer, "ru/import.md", "ru/formats.md"}
+    assert evidence.identifiers == {term_id("dbf")} and analyse("open a .dbf file").identifiers == evidence.identifiers
+    assert not analyse("OK, now I know what Debian is... what is Linux?!").identifiers - {term_id("ok")}

@@ -361,8 +361,10 @@ def text_language(text: str) -> str | None:
 
 
 #: A word that names something exactly: digits, ``_``, inner capitals (CamelCase), two capitals (GDPR, QDRANT),
-#: or joined by ``.`` ``/`` ``:`` ``+`` ``-`` (``app.json``, ``ERR-4012``, ``base:query``).
-_NAME_SIGNS = r"\d|_|[a-zа-яё][A-ZА-ЯЁ]|[A-ZА-ЯЁ]{2}|[^\W_][./:+\\][^\W_]"
+#: joined by ``.`` ``/`` ``:`` ``+`` ``-`` (``app.json``, ``ERR-4012``, ``base:query``), or a file extension, a
+#: word opening with ``.`` (``.dbf``, ``.oth``: a known item, which an English title asked across languages must
+#: not take for plain words, EVAL.md, rev32d).
+_NAME_SIGNS = r"\d|_|[a-zа-яё][A-ZА-ЯЁ]|[A-ZА-ЯЁ]{2}|[^\W_][./:+\\][^\W_]|^\.[^\W_]"
 _IDENTIFIER = re.compile(_NAME_SIGNS + r"|[^\W_]-[^\W_]")
 #: The same without the ``-`` join: a word joined only by ``-`` between letters ("right-click", "e-mail",
 #: "side-by-side", "псевдо-файловая") is an ordinary compound in a question, and names something
