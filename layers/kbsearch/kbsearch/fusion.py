@@ -656,8 +656,8 @@ def fuse(
         # a question's identifier named in passing, or a query of plain words asked across languages (its dense
         # leg's first note in another language: the words are "rare" only because the KB's notes are in that other
         # language): its exact match must be near a leg's top (session 32, fus32a and fus32c); a note no leg
-        # brought is near neither (its value was its identifier's share, for the pin alone: taken back, so it
-        # ranks by its rare-term agreement)
+        # brought is near neither (its value was its share of the identifier, or of a plain query's words, given for
+        # the pin alone: taken back, so it ranks by its rare-term agreement; rev32d: the same in both cases)
         kept = {note for note in pinned if note not in answered and _about(notes[note], notes, p)}
         for note in pinned - kept:
             if note in answered:
