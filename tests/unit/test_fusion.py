@@ -1060,3 +1060,19 @@ def test_a_file_extension_asked_across_languages_keeps_its_pin(answer_dense_rank
     assert {c.payload["path"] for c in fused if c.exact} == {answer, "ru/import.md", "ru/formats.md"}
     assert evidence.identifiers == {term_id("dbf")} and analyse("open a .dbf file").identifiers == evidence.identifiers
     assert not analyse("OK, now I know what Debian is... what is Linux?!").identifiers - {term_id("ok")}
+
+
+def test_a_plain_title_asked_across_languages_does_not_pin_a_note_no_leg_brought() -> None:
+    """The merge of fus32c's rule with rev32a's (main ``97d671b``): a note no dense or BM25 leg brought, answered by
+    its probes alone, is near neither leg's top, for a plain title asked across languages as for a question; its
+    value, given for the pin, is taken back, and dense's Russian answer stays first (rev32d)."""
+    query = "Database Overview"
+    evidence = analyse(query)
+    answer, page = "ru/database_main.md", "ru/protection-en.md"
+    noise = [f"ru/n{i:02d}.md" for i in range(30)]
+    dense = (Leg("dense", 0), [chunk(p, 0.90 - i * 0.01, "ru") for i, p in enumerate([answer, *noise])])
+    bm25 = (Leg("lexical", 0, "en"), [chunk("ru/a-en.md", 4.0, "en"), chunk("ru/b-en.md", 3.9, "en")])
+    held = _probed(evidence, {"databas": [(page, 4.0), ("ru/a-en.md", 1.0)], "overview": [(page, 3.5)]})
+    fused = fuse([dense, bm25, *held], evidence, 40)
+    assert paths(fused)[0] == answer and not any(c.exact for c in fused)
+    assert page in paths(fused)
