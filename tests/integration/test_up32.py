@@ -1,0 +1,162 @@
+"""Round 32 (up32): a new reading of the notes finishes on a KB of any size. A full sync that reads every note again
+for a new :data:`kbsearch.markdown.PARSE_VERSION` records how far it got (``notes_reading_from``): a run its deadline
+stops (a large KB, a Lambda's time limit) is carried on by the next, and the reading is recorded once the last note
+is read. Before, each run started again at the first note and the reading was never recorded. Moto S3, the indexer,
+the embedded Qdrant; the deadline comes after a number of reads (as in test_rev32b)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+from moto import mock_aws
+
+import kbsearch.indexer
+from kbsearch import notes
+from kbsearch.config import Secrets, Settings
+from kbsearch.events import Change
+from kbsearch.indexer import ChangeSync, Indexer, SyncOptions, SyncReport
+from kbsearch.markdown import PARSE_VERSION
+from kbsearch.providers.resilience import Deadline
+from kbsearch.qdrant import open_store
+from kbsearch.qdrant.query import NOTES_READING
+from kbsearch.sources import S3Source, SourceObject
+from tests.integration.test_lines32 import EMPTY, found
+from tests.integration.test_rev32b import OneUnreadable
+from tests.integration.test_review26 import metadata
+
+
+class CountingS3(OneUnreadable):
+    """S3 as it is, the notes read by this run counted (none failing)."""
+
+    def __init__(self, inner: S3Source) -> None:
+        super().__init__(inner, "")
+        self.failing = False
+        self.read_paths: list[str] = []
+
+    def read(self, obj: SourceObject) -> bytes:
+        self.read_paths.append(obj.path)
+        return super().read(obj)
+
+
+class AfterReads(Deadline):
+    """A run's deadline that comes once ``source`` has read ``reads`` notes (a Lambda's time limit, in notes)."""
+
+    def __init__(self, source: CountingS3, reads: int) -> None:
+        super().__init__(None)
+        self.source, self.reads = source, reads
+
+    def remaining(self) -> float:
+        return 0.0 if len(self.source.read_paths) >= self.reads else 60.0
+
+
+def round_31(read: object, links: object) -> object:
+    """Round 31's reading of a note: no section of an empty heading (what PARSE_VERSION 3 reads anew)."""
+    found_, first_h1, empty = SECTIONS(read, links)  # type: ignore[arg-type]
+    return [s for i, s in enumerate(found_) if i not in empty], first_h1, set()
+
+
+SECTIONS = notes._sections
+NOTES_READING_FROM = "notes_reading_from"  # (a literal: this test runs against main's code, which has none)
+
+
+@pytest.fixture
+def kb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[S3Source, Settings]]:
+    """n000.md .. n029.md in S3 (n029 a runbook whose empty heading round 31 did not index), indexed with round
+    31's reading and no ``notes_reading`` recorded: a collection a kb-search before round 32 built."""
+    settings = Settings(qdrant_path=str(tmp_path / "q"))
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="kb-notes")
+        for i in range(30):
+            text = EMPTY["template.md"] if i == 29 else f"# Note {i}\n\nwords of note number {i}\n"
+            s3.put_object(Bucket="kb-notes", Key=f"kb/n{i:03}.md", Body=text.encode())
+        source = S3Source("kb-notes", "kb", s3)
+        with monkeypatch.context() as patched:
+            patched.setattr(notes, "_sections", round_31)
+            assert sync(source, settings).added == 30
+        store = open_store(settings, Secrets(settings))
+        try:
+            store.set_metadata({k: v for k, v in store.metadata().items() if k != NOTES_READING})
+        finally:
+            store.close()
+        yield source, settings
+
+
+def sync(source: S3Source | CountingS3, settings: Settings, reads: int | None = None) -> SyncReport:
+    store = open_store(settings, Secrets(settings))
+    try:
+        stop_at = AfterReads(source, reads) if reads is not None and isinstance(source, CountingS3) else None
+        return Indexer(source, store, None, SyncOptions.from_settings(settings, window_chunks=1)).sync(stop_at)
+    finally:
+        store.close()
+
+
+def test_successive_runs_stopped_by_their_deadline_finish_a_new_reading(kb: tuple[S3Source, Settings]) -> None:
+    """rev32b's reproduction: each run can read 12 of the 30 notes. Before, each read n000..n011 and the reading
+    was never recorded; now the three runs read the KB once between them and the third records it."""
+    source, settings = kb
+    firsts, reports = [], []
+    for _ in range(3):
+        counting = CountingS3(source)
+        reports.append(sync(counting, settings, reads=12))
+        firsts.append(counting.read_paths[:1])
+    assert firsts == [["n000.md"], ["n012.md"], ["n024.md"]], firsts
+    assert reports[0].incomplete and reports[0].notes_reading == (
+        f"re-reading notes for reading {PARSE_VERSION}: 12 of 30; the next sync carries on"
+    ), reports[0]
+    assert metadata(settings)[NOTES_READING] == PARSE_VERSION, reports[-1]
+    assert reports[-1].notes_reading == f"re-read notes for reading {PARSE_VERSION}: 30 of 30; recorded"
+    assert metadata(settings).get(NOTES_READING_FROM) is None
+    assert found(settings, "zanzibar rollback")[0] == ("n029.md", "Runbook > Zanzibar rollback steps")
+    counting = CountingS3(source)
+    last = sync(counting, settings)
+    assert last.unchanged == 30 and counting.read_paths == [], last
+
+
+def test_changes_and_event_batches_between_runs_neither_reset_nor_skip_the_progress(
+    kb: tuple[S3Source, Settings],
+) -> None:
+    """Between a run stopped at n009 and the next: n003 (read already) edited and applied by an event batch, a
+    note added before the progress, n002 renamed past it, n020 deleted. The next run reads what is left and only
+    that: the added and renamed notes, n010 onwards; then the reading is recorded."""
+    source, settings = kb
+    first = CountingS3(source)
+    sync(first, settings, reads=10)
+    assert first.read_paths[-1] == "n009.md", first.read_paths
+    s3 = source.client
+    s3.put_object(Bucket="kb-notes", Key="kb/n003.md", Body=b"# Note 3\n\nthe quetzal migration plan\n")
+    store = open_store(settings, Secrets(settings))
+    try:
+        applied = ChangeSync(source, store, None).apply([Change(path="n003.md", key="kb/n003.md", removed=False)])
+        assert applied.updated == 1, applied
+    finally:
+        store.close()
+    assert metadata(settings)[NOTES_READING_FROM]["after"] == "n009.md"
+    s3.put_object(Bucket="kb-notes", Key="kb/n004b.md", Body=b"# Added\n\nan added note\n")
+    s3.copy_object(Bucket="kb-notes", Key="kb/n025b.md", CopySource={"Bucket": "kb-notes", "Key": "kb/n002.md"})
+    s3.delete_object(Bucket="kb-notes", Key="kb/n002.md")
+    s3.delete_object(Bucket="kb-notes", Key="kb/n020.md")
+    second = CountingS3(source)
+    report = sync(second, settings)
+    want = ["n004b.md", "n025b.md"] + [f"n{i:03}.md" for i in range(10, 30) if i != 20]
+    assert sorted(second.read_paths) == sorted(want), second.read_paths
+    assert report.deleted == 2 and report.added == 2 and not report.incomplete, report
+    assert metadata(settings)[NOTES_READING] == PARSE_VERSION
+    assert found(settings, "quetzal migration")[0][0] == "n003.md"
+
+
+def test_progress_of_an_older_reading_counts_for_nothing(
+    kb: tuple[S3Source, Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PARSE_VERSION bumped again mid-upgrade: the next run reads every note again, from the first (a guard: main
+    always started at the first note)."""
+    source, settings = kb
+    sync(CountingS3(source), settings, reads=12)
+    monkeypatch.setattr(kbsearch.indexer, "PARSE_VERSION", PARSE_VERSION + 1)
+    again = CountingS3(source)
+    report = sync(again, settings)
+    assert again.read_paths == [f"n{i:03}.md" for i in range(30)], again.read_paths
+    assert metadata(settings)[NOTES_READING] == PARSE_VERSION + 1, report
