@@ -160,3 +160,25 @@ def test_progress_of_an_older_reading_counts_for_nothing(
     report = sync(again, settings)
     assert again.read_paths == [f"n{i:03}.md" for i in range(30)], again.read_paths
     assert metadata(settings)[NOTES_READING] == PARSE_VERSION + 1, report
+
+
+def test_a_note_unreadable_in_a_stopped_run_is_read_by_the_next_one(kb: tuple[S3Source, Settings]) -> None:
+    """S3 fails on n003 during a run its deadline stops at n011: the progress goes past it, n003 is kept as missed
+    (it holds the older reading's chunks) and read first by the next run, which carries on at n012; the reading is
+    recorded only once n003 was read too."""
+    source, settings = kb
+    first = CountingS3(source)
+    first.path, first.failing = "n003.md", True
+    stopped = sync(first, settings, reads=12)
+    assert [s["path"] for s in stopped.skipped] == ["n003.md"], stopped
+    assert stopped.notes_reading == (
+        f"re-reading notes for reading {PARSE_VERSION}: 11 of 30 (1 unreadable, read again next time); "
+        "the next sync carries on"
+    ), stopped
+    second = CountingS3(source)
+    sync(second, settings, reads=12)
+    assert second.read_paths[:2] == ["n003.md", "n012.md"], second.read_paths
+    assert metadata(settings).get(NOTES_READING) is None
+    third = CountingS3(source)
+    done = sync(third, settings)
+    assert third.read_paths[0] == "n023.md" and metadata(settings)[NOTES_READING] == PARSE_VERSION, done
