@@ -9,12 +9,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
 import pytest
 from moto import mock_aws
 
 import kbsearch.indexer
-from kbsearch import notes
 from kbsearch.config import Secrets, Settings
 from kbsearch.events import Change
 from kbsearch.indexer import ChangeSync, Indexer, SyncOptions, SyncReport
@@ -24,7 +22,7 @@ from kbsearch.qdrant import open_store
 from kbsearch.qdrant.query import NOTES_READING
 from kbsearch.sources import S3Source, SourceObject
 from tests.integration.test_lines32 import EMPTY, found
-from tests.integration.test_rev32b import OneUnreadable
+from tests.integration.test_rev32b import OneUnreadable, indexed_by_round_31
 from tests.integration.test_review26 import metadata
 
 
@@ -52,13 +50,6 @@ class AfterReads(Deadline):
         return 0.0 if len(self.source.read_paths) >= self.reads else 60.0
 
 
-def round_31(read: object, links: object) -> object:
-    """Round 31's reading of a note: no section of an empty heading (what PARSE_VERSION 3 reads anew)."""
-    found_, first_h1, empty = SECTIONS(read, links)  # type: ignore[arg-type]
-    return [s for i, s in enumerate(found_) if i not in empty], first_h1, set()
-
-
-SECTIONS = notes._sections
 NOTES_READING_FROM = "notes_reading_from"  # (a literal: this test runs against main's code, which has none)
 
 
@@ -67,21 +58,10 @@ def kb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[S3Sour
     """n000.md .. n029.md in S3 (n029 a runbook whose empty heading round 31 did not index), indexed with round
     31's reading and no ``notes_reading`` recorded: a collection a kb-search before round 32 built."""
     settings = Settings(qdrant_path=str(tmp_path / "q"))
+    texts = {f"n{i:03}.md": EMPTY["template.md"] if i == 29 else f"# Note {i}\n\nwords of note number {i}\n"
+             for i in range(30)}  # fmt: skip
     with mock_aws():
-        s3 = boto3.client("s3", region_name="us-east-1")
-        s3.create_bucket(Bucket="kb-notes")
-        for i in range(30):
-            text = EMPTY["template.md"] if i == 29 else f"# Note {i}\n\nwords of note number {i}\n"
-            s3.put_object(Bucket="kb-notes", Key=f"kb/n{i:03}.md", Body=text.encode())
-        source = S3Source("kb-notes", "kb", s3)
-        with monkeypatch.context() as patched:
-            patched.setattr(notes, "_sections", round_31)
-            assert sync(source, settings).added == 30
-        store = open_store(settings, Secrets(settings))
-        try:
-            store.set_metadata({k: v for k, v in store.metadata().items() if k != NOTES_READING})
-        finally:
-            store.close()
+        source = indexed_by_round_31(texts, settings, monkeypatch)
         yield source, settings
 
 
