@@ -1223,12 +1223,15 @@ class Indexer:
             for position, (obj, kind) in enumerate(work):
                 if stop_at.remaining() <= 0:
                     write(embedded())  # a full window is written, as when it was embedded in turn
+                    window = self._write_unembedded(report, window, state)
                     report.incomplete = True
                     report.remaining = len(work) - position + len(window)
                     break
                 self._read_reuse(work, position)
                 outcome = self._outcome(obj, refused, outcomes, indexed_at, call_deadline)
                 if outcome is None:  # the run's end came before the note's parse did: the note is not to blame
+                    write(embedded())
+                    window = self._write_unembedded(report, window, state)
                     report.incomplete = True
                     report.remaining = len(work) - position + len(window)
                     break
@@ -1386,6 +1389,23 @@ class Indexer:
             return None
         signature = self._signature_id if self.embedder is not None else None
         return parse_ahead(self.source, [obj for obj, _ in work], self.options, self._rules, signature, indexed_at)
+
+    def _write_unembedded(
+        self, report: SyncReport, window: list[_Parsed], state: dict[str, NoteState]
+    ) -> list[_Parsed]:
+        """At the run's deadline: the first notes of the window being gathered that need nothing embedded (no
+        embedder; or every chunk keeps its stored vector, a note read again for a new reading whose text did not
+        change) are written, one upsert, nothing embedded; they were dropped, so a run stopped before its window
+        filled (512 chunks) wrote none of the notes it read, and the next read them again. The notes from the
+        first that needs an embedding on are left for the next run (returned)."""
+        ready = 0
+        for parsed in window:
+            if self.embedder is not None and any(point.dense is None for point in parsed.points):
+                break
+            ready += 1
+        if ready:
+            self._write_window(report, window[:ready], [point for p in window[:ready] for point in p.points], state)
+        return window[ready:]
 
     def _embedded(
         self, window: list[_Parsed], stats: EmbeddingStats, call_deadline: Deadline | None
