@@ -17,12 +17,15 @@ from kbsearch.config import Secrets, Settings
 from kbsearch.events import Change
 from kbsearch.indexer import ChangeSync, Indexer, SyncOptions, SyncReport
 from kbsearch.markdown import PARSE_VERSION
-from kbsearch.providers.resilience import Deadline
+from kbsearch.providers.embeddings import build_embedder
+from kbsearch.providers.resilience import Deadline, shared_client
 from kbsearch.qdrant import open_store
 from kbsearch.qdrant.query import NOTES_READING
 from kbsearch.sources import S3Source, SourceObject
+from kbsearch_tools.fakes import FakeProvider
+from tests.conftest import provider_settings
 from tests.integration.test_lines32 import EMPTY, found
-from tests.integration.test_rev32b import OneUnreadable, indexed_by_round_31
+from tests.integration.test_rev32b import Counting, OneUnreadable, StopsAfterReads, indexed_by_round_31
 from tests.integration.test_review26 import metadata
 
 
@@ -167,3 +170,43 @@ def test_a_note_unreadable_in_a_stopped_run_is_read_by_the_next_one(kb: tuple[S3
     third = CountingS3(source)
     done = sync(third, settings)
     assert third.read_paths[0] == "n023.md" and metadata(settings)[NOTES_READING] == PARSE_VERSION, done
+
+
+def test_a_reembed_between_runs_keeps_the_progress_and_records_the_reading_when_done(
+    deepinfra: FakeProvider, tmp_path: Path
+) -> None:
+    """A re-read stopped at n002; a re-embed (another input format) begins in a run stopped at once: its
+    replacing of the whole metadata keeps the progress; the re-embed writes every note with today's reading and,
+    complete, records it and drops the progress."""
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    for i in range(6):
+        (kb / f"n{i:03}.md").write_text(f"# Note {i}\n\nwords of note number {i}\n")
+    qwen = provider_settings(deepinfra, qdrant_path=str(tmp_path / "q"))
+
+    def run(settings: Settings, source: Counting, stop_at: Deadline | None = None) -> SyncReport:
+        store = open_store(settings, Secrets(settings))
+        try:
+            embedder = build_embedder(settings, Secrets(settings), shared_client())
+            options = SyncOptions.from_settings(settings, window_chunks=1)
+            return Indexer(source, store, embedder, options).sync(stop_at)
+        finally:
+            store.close()
+
+    assert run(qwen, Counting(kb)).added == 6
+    store = open_store(qwen, Secrets(qwen))
+    try:
+        store.set_metadata({k: v for k, v in store.metadata().items() if k != NOTES_READING})
+    finally:
+        store.close()
+    source = Counting(kb)
+    run(qwen, source, StopsAfterReads(source, 3))
+    assert metadata(qwen)[NOTES_READING_FROM]["after"] == "n002.md", source.read_paths
+    e5 = provider_settings(deepinfra, qdrant_path=str(tmp_path / "q"), embedding_input_format="e5")
+    begun = run(e5, Counting(kb), Deadline(0))
+    assert begun.reembedded is not None and begun.incomplete, begun
+    assert metadata(e5)[NOTES_READING_FROM]["after"] == "n002.md"
+    done = run(e5, Counting(kb))
+    assert done.updated == 6 and not done.incomplete, done
+    meta = metadata(e5)
+    assert meta[NOTES_READING] == PARSE_VERSION and meta.get(NOTES_READING_FROM) is None, meta
