@@ -1230,8 +1230,6 @@ class Indexer:
                 self._read_reuse(work, position)
                 outcome = self._outcome(obj, refused, outcomes, indexed_at, call_deadline)
                 if outcome is None:  # the run's end came before the note's parse did: the note is not to blame
-                    write(embedded())
-                    window = self._write_unembedded(report, window, state)
                     report.incomplete = True
                     report.remaining = len(work) - position + len(window)
                     break
@@ -1397,7 +1395,8 @@ class Indexer:
         embedder; or every chunk keeps its stored vector, a note read again for a new reading whose text did not
         change) are written, one upsert, nothing embedded; they were dropped, so a run stopped before its window
         filled (512 chunks) wrote none of the notes it read, and the next read them again. The notes from the
-        first that needs an embedding on are left for the next run (returned)."""
+        first that needs an embedding on are left for the next run (returned). Not when the invocation's own end
+        (``call_deadline``) stopped a parse: no time is left for a write then."""
         ready = 0
         for parsed in window:
             if self.embedder is not None and any(point.dense is None for point in parsed.points):
