@@ -85,6 +85,34 @@ class OneUnreadable:
         return self.inner.root_names()
 
 
+SECTIONS = notes._sections
+
+
+def round_31(read: object, links: object) -> object:
+    """Round 31's reading of a note: no section of an empty heading (what PARSE_VERSION 3 reads anew)."""
+    found_, first_h1, empty = SECTIONS(read, links)  # type: ignore[arg-type]
+    return [s for i, s in enumerate(found_) if i not in empty], first_h1, set()
+
+
+def indexed_by_round_31(texts: dict[str, str], settings: Settings, monkeypatch: pytest.MonkeyPatch) -> S3Source:
+    """These notes in S3 (moto: within ``mock_aws``), indexed with round 31's reading and no ``notes_reading``
+    recorded: a collection a kb-search before round 32 built."""
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket="kb-notes")
+    for name, text in texts.items():
+        s3.put_object(Bucket="kb-notes", Key=f"kb/{name}", Body=text.encode())
+    source = S3Source("kb-notes", "kb", s3)
+    with monkeypatch.context() as patched:
+        patched.setattr(notes, "_sections", round_31)
+        assert sync(source, settings).added == len(texts)
+    store = open_store(settings, Secrets(settings))
+    try:  # what a kb-search before round 32 recorded: no reading
+        store.set_metadata({k: v for k, v in store.metadata().items() if k != NOTES_READING})
+    finally:
+        store.close()
+    return source
+
+
 def sync(source: OneUnreadable | S3Source, settings: Settings) -> SyncReport:
     store = open_store(settings, Secrets(settings))
     try:
@@ -100,26 +128,8 @@ def test_a_full_sync_that_could_not_read_a_note_again_records_no_reading(
     (S3 fails on it): the reading was recorded all the same, so that note kept round 31's chunks (its empty
     heading never indexed) until its text changed. Now the reading waits, and the next sync reads it again."""
     settings = Settings(qdrant_path=str(tmp_path / "q"))
-    sections = notes._sections
-
-    def round_31(read: object, links: object) -> object:  # round 31 kept no section of an empty heading
-        found, first_h1, empty = sections(read, links)  # type: ignore[arg-type]
-        return [s for i, s in enumerate(found) if i not in empty], first_h1, set()
-
     with mock_aws():
-        s3 = boto3.client("s3", region_name="us-east-1")
-        s3.create_bucket(Bucket="kb-notes")
-        for name, text in EMPTY.items():
-            s3.put_object(Bucket="kb-notes", Key=f"kb/{name}", Body=text.encode())
-        source = S3Source("kb-notes", "kb", s3)
-        with monkeypatch.context() as patched:
-            patched.setattr(notes, "_sections", round_31)
-            assert sync(source, settings).added == 4
-        store = open_store(settings, Secrets(settings))
-        try:  # what a kb-search before round 32 recorded: no reading
-            store.set_metadata({k: v for k, v in store.metadata().items() if k != NOTES_READING})
-        finally:
-            store.close()
+        source = indexed_by_round_31(EMPTY, settings, monkeypatch)
 
         flaky = OneUnreadable(source, "template.md")
         upgrade = sync(flaky, settings)
@@ -130,7 +140,8 @@ def test_a_full_sync_that_could_not_read_a_note_again_records_no_reading(
 
         flaky.failing = False
         after = sync(flaky, settings)
-        assert after.updated == 4 and not after.skipped, after  # template.md read again (the others: no change)
+        # template.md read again; the others were read by the upgrade sync (up32: its progress is recorded)
+        assert after.updated == 1 and after.unchanged == 3 and not after.skipped, after
         assert metadata(settings).get(NOTES_READING) == PARSE_VERSION
         assert found(settings, "zanzibar rollback")[0] == ("template.md", "Runbook > Zanzibar rollback steps")
         again = sync(flaky, settings)

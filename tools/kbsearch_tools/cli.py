@@ -586,6 +586,8 @@ def _print_sync_summary(report: dict[str, Any]) -> None:
         print(f"  rebuild: {report['rebuilt']}")
     if report.get("bm25_reading"):
         print(f"  BM25: {report['bm25_reading']}")
+    if report.get("notes_reading"):
+        print(f"  reading: {report['notes_reading']}")
     for item in report["skipped"]:  # one line each: a line break in a file name is shown as \n
         print(f"  skipped {_one_line(item['path'])}: {_one_line(item['reason'])}")
     for item in report["warnings"]:

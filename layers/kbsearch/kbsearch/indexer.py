@@ -23,6 +23,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import datetime as dt
 import gc
@@ -93,6 +94,7 @@ from kbsearch.qdrant.query import (
     LINKS_PENDING,
     MAX_FIELD_CHARS,
     NOTES_READING,
+    NOTES_READING_FROM,
     REACH,
     REACH_GROUPS,
     REACH_SETS,
@@ -183,6 +185,8 @@ class SyncReport:
     access_updated: int = 0  # unchanged notes whose groups changed: payload updated, nothing re-embedded
     bm25_rewritten: int = 0  # chunks whose BM25 vector was read anew from their payload (an older reading)
     bm25_reading: str | None = None  # what became of an index read with an older BM25 reading (Indexer._reread_bm25)
+    #: how far the notes read again for a new reading of their bodies got (Indexer._record_reading_progress)
+    notes_reading: str | None = None
     no_notes: str | None = None  # the listing held no note: what a note is, where it was looked for (sources.no_notes)
     #: notes this run wrote that an event batch claimed meanwhile: read again and applied (Indexer._reapply_claimed)
     claimed_meanwhile: int = 0
@@ -338,6 +342,14 @@ class Indexer:
         #: notes this full sync was to read again for today's reading (``regraph``) that could not be read (a
         #: transient S3 failure): they keep the older reading's chunks, so the reading is not recorded yet
         self._not_reread: list[str] = []
+        #: how far earlier full syncs read notes again for today's reading (:data:`NOTES_READING_FROM`): the last
+        #: path read in path order (None: none yet) and the notes before it that could not be read then
+        self._reading_after: str | None = None
+        self._reading_missed: frozenset[str] = frozenset()
+        #: this full sync's notes, in path order, and those it had work for (:meth:`_record_reading_progress`)
+        self._listed: list[str] = []
+        self._work_paths: set[str] = set()
+        self._passed: set[str] = set()  # the notes of its work it came to and did not write (skipped, refused)
         self._slow: dict[str, Refusal] = {}  # the notes this run found (or kept) too slow to parse
         #: whether a path is gone from the KB, as far as this run knows (a full sync: not listed; an event batch: a
         #: removed note); None: it knows of none. A refusal of a gone path is dropped (:meth:`_record_refused`)
@@ -483,19 +495,25 @@ class Indexer:
         self._reread_bm25(report, stop_at)
         # notes chunked by an older reading of their bodies (kbsearch.markdown.PARSE_VERSION) are each read again
         # (_classify): their chunks may differ though their text did not
-        recorded = self.store.metadata().get(NOTES_READING)
+        metadata = self.store.metadata()
+        recorded = metadata.get(NOTES_READING)
         self._reparse = recorded != PARSE_VERSION
+        self._reading_after, self._reading_missed = None, frozenset()
+        progress = metadata.get(NOTES_READING_FROM)
+        if self._reparse and isinstance(progress, dict) and progress.get("version") == PARSE_VERSION:
+            # an earlier full sync's deadline stopped the re-read: the notes up to there are read (a record of an
+            # older reading, PARSE_VERSION bumped again mid-upgrade, counts for nothing)
+            after, missed = progress.get("after"), progress.get("missed")
+            self._reading_after = after if isinstance(after, str) else None
+            self._reading_missed = frozenset(p for p in missed or () if isinstance(p, str))
         if self._reparse:
             logger.info("notes were chunked by an older reading: every note is read again, its unchanged chunks' "
-                        "vectors kept", extra={"notes_reading": recorded, "now": PARSE_VERSION})  # fmt: skip
-        self._not_reread = []
+                        "vectors kept", extra={"notes_reading": recorded, "now": PARSE_VERSION,
+                                               "read_up_to": self._reading_after})  # fmt: skip
+        self._not_reread, self._listed, self._work_paths, self._passed = [], [], set(), set()
         self._sync_notes(report, stop_at, call_deadline)
-        if self._reparse and self._not_reread:
-            # recorded now, the reading would leave these notes chunked by the older one until their text changes
-            logger.warning("notes not read again (unreadable this run): notes_reading is recorded by a later sync",
-                           extra={"paths": self._not_reread[:20], "count": len(self._not_reread)})  # fmt: skip
-        elif self._reparse and not (report.incomplete or report.error):
-            self.store.merge_metadata({NOTES_READING: PARSE_VERSION})
+        if self._reparse:
+            self._record_reading_progress(report)
         # a skipped note that is indexed keeps the old model's vectors: the re-embed is not done until a run embeds
         # it too (a note that was never indexed, a broken one say, holds no vectors and blocks nothing)
         stale = [s for s in report.skipped if self._stale(s["path"])] if self._reembed else []
@@ -508,10 +526,63 @@ class Indexer:
             # re-embed does not change, carried: whether every note holds its graph keys, the notes refused as slow)
             recorded = self.store.metadata()
             carried = {k: recorded[k] for k in CARRIED_METADATA if recorded.get(k) is not None}
+            carried.pop(NOTES_READING_FROM, None)  # every note was read with today's reading: recorded below
             self.store.set_metadata({**self.embedder.signature, BM25_READING: READING_VERSION, **carried,
                                      NOTES_READING: PARSE_VERSION})  # fmt: skip
         self._record_reach(report)
         self._record_graph_keys(report)
+
+    def _read_again(self, path: str) -> bool:
+        """A full sync for a new reading reads this unchanged note again: no earlier run of it read the note (it
+        comes after the last path they got to, or could not be read then)."""
+        return self._reading_after is None or path > self._reading_after or path in self._reading_missed
+
+    def _record_reading_progress(self, report: SyncReport) -> None:
+        """After a full sync that read notes again for today's reading (:data:`kbsearch.markdown.PARSE_VERSION`):
+        how far it got, in path order, from where the earlier ones stopped (:data:`NOTES_READING_FROM`). A note is
+        done when written, or come to and not written (skipped, refused: as before, those do not hold the reading
+        back), or there was nothing to do for it; the first note of its work it did not come to (its deadline, a
+        failure) ends the walk. The notes it could not read (:attr:`_not_reread`) are kept as missed and read by
+        the next sync. Once every note is done and none is missed, the reading is recorded (a run without error,
+        complete); until then the next full sync carries on, however many runs the KB takes."""
+        if report.error and not self._listed:
+            return  # the listing or the access file failed: nothing was read
+        done = self._written_ids.keys() | self._passed
+        after = self._reading_after
+        walked_to_end = True
+        for path in self._listed:
+            if after is not None and path <= after:
+                continue
+            if path in self._work_paths and path not in done:
+                walked_to_end = False
+                break
+            after = path
+        unread = set(self._not_reread)
+        # the notes up to ``after`` not read with today's reading: those this run could not read, and the earlier
+        # runs' it did not read again (gone from the KB: dropped); those after it are read again anyway
+        missed = sorted(p for p in self._reading_missed | unread
+                        if after is not None and p <= after and (p not in done or p in unread)
+                        and not (self._gone and self._gone(p)))  # fmt: skip
+        total = len(self._listed)
+        read = bisect.bisect_right(self._listed, after) - len(missed) if after is not None else 0
+        if missed:
+            # recorded now, the reading would leave these notes chunked by the older one until their text changes
+            logger.warning("notes not read again (unreadable this run): notes_reading is recorded by a later sync",
+                           extra={"paths": missed[:20], "count": len(missed)})  # fmt: skip
+        if walked_to_end and not missed and not (report.incomplete or report.error):
+            self.store.merge_metadata({NOTES_READING: PARSE_VERSION, NOTES_READING_FROM: None})
+            report.notes_reading = f"re-read notes for reading {PARSE_VERSION}: {total:,} of {total:,}; recorded"
+            logger.info("kbsearch: %s", report.notes_reading)
+            return
+        if after != self._reading_after or missed != sorted(self._reading_missed):
+            self.store.merge_metadata({NOTES_READING_FROM: {"version": PARSE_VERSION, "after": after,
+                                                            "missed": missed}})  # fmt: skip
+        report.notes_reading = (
+            f"re-reading notes for reading {PARSE_VERSION}: {read:,} of {total:,}"
+            + (f" ({len(missed):,} unreadable, read again next time)" if missed else "")
+            + ("; the next sync carries on" if not walked_to_end or missed else "")
+        )
+        logger.info("kbsearch: %s", report.notes_reading)
 
     def _record_graph_keys(self, report: SyncReport) -> None:
         """Once every note's first chunk holds its ``graph_keys``, record it (:data:`GRAPH_KEYS_ONLY`): the graph's
@@ -690,6 +761,7 @@ class Indexer:
             # marked as read again, so each run starts again at the first) never leaves an edit unindexed for them
             again = set(regraph)
             work = [w for w in work if w[0].path not in again] + [w for w in work if w[0].path in again]
+        self._listed, self._work_paths = sorted(notes), {obj.path for obj, _ in work}
         self._written_ids = {}
         self._names_written = {}
         self._graph_keys_missing([p for p, st in state.items() if not st.graph])
@@ -1015,7 +1087,7 @@ class Indexer:
             return "updated"  # indexed before a key was configured: embed it now
         if self._reembed and st.embeddings != {self._signature_id}:
             return "updated"  # embedded with another model or input format
-        if not st.graph or not st.tagged or self._reparse:
+        if not st.graph or not st.tagged or (self._reparse and self._read_again(obj.path)):
             # indexed before the link graph was stored (as graph_keys), or before its tags' keys were (tag_keys, and
             # the tags written in its text), or chunked by an older reading of notes (PARSE_VERSION): its payload is
             # written now, its vectors kept for the chunks whose text is unchanged
@@ -1085,6 +1157,8 @@ class Indexer:
             held = self._refused_read.get(obj.path)
             kept = held is not None and held.refuses(obj.etag, self.options.parse_limit_s)
             self._slow[obj.path] = held if held is not None and kept else Refusal(obj.etag, self.options.parse_limit_s)
+        if outcome.failure is not None:
+            self._passed.add(obj.path)
         if outcome.failure == "large":
             self._skip(report, obj.path, outcome.reason)
             return None
@@ -1149,6 +1223,7 @@ class Indexer:
             for position, (obj, kind) in enumerate(work):
                 if stop_at.remaining() <= 0:
                     write(embedded())  # a full window is written, as when it was embedded in turn
+                    window = self._write_unembedded(report, window, state)
                     report.incomplete = True
                     report.remaining = len(work) - position + len(window)
                     break
@@ -1312,6 +1387,24 @@ class Indexer:
             return None
         signature = self._signature_id if self.embedder is not None else None
         return parse_ahead(self.source, [obj for obj, _ in work], self.options, self._rules, signature, indexed_at)
+
+    def _write_unembedded(
+        self, report: SyncReport, window: list[_Parsed], state: dict[str, NoteState]
+    ) -> list[_Parsed]:
+        """At the run's deadline: the first notes of the window being gathered that need nothing embedded (no
+        embedder; or every chunk keeps its stored vector, a note read again for a new reading whose text did not
+        change) are written, one upsert, nothing embedded; they were dropped, so a run stopped before its window
+        filled (512 chunks) wrote none of the notes it read, and the next read them again. The notes from the
+        first that needs an embedding on are left for the next run (returned). Not when the invocation's own end
+        (``call_deadline``) stopped a parse: no time is left for a write then."""
+        ready = 0
+        for parsed in window:
+            if self.embedder is not None and any(point.dense is None for point in parsed.points):
+                break
+            ready += 1
+        if ready:
+            self._write_window(report, window[:ready], [point for p in window[:ready] for point in p.points], state)
+        return window[ready:]
 
     def _embedded(
         self, window: list[_Parsed], stats: EmbeddingStats, call_deadline: Deadline | None
@@ -1987,7 +2080,7 @@ REREAD_PAGE = 256
 #: What a new collection records: every note it will hold is written with its graph keys, and chunked as today's
 #: code reads notes.
 FRESH_METADATA = {GRAPH_KEYS_ONLY: True, NOTES_READING: PARSE_VERSION}
-CARRIED_METADATA = (GRAPH_KEYS_ONLY, NOTES_READING, PARSE_REFUSED, PARSE_REFUSED_LIMITS)
+CARRIED_METADATA = (GRAPH_KEYS_ONLY, NOTES_READING, NOTES_READING_FROM, PARSE_REFUSED, PARSE_REFUSED_LIMITS)
 
 #: Notes whose stored vectors one read brings, for a full sync rewriting notes for their graph keys alone.
 REUSE_BATCH = 64

@@ -79,6 +79,11 @@ GRAPH_KEYS_ONLY = "graph_keys_only"
 #: made with (none recorded: an older one). A full sync that finds another reads every note again (its stored dense
 #: vectors reused for the chunks whose text did not change), then records it.
 NOTES_READING = "notes_reading"
+#: Metadata key: how far the full syncs reading every note again for a new reading got, while one run cannot read
+#: them all (a large KB, a Lambda's time limit): ``{"version": the reading, "after": the last path of the notes read
+#: again in path order, "missed": the notes before it that could not be read}``; the next full sync reads only the
+#: notes after it and the missed ones. A record of another version than today's counts for nothing.
+NOTES_READING_FROM = "notes_reading_from"
 #: Never stored: true when the collection has payload indexes (Qdrant Cloud's ``payload_schema``, in the same read
 #: as its metadata) and none of ``graph_keys`` (none at all is not this case): a collection made before them, between a deploy and the indexer's
 #: first run after it (which creates the index and rewrites the notes). Its notes hold the old fields alone, and
