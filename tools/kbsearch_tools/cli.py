@@ -980,7 +980,7 @@ def _recorded_folder(settings: Any) -> str:
 
     from kbsearch.qdrant.readiness import recorded_source
 
-    folder = recorded_source(settings) if not settings.qdrant_url else None
+    folder = recorded_source(settings)
     return shlex.quote(folder) if folder else "<your KB folder>"
 
 

@@ -62,10 +62,10 @@ def recorded_model(settings: Settings) -> str | None:
 def recorded_source(settings: Settings) -> str | None:
     """The KB folder (or S3 URI) the embedded Edge store records it was built from, read as :func:`recorded_model`
     reads the model (None: none recorded, or no such store): what to re-index, named in a note that said "<your KB
-    folder>" of a folder the index knows."""
+    folder>" of a folder the index knows; None for Qdrant Cloud, whose collection records none."""
     from kbsearch.qdrant.query import SOURCE_KEY
 
-    return _recorded(settings, SOURCE_KEY)
+    return None if settings.qdrant_url else _recorded(settings, SOURCE_KEY)
 
 
 def _recorded(settings: Settings, key: str) -> str | None:
