@@ -15,13 +15,13 @@ from moto import mock_aws
 import kbsearch.indexer
 from kbsearch.config import Secrets, Settings
 from kbsearch.events import Change
-from kbsearch.indexer import ChangeSync, Indexer, SyncOptions, SyncReport
+from kbsearch.indexer import MAX_READING_MISSED, ChangeSync, Indexer, SyncOptions, SyncReport
 from kbsearch.markdown import PARSE_VERSION
 from kbsearch.providers.embeddings import build_embedder
 from kbsearch.providers.resilience import Deadline, shared_client
 from kbsearch.qdrant import open_store
 from kbsearch.qdrant.query import NOTES_READING
-from kbsearch.sources import S3Source, SourceObject
+from kbsearch.sources import S3Source, SourceError, SourceObject
 from kbsearch_tools.fakes import FakeProvider
 from tests.conftest import provider_settings
 from tests.integration.test_lines32 import EMPTY, found
@@ -170,6 +170,46 @@ def test_a_note_unreadable_in_a_stopped_run_is_read_by_the_next_one(kb: tuple[S3
     third = CountingS3(source)
     done = sync(third, settings)
     assert third.read_paths[0] == "n023.md" and metadata(settings)[NOTES_READING] == PARSE_VERSION, done
+
+
+class ManyUnreadable(CountingS3):
+    """S3 failing on every note of ``paths`` (a throttled or flaky bucket), the notes read counted."""
+
+    def __init__(self, inner: S3Source, paths: set[str]) -> None:
+        super().__init__(inner)
+        self.unreadable = paths
+
+    def read(self, obj: SourceObject) -> bytes:
+        if obj.path in self.unreadable:
+            raise SourceError(f"{obj.path}: SlowDown")
+        return super().read(obj)
+
+
+def test_the_notes_a_run_could_not_read_again_are_kept_by_path_only_as_many_as_the_metadata_holds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """S3 fails on more notes than the progress keeps by path (every search reads the collection's metadata): the
+    progress stops before the first note past them, the summary counts every unreadable note, and the next run
+    reads the kept ones and every note from there on, then records the reading. Before, every unreadable path was
+    kept in the metadata, however many."""
+    settings = Settings(qdrant_path=str(tmp_path / "q"))
+    count = MAX_READING_MISSED + 30
+    names = [f"n{i:03}.md" for i in range(count)]
+    with mock_aws():
+        source = indexed_by_round_31({n: f"# Note {n}\n\nwords of {n}\n" for n in names}, settings, monkeypatch)
+        failing = set(names[5 : 5 + MAX_READING_MISSED + 8])
+        first = sync(ManyUnreadable(source, failing), settings)
+        progress = metadata(settings)[NOTES_READING_FROM]
+        kept = names[5 : 5 + MAX_READING_MISSED]
+        assert progress["missed"] == kept and progress["after"] == kept[-1], progress
+        assert first.notes_reading == (
+            f"re-reading notes for reading {PARSE_VERSION}: 5 of {count} ({len(failing)} unreadable, read again next "
+            "time); the next sync carries on"
+        ), first
+        second = CountingS3(source)
+        done = sync(second, settings)
+        assert second.read_paths == names[5:], second.read_paths
+        assert metadata(settings)[NOTES_READING] == PARSE_VERSION, done
 
 
 def test_a_reembed_between_runs_keeps_the_progress_and_records_the_reading_when_done(

@@ -563,6 +563,12 @@ class Indexer:
         missed = sorted(p for p in self._reading_missed | unread
                         if after is not None and p <= after and (p not in done or p in unread)
                         and not (self._gone and self._gone(p)))  # fmt: skip
+        unreadable = len(missed)
+        if unreadable > MAX_READING_MISSED:
+            # the collection's metadata keeps at most that many (every search reads it): the progress stops before
+            # the first note past them, which the next run reads again with every note after the progress
+            at = bisect.bisect_left(self._listed, missed[MAX_READING_MISSED])
+            after, missed, walked_to_end = (self._listed[at - 1] if at else None), missed[:MAX_READING_MISSED], False
         total = len(self._listed)
         read = bisect.bisect_right(self._listed, after) - len(missed) if after is not None else 0
         if missed:
@@ -579,7 +585,7 @@ class Indexer:
                                                             "missed": missed}})  # fmt: skip
         report.notes_reading = (
             f"re-reading notes for reading {PARSE_VERSION}: {read:,} of {total:,}"
-            + (f" ({len(missed):,} unreadable, read again next time)" if missed else "")
+            + (f" ({unreadable:,} unreadable, read again next time)" if missed else "")
             + ("; the next sync carries on" if not walked_to_end or missed else "")
         )
         logger.info("kbsearch: %s", report.notes_reading)
@@ -2081,6 +2087,11 @@ REREAD_PAGE = 256
 #: code reads notes.
 FRESH_METADATA = {GRAPH_KEYS_ONLY: True, NOTES_READING: PARSE_VERSION}
 CARRIED_METADATA = (GRAPH_KEYS_ONLY, NOTES_READING, NOTES_READING_FROM, PARSE_REFUSED, PARSE_REFUSED_LIMITS)
+
+#: The notes a full sync reading notes again for a new reading could not read (S3 failed on them) that the progress
+#: it records keeps by path (:data:`~kbsearch.qdrant.query.NOTES_READING_FROM`, in the collection's metadata, which
+#: every search reads): past them it stops before the next such note, and the next run reads again from there.
+MAX_READING_MISSED = 32
 
 #: Notes whose stored vectors one read brings, for a full sync rewriting notes for their graph keys alone.
 REUSE_BATCH = 64
