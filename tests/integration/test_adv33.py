@@ -12,16 +12,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from kbsearch.config import Secrets
 from kbsearch.indexer import run_sync
 from kbsearch_tools.local.apigw import HttpRequest, build_event
 from kbsearch_tools.local.runtime import LambdaContext
 from kbsearch_tools.s3events import EventPath
-from tests.integration.test_events import BUCKET, PREFIX, TABLE, Indexer, clean_full_sync, points
+from tests.integration import test_events as events_tests
+from tests.integration.test_events import BUCKET, PREFIX, Indexer, clean_full_sync, points
 
 # Keys that differ only in case or Unicode form, a folder rule's folder in three cases, and notes whose titles,
 # aliases and tags collide with each other's when case-folded, restricted and public alike.
@@ -34,6 +33,8 @@ TAGS = ["Secret", "secret", "SECRET/x", "straße", "STRASSE"]
 LINKS = ["[[secret]]", "[[Secret]]", "[[PLAN]]", "[[CAFÉ]]", "[[plan]]", "[[Plan]]", "[[pay]]", "[[café]]",
          "[[Welcome]]", "[[x]]", ""]  # fmt: skip
 GROUPS = ("hr", "ops", "security")
+
+aws = events_tests.aws  # moto's bucket and queue, the lease table
 
 
 def _note(rng: random.Random, key: str, n: int) -> bytes:
@@ -84,7 +85,7 @@ def _views(load_search_app: Any, store: str) -> dict[Any, Any]:
 
 @pytest.mark.parametrize("seed", [33])
 def test_events_over_look_alike_notes_answer_every_caller_as_a_full_sync_does(
-    seed: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, load_search_app: Any
+    seed: int, aws: EventPath, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, load_search_app: Any
 ) -> None:
     """Batches of S3 events over notes that differ only in case or Unicode form, a folder rule written in another
     case, access rules put and deleted, notes made restricted and public again by their frontmatter, titles,
@@ -96,52 +97,89 @@ def test_events_over_look_alike_notes_answer_every_caller_as_a_full_sync_does(
     created, before any full sync, is not compared: it records no restricted link targets, so restricted callers
     see no hit's links until the first full sync (by design: ``visible_links`` hides every link rather than guess)."""
     rng = random.Random(seed)
-    with mock_aws():
-        boto3.client("dynamodb", region_name="us-east-1").create_table(
-            TableName=TABLE, KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}], BillingMode="PAY_PER_REQUEST",
-        )  # fmt: skip
-        aws = EventPath(BUCKET, PREFIX).create()
-        indexer = Indexer(monkeypatch, tmp_path, None)
-        aws.put(PREFIX + "pub/Welcome.md", b"# Welcome\n\nquokka welcome\n")
-        aws.receive()
-        first = indexer.settings()
-        assert run_sync(first, Secrets(first)).error is None
-        present = {"pub/Welcome.md"}
-        n = 0
-        for step in range(6):
-            done: list[tuple[str, ...]] = []
-            for _ in range(rng.randint(1, 4)):
-                n += 1
-                if rng.random() < 0.15:
-                    rules = rng.choice(RULES)
-                    if rules:
-                        aws.put(PREFIX + "_access.yaml", rules.encode())
-                    else:
-                        aws.delete(PREFIX + "_access.yaml")
-                    done.append(("rules", rules))
-                elif rng.random() < 0.25 and present:
-                    key = rng.choice(sorted(present))
-                    aws.delete(PREFIX + key)
-                    present.discard(key)
-                    done.append(("delete", key))
+    indexer = Indexer(monkeypatch, tmp_path, None)
+    aws.put(PREFIX + "pub/Welcome.md", b"# Welcome\n\nquokka welcome\n")
+    aws.receive()
+    first = indexer.settings()
+    assert run_sync(first, Secrets(first)).error is None
+    present = {"pub/Welcome.md"}
+    n = 0
+    for step in range(6):
+        done: list[tuple[str, ...]] = []
+        for _ in range(rng.randint(1, 4)):
+            n += 1
+            if rng.random() < 0.15:
+                rules = rng.choice(RULES)
+                if rules:
+                    aws.put(PREFIX + "_access.yaml", rules.encode())
                 else:
-                    key, text = rng.choice(KEYS), _note(rng, rng.choice(KEYS), n)
-                    aws.put(PREFIX + key, text)
-                    present.add(key)
-                    done.append(("put", key, text.decode()))
-            records = aws.receive()
-            records += rng.sample(records, k=len(records) // 2)
-            rng.shuffle(records)
-            if not records:
-                continue
-            failed = indexer(records)
-            if failed:  # SQS sends a failed message again
-                assert indexer([r for r in records if r["messageId"] in failed]) == [], done
-            assert points(indexer.settings()) == clean_full_sync(indexer, tmp_path), (step, done)
-            full = tmp_path / f"full-{step}"
-            settings = indexer.settings(qdrant_path=str(full))
-            assert run_sync(settings, Secrets(settings)).error is None
-            by_events, by_sync = _views(load_search_app, str(indexer.store)), _views(load_search_app, str(full))
-            differ = {k: (by_events[k], by_sync[k]) for k in by_events if by_events[k] != by_sync[k]}
-            assert not differ, (step, done, differ)
+                    aws.delete(PREFIX + "_access.yaml")
+                done.append(("rules", rules))
+            elif rng.random() < 0.25 and present:
+                key = rng.choice(sorted(present))
+                aws.delete(PREFIX + key)
+                present.discard(key)
+                done.append(("delete", key))
+            else:
+                key, text = rng.choice(KEYS), _note(rng, rng.choice(KEYS), n)
+                aws.put(PREFIX + key, text)
+                present.add(key)
+                done.append(("put", key, text.decode()))
+        records = aws.receive()
+        records += rng.sample(records, k=len(records) // 2)
+        rng.shuffle(records)
+        if not records:
+            continue
+        failed = indexer(records)
+        if failed:  # SQS sends a failed message again
+            assert indexer([r for r in records if r["messageId"] in failed]) == [], done
+        assert points(indexer.settings()) == clean_full_sync(indexer, tmp_path), (step, done)
+        full = tmp_path / f"full-{step}"
+        settings = indexer.settings(qdrant_path=str(full))
+        assert run_sync(settings, Secrets(settings)).error is None
+        by_events, by_sync = _views(load_search_app, str(indexer.store)), _views(load_search_app, str(full))
+        differ = {k: (by_events[k], by_sync[k]) for k in by_events if by_events[k] != by_sync[k]}
+        assert not differ, (step, done, differ)
+
+
+def test_a_folder_handed_to_a_read_by_path_is_named_a_folder_to_whoever_may_read_a_note_in_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, load_search_app: Any
+) -> None:
+    """``GET /notes`` and ``kb_list`` list a KB's folders (``ru/ранбуки``); handed to a read by path (``GET
+    /notes/{path}``, ``kb_get_note``), with or without its trailing '/', the 400 said ``path has an empty segment
+    ('//')`` or ``no note is named 'ru/ранбуки'``: neither that it is a folder nor how to see its notes. Now it
+    names the folder and how many notes the caller may read in it, and how to list them; a folder of notes the
+    caller may not read (``hr/`` to a public key) is answered word for word as a folder that is not there."""
+    from tests.integration.test_adv25 import _served as served
+    from tests.integration.test_hostile_notes import mcp_event
+
+    monkeypatch.setenv("ACCESS_GROUPS", json.dumps({"api_keys": {"hr-key": {"name": "hr", "groups": ["hr"]}}}))
+    notes = {"_access.yaml": "hr/: [hr]\n", "ru/ранбуки/Откат.md": "# Откат\n\nquokka\n",
+             "ru/ранбуки/Бэкап.md": "# Бэкап\n\nquokka\n", "hr/Pay.md": "# Pay\n\nquokka\n", "Top.md": "# Top\n\nx\n"}  # fmt: skip
+    app, _ = served(tmp_path, load_search_app, notes)
+
+    def rest(path: str, key: str | None) -> tuple[int, str]:
+        event = build_event(HttpRequest("GET", "/notes/" + quote(path), "", [], b""), "/notes/{path+}",
+                            {"path": quote(path)}, "dev", "key")  # fmt: skip
+        if key:
+            event["requestContext"]["identity"]["apiKeyId"] = key
+        result = app(event)
+        return result["statusCode"], str(json.loads(result["body"]).get("message", ""))
+
+    def tool(path: str) -> str:
+        result = json.loads(app(mcp_event("kb_get_note", {"path": path}))["body"])["result"]
+        assert result["isError"], result
+        return str(result["content"][0]["text"])
+
+    for path in ("ru/ранбуки", "ru/ранбуки/", "ru/"):
+        status, message = rest(path, None)
+        assert status == 400 and "is a folder of 2 notes" in message and "path_prefix 'ru" in message, message
+        assert "is a folder of 2 notes" in tool(path), path
+    status, message = rest("hr/", "hr-key")
+    assert status == 400 and "'hr' is a folder of 1 note:" in message, message
+    # to a caller who may read no note in it, as a folder that is not there (with and without the '/')
+    for restricted, absent in (("hr/", "zz/"), ("hr", "zz")):
+        assert rest(restricted, None) == (400, rest(absent, None)[1].replace("zz", "hr")), restricted
+        assert "folder" not in rest(restricted, None)[1]
+    # a note's path is read as before
+    assert rest("ru/ранбуки/Откат.md", None)[0] == 200
