@@ -180,6 +180,8 @@ def test_a_folder_handed_to_a_read_by_path_is_named_a_folder_to_whoever_may_read
     # to a caller who may read no note in it, as a folder that is not there (with and without the '/')
     for restricted, absent in (("hr/", "zz/"), ("hr", "zz")):
         assert rest(restricted, None) == (400, rest(absent, None)[1].replace("zz", "hr")), restricted
-        assert "folder" not in rest(restricted, None)[1]
+        assert "is a folder of" not in rest(restricted, None)[1]
+    assert "path ends with '/': a folder, not a note" in rest("zz/", None)[1]  # it was "empty segment ('//')"
+    assert "empty segment ('//')" in rest("ru//Top.md", None)[1]
     # a note's path is read as before
     assert rest("ru/ранбуки/Откат.md", None)[0] == 200
