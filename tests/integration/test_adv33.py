@@ -185,3 +185,33 @@ def test_a_folder_handed_to_a_read_by_path_is_named_a_folder_to_whoever_may_read
     assert "empty segment ('//')" in rest("ru//Top.md", None)[1]
     # a note's path is read as before
     assert rest("ru/ранбуки/Откат.md", None)[0] == 200
+
+
+@pytest.mark.parametrize("copy", ["_access (1).yaml", "_access copy.yaml", "_access copy 2.yaml", "_access 2.yaml",
+                                  "_access-2.yml"])  # fmt: skip
+@pytest.mark.parametrize("where", ["folder", "s3"])
+def test_a_copy_of_the_access_file_at_the_root_stops_the_sync_naming_it(tmp_path: Path, copy: str, where: str) -> None:
+    """The access file downloaded to edit it beside an older download comes back ``_access (1).yaml`` (a browser,
+    Windows), or is duplicated in Finder as ``_access copy.yaml`` / ``_access 2.yaml``; uploaded to the KB root,
+    the copy held the rules meant (``hr/: [hr]``) and was an attachment: the sync ran on the old ``_access.yaml``
+    and indexed ``hr/`` public, nothing said. Such a name now stops the sync naming it, as ``_access.yml`` does (round
+    20); another word (``_accessibility.yaml``) and a backup (``_access.yaml.bak``) stay attachments."""
+    from kbsearch.access import Scope
+    from kbsearch.config import Settings
+    from tests.integration.test_access_index import sync_from, visible, write_kb
+
+    root = tmp_path / "kb"
+    write_kb(root, {"hr/Pay.md": "# Pay\nwelcome salary bands\n", "pub/Hello.md": "# Hello\nwelcome all\n"}, None)
+    (root / "_access.yaml").write_text("ops/: [ops]\n", encoding="utf-8")  # the rules before the edit
+    for other in ("_accessibility.yaml", "_access.yaml.bak"):
+        (root / other).write_text("hr/: [hr]\n", encoding="utf-8")
+    settings = Settings(qdrant_path=str(tmp_path / "q"), qdrant_url="", embedding_api_key=None,
+                        embedding_api_key_param="")  # fmt: skip
+    report = sync_from(root, settings, where)
+    assert report.error is None and report.added == 2  # the guard: neither other name is the access file
+    (root / copy).write_text("ops/: [ops]\nhr/: [hr]\n", encoding="utf-8")  # the edit, uploaded as a copy
+    report = sync_from(root, settings, where)
+    assert report.error is not None and report.error.startswith(f"{copy!r} looks like the access file"), report.error
+    (root / copy).replace(root / "_access.yaml")
+    report = sync_from(root, settings, where)
+    assert report.error is None and visible(settings, Scope.public()) == ["pub/Hello.md"]

@@ -197,9 +197,16 @@ def mistaken_access_file(names: Iterable[str]) -> str | None:
     character: such a file was taken for an attachment, and the notes it restricts were indexed public)."""
     for name in names:
         stem, dot, ext = _skeleton(name).rstrip(".").rpartition(".")
-        if name != ACCESS_FILE and dot and ext in ("yaml", "yml") and stem.lstrip("_.") == "access":
+        if name != ACCESS_FILE and dot and ext in ("yaml", "yml") and _COPY_OF_ACCESS.fullmatch(stem.lstrip("_.")):
             return name
     return None
+
+
+#: The stem of a name meant as the access file (its skeleton: no spaces, case folded), with the marks a copy's name
+#: gets: a browser's or Windows' ``_access (1).yaml`` (a download beside an older one), macOS Finder's ``_access
+#: copy.yaml`` / ``_access copy 2.yaml`` / ``_access 2.yaml``, ``_access-2.yaml``. Uploaded beside ``_access.yaml``
+#: (or instead of it), such a copy's rules were silently not read: the edit it carried never applied.
+_COPY_OF_ACCESS = re.compile(r"access(?:\(\d+\)|[-_]?copy\d*|[-_]?\d+)?")
 
 
 def refuse_mistaken_access_file(names: Iterable[str]) -> None:
