@@ -215,3 +215,33 @@ def test_a_copy_of_the_access_file_at_the_root_stops_the_sync_naming_it(tmp_path
     (root / copy).replace(root / "_access.yaml")
     report = sync_from(root, settings, where)
     assert report.error is None and visible(settings, Scope.public()) == ["pub/Hello.md"]
+
+
+#: A folder drawn ``hr`` that is not ``hr``: the letters then a character no font draws (a default-ignorable code
+#: point that is no format character, which round 15 already read through).
+UNSEEN_HR = {"vs16": "hr\ufe0f", "cgj": "hr\u034f", "hangul-filler": "hr\u3164", "halfwidth-filler": "hr\uffa0",
+             "choseong-filler": "hr\u115f", "vs17": "hr\U000e0100", "zwsp": "hr\u200b"}  # fmt: skip
+
+
+@pytest.mark.parametrize("where", ["folder", "s3"])
+def test_a_folder_drawn_as_a_rules_folder_is_under_its_rule(tmp_path: Path, where: str) -> None:
+    """``_access.yaml`` gives ``hr/`` to ``hr``; a folder whose name is ``hr`` then a variation selector, a combining
+    grapheme joiner or a Hangul filler is drawn ``hr`` in the S3 console, Finder and Obsidian, and its notes were
+    indexed public: the rules dropped the format characters only (``hr\\u200b``, round 15, held and kept here). Now
+    every default-ignorable character is dropped as the rules compare folders: those notes are ``hr``'s; a folder
+    that reads otherwise (``hŕ``) stays public."""
+    from kbsearch.access import Scope
+    from kbsearch.config import Settings
+    from tests.integration.test_access_index import sync_from, visible, write_kb
+
+    notes = {f"{folder}/{name}.md": f"# {name}\nwelcome {name}\n" for name, folder in UNSEEN_HR.items()}
+    notes |= {"hr/Pay.md": "# Pay\nwelcome pay\n", "h\u0155/Other.md": "# Other\nwelcome other\n"}
+    root = tmp_path / "kb"
+    write_kb(root, notes, None)
+    (root / "_access.yaml").write_text("hr/: [hr]\n", encoding="utf-8")
+    settings = Settings(qdrant_path=str(tmp_path / "q"), qdrant_url="", embedding_api_key=None,
+                        embedding_api_key_param="")  # fmt: skip
+    report = sync_from(root, settings, where)
+    assert report.error is None and report.added == len(notes), report
+    assert visible(settings, Scope.public()) == ["h\u0155/Other.md"]
+    assert len(visible(settings, Scope.of("k", ["hr"]))) == len(notes)
