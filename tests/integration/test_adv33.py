@@ -245,3 +245,24 @@ def test_a_folder_drawn_as_a_rules_folder_is_under_its_rule(tmp_path: Path, wher
     assert report.error is None and report.added == len(notes), report
     assert visible(settings, Scope.public()) == ["h\u0155/Other.md"]
     assert len(visible(settings, Scope.of("k", ["hr"]))) == len(notes)
+
+
+@pytest.mark.parametrize("key", ["access\u3164", "\uffa0access", "acc\u115fess"], ids=["u3164", "uffa0", "u115f"])
+def test_an_access_key_holding_a_hangul_filler_never_makes_its_note_public(tmp_path: Path, key: str) -> None:
+    """A frontmatter key drawn ``access`` but holding a Hangul filler (a letter of category Lo that no font draws)
+    was no declaration: the note, meant for ``hr``, was indexed public. Such a key now reads as the look-alike
+    spellings do (a variation selector or a zero-width space already did): the note is skipped naming the key."""
+    from kbsearch.access import Scope
+    from kbsearch.config import Settings
+    from tests.integration.test_access_index import sync_from, visible, write_kb
+
+    root = tmp_path / "kb"
+    write_kb(
+        root, {"hr/Pay.md": f"---\n{key}: [hr]\n---\n# Pay\nwelcome pay\n", "Hello.md": "# Hello\nwelcome\n"}, None
+    )
+    settings = Settings(qdrant_path=str(tmp_path / "q"), qdrant_url="", embedding_api_key=None,
+                        embedding_api_key_param="")  # fmt: skip
+    report = sync_from(root, settings, "folder")
+    assert [s["path"] for s in report.skipped] == ["hr/Pay.md"], report.skipped
+    assert "looks like 'access'" in report.skipped[0]["reason"], report.skipped
+    assert visible(settings, Scope.public()) == ["Hello.md"]

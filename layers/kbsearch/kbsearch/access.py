@@ -200,7 +200,7 @@ def _skeleton(key: str) -> str:
     kept = "".join(
         c for c in decomposed if unicodedata.category(c) not in ("Mn", "Me", "Cf", "Cc", "Zs") and not c.isspace()
     )
-    return kept.casefold().translate(_LOOK_ALIKES)
+    return _UNSEEN.sub("", kept).casefold().translate(_LOOK_ALIKES)  # a Hangul filler too (Lo: no font draws it)
 
 
 def mistaken_access_file(names: Iterable[str]) -> str | None:
