@@ -1,0 +1,147 @@
+"""Session 33's variants (fus33a, issue 19): the close-call weight per collection, decided from evidence the
+collection gives (EVAL.md, "Session 33: a per-collection close-call weight (issue 19, fus33a)").
+
+The question: can a collection tell, from its own searches and no labels, how far its dense leg's close calls are to
+be trusted (``close_weight``, 0.5 for every collection), so that e5's gains where USE loses on the same evidence
+(fus32a's "BM25 unsure: dense's close calls in full", fus32c's "across: dense's close calls in full") are taken
+where they win? One capture file is one collection (one corpus, one model), so each capture is replayed in its own
+process: the first variant, ``collect``, reads every search of the collection and keeps its statistics; the variants
+after it read them (a collection's searches are the evidence it gives: in a deployment, the searches it served).
+
+    for f in /work/main/.kbsearch/replay32/*.pkl; do
+      .venv/bin/python eval/replay/replay.py $f --variants eval/replay/variants_s33_fus33a.py --detail; done
+
+The statistics (printed by ``collect``, per collection; BM25's first and dense's first by the fusion's per-note
+lexical value after the trust and dense value; pinned searches left out):
+
+- ``agree``: of the searches where BM25 is sure of one note (its first note's value at least ``lead_value``, ahead
+  of its second by ``stray_margin`` of it), the share whose dense first is that note. A strong dense model agrees
+  with a sure BM25 more often;
+- ``close``: the mean count of notes in the top of the dense scale (above ``close``): a weak model's flat top
+  cosines put more notes there;
+- ``gap``: the median distance between dense's first and second note on the dense scale.
+
+The families (the first variant is the hook at the defaults: it must move nothing):
+
+- ``C=x``: ``close_weight`` x for every search (what a per-collection setting could reach: read per capture);
+- ``unsure t full`` (fus32a's): BM25 unsure of everything (its first note's value under t): dense's close calls
+  count in full, questions only;
+- ``by agree >= a: ...``: the same two, taken only in a collection whose ``agree`` is at least a (the rule a
+  collection could decide for itself).
+"""
+
+from __future__ import annotations
+
+import atexit
+import statistics
+from collections.abc import Callable
+from typing import Any
+
+from kbsearch import fusion
+
+Rows = list[tuple[str, Any, float, float]]
+Hook = Callable[[Rows, dict[str, Any]], list[float]]
+
+#: The collection's statistics, read by ``collect`` over every search of the capture this process replays.
+SEEN: dict[str, list[float]] = {"agree": [], "close": [], "gap": []}
+
+
+def _default(rows: Rows, ctx: dict[str, Any]) -> list[float]:
+    p, lead, stray = ctx["p"], ctx["lead"], ctx["stray"]
+    return [dense + p.lexical_weight * n.lexical + p.rare_agreement * agreed
+            + max(p.lead_bonus if note == lead else 0.0, p.stray_bonus if note == stray else 0.0)
+            for note, n, dense, agreed in rows]  # fmt: skip
+
+
+def _firsts(rows: Rows) -> tuple[int | None, float, float, int | None, float, float]:
+    """Row index of dense's first note, its value and the second's; the same for BM25 (ties: by note path)."""
+    d = lx = None
+    d1 = d2 = l1 = l2 = 0.0
+    for i, (note, n, _, _) in enumerate(rows):
+        if n.dense > d1 or (d is not None and n.dense == d1 and note < rows[d][0]):
+            d, d1, d2 = i, n.dense, d1
+        elif n.dense > d2:
+            d2 = n.dense
+        if n.lexical > l1 or (lx is not None and n.lexical == l1 and note < rows[lx][0]):
+            lx, l1, l2 = i, n.lexical, l1
+        elif n.lexical > l2:
+            l2 = n.lexical
+    return d, d1, d2, lx, l1, l2
+
+
+def collect(rows: Rows, ctx: dict[str, Any]) -> list[float]:
+    """The defaults' scores; records the search's statistics for the collection."""
+    p = ctx["p"]
+    if not ctx["pinned"]:
+        d, d1, d2, lx, l1, l2 = _firsts(rows)
+        if d is not None:
+            SEEN["close"].append(sum(1 for _, n, _, _ in rows if n.dense > p.close))
+            SEEN["gap"].append(d1 - d2)
+        if d is not None and lx is not None and l1 >= p.lead_value and (l1 - l2) / l1 >= p.stray_margin:
+            SEEN["agree"].append(1.0 if d == lx else 0.0)
+    return _default(rows, ctx)
+
+
+def agree() -> float:
+    return statistics.fmean(SEEN["agree"]) if SEEN["agree"] else 0.0
+
+
+def _report() -> None:
+    if SEEN["gap"]:
+        print(f"collection: agree {agree():.3f} (of {len(SEEN['agree'])} sure searches), close "
+              f"{statistics.fmean(SEEN['close']):.2f}, gap {statistics.median(SEEN['gap']):.3f}")  # fmt: skip
+
+
+atexit.register(_report)
+
+
+def close_weight(c: float, questions: bool = False) -> Hook:
+    """``close_weight`` c for every search (``questions``: for questions only, lookups keep 0.5)."""
+
+    def hook(rows: Rows, ctx: dict[str, Any]) -> list[float]:
+        scores = _default(rows, ctx)
+        p = ctx["p"]
+        if questions and fusion.is_lookup(ctx["evidence"], p):
+            return scores
+        out = []
+        for score, (_, n, dense, _) in zip(scores, rows, strict=True):
+            mine = n.dense if n.dense <= p.close else p.close + c * (n.dense - p.close)
+            out.append(score + mine - dense)
+        return out
+
+    return hook
+
+
+def unsure(t: float, c: float = 1.0) -> Hook:
+    """fus32a's: BM25 unsure of everything (its first note's value under ``t``), a question (no lookup, nothing
+    pinned): dense's close calls count at ``c`` (1.0: in full)."""
+
+    def hook(rows: Rows, ctx: dict[str, Any]) -> list[float]:
+        scores = _default(rows, ctx)
+        p = ctx["p"]
+        if ctx["pinned"] or fusion.is_lookup(ctx["evidence"], p):
+            return scores
+        if max((n.lexical for _, n, _, _ in rows), default=0.0) >= t:
+            return scores
+        out = []
+        for score, (_, n, dense, _) in zip(scores, rows, strict=True):
+            mine = n.dense if n.dense <= p.close else p.close + c * (n.dense - p.close)
+            out.append(score + mine - dense)
+        return out
+
+    return hook
+
+
+def by_agree(a: float, inner: Hook) -> Hook:
+    """``inner`` in a collection whose ``agree`` (read by ``collect`` before) is at least ``a``; else the defaults."""
+
+    def hook(rows: Rows, ctx: dict[str, Any]) -> list[float]:
+        return inner(rows, ctx) if agree() >= a else _default(rows, ctx)
+
+    return hook
+
+
+VARIANTS: list[tuple[str, Hook]] = [("collect (the defaults: must move nothing)", collect)]
+VARIANTS += [(f"C={c}", close_weight(c)) for c in (0.3, 0.4, 0.6, 0.7, 0.8, 1.0)]
+VARIANTS += [(f"C={c} questions", close_weight(c, questions=True)) for c in (0.7, 1.0)]
+VARIANTS += [(f"unsure t={t} C={c}", unsure(t, c)) for t in (0.2, 0.3) for c in (0.75, 1.0)]
