@@ -24,15 +24,27 @@ lexical value after the trust and dense value; pinned searches left out):
 The families (the first variant is the hook at the defaults: it must move nothing):
 
 - ``C=x``: ``close_weight`` x for every search (what a per-collection setting could reach: read per capture);
-- ``unsure t full`` (fus32a's): BM25 unsure of everything (its first note's value under t): dense's close calls
-  count in full, questions only;
-- ``by agree >= a: ...``: the same two, taken only in a collection whose ``agree`` is at least a (the rule a
-  collection could decide for itself).
+  ``questions``: for questions only (no lookup), lookups keep 0.5;
+- ``unsure t C=c`` (fus32a's): BM25 unsure of everything (its first note's value under t), a question: dense's close
+  calls count at c (1.0: in full);
+- ``lead b within w``: the clear lead (``fusion.clear_lead``) with its bonus b and its reach w into dense's first
+  notes (the defaults: 0.075 within 3); ``lead 0``: none;
+- ``crowd<=k`` / ``crowd>=k``: a variant only where the search's own dense top holds at most / at least k notes
+  above ``close`` (per search: a weak model's flat top shows in the search itself);
+- ``by agree>=a: ...``: a variant only in a collection whose ``agree`` is at least a (the rule a collection could
+  decide for itself). Only meaningful with one capture a process (the loop above): over several captures at once,
+  ``agree`` mixes their collections.
+
+The named variants over every capture at once (the families that read no collection statistic):
+
+    .venv/bin/python eval/replay/replay.py /work/main/.kbsearch/replay32/*.pkl \\
+        --variants eval/replay/variants_s33_fus33a.py --only "lead 0.075 within 5" --changes
 """
 
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import statistics
 from collections.abc import Callable
 from typing import Any
@@ -43,7 +55,7 @@ Rows = list[tuple[str, Any, float, float]]
 Hook = Callable[[Rows, dict[str, Any]], list[float]]
 
 #: The collection's statistics, read by ``collect`` over every search of the capture this process replays.
-SEEN: dict[str, list[float]] = {"agree": [], "close": [], "gap": []}
+SEEN: dict[str, list[float]] = {"agree": [], "agree_q": [], "close": [], "gap": []}
 
 
 def _default(rows: Rows, ctx: dict[str, Any]) -> list[float]:
@@ -79,16 +91,19 @@ def collect(rows: Rows, ctx: dict[str, Any]) -> list[float]:
             SEEN["gap"].append(d1 - d2)
         if d is not None and lx is not None and l1 >= p.lead_value and (l1 - l2) / l1 >= p.stray_margin:
             SEEN["agree"].append(1.0 if d == lx else 0.0)
+            if not fusion.is_lookup(ctx["evidence"], p):
+                SEEN["agree_q"].append(1.0 if d == lx else 0.0)
     return _default(rows, ctx)
 
 
-def agree() -> float:
-    return statistics.fmean(SEEN["agree"]) if SEEN["agree"] else 0.0
+def agree(name: str = "agree") -> float:
+    return statistics.fmean(SEEN[name]) if SEEN[name] else 0.0
 
 
 def _report() -> None:
     if SEEN["gap"]:
-        print(f"collection: agree {agree():.3f} (of {len(SEEN['agree'])} sure searches), close "
+        print(f"collection: agree {agree():.3f} (of {len(SEEN['agree'])} sure searches), questions "
+              f"{agree('agree_q'):.3f} (of {len(SEEN['agree_q'])}), close "
               f"{statistics.fmean(SEEN['close']):.2f}, gap {statistics.median(SEEN['gap']):.3f}")  # fmt: skip
 
 
@@ -145,3 +160,48 @@ VARIANTS: list[tuple[str, Hook]] = [("collect (the defaults: must move nothing)"
 VARIANTS += [(f"C={c}", close_weight(c)) for c in (0.3, 0.4, 0.6, 0.7, 0.8, 1.0)]
 VARIANTS += [(f"C={c} questions", close_weight(c, questions=True)) for c in (0.7, 1.0)]
 VARIANTS += [(f"unsure t={t} C={c}", unsure(t, c)) for t in (0.2, 0.3) for c in (0.75, 1.0)]
+
+
+def lead(bonus: float, within: int, margin: float | None = None) -> Hook:
+    """``fusion.clear_lead`` with its bonus, its reach into dense's first notes (``lead_within``) and its margin set:
+    BM25's sure first note, among dense's first ``within``, gains ``bonus`` (the stray's bonus as it is)."""
+
+    def hook(rows: Rows, ctx: dict[str, Any]) -> list[float]:
+        p = ctx["p"]
+        q = dataclasses.replace(p, lead_bonus=bonus, lead_within=within,
+                                lead_margin=p.lead_margin if margin is None else margin)  # fmt: skip
+        mine = fusion.clear_lead({note: n for note, n, _, _ in rows}, q) if bonus > 0 else None
+        stray = ctx["stray"]
+        return [dense + p.lexical_weight * n.lexical + p.rare_agreement * agreed
+                + max(bonus if note == mine else 0.0, p.stray_bonus if note == stray else 0.0)
+                for note, n, dense, agreed in rows]  # fmt: skip
+
+    return hook
+
+
+VARIANTS += [("lead 0", lead(0.0, 3))]
+VARIANTS += [
+    (f"lead {b} within {w}", lead(b, w)) for b in (0.075, 0.15, 0.25) for w in (3, 5, 8) if (b, w) != (0.075, 3)
+]
+
+
+def _crowd(rows: Rows, p: Any) -> int:
+    """How many notes the dense leg has in the top of its scale (above ``close``): a flat top, this search's."""
+    return sum(1 for _, n, _, _ in rows if n.dense > p.close)
+
+
+def by_crowd(low: int, high: int, inner: Hook) -> Hook:
+    """``inner`` where the search's own dense top holds ``low`` to ``high`` notes above ``close`` (per search, not
+    per collection: a weak model's flat top is seen in the search itself); else the defaults."""
+
+    def hook(rows: Rows, ctx: dict[str, Any]) -> list[float]:
+        return inner(rows, ctx) if low <= _crowd(rows, ctx["p"]) <= high else _default(rows, ctx)
+
+    return hook
+
+
+VARIANTS += [(f"crowd>={k}: lead 0.075 within 5", by_crowd(k, 10**6, lead(0.075, 5))) for k in (3, 4, 6)]
+VARIANTS += [(f"crowd<={k}: C={c} questions", by_crowd(0, k, close_weight(c, questions=True)))
+             for k in (1, 2) for c in (0.6, 1.0)]  # fmt: skip
+VARIANTS += [(f"by agree>={a}: crowd<=2: C={c} questions", by_agree(a, by_crowd(0, 2, close_weight(c, questions=True))))
+             for a in (0.78, 0.83) for c in (0.6, 0.7)]  # fmt: skip
