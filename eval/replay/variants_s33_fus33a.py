@@ -46,10 +46,15 @@ from __future__ import annotations
 import atexit
 import dataclasses
 import statistics
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from kbsearch import fusion
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # replay.py, beside this file
+from replay import default_scores, leg_firsts
 
 Rows = list[tuple[str, Any, float, float]]
 Hook = Callable[[Rows, dict[str, Any]], list[float]]
@@ -58,34 +63,11 @@ Hook = Callable[[Rows, dict[str, Any]], list[float]]
 SEEN: dict[str, list[float]] = {"agree": [], "agree_q": [], "close": [], "gap": []}
 
 
-def _default(rows: Rows, ctx: dict[str, Any]) -> list[float]:
-    p, lead, stray = ctx["p"], ctx["lead"], ctx["stray"]
-    return [dense + p.lexical_weight * n.lexical + p.rare_agreement * agreed
-            + max(p.lead_bonus if note == lead else 0.0, p.stray_bonus if note == stray else 0.0)
-            for note, n, dense, agreed in rows]  # fmt: skip
-
-
-def _firsts(rows: Rows) -> tuple[int | None, float, float, int | None, float, float]:
-    """Row index of dense's first note, its value and the second's; the same for BM25 (ties: by note path)."""
-    d = lx = None
-    d1 = d2 = l1 = l2 = 0.0
-    for i, (note, n, _, _) in enumerate(rows):
-        if n.dense > d1 or (d is not None and n.dense == d1 and note < rows[d][0]):
-            d, d1, d2 = i, n.dense, d1
-        elif n.dense > d2:
-            d2 = n.dense
-        if n.lexical > l1 or (lx is not None and n.lexical == l1 and note < rows[lx][0]):
-            lx, l1, l2 = i, n.lexical, l1
-        elif n.lexical > l2:
-            l2 = n.lexical
-    return d, d1, d2, lx, l1, l2
-
-
 def collect(rows: Rows, ctx: dict[str, Any]) -> list[float]:
     """The defaults' scores; records the search's statistics for the collection."""
     p = ctx["p"]
     if not ctx["pinned"]:
-        d, d1, d2, lx, l1, l2 = _firsts(rows)
+        d, d1, d2, lx, l1, l2 = leg_firsts(rows)
         if d is not None:
             SEEN["close"].append(sum(1 for _, n, _, _ in rows if n.dense > p.close))
             SEEN["gap"].append(d1 - d2)
@@ -93,7 +75,7 @@ def collect(rows: Rows, ctx: dict[str, Any]) -> list[float]:
             SEEN["agree"].append(1.0 if d == lx else 0.0)
             if not fusion.is_lookup(ctx["evidence"], p):
                 SEEN["agree_q"].append(1.0 if d == lx else 0.0)
-    return _default(rows, ctx)
+    return default_scores(rows, ctx)
 
 
 def agree(name: str = "agree") -> float:
@@ -110,19 +92,20 @@ def _report() -> None:
 atexit.register(_report)
 
 
+def _close_at(rows: Rows, ctx: dict[str, Any], c: float) -> list[float]:
+    """The defaults' scores with the top of the dense scale (above ``close``) counted at ``c``, not ``close_weight``."""
+    p = ctx["p"]
+    return [score + (n.dense if n.dense <= p.close else p.close + c * (n.dense - p.close)) - dense
+            for score, (_, n, dense, _) in zip(default_scores(rows, ctx), rows, strict=True)]  # fmt: skip
+
+
 def close_weight(c: float, questions: bool = False) -> Hook:
     """``close_weight`` c for every search (``questions``: for questions only, lookups keep 0.5)."""
 
     def hook(rows: Rows, ctx: dict[str, Any]) -> list[float]:
-        scores = _default(rows, ctx)
-        p = ctx["p"]
-        if questions and fusion.is_lookup(ctx["evidence"], p):
-            return scores
-        out = []
-        for score, (_, n, dense, _) in zip(scores, rows, strict=True):
-            mine = n.dense if n.dense <= p.close else p.close + c * (n.dense - p.close)
-            out.append(score + mine - dense)
-        return out
+        if questions and fusion.is_lookup(ctx["evidence"], ctx["p"]):
+            return default_scores(rows, ctx)
+        return _close_at(rows, ctx, c)
 
     return hook
 
@@ -132,17 +115,11 @@ def unsure(t: float, c: float = 1.0) -> Hook:
     pinned): dense's close calls count at ``c`` (1.0: in full)."""
 
     def hook(rows: Rows, ctx: dict[str, Any]) -> list[float]:
-        scores = _default(rows, ctx)
-        p = ctx["p"]
-        if ctx["pinned"] or fusion.is_lookup(ctx["evidence"], p):
-            return scores
+        if ctx["pinned"] or fusion.is_lookup(ctx["evidence"], ctx["p"]):
+            return default_scores(rows, ctx)
         if max((n.lexical for _, n, _, _ in rows), default=0.0) >= t:
-            return scores
-        out = []
-        for score, (_, n, dense, _) in zip(scores, rows, strict=True):
-            mine = n.dense if n.dense <= p.close else p.close + c * (n.dense - p.close)
-            out.append(score + mine - dense)
-        return out
+            return default_scores(rows, ctx)
+        return _close_at(rows, ctx, c)
 
     return hook
 
@@ -151,7 +128,7 @@ def by_agree(a: float, inner: Hook) -> Hook:
     """``inner`` in a collection whose ``agree`` (read by ``collect`` before) is at least ``a``; else the defaults."""
 
     def hook(rows: Rows, ctx: dict[str, Any]) -> list[float]:
-        return inner(rows, ctx) if agree() >= a else _default(rows, ctx)
+        return inner(rows, ctx) if agree() >= a else default_scores(rows, ctx)
 
     return hook
 
@@ -195,7 +172,7 @@ def by_crowd(low: int, high: int, inner: Hook) -> Hook:
     per collection: a weak model's flat top is seen in the search itself); else the defaults."""
 
     def hook(rows: Rows, ctx: dict[str, Any]) -> list[float]:
-        return inner(rows, ctx) if low <= _crowd(rows, ctx["p"]) <= high else _default(rows, ctx)
+        return inner(rows, ctx) if low <= _crowd(rows, ctx["p"]) <= high else default_scores(rows, ctx)
 
     return hook
 
