@@ -128,6 +128,33 @@ def hooked_fusion() -> types.ModuleType:
     return module
 
 
+def default_scores(rows: list[tuple[str, Any, float, float]], ctx: dict[str, Any]) -> list[float]:
+    """Each row's score as the fusion's own loop gives it (dense after the close calls, BM25 at ``lexical_weight``,
+    the rare-term agreement, the larger of the clear-lead and stray bonuses): the start every variant hook edits.
+    One copy, imported by the variants files (``from replay import default_scores``)."""
+    p, lead, stray = ctx["p"], ctx["lead"], ctx["stray"]
+    return [dense + p.lexical_weight * n.lexical + p.rare_agreement * agreed
+            + max(p.lead_bonus if note == lead else 0.0, p.stray_bonus if note == stray else 0.0)
+            for note, n, dense, agreed in rows]  # fmt: skip
+
+
+def leg_firsts(rows: list[tuple[str, Any, float, float]]) -> tuple[int | None, float, float, int | None, float, float]:
+    """Row index of dense's first note (by the per-note dense value), its value and the second's; the same for BM25
+    (by the lexical value after the trust and the language factor). Ties: by note path."""
+    d = lx = None
+    d1 = d2 = l1 = l2 = 0.0
+    for i, (note, n, _, _) in enumerate(rows):
+        if n.dense > d1 or (d is not None and n.dense == d1 and note < rows[d][0]):
+            d, d1, d2 = i, n.dense, d1
+        elif n.dense > d2:
+            d2 = n.dense
+        if n.lexical > l1 or (lx is not None and n.lexical == l1 and note < rows[lx][0]):
+            lx, l1, l2 = i, n.lexical, l1
+        elif n.lexical > l2:
+            l2 = n.lexical
+    return d, d1, d2, lx, l1, l2
+
+
 def current(evidence: Any) -> Any:
     """A captured query's evidence as this process's :mod:`kbsearch.fusion` reads it: a field the capturing tree's
     ``QueryEvidence`` did not have (``ui_path``, session 31: a capture of an older tree would read its class
