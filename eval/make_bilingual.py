@@ -45,6 +45,11 @@ DEFAULT_VAULT = ROOT.parent / "shared" / "kb" / "obsidian-help"
 KB = ".kbsearch/bil"  # the KB this builds, from the repository root
 SETS = HERE / "bil"
 LANGS = ("en", "ru")
+#: the classes holding the same items in the other language, in the same order (both built from one list of pages
+#: or items, kept in one language): what the ``expanded`` phase's oracle answers as a query's translation
+_PAIRS = (("question-en", "cross-ru-to-en"), ("question-ru", "cross-en-to-ru"), ("title-en", "title-ru-to-en"),
+          ("title-ru", "title-en-to-ru"), ("code-en", "code-ru"))  # fmt: skip
+PARALLEL = {a: b for pair in _PAIRS for a, b in (pair, pair[::-1])}
 
 
 def choose(vault: Path) -> dict[str, tuple[str, str]]:
@@ -129,8 +134,8 @@ def main() -> int:
         header = f"# {len(items)} queries ({name}) over the bilingual KB {KB}, made by eval/make_bilingual.py.\n"
         out.write_text(header + yaml.safe_dump(items, allow_unicode=True, sort_keys=False, width=1000), "utf-8")
         entry = {"class": name, "corpus": KB, "queries": f"eval/bil/{name}.yaml"}
-        if name.startswith("code-"):  # the same items in the other language, in the same order
-            entry["parallel"] = "code-ru" if name == "code-en" else "code-en"
+        if name in PARALLEL:  # the same items in the other language, in the same order (the expanded phase)
+            entry["parallel"] = PARALLEL[name]
         manifest.append(entry)
         print(f"{out.relative_to(HERE)}: {len(items)} queries")
     header = (

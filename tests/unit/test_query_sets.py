@@ -125,6 +125,9 @@ def test_the_bilingual_kb_holds_each_page_once_and_its_sets_are_what_the_script_
         assert all(languages[q["relevant"][0]] == other for q in built[f"title-{lang}-to-{other}"])
         assert all(languages[q["relevant"][0]] == lang for q in built[f"question-{lang}"])
         assert all(languages[q["relevant"][0]] == other for q in built[f"cross-{lang}-to-{other}"])
+    for a, b in module.PARALLEL.items():  # type: ignore[attr-defined]  # the same items, the same order
+        assert [q["relevant"] for q in built[a]] == [q["relevant"] for q in built[b]], (a, b)
+        assert {m["class"]: m.get("parallel") for m in manifest}[a] == b
     codes = yaml.safe_load((ROOT / "eval" / "obsidian-help-codes.yaml").read_text(encoding="utf-8"))
     for item in codes:  # whole pairs (an unquoted comma would cut a value)
         assert set(item) == {"relevant", "en", "ru"} and isinstance(item["en"], str) and isinstance(item["ru"], str)
