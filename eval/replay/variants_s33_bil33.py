@@ -4,13 +4,15 @@ Each variant changes what the fusion reads before its scoring loop (``_across``'
 names), which a ``--variants`` hook cannot reach: so each is a copy of this tree's ``layers/kbsearch`` with one edit,
 replayed against the base with ``--compare`` (EVAL.md, "Session 33: ... (issue 19, bil33)"):
 
-    .venv/bin/python eval/replay/variants_s33_bil33.py /tmp/bil33/variants          # writes A/, C1/, C2/
+    .venv/bin/python eval/replay/variants_s33_bil33.py /tmp/bil33/variants          # writes A/, B/, C1/, C2/
     PYTHONPATH=/tmp/bil33/variants/A/layers/kbsearch:tools .venv/bin/python eval/replay/replay.py \\
         /work/main/.kbsearch/replay32/*.pkl /work/main/.kbsearch/replay33/*.pkl --compare /tmp/base33 --detail
 
 - ``A``: ``_across`` holds only where the query's language is the minority of its own dense leg's notes (a
   translated KB's leftover pages), not where the leg is balanced or mostly of the query's language with a first
   note of the other (a KB written in both: the query's language's notes are answers, not leftovers).
+- ``B``: fus32c's gate off (a plain query asked across languages pins its exact matches wherever the legs rank
+  them, as before session 32): what that gate does in a KB written in both languages.
 - ``C1``: an acronym or a code written in capitals ("PDF", "SSO", "AES-256", "ISO27001") is no foreign proper name
   of a Russian question: such a question is gated as the same English question is (rev32a's asymmetry, one way).
 - ``C2``: an English question's acronyms and codes in capitals are names too: it keeps its pin as the Russian one
@@ -76,7 +78,9 @@ _NAMES_C2 = _NAMES.replace(
                 out.update(tokenize(word))
         return frozenset(out)""",
 )
-VARIANTS = {"A": ("fusion.py", _ACROSS, _ACROSS_A), "C1": ("lexical.py", _NAMES, _NAMES_C1),
+_GATE = "and (questioned(evidence, p) or (across and not evidence.identifiers and not evidence.ui_path))"
+_GATE_B = "and questioned(evidence, p)  # variant B: fus32c's gate off"
+VARIANTS = {"A": ("fusion.py", _ACROSS, _ACROSS_A), "B": ("fusion.py", _GATE, _GATE_B), "C1": ("lexical.py", _NAMES, _NAMES_C1),
             "C2": ("lexical.py", _NAMES, _NAMES_C2)}  # fmt: skip
 
 
