@@ -8,7 +8,7 @@ replayed against the base with ``--compare`` (EVAL.md, "Session 33: ... (issue 1
 
     .venv/bin/python eval/replay/variants_s33_bil33.py /tmp/bil33/variants          # writes A/, B/, C1/, C2/
     PYTHONPATH=/tmp/bil33/variants/A/layers/kbsearch:tools .venv/bin/python eval/replay/replay.py \\
-        /work/main/.kbsearch/replay32/*.pkl /work/main/.kbsearch/replay33/*.pkl --compare /tmp/base33 --detail
+        /work/main/.kbsearch/replay32/*.pkl /work/main/.kbsearch/replay33/*-classes-bil.pkl --compare /tmp/base33 --detail
 
 - ``A``: ``_across`` holds only where the query's language is the minority of its own dense leg's notes (a
   translated KB's leftover pages), not where the leg is balanced or mostly of the query's language with a first
