@@ -56,17 +56,22 @@ def test_hand_written_items_are_whole_pairs_and_details_spread_over_pages() -> N
 
 
 @pytest.mark.skipif(not VAULT.is_dir(), reason="shared/kb/obsidian-help is not present")
+def _labels_hold(corpus: Path, entry: dict[str, str]) -> None:
+    """Every query of a manifest entry's class has labels, each a note of ``corpus``; a known item's relevant notes
+    hold every term of the query."""
+    for q in load_queries(ROOT / entry["queries"]):
+        assert q.relevant, (entry["class"], q.query)
+        for path in q.relevant:
+            assert (corpus / path).is_file(), (entry["class"], path)
+        if entry["class"].startswith("known-item"):
+            terms = set(tokenize(q.query))
+            for path in q.relevant:  # every relevant note holds every term of the query
+                assert terms <= set(tokenize((corpus / path).read_text(encoding="utf-8"))), (q.query, path)
+
+
 def test_labels_name_existing_notes_and_known_items_are_in_them() -> None:
     for m in _manifest():
-        corpus = (ROOT / m["corpus"]).resolve()
-        for q in load_queries(ROOT / m["queries"]):
-            assert q.relevant, (m["class"], q.query)
-            for path in q.relevant:
-                assert (corpus / path).is_file(), (m["class"], path)
-            if m["class"].startswith("known-item"):
-                terms = set(tokenize(q.query))
-                for path in q.relevant:  # every relevant note holds every term of the query
-                    assert terms <= set(tokenize((corpus / path).read_text(encoding="utf-8"))), (q.query, path)
+        _labels_hold((ROOT / m["corpus"]).resolve(), m)
 
 
 @pytest.mark.skipif(not VAULT.is_dir(), reason="shared/kb/obsidian-help is not present")
@@ -112,14 +117,7 @@ def test_the_bilingual_kb_holds_each_page_once_and_its_sets_are_what_the_script_
         assert m["corpus"] == module.KB  # type: ignore[attr-defined]
         committed = yaml.safe_load((ROOT / m["queries"]).read_text(encoding="utf-8"))
         assert committed == built[m["class"]], m["class"]
-        for q in load_queries(ROOT / m["queries"]):
-            assert q.relevant, (m["class"], q.query)
-            for path in q.relevant:
-                assert (kb / path).is_file(), (m["class"], path)
-            if m["class"].startswith("known-item"):
-                terms = set(tokenize(q.query))
-                for path in q.relevant:
-                    assert terms <= set(tokenize((kb / path).read_text(encoding="utf-8"))), (q.query, path)
+        _labels_hold(kb, m)
     for lang, other in (("en", "ru"), ("ru", "en")):  # a title asked in a language the KB holds the page in or not
         assert all(languages[q["relevant"][0]] == lang for q in built[f"title-{lang}"])
         assert all(languages[q["relevant"][0]] == other for q in built[f"title-{lang}-to-{other}"])
