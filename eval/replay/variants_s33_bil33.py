@@ -17,6 +17,9 @@ replayed against the base with ``--compare`` (EVAL.md, "Session 33: ... (issue 1
   them, as before session 32): what that gate does in a KB written in both languages.
 - ``C1``: an acronym or a code written in capitals ("PDF", "SSO", "AES-256", "ISO27001") is no foreign proper name
   of a Russian question: such a question is gated as the same English question is (rev32a's asymmetry, one way).
+- ``C3``: a question naming an identifier keeps its pin on a note of another language than the question wherever
+  the legs rank it (the identifier is what ties the question to a page written in the other language: e5's dense leg
+  ranks its own language first, BM25's other words are the question's language).
 - ``C2``: an English question's acronyms and codes in capitals are names too: it keeps its pin as the Russian one
   does (the asymmetry, the other way).
 """
@@ -72,7 +75,13 @@ _NAMES_C2 = _NAMES.replace(
 )
 _GATE = "and (questioned(evidence, p) or (across and not evidence.identifiers and not evidence.ui_path))"
 _GATE_B = "and questioned(evidence, p)  # variant B: fus32c's gate off"
-TREES = {"A": ("fusion.py", _ACROSS, _ACROSS_A), "B": ("fusion.py", _GATE, _GATE_B), "C1": ("lexical.py", _NAMES, _NAMES_C1),
+_KEPT = "kept = {note for note in pinned if note not in answered and _about(notes[note], notes, p)}"
+_KEPT_C3 = (
+    "kept = {note for note in pinned if note not in answered and (_about(notes[note], notes, p) or (questioned("
+    "evidence, p) and _note_language((notes[note].lexical_chunk or notes[note].dense_chunk or "
+    "brought[note]).payload, languages) not in (None, language)))}  # variant C3"
+)
+TREES = {"A": ("fusion.py", _ACROSS, _ACROSS_A), "B": ("fusion.py", _GATE, _GATE_B), "C3": ("fusion.py", _KEPT, _KEPT_C3), "C1": ("lexical.py", _NAMES, _NAMES_C1),
             "C2": ("lexical.py", _NAMES, _NAMES_C2)}  # fmt: skip
 
 
