@@ -726,20 +726,6 @@ def _index(args: argparse.Namespace, summarised: _SummarisedErrors, indexer_log:
                 print("\nkbsearch index: interrupted while embedding the stand-in reranker's passages; the index is "
                       "complete, the passages embedded so far are cached", file=sys.stderr, flush=True)  # fmt: skip
         oracle.stop()
-    if report["error"] and re.search(r"another process has it open \(pid \d+: kbsearch index\)", report["error"]):
-        report["error"] += ": another kbsearch index is syncing into it; run this again once it has ended"
-    elif report["error"] and re.search(r"another process has it open \(pid \d+: kbsearch mcp\)", report["error"]):
-        # the advice for a server (stop it, or let it take the sync) is not for an assistant's stdio server
-        report["error"] += (
-            ": an assistant's kbsearch mcp is answering from it; it lets go after --idle-close seconds (5) without "
-            "a call: run kbsearch index again then (or stop the assistant)"
-        )
-    elif report["error"] and "another process has it open" in report["error"]:
-        report["error"] += (
-            ". A kbsearch serve (or another kbsearch) holds it: a kbsearch serve of this version takes the sync "
-            "itself (kbsearch index hands it over; kbsearch serve --watch syncs every save); otherwise stop that "
-            "process and run kbsearch index again, or index into another QDRANT_PATH"
-        )
     summarised.release(indexer_log, report["error"])
     if args.json:
         print(_json_text(report))
@@ -994,7 +980,7 @@ def _oracle_named(model: Any) -> str | None:
 def _unavailable_reason(exc: Any, settings: Any) -> str:
     """Why ``kbsearch search`` cannot search, for the one at this terminal: for an embedded store held by another
     process, which one (its pid) and what to do (it said only "another process has it open")."""
-    from kbsearch.qdrant.readiness import held_by, missing_index, store_holder
+    from kbsearch.qdrant.readiness import held_by, missing_index, serve_url, store_holder
     from kbsearch.search import LOCKED_STORE
 
     held = held_by(settings) if exc.public == LOCKED_STORE else None
@@ -1007,32 +993,10 @@ def _unavailable_reason(exc: Any, settings: Any) -> str:
     if held.endswith(": kbsearch mcp)"):  # it closes the store once idle (--idle-close, default 5 s)
         return (f"{held}; it lets go of the store after --idle-close seconds without a call (default 5; 0 keeps "
                 "it): search then, or stop it")  # fmt: skip
-    url = _serve_url(store_holder(settings)) if held.endswith(": kbsearch serve)") else None
+    url = serve_url(store_holder(settings)) if held.endswith(": kbsearch serve)") else None
     return (f"{held}; stop it, or search through that kbsearch serve "
             + (f"(curl '{url}/search?q=...')" if url else "(curl 'http://127.0.0.1:3000/search?q=...', on the port "
                "it printed)"))  # fmt: skip
-
-
-def _serve_url(pid: int | None) -> str | None:
-    """The URL a ``kbsearch serve`` (process ``pid``) answers on, from the ``--host`` and ``--port`` of its command
-    line (defaults 127.0.0.1 and 3000): a search refused by its store was told ``http://127.0.0.1:3000`` whatever
-    port it served. None when it cannot be told (``--port 0`` picks a free one; no ``/proc``)."""
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            argv = [arg.decode("utf-8", "replace") for arg in handle.read(1 << 16).split(b"\0") if arg]
-    except (OSError, TypeError):
-        return None
-    options = {"--host": "127.0.0.1", "--port": "3000"}
-    rest = argv[argv.index("serve") + 1 :] if "serve" in argv else []
-    for at, arg in enumerate(rest):
-        name, equals, value = arg.partition("=")
-        if name in options:
-            options[name] = value if equals else (rest[at + 1] if at + 1 < len(rest) else "")
-    host, port = options["--host"], options["--port"]
-    if not port.isdigit() or int(port) == 0:
-        return None
-    host = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host  # noqa: S104 (bound to every address: loopback is one)
-    return f"http://{f'[{host}]' if ':' in host else host}:{int(port)}"
 
 
 def cmd_mcp(args: argparse.Namespace) -> int:

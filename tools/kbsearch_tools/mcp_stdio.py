@@ -215,8 +215,8 @@ def locked_store(settings: Any) -> str:
             "kbsearch mcp": "another assistant's server, which lets go of it after its --idle-close seconds without "
             "a call (default 5): call the tool again then; for both assistants at once, run kbsearch serve and give "
             "each kbsearch mcp --remote http://127.0.0.1:3000",
-            "kbsearch serve": "launch this server as kbsearch mcp --remote http://127.0.0.1:3000 (the port kbsearch "
-            "serve printed) to search through it, or stop it",
+            "kbsearch serve": "launch this server as kbsearch mcp --remote {url}{unsure} to search through it, or "
+            "stop it",
         },
         "call the tool again once it has ended, or stop it",
     )

@@ -1,0 +1,125 @@
+"""Round 33: a new user's hour (walk33): README followed from a fresh clone, through the real interfaces (`kbsearch`
+spawned as processes, the way a user starts them; handlers through `kbsearch invoke` and `kbsearch serve`). Each
+test fails on main's code before its fix."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+
+from kbsearch_tools.local.process import serve_process
+from tests.conftest import KBSEARCH_CMD, PROCESS_TIMEOUT_S, ROOT, subprocess_env
+
+
+def _kbsearch(
+    *args: str, cwd: Path | str = ROOT, stdin: str | None = None, **env: str
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*KBSEARCH_CMD, *args], capture_output=True, text=True, cwd=cwd, env=subprocess_env(**env),
+                          input=stdin, timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _indexed(tmp_path: Path) -> tuple[Path, str]:
+    kb = tmp_path / "my kb"
+    kb.mkdir()
+    (kb / "a.md").write_text("# A\n\nsnapshot\n")
+    store = str(tmp_path / "q")
+    assert _kbsearch("index", str(kb), cwd=tmp_path, QDRANT_PATH=store).returncode == 0
+    return kb, store
+
+
+@pytest.mark.timeout(5 * PROCESS_TIMEOUT_S)
+def test_the_indexer_function_invoked_beside_a_serve_says_what_to_do(tmp_path: Path) -> None:
+    """README's Local use runs `kbsearch serve`, then `kbsearch invoke IndexerFunction --event
+    events/indexer_schedule.json` ("needs KB_SOURCE"). With the server up (after a search), the function failed
+    with `index storage failed: cannot open the embedded store at ...: another process has it open (pid N: kbsearch
+    serve)` and nothing else, where `kbsearch index` says what to do; the function's error says it now, naming the
+    KB it was given. And `kbsearch index --rebuild` beside a server was told "a kbsearch serve ... takes the sync
+    itself (kbsearch index hands it over ...)": a rebuild is never handed over; it is told to stop the server."""
+    kb, store = _indexed(tmp_path)
+    with serve_process(subprocess_env(QDRANT_PATH=store), cwd=ROOT) as served:
+        assert httpx.get(f"{served.base_url}/search", params={"q": "snapshot"}, timeout=30).status_code == 200
+        invoked = _kbsearch("invoke", "IndexerFunction", "--event", "events/indexer_schedule.json",
+                            QDRANT_PATH=store, KB_SOURCE=str(kb))  # fmt: skip
+        rebuilt = _kbsearch("index", "--rebuild", str(kb), cwd=tmp_path, QDRANT_PATH=store)
+        pid = served.process.pid
+    assert invoked.returncode == 1, invoked.stderr  # the function failed: its error is the result printed
+    error = json.loads(invoked.stdout)
+    assert error["errorType"] == "IndexerRunError", error
+    assert error["errorMessage"].endswith(
+        f"another process has it open (pid {pid}: kbsearch serve): a kbsearch serve of this version takes the sync "
+        f"itself: kbsearch index '{kb}' hands it over (kbsearch serve --watch syncs every save); otherwise stop that "
+        "server and run this again, or index into another QDRANT_PATH"
+    ), error
+    assert rebuilt.returncode == 75, rebuilt.stdout + rebuilt.stderr  # held elsewhere, nothing changed
+    said = next(line for line in rebuilt.stdout.splitlines() if line.startswith("  error: "))
+    assert said.endswith(f"(pid {pid}: kbsearch serve): a kbsearch serve syncs into its store but does not rebuild "
+                         "it: stop that server, run this again, then start it again"), said  # fmt: skip
+
+
+@pytest.mark.timeout(4 * PROCESS_TIMEOUT_S)
+def test_a_request_and_an_assistant_refused_by_a_serve_are_told_the_url_it_serves(tmp_path: Path) -> None:
+    """`kbsearch serve --port N` (3000 taken by another server, or `make run PORT=...`), then README's `kbsearch
+    invoke SearchFunction --event events/search.json` and an assistant's `kbsearch mcp`: the 503 said "send the
+    request to that server (the URL its banner printed, http://127.0.0.1:3000 by default)" and the tool "launch
+    this server as kbsearch mcp --remote http://127.0.0.1:3000 (the port kbsearch serve printed)": a URL where
+    nothing answered, though `kbsearch search` names the server's own (round 24). Both name it now."""
+    _, store = _indexed(tmp_path)
+    port = _free_port()
+    with serve_process(subprocess_env(QDRANT_PATH=store), cwd=ROOT, args=["--port", str(port)]) as served:
+        assert served.base_url == f"http://127.0.0.1:{port}"
+        assert httpx.get(f"{served.base_url}/search", params={"q": "snapshot"}, timeout=30).status_code == 200
+        invoked = _kbsearch("invoke", "SearchFunction", "--event", "events/search.json", QDRANT_PATH=store)
+        session = [
+            {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}},
+            {"jsonrpc": "2.0", "method": "notifications/initialized"},
+            {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+             "params": {"name": "kb_search", "arguments": {"query": "snapshot"}}},
+        ]  # fmt: skip
+        assistant = _kbsearch("mcp", cwd=tmp_path, stdin="".join(json.dumps(m) + "\n" for m in session),
+                              QDRANT_PATH=store)  # fmt: skip
+        pid = served.process.pid
+    assert invoked.returncode == 0, invoked.stderr
+    result = json.loads(invoked.stdout)
+    assert result["statusCode"] == 503, result
+    assert json.loads(result["body"])["message"] == (
+        f"the local index is open in another process (pid {pid}: kbsearch serve), and the embedded store takes one "
+        f"process at a time: send the request to that server, http://127.0.0.1:{port}, or stop it"
+    ), result
+    assert assistant.returncode == 0, assistant.stderr
+    answer = json.loads(assistant.stdout.splitlines()[-1])["result"]
+    assert answer["isError"] is True, answer
+    assert answer["content"][0]["text"] == (
+        f"the local index is open in another process (pid {pid}: kbsearch serve), and the embedded store takes one "
+        f"process at a time: launch this server as kbsearch mcp --remote http://127.0.0.1:{port} to search through "
+        "it, or stop it"
+    ), answer
+
+
+@pytest.mark.timeout(3 * PROCESS_TIMEOUT_S)
+def test_a_note_read_over_rest_names_the_rest_search(tmp_path: Path) -> None:
+    """`curl .../notes/KB-020` (a hit's `doc_id`) and `curl .../notes/<a path no note has>` at `kbsearch serve`
+    answered "... (use kb_search to find one)" and "...; use kb_search to find the right path": the MCP tool's
+    name, to a REST caller, whose search is `GET /search`. The REST answers name it now; `kb_get_note`'s still name
+    `kb_search` (test_adv25, test_paper_cuts_23)."""
+    _, store = _indexed(tmp_path)
+    with serve_process(subprocess_env(QDRANT_PATH=store), cwd=ROOT) as served:
+        named = httpx.get(f"{served.base_url}/notes/A", timeout=30)
+        missing = httpx.get(f"{served.base_url}/notes/nope.md", timeout=30)
+    assert named.status_code == 400, named.text
+    assert named.json()["message"] == (
+        "not a note path: note paths end in .md: did you mean 'a.md'? (use GET /search?q=... to find one)"
+    ), named.text
+    assert missing.status_code == 404, missing.text
+    assert missing.json()["message"] == "no note at 'nope.md'; use GET /search?q=... to find the right path"
