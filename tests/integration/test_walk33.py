@@ -123,3 +123,22 @@ def test_a_note_read_over_rest_names_the_rest_search(tmp_path: Path) -> None:
     ), named.text
     assert missing.status_code == 404, missing.text
     assert missing.json()["message"] == "no note at 'nope.md'; use GET /search?q=... to find the right path"
+
+
+def test_the_access_file_is_not_counted_as_an_attachment_ignored(tmp_path: Path) -> None:
+    """README's Access section: an `_access.yaml` at the KB root gives folders their groups. `kbsearch index` of
+    a KB with one (and one picture) said `2 attachments ignored`: the rules it had just applied were counted as a
+    file it ignored. The summary counts the picture alone now, in the singular; `--json` the same."""
+    kb = tmp_path / "kb"
+    (kb / "hr").mkdir(parents=True)
+    (kb / "hr" / "pay.md").write_text("# Pay\n\nsalary bands\n")
+    (kb / "a.md").write_text("# A\n\nsnapshot\n")
+    (kb / "diagram.png").write_bytes(b"\x89PNG\r\n")
+    (kb / "_access.yaml").write_text("hr/: [hr]\n")
+    summary = _kbsearch("index", str(kb), cwd=tmp_path, QDRANT_PATH=str(tmp_path / "q"))
+    assert summary.returncode == 0, summary.stderr
+    assert summary.stdout.splitlines()[1].endswith("0 skipped; 1 attachment ignored"), summary.stdout
+    again = _kbsearch("index", str(kb), "--full", "--json", cwd=tmp_path, QDRANT_PATH=str(tmp_path / "q"))
+    assert json.loads(again.stdout)["attachments_ignored"] == 1, again.stdout
+    hidden = _kbsearch("search", "salary", "--scope", "public", cwd=tmp_path, QDRANT_PATH=str(tmp_path / "q"))
+    assert hidden.stdout.startswith("0 results"), hidden.stdout  # the rules were read

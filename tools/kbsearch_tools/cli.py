@@ -571,7 +571,7 @@ def _print_sync_summary(report: dict[str, Any]) -> None:
     print(
         f"  notes: {report['notes_listed']} listed, {report['added']} added, {report['updated']} updated, "
         f"{report['deleted']} deleted, {report['unchanged']} unchanged, {len(report['skipped'])} skipped; "
-        f"{report['attachments_ignored']} attachments ignored"
+        f"{report['attachments_ignored']} attachment{'' if report['attachments_ignored'] == 1 else 's'} ignored"
     )
     print(
         f"  chunks: {report['chunks_upserted']} upserted, {report['chunks_deleted']} deleted; "

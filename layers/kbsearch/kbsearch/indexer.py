@@ -719,7 +719,7 @@ class Indexer:
         self._read_reach()
         notes = self._notes(report, listing)
         if not report.notes_listed:
-            report.no_notes = no_notes(self.source.uri, report.attachments_ignored)
+            report.no_notes = no_notes(self.source.uri, sum(1 for obj in listing if not obj.is_note))
         state = self.store.indexed_state()
         self._state = state  # what the index held when this run listed the KB
         self._old_names = set()
@@ -1034,7 +1034,8 @@ class Indexer:
                     self._skip(report, obj.path, f"{problem}: kb_get_note could not reach it")
                 else:
                     by_path.setdefault(obj.path, {})[obj.key] = obj
-        report.attachments_ignored = sum(1 for obj in listing if not obj.is_note)
+        # the access file at the root is read, not ignored: a KB with one counted it as an attachment (walk33)
+        report.attachments_ignored = sum(1 for obj in listing if not obj.is_note and obj.path != ACCESS_FILE)
         notes: dict[str, SourceObject] = {}
         for path, objs in by_path.items():
             winner = preferred(list(objs))
