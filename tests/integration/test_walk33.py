@@ -142,3 +142,25 @@ def test_the_access_file_is_not_counted_as_an_attachment_ignored(tmp_path: Path)
     assert json.loads(again.stdout)["attachments_ignored"] == 1, again.stdout
     hidden = _kbsearch("search", "salary", "--scope", "public", cwd=tmp_path, QDRANT_PATH=str(tmp_path / "q"))
     assert hidden.stdout.startswith("0 results"), hidden.stdout  # the rules were read
+
+
+def test_a_misspelt_template_parameter_names_the_one_meant() -> None:
+    """`kbsearch invoke ... --parameter-overrides stage=prod` (and `kbsearch serve`'s) said `unknown template
+    parameter stage`, where README promises a misspelt option or choice is named beside the one meant (`kbsearch
+    invoke searchfunction` lists the functions). A parameter in another case, a setting's name given for the
+    parameter that sets it, or a slip names the parameter; a name like none lists them. Exit 2, stdout empty."""
+    cases = {
+        "stage=prod": "unknown template parameter stage: did you mean Stage?",
+        "EMBEDDING_DIMENSIONS=512": "unknown template parameter EMBEDDING_DIMENSIONS: did you mean EmbeddingDimensions?",
+        "EmbedingDimensions=512": "unknown template parameter EmbedingDimensions: did you mean EmbeddingDimensions?",
+    }
+    for override, said in cases.items():
+        run = _kbsearch("invoke", "SearchFunction", "--event", "events/health.json", "--parameter-overrides", override)
+        assert run.returncode == 2 and not run.stdout, (run.returncode, run.stdout)
+        assert run.stderr == f"kbsearch invoke: error: {said}\n", run.stderr
+    listed = _kbsearch("serve", "--port", "0", "--parameter-overrides", "Nope=1")
+    assert listed.returncode == 2 and not listed.stdout, (listed.returncode, listed.stdout)
+    assert listed.stderr.startswith(
+        "kbsearch serve: error: unknown template parameter Nope (the template's parameters: Stage, SsmPrefix, "
+    ), listed.stderr
+    assert "EmbeddingDimensions, " in listed.stderr, listed.stderr
