@@ -164,3 +164,22 @@ def test_a_misspelt_template_parameter_names_the_one_meant() -> None:
         "kbsearch serve: error: unknown template parameter Nope (the template's parameters: Stage, SsmPrefix, "
     ), listed.stderr
     assert "EmbeddingDimensions, " in listed.stderr, listed.stderr
+
+
+def test_parameter_overrides_before_the_function_name_the_word_taken() -> None:
+    """`kbsearch invoke --parameter-overrides Stage=prod SearchFunction --event events/health.json`: the option
+    takes every word up to the next option, so it took the function's name, and the command said "the following
+    arguments are required: LogicalId", of a command line that gives it. The word taken is named now, and where the
+    LogicalId goes; with it first, the same overrides run."""
+    taken = _kbsearch(
+        "invoke", "--parameter-overrides", "Stage=prod", "SearchFunction", "--event", "events/health.json"
+    )
+    assert taken.returncode == 2 and not taken.stdout, (taken.returncode, taken.stdout)
+    assert taken.stderr.splitlines()[-1] == (
+        "kbsearch invoke: error: argument --parameter-overrides: 'SearchFunction' is not NAME=VALUE (the option "
+        "takes every word up to the next option: put the other arguments, a function's LogicalId, before it)"
+    ), taken.stderr
+    first = _kbsearch(
+        "invoke", "SearchFunction", "--parameter-overrides", "Stage=prod", "--event", "events/health.json"
+    )
+    assert first.returncode == 0 and json.loads(first.stdout)["statusCode"] == 200, first.stderr

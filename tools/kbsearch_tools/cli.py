@@ -118,17 +118,30 @@ def _find_template(given: str | None) -> Path:
 
 def _parameter_overrides(items: Sequence[str] | None) -> dict[str, str]:
     result: dict[str, str] = {}
-    for item in items or []:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise KbSearchError(f"--parameter-overrides takes NAME=VALUE, got {item!r}")
+    for item in items or []:  # each a NAME=VALUE (_override)
+        name, _, value = item.partition("=")
         result[name] = value
     return result
 
 
+def _override(item: str) -> str:
+    """One ``--parameter-overrides`` value, refused while the command line is read when it is no ``NAME=VALUE``:
+    the option takes every word up to the next option, so ``kbsearch invoke --parameter-overrides Stage=prod
+    SearchFunction --event ...`` took the function's name as a value and said "the following arguments are
+    required: LogicalId" of a command that had given it (walk33)."""
+    name, sep, _ = item.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(
+            f"{item!r} is not NAME=VALUE (the option takes every word up to the next option: put the other "
+            "arguments, a function's LogicalId, before it)"
+        )
+    return item
+
+
 def _template_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--template", "-t", help="SAM template (default: template.yaml here or above)")
-    p.add_argument("--parameter-overrides", nargs="+", metavar="NAME=VALUE", help="template parameter values")
+    p.add_argument("--parameter-overrides", nargs="+", metavar="NAME=VALUE", type=_override,
+                   help="template parameter values (every word up to the next option)")  # fmt: skip
     p.add_argument("--env-vars", "-n", help='JSON file in SAM\'s format: {"Parameters": {...}, "<Fn>": {...}}')
     p.add_argument(
         "--use-ssm",
