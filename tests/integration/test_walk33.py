@@ -183,3 +183,24 @@ def test_parameter_overrides_before_the_function_name_the_word_taken() -> None:
         "invoke", "SearchFunction", "--parameter-overrides", "Stage=prod", "--event", "events/health.json"
     )
     assert first.returncode == 0 and json.loads(first.stdout)["statusCode"] == 200, first.stderr
+
+
+def test_a_scope_group_no_note_is_restricted_to_is_said(tmp_path: Path) -> None:
+    """README: `kbsearch search --scope hr,security` searches as such a caller. `--scope hrr` (a slip for `hr`)
+    searched as `public` alone and said nothing: `0 results`, as if the group's notes held no match. A group no
+    note of the index is restricted to (as its last full sync recorded them) is said on stderr, with the group
+    meant; a group that holds notes, nothing."""
+    kb = tmp_path / "kb"
+    (kb / "hr").mkdir(parents=True)
+    (kb / "hr" / "pay.md").write_text("# Pay\n\nsalary bands\n")
+    (kb / "_access.yaml").write_text("hr/: [hr]\n")
+    store = str(tmp_path / "q")
+    assert _kbsearch("index", str(kb), cwd=tmp_path, QDRANT_PATH=store).returncode == 0
+    slip = _kbsearch("search", "salary", "--scope", "hrr", cwd=tmp_path, QDRANT_PATH=store)
+    assert slip.returncode == 0 and slip.stdout.startswith("0 results"), slip.stdout
+    assert slip.stderr == (
+        "note: no note is restricted to the group 'hrr' (--scope; the index's groups: hr, as of its last full sync), "
+        "so it adds nothing to public: did you mean 'hr'?\n"
+    ), slip.stderr
+    held = _kbsearch("search", "salary", "--scope", "hr", cwd=tmp_path, QDRANT_PATH=store)
+    assert held.returncode == 0 and held.stdout.startswith("1 result") and held.stderr == "", held

@@ -835,6 +835,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             unheld = _unheld_filters(service, request, scope) if not answer.results and not args.json else []
             if answer.meta.embedder == "none":
                 _say_bm25_only(service)
+            _say_groups_no_note_holds(settings, scope)
         except IndexUnavailable as exc:
             from kbsearch.search import LOCKED_STORE
 
@@ -928,6 +929,26 @@ def _unheld_filters(service: Any, request: Any, scope: Any) -> list[str]:
             said.append(f"no note has the {what} {value!r} ({option})" + (f": did you mean {meant!r}?" if meant else
                         others))  # fmt: skip
     return said
+
+
+def _say_groups_no_note_holds(settings: Any, scope: Any) -> None:
+    """A ``--scope`` group no note of the index is restricted to (``--scope hrr`` for ``hr``) searches as ``public``
+    alone, and said nothing: the hits looked like the group's. Said on stderr, with the group meant, against the
+    groups the embedded store's last full sync recorded (none said on Qdrant Cloud, or an index recording none)."""
+    from kbsearch.access import PUBLIC
+    from kbsearch.qdrant.readiness import recorded_groups
+
+    recorded = recorded_groups(settings) if scope.groups is not None else None
+    if recorded is None:
+        return
+    for group in sorted(set(scope.groups) - set(recorded) - {PUBLIC}):
+        meant = _close(group, recorded)
+        known = (
+            f"the index's groups: {', '.join(sorted(recorded))}" if recorded else "every note of the index is public"
+        )
+        print(f"note: no note is restricted to the group {group!r} (--scope; {known}, as of its last full sync), so "
+              "it adds nothing to public" + (f": did you mean {meant!r}?" if meant else ""),
+              file=sys.stderr)  # fmt: skip
 
 
 def _say_bm25_only(service: Any) -> None:

@@ -68,7 +68,24 @@ def recorded_source(settings: Settings) -> str | None:
     return None if settings.qdrant_url else _recorded(settings, SOURCE_KEY)
 
 
+def recorded_groups(settings: Settings) -> list[str] | None:
+    """The access groups the embedded Edge store's notes are restricted to, as its last full sync recorded them
+    (``access_reach``; [] when every note is public), read as :func:`recorded_model` reads the model: what a
+    ``--scope`` group no note holds is told against. None on Qdrant Cloud, or where none is recorded."""
+    from kbsearch.qdrant.query import REACH_GROUPS
+
+    value = None if settings.qdrant_url else _recorded_value(settings, REACH_GROUPS)
+    if not isinstance(value, list) or not all(isinstance(group, str) for group in value):
+        return None
+    return value
+
+
 def _recorded(settings: Settings, key: str) -> str | None:
+    value = _recorded_value(settings, key)
+    return value if isinstance(value, str) and value else None
+
+
+def _recorded_value(settings: Settings, key: str) -> object:
     import json
 
     path = Path(settings.qdrant_path) / "edge" / f"{settings.qdrant_collection}.metadata.json"
@@ -76,8 +93,7 @@ def _recorded(settings: Settings, key: str) -> str | None:
         data = json.loads(path.read_bytes().decode("utf-8"))
     except (OSError, ValueError, RecursionError):
         return None
-    value = data.get(key) if isinstance(data, dict) else None
-    return value if isinstance(value, str) and value else None
+    return data.get(key) if isinstance(data, dict) else None
 
 
 def held_message(settings: Settings, gone: str, advice: dict[str, str], otherwise: str) -> str:
