@@ -204,3 +204,18 @@ def test_a_scope_group_no_note_is_restricted_to_is_said(tmp_path: Path) -> None:
     ), slip.stderr
     held = _kbsearch("search", "salary", "--scope", "hr", cwd=tmp_path, QDRANT_PATH=store)
     assert held.returncode == 0 and held.stdout.startswith("1 result") and held.stderr == "", held
+
+
+def test_kbsearch_eval_of_a_split_or_phase_it_has_not_names_the_one_meant() -> None:
+    """README's Evaluation: `kbsearch eval --beir DIR [--split test] [--phases lexical,dense,hybrid,...]`.
+    `--split dev` of a set judged for `test` said `cannot read tests/fixtures/beir-mini/qrels/dev.tsv: No such
+    file or directory`, and `--phases lexical,hybird` listed the phases without the one meant. Both name it now,
+    exit 2, stdout empty (nothing indexed)."""
+    for options, said in (
+        (["--split", "dev"], "no split 'dev' in tests/fixtures/beir-mini: its qrels/ holds test (--split test)"),
+        (["--phases", "lexical,hybird"], "unknown phase(s) hybird (hybird: did you mean hybrid?); choose from "
+         "lexical, dense, hybrid, expanded, reranked"),
+    ):  # fmt: skip
+        run = _kbsearch("eval", "--beir", "tests/fixtures/beir-mini", *options)
+        assert run.returncode == 2 and not run.stdout, (run.returncode, run.stdout)
+        assert run.stderr.splitlines()[-1] == f"kbsearch eval: error: {said}", run.stderr

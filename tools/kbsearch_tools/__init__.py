@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from kbsearch.errors import KbSearchError
@@ -106,3 +107,12 @@ def http_url_problem(url: str) -> str | None:
         return None
     shown = re.sub(r"//[^/?#]*@", "//", argument_shown(url))
     return f"'{shown}' {problem}"
+
+
+def closest(word: str, choices: Sequence[str], cutoff: float = 0.5) -> str | None:
+    """The one of ``choices`` ``word`` was most likely meant to be (``serch`` → ``search``, ``e6`` → ``e5``), or
+    None: what every "did you mean" of the ``kbsearch`` commands names."""
+    import difflib
+
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=cutoff)
+    return close[0] if close else None

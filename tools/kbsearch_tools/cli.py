@@ -21,6 +21,7 @@ from typing import Any, NoReturn
 import kbsearch_entry
 from kbsearch import __version__
 from kbsearch.errors import ConfigError, KbSearchError, StoreHeld
+from kbsearch_tools import closest as _close
 from kbsearch_tools import repo_root
 
 EXIT_USAGE = 2
@@ -1519,14 +1520,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
         results = bench.bench_coldstart(runs=runs)
         print(json.dumps(results, indent=2) if args.json else bench.format_coldstart(results))
     return 0
-
-
-def _close(word: str, choices: Sequence[str]) -> str | None:
-    """The one of ``choices`` ``word`` was most likely meant to be (``serch`` → ``search``), or None."""
-    import difflib
-
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.5)  # e6 → e5
-    return close[0] if close else None
 
 
 class _Parser(argparse.ArgumentParser):
