@@ -219,3 +219,20 @@ def test_kbsearch_eval_of_a_split_or_phase_it_has_not_names_the_one_meant() -> N
         run = _kbsearch("eval", "--beir", "tests/fixtures/beir-mini", *options)
         assert run.returncode == 2 and not run.stdout, (run.returncode, run.stdout)
         assert run.stderr.splitlines()[-1] == f"kbsearch eval: error: {said}", run.stderr
+
+
+def test_kbsearch_index_of_s3_without_credentials_says_what_provides_them(tmp_path: Path) -> None:
+    """README's Local use: `kbsearch index sample-kb` syncs "a folder (or s3://bucket/prefix)". On a laptop with no
+    AWS profile the S3 form said `listing s3://... failed: NoCredentialsError: Unable to locate credentials` (walk31
+    left it): which credentials, set how, was left to botocore's documentation. It names the ways now."""
+    env = {k: v for k, v in subprocess_env().items() if not k.startswith("AWS_")}
+    env.update(AWS_EC2_METADATA_DISABLED="true", AWS_DEFAULT_REGION="us-east-1", QDRANT_PATH=str(tmp_path / "q"),
+               AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"), AWS_CONFIG_FILE=str(tmp_path / "none"))  # fmt: skip
+    run = subprocess.run([*KBSEARCH_CMD, "index", "s3://my-kb-bucket/notes/"], capture_output=True, text=True,
+                         cwd=tmp_path, env=env, timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert run.stdout.splitlines()[-1] == (
+        "  error: listing s3://my-kb-bucket/notes/ failed: NoCredentialsError: Unable to locate credentials (AWS "
+        "credentials: aws configure, or AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; a folder's path "
+        "needs none)"
+    ), run.stdout
