@@ -189,7 +189,7 @@ def test_a_scope_group_no_note_is_restricted_to_is_said(tmp_path: Path) -> None:
     """README: `kbsearch search --scope hr,security` searches as such a caller. `--scope hrr` (a slip for `hr`)
     searched as `public` alone and said nothing: `0 results`, as if the group's notes held no match. A group no
     note of the index is restricted to (as its last full sync recorded them) is said on stderr, with the group
-    meant; a group that holds notes, nothing."""
+    meant; a group that holds notes, nothing. `kbsearch mcp --scope` logs it (an assistant's log pane)."""
     kb = tmp_path / "kb"
     (kb / "hr").mkdir(parents=True)
     (kb / "hr" / "pay.md").write_text("# Pay\n\nsalary bands\n")
@@ -204,6 +204,12 @@ def test_a_scope_group_no_note_is_restricted_to_is_said(tmp_path: Path) -> None:
     ), slip.stderr
     held = _kbsearch("search", "salary", "--scope", "hr", cwd=tmp_path, QDRANT_PATH=store)
     assert held.returncode == 0 and held.stdout.startswith("1 result") and held.stderr == "", held
+    assistant = _kbsearch("mcp", "--scope", "hrr", cwd=tmp_path, stdin="", QDRANT_PATH=store)  # its log pane
+    assert assistant.returncode == 0, assistant.stderr
+    assert (
+        "WARNING kbsearch.mcp.stdio: no note is restricted to the group 'hrr' (--scope; the index's groups: hr, "
+        "as of its last full sync), so it adds nothing to public: did you mean 'hr'?" in assistant.stderr
+    ), assistant
 
 
 def test_kbsearch_eval_of_a_split_or_phase_it_has_not_names_the_one_meant() -> None:

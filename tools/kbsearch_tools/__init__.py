@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from kbsearch.errors import KbSearchError
 
@@ -116,3 +117,25 @@ def closest(word: str, choices: Sequence[str], cutoff: float = 0.5) -> str | Non
 
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=cutoff)
     return close[0] if close else None
+
+
+def groups_no_note_holds(settings: Any, scope: Any) -> list[str]:
+    """For a ``--scope`` (``kbsearch search``, ``kbsearch mcp``): each of its groups no note of the embedded index is
+    restricted to, as the index's last full sync recorded them, with the group meant (``--scope hrr``: it searched
+    as ``public`` alone, and nothing said so; walk33). None said on Qdrant Cloud, for an unrestricted scope, or of an
+    index recording none."""
+    from kbsearch.access import PUBLIC
+    from kbsearch.qdrant.readiness import recorded_groups
+
+    recorded = recorded_groups(settings) if scope.groups is not None else None
+    if recorded is None:
+        return []
+    said = []
+    for group in sorted(set(scope.groups) - set(recorded) - {PUBLIC}):
+        meant = closest(group, recorded)
+        known = (
+            f"the index's groups: {', '.join(sorted(recorded))}" if recorded else "every note of the index is public"
+        )
+        said.append(f"no note is restricted to the group {group!r} (--scope; {known}, as of its last full sync), so "
+                    "it adds nothing to public" + (f": did you mean {meant!r}?" if meant else ""))  # fmt: skip
+    return said

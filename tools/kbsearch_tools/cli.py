@@ -934,22 +934,11 @@ def _unheld_filters(service: Any, request: Any, scope: Any) -> list[str]:
 
 def _say_groups_no_note_holds(settings: Any, scope: Any) -> None:
     """A ``--scope`` group no note of the index is restricted to (``--scope hrr`` for ``hr``) searches as ``public``
-    alone, and said nothing: the hits looked like the group's. Said on stderr, with the group meant, against the
-    groups the embedded store's last full sync recorded (none said on Qdrant Cloud, or an index recording none)."""
-    from kbsearch.access import PUBLIC
-    from kbsearch.qdrant.readiness import recorded_groups
+    alone, and said nothing: the hits looked like the group's. Said on stderr (:func:`groups_no_note_holds`)."""
+    from kbsearch_tools import groups_no_note_holds
 
-    recorded = recorded_groups(settings) if scope.groups is not None else None
-    if recorded is None:
-        return
-    for group in sorted(set(scope.groups) - set(recorded) - {PUBLIC}):
-        meant = _close(group, recorded)
-        known = (
-            f"the index's groups: {', '.join(sorted(recorded))}" if recorded else "every note of the index is public"
-        )
-        print(f"note: no note is restricted to the group {group!r} (--scope; {known}, as of its last full sync), so "
-              "it adds nothing to public" + (f": did you mean {meant!r}?" if meant else ""),
-              file=sys.stderr)  # fmt: skip
+    for line in groups_no_note_holds(settings, scope):
+        print(f"note: {line}", file=sys.stderr)
 
 
 def _say_bm25_only(service: Any) -> None:

@@ -161,6 +161,10 @@ def run_local(kb: str | None, idle_close_s: float, scope_text: str | None = None
     if not source:
         logger.warning("KB_SOURCE is not set (or --kb), and the index does not record the folder it was built from: "
                        "kb_get_note and resources cannot read notes")  # fmt: skip
+    from kbsearch_tools import groups_no_note_holds
+
+    for line in groups_no_note_holds(settings, scope):  # an assistant's log pane: as kbsearch search says it
+        logger.warning("%s", line)
     browse = BrowseService(service, NoteReader(lambda: _opened(source), default=settings.access_default))
     server = McpServer(Backend(search=lambda request, budget: service.search(request, scope=scope, budget_s=budget),
                                browse=lambda: browse, scope=lambda: scope,
