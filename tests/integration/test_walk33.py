@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from kbsearch_tools.local.live import wait_until
 from kbsearch_tools.local.process import serve_process
 from tests.conftest import KBSEARCH_CMD, PROCESS_TIMEOUT_S, ROOT, subprocess_env
 
@@ -185,11 +186,13 @@ def test_parameter_overrides_before_the_function_name_the_word_taken() -> None:
     assert first.returncode == 0 and json.loads(first.stdout)["statusCode"] == 200, first.stderr
 
 
+@pytest.mark.timeout(5 * PROCESS_TIMEOUT_S)
 def test_a_scope_group_no_note_is_restricted_to_is_said(tmp_path: Path) -> None:
     """README: `kbsearch search --scope hr,security` searches as such a caller. `--scope hrr` (a slip for `hr`)
     searched as `public` alone and said nothing: `0 results`, as if the group's notes held no match. A group no
     note of the index is restricted to (as its last full sync recorded them) is said on stderr, with the group
-    meant; a group that holds notes, nothing. `kbsearch mcp --scope` logs it (an assistant's log pane)."""
+    meant; a group that holds notes, nothing. `kbsearch mcp --scope` logs it (an assistant's log pane), and
+    `kbsearch serve`'s banner says it of a `KB_LOCAL_API_KEYS` key's group (by the key's position)."""
     kb = tmp_path / "kb"
     (kb / "hr").mkdir(parents=True)
     (kb / "hr" / "pay.md").write_text("# Pay\n\nsalary bands\n")
@@ -204,6 +207,15 @@ def test_a_scope_group_no_note_is_restricted_to_is_said(tmp_path: Path) -> None:
     ), slip.stderr
     held = _kbsearch("search", "salary", "--scope", "hr", cwd=tmp_path, QDRANT_PATH=store)
     assert held.returncode == 0 and held.stdout.startswith("1 result") and held.stderr == "", held
+    keys = subprocess_env(QDRANT_PATH=store, KB_LOCAL_API_KEYS="k1:hr,k2:hrr")  # README: key1:hr+security,key2
+    with serve_process(keys, cwd=ROOT) as served:
+        wait_until(lambda: "KB_LOCAL_API_KEYS #2" in served.text(), 20)  # the banner, printed at once
+        banner = served.text()
+    assert (
+        "  note: no note is restricted to the group 'hrr' (KB_LOCAL_API_KEYS #2; the index's groups: hr, as of "
+        "its last full sync), so it adds nothing to public: did you mean 'hr'?\n" in banner
+    ), banner
+    assert "#1" not in banner and "k2" not in banner, banner  # a key is never shown
     assistant = _kbsearch("mcp", "--scope", "hrr", cwd=tmp_path, stdin="", QDRANT_PATH=store)  # its log pane
     assert assistant.returncode == 0, assistant.stderr
     assert (

@@ -119,11 +119,11 @@ def closest(word: str, choices: Sequence[str], cutoff: float = 0.5) -> str | Non
     return close[0] if close else None
 
 
-def groups_no_note_holds(settings: Any, scope: Any) -> list[str]:
+def groups_no_note_holds(settings: Any, scope: Any, given: str = "--scope") -> list[str]:
     """For a ``--scope`` (``kbsearch search``, ``kbsearch mcp``): each of its groups no note of the embedded index is
     restricted to, as the index's last full sync recorded them, with the group meant (``--scope hrr``: it searched
     as ``public`` alone, and nothing said so; walk33). None said on Qdrant Cloud, for an unrestricted scope, or of an
-    index recording none."""
+    index recording none. ``given``: where the groups were given (``KB_LOCAL_API_KEYS #1`` for a local key's)."""
     from kbsearch.access import PUBLIC
     from kbsearch.qdrant.readiness import recorded_groups
 
@@ -136,6 +136,6 @@ def groups_no_note_holds(settings: Any, scope: Any) -> list[str]:
         known = (
             f"the index's groups: {', '.join(sorted(recorded))}" if recorded else "every note of the index is public"
         )
-        said.append(f"no note is restricted to the group {group!r} (--scope; {known}, as of its last full sync), so "
+        said.append(f"no note is restricted to the group {group!r} ({given}; {known}, as of its last full sync), so "
                     "it adds nothing to public" + (f": did you mean {meant!r}?" if meant else ""))  # fmt: skip
     return said

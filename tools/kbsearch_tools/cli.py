@@ -439,6 +439,7 @@ def _live_sync(live: _Live, api: Any, args: argparse.Namespace, oracle: Any = No
         said = _bm25_only(container.search(), "searches are", lambda: recorded_model(settings))
         if said:
             live.banner.append(f"  note: {said}")
+    live.banner.extend(f"  note: {line}" for line in _local_key_groups_no_note_holds(settings))
     if args.watch is not None:
         # --watch alone: KB_SOURCE, else the folder the index was built from. Path("") is ".", which passed the
         # check below: with neither, the server watched (and indexed) the working folder, a checkout's every .md
@@ -939,6 +940,22 @@ def _say_groups_no_note_holds(settings: Any, scope: Any) -> None:
 
     for line in groups_no_note_holds(settings, scope):
         print(f"note: {line}", file=sys.stderr)
+
+
+def _local_key_groups_no_note_holds(settings: Any) -> list[str]:
+    """A ``KB_LOCAL_API_KEYS`` key's group no note of the index is restricted to (``k1:hrr`` for ``hr``): that key
+    reads the public notes alone, and the banner said nothing of it (as ``--scope hrr`` said nothing; walk33). The
+    key is named by its position, never its value. Keys that cannot be read are the server's start-up error."""
+    from kbsearch.access import Scope
+    from kbsearch_tools import groups_no_note_holds
+    from kbsearch_tools.local.keys import parse_api_keys
+
+    try:
+        keys = parse_api_keys(os.environ.get("KB_LOCAL_API_KEYS"))
+    except ValueError:
+        return []
+    return [line for at, groups in enumerate(keys.values(), start=1) if groups
+            for line in groups_no_note_holds(settings, Scope.of("local", list(groups)), f"KB_LOCAL_API_KEYS #{at}")]  # fmt: skip
 
 
 def _say_bm25_only(service: Any) -> None:
