@@ -254,3 +254,16 @@ def test_kbsearch_index_of_s3_without_credentials_says_what_provides_them(tmp_pa
         "credentials: aws configure, or AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; a folder's path "
         "needs none)"
     ), run.stdout
+
+
+def test_the_bridge_to_a_local_serve_does_not_warn_of_a_key_it_needs_not(tmp_path: Path) -> None:
+    """README: run `kbsearch serve --oracle e5` and give an assistant `kbsearch mcp --remote http://127.0.0.1:3000`.
+    With no `KB_API_KEY` (a local serve asks for none unless `KB_LOCAL_API_KEYS` is set) the bridge logged
+    `WARNING ... KB_API_KEY is not set: requests go to http://127.0.0.1:3000/mcp without an API key` in the
+    assistant's log pane at every launch. To a loopback URL it is said only with -v now; to a deployment, still."""
+    local = _kbsearch("mcp", "--remote", "http://127.0.0.1:3000", cwd=tmp_path, stdin="")
+    assert local.returncode == 0 and local.stderr == "", local.stderr
+    deployed = _kbsearch("mcp", "--remote", "https://api.example.invalid/prod", cwd=tmp_path, stdin="")
+    assert deployed.returncode == 0, deployed.stderr
+    assert deployed.stderr == ("WARNING kbsearch.mcp.stdio: KB_API_KEY is not set: requests go to "
+                               "https://api.example.invalid/prod/mcp without an API key\n"), deployed.stderr  # fmt: skip

@@ -139,3 +139,16 @@ def groups_no_note_holds(settings: Any, scope: Any, given: str = "--scope") -> l
         said.append(f"no note is restricted to the group {group!r} ({given}; {known}, as of its last full sync), so "
                     "it adds nothing to public" + (f": did you mean {meant!r}?" if meant else ""))  # fmt: skip
     return said
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address, without a port) names this machine's loopback interface."""
+    import ipaddress
+
+    host = host.strip().strip("[]").lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

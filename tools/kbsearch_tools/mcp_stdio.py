@@ -636,7 +636,13 @@ def run_remote(url: str, api_key_env: str, timeout_s: float = 120.0) -> int:
     api_key = os.environ.get(api_key_env) or None
     bridge = RemoteBridge(url, api_key, api_key_env, timeout_s)
     if api_key is None:
-        logger.warning("%s is not set: requests go to %s without an API key", api_key_env, bridge.shown)
+        # a local kbsearch serve asks for none unless KB_LOCAL_API_KEYS is set (then each request's error says to
+        # set the variable): README's bridge to it warned in the assistant's log pane at every launch (walk33)
+        from kbsearch_tools import is_loopback
+
+        local = is_loopback(urlsplit(bridge.url).hostname or "")
+        (logger.info if local else logger.warning)("%s is not set: requests go to %s without an API key",
+                                                   api_key_env, bridge.shown)  # fmt: skip
     elif bridge.key_problem is not None:
         logger.warning("%s", bridge.key_problem)
 
