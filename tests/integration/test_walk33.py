@@ -267,3 +267,23 @@ def test_the_bridge_to_a_local_serve_does_not_warn_of_a_key_it_needs_not(tmp_pat
     assert deployed.returncode == 0, deployed.stderr
     assert deployed.stderr == ("WARNING kbsearch.mcp.stdio: KB_API_KEY is not set: requests go to "
                                "https://api.example.invalid/prod/mcp without an API key\n"), deployed.stderr  # fmt: skip
+
+
+@pytest.mark.timeout(2 * PROCESS_TIMEOUT_S)
+def test_kbsearch_bench_search_says_what_it_does_before_its_figures() -> None:
+    """README's Benchmarks: `kbsearch bench search`. Its `--help` says `--json` prints "with no progress lines on
+    stderr", but without `--json` a run of few queries printed none either: ~25 s of silence on 2 cores (the
+    store of 5,000 generated chunks is built first), then the table. It says what it is building and then what it
+    searches; `--json` stays silent."""
+    args = ("bench", "search", "--queries", "2", "--chunks", "100", "--concurrency", "2")
+    run = _kbsearch(*args)
+    assert run.returncode == 0, run.stderr
+    lines = run.stderr.splitlines()
+    assert lines[0] == "  indexing 100 generated chunks into a throw-away store (fake embedder at full speed)", lines
+    assert lines[1].startswith("  indexed 100 chunks in ") and lines[1].endswith(
+        " s; searching 2 queries one at a time, then 2 in flight"
+    ), lines
+    assert run.stdout.startswith("bench search: 100 chunks, 2 queries"), run.stdout
+    quiet = _kbsearch(*args, "--json")
+    assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
+    assert json.loads(quiet.stdout)["indexed_chunks"] == 100
