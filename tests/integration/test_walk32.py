@@ -87,8 +87,8 @@ def test_a_request_to_the_function_while_a_serve_holds_the_store_says_which_and_
         assert status == 503 and body["error"] == "index_unavailable", body
         assert body["message"] == (
             f"the local index is open in another process (pid {pid}: kbsearch serve), and the embedded store takes "
-            "one process at a time: send the request to that server (the URL its banner printed, "
-            "http://127.0.0.1:3000 by default), or stop it"
+            "one process at a time: send the request to that server, http://127.0.0.1:3000 (the port kbsearch serve "
+            "printed; 3000 by default), or stop it"
         ), body
         assert str(tmp_path) not in run.stdout  # no folder in what the caller is shown
 

@@ -62,7 +62,7 @@ from kbsearch.access import (
 )
 from kbsearch.chunking import Chunk, chunk_note, embed_text, lexical_text
 from kbsearch.config import Secrets, Settings
-from kbsearch.errors import ConfigError, StoreError
+from kbsearch.errors import ConfigError, StoreError, StoreHeld
 from kbsearch.lexical import READING_VERSION, SparseVector, document_vector, tag_keys, text_language
 from kbsearch.links import (
     LINK_KEY,
@@ -719,7 +719,7 @@ class Indexer:
         self._read_reach()
         notes = self._notes(report, listing)
         if not report.notes_listed:
-            report.no_notes = no_notes(self.source.uri, report.attachments_ignored)
+            report.no_notes = no_notes(self.source.uri, sum(1 for obj in listing if not obj.is_note))
         state = self.store.indexed_state()
         self._state = state  # what the index held when this run listed the KB
         self._old_names = set()
@@ -1034,7 +1034,8 @@ class Indexer:
                     self._skip(report, obj.path, f"{problem}: kb_get_note could not reach it")
                 else:
                     by_path.setdefault(obj.path, {})[obj.key] = obj
-        report.attachments_ignored = sum(1 for obj in listing if not obj.is_note)
+        # the access file at the root is read, not ignored: a KB with one counted it as an attachment (walk33)
+        report.attachments_ignored = sum(1 for obj in listing if not obj.is_note and obj.path != ACCESS_FILE)
         notes: dict[str, SourceObject] = {}
         for path, objs in by_path.items():
             winner = preferred(list(objs))
@@ -2242,7 +2243,8 @@ def run_sync(
             store = open_store(settings, secrets, rebuild=rebuild)
         except StoreError as exc:
             report = SyncReport(source=source.uri, collection=settings.qdrant_collection, dense=False, full=full)
-            report.error, report.incomplete = f"index storage failed: {exc}", True
+            report.error = storage_failed(settings, exc, source_uri or settings.kb_source, rebuild)
+            report.incomplete = True
             return report
         try:
             embedder = build_embedder(settings, secrets, None)  # the shared client, made if a note is embedded
@@ -3100,6 +3102,17 @@ def event_sequencers(settings: Settings) -> Any:
     return FileSequencers(file) if file is not None else None
 
 
+def storage_failed(settings: Settings, exc: StoreError, source: str | None, rebuild: bool = False) -> str:
+    """A run's error when its store would not open; for an embedded store another process holds, what to do about
+    that holder (:func:`kbsearch.qdrant.readiness.held_for_syncs`): the indexer function run locally beside a
+    ``kbsearch serve`` said only which process held it (walk33), where ``kbsearch index`` said what to do."""
+    if not isinstance(exc, StoreHeld):
+        return f"index storage failed: {exc}"
+    from kbsearch.qdrant.readiness import held_for_syncs
+
+    return f"index storage failed: {exc}{held_for_syncs(settings, source, rebuild)}"
+
+
 def run_changes(
     settings: Settings,
     secrets: Secrets,
@@ -3142,7 +3155,7 @@ def run_changes(
     try:
         store = open_store(settings, secrets)
     except StoreError as exc:
-        report.error, report.incomplete = f"index storage failed: {exc}", True
+        report.error, report.incomplete = storage_failed(settings, exc, source_uri or settings.kb_source), True
         report.failed_messages = sorted({c.message_id for c in batch.changes} | set(poison))
         return report
     try:
