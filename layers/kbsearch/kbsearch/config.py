@@ -208,6 +208,18 @@ def rerank_contract(url: str) -> str | None:
     return None
 
 
+def utf8_problem(value: str) -> str | None:
+    """Why ``value`` cannot be sent as UTF-8 (a model name in a JSON body, a URL, the signing secret as an HMAC key),
+    or None: a shell's or file's bytes that are not UTF-8, which Python holds as lone surrogates. Never echoes the
+    value. The check of every text setting (:meth:`Settings._utf8_text`) and of a URL (:func:`url_problem`, which
+    also reads the CLIs' URL arguments)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "holds bytes that are not UTF-8 (a shell or file in another encoding?)"
+    return None
+
+
 def url_problem(value: str) -> str | None:
     """Why ``value`` is not a usable http(s) URL (None: it is, or it is empty, which turns the feature off). Never
     echoes the value: a URL may carry credentials."""
@@ -215,10 +227,9 @@ def url_problem(value: str) -> str | None:
         return None
     if value != value.strip() or any(ord(c) < 33 or c == "\x7f" for c in value):
         return "contains whitespace or control characters"
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:  # a shell's bytes that are not UTF-8: httpx's UnicodeEncodeError in the call
-        return "holds bytes that are not UTF-8 (a shell or file in another encoding?)"
+    not_utf8 = utf8_problem(value)  # httpx's UnicodeEncodeError in the call; a CLI's URL is no setting: checked here
+    if not_utf8:
+        return not_utf8
     try:
         parts = urlsplit(value)
         port = parts.port  # raises ValueError for a port that is not a number in 0-65535
@@ -455,11 +466,9 @@ class Settings(BaseModel):
         ``kbsearch serve`` blame the store of seen signatures. Refused here, never shown; but for the settings that
         name files (Linux file names need not be UTF-8, and such a folder is indexed) and the provider keys (a key no
         header can carry degrades its stage, naming the setting: round 17)."""
-        if isinstance(value, str) and info.field_name not in _NOT_TEXT_SETTINGS:
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                raise ValueError("holds bytes that are not UTF-8 (a shell or file in another encoding?)") from None
+        problem = utf8_problem(value) if isinstance(value, str) and info.field_name not in _NOT_TEXT_SETTINGS else None
+        if problem:
+            raise ValueError(problem)
         return value
 
     @field_validator(*URL_SETTINGS)
