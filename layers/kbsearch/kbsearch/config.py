@@ -169,15 +169,22 @@ def dotenv_values(path: Path) -> dict[str, str]:
 
 
 def _dotenv_text(path: Path) -> str:
-    """The text of a ``.env`` file ("" when there is none, or it is no regular file: a directory, a FIFO)."""
+    """The text of a ``.env`` file ("" when there is none, or it is no regular file: a directory, a FIFO). One that
+    is not UTF-8 names the line and the byte (it said only ``UnicodeDecodeError``)."""
     try:
         if not stat.S_ISREG(path.stat().st_mode):
             return ""
-        return path.read_text(encoding="utf-8-sig")
+        raw = path.read_bytes()
     except (FileNotFoundError, NotADirectoryError):
         return ""
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise ConfigError(f"cannot read {path}: {type(exc).__name__}") from None
+    try:
+        return raw.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as exc:
+        line = len((raw[: exc.start].decode("utf-8") + ".").splitlines())  # as dotenv_values numbers its lines
+        raise ConfigError(f"cannot read {path}: line {line} is not UTF-8 (invalid byte at offset {exc.start}): save "
+                          "the file as UTF-8") from None  # fmt: skip
 
 
 def dotenv_unread(path: Path) -> list[int]:
