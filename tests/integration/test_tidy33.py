@@ -4,14 +4,22 @@ caching the oracle's vectors where `kbsearch index` and `serve` do."""
 
 from __future__ import annotations
 
+import re
+import shlex
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from kbsearch_tools.local.process import serve_process
+from kbsearch_tools.oracle import unavailable
 from tests.conftest import KBSEARCH_CMD, PROCESS_TIMEOUT_S, ROOT, subprocess_env
+from tests.integration.test_walk30 import _STAND_IN_MODEL
+from tests.integration.test_walk31 import _cached
 
 # -- a .env that is not UTF-8 ----------------------------------------------------------------------------------------
 
@@ -64,3 +72,44 @@ def test_a_local_api_key_holding_a_colon_is_written_with_it_doubled(tmp_path: Pa
         assert groups("k=v") == ["hr", "public", "security"]
         assert groups("pub") == ["public"] and groups("c:") == ["public"]
         assert groups("a") == 403 and groups("a::b") == 403 and groups("c") == 403
+
+
+# -- make eval ORACLE=e5 and make eval-*: one oracle cache ----------------------------------------------------------
+
+
+@pytest.mark.timeout(300)
+def test_make_s_evals_cache_the_oracle_s_vectors_where_index_and_serve_do(tmp_path: Path) -> None:
+    """`make eval ORACLE=e5` and every `make eval-*` passed `--oracle-cache .kbsearch/oracle/<model>.sqlite`, while
+    `kbsearch index`/`serve --oracle` (rel32) cache beside the store, `QDRANT_PATH/../oracle`: with a `QDRANT_PATH`
+    of one's own, the make targets encoded again every text index had encoded (rev32c's "left"). The targets now
+    name no cache, so kbsearch's one default serves them all: after `kbsearch index sample-kb --oracle e5`, the
+    eval `make eval ORACLE=e5` runs first adds only its queries' vectors to index's cache (with test_oracle's
+    stand-in for the model: no inference)."""
+    if shutil.which("make") is None:
+        pytest.skip("no make here")
+    reason = unavailable("e5")
+    if reason:
+        pytest.skip(reason)
+    env = subprocess_env(QDRANT_PATH=str(tmp_path / "data" / "store"))
+    cache = tmp_path / "data" / "oracle" / "e5.sqlite"
+    targets = re.findall(r"^(eval-[a-z]+):", (ROOT / "Makefile").read_text(), flags=re.MULTILINE)
+    assert len(targets) >= 7, targets
+    planned: list[str] = []
+    for target in ["eval", *targets]:
+        plan = subprocess.run(["make", "-n", target, *(["ORACLE=e5"] if target == "eval" else [])], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=PROCESS_TIMEOUT_S, check=True)  # fmt: skip
+        evals = [line.split("kbsearch eval ", 1)[1] for line in plan.stdout.splitlines() if "kbsearch eval " in line]
+        assert evals and all("--oracle " in line and "--oracle-cache" not in line for line in evals), plan.stdout
+        planned += evals
+
+    def kbsearch(*args: str) -> None:
+        done = subprocess.run([sys.executable, "-c", _STAND_IN_MODEL, *args], capture_output=True, text=True,
+                              env=env, cwd=ROOT, timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+
+    kbsearch("index", "sample-kb", "--oracle", "e5")
+    indexed = _cached(cache)
+    assert planned[0] == "--kb sample-kb --queries eval/sample-kb-queries.yaml --oracle e5", planned[0]
+    kbsearch("eval", *shlex.split(planned[0]))
+    queries = yaml.safe_load((ROOT / "eval" / "sample-kb-queries.yaml").read_text(encoding="utf-8"))
+    assert 0 < _cached(cache) - indexed <= len(queries), (indexed, _cached(cache), len(queries))
