@@ -29,20 +29,18 @@ The families (the first variant is the hook at the defaults: it must move nothin
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from kbsearch import fusion, lexical
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from replay import default_scores
+
 Rows = list[tuple[str, Any, float, float]]
 Hook = Callable[[Rows, dict[str, Any]], list[float]]
-
-
-def _default(rows: Rows, ctx: dict[str, Any]) -> list[float]:
-    p, lead, stray = ctx["p"], ctx["lead"], ctx["stray"]
-    return [dense + p.lexical_weight * n.lexical + p.rare_agreement * agreed
-            + max(p.lead_bonus if note == lead else 0.0, p.stray_bonus if note == stray else 0.0)
-            for note, n, dense, agreed in rows]  # fmt: skip
 
 
 def _firsts(rows: Rows) -> tuple[int | None, float, float, int | None, float, float]:
@@ -62,12 +60,12 @@ def _firsts(rows: Rows) -> tuple[int | None, float, float, int | None, float, fl
 
 
 def defaults() -> Hook:
-    return _default
+    return default_scores
 
 
 def both_firsts(bm: float | None, dc: float, questions: bool = False) -> Hook:
     def hook(rows: Rows, ctx: dict[str, Any]) -> list[float]:
-        scores = _default(rows, ctx)
+        scores = default_scores(rows, ctx)
         p = ctx["p"]
         if ctx["pinned"] or (questions and fusion.is_lookup(ctx["evidence"], p)):
             return scores
@@ -106,7 +104,7 @@ def unsure(t: float, mode: str, questions: bool = True) -> Hook:
     weight halved; ``both``: the two."""
 
     def hook(rows: Rows, ctx: dict[str, Any]) -> list[float]:
-        scores = _default(rows, ctx)
+        scores = default_scores(rows, ctx)
         p = ctx["p"]
         if ctx["pinned"] or (questions and fusion.is_lookup(ctx["evidence"], p)):
             return scores
@@ -132,7 +130,7 @@ def unsure_share(s: float) -> Hook:
     and the language factor: ``confidence``), under ``s``; questions only."""
 
     def hook(rows: Rows, ctx: dict[str, Any]) -> list[float]:
-        scores = _default(rows, ctx)
+        scores = default_scores(rows, ctx)
         p = ctx["p"]
         if ctx["pinned"] or fusion.is_lookup(ctx["evidence"], p):
             return scores
@@ -153,7 +151,7 @@ def sure_stray(m2: float, r2: float, b: float = 0.2) -> Hook:
     second a close call)."""
 
     def hook(rows: Rows, ctx: dict[str, Any]) -> list[float]:
-        scores = _default(rows, ctx)
+        scores = default_scores(rows, ctx)
         p = ctx["p"]
         if ctx["stray"] is not None:
             return scores
@@ -207,7 +205,7 @@ def question_pin(within: int, names: bool, path: bool, share: bool, lwithin: int
     the note itself: "vsock.7.md" for "Linux VSOCK address family")."""
 
     def hook(rows: Rows, ctx: dict[str, Any]) -> list[float]:
-        scores = _default(rows, ctx)
+        scores = default_scores(rows, ctx)
         p, evidence, pinned = ctx["p"], ctx["evidence"], ctx["pinned"]
         if not pinned or evidence.ui_path or not evidence.identifiers:
             return scores
@@ -246,7 +244,7 @@ def dense_second(bm: float | None, dc: float, lexical: bool = False) -> Hook:
     in the first two: lifted just above the fused second, the fused first left first. Gates as :func:`both_firsts`."""
 
     def hook(rows: Rows, ctx: dict[str, Any]) -> list[float]:
-        scores = _default(rows, ctx)
+        scores = default_scores(rows, ctx)
         p = ctx["p"]
         if ctx["pinned"]:
             return scores
