@@ -7,7 +7,8 @@ A capture file is named ``<model>-<anything>.pkl``. The defaults' replay is chec
 eval measured (``OK``: within 0.00006). A variants file defines ``VARIANTS``, a list of ``(name, hook)``: a hook is
 called once per search with the fusion's per-note rows ``(note, _Note, dense after the close calls, rare-term
 agreement)`` and a context (the dense scale, the BM25 trust ``gain``, the legs, the pinned notes...) and returns each
-row's score (an exact match still gets its lead on top) or None for the defaults' scores. The hooked module is
+row's score (an exact match still gets its lead on top) or None for the defaults' scores (:func:`default_scores`,
+which a hook imports to start from). The hooked module is
 :mod:`kbsearch.fusion` itself with its last loop opened (:func:`hooked_fusion`): when that loop changes, this
 stops with a message instead of replaying something else. Each variant prints the three cells issue 19 still
 misses (session 27), the cells whose hybrid falls (and the largest fall), the cells that newly miss their target (same-language
@@ -105,14 +106,23 @@ _HOOKED = """    lead = clear_lead(notes, p)
                    dense_legs=dense_legs, lexical_legs=lexical_legs, pinned=pinned, probes=probes, depth=depth,
                    lead=lead, stray=stray)
     hooked = HOOK(rows, context) if HOOK else None
+    if hooked is None:
+        hooked = DEFAULT_SCORES(rows, context)
     for i, (note, n, dense, agreed) in enumerate(rows):
-        if hooked is None:
-            score = dense + weight * n.lexical + p.rare_agreement * agreed + max(
-                p.lead_bonus if note == lead else 0.0, p.stray_bonus if note == stray else 0.0)
-        else:
-            score = hooked[i]
+        score = hooked[i]
 """
 _TOP = "    top = max((chunks[0].score for _, chunks in cosines), default=0.0)\n"
+
+
+def default_scores(rows: list[tuple[str, Any, float, float]], ctx: dict[str, Any]) -> list[float]:
+    """Each row's score as ``_LOOP`` adds it up (dense after the close calls, BM25 × its weight, the rare-term
+    agreement, the larger of BM25's clear-lead and stray-first bonuses; an exact match's lead comes on top): the
+    hooked loop's scores when there is no hook or it answers None, and what a variants file's hook starts from
+    (``from replay import default_scores``)."""
+    p, lead, stray = ctx["p"], ctx["lead"], ctx["stray"]
+    return [dense + p.lexical_weight * n.lexical + p.rare_agreement * agreed
+            + max(p.lead_bonus if note == lead else 0.0, p.stray_bonus if note == stray else 0.0)
+            for note, n, dense, agreed in rows]  # fmt: skip
 
 
 def hooked_fusion() -> types.ModuleType:
@@ -123,19 +133,10 @@ def hooked_fusion() -> types.ModuleType:
     source = source.replace(_LOOP, _HOOKED).replace(_TOP, _TOP + "    top_cosine = top\n") + "\nHOOK = None\n"
     module = types.ModuleType("kbsearch_fusion_hooked")
     module.__dict__["__name__"] = "kbsearch_fusion_hooked"
+    module.__dict__["DEFAULT_SCORES"] = default_scores
     sys.modules[module.__name__] = module
     exec(compile(source, "kbsearch/fusion.py (hooked)", "exec"), module.__dict__)  # noqa: S102
     return module
-
-
-def default_scores(rows: list[tuple[str, Any, float, float]], ctx: dict[str, Any]) -> list[float]:
-    """Each row's score as the fusion's own loop gives it (dense after the close calls, BM25 at ``lexical_weight``,
-    the rare-term agreement, the larger of the clear-lead and stray bonuses): the start every variant hook edits.
-    One copy, imported by the variants files (``from replay import default_scores``)."""
-    p, lead, stray = ctx["p"], ctx["lead"], ctx["stray"]
-    return [dense + p.lexical_weight * n.lexical + p.rare_agreement * agreed
-            + max(p.lead_bonus if note == lead else 0.0, p.stray_bonus if note == stray else 0.0)
-            for note, n, dense, agreed in rows]  # fmt: skip
 
 
 def leg_firsts(rows: list[tuple[str, Any, float, float]]) -> tuple[int | None, float, float, int | None, float, float]:

@@ -32,10 +32,10 @@ def test_make_eval_takes_the_oracle_as_make_run_and_make_index_do() -> None:
     """README: `make run ORACLE=e5` (and `make index`, `make serve`, every `make eval-*`) take ORACLE; `make eval
     ORACLE=e5`, the next thing to try, ran both evals without it: every phase but BM25 "skipped: needs an embedding
     provider", ORACLE ignored without a word. It passes the oracle now, its vectors cached where the other targets
-    keep them; without ORACLE, as before."""
+    keep them (kbsearch's default beside the store since tidy33: test_tidy33); without ORACLE, as before."""
     if shutil.which("make") is None:
         pytest.skip("no make here")
-    for oracle, expected in (("e5", " --oracle e5 --oracle-cache .kbsearch/oracle/e5.sqlite"), ("", "")):
+    for oracle, expected in (("e5", " --oracle e5"), ("", "")):
         planned = subprocess.run(["make", "-n", "eval", *([f"ORACLE={oracle}"] if oracle else [])], cwd=ROOT,
                                  capture_output=True, text=True, timeout=PROCESS_TIMEOUT_S, check=True)  # fmt: skip
         evals = [line.rstrip() for line in planned.stdout.splitlines() if "kbsearch eval " in line]

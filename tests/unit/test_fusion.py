@@ -817,10 +817,13 @@ def _probed(
             for stem, notes in holders.items()]  # fmt: skip
 
 
-def _russian_dense(answer: str, rank: int, noise: list[str], step: float = 0.01) -> tuple[Leg, list[ScoredChunk]]:
-    """A dense leg of Russian notes: ``noise`` from 0.90 down by ``step``, ``answer`` at ``rank``."""
-    notes = [*noise[: rank - 1], answer, *noise[rank - 1 :]]
-    return Leg("dense", 0), [chunk(p, 0.90 - i * step, "ru") for i, p in enumerate(notes)]
+def _russian_dense(
+    answer: str, rank: int | None, noise: list[str], step: float = 0.01, lang: str = "ru"
+) -> tuple[Leg, list[ScoredChunk]]:
+    """A dense leg of Russian notes: ``noise`` from 0.90 down by ``step``, ``answer`` (a note in ``lang``) at
+    ``rank`` (None: not in the leg)."""
+    notes = list(noise) if rank is None else [*noise[: rank - 1], answer, *noise[rank - 1 :]]
+    return Leg("dense", 0), [chunk(p, 0.90 - i * step, lang if p == answer else "ru") for i, p in enumerate(notes)]
 
 
 def test_an_english_menu_path_kept_in_a_russian_note_is_an_exact_match() -> None:
@@ -1002,10 +1005,7 @@ def _an_english_title_over_russian_notes(page_dense_rank: int | None) -> list[Ca
     assert evidence.language == "en" and not evidence.identifiers
     answer, page = "ru/database_main.md", "ru/protection-en.md"
     noise = [f"ru/n{i:02d}.md" for i in range(30)]
-    ranked = [answer, *noise]
-    if page_dense_rank is not None:
-        ranked.insert(page_dense_rank - 1, page)
-    dense = (Leg("dense", 0), [chunk(p, 0.90 - i * 0.01, "en" if p == page else "ru") for i, p in enumerate(ranked)])
+    dense = _russian_dense(page, page_dense_rank, [answer, *noise], lang="en")
     bm25 = (
         Leg("lexical", 0, "en"),
         [chunk("ru/a-en.md", 8.0, "en"), chunk("ru/b-en.md", 7.5, "en"), chunk(page, 7.0, "en")],
@@ -1046,10 +1046,7 @@ def test_a_file_extension_asked_across_languages_keeps_its_pin(answer_dense_rank
     assert evidence.language == "en"
     answer = "en/dbase-format.md"
     noise = [f"ru/n{i:02d}.md" for i in range(30)]
-    ranked = list(noise)
-    if answer_dense_rank is not None:
-        ranked.insert(answer_dense_rank - 1, answer)
-    dense = (Leg("dense", 0), [chunk(p, 0.90 - i * 0.01, "en" if p == answer else "ru") for i, p in enumerate(ranked)])
+    dense = _russian_dense(answer, answer_dense_rank, noise, lang="en")
     bm25 = (
         Leg("lexical", 0, "en"),
         [chunk("ru/import.md", 4.0, "ru"), chunk("ru/formats.md", 3.8, "ru"), chunk(answer, 3.7, "en")],
@@ -1070,7 +1067,7 @@ def test_a_plain_title_asked_across_languages_does_not_pin_a_note_no_leg_brought
     evidence = analyse(query)
     answer, page = "ru/database_main.md", "ru/protection-en.md"
     noise = [f"ru/n{i:02d}.md" for i in range(30)]
-    dense = (Leg("dense", 0), [chunk(p, 0.90 - i * 0.01, "ru") for i, p in enumerate([answer, *noise])])
+    dense = _russian_dense(answer, 1, noise)
     bm25 = (Leg("lexical", 0, "en"), [chunk("ru/a-en.md", 4.0, "en"), chunk("ru/b-en.md", 3.9, "en")])
     held = _probed(evidence, {"databas": [(page, 4.0), ("ru/a-en.md", 1.0)], "overview": [(page, 3.5)]})
     fused = fuse([dense, bm25, *held], evidence, 40)

@@ -1616,7 +1616,8 @@ def build_parser() -> argparse.ArgumentParser:
         "serve",
         help="serve the template's API routes over HTTP (like sam local start-api)",
         description="Serve the API routes of template.yaml on HTTP, each request turned into an API Gateway "
-        "REST proxy event. Set KB_LOCAL_API_KEYS=key1,key2 to require x-api-key where the template does. A request "
+        "REST proxy event. Set KB_LOCAL_API_KEYS=key1,key2 to require x-api-key where the template does "
+        "(key1:hr+security gives a key access groups; a ':' in a key is written '::'). A request "
         "still arriving KB_LOCAL_REQUEST_READ_S (default 30) seconds after its first byte is answered 408 and its "
         "connection closed; with every connection taken and none idle, the one whose request has been arriving "
         "longest, KB_LOCAL_SLOW_EVICT_AFTER_S (default 5) seconds or more, is answered 408 and closed to make room (each from 0.1 "
