@@ -16,7 +16,9 @@ from kbsearch.qdrant import open_store
 from kbsearch_tools.fakes import FakeProvider, provider_env
 from kbsearch_tools.local.runtime import LambdaContext
 from kbsearch_tools.s3events import EventPath
-from tests.integration.test_events import BUCKET, PREFIX, TABLE, aws, load_indexer  # noqa: F401
+from tests.integration.test_events import BUCKET, PREFIX, TABLE, load_indexer
+from tests.integration.test_rel31 import aws, cloud_env  # noqa: F401 (fixtures)
+from tests.integration.test_rel32 import Deployed, deployed  # noqa: F401 (fixture)
 
 NOTES = 6  # one chunk each: n0.md .. n5.md
 
@@ -76,3 +78,145 @@ def test_a_run_whose_end_comes_mid_embedding_writes_what_was_embedded_and_leaves
     assert not again["incomplete"] and again["unwritten"] is None, again
     assert len(deepinfra.calls("embeddings")) - before == NOTES - len(written)  # what was written is not embedded again
     assert indexed(settings) == [f"n{i}.md" for i in range(NOTES)]
+
+
+#: 2. rev32b's CommonMark gaps in ``markdown.read_body``: in each note a ``%%`` in code (a batch file's ``%%1``)
+#: that main read as prose, where it opens an Obsidian comment hiding the rest of the note, or a heading in code
+GAPS = {
+    # a closing fence indented four columns is the code's text
+    "fence.md": "# Deploy\n\n```\nrun step\n    ```\n## Inside the code\nquokka in the code\n```\n\n## Real\n\nreal\n",
+    # a fence quoted more deeply than the block's opening is the code's text
+    "quoted.md": "# Batch\n\n> ```bat\n> > ```\n> set X=%%1\n> ```\n\n## After\n\nnumbat after the quote\n",
+    # a list in a quote, a thematic break, a $$ block, an HTML comment: the list ended, indented code is code
+    "quoted-list.md": "# Steps\n\n> - quoted item\n\n    set X=%%1\n\n## After\n\nwombat after the code\n",
+    "break.md": "# Break\n\n- item\n\n* * *\n\n    set X=%%1\n\n## After\n\ndingo after the code\n",
+    "math.md": "# Math\n\n- item\n\n$$\nx^2\n$$\n\n    set X=%%1\n\n## After\n\nbilby after the code\n",
+    "comment.md": "# Comment\n\n- item\n\n<!--\nnote\n-->\n\n    set X=%%1\n\n## After\n\npotoroo after the code\n",
+}
+
+
+def test_code_commonmark_reads_as_code_is_indexed_as_code_and_an_older_reading_is_read_again(tmp_path: Path) -> None:
+    """From moto's S3 to the embedded Qdrant, then the search service: each note's text after its code is found
+    under its own heading (main: lost behind the ``%%`` it read as a comment's start, or filed under a heading
+    inside the code). A collection recording the reading before this round (3) is read again by the next sync."""
+    from kbsearch.markdown import PARSE_VERSION
+    from kbsearch.qdrant.query import NOTES_READING
+    from tests.integration.test_lines32 import found, sync_s3
+    from tests.integration.test_notes_graph import write_kb
+    from tests.integration.test_review26 import metadata
+
+    kb = write_kb(tmp_path / "kb", GAPS)
+    settings = Settings(qdrant_path=str(tmp_path / "q"))
+    assert sync_s3(kb, settings).added == len(GAPS)
+    assert found(settings, "quokka")[:1] == [("fence.md", "Deploy")]
+    for path, word in [("quoted.md", "numbat"), ("quoted-list.md", "wombat"), ("break.md", "dingo"),
+                       ("math.md", "bilby"), ("comment.md", "potoroo")]:  # fmt: skip
+        title = GAPS[path].split("\n", 1)[0][2:]
+        assert found(settings, word)[:1] == [(path, f"{title} > After")], path
+    assert PARSE_VERSION == 4
+    store = open_store(settings, Secrets(settings))
+    try:  # what a kb-search of round 32 recorded
+        store.merge_metadata({NOTES_READING: 3})
+    finally:
+        store.close()
+    again = sync_s3(kb, settings)
+    assert again.updated == len(GAPS) and metadata(settings)[NOTES_READING] == PARSE_VERSION, again
+    assert sync_s3(kb, settings).unchanged == len(GAPS)
+
+
+#: 3. rel32's stopped sync: the notes (a word each to search by) and the links between them
+STOPPED_KB = {
+    "pub/Welcome.md": b"# Welcome\n\nwelcome zebra: read [[Plan]], [[Secret]] and [[Nowhere]].\n",
+    "Plan.md": b"# Plan\n\nthe plan quokka, after [[Welcome]]\n",
+    "pub/Other.md": b"# Other\n\nanother numbat note, see [[Plan]]\n",
+}
+SECRET_NOTE = b"---\naccess: [hr]\n---\n# Secret\n\nthe secret wombat, see [[Plan]]\n"
+WORDS = {"zebra": "pub/Welcome.md", "quokka": "Plan.md", "numbat": "pub/Other.md", "wombat": "Secret.md"}
+
+
+def seen_by(app: Any, key_id: str) -> dict[str, Any]:
+    """Everything the caller ``key_id`` gets from the search Lambda (API Gateway events) about the KB's notes: each
+    word's hits and the links they show, each note read by path and its links in the note graph (the note list,
+    ``GET /notes``, reads a facet test_rel31's loopback Qdrant Cloud does not serve)."""
+    import json
+
+    from kbsearch_tools.local.apigw import HttpRequest, build_event, parse_result
+
+    def call(method: str, path: str, resource: str, params: dict[str, str], body: Any = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else b""
+        event = build_event(HttpRequest(method, path, "", [("Content-Type", "application/json")], data), resource,
+                            params, "dev")  # fmt: skip
+        event["requestContext"]["identity"]["apiKeyId"] = key_id
+        answer = parse_result(app(event))
+        assert answer.status in (200, 404), answer.body
+        return json.loads(answer.body) if answer.status == 200 else None
+
+    out: dict[str, Any] = {"hits": {}, "hit links": set(), "graph": set()}
+    for word in WORDS:
+        hits = call("POST", "/search", "/search", {}, body={"query": word, "top_k": 10, "rerank": False})["results"]
+        out["hits"][word] = sorted({h["path"] for h in hits if word in h["snippet"]})
+        out["hit links"] |= {(h["path"], link) for h in hits for link in h["links"]}
+    out["read"] = {}
+    for path in sorted({*WORDS.values()}):
+        note = call("GET", f"/notes/{path}", "/notes/{path+}", {"path": path})
+        out["read"][path] = note is not None
+        if note is not None:
+            out["graph"] |= {(way, path, r["target"], r["path"]) for way in ("outgoing", "backlinks")
+                             for r in note["links"][way]}  # fmt: skip
+    return out
+
+
+@pytest.mark.parametrize("by", ["event", "full sync"])
+@pytest.mark.parametrize("change", ["made restricted", "made public", "a first restricted note"])
+def test_a_search_between_a_stopped_syncs_stamps_and_its_record_hides_links_only(
+    change: str,
+    by: str,
+    deployed: Deployed,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """rel32's "Left" (3): a sync stopped between its stamps and its record (the notes written, the notes linking
+    the changed keys given the new generation, the link targets not recorded) is healed only by a later writer (the
+    event batch's retry, the hourly sync). In between, for a public and an hr caller, in the warm search container
+    and a new one: every note the caller may read is found and read by path exactly as once healed (no note
+    hidden, none shown it may not read), and the links shown (in hits and in the note graph) are a subset of those
+    shown once healed (some hidden, the record being stale for them; none shown that the healed record hides: no
+    scope leak). The stop is the Lambda's end right after ``stamp_links``, as test_rev32c makes it."""
+    import kbsearch.indexer
+    from tests.integration.test_rev32c import Killed
+
+    plan = b"---\naccess: [hr]\n---\n" + STOPPED_KB["Plan.md"]
+    before = STOPPED_KB | ({"Plan.md": plan} if change == "made public" else {})
+    before |= {} if change == "a first restricted note" else {"Secret.md": SECRET_NOTE}
+    warm = deployed.holding(before)
+    for caller in ("id-pub", "id-hr"):
+        seen_by(warm, caller)  # the warm container has answered (its metadata cached)
+    real = kbsearch.indexer.stamp_links
+
+    def stamped_then_killed(*args: Any, **kwargs: Any) -> None:
+        real(*args, **kwargs)
+        raise Killed
+
+    monkeypatch.setattr(kbsearch.indexer, "stamp_links", stamped_then_killed)
+    key, body = {"made restricted": ("Plan.md", plan), "made public": ("Plan.md", STOPPED_KB["Plan.md"]),
+                 "a first restricted note": ("Secret.md", SECRET_NOTE)}[change]  # fmt: skip
+    deployed.aws.put(f"{PREFIX}{key}", body)
+    with pytest.raises(Killed):
+        deployed.synced(by)
+    monkeypatch.setattr(kbsearch.indexer, "stamp_links", real)
+    between = {(c, container): seen_by(app, c) for c in ("id-pub", "id-hr")
+               for container, app in (("warm", warm), ("new", deployed.search_app()))}  # fmt: skip
+    deployed.synced("full sync")  # the heal
+    healed = {c: seen_by(deployed.search_app(), c) for c in ("id-pub", "id-hr")}
+    hidden = 0
+    for (caller, container), seen in between.items():
+        right = healed[caller]
+        where = (caller, container)
+        assert (seen["hits"], seen["read"]) == (right["hits"], right["read"]), where
+        assert seen["hit links"] <= right["hit links"] and seen["graph"] <= right["graph"], where
+        hidden += len(right["hit links"] - seen["hit links"]) + len(right["graph"] - seen["graph"])
+    # the healed view is the change's: the public caller reads no restricted note and sees no link resolved to one
+    pub = healed["id-pub"]
+    restricted = {"Secret.md"} | ({"Plan.md"} if change == "made restricted" else set())
+    assert {path for path, readable in pub["read"].items() if not readable} == restricted, pub["read"]
+    assert not {g for g in pub["graph"] if g[3] in restricted} and healed["id-hr"]["read"]["Secret.md"]
+    assert hidden > 0, "the stop hid no link: the test did not stop the sync between its stamps and its record"
