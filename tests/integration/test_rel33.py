@@ -15,7 +15,7 @@ from kbsearch.config import Secrets, Settings
 from kbsearch.qdrant import open_store
 from kbsearch_tools.fakes import FakeProvider, provider_env
 from kbsearch_tools.local.runtime import LambdaContext
-from kbsearch_tools.s3events import EventPath
+from kbsearch_tools.s3events import EventPath, sqs_event
 from tests.integration.test_events import BUCKET, PREFIX, TABLE, load_indexer
 from tests.integration.test_rel31 import aws, cloud_env  # noqa: F401 (fixtures)
 from tests.integration.test_rel32 import Deployed, deployed  # noqa: F401 (fixture)
@@ -30,6 +30,29 @@ def indexed(settings: Settings) -> list[str]:
         return sorted(p for p, st in store.indexed_state().items() if st.points)
     finally:
         store.close()
+
+
+def cut_after(
+    aws: EventPath,  # noqa: F811
+    deepinfra: FakeProvider,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    answered: int,
+) -> tuple[Any, Settings]:
+    """n0.md .. n5.md put in the bucket; the indexer handler embedding one chunk a request, four chunks a window;
+    the fake answering ``answered`` embedding requests, then hanging past any invocation's end (8 s)."""
+    aws.receive()  # (the bucket's notification set-up: no note's)
+    for i in range(NOTES):
+        aws.put(f"{PREFIX}n{i}.md", f"# Note {i}\n\nwords of note number {i}\n".encode())
+    env = {
+        "KB_SOURCE": f"s3://{BUCKET}/{PREFIX}", "QDRANT_PATH": str(tmp_path / "q"), "INDEX_LEASE_TABLE": TABLE,
+        "EMBEDDING_DIMENSIONS": "64", "PROVIDER_RETRIES": "0", "BREAKER_THRESHOLD": "100",
+        "EMBEDDING_BATCH_SIZE": "1", "EMBEDDING_CONCURRENCY": "1", "DEADLINE_MARGIN_S": "1",
+    } | provider_env(deepinfra, roles=("EMBEDDING",))  # fmt: skip
+    deepinfra.fail("embeddings", hang_s=8.0, after=answered)
+    return load_indexer(monkeypatch, env), Settings(
+        **{k.lower(): v for k, v in env.items()} | {"index_lease_table": ""}
+    )
 
 
 @pytest.mark.parametrize(
@@ -51,17 +74,8 @@ def test_a_run_whose_end_comes_mid_embedding_writes_what_was_embedded_and_leaves
     too, and the run said ``embedding failed`` (the handler raised: the invocation failed, its alarm fired, Lambda
     ran it again). Now the notes whose every chunk was embedded are written; the others, read and not written, are
     left for the next run, which reads them (and only them) again; the summary says so."""
-    for i in range(NOTES):
-        aws.put(f"{PREFIX}n{i}.md", f"# Note {i}\n\nwords of note number {i}\n".encode())
-    aws.receive()
-    env = {
-        "KB_SOURCE": f"s3://{BUCKET}/{PREFIX}", "QDRANT_PATH": str(tmp_path / "q"), "INDEX_LEASE_TABLE": TABLE,
-        "EMBEDDING_DIMENSIONS": "64", "PROVIDER_RETRIES": "0", "BREAKER_THRESHOLD": "100",
-        "EMBEDDING_BATCH_SIZE": "1", "EMBEDDING_CONCURRENCY": "1", "DEADLINE_MARGIN_S": "1",
-    } | provider_env(deepinfra, roles=("EMBEDDING",))  # fmt: skip
-    app = load_indexer(monkeypatch, env)
-    settings = Settings(**{k.lower(): v for k, v in env.items()} | {"index_lease_table": ""})
-    deepinfra.fail("embeddings", hang_s=8.0, after=answered)
+    app, settings = cut_after(aws, deepinfra, tmp_path, monkeypatch, answered)
+    aws.receive()  # (the events lost: the scheduled run finds the notes)
     # 9 s: the calls' deadline 4 s in, when every note is long read and the fake hangs on request answered + 1
     report: dict[str, Any] = app.lambda_handler({}, LambdaContext("kb-search-test-indexer", 2048, 9))
     assert report["error"] is None and report["incomplete"], report
@@ -78,6 +92,31 @@ def test_a_run_whose_end_comes_mid_embedding_writes_what_was_embedded_and_leaves
     assert not again["incomplete"] and again["unwritten"] is None, again
     assert len(deepinfra.calls("embeddings")) - before == NOTES - len(written)  # what was written is not embedded again
     assert indexed(settings) == [f"n{i}.md" for i in range(NOTES)]
+
+
+def test_an_event_batch_cut_mid_embedding_gives_back_only_the_events_of_the_notes_it_did_not_write(
+    aws: EventPath,  # noqa: F811
+    deepinfra: FakeProvider,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same cut in an SQS batch of the six notes' S3 events: the window n0..n3 is cut after n0 and n1 were
+    embedded. Before, none was written and all six events were given back (the next delivery embedded n0 and n1
+    again); now n0 and n1 are written and only the other four events are given back, which the retry applies."""
+    app, settings = cut_after(aws, deepinfra, tmp_path, monkeypatch, answered=2)
+    records = aws.receive()
+    assert len(records) == NOTES
+    result = app.lambda_handler(sqs_event(records), LambdaContext("kb-search-test-indexer", 2048, 9))
+    failed = {item["itemIdentifier"] for item in result["batchItemFailures"]}
+    assert len(failed) == NOTES - 2 and indexed(settings) == ["n0.md", "n1.md"], (failed, indexed(settings))
+    deepinfra.heal()
+    before = len(deepinfra.calls("embeddings"))
+    retry = [r for r in records if r["messageId"] in failed]
+    assert app.lambda_handler(sqs_event(retry), LambdaContext("kb-search-test-indexer", 2048, 900)) == {
+        "batchItemFailures": []
+    }
+    assert indexed(settings) == [f"n{i}.md" for i in range(NOTES)]
+    assert len(deepinfra.calls("embeddings")) - before == NOTES - 2
 
 
 #: 2. rev32b's CommonMark gaps in ``markdown.read_body``: in each note a ``%%`` in code (a batch file's ``%%1``)
