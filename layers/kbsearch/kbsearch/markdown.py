@@ -310,17 +310,17 @@ def read_body(body: str) -> list[BodyLine]:
             in_list = in_list and inner[:1] in (" ", "\t")  # a fence at the margin ends a list
             continue
         if "$$" in inner and inner.lstrip(" ").startswith("$$"):
-            at_margin = depth == 0 and inner[:1] not in (" ", "\t")  # a math block at the margin ends a list
             if "$$" in inner.lstrip(" ")[2:]:
                 out.append((MATH, written, 0, ""))
-                above, opens, in_list = -1, True, in_list and not at_margin
+                above, opens, in_list = -1, True, in_list and (depth > 0 or inner[:1] in (" ", "\t"))
                 continue
             if closings is None:
                 closings = [i for i, text in enumerate(lines) if math_closed(text)]
             at = bisect_right(closings, number)
             if at < len(closings) and "$" not in inner.lstrip(" ")[2:]:
                 out.append((MATH, written, 0, ""))
-                math, math_depth, above, in_list = True, depth, -1, in_list and not at_margin
+                math, math_depth, above = True, depth, -1
+                in_list = in_list and (depth > 0 or inner[:1] in (" ", "\t"))  # a math block at the margin ends a list
                 continue
         level = underline_level(line) if above >= 0 else None
         if level is not None:
