@@ -71,8 +71,8 @@ def test_a_run_whose_end_comes_mid_embedding_writes_what_was_embedded_and_leaves
     """One chunk a request, four a window: n0..n3 are embedded in a thread while n4, n5 are read, then n4, n5.
     The fake answers ``answered`` requests and hangs on the next one past the Lambda's end (its calls' deadline,
     the invocation's end less 5 s). Before, the window being embedded was dropped whole, the notes embedded in it
-    too, and the run said ``embedding failed`` (the handler raised: the invocation failed, its alarm fired, Lambda
-    ran it again). Now the notes whose every chunk was embedded are written; the others, read and not written, are
+    too, and the run said ``embedding failed`` (the handler raised: the invocation failed, and went to the alarmed
+    failure queue). Now the notes whose every chunk was embedded are written; the others, read and not written, are
     left for the next run, which reads them (and only them) again; the summary says so."""
     app, settings = cut_after(aws, deepinfra, tmp_path, monkeypatch, answered)
     aws.receive()  # (the events lost: the scheduled run finds the notes)
