@@ -119,6 +119,48 @@ def test_an_event_batch_cut_mid_embedding_gives_back_only_the_events_of_the_note
     assert len(deepinfra.calls("embeddings")) - before == NOTES - 2
 
 
+def test_a_re_read_cut_mid_embedding_writes_what_needs_nothing_and_its_progress_stops_at_the_first_unwritten_note(
+    aws: EventPath,  # noqa: F811
+    deepinfra: FakeProvider,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A full sync reading every note again for a new reading (the collection records reading 2), n0..n3 edited
+    since: the edits go first, a window n0..n3 cut after n0 and n1 were embedded, while n4 and n5 (read again, their
+    text unchanged: every chunk keeps its vector) were gathered. n0, n1, n4 and n5 are written; the progress stops
+    before n2 (the first note read and not written), so the next run reads n2 and n3 (their edits) and, after the
+    progress, n4 and n5 again, embeds only n2 and n3, and records the reading."""
+    from kbsearch.markdown import PARSE_VERSION
+    from kbsearch.qdrant.query import NOTES_READING
+    from tests.integration.test_review26 import metadata
+
+    app, settings = cut_after(aws, deepinfra, tmp_path, monkeypatch, answered=0)
+    deepinfra.heal()
+    aws.receive()
+    assert app.lambda_handler({}, LambdaContext("kb-search-test-indexer", 2048, 900))["added"] == NOTES
+    for i in range(4):
+        aws.put(f"{PREFIX}n{i}.md", f"# Note {i}\n\nedited words of note {i}\n".encode())
+    aws.receive()
+    store = open_store(settings, Secrets(settings))
+    try:
+        store.merge_metadata({NOTES_READING: 2})
+    finally:
+        store.close()
+    deepinfra.fail("embeddings", hang_s=8.0, after=2)
+    report: dict[str, Any] = app.lambda_handler({}, LambdaContext("kb-search-test-indexer", 2048, 9))
+    assert report["error"] is None and report["updated"] == 4 and report["remaining"] == 2, report
+    assert report["notes_reading"] == (
+        f"re-reading notes for reading {PARSE_VERSION}: 2 of {NOTES}; the next sync carries on"
+    ), report
+    assert metadata(settings)["notes_reading_from"]["after"] == "n1.md"
+    deepinfra.heal()
+    before = len(deepinfra.calls("embeddings"))
+    again: dict[str, Any] = app.lambda_handler({}, LambdaContext("kb-search-test-indexer", 2048, 900))
+    assert again["updated"] == 4 and not again["incomplete"], again
+    assert len(deepinfra.calls("embeddings")) - before == 2
+    assert metadata(settings)[NOTES_READING] == PARSE_VERSION
+
+
 #: 2. rev32b's CommonMark gaps in ``markdown.read_body``: in each note a ``%%`` in code (a batch file's ``%%1``)
 #: that main read as prose, where it opens an Obsidian comment hiding the rest of the note, or a heading in code
 GAPS = {

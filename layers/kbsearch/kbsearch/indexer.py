@@ -1274,8 +1274,11 @@ class Indexer:
             if window and not report.incomplete:
                 self._write_window(report, window, self._embedded(window, stats, call_deadline), state)
         except _EmbeddingCut as stopped:
-            # what came back is written: the notes whose every chunk was embedded
+            # what came back is written: the notes whose every chunk was embedded; and of the window gathered
+            # meanwhile (not sent), the notes that need nothing embedded, as at the run's deadline
             self._write_unembedded(report, stopped.window, stopped.points, state)
+            if window and stopped.window is not window:
+                self._write_unembedded(report, window, [point for parsed in window for point in parsed.points], state)
             cut = stopped.error
             report.incomplete = True
             if call_deadline is None or call_deadline.remaining() > 0:  # the provider's failure, not the run's end
