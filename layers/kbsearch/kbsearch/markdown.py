@@ -195,7 +195,7 @@ _LIST_ITEM = re.compile(r" {0,3}(?:[-*+]|\d{1,9}[.)])(?:[ \t]|$)")
 #: A thematic break (CommonMark 4.1): three or more of one of ``*``, ``-``, ``_``, spaces and tabs between; it is
 #: no list item (``* * *``, ``- - -``) and, at the margin, ends a list.
 _BREAK = re.compile(r" {0,3}(?:(?:\*[ \t]*){3,}|(?:-[ \t]*){3,}|(?:_[ \t]*){3,})")
-_BREAK_MARKS = ("*", "-", "_")  # (the regex is tried only on a line starting with one)
+_BREAK_FIRST = ("*", "-", "_", " ")  # (the regex is tried only on a line starting with one: most lines are words)
 _INDENTED = re.compile(r"(?: {4}|[ ]{0,3}\t)[ \t]*\S")  # four columns of indentation, then text
 
 
@@ -337,7 +337,7 @@ def read_body(body: str) -> list[BodyLine]:
             continue
         blank = not line.strip()
         out.append((BLANK if blank else PROSE, line, 0, ""))
-        if depth == 0 and line[:4].lstrip(" ")[:1] in _BREAK_MARKS and _BREAK.fullmatch(line):
+        if depth == 0 and line[:1] in _BREAK_FIRST and _BREAK.fullmatch(line):
             # a thematic break, no list item (``* * *``): a block of its own
             in_list = in_list and line[:1] in (" ", "\t")  # at the margin: the list ended
             above, opens = -1, True
