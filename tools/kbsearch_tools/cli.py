@@ -609,6 +609,8 @@ def _print_sync_summary(report: dict[str, Any]) -> None:
         print(f"  warning {_one_line(item['path'])}: {_one_line(item['reason'])}")
     if report["deletion_blocked"]:
         print(f"  deletions blocked: {report['deletion_blocked']}")
+    if report.get("unwritten"):
+        print(f"  not written: {report['unwritten']}")
     if report["remaining"]:
         print(f"  {report['remaining']} notes left for the next run")
     if report["error"]:
