@@ -445,6 +445,75 @@ def stray_lead(notes: dict[str, _Note], p: FusionParams) -> str | None:
     return lead
 
 
+def holds_phrase(chunk: ScoredChunk | None, terms: tuple[int, ...]) -> bool:
+    """Whether the chunk's heading path or its text holds the query's terms side by side: a run of as many
+    consecutive tokens (stop words dropped, stemmed: :func:`kbsearch.lexical.tokenize`) as the query has terms, each
+    of them once, in any order (an index entry inverts its words: "formulas; hiding"). The heading path
+    (title > headings) and the text are read apart, each up to :data:`LANGUAGE_WINDOW` characters."""
+    if chunk is None or not terms:
+        return False
+    size, wanted = len(terms), set(terms)
+    payload = chunk.payload
+    for part in (payload.get("heading"), payload.get("text")):
+        if isinstance(part, str):
+            ids = [term_id(t) for t in tokenize(part[:LANGUAGE_WINDOW])]
+            if any(set(ids[i : i + size]) == wanted for i in range(len(ids) - size + 1)):
+                return True
+    return False
+
+
+def sole_complete(
+    notes: dict[str, _Note],
+    evidence: QueryEvidence,
+    present: list[int],
+    probes: dict[int | None, float],
+    coverage: float,
+    gain: float,
+    p: FusionParams,
+) -> str | None:
+    """The one note whose query BM25 chunk provably holds every required term (:func:`required_terms`) of a
+    lookup (:func:`is_lookup`) of two terms or more, all of them in the index (``present``: the terms their probes
+    found), and holds the whole query as a phrase (:func:`holds_phrase`), where dense's first note does not.
+
+    The proof of every term: the chunk scores above the attainable score (the present terms' probes' best scores
+    summed) less the smallest required term's probe, which is the most a chunk missing any required term can score
+    (each term adds at most its probe's best). One note alone, of every note the legs carried, and its match
+    counting in full (a note of the query's language: not x ``cross_language``). That proves the words are in one
+    chunk, not that they name its subject: "ряд вычисление" over LibreOffice Help's Russian half is held by a note
+    whose title says "Вычисление суммы для ряда ячеек", about something else; "факсы настройка LibreOffice" by the
+    main page, whose one required term is "LibreOffice" (its identifier), in every note. So the words must stand
+    side by side in that chunk (an index phrase, "hiding formulas" in "Select Hide formula"; a title, "Inserting Page
+    Numbers of Continuation Pages"), and dense's first note, when it is another, must not hold them so too (the main
+    page quotes the fax page's title, "Отправка факсов и настройка LibreOffice", in its list of topics: dense's first,
+    the fax page, holds it in its own). EVAL.md, session 32 (fus32b) and session 33 (fus33b)."""
+    required = [probes[t] for t in required_terms(evidence) if t in probes]
+    if not is_lookup(evidence, p) or len(present) < 2 or coverage < 1.0 or not required:
+        return None
+    attainable = sum(probes[t] for t in present)
+    bound = attainable - min(required)
+    found = None
+    for note, n in notes.items():
+        its = n.lexical_chunk
+        if its is not None and its is not n.translated_chunk and its.score > bound:
+            if found is not None:
+                return None
+            found = note
+    if found is None:
+        return None
+    n = notes[found]  # its share x the trust, or x cross_language too (0.1: under half of it) in another language
+    full = gain * min(1.0, n.lexical_chunk.score / attainable) if n.lexical_chunk is not None else 0.0
+    if n.lexical < 0.5 * full or full <= 0.0 or not holds_phrase(n.lexical_chunk, evidence.terms):
+        return None
+    top = notes[min(notes, key=lambda note: (-notes[note].dense, note))]  # dense's first (equal values: by path)
+    if (
+        top is not n
+        and top.dense > 0.0
+        and any(holds_phrase(c, evidence.terms) for c in (top.dense_chunk, top.lexical_chunk))
+    ):
+        return None
+    return found
+
+
 def _across(notes: dict[str, _Note], asked: list[ScoredChunk], language: str, languages: dict[str, str | None],
             agree: dict[str, float], p: FusionParams) -> bool:  # fmt: skip
     """A question across languages in a KB of both: when the first note of the query's own dense leg (``asked``: its
@@ -646,8 +715,12 @@ def fuse(
         else:
             n.lexical *= gain
     asked = [chunks for leg, chunks in results if leg.kind == "dense" and leg.variant == 0 and chunks]
+    whole = None if pinned else sole_complete(notes, evidence, present, probes, coverage, gain, p)
+    undamped = notes[whole].lexical if whole is not None else 0.0
     language = evidence.language
     across = language is not None and bool(asked) and _across(notes, asked[0], language, languages, agree, p)
+    if whole is not None and notes[whole].lexical >= undamped:  # not asked across languages (``_across`` left it)
+        pinned = {whole}
     if (
         pinned
         and (p.question_pin_within > 0 or p.question_pin_lexical > 0)
