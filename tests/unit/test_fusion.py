@@ -1076,3 +1076,53 @@ def test_a_plain_title_asked_across_languages_does_not_pin_a_note_no_leg_brought
     fused = fuse([dense, bm25, *held], evidence, 40)
     assert paths(fused)[0] == answer and not any(c.exact for c in fused)
     assert page in paths(fused)
+
+
+def _lookup(query: str, text: str, lang: str = "en", dense_first: str | None = None) -> list[Candidate]:
+    """A lookup of two common words (eight chunks or more hold each: no probe sees every holder, nothing is rare):
+    the note ``answer.md``'s chunk (BM25 7.1, its ``text`` given) scores above the best chunk holding one of them
+    (6.5), so it provably holds both; eight notes hold one word; dense ranks the answer 25th and puts ``n00.md``
+    first, whose heading is ``dense_first`` (else its path)."""
+    first, second = tokenize(query)
+
+    def held(path: str, score: float, heading: str, body: str) -> ScoredChunk:
+        return ScoredChunk(f"{path}#0", score, {"path": path, "lang": lang, "heading": heading, "text": body})
+
+    one = [chunk(p, 6.5 - i * 0.1, lang) for i, p in enumerate(DISTRACTORS[:8])]  # one word each, the first's best
+    answer = held("answer.md", 7.1, "Protecting Cells from Changes", text)
+    leg, cosines = dense_leg(*DISTRACTORS[:24], "answer.md", *DISTRACTORS[24:], lang=lang)
+    if dense_first is not None:
+        cosines[0] = held(DISTRACTORS[0], cosines[0].score, dense_first, "")
+    results = [(leg, cosines), (Leg("lexical", 0, query_language(query)), [answer, *one]),
+               (Leg("probe", term=term_id(first)), one),
+               (Leg("probe", term=term_id(second)), [chunk(p, 4.8 - i * 0.05, lang) for i, p in enumerate(DISTRACTORS[8:16])])]  # fmt: skip
+    return fuse(results, analyse(query), 10)
+
+
+def test_a_lookup_s_words_side_by_side_in_the_one_note_holding_both_is_its_exact_match() -> None:
+    """Session 33 (fus33b): "hiding formulas", a LibreOffice Help index entry, BM25's first and USE's 72nd (hybrid's
+    20th at main). Its chunk provably holds both words (above what a chunk missing either could score) and holds them
+    side by side ("Select Hide formula to hide..."), and dense's first holds them nowhere so: pinned first."""
+    evidence = analyse("hiding formulas")
+    assert not evidence.identifiers and is_lookup(evidence, FusionParams())
+    fused = _lookup("hiding formulas", "Select Hide formula to hide and to protect formulas from changes.")
+    assert paths(fused)[0] == "answer.md" and fused[0].exact
+    assert not any(c.exact for c in fused[1:])
+    turned = _lookup("hiding formulas", "Formulas, hide: select the option.")  # any order: "formulas; hiding"
+    assert paths(turned)[0] == "answer.md" and turned[0].exact
+
+
+def test_a_lookup_s_words_held_apart_pin_nothing() -> None:
+    """fus32b's rule (refused, session 32) pinned the note holding every word wherever the words stood: "ряд
+    вычисление" pinned "Вычисление суммы для ряда ячеек в таблице" over dense's right first. Words apart in the
+    chunk prove co-occurrence, not the phrase: dense keeps its first."""
+    fused = _lookup("ряд вычисление", "Вычисление суммы для ряда ячеек в таблице.", lang="ru")
+    assert not any(c.exact for c in fused) and paths(fused)[0] == DISTRACTORS[0]
+
+
+def test_a_lookup_s_phrase_that_dense_s_first_holds_too_pins_nothing() -> None:
+    """ "факсы настройка LibreOffice": BM25's sole complete note is the main page, which quotes the fax page's title
+    in its list of topics; dense's first, the fax page, holds the phrase in its own title. The phrase does not tell
+    them apart: dense keeps its first."""
+    fused = _lookup("hiding formulas", "Select Hide formula to hide.", dense_first="Hiding Formulas")
+    assert not any(c.exact for c in fused) and paths(fused)[0] == DISTRACTORS[0]
