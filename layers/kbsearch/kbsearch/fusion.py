@@ -49,6 +49,11 @@ has anyway:
   point's whole payload to return even its path: Edge ~8 µs a point, ~40 points a search); a question's probed
   chunk that no leg carried names no note, and counts against the rare-term agreement's few notes when it could
   hold its note's terms at ``exact_confidence``.
+- **a lookup's whole phrase** (:func:`sole_complete`): with no exact match, a lookup of two terms or more whose
+  every term is in the index, and one note alone whose BM25 chunk scores above what a chunk missing a required term
+  could (the attainable score less that term's probe), counting in full (the query's language), holding the query's
+  words side by side (:func:`holds_phrase`) where dense's first note does not, is pinned as an exact match too: it
+  holds the phrase ("hiding formulas"), the others one of its common words (session 33, fus33b).
 - otherwise each note scores ``dense + lexical_weight · lexical``: dense = the best variant's cosine, min-max
   scaled between the best cosine and the cosine at rank ``floor_rank`` (one scale for all variants; see
   :func:`dense_floor`: the scale does not depend on how many chunks a leg returns); lexical = the query's own BM25 leg's
