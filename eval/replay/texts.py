@@ -1,6 +1,6 @@
 """A capture's chunks with their heading and text again: ``eval/replay/capture.py`` keeps a payload's ``path``,
 ``doc_id`` and ``lang`` only, where the searches it captured read the whole payload. A fusion rule that reads a
-chunk's words (``kbsearch.fusion.holds_phrase``, session 33) replays only with them: each class's corpus (its
+chunk's words (``kbsearch.fusion.phrase_place``, session 33) replays only with them: each class's corpus (its
 ``corpus:`` in ``eval/classes*.yaml``) is chunked again as the indexer chunks it (``parse_note``, ``chunk_note``
 with the default 400 / 40 tokens) and each captured chunk finds its own by point id (``uuid5(path#index)``; Qdrant
 Edge answers the id's first 64 bits). ``eval/replay/replay.py`` and ``side.py`` call :func:`attach` unless

@@ -1078,21 +1078,27 @@ def test_a_plain_title_asked_across_languages_does_not_pin_a_note_no_leg_brought
     assert page in paths(fused)
 
 
-def _lookup(query: str, text: str, lang: str = "en", dense_first: str | None = None) -> list[Candidate]:
+def _lookup(
+    query: str,
+    text: str,
+    lang: str = "en",
+    dense_first: tuple[str, str] | None = None,
+    heading: str = "Protecting Cells from Changes",
+) -> list[Candidate]:
     """A lookup of two common words (eight chunks or more hold each: no probe sees every holder, nothing is rare):
     the note ``answer.md``'s chunk (BM25 7.1, its ``text`` given) scores above the best chunk holding one of them
     (6.5), so it provably holds both; eight notes hold one word; dense ranks the answer 25th and puts ``n00.md``
-    first, whose heading is ``dense_first`` (else its path)."""
+    first, whose heading and text are ``dense_first`` (else its path); the answer's heading path is ``heading``."""
     first, second = tokenize(query)
 
     def held(path: str, score: float, heading: str, body: str) -> ScoredChunk:
         return ScoredChunk(f"{path}#0", score, {"path": path, "lang": lang, "heading": heading, "text": body})
 
     one = [chunk(p, 6.5 - i * 0.1, lang) for i, p in enumerate(DISTRACTORS[:8])]  # one word each, the first's best
-    answer = held("answer.md", 7.1, "Protecting Cells from Changes", text)
+    answer = held("answer.md", 7.1, heading, text)
     leg, cosines = dense_leg(*DISTRACTORS[:24], "answer.md", *DISTRACTORS[24:], lang=lang)
     if dense_first is not None:
-        cosines[0] = held(DISTRACTORS[0], cosines[0].score, dense_first, "")
+        cosines[0] = held(DISTRACTORS[0], cosines[0].score, *dense_first)
     results = [(leg, cosines), (Leg("lexical", 0, query_language(query)), [answer, *one]),
                (Leg("probe", term=term_id(first)), one),
                (Leg("probe", term=term_id(second)), [chunk(p, 4.8 - i * 0.05, lang) for i, p in enumerate(DISTRACTORS[8:16])])]  # fmt: skip
@@ -1124,5 +1130,21 @@ def test_a_lookup_s_phrase_that_dense_s_first_holds_too_pins_nothing() -> None:
     """ "факсы настройка LibreOffice": BM25's sole complete note is the main page, which quotes the fax page's title
     in its list of topics; dense's first, the fax page, holds the phrase in its own title. The phrase does not tell
     them apart: dense keeps its first."""
-    fused = _lookup("hiding formulas", "Select Hide formula to hide.", dense_first="Hiding Formulas")
+    fused = _lookup("hiding formulas", "Select Hide formula to hide.", dense_first=("Hiding Formulas", ""))
     assert not any(c.exact for c in fused) and paths(fused)[0] == DISTRACTORS[0]
+    both = _lookup("hiding formulas", "", heading="Hiding Formulas", dense_first=("Hiding Formulas", ""))
+    assert not any(c.exact for c in both) and paths(both)[0] == DISTRACTORS[0]
+
+
+def test_a_lookup_s_phrase_in_its_note_s_title_is_pinned_over_dense_s_first_quoting_it() -> None:
+    """ "faxes configuring LibreOffice" (USE, LibreOffice Help's English half): the fax page's title holds the phrase
+    ("Sending Faxes and Configuring LibreOffice for Faxing"); dense's first, the main page, holds it in its list of
+    topics. A title naming the phrase is the note about it, a text quoting it is not: the fax page is pinned (at main,
+    hybrid's second)."""
+    fused = _lookup(
+        "hiding formulas",
+        "Select the options.",
+        heading="Hiding Formulas",
+        dense_first=("Calc Help", "Topics: Hiding Formulas; Renaming Sheets."),
+    )
+    assert paths(fused)[0] == "answer.md" and fused[0].exact

@@ -52,8 +52,9 @@ has anyway:
 - **a lookup's whole phrase** (:func:`sole_complete`): with no exact match, a lookup of two terms or more whose
   every term is in the index, and one note alone whose BM25 chunk scores above what a chunk missing a required term
   could (the attainable score less that term's probe), counting in full (the query's language), holding the query's
-  words side by side (:func:`holds_phrase`) where dense's first note does not, is pinned as an exact match too: it
-  holds the phrase ("hiding formulas"), the others one of its common words (session 33, fus33b).
+  words side by side (:func:`phrase_place`) where dense's first note (another) holds them not at all, or only in
+  its text where this note's heading path holds them, is pinned as an exact match too: it holds the phrase ("hiding
+  formulas"), the others one of its common words (session 33, fus33b).
 - otherwise each note scores ``dense + lexical_weight · lexical``: dense = the best variant's cosine, min-max
   scaled between the best cosine and the cosine at rank ``floor_rank`` (one scale for all variants; see
   :func:`dense_floor`: the scale does not depend on how many chunks a leg returns); lexical = the query's own BM25 leg's
@@ -450,21 +451,21 @@ def stray_lead(notes: dict[str, _Note], p: FusionParams) -> str | None:
     return lead
 
 
-def holds_phrase(chunk: ScoredChunk | None, terms: tuple[int, ...]) -> bool:
-    """Whether the chunk's heading path or its text holds the query's terms side by side: a run of as many
-    consecutive tokens (stop words dropped, stemmed: :func:`kbsearch.lexical.tokenize`) as the query has terms, each
-    of them once, in any order (an index entry inverts its words: "formulas; hiding"). The heading path
-    (title > headings) and the text are read apart, each up to :data:`LANGUAGE_WINDOW` characters."""
+def phrase_place(chunk: ScoredChunk | None, terms: tuple[int, ...]) -> int:
+    """Where the chunk holds the query's terms side by side: 2 in its heading path (title > headings), 1 in its
+    text, 0 nowhere. Side by side: a run of as many consecutive tokens (stop words dropped, stemmed:
+    :func:`kbsearch.lexical.tokenize`) as the query has terms, each of them once, in any order (an index entry
+    inverts its words: "formulas; hiding"). Each part is read up to :data:`LANGUAGE_WINDOW` characters."""
     if chunk is None or not terms:
-        return False
+        return 0
     size, wanted = len(terms), set(terms)
     payload = chunk.payload
-    for part in (payload.get("heading"), payload.get("text")):
+    for place, part in ((2, payload.get("heading")), (1, payload.get("text"))):
         if isinstance(part, str):
             ids = [term_id(t) for t in tokenize(part[:LANGUAGE_WINDOW])]
             if any(set(ids[i : i + size]) == wanted for i in range(len(ids) - size + 1)):
-                return True
-    return False
+                return place
+    return 0
 
 
 def sole_complete(
@@ -478,7 +479,7 @@ def sole_complete(
 ) -> str | None:
     """The one note whose query BM25 chunk provably holds every required term (:func:`required_terms`) of a
     lookup (:func:`is_lookup`) of two terms or more, all of them in the index (``present``: the terms their probes
-    found), and holds the whole query as a phrase (:func:`holds_phrase`), where dense's first note does not.
+    found), and holds the whole query as a phrase (:func:`phrase_place`) in a better place than dense's first note.
 
     The proof of every term: the chunk scores above the attainable score (the present terms' probes' best scores
     summed) less the smallest required term's probe, which is the most a chunk missing any required term can score
@@ -488,9 +489,11 @@ def sole_complete(
     whose title says "Вычисление суммы для ряда ячеек", about something else; "факсы настройка LibreOffice" by the
     main page, whose one required term is "LibreOffice" (its identifier), in every note. So the words must stand
     side by side in that chunk (an index phrase, "hiding formulas" in "Select Hide formula"; a title, "Inserting Page
-    Numbers of Continuation Pages"), and dense's first note, when it is another, must not hold them so too (the main
-    page quotes the fax page's title, "Отправка факсов и настройка LibreOffice", in its list of topics: dense's first,
-    the fax page, holds it in its own). EVAL.md, session 32 (fus32b) and session 33 (fus33b)."""
+    Numbers of Continuation Pages"), and dense's first note, when it is another, must hold them so in a lesser place:
+    nowhere, or in its text where this note's heading path holds them. The main page quotes the fax page's title in
+    its list of topics ("Отправка факсов и настройка LibreOffice"): over dense's first, the fax page, whose title
+    holds the phrase, it is not pinned; the fax page, sole complete in English, is pinned over the main page
+    dense put first. EVAL.md, session 32 (fus32b) and session 33 (fus33b)."""
     required = [probes[t] for t in required_terms(evidence) if t in probes]
     if not is_lookup(evidence, p) or len(present) < 2 or coverage < 1.0 or not required:
         return None
@@ -507,14 +510,15 @@ def sole_complete(
         return None
     n = notes[found]  # its share x the trust, or x cross_language too (0.1: under half of it) in another language
     full = gain * min(1.0, n.lexical_chunk.score / attainable) if n.lexical_chunk is not None else 0.0
-    if n.lexical < 0.5 * full or full <= 0.0 or not holds_phrase(n.lexical_chunk, evidence.terms):
+    if n.lexical < 0.5 * full or full <= 0.0:
         return None
+    place = phrase_place(n.lexical_chunk, evidence.terms)
     top = notes[min(notes, key=lambda note: (-notes[note].dense, note))]  # dense's first (equal values: by path)
-    if (
-        top is not n
-        and top.dense > 0.0
-        and any(holds_phrase(c, evidence.terms) for c in (top.dense_chunk, top.lexical_chunk))
-    ):
+    if top is not n and top.dense > 0.0:
+        rival = max(phrase_place(top.dense_chunk, evidence.terms), phrase_place(top.lexical_chunk, evidence.terms))
+    else:
+        rival = 0
+    if place <= rival:
         return None
     return found
 
