@@ -495,7 +495,8 @@ def sole_complete(
     holds the phrase, it is not pinned; the fax page, sole complete in English, is pinned over the main page
     dense put first. EVAL.md, session 32 (fus32b) and session 33 (fus33b)."""
     required = [probes[t] for t in required_terms(evidence) if t in probes]
-    if not is_lookup(evidence, p) or len(present) < 2 or coverage < 1.0 or not required:
+    label = len(evidence.terms) <= PATH_ITEM_WORDS  # a label's few words, as a menu item's
+    if not (label or is_lookup(evidence, p)) or len(present) < 2 or coverage < 1.0 or not required:
         return None
     attainable = sum(probes[t] for t in present)
     bound = attainable - min(required)
@@ -506,8 +507,10 @@ def sole_complete(
             if found is not None:
                 return None
             found = note
-    if found is None:
-        return None
+    if found is None:  # no note proven to hold every word: BM25's first, if it holds them side by side
+        found = min(notes, key=lambda note: (-notes[note].lexical, note), default=None)
+        if found is None or notes[found].lexical_chunk is notes[found].translated_chunk:
+            return None
     n = notes[found]  # its share x the trust, or x cross_language too (0.1: under half of it) in another language
     full = gain * min(1.0, n.lexical_chunk.score / attainable) if n.lexical_chunk is not None else 0.0
     if n.lexical < 0.5 * full or full <= 0.0:
