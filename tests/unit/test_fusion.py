@@ -1148,3 +1148,25 @@ def test_a_lookup_s_phrase_in_its_note_s_title_is_pinned_over_dense_s_first_quot
         dense_first=("Calc Help", "Topics: Hiding Formulas; Renaming Sheets."),
     )
     assert paths(fused)[0] == "answer.md" and fused[0].exact
+
+
+def test_a_label_s_words_side_by_side_in_bm25_s_first_pin_it_where_dense_misses_it() -> None:
+    """Session 33 (fus33b): "Пропускать пустые строки Пропускать" (a LibreOffice Help known item: a UI label, three
+    terms, so no lookup), whose answer is BM25's first and nowhere in USE's dense leg (hybrid's 6th at main). Its
+    chunk (9.0) is not provably complete (the bound is 15.0 less 5.0), but it holds the label's words side by side
+    and dense's first does not: pinned. A question of more words is left as it was."""
+    query = "Пропускать пустые строки Пропускать"
+    evidence = analyse(query)
+    assert len(evidence.terms) == 3 and not is_lookup(evidence, FusionParams())
+    answer = ScoredChunk("answer.md#0", 9.0, {"path": "answer.md", "lang": "ru", "heading": "Сводная таблица",
+                                              "text": "Флажок «Пропускать пустые строки» в диалоге источника."})  # fmt: skip
+    words = [chunk(p, 8.0 - i * 0.1, "ru") for i, p in enumerate(DISTRACTORS[:8])]  # one or two words each
+    results = [dense_leg(*DISTRACTORS[10:30], lang="ru"), (Leg("lexical", 0, "ru"), [answer, *words]),
+               *[(Leg("probe", term=t), [chunk(p, 5.0 - i * 0.1, "ru") for i, p in enumerate(DISTRACTORS[:8])])
+                 for t in evidence.terms]]  # fmt: skip
+    fused = fuse(results, evidence, 10)
+    assert paths(fused)[0] == "answer.md" and fused[0].exact
+    apart = ScoredChunk("answer.md#0", 9.0, {"path": "answer.md", "lang": "ru", "heading": "Сводная таблица",
+                                             "text": "Пропускать строки таблицы, если они пустые."})  # fmt: skip
+    results[1] = (Leg("lexical", 0, "ru"), [apart, *words])
+    assert not any(c.exact for c in fuse(results, evidence, 10))

@@ -49,9 +49,10 @@ has anyway:
   point's whole payload to return even its path: Edge ~8 µs a point, ~40 points a search); a question's probed
   chunk that no leg carried names no note, and counts against the rare-term agreement's few notes when it could
   hold its note's terms at ``exact_confidence``.
-- **a lookup's whole phrase** (:func:`sole_complete`): with no exact match, a lookup of two terms or more whose
-  every term is in the index, and one note alone whose BM25 chunk scores above what a chunk missing a required term
-  could (the attainable score less that term's probe), counting in full (the query's language), holding the query's
+- **a lookup's whole phrase** (:func:`sole_complete`): with no exact match, a lookup (or a label of at most
+  :data:`PATH_ITEM_WORDS` terms) of two terms or more whose every term is in the index, and one note alone whose
+  BM25 chunk scores above what a chunk missing a required term could (the attainable score less that term's probe;
+  when none does, BM25's first note), counting in full (the query's language), holding the query's
   words side by side (:func:`phrase_place`) where dense's first note (another) holds them not at all, or only in
   its text where this note's heading path holds them, is pinned as an exact match too: it holds the phrase ("hiding
   formulas"), the others one of its common words (session 33, fus33b).
@@ -478,8 +479,10 @@ def sole_complete(
     p: FusionParams,
 ) -> str | None:
     """The one note whose query BM25 chunk provably holds every required term (:func:`required_terms`) of a
-    lookup (:func:`is_lookup`) of two terms or more, all of them in the index (``present``: the terms their probes
-    found), and holds the whole query as a phrase (:func:`phrase_place`) in a better place than dense's first note.
+    lookup (:func:`is_lookup`) or a label (at most :data:`PATH_ITEM_WORDS` terms, as a menu item's) of two terms or
+    more, all of them in the index (``present``: the terms their probes found), or, when no chunk is proven so,
+    BM25's first note; pinned when it holds the whole query as a phrase (:func:`phrase_place`) in a better place
+    than dense's first note.
 
     The proof of every term: the chunk scores above the attainable score (the present terms' probes' best scores
     summed) less the smallest required term's probe, which is the most a chunk missing any required term can score
@@ -493,7 +496,12 @@ def sole_complete(
     nowhere, or in its text where this note's heading path holds them. The main page quotes the fax page's title in
     its list of topics ("Отправка факсов и настройка LibreOffice"): over dense's first, the fax page, whose title
     holds the phrase, it is not pinned; the fax page, sole complete in English, is pinned over the main page
-    dense put first. EVAL.md, session 32 (fus32b) and session 33 (fus33b)."""
+    dense put first. Where no chunk is proven to hold every word (a long chunk's score falls short of the bound),
+    the phrase side by side in BM25's first note is the evidence: "Пропускать пустые строки Пропускать", a UI
+    label of three terms, is BM25's first and nowhere in USE's dense leg. A query of more terms is a question or a
+    description, whose words standing together in some note name a passage, not the note's subject ("how to
+    change the name of the configuration folder" over the Obsidian vault). EVAL.md, session 32 (fus32b) and
+    session 33 (fus33b)."""
     required = [probes[t] for t in required_terms(evidence) if t in probes]
     label = len(evidence.terms) <= PATH_ITEM_WORDS  # a label's few words, as a menu item's
     if not (label or is_lookup(evidence, p)) or len(present) < 2 or coverage < 1.0 or not required:
