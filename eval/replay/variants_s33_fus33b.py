@@ -1,8 +1,9 @@
 """Session 33's variants (fus33b) for ``eval/replay/replay.py --variants`` (EVAL.md, "Session 33: ... (fus33b)"):
 what else the lookup's whole-phrase pin (``kbsearch.fusion.sole_complete``) could have asked of its note, replayed
-over this tree (the rule in). Each hook finds the note as the rule does (one note alone whose own BM25 chunk
-scores above the attainable score less the smallest required term's probe, a lookup of two present terms or
-more, its match counting in full) and pins it when its own test holds; the rule's pin is kept as it is.
+over this tree (the rule in). Each hook finds the note as the rule does (in a lookup or a label of at most three
+terms, two present or more, one note alone whose own BM25 chunk scores above the attainable score less the
+smallest required term's probe, else BM25's first; its match counting in full; after ``_across``, which the rule
+checks before) and pins it when its own test holds; the rule's pin is kept as it is.
 
     .venv/bin/python eval/replay/replay.py /work/main/.kbsearch/replay32/*.pkl \\
         --variants eval/replay/variants_s33_fus33b.py --detail --changes
@@ -28,21 +29,27 @@ Hook = Callable[[Rows, dict[str, Any]], list[float]]
 
 
 def sole(rows: Rows, ctx: dict[str, Any]) -> tuple[str | None, Any]:
-    """The rule's note before its phrase tests (``sole_complete``'s first half), and its ``_Note``."""
+    """The rule's note before its phrase tests (``sole_complete``'s first half): in a lookup or a label of at most
+    ``PATH_ITEM_WORDS`` terms, the one note proven to hold every required term, else BM25's first; and its
+    ``_Note``."""
     evidence, probes, p = ctx["evidence"], ctx["probes"], ctx["p"]
     present = [t for t in evidence.terms if probes.get(t, 0.0) > 0]
     required = [probes[t] for t in fusion.required_terms(evidence) if t in probes]
-    if ctx["pinned"] or not fusion.is_lookup(evidence, p) or len(present) < 2 or ctx["coverage"] < 1.0:
-        return None, None
-    if not required:
+    short = fusion.is_lookup(evidence, p) or len(evidence.terms) <= fusion.PATH_ITEM_WORDS
+    if ctx["pinned"] or not short or len(present) < 2 or ctx["coverage"] < 1.0 or not required:
         return None, None
     attainable = sum(probes[t] for t in present)
     bound = attainable - min(required)
     found = [(note, n) for note, n, _, _ in rows
              if n.lexical_chunk is not None and n.lexical_chunk is not n.translated_chunk
              and n.lexical_chunk.score > bound]  # fmt: skip
-    if len(found) != 1:
+    if len(found) > 1:
         return None, None
+    if not found:
+        first = min(rows, key=lambda row: (-row[1].lexical, row[0]))
+        if first[1].lexical_chunk is None or first[1].lexical_chunk is first[1].translated_chunk:
+            return None, None
+        found = [(first[0], first[1])]
     note, n = found[0]
     full = ctx["gain"] * min(1.0, n.lexical_chunk.score / attainable)
     return (note, n) if full > 0 and n.lexical >= 0.5 * full else (None, None)
