@@ -8,11 +8,12 @@ checks before) and pins it when its own test holds; the rule's pin is kept as it
     .venv/bin/python eval/replay/replay.py /work/main/.kbsearch/replay32/*.pkl \\
         --variants eval/replay/variants_s33_fus33b.py --detail --changes
 
-- ``every word held, no phrase``: fus32b's rule (session 32, refused): the note pinned wherever its words stand;
+- ``every word held, no phrase``: fus32b's rule (session 32, refused; with labels too): the proven note pinned
+  wherever its words stand (no BM25's first: without a phrase test it pins every lookup's first);
 - ``phrase, dense's first not asked``: side by side in its chunk, whatever dense's first holds;
 - ``phrase in the heading path only``: side by side in its title > headings;
 - ``every probe >= 2.5, no phrase``: each present term's probe best at least 2.5 (a word in most chunks of a
-  collection has a low IDF: "LibreOffice" in LibreOffice Help, 1.96), its words anywhere.
+  collection has a low IDF: "LibreOffice" in LibreOffice Help, 1.96), its words anywhere (the proven note only).
 
 The captured payloads carry no heading or text: ``replay.py`` re-attaches them (``eval/replay/texts.py``).
 """
@@ -28,10 +29,10 @@ Rows = list[tuple[str, Any, float, float]]
 Hook = Callable[[Rows, dict[str, Any]], list[float]]
 
 
-def sole(rows: Rows, ctx: dict[str, Any]) -> tuple[str | None, Any]:
+def sole(rows: Rows, ctx: dict[str, Any], fallback: bool = True) -> tuple[str | None, Any]:
     """The rule's note before its phrase tests (``sole_complete``'s first half): in a lookup or a label of at most
-    ``PATH_ITEM_WORDS`` terms, the one note proven to hold every required term, else BM25's first; and its
-    ``_Note``."""
+    ``PATH_ITEM_WORDS`` terms, the one note proven to hold every required term, else (``fallback``) BM25's first;
+    and its ``_Note``."""
     evidence, probes, p = ctx["evidence"], ctx["probes"], ctx["p"]
     present = [t for t in evidence.terms if probes.get(t, 0.0) > 0]
     required = [probes[t] for t in fusion.required_terms(evidence) if t in probes]
@@ -45,6 +46,8 @@ def sole(rows: Rows, ctx: dict[str, Any]) -> tuple[str | None, Any]:
              and n.lexical_chunk.score > bound]  # fmt: skip
     if len(found) > 1:
         return None, None
+    if not found and not fallback:
+        return None, None
     if not found:
         first = min(rows, key=lambda row: (-row[1].lexical, row[0]))
         if first[1].lexical_chunk is None or first[1].lexical_chunk is first[1].translated_chunk:
@@ -55,10 +58,10 @@ def sole(rows: Rows, ctx: dict[str, Any]) -> tuple[str | None, Any]:
     return (note, n) if full > 0 and n.lexical >= 0.5 * full else (None, None)
 
 
-def variant(test: Callable[[Any, Rows, dict[str, Any]], bool]) -> Hook:
+def variant(test: Callable[[Any, Rows, dict[str, Any]], bool], fallback: bool = True) -> Hook:
     def hook(rows: Rows, ctx: dict[str, Any]) -> list[float]:
         p, lead, stray = ctx["p"], ctx["lead"], ctx["stray"]
-        note, n = sole(rows, ctx)
+        note, n = sole(rows, ctx, fallback)
         chosen = note if note is not None and test(n, rows, ctx) else None
         out = []
         for name, m, dense, agreed in rows:
@@ -81,11 +84,11 @@ def _probes(n: Any, rows: Rows, ctx: dict[str, Any]) -> bool:
 
 
 VARIANTS = [
-    ("every word held, no phrase", variant(lambda n, rows, ctx: True)),
+    ("every word held, no phrase", variant(lambda n, rows, ctx: True, fallback=False)),
     (
         "phrase, dense's first not asked",
         variant(lambda n, rows, ctx: fusion.phrase_place(n.lexical_chunk, ctx["evidence"].terms) > 0),
     ),
     ("phrase in the heading path only", variant(_heading)),
-    ("every probe >= 2.5, no phrase", variant(_probes)),
+    ("every probe >= 2.5, no phrase", variant(_probes, fallback=False)),
 ]
