@@ -72,6 +72,9 @@ import kbsearch.fusion
 import kbsearch_tools
 from kbsearch_tools.metrics import ndcg_at
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from texts import attach
+
 SAME_LANGUAGE_QUESTIONS = {
     "question-en",
     "question-ru",
@@ -177,7 +180,9 @@ def upgraded(captures: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return captures
 
 
-def load(paths: list[Path]) -> dict[tuple[str, str], dict[str, Any]]:
+def load(paths: list[Path], texts: bool = True) -> dict[tuple[str, str], dict[str, Any]]:
+    """The captures' cells, (model, class) → ``rows`` and ``phases``; with ``texts``, each chunk's heading and text
+    re-attached from its corpus (``eval/replay/texts.py``: the capture keeps path, doc_id and lang only)."""
     cells = {}
     for path in paths:
         model = path.name.split("-")[0]
@@ -188,7 +193,7 @@ def load(paths: list[Path]) -> dict[tuple[str, str], dict[str, Any]]:
             raise SystemExit(f"{path}: not a capture of eval/replay/capture.py ({e or type(e).__name__})") from None
         for name, captured in upgraded(captures).items():
             cells[(model, name)] = captured
-    return cells
+    return attach(cells) if texts else cells
 
 
 def run(
@@ -324,14 +329,16 @@ def print_swaps(found: dict[tuple[str, str], Counter[str]]) -> None:
 SIDE = Path(__file__).with_name("side.py")
 
 
-def _side(tree: Path, captures: list[Path], settings: list[str], flag: str) -> subprocess.Popen[bytes]:
+def _side(
+    tree: Path, captures: list[Path], settings: list[str], flag: str, texts: bool = True
+) -> subprocess.Popen[bytes]:
     """``side.py`` over the captures with ``tree``'s ``layers/kbsearch`` first on its ``PYTHONPATH``."""
     layer = tree / "layers" / "kbsearch"
     if not (layer / "kbsearch" / "fusion.py").is_file():
         raise SystemExit(f"--compare {tree}: no layers/kbsearch/kbsearch/fusion.py there (a checkout of kb-search)")
     tools = Path(kbsearch_tools.__file__).resolve().parents[1]  # this tree's metrics on both sides
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(layer.resolve()), str(tools)])}
-    command = [sys.executable, str(SIDE), *map(str, captures), f"--flag={flag}"]
+    command = [sys.executable, str(SIDE), *map(str, captures), f"--flag={flag}", *([] if texts else ["--no-texts"])]
     for item in settings:
         command += ["--set", item]
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -340,8 +347,8 @@ def _side(tree: Path, captures: list[Path], settings: list[str], flag: str) -> s
 def compare_trees(args: argparse.Namespace, cells: dict) -> int:
     """The captures replayed by TREE's fusion (the base) and by this tree's, each in its own process."""
     this = Path(kbsearch.fusion.__file__).resolve().parents[3]
-    running = [_side(args.compare, args.captures, args.set_base, "--set-base"),
-               _side(this, args.captures, args.set, "--set")]  # fmt: skip
+    running = [_side(args.compare, args.captures, args.set_base, "--set-base", args.texts),
+               _side(this, args.captures, args.set, "--set", args.texts)]  # fmt: skip
     answers = [
         (tree, process, *process.communicate()) for tree, process in zip((args.compare, this), running, strict=True)
     ]
@@ -391,6 +398,12 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--swaps", action="store_true", help="count the searches whose legs swap their first two notes")
     parser.add_argument("--exclude", action="append", default=[], metavar="TEXT", help="leave out classes naming TEXT")
+    parser.add_argument(
+        "--no-texts",
+        dest="texts",
+        action="store_false",
+        help="replay the captured payloads as they are (no chunk heading or text: eval/replay/texts.py)",
+    )
     args = parser.parse_args(argv)
     if args.set_base and args.compare is None:
         parser.error("--set-base sets TREE's side of --compare TREE")
@@ -398,7 +411,11 @@ def main(argv: list[str]) -> int:
         parser.error("--compare replays two trees' defaults: not with --variants or --swaps")
     if args.swaps and args.variants:
         parser.error("--swaps counts over the defaults' fusion: not with --variants")
-    cells = {key: c for key, c in load(args.captures).items() if not any(text in key[1] for text in args.exclude)}
+    cells = {
+        key: c
+        for key, c in load(args.captures, args.compare is None and args.texts).items()
+        if not any(text in key[1] for text in args.exclude)
+    }
     if args.compare is not None:
         return compare_trees(args, cells)
     fusion = hooked_fusion()
