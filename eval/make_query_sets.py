@@ -66,7 +66,15 @@ def _rank(key: str) -> str:
 
 
 def known_items(half: Path, language: str) -> list[dict[str, object]]:
-    notes = _notes(half)
+    return known_items_in(_notes(half), language)
+
+
+def known_items_in(
+    notes: dict[str, tuple[str, str, str]], language: str, sources: set[str] | None = None
+) -> list[dict[str, object]]:
+    """The known items of ``notes`` (path → permalink, title, body): one from each note of ``sources`` (every
+    note when None), its terms rare in and its labels drawn from every note (a KB written in two languages:
+    eval/make_bilingual.py)."""
     terms = {rel: set(tokenize(f"{title}\n{body}")) for rel, (_, title, body) in notes.items()}
     df: dict[str, int] = {}
     for ts in terms.values():
@@ -83,7 +91,7 @@ def known_items(half: Path, language: str) -> list[dict[str, object]]:
         return bool(ts) and all(df.get(t, 0) <= 2 for t in ts)
 
     items: list[dict[str, object]] = []
-    for n, rel in enumerate(sorted(notes, key=_rank)):
+    for n, rel in enumerate(sorted(notes if sources is None else sources, key=_rank)):
         _, _, body = notes[rel]
         text = re.sub(r"\[\[[^\]]*\]\]|\]\([^)]*\)|https?://\S+", " ", body)  # link targets are not note text
         idents = sorted({m.group(1).strip() for m in _CODE.finditer(text) if _CLEAN.match(m.group(1).strip())} |

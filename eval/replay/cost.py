@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import pickle
 import statistics
 import sys
 import time
@@ -24,7 +23,7 @@ from typing import Any
 import kbsearch.fusion
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from replay import upgraded
+from replay import load
 
 
 def load_module(path: Path) -> types.ModuleType:
@@ -52,8 +51,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     before, after = load_module(args.before).fuse, kbsearch.fusion.fuse
     for path in args.captures:
-        with path.open("rb") as f:
-            classes = upgraded(pickle.load(f))  # noqa: S301 (a capture capture.py wrote)
+        classes = load([path])  # each chunk's heading and text re-attached (eval/replay/texts.py)
         searches = [
             (results, evidence, limit) for c in classes.values() for _, _, results, evidence, limit in c["rows"]
         ]

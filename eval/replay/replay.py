@@ -7,7 +7,8 @@ A capture file is named ``<model>-<anything>.pkl``. The defaults' replay is chec
 eval measured (``OK``: within 0.00006). A variants file defines ``VARIANTS``, a list of ``(name, hook)``: a hook is
 called once per search with the fusion's per-note rows ``(note, _Note, dense after the close calls, rare-term
 agreement)`` and a context (the dense scale, the BM25 trust ``gain``, the legs, the pinned notes...) and returns each
-row's score (an exact match still gets its lead on top) or None for the defaults' scores. The hooked module is
+row's score (an exact match still gets its lead on top) or None for the defaults' scores (:func:`default_scores`,
+which a hook imports to start from). The hooked module is
 :mod:`kbsearch.fusion` itself with its last loop opened (:func:`hooked_fusion`): when that loop changes, this
 stops with a message instead of replaying something else. Each variant prints the three cells issue 19 still
 misses (session 27), the cells whose hybrid falls (and the largest fall), the cells that newly miss their target (same-language
@@ -71,6 +72,9 @@ import kbsearch.fusion
 import kbsearch_tools
 from kbsearch_tools.metrics import ndcg_at
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from texts import attach
+
 SAME_LANGUAGE_QUESTIONS = {
     "question-en",
     "question-ru",
@@ -105,14 +109,23 @@ _HOOKED = """    lead = clear_lead(notes, p)
                    dense_legs=dense_legs, lexical_legs=lexical_legs, pinned=pinned, probes=probes, depth=depth,
                    lead=lead, stray=stray)
     hooked = HOOK(rows, context) if HOOK else None
+    if hooked is None:
+        hooked = DEFAULT_SCORES(rows, context)
     for i, (note, n, dense, agreed) in enumerate(rows):
-        if hooked is None:
-            score = dense + weight * n.lexical + p.rare_agreement * agreed + max(
-                p.lead_bonus if note == lead else 0.0, p.stray_bonus if note == stray else 0.0)
-        else:
-            score = hooked[i]
+        score = hooked[i]
 """
 _TOP = "    top = max((chunks[0].score for _, chunks in cosines), default=0.0)\n"
+
+
+def default_scores(rows: list[tuple[str, Any, float, float]], ctx: dict[str, Any]) -> list[float]:
+    """Each row's score as ``_LOOP`` adds it up (dense after the close calls, BM25 × its weight, the rare-term
+    agreement, the larger of BM25's clear-lead and stray-first bonuses; an exact match's lead comes on top): the
+    hooked loop's scores when there is no hook or it answers None, and what a variants file's hook starts from
+    (``from replay import default_scores``)."""
+    p, lead, stray = ctx["p"], ctx["lead"], ctx["stray"]
+    return [dense + p.lexical_weight * n.lexical + p.rare_agreement * agreed
+            + max(p.lead_bonus if note == lead else 0.0, p.stray_bonus if note == stray else 0.0)
+            for note, n, dense, agreed in rows]  # fmt: skip
 
 
 def hooked_fusion() -> types.ModuleType:
@@ -123,9 +136,27 @@ def hooked_fusion() -> types.ModuleType:
     source = source.replace(_LOOP, _HOOKED).replace(_TOP, _TOP + "    top_cosine = top\n") + "\nHOOK = None\n"
     module = types.ModuleType("kbsearch_fusion_hooked")
     module.__dict__["__name__"] = "kbsearch_fusion_hooked"
+    module.__dict__["DEFAULT_SCORES"] = default_scores
     sys.modules[module.__name__] = module
     exec(compile(source, "kbsearch/fusion.py (hooked)", "exec"), module.__dict__)  # noqa: S102
     return module
+
+
+def leg_firsts(rows: list[tuple[str, Any, float, float]]) -> tuple[int | None, float, float, int | None, float, float]:
+    """Row index of dense's first note (by the per-note dense value), its value and the second's; the same for BM25
+    (by the lexical value after the trust and the language factor). Ties: by note path."""
+    d = lx = None
+    d1 = d2 = l1 = l2 = 0.0
+    for i, (note, n, _, _) in enumerate(rows):
+        if n.dense > d1 or (d is not None and n.dense == d1 and note < rows[d][0]):
+            d, d1, d2 = i, n.dense, d1
+        elif n.dense > d2:
+            d2 = n.dense
+        if n.lexical > l1 or (lx is not None and n.lexical == l1 and note < rows[lx][0]):
+            lx, l1, l2 = i, n.lexical, l1
+        elif n.lexical > l2:
+            l2 = n.lexical
+    return d, d1, d2, lx, l1, l2
 
 
 def current(evidence: Any) -> Any:
@@ -149,7 +180,9 @@ def upgraded(captures: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return captures
 
 
-def load(paths: list[Path]) -> dict[tuple[str, str], dict[str, Any]]:
+def load(paths: list[Path], texts: bool = True) -> dict[tuple[str, str], dict[str, Any]]:
+    """The captures' cells, (model, class) → ``rows`` and ``phases``; with ``texts``, each chunk's heading and text
+    re-attached from its corpus (``eval/replay/texts.py``: the capture keeps path, doc_id and lang only)."""
     cells = {}
     for path in paths:
         model = path.name.split("-")[0]
@@ -160,7 +193,7 @@ def load(paths: list[Path]) -> dict[tuple[str, str], dict[str, Any]]:
             raise SystemExit(f"{path}: not a capture of eval/replay/capture.py ({e or type(e).__name__})") from None
         for name, captured in upgraded(captures).items():
             cells[(model, name)] = captured
-    return cells
+    return attach(cells) if texts else cells
 
 
 def run(
@@ -296,14 +329,16 @@ def print_swaps(found: dict[tuple[str, str], Counter[str]]) -> None:
 SIDE = Path(__file__).with_name("side.py")
 
 
-def _side(tree: Path, captures: list[Path], settings: list[str], flag: str) -> subprocess.Popen[bytes]:
+def _side(
+    tree: Path, captures: list[Path], settings: list[str], flag: str, texts: bool = True
+) -> subprocess.Popen[bytes]:
     """``side.py`` over the captures with ``tree``'s ``layers/kbsearch`` first on its ``PYTHONPATH``."""
     layer = tree / "layers" / "kbsearch"
     if not (layer / "kbsearch" / "fusion.py").is_file():
         raise SystemExit(f"--compare {tree}: no layers/kbsearch/kbsearch/fusion.py there (a checkout of kb-search)")
     tools = Path(kbsearch_tools.__file__).resolve().parents[1]  # this tree's metrics on both sides
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(layer.resolve()), str(tools)])}
-    command = [sys.executable, str(SIDE), *map(str, captures), f"--flag={flag}"]
+    command = [sys.executable, str(SIDE), *map(str, captures), f"--flag={flag}", *([] if texts else ["--no-texts"])]
     for item in settings:
         command += ["--set", item]
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -312,8 +347,8 @@ def _side(tree: Path, captures: list[Path], settings: list[str], flag: str) -> s
 def compare_trees(args: argparse.Namespace, cells: dict) -> int:
     """The captures replayed by TREE's fusion (the base) and by this tree's, each in its own process."""
     this = Path(kbsearch.fusion.__file__).resolve().parents[3]
-    running = [_side(args.compare, args.captures, args.set_base, "--set-base"),
-               _side(this, args.captures, args.set, "--set")]  # fmt: skip
+    running = [_side(args.compare, args.captures, args.set_base, "--set-base", args.texts),
+               _side(this, args.captures, args.set, "--set", args.texts)]  # fmt: skip
     answers = [
         (tree, process, *process.communicate()) for tree, process in zip((args.compare, this), running, strict=True)
     ]
@@ -363,6 +398,12 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--swaps", action="store_true", help="count the searches whose legs swap their first two notes")
     parser.add_argument("--exclude", action="append", default=[], metavar="TEXT", help="leave out classes naming TEXT")
+    parser.add_argument(
+        "--no-texts",
+        dest="texts",
+        action="store_false",
+        help="replay the captured payloads as they are (no chunk heading or text: eval/replay/texts.py)",
+    )
     args = parser.parse_args(argv)
     if args.set_base and args.compare is None:
         parser.error("--set-base sets TREE's side of --compare TREE")
@@ -370,7 +411,11 @@ def main(argv: list[str]) -> int:
         parser.error("--compare replays two trees' defaults: not with --variants or --swaps")
     if args.swaps and args.variants:
         parser.error("--swaps counts over the defaults' fusion: not with --variants")
-    cells = {key: c for key, c in load(args.captures).items() if not any(text in key[1] for text in args.exclude)}
+    cells = {
+        key: c
+        for key, c in load(args.captures, args.compare is None and args.texts).items()
+        if not any(text in key[1] for text in args.exclude)
+    }
     if args.compare is not None:
         return compare_trees(args, cells)
     fusion = hooked_fusion()

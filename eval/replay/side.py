@@ -35,9 +35,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("captures", nargs="+", type=Path)
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("--flag", default="--set", help="the option replay.py was given these settings by")
+    parser.add_argument("--no-texts", dest="texts", action="store_false", help="no chunk heading or text re-attached")
     args = parser.parse_args(argv)
     params = params_from(fusion, args.set, args.flag)
-    cells = load(args.captures)
+    cells = load(args.captures, args.texts)
     differ = unprobed = 0
     for captured in cells.values():
         rows = []

@@ -22,19 +22,18 @@ The families:
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from kbsearch import fusion
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from replay import default_scores
+
 Rows = list[tuple[str, Any, float, float]]
 Hook = Callable[[Rows, dict[str, Any]], list[float]]
-
-
-def _default(rows: Rows, ctx: dict[str, Any]) -> list[float]:
-    p, lead = ctx["p"], ctx["lead"]
-    return [dense + p.lexical_weight * n.lexical + p.rare_agreement * agreed + (p.lead_bonus if note == lead else 0.0)
-            for note, n, dense, agreed in rows]  # fmt: skip
 
 
 def _lexical_top(rows: Rows) -> tuple[str | None, float, float]:
@@ -58,7 +57,7 @@ def _ranks(rows: Rows, value: Callable[[Any], float]) -> dict[str, int]:
 
 def lead_dense(dmin: float, bonus: float, either: bool) -> Hook:
     def hook(rows: Rows, ctx: dict[str, Any]) -> list[float]:
-        p, scores = ctx["p"], _default(rows, ctx)
+        p, scores = ctx["p"], default_scores(rows, ctx)
         lead, first, second = _lexical_top(rows)
         if lead is None or first < p.lead_value or (first - second) / first < p.lead_margin:
             return scores
@@ -74,7 +73,7 @@ def lead_dense(dmin: float, bonus: float, either: bool) -> Hook:
 
 def agree(top: int, c: float, lmin: float) -> Hook:
     def hook(rows: Rows, ctx: dict[str, Any]) -> list[float]:
-        scores = _default(rows, ctx)
+        scores = default_scores(rows, ctx)
         if fusion.is_lookup(ctx["evidence"], ctx["p"]):
             return scores
         dense, lexical = _ranks(rows, lambda n: n.dense), _ranks(rows, lambda n: n.lexical)
@@ -87,7 +86,7 @@ def agree(top: int, c: float, lmin: float) -> Hook:
 
 def boost(k: int, a0: float, mult: float) -> Hook:
     def hook(rows: Rows, ctx: dict[str, Any]) -> list[float]:
-        p, scores = ctx["p"], _default(rows, ctx)
+        p, scores = ctx["p"], default_scores(rows, ctx)
         _, first, _ = _lexical_top(rows)
         if first < p.lead_value:
             return scores
@@ -100,7 +99,7 @@ def boost(k: int, a0: float, mult: float) -> Hook:
 
 def stray(r0: float, b: float, m: float, c2: float = 0.8, questions: bool = False) -> Hook:
     def hook(rows: Rows, ctx: dict[str, Any]) -> list[float]:
-        p, scores = ctx["p"], _default(rows, ctx)
+        p, scores = ctx["p"], default_scores(rows, ctx)
         if questions and fusion.is_lookup(ctx["evidence"], p):
             return scores
         lead, first, second = _lexical_top(rows)

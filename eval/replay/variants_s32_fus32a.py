@@ -29,49 +29,31 @@ The families (the first variant is the hook at the defaults: it must move nothin
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from kbsearch import fusion, lexical
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # replay.py, beside this file
+from replay import default_scores, leg_firsts
 
 Rows = list[tuple[str, Any, float, float]]
 Hook = Callable[[Rows, dict[str, Any]], list[float]]
 
 
-def _default(rows: Rows, ctx: dict[str, Any]) -> list[float]:
-    p, lead, stray = ctx["p"], ctx["lead"], ctx["stray"]
-    return [dense + p.lexical_weight * n.lexical + p.rare_agreement * agreed
-            + max(p.lead_bonus if note == lead else 0.0, p.stray_bonus if note == stray else 0.0)
-            for note, n, dense, agreed in rows]  # fmt: skip
-
-
-def _firsts(rows: Rows) -> tuple[int | None, float, float, int | None, float, float]:
-    """Row index of dense's first note, its value and the second's; the same for BM25 (ties: by note path)."""
-    d = lx = None
-    d1 = d2 = l1 = l2 = 0.0
-    for i, (note, n, _, _) in enumerate(rows):
-        if n.dense > d1 or (d is not None and n.dense == d1 and note < rows[d][0]):
-            d, d1, d2 = i, n.dense, d1
-        elif n.dense > d2:
-            d2 = n.dense
-        if n.lexical > l1 or (lx is not None and n.lexical == l1 and note < rows[lx][0]):
-            lx, l1, l2 = i, n.lexical, l1
-        elif n.lexical > l2:
-            l2 = n.lexical
-    return d, d1, d2, lx, l1, l2
-
-
 def defaults() -> Hook:
-    return _default
+    return default_scores
 
 
 def both_firsts(bm: float | None, dc: float, questions: bool = False) -> Hook:
     def hook(rows: Rows, ctx: dict[str, Any]) -> list[float]:
-        scores = _default(rows, ctx)
+        scores = default_scores(rows, ctx)
         p = ctx["p"]
         if ctx["pinned"] or (questions and fusion.is_lookup(ctx["evidence"], p)):
             return scores
-        d, d1, d2, lx, l1, l2 = _firsts(rows)
+        d, d1, d2, lx, l1, l2 = leg_firsts(rows)
         if d is None or lx is None or d == lx or d1 <= 0 or l1 <= 0:
             return scores
         if bm is not None and (l1 < p.lead_value or (l1 - l2) / l1 < bm):
@@ -106,7 +88,7 @@ def unsure(t: float, mode: str, questions: bool = True) -> Hook:
     weight halved; ``both``: the two."""
 
     def hook(rows: Rows, ctx: dict[str, Any]) -> list[float]:
-        scores = _default(rows, ctx)
+        scores = default_scores(rows, ctx)
         p = ctx["p"]
         if ctx["pinned"] or (questions and fusion.is_lookup(ctx["evidence"], p)):
             return scores
@@ -132,7 +114,7 @@ def unsure_share(s: float) -> Hook:
     and the language factor: ``confidence``), under ``s``; questions only."""
 
     def hook(rows: Rows, ctx: dict[str, Any]) -> list[float]:
-        scores = _default(rows, ctx)
+        scores = default_scores(rows, ctx)
         p = ctx["p"]
         if ctx["pinned"] or fusion.is_lookup(ctx["evidence"], p):
             return scores
@@ -153,11 +135,11 @@ def sure_stray(m2: float, r2: float, b: float = 0.2) -> Hook:
     second a close call)."""
 
     def hook(rows: Rows, ctx: dict[str, Any]) -> list[float]:
-        scores = _default(rows, ctx)
+        scores = default_scores(rows, ctx)
         p = ctx["p"]
         if ctx["stray"] is not None:
             return scores
-        d, _d1, d2, lx, l1, l2 = _firsts(rows)
+        d, _d1, d2, lx, l1, l2 = leg_firsts(rows)
         if d is None or lx is None or d == lx or l1 < p.lead_value or (l1 - l2) / l1 < m2 or d2 <= p.close:
             return scores
         if rows[d][1].lexical >= r2 * l1:
@@ -207,7 +189,7 @@ def question_pin(within: int, names: bool, path: bool, share: bool, lwithin: int
     the note itself: "vsock.7.md" for "Linux VSOCK address family")."""
 
     def hook(rows: Rows, ctx: dict[str, Any]) -> list[float]:
-        scores = _default(rows, ctx)
+        scores = default_scores(rows, ctx)
         p, evidence, pinned = ctx["p"], ctx["evidence"], ctx["pinned"]
         if not pinned or evidence.ui_path or not evidence.identifiers:
             return scores
@@ -246,11 +228,11 @@ def dense_second(bm: float | None, dc: float, lexical: bool = False) -> Hook:
     in the first two: lifted just above the fused second, the fused first left first. Gates as :func:`both_firsts`."""
 
     def hook(rows: Rows, ctx: dict[str, Any]) -> list[float]:
-        scores = _default(rows, ctx)
+        scores = default_scores(rows, ctx)
         p = ctx["p"]
         if ctx["pinned"]:
             return scores
-        d, _, d2, lx, l1, l2 = _firsts(rows)
+        d, _, d2, lx, l1, l2 = leg_firsts(rows)
         if d is None or lx is None or d == lx or l1 <= 0:
             return scores
         if (bm is not None and (l1 < p.lead_value or (l1 - l2) / l1 < bm)) or d2 > dc:

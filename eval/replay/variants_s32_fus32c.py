@@ -23,18 +23,16 @@ this branch (refused: e5 gains, USE loses, EVAL.md).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # replay.py, beside this file
+from replay import default_scores
 
 Rows = list[tuple[str, Any, float, float]]
 Hook = Callable[[Rows, dict[str, Any]], list[float]]
-
-
-def _default(rows: Rows, ctx: dict[str, Any]) -> list[float]:
-    p, lead, stray = ctx["p"], ctx["lead"], ctx["stray"]
-    return [dense + p.lexical_weight * n.lexical + p.rare_agreement * agreed
-            + max(p.lead_bonus if note == lead else 0.0, p.stray_bonus if note == stray else 0.0)
-            for note, n, dense, agreed in rows]  # fmt: skip
 
 
 def _asked_across(ctx: dict[str, Any], divided: bool) -> bool:
@@ -61,7 +59,7 @@ def _asked_across(ctx: dict[str, Any], divided: bool) -> bool:
 
 def across_pin(k: int, divided: bool = False, bm25: int = 0) -> Hook:
     def hook(rows: Rows, ctx: dict[str, Any]) -> list[float]:
-        scores = _default(rows, ctx)
+        scores = default_scores(rows, ctx)
         p, evidence, pinned = ctx["p"], ctx["evidence"], ctx["pinned"]
         if not pinned or evidence.identifiers or evidence.ui_path or not _asked_across(ctx, divided):
             return scores
@@ -79,7 +77,7 @@ def across_pin(k: int, divided: bool = False, bm25: int = 0) -> Hook:
 
 
 VARIANTS = [
-    ("defaults (hook)", _default),
+    ("defaults (hook)", default_scores),
     ("across pin: dense within 3", across_pin(3)),
     ("across pin: dense within 1", across_pin(1)),
     ("across pin: dense within 5", across_pin(5)),
@@ -98,7 +96,7 @@ def across_close(weight: float, divided: bool = False) -> Hook:
     yet with the top of the dense scale compressed they still decide which of dense's first notes leads."""
 
     def hook(rows: Rows, ctx: dict[str, Any]) -> list[float]:
-        scores = _default(rows, ctx)
+        scores = default_scores(rows, ctx)
         if not _asked_across(ctx, divided):
             return scores
         p = ctx["p"]

@@ -160,6 +160,12 @@ def _bad_path(app: Any, name: str) -> tuple[str, str]:
     return json.loads(answer["body"])["message"], tool["content"][0]["text"]
 
 
+def _both(said: str) -> tuple[str, str]:
+    """The same problem as ``GET /notes/{name}`` says it (its search is ``GET /search``: walk33) and as
+    ``kb_get_note`` does (its search is the ``kb_search`` tool)."""
+    return said.replace("use kb_search", "use GET /search?q=..."), said
+
+
 @pytest.mark.parametrize("engine", ["edge", "local"])
 def test_a_note_asked_for_by_what_is_no_path_names_the_note_meant_or_none(
     tmp_path: Path, load_search_app: Any, engine: str
@@ -182,10 +188,10 @@ def test_a_note_asked_for_by_what_is_no_path_names_the_note_meant_or_none(
     app = load_search_app(QDRANT_PATH=str(store), KB_SOURCE=str(folder), QDRANT_EMBEDDED=engine)
     meant = "not a note path: note paths end in .md: did you mean 'en/providers/Qdrant Cloud.md'? (use kb_search to find one)"
     for name in ("Qdrant Cloud", "providers/Qdrant Cloud", "Managed Qdrant", "qdrant cloud", "KB-013"):
-        assert _bad_path(app, name) == (meant, meant), name
+        assert _bad_path(app, name) == _both(meant), name
     for name in ("Salary bands", "HR-1", "Nothing here", "kb-013"):
         none = f"not a note path: note paths end in .md, and no note is named {name!r} nor has it as its id (use kb_search to find one)"
-        assert _bad_path(app, name) == (none, none), name
+        assert _bad_path(app, name) == _both(none), name
 
 
 def test_a_name_asked_for_while_the_index_cannot_say_claims_nothing(tmp_path: Path, load_search_app: Any) -> None:
@@ -194,7 +200,7 @@ def test_a_name_asked_for_while_the_index_cannot_say_claims_nothing(tmp_path: Pa
     folder = write_kb(tmp_path / "kb", {"ops/a.md": "---\nid: KB-013\n---\n# A\n\nquokka\n"})
     app = load_search_app(QDRANT_PATH=str(tmp_path / "never-built"), KB_SOURCE=str(folder))
     said = "not a note path: note paths end in .md (use kb_search to find one)"
-    assert _bad_path(app, "KB-013") == (said, said)
+    assert _bad_path(app, "KB-013") == _both(said)
 
 
 # -- a .env saved with a byte-order mark --------------------------------------------------------------------------

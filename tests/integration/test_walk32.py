@@ -32,10 +32,10 @@ def test_make_eval_takes_the_oracle_as_make_run_and_make_index_do() -> None:
     """README: `make run ORACLE=e5` (and `make index`, `make serve`, every `make eval-*`) take ORACLE; `make eval
     ORACLE=e5`, the next thing to try, ran both evals without it: every phase but BM25 "skipped: needs an embedding
     provider", ORACLE ignored without a word. It passes the oracle now, its vectors cached where the other targets
-    keep them; without ORACLE, as before."""
+    keep them (kbsearch's default beside the store since tidy33: test_tidy33); without ORACLE, as before."""
     if shutil.which("make") is None:
         pytest.skip("no make here")
-    for oracle, expected in (("e5", " --oracle e5 --oracle-cache .kbsearch/oracle/e5.sqlite"), ("", "")):
+    for oracle, expected in (("e5", " --oracle e5"), ("", "")):
         planned = subprocess.run(["make", "-n", "eval", *([f"ORACLE={oracle}"] if oracle else [])], cwd=ROOT,
                                  capture_output=True, text=True, timeout=PROCESS_TIMEOUT_S, check=True)  # fmt: skip
         evals = [line.rstrip() for line in planned.stdout.splitlines() if "kbsearch eval " in line]
@@ -87,8 +87,8 @@ def test_a_request_to_the_function_while_a_serve_holds_the_store_says_which_and_
         assert status == 503 and body["error"] == "index_unavailable", body
         assert body["message"] == (
             f"the local index is open in another process (pid {pid}: kbsearch serve), and the embedded store takes "
-            "one process at a time: send the request to that server (the URL its banner printed, "
-            "http://127.0.0.1:3000 by default), or stop it"
+            "one process at a time: send the request to that server, http://127.0.0.1:3000 (the port kbsearch serve "
+            "printed; 3000 by default), or stop it"
         ), body
         assert str(tmp_path) not in run.stdout  # no folder in what the caller is shown
 

@@ -817,10 +817,13 @@ def _probed(
             for stem, notes in holders.items()]  # fmt: skip
 
 
-def _russian_dense(answer: str, rank: int, noise: list[str], step: float = 0.01) -> tuple[Leg, list[ScoredChunk]]:
-    """A dense leg of Russian notes: ``noise`` from 0.90 down by ``step``, ``answer`` at ``rank``."""
-    notes = [*noise[: rank - 1], answer, *noise[rank - 1 :]]
-    return Leg("dense", 0), [chunk(p, 0.90 - i * step, "ru") for i, p in enumerate(notes)]
+def _russian_dense(
+    answer: str, rank: int | None, noise: list[str], step: float = 0.01, lang: str = "ru"
+) -> tuple[Leg, list[ScoredChunk]]:
+    """A dense leg of Russian notes: ``noise`` from 0.90 down by ``step``, ``answer`` (a note in ``lang``) at
+    ``rank`` (None: not in the leg)."""
+    notes = list(noise) if rank is None else [*noise[: rank - 1], answer, *noise[rank - 1 :]]
+    return Leg("dense", 0), [chunk(p, 0.90 - i * step, lang if p == answer else "ru") for i, p in enumerate(notes)]
 
 
 def test_an_english_menu_path_kept_in_a_russian_note_is_an_exact_match() -> None:
@@ -1002,10 +1005,7 @@ def _an_english_title_over_russian_notes(page_dense_rank: int | None) -> list[Ca
     assert evidence.language == "en" and not evidence.identifiers
     answer, page = "ru/database_main.md", "ru/protection-en.md"
     noise = [f"ru/n{i:02d}.md" for i in range(30)]
-    ranked = [answer, *noise]
-    if page_dense_rank is not None:
-        ranked.insert(page_dense_rank - 1, page)
-    dense = (Leg("dense", 0), [chunk(p, 0.90 - i * 0.01, "en" if p == page else "ru") for i, p in enumerate(ranked)])
+    dense = _russian_dense(page, page_dense_rank, [answer, *noise], lang="en")
     bm25 = (
         Leg("lexical", 0, "en"),
         [chunk("ru/a-en.md", 8.0, "en"), chunk("ru/b-en.md", 7.5, "en"), chunk(page, 7.0, "en")],
@@ -1046,10 +1046,7 @@ def test_a_file_extension_asked_across_languages_keeps_its_pin(answer_dense_rank
     assert evidence.language == "en"
     answer = "en/dbase-format.md"
     noise = [f"ru/n{i:02d}.md" for i in range(30)]
-    ranked = list(noise)
-    if answer_dense_rank is not None:
-        ranked.insert(answer_dense_rank - 1, answer)
-    dense = (Leg("dense", 0), [chunk(p, 0.90 - i * 0.01, "en" if p == answer else "ru") for i, p in enumerate(ranked)])
+    dense = _russian_dense(answer, answer_dense_rank, noise, lang="en")
     bm25 = (
         Leg("lexical", 0, "en"),
         [chunk("ru/import.md", 4.0, "ru"), chunk("ru/formats.md", 3.8, "ru"), chunk(answer, 3.7, "en")],
@@ -1070,9 +1067,103 @@ def test_a_plain_title_asked_across_languages_does_not_pin_a_note_no_leg_brought
     evidence = analyse(query)
     answer, page = "ru/database_main.md", "ru/protection-en.md"
     noise = [f"ru/n{i:02d}.md" for i in range(30)]
-    dense = (Leg("dense", 0), [chunk(p, 0.90 - i * 0.01, "ru") for i, p in enumerate([answer, *noise])])
+    dense = _russian_dense(answer, 1, noise)
     bm25 = (Leg("lexical", 0, "en"), [chunk("ru/a-en.md", 4.0, "en"), chunk("ru/b-en.md", 3.9, "en")])
     held = _probed(evidence, {"databas": [(page, 4.0), ("ru/a-en.md", 1.0)], "overview": [(page, 3.5)]})
     fused = fuse([dense, bm25, *held], evidence, 40)
     assert paths(fused)[0] == answer and not any(c.exact for c in fused)
     assert page in paths(fused)
+
+
+def _lookup(
+    query: str,
+    text: str,
+    lang: str = "en",
+    dense_first: tuple[str, str] | None = None,
+    heading: str = "Protecting Cells from Changes",
+) -> list[Candidate]:
+    """A lookup of two common words (eight chunks or more hold each: no probe sees every holder, nothing is rare):
+    the note ``answer.md``'s chunk (BM25 7.1, its ``text`` given) scores above the best chunk holding one of them
+    (6.5), so it provably holds both; eight notes hold one word; dense ranks the answer 25th and puts ``n00.md``
+    first, whose heading and text are ``dense_first`` (else its path); the answer's heading path is ``heading``."""
+    first, second = tokenize(query)
+
+    def held(path: str, score: float, heading: str, body: str) -> ScoredChunk:
+        return ScoredChunk(f"{path}#0", score, {"path": path, "lang": lang, "heading": heading, "text": body})
+
+    one = [chunk(p, 6.5 - i * 0.1, lang) for i, p in enumerate(DISTRACTORS[:8])]  # one word each, the first's best
+    answer = held("answer.md", 7.1, heading, text)
+    leg, cosines = dense_leg(*DISTRACTORS[:24], "answer.md", *DISTRACTORS[24:], lang=lang)
+    if dense_first is not None:
+        cosines[0] = held(DISTRACTORS[0], cosines[0].score, *dense_first)
+    results = [(leg, cosines), (Leg("lexical", 0, query_language(query)), [answer, *one]),
+               (Leg("probe", term=term_id(first)), one),
+               (Leg("probe", term=term_id(second)), [chunk(p, 4.8 - i * 0.05, lang) for i, p in enumerate(DISTRACTORS[8:16])])]  # fmt: skip
+    return fuse(results, analyse(query), 10)
+
+
+def test_a_lookup_s_words_side_by_side_in_the_one_note_holding_both_is_its_exact_match() -> None:
+    """Session 33 (fus33b): "hiding formulas", a LibreOffice Help index entry, BM25's first and USE's 72nd (hybrid's
+    20th at main). Its chunk provably holds both words (above what a chunk missing either could score) and holds them
+    side by side ("Select Hide formula to hide..."), and dense's first holds them nowhere so: pinned first."""
+    evidence = analyse("hiding formulas")
+    assert not evidence.identifiers and is_lookup(evidence, FusionParams())
+    fused = _lookup("hiding formulas", "Select Hide formula to hide and to protect formulas from changes.")
+    assert paths(fused)[0] == "answer.md" and fused[0].exact
+    assert not any(c.exact for c in fused[1:])
+    turned = _lookup("hiding formulas", "Formulas, hide: select the option.")  # any order: "formulas; hiding"
+    assert paths(turned)[0] == "answer.md" and turned[0].exact
+
+
+def test_a_lookup_s_words_held_apart_pin_nothing() -> None:
+    """fus32b's rule (refused, session 32) pinned the note holding every word wherever the words stood: "ряд
+    вычисление" pinned "Вычисление суммы для ряда ячеек в таблице" over dense's right first. Words apart in the
+    chunk prove co-occurrence, not the phrase: dense keeps its first."""
+    fused = _lookup("ряд вычисление", "Вычисление суммы для ряда ячеек в таблице.", lang="ru")
+    assert not any(c.exact for c in fused) and paths(fused)[0] == DISTRACTORS[0]
+
+
+def test_a_lookup_s_phrase_that_dense_s_first_holds_too_pins_nothing() -> None:
+    """ "факсы настройка LibreOffice": BM25's sole complete note is the main page, which quotes the fax page's title
+    in its list of topics; dense's first, the fax page, holds the phrase in its own title. The phrase does not tell
+    them apart: dense keeps its first."""
+    fused = _lookup("hiding formulas", "Select Hide formula to hide.", dense_first=("Hiding Formulas", ""))
+    assert not any(c.exact for c in fused) and paths(fused)[0] == DISTRACTORS[0]
+    both = _lookup("hiding formulas", "", heading="Hiding Formulas", dense_first=("Hiding Formulas", ""))
+    assert not any(c.exact for c in both) and paths(both)[0] == DISTRACTORS[0]
+
+
+def test_a_lookup_s_phrase_in_its_note_s_title_is_pinned_over_dense_s_first_quoting_it() -> None:
+    """ "faxes configuring LibreOffice" (USE, LibreOffice Help's English half): the fax page's title holds the phrase
+    ("Sending Faxes and Configuring LibreOffice for Faxing"); dense's first, the main page, holds it in its list of
+    topics. A title naming the phrase is the note about it, a text quoting it is not: the fax page is pinned (at main,
+    hybrid's second)."""
+    fused = _lookup(
+        "hiding formulas",
+        "Select the options.",
+        heading="Hiding Formulas",
+        dense_first=("Calc Help", "Topics: Hiding Formulas; Renaming Sheets."),
+    )
+    assert paths(fused)[0] == "answer.md" and fused[0].exact
+
+
+def test_a_label_s_words_side_by_side_in_bm25_s_first_pin_it_where_dense_misses_it() -> None:
+    """Session 33 (fus33b): "Пропускать пустые строки Пропускать" (a LibreOffice Help known item: a UI label, three
+    terms, so no lookup), whose answer is BM25's first and nowhere in USE's dense leg (hybrid's 6th at main). Its
+    chunk (9.0) is not provably complete (the bound is 15.0 less 5.0), but it holds the label's words side by side
+    and dense's first does not: pinned. A question of more words is left as it was."""
+    query = "Пропускать пустые строки Пропускать"
+    evidence = analyse(query)
+    assert len(evidence.terms) == 3 and not is_lookup(evidence, FusionParams())
+    answer = ScoredChunk("answer.md#0", 9.0, {"path": "answer.md", "lang": "ru", "heading": "Сводная таблица",
+                                              "text": "Флажок «Пропускать пустые строки» в диалоге источника."})  # fmt: skip
+    words = [chunk(p, 8.0 - i * 0.1, "ru") for i, p in enumerate(DISTRACTORS[:8])]  # one or two words each
+    results = [dense_leg(*DISTRACTORS[10:30], lang="ru"), (Leg("lexical", 0, "ru"), [answer, *words]),
+               *[(Leg("probe", term=t), [chunk(p, 5.0 - i * 0.1, "ru") for i, p in enumerate(DISTRACTORS[:8])])
+                 for t in evidence.terms]]  # fmt: skip
+    fused = fuse(results, evidence, 10)
+    assert paths(fused)[0] == "answer.md" and fused[0].exact
+    apart = ScoredChunk("answer.md#0", 9.0, {"path": "answer.md", "lang": "ru", "heading": "Сводная таблица",
+                                             "text": "Пропускать строки таблицы, если они пустые."})  # fmt: skip
+    results[1] = (Leg("lexical", 0, "ru"), [apart, *words])
+    assert not any(c.exact for c in fuse(results, evidence, 10))

@@ -3,8 +3,10 @@ point at notes that exist, and exactly what eval/make_query_sets.py builds from 
 
 from __future__ import annotations
 
+import collections
 import importlib.util
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -54,17 +56,22 @@ def test_hand_written_items_are_whole_pairs_and_details_spread_over_pages() -> N
 
 
 @pytest.mark.skipif(not VAULT.is_dir(), reason="shared/kb/obsidian-help is not present")
+def _labels_hold(corpus: Path, entry: dict[str, str]) -> None:
+    """Every query of a manifest entry's class has labels, each a note of ``corpus``; a known item's relevant notes
+    hold every term of the query."""
+    for q in load_queries(ROOT / entry["queries"]):
+        assert q.relevant, (entry["class"], q.query)
+        for path in q.relevant:
+            assert (corpus / path).is_file(), (entry["class"], path)
+        if entry["class"].startswith("known-item"):
+            terms = set(tokenize(q.query))
+            for path in q.relevant:  # every relevant note holds every term of the query
+                assert terms <= set(tokenize((corpus / path).read_text(encoding="utf-8"))), (q.query, path)
+
+
 def test_labels_name_existing_notes_and_known_items_are_in_them() -> None:
     for m in _manifest():
-        corpus = (ROOT / m["corpus"]).resolve()
-        for q in load_queries(ROOT / m["queries"]):
-            assert q.relevant, (m["class"], q.query)
-            for path in q.relevant:
-                assert (corpus / path).is_file(), (m["class"], path)
-            if m["class"].startswith("known-item"):
-                terms = set(tokenize(q.query))
-                for path in q.relevant:  # every relevant note holds every term of the query
-                    assert terms <= set(tokenize((corpus / path).read_text(encoding="utf-8"))), (q.query, path)
+        _labels_hold((ROOT / m["corpus"]).resolve(), m)
 
 
 @pytest.mark.skipif(not VAULT.is_dir(), reason="shared/kb/obsidian-help is not present")
@@ -79,3 +86,47 @@ def test_the_sets_are_what_the_script_builds() -> None:
     for name, items in built.items():
         committed = yaml.safe_load((ROOT / "eval" / "classes" / f"{name}.yaml").read_text(encoding="utf-8"))
         assert committed == items, name
+
+
+def _script(name: str) -> object:
+    spec = importlib.util.spec_from_file_location(name, ROOT / "eval" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.skipif(not VAULT.is_dir(), reason="shared/kb/obsidian-help is not present")
+def test_the_bilingual_kb_holds_each_page_once_and_its_sets_are_what_the_script_builds(tmp_path: Path) -> None:
+    """Session 33 (issue 19): the KB written in two languages keeps every page of the vault in Russian or in English,
+    never both, about half each; the committed sets (eval/bil/) are what eval/make_bilingual.py builds over it,
+    every label names a note of it, and a known item's relevant notes hold every term of the query."""
+    module = _script("make_bilingual")
+    kb = tmp_path / "bil"
+    languages = module.build_kb(VAULT, kb)  # type: ignore[attr-defined]
+    assert len(languages) == 173 and sorted(languages) == sorted(p.relative_to(kb).as_posix() for p in kb.rglob("*.md"))
+    assert sorted(collections.Counter(languages.values()).values()) == [86, 87]
+    chosen = module.choose(VAULT)  # type: ignore[attr-defined]
+    for _, (lang, rel) in chosen.items():  # the page's own bytes, from the half it was kept in
+        assert (kb / rel).read_bytes() == (VAULT / lang / rel).read_bytes()
+    built = module.query_sets(VAULT, kb, languages)  # type: ignore[attr-defined]
+    manifest = yaml.safe_load((ROOT / "eval" / "classes-bil.yaml").read_text(encoding="utf-8"))
+    assert [m["class"] for m in manifest] == list(built)
+    for m in manifest:
+        assert m["corpus"] == module.KB  # type: ignore[attr-defined]
+        committed = yaml.safe_load((ROOT / m["queries"]).read_text(encoding="utf-8"))
+        assert committed == built[m["class"]], m["class"]
+        _labels_hold(kb, m)
+    for lang, other in (("en", "ru"), ("ru", "en")):  # a title asked in a language the KB holds the page in or not
+        assert all(languages[q["relevant"][0]] == lang for q in built[f"title-{lang}"])
+        assert all(languages[q["relevant"][0]] == other for q in built[f"title-{lang}-to-{other}"])
+        assert all(languages[q["relevant"][0]] == lang for q in built[f"question-{lang}"])
+        assert all(languages[q["relevant"][0]] == other for q in built[f"cross-{lang}-to-{other}"])
+    for a, b in module.PARALLEL.items():  # type: ignore[attr-defined]  # the same items, the same order
+        assert [q["relevant"] for q in built[a]] == [q["relevant"] for q in built[b]], (a, b)
+        assert {m["class"]: m.get("parallel") for m in manifest}[a] == b
+    codes = yaml.safe_load((ROOT / "eval" / "obsidian-help-codes.yaml").read_text(encoding="utf-8"))
+    for item in codes:  # whole pairs (an unquoted comma would cut a value)
+        assert set(item) == {"relevant", "en", "ru"} and isinstance(item["en"], str) and isinstance(item["ru"], str)
+    assert [q["query"] for q in built["code-en"]] == [item["en"] for item in codes]

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from kbsearch.errors import KbSearchError
 
@@ -106,3 +108,47 @@ def http_url_problem(url: str) -> str | None:
         return None
     shown = re.sub(r"//[^/?#]*@", "//", argument_shown(url))
     return f"'{shown}' {problem}"
+
+
+def closest(word: str, choices: Sequence[str], cutoff: float = 0.5) -> str | None:
+    """The one of ``choices`` ``word`` was most likely meant to be (``serch`` → ``search``, ``e6`` → ``e5``), or
+    None: what every "did you mean" of the ``kbsearch`` commands names."""
+    import difflib
+
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=cutoff)
+    return close[0] if close else None
+
+
+def groups_no_note_holds(settings: Any, scope: Any, given: str = "--scope") -> list[str]:
+    """For a ``--scope`` (``kbsearch search``, ``kbsearch mcp``): each of its groups no note of the embedded index is
+    restricted to, as the index's last full sync recorded them, with the group meant (``--scope hrr``: it searched
+    as ``public`` alone, and nothing said so; walk33). None said on Qdrant Cloud, for an unrestricted scope, or of an
+    index recording none. ``given``: where the groups were given (``KB_LOCAL_API_KEYS #1`` for a local key's)."""
+    from kbsearch.access import PUBLIC
+    from kbsearch.qdrant.readiness import recorded_groups
+
+    recorded = recorded_groups(settings) if scope.groups is not None else None
+    if recorded is None:
+        return []
+    said = []
+    for group in sorted(set(scope.groups) - set(recorded) - {PUBLIC}):
+        meant = closest(group, recorded)
+        known = (
+            f"the index's groups: {', '.join(sorted(recorded))}" if recorded else "every note of the index is public"
+        )
+        said.append(f"no note is restricted to the group {group!r} ({given}; {known}, as of its last full sync), so "
+                    "it adds nothing to public" + (f": did you mean {meant!r}?" if meant else ""))  # fmt: skip
+    return said
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address, without a port) names this machine's loopback interface."""
+    import ipaddress
+
+    host = host.strip().strip("[]").lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -256,8 +256,14 @@ def bench_search(
                     "embedding_batch_size": 64, "embedding_concurrency": 4,
                 } | provider_env(deepinfra, fireworks, fields=True) | ({"search_budget_s": budget_s} if budget_s else {})
             )  # fmt: skip
+            # said before the build: a run of few queries said nothing for its first ~25 s on 2 cores (walk33)
+            if progress:
+                progress(f"indexing {chunks} generated chunks into a throw-away store (fake embedder at full speed)")
             report = run_sync(settings, Secrets(settings), source_uri=str(root / "kb"))
             results["indexed_chunks"] = report.chunks_upserted
+            if progress:
+                progress(f"indexed {report.chunks_upserted} chunks in {report.duration_ms / 1000:.1f} s; searching "
+                         f"{queries} queries one at a time, then {concurrency} in flight")  # fmt: skip
             results["budget_s"] = settings.search_budget_s
             deepinfra.latency = latency
             # --drip: the providers send every answer one byte per 50 ms (no read ever times out): "primary"

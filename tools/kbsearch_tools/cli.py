@@ -21,6 +21,7 @@ from typing import Any, NoReturn
 import kbsearch_entry
 from kbsearch import __version__
 from kbsearch.errors import ConfigError, KbSearchError, StoreHeld
+from kbsearch_tools import closest as _close
 from kbsearch_tools import repo_root
 
 EXIT_USAGE = 2
@@ -118,17 +119,30 @@ def _find_template(given: str | None) -> Path:
 
 def _parameter_overrides(items: Sequence[str] | None) -> dict[str, str]:
     result: dict[str, str] = {}
-    for item in items or []:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise KbSearchError(f"--parameter-overrides takes NAME=VALUE, got {item!r}")
+    for item in items or []:  # each a NAME=VALUE (_override)
+        name, _, value = item.partition("=")
         result[name] = value
     return result
 
 
+def _override(item: str) -> str:
+    """One ``--parameter-overrides`` value, refused while the command line is read when it is no ``NAME=VALUE``:
+    the option takes every word up to the next option, so ``kbsearch invoke --parameter-overrides Stage=prod
+    SearchFunction --event ...`` took the function's name as a value and said "the following arguments are
+    required: LogicalId" of a command that had given it (walk33)."""
+    name, sep, _ = item.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(
+            f"{item!r} is not NAME=VALUE (the option takes every word up to the next option: put the other "
+            "arguments, a function's LogicalId, before it)"
+        )
+    return item
+
+
 def _template_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--template", "-t", help="SAM template (default: template.yaml here or above)")
-    p.add_argument("--parameter-overrides", nargs="+", metavar="NAME=VALUE", help="template parameter values")
+    p.add_argument("--parameter-overrides", nargs="+", metavar="NAME=VALUE", type=_override,
+                   help="template parameter values (every word up to the next option)")  # fmt: skip
     p.add_argument("--env-vars", "-n", help='JSON file in SAM\'s format: {"Parameters": {...}, "<Fn>": {...}}')
     p.add_argument(
         "--use-ssm",
@@ -425,6 +439,7 @@ def _live_sync(live: _Live, api: Any, args: argparse.Namespace, oracle: Any = No
         said = _bm25_only(container.search(), "searches are", lambda: recorded_model(settings))
         if said:
             live.banner.append(f"  note: {said}")
+    live.banner.extend(f"  note: {line}" for line in _local_key_groups_no_note_holds(settings))
     if args.watch is not None:
         # --watch alone: KB_SOURCE, else the folder the index was built from. Path("") is ".", which passed the
         # check below: with neither, the server watched (and indexed) the working folder, a checkout's every .md
@@ -571,7 +586,7 @@ def _print_sync_summary(report: dict[str, Any]) -> None:
     print(
         f"  notes: {report['notes_listed']} listed, {report['added']} added, {report['updated']} updated, "
         f"{report['deleted']} deleted, {report['unchanged']} unchanged, {len(report['skipped'])} skipped; "
-        f"{report['attachments_ignored']} attachments ignored"
+        f"{report['attachments_ignored']} attachment{'' if report['attachments_ignored'] == 1 else 's'} ignored"
     )
     print(
         f"  chunks: {report['chunks_upserted']} upserted, {report['chunks_deleted']} deleted; "
@@ -594,6 +609,8 @@ def _print_sync_summary(report: dict[str, Any]) -> None:
         print(f"  warning {_one_line(item['path'])}: {_one_line(item['reason'])}")
     if report["deletion_blocked"]:
         print(f"  deletions blocked: {report['deletion_blocked']}")
+    if report.get("unwritten"):
+        print(f"  not written: {report['unwritten']}")
     if report["remaining"]:
         print(f"  {report['remaining']} notes left for the next run")
     if report["error"]:
@@ -726,20 +743,6 @@ def _index(args: argparse.Namespace, summarised: _SummarisedErrors, indexer_log:
                 print("\nkbsearch index: interrupted while embedding the stand-in reranker's passages; the index is "
                       "complete, the passages embedded so far are cached", file=sys.stderr, flush=True)  # fmt: skip
         oracle.stop()
-    if report["error"] and re.search(r"another process has it open \(pid \d+: kbsearch index\)", report["error"]):
-        report["error"] += ": another kbsearch index is syncing into it; run this again once it has ended"
-    elif report["error"] and re.search(r"another process has it open \(pid \d+: kbsearch mcp\)", report["error"]):
-        # the advice for a server (stop it, or let it take the sync) is not for an assistant's stdio server
-        report["error"] += (
-            ": an assistant's kbsearch mcp is answering from it; it lets go after --idle-close seconds (5) without "
-            "a call: run kbsearch index again then (or stop the assistant)"
-        )
-    elif report["error"] and "another process has it open" in report["error"]:
-        report["error"] += (
-            ". A kbsearch serve (or another kbsearch) holds it: a kbsearch serve of this version takes the sync "
-            "itself (kbsearch index hands it over; kbsearch serve --watch syncs every save); otherwise stop that "
-            "process and run kbsearch index again, or index into another QDRANT_PATH"
-        )
     summarised.release(indexer_log, report["error"])
     if args.json:
         print(_json_text(report))
@@ -836,6 +839,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             unheld = _unheld_filters(service, request, scope) if not answer.results and not args.json else []
             if answer.meta.embedder == "none":
                 _say_bm25_only(service)
+            _say_groups_no_note_holds(settings, scope)
         except IndexUnavailable as exc:
             from kbsearch.search import LOCKED_STORE
 
@@ -931,6 +935,31 @@ def _unheld_filters(service: Any, request: Any, scope: Any) -> list[str]:
     return said
 
 
+def _say_groups_no_note_holds(settings: Any, scope: Any) -> None:
+    """A ``--scope`` group no note of the index is restricted to (``--scope hrr`` for ``hr``) searches as ``public``
+    alone, and said nothing: the hits looked like the group's. Said on stderr (:func:`groups_no_note_holds`)."""
+    from kbsearch_tools import groups_no_note_holds
+
+    for line in groups_no_note_holds(settings, scope):
+        print(f"note: {line}", file=sys.stderr)
+
+
+def _local_key_groups_no_note_holds(settings: Any) -> list[str]:
+    """A ``KB_LOCAL_API_KEYS`` key's group no note of the index is restricted to (``k1:hrr`` for ``hr``): that key
+    reads the public notes alone, and the banner said nothing of it (as ``--scope hrr`` said nothing; walk33). The
+    key is named by its position, never its value. Keys that cannot be read are the server's start-up error."""
+    from kbsearch.access import Scope
+    from kbsearch_tools import groups_no_note_holds
+    from kbsearch_tools.local.keys import parse_api_keys
+
+    try:
+        keys = parse_api_keys(os.environ.get("KB_LOCAL_API_KEYS"))
+    except ValueError:
+        return []
+    return [line for at, groups in enumerate(keys.values(), start=1) if groups
+            for line in groups_no_note_holds(settings, Scope.of("local", list(groups)), f"KB_LOCAL_API_KEYS #{at}")]  # fmt: skip
+
+
 def _say_bm25_only(service: Any) -> None:
     """A search with no embedder of an index that holds dense vectors (``kbsearch index --oracle e5``, or built with
     a provider's key) is BM25 only: say so on stderr, with what adds the dense leg (it said only "embedder none")."""
@@ -994,7 +1023,7 @@ def _oracle_named(model: Any) -> str | None:
 def _unavailable_reason(exc: Any, settings: Any) -> str:
     """Why ``kbsearch search`` cannot search, for the one at this terminal: for an embedded store held by another
     process, which one (its pid) and what to do (it said only "another process has it open")."""
-    from kbsearch.qdrant.readiness import held_by, missing_index, store_holder
+    from kbsearch.qdrant.readiness import held_by, missing_index, serve_url, store_holder
     from kbsearch.search import LOCKED_STORE
 
     held = held_by(settings) if exc.public == LOCKED_STORE else None
@@ -1007,32 +1036,10 @@ def _unavailable_reason(exc: Any, settings: Any) -> str:
     if held.endswith(": kbsearch mcp)"):  # it closes the store once idle (--idle-close, default 5 s)
         return (f"{held}; it lets go of the store after --idle-close seconds without a call (default 5; 0 keeps "
                 "it): search then, or stop it")  # fmt: skip
-    url = _serve_url(store_holder(settings)) if held.endswith(": kbsearch serve)") else None
+    url = serve_url(store_holder(settings)) if held.endswith(": kbsearch serve)") else None
     return (f"{held}; stop it, or search through that kbsearch serve "
             + (f"(curl '{url}/search?q=...')" if url else "(curl 'http://127.0.0.1:3000/search?q=...', on the port "
                "it printed)"))  # fmt: skip
-
-
-def _serve_url(pid: int | None) -> str | None:
-    """The URL a ``kbsearch serve`` (process ``pid``) answers on, from the ``--host`` and ``--port`` of its command
-    line (defaults 127.0.0.1 and 3000): a search refused by its store was told ``http://127.0.0.1:3000`` whatever
-    port it served. None when it cannot be told (``--port 0`` picks a free one; no ``/proc``)."""
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            argv = [arg.decode("utf-8", "replace") for arg in handle.read(1 << 16).split(b"\0") if arg]
-    except (OSError, TypeError):
-        return None
-    options = {"--host": "127.0.0.1", "--port": "3000"}
-    rest = argv[argv.index("serve") + 1 :] if "serve" in argv else []
-    for at, arg in enumerate(rest):
-        name, equals, value = arg.partition("=")
-        if name in options:
-            options[name] = value if equals else (rest[at + 1] if at + 1 < len(rest) else "")
-    host, port = options["--host"], options["--port"]
-    if not port.isdigit() or int(port) == 0:
-        return None
-    host = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host  # noqa: S104 (bound to every address: loopback is one)
-    return f"http://{f'[{host}]' if ':' in host else host}:{int(port)}"
 
 
 def cmd_mcp(args: argparse.Namespace) -> int:
@@ -1523,14 +1530,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _close(word: str, choices: Sequence[str]) -> str | None:
-    """The one of ``choices`` ``word`` was most likely meant to be (``serch`` → ``search``), or None."""
-    import difflib
-
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.5)  # e6 → e5
-    return close[0] if close else None
-
-
 class _Parser(argparse.ArgumentParser):
     """argparse's parser, saying what a typo was meant to be. A misspelt command or choice (``kbsearch serch``,
     ``--oracle e6``) names the closest one; an unknown option of a command (``kbsearch search x --top-kk 3``) is
@@ -1619,7 +1618,8 @@ def build_parser() -> argparse.ArgumentParser:
         "serve",
         help="serve the template's API routes over HTTP (like sam local start-api)",
         description="Serve the API routes of template.yaml on HTTP, each request turned into an API Gateway "
-        "REST proxy event. Set KB_LOCAL_API_KEYS=key1,key2 to require x-api-key where the template does. A request "
+        "REST proxy event. Set KB_LOCAL_API_KEYS=key1,key2 to require x-api-key where the template does "
+        "(key1:hr+security gives a key access groups; a ':' in a key is written '::'). A request "
         "still arriving KB_LOCAL_REQUEST_READ_S (default 30) seconds after its first byte is answered 408 and its "
         "connection closed; with every connection taken and none idle, the one whose request has been arriving "
         "longest, KB_LOCAL_SLOW_EVICT_AFTER_S (default 5) seconds or more, is answered 408 and closed to make room (each from 0.1 "

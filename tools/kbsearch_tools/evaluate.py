@@ -32,7 +32,7 @@ from kbsearch.qdrant import open_store
 from kbsearch.schemas import SearchFilters, SearchRequest
 from kbsearch.search import SearchService
 from kbsearch.sources import LocalSource, Source, SourceObject
-from kbsearch_tools import read_file, utf8_text, yaml_problem
+from kbsearch_tools import closest, read_file, utf8_text, yaml_problem
 from kbsearch_tools.metrics import MAX_QUERIES_BYTES, LabelledQuery, load_queries, summarize
 
 if TYPE_CHECKING:
@@ -76,6 +76,21 @@ def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
         raise KbSearchError(f"cannot read {path}: {exc.strerror}") from None
 
 
+def _no_split(folder: Path, split: str) -> str:
+    """A ``--split`` whose ``qrels/<split>.tsv`` the folder does not hold (``--split dev`` of a set judged for test):
+    the splits it holds, as ``--split`` takes them. It said "cannot read .../qrels/dev.tsv: No such file or
+    directory" (walk33)."""
+    try:
+        held = sorted(p.stem for p in (folder / "qrels").glob("*.tsv") if p.is_file())
+    except OSError:
+        held = []
+    if not held:
+        return f"no qrels/ of .tsv files in {folder}: a BEIR folder judges its queries in qrels/<split>.tsv"
+    meant = closest(split, held)
+    return (f"no split {split!r} in {folder}: its qrels/ holds {', '.join(held)} (--split "
+            f"{meant if meant is not None else held[0]})")  # fmt: skip
+
+
 @dataclass
 class BeirDataset:
     name: str
@@ -112,6 +127,8 @@ class BeirDataset:
                     relevant.setdefault(qid, set())
                     if score > 0:
                         relevant[qid].add(did)
+        except FileNotFoundError:
+            raise KbSearchError(_no_split(folder, split)) from None
         except OSError as exc:
             raise KbSearchError(f"cannot read {qrels_path}: {exc.strerror}") from None
         missing = [qid for qid in relevant if qid not in texts]
@@ -229,7 +246,9 @@ def run_eval(
     ``use``): embeddings and a bi-encoder stand-in reranker from a real model on loopback (:mod:`kbsearch_tools.oracle`)."""
     unknown = [p for p in phases if p not in PHASE_CONFIG]
     if unknown:
-        raise KbSearchError(f"unknown phase(s) {', '.join(unknown)}; choose from {', '.join(PHASES)}")
+        meant = [f"{p}: did you mean {m}?" for p in unknown if (m := closest(p, PHASES)) is not None]
+        raise KbSearchError(f"unknown phase(s) {', '.join(unknown)}" + (f" ({'; '.join(meant)})" if meant else "")
+                            + f"; choose from {', '.join(PHASES)}")  # fmt: skip
     if oracle is None:
         return _run_eval(settings, source, queries, dataset, phases, key, store_path, progress, depth)
     from kbsearch_tools.oracle import OracleProvider, oracle_settings, unavailable

@@ -161,6 +161,10 @@ def run_local(kb: str | None, idle_close_s: float, scope_text: str | None = None
     if not source:
         logger.warning("KB_SOURCE is not set (or --kb), and the index does not record the folder it was built from: "
                        "kb_get_note and resources cannot read notes")  # fmt: skip
+    from kbsearch_tools import groups_no_note_holds
+
+    for line in groups_no_note_holds(settings, scope):  # an assistant's log pane: as kbsearch search says it
+        logger.warning("%s", line)
     browse = BrowseService(service, NoteReader(lambda: _opened(source), default=settings.access_default))
     server = McpServer(Backend(search=lambda request, budget: service.search(request, scope=scope, budget_s=budget),
                                browse=lambda: browse, scope=lambda: scope,
@@ -215,8 +219,8 @@ def locked_store(settings: Any) -> str:
             "kbsearch mcp": "another assistant's server, which lets go of it after its --idle-close seconds without "
             "a call (default 5): call the tool again then; for both assistants at once, run kbsearch serve and give "
             "each kbsearch mcp --remote http://127.0.0.1:3000",
-            "kbsearch serve": "launch this server as kbsearch mcp --remote http://127.0.0.1:3000 (the port kbsearch "
-            "serve printed) to search through it, or stop it",
+            "kbsearch serve": "launch this server as kbsearch mcp --remote {url}{unsure} to search through it, or "
+            "stop it",
         },
         "call the tool again once it has ended, or stop it",
     )
@@ -632,7 +636,13 @@ def run_remote(url: str, api_key_env: str, timeout_s: float = 120.0) -> int:
     api_key = os.environ.get(api_key_env) or None
     bridge = RemoteBridge(url, api_key, api_key_env, timeout_s)
     if api_key is None:
-        logger.warning("%s is not set: requests go to %s without an API key", api_key_env, bridge.shown)
+        # a local kbsearch serve asks for none unless KB_LOCAL_API_KEYS is set (then each request's error says to
+        # set the variable): README's bridge to it warned in the assistant's log pane at every launch (walk33)
+        from kbsearch_tools import is_loopback
+
+        local = is_loopback(urlsplit(bridge.url).hostname or "")
+        (logger.info if local else logger.warning)("%s is not set: requests go to %s without an API key",
+                                                   api_key_env, bridge.shown)  # fmt: skip
     elif bridge.key_problem is not None:
         logger.warning("%s", bridge.key_problem)
 

@@ -169,15 +169,22 @@ def dotenv_values(path: Path) -> dict[str, str]:
 
 
 def _dotenv_text(path: Path) -> str:
-    """The text of a ``.env`` file ("" when there is none, or it is no regular file: a directory, a FIFO)."""
+    """The text of a ``.env`` file ("" when there is none, or it is no regular file: a directory, a FIFO). One that
+    is not UTF-8 names the line and the byte (it said only ``UnicodeDecodeError``)."""
     try:
         if not stat.S_ISREG(path.stat().st_mode):
             return ""
-        return path.read_text(encoding="utf-8-sig")
+        raw = path.read_bytes()
     except (FileNotFoundError, NotADirectoryError):
         return ""
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise ConfigError(f"cannot read {path}: {type(exc).__name__}") from None
+    try:
+        return raw.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as exc:
+        line = len((raw[: exc.start].decode("utf-8") + ".").splitlines())  # as dotenv_values numbers its lines
+        raise ConfigError(f"cannot read {path}: line {line} is not UTF-8 (invalid byte at offset {exc.start}): save "
+                          "the file as UTF-8") from None  # fmt: skip
 
 
 def dotenv_unread(path: Path) -> list[int]:
@@ -208,6 +215,18 @@ def rerank_contract(url: str) -> str | None:
     return None
 
 
+def utf8_problem(value: str) -> str | None:
+    """Why ``value`` cannot be sent as UTF-8 (a model name in a JSON body, a URL, the signing secret as an HMAC key),
+    or None: a shell's or file's bytes that are not UTF-8, which Python holds as lone surrogates. Never echoes the
+    value. The check of every text setting (:meth:`Settings._utf8_text`) and of a URL (:func:`url_problem`, which
+    also reads the CLIs' URL arguments)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "holds bytes that are not UTF-8 (a shell or file in another encoding?)"
+    return None
+
+
 def url_problem(value: str) -> str | None:
     """Why ``value`` is not a usable http(s) URL (None: it is, or it is empty, which turns the feature off). Never
     echoes the value: a URL may carry credentials."""
@@ -215,10 +234,9 @@ def url_problem(value: str) -> str | None:
         return None
     if value != value.strip() or any(ord(c) < 33 or c == "\x7f" for c in value):
         return "contains whitespace or control characters"
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:  # a shell's bytes that are not UTF-8: httpx's UnicodeEncodeError in the call
-        return "holds bytes that are not UTF-8 (a shell or file in another encoding?)"
+    not_utf8 = utf8_problem(value)  # httpx's UnicodeEncodeError in the call; a CLI's URL is no setting: checked here
+    if not_utf8:
+        return not_utf8
     try:
         parts = urlsplit(value)
         port = parts.port  # raises ValueError for a port that is not a number in 0-65535
@@ -455,11 +473,9 @@ class Settings(BaseModel):
         ``kbsearch serve`` blame the store of seen signatures. Refused here, never shown; but for the settings that
         name files (Linux file names need not be UTF-8, and such a folder is indexed) and the provider keys (a key no
         header can carry degrades its stage, naming the setting: round 17)."""
-        if isinstance(value, str) and info.field_name not in _NOT_TEXT_SETTINGS:
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                raise ValueError("holds bytes that are not UTF-8 (a shell or file in another encoding?)") from None
+        problem = utf8_problem(value) if isinstance(value, str) and info.field_name not in _NOT_TEXT_SETTINGS else None
+        if problem:
+            raise ValueError(problem)
         return value
 
     @field_validator(*URL_SETTINGS)

@@ -49,6 +49,13 @@ has anyway:
   point's whole payload to return even its path: Edge ~8 µs a point, ~40 points a search); a question's probed
   chunk that no leg carried names no note, and counts against the rare-term agreement's few notes when it could
   hold its note's terms at ``exact_confidence``.
+- **a lookup's whole phrase** (:func:`sole_complete`): with no exact match, a lookup (or a label of at most
+  :data:`PATH_ITEM_WORDS` terms) of two terms or more whose every term is in the index, and one note alone whose
+  BM25 chunk scores above what a chunk missing a required term could (the attainable score less that term's probe;
+  when none does, BM25's first note), counting in full (the query's language), holding the query's
+  words side by side (:func:`phrase_place`) where dense's first note (another) holds them not at all, or only in
+  its text where this note's heading path holds them, is pinned as an exact match too: it holds the phrase ("hiding
+  formulas"), the others one of its common words (session 33, fus33b).
 - otherwise each note scores ``dense + lexical_weight · lexical``: dense = the best variant's cosine, min-max
   scaled between the best cosine and the cosine at rank ``floor_rank`` (one scale for all variants; see
   :func:`dense_floor`: the scale does not depend on how many chunks a leg returns); lexical = the query's own BM25 leg's
@@ -445,6 +452,88 @@ def stray_lead(notes: dict[str, _Note], p: FusionParams) -> str | None:
     return lead
 
 
+def phrase_place(chunk: ScoredChunk | None, terms: tuple[int, ...]) -> int:
+    """Where the chunk holds the query's terms side by side: 2 in its heading path (title > headings), 1 in its
+    text, 0 nowhere. Side by side: a run of as many consecutive tokens (stop words dropped, stemmed:
+    :func:`kbsearch.lexical.tokenize`) as the query has terms, each of them once, in any order (an index entry
+    inverts its words: "formulas; hiding"). Each part is read up to :data:`LANGUAGE_WINDOW` characters."""
+    if chunk is None or not terms:
+        return 0
+    size, wanted = len(terms), set(terms)
+    payload = chunk.payload
+    for place, part in ((2, payload.get("heading")), (1, payload.get("text"))):
+        if isinstance(part, str):
+            ids = [term_id(t) for t in tokenize(part[:LANGUAGE_WINDOW])]
+            if any(set(ids[i : i + size]) == wanted for i in range(len(ids) - size + 1)):
+                return place
+    return 0
+
+
+def sole_complete(
+    notes: dict[str, _Note],
+    evidence: QueryEvidence,
+    present: list[int],
+    probes: dict[int | None, float],
+    coverage: float,
+    gain: float,
+    p: FusionParams,
+) -> str | None:
+    """The one note whose query BM25 chunk provably holds every required term (:func:`required_terms`) of a
+    lookup (:func:`is_lookup`) or a label (at most :data:`PATH_ITEM_WORDS` terms, as a menu item's) of two terms or
+    more, all of them in the index (``present``: the terms their probes found), or, when no chunk is proven so,
+    BM25's first note; pinned when it holds the whole query as a phrase (:func:`phrase_place`) in a better place
+    than dense's first note.
+
+    The proof of every term: the chunk scores above the attainable score (the present terms' probes' best scores
+    summed) less the smallest required term's probe, which is the most a chunk missing any required term can score
+    (each term adds at most its probe's best). One note alone, of every note the legs carried, and its match
+    counting in full (a note of the query's language: not x ``cross_language``). That proves the words are in one
+    chunk, not that they name its subject: "ряд вычисление" over LibreOffice Help's Russian half is held by a note
+    whose title says "Вычисление суммы для ряда ячеек", about something else; "факсы настройка LibreOffice" by the
+    main page, whose one required term is "LibreOffice" (its identifier), in every note. So the words must stand
+    side by side in that chunk (an index phrase, "hiding formulas" in "Select Hide formula"; a title, "Inserting Page
+    Numbers of Continuation Pages"), and dense's first note, when it is another, must hold them so in a lesser place:
+    nowhere, or in its text where this note's heading path holds them. The main page quotes the fax page's title in
+    its list of topics ("Отправка факсов и настройка LibreOffice"): over dense's first, the fax page, whose title
+    holds the phrase, it is not pinned; the fax page, sole complete in English, is pinned over the main page
+    dense put first. Where no chunk is proven to hold every word (a long chunk's score falls short of the bound),
+    the phrase side by side in BM25's first note is the evidence: "Пропускать пустые строки Пропускать", a UI
+    label of three terms, is BM25's first and nowhere in USE's dense leg. A query of more terms is a question or a
+    description, whose words standing together in some note name a passage, not the note's subject ("how to
+    change the name of the configuration folder" over the Obsidian vault). EVAL.md, session 32 (fus32b) and
+    session 33 (fus33b)."""
+    required = [probes[t] for t in required_terms(evidence) if t in probes]
+    label = len(evidence.terms) <= PATH_ITEM_WORDS  # a label's few words, as a menu item's
+    if not (label or is_lookup(evidence, p)) or len(present) < 2 or coverage < 1.0 or not required:
+        return None
+    attainable = sum(probes[t] for t in present)
+    bound = attainable - min(required)
+    found = None
+    for note, n in notes.items():
+        its = n.lexical_chunk
+        if its is not None and its is not n.translated_chunk and its.score > bound:
+            if found is not None:
+                return None
+            found = note
+    if found is None:  # no note proven to hold every word: BM25's first, if it holds them side by side
+        found = min(notes, key=lambda note: (-notes[note].lexical, note), default=None)
+        if found is None or notes[found].lexical_chunk is notes[found].translated_chunk:
+            return None
+    n = notes[found]  # its share x the trust, or x cross_language too (0.1: under half of it) in another language
+    full = gain * min(1.0, n.lexical_chunk.score / attainable) if n.lexical_chunk is not None else 0.0
+    if n.lexical < 0.5 * full or full <= 0.0:
+        return None
+    place = phrase_place(n.lexical_chunk, evidence.terms)
+    top = notes[min(notes, key=lambda note: (-notes[note].dense, note))]  # dense's first (equal values: by path)
+    if top is not n and top.dense > 0.0:
+        rival = max(phrase_place(top.dense_chunk, evidence.terms), phrase_place(top.lexical_chunk, evidence.terms))
+    else:
+        rival = 0
+    if place <= rival:
+        return None
+    return found
+
+
 def _across(notes: dict[str, _Note], asked: list[ScoredChunk], language: str, languages: dict[str, str | None],
             agree: dict[str, float], p: FusionParams) -> bool:  # fmt: skip
     """A question across languages in a KB of both: when the first note of the query's own dense leg (``asked``: its
@@ -646,8 +735,12 @@ def fuse(
         else:
             n.lexical *= gain
     asked = [chunks for leg, chunks in results if leg.kind == "dense" and leg.variant == 0 and chunks]
+    whole = None if pinned else sole_complete(notes, evidence, present, probes, coverage, gain, p)
+    undamped = notes[whole].lexical if whole is not None else 0.0
     language = evidence.language
     across = language is not None and bool(asked) and _across(notes, asked[0], language, languages, agree, p)
+    if whole is not None and notes[whole].lexical >= undamped:  # not asked across languages (``_across`` left it)
+        pinned = {whole}
     if (
         pinned
         and (p.question_pin_within > 0 or p.question_pin_lexical > 0)

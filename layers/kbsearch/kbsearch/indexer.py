@@ -62,7 +62,7 @@ from kbsearch.access import (
 )
 from kbsearch.chunking import Chunk, chunk_note, embed_text, lexical_text
 from kbsearch.config import Secrets, Settings
-from kbsearch.errors import ConfigError, StoreError
+from kbsearch.errors import ConfigError, StoreError, StoreHeld
 from kbsearch.lexical import READING_VERSION, SparseVector, document_vector, tag_keys, text_language
 from kbsearch.links import (
     LINK_KEY,
@@ -190,6 +190,8 @@ class SyncReport:
     no_notes: str | None = None  # the listing held no note: what a note is, where it was looked for (sources.no_notes)
     #: notes this run wrote that an event batch claimed meanwhile: read again and applied (Indexer._reapply_claimed)
     claimed_meanwhile: int = 0
+    #: the notes this run read and did not write because their embedding did not come back, and why (Indexer._index)
+    unwritten: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -203,6 +205,15 @@ class _Parsed:
     access: tuple[list[str], str]  # groups, where they came from
     chunks: list[Chunk]
     points: list[ChunkPoint]  # payload and sparse vector built; the dense vector is added when the window is embedded
+
+
+class _EmbeddingCut(Exception):
+    """A window's embedding failed (``error``: the provider's, or the run's end) after some of its requests were
+    answered: ``points`` are the window's, with the vectors that came back (the others still None)."""
+
+    def __init__(self, error: ProviderError, window: list[_Parsed], points: list[ChunkPoint]) -> None:
+        super().__init__(str(error))
+        self.error, self.window, self.points = error, window, points
 
 
 #: The cyclic garbage collector's first threshold while notes are written (Python's default: 700). A window's
@@ -719,7 +730,7 @@ class Indexer:
         self._read_reach()
         notes = self._notes(report, listing)
         if not report.notes_listed:
-            report.no_notes = no_notes(self.source.uri, report.attachments_ignored)
+            report.no_notes = no_notes(self.source.uri, sum(1 for obj in listing if not obj.is_note))
         state = self.store.indexed_state()
         self._state = state  # what the index held when this run listed the KB
         self._old_names = set()
@@ -1034,7 +1045,8 @@ class Indexer:
                     self._skip(report, obj.path, f"{problem}: kb_get_note could not reach it")
                 else:
                     by_path.setdefault(obj.path, {})[obj.key] = obj
-        report.attachments_ignored = sum(1 for obj in listing if not obj.is_note)
+        # the access file at the root is read, not ignored: a KB with one counted it as an attachment (walk33)
+        report.attachments_ignored = sum(1 for obj in listing if not obj.is_note and obj.path != ACCESS_FILE)
         notes: dict[str, SourceObject] = {}
         for path, objs in by_path.items():
             winner = preferred(list(objs))
@@ -1199,13 +1211,20 @@ class Indexer:
         thread while the window before it is written (the provider works while the store does; one window's
         requests in flight at a time, as before). A window's embedding is waited for before the next one starts, so
         a provider failure stops the run with no request sent after it (BENCHMARKS.md, session 13). The cyclic
-        garbage collector runs less often meanwhile (:func:`fewer_collections`)."""
+        garbage collector runs less often meanwhile (:func:`fewer_collections`).
+
+        A window whose embedding fails, or is cut by the run's end (``call_deadline``), after some of its requests
+        were answered has the notes whose every chunk came back written; the notes read and not written are left
+        for the next run (a full sync finds them changed, or not read again; an event batch gives their events
+        back), and the report says how many (:attr:`SyncReport.unwritten`, :attr:`SyncReport.remaining`)."""
         from concurrent.futures import Future, ThreadPoolExecutor
 
         stats = EmbeddingStats()
         window: list[_Parsed] = []
         embedding: tuple[list[_Parsed], Future[list[ChunkPoint]]] | None = None  # the window being embedded
         done = 0
+        read: list[str] = []  # the notes parsed for a window, in order
+        cut: ProviderError | None = None  # what stopped a window's embedding
         indexed_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         refused = self._refused(work)
         limit_s = self.options.parse_limit_s
@@ -1228,16 +1247,15 @@ class Indexer:
         try:
             for position, (obj, kind) in enumerate(work):
                 if stop_at.remaining() <= 0:
-                    write(embedded())  # a full window is written, as when it was embedded in turn
-                    window = self._write_unembedded(report, window, state)
                     report.incomplete = True
-                    report.remaining = len(work) - position + len(window)
+                    write(embedded())  # a full window is written, as when it was embedded in turn
+                    window = self._write_unembedded(report, window, [p for parsed in window for p in parsed.points],
+                                                    state)  # fmt: skip
                     break
                 self._read_reuse(work, position)
                 outcome = self._outcome(obj, refused, outcomes, indexed_at, call_deadline)
                 if outcome is None:  # the run's end came before the note's parse did: the note is not to blame
                     report.incomplete = True
-                    report.remaining = len(work) - position + len(window)
                     break
                 parsed = self._parse(report, obj, kind, outcome)
                 if self._regraph_at:
@@ -1245,6 +1263,7 @@ class Indexer:
                 done += 1
                 if parsed is not None:
                     window.append(parsed)
+                    read.append(obj.path)
                 if sum(len(p.chunks) for p in window) >= self.options.window_chunks:
                     ready = embedded()
                     embedding = window, ahead.submit(self._embedded, window, stats, call_deadline)
@@ -1255,13 +1274,18 @@ class Indexer:
             write(embedded())
             if window and not report.incomplete:
                 self._write_window(report, window, self._embedded(window, stats, call_deadline), state)
-            elif window:
-                report.remaining = report.remaining or len(window)
-        except ProviderError as exc:
-            report.error = f"embedding failed: {exc}"
+        except _EmbeddingCut as stopped:
+            # what came back is written: the notes whose every chunk was embedded; and of the window gathered
+            # meanwhile (not sent), the notes that need nothing embedded, as at the run's deadline
+            self._write_unembedded(report, stopped.window, stopped.points, state)
+            if window and stopped.window is not window:
+                self._write_unembedded(report, window, [point for parsed in window for point in parsed.points], state)
+            cut = stopped.error
             report.incomplete = True
-            logger.error("embedding failed; the run stops, unchanged notes keep their last version",
-                         extra={"error": str(exc)})  # fmt: skip
+            if call_deadline is None or call_deadline.remaining() > 0:  # the provider's failure, not the run's end
+                report.error = f"embedding failed: {cut}"
+                logger.error("embedding failed; the run stops, unchanged notes keep their last version",
+                             extra={"error": str(cut)})  # fmt: skip
         finally:
             ahead.shutdown(wait=True, cancel_futures=True)  # a window still embedding after a failure is dropped
             if outcomes is not None:
@@ -1269,7 +1293,23 @@ class Indexer:
             report.embedding_calls = stats.calls
             report.embedding_tokens = stats.tokens
             report.embedding_fallbacks = stats.fallbacks
+        if report.incomplete:
+            self._count_unwritten(report, len(work) - done, [p for p in read if p not in self._written_ids], cut)
         self._record_refused(work[:done])
+
+    def _count_unwritten(
+        self, report: SyncReport, unreached: int, unwritten: list[str], cut: ProviderError | None
+    ) -> None:
+        """A run stopped before the end of its work: the notes it did not come to and those it read and did not
+        write (their embedding was not begun before its deadline, did not finish before its end, or failed) are
+        left for the next run; the report and the log say how many."""
+        report.remaining += unreached + len(unwritten)
+        if not unwritten:
+            return
+        why = ("their embedding was not begun before the run's deadline" if cut is None
+               else "their embedding failed" if report.error else "their embedding did not finish before the run's end")  # fmt: skip
+        report.unwritten = f"{len(unwritten):,} notes read and not written: {why}; the next run reads them again"
+        logger.warning("kbsearch: %s", report.unwritten, extra={"paths": unwritten[:20], "count": len(unwritten)})
 
     def _outcome(
         self, obj: SourceObject, refused: dict[str, Refusal], outcomes: Iterator[ParseOutcome] | None, indexed_at: str,
@@ -1395,22 +1435,30 @@ class Indexer:
         return parse_ahead(self.source, [obj for obj, _ in work], self.options, self._rules, signature, indexed_at)
 
     def _write_unembedded(
-        self, report: SyncReport, window: list[_Parsed], state: dict[str, NoteState]
+        self, report: SyncReport, window: list[_Parsed], points: list[ChunkPoint], state: dict[str, NoteState]
     ) -> list[_Parsed]:
-        """At the run's deadline: the first notes of the window being gathered that need nothing embedded (no
-        embedder; or every chunk keeps its stored vector, a note read again for a new reading whose text did not
-        change) are written, one upsert, nothing embedded; they were dropped, so a run stopped before its window
-        filled (512 chunks) wrote none of the notes it read, and the next read them again. The notes from the
-        first that needs an embedding on are left for the next run (returned). Not when the invocation's own end
-        (``call_deadline``) stopped a parse: no time is left for a write then."""
-        ready = 0
+        """The notes of ``window`` (``points``: its points in order) whose every chunk holds its vector are written,
+        one upsert, nothing embedded; the others are left for the next run (returned). At the run's deadline (the
+        window being gathered: no embedder, or every chunk keeps its stored vector, a note read again for a new
+        reading whose text did not change; they were dropped, so a run stopped before its window filled wrote none
+        of the notes it read), and when a window's embedding failed or was cut by the run's end after some of its
+        requests were answered (:class:`_EmbeddingCut`: the notes embedded were dropped with the rest). Not when
+        the invocation's own end (``call_deadline``) stopped a parse: no time is left for a write then."""
+        ready: list[_Parsed] = []
+        ready_points: list[ChunkPoint] = []
+        left: list[_Parsed] = []
+        at = 0
         for parsed in window:
-            if self.embedder is not None and any(point.dense is None for point in parsed.points):
-                break
-            ready += 1
+            mine = points[at : at + len(parsed.points)]
+            at += len(parsed.points)
+            if self.embedder is not None and any(point.dense is None for point in mine):
+                left.append(parsed)
+            else:
+                ready.append(parsed)
+                ready_points.extend(mine)
         if ready:
-            self._write_window(report, window[:ready], [point for p in window[:ready] for point in p.points], state)
-        return window[ready:]
+            self._write_window(report, ready, ready_points, state)
+        return left
 
     def _embedded(
         self, window: list[_Parsed], stats: EmbeddingStats, call_deadline: Deadline | None
@@ -1423,8 +1471,21 @@ class Indexer:
             chunks = [c for p in window for c in p.chunks]
             texts = [self.embedder.format_document(chunks[i].embed_text) for i in todo]
             known = [chunks[i].embed_counts for i in todo]
-            vectors = self.embedder.embed_documents(texts, call_deadline, stats, known) if texts else []
-            for i, vector in zip(todo, vectors, strict=True):  # the lists the store writes
+            vectors: list[list[float]] = [[] for _ in todo]  # filled as each request answers
+            try:
+                if texts:
+                    self.embedder.embed_documents(texts, call_deadline, stats, known, into=vectors)
+            except ProviderError as exc:
+                raise _EmbeddingCut(exc, window, self._with_vectors(points, todo, vectors)) from exc
+            points = self._with_vectors(points, todo, vectors)
+        return points
+
+    @staticmethod
+    def _with_vectors(points: list[ChunkPoint], todo: list[int], vectors: list[list[float]]) -> list[ChunkPoint]:
+        """``points`` with the vectors of those at ``todo`` that came back (an empty list: not embedded)."""
+        points = list(points)
+        for i, vector in zip(todo, vectors, strict=True):  # the lists the store writes
+            if vector:
                 points[i] = replace(points[i], dense=vector)
         return points
 
@@ -2242,7 +2303,8 @@ def run_sync(
             store = open_store(settings, secrets, rebuild=rebuild)
         except StoreError as exc:
             report = SyncReport(source=source.uri, collection=settings.qdrant_collection, dense=False, full=full)
-            report.error, report.incomplete = f"index storage failed: {exc}", True
+            report.error = storage_failed(settings, exc, source_uri or settings.kb_source, rebuild)
+            report.incomplete = True
             return report
         try:
             embedder = build_embedder(settings, secrets, None)  # the shared client, made if a note is embedded
@@ -3100,6 +3162,17 @@ def event_sequencers(settings: Settings) -> Any:
     return FileSequencers(file) if file is not None else None
 
 
+def storage_failed(settings: Settings, exc: StoreError, source: str | None, rebuild: bool = False) -> str:
+    """A run's error when its store would not open; for an embedded store another process holds, what to do about
+    that holder (:func:`kbsearch.qdrant.readiness.held_for_syncs`): the indexer function run locally beside a
+    ``kbsearch serve`` said only which process held it (walk33), where ``kbsearch index`` said what to do."""
+    if not isinstance(exc, StoreHeld):
+        return f"index storage failed: {exc}"
+    from kbsearch.qdrant.readiness import held_for_syncs
+
+    return f"index storage failed: {exc}{held_for_syncs(settings, source, rebuild)}"
+
+
 def run_changes(
     settings: Settings,
     secrets: Secrets,
@@ -3142,7 +3215,7 @@ def run_changes(
     try:
         store = open_store(settings, secrets)
     except StoreError as exc:
-        report.error, report.incomplete = f"index storage failed: {exc}", True
+        report.error, report.incomplete = storage_failed(settings, exc, source_uri or settings.kb_source), True
         report.failed_messages = sorted({c.message_id for c in batch.changes} | set(poison))
         return report
     try:

@@ -13,8 +13,11 @@ from bisect import bisect_right
 #: The version of how a note's body is read into sections (:func:`read_body`, what a chunk holds): a collection
 #: recording another (``notes_reading``) has each note read again by the next full sync. 2: round 32's one line
 #: classifier (a fence in a quote, indented code and ``$$`` math read as code; an empty heading a section). 3: a
-#: ``$$`` block closed by a line of ``$$`` alone or by its quote's end, opened by none whose text holds a ``$``.
-PARSE_VERSION = 3
+#: ``$$`` block closed by a line of ``$$`` alone or by its quote's end, opened by none whose text holds a ``$``. 4:
+#: a closing fence indented four columns or more (past the item's text, in a list item) or quoted more deeply than
+#: its opening is code, not a closing; a list item in a quote, a thematic break, a ``$$`` block or an HTML comment at
+#: the margin no longer keep (or start) a list's tracking, so indented code after them is code (round 33).
+PARSE_VERSION = 4
 
 _FENCE = re.compile(r"[ \t]{0,3}(`{3,}|~{3,})(.*)")
 
@@ -31,10 +34,26 @@ def fence_opened(line: str) -> str | None:
     return None if fence[0] == "`" and "`" in m.group(2) else fence
 
 
-def fence_closed(line: str, fence: str) -> bool:
-    """Whether ``line`` closes the code block ``fence`` opened (a run of its character at least as long, alone)."""
+def indentation(line: str) -> int:
+    """The columns of ``line``'s leading spaces and tabs (a tab to the next multiple of four, as CommonMark counts)."""
+    columns = 0
+    for char in line:
+        if char == " ":
+            columns += 1
+        elif char == "\t":
+            columns += 4 - columns % 4
+        else:
+            break
+    return columns
+
+
+def fence_closed(line: str, fence: str, indent: int = 3) -> bool:
+    """Whether ``line`` closes the code block ``fence`` opened: a run of its character at least as long, alone,
+    indented at most ``indent`` columns (CommonMark 4.5: up to three; in a list item, three past the item's text).
+    A fence line indented more is the block's text: it closed the block, and the code after it was read as prose
+    (its ``## lines`` headings, its ``#words`` tags)."""
     closing = line.strip()
-    return bool(closing) and set(closing) == {fence[0]} and len(closing) >= len(fence)
+    return bool(closing) and set(closing) == {fence[0]} and len(closing) >= len(fence) and indentation(line) <= indent
 
 
 _TICKS = re.compile(r"`+")
@@ -173,6 +192,10 @@ BodyLine = tuple[int, str, int, str]
 
 _QUOTE = re.compile(r"(?: {0,3}>[ ]?)+")
 _LIST_ITEM = re.compile(r" {0,3}(?:[-*+]|\d{1,9}[.)])(?:[ \t]|$)")
+#: A thematic break (CommonMark 4.1): three or more of one of ``*``, ``-``, ``_``, spaces and tabs between; it is
+#: no list item (``* * *``, ``- - -``) and, at the margin, ends a list.
+_BREAK = re.compile(r" {0,3}(?:(?:\*[ \t]*){3,}|(?:-[ \t]*){3,}|(?:_[ \t]*){3,})")
+_BREAK_FIRST = ("*", "-", "_", " ")  # (the regex is tried only on a line starting with one: most lines are words)
 _INDENTED = re.compile(r"(?: {4}|[ ]{0,3}\t)[ \t]*\S")  # four columns of indentation, then text
 
 
@@ -201,10 +224,14 @@ def read_body(body: str) -> list[BodyLine]:
     - A fenced code block (:func:`fence_opened`, also in a quote or callout: ``> ```css``) to its closing fence, or
       to the end of its quote (a line quoted less deeply: CommonMark closes the block with the quote), or to the
       end of the note; in a list item, indented as the item's text (any depth), to its closing fence or to a line
-      at the margin (the item's end): :data:`CODE`, read as written (no heading, link, tag or comment there).
+      at the margin (the item's end): :data:`CODE`, read as written (no heading, link, tag or comment there). A
+      closing fence is indented at most three columns (three past the opening fence's, in a list item) and quoted
+      exactly as deeply as the opening one (``> > ```` in a block opened at ``> ```` is its text).
     - An indented code block: a line of four columns of indentation where a paragraph cannot go on (the note's
       start, after a blank line, a heading or another block), and the lines after it so indented (blank lines
-      between); not in a list (a list item's continuation is indented so): :data:`CODE`.
+      between); not in a list (a list item's continuation is indented so: a list is open from a list item at
+      the margin, not in a quote, to a paragraph at the margin after a blank line, a heading, a thematic break, a
+      fence, a ``$$`` block or an HTML comment at the margin): :data:`CODE`.
     - A ``$$`` math block (Obsidian's): a line opening with ``$$`` (nothing after it holding a ``$``, as a
       fence's info string holds no backtick) to the next line of ``$$`` alone (:func:`math_closed`) or to the end of
       its quote or callout (as a fence), or ``$$x$$`` on one line; a ``$$`` no later line closes is prose:
@@ -224,6 +251,7 @@ def read_body(body: str) -> list[BodyLine]:
     fence_depth = comment_depth = math_depth = 0  # how deep in quotes a fence, an HTML comment or math opened
     fence_in_item = False  # the fence opened indented in a list item: a line at the margin (but its closing fence)
     # ends the item, and the fence with it
+    fence_indent = 3  # the columns a closing fence may be indented (the opening one's and three, in a list item)
     math = hidden = comment = indented = in_list = False
     opens = True  # a paragraph opens at this line (the start, after a blank line, a heading or another block)
     above = -1  # the index of the line above when it alone opened a paragraph (a setext heading's text)
@@ -231,10 +259,11 @@ def read_body(body: str) -> list[BodyLine]:
     for number, written in enumerate(lines):
         if fence is not None:
             inner, depth = unquoted(written) if fence_depth else (written, 0)
-            at_margin = fence_in_item and written[:1] not in ("", " ", "\t") and not fence_closed(inner, fence)
+            closes = depth == fence_depth and fence_closed(inner, fence, fence_indent)  # (a deeper quote: text)
+            at_margin = fence_in_item and written[:1] not in ("", " ", "\t") and not closes
             if depth >= fence_depth and not at_margin:
                 out.append((CODE, written, 0, ""))
-                if fence_closed(inner, fence):
+                if closes:
                     fence, opens = None, True
                 continue
             fence, opens = None, True  # the quote (or list item) ended, and the code block in it
@@ -265,6 +294,7 @@ def read_body(body: str) -> list[BodyLine]:
             out.append((COMMENT, line, 0, ""))
             if not comment:
                 comment, comment_depth = True, depth
+                in_list = in_list and (depth > 0 or line[:1] in (" ", "\t"))  # a comment at the margin ends a list
             else:
                 comment = not comment_closed(line)
             above, opens = -1, not comment
@@ -275,6 +305,7 @@ def read_body(body: str) -> list[BodyLine]:
             opened = fence_opened(inner.lstrip(" \t") if in_list and depth == 0 else inner)
         if opened is not None:
             fence_in_item = in_list and depth == 0 and inner[:1] in (" ", "\t")
+            fence_indent = indentation(inner) + 3 if fence_in_item else 3
             out.append((CODE, line, 0, ""))  # (its info string without what a %%comment%% hides, as ever)
             fence, fence_depth, above = opened, depth, -1
             in_list = in_list and inner[:1] in (" ", "\t")  # a fence at the margin ends a list
@@ -282,7 +313,7 @@ def read_body(body: str) -> list[BodyLine]:
         if "$$" in inner and inner.lstrip(" ").startswith("$$"):
             if "$$" in inner.lstrip(" ")[2:]:
                 out.append((MATH, written, 0, ""))
-                above, opens = -1, True
+                above, opens, in_list = -1, True, in_list and (depth > 0 or inner[:1] in (" ", "\t"))
                 continue
             if closings is None:
                 closings = [i for i, text in enumerate(lines) if math_closed(text)]
@@ -290,6 +321,7 @@ def read_body(body: str) -> list[BodyLine]:
             if at < len(closings) and "$" not in inner.lstrip(" ")[2:]:
                 out.append((MATH, written, 0, ""))
                 math, math_depth, above = True, depth, -1
+                in_list = in_list and (depth > 0 or inner[:1] in (" ", "\t"))  # a math block at the margin ends a list
                 continue
         level = underline_level(line) if above >= 0 else None
         if level is not None:
@@ -305,7 +337,12 @@ def read_body(body: str) -> list[BodyLine]:
             continue
         blank = not line.strip()
         out.append((BLANK if blank else PROSE, line, 0, ""))
-        if _LIST_ITEM.match(inner):
+        if depth == 0 and line[:1] in _BREAK_FIRST and _BREAK.fullmatch(line):
+            # a thematic break, no list item (``* * *``): a block of its own
+            in_list = in_list and line[:1] in (" ", "\t")  # at the margin: the list ended
+            above, opens = -1, True
+            continue
+        if depth == 0 and _LIST_ITEM.match(line):  # (a list in a quote ends with its quote)
             in_list = True
         elif not blank and opens and line[:1] not in (" ", "\t"):
             in_list = False  # a paragraph at the margin after a blank line: the list ended

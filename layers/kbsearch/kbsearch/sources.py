@@ -973,7 +973,13 @@ def _checked(path: str) -> str:
 
 
 def _aws_message(exc: Exception) -> str:
-    return f"{type(exc).__name__}: {exc}"
+    """botocore's error as one line; where no credentials were found (``kbsearch index s3://...`` on a laptop with
+    no AWS profile), what provides them: it said only "NoCredentialsError: Unable to locate credentials" (walk33)."""
+    said = f"{type(exc).__name__}: {exc}"
+    if type(exc).__name__ == "NoCredentialsError":  # by name: botocore is imported only with an S3 source
+        said += (" (AWS credentials: aws configure, or AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; "
+                 "a folder's path needs none)")  # fmt: skip
+    return said
 
 
 def reader_timeouts(budget_s: float) -> tuple[float, float, int]:

@@ -11,17 +11,29 @@ from collections.abc import Mapping
 __all__ = ["caller_mapping", "local_key_id", "parse_api_keys"]
 
 
+def _key_and_groups(entry: str) -> tuple[str, str]:
+    """An entry's key (``::`` in it is one ``:``) and its groups: split at the first ``:`` that is not doubled."""
+    at = 0
+    while (at := entry.find(":", at)) >= 0 and entry.startswith("::", at):
+        at += 2
+    if at < 0:
+        return entry.replace("::", ":"), ""
+    return entry[:at].replace("::", ":"), entry[at + 1 :]
+
+
 def parse_api_keys(value: str | None) -> dict[str, tuple[str, ...]]:
     """``KB_LOCAL_API_KEYS=key1:hr+security,key2`` → {key: its access groups}; a key without groups reads
-    ``public`` notes only. ValueError (naming the entry's position, never the key) for a bad group name, a key
-    given twice or a key that is not printable ASCII."""
+    ``public`` notes only. A ``:`` in a key is written ``::`` (``a::b:hr``: the key ``a:b``, group ``hr``): the key
+    ends at the first single ``:``. No entry that read before reads otherwise: a group name starts with a letter or
+    a digit, so an entry whose first ``:`` was doubled was refused. ValueError (naming the entry's position, never
+    the key) for a bad group name, a key given twice or a key that is not printable ASCII."""
     from kbsearch.access import GROUP_NAMES, normalize_group
 
     keys: dict[str, tuple[str, ...]] = {}
     for position, entry in enumerate((e.strip() for e in (value or "").split(",")), start=1):
         if not entry:
             continue
-        key, _, groups = entry.partition(":")
+        key, groups = _key_and_groups(entry)
         names = [g for g in groups.split("+") if g.strip()]
         normalized = [normalize_group(g) for g in names]
         if not key.strip() or any(g is None for g in normalized):

@@ -35,7 +35,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import io
-import ipaddress
 import json
 import logging
 import math
@@ -52,6 +51,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, cast
 from urllib.parse import urlsplit
 
+from kbsearch_tools import is_loopback
 from kbsearch_tools.local.apigw import HttpRequest, HttpResponse, build_event, error_response, parse_result
 from kbsearch_tools.local.keys import caller_mapping, local_key_id
 from kbsearch_tools.local.runtime import LocalFunction, function_environment
@@ -715,17 +715,6 @@ def _target(path: str) -> str:
     return "/" + path.lstrip("/") if path.startswith("/") else path
 
 
-def _loopback(host: str) -> bool:
-    """Whether ``host`` (a name or an address, without a port) names this machine's loopback interface."""
-    host = host.strip().strip("[]").lower().rstrip(".")
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _local_host(value: str | None) -> bool:
     """A request's ``Host`` header names this machine (or there is none: HTTP/1.0)."""
     if value is None:
@@ -734,7 +723,7 @@ def _local_host(value: str | None) -> bool:
         host = urlsplit("//" + value.strip()).hostname
     except ValueError:
         return False
-    return host is not None and _loopback(host)
+    return host is not None and is_loopback(host)
 
 
 def make_server(
@@ -745,7 +734,7 @@ def make_server(
     read_limit_s: float = REQUEST_READ_S,
     slow_evict_after_s: float = SLOW_EVICT_AFTER_S,
 ) -> ThreadingHTTPServer:
-    handler = type("Handler", (_Handler,), {"api": api, "timeout": idle_timeout_s, "loopback_only": _loopback(host)})
+    handler = type("Handler", (_Handler,), {"api": api, "timeout": idle_timeout_s, "loopback_only": is_loopback(host)})
     server = _Server((host, port), handler)
     server.read_limit_s, server.slow_evict_after_s = read_limit_s, slow_evict_after_s
     return server

@@ -138,6 +138,25 @@ class FunctionSpec:
         return self.handler.rpartition(".")[2]
 
 
+def unknown_parameter(name: str, known: list[str]) -> str:
+    """What ``--parameter-overrides NAME=...`` of a name the template has no parameter of is told: the parameter
+    meant (``stage`` is ``Stage``; a setting's name, ``EMBEDDING_DIMENSIONS``, is the parameter that sets it,
+    ``EmbeddingDimensions``; a slip, ``EmbedingDimensions``), else every parameter's name. It said only "unknown
+    template parameter stage" (walk33), where a misspelt function, option or choice names the one meant."""
+    import difflib
+
+    def folded(word: str) -> str:
+        return word.replace("_", "").replace("-", "").casefold()
+
+    meant = next((k for k in known if folded(k) == folded(name)), None)
+    if meant is None:
+        close = difflib.get_close_matches(folded(name), [folded(k) for k in known], n=1, cutoff=0.8)
+        meant = next((k for k in known if close and folded(k) == close[0]), None)
+    if meant is not None:
+        return f"unknown template parameter {name}: did you mean {meant}?"
+    return f"unknown template parameter {name} (the template's parameters: {', '.join(known)})"
+
+
 class Template:
     """A parsed SAM template with its parameters resolved."""
 
@@ -157,7 +176,7 @@ class Template:
             self.parameters[name] = None if default is None else str(default)
         for name, value in (parameter_overrides or {}).items():
             if name not in self.parameters:
-                raise TemplateError(f"unknown template parameter {name}")
+                raise TemplateError(unknown_parameter(name, list(self.parameters)))
             self.parameters[name] = value
         self._conditions: dict[str, bool] = {}
         self._stack_only = False  # set when a value being resolved names a resource (which exists only deployed)

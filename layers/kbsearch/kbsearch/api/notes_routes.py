@@ -15,6 +15,9 @@ from kbsearch.api.responses import error, unavailable, validation_error
 
 #: HTTP status per :class:`kbsearch.browse.NoteProblem` kind.
 PROBLEM_STATUS = {"bad_path": 400, "not_found": 404, "no_section": 404, "unreadable": 422, "unavailable": 503}
+#: What a note's problem tells a REST caller to search with: the service's text names the MCP tool (``use
+#: kb_search to find one``), which a ``curl`` of ``GET /notes/KB-020`` or of a path no note has was told (walk33).
+REST_SEARCH = ("use kb_search", "use GET /search?q=...")
 _WHOLE_NUMBER = re.compile(r"[0-9]{1,3}")
 MAX_RECENT = 50
 
@@ -50,9 +53,10 @@ def notes_router(container: Container) -> Router:
             note = container.browse().note(path, section, container.api_scope(event.raw_event))
         except NoteProblem as exc:
             status = PROBLEM_STATUS.get(exc.kind, 400)
+            said = str(exc).replace(*REST_SEARCH)
             if status == 503:
-                return unavailable("source_unavailable", str(exc))
-            return error(status, exc.kind, str(exc))
+                return unavailable("source_unavailable", said)
+            return error(status, exc.kind, said)
         except IndexUnavailable as exc:
             return unavailable("index_unavailable", exc.public)
         return Response(200, content_types.APPLICATION_JSON, fit_note(note))  # within Lambda's 6 MB answer

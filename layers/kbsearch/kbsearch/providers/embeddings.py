@@ -237,12 +237,17 @@ class Embedder(PrimaryFallback[EmbeddingClient]):
         deadline: Deadline | None = None,
         stats: EmbeddingStats | None = None,
         known: Sequence[Counts | None] | None = None,
+        into: list[list[float]] | None = None,
     ) -> list[list[float]]:
         """Unit vectors of ``texts`` in input order, as lists of floats (the form the stores write); ``known``: the
-        texts' token counts where already taken (:meth:`batches`)."""
+        texts' token counts where already taken (:meth:`batches`). ``into``: a list of ``len(texts)`` empty lists,
+        each filled as its request answers, so that the caller keeps what came back before a request failed (the
+        failure is raised as ever: a text not embedded keeps its empty list)."""
         stats = stats if stats is not None else EmbeddingStats()
         groups = self.batches(texts, known)
-        out: list[list[float]] = [[] for _ in texts]
+        out: list[list[float]] = into if into is not None else [[] for _ in texts]
+        if len(out) != len(texts):
+            raise ValueError(f"into holds {len(out)} lists for {len(texts)} texts")
 
         def run(group: list[int]) -> None:
             result, fell_back = self.embed_one_batch([texts[i] for i in group], deadline)

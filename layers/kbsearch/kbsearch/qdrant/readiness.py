@@ -68,7 +68,24 @@ def recorded_source(settings: Settings) -> str | None:
     return None if settings.qdrant_url else _recorded(settings, SOURCE_KEY)
 
 
+def recorded_groups(settings: Settings) -> list[str] | None:
+    """The access groups the embedded Edge store's notes are restricted to, as its last full sync recorded them
+    (``access_reach``; [] when every note is public), read as :func:`recorded_model` reads the model: what a
+    ``--scope`` group no note holds is told against. None on Qdrant Cloud, or where none is recorded."""
+    from kbsearch.qdrant.query import REACH_GROUPS
+
+    value = None if settings.qdrant_url else _recorded_value(settings, REACH_GROUPS)
+    if not isinstance(value, list) or not all(isinstance(group, str) for group in value):
+        return None
+    return value
+
+
 def _recorded(settings: Settings, key: str) -> str | None:
+    value = _recorded_value(settings, key)
+    return value if isinstance(value, str) and value else None
+
+
+def _recorded_value(settings: Settings, key: str) -> object:
     import json
 
     path = Path(settings.qdrant_path) / "edge" / f"{settings.qdrant_collection}.metadata.json"
@@ -76,20 +93,81 @@ def _recorded(settings: Settings, key: str) -> str | None:
         data = json.loads(path.read_bytes().decode("utf-8"))
     except (OSError, ValueError, RecursionError):
         return None
-    value = data.get(key) if isinstance(data, dict) else None
-    return value if isinstance(value, str) and value else None
+    return data.get(key) if isinstance(data, dict) else None
 
 
 def held_message(settings: Settings, gone: str, advice: dict[str, str], otherwise: str) -> str:
     """What a caller is told when another process holds the embedded store: which ``kbsearch`` command (its pid,
     as ``GET /health`` names it; no path), then ``advice`` for that command (by :func:`holder_named`'s name), else
-    ``otherwise``; ``gone`` when none holds it any more."""
+    ``otherwise``; ``gone`` when none holds it any more. A ``kbsearch serve``'s advice may name where it answers:
+    ``{url}`` is its URL (:func:`serve_url`, else :data:`DEFAULT_SERVE_URL`), ``{unsure}`` empty when that URL was
+    read from its command line, else :data:`UNSURE_PORT` (walk33: ``kbsearch serve --port 3733`` was named as
+    ``http://127.0.0.1:3000``, where nothing answered)."""
     pid = store_holder(settings)
     if pid is None:  # it let go meanwhile
         return gone
     holder = holder_named(pid)
+    url = serve_url(pid) if holder == "kbsearch serve" else None
+    said = advice.get(holder, otherwise).format(url=url or DEFAULT_SERVE_URL, unsure="" if url else UNSURE_PORT)
     return (f"the local index is open in another process (pid {pid}: {holder}), and the embedded store takes one "
-            f"process at a time: {advice.get(holder, otherwise)}")  # fmt: skip
+            f"process at a time: {said}")  # fmt: skip
+
+
+#: Where a ``kbsearch serve`` answers when its command line does not tell (``--port 0``), and what is said beside it.
+DEFAULT_SERVE_URL = "http://127.0.0.1:3000"
+UNSURE_PORT = " (the port kbsearch serve printed; 3000 by default)"
+
+
+def serve_url(pid: int | None) -> str | None:
+    """The URL a ``kbsearch serve`` (process ``pid``) answers on, from the ``--host`` and ``--port`` of its command
+    line (defaults 127.0.0.1 and 3000): a search refused by its store was told ``http://127.0.0.1:3000`` whatever
+    port it served. None when it cannot be told (``--port 0`` picks a free one; no ``/proc``)."""
+    argv = _command_line(pid) if pid is not None else None
+    if argv is None:
+        return None
+    options = {"--host": "127.0.0.1", "--port": "3000"}
+    rest = argv[argv.index("serve") + 1 :] if "serve" in argv else []
+    for at, arg in enumerate(rest):
+        name, equals, value = arg.partition("=")
+        if name in options:
+            options[name] = value if equals else (rest[at + 1] if at + 1 < len(rest) else "")
+    host, port = options["--host"], options["--port"]
+    if not port.isdigit() or int(port) == 0:
+        return None
+    host = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host  # noqa: S104 (bound to every address: loopback is one)
+    return f"http://{f'[{host}]' if ':' in host else host}:{int(port)}"
+
+
+def held_for_syncs(settings: Settings, source: str | None, rebuild: bool = False) -> str:
+    """What a sync refused by a held embedded store adds to its error (after ``...: another process has it open
+    (pid N: <holder>)``): what to do for that holder. ``kbsearch index`` said it; the indexer function run locally
+    (``kbsearch invoke IndexerFunction`` beside the ``kbsearch serve`` README starts first) said only "index
+    storage failed: ... another process has it open (pid N: kbsearch serve)" (walk33). ``source`` is the KB the
+    sync was given, named in the command that hands it to a server; a rebuild is never handed over (a server
+    syncs, it does not drop its store), so it is told to stop the server (it was told a server takes it)."""
+    import shlex
+
+    pid = store_holder(settings)
+    if pid is None:
+        return ": it has let go since: run this again"
+    folder = shlex.quote(source) if source else "<your KB folder>"
+    holder = holder_named(pid)
+    if rebuild and holder == "kbsearch serve":
+        return (": a kbsearch serve syncs into its store but does not rebuild it: stop that server, run this again, "
+                "then start it again")  # fmt: skip
+    return {
+        "kbsearch index": ": another kbsearch index is syncing into it; run this again once it has ended",
+        "kbsearch mcp": ": an assistant's kbsearch mcp is answering from it; it lets go after --idle-close seconds "
+        "(5) without a call: run this again then (or stop the assistant)",
+        "kbsearch serve": f": a kbsearch serve of this version takes the sync itself: kbsearch index {folder} hands "
+        "it over (kbsearch serve --watch syncs every save); otherwise stop that server and run this again, or index "
+        "into another QDRANT_PATH",
+    }.get(
+        holder,
+        ". A kbsearch serve (or another kbsearch) holds it: a kbsearch serve of this version takes the sync itself "
+        f"(kbsearch index {folder} hands it over; kbsearch serve --watch syncs every save); otherwise stop that "
+        "process and run this again, or index into another QDRANT_PATH",
+    )
 
 
 def held_for_requests(settings: Settings) -> str:
@@ -101,8 +179,7 @@ def held_for_requests(settings: Settings) -> str:
         settings,
         "the local index was open in another process a moment ago; send the request again",
         {
-            "kbsearch serve": "send the request to that server (the URL its banner printed, http://127.0.0.1:3000 by "
-            "default), or stop it",
+            "kbsearch serve": "send the request to that server, {url}{unsure}, or stop it",
             "kbsearch index": "a sync is writing it; send the request again once it has ended",
             "kbsearch mcp": "an assistant's server, which lets go of it after its --idle-close seconds without a "
             "call (default 5): send the request again then",
@@ -137,10 +214,8 @@ def holder_named(pid: int) -> str:
     second ``kbsearch index`` (wait for it) is not the advice for a server (stop it, or let it take the sync). Only
     the command's name is said, none of its arguments (a path, a URL). Not a ``kbsearch`` command, or no
     ``/proc``: :data:`UNNAMED_HOLDER`."""
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            argv = [arg.decode("utf-8", "replace") for arg in handle.read(1 << 16).split(b"\0") if arg]
-    except OSError:
+    argv = _command_line(pid)
+    if argv is None:
         return UNNAMED_HOLDER
     for at, arg in enumerate(argv):
         # the console script (its shebang runs python with it) or ``python -m kbsearch_tools.cli``
@@ -148,6 +223,15 @@ def holder_named(pid: int) -> str:
             command = next((word for word in argv[at + 1 :] if not word.startswith("-")), None)
             return f"kbsearch {command}" if command in _STORE_COMMANDS else UNNAMED_HOLDER
     return UNNAMED_HOLDER
+
+
+def _command_line(pid: int) -> list[str] | None:
+    """Process ``pid``'s arguments (None: no such process, or no ``/proc``)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return [arg.decode("utf-8", "replace") for arg in handle.read(1 << 16).split(b"\0") if arg]
+    except OSError:
+        return None
 
 
 def held_by(settings: Settings) -> str | None:

@@ -1,0 +1,74 @@
+"""A capture's chunks with their heading and text again: ``eval/replay/capture.py`` keeps a payload's ``path``,
+``doc_id`` and ``lang`` only, where the searches it captured read the whole payload. A fusion rule that reads a
+chunk's words (``kbsearch.fusion.phrase_place``, session 33) replays only with them: each class's corpus (its
+``corpus:`` in ``eval/classes*.yaml``) is chunked again as the indexer chunks it (``parse_note``, ``chunk_note``
+with the default 400 / 40 tokens) and each captured chunk finds its own by point id (``uuid5(path#index)``; Qdrant
+Edge answers the id's first 64 bits). ``eval/replay/replay.py`` and ``side.py`` call :func:`attach` unless
+``--no-texts``; it says on stderr how many payloads found their chunk (all, when the corpora are the captured ones).
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kbsearch.chunking import chunk_note
+from kbsearch.notes import NoteError, parse_note
+from kbsearch.qdrant.query import point_id
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def class_corpora(root: Path = ROOT) -> dict[str, Path]:
+    """Class name → its corpus directory, from every ``eval/classes*.yaml``."""
+    out: dict[str, Path] = {}
+    for listing in sorted(root.glob("eval/classes*.yaml")):
+        for entry in yaml.safe_load(listing.read_text(encoding="utf-8")) or []:
+            out[str(entry["class"])] = (root / str(entry["corpus"])).resolve()
+    return out
+
+
+def corpus_chunks(corpus: Path) -> dict[Any, dict[str, Any]]:
+    """Point id (as a uuid string and as Edge's integer) → the chunk's ``heading``, ``text``, ``title`` and
+    ``chunk_index``, for every note of the corpus."""
+    out: dict[Any, dict[str, Any]] = {}
+    for file in sorted(corpus.rglob("*.md")):
+        path = file.relative_to(corpus).as_posix()
+        try:
+            note = parse_note(path, file.read_bytes())
+        except (NoteError, OSError):
+            continue  # the indexer skips it too: no chunk of it was captured
+        for chunk in chunk_note(note):
+            point = point_id(path, chunk.index)
+            fields = {"title": note.title, "heading": chunk.heading, "text": chunk.text, "chunk_index": chunk.index}
+            out[point] = out[uuid.UUID(point).int >> 64] = fields
+    return out
+
+
+def attach(cells: dict[tuple[str, str], dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """Each captured chunk's payload with its heading and text (in place; ``cells`` as ``replay.load`` reads them)."""
+    corpora = class_corpora()
+    chunks: dict[Path, dict[Any, dict[str, Any]]] = {}
+    found = total = 0
+    for (_, name), captured in cells.items():
+        corpus = corpora.get(name)
+        if corpus is None or not corpus.is_dir():
+            continue
+        known = chunks.get(corpus)
+        if known is None:
+            known = chunks[corpus] = corpus_chunks(corpus)
+        for _, _, results, _, _ in captured["rows"]:
+            for _, came in results:
+                for c in came:
+                    if c.payload:
+                        total += 1
+                        fields = known.get(c.id)
+                        if fields is not None:
+                            c.payload.update(fields)
+                            found += 1
+    print(f"texts: {found} of {total} captured payloads found their chunk's heading and text", file=sys.stderr)
+    return cells
