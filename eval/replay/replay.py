@@ -180,10 +180,19 @@ def upgraded(captures: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return captures
 
 
+def cell_name(path: Path, name: str) -> str:
+    """A captured class's cell name: the class's, or ``<corpus>:<class>`` for a capture of a corpus
+    (``<model>-<kind>-<corpus>.pkl``) whose class names do not start with ``<corpus>-`` (the bilingual KB's
+    ``title-en``, ``question-en``: the vault's capture has a ``question-en`` too, which it replaced)."""
+    corpus = path.stem.split("-", 2)[2:]
+    return name if not corpus or name.startswith(corpus[0] + "-") else f"{corpus[0]}:{name}"
+
+
 def load(paths: list[Path], texts: bool = True) -> dict[tuple[str, str], dict[str, Any]]:
     """The captures' cells, (model, class) → ``rows`` and ``phases``; with ``texts``, each chunk's heading and text
     re-attached from its corpus (``eval/replay/texts.py``: the capture keeps path, doc_id and lang only)."""
-    cells = {}
+    cells: dict[tuple[str, str], dict[str, Any]] = {}
+    came: dict[tuple[str, str], Path] = {}
     for path in paths:
         model = path.name.split("-")[0]
         try:
@@ -192,7 +201,10 @@ def load(paths: list[Path], texts: bool = True) -> dict[tuple[str, str], dict[st
         except (OSError, EOFError, pickle.UnpicklingError) as e:
             raise SystemExit(f"{path}: not a capture of eval/replay/capture.py ({e or type(e).__name__})") from None
         for name, captured in upgraded(captures).items():
-            cells[(model, name)] = captured
+            key = (model, cell_name(path, name))
+            if key in came:
+                raise SystemExit(f"{path} and {came[key]} both hold {key[0]} {key[1]}: replay them apart")
+            cells[key], came[key] = captured, path
     return attach(cells) if texts else cells
 
 
@@ -229,7 +241,7 @@ def _mean(xs: list[float]) -> float:
 
 
 def _target(name: str) -> float:
-    return 0.005 if name in SAME_LANGUAGE_QUESTIONS else -0.005
+    return 0.005 if name.rpartition(":")[2] in SAME_LANGUAGE_QUESTIONS else -0.005
 
 
 def _moved(base: list[float], variant: list[float]) -> tuple[int, int]:

@@ -24,11 +24,17 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def class_corpora(root: Path = ROOT) -> dict[str, Path]:
-    """Class name → its corpus directory, from every ``eval/classes*.yaml``."""
+    """Cell name → its class's corpus directory, from every ``eval/classes*.yaml``. A cell is named as
+    ``replay.cell_name`` names it: the class's own name, or ``<corpus>:<class>`` for a class of
+    ``eval/classes-<corpus>.yaml`` whose name does not start with ``<corpus>-`` (the bilingual KB's ``question-en``
+    is ``bil:question-en``, the vault's ``question-en`` stays itself)."""
     out: dict[str, Path] = {}
     for listing in sorted(root.glob("eval/classes*.yaml")):
+        tag = listing.stem.split("-", 1)[1:]
         for entry in yaml.safe_load(listing.read_text(encoding="utf-8")) or []:
-            out[str(entry["class"])] = (root / str(entry["corpus"])).resolve()
+            name = str(entry["class"])
+            cell = name if not tag or name.startswith(tag[0] + "-") else f"{tag[0]}:{name}"
+            out[cell] = (root / str(entry["corpus"])).resolve()
     return out
 
 

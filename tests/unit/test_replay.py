@@ -196,3 +196,47 @@ def test_a_capture_of_a_tree_without_a_field_of_query_evidence_reads_it_from_thi
     assert upgraded.ui_path is True and upgraded.terms == old.terms and upgraded.identifiers == old.identifiers
     same = analyse("how do I move a vault")
     assert replay.current(same) is same
+
+
+def test_a_corpus_capture_s_class_named_as_another_capture_s_is_its_own_cell(tmp_path: Path) -> None:
+    """The bilingual KB's capture (``e5-classes-bil.pkl``) has a ``question-en`` as the vault's (``e5-classes.pkl``)
+    has: each was one cell ``(e5, question-en)``, the file read last replacing the other's searches unsaid (session
+    33: 94 of 106 cells replayed). The corpus's class is ``bil:question-en`` now, kept to its class's target; two
+    captures holding the very same cell are refused."""
+    vault = _capture(tmp_path)[0]  # e5-classes.pkl: question-en, 5 searches
+    bilingual = tmp_path / "e5-classes-bil.pkl"
+    with bilingual.open("wb") as f:
+        pickle.dump({"question-en": {"rows": [_search("where is the backup schedule set", {"y"})],
+                                     "phases": {"lexical": 0.5, "dense": 0.5, "hybrid": 0.5}}}, f)  # fmt: skip
+    done = _replay(vault, bilingual, "--compare", ROOT, "--detail")
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"e5   question-en +n=   5 hybrid", done.stdout), done.stdout
+    assert re.search(
+        r"e5   bil:question-en +n=   1 hybrid 1\.0000 → 1\.0000 \(\+0\.0000\) gap \+0\.5000 better", done.stdout
+    )
+    copy = tmp_path / "other" / "e5-classes-bil.pkl"
+    copy.parent.mkdir()
+    shutil.copy(bilingual, copy)
+    done = _replay(bilingual, copy, "--compare", ROOT)
+    assert done.returncode != 0 and "both hold e5 bil:question-en: replay them apart" in done.stderr
+
+
+def test_texts_finds_a_corpus_capture_s_cell_by_the_name_replay_gives_it(tmp_path: Path) -> None:
+    """``texts.class_corpora`` names cells as ``replay.cell_name`` does: the bilingual KB's ``question-en`` (a class of
+    ``classes-bil.yaml``) is ``bil:question-en`` and finds the bilingual corpus, the vault's ``question-en`` keeps
+    its own; a corpus's prefixed class (``lo-keyword-en``) stays itself. (It keyed by the bare class name, so the
+    vault's corpus answered for the bilingual capture and its chunks found no text.)"""
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "classes.yaml").write_text("- {class: question-en, corpus: vault, queries: q.yaml}\n")
+    (tmp_path / "eval" / "classes-bil.yaml").write_text("- {class: question-en, corpus: bil, queries: q.yaml}\n")
+    (tmp_path / "eval" / "classes-lo.yaml").write_text("- {class: lo-keyword-en, corpus: lo, queries: q.yaml}\n")
+    spec = importlib.util.spec_from_file_location("replay_texts", ROOT / "eval" / "replay" / "texts.py")
+    assert spec is not None and spec.loader is not None
+    texts = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(texts)
+    corpora = texts.class_corpora(tmp_path)
+    assert corpora == {
+        "question-en": (tmp_path / "vault").resolve(),
+        "bil:question-en": (tmp_path / "bil").resolve(),
+        "lo-keyword-en": (tmp_path / "lo").resolve(),
+    }

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from kbsearch.access import visible_links
 from kbsearch.errors import ConfigError, IndexUnavailable, KbSearchError
-from kbsearch.lexical import reading, tag_key
+from kbsearch.lexical import folded, tag_key
 from kbsearch.links import (
     GRAPH_KEYS,
     LINK_KEY,
@@ -104,15 +104,11 @@ class InvalidCursor(KbSearchError):
     """A page cursor this service did not issue (or whose note is gone)."""
 
 
-def _fold(text: str) -> str:
-    return " ".join(reading(text).split()).casefold()
-
-
 def find_section(headings: list[Heading], wanted: str) -> Heading | None:
     """The heading ``wanted`` names: its text (``Steps``, ``## Steps``) or the tail of its heading path
-    (``Rotation > Steps``), case- and whitespace-insensitive, both read as BM25 reads them (:func:`reading`: a
-    heading saved in NFD, holding a soft hyphen or a zero-width space, or in full width, is named as its reader
-    types it; it was a 404 ``no section`` listing a heading that looked the same); the first such heading. A
+    (``Rotation > Steps``), case- and whitespace-insensitive, both read as BM25 reads them
+    (:func:`kbsearch.lexical.reading`: a heading saved in NFD, holding a soft hyphen or a zero-width space, or in full
+    width, is named as its reader types it; it was a 404 ``no section`` listing a heading that looked the same); the first such heading. A
     heading that holds ``>`` itself (``Settings > Files and links``) is named by its text, or by a path ending in
     it (it was split there as a path, and could not be named at all)."""
     name = _as_path(wanted)
@@ -143,9 +139,9 @@ _CLIMBS = re.compile(r"\A(?:\.\.?/)+")
 
 
 def _as_path(text: str) -> str:
-    """A section's name, or a heading's text, folded (:func:`_fold`) as its parts between ``>``, each without a
+    """A section's name, or a heading's text, folded (:func:`kbsearch.lexical.folded`) as its parts between ``>``, each without a
     leading ``#``."""
-    parts = (part.strip().lstrip("#").strip() for part in _fold(text).split(">"))
+    parts = (part.strip().lstrip("#").strip() for part in folded(text).split(">"))
     return " > ".join(part for part in parts if part)
 
 
