@@ -17,6 +17,7 @@ from kbsearch_tools.fakes import FakeProvider, fake_embedding, provider_env
 from kbsearch_tools.local.runtime import LambdaContext
 from kbsearch_tools.s3events import EventPath
 from tests.integration.test_events import BUCKET, PREFIX, TABLE, load_indexer
+from tests.integration.test_lease import s3_kb_and_lease_table  # noqa: F401 (fixture)
 from tests.integration.test_rel31 import aws, cloud_env  # noqa: F401 (fixtures)
 
 NOTES = 10  # note i holds i % 3 + 1 sections, one chunk each: 19 chunks
@@ -103,3 +104,29 @@ def test_a_window_cut_with_requests_in_flight_and_the_fallback_mid_window_writes
     final = stored(settings)
     assert {p: sorted(h) for p, h in final.items()} == {p: list(range(n)) for p, n in chunks.items()}
     assert all(final[p] == first[p] for p in first)  # what the cut run wrote is kept as it was
+
+
+def test_a_full_sync_that_loses_its_lease_writes_no_note_after_the_loss(
+    s3_kb_and_lease_table: Any,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Round 23c made a sync whose lease another run took over stop "at its next note". But the notes it had read
+    before (n00, n01: no embedder, so they wait in the window being gathered) were still written after the loss, at
+    the stop, beside the new holder: a write that lands after the holder's own can put back an older version, or a
+    note the holder deleted. Now nothing is written once the lease is lost: they are left for the run that holds it
+    (``remaining``), and the summary says why."""
+    from tests.integration.test_lease import _scheduled_sync_of_the_bucket, taken_over_at_the_third_note
+
+    lost = taken_over_at_the_third_note(s3_kb_and_lease_table)
+    report = _scheduled_sync_of_the_bucket(tmp_path, monkeypatch)
+    assert lost.is_set()
+    assert "lease index#kb was lost mid-run (another run took it over" in str(report.get("raised")), report
+    assert "wrote none after the loss; the next run carries on" in str(report.get("raised")), report
+    settings = Settings(qdrant_path=str(tmp_path / "qdrant"))
+    store = open_store(settings, Secrets(settings))
+    try:
+        written = sorted(p for p, st in store.indexed_state().items() if st.points)
+    finally:
+        store.close()
+    assert written == [], written  # main: n00, n01 and n02 (read before the loss), written after it
