@@ -1210,7 +1210,9 @@ class Indexer:
         """Parse, embed and write the notes of ``work``, a window of chunks at a time: each window is embedded in a
         thread while the window before it is written (the provider works while the store does; one window's
         requests in flight at a time, as before). A window's embedding is waited for before the next one starts, so
-        a provider failure stops the run with no request sent after it (BENCHMARKS.md, session 13). The cyclic
+        a provider failure sends no request of a later window (BENCHMARKS.md, session 13); within its window, at
+        ``EMBEDDING_CONCURRENCY`` above 1 (4 by default), the requests already queued behind the failed one are still sent (the breaker
+        cuts them short: rev33b), and their answers are kept for the notes they complete. The cyclic
         garbage collector runs less often meanwhile (:func:`fewer_collections`).
 
         A window whose embedding fails, or is cut by the run's end (``call_deadline``), after some of its requests
