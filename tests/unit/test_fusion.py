@@ -5,6 +5,7 @@ break the same way every run, and the rerank blend keeps a confident exact match
 from __future__ import annotations
 
 import random
+import unicodedata
 
 import pytest
 from hypothesis import given, settings
@@ -749,6 +750,16 @@ def _titled(path: str, score: float, lang: str, title: str) -> ScoredChunk:
     ("Официальный сайт", "Официальный сайт", "own/official.md"),  # the same in a Russian query over Russian notes
     ("Official website", "Official website list", "other/domains.md"),  # no title of the query's: the damping holds
     ("Workspace", "Workspaces", "other/domains.md"),  # another word's title (the core plugin's page, not the pane's)
+    # rev33c: word for word as BM25 reads them (case, ё/е, punctuation, quotes, markup aside); a different title not
+    ("Официальный сайт", unicodedata.normalize("NFD", "Официальный сайт"), "own/official.md"),  # NFD title (й)
+    ("ежик в тумане", "Ёжик в тумане", "own/official.md"),  # typed with е, titled with ё (BM25 reads both as е)
+    ("Ёжик в тумане", "Ежик в тумане", "own/official.md"),  # and the other way round
+    ("Official website?", "Official website", "own/official.md"),  # a question mark typed after it
+    ('"Official website"', "Official website", "own/official.md"),  # quoted as a phrase
+    ("Official website", "Official website.", "own/official.md"),  # a title ending in a full stop
+    ("Official website", "**Official** website", "own/official.md"),  # a first H1 with its markup (the title)
+    ("Official website", "Official website (Obsidian)", "other/domains.md"),  # more words: another title
+    ("Official website", "Official websites", "other/domains.md"),  # another word (not stemmed: a title is exact)
 ])  # fmt: skip
 def test_a_title_asked_in_a_kb_of_both_languages_keeps_its_own_language_s_page_first(
     query: str, title: str, first: str
