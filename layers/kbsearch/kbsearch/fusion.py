@@ -500,7 +500,9 @@ def sole_complete(
     nowhere, or in its text where this note's heading path holds them. The main page quotes the fax page's title in
     its list of topics ("Отправка факсов и настройка LibreOffice"): over dense's first, the fax page, whose title
     holds the phrase, it is not pinned; the fax page, sole complete in English, is pinned over the main page
-    dense put first. Where no chunk is proven to hold every word (a long chunk's score falls short of the bound),
+    dense put first. No other note's BM25 chunk may hold the phrase in as good a place: two pages of one title
+    ("Official website" in ``en/`` and in ``archive/``) are named alike, and pinning BM25's first of them by a hair
+    kept it ahead of its twin whatever the reranker said (session 33, rev33c). Where no chunk is proven to hold every word (a long chunk's score falls short of the bound),
     the phrase side by side in BM25's first note is the evidence: "Пропускать пустые строки Пропускать", a UI
     label of three terms, is BM25's first and nowhere in USE's dense leg. A query of more terms is a question or a
     description, whose words standing together in some note name a passage, not the note's subject ("how to
@@ -535,6 +537,10 @@ def sole_complete(
         rival = 0
     if place <= rival:
         return None
+    for other in notes.values():  # another note holding the phrase as well (two pages of one title): none alone
+        its = other.lexical_chunk
+        if other is not n and its is not other.translated_chunk and phrase_place(its, evidence.terms) >= place:
+            return None
     return found
 
 
