@@ -226,6 +226,7 @@ def folded(text: str) -> str:
     return " ".join(reading(text).split()).casefold()
 
 
+@functools.lru_cache(maxsize=4096)  # a KB's titles, compared search after search (~1 µs each, ~0.1 µs cached)
 def words(text: str) -> tuple[str, ...]:
     """The words of ``text`` as BM25 reads them before stemming, in order, stop words kept: read (:func:`reading`),
     lower-cased, ``ё`` as ``е``; punctuation, quotes and markup no word (a title named by its words: "ежик" names
