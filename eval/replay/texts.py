@@ -55,14 +55,29 @@ def corpus_chunks(corpus: Path) -> dict[Any, dict[str, Any]]:
     return out
 
 
-def attach(cells: dict[tuple[str, str], dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
-    """Each captured chunk's payload with its heading and text (in place; ``cells`` as ``replay.load`` reads them)."""
-    corpora = class_corpora()
+def attach(cells: dict[tuple[str, str], dict[str, Any]], root: Path = ROOT) -> dict[tuple[str, str], dict[str, Any]]:
+    """Each captured chunk's payload with its heading and text (in place; ``cells`` as ``replay.load`` reads them).
+
+    SystemExit when a cell's class lists a corpus that is not there (the bilingual KB, ``.kbsearch/bil``, is built,
+    not committed: a worktree has none until ``eval/make_bilingual.py`` runs in it): its chunks would replay without
+    title, heading and text, and the rules reading them (``fusion.phrase_place``, ``_across``'s title) would not run,
+    unsaid (session 33, rev33c: ``--compare`` from such a tree moved none of the bilingual cells). A class no
+    ``eval/classes*.yaml`` lists (a capture older than its manifest) replays as captured."""
+    corpora = class_corpora(root)
+    absent = sorted(
+        {f"{name} ({corpora[name]})" for _, name in cells if name in corpora and not corpora[name].is_dir()}
+    )
+    if absent:
+        raise SystemExit(
+            f"texts: no corpus for {len(absent)} captured cells: {', '.join(absent[:4])}{' ...' if len(absent) > 4 else ''}"
+            " — build it (its eval/classes*.yaml says how: eval/make_bilingual.py for .kbsearch/bil) or replay with"
+            " --no-texts (the captured payloads as they are)"
+        )
     chunks: dict[Path, dict[Any, dict[str, Any]]] = {}
     found = total = 0
     for (_, name), captured in cells.items():
         corpus = corpora.get(name)
-        if corpus is None or not corpus.is_dir():
+        if corpus is None:
             continue
         known = chunks.get(corpus)
         if known is None:

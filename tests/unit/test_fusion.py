@@ -5,6 +5,7 @@ break the same way every run, and the rerank blend keeps a confident exact match
 from __future__ import annotations
 
 import random
+import unicodedata
 
 import pytest
 from hypothesis import given, settings
@@ -749,6 +750,16 @@ def _titled(path: str, score: float, lang: str, title: str) -> ScoredChunk:
     ("Официальный сайт", "Официальный сайт", "own/official.md"),  # the same in a Russian query over Russian notes
     ("Official website", "Official website list", "other/domains.md"),  # no title of the query's: the damping holds
     ("Workspace", "Workspaces", "other/domains.md"),  # another word's title (the core plugin's page, not the pane's)
+    # rev33c: word for word as BM25 reads them (case, ё/е, punctuation, quotes, markup aside); a different title not
+    ("Официальный сайт", unicodedata.normalize("NFD", "Официальный сайт"), "own/official.md"),  # NFD title (й)
+    ("ежик в тумане", "Ёжик в тумане", "own/official.md"),  # typed with е, titled with ё (BM25 reads both as е)
+    ("Ёжик в тумане", "Ежик в тумане", "own/official.md"),  # and the other way round
+    ("Official website?", "Official website", "own/official.md"),  # a question mark typed after it
+    ('"Official website"', "Official website", "own/official.md"),  # quoted as a phrase
+    ("Official website", "Official website.", "own/official.md"),  # a title ending in a full stop
+    ("Official website", "**Official** website", "own/official.md"),  # a first H1 with its markup (the title)
+    ("Official website", "Official website (Obsidian)", "other/domains.md"),  # more words: another title
+    ("Official website", "Official websites", "other/domains.md"),  # another word (not stemmed: a title is exact)
 ])  # fmt: skip
 def test_a_title_asked_in_a_kb_of_both_languages_keeps_its_own_language_s_page_first(
     query: str, title: str, first: str
@@ -1204,3 +1215,39 @@ def test_a_label_s_words_side_by_side_in_bm25_s_first_pin_it_where_dense_misses_
                                              "text": "Пропускать строки таблицы, если они пустые."})  # fmt: skip
     results[1] = (Leg("lexical", 0, "ru"), [apart, *words])
     assert not any(c.exact for c in fuse(results, evidence, 10))
+
+
+@pytest.mark.parametrize(("across", "twin"), [(True, False), (True, True), (False, False), (False, True)])
+def test_a_title_s_phrase_is_pinned_in_its_one_page_not_in_one_of_two_pages_of_that_title(
+    across: bool, twin: bool
+) -> None:
+    """Two pages of one title in one language ("Official website" in ``en/`` and ``archive/``), their BM25 chunks
+    below the bound that proves every term (no note sole complete): the whole-phrase pin fell back to BM25's first,
+    ahead of its twin by a hair, and pinned it (an exact match: the rerank blend keeps it ahead whatever the
+    reranker says), in a KB of the query's language and, since the title exemption left its match undamped, across
+    languages too. The twin holds the phrase as well, in its heading path (the title, as the indexer writes it on
+    every chunk): it names neither alone, so neither is pinned. One page of that title alone is pinned (session 33,
+    rev33c)."""
+    query = "Official website"
+    evidence = analyse(query)
+    own, other = "en", "ru"
+    page, copy = "own/official.md", "archive/official.md"
+
+    def titled(path: str, score: float) -> ScoredChunk:
+        return ScoredChunk(f"{path}#0", score, {"path": path, "lang": own, "title": query, "heading": query,
+                                                "text": "The address of the site."})  # fmt: skip
+
+    noise = [f"n{i:02d}.md" for i in range(30)]
+    ranked = [chunk("other/domains.md", 0.88, other if across else own)] + [
+        chunk(p, 0.86 - i * 0.005, other if across and i % 2 else own) for i, p in enumerate(noise)
+    ]
+    ranked.insert(12, titled(page, 0.80))
+    lexical = [titled(page, 2.5), chunk(noise[2], 1.0, own)]
+    if twin:
+        ranked.insert(5, titled(copy, 0.83))
+        lexical.insert(1, titled(copy, 2.4))
+    common = tuple(f"c{i:02d}.md" for i in range(PROBE_DEPTH))  # every term common: no exact match by the probes
+    legs = [(Leg("dense", 0), ranked), (Leg("lexical", 0, own), lexical)]
+    fused = fuse([*legs, *probes(query, {t: 3.0 for t in tokenize(query)}, common)], evidence, 10)
+    pinned = [c.payload["path"] for c in fused if c.exact]
+    assert pinned == ([] if twin else [page])

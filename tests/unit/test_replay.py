@@ -16,11 +16,12 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from kbsearch.fusion import analyse
-from kbsearch.qdrant.query import Leg, ScoredChunk
+from kbsearch.qdrant.query import Leg, ScoredChunk, point_id
 from tests.conftest import ROOT, subprocess_env
 
 REPLAY = ROOT / "eval" / "replay" / "replay.py"
@@ -208,7 +209,7 @@ def test_a_corpus_capture_s_class_named_as_another_capture_s_is_its_own_cell(tmp
     with bilingual.open("wb") as f:
         pickle.dump({"question-en": {"rows": [_search("where is the backup schedule set", {"y"})],
                                      "phases": {"lexical": 0.5, "dense": 0.5, "hybrid": 0.5}}}, f)  # fmt: skip
-    done = _replay(vault, bilingual, "--compare", ROOT, "--detail")
+    done = _replay(vault, bilingual, "--compare", ROOT, "--detail", "--no-texts")  # CI has no .kbsearch/bil
     assert done.returncode == 0, done.stderr
     assert re.search(r"e5   question-en +n=   5 hybrid", done.stdout), done.stdout
     assert re.search(
@@ -240,3 +241,27 @@ def test_texts_finds_a_corpus_capture_s_cell_by_the_name_replay_gives_it(tmp_pat
         "bil:question-en": (tmp_path / "bil").resolve(),
         "lo-keyword-en": (tmp_path / "lo").resolve(),
     }
+
+
+def test_texts_refuses_a_cell_whose_listed_corpus_is_absent_and_attaches_a_present_one_s_title(tmp_path: Path) -> None:
+    """The bilingual KB (``.kbsearch/bil``) is built, not committed: in a tree without it, ``texts.attach`` skipped its
+    cells unsaid, so their chunks replayed without title, heading and text and ``--compare`` measured none of the
+    rules reading them (session 33, rev33c: every ``bil:`` cell 0 better / 0 worse). A cell whose listed corpus is
+    absent is refused, naming it; a present corpus's chunk gets its note's title (the frontmatter's, else its H1)."""
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "classes-bil.yaml").write_text("- {class: question-en, corpus: bil, queries: q.yaml}\n")
+    spec = importlib.util.spec_from_file_location("replay_texts", ROOT / "eval" / "replay" / "texts.py")
+    assert spec is not None and spec.loader is not None
+    texts = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(texts)
+    chunk = ScoredChunk(point_id("Теги.md", 0), 1.0, {"path": "Теги.md", "doc_id": "Теги.md", "lang": "ru"})
+    cells: dict[tuple[str, str], dict[str, Any]] = {
+        ("e5", "bil:question-en"): {"rows": [("теги", frozenset(), [(Leg("dense"), [chunk])], None, 10)]}
+    }
+    with pytest.raises(SystemExit, match=r"no corpus for 1 captured cells: bil:question-en \(.*bil\)"):
+        texts.attach(cells, tmp_path)
+    assert "title" not in chunk.payload
+    (tmp_path / "bil").mkdir()
+    (tmp_path / "bil" / "Теги.md").write_text("# Теги\n\nТеги помогают находить заметки.\n", encoding="utf-8")
+    texts.attach(cells, tmp_path)
+    assert chunk.payload["title"] == "Теги" and chunk.payload["text"]

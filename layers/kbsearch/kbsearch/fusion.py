@@ -20,8 +20,8 @@ has anyway:
   are not (the query's language is the KB's minority there), the query's own BM25 matches in notes of the query's
   language count by ``cross_language`` too (:func:`_across`: a question across languages in a KB of both). When
   the leg is divided so (its first note in one language, most of its notes in the other), a note the rare-term
-  agreement names (it holds every rare term of the query) keeps its match; a note whose title is the query (read as
-  a reader types it, :func:`kbsearch.lexical.folded`) keeps it always: the query names it (a KB written in both
+  agreement names (it holds every rare term of the query) keeps its match; a note whose title is the query (word for
+  word as BM25 reads them, unstemmed, :func:`kbsearch.lexical.words`) keeps it always: the query names it (a KB written in both
   languages, a page's own title asked in its language while dense puts a page of the other first; EVAL.md, session
   33, fus33c).
 - **exact match**: when the query looks up something (it has an identifier — digits, ``_``, CamelCase, a path,
@@ -104,7 +104,6 @@ from typing import Any
 
 from kbsearch.lexical import (
     SparseVector,
-    folded,
     identifier_terms,
     proper_names,
     query_language,
@@ -112,6 +111,7 @@ from kbsearch.lexical import (
     term_id,
     text_language,
     tokenize,
+    words,
 )
 from kbsearch.qdrant.query import PROBE_DEPTH, Candidate, Leg, ScoredChunk, candidate, rank_key, scored_chunk
 from kbsearch.tokens import MAX_CHARS_PER_TOKEN
@@ -500,7 +500,9 @@ def sole_complete(
     nowhere, or in its text where this note's heading path holds them. The main page quotes the fax page's title in
     its list of topics ("Отправка факсов и настройка LibreOffice"): over dense's first, the fax page, whose title
     holds the phrase, it is not pinned; the fax page, sole complete in English, is pinned over the main page
-    dense put first. Where no chunk is proven to hold every word (a long chunk's score falls short of the bound),
+    dense put first. No other note's BM25 chunk may hold the phrase in as good a place: two pages of one title
+    ("Official website" in ``en/`` and in ``archive/``) are named alike, and pinning BM25's first of them by a hair
+    kept it ahead of its twin whatever the reranker said (session 33, rev33c). Where no chunk is proven to hold every word (a long chunk's score falls short of the bound),
     the phrase side by side in BM25's first note is the evidence: "Пропускать пустые строки Пропускать", a UI
     label of three terms, is BM25's first and nowhere in USE's dense leg. A query of more terms is a question or a
     description, whose words standing together in some note name a passage, not the note's subject ("how to
@@ -535,11 +537,15 @@ def sole_complete(
         rival = 0
     if place <= rival:
         return None
+    for other in notes.values():  # another note holding the phrase as well (two pages of one title): none alone
+        its = other.lexical_chunk
+        if other is not n and its is not other.translated_chunk and phrase_place(its, evidence.terms) >= place:
+            return None
     return found
 
 
 def _across(notes: dict[str, _Note], asked: list[ScoredChunk], language: str, languages: dict[str, str | None],
-            agree: dict[str, float], named: str, p: FusionParams) -> bool:  # fmt: skip
+            agree: dict[str, float], named: tuple[str, ...], p: FusionParams) -> bool:  # fmt: skip
     """A question across languages in a KB of both: when the first note of the query's own dense leg (``asked``: its
     chunks; not a translation's leg, whose first note is in the translation's language by design) is in another
     language than the query, the query's own BM25 matches in notes of the query's language count as a match in
@@ -558,8 +564,8 @@ def _across(notes: dict[str, _Note], asked: list[ScoredChunk], language: str, la
     term of the query, at most a few do) keep their match: they are a known item's holders, not notes that happen
     to share its common words (EVAL.md, session 29).
 
-    A note whose title is the query (``named``: the query :func:`kbsearch.lexical.folded`; the title the same way)
-    keeps its match in either case: the query names that note, which a note holding its words does not. In a KB
+    A note whose title is the query (``named``: the query's :func:`kbsearch.lexical.words`, as BM25 reads them
+    unstemmed: case, ``ё``/``е``, punctuation, quotes and markup aside; the title's the same way) keeps its match in either case: the query names that note, which a note holding its words does not. In a KB
     written in both languages a page's own title asked in its language ("Official website", "Теги") is answered by
     BM25's match, while dense (USE) puts a page of the other language first; in a translated KB, a page left
     untranslated ("Pivot Chart" over LibreOffice Help's Russian half) is the answer by its title (EVAL.md, session
@@ -587,7 +593,7 @@ def _across(notes: dict[str, _Note], asked: list[ScoredChunk], language: str, la
         if its is not None and its is not n.translated_chunk and _note_language(its.payload, languages) == language:
             if divided and note in agree:
                 continue
-            if named and folded(str(its.payload.get("title") or "")[:LANGUAGE_WINDOW]) == named:
+            if named and words(str(its.payload.get("title") or "")[:LANGUAGE_WINDOW]) == named:
                 continue  # the query names this note: its title
             n.lexical *= p.cross_language
     return theirs != language
@@ -754,7 +760,7 @@ def fuse(
     across = (
         language is not None
         and bool(asked)
-        and _across(notes, asked[0], language, languages, agree, folded(evidence.text), p)
+        and _across(notes, asked[0], language, languages, agree, words(evidence.text), p)
     )
     if whole is not None and notes[whole].lexical >= undamped:  # not asked across languages (``_across`` left it)
         pinned = {whole}
