@@ -95,6 +95,7 @@ from __future__ import annotations
 
 import math
 import operator
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -452,20 +453,29 @@ def stray_lead(notes: dict[str, _Note], p: FusionParams) -> str | None:
     return lead
 
 
+#: Where a phrase ends (:func:`phrase_place`): a heading path's `` > `` between two headings; in a text, a line
+#: break (a paragraph, a list item, a code line, a packed section's heading line) or a sentence's end.
+_HEADING_BREAK = re.compile(r" > ")
+_TEXT_BREAK = re.compile(r"\n|(?<=[.!?…])\s+")
+
+
 def phrase_place(chunk: ScoredChunk | None, terms: tuple[int, ...]) -> int:
     """Where the chunk holds the query's terms side by side: 2 in its heading path (title > headings), 1 in its
     text, 0 nowhere. Side by side: a run of as many consecutive tokens (stop words dropped, stemmed:
     :func:`kbsearch.lexical.tokenize`) as the query has terms, each of them once, in any order (an index entry
-    inverts its words: "formulas; hiding"). Each part is read up to :data:`LANGUAGE_WINDOW` characters."""
+    inverts its words: "formulas; hiding"), within one heading of the path, or one line and one sentence of the text
+    (:data:`_TEXT_BREAK`: "Select Hide." and "Formulas are shown." are two sentences, not the phrase; rev33a).
+    Each part is read up to :data:`LANGUAGE_WINDOW` characters."""
     if chunk is None or not terms:
         return 0
     size, wanted = len(terms), set(terms)
     payload = chunk.payload
-    for place, part in ((2, payload.get("heading")), (1, payload.get("text"))):
+    for place, part, breaks in ((2, payload.get("heading"), _HEADING_BREAK), (1, payload.get("text"), _TEXT_BREAK)):
         if isinstance(part, str):
-            ids = [term_id(t) for t in tokenize(part[:LANGUAGE_WINDOW])]
-            if any(set(ids[i : i + size]) == wanted for i in range(len(ids) - size + 1)):
-                return place
+            for piece in breaks.split(part[:LANGUAGE_WINDOW]):
+                ids = [term_id(t) for t in tokenize(piece)]
+                if any(set(ids[i : i + size]) == wanted for i in range(len(ids) - size + 1)):
+                    return place
     return 0
 
 
