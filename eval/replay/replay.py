@@ -191,9 +191,9 @@ def load(paths: list[Path], texts: bool = True) -> dict[tuple[str, str], dict[st
                 captures = pickle.load(f)  # noqa: S301 (a capture this tool wrote)
         except (OSError, EOFError, pickle.UnpicklingError) as e:
             raise SystemExit(f"{path}: not a capture of eval/replay/capture.py ({e or type(e).__name__})") from None
-        for name, captured in upgraded(captures).items():
-            cells[(model, name)] = captured
-    return attach(cells) if texts else cells
+        these = {(model, name): captured for name, captured in upgraded(captures).items()}
+        cells.update(attach(these, path) if texts else these)
+    return cells
 
 
 def run(

@@ -196,3 +196,37 @@ def test_a_capture_of_a_tree_without_a_field_of_query_evidence_reads_it_from_thi
     assert upgraded.ui_path is True and upgraded.terms == old.terms and upgraded.identifiers == old.identifiers
     same = analyse("how do I move a vault")
     assert replay.current(same) is same
+
+
+def test_texts_refuse_a_class_whose_corpus_is_not_its_listing_s_or_not_here(tmp_path: Path) -> None:
+    """Review of fus33b (rev33a): eval/replay/texts.py read a class's corpus from whichever eval/classes*.yaml named
+    it last, and skipped a corpus not on the machine. The bilingual KB's ``known-item-en`` (eval/classes-bil.yaml,
+    corpus .kbsearch/bil, built by eval/make_bilingual.py) took the vault's English half (eval/classes.yaml): 1,813
+    payloads of e5-classes-bil.pkl got another language's text, its ``title-en`` none, silently. The capture's own
+    listing is read; a corpus not here stops the replay, with a reason."""
+    if (ROOT / ".kbsearch" / "bil").is_dir():
+        pytest.skip("the bilingual KB is built in this tree")
+    capture = tmp_path / "e5-classes-bil.pkl"
+    with capture.open("wb") as f:
+        rows = [_search("where is the backup schedule set", {"x"})]
+        pickle.dump({"known-item-en": {"rows": rows, "phases": {"lexical": 0.5, "dense": 0.5, "hybrid": 0.5}}}, f)
+    done = _replay(capture)
+    assert done.returncode != 0 and "known-item-en" in done.stderr and "not here" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    assert _replay(capture, "--no-texts").returncode == 0
+
+
+def test_texts_refuse_a_capture_of_another_reading_of_notes(tmp_path: Path) -> None:
+    """Review of fus33b (rev33a): a point id is ``uuid5(path#index)``; notes read by another PARSE_VERSION may chunk
+    otherwise, and the same id then names another chunk's text. capture.py records the version; texts.py stops on
+    a capture of another one."""
+    capture = _capture(tmp_path)[0]
+    with capture.open("rb") as f:
+        cells = pickle.load(f)  # noqa: S301 (the capture this test wrote)
+    for captured in cells.values():
+        captured["parse_version"] = 3
+    with capture.open("wb") as f:
+        pickle.dump(cells, f)
+    done = _replay(capture)
+    assert done.returncode != 0 and "PARSE_VERSION 3" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
