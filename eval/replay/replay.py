@@ -183,7 +183,8 @@ def upgraded(captures: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
 def load(paths: list[Path], texts: bool = True) -> dict[tuple[str, str], dict[str, Any]]:
     """The captures' cells, (model, class) → ``rows`` and ``phases``; with ``texts``, each chunk's heading and text
     re-attached from its corpus (``eval/replay/texts.py``: the capture keeps path, doc_id and lang only)."""
-    cells = {}
+    cells: dict[tuple[str, str], dict[str, Any]] = {}
+    came: dict[tuple[str, str], Path] = {}
     for path in paths:
         model = path.name.split("-")[0]
         try:
@@ -192,6 +193,10 @@ def load(paths: list[Path], texts: bool = True) -> dict[tuple[str, str], dict[st
         except (OSError, EOFError, pickle.UnpicklingError) as e:
             raise SystemExit(f"{path}: not a capture of eval/replay/capture.py ({e or type(e).__name__})") from None
         these = {(model, name): captured for name, captured in upgraded(captures).items()}
+        for key in these.keys() & came.keys():  # one class name in two listings (the vault's and the bilingual KB's)
+            raise SystemExit(f"{model} {key[1]} is in {came[key]} and in {path}: a cell of one would replace the "
+                             "other's; replay them in two runs")  # fmt: skip
+        came.update(dict.fromkeys(these, path))
         cells.update(attach(these, path) if texts else these)
     return cells
 

@@ -230,3 +230,15 @@ def test_texts_refuse_a_capture_of_another_reading_of_notes(tmp_path: Path) -> N
     done = _replay(capture)
     assert done.returncode != 0 and "PARSE_VERSION 3" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_two_captures_of_one_model_with_a_class_of_the_same_name_are_refused(tmp_path: Path) -> None:
+    """Review of fus33b (rev33a): cells are keyed by model and class, and the bilingual KB's listing reuses the
+    vault's class names (``question-en``...): replaying replay32's and replay33's captures in one run let
+    e5-classes-bil.pkl's cells silently replace e5-classes.pkl's (13,112 searches replayed of 14,702). Refused."""
+    first = _capture(tmp_path)[0]
+    second = tmp_path / "e5-classes-other.pkl"
+    shutil.copy(first, second)
+    done = _replay(first, second, "--no-texts")
+    assert done.returncode != 0 and "question-en" in done.stderr and "two runs" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
