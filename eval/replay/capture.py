@@ -6,7 +6,8 @@
 
 Everything after ``--`` is ``kbsearch``'s own command line; the run is the real eval (its report is printed as
 usual), with ``kbsearch.search.fuse`` wrapped to record each hybrid search's legs (payloads cut to ``path``,
-``doc_id``, ``lang``: what the fusion and the eval read with ``SEARCH_PRIOR`` off) and the phases' nDCG@10 per
+``doc_id``, ``lang``, ``title``: what the fusion and the eval read with ``SEARCH_PRIOR`` off; ``title`` since session
+33, captures made before get it from ``eval/replay/titled.py``) and the phases' nDCG@10 per
 class. The timeouts: a cold model on a busy host embeds slower than the providers' defaults allow (a degraded
 search would be captured as the fallback's, not the fusion's). ``eval/replay/replay.py`` replays the file.
 """
@@ -22,7 +23,7 @@ import kbsearch.search as search_module
 from kbsearch.markdown import PARSE_VERSION
 from kbsearch_tools import cli, evaluate
 
-KEEP = ("path", "doc_id", "lang")
+KEEP = ("path", "doc_id", "lang", "title")
 
 
 def main(argv: list[str]) -> int:

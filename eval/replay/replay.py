@@ -180,6 +180,14 @@ def upgraded(captures: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return captures
 
 
+def cell_name(path: Path, name: str) -> str:
+    """A captured class's cell name: the class's, or ``<corpus>:<class>`` for a capture of a corpus
+    (``<model>-<kind>-<corpus>.pkl``) whose class names do not start with ``<corpus>-`` (the bilingual KB's
+    ``title-en``, ``question-en``: the vault's capture has a ``question-en`` too, which it replaced)."""
+    corpus = path.stem.split("-", 2)[2:]
+    return name if not corpus or name.startswith(corpus[0] + "-") else f"{corpus[0]}:{name}"
+
+
 def load(paths: list[Path], texts: bool = True) -> dict[tuple[str, str], dict[str, Any]]:
     """The captures' cells, (model, class) → ``rows`` and ``phases``; with ``texts``, each chunk's heading and text
     re-attached from its corpus (``eval/replay/texts.py``: the capture keeps path, doc_id and lang only)."""
@@ -192,13 +200,12 @@ def load(paths: list[Path], texts: bool = True) -> dict[tuple[str, str], dict[st
                 captures = pickle.load(f)  # noqa: S301 (a capture this tool wrote)
         except (OSError, EOFError, pickle.UnpicklingError) as e:
             raise SystemExit(f"{path}: not a capture of eval/replay/capture.py ({e or type(e).__name__})") from None
-        these = {(model, name): captured for name, captured in upgraded(captures).items()}
-        for key in these.keys() & came.keys():  # one class name in two listings (the vault's and the bilingual KB's)
-            raise SystemExit(f"{model} {key[1]} is in {came[key]} and in {path}: a cell of one would replace the "
-                             "other's; replay them in two runs")  # fmt: skip
-        came.update(dict.fromkeys(these, path))
-        cells.update(attach(these, path) if texts else these)
-    return cells
+        for name, captured in upgraded(captures).items():
+            key = (model, cell_name(path, name))
+            if key in came:
+                raise SystemExit(f"{path} and {came[key]} both hold {key[0]} {key[1]}: replay them apart")
+            cells[key], came[key] = captured, path
+    return attach(cells) if texts else cells
 
 
 def run(
@@ -234,7 +241,7 @@ def _mean(xs: list[float]) -> float:
 
 
 def _target(name: str) -> float:
-    return 0.005 if name in SAME_LANGUAGE_QUESTIONS else -0.005
+    return 0.005 if name.rpartition(":")[2] in SAME_LANGUAGE_QUESTIONS else -0.005
 
 
 def _moved(base: list[float], variant: list[float]) -> tuple[int, int]:

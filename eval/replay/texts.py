@@ -24,32 +24,19 @@ from kbsearch.qdrant.query import point_id
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def class_corpora(capture: Path | None = None, root: Path = ROOT) -> dict[str, Path]:
-    """Class name → its corpus directory: from the listing the capture was made with (``e5-classes-bil.pkl`` →
-    ``eval/classes-bil.yaml``) when there is one, else from every ``eval/classes*.yaml``. Class names repeat
-    across listings (``known-item-en`` is the vault's in ``classes.yaml`` and the bilingual KB's in
-    ``classes-bil.yaml``): a name two listings give different corpora is refused, not read from the last (rev33a:
-    the bilingual captures' classes read the vault's English or Russian half)."""
-    listings = sorted(root.glob("eval/classes*.yaml"))
-    if capture is not None:
-        own = root / "eval" / f"{capture.stem.partition('-')[2]}.yaml"
-        if own in listings:
-            listings = [own]
+def class_corpora(root: Path = ROOT) -> dict[str, Path]:
+    """Cell name → its class's corpus directory, from every ``eval/classes*.yaml``. A cell is named as
+    ``replay.cell_name`` names it: the class's own name, or ``<corpus>:<class>`` for a class of
+    ``eval/classes-<corpus>.yaml`` whose name does not start with ``<corpus>-`` (the bilingual KB's ``question-en``
+    is ``bil:question-en``, the vault's ``question-en`` stays itself)."""
     out: dict[str, Path] = {}
-    ambiguous: set[str] = set()
-    for listing in listings:
+    for listing in sorted(root.glob("eval/classes*.yaml")):
+        tag = listing.stem.split("-", 1)[1:]
         for entry in yaml.safe_load(listing.read_text(encoding="utf-8")) or []:
-            name, corpus = str(entry["class"]), (root / str(entry["corpus"])).resolve()
-            if out.get(name, corpus) != corpus:
-                ambiguous.add(name)
-            out[name] = corpus
-    for name in ambiguous:
-        out[name] = AMBIGUOUS
+            name = str(entry["class"])
+            cell = name if not tag or name.startswith(tag[0] + "-") else f"{tag[0]}:{name}"
+            out[cell] = (root / str(entry["corpus"])).resolve()
     return out
-
-
-#: A class two listings give different corpora (:func:`class_corpora`).
-AMBIGUOUS = Path("/nonexistent/ambiguous-class")
 
 
 def corpus_chunks(corpus: Path) -> dict[Any, dict[str, Any]]:
@@ -75,33 +62,27 @@ def corpus_chunks(corpus: Path) -> dict[Any, dict[str, Any]]:
     return out
 
 
-def attach(
-    cells: dict[tuple[str, str], dict[str, Any]], capture: Path | None = None
-) -> dict[tuple[str, str], dict[str, Any]]:
-    """Each captured chunk's payload with its heading and text (in place; ``cells`` as ``replay.load`` reads them,
-    from the one capture file ``capture``). Stops, rather than attach another chunk's text or none: a class whose
-    corpus is ambiguous or not on this machine, a capture made with another reading of notes' bodies
-    (``parse_version``, recorded by ``capture.py`` since rev33a: the same point id is another chunk then), a chunk
-    found at another path."""
-    corpora = class_corpora(capture)
+def attach(cells: dict[tuple[str, str], dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """Each captured chunk's payload with its heading and text (in place; ``cells`` as ``replay.load`` reads them).
+    Stops, rather than attach another chunk's text or none (rev33a): a class whose corpus is not on this machine
+    (the bilingual KB's ``.kbsearch/bil`` until ``eval/make_bilingual.py`` builds it: its cells replayed with no
+    text, silently), a capture made with another reading of notes' bodies (``parse_version``, recorded in each cell
+    by ``capture.py``: the same point id may be another chunk then), a chunk id found at another path."""
+    corpora = class_corpora()
     chunks: dict[Path, dict[Any, dict[str, Any]]] = {}
     found = total = 0
-    named = capture or "the capture"
     for (_, name), captured in cells.items():
         corpus = corpora.get(name)
         if corpus is None:
             continue  # a class of no listing (a test's): its payloads are counted as not found below
-        if corpus == AMBIGUOUS:
-            raise SystemExit(f"{named}: class {name!r} has different corpora in eval/classes*.yaml; name the capture "
-                             "<model>-<listing>.pkl after its listing, or replay with --no-texts")  # fmt: skip
         if not corpus.is_dir():
-            raise SystemExit(f"{named}: class {name!r}'s corpus {corpus} is not here (build it as its listing says, "
-                             "or replay with --no-texts)")  # fmt: skip
+            raise SystemExit(f"{name}: its corpus {corpus} is not here (build it as its listing says, or replay with "
+                             "--no-texts)")  # fmt: skip
         version = captured.get("parse_version")
         if version is not None and version != PARSE_VERSION:
-            raise SystemExit(f"{named}: class {name!r} was captured with notes read by PARSE_VERSION {version}, this "
-                             f"tree reads them by {PARSE_VERSION}: its chunk ids may name other chunks (replay with "
-                             "--no-texts, or capture again)")  # fmt: skip
+            raise SystemExit(f"{name} was captured with notes read by PARSE_VERSION {version}, this tree reads them by "
+                             f"{PARSE_VERSION}: its chunk ids may name other chunks (replay with --no-texts, or capture "
+                             "again)")  # fmt: skip
         known = chunks.get(corpus)
         if known is None:
             known = chunks[corpus] = corpus_chunks(corpus)
@@ -113,8 +94,8 @@ def attach(
                         fields = known.get(c.id)
                         if fields is not None:
                             if fields["path"] != c.payload.get("path"):
-                                raise SystemExit(f"{named}: class {name!r}: chunk {c.id} is {fields['path']!r} in "
-                                                 f"{corpus}, {c.payload.get('path')!r} in the capture")  # fmt: skip
+                                raise SystemExit(f"{name}: chunk {c.id} is {fields['path']!r} in {corpus}, "
+                                                 f"{c.payload.get('path')!r} in the capture")  # fmt: skip
                             c.payload.update({k: v for k, v in fields.items() if k != "path"})
                             found += 1
     print(f"texts: {found} of {total} captured payloads found their chunk's heading and text", file=sys.stderr)

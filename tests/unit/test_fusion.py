@@ -739,6 +739,43 @@ def test_a_known_item_in_a_kb_of_its_language_keeps_its_bm25_match_when_dense_pu
     assert first("en") == english
 
 
+def _titled(path: str, score: float, lang: str, title: str) -> ScoredChunk:
+    return ScoredChunk(f"{path}#0", score, {"path": path, "lang": lang, "title": title, "text": path})
+
+
+@pytest.mark.parametrize(("query", "title", "first"), [
+    ("Official website", "Official website", "own/official.md"),  # the query names the note: its title, whole
+    ("official   WEBSITE", "Official website", "own/official.md"),  # as a reader types it (case, spaces)
+    ("Официальный сайт", "Официальный сайт", "own/official.md"),  # the same in a Russian query over Russian notes
+    ("Official website", "Official website list", "other/domains.md"),  # no title of the query's: the damping holds
+    ("Workspace", "Workspaces", "other/domains.md"),  # another word's title (the core plugin's page, not the pane's)
+])  # fmt: skip
+def test_a_title_asked_in_a_kb_of_both_languages_keeps_its_own_language_s_page_first(
+    query: str, title: str, first: str
+) -> None:
+    """A KB written in two languages (each page in one): a page's own title asked in its language ("Official
+    website", USE) finds that page first by BM25, while dense puts a page of the other language first. ``_across``
+    counted the page's BM25 match as a match in another language (the query's own-language notes read as a
+    translated KB's leftovers), so dense's first stayed first: USE's bilingual title-en and title-ru lost to their
+    BM25 leg (EVAL.md, session 33, fus33c). A note whose title is the query is named by it: its match counts in full.
+    A note whose title only shares the query's words stays damped."""
+    evidence = analyse(query)
+    own = evidence.language or "en"
+    other = "ru" if own == "en" else "en"
+    page = "own/official.md"
+    noise = [f"n{i:02d}.md" for i in range(30)]
+    # dense: a page of the other language first (other/), the titled page of the query's (own/) 13th, its leg of
+    # both languages
+    ranked = [chunk("other/domains.md", 0.88, other)] + [chunk(p, 0.86 - i * 0.005, other if i % 2 else own)
+                                                      for i, p in enumerate(noise)]  # fmt: skip
+    ranked.insert(12, _titled(page, 0.80, own, title))
+    dense = (Leg("dense", 0), ranked)
+    bm25 = (Leg("lexical", 0, own), [_titled(page, 9.0, own, title), chunk(noise[2], 1.0, own)])
+    common = tuple(f"c{i:02d}.md" for i in range(PROBE_DEPTH))  # every term common: no exact match, no agreement
+    fused = fuse([dense, bm25, *probes(query, {t: 3.0 for t in tokenize(query)}, common)], evidence, 10)
+    assert paths(fused)[0] == first and not any(c.exact for c in fused)
+
+
 def test_of_two_exact_matches_the_one_holding_the_query_s_rare_word_too_comes_first_however_far_dense_puts_it() -> None:
     """Two notes hold the identifier ("XSLT seamlessly", LibreOffice Help with e5): both are exact matches, but only
     the answer holds the query's rare word too (the rare-term agreement's one note). Dense puts the other first and

@@ -102,13 +102,26 @@ def _groups(value: Any, what: str) -> list[str]:
     return sorted(out)
 
 
+#: The default-ignorable code points (Unicode's ``Default_Ignorable_Code_Point``) that are not format characters
+#: (Cf, which :func:`kbsearch.sources.shown_path` drops): the combining grapheme joiner, the Hangul fillers (U+3164
+#: and U+FFA0 read as U+1160 once compatibility forms are folded), Khmer's inherent vowels, Mongolian's variation
+#: selectors, the variation selectors (U+FE0F after a letter) and their supplement. No font draws them.
+_UNSEEN = re.compile(
+    "[\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180d\u180f\u3164\ufe00-\ufe0f\uffa0\U000e0100-\U000e01ef]"
+)
+
+
 def _fold(path: str) -> str:
     """A path as the folder rules compare it: compatibility forms folded (full width), invisible characters
     dropped, the spaces around each segment left out, case folded. A folder ``HR `` (a trailing space), ``hr\u200b``
     or ``ｈｒ`` is the folder of the rule ``hr/``, and a rule ``"hr /"`` is that of ``hr``: a reader sees one name
-    (each was no rule's folder, and its notes were indexed public)."""
+    (each was no rule's folder, and its notes were indexed public). Invisible is every default-ignorable character,
+    not only the format ones: ``hr`` followed by a variation selector, a combining grapheme joiner or a Hangul filler
+    was drawn ``hr`` and was no rule's folder either (round 33)."""
     from kbsearch.sources import shown_path
 
+    if not path.isascii():
+        path = _UNSEEN.sub("", unicodedata.normalize("NFKC", path))
     return shown_path(path).casefold()
 
 
@@ -187,7 +200,7 @@ def _skeleton(key: str) -> str:
     kept = "".join(
         c for c in decomposed if unicodedata.category(c) not in ("Mn", "Me", "Cf", "Cc", "Zs") and not c.isspace()
     )
-    return kept.casefold().translate(_LOOK_ALIKES)
+    return _UNSEEN.sub("", kept).casefold().translate(_LOOK_ALIKES)  # a Hangul filler too (Lo: no font draws it)
 
 
 def mistaken_access_file(names: Iterable[str]) -> str | None:
@@ -197,9 +210,16 @@ def mistaken_access_file(names: Iterable[str]) -> str | None:
     character: such a file was taken for an attachment, and the notes it restricts were indexed public)."""
     for name in names:
         stem, dot, ext = _skeleton(name).rstrip(".").rpartition(".")
-        if name != ACCESS_FILE and dot and ext in ("yaml", "yml") and stem.lstrip("_.") == "access":
+        if name != ACCESS_FILE and dot and ext in ("yaml", "yml") and _COPY_OF_ACCESS.fullmatch(stem.lstrip("_.")):
             return name
     return None
+
+
+#: The stem of a name meant as the access file (its skeleton: no spaces, case folded), with the marks a copy's name
+#: gets: a browser's or Windows' ``_access (1).yaml`` (a download beside an older one), macOS Finder's ``_access
+#: copy.yaml`` / ``_access copy 2.yaml`` / ``_access 2.yaml``, ``_access-2.yaml``. Uploaded beside ``_access.yaml``
+#: (or instead of it), such a copy's rules were silently not read: the edit it carried never applied.
+_COPY_OF_ACCESS = re.compile(r"access(?:\(\d+\)|[-_]?copy\d*|[-_]?\d+)?")
 
 
 def refuse_mistaken_access_file(names: Iterable[str]) -> None:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from kbsearch.access import visible_links
 from kbsearch.errors import ConfigError, IndexUnavailable, KbSearchError
-from kbsearch.lexical import reading, tag_key
+from kbsearch.lexical import folded, tag_key
 from kbsearch.links import (
     GRAPH_KEYS,
     LINK_KEY,
@@ -104,15 +104,11 @@ class InvalidCursor(KbSearchError):
     """A page cursor this service did not issue (or whose note is gone)."""
 
 
-def _fold(text: str) -> str:
-    return " ".join(reading(text).split()).casefold()
-
-
 def find_section(headings: list[Heading], wanted: str) -> Heading | None:
     """The heading ``wanted`` names: its text (``Steps``, ``## Steps``) or the tail of its heading path
-    (``Rotation > Steps``), case- and whitespace-insensitive, both read as BM25 reads them (:func:`reading`: a
-    heading saved in NFD, holding a soft hyphen or a zero-width space, or in full width, is named as its reader
-    types it; it was a 404 ``no section`` listing a heading that looked the same); the first such heading. A
+    (``Rotation > Steps``), case- and whitespace-insensitive, both read as BM25 reads them
+    (:func:`kbsearch.lexical.reading`: a heading saved in NFD, holding a soft hyphen or a zero-width space, or in full
+    width, is named as its reader types it; it was a 404 ``no section`` listing a heading that looked the same); the first such heading. A
     heading that holds ``>`` itself (``Settings > Files and links``) is named by its text, or by a path ending in
     it (it was split there as a path, and could not be named at all)."""
     name = _as_path(wanted)
@@ -143,9 +139,9 @@ _CLIMBS = re.compile(r"\A(?:\.\.?/)+")
 
 
 def _as_path(text: str) -> str:
-    """A section's name, or a heading's text, folded (:func:`_fold`) as its parts between ``>``, each without a
+    """A section's name, or a heading's text, folded (:func:`kbsearch.lexical.folded`) as its parts between ``>``, each without a
     leading ``#``."""
-    parts = (part.strip().lstrip("#").strip() for part in _fold(text).split(">"))
+    parts = (part.strip().lstrip("#").strip() for part in folded(text).split(">"))
     return " > ".join(part for part in parts if part)
 
 
@@ -255,6 +251,9 @@ class BrowseService:
                 part = f" with section {heading!r}" if heading and not heading.startswith("^") else ""
                 raise NoteProblem("bad_path", f"not a note path: {problem}: did you mean {meant!r}{part}? (use "
                                               "kb_search to find one)")  # fmt: skip
+            folder = self._folder_named(path, scope, deadline)
+            if folder is not None:
+                raise NoteProblem("bad_path", f"not a note path: {folder}")
             raise NoteProblem("bad_path", f"not a note path: {problem}, and no note is named {path!r} nor has it as "
                                           "its id (use kb_search to find one)")  # fmt: skip
         if problem:
@@ -262,6 +261,9 @@ class BrowseService:
             if meant is not None:
                 raise NoteProblem("bad_path", f"not a note path: {problem}: did you mean {meant!r}? (use kb_search "
                                               "to find one)")  # fmt: skip
+            folder = self._folder_named(path, scope, deadline) if path.endswith("/") else None
+            if folder is not None:
+                raise NoteProblem("bad_path", f"not a note path: {folder}")
             raise NoteProblem("bad_path", f"not a note path: {problem} (use kb_search to find one)")
         try:
             raw = self.reader.read(path, scope, self.indexed, None if deadline is None else deadline.remaining())
@@ -284,6 +286,35 @@ class BrowseService:
             return path, decode_note(raw, max_bytes=MAX_NOTE_BYTES)
         except NoteError as exc:
             raise NoteProblem("unreadable", f"the note at {path!r} cannot be read: {exc.reason}") from None
+
+    def _folder_named(self, path: str, scope: Scope, deadline: Deadline | None) -> str | None:
+        """What to tell a caller who handed a folder to a read by path (``ru/ранбуки`` as ``GET /notes`` and
+        ``kb_list`` list folders, or ``en/runbooks/``): that it is a folder, of how many notes the caller may read,
+        and how to list or search them; None when the caller may read no note in it (a folder of restricted notes is
+        answered as one that is not there), ``path`` names no folder, or the index cannot say. It was ``path has an
+        empty segment ('//')`` for the trailing '/', and ``no note is named ...`` without it. One facet count of the
+        notes' first chunks in the folder, within the scope's clause, as the catalog counts them; on a miss only."""
+        try:
+            prefix = folder_prefix(path)
+        except ValueError:
+            return None
+        folders = folders_clause(folder_spellings(prefix))
+        if prefix is None or folders is None:
+            return None
+        where = _scoped([_FIRST_CHUNK, folders], scope)
+
+        def count(retriever: Retriever, timeout_s: float) -> int:
+            found = retriever.facet({"key": "chunk_index", "filter": where, "limit": 1, "exact": True}, timeout_s)
+            return sum(c for v, c in found if v is not None and v != "")
+
+        try:
+            notes = self.search.read_index(count, None if deadline is None else deadline.remaining())
+        except IndexUnavailable:
+            return None
+        if not notes:
+            return None
+        return (f"{prefix!r} is a folder of {notes} note{'' if notes == 1 else 's'}: list them with kb_list or GET "
+                f"/notes (path_prefix {prefix!r}), or search them with kb_search's path_prefix")  # fmt: skip
 
     def _link_meant(self, path: str, scope: Scope, deadline: Deadline | None) -> str | None:
         """The note a Markdown link's target names when it was handed to a read as a path: percent-escaped as

@@ -20,7 +20,10 @@ has anyway:
   are not (the query's language is the KB's minority there), the query's own BM25 matches in notes of the query's
   language count by ``cross_language`` too (:func:`_across`: a question across languages in a KB of both). When
   the leg is divided so (its first note in one language, most of its notes in the other), a note the rare-term
-  agreement names (it holds every rare term of the query) keeps its match.
+  agreement names (it holds every rare term of the query) keeps its match; a note whose title is the query (read as
+  a reader types it, :func:`kbsearch.lexical.folded`) keeps it always: the query names it (a KB written in both
+  languages, a page's own title asked in its language while dense puts a page of the other first; EVAL.md, session
+  33, fus33c).
 - **exact match**: when the query looks up something (it has an identifier — digits, ``_``, CamelCase, a path,
   a Latin word in a Russian query; a compound joined by ``-`` only in a query of two words or fewer —, it is a menu
   path, :func:`is_ui_path`, or it has at most ``exact_max_terms`` terms), every required term (its identifiers,
@@ -102,6 +105,7 @@ from typing import Any
 
 from kbsearch.lexical import (
     SparseVector,
+    folded,
     identifier_terms,
     proper_names,
     query_language,
@@ -548,7 +552,7 @@ def sole_complete(
 
 
 def _across(notes: dict[str, _Note], asked: list[ScoredChunk], language: str, languages: dict[str, str | None],
-            agree: dict[str, float], p: FusionParams) -> bool:  # fmt: skip
+            agree: dict[str, float], named: str, p: FusionParams) -> bool:  # fmt: skip
     """A question across languages in a KB of both: when the first note of the query's own dense leg (``asked``: its
     chunks; not a translation's leg, whose first note is in the translation's language by design) is in another
     language than the query, the query's own BM25 matches in notes of the query's language count as a match in
@@ -566,6 +570,13 @@ def _across(notes: dict[str, _Note], asked: list[ScoredChunk], language: str, la
     Russian KB's pasted English page), the notes the rare-term agreement names (``agree``: each holds every rare
     term of the query, at most a few do) keep their match: they are a known item's holders, not notes that happen
     to share its common words (EVAL.md, session 29).
+
+    A note whose title is the query (``named``: the query :func:`kbsearch.lexical.folded`; the title the same way)
+    keeps its match in either case: the query names that note, which a note holding its words does not. In a KB
+    written in both languages a page's own title asked in its language ("Official website", "Теги") is answered by
+    BM25's match, while dense (USE) puts a page of the other language first; in a translated KB, a page left
+    untranslated ("Pivot Chart" over LibreOffice Help's Russian half) is the answer by its title (EVAL.md, session
+    33, fus33c: 29 searches better, none worse).
 
     Returns whether the first note is in another language than the query (the query is asked across languages)."""
     first = max(asked, key=_SCORE)
@@ -589,6 +600,8 @@ def _across(notes: dict[str, _Note], asked: list[ScoredChunk], language: str, la
         if its is not None and its is not n.translated_chunk and _note_language(its.payload, languages) == language:
             if divided and note in agree:
                 continue
+            if named and folded(str(its.payload.get("title") or "")[:LANGUAGE_WINDOW]) == named:
+                continue  # the query names this note: its title
             n.lexical *= p.cross_language
     return theirs != language
 
@@ -751,7 +764,11 @@ def fuse(
     whole = None if pinned else sole_complete(notes, evidence, present, probes, coverage, gain, p)
     undamped = notes[whole].lexical if whole is not None else 0.0
     language = evidence.language
-    across = language is not None and bool(asked) and _across(notes, asked[0], language, languages, agree, p)
+    across = (
+        language is not None
+        and bool(asked)
+        and _across(notes, asked[0], language, languages, agree, folded(evidence.text), p)
+    )
     if whole is not None and notes[whole].lexical >= undamped:  # not asked across languages (``_across`` left it)
         pinned = {whole}
     if (

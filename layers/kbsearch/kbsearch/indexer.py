@@ -1241,16 +1241,23 @@ class Indexer:
             return waited, future.result()
 
         def write(ready: tuple[list[_Parsed], list[ChunkPoint]] | None) -> None:
-            if ready is not None:
+            if ready is not None and not lease_lost(stop_at):
                 self._write_window(report, ready[0], ready[1], state)
+
+        def write_ready(gathered: list[_Parsed], points: list[ChunkPoint] | None = None) -> list[_Parsed]:
+            """The notes of ``gathered`` that need nothing embedded written (:meth:`_write_unembedded`), not once
+            the lease is lost: another run holds it, and a write after its own could put back an older version."""
+            if lease_lost(stop_at):
+                return gathered
+            points = points if points is not None else [point for parsed in gathered for point in parsed.points]
+            return self._write_unembedded(report, gathered, points, state)
 
         try:
             for position, (obj, kind) in enumerate(work):
                 if stop_at.remaining() <= 0:
                     report.incomplete = True
                     write(embedded())  # a full window is written, as when it was embedded in turn
-                    window = self._write_unembedded(report, window, [p for parsed in window for p in parsed.points],
-                                                    state)  # fmt: skip
+                    window = write_ready(window)
                     break
                 self._read_reuse(work, position)
                 outcome = self._outcome(obj, refused, outcomes, indexed_at, call_deadline)
@@ -1273,13 +1280,13 @@ class Indexer:
                     self.progress(done, len(work), obj.path)
             write(embedded())
             if window and not report.incomplete:
-                self._write_window(report, window, self._embedded(window, stats, call_deadline), state)
+                write((window, self._embedded(window, stats, call_deadline)))
         except _EmbeddingCut as stopped:
             # what came back is written: the notes whose every chunk was embedded; and of the window gathered
             # meanwhile (not sent), the notes that need nothing embedded, as at the run's deadline
-            self._write_unembedded(report, stopped.window, stopped.points, state)
+            write_ready(stopped.window, stopped.points)
             if window and stopped.window is not window:
-                self._write_unembedded(report, window, [point for parsed in window for point in parsed.points], state)
+                write_ready(window)
             cut = stopped.error
             report.incomplete = True
             if call_deadline is None or call_deadline.remaining() > 0:  # the provider's failure, not the run's end
@@ -1294,19 +1301,22 @@ class Indexer:
             report.embedding_tokens = stats.tokens
             report.embedding_fallbacks = stats.fallbacks
         if report.incomplete:
-            self._count_unwritten(report, len(work) - done, [p for p in read if p not in self._written_ids], cut)
+            unwritten = [p for p in read if p not in self._written_ids]
+            self._count_unwritten(report, len(work) - done, unwritten, cut, lease_lost(stop_at))
         self._record_refused(work[:done])
 
     def _count_unwritten(
-        self, report: SyncReport, unreached: int, unwritten: list[str], cut: ProviderError | None
+        self, report: SyncReport, unreached: int, unwritten: list[str], cut: ProviderError | None, lost: bool = False
     ) -> None:
         """A run stopped before the end of its work: the notes it did not come to and those it read and did not
-        write (their embedding was not begun before its deadline, did not finish before its end, or failed) are
-        left for the next run; the report and the log say how many."""
+        write (their embedding was not begun before its deadline, did not finish before its end, or failed; or
+        ``lost``: its index lease was lost before they were written) are left for the next run; the report and the
+        log say how many."""
         report.remaining += unreached + len(unwritten)
         if not unwritten:
             return
-        why = ("their embedding was not begun before the run's deadline" if cut is None
+        why = ("the run lost its index lease before writing them" if lost
+               else "their embedding was not begun before the run's deadline" if cut is None
                else "their embedding failed" if report.error else "their embedding did not finish before the run's end")  # fmt: skip
         report.unwritten = f"{len(unwritten):,} notes read and not written: {why}; the next run reads them again"
         logger.warning("kbsearch: %s", report.unwritten, extra={"paths": unwritten[:20], "count": len(unwritten)})
@@ -2347,7 +2357,8 @@ def run_sync(
             how = "another run took it over" if lease.lost else "its renewals failed"
             report.error = report.error or (
                 f"the index lease {lease.name} was lost mid-run ({how}: not renewed within INDEX_LEASE_TTL_S, "
-                f"{lease.ttl_s:g} s); this run stopped at its next note, the next run carries on"
+                f"{lease.ttl_s:g} s); this run stopped at its next note and wrote none after the loss; the next run "
+                "carries on"
             )
             report.incomplete = True
         return report
@@ -2363,8 +2374,18 @@ class _LeaseDeadline(Deadline):
         super().__init__()
         self.at, self._stop_at, self._lease = stop_at.at, stop_at, lease
 
+    def held(self) -> bool:
+        return bool(self._lease.held())
+
     def remaining(self) -> float:
-        return 0.0 if not self._lease.held() else self._stop_at.remaining()
+        return 0.0 if not self.held() else self._stop_at.remaining()
+
+
+def lease_lost(stop_at: Deadline) -> bool:
+    """Whether ``stop_at`` is a run's :class:`_LeaseDeadline` whose index lease is no longer surely held: the run
+    writes no note from then on (rev33b: the notes read before the loss were written at the stop, beside the new
+    holder)."""
+    return isinstance(stop_at, _LeaseDeadline) and not stop_at.held()
 
 
 def _until_lease_lost(stop_at: Deadline, lease: Any) -> Deadline:

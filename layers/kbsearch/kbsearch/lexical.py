@@ -220,6 +220,12 @@ def tag_keys(tags: Iterable[str]) -> list[str]:
     return list(out)
 
 
+def folded(text: str) -> str:
+    """``text`` as a reader types it: read as BM25 reads it (:func:`reading`), its whitespace runs one space,
+    case-folded (a title or a heading named by its words, whatever its form)."""
+    return " ".join(reading(text).split()).casefold()
+
+
 def tokenize(text: str) -> list[str]:
     """Stemmed tokens of ``text`` in order (stop words and over-long tokens dropped)."""
     out: list[str] = []

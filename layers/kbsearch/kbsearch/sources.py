@@ -183,8 +183,10 @@ def path_problem(path: str) -> str | None:
     if _CONTROL.search(path):
         return "path contains a control character"
     segments = path.split("/")
-    if "" in segments:
+    if "" in segments[:-1]:
         return "path has an empty segment ('//')"
+    if not segments[-1]:  # a folder as it is typed (``en/runbooks/``): it wrote no '//'
+        return "path ends with '/': a folder, not a note"
     if "." in segments or ".." in segments:
         return "path has a '.' or '..' segment, which could lead outside the KB"
     if len(segments) - 1 > MAX_FOLDER_DEPTH:

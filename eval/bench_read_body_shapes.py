@@ -1,0 +1,48 @@
+"""``kbsearch.markdown.read_body`` on hostile shapes at two sizes (round 33 review, rev33b): CPU seconds, the
+median of 3 reads, at n = 200,000 and twice that (a shape of ~2n characters), and their ratio (about 2: linear;
+4: quadratic). Smaller sizes are noise on a shared box (at 100,000 the quoted lines read x3-5, then x2).
+
+    PYTHONPATH=layers/kbsearch nice -n 5 .venv/bin/python eval/bench_read_body_shapes.py"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+from kbsearch.markdown import read_body
+
+SHAPES: dict[str, Callable[[int], str]] = {
+    "a line of '* ' then a word": lambda n: "* " * n + "x\n",
+    "a line of '- ' then a word": lambda n: "- " * n + "x\n",
+    "a line of '-' and tabs": lambda n: "-\t \t" * n + "x\n",
+    "a line of '_ '": lambda n: "_ " * n + "x\n",
+    "a fence quoted n deep": lambda n: "> " * n + "```\n" + ("> " * n + "x\n") * 10,
+    "a line quoted n deep": lambda n: "> " * n + "x\n",
+    "fences quoted 0-49 deep": lambda n: "".join("> " * (i % 50) + "```\n" for i in range(n // 10)),
+    "a line of backticks": lambda n: "`" * n + "\n",
+    "spaces and tabs, a fence": lambda n: " \t" * n + "```\n",
+    "'$$ a' lines never closed": lambda n: "$$ a\n" * (n // 5),
+    "fences in items 0-39 deep": lambda n: "".join(" " * (i % 40) + "- ```\n" for i in range(n // 20)),
+    "items and breaks": lambda n: "- a\n* * *\n" * (n // 10),
+    "setext headings": lambda n: ("x\n" + "=" * 50 + "\n") * (n // 60),
+}
+
+
+def cpu(body: str) -> float:
+    times = []
+    for _ in range(3):
+        start = time.process_time()
+        read_body(body)
+        times.append(time.process_time() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    for name, make in SHAPES.items():
+        small, large = cpu(make(200_000)), cpu(make(400_000))
+        print(f"{name:28s} {small:.3f} {large:.3f} x{large / max(small, 1e-6):.1f}")
+
+
+if __name__ == "__main__":
+    main()
