@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import kbsearch.search as search_module
+from kbsearch.markdown import PARSE_VERSION
 from kbsearch_tools import cli, evaluate
 
 KEEP = ("path", "doc_id", "lang", "title")
@@ -62,7 +63,8 @@ def main(argv: list[str]) -> int:
             if evidence.text != (q.query[:1000] or "?"):
                 raise SystemExit(f"{label}: captured {evidence.text!r} for {q.query!r}")
             rows.append((q.query, frozenset(q.relevant), results, evidence, limit))
-        classes[label] = {"rows": rows, "phases": {k: v["nDCG@10"] for k, v in scored.items()}}
+        classes[label] = {"rows": rows, "phases": {k: v["nDCG@10"] for k, v in scored.items()},
+                          "parse_version": PARSE_VERSION}  # fmt: skip
         calls.clear()
         return scored
 

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from kbsearch.chunking import chunk_note
+from kbsearch.markdown import PARSE_VERSION
 from kbsearch.notes import NoteError, parse_note
 from kbsearch.qdrant.query import point_id
 
@@ -50,7 +51,13 @@ def corpus_chunks(corpus: Path) -> dict[Any, dict[str, Any]]:
             continue  # the indexer skips it too: no chunk of it was captured
         for chunk in chunk_note(note):
             point = point_id(path, chunk.index)
-            fields = {"title": note.title, "heading": chunk.heading, "text": chunk.text, "chunk_index": chunk.index}
+            fields = {
+                "path": path,
+                "title": note.title,
+                "heading": chunk.heading,
+                "text": chunk.text,
+                "chunk_index": chunk.index,
+            }
             out[point] = out[uuid.UUID(point).int >> 64] = fields
     return out
 
@@ -78,7 +85,12 @@ def attach(cells: dict[tuple[str, str], dict[str, Any]], root: Path = ROOT) -> d
     for (_, name), captured in cells.items():
         corpus = corpora.get(name)
         if corpus is None:
-            continue
+            continue  # a class of no listing (a test's): its payloads are counted as not found below
+        version = captured.get("parse_version")
+        if version is not None and version != PARSE_VERSION:
+            raise SystemExit(f"{name} was captured with notes read by PARSE_VERSION {version}, this tree reads them by "
+                             f"{PARSE_VERSION}: its chunk ids may name other chunks (replay with --no-texts, or capture "
+                             "again)")  # fmt: skip
         known = chunks.get(corpus)
         if known is None:
             known = chunks[corpus] = corpus_chunks(corpus)
@@ -89,7 +101,10 @@ def attach(cells: dict[tuple[str, str], dict[str, Any]], root: Path = ROOT) -> d
                         total += 1
                         fields = known.get(c.id)
                         if fields is not None:
-                            c.payload.update(fields)
+                            if fields["path"] != c.payload.get("path"):
+                                raise SystemExit(f"{name}: chunk {c.id} is {fields['path']!r} in {corpus}, "
+                                                 f"{c.payload.get('path')!r} in the capture")  # fmt: skip
+                            c.payload.update({k: v for k, v in fields.items() if k != "path"})
                             found += 1
     print(f"texts: {found} of {total} captured payloads found their chunk's heading and text", file=sys.stderr)
     return cells

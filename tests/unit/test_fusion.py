@@ -1251,3 +1251,26 @@ def test_a_title_s_phrase_is_pinned_in_its_one_page_not_in_one_of_two_pages_of_t
     fused = fuse([*legs, *probes(query, {t: 3.0 for t in tokenize(query)}, common)], evidence, 10)
     pinned = [c.payload["path"] for c in fused if c.exact]
     assert pinned == ([] if twin else [page])
+
+
+def test_a_lookup_s_words_across_a_sentence_or_a_paragraph_are_not_side_by_side() -> None:
+    """Review of fus33b (rev33a): "side by side" was a run of tokens over the whole text, so "Select Hide." ending
+    one paragraph and "Formulas are shown." opening the next held "hiding formulas" as an index entry does (in the
+    bilingual capture: "...must be published. | Site Collaboration" pinned *Manage sites* for "Collaborate on a
+    Publish site", wrongly). Words in two sentences are co-occurrence, not the phrase (fus33b's own reading): no
+    pin, dense keeps its first. The phrase inside one sentence, or a list of its words, is still pinned."""
+    for text in ("Select Hide.\n\nFormulas are shown.", "Select Hide. Formulas are shown.", "Hide it!\nFormulas"):
+        fused = _lookup("hiding formulas", text)
+        assert not any(c.exact for c in fused) and paths(fused)[0] == DISTRACTORS[0], text
+    kept = _lookup("hiding formulas", "First, save.\n\nThen select Hide formula to protect it.")
+    assert paths(kept)[0] == "answer.md" and kept[0].exact
+    listed = _lookup("hiding formulas", "Options:\n\n- Hide\n\n- Formulas")  # a list of the words: no sentence ends
+    assert paths(listed)[0] == "answer.md" and listed[0].exact
+
+
+def test_a_lookup_s_words_across_two_headings_of_the_path_are_side_by_side() -> None:
+    """Review of fus33b (rev33a), a guard: the heading path is read whole, a title and its section as one name
+    ("Command palette > Pinned commands" is the palette's pinned commands; "Obsidian URI > Open Vault Manager").
+    Read heading by heading, 3 of the 4 pins it removed from the captures were right (and first already)."""
+    fused = _lookup("palette pinning", "Select the options.", heading="Command palette > Pinned commands")
+    assert paths(fused)[0] == "answer.md" and fused[0].exact

@@ -265,3 +265,36 @@ def test_texts_refuses_a_cell_whose_listed_corpus_is_absent_and_attaches_a_prese
     (tmp_path / "bil" / "Теги.md").write_text("# Теги\n\nТеги помогают находить заметки.\n", encoding="utf-8")
     texts.attach(cells, tmp_path)
     assert chunk.payload["title"] == "Теги" and chunk.payload["text"]
+
+
+def test_texts_refuse_a_class_whose_corpus_is_not_here(tmp_path: Path) -> None:
+    """Review of fus33b (rev33a): eval/replay/texts.py skipped a class whose corpus is not on the machine, so the
+    bilingual KB's cells (corpus .kbsearch/bil, built by eval/make_bilingual.py, not committed) replayed with no
+    chunk text and the whole-phrase pin never fired there, with no word but a smaller "texts: N of M" count. A
+    corpus not here stops the replay, with a reason; ``--no-texts`` replays as before."""
+    if (ROOT / ".kbsearch" / "bil").is_dir():
+        pytest.skip("the bilingual KB is built in this tree")
+    capture = tmp_path / "e5-classes-bil.pkl"
+    with capture.open("wb") as f:
+        rows = [_search("where is the backup schedule set", {"x"})]
+        pickle.dump({"known-item-en": {"rows": rows, "phases": {"lexical": 0.5, "dense": 0.5, "hybrid": 0.5}}}, f)
+    done = _replay(capture)
+    assert done.returncode != 0 and "known-item-en" in done.stderr and "no corpus" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    assert _replay(capture, "--no-texts").returncode == 0
+
+
+def test_texts_refuse_a_capture_of_another_reading_of_notes(tmp_path: Path) -> None:
+    """Review of fus33b (rev33a): a point id is ``uuid5(path#index)``; notes read by another PARSE_VERSION may chunk
+    otherwise, and the same id then names another chunk's text. capture.py records the version; texts.py stops on
+    a capture of another one."""
+    capture = _capture(tmp_path)[0]
+    with capture.open("rb") as f:
+        cells = pickle.load(f)  # noqa: S301 (the capture this test wrote)
+    for captured in cells.values():
+        captured["parse_version"] = 3
+    with capture.open("wb") as f:
+        pickle.dump(cells, f)
+    done = _replay(capture)
+    assert done.returncode != 0 and "PARSE_VERSION 3" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr

@@ -98,6 +98,7 @@ from __future__ import annotations
 
 import math
 import operator
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -456,20 +457,32 @@ def stray_lead(notes: dict[str, _Note], p: FusionParams) -> str | None:
     return lead
 
 
+#: Where a phrase ends in a chunk's text (:func:`phrase_place`): a sentence's end (``.``, ``!``, ``?`` or ``…``
+#: before a space or a line break). Not a bare line break: a list of the words ("- Merge", "- Subtract",
+#: "- Intersect") or a table's cells hold them as a label names them. The heading path is read whole: "Command
+#: palette > Pinned commands" names the palette's pinned commands (rev33a: each split there lost right pins).
+_NO_BREAK = re.compile(r"(?!)")
+_TEXT_BREAK = re.compile(r"(?<=[.!?…])\s+")
+
+
 def phrase_place(chunk: ScoredChunk | None, terms: tuple[int, ...]) -> int:
     """Where the chunk holds the query's terms side by side: 2 in its heading path (title > headings), 1 in its
     text, 0 nowhere. Side by side: a run of as many consecutive tokens (stop words dropped, stemmed:
     :func:`kbsearch.lexical.tokenize`) as the query has terms, each of them once, in any order (an index entry
-    inverts its words: "formulas; hiding"). Each part is read up to :data:`LANGUAGE_WINDOW` characters."""
+    inverts its words: "formulas; hiding"), in the heading path (read whole: a title and its section), or within one
+    sentence of the text (:data:`_TEXT_BREAK`: "Select Hide." and "Formulas are shown." are two sentences, not the
+    phrase; rev33a).
+    Each part is read up to :data:`LANGUAGE_WINDOW` characters."""
     if chunk is None or not terms:
         return 0
     size, wanted = len(terms), set(terms)
     payload = chunk.payload
-    for place, part in ((2, payload.get("heading")), (1, payload.get("text"))):
+    for place, part, breaks in ((2, payload.get("heading"), _NO_BREAK), (1, payload.get("text"), _TEXT_BREAK)):
         if isinstance(part, str):
-            ids = [term_id(t) for t in tokenize(part[:LANGUAGE_WINDOW])]
-            if any(set(ids[i : i + size]) == wanted for i in range(len(ids) - size + 1)):
-                return place
+            for piece in breaks.split(part[:LANGUAGE_WINDOW]):
+                ids = [term_id(t) for t in tokenize(piece)]
+                if any(set(ids[i : i + size]) == wanted for i in range(len(ids) - size + 1)):
+                    return place
     return 0
 
 
