@@ -218,8 +218,12 @@ def mistaken_access_file(names: Iterable[str]) -> str | None:
 #: The stem of a name meant as the access file (its skeleton: no spaces, case folded), with the marks a copy's name
 #: gets: a browser's or Windows' ``_access (1).yaml`` (a download beside an older one), macOS Finder's ``_access
 #: copy.yaml`` / ``_access copy 2.yaml`` / ``_access 2.yaml``, ``_access-2.yaml``. Uploaded beside ``_access.yaml``
-#: (or instead of it), such a copy's rules were silently not read: the edit it carried never applied.
-_COPY_OF_ACCESS = re.compile(r"access(?:\(\d+\)|[-_]?copy\d*|[-_]?\d+)?")
+#: (or instead of it), such a copy's rules were silently not read: the edit it carried never applied. The marks in
+#: Russian too (Finder's ``_access копия.yaml``, Explorer's ``_access — копия (2).yaml``), GNOME Files' ``(copy)``
+#: and ``(another copy)``, and several of them (``_access - Copy - Copy.yaml``, ``_access (1) (1).yaml``, ``_access
+#: 2 copy.yaml``): a copy of a copy, or of a copy made in another language (rev33d).
+_COPY_MARK = r"(?:\(\d+\)|[-_\u2013\u2014]?(?:copy|копия)\d*|\((?:another)?(?:copy|копия)\)|[-_]?\d+)"
+_COPY_OF_ACCESS = re.compile(rf"access{_COPY_MARK}{{0,4}}")
 
 
 def refuse_mistaken_access_file(names: Iterable[str]) -> None:
