@@ -108,3 +108,32 @@ def test_a_copy_of_the_access_file_named_in_russian_or_by_another_system_stops_t
     report = sync_from(root, settings, where)
     assert report.error is not None and report.error.startswith(f"{copy!r} looks like the access file"), report.error
     assert visible(settings, Scope.public()) == ["pub/Hello.md"]  # as it was: hr/Pay.md not public, New not added
+
+
+@pytest.mark.parametrize(
+    "rules",
+    ["team/: [team]\nteam/secret/\u3164/: [public]\n", "\u3164/: [public]\nteam/: [team]\n",
+     "team/: [team]\nteam/secret/\u200b/: [public]\n", "team/: [team]\nteam/secret/\ufe0f\u034f/: [public]\n"],
+    ids=["hangul-filler-below", "hangul-filler-root", "zwsp-below", "vs-cgj-below"],
+)  # fmt: skip
+def test_a_rule_for_a_folder_named_only_with_unseen_characters_is_refused_never_widened(
+    tmp_path: Path, rules: str
+) -> None:
+    """A folder named with a Hangul filler alone (``ㅤ``, a "blank" name) is a folder of its own; its rule
+    ``team/secret/ㅤ/: [public]`` meant it. adv33's fold drops the filler, so the rule's folder read
+    ``team/secret`` and opened every note there to everyone (``team/secret/Plan.md``, ``team``'s by ``team/``); a
+    rule ``ㅤ/`` became a rule of the whole KB (every note no other rule holds; under ``ACCESS_DEFAULT=deny`` read
+    by nobody, then by its groups). A zero-width space alone did so since round 15. Such a rule now stops the sync
+    naming it: the fold may only make a folder the one a reader sees, never another one."""
+    from kbsearch.access import Scope
+    from kbsearch.config import Settings
+    from tests.integration.test_access_index import sync_from, visible, write_kb
+
+    root = tmp_path / "kb"
+    write_kb(root, {"team/secret/Plan.md": "# Plan\nwelcome plan\n", "misc/Note.md": "# Note\nwelcome note\n",
+                    "team/secret/\u3164/Open.md": "# Open\nwelcome open\n"}, rules)  # fmt: skip
+    settings = Settings(qdrant_path=str(tmp_path / "q"), qdrant_url="", embedding_api_key=None,
+                        embedding_api_key_param="")  # fmt: skip
+    report = sync_from(root, settings, "folder")
+    shown = visible(settings, Scope.public())
+    assert report.error is not None and "no reader sees" in report.error, (report.error, shown)

@@ -166,6 +166,12 @@ class FolderRules:
             if "*" in key or "?" in key:  # a glob (.gitignore's, CODEOWNERS'): it matched nothing, its notes public
                 raise AccessFileError(f"{ACCESS_FILE}: {folder[:80]!r} is a pattern; a rule names a folder and "
                                       "holds every note under it, e.g. hr/: [hr]")  # fmt: skip
+            if len(segments) != sum(1 for s in str(folder).split("/") if s.strip()):
+                # a folder named with characters no font draws alone (a Hangul filler, ``ㅤ/``): its name folded to
+                # nothing and the rule read its parent's folder (``team/secret/ㅤ/: [public]`` opened team/secret/),
+                # or the whole KB's (``ㅤ/``)
+                raise AccessFileError(f"{ACCESS_FILE}: {folder[:80]!r} names a folder whose name no reader sees (only "
+                                      f"invisible characters, {folder[:80]!a}); rename the folder and its rule")  # fmt: skip
             prefix = "/".join(segments)
             if prefix in rules:
                 raise AccessFileError(f"{ACCESS_FILE}: folder {folder!r} has two rules")
