@@ -12,6 +12,9 @@ from urllib.parse import quote
 import pytest
 
 from kbsearch_tools.local.apigw import HttpRequest, build_event
+from tests.integration import test_events as events_tests
+
+aws = events_tests.aws  # moto's bucket and queue, the lease table
 
 
 def test_a_folder_answer_counts_only_the_notes_the_caller_may_read_on_every_read_by_path(
@@ -137,3 +140,34 @@ def test_a_rule_for_a_folder_named_only_with_unseen_characters_is_refused_never_
     report = sync_from(root, settings, "folder")
     shown = visible(settings, Scope.public())
     assert report.error is not None and "no reader sees" in report.error, (report.error, shown)
+
+
+def test_a_copy_uploaded_to_the_bucket_changes_nothing_and_stops_events_and_schedule_alike(
+    aws: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through moto's bucket, queue and the indexer handler: ``_access копия.yaml`` uploaded beside the old rules
+    is no note (the bucket sends events of ``.md`` keys only, as template.yaml's filter; any record it sends is
+    handled): the index is as it was; the next note's event fails and is retried (the batch's notes wait, as a
+    full sync's), and the schedule's run stops naming the copy."""
+    from kbsearch.config import Secrets
+    from kbsearch.indexer import run_sync
+    from tests.integration.test_events import PREFIX, Indexer, points
+
+    indexer = Indexer(monkeypatch, tmp_path, None)
+    aws.put(PREFIX + "_access.yaml", b"ops/: [ops]\n")
+    aws.put(PREFIX + "hr/Pay.md", b"# Pay\n\nquokka\n")
+    aws.receive()
+    settings = indexer.settings()
+    assert run_sync(settings, Secrets(settings)).error is None
+    before = points(settings)
+    aws.put(PREFIX + "_access копия.yaml", b"ops/: [ops]\nhr/: [hr]\n")
+    records = aws.receive()
+    assert not records or indexer(records) == []
+    assert points(settings) == before
+    aws.put(PREFIX + "hr/New.md", b"# New\n\nquokka\n")
+    records = aws.receive()
+    assert len(indexer(records)) == len(records) == 1  # retried, not indexed
+    assert points(settings) == before
+    report = run_sync(settings, Secrets(settings))
+    assert report.error is not None and report.error.startswith("'_access копия.yaml' looks like the access file")
+    assert points(settings) == before
