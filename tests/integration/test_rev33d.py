@@ -171,3 +171,25 @@ def test_a_copy_uploaded_to_the_bucket_changes_nothing_and_stops_events_and_sche
     report = run_sync(settings, Secrets(settings))
     assert report.error is not None and report.error.startswith("'_access копия.yaml' looks like the access file")
     assert points(settings) == before
+
+
+def test_a_root_name_of_a_thousand_digits_is_read_at_once_as_no_copy(tmp_path: Path) -> None:
+    """An S3 key at the root ``_access`` + 1,000 digits + ``x.yaml`` (S3 keys reach 1,024 bytes) is no copy of the
+    access file; reading it as one tried every split of the digits into copy marks (``_access 2 copy``'s repeats):
+    400 digits took 22 s, 1,000 hours, and the sync stood still (this test then fails at pytest's timeout). Each
+    run of digits is now one mark: the sync runs, the file an attachment."""
+    import boto3
+    from moto import mock_aws
+
+    from kbsearch.config import Secrets, Settings
+    from kbsearch.indexer import run_sync
+
+    settings = Settings(qdrant_path=str(tmp_path / "q"), qdrant_url="", embedding_api_key=None,
+                        embedding_api_key_param="")  # fmt: skip
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="kb-notes")
+        s3.put_object(Bucket="kb-notes", Key="kb/Hello.md", Body=b"# Hello\nwelcome\n")
+        s3.put_object(Bucket="kb-notes", Key="kb/_access" + "1" * 1000 + "x.yaml", Body=b"hr/: [hr]\n")
+        report = run_sync(settings, Secrets(settings), source_uri="s3://kb-notes/kb/")
+    assert report.error is None and report.added == 1, report
