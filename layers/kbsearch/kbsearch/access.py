@@ -166,6 +166,12 @@ class FolderRules:
             if "*" in key or "?" in key:  # a glob (.gitignore's, CODEOWNERS'): it matched nothing, its notes public
                 raise AccessFileError(f"{ACCESS_FILE}: {folder[:80]!r} is a pattern; a rule names a folder and "
                                       "holds every note under it, e.g. hr/: [hr]")  # fmt: skip
+            if len(segments) != sum(1 for s in str(folder).split("/") if s.strip()):
+                # a folder named with characters no font draws alone (a Hangul filler, ``ㅤ/``): its name folded to
+                # nothing and the rule read its parent's folder (``team/secret/ㅤ/: [public]`` opened team/secret/),
+                # or the whole KB's (``ㅤ/``)
+                raise AccessFileError(f"{ACCESS_FILE}: {folder[:80]!r} names a folder whose name no reader sees (only "
+                                      f"invisible characters, {folder[:80]!a}); rename the folder and its rule")  # fmt: skip
             prefix = "/".join(segments)
             if prefix in rules:
                 raise AccessFileError(f"{ACCESS_FILE}: folder {folder!r} has two rules")
@@ -218,8 +224,14 @@ def mistaken_access_file(names: Iterable[str]) -> str | None:
 #: The stem of a name meant as the access file (its skeleton: no spaces, case folded), with the marks a copy's name
 #: gets: a browser's or Windows' ``_access (1).yaml`` (a download beside an older one), macOS Finder's ``_access
 #: copy.yaml`` / ``_access copy 2.yaml`` / ``_access 2.yaml``, ``_access-2.yaml``. Uploaded beside ``_access.yaml``
-#: (or instead of it), such a copy's rules were silently not read: the edit it carried never applied.
-_COPY_OF_ACCESS = re.compile(r"access(?:\(\d+\)|[-_]?copy\d*|[-_]?\d+)?")
+#: (or instead of it), such a copy's rules were silently not read: the edit it carried never applied. The marks in
+#: Russian too (Finder's ``_access копия.yaml``, Explorer's ``_access — копия (2).yaml``), GNOME Files' ``(copy)``
+#: and ``(another copy)``, and several of them (``_access - Copy - Copy.yaml``, ``_access (1) (1).yaml``, ``_access
+#: 2 copy.yaml``): a copy of a copy, or of a copy made in another language (rev33d).
+#: Each run of digits is one mark, whole (``(?!\d)``): a stem of 400 digits was split every way into up to four
+#: marks before failing (22 s; a 1,024-byte S3 key hours).
+_COPY_MARK = r"(?:\(\d+\)|[-_\u2013\u2014]?(?:copy|копия)\d*(?!\d)|\((?:another)?(?:copy|копия)\)|[-_]?\d+(?!\d))"
+_COPY_OF_ACCESS = re.compile(rf"access{_COPY_MARK}{{0,4}}")
 
 
 def refuse_mistaken_access_file(names: Iterable[str]) -> None:
