@@ -22,7 +22,6 @@ from kbsearch.fusion import (
     lexical_variants,
     path_probes,
     translated,
-    translation_terms,
 )
 from kbsearch.lexical import identifier_terms, proper_names, query_language, query_vector, term_id, tokenize
 from kbsearch.qdrant.query import PROBE_DEPTH, Candidate, Leg, ScoredChunk
@@ -53,16 +52,6 @@ def probes(
                     for i, path in enumerate(holders)]  # fmt: skip
         out.append((Leg("probe", term=term, bare=term not in named), hits))
     return out
-
-
-def translation_probes(
-    evidence: QueryEvidence, variants: list[str], scores: list[float]
-) -> list[tuple[Leg, list[ScoredChunk]]]:
-    """The translated BM25 leg's probes as the search asks for them (ids and scores, the leg's number in
-    ``variant``): its i-th term's best chunk scores ``scores[i]`` (0: no chunk has the term)."""
-    (terms,) = translation_terms(evidence, variants)
-    return [(Leg("probe", 1, term=term, bare=True), [ScoredChunk(f"far/{term}.md#0", score, {})] if score else [])
-            for term, score in zip(terms, scores, strict=True)]  # fmt: skip
 
 
 def paths(candidates: list[Candidate]) -> list[str]:
@@ -1285,70 +1274,3 @@ def test_a_lookup_s_words_across_two_headings_of_the_path_are_side_by_side() -> 
     Read heading by heading, 3 of the 4 pins it removed from the captures were right (and first already)."""
     fused = _lookup("palette pinning", "Select the options.", heading="Command palette > Pinned commands")
     assert paths(fused)[0] == "answer.md" and fused[0].exact
-
-
-_SLIDES = "present my page as a slideshow in front of an audience"
-_SLIDES_RU = "показать мою страницу как слайд-шоу перед аудиторией"
-
-
-def _slides(translated_top: float, translated_probes: list[float]) -> list[Candidate]:
-    """A KB written in both languages: an English question whose answer is an English page, which dense ranks
-    first and its own BM25 leg finds; dense's close second is a Russian page near the topic, the first note of the
-    translation's BM25 leg (at ``translated_top``, its terms' probes ``translated_probes``)."""
-    evidence = analyse(_SLIDES)
-    answer, near = "en/Slides.md", "ru/Obsidian CLI.md"
-    dense = (Leg("dense", 0), [chunk(answer, 0.88), chunk(near, 0.875, "ru")]
-             + [chunk(f"en/{p}", 0.80 - i * 0.01) for i, p in enumerate(DISTRACTORS)])  # fmt: skip
-    own = (Leg("lexical", 0, "en"), [chunk(answer, 6.0), chunk("en/n00.md", 3.0)])
-    scores = {"present": 2.0, "page": 1.5, "slideshow": 4.0, "front": 1.5, "audienc": 3.0}
-    theirs = (Leg("lexical", 1, "ru"), [chunk(near, translated_top, "ru"), chunk("ru/шум.md", 1.0, "ru")])
-    results = [dense, own, theirs, *probes(_SLIDES, scores), *translation_probes(evidence, [_SLIDES_RU],
-                                                                                  translated_probes)]  # fmt: skip
-    return fuse(results, evidence, 10)
-
-
-@pytest.mark.parametrize(
-    "translated_probes",
-    [
-        [3.0, 1.0, 2.0, 4.0, 4.0, 1.5, 3.5],  # every term held, the best chunk reaches 3.0 of 19.0: a share of 0.16
-        [3.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
-    ],  # one term of seven held: the best chunk is all it could be, x 1/7
-)
-def test_a_translation_s_bm25_leg_counts_by_its_own_terms_probes_as_the_query_s_own_leg_does(
-    translated_probes: list[float],
-) -> None:
-    """The expansion's translation in a KB written in both languages finds the other language's page near the
-    topic ("present my page as a slideshow" → the Russian *Obsidian CLI* page): its BM25 leg counted by its own top
-    hit made that page a full match and put it over the English answer (EVAL.md, session 33, bil33). Its terms are
-    probed as the query's own are: a translation whose best chunk reaches little of its attainable score, or whose
-    terms the index barely holds, counts little, and the answer both of the query's own legs rank first stays
-    first (session 34, fus34a)."""
-    assert paths(_slides(3.0, translated_probes))[0] == "en/Slides.md"
-
-
-def test_a_translation_whose_words_a_page_holds_in_full_still_answers_across_languages() -> None:
-    """The same leg whose first chunk reaches its whole attainable score (every term held, at its best): the
-    translation names that page, as across languages it should, over the own language's answer to a near
-    question."""
-    assert paths(_slides(19.0, [3.0, 1.0, 2.0, 4.0, 4.0, 1.5, 3.5]))[0] == "ru/Obsidian CLI.md"
-
-
-def test_a_translation_s_terms_are_probed_in_the_same_batch_bare_and_only_where_the_query_s_are() -> None:
-    """Each translated BM25 leg's terms get a probe each (ids and scores, the leg's number in ``variant``), in the
-    one batch; a search that probes nothing (``dense`` or ``lexical`` retrieval) probes no translation either."""
-    from kbsearch.qdrant.query import MAX_PROBES, batch_searches
-
-    evidence = analyse(_SLIDES)
-    variants = ["show my page as slides", _SLIDES_RU, "покажи страницу слайдами"]
-    assert translation_terms(evidence, variants) == [tuple(dict.fromkeys(term_id(t) for t in tokenize(_SLIDES_RU)))]
-    lexical = lexical_variants(evidence, variants)
-    (terms,) = translation_terms(evidence, variants)
-    assert set(lexical[1][0].indices) == set(terms)  # the leg's own terms, in the variant's order
-    searches, legs = batch_searches([[0.1, 0.2]], lexical, None, probes=evidence.terms,
-                                    translation_probes=translation_terms(evidence, variants))  # fmt: skip
-    theirs = [(search, leg) for search, leg in zip(searches, legs, strict=True) if leg.kind == "probe" and leg.variant]
-    assert [leg.term for _, leg in theirs] == list(terms[:MAX_PROBES])
-    assert all(leg.variant == 1 and leg.bare and search["with_payload"] is False for search, leg in theirs)
-    assert sum(1 for leg in legs if leg.kind == "probe" and leg.variant == 0) == len(evidence.terms)
-    _, unprobed = batch_searches([[0.1, 0.2]], lexical, None, translation_probes=translation_terms(evidence, variants))
-    assert not any(leg.kind == "probe" for leg in unprobed)

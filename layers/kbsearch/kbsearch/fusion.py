@@ -243,29 +243,11 @@ def lexical_variants(evidence: QueryEvidence, variants: Sequence[str]) -> list[t
     by the expansion model), which then counts for that language."""
     # the query's own terms, as query_vector makes them (each once, weight 1, by id)
     legs = [(SparseVector(sorted(evidence.terms), [1.0] * len(evidence.terms)), evidence.language)]
-    for variant in _translations(evidence, variants):
-        legs.append((query_vector(variant), query_language(variant)))
-    return legs
-
-
-def _translations(evidence: QueryEvidence, variants: Sequence[str]) -> list[str]:
-    """The variants that get a BM25 leg of their own (:func:`lexical_variants`): the first in each language other
-    than the query's."""
-    out: list[str] = []
-    seen = {evidence.language}
     for variant in variants:
         language = query_language(variant)
-        if language is not None and language not in seen:
-            seen.add(language)
-            out.append(variant)
-    return out
-
-
-def translation_terms(evidence: QueryEvidence, variants: Sequence[str]) -> list[tuple[int, ...]]:
-    """Per translated BM25 leg (:func:`lexical_variants`' legs after the query's own, in order), its terms in the
-    variant's order, each once: probed as the query's own terms are, so that the fusion counts the translation's
-    leg by its attainable score and vocabulary too (:func:`fuse`)."""
-    return [tuple(dict.fromkeys(term_id(t) for t in tokenize(v))) for v in _translations(evidence, variants)]
+        if language is not None and language != evidence.language and all(lang != language for _, lang in legs):
+            legs.append((query_vector(variant), language))
+    return legs
 
 
 def translated(evidence: QueryEvidence, variants: Sequence[str]) -> list[str | None]:
@@ -408,26 +390,6 @@ class _Note:
     dense_chunk: ScoredChunk | None = None
     lexical_chunk: ScoredChunk | None = None
     translated_chunk: ScoredChunk | None = None
-
-
-def translation_scale(
-    top: float, probes: dict[int | None, float] | None, p: FusionParams
-) -> tuple[float, float, float]:
-    """A translated variant's BM25 leg (its best chunk's score ``top``): the score its chunks' shares are of, the
-    share of its terms the index holds, and its trust, read from the probes of its own terms (``probes``: term → its
-    probe's best score) as the query's own leg's are: the attainable score (the present terms' probes summed),
-    present / probed, ``1 + confidence_gain · (best share − 0.5)``. A translation whose terms the index barely
-    holds, or whose best chunk reaches little of what its terms could score, counts little: in a KB written in both
-    languages its leg brings the other language's pages near the topic, not the answer (EVAL.md, session 34,
-    fus34a). A leg with no probes (a search that probes nothing) counts by its own top hit, in full."""
-    if not probes:
-        return top, 1.0, 1.0
-    found = [s for s in probes.values() if s > 0]
-    attainable = sum(found)
-    if attainable <= 0:
-        return top, 0.0, 0.0
-    best = min(1.0, top / attainable)
-    return attainable, len(found) / len(probes), max(0.0, 1.0 + p.confidence_gain * (best - 0.5))
 
 
 def _about(n: _Note, notes: dict[str, _Note], p: FusionParams) -> bool:
@@ -666,12 +628,8 @@ def fuse(
     top = max((chunks[0].score for _, chunks in cosines), default=0.0)
     floor = min((dense_floor(leg, chunks, p) for leg, chunks in cosines if leg.language is None), default=0.0)
     # each probe's best score and depth (its chunks name their notes below: :func:`_holders`)
-    probe_legs = [(leg, chunks) for leg, chunks in results if leg.kind == "probe" and leg.variant == 0]
+    probe_legs = [(leg, chunks) for leg, chunks in results if leg.kind == "probe"]
     probes = {leg.term: (chunks[0].score if chunks else 0.0) for leg, chunks in probe_legs}
-    theirs: dict[int, dict[int | None, float]] = {}  # a translated BM25 leg's probes (its own terms, each alone)
-    for leg, chunks in results:
-        if leg.kind == "probe" and leg.variant:
-            theirs.setdefault(leg.variant, {})[leg.term] = chunks[0].score if chunks else 0.0
     depth = {leg.term: len(chunks) for leg, chunks in probe_legs}
     known = carried(results)
     results = resolved([(leg, chunks) for leg, chunks in results if leg.kind != "probe"], known)
@@ -708,13 +666,10 @@ def fuse(
     languages: dict[str, str | None] = {}
     for leg, chunks in lexical_legs:
         own = leg.variant == 0
-        # the query's own leg counts by how much of its vocabulary the index holds (its trust comes below, once
-        # every note's confidence is known); a translation's by its own probes the same way, trust included
-        if own:
-            scale, covered, trust = (attainable if attainable > 0 else chunks[0].score), coverage, 1.0
-        else:
-            scale, covered, trust = translation_scale(chunks[0].score, theirs.get(leg.variant), p)
-        covered *= trust
+        scale = attainable if own and attainable > 0 else chunks[0].score
+        # the query's own leg counts by how much of its vocabulary the index holds; a translation's leg (its
+        # terms were not probed) by its own top hit
+        covered = coverage if own else 1.0
         for c in chunks:
             payload = c.payload
             path = payload.get("path")

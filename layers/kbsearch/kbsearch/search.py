@@ -21,15 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from kbsearch.access import LinkTargets, Scope, visible_links
 from kbsearch.config import Secrets, Settings
 from kbsearch.errors import IndexMissing, IndexUnavailable, StoreError
-from kbsearch.fusion import (
-    FusionParams,
-    analyse,
-    fuse,
-    lexical_variants,
-    path_probes,
-    translated,
-    translation_terms,
-)
+from kbsearch.fusion import FusionParams, analyse, fuse, lexical_variants, path_probes, translated
 from kbsearch.lexical import query_vector
 from kbsearch.providers.embeddings import Embedder, build_embedder
 from kbsearch.providers.expansion import Expander, build_expander
@@ -569,7 +561,6 @@ class SearchService:
                 path_probes=path_probes(evidence, self.fusion_params),
                 dense_languages=translated(evidence, variants),
                 rescore_once=rescore_once,
-                translation_probes=translation_terms(evidence, variants[1:]) if retrieval == "hybrid" else (),
             )  # fmt: skip
             results = retrieve_legs(self.retriever, searches, legs, timeout_s)
             return fuse(results, evidence, s.search_candidates, retrieval, self.fusion_params)

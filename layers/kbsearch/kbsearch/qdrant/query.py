@@ -863,7 +863,6 @@ def batch_searches(
     path_probes: Collection[int] = (),
     dense_languages: Sequence[str | None] = (),
     rescore_once: bool = False,
-    translation_probes: Sequence[Sequence[int]] = (),
 ) -> tuple[list[dict[str, Any]], list[Leg]]:
     """The searches of the one batch call (``POST /collections/{c}/points/query/batch``, ``{"searches": [...]}``):
     a dense search per query variant (the query's ``prefetch_limit`` chunks with their payloads, each rewrite's
@@ -871,10 +870,8 @@ def batch_searches(
     half of ``prefetch_limit`` chunks with payloads beside a dense leg, then ids and scores on to twice the limit;
     all of it with payloads without a dense leg),
     and a one-term BM25 probe (its best :data:`PROBE_DEPTH` chunks, ids and scores; with their paths for a term in
-    ``path_probes``: :func:`kbsearch.fusion.path_probes`) per term in ``probes``, and per term of each translated
-    BM25 leg (``translation_probes[k]``: the terms of ``lexical[k + 1]``, :func:`kbsearch.fusion.translation_terms`,
-    ids and scores; its leg's number in ``variant``) when ``probes`` are asked: each under ``query_filter``.
-    ``rescore_once``: each dense search's form (:func:`dense_search`)."""
+    ``path_probes``: :func:`kbsearch.fusion.path_probes`) per term in ``probes``; each
+    under ``query_filter``. ``rescore_once``: each dense search's form (:func:`dense_search`)."""
     searches: list[dict[str, Any]] = []
     legs: list[Leg] = []
     # the query's own vector brings its chunks' payloads; a rewrite's (its candidates overlap the query's) ranks
@@ -909,13 +906,6 @@ def batch_searches(
                          "limit": PROBE_DEPTH, "with_payload": PROBE_PAYLOAD if named else False,
                          "with_vector": False})  # fmt: skip
         legs.append(Leg("probe", term=term, limit=PROBE_DEPTH, bare=not named))
-    # a translation's terms, probed as the query's own are (how much of its attainable score its BM25 leg's best
-    # chunk reaches, how many of its terms the index holds): ids and scores, nothing else is read of them
-    for i, terms in enumerate(translation_probes if probes else (), start=1):
-        for term in terms[:MAX_PROBES]:
-            searches.append({"query": {"nearest": {"indices": [term], "values": [1.0]}}, "using": SPARSE,
-                             "limit": PROBE_DEPTH, "with_payload": False, "with_vector": False})  # fmt: skip
-            legs.append(Leg("probe", i, term=term, limit=PROBE_DEPTH, bare=True))
     return scoped(searches, query_filter), legs
 
 
