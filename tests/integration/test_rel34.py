@@ -1,0 +1,92 @@
+"""Round 34's reliability debts (rel34), through the real interfaces: the indexer handler on moto's S3 and DynamoDB
+(its lease table) with the embedded Qdrant; the CLIs spawned."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from kbsearch.config import Secrets, Settings
+from kbsearch.markdown import PARSE_VERSION
+from kbsearch.qdrant import open_store
+from kbsearch.qdrant.query import NOTES_READING, NOTES_READING_FROM
+from kbsearch_tools.local.runtime import LambdaContext
+from tests.integration.test_lease import TABLE, _load_indexer, s3_kb_and_lease_table  # noqa: F401 (fixture)
+
+# -- 1: after a lost lease the end of a sync writes nothing ---------------------------------------------------------
+
+
+def _scheduled_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """The indexer handler's scheduled run over ``s3://kb-notes/`` with the lease table, notes of at most 1 KiB; its
+    report, or what it raised."""
+    app = _load_indexer(
+        monkeypatch, KB_SOURCE="s3://kb-notes/", QDRANT_PATH=str(tmp_path / "qdrant"), INDEX_LEASE_TABLE=TABLE,
+        INDEX_LEASE_TTL_S="30", MAX_NOTE_BYTES="1024",
+    )  # fmt: skip
+    try:
+        report: dict[str, Any] = app.lambda_handler({"full": False}, LambdaContext("kb-search-test-indexer", 2048, 900))
+    except Exception as exc:  # the run failed: its report is in the log
+        return {"raised": str(exc)}
+    return report
+
+
+def _collection(tmp_path: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """The collection's metadata and every point's payload (without its indexing time), by point id."""
+    settings = Settings(qdrant_path=str(tmp_path / "qdrant"))
+    store = open_store(settings, Secrets(settings))
+    try:
+        points = {
+            pid: {k: v for k, v in payload.items() if k != "indexed_at"} for pid, payload in store.points().items()
+        }
+        return store.metadata(), points
+    finally:
+        store.close()
+
+
+def test_a_sync_that_lost_its_lease_writes_nothing_at_its_end(
+    s3_kb_and_lease_table: Any,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """rev33b made every write of ``_index`` look at the lease; the end of the sync did not. A full sync reading
+    every note again for a new reading (``notes_reading`` older than PARSE_VERSION), under new folder rules
+    (`hr/: [hr, payroll]`), with `a-big.md` grown past MAX_NOTE_BYTES and `hr/pay.md` no longer UTF-8 (both
+    skipped: the re-read's walk passes them), loses its lease at the third object read (`n00.md`): another run has
+    taken it over. On main its end still wrote: the groups of the note it kept at its last good version, the
+    restricted link targets, the re-read cursor (`after: hr/pay.md`: set back under a holder that had got further)
+    and the groups of ``reach`` (`payroll`, into the metadata and every public chunk). Now the collection's metadata
+    and every payload but the one written before the loss (`hr/pay.md`'s groups, under the rules read then) are as
+    they were: the run that holds the lease writes them."""
+    from tests.integration.test_lease import taken_over_at_the_third_note
+
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.put_object(Bucket="kb-notes", Key="_access.yaml", Body=b"hr/: [hr]\n")
+    s3.put_object(Bucket="kb-notes", Key="a-big.md", Body=b"# Big\n\nsmall for now\n")
+    s3.put_object(Bucket="kb-notes", Key="hr/pay.md", Body=b"# Pay\n\nsalary bands, see [[n01]]\n")
+    first = _scheduled_run(tmp_path, monkeypatch)
+    assert first.get("added") == 14 and not first.get("error"), first
+    settings = Settings(qdrant_path=str(tmp_path / "qdrant"))
+    store = open_store(settings, Secrets(settings))
+    try:  # a collection recorded by the reading before today's: the next full sync reads every note again
+        store.merge_metadata({NOTES_READING: PARSE_VERSION - 1})
+    finally:
+        store.close()
+    s3.put_object(Bucket="kb-notes", Key="_access.yaml", Body=b"hr/: [hr, payroll]\n")
+    s3.put_object(Bucket="kb-notes", Key="a-big.md", Body=b"# Big\n\n" + b"grown " * 400)
+    s3.put_object(Bucket="kb-notes", Key="hr/pay.md", Body=b"# Pay\n\n\xff\xfe salary\n")
+    metadata, points = _collection(tmp_path)
+
+    lost = taken_over_at_the_third_note(s3_kb_and_lease_table)  # reads: _access.yaml, hr/pay.md, n00.md
+    report = _scheduled_run(tmp_path, monkeypatch)
+    assert lost.is_set()
+    assert "lease index#kb was lost mid-run (another run took it over" in str(report.get("raised")), report
+    after, now = _collection(tmp_path)
+    assert after.get(NOTES_READING_FROM) == metadata.get(NOTES_READING_FROM) is None  # main: {"after": "hr/pay.md"}
+    assert after == metadata  # main: the reach groups (payroll), the restricted link targets
+    pay = {pid for pid, payload in points.items() if payload["path"] == "hr/pay.md"}
+    assert {now[pid]["access"] == ["hr", "payroll"] for pid in pay} == {True}  # written before the loss
+    changed = sorted({now[pid]["path"] for pid in points if pid not in pay and now[pid] != points[pid]})
+    assert changed == [], changed  # main: every public note (its reach given `payroll`)
