@@ -90,3 +90,75 @@ def test_a_sync_that_lost_its_lease_writes_nothing_at_its_end(
     assert {now[pid]["access"] == ["hr", "payroll"] for pid in pay} == {True}  # written before the loss
     changed = sorted({now[pid]["path"] for pid in points if pid not in pay and now[pid] != points[pid]})
     assert changed == [], changed  # main: every public note (its reach given `payroll`)
+
+
+# -- 2: a $$ block closes as a fence does ---------------------------------------------------------------------------
+
+#: each note's word after its math (or inside it, under a heading the math holds) to search by
+MATH_KB = {
+    "indented.md": "# Energy\n\n$$\nE = mc^2\n    $$\n## Inside the math\nquokka\n$$\n\n## After\n\nnumbat\n",
+    "quoted.md": "# Quoted\n\n> $$\n> a^2\n> > $$\n> ## Inside too\n> wombat\n> $$\n\n## After\n\ndingo\n",
+}
+
+
+def test_math_closed_as_a_fence_is_indexed_so_and_an_older_reading_is_read_again(tmp_path: Path) -> None:
+    """From moto's S3 to the embedded Qdrant, then the search service: the words inside a ``$$`` block whose
+    ``    $$`` or ``> > $$`` line is its text are found under the note's own heading (main: under a heading inside
+    the math, `Energy > Inside the math`, `Quoted > Inside too`). A collection recording round 33's reading (4)
+    is read again by the next sync."""
+    from tests.integration.test_lines32 import found, sync_s3
+    from tests.integration.test_notes_graph import write_kb
+    from tests.integration.test_review26 import metadata
+
+    kb = write_kb(tmp_path / "kb", MATH_KB)
+    settings = Settings(qdrant_path=str(tmp_path / "q"))
+    assert sync_s3(kb, settings).added == len(MATH_KB)
+    assert found(settings, "quokka")[:1] == [("indented.md", "Energy")]
+    assert found(settings, "wombat")[:1] == [("quoted.md", "Quoted")]
+    assert found(settings, "numbat")[:1] == [("indented.md", "Energy > After")]
+    assert found(settings, "dingo")[:1] == [("quoted.md", "Quoted > After")]
+    assert PARSE_VERSION == 5
+    store = open_store(settings, Secrets(settings))
+    try:  # what a kb-search of round 33 recorded
+        store.merge_metadata({NOTES_READING: 4})
+    finally:
+        store.close()
+    again = sync_s3(kb, settings)
+    assert again.updated == len(MATH_KB) and metadata(settings)[NOTES_READING] == PARSE_VERSION, again
+    assert sync_s3(kb, settings).unchanged == len(MATH_KB)
+
+
+# -- 3: KB_LOCAL_API_KEYS's entries numbered one way ----------------------------------------------------------------
+
+
+def test_kbsearch_serve_numbers_a_local_key_alike_in_its_error_and_its_banner(tmp_path: Path) -> None:
+    """``KB_LOCAL_API_KEYS=k1:hr,,k2:...``: the banner (and the caller's name) call the second key
+    ``KB_LOCAL_API_KEYS #2``, but a bad group of that same key was ``entry 3`` (the empty entry counted). Both
+    count the entries that give a key now, through the spawned ``kbsearch serve``."""
+    import subprocess
+
+    from kbsearch_tools.local.live import wait_until
+    from kbsearch_tools.local.process import serve_process
+    from tests.conftest import KBSEARCH_CMD, PROCESS_TIMEOUT_S, ROOT, subprocess_env
+
+    kb = tmp_path / "kb"
+    (kb / "hr").mkdir(parents=True)
+    (kb / "hr" / "pay.md").write_text("# Pay\n\nsalary bands\n")
+    (kb / "_access.yaml").write_text("hr/: [hr]\n")
+    store = str(tmp_path / "q")
+    env = subprocess_env(QDRANT_PATH=store)
+    indexed = subprocess.run([*KBSEARCH_CMD, "index", str(kb)], capture_output=True, text=True, cwd=tmp_path,
+                             env=env, timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
+    assert indexed.returncode == 0, indexed.stderr[-2000:]
+    with serve_process(subprocess_env(QDRANT_PATH=store, KB_LOCAL_API_KEYS="k1:hr,,k2:hrr"), cwd=ROOT) as served:
+        wait_until(lambda: "KB_LOCAL_API_KEYS #" in served.text(), 20)  # the banner, printed at once
+        banner = served.text()
+    assert "(KB_LOCAL_API_KEYS #2; the index's groups: hr" in banner, banner
+    for keys in ("k1:hr,,k2:hr+no!", ",k1:hr,,,k2:hr+no!,"):
+        env = subprocess_env(QDRANT_PATH=store, KB_LOCAL_API_KEYS=keys, KB_SOURCE=str(kb))
+        refused = subprocess.run([*KBSEARCH_CMD, "serve", "--port", "0"], capture_output=True, text=True, cwd=ROOT,
+                                 env=env, timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
+        assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr[-2000:]
+        assert "KB_LOCAL_API_KEYS entry 2: expected key or key:group+group" in refused.stderr, (
+            refused.stderr
+        )  # main: 3, 5
