@@ -13,24 +13,16 @@ from kbsearch.config import Secrets, Settings
 from kbsearch.markdown import PARSE_VERSION
 from kbsearch.qdrant import open_store
 from kbsearch.qdrant.query import NOTES_READING, NOTES_READING_FROM
-from kbsearch_tools.local.runtime import LambdaContext
-from tests.integration.test_lease import TABLE, _load_indexer, s3_kb_and_lease_table  # noqa: F401 (fixture)
+from tests.integration.test_lease import s3_kb_and_lease_table  # noqa: F401 (fixture)
 
 # -- 1: after a lost lease the end of a sync writes nothing ---------------------------------------------------------
 
 
 def _scheduled_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    """The indexer handler's scheduled run over ``s3://kb-notes/`` with the lease table, notes of at most 1 KiB; its
-    report, or what it raised."""
-    app = _load_indexer(
-        monkeypatch, KB_SOURCE="s3://kb-notes/", QDRANT_PATH=str(tmp_path / "qdrant"), INDEX_LEASE_TABLE=TABLE,
-        INDEX_LEASE_TTL_S="30", MAX_NOTE_BYTES="1024",
-    )  # fmt: skip
-    try:
-        report: dict[str, Any] = app.lambda_handler({"full": False}, LambdaContext("kb-search-test-indexer", 2048, 900))
-    except Exception as exc:  # the run failed: its report is in the log
-        return {"raised": str(exc)}
-    return report
+    """test_lease's scheduled run of the bucket, notes of at most 1 KiB."""
+    from tests.integration.test_lease import _scheduled_sync_of_the_bucket
+
+    return _scheduled_sync_of_the_bucket(tmp_path, monkeypatch, MAX_NOTE_BYTES="1024")
 
 
 def _collection(tmp_path: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
@@ -108,7 +100,7 @@ def test_math_closed_as_a_fence_is_indexed_so_and_an_older_reading_is_read_again
     is read again by the next sync."""
     from tests.integration.test_lines32 import found, sync_s3
     from tests.integration.test_notes_graph import write_kb
-    from tests.integration.test_review26 import metadata
+    from tests.integration.test_rel33 import read_again_after
 
     kb = write_kb(tmp_path / "kb", MATH_KB)
     settings = Settings(qdrant_path=str(tmp_path / "q"))
@@ -118,14 +110,7 @@ def test_math_closed_as_a_fence_is_indexed_so_and_an_older_reading_is_read_again
     assert found(settings, "numbat")[:1] == [("indented.md", "Energy > After")]
     assert found(settings, "dingo")[:1] == [("quoted.md", "Quoted > After")]
     assert PARSE_VERSION == 5
-    store = open_store(settings, Secrets(settings))
-    try:  # what a kb-search of round 33 recorded
-        store.merge_metadata({NOTES_READING: 4})
-    finally:
-        store.close()
-    again = sync_s3(kb, settings)
-    assert again.updated == len(MATH_KB) and metadata(settings)[NOTES_READING] == PARSE_VERSION, again
-    assert sync_s3(kb, settings).unchanged == len(MATH_KB)
+    read_again_after(4, kb, settings, len(MATH_KB))  # what a kb-search of round 33 recorded
 
 
 # -- 3: KB_LOCAL_API_KEYS's entries numbered one way ----------------------------------------------------------------

@@ -7,10 +7,10 @@ sections, tags and links follow (``tests.integration.test_lines32.read_alike``).
 from __future__ import annotations
 
 import pytest
-from markdown_it import MarkdownIt
 
-from kbsearch.markdown import MATH, math_closed, read_body
+from kbsearch.markdown import MATH, math_closed
 from tests.integration.test_lines32 import read_alike
+from tests.unit.test_read_body_rel33 import commonmark_code, read_code
 
 #: name → (body, the sections' heading paths, the tags written in the text, the links); each read otherwise by
 #: main's read_body (0106189) unless marked "guard"
@@ -50,18 +50,12 @@ CASES: dict[str, tuple[str, list[tuple[str, ...]], list[str], list[str]]] = {
 
 
 def commonmark_fence(body: str) -> set[int]:
-    """The numbers of the non-blank lines CommonMark (markdown-it-py) reads as a fenced block once each ``$$`` is
-    written as a backtick fence."""
-    lines = body.split("\n")
-    fenced: set[int] = set()
-    for token in MarkdownIt("commonmark").parse(body.replace("$$", "```")):
-        if token.type == "fence" and token.map:
-            fenced.update(i for i in range(*token.map) if lines[i].strip())
-    return fenced
+    """The non-blank lines CommonMark reads as a fenced block once each ``$$`` is written as a backtick fence."""
+    return commonmark_code(body, ("fence",), body.replace("$$", "```"))
 
 
 def read_math(body: str) -> set[int]:
-    return {i for i, (kind, line, *_) in enumerate(read_body(body)) if kind == MATH and line.strip()}
+    return read_code(body, MATH)
 
 
 @pytest.mark.parametrize("name", list(CASES))
