@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_right
+from itertools import accumulate
 
 #: The version of how a note's body is read into sections (:func:`read_body`, what a chunk holds): a collection
 #: recording another (``notes_reading``) has each note read again by the next full sync. 2: round 32's one line
@@ -216,8 +217,10 @@ def math_fence(line: str) -> tuple[int, int] | None:
     lost)."""
     if "$$" not in line:
         return None
-    inner, depth = unquoted(line)
-    return None if inner.strip(" \t$") else (depth, indentation(inner))
+    inner, depth = unquoted(line) if ">" in line else (line, 0)
+    if inner.strip(" \t$"):
+        return None
+    return depth, (indentation(inner) if inner[:1] in (" ", "\t") else 0)
 
 
 def math_closed(line: str, depth: int = 0, indent: int = 3) -> bool:
@@ -225,6 +228,8 @@ def math_closed(line: str, depth: int = 0, indent: int = 3) -> bool:
     (:func:`math_fence`), quoted exactly as deeply and indented at most ``indent`` columns, as a closing fence
     (micromark's math follows CommonMark's fenced code with dollars; :func:`fence_closed`): ``> > $$`` in a block
     opened at ``> $$``, and ``    $$``, are the block's text (round 34)."""
+    if not depth and line[:1] == "$":  # most closings: at the margin, unquoted (main's one test)
+        return not line.strip(" \t$") and "$$" in line
     found = math_fence(line)
     return found is not None and found[0] == depth and found[1] <= indent
 
@@ -232,18 +237,27 @@ def math_closed(line: str, depth: int = 0, indent: int = 3) -> bool:
 def _math_closings(lines: list[str]) -> dict[int, tuple[list[int], list[int]]]:
     """For each quote depth, the lines that may close a ``$$`` block there (:func:`math_fence`), ascending, and
     the least indentation of each one's and those after it: whether a block opened at a line is closed later is a
-    bisection, whatever the note holds."""
-    found: dict[int, tuple[list[int], list[int]]] = {}
+    bisection, whatever the note holds. Under ``-1``: every such line, whatever its depth (a quoted opening's)."""
+    margin: list[int] = []  # (most closings: unquoted, at the margin)
+    other: dict[int, list[tuple[int, int]]] = {}
     for number, text in enumerate(lines):
+        if "$$" not in text:
+            continue
+        if text[:1] == "$" and not text.strip(" \t$"):
+            margin.append(number)
+            continue
         fence = math_fence(text)
         if fence is not None:
-            at, indents = found.setdefault(fence[0], ([], []))
-            at.append(number)
-            indents.append(fence[1])
-    for _, indents in found.values():
-        for i in range(len(indents) - 2, -1, -1):
-            indents[i] = min(indents[i], indents[i + 1])
-    return found
+            other.setdefault(fence[0], []).append((number, fence[1]))
+    if margin:
+        other[0] = sorted([(number, 0) for number in margin] + other.get(0, []))
+    closings = {depth: ([number for number, _ in found], list(accumulate((i for _, i in reversed(found)), min))[::-1])
+                for depth, found in other.items()}  # fmt: skip
+    # a block opened in a quote ends with the quote anyway (micromark: no closing needed there): any line of
+    # dollars alone after it, at any depth, makes it one (rev32b's callout ended by the callout)
+    every = sorted(number for found in other.values() for number, _ in found)
+    closings[-1] = (every, [0] * len(every))
+    return closings
 
 
 def read_body(body: str) -> list[BodyLine]:
@@ -351,7 +365,7 @@ def read_body(body: str) -> list[BodyLine]:
                 closings = _math_closings(lines)
             in_item = in_list and depth == 0 and inner[:1] in (" ", "\t")
             math_indent = indentation(inner) + 3 if in_item else 3
-            later, least = closings.get(depth, ((), ()))
+            later, least = closings.get(0 if depth == 0 else -1, ((), ()))  # (a quoted one: any later line)
             at = bisect_right(later, number)
             if at < len(later) and least[at] <= math_indent and "$" not in inner.lstrip(" ")[2:]:
                 out.append((MATH, written, 0, ""))
