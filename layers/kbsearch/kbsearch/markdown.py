@@ -237,7 +237,9 @@ def math_closed(line: str, depth: int = 0, indent: int = 3) -> bool:
 def _math_closings(lines: list[str]) -> dict[int, tuple[list[int], list[int]]]:
     """For each quote depth, the lines that may close a ``$$`` block there (:func:`math_fence`), ascending, and
     the least indentation of each one's and those after it: whether a block opened at a line is closed later is a
-    bisection, whatever the note holds. Under ``-1``: every such line, whatever its depth (a quoted opening's)."""
+    bisection, whatever the note holds. Under ``-1``: every such line, whatever its depth or indentation (what a
+    quoted opening needs: the block ends with its quote anyway, and micromark needs no closing there; rev32b's
+    callout ended by the callout), its indentations not read."""
     margin: list[int] = []  # (most closings: unquoted, at the margin)
     other: dict[int, list[tuple[int, int]]] = {}
     for number, text in enumerate(lines):
@@ -249,14 +251,15 @@ def _math_closings(lines: list[str]) -> dict[int, tuple[list[int], list[int]]]:
         fence = math_fence(text)
         if fence is not None:
             other.setdefault(fence[0], []).append((number, fence[1]))
-    if margin:
-        other[0] = sorted([(number, 0) for number in margin] + other.get(0, []))
     closings = {depth: ([number for number, _ in found], list(accumulate((i for _, i in reversed(found)), min))[::-1])
                 for depth, found in other.items()}  # fmt: skip
-    # a block opened in a quote ends with the quote anyway (micromark: no closing needed there): any line of
-    # dollars alone after it, at any depth, makes it one (rev32b's callout ended by the callout)
-    every = sorted(number for found in other.values() for number, _ in found)
-    closings[-1] = (every, [0] * len(every))
+    if margin and 0 in other:
+        merged = sorted([(number, 0) for number in margin] + other[0])
+        closings[0] = ([n for n, _ in merged], list(accumulate((i for _, i in reversed(merged)), min))[::-1])
+    elif margin:
+        closings[0] = (margin, [0] * len(margin))
+    every = sorted(n for at, _ in closings.values() for n in at) if len(closings) > 1 else None
+    closings[-1] = (every if every is not None else next(iter(closings.values()), ([], []))[0], [])
     return closings
 
 
@@ -367,7 +370,7 @@ def read_body(body: str) -> list[BodyLine]:
             math_indent = indentation(inner) + 3 if in_item else 3
             later, least = closings.get(0 if depth == 0 else -1, ((), ()))  # (a quoted one: any later line)
             at = bisect_right(later, number)
-            if at < len(later) and least[at] <= math_indent and "$" not in inner.lstrip(" ")[2:]:
+            if at < len(later) and (depth or least[at] <= math_indent) and "$" not in inner.lstrip(" ")[2:]:
                 out.append((MATH, written, 0, ""))
                 math, math_depth, above = True, depth, -1
                 in_list = in_list and (depth > 0 or inner[:1] in (" ", "\t"))  # a math block at the margin ends a list
