@@ -298,3 +298,17 @@ def test_texts_refuse_a_capture_of_another_reading_of_notes(tmp_path: Path) -> N
     done = _replay(capture)
     assert done.returncode != 0 and "PARSE_VERSION 3" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_texts_take_a_capture_of_a_reading_that_chunks_the_corpora_alike(tmp_path: Path) -> None:
+    """rel34: PARSE_VERSION 5 changed how a ``$$`` block closes and no note of the eval's corpora
+    (``eval/dump_parse.py``): session 34's captures (``parse_version`` 4) replay with their texts, not refused."""
+    capture = _capture(tmp_path)[0]
+    with capture.open("rb") as f:
+        cells = pickle.load(f)  # noqa: S301 (the capture this test wrote)
+    for captured in cells.values():
+        captured["parse_version"] = 4
+    with capture.open("wb") as f:
+        pickle.dump(cells, f)
+    done = _replay(capture)
+    assert done.returncode == 0 and "PARSE_VERSION" not in done.stderr, done.stderr
