@@ -1200,7 +1200,8 @@ def cmd_slack(args: argparse.Namespace) -> int:
     if args.response_url is not None and not args.print_curl:
         raise KbSearchError("--response-url is for --print-curl (kbsearch slack receives the answers itself)")
     if args.print_curl:
-        print(signed_curl(args.api, secret, text, args.response_url or "http://127.0.0.1:9/response"))
+        url = args.response_url or "http://127.0.0.1:9/response"
+        print(signed_curl(args.api, secret, text, url, args.user, args.team, args.channel))
         return 0
     shown: list[dict[str, Any]] = []
 
@@ -1212,7 +1213,7 @@ def cmd_slack(args: argparse.Namespace) -> int:
     def waiting(message: str) -> None:
         print(f"kbsearch slack: {message}", file=sys.stderr, flush=True)
 
-    with LocalSlack(args.api, secret, user=args.user, on_wait=waiting) as client:
+    with LocalSlack(args.api, secret, user=args.user, team=args.team, channel=args.channel, on_wait=waiting) as client:
         ack, answer = client.command(text)
         show("acknowledgement", ack)
         if answer is None:
@@ -1820,13 +1821,19 @@ def build_parser() -> argparse.ArgumentParser:
         description="Sign a /kb command with SLACK_SIGNING_SECRET, send it to --api, receive the answer on a "
         "loopback response_url (the server needs SLACK_RESPONSE_HOSTS=127.0.0.1) and print it; --press presses "
         "buttons of the answer in order (kb_share, kb_more, kb_vote_up, kb_vote_down, kb_open_1... when the server has KB_NOTE_URL_PATTERN). "
-        "--print-curl prints a signed curl instead (valid for 5 minutes).",
+        "--print-curl prints a signed curl instead (valid for 5 minutes). It acts as --user in --channel of --team: "
+        "a scoped user is tried with the server's ACCESS_GROUPS keyed by them, e.g. "
+        'ACCESS_GROUPS=\'{"slack": {"T0LOCAL/C0LOCAL/U0HR": ["hr"]}}\' and --user U0HR (/kb share and '
+        "kb_share search with the channel's scope, T0LOCAL/C0LOCAL).",
     )
     p.add_argument("text", nargs="+", type=_text, help="what follows /kb, e.g. tag:runbook restore a snapshot")
     p.add_argument("--api", default="http://127.0.0.1:3000", type=_http_url,
                    help="the API's base URL (default kbsearch serve's)")  # fmt: skip
     p.add_argument("--press", action="append", metavar="ACTION_ID", help="press this button (repeatable)")
     p.add_argument("--user", default="U0LOCAL", type=_text, help="the Slack user id to act as (default U0LOCAL)")
+    p.add_argument("--channel", default="C0LOCAL", type=_text,
+                   help="the channel id the command is sent from (default C0LOCAL)")  # fmt: skip
+    p.add_argument("--team", default="T0LOCAL", type=_text, help="the workspace (team) id (default T0LOCAL)")
     p.add_argument("--print-curl", action="store_true", help="print a signed curl for the command and exit")
     p.add_argument("--response-url", type=_text, help="with --print-curl: the response_url to put in the command (default "
                    "http://127.0.0.1:9/response, where nothing listens: the answer is dropped)")  # fmt: skip

@@ -1,0 +1,64 @@
+"""Round 34: a new user's hour (walk34): README followed from a fresh clone as a new engineer, an AI assistant's
+operator and a Slack admin, through the real interfaces (`kbsearch` spawned as processes, the way a user starts
+them; handlers through `kbsearch serve`). Each test fails on main's code before its fix."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from kbsearch_tools.local.process import serve_process
+from tests.conftest import KBSEARCH_CMD, PROCESS_TIMEOUT_S, ROOT, subprocess_env
+
+
+def _kbsearch(
+    *args: str, cwd: Path | str = ROOT, stdin: str | None = None, **env: str
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*KBSEARCH_CMD, *args], capture_output=True, text=True, cwd=cwd, env=subprocess_env(**env),
+                          input=stdin, timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
+
+
+def _restricted_kb(tmp_path: Path) -> tuple[Path, str]:
+    """A KB of one public note and one the `hr` group alone may read (`_access.yaml`), indexed."""
+    kb = tmp_path / "kb"
+    (kb / "hr").mkdir(parents=True)
+    (kb / "_access.yaml").write_text("hr/: [hr]\n")
+    (kb / "hr" / "Зарплатные грейды.md").write_text("---\ntags: [hr]\n---\n# Зарплатные грейды\n\nГрейды зарплат.\n")
+    (kb / "restore.md").write_text("---\ntags: [runbook]\n---\n# Restore a snapshot\n\nRestore the collection.\n")
+    store = str(tmp_path / "q")
+    indexed = _kbsearch("index", str(kb), QDRANT_PATH=store)
+    assert indexed.returncode == 0, indexed.stdout + indexed.stderr
+    return kb, store
+
+
+@pytest.mark.timeout(4 * PROCESS_TIMEOUT_S)
+def test_kbsearch_slack_acts_as_a_user_of_a_channel_a_scope_is_keyed_by(tmp_path: Path) -> None:
+    """A Slack admin trying a scoped user locally (README's Access: "Slack: the most specific of team/channel/user")
+    had to read the source to learn that `kbsearch slack` sends team T0LOCAL and channel C0LOCAL, and could not send
+    from another channel at all: `/kb share` searches with the channel's scope, so a channel's mapping could not be
+    tried; `--print-curl` signed as U0LOCAL whatever `--user` said. `--channel` and `--team` exist now, `--help` says
+    what a mapping for them looks like, and `--print-curl` signs as the user, channel and team given."""
+    _, store = _restricted_kb(tmp_path)
+    mapping = {"slack": {"T0LOCAL/C0LOCAL/U0HR": ["hr"], "T1/C0HR": ["hr"]}}
+    env = {"SLACK_SIGNING_SECRET": "local-secret", "SLACK_RESPONSE_HOSTS": "127.0.0.1", "QDRANT_PATH": store,
+           "ACCESS_GROUPS": json.dumps(mapping)}  # fmt: skip
+    with serve_process(subprocess_env(**env), cwd=ROOT) as served:
+
+        def asked(*args: str) -> str:
+            done = _kbsearch("slack", "--api", served.base_url, *args, SLACK_SIGNING_SECRET="local-secret")
+            assert done.returncode == 0, done.stdout + done.stderr
+            return done.stdout
+
+        anyone, hr_user = asked("грейды зарплат"), asked("--user", "U0HR", "грейды зарплат")
+        channel_share = asked("--team", "T1", "--channel", "C0HR", "share", "грейды зарплат")
+    assert "No notes found" in anyone and "Зарплатные грейды" not in anyone, anyone
+    assert "*1. Зарплатные грейды*" in hr_user, hr_user
+    assert "*1. Зарплатные грейды*" in channel_share, channel_share  # /kb share: the channel's scope
+    curl = _kbsearch("slack", "--print-curl", "--user", "U0HR", "--channel", "C0HR", "--team", "T1", "x",
+                     SLACK_SIGNING_SECRET="local-secret").stdout  # fmt: skip
+    assert "team_id=T1&" in curl and "channel_id=C0HR&" in curl and "user_id=U0HR&" in curl, curl
+    told = _kbsearch("slack", "--help").stdout.replace("\n", " ")
+    assert "--channel CHANNEL" in told and "--team TEAM" in told and "ACCESS_GROUPS" in " ".join(told.split()), told
