@@ -62,3 +62,64 @@ def test_kbsearch_slack_acts_as_a_user_of_a_channel_a_scope_is_keyed_by(tmp_path
     assert "team_id=T1&" in curl and "channel_id=C0HR&" in curl and "user_id=U0HR&" in curl, curl
     told = _kbsearch("slack", "--help").stdout.replace("\n", " ")
     assert "--channel CHANNEL" in told and "--team TEAM" in told and "ACCESS_GROUPS" in " ".join(told.split()), told
+
+
+def _mcp_search(store: str, kb: Path, arguments: dict[str, object], *flags: str) -> str:
+    """`kbsearch mcp` as an assistant launches it (README's stdio config): one `kb_search`, its text content."""
+    lines = [
+        {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+         "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}},
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "kb_search", "arguments": arguments}},
+    ]  # fmt: skip
+    done = _kbsearch("mcp", "--kb", str(kb), *flags, stdin="".join(json.dumps(m) + "\n" for m in lines),
+                     QDRANT_PATH=store)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    answer = next(json.loads(line) for line in done.stdout.splitlines() if '"id":2' in line.replace(" ", ""))
+    assert answer["result"]["isError"] is False and answer["result"]["structuredContent"]["results"] == [], answer
+    return str(answer["result"]["content"][0]["text"])
+
+
+@pytest.mark.timeout(4 * PROCESS_TIMEOUT_S)
+def test_kb_search_of_a_misspelt_filter_names_the_value_meant(tmp_path: Path) -> None:
+    """An assistant's `kb_search` with `tags: ["runbok"]` answered "No notes found for “restore”." and nothing more,
+    so it told its user the KB has nothing on restoring, where `kbsearch search --tag runbok` says `did you mean
+    'runbook'?` (round 23). It says it too now, each value by its argument, within the caller's scope: a `--scope
+    public` server never names a value only restricted notes hold (`hrr` is not "did you mean 'hr'?")."""
+    kb, store = _restricted_kb(tmp_path)
+    said = _mcp_search(store, kb, {"query": "restore", "tags": ["runbok"], "statuses": ["actve"]})
+    assert said == (
+        "No notes found for “restore”.\nNo note has the tag 'runbok' (tags): did you mean 'runbook'?\n"
+        "No note has the status 'actve' (statuses): no note has any status.\nkb_list shows the values the filters accept."
+    ), said
+    public = _mcp_search(store, kb, {"query": "грейды", "tags": ["hrr"]}, "--scope", "public")
+    assert "No note has the tag 'hrr' (tags)" in public and "'hr'" not in public, public
+    unrestricted = _mcp_search(store, kb, {"query": "грейды", "tags": ["hrr"]})
+    assert "No note has the tag 'hrr' (tags): did you mean 'hr'?" in unrestricted, unrestricted
+
+
+@pytest.mark.timeout(4 * PROCESS_TIMEOUT_S)
+def test_a_slack_answer_with_no_hits_names_the_filter_value_meant(tmp_path: Path) -> None:
+    """`/kb tag:runbok restore` answered "No notes found for “restore”. Try fewer or other words, ..., fewer
+    filters": the slip unnamed, where `kbsearch search` names it. The answer names it now, in the asker's scope: a
+    user whose channel may not read the `hr` notes is not offered 'hr' for `tag:hrr`; one who may is."""
+    _, store = _restricted_kb(tmp_path)
+    env = {"SLACK_SIGNING_SECRET": "local-secret", "SLACK_RESPONSE_HOSTS": "127.0.0.1", "QDRANT_PATH": store,
+           "ACCESS_GROUPS": json.dumps({"slack": {"T0LOCAL/C0LOCAL/U0HR": ["hr"]}})}  # fmt: skip
+    with serve_process(subprocess_env(**env), cwd=ROOT) as served:
+
+        def answer(*args: str) -> str:
+            done = _kbsearch("slack", "--api", served.base_url, *args, SLACK_SIGNING_SECRET="local-secret")
+            assert done.returncode == 0, done.stdout + done.stderr
+            return done.stdout.split("── answer ──", 1)[1]
+
+        slip, public, hr_user = (
+            answer("tag:runbok restore"),
+            answer("tag:hrr грейды"),
+            answer("--user", "U0HR", "tag:hrr грейды"),
+        )
+    assert "No notes found for “restore”. No note has the tag 'runbok' (tag:): did you mean 'runbook'? Try" in slip, (
+        slip
+    )
+    assert "No note has the tag 'hrr' (tag:)" in public and "'hr'" not in public, public
+    assert "No note has the tag 'hrr' (tag:): did you mean 'hr'?" in hr_user, hr_user

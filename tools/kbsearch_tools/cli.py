@@ -895,44 +895,13 @@ def _search_problems(errors: Sequence[Any]) -> str:
 
 def _unheld_filters(service: Any, request: Any, scope: Any) -> list[str]:
     """For a search with no hits: each filter value no note (that ``scope`` may read) holds, with the closest one
-    that some note does (``--tag runbok``: did you mean 'runbook'?). A misspelt tag, type, status or folder was
-    "0 results" with nothing said. Read from the index's facets (``kb_list``'s catalog); a facet cut at its limit
-    is not complete, so nothing is said of it; a catalog that cannot be read says nothing."""
+    that some note does (``--tag runbok``: did you mean 'runbook'?), named by its option
+    (:meth:`~kbsearch.browse.BrowseService.unheld_filters`, which ``kb_search`` and Slack's answer say too)."""
     from kbsearch.browse import BrowseService
-    from kbsearch.lexical import tag_key, tag_keys
-    from kbsearch.reader import NoteReader
 
-    wanted = request.filters
-    if wanted is None or not (wanted.tags or wanted.type or wanted.status or wanted.path_prefix):
-        return []
-
-    def no_source() -> Any:  # the catalog reads the index alone
-        raise KbSearchError("no KB source needed")
-
-    try:
-        catalog = BrowseService(service, NoteReader(no_source)).catalog(None, 0, scope)
-    except (KbSearchError, ValueError, OSError):
-        return []
-    said = []
-    for what, values, held, limit in (
-        ("tag", wanted.tags, catalog.tags, 200), ("type", wanted.type, catalog.types, 50),
-        ("status", wanted.status, catalog.statuses, 50),
-        ("folder", [wanted.path_prefix] if wanted.path_prefix else [], catalog.folders, 100),
-    ):  # fmt: skip
-        known = [facet.value for facet in held]
-        if len(known) >= limit:
-            continue
-        keys = set(tag_keys(known)) if what == "tag" else set()  # a tag filter matches as Obsidian's tag: search
-        for value in values or []:
-            if value in known or (what == "tag" and tag_key(value) in keys):
-                continue
-            meant = _close(value, known)
-            option = "--path-prefix" if what == "folder" else f"--{what}"
-            others = (f"; the {what}s: {', '.join(known[:10])}{', ...' if len(known) > 10 else ''}" if known
-                      else f": no note has any {what}")  # the list was printed empty: "the tags: "  # fmt: skip
-            said.append(f"no note has the {what} {value!r} ({option})" + (f": did you mean {meant!r}?" if meant else
-                        others))  # fmt: skip
-    return said
+    options = {"tag": "--tag", "type": "--type", "status": "--status", "folder": "--path-prefix"}
+    unheld = BrowseService.over_index(service).unheld_filters(request.filters, scope)
+    return [filter_.said(options[filter_.what]) for filter_ in unheld]
 
 
 def _say_groups_no_note_holds(settings: Any, scope: Any) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -577,10 +577,11 @@ def _took(ms: float) -> str:
     return f"{ms:.0f} ms" if ms < 999.5 else f"{ms / 1000:.1f} s"
 
 
-def render_answer(answer: SearchResponse, view: View) -> dict[str, Any]:
+def render_answer(answer: SearchResponse, view: View, unheld: Sequence[str] = ()) -> dict[str, Any]:
     """Block Kit for ``response_url``: a header, a section and a context per hit (title as a link or bold, the
     snippet in mrkdwn, an Open button; heading path, type, tags, path), a footer in words, and the buttons
-    (private answers): Share in channel, More results, 👍, 👎. Within every limit of Block Kit for any note."""
+    (private answers): Share in channel, More results, 👍, 👎. Within every limit of Block Kit for any note.
+    ``unheld``: with no hits, each filter value no note holds, as a sentence, said before the tips."""
     response_type = "in_channel" if view.share else "ephemeral"
     start = view.page * view.per_page
     hits = answer.results[start : start + view.per_page]
@@ -600,7 +601,8 @@ def render_answer(answer: SearchResponse, view: View) -> dict[str, Any]:
         blocks.append(_context(*intro))
     if not hits:
         where = " on this page" if view.page else ""
-        text = (f"No notes found{where} for “{mrkdwn_plain(answer.query, 200)}”. Try fewer or other words, the "
+        said = "".join(f"{mrkdwn_plain(line, 400)} " for line in unheld[:5])
+        text = (f"No notes found{where} for “{mrkdwn_plain(answer.query, 200)}”. {said}Try fewer or other words, the "
                 "other language (Russian ↔ English), fewer filters, or `/kb help`.")  # fmt: skip
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": text}})
         return {"response_type": response_type, "replace_original": False, "text": text, "blocks": blocks}
