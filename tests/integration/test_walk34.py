@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from kbsearch_tools.local.live import wait_until
 from kbsearch_tools.local.process import serve_process
 from tests.conftest import KBSEARCH_CMD, PROCESS_TIMEOUT_S, ROOT, subprocess_env
 
@@ -123,3 +124,36 @@ def test_a_slack_answer_with_no_hits_names_the_filter_value_meant(tmp_path: Path
     )
     assert "No note has the tag 'hrr' (tag:)" in public and "'hr'" not in public, public
     assert "No note has the tag 'hrr' (tag:): did you mean 'hr'?" in hr_user, hr_user
+
+
+@pytest.mark.timeout(4 * PROCESS_TIMEOUT_S)
+def test_a_kb_folder_other_than_the_one_indexed_is_said_at_start(tmp_path: Path) -> None:
+    """An operator wiring `kbsearch mcp` into an assistant gave `--kb` another folder than the one `kbsearch index`
+    built the store from (the vault, while the index held sample-kb): `kb_search` found a note and `kb_get_note` of
+    that very hit said "no note at '<its path>'; use kb_search to find the right path", a loop for the assistant,
+    and nothing in its log said why. The log says it at launch now (a tool's answer names no folder), and so does
+    `kbsearch serve`'s banner for a `KB_SOURCE` not indexed (README's `KB_SOURCE=sample-kb kbsearch serve`); the
+    folder the index was built from, however written, says nothing."""
+    kb, store = _restricted_kb(tmp_path)
+    other = tmp_path / "other kb"
+    other.mkdir()
+    lines = [
+        {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+         "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}},
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+         "params": {"name": "kb_get_note", "arguments": {"path": "restore.md"}}},
+    ]  # fmt: skip
+    stdin = "".join(json.dumps(m) + "\n" for m in lines)
+    wrong = _kbsearch("mcp", "--kb", str(other), stdin=stdin, cwd=tmp_path, QDRANT_PATH=store)
+    assert '"isError":true' in wrong.stdout.replace(" ", ""), wrong.stdout  # the note is in the index, not there
+    assert (
+        f"WARNING kbsearch.mcp.stdio: --kb '{other}' is not the folder the index was built from ({kb}): searches "
+        "find that folder's notes and notes are read from this one, so a hit's note can be missing: give --kb "
+        f"{kb}, or index this folder (kbsearch index '{other}')"
+    ) in wrong.stderr, wrong.stderr
+    right = _kbsearch("mcp", "--kb", f"{kb}/", stdin=stdin, cwd=tmp_path, QDRANT_PATH=store)
+    assert '"isError":false' in right.stdout.replace(" ", "") and "not the folder" not in right.stderr, right.stderr
+    with serve_process(subprocess_env(QDRANT_PATH=store, KB_SOURCE=str(other)), cwd=ROOT) as served:
+        said = f"  note: KB_SOURCE '{other}' is not the folder the index was built from ({kb}): searches find"
+        assert wait_until(lambda: said in served.text(), 10), served.text()

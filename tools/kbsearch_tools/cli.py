@@ -440,6 +440,12 @@ def _live_sync(live: _Live, api: Any, args: argparse.Namespace, oracle: Any = No
         if said:
             live.banner.append(f"  note: {said}")
     live.banner.extend(f"  note: {line}" for line in _local_key_groups_no_note_holds(settings))
+    if args.watch is None and path is not None and settings.kb_source:  # --watch syncs the folder into the index
+        from kbsearch_tools import not_built_from
+
+        other = not_built_from(settings, settings.kb_source, "KB_SOURCE")
+        if other:
+            live.banner.append(f"  note: {other}")
     if args.watch is not None:
         # --watch alone: KB_SOURCE, else the folder the index was built from. Path("") is ".", which passed the
         # check below: with neither, the server watched (and indexed) the working folder, a checkout's every .md

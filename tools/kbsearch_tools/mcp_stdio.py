@@ -158,6 +158,12 @@ def run_local(kb: str | None, idle_close_s: float, scope_text: str | None = None
                        "http://127.0.0.1:3000" if oracle else "give EMBEDDING_API_KEY in the config's env as the "
                        "indexer had it")  # fmt: skip
     source = settings.kb_source or _built_from(settings, recorded)
+    if settings.kb_source:
+        from kbsearch_tools import not_built_from
+
+        other = not_built_from(settings, settings.kb_source, "--kb" if kb else "KB_SOURCE")
+        if other:
+            logger.warning("%s", other)
     if not source:
         logger.warning("KB_SOURCE is not set (or --kb), and the index does not record the folder it was built from: "
                        "kb_get_note and resources cannot read notes")  # fmt: skip
