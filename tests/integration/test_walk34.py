@@ -157,3 +157,26 @@ def test_a_kb_folder_other_than_the_one_indexed_is_said_at_start(tmp_path: Path)
     with serve_process(subprocess_env(QDRANT_PATH=store, KB_SOURCE=str(other)), cwd=ROOT) as served:
         said = f"  note: KB_SOURCE '{other}' is not the folder the index was built from ({kb}): searches find"
         assert wait_until(lambda: said in served.text(), 10), served.text()
+
+
+@pytest.mark.timeout(4 * PROCESS_TIMEOUT_S)
+def test_a_share_that_finds_nothing_is_told_to_the_asker_not_posted(tmp_path: Path) -> None:
+    """`/kb share <question>` with no hits posted "No notes found for “…”. Try fewer or other words, ..." to the
+    whole channel (`in_channel`): tips meant for the asker, and a failed question announced to everyone. It is
+    told to the asker alone now (ephemeral, saying nothing was posted); a share with hits is posted as before."""
+    _, store = _restricted_kb(tmp_path)
+    env = {"SLACK_SIGNING_SECRET": "local-secret", "SLACK_RESPONSE_HOSTS": "127.0.0.1", "QDRANT_PATH": store}
+    with serve_process(subprocess_env(**env), cwd=ROOT) as served:
+
+        def answer(text: str) -> dict[str, object]:
+            done = _kbsearch("slack", "--api", served.base_url, "--json", text, SLACK_SIGNING_SECRET="local-secret")
+            assert done.returncode == 0, done.stdout + done.stderr
+            steps = json.loads(done.stdout)
+            return dict(next(step["message"] for step in steps if step["step"] == "answer"))
+
+        nothing, found = answer("share zzqqxx"), answer("share restore")
+    assert nothing["response_type"] == "ephemeral", nothing
+    assert str(nothing["text"]).startswith("No notes found for “zzqqxx”. Nothing was posted to the channel. Try"), (
+        nothing
+    )
+    assert found["response_type"] == "in_channel" and "asked by <@U0LOCAL>" in json.dumps(found), found

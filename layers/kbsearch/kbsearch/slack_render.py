@@ -593,19 +593,22 @@ def render_answer(answer: SearchResponse, view: View, unheld: Sequence[str] = ()
         }
     ]
     intro = []
-    if view.share and _USER_ID.fullmatch(view.asked_by):
+    if view.share and hits and _USER_ID.fullmatch(view.asked_by):  # no hits: told to the asker alone
         intro.append(f"asked by <@{view.asked_by}>")
     if view.filters:
         intro.append("filters: " + describe_filters(view.filters))
     if intro:
         blocks.append(_context(*intro))
     if not hits:
+        # a share of nothing is told to the asker alone: it posted "No notes found ... Try fewer or other words" (tips
+        # for the asker) to the whole channel (walk34)
         where = " on this page" if view.page else ""
         said = "".join(f"{mrkdwn_plain(line, 400)} " for line in unheld[:5])
-        text = (f"No notes found{where} for “{mrkdwn_plain(answer.query, 200)}”. {said}Try fewer or other words, the "
-                "other language (Russian ↔ English), fewer filters, or `/kb help`.")  # fmt: skip
+        unshared = " Nothing was posted to the channel." if view.share else ""
+        text = (f"No notes found{where} for “{mrkdwn_plain(answer.query, 200)}”.{unshared} {said}Try fewer or other "
+                "words, the other language (Russian ↔ English), fewer filters, or `/kb help`.")  # fmt: skip
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": text}})
-        return {"response_type": response_type, "replace_original": False, "text": text, "blocks": blocks}
+        return {"response_type": "ephemeral", "replace_original": False, "text": text, "blocks": blocks}
 
     footer_room = 1500  # footer context + buttons
     room = MAX_MESSAGE_CHARS - _text_size(blocks) - footer_room
