@@ -440,6 +440,9 @@ def _live_sync(live: _Live, api: Any, args: argparse.Namespace, oracle: Any = No
         if said:
             live.banner.append(f"  note: {said}")
     live.banner.extend(f"  note: {line}" for line in _local_key_groups_no_note_holds(settings))
+    unusable = _unusable_caller_mapping()
+    if unusable:
+        live.banner.append(f"  note: {unusable}")
     if args.watch is None and path is not None and settings.kb_source:  # --watch syncs the folder into the index
         from kbsearch_tools import not_built_from
 
@@ -917,6 +920,22 @@ def _say_groups_no_note_holds(settings: Any, scope: Any) -> None:
 
     for line in groups_no_note_holds(settings, scope):
         print(f"note: {line}", file=sys.stderr)
+
+
+def _unusable_caller_mapping() -> str | None:
+    """The shell's ``ACCESS_GROUPS`` when the functions cannot use it (not JSON, a list, ``api_keys`` no object...):
+    every caller then reads the public notes only, as deployed, and a Slack admin trying a scoped user locally
+    (README's ``ACCESS_GROUPS='{"slack": ...}'``) with a brace missing saw "No notes found" and, at each request,
+    an ERROR among the functions' JSON log lines (walk34). Said in the banner, as it is read here once; the reason
+    as :meth:`kbsearch.access.CallerMap.parse` gives it (it names no value)."""
+    from kbsearch.access import CallerMap, CallerMapError
+
+    try:
+        CallerMap.parse(os.environ.get("ACCESS_GROUPS"))
+    except CallerMapError as exc:
+        return (f"ACCESS_GROUPS is not a caller mapping ({exc}): every caller reads the public notes only until it is "
+                "fixed (README: Access, who is asking)")  # fmt: skip
+    return None
 
 
 def _local_key_groups_no_note_holds(settings: Any) -> list[str]:
