@@ -197,3 +197,28 @@ def test_kbsearch_serve_says_a_caller_mapping_it_cannot_use(tmp_path: Path) -> N
     with serve_process(subprocess_env(QDRANT_PATH=store, ACCESS_GROUPS=broken + "}"), cwd=ROOT) as served:
         assert wait_until(lambda: "try: curl" in served.text(), 10), served.text()
         assert "ACCESS_GROUPS" not in served.text(), served.text()
+
+
+@pytest.mark.timeout(4 * PROCESS_TIMEOUT_S)
+def test_the_bridge_to_a_local_serve_names_its_local_keys_not_a_stack_output(tmp_path: Path) -> None:
+    """README: a local `kbsearch serve` with `KB_LOCAL_API_KEYS` requires `x-api-key`, and an assistant can reach
+    it with `kbsearch mcp --remote http://127.0.0.1:3000`. Without the key (or with a wrong one) the bridge said
+    `set KB_API_KEY to the deployment's API key (the stack output ApiKeyId's value)`: a stack there is none of. To a
+    loopback URL it names the server's KB_LOCAL_API_KEYS now; a deployment's refusal is worded as before."""
+    _, store = _restricted_kb(tmp_path)
+    init = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}) + "\n"  # fmt: skip
+    with serve_process(subprocess_env(QDRANT_PATH=store, KB_LOCAL_API_KEYS="k1:hr"), cwd=ROOT) as served:
+        keyless = _kbsearch("mcp", "--remote", served.base_url, stdin=init, cwd=tmp_path)
+        wrong = _kbsearch("mcp", "--remote", served.base_url, stdin=init, cwd=tmp_path, KB_API_KEY="k9")
+        right = _kbsearch("mcp", "--remote", served.base_url, stdin=init, cwd=tmp_path, KB_API_KEY="k1")
+    shown = f"{served.base_url}/mcp"
+    assert json.loads(keyless.stdout)["error"]["message"] == (
+        f"no API key: {shown} answered HTTP 403; set KB_API_KEY to one of the keys that kbsearch serve was started "
+        "with (its KB_LOCAL_API_KEYS)"
+    ), keyless.stdout
+    assert json.loads(wrong.stdout)["error"]["message"] == (
+        f"API key rejected by {shown} (HTTP 403): KB_API_KEY does not hold one of the keys that kbsearch serve was "
+        "started with (its KB_LOCAL_API_KEYS)"
+    ), wrong.stdout
+    assert json.loads(right.stdout)["result"]["serverInfo"]["name"] == "kb-search", right.stdout
