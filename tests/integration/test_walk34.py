@@ -222,3 +222,30 @@ def test_the_bridge_to_a_local_serve_names_its_local_keys_not_a_stack_output(tmp
         "started with (its KB_LOCAL_API_KEYS)"
     ), wrong.stdout
     assert json.loads(right.stdout)["result"]["serverInfo"]["name"] == "kb-search", right.stdout
+
+
+@pytest.mark.timeout(4 * PROCESS_TIMEOUT_S)
+def test_a_section_read_says_its_links_are_the_whole_notes(tmp_path: Path) -> None:
+    """An assistant walking the note graph reads one section (`kb_get_note(path, section="Steps")`, as the server's
+    instructions suggest): the text's `Links:` listed `[[Runbook - reindex from scratch]]`, which the Steps do not
+    link (another section does), and nothing said the list is the whole note's. It says so now; a whole note's
+    read keeps `Links:`."""
+    store = str(tmp_path / "q")
+    assert _kbsearch("index", str(ROOT / "sample-kb"), QDRANT_PATH=store).returncode == 0
+    path = "en/runbooks/Runbook - restore a Qdrant snapshot.md"
+    lines = [
+        {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+         "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}},
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+         "params": {"name": "kb_get_note", "arguments": {"path": path, "section": "Steps"}}},
+        {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "kb_get_note", "arguments": {"path": path}}},
+    ]  # fmt: skip
+    done = _kbsearch("mcp", stdin="".join(json.dumps(m) + "\n" for m in lines), cwd=tmp_path, QDRANT_PATH=store)
+    answers = {a["id"]: a["result"] for a in map(json.loads, done.stdout.splitlines())}
+    section, whole = answers[2]["content"][0]["text"], answers[3]["content"][0]["text"]
+    assert "reindex from scratch" not in answers[2]["structuredContent"]["body"], answers[2]  # the Steps link none
+    assert "\nLinks (of the whole note, not only this section):\n- [[Runbook - reindex from scratch]]" in section, (
+        section
+    )
+    assert "\nLinks:\n- [[Runbook - reindex from scratch]]" in whole, whole

@@ -328,7 +328,11 @@ def render_note(note: NoteResponse) -> str:
         out = [f"- [[{r.target}]] → {r.path or '(no such note)'}" for r in note.links.outgoing]
         back = [f"- {r.path} ({r.title})" for r in note.links.backlinks]
         more = " (more not listed)" if note.links.backlinks_truncated else ""
-        parts.append("Links:\n" + ("\n".join(out) or "none") + f"\nBacklinks{more}:\n" + ("\n".join(back) or "none"))
+        # a section's read lists the whole note's links: said so, or the assistant took each for one of the section's
+        whole = " (of the whole note, not only this section)" if note.section else ""
+        parts.append(
+            f"Links{whole}:\n" + ("\n".join(out) or "none") + f"\nBacklinks{more}:\n" + ("\n".join(back) or "none")
+        )
     elif note.links is None:
         parts.append("(links unavailable: the index could not be read)")
     if note.truncated:  # structuredContent's `truncated`, for clients that read the text only
