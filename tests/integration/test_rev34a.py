@@ -119,3 +119,26 @@ def test_a_sync_whose_lease_lapsed_before_its_first_write_writes_nothing(
     assert after.get(BM25_READING) == READING_VERSION - 1  # main: READING_VERSION
     assert now == points  # main: n05.md deleted, hr/pay.md public
     assert after == metadata
+
+
+def test_math_in_a_list_item_ends_with_the_item_when_indexed_and_an_older_reading_is_read_again(
+    tmp_path: Path,
+) -> None:
+    """From moto's S3 to the embedded Qdrant, then the search service: a ``$$`` block opened in a list item that no
+    line of the item closes ends at the item's end, as a fence does; the heading after it is a heading and the
+    words under it are found there (main: the math ran on to the next ``$$`` at the margin, `quokka` under the
+    note's first heading, its tag lost). A collection recording rel34's reading (5) is read again."""
+    from kbsearch.markdown import PARSE_VERSION
+    from kbsearch.notes import parse_note
+    from tests.integration.test_lines32 import found, sync_s3
+    from tests.integration.test_notes_graph import write_kb
+    from tests.integration.test_rel33 import read_again_after
+
+    body = "# Steps\n\n- item\n  $$\n  x\n## Heading #kept\n\nquokka\n\n$$\ny\n$$\n"
+    kb = write_kb(tmp_path / "kb", {"steps.md": body})
+    settings = Settings(qdrant_path=str(tmp_path / "q"))
+    assert sync_s3(kb, settings).added == 1
+    assert found(settings, "quokka")[:1] == [("steps.md", "Steps > Heading #kept")]  # main: "Steps"
+    assert parse_note("steps.md", body.encode()).tags == ["kept"]  # main: []
+    assert PARSE_VERSION == 6
+    read_again_after(5, kb, settings, 1)  # what rel34's kb-search recorded
