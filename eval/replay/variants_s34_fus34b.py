@@ -109,3 +109,7 @@ VARIANTS += [
     (f"D untitled label, other language within {k}, many alike, a KB of both ({s:.0%})", untitled(k, True, s))
     for k, s in ((3, 0.2), (5, 0.2), (10, 0.2), (5, 0.1), (5, 0.3))
 ]
+VARIANTS += [
+    (f"E untitled label, other language within {k}, a KB of both ({s:.0%})", untitled(k, False, s))
+    for k, s in ((3, 0.2), (5, 0.2), (10, 0.2))
+]

@@ -1277,12 +1277,14 @@ def test_a_lookup_s_words_across_two_headings_of_the_path_are_side_by_side() -> 
 
 
 def _a_title_asked_in_the_other_language(query: str, bm25: dict[str, float], *, titled: str | None = None,
-                                         english_rank: int = 1, both: bool = True) -> list[str]:  # fmt: skip
+                                         english_rank: int = 1, both: bool = True,
+                                         translation: bool = False) -> list[str]:  # fmt: skip
     """A KB written in two languages (each page in one): ``query`` (Russian) is the title of an English page, which
     dense ranks ``english_rank`` (0: first) among Russian notes and, with ``both``, English ones from its 12th note on
     (a third of the leg: a KB written in both languages; else the page is its one English note); BM25 (``bm25``:
     note → score) finds the query's words in Russian notes only, one of them titled ``titled`` (None: none titled
-    so). Every term common (no exact match, no rare-term agreement). The fused order of the notes."""
+    so). With ``translation``, the query's English translation has its own dense leg, English notes first (an
+    expanded search). Every term common (no exact match, no rare-term agreement). The fused order of the notes."""
     answer = "en/properties.md"
     notes = [(f"en/n{i:02d}.md", "en") if both and i >= 12 and i % 2 == 0 else (f"ru/n{i:02d}.md", "ru")
              for i in range(30)]  # fmt: skip
@@ -1298,6 +1300,8 @@ def _a_title_asked_in_the_other_language(query: str, bm25: dict[str, float], *, 
 
     terms = len(set(tokenize(query)))  # each term's probe 3.0: a chunk of every term at its best scores 3.0 each
     legs = [(Leg("dense", 0), ranked), (Leg("lexical", 0, "ru"), [lexical(p, s * terms) for p, s in bm25.items()])]
+    if translation:
+        legs.append((Leg("dense", 1, "en"), [chunk(f"en/t{i:02d}.md", 0.85 - i * 0.01, "en") for i in range(20)]))
     common = tuple(f"c{i:02d}.md" for i in range(PROBE_DEPTH))
     fused = fuse([*legs, *probes(query, {t: 3.0 for t in tokenize(query)}, common)], analyse(query), 10)
     assert not any(c.exact for c in fused)
@@ -1326,6 +1330,7 @@ def test_a_title_asked_in_the_language_its_page_is_not_written_in_is_dense_s_not
     ("Свойства", "sure"),  # BM25 sure of one note (an index entry, a known item's words): not many alike
     ("Свойства", "far"),  # no note of the other language among dense's first five
     ("Свойства", "few"),  # the English page dense's one English note: a translated half's leftover, not a KB of both
+    ("Свойства", "translated"),  # the same, the translation's own dense leg English: the query's own leg is read
     ("как переименовать свойства заметки в мобильном приложении", "question"),  # a question: more terms than a label
 ])  # fmt: skip
 def test_a_label_that_names_a_note_or_that_bm25_is_sure_of_keeps_its_match(query: str, case: str) -> None:
@@ -1338,6 +1343,7 @@ def test_a_label_that_names_a_note_or_that_bm25_is_sure_of_keeps_its_match(query
         bm25,
         titled=query if case == "titled" else None,
         english_rank=8 if case == "far" else 1,
-        both=case != "few",
+        both=case not in ("few", "translated"),
+        translation=case == "translated",
     )
     assert "en/properties.md" not in fused[: fused.index("ru/n03.md")]

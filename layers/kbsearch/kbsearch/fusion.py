@@ -620,7 +620,7 @@ def _across(notes: dict[str, _Note], asked: list[ScoredChunk], language: str, la
     return theirs != language, True
 
 
-def _unnamed(notes: dict[str, _Note], evidence: QueryEvidence, named: tuple[str, ...],
+def _unnamed(notes: dict[str, _Note], asked: list[ScoredChunk], evidence: QueryEvidence, named: tuple[str, ...],
              languages: dict[str, str | None], p: FusionParams) -> bool:  # fmt: skip
     """Whether the query is a label that names no note of its language while the KB holds the other language near
     it: then its own BM25 matches in notes of its language count as matches in another language do
@@ -629,16 +629,19 @@ def _unnamed(notes: dict[str, _Note], evidence: QueryEvidence, named: tuple[str,
 
     A label: at most :data:`PATH_ITEM_WORDS` terms, no identifier, no menu path. It names no note of its language:
     no note of the query's language the legs carried is titled by it (word for word, :func:`kbsearch.lexical.words`,
-    as ``_across``'s title exemption reads a title). Its BM25 matches are many alike: more than ``p.exact_notes``
-    notes score within ``p.close`` of BM25's first (the words are common in that language, mentioned in many notes,
-    the note of none: an exact match may be at most that many notes). And the KB is written in both languages near
-    the query: dense has a note of another language among its first ``p.unnamed_within``, and at least
-    ``p.unnamed_share`` of the notes on its scale (above its floor) are of another language, not a translated half's
-    few leftover pages (LibreOffice Help's Russian half, whose Russian index entries BM25 answers). That is a page's title asked in the language the page is *not* written in,
-    over a KB written in both: "Свойства" over the Obsidian vault whose *Properties* page is English, where the
-    Russian notes holding the word (a CLI reference's section "Свойства", a glossary line, "Next steps" lists) took
-    the first ten places from dense's second, the English page (USE). A label BM25 matches in one note or a few (an
-    index entry, a known item's rare words) keeps its match (EVAL.md, session 34, fus34b)."""
+    as ``_across``'s title exemption reads a title). Its own BM25 matches (not a translation's) are many alike:
+    more than ``p.exact_notes`` notes score within ``p.close`` of the first (the words are common in that language,
+    mentioned in many notes, the note of none: an exact match may be at most that many notes). And the KB is
+    written in both languages near the query: the query's own dense leg (``asked``; a translation's leg puts the
+    other language first by design) has a note of another language among its first ``p.unnamed_within`` notes, and
+    at least ``p.unnamed_share`` of its notes are of another language, not a translated half's few leftover pages
+    (LibreOffice Help's Russian half, whose Russian index entries BM25 answers).
+
+    That is a page's title asked in the language the page is *not* written in, over a KB written in both:
+    "Свойства" over the Obsidian vault whose *Properties* page is English, where the Russian notes holding the word
+    (a CLI reference's section "Свойства", a glossary line, "how to" lists) took the first ten places from dense's
+    second, the English page (USE). A label BM25 matches in one note or a few (an index entry, a known item's rare
+    words) keeps its match (EVAL.md, session 34, fus34b)."""
     if (
         p.unnamed_within <= 0
         or not evidence.terms
@@ -648,18 +651,20 @@ def _unnamed(notes: dict[str, _Note], evidence: QueryEvidence, named: tuple[str,
     ):
         return False
     language = evidence.language
-    first = max((n.lexical for n in notes.values()), default=0.0)
-    if first <= 0.0 or sum(n.lexical >= p.close * first for n in notes.values()) <= p.exact_notes:
+    matched = [  # the query's own BM25 matches (a translation's leg, where it counts more, is another query's)
+        n.lexical for n in notes.values() if n.lexical_chunk is not None and n.lexical_chunk is not n.translated_chunk
+    ]
+    first = max(matched, default=0.0)
+    if first <= 0.0 or sum(value >= p.close * first for value in matched) <= p.exact_notes:
         return False
-    scaled = {  # the notes on the dense scale and their languages
-        note: _note_language(n.dense_chunk.payload, languages)
-        for note, n in notes.items()
-        if n.dense > 0.0 and n.dense_chunk is not None
-    }
-    ranked = sorted(scaled, key=lambda note: (-notes[note].dense, note))[: p.unnamed_within]
-    if not any(scaled[note] not in (None, language) for note in ranked):
+    own: dict[str, str | None] = {}  # the query's own dense leg's notes, best first, and their languages
+    for c in sorted(asked, key=rank_key):
+        path = c.payload.get("path")
+        if type(path) is str and path not in own:
+            own[path] = _note_language(c.payload, languages)
+    if not any(lang not in (None, language) for lang in list(own.values())[: p.unnamed_within]):
         return False
-    known = [lang for lang in scaled.values() if lang is not None]
+    known = [lang for lang in own.values() if lang is not None]
     if sum(lang != language for lang in known) < p.unnamed_share * len(known):
         return False
     for n in notes.values():
@@ -854,7 +859,13 @@ def fuse(
             if note in answered:
                 notes[note].lexical = 0.0
         pinned = kept
-    if not pinned and not damped and language is not None and _unnamed(notes, evidence, named, languages, p):
+    if (
+        not pinned
+        and not damped
+        and language is not None
+        and asked
+        and _unnamed(notes, asked[0], evidence, named, languages, p)
+    ):
         # a label naming no note of its language, its BM25 matches many alike, the other language near dense's top
         for n in notes.values():
             its = n.lexical_chunk
