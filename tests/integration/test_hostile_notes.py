@@ -29,7 +29,7 @@ from kbsearch.errors import StoreError
 from kbsearch.indexer import Indexer, SyncOptions, run_sync
 from kbsearch.qdrant import open_store
 from kbsearch.sources import LocalSource, S3Source, SourceObject
-from kbsearch_tools.fakes import LoopbackHTTPServer
+from kbsearch_tools.fakes import LoopbackHTTPServer, drip
 from kbsearch_tools.local.runtime import LambdaContext
 from tests.conftest import KBSEARCH_CMD, PROCESS_TIMEOUT_S, ROOT, subprocess_env
 from tests.integration.test_indexer import snapshot, store_points, write_notes
@@ -167,6 +167,7 @@ def test_a_full_disk_ends_the_run_with_an_error_and_a_rerun_converges(tmp_path: 
 
 class FakeQdrant:
     """Just enough of Qdrant's REST API for qdrant_client's sync calls; upserts answer 503 after ``ok_upserts``.
+    ``drip_on``: the writes whose ``"METHOD path"`` ends with it are answered one byte every ``drip_s`` seconds.
     ``write_answer``: the whole 200 answer of every write (points, payloads, deletes, batches, the collection's
     metadata) instead of Qdrant's ``completed`` (only the writes whose ``"METHOD path"`` ends with ``lie_on``)."""
 
@@ -176,6 +177,7 @@ class FakeQdrant:
         self.lie_on = ""
         self.scroll_result: Any = None  # instead of no points: every scroll's ``result``
         self.scrolls = 0
+        self.drip_on, self.drip_s, self.dripped = "", 0.0, 0  # the writes so answered one byte every drip_s
         self.writes: list[str] = []
         fake = self
 
@@ -201,6 +203,11 @@ class FakeQdrant:
                 if self.command != "GET" and not path.endswith(("/exists", "/points/scroll")):
                     fake.writes.append(f"{self.command} {path}")
                     lie = f"{self.command} {path}".endswith(fake.lie_on)
+                    if fake.drip_on and status == 200 and f"{self.command} {path}".endswith(fake.drip_on):
+                        fake.dripped += 1
+                        body = json.dumps({"result": result, "status": "ok", "time": 0.0}).encode()
+                        drip(self, 200, "application/json", body, {}, fake.drip_s)
+                        return
                     if fake.write_answer is not None and status == 200 and lie:
                         self._send(200, fake.write_answer)
                         return

@@ -2312,7 +2312,7 @@ def run_sync(
     with index_lease(settings) as lease:
         stop_at = _until_lease_lost(stop_at or Deadline(), lease)
         try:
-            store = open_store(settings, secrets, rebuild=rebuild)
+            store = open_store(settings, secrets, rebuild=rebuild, deadline=call_deadline)
         except StoreError as exc:
             report = SyncReport(source=source.uri, collection=settings.qdrant_collection, dense=False, full=full)
             report.error = storage_failed(settings, exc, source_uri or settings.kb_source, rebuild)
@@ -3236,7 +3236,7 @@ def run_changes(
         report.failed_paths = sorted({c.path for c in batch.changes})
         return report
     try:
-        store = open_store(settings, secrets)
+        store = open_store(settings, secrets, deadline=call_deadline)
     except StoreError as exc:
         report.error, report.incomplete = storage_failed(settings, exc, source_uri or settings.kb_source), True
         report.failed_messages = sorted({c.message_id for c in batch.changes} | set(poison))

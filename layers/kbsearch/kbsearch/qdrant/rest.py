@@ -6,6 +6,7 @@ qdrant-client too, :class:`RereadKey`): read per request, read again once after 
 from __future__ import annotations
 
 from collections.abc import Callable, Generator, Sequence
+from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -15,9 +16,11 @@ from kbsearch.errors import ConfigError, StoreError
 from kbsearch.links import GRAPH_KEYS
 from kbsearch.providers.resilience import (
     MAX_ANSWER_BYTES,
+    Deadline,
     Outbound,
     ProviderError,
     RetryPolicy,
+    bounded,
     header_safe,
     read_capped,
     send,
@@ -105,18 +108,28 @@ class CappedAnswers(httpx.BaseTransport):
     (``HTTPS_PROXY``, ``ALL_PROXY``, ``NO_PROXY``) only for a client given no transport, so a transport here in
     place of its own sent the indexer straight to ``QDRANT_URL`` behind a proxy (the search went through it)."""
 
-    def __init__(self, inner: httpx.Client, limit: int = QDRANT_ANSWER_BYTES) -> None:
+    def __init__(self, inner: httpx.Client, limit: int = QDRANT_ANSWER_BYTES, deadline: Deadline | None = None) -> None:
+        """``deadline``: when given, every exchange (connecting, sending, the whole answer) ends by it, whatever the
+        per-read timeouts (``inner`` must be a :func:`~kbsearch.providers.transport.deadline_client`): the run's
+        end for a Lambda's sync, so a Qdrant that drips its answer cannot hold the run past it."""
         self._inner = inner
         self._limit = limit
+        self._deadline = deadline
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        response = self._inner.send(request, stream=True)  # the request's own timeouts (its extensions) kept
         try:
-            body = read_capped(response, self._limit, "qdrant")
-        except ProviderError as exc:
-            raise AnswerTooLarge(f"Qdrant's {str(exc).removeprefix('qdrant: ')}", request=request) from None
-        finally:
-            response.close()
+            with bounded(self._deadline) if self._deadline is not None else nullcontext():
+                response = self._inner.send(request, stream=True)  # the request's own timeouts (its extensions) kept
+                try:
+                    body = read_capped(response, self._limit, "qdrant")
+                except ProviderError as exc:
+                    raise AnswerTooLarge(f"Qdrant's {str(exc).removeprefix('qdrant: ')}", request=request) from None
+                finally:
+                    response.close()
+        except httpx.TimeoutException as exc:
+            if self._deadline is None or self._deadline.remaining() > 0.05:
+                raise  # the request's own timeout (QDRANT_TIMEOUT_S)
+            raise type(exc)("no whole answer from Qdrant by the run's end", request=request) from None
         gone = ("content-encoding", "content-length", "transfer-encoding")  # the body handed on is decoded, whole
         headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in gone]
         return httpx.Response(response.status_code, headers=headers, content=body, extensions=response.extensions)
