@@ -100,3 +100,59 @@ def test_an_event_batch_whose_write_qdrant_drips_gives_its_messages_back_before_
     assert set(note) <= {item["itemIdentifier"] for item in result["batchItemFailures"]}, result
     dripping_qdrant.drip_on = ""
     assert invoke_within_the_lambda(app, sqs_event(records)) == {"batchItemFailures": []}
+
+
+@pytest.fixture
+def flaky_qdrant(tmp_path: Path) -> Iterator[FakeQdrant]:
+    fake = FakeQdrant(collection_info(tmp_path / "schema"), ok_upserts=1_000)
+    yield fake
+    fake.stop()
+
+
+REFUSALS = {  # what Qdrant Cloud answers the first upserts: rate limits (strict mode) and load shedding
+    "429 Retry-After 1, twice": [(429, "1"), (429, "1")],
+    "429 without Retry-After": [(429, None)],
+    "503 Retry-After 1": [(503, "1")],
+    "429 Retry-After 0": [(429, "0")],
+}
+
+
+@pytest.mark.parametrize("refusals", REFUSALS.values(), ids=REFUSALS.keys())
+def test_a_write_qdrant_refuses_for_now_is_sent_again_when_it_says(
+    tmp_path: Path, flaky_qdrant: FakeQdrant, monkeypatch: pytest.MonkeyPatch, refusals: list[tuple[int, str | None]]
+) -> None:
+    """Qdrant Cloud refusing a sync's upsert for now (429 under a write rate limit, qdrant-client's
+    ``ResourceExhaustedResponse`` when it says ``Retry-After``; a 503 shedding load): nothing was written, so the
+    write is sent again when Qdrant says (or after a short backoff), within the run's time, and the run completes.
+    Before, the first refusal stopped the whole sync (``index storage failed: writing N points failed:
+    ResourceExhaustedResponse``): a KB larger than one rate-limit window was written one window a run (an hour
+    apart), every window embedded before the refusal paid for again."""
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    write_notes(kb, 3)
+    flaky_qdrant.refusals = list(refusals)
+    env = {"KB_SOURCE": str(kb), "QDRANT_URL": flaky_qdrant.url, "DEADLINE_MARGIN_S": "4"}
+    report = invoke_within_the_lambda(load_indexer(monkeypatch, env), {})
+    assert isinstance(report, dict) and report["error"] is None, report
+    assert report["added"] == 3 and not report["incomplete"], report
+    assert not flaky_qdrant.refusals and flaky_qdrant.upserts > len(refusals)
+
+
+def test_a_write_qdrant_refuses_for_longer_than_the_run_can_wait_fails_at_once_naming_the_wait(
+    tmp_path: Path, flaky_qdrant: FakeQdrant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 429 asking for an hour: the run does not sleep it out (nor past its end); it stops at once with the
+    storage error naming the wait asked for, and the next run writes the notes."""
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    write_notes(kb, 3)
+    flaky_qdrant.refusals = [(429, "3600")]
+    env = {"KB_SOURCE": str(kb), "QDRANT_URL": flaky_qdrant.url, "DEADLINE_MARGIN_S": "4"}
+    app = load_indexer(monkeypatch, env)
+    started = time.monotonic()
+    result = invoke_within_the_lambda(app, {})
+    assert time.monotonic() - started < 6, "slept on a Retry-After it could not wait out"
+    assert isinstance(result, app.IndexerRunError), result
+    assert "index storage failed: writing" in str(result) and "3600" in str(result), result
+    again = invoke_within_the_lambda(app, {})
+    assert again["error"] is None and again["added"] == 3, again

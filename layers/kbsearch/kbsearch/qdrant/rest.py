@@ -5,6 +5,9 @@ qdrant-client too, :class:`RereadKey`): read per request, read again once after 
 
 from __future__ import annotations
 
+import math
+import random
+import time
 from collections.abc import Callable, Generator, Sequence
 from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
@@ -23,6 +26,7 @@ from kbsearch.providers.resilience import (
     bounded,
     header_safe,
     read_capped,
+    retry_after_s,
     send,
 )
 from kbsearch.qdrant.query import (
@@ -133,6 +137,58 @@ class CappedAnswers(httpx.BaseTransport):
         gone = ("content-encoding", "content-length", "transfer-encoding")  # the body handed on is decoded, whole
         headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in gone]
         return httpx.Response(response.status_code, headers=headers, content=body, extensions=response.extensions)
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+#: Qdrant's answers that say a request was not done, for now: a rate limit (429, strict mode's, with a
+#: ``Retry-After``) or a node shedding load (503).
+REFUSED_FOR_NOW = frozenset({429, 503})
+
+
+class QdrantRefused(httpx.TransportError):
+    """Qdrant refused a request for longer than the run can wait (its ``Retry-After``)."""
+
+
+class SentAgain(httpx.BaseTransport):
+    """The indexer's Qdrant requests sent again when Qdrant refuses them for now (:data:`REFUSED_FOR_NOW`): after
+    the ``Retry-After`` it asks for, else the policy's backoff, at most ``policy.attempts`` times, never past
+    ``deadline`` (the run's end) nor sooner than asked. Every request the indexer sends Qdrant is idempotent
+    (points by fixed ids, deletes and payloads by filter, the metadata's values), and a refused one was not
+    applied. A wait asked for past what the run can (or ``policy.max_delay_s``) fails the request at once,
+    naming it: :class:`QdrantRefused`, a :class:`~kbsearch.errors.StoreError` where it was made. Without it the
+    first 429 of a write rate limit stopped the sync."""
+
+    def __init__(
+        self,
+        inner: httpx.BaseTransport,
+        deadline: Deadline | None = None,
+        policy: RetryPolicy = RetryPolicy(),  # noqa: B008 - frozen
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._inner, self._deadline, self._policy, self._sleep = inner, deadline, policy, sleep
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        policy = self._policy
+        attempt = 0
+        while True:
+            response = self._inner.handle_request(request)
+            attempt += 1
+            if response.status_code not in REFUSED_FOR_NOW or attempt >= policy.attempts:
+                return response
+            left = self._deadline.remaining() if self._deadline is not None else math.inf
+            asked = retry_after_s(response)
+            if asked is not None and asked > min(policy.max_delay_s, left):
+                can = min(policy.max_delay_s, max(0.0, left))
+                raise QdrantRefused(f"Qdrant answered HTTP {response.status_code} asking for {asked:g}s before a "
+                                    f"retry (Retry-After), more than this run can wait ({can:.1f}s)",
+                                    request=request)  # fmt: skip
+            backoff = random.uniform(0, min(policy.max_delay_s, policy.base_delay_s * 2 ** (attempt - 1)))
+            delay = max(asked, backoff) if asked is not None else backoff
+            if delay >= left:
+                return response
+            self._sleep(delay)
 
     def close(self) -> None:
         self._inner.close()

@@ -419,7 +419,7 @@ class Store:
         from qdrant_client import QdrantClient
 
         from kbsearch.providers.transport import deadline_client
-        from kbsearch.qdrant.rest import CappedAnswers, RereadKey, qdrant_key
+        from kbsearch.qdrant.rest import CappedAnswers, RereadKey, SentAgain, qdrant_key
 
         key = qdrant_key(secrets)  # a key no header can carry is refused before anything is sent
         host = urlsplit(settings.qdrant_url if "//" in settings.qdrant_url else f"//{settings.qdrant_url}").hostname
@@ -434,7 +434,8 @@ class Store:
             timeout=int(max(1, settings.qdrant_timeout_s)),
             check_compatibility=False,
             auth=RereadKey(secrets),  # given to its httpx client
-            transport=CappedAnswers(inner, deadline=deadline),  # every answer read within a bound, decoded
+            # every answer read within a bound, decoded; a request Qdrant refuses for now sent again when it says
+            transport=SentAgain(CappedAnswers(inner, deadline=deadline), deadline),
         )
         return cls(client, settings.qdrant_collection, settings.embedding_dimensions, embedded=False)
 
