@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from kbsearch_tools.fakes import FakeEndpoint
 from kbsearch_tools.local.runtime import LambdaContext
 from kbsearch_tools.s3events import sqs_event
 from tests.integration import test_events as events_tests
@@ -156,3 +157,40 @@ def test_a_write_qdrant_refuses_for_longer_than_the_run_can_wait_fails_at_once_n
     assert "index storage failed: writing" in str(result) and "3600" in str(result), result
     again = invoke_within_the_lambda(app, {})
     assert again["error"] is None and again["added"] == 3, again
+
+
+@pytest.mark.parametrize("what", ["listing", "read"])
+def test_an_s3_that_drips_is_cut_at_the_runs_end_with_a_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, what: str
+) -> None:
+    """The other half of "Still not covered": the KB's S3 (``AWS_ENDPOINT_URL_S3``, a loopback S3 speaking
+    ListObjectsV2 and GetObject) dripping a listing page or a note's body one byte every 0.3 s (botocore's
+    timeouts are per socket read: 20 s, four attempts). The scheduled run ends before the Lambda does: a listing
+    cut is a failed listing (nothing deleted), a read cut skips the note naming the run's end, its last version
+    kept. Before, the handler ran past the Lambda's end."""
+    from tests.integration.test_fault_matrix import listing_xml
+
+    note = b"# A\n\nquokka\n"
+    s3 = FakeEndpoint().start()
+
+    def respond(method: str, path: str) -> tuple[int, bytes, str]:
+        listing = "list-type=2" in path
+        s3.drip_s = 0.3 if listing == (what == "listing") else 0.0
+        return (200, listing_xml([("a.md", note)]), "application/xml") if listing else (200, note, "text/markdown")
+
+    s3.responder = respond
+    env = {"KB_SOURCE": "s3://kb/", "AWS_ENDPOINT_URL_S3": s3.url, "QDRANT_PATH": str(tmp_path / "q"),
+           "DEADLINE_MARGIN_S": "4", "EMBEDDING_API_KEY": "", "EMBEDDING_API_KEY_PARAM": ""}  # fmt: skip
+    try:
+        app = load_indexer(monkeypatch, env)
+        result = invoke_within_the_lambda(app, {})
+    finally:
+        s3.drip_s = 0.0
+        s3.stop()
+    if what == "listing":
+        assert isinstance(result, app.IndexerRunError), result
+        assert "listing s3://kb/ failed" in str(result) and "by the run's end" in str(result), result
+    else:
+        assert isinstance(result, dict) and result["added"] == 0, result
+        (skipped,) = result["skipped"]
+        assert skipped["path"] == "a.md" and "by the run's end" in skipped["reason"], skipped

@@ -2300,7 +2300,7 @@ def run_sync(
     from kbsearch.lease import LINKS_TTL_S, index_lease, short_lease
     from kbsearch.providers.embeddings import build_embedder
 
-    source = open_source(source_uri or settings.kb_source)
+    source = open_source(source_uri or settings.kb_source, deadline=call_deadline)
 
     def links_lock() -> AbstractContextManager[Any]:
         """The lease event batches take to rewrite the restricted link targets. A sync waits out a holder that
@@ -3215,7 +3215,7 @@ def run_changes(
     from kbsearch.lease import lease_holder, short_lease
     from kbsearch.providers.embeddings import build_embedder
 
-    source = open_source(source_uri or settings.kb_source)
+    source = open_source(source_uri or settings.kb_source, deadline=call_deadline)
     batch = read_batch(event, _scope_of(source))
     report = ChangeReport(source=source.uri, collection=settings.qdrant_collection, dense=False)
     report.ignored, report.poison = batch.ignored, batch.poison
