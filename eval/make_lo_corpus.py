@@ -46,6 +46,7 @@ Apache-2.0 material). See ``eval/lo/README.md``.
 from __future__ import annotations
 
 import argparse
+import html
 import re
 import sys
 import textwrap
@@ -312,10 +313,11 @@ _BOOKMARK = re.compile(
 
 def index_entries(bookmarks: str) -> dict[str, set[str]]:
     """Each guide page (``<app>-<page>``) → the index entries pointing to it, as queries (``objects -- anchoring
-    options`` → ``objects anchoring options``)."""
+    options`` → ``objects anchoring options``). The help writes a quote in an entry's text as an HTML character
+    reference (``операции &#34;что если&#34;``): the query is the text a reader sees (``операции "что если"``)."""
     out: dict[str, set[str]] = {}
     for app, page, text in _BOOKMARK.findall(bookmarks):
-        query = _space(text.replace("\\", "").replace(" -- ", " ").replace("--", " "))
+        query = _space(html.unescape(text.replace("\\", "")).replace(" -- ", " ").replace("--", " "))
         if query:
             out.setdefault(f"{app}-{page}", set()).add(query)
     return out
