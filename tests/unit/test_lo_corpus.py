@@ -230,9 +230,12 @@ def test_no_corpus_s_committed_query_or_lo_index_entry_holds_an_html_character_r
     """Every corpus's query sets (each ``eval/classes*.yaml``) and LibreOffice's index entries: a query is the text a
     reader types, never ``&#34;``."""
     held = []
-    for manifest in sorted((ROOT / "eval").glob("classes*.yaml")):
-        classes, _ = load_classes(manifest, ROOT)
-        held += [f"{c.name}: {q.query}" for c in classes for q in c.queries if _REFERENCE.search(q.query)]
+    listed = [e for m in sorted((ROOT / "eval").glob("classes*.yaml")) for e in yaml.safe_load(m.read_text("utf-8"))]
+    assert len(listed) >= 50  # read whether its corpus is built or not (the bilingual KB's is not committed)
+    for entry in listed:
+        held += [
+            f"{entry['class']}: {q.query}" for q in load_queries(ROOT / entry["queries"]) if _REFERENCE.search(q.query)
+        ]
     pages = yaml.safe_load((CORPUS / "pages.yaml").read_text(encoding="utf-8"))
     held += [f"{pid}: {e}" for pid, p in pages.items() for lang in ("en", "ru") for e in p["index"][lang]
              if _REFERENCE.search(e)]  # fmt: skip
