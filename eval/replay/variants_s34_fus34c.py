@@ -36,6 +36,7 @@ from __future__ import annotations
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "layers" / "kbsearch"
@@ -150,3 +151,25 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main(sys.argv[1:]))
+
+
+# -- e5 lo-cross-en-to-ru: close calls a damped BM25 tips (``replay.py --variants``, the scoring loop's hook) -----------
+#
+#     .venv/bin/python eval/replay/replay.py /tmp/fus34c/caps/*.pkl --variants eval/replay/variants_s34_fus34c.py --detail
+
+
+def _undamped_close(rows: list[tuple[str, Any, float, float]], ctx: dict[str, Any]) -> list[float] | None:
+    """X1: where every note of dense's close calls (above ``close``) that BM25 matches is matched in another language
+    than the query (its match counts x ``cross_language``: an English title over a Russian half), dense's top counts
+    in full (no close-call weight): a damped BM25 is too weak a witness to reorder dense's first notes."""
+    p, language = ctx["p"], ctx["evidence"].language
+    close = [n for _, n, _, _ in rows if n.dense > p.close and n.lexical > 0 and n.lexical_chunk is not None]
+    if language is None or not close or any(n.lexical_chunk.payload.get("lang") == language for n in close):
+        return None
+    lead, stray = ctx["lead"], ctx["stray"]
+    return [n.dense + p.lexical_weight * n.lexical + p.rare_agreement * agreed
+            + max(p.lead_bonus if note == lead else 0.0, p.stray_bonus if note == stray else 0.0)
+            for note, n, _, agreed in rows]  # fmt: skip
+
+
+VARIANTS = [("X1 close calls in full where their BM25 is all of another language", _undamped_close)]
