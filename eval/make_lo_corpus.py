@@ -21,7 +21,7 @@ characters (``make_gnome_corpus.cut``).
 **The query classes** (``eval/lo/queries/``), labels correct by construction:
 
 - ``lo-keyword-en`` / ``-ru``: the help's own alphabetical index (``bookmarks.js``; ``objects -- anchoring
-  options`` → ``objects anchoring options``) over its own language's notes, labelled with every corpus page the
+  options`` → ``objects anchoring options``, ``&#34;`` → ``"``) over its own language's notes, labelled with every corpus page the
   entry points to; entries pointing to 1-``MAX_RELEVANT`` corpus pages, in Russian only entries with a Cyrillic
   letter (the untranslated ones are English), ``KEYWORDS`` of them a language in sha1 order.
 - ``lo-cross-en-to-ru`` / ``lo-cross-ru-to-en``: each page's title over the other language's notes (the title is in
