@@ -7,7 +7,7 @@
 Everything after ``--`` is ``kbsearch``'s own command line; the run is the real eval (its report is printed as
 usual), with ``kbsearch.search.fuse`` wrapped to record each hybrid search's legs (payloads cut to ``path``,
 ``doc_id``, ``lang``, ``title``: what the fusion and the eval read with ``SEARCH_PRIOR`` off; ``title`` since session
-33, captures made before get it from ``eval/replay/titled.py``) and the phases' nDCG@10 per
+33, and the replay reads it again from the class's corpus, ``eval/replay/texts.attach``) and the phases' nDCG@10 per
 class. The timeouts: a cold model on a busy host embeds slower than the providers' defaults allow (a degraded
 search would be captured as the fallback's, not the fusion's). ``eval/replay/replay.py`` replays the file.
 """

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -562,6 +563,21 @@ def test_a_root_entry_named_like_the_access_file_is_judged_alike_by_the_sync_and
         assert reader.read("pub/Hello.md", Scope.public()).startswith(b"# Hello")
 
 
+@contextmanager
+def s3_kb(tmp_path: Path, objects: dict[str, bytes]) -> Iterator[tuple[Settings, Any]]:
+    """Settings of an embedded store under ``tmp_path`` and no embedder, and moto's S3 client, its bucket
+    ``kb-notes`` holding ``objects`` under ``kb/`` (``s3://kb-notes/kb/``): for a KB no folder can hold (an S3
+    prefix named as a file, a 1,000-byte name)."""
+    settings = Settings(qdrant_path=str(tmp_path / "q"), qdrant_url="", embedding_api_key=None,
+                        embedding_api_key_param="")  # fmt: skip
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="kb-notes")
+        for key, body in objects.items():
+            s3.put_object(Bucket="kb-notes", Key=f"kb/{key}", Body=body)
+        yield settings, s3
+
+
 @pytest.mark.parametrize("name", ["_access.yml", "_access.yaml"])
 @pytest.mark.parametrize("placeholder", [False, True], ids=["prefix", "prefix with a folder object"])
 def test_a_prefix_named_like_the_access_file_holds_notes_on_s3(tmp_path: Path, name: str, placeholder: bool) -> None:
@@ -573,15 +589,8 @@ def test_a_prefix_named_like_the_access_file_holds_notes_on_s3(tmp_path: Path, n
     from kbsearch.reader import NoteReader
     from kbsearch.sources import S3Source
 
-    settings = Settings(qdrant_path=str(tmp_path / "q"), qdrant_url="", embedding_api_key=None,
-                        embedding_api_key_param="")  # fmt: skip
-    with mock_aws():
-        s3 = boto3.client("s3", region_name="us-east-1")
-        s3.create_bucket(Bucket="kb-notes")
-        s3.put_object(Bucket="kb-notes", Key="kb/pub/Hello.md", Body=b"# Hello\nwelcome all\n")
-        s3.put_object(Bucket="kb-notes", Key=f"kb/{name}/Inside.md", Body=b"# Inside\nwelcome inside\n")
-        if placeholder:
-            s3.put_object(Bucket="kb-notes", Key=f"kb/{name}/", Body=b"")
+    objects = {"pub/Hello.md": b"# Hello\nwelcome all\n", f"{name}/Inside.md": b"# Inside\nwelcome inside\n"}
+    with s3_kb(tmp_path, objects | ({f"{name}/": b""} if placeholder else {})) as (settings, s3):
         full = run_sync(settings, Secrets(settings), source_uri="s3://kb-notes/kb/")
         s3.put_object(Bucket="kb-notes", Key=f"kb/{name}/Later.md", Body=b"# Later\nwelcome later\n")
         store = open_store(settings, Secrets(settings))

@@ -215,12 +215,12 @@ def s3_kb_and_lease_table() -> Iterator[Any]:
         boto3.setup_default_session()
 
 
-def _scheduled_sync_of_the_bucket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+def _scheduled_sync_of_the_bucket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **env: str) -> dict[str, Any]:
     """The indexer handler's scheduled run over ``s3://kb-notes/`` with the lease table, a lease of 30 s (renewed
-    every 10 s); its report, or what it raised (a run whose report has an error raises)."""
+    every 10 s), and ``env``; its report, or what it raised (a run whose report has an error raises)."""
     app = _load_indexer(
         monkeypatch, KB_SOURCE="s3://kb-notes/", QDRANT_PATH=str(tmp_path / "qdrant"), INDEX_LEASE_TABLE=TABLE,
-        INDEX_LEASE_TTL_S="30",
+        INDEX_LEASE_TTL_S="30", **env,
     )  # fmt: skip
     try:
         report: dict[str, Any] = app.lambda_handler({"full": False}, LambdaContext("kb-search-test-indexer", 2048, 900))

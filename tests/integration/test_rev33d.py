@@ -178,18 +178,11 @@ def test_a_root_name_of_a_thousand_digits_is_read_at_once_as_no_copy(tmp_path: P
     access file; reading it as one tried every split of the digits into copy marks (``_access 2 copy``'s repeats):
     400 digits took 22 s, 1,000 hours, and the sync stood still (this test then fails at pytest's timeout). Each
     run of digits is now one mark: the sync runs, the file an attachment."""
-    import boto3
-    from moto import mock_aws
-
-    from kbsearch.config import Secrets, Settings
+    from kbsearch.config import Secrets
     from kbsearch.indexer import run_sync
+    from tests.integration.test_access_index import s3_kb
 
-    settings = Settings(qdrant_path=str(tmp_path / "q"), qdrant_url="", embedding_api_key=None,
-                        embedding_api_key_param="")  # fmt: skip
-    with mock_aws():
-        s3 = boto3.client("s3", region_name="us-east-1")
-        s3.create_bucket(Bucket="kb-notes")
-        s3.put_object(Bucket="kb-notes", Key="kb/Hello.md", Body=b"# Hello\nwelcome\n")
-        s3.put_object(Bucket="kb-notes", Key="kb/_access" + "1" * 1000 + "x.yaml", Body=b"hr/: [hr]\n")
+    objects = {"Hello.md": b"# Hello\nwelcome\n", "_access" + "1" * 1000 + "x.yaml": b"hr/: [hr]\n"}
+    with s3_kb(tmp_path, objects) as (settings, _):
         report = run_sync(settings, Secrets(settings), source_uri="s3://kb-notes/kb/")
     assert report.error is None and report.added == 1, report

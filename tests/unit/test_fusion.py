@@ -1276,6 +1276,45 @@ def test_a_lookup_s_words_across_two_headings_of_the_path_are_side_by_side() -> 
     assert paths(fused)[0] == "answer.md" and fused[0].exact
 
 
+def _a_code_question_over_both_languages(dense_lang: str) -> tuple[list[Candidate], str, str]:
+    """ "does Sync encrypt my vault with AES-256" in a KB written in both languages (bil33's `code-en`, e5): the one
+    note holding the code is the Russian answer (*Безопасность и конфиденциальность*), dense's 20th and BM25's 7th
+    (its match x ``cross_language``); the question's other words are common. Dense's notes are ``dense_lang``: e5
+    reads English (its first note English, as for 98 of 110 such questions), a KB's Russian half reads Russian."""
+    query = "does Sync encrypt my vault with AES-256"
+    evidence = analyse(query)
+    assert evidence.language == "en" and {term_id("ae"), term_id("256")} <= evidence.identifiers
+    answer = "ru/security.md"
+    noise = [f"{dense_lang}/n{i:02d}.md" for i in range(30)]
+    dense = _russian_dense(answer, 20, noise, lang="ru")
+    dense = dense[0], [chunk(c.payload["path"], c.score, c.payload["lang"] if c.payload["path"] == answer else
+                             dense_lang) for c in dense[1]]  # fmt: skip
+    ranked = [*noise[:6], answer, *noise[6:12]]
+    bm25 = (Leg("lexical", 0, "en"), [chunk(p, 9.0 - 0.5 * i, "ru" if p == answer else dense_lang)
+                                      for i, p in enumerate(ranked)])  # fmt: skip
+    common = {s: [(p, 3.0) for p in noise[:PROBE_DEPTH]] for s in ("sync", "encrypt", "vault")}
+    held = _probed(evidence, {"ae": [(answer, 5.0)], "256": [(answer, 4.0)], **common})
+    return fuse([dense, bm25, *held], evidence, 10), answer, noise[0]
+
+
+def test_a_question_s_code_pins_its_note_of_the_other_language_while_dense_reads_the_question_s_own() -> None:
+    """bil33's e5 ``code-en`` (−0.108): an English question naming a code whose page is Russian. e5 ranks its own
+    language first, so the Russian page is near neither leg's top and fus32a's gate took the pin: the identifier is
+    the question's one bridge to the other language. It keeps its pin there while dense's first note is in the
+    question's language (session 34, fus34c: 9 searches better, none worse, over every capture)."""
+    fused, answer, _ = _a_code_question_over_both_languages("en")
+    assert paths(fused)[0] == answer and fused[0].exact
+
+
+def test_a_question_s_code_in_passing_pins_no_note_of_the_other_language_where_dense_reads_that_language() -> None:
+    """The guard: "CD-ROM", "OK", "ELF" named by an English question over a Russian half (Debian's docs, man pages:
+    dense's first note Russian, often the answer). Dense reads the other language there, and its ranking stands: a
+    note holding the code far down both legs is not pinned (bil33's C3, refused: 5 held-out searches worse)."""
+    fused, holder, first = _a_code_question_over_both_languages("ru")
+    assert paths(fused)[0] == first and not any(c.exact for c in fused)
+    assert holder not in paths(fused)[:3]
+
+
 def _a_title_asked_in_the_other_language(query: str, bm25: dict[str, float], *, titled: str | None = None,
                                          english_rank: int = 1, both: bool = True,
                                          translation: bool = False) -> list[str]:  # fmt: skip

@@ -79,18 +79,20 @@ MATH_CASES: dict[str, tuple[str, list[tuple[str, ...]], list[str], list[str]]] =
 }
 
 
-def commonmark_code(body: str) -> set[int]:
-    """The numbers of the non-blank lines CommonMark (markdown-it-py) reads as code: fenced or indented blocks."""
+def commonmark_code(body: str, types: tuple[str, ...] = ("fence", "code_block"), parsed: str | None = None) -> set[int]:
+    """The numbers of the non-blank lines CommonMark (markdown-it-py) reads as code: fenced or indented blocks
+    (``types``), of ``body`` or of ``parsed`` (the same lines otherwise written: rel34's ``$$`` as fences)."""
     lines = body.split("\n")
     code: set[int] = set()
-    for token in MarkdownIt("commonmark").parse(body):
-        if token.type in ("fence", "code_block") and token.map:
+    for token in MarkdownIt("commonmark").parse(body if parsed is None else parsed):
+        if token.type in types and token.map:
             code.update(i for i in range(*token.map) if lines[i].strip())
     return code
 
 
-def read_code(body: str) -> set[int]:
-    return {i for i, (kind, line, *_) in enumerate(read_body(body)) if kind == CODE and line.strip()}
+def read_code(body: str, kind: int = CODE) -> set[int]:
+    """The numbers of the non-blank lines ``read_body`` reads as ``kind`` (code; rel34: math)."""
+    return {i for i, (read, line, *_) in enumerate(read_body(body)) if read == kind and line.strip()}
 
 
 @pytest.mark.parametrize("name", list(CASES))

@@ -284,17 +284,29 @@ def test_texts_refuse_a_class_whose_corpus_is_not_here(tmp_path: Path) -> None:
     assert _replay(capture, "--no-texts").returncode == 0
 
 
-def test_texts_refuse_a_capture_of_another_reading_of_notes(tmp_path: Path) -> None:
-    """Review of fus33b (rev33a): a point id is ``uuid5(path#index)``; notes read by another PARSE_VERSION may chunk
-    otherwise, and the same id then names another chunk's text. capture.py records the version; texts.py stops on
-    a capture of another one."""
+def _captured_by_reading(tmp_path: Path, version: int) -> Path:
+    """A capture of this test's (:func:`_capture`) recording ``version`` as the reading its notes were chunked by."""
     capture = _capture(tmp_path)[0]
     with capture.open("rb") as f:
         cells = pickle.load(f)  # noqa: S301 (the capture this test wrote)
     for captured in cells.values():
-        captured["parse_version"] = 3
+        captured["parse_version"] = version
     with capture.open("wb") as f:
         pickle.dump(cells, f)
-    done = _replay(capture)
+    return capture
+
+
+def test_texts_refuse_a_capture_of_another_reading_of_notes(tmp_path: Path) -> None:
+    """Review of fus33b (rev33a): a point id is ``uuid5(path#index)``; notes read by another PARSE_VERSION may chunk
+    otherwise, and the same id then names another chunk's text. capture.py records the version; texts.py stops on
+    a capture of another one."""
+    done = _replay(_captured_by_reading(tmp_path, 3))
     assert done.returncode != 0 and "PARSE_VERSION 3" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_texts_take_a_capture_of_a_reading_that_chunks_the_corpora_alike(tmp_path: Path) -> None:
+    """rel34: PARSE_VERSION 5 changed how a ``$$`` block closes and no note of the eval's corpora
+    (``eval/dump_parse.py``): session 34's captures (``parse_version`` 4) replay with their texts, not refused."""
+    done = _replay(_captured_by_reading(tmp_path, 4))
+    assert done.returncode == 0 and "PARSE_VERSION" not in done.stderr, done.stderr

@@ -119,6 +119,27 @@ def closest(word: str, choices: Sequence[str], cutoff: float = 0.5) -> str | Non
     return close[0] if close else None
 
 
+def not_built_from(settings: Any, given: str, named: str) -> str | None:
+    """What to say when ``given`` (the KB folder notes are read from: ``--kb`` or ``KB_SOURCE``, ``named``) is not
+    the folder the embedded index records it was built from (walk34): an assistant's ``kbsearch mcp --kb other``
+    found a note with ``kb_search`` and was told "no note at '<its path>'" by ``kb_get_note`` of that very hit, and
+    nothing said why. None when they are the same folder, or either is unknown or in S3 (read from the store's
+    metadata file, no shard opened: ``readiness.recorded_source``)."""
+    import shlex
+
+    from kbsearch.qdrant.readiness import recorded_source
+    from kbsearch.sources import is_s3_uri
+
+    built = recorded_source(settings)
+    if not built or not given.strip() or is_s3_uri(built) or is_s3_uri(given):
+        return None
+    if Path(given).expanduser().resolve() == Path(built).expanduser().resolve():
+        return None
+    return (f"{named} {shlex.quote(given)} is not the folder the index was built from ({shlex.quote(built)}): "
+            "searches find that folder's notes and notes are read from this one, so a hit's note can be missing: "
+            f"give {named} {shlex.quote(built)}, or index this folder (kbsearch index {shlex.quote(given)})")  # fmt: skip
+
+
 def groups_no_note_holds(settings: Any, scope: Any, given: str = "--scope") -> list[str]:
     """For a ``--scope`` (``kbsearch search``, ``kbsearch mcp``): each of its groups no note of the embedded index is
     restricted to, as the index's last full sync recorded them, with the group meant (``--scope hrr``: it searched

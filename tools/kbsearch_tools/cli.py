@@ -440,6 +440,15 @@ def _live_sync(live: _Live, api: Any, args: argparse.Namespace, oracle: Any = No
         if said:
             live.banner.append(f"  note: {said}")
     live.banner.extend(f"  note: {line}" for line in _local_key_groups_no_note_holds(settings))
+    unusable = _unusable_caller_mapping()
+    if unusable:
+        live.banner.append(f"  note: {unusable}")
+    if args.watch is None and path is not None and settings.kb_source:  # --watch syncs the folder into the index
+        from kbsearch_tools import not_built_from
+
+        other = not_built_from(settings, settings.kb_source, "KB_SOURCE")
+        if other:
+            live.banner.append(f"  note: {other}")
     if args.watch is not None:
         # --watch alone: KB_SOURCE, else the folder the index was built from. Path("") is ".", which passed the
         # check below: with neither, the server watched (and indexed) the working folder, a checkout's every .md
@@ -895,44 +904,13 @@ def _search_problems(errors: Sequence[Any]) -> str:
 
 def _unheld_filters(service: Any, request: Any, scope: Any) -> list[str]:
     """For a search with no hits: each filter value no note (that ``scope`` may read) holds, with the closest one
-    that some note does (``--tag runbok``: did you mean 'runbook'?). A misspelt tag, type, status or folder was
-    "0 results" with nothing said. Read from the index's facets (``kb_list``'s catalog); a facet cut at its limit
-    is not complete, so nothing is said of it; a catalog that cannot be read says nothing."""
+    that some note does (``--tag runbok``: did you mean 'runbook'?), named by its option
+    (:meth:`~kbsearch.browse.BrowseService.unheld_filters`, which ``kb_search`` and Slack's answer say too)."""
     from kbsearch.browse import BrowseService
-    from kbsearch.lexical import tag_key, tag_keys
-    from kbsearch.reader import NoteReader
 
-    wanted = request.filters
-    if wanted is None or not (wanted.tags or wanted.type or wanted.status or wanted.path_prefix):
-        return []
-
-    def no_source() -> Any:  # the catalog reads the index alone
-        raise KbSearchError("no KB source needed")
-
-    try:
-        catalog = BrowseService(service, NoteReader(no_source)).catalog(None, 0, scope)
-    except (KbSearchError, ValueError, OSError):
-        return []
-    said = []
-    for what, values, held, limit in (
-        ("tag", wanted.tags, catalog.tags, 200), ("type", wanted.type, catalog.types, 50),
-        ("status", wanted.status, catalog.statuses, 50),
-        ("folder", [wanted.path_prefix] if wanted.path_prefix else [], catalog.folders, 100),
-    ):  # fmt: skip
-        known = [facet.value for facet in held]
-        if len(known) >= limit:
-            continue
-        keys = set(tag_keys(known)) if what == "tag" else set()  # a tag filter matches as Obsidian's tag: search
-        for value in values or []:
-            if value in known or (what == "tag" and tag_key(value) in keys):
-                continue
-            meant = _close(value, known)
-            option = "--path-prefix" if what == "folder" else f"--{what}"
-            others = (f"; the {what}s: {', '.join(known[:10])}{', ...' if len(known) > 10 else ''}" if known
-                      else f": no note has any {what}")  # the list was printed empty: "the tags: "  # fmt: skip
-            said.append(f"no note has the {what} {value!r} ({option})" + (f": did you mean {meant!r}?" if meant else
-                        others))  # fmt: skip
-    return said
+    options = {"tag": "--tag", "type": "--type", "status": "--status", "folder": "--path-prefix"}
+    unheld = BrowseService.over_index(service).unheld_filters(request.filters, scope)
+    return [filter_.said(options[filter_.what]) for filter_ in unheld]
 
 
 def _say_groups_no_note_holds(settings: Any, scope: Any) -> None:
@@ -942,6 +920,22 @@ def _say_groups_no_note_holds(settings: Any, scope: Any) -> None:
 
     for line in groups_no_note_holds(settings, scope):
         print(f"note: {line}", file=sys.stderr)
+
+
+def _unusable_caller_mapping() -> str | None:
+    """The shell's ``ACCESS_GROUPS`` when the functions cannot use it (not JSON, a list, ``api_keys`` no object...):
+    every caller then reads the public notes only, as deployed, and a Slack admin trying a scoped user locally
+    (README's ``ACCESS_GROUPS='{"slack": ...}'``) with a brace missing saw "No notes found" and, at each request,
+    an ERROR among the functions' JSON log lines (walk34). Said in the banner, as it is read here once; the reason
+    as :meth:`kbsearch.access.CallerMap.parse` gives it (it names no value)."""
+    from kbsearch.access import CallerMap, CallerMapError
+
+    try:
+        CallerMap.parse(os.environ.get("ACCESS_GROUPS"))
+    except CallerMapError as exc:
+        return (f"ACCESS_GROUPS is not a caller mapping ({exc}): every caller reads the public notes only until it is "
+                "fixed (README: Access, who is asking)")  # fmt: skip
+    return None
 
 
 def _local_key_groups_no_note_holds(settings: Any) -> list[str]:
@@ -1200,7 +1194,8 @@ def cmd_slack(args: argparse.Namespace) -> int:
     if args.response_url is not None and not args.print_curl:
         raise KbSearchError("--response-url is for --print-curl (kbsearch slack receives the answers itself)")
     if args.print_curl:
-        print(signed_curl(args.api, secret, text, args.response_url or "http://127.0.0.1:9/response"))
+        url = args.response_url or "http://127.0.0.1:9/response"
+        print(signed_curl(args.api, secret, text, url, args.user, args.team, args.channel))
         return 0
     shown: list[dict[str, Any]] = []
 
@@ -1212,7 +1207,7 @@ def cmd_slack(args: argparse.Namespace) -> int:
     def waiting(message: str) -> None:
         print(f"kbsearch slack: {message}", file=sys.stderr, flush=True)
 
-    with LocalSlack(args.api, secret, user=args.user, on_wait=waiting) as client:
+    with LocalSlack(args.api, secret, user=args.user, team=args.team, channel=args.channel, on_wait=waiting) as client:
         ack, answer = client.command(text)
         show("acknowledgement", ack)
         if answer is None:
@@ -1820,13 +1815,19 @@ def build_parser() -> argparse.ArgumentParser:
         description="Sign a /kb command with SLACK_SIGNING_SECRET, send it to --api, receive the answer on a "
         "loopback response_url (the server needs SLACK_RESPONSE_HOSTS=127.0.0.1) and print it; --press presses "
         "buttons of the answer in order (kb_share, kb_more, kb_vote_up, kb_vote_down, kb_open_1... when the server has KB_NOTE_URL_PATTERN). "
-        "--print-curl prints a signed curl instead (valid for 5 minutes).",
+        "--print-curl prints a signed curl instead (valid for 5 minutes). It acts as --user in --channel of --team: "
+        "a scoped user is tried with the server's ACCESS_GROUPS keyed by them, e.g. "
+        'ACCESS_GROUPS=\'{"slack": {"T0LOCAL/C0LOCAL/U0HR": ["hr"]}}\' and --user U0HR (/kb share and '
+        "kb_share search with the channel's scope, T0LOCAL/C0LOCAL).",
     )
     p.add_argument("text", nargs="+", type=_text, help="what follows /kb, e.g. tag:runbook restore a snapshot")
     p.add_argument("--api", default="http://127.0.0.1:3000", type=_http_url,
                    help="the API's base URL (default kbsearch serve's)")  # fmt: skip
     p.add_argument("--press", action="append", metavar="ACTION_ID", help="press this button (repeatable)")
     p.add_argument("--user", default="U0LOCAL", type=_text, help="the Slack user id to act as (default U0LOCAL)")
+    p.add_argument("--channel", default="C0LOCAL", type=_text,
+                   help="the channel id the command is sent from (default C0LOCAL)")  # fmt: skip
+    p.add_argument("--team", default="T0LOCAL", type=_text, help="the workspace (team) id (default T0LOCAL)")
     p.add_argument("--print-curl", action="store_true", help="print a signed curl for the command and exit")
     p.add_argument("--response-url", type=_text, help="with --print-curl: the response_url to put in the command (default "
                    "http://127.0.0.1:9/response, where nothing listens: the answer is dropped)")  # fmt: skip

@@ -158,6 +158,12 @@ def run_local(kb: str | None, idle_close_s: float, scope_text: str | None = None
                        "http://127.0.0.1:3000" if oracle else "give EMBEDDING_API_KEY in the config's env as the "
                        "indexer had it")  # fmt: skip
     source = settings.kb_source or _built_from(settings, recorded)
+    if settings.kb_source:
+        from kbsearch_tools import not_built_from
+
+        other = not_built_from(settings, settings.kb_source, "--kb" if kb else "KB_SOURCE")
+        if other:
+            logger.warning("%s", other)
     if not source:
         logger.warning("KB_SOURCE is not set (or --kb), and the index does not record the folder it was built from: "
                        "kb_get_note and resources cannot read notes")  # fmt: skip
@@ -510,11 +516,18 @@ class RemoteBridge:
             return (f"{self.shown} is not an endpoint of the API (HTTP 403 Missing Authentication Token): give the "
                     "deployment's base URL with its stage, e.g. https://<api-id>.execute-api.<region>.amazonaws.com/prod")  # fmt: skip
         if status in (401, 403):
+            from kbsearch_tools import is_loopback
+
+            # a local kbsearch serve's keys are its KB_LOCAL_API_KEYS: it named a stack output of a deployment
+            # there is none of (walk34)
+            local = is_loopback(urlsplit(self.url).hostname or "")
+            key = "the deployment's API key (the stack output ApiKeyId's value)"
+            held = "a valid key of this deployment (the stack output ApiKeyId's value)"
+            if local:
+                key = held = "one of the keys that kbsearch serve was started with (its KB_LOCAL_API_KEYS)"
             if not self.api_key:
-                return (f"no API key: {self.shown} answered HTTP {status}; set {self.api_key_env} to the "
-                        "deployment's API key (the stack output ApiKeyId's value)")  # fmt: skip
-            return (f"API key rejected by {self.shown} (HTTP {status}): {self.api_key_env} does not hold a valid key "
-                    "of this deployment (the stack output ApiKeyId's value)")  # fmt: skip
+                return f"no API key: {self.shown} answered HTTP {status}; set {self.api_key_env} to {key}"
+            return f"API key rejected by {self.shown} (HTTP {status}): {self.api_key_env} does not hold {held}"
         if status == 429:
             return f"{self.shown} is throttling requests (HTTP 429): try again shortly"
         if status == 404:

@@ -236,9 +236,13 @@ class LocalSlack:
         return self._next_post(before)
 
 
-def signed_curl(api: str, secret: str, text: str, response_url: str) -> str:
-    """A curl command that sends ``/kb text`` signed (valid for Slack's 5 minutes)."""
-    body = command_form(text, response_url, "U0LOCAL", "T0LOCAL", "C0LOCAL")
+def signed_curl(
+    api: str, secret: str, text: str, response_url: str, user: str = "U0LOCAL", team: str = "T0LOCAL",
+    channel: str = "C0LOCAL",
+) -> str:  # fmt: skip
+    """A curl command that sends ``/kb text`` signed (valid for Slack's 5 minutes), as ``user`` in ``channel`` of
+    ``team`` (it signed as U0LOCAL whatever ``--user`` said)."""
+    body = command_form(text, response_url, user, team, channel)
     headers = signed_headers(secret, body)
     parts = ["curl", "-sS", api.rstrip("/") + "/slack/command"]
     for name, value in headers.items():

@@ -21,6 +21,7 @@ import binascii
 import logging
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from kbsearch.access import visible_links
@@ -60,6 +61,7 @@ from kbsearch.schemas import (
     NoteRef,
     NoteResponse,
     RecentNote,
+    SearchFilters,
     SectionInfo,
     folder_prefix,
     folder_spellings,
@@ -190,12 +192,86 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
+@dataclass(frozen=True)
+class UnheldFilter:
+    """A filter value no note the caller may read holds (a slip, ``runbok``), with the value meant, else the
+    values some note holds (:meth:`BrowseService.unheld_filters`)."""
+
+    what: str  # tag, type, status, folder
+    value: str
+    meant: str | None
+    held: tuple[str, ...]
+
+    def said(self, option: str, sentence: bool = False) -> str:
+        """One line naming it as the caller gave it (``option``: ``--tag``, ``tags``, ``tag:``), the same words on
+        every surface: ``no note has the tag 'runbok' (--tag): did you mean 'runbook'?``; ``sentence``: as one
+        of an answer's sentences (capitalised, a full stop unless it asks)."""
+        line = f"no note has the {self.what} {self.value!r} ({option})"
+        if self.meant:
+            line += f": did you mean {self.meant!r}?"
+        elif not self.held:  # the list was printed empty: "the tags: "
+            line += f": no note has any {self.what}"
+        else:
+            line += f"; the {self.what}s: {', '.join(self.held[:10])}{', ...' if len(self.held) > 10 else ''}"
+        if not sentence:
+            return line
+        return line[:1].upper() + line[1:] + ("" if line.endswith("?") else ".")
+
+
+def _index_only() -> Any:  # a browse service over the index alone reads no note
+    raise KbSearchError("no KB source: this browse service reads the index alone")
+
+
 class BrowseService:
     """Built once per container next to the search service, whose index connection (and slot) it shares."""
 
     def __init__(self, search: SearchService, reader: NoteReader) -> None:
         self.search = search
         self.reader = reader
+
+    @classmethod
+    def over_index(cls, search: SearchService) -> BrowseService:
+        """One that reads the index alone (its catalog, :meth:`unheld_filters`), for callers with no KB source: the
+        CLI's search, the Slack worker. A note's read is refused."""
+        from kbsearch.reader import NoteReader
+
+        return cls(search, NoteReader(_index_only))
+
+    def unheld_filters(
+        self, filters: SearchFilters | None, scope: Scope, within: Deadline | None = None
+    ) -> list[UnheldFilter]:
+        """For a search with no hits: each filter value no note ``scope`` may read holds, with the closest one that
+        some note does (``runbok``: 'runbook'). A misspelt tag, type, status or folder was "no notes found" and
+        nothing more on every surface but ``kbsearch search`` (walk34: ``kb_search``, Slack's ``tag:``). Read from
+        the catalog's facets (:meth:`catalog`, within ``scope``: a value only notes the caller may not read hold is
+        never named); a facet cut at its limit is not complete, so nothing is said of it, and a catalog that
+        cannot be read says nothing."""
+        import difflib
+
+        from kbsearch.lexical import tag_keys
+
+        if filters is None or not (filters.tags or filters.type or filters.status or filters.path_prefix):
+            return []
+        try:
+            catalog = self.catalog(None, 0, scope, within)
+        except (KbSearchError, ValueError, OSError):
+            return []
+        unheld = []
+        for what, values, facets, limit in (
+            ("tag", filters.tags, catalog.tags, 200), ("type", filters.type, catalog.types, 50),
+            ("status", filters.status, catalog.statuses, 50),
+            ("folder", [filters.path_prefix] if filters.path_prefix else [], catalog.folders, 100),
+        ):  # fmt: skip
+            held = [facet.value for facet in facets]
+            if len(held) >= limit:
+                continue
+            keys = set(tag_keys(held)) if what == "tag" else set()  # a tag filter matches as Obsidian's tag: search
+            for value in values or []:
+                if value in held or (what == "tag" and tag_key(value) in keys):
+                    continue
+                meant = difflib.get_close_matches(value, held, n=1, cutoff=0.5)
+                unheld.append(UnheldFilter(what, value, meant[0] if meant else None, tuple(held)))
+        return unheld
 
     # -- one note ---------------------------------------------------------------------------------------------------
     def note_text(self, path: str, scope: Scope, deadline: Deadline | None = None) -> tuple[str, str]:

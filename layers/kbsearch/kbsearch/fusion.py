@@ -49,6 +49,13 @@ has anyway:
   dense leg's first note is in another language): "Database Overview" over LibreOffice Help's Russian half, whose
   two English words are rare there only because the notes are Russian, names an English page about something else
   (EVAL.md, session 32, fus32c).
+  A question's identifier keeps its pin on a note of another language than the question wherever the legs rank it
+  while the question's own dense leg reads the question's language (its first note is in it, :func:`_bridged`): a
+  model ranking its own language first (e5) puts no page of the other near its top, and the identifier is the
+  question's one bridge to it ("does Sync encrypt my vault with AES-256" → the Russian *Безопасность и
+  конфиденциальность* in a KB written in both languages); where dense's first note is already of the other language,
+  its ranking there stands ("CD-ROM", "ELF" named in passing by an English question over a Russian half; EVAL.md,
+  session 34, fus34c).
   A lookup's required terms are probed with their chunks' payloads, so that every holder is named (a note holding
   two identifiers in two chunks, one of them in no leg) and an exact match no dense or BM25 leg brought (common
   words filled BM25's head) is answered with its holder chunk. Every other probe asks for ids and scores (Qdrant reads a
@@ -407,6 +414,21 @@ def _about(n: _Note, notes: dict[str, _Note], p: FusionParams) -> bool:
     if lexical > 0 and sum(1 for m in notes.values() if m.lexical > lexical) < p.question_pin_lexical:
         return True
     return dense > 0 and sum(1 for m in notes.values() if m.dense > dense) < p.question_pin_within
+
+
+def _bridged(n: _Note, evidence: QueryEvidence, languages: dict[str, str | None], reads_own: bool) -> bool:
+    """Whether a question naming identifiers keeps its pin on the note ``n`` however far the legs rank it: the note
+    is in another language than the question while the question's own dense leg reads the question's language
+    (``reads_own``: its first note is in it). A model ranking its own language first (e5 over a KB written in both
+    languages: for 98 of 110 English questions whose answer is Russian its first note is English) puts no page of
+    the other language near its top; the identifier the question names ("AES-256", "CNAME", "PT1H30M") is its one
+    bridge to it. Where dense's first note is of the other language, dense reads that language and its ranking
+    stands: the pinned note names the identifier in passing ("CD-ROM", "OK", "ELF"; EVAL.md, session 34, fus34c)."""
+    chunk = n.lexical_chunk or n.dense_chunk
+    if not reads_own or not evidence.identifiers or chunk is None:
+        return False
+    theirs = _note_language(chunk.payload, languages)
+    return theirs is not None and theirs != evidence.language
 
 
 def _bm25_first(notes: dict[str, _Note]) -> tuple[str | None, float, float]:
@@ -854,7 +876,14 @@ def fuse(
         # language): its exact match must be near a leg's top (session 32, fus32a and fus32c); a note no leg
         # brought is near neither (its value was its share of the identifier, or of a plain query's words, given for
         # the pin alone: taken back, so it ranks by its rare-term agreement; rev32d: the same in both cases)
-        kept = {note for note in pinned if note not in answered and _about(notes[note], notes, p)}
+        # (session 34: or of another language while dense reads the question's own, :func:`_bridged`)
+        reads_own = (
+            language is not None
+            and bool(asked)
+            and _note_language(max(asked[0], key=_SCORE).payload, languages) == language
+        )
+        kept = {note for note in pinned if note not in answered
+                and (_about(notes[note], notes, p) or _bridged(notes[note], evidence, languages, reads_own))}  # fmt: skip
         for note in pinned - kept:
             if note in answered:
                 notes[note].lexical = 0.0

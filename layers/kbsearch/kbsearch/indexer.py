@@ -376,8 +376,9 @@ class Indexer:
         )  # fmt: skip
         try:
             self._sync(report, stop_at or Deadline(), call_deadline)
-            self._reapply_claimed(report, began, stop_at or Deadline(), call_deadline)
-            record_sync(self.store, report, "full" if self.options.full else "reconcile")
+            if not self._lost(report, stop_at or Deadline()):
+                self._reapply_claimed(report, began, stop_at or Deadline(), call_deadline)
+                record_sync(self.store, report, "full" if self.options.full else "reconcile")
         except StoreError as exc:
             report.error = str(exc) if isinstance(exc, SchemaMismatchError) else f"index storage failed: {exc}"
             report.incomplete = True
@@ -523,6 +524,8 @@ class Indexer:
                                                "read_up_to": self._reading_after})  # fmt: skip
         self._not_reread, self._listed, self._work_paths, self._passed = [], [], set(), set()
         self._sync_notes(report, stop_at, call_deadline)
+        if self._lost(report, stop_at):
+            return
         if self._reparse:
             self._record_reading_progress(report)
         # a skipped note that is indexed keeps the old model's vectors: the re-embed is not done until a run embeds
@@ -542,6 +545,18 @@ class Indexer:
                                      NOTES_READING: PARSE_VERSION})  # fmt: skip
         self._record_reach(report)
         self._record_graph_keys(report)
+
+    @staticmethod
+    def _lost(report: SyncReport, stop_at: Deadline) -> bool:
+        """Whether the run's index lease is lost (:func:`lease_lost`): then the run writes nothing more, its end
+        neither (the groups of the notes it kept, the notes found slow, the restricted link targets, the re-read
+        cursor, the groups of ``reach``, the sync's record, the notes event batches claimed): the run that took the
+        lease over writes them, and a write of this run's after its own would set it back (rel34). The run is
+        incomplete."""
+        if not lease_lost(stop_at):
+            return False
+        report.incomplete = True
+        return True
 
     def _read_again(self, path: str) -> bool:
         """A full sync for a new reading reads this unchanged note again: no earlier run of it read the note (it
@@ -787,14 +802,16 @@ class Indexer:
         try:
             self._reread_access(report, reread, state, stop_at)
             self._index(report, work, state, stop_at, call_deadline)
-            self._write_access()  # the groups of the notes that could not be indexed (their last good version)
+            if not self._lost(report, stop_at):
+                self._write_access()  # the groups of the notes that could not be indexed (their last good version)
         finally:
             self._regraph, self._regraph_at, self._reuse = [], {}, {}
             self._warn_duplicate_ids(report, notes, state)
         # a note rewritten for its graph keys alone was not changed: no event was missed for it
         missed = set(regraph)
         report.missed_by_events = self._missed_by_events(report, [w for w in work if w[0].path not in missed])
-        self._record_restricted_links(report, notes)
+        if not self._lost(report, stop_at):
+            self._record_restricted_links(report, notes)
 
     # -- access scopes ----------------------------------------------------------------------------------------
     def _access_rules(self, listing: list[SourceObject]) -> FolderRules:
@@ -1302,10 +1319,11 @@ class Indexer:
             report.embedding_calls = stats.calls
             report.embedding_tokens = stats.tokens
             report.embedding_fallbacks = stats.fallbacks
-        if report.incomplete:
+        if report.incomplete or self._lost(report, stop_at):  # (a loss after its last note: nothing written since)
             unwritten = [p for p in read if p not in self._written_ids]
             self._count_unwritten(report, len(work) - done, unwritten, cut, lease_lost(stop_at))
-        self._record_refused(work[:done])
+        if not self._lost(report, stop_at):
+            self._record_refused(work[:done])
 
     def _count_unwritten(
         self, report: SyncReport, unreached: int, unwritten: list[str], cut: ProviderError | None, lost: bool = False
@@ -2300,7 +2318,7 @@ def run_sync(
     from kbsearch.lease import LINKS_TTL_S, index_lease, short_lease
     from kbsearch.providers.embeddings import build_embedder
 
-    source = open_source(source_uri or settings.kb_source)
+    source = open_source(source_uri or settings.kb_source, deadline=call_deadline)
 
     def links_lock() -> AbstractContextManager[Any]:
         """The lease event batches take to rewrite the restricted link targets. A sync waits out a holder that
@@ -2312,7 +2330,7 @@ def run_sync(
     with index_lease(settings) as lease:
         stop_at = _until_lease_lost(stop_at or Deadline(), lease)
         try:
-            store = open_store(settings, secrets, rebuild=rebuild)
+            store = open_store(settings, secrets, rebuild=rebuild, deadline=call_deadline)
         except StoreError as exc:
             report = SyncReport(source=source.uri, collection=settings.qdrant_collection, dense=False, full=full)
             report.error = storage_failed(settings, exc, source_uri or settings.kb_source, rebuild)
@@ -2342,7 +2360,8 @@ def run_sync(
                 elif rebuild:
                     report.rebuilt = "the local collection was dropped and rebuilt (--rebuild)"
             try:
-                _remember_source(store, source, report)
+                if not lease_lost(stop_at):
+                    _remember_source(store, source, report)
             except StoreError as exc:  # the index is written; only the convenience is lost
                 logger.warning("could not record the KB folder in the collection", extra={"error": str(exc)})
         finally:
@@ -3215,7 +3234,7 @@ def run_changes(
     from kbsearch.lease import lease_holder, short_lease
     from kbsearch.providers.embeddings import build_embedder
 
-    source = open_source(source_uri or settings.kb_source)
+    source = open_source(source_uri or settings.kb_source, deadline=call_deadline)
     batch = read_batch(event, _scope_of(source))
     report = ChangeReport(source=source.uri, collection=settings.qdrant_collection, dense=False)
     report.ignored, report.poison = batch.ignored, batch.poison
@@ -3236,7 +3255,7 @@ def run_changes(
         report.failed_paths = sorted({c.path for c in batch.changes})
         return report
     try:
-        store = open_store(settings, secrets)
+        store = open_store(settings, secrets, deadline=call_deadline)
     except StoreError as exc:
         report.error, report.incomplete = storage_failed(settings, exc, source_uri or settings.kb_source), True
         report.failed_messages = sorted({c.message_id for c in batch.changes} | set(poison))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_right
+from itertools import accumulate
 
 #: The version of how a note's body is read into sections (:func:`read_body`, what a chunk holds): a collection
 #: recording another (``notes_reading``) has each note read again by the next full sync. 2: round 32's one line
@@ -16,8 +17,9 @@ from bisect import bisect_right
 #: ``$$`` block closed by a line of ``$$`` alone or by its quote's end, opened by none whose text holds a ``$``. 4:
 #: a closing fence indented four columns or more (past the item's text, in a list item) or quoted more deeply than
 #: its opening is code, not a closing; a list item in a quote, a thematic break, a ``$$`` block or an HTML comment at
-#: the margin no longer keep (or start) a list's tracking, so indented code after them is code (round 33).
-PARSE_VERSION = 4
+#: the margin no longer keep (or start) a list's tracking, so indented code after them is code (round 33). 5: a
+#: closing ``$$`` indented four columns or more, or quoted otherwise than its opening, is math, not a closing (round 34).
+PARSE_VERSION = 5
 
 _FENCE = re.compile(r"[ \t]{0,3}(`{3,}|~{3,})(.*)")
 
@@ -207,13 +209,58 @@ def unquoted(line: str) -> tuple[str, int]:
     return (line, 0) if m is None else (line[m.end() :], m.group().count(">"))
 
 
-def math_closed(line: str) -> bool:
-    """Whether ``line`` closes a ``$$`` math block: two dollars or more alone on it (quote markers, blanks aside),
-    as a closing fence is alone (micromark's math, which follows CommonMark's fenced code with dollars). A line
-    merely holding ``$$`` closes none: a shell's ``echo $$`` in a code block below closed a block a prose line
-    opened (``$$ is the shell's PID``), the fence after it opened one never closed, and the note's next sections,
-    tags and links were lost."""
-    return "$$" in line and not line.strip(" \t>$")
+def math_fence(line: str) -> tuple[int, int] | None:
+    """(how many ``>`` it is quoted in, its indentation) when ``line`` is two dollars or more alone after its quote
+    markers (blanks aside): a line that may close a ``$$`` math block. None otherwise: a line merely holding ``$$``
+    closes none (a shell's ``echo $$`` in a code block below closed a block a prose line opened, ``$$ is the
+    shell's PID``, the fence after it opened one never closed, and the note's next sections, tags and links were
+    lost)."""
+    if "$$" not in line:
+        return None
+    inner, depth = unquoted(line) if ">" in line else (line, 0)
+    if inner.strip(" \t$"):
+        return None
+    return depth, (indentation(inner) if inner[:1] in (" ", "\t") else 0)
+
+
+def math_closed(line: str, depth: int = 0, indent: int = 3) -> bool:
+    """Whether ``line`` closes a ``$$`` math block opened ``depth`` quotes deep: dollars alone
+    (:func:`math_fence`), quoted exactly as deeply and indented at most ``indent`` columns, as a closing fence
+    (micromark's math follows CommonMark's fenced code with dollars; :func:`fence_closed`): ``> > $$`` in a block
+    opened at ``> $$``, and ``    $$``, are the block's text (round 34)."""
+    if not depth and line[:1] == "$":  # most closings: at the margin, unquoted (main's one test)
+        return not line.strip(" \t$") and "$$" in line
+    found = math_fence(line)
+    return found is not None and found[0] == depth and found[1] <= indent
+
+
+def _math_closings(lines: list[str]) -> dict[int, tuple[list[int], list[int]]]:
+    """For each quote depth, the lines that may close a ``$$`` block there (:func:`math_fence`), ascending, and
+    the least indentation of each one's and those after it: whether a block opened at a line is closed later is a
+    bisection, whatever the note holds. Under ``-1``: every such line, whatever its depth or indentation (what a
+    quoted opening needs: the block ends with its quote anyway, and micromark needs no closing there; rev32b's
+    callout ended by the callout), its indentations not read."""
+    margin: list[int] = []  # (most closings: unquoted, at the margin)
+    other: dict[int, list[tuple[int, int]]] = {}
+    for number, text in enumerate(lines):
+        if "$$" not in text:
+            continue
+        if text[:1] == "$" and not text.strip(" \t$"):
+            margin.append(number)
+            continue
+        fence = math_fence(text)
+        if fence is not None:
+            other.setdefault(fence[0], []).append((number, fence[1]))
+    closings = {depth: ([number for number, _ in found], list(accumulate((i for _, i in reversed(found)), min))[::-1])
+                for depth, found in other.items()}  # fmt: skip
+    if margin and 0 in other:
+        merged = sorted([(number, 0) for number in margin] + other[0])
+        closings[0] = ([n for n, _ in merged], list(accumulate((i for _, i in reversed(merged)), min))[::-1])
+    elif margin:
+        closings[0] = (margin, [0] * len(margin))
+    every = sorted(n for at, _ in closings.values() for n in at) if len(closings) > 1 else None
+    closings[-1] = (every if every is not None else next(iter(closings.values()), ([], []))[0], [])
+    return closings
 
 
 def read_body(body: str) -> list[BodyLine]:
@@ -233,8 +280,9 @@ def read_body(body: str) -> list[BodyLine]:
       the margin, not in a quote, to a paragraph at the margin after a blank line, a heading, a thematic break, a
       fence, a ``$$`` block or an HTML comment at the margin): :data:`CODE`.
     - A ``$$`` math block (Obsidian's): a line opening with ``$$`` (nothing after it holding a ``$``, as a
-      fence's info string holds no backtick) to the next line of ``$$`` alone (:func:`math_closed`) or to the end of
-      its quote or callout (as a fence), or ``$$x$$`` on one line; a ``$$`` no later line closes is prose:
+      fence's info string holds no backtick) to the next line of ``$$`` alone, quoted as deeply and indented at most
+      three columns (:func:`math_closed`), or to the end of its quote or callout (as a fence), or ``$$x$$`` on
+      one line; a ``$$`` no later line closes is prose:
       :data:`MATH`, read as written.
     - What an Obsidian ``%%comment%%`` hides (:func:`hidden_comments`) is out of the line as shown; a line all of
       it hidden is :data:`HIDDEN` (a paragraph neither ends nor opens there).
@@ -252,10 +300,11 @@ def read_body(body: str) -> list[BodyLine]:
     fence_in_item = False  # the fence opened indented in a list item: a line at the margin (but its closing fence)
     # ends the item, and the fence with it
     fence_indent = 3  # the columns a closing fence may be indented (the opening one's and three, in a list item)
+    math_indent = 3  # the columns a closing ``$$`` may be indented (as a fence's)
     math = hidden = comment = indented = in_list = False
     opens = True  # a paragraph opens at this line (the start, after a blank line, a heading or another block)
     above = -1  # the index of the line above when it alone opened a paragraph (a setext heading's text)
-    closings: list[int] | None = None  # the lines holding "$$", ascending: whether a math block is closed
+    closings: dict[int, tuple[list[int], list[int]]] | None = None  # whether a math block is closed (by depth)
     for number, written in enumerate(lines):
         if fence is not None:
             inner, depth = unquoted(written) if fence_depth else (written, 0)
@@ -269,7 +318,7 @@ def read_body(body: str) -> list[BodyLine]:
             fence, opens = None, True  # the quote (or list item) ended, and the code block in it
         if math and (not math_depth or unquoted(written)[1] >= math_depth):
             out.append((MATH, written, 0, ""))
-            if math_closed(written):
+            if math_closed(written, math_depth, math_indent):
                 math, opens = False, True
             continue
         if math:
@@ -316,9 +365,12 @@ def read_body(body: str) -> list[BodyLine]:
                 above, opens, in_list = -1, True, in_list and (depth > 0 or inner[:1] in (" ", "\t"))
                 continue
             if closings is None:
-                closings = [i for i, text in enumerate(lines) if math_closed(text)]
-            at = bisect_right(closings, number)
-            if at < len(closings) and "$" not in inner.lstrip(" ")[2:]:
+                closings = _math_closings(lines)
+            in_item = in_list and depth == 0 and inner[:1] in (" ", "\t")
+            math_indent = indentation(inner) + 3 if in_item else 3
+            later, least = closings.get(0 if depth == 0 else -1, ((), ()))  # (a quoted one: any later line)
+            at = bisect_right(later, number)
+            if at < len(later) and (depth or least[at] <= math_indent) and "$" not in inner.lstrip(" ")[2:]:
                 out.append((MATH, written, 0, ""))
                 math, math_depth, above = True, depth, -1
                 in_list = in_list and (depth > 0 or inner[:1] in (" ", "\t"))  # a math block at the margin ends a list

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -577,10 +577,11 @@ def _took(ms: float) -> str:
     return f"{ms:.0f} ms" if ms < 999.5 else f"{ms / 1000:.1f} s"
 
 
-def render_answer(answer: SearchResponse, view: View) -> dict[str, Any]:
+def render_answer(answer: SearchResponse, view: View, unheld: Sequence[str] = ()) -> dict[str, Any]:
     """Block Kit for ``response_url``: a header, a section and a context per hit (title as a link or bold, the
     snippet in mrkdwn, an Open button; heading path, type, tags, path), a footer in words, and the buttons
-    (private answers): Share in channel, More results, 👍, 👎. Within every limit of Block Kit for any note."""
+    (private answers): Share in channel, More results, 👍, 👎. Within every limit of Block Kit for any note.
+    ``unheld``: with no hits, each filter value no note holds, as a sentence, said before the tips."""
     response_type = "in_channel" if view.share else "ephemeral"
     start = view.page * view.per_page
     hits = answer.results[start : start + view.per_page]
@@ -592,18 +593,22 @@ def render_answer(answer: SearchResponse, view: View) -> dict[str, Any]:
         }
     ]
     intro = []
-    if view.share and _USER_ID.fullmatch(view.asked_by):
+    if view.share and hits and _USER_ID.fullmatch(view.asked_by):  # no hits: told to the asker alone
         intro.append(f"asked by <@{view.asked_by}>")
     if view.filters:
         intro.append("filters: " + describe_filters(view.filters))
     if intro:
         blocks.append(_context(*intro))
     if not hits:
+        # a share of nothing is told to the asker alone: it posted "No notes found ... Try fewer or other words" (tips
+        # for the asker) to the whole channel (walk34)
         where = " on this page" if view.page else ""
-        text = (f"No notes found{where} for “{mrkdwn_plain(answer.query, 200)}”. Try fewer or other words, the "
-                "other language (Russian ↔ English), fewer filters, or `/kb help`.")  # fmt: skip
+        said = "".join(f"{mrkdwn_plain(line, 400)} " for line in unheld[:5])
+        unshared = " Nothing was posted to the channel." if view.share else ""
+        text = (f"No notes found{where} for “{mrkdwn_plain(answer.query, 200)}”.{unshared} {said}Try fewer or other "
+                "words, the other language (Russian ↔ English), fewer filters, or `/kb help`.")  # fmt: skip
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": text}})
-        return {"response_type": response_type, "replace_original": False, "text": text, "blocks": blocks}
+        return {"response_type": "ephemeral", "replace_original": False, "text": text, "blocks": blocks}
 
     footer_room = 1500  # footer context + buttons
     room = MAX_MESSAGE_CHARS - _text_size(blocks) - footer_room

@@ -200,7 +200,35 @@ def _answer(
     except Exception:
         logger.exception("search for Slack failed")
         return apology(state.query)
-    return render_answer(answer, view)
+    return render_answer(answer, view, _unheld(service, state, view, deadline, scope) if not answer.results else ())
+
+
+#: The ``/kb`` word of each filter :class:`~kbsearch.browse.UnheldFilter` names.
+_FILTER_WORDS = {"tag": "tag:", "type": "type:", "status": "status:", "folder": "in:"}
+
+
+def _unheld(
+    service: Callable[[], SearchService],
+    state: AnswerState,
+    view: View,
+    deadline: Deadline,
+    scope: Scope | Callable[[float], Scope],
+) -> list[str]:
+    """For an answer with no hits: each filter value no note the caller may read holds (``tag:runbok``), with the
+    one meant; it was "No notes found" and "fewer filters" alone (walk34). Within the caller's scope (the
+    channel's for a share), so a value only notes it may not read hold is never named; nothing past page one."""
+    from kbsearch.browse import BrowseService
+
+    if view.page or not state.filters:
+        return []
+    try:
+        caller = scope(max(0.05, deadline.remaining())) if callable(scope) else scope
+        filters = SearchFilters.model_validate(state.filters)
+        unheld = BrowseService.over_index(service()).unheld_filters(filters, caller, deadline)
+    except Exception:  # a hint is never worth the answer
+        logger.exception("the unheld filters of a Slack answer could not be read")
+        return []
+    return [filter_.said(_FILTER_WORDS[filter_.what], sentence=True) for filter_ in unheld]
 
 
 def _deliver(

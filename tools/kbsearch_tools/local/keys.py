@@ -25,14 +25,16 @@ def parse_api_keys(value: str | None) -> dict[str, tuple[str, ...]]:
     """``KB_LOCAL_API_KEYS=key1:hr+security,key2`` → {key: its access groups}; a key without groups reads
     ``public`` notes only. A ``:`` in a key is written ``::`` (``a::b:hr``: the key ``a:b``, group ``hr``): the key
     ends at the first single ``:``. No entry that read before reads otherwise: a group name starts with a letter or
-    a digit, so an entry whose first ``:`` was doubled was refused. ValueError (naming the entry's position, never
-    the key) for a bad group name, a key given twice or a key that is not printable ASCII."""
+    a digit, so an entry whose first ``:`` was doubled was refused. ValueError (naming the entry's position among
+    the entries that give a key, as ``KB_LOCAL_API_KEYS #n`` names a key; never the key) for a bad group name, a
+    key given twice or a key that is not printable ASCII."""
     from kbsearch.access import GROUP_NAMES, normalize_group
 
     keys: dict[str, tuple[str, ...]] = {}
-    for position, entry in enumerate((e.strip() for e in (value or "").split(",")), start=1):
-        if not entry:
-            continue
+    # an entry is numbered among those that give a key (``k1,,k2``: ``k2`` is entry 2), as the keys are named
+    # everywhere else (``KB_LOCAL_API_KEYS #2``: the caller's name, serve's banner); the errors counted empty ones
+    entries = [e for e in (e.strip() for e in (value or "").split(",")) if e]
+    for position, entry in enumerate(entries, start=1):
         key, groups = _key_and_groups(entry)
         names = [g for g in groups.split("+") if g.strip()]
         normalized = [normalize_group(g) for g in names]

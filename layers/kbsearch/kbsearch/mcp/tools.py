@@ -13,7 +13,7 @@ import datetime as dt
 import json
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -232,7 +232,12 @@ def _kb_search(backend: Backend, arguments: dict[str, Any], deadline: Deadline |
     except Exception:
         logger.exception("kb_search failed")
         raise ToolFailure("the search failed; try again shortly") from None
-    return _ok(render_search(answer), answer)
+    unheld = [] if answer.results else backend.browse().unheld_filters(filters, backend.scope(), deadline)
+    return _ok(render_search(answer, [f.said(_FILTER_ARGUMENTS[f.what], sentence=True) for f in unheld]), answer)
+
+
+#: kb_search's argument of each filter :class:`~kbsearch.browse.UnheldFilter` names.
+_FILTER_ARGUMENTS = {"tag": "tags", "type": "types", "status": "statuses", "folder": "path_prefix"}
 
 
 def _kb_get_note(backend: Backend, arguments: dict[str, Any], deadline: Deadline | None) -> dict[str, Any]:
@@ -292,9 +297,13 @@ def _kb_list(backend: Backend, arguments: dict[str, Any], deadline: Deadline | N
 
 
 # -- text for clients that read text only -------------------------------------------------------------------------
-def render_search(answer: SearchResponse) -> str:
+def render_search(answer: SearchResponse, unheld: Sequence[str] = ()) -> str:
+    """``unheld``: for an answer with no hits, each filter value no note holds, as a sentence (a misspelt tag was
+    "No notes found" alone: the assistant took the KB to have nothing on the question; walk34)."""
     if not answer.results:
-        return f"No notes found for “{answer.query}”."
+        said = "".join(f"\n{line}" for line in unheld)
+        tip = "\nkb_list shows the values the filters accept." if unheld else ""
+        return f"No notes found for “{answer.query}”.{said}{tip}"
     lines = [f"Results for “{answer.query}”:"]
     for hit in answer.results:
         lines.append(f"{hit.rank}. **{hit.title}** — {hit.heading}")
@@ -319,7 +328,11 @@ def render_note(note: NoteResponse) -> str:
         out = [f"- [[{r.target}]] → {r.path or '(no such note)'}" for r in note.links.outgoing]
         back = [f"- {r.path} ({r.title})" for r in note.links.backlinks]
         more = " (more not listed)" if note.links.backlinks_truncated else ""
-        parts.append("Links:\n" + ("\n".join(out) or "none") + f"\nBacklinks{more}:\n" + ("\n".join(back) or "none"))
+        # a section's read lists the whole note's links: said so, or the assistant took each for one of the section's
+        whole = " (of the whole note, not only this section)" if note.section else ""
+        parts.append(
+            f"Links{whole}:\n" + ("\n".join(out) or "none") + f"\nBacklinks{more}:\n" + ("\n".join(back) or "none")
+        )
     elif note.links is None:
         parts.append("(links unavailable: the index could not be read)")
     if note.truncated:  # structuredContent's `truncated`, for clients that read the text only
