@@ -21,7 +21,7 @@ characters (``make_gnome_corpus.cut``).
 **The query classes** (``eval/lo/queries/``), labels correct by construction:
 
 - ``lo-keyword-en`` / ``-ru``: the help's own alphabetical index (``bookmarks.js``; ``objects -- anchoring
-  options`` → ``objects anchoring options``) over its own language's notes, labelled with every corpus page the
+  options`` → ``objects anchoring options``, ``&#34;`` → ``"``) over its own language's notes, labelled with every corpus page the
   entry points to; entries pointing to 1-``MAX_RELEVANT`` corpus pages, in Russian only entries with a Cyrillic
   letter (the untranslated ones are English), ``KEYWORDS`` of them a language in sha1 order.
 - ``lo-cross-en-to-ru`` / ``lo-cross-ru-to-en``: each page's title over the other language's notes (the title is in
@@ -46,6 +46,7 @@ Apache-2.0 material). See ``eval/lo/README.md``.
 from __future__ import annotations
 
 import argparse
+import html
 import re
 import sys
 import textwrap
@@ -312,10 +313,11 @@ _BOOKMARK = re.compile(
 
 def index_entries(bookmarks: str) -> dict[str, set[str]]:
     """Each guide page (``<app>-<page>``) → the index entries pointing to it, as queries (``objects -- anchoring
-    options`` → ``objects anchoring options``)."""
+    options`` → ``objects anchoring options``). The help writes a quote in an entry's text as an HTML character
+    reference (``операции &#34;что если&#34;``): the query is the text a reader sees (``операции "что если"``)."""
     out: dict[str, set[str]] = {}
     for app, page, text in _BOOKMARK.findall(bookmarks):
-        query = _space(text.replace("\\", "").replace(" -- ", " ").replace("--", " "))
+        query = _space(html.unescape(text.replace("\\", "")).replace(" -- ", " ").replace("--", " "))
         if query:
             out.setdefault(f"{app}-{page}", set()).add(query)
     return out

@@ -27,9 +27,10 @@ from pydantic import SecretStr
 from kbsearch.config import Secrets, Settings
 from kbsearch.errors import StoreError
 from kbsearch.indexer import Indexer, SyncOptions, run_sync
+from kbsearch.providers.resilience import RetryPolicy
 from kbsearch.qdrant import open_store
 from kbsearch.sources import LocalSource, S3Source, SourceObject
-from kbsearch_tools.fakes import LoopbackHTTPServer
+from kbsearch_tools.fakes import LoopbackHTTPServer, drip
 from kbsearch_tools.local.runtime import LambdaContext
 from tests.conftest import KBSEARCH_CMD, PROCESS_TIMEOUT_S, ROOT, subprocess_env
 from tests.integration.test_indexer import snapshot, store_points, write_notes
@@ -167,6 +168,8 @@ def test_a_full_disk_ends_the_run_with_an_error_and_a_rerun_converges(tmp_path: 
 
 class FakeQdrant:
     """Just enough of Qdrant's REST API for qdrant_client's sync calls; upserts answer 503 after ``ok_upserts``.
+    ``drip_on``: the writes whose ``"METHOD path"`` ends with it are answered one byte every ``drip_s`` seconds;
+    ``refusals``: the next upserts are answered these statuses (with a ``Retry-After`` when one is given).
     ``write_answer``: the whole 200 answer of every write (points, payloads, deletes, batches, the collection's
     metadata) instead of Qdrant's ``completed`` (only the writes whose ``"METHOD path"`` ends with ``lie_on``)."""
 
@@ -176,6 +179,8 @@ class FakeQdrant:
         self.lie_on = ""
         self.scroll_result: Any = None  # instead of no points: every scroll's ``result``
         self.scrolls = 0
+        self.drip_on, self.drip_s, self.dripped = "", 0.0, 0  # the writes so answered one byte every drip_s
+        self.refusals: list[tuple[int, str | None]] = []  # the next upserts' answers: (status, Retry-After)
         self.writes: list[str] = []
         fake = self
 
@@ -185,6 +190,7 @@ class FakeQdrant:
                 self.rfile.read(length)
                 path = self.path.split("?")[0]
                 status, result = 200, cast(Any, {"operation_id": 1, "status": "completed"})
+                retry_after: str | None = None
                 if path.endswith("/exists"):
                     result = {"exists": True}
                 elif self.command == "GET":
@@ -196,11 +202,18 @@ class FakeQdrant:
                     result = True
                 elif self.command == "PUT" and path.endswith("/points"):
                     fake.upserts += 1
-                    if fake.upserts > fake.ok_upserts:
+                    if fake.refusals:
+                        status, retry_after = fake.refusals.pop(0)
+                    elif fake.upserts > fake.ok_upserts:
                         status = 503
                 if self.command != "GET" and not path.endswith(("/exists", "/points/scroll")):
                     fake.writes.append(f"{self.command} {path}")
                     lie = f"{self.command} {path}".endswith(fake.lie_on)
+                    if fake.drip_on and status == 200 and f"{self.command} {path}".endswith(fake.drip_on):
+                        fake.dripped += 1
+                        body = json.dumps({"result": result, "status": "ok", "time": 0.0}).encode()
+                        drip(self, 200, "application/json", body, {}, fake.drip_s)
+                        return
                     if fake.write_answer is not None and status == 200 and lie:
                         self._send(200, fake.write_answer)
                         return
@@ -209,10 +222,12 @@ class FakeQdrant:
                     if status == 200
                     else {"status": {"error": "Service Unavailable: overloaded"}, "time": 0.0}
                 ).encode()
-                self._send(status, body)
+                self._send(status, body, retry_after)
 
-            def _send(self, status: int, body: bytes) -> None:
+            def _send(self, status: int, body: bytes, retry_after: str | None = None) -> None:
                 self.send_response(status)
+                if retry_after is not None:
+                    self.send_header("Retry-After", retry_after)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -263,7 +278,8 @@ def test_qdrant_5xx_mid_run_is_an_error_in_the_report(tmp_path: Path, flaky_qdra
         report = Indexer(LocalSource(kb), store, None, SyncOptions(window_chunks=4)).sync()
     finally:
         store.close()
-    assert flaky_qdrant.upserts == 2  # one window written, the next refused: the run stopped there
+    # one window written, the next refused (a 503, sent again as often as the policy says: adv34): the run stopped
+    assert flaky_qdrant.upserts == 1 + RetryPolicy().attempts
     assert report.error is not None and report.incomplete
     assert report.error.startswith("index storage failed: writing") and "503" in report.error
     assert 0 < report.added < 12

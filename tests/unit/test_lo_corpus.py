@@ -166,6 +166,22 @@ def test_the_index_entries_become_queries_of_the_guide_pages_they_point_to() -> 
     }  # a page that is not a guide page (01/05150000) is not in the corpus
 
 
+def test_an_index_entry_s_character_references_are_the_text_a_reader_sees() -> None:
+    """bookmarks.js writes a quote in an entry as ``&#34;``: read raw, "34" became a query's identifier (session 33's
+    C3 pinned notes holding the number 34 for it)."""
+    module = _script()
+    bookmarks = (
+        '{url:"ru/text/scalc/guide/multioperation.html?DbPAR=CALC#bm_id3147559", app:"CALC", '
+        'text:"операции &#34;что если&#34; -- две переменные"},\n'
+        '{url:"ru/text/swriter/guide/finding.html?DbPAR=WRITER#bm_id1", app:"WRITER", '
+        'text:"объекты -- поиск в окне &quot;Навигатор&quot; &amp; &#x41;"}'
+    )
+    assert module.index_entries(bookmarks) == {
+        "scalc-multioperation": {'операции "что если" две переменные'},
+        "swriter-finding": {'объекты поиск в окне "Навигатор" & A'},
+    }
+
+
 def test_keyword_queries_label_every_page_of_an_entry_and_keep_one_to_three() -> None:
     module = _script()
     meta = {
@@ -205,6 +221,35 @@ def test_lo_notes_are_paired_licensed_and_hold_no_html_or_related_topics() -> No
             assert "\nlicense: MPL-2.0\n" in text, path
             assert not re.search(r"</?(p|div|span|a|img|br|meta|h\d)[ >/]", text), path  # no HTML left
             assert "Related Topics" not in text and "\n\nСм. также\n" not in text, path
+
+
+_REFERENCE = re.compile(r"&(#\d+|#x[0-9a-fA-F]+|[a-zA-Z]+);")
+
+
+def test_no_corpus_s_committed_query_or_lo_index_entry_holds_an_html_character_reference() -> None:
+    """Every corpus's query sets (each ``eval/classes*.yaml``) and LibreOffice's index entries: a query is the text a
+    reader types, never ``&#34;``."""
+    held = []
+    listed = [e for m in sorted((ROOT / "eval").glob("classes*.yaml")) for e in yaml.safe_load(m.read_text("utf-8"))]
+    assert len(listed) >= 50  # read whether its corpus is built or not (the bilingual KB's is not committed)
+    for entry in listed:
+        held += [
+            f"{entry['class']}: {q.query}" for q in load_queries(ROOT / entry["queries"]) if _REFERENCE.search(q.query)
+        ]
+    pages = yaml.safe_load((CORPUS / "pages.yaml").read_text(encoding="utf-8"))
+    held += [f"{pid}: {e}" for pid, p in pages.items() for lang in ("en", "ru") for e in p["index"][lang]
+             if _REFERENCE.search(e)]  # fmt: skip
+    assert not held
+
+
+def test_the_committed_lo_query_sets_are_what_the_script_builds_from_pages_yaml() -> None:
+    """The generated classes from the committed pages.yaml and notes (what a rebuild writes after ``build_corpus``;
+    runs without the .deb files)."""
+    module = _script()
+    committed = {m["class"]: load_queries(ROOT / m["queries"]) for m in _manifest()}
+    for name, items in module.query_sets(CORPUS).items():
+        built = [(i["query"], set(i["relevant"])) for i in items]
+        assert [(q.query, q.relevant) for q in committed[name]] == built, name
 
 
 def test_lo_cross_queries_are_the_titles_and_label_every_page_of_one() -> None:

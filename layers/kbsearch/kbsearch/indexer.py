@@ -2332,7 +2332,7 @@ def run_sync(
     from kbsearch.lease import LINKS_TTL_S, index_lease, short_lease
     from kbsearch.providers.embeddings import build_embedder
 
-    source = open_source(source_uri or settings.kb_source)
+    source = open_source(source_uri or settings.kb_source, deadline=call_deadline)
 
     def links_lock() -> AbstractContextManager[Any]:
         """The lease event batches take to rewrite the restricted link targets. A sync waits out a holder that
@@ -2344,7 +2344,7 @@ def run_sync(
     with index_lease(settings) as lease:
         stop_at = _until_lease_lost(stop_at or Deadline(), lease)
         try:
-            store = open_store(settings, secrets, rebuild=rebuild)
+            store = open_store(settings, secrets, rebuild=rebuild, deadline=call_deadline)
         except StoreError as exc:
             report = SyncReport(source=source.uri, collection=settings.qdrant_collection, dense=False, full=full)
             report.error = storage_failed(settings, exc, source_uri or settings.kb_source, rebuild)
@@ -3248,7 +3248,7 @@ def run_changes(
     from kbsearch.lease import lease_holder, short_lease
     from kbsearch.providers.embeddings import build_embedder
 
-    source = open_source(source_uri or settings.kb_source)
+    source = open_source(source_uri or settings.kb_source, deadline=call_deadline)
     batch = read_batch(event, _scope_of(source))
     report = ChangeReport(source=source.uri, collection=settings.qdrant_collection, dense=False)
     report.ignored, report.poison = batch.ignored, batch.poison
@@ -3269,7 +3269,7 @@ def run_changes(
         report.failed_paths = sorted({c.path for c in batch.changes})
         return report
     try:
-        store = open_store(settings, secrets)
+        store = open_store(settings, secrets, deadline=call_deadline)
     except StoreError as exc:
         report.error, report.incomplete = storage_failed(settings, exc, source_uri or settings.kb_source), True
         report.failed_messages = sorted({c.message_id for c in batch.changes} | set(poison))

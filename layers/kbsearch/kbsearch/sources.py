@@ -33,10 +33,10 @@ import os
 import re
 import stat
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import unquote, unquote_plus
 
 from kbsearch.errors import KbSearchError, aws_error_code
@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 
     from kbsearch.providers.resilience import Deadline
 
+T = TypeVar("T")
 NOTE_SUFFIX = ".md"
 
 
@@ -643,9 +644,18 @@ class S3Source:
     indexer's patient client (5 s to connect, 20 s a socket read, four attempts)."""
 
     def __init__(
-        self, bucket: str, prefix: str = "", client: S3Client | None = None, budget_s: float | None = None
+        self,
+        bucket: str,
+        prefix: str = "",
+        client: S3Client | None = None,
+        budget_s: float | None = None,
+        deadline: Deadline | None = None,
     ) -> None:
+        """``deadline``: a listing's page and a note's read end by it (a Lambda run's end), however slowly S3
+        answers (botocore's timeouts are per socket read): each runs on a helper thread waited on no longer
+        (:func:`~kbsearch.providers.resilience.call_within`); past it, a :class:`SourceError` saying so."""
         self.bucket = bucket
+        self.deadline = deadline
         # as written: ``s3://bucket//x`` is the key prefix ``/x/`` (as ``aws s3 ls`` and the template's EventBridge
         # rule read it), never ``x/``, another KB's
         self.prefix = prefix
@@ -705,7 +715,7 @@ class S3Source:
                 raise SourceError(f"listing {self.uri} failed: S3 was still naming next pages at the run's deadline "
                                   f"({len(seen) + 1:,} pages read); nothing deleted, the next run lists again")  # fmt: skip
             asked: dict[str, Any] = {"Bucket": self.bucket, **params, **({"ContinuationToken": token} if token else {})}
-            page = self.client.list_objects_v2(**asked)
+            page = self._within(functools.partial(self.client.list_objects_v2, **asked), f"listing {self.uri} failed")
             keys = [item["Key"] for item in page.get("Contents") or [] if isinstance(item.get("Key"), str)]
             for key in keys:
                 if key <= last:  # code points order as UTF-8 bytes do, S3's order
@@ -803,7 +813,24 @@ class S3Source:
             raise SourceError(f"listing {self.uri} failed: {_aws_message(exc)}") from None
         return preferred(keys) if keys else None
 
+    def _within(self, fn: Callable[[], T], failed: str) -> T:
+        """``fn()``, ended by :attr:`deadline` when there is one (``failed``: what the SourceError then says)."""
+        if self.deadline is None:
+            return fn()
+        from kbsearch.providers.resilience import call_within
+
+        try:
+            return call_within(fn, self.deadline.remaining(), "kbsearch-s3")
+        except TimeoutError:
+            raise SourceError(
+                f"{failed}: S3 gave no whole answer by the run's end; the next run reads it again"
+            ) from None
+
     def _get(self, key: str, etag: str = "") -> bytes:
+        """:meth:`_get_now`, ended by :attr:`deadline`."""
+        return self._within(lambda: self._get_now(key, etag), f"cannot read s3://{self.bucket}/{key}")
+
+    def _get_now(self, key: str, etag: str = "") -> bytes:
         """The object's bytes, at most :data:`MAX_FILE_BYTES` of them (as a folder's files): a larger object is
         refused from its declared length unread, and one that sends more than it declared stops being read there
         (it was read whole into memory: a note replaced by gigabytes between a listing and a read, or read by
@@ -992,16 +1019,18 @@ def reader_timeouts(budget_s: float) -> tuple[float, float, int]:
     return min(5.0, budget), budget, 2
 
 
-def open_source(uri: str, s3_client: S3Client | None = None, budget_s: float | None = None) -> Source:
+def open_source(
+    uri: str, s3_client: S3Client | None = None, budget_s: float | None = None, deadline: Deadline | None = None
+) -> Source:
     """``s3://bucket/prefix`` or a folder path. ``budget_s``: a request path's reads (S3's client timeouts from
-    it, :func:`reader_timeouts`)."""
+    it, :func:`reader_timeouts`); ``deadline``: S3's listing pages and reads end by it (a Lambda run's end)."""
     if not uri:
         raise SourceError("no KB source: pass a folder or s3://bucket/prefix (or set KB_SOURCE)")
     if is_s3_uri(uri):
         bucket, _, prefix = uri[len("s3://") :].partition("/")
         if not bucket:
             raise SourceError(f"bad S3 URI {uri!r}: expected s3://bucket/prefix")
-        return S3Source(bucket, prefix, s3_client, budget_s)
+        return S3Source(bucket, prefix, s3_client, budget_s, deadline)
     return LocalSource(uri)
 
 

@@ -229,7 +229,9 @@ def usage_tokens(answer: object, *keys: str) -> int:
     return 0
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def retry_after_s(response: httpx.Response) -> float | None:
+    """The seconds an answer's ``Retry-After`` asks for (a number or an HTTP date; a past date is 0), or None when it
+    says none or nothing that reads."""
     value = response.headers.get("Retry-After")
     if not value:
         return None
@@ -390,7 +392,7 @@ def _send(
                 )
                 detail = _error_detail(raw)
                 error = ProviderError(call.name, kind, f"{said}: {detail}", status)
-                retry_after = _retry_after(response)
+                retry_after = retry_after_s(response)
             elif status >= 400:
                 raise ProviderError(call.name, "client", f"HTTP {status}: {_error_detail(raw)}", status)
             elif status >= 300:  # never followed (the key would go where the answer says); nor is its body an answer

@@ -92,10 +92,27 @@ class _DeadlineBackend(httpcore.NetworkBackend):
         self._inner.sleep(seconds)
 
 
+def _bound(transport: httpx.BaseTransport, resolve: Resolver) -> None:
+    """Put the deadline-aware network backend under ``transport``'s connection pool (httpx takes no
+    ``network_backend`` argument; the pool does, a proxy's pool too)."""
+    pool: Any = getattr(transport, "_pool", None)
+    if pool is not None and not isinstance(pool._network_backend, _DeadlineBackend):
+        pool._network_backend = _DeadlineBackend(pool._network_backend, resolve)
+
+
 def deadline_transport(resolve: Resolver = system_resolver, **kwargs: Any) -> httpx.HTTPTransport:
-    """httpx's own transport with the deadline-aware network backend under its connection pool (httpx takes no
-    ``network_backend`` argument; the pool does). ``resolve`` looks host names up (the system's resolver)."""
+    """httpx's own transport with the deadline-aware network backend under its connection pool. ``resolve`` looks
+    host names up (the system's resolver)."""
     transport = httpx.HTTPTransport(**kwargs)
-    pool: Any = transport._pool
-    pool._network_backend = _DeadlineBackend(pool._network_backend, resolve)
+    _bound(transport, resolve)
     return transport
+
+
+def deadline_client(client: httpx.Client, resolve: Resolver = system_resolver) -> httpx.Client:
+    """``client`` (built with no transport of its own, so that it reads the environment's proxies) with the
+    deadline-aware network backend under each of its transports: the direct one and every proxy's."""
+    inner: Any = client
+    for transport in [inner._transport, *inner._mounts.values()]:
+        if transport is not None:
+            _bound(transport, resolve)
+    return client

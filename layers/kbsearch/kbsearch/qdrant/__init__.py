@@ -19,18 +19,21 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from kbsearch.config import Secrets, Settings
+    from kbsearch.providers.resilience import Deadline
     from kbsearch.qdrant.query import Retriever
     from kbsearch.qdrant.store import Store
 
 
-def open_store(settings: Settings, secrets: Secrets, rebuild: bool = False) -> Store:
+def open_store(settings: Settings, secrets: Secrets, rebuild: bool = False, deadline: Deadline | None = None) -> Store:
     """The indexer's store: Qdrant Cloud through qdrant-client, or the embedded store (Qdrant Edge, else
     qdrant-client's local mode with a one-line notice). Raises StoreError when it cannot be opened. ``rebuild``: the
-    embedded Edge collection is dropped without being opened (it may be one Edge cannot load)."""
+    embedded Edge collection is dropped without being opened (it may be one Edge cannot load). ``deadline``: Qdrant
+    Cloud's every request ends by it (a Lambda run's end), however slowly Qdrant answers; the embedded store makes
+    no request."""
     if settings.store_kind == "cloud":
         from kbsearch.qdrant.store import Store
 
-        return Store.cloud(settings, secrets)
+        return Store.cloud(settings, secrets, deadline)
     from kbsearch.qdrant.embedded import open_embedded
 
     return open_embedded(settings, rebuild=rebuild)

@@ -5,7 +5,11 @@ qdrant-client too, :class:`RereadKey`): read per request, read again once after 
 
 from __future__ import annotations
 
+import math
+import random
+import time
 from collections.abc import Callable, Generator, Sequence
+from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -15,11 +19,14 @@ from kbsearch.errors import ConfigError, StoreError
 from kbsearch.links import GRAPH_KEYS
 from kbsearch.providers.resilience import (
     MAX_ANSWER_BYTES,
+    Deadline,
     Outbound,
     ProviderError,
     RetryPolicy,
+    bounded,
     header_safe,
     read_capped,
+    retry_after_s,
     send,
 )
 from kbsearch.qdrant.query import (
@@ -105,21 +112,83 @@ class CappedAnswers(httpx.BaseTransport):
     (``HTTPS_PROXY``, ``ALL_PROXY``, ``NO_PROXY``) only for a client given no transport, so a transport here in
     place of its own sent the indexer straight to ``QDRANT_URL`` behind a proxy (the search went through it)."""
 
-    def __init__(self, inner: httpx.Client, limit: int = QDRANT_ANSWER_BYTES) -> None:
+    def __init__(self, inner: httpx.Client, limit: int = QDRANT_ANSWER_BYTES, deadline: Deadline | None = None) -> None:
+        """``deadline``: when given, every exchange (connecting, sending, the whole answer) ends by it, whatever the
+        per-read timeouts (``inner`` must be a :func:`~kbsearch.providers.transport.deadline_client`): the run's
+        end for a Lambda's sync, so a Qdrant that drips its answer cannot hold the run past it."""
         self._inner = inner
         self._limit = limit
+        self._deadline = deadline
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        response = self._inner.send(request, stream=True)  # the request's own timeouts (its extensions) kept
         try:
-            body = read_capped(response, self._limit, "qdrant")
-        except ProviderError as exc:
-            raise AnswerTooLarge(f"Qdrant's {str(exc).removeprefix('qdrant: ')}", request=request) from None
-        finally:
-            response.close()
+            with bounded(self._deadline) if self._deadline is not None else nullcontext():
+                response = self._inner.send(request, stream=True)  # the request's own timeouts (its extensions) kept
+                try:
+                    body = read_capped(response, self._limit, "qdrant")
+                except ProviderError as exc:
+                    raise AnswerTooLarge(f"Qdrant's {str(exc).removeprefix('qdrant: ')}", request=request) from None
+                finally:
+                    response.close()
+        except httpx.TimeoutException as exc:
+            if self._deadline is None or self._deadline.remaining() > 0.05:
+                raise  # the request's own timeout (QDRANT_TIMEOUT_S)
+            raise type(exc)("no whole answer from Qdrant by the run's end", request=request) from None
         gone = ("content-encoding", "content-length", "transfer-encoding")  # the body handed on is decoded, whole
         headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in gone]
         return httpx.Response(response.status_code, headers=headers, content=body, extensions=response.extensions)
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+#: Qdrant's answers that say a request was not done, for now: a rate limit (429, strict mode's, with a
+#: ``Retry-After``) or a node shedding load (503).
+REFUSED_FOR_NOW = frozenset({429, 503})
+
+
+class QdrantRefused(httpx.TransportError):
+    """Qdrant refused a request for longer than the run can wait (its ``Retry-After``)."""
+
+
+class SentAgain(httpx.BaseTransport):
+    """The indexer's Qdrant requests sent again when Qdrant refuses them for now (:data:`REFUSED_FOR_NOW`): after
+    the ``Retry-After`` it asks for, else the policy's backoff, at most ``policy.attempts`` times, never past
+    ``deadline`` (the run's end) nor sooner than asked. Every request the indexer sends Qdrant is idempotent
+    (points by fixed ids, deletes and payloads by filter, the metadata's values), and a refused one was not
+    applied. A wait asked for past what the run can (or ``policy.max_delay_s``) fails the request at once,
+    naming it: :class:`QdrantRefused`, a :class:`~kbsearch.errors.StoreError` where it was made. Without it the
+    first 429 of a write rate limit stopped the sync."""
+
+    def __init__(
+        self,
+        inner: httpx.BaseTransport,
+        deadline: Deadline | None = None,
+        policy: RetryPolicy = RetryPolicy(),  # noqa: B008 - frozen
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._inner, self._deadline, self._policy, self._sleep = inner, deadline, policy, sleep
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        policy = self._policy
+        attempt = 0
+        while True:
+            response = self._inner.handle_request(request)
+            attempt += 1
+            if response.status_code not in REFUSED_FOR_NOW or attempt >= policy.attempts:
+                return response
+            left = self._deadline.remaining() if self._deadline is not None else math.inf
+            asked = retry_after_s(response)
+            if asked is not None and asked > min(policy.max_delay_s, left):
+                can = min(policy.max_delay_s, max(0.0, left))
+                raise QdrantRefused(f"Qdrant answered HTTP {response.status_code} asking for {asked:g}s before a "
+                                    f"retry (Retry-After), more than this run can wait ({can:.1f}s)",
+                                    request=request)  # fmt: skip
+            backoff = random.uniform(0, min(policy.max_delay_s, policy.base_delay_s * 2 ** (attempt - 1)))
+            delay = max(asked, backoff) if asked is not None else backoff
+            if delay >= left:
+                return response
+            self._sleep(delay)
 
     def close(self) -> None:
         self._inner.close()

@@ -47,6 +47,7 @@ if TYPE_CHECKING:  # qdrant_client (~0.5 s to import) is loaded only by the stor
     from qdrant_client import QdrantClient
 
     from kbsearch.config import Secrets, Settings
+    from kbsearch.providers.resilience import Deadline
 
 #: The first chunk's payload field that says the note's link-graph keys are stored as they are now (one prefixed
 #: list, :data:`kbsearch.links.GRAPH_KEYS`): a first chunk without it (indexed before the graph was stored, or before
@@ -410,25 +411,31 @@ class Store:
             self.client.update_collection_aliases(change_aliases_operations=actions)
 
     @classmethod
-    def cloud(cls, settings: Settings, secrets: Secrets) -> Store:
-        """Qdrant Cloud through qdrant-client (``QDRANT_URL``, the key from ``QDRANT_API_KEY``)."""
+    def cloud(cls, settings: Settings, secrets: Secrets, deadline: Deadline | None = None) -> Store:
+        """Qdrant Cloud through qdrant-client (``QDRANT_URL``, the key from ``QDRANT_API_KEY``). ``deadline``: every
+        request ends by it (the run's end), however slowly Qdrant answers (:class:`~kbsearch.qdrant.rest.
+        CappedAnswers`): a request after it fails at once, a :class:`StoreError` where it is made."""
         import httpx
         from qdrant_client import QdrantClient
 
-        from kbsearch.qdrant.rest import CappedAnswers, RereadKey, qdrant_key
+        from kbsearch.providers.transport import deadline_client
+        from kbsearch.qdrant.rest import CappedAnswers, RereadKey, SentAgain, qdrant_key
 
         key = qdrant_key(secrets)  # a key no header can carry is refused before anything is sent
         host = urlsplit(settings.qdrant_url if "//" in settings.qdrant_url else f"//{settings.qdrant_url}").hostname
         # qdrant-client's own choice, which a transport given to it replaces: no kept-alive connections on loopback
         local = httpx.Limits(max_connections=None, max_keepalive_connections=0)
         inner = httpx.Client(limits=local) if host in ("localhost", "127.0.0.1") else httpx.Client()  # env proxies
+        if deadline is not None:  # each socket operation waits at most until the deadline: the exchange ends by it
+            inner = deadline_client(inner)
         client = QdrantClient(
             url=settings.qdrant_url,
             https=True if key else None,  # as api_key=key made it: a URL without a scheme is reached over TLS
             timeout=int(max(1, settings.qdrant_timeout_s)),
             check_compatibility=False,
             auth=RereadKey(secrets),  # given to its httpx client
-            transport=CappedAnswers(inner),  # every answer read within a bound, decoded
+            # every answer read within a bound, decoded; a request Qdrant refuses for now sent again when it says
+            transport=SentAgain(CappedAnswers(inner, deadline=deadline), deadline),
         )
         return cls(client, settings.qdrant_collection, settings.embedding_dimensions, embedded=False)
 
