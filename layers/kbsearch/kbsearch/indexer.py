@@ -1578,6 +1578,8 @@ def parse_for_index(
     main thread only, :class:`kbsearch.timelimit.TimeLimit`)."""
     note = TimeLimit(options.parse_limit_s, cpu=True)
     unbounded = run_left_s is None or not math.isfinite(run_left_s)  # no end (setitimer refuses an infinite one)
+    if not unbounded and cast(float, run_left_s) <= 0:  # not read: the note is not reached (S3 not blamed for it)
+        return ParseOutcome(failure="deadline", reason="the run's end came before the note's read")
     bounds = (note,) if unbounded else (note, TimeLimit(max(cast(float, run_left_s), 0.001)))
     try:
         try:
