@@ -1,18 +1,30 @@
 """Session 34's cold review of adv34 (rev34c): the helper threads a Lambda run's S3 reads are waited on from
 (``resilience.call_within``), through the indexer Lambda handler (``functions/indexer``) warm across runs, over a
-loopback S3 (``AWS_ENDPOINT_URL_S3``) that drips every note's body."""
+loopback S3 (``AWS_ENDPOINT_URL_S3``) that drips every note's body; Qdrant Cloud's refused writes sent again
+(``qdrant.rest.SentAgain``) by a sync whose index lease another run took over meanwhile (moto's DynamoDB, the
+loopback Qdrant of ``test_hostile_notes``)."""
 
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import boto3
 import pytest
 
 from kbsearch_tools.fakes import FakeEndpoint
+from kbsearch_tools.local.runtime import LambdaContext
+from tests.integration import test_events as events_tests
 from tests.integration.test_adv34 import invoke_within_the_lambda
-from tests.integration.test_events import load_indexer
+from tests.integration.test_events import TABLE, load_indexer
 from tests.integration.test_fault_matrix import listing_xml
+from tests.integration.test_hostile_notes import FakeQdrant, collection_info
+from tests.integration.test_indexer import write_notes
+
+aws = events_tests.aws  # moto's bucket and queue, the lease table
 
 #: At most this many S3 reads run on past their run's end (``kbsearch.sources.MAX_ABANDONED``).
 MAX_ABANDONED = 2
@@ -70,3 +82,62 @@ def test_reads_of_a_dripping_s3_leave_no_pile_of_threads_across_a_warm_lambdas_r
     finally:
         s3.drip_s = 0.0
         s3.stop()
+
+
+@pytest.fixture
+def refusing_qdrant(tmp_path: Path) -> Iterator[FakeQdrant]:
+    fake = FakeQdrant(collection_info(tmp_path / "schema"), ok_upserts=1_000)
+    yield fake
+    fake.stop()
+
+
+def test_a_write_qdrant_refused_is_not_sent_again_once_another_run_holds_the_lease(
+    aws: Any, tmp_path: Path, refusing_qdrant: FakeQdrant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scheduled sync's upsert refused for now (429, ``Retry-After: 1``); while it waits, its index lease is taken
+    over by another run (as one does an expired lease: the renewals failed for its time to live) and the renewer
+    finds it lost. adv34's SentAgain sent the write again after the wait all the same: this run's version of the
+    notes written beside (or over a later write of) the lease's new holder, which rounds 23c and rel34 stop every
+    other write of a run that lost its lease from doing. Now the write is not sent again once the lease is not
+    held: the run ends naming the refusal and the lost lease, and nothing reaches Qdrant after the loss."""
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    write_notes(kb, 3)
+    dynamodb = boto3.client("dynamodb", region_name="us-east-1")
+    lost = threading.Event()
+    writes_at_loss: list[int] = []
+
+    def renewed(parsed: dict[str, Any], **_: Any) -> None:
+        if parsed.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+            lost.set()
+
+    def taken_over() -> None:  # as Qdrant refuses the write: another run takes the lease; its renewer finds it lost
+        dynamodb.put_item(TableName=TABLE, Item={
+            "pk": {"S": "index#kb"}, "owner": {"S": "other:1:cafe"},
+            "expires_at": {"N": str(int(time.time()) + 600)}, "acquired_at": {"N": str(int(time.time()))},
+        })  # fmt: skip
+        assert lost.wait(30), "the renewer never tried to renew"
+        writes_at_loss.append(refusing_qdrant.upserts)
+
+    boto3.setup_default_session()
+    assert boto3.DEFAULT_SESSION is not None
+    boto3.DEFAULT_SESSION.events.register("after-call.dynamodb.UpdateItem", renewed)
+    refusing_qdrant.refusals, refusing_qdrant.on_refusal = [(429, "1")], taken_over
+    env = {
+        "KB_SOURCE": str(kb),
+        "QDRANT_URL": refusing_qdrant.url,
+        "INDEX_LEASE_TABLE": TABLE,
+        "INDEX_LEASE_TTL_S": "30",
+        "QDRANT_TIMEOUT_S": "40",
+    }  # fmt: skip  (a renewal every 10 s)
+    app = load_indexer(monkeypatch, env)
+    try:
+        result: Any = app.lambda_handler({}, LambdaContext("kb-search-test-indexer", 1024, 120))
+    except app.IndexerRunError as exc:
+        result = exc
+    finally:
+        boto3.setup_default_session()
+    assert writes_at_loss == [1], writes_at_loss
+    assert refusing_qdrant.upserts == 1, f"{refusing_qdrant.upserts - 1} upserts sent after the lease was lost"
+    assert isinstance(result, app.IndexerRunError), result
+    assert "HTTP 429, not sent again: this run lost its index lease" in str(result), result

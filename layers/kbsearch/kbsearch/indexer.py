@@ -2332,7 +2332,8 @@ def run_sync(
     with index_lease(settings) as lease:
         stop_at = _until_lease_lost(stop_at or Deadline(), lease)
         try:
-            store = open_store(settings, secrets, rebuild=rebuild, deadline=call_deadline)
+            store = open_store(settings, secrets, rebuild=rebuild, deadline=call_deadline,
+                               held=None if lease is None else lease.held)  # fmt: skip
         except StoreError as exc:
             report = SyncReport(source=source.uri, collection=settings.qdrant_collection, dense=False, full=full)
             report.error = storage_failed(settings, exc, source_uri or settings.kb_source, rebuild)
