@@ -6,9 +6,9 @@ loopback Qdrant of ``test_hostile_notes``)."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +17,16 @@ import pytest
 
 from kbsearch_tools.fakes import FakeEndpoint
 from kbsearch_tools.local.runtime import LambdaContext
+from tests.integration import test_adv34 as adv34_tests
 from tests.integration import test_events as events_tests
 from tests.integration.test_adv34 import invoke_within_the_lambda
 from tests.integration.test_events import TABLE, load_indexer
 from tests.integration.test_fault_matrix import listing_xml
-from tests.integration.test_hostile_notes import FakeQdrant, collection_info
+from tests.integration.test_hostile_notes import FakeQdrant
 from tests.integration.test_indexer import write_notes
 
 aws = events_tests.aws  # moto's bucket and queue, the lease table
+flaky_qdrant = adv34_tests.flaky_qdrant  # the loopback Qdrant Cloud, refusing the upserts its ``refusals`` say
 
 #: At most this many S3 reads run on past their run's end (``kbsearch.sources.MAX_ABANDONED``).
 MAX_ABANDONED = 2
@@ -84,15 +86,8 @@ def test_reads_of_a_dripping_s3_leave_no_pile_of_threads_across_a_warm_lambdas_r
         s3.stop()
 
 
-@pytest.fixture
-def refusing_qdrant(tmp_path: Path) -> Iterator[FakeQdrant]:
-    fake = FakeQdrant(collection_info(tmp_path / "schema"), ok_upserts=1_000)
-    yield fake
-    fake.stop()
-
-
 def test_a_write_qdrant_refused_is_not_sent_again_once_another_run_holds_the_lease(
-    aws: Any, tmp_path: Path, refusing_qdrant: FakeQdrant, monkeypatch: pytest.MonkeyPatch
+    aws: Any, tmp_path: Path, flaky_qdrant: FakeQdrant, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A scheduled sync's upsert refused for now (429, ``Retry-After: 1``); while it waits, its index lease is taken
     over by another run (as one does an expired lease: the renewals failed for its time to live) and the renewer
@@ -117,15 +112,15 @@ def test_a_write_qdrant_refused_is_not_sent_again_once_another_run_holds_the_lea
             "expires_at": {"N": str(int(time.time()) + 600)}, "acquired_at": {"N": str(int(time.time()))},
         })  # fmt: skip
         assert lost.wait(30), "the renewer never tried to renew"
-        writes_at_loss.append(refusing_qdrant.upserts)
+        writes_at_loss.append(flaky_qdrant.upserts)
 
     boto3.setup_default_session()
     assert boto3.DEFAULT_SESSION is not None
     boto3.DEFAULT_SESSION.events.register("after-call.dynamodb.UpdateItem", renewed)
-    refusing_qdrant.refusals, refusing_qdrant.on_refusal = [(429, "1")], taken_over
+    flaky_qdrant.refusals, flaky_qdrant.on_refusal = [(429, "1")], taken_over
     env = {
         "KB_SOURCE": str(kb),
-        "QDRANT_URL": refusing_qdrant.url,
+        "QDRANT_URL": flaky_qdrant.url,
         "INDEX_LEASE_TABLE": TABLE,
         "INDEX_LEASE_TTL_S": "30",
         "QDRANT_TIMEOUT_S": "40",
@@ -138,6 +133,41 @@ def test_a_write_qdrant_refused_is_not_sent_again_once_another_run_holds_the_lea
     finally:
         boto3.setup_default_session()
     assert writes_at_loss == [1], writes_at_loss
-    assert refusing_qdrant.upserts == 1, f"{refusing_qdrant.upserts - 1} upserts sent after the lease was lost"
+    assert flaky_qdrant.upserts == 1, f"{flaky_qdrant.upserts - 1} upserts sent after the lease was lost"
     assert isinstance(result, app.IndexerRunError), result
     assert "HTTP 429, not sent again: this run lost its index lease" in str(result), result
+
+
+#: At most this many note reads by path a request's budget cut may still run (``kbsearch.reader.MAX_ABANDONED``).
+MAX_ABANDONED_READS = 4
+
+
+def test_note_reads_from_a_dripping_s3_leave_no_pile_of_threads_across_a_warm_search_lambdas_requests(
+    load_search_app: Any,
+) -> None:
+    """The request path's reads by path (``GET /notes/{path}``, ``kb_get_note``) over an S3 that drips (one byte
+    every 0.3 s): each request is answered within its budget (round 23), but each read it gave up on kept reading
+    on its helper thread (~30 s here; a note of some KiB, hours), one more thread and socket at every request of the
+    warm container. Now at most MAX_ABANDONED_READS run on: while they do, a read is not started and the request is
+    the same 503 at once, naming no bucket."""
+    from tests.integration.test_slow_source import BUDGET_S, NOTE, _get_note
+
+    def reads() -> int:
+        return len({t for t in threading.enumerate() if t.name == "note-read" and t.is_alive()} - before)
+
+    before = {t for t in threading.enumerate() if t.name == "note-read"}
+    s3, qdrant = FakeEndpoint().start(), FakeEndpoint().start()
+    s3.body, s3.content_type, s3.drip_s = NOTE, "application/octet-stream", 0.3
+    try:
+        app = load_search_app(KB_SOURCE="s3://kb-notes/", AWS_ENDPOINT_URL_S3=s3.url, QDRANT_URL=qdrant.url,
+                              SEARCH_BUDGET_S=str(BUDGET_S))  # fmt: skip
+        for request in range(MAX_ABANDONED_READS + 2):
+            answer = _get_note(app)
+            body = json.loads(answer["body"])
+            assert answer["statusCode"] == 503 and body["error"] == "source_unavailable", answer
+            assert "try again" in body["message"] and "kb-notes" not in body["message"], body
+            assert reads() <= MAX_ABANDONED_READS, f"{reads()} reads still running after request {request + 1}"
+    finally:
+        s3.drip_s = 0.0
+        s3.stop()
+        qdrant.stop()

@@ -45,21 +45,13 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_s3.type_defs import HeadObjectOutputTypeDef
 
-    from kbsearch.providers.resilience import Abandoned, Deadline
+    from kbsearch.providers.resilience import Deadline
 
 T = TypeVar("T")
 NOTE_SUFFIX = ".md"
 #: At most this many S3 calls a Lambda run's end cut (:meth:`S3Source._within`) may still run, across the warm
 #: container's runs; while they do, no S3 call of a run with an end is started (it fails at once, saying so).
 MAX_ABANDONED = 2
-
-
-@functools.cache
-def _s3_abandoned() -> Abandoned:
-    """The S3 calls cut at a run's end still running, this process's (the policy's module loads on first use)."""
-    from kbsearch.providers.resilience import Abandoned
-
-    return Abandoned(MAX_ABANDONED)
 
 
 def is_note_name(name: str) -> bool:
@@ -831,13 +823,13 @@ class S3Source:
         still run (a warm Lambda's runs over an S3 that drips each left threads and sockets reading)."""
         if self.deadline is None:
             return fn()
-        from kbsearch.providers.resilience import TooManyAbandoned, call_within
+        from kbsearch.providers.resilience import TooManyAbandoned, abandoned_calls, call_within
 
         left = self.deadline.remaining()
         if left <= 0:
             raise SourceError(f"{failed}: the run's end came before S3 was asked; the next run reads it again")
         try:
-            return call_within(fn, left, "kbsearch-s3", _s3_abandoned())
+            return call_within(fn, left, "kbsearch-s3", abandoned_calls("kbsearch-s3", MAX_ABANDONED))
         except TooManyAbandoned:
             raise SourceError(
                 f"{failed}: {MAX_ABANDONED} reads from S3 cut at a run's end are still running (S3 answering too "

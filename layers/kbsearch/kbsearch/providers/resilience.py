@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import codecs
 import email.utils
+import functools
 import io
 import json
 import math
@@ -549,6 +550,13 @@ class Abandoned:
         with self._lock:
             if not future.done():
                 self._running.add(future)
+
+
+@functools.cache
+def abandoned_calls(name: str, most: int) -> Abandoned:
+    """This process's record of the calls named ``name`` that :func:`call_within` gave up on (one per name: every
+    run or request of a warm Lambda shares it)."""
+    return Abandoned(most)
 
 
 class TooManyAbandoned(TimeoutError):
