@@ -246,6 +246,7 @@ class FakeQdrant:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
 
     def stop(self) -> None:
+        self.server.stopped = True  # an answer still dripping ends
         self.server.shutdown()
         self.server.server_close()
 

@@ -19,7 +19,7 @@ from kbsearch_tools.fakes import FakeEndpoint
 from kbsearch_tools.local.runtime import LambdaContext
 from tests.integration import test_adv34 as adv34_tests
 from tests.integration import test_events as events_tests
-from tests.integration.test_adv34 import invoke_within_the_lambda
+from tests.integration.test_adv34 import helpers_ended, invoke_within_the_lambda
 from tests.integration.test_events import TABLE, load_indexer
 from tests.integration.test_fault_matrix import listing_xml
 from tests.integration.test_hostile_notes import FakeQdrant
@@ -82,8 +82,8 @@ def test_reads_of_a_dripping_s3_leave_no_pile_of_threads_across_a_warm_lambdas_r
             assert len([r for r in reasons if "S3 gave no whole answer" in r]) <= 1, reasons
             assert result["incomplete"] and result["remaining"] >= NOTES - 1, result
     finally:
-        s3.drip_s = 0.0
         s3.stop()
+        helpers_ended("kbsearch-s3")
 
 
 def test_a_write_qdrant_refused_is_not_sent_again_once_another_run_holds_the_lease(
@@ -168,6 +168,6 @@ def test_note_reads_from_a_dripping_s3_leave_no_pile_of_threads_across_a_warm_se
             assert "try again" in body["message"] and "kb-notes" not in body["message"], body
             assert reads() <= MAX_ABANDONED_READS, f"{reads()} reads still running after request {request + 1}"
     finally:
-        s3.drip_s = 0.0
         s3.stop()
         qdrant.stop()
+        helpers_ended("note-read")
