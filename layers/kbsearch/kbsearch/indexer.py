@@ -1592,6 +1592,8 @@ def parse_for_index(
     main thread only, :class:`kbsearch.timelimit.TimeLimit`)."""
     note = TimeLimit(options.parse_limit_s, cpu=True)
     unbounded = run_left_s is None or not math.isfinite(run_left_s)  # no end (setitimer refuses an infinite one)
+    if not unbounded and cast(float, run_left_s) <= 0:  # not read: the note is not reached (S3 not blamed for it)
+        return ParseOutcome(failure="deadline", reason="the run's end came before the note's read")
     bounds = (note,) if unbounded else (note, TimeLimit(max(cast(float, run_left_s), 0.001)))
     try:
         try:
@@ -2344,7 +2346,8 @@ def run_sync(
     with index_lease(settings) as lease:
         stop_at = _until_lease_lost(stop_at or Deadline(), lease)
         try:
-            store = open_store(settings, secrets, rebuild=rebuild, deadline=call_deadline)
+            store = open_store(settings, secrets, rebuild=rebuild, deadline=call_deadline,
+                               held=None if lease is None else lease.held)  # fmt: skip
         except StoreError as exc:
             report = SyncReport(source=source.uri, collection=settings.qdrant_collection, dense=False, full=full)
             report.error = storage_failed(settings, exc, source_uri or settings.kb_source, rebuild)
