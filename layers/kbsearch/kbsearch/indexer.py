@@ -76,6 +76,7 @@ from kbsearch.links import (
     links_to_others,
     name_keys,
     path_keys,
+    payload_aliases,
     stored_keys,
 )
 from kbsearch.markdown import PARSE_VERSION
@@ -2135,6 +2136,9 @@ def _payload(
         "path": note.path,
         "folders": folders_of(note.path),
         "title": note.title,
+        # the names a reader may ask the note by besides its title (the fusion reads them as it reads the title):
+        # left out when none
+        "aliases": payload_aliases(note.metadata.get("aliases")),
         "heading": chunk.heading,
         "chunk_index": chunk.index,
         "n_chunks": n_chunks,
@@ -2160,6 +2164,8 @@ def _payload(
             del payload[key]
     if links is None:  # a note without links: no field (every reader takes a missing one for none)
         del payload["links"]
+    if not payload["aliases"]:  # nor without aliases
+        del payload["aliases"]
     if chunk.index == 0:  # the note's free metadata and its place in the link graph (kbsearch.links), once per note
         payload["meta"] = note.metadata
         payload[GRAPH_FIELD] = graph_keys(path_keys(note.path), name_keys(note.title, note.metadata.get("aliases")),
