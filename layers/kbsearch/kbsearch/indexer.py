@@ -1621,8 +1621,9 @@ def _parse_for_index(
         payloads = []
         links = stored_links(note.links)
         keys = tag_keys(note.tags)
+        aliases = payload_aliases(note.metadata.get("aliases"))  # one list every chunk shares, as the title
         for chunk in chunks:
-            payload = _payload(obj, note, chunk, len(chunks), indexed_at, dense, links, keys)
+            payload = _payload(obj, note, chunk, len(chunks), indexed_at, dense, links, keys, aliases)
             payload["lang"] = language  # the note's language: what the fusion weighs a BM25 match by
             payload["embedding"] = signature if dense else ""  # which model/format embedded it
             payload[EMBED_HASH] = embed_hash(signature, chunk.embed_text) if dense else ""
@@ -2125,12 +2126,13 @@ def _describe(signature: dict[str, Any]) -> str:
 
 def _payload(
     obj: SourceObject, note: Note, chunk: Chunk, n_chunks: int, indexed_at: str, dense: bool, links: str | None,
-    keys: list[str],
+    keys: list[str], aliases: list[str],
 ) -> dict[str, Any]:  # fmt: skip
     """A chunk's payload, one shape on every path (Edge and Qdrant Cloud); ``links``: the note's
     :func:`~kbsearch.qdrant.query.stored_links`, one string shared by its chunks; ``keys``: its tags'
     :func:`~kbsearch.lexical.tag_keys` (what a tag filter matches; ``[]`` when none: a first chunk without the field
-    was written before it, and its note is rewritten by the next sync)."""
+    was written before it, and its note is rewritten by the next sync); ``aliases``: its
+    :func:`~kbsearch.links.payload_aliases` (``[]``: no field)."""
     payload = {
         "doc_id": note.doc_id,
         "path": note.path,
@@ -2138,7 +2140,7 @@ def _payload(
         "title": note.title,
         # the names a reader may ask the note by besides its title (the fusion reads them as it reads the title):
         # left out when none
-        "aliases": payload_aliases(note.metadata.get("aliases")),
+        "aliases": aliases,
         "heading": chunk.heading,
         "chunk_index": chunk.index,
         "n_chunks": n_chunks,
