@@ -1429,3 +1429,24 @@ def test_a_page_indexed_without_its_aliases_is_read_as_before() -> None:
     ahead of the page BM25 finds first among the alike mentions."""
     for fused in (_a_page_named_by_its_alias(None), _a_page_named_by_its_alias(["Метаданные заметки"])):
         assert fused.index("en/properties.md") < fused.index("ru/metadata.md")
+
+
+def test_across_reads_a_title_not_an_alias() -> None:
+    """rev34e: ``_across`` (dense's first note in another language) exempts from its damping only a note of the
+    query's language *titled* by the query. The vault gives a page's translated title as an alias of the other
+    language's page: "Markdown" asked over a KB of both, dense's first the Russian page titled "Markdown" (the
+    answer), BM25's first the English *Basic formatting syntax*, aliased "Markdown", among English mentions. Read as
+    a name, the alias kept that page's match and it came first (bil33's expanded captures: 0 better / 2 worse); its
+    match counts as the other mentions' do, and the Russian page stays first."""
+    query = "Markdown"
+    answer, aliased = "ru/markdown.md", "en/basic.md"
+    ranked = [_titled(answer, 0.90, "ru", "Markdown")]
+    ranked += [chunk(f"ru/n{i:02d}.md", 0.80 - i * 0.01, "ru") if i % 2 else chunk(f"en/n{i:02d}.md", 0.80 - i * 0.01, "en")
+               for i in range(30)]  # fmt: skip
+    own = _titled(aliased, 3.0, "en", "Basic formatting syntax")
+    own.payload["aliases"] = ["Markdown"]
+    mentions = [_titled(f"en/m{i}.md", 2.9 - i * 0.05, "en", f"m{i}") for i in range(4)]
+    legs = [(Leg("dense", 0), ranked), (Leg("lexical", 0, "en"), [own, *mentions])]
+    common = tuple(f"c{i:02d}.md" for i in range(PROBE_DEPTH))
+    fused = paths(fuse([*legs, *probes(query, {t: 3.0 for t in tokenize(query)}, common)], analyse(query), 10))
+    assert fused[0] == answer, fused
