@@ -1,5 +1,5 @@
 """A capture's chunks with their heading and text again: ``eval/replay/capture.py`` keeps a payload's ``path``,
-``doc_id`` and ``lang`` only, where the searches it captured read the whole payload. A fusion rule that reads a
+``doc_id``, ``lang`` and ``title`` only, where the searches it captured read the whole payload. A fusion rule that reads a
 chunk's words (``kbsearch.fusion.phrase_place``, session 33) replays only with them: each class's corpus (its
 ``corpus:`` in ``eval/classes*.yaml``) is chunked again as the indexer chunks it (``parse_note``, ``chunk_note``
 with the default 400 / 40 tokens) and each captured chunk finds its own by point id (``uuid5(path#index)``; Qdrant
@@ -20,6 +20,12 @@ from kbsearch.chunking import chunk_note
 from kbsearch.markdown import PARSE_VERSION
 from kbsearch.notes import NoteError, parse_note
 from kbsearch.qdrant.query import point_id
+
+try:  # the note's aliases as the indexer writes them into every chunk's payload (rev34e); a tree replayed by
+    # ``--compare`` from before then (its ``kbsearch`` first on the path) has none, and its fusion reads none
+    from kbsearch.links import payload_aliases
+except ImportError:  # pragma: no cover - an older tree's side
+    payload_aliases = None
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -46,8 +52,9 @@ def class_corpora(root: Path = ROOT) -> dict[str, Path]:
 
 
 def corpus_chunks(corpus: Path) -> dict[Any, dict[str, Any]]:
-    """Point id (as a uuid string and as Edge's integer) → the chunk's ``heading``, ``text``, ``title`` and
-    ``chunk_index``, for every note of the corpus."""
+    """Point id (as a uuid string and as Edge's integer) → the chunk's ``heading``, ``text``, ``title``,
+    ``chunk_index`` and, where the note has any, ``aliases`` (as the indexer's payload holds them), for every note
+    of the corpus."""
     out: dict[Any, dict[str, Any]] = {}
     for file in sorted(corpus.rglob("*.md")):
         path = file.relative_to(corpus).as_posix()
@@ -64,6 +71,9 @@ def corpus_chunks(corpus: Path) -> dict[Any, dict[str, Any]]:
                 "text": chunk.text,
                 "chunk_index": chunk.index,
             }
+            aliases = payload_aliases(note.metadata.get("aliases")) if payload_aliases is not None else []
+            if aliases:
+                fields["aliases"] = aliases
             out[point] = out[uuid.UUID(point).int >> 64] = fields
     return out
 

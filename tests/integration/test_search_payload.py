@@ -106,3 +106,43 @@ def test_a_search_receives_less_than_whole_payloads_weigh(store_path: Path, deep
         service.close()
     weighs = len(json.dumps({"result": whole}, ensure_ascii=False, default=str).encode())
     assert received < weighs, (received, weighs)
+
+
+def test_a_note_s_aliases_are_in_every_chunk_s_payload_and_a_search_s(tmp_path: Path, deepinfra: FakeProvider) -> None:
+    """rev34e: the fusion reads a query naming a note by an alias as it reads one naming it by its title
+    (``fusion._names``), so the indexer writes the note's aliases (texts as written, ``12`` too, stripped, once each,
+    the first eight of at most 100 characters: a longer one left out) into every chunk's payload, as the title, none
+    when the note has none, and a search's one call carries them (``SEARCH_PAYLOAD``)."""
+    from kbsearch.indexer import run_sync
+
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    long = "x" * 101
+    (kb / "metadata.md").write_text(
+        f"---\naliases: [' Свойства ', Frontmatter, '{long}', 12, Свойства]\n---\n# Метаданные\n\nсвойства заметки\n\n"
+        "## Типы\n\nтекст, число, дата, свойства\n",
+        encoding="utf-8",
+    )
+    (kb / "other.md").write_text("# Другое\n\nсвойства и ещё свойства\n", encoding="utf-8")
+    (kb / "one.md").write_text("---\naliases: Одно имя\n---\n# One\n\nсвойства\n", encoding="utf-8")
+    settings = provider_settings(deepinfra, None, qdrant_path=str(tmp_path / "q"), embedding_dimensions=DIMS)
+    assert run_sync(settings, Secrets(settings), source_uri=str(kb)).added == 3
+    store = open_store(settings, Secrets(settings))
+    try:
+        stored = list(store.points().values())
+    finally:
+        store.close()
+    by_path: dict[str, list[Any]] = {}
+    for p in stored:
+        by_path.setdefault(p["path"], []).append(p.get("aliases"))
+    assert len(by_path["metadata.md"]) == 2 and by_path["metadata.md"] == [["Свойства", "Frontmatter", "12"]] * 2
+    assert by_path["one.md"] == [["Одно имя"]] and by_path["other.md"] == [None]
+    service, recording = _service(tmp_path / "q", deepinfra)
+    try:
+        service.search(SearchRequest(query="Свойства", top_k=3, rerank=False))
+    finally:
+        service.close()
+    carried = [p["payload"] for points in recording.calls[0][2] for p in points if p["payload"]]
+    assert any(
+        p.get("path") == "metadata.md" and p.get("aliases") == ["Свойства", "Frontmatter", "12"] for p in carried
+    )

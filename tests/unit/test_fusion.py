@@ -1386,3 +1386,67 @@ def test_a_label_that_names_a_note_or_that_bm25_is_sure_of_keeps_its_match(query
         translation=case == "translated",
     )
     assert "en/properties.md" not in fused[: fused.index("ru/n03.md")]
+
+
+def _a_page_named_by_its_alias(aliases: list[str] | None, alias_rank: int = 4) -> list[str]:
+    """A KB written in two languages, as :func:`_a_title_asked_in_the_other_language`'s: the Russian query "Свойства"
+    is an alias of the Russian page ``ru/metadata.md`` (titled "Метаданные"; ``aliases``: its payload's, None: a
+    note indexed without them), which BM25 finds first among the five alike Russian mentions and dense ranks
+    ``alias_rank`` (0: first), after dense's first Russian note (0.90) and the English *Properties* page (0.80).
+    The fused order of the notes."""
+    query, page = "Свойства", "ru/metadata.md"
+    notes = [(f"en/n{i:02d}.md", "en") if i >= 12 and i % 2 == 0 else (f"ru/n{i:02d}.md", "ru") for i in range(30)]
+    ranked = [chunk(p, 0.90 if i == 0 else 0.73 - i * 0.01, lang) for i, (p, lang) in enumerate(notes)]
+    ranked.insert(1, chunk("en/properties.md", 0.80, "en"))
+    ranked.insert(alias_rank, chunk(page, ranked[alias_rank - 1].score - 0.0005, "ru"))
+    terms = len(set(tokenize(query)))
+    own = _titled(page, 3.0 * terms, "ru", "Метаданные")
+    if aliases is not None:
+        own.payload["aliases"] = aliases
+    mentions = [_titled(p, (s - 0.02) * terms, "ru", p.removesuffix(".md")) for p, s in _MENTIONS.items()]
+    legs = [(Leg("dense", 0), ranked), (Leg("lexical", 0, "ru"), [own, *mentions])]
+    common = tuple(f"c{i:02d}.md" for i in range(PROBE_DEPTH))
+    fused = fuse([*legs, *probes(query, {t: 3.0 for t in tokenize(query)}, common)], analyse(query), 10)
+    assert not any(c.exact for c in fused)
+    return paths(fused)
+
+
+@pytest.mark.parametrize("aliases", [["Свойства"], ["metadata", "свойства"]])
+def test_a_label_naming_a_page_of_its_language_by_its_alias_keeps_its_match(aliases: list[str]) -> None:
+    """rev34e: a label naming a page of its language by an alias (frontmatter ``aliases``, which no text BM25 reads
+    of the page holds) over a KB of both languages, BM25 finding its words alike in the page and four mentions:
+    fus34b's ``_unnamed`` read the page as "titled by nothing" and counted its own match at a tenth with the
+    mentions', so dense's English *Properties* page (its second) and first Russian note went ahead of it (3rd;
+    1st with the rule off). The payload's aliases name the page as its title would: the label names a note of its
+    language, its match counts (EVAL.md, session 34 review)."""
+    fused = _a_page_named_by_its_alias(aliases)
+    assert fused[0] == "ru/metadata.md"
+
+
+def test_a_page_indexed_without_its_aliases_is_read_as_before() -> None:
+    """The same page indexed before its aliases were carried (no ``aliases`` in its payload), or an alias that is
+    not the query: the label names no note of its language, as fus34b reads it, and dense's English page comes
+    ahead of the page BM25 finds first among the alike mentions."""
+    for fused in (_a_page_named_by_its_alias(None), _a_page_named_by_its_alias(["Метаданные заметки"])):
+        assert fused.index("en/properties.md") < fused.index("ru/metadata.md")
+
+
+def test_across_reads_a_title_not_an_alias() -> None:
+    """rev34e: ``_across`` (dense's first note in another language) exempts from its damping only a note of the
+    query's language *titled* by the query. The vault gives a page's translated title as an alias of the other
+    language's page: "Markdown" asked over a KB of both, dense's first the Russian page titled "Markdown" (the
+    answer), BM25's first the English *Basic formatting syntax*, aliased "Markdown", among English mentions. Read as
+    a name, the alias kept that page's match and it came first (bil33's expanded captures: 0 better / 2 worse); its
+    match counts as the other mentions' do, and the Russian page stays first."""
+    query = "Markdown"
+    answer, aliased = "ru/markdown.md", "en/basic.md"
+    ranked = [_titled(answer, 0.90, "ru", "Markdown")]
+    ranked += [chunk(f"ru/n{i:02d}.md", 0.80 - i * 0.01, "ru") if i % 2 else chunk(f"en/n{i:02d}.md", 0.80 - i * 0.01, "en")
+               for i in range(30)]  # fmt: skip
+    own = _titled(aliased, 3.0, "en", "Basic formatting syntax")
+    own.payload["aliases"] = ["Markdown"]
+    mentions = [_titled(f"en/m{i}.md", 2.9 - i * 0.05, "en", f"m{i}") for i in range(4)]
+    legs = [(Leg("dense", 0), ranked), (Leg("lexical", 0, "en"), [own, *mentions])]
+    common = tuple(f"c{i:02d}.md" for i in range(PROBE_DEPTH))
+    fused = paths(fuse([*legs, *probes(query, {t: 3.0 for t in tokenize(query)}, common)], analyse(query), 10))
+    assert fused[0] == answer, fused

@@ -310,3 +310,29 @@ def test_texts_take_a_capture_of_a_reading_that_chunks_the_corpora_alike(tmp_pat
     (``eval/dump_parse.py``): session 34's captures (``parse_version`` 4) replay with their texts, not refused."""
     done = _replay(_captured_by_reading(tmp_path, 4))
     assert done.returncode == 0 and "PARSE_VERSION" not in done.stderr, done.stderr
+
+
+def test_texts_attach_a_note_s_aliases_as_the_indexer_writes_them(tmp_path: Path) -> None:
+    """rev34e: a search now carries each chunk's ``aliases`` (``links.payload_aliases``), which ``fusion._unnamed``
+    reads; the captures keep none, so ``texts.attach`` re-reads them from the corpus (none for a note without
+    aliases), and a replay reads what a search would."""
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "classes-bil.yaml").write_text("- {class: question-en, corpus: bil, queries: q.yaml}\n")
+    (tmp_path / "bil").mkdir()
+    (tmp_path / "bil" / "Метаданные.md").write_text(
+        "---\naliases: [Свойства, ' Frontmatter ']\n---\n# Метаданные\n\nсвойства заметки\n", encoding="utf-8"
+    )
+    (tmp_path / "bil" / "Теги.md").write_text("# Теги\n\nТеги помогают находить заметки.\n", encoding="utf-8")
+    spec = importlib.util.spec_from_file_location("replay_texts", ROOT / "eval" / "replay" / "texts.py")
+    assert spec is not None and spec.loader is not None
+    texts = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(texts)
+    aliased, plain = (
+        ScoredChunk(point_id(path, 0), 1.0, {"path": path, "doc_id": path, "lang": "ru"})
+        for path in ("Метаданные.md", "Теги.md")
+    )
+    cells: dict[tuple[str, str], dict[str, Any]] = {
+        ("e5", "bil:question-en"): {"rows": [("свойства", frozenset(), [(Leg("dense"), [aliased, plain])], None, 10)]}
+    }
+    texts.attach(cells, tmp_path)
+    assert aliased.payload["aliases"] == ["Свойства", "Frontmatter"] and "aliases" not in plain.payload

@@ -20,13 +20,14 @@ has anyway:
   are not (the query's language is the KB's minority there), the query's own BM25 matches in notes of the query's
   language count by ``cross_language`` too (:func:`_across`: a question across languages in a KB of both). When
   the leg is divided so (its first note in one language, most of its notes in the other), a note the rare-term
-  agreement names (it holds every rare term of the query) keeps its match; a note whose title is the query (word for
-  word as BM25 reads them, unstemmed, :func:`kbsearch.lexical.words`) keeps it always: the query names it (a KB written in both
-  languages, a page's own title asked in its language while dense puts a page of the other first; EVAL.md, session
-  33, fus33c). Where ``_across`` damps nothing and nothing is pinned, a label that names no note of its language
-  (no such note titled by it), whose BM25 matches are many notes alike, while dense has a note of the other
-  language near its top in a KB of both, has its own-language BM25 matches counted so too (:func:`_unnamed`: a
-  page's title asked in the language the page is not written in; its matches are notes mentioning it; session 34).
+  agreement names (it holds every rare term of the query) keeps its match; a note whose title is the query (word
+  for word as BM25 reads them, unstemmed, :func:`kbsearch.lexical.words`) keeps it always: the query names it (a KB
+  written in both languages, a page's own title asked in its language while dense puts a page of the other first;
+  EVAL.md, session 33, fus33c). Where ``_across`` damps nothing and nothing is pinned, a label that names no note of
+  its language (no such note titled by it or having it as an alias), whose BM25 matches are many notes alike, while
+  dense has a note of the other language near its top in a KB of both, has its own-language BM25 matches counted so
+  too (:func:`_unnamed`: a page's title asked in the language the page is not written in; its matches are notes
+  mentioning it; session 34).
 - **exact match**: when the query looks up something (it has an identifier — digits, ``_``, CamelCase, a path,
   a Latin word in a Russian query; a compound joined by ``-`` only in a query of two words or fewer —, it is a menu
   path, :func:`is_ui_path`, or it has at most ``exact_max_terms`` terms), every required term (its identifiers,
@@ -586,6 +587,26 @@ def sole_complete(
     return found
 
 
+def _names(payload: dict[str, Any], named: tuple[str, ...], *, aliases: bool = True) -> bool:
+    """Whether the query (``named``: its words, :func:`kbsearch.lexical.words`) names the chunk's note: its title, or
+    (with ``aliases``) one of its aliases (the payload's ``aliases``, :func:`kbsearch.links.payload_aliases`: a name
+    no text BM25 reads of the note holds), word for word. A note indexed before its aliases were carried is named by
+    its title only.
+
+    ``_across`` reads the title alone: there the query's own-language note it would exempt competes with a note of
+    the other language the query may name by its title, and the vault gives a page's translated title as an alias
+    of the other language's page ("Markdown": the Russian page so titled, the English *Basic formatting syntax* so
+    aliased; its match exempted, it came ahead: bil33's expanded captures 0 better / 2 worse, session 34 review)."""
+    if not named:
+        return False
+    if words(str(payload.get("title") or "")[:LANGUAGE_WINDOW]) == named:
+        return True
+    if not aliases:
+        return False
+    names = payload.get("aliases")
+    return isinstance(names, list) and any(isinstance(a, str) and words(a) == named for a in names)
+
+
 def _across(notes: dict[str, _Note], asked: list[ScoredChunk], language: str, languages: dict[str, str | None],
             agree: dict[str, float], named: tuple[str, ...], p: FusionParams) -> tuple[bool, bool]:  # fmt: skip
     """A question across languages in a KB of both: when the first note of the query's own dense leg (``asked``: its
@@ -636,7 +657,7 @@ def _across(notes: dict[str, _Note], asked: list[ScoredChunk], language: str, la
         if its is not None and its is not n.translated_chunk and _note_language(its.payload, languages) == language:
             if divided and note in agree:
                 continue
-            if named and words(str(its.payload.get("title") or "")[:LANGUAGE_WINDOW]) == named:
+            if _names(its.payload, named, aliases=False):
                 continue  # the query names this note: its title
             n.lexical *= p.cross_language
     return theirs != language, True
@@ -650,8 +671,9 @@ def _unnamed(notes: dict[str, _Note], asked: list[ScoredChunk], evidence: QueryE
     ``_across`` damped nothing).
 
     A label: at most :data:`PATH_ITEM_WORDS` terms, no identifier, no menu path. It names no note of its language:
-    no note of the query's language the legs carried is titled by it (word for word, :func:`kbsearch.lexical.words`,
-    as ``_across``'s title exemption reads a title). Its own BM25 matches (not a translation's) are many alike:
+    no note of the query's language the legs carried is titled by it or has it as an alias (word for word,
+    :func:`_names`, as ``_across``'s exemption reads a title: a page named by its alias is the page's, not a
+    mention, session 34 review, rev34e). Its own BM25 matches (not a translation's) are many alike:
     more than ``p.exact_notes`` notes score within ``p.close`` of the first (the words are common in that language,
     mentioned in many notes, the note of none: an exact match may be at most that many notes). And the KB is
     written in both languages near the query: the query's own dense leg (``asked``; a translation's leg puts the
@@ -691,12 +713,8 @@ def _unnamed(notes: dict[str, _Note], asked: list[ScoredChunk], evidence: QueryE
         return False
     for n in notes.values():
         its = n.lexical_chunk or n.dense_chunk
-        if (
-            its is not None
-            and _note_language(its.payload, languages) == language
-            and words(str(its.payload.get("title") or "")[:LANGUAGE_WINDOW]) == named
-        ):
-            return False  # the query names this note: its title
+        if its is not None and _note_language(its.payload, languages) == language and _names(its.payload, named):
+            return False  # the query names this note: its title or an alias
     return True
 
 

@@ -76,6 +76,7 @@ from kbsearch.links import (
     links_to_others,
     name_keys,
     path_keys,
+    payload_aliases,
     stored_keys,
 )
 from kbsearch.markdown import PARSE_VERSION
@@ -1636,8 +1637,9 @@ def _parse_for_index(
         payloads = []
         links = stored_links(note.links)
         keys = tag_keys(note.tags)
+        aliases = payload_aliases(note.metadata.get("aliases"))  # one list every chunk shares, as the title
         for chunk in chunks:
-            payload = _payload(obj, note, chunk, len(chunks), indexed_at, dense, links, keys)
+            payload = _payload(obj, note, chunk, len(chunks), indexed_at, dense, links, keys, aliases)
             payload["lang"] = language  # the note's language: what the fusion weighs a BM25 match by
             payload["embedding"] = signature if dense else ""  # which model/format embedded it
             payload[EMBED_HASH] = embed_hash(signature, chunk.embed_text) if dense else ""
@@ -2140,17 +2142,21 @@ def _describe(signature: dict[str, Any]) -> str:
 
 def _payload(
     obj: SourceObject, note: Note, chunk: Chunk, n_chunks: int, indexed_at: str, dense: bool, links: str | None,
-    keys: list[str],
+    keys: list[str], aliases: list[str],
 ) -> dict[str, Any]:  # fmt: skip
     """A chunk's payload, one shape on every path (Edge and Qdrant Cloud); ``links``: the note's
     :func:`~kbsearch.qdrant.query.stored_links`, one string shared by its chunks; ``keys``: its tags'
     :func:`~kbsearch.lexical.tag_keys` (what a tag filter matches; ``[]`` when none: a first chunk without the field
-    was written before it, and its note is rewritten by the next sync)."""
+    was written before it, and its note is rewritten by the next sync); ``aliases``: its
+    :func:`~kbsearch.links.payload_aliases` (``[]``: no field)."""
     payload = {
         "doc_id": note.doc_id,
         "path": note.path,
         "folders": folders_of(note.path),
         "title": note.title,
+        # the names a reader may ask the note by besides its title (the fusion reads them as it reads the title):
+        # left out when none
+        "aliases": aliases,
         "heading": chunk.heading,
         "chunk_index": chunk.index,
         "n_chunks": n_chunks,
@@ -2176,6 +2182,8 @@ def _payload(
             del payload[key]
     if links is None:  # a note without links: no field (every reader takes a missing one for none)
         del payload["links"]
+    if not payload["aliases"]:  # nor without aliases
+        del payload["aliases"]
     if chunk.index == 0:  # the note's free metadata and its place in the link graph (kbsearch.links), once per note
         payload["meta"] = note.metadata
         payload[GRAPH_FIELD] = graph_keys(path_keys(note.path), name_keys(note.title, note.metadata.get("aliases")),

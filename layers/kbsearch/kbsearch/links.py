@@ -97,13 +97,38 @@ def path_keys(path: str) -> list[str]:
     return [tail for tail in tails if len(tail) <= MAX_KEY_CHARS]
 
 
+def _aliases(aliases: object) -> list[object]:
+    """A note's frontmatter ``aliases`` (a string or a list) as a list of names, as written."""
+    if isinstance(aliases, str):
+        return [aliases]
+    return list(aliases) if isinstance(aliases, list) else []
+
+
+#: What a chunk's payload carries of its note's aliases (:func:`payload_aliases`): at most this many, each of at
+#: most this many characters (every chunk carries them, as it carries the title: a 1 MB note's 686 chunks with
+#: 8 x 100 characters each hold 0.5 MB more at worst).
+MAX_PAYLOAD_ALIASES = 8
+MAX_PAYLOAD_ALIAS_CHARS = 100
+
+
+def payload_aliases(aliases: object) -> list[str]:
+    """The note's frontmatter aliases a search reads (the chunk payload's ``aliases``): a name a reader asks the note
+    by that appears nowhere in what BM25 or dense read of it (its heading path, summary and text), so that the
+    fusion reads a query naming the note by its alias as it reads one naming it by its title
+    (:func:`kbsearch.fusion._names`). Texts only, stripped, the first :data:`MAX_PAYLOAD_ALIASES` of at most
+    :data:`MAX_PAYLOAD_ALIAS_CHARS` characters (a longer one names no note a reader types: left out, not cut)."""
+    out: dict[str, None] = {}
+    for name in _aliases(aliases):
+        if isinstance(name, str) and 0 < len(name.strip()) <= MAX_PAYLOAD_ALIAS_CHARS:
+            out[name.strip()] = None
+            if len(out) == MAX_PAYLOAD_ALIASES:
+                break
+    return list(out)
+
+
 def name_keys(title: str | None, aliases: object) -> list[str]:
     """The note's title and frontmatter aliases (a string or a list) as link keys."""
-    names: list[object] = [title]
-    if isinstance(aliases, str):
-        names.append(aliases)
-    elif isinstance(aliases, list):
-        names.extend(aliases)
+    names: list[object] = [title, *_aliases(aliases)]
     out: dict[str, None] = {}
     for name in names:
         if isinstance(name, str) and not _ATTACHMENT.search(name):

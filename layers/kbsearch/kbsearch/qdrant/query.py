@@ -792,14 +792,14 @@ def retrieve(
 
 # -- the adaptive fusion's one call: each leg's candidates with their own scores (``/points/query/batch``) ------
 #: What every search of the batch (and the fused query) returns of a chunk's payload, one place: exactly what the
-#: search reads of a candidate — the fusion (path, doc_id, lang), the ranking prior (ai_weight, status), the
-#: reranker's passage (title, heading, text) and a hit (summary, tags, type, updated, links) — so the one Qdrant
-#: call brings every field an answer needs and none it does not (the index's bookkeeping: etags, hashes, access
+#: search reads of a candidate — the fusion (path, doc_id, lang; title and aliases: a query naming the note), the
+#: ranking prior (ai_weight, status), the reranker's passage (title, heading, text) and a hit (summary, tags, type,
+#: updated, links) — so the one Qdrant call brings every field an answer needs and none it does not (the index's bookkeeping: etags, hashes, access
 #: groups, link keys, free metadata). BM25 tails, rewrites' dense searches and most probes carry none (ids and
 #: scores: their chunks count through the payloads the other legs carry, :func:`kbsearch.fusion.resolved`).
 SEARCH_PAYLOAD: dict[str, Any] = {"include": [
-    "path", "doc_id", "lang", "ai_weight", "status", "title", "heading", "text", "summary", "tags", "type", "updated",
-    "links", LINKS_AT,
+    "path", "doc_id", "lang", "ai_weight", "status", "title", "aliases", "heading", "text", "summary", "tags", "type",
+    "updated", "links", LINKS_AT,
 ]}  # fmt: skip
 #: Ranks a BM25 leg's tail repeats of its head (ties at the boundary).
 TAIL_OVERLAP = 8
