@@ -2,7 +2,9 @@
 median of 3 reads, at n = 200,000 and twice that (a shape of ~2n characters), and their ratio (about 2: linear;
 4: quadratic). Smaller sizes are noise on a shared box (at 100,000 the quoted lines read x3-5, then x2).
 
-    PYTHONPATH=layers/kbsearch nice -n 5 .venv/bin/python eval/bench_read_body_shapes.py"""
+    PYTHONPATH=layers/kbsearch nice -n 5 .venv/bin/python eval/bench_read_body_shapes.py [WORD ...]
+
+(only the shapes whose name holds a WORD: ``'$$'`` for the math shapes)."""
 
 from __future__ import annotations
 
@@ -26,6 +28,13 @@ SHAPES: dict[str, Callable[[int], str]] = {
     "fences in items 0-39 deep": lambda n: "".join(" " * (i % 40) + "- ```\n" for i in range(n // 20)),
     "items and breaks": lambda n: "- a\n* * *\n" * (n // 10),
     "setext headings": lambda n: ("x\n" + "=" * 50 + "\n") * (n // 60),
+    # round 34 (rev34a): rel34's $$ closings (by quote depth and indentation)
+    "'$$' over indented '    $$'": lambda n: "$$\n" + "    $$\n" * (n // 7) + "$$\n",
+    "'$$ a' over deeper '> $$'": lambda n: "$$ a\n" * (n // 10) + "> $$\n" * (n // 10),
+    "'> $$' blocks of '> > $$'": lambda n: ("> $$\n" + "> > $$\n" * 20 + "> $$\n") * (n // 150),
+    "quoted '> $$' then prose": lambda n: "> $$\n> x\n\n" * (n // 9) + "$$\n",
+    "'$$' in items, closings far": lambda n: "- a\n  $$\n" * (n // 10) + "      $$\n",
+    "'$$' quoted 0-49 deep": lambda n: "".join("> " * (i % 50) + "$$\n" for i in range(n // 20)),
 }
 
 
@@ -39,7 +48,12 @@ def cpu(body: str) -> float:
 
 
 def main() -> None:
+    import sys
+
+    only = sys.argv[1:]  # words a shape's name holds (each shape when none): "$$"
     for name, make in SHAPES.items():
+        if only and not any(word in name for word in only):
+            continue
         small, large = cpu(make(200_000)), cpu(make(400_000))
         print(f"{name:28s} {small:.3f} {large:.3f} x{large / max(small, 1e-6):.1f}")
 

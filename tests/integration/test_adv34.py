@@ -60,6 +60,15 @@ def invoke_within_the_lambda(app: Any, event: dict[str, Any]) -> Any:
     return outcome[0]
 
 
+def helpers_ended(name: str, within_s: float = 10.0) -> None:
+    """Wait (at most ``within_s``) for the helper threads named ``name`` (``kbsearch-s3``, ``note-read``) that a cut
+    left reading to end, once the fake they read from is stopped (its drips end with it): the calls left running
+    are counted per process (``resilience.abandoned_calls``), so the next test starts with none."""
+    give_up = time.monotonic() + within_s
+    while time.monotonic() < give_up and any(t.name == name and t.is_alive() for t in threading.enumerate()):
+        time.sleep(0.05)
+
+
 def test_a_qdrant_that_drips_a_writes_answer_is_cut_at_the_runs_end_with_a_report(
     tmp_path: Path, dripping_qdrant: FakeQdrant, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -185,8 +194,8 @@ def test_an_s3_that_drips_is_cut_at_the_runs_end_with_a_report(
         app = load_indexer(monkeypatch, env)
         result = invoke_within_the_lambda(app, {})
     finally:
-        s3.drip_s = 0.0
         s3.stop()
+        helpers_ended("kbsearch-s3")
     if what == "listing":
         assert isinstance(result, app.IndexerRunError), result
         assert "listing s3://kb/ failed" in str(result) and "by the run's end" in str(result), result

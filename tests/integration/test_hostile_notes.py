@@ -181,6 +181,7 @@ class FakeQdrant:
         self.scrolls = 0
         self.drip_on, self.drip_s, self.dripped = "", 0.0, 0  # the writes so answered one byte every drip_s
         self.refusals: list[tuple[int, str | None]] = []  # the next upserts' answers: (status, Retry-After)
+        self.on_refusal: Callable[[], None] | None = None  # called as each refusal is answered (before it is)
         self.writes: list[str] = []
         fake = self
 
@@ -204,6 +205,8 @@ class FakeQdrant:
                     fake.upserts += 1
                     if fake.refusals:
                         status, retry_after = fake.refusals.pop(0)
+                        if fake.on_refusal is not None:
+                            fake.on_refusal()
                     elif fake.upserts > fake.ok_upserts:
                         status = 503
                 if self.command != "GET" and not path.endswith(("/exists", "/points/scroll")):
@@ -243,6 +246,7 @@ class FakeQdrant:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
 
     def stop(self) -> None:
+        self.server.stopped = True  # an answer still dripping ends
         self.server.shutdown()
         self.server.server_close()
 

@@ -229,27 +229,41 @@ def _scheduled_sync_of_the_bucket(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     return report
 
 
-def taken_over_at_the_third_note(dynamodb: Any) -> threading.Event:
-    """Botocore hooks on the default session: at the third note read, another run takes the lease over (what its
-    take-over of an expired lease writes), and the read waits for the renewer to find it so; the event is set then."""
-    lost, reads = threading.Event(), []
-
-    def read(**_: Any) -> None:
-        reads.append(1)
-        if len(reads) == 3:
-            dynamodb.put_item(TableName=TABLE, Item={
-                "pk": {"S": "index#kb"}, "owner": {"S": "other:1:cafe"},
-                "expires_at": {"N": str(int(time.time()) + 600)}, "acquired_at": {"N": str(int(time.time()))},
-            })  # fmt: skip
-            assert lost.wait(60), "the renewer never tried to renew"
+def found_lost() -> threading.Event:
+    """A botocore hook on the default session: the event is set when a renewal finds the lease taken over."""
+    lost = threading.Event()
 
     def renewed(parsed: dict[str, Any], **_: Any) -> None:
         if parsed.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
             lost.set()
 
     assert boto3.DEFAULT_SESSION is not None
-    boto3.DEFAULT_SESSION.events.register("before-call.s3.GetObject", read)
     boto3.DEFAULT_SESSION.events.register("after-call.dynamodb.UpdateItem", renewed)
+    return lost
+
+
+def take_over(dynamodb: Any, lost: threading.Event) -> None:
+    """Another run takes the lease over (what its take-over of an expired lease writes); wait for the renewer to
+    find it so (:func:`found_lost`)."""
+    dynamodb.put_item(TableName=TABLE, Item={
+        "pk": {"S": "index#kb"}, "owner": {"S": "other:1:cafe"},
+        "expires_at": {"N": str(int(time.time()) + 600)}, "acquired_at": {"N": str(int(time.time()))},
+    })  # fmt: skip
+    assert lost.wait(60), "the renewer never tried to renew"
+
+
+def taken_over_at_the_third_note(dynamodb: Any) -> threading.Event:
+    """Botocore hooks on the default session: at the third note read, another run takes the lease over
+    (:func:`take_over`), and the read waits for the renewer to find it so; the event is set then."""
+    lost, reads = found_lost(), []
+
+    def read(**_: Any) -> None:
+        reads.append(1)
+        if len(reads) == 3:
+            take_over(dynamodb, lost)
+
+    assert boto3.DEFAULT_SESSION is not None
+    boto3.DEFAULT_SESSION.events.register("before-call.s3.GetObject", read)
     return lost
 
 

@@ -109,7 +109,7 @@ def test_math_closed_as_a_fence_is_indexed_so_and_an_older_reading_is_read_again
     assert found(settings, "wombat")[:1] == [("quoted.md", "Quoted")]
     assert found(settings, "numbat")[:1] == [("indented.md", "Energy > After")]
     assert found(settings, "dingo")[:1] == [("quoted.md", "Quoted > After")]
-    assert PARSE_VERSION == 5
+    assert PARSE_VERSION >= 5
     read_again_after(4, kb, settings, len(MATH_KB))  # what a kb-search of round 33 recorded
 
 

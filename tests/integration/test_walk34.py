@@ -29,10 +29,15 @@ def _restricted_kb(tmp_path: Path) -> tuple[Path, str]:
     (kb / "_access.yaml").write_text("hr/: [hr]\n")
     (kb / "hr" / "Зарплатные грейды.md").write_text("---\ntags: [hr]\n---\n# Зарплатные грейды\n\nГрейды зарплат.\n")
     (kb / "restore.md").write_text("---\ntags: [runbook]\n---\n# Restore a snapshot\n\nRestore the collection.\n")
+    return kb, _indexed(kb, tmp_path)
+
+
+def _indexed(kb: Path, tmp_path: Path) -> str:
+    """``kb`` indexed (`kbsearch index`) into a store in ``tmp_path``: its path."""
     store = str(tmp_path / "q")
     indexed = _kbsearch("index", str(kb), QDRANT_PATH=store)
     assert indexed.returncode == 0, indexed.stdout + indexed.stderr
-    return kb, store
+    return store
 
 
 @pytest.mark.timeout(4 * PROCESS_TIMEOUT_S)
@@ -176,9 +181,10 @@ def test_a_share_that_finds_nothing_is_told_to_the_asker_not_posted(tmp_path: Pa
 
         nothing, found = answer("share zzqqxx"), answer("share restore")
     assert nothing["response_type"] == "ephemeral", nothing
-    assert str(nothing["text"]).startswith("No notes found for “zzqqxx”. Nothing was posted to the channel. Try"), (
-        nothing
-    )
+    assert str(nothing["text"]).startswith(
+        "No notes found for “zzqqxx”. Nothing was posted to the channel (a shared answer holds only the notes the "
+        "channel may read). Try"
+    ), nothing
     assert found["response_type"] == "in_channel" and "asked by <@U0LOCAL>" in json.dumps(found), found
 
 

@@ -1316,6 +1316,79 @@ def test_a_question_s_code_in_passing_pins_no_note_of_the_other_language_where_d
     assert holder not in paths(fused)[:3]
 
 
+def _a_title_asked_in_the_other_language(query: str, bm25: dict[str, float], *, titled: str | None = None,
+                                         english_rank: int = 1, both: bool = True,
+                                         translation: bool = False) -> list[str]:  # fmt: skip
+    """A KB written in two languages (each page in one): ``query`` (Russian) is the title of an English page, which
+    dense ranks ``english_rank`` (0: first) among Russian notes and, with ``both``, English ones from its 12th note on
+    (a third of the leg: a KB written in both languages; else the page is its one English note); BM25 (``bm25``:
+    note → score) finds the query's words in Russian notes only, one of them titled ``titled`` (None: none titled
+    so). With ``translation``, the query's English translation has its own dense leg, English notes first (an
+    expanded search). Every term common (no exact match, no rare-term agreement). The fused order of the notes."""
+    answer = "en/properties.md"
+    notes = [(f"en/n{i:02d}.md", "en") if both and i >= 12 and i % 2 == 0 else (f"ru/n{i:02d}.md", "ru")
+             for i in range(30)]  # fmt: skip
+    # dense's first a Russian note about something near (0.90), then the English page (0.80: dense's second), the
+    # other notes further down (0.72, 0.71, ...)
+    ranked = [chunk(p, 0.90 if i == 0 else 0.73 - i * 0.01, lang) for i, (p, lang) in enumerate(notes)]
+    ranked.insert(
+        english_rank, chunk(answer, 0.80 if english_rank == 1 else ranked[english_rank - 1].score - 0.001, "en")
+    )
+
+    def lexical(path: str, score: float) -> ScoredChunk:
+        return _titled(path, score, "ru", titled if path == "ru/n03.md" and titled else path.removesuffix(".md"))
+
+    terms = len(set(tokenize(query)))  # each term's probe 3.0: a chunk of every term at its best scores 3.0 each
+    legs = [(Leg("dense", 0), ranked), (Leg("lexical", 0, "ru"), [lexical(p, s * terms) for p, s in bm25.items()])]
+    if translation:
+        legs.append((Leg("dense", 1, "en"), [chunk(f"en/t{i:02d}.md", 0.85 - i * 0.01, "en") for i in range(20)]))
+    common = tuple(f"c{i:02d}.md" for i in range(PROBE_DEPTH))
+    fused = fuse([*legs, *probes(query, {t: 3.0 for t in tokenize(query)}, common)], analyse(query), 10)
+    assert not any(c.exact for c in fused)
+    return paths(fused)
+
+
+#: BM25 finds the query's words alike in many Russian notes (a reference's section of that name, a glossary line,
+#: link lists): none stands out.
+_MENTIONS = {"ru/n03.md": 3.0, "ru/n05.md": 2.95, "ru/n07.md": 2.9, "ru/n09.md": 2.85, "ru/n11.md": 2.8}
+
+
+@pytest.mark.parametrize("query", ["Свойства", "Палитра команд", "Ежедневные заметки"])
+def test_a_title_asked_in_the_language_its_page_is_not_written_in_is_dense_s_not_its_mentions(query: str) -> None:
+    """USE over a KB written in two languages: "Свойства", the title of the English *Properties* page, asked in
+    Russian. Dense ranks the English page second; BM25 finds the word alike in five Russian notes that mention it,
+    and their matches counted in full took the first places from dense's second (the answer 16th). The query names
+    no note of its language, its BM25 matches are many alike, and dense has a note of the other language near its
+    top: those matches count as matches in another language (EVAL.md, session 34, fus34b)."""
+    fused = _a_title_asked_in_the_other_language(query, _MENTIONS)
+    assert fused.index("en/properties.md") <= 1
+    assert all(fused.index("en/properties.md") < fused.index(note) for note in _MENTIONS if note in fused[1:])
+
+
+@pytest.mark.parametrize(("query", "case"), [
+    ("Свойства", "titled"),  # a Russian note is titled by the query: it names that note
+    ("Свойства", "sure"),  # BM25 sure of one note (an index entry, a known item's words): not many alike
+    ("Свойства", "far"),  # no note of the other language among dense's first five
+    ("Свойства", "few"),  # the English page dense's one English note: a translated half's leftover, not a KB of both
+    ("Свойства", "translated"),  # the same, the translation's own dense leg English: the query's own leg is read
+    ("как переименовать свойства заметки в мобильном приложении", "question"),  # a question: more terms than a label
+])  # fmt: skip
+def test_a_label_that_names_a_note_or_that_bm25_is_sure_of_keeps_its_match(query: str, case: str) -> None:
+    """The damping's guards: where the query names a note of its language, BM25's first stands out, dense has no
+    note of the other language near its top or few on its scale, or the query is a question, BM25's Russian matches
+    count in full as before: its first note comes ahead of the English page."""
+    bm25 = {"ru/n03.md": 3.0, "ru/n05.md": 1.5, "ru/n07.md": 1.4} if case == "sure" else _MENTIONS
+    fused = _a_title_asked_in_the_other_language(
+        query,
+        bm25,
+        titled=query if case == "titled" else None,
+        english_rank=8 if case == "far" else 1,
+        both=case not in ("few", "translated"),
+        translation=case == "translated",
+    )
+    assert "en/properties.md" not in fused[: fused.index("ru/n03.md")]
+
+
 def _a_code_held_in_passing_by_a_note_of_the_other_language(
     query: str, code: dict[str, float], own: str | None, own_dense: int, own_bm25: int
 ) -> tuple[list[Candidate], str]:

@@ -119,6 +119,7 @@ class LoopbackHTTPServer(ThreadingHTTPServer):
 
     request_queue_size = 128  # the default backlog of 5 resets connections under concurrent load
     daemon_threads = True
+    stopped = False  # set by the fake's stop(): an answer still dripping ends
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         if isinstance(sys.exc_info()[1], CLIENT_GONE):
@@ -143,6 +144,7 @@ class _LoopbackServer:
         return self
 
     def stop(self) -> None:
+        self.server.stopped = True  # an answer still dripping ends (drip): its client sees the connection close
         self.server.shutdown()
         self.server.server_close()
 
@@ -395,13 +397,15 @@ def drip(
     every_s: float,
 ) -> None:
     """Answer one byte at a time, ``every_s`` apart: a slow sender that never trips a per-read timeout. Stops when
-    the client hangs up."""
+    the client hangs up, or the fake is stopped (the connection closed: the client's read ends)."""
     head = f"HTTP/1.1 {status} X\r\nContent-Type: {content_type}\r\nContent-Length: {len(payload)}\r\n"
     head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
     handler.close_connection = True
     for i, byte in enumerate(head.encode() + payload):
         if i:
             time.sleep(every_s)
+        if getattr(handler.server, "stopped", False):
+            return
         try:
             handler.wfile.write(bytes([byte]))
             handler.wfile.flush()

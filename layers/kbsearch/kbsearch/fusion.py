@@ -23,7 +23,10 @@ has anyway:
   agreement names (it holds every rare term of the query) keeps its match; a note whose title is the query (word for
   word as BM25 reads them, unstemmed, :func:`kbsearch.lexical.words`) keeps it always: the query names it (a KB written in both
   languages, a page's own title asked in its language while dense puts a page of the other first; EVAL.md, session
-  33, fus33c).
+  33, fus33c). Where ``_across`` damps nothing and nothing is pinned, a label that names no note of its language
+  (no such note titled by it), whose BM25 matches are many notes alike, while dense has a note of the other
+  language near its top in a KB of both, has its own-language BM25 matches counted so too (:func:`_unnamed`: a
+  page's title asked in the language the page is not written in; its matches are notes mentioning it; session 34).
 - **exact match**: when the query looks up something (it has an identifier — digits, ``_``, CamelCase, a path,
   a Latin word in a Russian query; a compound joined by ``-`` only in a query of two words or fewer —, it is a menu
   path, :func:`is_ui_path`, or it has at most ``exact_max_terms`` terms), every required term (its identifiers,
@@ -153,6 +156,10 @@ class FusionParams:
     question_pin_within: int = 3  # a question naming an identifier in passing (or a query of plain words asked
     # across languages) pins a note only among dense's first
     question_pin_lexical: int = 2  # ...this many notes or BM25's first this many (0 and 0: every exact match pins)
+    unnamed_within: int = 5  # a label no note of its language is titled by, whose BM25 matches are many alike,
+    # counts them as matches in another language when dense has a note of another language among its first this many
+    # (0: never; :func:`_unnamed`)...
+    unnamed_share: float = 0.2  # ...and at least this share of the dense leg's notes is of another language
 
 
 @dataclass(frozen=True)
@@ -587,7 +594,7 @@ def sole_complete(
 
 
 def _across(notes: dict[str, _Note], asked: list[ScoredChunk], language: str, languages: dict[str, str | None],
-            agree: dict[str, float], named: tuple[str, ...], p: FusionParams) -> bool:  # fmt: skip
+            agree: dict[str, float], named: tuple[str, ...], p: FusionParams) -> tuple[bool, bool]:  # fmt: skip
     """A question across languages in a KB of both: when the first note of the query's own dense leg (``asked``: its
     chunks; not a translation's leg, whose first note is in the translation's language by design) is in another
     language than the query, the query's own BM25 matches in notes of the query's language count as a match in
@@ -613,11 +620,12 @@ def _across(notes: dict[str, _Note], asked: list[ScoredChunk], language: str, la
     untranslated ("Pivot Chart" over LibreOffice Help's Russian half) is the answer by its title (EVAL.md, session
     33, fus33c: 29 searches better, none worse).
 
-    Returns whether the first note is in another language than the query (the query is asked across languages)."""
+    Returns whether the first note is in another language than the query (the query is asked across languages),
+    and whether it damped the query's own-language matches."""
     first = max(asked, key=_SCORE)
     theirs = _note_language(first.payload, languages)
     if theirs is None:
-        return False
+        return False, False
     if theirs != language and not agree:
         divided = False  # nothing to spare: the leg's languages do not matter
     else:
@@ -628,7 +636,7 @@ def _across(notes: dict[str, _Note], asked: list[ScoredChunk], language: str, la
         same = sum(1 for lang in recorded.values() if lang == language)
         other = sum(1 for lang in recorded.values() if lang is not None and lang != language)
         if theirs == language and other <= same:
-            return False
+            return False, False
         divided = other > same if theirs == language else same > other  # first note in one language, most in the other
     for note, n in notes.items():
         its = n.lexical_chunk
@@ -638,7 +646,65 @@ def _across(notes: dict[str, _Note], asked: list[ScoredChunk], language: str, la
             if named and words(str(its.payload.get("title") or "")[:LANGUAGE_WINDOW]) == named:
                 continue  # the query names this note: its title
             n.lexical *= p.cross_language
-    return theirs != language
+    return theirs != language, True
+
+
+def _unnamed(notes: dict[str, _Note], asked: list[ScoredChunk], evidence: QueryEvidence, named: tuple[str, ...],
+             languages: dict[str, str | None], p: FusionParams) -> bool:  # fmt: skip
+    """Whether the query is a label that names no note of its language while the KB holds the other language near
+    it: then its own BM25 matches in notes of its language count as matches in another language do
+    (x ``p.cross_language``, as :func:`_across` counts them; :func:`fuse` applies it where nothing is pinned and
+    ``_across`` damped nothing).
+
+    A label: at most :data:`PATH_ITEM_WORDS` terms, no identifier, no menu path. It names no note of its language:
+    no note of the query's language the legs carried is titled by it (word for word, :func:`kbsearch.lexical.words`,
+    as ``_across``'s title exemption reads a title). Its own BM25 matches (not a translation's) are many alike:
+    more than ``p.exact_notes`` notes score within ``p.close`` of the first (the words are common in that language,
+    mentioned in many notes, the note of none: an exact match may be at most that many notes). And the KB is
+    written in both languages near the query: the query's own dense leg (``asked``; a translation's leg puts the
+    other language first by design) has a note of another language among its first ``p.unnamed_within`` notes, and
+    at least ``p.unnamed_share`` of its notes are of another language, not a translated half's few leftover pages
+    (LibreOffice Help's Russian half, whose Russian index entries BM25 answers).
+
+    That is a page's title asked in the language the page is *not* written in, over a KB written in both:
+    "Свойства" over the Obsidian vault whose *Properties* page is English, where the Russian notes holding the word
+    (a CLI reference's section "Свойства", a glossary line, "how to" lists) took the first ten places from dense's
+    second, the English page (USE). A label BM25 matches in one note or a few (an index entry, a known item's rare
+    words) keeps its match (EVAL.md, session 34, fus34b)."""
+    if (
+        p.unnamed_within <= 0
+        or not evidence.terms
+        or len(evidence.terms) > PATH_ITEM_WORDS
+        or evidence.identifiers
+        or evidence.ui_path
+    ):
+        return False
+    language = evidence.language
+    matched = [  # the query's own BM25 matches (a translation's leg, where it counts more, is another query's)
+        n.lexical for n in notes.values() if n.lexical_chunk is not None and n.lexical_chunk is not n.translated_chunk
+    ]
+    first = max(matched, default=0.0)
+    if first <= 0.0 or sum(value >= p.close * first for value in matched) <= p.exact_notes:
+        return False
+    own: dict[str, str | None] = {}  # the query's own dense leg's notes, best first, and their languages
+    for c in sorted(asked, key=rank_key):
+        path = c.payload.get("path")
+        if type(path) is str and path not in own:
+            own[path] = _note_language(c.payload, languages)
+    if not any(lang not in (None, language) for lang in list(own.values())[: p.unnamed_within]):
+        return False
+    known = [lang for lang in own.values() if lang is not None]
+    if sum(lang != language for lang in known) < p.unnamed_share * len(known):
+        return False
+    for n in notes.values():
+        its = n.lexical_chunk or n.dense_chunk
+        if (
+            its is not None
+            and _note_language(its.payload, languages) == language
+            and words(str(its.payload.get("title") or "")[:LANGUAGE_WINDOW]) == named
+        ):
+            return False  # the query names this note: its title
+    return True
 
 
 def fuse(
@@ -799,10 +865,11 @@ def fuse(
     whole = None if pinned else sole_complete(notes, evidence, present, probes, coverage, gain, p)
     undamped = notes[whole].lexical if whole is not None else 0.0
     language = evidence.language
-    across = (
-        language is not None
-        and bool(asked)
-        and _across(notes, asked[0], language, languages, agree, words(evidence.text), p)
+    named = words(evidence.text)
+    across, damped = (
+        _across(notes, asked[0], language, languages, agree, named, p)
+        if language is not None and asked
+        else (False, False)
     )
     if whole is not None and notes[whole].lexical >= undamped:  # not asked across languages (``_across`` left it)
         pinned = {whole}
@@ -835,6 +902,18 @@ def fuse(
             if note in answered:
                 notes[note].lexical = 0.0
         pinned = kept
+    if (
+        not pinned
+        and not damped
+        and language is not None
+        and asked
+        and _unnamed(notes, asked[0], evidence, named, languages, p)
+    ):
+        # a label naming no note of its language, its BM25 matches many alike, the other language near dense's top
+        for n in notes.values():
+            its = n.lexical_chunk
+            if its is not None and its is not n.translated_chunk and _note_language(its.payload, languages) == language:
+                n.lexical *= p.cross_language
     stray = stray_lead(notes, p)
     lead = clear_lead(notes, p)
     weight, close = p.lexical_weight, p.close

@@ -481,6 +481,8 @@ class Indexer:
         self.store.set_metadata({REBUILDING: self._signature_id, **reading})
 
     def _sync(self, report: SyncReport, stop_at: Deadline, call_deadline: Deadline | None) -> None:
+        if self._lost(report, stop_at):  # lost before its first write (its start frozen past INDEX_LEASE_TTL_S)
+            return
         try:
             self._embedding_signature(report)
         except SchemaMismatchError as exc:
@@ -651,6 +653,8 @@ class Indexer:
         mismatched = 0
         started = time.monotonic()
         while True:
+            if self._lost(report, stop_at):
+                return  # the lease's new holder rewrites them, and records how far it got (rev34a)
             try:
                 points, offset = self.store.scroll(request, 30.0)
             except StoreError as exc:  # named as the read it is (the state's reading names its own)
@@ -682,7 +686,7 @@ class Indexer:
             if next_page(offset, seen) is None:
                 break
             request["offset"] = offset
-            if stop_at.remaining() <= 0:  # the next sync carries on from the next page
+            if stop_at.remaining() <= 0 and not lease_lost(stop_at):  # the next sync carries on from the next page
                 self.store.merge_metadata({BM25_READING_FROM: {"version": READING_VERSION, "after": offset}})
                 report.incomplete = True
                 report.bm25_reading = (
@@ -749,8 +753,9 @@ class Indexer:
         state = self.store.indexed_state()
         self._state = state  # what the index held when this run listed the KB
         self._old_names = set()
-
-        self._delete_missing(report, state, notes)
+        if self._lost(report, stop_at):  # its listing and rules may predate what the lease's new holder wrote
+            return
+        self._delete_missing(report, state, notes, stop_at)
         problems = tuple(k for k in self._kept if k.endswith("/"))  # folders listed with a problem: not gone
         self._gone = lambda p: p not in notes and p not in self._kept and not p.startswith(problems)
 
@@ -769,6 +774,9 @@ class Indexer:
             if kind == "unchanged":
                 report.unchanged += 1
             elif kind == "repair":
+                report.unchanged += 1
+                if self._lost(report, stop_at):
+                    continue  # its state may be older than what the lease's new holder wrote there (rev34a)
                 st = state[path]
                 complete = st.complete_etag()
                 n = len(st.chunks[complete]) if complete is not None else 0
@@ -776,7 +784,6 @@ class Indexer:
                 self.store.delete_leftovers(path, n)
                 report.chunks_deleted += len(leftover)
                 report.repaired += 1
-                report.unchanged += 1
             else:
                 # its last version stays searchable until the new one is written, and for good when that cannot
                 # be (too large, unreadable, the run's deadline, the embedder down): under today's folder rules
@@ -956,6 +963,8 @@ class Indexer:
         self, report: SyncReport, objs: list[SourceObject], state: dict[str, NoteState], stop_at: Deadline
     ) -> None:
         """Unchanged notes whose groups the index does not record: read, parse, payload update (no embedding)."""
+        if self._lost(report, stop_at):
+            return  # the groups its rules decided may be older than those the lease's new holder wrote (rev34a)
         self._write_access()  # the groups decided so far (folder rules, the default) go first
         if not objs:
             return  # a no-change run loads no YAML parser (tests/integration/test_hot_path.py)
@@ -980,7 +989,8 @@ class Indexer:
             self._set_access(obj.path, groups, source)
             self._access[obj.path] = groups
             report.access_updated += 1
-        self._write_access()
+        if not self._lost(report, stop_at):
+            self._write_access()
 
     def _revoke(self, report: SyncReport, path: str, reason: str, state: dict[str, NoteState]) -> None:
         """A note whose access declaration is unusable: skipped, and its indexed version removed, so that it is
@@ -1131,7 +1141,9 @@ class Indexer:
             return "repair"
         return "unchanged"
 
-    def _delete_missing(self, report: SyncReport, state: dict[str, NoteState], notes: dict[str, SourceObject]) -> None:
+    def _delete_missing(
+        self, report: SyncReport, state: dict[str, NoteState], notes: dict[str, SourceObject], stop_at: Deadline
+    ) -> None:
         folders = tuple(p for p in self._kept if p.endswith("/"))
         gone = sorted(p for p in state if p not in notes and p not in self._kept and not p.startswith(folders))
         if not gone:
@@ -1154,6 +1166,8 @@ class Indexer:
         # their titles and aliases name them too (links by those are to no note once they are gone): read first
         self._old_names |= name_keys_of(self.store, gone) if gone else set()
         for path in gone:
+            if self._lost(report, stop_at):
+                return  # the lease's new holder deletes what is gone (rev34a)
             if self._appeared(report, path):
                 continue
             self.store.delete_note(path)
@@ -1578,6 +1592,8 @@ def parse_for_index(
     main thread only, :class:`kbsearch.timelimit.TimeLimit`)."""
     note = TimeLimit(options.parse_limit_s, cpu=True)
     unbounded = run_left_s is None or not math.isfinite(run_left_s)  # no end (setitimer refuses an infinite one)
+    if not unbounded and cast(float, run_left_s) <= 0:  # not read: the note is not reached (S3 not blamed for it)
+        return ParseOutcome(failure="deadline", reason="the run's end came before the note's read")
     bounds = (note,) if unbounded else (note, TimeLimit(max(cast(float, run_left_s), 0.001)))
     try:
         try:
@@ -2330,7 +2346,8 @@ def run_sync(
     with index_lease(settings) as lease:
         stop_at = _until_lease_lost(stop_at or Deadline(), lease)
         try:
-            store = open_store(settings, secrets, rebuild=rebuild, deadline=call_deadline)
+            store = open_store(settings, secrets, rebuild=rebuild, deadline=call_deadline,
+                               held=None if lease is None else lease.held)  # fmt: skip
         except StoreError as exc:
             report = SyncReport(source=source.uri, collection=settings.qdrant_collection, dense=False, full=full)
             report.error = storage_failed(settings, exc, source_uri or settings.kb_source, rebuild)

@@ -19,7 +19,8 @@ from itertools import accumulate
 #: its opening is code, not a closing; a list item in a quote, a thematic break, a ``$$`` block or an HTML comment at
 #: the margin no longer keep (or start) a list's tracking, so indented code after them is code (round 33). 5: a
 #: closing ``$$`` indented four columns or more, or quoted otherwise than its opening, is math, not a closing (round 34).
-PARSE_VERSION = 5
+#: 6: a ``$$`` block opened in a list item ends at a line at the margin (the item's end), as a fence does (rev34a).
+PARSE_VERSION = 6
 
 _FENCE = re.compile(r"[ \t]{0,3}(`{3,}|~{3,})(.*)")
 
@@ -281,8 +282,8 @@ def read_body(body: str) -> list[BodyLine]:
       fence, a ``$$`` block or an HTML comment at the margin): :data:`CODE`.
     - A ``$$`` math block (Obsidian's): a line opening with ``$$`` (nothing after it holding a ``$``, as a
       fence's info string holds no backtick) to the next line of ``$$`` alone, quoted as deeply and indented at most
-      three columns (:func:`math_closed`), or to the end of its quote or callout (as a fence), or ``$$x$$`` on
-      one line; a ``$$`` no later line closes is prose:
+      three columns (:func:`math_closed`), or to the end of its quote or callout or list item (as a fence), or
+      ``$$x$$`` on one line; a ``$$`` no later line closes is prose:
       :data:`MATH`, read as written.
     - What an Obsidian ``%%comment%%`` hides (:func:`hidden_comments`) is out of the line as shown; a line all of
       it hidden is :data:`HIDDEN` (a paragraph neither ends nor opens there).
@@ -301,6 +302,7 @@ def read_body(body: str) -> list[BodyLine]:
     # ends the item, and the fence with it
     fence_indent = 3  # the columns a closing fence may be indented (the opening one's and three, in a list item)
     math_indent = 3  # the columns a closing ``$$`` may be indented (as a fence's)
+    math_in_item = False  # the math opened indented in a list item: a line at the margin ends it (as a fence's)
     math = hidden = comment = indented = in_list = False
     opens = True  # a paragraph opens at this line (the start, after a blank line, a heading or another block)
     above = -1  # the index of the line above when it alone opened a paragraph (a setext heading's text)
@@ -317,10 +319,12 @@ def read_body(body: str) -> list[BodyLine]:
                 continue
             fence, opens = None, True  # the quote (or list item) ended, and the code block in it
         if math and (not math_depth or unquoted(written)[1] >= math_depth):
-            out.append((MATH, written, 0, ""))
-            if math_closed(written, math_depth, math_indent):
-                math, opens = False, True
-            continue
+            closes = math_closed(written, math_depth, math_indent)
+            if not (math_in_item and written[:1] not in ("", " ", "\t") and not closes):
+                out.append((MATH, written, 0, ""))
+                if closes:
+                    math, opens = False, True
+                continue
         if math:
             math, opens = False, True  # the quote (or callout) ended, and the math block in it
         if not hidden and not comment and (indented or (opens and not in_list)) and _INDENTED.match(written):
@@ -372,7 +376,7 @@ def read_body(body: str) -> list[BodyLine]:
             at = bisect_right(later, number)
             if at < len(later) and (depth or least[at] <= math_indent) and "$" not in inner.lstrip(" ")[2:]:
                 out.append((MATH, written, 0, ""))
-                math, math_depth, above = True, depth, -1
+                math, math_depth, math_in_item, above = True, depth, in_item, -1
                 in_list = in_list and (depth > 0 or inner[:1] in (" ", "\t"))  # a math block at the margin ends a list
                 continue
         level = underline_level(line) if above >= 0 else None

@@ -41,6 +41,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+#: At most this many reads by path a request's budget gave up on may still run in this process (a warm search
+#: Lambda's requests share them); while they do, a read is not started: the request's answer is the same 503.
+MAX_ABANDONED = 4
+
 #: ``indexed(path, groups)``: whether the index holds the note at ``path`` for a caller holding ``groups``;
 #: :class:`~kbsearch.errors.IndexUnavailable` when the index cannot be asked.
 Indexed = Callable[[str, Sequence[str]], bool]
@@ -123,13 +127,18 @@ class NoteReader:
     def _bounded(self, read: Callable[[], bytes], budget_s: float | None) -> bytes:
         """``read`` within ``budget_s`` of wall-clock time (SourceError after it): S3's client bounds each socket
         read (20 s, four attempts), not the exchange, so a bucket that hung or dripped held a read by path 100 s,
-        past the gateway's 29 s and the function's own timeout. The abandoned read ends when botocore gives up."""
+        past the gateway's 29 s and the function's own timeout. The abandoned read ends when botocore gives up (an
+        S3 that drips never makes it): while :data:`MAX_ABANDONED` still run, no read is started (each request of a
+        warm Lambda left one more thread and socket reading)."""
         if budget_s is None:
             return read()
-        from kbsearch.providers.resilience import call_within
+        from kbsearch.providers.resilience import TooManyAbandoned, abandoned_calls, call_within
 
         try:
-            return call_within(read, budget_s, "note-read")
+            return call_within(read, budget_s, "note-read", abandoned_calls("note-read", MAX_ABANDONED))
+        except TooManyAbandoned:
+            raise SourceError(f"the knowledge base is answering too slowly: {MAX_ABANDONED} earlier reads are still "
+                              "running") from None  # fmt: skip
         except TimeoutError:
             raise SourceError(f"the knowledge base did not answer within {budget_s:.1f} s") from None
 

@@ -604,7 +604,9 @@ def render_answer(answer: SearchResponse, view: View, unheld: Sequence[str] = ()
         # for the asker) to the whole channel (walk34)
         where = " on this page" if view.page else ""
         said = "".join(f"{mrkdwn_plain(line, 400)} " for line in unheld[:5])
-        unshared = " Nothing was posted to the channel." if view.share else ""
+        # searched with the channel's scope: the asker's own /kb may find notes the channel may not read (rev34b)
+        unshared = (" Nothing was posted to the channel (a shared answer holds only the notes the channel may read)."
+                    if view.share else "")  # fmt: skip
         text = (f"No notes found{where} for “{mrkdwn_plain(answer.query, 200)}”.{unshared} {said}Try fewer or other "
                 "words, the other language (Russian ↔ English), fewer filters, or `/kb help`.")  # fmt: skip
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": text}})

@@ -216,10 +216,12 @@ def _unheld(
 ) -> list[str]:
     """For an answer with no hits: each filter value no note the caller may read holds (``tag:runbok``), with the
     one meant; it was "No notes found" and "fewer filters" alone (walk34). Within the caller's scope (the
-    channel's for a share), so a value only notes it may not read hold is never named; nothing past page one."""
+    channel's for a share), so a value only notes it may not read hold is never named; nothing past page one. Not
+    for a share: it searched with the channel's scope, so it told an `hr` user, whose own `/kb tag:hr` had just shown
+    an `hr` note, "No note has the tag 'hr' (tag:)" (rev34b); the share's answer says what a share holds instead."""
     from kbsearch.browse import BrowseService
 
-    if view.page or not state.filters:
+    if view.page or view.share or not state.filters:
         return []
     try:
         caller = scope(max(0.05, deadline.remaining())) if callable(scope) else scope

@@ -49,6 +49,9 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 NOTE_SUFFIX = ".md"
+#: At most this many S3 calls a Lambda run's end cut (:meth:`S3Source._within`) may still run, across the warm
+#: container's runs; while they do, no S3 call of a run with an end is started (it fails at once, saying so).
+MAX_ABANDONED = 2
 
 
 def is_note_name(name: str) -> bool:
@@ -814,13 +817,24 @@ class S3Source:
         return preferred(keys) if keys else None
 
     def _within(self, fn: Callable[[], T], failed: str) -> T:
-        """``fn()``, ended by :attr:`deadline` when there is one (``failed``: what the SourceError then says)."""
+        """``fn()``, ended by :attr:`deadline` when there is one (``failed``: what the SourceError then says). None
+        is started once the deadline has passed (S3 is not asked: a thread started then was waited on for 0 s and
+        left reading, its note blamed on S3), nor while :data:`MAX_ABANDONED` calls cut at an earlier deadline
+        still run (a warm Lambda's runs over an S3 that drips each left threads and sockets reading)."""
         if self.deadline is None:
             return fn()
-        from kbsearch.providers.resilience import call_within
+        from kbsearch.providers.resilience import TooManyAbandoned, abandoned_calls, call_within
 
+        left = self.deadline.remaining()
+        if left <= 0:
+            raise SourceError(f"{failed}: the run's end came before S3 was asked; the next run reads it again")
         try:
-            return call_within(fn, self.deadline.remaining(), "kbsearch-s3")
+            return call_within(fn, left, "kbsearch-s3", abandoned_calls("kbsearch-s3", MAX_ABANDONED))
+        except TooManyAbandoned:
+            raise SourceError(
+                f"{failed}: {MAX_ABANDONED} reads from S3 cut at a run's end are still running (S3 answering too "
+                "slowly); not asked, the next run reads it again"
+            ) from None
         except TimeoutError:
             raise SourceError(
                 f"{failed}: S3 gave no whole answer by the run's end; the next run reads it again"

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import codecs
 import email.utils
+import functools
 import io
 import json
 import math
@@ -526,11 +527,57 @@ def _spawn(fn: Callable[[], T], name: str) -> Future[T]:
     return future
 
 
-def call_within(fn: Callable[[], T], seconds: float, name: str) -> T:
+class Abandoned:
+    """The calls :func:`call_within` gave up waiting on that still run (each its thread, its socket), at most
+    ``most`` of them: a peer that drips every answer would otherwise leave one more thread reading at every cut,
+    run after run of a warm Lambda (threads, sockets and their buffers piling up)."""
+
+    def __init__(self, most: int) -> None:
+        self.most = most
+        self._running: set[Future[Any]] = set()
+        self._lock = threading.Lock()
+
+    def count(self) -> int:
+        """How many still run."""
+        with self._lock:
+            self._running = {f for f in self._running if not f.done()}
+            return len(self._running)
+
+    def full(self) -> bool:
+        return self.count() >= self.most
+
+    def add(self, future: Future[Any]) -> None:
+        with self._lock:
+            if not future.done():
+                self._running.add(future)
+
+
+@functools.cache
+def abandoned_calls(name: str, most: int) -> Abandoned:
+    """This process's record of the calls named ``name`` that :func:`call_within` gave up on (one per name: every
+    run or request of a warm Lambda shares it)."""
+    return Abandoned(most)
+
+
+class TooManyAbandoned(TimeoutError):
+    """:func:`call_within` refused to start a call: :attr:`Abandoned.most` calls given up on still run."""
+
+
+def call_within(fn: Callable[[], T], seconds: float, name: str, abandoned: Abandoned | None = None) -> T:
     """``fn()`` on its own daemon thread, waited on no longer than ``seconds``: TimeoutError after that (the thread
     is abandoned and ends when ``fn`` does). For a blocking call whose own timeouts are per socket read (botocore's),
-    which a peer that hangs between retries or drips its answer keeps alive far past any request's budget."""
-    return _spawn(fn, name).result(timeout=max(0.0, seconds))
+    which a peer that hangs between retries or drips its answer keeps alive far past any request's budget.
+    ``abandoned``: the calls given up on are counted there, and while its most still run no call is started
+    (:class:`TooManyAbandoned`)."""
+    if abandoned is not None and abandoned.full():
+        raise TooManyAbandoned(f"{abandoned.most} earlier calls given up on still run")
+    future = _spawn(fn, name)
+    try:
+        return future.result(timeout=max(0.0, seconds))
+    except TimeoutError:
+        if abandoned is not None:
+            abandoned.add(future)
+        raise
 
 
 def _as_provider_error(exc: BaseException, name: str) -> ProviderError:

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
     from kbsearch.config import Secrets, Settings
@@ -24,16 +25,23 @@ if TYPE_CHECKING:
     from kbsearch.qdrant.store import Store
 
 
-def open_store(settings: Settings, secrets: Secrets, rebuild: bool = False, deadline: Deadline | None = None) -> Store:
+def open_store(
+    settings: Settings,
+    secrets: Secrets,
+    rebuild: bool = False,
+    deadline: Deadline | None = None,
+    held: Callable[[], bool] | None = None,
+) -> Store:
     """The indexer's store: Qdrant Cloud through qdrant-client, or the embedded store (Qdrant Edge, else
     qdrant-client's local mode with a one-line notice). Raises StoreError when it cannot be opened. ``rebuild``: the
     embedded Edge collection is dropped without being opened (it may be one Edge cannot load). ``deadline``: Qdrant
     Cloud's every request ends by it (a Lambda run's end), however slowly Qdrant answers; the embedded store makes
-    no request."""
+    no request. ``held``: whether the run still holds its index lease (Qdrant Cloud's refused requests are sent
+    again only while it does)."""
     if settings.store_kind == "cloud":
         from kbsearch.qdrant.store import Store
 
-        return Store.cloud(settings, secrets, deadline)
+        return Store.cloud(settings, secrets, deadline, held)
     from kbsearch.qdrant.embedded import open_embedded
 
     return open_embedded(settings, rebuild=rebuild)

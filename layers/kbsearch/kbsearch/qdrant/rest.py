@@ -148,7 +148,8 @@ REFUSED_FOR_NOW = frozenset({429, 503})
 
 
 class QdrantRefused(httpx.TransportError):
-    """Qdrant refused a request for longer than the run can wait (its ``Retry-After``)."""
+    """Qdrant refused a request for longer than the run can wait (its ``Retry-After``), or while the run lost its
+    index lease."""
 
 
 class SentAgain(httpx.BaseTransport):
@@ -158,7 +159,10 @@ class SentAgain(httpx.BaseTransport):
     (points by fixed ids, deletes and payloads by filter, the metadata's values), and a refused one was not
     applied. A wait asked for past what the run can (or ``policy.max_delay_s``) fails the request at once,
     naming it: :class:`QdrantRefused`, a :class:`~kbsearch.errors.StoreError` where it was made. Without it the
-    first 429 of a write rate limit stopped the sync."""
+    first 429 of a write rate limit stopped the sync. ``held``: whether the run still holds its index lease, asked
+    before each sending again; once it does not, :class:`QdrantRefused` naming the lost lease (a write sent after its
+    wait, another run holding the lease by then, put the note's version this run read over the one that run
+    wrote)."""
 
     def __init__(
         self,
@@ -166,8 +170,10 @@ class SentAgain(httpx.BaseTransport):
         deadline: Deadline | None = None,
         policy: RetryPolicy = RetryPolicy(),  # noqa: B008 - frozen
         sleep: Callable[[float], None] = time.sleep,
+        held: Callable[[], bool] | None = None,
     ) -> None:
         self._inner, self._deadline, self._policy, self._sleep = inner, deadline, policy, sleep
+        self._held = held
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         policy = self._policy
@@ -189,6 +195,9 @@ class SentAgain(httpx.BaseTransport):
             if delay >= left:
                 return response
             self._sleep(delay)
+            if self._held is not None and not self._held():
+                raise QdrantRefused(f"Qdrant answered HTTP {response.status_code}, not sent again: this run lost its "
+                                    "index lease while it waited", request=request)  # fmt: skip
 
     def close(self) -> None:
         self._inner.close()

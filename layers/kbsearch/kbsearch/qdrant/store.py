@@ -411,10 +411,18 @@ class Store:
             self.client.update_collection_aliases(change_aliases_operations=actions)
 
     @classmethod
-    def cloud(cls, settings: Settings, secrets: Secrets, deadline: Deadline | None = None) -> Store:
+    def cloud(
+        cls,
+        settings: Settings,
+        secrets: Secrets,
+        deadline: Deadline | None = None,
+        held: Callable[[], bool] | None = None,
+    ) -> Store:
         """Qdrant Cloud through qdrant-client (``QDRANT_URL``, the key from ``QDRANT_API_KEY``). ``deadline``: every
         request ends by it (the run's end), however slowly Qdrant answers (:class:`~kbsearch.qdrant.rest.
-        CappedAnswers`): a request after it fails at once, a :class:`StoreError` where it is made."""
+        CappedAnswers`): a request after it fails at once, a :class:`StoreError` where it is made. ``held``: whether
+        the run still holds its index lease (a request Qdrant refused for now is not sent again once it does not:
+        :class:`~kbsearch.qdrant.rest.SentAgain`)."""
         import httpx
         from qdrant_client import QdrantClient
 
@@ -435,7 +443,7 @@ class Store:
             check_compatibility=False,
             auth=RereadKey(secrets),  # given to its httpx client
             # every answer read within a bound, decoded; a request Qdrant refuses for now sent again when it says
-            transport=SentAgain(CappedAnswers(inner, deadline=deadline), deadline),
+            transport=SentAgain(CappedAnswers(inner, deadline=deadline), deadline, held=held),
         )
         return cls(client, settings.qdrant_collection, settings.embedding_dimensions, embedded=False)
 
