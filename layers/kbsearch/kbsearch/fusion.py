@@ -421,9 +421,9 @@ def _about(n: _Note, notes: dict[str, _Note], p: FusionParams) -> bool:
 def _bridged(n: _Note, evidence: QueryEvidence, languages: dict[str, str | None], reads_own: bool) -> bool:
     """Whether a question naming identifiers keeps its pin on the note ``n`` however far the legs rank it: the note
     is in another language than the question while the question's own dense leg reads the question's language
-    (``reads_own``: its first note is in it, and no exact match in it is far down both legs: rev34d). A model ranking its own language first (e5 over a KB written in both
-    languages: for 98 of 110 English questions whose answer is Russian its first note is English) puts no page of
-    the other language near its top; the identifier the question names ("AES-256", "CNAME", "PT1H30M") is its one
+    (``reads_own``: its first note is in it, and no exact match in it is far down both legs: rev34d). A model
+    ranking its own language first (e5 over a KB written in both languages: for 98 of 110 English questions whose
+    answer is Russian its first note is English) puts no page of the other language near its top; the identifier the question names ("AES-256", "CNAME", "PT1H30M") is its one
     bridge to it. Where dense's first note is of the other language, dense reads that language and its ranking
     stands: the pinned note names the identifier in passing ("CD-ROM", "OK", "ELF"; EVAL.md, session 34, fus34c)."""
     if not reads_own or not evidence.identifiers:
