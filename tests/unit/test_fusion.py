@@ -21,6 +21,7 @@ from kbsearch.fusion import (
     is_ui_path,
     lexical_variants,
     path_probes,
+    questioned,
     translated,
 )
 from kbsearch.lexical import identifier_terms, proper_names, query_language, query_vector, term_id, tokenize
@@ -1450,3 +1451,60 @@ def test_across_reads_a_title_not_an_alias() -> None:
     common = tuple(f"c{i:02d}.md" for i in range(PROBE_DEPTH))
     fused = paths(fuse([*legs, *probes(query, {t: 3.0 for t in tokenize(query)}, common)], analyse(query), 10))
     assert fused[0] == answer, fused
+
+
+def _a_code_held_in_passing_by_a_note_of_the_other_language(
+    query: str, code: dict[str, float], own: str | None, own_dense: int, own_bm25: int
+) -> tuple[list[Candidate], str]:
+    """An English question naming a code (``code``: its stems' probe scores) in a KB written in both languages, dense
+    reading English (its notes English but the holder's: e5). The Russian note ``ru/passing.md`` names the code in
+    passing (dense's 20th, BM25's 9th, its match x ``cross_language``); the English note ``own`` (None: none), if
+    any, holds it too, dense's ``own_dense``-th and BM25's ``own_bm25``-th, the question's common words filling
+    BM25's head. Returns the fusion and dense's first note."""
+    evidence = analyse(query)
+    assert evidence.language == "en" and questioned(evidence, FusionParams())
+    holder = "ru/passing.md"
+    noise = [f"en/n{i:02d}.md" for i in range(30)]
+    ranked = list(noise)
+    if own is not None:
+        ranked.insert(own_dense - 1, own)
+    ranked.insert(19, holder)
+    dense = Leg("dense", 0), [chunk(p, 0.90 - i * 0.01, "ru" if p == holder else "en") for i, p in enumerate(ranked)]
+    lexical = [p for p in noise[:12] if p != own]
+    if own is not None:
+        lexical.insert(own_bm25 - 1, own)
+    lexical.insert(8, holder)
+    bm25 = (Leg("lexical", 0, "en"), [chunk(p, 9.0 - 0.4 * i, "ru" if p == holder else "en")
+                                      for i, p in enumerate(lexical)])  # fmt: skip
+    holders = [holder] if own is None else [own, holder]
+    common = {s: [(p, 3.0) for p in noise[:PROBE_DEPTH]] for s in tokenize(query) if term_id(s) not in
+              evidence.identifiers}  # fmt: skip
+    held = _probed(evidence, {**{s: [(h, v) for h in holders] for s, v in code.items()}, **common})
+    return fuse([dense, bm25, *held], evidence, 10), ranked[0]
+
+
+def test_a_code_s_note_of_the_other_language_is_not_pinned_over_the_question_s_own_holder() -> None:
+    """rev34d: the bridge is the question's one way to the other language only where no note of its own language
+    holds the code. Here the English page holds "AES-256" too, far down both legs (fus32a's gate unpins it: named in
+    passing), and a Russian note names it in passing: fus34c's ``_bridged`` pinned the Russian note alone, first
+    and ``exact``, over the question's own holder, which dense, reading English, had judged."""
+    fused, _ = _a_code_held_in_passing_by_a_note_of_the_other_language(
+        "does Sync encrypt my vault with AES-256", {"ae": 5.0, "256": 4.0}, "en/encryption.md", 8, 5
+    )
+    assert not any(c.exact for c in fused)
+    assert "ru/passing.md" not in paths(fused)[: paths(fused).index("en/encryption.md")]
+
+
+def test_a_code_held_far_down_in_a_kb_of_one_language_is_not_pinned() -> None:
+    """The bridge needs a note of another language: in a KB of the question's language alone a note naming the code
+    far down both legs stays unpinned (fus32a's gate), dense reading that language or not."""
+    query = "does Sync encrypt my vault with AES-256"
+    evidence = analyse(query)
+    noise = [f"en/n{i:02d}.md" for i in range(30)]
+    holder = "en/passing.md"
+    dense = dense_leg(*noise[:19], holder, *noise[19:])
+    bm25 = (Leg("lexical", 0, "en"), [chunk(p, 9.0 - 0.4 * i) for i, p in enumerate([*noise[:8], holder])])
+    common = {s: [(p, 3.0) for p in noise[:PROBE_DEPTH]] for s in ("sync", "encrypt", "vault")}
+    fused = fuse([dense, bm25, *_probed(evidence, {"ae": [(holder, 5.0)], "256": [(holder, 4.0)], **common})],
+                 evidence, 10)  # fmt: skip
+    assert paths(fused)[0] == noise[0] and not any(c.exact for c in fused)
