@@ -1508,3 +1508,18 @@ def test_a_code_held_far_down_in_a_kb_of_one_language_is_not_pinned() -> None:
     fused = fuse([dense, bm25, *_probed(evidence, {"ae": [(holder, 5.0)], "256": [(holder, 4.0)], **common})],
                  evidence, 10)  # fmt: skip
     assert paths(fused)[0] == noise[0] and not any(c.exact for c in fused)
+
+
+def test_a_code_the_question_s_own_language_holds_near_the_top_builds_no_bridge() -> None:
+    """Session 34 (the lead, after rev34d): the bridge is the question's one way to the other language only where no
+    note of its own language holds the code, near the legs' top or not. Here the English page holding "MCP" is
+    dense's second and BM25's first, pinned; the Russian note naming it in passing was pinned beside it as a second
+    exact match by rev34d's narrower form (only a far own-language holder refused the bridge). Over the captures that
+    form pinned 16 notes, 9 relevant, its 7 wrong ones in KBs of one language (sample-kb "MCP", Debian "synaptic",
+    LibreOffice ".oxt", man "RPC"); refusing the bridge wherever an own-language note holds the code pins 6, all
+    relevant (EVAL.md, session 34, rev34d)."""
+    fused, _ = _a_code_held_in_passing_by_a_note_of_the_other_language(
+        "which clients can connect to the MCP server", {"mcp": 5.0}, "en/mcp.md", 2, 1
+    )
+    exact = [c.payload["path"] for c in fused if c.exact]
+    assert "ru/passing.md" not in exact and exact == ["en/mcp.md"], exact

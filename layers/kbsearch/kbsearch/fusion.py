@@ -56,9 +56,9 @@ has anyway:
   question's one bridge to it ("does Sync encrypt my vault with AES-256" → the Russian *Безопасность и
   конфиденциальность* in a KB written in both languages); where dense's first note is already of the other language,
   its ranking there stands ("CD-ROM", "ELF" named in passing by an English question over a Russian half; EVAL.md,
-  session 34, fus34c). Nor where an exact match in the question's language is near neither leg's top: the legs,
-  reading that language, found the code named in passing there, and a note of the other language pinned over it
-  holds it no better (session 34, rev34d).
+  session 34, fus34c). Nor where an exact match is in the question's language: that note names the code too, dense
+  reading the language judged it, and a note of the other language pinned beside or over it names the code in
+  passing (session 34, rev34d and the lead: 6 pins over the captures, all relevant, none in a KB of one language).
   A lookup's required terms are probed with their chunks' payloads, so that every holder is named (a note holding
   two identifiers in two chunks, one of them in no leg) and an exact match no dense or BM25 leg brought (common
   words filled BM25's head) is answered with its holder chunk. Every other probe asks for ids and scores (Qdrant reads a
@@ -422,10 +422,10 @@ def _about(n: _Note, notes: dict[str, _Note], p: FusionParams) -> bool:
 def _bridged(n: _Note, evidence: QueryEvidence, languages: dict[str, str | None], reads_own: bool) -> bool:
     """Whether a question naming identifiers keeps its pin on the note ``n`` however far the legs rank it: the note
     is in another language than the question while the question's own dense leg reads the question's language
-    (``reads_own``: its first note is in it, and no exact match in it is far down both legs: rev34d). A model
-    ranking its own language first (e5 over a KB written in both languages: for 98 of 110 English questions whose
-    answer is Russian its first note is English) puts no page of the other language near its top; the identifier the question names ("AES-256", "CNAME", "PT1H30M") is its one
-    bridge to it. Where dense's first note is of the other language, dense reads that language and its ranking
+    (``reads_own``: its first note is in it, and no exact match is in it: rev34d). A model ranking its own language
+    first (e5 over a KB written in both languages: for 98 of 110 English questions whose answer is Russian its first
+    note is English) puts no page of the other language near its top; the identifier the question names ("AES-256",
+    "CNAME", "PT1H30M") is its one bridge to it. Where dense's first note is of the other language, dense reads that language and its ranking
     stands: the pinned note names the identifier in passing ("CD-ROM", "OK", "ELF"; EVAL.md, session 34, fus34c)."""
     if not reads_own or not evidence.identifiers:
         return False
@@ -902,17 +902,13 @@ def fuse(
         # brought is near neither (its value was its share of the identifier, or of a plain query's words, given for
         # the pin alone: taken back, so it ranks by its rare-term agreement; rev32d: the same in both cases)
         # (session 34: or of another language while dense reads the question's own, :func:`_bridged`)
-        # (rev34d: not where an exact match in the question's language is near neither leg's top: the legs, reading
-        # that language, found the code named in passing there, and a note of the other language holds it no better)
+        # (rev34d: only while no exact match is in the question's language: one there names the code too, and
+        # dense, reading that language, judged it; the bridge is the question's one way to the other language)
         reads_own = (
             language is not None
             and bool(asked)
             and _note_language(max(asked[0], key=_SCORE).payload, languages) == language
-            and not any(
-                _its_language(notes[note], languages) == language
-                and (note in answered or not _about(notes[note], notes, p))
-                for note in pinned
-            )
+            and all(_its_language(notes[note], languages) != language for note in pinned)
         )
         kept = {note for note in pinned if note not in answered
                 and (_about(notes[note], notes, p) or _bridged(notes[note], evidence, languages, reads_own))}  # fmt: skip
