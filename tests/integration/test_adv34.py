@@ -159,11 +159,11 @@ def test_a_write_qdrant_refuses_for_longer_than_the_run_can_wait_fails_at_once_n
     flaky_qdrant.refusals = [(429, "3600")]
     env = {"KB_SOURCE": str(kb), "QDRANT_URL": flaky_qdrant.url, "DEADLINE_MARGIN_S": "4"}
     app = load_indexer(monkeypatch, env)
-    started = time.monotonic()
     result = invoke_within_the_lambda(app, {})
-    assert time.monotonic() - started < 6, "slept on a Retry-After it could not wait out"
     assert isinstance(result, app.IndexerRunError), result
     assert "index storage failed: writing" in str(result) and "3600" in str(result), result
+    # refused before any wait (SentAgain raises this before it sleeps): no wall-clock bound a loaded machine can miss
+    assert "more than this run can wait" in str(result), result
     again = invoke_within_the_lambda(app, {})
     assert again["error"] is None and again["added"] == 3, again
 
