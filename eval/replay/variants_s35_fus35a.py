@@ -33,26 +33,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from replay import default_scores
+from replay import default_scores, leg_firsts
 from vocabulary import rare_held, vocabulary
 
 Rows = list[tuple[str, Any, float, float]]
 Hook = Callable[[Rows, dict[str, Any]], list[float] | None]
-
-
-def _firsts(rows: Rows) -> tuple[int | None, float, int | None, float, float]:
-    d = lx = None
-    d1 = d2 = l1 = l2 = 0.0
-    for i, (note, n, _, _) in enumerate(rows):
-        if n.dense > d1 or (d is not None and n.dense == d1 and note < rows[d][0]):
-            d, d1, d2 = i, n.dense, d1
-        elif n.dense > d2:
-            d2 = n.dense
-        if n.lexical > l1 or (lx is not None and n.lexical == l1 and note < rows[lx][0]):
-            lx, l1, l2 = i, n.lexical, l1
-        elif n.lexical > l2:
-            l2 = n.lexical
-    return d, d2, lx, l1, l2
 
 
 def _vocabulary(ctx: dict[str, Any]) -> tuple[dict[int, float], float]:
@@ -64,7 +49,7 @@ def _vocabulary(ctx: dict[str, Any]) -> tuple[dict[int, float], float]:
 def stray(margin: float, bonus: str) -> Hook:
     def hook(rows: Rows, ctx: dict[str, Any]) -> list[float] | None:
         p = ctx["p"]
-        d, d2, lx, l1, l2 = _firsts(rows)
+        d, _, d2, lx, l1, l2 = leg_firsts(rows)
         if d is None or lx is None or d == lx or l1 < p.lead_value or (l1 - l2) / l1 < p.lead_margin:
             return None
         if d2 <= p.close:
@@ -89,7 +74,7 @@ def refused(clear: bool) -> Hook:
         p, lead = ctx["p"], ctx["lead"]
         if lead is None or lead == ctx["stray"]:
             return None
-        d, d2, lx, _, _ = _firsts(rows)
+        d, _, d2, lx, _, _ = leg_firsts(rows)
         if d is None or lx is None or d == lx or rows[lx][0] != lead or (clear and d2 > p.close):
             return None
         weights, attainable = _vocabulary(ctx)
@@ -113,7 +98,7 @@ def mutual(bonus: str) -> Hook:
 
     def hook(rows: Rows, ctx: dict[str, Any]) -> list[float] | None:
         p = ctx["p"]
-        d, _, lx, _, _ = _firsts(rows)
+        d, _, _, lx, _, _ = leg_firsts(rows)
         if d is None or lx is None or d == lx:
             return None
         dn, ln = rows[d][1], rows[lx][1]
@@ -169,7 +154,7 @@ def dense_holds(bonus: str, min_terms: int = 0, by: str = "vocabulary", behind: 
         p = ctx["p"]
         if len(ctx["evidence"].terms) < min_terms:
             return None
-        d, _, lx, _, _ = _firsts(rows)
+        d, _, _, lx, _, _ = leg_firsts(rows)
         if d is None or lx is None or d == lx:
             return None
         scores = default_scores(rows, ctx)
@@ -206,7 +191,7 @@ def lead_moved() -> Hook:
 
     def hook(rows: Rows, ctx: dict[str, Any]) -> list[float] | None:
         p = ctx["p"]
-        d, _, lx, _, _ = _firsts(rows)
+        d, _, _, lx, _, _ = leg_firsts(rows)
         if d is None or lx is None or d == lx:
             return None
         weights, _ = _vocabulary(ctx)
