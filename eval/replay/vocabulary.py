@@ -81,6 +81,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("captures", nargs="+", type=Path)
     parser.add_argument("--cells", default="", help="model:class,... whose disagreements the fusion loses are listed")
+    parser.add_argument("--no-texts", dest="texts", action="store_false", help="no chunk heading or text re-attached")
     args = parser.parse_args(argv)
     fusion = hooked_fusion()  # kbsearch.fusion, its scoring loop opened: the hook records each search's rows
     wanted = {tuple(c.split(":", 1)) for c in args.cells.split(",") if c}
@@ -93,7 +94,7 @@ def main(argv: list[str]) -> int:
     listed: list[str] = []
     fusion.HOOK = record
     try:
-        for (model, cell), captured in load(args.captures).items():
+        for (model, cell), captured in load(args.captures, args.texts).items():
             group = "Q" if cell.split(":")[-1] in SAME_LANGUAGE_QUESTIONS else "other"
             for query, relevant, results, evidence, limit in captured["rows"]:
                 seen.clear()
