@@ -364,7 +364,8 @@ def test_vocabulary_reads_which_leg_s_first_holds_more_of_the_query_s_words(tmp_
     """Two searches whose legs disagree, the fusion putting dense's first (x) first in both: in the first the answer
     is x, which holds every word of the question while y repeats one; in the second the answer is y, which holds
     them all while x repeats one (a lost search where the words point right). Dense's first holding more goes with
-    dense being right in both: AUC 1.00; the lost search is listed with both firsts' shares."""
+    dense being right in both: AUC 1.00; the lost search is listed with both firsts' shares, and the cell's mean
+    nDCG@10 with the right one of the two firsts first."""
     query = "rename the vault folder quickly"
     assert len(tokenize(query)) == 4
     searches = [
@@ -381,4 +382,9 @@ def test_vocabulary_reads_which_leg_s_first_holds_more_of_the_query_s_words(tmp_
     assert lines[2].startswith(
         "e5   question-en            BM25  right, fused first dense's: vocabulary dense 0.25 BM25 1.00, rare terms 0/0 of 0"
     )
-    assert len(lines) == 3
+    # the ceiling: the second search with y first scores 1.0, the first already does
+    assert (
+        lines[3]
+        == "e5   question-en            n=2: hybrid 0.8155, the right one of the legs' two firsts always first 1.0000"
+    )
+    assert len(lines) == 4
