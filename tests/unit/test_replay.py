@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 
 from kbsearch.fusion import analyse
-from kbsearch.qdrant.query import Leg, ScoredChunk, point_id
+from kbsearch.lexical import term_id, tokenize
+from kbsearch.qdrant.query import PROBE_DEPTH, Leg, ScoredChunk, point_id
 from tests.conftest import ROOT, subprocess_env
 
 REPLAY = ROOT / "eval" / "replay" / "replay.py"
@@ -336,3 +337,54 @@ def test_texts_attach_a_note_s_aliases_as_the_indexer_writes_them(tmp_path: Path
     }
     texts.attach(cells, tmp_path)
     assert aliased.payload["aliases"] == ["Свойства", "Frontmatter"] and "aliases" not in plain.payload
+
+
+VOCABULARY = ROOT / "eval" / "replay" / "vocabulary.py"
+
+
+def _worded(query: str, relevant: str, texts: dict[str, str]) -> tuple:
+    """Dense ranks x (0.9) above y (0.85), BM25 y (10) above x (8): the legs disagree on their first. Every query
+    term is probed (its best chunk 5.0, ``PROBE_DEPTH`` chunks: common, so no exact match or rare-term agreement), so
+    y holds half of the attainable score and the fusion keeps dense's first, x. Each chunk's text is ``texts``."""
+    dense = [
+        ScoredChunk(f"{n}-0", s, {"path": f"{n}.md", "lang": "en", "text": texts[n]})
+        for n, s in (("x", 0.9), ("y", 0.85))
+    ]
+    lexical = [
+        ScoredChunk(f"{n}-0", s, {"path": f"{n}.md", "lang": "en", "text": texts[n]})
+        for n, s in (("y", 10.0), ("x", 8.0))
+    ]
+    probes = [(Leg("probe", term=term_id(stem), bare=True), [ScoredChunk(f"p{stem}{i}", 5.0 - i / 10, {}) for i in range(PROBE_DEPTH)])
+              for stem in dict.fromkeys(tokenize(query))]  # fmt: skip
+    results = [(Leg("dense"), dense), (Leg("lexical"), lexical), *probes]
+    return (query, frozenset({f"{relevant}.md"}), results, analyse(query), 10)
+
+
+def test_vocabulary_reads_which_leg_s_first_holds_more_of_the_query_s_words(tmp_path: Path) -> None:
+    """Two searches whose legs disagree, the fusion putting dense's first (x) first in both: in the first the answer
+    is x, which holds every word of the question while y repeats one; in the second the answer is y, which holds
+    them all while x repeats one (a lost search where the words point right). Dense's first holding more goes with
+    dense being right in both: AUC 1.00; the lost search is listed with both firsts' shares, and the cell's mean
+    nDCG@10 with the right one of the two firsts first."""
+    query = "rename the vault folder quickly"
+    assert len(tokenize(query)) == 4
+    searches = [
+        _worded(query, "x", {"x": "rename the vault folder quickly", "y": "vault vault vault vault"}),
+        _worded(query, "y", {"x": "folder folder folder", "y": "quickly rename a vault folder"}),
+    ]
+    path = tmp_path / "e5-classes.pkl"
+    with path.open("wb") as f:
+        pickle.dump({"question-en": {"rows": searches, "phases": {"lexical": 0.5, "dense": 0.5, "hybrid": 0.5}}}, f)
+    done = run_script(VOCABULARY, path, "--no-texts", "--cells", "e5:question-en")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert re.match(r"e5 +vault +Q +2 +1 +1\.00 +0\.50 +1 / +0 / +0$", lines[1]), done.stdout
+    assert lines[2].startswith(
+        "e5   question-en            BM25  right, fused first dense's: vocabulary dense 0.25 BM25 1.00, rare terms 0/0 of 0"
+    )
+    # the ceiling: the second search with y first scores 1.0, the first already does
+    assert (
+        lines[3]
+        == "e5   question-en            n=2: hybrid 0.8155, the right one of the legs' two firsts always first 1.0000"
+    )
+    assert len(lines) == 4
