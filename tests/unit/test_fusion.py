@@ -1594,3 +1594,60 @@ def test_fuse_reports_why_each_exact_match_stands_or_falls(case: str) -> None:
     ``exact`` in the fusion; one that falls is not."""
     reported, expected = _pin_reasons(case)
     assert reported == expected
+
+
+@pytest.mark.parametrize(
+    ("query", "code"),
+    [("what happens when I press OK in the export dialog", {"ok": 5.0}),
+     ("can I burn my vault to a CD for the archive", {"cd": 5.0})],
+)  # fmt: skip
+def test_a_question_s_common_two_letter_word_builds_no_bridge_to_a_note_of_the_other_language(
+    query: str, code: dict[str, float]
+) -> None:
+    """rev34d's finding 5 (session 35, fus35b): "OK" and "CD" are identifiers (two capitals), and a Russian note
+    saying "нажмите OK" far down both legs was pinned first, ``exact``, by the bridge (:func:`_bridged`), over the
+    English answer dense put first: UI vocabulary both languages write, not a code. A word bridges when it is a
+    code: a digit, ``_``, a join sign, CamelCase, or three capitals or more, as every right bridge over the captures
+    is ("PT1H30M", "duration('5h')", "CNAME", "AES-256", "NAS", "USB"; EVAL.md, session 35, fus35b)."""
+    fused, first = _a_code_held_in_passing_by_a_note_of_the_other_language(query, code, None, 0, 0)
+    assert paths(fused)[0] == first and not any(c.exact for c in fused)
+
+
+@pytest.mark.parametrize(
+    ("query", "code"),
+    [("which CNAME record do I create for my own domain on Publish", {"cname": 5.0}),
+     ("is it a good idea to back up my vault to a NAS", {"nas": 5.0}),
+     ("how do I turn a video length like PT1H30M into hours and minutes", {"pt1h30m": 5.0})],
+)  # fmt: skip
+def test_a_question_s_code_still_bridges_to_its_note_of_the_other_language(query: str, code: dict[str, float]) -> None:
+    """The right bridges the captures hold (bil33's e5 ``code-en`` and ``cross-en-to-ru``) keep their pin: a code of
+    three capitals or more, or with a digit."""
+    fused, _ = _a_code_held_in_passing_by_a_note_of_the_other_language(query, code, None, 0, 0)
+    assert paths(fused)[0] == "ru/passing.md" and fused[0].exact
+
+
+@pytest.mark.parametrize(
+    ("query", "word", "bridges"),
+    [("что делает команда synaptic в окне установки", "synapt", False),
+     ("что значит код err-4012 в окне экспорта", "4012", True)],
+)  # fmt: skip
+def test_a_russian_question_bridges_to_an_english_note_by_a_code_only(query: str, word: str, bridges: bool) -> None:
+    """The Russian side of rev34d's finding 5: a Latin word in a Russian question is an identifier ("synaptic"),
+    and an English note naming it in passing, far down both legs while dense reads Russian, was pinned first by the
+    bridge (session 34: "чем отличаются aptitude, synaptic, apt и dpkg" pinned the English *faq-synaptic*, wrong).
+    Only a code bridges ("err-4012": a digit). ("OK" written so in a Russian question is a foreign proper name,
+    :func:`kbsearch.lexical.proper_names`: the question asks about it, and its pin stands without the bridge.)"""
+    evidence = analyse(query)
+    assert evidence.language == "ru" and questioned(evidence, FusionParams()) and term_id(word) in evidence.identifiers
+    holder, noise = "en/passing.md", [f"ru/n{i:02d}.md" for i in range(30)]
+    ranked = [*noise[:19], holder, *noise[19:]]
+    dense = Leg("dense", 0), [chunk(p, 0.90 - i * 0.01, "en" if p == holder else "ru") for i, p in enumerate(ranked)]
+    lexical = [*noise[:8], holder, *noise[8:12]]
+    bm25 = (Leg("lexical", 0, "ru"), [chunk(p, 9.0 - 0.4 * i, "en" if p == holder else "ru")
+                                      for i, p in enumerate(lexical)])  # fmt: skip
+    common = {s: [(p, 3.0) for p in noise[:PROBE_DEPTH]] for s in tokenize(query) if term_id(s) not in
+              evidence.identifiers}  # fmt: skip
+    codes = {s: [(holder, 5.0)] for s in tokenize(query) if term_id(s) in evidence.identifiers}
+    fused = fuse([dense, bm25, *_probed(evidence, {**codes, **common})], evidence, 10)
+    assert (paths(fused)[0] == holder and fused[0].exact) is bridges, paths(fused)
+    assert any(c.exact for c in fused) is bridges

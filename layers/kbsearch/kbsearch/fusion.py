@@ -122,6 +122,7 @@ from typing import Any
 
 from kbsearch.lexical import (
     SparseVector,
+    code_terms,
     identifier_terms,
     proper_names,
     query_language,
@@ -178,6 +179,7 @@ class QueryEvidence:
     identifiers: frozenset[int] = field(default_factory=frozenset)
     ui_path: bool = False  # a menu path (:func:`is_ui_path`): read once, where the query is analysed
     names: frozenset[int] = field(default_factory=frozenset)  # foreign proper names (:func:`lexical.proper_names`)
+    codes: frozenset[int] = field(default_factory=frozenset)  # identifiers that are codes (:func:`lexical.code_terms`)
 
 
 def required_terms(evidence: QueryEvidence) -> list[int]:
@@ -256,7 +258,9 @@ def analyse(query: str) -> QueryEvidence:
     identifiers = frozenset(term_id(t) for t in identifier_terms(query, language))
     # a foreign proper name matters only as an identifier (:func:`questioned`): not read in a query without one
     names = frozenset(term_id(t) for t in proper_names(query, language)) if identifiers else frozenset()
-    return QueryEvidence(query, language, terms, identifiers, is_ui_path(query), names)
+    # a code bridges a question to a note of another language (:func:`_bridged`): read with an identifier only
+    codes = frozenset(term_id(t) for t in code_terms(query)) & identifiers if identifiers else frozenset()
+    return QueryEvidence(query, language, terms, identifiers, is_ui_path(query), names, codes)
 
 
 def lexical_variants(evidence: QueryEvidence, variants: Sequence[str]) -> list[tuple[SparseVector, str | None]]:
@@ -430,8 +434,11 @@ def _bridged(n: _Note, evidence: QueryEvidence, languages: dict[str, str | None]
     first (e5 over a KB written in both languages: for 98 of 110 English questions whose answer is Russian its first
     note is English) puts no page of the other language near its top; the identifier the question names ("AES-256",
     "CNAME", "PT1H30M") is its one bridge to it. Where dense's first note is of the other language, dense reads that language and its ranking
-    stands: the pinned note names the identifier in passing ("CD-ROM", "OK", "ELF"; EVAL.md, session 34, fus34c)."""
-    if not reads_own or not evidence.identifiers:
+    stands: the pinned note names the identifier in passing ("CD-ROM", "OK", "ELF"; EVAL.md, session 34, fus34c).
+    The bridge is a code (``evidence.codes``, :func:`kbsearch.lexical.code_terms`): "OK" or "CD" are identifiers
+    (two capitals), words a UI and both languages' prose write ("нажмите OK"), no bridge (rev34d's finding 5; every
+    right bridge over the captures is a code: EVAL.md, session 35, fus35b)."""
+    if not reads_own or not evidence.codes:
         return False
     theirs = _its_language(n, languages)
     return theirs is not None and theirs != evidence.language
