@@ -1566,6 +1566,18 @@ def _pin_reasons(case: str) -> tuple[dict[str, str], dict[str, str]]:
         _lookup("hiding formulas", "Select Hide formula to hide and to protect formulas from changes.",
                 reasons=reasons)  # fmt: skip
         return reasons, {"answer.md": fusion.PHRASE}
+    if case == "phrase damped":  # the phrase's one note as above, dense's first a Russian note: asked across
+        query, lexical = "hiding formulas", [chunk(p, 6.5 - i * 0.1) for i, p in enumerate(DISTRACTORS[:8])]
+        payload = {"path": "answer.md", "lang": "en", "heading": "Protecting Cells from Changes",
+                   "text": "Select Hide formula to hide and to protect formulas from changes."}  # fmt: skip
+        leg, cosines = dense_leg(*DISTRACTORS[:24], "answer.md", *DISTRACTORS[24:])
+        cosines[0] = chunk("ru/first.md", cosines[0].score, "ru")
+        results = [(leg, cosines), (Leg("lexical", 0, "en"), [ScoredChunk("answer.md#0", 7.1, payload), *lexical]),
+                   (Leg("probe", term=term_id("hide")), lexical),
+                   (Leg("probe", term=term_id("formula")), [chunk(p, 4.8 - i * 0.05) for i, p in
+                                                            enumerate(DISTRACTORS[8:16])])]  # fmt: skip
+        fuse(results, analyse(query), 10, reasons=reasons)
+        return reasons, {"answer.md": fusion.PHRASE_DAMPED}
     if case in ("about", "away"):  # "wifi" named in passing: the holder dense's third, or far down both legs
         _, holder, _ = _a_question_naming("на ноутбуке wifi выключается сочетанием клавиш?", "wifi",
                                           3 if case == "about" else 20, 7, reasons)  # fmt: skip
@@ -1585,7 +1597,8 @@ def _pin_reasons(case: str) -> tuple[dict[str, str], dict[str, str]]:
 
 
 @pytest.mark.parametrize(
-    "case", ["exact", "joined out", "too many", "no lookup", "phrase", "about", "away", "answered", "bridged"]
+    "case",
+    ["exact", "joined out", "too many", "no lookup", "phrase", "phrase damped", "about", "away", "answered", "bridged"],
 )
 def test_fuse_reports_why_each_exact_match_stands_or_falls(case: str) -> None:
     """Session 35 (fus35b): which exact matches stand is one decision, :func:`kbsearch.fusion.standing_pins`, its
