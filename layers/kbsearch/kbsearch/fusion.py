@@ -816,10 +816,10 @@ def standing_pins(
        (:data:`PHRASE`, :data:`PHRASE_DAMPED`).
     4. **the question gate**: a question naming identifiers in passing (:func:`questioned`), or a query of plain
        words asked across languages (``across``: its dense leg's first note in another language), keeps a pin only
-       near a leg's top (:func:`_about`, :data:`ABOUT`) or across the bridge (:func:`_bridged`, :data:`BRIDGED`:
-       dense reads the question's language, ``reads_own``, and no pin is in it); a pin no leg brought (``answered``)
-       is near neither: its value, given for the pin alone, is taken back (set to 0 in ``notes``; :data:`ANSWERED`),
-       the others fall (:data:`AWAY`).
+       near a leg's top (:func:`_about`, :data:`ABOUT`) or across the bridge (:func:`_bridged`, :data:`BRIDGED`: the
+       question names a code, dense reads its language, ``reads_own``, and no pin is in it); a pin no leg brought
+       (``answered``) is near neither: its value, given for the pin alone, is taken back (set to 0 in ``notes``;
+       :data:`ANSWERED`), the others fall (:data:`AWAY`).
     5. **nothing standing**: where ``_across`` damped nothing (``damped``), whether the query is a label naming no
        note of its language (:func:`_unnamed`): ``fuse`` then counts its own-language BM25 matches as another
        language's."""
