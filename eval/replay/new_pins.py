@@ -6,6 +6,7 @@ note was first already); this says how often it fires and how often it is right,
     git show 3003107:layers/kbsearch/kbsearch/fusion.py > /tmp/fusion_before.py
     .venv/bin/python eval/replay/new_pins.py /work/main/.kbsearch/replay32/*.pkl --before /tmp/fusion_before.py
 
+A capture that is not the committed query sets is refused (``replay.py``'s check; ``--allow-stale`` reads it).
 Prints per capture file and cell: ``fires`` (searches with a new exact note), ``first`` (of those, the note was the
 other fusion's first already), ``relevant`` (the new exact note is one of the search's relevant notes).
 """
@@ -28,13 +29,15 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("captures", nargs="+", type=Path)
     parser.add_argument("--before", type=Path, required=True, help="the fusion.py to compare the tree's with")
+    parser.add_argument("--allow-stale", action="store_true", help="read a capture that is not the committed sets "
+                        "(replay.py's --allow-stale: each such cell flagged STALE)")  # fmt: skip
     args = parser.parse_args(argv)
     before, after = load_module(args.before).fuse, kbsearch.fusion.fuse
     for path in args.captures:
         fires: Counter[str] = Counter()
         first: Counter[str] = Counter()
         right: Counter[str] = Counter()
-        for (_, name), captured in load([path]).items():
+        for (_, name), captured in load([path], check=True, allow_stale=args.allow_stale).items():
             for _, relevant, results, evidence, limit in captured["rows"]:
                 old = before(results, evidence, limit, "hybrid")
                 new = after(results, evidence, limit, "hybrid")

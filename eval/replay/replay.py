@@ -20,6 +20,12 @@ defaults and every variant: ``--set lead_bonus=0`` replays the fusion as it was 
 bonus (the variants files up to session 24 score without it; session 25's add their own). ``--changes`` lists each
 search a variant scores differently (its cell, nDCG@10 before → after, the query, its relevant notes).
 
+A capture whose searches are not its class's committed set (its queries and relevant notes, in order, as
+``kbsearch eval --classes`` loads them from the ``eval/classes*.yaml`` listing the class: a capture taken before the
+set changed, such as replay32's ``stale-lo`` pair) is refused, each such cell named with what differs;
+``--allow-stale`` replays it, each flagged ``STALE`` on stderr (:func:`stale_cells`; session 35). A class no listing
+names (a capture file named outside ``<model>-<anything>.pkl``) or whose corpus is not here counts as such a cell.
+
 ``MISMATCH`` means the tree replaying fuses differently from the tree that captured: the check is against the eval
 of the capture's tree, so a change to the fusion (or ``analyse``) since the capture shows there. Session 27's
 captures (taken after its two exact-match rules, before rev27's fixes: a checkout of ``02c051b`` replays them ``OK``
@@ -73,7 +79,7 @@ import kbsearch_tools
 from kbsearch_tools.metrics import ndcg_at
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from texts import attach
+from texts import ROOT, attach, class_entries
 
 SAME_LANGUAGE_QUESTIONS = {
     "question-en",
@@ -188,9 +194,64 @@ def cell_name(path: Path, name: str) -> str:
     return name if not corpus or name.startswith(corpus[0] + "-") else f"{corpus[0]}:{name}"
 
 
-def load(paths: list[Path], texts: bool = True) -> dict[tuple[str, str], dict[str, Any]]:
+def stale_cells(cells: dict[tuple[str, str], dict[str, Any]], root: Path = ROOT) -> dict[tuple[str, str], str]:
+    """The cells whose captured searches are not their class's committed set: (model, cell) → what differs. Each
+    cell's class is read as ``kbsearch eval --classes`` reads it (:func:`kbsearch_tools.evaluate.load_classes` on
+    the ``eval/classes*.yaml`` listing it, :func:`texts.class_entries`: its ``queries:`` file, ``limit``,
+    ``max_note_bytes``), and the capture's queries and relevant notes, in order, must be that set's. A class no
+    listing names, or whose corpus is not here (its set cannot be read as the eval reads it), is reported too."""
+    from kbsearch.errors import KbSearchError  # here: side.py imports this module under another tree's kbsearch
+    from kbsearch_tools.evaluate import load_classes
+
+    entries = class_entries(root)
+    wanted: dict[Path, set[str]] = {}
+    for _, cell in cells:
+        if cell in entries:
+            wanted.setdefault(entries[cell][0], set()).add(str(entries[cell][1]["class"]))
+    sets: dict[tuple[Path, str], list[tuple[str, frozenset[str]]] | str] = {}
+    for listing, names in wanted.items():
+        try:
+            classes, skipped = load_classes(listing, root, names)
+        except KbSearchError as e:
+            raise SystemExit(f"{listing}: {e}") from None
+        for c in classes:
+            sets[(listing, c.name)] = [(q.query, frozenset(q.relevant)) for q in c.queries]
+        for name, reason in skipped.items():
+            sets[(listing, name)] = f"its committed set cannot be read: {reason}"
+    out: dict[tuple[str, str], str] = {}
+    for key, captured in cells.items():
+        if key[1] not in entries:
+            out[key] = "no eval/classes*.yaml lists its class"
+            continue
+        listing, entry = entries[key[1]]
+        committed = sets[(listing, str(entry["class"]))]
+        if isinstance(committed, str):
+            out[key] = committed
+            continue
+        rows = [(query, frozenset(relevant)) for query, relevant, *_ in captured["rows"]]
+        if rows == committed:
+            continue
+        queries, judged = {q for q, _ in committed}, dict(committed)
+        missing = [q for q, _ in rows if q not in queries]
+        extra = [q for q in queries if q not in {q for q, _ in rows}]
+        rejudged = [q for q, relevant in rows if q in judged and judged[q] != relevant]
+        parts = [f"{len(missing)} captured queries not in {entry['queries']}" if missing else "",
+                 f"{len(extra)} of its queries not captured" if extra else "",
+                 f"{len(rejudged)} judged otherwise" if rejudged else ""]  # fmt: skip
+        example = (missing or extra or rejudged or [""])[0]
+        what = "; ".join(p for p in parts if p) or "its queries in another order"
+        out[key] = f"{what}{f' (first: {example!r})' if example else ''}"
+    return out
+
+
+def load(
+    paths: list[Path], texts: bool = True, check: bool = False, allow_stale: bool = False
+) -> dict[tuple[str, str], dict[str, Any]]:
     """The captures' cells, (model, class) → ``rows`` and ``phases``; with ``texts``, each chunk's heading and text
-    re-attached from its corpus (``eval/replay/texts.py``: the capture keeps path, doc_id and lang only)."""
+    re-attached from its corpus (``eval/replay/texts.py``: the capture keeps path, doc_id and lang only). With
+    ``check``, a capture holding a cell whose searches are not its class's committed set (:func:`stale_cells`: a
+    capture taken before the set changed replays the old queries and judgements, silently) stops the load, each such
+    cell named per capture; with ``allow_stale`` too, each is printed as ``STALE`` on stderr and the load goes on."""
     cells: dict[tuple[str, str], dict[str, Any]] = {}
     came: dict[tuple[str, str], Path] = {}
     for path in paths:
@@ -205,6 +266,14 @@ def load(paths: list[Path], texts: bool = True) -> dict[tuple[str, str], dict[st
             if key in came:
                 raise SystemExit(f"{path} and {came[key]} both hold {key[0]} {key[1]}: replay them apart")
             cells[key], came[key] = captured, path
+    if check:
+        stale = stale_cells(cells)
+        lines = [f"{came[key]}: {key[0]} {key[1]}: {what}" for key, what in sorted(stale.items(), key=str)]
+        if lines and not allow_stale:
+            raise SystemExit("captures that are not the committed query sets (capture them again, or replay with "
+                             "--allow-stale):\n" + "\n".join(lines))  # fmt: skip
+        for line in lines:
+            print(f"STALE {line}", file=sys.stderr)
     return attach(cells) if texts else cells
 
 
@@ -411,6 +480,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--swaps", action="store_true", help="count the searches whose legs swap their first two notes")
     parser.add_argument("--exclude", action="append", default=[], metavar="TEXT", help="leave out classes naming TEXT")
     parser.add_argument(
+        "--allow-stale",
+        action="store_true",
+        help="replay a capture whose queries or judgements are not its class's committed set (each flagged STALE)",
+    )
+    parser.add_argument(
         "--no-texts",
         dest="texts",
         action="store_false",
@@ -425,7 +499,7 @@ def main(argv: list[str]) -> int:
         parser.error("--swaps counts over the defaults' fusion: not with --variants")
     cells = {
         key: c
-        for key, c in load(args.captures, args.compare is None and args.texts).items()
+        for key, c in load(args.captures, args.compare is None and args.texts, True, args.allow_stale).items()
         if not any(text in key[1] for text in args.exclude)
     }
     if args.compare is not None:

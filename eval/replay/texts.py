@@ -36,19 +36,24 @@ ROOT = Path(__file__).resolve().parents[2]
 READS_ALIKE: dict[int, frozenset[int]] = {5: frozenset({4}), 6: frozenset({4, 5})}
 
 
-def class_corpora(root: Path = ROOT) -> dict[str, Path]:
-    """Cell name → its class's corpus directory, from every ``eval/classes*.yaml``. A cell is named as
-    ``replay.cell_name`` names it: the class's own name, or ``<corpus>:<class>`` for a class of
-    ``eval/classes-<corpus>.yaml`` whose name does not start with ``<corpus>-`` (the bilingual KB's ``question-en``
-    is ``bil:question-en``, the vault's ``question-en`` stays itself)."""
-    out: dict[str, Path] = {}
+def class_entries(root: Path = ROOT) -> dict[str, tuple[Path, dict[str, Any]]]:
+    """Cell name → the ``eval/classes*.yaml`` listing its class and the class's entry there (``class``, ``corpus``,
+    ``queries``...). A cell is named as ``replay.cell_name`` names it: the class's own name, or ``<corpus>:<class>``
+    for a class of ``eval/classes-<corpus>.yaml`` whose name does not start with ``<corpus>-`` (the bilingual KB's
+    ``question-en`` is ``bil:question-en``, the vault's ``question-en`` stays itself)."""
+    out: dict[str, tuple[Path, dict[str, Any]]] = {}
     for listing in sorted(root.glob("eval/classes*.yaml")):
         tag = listing.stem.split("-", 1)[1:]
         for entry in yaml.safe_load(listing.read_text(encoding="utf-8")) or []:
             name = str(entry["class"])
             cell = name if not tag or name.startswith(tag[0] + "-") else f"{tag[0]}:{name}"
-            out[cell] = (root / str(entry["corpus"])).resolve()
+            out[cell] = (listing, entry)
     return out
+
+
+def class_corpora(root: Path = ROOT) -> dict[str, Path]:
+    """Cell name → its class's corpus directory (:func:`class_entries`)."""
+    return {cell: (root / str(entry["corpus"])).resolve() for cell, (_, entry) in class_entries(root).items()}
 
 
 def corpus_chunks(corpus: Path) -> dict[Any, dict[str, Any]]:

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from kbsearch import fusion
 from kbsearch.fusion import (
     LANGUAGE_WINDOW,
     FusionParams,
@@ -651,7 +652,9 @@ def test_an_exact_match_by_its_own_bm25_share_where_a_common_term_s_probe_missed
     assert fused[0].exact and fused[1].exact and not fused[2].exact
 
 
-def _alt_f10(lexical: list[ScoredChunk], f10: list[tuple[str, float]]) -> list[Candidate]:
+def _alt_f10(
+    lexical: list[ScoredChunk], f10: list[tuple[str, float]], reasons: dict[str, str] | None = None
+) -> list[Candidate]:
     """ "Alt+F10 unmaximized" as in the test above: `alt` common (its probe: nav.md and 7 others), `f10` rare (held
     by ``f10``), the query's own BM25 leg ``lexical`` (of 16 attainable); dense ranks nav.md and max.md 11th and
     12th."""
@@ -665,7 +668,7 @@ def _alt_f10(lexical: list[ScoredChunk], f10: list[tuple[str, float]]) -> list[C
         held.append((Leg("probe", term=term, bare=term not in named),
                      [ScoredChunk(f"{p}#0", s, {"path": p} if term in named else {}) for p, s in notes]))  # fmt: skip
     dense = dense_leg(*DISTRACTORS[10:20], "nav.md", "max.md", "ru/max.md")
-    return fuse([dense, (Leg("lexical", 0, "en"), lexical), *held], evidence, 10)
+    return fuse([dense, (Leg("lexical", 0, "en"), lexical), *held], evidence, 10, reasons=reasons)
 
 
 def test_notes_exact_by_their_bm25_share_alone_do_not_unpin_the_exact_match_the_probes_found() -> None:
@@ -964,7 +967,9 @@ def test_a_russian_question_with_a_dash_keeps_its_identifier_s_exact_match() -> 
     assert paths(fused)[0] == answer and fused[0].exact
 
 
-def _a_question_naming(query: str, term: str, dense_rank: int, bm25_rank: int) -> tuple[list[Candidate], str, str]:
+def _a_question_naming(
+    query: str, term: str, dense_rank: int, bm25_rank: int, reasons: dict[str, str] | None = None
+) -> tuple[list[Candidate], str, str]:
     """A Russian question of the vault or GNOME Help naming ``term`` (an identifier) in passing: one note holds it
     (``holder``, dense's ``dense_rank``-th and BM25's ``bm25_rank``-th), the query's other words are common (each
     held by ``PROBE_DEPTH`` chunks), and the note both legs put first (``first``) is about the question."""
@@ -976,7 +981,7 @@ def _a_question_naming(query: str, term: str, dense_rank: int, bm25_rank: int) -
     bm25 = (Leg("lexical", 0, "ru"), [chunk(p, 9.0 - 0.5 * i, "ru") for i, p in enumerate(ranked)])
     common = {stem: [(p, 3.0) for p in noise[:PROBE_DEPTH]] for stem in tokenize(query) if stem != term}
     held = _probed(evidence, {term: [(holder, 5.0)], **common})
-    return fuse([dense, bm25, *held], evidence, 10), holder, first
+    return fuse([dense, bm25, *held], evidence, 10, reasons=reasons), holder, first
 
 
 def test_a_question_s_identifier_named_in_passing_pins_its_note_only_near_a_leg_s_top() -> None:
@@ -1130,6 +1135,7 @@ def _lookup(
     lang: str = "en",
     dense_first: tuple[str, str] | None = None,
     heading: str = "Protecting Cells from Changes",
+    reasons: dict[str, str] | None = None,
 ) -> list[Candidate]:
     """A lookup of two common words (eight chunks or more hold each: no probe sees every holder, nothing is rare):
     the note ``answer.md``'s chunk (BM25 7.1, its ``text`` given) scores above the best chunk holding one of them
@@ -1148,7 +1154,7 @@ def _lookup(
     results = [(leg, cosines), (Leg("lexical", 0, query_language(query)), [answer, *one]),
                (Leg("probe", term=term_id(first)), one),
                (Leg("probe", term=term_id(second)), [chunk(p, 4.8 - i * 0.05, lang) for i, p in enumerate(DISTRACTORS[8:16])])]  # fmt: skip
-    return fuse(results, analyse(query), 10)
+    return fuse(results, analyse(query), 10, reasons=reasons)
 
 
 def test_a_lookup_s_words_side_by_side_in_the_one_note_holding_both_is_its_exact_match() -> None:
@@ -1277,7 +1283,9 @@ def test_a_lookup_s_words_across_two_headings_of_the_path_are_side_by_side() -> 
     assert paths(fused)[0] == "answer.md" and fused[0].exact
 
 
-def _a_code_question_over_both_languages(dense_lang: str) -> tuple[list[Candidate], str, str]:
+def _a_code_question_over_both_languages(
+    dense_lang: str, reasons: dict[str, str] | None = None
+) -> tuple[list[Candidate], str, str]:
     """ "does Sync encrypt my vault with AES-256" in a KB written in both languages (bil33's `code-en`, e5): the one
     note holding the code is the Russian answer (*Безопасность и конфиденциальность*), dense's 20th and BM25's 7th
     (its match x ``cross_language``); the question's other words are common. Dense's notes are ``dense_lang``: e5
@@ -1295,7 +1303,7 @@ def _a_code_question_over_both_languages(dense_lang: str) -> tuple[list[Candidat
                                       for i, p in enumerate(ranked)])  # fmt: skip
     common = {s: [(p, 3.0) for p in noise[:PROBE_DEPTH]] for s in ("sync", "encrypt", "vault")}
     held = _probed(evidence, {"ae": [(answer, 5.0)], "256": [(answer, 4.0)], **common})
-    return fuse([dense, bm25, *held], evidence, 10), answer, noise[0]
+    return fuse([dense, bm25, *held], evidence, 10, reasons=reasons), answer, noise[0]
 
 
 def test_a_question_s_code_pins_its_note_of_the_other_language_while_dense_reads_the_question_s_own() -> None:
@@ -1523,3 +1531,136 @@ def test_a_code_the_question_s_own_language_holds_near_the_top_builds_no_bridge(
     )
     exact = [c.payload["path"] for c in fused if c.exact]
     assert "ru/passing.md" not in exact and exact == ["en/mcp.md"], exact
+
+
+def _pin_reasons(case: str) -> tuple[dict[str, str], dict[str, str]]:
+    """The scenario ``case`` fused with its reasons asked for: (the reasons ``fuse`` reported, those expected)."""
+    reasons: dict[str, str] = {}
+    if case == "exact":
+        query = "Syncthing"
+        results = [dense_leg(*DISTRACTORS[:6], "sync.md"), (Leg("lexical", 0, "en"), [chunk("sync.md", 5.8)]),
+                   *probes(query, {"syncth": 6.0}, ("sync.md",))]  # fmt: skip
+        fuse(results, analyse(query), 10, reasons=reasons)
+        return reasons, {"sync.md": fusion.EXACT}
+    if case == "joined out":  # a, b, c exact by their BM25 share alone: four in all, the probes' nav.md stands
+        lexical = [chunk("nav.md", 9.0), chunk("a.md", 6.0), chunk("b.md", 6.0), chunk("c.md", 6.0)]
+        _alt_f10(lexical, [("nav.md", 6.0), ("a.md", 1.0), ("b.md", 1.0), ("c.md", 1.0)], reasons)
+        return reasons, {"nav.md": fusion.EXACT, **dict.fromkeys(["a.md", "b.md", "c.md"], fusion.JOINED_OUT)}
+    if case == "too many":  # 404 held by five notes
+        query = "what does 404 do in code"
+        legs = [dense_leg(*DISTRACTORS[:20]), (Leg("lexical", 0, "en"), [chunk(p, 3.0 - i / 10) for i, p in
+                                                                        enumerate(DISTRACTORS[:10])])]  # fmt: skip
+        crowd = (Leg("probe", term=term_id("404")), [chunk(p, 6.0) for p in DISTRACTORS[20:25]])
+        common = probes("what does do in code", {"code": 2.0}, tuple(DISTRACTORS[:8]))
+        fuse([*legs, crowd, *common], analyse(query), 10, reasons=reasons)
+        return reasons, dict.fromkeys(DISTRACTORS[20:25], fusion.TOO_MANY)
+    if case == "no lookup":  # a question of plain words (no identifier), every word held by one note: no lookup
+        query = "can I use time machine or file history to back up my vault"
+        evidence = analyse(query)
+        assert not is_lookup(evidence, FusionParams())
+        results = [dense_leg(*DISTRACTORS[:9], "target.md"), (Leg("lexical", 0, "en"), [chunk("target.md", 9.0)]),
+                   *probes(query, {t: 3.0 for t in tokenize(query)}, ("target.md",))]  # fmt: skip
+        fuse(results, evidence, 10, reasons=reasons)
+        return reasons, {"target.md": fusion.NO_LOOKUP}
+    if case == "phrase":
+        _lookup("hiding formulas", "Select Hide formula to hide and to protect formulas from changes.",
+                reasons=reasons)  # fmt: skip
+        return reasons, {"answer.md": fusion.PHRASE}
+    if case == "phrase damped":  # the phrase's one note as above, dense's first a Russian note: asked across
+        query, lexical = "hiding formulas", [chunk(p, 6.5 - i * 0.1) for i, p in enumerate(DISTRACTORS[:8])]
+        payload = {"path": "answer.md", "lang": "en", "heading": "Protecting Cells from Changes",
+                   "text": "Select Hide formula to hide and to protect formulas from changes."}  # fmt: skip
+        leg, cosines = dense_leg(*DISTRACTORS[:24], "answer.md", *DISTRACTORS[24:])
+        cosines[0] = chunk("ru/first.md", cosines[0].score, "ru")
+        results = [(leg, cosines), (Leg("lexical", 0, "en"), [ScoredChunk("answer.md#0", 7.1, payload), *lexical]),
+                   (Leg("probe", term=term_id("hide")), lexical),
+                   (Leg("probe", term=term_id("formula")), [chunk(p, 4.8 - i * 0.05) for i, p in
+                                                            enumerate(DISTRACTORS[8:16])])]  # fmt: skip
+        fuse(results, analyse(query), 10, reasons=reasons)
+        return reasons, {"answer.md": fusion.PHRASE_DAMPED}
+    if case in ("about", "away"):  # "wifi" named in passing: the holder dense's third, or far down both legs
+        _, holder, _ = _a_question_naming("на ноутбуке wifi выключается сочетанием клавиш?", "wifi",
+                                          3 if case == "about" else 20, 7, reasons)  # fmt: skip
+        return reasons, {holder: fusion.ABOUT if case == "about" else fusion.AWAY}
+    if case == "answered":  # "wifi"'s one holder in neither leg: its probe answered it, the question gate took it
+        query = "на ноутбуке wifi выключается сочетанием клавиш?"
+        noise = [f"ru/n{i:02d}.md" for i in range(30)]
+        dense = Leg("dense", 0), [chunk(p, 0.90 - i * 0.01, "ru") for i, p in enumerate(noise)]
+        bm25 = (Leg("lexical", 0, "ru"), [chunk(p, 9.0 - 0.5 * i, "ru") for i, p in enumerate(noise[:12])])
+        words = {stem: [(p, 3.0) for p in noise[:PROBE_DEPTH]] for stem in tokenize(query) if stem != "wifi"}
+        held = _probed(analyse(query), {"wifi": [("ru/holder.md", 5.0)], **words})
+        fuse([dense, bm25, *held], analyse(query), 40, reasons=reasons)
+        return reasons, {"ru/holder.md": fusion.ANSWERED}
+    assert case == "bridged"
+    _, answer, _ = _a_code_question_over_both_languages("en", reasons)
+    return reasons, {answer: fusion.BRIDGED}
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["exact", "joined out", "too many", "no lookup", "phrase", "phrase damped", "about", "away", "answered", "bridged"],
+)
+def test_fuse_reports_why_each_exact_match_stands_or_falls(case: str) -> None:
+    """Session 35 (fus35b): which exact matches stand is one decision, :func:`kbsearch.fusion.standing_pins`, its
+    gates in a fixed order (the BM25 share's join, the lookup gate, the whole phrase, the question gate); ``fuse``
+    reports each candidate's reason when asked (``reasons``), the gate that decided it last. A note that stands is
+    ``exact`` in the fusion; one that falls is not."""
+    reported, expected = _pin_reasons(case)
+    assert reported == expected
+
+
+@pytest.mark.parametrize(
+    ("query", "code"),
+    [("what happens when I press OK in the export dialog", {"ok": 5.0}),
+     ("can I burn my vault to a CD for the archive", {"cd": 5.0})],
+)  # fmt: skip
+def test_a_question_s_common_two_letter_word_builds_no_bridge_to_a_note_of_the_other_language(
+    query: str, code: dict[str, float]
+) -> None:
+    """rev34d's finding 5 (session 35, fus35b): "OK" and "CD" are identifiers (two capitals), and a Russian note
+    saying "нажмите OK" far down both legs was pinned first, ``exact``, by the bridge (:func:`_bridged`), over the
+    English answer dense put first: UI vocabulary both languages write, not a code. A word bridges when it is a
+    code: a digit, ``_``, a join sign, CamelCase, or three capitals or more, as every right bridge over the captures
+    is ("PT1H30M", "duration('5h')", "CNAME", "AES-256", "NAS", "USB"; EVAL.md, session 35, fus35b)."""
+    fused, first = _a_code_held_in_passing_by_a_note_of_the_other_language(query, code, None, 0, 0)
+    assert paths(fused)[0] == first and not any(c.exact for c in fused)
+
+
+@pytest.mark.parametrize(
+    ("query", "code"),
+    [("which CNAME record do I create for my own domain on Publish", {"cname": 5.0}),
+     ("is it a good idea to back up my vault to a NAS", {"nas": 5.0}),
+     ("how do I turn a video length like PT1H30M into hours and minutes", {"pt1h30m": 5.0})],
+)  # fmt: skip
+def test_a_question_s_code_still_bridges_to_its_note_of_the_other_language(query: str, code: dict[str, float]) -> None:
+    """The right bridges the captures hold (bil33's e5 ``code-en`` and ``cross-en-to-ru``) keep their pin: a code of
+    three capitals or more, or with a digit."""
+    fused, _ = _a_code_held_in_passing_by_a_note_of_the_other_language(query, code, None, 0, 0)
+    assert paths(fused)[0] == "ru/passing.md" and fused[0].exact
+
+
+@pytest.mark.parametrize(
+    ("query", "word", "bridges"),
+    [("что делает команда synaptic в окне установки", "synapt", False),
+     ("что значит код err-4012 в окне экспорта", "4012", True)],
+)  # fmt: skip
+def test_a_russian_question_bridges_to_an_english_note_by_a_code_only(query: str, word: str, bridges: bool) -> None:
+    """The Russian side of rev34d's finding 5: a Latin word in a Russian question is an identifier ("synaptic"),
+    and an English note naming it in passing, far down both legs while dense reads Russian, was pinned first by the
+    bridge (session 34: "чем отличаются aptitude, synaptic, apt и dpkg" pinned the English *faq-synaptic*, wrong).
+    Only a code bridges ("err-4012": a digit). ("OK" written so in a Russian question is a foreign proper name,
+    :func:`kbsearch.lexical.proper_names`: the question asks about it, and its pin stands without the bridge.)"""
+    evidence = analyse(query)
+    assert evidence.language == "ru" and questioned(evidence, FusionParams()) and term_id(word) in evidence.identifiers
+    holder, noise = "en/passing.md", [f"ru/n{i:02d}.md" for i in range(30)]
+    ranked = [*noise[:19], holder, *noise[19:]]
+    dense = Leg("dense", 0), [chunk(p, 0.90 - i * 0.01, "en" if p == holder else "ru") for i, p in enumerate(ranked)]
+    lexical = [*noise[:8], holder, *noise[8:12]]
+    bm25 = (Leg("lexical", 0, "ru"), [chunk(p, 9.0 - 0.4 * i, "en" if p == holder else "ru")
+                                      for i, p in enumerate(lexical)])  # fmt: skip
+    common = {s: [(p, 3.0) for p in noise[:PROBE_DEPTH]] for s in tokenize(query) if term_id(s) not in
+              evidence.identifiers}  # fmt: skip
+    codes = {s: [(holder, 5.0)] for s in tokenize(query) if term_id(s) in evidence.identifiers}
+    fused = fuse([dense, bm25, *_probed(evidence, {**codes, **common})], evidence, 10)
+    assert (paths(fused)[0] == holder and fused[0].exact) is bridges, paths(fused)
+    assert any(c.exact for c in fused) is bridges

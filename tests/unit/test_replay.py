@@ -82,8 +82,10 @@ def run_script(script: Path, *args: str | Path) -> subprocess.CompletedProcess[s
     )
 
 
-def _replay(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return run_script(REPLAY, *args)
+def _replay(*args: str | Path, stale: bool = True) -> subprocess.CompletedProcess[str]:
+    """replay.py over ``args``; with ``stale`` (this file's synthetic captures: their classes' names are committed
+    classes', their queries the test's own), ``--allow-stale``."""
+    return run_script(REPLAY, *args, *(["--allow-stale"] if stale else []))
 
 
 def _moved(out: str) -> str:
@@ -388,3 +390,46 @@ def test_vocabulary_reads_which_leg_s_first_holds_more_of_the_query_s_words(tmp_
         == "e5   question-en            n=2: hybrid 0.8155, the right one of the legs' two firsts always first 1.0000"
     )
     assert len(lines) == 4
+
+
+def _sample_kb_capture(tmp_path: Path, edit: str | None = None) -> Path:
+    """A capture of the committed ``sample-kb`` class (eval/classes.yaml: eval/sample-kb-queries.yaml over the
+    committed sample-kb), its searches the set's queries and judgements in order; ``edit``: ``query`` (the first
+    query reworded) or ``judged`` (the first query's relevant notes changed), as a capture taken before the set
+    changed holds them."""
+    from kbsearch_tools.metrics import load_queries
+
+    queries = [(q.query, set(q.relevant)) for q in load_queries(ROOT / "eval" / "sample-kb-queries.yaml")]
+    if edit == "query":
+        queries[0] = (queries[0][0] + " please", queries[0][1])
+    elif edit == "judged":
+        queries[0] = (queries[0][0], queries[0][1] | {"en/Somewhere else.md"})
+    rows = [(q, frozenset(relevant), _search(q, set())[2], analyse(q), 10) for q, relevant in queries]
+    capture = tmp_path / "e5-classes.pkl"
+    with capture.open("wb") as f:
+        pickle.dump({"sample-kb": {"rows": rows, "phases": {"lexical": 0.5, "dense": 0.5, "hybrid": 0.5}}}, f)
+    return capture
+
+
+@pytest.mark.parametrize(
+    ("edit", "what"),
+    [("query", "1 captured queries not in eval/sample-kb-queries.yaml; 1 of its queries not captured"),
+     ("judged", "1 judged otherwise")],
+)  # fmt: skip
+def test_a_capture_whose_queries_are_not_the_committed_set_is_refused_unless_allowed(
+    tmp_path: Path, edit: str, what: str
+) -> None:
+    """Session 35 (fus35b; rev34d's finding 6): replay32's LibreOffice pair held four ``lo-keyword-ru`` queries the
+    committed set no longer has, and replayed silently. A capture whose cell is not its class's committed set (its
+    queries or relevant notes, in order, as ``kbsearch eval --classes`` loads them) is refused, naming the capture,
+    the cell and what differs; ``--allow-stale`` replays it, each such cell flagged ``STALE``; a capture of the
+    committed set replays unflagged."""
+    fresh = _replay(_sample_kb_capture(tmp_path), "--no-texts", stale=False)
+    assert fresh.returncode == 0 and "STALE" not in fresh.stderr, fresh.stderr
+    capture = _sample_kb_capture(tmp_path, edit)
+    done = _replay(capture, "--no-texts", stale=False)
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
+    assert f"{capture}: e5 sample-kb: {what}" in done.stderr and "--allow-stale" in done.stderr, done.stderr
+    allowed = _replay(capture, "--no-texts")
+    assert allowed.returncode == 0 and f"STALE {capture}: e5 sample-kb: {what}" in allowed.stderr, allowed.stderr
+    assert "e5   sample-kb" in allowed.stdout

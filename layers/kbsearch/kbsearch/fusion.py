@@ -72,6 +72,10 @@ has anyway:
   words side by side (:func:`phrase_place`) where dense's first note (another) holds them not at all, or only in
   its text where this note's heading path holds them, is pinned as an exact match too: it holds the phrase ("hiding
   formulas"), the others one of its common words (session 33, fus33b).
+- **which pins stand** (:func:`standing_pins`): the gates above are one decision, in a fixed order: the BM25
+  share's join, the lookup gate, the whole phrase (with nothing pinned), the question gate (a question's pin near a
+  leg's top or across the bridge), then, with nothing standing, ``_unnamed``; it reports each candidate note's reason
+  (``fuse(..., reasons=...)``: :data:`EXACT`, :data:`PHRASE`, :data:`ABOUT`, :data:`BRIDGED` stand; session 35).
 - otherwise each note scores ``dense + lexical_weight · lexical``: dense = the best variant's cosine, min-max
   scaled between the best cosine and the cosine at rank ``floor_rank`` (one scale for all variants; see
   :func:`dense_floor`: the scale does not depend on how many chunks a leg returns); lexical = the query's own BM25 leg's
@@ -118,6 +122,7 @@ from typing import Any
 
 from kbsearch.lexical import (
     SparseVector,
+    code_terms,
     identifier_terms,
     proper_names,
     query_language,
@@ -174,6 +179,7 @@ class QueryEvidence:
     identifiers: frozenset[int] = field(default_factory=frozenset)
     ui_path: bool = False  # a menu path (:func:`is_ui_path`): read once, where the query is analysed
     names: frozenset[int] = field(default_factory=frozenset)  # foreign proper names (:func:`lexical.proper_names`)
+    codes: frozenset[int] = field(default_factory=frozenset)  # identifiers that are codes (:func:`lexical.code_terms`)
 
 
 def required_terms(evidence: QueryEvidence) -> list[int]:
@@ -252,7 +258,9 @@ def analyse(query: str) -> QueryEvidence:
     identifiers = frozenset(term_id(t) for t in identifier_terms(query, language))
     # a foreign proper name matters only as an identifier (:func:`questioned`): not read in a query without one
     names = frozenset(term_id(t) for t in proper_names(query, language)) if identifiers else frozenset()
-    return QueryEvidence(query, language, terms, identifiers, is_ui_path(query), names)
+    # a code bridges a question to a note of another language (:func:`_bridged`): read with an identifier only
+    codes = frozenset(term_id(t) for t in code_terms(query)) & identifiers if identifiers else frozenset()
+    return QueryEvidence(query, language, terms, identifiers, is_ui_path(query), names, codes)
 
 
 def lexical_variants(evidence: QueryEvidence, variants: Sequence[str]) -> list[tuple[SparseVector, str | None]]:
@@ -426,8 +434,11 @@ def _bridged(n: _Note, evidence: QueryEvidence, languages: dict[str, str | None]
     first (e5 over a KB written in both languages: for 98 of 110 English questions whose answer is Russian its first
     note is English) puts no page of the other language near its top; the identifier the question names ("AES-256",
     "CNAME", "PT1H30M") is its one bridge to it. Where dense's first note is of the other language, dense reads that language and its ranking
-    stands: the pinned note names the identifier in passing ("CD-ROM", "OK", "ELF"; EVAL.md, session 34, fus34c)."""
-    if not reads_own or not evidence.identifiers:
+    stands: the pinned note names the identifier in passing ("CD-ROM", "OK", "ELF"; EVAL.md, session 34, fus34c).
+    The bridge is a code (``evidence.codes``, :func:`kbsearch.lexical.code_terms`): "OK" or "CD" are identifiers
+    (two capitals), words a UI and both languages' prose write ("нажмите OK"), no bridge (rev34d's finding 5; every
+    right bridge over the captures is a code: EVAL.md, session 35, fus35b)."""
+    if not reads_own or not evidence.codes:
         return False
     theirs = _its_language(n, languages)
     return theirs is not None and theirs != evidence.language
@@ -725,15 +736,154 @@ def _unnamed(notes: dict[str, _Note], asked: list[ScoredChunk], evidence: QueryE
     return True
 
 
+#: Why an exact match stands or falls (:func:`standing_pins`), one reason per candidate note, by the gate that
+#: decided it last. Standing: ``EXACT``, ``PHRASE``, ``ABOUT``, ``BRIDGED``; the others fall.
+JOINED_OUT = "joined out"  # 1: only its BM25 share made it one, and with those the candidates were too many
+NO_LOOKUP = "no lookup"  # 2: the query looks nothing up (:func:`is_lookup`)
+TOO_MANY = "too many"  # 2: more than ``exact_notes`` notes hold the required terms
+EXACT = "exact"  # 2: a lookup's exact match
+PHRASE = "phrase"  # 3: with no exact match, the one note holding a lookup's whole phrase (:func:`sole_complete`)
+PHRASE_DAMPED = "phrase damped"  # 3: ...whose match ``_across`` damped (the query asked across languages)
+ABOUT = "about"  # 4: a question's pin near a leg's top (:func:`_about`)
+BRIDGED = "bridged"  # 4: a question's pin of another language while dense reads the question's (:func:`_bridged`)
+ANSWERED = "answered"  # 4: a question's pin no leg brought (answered by its probe): taken back
+AWAY = "away"  # 4: a question's pin near neither leg's top, and no bridge
+
+
+@dataclass(slots=True)
+class Pins:
+    """What :func:`standing_pins` decided: the notes pinned (exact matches, first in the fusion), each candidate
+    note's reason (:data:`EXACT`...), and whether the query's own-language BM25 matches count as another language's
+    (:func:`_unnamed`: decided only when nothing stands)."""
+
+    pinned: set[str]
+    reasons: dict[str, str]
+    unnamed: bool = False
+
+
+def _lookup_pins(
+    exact: list[str], by_probes: list[str], evidence: QueryEvidence, p: FusionParams, reasons: dict[str, str] | None
+) -> set[str]:
+    """Gates 1 and 2 of :func:`standing_pins`: the BM25 share's notes join the probes' only while all of them fit in
+    ``p.exact_notes`` (they never unpin what the probes found), and a lookup (:func:`is_lookup`) pins at most that
+    many notes. With ``reasons``, each candidate's reason is recorded there."""
+    joined = exact
+    if len(exact) > p.exact_notes:
+        joined = by_probes
+        if reasons is not None:
+            for note in exact:
+                reasons[note] = JOINED_OUT
+    if not is_lookup(evidence, p):
+        fell = NO_LOOKUP
+    elif not joined or len(joined) > p.exact_notes:
+        fell = TOO_MANY
+    else:
+        if reasons is not None:
+            for note in joined:
+                reasons[note] = EXACT
+        return set(joined)
+    if reasons is not None:
+        for note in joined:
+            reasons[note] = fell
+    return set()
+
+
+def standing_pins(
+    notes: dict[str, _Note],
+    evidence: QueryEvidence,
+    exact: list[str],
+    by_probes: list[str],
+    whole: str | None,
+    undamped: float,
+    answered: set[str],
+    across: bool,
+    damped: bool,
+    asked: list[list[ScoredChunk]],
+    languages: dict[str, str | None],
+    named: tuple[str, ...],
+    p: FusionParams,
+) -> Pins:
+    """Which exact matches stand, each candidate's reason, in this order (each gate reads what the one before left):
+
+    1. **the BM25 share's join**: ``exact`` (the notes holding every required term by their probes, ``by_probes``,
+       or by their own BM25 share) are the candidates only while all of them fit in ``p.exact_notes``; else the
+       probes' alone (:data:`JOINED_OUT`).
+    2. **the lookup gate**: a lookup (:func:`is_lookup`) pins them, at most ``p.exact_notes`` (:data:`EXACT`,
+       :data:`NO_LOOKUP`, :data:`TOO_MANY`). :func:`fuse` reads gates 1-2 ahead (:func:`_lookup_pins`), to answer
+       a pin no leg brought with its probe's chunk before the rare-term agreement and the trust.
+    3. **the whole phrase**: with nothing pinned, :func:`sole_complete`'s note (``whole``, found by ``fuse`` before
+       ``_across`` damped anything: its lexical value then was ``undamped``) is pinned unless ``_across`` damped it
+       (:data:`PHRASE`, :data:`PHRASE_DAMPED`).
+    4. **the question gate**: a question naming identifiers in passing (:func:`questioned`), or a query of plain
+       words asked across languages (``across``: its dense leg's first note in another language), keeps a pin only
+       near a leg's top (:func:`_about`, :data:`ABOUT`) or across the bridge (:func:`_bridged`, :data:`BRIDGED`: the
+       question names a code, dense reads its language, ``reads_own``, and no pin is in it); a pin no leg brought
+       (``answered``) is near neither: its value, given for the pin alone, is taken back (set to 0 in ``notes``;
+       :data:`ANSWERED`), the others fall (:data:`AWAY`).
+    5. **nothing standing**: where ``_across`` damped nothing (``damped``), whether the query is a label naming no
+       note of its language (:func:`_unnamed`): ``fuse`` then counts its own-language BM25 matches as another
+       language's."""
+    reasons: dict[str, str] = {}
+    pinned = _lookup_pins(exact, by_probes, evidence, p, reasons)  # 1, 2
+    if whole is not None:  # 3 (found only with nothing pinned)
+        if notes[whole].lexical >= undamped:  # not asked across languages (``_across`` left it)
+            pinned, reasons[whole] = {whole}, PHRASE
+        else:
+            reasons[whole] = PHRASE_DAMPED
+    language = evidence.language
+    if (
+        pinned
+        and (p.question_pin_within > 0 or p.question_pin_lexical > 0)
+        and (questioned(evidence, p) or (across and not evidence.identifiers and not evidence.ui_path))
+    ):  # 4
+        # a question's identifier named in passing, or a query of plain words asked across languages (its dense
+        # leg's first note in another language: the words are "rare" only because the KB's notes are in that other
+        # language): its exact match must be near a leg's top (session 32, fus32a and fus32c); a note no leg
+        # brought is near neither (its value was its share of the identifier, or of a plain query's words, given for
+        # the pin alone: taken back, so it ranks by its rare-term agreement; rev32d: the same in both cases)
+        # (session 34: or of another language while dense reads the question's own, :func:`_bridged`)
+        # (rev34d: only while no exact match is in the question's language: one there names the code too, and
+        # dense, reading that language, judged it; the bridge is the question's one way to the other language)
+        reads_own = (
+            language is not None
+            and bool(asked)
+            and _note_language(max(asked[0], key=_SCORE).payload, languages) == language
+            and all(_its_language(notes[note], languages) != language for note in pinned)
+        )
+        for note in pinned:  # every pin judged before a value is taken back (``_about`` reads them all)
+            if note in answered:
+                reasons[note] = ANSWERED
+            elif _about(notes[note], notes, p):
+                reasons[note] = ABOUT
+            elif _bridged(notes[note], evidence, languages, reads_own):
+                reasons[note] = BRIDGED
+            else:
+                reasons[note] = AWAY
+        for note in answered & pinned:
+            notes[note].lexical = 0.0
+        pinned = {note for note in pinned if reasons[note] in (ABOUT, BRIDGED)}
+    unnamed = (
+        not pinned
+        and not damped
+        and language is not None
+        and bool(asked)
+        and _unnamed(notes, asked[0], evidence, named, languages, p)
+    )  # 5
+    return Pins(pinned, reasons, unnamed)
+
+
 def fuse(
     results: Sequence[tuple[Leg, list[ScoredChunk]]],
     evidence: QueryEvidence,
     limit: int,
     mode: str = "hybrid",
     params: FusionParams | None = None,
+    reasons: dict[str, str] | None = None,
 ) -> list[Candidate]:
     """Every leg's scored chunks → one candidate per note (its best chunk), best first. ``mode`` ``dense`` or
-    ``lexical`` ranks by that leg kind alone (evaluation); ``hybrid`` is the adaptive fusion (module doc)."""
+    ``lexical`` ranks by that leg kind alone (evaluation); ``hybrid`` is the adaptive fusion (module doc).
+    ``reasons``, when given, receives each exact-match candidate's note → why it stands or falls
+    (:func:`standing_pins`: ``exact``, ``phrase``, ``about``, ``bridged`` stand; the others fall)."""
     p = params or FusionParams()
     # the dense scale: the best cosine over every dense leg as it came (bare ones included), the floor over those
     # in the query's language (a translation's cosines run lower: they would compress the query's own)
@@ -843,10 +993,9 @@ def fuse(
                 if confidence >= p.exact_confidence or bm25 >= p.exact_confidence:
                     exact.append(note)
                     notes.setdefault(note, _Note()).confidence = max(confidence, share)
-    # the BM25 share's notes join the probes' only while all of them fit: they never unpin what the probes found
-    if len(exact) > p.exact_notes:
-        exact = by_probes
-    pinned = set(exact) if is_lookup(evidence, p) and 0 < len(exact) <= p.exact_notes else set()
+    # gates 1 and 2 of :func:`standing_pins`, read ahead: a lookup's exact match no leg brought is answered with its
+    # probe's chunk before the rare-term agreement and the trust read the notes (the later gates read them after)
+    pinned = _lookup_pins(exact, by_probes, evidence, p, None)
     answered = set()  # the exact matches no dense or BM25 leg brought: answered with the chunk their probe brought
     for note in pinned:
         n = notes[note]
@@ -889,40 +1038,12 @@ def fuse(
         if language is not None and asked
         else (False, False)
     )
-    if whole is not None and notes[whole].lexical >= undamped:  # not asked across languages (``_across`` left it)
-        pinned = {whole}
-    if (
-        pinned
-        and (p.question_pin_within > 0 or p.question_pin_lexical > 0)
-        and (questioned(evidence, p) or (across and not evidence.identifiers and not evidence.ui_path))
-    ):
-        # a question's identifier named in passing, or a query of plain words asked across languages (its dense
-        # leg's first note in another language: the words are "rare" only because the KB's notes are in that other
-        # language): its exact match must be near a leg's top (session 32, fus32a and fus32c); a note no leg
-        # brought is near neither (its value was its share of the identifier, or of a plain query's words, given for
-        # the pin alone: taken back, so it ranks by its rare-term agreement; rev32d: the same in both cases)
-        # (session 34: or of another language while dense reads the question's own, :func:`_bridged`)
-        # (rev34d: only while no exact match is in the question's language: one there names the code too, and
-        # dense, reading that language, judged it; the bridge is the question's one way to the other language)
-        reads_own = (
-            language is not None
-            and bool(asked)
-            and _note_language(max(asked[0], key=_SCORE).payload, languages) == language
-            and all(_its_language(notes[note], languages) != language for note in pinned)
-        )
-        kept = {note for note in pinned if note not in answered
-                and (_about(notes[note], notes, p) or _bridged(notes[note], evidence, languages, reads_own))}  # fmt: skip
-        for note in pinned - kept:
-            if note in answered:
-                notes[note].lexical = 0.0
-        pinned = kept
-    if (
-        not pinned
-        and not damped
-        and language is not None
-        and asked
-        and _unnamed(notes, asked[0], evidence, named, languages, p)
-    ):
+    pins = standing_pins(notes, evidence, exact, by_probes, whole, undamped, answered, across, damped, asked,
+                         languages, named, p)  # fmt: skip
+    pinned = pins.pinned
+    if reasons is not None:
+        reasons.update(pins.reasons)
+    if pins.unnamed:
         # a label naming no note of its language, its BM25 matches many alike, the other language near dense's top
         for n in notes.values():
             its = n.lexical_chunk

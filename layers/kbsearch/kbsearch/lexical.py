@@ -383,7 +383,8 @@ def text_language(text: str) -> str | None:
 #: joined by ``.`` ``/`` ``:`` ``+`` ``-`` (``app.json``, ``ERR-4012``, ``base:query``), or a file extension, a
 #: word opening with ``.`` (``.dbf``, ``.oth``: a known item, which an English title asked across languages must
 #: not take for plain words, EVAL.md, rev32d).
-_NAME_SIGNS = r"\d|_|[a-zа-яё][A-ZА-ЯЁ]|[A-ZА-ЯЁ]{2}|[^\W_][./:+\\][^\W_]|^\.[^\W_]"
+_SIGNS = r"\d|_|[a-zа-яё][A-ZА-ЯЁ]|[^\W_][./:+\\][^\W_]|^\.[^\W_]"
+_NAME_SIGNS = _SIGNS + r"|[A-ZА-ЯЁ]{2}"
 _IDENTIFIER = re.compile(_NAME_SIGNS + r"|[^\W_]-[^\W_]")
 #: The same without the ``-`` join: a word joined only by ``-`` between letters ("right-click", "e-mail",
 #: "side-by-side", "псевдо-файловая") is an ordinary compound in a question, and names something
@@ -392,6 +393,9 @@ _IDENTIFIER = re.compile(_NAME_SIGNS + r"|[^\W_]-[^\W_]")
 #: the notes with an English paragraph left untranslated). A command-line option ("--squeeze-blank") names
 #: something in any query.
 _NAMED = re.compile(_NAME_SIGNS + r"|^-\S*[^\W_]-[^\W_]")
+#: A code (:func:`code_terms`): a name's signs with three capitals or more, not two ("CNAME", "NAS", "USB", not "OK",
+#: "CD": words a UI and both languages' prose write), a command-line option's join.
+_CODE = re.compile(_SIGNS + r"|[A-ZА-ЯЁ]{3}|^-\S*[^\W_]-[^\W_]")
 COMPOUND_NAME_MAX_WORDS = 2
 #: A word of a query: it holds a letter or a digit (a ``-`` or ``—`` set apart is none).
 _WORDLIKE = re.compile(r"[^\W_]")
@@ -440,6 +444,21 @@ def identifier_terms(query: str, language: str | None = None) -> frozenset[str]:
     for raw in words:
         word = raw.strip(_WORD_PUNCTUATION)
         if pattern.search(word) or (russian and _LATIN_LETTER.search(word) and not _CYRILLIC_LETTER.search(word)):
+            out.update(tokenize(word))
+    return frozenset(out)
+
+
+def code_terms(query: str) -> frozenset[str]:
+    """The stemmed terms of the query's codes: its words with a digit, ``_``, inner capitals, a ``.`` ``/`` ``:``
+    ``+`` join, a leading ``.``, three capitals or more, or a command-line option (:data:`_CODE`) — in any language
+    ("PT1H30M", "duration('5h')", "AES-256", "CNAME", "NAS", "USB"). Fewer than :func:`identifier_terms` takes: no
+    two capitals alone ("OK", "CD") and no plain Latin word of a Russian query ("wifi"), which name UI vocabulary
+    or a borrowed word both languages write. A question's code is its one bridge to a note of another language
+    (:func:`kbsearch.fusion._bridged`); an identifier that is no code is none (EVAL.md, session 35, fus35b)."""
+    out: set[str] = set()
+    for raw in reading(query).split():
+        word = raw.strip(_WORD_PUNCTUATION)
+        if _CODE.search(word):
             out.update(tokenize(word))
     return frozenset(out)
 
