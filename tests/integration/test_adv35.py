@@ -61,3 +61,49 @@ def test_a_hub_and_a_map_of_content_resolve_every_outgoing_link_to_its_note(
     status, body = get(api, "/notes/daily/n00042.md")  # a note of the crowd: its one link and its one backlink
     assert status == 200 and [(r["target"], r["path"]) for r in body["links"]["outgoing"]] == [("Hub", "Hub.md")]
     assert [r["path"] for r in body["links"]["backlinks"]] == ["Map.md"]
+
+
+SIGNING_PARAM = "/kb-search/test/slack-signing-secret"
+
+
+def test_a_slack_signing_secret_rotated_in_ssm_is_read_again_at_the_first_command_it_signs(
+    load_search_app: Any, bm25_index: Path, tmp_path: Path
+) -> None:
+    """README's rotation: regenerate the signing secret in Slack, store it with `put-parameter --overwrite`. A warm
+    search container kept the old one for SECRETS_TTL_S (5 min): every slash command and button press signed with
+    the new one was a 401 `signature mismatch` meanwhile (a provider's or Qdrant's key is read again at its first
+    401; this secret was not). Now a signature that does not verify has SSM read again, at most every 15 s
+    (anyone can send one), and is checked once more with the new value; a forged one stays a 401."""
+    import boto3
+    from aws_lambda_powertools.utilities import parameters
+    from moto import mock_aws
+
+    from kbsearch_tools.fakes import FakeEndpoint
+    from tests.conftest import copy_store
+    from tests.integration.test_slack import form, slack_event
+
+    store = tmp_path / "q"
+    copy_store(bm25_index, store)
+    response_url = FakeEndpoint().start()
+    try:
+        with mock_aws():
+            parameters.clear_caches()
+            ssm = boto3.client("ssm", region_name="us-east-1")
+            ssm.put_parameter(Name=SIGNING_PARAM, Type="SecureString", Value="old-signing-secret")
+            app = load_search_app(QDRANT_PATH=str(store), SLACK_SIGNING_SECRET_PARAM=SIGNING_PARAM,
+                                  SLACK_RESPONSE_HOSTS="127.0.0.1")  # fmt: skip
+            body = form("qdrant snapshot", response_url.url + "/commands/1")
+            first = app(slack_event(body, secret="old-signing-secret"))
+            ssm.put_parameter(Name=SIGNING_PARAM, Type="SecureString", Value="new-signing-secret", Overwrite=True)
+            rotated = app(slack_event(body, secret="new-signing-secret"))
+            forged = app(slack_event(body, secret="a-forgers-guess"))
+            again = app(slack_event(form("restore", response_url.url + "/commands/2"), secret="new-signing-secret"))
+            parameters.clear_caches()
+    finally:
+        response_url.stop()
+    assert first["statusCode"] == 200, first
+    assert rotated["statusCode"] == 200, rotated["body"]
+    assert forged["statusCode"] == 401 and "signature mismatch" in forged["body"], forged
+    assert again["statusCode"] == 200, again["body"]
+    for answer in (first, rotated, forged, again):
+        assert "signing-secret" not in answer["body"]

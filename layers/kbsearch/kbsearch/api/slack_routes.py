@@ -94,7 +94,16 @@ def slack_router(container: Container) -> Router:
         headers = dict(event.headers or {})
         raw = body.raw_bytes(event.raw_event)  # the exact bytes Slack signed: checked before anything decodes them
         try:
-            slack.verify(secret, headers, raw)
+            try:
+                slack.verify(secret, headers, raw)
+            except slack.SlackAuthError as exc:
+                # the secret regenerated in Slack and stored in SSM: read it again (at most every 15 s), not at the
+                # cache's end (SECRETS_TTL_S): every command was a 401 meanwhile
+                again = container.secrets.reread("SLACK_SIGNING_SECRET") if exc.mismatch else None
+                if not again or again == secret:
+                    raise
+                slack.verify(again, headers, raw)
+                secret = again
             slack.reject_replay(edge.seen(), headers)  # only signatures that verified reach the store
         except slack.SlackAuthError as exc:
             logger.warning("Slack request rejected", extra={"reason": str(exc)})
