@@ -4,6 +4,7 @@ to, a map of content linking hundreds of notes), read through the search handler
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -92,13 +93,20 @@ def test_a_slack_signing_secret_rotated_in_ssm_is_read_again_at_the_first_comman
             ssm.put_parameter(Name=SIGNING_PARAM, Type="SecureString", Value="old-signing-secret")
             app = load_search_app(QDRANT_PATH=str(store), SLACK_SIGNING_SECRET_PARAM=SIGNING_PARAM,
                                   SLACK_RESPONSE_HOSTS="127.0.0.1")  # fmt: skip
-            body = form("qdrant snapshot", response_url.url + "/commands/1")
-            first = app(slack_event(body, secret="old-signing-secret"))
+
+            def body(n: int) -> str:  # a command of its own (the worker answers each trigger once)
+                return form("qdrant snapshot", f"{response_url.url}/commands/{n}", trigger=f"1334522460{n}.7.80")
+
+            first = app(slack_event(body(1), secret="old-signing-secret"))
             ssm.put_parameter(Name=SIGNING_PARAM, Type="SecureString", Value="new-signing-secret", Overwrite=True)
-            rotated = app(slack_event(body, secret="new-signing-secret"))
-            forged = app(slack_event(body, secret="a-forgers-guess"))
-            again = app(slack_event(form("restore", response_url.url + "/commands/2"), secret="new-signing-secret"))
+            rotated = app(slack_event(body(2), secret="new-signing-secret"))
+            forged = app(slack_event(body(3), secret="a-forgers-guess"))
+            again = app(slack_event(body(4), secret="new-signing-secret"))
             parameters.clear_caches()
+            for _ in range(300):  # the three commands taken are answered at their response_url (the local worker)
+                if len(response_url.requests) >= 3:
+                    break
+                time.sleep(0.1)
     finally:
         response_url.stop()
     assert first["statusCode"] == 200, first
@@ -107,3 +115,4 @@ def test_a_slack_signing_secret_rotated_in_ssm_is_read_again_at_the_first_comman
     assert again["statusCode"] == 200, again["body"]
     for answer in (first, rotated, forged, again):
         assert "signing-secret" not in answer["body"]
+    assert sorted(r.path for r in response_url.requests) == ["/commands/1", "/commands/2", "/commands/4"]

@@ -911,8 +911,8 @@ class Secrets:
     def reread(self, name: str, timeout_s: float | None = None) -> str | None:
         """The secret ``name`` read from SSM again, when a request signed with it did not verify and it may have
         been rotated there (Slack's signing secret, regenerated and stored with ``--overwrite``): its value, or None
-        when it is not read from SSM, or when SSM was read less than :data:`REREAD_EVERY_S` ago (a wrong signature
-        proves nothing new then), or cannot be read now (the cached values are kept)."""
+        when it is not read from SSM, when a wrong signature had it read again less than :data:`REREAD_EVERY_S` ago
+        (anyone can send one), or when SSM cannot give it within ``timeout_s`` (the values read before are kept)."""
         if self._settings.plain_secret(name) is not None or not self._settings.secret_param(name):
             return None
         with self._lock:
