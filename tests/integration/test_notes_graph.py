@@ -710,7 +710,8 @@ def test_qdrant_cloud_is_asked_for_graph_keys_alone_once_every_note_holds_them(
     recorded: bool, tmp_path: Path, load_search_app: Any
 ) -> None:
     """Through Qdrant Cloud's REST path (a loopback Qdrant answering one note written now and one a kb-search before
-    ``graph_keys`` wrote): a note's links are one query, its graph conditions on the prefixed ``graph_keys`` alone
+    ``graph_keys`` wrote): a note's links are one batch of two searches (round 35: the notes its links mean, the
+    notes linking to it), their graph conditions on the prefixed ``graph_keys`` alone
     when the collection records :data:`GRAPH_KEYS_ONLY` (a collection made now does not index the old fields, and
     Qdrant Cloud's strict mode refuses a filter on a field without an index), and on the three old fields too when
     it does not (a store made before, which indexes them); the answer reads both shapes alike."""
@@ -726,7 +727,7 @@ def test_qdrant_cloud_is_asked_for_graph_keys_alone_once_every_note_holds_them(
                               "name_keys": ["beta"], "link_keys": ["hub"]}},
     ]  # fmt: skip
 
-    endpoint.responder = qdrant_answering(answer, metadata)
+    endpoint.responder = qdrant_answering(answer, metadata, endpoint=endpoint)
     try:
         app = load_search_app(KB_SOURCE=str(folder), QDRANT_URL=endpoint.url, QDRANT_API_KEY="qdrant-test-key")
         got = app(build_event(HttpRequest("GET", "/notes/Hub.md", "", [], b""), "/notes/{path+}",
@@ -738,11 +739,14 @@ def test_qdrant_cloud_is_asked_for_graph_keys_alone_once_every_note_holds_them(
     assert [(r["target"], r["path"]) for r in links["outgoing"]][:2] == [("Alpha", "Alpha.md"),
                                                                           ("ops/Beta", "ops/Beta.md")]  # fmt: skip
     assert [r["path"] for r in links["backlinks"]] == ["Alpha.md", "ops/Beta.md"]
-    (query,) = [r.body for r in endpoint.requests if r.path.split("?")[0] == "/collections/kb/points/query"]
-    should = query["filter"]["should"]
-    assert {c["key"] for c in should} == ({GRAPH_KEYS} if recorded else {GRAPH_KEYS, *OLD_GRAPH_FIELDS.values()})
-    assert {"key": GRAPH_KEYS, "match": {"any": ["l:hub"]}} in should
-    assert all(k.startswith(("p:", "n:", "l:")) for c in should if c["key"] == GRAPH_KEYS for k in c["match"]["any"])
+    (batch,) = [r.body for r in endpoint.requests if r.path.split("?")[0] == "/collections/kb/points/query/batch"]
+    meant, linking = (search["filter"]["should"] for search in batch["searches"])  # one batch of two searches
+    old = {} if recorded else OLD_GRAPH_FIELDS
+    assert {c["key"] for c in meant} == {GRAPH_KEYS, *(v for k, v in old.items() if k != LINK_KEY)}
+    assert {c["key"] for c in linking} == {GRAPH_KEYS, *(v for k, v in old.items() if k == LINK_KEY)}
+    assert {"key": GRAPH_KEYS, "match": {"any": ["l:hub"]}} in linking
+    assert all(k.startswith(("p:", "n:")) for c in meant if c["key"] == GRAPH_KEYS for k in c["match"]["any"])
+    assert all(k.startswith("l:") for c in linking if c["key"] == GRAPH_KEYS for k in c["match"]["any"])
 
 
 def test_qdrant_cloud_collection_made_before_is_sent_the_graph_keys_index_alone() -> None:

@@ -348,14 +348,20 @@ def test_a_restricted_link_entry_of_the_wrong_shape_hides_its_link_never_a_500(
 
 
 def qdrant_answering(
-    points: list[dict[str, Any]], metadata: dict[str, Any], hits: list[dict[str, Any]] | None = None
+    points: list[dict[str, Any]],
+    metadata: dict[str, Any],
+    hits: list[dict[str, Any]] | None = None,
+    endpoint: FakeEndpoint | None = None,
 ) -> Callable[[str, str], tuple[int, bytes, str] | None]:
     """A loopback Qdrant's answers (a :class:`FakeEndpoint` responder): every query and scroll these points (one
-    page), every facet these hits, the collection ``kb``'s GET this metadata; anything else a 404."""
+    page), each search of a query batch too (the batch read from ``endpoint``'s last request), every facet these
+    hits, the collection ``kb``'s GET this metadata; anything else a 404."""
 
     def respond(method: str, path: str) -> tuple[int, bytes, str] | None:
         if hits is not None and path.endswith("/facet"):
             result: Any = {"hits": hits}
+        elif endpoint is not None and path.split("?", maxsplit=1)[0].endswith("/points/query/batch"):
+            result = [{"points": points} for _ in endpoint.requests[-1].body["searches"]]
         elif path.endswith(("/points/query", "/points/scroll")):
             result = {"points": points, "next_page_offset": None}
         elif method == "GET" and path.rstrip("/").endswith("/collections/kb"):
@@ -382,7 +388,7 @@ def test_more_points_than_asked_for_are_cut_to_the_limit(tmp_path, load_search_a
         "path": f"b{i}.md", "title": f"B{i}", "path_keys": [f"b{i}.md", f"b{i}"], "name_keys": [f"b{i}"],
         "link_keys": ["a"], "updated": "2026-01-01"}} for i in range(n)]  # fmt: skip
     endpoint.responder = qdrant_answering(points, {"access_restricted_links": {}},
-                                          [{"value": f"t{i}", "count": 1} for i in range(n)])  # fmt: skip
+                                          [{"value": f"t{i}", "count": 1} for i in range(n)], endpoint)  # fmt: skip
     try:
         app = load_search_app(KB_SOURCE=str(kb), QDRANT_URL=endpoint.url, QDRANT_API_KEY="qdrant-test-key")
         note = app(build_event(HttpRequest("GET", "/notes/a.md", "", [], b""), "/notes/{path+}", {"path": "a.md"},

@@ -82,7 +82,8 @@ MAX_NOTE_BYTES = 4 * 1024 * 1024
 #: outgoing links, its backlinks, its frontmatter (else left out); the body gets what is left.
 PART_BYTES = 256 * 1024
 FRONTMATTER_BYTES = 512 * 1024
-#: Notes one graph query returns at most (backlinks beyond it are counted as truncated).
+#: Notes one graph search returns at most: the notes linking to a note (beyond it, ``backlinks_truncated``); the
+#: notes its links may mean get this many besides one per link (:meth:`BrowseService._links`).
 GRAPH_LIMIT = 500
 MAX_SECTION_CHARS = 500
 PAGE_SIZE = 100
@@ -524,8 +525,9 @@ class BrowseService:
     def _links(
         self, path: str, title: str, aliases: object, targets: list[str], scope: Scope, deadline: Deadline
     ) -> NoteLinks:
-        """Outgoing links resolved to notes and the backlinks, from one query: the notes that link to any of this
-        note's keys, and the notes any of its links (or its own keys: namesakes) could mean, among the notes
+        """Outgoing links resolved to notes and the backlinks, from one batch of two searches: the notes that link to
+        any of this note's keys (at most :data:`GRAPH_LIMIT`), and the notes any of its links (or its own keys:
+        namesakes) could mean (one per link and :data:`GRAPH_LIMIT` besides), among the notes
         ``scope`` may read (a link to any other stays unresolved, as a link to a missing note). Within
         ``deadline`` (IndexUnavailable once it has passed)."""
         if deadline.expired:
@@ -534,22 +536,33 @@ class BrowseService:
         own = list(dict.fromkeys(me.path_keys + me.name_keys))
         wanted = list(dict.fromkeys(link_keys(targets) + own))
         new, old = self.search.graph_fields(deadline)
-        should = [*graph_clauses(LINK_KEY, own, old, new), *graph_clauses(PATH_KEY, wanted, old, new),
-                  *graph_clauses(NAME_KEY, wanted, old, new)]  # fmt: skip
-        points: list[dict[str, Any]] = []
-        if should:
-            request = {
+        # two searches of one batch, each with its own limit: the notes linking here never crowd out the notes this
+        # one's links mean (a hub every daily note links back to), and each of its links may find its note
+        meant = [*graph_clauses(PATH_KEY, wanted, old, new), *graph_clauses(NAME_KEY, wanted, old, new)]
+        linking = graph_clauses(LINK_KEY, own, old, new)
+        searches = [
+            {
                 "filter": {**_scoped([_FIRST_CHUNK], scope), "should": should},
-                "limit": GRAPH_LIMIT,
+                "limit": limit,
                 "with_payload": {"include": _GRAPH_FIELDS},
                 "with_vector": False,
             }
-            points = self.search.read_index(lambda r, timeout_s: r.query(request, timeout_s), deadline.remaining())
-        notes: list[tuple[Linkable, list[str]]] = []
+            for should, limit in ((meant, len(wanted) + GRAPH_LIMIT), (linking, GRAPH_LIMIT))
+            if should
+        ]
+        answers = iter(
+            self.search.read_index(lambda r, timeout_s: r.query_batch(searches, timeout_s), deadline.remaining())
+            if searches
+            else []
+        )
+        candidates, linkers = next(answers) if meant else [], next(answers) if linking else []
+        points = [*candidates, *linkers]
+        by_path: dict[str, tuple[Linkable, list[str]]] = {}  # a note may be in both answers (a cycle)
         for point in points:
             linkable = _linkable(point)
             if linkable is not None:
-                notes.append((linkable, stored_keys(point["payload"], LINK_KEY)))
+                by_path.setdefault(linkable.path, (linkable, stored_keys(point["payload"], LINK_KEY)))
+        notes = list(by_path.values())
         pool = [n for n, _ in notes if n.path != path] + [me]  # this note as it is now, even before a sync
         outgoing: list[NoteRef] = []
         seen: set[str] = set()
@@ -565,12 +578,14 @@ class BrowseService:
             recorded = self.search.restricted_links(deadline, [p.get("payload") or {} for p in points])
             shown = set(visible_links([r.target for r in outgoing if r.path is None], recorded, scope))
             outgoing = [r for r in outgoing if r.path is not None or r.target in shown]
+        # from the answer of the notes linking here alone: its limit is what backlinks_truncated says was reached
+        linked = {point["payload"]["path"] for point in linkers if _linkable(point) is not None} - {path}
         backlinks = [
             NoteRef(target=source.path, path=source.path, title=source.title)
             for source, keys in sorted(notes, key=lambda n: n[0].path)
-            if source.path != path and any(k in own and resolve(k, source.path, pool) is me for k in keys)
+            if source.path in linked and any(k in own and resolve(k, source.path, pool) is me for k in keys)
         ]
-        return NoteLinks(outgoing=outgoing, backlinks=backlinks, backlinks_truncated=len(points) >= GRAPH_LIMIT)
+        return NoteLinks(outgoing=outgoing, backlinks=backlinks, backlinks_truncated=len(linkers) >= GRAPH_LIMIT)
 
     # -- what the filters accept ------------------------------------------------------------------------------------
     def catalog(

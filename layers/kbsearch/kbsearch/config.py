@@ -737,6 +737,7 @@ class Secrets:
         self._failed_at: float | None = None
         self._failure: ConfigError | None = None
         self._seen: set[str] = set()
+        self._reread_at: float | None = None  # when a request's wrong signature last had SSM read (:meth:`reread`)
 
     def __repr__(self) -> str:
         return f"Secrets(configured={sorted(self.configured())})"
@@ -902,6 +903,30 @@ class Secrets:
         if "error" in outcome:
             raise outcome["error"]
         return outcome.get("value")
+
+    #: A secret a caller's request proves wrong (a Slack signature that does not verify) is read from SSM again at
+    #: most this often: anyone can send such a request, and each must not cost an SSM read.
+    REREAD_EVERY_S = 15.0
+
+    def reread(self, name: str, timeout_s: float | None = None) -> str | None:
+        """The secret ``name`` read from SSM again, when a request signed with it did not verify and it may have
+        been rotated there (Slack's signing secret, regenerated and stored with ``--overwrite``): its value, or None
+        when it is not read from SSM, when a wrong signature had it read again less than :data:`REREAD_EVERY_S` ago
+        (anyone can send one), or when SSM cannot give it within ``timeout_s`` (the values read before are kept)."""
+        if self._settings.plain_secret(name) is not None or not self._settings.secret_param(name):
+            return None
+        with self._lock:
+            now = time.monotonic()
+            if self._reread_at is not None and now - self._reread_at < self.REREAD_EVERY_S:
+                return None
+            self._reread_at = now
+            if self._ssm is not None:
+                self._ssm.clear_cache()  # Powertools' own cache, which would answer the read below
+        try:
+            self._fetch(timeout_s, max_age_s=0)  # on failure the values read before still serve their TTL
+            return self.get(name, timeout_s)
+        except ConfigError:
+            return None
 
     def refresh(self) -> None:
         """Forget cached SSM values (after a provider answered 401: the key may have been rotated)."""

@@ -40,7 +40,12 @@ HELP_TEXT = (
 
 
 class SlackAuthError(KbSearchError):
-    """The request is not from Slack (or is too old): answer 401, run nothing."""
+    """The request is not from Slack (or is too old): answer 401, run nothing. ``mismatch``: well formed and in
+    time, but its signature is not the one the secret gives (the secret may have been rotated)."""
+
+    def __init__(self, message: str, mismatch: bool = False) -> None:
+        super().__init__(message)
+        self.mismatch = mismatch
 
 
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")
@@ -71,7 +76,7 @@ def verify(secret: str, headers: Mapping[str, str], body: bytes, now: float | No
     if not signature.startswith("v0="):
         raise SlackAuthError("unsupported signature version")
     if not hmac.compare_digest(sign(secret, timestamp, body).encode(), signature.encode()):
-        raise SlackAuthError("signature mismatch")
+        raise SlackAuthError("signature mismatch", mismatch=True)
 
 
 class SeenSignatures(Protocol):

@@ -74,6 +74,11 @@ class SlackEdge:
             return self._seen
 
 
+#: The longest a request whose signature does not verify waits for the signing secret read again from SSM: Slack
+#: gives up on an answer after 3 s.
+REREAD_S = 1.5
+
+
 def slack_router(container: Container) -> Router:
     router = Router()
     edge = SlackEdge(container)
@@ -94,7 +99,16 @@ def slack_router(container: Container) -> Router:
         headers = dict(event.headers or {})
         raw = body.raw_bytes(event.raw_event)  # the exact bytes Slack signed: checked before anything decodes them
         try:
-            slack.verify(secret, headers, raw)
+            try:
+                slack.verify(secret, headers, raw)
+            except slack.SlackAuthError as exc:
+                # the secret regenerated in Slack and stored in SSM: read it again (at most every 15 s), not at the
+                # cache's end (SECRETS_TTL_S): every command was a 401 meanwhile; within Slack's 3 s for an answer
+                again = container.secrets.reread("SLACK_SIGNING_SECRET", REREAD_S) if exc.mismatch else None
+                if not again or again == secret:
+                    raise
+                slack.verify(again, headers, raw)
+                secret = again
             slack.reject_replay(edge.seen(), headers)  # only signatures that verified reach the store
         except slack.SlackAuthError as exc:
             logger.warning("Slack request rejected", extra={"reason": str(exc)})
