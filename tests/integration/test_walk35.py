@@ -201,3 +201,24 @@ def test_an_operator_can_deploy_with_unlabelled_notes_denied(tmp_path: Path) -> 
     assert denied.returncode == 0 and '"errorType"' not in denied.stdout, denied.stdout + denied.stderr
     assert titles("public") == [], "an unlabelled note is read by nobody under AccessDefault=deny"
     assert titles("hr") == ["Labelled grades"]
+
+
+@pytest.mark.timeout(4 * PROCESS_TIMEOUT_S)
+def test_an_operator_can_name_the_slash_command_otherwise(tmp_path: Path, hook: FakeEndpoint) -> None:
+    """A workspace with a `/kb` already: the admin names the app's command `/wiki` in the manifest, and every
+    `/wiki` was refused 400 `unknown_command` (`SLACK_COMMANDS`, which the template never set and had no parameter
+    for). `SlackCommands` sets it; the search function as the template builds it (`kbsearch invoke`) answers."""
+    event_file = tmp_path / "wiki.json"
+    body = form("restore a snapshot", f"{hook.url}/commands/1").replace("%2Fkb", "%2Fwiki")
+    event_file.write_text(json.dumps(slack_event(body)))
+    env = {"SLACK_SIGNING_SECRET": SECRET, "QDRANT_PATH": str(tmp_path / "q"), "SLACK_RESPONSE_HOSTS": "127.0.0.1"}
+
+    def status(*overrides: str) -> tuple[int, str]:
+        args = ("--parameter-overrides", *overrides) if overrides else ()
+        done = _kbsearch("invoke", "SearchFunction", "--event", str(event_file), *args, **env)
+        assert done.returncode == 0, done.stderr
+        result = json.loads(done.stdout)
+        return result["statusCode"], json.loads(result["body"]).get("error", "")
+
+    assert status() == (400, "unknown_command")  # the default, /kb: as before
+    assert status("SlackCommands=/kb,/wiki") == (200, "")
