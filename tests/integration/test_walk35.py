@@ -222,3 +222,22 @@ def test_an_operator_can_name_the_slash_command_otherwise(tmp_path: Path, hook: 
 
     assert status() == (400, "unknown_command")  # the default, /kb: as before
     assert status("SlackCommands=/kb,/wiki") == (200, "")
+
+
+def test_the_help_and_the_tips_name_the_app_s_own_command(
+    load_search_app: Any, bm25_index: Path, tmp_path: Path, hook: FakeEndpoint
+) -> None:
+    """Under `SlackCommands=/wiki` the help said "`/kb <question>`", "`/kb share <question>`", and the tips of an
+    answer of no hits "or `/kb help`": commands the workspace does not have (or another app's). They name the command
+    the person typed now."""
+    store = tmp_path / "q"
+    copy_store(bm25_index, store)
+    app = load_search_app(QDRANT_PATH=str(store), SLACK_SIGNING_SECRET=SECRET, SLACK_RESPONSE_HOSTS="127.0.0.1",
+                          SLACK_COMMANDS="/wiki")  # fmt: skip
+    helped = app(slack_event(form("help", hook.url).replace("%2Fkb", "%2Fwiki")))
+    text = json.loads(helped["body"])["text"]
+    assert "`/wiki share <question>`" in text and "/kb" not in text, text
+    body = form("tag:ранбок ротация ключей", f"{hook.url}/w").replace("%2Fkb", "%2Fwiki")
+    assert app(slack_event(body))["statusCode"] == 200
+    said = next_post(hook, 0)["text"]
+    assert said.endswith("меньше фильтров или `/wiki помощь`.") and "/kb" not in said, said

@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from kbsearch.errors import KbSearchError
 from kbsearch.slack_render import clean, cut, escape
-from kbsearch.slack_words import HELP, help_text, language_of, say
+from kbsearch.slack_words import help_text, language_of, say
 
 MAX_SKEW_S = 300
 #: A signature is accepted within ±MAX_SKEW_S of its timestamp, so remembering it this long covers its whole life.
@@ -27,7 +27,7 @@ REPLAY_WINDOW_S = 2 * MAX_SKEW_S
 MAX_FORM_FIELDS = 100
 
 #: The help in English (:data:`kbsearch.slack_words.HELP` has it in each language an answer is said in).
-HELP_TEXT = HELP["en"]
+HELP_TEXT = help_text("en")
 
 
 class SlackAuthError(KbSearchError):
@@ -268,15 +268,16 @@ def _shown(query: str) -> str:
     return clean(query).replace("\n", " ")
 
 
-def ack(intent: Intent) -> dict[str, Any]:
-    """The acknowledgement, in the question's language: the help, a usage error with the help, or "Searching…"."""
+def ack(intent: Intent, command: str = "/kb") -> dict[str, Any]:
+    """The acknowledgement, in the question's language: the help, a usage error with the help, or "Searching…".
+    ``command``: the slash command as the person typed it, which the help names."""
     lang = intent.language
     if intent.kind == "help":
-        return {"response_type": "ephemeral", "text": help_text(lang)}
+        return {"response_type": "ephemeral", "text": help_text(lang, command)}
     if intent.kind == "usage":
         return {
             "response_type": "ephemeral",
-            "text": f"{say(lang, 'sorry_usage', error=intent.error)}\n\n{help_text(lang)}",
+            "text": f"{say(lang, 'sorry_usage', error=intent.error)}\n\n{help_text(lang, command)}",
         }
     # cut before escaping (an entity is never cut in half): 300 characters escape to at most 1,500, within any
     # Slack text block (3,000) whatever the command's text held

@@ -553,6 +553,7 @@ class View:
     filters: Mapping[str, Any] = field(default_factory=dict)
     buttons: bool = True
     language: str = "en"  # kb-search's own words: the question's language (:func:`kbsearch.slack_words.language_of`)
+    command: str = "/kb"  # the slash command the tips name (the app's, ``SLACK_COMMANDS``)
 
     @property
     def top_k(self) -> int:
@@ -597,7 +598,7 @@ def render_answer(answer: SearchResponse, view: View, unheld: Sequence[str] = ()
         said = "".join(f"{mrkdwn_plain(line, 400)} " for line in unheld[:5])
         # searched with the channel's scope: the asker's own /kb may find notes the channel may not read (rev34b)
         unshared = f" {say(lang, 'unshared')}" if view.share else ""
-        text = f"{found}{unshared} {said}{say(lang, 'tips')}"
+        text = f"{found}{unshared} {said}{say(lang, 'tips', command=view.command)}"
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": text}})
         return {"response_type": "ephemeral", "replace_original": False, "text": text, "blocks": blocks}
 

@@ -35,27 +35,27 @@ LANGUAGES = ("en", "ru")
 HELP = {
     "en": (
         "*Search the knowledge base*\n"
-        "• `/kb <question>`: an answer only you see, with buttons to share it, see more, open a note, or say whether "
+        "• `{command} <question>`: an answer only you see, with buttons to share it, see more, open a note, or say whether "
         "it helped\n"
-        "• `/kb share <question>`: post the answer to the channel\n"
+        "• `{command} share <question>`: post the answer to the channel\n"
         "• Filters, anywhere in the question: `tag:runbook` (any of the tags, any case, nested ones too; `tag:a,b` or "
         "repeat it), `type:decision`, `status:active`, `in:ru/ранбуки` (a folder), `after:2026-01-01` (updated since); "
         'quote values with spaces: `in:"en/how to"`\n'
-        "  e.g. `/kb tag:runbook in:en/runbooks restore a snapshot`\n"
-        "• `/kb help`: this message\n"
+        "  e.g. `{command} tag:runbook in:en/runbooks restore a snapshot`\n"
+        "• `{command} help`: this message\n"
         "Tips: a few specific words work best (`qdrant snapshot restore`); Russian and English both work "
         "(the answer is in the question's language)."
     ),
     "ru": (
         "*Поиск по базе знаний*\n"
-        "• `/kb <вопрос>`: ответ видите только вы, с кнопками: поделиться, ещё результаты, открыть заметку, "
+        "• `{command} <вопрос>`: ответ видите только вы, с кнопками: поделиться, ещё результаты, открыть заметку, "
         "оценить ответ\n"
-        "• `/kb share <вопрос>`: опубликовать ответ в канале\n"
+        "• `{command} share <вопрос>`: опубликовать ответ в канале\n"
         "• Фильтры, в любом месте вопроса: `tag:runbook` (любой из тегов, регистр не важен, вложенные тоже; "
         "`tag:a,b` или повторите), `type:decision`, `status:active`, `in:ru/ранбуки` (папка), `after:2026-01-01` "
         '(обновлено после); значение с пробелами в кавычках: `in:"en/how to"`\n'
-        "  например, `/kb tag:runbook in:ru/ранбуки ротация ключей`\n"
-        "• `/kb помощь` (или `/kb help`): это сообщение\n"
+        "  например, `{command} tag:runbook in:ru/ранбуки ротация ключей`\n"
+        "• `{command} помощь` (или `{command} help`): это сообщение\n"
         "Совет: лучше всего работают несколько точных слов (`восстановление снапшота qdrant`); можно спрашивать "
         "по-русски и по-английски (ответ на языке вопроса)."
     ),
@@ -85,7 +85,7 @@ _WORDS: dict[str, dict[str, str]] = {
         "no_hits": "No notes found for “{query}”.",
         "no_hits_page": "No notes found on this page for “{query}”.",
         "unshared": "Nothing was posted to the channel (a shared answer holds only the notes the channel may read).",
-        "tips": "Try fewer or other words, the other language (Russian ↔ English), fewer filters, or `/kb help`.",
+        "tips": "Try fewer or other words, the other language (Russian ↔ English), fewer filters, or `{command} help`.",
         "result": "result {first}",
         "results": "results {first}–{last}",
         "ms": "{n} ms",
@@ -98,7 +98,7 @@ _WORDS: dict[str, dict[str, str]] = {
         "too_long": "This question is too long to carry buttons; ask a shorter one to share it.",
         "notes_one": "{n} note for “{query}”",
         "notes_many": "{n} notes for “{query}”",
-        "stale_button": "This button belongs to an answer kb-search cannot read any more; please run `/kb` again.",
+        "stale_button": "This button belongs to an answer kb-search cannot read any more; please run `{command}` again.",
         "thanks_up": "Thanks! Marked as helpful 👍",
         "thanks_down": "Thanks! Marked as not helpful 👎: it will help improve search.",
         "vote_failed": "Sorry, your feedback could not be recorded right now. Please try again later.",
@@ -133,7 +133,7 @@ _WORDS: dict[str, dict[str, str]] = {
         "no_hits_page": "На этой странице заметок по запросу «{query}» нет.",
         "unshared": "В канал ничего не отправлено (общий ответ содержит только заметки, доступные каналу).",
         "tips": "Попробуйте меньше слов или другие слова, другой язык (русский ↔ английский), меньше фильтров "
-        "или `/kb помощь`.",
+        "или `{command} помощь`.",
         "result": "результат {first}",
         "results": "результаты {first}–{last}",
         "ms": "{n} мс",
@@ -147,7 +147,7 @@ _WORDS: dict[str, dict[str, str]] = {
         "notes_one": "{n} заметка по запросу «{query}»",
         "notes_few": "{n} заметки по запросу «{query}»",
         "notes_many": "{n} заметок по запросу «{query}»",
-        "stale_button": "Эта кнопка от ответа, который kb-search уже не может прочитать; выполните `/kb` ещё раз.",
+        "stale_button": "Эта кнопка от ответа, который kb-search уже не может прочитать; выполните `{command}` ещё раз.",
         "thanks_up": "Спасибо! Отмечено как полезное 👍",
         "thanks_down": "Спасибо! Отмечено как бесполезное 👎: это поможет улучшить поиск.",
         "vote_failed": "Извините, сейчас не удалось сохранить оценку. Попробуйте позже.",
@@ -182,13 +182,15 @@ def language_of(text: str) -> str:
 
 
 def say(language: str, key: str, /, **fields: object) -> str:
-    """kb-search's words for ``key`` in ``language`` (English when the language has none), ``fields`` filled in."""
+    """kb-search's words for ``key`` in ``language`` (English when the language has none), ``fields`` filled in;
+    ``command``, the slash command the words name, is ``/kb`` unless given (the app's own: ``SLACK_COMMANDS``)."""
     words = _WORDS.get(language, _WORDS["en"])
-    return (words.get(key) or _WORDS["en"][key]).format(**fields)
+    return (words.get(key) or _WORDS["en"][key]).format_map({"command": "/kb", **fields})
 
 
-def help_text(language: str) -> str:
-    return HELP.get(language, HELP["en"])
+def help_text(language: str, command: str = "/kb") -> str:
+    """The help in ``language``, naming ``command`` (the one the person typed: ``/wiki`` where the app is so named)."""
+    return HELP.get(language, HELP["en"]).format(command=command)
 
 
 def notes_found(language: str, n: int, query: str) -> str:

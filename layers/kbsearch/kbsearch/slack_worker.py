@@ -135,9 +135,16 @@ def slack_search(
 
 
 def answer_view(settings: Settings, **kwargs: Any) -> View:
-    """How this deployment shows answers: hits per page, links to notes; ``kwargs`` set the rest."""
+    """How this deployment shows answers: hits per page, links to notes, the slash command its tips name (a
+    button's answer: the first of ``SLACK_COMMANDS``); ``kwargs`` set the rest."""
     pattern = url_pattern(settings.kb_note_url_pattern, settings.kb_base_url)
+    kwargs.setdefault("command", _first_command(settings))
     return View(per_page=settings.slack_top_k, url_pattern=pattern, **kwargs)
+
+
+def _first_command(settings: Settings) -> str:
+    """The app's slash command as ``SLACK_COMMANDS`` names it first (``/kb`` by default)."""
+    return next((name.strip() for name in settings.slack_commands.split(",") if name.strip()), "/kb")
 
 
 def handle_job(
@@ -167,11 +174,11 @@ def handle_job(
         return "duplicate"
     intent = parse_text(command.text)
     if intent.kind != "search":
-        payload: dict[str, Any] = ack(intent)
+        payload: dict[str, Any] = ack(intent, command.command.strip())
     else:
         state = AnswerState(intent.query, intent.filters)
         view = answer_view(settings, share=intent.share, asked_by=command.user_id, filters=intent.filters,
-                           language=intent.language)  # fmt: skip
+                           language=intent.language, command=command.command.strip())  # fmt: skip
         who = scope_for or _public_only
         # resolved inside the search's budget, after its secrets are read (the caller mapping comes with them)
         scope = lambda _t: who(command.team_id, command.channel_id, command.user_id, intent.share)  # noqa: E731
@@ -274,7 +281,7 @@ def handle_action(
         logger.warning("button value not understood", extra={"action": interaction.action_id})
         # no question to judge a language by: English
         payload: dict[str, Any] = {"response_type": "ephemeral", "replace_original": False,
-                                   "text": say("en", "stale_button")}  # fmt: skip
+                                   "text": say("en", "stale_button", command=_first_command(settings))}  # fmt: skip
         return _deliver(client, interaction.response_url, payload, deduper, key, deadline)
     share = interaction.action_id == ACTION_SHARE
     lang = language_of(state.query)  # the answer the button is on was said in its question's language
