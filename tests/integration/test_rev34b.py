@@ -72,11 +72,11 @@ def test_a_share_of_nothing_does_not_tell_its_asker_that_their_own_tag_is_held_b
         ping = answer("tag:<!channel> tag:<@U0HR> zzqq")
     assert "Зарплатные грейды" in json.dumps(own, ensure_ascii=False), own  # the asker reads the hr note
     assert shared["response_type"] == "ephemeral", shared
-    assert str(shared["text"]).startswith(
-        "No notes found for “грейды”. Nothing was posted to the channel (a shared answer holds only the notes the "
-        "channel may read). Try"
+    assert str(shared["text"]).startswith(  # a Russian question's answer is in Russian (walk35)
+        "По запросу «грейды» заметок не найдено. В канал ничего не отправлено (общий ответ содержит только заметки, "
+        "доступные каналу). Попробуйте"
     ), shared
-    assert "No note has" not in json.dumps(shared, ensure_ascii=False), shared
+    assert "Ни у одной заметки нет" not in json.dumps(shared, ensure_ascii=False), shared
     said = json.dumps(ping, ensure_ascii=False)
     assert "No note has the tag '&lt;!channel&gt;' (tag:)" in said and "<!channel>" not in said, said
     assert "<@U0HR>" not in said, said

@@ -60,7 +60,7 @@ def test_kbsearch_slack_acts_as_a_user_of_a_channel_a_scope_is_keyed_by(tmp_path
 
         anyone, hr_user = asked("грейды зарплат"), asked("--user", "U0HR", "грейды зарплат")
         channel_share = asked("--team", "T1", "--channel", "C0HR", "share", "грейды зарплат")
-    assert "No notes found" in anyone and "Зарплатные грейды" not in anyone, anyone
+    assert "заметок не найдено" in anyone and "Зарплатные грейды" not in anyone, anyone  # a Russian answer (walk35)
     assert "*1. Зарплатные грейды*" in hr_user, hr_user
     assert "*1. Зарплатные грейды*" in channel_share, channel_share  # /kb share: the channel's scope
     curl = _kbsearch("slack", "--print-curl", "--user", "U0HR", "--channel", "C0HR", "--team", "T1", "x",
@@ -127,8 +127,9 @@ def test_a_slack_answer_with_no_hits_names_the_filter_value_meant(tmp_path: Path
     assert "No notes found for “restore”. No note has the tag 'runbok' (tag:): did you mean 'runbook'? Try" in slip, (
         slip
     )
-    assert "No note has the tag 'hrr' (tag:)" in public and "'hr'" not in public, public
-    assert "No note has the tag 'hrr' (tag:): did you mean 'hr'?" in hr_user, hr_user
+    # a Russian question's answer is in Russian (walk35)
+    assert "Ни у одной заметки нет тега 'hrr' (tag:)" in public and "'hr'" not in public, public
+    assert "Ни у одной заметки нет тега 'hrr' (tag:): может быть, 'hr'?" in hr_user, hr_user
 
 
 @pytest.mark.timeout(4 * PROCESS_TIMEOUT_S)

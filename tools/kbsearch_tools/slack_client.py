@@ -15,6 +15,7 @@ from urllib.parse import urlencode
 
 import httpx
 
+from kbsearch import slack
 from kbsearch.errors import KbSearchError
 from kbsearch.slack import sign
 from kbsearch_tools.fakes import FakeEndpoint
@@ -205,8 +206,9 @@ class LocalSlack:
         if reply.status_code != 200:
             raise self._refused("/slack/command", reply)
         ack = reply.json()
-        if not str(ack.get("text", "")).startswith("Searching for"):
-            return ack, None  # help or usage: no worker
+        intent = slack.parse_text(slack.parse_command(command_form(text, "", "", "", "").encode()).text)
+        if intent.kind != "search" or ack.get("text") != slack.ack(intent)["text"]:
+            return ack, None  # help, usage or an apology (the hand-off failed), in the question's language: no worker
         answer = self._next_post(before)
         self.message_ts = f"{time.time():.6f}"  # the answer is a message of its own now
         return ack, answer

@@ -19,24 +19,15 @@ from urllib.parse import parse_qs, urlsplit
 
 from kbsearch.errors import KbSearchError
 from kbsearch.slack_render import clean, cut, escape
+from kbsearch.slack_words import help_text, language_of, say
 
 MAX_SKEW_S = 300
 #: A signature is accepted within ±MAX_SKEW_S of its timestamp, so remembering it this long covers its whole life.
 REPLAY_WINDOW_S = 2 * MAX_SKEW_S
 MAX_FORM_FIELDS = 100
 
-HELP_TEXT = (
-    "*Search the knowledge base*\n"
-    "• `/kb <question>`: an answer only you see, with buttons to share it, see more, open a note, or say whether "
-    "it helped\n"
-    "• `/kb share <question>`: post the answer to the channel\n"
-    "• Filters, anywhere in the question: `tag:runbook` (any of the tags, any case, nested ones too; `tag:a,b` or repeat it), "
-    "`type:decision`, `status:active`, `in:ru/ранбуки` (a folder), `after:2026-01-01` (updated since); "
-    'quote values with spaces: `in:"en/how to"`\n'
-    "  e.g. `/kb tag:runbook in:en/runbooks restore a snapshot`\n"
-    "• `/kb help`: this message\n"
-    "Tips: a few specific words work best (`qdrant snapshot restore`); Russian and English both work."
-)
+#: The help in English (:data:`kbsearch.slack_words.HELP` has it in each language an answer is said in).
+HELP_TEXT = help_text("en")
 
 
 class SlackAuthError(KbSearchError):
@@ -175,6 +166,7 @@ class Intent:
     share: bool = False
     filters: dict[str, Any] = field(default_factory=dict)  # SearchFilters' fields, JSON-ready
     error: str = ""
+    language: str = "en"  # what kb-search's own words are said in: the question's (:func:`slack_words.language_of`)
 
 
 #: ``key:value`` words of the command and the filter each sets.
@@ -201,15 +193,27 @@ def _filter_problem(filters: dict[str, Any]) -> str:
     return ""
 
 
+def _question_words(text: str) -> str:
+    """The command's text without its filter words (``tag:runbook``, ``in:"en/how to"``): what its language is
+    judged by."""
+    return " ".join(m.group(0) for m in _WORD.finditer(text) if (m.group("key") or "").lower() not in FILTER_KEYS)
+
+
 def parse_text(text: str) -> Intent:
     """``[share] [key:value …] question`` → an intent. Filter words may stand anywhere; an unknown ``word:value``
     is part of the question (``error: timeout`` is a question). A known filter that is empty or malformed is a
-    usage answer, never a search without it."""
+    usage answer, never a search without it. The intent's ``language`` is the question's (its filter words aside):
+    every word kb-search answers with is said in it (``/kb помощь``: the help in Russian)."""
     words = text.split(maxsplit=1)
     if not words or words[0].lower() in ("help", "помощь", "?"):
-        return Intent("help")
+        return Intent("help", language="ru" if words and words[0].lower() == "помощь" else "en")
     share = words[0].lower() == "share"
     rest = (words[1] if len(words) > 1 else "") if share else text
+    lang = language_of(_question_words(rest) or rest)
+
+    def usage(words: str, **fields: object) -> Intent:
+        return Intent("usage", error=say(lang, words, **fields), language=lang)
+
     filters: dict[str, Any] = {}
     query: list[str] = []
     for m in _WORD.finditer(rest):
@@ -220,33 +224,33 @@ def parse_text(text: str) -> Intent:
         name = FILTER_KEYS[key]
         value = next((v for v in (m.group("q1"), m.group("q2"), m.group("bare")) if v is not None), "").strip()
         if not value:
-            return Intent("usage", error=f"`{key}:` needs a value")
+            return usage("needs_value", key=key)
         if name in _LIST_FILTERS:
             items = [v.strip() for v in value.split(",") if v.strip()]
             if not items:
-                return Intent("usage", error=f"`{key}:` needs a value")
+                return usage("needs_value", key=key)
             filters.setdefault(name, []).extend(i for i in items if i not in filters.get(name, []))
         elif name in filters:
-            return Intent("usage", error=f"`{key}:` given twice")
+            return usage("given_twice", key=key)
         elif name == "updated_after":
             if not _DATE.fullmatch(value):
-                return Intent("usage", error=f"`{key}:` takes a date like 2026-01-01, not “{escape(cut(value, 40))}”")
+                return usage("takes_date", key=key, value=escape(cut(value, 40)))
             filters[name] = value
         else:
             filters[name] = value.strip("/")
             if not filters[name]:
-                return Intent("usage", error=f"`{key}:` needs a folder")
+                return usage("needs_folder", key=key)
     problem = _filter_problem(filters) if filters else ""
     if problem:
-        return Intent("usage", error=f"bad filter ({escape(cut(problem, 200))})")
+        return usage("bad_filter", problem=escape(cut(problem, 200)))
     question = " ".join(query).strip()
     if not question:
-        return Intent("help") if not filters else Intent("usage", error="filters need a question to go with them")
+        return Intent("help", language=lang) if not filters else usage("needs_question")
     from kbsearch.schemas import has_something_to_search
 
     if not has_something_to_search(question):  # zero-width characters, punctuation: never a search (nor a share)
-        return Intent("usage", error="the question has no letter or digit: nothing to search for")
-    return Intent("search", question, share=share, filters=filters)
+        return usage("nothing_to_search")
+    return Intent("search", question, share=share, filters=filters, language=lang)
 
 
 def allowed_response_url(url: str, hosts: tuple[str, ...]) -> bool:
@@ -269,18 +273,25 @@ def _shown(query: str) -> str:
     return clean(query).replace("\n", " ")
 
 
-def ack(intent: Intent) -> dict[str, Any]:
+def ack(intent: Intent, command: str = "/kb") -> dict[str, Any]:
+    """The acknowledgement, in the question's language: the help, a usage error with the help, or "Searching…".
+    ``command``: the slash command as the person typed it, which the help names."""
+    lang = intent.language
     if intent.kind == "help":
-        return {"response_type": "ephemeral", "text": HELP_TEXT}
+        return {"response_type": "ephemeral", "text": help_text(lang, command)}
     if intent.kind == "usage":
-        return {"response_type": "ephemeral", "text": f"Sorry: {intent.error}.\n\n{HELP_TEXT}"}
+        return {
+            "response_type": "ephemeral",
+            "text": f"{say(lang, 'sorry_usage', error=intent.error)}\n\n{help_text(lang, command)}",
+        }
     # cut before escaping (an entity is never cut in half): 300 characters escape to at most 1,500, within any
     # Slack text block (3,000) whatever the command's text held
-    return {"response_type": "ephemeral", "text": f"Searching for “{escape(cut(_shown(intent.query), 300))}”…"}
+    return {"response_type": "ephemeral", "text": say(lang, "searching", query=escape(cut(_shown(intent.query), 300)))}
 
 
 def apology(query: str) -> dict[str, Any]:
-    text = f"Sorry, the search for “{escape(cut(_shown(query), 200))}” failed. Please try again in a minute."
+    """The search failed: said in the question's language."""
+    text = say(language_of(query), "apology", query=escape(cut(_shown(query), 200)))
     return {"response_type": "ephemeral", "replace_original": False, "text": text}
 
 

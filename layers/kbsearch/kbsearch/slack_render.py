@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import quote
 
 from kbsearch.schemas import Hit, SearchResponse
+from kbsearch.slack_words import degraded, notes_found, say
 
 # Block Kit's published limits (https://api.slack.com/reference/block-kit).
 MAX_BLOCKS = 50
@@ -37,16 +38,6 @@ ACTION_MORE = "kb_more"
 ACTION_UP = "kb_vote_up"
 ACTION_DOWN = "kb_vote_down"
 ACTION_OPEN = "kb_open"  # a URL button: Slack opens the link and still sends an interaction, which is ignored
-
-# Degraded stages in words (an answer never shows raw scores).
-DEGRADED_WORDS = {
-    "expand": "the question was not rephrased (query expansion unavailable)",
-    "embed": "keyword search only (semantic search unavailable)",
-    "embed_mismatch": "keyword search only (the semantic index does not match the embedding model)",
-    "embed_fallback": "semantic search used the backup provider",
-    "rerank": "results are not reranked (reranker unavailable)",
-    "rerank_fallback": "results were reranked by the backup provider",
-}
 
 _USER_ID = re.compile(r"[UW][A-Z0-9]{2,30}")
 # Control characters (but tab and newline) and the bidirectional embeddings, overrides and isolates, which let
@@ -494,25 +485,22 @@ def _context(*texts: str) -> dict[str, Any]:
     return {"type": "context", "elements": elements}
 
 
-def describe_filters(filters: Mapping[str, Any]) -> str:
-    """The filters in words, mrkdwn-escaped: ``tag runbook · type decision · in ru/ранбуки · after 2026-01-01``."""
+def describe_filters(filters: Mapping[str, Any], language: str = "en") -> str:
+    """The filters in words, mrkdwn-escaped: ``tag runbook · type decision · in ru/ранбуки · after 2026-01-01``
+    (Russian: ``тег runbook · … · в папке ru/ранбуки · после 2026-01-01``)."""
     parts = []
     for key, word in (("tags", "tag"), ("type", "type"), ("status", "status")):
         values = filters.get(key) or []
         if values:
-            parts.append(f"{word} " + ", ".join(code_plain(str(v), 60) for v in values[:10]))
+            parts.append(f"{say(language, word)} " + ", ".join(code_plain(str(v), 60) for v in values[:10]))
     if filters.get("path_prefix"):
-        parts.append(f"in {code_plain(str(filters['path_prefix']), 120)}")
+        parts.append(f"{say(language, 'in')} {code_plain(str(filters['path_prefix']), 120)}")
     if filters.get("updated_after"):
-        parts.append(f"after {mrkdwn_plain(str(filters['updated_after']), 32)}")
+        parts.append(f"{say(language, 'after')} {mrkdwn_plain(str(filters['updated_after']), 32)}")
     return " · ".join(parts)
 
 
-def degraded_words(stages: list[str]) -> str:
-    return "; ".join(DEGRADED_WORDS.get(s, f"{s} unavailable") for s in stages)
-
-
-def _hit_blocks(hit: Hit, pattern: str, snippet_room: int) -> list[dict[str, Any]]:
+def _hit_blocks(hit: Hit, pattern: str, snippet_room: int, language: str = "en") -> list[dict[str, Any]]:
     url = note_url(pattern, hit.path)
     title = mrkdwn_plain(hit.title or hit.path, 200)
     head = f"*{hit.rank}. <{url.replace('&', '&amp;')}|{title.replace('|', '¦')}>*" if url else f"*{hit.rank}. {title}*"
@@ -522,7 +510,7 @@ def _hit_blocks(hit: Hit, pattern: str, snippet_room: int) -> list[dict[str, Any
         "text": {"type": "mrkdwn", "text": head + ("\n" + body if body else "")},
     }
     if url:
-        section["accessory"] = _button("Open", f"{ACTION_OPEN}_{hit.rank}", url=url)
+        section["accessory"] = _button(say(language, "open"), f"{ACTION_OPEN}_{hit.rank}", url=url)
     heading = hit.heading
     if heading.startswith(hit.title + " > "):
         heading = heading[len(hit.title) + 3 :]
@@ -538,7 +526,7 @@ def _hit_blocks(hit: Hit, pattern: str, snippet_room: int) -> list[dict[str, Any
     if hit.tags:
         facts.append(" ".join(code_plain(t, 40) for t in hit.tags[:6]))
     if hit.updated:
-        facts.append(f"updated {mrkdwn_plain(hit.updated, 32)}")
+        facts.append(say(language, "updated", date=mrkdwn_plain(hit.updated, 32)))
     if not url:
         facts.append(code_plain(hit.path, 300))
     return [section, _context(*facts)]
@@ -564,6 +552,8 @@ class View:
     asked_by: str = ""  # a Slack user id; shared answers say "asked by <@U…>"
     filters: Mapping[str, Any] = field(default_factory=dict)
     buttons: bool = True
+    language: str = "en"  # kb-search's own words: the question's language (:func:`kbsearch.slack_words.language_of`)
+    command: str = "/kb"  # the slash command the tips name (the app's, ``SLACK_COMMANDS``)
 
     @property
     def top_k(self) -> int:
@@ -571,17 +561,19 @@ class View:
         return max(1, min(self.max_results, (self.page + 1) * self.per_page + 1))
 
 
-def _took(ms: float) -> str:
+def _took(ms: float, language: str = "en") -> str:
     """How long a search took, for the footer: under a second in milliseconds (a BM25 search of 40 ms was shown
     "0.0 s", which reads as no time measured), else seconds with one decimal."""
-    return f"{ms:.0f} ms" if ms < 999.5 else f"{ms / 1000:.1f} s"
+    return say(language, "ms", n=f"{ms:.0f}") if ms < 999.5 else say(language, "s", n=f"{ms / 1000:.1f}")
 
 
 def render_answer(answer: SearchResponse, view: View, unheld: Sequence[str] = ()) -> dict[str, Any]:
     """Block Kit for ``response_url``: a header, a section and a context per hit (title as a link or bold, the
     snippet in mrkdwn, an Open button; heading path, type, tags, path), a footer in words, and the buttons
     (private answers): Share in channel, More results, 👍, 👎. Within every limit of Block Kit for any note.
-    ``unheld``: with no hits, each filter value no note holds, as a sentence, said before the tips."""
+    ``unheld``: with no hits, each filter value no note holds, as a sentence, said before the tips. kb-search's own
+    words are said in ``view.language``; the notes' titles, snippets, tags and paths as they are."""
+    lang = view.language
     response_type = "in_channel" if view.share else "ephemeral"
     start = view.page * view.per_page
     hits = answer.results[start : start + view.per_page]
@@ -594,21 +586,19 @@ def render_answer(answer: SearchResponse, view: View, unheld: Sequence[str] = ()
     ]
     intro = []
     if view.share and hits and _USER_ID.fullmatch(view.asked_by):  # no hits: told to the asker alone
-        intro.append(f"asked by <@{view.asked_by}>")
+        intro.append(say(lang, "asked_by", user=f"<@{view.asked_by}>"))
     if view.filters:
-        intro.append("filters: " + describe_filters(view.filters))
+        intro.append(say(lang, "filters", filters=describe_filters(view.filters, lang)))
     if intro:
         blocks.append(_context(*intro))
     if not hits:
         # a share of nothing is told to the asker alone: it posted "No notes found ... Try fewer or other words" (tips
         # for the asker) to the whole channel (walk34)
-        where = " on this page" if view.page else ""
+        found = say(lang, "no_hits_page" if view.page else "no_hits", query=mrkdwn_plain(answer.query, 200))
         said = "".join(f"{mrkdwn_plain(line, 400)} " for line in unheld[:5])
         # searched with the channel's scope: the asker's own /kb may find notes the channel may not read (rev34b)
-        unshared = (" Nothing was posted to the channel (a shared answer holds only the notes the channel may read)."
-                    if view.share else "")  # fmt: skip
-        text = (f"No notes found{where} for “{mrkdwn_plain(answer.query, 200)}”.{unshared} {said}Try fewer or other "
-                "words, the other language (Russian ↔ English), fewer filters, or `/kb help`.")  # fmt: skip
+        unshared = f" {say(lang, 'unshared')}" if view.share else ""
+        text = f"{found}{unshared} {said}{say(lang, 'tips', command=view.command)}"
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": text}})
         return {"response_type": "ephemeral", "replace_original": False, "text": text, "blocks": blocks}
 
@@ -619,7 +609,7 @@ def render_answer(answer: SearchResponse, view: View, unheld: Sequence[str] = ()
     for hit in hits:
         if len(blocks) + 2 > MAX_BLOCKS - 3:
             break
-        hit_blocks = _hit_blocks(hit, view.url_pattern, per_hit)
+        hit_blocks = _hit_blocks(hit, view.url_pattern, per_hit, lang)
         if _text_size(blocks) + _text_size(hit_blocks) > MAX_MESSAGE_CHARS - footer_room:
             break
         blocks.extend(hit_blocks)
@@ -628,10 +618,10 @@ def render_answer(answer: SearchResponse, view: View, unheld: Sequence[str] = ()
     blocks.pop()  # the last divider
 
     first, last = start + 1, start + len(shown)
-    footer = [f"{f'result {first}' if first == last else f'results {first}–{last}'} · "
-              f"{_took(answer.meta.timings_ms.get('total', 0.0))}"]  # fmt: skip
+    counted = say(lang, "result", first=first) if first == last else say(lang, "results", first=first, last=last)
+    footer = [f"{counted} · {_took(answer.meta.timings_ms.get('total', 0.0), lang)}"]
     if answer.meta.degraded:
-        footer.append("⚠️ " + escape(degraded_words(answer.meta.degraded)))
+        footer.append("⚠️ " + escape(degraded(lang, answer.meta.degraded)))
     blocks.append(_context(*footer))
 
     state = AnswerState(answer.query, dict(view.filters), view.page, tuple(h.path for h in shown))
@@ -640,13 +630,16 @@ def render_answer(answer: SearchResponse, view: View, unheld: Sequence[str] = ()
         if len(voted) > MAX_BUTTON_VALUE:
             voted = plain  # the hits are found again when the vote arrives
         if len(plain) <= MAX_BUTTON_VALUE:
-            elements = [_button("Share in channel", ACTION_SHARE, plain, style="primary")]
+            elements = [_button(say(lang, "share"), ACTION_SHARE, plain, style="primary")]
             if len(answer.results) > start + view.per_page:  # the search asks for one more than it shows
                 more = AnswerState(answer.query, dict(view.filters), view.page + 1).encode()
-                elements.append(_button("More results", ACTION_MORE, more))
-            elements += [_button("👍 Helpful", ACTION_UP, voted), _button("👎 Not helpful", ACTION_DOWN, voted)]
+                elements.append(_button(say(lang, "more"), ACTION_MORE, more))
+            elements += [
+                _button(say(lang, "helpful"), ACTION_UP, voted),
+                _button(say(lang, "not_helpful"), ACTION_DOWN, voted),
+            ]
             blocks.append({"type": "actions", "block_id": "kb_answer", "elements": elements})
         else:
-            blocks.append(_context("This question is too long to carry buttons; ask a shorter one to share it."))
-    fallback = f"{len(shown)} note{'' if len(shown) == 1 else 's'} for “{mrkdwn_plain(answer.query, 200)}”"
+            blocks.append(_context(say(lang, "too_long")))
+    fallback = notes_found(lang, len(shown), mrkdwn_plain(answer.query, 200))
     return {"response_type": response_type, "replace_original": False, "text": fallback, "blocks": blocks}

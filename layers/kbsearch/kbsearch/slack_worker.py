@@ -23,6 +23,7 @@ from kbsearch.providers.resilience import Deadline, Outbound, ProviderError, Ret
 from kbsearch.schemas import MAX_QUERY_CHARS, SearchFilters, SearchRequest, SearchResponse
 from kbsearch.slack import Interaction, SlashCommand, ack, allowed_response_url, apology, parse_text
 from kbsearch.slack_render import ACTION_MORE, ACTION_SHARE, ACTION_UP, AnswerState, View, render_answer, url_pattern
+from kbsearch.slack_words import language_of, say, unheld_sentence
 
 if TYPE_CHECKING:
     from kbsearch.search import SearchService
@@ -134,9 +135,16 @@ def slack_search(
 
 
 def answer_view(settings: Settings, **kwargs: Any) -> View:
-    """How this deployment shows answers: hits per page, links to notes; ``kwargs`` set the rest."""
+    """How this deployment shows answers: hits per page, links to notes, the slash command its tips name (a
+    button's answer: the first of ``SLACK_COMMANDS``); ``kwargs`` set the rest."""
     pattern = url_pattern(settings.kb_note_url_pattern, settings.kb_base_url)
+    kwargs.setdefault("command", _first_command(settings))
     return View(per_page=settings.slack_top_k, url_pattern=pattern, **kwargs)
+
+
+def _first_command(settings: Settings) -> str:
+    """The app's slash command as ``SLACK_COMMANDS`` names it first (``/kb`` by default)."""
+    return next((name.strip() for name in settings.slack_commands.split(",") if name.strip()), "/kb")
 
 
 def handle_job(
@@ -166,10 +174,11 @@ def handle_job(
         return "duplicate"
     intent = parse_text(command.text)
     if intent.kind != "search":
-        payload: dict[str, Any] = ack(intent)
+        payload: dict[str, Any] = ack(intent, command.command.strip())
     else:
         state = AnswerState(intent.query, intent.filters)
-        view = answer_view(settings, share=intent.share, asked_by=command.user_id, filters=intent.filters)
+        view = answer_view(settings, share=intent.share, asked_by=command.user_id, filters=intent.filters,
+                           language=intent.language, command=command.command.strip())  # fmt: skip
         who = scope_for or _public_only
         # resolved inside the search's budget, after its secrets are read (the caller mapping comes with them)
         scope = lambda _t: who(command.team_id, command.channel_id, command.user_id, intent.share)  # noqa: E731
@@ -215,7 +224,7 @@ def _unheld(
     scope: Scope | Callable[[float], Scope],
 ) -> list[str]:
     """For an answer with no hits: each filter value no note the caller may read holds (``tag:runbok``), with the
-    one meant; it was "No notes found" and "fewer filters" alone (walk34). Within the caller's scope (the
+    one meant, in the answer's language; it was "No notes found" and "fewer filters" alone (walk34). Within the caller's scope (the
     channel's for a share), so a value only notes it may not read hold is never named; nothing past page one. Not
     for a share: it searched with the channel's scope, so it told an `hr` user, whose own `/kb tag:hr` had just shown
     an `hr` note, "No note has the tag 'hr' (tag:)" (rev34b); the share's answer says what a share holds instead."""
@@ -226,11 +235,11 @@ def _unheld(
     try:
         caller = scope(max(0.05, deadline.remaining())) if callable(scope) else scope
         filters = SearchFilters.model_validate(state.filters)
-        unheld = BrowseService.over_index(service()).unheld_filters(filters, caller, deadline)
+        unheld_ = BrowseService.over_index(service()).unheld_filters(filters, caller, deadline)
     except Exception:  # a hint is never worth the answer
         logger.exception("the unheld filters of a Slack answer could not be read")
         return []
-    return [filter_.said(_FILTER_WORDS[filter_.what], sentence=True) for filter_ in unheld]
+    return [unheld_sentence(view.language, filter_, _FILTER_WORDS[filter_.what]) for filter_ in unheld_]
 
 
 def _deliver(
@@ -270,18 +279,20 @@ def handle_action(
         state = AnswerState.decode(interaction.value)
     except ValueError:
         logger.warning("button value not understood", extra={"action": interaction.action_id})
+        # no question to judge a language by: English
         payload: dict[str, Any] = {"response_type": "ephemeral", "replace_original": False,
-                                   "text": "This button belongs to an answer kb-search cannot read any more; "
-                                           "please run `/kb` again."}  # fmt: skip
+                                   "text": say("en", "stale_button", command=_first_command(settings))}  # fmt: skip
         return _deliver(client, interaction.response_url, payload, deduper, key, deadline)
     share = interaction.action_id == ACTION_SHARE
+    lang = language_of(state.query)  # the answer the button is on was said in its question's language
     who = scope_for or _public_only
     scope = lambda _t: who(interaction.team_id, interaction.channel_id, interaction.user_id, share)  # noqa: E731
     if share:
-        view = answer_view(settings, share=True, asked_by=interaction.user_id, page=state.page, filters=state.filters)
+        view = answer_view(settings, share=True, asked_by=interaction.user_id, page=state.page, filters=state.filters,
+                           language=lang)  # fmt: skip
         payload = _answer(service, state, view, deadline, scope)
     elif interaction.action_id == ACTION_MORE:
-        view = answer_view(settings, page=state.page, filters=state.filters)
+        view = answer_view(settings, page=state.page, filters=state.filters, language=lang)
         payload = _answer(service, state, view, deadline, scope)
         payload["replace_original"] = payload.get("response_type") == "ephemeral" and "blocks" in payload
     else:
@@ -312,12 +323,8 @@ def _vote(
         store.put(record)
     except Exception:
         logger.exception("the vote could not be stored")
-        text = "Sorry, your feedback could not be recorded right now. Please try again later."
+        text = say(language_of(state.query), "vote_failed")
     else:
         logger.info("vote stored", extra={"vote": vote, "hits": len(paths)})
-        text = (
-            "Thanks! Marked as helpful 👍"
-            if vote == "up"
-            else "Thanks! Marked as not helpful 👎: it will help improve search."
-        )
+        text = say(language_of(state.query), "thanks_up" if vote == "up" else "thanks_down")
     return {"response_type": "ephemeral", "replace_original": False, "text": text}

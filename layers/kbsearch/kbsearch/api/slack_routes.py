@@ -144,7 +144,7 @@ def slack_router(container: Container) -> Router:
             except Exception:
                 logger.exception("Slack hand-off failed")
                 return Response(200, content_types.APPLICATION_JSON, slack.apology(intent.query))
-        return Response(200, content_types.APPLICATION_JSON, slack.ack(intent))
+        return Response(200, content_types.APPLICATION_JSON, slack.ack(intent, command.command.strip()))
 
     @router.post("/slack/interactive", include_in_schema=False)
     def slack_interactive() -> Response[Any]:
