@@ -21,6 +21,8 @@ undecided between the languages, and damp the rest as before:
   ``cross_language``, still tips dense's close calls: "Creating Gradient Fills");
 - ``closecall-sure``: ``closecall`` but BM25's own-language first keeps its damped match where BM25 is sure of it
   alone (``sure``'s test, read on the undamped values, wherever dense ranks it);
+- ``closecall-plain``, ``closecall-sure-plain``: those two for a query with no identifier and no menu path only (a
+  code reads the same in both languages: its match is no word of the query's language, session 34's ``_bridged``);
 - ``none``: no note damped where dense's first is of the other language (the ceiling any exemption can reach; the
   divided-leg case, dense's first in the query's language, damps as before).
 
@@ -48,7 +50,8 @@ _LOOP = """    for note, n in notes.items():
 """
 _LOOP_KEPT = """    kept = _undecided(notes, language, languages, p, MODE) if theirs != language else set()  # variant
     silent = MODE.startswith("closecall") and theirs != language and _most_other(asked, language)  # variant
-    if silent and MODE == "closecall-sure":  # variant: BM25's own-language first, sure of it alone, stays damped
+    silent = silent and (plain or not MODE.endswith("-plain"))  # variant
+    if silent and MODE.startswith("closecall-sure"):  # variant: BM25's own-language first, sure of it alone, stays damped
         kept = _undecided(notes, language, languages, p, "sure-anywhere")
     for note, n in notes.items():
         its = n.lexical_chunk
@@ -61,6 +64,12 @@ _LOOP_KEPT = """    kept = _undecided(notes, language, languages, p, MODE) if th
             if divided and note in agree:
 """
 _ACROSS = "\ndef _across("
+_SIGNATURE = "named: tuple[str, ...], p: FusionParams) -> tuple[bool, bool]:  # fmt: skip"
+_SIGNATURE_PLAIN = "named: tuple[str, ...], p: FusionParams, plain: bool = True) -> tuple[bool, bool]:  # fmt: skip"
+_CALL = "_across(notes, asked[0], language, languages, agree, named, p)"
+_CALL_PLAIN = (
+    "_across(notes, asked[0], language, languages, agree, named, p, not evidence.identifiers and not evidence.ui_path)"
+)
 _UNDECIDED = '''
 def _undecided(notes: dict[str, _Note], language: str, languages: dict[str, str | None], p: FusionParams,
                mode: str) -> set[str]:  # fmt: skip
@@ -106,8 +115,20 @@ TREES = {
     m: [
         ("fusion.py", _LOOP, _LOOP_KEPT.replace("MODE", repr(m))),
         ("fusion.py", _ACROSS, _UNDECIDED + _MOST_OTHER + _ACROSS),
+        ("fusion.py", _SIGNATURE, _SIGNATURE_PLAIN),
+        ("fusion.py", _CALL, _CALL_PLAIN),
     ]
-    for m in ("close", "sure", "sure90", "dense2", "none", "closecall", "closecall-sure")
+    for m in (
+        "close",
+        "sure",
+        "sure90",
+        "dense2",
+        "none",
+        "closecall",
+        "closecall-sure",
+        "closecall-plain",
+        "closecall-sure-plain",
+    )
 }
 
 
