@@ -77,7 +77,7 @@ def _undecided(notes: dict[str, _Note], language: str, languages: dict[str, str 
     own = sorted(((n.lexical, note) for note, n in notes.items()
                   if n.lexical_chunk is not None and n.lexical_chunk is not n.translated_chunk
                   and _note_language(n.lexical_chunk.payload, languages) == language), key=lambda t: (-t[0], t[1]))
-    if not own or mode == "closecall":
+    if not own or mode in ("closecall", "closecall-plain"):
         return set()
     if mode == "sure-anywhere":
         value, first = own[0]

@@ -23,7 +23,11 @@ has anyway:
   agreement names (it holds every rare term of the query) keeps its match; a note whose title is the query (word
   for word as BM25 reads them, unstemmed, :func:`kbsearch.lexical.words`) keeps it always: the query names it (a KB
   written in both languages, a page's own title asked in its language while dense puts a page of the other first;
-  EVAL.md, session 33, fus33c). Where ``_across`` damps nothing and nothing is pinned, a label that names no note of
+  EVAL.md, session 33, fus33c). Where a query naming no code or menu path is asked across languages outright (dense's
+  first note and most of its notes in the other language), a note of the query's language among dense's close calls
+  counts no BM25 match at all, unless BM25 is sure of it alone or the query names it by its title: damped, the match
+  would still decide between dense's close calls (an English title over a Russian half; session 35, fus35c).
+  Where ``_across`` damps nothing and nothing is pinned, a label that names no note of
   its language (no such note titled by it or having it as an alias), whose BM25 matches are many notes alike, while
   dense has a note of the other language near its top in a KB of both, has its own-language BM25 matches counted so
   too (:func:`_unnamed`: a page's title asked in the language the page is not written in; its matches are notes
