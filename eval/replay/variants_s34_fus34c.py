@@ -124,15 +124,18 @@ TREES |= {
 }
 
 
-def main(argv: list[str]) -> int:
+def write_trees(trees: dict[str, list[tuple[str, str, str]]], argv: list[str], usage: str | None) -> int:
+    """``OUT [--base TREE] [NAME...]``: each variant of ``trees`` (or those named) as a copy of TREE's (default this
+    tree's) ``layers/kbsearch`` under ``OUT/NAME/``, with its edits ``(module, old, new)`` made (``old`` must occur
+    once). Shared by the session variants files that edit the fusion before its scoring loop."""
     package = PACKAGE
     if len(argv) > 2 and argv[1] == "--base":  # the tree the variants edit: main before this session's rule
         package, argv = Path(argv[2]) / "layers" / "kbsearch", [argv[0], *argv[3:]]
-    if not argv or any(name not in TREES for name in argv[1:]):
-        print(__doc__, file=sys.stderr)
+    if not argv or any(name not in trees for name in argv[1:]):
+        print(usage, file=sys.stderr)
         return 2
     out = Path(argv[0])
-    for name, edits in TREES.items():
+    for name, edits in trees.items():
         if argv[1:] and name not in argv[1:]:
             continue
         tree = out / name / "layers" / "kbsearch"
@@ -143,10 +146,14 @@ def main(argv: list[str]) -> int:
             path = tree / "kbsearch" / module
             text = path.read_text(encoding="utf-8")
             if text.count(old) != 1:
-                raise SystemExit(f"{module} changed: variant {name} no longer applies (update {__file__})")
+                raise SystemExit(f"{module} changed: variant {name} no longer applies (update its variants file)")
             path.write_text(text.replace(old, new), encoding="utf-8")
         print(f"{name}: {tree}")
     return 0
+
+
+def main(argv: list[str]) -> int:
+    return write_trees(TREES, argv, __doc__)
 
 
 if __name__ == "__main__":

@@ -722,6 +722,36 @@ def test_a_question_dense_answers_across_languages_is_not_taken_by_bm25_in_the_f
     assert paths(translated_first)[0] == noise[5]
 
 
+@pytest.mark.parametrize(("query", "sure", "first"), [
+    ("creating gradient fills", False, "ru/gradient.md"),  # a plain title: the damped close call decides nothing
+    ("creating gradient fills", True, "ru/background.md"),  # BM25 sure of it alone: its damped match stands
+    ("creating gradient fills GradientStyle", False, "ru/background.md"),  # a code reads the same in both languages
+])  # fmt: skip
+def test_a_damped_match_does_not_decide_between_dense_s_close_calls_across_languages(
+    query: str, sure: bool, first: str
+) -> None:
+    """An English title over LibreOffice Help's Russian half (e5, "Creating Gradient Fills"): dense ranks the Russian
+    answer first and a note recorded English (a page of mostly English UI labels) a close second; most of dense's
+    notes are Russian. ``_across`` damps the English note's BM25 match (x ``cross_language``), but dense's close calls
+    count at ``close_weight``, so even the damped match put it first. Among dense's close calls a match of the
+    query's language counts nothing there; BM25's first note of the query's language keeps its damped match where
+    BM25 is sure of it alone (no other note of that language near it), and a query naming a code is left as it was
+    (EVAL.md, session 35, fus35c)."""
+    evidence = analyse(query)
+    assert evidence.language == "en" and bool(evidence.identifiers) == ("GradientStyle" in query)
+    answer, english = "ru/gradient.md", "ru/background.md"
+    noise = [f"ru/шум{i:02d}.md" for i in range(30)]
+    dense = (Leg("dense", 0), [chunk(answer, 0.88, "ru"), chunk(english, 0.875, "en")]
+             + [chunk(p, 0.80 - i * 0.005, "ru") for i, p in enumerate(noise)])  # fmt: skip
+    bm25 = [chunk(english, 9.0, "en"), chunk(noise[0], 2.0, "ru")]
+    if not sure:  # another English-recorded note near it, which dense does not put near its top
+        bm25.insert(1, chunk("ru/lines.md", 8.5, "en"))
+    common = tuple(f"c{i:02d}.md" for i in range(PROBE_DEPTH))  # every term common: no exact match, no agreement
+    held = probes(query, {t: 3.0 for t in tokenize(query)}, common)
+    fused = fuse([dense, (Leg("lexical", 0, "en"), bm25), *held], evidence, 10)
+    assert paths(fused)[0] == first and not any(c.exact for c in fused)
+
+
 def test_a_known_item_in_a_kb_of_its_language_keeps_its_bm25_match_when_dense_puts_a_page_of_another_first() -> None:
     """A Russian KB with a few pages left in English (recorded ``lang: en``): dense ranks one of them first for a
     Russian known item ("Пропорциональный сдвиг затрагивают", LibreOffice Help's swriter-tablemode, USE) and misses

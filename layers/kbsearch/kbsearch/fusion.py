@@ -23,7 +23,11 @@ has anyway:
   agreement names (it holds every rare term of the query) keeps its match; a note whose title is the query (word
   for word as BM25 reads them, unstemmed, :func:`kbsearch.lexical.words`) keeps it always: the query names it (a KB
   written in both languages, a page's own title asked in its language while dense puts a page of the other first;
-  EVAL.md, session 33, fus33c). Where ``_across`` damps nothing and nothing is pinned, a label that names no note of
+  EVAL.md, session 33, fus33c). Where a query naming no code or menu path is asked across languages outright (dense's
+  first note and most of its notes in the other language), a note of the query's language among dense's close calls
+  counts no BM25 match at all, unless BM25 is sure of it alone or the query names it by its title: damped, the match
+  would still decide between dense's close calls (an English title over a Russian half; session 35, fus35c).
+  Where ``_across`` damps nothing and nothing is pinned, a label that names no note of
   its language (no such note titled by it or having it as an alias), whose BM25 matches are many notes alike, while
   dense has a note of the other language near its top in a KB of both, has its own-language BM25 matches counted so
   too (:func:`_unnamed`: a page's title asked in the language the page is not written in; its matches are notes
@@ -626,7 +630,8 @@ def _names(payload: dict[str, Any], named: tuple[str, ...], *, aliases: bool = T
 
 
 def _across(notes: dict[str, _Note], asked: list[ScoredChunk], language: str, languages: dict[str, str | None],
-            agree: dict[str, float], named: tuple[str, ...], p: FusionParams) -> tuple[bool, bool]:  # fmt: skip
+            agree: dict[str, float], named: tuple[str, ...], p: FusionParams,
+            plain: bool = False) -> tuple[bool, bool]:  # fmt: skip
     """A question across languages in a KB of both: when the first note of the query's own dense leg (``asked``: its
     chunks; not a translation's leg, whose first note is in the translation's language by design) is in another
     language than the query, the query's own BM25 matches in notes of the query's language count as a match in
@@ -652,13 +657,24 @@ def _across(notes: dict[str, _Note], asked: list[ScoredChunk], language: str, la
     untranslated ("Pivot Chart" over LibreOffice Help's Russian half) is the answer by its title (EVAL.md, session
     33, fus33c: 29 searches better, none worse).
 
+    Where the query is plain (``plain``: no identifier, no menu path) and asked across languages outright (dense's
+    first note and most of its notes in another language), a note of the query's language among dense's close calls
+    (its dense value at least ``p.close``) counts no BM25 match at all: damped, its match would still decide between
+    dense's close calls, which count at ``close_weight``, and it is the few notes of the query's language sharing
+    its words ("Creating Gradient Fills" over LibreOffice Help's Russian half, e5: an English-recorded page tipped
+    over dense's right first). BM25's first note of the query's language keeps its damped match where BM25 is sure
+    of it alone (its value at least ``p.lead_value``, ahead of the next such note by ``p.stray_margin`` of it, as
+    :func:`stray_lead` reads BM25), as does a note the query names by its title. A code reads the same in both
+    languages: a query naming one is left as it was (EVAL.md, session 35, fus35c: 32 searches better, 5 worse).
+
     Returns whether the first note is in another language than the query (the query is asked across languages),
     and whether it damped the query's own-language matches."""
     first = max(asked, key=_SCORE)
     theirs = _note_language(first.payload, languages)
     if theirs is None:
         return False, False
-    if theirs != language and not agree:
+    silent = False  # the query's own-language close calls count no BM25 match (plain, asked across outright)
+    if theirs != language and not agree and not plain:
         divided = False  # nothing to spare: the leg's languages do not matter
     else:
         recorded: dict[Any, Any] = {}  # the leg's notes (each once) and the language each records
@@ -670,13 +686,26 @@ def _across(notes: dict[str, _Note], asked: list[ScoredChunk], language: str, la
         if theirs == language and other <= same:
             return False, False
         divided = other > same if theirs == language else same > other  # first note in one language, most in the other
-    for note, n in notes.items():
+        silent = plain and theirs != language and other > same
+    own = [(n.lexical, note) for note, n in notes.items()
+           if (its := n.lexical_chunk) is not None and its is not n.translated_chunk
+           and _note_language(its.payload, languages) == language]  # fmt: skip
+    sure = None  # BM25's first note of the query's language, where BM25 is sure of it alone
+    if silent and own:
+        own.sort(key=lambda row: (-row[0], row[1]))  # by value, ties by path
+        value, second = own[0][0], own[1][0] if len(own) > 1 else 0.0
+        if value >= p.lead_value and value - second >= p.stray_margin * value:
+            sure = own[0][1]
+    for _, note in own:
+        n = notes[note]
         its = n.lexical_chunk
-        if its is not None and its is not n.translated_chunk and _note_language(its.payload, languages) == language:
-            if divided and note in agree:
-                continue
-            if _names(its.payload, named, aliases=False):
-                continue  # the query names this note: its title
+        if its is None or (divided and note in agree):
+            continue
+        if _names(its.payload, named, aliases=False):
+            continue  # the query names this note: its title
+        if silent and note != sure and n.dense >= p.close:
+            n.lexical = 0.0  # a close call of dense's: its damped match would still decide between them
+        else:
             n.lexical *= p.cross_language
     return theirs != language, True
 
@@ -1033,8 +1062,9 @@ def fuse(
     undamped = notes[whole].lexical if whole is not None else 0.0
     language = evidence.language
     named = words(evidence.text)
+    plain = not evidence.identifiers and not evidence.ui_path
     across, damped = (
-        _across(notes, asked[0], language, languages, agree, named, p)
+        _across(notes, asked[0], language, languages, agree, named, p, plain)
         if language is not None and asked
         else (False, False)
     )
