@@ -1694,3 +1694,25 @@ def test_a_russian_question_bridges_to_an_english_note_by_a_code_only(query: str
     fused = fuse([dense, bm25, *_probed(evidence, {**codes, **common})], evidence, 10)
     assert (paths(fused)[0] == holder and fused[0].exact) is bridges, paths(fused)
     assert any(c.exact for c in fused) is bridges
+
+
+def test_a_close_call_s_silence_does_not_lift_an_exact_match_past_the_question_gate() -> None:
+    """fus35c silences, across languages, the query's own-language notes among dense's close calls. Applied before
+    the pin gates, the silence lifted a note holding the query's words into BM25's first two (its rivals counted
+    nothing), where the question gate (:func:`_about`) let its pin stand though no leg put it near its top: e5's
+    "Hardening the system" over Debian's Russian half pinned *maint-defaultrules* second. The gates read the notes as
+    the damping left them; the silence comes after (the lead, session 35)."""
+    query = "hardening the system"
+    evidence = analyse(query)
+    assert evidence.language == "en" and not evidence.identifiers and is_lookup(evidence, FusionParams())
+    answer, rivals, wrong = "ru/hardening.md", ("ru/rival1.md", "ru/rival2.md"), "ru/defaultrules.md"
+    noise = [f"ru/шум{i:02d}.md" for i in range(30)]
+    ranked = [chunk(answer, 0.88, "ru"), chunk(rivals[0], 0.875, "en"), chunk(rivals[1], 0.872, "en")]
+    ranked += [chunk(p, 0.80 - i * 0.005, "ru") for i, p in enumerate(noise)]
+    ranked.insert(12, chunk(wrong, 0.74, "en"))  # far from dense's top
+    bm25 = [chunk(rivals[0], 9.0, "en"), chunk(rivals[1], 8.8, "en"), chunk(wrong, 8.0, "en"), chunk(noise[0], 1.0)]
+    held = probes(query, {t: 6.0 for t in tokenize(query)}, (wrong,))  # only it holds every (rare) term
+    reasons: dict[str, str] = {}
+    fused = fuse([(Leg("dense", 0), ranked), (Leg("lexical", 0, "en"), bm25), *held], evidence, 10, reasons=reasons)
+    assert paths(fused)[0] == answer and not any(c.exact for c in fused), (paths(fused)[:4], reasons)
+    assert reasons.get(wrong) == "away", reasons

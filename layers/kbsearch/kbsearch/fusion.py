@@ -631,7 +631,7 @@ def _names(payload: dict[str, Any], named: tuple[str, ...], *, aliases: bool = T
 
 def _across(notes: dict[str, _Note], asked: list[ScoredChunk], language: str, languages: dict[str, str | None],
             agree: dict[str, float], named: tuple[str, ...], p: FusionParams,
-            plain: bool = False) -> tuple[bool, bool]:  # fmt: skip
+            plain: bool = False) -> tuple[bool, bool, set[str]]:  # fmt: skip
     """A question across languages in a KB of both: when the first note of the query's own dense leg (``asked``: its
     chunks; not a translation's leg, whose first note is in the translation's language by design) is in another
     language than the query, the query's own BM25 matches in notes of the query's language count as a match in
@@ -667,12 +667,16 @@ def _across(notes: dict[str, _Note], asked: list[ScoredChunk], language: str, la
     :func:`stray_lead` reads BM25), as does a note the query names by its title. A code reads the same in both
     languages: a query naming one is left as it was (EVAL.md, session 35, fus35c: 32 searches better, 5 worse).
 
+    The close calls' silence is returned, not applied: the pin gates (:func:`standing_pins`) read the notes as the
+    damping left them, and :func:`fuse` silences them after (rev: a silenced rival lifted a wrong exact match into
+    BM25's first two, where the question gate let it stand).
+
     Returns whether the first note is in another language than the query (the query is asked across languages),
-    and whether it damped the query's own-language matches."""
+    whether it damped the query's own-language matches, and the notes to silence once the pins are decided."""
     first = max(asked, key=_SCORE)
     theirs = _note_language(first.payload, languages)
     if theirs is None:
-        return False, False
+        return False, False, set()
     silent = False  # the query's own-language close calls count no BM25 match (plain, asked across outright)
     if theirs != language and not agree and not plain:
         divided = False  # nothing to spare: the leg's languages do not matter
@@ -684,13 +688,14 @@ def _across(notes: dict[str, _Note], asked: list[ScoredChunk], language: str, la
         same = sum(1 for lang in recorded.values() if lang == language)
         other = sum(1 for lang in recorded.values() if lang is not None and lang != language)
         if theirs == language and other <= same:
-            return False, False
+            return False, False, set()
         divided = other > same if theirs == language else same > other  # first note in one language, most in the other
         silent = plain and theirs != language and other > same
     own = [(n.lexical, note) for note, n in notes.items()
            if (its := n.lexical_chunk) is not None and its is not n.translated_chunk
            and _note_language(its.payload, languages) == language]  # fmt: skip
     sure = None  # BM25's first note of the query's language, where BM25 is sure of it alone
+    silenced: set[str] = set()
     if silent and own:
         own.sort(key=lambda row: (-row[0], row[1]))  # by value, ties by path
         value, second = own[0][0], own[1][0] if len(own) > 1 else 0.0
@@ -703,11 +708,10 @@ def _across(notes: dict[str, _Note], asked: list[ScoredChunk], language: str, la
             continue
         if _names(its.payload, named, aliases=False):
             continue  # the query names this note: its title
+        n.lexical *= p.cross_language
         if silent and note != sure and n.dense >= p.close:
-            n.lexical = 0.0  # a close call of dense's: its damped match would still decide between them
-        else:
-            n.lexical *= p.cross_language
-    return theirs != language, True
+            silenced.add(note)  # a close call of dense's: its damped match would still decide between them
+    return theirs != language, True, silenced
 
 
 def _unnamed(notes: dict[str, _Note], asked: list[ScoredChunk], evidence: QueryEvidence, named: tuple[str, ...],
@@ -1063,16 +1067,18 @@ def fuse(
     language = evidence.language
     named = words(evidence.text)
     plain = not evidence.identifiers and not evidence.ui_path
-    across, damped = (
+    across, damped, silenced = (
         _across(notes, asked[0], language, languages, agree, named, p, plain)
         if language is not None and asked
-        else (False, False)
+        else (False, False, set())
     )
     pins = standing_pins(notes, evidence, exact, by_probes, whole, undamped, answered, across, damped, asked,
                          languages, named, p)  # fmt: skip
     pinned = pins.pinned
     if reasons is not None:
         reasons.update(pins.reasons)
+    for note in silenced - pinned:  # ``_across``'s close calls, once the pins are decided
+        notes[note].lexical = 0.0
     if pins.unnamed:
         # a label naming no note of its language, its BM25 matches many alike, the other language near dense's top
         for n in notes.values():
