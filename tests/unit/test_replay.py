@@ -433,3 +433,18 @@ def test_a_capture_whose_queries_are_not_the_committed_set_is_refused_unless_all
     allowed = _replay(capture, "--no-texts")
     assert allowed.returncode == 0 and f"STALE {capture}: e5 sample-kb: {what}" in allowed.stderr, allowed.stderr
     assert "e5   sample-kb" in allowed.stdout
+
+
+def test_a_capture_named_with_a_prefix_is_refused_saying_how_its_name_was_read(tmp_path: Path) -> None:
+    """Session 35 review (rev35a): ``replay34/fus34a-e5-expanded-bil.pkl`` reads as model ``fus34a`` and corpus
+    ``expanded-bil`` (``<model>-<kind>[-<corpus>].pkl``), so its cells (``expanded-bil:code-en``) match no listed
+    class: refused, but said as "no eval/classes*.yaml lists its class" while ``code-en`` is listed, and with
+    ``--allow-stale`` replayed as model ``fus34a`` with no chunk text attached. The refusal now names how the file's
+    name was read and the listed class of that name."""
+    capture = _sample_kb_capture(tmp_path)
+    named = capture.rename(tmp_path / "fus99-e5-classes-lo.pkl")
+    done = _replay(named, "--no-texts", stale=False)
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
+    assert f"{named}: fus99 classes-lo:sample-kb: no eval/classes*.yaml lists 'classes-lo:sample-kb'" in done.stderr
+    assert "read from the file's name as model 'fus99'" in done.stderr
+    assert "class 'sample-kb' is listed as sample-kb (classes.yaml)" in done.stderr, done.stderr
