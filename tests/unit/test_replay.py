@@ -10,6 +10,7 @@ is better under that setting, the two whose answer is y are worse, and the rest 
 from __future__ import annotations
 
 import importlib.util
+import json
 import pickle
 import re
 import shutil
@@ -448,3 +449,22 @@ def test_a_capture_named_with_a_prefix_is_refused_saying_how_its_name_was_read(t
     assert f"{named}: fus99 classes-lo:sample-kb: no eval/classes*.yaml lists 'classes-lo:sample-kb'" in done.stderr
     assert "read from the file's name as model 'fus99'" in done.stderr
     assert "class 'sample-kb' is listed as sample-kb (classes.yaml)" in done.stderr, done.stderr
+
+
+def test_generated_legs_fuse_alike_run_after_run_and_every_exact_candidate_has_a_standing_reason() -> None:
+    """Session 35 review (rev35a): ``generated_legs.py`` fuses searches no capture holds, the seed deciding each, so
+    two trees' lines compare with ``cmp`` (3c36eb1 against ab52e62's ``standing_pins``: EVAL.md). Its lines are the
+    same run after run, and ``fuse``'s reasons agree with its ``exact`` flags: a candidate is exact exactly when its
+    reason stands (``exact``, ``phrase``, ``about``, ``bridged``)."""
+    script = ROOT / "eval" / "replay" / "generated_legs.py"
+    runs = [run_script(script, "0", "400", "--reasons") for _ in range(2)]
+    assert all(r.returncode == 0 for r in runs), runs[0].stderr
+    assert runs[0].stdout == runs[1].stdout
+    lines = [json.loads(line) for line in runs[0].stdout.splitlines()]
+    assert len(lines) == 400
+    standing = {"exact", "phrase", "about", "bridged"}
+    exact = [(line["reasons"].get(path), line["q"]) for line in lines for path, _, pinned in line["out"] if pinned]
+    assert len(exact) > 40 and all(reason in standing for reason, _ in exact), exact
+    unpinned = [line["reasons"][path] for line in lines for path, _, pinned in line["out"]
+                if not pinned and path in line["reasons"]]  # fmt: skip
+    assert unpinned and not any(reason in standing for reason in unpinned)
