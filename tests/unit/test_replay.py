@@ -378,7 +378,7 @@ def test_vocabulary_reads_which_leg_s_first_holds_more_of_the_query_s_words(tmp_
     path = tmp_path / "e5-classes.pkl"
     with path.open("wb") as f:
         pickle.dump({"question-en": {"rows": searches, "phases": {"lexical": 0.5, "dense": 0.5, "hybrid": 0.5}}}, f)
-    done = run_script(VOCABULARY, path, "--no-texts", "--cells", "e5:question-en")
+    done = run_script(VOCABULARY, path, "--no-texts", "--cells", "e5:question-en", "--allow-stale")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert re.match(r"e5 +vault +Q +2 +1 +1\.00 +0\.50 +1 / +0 / +0$", lines[1]), done.stdout
@@ -468,3 +468,14 @@ def test_generated_legs_fuse_alike_run_after_run_and_every_exact_candidate_has_a
     unpinned = [line["reasons"][path] for line in lines for path, _, pinned in line["out"]
                 if not pinned and path in line["reasons"]]  # fmt: skip
     assert unpinned and not any(reason in standing for reason in unpinned)
+
+
+def test_vocabulary_refuses_a_capture_that_is_not_the_committed_set_unless_allowed(tmp_path: Path) -> None:
+    """Session 35 review (rev35a): fus35b's check refuses a stale capture in ``replay.py`` and ``new_pins.py``;
+    fus35a's ``vocabulary.py``, merged beside it, read one silently (its AUCs and ceilings over old queries)."""
+    capture = _sample_kb_capture(tmp_path, "query")
+    done = run_script(VOCABULARY, capture, "--no-texts")
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
+    assert f"{capture}: e5 sample-kb: 1 captured queries not in eval/sample-kb-queries.yaml" in done.stderr
+    allowed = run_script(VOCABULARY, capture, "--no-texts", "--allow-stale")
+    assert allowed.returncode == 0 and f"STALE {capture}: e5 sample-kb" in allowed.stderr, allowed.stderr
