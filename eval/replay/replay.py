@@ -194,6 +194,19 @@ def cell_name(path: Path, name: str) -> str:
     return name if not corpus or name.startswith(corpus[0] + "-") else f"{corpus[0]}:{name}"
 
 
+def _unlisted(key: tuple[str, str], entries: dict[str, tuple[Path, dict[str, Any]]]) -> str:
+    """Why a cell no listing names is refused, and, where a listed class has its name, how its capture's file name
+    was read (``<model>-<kind>[-<corpus>].pkl``: ``fus34a-e5-expanded-bil.pkl`` reads as model ``fus34a``, its
+    classes as corpus ``expanded-bil``'s)."""
+    model, cell = key
+    bare = cell.split(":", 1)[-1]
+    listed = sorted(f"{c} ({listing.name})" for c, (listing, entry) in entries.items() if str(entry["class"]) == bare)
+    if not listed:
+        return "no eval/classes*.yaml lists its class"
+    return (f"no eval/classes*.yaml lists {cell!r}, read from the file's name as model {model!r} (a capture is named "
+            f"<model>-<kind>[-<corpus>].pkl); class {bare!r} is listed as {', '.join(listed)}")  # fmt: skip
+
+
 def stale_cells(cells: dict[tuple[str, str], dict[str, Any]], root: Path = ROOT) -> dict[tuple[str, str], str]:
     """The cells whose captured searches are not their class's committed set: (model, cell) → what differs. Each
     cell's class is read as ``kbsearch eval --classes`` reads it (:func:`kbsearch_tools.evaluate.load_classes` on
@@ -221,7 +234,7 @@ def stale_cells(cells: dict[tuple[str, str], dict[str, Any]], root: Path = ROOT)
     out: dict[tuple[str, str], str] = {}
     for key, captured in cells.items():
         if key[1] not in entries:
-            out[key] = "no eval/classes*.yaml lists its class"
+            out[key] = _unlisted(key, entries)
             continue
         listing, entry = entries[key[1]]
         committed = sets[(listing, str(entry["class"]))]

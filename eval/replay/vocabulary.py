@@ -3,6 +3,8 @@ is right? (Session 35, fus35a: EVAL.md, "Session 35: which leg is right when the
 
     .venv/bin/python eval/replay/vocabulary.py $CAPS [--cells e5:gnome-question-ru,use:gnome-question-en]
 
+A capture that is not the committed query sets is refused (``replay.py``'s check; ``--allow-stale`` reads it).
+
 A note's vocabulary held is the share of the query's attainable BM25 score (the probes' best scores of its present
 terms) whose terms its chunks the fusion holds (its dense and its BM25 chunk: title, heading path and text, read by
 :func:`kbsearch.lexical.tokenize`) contain at all, however often; its rare terms held, how many of the query's rare
@@ -85,6 +87,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("captures", nargs="+", type=Path)
     parser.add_argument("--cells", default="", help="model:class,... whose disagreements the fusion loses are listed")
     parser.add_argument("--no-texts", dest="texts", action="store_false", help="no chunk heading or text re-attached")
+    parser.add_argument("--allow-stale", action="store_true", help="read a capture that is not the committed sets "
+                        "(replay.py's --allow-stale: each such cell flagged STALE)")  # fmt: skip
     args = parser.parse_args(argv)
     fusion = hooked_fusion()  # kbsearch.fusion, its scoring loop opened: the hook records each search's rows
     wanted = {tuple(c.split(":", 1)) for c in args.cells.split(",") if c}
@@ -96,9 +100,10 @@ def main(argv: list[str]) -> int:
     groups: dict[tuple[str, str, str], list[tuple[float, float, bool, bool]]] = defaultdict(list)
     listed: list[str] = []
     ceiling: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)  # per search: hybrid, right first
+    cells = load(args.captures, args.texts, check=True, allow_stale=args.allow_stale)
     fusion.HOOK = record
     try:
-        for (model, cell), captured in load(args.captures, args.texts).items():
+        for (model, cell), captured in cells.items():
             group = "Q" if cell.split(":")[-1] in SAME_LANGUAGE_QUESTIONS else "other"
             for query, relevant, results, evidence, limit in captured["rows"]:
                 seen.clear()

@@ -1072,7 +1072,11 @@ def test_a_question_s_pin_stays_near_a_leg_s_top_or_for_a_foreign_proper_name(
      ("как перенести заметки из Évernote в хранилище", {"évernot"}),
      ("как подключить библиотеку .NET к хранилищу", {"net"}),  # the first letter is the capital
      ("как подключить библиотеку .net к хранилищу", set()),
-     ("как повернуть 3D модель в заметке", set())],  # a number first
+     ("как повернуть 3D модель в заметке", set()),  # a number first
+     ("что делает кнопка OK в окне экспорта", set()),  # two capitals alone: a UI's word (rev35a)
+     ("можно ли записать хранилище на CD для архива", set()),
+     ("как собрать плагин на C++ для хранилища", set()),
+     ("экспорт хранилища в PDF с картинками", {"pdf"})],  # three capitals: an acronym stays a name
 )  # fmt: skip
 def test_a_foreign_proper_name_is_a_latin_word_a_russian_query_writes_with_a_capital(query: str, names: set) -> None:
     assert analyse(query).names == {term_id(t) for t in names}
@@ -1669,6 +1673,24 @@ def test_a_question_s_code_still_bridges_to_its_note_of_the_other_language(query
     assert paths(fused)[0] == "ru/passing.md" and fused[0].exact
 
 
+def _a_russian_question_over_an_english_holder(query: str) -> tuple[list[Candidate], str]:
+    """A Russian question whose identifiers one English note, ``en/passing.md``, holds in passing: dense (reading
+    Russian) ranks it 20th, BM25 9th; the question's other words are common, held by the Russian notes both legs put
+    first (``ru/n00.md`` first). Returns the fusion and the holder."""
+    evidence = analyse(query)
+    holder, noise = "en/passing.md", [f"ru/n{i:02d}.md" for i in range(30)]
+    ranked = [*noise[:19], holder, *noise[19:]]
+    dense = Leg("dense", 0), [chunk(p, 0.90 - i * 0.01, "en" if p == holder else "ru") for i, p in enumerate(ranked)]
+    lexical = [*noise[:8], holder, *noise[8:12]]
+    bm25 = (Leg("lexical", 0, "ru"), [chunk(p, 9.0 - 0.4 * i, "en" if p == holder else "ru")
+                                      for i, p in enumerate(lexical)])  # fmt: skip
+    common = {s: [(p, 3.0) for p in noise[:PROBE_DEPTH]] for s in tokenize(query) if term_id(s) not in
+              evidence.identifiers}  # fmt: skip
+    codes = {s: [(holder, 5.0)] for s in tokenize(query) if term_id(s) in evidence.identifiers}
+    fused = fuse([dense, bm25, *_probed(evidence, {**codes, **common})], evidence, 10)
+    return fused, holder
+
+
 @pytest.mark.parametrize(
     ("query", "word", "bridges"),
     [("что делает команда synaptic в окне установки", "synapt", False),
@@ -1682,16 +1704,7 @@ def test_a_russian_question_bridges_to_an_english_note_by_a_code_only(query: str
     :func:`kbsearch.lexical.proper_names`: the question asks about it, and its pin stands without the bridge.)"""
     evidence = analyse(query)
     assert evidence.language == "ru" and questioned(evidence, FusionParams()) and term_id(word) in evidence.identifiers
-    holder, noise = "en/passing.md", [f"ru/n{i:02d}.md" for i in range(30)]
-    ranked = [*noise[:19], holder, *noise[19:]]
-    dense = Leg("dense", 0), [chunk(p, 0.90 - i * 0.01, "en" if p == holder else "ru") for i, p in enumerate(ranked)]
-    lexical = [*noise[:8], holder, *noise[8:12]]
-    bm25 = (Leg("lexical", 0, "ru"), [chunk(p, 9.0 - 0.4 * i, "en" if p == holder else "ru")
-                                      for i, p in enumerate(lexical)])  # fmt: skip
-    common = {s: [(p, 3.0) for p in noise[:PROBE_DEPTH]] for s in tokenize(query) if term_id(s) not in
-              evidence.identifiers}  # fmt: skip
-    codes = {s: [(holder, 5.0)] for s in tokenize(query) if term_id(s) in evidence.identifiers}
-    fused = fuse([dense, bm25, *_probed(evidence, {**codes, **common})], evidence, 10)
+    fused, holder = _a_russian_question_over_an_english_holder(query)
     assert (paths(fused)[0] == holder and fused[0].exact) is bridges, paths(fused)
     assert any(c.exact for c in fused) is bridges
 
@@ -1716,3 +1729,20 @@ def test_a_close_call_s_silence_does_not_lift_an_exact_match_past_the_question_g
     fused = fuse([(Leg("dense", 0), ranked), (Leg("lexical", 0, "en"), bm25), *held], evidence, 10, reasons=reasons)
     assert paths(fused)[0] == answer and not any(c.exact for c in fused), (paths(fused)[:4], reasons)
     assert reasons.get(wrong) == "away", reasons
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["что делает кнопка OK в окне экспорта", "почему после нажатия OK заметка не сохраняется",
+     "можно ли записать хранилище на CD для архива"],
+)  # fmt: skip
+def test_a_russian_question_s_two_capitals_are_no_proper_name_and_pin_nothing_far_down_both_legs(query: str) -> None:
+    """Session 35 review (rev35a): "OK" and "CD" are no code (fus35b: no bridge), but :func:`proper_names` read the
+    capitalised Latin word as a foreign proper name the question asks about, and a question writing one is not
+    :func:`questioned`: an English note holding "OK" in passing, far down both legs while dense reads Russian, was
+    pinned first, ``exact``, by the lookup gate, over the Russian notes both legs put first. The English question
+    "what happens when I press OK in the export dialog" was gated (fus32a); the Russian one now is too: two capitals
+    alone name a UI's or both languages' common word, not a product ("Logseq", "PDF" stay names)."""
+    fused, holder = _a_russian_question_over_an_english_holder(query)
+    assert paths(fused)[0] == "ru/n00.md" and not any(c.exact for c in fused), paths(fused)
+    assert holder not in paths(fused)[:3]  # it ranks by the legs, far down both

@@ -10,6 +10,7 @@ is better under that setting, the two whose answer is y are worse, and the rest 
 from __future__ import annotations
 
 import importlib.util
+import json
 import pickle
 import re
 import shutil
@@ -377,7 +378,7 @@ def test_vocabulary_reads_which_leg_s_first_holds_more_of_the_query_s_words(tmp_
     path = tmp_path / "e5-classes.pkl"
     with path.open("wb") as f:
         pickle.dump({"question-en": {"rows": searches, "phases": {"lexical": 0.5, "dense": 0.5, "hybrid": 0.5}}}, f)
-    done = run_script(VOCABULARY, path, "--no-texts", "--cells", "e5:question-en")
+    done = run_script(VOCABULARY, path, "--no-texts", "--cells", "e5:question-en", "--allow-stale")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert re.match(r"e5 +vault +Q +2 +1 +1\.00 +0\.50 +1 / +0 / +0$", lines[1]), done.stdout
@@ -433,3 +434,48 @@ def test_a_capture_whose_queries_are_not_the_committed_set_is_refused_unless_all
     allowed = _replay(capture, "--no-texts")
     assert allowed.returncode == 0 and f"STALE {capture}: e5 sample-kb: {what}" in allowed.stderr, allowed.stderr
     assert "e5   sample-kb" in allowed.stdout
+
+
+def test_a_capture_named_with_a_prefix_is_refused_saying_how_its_name_was_read(tmp_path: Path) -> None:
+    """Session 35 review (rev35a): ``replay34/fus34a-e5-expanded-bil.pkl`` reads as model ``fus34a`` and corpus
+    ``expanded-bil`` (``<model>-<kind>[-<corpus>].pkl``), so its cells (``expanded-bil:code-en``) match no listed
+    class: refused, but said as "no eval/classes*.yaml lists its class" while ``code-en`` is listed, and with
+    ``--allow-stale`` replayed as model ``fus34a`` with no chunk text attached. The refusal now names how the file's
+    name was read and the listed class of that name."""
+    capture = _sample_kb_capture(tmp_path)
+    named = capture.rename(tmp_path / "fus99-e5-classes-lo.pkl")
+    done = _replay(named, "--no-texts", stale=False)
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
+    assert f"{named}: fus99 classes-lo:sample-kb: no eval/classes*.yaml lists 'classes-lo:sample-kb'" in done.stderr
+    assert "read from the file's name as model 'fus99'" in done.stderr
+    assert "class 'sample-kb' is listed as sample-kb (classes.yaml)" in done.stderr, done.stderr
+
+
+def test_generated_legs_fuse_alike_run_after_run_and_every_exact_candidate_has_a_standing_reason() -> None:
+    """Session 35 review (rev35a): ``generated_legs.py`` fuses searches no capture holds, the seed deciding each, so
+    two trees' lines compare with ``cmp`` (3c36eb1 against ab52e62's ``standing_pins``: EVAL.md). Its lines are the
+    same run after run, and ``fuse``'s reasons agree with its ``exact`` flags: a candidate is exact exactly when its
+    reason stands (``exact``, ``phrase``, ``about``, ``bridged``)."""
+    script = ROOT / "eval" / "replay" / "generated_legs.py"
+    runs = [run_script(script, "0", "400", "--reasons") for _ in range(2)]
+    assert all(r.returncode == 0 for r in runs), runs[0].stderr
+    assert runs[0].stdout == runs[1].stdout
+    lines = [json.loads(line) for line in runs[0].stdout.splitlines()]
+    assert len(lines) == 400
+    standing = {"exact", "phrase", "about", "bridged"}
+    exact = [(line["reasons"].get(path), line["q"]) for line in lines for path, _, pinned in line["out"] if pinned]
+    assert len(exact) > 40 and all(reason in standing for reason, _ in exact), exact
+    unpinned = [line["reasons"][path] for line in lines for path, _, pinned in line["out"]
+                if not pinned and path in line["reasons"]]  # fmt: skip
+    assert unpinned and not any(reason in standing for reason in unpinned)
+
+
+def test_vocabulary_refuses_a_capture_that_is_not_the_committed_set_unless_allowed(tmp_path: Path) -> None:
+    """Session 35 review (rev35a): fus35b's check refuses a stale capture in ``replay.py`` and ``new_pins.py``;
+    fus35a's ``vocabulary.py``, merged beside it, read one silently (its AUCs and ceilings over old queries)."""
+    capture = _sample_kb_capture(tmp_path, "query")
+    done = run_script(VOCABULARY, capture, "--no-texts")
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
+    assert f"{capture}: e5 sample-kb: 1 captured queries not in eval/sample-kb-queries.yaml" in done.stderr
+    allowed = run_script(VOCABULARY, capture, "--no-texts", "--allow-stale")
+    assert allowed.returncode == 0 and f"STALE {capture}: e5 sample-kb" in allowed.stderr, allowed.stderr

@@ -475,13 +475,17 @@ def proper_names(query: str, language: str | None = None) -> frozenset[str]:
     opens with a capital: an acronym ("PDF", "NMU"), a code ("ERR-4012", "QDRANT_URL"), a Latin word a Russian
     sentence opens with ("Wifi выключается..."): their question keeps its pin wherever the legs rank the note, as
     before session 32 (replayed on session 32's captures, leaving acronyms or a sentence's first word out of the
-    names moves no search: EVAL.md, rev32a). "iPhone", "macOS" (a capital inside) are no names."""
+    names moves no search: EVAL.md, rev32a). "iPhone", "macOS" (a capital inside) are no names, nor is a word of two
+    capitals or one alone ("OK", "CD", "TV", the "C" of "C++"): a UI's label or a word both languages write, no code
+    (:func:`code_terms`) and no product the question asks about (EVAL.md, session 35 review, rev35a)."""
     if (language or query_language(query)) != "ru":
         return frozenset()
     out: set[str] = set()
     for raw in reading(query).split():
         word = raw.strip(_WORD_PUNCTUATION)
         first = next((c for c in word if c.isalnum()), "")  # "3D", "2FA" open with a number: no name
-        if first.isupper() and _LATIN_LETTER.search(word) and not _CYRILLIC_LETTER.search(word):
+        # "OK", "CD", "C++": two capitals or fewer, no code (:data:`_CODE`), no name
+        short = word.isupper() and sum(c.isalpha() for c in word) <= 2 and not _CODE.search(word)
+        if first.isupper() and not short and _LATIN_LETTER.search(word) and not _CYRILLIC_LETTER.search(word):
             out.update(tokenize(word))
     return frozenset(out)
