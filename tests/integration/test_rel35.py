@@ -22,7 +22,7 @@ from kbsearch.qdrant import open_store
 from kbsearch.qdrant.query import point_id
 from kbsearch.qdrant.store import ChunkPoint, Store
 from kbsearch.sources import LocalSource
-from kbsearch_tools.fakes import FakeProvider, provider_env
+from kbsearch_tools.fakes import FakeEndpoint, FakeProvider, provider_env
 from kbsearch_tools.local.runtime import LambdaContext
 from tests.integration import test_adv34 as adv34_tests
 from tests.integration import test_events as events_tests
@@ -245,3 +245,101 @@ def test_no_queued_embedding_request_is_sent_once_a_batch_has_failed(
     again: dict[str, Any] = app.lambda_handler({}, LambdaContext("kb-search-test-indexer", 2048, 120))
     assert again["error"] is None and not again["incomplete"], again
     assert again["added"] + again["unchanged"] == ONE_CHUNK_NOTES, again
+
+
+def test_an_s3_head_that_drips_is_cut_at_the_runs_end_and_deletes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """adv34's left: the indexer's S3 HEAD (a note the listing lacks is looked up once more before it is deleted,
+    ``Indexer._appeared``; an event batch's ``head_key``) kept botocore's per-read timeouts (20 s a read, 4
+    attempts), which an S3 dripping its answer one byte every 0.5 s never trips: the scheduled run was still in
+    that HEAD past the Lambda's end (killed there: no report, the lease held until it expires). Now the HEAD ends
+    by the run's end as rev34c's GETs do: the note is not deleted (it could not be looked up), the run reports."""
+    from tests.integration.test_adv34 import helpers_ended, invoke_within_the_lambda
+    from tests.integration.test_fault_matrix import listing_xml
+
+    notes = {"a.md": b"# A\n\nquokka\n", "b.md": b"# B\n\nwombat\n"}
+    listed = dict(notes)
+    s3 = FakeEndpoint().start()
+
+    def respond(method: str, path: str) -> tuple[int, bytes, str]:
+        s3.drip_s = 0.5 if method == "HEAD" else 0.0
+        if "list-type=2" in path:
+            return 200, listing_xml(list(listed.items())), "application/xml"
+        name = path.split("?", maxsplit=1)[0].rsplit("/", 1)[-1]
+        return (200, notes[name], "text/markdown") if name in notes else (404, b"", "application/xml")
+
+    s3.responder = respond
+    env = {"KB_SOURCE": "s3://kb/", "AWS_ENDPOINT_URL_S3": s3.url, "QDRANT_PATH": str(tmp_path / "q"),
+           "DEADLINE_MARGIN_S": "4", "EMBEDDING_API_KEY": "", "EMBEDDING_API_KEY_PARAM": ""}  # fmt: skip
+    try:
+        app = load_indexer(monkeypatch, env)
+        first = invoke_within_the_lambda(app, {})
+        assert isinstance(first, dict) and first["added"] == 2, first
+        del listed["b.md"]  # gone from the listing; its HEAD drips
+        result = invoke_within_the_lambda(app, {})
+    finally:
+        s3.stop()
+        helpers_ended("kbsearch-s3")
+    assert any(r.path.startswith("/kb/b.md") for r in s3.requests), [r.path for r in s3.requests]
+    assert isinstance(result, dict) and result["deleted"] == 0, result
+    (warning,) = [w for w in result["warnings"] if w["path"] == "b.md"]
+    assert "not deleted: it could not be looked up" in warning["reason"], warning
+    assert "by the run's end" in warning["reason"], warning
+
+
+def test_an_items_dollars_closed_only_after_the_item_are_indexed_as_prose_and_an_older_reading_is_read_again(
+    tmp_path: Path,
+) -> None:
+    """From moto's S3 to the embedded Qdrant, then the search service: a ``$$`` in a list item that no line of the
+    item closes (the only closing comes after the item's end) is prose, so the heading in the item is a heading
+    and the words under it are found there (main: the item's lines were math, ``quokka`` under the note's first
+    heading, the tag lost). A collection recording rev34a's reading (6) is read again."""
+    from kbsearch.markdown import PARSE_VERSION
+    from kbsearch.notes import parse_note
+    from tests.integration.test_lines32 import found, sync_s3
+    from tests.integration.test_notes_graph import write_kb
+    from tests.integration.test_rel33 import read_again_after
+
+    body = "# Steps\n\n- item\n  $$\n  ## Inside #kept\n  quokka\nNext\n\n$$\n"
+    kb = write_kb(tmp_path / "kb", {"steps.md": body})
+    settings = Settings(qdrant_path=str(tmp_path / "q"))
+    assert sync_s3(kb, settings).added == 1
+    assert found(settings, "quokka")[:1] == [("steps.md", "Steps > Inside #kept")]  # main: "Steps"
+    assert parse_note("steps.md", body.encode()).tags == ["kept"]  # main: []
+    assert PARSE_VERSION == 7
+    read_again_after(6, kb, settings, 1)  # what rev34a's kb-search recorded
+
+
+def test_a_dynamodb_that_drips_is_cut_at_the_runs_end_with_a_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """adv34's left: the indexer's DynamoDB calls (the index lease, the links lease, the event sequencers) kept
+    botocore's per-read timeouts (5 s a read, 3 attempts): a lease table endpoint that drips its answer one byte
+    every 0.5 s (each read well within them; ``eval/bench_aws_stalls.py``: 41-46 s a call) held the scheduled run's
+    lease acquisition past the Lambda's end (killed there: no report). Now every DynamoDB call of a Lambda run ends
+    by the run's end (``lease.dynamodb_client(deadline)``), as its S3 reads do: the run fails naming the lease table
+    and the run's end, inside the Lambda's time."""
+    from tests.integration.test_adv34 import helpers_ended, invoke_within_the_lambda
+
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    write_notes(kb, 2)
+    dynamodb = FakeEndpoint().start()
+    dynamodb.drip_s = 0.5
+    dynamodb.responder = lambda method, path: (200, b"{}", "application/x-amz-json-1.0")
+    for key, value in {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x", "AWS_DEFAULT_REGION": "us-east-1",
+                       "AWS_ENDPOINT_URL_DYNAMODB": dynamodb.url}.items():  # fmt: skip
+        monkeypatch.setenv(key, value)
+    env = {"KB_SOURCE": str(kb), "QDRANT_PATH": str(tmp_path / "q"), "INDEX_LEASE_TABLE": TABLE,
+           "DEADLINE_MARGIN_S": "4", "EMBEDDING_API_KEY": "", "EMBEDDING_API_KEY_PARAM": ""}  # fmt: skip
+    try:
+        app = load_indexer(monkeypatch, env)
+        result = invoke_within_the_lambda(app, {})
+    finally:
+        dynamodb.stop()
+        helpers_ended("kbsearch-dynamodb")
+    assert dynamodb.requests, "the lease table was never asked"
+    assert isinstance(result, Exception), result
+    assert f"cannot take the lease in table {TABLE}" in str(result), result
+    assert "by the run's end" in str(result), result

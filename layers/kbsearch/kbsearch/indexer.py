@@ -2363,9 +2363,9 @@ def run_sync(
         died (its lease expires) rather than leave the list unrecorded, but only into half the time it keeps
         after ``stop_at`` (``DEADLINE_MARGIN_S``): never past its own end."""
         left = (stop_at or Deadline()).remaining() + settings.deadline_margin_s / 2
-        return short_lease(settings, "links", wait_s=max(1.0, min(LINKS_TTL_S + 10, left)))
+        return short_lease(settings, "links", wait_s=max(1.0, min(LINKS_TTL_S + 10, left)), deadline=call_deadline)
 
-    with index_lease(settings) as lease:
+    with index_lease(settings, call_deadline) as lease:  # its DynamoDB calls end by the run's end too
         stop_at = _until_lease_lost(stop_at or Deadline(), lease)
         try:
             store = open_store(settings, secrets, rebuild=rebuild, deadline=call_deadline,
@@ -2387,7 +2387,7 @@ def run_sync(
             else:
                 if rebuild:
                     store.drop()
-                claims = partial(event_sequencers, settings)  # read when the run ends, its notes written
+                claims = partial(event_sequencers, settings, call_deadline)  # read when the run ends, its notes written
                 report = Indexer(source, store, embedder, options, progress, links_lock, claims).sync(
                     stop_at, call_deadline
                 )
@@ -3230,14 +3230,16 @@ def _scope_of(source: Source) -> Any:
     return Scope(None, "")
 
 
-def event_sequencers(settings: Settings) -> Any:
+def event_sequencers(settings: Settings, deadline: Deadline | None = None) -> Any:
     """Where the last applied sequencer per note is kept: the lease table (deployed), a file beside the embedded
-    store, or nowhere (Qdrant Cloud without a lease table: current-state reads still converge)."""
+    store, or nowhere (Qdrant Cloud without a lease table: current-state reads still converge). ``deadline``: each
+    DynamoDB call ends by it (:func:`kbsearch.lease.dynamodb_client`)."""
+    from kbsearch.lease import dynamodb_client
     from kbsearch.qdrant import beside_store
     from kbsearch.sequencers import DynamoSequencers, FileSequencers
 
     if settings.index_lease_table:
-        return DynamoSequencers(settings.index_lease_table, settings.qdrant_collection)
+        return DynamoSequencers(settings.index_lease_table, settings.qdrant_collection, dynamodb_client(deadline))
     file = beside_store(settings, ".sequencers.json")
     return FileSequencers(file) if file is not None else None
 
@@ -3286,7 +3288,7 @@ def run_changes(
     if not batch.changes:
         report.failed_messages = sorted(set(poison))
         return report
-    held = lease_holder(settings)
+    held = lease_holder(settings, deadline=call_deadline)
     if held is not None:
         report.error = f"a full sync holds the index lease ({held}); the events are retried"
         report.failed_messages = sorted({c.message_id for c in batch.changes} | set(poison))
@@ -3302,8 +3304,8 @@ def run_changes(
         embedder = build_embedder(settings, secrets, None)  # the shared client, made at its first call
         report.dense = embedder is not None
         options = SyncOptions.from_settings(settings)
-        links_lock = partial(short_lease, settings, "links")  # batches at once take turns on the link list
-        sync = ChangeSync(source, store, embedder, options, event_sequencers(settings), links_lock)
+        links_lock = partial(short_lease, settings, "links", deadline=call_deadline)  # batches take turns on the list
+        sync = ChangeSync(source, store, embedder, options, event_sequencers(settings, call_deadline), links_lock)
         sync.apply(batch.changes, stop_at, call_deadline, report)
     finally:
         try:
