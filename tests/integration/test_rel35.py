@@ -4,7 +4,6 @@ DynamoDB that a second holder takes over; the indexer Lambda handler's ``--rebui
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +28,7 @@ from tests.integration import test_events as events_tests
 from tests.integration.test_events import BUCKET, PREFIX, TABLE, load_indexer
 from tests.integration.test_hostile_notes import FakeQdrant
 from tests.integration.test_indexer import write_notes
+from tests.integration.test_lease import found_lost, take_over
 
 aws = events_tests.aws  # moto's bucket and queue, the lease table
 flaky_qdrant = adv34_tests.flaky_qdrant  # the loopback Qdrant Cloud
@@ -146,28 +146,18 @@ def test_a_rebuild_on_qdrant_cloud_does_not_switch_the_alias_once_its_lease_is_l
     kb.mkdir()
     write_notes(kb, 3)
     dynamodb = boto3.client("dynamodb", region_name="us-east-1")
-    lost = threading.Event()
     writes_at_loss: list[int] = []
     alias_reads: list[str] = []
-
-    def renewed(parsed: dict[str, Any], **_: Any) -> None:
-        if parsed.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-            lost.set()
 
     def requested(line: str) -> None:  # the second read of the aliases is the switch's: the lease is taken then
         if line == "GET /aliases":
             alias_reads.append(line)
             if len(alias_reads) == 2:
-                dynamodb.put_item(TableName=TABLE, Item={
-                    "pk": {"S": "index#kb"}, "owner": {"S": "other:1:cafe"},
-                    "expires_at": {"N": str(int(time.time()) + 600)}, "acquired_at": {"N": str(int(time.time()))},
-                })  # fmt: skip
-                assert lost.wait(30), "the renewer never tried to renew"
+                take_over(dynamodb, lost)
                 writes_at_loss.append(len(flaky_qdrant.writes))
 
     boto3.setup_default_session()
-    assert boto3.DEFAULT_SESSION is not None
-    boto3.DEFAULT_SESSION.events.register("after-call.dynamodb.UpdateItem", renewed)
+    lost = found_lost()
     flaky_qdrant.on_request = requested
     env = {
         "KB_SOURCE": str(kb),
