@@ -2363,9 +2363,10 @@ def run_sync(
         died (its lease expires) rather than leave the list unrecorded, but only into half the time it keeps
         after ``stop_at`` (``DEADLINE_MARGIN_S``): never past its own end."""
         left = (stop_at or Deadline()).remaining() + settings.deadline_margin_s / 2
-        return short_lease(settings, "links", wait_s=max(1.0, min(LINKS_TTL_S + 10, left)), deadline=call_deadline)
+        return short_lease(settings, "links", wait_s=max(1.0, min(LINKS_TTL_S + 10, left)), deadline=table_deadline)
 
-    with index_lease(settings, call_deadline) as lease:  # its DynamoDB calls end by the run's end too
+    table_deadline = lease_table_deadline(call_deadline)
+    with index_lease(settings, table_deadline) as lease:  # its DynamoDB calls end by the run's end too
         stop_at = _until_lease_lost(stop_at or Deadline(), lease)
         try:
             store = open_store(settings, secrets, rebuild=rebuild, deadline=call_deadline,
@@ -2387,7 +2388,9 @@ def run_sync(
             else:
                 if rebuild:
                     store.drop()
-                claims = partial(event_sequencers, settings, call_deadline)  # read when the run ends, its notes written
+                claims = partial(
+                    event_sequencers, settings, table_deadline
+                )  # read when the run ends, its notes written
                 report = Indexer(source, store, embedder, options, progress, links_lock, claims).sync(
                     stop_at, call_deadline
                 )
@@ -3230,6 +3233,22 @@ def _scope_of(source: Source) -> Any:
     return Scope(None, "")
 
 
+#: How far past the calls' end (``call_deadline``: the run's end less 5 s) the lease table may still be asked: its
+#: bookkeeping (a claim given back, the lease released, the links lease) comes after the run's last provider, S3 and
+#: Qdrant call, and is what lets the next delivery or run go on; each call still ends 2 s before the run's end.
+LEASE_TABLE_GRACE_S = 3.0
+
+
+def lease_table_deadline(call_deadline: Deadline | None) -> Deadline | None:
+    """The point every DynamoDB call of a Lambda run ends by (:func:`kbsearch.lease.dynamodb_client`): the calls'
+    end and :data:`LEASE_TABLE_GRACE_S`; None (``kbsearch index``): none."""
+    return (
+        None
+        if call_deadline is None or call_deadline.at is None
+        else call_deadline.within(reserve=-LEASE_TABLE_GRACE_S)
+    )
+
+
 def event_sequencers(settings: Settings, deadline: Deadline | None = None) -> Any:
     """Where the last applied sequencer per note is kept: the lease table (deployed), a file beside the embedded
     store, or nowhere (Qdrant Cloud without a lease table: current-state reads still converge). ``deadline``: each
@@ -3288,7 +3307,8 @@ def run_changes(
     if not batch.changes:
         report.failed_messages = sorted(set(poison))
         return report
-    held = lease_holder(settings, deadline=call_deadline)
+    table_deadline = lease_table_deadline(call_deadline)
+    held = lease_holder(settings, deadline=table_deadline)
     if held is not None:
         report.error = f"a full sync holds the index lease ({held}); the events are retried"
         report.failed_messages = sorted({c.message_id for c in batch.changes} | set(poison))
@@ -3304,8 +3324,8 @@ def run_changes(
         embedder = build_embedder(settings, secrets, None)  # the shared client, made at its first call
         report.dense = embedder is not None
         options = SyncOptions.from_settings(settings)
-        links_lock = partial(short_lease, settings, "links", deadline=call_deadline)  # batches take turns on the list
-        sync = ChangeSync(source, store, embedder, options, event_sequencers(settings, call_deadline), links_lock)
+        links_lock = partial(short_lease, settings, "links", deadline=table_deadline)  # batches take turns on the list
+        sync = ChangeSync(source, store, embedder, options, event_sequencers(settings, table_deadline), links_lock)
         sync.apply(batch.changes, stop_at, call_deadline, report)
     finally:
         try:
