@@ -34,6 +34,11 @@ SHAPES: dict[str, Callable[[int], str]] = {
     "'> $$' blocks of '> > $$'": lambda n: ("> $$\n" + "> > $$\n" * 20 + "> $$\n") * (n // 150),
     "quoted '> $$' then prose": lambda n: "> $$\n> x\n\n" * (n // 9) + "$$\n",
     "'$$' in items, closings far": lambda n: "- a\n  $$\n" * (n // 10) + "      $$\n",
+    # rel35: every item's opening decided by the closings of its item alone (closings deeper than it, then one at
+    # the margin after the item's end)
+    "items' '$$ a' over deeper, closed after": lambda n: (
+        "- a\n" + "  $$ a\n" * (n // 2) + "        $$\n" * (n // 2) + "Next\n$$\n"
+    ),
     "'$$' quoted 0-49 deep": lambda n: "".join("> " * (i % 50) + "$$\n" for i in range(n // 20)),
 }
 

@@ -183,23 +183,38 @@ class FakeQdrant:
         self.refusals: list[tuple[int, str | None]] = []  # the next upserts' answers: (status, Retry-After)
         self.on_refusal: Callable[[], None] | None = None  # called as each refusal is answered (before it is)
         self.writes: list[str] = []
+        #: called with ``"METHOD path"`` as each request comes, before it is answered
+        self.on_request: Callable[[str], None] | None = None
+        self.aliases: dict[str, str] = {}  # alias → collection, as ``POST /collections/aliases`` leaves them
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
             def _answer(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
-                self.rfile.read(length)
+                body = self.rfile.read(length)
                 path = self.path.split("?")[0]
+                if fake.on_request is not None:
+                    fake.on_request(f"{self.command} {path}")
                 status, result = 200, cast(Any, {"operation_id": 1, "status": "completed"})
                 retry_after: str | None = None
-                if path.endswith("/exists"):
+                if self.command == "GET" and path.endswith("/aliases"):
+                    result = {"aliases": [{"alias_name": a, "collection_name": c} for a, c in fake.aliases.items()]}
+                elif path == "/collections/aliases":  # the actions, applied in order
+                    for action in json.loads(body or b"{}").get("actions", []):
+                        if "delete_alias" in action:
+                            fake.aliases.pop(action["delete_alias"]["alias_name"], None)
+                        elif "create_alias" in action:
+                            made = action["create_alias"]
+                            fake.aliases[made["alias_name"]] = made["collection_name"]
+                    result = True
+                elif path.endswith("/exists"):
                     result = {"exists": True}
                 elif self.command == "GET":
                     result = fake.info
                 elif path.endswith("/points/scroll"):
                     fake.scrolls += 1
                     result = fake.scroll_result or {"points": [], "next_page_offset": None}
-                elif self.command == "PATCH":  # the collection's metadata: Qdrant answers true
+                elif self.command in ("PATCH", "DELETE"):  # the collection's metadata, its drop: Qdrant answers true
                     result = True
                 elif self.command == "PUT" and path.endswith("/points"):
                     fake.upserts += 1

@@ -589,12 +589,20 @@ class WindowLog:
         self.embed_documents = embedder.embed_documents
         embedder.embed_documents = self._embed
 
-    def _embed(self, texts: Any, deadline: Any = None, stats: Any = None, known: Any = None, into: Any = None) -> Any:
+    def _embed(
+        self,
+        texts: Any,
+        deadline: Any = None,
+        stats: Any = None,
+        known: Any = None,
+        into: Any = None,
+        go_on: Any = None,
+    ) -> Any:
         window = sum(1 for kind, _ in self.events if kind == "embed")
         self.events.append(("embed", window))
         if window == self.fail_window:
             raise ProviderError("deepinfra", "server", "injected")
-        return self.embed_documents(texts, deadline, stats, known, into)
+        return self.embed_documents(texts, deadline, stats, known, into, go_on)
 
     def upsert(self, chunks: Any) -> None:
         self.events.append(("upsert", len(self.upserted)))
@@ -645,9 +653,17 @@ class OverlapLog(WindowLog):
         self.started = [threading.Event() for _ in range(windows)]
         self.overlapped: list[bool] = []
 
-    def _embed(self, texts: Any, deadline: Any = None, stats: Any = None, known: Any = None, into: Any = None) -> Any:
+    def _embed(
+        self,
+        texts: Any,
+        deadline: Any = None,
+        stats: Any = None,
+        known: Any = None,
+        into: Any = None,
+        go_on: Any = None,
+    ) -> Any:
         self.started[sum(1 for kind, _ in self.events if kind == "embed")].set()
-        return super()._embed(texts, deadline, stats, known, into)
+        return super()._embed(texts, deadline, stats, known, into, go_on)
 
     def upsert(self, chunks: Any) -> None:
         k = len(self.upserted)

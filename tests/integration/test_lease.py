@@ -250,6 +250,13 @@ def take_over(dynamodb: Any, lost: threading.Event) -> None:
         "expires_at": {"N": str(int(time.time()) + 600)}, "acquired_at": {"N": str(int(time.time()))},
     })  # fmt: skip
     assert lost.wait(60), "the renewer never tried to renew"
+    # the hook runs inside the renewal's call, before the renewer marks its lease lost and stops (rel35: the call
+    # now runs on a helper thread, which widened that gap): wait for the renewer to end
+    give_up = time.monotonic() + 10
+    while time.monotonic() < give_up and any(
+        t.name == "kbsearch-lease" and t.is_alive() for t in threading.enumerate()
+    ):
+        time.sleep(0.01)
 
 
 def taken_over_at_the_third_note(dynamodb: Any) -> threading.Event:

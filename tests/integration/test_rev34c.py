@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -98,25 +97,17 @@ def test_a_write_qdrant_refused_is_not_sent_again_once_another_run_holds_the_lea
     kb = tmp_path / "kb"
     kb.mkdir()
     write_notes(kb, 3)
+    from tests.integration.test_lease import found_lost, take_over
+
     dynamodb = boto3.client("dynamodb", region_name="us-east-1")
-    lost = threading.Event()
     writes_at_loss: list[int] = []
 
-    def renewed(parsed: dict[str, Any], **_: Any) -> None:
-        if parsed.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-            lost.set()
-
     def taken_over() -> None:  # as Qdrant refuses the write: another run takes the lease; its renewer finds it lost
-        dynamodb.put_item(TableName=TABLE, Item={
-            "pk": {"S": "index#kb"}, "owner": {"S": "other:1:cafe"},
-            "expires_at": {"N": str(int(time.time()) + 600)}, "acquired_at": {"N": str(int(time.time()))},
-        })  # fmt: skip
-        assert lost.wait(30), "the renewer never tried to renew"
+        take_over(dynamodb, lost)
         writes_at_loss.append(flaky_qdrant.upserts)
 
     boto3.setup_default_session()
-    assert boto3.DEFAULT_SESSION is not None
-    boto3.DEFAULT_SESSION.events.register("after-call.dynamodb.UpdateItem", renewed)
+    lost = found_lost()
     flaky_qdrant.refusals, flaky_qdrant.on_refusal = [(429, "1")], taken_over
     env = {
         "KB_SOURCE": str(kb),

@@ -38,8 +38,16 @@ CASES: dict[str, tuple[str, list[tuple[str, ...]], list[str], list[str]]] = {
 }
 
 
+#: rel35: an item's ``$$`` no line of the item closes is prose (here the later closings come after the item's end);
+#: CommonMark reads it as an unclosed fence, code to the item's end. The lines after the item are read alike.
+ITEM_PROSE = {
+    "an item's unclosed $$ ends at a heading at the margin": {1, 2},
+    "an item's unclosed $$ ends at a paragraph at the margin": {1, 2},
+}
+
+
 @pytest.mark.parametrize("name", list(CASES))
 def test_an_items_math_ends_with_the_item_as_a_fence_of_dollars_does(name: str) -> None:
     body = CASES[name][0]
-    assert read_math(body) == commonmark_fence(body)
+    assert read_math(body) == commonmark_fence(body) - ITEM_PROSE.get(name, set())
     read_alike(*CASES[name])

@@ -22,6 +22,12 @@ class StoreError(KbSearchError):
         self.public = public
 
 
+class LeaseLostError(StoreError):
+    """A write refused by the store because the run that opened it no longer holds its index lease
+    (:meth:`kbsearch.qdrant.store.Store.may_write`): another run may hold it, and a write of this run's could set
+    back what that run wrote. Nothing was sent; the run stops, incomplete, and the lease's new holder carries on."""
+
+
 class StoreHeld(StoreError):
     """The embedded store is open in another process (its lock is held): nothing was read or changed, and the same
     call succeeds once that process lets go (``kbsearch`` exits 75, as for an index lease another run holds)."""

@@ -62,7 +62,7 @@ from kbsearch.access import (
 )
 from kbsearch.chunking import Chunk, chunk_note, embed_text, lexical_text
 from kbsearch.config import Secrets, Settings
-from kbsearch.errors import ConfigError, StoreError, StoreHeld
+from kbsearch.errors import ConfigError, LeaseLostError, StoreError, StoreHeld
 from kbsearch.lexical import READING_VERSION, SparseVector, document_vector, tag_keys, text_language
 from kbsearch.links import (
     LINK_KEY,
@@ -380,6 +380,8 @@ class Indexer:
             if not self._lost(report, stop_at or Deadline()):
                 self._reapply_claimed(report, began, stop_at or Deadline(), call_deadline)
                 record_sync(self.store, report, "full" if self.options.full else "reconcile")
+        except LeaseLostError:  # a write refused once the lease was lost (Store.may_write): none sent since
+            report.incomplete = True
         except StoreError as exc:
             report.error = str(exc) if isinstance(exc, SchemaMismatchError) else f"index storage failed: {exc}"
             report.incomplete = True
@@ -527,8 +529,6 @@ class Indexer:
                                                "read_up_to": self._reading_after})  # fmt: skip
         self._not_reread, self._listed, self._work_paths, self._passed = [], [], set(), set()
         self._sync_notes(report, stop_at, call_deadline)
-        if self._lost(report, stop_at):
-            return
         if self._reparse:
             self._record_reading_progress(report)
         # a skipped note that is indexed keeps the old model's vectors: the re-embed is not done until a run embeds
@@ -551,11 +551,11 @@ class Indexer:
 
     @staticmethod
     def _lost(report: SyncReport, stop_at: Deadline) -> bool:
-        """Whether the run's index lease is lost (:func:`lease_lost`): then the run writes nothing more, its end
-        neither (the groups of the notes it kept, the notes found slow, the restricted link targets, the re-read
-        cursor, the groups of ``reach``, the sync's record, the notes event batches claimed): the run that took the
-        lease over writes them, and a write of this run's after its own would set it back (rel34). The run is
-        incomplete."""
+        """Whether the run's index lease is lost (:func:`lease_lost`): then the run starts no more work (its
+        first step, the claims of event batches at its end) and is incomplete. What it would write after the loss
+        is refused by the store itself (:meth:`kbsearch.qdrant.store.Store.may_write`, under every write: rel35),
+        so no write site checks the lease on its own: the run that took the lease over writes them, and a write of
+        this run's after its own would set it back (rel34)."""
         if not lease_lost(stop_at):
             return False
         report.incomplete = True
@@ -654,8 +654,6 @@ class Indexer:
         mismatched = 0
         started = time.monotonic()
         while True:
-            if self._lost(report, stop_at):
-                return  # the lease's new holder rewrites them, and records how far it got (rev34a)
             try:
                 points, offset = self.store.scroll(request, 30.0)
             except StoreError as exc:  # named as the read it is (the state's reading names its own)
@@ -687,7 +685,7 @@ class Indexer:
             if next_page(offset, seen) is None:
                 break
             request["offset"] = offset
-            if stop_at.remaining() <= 0 and not lease_lost(stop_at):  # the next sync carries on from the next page
+            if stop_at.remaining() <= 0:  # the next sync carries on from the next page
                 self.store.merge_metadata({BM25_READING_FROM: {"version": READING_VERSION, "after": offset}})
                 report.incomplete = True
                 report.bm25_reading = (
@@ -717,6 +715,8 @@ class Indexer:
         read, a note deleted or shortened)."""
         try:
             self.store.set_sparse(vectors, where)
+        except LeaseLostError:
+            raise
         except StoreError:
             ids = [pid for pid, _ in vectors]
             points, _ = self.store.scroll({"filter": {"must": [{"has_id": ids}]}, "limit": len(ids),
@@ -754,8 +754,6 @@ class Indexer:
         state = self.store.indexed_state()
         self._state = state  # what the index held when this run listed the KB
         self._old_names = set()
-        if self._lost(report, stop_at):  # its listing and rules may predate what the lease's new holder wrote
-            return
         self._delete_missing(report, state, notes, stop_at)
         problems = tuple(k for k in self._kept if k.endswith("/"))  # folders listed with a problem: not gone
         self._gone = lambda p: p not in notes and p not in self._kept and not p.startswith(problems)
@@ -776,8 +774,6 @@ class Indexer:
                 report.unchanged += 1
             elif kind == "repair":
                 report.unchanged += 1
-                if self._lost(report, stop_at):
-                    continue  # its state may be older than what the lease's new holder wrote there (rev34a)
                 st = state[path]
                 complete = st.complete_etag()
                 n = len(st.chunks[complete]) if complete is not None else 0
@@ -810,16 +806,14 @@ class Indexer:
         try:
             self._reread_access(report, reread, state, stop_at)
             self._index(report, work, state, stop_at, call_deadline)
-            if not self._lost(report, stop_at):
-                self._write_access()  # the groups of the notes that could not be indexed (their last good version)
+            self._write_access()  # the groups of the notes that could not be indexed (their last good version)
         finally:
             self._regraph, self._regraph_at, self._reuse = [], {}, {}
             self._warn_duplicate_ids(report, notes, state)
         # a note rewritten for its graph keys alone was not changed: no event was missed for it
         missed = set(regraph)
         report.missed_by_events = self._missed_by_events(report, [w for w in work if w[0].path not in missed])
-        if not self._lost(report, stop_at):
-            self._record_restricted_links(report, notes)
+        self._record_restricted_links(report, notes)
 
     # -- access scopes ----------------------------------------------------------------------------------------
     def _access_rules(self, listing: list[SourceObject]) -> FolderRules:
@@ -964,8 +958,6 @@ class Indexer:
         self, report: SyncReport, objs: list[SourceObject], state: dict[str, NoteState], stop_at: Deadline
     ) -> None:
         """Unchanged notes whose groups the index does not record: read, parse, payload update (no embedding)."""
-        if self._lost(report, stop_at):
-            return  # the groups its rules decided may be older than those the lease's new holder wrote (rev34a)
         self._write_access()  # the groups decided so far (folder rules, the default) go first
         if not objs:
             return  # a no-change run loads no YAML parser (tests/integration/test_hot_path.py)
@@ -990,8 +982,7 @@ class Indexer:
             self._set_access(obj.path, groups, source)
             self._access[obj.path] = groups
             report.access_updated += 1
-        if not self._lost(report, stop_at):
-            self._write_access()
+        self._write_access()
 
     def _revoke(self, report: SyncReport, path: str, reason: str, state: dict[str, NoteState]) -> None:
         """A note whose access declaration is unusable: skipped, and its indexed version removed, so that it is
@@ -1167,8 +1158,6 @@ class Indexer:
         # their titles and aliases name them too (links by those are to no note once they are gone): read first
         self._old_names |= name_keys_of(self.store, gone) if gone else set()
         for path in gone:
-            if self._lost(report, stop_at):
-                return  # the lease's new holder deletes what is gone (rev34a)
             if self._appeared(report, path):
                 continue
             self.store.delete_note(path)
@@ -1243,9 +1232,10 @@ class Indexer:
         thread while the window before it is written (the provider works while the store does; one window's
         requests in flight at a time, as before). A window's embedding is waited for before the next one starts, so
         a provider failure sends no request of a later window (BENCHMARKS.md, session 13); within its window, at
-        ``EMBEDDING_CONCURRENCY`` above 1 (4 by default), the requests already queued behind the failed one are still sent (the breaker
-        cuts them short: rev33b), and their answers are kept for the notes they complete. The cyclic
-        garbage collector runs less often meanwhile (:func:`fewer_collections`).
+        ``EMBEDDING_CONCURRENCY`` above 1 (4 by default), the requests not yet sent when one fails, or when the
+        lease is lost, are not sent (rel35; they were, rev33b); those in flight finish, and their answers are kept
+        for the notes they complete. The cyclic garbage collector runs less often meanwhile
+        (:func:`fewer_collections`).
 
         A window whose embedding fails, or is cut by the run's end (``call_deadline``), after some of its requests
         were answered has the notes whose every chunk came back written; the notes read and not written are left
@@ -1274,71 +1264,74 @@ class Indexer:
             embedding = None
             return waited, future.result()
 
+        def held() -> bool:  # a window's requests not yet sent are not sent once the lease is lost
+            return not lease_lost(stop_at)
+
         def write(ready: tuple[list[_Parsed], list[ChunkPoint]] | None) -> None:
-            if ready is not None and not lease_lost(stop_at):
+            if ready is not None:
                 self._write_window(report, ready[0], ready[1], state)
 
         def write_ready(gathered: list[_Parsed], points: list[ChunkPoint] | None = None) -> list[_Parsed]:
-            """The notes of ``gathered`` that need nothing embedded written (:meth:`_write_unembedded`), not once
-            the lease is lost: another run holds it, and a write after its own could put back an older version."""
-            if lease_lost(stop_at):
-                return gathered
+            """The notes of ``gathered`` that need nothing embedded written (:meth:`_write_unembedded`)."""
             points = points if points is not None else [point for parsed in gathered for point in parsed.points]
             return self._write_unembedded(report, gathered, points, state)
 
         try:
-            for position, (obj, kind) in enumerate(work):
-                if stop_at.remaining() <= 0:
-                    report.incomplete = True
-                    write(embedded())  # a full window is written, as when it was embedded in turn
-                    window = write_ready(window)
-                    break
-                self._read_reuse(work, position)
-                outcome = self._outcome(obj, refused, outcomes, indexed_at, call_deadline)
-                if outcome is None:  # the run's end came before the note's parse did: the note is not to blame
-                    report.incomplete = True
-                    break
-                parsed = self._parse(report, obj, kind, outcome)
-                if self._regraph_at:
-                    self._reuse.pop(obj.path, None)
-                done += 1
-                if parsed is not None:
-                    window.append(parsed)
-                    read.append(obj.path)
-                if sum(len(p.chunks) for p in window) >= self.options.window_chunks:
-                    ready = embedded()
-                    embedding = window, ahead.submit(self._embedded, window, stats, call_deadline)
-                    write(ready)
-                    window = []
-                if self.progress:
-                    self.progress(done, len(work), obj.path)
-            write(embedded())
-            if window and not report.incomplete:
-                write((window, self._embedded(window, stats, call_deadline)))
-        except _EmbeddingCut as stopped:
-            # what came back is written: the notes whose every chunk was embedded; and of the window gathered
-            # meanwhile (not sent), the notes that need nothing embedded, as at the run's deadline
-            write_ready(stopped.window, stopped.points)
-            if window and stopped.window is not window:
-                write_ready(window)
-            cut = stopped.error
+            try:
+                for position, (obj, kind) in enumerate(work):
+                    if stop_at.remaining() <= 0:
+                        report.incomplete = True
+                        write(embedded())  # a full window is written, as when it was embedded in turn
+                        window = write_ready(window)
+                        break
+                    self._read_reuse(work, position)
+                    outcome = self._outcome(obj, refused, outcomes, indexed_at, call_deadline)
+                    if outcome is None:  # the run's end came before the note's parse did: the note is not to blame
+                        report.incomplete = True
+                        break
+                    parsed = self._parse(report, obj, kind, outcome)
+                    if self._regraph_at:
+                        self._reuse.pop(obj.path, None)
+                    done += 1
+                    if parsed is not None:
+                        window.append(parsed)
+                        read.append(obj.path)
+                    if sum(len(p.chunks) for p in window) >= self.options.window_chunks:
+                        ready = embedded()
+                        embedding = window, ahead.submit(self._embedded, window, stats, call_deadline, held)
+                        write(ready)
+                        window = []
+                    if self.progress:
+                        self.progress(done, len(work), obj.path)
+                write(embedded())
+                if window and not report.incomplete:
+                    write((window, self._embedded(window, stats, call_deadline, held)))
+            except _EmbeddingCut as stopped:
+                # what came back is written: the notes whose every chunk was embedded; and of the window gathered
+                # meanwhile (not sent), the notes that need nothing embedded, as at the run's deadline
+                write_ready(stopped.window, stopped.points)
+                if window and stopped.window is not window:
+                    write_ready(window)
+                cut = stopped.error
+                report.incomplete = True
+                # the provider's failure, not the run's end nor its lost lease (that one the run's report names)
+                if (call_deadline is None or call_deadline.remaining() > 0) and not lease_lost(stop_at):
+                    report.error = f"embedding failed: {cut}"
+                    logger.error("embedding failed; the run stops, unchanged notes keep their last version",
+                                 extra={"error": str(cut)})  # fmt: skip
+            finally:
+                ahead.shutdown(wait=True, cancel_futures=True)  # a window still embedding after a failure is dropped
+                if outcomes is not None:
+                    outcomes.close()  # notes parsed ahead of a deadline or a failure are dropped
+                report.embedding_calls = stats.calls
+                report.embedding_tokens = stats.tokens
+                report.embedding_fallbacks = stats.fallbacks
+        except LeaseLostError:  # a write refused, the lease lost (Store.may_write): what was read is counted below
             report.incomplete = True
-            if call_deadline is None or call_deadline.remaining() > 0:  # the provider's failure, not the run's end
-                report.error = f"embedding failed: {cut}"
-                logger.error("embedding failed; the run stops, unchanged notes keep their last version",
-                             extra={"error": str(cut)})  # fmt: skip
-        finally:
-            ahead.shutdown(wait=True, cancel_futures=True)  # a window still embedding after a failure is dropped
-            if outcomes is not None:
-                outcomes.close()  # notes parsed ahead of a deadline or a failure are dropped
-            report.embedding_calls = stats.calls
-            report.embedding_tokens = stats.tokens
-            report.embedding_fallbacks = stats.fallbacks
         if report.incomplete or self._lost(report, stop_at):  # (a loss after its last note: nothing written since)
             unwritten = [p for p in read if p not in self._written_ids]
             self._count_unwritten(report, len(work) - done, unwritten, cut, lease_lost(stop_at))
-        if not self._lost(report, stop_at):
-            self._record_refused(work[:done])
+        self._record_refused(work[:done])
 
     def _count_unwritten(
         self, report: SyncReport, unreached: int, unwritten: list[str], cut: ProviderError | None, lost: bool = False
@@ -1506,10 +1499,15 @@ class Indexer:
         return left
 
     def _embedded(
-        self, window: list[_Parsed], stats: EmbeddingStats, call_deadline: Deadline | None
+        self,
+        window: list[_Parsed],
+        stats: EmbeddingStats,
+        call_deadline: Deadline | None,
+        go_on: Callable[[], bool] | None = None,
     ) -> list[ChunkPoint]:
         """The window's points with their vectors (only chunks without one are embedded: an event-driven run
-        reuses the vectors of chunks whose text is unchanged)."""
+        reuses the vectors of chunks whose text is unchanged). ``go_on``: asked before each request is sent
+        (:meth:`~kbsearch.providers.embeddings.Embedder.embed_documents`)."""
         points = [point for parsed in window for point in parsed.points]
         if self.embedder is not None:
             todo = [i for i, point in enumerate(points) if point.dense is None]
@@ -1519,7 +1517,7 @@ class Indexer:
             vectors: list[list[float]] = [[] for _ in todo]  # filled as each request answers
             try:
                 if texts:
-                    self.embedder.embed_documents(texts, call_deadline, stats, known, into=vectors)
+                    self.embedder.embed_documents(texts, call_deadline, stats, known, into=vectors, go_on=go_on)
             except ProviderError as exc:
                 raise _EmbeddingCut(exc, window, self._with_vectors(points, todo, vectors)) from exc
             points = self._with_vectors(points, todo, vectors)
@@ -2310,10 +2308,26 @@ def rebuild_behind_alias(
         )
         return report
     before = live or (alias if admin.exists() else None)
-    admin.point_alias(alias, target)
+    try:
+        admin.point_alias(alias, target)  # refused once the lease is lost, however late (Store.may_write: rev34a)
+    except LeaseLostError:
+        report.incomplete = True
+        report.rebuilt = (
+            f"collection {target!r} built, and the alias {alias!r} not switched to it: this run lost its index "
+            f"lease first; the alias still names {live or 'the collection it named'}"
+        )
+        return report
     if live is not None and live != target:
-        with storage_errors(f"dropping the previous collection {live!r}"):
-            admin.sibling(live).drop()
+        try:
+            with storage_errors(f"dropping the previous collection {live!r}"):
+                admin.sibling(live).drop()
+        except LeaseLostError:  # switched, the lease lost since: the previous collection is left, nothing lost
+            report.incomplete = True
+            report.rebuilt = (
+                f"collection {target!r} built; the alias {alias!r} now names it; the previous collection {live!r} "
+                "was not dropped: this run lost its index lease first (drop it when no run uses it)"
+            )
+            return report
     report.rebuilt = f"collection {target!r} built; the alias {alias!r} now names it" + (
         f" (was {before!r}, dropped)" if before else ""
     )
@@ -2349,9 +2363,10 @@ def run_sync(
         died (its lease expires) rather than leave the list unrecorded, but only into half the time it keeps
         after ``stop_at`` (``DEADLINE_MARGIN_S``): never past its own end."""
         left = (stop_at or Deadline()).remaining() + settings.deadline_margin_s / 2
-        return short_lease(settings, "links", wait_s=max(1.0, min(LINKS_TTL_S + 10, left)))
+        return short_lease(settings, "links", wait_s=max(1.0, min(LINKS_TTL_S + 10, left)), deadline=table_deadline)
 
-    with index_lease(settings) as lease:
+    table_deadline = lease_table_deadline(call_deadline)
+    with index_lease(settings, table_deadline) as lease:  # its DynamoDB calls end by the run's end too
         stop_at = _until_lease_lost(stop_at or Deadline(), lease)
         try:
             store = open_store(settings, secrets, rebuild=rebuild, deadline=call_deadline,
@@ -2373,7 +2388,9 @@ def run_sync(
             else:
                 if rebuild:
                     store.drop()
-                claims = partial(event_sequencers, settings)  # read when the run ends, its notes written
+                claims = partial(
+                    event_sequencers, settings, table_deadline
+                )  # read when the run ends, its notes written
                 report = Indexer(source, store, embedder, options, progress, links_lock, claims).sync(
                     stop_at, call_deadline
                 )
@@ -2385,8 +2402,7 @@ def run_sync(
                 elif rebuild:
                     report.rebuilt = "the local collection was dropped and rebuilt (--rebuild)"
             try:
-                if not lease_lost(stop_at):
-                    _remember_source(store, source, report)
+                _remember_source(store, source, report)
             except StoreError as exc:  # the index is written; only the convenience is lost
                 logger.warning("could not record the KB folder in the collection", extra={"error": str(exc)})
         finally:
@@ -3217,14 +3233,32 @@ def _scope_of(source: Source) -> Any:
     return Scope(None, "")
 
 
-def event_sequencers(settings: Settings) -> Any:
+#: How far past the calls' end (``call_deadline``: the run's end less 5 s) the lease table may still be asked: its
+#: bookkeeping (a claim given back, the lease released, the links lease) comes after the run's last provider, S3 and
+#: Qdrant call, and is what lets the next delivery or run go on; each call still ends 2 s before the run's end.
+LEASE_TABLE_GRACE_S = 3.0
+
+
+def lease_table_deadline(call_deadline: Deadline | None) -> Deadline | None:
+    """The point every DynamoDB call of a Lambda run ends by (:func:`kbsearch.lease.dynamodb_client`): the calls'
+    end and :data:`LEASE_TABLE_GRACE_S`; None (``kbsearch index``): none."""
+    return (
+        None
+        if call_deadline is None or call_deadline.at is None
+        else call_deadline.within(reserve=-LEASE_TABLE_GRACE_S)
+    )
+
+
+def event_sequencers(settings: Settings, deadline: Deadline | None = None) -> Any:
     """Where the last applied sequencer per note is kept: the lease table (deployed), a file beside the embedded
-    store, or nowhere (Qdrant Cloud without a lease table: current-state reads still converge)."""
+    store, or nowhere (Qdrant Cloud without a lease table: current-state reads still converge). ``deadline``: each
+    DynamoDB call ends by it (:func:`kbsearch.lease.dynamodb_client`)."""
+    from kbsearch.lease import dynamodb_client
     from kbsearch.qdrant import beside_store
     from kbsearch.sequencers import DynamoSequencers, FileSequencers
 
     if settings.index_lease_table:
-        return DynamoSequencers(settings.index_lease_table, settings.qdrant_collection)
+        return DynamoSequencers(settings.index_lease_table, settings.qdrant_collection, dynamodb_client(deadline))
     file = beside_store(settings, ".sequencers.json")
     return FileSequencers(file) if file is not None else None
 
@@ -3273,7 +3307,8 @@ def run_changes(
     if not batch.changes:
         report.failed_messages = sorted(set(poison))
         return report
-    held = lease_holder(settings)
+    table_deadline = lease_table_deadline(call_deadline)
+    held = lease_holder(settings, deadline=table_deadline)
     if held is not None:
         report.error = f"a full sync holds the index lease ({held}); the events are retried"
         report.failed_messages = sorted({c.message_id for c in batch.changes} | set(poison))
@@ -3289,8 +3324,8 @@ def run_changes(
         embedder = build_embedder(settings, secrets, None)  # the shared client, made at its first call
         report.dense = embedder is not None
         options = SyncOptions.from_settings(settings)
-        links_lock = partial(short_lease, settings, "links")  # batches at once take turns on the link list
-        sync = ChangeSync(source, store, embedder, options, event_sequencers(settings), links_lock)
+        links_lock = partial(short_lease, settings, "links", deadline=table_deadline)  # batches take turns on the list
+        sync = ChangeSync(source, store, embedder, options, event_sequencers(settings, table_deadline), links_lock)
         sync.apply(batch.changes, stop_at, call_deadline, report)
     finally:
         try:

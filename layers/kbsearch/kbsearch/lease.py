@@ -34,8 +34,59 @@ from kbsearch.logcontext import context_thread
 
 if TYPE_CHECKING:
     from kbsearch.config import Settings
+    from kbsearch.providers.resilience import Deadline
 
 logger = logging.getLogger(__name__)
+
+#: At most this many DynamoDB calls cut at a run's end may still run in one process (a warm Lambda's runs over a
+#: DynamoDB that drips): while they do, no call is started (:func:`dynamodb_client`).
+MAX_ABANDONED = 2
+
+
+def dynamodb_client(deadline: Deadline | None = None) -> Any:
+    """The indexer's DynamoDB client (the lease table: the index lease, the links lease, the event sequencers):
+    botocore's timeouts (2 s to connect, 5 s a read, 3 attempts) bound a peer that does not answer (20 s a call,
+    ``eval/bench_aws_stalls.py``), not one that drips its answer, each byte within a read's timeout (41-46 s at a
+    byte every 0.5 s, without end at one every 4.9 s). ``deadline`` (a Lambda run's end): every call ends by it, on a
+    helper thread waited on no longer (:func:`~kbsearch.providers.resilience.call_within`, as the KB's S3 reads are
+    since rev34c); past it a TimeoutError, which each caller takes as it takes DynamoDB not answering (rel35)."""
+    import boto3
+    from botocore.config import Config
+
+    config = Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 3, "mode": "standard"})
+    client = boto3.client("dynamodb", config=config)
+    return client if deadline is None else _Bounded(client, deadline)
+
+
+class _Bounded:
+    """A boto3 client whose every call ends by ``deadline`` (:func:`dynamodb_client`)."""
+
+    def __init__(self, client: Any, deadline: Deadline) -> None:
+        self._client, self._deadline = client, deadline
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._client, name)
+        if not callable(method) or name.startswith("_"):
+            return method
+
+        def bounded(*args: Any, **kwargs: Any) -> Any:
+            from kbsearch.providers.resilience import TooManyAbandoned, abandoned_calls, call_within
+
+            left = self._deadline.remaining()
+            if left <= 0:
+                raise TimeoutError("the run's end came before DynamoDB was asked")
+            try:
+                return call_within(lambda: method(*args, **kwargs), left, "kbsearch-dynamodb",
+                                   abandoned_calls("kbsearch-dynamodb", MAX_ABANDONED))  # fmt: skip
+            except TooManyAbandoned:
+                raise TimeoutError(
+                    f"{MAX_ABANDONED} DynamoDB calls cut at a run's end are still running; not asked"
+                ) from None
+            except TimeoutError:
+                raise TimeoutError("DynamoDB gave no whole answer by the run's end") from None
+
+        return bounded
+
 
 SKIPPED = "another run holds the lease"
 #: How long a short lease (:func:`short_lease`) lives when its holder dies without releasing it.
@@ -112,13 +163,7 @@ class Lease:
         self.ttl_s = ttl_s
         self.clock = clock
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        if client is None:
-            import boto3
-            from botocore.config import Config
-
-            config = Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 3, "mode": "standard"})
-            client = boto3.client("dynamodb", config=config)
-        self.client = client
+        self.client = client if client is not None else dynamodb_client()
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
         self.lost = False
@@ -249,15 +294,19 @@ class Lease:
         self.release()
 
 
-def index_lease(settings: Settings) -> contextlib.AbstractContextManager[Any]:
-    """The lease guarding the configured collection, or no lease when ``INDEX_LEASE_TABLE`` is not set."""
+def index_lease(settings: Settings, deadline: Deadline | None = None) -> contextlib.AbstractContextManager[Any]:
+    """The lease guarding the configured collection, or no lease when ``INDEX_LEASE_TABLE`` is not set.
+    ``deadline``: each of its DynamoDB calls ends by it (:func:`dynamodb_client`)."""
     if not settings.index_lease_table:
         return contextlib.nullcontext()
-    return Lease(settings.index_lease_table, f"index#{settings.qdrant_collection}", settings.index_lease_ttl_s)
+    return Lease(settings.index_lease_table, f"index#{settings.qdrant_collection}", settings.index_lease_ttl_s,
+                 client=dynamodb_client(deadline))  # fmt: skip
 
 
 @contextlib.contextmanager
-def short_lease(settings: Settings, name: str, wait_s: float = 10.0, ttl_s: float = LINKS_TTL_S) -> Iterator[None]:
+def short_lease(
+    settings: Settings, name: str, wait_s: float = 10.0, ttl_s: float = LINKS_TTL_S, deadline: Deadline | None = None
+) -> Iterator[None]:
     """A lease held for one short read-modify-write of shared state (``<name>#<collection>``, e.g. the restricted
     link targets that event batches and a full sync may rewrite at once): waits up to ``wait_s`` while another holds
     it, then raises :class:`LeaseHeld` (the caller's work is retried). No lease table: no lease (one writer
@@ -265,7 +314,8 @@ def short_lease(settings: Settings, name: str, wait_s: float = 10.0, ttl_s: floa
     if not settings.index_lease_table:
         yield
         return
-    lease = Lease(settings.index_lease_table, f"{name}#{settings.qdrant_collection}", ttl_s)
+    lease = Lease(settings.index_lease_table, f"{name}#{settings.qdrant_collection}", ttl_s,
+                  client=dynamodb_client(deadline))  # fmt: skip
     give_up = time.monotonic() + wait_s
     while True:
         try:
@@ -281,18 +331,16 @@ def short_lease(settings: Settings, name: str, wait_s: float = 10.0, ttl_s: floa
         lease.release()
 
 
-def lease_holder(settings: Settings, client: Any = None, clock: Callable[[], float] = time.time) -> LeaseHeld | None:
+def lease_holder(
+    settings: Settings, client: Any = None, clock: Callable[[], float] = time.time, deadline: Deadline | None = None
+) -> LeaseHeld | None:
     """Who holds the collection's lease now (a full sync), without taking it: what an event-driven run checks
     before it writes (event runs do not exclude each other; their per-note order is the S3 sequencer's). None when
     nobody holds it or there is no lease table. A table that cannot be read raises :class:`LeaseError`."""
     if not settings.index_lease_table:
         return None
     if client is None:
-        import boto3
-        from botocore.config import Config
-
-        config = Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 3, "mode": "standard"})
-        client = boto3.client("dynamodb", config=config)
+        client = dynamodb_client(deadline)
     name = f"index#{settings.qdrant_collection}"
     try:
         item = client.get_item(TableName=settings.index_lease_table, Key={"pk": {"S": name}}, ConsistentRead=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_right
+from collections.abc import Sequence
 from itertools import accumulate
 
 #: The version of how a note's body is read into sections (:func:`read_body`, what a chunk holds): a collection
@@ -20,7 +21,9 @@ from itertools import accumulate
 #: the margin no longer keep (or start) a list's tracking, so indented code after them is code (round 33). 5: a
 #: closing ``$$`` indented four columns or more, or quoted otherwise than its opening, is math, not a closing (round 34).
 #: 6: a ``$$`` block opened in a list item ends at a line at the margin (the item's end), as a fence does (rev34a).
-PARSE_VERSION = 6
+#: 7: a ``$$`` in a list item opens a block only when a line of the item closes it (a closing after the item's end
+#: made the item's lines math, rel35).
+PARSE_VERSION = 7
 
 _FENCE = re.compile(r"[ \t]{0,3}(`{3,}|~{3,})(.*)")
 
@@ -264,6 +267,24 @@ def _math_closings(lines: list[str]) -> dict[int, tuple[list[int], list[int]]]:
     return closings
 
 
+def _item_closings(lines: list[str], later: Sequence[int]) -> tuple[list[int], list[int]]:
+    """For the closings at the margin's depth (``later``, ascending): the lines that end a list item (at the margin,
+    neither blank nor a closing ``$$``: what ends an item's math block in :func:`read_body`), ascending, and each
+    closing's least indentation of it and the closings after it before the next such line. Whether a block
+    opened in an item is closed in the item is then two bisections (rel35: a closing after the item's end counted,
+    so an item's ``$$`` was math or prose as an unrelated ``$$`` further on said)."""
+    enders = [n for n, text in enumerate(lines) if text[:1] not in ("", " ", "\t")
+              and not (text[:1] == "$" and not text.strip(" \t$") and "$$" in text)]  # fmt: skip
+    least = [0] * len(later)
+    for k in range(len(later) - 1, -1, -1):
+        found = math_fence(lines[later[k]])
+        indent = found[1] if found is not None else 0
+        if k + 1 < len(later) and bisect_right(enders, later[k + 1]) == bisect_right(enders, later[k]):
+            indent = min(indent, least[k + 1])
+        least[k] = indent
+    return enders, least
+
+
 def read_body(body: str) -> list[BodyLine]:
     """What each line of a note's body (split at ``\\n``) is to a reader, CommonMark as Obsidian reads it: the one
     place the note's sections (what is indexed), its outline (sections read by path, the note graph) and the tags
@@ -283,7 +304,7 @@ def read_body(body: str) -> list[BodyLine]:
     - A ``$$`` math block (Obsidian's): a line opening with ``$$`` (nothing after it holding a ``$``, as a
       fence's info string holds no backtick) to the next line of ``$$`` alone, quoted as deeply and indented at most
       three columns (:func:`math_closed`), or to the end of its quote or callout or list item (as a fence), or
-      ``$$x$$`` on one line; a ``$$`` no later line closes is prose:
+      ``$$x$$`` on one line; a ``$$`` no later line closes (in a list item, no later line of the item) is prose:
       :data:`MATH`, read as written.
     - What an Obsidian ``%%comment%%`` hides (:func:`hidden_comments`) is out of the line as shown; a line all of
       it hidden is :data:`HIDDEN` (a paragraph neither ends nor opens there).
@@ -307,6 +328,7 @@ def read_body(body: str) -> list[BodyLine]:
     opens = True  # a paragraph opens at this line (the start, after a blank line, a heading or another block)
     above = -1  # the index of the line above when it alone opened a paragraph (a setext heading's text)
     closings: dict[int, tuple[list[int], list[int]]] | None = None  # whether a math block is closed (by depth)
+    item_closings: tuple[list[int], list[int]] | None = None  # whether a list item's is closed in the item
     for number, written in enumerate(lines):
         if fence is not None:
             inner, depth = unquoted(written) if fence_depth else (written, 0)
@@ -374,7 +396,12 @@ def read_body(body: str) -> list[BodyLine]:
             math_indent = indentation(inner) + 3 if in_item else 3
             later, least = closings.get(0 if depth == 0 else -1, ((), ()))  # (a quoted one: any later line)
             at = bisect_right(later, number)
-            if at < len(later) and (depth or least[at] <= math_indent) and "$" not in inner.lstrip(" ")[2:]:
+            closed = at < len(later) and (depth or least[at] <= math_indent)
+            if closed and in_item:  # by a line of the item (before a line at the margin ends it)
+                item_closings = item_closings or _item_closings(lines, later)
+                enders, least_in = item_closings
+                closed = bisect_right(enders, number) == bisect_right(enders, later[at]) and least_in[at] <= math_indent
+            if closed and "$" not in inner.lstrip(" ")[2:]:
                 out.append((MATH, written, 0, ""))
                 math, math_depth, math_in_item, above = True, depth, in_item, -1
                 in_list = in_list and (depth > 0 or inner[:1] in (" ", "\t"))  # a math block at the margin ends a list

@@ -92,16 +92,12 @@ class Sequencers(Protocol):
 
 class DynamoSequencers:
     def __init__(self, table: str, collection: str, client: Any = None, clock: Any = time.time) -> None:
+        from kbsearch.lease import dynamodb_client
+
         self.table = table
         self.prefix = f"seq#{collection}#"
         self.clock = clock
-        if client is None:
-            import boto3
-            from botocore.config import Config
-
-            config = Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 3, "mode": "standard"})
-            client = boto3.client("dynamodb", config=config)
-        self.client = client
+        self.client = client if client is not None else dynamodb_client()
 
     def get(self, paths: list[str]) -> dict[str, str]:
         return {path: held for path, (held, _) in self.claims(paths).items()}

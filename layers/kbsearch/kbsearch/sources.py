@@ -789,11 +789,15 @@ class S3Source:
 
     def head_key(self, key: str) -> HeadObjectOutputTypeDef | None:
         """S3's HEAD answer for ``key``, None when no object is there; :class:`SourceError` when S3 does not
-        answer (the one HEAD both :meth:`entry_problem` and :func:`head` make)."""
+        answer, or not by :attr:`deadline` (the one HEAD both :meth:`entry_problem` and :func:`head` make)."""
         if not holds(key):
             return None
-        try:
-            return self.client.head_object(Bucket=self.bucket, Key=key)
+        try:  # ended by the run's end, as a read is (rel35: botocore's timeouts are per socket read)
+            return self._within(
+                lambda: self.client.head_object(Bucket=self.bucket, Key=key), f"cannot read s3://{self.bucket}/{key}"
+            )
+        except SourceError:
+            raise
         except Exception as exc:
             if aws_error_code(exc) in ("NoSuchKey", "404", "NotFound"):
                 return None

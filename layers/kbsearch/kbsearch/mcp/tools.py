@@ -223,7 +223,11 @@ def _kb_search(backend: Backend, arguments: dict[str, Any], deadline: Deadline |
         raise ToolFailure(f"invalid arguments for kb_search: {validation_text(exc)}") from None
     request = SearchRequest(query=args.query, top_k=args.top_k, filters=filters, rerank=args.rerank, expand=args.expand)
     from kbsearch.errors import IndexUnavailable
+    from kbsearch.providers.resilience import Deadline
 
+    # the hint of an answer with no hits is read within the request's time, not in a budget of its own after the
+    # search's: a search that took all of SEARCH_BUDGET_S (near the Lambda's end) is answered, hint or none (rev34b)
+    hint_by = deadline if deadline is not None else Deadline(backend.budget_s())
     try:
         answer = backend.search(request, None if deadline is None else deadline.remaining())
     except IndexUnavailable as exc:
@@ -232,7 +236,11 @@ def _kb_search(backend: Backend, arguments: dict[str, Any], deadline: Deadline |
     except Exception:
         logger.exception("kb_search failed")
         raise ToolFailure("the search failed; try again shortly") from None
-    unheld = [] if answer.results else backend.browse().unheld_filters(filters, backend.scope(), deadline)
+    try:
+        unheld = [] if answer.results else backend.browse().unheld_filters(filters, backend.scope(), hint_by)
+    except Exception:  # a hint is never worth the answer (as Slack's: slack_worker._unheld)
+        logger.exception("kb_search: the unheld filters of an answer with no hits could not be read")
+        unheld = []
     return _ok(render_search(answer, [f.said(_FILTER_ARGUMENTS[f.what], sentence=True) for f in unheld]), answer)
 
 

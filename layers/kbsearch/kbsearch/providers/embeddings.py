@@ -238,19 +238,35 @@ class Embedder(PrimaryFallback[EmbeddingClient]):
         stats: EmbeddingStats | None = None,
         known: Sequence[Counts | None] | None = None,
         into: list[list[float]] | None = None,
+        go_on: Callable[[], bool] | None = None,
     ) -> list[list[float]]:
         """Unit vectors of ``texts`` in input order, as lists of floats (the form the stores write); ``known``: the
         texts' token counts where already taken (:meth:`batches`). ``into``: a list of ``len(texts)`` empty lists,
         each filled as its request answers, so that the caller keeps what came back before a request failed (the
-        failure is raised as ever: a text not embedded keeps its empty list)."""
+        failure is raised as ever: a text not embedded keeps its empty list).
+
+        Once a request fails (no endpoint answered it: the fallback exhausted, a 401, the run's end), or ``go_on``
+        says no (the caller's run stopped: its index lease lost), no request not yet sent is sent: at
+        ``EMBEDDING_CONCURRENCY`` above 1 those queued behind it were sent all the same, each paid for or failing
+        in turn (rel35). Requests already in flight finish, and their answers are kept."""
         stats = stats if stats is not None else EmbeddingStats()
         groups = self.batches(texts, known)
         out: list[list[float]] = into if into is not None else [[] for _ in texts]
         if len(out) != len(texts):
             raise ValueError(f"into holds {len(out)} lists for {len(texts)} texts")
+        failed = threading.Event()
 
         def run(group: list[int]) -> None:
-            result, fell_back = self.embed_one_batch([texts[i] for i in group], deadline)
+            if failed.is_set():
+                return  # not sent: the first failure is raised
+            if go_on is not None and not go_on():
+                failed.set()
+                raise ProviderError(self.name, "budget", "not sent: the run stopped (its index lease was lost)")
+            try:
+                result, fell_back = self.embed_one_batch([texts[i] for i in group], deadline)
+            except BaseException:
+                failed.set()
+                raise
             with self._lock:
                 stats.add(result, fell_back)
             for i, vector in zip(group, result.vectors, strict=True):
@@ -261,8 +277,10 @@ class Embedder(PrimaryFallback[EmbeddingClient]):
                 run(group)
         else:
             with ThreadPoolExecutor(max_workers=min(self.concurrency, len(groups))) as pool:
-                for future in [pool.submit(run, g) for g in groups]:
-                    future.result()
+                futures = [pool.submit(run, g) for g in groups]
+                errors = [exc for exc in (f.exception() for f in futures) if exc is not None]
+            if errors:  # the first to fail (the others, sent before it was known, failed alike or after it)
+                raise errors[0]
         return out
 
 

@@ -36,15 +36,18 @@ def open_store(
     qdrant-client's local mode with a one-line notice). Raises StoreError when it cannot be opened. ``rebuild``: the
     embedded Edge collection is dropped without being opened (it may be one Edge cannot load). ``deadline``: Qdrant
     Cloud's every request ends by it (a Lambda run's end), however slowly Qdrant answers; the embedded store makes
-    no request. ``held``: whether the run still holds its index lease (Qdrant Cloud's refused requests are sent
-    again only while it does)."""
+    no request. ``held``: whether the run still holds its index lease: once it says no, every write of either store is
+    refused before it is sent (:meth:`~kbsearch.qdrant.store.Store.may_write`, a
+    :class:`~kbsearch.errors.LeaseLostError`), and Qdrant Cloud's refused requests are not sent again."""
     if settings.store_kind == "cloud":
         from kbsearch.qdrant.store import Store
 
         return Store.cloud(settings, secrets, deadline, held)
     from kbsearch.qdrant.embedded import open_embedded
 
-    return open_embedded(settings, rebuild=rebuild)
+    store = open_embedded(settings, rebuild=rebuild)
+    store.held = held
+    return store
 
 
 def open_retriever(settings: Settings, secrets: Secrets) -> Retriever:

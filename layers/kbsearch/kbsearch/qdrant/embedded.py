@@ -72,6 +72,7 @@ from kbsearch.qdrant.store import (
     paths_filter,
     payload_operations,
     storage_errors,
+    writes,
 )
 
 if TYPE_CHECKING:
@@ -613,6 +614,7 @@ class EdgeStore(Store):
                              f"{rebuild_damaged(self.root)}", UNLOADABLE) from None  # fmt: skip
         return data
 
+    @writes
     def set_metadata(self, metadata: dict[str, Any]) -> None:
         with storage_errors("recording the collection's metadata"):
             tmp = self._metadata_file.with_suffix(".tmp")
@@ -620,6 +622,7 @@ class EdgeStore(Store):
             tmp.replace(self._metadata_file)
         metadata_written()
 
+    @writes
     def merge_metadata(self, values: dict[str, Any]) -> None:
         with self._lock:
             self.set_metadata(self.metadata() | values)
@@ -633,6 +636,7 @@ class EdgeStore(Store):
             return super().metadata_stamp(), None
         return super().metadata_stamp(), (found.st_ino, found.st_size, found.st_mtime_ns, found.st_ctime_ns)
 
+    @writes
     def drop(self) -> None:
         self._closing.set()
         with self._lock:
@@ -654,6 +658,7 @@ class EdgeStore(Store):
             self._state_checked, self._saved, self._state, self._dirty = True, None, None, set()
             self._fresh, self._ids_numeric = {}, None
 
+    @writes
     def ensure_collection(self, signature: dict[str, Any] | None = None) -> bool:
         import qdrant_edge as edge
 
@@ -717,6 +722,7 @@ class EdgeStore(Store):
                 self._shard = None
                 self._shard = self._load(self._config())
 
+    @writes
     def ensure_payload_indexes(self) -> None:
         """Create the payload indexes a shard made by an older version lacks (``access``), and make a
         :data:`TENANT_INDEXES` index made before without ``is_tenant`` a tenant index (Edge rebuilds it in place
@@ -1011,6 +1017,7 @@ class EdgeStore(Store):
             return int(self.shard.count(edge.CountRequest(exact=True)))
 
     # -- writes ------------------------------------------------------------------------------------------------
+    @writes
     def upsert(self, chunks: list[ChunkPoint]) -> None:
         """Writes ``chunks``; each note's values that all its chunks here share are handed to Edge once, by a
         ``set_payload`` of the note's points after their upsert (:func:`shared_payloads`: the stored payloads are
@@ -1067,6 +1074,7 @@ class EdgeStore(Store):
             self.shard.update(edge.UpdateOperation.delete_points_by_filter(selector))
             self._written = True
 
+    @writes
     def set_payload(self, path: str, payload: dict[str, Any]) -> None:
         """Set ``payload``'s fields on every chunk of the note (vectors untouched: nothing is re-embedded)."""
         import qdrant_edge as edge
@@ -1079,6 +1087,7 @@ class EdgeStore(Store):
             self.shard.update(edge.UpdateOperation.set_payload_by_filter(edge_filter(path_filter(path)), payload))
             self._written = True
 
+    @writes
     def set_payloads(self, updates: Sequence[tuple[Sequence[str], dict[str, Any]]]) -> None:
         """Set each payload's fields on every chunk of its notes: one ``set_payload_by_filter`` per payload and
         :data:`~kbsearch.qdrant.store.PATHS_PER_OPERATION` notes (what one operation of Qdrant's batch update is)."""
@@ -1093,6 +1102,7 @@ class EdgeStore(Store):
                 self.shard.update(edge.UpdateOperation.set_payload_by_filter(edge_filter(paths_filter(paths)), payload))
                 self._written = True
 
+    @writes
     def set_sparse(self, vectors: Sequence[tuple[str, SparseVector]], where: dict[str, Any]) -> None:
         """Give these points these BM25 vectors where ``where`` still selects them: one Edge ``update_vectors``
         with that condition (dense vectors and payloads untouched). A point of a sealed segment is moved to the
@@ -1131,6 +1141,7 @@ class EdgeStore(Store):
                                                               with_vector=False))  # fmt: skip
         return bool(records)
 
+    @writes
     def set_payload_where(self, where: dict[str, Any], payload: dict[str, Any]) -> None:
         """Set ``payload``'s fields on every point ``where`` (a filter's JSON) selects: one Edge update."""
         import qdrant_edge as edge
@@ -1150,9 +1161,11 @@ class EdgeStore(Store):
             )
             self._written = True
 
+    @writes
     def delete_note(self, path: str) -> None:
         self._delete(path, None)
 
+    @writes
     def delete_leftovers(self, path: str, n_chunks: int) -> None:
         self._delete(path, n_chunks)
 

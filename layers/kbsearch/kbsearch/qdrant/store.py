@@ -9,6 +9,7 @@ Points: id = uuid5(path + "#" + chunk_index); named vectors ``dense`` (cosine) a
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import threading
@@ -16,10 +17,10 @@ import warnings
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast
 from urllib.parse import urlsplit
 
-from kbsearch.errors import StoreError
+from kbsearch.errors import LeaseLostError, StoreError
 from kbsearch.lexical import SparseVector
 from kbsearch.links import GRAPH_KEYS, NAME_KEY, OLD_GRAPH_FIELDS
 from kbsearch.qdrant.query import (
@@ -91,6 +92,24 @@ def storage_errors(action: str) -> Iterator[None]:
     except Exception as exc:
         detail = (str(exc).strip().splitlines() or [""])[0][:200]
         raise StoreError(f"{action} failed: {type(exc).__name__}" + (f": {detail}" if detail else "")) from None
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+_S = TypeVar("_S", bound="Store")
+
+
+def writes(method: Callable[Concatenate[_S, _P], _R]) -> Callable[Concatenate[_S, _P], _R]:
+    """A method of the store that writes: refused before it sends anything once the run that opened the store no
+    longer holds its index lease (:meth:`Store.may_write`). Every write of every store kind is one of these, so a
+    write path of the indexer needs no lease check of its own (rel35: there were a dozen, one per write site)."""
+
+    @functools.wraps(method)
+    def guarded(self: _S, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        self.may_write(method.__name__)
+        return method(self, *args, **kwargs)
+
+    return guarded
 
 
 #: What Qdrant says of a write it has applied (``wait=true``: ``completed``; ``acknowledged``: taken into its
@@ -371,6 +390,11 @@ def is_tenant(info: Any) -> bool:
 
 
 class Store:
+    #: Whether the run writing through this store still holds its index lease (``open_store(held=...)``: a sync's
+    #: :meth:`kbsearch.lease.Lease.held`); None: no lease (an event batch, ``kbsearch index``, a search), every
+    #: write goes. Once it says no, every write is refused (:meth:`may_write`).
+    held: Callable[[], bool] | None = None
+
     def __init__(self, client: QdrantClient, collection: str, dimensions: int, embedded: bool) -> None:
         self.client = client
         self.collection = collection
@@ -383,7 +407,18 @@ class Store:
         """The same Qdrant, another collection; it shares this store's client (closing it closes nothing)."""
         other = type(self)(self.client, collection, self.dimensions, self.embedded)
         other._owns_client = False
+        other.held = self.held
         return other
+
+    def may_write(self, action: str) -> None:
+        """Raise :class:`~kbsearch.errors.LeaseLostError` when the run that opened this store no longer holds its
+        index lease (:attr:`held`): called before every write is sent (:func:`writes`), asked anew each time (a
+        monotonic compare until the lease's expiry, then DynamoDB once)."""
+        if self.held is not None and not self.held():
+            raise LeaseLostError(
+                f"{action.strip('_').replace('_', ' ')} refused: this run no longer holds its index lease (another run "
+                "may hold it); nothing was sent"
+            )
 
     def alias_target(self, alias: str) -> str | None:
         """The collection ``alias`` points to; None when it is not an alias."""
@@ -402,11 +437,13 @@ class Store:
         if self.alias_target(alias) is not None:
             actions.append(models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=alias)))
         elif self.sibling(alias).exists():
+            self.may_write("dropping a collection")
             with storage_errors(f"dropping the collection {alias!r} to put an alias in its place"):
                 self.client.delete_collection(alias)
         actions.append(
             models.CreateAliasOperation(create_alias=models.CreateAlias(collection_name=collection, alias_name=alias))
         )
+        self.may_write("switching the alias")  # asked after the reads above: as late as it can be (rev34a)
         with storage_errors(f"pointing the alias {alias!r} at {collection!r}"):
             self.client.update_collection_aliases(change_aliases_operations=actions)
 
@@ -445,7 +482,9 @@ class Store:
             # every answer read within a bound, decoded; a request Qdrant refuses for now sent again when it says
             transport=SentAgain(CappedAnswers(inner, deadline=deadline), deadline, held=held),
         )
-        return cls(client, settings.qdrant_collection, settings.embedding_dimensions, embedded=False)
+        store = cls(client, settings.qdrant_collection, settings.embedding_dimensions, embedded=False)
+        store.held = held
+        return store
 
     def close(self) -> None:
         if not self._owns_client:
@@ -467,6 +506,7 @@ class Store:
                 raise StoreError(f"checking for the collection failed: {source}") from None
             raise unreachable(type(exc).__name__) from None
 
+    @writes
     def ensure_collection(self, signature: dict[str, Any] | None = None) -> bool:
         """Create the collection when missing (returns True; ``signature`` recorded), else check its schema."""
         from qdrant_client import models
@@ -494,6 +534,7 @@ class Store:
         metadata_written()
         return True
 
+    @writes
     def ensure_payload_indexes(self) -> None:
         """Create the payload indexes a collection made by an older version lacks (``access``; ``doc_id`` and
         ``etag``, :data:`CLOUD_INDEXES`), and make a :data:`TENANT_INDEXES` index made before without ``is_tenant``
@@ -519,6 +560,7 @@ class Store:
             return dense_size({DENSE: vectors[DENSE].model_dump(mode="json")})
         return None
 
+    @writes
     def set_metadata(self, metadata: dict[str, Any]) -> None:
         """Replace the recorded embedding signature (keys not given are cleared)."""
         current = self.metadata()
@@ -530,6 +572,7 @@ class Store:
             )
         metadata_written()
 
+    @writes
     def merge_metadata(self, values: dict[str, Any]) -> None:
         """Set these metadata keys, leaving the others as they are (Qdrant merges a metadata update)."""
         with storage_errors("recording the collection's metadata"):
@@ -538,6 +581,7 @@ class Store:
             )
         metadata_written()
 
+    @writes
     def drop(self) -> None:
         """Delete the collection (the indexer rebuilds it when the embedding dimensions change)."""
         with storage_errors(f"deleting the collection {self.collection!r}"):
@@ -618,6 +662,7 @@ class Store:
         return int(self.client.count(self.collection, exact=True).count)
 
     # -- writes ------------------------------------------------------------------------------------------------
+    @writes
     def upsert(self, chunks: list[ChunkPoint]) -> None:
         from qdrant_client import models
 
@@ -703,6 +748,7 @@ class Store:
         """:meth:`query_batch`, each search's points read into chunks (:func:`read_legs`)."""
         return read_legs(self.query_batch(searches, timeout_s), bare)
 
+    @writes
     def set_payload(self, path: str, payload: dict[str, Any]) -> None:
         """Set ``payload``'s fields on every chunk of the note (no vector is touched: nothing is re-embedded)."""
         from qdrant_client import models
@@ -712,6 +758,7 @@ class Store:
             applied(self.client.set_payload(self.collection, payload, points=selector, wait=True),
                     "updating a note's payload")  # fmt: skip
 
+    @writes
     def set_payloads(self, updates: Sequence[tuple[Sequence[str], dict[str, Any]]]) -> None:
         """Set each payload's fields on every chunk of its notes (vectors untouched): Qdrant's batch update
         (``POST /collections/{c}/points/batch``), one ``set_payload`` operation by filter per payload and
@@ -734,6 +781,7 @@ class Store:
                                      f"({len(answers) if isinstance(answers, list) else 'no'} answers to {len(batch)})")  # fmt: skip
                 applied(answers, "updating notes' payloads")
 
+    @writes
     def set_sparse(self, vectors: Sequence[tuple[str, SparseVector]], where: dict[str, Any]) -> None:
         """Give these points (their ids as :meth:`scroll` answers them) these BM25 vectors, those ``where`` (a
         filter's JSON) selects when the write applies (a point written anew meanwhile is left as it was written):
@@ -760,6 +808,7 @@ class Store:
                                            with_payload=False, with_vectors=False)  # fmt: skip
         return bool(points)
 
+    @writes
     def set_payload_where(self, where: dict[str, Any], payload: dict[str, Any]) -> None:
         """Set ``payload``'s fields on every point ``where`` (a filter's JSON) selects, in one operation (vectors
         untouched): Qdrant evaluates the filter and writes each point it selects as one update, so a point's other
@@ -770,6 +819,7 @@ class Store:
             applied(self.client.set_payload(self.collection, payload, points=models.Filter.model_validate(where),
                                             wait=True), "updating points' payloads")  # fmt: skip
 
+    @writes
     def delete_note(self, path: str) -> None:
         from qdrant_client import models
 
@@ -777,6 +827,7 @@ class Store:
         with storage_errors("deleting a note's points"):
             applied(self.client.delete(self.collection, selector, wait=True), "deleting a note's points")
 
+    @writes
     def delete_leftovers(self, path: str, n_chunks: int) -> None:
         """Remove the note's chunks from ``n_chunks`` on (left by an older, longer version)."""
         from qdrant_client import models
