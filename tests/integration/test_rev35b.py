@@ -1,0 +1,57 @@
+"""Round 35's cold review of walk35 and adv35 (rev35b): each test fails on main's code at 2f80836 (the merges)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+SIGNING_PARAM = "/kb-search/test/slack-signing-secret"
+
+
+def ssm_answer(value: str) -> bytes:
+    """SSM's GetParameters answer holding the signing secret (the JSON botocore reads)."""
+    param = {"Name": SIGNING_PARAM, "Type": "SecureString", "Value": value, "Version": 1, "DataType": "text"}
+    return json.dumps({"Parameters": [param], "InvalidParameters": []}).encode()
+
+
+def test_a_forged_signature_while_ssm_is_slow_does_not_turn_the_next_real_command_into_a_503(
+    load_search_app: Any, bm25_index: Path, tmp_path: Path
+) -> None:
+    """adv35's re-read of the signing secret waits 1.5 s for SSM (Slack's 3 s), where every other read of the
+    secrets waits FETCH_TIMEOUT_S (5 s). SSM answering in 2 s (throttled, retried: slow, not down) made a forged
+    signature's re-read a *failure* the container remembered for FAILURE_TTL_S (15 s): the next read any request
+    needed (the cache's end; ACCESS_GROUPS every 30 s) failed at once without asking SSM, and a command signed with
+    the right secret was a 503 `cannot read secrets`. An attacker sending one forged request every 15 s kept it so.
+    Now a re-read that fails leaves the container's memory of SSM as it was: the real command reads SSM (2 s) and
+    is answered."""
+    from kbsearch_tools.fakes import FakeEndpoint
+    from tests.conftest import copy_store
+    from tests.integration.test_slack import form, slack_event
+
+    store = tmp_path / "q"
+    copy_store(bm25_index, store)
+    ssm, response_url = FakeEndpoint().start(), FakeEndpoint().start()
+    try:
+        ssm.content_type, ssm.body = "application/x-amz-json-1.1", ssm_answer("the-signing-secret")
+        app = load_search_app(QDRANT_PATH=str(store), SLACK_SIGNING_SECRET_PARAM=SIGNING_PARAM, SECRETS_TTL_S="2",
+                              AWS_ENDPOINT_URL_SSM=ssm.url, SLACK_RESPONSE_HOSTS="127.0.0.1")  # fmt: skip
+
+        def body(n: int) -> str:
+            return form("qdrant snapshot", f"{response_url.url}/commands/{n}", trigger=f"1334522460{n}.7.80")
+
+        first = app(slack_event(body(1), secret="the-signing-secret"))
+        read_at = time.monotonic()
+        ssm.hang_s = 2.0  # slow, within the 5 s any read of the secrets may take
+        forged = app(slack_event(body(2), secret="a-forgers-guess"))
+        time.sleep(max(0.0, 2.2 - (time.monotonic() - read_at)))  # the cache's end (SECRETS_TTL_S=2)
+        real = app(slack_event(body(3), secret="the-signing-secret"))
+    finally:
+        ssm.stop()
+        response_url.stop()
+    assert first["statusCode"] == 200, first
+    assert forged["statusCode"] == 401 and "signature mismatch" in forged["body"], forged
+    assert real["statusCode"] == 200, real["body"]
+    for answer in (first, forged, real):
+        assert "the-signing-secret" not in answer["body"]
