@@ -865,7 +865,14 @@ class Secrets:
             if not isinstance(raw, dict):
                 raw = {}
             if raw is not (cached[1] if cached else None):
-                self._unread = raw.pop(_UNREAD, {})
+                unread = raw.pop(_UNREAD, {})
+                if not remember_failure and cached is not None:
+                    # a re-read anyone can trigger, half answered: a parameter it could not read keeps the value read
+                    # before (the cache's age is kept below, so that value still ends with its TTL)
+                    for kept in [p for p in unread if cached[1].get(p)]:
+                        raw[kept] = cached[1][kept]
+                        del unread[kept]
+                self._unread = unread
                 # a read for a short-lived value (the caller mapping) re-reads only what is older than its own TTL:
                 # the others came from Powertools' cache, so the cache stays as old as the last read of them all
                 partial = cached is not None and max_age < self._settings.secrets_ttl_s
