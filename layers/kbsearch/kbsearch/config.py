@@ -928,6 +928,7 @@ class Secrets:
         if self._settings.plain_secret(name) is not None or not self._settings.secret_param(name):
             return None
         limit = self.FETCH_TIMEOUT_S if timeout_s is None else max(0.05, min(timeout_s, self.FETCH_TIMEOUT_S))
+        end = time.monotonic() + limit  # the whole wait: for the lock, then for SSM
         if not self._lock.acquire(timeout=limit):  # another request is reading SSM: not within this wait
             return None
         try:
@@ -940,8 +941,9 @@ class Secrets:
         finally:
             self._lock.release()
         try:
-            self._fetch(timeout_s, max_age_s=0, remember_failure=False)  # the values read before serve their TTL
-            return self.get(name, timeout_s)
+            left = end - time.monotonic()
+            self._fetch(left, max_age_s=0, remember_failure=False)  # the values read before serve their TTL
+            return self.get(name, max(0.05, end - time.monotonic()))
         except ConfigError:
             return None
 
