@@ -128,3 +128,26 @@ def test_a_forged_signature_s_re_read_that_ssm_half_answers_keeps_the_signing_se
     assert first["statusCode"] == 200, first
     assert forged["statusCode"] == 401 and "signature mismatch" in forged["body"], forged
     assert real["statusCode"] == 200, real["body"]
+
+
+def test_a_forged_signature_at_a_cold_container_costs_one_ssm_read_not_two(load_search_app: Any) -> None:
+    """A new container reads its secrets from SSM at the first request; a forged signature then had SSM read again
+    at once (clearing Powertools' cache), though nothing newer could be there: two GetParameters per new container,
+    and the forged request held its container for both reads (SSM at 2 s: ~3.6 s). Anyone can make new containers
+    (a burst of forged requests): the re-read now skips a value this very request read, and counts it as the
+    re-read the next 15 s allow."""
+    from kbsearch_tools.fakes import FakeEndpoint
+    from tests.integration.test_slack import form, slack_event
+
+    ssm = FakeEndpoint().start()
+    try:
+        ssm.content_type, ssm.body = "application/x-amz-json-1.1", ssm_answer("the-signing-secret")
+        app = load_search_app(SLACK_SIGNING_SECRET_PARAM=SIGNING_PARAM, AWS_ENDPOINT_URL_SSM=ssm.url)
+        forged = app(slack_event(form("x", "http://127.0.0.1:9/r"), secret="a-forgers-guess"))
+        again = app(slack_event(form("x", "http://127.0.0.1:9/r", trigger="2.2.x"), secret="a-forgers-guess"))
+        reads = [r for r in ssm.requests if r.headers.get("x-amz-target", "").endswith(".GetParameters")]
+    finally:
+        ssm.stop()
+    for answer in (forged, again):
+        assert answer["statusCode"] == 401 and "signature mismatch" in answer["body"], answer
+    assert len(reads) == 1, reads  # the second forged request, within 15 s of that read, reads nothing either

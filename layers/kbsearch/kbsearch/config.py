@@ -918,13 +918,15 @@ class Secrets:
     #: most this often: anyone can send such a request, and each must not cost an SSM read.
     REREAD_EVERY_S = 15.0
 
-    def reread(self, name: str, timeout_s: float | None = None) -> str | None:
+    def reread(self, name: str, timeout_s: float | None = None, since: float | None = None) -> str | None:
         """The secret ``name`` read from SSM again, when a request signed with it did not verify and it may have
         been rotated there (Slack's signing secret, regenerated and stored with ``--overwrite``): its value, or None
         when it is not read from SSM, when a wrong signature had it read again less than :data:`REREAD_EVERY_S` ago
         (anyone can send one), or when SSM cannot give it within ``timeout_s`` (the values read before are kept,
         and so is what the container knows of SSM: a re-read that fails or is late is not remembered as an outage,
-        which would fail every read for ``FAILURE_TTL_S``, ``ACCESS_GROUPS``'s and a real command's among them)."""
+        which would fail every read for ``FAILURE_TTL_S``, ``ACCESS_GROUPS``'s and a real command's among them).
+        ``since`` (a :func:`time.monotonic` time: when the request began): values read from SSM after it are not read
+        again (SSM has nothing newer: a cold container's first forged request cost two reads)."""
         if self._settings.plain_secret(name) is not None or not self._settings.secret_param(name):
             return None
         limit = self.FETCH_TIMEOUT_S if timeout_s is None else max(0.05, min(timeout_s, self.FETCH_TIMEOUT_S))
@@ -934,6 +936,9 @@ class Secrets:
         try:
             now = time.monotonic()
             if self._reread_at is not None and now - self._reread_at < self.REREAD_EVERY_S:
+                return None
+            if since is not None and self._cached is not None and self._cached[0] >= since:
+                self._reread_at = now  # read during this request: as good as a re-read, and counted as one
                 return None
             self._reread_at = now
             if self._ssm is not None:
