@@ -128,8 +128,8 @@ def test_a_slack_answer_with_no_hits_names_the_filter_value_meant(tmp_path: Path
         slip
     )
     # a Russian question's answer is in Russian (walk35)
-    assert "Ни у одной заметки нет тега 'hrr' (tag:)" in public and "'hr'" not in public, public
-    assert "Ни у одной заметки нет тега 'hrr' (tag:): может быть, 'hr'?" in hr_user, hr_user
+    assert "Ни у одной заметки нет тега «hrr» (tag:)" in public and "«hr»" not in public, public
+    assert "Ни у одной заметки нет тега «hrr» (tag:): может быть, «hr»?" in hr_user, hr_user
 
 
 @pytest.mark.timeout(4 * PROCESS_TIMEOUT_S)

@@ -107,8 +107,8 @@ def test_no_hits_and_a_misspelt_filter_are_said_in_russian(sample_app: Any, hook
     _, answer = _command(sample_app, hook, "tag:ранбок ротация ключей")
     (section,) = [b["text"]["text"] for b in answer["blocks"] if b["type"] == "section"]
     assert section == (
-        "По запросу «ротация ключей» заметок не найдено. Ни у одной заметки нет тега 'ранбок' (tag:): может быть, "
-        "'ранбук'? Попробуйте меньше слов или другие слова, другой язык (русский ↔ английский), меньше фильтров или "
+        "По запросу «ротация ключей» заметок не найдено. Ни у одной заметки нет тега «ранбок» (tag:): может быть, "
+        "«ранбук»? Попробуйте меньше слов или другие слова, другой язык (русский ↔ английский), меньше фильтров или "
         "`/kb помощь`."
     ), section
     context = [e["text"] for b in answer["blocks"] if b["type"] == "context" for e in b["elements"]]

@@ -824,11 +824,15 @@ class Secrets:
         with contextlib.suppress(ConfigError):
             self._fetch(timeout_s)
 
-    def _fetch(self, timeout_s: float | None = None, max_age_s: int | None = None) -> dict[str, str]:
+    def _fetch(
+        self, timeout_s: float | None = None, max_age_s: int | None = None, remember_failure: bool = True
+    ) -> dict[str, str]:
         """The SSM values, from the cache when its last read is younger than ``max_age_s`` (the asking secret's
         :meth:`ttl`), else one batched read (in which Powertools re-reads only the parameters older than their
         own TTL). A value still within its TTL is served while SSM fails; an expired one is not: its read
-        raises :class:`ConfigError` (for ``ACCESS_GROUPS``: callers get ``public`` only, never a stale grant)."""
+        raises :class:`ConfigError` (for ``ACCESS_GROUPS``: callers get ``public`` only, never a stale grant).
+        A read that fails is remembered for ``FAILURE_TTL_S`` (later reads fail at once) unless
+        ``remember_failure`` is false (:meth:`reread`: a shorter wait, which anyone can trigger)."""
         names = self._ssm_names()
         wanted = sorted(set(names.values()))
         max_age = self._settings.secrets_ttl_s if max_age_s is None else max_age_s
@@ -854,15 +858,21 @@ class Secrets:
                     raw = self._bounded_get(ttls, limit)
             except Exception as exc:
                 # botocore messages name the parameter or the credential problem, never a value.
-                self._failure = ConfigError(
-                    f"cannot read secrets from SSM Parameter Store ({type(exc).__name__}): {exc}"
-                )
-                self._failed_at = time.monotonic()
-                raise self._failure from None
+                failure = ConfigError(f"cannot read secrets from SSM Parameter Store ({type(exc).__name__}): {exc}")
+                if remember_failure:
+                    self._failure, self._failed_at = failure, time.monotonic()
+                raise failure from None
             if not isinstance(raw, dict):
                 raw = {}
             if raw is not (cached[1] if cached else None):
-                self._unread = raw.pop(_UNREAD, {})
+                unread = raw.pop(_UNREAD, {})
+                if not remember_failure and cached is not None:
+                    # a re-read anyone can trigger, half answered: a parameter it could not read keeps the value read
+                    # before (the cache's age is kept below, so that value still ends with its TTL)
+                    for kept in [p for p in unread if cached[1].get(p)]:
+                        raw[kept] = cached[1][kept]
+                        del unread[kept]
+                self._unread = unread
                 # a read for a short-lived value (the caller mapping) re-reads only what is older than its own TTL:
                 # the others came from Powertools' cache, so the cache stays as old as the last read of them all
                 partial = cached is not None and max_age < self._settings.secrets_ttl_s
@@ -908,23 +918,37 @@ class Secrets:
     #: most this often: anyone can send such a request, and each must not cost an SSM read.
     REREAD_EVERY_S = 15.0
 
-    def reread(self, name: str, timeout_s: float | None = None) -> str | None:
+    def reread(self, name: str, timeout_s: float | None = None, since: float | None = None) -> str | None:
         """The secret ``name`` read from SSM again, when a request signed with it did not verify and it may have
         been rotated there (Slack's signing secret, regenerated and stored with ``--overwrite``): its value, or None
         when it is not read from SSM, when a wrong signature had it read again less than :data:`REREAD_EVERY_S` ago
-        (anyone can send one), or when SSM cannot give it within ``timeout_s`` (the values read before are kept)."""
+        (anyone can send one), or when SSM cannot give it within ``timeout_s`` (the values read before are kept,
+        and so is what the container knows of SSM: a re-read that fails or is late is not remembered as an outage,
+        which would fail every read for ``FAILURE_TTL_S``, ``ACCESS_GROUPS``'s and a real command's among them).
+        ``since`` (a :func:`time.monotonic` time: when the request began): values read from SSM after it are not read
+        again (SSM has nothing newer: a cold container's first forged request cost two reads)."""
         if self._settings.plain_secret(name) is not None or not self._settings.secret_param(name):
             return None
-        with self._lock:
+        limit = self.FETCH_TIMEOUT_S if timeout_s is None else max(0.05, min(timeout_s, self.FETCH_TIMEOUT_S))
+        end = time.monotonic() + limit  # the whole wait: for the lock, then for SSM
+        if not self._lock.acquire(timeout=limit):  # another request is reading SSM: not within this wait
+            return None
+        try:
             now = time.monotonic()
             if self._reread_at is not None and now - self._reread_at < self.REREAD_EVERY_S:
+                return None
+            if since is not None and self._cached is not None and self._cached[0] >= since:
+                self._reread_at = now  # read during this request: as good as a re-read, and counted as one
                 return None
             self._reread_at = now
             if self._ssm is not None:
                 self._ssm.clear_cache()  # Powertools' own cache, which would answer the read below
+        finally:
+            self._lock.release()
         try:
-            self._fetch(timeout_s, max_age_s=0)  # on failure the values read before still serve their TTL
-            return self.get(name, timeout_s)
+            left = end - time.monotonic()
+            self._fetch(left, max_age_s=0, remember_failure=False)  # the values read before serve their TTL
+            return self.get(name, max(0.05, end - time.monotonic()))
         except ConfigError:
             return None
 

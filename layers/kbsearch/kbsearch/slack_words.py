@@ -159,8 +159,8 @@ _WORDS: dict[str, dict[str, str]] = {
         "degraded_rerank_fallback": "результаты переранжированы резервным провайдером",
         "degraded_other": "{stage} недоступен",
         # the hints of an answer with no hits (:func:`unheld_sentence`)
-        "unheld": "Ни у одной заметки нет {what} '{value}' ({option})",
-        "unheld_meant": "{line}: может быть, '{meant}'?",
+        "unheld": "Ни у одной заметки нет {what} «{value}» ({option})",
+        "unheld_meant": "{line}: может быть, «{meant}»?",
         "unheld_none": "{line}: ни у одной заметки нет {what_plural}.",
         "unheld_held": "{line}; есть: {held}.",
         "what_tag": "тега",

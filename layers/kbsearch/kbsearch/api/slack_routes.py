@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -89,6 +90,7 @@ def slack_router(container: Container) -> Router:
         interactions share this one check."""
         from kbsearch import slack
 
+        began = time.monotonic()
         secret = container.secrets.get("SLACK_SIGNING_SECRET")
         if not secret:
             logger.error("SLACK_SIGNING_SECRET is not configured")
@@ -104,7 +106,7 @@ def slack_router(container: Container) -> Router:
             except slack.SlackAuthError as exc:
                 # the secret regenerated in Slack and stored in SSM: read it again (at most every 15 s), not at the
                 # cache's end (SECRETS_TTL_S): every command was a 401 meanwhile; within Slack's 3 s for an answer
-                again = container.secrets.reread("SLACK_SIGNING_SECRET", REREAD_S) if exc.mismatch else None
+                again = container.secrets.reread("SLACK_SIGNING_SECRET", REREAD_S, began) if exc.mismatch else None
                 if not again or again == secret:
                     raise
                 slack.verify(again, headers, raw)
