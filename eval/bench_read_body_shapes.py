@@ -2,12 +2,13 @@
 median of 3 reads, at n = 200,000 and twice that (a shape of ~2n characters), and their ratio (about 2: linear;
 4: quadratic). Smaller sizes are noise on a shared box (at 100,000 the quoted lines read x3-5, then x2).
 
-    PYTHONPATH=layers/kbsearch nice -n 5 .venv/bin/python eval/bench_read_body_shapes.py [WORD ...]
+    PYTHONPATH=layers/kbsearch nice -n 5 .venv/bin/python eval/bench_read_body_shapes.py [--sizes N,N,...] [WORD ...]
 
 (only the shapes whose name holds a WORD: ``'$$'`` for the math shapes)."""
 
 from __future__ import annotations
 
+import itertools
 import statistics
 import time
 from collections.abc import Callable
@@ -40,6 +41,13 @@ SHAPES: dict[str, Callable[[int], str]] = {
         "- a\n" + "  $$ a\n" * (n // 2) + "        $$\n" * (n // 2) + "Next\n$$\n"
     ),
     "'$$' quoted 0-49 deep": lambda n: "".join("> " * (i % 50) + "$$\n" for i in range(n // 20)),
+    # round 35 review (rev35d): items' '$$' whose closings all come after every item (each opening asks the
+    # closings of its own item: the bisections), items nested 0-39 deep, closings deeper than the items between them
+    "items' '$$', every closing after them": lambda n: "- $$\n  a\n" * (n // 20) + "$$\n" * (n // 20),
+    "items 0-39 deep of '$$', closed after": lambda n: (
+        "".join(" " * (i % 40) + "- $$\n" for i in range(n // 40)) + "$$\n" * (n // 40)
+    ),
+    "ordered items' '$$' over deeper '$$'": lambda n: "1. $$\n   x\n      $$\n" * (n // 20) + "$$\n",
 }
 
 
@@ -55,12 +63,19 @@ def cpu(body: str) -> float:
 def main() -> None:
     import sys
 
-    only = sys.argv[1:]  # words a shape's name holds (each shape when none): "$$"
+    args = sys.argv[1:]
+    sizes = [200_000, 400_000]
+    if "--sizes" in args:  # --sizes 100000,200000,400000,800000: each doubling's ratio (rev35d)
+        at = args.index("--sizes")
+        sizes = [int(v) for v in args[at + 1].split(",")]
+        del args[at : at + 2]
+    only = args  # words a shape's name holds (each shape when none): "$$"
     for name, make in SHAPES.items():
         if only and not any(word in name for word in only):
             continue
-        small, large = cpu(make(200_000)), cpu(make(400_000))
-        print(f"{name:28s} {small:.3f} {large:.3f} x{large / max(small, 1e-6):.1f}")
+        times = [cpu(make(n)) for n in sizes]
+        ratios = " ".join(f"x{b / max(a, 1e-6):.1f}" for a, b in itertools.pairwise(times))
+        print(f"{name:28s} " + " ".join(f"{t:.3f}" for t in times) + f" {ratios}", flush=True)
 
 
 if __name__ == "__main__":

@@ -433,6 +433,10 @@ class Indexer:
             "an event batch claimed it during this run and applying it again failed: it may hold its older "
             "version until the next run"
         )
+        if result.incomplete and lease_lost(stop_at):  # refused (Store.may_write): run_sync names the lost lease
+            again_failed = ("an event batch claimed it during this run, which lost its index lease before applying it "
+                            "again: the run holding the lease now reads it")  # fmt: skip
+            report.incomplete = True
         report.warnings += [{"path": p, "reason": again_failed} for p in result.failed_paths]
         if result.error:
             report.error, report.incomplete = result.error, True
@@ -2897,6 +2901,9 @@ class ChangeSync:
             self._catch_up_reach(report)
             record_sync(self.store, report, self.kind)
             self._record_lag(report, [todo[p] for p in done if p in self._changed])
+        except LeaseLostError:  # only a sync's re-apply of claimed notes holds a lease (a batch's store has none):
+            report.incomplete = True  # the lease's stop, no storage failure: the sync's report names the lost lease
+            failed |= paths
         except StoreError as exc:
             report.error = str(exc) if isinstance(exc, SchemaMismatchError) else f"index storage failed: {exc}"
             report.incomplete = True
