@@ -657,7 +657,7 @@ def _across(notes: dict[str, _Note], asked: list[ScoredChunk], language: str, la
     untranslated ("Pivot Chart" over LibreOffice Help's Russian half) is the answer by its title (EVAL.md, session
     33, fus33c: 29 searches better, none worse).
 
-    Where the query is plain (``plain``: no identifier, no menu path) and asked across languages outright (dense's
+    Where the query is plain (``plain``: no code, :func:`kbsearch.lexical.code_terms`, and no menu path) and asked across languages outright (dense's
     first note and most of its notes in another language), a note of the query's language among dense's close calls
     (its dense value at least ``p.close``) counts no BM25 match at all: damped, its match would still decide between
     dense's close calls, which count at ``close_weight``, and it is the few notes of the query's language sharing
@@ -669,7 +669,8 @@ def _across(notes: dict[str, _Note], asked: list[ScoredChunk], language: str, la
 
     The close calls' silence is returned, not applied: the pin gates (:func:`standing_pins`) read the notes as the
     damping left them, and :func:`fuse` silences them after (rev: a silenced rival lifted a wrong exact match into
-    BM25's first two, where the question gate let it stand).
+    BM25's first two, where the question gate let it stand), after :func:`clear_lead` and :func:`stray_lead` too
+    (rev35c: a silenced first of dense's, holding every word of the query, read as a stray first).
 
     Returns whether the first note is in another language than the query (the query is asked across languages),
     whether it damped the query's own-language matches, and the notes to silence once the pins are decided."""
@@ -1066,7 +1067,7 @@ def fuse(
     undamped = notes[whole].lexical if whole is not None else 0.0
     language = evidence.language
     named = words(evidence.text)
-    plain = not evidence.identifiers and not evidence.ui_path
+    plain = not evidence.codes and not evidence.ui_path  # "OK", "Wi-Fi": identifiers, no code (rev35c)
     across, damped, silenced = (
         _across(notes, asked[0], language, languages, agree, named, p, plain)
         if language is not None and asked
@@ -1077,8 +1078,6 @@ def fuse(
     pinned = pins.pinned
     if reasons is not None:
         reasons.update(pins.reasons)
-    for note in silenced - pinned:  # ``_across``'s close calls, once the pins are decided
-        notes[note].lexical = 0.0
     if pins.unnamed:
         # a label naming no note of its language, its BM25 matches many alike, the other language near dense's top
         for n in notes.values():
@@ -1087,6 +1086,11 @@ def fuse(
                 n.lexical *= p.cross_language
     stray = stray_lead(notes, p)
     lead = clear_lead(notes, p)
+    # ``_across``'s close calls count no BM25 match, once the pins are decided and BM25's lead and dense's stray first
+    # are read as the damping left them (rev35c: silenced before, dense's first holding the query's words read as a
+    # stray, and BM25's sure first far down dense's leg gained the stray bonus over it)
+    for note in silenced - pinned:
+        notes[note].lexical = 0.0
     weight, close = p.lexical_weight, p.close
     scored = []
     for note, n in notes.items():
