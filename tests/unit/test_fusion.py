@@ -812,6 +812,30 @@ def test_only_a_code_keeps_a_damped_close_call_s_match_across_languages(query: s
     assert paths(fused)[0] == first and not any(c.exact for c in fused)
 
 
+@pytest.mark.parametrize("recorded", [True, False])
+def test_a_dense_leg_s_languages_are_counted_alike_recorded_or_judged_by_the_text(recorded: bool) -> None:
+    """A Russian question over a Russian KB whose notes were indexed before the language was recorded (rev35c): dense
+    puts an English page first, three English pages (recorded ``en``) and twenty Russian ones in its leg. Counting
+    only the recorded languages read the leg as mostly English, so the question as asked across languages
+    outright, and ``_across`` silenced the Russian answer's BM25 match among dense's close calls; the same notes with
+    their language recorded keep it. A note's language is its recorded one, else its text's (:func:`_note_language`),
+    wherever the fusion reads it."""
+    query = "как защитить ячейки от изменений"
+    evidence = analyse(query)
+    answer = "ru/answer.md"
+    text = "Защита ячеек листа от изменений: выберите ячейки и откройте свойства."
+
+    def russian(path: str, score: float) -> ScoredChunk:
+        return ScoredChunk(f"{path}#0", score, {"path": path, "lang": "ru" if recorded else None, "text": text})
+
+    dense = (Leg("dense", 0), [chunk("en/a.md", 0.88, "en"), russian(answer, 0.875), chunk("en/b.md", 0.86, "en"),
+             chunk("en/c.md", 0.85, "en")] + [russian(f"ru/n{i:02d}.md", 0.84 - i * 0.005) for i in range(20)])  # fmt: skip
+    bm25 = (Leg("lexical", 0, "ru"), [russian(answer, 9.0), russian("ru/n00.md", 8.5)])
+    common = tuple(f"c{i:02d}.md" for i in range(PROBE_DEPTH))  # every term common: no exact match, no agreement
+    fused = fuse([dense, bm25, *probes(query, {t: 3.0 for t in tokenize(query)}, common)], evidence, 10)
+    assert paths(fused)[0] == answer and not any(c.exact for c in fused)
+
+
 def test_a_known_item_in_a_kb_of_its_language_keeps_its_bm25_match_when_dense_puts_a_page_of_another_first() -> None:
     """A Russian KB with a few pages left in English (recorded ``lang: en``): dense ranks one of them first for a
     Russian known item ("Пропорциональный сдвиг затрагивают", LibreOffice Help's swriter-tablemode, USE) and misses

@@ -682,10 +682,11 @@ def _across(notes: dict[str, _Note], asked: list[ScoredChunk], language: str, la
     if theirs != language and not agree and not plain:
         divided = False  # nothing to spare: the leg's languages do not matter
     else:
-        recorded: dict[Any, Any] = {}  # the leg's notes (each once) and the language each records
-        for c in asked:
+        recorded: dict[Any, Any] = {}  # the leg's notes (each once) and each one's language: recorded, else its text's
+        for c in asked:  # (rev35c: notes indexed before the language was recorded count as the others do)
             payload = c.payload
-            recorded.setdefault(payload.get("path"), payload.get("lang"))
+            if (path := payload.get("path")) not in recorded:
+                recorded[path] = _note_language(payload, languages)
         same = sum(1 for lang in recorded.values() if lang == language)
         other = sum(1 for lang in recorded.values() if lang is not None and lang != language)
         if theirs == language and other <= same:
