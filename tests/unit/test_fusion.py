@@ -819,7 +819,7 @@ def test_a_dense_leg_s_languages_are_counted_alike_recorded_or_judged_by_the_tex
     only the recorded languages read the leg as mostly English, so the question as asked across languages
     outright, and ``_across`` silenced the Russian answer's BM25 match among dense's close calls; the same notes with
     their language recorded keep it. A note's language is its recorded one, else its text's (:func:`_note_language`),
-    wherever the fusion reads it."""
+    wherever the silence reads it."""
     query = "как защитить ячейки от изменений"
     evidence = analyse(query)
     answer = "ru/answer.md"

@@ -682,17 +682,21 @@ def _across(notes: dict[str, _Note], asked: list[ScoredChunk], language: str, la
     if theirs != language and not agree and not plain:
         divided = False  # nothing to spare: the leg's languages do not matter
     else:
-        recorded: dict[Any, Any] = {}  # the leg's notes (each once) and each one's language: recorded, else its text's
-        for c in asked:  # (rev35c: notes indexed before the language was recorded count as the others do)
+        recorded: dict[Any, Any] = {}  # the leg's notes (each once) and the language each records
+        held: dict[Any, dict[str, Any]] = {}  # each note's first chunk's payload
+        for c in asked:
             payload = c.payload
-            if (path := payload.get("path")) not in recorded:
-                recorded[path] = _note_language(payload, languages)
+            if (path := payload.get("path")) not in held:
+                held[path], recorded[path] = payload, payload.get("lang")
         same = sum(1 for lang in recorded.values() if lang == language)
         other = sum(1 for lang in recorded.values() if lang is not None and lang != language)
         if theirs == language and other <= same:
             return False, False, set()
         divided = other > same if theirs == language else same > other  # first note in one language, most in the other
         silent = plain and theirs != language and other > same
+        if silent and None in recorded.values():  # notes indexed before the language was recorded: judged by their
+            judged = [_note_language(payload, languages) for payload in held.values()]  # text (rev35c)
+            silent = sum(1 for lang in judged if lang is not None and lang != language) > judged.count(language)
     own = [(n.lexical, note) for note, n in notes.items()
            if (its := n.lexical_chunk) is not None and its is not n.translated_chunk
            and _note_language(its.payload, languages) == language]  # fmt: skip
