@@ -657,8 +657,9 @@ def _across(notes: dict[str, _Note], asked: list[ScoredChunk], language: str, la
     untranslated ("Pivot Chart" over LibreOffice Help's Russian half) is the answer by its title (EVAL.md, session
     33, fus33c: 29 searches better, none worse).
 
-    Where the query is plain (``plain``: no code, :func:`kbsearch.lexical.code_terms`, and no menu path) and asked across languages outright (dense's
-    first note and most of its notes in another language), a note of the query's language among dense's close calls
+    Where the query is plain (``plain``: no code, :func:`kbsearch.lexical.code_terms`, and no menu path) and asked
+    across languages outright (dense's first note and most of its notes in another language; where notes of the leg
+    record no language, also counting each by its text), a note of the query's language among dense's close calls
     (its dense value at least ``p.close``) counts no BM25 match at all: damped, its match would still decide between
     dense's close calls, which count at ``close_weight``, and it is the few notes of the query's language sharing
     its words ("Creating Gradient Fills" over LibreOffice Help's Russian half, e5: an English-recorded page tipped
