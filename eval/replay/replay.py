@@ -96,6 +96,11 @@ SAME_LANGUAGE_QUESTIONS = {
 OPEN_CELLS = [("e5", "question-en"), ("e5", "gnome-question-ru"), ("use", "gnome-question-en")]
 
 _LOOP = """    lead = clear_lead(notes, p)
+    # ``_across``'s close calls count no BM25 match, once the pins are decided and BM25's lead and dense's stray first
+    # are read as the damping left them (rev35c: silenced before, dense's first holding the query's words read as a
+    # stray, and BM25's sure first far down dense's leg gained the stray bonus over it)
+    for note in silenced - pinned:
+        notes[note].lexical = 0.0
     weight, close = p.lexical_weight, p.close
     scored = []
     for note, n in notes.items():
@@ -105,6 +110,11 @@ _LOOP = """    lead = clear_lead(notes, p)
             score += max(p.lead_bonus if note == lead else 0.0, p.stray_bonus if note == stray else 0.0)
 """
 _HOOKED = """    lead = clear_lead(notes, p)
+    # ``_across``'s close calls count no BM25 match, once the pins are decided and BM25's lead and dense's stray first
+    # are read as the damping left them (rev35c: silenced before, dense's first holding the query's words read as a
+    # stray, and BM25's sure first far down dense's leg gained the stray bonus over it)
+    for note in silenced - pinned:
+        notes[note].lexical = 0.0
     weight, close = p.lexical_weight, p.close
     scored = []
     rows = []

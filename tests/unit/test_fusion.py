@@ -752,6 +752,90 @@ def test_a_damped_match_does_not_decide_between_dense_s_close_calls_across_langu
     assert paths(fused)[0] == first and not any(c.exact for c in fused)
 
 
+@pytest.mark.parametrize(("holds_words", "first"), [
+    (True, "ru/protection.md"),  # dense's first holds every word of the query: the silence makes it no stray
+    (False, "ru/document_protect.md"),  # dense's first holds none of them: BM25's sure first gains the stray bonus
+])  # fmt: skip
+def test_a_silenced_close_call_is_no_stray_first_for_bm25_s_translated_lead(holds_words: bool, first: str) -> None:
+    """The expanded phase (rev35c): the Russian translation's dense leg puts an English-recorded note of a Russian
+    half first (a cosine above the query's own leg's best), holding every word of the English question; BM25's
+    first is a Russian note dense ranks 12th, which only the translation's BM25 leg matches (0.4 of its best).
+    ``_across`` silences the English close call's damped match, so that it does not decide between dense's close
+    calls; the silence must not also tell :func:`stray_lead` that dense's first holds none of the query's words
+    (3c36eb1 and fus35c before its silence: dense's first stays first). Where dense's first holds none of them, the
+    stray bonus still goes to BM25's sure first."""
+    query = "protecting cells from changes"
+    evidence = analyse(query)
+    answer, english, other, far = (
+        "ru/cell_protect.md",
+        "ru/protection.md",
+        "ru/protect_sheet.md",
+        "ru/document_protect.md",
+    )
+    noise = [f"ru/шум{i:02d}.md" for i in range(30)]
+    asked = (Leg("dense", 0), [chunk(answer, 0.88, "ru")] + [chunk(p, 0.87 - i * 0.005, "ru") for i, p in enumerate(noise[:10])]
+             + [chunk(far, 0.80, "ru")] + [chunk(p, 0.70 - i * 0.005, "ru") for i, p in enumerate(noise[10:])])  # fmt: skip
+    translation = (Leg("dense", 1, "ru"), [chunk(english, 0.95, "en"), chunk(answer, 0.93, "ru")])
+    terms = {t: 3.0 for t in tokenize(query)}
+    attainable = sum(terms.values())
+    own = [chunk(other, attainable * 0.92, "en")] + ([chunk(english, attainable, "en")] if holds_words else [])
+    bm25 = (Leg("lexical", 0, "en"), own)
+    bm25_ru = (Leg("lexical", 1, "ru"), [chunk(english, 10.0, "en"), chunk(far, 4.0, "ru")])
+    common = tuple(f"c{i:02d}.md" for i in range(PROBE_DEPTH))  # every term common: no exact match, no agreement
+    fused = fuse([asked, translation, bm25, bm25_ru, *probes(query, terms, common)], evidence, 10)
+    assert paths(fused)[0] == first and not any(c.exact for c in fused)
+
+
+@pytest.mark.parametrize(("query", "first"), [
+    ("как экспортировать заметки кнопкой OK", "en/export.md"),  # two capitals: a UI word both languages write
+    ("как экспортировать заметки на Wi-Fi", "en/export.md"),  # a foreign proper name, no code
+    ("как экспортировать заметки в PDF", "ru/export.md"),  # a code reads the same in both languages: left as it was
+])  # fmt: skip
+def test_only_a_code_keeps_a_damped_close_call_s_match_across_languages(query: str, first: str) -> None:
+    """A Russian question over a KB mostly English (rev35c): dense ranks the English answer first and a Russian note
+    a close second; ``_across`` damps the Russian note's BM25 match and, the question plain, silences it among
+    dense's close calls. "OK" or "Wi-Fi" are identifiers but no code (:func:`kbsearch.lexical.code_terms`): words a
+    UI and both languages' prose write ("нажмите OK"), as the bridge reads them (fus35b); the question stays plain
+    and its damped match decides nothing (3c36eb1 and fus35c: the Russian note first). A code ("PDF") reads the same
+    in both languages: its match is left as it was (EVAL.md, session 35, fus35c)."""
+    evidence = analyse(query)
+    assert evidence.language == "ru" and evidence.identifiers and bool(evidence.codes) == ("PDF" in query)
+    answer, russian = "en/export.md", "ru/export.md"
+    noise = [f"en/noise{i:02d}.md" for i in range(30)]
+    dense = (Leg("dense", 0), [chunk(answer, 0.88, "en"), chunk(russian, 0.875, "ru")]
+             + [chunk(p, 0.80 - i * 0.005, "en") for i, p in enumerate(noise)])  # fmt: skip
+    bm25 = (Leg("lexical", 0, "ru"), [chunk(russian, 9.0, "ru"), chunk("en/lines.md", 8.5, "ru"),
+                                      chunk(noise[0], 2.0, "en")])  # fmt: skip
+    common = tuple(f"c{i:02d}.md" for i in range(PROBE_DEPTH))  # every term common: no exact match, no agreement
+    held = probes(query, {t: 3.0 for t in tokenize(query)}, common)
+    fused = fuse([dense, bm25, *held], evidence, 10)
+    assert paths(fused)[0] == first and not any(c.exact for c in fused)
+
+
+@pytest.mark.parametrize("recorded", [True, False])
+def test_a_dense_leg_s_languages_are_counted_alike_recorded_or_judged_by_the_text(recorded: bool) -> None:
+    """A Russian question over a Russian KB whose notes were indexed before the language was recorded (rev35c): dense
+    puts an English page first, three English pages (recorded ``en``) and twenty Russian ones in its leg. Counting
+    only the recorded languages read the leg as mostly English, so the question as asked across languages
+    outright, and ``_across`` silenced the Russian answer's BM25 match among dense's close calls; the same notes with
+    their language recorded keep it. A note's language is its recorded one, else its text's (:func:`_note_language`),
+    wherever the silence reads it."""
+    query = "как защитить ячейки от изменений"
+    evidence = analyse(query)
+    answer = "ru/answer.md"
+    text = "Защита ячеек листа от изменений: выберите ячейки и откройте свойства."
+
+    def russian(path: str, score: float) -> ScoredChunk:
+        return ScoredChunk(f"{path}#0", score, {"path": path, "lang": "ru" if recorded else None, "text": text})
+
+    dense = (Leg("dense", 0), [chunk("en/a.md", 0.88, "en"), russian(answer, 0.875), chunk("en/b.md", 0.86, "en"),
+             chunk("en/c.md", 0.85, "en")] + [russian(f"ru/n{i:02d}.md", 0.84 - i * 0.005) for i in range(20)])  # fmt: skip
+    bm25 = (Leg("lexical", 0, "ru"), [russian(answer, 9.0), russian("ru/n00.md", 8.5)])
+    common = tuple(f"c{i:02d}.md" for i in range(PROBE_DEPTH))  # every term common: no exact match, no agreement
+    fused = fuse([dense, bm25, *probes(query, {t: 3.0 for t in tokenize(query)}, common)], evidence, 10)
+    assert paths(fused)[0] == answer and not any(c.exact for c in fused)
+
+
 def test_a_known_item_in_a_kb_of_its_language_keeps_its_bm25_match_when_dense_puts_a_page_of_another_first() -> None:
     """A Russian KB with a few pages left in English (recorded ``lang: en``): dense ranks one of them first for a
     Russian known item ("Пропорциональный сдвиг затрагивают", LibreOffice Help's swriter-tablemode, USE) and misses

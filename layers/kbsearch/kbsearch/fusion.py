@@ -657,8 +657,9 @@ def _across(notes: dict[str, _Note], asked: list[ScoredChunk], language: str, la
     untranslated ("Pivot Chart" over LibreOffice Help's Russian half) is the answer by its title (EVAL.md, session
     33, fus33c: 29 searches better, none worse).
 
-    Where the query is plain (``plain``: no identifier, no menu path) and asked across languages outright (dense's
-    first note and most of its notes in another language), a note of the query's language among dense's close calls
+    Where the query is plain (``plain``: no code, :func:`kbsearch.lexical.code_terms`, and no menu path) and asked
+    across languages outright (dense's first note and most of its notes in another language; where notes of the leg
+    record no language, also counting each by its text), a note of the query's language among dense's close calls
     (its dense value at least ``p.close``) counts no BM25 match at all: damped, its match would still decide between
     dense's close calls, which count at ``close_weight``, and it is the few notes of the query's language sharing
     its words ("Creating Gradient Fills" over LibreOffice Help's Russian half, e5: an English-recorded page tipped
@@ -669,7 +670,8 @@ def _across(notes: dict[str, _Note], asked: list[ScoredChunk], language: str, la
 
     The close calls' silence is returned, not applied: the pin gates (:func:`standing_pins`) read the notes as the
     damping left them, and :func:`fuse` silences them after (rev: a silenced rival lifted a wrong exact match into
-    BM25's first two, where the question gate let it stand).
+    BM25's first two, where the question gate let it stand), after :func:`clear_lead` and :func:`stray_lead` too
+    (rev35c: a silenced first of dense's, holding every word of the query, read as a stray first).
 
     Returns whether the first note is in another language than the query (the query is asked across languages),
     whether it damped the query's own-language matches, and the notes to silence once the pins are decided."""
@@ -682,15 +684,20 @@ def _across(notes: dict[str, _Note], asked: list[ScoredChunk], language: str, la
         divided = False  # nothing to spare: the leg's languages do not matter
     else:
         recorded: dict[Any, Any] = {}  # the leg's notes (each once) and the language each records
+        held: dict[Any, dict[str, Any]] = {}  # each note's first chunk's payload
         for c in asked:
             payload = c.payload
-            recorded.setdefault(payload.get("path"), payload.get("lang"))
+            if (path := payload.get("path")) not in held:
+                held[path], recorded[path] = payload, payload.get("lang")
         same = sum(1 for lang in recorded.values() if lang == language)
         other = sum(1 for lang in recorded.values() if lang is not None and lang != language)
         if theirs == language and other <= same:
             return False, False, set()
         divided = other > same if theirs == language else same > other  # first note in one language, most in the other
         silent = plain and theirs != language and other > same
+        if silent and None in recorded.values():  # notes indexed before the language was recorded: judged by their
+            judged = [_note_language(payload, languages) for payload in held.values()]  # text (rev35c)
+            silent = sum(1 for lang in judged if lang is not None and lang != language) > judged.count(language)
     own = [(n.lexical, note) for note, n in notes.items()
            if (its := n.lexical_chunk) is not None and its is not n.translated_chunk
            and _note_language(its.payload, languages) == language]  # fmt: skip
@@ -1066,7 +1073,7 @@ def fuse(
     undamped = notes[whole].lexical if whole is not None else 0.0
     language = evidence.language
     named = words(evidence.text)
-    plain = not evidence.identifiers and not evidence.ui_path
+    plain = not evidence.codes and not evidence.ui_path  # "OK", "Wi-Fi": identifiers, no code (rev35c)
     across, damped, silenced = (
         _across(notes, asked[0], language, languages, agree, named, p, plain)
         if language is not None and asked
@@ -1077,8 +1084,6 @@ def fuse(
     pinned = pins.pinned
     if reasons is not None:
         reasons.update(pins.reasons)
-    for note in silenced - pinned:  # ``_across``'s close calls, once the pins are decided
-        notes[note].lexical = 0.0
     if pins.unnamed:
         # a label naming no note of its language, its BM25 matches many alike, the other language near dense's top
         for n in notes.values():
@@ -1087,6 +1092,11 @@ def fuse(
                 n.lexical *= p.cross_language
     stray = stray_lead(notes, p)
     lead = clear_lead(notes, p)
+    # ``_across``'s close calls count no BM25 match, once the pins are decided and BM25's lead and dense's stray first
+    # are read as the damping left them (rev35c: silenced before, dense's first holding the query's words read as a
+    # stray, and BM25's sure first far down dense's leg gained the stray bonus over it)
+    for note in silenced - pinned:
+        notes[note].lexical = 0.0
     weight, close = p.lexical_weight, p.close
     scored = []
     for note, n in notes.items():
