@@ -1039,6 +1039,7 @@ def _unavailable_reason(exc: Any, settings: Any) -> str:
 def cmd_mcp(args: argparse.Namespace) -> int:
     from kbsearch_tools import mcp_stdio
 
+    mcp_stdio.relay_stderr()  # no log line waits on a client that never reads stderr (round 36)
     if not args.verbose:  # an assistant shows stderr in its log pane: an INFO access line per call filled it
         logging.getLogger().setLevel(logging.WARNING)
     if _is_terminal(sys.stdin):  # a person trying it sat before a silent command that seemed to hang
