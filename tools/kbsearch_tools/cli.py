@@ -1719,7 +1719,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="an MCP server on stdin/stdout for desktop assistants (local index, or a bridge to a deployment)",
         description="Speak MCP (JSON-RPC, one message per line, both protocol eras; JSON-RPC batches in a session "
         "that negotiated 2025-03-26) on stdin/stdout until stdin closes (SIGTERM ends it the same way, exit 143); "
-        "logs go to stderr. Local (default): the "
+        "logs go to stderr, never waiting on it (a client that does not read it: lines past 256 K characters are "
+        "dropped and counted). Local (default): the "
         "index at QDRANT_PATH (or Qdrant Cloud with QDRANT_URL) and the notes at KB_SOURCE, read-only, through the "
         "same services as kbsearch serve; --oracle e5|use loads that model in this process (an index built with "
         "kbsearch index --oracle), before the first message is read. --remote URL: forward every message to URL/mcp "
