@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from kbsearch_tools.fakes import FakeEndpoint
-from kbsearch_tools.mcp_stdio import StderrRelay
+from kbsearch_tools.local.process import serve_process
 from tests.conftest import KBSEARCH_CMD, ROOT, copy_store, subprocess_env
 
 INIT = {"jsonrpc": "2.0", "id": 0, "method": "initialize",
@@ -108,6 +108,8 @@ def test_a_client_that_never_reads_stderr_is_answered_every_call(store: Path, pr
 def test_the_log_lines_a_slow_stderr_reader_missed_are_counted_once_it_reads() -> None:
     """The relay over a real pipe nobody reads yet: writes never wait; what passes its limit is dropped and counted,
     and the count follows what was kept once the reader reads; a reader that closes its end ends the relay."""
+    from kbsearch_tools.mcp_stdio import StderrRelay  # (imported here: main's code, which has none, collects)
+
     unread, err = os.pipe()
     fcntl.fcntl(err, fcntl.F_SETPIPE_SZ, 4096)
     target = os.fdopen(err, "w", encoding="utf-8")
@@ -136,3 +138,43 @@ def test_the_log_lines_a_slow_stderr_reader_missed_are_counted_once_it_reads() -
                                  "while they were written"]  # fmt: skip
     relay.write("after the target closed\n")  # the writer thread finds it closed: dropped, never raised
     assert relay.drain(5)
+
+
+# -- kbsearch serve --watch --poll: a second save its stat cannot tell --------------------------------------------
+
+
+@pytest.mark.timeout(120)
+def test_a_second_save_in_the_same_timestamp_tick_is_indexed_by_polling(tmp_path: Path) -> None:
+    """``--poll`` (network shares, container mounts: where file events are missing) told a change by a note's
+    (mtime, size, inode). A file system whose timestamps are coarse (FAT's and exFAT's 2 s, SMB and NFS servers' 1 s;
+    the kernel's tick on a local disk) gives a save within the same tick as the one before it that one's mtime: a
+    checkbox ticked (``[ ]`` to ``[x]``, the same size) and saved in place just after a poll saw the save before. Here
+    the second save is given the first one's mtime, as such a file system gives it (and the first an mtime a few
+    seconds ahead, as a share's clock may be: the second save must land within the tick however loaded the machine)."""
+    from tests.integration.test_freshness import search_paths, until
+    from tests.integration.test_notes_graph import write_kb
+
+    text = "---\ntitle: Toggle\n---\n# Toggle\n\n- [{mark}] {word}\n"
+    kb = write_kb(tmp_path / "kb", {"en/Toggle.md": text.format(mark=" ", word="placeholder"),
+                                    "en/Other.md": "# Other\n\nsomething else\n"})  # fmt: skip
+    env = subprocess_env(QDRANT_PATH=str(tmp_path / "q"), KB_SOURCE=str(kb), EMBEDDING_API_KEY="",
+                         EMBEDDING_API_KEY_PARAM="")  # fmt: skip
+    note = kb / "en" / "Toggle.md"
+    with serve_process(env, cwd=ROOT, args=["--watch", "--poll"]) as served:
+        base, log = served.base_url, served.text
+        until(lambda: "initial sync" in log(), log=log)
+        with note.open("r+") as handle:  # saved in place (same inode), as VS Code saves
+            handle.write(text.format(mark=" ", word="zebrafirst"))
+            handle.truncate()
+        ahead = time.time_ns() + 6 * 10**9  # the share's clock 6 s ahead: a loaded machine has that long to index it
+        os.utime(note, ns=(ahead, ahead))
+        until(lambda: search_paths(base, "zebrafirst") == ["en/Toggle.md"], log=log)  # a poll saw the first save
+        first = os.stat(note)
+        with note.open("r+") as handle:  # the box ticked: the same size, in the same tick
+            handle.write(text.format(mark="x", word="yaksecond1"))
+            handle.truncate()
+        os.utime(note, ns=(first.st_atime_ns, first.st_mtime_ns))
+        after = os.stat(note)
+        assert (after.st_mtime_ns, after.st_size, after.st_ino) == (first.st_mtime_ns, first.st_size, first.st_ino)
+        until(lambda: search_paths(base, "yaksecond1") == ["en/Toggle.md"], timeout_s=30, log=log)
+        assert search_paths(base, "zebrafirst") == []

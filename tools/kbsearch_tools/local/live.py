@@ -54,6 +54,10 @@ WATCH_THREAD = "kbsearch-watch"
 
 SOCKET_SUFFIX = ".serve.sock"
 POLL_S = 0.25  # --poll: how often the folder's stats are compared
+#: --poll: a note whose mtime is this close to the clock when its stat is taken is read again once it is older: the
+#: coarsest file system timestamps kept (FAT's 2 s), with the margin of a share's clock a little ahead of this one.
+RACY_S = 3.0
+RACY_NS = int(RACY_S * 1e9)
 MAX_REQUEST_BYTES = 64 * 1024
 
 
@@ -271,15 +275,29 @@ class Watcher:
 
     def _polling(self) -> Iterator[set[tuple[Any, str]]]:
         """Changed note paths, every ``POLL_S`` (a walk of stats), once they have been quiet for one more poll
-        (at most ``debounce_ms``)."""
+        (at most ``debounce_ms``). A note whose mtime was within :data:`RACY_S` of the clock when its stat was taken
+        is read once more when that mtime is older (git's "racily clean" entries): a save in the same timestamp tick
+        as the one before it (a file system's coarse clock: FAT's 2 s, an SMB or NFS server's 1 s) keeps the mtime,
+        and a save of the same size in place (a checkbox ticked) then left the stat as it was, the note unindexed."""
+        taken = time.time_ns()
         previous = self._snapshot()
+        racy = {p: stat for p, stat in previous.items() if stat[0] > taken - RACY_NS}
         yield set()
         pending: set[str] = set()
         first_seen = 0.0
         while not self.stop_event.wait(POLL_S):
+            taken = time.time_ns()
             current = self._snapshot()
             changed = {p for p in current.keys() | previous.keys() if current.get(p) != previous.get(p)}
             previous = current
+            for path in changed:  # a stat seen with a recent mtime is not trusted until that mtime is old
+                racy.pop(path, None)
+                if path in current and current[path][0] > taken - RACY_NS:
+                    racy[path] = current[path]
+            due = {p for p, stat in racy.items() if stat[0] <= taken - RACY_NS}
+            for path in due:  # old enough now: the content is read once more (its MD5; unchanged costs no embedding)
+                del racy[path]
+            changed |= {p for p in due if p in current}
             if changed and not pending:
                 first_seen = time.monotonic()
             pending |= changed
