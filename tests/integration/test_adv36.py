@@ -178,3 +178,6 @@ def test_a_second_save_in_the_same_timestamp_tick_is_indexed_by_polling(tmp_path
         assert (after.st_mtime_ns, after.st_size, after.st_ino) == (first.st_mtime_ns, first.st_size, first.st_ino)
         until(lambda: search_paths(base, "yaksecond1") == ["en/Toggle.md"], timeout_s=30, log=log)
         assert search_paths(base, "zebrafirst") == []
+        time.sleep(4)  # past RACY_S (3 s): every recent stat read again by now, and a read finding nothing says nothing
+        lines = [line for line in log().splitlines() if "changed note(s)" in line]
+        assert len(lines) == 2 and all("0 added, 1 updated, 0 deleted" in line for line in lines), lines

@@ -58,6 +58,8 @@ POLL_S = 0.25  # --poll: how often the folder's stats are compared
 #: coarsest file system timestamps kept (FAT's 2 s), with the margin of a share's clock a little ahead of this one.
 RACY_S = 3.0
 RACY_NS = int(RACY_S * 1e9)
+#: The kind a polled path carries when it is read again only because its mtime was recent (its stat unchanged).
+RECHECK = "recheck"
 MAX_REQUEST_BYTES = 64 * 1024
 
 
@@ -284,6 +286,7 @@ class Watcher:
         racy = {p: stat for p, stat in previous.items() if stat[0] > taken - RACY_NS}
         yield set()
         pending: set[str] = set()
+        rechecked: set[str] = set()  # of ``pending``, the notes read again only because their mtime was recent
         first_seen = 0.0
         while not self.stop_event.wait(POLL_S):
             taken = time.time_ns()
@@ -292,19 +295,21 @@ class Watcher:
             previous = current
             for path in changed:  # a stat seen with a recent mtime is not trusted until that mtime is old
                 racy.pop(path, None)
+                rechecked.discard(path)
                 if path in current and current[path][0] > taken - RACY_NS:
                     racy[path] = current[path]
             due = {p for p, stat in racy.items() if stat[0] <= taken - RACY_NS}
             for path in due:  # old enough now: the content is read once more (its MD5; unchanged costs no embedding)
                 del racy[path]
+            rechecked |= {p for p in due if p in current and p not in changed and p not in pending}
             changed |= {p for p in due if p in current}
             if changed and not pending:
                 first_seen = time.monotonic()
             pending |= changed
             quiet = not changed or time.monotonic() - first_seen >= self.debounce_ms / 1000
             if pending and quiet:
-                yield {(None, p) for p in pending}
-                pending = set()
+                yield {(RECHECK if p in rechecked else None, p) for p in pending}
+                pending, rechecked = set(), set()
             else:
                 yield set()
 
@@ -351,7 +356,10 @@ class Watcher:
                     self.known.add(_nfc(path))
                 else:
                     self.known.discard(_nfc(path))
-            self._report(f"{len(notes)} changed note(s)", changed.to_dict())
+            done = changed.to_dict()
+            if any(kind != RECHECK for kind, _ in batch) or any(done.get(k) for k in ("added", "updated", "deleted",
+                                                                                      "error", "skipped")):  # fmt: skip
+                self._report(f"{len(notes)} changed note(s)", done)  # (a read again that found nothing: no line)
 
     def _access_file_target(self) -> str | None:
         """The file the root's access file links to, when it is a link (None otherwise): file events name the file
