@@ -1039,6 +1039,7 @@ def _unavailable_reason(exc: Any, settings: Any) -> str:
 def cmd_mcp(args: argparse.Namespace) -> int:
     from kbsearch_tools import mcp_stdio
 
+    mcp_stdio.relay_stderr()  # no log line waits on a client that never reads stderr (round 36)
     if not args.verbose:  # an assistant shows stderr in its log pane: an INFO access line per call filled it
         logging.getLogger().setLevel(logging.WARNING)
     if _is_terminal(sys.stdin):  # a person trying it sat before a silent command that seemed to hang
@@ -1718,7 +1719,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="an MCP server on stdin/stdout for desktop assistants (local index, or a bridge to a deployment)",
         description="Speak MCP (JSON-RPC, one message per line, both protocol eras; JSON-RPC batches in a session "
         "that negotiated 2025-03-26) on stdin/stdout until stdin closes (SIGTERM ends it the same way, exit 143); "
-        "logs go to stderr. Local (default): the "
+        "logs go to stderr, never waiting on it (a client that does not read it: lines past 256 K characters are "
+        "dropped and counted). Local (default): the "
         "index at QDRANT_PATH (or Qdrant Cloud with QDRANT_URL) and the notes at KB_SOURCE, read-only, through the "
         "same services as kbsearch serve; --oracle e5|use loads that model in this process (an index built with "
         "kbsearch index --oracle), before the first message is read. --remote URL: forward every message to URL/mcp "

@@ -17,8 +17,10 @@ stdout carries only MCP messages: anything else printed by accident goes to stde
 
 from __future__ import annotations
 
+import atexit
 import base64
 import contextlib
+import io
 import json
 import logging
 import os
@@ -27,7 +29,7 @@ import threading
 import types
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, TextIO
 from urllib.parse import urlsplit, urlunsplit
 
 if TYPE_CHECKING:
@@ -63,6 +65,98 @@ def _without_httpx_cli() -> None:
 
     stand_in.main = main  # type: ignore[attr-defined]
     sys.modules["httpx._main"] = stand_in
+
+
+class StderrRelay(io.TextIOBase):
+    """stderr for ``kbsearch mcp``: what is written (log lines, a stray ``print``) is handed to a writer thread, so
+    no write ever waits on the reader. MCP lets a client "capture, forward, or ignore" a server's stderr, and a
+    client that pipes it and never reads it (mark3labs/mcp-go#956) filled the pipe's 64 KiB after ~700 searches that
+    each logged a provider's failure: the next log line blocked the server, and every call after it went unanswered.
+    At most ``limit`` characters wait; what comes while they do is dropped and counted, and the count is said once
+    the reader has taken what waited. At exit what still waits is given :data:`EXIT_DRAIN_S` (``atexit``)."""
+
+    EXIT_DRAIN_S = 2.0
+
+    def __init__(self, target: TextIO, limit: int = 256 * 1024) -> None:
+        self._target = target
+        self._limit = limit
+        self._pending: list[str] = []
+        self._size = 0
+        self._dropped = 0  # lines (newlines) of what was dropped
+        self._writing = False
+        self._gone = False  # the target cannot be written (closed): everything from then on is dropped
+        self._cond = threading.Condition()
+        threading.Thread(target=self._run, name="kbsearch-stderr", daemon=True).start()
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return self._target.isatty()
+
+    def fileno(self) -> int:
+        return self._target.fileno()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self._target, "encoding", None) or "utf-8"
+
+    def write(self, text: str) -> int:
+        with self._cond:
+            if self._gone:
+                pass
+            elif self._size + len(text) > self._limit:
+                self._dropped += max(1, text.count("\n"))
+            else:
+                self._pending.append(text)
+                self._size += len(text)
+                self._cond.notify()
+        return len(text)
+
+    def flush(self) -> None:
+        """Nothing to wait for here: the writer thread flushes what it writes."""
+
+    def drain(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for what waits to be written; whether it was."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._gone or not (self._pending or self._dropped or self._writing),
+                                       timeout_s)  # fmt: skip
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: bool(self._pending or self._dropped))
+                text = "".join(self._pending)
+                if self._dropped:
+                    text += (f"kbsearch mcp: {self._dropped:,} log lines were dropped: nobody read stderr while they "
+                             "were written\n")  # fmt: skip
+                self._pending, self._size, self._dropped, self._writing = [], 0, 0, True
+            try:
+                self._target.write(text)
+                self._target.flush()
+            except (OSError, ValueError):  # closed by the client: nobody will read it
+                with self._cond:
+                    self._gone = True
+            with self._cond:
+                self._writing = False
+                self._cond.notify_all()
+                if self._gone:
+                    return
+
+
+def relay_stderr() -> StderrRelay | None:
+    """``sys.stderr`` (and the log handlers writing to it) through a :class:`StderrRelay`, for the rest of the
+    process: called first by ``kbsearch mcp``. None when there is no stderr (started with it closed)."""
+    current = sys.stderr
+    if current is None or isinstance(current, StderrRelay):
+        return current
+    relay = StderrRelay(current)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler) and handler.stream is current:
+            handler.setStream(relay)
+    sys.stderr = relay
+    atexit.register(relay.drain, StderrRelay.EXIT_DRAIN_S)
+    return relay
 
 
 def _streams() -> tuple[BinaryIO, BinaryIO]:

@@ -54,6 +54,12 @@ WATCH_THREAD = "kbsearch-watch"
 
 SOCKET_SUFFIX = ".serve.sock"
 POLL_S = 0.25  # --poll: how often the folder's stats are compared
+#: --poll: a note whose mtime is this close to the clock when its stat is taken is read again once it is older: the
+#: coarsest file system timestamps kept (FAT's 2 s), with the margin of a share's clock a little ahead of this one.
+RACY_S = 3.0
+RACY_NS = int(RACY_S * 1e9)
+#: The kind a polled path carries when it is read again only because its mtime was recent (its stat unchanged).
+RECHECK = "recheck"
 MAX_REQUEST_BYTES = 64 * 1024
 
 
@@ -271,22 +277,39 @@ class Watcher:
 
     def _polling(self) -> Iterator[set[tuple[Any, str]]]:
         """Changed note paths, every ``POLL_S`` (a walk of stats), once they have been quiet for one more poll
-        (at most ``debounce_ms``)."""
+        (at most ``debounce_ms``). A note whose mtime was within :data:`RACY_S` of the clock when its stat was taken
+        is read once more when that mtime is older (git's "racily clean" entries): a save in the same timestamp tick
+        as the one before it (a file system's coarse clock: FAT's 2 s, an SMB or NFS server's 1 s) keeps the mtime,
+        and a save of the same size in place (a checkbox ticked) then left the stat as it was, the note unindexed."""
+        taken = time.time_ns()
         previous = self._snapshot()
+        racy = {p: stat for p, stat in previous.items() if stat[0] > taken - RACY_NS}
         yield set()
         pending: set[str] = set()
+        rechecked: set[str] = set()  # of ``pending``, the notes read again only because their mtime was recent
         first_seen = 0.0
         while not self.stop_event.wait(POLL_S):
+            taken = time.time_ns()
             current = self._snapshot()
             changed = {p for p in current.keys() | previous.keys() if current.get(p) != previous.get(p)}
             previous = current
+            for path in changed:  # a stat seen with a recent mtime is not trusted until that mtime is old
+                racy.pop(path, None)
+                rechecked.discard(path)
+                if path in current and current[path][0] > taken - RACY_NS:
+                    racy[path] = current[path]
+            due = {p for p, stat in racy.items() if stat[0] <= taken - RACY_NS}
+            for path in due:  # old enough now: the content is read once more (its MD5; unchanged costs no embedding)
+                del racy[path]
+            rechecked |= {p for p in due if p in current and p not in changed and p not in pending}
+            changed |= {p for p in due if p in current}
             if changed and not pending:
                 first_seen = time.monotonic()
             pending |= changed
             quiet = not changed or time.monotonic() - first_seen >= self.debounce_ms / 1000
             if pending and quiet:
-                yield {(None, p) for p in pending}
-                pending = set()
+                yield {(RECHECK if p in rechecked else None, p) for p in pending}
+                pending, rechecked = set(), set()
             else:
                 yield set()
 
@@ -333,7 +356,10 @@ class Watcher:
                     self.known.add(_nfc(path))
                 else:
                     self.known.discard(_nfc(path))
-            self._report(f"{len(notes)} changed note(s)", changed.to_dict())
+            done = changed.to_dict()
+            if any(kind != RECHECK for kind, _ in batch) or any(done.get(k) for k in ("added", "updated", "deleted",
+                                                                                      "error", "skipped")):  # fmt: skip
+                self._report(f"{len(notes)} changed note(s)", done)  # (a read again that found nothing: no line)
 
     def _access_file_target(self) -> str | None:
         """The file the root's access file links to, when it is a link (None otherwise): file events name the file
