@@ -251,11 +251,13 @@ def test_kbsearch_serve_watch_names_a_skipped_note_once(tmp_path: Path) -> None:
     assert "note skipped" not in output, output
     initial = next(line for line in output.splitlines() if "initial sync:" in line)
     assert initial.endswith(
-        "; 5 skipped: broken0.md (invalid YAML frontmatter at line 2); broken1.md (invalid YAML frontmatter at line "
-        f"2); broken2.md (invalid YAML frontmatter at line 2); and 2 more (kbsearch index {kb} names each)"
+        "; 5 skipped: broken0.md (invalid YAML frontmatter at line 2: a list's [ not closed by ]); broken1.md (invalid "
+        "YAML frontmatter at line 2: a list's [ not closed by ]); broken2.md (invalid YAML frontmatter at line 2: a "
+        f"list's [ not closed by ]); and 2 more (kbsearch index {kb} names each)"
     ), initial
     saved = next(line for line in output.splitlines() if "1 changed note(s)" in line)
-    assert saved.endswith("; 1 skipped: broken0.md (invalid YAML frontmatter at line 2)"), saved
+    broken = "broken0.md (invalid YAML frontmatter at line 2: a list's [ not closed by ])"
+    assert saved.endswith(f"; 1 skipped: {broken}"), saved
 
 
 def test_kbsearch_eval_says_what_else_runs_the_expanded_phase(deepinfra: FakeProvider) -> None:
