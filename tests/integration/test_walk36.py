@@ -4,6 +4,7 @@ and an assistant's user connecting over MCP, through the real interfaces (`kbsea
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -12,9 +13,11 @@ from kbsearch_tools.local.process import serve_process
 from tests.conftest import KBSEARCH_CMD, PROCESS_TIMEOUT_S, ROOT, subprocess_env
 
 
-def _kbsearch(*args: str, cwd: Path | str = ROOT, **env: str) -> subprocess.CompletedProcess[str]:
+def _kbsearch(
+    *args: str, cwd: Path | str = ROOT, stdin: str | None = None, **env: str
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*KBSEARCH_CMD, *args], capture_output=True, text=True, cwd=cwd, env=subprocess_env(**env),
-                          timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
+                          input=stdin, timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
 
 
 def test_a_frontmatter_slip_is_named_by_what_to_fix_not_only_its_line(tmp_path: Path) -> None:
@@ -75,3 +78,31 @@ def test_kbsearch_serve_watch_names_a_saved_note_s_warnings(tmp_path: Path) -> N
     assert saved.endswith(
         "; 1 warning: dated.md (frontmatter field 'updated' dropped: '2026-13-45' is not a valid date or time)"
     ), saved
+
+
+def test_an_assistant_s_tool_over_an_index_not_built_names_the_command_that_builds_it(tmp_path: Path) -> None:
+    """README's stdio config launched before `kbsearch index` ran (or with a `QDRANT_PATH` where none was built):
+    `kb_search` and `kb_list` answered `the index has not been built yet: run the indexer first`, and the assistant
+    told its user to "run the indexer", which names nothing they can run, while `GET /health` of the same store
+    says `(kbsearch index <your KB folder>)`. An embedded store's tool error names the command now (a deployment's,
+    on Qdrant Cloud, still says "run the indexer first": there the indexer is a function)."""
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "a.md").write_text("# A\n\nwombats\n")
+    lines = [
+        {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+         "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}},
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "kb_search", "arguments": {"query": "x"}}},
+        {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "kb_list", "arguments": {}}},
+    ]  # fmt: skip
+    done = _kbsearch("mcp", "--kb", str(kb), stdin="".join(json.dumps(m) + "\n" for m in lines), cwd=tmp_path,
+                     QDRANT_PATH=str(tmp_path / "never-built"))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    answers = {m["id"]: m["result"] for m in map(json.loads, done.stdout.splitlines()) if m.get("id") in (2, 3)}
+    for result in answers.values():
+        assert result["isError"] is True and result["content"] == [
+            {"type": "text", "text": "the index has not been built yet: run the indexer first (kbsearch index <your "
+             "KB folder>)"}
+        ], result  # fmt: skip
+    assert len(answers) == 2 and str(tmp_path) not in done.stdout  # no server folder in a tool's answer
