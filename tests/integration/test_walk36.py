@@ -8,9 +8,8 @@ import json
 import subprocess
 from pathlib import Path
 
-from kbsearch_tools.local.live import wait_until
-from kbsearch_tools.local.process import serve_process
 from tests.conftest import KBSEARCH_CMD, PROCESS_TIMEOUT_S, ROOT, subprocess_env
+from tests.integration.test_walk32 import watched_save
 
 
 def _kbsearch(
@@ -59,22 +58,13 @@ def test_kbsearch_serve_watch_names_a_saved_note_s_warnings(tmp_path: Path) -> N
     without it, its line `1 changed note(s): 1 added, ...` saying nothing, where `kbsearch index` says `warning
     dated.md: frontmatter field 'updated' dropped: ...`; two notes sharing an `id` were said nowhere by the
     watch either. The watch's line names the sync's warnings as it names its skipped notes."""
-    kb = tmp_path / "kb"
-    kb.mkdir()
-    (kb / "a.md").write_text("---\nid: KB-1\n---\n# A\n\nalpha\n")
-    (kb / "b.md").write_text("---\nid: KB-1\n---\n# B\n\nbeta\n")
-    env = subprocess_env(QDRANT_PATH=str(tmp_path / "q"))
-    with serve_process(env, cwd=ROOT, args=("--watch", str(kb))) as served:
-        assert wait_until(lambda: "initial sync:" in served.text(), 60), served.text()
-        (kb / "dated.md").write_text("---\ntitle: Dated\nupdated: 2026-13-45\n---\n# Dated\n\nwords\n")
-        assert wait_until(lambda: "1 changed note(s)" in served.text(), 30), served.text()
-        output = served.text()
-    initial = next(line for line in output.splitlines() if "initial sync:" in line)
+    notes = {"a.md": "---\nid: KB-1\n---\n# A\n\nalpha\n", "b.md": "---\nid: KB-1\n---\n# B\n\nbeta\n"}
+    dated = "---\ntitle: Dated\nupdated: 2026-13-45\n---\n# Dated\n\nwords\n"
+    _, _, initial, saved = watched_save(tmp_path, notes, "dated.md", dated)
     assert initial.endswith(
         "; 2 warnings: a.md (frontmatter id 'KB-1' is also the id of b.md); b.md (frontmatter id 'KB-1' is also the "
         "id of a.md)"
     ), initial
-    saved = next(line for line in output.splitlines() if "1 changed note(s)" in line)
     assert saved.endswith(
         "; 1 warning: dated.md (frontmatter field 'updated' dropped: '2026-13-45' is not a valid date or time)"
     ), saved
