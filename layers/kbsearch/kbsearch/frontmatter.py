@@ -146,7 +146,7 @@ def _said(exc: yaml.YAMLError, first_line: int) -> str:
     """What the writer of a frontmatter PyYAML refused can fix, after its line (round 36: "at line 2" alone left
     ``title: Meeting: Q3 plan`` a riddle): the common slips in words (a ': ' in a value, a list or a quote left
     open, a tab), else PyYAML's problem itself; the line a bracket or quote was opened on when it is another. The
-    problem names at most a character or a tag of the note, never its text."""
+    problem names at most a character, a token's kind or a tag handle of the note, never its text."""
     problem, context = getattr(exc, "problem", None), getattr(exc, "context", None)
     if not isinstance(problem, str):
         return ""
