@@ -96,3 +96,20 @@ def test_an_assistant_s_tool_over_an_index_not_built_names_the_command_that_buil
              "KB folder>)"}
         ], result  # fmt: skip
     assert len(answers) == 2 and str(tmp_path) not in done.stdout  # no server folder in a tool's answer
+
+
+def test_a_pasted_log_over_the_size_limit_says_what_its_writer_can_do(tmp_path: Path) -> None:
+    """A colleague pasted a 5 MB log into a note: `skipped ops/incident.md: too large: 5400000 bytes (limit 1048576,
+    MAX_NOTE_BYTES)`. The setting is the operator's; the writer, who reads the same line, was told nothing they
+    could do to have the note found. The reason says it now: split it, or keep the pasted text in a file that is
+    no note and link it."""
+    kb = tmp_path / "kb"
+    (kb / "ops").mkdir(parents=True)
+    (kb / "ops" / "incident.md").write_text("# Incident\n\n" + "ERROR worker connection reset by peer\n" * 150_000)
+    size = (kb / "ops" / "incident.md").stat().st_size
+    run = _kbsearch("index", str(kb), QDRANT_PATH=str(tmp_path / "q"))
+    assert run.returncode == 0, run.stderr
+    assert (
+        f"  skipped ops/incident.md: too large: {size} bytes (limit 1048576, MAX_NOTE_BYTES): split it into smaller "
+        "notes, or keep what was pasted into it (a log, an export) in a file not ending in .md and link that\n"
+    ) in run.stdout, run.stdout
