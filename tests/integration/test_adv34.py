@@ -69,6 +69,20 @@ def helpers_ended(name: str, within_s: float = 10.0) -> None:
         time.sleep(0.05)
 
 
+def dripped_run(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], fake: Any, helper: str) -> tuple[Any, Any]:
+    """The indexer handler's scheduled run with ``env`` (4 s kept before the Lambda's end, no embedding key), asserted
+    to end within the Lambda (:func:`invoke_within_the_lambda`), against a ``fake`` endpoint that drips: (the
+    handler's module, its answer). The fake is stopped after it and the ``helper`` threads its cut left reading
+    waited for (:func:`helpers_ended`)."""
+    env = env | {"DEADLINE_MARGIN_S": "4", "EMBEDDING_API_KEY": "", "EMBEDDING_API_KEY_PARAM": ""}
+    try:
+        app = load_indexer(monkeypatch, env)
+        return app, invoke_within_the_lambda(app, {})
+    finally:
+        fake.stop()
+        helpers_ended(helper)
+
+
 def test_a_qdrant_that_drips_a_writes_answer_is_cut_at_the_runs_end_with_a_report(
     tmp_path: Path, dripping_qdrant: FakeQdrant, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -188,14 +202,8 @@ def test_an_s3_that_drips_is_cut_at_the_runs_end_with_a_report(
         return (200, listing_xml([("a.md", note)]), "application/xml") if listing else (200, note, "text/markdown")
 
     s3.responder = respond
-    env = {"KB_SOURCE": "s3://kb/", "AWS_ENDPOINT_URL_S3": s3.url, "QDRANT_PATH": str(tmp_path / "q"),
-           "DEADLINE_MARGIN_S": "4", "EMBEDDING_API_KEY": "", "EMBEDDING_API_KEY_PARAM": ""}  # fmt: skip
-    try:
-        app = load_indexer(monkeypatch, env)
-        result = invoke_within_the_lambda(app, {})
-    finally:
-        s3.stop()
-        helpers_ended("kbsearch-s3")
+    env = {"KB_SOURCE": "s3://kb/", "AWS_ENDPOINT_URL_S3": s3.url, "QDRANT_PATH": str(tmp_path / "q")}
+    app, result = dripped_run(monkeypatch, env, s3, "kbsearch-s3")
     if what == "listing":
         assert isinstance(result, app.IndexerRunError), result
         assert "listing s3://kb/ failed" in str(result) and "by the run's end" in str(result), result

@@ -717,8 +717,8 @@ def test_tool_errors_show_no_internals(handler, tmp_path: Path) -> None:
         assert "kb-private-bucket" not in text and "secret-prefix" not in text and "kb-no-such-bucket" not in text
         assert "s3://" not in text and "NoSuch" not in text
     search = call_tool(handler(QDRANT_COLLECTION="no-such-collection"), "kb_search", {"query": "x"})
-    assert (
-        search["isError"] and search["content"][0]["text"] == "the index has not been built yet: run the indexer first"
+    assert search["isError"] and search["content"][0]["text"] == (
+        "the index has not been built yet: run the indexer first (kbsearch index <your KB folder>)"  # (walk36)
     )
     for name in ("kbsearch.mcp", "kbsearch.browse"):
         logging.getLogger(name).removeHandler(records)

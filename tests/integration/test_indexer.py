@@ -599,10 +599,14 @@ class WindowLog:
         go_on: Any = None,
     ) -> Any:
         window = sum(1 for kind, _ in self.events if kind == "embed")
+        self.embedding(window)
         self.events.append(("embed", window))
         if window == self.fail_window:
             raise ProviderError("deepinfra", "server", "injected")
         return self.embed_documents(texts, deadline, stats, known, into, go_on)
+
+    def embedding(self, window: int) -> None:
+        """Called as window ``window`` (0-based) starts to be embedded: for a subclass to watch."""
 
     def upsert(self, chunks: Any) -> None:
         self.events.append(("upsert", len(self.upserted)))
@@ -653,17 +657,8 @@ class OverlapLog(WindowLog):
         self.started = [threading.Event() for _ in range(windows)]
         self.overlapped: list[bool] = []
 
-    def _embed(
-        self,
-        texts: Any,
-        deadline: Any = None,
-        stats: Any = None,
-        known: Any = None,
-        into: Any = None,
-        go_on: Any = None,
-    ) -> Any:
-        self.started[sum(1 for kind, _ in self.events if kind == "embed")].set()
-        return super()._embed(texts, deadline, stats, known, into, go_on)
+    def embedding(self, window: int) -> None:
+        self.started[window].set()
 
     def upsert(self, chunks: Any) -> None:
         k = len(self.upserted)

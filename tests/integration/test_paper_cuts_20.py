@@ -309,7 +309,9 @@ def test_a_broken_access_file_is_not_called_frontmatter_and_its_line_is_the_file
     (kb / "Note.md").write_text("# Note\n\nbody\n")
     (kb / "_access.yaml").write_text("hr/: [hr]\n- finance\n")  # line 2: a list item in a mapping
     proc = run("index", str(kb), "--json", QDRANT_PATH=str(tmp_path / "q"))
-    assert proc.returncode == 1 and json.loads(proc.stdout)["error"] == "_access.yaml: invalid YAML at line 2"
+    assert proc.returncode == 1 and json.loads(proc.stdout)["error"] == (
+        "_access.yaml: invalid YAML at line 2: a '- ' list item where a 'key: value' line belongs"  # (walk36)
+    )
 
 
 @pytest.mark.timeout(2 * PROCESS_TIMEOUT_S + 30)

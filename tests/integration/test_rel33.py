@@ -32,6 +32,19 @@ def indexed(settings: Settings) -> list[str]:
         store.close()
 
 
+def one_chunk_a_request(aws: EventPath, tmp_path: Path, notes: dict[str, str], **env: str) -> dict[str, str]:  # noqa: F811
+    """``notes`` (name: text) put in the bucket, after its notification set-up; the indexer's settings for it that
+    embed one chunk a request, 64 dimensions, nothing sent again and the breaker out of the way, ``env`` added
+    (the provider's are the caller's)."""
+    aws.receive()  # (the bucket's notification set-up: no note's)
+    for name, text in notes.items():
+        aws.put(f"{PREFIX}{name}", text.encode())
+    return {
+        "KB_SOURCE": f"s3://{BUCKET}/{PREFIX}", "QDRANT_PATH": str(tmp_path / "q"), "INDEX_LEASE_TABLE": TABLE,
+        "EMBEDDING_DIMENSIONS": "64", "PROVIDER_RETRIES": "0", "BREAKER_THRESHOLD": "100", "EMBEDDING_BATCH_SIZE": "1",
+    } | env  # fmt: skip
+
+
 def cut_after(
     aws: EventPath,  # noqa: F811
     deepinfra: FakeProvider,
@@ -41,14 +54,10 @@ def cut_after(
 ) -> tuple[Any, Settings]:
     """n0.md .. n5.md put in the bucket; the indexer handler embedding one chunk a request, four chunks a window;
     the fake answering ``answered`` embedding requests, then hanging past any invocation's end (8 s)."""
-    aws.receive()  # (the bucket's notification set-up: no note's)
-    for i in range(NOTES):
-        aws.put(f"{PREFIX}n{i}.md", f"# Note {i}\n\nwords of note number {i}\n".encode())
-    env = {
-        "KB_SOURCE": f"s3://{BUCKET}/{PREFIX}", "QDRANT_PATH": str(tmp_path / "q"), "INDEX_LEASE_TABLE": TABLE,
-        "EMBEDDING_DIMENSIONS": "64", "PROVIDER_RETRIES": "0", "BREAKER_THRESHOLD": "100",
-        "EMBEDDING_BATCH_SIZE": "1", "EMBEDDING_CONCURRENCY": "1", "DEADLINE_MARGIN_S": "1",
-    } | provider_env(deepinfra, roles=("EMBEDDING",))  # fmt: skip
+    notes = {f"n{i}.md": f"# Note {i}\n\nwords of note number {i}\n" for i in range(NOTES)}
+    env = one_chunk_a_request(aws, tmp_path, notes, EMBEDDING_CONCURRENCY="1", DEADLINE_MARGIN_S="1") | provider_env(
+        deepinfra, roles=("EMBEDDING",)
+    )
     deepinfra.fail("embeddings", hang_s=8.0, after=answered)
     return load_indexer(monkeypatch, env), Settings(
         **{k.lower(): v for k, v in env.items()} | {"index_lease_table": ""}
@@ -212,6 +221,21 @@ def read_again_after(older: int, kb: Path, settings: Settings, notes: int) -> No
     again = sync_s3(kb, settings)
     assert again.updated == notes and metadata(settings)[NOTES_READING] == PARSE_VERSION, again
     assert sync_s3(kb, settings).unchanged == notes
+
+
+def quokka_under_and_read_again(tmp_path: Path, body: str, heading: str, older: int) -> None:
+    """The note ``steps.md`` of ``body`` indexed from S3: `quokka` is found under ``heading`` and the note holds the
+    tag ``kept``; then a collection recording the reading ``older`` is read again (:func:`read_again_after`)."""
+    from kbsearch.notes import parse_note
+    from tests.integration.test_lines32 import found, sync_s3
+    from tests.integration.test_notes_graph import write_kb
+
+    kb = write_kb(tmp_path / "kb", {"steps.md": body})
+    settings = Settings(qdrant_path=str(tmp_path / "q"))
+    assert sync_s3(kb, settings).added == 1
+    assert found(settings, "quokka")[:1] == [("steps.md", heading)]
+    assert parse_note("steps.md", body.encode()).tags == ["kept"]
+    read_again_after(older, kb, settings, 1)
 
 
 #: 3. rel32's stopped sync: the notes (a word each to search by) and the links between them

@@ -25,10 +25,12 @@ from kbsearch_tools.fakes import FakeEndpoint, FakeProvider, provider_env
 from kbsearch_tools.local.runtime import LambdaContext
 from tests.integration import test_adv34 as adv34_tests
 from tests.integration import test_events as events_tests
-from tests.integration.test_events import BUCKET, PREFIX, TABLE, load_indexer
+from tests.integration.test_events import TABLE, load_indexer
 from tests.integration.test_hostile_notes import FakeQdrant
 from tests.integration.test_indexer import write_notes
 from tests.integration.test_lease import found_lost, take_over
+from tests.integration.test_rel33 import one_chunk_a_request, quokka_under_and_read_again
+from tests.integration.test_rev34c import leased_run_on_cloud
 
 aws = events_tests.aws  # moto's bucket and queue, the lease table
 flaky_qdrant = adv34_tests.flaky_qdrant  # the loopback Qdrant Cloud
@@ -159,20 +161,7 @@ def test_a_rebuild_on_qdrant_cloud_does_not_switch_the_alias_once_its_lease_is_l
     boto3.setup_default_session()
     lost = found_lost()
     flaky_qdrant.on_request = requested
-    env = {
-        "KB_SOURCE": str(kb),
-        "QDRANT_URL": flaky_qdrant.url,
-        "INDEX_LEASE_TABLE": TABLE,
-        "INDEX_LEASE_TTL_S": "30",
-        "QDRANT_TIMEOUT_S": "40",
-    }  # fmt: skip  (a renewal every 10 s)
-    app = load_indexer(monkeypatch, env)
-    try:
-        result: Any = app.lambda_handler({"rebuild": True}, LambdaContext("kb-search-test-indexer", 1024, 120))
-    except app.IndexerRunError as exc:
-        result = exc
-    finally:
-        boto3.setup_default_session()
+    app, result = leased_run_on_cloud(monkeypatch, kb, flaky_qdrant.url, {"rebuild": True})
     assert len(alias_reads) == 2 and writes_at_loss, alias_reads
     assert any(w.startswith("PUT /collections/kb-bm25-a/points") for w in flaky_qdrant.writes)  # the sync wrote
     after = flaky_qdrant.writes[writes_at_loss[0] :]
@@ -206,14 +195,10 @@ def test_no_queued_embedding_request_is_sent_once_a_batch_has_failed(
     sent all the same (rev33b counted 16 of 16 with the breaker out of the way; 16 + 14 with Fireworks), each one
     paid for or failing, for notes the run would not write. Now no batch not yet sent is sent: at most those in
     flight when the failure came (one per worker). The run's report and the next run are as before."""
-    aws.receive()  # (the bucket's notification set-up: no note's)
-    for i in range(ONE_CHUNK_NOTES):
-        aws.put(f"{PREFIX}n{i:02d}.md", f"# Note {i}\n\nword{i} and a few shared words\n".encode())
-    env = {
-        "KB_SOURCE": f"s3://{BUCKET}/{PREFIX}", "QDRANT_PATH": str(tmp_path / "q"), "INDEX_LEASE_TABLE": TABLE,
-        "EMBEDDING_DIMENSIONS": "64", "PROVIDER_RETRIES": "0", "BREAKER_THRESHOLD": "100",
-        "EMBEDDING_BATCH_SIZE": "1", "EMBEDDING_CONCURRENCY": str(CONCURRENCY),
-    } | provider_env(deepinfra, fireworks if fallback is not None else None, roles=("EMBEDDING",))  # fmt: skip
+    notes = {f"n{i:02d}.md": f"# Note {i}\n\nword{i} and a few shared words\n" for i in range(ONE_CHUNK_NOTES)}
+    env = one_chunk_a_request(aws, tmp_path, notes, EMBEDDING_CONCURRENCY=str(CONCURRENCY)) | provider_env(
+        deepinfra, fireworks if fallback is not None else None, roles=("EMBEDDING",)
+    )
     deepinfra.fail("embeddings", **primary)
     if fallback is not None:
         fireworks.fail("embeddings", **fallback)
@@ -286,19 +271,11 @@ def test_an_items_dollars_closed_only_after_the_item_are_indexed_as_prose_and_an
     and the words under it are found there (main: the item's lines were math, ``quokka`` under the note's first
     heading, the tag lost). A collection recording rev34a's reading (6) is read again."""
     from kbsearch.markdown import PARSE_VERSION
-    from kbsearch.notes import parse_note
-    from tests.integration.test_lines32 import found, sync_s3
-    from tests.integration.test_notes_graph import write_kb
-    from tests.integration.test_rel33 import read_again_after
 
-    body = "# Steps\n\n- item\n  $$\n  ## Inside #kept\n  quokka\nNext\n\n$$\n"
-    kb = write_kb(tmp_path / "kb", {"steps.md": body})
-    settings = Settings(qdrant_path=str(tmp_path / "q"))
-    assert sync_s3(kb, settings).added == 1
-    assert found(settings, "quokka")[:1] == [("steps.md", "Steps > Inside #kept")]  # main: "Steps"
-    assert parse_note("steps.md", body.encode()).tags == ["kept"]  # main: []
     assert PARSE_VERSION == 7
-    read_again_after(6, kb, settings, 1)  # what rev34a's kb-search recorded
+    body = "# Steps\n\n- item\n  $$\n  ## Inside #kept\n  quokka\nNext\n\n$$\n"
+    # main: quokka under "Steps", no tag; 6: what rev34a's kb-search recorded
+    quokka_under_and_read_again(tmp_path, body, "Steps > Inside #kept", 6)
 
 
 def test_a_dynamodb_that_drips_is_cut_at_the_runs_end_with_a_report(
@@ -310,7 +287,7 @@ def test_a_dynamodb_that_drips_is_cut_at_the_runs_end_with_a_report(
     lease acquisition past the Lambda's end (killed there: no report). Now every DynamoDB call of a Lambda run ends
     by the run's end (``lease.dynamodb_client(deadline)``), as its S3 reads do: the run fails naming the lease table
     and the run's end, inside the Lambda's time."""
-    from tests.integration.test_adv34 import helpers_ended, invoke_within_the_lambda
+    from tests.integration.test_adv34 import dripped_run
 
     kb = tmp_path / "kb"
     kb.mkdir()
@@ -321,14 +298,8 @@ def test_a_dynamodb_that_drips_is_cut_at_the_runs_end_with_a_report(
     for key, value in {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x", "AWS_DEFAULT_REGION": "us-east-1",
                        "AWS_ENDPOINT_URL_DYNAMODB": dynamodb.url}.items():  # fmt: skip
         monkeypatch.setenv(key, value)
-    env = {"KB_SOURCE": str(kb), "QDRANT_PATH": str(tmp_path / "q"), "INDEX_LEASE_TABLE": TABLE,
-           "DEADLINE_MARGIN_S": "4", "EMBEDDING_API_KEY": "", "EMBEDDING_API_KEY_PARAM": ""}  # fmt: skip
-    try:
-        app = load_indexer(monkeypatch, env)
-        result = invoke_within_the_lambda(app, {})
-    finally:
-        dynamodb.stop()
-        helpers_ended("kbsearch-dynamodb")
+    env = {"KB_SOURCE": str(kb), "QDRANT_PATH": str(tmp_path / "q"), "INDEX_LEASE_TABLE": TABLE}
+    _, result = dripped_run(monkeypatch, env, dynamodb, "kbsearch-dynamodb")
     assert dynamodb.requests, "the lease table was never asked"
     assert isinstance(result, Exception), result
     assert f"cannot take the lease in table {TABLE}" in str(result), result

@@ -129,16 +129,9 @@ def test_math_in_a_list_item_ends_with_the_item_when_indexed_and_an_older_readin
     words under it are found there (main: the math ran on to the next ``$$`` at the margin, `quokka` under the
     note's first heading, its tag lost). A collection recording rel34's reading (5) is read again."""
     from kbsearch.markdown import PARSE_VERSION
-    from kbsearch.notes import parse_note
-    from tests.integration.test_lines32 import found, sync_s3
-    from tests.integration.test_notes_graph import write_kb
-    from tests.integration.test_rel33 import read_again_after
+    from tests.integration.test_rel33 import quokka_under_and_read_again
 
-    body = "# Steps\n\n- item\n  $$\n  x\n## Heading #kept\n\nquokka\n\n$$\ny\n$$\n"
-    kb = write_kb(tmp_path / "kb", {"steps.md": body})
-    settings = Settings(qdrant_path=str(tmp_path / "q"))
-    assert sync_s3(kb, settings).added == 1
-    assert found(settings, "quokka")[:1] == [("steps.md", "Steps > Heading #kept")]  # main: "Steps"
-    assert parse_note("steps.md", body.encode()).tags == ["kept"]  # main: []
     assert PARSE_VERSION >= 6
-    read_again_after(5, kb, settings, 1)  # what rel34's kb-search recorded
+    body = "# Steps\n\n- item\n  $$\n  x\n## Heading #kept\n\nquokka\n\n$$\ny\n$$\n"
+    # main: quokka under "Steps", no tag; 5: what rel34's kb-search recorded
+    quokka_under_and_read_again(tmp_path, body, "Steps > Heading #kept", 5)

@@ -85,6 +85,27 @@ def test_reads_of_a_dripping_s3_leave_no_pile_of_threads_across_a_warm_lambdas_r
         helpers_ended("kbsearch-s3")
 
 
+def leased_run_on_cloud(monkeypatch: pytest.MonkeyPatch, kb: Path, qdrant_url: str, event: dict[str, Any]) -> Any:
+    """The indexer handler's run of ``event`` over the folder ``kb`` into the Qdrant at ``qdrant_url``, under the
+    index lease (a renewal every 10 s): (the handler's module, its report or the IndexerRunError it raised).
+    boto3's default session (where :func:`tests.integration.test_lease.found_lost` hooks) is reset after it."""
+    env = {
+        "KB_SOURCE": str(kb),
+        "QDRANT_URL": qdrant_url,
+        "INDEX_LEASE_TABLE": TABLE,
+        "INDEX_LEASE_TTL_S": "30",
+        "QDRANT_TIMEOUT_S": "40",
+    }  # fmt: skip
+    app = load_indexer(monkeypatch, env)
+    try:
+        result: Any = app.lambda_handler(event, LambdaContext("kb-search-test-indexer", 1024, 120))
+    except app.IndexerRunError as exc:
+        result = exc
+    finally:
+        boto3.setup_default_session()
+    return app, result
+
+
 def test_a_write_qdrant_refused_is_not_sent_again_once_another_run_holds_the_lease(
     aws: Any, tmp_path: Path, flaky_qdrant: FakeQdrant, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -109,20 +130,7 @@ def test_a_write_qdrant_refused_is_not_sent_again_once_another_run_holds_the_lea
     boto3.setup_default_session()
     lost = found_lost()
     flaky_qdrant.refusals, flaky_qdrant.on_refusal = [(429, "1")], taken_over
-    env = {
-        "KB_SOURCE": str(kb),
-        "QDRANT_URL": flaky_qdrant.url,
-        "INDEX_LEASE_TABLE": TABLE,
-        "INDEX_LEASE_TTL_S": "30",
-        "QDRANT_TIMEOUT_S": "40",
-    }  # fmt: skip  (a renewal every 10 s)
-    app = load_indexer(monkeypatch, env)
-    try:
-        result: Any = app.lambda_handler({}, LambdaContext("kb-search-test-indexer", 1024, 120))
-    except app.IndexerRunError as exc:
-        result = exc
-    finally:
-        boto3.setup_default_session()
+    app, result = leased_run_on_cloud(monkeypatch, kb, flaky_qdrant.url, {})
     assert writes_at_loss == [1], writes_at_loss
     assert flaky_qdrant.upserts == 1, f"{flaky_qdrant.upserts - 1} upserts sent after the lease was lost"
     assert isinstance(result, app.IndexerRunError), result

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,30 @@ def answered(response_url: Any, n: int) -> None:
         time.sleep(0.1)
 
 
+def right_forged_right(
+    app: Any, response_url: Any, after_first: Callable[[], None], after_forged: Callable[[], None] = lambda: None
+) -> None:
+    """Three slash commands to ``app``: one signed with the right secret, ``after_first``, one forged,
+    ``after_forged``, one signed right again; the forged one is a 401 and both right ones are answered (200, and
+    their worker's answer taken at ``response_url``), the secret in none of the three."""
+    from tests.integration.test_slack import form, slack_event
+
+    def body(n: int) -> str:
+        return form("qdrant snapshot", f"{response_url.url}/commands/{n}", trigger=f"1334522460{n}.7.80")
+
+    first = app(slack_event(body(1), secret="the-signing-secret"))
+    after_first()
+    forged = app(slack_event(body(2), secret="a-forgers-guess"))
+    after_forged()
+    real = app(slack_event(body(3), secret="the-signing-secret"))
+    answered(response_url, 2)
+    assert first["statusCode"] == 200, first
+    assert forged["statusCode"] == 401 and "signature mismatch" in forged["body"], forged
+    assert real["statusCode"] == 200, real["body"]
+    for answer in (first, forged, real):
+        assert "the-signing-secret" not in answer["body"]
+
+
 def test_a_forged_signature_while_ssm_is_slow_does_not_turn_the_next_real_command_into_a_503(
     load_search_app: Any, bm25_index: Path, tmp_path: Path
 ) -> None:
@@ -36,34 +61,27 @@ def test_a_forged_signature_while_ssm_is_slow_does_not_turn_the_next_real_comman
     is answered."""
     from kbsearch_tools.fakes import FakeEndpoint
     from tests.conftest import copy_store
-    from tests.integration.test_slack import form, slack_event
 
     store = tmp_path / "q"
     copy_store(bm25_index, store)
     ssm, response_url = FakeEndpoint().start(), FakeEndpoint().start()
+    read_at: list[float] = []
+
+    def slow_ssm() -> None:
+        read_at.append(time.monotonic())
+        ssm.hang_s = 2.0  # slow, within the 5 s any read of the secrets may take
+
     try:
         ssm.content_type, ssm.body = "application/x-amz-json-1.1", ssm_answer("the-signing-secret")
         app = load_search_app(QDRANT_PATH=str(store), SLACK_SIGNING_SECRET_PARAM=SIGNING_PARAM, SECRETS_TTL_S="2",
                               AWS_ENDPOINT_URL_SSM=ssm.url, SLACK_RESPONSE_HOSTS="127.0.0.1")  # fmt: skip
-
-        def body(n: int) -> str:
-            return form("qdrant snapshot", f"{response_url.url}/commands/{n}", trigger=f"1334522460{n}.7.80")
-
-        first = app(slack_event(body(1), secret="the-signing-secret"))
-        read_at = time.monotonic()
-        ssm.hang_s = 2.0  # slow, within the 5 s any read of the secrets may take
-        forged = app(slack_event(body(2), secret="a-forgers-guess"))
-        time.sleep(max(0.0, 2.2 - (time.monotonic() - read_at)))  # the cache's end (SECRETS_TTL_S=2)
-        real = app(slack_event(body(3), secret="the-signing-secret"))
-        answered(response_url, 2)
+        # the forged command, then the cache's end (SECRETS_TTL_S=2)
+        right_forged_right(
+            app, response_url, slow_ssm, lambda: time.sleep(max(0.0, 2.2 - (time.monotonic() - read_at[0])))
+        )
     finally:
         ssm.stop()
         response_url.stop()
-    assert first["statusCode"] == 200, first
-    assert forged["statusCode"] == 401 and "signature mismatch" in forged["body"], forged
-    assert real["statusCode"] == 200, real["body"]
-    for answer in (first, forged, real):
-        assert "the-signing-secret" not in answer["body"]
 
 
 GROUPS_PARAM = "/kb-search/test/access-groups"
@@ -80,7 +98,6 @@ def test_a_forged_signature_s_re_read_that_ssm_half_answers_keeps_the_signing_se
     read keeps the value read before."""
     from kbsearch_tools.fakes import FakeEndpoint
     from tests.conftest import copy_store
-    from tests.integration.test_slack import form, slack_event
 
     store = tmp_path / "q"
     copy_store(bm25_index, store)
@@ -113,21 +130,10 @@ def test_a_forged_signature_s_re_read_that_ssm_half_answers_keeps_the_signing_se
         app = load_search_app(QDRANT_PATH=str(store), SLACK_SIGNING_SECRET_PARAM=SIGNING_PARAM,
                               ACCESS_GROUPS_PARAM=GROUPS_PARAM, AWS_ENDPOINT_URL_SSM=ssm.url,
                               SLACK_RESPONSE_HOSTS="127.0.0.1")  # fmt: skip
-
-        def body(n: int) -> str:
-            return form("qdrant snapshot", f"{response_url.url}/commands/{n}", trigger=f"1334522460{n}.7.80")
-
-        first = app(slack_event(body(1), secret="the-signing-secret"))
-        failing["on"] = True
-        forged = app(slack_event(body(2), secret="a-forgers-guess"))
-        real = app(slack_event(body(3), secret="the-signing-secret"))
-        answered(response_url, 2)
+        right_forged_right(app, response_url, lambda: failing.update(on=True))
     finally:
         ssm.stop()
         response_url.stop()
-    assert first["statusCode"] == 200, first
-    assert forged["statusCode"] == 401 and "signature mismatch" in forged["body"], forged
-    assert real["statusCode"] == 200, real["body"]
 
 
 def test_a_forged_signature_at_a_cold_container_costs_one_ssm_read_not_two(load_search_app: Any) -> None:

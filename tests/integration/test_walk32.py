@@ -232,30 +232,43 @@ def test_a_note_on_a_bm25_only_search_names_the_folder_the_index_was_built_from(
             f"kbsearch index '{kb}' embeds it with Qwen/Qwen3-Embedding-8B") in searched.stderr, searched.stderr  # fmt: skip
 
 
+def watched_save(tmp_path: Path, notes: dict[str, str], name: str, text: str) -> tuple[Path, str, str, str]:
+    """A folder of ``notes`` (name: text) under `kbsearch serve --watch`; once its initial sync is said, ``name``
+    saved with ``text``: (the folder, the server's output, its initial sync's line, the line of that save's sync)."""
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    for note, written in notes.items():
+        (kb / note).write_text(written)
+    env = subprocess_env(QDRANT_PATH=str(tmp_path / "q"))
+    with serve_process(env, cwd=ROOT, args=("--watch", str(kb))) as served:
+        assert wait_until(lambda: "initial sync:" in served.text(), 60), served.text()
+        (kb / name).write_text(text)
+        assert wait_until(lambda: "1 changed note(s)" in served.text(), 30), served.text()
+        output = served.text()
+    lines = output.splitlines()
+    initial = next(line for line in lines if "initial sync:" in line)
+    return kb, output, initial, next(line for line in lines if "1 changed note(s)" in line)
+
+
 def test_kbsearch_serve_watch_names_a_skipped_note_once(tmp_path: Path) -> None:
     """`make run` said sample-kb's broken note three times: `kbsearch index`'s summary, then, under `kbsearch serve
     --watch`, Lambda's JSON record (`{"level":"WARNING",...,"message":"note skipped: ..."}`) and the watch's own line
     naming it and why. The watch's syncs leave the JSON record out now (`kbsearch -v serve` keeps it); past the
     first three its line says which command names the rest."""
-    kb = tmp_path / "kb"
-    kb.mkdir()
-    (kb / "good.md").write_text("# Good\n\nA good note.\n")
-    for i in range(5):
-        (kb / f"broken{i}.md").write_text("---\ntitle: [unclosed\n---\n\nbody\n")
-    env = subprocess_env(QDRANT_PATH=str(tmp_path / "q"))
-    with serve_process(env, cwd=ROOT, args=("--watch", str(kb))) as served:
-        assert wait_until(lambda: "initial sync:" in served.text(), 60), served.text()
-        (kb / "broken0.md").write_text("---\ntitle: [still unclosed\n---\n\nbody again\n")
-        assert wait_until(lambda: "1 changed note(s)" in served.text(), 30), served.text()
-        output = served.text()
+    notes = {"good.md": "# Good\n\nA good note.\n"} | {
+        f"broken{i}.md": "---\ntitle: [unclosed\n---\n\nbody\n" for i in range(5)
+    }
+    kb, output, initial, saved = watched_save(
+        tmp_path, notes, "broken0.md", "---\ntitle: [still unclosed\n---\n\nbody again\n"
+    )
     assert "note skipped" not in output, output
-    initial = next(line for line in output.splitlines() if "initial sync:" in line)
     assert initial.endswith(
-        "; 5 skipped: broken0.md (invalid YAML frontmatter at line 2); broken1.md (invalid YAML frontmatter at line "
-        f"2); broken2.md (invalid YAML frontmatter at line 2); and 2 more (kbsearch index {kb} names each)"
+        "; 5 skipped: broken0.md (invalid YAML frontmatter at line 2: a list's [ not closed by ]); broken1.md (invalid "
+        "YAML frontmatter at line 2: a list's [ not closed by ]); broken2.md (invalid YAML frontmatter at line 2: a "
+        f"list's [ not closed by ]); and 2 more (kbsearch index {kb} names each)"
     ), initial
-    saved = next(line for line in output.splitlines() if "1 changed note(s)" in line)
-    assert saved.endswith("; 1 skipped: broken0.md (invalid YAML frontmatter at line 2)"), saved
+    broken = "broken0.md (invalid YAML frontmatter at line 2: a list's [ not closed by ])"
+    assert saved.endswith(f"; 1 skipped: {broken}"), saved
 
 
 def test_kbsearch_eval_says_what_else_runs_the_expanded_phase(deepinfra: FakeProvider) -> None:

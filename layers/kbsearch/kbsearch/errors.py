@@ -34,7 +34,11 @@ class StoreHeld(StoreError):
 
 
 class IndexMissing(StoreError):
-    """The collection does not exist (the indexer has not run yet)."""
+    """The collection does not exist (the indexer has not run yet). ``remedy`` is what builds it, said to a caller
+    after "the index has not been built yet: "; the embedded store's names the command (round 36: an assistant's
+    ``kb_search`` said "run the indexer first" where ``GET /health`` of the same store named ``kbsearch index``)."""
+
+    remedy = "run the indexer first"
 
 
 class IndexUnavailable(KbSearchError):

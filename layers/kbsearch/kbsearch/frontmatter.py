@@ -127,9 +127,47 @@ def _compose(text: str, first_line: int = 2) -> tuple[Node | None, yaml.SafeLoad
                 root = node
     except yaml.YAMLError as exc:
         raise FrontmatterError(
-            f"invalid YAML frontmatter{_line(getattr(exc, 'problem_mark', None), first_line)}"
+            f"invalid YAML frontmatter{_line(getattr(exc, 'problem_mark', None), first_line)}{_said(exc, first_line)}"
         ) from None
     return root, loader
+
+
+#: PyYAML's words for what it was reading when it failed, and what its writer most likely left open there.
+_OPENED = {
+    "while parsing a flow sequence": "a list's [ not closed by ]",
+    "while parsing a flow mapping": "a { not closed by }",
+    "while scanning a quoted scalar": "a quoted value not closed",
+    "while scanning a double-quoted scalar": 'a "quoted" value not closed',
+    "while scanning a single-quoted scalar": "a 'quoted' value not closed",
+}
+
+
+def _said(exc: yaml.YAMLError, first_line: int) -> str:
+    """What the writer of a frontmatter PyYAML refused can fix, after its line (round 36: "at line 2" alone left
+    ``title: Meeting: Q3 plan`` a riddle): the common slips in words (a ': ' in a value, a list or a quote left
+    open, a tab), else PyYAML's problem itself; the line a bracket or quote was opened on when it is another. The
+    problem names at most a character, a token's kind or a tag handle of the note, never its text."""
+    problem, context = getattr(exc, "problem", None), getattr(exc, "context", None)
+    if not isinstance(problem, str):
+        return ""
+    opened, mark = _OPENED.get(context) if isinstance(context, str) else None, getattr(exc, "context_mark", None)
+    if problem.startswith("mapping values are not allowed"):
+        said = "': ' where no key can begin (quote a value that holds ': ', or indent the line as its key's)"
+    elif problem.startswith("found character '\\t'"):
+        said = "a tab (YAML indents with spaces)"
+    elif problem.startswith("found character ") and problem.endswith(" that cannot start any token"):
+        said = f"a value cannot begin with {problem.split()[2]} (quote the value)"
+    elif problem == "expected <block end>, but found '<scalar>'":
+        said = "text after a value's closing quote (inside '...' a ' is written '', inside \"...\" a \" is \\\")"
+    elif problem == "expected <block end>, but found '-'":
+        said = "a '- ' list item where a 'key: value' line belongs"
+    elif opened is not None and (problem.startswith("expected ',' or") or "end of stream" in problem):
+        at = getattr(exc, "problem_mark", None)
+        elsewhere = mark is not None and (at is None or at.line != mark.line)
+        said = opened + (f" (opened at line {mark.line + first_line})" if mark is not None and elsewhere else "")
+    else:
+        said = problem
+    return f": {said}"
 
 
 def _text(value: str) -> str:

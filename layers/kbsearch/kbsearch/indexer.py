@@ -1619,9 +1619,12 @@ def _parse_for_index(
     from kbsearch.notes import NoteError, note_id, parse_note  # the YAML parser loads only when a note changed
 
     if obj.size > options.max_note_bytes:
-        return ParseOutcome(
-            failure="large", reason=f"too large: {obj.size} bytes (limit {options.max_note_bytes}, MAX_NOTE_BYTES)"
-        )  # the setting named: the one reading the report can raise it
+        # the setting named (the one reading the report can raise it), and what its writer can do (round 36: a
+        # pasted 5 MB log was "too large", nothing said of a way to have the note searchable)
+        return ParseOutcome(failure="large", reason=(
+            f"too large: {obj.size} bytes (limit {options.max_note_bytes}, MAX_NOTE_BYTES): split it into smaller "
+            "notes, or keep what was pasted into it (a log, an export) in a file not ending in .md and link that"
+        ))  # fmt: skip
     try:
         raw = source.read(obj)
         for bound in bounds:

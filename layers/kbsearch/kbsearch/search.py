@@ -171,9 +171,7 @@ def index_errors() -> Iterator[None]:
     try:
         yield
     except IndexMissing as exc:
-        raise IndexUnavailable(
-            f"{exc}: run the indexer first", "the index has not been built yet: run the indexer first"
-        ) from None
+        raise IndexUnavailable(f"{exc}: {exc.remedy}", f"the index has not been built yet: {exc.remedy}") from None
     except StoreError as exc:
         raise _unavailable(exc) from None
 

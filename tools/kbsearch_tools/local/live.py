@@ -387,6 +387,8 @@ class Watcher:
             + (f"; error: {report['error']}" if report.get("error") else "")
             + (f"; deletion blocked: {report['deletion_blocked']}" if report.get("deletion_blocked") else "")
             + skipped_text(report.get("skipped") or [], more_from=f"kbsearch index {shlex.quote(str(self.folder))}")
+            # what kbsearch index lists as warnings (a field dropped, an id shared): searchable, not as written
+            + skipped_text(report.get("warnings") or [], said="warning")
             # a folder with no note (a mistyped --watch, the vault's parent): said as kbsearch index says it
             + (f"; nothing to index: {_one_line(report['no_notes'])}" if report.get("no_notes") else "")
         )
@@ -395,18 +397,23 @@ class Watcher:
             self.on_sync(what, report)
 
 
-def skipped_text(skipped: list[dict[str, str]], shown: int = 3, more_from: str = "") -> str:
+def skipped_text(skipped: list[dict[str, str]], shown: int = 3, more_from: str = "", said: str = "") -> str:
     """The notes a sync skipped, for its one line: a saved note that is not searchable says why (a broken
     frontmatter, say), as ``kbsearch index`` does; the first ``shown`` with their reasons, then how many more
-    (``more_from``: the command that names them all)."""
+    (``more_from``: the command that names them all). ``said="warning"``: the report's warnings the same way (``1
+    warning: a.md (frontmatter field 'updated' dropped: ...)``; one of the whole run, with no path, by its reason)."""
     from kbsearch_tools.cli import _one_line  # a path's control characters escaped, as kbsearch index shows them
 
     if not skipped:
         return ""
-    named = "; ".join(f"{_one_line(s['path'])} ({_one_line(s['reason'])})" for s in skipped[:shown])
+    named = "; ".join(
+        f"{_one_line(s['path'])} ({_one_line(s['reason'])})" if s.get("path") else _one_line(s["reason"])
+        for s in skipped[:shown]
+    )
     listed = f" ({more_from} names each)" if more_from else ""
     more = f"; and {len(skipped) - shown} more{listed}" if len(skipped) > shown else ""
-    return f"; {len(skipped)} skipped: {named}{more}"
+    what = f"{said}{'' if len(skipped) == 1 else 's'}" if said else "skipped"
+    return f"; {len(skipped)} {what}: {named}{more}"
 
 
 class SaidByTheWatchLine(logging.Filter):

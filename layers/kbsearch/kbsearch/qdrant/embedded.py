@@ -1488,7 +1488,7 @@ class EmbeddedRetriever:
 
     def _present(self) -> Store:
         if not self.store.exists():
-            raise index_missing(self.store.collection)
+            raise index_missing(self.store.collection, embedded=True)
         return self.store
 
     def metadata(self, timeout_s: float = 10.0) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from typing import Any, NamedTuple, Protocol
 
 from kbsearch.errors import IndexMissing, StoreError
 from kbsearch.lexical import SparseVector, tag_key
+from kbsearch.qdrant.readiness import EMBEDDED_REMEDY
 
 DENSE = "dense"  # the named dense vector (cosine)
 SPARSE = "bm25"  # the named sparse vector (BM25 term weights; Qdrant applies IDF)
@@ -201,9 +202,13 @@ def folders_clause(spellings: Sequence[str]) -> dict[str, Any] | None:
     return {"key": "folders", "match": {"value": folders[0]} if len(folders) == 1 else {"any": folders}}
 
 
-def index_missing(collection: str, detail: str = "") -> IndexMissing:
-    """The error of a search whose collection is not there (the indexer has not run yet), whichever store."""
-    return IndexMissing(f"collection {collection!r} does not exist" + (f" ({detail})" if detail else ""))
+def index_missing(collection: str, detail: str = "", embedded: bool = False) -> IndexMissing:
+    """The error of a search whose collection is not there (the indexer has not run yet), whichever store; an
+    ``embedded`` store's names the command that builds it."""
+    exc = IndexMissing(f"collection {collection!r} does not exist" + (f" ({detail})" if detail else ""))
+    if embedded:
+        exc.remedy = EMBEDDED_REMEDY
+    return exc
 
 
 def unreachable(why: str) -> StoreError:

@@ -10,7 +10,10 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from kbsearch.config import Settings
 
-NOT_BUILT = "the index has not been built yet: run the indexer first (kbsearch index <your KB folder>)"
+#: What builds an embedded store's index (the store is this machine's: the command is the one to run); a search
+#: of it says it too (``kbsearch.qdrant.query.index_missing``).
+EMBEDDED_REMEDY = "run the indexer first (kbsearch index <your KB folder>)"
+NOT_BUILT = f"the index has not been built yet: {EMBEDDED_REMEDY}"
 HELD = "the embedded store is open in another process (pid {pid}: {holder}); searches answer once it closes"
 NOT_A_FOLDER = "the embedded store's folder (QDRANT_PATH) is a file or a link to nowhere: set QDRANT_PATH to a folder"
 LOCAL_MODE = (
