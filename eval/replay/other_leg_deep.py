@@ -14,6 +14,7 @@ with payloads (``Leg("dense-deep", 0)``; the fusion reads no such kind). For eac
     PYTHONPATH=layers/kbsearch:tools .venv/bin/python eval/replay/other_leg_deep.py \\
         /work/main/.kbsearch/replay36/fus36a/e5-deep-bil.pkl ["offset 1.0 r3-20 median less 0.05" ...]
 
+``--changes`` lists each search the variant ranks worse (its query, relevant notes, first two notes before and after).
 Prints per cell nDCG@10 before → after, its change and the searches better / worse, per variant (default: the
 variants of ``variants_s36_fus36a.py``, the first, ``shift 0``, the control: the other language's leg read with no
 lift, which must move nothing the rule does not).
@@ -59,7 +60,8 @@ def split(results: list[Any], language: str | None) -> tuple[list[Any], list[Any
 
 def main(argv: list[str]) -> int:
     paths = [Path(a) for a in argv if a.endswith(".pkl")]
-    names = [a for a in argv if not a.endswith(".pkl")]
+    changes = "--changes" in argv
+    names = [a for a in argv if not a.endswith(".pkl") and a != "--changes"]
     if not paths:
         print(__doc__, file=sys.stderr)
         return 2
@@ -80,6 +82,8 @@ def main(argv: list[str]) -> int:
                 b = [c.payload.get("path") for c in fusion.fuse(extended, evidence, limit, "hybrid")]
                 before.append(ndcg_at(a, set(relevant), 10))
                 after.append(ndcg_at(b, set(relevant), 10))
+                if changes and after[-1] < before[-1] - 1e-9:
+                    print(f"      worse {cell} {evidence.text!r} {sorted(relevant)}: {a[:2]} → {b[:2]}")
             fusion.HOOK = None
             up = sum(y > x + 1e-9 for x, y in zip(before, after, strict=True))
             down = sum(y < x - 1e-9 for x, y in zip(before, after, strict=True))
