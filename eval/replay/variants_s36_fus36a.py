@@ -34,23 +34,6 @@ from __future__ import annotations
 from typing import Any
 
 
-def _split(rows: list[tuple[str, Any, float, float]], language: str | None) -> tuple[float, list[int]]:
-    """The gap (own language's best dense value − another language's best) and the rows of another language's
-    notes, best dense first."""
-    own, other = 0.0, []
-    for i, (_, n, _, _) in enumerate(rows):
-        c = n.dense_chunk
-        if c is None or n.dense <= 0.0:
-            continue
-        lang = c.payload.get("lang")
-        if lang == language:
-            own = max(own, n.dense)
-        elif lang is not None:
-            other.append(i)
-    other.sort(key=lambda i: (-rows[i][1].dense, rows[i][0]))
-    return (own - rows[other[0]][1].dense if other else 0.0), other
-
-
 def _score(note: str, n: Any, value: float, agreed: float, ctx: dict[str, Any]) -> float:
     p, lead, stray = ctx["p"], ctx["lead"], ctx["stray"]
     dense = value if value <= p.close else p.close + p.close_weight * (value - p.close)
@@ -58,13 +41,21 @@ def _score(note: str, n: Any, value: float, agreed: float, ctx: dict[str, Any]) 
     return dense + p.lexical_weight * n.lexical + p.rare_agreement * agreed + bonus
 
 
+def _gated(rows: list[tuple[str, Any, float, float]], ctx: dict[str, Any], limit: float) -> tuple[float, list[int]]:
+    """The gap (the query's language's best dense value − another language's best) and the rows of another
+    language's notes, best dense first, where ``0 < gap < limit``; else no rows."""
+    language = ctx["evidence"].language
+    if language is None:
+        return 0.0, []
+    own, other = _curves(rows, language)
+    gap = (own[0] if own else 0.0) - rows[other[0]][1].dense if other else 0.0
+    return (gap, other) if 0.0 < gap < limit else (0.0, [])
+
+
 def shift(f: float, limit: float) -> Any:
     def hook(rows: list[tuple[str, Any, float, float]], ctx: dict[str, Any]) -> list[float] | None:
-        language = ctx["evidence"].language
-        if language is None:
-            return None
-        gap, other = _split(rows, language)
-        if not other or not 0.0 < gap < limit:
+        gap, other = _gated(rows, ctx, limit)
+        if not other:
             return None
         raised = set(other)
         return [_score(note, n, n.dense + f * gap if i in raised else n.dense, agreed, ctx)
@@ -75,11 +66,8 @@ def shift(f: float, limit: float) -> Any:
 
 def third(w: float, limit: float, k: int) -> Any:
     def hook(rows: list[tuple[str, Any, float, float]], ctx: dict[str, Any]) -> list[float] | None:
-        language = ctx["evidence"].language
-        if language is None:
-            return None
-        gap, other = _split(rows, language)
-        if not other or not 0.0 < gap < limit:
+        _, other = _gated(rows, ctx, limit)
+        if not other:
             return None
         gain = {i: w * (1 - r / k) for r, i in enumerate(other[:k])}
         return [_score(note, n, n.dense, agreed, ctx) + gain.get(i, 0.0)
