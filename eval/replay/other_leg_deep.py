@@ -14,7 +14,8 @@ with payloads (``Leg("dense-deep", 0)``; the fusion reads no such kind). For eac
     PYTHONPATH=layers/kbsearch:tools .venv/bin/python eval/replay/other_leg_deep.py \\
         /work/main/.kbsearch/replay36/fus36a/e5-deep-bil.pkl ["offset 1.0 r3-20 median less 0.05" ...]
 
-``--changes`` lists each search the variant ranks worse (its query, relevant notes, first two notes before and after).
+``--hubs`` counts instead, per query language, which note tops the other language's leg how often (its four most
+frequent firsts). ``--changes`` lists each search the variant ranks worse (its query, relevant notes, first two notes before and after).
 Prints per cell nDCG@10 before → after, its change and the searches better / worse, per variant (default: the
 variants of ``variants_s36_fus36a.py``, the first, ``shift 0``, the control: the other language's leg read with no
 lift, which must move nothing the rule does not).
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -58,8 +60,22 @@ def split(results: list[Any], language: str | None) -> tuple[list[Any], list[Any
     return base, [*base, (extra, other)]
 
 
+def hubs(cells: dict[tuple[str, str], dict[str, Any]]) -> None:
+    firsts: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
+    for (model, _), captured in cells.items():
+        for _, _, results, evidence, _ in captured["rows"]:
+            base, extended = split(results, evidence.language)
+            if len(extended) > len(base):  # the other language's leg was added
+                firsts[(model, str(evidence.language))][str(extended[-1][1][0].payload.get("path"))] += 1
+    for (model, language), counted in sorted(firsts.items()):
+        print(f"{model} {language} queries {sum(counted.values())}: {counted.most_common(4)}")
+
+
 def main(argv: list[str]) -> int:
     paths = [Path(a) for a in argv if a.endswith(".pkl")]
+    if "--hubs" in argv:
+        hubs(load(paths, texts=False))
+        return 0
     changes = "--changes" in argv
     names = [a for a in argv if not a.endswith(".pkl") and a != "--changes"]
     if not paths:
