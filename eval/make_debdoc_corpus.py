@@ -115,8 +115,12 @@ class Section:
     identifiers: list[str]
 
 
-def _is_section(node: Node) -> bool:
-    return node.tag == "section" or (node.tag == "div" and bool(node.classes & {"section", "chapter", "appendix"}))
+#: DocBook's ``<div class>`` of a section (GIMP's manual: ``sect1``... , ``make_gimp_corpus.py``)
+_SECTION_CLASSES = frozenset({"section", "chapter", "appendix"})
+
+
+def _is_section(node: Node, classes: frozenset[str] = _SECTION_CLASSES) -> bool:
+    return node.tag == "section" or (node.tag == "div" and bool(node.classes & classes))
 
 
 def _heading(section: Node) -> Node | None:
@@ -132,55 +136,61 @@ def _section_id(section: Node) -> str:
     return anchor.attrs["id"] if anchor is not None else section.attrs.get("id", "")
 
 
-def _own(section: Node) -> list[Node | str]:
+def _own(section: Node, classes: frozenset[str] = _SECTION_CLASSES) -> list[Node | str]:
     """The section's own content: no nested section, no heading (Sphinx's ``<hN>`` is a direct child), no title page
     or table of contents."""
     return [
         c
         for c in section.children
-        if not (isinstance(c, Node) and (_is_section(c) or c.tag in ("h1", "h2", "h3", "h4", "h5", "h6")))
+        if not (isinstance(c, Node) and (_is_section(c, classes) or c.tag in ("h1", "h2", "h3", "h4", "h5", "h6")))
     ]
 
 
-def _prepare(node: Node) -> None:
+def _prepare(node: Node, idents: frozenset[str] = frozenset(_IDENT_CLASSES)) -> None:
     """In place: DocBook's identifier spans become ``<code>``; title pages, tables of contents, permalinks go."""
     kept: list[Node | str] = []
     for child in node.children:
         if isinstance(child, Node):
             if child.classes & _SKIPPED_CLASSES:
                 continue
-            if child.tag == "span" and child.classes & _IDENT_CLASSES:
+            if child.tag == "span" and child.classes & idents:
                 child.tag = "code"
-            _prepare(child)
+            _prepare(child, idents)
         kept.append(child)
     node.children = kept
 
 
-def _sections(node: Node) -> list[Node]:
+def _sections(node: Node, classes: frozenset[str] = _SECTION_CLASSES) -> list[Node]:
     out = []
     for child in node.children:
         if isinstance(child, Node):
-            if _is_section(child):
+            if _is_section(child, classes):
                 out.append(child)
-            out += _sections(child)
+            out += _sections(child, classes)
     return out
 
 
-def parse_sections(source: str) -> list[Section]:
-    """Every section of one manual's HTML page: its id, title (the heading's text without its number and "¶") and
-    the markdown pieces of its own text."""
+def parse_sections(
+    source: str,
+    section_classes: frozenset[str] = _SECTION_CLASSES,
+    ident_classes: frozenset[str] = frozenset(_IDENT_CLASSES),
+) -> list[Section]:
+    """Every section of one manual's HTML page, in document order: its id, title (the heading's text without its
+    number and "¶") and the markdown pieces of its own text. ``section_classes``: the ``<div class>`` of a section;
+    ``ident_classes``: the ``<span class>`` of an identifier (the defaults: Debian's manuals)."""
     root = parse_html(source)
     heads = []
-    for sec in _sections(root):  # ids and titles first: _prepare drops the title pages that hold DocBook's
+    # ids and titles first: _prepare drops the title pages that hold DocBook's
+    for sec in _sections(root, section_classes):
         sid, heading = _section_id(sec), _heading(sec)
         if sid and heading is not None:
             title = _space(Converter("").inline(heading.children)).rstrip("¶ ").strip()
             heads.append((sec, sid, _NUMBERED.sub("", title)))
-    _prepare(root)
+    _prepare(root, ident_classes)
     out = []
     for sec, sid, title in heads:
         conv = Converter("")
-        body = conv.blocks(_own(sec))
+        body = conv.blocks(_own(sec, section_classes))
         out.append(Section(sid, title, body, sorted(i for i in conv.identifiers if i)))
     return out
 
