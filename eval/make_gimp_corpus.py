@@ -6,7 +6,7 @@ Debian's documentation and the bilingual KB all were looked at by some session b
 (session 36, issue 19). It is a product manual: menu paths, filter and tool names, options, shortcuts, numbers.
 
 **The corpus** (``eval/gimp/en/``, ``eval/gimp/ru/``): the pages of the GIMP 2.10 user manual, read straight from
-Debian bookworm's ``gimp-help-en`` and ``gimp-help-ru`` ``.deb`` files (``DEBS``; DocBook HTML chunked one page per
+Debian bookworm's ``gimp-help-en`` and ``gimp-help-ru`` ``.deb`` files (``MANUAL``; DocBook HTML chunked one page per
 help id). One note per **page**, not per section: a page is what GIMP's F1 help opens, its file name is its help id
 (``gimp-filter-red-eye-removal``), the same in both languages, and the subsections inside a page have no stable id
 of their own (DocBook's generated ``idmNNNN`` anchors, which differ between the two builds). A note's body is the
@@ -39,7 +39,6 @@ Licence: GNU FDL 1.2 or later, no invariant sections (``eval/gimp/README.md`` qu
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import re
 import sys
@@ -48,17 +47,20 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the other corpora's code, run as a script or by a test
-from make_debdoc_corpus import _SECTION_CLASSES, Manual, Section, parse_sections, to_markdown
-from make_gnome_corpus import _finder, cut, write_classes
-from make_man_corpus import MAX_RELEVANT, deb_members, described, known_items, write_corpus
+from make_debdoc_corpus import (
+    _SECTION_CLASSES,
+    MIN_BODY,
+    Manual,
+    Section,
+    add_pair,
+    parse_sections,
+    run,
+)
+from make_debdoc_corpus import query_sets as debdoc_query_sets
+from make_gnome_corpus import cut
+from make_man_corpus import deb_members
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-DEFAULT_DEBS = ROOT / ".kbsearch" / "debs"
-OUT = HERE / "gimp"
-MIN_BODY = 300  # characters of the converted body, in both languages
 SIZE = 260  # page pairs taken (by sha1 of the page id) of those kept
-QUESTIONS = {"en": "gimp-questions-en.yaml", "ru": "gimp-questions-ru.yaml"}
 MANUAL = Manual(
     "gimp",
     {"en": "gimp-help-en_2.10.34-2_all.deb", "ru": "gimp-help-ru_2.10.34-2_all.deb"},
@@ -128,13 +130,7 @@ def build_corpus(debs: Path) -> dict[str, str]:
     files: dict[str, str] = {}
     meta: dict[str, dict[str, object]] = {}
     for name in taken:
-        pe, pr = pages["en"][name], pages["ru"][name]
-        files[f"en/{name}.md"] = to_markdown(pe, MANUAL, name, "en")
-        files[f"ru/{name}.md"] = to_markdown(pr, MANUAL, name, "ru")
-        meta[name] = {
-            "title": {"en": pe.title, "ru": pr.title},
-            "identifiers": {"en": pe.identifiers, "ru": pr.identifiers},
-        }
+        add_pair(files, meta, {lang: pages[lang][name] for lang in ("en", "ru")}, MANUAL, name)
     files["pages.yaml"] = (
         "# page → its title in each language (the cross classes' queries) and the identifiers the page marks up\n"
         f"# (the known-item classes' candidates). {len(kept)} pairs kept, {len(taken)} taken. Made by eval/make_gimp_corpus.py.\n"
@@ -144,34 +140,12 @@ def build_corpus(debs: Path) -> dict[str, str]:
 
 
 def query_sets(corpus: Path) -> dict[str, list[dict[str, object]]]:
-    meta = yaml.safe_load((corpus / "pages.yaml").read_text(encoding="utf-8"))
-    sets: dict[str, list[dict[str, object]]] = {}
-    for lang in ("en", "ru"):
-        idents = {pid: m["identifiers"][lang] for pid, m in meta.items()}
-        sets[f"gimp-known-item-{lang}"] = known_items(corpus / lang, lang, _finder(idents))
-    titles = {pid: m["title"] for pid, m in meta.items()}
-    for lang, over in (("en", "ru"), ("ru", "en")):
-        sets[f"gimp-cross-{lang}-to-{over}"] = described(titles, lang, over)
-    return sets
+    return debdoc_query_sets(corpus, "gimp")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description="Build eval/gimp/ from GIMP's manual's .deb files (see the docstring)."
-    )
-    parser.add_argument("debs", nargs="?", type=Path, default=DEFAULT_DEBS, help="the folder holding the two .debs")
-    parser.add_argument("--questions", type=Path, help="the folder holding gimp-questions-en.yaml and -ru.yaml")
-    args = parser.parse_args(argv)
-    files = build_corpus(args.debs)
-    write_corpus(OUT, files)
-    header = (
-        "# The GIMP manual classes (a sixth corpus, measured blind in session 36): `kbsearch eval --classes eval/classes-gimp.yaml`.\n"
-        "# Made by eval/make_gimp_corpus.py from Debian bookworm's gimp-help-en and gimp-help-ru 2.10.34-2.\n"
-    )
-    sets = query_sets(OUT)
-    write_classes(OUT, "make_gimp_corpus.py", sets, args.questions, QUESTIONS, (HERE / "classes-gimp.yaml", header))
-    print(f"{sum(1 for r in files if r.startswith('en/'))} page pairs (max relevant {MAX_RELEVANT})")
-    return 0
+    classes = "The GIMP manual classes (a sixth corpus, measured blind in session 36)"
+    return run(argv, "gimp", build_corpus, classes, "Debian bookworm's gimp-help-en and gimp-help-ru 2.10.34-2")
 
 
 if __name__ == "__main__":

@@ -5,18 +5,15 @@ eval/make_gimp_corpus.py builds from the two .deb files (that check skips when t
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import re
 import sys
-from pathlib import Path
-from types import ModuleType
 
 import pytest
 import yaml
 
-from kbsearch_tools.evaluate import load_classes
-from kbsearch_tools.metrics import load_queries
 from tests.conftest import ROOT
+from tests.unit.test_debdoc_corpus import assert_classes_read, assert_cross_and_questions
 from tests.unit.test_man_corpus import assert_committed_is_built, assert_labels_hold
 
 MANIFEST = ROOT / "eval" / "classes-gimp.yaml"
@@ -41,22 +38,14 @@ PAGE = (  # gimp-help-en's gimp-filter-red-eye-removal.html and gimp-layer-new.h
 )
 
 
-def _script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("make_gimp_corpus", ROOT / "eval" / "make_gimp_corpus.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["make_gimp_corpus"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def _manifest() -> list[dict[str, str]]:
-    return yaml.safe_load(MANIFEST.read_text(encoding="utf-8"))
+sys.path.insert(0, str(ROOT / "eval"))  # the corpus scripts import each other by name
+script = importlib.import_module("make_gimp_corpus")
+MANIFEST_ENTRIES: list[dict[str, str]] = yaml.safe_load(MANIFEST.read_text(encoding="utf-8"))
 
 
 # -- the page splitter -----------------------------------------------------------------------------------------------
 def test_a_page_is_one_note_with_its_subsections_as_headings() -> None:
-    page = _script().parse_page(PAGE)
+    page = script.parse_page(PAGE)
     assert (page.id, page.title) == ("gimp-filter-red-eye-removal", "Red Eye Removal")  # no "4.6."
     assert page.body == [
         "Removes red eyes.",
@@ -70,33 +59,27 @@ def test_a_page_is_one_note_with_its_subsections_as_headings() -> None:
 
 
 def test_menu_items_labels_and_key_combinations_are_identifiers_single_keys_not() -> None:
-    idents = set(_script().parse_page(PAGE).identifiers)
+    idents = set(script.parse_page(PAGE).identifiers)
     assert {"Filters", "Enhance", "Red Eye Removal…", "Threshold", "Shift+Ctrl+J"} <= idents
     assert not idents & {"Tab", "Shift", "J"}  # a key alone is text; a combination is one identifier
 
 
 def test_a_page_without_a_section_is_no_note() -> None:
-    assert _script().parse_page('<html><body><div class="book"><p>Index</p></div></body></html>') is None
+    assert script.parse_page('<html><body><div class="book"><p>Index</p></div></body></html>') is None
 
 
 # -- the committed corpus and classes --------------------------------------------------------------------------------
 def test_the_eval_reads_every_gimp_class_and_each_is_big_enough() -> None:
-    classes, skipped = load_classes(MANIFEST, ROOT)
-    assert not skipped
-    names = {c.name for c in classes}
-    assert names == {f"gimp-{k}" for k in ("known-item-en", "known-item-ru", "cross-en-to-ru", "cross-ru-to-en",
-                                            "question-en", "question-ru")}  # fmt: skip
-    for c in classes:
-        assert len(c.queries) >= (40 if "question" in c.name else 90), c.name
+    assert_classes_read(MANIFEST, "gimp", 90, 40)
 
 
 def test_gimp_labels_name_existing_notes_and_known_items_are_in_them() -> None:
-    assert_labels_hold(_manifest())
+    assert_labels_hold(MANIFEST_ENTRIES)
 
 
 def test_gimp_notes_are_paired_licensed_and_hold_no_html() -> None:
     en, ru = ({p.name for p in (CORPUS / half).glob("*.md")} for half in ("en", "ru"))
-    assert en == ru and len(en) == _script().SIZE
+    assert en == ru and len(en) == script.SIZE
     pages = yaml.safe_load((CORPUS / "pages.yaml").read_text(encoding="utf-8"))
     assert {f"{name}.md" for name in pages} == en
     for half in ("en", "ru"):
@@ -107,30 +90,15 @@ def test_gimp_notes_are_paired_licensed_and_hold_no_html() -> None:
             assert not re.search(r"</(p|div|span|a|code|strong|h\d)>|<[a-z]+ (class|id)=", text), path
 
 
-def test_gimp_cross_queries_are_the_titles_and_label_every_page_of_one() -> None:
-    pages = yaml.safe_load((CORPUS / "pages.yaml").read_text(encoding="utf-8"))
-    sets = {m["class"]: load_queries(ROOT / m["queries"]) for m in _manifest()}
-    for lang, other in (("en", "ru"), ("ru", "en")):
-        name = f"gimp-cross-{lang}-to-{other}"
-        assert len(sets[name]) == len({p["title"][lang] for p in pages.values()})
-        for q in sets[name]:
-            assert q.relevant == {f"{s}.md" for s, p in pages.items() if p["title"][lang] == q.query}, q.query
-
-
-def test_the_gimp_questions_are_the_committed_hand_written_ones() -> None:
-    sets = {m["class"]: load_queries(ROOT / m["queries"]) for m in _manifest()}
-    for lang in ("en", "ru"):
-        source = yaml.safe_load((CORPUS / "questions" / f"gimp-questions-{lang}.yaml").read_text(encoding="utf-8"))
-        assert len(source) == 40
-        assert [(q.query, q.relevant) for q in sets[f"gimp-question-{lang}"]] == [
-            (item["query"], {f"{p}.md" for p in item["relevant"]}) for item in source
-        ]
+def test_gimp_cross_queries_are_the_titles_and_the_questions_the_committed_hand_written_ones() -> None:
+    assert_cross_and_questions(CORPUS, MANIFEST_ENTRIES, "gimp")
+    for lang in ("en", "ru"):  # 40 a language, none dropped
+        assert len(yaml.safe_load((CORPUS / "questions" / f"gimp-questions-{lang}.yaml").read_text("utf-8"))) == 40
 
 
 def test_the_gimp_corpus_is_what_the_script_builds() -> None:
-    module = _script()
-    debs = Path(module.DEFAULT_DEBS)
-    missing = [deb for deb in module.MANUAL.debs.values() if not (debs / deb).is_file()]
+    debs = ROOT / ".kbsearch" / "debs"  # make_debdoc_corpus.DEFAULT_DEBS, the scripts' default
+    missing = [deb for deb in script.MANUAL.debs.values() if not (debs / deb).is_file()]
     if missing:
         pytest.skip(f"{', '.join(missing)} not in {debs} (apt-get download them: eval/gimp/README.md)")
-    assert_committed_is_built(module, CORPUS, module.build_corpus(debs), "pages.yaml")
+    assert_committed_is_built(script, CORPUS, script.build_corpus(debs), "pages.yaml")
