@@ -27,7 +27,7 @@ export SAM_CLI_TELEMETRY = 0
 NPM := $(shell command -v npm 2>/dev/null)
 INSPECTOR := tools/inspector/node_modules/.bin/mcp-inspector
 
-.PHONY: help install lock run serve index test lint format unit build deploy clean bench eval eval-classes eval-expanded eval-gate eval-man eval-gnome eval-lo eval-debdoc eval-bil load inspector
+.PHONY: help install lock run serve index test lint format unit build deploy clean bench eval eval-classes eval-expanded eval-gate eval-man eval-gnome eval-lo eval-debdoc eval-gimp eval-bil load inspector
 
 help: ## this list (plain `make` too): each target and what it does
 	@awk -F':.*## ' '/^[a-z][a-z-]*:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -118,6 +118,9 @@ eval-lo: $(STAMP) ## the fourth corpus (eval/classes-lo.yaml: LibreOffice Help's
 
 eval-debdoc: $(STAMP) ## the fifth corpus (eval/classes-debdoc.yaml: Debian's developers-reference, FAQ and maint-guide by section in ru/en; measured blind in session 30: EVAL.md) with a real model (ORACLE=e5 or use)
 	$(BIN)/kbsearch eval --classes eval/classes-debdoc.yaml --oracle $(or $(ORACLE),e5) --phases lexical,dense,hybrid --gate
+
+eval-gimp: $(STAMP) ## the sixth corpus (eval/classes-gimp.yaml: GIMP's user manual, 260 help pages in ru/en; measured blind in session 36: EVAL.md) with a real model (ORACLE=e5 or use)
+	$(BIN)/kbsearch eval --classes eval/classes-gimp.yaml --oracle $(or $(ORACLE),e5) --phases lexical,dense,hybrid --gate
 
 eval-bil: $(STAMP) ## a KB written in two languages (each vault page in Russian or English, never both: eval/make_bilingual.py builds it into .kbsearch/bil; session 33: EVAL.md) with a real model (ORACLE=e5 or use); its --gate fails with both
 	$(BIN)/python eval/make_bilingual.py

@@ -44,6 +44,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,9 +58,7 @@ from make_man_corpus import MAX_RELEVANT, deb_members, described, known_items, w
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 DEFAULT_DEBS = ROOT / ".kbsearch" / "debs"
-OUT = HERE / "debdoc"
 MIN_BODY = 300  # characters of the converted body, in both languages
-QUESTIONS = {"en": "debdoc-questions-en.yaml", "ru": "debdoc-questions-ru.yaml"}
 
 
 @dataclass(frozen=True)
@@ -115,8 +114,12 @@ class Section:
     identifiers: list[str]
 
 
-def _is_section(node: Node) -> bool:
-    return node.tag == "section" or (node.tag == "div" and bool(node.classes & {"section", "chapter", "appendix"}))
+#: DocBook's ``<div class>`` of a section (GIMP's manual: ``sect1``... , ``make_gimp_corpus.py``)
+_SECTION_CLASSES = frozenset({"section", "chapter", "appendix"})
+
+
+def _is_section(node: Node, classes: frozenset[str] = _SECTION_CLASSES) -> bool:
+    return node.tag == "section" or (node.tag == "div" and bool(node.classes & classes))
 
 
 def _heading(section: Node) -> Node | None:
@@ -132,55 +135,61 @@ def _section_id(section: Node) -> str:
     return anchor.attrs["id"] if anchor is not None else section.attrs.get("id", "")
 
 
-def _own(section: Node) -> list[Node | str]:
+def _own(section: Node, classes: frozenset[str] = _SECTION_CLASSES) -> list[Node | str]:
     """The section's own content: no nested section, no heading (Sphinx's ``<hN>`` is a direct child), no title page
     or table of contents."""
     return [
         c
         for c in section.children
-        if not (isinstance(c, Node) and (_is_section(c) or c.tag in ("h1", "h2", "h3", "h4", "h5", "h6")))
+        if not (isinstance(c, Node) and (_is_section(c, classes) or c.tag in ("h1", "h2", "h3", "h4", "h5", "h6")))
     ]
 
 
-def _prepare(node: Node) -> None:
+def _prepare(node: Node, idents: frozenset[str] = frozenset(_IDENT_CLASSES)) -> None:
     """In place: DocBook's identifier spans become ``<code>``; title pages, tables of contents, permalinks go."""
     kept: list[Node | str] = []
     for child in node.children:
         if isinstance(child, Node):
             if child.classes & _SKIPPED_CLASSES:
                 continue
-            if child.tag == "span" and child.classes & _IDENT_CLASSES:
+            if child.tag == "span" and child.classes & idents:
                 child.tag = "code"
-            _prepare(child)
+            _prepare(child, idents)
         kept.append(child)
     node.children = kept
 
 
-def _sections(node: Node) -> list[Node]:
+def _sections(node: Node, classes: frozenset[str] = _SECTION_CLASSES) -> list[Node]:
     out = []
     for child in node.children:
         if isinstance(child, Node):
-            if _is_section(child):
+            if _is_section(child, classes):
                 out.append(child)
-            out += _sections(child)
+            out += _sections(child, classes)
     return out
 
 
-def parse_sections(source: str) -> list[Section]:
-    """Every section of one manual's HTML page: its id, title (the heading's text without its number and "¶") and
-    the markdown pieces of its own text."""
+def parse_sections(
+    source: str,
+    section_classes: frozenset[str] = _SECTION_CLASSES,
+    ident_classes: frozenset[str] = frozenset(_IDENT_CLASSES),
+) -> list[Section]:
+    """Every section of one manual's HTML page, in document order: its id, title (the heading's text without its
+    number and "¶") and the markdown pieces of its own text. ``section_classes``: the ``<div class>`` of a section;
+    ``ident_classes``: the ``<span class>`` of an identifier (the defaults: Debian's manuals)."""
     root = parse_html(source)
     heads = []
-    for sec in _sections(root):  # ids and titles first: _prepare drops the title pages that hold DocBook's
+    # ids and titles first: _prepare drops the title pages that hold DocBook's
+    for sec in _sections(root, section_classes):
         sid, heading = _section_id(sec), _heading(sec)
         if sid and heading is not None:
             title = _space(Converter("").inline(heading.children)).rstrip("¶ ").strip()
             heads.append((sec, sid, _NUMBERED.sub("", title)))
-    _prepare(root)
+    _prepare(root, ident_classes)
     out = []
     for sec, sid, title in heads:
         conv = Converter("")
-        body = conv.blocks(_own(sec))
+        body = conv.blocks(_own(sec, section_classes))
         out.append(Section(sid, title, body, sorted(i for i in conv.identifiers if i)))
     return out
 
@@ -204,6 +213,19 @@ def _manual_sections(debs: Path, manual: Manual, lang: str) -> dict[str, Section
     return out
 
 
+def add_pair(
+    files: dict[str, str], meta: dict[str, dict[str, object]], pair: dict[str, Section], manual: Manual, note_id: str
+) -> None:
+    """One note a language (``pair``: lang → its section) into ``files``, and its titles and identifiers into
+    ``meta`` (``pages.yaml``)."""
+    for lang, sec in pair.items():
+        files[f"{lang}/{note_id}.md"] = to_markdown(sec, manual, note_id, lang)
+    meta[note_id] = {
+        "title": {lang: sec.title for lang, sec in pair.items()},
+        "identifiers": {lang: sec.identifiers for lang, sec in pair.items()},
+    }
+
+
 def build_corpus(debs: Path) -> dict[str, str]:
     """``en/<manual>-<id>.md`` / ``ru/...`` → the note's text, and ``pages.yaml`` (note → its manual, title a
     language and the identifiers its section marks up)."""
@@ -216,12 +238,7 @@ def build_corpus(debs: Path) -> dict[str, str]:
             if not (se.title and sr.title) or min(len("\n\n".join(cut(s.body))) for s in (se, sr)) < MIN_BODY:
                 continue
             note_id = f"{manual.name}-{re.sub(r'[^A-Za-z0-9-]+', '-', sid).strip('-')}"
-            files[f"en/{note_id}.md"] = to_markdown(se, manual, note_id, "en")
-            files[f"ru/{note_id}.md"] = to_markdown(sr, manual, note_id, "ru")
-            meta[note_id] = {
-                "title": {"en": se.title, "ru": sr.title},
-                "identifiers": {"en": se.identifiers, "ru": sr.identifiers},
-            }
+            add_pair(files, meta, {"en": se, "ru": sr}, manual, note_id)
     files["pages.yaml"] = (
         "# note → its section's title in each language (the cross classes' queries) and the identifiers the section\n"
         "# marks up (the known-item classes' candidates). Made by eval/make_debdoc_corpus.py.\n"
@@ -230,35 +247,47 @@ def build_corpus(debs: Path) -> dict[str, str]:
     return files
 
 
-def query_sets(corpus: Path) -> dict[str, list[dict[str, object]]]:
+def query_sets(corpus: Path, prefix: str = "debdoc") -> dict[str, list[dict[str, object]]]:
+    """The generated classes of a corpus whose ``pages.yaml`` holds each note's title and identifiers a language
+    (this one's and GIMP's manual's: ``prefix``)."""
     meta = yaml.safe_load((corpus / "pages.yaml").read_text(encoding="utf-8"))
     sets: dict[str, list[dict[str, object]]] = {}
     for lang in ("en", "ru"):
         idents = {pid: m["identifiers"][lang] for pid, m in meta.items()}
-        sets[f"debdoc-known-item-{lang}"] = known_items(corpus / lang, lang, _finder(idents))
+        sets[f"{prefix}-known-item-{lang}"] = known_items(corpus / lang, lang, _finder(idents))
     titles = {pid: m["title"] for pid, m in meta.items()}
     for lang, over in (("en", "ru"), ("ru", "en")):
-        sets[f"debdoc-cross-{lang}-to-{over}"] = described(titles, lang, over)
+        sets[f"{prefix}-cross-{lang}-to-{over}"] = described(titles, lang, over)
     return sets
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description="Build eval/debdoc/ from Debian's manuals' .deb files (see the docstring)."
-    )
-    parser.add_argument("debs", nargs="?", type=Path, default=DEFAULT_DEBS, help="the folder holding the six .debs")
-    parser.add_argument("--questions", type=Path, help="the folder holding debdoc-questions-en.yaml and -ru.yaml")
+def run(argv: list[str] | None, name: str, build: Callable[[Path], dict[str, str]], classes: str, source: str) -> int:
+    """A manual corpus's command line (``name``: this one's and GIMP's; ``build``: its ``build_corpus``): build the notes
+    from the ``.deb`` files, write them under ``eval/<name>/``, the generated and hand-written classes and the
+    manifest ``eval/classes-<name>.yaml`` (its header: the ``classes`` are what, made from ``source``)."""
+    out, questions = HERE / name, {lang: f"{name}-questions-{lang}.yaml" for lang in ("en", "ru")}
+    parser = argparse.ArgumentParser(description=f"Build eval/{name}/ from {source} (see the docstring).")
+    parser.add_argument("debs", nargs="?", type=Path, default=DEFAULT_DEBS, help="the folder holding the .deb files")
+    parser.add_argument("--questions", type=Path, help=f"the folder holding {' and '.join(questions.values())}")
     args = parser.parse_args(argv)
-    files = build_corpus(args.debs)
-    write_corpus(OUT, files)
+    files = build(args.debs)
+    write_corpus(out, files)
     header = (
-        "# The Debian documentation classes (a fifth corpus, measured blind in session 30): `kbsearch eval --classes eval/classes-debdoc.yaml`.\n"
-        "# Made by eval/make_debdoc_corpus.py from Debian bookworm's developers-reference, debian-faq and maint-guide (en, ru).\n"
+        f"# {classes}: `kbsearch eval --classes eval/classes-{name}.yaml`.\n"
+        f"# Made by eval/make_{name}_corpus.py from {source}.\n"
     )
-    sets = query_sets(OUT)
-    write_classes(OUT, "make_debdoc_corpus.py", sets, args.questions, QUESTIONS, (HERE / "classes-debdoc.yaml", header))
-    print(f"{sum(1 for r in files if r.startswith('en/'))} section pairs (max relevant {MAX_RELEVANT})")
+    sets = query_sets(out, name)
+    write_classes(
+        out, f"make_{name}_corpus.py", sets, args.questions, questions, (HERE / f"classes-{name}.yaml", header)
+    )
+    print(f"{sum(1 for r in files if r.startswith('en/'))} note pairs (max relevant {MAX_RELEVANT})")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    classes = "The Debian documentation classes (a fifth corpus, measured blind in session 30)"
+    source = "Debian bookworm's developers-reference, debian-faq and maint-guide (en, ru)"
+    return run(argv, "debdoc", build_corpus, classes, source)
 
 
 if __name__ == "__main__":

@@ -92,6 +92,8 @@ SAME_LANGUAGE_QUESTIONS = {
     "lo-question-ru",
     "debdoc-question-en",
     "debdoc-question-ru",
+    "gimp-question-en",
+    "gimp-question-ru",
 }
 OPEN_CELLS = [("e5", "question-en"), ("e5", "gnome-question-ru"), ("use", "gnome-question-en")]
 

@@ -91,14 +91,20 @@ def test_a_russian_chapter_heading_loses_its_number() -> None:
 
 
 # -- the committed corpus and classes --------------------------------------------------------------------------------
-def test_the_eval_reads_every_debdoc_class_and_each_is_big_enough() -> None:
-    classes, skipped = load_classes(MANIFEST, ROOT)
+def assert_classes_read(manifest: Path, prefix: str, least: int, least_questions: int) -> None:
+    """The eval reads every class of a manual corpus's manifest (its known items, titles across languages and
+    hand-written questions), each with at least ``least`` queries (``least_questions`` the questions)."""
+    classes, skipped = load_classes(manifest, ROOT)
     assert not skipped
     names = {c.name for c in classes}
-    assert names == {f"debdoc-{k}" for k in ("known-item-en", "known-item-ru", "cross-en-to-ru", "cross-ru-to-en",
-                                              "question-en", "question-ru")}  # fmt: skip
+    assert names == {f"{prefix}-{k}" for k in ("known-item-en", "known-item-ru", "cross-en-to-ru", "cross-ru-to-en",
+                                                "question-en", "question-ru")}  # fmt: skip
     for c in classes:
-        assert len(c.queries) >= (35 if "question" in c.name else 150), c.name
+        assert len(c.queries) >= (least_questions if "question" in c.name else least), c.name
+
+
+def test_the_eval_reads_every_debdoc_class_and_each_is_big_enough() -> None:
+    assert_classes_read(MANIFEST, "debdoc", 150, 35)
 
 
 def test_debdoc_labels_name_existing_notes_and_known_items_are_in_them() -> None:
@@ -121,23 +127,25 @@ def test_debdoc_notes_are_paired_licensed_and_hold_no_html() -> None:
             assert "¶" not in text, path
 
 
-def test_debdoc_cross_queries_are_the_titles_and_label_every_section_of_one() -> None:
-    pages = yaml.safe_load((CORPUS / "pages.yaml").read_text(encoding="utf-8"))
-    sets = {m["class"]: load_queries(ROOT / m["queries"]) for m in _manifest()}
+def assert_cross_and_questions(corpus: Path, manifest: list[dict[str, str]], prefix: str) -> None:
+    """A manual corpus's cross classes are its notes' titles (``pages.yaml``), each labelled with every note of that
+    title; its question classes are the committed hand-written ones (``questions/<prefix>-questions-<lang>.yaml``)."""
+    pages = yaml.safe_load((corpus / "pages.yaml").read_text(encoding="utf-8"))
+    sets = {m["class"]: load_queries(ROOT / m["queries"]) for m in manifest}
     for lang, other in (("en", "ru"), ("ru", "en")):
-        name = f"debdoc-cross-{lang}-to-{other}"
+        name = f"{prefix}-cross-{lang}-to-{other}"
         assert len(sets[name]) == len({p["title"][lang] for p in pages.values()})
         for q in sets[name]:
             assert q.relevant == {f"{s}.md" for s, p in pages.items() if p["title"][lang] == q.query}, q.query
-
-
-def test_the_debdoc_questions_are_the_committed_hand_written_ones() -> None:
-    sets = {m["class"]: load_queries(ROOT / m["queries"]) for m in _manifest()}
     for lang in ("en", "ru"):
-        source = yaml.safe_load((CORPUS / "questions" / f"debdoc-questions-{lang}.yaml").read_text(encoding="utf-8"))
-        assert [(q.query, q.relevant) for q in sets[f"debdoc-question-{lang}"]] == [
+        source = yaml.safe_load((corpus / "questions" / f"{prefix}-questions-{lang}.yaml").read_text(encoding="utf-8"))
+        assert [(q.query, q.relevant) for q in sets[f"{prefix}-question-{lang}"]] == [
             (item["query"], {f"{p}.md" for p in item["relevant"]}) for item in source
         ]
+
+
+def test_debdoc_cross_queries_are_the_titles_and_the_questions_the_committed_hand_written_ones() -> None:
+    assert_cross_and_questions(CORPUS, _manifest(), "debdoc")
 
 
 def test_the_debdoc_corpus_is_what_the_script_builds() -> None:

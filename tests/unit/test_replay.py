@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from kbsearch.fusion import analyse
 from kbsearch.lexical import term_id, tokenize
@@ -201,6 +202,23 @@ def test_a_capture_of_a_tree_without_a_field_of_query_evidence_reads_it_from_thi
     assert upgraded.ui_path is True and upgraded.terms == old.terms and upgraded.identifiers == old.identifiers
     same = analyse("how do I move a vault")
     assert replay.current(same) is same
+
+
+def test_every_corpus_s_same_language_question_class_is_held_to_the_question_target(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 19's same-language question cells need +0.005 over the better leg, the rest −0.005: every
+    ``<corpus>-question-en`` / ``-ru`` class of every ``eval/classes*.yaml`` is replayed against the first (session 36:
+    GIMP's manual's were not, and the replay called a gap of +0.001 met)."""
+    monkeypatch.syspath_prepend(str(REPLAY.parent))
+    spec = importlib.util.spec_from_file_location("replay_under_test", REPLAY)
+    assert spec is not None and spec.loader is not None
+    replay = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(replay)
+    names = {e["class"] for m in (ROOT / "eval").glob("classes*.yaml") for e in yaml.safe_load(m.read_text("utf-8"))}
+    questions = {n for n in names if re.fullmatch(r"(\w+-)?question-(en|ru)", n)}
+    assert {"question-en", "gimp-question-en", "gimp-question-ru"} <= questions
+    assert {n: replay._target(n) for n in questions} == dict.fromkeys(questions, 0.005)
 
 
 def test_a_corpus_capture_s_class_named_as_another_capture_s_is_its_own_cell(tmp_path: Path) -> None:
