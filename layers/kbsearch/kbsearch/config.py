@@ -392,7 +392,8 @@ class Settings(BaseModel):
     slack_feedback_table: str = ""  # DynamoDB table of 👍/👎 votes (Lambda); empty → SLACK_FEEDBACK_FILE
     slack_feedback_file: str = ".kbsearch/feedback.jsonl"  # votes under kbsearch serve (JSONL)
     # The slash command(s) this app answers (comma-separated); a signed request for any other gets a 400.
-    slack_commands: str = Field(default="/kb", pattern=r"^\s*/[^\s,/]+\s*(,\s*/[^\s,/]+\s*)*$")
+    # Each at most 32 characters with its slash: Slack's limit for a manifest's features.slash_commands[].command.
+    slack_commands: str = Field(default="/kb", pattern=r"^\s*/[^\s,/]{1,31}\s*(,\s*/[^\s,/]{1,31}\s*)*$")
     kb_base_url: str = ""  # older: titles link to KB_BASE_URL/<path with .md> (KB_NOTE_URL_PATTERN wins)
     # Slack's links to notes: {path} = the note path without .md, {path_md} = with it (percent-encoded).
     kb_note_url_pattern: str = ""
