@@ -2419,12 +2419,12 @@ def run_sync(
         if closing is not None:
             report.error = report.error or f"index storage failed: {closing}"
             report.incomplete = True
-        if lease is not None and not lease.held():
-            how = "another run took it over" if lease.lost else "its renewals failed"
+        if lease is not None and not lease.held():  # once it said no it says no (Lease.stopped), renewed since or not
+            how = lease.stopped or ("another run took it over" if lease.lost else "its renewals failed")
+            since = "; renewed since: nobody took it meanwhile" if lease.renewed_since_stopped() else ""
             report.error = report.error or (
-                f"the index lease {lease.name} was lost mid-run ({how}: not renewed within INDEX_LEASE_TTL_S, "
-                f"{lease.ttl_s:g} s); this run stopped at its next note and wrote none after the loss; the next run "
-                "carries on"
+                f"the index lease {lease.name} was lost mid-run ({how}; INDEX_LEASE_TTL_S {lease.ttl_s:g} s{since}); "
+                "this run stopped at its next note and wrote none after the loss; the next run carries on"
             )
             report.incomplete = True
         return report
