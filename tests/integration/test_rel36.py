@@ -187,3 +187,30 @@ def test_a_lease_that_lapses_and_comes_back_before_the_runs_end_is_reported(
     assert deepinfra.held_first and report.get("added", 0) == 0, report  # the window in flight: not written
     assert _item(s3_kb_and_lease_table) is None  # released: nobody had taken it
     assert len(NOTES) == 12
+
+
+NAMESAKES = 600  # t0000/Index.md ...: 531 of them come before the root Index.md in point-id order
+
+
+def test_a_name_600_notes_share_resolves_to_the_note_the_documented_order_picks(
+    load_search_app: Any, tmp_path: Path
+) -> None:
+    """adv35's left: `_named`, the lookup of a note by a name that is no path (`GET /notes/Index`, `kb_get_note`),
+    was one query of at most 500 first chunks in id order. A KB with 600 folders each holding an `Index.md` and
+    one at the root: the root note is the one `[[Index]]` means (its whole path is the name), but it came 532nd,
+    and the answer suggested `t0000/Index.md`. Now the lookup reads the names page by page (bounded: 20 pages of
+    500) and stops at a note whose whole path is the name."""
+    from tests.integration.test_notes_graph import get, sync, write_kb
+
+    notes = {"Index.md": "# The root index\n\nStart here.\n"}
+    notes |= {f"t{i:04}/Index.md": f"# Index {i}\n\nTeam {i}.\n" for i in range(NAMESAKES)}
+    folder = write_kb(tmp_path / "kb", notes)
+    store = tmp_path / "q"
+    settings = Settings(qdrant_path=str(store), qdrant_url="", embedding_api_key=None, embedding_api_key_param="")
+    sync(settings, folder)
+    api = load_search_app(QDRANT_PATH=str(store), KB_SOURCE=str(folder))
+    status, body = get(api, "/notes/Index")
+    assert status == 400, body
+    assert "did you mean 'Index.md'?" in body["message"], body
+    status, body = get(api, "/notes/t0042%2FIndex", raw_path="/notes/t0042/Index")  # a longer name: its own note
+    assert status == 400 and "did you mean 't0042/Index.md'?" in body["message"], body
