@@ -163,9 +163,9 @@ def test_a_rebuild_on_qdrant_cloud_does_not_switch_the_alias_once_its_lease_is_l
         "KB_SOURCE": str(kb),
         "QDRANT_URL": flaky_qdrant.url,
         "INDEX_LEASE_TABLE": TABLE,
-        "INDEX_LEASE_TTL_S": "30",
-        "QDRANT_TIMEOUT_S": "40",
-    }  # fmt: skip  (a renewal every 10 s)
+        "INDEX_LEASE_TTL_S": "60",
+        "QDRANT_TIMEOUT_S": "25",
+    }  # fmt: skip  (a renewal every 20 s, within the aliases read's 25 s; a lease of at least twice 25 + 5 s: rel36)
     app = load_indexer(monkeypatch, env)
     try:
         result: Any = app.lambda_handler({"rebuild": True}, LambdaContext("kb-search-test-indexer", 1024, 120))

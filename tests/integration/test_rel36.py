@@ -113,9 +113,10 @@ def test_a_lease_too_short_for_a_write_is_refused_at_start() -> None:
     every write refused): ``INDEX_LEASE_TTL_S`` is checked against ``QDRANT_TIMEOUT_S`` at start."""
     from pydantic import ValidationError
 
-    assert Settings(index_lease_ttl_s=30, qdrant_timeout_s=10).index_lease_ttl_s == 30
+    assert Settings(index_lease_table=TABLE, index_lease_ttl_s=30, qdrant_timeout_s=10).index_lease_ttl_s == 30
     with pytest.raises(ValidationError, match="at least twice QDRANT_TIMEOUT_S"):
-        Settings(index_lease_ttl_s=60, qdrant_timeout_s=30)
+        Settings(index_lease_table=TABLE, index_lease_ttl_s=60, qdrant_timeout_s=30)
+    assert Settings(index_lease_ttl_s=60, qdrant_timeout_s=30).qdrant_timeout_s == 30  # no lease: the search's
 
 
 class HeldUntilRenewedAgain(FakeProvider):
@@ -214,3 +215,52 @@ def test_a_name_600_notes_share_resolves_to_the_note_the_documented_order_picks(
     assert "did you mean 'Index.md'?" in body["message"], body
     status, body = get(api, "/notes/t0042%2FIndex", raw_path="/notes/t0042/Index")  # a longer name: its own note
     assert status == 400 and "did you mean 't0042/Index.md'?" in body["message"], body
+
+
+def test_a_stale_button_and_a_question_with_no_letters_are_answered_in_the_askers_language(
+    load_search_app: Any, bm25_index: Path, tmp_path: Path
+) -> None:
+    """walk35's left: a button whose value kb-search cannot read any more (an answer of an older version) was
+    answered in English, on a Russian answer too, and `/kb 🙂` (no letter to judge a language by) had its usage
+    answer and help in English alone. Now an answer's actions block names its language (`kb_answer.ru`: Slack
+    sends the pressed button's block_id with it), which the stale button's answer is said in; a block naming none
+    (an answer posted before) and a command with no letters are answered in each language, English then Russian:
+    Slack's command carries no locale (users.info's needs a bot token the app does not hold)."""
+    from urllib.parse import parse_qsl, urlencode
+
+    from tests.conftest import copy_store
+    from tests.integration.test_slack_interactive import SECRET, ask, command_body, press, signed_event, wait_for
+
+    store = tmp_path / "q"
+    copy_store(bm25_index, store)
+    app = load_search_app(QDRANT_PATH=str(store), SLACK_SIGNING_SECRET=SECRET, SLACK_RESPONSE_HOSTS="127.0.0.1",
+                          SLACK_TOP_K="3")  # fmt: skip
+    hook = FakeEndpoint().start()
+    try:
+        answer = ask(app, hook, "ротация ключей")
+        actions = [b for b in answer["blocks"] if b["type"] == "actions"]
+        assert [b["block_id"] for b in actions] == ["kb_answer.ru"], actions
+
+        def stale_press(block_id: str, at: str) -> str:
+            button = {"action_id": "kb_more", "text": {"type": "plain_text", "text": "Ещё"}, "value": "испорчено"}
+            payload = json.loads(dict(parse_qsl(press(button, hook.url + "/old", at)))["payload"])
+            payload["actions"][0]["block_id"] = block_id
+            return urlencode({"payload": json.dumps(payload, ensure_ascii=False)})
+
+        before = len(hook.requests)
+        assert app(signed_event("/slack/interactive", stale_press("kb_answer.ru", "5.1")))["statusCode"] == 200
+        said = wait_for(hook, before + 1)[-1]["text"]
+        assert "kb-search уже не может прочитать" in said and "cannot read" not in said, said
+        before = len(hook.requests)
+        assert app(signed_event("/slack/interactive", stale_press("kb_answer", "5.2")))["statusCode"] == 200
+        said = wait_for(hook, before + 1)[-1]["text"]
+        assert "cannot read any more" in said and "уже не может прочитать" in said, said  # an older answer's
+
+        for text in ("🙂", "share …"):
+            result = app(signed_event("/slack/command", command_body(text, hook.url + "/c")))
+            assert result["statusCode"] == 200
+            said = json.loads(result["body"])["text"]
+            assert "nothing to search for" in said and "искать нечего" in said, said
+            assert "*Search the knowledge base*" in said and "*Поиск по базе знаний*" in said, said
+    finally:
+        hook.stop()

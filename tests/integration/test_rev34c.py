@@ -113,9 +113,9 @@ def test_a_write_qdrant_refused_is_not_sent_again_once_another_run_holds_the_lea
         "KB_SOURCE": str(kb),
         "QDRANT_URL": flaky_qdrant.url,
         "INDEX_LEASE_TABLE": TABLE,
-        "INDEX_LEASE_TTL_S": "30",
-        "QDRANT_TIMEOUT_S": "40",
-    }  # fmt: skip  (a renewal every 10 s)
+        "INDEX_LEASE_TTL_S": "60",
+        "QDRANT_TIMEOUT_S": "25",
+    }  # fmt: skip  (a renewal every 20 s, within a request's 25 s; a lease of at least twice 25 + 5 s: rel36)
     app = load_indexer(monkeypatch, env)
     try:
         result: Any = app.lambda_handler({}, LambdaContext("kb-search-test-indexer", 1024, 120))

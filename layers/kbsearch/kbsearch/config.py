@@ -462,11 +462,13 @@ class Settings(BaseModel):
     def _lease_outlives_a_write(cls, value: float, info: ValidationInfo) -> float:
         """A sync starts a write only while its lease holds for the write's margin (``QDRANT_TIMEOUT_S`` and the
         clocks' slack, :func:`kbsearch.lease.write_margin`): a lease shorter than twice that had every write wait on
-        a renewal, and one shorter than the margin itself every write refused."""
+        a renewal, and one shorter than the margin itself every write refused. Without ``INDEX_LEASE_TABLE``
+        there is no lease (the search, ``kbsearch index`` locally): nothing to check."""
         from kbsearch.lease import CLOCK_SLACK_S, write_margin
 
         timeout = info.data.get("qdrant_timeout_s")
-        if isinstance(timeout, (int, float)) and value < 2 * write_margin(timeout):
+        leased = bool(info.data.get("index_lease_table"))
+        if leased and isinstance(timeout, int | float) and value < 2 * write_margin(timeout):
             raise ValueError(f"must be at least twice QDRANT_TIMEOUT_S + {CLOCK_SLACK_S:g} s "
                              f"({2 * write_margin(timeout):g} s): a write is started only while the lease holds "
                              "for its timeout")  # fmt: skip
