@@ -264,3 +264,37 @@ def test_a_stale_button_and_a_question_with_no_letters_are_answered_in_the_asker
             assert "*Search the knowledge base*" in said and "*Поиск по базе знаний*" in said, said
     finally:
         hook.stop()
+
+
+def test_an_archived_note_is_not_read_again_until_it_changes(
+    s3_kb_and_lease_table: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """adv35's left: a note in S3 Glacier (a lifecycle transition; S3 refuses its GET, ``InvalidObjectState``) was
+    asked for and skipped, botocore's error its reason, at every sync. Now the first sync that finds it so records
+    its ETag and storage class; later syncs skip it unread, saying why and what tries it again, until its ETag or
+    storage class changes (here: written again, STANDARD), when it is read and indexed. moto's S3, the indexer
+    handler's scheduled sync."""
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.put_object(Bucket="kb-notes", Key="cold.md", Body=b"# Cold\n\nfrozen words\n", StorageClass="GLACIER")
+    gets: list[str] = []
+
+    def read(params: dict[str, Any], **_: Any) -> None:
+        gets.append(params.get("Key", ""))
+
+    assert boto3.DEFAULT_SESSION is not None
+    boto3.DEFAULT_SESSION.events.register("provide-client-params.s3.GetObject", read)
+
+    def skipped(report: dict[str, Any]) -> str:
+        return " ".join(s["reason"] for s in report.get("skipped", []) if s["path"] == "cold.md")
+
+    first = _scheduled_sync_of_the_bucket(tmp_path, monkeypatch)
+    assert gets.count("cold.md") == 1 and "InvalidObjectState" in skipped(first), first
+    assert first.get("added") == len(NOTES), first
+    second = _scheduled_sync_of_the_bucket(tmp_path, monkeypatch)
+    assert gets.count("cold.md") == 1, "asked for again"
+    assert "archived in S3 GLACIER at this version" in skipped(second), second
+    s3.put_object(Bucket="kb-notes", Key="cold.md", Body=b"# Cold\n\nthawed words\n")  # restored as a new object
+    third = _scheduled_sync_of_the_bucket(tmp_path, monkeypatch)
+    assert gets.count("cold.md") == 2 and skipped(third) == "" and third.get("added") == 1, third
+    fourth = _scheduled_sync_of_the_bucket(tmp_path, monkeypatch)
+    assert gets.count("cold.md") == 2 and fourth.get("unchanged") == len(NOTES) + 1, fourth

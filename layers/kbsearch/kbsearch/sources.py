@@ -87,6 +87,9 @@ class SourceObject:
     folder: bool = False
     #: the entry can never be a note (a link to another file of the KB): what was indexed at its path is removed
     drop: bool = False
+    #: S3's storage class as the listing (or a HEAD) gives it (``GLACIER``, ``DEEP_ARCHIVE``, ...); None for a
+    #: folder's file and for S3's STANDARD when not named
+    storage_class: str | None = None
 
     @property
     def is_note(self) -> bool:
@@ -691,6 +694,7 @@ class S3Source:
                         etag=str(item.get("ETag", "")).strip('"'),
                         size=int(item.get("Size", 0)),
                         modified=modified.isoformat() if modified else None,
+                        storage_class=item.get("StorageClass") if isinstance(item.get("StorageClass"), str) else None,
                     )
         except SourceError:
             raise
@@ -1080,6 +1084,7 @@ def head(source: Source, key: str) -> SourceObject | None:
         return SourceObject(
             path=_nfc(key[len(source.prefix) :]), key=key, etag=str(meta.get("ETag", "")).strip('"'),
             size=int(meta.get("ContentLength", 0)), modified=modified.isoformat() if modified else None,
+            storage_class=meta.get("StorageClass") if isinstance(meta.get("StorageClass"), str) else None,
         )  # fmt: skip
     if isinstance(source, LocalSource):
         import stat as stat_module
