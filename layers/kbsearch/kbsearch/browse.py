@@ -445,10 +445,12 @@ class BrowseService:
         }
         found: Linkable | None = None
         ids: list[str] = []
+
+        def scrolled(retriever: Retriever, timeout_s: float) -> tuple[list[dict[str, Any]], str | None]:
+            return retriever.scroll(dict(request), timeout_s)  # the page's offset as it is now
+
         for _ in range(NAMED_PAGES):
-            page = dict(request)
-            points, offset = self.search.read_index(lambda r, timeout_s, page=page: r.scroll(page, timeout_s),
-                                                    None if deadline is None else deadline.remaining())  # fmt: skip
+            points, offset = self.search.read_index(scrolled, None if deadline is None else deadline.remaining())
             named = [n for n in map(_linkable, points) if n is not None]
             best = None if key is None else resolve(key, "", [*named, *([] if found is None else [found])])
             found = best if best is not None else found
