@@ -1432,14 +1432,15 @@ class Indexer:
         skipped unparsed while the limit is not higher. None read when there is no work and no path known gone.
         None for a full sync (:attr:`SyncOptions.full`: every note tried again, as its user asked; one that runs
         past the limit again is refused anew), which still reads the record to merge its findings into it."""
-        self._slow = {}
-        self._refused_read = self._refused_record() if work or self._gone is not None else {}
-        self._archived_found = {}
-        self._archived_read = self._archived_record() if work or self._gone is not None else {}
+        self._slow, self._archived_found = {}, {}
+        recorded = self.store.metadata() if work or self._gone is not None else {}  # one read for both records
+        self._refused_read = self._refused_record(recorded) if recorded else {}
+        self._archived_read = self._archived_record(recorded) if recorded else {}
         return {} if self.options.full else self._refused_read
 
-    def _archived_record(self) -> dict[str, str]:
-        value = self.store.metadata().get(ARCHIVED_NOTES)
+    def _archived_record(self, recorded: dict[str, Any] | None = None) -> dict[str, str]:
+        """:data:`ARCHIVED_NOTES` as ``recorded`` (the collection's metadata; read now when not given) holds it."""
+        value = (self.store.metadata() if recorded is None else recorded).get(ARCHIVED_NOTES)
         entries = value.items() if isinstance(value, dict) else ()
         return {path: tag for path, tag in entries if isinstance(path, str) and isinstance(tag, str)}
 
@@ -1448,15 +1449,15 @@ class Indexer:
         to is replaced by what it found (none: read, or changed), one of a path gone from the KB dropped, the others
         kept. Written only when that differs from the record."""
         came = {obj.path for obj, _ in reached}
-        if not came and not self._archived_found and self._gone is None:
+        if not self._archived_read and not self._archived_found:  # none recorded when it began, none found: no read
             return
         record, gone = self._archived_record(), self._gone or (lambda _: False)
         kept = {p: t for p, t in record.items() if p not in came and not gone(p)} | self._archived_found
         if kept != record:
             self.store.merge_metadata({ARCHIVED_NOTES: kept})
 
-    def _refused_record(self) -> dict[str, Refusal]:
-        recorded = self.store.metadata()
+    def _refused_record(self, recorded: dict[str, Any] | None = None) -> dict[str, Refusal]:
+        recorded = self.store.metadata() if recorded is None else recorded
         value, limits = recorded.get(PARSE_REFUSED), recorded.get(PARSE_REFUSED_LIMITS)
         entries = value.items() if isinstance(value, dict) else ()
         limits = limits if isinstance(limits, dict) else {}
