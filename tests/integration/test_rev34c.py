@@ -87,15 +87,15 @@ def test_reads_of_a_dripping_s3_leave_no_pile_of_threads_across_a_warm_lambdas_r
 
 def leased_run_on_cloud(monkeypatch: pytest.MonkeyPatch, kb: Path, qdrant_url: str, event: dict[str, Any]) -> Any:
     """The indexer handler's run of ``event`` over the folder ``kb`` into the Qdrant at ``qdrant_url``, under the
-    index lease (a renewal every 10 s): (the handler's module, its report or the IndexerRunError it raised).
+    index lease (a renewal every 20 s): (the handler's module, its report or the IndexerRunError it raised).
     boto3's default session (where :func:`tests.integration.test_lease.found_lost` hooks) is reset after it."""
     env = {
         "KB_SOURCE": str(kb),
         "QDRANT_URL": qdrant_url,
         "INDEX_LEASE_TABLE": TABLE,
-        "INDEX_LEASE_TTL_S": "30",
-        "QDRANT_TIMEOUT_S": "40",
-    }  # fmt: skip
+        "INDEX_LEASE_TTL_S": "60",
+        "QDRANT_TIMEOUT_S": "25",
+    }  # fmt: skip  (a renewal every 20 s, within a request's 25 s; a lease of at least twice 25 + 5 s: rel36)
     app = load_indexer(monkeypatch, env)
     try:
         result: Any = app.lambda_handler(event, LambdaContext("kb-search-test-indexer", 1024, 120))

@@ -573,3 +573,25 @@ def test_several_api_keys_and_their_groups_parameter(cfn: dict[str, Any]) -> Non
         variables = resources[function_id]["Properties"]["Environment"]["Variables"]
         assert variables["ACCESS_GROUPS_PARAM"]["Fn::Sub"][0] == "${Prefix}/access-groups"
     assert {"ExtraApiKeyIds", "AccessGroupsParameter"} <= set(cfn["Outputs"])
+
+
+def test_slack_commands_take_only_names_slack_can_declare(cfn: dict[str, Any]) -> None:
+    """Round 36 (rel36): Slack's app manifest takes a slash command of at most 32 characters with its leading `/`
+    (`features.slash_commands[].command`); `SlackCommands` (and `SLACK_COMMANDS`, the same pattern) took any length,
+    so a name Slack refuses deployed and every command was then a 400 `unknown_command`. Now CloudFormation refuses
+    it at deploy, naming the limit, and the setting refuses it at start."""
+    from pydantic import ValidationError
+
+    from kbsearch.config import Settings
+
+    param = cfn["Parameters"]["SlackCommands"]
+    pattern = re.compile(param["AllowedPattern"])
+    longest = "/" + "k" * 31
+    for good in ("/kb", "/kb,/wiki", " /kb , /wiki ", "/вики", longest, f"/kb,{longest}"):
+        assert pattern.fullmatch(good), good
+        assert Settings(slack_commands=good).slack_command_names
+    for bad in ("", "kb", "/", "/k b", "/a/b", "/kb,", longest + "k", f"/kb,{longest}k"):
+        assert not pattern.fullmatch(bad), bad
+        with pytest.raises(ValidationError):
+            Settings(slack_commands=bad)
+    assert "32 characters" in param["ConstraintDescription"]

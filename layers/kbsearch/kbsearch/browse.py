@@ -85,6 +85,9 @@ FRONTMATTER_BYTES = 512 * 1024
 #: Notes one graph search returns at most: the notes linking to a note (beyond it, ``backlinks_truncated``); the
 #: notes its links may mean get this many besides one per link (:meth:`BrowseService._links`).
 GRAPH_LIMIT = 500
+#: The pages of :data:`GRAPH_LIMIT` a note read by name (:meth:`BrowseService._named`) reads at most: a name 10,000
+#: notes share resolves among the first 10,000 in id order (rel36); each page one request within the read's budget.
+NAMED_PAGES = 20
 MAX_SECTION_CHARS = 500
 PAGE_SIZE = 100
 CURSOR_PREFIX = "n1."
@@ -423,30 +426,41 @@ class BrowseService:
     def _named(self, name: str, scope: Scope, deadline: Deadline | None) -> str | None:
         """The path of the note ``name`` means as ``[[name]]`` would (its path without ``.md``, a tail of it, its
         title or an alias), else of the note whose frontmatter ``id`` it is (a hit's ``doc_id``: ``KB-013``), among
-        the notes ``scope`` may read: one query of the graph's keys and the first chunks' ``doc_id``. None when no
-        note is so named (a name is no path: ``name + '.md'`` was suggested, a note that is not there for a title or
-        an id, ``KB-013.md``); IndexUnavailable when the index cannot say."""
+        the notes ``scope`` may read: the graph's keys and the first chunks' ``doc_id``, scrolled
+        :data:`GRAPH_LIMIT` at a time, at most :data:`NAMED_PAGES` pages (adv35: one query of 500, so a name more
+        notes shared resolved among the first 500 in id order, not by the documented order; a note whose whole path
+        is the name ends the reading at once, no other can rank before it). None when no note is so named (a name is
+        no path: ``name + '.md'`` was suggested, a note that is not there for a title or an id, ``KB-013.md``);
+        IndexUnavailable when the index cannot say."""
         key = link_key(name)
         new, old = self.search.graph_fields(deadline)
         keys = [] if key is None else [key]
         should: list[dict[str, Any]] = [*graph_clauses(PATH_KEY, keys, old, new),
                                         *graph_clauses(NAME_KEY, keys, old, new)]  # fmt: skip
         should.append({"key": "doc_id", "match": {"value": name.strip()}})
-        request = {
+        request: dict[str, Any] = {
             "filter": {**_scoped([_FIRST_CHUNK], scope), "should": should},
             "limit": GRAPH_LIMIT,
             "with_payload": {"include": [*_GRAPH_FIELDS, "doc_id"]},
-            "with_vector": False,
         }
-        points = self.search.read_index(lambda r, timeout_s: r.query(request, timeout_s),
-                                        None if deadline is None else deadline.remaining())  # fmt: skip
-        found = None if key is None else resolve(key, "", (n for n in map(_linkable, points) if n is not None))
+        found: Linkable | None = None
+        ids: list[str] = []
+
+        def scrolled(retriever: Retriever, timeout_s: float) -> tuple[list[dict[str, Any]], str | None]:
+            return retriever.scroll(dict(request), timeout_s)  # the page's offset as it is now
+
+        for _ in range(NAMED_PAGES):
+            points, offset = self.search.read_index(scrolled, None if deadline is None else deadline.remaining())
+            named = [n for n in map(_linkable, points) if n is not None]
+            best = None if key is None else resolve(key, "", [*named, *([] if found is None else [found])])
+            found = best if best is not None else found
+            ids += [p["payload"]["path"] for p in points if _linkable(p) and p["payload"].get("doc_id") == name.strip()]
+            if offset is None or (found is not None and found.path_keys and found.path_keys[-1] == key):
+                break
+            request["offset"] = offset
         if found is not None:
             return found.path
-        ids = sorted(
-            p["payload"]["path"] for p in points if _linkable(p) and p["payload"].get("doc_id") == name.strip()
-        )
-        return ids[0] if ids else None
+        return min(ids) if ids else None
 
     def indexed(self, path: str, groups: Sequence[str]) -> bool:
         """Whether the index holds the note at ``path`` for a caller holding ``groups``: one lookup of its first

@@ -392,7 +392,8 @@ class Settings(BaseModel):
     slack_feedback_table: str = ""  # DynamoDB table of 👍/👎 votes (Lambda); empty → SLACK_FEEDBACK_FILE
     slack_feedback_file: str = ".kbsearch/feedback.jsonl"  # votes under kbsearch serve (JSONL)
     # The slash command(s) this app answers (comma-separated); a signed request for any other gets a 400.
-    slack_commands: str = Field(default="/kb", pattern=r"^\s*/[^\s,/]+\s*(,\s*/[^\s,/]+\s*)*$")
+    # Each at most 32 characters with its slash: Slack's limit for a manifest's features.slash_commands[].command.
+    slack_commands: str = Field(default="/kb", pattern=r"^\s*/[^\s,/]{1,31}\s*(,\s*/[^\s,/]{1,31}\s*)*$")
     kb_base_url: str = ""  # older: titles link to KB_BASE_URL/<path with .md> (KB_NOTE_URL_PATTERN wins)
     # Slack's links to notes: {path} = the note path without .md, {path_md} = with it (percent-encoded).
     kb_note_url_pattern: str = ""
@@ -454,6 +455,23 @@ class Settings(BaseModel):
         if value == "auto" and isinstance(url, str) and url and not url_problem(url) and not rerank_contract(url):
             raise ValueError(f"'auto' cannot tell the rerank contract from {url_field.upper()}'s path (neither "
                              "…/rerank nor …/v1/inference/<model>): set it to native or standard")  # fmt: skip
+        return value
+
+    @field_validator("index_lease_ttl_s")
+    @classmethod
+    def _lease_outlives_a_write(cls, value: float, info: ValidationInfo) -> float:
+        """A sync starts a write only while its lease holds for the write's margin (``QDRANT_TIMEOUT_S`` and the
+        clocks' slack, :func:`kbsearch.lease.write_margin`): a lease shorter than twice that had every write wait on
+        a renewal, and one shorter than the margin itself every write refused. Without ``INDEX_LEASE_TABLE``
+        there is no lease (the search, ``kbsearch index`` locally): nothing to check."""
+        from kbsearch.lease import CLOCK_SLACK_S, write_margin
+
+        timeout = info.data.get("qdrant_timeout_s")
+        leased = bool(info.data.get("index_lease_table"))
+        if leased and isinstance(timeout, int | float) and value < 2 * write_margin(timeout):
+            raise ValueError(f"must be at least twice QDRANT_TIMEOUT_S + {CLOCK_SLACK_S:g} s "
+                             f"({2 * write_margin(timeout):g} s): a write is started only while the lease holds "
+                             "for its timeout")  # fmt: skip
         return value
 
     @field_validator("qdrant_path")

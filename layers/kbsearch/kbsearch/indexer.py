@@ -367,6 +367,10 @@ class Indexer:
         #: removed note); None: it knows of none. A refusal of a gone path is dropped (:meth:`_record_refused`)
         self._gone: Callable[[str], bool] | None = None
         self._refused_read: dict[str, Refusal] = {}  # the record as this run read it (:meth:`_refused`)
+        #: the archived notes an earlier run could not read, path → :func:`archive_tag` (:data:`ARCHIVED_NOTES`), as
+        #: this run read the record; and those this run found so (or kept)
+        self._archived_read: dict[str, str] = {}
+        self._archived_found: dict[str, str] = {}
 
     def sync(self, stop_at: Deadline | None = None, call_deadline: Deadline | None = None) -> SyncReport:
         """One sync run. ``stop_at``: no new work starts after it; ``call_deadline`` bounds provider calls."""
@@ -1336,6 +1340,7 @@ class Indexer:
             unwritten = [p for p in read if p not in self._written_ids]
             self._count_unwritten(report, len(work) - done, unwritten, cut, lease_lost(stop_at))
         self._record_refused(work[:done])
+        self._record_archived(work[:done])
 
     def _count_unwritten(
         self, report: SyncReport, unreached: int, unwritten: list[str], cut: ProviderError | None, lost: bool = False
@@ -1363,14 +1368,21 @@ class Indexer:
         before the parse's."""
         if refuses(refused, obj, self.options.parse_limit_s):  # never sent to the parsing process
             return ParseOutcome(failure="slow", reason=refused[obj.path].reason())
+        tag = archive_tag(obj)
+        if tag is not None and not self.options.full and self._archived_read.get(obj.path) == tag:
+            self._archived_found[obj.path] = tag  # not read again (adv35: a GET refused at every sync, and named)
+            return ParseOutcome(failure="source", reason=archived_reason(obj))
         if outcomes is not None:
-            return next(outcomes)
-        if self.parser is not None and threading.current_thread() is not threading.main_thread():
-            return self._parsed_in_process(obj, indexed_at)
-        outcome = parse_for_index(
-            self.source, obj, self.options, self._rules, self._signature_id if self.embedder is not None else None,
-            indexed_at, self._reuse.get(obj.path, {}), None if call_deadline is None else call_deadline.remaining(),
-        )  # fmt: skip
+            outcome = next(outcomes)
+        elif self.parser is not None and threading.current_thread() is not threading.main_thread():
+            outcome = self._parsed_in_process(obj, indexed_at)
+        else:
+            outcome = parse_for_index(
+                self.source, obj, self.options, self._rules, self._signature_id if self.embedder is not None else None,
+                indexed_at, self._reuse.get(obj.path, {}), None if call_deadline is None else call_deadline.remaining(),
+            )  # fmt: skip
+        if tag is not None and outcome.failure == "source":  # an archived object S3 would not give: remembered
+            self._archived_found[obj.path] = tag
         return None if outcome.failure == "deadline" else outcome
 
     def _parsed_in_process(self, obj: SourceObject, indexed_at: str) -> ParseOutcome:
@@ -1420,12 +1432,32 @@ class Indexer:
         skipped unparsed while the limit is not higher. None read when there is no work and no path known gone.
         None for a full sync (:attr:`SyncOptions.full`: every note tried again, as its user asked; one that runs
         past the limit again is refused anew), which still reads the record to merge its findings into it."""
-        self._slow = {}
-        self._refused_read = self._refused_record() if work or self._gone is not None else {}
+        self._slow, self._archived_found = {}, {}
+        recorded = self.store.metadata() if work or self._gone is not None else {}  # one read for both records
+        self._refused_read = self._refused_record(recorded) if recorded else {}
+        self._archived_read = self._archived_record(recorded) if recorded else {}
         return {} if self.options.full else self._refused_read
 
-    def _refused_record(self) -> dict[str, Refusal]:
-        recorded = self.store.metadata()
+    def _archived_record(self, recorded: dict[str, Any] | None = None) -> dict[str, str]:
+        """:data:`ARCHIVED_NOTES` as ``recorded`` (the collection's metadata; read now when not given) holds it."""
+        value = (self.store.metadata() if recorded is None else recorded).get(ARCHIVED_NOTES)
+        entries = value.items() if isinstance(value, dict) else ()
+        return {path: tag for path, tag in entries if isinstance(path, str) and isinstance(tag, str)}
+
+    def _record_archived(self, reached: list[tuple[SourceObject, str]]) -> None:
+        """Record which notes stay archived, merged into the record as it is now: an entry of a note this run came
+        to is replaced by what it found (none: read, or changed), one of a path gone from the KB dropped, the others
+        kept. Written only when that differs from the record."""
+        came = {obj.path for obj, _ in reached}
+        if not self._archived_read and not self._archived_found:  # none recorded when it began, none found: no read
+            return
+        record, gone = self._archived_record(), self._gone or (lambda _: False)
+        kept = {p: t for p, t in record.items() if p not in came and not gone(p)} | self._archived_found
+        if kept != record:
+            self.store.merge_metadata({ARCHIVED_NOTES: kept})
+
+    def _refused_record(self, recorded: dict[str, Any] | None = None) -> dict[str, Refusal]:
+        recorded = self.store.metadata() if recorded is None else recorded
         value, limits = recorded.get(PARSE_REFUSED), recorded.get(PARSE_REFUSED_LIMITS)
         entries = value.items() if isinstance(value, dict) else ()
         limits = limits if isinstance(limits, dict) else {}
@@ -1678,6 +1710,24 @@ def _parse_for_index(
 #: older version sharing the collection (a rolling deploy, a rollback) keep refusing these notes, and rewriting the
 #: record they keep the limits' key as it is (round 28b wrote ``{"etag", "limit_s"}`` here, an entry an older
 #: kbsearch dropped from the record at its next write of it, and parsed its note again).
+#: The collection's record of the notes in an S3 archive class whose read S3 refused (``InvalidObjectState``): path →
+#: :func:`archive_tag`. Such a note is not read again (nor its GET refused and reported anew at every sync) until its
+#: ETag or storage class changes, or a full sync (``kbsearch index --full``) tries it again: after a restore.
+ARCHIVED_NOTES = "archived_notes"
+#: The storage classes whose objects S3 serves only once restored.
+ARCHIVE_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
+
+
+def archive_tag(obj: SourceObject) -> str | None:
+    """What :data:`ARCHIVED_NOTES` records of an archived note (its ETag and storage class); None for any other."""
+    return f"{obj.etag}|{obj.storage_class}" if obj.storage_class in ARCHIVE_CLASSES else None
+
+
+def archived_reason(obj: SourceObject) -> str:
+    return (f"archived in S3 {obj.storage_class} at this version: an earlier run could not read it (restore it "
+            f"first); not read again until its ETag or storage class changes ({RETRY_REFUSED})")  # fmt: skip
+
+
 PARSE_REFUSED = "parse_refused"
 #: Metadata key of the index: path → ``{"etag", "limit_s"}``, the limit the version at that etag ran past (of an
 #: entry of :data:`PARSE_REFUSED`; one of another etag, or none, reads as :data:`DEFAULT_PARSE_LIMIT_S`).
@@ -2422,12 +2472,12 @@ def run_sync(
         if closing is not None:
             report.error = report.error or f"index storage failed: {closing}"
             report.incomplete = True
-        if lease is not None and not lease.held():
-            how = "another run took it over" if lease.lost else "its renewals failed"
+        if lease is not None and not lease.held():  # once it said no it says no (Lease.stopped), renewed since or not
+            how = lease.stopped or ("another run took it over" if lease.lost else "its renewals failed")
+            since = "; renewed since: nobody took it meanwhile" if lease.renewed_since_stopped() else ""
             report.error = report.error or (
-                f"the index lease {lease.name} was lost mid-run ({how}: not renewed within INDEX_LEASE_TTL_S, "
-                f"{lease.ttl_s:g} s); this run stopped at its next note and wrote none after the loss; the next run "
-                "carries on"
+                f"the index lease {lease.name} was lost mid-run ({how}; INDEX_LEASE_TTL_S {lease.ttl_s:g} s{since}); "
+                "this run stopped at its next note and wrote none after the loss; the next run carries on"
             )
             report.incomplete = True
         return report

@@ -95,6 +95,18 @@ LINKS_TTL_S = 60.0
 #: settings allow (3,600 s). Further ahead it is no holder's write (a hand edit, another tool) and the lease is
 #: free: waiting for it would stop every full sync and event batch for as long as it says (10^30 s).
 FURTHEST_S = 2 * 3600
+#: How far two machines' clocks may disagree when one reads the expiry the other wrote (Lambda's and a laptop's
+#: clocks are NTP-synchronised to milliseconds; a laptop's drifts by seconds): what a write's margin adds to its own
+#: timeout (:meth:`Lease.held`'s ``for_s``, :func:`write_margin`).
+CLOCK_SLACK_S = 5.0
+
+
+def write_margin(timeout_s: float) -> float:
+    """How long a lease must still surely hold before a write of timeout ``timeout_s`` is started: the write's own
+    timeout and the clocks' slack. No fencing token reaches Qdrant, so a write already sent when the lease is lost
+    would land beside the next holder's; started only with this much left, it has ended (or timed out) before the
+    lease's expiry has passed on any clock, and so before another run can take it over (round 36, rel36)."""
+    return timeout_s + CLOCK_SLACK_S
 
 
 class LeaseError(KbSearchError):
@@ -173,6 +185,11 @@ class Lease:
         self._sure_until: tuple[float, float] | None = None
         self._asked: tuple[float, float] | None = None  # the expiry :meth:`held` renewed past once already
         self._asking = threading.Lock()
+        #: why :meth:`held` once answered no to this holder (renewals failing past what it needed; taken over):
+        #: from then on it answers no, whatever a later renewal does, and the run's report says so (rev35d: a
+        #: lease that lapsed, a write refused, then renewed again before the run's end was reported as a deadline's
+        #: cut); None while it has never said no since acquired
+        self.stopped: str | None = None
 
     def __repr__(self) -> str:
         return f"Lease(table={self.table!r}, name={self.name!r}, owner={self.owner!r})"
@@ -183,27 +200,42 @@ class Lease:
     def _furthest_s(self) -> float:
         return max(FURTHEST_S, 2 * self.ttl_s)
 
-    def held(self) -> bool:
-        """Whether this holder may still act on the lease: acquired, not found taken over (:attr:`lost`), and its
-        expiry not passed since the last renewal that succeeded (renewals failing for ``ttl_s``, DynamoDB
+    def held(self, for_s: float = 0.0) -> bool:
+        """Whether this holder may still act on the lease for ``for_s`` seconds more (a write's margin,
+        :func:`write_margin`; 0: now): acquired, not found taken over (:attr:`lost`), and its expiry, as the last
+        renewal that succeeded wrote it, at least ``for_s`` ahead (renewals failing for ``ttl_s``, DynamoDB
         throttled or unreachable: another run may take it any moment, and this one would not know until its next
-        renewal). Past that expiry, DynamoDB is asked once (a renewal) before the answer is no: a machine that slept
-        through the expiry wakes before its renewer does (that waits on the monotonic clock, which stood still), and
-        a lease nobody took meanwhile is still this holder's (a healthy sync stopped, "its renewals failed"). One
-        renewal per expiry: a failing one is not asked again at every check."""
-        if self._sure():
+        renewal). Short of that, DynamoDB is asked once (a renewal) before the answer is no: a machine that slept
+        through the expiry wakes before its renewer does (that waits on the monotonic clock, which stood still), a
+        lease nobody took meanwhile is still this holder's (a healthy sync stopped, "its renewals failed"), and a
+        write near the expiry is started on a renewed lease rather than refused. One renewal per expiry: a failing
+        one is not asked again at every check. Once the answer is no it stays no (:attr:`stopped`)."""
+        if self.stopped is None and self._sure(for_s):
             return True
         with self._asking:  # the sync's threads ask at once on waking: one renewal, the others wait for its answer
             sure = self._sure_until
-            if self._sure() or self.lost or sure is None or self._asked == sure:
-                return self._sure()
-            self._asked = sure
-            self.renew()  # on success it moves _sure_until; taken over: lost; failed: not held
-            return self._sure()
+            if self.stopped is not None or sure is None:
+                return False
+            if not self._sure(for_s) and not self.lost and self._asked != sure:
+                self._asked = sure
+                self.renew()  # on success it moves _sure_until; taken over: lost; failed: not held
+            if self._sure(for_s):
+                return True
+            self.stopped = ("another run took it over" if self.lost else "its renewals failed"
+                            if for_s <= 0 else f"its renewals failed, leaving it less than the {for_s:g} s a "
+                            "write needs")  # fmt: skip
+            return False
 
-    def _sure(self) -> bool:
+    def renewed_since_stopped(self) -> bool:
+        """Whether a renewal succeeded after :meth:`held` said no (:attr:`stopped`): the lease lapsed and came back,
+        nobody having taken it meanwhile; the run stopped all the same (rev35d)."""
+        return self.stopped is not None and self._sure()
+
+    def _sure(self, for_s: float = 0.0) -> bool:
         sure = self._sure_until
-        return not self.lost and sure is not None and time.monotonic() < sure[0] and self.clock() < sure[1]
+        return (
+            not self.lost and sure is not None and time.monotonic() + for_s < sure[0] and self.clock() + for_s < sure[1]
+        )
 
     def acquire(self) -> None:
         """Take the lease, or raise :class:`LeaseHeld` naming the holder."""
@@ -235,6 +267,7 @@ class Lease:
                 raise LeaseHeld(_owner(old), expiry(old.get("expires_at"))) from None
             raise LeaseError(f"cannot take the lease in table {self.table}: {aws_error_code(exc) or exc}") from None
         self.lost = False
+        self.stopped = None
         self._sure_until = (sent[0] + self.ttl_s, sent[1] + self.ttl_s)
 
     def renew(self) -> bool:

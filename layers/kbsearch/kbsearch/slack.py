@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from kbsearch.errors import KbSearchError
 from kbsearch.slack_render import clean, cut, escape
-from kbsearch.slack_words import help_text, language_of, say
+from kbsearch.slack_words import EVERY, LANGUAGES, help_text, language_of, say, told_language
 
 MAX_SKEW_S = 300
 #: A signature is accepted within ±MAX_SKEW_S of its timestamp, so remembering it this long covers its whole life.
@@ -206,13 +206,18 @@ def parse_text(text: str) -> Intent:
     every word kb-search answers with is said in it (``/kb помощь``: the help in Russian)."""
     words = text.split(maxsplit=1)
     if not words or words[0].lower() in ("help", "помощь", "?"):
-        return Intent("help", language="ru" if words and words[0].lower() == "помощь" else "en")
+        first = words[0].lower() if words else ""  # an empty command or `?`: no word to judge: each language
+        return Intent("help", language="ru" if first == "помощь" else "en" if first == "help" else EVERY)
     share = words[0].lower() == "share"
     rest = (words[1] if len(words) > 1 else "") if share else text
     lang = language_of(_question_words(rest) or rest)
+    told = told_language(_question_words(rest) or rest)  # no letter to judge by: the usage said in each language
 
     def usage(words: str, **fields: object) -> Intent:
-        return Intent("usage", error=say(lang, words, **fields), language=lang)
+        if told == EVERY:  # each language's whole sentence, one after the other (ack says them as they are)
+            error = "\n".join(say(each, "sorry_usage", error=say(each, words, **fields)) for each in LANGUAGES)
+            return Intent("usage", error=error, language=told)
+        return Intent("usage", error=say(told, words, **fields), language=told)
 
     filters: dict[str, Any] = {}
     query: list[str] = []
@@ -245,7 +250,7 @@ def parse_text(text: str) -> Intent:
         return usage("bad_filter", problem=escape(cut(problem, 200)))
     question = " ".join(query).strip()
     if not question:
-        return Intent("help", language=lang) if not filters else usage("needs_question")
+        return Intent("help", language=told) if not filters else usage("needs_question")
     from kbsearch.schemas import has_something_to_search
 
     if not has_something_to_search(question):  # zero-width characters, punctuation: never a search (nor a share)
@@ -282,7 +287,8 @@ def ack(intent: Intent, command: str = "/kb") -> dict[str, Any]:
     if intent.kind == "usage":
         return {
             "response_type": "ephemeral",
-            "text": f"{say(lang, 'sorry_usage', error=intent.error)}\n\n{help_text(lang, command)}",
+            "text": f"{intent.error if lang == EVERY else say(lang, 'sorry_usage', error=intent.error)}\n\n"
+            f"{help_text(lang, command)}",
         }
     # cut before escaping (an entity is never cut in half): 300 characters escape to at most 1,500, within any
     # Slack text block (3,000) whatever the command's text held
@@ -317,6 +323,7 @@ class Interaction:
     trigger_id: str
     voter: str = ""
     message_ts: str = ""  # the answer message the button is on (``container.message_ts``)
+    block_id: str = ""  # the pressed button's block: it names the answer's language (slack_words.answer_block_id)
 
     @property
     def request_key(self) -> str:
@@ -375,6 +382,7 @@ def parse_interaction(body: bytes) -> Interaction | None:
         response_url=text(payload, "response_url"),
         trigger_id=text(payload, "trigger_id"),
         message_ts=text(payload.get("container"), "message_ts"),
+        block_id=text(action, "block_id")[:255],
     )
     if not interaction.user_id or not interaction.action_ts or not interaction.response_url:
         raise KbSearchError("the payload lacks user.id, actions[0].action_ts or response_url")

@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import quote
 
 from kbsearch.schemas import Hit, SearchResponse
-from kbsearch.slack_words import degraded, notes_found, say
+from kbsearch.slack_words import answer_block_id, degraded, notes_found, say
 
 # Block Kit's published limits (https://api.slack.com/reference/block-kit).
 MAX_BLOCKS = 50
@@ -638,7 +638,7 @@ def render_answer(answer: SearchResponse, view: View, unheld: Sequence[str] = ()
                 _button(say(lang, "helpful"), ACTION_UP, voted),
                 _button(say(lang, "not_helpful"), ACTION_DOWN, voted),
             ]
-            blocks.append({"type": "actions", "block_id": "kb_answer", "elements": elements})
+            blocks.append({"type": "actions", "block_id": answer_block_id(lang), "elements": elements})
         else:
             blocks.append(_context(say(lang, "too_long")))
     fallback = notes_found(lang, len(shown), mrkdwn_plain(answer.query, 200))

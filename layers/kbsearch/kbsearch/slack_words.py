@@ -31,6 +31,15 @@ class Unheld(Protocol):
 
 #: The languages an answer is said in; anything else is said in English.
 LANGUAGES = ("en", "ru")
+#: What kb-search says when the asker's language cannot be known (rel36): each sentence in every language of
+#: :data:`LANGUAGES`, one after the other. A question with no letter at all (`/kb 🙂`, `/kb …`) has no language to
+#: judge, and Slack's command carries no locale (users.info's needs a bot token this app does not hold); a
+#: button whose value cannot be read carries its answer's language in its block's id (:func:`answer_block_id`),
+#: but one from before that has none.
+EVERY = "+".join(LANGUAGES)
+#: The id of an answer's actions block, which carries the answer's language to its buttons (Slack sends the
+#: block_id of a pressed button: the language is known even when the button's value cannot be read).
+ANSWER_BLOCK = "kb_answer"
 
 HELP = {
     "en": (
@@ -181,15 +190,39 @@ def language_of(text: str) -> str:
     return "ru" if query_language(text) == "ru" else "en"
 
 
+def told_language(text: str) -> str:
+    """The language a usage answer or the help for ``text`` is said in: :func:`language_of`, or :data:`EVERY` when
+    the text has no letter to judge by (English alone was said to a Russian speaker's `/kb 🙂`)."""
+    return language_of(text) if any(ch.isalpha() for ch in text) else EVERY
+
+
+def answer_block_id(language: str) -> str:
+    """The block_id of an answer's actions in ``language``: ``kb_answer.ru``."""
+    return f"{ANSWER_BLOCK}.{language}"
+
+
+def block_language(block_id: str) -> str:
+    """The language of the answer whose button was pressed, from its block's id (:func:`answer_block_id`);
+    :data:`EVERY` when the block names none (an answer posted before it did) or another."""
+    prefix, _, language = block_id.partition(".")
+    return language if prefix == ANSWER_BLOCK and language in LANGUAGES else EVERY
+
+
 def say(language: str, key: str, /, **fields: object) -> str:
-    """kb-search's words for ``key`` in ``language`` (English when the language has none), ``fields`` filled in;
-    ``command``, the slash command the words name, is ``/kb`` unless given (the app's own: ``SLACK_COMMANDS``)."""
+    """kb-search's words for ``key`` in ``language`` (English when the language has none; every language, one line
+    each, for :data:`EVERY`), ``fields`` filled in; ``command``, the slash command the words name, is ``/kb``
+    unless given (the app's own: ``SLACK_COMMANDS``)."""
+    if language == EVERY:
+        return "\n".join(say(each, key, **fields) for each in LANGUAGES)
     words = _WORDS.get(language, _WORDS["en"])
     return (words.get(key) or _WORDS["en"][key]).format_map({"command": "/kb", **fields})
 
 
 def help_text(language: str, command: str = "/kb") -> str:
-    """The help in ``language``, naming ``command`` (the one the person typed: ``/wiki`` where the app is so named)."""
+    """The help in ``language``, naming ``command`` (the one the person typed: ``/wiki`` where the app is so named);
+    for :data:`EVERY`, in each language."""
+    if language == EVERY:
+        return "\n\n".join(help_text(each, command) for each in LANGUAGES)
     return HELP.get(language, HELP["en"]).format(command=command)
 
 

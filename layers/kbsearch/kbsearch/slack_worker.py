@@ -23,7 +23,7 @@ from kbsearch.providers.resilience import Deadline, Outbound, ProviderError, Ret
 from kbsearch.schemas import MAX_QUERY_CHARS, SearchFilters, SearchRequest, SearchResponse
 from kbsearch.slack import Interaction, SlashCommand, ack, allowed_response_url, apology, parse_text
 from kbsearch.slack_render import ACTION_MORE, ACTION_SHARE, ACTION_UP, AnswerState, View, render_answer, url_pattern
-from kbsearch.slack_words import language_of, say, unheld_sentence
+from kbsearch.slack_words import block_language, language_of, say, unheld_sentence
 
 if TYPE_CHECKING:
     from kbsearch.search import SearchService
@@ -279,9 +279,10 @@ def handle_action(
         state = AnswerState.decode(interaction.value)
     except ValueError:
         logger.warning("button value not understood", extra={"action": interaction.action_id})
-        # no question to judge a language by: English
+        # no question to judge a language by: the answer's, as its block names it (else each language)
+        lang = block_language(interaction.block_id)
         payload: dict[str, Any] = {"response_type": "ephemeral", "replace_original": False,
-                                   "text": say("en", "stale_button", command=_first_command(settings))}  # fmt: skip
+                                   "text": say(lang, "stale_button", command=_first_command(settings))}  # fmt: skip
         return _deliver(client, interaction.response_url, payload, deduper, key, deadline)
     share = interaction.action_id == ACTION_SHARE
     lang = language_of(state.query)  # the answer the button is on was said in its question's language

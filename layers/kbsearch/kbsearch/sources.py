@@ -87,6 +87,9 @@ class SourceObject:
     folder: bool = False
     #: the entry can never be a note (a link to another file of the KB): what was indexed at its path is removed
     drop: bool = False
+    #: S3's storage class as the listing (or a HEAD) gives it (``GLACIER``, ``DEEP_ARCHIVE``, ...); None for a
+    #: folder's file and for STANDARD (:func:`_storage_class`)
+    storage_class: str | None = None
 
     @property
     def is_note(self) -> bool:
@@ -691,6 +694,7 @@ class S3Source:
                         etag=str(item.get("ETag", "")).strip('"'),
                         size=int(item.get("Size", 0)),
                         modified=modified.isoformat() if modified else None,
+                        storage_class=_storage_class(item),
                     )
         except SourceError:
             raise
@@ -1057,6 +1061,13 @@ def listed(source: Source, stop_at: Deadline | None = None) -> Iterator[SourceOb
     return source.list(stop_at) if isinstance(source, S3Source) else source.list()
 
 
+def _storage_class(entry: Any) -> str | None:
+    """An S3 listing entry's or HEAD's ``StorageClass``; None for STANDARD (which a HEAD does not name), so that a
+    listing's entry and a HEAD's of the same object are alike."""
+    value = entry.get("StorageClass")
+    return value if isinstance(value, str) and value != "STANDARD" else None
+
+
 def entry_problem(source: Source, path: str) -> str | None:
     """Why the entry at ``path`` is no note ``read_path`` could read (a FIFO, a dangling symlink, an object over
     the size limit), from its metadata alone: never a byte of it, whatever its size (on a folder a few system
@@ -1080,6 +1091,7 @@ def head(source: Source, key: str) -> SourceObject | None:
         return SourceObject(
             path=_nfc(key[len(source.prefix) :]), key=key, etag=str(meta.get("ETag", "")).strip('"'),
             size=int(meta.get("ContentLength", 0)), modified=modified.isoformat() if modified else None,
+            storage_class=_storage_class(meta),
         )  # fmt: skip
     if isinstance(source, LocalSource):
         import stat as stat_module

@@ -30,23 +30,25 @@ def open_store(
     secrets: Secrets,
     rebuild: bool = False,
     deadline: Deadline | None = None,
-    held: Callable[[], bool] | None = None,
+    held: Callable[[float], bool] | None = None,
 ) -> Store:
     """The indexer's store: Qdrant Cloud through qdrant-client, or the embedded store (Qdrant Edge, else
     qdrant-client's local mode with a one-line notice). Raises StoreError when it cannot be opened. ``rebuild``: the
     embedded Edge collection is dropped without being opened (it may be one Edge cannot load). ``deadline``: Qdrant
     Cloud's every request ends by it (a Lambda run's end), however slowly Qdrant answers; the embedded store makes
-    no request. ``held``: whether the run still holds its index lease: once it says no, every write of either store is
-    refused before it is sent (:meth:`~kbsearch.qdrant.store.Store.may_write`, a
+    no request. ``held``: whether the run still holds its index lease for the seconds given (a write's margin: its
+    request timeout and the clocks' slack, :func:`kbsearch.lease.write_margin`; the embedded store's, the slack
+    alone): once it says no, every write of either store is refused before it is sent (:meth:`~kbsearch.qdrant.store.Store.may_write`, a
     :class:`~kbsearch.errors.LeaseLostError`), and Qdrant Cloud's refused requests are not sent again."""
     if settings.store_kind == "cloud":
         from kbsearch.qdrant.store import Store
 
         return Store.cloud(settings, secrets, deadline, held)
+    from kbsearch.lease import write_margin
     from kbsearch.qdrant.embedded import open_embedded
 
     store = open_embedded(settings, rebuild=rebuild)
-    store.held = held
+    store.held, store.write_margin_s = held, write_margin(0.0)  # in-process: no request timeout, the slack alone
     return store
 
 

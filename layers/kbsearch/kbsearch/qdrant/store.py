@@ -390,10 +390,14 @@ def is_tenant(info: Any) -> bool:
 
 
 class Store:
-    #: Whether the run writing through this store still holds its index lease (``open_store(held=...)``: a sync's
-    #: :meth:`kbsearch.lease.Lease.held`); None: no lease (an event batch, ``kbsearch index``, a search), every
-    #: write goes. Once it says no, every write is refused (:meth:`may_write`).
-    held: Callable[[], bool] | None = None
+    #: Whether the run writing through this store still holds its index lease for the seconds given
+    #: (``open_store(held=...)``: a sync's :meth:`kbsearch.lease.Lease.held`); None: no lease (an event batch,
+    #: ``kbsearch index``, a search), every write goes. Once it says no, every write is refused (:meth:`may_write`).
+    held: Callable[[float], bool] | None = None
+    #: How long the lease must still hold for a write to be started (:func:`kbsearch.lease.write_margin` of the
+    #: store's request timeout: ``open_store`` sets it): a write sent has ended before the lease can pass to another
+    #: run (round 36). 0: the lease need only be held now.
+    write_margin_s: float = 0.0
 
     def __init__(self, client: QdrantClient, collection: str, dimensions: int, embedded: bool) -> None:
         self.client = client
@@ -407,17 +411,19 @@ class Store:
         """The same Qdrant, another collection; it shares this store's client (closing it closes nothing)."""
         other = type(self)(self.client, collection, self.dimensions, self.embedded)
         other._owns_client = False
-        other.held = self.held
+        other.held, other.write_margin_s = self.held, self.write_margin_s
         return other
 
     def may_write(self, action: str) -> None:
-        """Raise :class:`~kbsearch.errors.LeaseLostError` when the run that opened this store no longer holds its
-        index lease (:attr:`held`): called before every write is sent (:func:`writes`), asked anew each time (a
-        monotonic compare until the lease's expiry, then DynamoDB once)."""
-        if self.held is not None and not self.held():
+        """Raise :class:`~kbsearch.errors.LeaseLostError` unless the run that opened this store holds its index
+        lease for :attr:`write_margin_s` more (:attr:`held`): called before every write is sent (:func:`writes`),
+        asked anew each time (a compare of clocks while the lease surely holds that long, else DynamoDB once: a
+        renewal, the write started on the lease it renewed). A write so started ends before the lease could pass to
+        another run; Qdrant takes no fencing token, so a write started later could land beside the next holder's."""
+        if self.held is not None and not self.held(self.write_margin_s):
             raise LeaseLostError(
-                f"{action.strip('_').replace('_', ' ')} refused: this run no longer holds its index lease (another run "
-                "may hold it); nothing was sent"
+                f"{action.strip('_').replace('_', ' ')} refused: this run no longer holds its index lease for the "
+                f"{self.write_margin_s:g} s a write may take (another run may hold it by then); nothing was sent"
             )
 
     def alias_target(self, alias: str) -> str | None:
@@ -453,7 +459,7 @@ class Store:
         settings: Settings,
         secrets: Secrets,
         deadline: Deadline | None = None,
-        held: Callable[[], bool] | None = None,
+        held: Callable[[float], bool] | None = None,
     ) -> Store:
         """Qdrant Cloud through qdrant-client (``QDRANT_URL``, the key from ``QDRANT_API_KEY``). ``deadline``: every
         request ends by it (the run's end), however slowly Qdrant answers (:class:`~kbsearch.qdrant.rest.
@@ -463,6 +469,7 @@ class Store:
         import httpx
         from qdrant_client import QdrantClient
 
+        from kbsearch.lease import write_margin
         from kbsearch.providers.transport import deadline_client
         from kbsearch.qdrant.rest import CappedAnswers, RereadKey, SentAgain, qdrant_key
 
@@ -473,6 +480,8 @@ class Store:
         inner = httpx.Client(limits=local) if host in ("localhost", "127.0.0.1") else httpx.Client()  # env proxies
         if deadline is not None:  # each socket operation waits at most until the deadline: the exchange ends by it
             inner = deadline_client(inner)
+        margin = write_margin(settings.qdrant_timeout_s)
+        again = None if held is None else (lambda: held(margin))  # a request sent again: as a write started
         client = QdrantClient(
             url=settings.qdrant_url,
             https=True if key else None,  # as api_key=key made it: a URL without a scheme is reached over TLS
@@ -480,10 +489,10 @@ class Store:
             check_compatibility=False,
             auth=RereadKey(secrets),  # given to its httpx client
             # every answer read within a bound, decoded; a request Qdrant refuses for now sent again when it says
-            transport=SentAgain(CappedAnswers(inner, deadline=deadline), deadline, held=held),
+            transport=SentAgain(CappedAnswers(inner, deadline=deadline), deadline, held=again),
         )
         store = cls(client, settings.qdrant_collection, settings.embedding_dimensions, embedded=False)
-        store.held = held
+        store.held, store.write_margin_s = held, margin
         return store
 
     def close(self) -> None:
