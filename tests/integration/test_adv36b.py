@@ -5,13 +5,23 @@ unknown tool); it was 400, decided before the era was read."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 
+from kbsearch.config import Secrets, Settings
+from kbsearch.events import Change
+from kbsearch.indexer import ChangeSync, Indexer, SyncOptions, event_sequencers
+from kbsearch.qdrant import open_store
+from kbsearch.sources import S3Source
 from tests.conftest import ROOT
+from tests.integration.test_event_races import BUCKET, PREFIX, REGION, TABLE, aws
 from tests.integration.test_mcp_batches import post
+
+__all__ = ["aws"]  # the fixture, shared with test_event_races
 
 MODERN = "2026-07-28"
 META = {"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientCapabilities": {}}
@@ -44,3 +54,89 @@ def test_params_that_are_no_object_are_still_400_for_a_2026_07_28_client(app) ->
     assert unknown["error"]["code"] == -32602 and status == 400, (status, unknown)
     got, body = post(app, call(2, ["kb_search"]), {**headers, "Mcp-Name": "kb_search"})
     assert (got, body["error"]["code"], body["id"]) == (400, -32602, 2), body
+
+
+# -- the access file: an event batch and the schedule's full sync at once ------------------------------------------
+
+RULES_V0 = b"hr/: [hr]\n"
+RULES_V1 = b"pub/: [public]\n"  # the hr/ rule lost by mistake: hr/ falls to the default, public
+RULES_V2 = RULES_V0  # put back seconds later
+
+
+def access_of(store: Any, path: str) -> set[tuple[str, ...]]:
+    return {tuple(p.get("access") or ()) for p in store.points().values() if p["path"] == path}
+
+
+@pytest.mark.parametrize("log_kind", ["dynamodb", "file"])
+def test_a_full_sync_applies_again_an_access_file_an_event_batch_claimed_while_it_ran(
+    aws: Any, tmp_path: Path, log_kind: str
+) -> None:
+    """The access file loses its ``hr/`` rule (v1) and gets it back (v2) seconds later. v1's event batch passed the
+    lease check just before the hourly full sync took the lease and read v1; v2 is saved, and its event's batch is
+    failed back while the sync holds the lease (retried after the queue's visibility timeout). The sync reads v2
+    and the index as it was (hr/ restricted: nothing to change), then v1's batch writes its groups (hr/ public).
+    The sync, before it lets go, applies again the access file a batch claimed during it, as it does the notes it
+    wrote: hr/Pay.md ends restricted. Before: public (a note readable by every caller) until v2's retry or the next
+    sync, an hour. Driven through the batch's S3 client (a botocore hook after its read of v1 saves v2 and starts
+    the sync) and the sync's store (its read of the index's state lets the batch finish)."""
+    settings = Settings(kb_source=f"s3://{BUCKET}/{PREFIX}", qdrant_path=str(tmp_path / "store"),
+                        index_lease_table=TABLE if log_kind == "dynamodb" else "", embedding_api_key=None)  # fmt: skip
+    aws.put_object(Bucket=BUCKET, Key=f"{PREFIX}_access.yaml", Body=RULES_V0)
+    aws.put_object(Bucket=BUCKET, Key=f"{PREFIX}hr/Pay.md", Body=b"# Pay\n\nzqpaybands of every grade\n")
+    aws.put_object(Bucket=BUCKET, Key=f"{PREFIX}pub/Welcome.md", Body=b"# Welcome\n\nwelcome aboard\n")
+    store = open_store(settings, Secrets(settings))
+    try:
+        first = S3Source(BUCKET, PREFIX, client=boto3.session.Session(region_name=REGION).client("s3"))
+        assert Indexer(first, store, None, SyncOptions()).sync().added == 2
+        assert access_of(store, "hr/Pay.md") == {("hr",)}
+        aws.put_object(Bucket=BUCKET, Key=f"{PREFIX}_access.yaml", Body=RULES_V1)
+
+        read_v1, go = threading.Event(), threading.Event()
+        batch_client = boto3.session.Session(region_name=REGION).client("s3")
+        batch_client.meta.events.register(
+            "before-call.s3.GetObject",
+            lambda params, context, **_: context.update(rules="_access.yaml" in params["url_path"]),
+        )
+
+        def after_rules(context: Any, **_: Any) -> None:
+            if context.get("rules") and not read_v1.is_set():
+                aws.put_object(Bucket=BUCKET, Key=f"{PREFIX}_access.yaml", Body=RULES_V2)  # v2 saved
+                read_v1.set()
+                assert go.wait(60)
+
+        batch_client.meta.events.register("after-call.s3.GetObject", after_rules)
+        results: list[Any] = []
+        change = Change("_access.yaml", f"{PREFIX}_access.yaml", False, "0065F1A0B0C0D0E001")
+        batch = threading.Thread(target=lambda: results.append(ChangeSync(
+            S3Source(BUCKET, PREFIX, client=batch_client), store, None, SyncOptions(), event_sequencers(settings)
+        ).apply([change])), daemon=True)  # fmt: skip
+        batch.start()
+        assert read_v1.wait(60)
+
+        class SyncStore:
+            """The sync's store: once it has read the index's state, v1's batch writes."""
+
+            def __init__(self, inner: Any) -> None:
+                self._inner = inner
+
+            def indexed_state(self) -> Any:
+                state = self._inner.indexed_state()
+                if not go.is_set():
+                    go.set()
+                    batch.join(60)
+                return state
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(self._inner, name)
+
+        sync_source = S3Source(BUCKET, PREFIX, client=boto3.session.Session(region_name=REGION).client("s3"))
+        sync_store: Any = SyncStore(store)
+        report = Indexer(sync_source, sync_store, None, SyncOptions(),
+                         claims=lambda: event_sequencers(settings)).sync()  # fmt: skip
+        assert not batch.is_alive() and results and results[0].error is None, results
+        assert results[0].access_updated >= 1, results  # the batch did make hr/ public after the sync's read
+        assert report.error is None, report
+        assert access_of(store, "hr/Pay.md") == {("hr",)}, "v2 restricts hr/: the note must not stay public"
+        assert access_of(store, "pub/Welcome.md") == {("public",)}
+    finally:
+        store.close()

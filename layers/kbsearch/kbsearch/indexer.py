@@ -393,9 +393,9 @@ class Indexer:
     def _reapply_claimed(
         self, report: SyncReport, began: float, stop_at: Deadline, call_deadline: Deadline | None
     ) -> None:
-        """Before the run lets go of the index lease: the notes it wrote or deleted that an event batch claimed
-        (``claims``, the sequencer log) since :data:`~kbsearch.sequencers.ABANDONED_S` before it began are read
-        again and applied as they are now (:class:`ChangeSync`, no sequencer). Such a batch passed the lease check
+        """Before the run lets go of the index lease: the notes it wrote or deleted, and the access file, that an
+        event batch claimed (``claims``, the sequencer log) since :data:`~kbsearch.sequencers.ABANDONED_S` before it
+        began are read again and applied as they are now (:class:`ChangeSync`, no sequencer). Such a batch passed the lease check
         before this run took the lease, so it may have written a note's newer version (or its deletion) between
         this run's read of the older one and its write: the index held the older version, the batch's event was
         logged as applied, until the next sync. Claims older than that are of batches that had ended (no batch
@@ -403,13 +403,21 @@ class Indexer:
         from kbsearch.events import Change
         from kbsearch.sequencers import ABANDONED_S
 
-        if self.claims is None or not self._keys_written or report.error:
+        if self.claims is None or report.error:
             return
         prefix = getattr(self.source, "prefix", "")
         by_name = {(key[len(prefix) :] if prefix and key.startswith(prefix) else key): (path, key)
                    for path, key in self._keys_written.items()}  # fmt: skip
+        # and the access file, whose rules this run gave every note: a batch that applied an older version of it
+        # (read before this run read the newer) may have written its groups after this run's read of the index,
+        # whether this run wrote them or found them right (a rule lost then put back: the notes it restricts stayed
+        # public until the next sync); applied again, the rules as they are now go to every note (ChangeSync)
+        by_name[ACCESS_FILE] = (ACCESS_FILE, prefix + ACCESS_FILE)
         try:  # the names ChangeSync._name logs claims under
-            held = self.claims().claims(sorted(by_name))
+            log = self.claims()
+            if log is None:  # no log (Qdrant Cloud without a lease table): no claims to read
+                return
+            held = log.claims(sorted(by_name))
         except Exception as exc:  # the log unreachable: the run's writes stand, as before this check existed
             reason = f"{type(exc).__name__}: {str(exc)[:200]}"
             report.warnings.append({"path": "", "reason": f"the event batches' claims could not be read ({reason}): "
@@ -425,7 +433,7 @@ class Indexer:
         again.kind = "full" if self.options.full else "reconcile"
         result = again.apply([Change(*by_name[n], removed=False) for n in recent], stop_at, call_deadline)
         for name in ("added", "updated", "deleted", "chunks_upserted", "chunks_deleted", "embedding_calls",
-                     "embedding_tokens", "embedding_fallbacks"):  # fmt: skip
+                     "embedding_tokens", "embedding_fallbacks", "access_updated"):  # fmt: skip
             setattr(report, name, getattr(report, name) + getattr(result, name))
         report.skipped += result.skipped
         report.warnings += result.warnings
