@@ -140,3 +140,49 @@ def test_a_full_sync_applies_again_an_access_file_an_event_batch_claimed_while_i
         assert access_of(store, "pub/Welcome.md") == {("public",)}
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("log_kind", ["dynamodb"])  # the file log's store has one writer: batches never overlap
+def test_a_note_batch_that_read_the_rules_before_a_batch_applied_new_ones_gives_its_notes_the_new_ones(
+    aws: Any, tmp_path: Path, log_kind: str
+) -> None:
+    """hr/ notes are uploaded (their batch reads the access file: no rule for hr/, public) and the access file gets
+    its ``hr/`` rule seconds later; that event's batch runs at once (no lease between batches) and gives every
+    indexed note its groups, before the first batch has written its notes (a batch of many notes embeds for
+    seconds). The note batch, once it has written, reads the access file's claim again (with its notes' own): a
+    later claim has it apply its notes under the rules as they are now: hr/New.md ends restricted. Before: public
+    until the next sync (an hour). Driven through the note batch's S3 client (a botocore hook after its read of
+    the access file saves the rule and runs the other batch to its end)."""
+    settings = Settings(kb_source=f"s3://{BUCKET}/{PREFIX}", qdrant_path=str(tmp_path / "store"),
+                        index_lease_table=TABLE if log_kind == "dynamodb" else "", embedding_api_key=None)  # fmt: skip
+    aws.put_object(Bucket=BUCKET, Key=f"{PREFIX}_access.yaml", Body=RULES_V1)
+    aws.put_object(Bucket=BUCKET, Key=f"{PREFIX}pub/Welcome.md", Body=b"# Welcome\n\nwelcome aboard\n")
+    store = open_store(settings, Secrets(settings))
+    try:
+        plain = S3Source(BUCKET, PREFIX, client=boto3.session.Session(region_name=REGION).client("s3"))
+        assert Indexer(plain, store, None, SyncOptions()).sync().added == 1
+        aws.put_object(Bucket=BUCKET, Key=f"{PREFIX}hr/New.md", Body=b"# New\n\nzqnewbands of every grade\n")
+        other: list[Any] = []
+
+        def rule_batch() -> None:  # the access file's event, applied to its end by another batch
+            aws.put_object(Bucket=BUCKET, Key=f"{PREFIX}_access.yaml", Body=RULES_V0)
+            rules = Change("_access.yaml", f"{PREFIX}_access.yaml", False, "0065F1A0B0C0D0E002")
+            other.append(ChangeSync(plain, store, None, SyncOptions(), event_sequencers(settings)).apply([rules]))
+
+        client = boto3.session.Session(region_name=REGION).client("s3")
+        client.meta.events.register(
+            "before-call.s3.GetObject",
+            lambda params, context, **_: context.update(rules="_access.yaml" in params["url_path"]),
+        )
+        client.meta.events.register(
+            "after-call.s3.GetObject", lambda context, **_: rule_batch() if context.get("rules") and not other else None
+        )
+        change = Change("hr/New.md", f"{PREFIX}hr/New.md", False, "0065F1A0B0C0D0E001")
+        report = ChangeSync(S3Source(BUCKET, PREFIX, client=client), store, None, SyncOptions(),
+                            event_sequencers(settings)).apply([change])  # fmt: skip
+        assert other and other[0].error is None and not other[0].failed_paths, other
+        assert report.error is None and not report.failed_paths and report.added == 1, report
+        assert access_of(store, "hr/New.md") == {("hr",)}, "the rules say hr/: the new note must not be public"
+        assert access_of(store, "pub/Welcome.md") == {("public",)}
+    finally:
+        store.close()

@@ -2864,6 +2864,7 @@ class ChangeSync:
         self.links_lock: Callable[[], AbstractContextManager[Any]] = links_lock or contextlib.nullcontext
         self.kind = "events"  # what the collection's last-sync record says ran (``watch`` under kbsearch serve)
         self._changed: set[str] = set()  # the batch's notes whose points this run wrote or deleted (lag samples)
+        self._rules_claim = ""  # the access file's sequencer in the log when the batch began
 
     def apply(
         self,
@@ -2889,7 +2890,11 @@ class ChangeSync:
         news: dict[str, list[Change]] = {}  # per path, the changes claimed in the log before the write
         try:
             self.indexer._embedding_signature(report)
-            claims = self.sequencers.claims(sorted(latest)) if self.sequencers is not None and latest else {}
+            # the access file's claim too: a later one once the notes are written has them applied again
+            # (_reapply_superseded)
+            names = sorted({*latest, ACCESS_FILE})
+            claims = self.sequencers.claims(names) if self.sequencers is not None and latest else {}
+            self._rules_claim = claims.get(ACCESS_FILE, ("", None))[0]
             applied = {name: held for name, (held, _) in claims.items()}
             todo: dict[str, Change] = {}  # per path: what the source holds there now is applied (_apply_current)
             now = time.time()
@@ -3035,12 +3040,17 @@ class ChangeSync:
         if self.sequencers is None:
             return
         seen = {self._name(c): c.sequencer for p in done for c in news.get(p, []) if c.sequencer}
+        rules_seen = seen.get(ACCESS_FILE, self._rules_claim)
         check = [p for p in done if p in news]
         for _ in range(SUPERSEDED_ROUNDS):
             names = sorted({self._name(c) for p in check for c in news[p] if c.sequencer})
             if not names:
                 return
-            held = self.sequencers.get(names)
+            # the notes just written got their groups from the rules this batch read: a batch that applied a later
+            # access file meanwhile (claimed after this one began) gave every indexed note its groups, these
+            # perhaps before they were written (they kept the older rules' groups until the next sync)
+            indexed = [p for p in check if p in self._present]
+            held = self.sequencers.get(sorted({*names, ACCESS_FILE}) if indexed else names)
             again: dict[str, Change] = {}
             for path in check:
                 for change in news[path]:
@@ -3048,6 +3058,9 @@ class ChangeSync:
                     if change.sequencer and newer(held.get(name, ""), seen[name]):
                         seen[name] = held[name]
                         again[path] = todo[path]
+            if indexed and newer(held.get(ACCESS_FILE, ""), rules_seen):
+                rules_seen = held[ACCESS_FILE]
+                again.update({p: todo[p] for p in indexed})
             if not again:
                 return
             report.superseded += len(again)
