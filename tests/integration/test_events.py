@@ -828,3 +828,41 @@ def test_a_slow_root_listing_stops_at_the_run_s_deadline(
             or "the run's end came before S3 was asked" in report["error"]), report["error"]  # fmt: skip
     assert report["deleted"] == 1 and report["added"] == 0
     assert {p["path"] for p in open_points(indexer.settings())} == {"n1.md"}
+
+
+@pytest.mark.parametrize("first", ["created", "removed"])
+def test_a_note_moved_into_a_restricted_folder_over_two_batches_hides_its_links_after_each(
+    aws: EventPath, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, first: str
+) -> None:
+    """A move (delete + create) whose two events arrive in two batches, either first, with the schedule's reconcile
+    run between them: after each batch and the sync, a public caller sees a link to the note only while a public
+    note of that name is in the index; the late second event changes nothing the sync did not already apply; the
+    end is a clean full sync's (adv36b)."""
+    indexer = Indexer(monkeypatch, tmp_path, None)
+    aws.receive()
+    aws.put(f"{PREFIX}_access.yaml", b"hr/: [hr]\n")
+    aws.put(f"{PREFIX}pub/welcome.md", doc("Welcome", "welcome: see [[Plan]]"))
+    aws.put(f"{PREFIX}pub/plan.md", doc("Plan", "the plan"))
+    assert indexer(aws.receive()) == []
+    settings = indexer.settings()
+    assert run_sync(settings, Secrets(settings)).error is None
+    assert hits_as(settings, Scope.public())["pub/welcome.md"] == ["Plan"]
+
+    aws.delete(f"{PREFIX}pub/plan.md")
+    aws.put(f"{PREFIX}hr/Plan.md", doc("Plan", "the plan"))
+    removed, created = aws.receive()
+    one, other = (created, removed) if first == "created" else (removed, created)
+    assert indexer([one]) == []
+    # created first: the public note is still indexed, its link shown. Removed first: the public notes' keys
+    # (a filter that only grows between full syncs) still hold the gone note's, and no restricted note is indexed
+    # under the name yet: the link is shown as a link to a note that was public, which tells nothing of hr/
+    assert hits_as(settings, Scope.public())["pub/welcome.md"] == ["Plan"]
+    assert "hr/Plan.md" not in hits_as(settings, Scope.public(), "plan")
+    assert hits_as(settings, Scope.of("k", ["hr"]))["pub/welcome.md"] == ["Plan"]
+    assert run_sync(settings, Secrets(settings)).error is None  # the hourly reconcile, between the two batches
+    assert hits_as(settings, Scope.public())["pub/welcome.md"] == []
+    assert indexer([other]) == []  # the late second half
+    assert hits_as(settings, Scope.public())["pub/welcome.md"] == []
+    assert hits_as(settings, Scope.of("k", ["hr"]))["pub/welcome.md"] == ["Plan"]
+    assert "hr/Plan.md" not in hits_as(settings, Scope.public(), "plan")
+    assert_as_a_full_sync(indexer, tmp_path)

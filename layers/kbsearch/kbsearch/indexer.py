@@ -397,9 +397,9 @@ class Indexer:
     def _reapply_claimed(
         self, report: SyncReport, began: float, stop_at: Deadline, call_deadline: Deadline | None
     ) -> None:
-        """Before the run lets go of the index lease: the notes it wrote or deleted that an event batch claimed
-        (``claims``, the sequencer log) since :data:`~kbsearch.sequencers.ABANDONED_S` before it began are read
-        again and applied as they are now (:class:`ChangeSync`, no sequencer). Such a batch passed the lease check
+        """Before the run lets go of the index lease: the notes it wrote or deleted, and the access file, that an
+        event batch claimed (``claims``, the sequencer log) since :data:`~kbsearch.sequencers.ABANDONED_S` before it
+        began are read again and applied as they are now (:class:`ChangeSync`, no sequencer). Such a batch passed the lease check
         before this run took the lease, so it may have written a note's newer version (or its deletion) between
         this run's read of the older one and its write: the index held the older version, the batch's event was
         logged as applied, until the next sync. Claims older than that are of batches that had ended (no batch
@@ -407,13 +407,21 @@ class Indexer:
         from kbsearch.events import Change
         from kbsearch.sequencers import ABANDONED_S
 
-        if self.claims is None or not self._keys_written or report.error:
+        if self.claims is None or report.error:
             return
         prefix = getattr(self.source, "prefix", "")
         by_name = {(key[len(prefix) :] if prefix and key.startswith(prefix) else key): (path, key)
                    for path, key in self._keys_written.items()}  # fmt: skip
+        # and the access file, whose rules this run gave every note: a batch that applied an older version of it
+        # (read before this run read the newer) may have written its groups after this run's read of the index,
+        # whether this run wrote them or found them right (a rule lost then put back: the notes it restricts stayed
+        # public until the next sync); applied again, the rules as they are now go to every note (ChangeSync)
+        by_name[ACCESS_FILE] = (ACCESS_FILE, prefix + ACCESS_FILE)
         try:  # the names ChangeSync._name logs claims under
-            held = self.claims().claims(sorted(by_name))
+            log = self.claims()
+            if log is None:  # no log (Qdrant Cloud without a lease table): no claims to read
+                return
+            held = log.claims(sorted(by_name))
         except Exception as exc:  # the log unreachable: the run's writes stand, as before this check existed
             reason = f"{type(exc).__name__}: {str(exc)[:200]}"
             report.warnings.append({"path": "", "reason": f"the event batches' claims could not be read ({reason}): "
@@ -429,7 +437,7 @@ class Indexer:
         again.kind = "full" if self.options.full else "reconcile"
         result = again.apply([Change(*by_name[n], removed=False) for n in recent], stop_at, call_deadline)
         for name in ("added", "updated", "deleted", "chunks_upserted", "chunks_deleted", "embedding_calls",
-                     "embedding_tokens", "embedding_fallbacks"):  # fmt: skip
+                     "embedding_tokens", "embedding_fallbacks", "access_updated"):  # fmt: skip
             setattr(report, name, getattr(report, name) + getattr(result, name))
         report.skipped += result.skipped
         report.warnings += result.warnings
@@ -2909,6 +2917,7 @@ class ChangeSync:
         self.links_lock: Callable[[], AbstractContextManager[Any]] = links_lock or contextlib.nullcontext
         self.kind = "events"  # what the collection's last-sync record says ran (``watch`` under kbsearch serve)
         self._changed: set[str] = set()  # the batch's notes whose points this run wrote or deleted (lag samples)
+        self._rules_claim = ""  # the access file's sequencer in the log when the batch began
 
     def apply(
         self,
@@ -2934,7 +2943,11 @@ class ChangeSync:
         news: dict[str, list[Change]] = {}  # per path, the changes claimed in the log before the write
         try:
             self.indexer._embedding_signature(report)
-            claims = self.sequencers.claims(sorted(latest)) if self.sequencers is not None and latest else {}
+            # the access file's claim too: a later one once the notes are written has them applied again
+            # (_reapply_superseded)
+            names = sorted({*latest, ACCESS_FILE})
+            claims = self.sequencers.claims(names) if self.sequencers is not None and latest else {}
+            self._rules_claim = claims.get(ACCESS_FILE, ("", None))[0]
             applied = {name: held for name, (held, _) in claims.items()}
             todo: dict[str, Change] = {}  # per path: what the source holds there now is applied (_apply_current)
             now = time.time()
@@ -3080,12 +3093,17 @@ class ChangeSync:
         if self.sequencers is None:
             return
         seen = {self._name(c): c.sequencer for p in done for c in news.get(p, []) if c.sequencer}
+        rules_seen = seen.get(ACCESS_FILE, self._rules_claim)
         check = [p for p in done if p in news]
         for _ in range(SUPERSEDED_ROUNDS):
             names = sorted({self._name(c) for p in check for c in news[p] if c.sequencer})
             if not names:
                 return
-            held = self.sequencers.get(names)
+            # the notes just written got their groups from the rules this batch read: a batch that applied a later
+            # access file meanwhile (claimed after this one began) gave every indexed note its groups, these
+            # perhaps before they were written (they kept the older rules' groups until the next sync)
+            indexed = [p for p in check if p in self._present]
+            held = self.sequencers.get(sorted({*names, ACCESS_FILE}) if indexed else names)
             again: dict[str, Change] = {}
             for path in check:
                 for change in news[path]:
@@ -3093,6 +3111,9 @@ class ChangeSync:
                     if change.sequencer and newer(held.get(name, ""), seen[name]):
                         seen[name] = held[name]
                         again[path] = todo[path]
+            if indexed and newer(held.get(ACCESS_FILE, ""), rules_seen):
+                rules_seen = held[ACCESS_FILE]
+                again.update({p: todo[p] for p in indexed})
             if not again:
                 return
             report.superseded += len(again)

@@ -265,11 +265,14 @@ class McpServer:
         params = message.get("params", {})
         if params is None:
             params = {}
-        if not isinstance(params, dict):
-            return _rpc_error(id_, INVALID_PARAMS, "params must be an object")
+        # the era first: over HTTP the header names it, whatever params hold (params that are no object were a 400
+        # in either era, where a 2025-11-25 client is answered 200 for every other error about its params)
+        version_header = headers.get("mcp-protocol-version") if headers is not None else None
+        header_modern = version_header is not None and version_header not in HANDSHAKE_VERSIONS
+        if not isinstance(params, dict):  # over stdio no _meta to read: the status is not sent anyway
+            return _rpc_error(id_, INVALID_PARAMS, "params must be an object", modern=header_modern)
         if headers is not None:
-            version_header = headers.get("mcp-protocol-version")
-            modern = version_header is not None and version_header not in HANDSHAKE_VERSIONS
+            modern = header_modern
         else:
             meta = params.get("_meta")
             modern = isinstance(meta, dict) and PROTOCOL_VERSION_KEY in meta
