@@ -22,6 +22,8 @@ in this process:
     LEX_DUMP=a.json ... eval ...; .venv/bin/python eval/replay/variants_s36_lex36.py diff a.json b.json [CLASS]
     # a hybrid capture with a variant's BM25 vectors (replay.py reads it as any capture)
     LEX_TITLE_W=2 .venv/bin/python eval/replay/variants_s36_lex36.py capture OUT.pkl -- eval --classes ... --oracle e5 ...
+    # each search of a main capture against the same search of a variant's capture, through main's fusion
+    .venv/bin/python eval/replay/variants_s36_lex36.py pairs OLD.pkl NEW.pkl
 
 The classes' corpora: ``drive`` runs each manifest's corpora one at a time (``--only`` their classes), from the
 worktree's root (``.kbsearch/bil`` must be there: ``eval/make_bilingual.py``). EVAL.md, "Session 36: the BM25 leg
@@ -104,7 +106,7 @@ def patch() -> None:
         current: dict[str, Any] = {}
 
         def score_phases(service: Any, runnable: Any, queries: Any, *args: Any, **kwargs: Any) -> Any:
-            current["queries"], current["label"] = queries, (args[4] if len(args) > 4 else kwargs.get("label", ""))
+            current["queries"], current["label"] = queries, (args[3] if len(args) > 3 else kwargs.get("label", ""))
             return real_phases(service, runnable, queries, *args, **kwargs)
 
         def summarize(runs: Any, *args: Any, **kwargs: Any) -> Any:
@@ -189,8 +191,29 @@ def diff(before: str, after: str, only: str = "") -> None:
             print("    after: ", y["ranked"][:4])
 
 
+def pairs(old: str, new: str) -> None:
+    """Each search of capture ``old`` against the same search of capture ``new`` (the same class, another BM25 leg),
+    both scored through this tree's ``fusion.fuse`` (``replay.py``'s own load and run): each one that moves, and the
+    searches better / worse."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    replay = importlib.import_module("replay")  # eval/replay/replay.py
+    fusion = replay.hooked_fusion()
+    before, after = replay.load([Path(old)]), replay.load([Path(new)])
+    scored_before, scored_after = replay.run(fusion, before), replay.run(fusion, after)
+    better = worse = 0
+    for key in sorted(before.keys() & after.keys()):
+        rows = zip(before[key]["rows"], after[key]["rows"], scored_before[key], scored_after[key], strict=True)
+        for (query, relevant, *_), (query_after, *_), a, b in rows:
+            if query != query_after:
+                raise SystemExit(f"{key}: the captures hold other searches ({query!r}, {query_after!r})")
+            if abs(a - b) > 1e-9:
+                better, worse = better + (b > a), worse + (b < a)
+                print(f"{key[0]:4} {key[1]:24} {a:.3f} -> {b:.3f} {query!r} [{', '.join(sorted(relevant))}]")
+    print(f"better {better} worse {worse}")
+
+
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in {"eval", "drive", "compare", "diff", "capture"}:
+    if not argv or argv[0] not in {"eval", "drive", "compare", "diff", "capture", "pairs"}:
         print(__doc__, file=sys.stderr)
         return 2
     if argv[0] == "drive":
@@ -199,6 +222,8 @@ def main(argv: list[str]) -> int:
         compare(argv[1:])
     elif argv[0] == "diff":
         diff(*argv[1:4])
+    elif argv[0] == "pairs":
+        pairs(argv[1], argv[2])
     elif argv[0] == "capture":
         patch()
         sys.path.insert(0, str(Path(__file__).parent))
