@@ -1830,3 +1830,31 @@ def test_a_russian_question_s_two_capitals_are_no_proper_name_and_pin_nothing_fa
     fused, holder = _a_russian_question_over_an_english_holder(query)
     assert paths(fused)[0] == "ru/n00.md" and not any(c.exact for c in fused), paths(fused)
     assert holder not in paths(fused)[:3]  # it ranks by the legs, far down both
+
+
+@pytest.mark.parametrize(
+    ("query", "holds"),
+    [("Edit Layer Attributes опускать", ("edit", "layer", "attribut", "опуска")),  # GIMP's known items
+     ("Author: Emil Brink регистрации", ("author", "emil", "brink", "регистрац"))],  # Debian's
+)  # fmt: skip
+def test_an_english_label_beside_a_russian_word_is_a_russian_query_whose_bm25_first_is_not_damped(
+    query: str, holds: tuple[str, ...]
+) -> None:
+    """A known item of a Russian half: a label quoted from the English interface ("Edit Layer Attributes") and a
+    Russian word of the note. Its three Latin words outnumbered the Russian one, so the query was judged English, its
+    BM25 leg counted across languages over a Russian KB, and BM25's first note (every term, well ahead) fell below
+    dense's Russian notes: 43rd with e5 in GIMP's blind corpus, out of the ten in Debian's (EVAL.md, session 36, the
+    lead). Beside a Russian word a Latin word opening with a capital is a quoted name: the query is Russian."""
+    assert set(holds) <= set(tokenize(query))
+    evidence = analyse(query)
+    assert evidence.language == "ru"
+    assert query_language("how to set up индексатор") == "en"  # a Russian name in an English question, as before
+    assert query_language("How to set up Индексатор") == "en"  # the rule reads Latin capitals only
+    results = [
+        dense_leg(*DISTRACTORS, "target.md", lang="ru", step=0.002),
+        (Leg("lexical", 0, evidence.language),
+         [chunk("target.md", 10.8, "ru"), chunk("target.md", 8.0, "ru", 1), chunk("group.md", 6.1, "en"),
+          chunk("mask.md", 5.9, "en")]),
+        *probes(query, {t: 3.0 for t in holds}, ("target.md", "group.md")),
+    ]  # fmt: skip
+    assert paths(fuse(results, evidence, 10))[0] == "target.md"

@@ -415,13 +415,21 @@ def query_language(query: str) -> str | None:
     belong to no language; "что-то" in a question of more than two words is a Russian word): Russian when at least
     a third of them are Cyrillic, as :func:`text_language` judges letters. "как
     задать EMBEDDING_API_KEY и QDRANT_URL" and "сбой ERR_CONNECTION_REFUSED в deploy pipeline" are Russian
-    questions, though most of their letters are Latin; "how to set up индексатор" is English. A query of
+    questions, though most of their letters are Latin; "how to set up индексатор" is English. Beside a Cyrillic word,
+    a Latin word opening with a capital is a name or a label quoted from an English interface and is not counted
+    either: "Edit Layer Attributes опускать" is Russian (EVAL.md, session 36, the lead). A query of
     identifiers alone is judged by all of its letters. The query is read as BM25 reads it (:func:`reading`: a
     query typed in full width is judged as its reader sees it)."""
     query = reading(query)
     words = query.split()
     naming = _naming(words)
-    languages = [text_language(w) for w in words if not naming.search(w.strip(_WORD_PUNCTUATION))]
+    stripped = [w.strip(_WORD_PUNCTUATION) for w in words if not naming.search(w.strip(_WORD_PUNCTUATION))]
+    if any(_CYRILLIC_LETTER.search(w) for w in stripped):
+        # Beside a Russian word, a Latin word that opens with a capital is a name or a label the writer quotes
+        # from an English interface ("Edit Layer Attributes опускать", "Author: Emil Brink регистрации"): it
+        # belongs to no language, as an identifier does (EVAL.md, session 36: the lead).
+        stripped = [w for w in stripped if not _QUOTED_NAME.match(w)] or stripped
+    languages = [text_language(w) for w in stripped]
     judged = [lang for lang in languages if lang is not None]
     if not judged:
         return text_language(query)
@@ -429,6 +437,8 @@ def query_language(query: str) -> str | None:
 
 
 _WORD_PUNCTUATION = "\"'`«»()[]{},;!?"
+#: A Latin word opening with a capital (:func:`query_language`: beside a Russian word, a quoted English name).
+_QUOTED_NAME = re.compile(r"[A-Z][A-Za-z'’]*[:.]?$")
 
 
 def identifier_terms(query: str, language: str | None = None) -> frozenset[str]:
