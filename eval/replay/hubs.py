@@ -11,6 +11,8 @@ CSLS's other side, the hub of a cross-language leg), ``r`` where the corpus hold
 
     PYTHONPATH=layers/kbsearch:tools .venv/bin/python eval/replay/hubs.py e5 [--cache COPY] [--top 8]
 
+    PYTHONPATH=layers/kbsearch:tools .venv/bin/python eval/replay/hubs.py e5 --cache COPY --answers CAPTURE.pkl ...
+
 prints, per corpus: the chunks found in the cache, the median and spread of ``r``, and the notes with the highest
 ``r`` (a note's ``r``: its highest chunk's), by each measure. :func:`tables` is what ``eval/replay/variants_s36_fus36c.py`` reads.
 """
@@ -104,8 +106,35 @@ def tables(model: str, cache: str | None = None, k: int = 10) -> dict[str, Table
     return {str(c): corpus_table(c, model, db, k)[0] for c in sorted(set(class_corpora().values())) if c.is_dir()}
 
 
+def answers(model: str, captures: list[Path], cache: str | None) -> None:
+    """Per captured cell: the mean ``r − median`` (and ``r across``) of its searches' relevant notes (a note's r: its
+    highest chunk's), and the share of them above the corpus's median: whether the answers are hubs."""
+    from replay import load
+
+    found = tables(model, cache)
+    corpora = class_corpora()
+    for (_, cell), captured in sorted(load(captures, texts=False).items()):
+        table = found.get(str(corpora.get(cell)))
+        if not table:
+            continue
+        line = f"{model} {cell:24}"
+        for column, label in ((1, "r"), (2, "r across")):
+            notes: dict[str, float] = {}
+            for (path, _), row in table.items():
+                notes[path] = max(notes.get(path, -1.0), row[column])
+            median = float(np.median(list(notes.values())))
+            off = [notes[p] - median for _, relevant, *_ in captured["rows"] for p in relevant if p in notes]
+            above = sum(1 for x in off if x > 0) / max(1, len(off))
+            line += f"  {label}: relevant − median {np.mean(off) if off else 0.0:+.4f}, above the median {above:.2f}"
+        print(line)
+
+
 def main(argv: list[str]) -> int:
     model = argv[0]
+    if "--answers" in argv:
+        captures = [Path(a) for a in argv[argv.index("--answers") + 1 :] if a.endswith(".pkl")]
+        answers(model, captures, argv[argv.index("--cache") + 1] if "--cache" in argv else None)
+        return 0
     cache = argv[argv.index("--cache") + 1] if "--cache" in argv else None
     top = int(argv[argv.index("--top") + 1]) if "--top" in argv else 8
     db = connect(model, cache)

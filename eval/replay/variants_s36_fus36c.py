@@ -125,7 +125,7 @@ VARIANTS = [
 ]
 if os.environ.get("FUS36C_GRID"):
     VARIANTS = VARIANTS[:1] + [(f"csls {'r-across' if a else 'r'} {lam}", csls(lam, a))
-                               for a in (False, True) for lam in (0.25, 0.5, 1.0)]  # fmt: skip
+                               for a in (False, True) for lam in (0.25, 0.5, 1.0, 2.0)]  # fmt: skip
 if os.environ.get("FUS36C_SCALED"):
     VARIANTS = VARIANTS[:1] + [(f"csls scaled {'r-across' if a else 'r'} {lam}", csls(lam, a, True))
                                for a in (False, True) for lam in (0.02, 0.05, 0.1)]  # fmt: skip
