@@ -34,9 +34,11 @@ from kbsearch.chunking import chunk_note
 from kbsearch.lexical import text_language
 from kbsearch.notes import NoteError, parse_note
 
-#: chunk key (path, chunk index) → (its text as the payload holds it, r, r over the other language's chunks only:
-#: r where the corpus holds fewer than ``k`` chunks of another language)
-Table = dict[tuple[str, int], tuple[str, float, float]]
+#: chunk key (path, chunk index) → (its text as the payload holds it, r, r over the other language's chunks only
+#: (r where the corpus holds fewer than ``k`` chunks of another language), its k-occurrence across: how many chunks
+#: of the other language have it among their ``k`` nearest of its language (over all chunks of other notes where
+#: either language holds fewer than ``5 k`` chunks: a KB of one language))
+Table = dict[tuple[str, int], tuple[str, float, float, float]]
 
 
 def _key(model: str, text: str) -> str:
@@ -76,12 +78,22 @@ def corpus_table(corpus: Path, model: str, db: sqlite3.Connection, k: int = 10) 
     notes = np.array([p for p, _ in keys])
     sims[notes[:, None] == notes[None, :]] = -np.inf  # the note's own chunks (itself included) are no neighbours
     r = _mean_nearest(sims, k)
+    everything = sims.copy()
     lang = np.array(languages)
     sims[lang[:, None] == lang[None, :]] = -np.inf  # the other language's chunks only (CSLS's other side)
     crossed = np.isfinite(sims).sum(axis=1) >= k
     rx = np.where(crossed, _mean_nearest(sims, k), r)
-    rows = zip(keys, texts, r, rx, strict=True)
-    return {key: (text, float(v), float(x)) for key, text, v, x in rows}, len(keys), total
+    both = min(np.unique(lang, return_counts=True)[1]) >= 5 * k and len(set(languages)) > 1
+    occurrence = _occurrence(sims if both else everything, k)
+    rows = zip(keys, texts, r, rx, occurrence, strict=True)
+    return {key: (text, float(v), float(x), float(n)) for key, text, v, x, n in rows}, len(keys), total
+
+
+def _occurrence(sims: np.ndarray, k: int) -> np.ndarray:
+    """How many rows have each column among their ``k`` nearest (finite) columns: the k-occurrence ``N_k``."""
+    order = np.argsort(-sims, axis=1)[:, :k]
+    chosen = np.take_along_axis(sims, order, axis=1)
+    return np.bincount(order[np.isfinite(chosen)], minlength=sims.shape[1]).astype(float)
 
 
 def _mean_nearest(sims: np.ndarray, k: int) -> np.ndarray:
@@ -145,7 +157,7 @@ def main(argv: list[str]) -> int:
         if not table:
             print(f"{model} {corpus}: none of {total} chunks in the cache")
             continue
-        for column, label in ((1, "r"), (2, "r across")):
+        for column, label in ((1, "r"), (2, "r across"), (3, "k-occurrence across")):
             r = np.array([row[column] for row in table.values()])
             best: dict[str, float] = {}
             for (path, _), row in table.items():

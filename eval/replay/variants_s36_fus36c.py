@@ -17,11 +17,12 @@ The hook finds a search's corpus by its chunks (the one table holding every capt
 text) and the model from ``FUS36C_MODEL`` or the capture files named on the command line (one model per run).
 
     HUBS_CACHE=/tmp/fus36c-e5.sqlite .venv/bin/python eval/replay/replay.py $E5CAPS \\
-        --variants eval/replay/variants_s36_fus36c.py --detail      # FUS36C_GRID=1: the λ grid; FUS36C_SCALED=1: scaled
+        --variants eval/replay/variants_s36_fus36c.py --detail      # FUS36C_GRID=1: the λ grid; FUS36C_SCALED=1, FUS36C_OCCURRENCE=1
 """
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import sys
@@ -57,6 +58,8 @@ STATS = {
     for corpus, t in TABLES.items()
     if t
 }
+#: corpus → the median and p10-p90 spread of log(1 + k-occurrence across) (``hubs.py``'s fourth column)
+OCCURRENCE = {corpus: _stats([math.log1p(v[3]) for v in t.values()]) for corpus, t in TABLES.items() if t}
 UNFOUND = [0, 0]  # searches whose corpus no table identifies, searches seen
 
 
@@ -71,6 +74,49 @@ def _corpus(dense_legs: list[list[Any]]) -> str | None:
         if held and all(held) and len(held) >= len(chunks) - 2:
             return corpus
     return None
+
+
+def occurrence(mu: float) -> Any:
+    """Each chunk's value on the dense scale lowered by ``mu × max(0, (log(1 + N) − median) / spread)``, ``N`` its
+    k-occurrence across (how many chunks of the other language have it among their 10 nearest of its language): a
+    hub of the other language's leg, counted over the corpus's own chunks as stand-ins for queries; only above the
+    median (a note rarely anyone's neighbour is not raised)."""
+
+    def hook(rows: list[tuple[str, Any, float, float]], ctx: dict[str, Any]) -> list[float] | None:
+        legs = ctx["dense_legs"]
+        if not legs or ctx["span"] <= 0:
+            return None
+        UNFOUND[1] += 1
+        corpus = _corpus(legs)
+        if corpus is None:
+            UNFOUND[0] += 1
+            return None
+        table, (median, spread) = TABLES[corpus], OCCURRENCE[corpus]
+        floor, span = ctx["floor"], ctx["span"]
+        corrected: dict[str, float] = {}
+        for leg in legs:
+            for c in leg:
+                row = table.get((c.payload["path"], c.payload["chunk_index"]))
+                z = max(0.0, (math.log1p(row[3]) - median) / spread) if row is not None and spread > 0 else 0.0
+                value = max(0.0, (c.score - floor) / span - mu * z)
+                path = c.payload["path"]
+                if value > corrected.get(path, -1.0):
+                    corrected[path] = value
+        return _scores(rows, ctx, corrected)
+
+    return hook
+
+
+def _scores(rows: list[tuple[str, Any, float, float]], ctx: dict[str, Any], corrected: dict[str, float]) -> list[float]:
+    """The defaults' scores with each note's dense value its best corrected chunk's."""
+    p, lead, stray = ctx["p"], ctx["lead"], ctx["stray"]
+    out = []
+    for note, n, _, agreed in rows:
+        value = corrected.get(note, n.dense) if n.dense_chunk is not None else n.dense
+        dense = value if value <= p.close else p.close + p.close_weight * (value - p.close)
+        bonus = max(p.lead_bonus if note == lead else 0.0, p.stray_bonus if note == stray else 0.0)
+        out.append(dense + p.lexical_weight * n.lexical + p.rare_agreement * agreed + bonus)
+    return out
 
 
 def csls(lam: float, across: bool, scaled: bool = False) -> Any:
@@ -101,14 +147,7 @@ def csls(lam: float, across: bool, scaled: bool = False) -> Any:
                 path = c.payload["path"]
                 if value > corrected.get(path, -1.0):
                     corrected[path] = value
-        p, lead, stray = ctx["p"], ctx["lead"], ctx["stray"]
-        out = []
-        for note, n, _, agreed in rows:
-            value = corrected.get(note, n.dense) if n.dense_chunk is not None else n.dense
-            dense = value if value <= p.close else p.close + p.close_weight * (value - p.close)
-            bonus = max(p.lead_bonus if note == lead else 0.0, p.stray_bonus if note == stray else 0.0)
-            out.append(dense + p.lexical_weight * n.lexical + p.rare_agreement * agreed + bonus)
-        return out
+        return _scores(rows, ctx, corrected)
 
     return hook
 
@@ -126,6 +165,8 @@ VARIANTS = [
 if os.environ.get("FUS36C_GRID"):
     VARIANTS = VARIANTS[:1] + [(f"csls {'r-across' if a else 'r'} {lam}", csls(lam, a))
                                for a in (False, True) for lam in (0.25, 0.5, 1.0, 2.0)]  # fmt: skip
+if os.environ.get("FUS36C_OCCURRENCE"):
+    VARIANTS = VARIANTS[:1] + [(f"occurrence {mu}", occurrence(mu)) for mu in (0.02, 0.05, 0.1)]
 if os.environ.get("FUS36C_SCALED"):
     VARIANTS = VARIANTS[:1] + [(f"csls scaled {'r-across' if a else 'r'} {lam}", csls(lam, a, True))
                                for a in (False, True) for lam in (0.02, 0.05, 0.1)]  # fmt: skip

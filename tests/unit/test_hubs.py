@@ -35,7 +35,7 @@ def _hubs() -> ModuleType:
     return module
 
 
-def test_r_is_the_mean_cosine_to_the_nearest_chunks_of_other_notes_and_r_across_of_the_other_language(
+def test_r_r_across_and_the_k_occurrence_from_the_nearest_chunks_of_other_notes(
     tmp_path: Path,
 ) -> None:
     corpus = tmp_path / "kb"
@@ -69,9 +69,17 @@ def test_r_is_the_mean_cosine_to_the_nearest_chunks_of_other_notes_and_r_across_
         )  # fmt: skip
         return sum(near[:2]) / 2
 
-    for key, (_, r, r_across) in table.items():
+    def nearest(key: tuple[str, int]) -> list[tuple[str, int]]:
+        others = [other for other in vectors if other[0] != key[0]]
+        return sorted(others, key=lambda other: -float(vectors[key] @ vectors[other]))[:2]
+
+    # k-occurrence: how many chunks have it among their 2 nearest (over all chunks: 2 Russian chunks are fewer than 5 k)
+    occurrence = {key: sum(key in nearest(other) for other in vectors) for key in vectors}
+    assert sum(occurrence.values()) == 2 * len(vectors)
+    for key, (_, r, r_across, n) in table.items():
         assert abs(r - expected(key, False)) < 1e-5, key
         assert abs(r_across - expected(key, True)) < 1e-5, key
+        assert n == occurrence[key], key
     # twin.md's two chunks (one vector) are not each other's neighbours; theme.md, twin.md's sibling, has the
     # highest r by that sibling alone (the family effect EVAL.md names), not hub.md, near every topic at once
     assert table[("twin.md", 0)][1] < 0.99 < table[("theme.md", 0)][1]
