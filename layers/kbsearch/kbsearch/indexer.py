@@ -130,6 +130,7 @@ from kbsearch.qdrant.store import (
 )
 from kbsearch.sources import (
     LocalSource,
+    NoteArchived,
     NoteUnreadable,
     Source,
     SourceError,
@@ -1381,7 +1382,7 @@ class Indexer:
                 self.source, obj, self.options, self._rules, self._signature_id if self.embedder is not None else None,
                 indexed_at, self._reuse.get(obj.path, {}), None if call_deadline is None else call_deadline.remaining(),
             )  # fmt: skip
-        if tag is not None and outcome.failure == "source":  # an archived object S3 would not give: remembered
+        if tag is not None and outcome.archived:  # an archived object S3 would not give (not a 503): remembered
             self._archived_found[obj.path] = tag
         return None if outcome.failure == "deadline" else outcome
 
@@ -1392,7 +1393,7 @@ class Indexer:
         try:
             raw = b"" if obj.size > self.options.max_note_bytes else self.source.read(obj)  # (large: refused there)
         except SourceError as exc:
-            return ParseOutcome(failure="source", reason=str(exc))
+            return ParseOutcome(failure="source", reason=str(exc), archived=isinstance(exc, NoteArchived))
         signature = self._signature_id if self.embedder is not None else None
         outcome = self.parser.parse(obj, raw, self.options, self._rules, signature, indexed_at)
         reuse = self._reuse.get(obj.path, {})
@@ -1608,6 +1609,9 @@ class ParseOutcome:
     failure: str | None = None
     reason: str = ""
     trace: str = ""  # a bug's traceback
+    #: the source's failure was S3's refusal of an archived object (:class:`~kbsearch.sources.NoteArchived`): the one
+    #: recorded in :data:`ARCHIVED_NOTES` (a 503 or a timeout is tried again at the next sync)
+    archived: bool = False
 
 
 def parse_for_index(
@@ -1692,7 +1696,7 @@ def _parse_for_index(
                              reuse.get(payload[EMBED_HASH]))
                   for chunk, payload in zip(chunks, payloads, strict=True)]  # fmt: skip
     except SourceError as exc:
-        return ParseOutcome(failure="source", reason=str(exc))
+        return ParseOutcome(failure="source", reason=str(exc), archived=isinstance(exc, NoteArchived))
     except NoteError as exc:
         return ParseOutcome(failure="note", reason=exc.reason)
     except AccessDeclarationError as exc:

@@ -1,0 +1,73 @@
+"""Round 36's cold review of rel36 (RELIABILITY.md, "Round 36 review: a cold review of rel36 (rev36c)"), each
+through the real interfaces: the indexer Lambda handler's scheduled sync over moto's S3 and DynamoDB (S3's answers
+shaped with botocore's own ``before-send`` hook, where an HTTP answer is made), the search Lambda handler given
+API Gateway events."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.awsrequest import AWSResponse, HTTPHeaders
+
+from tests.integration.test_lease import NOTES, _scheduled_sync_of_the_bucket, dynamodb, s3_kb_and_lease_table
+
+__all__ = ["dynamodb", "s3_kb_and_lease_table"]  # the fixtures, shared with test_lease
+
+SLOW_DOWN = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code><Message>Please reduce your request rate.'
+    b"</Message><RequestId>R1</RequestId></Error>"
+)
+
+
+class _Body:
+    """An HTTP answer's raw body as botocore reads it (``stream()``)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def stream(self, **_: Any) -> Any:
+        yield self.data
+
+
+def _slowed_down(key: str, when: Any) -> list[int]:
+    """S3 answers a GET of ``key`` 503 SlowDown (its throttling, which any object may get) while ``when()``: an
+    answer made where botocore sends the request, first of the session's handlers; the count so answered."""
+    answered: list[int] = []
+
+    def send(request: Any, **_: Any) -> AWSResponse | None:
+        if not when() or not request.url.split("?")[0].endswith(f"/{key}"):
+            return None
+        answered.append(1)
+        return AWSResponse(request.url, 503, HTTPHeaders({"Content-Type": "application/xml"}), _Body(SLOW_DOWN))
+
+    assert boto3.DEFAULT_SESSION is not None
+    hooks: Any = boto3.DEFAULT_SESSION.events  # a before-send handler answers in botocore's stead: typed None-only
+    hooks.register_first("before-send.s3.GetObject", send)
+    return answered
+
+
+def _skipped(report: dict[str, Any], path: str) -> str:
+    return " ".join(s["reason"] for s in report.get("skipped", []) if s["path"] == path)
+
+
+def test_an_archived_note_whose_get_failed_for_another_reason_is_read_at_the_next_sync(
+    s3_kb_and_lease_table: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """rel36 recorded an archived-class note (GLACIER) as archived whatever its GET failed of: a restored object
+    (readable, its class and ETag unchanged) whose GET S3 answered 503 SlowDown once was then skipped unread at every
+    scheduled sync ("archived in S3 GLACIER at this version"), out of the index until someone ran a full sync, which
+    the schedule never does. Only S3's ``InvalidObjectState`` (the object is not restored) records it now."""
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.put_object(Bucket="kb-notes", Key="cold.md", Body=b"# Cold\n\nthawed words\n", StorageClass="GLACIER")
+    s3.restore_object(Bucket="kb-notes", Key="cold.md", RestoreRequest={"Days": 7})
+    throttled = [True]
+    answered = _slowed_down("cold.md", lambda: throttled[0])
+    first = _scheduled_sync_of_the_bucket(tmp_path, monkeypatch)
+    assert answered and "SlowDown" in _skipped(first, "cold.md"), first
+    assert first.get("added") == len(NOTES), first
+    throttled[0] = False  # S3 answers again
+    second = _scheduled_sync_of_the_bucket(tmp_path, monkeypatch)
+    assert _skipped(second, "cold.md") == "" and second.get("added") == 1, second
