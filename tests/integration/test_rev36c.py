@@ -32,6 +32,12 @@ class _Body:
         yield self.data
 
 
+def _xml() -> HTTPHeaders:
+    headers = HTTPHeaders()
+    headers["Content-Type"] = "application/xml"
+    return headers
+
+
 def _slowed_down(key: str, when: Any) -> list[int]:
     """S3 answers a GET of ``key`` 503 SlowDown (its throttling, which any object may get) while ``when()``: an
     answer made where botocore sends the request, first of the session's handlers; the count so answered."""
@@ -41,7 +47,7 @@ def _slowed_down(key: str, when: Any) -> list[int]:
         if not when() or not request.url.split("?")[0].endswith(f"/{key}"):
             return None
         answered.append(1)
-        return AWSResponse(request.url, 503, HTTPHeaders({"Content-Type": "application/xml"}), _Body(SLOW_DOWN))
+        return AWSResponse(request.url, 503, _xml(), _Body(SLOW_DOWN))
 
     assert boto3.DEFAULT_SESSION is not None
     hooks: Any = boto3.DEFAULT_SESSION.events  # a before-send handler answers in botocore's stead: typed None-only
