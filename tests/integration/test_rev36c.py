@@ -77,3 +77,36 @@ def test_an_archived_note_whose_get_failed_for_another_reason_is_read_at_the_nex
     throttled[0] = False  # S3 answers again
     second = _scheduled_sync_of_the_bucket(tmp_path, monkeypatch)
     assert _skipped(second, "cold.md") == "" and second.get("added") == 1, second
+
+
+def test_the_archived_notes_record_is_bounded(
+    s3_kb_and_lease_table: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """rel36's record of archived notes (the collection's metadata, which every search reads and every sync
+    rewrites whole) held every archived note a bucket has: 100,000 of them made it ~10 MB. It holds at most
+    ``ARCHIVED_MAX`` now (here 2 of 4 GLACIER notes; the others are asked for at every sync, S3 refusing the GET),
+    the same ones at every run: those recorded first."""
+    from kbsearch import indexer
+
+    monkeypatch.setattr(indexer, "ARCHIVED_MAX", 2, raising=False)  # main has no bound to set
+    s3 = boto3.client("s3", region_name="us-east-1")
+    cold = [f"cold{i}.md" for i in range(4)]
+    for key in cold:
+        s3.put_object(Bucket="kb-notes", Key=key, Body=b"# Cold\n\nfrozen words\n", StorageClass="GLACIER")
+    gets: list[str] = []
+
+    def read(params: dict[str, Any], **_: Any) -> None:
+        gets.append(params.get("Key", ""))
+
+    assert boto3.DEFAULT_SESSION is not None
+    boto3.DEFAULT_SESSION.events.register("provide-client-params.s3.GetObject", read)
+    first = _scheduled_sync_of_the_bucket(tmp_path, monkeypatch)
+    assert sorted(k for k in gets if k in cold) == cold and all(
+        "InvalidObjectState" in _skipped(first, k) for k in cold
+    )
+    for _ in range(2):
+        gets.clear()
+        again = _scheduled_sync_of_the_bucket(tmp_path, monkeypatch)
+        assert sorted(k for k in gets if k in cold) == ["cold2.md", "cold3.md"], gets  # cold0, cold1 recorded
+        assert all("archived in S3 GLACIER at this version" in _skipped(again, k) for k in cold[:2]), again
+        assert all("InvalidObjectState" in _skipped(again, k) for k in cold[2:]), again

@@ -1454,6 +1454,11 @@ class Indexer:
             return
         record, gone = self._archived_record(), self._gone or (lambda _: False)
         kept = {p: t for p, t in record.items() if p not in came and not gone(p)} | self._archived_found
+        if len(kept) > ARCHIVED_MAX:  # those recorded already stay, then the new by path: the same ones every run
+            first = sorted(kept, key=lambda p: (p not in record, p))[:ARCHIVED_MAX]
+            logger.warning("%d archived notes beyond the record's %d: asked for again at every sync",
+                           len(kept) - ARCHIVED_MAX, ARCHIVED_MAX)  # fmt: skip
+            kept = {p: kept[p] for p in first}
         if kept != record:
             self.store.merge_metadata({ARCHIVED_NOTES: kept})
 
@@ -1718,6 +1723,11 @@ def _parse_for_index(
 #: :func:`archive_tag`. Such a note is not read again (nor its GET refused and reported anew at every sync) until its
 #: ETag or storage class changes, or a full sync (``kbsearch index --full``) tries it again: after a restore.
 ARCHIVED_NOTES = "archived_notes"
+#: The entries :data:`ARCHIVED_NOTES` holds at most (rev36c). The record is the collection's metadata, which every
+#: search reads (``GET /collections/{c}``, once a minute) and every sync reads and rewrites whole: unbounded, a
+#: lifecycle rule archiving a bucket's 100,000 notes made it ~9 MB (Qdrant's default max_request_size_mb is 32).
+#: Notes past it are asked for at every sync, S3 refusing each GET, as before the record.
+ARCHIVED_MAX = 1000
 #: The storage classes whose objects S3 serves only once restored.
 ARCHIVE_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
 
