@@ -110,3 +110,30 @@ def test_the_archived_notes_record_is_bounded(
         assert sorted(k for k in gets if k in cold) == ["cold2.md", "cold3.md"], gets  # cold0, cold1 recorded
         assert all("archived in S3 GLACIER at this version" in _skipped(again, k) for k in cold[:2]), again
         assert all("InvalidObjectState" in _skipped(again, k) for k in cold[2:]), again
+
+
+def test_a_restored_archived_note_is_read_at_the_next_scheduled_sync(
+    s3_kb_and_lease_table: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """rel36's skip reason told the operator to restore an archived note, but a restore changes neither its ETag nor
+    its storage class: the note stayed skipped unread until a full sync, which the schedule never runs and which
+    re-embeds the whole KB. A recorded note is now asked about with one HEAD (no GET while S3 says it is not
+    restored); once S3 names a restored copy (``Restore: ongoing-request="false"``) the scheduled sync reads it."""
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.put_object(Bucket="kb-notes", Key="cold.md", Body=b"# Cold\n\nthawed words\n", StorageClass="GLACIER")
+    gets: list[str] = []
+
+    def read(params: dict[str, Any], **_: Any) -> None:
+        gets.append(params.get("Key", ""))
+
+    assert boto3.DEFAULT_SESSION is not None
+    boto3.DEFAULT_SESSION.events.register("provide-client-params.s3.GetObject", read)
+    first = _scheduled_sync_of_the_bucket(tmp_path, monkeypatch)
+    assert gets.count("cold.md") == 1 and "InvalidObjectState" in _skipped(first, "cold.md"), first
+    second = _scheduled_sync_of_the_bucket(tmp_path, monkeypatch)
+    assert gets.count("cold.md") == 1 and "archived in S3 GLACIER" in _skipped(second, "cold.md"), second
+    assert "restore" in _skipped(second, "cold.md"), second
+    s3.restore_object(Bucket="kb-notes", Key="cold.md", RestoreRequest={"Days": 7})
+    third = _scheduled_sync_of_the_bucket(tmp_path, monkeypatch)
+    assert _skipped(third, "cold.md") == "" and third.get("added") == 1, third
+    assert gets.count("cold.md") == 2

@@ -142,6 +142,7 @@ from kbsearch.sources import (
     open_source,
     path_problem,
     preferred,
+    restored,
 )
 from kbsearch.timelimit import TimeLimit, TimeLimitHit, cancel_all
 from kbsearch.tokens import counts
@@ -1371,8 +1372,13 @@ class Indexer:
             return ParseOutcome(failure="slow", reason=refused[obj.path].reason())
         tag = archive_tag(obj)
         if tag is not None and not self.options.full and self._archived_read.get(obj.path) == tag:
-            self._archived_found[obj.path] = tag  # not read again (adv35: a GET refused at every sync, and named)
-            return ParseOutcome(failure="source", reason=archived_reason(obj))
+            try:  # a restore changes neither its ETag nor its class: one HEAD says whether S3 would serve it now
+                thawed = restored(self.source, obj)
+            except SourceError:  # S3 did not answer: the GET says (a refusal recorded again, anything else not)
+                thawed = True
+            if not thawed:  # not read (adv35: a GET refused at every sync, and named)
+                self._archived_found[obj.path] = tag
+                return ParseOutcome(failure="source", reason=archived_reason(obj))
         if outcomes is not None:
             outcome = next(outcomes)
         elif self.parser is not None and threading.current_thread() is not threading.main_thread():
@@ -1721,7 +1727,8 @@ def _parse_for_index(
 #: kbsearch dropped from the record at its next write of it, and parsed its note again).
 #: The collection's record of the notes in an S3 archive class whose read S3 refused (``InvalidObjectState``): path →
 #: :func:`archive_tag`. Such a note is not read again (nor its GET refused and reported anew at every sync) until its
-#: ETag or storage class changes, or a full sync (``kbsearch index --full``) tries it again: after a restore.
+#: ETag or storage class changes, a HEAD names a restored copy (:func:`~kbsearch.sources.restored`: a restore
+#: changes neither), or a full sync (``kbsearch index --full``) tries it again.
 ARCHIVED_NOTES = "archived_notes"
 #: The entries :data:`ARCHIVED_NOTES` holds at most (rev36c). The record is the collection's metadata, which every
 #: search reads (``GET /collections/{c}``, once a minute) and every sync reads and rewrites whole: unbounded, a
@@ -1738,8 +1745,9 @@ def archive_tag(obj: SourceObject) -> str | None:
 
 
 def archived_reason(obj: SourceObject) -> str:
-    return (f"archived in S3 {obj.storage_class} at this version: an earlier run could not read it (restore it "
-            f"first); not read again until its ETag or storage class changes ({RETRY_REFUSED})")  # fmt: skip
+    return (f"archived in S3 {obj.storage_class} at this version, not restored: an earlier run could not read it; "
+            "asked about (a HEAD, no GET) at every sync, and read at the first after a restore, or when its ETag or "
+            "storage class changes")  # fmt: skip
 
 
 PARSE_REFUSED = "parse_refused"

@@ -1076,6 +1076,16 @@ def _storage_class(entry: Any) -> str | None:
     return value if isinstance(value, str) and value != "STANDARD" else None
 
 
+def restored(source: Source, obj: SourceObject) -> bool:
+    """Whether S3 holds a restored copy of the archived object ``obj`` (one HEAD: ``Restore: ongoing-request="false",
+    expiry-date=...``), so that a GET of it is served; False for a folder's file, an object not restored or whose
+    restore is under way, and when S3 does not answer the HEAD (:class:`SourceError`, the caller's to handle)."""
+    if not isinstance(source, S3Source):
+        return False
+    meta = source.head_key(obj.key)
+    return meta is not None and 'ongoing-request="false"' in str(meta.get("Restore") or "")
+
+
 def entry_problem(source: Source, path: str) -> str | None:
     """Why the entry at ``path`` is no note ``read_path`` could read (a FIFO, a dangling symlink, an object over
     the size limit), from its metadata alone: never a byte of it, whatever its size (on a folder a few system
