@@ -137,3 +137,37 @@ def test_a_restored_archived_note_is_read_at_the_next_scheduled_sync(
     third = _scheduled_sync_of_the_bucket(tmp_path, monkeypatch)
     assert _skipped(third, "cold.md") == "" and third.get("added") == 1, third
     assert gets.count("cold.md") == 2
+
+
+def test_a_forged_block_id_on_a_stale_button_is_answered_in_both_languages_never_a_500(
+    load_search_app: Any, bm25_index: Path, tmp_path: Path
+) -> None:
+    """rel36's ``kb_answer.ru`` block ids as a forger sends them (a signed request: a workspace member's client):
+    an unknown or doubled suffix, 10 KB of one, a number, an object, null. Each is answered 200 in both languages
+    (the block names no language kb-search says), nothing echoed back, never a 500 (held on rel36's code: a probe)."""
+    import json
+    from urllib.parse import parse_qsl, urlencode
+
+    from kbsearch_tools.fakes import FakeEndpoint
+    from tests.conftest import copy_store
+    from tests.integration.test_slack_interactive import SECRET, press, signed_event, wait_for
+
+    store = tmp_path / "q"
+    copy_store(bm25_index, store)
+    app = load_search_app(QDRANT_PATH=str(store), SLACK_SIGNING_SECRET=SECRET, SLACK_RESPONSE_HOSTS="127.0.0.1")
+    hook = FakeEndpoint().start()
+    try:
+        for at, block_id in enumerate(
+            ["kb_answer.xx", "kb_answer.ru.ru", "kb_answer." + "ru" * 5000, 7, {"a": 1}, None]
+        ):
+            button = {"action_id": "kb_more", "text": {"type": "plain_text", "text": "More"}, "value": "garbled"}
+            payload = json.loads(dict(parse_qsl(press(button, hook.url + "/old", f"6.{at}")))["payload"])
+            payload["actions"][0]["block_id"] = block_id
+            body = urlencode({"payload": json.dumps(payload, ensure_ascii=False)})
+            before = len(hook.requests)
+            assert app(signed_event("/slack/interactive", body))["statusCode"] == 200, block_id
+            said = wait_for(hook, before + 1)[-1]["text"]
+            assert "cannot read any more" in said and "уже не может прочитать" in said, (block_id, said)
+            assert "rururu" not in said and "xx" not in said
+    finally:
+        hook.stop()
