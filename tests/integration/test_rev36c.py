@@ -12,7 +12,13 @@ import boto3
 import pytest
 from botocore.awsrequest import AWSResponse, HTTPHeaders
 
-from tests.integration.test_lease import NOTES, _scheduled_sync_of_the_bucket, dynamodb, s3_kb_and_lease_table
+from tests.integration.test_lease import (
+    NOTES,
+    _scheduled_sync_of_the_bucket,
+    archived_in_the_bucket,
+    dynamodb,
+    s3_kb_and_lease_table,
+)
 
 __all__ = ["dynamodb", "s3_kb_and_lease_table"]  # the fixtures, shared with test_lease
 
@@ -89,17 +95,8 @@ def test_the_archived_notes_record_is_bounded(
     from kbsearch import indexer
 
     monkeypatch.setattr(indexer, "ARCHIVED_MAX", 2, raising=False)  # main has no bound to set
-    s3 = boto3.client("s3", region_name="us-east-1")
     cold = [f"cold{i}.md" for i in range(4)]
-    for key in cold:
-        s3.put_object(Bucket="kb-notes", Key=key, Body=b"# Cold\n\nfrozen words\n", StorageClass="GLACIER")
-    gets: list[str] = []
-
-    def read(params: dict[str, Any], **_: Any) -> None:
-        gets.append(params.get("Key", ""))
-
-    assert boto3.DEFAULT_SESSION is not None
-    boto3.DEFAULT_SESSION.events.register("provide-client-params.s3.GetObject", read)
+    gets = archived_in_the_bucket(*cold)
     first = _scheduled_sync_of_the_bucket(tmp_path, monkeypatch)
     assert sorted(k for k in gets if k in cold) == cold and all(
         "InvalidObjectState" in _skipped(first, k) for k in cold
@@ -120,14 +117,7 @@ def test_a_restored_archived_note_is_read_at_the_next_scheduled_sync(
     re-embeds the whole KB. A recorded note is now asked about with one HEAD (no GET while S3 says it is not
     restored); once S3 names a restored copy (``Restore: ongoing-request="false"``) the scheduled sync reads it."""
     s3 = boto3.client("s3", region_name="us-east-1")
-    s3.put_object(Bucket="kb-notes", Key="cold.md", Body=b"# Cold\n\nthawed words\n", StorageClass="GLACIER")
-    gets: list[str] = []
-
-    def read(params: dict[str, Any], **_: Any) -> None:
-        gets.append(params.get("Key", ""))
-
-    assert boto3.DEFAULT_SESSION is not None
-    boto3.DEFAULT_SESSION.events.register("provide-client-params.s3.GetObject", read)
+    gets = archived_in_the_bucket("cold.md")
     first = _scheduled_sync_of_the_bucket(tmp_path, monkeypatch)
     assert gets.count("cold.md") == 1 and "InvalidObjectState" in _skipped(first, "cold.md"), first
     second = _scheduled_sync_of_the_bucket(tmp_path, monkeypatch)
