@@ -229,6 +229,22 @@ def _scheduled_sync_of_the_bucket(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     return report
 
 
+def archived_in_the_bucket(*keys: str, body: bytes = b"# Cold\n\nfrozen words\n") -> list[str]:
+    """``keys`` put in moto's ``kb-notes`` in S3 GLACIER (S3 refuses their GET until restored), and the list of the
+    keys every GET of the default session asks for from now on (botocore's ``provide-client-params`` hook)."""
+    s3 = boto3.client("s3", region_name="us-east-1")
+    for key in keys:
+        s3.put_object(Bucket="kb-notes", Key=key, Body=body, StorageClass="GLACIER")
+    gets: list[str] = []
+
+    def read(params: dict[str, Any], **_: Any) -> None:
+        gets.append(params.get("Key", ""))
+
+    assert boto3.DEFAULT_SESSION is not None
+    boto3.DEFAULT_SESSION.events.register("provide-client-params.s3.GetObject", read)
+    return gets
+
+
 def found_lost() -> threading.Event:
     """A botocore hook on the default session: the event is set when a renewal finds the lease taken over."""
     lost = threading.Event()

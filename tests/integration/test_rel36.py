@@ -274,15 +274,10 @@ def test_an_archived_note_is_not_read_again_until_it_changes(
     its ETag and storage class; later syncs skip it unread, saying why and what tries it again, until its ETag or
     storage class changes (here: written again, STANDARD), when it is read and indexed. moto's S3, the indexer
     handler's scheduled sync."""
+    from tests.integration.test_lease import archived_in_the_bucket
+
     s3 = boto3.client("s3", region_name="us-east-1")
-    s3.put_object(Bucket="kb-notes", Key="cold.md", Body=b"# Cold\n\nfrozen words\n", StorageClass="GLACIER")
-    gets: list[str] = []
-
-    def read(params: dict[str, Any], **_: Any) -> None:
-        gets.append(params.get("Key", ""))
-
-    assert boto3.DEFAULT_SESSION is not None
-    boto3.DEFAULT_SESSION.events.register("provide-client-params.s3.GetObject", read)
+    gets = archived_in_the_bucket("cold.md")
 
     def skipped(report: dict[str, Any]) -> str:
         return " ".join(s["reason"] for s in report.get("skipped", []) if s["path"] == "cold.md")

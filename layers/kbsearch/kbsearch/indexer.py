@@ -130,6 +130,7 @@ from kbsearch.qdrant.store import (
 )
 from kbsearch.sources import (
     LocalSource,
+    NoteArchived,
     NoteUnreadable,
     Source,
     SourceError,
@@ -141,6 +142,7 @@ from kbsearch.sources import (
     open_source,
     path_problem,
     preferred,
+    restored,
 )
 from kbsearch.timelimit import TimeLimit, TimeLimitHit, cancel_all
 from kbsearch.tokens import counts
@@ -1378,8 +1380,13 @@ class Indexer:
             return ParseOutcome(failure="slow", reason=refused[obj.path].reason())
         tag = archive_tag(obj)
         if tag is not None and not self.options.full and self._archived_read.get(obj.path) == tag:
-            self._archived_found[obj.path] = tag  # not read again (adv35: a GET refused at every sync, and named)
-            return ParseOutcome(failure="source", reason=archived_reason(obj))
+            try:  # a restore changes neither its ETag nor its class: one HEAD says whether S3 would serve it now
+                thawed = restored(self.source, obj)
+            except SourceError:  # S3 did not answer: the GET says (a refusal recorded again, anything else not)
+                thawed = True
+            if not thawed:  # not read (adv35: a GET refused at every sync, and named)
+                self._archived_found[obj.path] = tag
+                return ParseOutcome(failure="source", reason=archived_reason(obj))
         if outcomes is not None:
             outcome = next(outcomes)
         elif self.parser is not None and threading.current_thread() is not threading.main_thread():
@@ -1389,7 +1396,7 @@ class Indexer:
                 self.source, obj, self.options, self._rules, self._signature_id if self.embedder is not None else None,
                 indexed_at, self._reuse.get(obj.path, {}), None if call_deadline is None else call_deadline.remaining(),
             )  # fmt: skip
-        if tag is not None and outcome.failure == "source":  # an archived object S3 would not give: remembered
+        if tag is not None and outcome.archived:  # an archived object S3 would not give (not a 503): remembered
             self._archived_found[obj.path] = tag
         return None if outcome.failure == "deadline" else outcome
 
@@ -1400,7 +1407,7 @@ class Indexer:
         try:
             raw = b"" if obj.size > self.options.max_note_bytes else self.source.read(obj)  # (large: refused there)
         except SourceError as exc:
-            return ParseOutcome(failure="source", reason=str(exc))
+            return ParseOutcome(failure="source", reason=str(exc), archived=isinstance(exc, NoteArchived))
         signature = self._signature_id if self.embedder is not None else None
         outcome = self.parser.parse(obj, raw, self.options, self._rules, signature, indexed_at)
         reuse = self._reuse.get(obj.path, {})
@@ -1461,6 +1468,11 @@ class Indexer:
             return
         record, gone = self._archived_record(), self._gone or (lambda _: False)
         kept = {p: t for p, t in record.items() if p not in came and not gone(p)} | self._archived_found
+        if len(kept) > ARCHIVED_MAX:  # those recorded already stay, then the new by path: the same ones every run
+            first = sorted(kept, key=lambda p: (p not in record, p))[:ARCHIVED_MAX]
+            logger.warning("%d archived notes beyond the record's %d: asked for again at every sync",
+                           len(kept) - ARCHIVED_MAX, ARCHIVED_MAX)  # fmt: skip
+            kept = {p: kept[p] for p in first}
         if kept != record:
             self.store.merge_metadata({ARCHIVED_NOTES: kept})
 
@@ -1616,6 +1628,9 @@ class ParseOutcome:
     failure: str | None = None
     reason: str = ""
     trace: str = ""  # a bug's traceback
+    #: the source's failure was S3's refusal of an archived object (:class:`~kbsearch.sources.NoteArchived`): the one
+    #: recorded in :data:`ARCHIVED_NOTES` (a 503 or a timeout is tried again at the next sync)
+    archived: bool = False
 
 
 def parse_for_index(
@@ -1700,7 +1715,7 @@ def _parse_for_index(
                              reuse.get(payload[EMBED_HASH]))
                   for chunk, payload in zip(chunks, payloads, strict=True)]  # fmt: skip
     except SourceError as exc:
-        return ParseOutcome(failure="source", reason=str(exc))
+        return ParseOutcome(failure="source", reason=str(exc), archived=isinstance(exc, NoteArchived))
     except NoteError as exc:
         return ParseOutcome(failure="note", reason=exc.reason)
     except AccessDeclarationError as exc:
@@ -1720,8 +1735,14 @@ def _parse_for_index(
 #: kbsearch dropped from the record at its next write of it, and parsed its note again).
 #: The collection's record of the notes in an S3 archive class whose read S3 refused (``InvalidObjectState``): path →
 #: :func:`archive_tag`. Such a note is not read again (nor its GET refused and reported anew at every sync) until its
-#: ETag or storage class changes, or a full sync (``kbsearch index --full``) tries it again: after a restore.
+#: ETag or storage class changes, a HEAD names a restored copy (:func:`~kbsearch.sources.restored`: a restore
+#: changes neither), or a full sync (``kbsearch index --full``) tries it again.
 ARCHIVED_NOTES = "archived_notes"
+#: The entries :data:`ARCHIVED_NOTES` holds at most (rev36c). The record is the collection's metadata, which every
+#: search reads (``GET /collections/{c}``, once a minute) and every sync reads and rewrites whole: unbounded, a
+#: lifecycle rule archiving a bucket's 100,000 notes made it ~9 MB (Qdrant's default max_request_size_mb is 32).
+#: Notes past it are asked for at every sync, S3 refusing each GET, as before the record.
+ARCHIVED_MAX = 1000
 #: The storage classes whose objects S3 serves only once restored.
 ARCHIVE_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
 
@@ -1732,8 +1753,9 @@ def archive_tag(obj: SourceObject) -> str | None:
 
 
 def archived_reason(obj: SourceObject) -> str:
-    return (f"archived in S3 {obj.storage_class} at this version: an earlier run could not read it (restore it "
-            f"first); not read again until its ETag or storage class changes ({RETRY_REFUSED})")  # fmt: skip
+    return (f"archived in S3 {obj.storage_class} at this version, not restored: an earlier run could not read it; "
+            "asked about (a HEAD, no GET) at every sync, and read at the first after a restore, or when its ETag or "
+            "storage class changes")  # fmt: skip
 
 
 PARSE_REFUSED = "parse_refused"

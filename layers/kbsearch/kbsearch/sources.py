@@ -64,6 +64,12 @@ class SourceError(KbSearchError):
     """The KB source cannot be listed or read."""
 
 
+class NoteArchived(SourceError):
+    """S3 refused a note's GET because the object is in an archive class and not restored (``InvalidObjectState``):
+    the one read failure the indexer remembers (``archived_notes``); any other (a 503, a timeout) is tried again at
+    the next sync (rev36c: a restored GLACIER note whose GET was throttled once was skipped until a full sync)."""
+
+
 class NoteUnreadable(SourceError):
     """The entry at a note's path exists but is not a note that can be read (a FIFO, a device, a dangling
     symlink, ...): ``reason`` says which, and names no server path, so a caller may be told."""
@@ -886,6 +892,8 @@ class S3Source:
                 raise SourceError(f"no note at {key!r}") from None
             if code in ("PreconditionFailed", "412"):
                 raise SourceError(f"cannot read s3://{self.bucket}/{key}: {CHANGED}") from None
+            if code == "InvalidObjectState":  # archived, not restored: what the indexer remembers (NoteArchived)
+                raise NoteArchived(f"cannot read s3://{self.bucket}/{key}: {_aws_message(exc)}") from None
             raise SourceError(f"cannot read s3://{self.bucket}/{key}: {_aws_message(exc)}") from None
         if len(body) > MAX_FILE_BYTES:
             raise NoteUnreadable(key, f"larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB (more than it declared)")
@@ -1066,6 +1074,16 @@ def _storage_class(entry: Any) -> str | None:
     listing's entry and a HEAD's of the same object are alike."""
     value = entry.get("StorageClass")
     return value if isinstance(value, str) and value != "STANDARD" else None
+
+
+def restored(source: Source, obj: SourceObject) -> bool:
+    """Whether S3 holds a restored copy of the archived object ``obj`` (one HEAD: ``Restore: ongoing-request="false",
+    expiry-date=...``), so that a GET of it is served; False for a folder's file, an object not restored or whose
+    restore is under way, and when S3 does not answer the HEAD (:class:`SourceError`, the caller's to handle)."""
+    if not isinstance(source, S3Source):
+        return False
+    meta = source.head_key(obj.key)
+    return meta is not None and 'ongoing-request="false"' in str(meta.get("Restore") or "")
 
 
 def entry_problem(source: Source, path: str) -> str | None:
