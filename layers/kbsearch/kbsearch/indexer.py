@@ -1161,7 +1161,7 @@ class Indexer:
             report.warnings.append({"path": "", "reason": f"the links left naming no note could not be read ({exc})"})
             return
         if report.dangling_links:
-            logger.warning("%d wiki-link(s) name no note", report.dangling_links,
+            logger.warning(DANGLING_LOGGED, report.dangling_links,
                            extra={"dangling_links": report.dangling_links, "dangling": report.dangling})  # fmt: skip
 
     def _delete_missing(
@@ -2593,6 +2593,8 @@ def link_carriers(
 
 #: How many of a sync's dangling links its report names (the first by linking note and link): the rest are counted.
 DANGLING_SHOWN = 10
+#: The message of a sync's log record of its dangling links (``kbsearch serve --watch`` says them on its line instead)
+DANGLING_LOGGED = "%d wiki-link(s) name no note"
 
 
 def dangling_links(

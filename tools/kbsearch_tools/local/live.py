@@ -36,6 +36,7 @@ from kbsearch.access import ACCESS_FILE
 from kbsearch.errors import KbSearchError
 from kbsearch.events import Change
 from kbsearch.indexer import (
+    DANGLING_LOGGED,
     ChangeReport,
     ChangeSync,
     Indexer,
@@ -435,7 +436,8 @@ class SaidByTheWatchLine(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         watching = threading.current_thread().name == WATCH_THREAD
-        return not (watching and record.levelno == logging.WARNING and str(record.msg).startswith("note skipped: "))
+        said = str(record.msg).startswith("note skipped: ") or record.msg == DANGLING_LOGGED  # (its dangling links)
+        return not (watching and record.levelno == logging.WARNING and said)
 
 
 # -- hand-off: `kbsearch index` → the server holding the store ----------------------------------------------
