@@ -44,7 +44,7 @@ def _kb(tmp_path: Path, notes: dict[str, str]) -> Path:
 def test_kbsearch_index_names_the_links_a_rename_leaves_dangling(tmp_path: Path) -> None:
     """`notes/target.md` renamed: `kbsearch index` said `1 added, 1 deleted` and nothing of the links to it. It
     names each link that now names no note, by the note holding it (a link by the note's title still resolves, as
-    the graph resolves it; a link repeated with a heading counts once). The summary is the operator's: a restricted
+    the graph resolves it; a link repeated with a heading counts once); so does a title a note no longer has. The summary is the operator's: a restricted
     note holding such a link is named, as its skipped notes and warnings are."""
     kb = _kb(tmp_path, {"notes/target.md": TARGET, "ops/linker.md": LINKER, "hr/pay.md": PAY,
                         "_access.yaml": "hr/: [hr]\n"})  # fmt: skip
@@ -59,6 +59,11 @@ def test_kbsearch_index_names_the_links_a_rename_leaves_dangling(tmp_path: Path)
     assert _index(kb, store) == []  # an unchanged KB: nothing written, nothing gone, nothing read
     (kb / "notes/renamed.md").rename(kb / "notes/target.md")  # renamed back: they resolve again, nothing said
     assert _index(kb, store) == []
+    (kb / "notes/target.md").write_text(TARGET.replace("Quokka facts", "Quokka notes"))  # its title changed
+    assert _index(kb, store) == [
+        "  dangling links: 1 wiki-link this run left naming no note",
+        "  dangling ops/linker.md: [[quokka facts]] names no note",
+    ]
 
 
 def test_kbsearch_index_counts_ten_thousand_dangling_links_and_names_the_first(tmp_path: Path) -> None:
