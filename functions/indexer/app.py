@@ -137,6 +137,8 @@ def handle_changes(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     metrics.add_metric(name="events_ignored", unit=MetricUnit.Count, value=len(report.ignored))
     metrics.add_metric(name="events_poison", unit=MetricUnit.Count, value=len(report.poison))
     metrics.add_metric(name="events_failed", unit=MetricUnit.Count, value=len(report.failed_messages))
+    # wiki-links the batch left naming no note: the count, and the first few in the log line below (``dangling``)
+    metrics.add_metric(name="dangling_links", unit=MetricUnit.Count, value=report.dangling_links)
     for lag in sorted(report.lag_s, reverse=True)[:100]:  # the slowest 100 (a metric holds at most 100 values)
         metrics.add_metric(name="IndexLagSeconds", unit=MetricUnit.Seconds, value=max(0.0, lag))
     summary = {k: v for k, v in data.items() if k not in ("skipped", "warnings", "ignored", "lag_s")}
@@ -188,6 +190,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=report[name])
     metrics.add_metric(name="skipped", unit=MetricUnit.Count, value=len(report["skipped"]))
     metrics.add_metric(name="warnings", unit=MetricUnit.Count, value=len(report["warnings"]))
+    metrics.add_metric(name="dangling_links", unit=MetricUnit.Count, value=report["dangling_links"])
     metrics.add_metric(name="incomplete", unit=MetricUnit.Count, value=int(report["incomplete"]))
     metrics.add_metric(name="missed_by_events", unit=MetricUnit.Count, value=report["missed_by_events"])
     metrics.add_metric(name="duration", unit=MetricUnit.Milliseconds, value=report["duration_ms"])

@@ -616,6 +616,12 @@ def _print_sync_summary(report: dict[str, Any]) -> None:
         print(f"  skipped {_one_line(item['path'])}: {_one_line(item['reason'])}")
     for item in report["warnings"]:
         print(f"  warning {_one_line(item['path'])}: {_one_line(item['reason'])}")
+    if report.get("dangling_links"):  # a renamed note's links, a saved note's: each names no indexed note
+        shown, total = report.get("dangling") or [], report["dangling_links"]
+        first = f" (the first {len(shown)} by note)" if total > len(shown) else ""
+        print(f"  dangling links: {total} wiki-link{'' if total == 1 else 's'} this run left naming no note{first}")
+        for item in shown:
+            print(f"  dangling {_one_line(item['path'])}: [[{_one_line(item['link'])}]] names no note")
     if report["deletion_blocked"]:
         print(f"  deletions blocked: {report['deletion_blocked']}")
     if report.get("unwritten"):

@@ -37,6 +37,7 @@ from kbsearch.links import (
     graph_clauses,
     link_key,
     link_keys,
+    linkable,
     name_keys,
     path_keys,
     resolve,
@@ -174,10 +175,7 @@ def decode_cursor(cursor: object) -> str:
 def _linkable(point: object) -> Linkable | None:
     """A first chunk's point (with :data:`_GRAPH_FIELDS`) as a link can reach its note; None when it holds no path."""
     payload = point.get("payload") if isinstance(point, dict) else None
-    if not isinstance(payload, dict) or not isinstance(payload.get("path"), str):
-        return None
-    return Linkable(payload["path"], _text(payload.get("title")) or payload["path"],
-                    tuple(stored_keys(payload, PATH_KEY)), tuple(stored_keys(payload, NAME_KEY)))  # fmt: skip
+    return linkable(payload) if isinstance(payload, dict) else None
 
 
 def _scoped(must: list[dict[str, Any]], scope: Scope) -> dict[str, Any]:

@@ -70,13 +70,16 @@ from kbsearch.links import (
     OLD_GRAPH_FIELDS,
     PATH_KEY,
     KeyFilter,
+    Linkable,
     graph_clauses,
     graph_keys,
     link_keys,
+    linkable,
     links_to_others,
     name_keys,
     path_keys,
     payload_aliases,
+    resolve,
     stored_keys,
 )
 from kbsearch.markdown import PARSE_VERSION
@@ -195,6 +198,11 @@ class SyncReport:
     claimed_meanwhile: int = 0
     #: the notes this run read and did not write because their embedding did not come back, and why (Indexer._index)
     unwritten: str | None = None
+    #: wiki-links this run left naming no note: those of the notes it wrote, and those of other notes that named a
+    #: note it deleted or renamed (or a title or alias it changed); how many, and the first DANGLING_SHOWN by path
+    #: (:func:`dangling_links`): ``{"path": the linking note, "link": the link's key}``
+    dangling_links: int = 0
+    dangling: list[dict[str, str]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -318,6 +326,7 @@ class Indexer:
         #: the event batches' sequencer log, opened when the run ends (:meth:`_reapply_claimed`); None: no batches
         self.claims = claims
         self._names_written: dict[str, list[str]] = {}  # path → the title and alias link keys of the notes written
+        self._links_written: dict[str, list[str]] = {}  # path → the link keys (``l:``) of the notes written
         self._kept: set[str] = set()  # paths (and folders, ending in '/') listed with a problem: never deleted
         self._dropped: set[str] = set()  # paths listed as links to other notes (``drop``): always deleted
         self._reuse: dict[str, dict[str, Any]] = {}  # path → embed_hash → stored dense vector (event-driven runs)
@@ -817,7 +826,7 @@ class Indexer:
             work = [w for w in work if w[0].path not in again] + [w for w in work if w[0].path in again]
         self._listed, self._work_paths = sorted(notes), {obj.path for obj, _ in work}
         self._written_ids = {}
-        self._names_written = {}
+        self._names_written, self._links_written = {}, {}
         self._graph_keys_missing([p for p, st in state.items() if not st.graph])
         if self.embedder is not None:  # vectors to keep
             self._regraph, self._regraph_at = regraph, {p: i for i, p in enumerate(regraph)}
@@ -832,6 +841,8 @@ class Indexer:
         missed = set(regraph)
         report.missed_by_events = self._missed_by_events(report, [w for w in work if w[0].path not in missed])
         self._record_restricted_links(report, notes)
+        # the keys of the notes gone from the KB (one whose deletion was held back still holds them: nothing dangles)
+        self._report_dangling(report, {k for path in state if path not in notes for k in path_keys(path)})
 
     # -- access scopes ----------------------------------------------------------------------------------------
     def _access_rules(self, listing: list[SourceObject]) -> FolderRules:
@@ -1150,6 +1161,22 @@ class Indexer:
         if st.has_orphans():
             return "repair"
         return "unchanged"
+
+    def _report_dangling(self, report: SyncReport, lost: set[str]) -> None:
+        """Report the wiki-links this run left naming no note (:func:`dangling_links`): the links of the notes it
+        wrote, and the links of any note to ``lost`` (the keys of the notes it deleted) or to a title or alias the
+        notes it deleted or rewrote had (:attr:`_old_names`). Logged once (how many, the first few); a failed read
+        is a warning."""
+        try:
+            report.dangling_links, report.dangling = dangling_links(
+                self.store, lost | self._old_names, self._links_written
+            )
+        except StoreError as exc:
+            report.warnings.append({"path": "", "reason": f"the links left naming no note could not be read ({exc})"})
+            return
+        if report.dangling_links:
+            logger.warning(DANGLING_LOGGED, report.dangling_links,
+                           extra={"dangling_links": report.dangling_links, "dangling": report.dangling})  # fmt: skip
 
     def _delete_missing(
         self, report: SyncReport, state: dict[str, NoteState], notes: dict[str, SourceObject], stop_at: Deadline
@@ -1612,6 +1639,7 @@ class Indexer:
             self._keys_written[parsed.obj.path] = parsed.obj.key
             first = next((point.payload for point in parsed.points if point.chunk_index == 0), {})
             self._names_written[parsed.obj.path] = stored_keys(first, NAME_KEY)
+            self._links_written[parsed.obj.path] = stored_keys(first, LINK_KEY)
             self._access[parsed.obj.path] = parsed.access[0]
             if parsed.kind == "added":
                 report.added += 1
@@ -2643,6 +2671,46 @@ def link_carriers(
     return groups, names
 
 
+#: How many of a sync's dangling links its report names (the first by linking note and link): the rest are counted.
+DANGLING_SHOWN = 10
+#: The message of a sync's log record of its dangling links (``kbsearch serve --watch`` says them on its line instead)
+DANGLING_LOGGED = "%d wiki-link(s) name no note"
+
+
+def dangling_links(
+    store: Store, lost: Collection[str], written: Mapping[str, Sequence[str]], shown: int = DANGLING_SHOWN
+) -> tuple[int, list[dict[str, str]]]:
+    """The wiki-links that name no indexed note, among the links of the notes ``written`` (path → their link keys)
+    and the links of every indexed note to one of the keys ``lost`` (a note deleted or renamed: its path's keys; a
+    title or alias a note no longer has): how many (a note's link to a key counted once) and the first ``shown`` by
+    linking note and key, ``{"path": ..., "link": ...}``. A link resolves as the graph resolves it
+    (:func:`kbsearch.links.resolve`: its path, a tail of it, a title, an alias) among every indexed note, whatever
+    its groups: a link to a restricted note is not dangling. Scrolls of first chunks: those linking to ``lost``,
+    then those the links could name (none when there is nothing to check)."""
+    if not lost and not any(written.values()):
+        return 0, []
+    old = not store.metadata().get(GRAPH_KEYS_ONLY)
+    pairs = {(path, key) for path, keys in written.items() for key in keys}
+    ordered = sorted(lost)
+    linking: list[dict[str, Any]] = [{"filter": {"should": graph_clauses(LINK_KEY, ordered[i : i + 512], old)}}
+                                     for i in range(0, len(ordered), 512)]  # fmt: skip
+    for payload in _scrolled(store, linking, ["path", GRAPH_FIELD, OLD_GRAPH_FIELDS[LINK_KEY]], 1024):
+        pairs |= {(payload["path"], key) for key in stored_keys(payload, LINK_KEY) if key in lost}
+    wanted = sorted({key for _, key in pairs})
+    named: list[dict[str, Any]] = [{"filter": {"should": [*graph_clauses(PATH_KEY, wanted[i : i + 512], old),
+                                                          *graph_clauses(NAME_KEY, wanted[i : i + 512], old)]}}
+                                   for i in range(0, len(wanted), 512)]  # fmt: skip
+    by_key: dict[str, list[Linkable]] = {}
+    fields = ["path", "title", GRAPH_FIELD, OLD_GRAPH_FIELDS[PATH_KEY], OLD_GRAPH_FIELDS[NAME_KEY]]
+    for payload in _scrolled(store, named, fields, 1024):
+        note = linkable(payload)
+        if note is not None:
+            for key in {*note.path_keys, *note.name_keys}:
+                by_key.setdefault(key, []).append(note)
+    dangling = sorted(p for p in pairs if resolve(p[1], p[0], by_key.get(p[1], ())) is None)
+    return len(dangling), [{"path": path, "link": key} for path, key in dangling[:shown]]
+
+
 def _scrolled(store: Store, requests: list[dict[str, Any]], fields: list[str], page: int) -> Iterator[dict[str, Any]]:
     """The payloads (``fields`` of them) of the points each filter request selects, page by page; a point without
     a path is none of a note's."""
@@ -3300,7 +3368,7 @@ class ChangeSync:
         self.indexer._graph_keys_missing([p for p, st in state.items() if not st.graph])
         self.indexer._reuse = reuse
         self.indexer._written_ids = {}
-        self.indexer._names_written = {}
+        self.indexer._names_written, self.indexer._links_written = {}, {}
         self.indexer._state = state  # a changed note that cannot be indexed keeps its last good version
         skipped_before = {s["path"] for s in report.skipped}
         self.indexer._write_access()  # the unchanged notes' groups under today's rules
@@ -3324,6 +3392,8 @@ class ChangeSync:
                 return [*done, ACCESS_FILE]  # the whole list was recorded again
             failed.add(ACCESS_FILE)
         self._record_restricted_links()
+        self.indexer._old_names = self._names  # the titles and aliases the batch's notes had
+        self.indexer._report_dangling(report, {k for p in self._touched - self._present for k in path_keys(p)})
         return done
 
 

@@ -194,6 +194,16 @@ class Linkable:
     name_keys: tuple[str, ...]
 
 
+def linkable(payload: Mapping[str, object]) -> Linkable | None:
+    """A note's first chunk's payload (its ``path``, ``title`` and graph keys) as a link can reach the note; None
+    when it holds no path."""
+    path, title = payload.get("path"), payload.get("title")
+    if not isinstance(path, str):
+        return None
+    return Linkable(path, title if isinstance(title, str) and title else path,
+                    tuple(stored_keys(payload, PATH_KEY)), tuple(stored_keys(payload, NAME_KEY)))  # fmt: skip
+
+
 def _folder(path: str) -> str:
     return path.rsplit("/", 1)[0] if "/" in path else ""
 

@@ -36,6 +36,7 @@ from kbsearch.access import ACCESS_FILE
 from kbsearch.errors import KbSearchError
 from kbsearch.events import Change
 from kbsearch.indexer import (
+    DANGLING_LOGGED,
     ChangeReport,
     ChangeSync,
     Indexer,
@@ -389,6 +390,8 @@ class Watcher:
             + skipped_text(report.get("skipped") or [], more_from=f"kbsearch index {shlex.quote(str(self.folder))}")
             # what kbsearch index lists as warnings (a field dropped, an id shared): searchable, not as written
             + skipped_text(report.get("warnings") or [], said="warning")
+            # wiki-links left naming no note (a renamed note's, a saved note's): as kbsearch index lists them
+            + skipped_text(dangling_said(report), said="dangling link", total=report.get("dangling_links") or 0)
             # a folder with no note (a mistyped --watch, the vault's parent): said as kbsearch index says it
             + (f"; nothing to index: {_one_line(report['no_notes'])}" if report.get("no_notes") else "")
         )
@@ -397,11 +400,19 @@ class Watcher:
             self.on_sync(what, report)
 
 
-def skipped_text(skipped: list[dict[str, str]], shown: int = 3, more_from: str = "", said: str = "") -> str:
+def dangling_said(report: dict[str, Any]) -> list[dict[str, str]]:
+    """A sync report's dangling links (the first few it names) as notes with a reason, for :func:`skipped_text`."""
+    return [{"path": d["path"], "reason": f"[[{d['link']}]] names no note"} for d in report.get("dangling") or []]
+
+
+def skipped_text(
+    skipped: list[dict[str, str]], shown: int = 3, more_from: str = "", said: str = "", total: int = 0
+) -> str:
     """The notes a sync skipped, for its one line: a saved note that is not searchable says why (a broken
     frontmatter, say), as ``kbsearch index`` does; the first ``shown`` with their reasons, then how many more
     (``more_from``: the command that names them all). ``said="warning"``: the report's warnings the same way (``1
-    warning: a.md (frontmatter field 'updated' dropped: ...)``; one of the whole run, with no path, by its reason)."""
+    warning: a.md (frontmatter field 'updated' dropped: ...)``; one of the whole run, with no path, by its reason).
+    ``total``: how many there are when ``skipped`` holds only the first of them (a report's dangling links)."""
     from kbsearch_tools.cli import _one_line  # a path's control characters escaped, as kbsearch index shows them
 
     if not skipped:
@@ -411,9 +422,10 @@ def skipped_text(skipped: list[dict[str, str]], shown: int = 3, more_from: str =
         for s in skipped[:shown]
     )
     listed = f" ({more_from} names each)" if more_from else ""
-    more = f"; and {len(skipped) - shown} more{listed}" if len(skipped) > shown else ""
-    what = f"{said}{'' if len(skipped) == 1 else 's'}" if said else "skipped"
-    return f"; {len(skipped)} {what}: {named}{more}"
+    total = max(total, len(skipped))
+    more = f"; and {total - shown} more{listed}" if total > shown else ""
+    what = f"{said}{'' if total == 1 else 's'}" if said else "skipped"
+    return f"; {total} {what}: {named}{more}"
 
 
 class SaidByTheWatchLine(logging.Filter):
@@ -424,7 +436,8 @@ class SaidByTheWatchLine(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         watching = threading.current_thread().name == WATCH_THREAD
-        return not (watching and record.levelno == logging.WARNING and str(record.msg).startswith("note skipped: "))
+        said = str(record.msg).startswith("note skipped: ") or record.msg == DANGLING_LOGGED  # (its dangling links)
+        return not (watching and record.levelno == logging.WARNING and said)
 
 
 # -- hand-off: `kbsearch index` → the server holding the store ----------------------------------------------
