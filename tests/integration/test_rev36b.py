@@ -1,0 +1,57 @@
+"""Round 36 review (rev36b): a cold review of adv36 and walk36, through the real interfaces (`kbsearch index`,
+`kbsearch serve --watch --poll` and `kbsearch mcp` spawned). Each test fails on main's code (4c42133 + adv36 +
+walk36) before its fix."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from tests.conftest import KBSEARCH_CMD, PROCESS_TIMEOUT_S, ROOT, subprocess_env
+
+
+def _kbsearch(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*KBSEARCH_CMD, *args], capture_output=True, text=True, cwd=ROOT, env=subprocess_env(**env),
+                          timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
+
+
+def test_a_frontmatter_slip_s_hint_is_right_for_its_yaml_and_quotes_none_of_the_note(tmp_path: Path) -> None:
+    """walk36 named a slip in a writer's words, else PyYAML's problem as it says it. Two of those were wrong: a
+    value beginning with [ or { followed by more text (`title: [Draft] Q3 plan`, Obsidian's `related: [[A]],
+    [[B]]`) was "text after a value's closing quote", where there is no quote; and PyYAML's `found undefined tag
+    handle '!...!'` quoted the note's own text (a token, a password) into every report and log line, as the alias
+    refusal did with its name. A value beginning with '*' or '&' got PyYAML's `expected alphabetic or numeric
+    character`."""
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    notes = {
+        "bracket.md": "---\ntitle: [Draft] Q3 plan\n---\n# Bracket\n\nbody\n",
+        "links.md": "---\nrelated: [[Meeting A]], [[Meeting B]]\n---\n# Links\n\nbody\n",
+        "brace.md": "---\ntitle: {wip} Quokka plan\n---\n# Brace\n\nbody\n",
+        "tag.md": "---\ntoken: !sekretTOKEN77!x rotate\n---\n# Tag\n\nbody\n",
+        "tag2.md": "---\ntoken: !sekretTOKEN77! rotate\n---\n# Tag\n\nbody\n",
+        "alias.md": "---\npassword: *hunter2Secret\n---\n# Alias\n\nbody\n",
+        "bold.md": "---\nsummary: **wombatclaim** here\n---\n# Bold\n\nbody\n",
+        "apostrophe.md": "---\ntitle: 'it's mine'\n---\n# Apostrophe\n\nbody\n",  # the quote's hint still its own
+    }
+    for name, text in notes.items():
+        (kb / name).write_text(text, encoding="utf-8")
+    run = _kbsearch("index", str(kb), QDRANT_PATH=str(tmp_path / "q"))
+    assert run.returncode == 0, run.stderr
+    said = {line.split(": ", 1)[0].removeprefix("  skipped "): line.split(": ", 1)[1]
+            for line in run.stdout.splitlines() if line.startswith("  skipped ")}  # fmt: skip
+    listed = "a value that begins with [ or { is read as a list or a mapping (quote the whole value)"
+    assert said == {
+        "bracket.md": f"invalid YAML frontmatter at line 2: {listed}",
+        "links.md": f"invalid YAML frontmatter at line 2: {listed}",
+        "brace.md": f"invalid YAML frontmatter at line 2: {listed}",
+        "tag.md": "invalid YAML frontmatter at line 2: a value cannot begin with '!' (quote the value)",
+        "tag2.md": "invalid YAML frontmatter at line 2: a value cannot begin with '!' (quote the value)",
+        "alias.md": "frontmatter uses a YAML alias at line 2: a value cannot begin with '*' (quote the value; aliases "
+        "are not expanded: they allow exponential 'billion laughs' documents)",
+        "bold.md": "invalid YAML frontmatter at line 2: a value cannot begin with '*' (quote the value)",
+        "apostrophe.md": "invalid YAML frontmatter at line 2: text after a value's closing quote (inside '...' a ' is "
+        'written \'\', inside "..." a " is \\")',
+    }, run.stdout
+    for marker in ("sekretTOKEN77", "hunter2Secret", "Draft", "Meeting", "Quokka", "wombatclaim"):
+        assert marker not in run.stdout + run.stderr, marker
