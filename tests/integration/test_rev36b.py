@@ -5,8 +5,12 @@ walk36) before its fix."""
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
+import pytest
+
+from kbsearch_tools.local.process import serve_process
 from tests.conftest import KBSEARCH_CMD, PROCESS_TIMEOUT_S, ROOT, subprocess_env
 
 
@@ -55,3 +59,31 @@ def test_a_frontmatter_slip_s_hint_is_right_for_its_yaml_and_quotes_none_of_the_
     }, run.stdout
     for marker in ("sekretTOKEN77", "hunter2Secret", "Draft", "Meeting", "Quokka", "wombatclaim"):
         assert marker not in run.stdout + run.stderr, marker
+
+
+@pytest.mark.timeout(120)
+def test_a_broken_note_saved_under_poll_is_named_once_not_again_when_read_again(tmp_path: Path) -> None:
+    """adv36's `--poll` reads a note whose mtime was recent once more ~3 s later, and a read that finds nothing
+    new says no line, but a note skipped for its frontmatter is never in the index, so every read of it skips it
+    anew: its one save under `kbsearch serve --watch --poll` printed `1 changed note(s): ... 1 skipped: broken.md
+    (...)` twice, the second time for no change at all (walk32: a skipped note is named once)."""
+    from tests.integration.test_freshness import until
+
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "good.md").write_text("# Good\n\nA good note.\n")
+    env = subprocess_env(QDRANT_PATH=str(tmp_path / "q"), KB_SOURCE=str(kb), EMBEDDING_API_KEY="",
+                         EMBEDDING_API_KEY_PARAM="")  # fmt: skip
+    with serve_process(env, cwd=ROOT, args=["--watch", "--poll"]) as served:
+        log = served.text
+        until(lambda: "initial sync" in log(), log=log)
+        (kb / "broken.md").write_text("---\ntitle: [unclosed\n---\n\nbody\n")
+        until(lambda: "changed note(s)" in log(), log=log)
+        time.sleep(6)  # twice RACY_S (3 s): the recent stat is read again meanwhile
+        (kb / "good.md").write_text("# Good\n\nA good note, edited.\n")  # a later save still says its line
+        until(lambda: "1 updated" in log(), log=log)
+        time.sleep(1)
+        lines = [line for line in log().splitlines() if "changed note(s)" in line]
+    assert len(lines) == 2, lines
+    assert "1 added" in lines[0] or "1 skipped: broken.md" in lines[0], lines
+    assert "broken.md" not in lines[1] and "0 added, 1 updated, 0 deleted" in lines[1], lines
