@@ -4,7 +4,10 @@ walk36) before its fix."""
 
 from __future__ import annotations
 
+import fcntl
+import os
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -89,3 +92,51 @@ def test_a_broken_note_saved_under_poll_is_named_once_not_again_when_read_again(
     # the save's own line: one note changed (good.md, written just before the start, read again meanwhile, is not)
     assert "1 changed note(s): 0 added, 0 updated, 0 deleted" in lines[0] and "1 skipped: broken.md" in lines[0], lines
     assert "broken.md" not in lines[1] and "0 added, 1 updated, 0 deleted" in lines[1], lines
+
+
+def _read_all(fd: int, into: bytearray) -> threading.Thread:
+    def read() -> None:
+        while chunk := os.read(fd, 65536):
+            into.extend(chunk)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    return reader
+
+
+def test_the_stderr_relay_keeps_a_long_line_and_says_its_drops_where_the_gap_is() -> None:
+    """adv36's relay (``kbsearch mcp``'s stderr) dropped any write that did not fit beside what waited: a log line
+    longer than its 256 K characters was dropped with the reader reading all along, and past the bound a print's
+    text (one write) was dropped while its newline (the next) was kept: blank lines, later lines before the count
+    that stood for earlier ones, and each print counted as two lines. Over real pipes, as adv36's own test."""
+    from kbsearch_tools.mcp_stdio import StderrRelay  # (imported here: main's code before adv36 has none)
+
+    unread, err = os.pipe()
+    said = bytearray()
+    reader = _read_all(unread, said)
+    target = os.fdopen(err, "w", encoding="utf-8")
+    relay = StderrRelay(target, limit=8192)
+    relay.write("W" * 100_000 + "\n")  # one line twelve times the bound, nothing else waiting, the reader reading
+    assert relay.drain(10)
+    target.close()
+    reader.join(10)
+    os.close(unread)
+    assert said.decode() == "W" * 100_000 + "\n", said[-200:]
+
+    unread, err = os.pipe()
+    fcntl.fcntl(err, fcntl.F_SETPIPE_SZ, 4096)
+    target = os.fdopen(err, "w", encoding="utf-8")
+    relay = StderrRelay(target, limit=8192)
+    for i in range(2000):  # print(): the text, then its newline, two writes
+        print(f"line {i:08} of a stray print", file=relay)
+    said = bytearray()
+    reader = _read_all(unread, said)  # the client reads at last
+    assert relay.drain(10)
+    target.close()
+    reader.join(10)
+    os.close(unread)
+    lines = said.decode().splitlines()
+    kept = [line for line in lines if line.startswith("line ")]
+    assert kept == [f"line {i:08} of a stray print" for i in range(len(kept))]  # in order, none cut
+    assert lines == [*kept, f"kbsearch mcp: {2000 - len(kept):,} log lines were dropped: nobody read stderr while "
+                     "they were written"], lines[len(kept) - 2 :]  # fmt: skip
