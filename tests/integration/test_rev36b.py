@@ -135,8 +135,14 @@ def test_the_stderr_relay_keeps_a_long_line_and_says_its_drops_where_the_gap_is(
     target.close()
     reader.join(10)
     os.close(unread)
-    lines = said.decode().splitlines()
-    kept = [line for line in lines if line.startswith("line ")]
-    assert kept == [f"line {i:08} of a stray print" for i in range(len(kept))]  # in order, none cut
-    assert lines == [*kept, f"kbsearch mcp: {2000 - len(kept):,} log lines were dropped: nobody read stderr while "
-                     "they were written"], lines[len(kept) - 2 :]  # fmt: skip
+    # each print kept whole and in order, or counted on a line of its own where it is missing: none cut, glued,
+    # blank, or counted twice (the writer thread may take what waits before the loop ends: a gap, its count, more)
+    at, counts = 0, 0
+    for line in said.decode().splitlines():
+        if line.startswith("kbsearch mcp: "):
+            assert line.endswith(" log lines were dropped: nobody read stderr while they were written"), line
+            at, counts = at + int(line.split()[2].replace(",", "")), counts + 1
+        else:
+            assert line == f"line {at:08} of a stray print", (line, at)
+            at += 1
+    assert at == 2000 and counts >= 1, (at, counts)
