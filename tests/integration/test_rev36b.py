@@ -1,12 +1,11 @@
-"""Round 36 review (rev36b): a cold review of adv36 and walk36, through the real interfaces (`kbsearch index`,
-`kbsearch serve --watch --poll` and `kbsearch mcp` spawned). Each test fails on main's code (4c42133 + adv36 +
-walk36) before its fix."""
+"""Round 36 review (rev36b): a cold review of adv36 and walk36, through the real interfaces (`kbsearch index` and
+`kbsearch serve --watch --poll` spawned; the stderr relay of `kbsearch mcp` over real pipes, as adv36's own test).
+Each test fails on main at 1abc9b3 (4c42133 + adv36 + walk36) before its fix."""
 
 from __future__ import annotations
 
 import fcntl
 import os
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -14,12 +13,8 @@ from pathlib import Path
 import pytest
 
 from kbsearch_tools.local.process import serve_process
-from tests.conftest import KBSEARCH_CMD, PROCESS_TIMEOUT_S, ROOT, subprocess_env
-
-
-def _kbsearch(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*KBSEARCH_CMD, *args], capture_output=True, text=True, cwd=ROOT, env=subprocess_env(**env),
-                          timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
+from tests.conftest import ROOT, subprocess_env
+from tests.integration.test_walk36 import skipped_reasons
 
 
 def test_a_frontmatter_slip_s_hint_is_right_for_its_yaml_and_quotes_none_of_the_note(tmp_path: Path) -> None:
@@ -29,8 +24,6 @@ def test_a_frontmatter_slip_s_hint_is_right_for_its_yaml_and_quotes_none_of_the_
     handle '!...!'` quoted the note's own text (a token, a password) into every report and log line, as the alias
     refusal did with its name. A value beginning with '*' or '&' got PyYAML's `expected alphabetic or numeric
     character`."""
-    kb = tmp_path / "kb"
-    kb.mkdir()
     notes = {
         "bracket.md": "---\ntitle: [Draft] Q3 plan\n---\n# Bracket\n\nbody\n",
         "links.md": "---\nrelated: [[Meeting A]], [[Meeting B]]\n---\n# Links\n\nbody\n",
@@ -41,12 +34,7 @@ def test_a_frontmatter_slip_s_hint_is_right_for_its_yaml_and_quotes_none_of_the_
         "bold.md": "---\nsummary: **wombatclaim** here\n---\n# Bold\n\nbody\n",
         "apostrophe.md": "---\ntitle: 'it's mine'\n---\n# Apostrophe\n\nbody\n",  # the quote's hint still its own
     }
-    for name, text in notes.items():
-        (kb / name).write_text(text, encoding="utf-8")
-    run = _kbsearch("index", str(kb), QDRANT_PATH=str(tmp_path / "q"))
-    assert run.returncode == 0, run.stderr
-    said = {line.split(": ", 1)[0].removeprefix("  skipped "): line.split(": ", 1)[1]
-            for line in run.stdout.splitlines() if line.startswith("  skipped ")}  # fmt: skip
+    said, run = skipped_reasons(tmp_path, notes)
     listed = "a value that begins with [ or { is read as a list or a mapping (quote the whole value)"
     assert said == {
         "bracket.md": f"invalid YAML frontmatter at line 2: {listed}",
