@@ -127,3 +127,24 @@ def test_the_stderr_relay_keeps_a_long_line_and_says_its_drops_where_the_gap_is(
     # each print kept whole and in order, or counted on a line of its own where it is missing: none cut, glued,
     # blank, or counted twice
     assert kept_or_counted(said.decode(), lambda i: f"line {i:08} of a stray print") == 2000
+
+
+def test_bytes_written_to_the_relay_are_refused_to_their_writer_and_stderr_goes_on() -> None:
+    """A text stream refuses bytes to the one who writes them (`TypeError`); the relay took them, and its writer
+    thread's join of what waited raised, ending the thread: every line after, a crash's traceback included, waited
+    for nobody, and the exit's drain waited its 2 s for nothing."""
+    from kbsearch_tools.mcp_stdio import StderrRelay
+
+    unread, err = os.pipe()
+    said = bytearray()
+    reader = _read_all(unread, said)
+    target = os.fdopen(err, "w", encoding="utf-8")
+    relay = StderrRelay(target)
+    with pytest.raises(TypeError, match="must be str, not bytes"):
+        relay.write(b"a library's bytes\n")  # type: ignore[arg-type]
+    relay.write("Traceback (most recent call last): the line after it\n")
+    assert relay.drain(10)
+    target.close()
+    reader.join(10)
+    os.close(unread)
+    assert said.decode() == "Traceback (most recent call last): the line after it\n"

@@ -107,6 +107,9 @@ class StderrRelay(io.TextIOBase):
         return getattr(self._target, "encoding", None) or "utf-8"
 
     def write(self, text: str) -> int:
+        if not isinstance(text, str):  # as a text stream refuses it, to its caller: in the writer thread's join it
+            # ended that thread, and stderr with it, for the rest of the process (round 36 review)
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
         with self._cond:
             if self._gone or not text:
                 pass
