@@ -24,7 +24,8 @@ def test_a_frontmatter_slip_s_hint_is_right_for_its_yaml_and_quotes_none_of_the_
     [[B]]`) was "text after a value's closing quote", where there is no quote; and PyYAML's `found undefined tag
     handle '!...!'` quoted the note's own text (a token, a password) into every report and log line, as the alias
     refusal did with its name. A value beginning with '*' or '&' got PyYAML's `expected alphabetic or numeric
-    character`."""
+    character`. A key line under one that is no `key: value` (`Meeting notes` above `owner: me`) was told to quote
+    a value holding ': ', where there is none."""
     notes = {
         "bracket.md": "---\ntitle: [Draft] Q3 plan\n---\n# Bracket\n\nbody\n",
         "links.md": "---\nrelated: [[Meeting A]], [[Meeting B]]\n---\n# Links\n\nbody\n",
@@ -34,9 +35,13 @@ def test_a_frontmatter_slip_s_hint_is_right_for_its_yaml_and_quotes_none_of_the_
         "alias.md": "---\npassword: *hunter2Secret\n---\n# Alias\n\nbody\n",
         "bold.md": "---\nsummary: **wombatclaim** here\n---\n# Bold\n\nbody\n",
         "apostrophe.md": "---\ntitle: 'it's mine'\n---\n# Apostrophe\n\nbody\n",  # the quote's hint still its own
+        "nocolon.md": "---\nMeeting notes\nowner: me\n---\n# No colon\n\nbody\n",  # a key line missing its ':'
+        "indented.md": "---\ntitle: x\n  owner: me\n---\n# Indented\n\nbody\n",
+        "colon.md": "---\ntitle: Meeting: Q3 plan\n---\n# Colon\n\nbody\n",  # a ': ' in a value: its own hint
     }
     said, run = skipped_reasons(tmp_path, notes)
     listed = "a value that begins with [ or { is read as a list or a mapping (quote the whole value)"
+    above = "a key where none can begin (the line above is no 'key: value', or this one is indented under it)"
     assert said == {
         "bracket.md": f"invalid YAML frontmatter at line 2: {listed}",
         "links.md": f"invalid YAML frontmatter at line 2: {listed}",
@@ -46,6 +51,10 @@ def test_a_frontmatter_slip_s_hint_is_right_for_its_yaml_and_quotes_none_of_the_
         "alias.md": "frontmatter uses a YAML alias at line 2: a value cannot begin with '*' (quote the value; aliases "
         "are not expanded: they allow exponential 'billion laughs' documents)",
         "bold.md": "invalid YAML frontmatter at line 2: a value cannot begin with '*' (quote the value)",
+        "nocolon.md": f"invalid YAML frontmatter at line 3: {above}",
+        "indented.md": f"invalid YAML frontmatter at line 3: {above}",
+        "colon.md": "invalid YAML frontmatter at line 2: ': ' where no key can begin (quote a value that holds ': ', "
+        "or indent the line as its key's)",
         "apostrophe.md": "invalid YAML frontmatter at line 2: text after a value's closing quote (inside '...' a ' is "
         'written \'\', inside "..." a " is \\")',
     }, run.stdout

@@ -156,7 +156,10 @@ def _said(exc: yaml.YAMLError, first_line: int, text: str = "") -> str:
     if not isinstance(problem, str):
         return ""
     opened, mark = _OPENED.get(context) if isinstance(context, str) else None, getattr(exc, "context_mark", None)
-    if problem.startswith("mapping values are not allowed"):
+    if problem.startswith("mapping values are not allowed") and _first_colon(text, getattr(exc, "problem_mark", None)):
+        # `title` then `owner: me`, or `  owner: me` under `title: x`: the key is right, what is above it is not
+        said = "a key where none can begin (the line above is no 'key: value', or this one is indented under it)"
+    elif problem.startswith("mapping values are not allowed"):
         said = "': ' where no key can begin (quote a value that holds ': ', or indent the line as its key's)"
     elif problem.startswith("found character '\\t'"):
         said = "a tab (YAML indents with spaces)"
@@ -183,6 +186,12 @@ def _said(exc: yaml.YAMLError, first_line: int, text: str = "") -> str:
     else:  # PyYAML's words, with no run of the note's text in them (a character, a token's kind, at most)
         said = re.sub(r"'([^']{2,})'", lambda m: m[0] if m[1][0] in "<\\" else "'...'", problem)
     return f": {said}"
+
+
+def _first_colon(text: str, mark: Any) -> bool:
+    """Whether the ':' at ``mark`` is the first ': ' of its line (a key's, not one inside a value)."""
+    index = getattr(mark, "index", None)
+    return isinstance(index, int) and bool(text) and ": " not in text[:index].rsplit("\n", 1)[-1]
 
 
 def _before(text: str, mark: Any) -> str:
