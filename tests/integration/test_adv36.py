@@ -16,7 +16,7 @@ import select
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +105,23 @@ def test_a_client_that_never_reads_stderr_is_answered_every_call(store: Path, pr
     assert "embedding failed; BM25 only" in text and "Traceback" not in text, text
 
 
+def kept_or_counted(text: str, line: Callable[[int], str]) -> int:
+    """How many writes ``text`` (what a relay wrote) accounts for, each of the ``line(i)`` for i = 0, 1, ... either
+    kept whole and in order or counted on the relay's line of its own where it is missing (at least one count:
+    the tests write past the bound). The writer thread may take what waits before the writes end (a loaded
+    machine starts it late): a gap, its count, then more lines kept (rev36b)."""
+    at, counts = 0, 0
+    for said in text.splitlines():
+        if said.startswith("kbsearch mcp: "):
+            assert said.endswith(" log lines were dropped: nobody read stderr while they were written"), said
+            at, counts = at + int(said.split()[2].replace(",", "")), counts + 1
+        else:
+            assert said == line(at), (said, at)
+            at += 1
+    assert counts >= 1, text[-300:]
+    return at
+
+
 def test_the_log_lines_a_slow_stderr_reader_missed_are_counted_once_it_reads() -> None:
     """The relay over a real pipe nobody reads yet: writes never wait; what passes its limit is dropped and counted,
     and the count follows what was kept once the reader reads; a reader that closes its end ends the relay."""
@@ -130,12 +147,8 @@ def test_the_log_lines_a_slow_stderr_reader_missed_are_counted_once_it_reads() -
     target.close()
     reader.join(10)
     os.close(unread)
-    lines = said.decode().splitlines()
-    assert lines[0] == "WARNING kbsearch.search: line 00000000..."
-    kept = [line for line in lines if line.startswith("WARNING")]
-    assert kept == [f"WARNING kbsearch.search: line {i:08}..." for i in range(len(kept))]  # in order, none cut
-    assert lines[len(kept):] == [f"kbsearch mcp: {2000 - len(kept):,} log lines were dropped: nobody read stderr "
-                                 "while they were written"]  # fmt: skip
+    assert said.startswith(b"WARNING kbsearch.search: line 00000000...\n")
+    assert kept_or_counted(said.decode(), lambda i: f"WARNING kbsearch.search: line {i:08}...") == 2000
     relay.write("after the target closed\n")  # the writer thread finds it closed: dropped, never raised
     assert relay.drain(5)
 

@@ -19,13 +19,25 @@ def _kbsearch(
                           input=stdin, timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
 
 
+def skipped_reasons(tmp_path: Path, notes: dict[str, str]) -> tuple[dict[str, str], subprocess.CompletedProcess[str]]:
+    """``notes`` (name: text) in a folder indexed by `kbsearch index`: (each skipped note's reason by its name, the
+    run)."""
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    for name, text in notes.items():
+        (kb / name).write_text(text, encoding="utf-8")
+    run = _kbsearch("index", str(kb), QDRANT_PATH=str(tmp_path / "q"))
+    assert run.returncode == 0, run.stderr
+    said = {line.split(": ", 1)[0].removeprefix("  skipped "): line.split(": ", 1)[1]
+            for line in run.stdout.splitlines() if line.startswith("  skipped ")}  # fmt: skip
+    return said, run
+
+
 def test_a_frontmatter_slip_is_named_by_what_to_fix_not_only_its_line(tmp_path: Path) -> None:
     """`kbsearch index` said `invalid YAML frontmatter at line 2` of `title: Meeting: Q3 plan` (YAML's most common
     slip, a ': ' in a value), of a list or a quote left open and of a tab alike: its writer looked at a line that
     reads right. The reason says what YAML could not read there now, in a writer's words; PyYAML's own problem
     for the rest. No word of the note's text is quoted."""
-    kb = tmp_path / "kb"
-    kb.mkdir()
     notes = {
         "colon.md": "---\ntitle: Meeting: Q3 plan\n---\n# Meeting\n\nbody\n",
         "list.md": "---\ntags: [hr, onboarding\nstatus: draft\n---\n# List\n\nbody\n",
@@ -34,12 +46,7 @@ def test_a_frontmatter_slip_is_named_by_what_to_fix_not_only_its_line(tmp_path: 
         "apostrophe.md": "---\ntitle: 'it's mine'\n---\n# Apostrophe\n\nbody\n",
         "at.md": "---\nowner: @maria\n---\n# At\n\nbody\n",
     }
-    for name, text in notes.items():
-        (kb / name).write_text(text)
-    run = _kbsearch("index", str(kb), QDRANT_PATH=str(tmp_path / "q"))
-    assert run.returncode == 0, run.stderr
-    said = {line.split(": ", 1)[0].removeprefix("  skipped "): line.split(": ", 1)[1]
-            for line in run.stdout.splitlines() if line.startswith("  skipped ")}  # fmt: skip
+    said, run = skipped_reasons(tmp_path, notes)
     assert said == {
         "apostrophe.md": "invalid YAML frontmatter at line 2: text after a value's closing quote (inside '...' a ' is "
         'written \'\', inside "..." a " is \\")',

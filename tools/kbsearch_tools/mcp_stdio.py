@@ -72,8 +72,11 @@ class StderrRelay(io.TextIOBase):
     no write ever waits on the reader. MCP lets a client "capture, forward, or ignore" a server's stderr, and a
     client that pipes it and never reads it (mark3labs/mcp-go#956) filled the pipe's 64 KiB after ~700 searches that
     each logged a provider's failure: the next log line blocked the server, and every call after it went unanswered.
-    At most ``limit`` characters wait; what comes while they do is dropped and counted, and the count is said once
-    the reader has taken what waited. At exit what still waits is given :data:`EXIT_DRAIN_S` (``atexit``)."""
+    At most ``limit`` characters wait (or one write, however long, when nothing else does); once a write is dropped,
+    every write is until the reader has taken what waited, and the count then follows what was kept, where the gap
+    is, on a line of its own (round 36 review: a line of more than ``limit`` characters was dropped with the reader
+    reading, and a short write kept after a long one dropped put later text before the count, or glued a print's
+    text to the next line). At exit what still waits is given :data:`EXIT_DRAIN_S` (``atexit``)."""
 
     EXIT_DRAIN_S = 2.0
 
@@ -82,7 +85,9 @@ class StderrRelay(io.TextIOBase):
         self._limit = limit
         self._pending: list[str] = []
         self._size = 0
-        self._dropped = 0  # lines (newlines) of what was dropped
+        self._dropping = False  # a write was dropped: every write is, until the writer takes what waits
+        self._dropped = 0  # the newlines of what was dropped
+        self._open = False  # what was dropped ended within a line (one more line, cut)
         self._writing = False
         self._gone = False  # the target cannot be written (closed): everything from then on is dropped
         self._cond = threading.Condition()
@@ -102,11 +107,18 @@ class StderrRelay(io.TextIOBase):
         return getattr(self._target, "encoding", None) or "utf-8"
 
     def write(self, text: str) -> int:
+        if not isinstance(text, str):  # as a text stream refuses it, to its caller: in the writer thread's join it
+            # ended that thread, and stderr with it, for the rest of the process (round 36 review)
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
         with self._cond:
-            if self._gone:
+            if self._gone or not text:
                 pass
-            elif self._size + len(text) > self._limit:
-                self._dropped += max(1, text.count("\n"))
+            elif self._dropping or (self._size and self._size + len(text) > self._limit):
+                # dropped until the reader takes what waits: the count then stands where the gap is
+                self._dropping = True
+                self._dropped += text.count("\n")
+                self._open = not text.endswith("\n")
+                self._cond.notify()  # the count is said even when nothing else comes
             else:
                 self._pending.append(text)
                 self._size += len(text)
@@ -119,18 +131,20 @@ class StderrRelay(io.TextIOBase):
     def drain(self, timeout_s: float) -> bool:
         """Wait up to ``timeout_s`` for what waits to be written; whether it was."""
         with self._cond:
-            return self._cond.wait_for(lambda: self._gone or not (self._pending or self._dropped or self._writing),
+            return self._cond.wait_for(lambda: self._gone or not (self._pending or self._dropping or self._writing),
                                        timeout_s)  # fmt: skip
 
     def _run(self) -> None:
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: bool(self._pending or self._dropped))
+                self._cond.wait_for(lambda: bool(self._pending or self._dropping))
                 text = "".join(self._pending)
-                if self._dropped:
-                    text += (f"kbsearch mcp: {self._dropped:,} log lines were dropped: nobody read stderr while they "
-                             "were written\n")  # fmt: skip
-                self._pending, self._size, self._dropped, self._writing = [], 0, 0, True
+                if self._dropping:  # on a line of its own, after what was kept before the gap
+                    text += ("\n" if text and not text.endswith("\n") else "") + (
+                        f"kbsearch mcp: {self._dropped + self._open:,} log lines were dropped: nobody read stderr "
+                        "while they were written\n")  # fmt: skip
+                self._pending, self._size, self._writing = [], 0, True
+                self._dropping, self._dropped, self._open = False, 0, False
             try:
                 self._target.write(text)
                 self._target.flush()

@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -82,8 +83,8 @@ def _compose(text: str, first_line: int = 2) -> tuple[Node | None, yaml.SafeLoad
             event = loader.get_event()
             if isinstance(event, events.AliasEvent):
                 raise FrontmatterError(
-                    f"frontmatter uses a YAML alias (*{event.anchor}){_line(event.start_mark, first_line)}: aliases are not "
-                    "expanded (they allow exponential 'billion laughs' documents)"
+                    f"frontmatter uses a YAML alias{_line(event.start_mark, first_line)}: a value cannot begin with '*' "
+                    "(quote the value; aliases are not expanded: they allow exponential 'billion laughs' documents)"
                 )
             if isinstance(event, events.DocumentStartEvent):
                 documents += 1
@@ -127,7 +128,7 @@ def _compose(text: str, first_line: int = 2) -> tuple[Node | None, yaml.SafeLoad
                 root = node
     except yaml.YAMLError as exc:
         raise FrontmatterError(
-            f"invalid YAML frontmatter{_line(getattr(exc, 'problem_mark', None), first_line)}{_said(exc, first_line)}"
+            f"invalid YAML frontmatter{_line(getattr(exc, 'problem_mark', None), first_line)}{_said(exc, first_line, text)}"
         ) from None
     return root, loader
 
@@ -141,33 +142,65 @@ _OPENED = {
     "while scanning a single-quoted scalar": "a 'quoted' value not closed",
 }
 
+#: PyYAML's contexts of a tag it could not read: a value beginning with '!'.
+_TAGGED = ("while parsing a tag", "while scanning a tag", "while scanning a tag directive")
 
-def _said(exc: yaml.YAMLError, first_line: int) -> str:
+
+def _said(exc: yaml.YAMLError, first_line: int, text: str = "") -> str:
     """What the writer of a frontmatter PyYAML refused can fix, after its line (round 36: "at line 2" alone left
     ``title: Meeting: Q3 plan`` a riddle): the common slips in words (a ': ' in a value, a list or a quote left
-    open, a tab), else PyYAML's problem itself; the line a bracket or quote was opened on when it is another. The
-    problem names at most a character, a token's kind or a tag handle of the note, never its text."""
+    open, a tab, a value YAML reads as a list, a tag, an alias), else PyYAML's problem itself; the line a bracket or
+    quote was opened on when it is another. Nothing of the note is quoted but a character (round 36 review: PyYAML's
+    ``found undefined tag handle '!...!'`` quoted the note's text; a closing ] was called a closing quote)."""
     problem, context = getattr(exc, "problem", None), getattr(exc, "context", None)
     if not isinstance(problem, str):
         return ""
     opened, mark = _OPENED.get(context) if isinstance(context, str) else None, getattr(exc, "context_mark", None)
-    if problem.startswith("mapping values are not allowed"):
+    if problem.startswith("mapping values are not allowed") and _first_colon(text, getattr(exc, "problem_mark", None)):
+        # `title` then `owner: me`, or `  owner: me` under `title: x`: the key is right, what is above it is not
+        said = "a key where none can begin (the line above is no 'key: value', or this one is indented under it)"
+    elif problem.startswith("mapping values are not allowed"):
         said = "': ' where no key can begin (quote a value that holds ': ', or indent the line as its key's)"
     elif problem.startswith("found character '\\t'"):
         said = "a tab (YAML indents with spaces)"
     elif problem.startswith("found character ") and problem.endswith(" that cannot start any token"):
         said = f"a value cannot begin with {problem.split()[2]} (quote the value)"
-    elif problem == "expected <block end>, but found '<scalar>'":
+    elif problem in ("expected <block end>, but found '<scalar>'", "expected <block end>, but found ','") and (
+        _before(text, getattr(exc, "problem_mark", None)) in ("]", "}")
+    ):  # `title: [Draft] Q3 plan`, `related: [[A]], [[B]]`: a list or a mapping, then more text
+        said = "a value that begins with [ or { is read as a list or a mapping (quote the whole value)"
+    elif problem == "expected <block end>, but found '<scalar>'" and _before(
+        text, getattr(exc, "problem_mark", None)
+    ) in ("'", '"'):
         said = "text after a value's closing quote (inside '...' a ' is written '', inside \"...\" a \" is \\\")"
+    elif problem.startswith("found undefined tag handle") or context in _TAGGED:  # `!draft! x`
+        said = "a value cannot begin with '!' (quote the value)"
+    elif isinstance(context, str) and context.startswith(("while scanning an alias", "while scanning an anchor")):
+        said = f"a value cannot begin with {'*' if 'alias' in context else '&'!r} (quote the value)"
     elif problem == "expected <block end>, but found '-'":
         said = "a '- ' list item where a 'key: value' line belongs"
     elif opened is not None and (problem.startswith("expected ',' or") or "end of stream" in problem):
         at = getattr(exc, "problem_mark", None)
         elsewhere = mark is not None and (at is None or at.line != mark.line)
         said = opened + (f" (opened at line {mark.line + first_line})" if mark is not None and elsewhere else "")
-    else:
-        said = problem
+    else:  # PyYAML's words, with no run of the note's text in them (a character, a token's kind, at most)
+        said = re.sub(r"'([^']{2,})'", lambda m: m[0] if m[1][0] in "<\\" else "'...'", problem)
     return f": {said}"
+
+
+def _first_colon(text: str, mark: Any) -> bool:
+    """Whether the ':' at ``mark`` is the first ': ' of its line (a key's, not one inside a value)."""
+    index = getattr(mark, "index", None)
+    return isinstance(index, int) and bool(text) and ": " not in text[:index].rsplit("\n", 1)[-1]
+
+
+def _before(text: str, mark: Any) -> str:
+    """The last character before ``mark`` on its line, spaces aside ('' when there is none, or no mark)."""
+    index = getattr(mark, "index", None)
+    if not isinstance(index, int) or not text:
+        return ""
+    line = text[:index].rsplit("\n", 1)[-1].rstrip(" \t")
+    return line[-1:]
 
 
 def _text(value: str) -> str:

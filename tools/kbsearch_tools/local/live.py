@@ -190,6 +190,7 @@ class Watcher:
         self.mode = "polling" if poll else "native"
         self.known: set[str] = set()
         self.retry: set[str] = set()  # paths a batch could not apply (an unusable access file, a provider down)
+        self.said_skips: dict[str, str] = {}  # a skipped note's reason as a line said it last (by its NFC path)
         self._thread: threading.Thread | None = None
 
     def start(self) -> Watcher:
@@ -317,6 +318,11 @@ class Watcher:
     def _apply(self, batch: set[tuple[Any, str]]) -> None:
         if not batch:
             return
+        again = {item for item in batch if item[0] == RECHECK}
+        if again and len(again) < len(batch):  # saves and notes read again only for a recent mtime: a line each, so
+            self._apply(batch - again)  # a read again that finds nothing new is in no count (round 36 review)
+            self._apply(again)
+            return
         notes: set[str] = set()
         rescan = False
         rules = self._access_file_target()
@@ -358,8 +364,13 @@ class Watcher:
                 else:
                     self.known.discard(_nfc(path))
             done = changed.to_dict()
-            if any(kind != RECHECK for kind, _ in batch) or any(done.get(k) for k in ("added", "updated", "deleted",
-                                                                                      "error", "skipped")):  # fmt: skip
+            skipped = {_nfc(s["path"]) for s in done.get("skipped") or [] if s.get("path")}
+            for path in {_nfc(p) for p in notes} - skipped:
+                self.said_skips.pop(path, None)  # read and not skipped: its next skip is news again
+            if again:  # read again only for a recent mtime: a note skipped for the reason its line said is no news
+                done["skipped"] = [s for s in done.get("skipped") or []
+                                   if self.said_skips.get(_nfc(s.get("path") or "")) != s.get("reason")]  # fmt: skip
+            if not again or any(done.get(k) for k in ("added", "updated", "deleted", "error", "skipped")):
                 self._report(f"{len(notes)} changed note(s)", done)  # (a read again that found nothing: no line)
 
     def _access_file_target(self) -> str | None:
@@ -375,6 +386,9 @@ class Watcher:
     def _report(self, what: str, report: dict[str, Any]) -> None:
         from kbsearch_tools.cli import _one_line  # (imported here: the CLI imports this module)
 
+        for skip in report.get("skipped") or []:  # said now: a note read again and skipped the same way is not news
+            if skip.get("path"):
+                self.said_skips[_nfc(skip["path"])] = skip.get("reason", "")
         if report.get("error") and self.stop_event.is_set():
             # a second Ctrl-C stops the oracle under a sync in hand: its failure is the shut-down's, not a line
             # after "interrupted" (the store is crash-safe; the next sync applies what this one did not)
