@@ -208,6 +208,24 @@ def test_filtered_command_searches_with_the_filters(app, response_url: FakeEndpo
     assert paths and all(p.startswith("en/runbooks/") for p in paths)
 
 
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [("How do I use Синхронизация", "Searching for “How do I use Синхронизация”…"),
+     ("Can I rename Заметки", "Searching for “Can I rename Заметки”…"),
+     ("Edit Layer Attributes опускать", "Ищу «Edit Layer Attributes опускать»…")],
+)  # fmt: skip
+def test_an_english_question_naming_a_russian_term_is_answered_in_english(
+    app, response_url: FakeEndpoint, text: str, said: str
+) -> None:
+    """The answer's language is the query's (:func:`kbsearch.lexical.query_language`): an English question whose
+    first word and "I" open with a capital is English, though it names a Russian term; a label quoted from an
+    English interface beside a Russian word is a Russian query (EVAL.md, session 36 review, rev36a)."""
+    result = app(slack_event(form(text, response_url.url)))
+    assert result["statusCode"] == 200
+    assert json.loads(result["body"])["text"] == said
+    assert response_url.wait(20), "the worker never answered"
+
+
 def test_help_answers_at_once_without_a_worker(app, response_url: FakeEndpoint) -> None:
     result = app(slack_event(form("help", response_url.url)))
     assert result["statusCode"] == 200 and "/kb share" in json.loads(result["body"])["text"]

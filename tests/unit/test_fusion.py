@@ -1832,6 +1832,21 @@ def test_a_russian_question_s_two_capitals_are_no_proper_name_and_pin_nothing_fa
     assert holder not in paths(fused)[:3]  # it ranks by the legs, far down both
 
 
+def _bm25_first_of_its_language_leads(query: str, holds: tuple[str, ...], evidence: QueryEvidence, lang: str) -> bool:
+    """A known item or a question whose BM25 first (``target.md``, every term, well ahead) is a note of ``lang``,
+    the query's own, which dense ranks last behind notes of that language; the next BM25 notes are of the other
+    language. Whether the fused ranking puts BM25's first first."""
+    other = "en" if lang == "ru" else "ru"
+    results = [
+        dense_leg(*DISTRACTORS, "target.md", lang=lang, step=0.002),
+        (Leg("lexical", 0, evidence.language),
+         [chunk("target.md", 10.8, lang), chunk("target.md", 8.0, lang, 1), chunk("group.md", 6.1, other),
+          chunk("mask.md", 5.9, other)]),
+        *probes(query, {t: 3.0 for t in holds}, ("target.md", "group.md")),
+    ]  # fmt: skip
+    return paths(fuse(results, evidence, 10))[0] == "target.md"
+
+
 @pytest.mark.parametrize(
     ("query", "holds"),
     [("Edit Layer Attributes опускать", ("edit", "layer", "attribut", "опуска")),  # GIMP's known items
@@ -1850,11 +1865,46 @@ def test_an_english_label_beside_a_russian_word_is_a_russian_query_whose_bm25_fi
     assert evidence.language == "ru"
     assert query_language("how to set up индексатор") == "en"  # a Russian name in an English question, as before
     assert query_language("How to set up Индексатор") == "en"  # the rule reads Latin capitals only
-    results = [
-        dense_leg(*DISTRACTORS, "target.md", lang="ru", step=0.002),
-        (Leg("lexical", 0, evidence.language),
-         [chunk("target.md", 10.8, "ru"), chunk("target.md", 8.0, "ru", 1), chunk("group.md", 6.1, "en"),
-          chunk("mask.md", 5.9, "en")]),
-        *probes(query, {t: 3.0 for t in holds}, ("target.md", "group.md")),
-    ]  # fmt: skip
-    assert paths(fuse(results, evidence, 10))[0] == "target.md"
+    assert _bm25_first_of_its_language_leads(query, holds, evidence, "ru")
+
+
+@pytest.mark.parametrize(
+    ("query", "holds"),
+    [("How do I use Синхронизация", ("use", "синхронизац")), ("Can I rename Заметки", ("renam", "заметк")),
+     ("Why does Синхронизация fail", ("fail", "синхронизац"))],
+)  # fmt: skip
+def test_an_english_question_naming_a_russian_term_stays_english_and_its_english_bm25_first_leads(
+    query: str, holds: tuple[str, ...]
+) -> None:
+    """An English question that names a Russian term. Its first word and "I" open with a capital as in any English
+    sentence: session 36's quoted-name rule (the lead) left "do use" beside "Синхронизация", a third Cyrillic, and
+    judged it Russian; its Latin words then became identifiers and a Russian note holding only the Russian word came
+    first over the English note holding the question's words (EVAL.md, session 36 review, rev36a). An English
+    function word in lower case, or opening the query, is English grammar: the capitals are no quoted names."""
+    assert set(holds) <= set(tokenize(query))
+    evidence = analyse(query)
+    assert evidence.language == "en"
+    assert query_language("Edit Layer Attributes опускать") == "ru"  # a quoted label opens with a content word
+    assert query_language("Save As Template сохраняет") == "ru"  # and capitalises its function words
+    assert _bm25_first_of_its_language_leads(query, holds, evidence, "en")
+
+
+@pytest.mark.parametrize("translation", ["How do I open Хранилище", "Where can I find Хранилище"])
+def test_an_english_translation_keeping_a_russian_term_is_a_translation_whose_bm25_counts_for_english(
+    translation: str,
+) -> None:
+    """The expansion's English translation of a Russian question may keep the Russian term it could not translate.
+    Session 36's quoted-name rule (the lead) set "How" and "I" aside and judged "do open Хранилище" Russian, so the
+    translation was no translation: the search asked no English BM25 leg, and an English note holding its words was
+    left to dense (EVAL.md, session 36 review, rev36a)."""
+    query = "как открыть хранилище"
+    evidence = analyse(query)
+    assert evidence.language == "ru"
+    assert translated(evidence, [query, translation]) == [None, "en"]
+    legs = lexical_variants(evidence, [translation])
+    assert [lang for _, lang in legs] == ["ru", "en"]
+    dense = (Leg("dense", 0), [chunk("en/a.md", 0.80, "en"), chunk("en/b.md", 0.72, "en")]
+             + [chunk(f"en/{p}", 0.70 - i * 0.01, "en") for i, p in enumerate(DISTRACTORS)])  # fmt: skip
+    en_bm25 = (Leg("lexical", 1, legs[1][1]), [chunk("en/b.md", 9.0, "en")])
+    fused = fuse([dense, (Leg("lexical", 0, "ru"), []), en_bm25, *probes(query, {})], evidence, 10)
+    assert paths(fused)[0] == "en/b.md"  # the translation's exact words in an English note: full weight

@@ -417,17 +417,19 @@ def query_language(query: str) -> str | None:
     задать EMBEDDING_API_KEY и QDRANT_URL" and "сбой ERR_CONNECTION_REFUSED в deploy pipeline" are Russian
     questions, though most of their letters are Latin; "how to set up индексатор" is English. Beside a Cyrillic word,
     a Latin word opening with a capital is a name or a label quoted from an English interface and is not counted
-    either: "Edit Layer Attributes опускать" is Russian (EVAL.md, session 36, the lead). A query of
+    either: "Edit Layer Attributes опускать" is Russian (EVAL.md, session 36, the lead); not in an English sentence
+    (:func:`_english_grammar`): "How do I use Синхронизация" is English (session 36 review, rev36a). A query of
     identifiers alone is judged by all of its letters. The query is read as BM25 reads it (:func:`reading`: a
     query typed in full width is judged as its reader sees it)."""
     query = reading(query)
     words = query.split()
     naming = _naming(words)
     stripped = [w.strip(_WORD_PUNCTUATION) for w in words if not naming.search(w.strip(_WORD_PUNCTUATION))]
-    if any(_CYRILLIC_LETTER.search(w) for w in stripped):
+    if any(_CYRILLIC_LETTER.search(w) for w in stripped) and not _english_grammar(stripped):
         # Beside a Russian word, a Latin word that opens with a capital is a name or a label the writer quotes
         # from an English interface ("Edit Layer Attributes опускать", "Author: Emil Brink регистрации"): it
-        # belongs to no language, as an identifier does (EVAL.md, session 36: the lead).
+        # belongs to no language, as an identifier does (EVAL.md, session 36: the lead). Not in an English
+        # sentence, whose first word and "I" are capitals too (EVAL.md, session 36 review, rev36a).
         stripped = [w for w in stripped if not _QUOTED_NAME.match(w)] or stripped
     languages = [text_language(w) for w in stripped]
     judged = [lang for lang in languages if lang is not None]
@@ -437,6 +439,25 @@ def query_language(query: str) -> str | None:
 
 
 _WORD_PUNCTUATION = "\"'`«»()[]{},;!?"
+
+
+def _english_grammar(words: list[str]) -> bool:
+    """Whether these words (a query's, stripped, identifiers left out) are an English sentence: an English function
+    word (:data:`STOP_WORDS_EN`) written in lower case, or opening the query ("How do I use Синхронизация", "Can I
+    rename Заметки", "Why does Синхронизация fail"). A sentence's first word and "I" open with a capital in any
+    sentence, so they are no quoted name; a label quoted in a Russian query ("Edit Layer Attributes опускать",
+    "Save As Template сохраняет") opens with a content word and capitalises its function words (EVAL.md, session 36
+    review, rev36a)."""
+    for i, word in enumerate(words):
+        if _CYRILLIC_LETTER.search(word):
+            continue
+        bare = word.rstrip(":.")
+        lower = bare.lower()
+        if lower in STOP_WORDS_EN and (i == 0 or lower in (bare, "i")):
+            return True
+    return False
+
+
 #: A Latin word opening with a capital (:func:`query_language`: beside a Russian word, a quoted English name).
 _QUOTED_NAME = re.compile(r"[A-Z][A-Za-z'’]*[:.]?$")
 
