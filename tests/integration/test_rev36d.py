@@ -9,10 +9,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 
+from kbsearch.config import Secrets, Settings
+from kbsearch.indexer import Indexer, SyncOptions, event_sequencers
+from kbsearch.qdrant import open_store
+from kbsearch.sources import S3Source
 from tests.conftest import ROOT
+from tests.integration.test_event_races import BUCKET, PREFIX, REGION, TABLE, aws
 from tests.integration.test_mcp_batches import post
+
+__all__ = ["aws"]  # the fixture, shared with test_event_races
 
 
 @pytest.fixture
@@ -40,3 +48,75 @@ def test_a_notification_with_params_no_object_is_accepted_in_every_era(app, para
     for headers in ({}, {"MCP-Protocol-Version": "2025-11-25"}, {"MCP-Protocol-Version": "2031-01-01"}):
         status, body = post(app, {"jsonrpc": "2.0", "method": "notifications/initialized", "params": params}, headers)
         assert (status, body) == (202, None), (headers, status, body)
+
+
+# -- the access file saved while a full sync runs, its event failed back (the sync holds the lease) ----------------
+
+RULES_OPEN = b"pub/: [public]\n"  # hr/ falls to the default: public
+RULES_HR = b"hr/: [hr]\n"
+
+
+def access_of(store: Any, path: str) -> set[tuple[str, ...]]:
+    return {tuple(p.get("access") or ()) for p in store.points().values() if p["path"] == path}
+
+
+@pytest.mark.parametrize(
+    ("log_kind", "before", "saved", "after"),
+    [
+        ("none", RULES_OPEN, RULES_HR, ("hr",)),  # a rule added: the note must not stay public
+        ("dynamodb", RULES_OPEN, RULES_HR, ("hr",)),
+        ("dynamodb", RULES_HR, None, ("public",)),  # deleted: no rules, as a full sync gives them
+        ("dynamodb", RULES_OPEN, b"hr/: [hr\n", ("public",)),  # unusable: nothing changes, the run names it
+    ],
+    ids=["added-no-log", "added-dynamodb", "deleted", "unusable"],
+)
+def test_a_full_sync_applies_the_access_file_saved_after_it_read_the_rules(
+    aws: Any, tmp_path: Path, log_kind: str, before: bytes, saved: bytes | None, after: tuple[str, ...]
+) -> None:
+    """The hourly full sync reads the access file (no ``hr/`` rule) and then the rule is saved. Its event's batch
+    finds the sync holding the index lease and is failed back to the queue (retried after the visibility timeout,
+    5,400 s) without claiming anything in the sequencer log, so adv36b's re-apply (which looks at claims) never
+    saw it, and with no log at all (Qdrant Cloud without a lease table) nothing looks. The sync wrote or refreshed
+    every note's groups under the rules it read: hr/Pay.md public until the next sync (an hour). Now the sync, before
+    it lets go of the lease, compares the access file's ETag with the one it read (one HEAD) and applies it again
+    when it changed. Before: ``{('public',)} == {('hr',)}``."""
+    settings = Settings(kb_source=f"s3://{BUCKET}/{PREFIX}", qdrant_path=str(tmp_path / "store"),
+                        index_lease_table=TABLE if log_kind == "dynamodb" else "", embedding_api_key=None)  # fmt: skip
+    aws.put_object(Bucket=BUCKET, Key=f"{PREFIX}_access.yaml", Body=before)
+    aws.put_object(Bucket=BUCKET, Key=f"{PREFIX}hr/Pay.md", Body=b"# Pay\n\nzqpaybands of every grade\n")
+    aws.put_object(Bucket=BUCKET, Key=f"{PREFIX}pub/Welcome.md", Body=b"# Welcome\n\nwelcome aboard\n")
+    store = open_store(settings, Secrets(settings))
+    try:
+        plain = S3Source(BUCKET, PREFIX, client=boto3.session.Session(region_name=REGION).client("s3"))
+        assert Indexer(plain, store, None, SyncOptions()).sync().added == 2
+        initial = access_of(store, "hr/Pay.md")
+        client = boto3.session.Session(region_name=REGION).client("s3")
+        client.meta.events.register(
+            "before-call.s3.GetObject",
+            lambda params, context, **_: context.update(rules="_access.yaml" in params["url_path"]),
+        )
+        saved_once: list[bool] = []
+
+        def after_rules(context: Any, **_: Any) -> None:  # the sync has read the rules: the file changes
+            if context.get("rules") and not saved_once:
+                saved_once.append(True)
+                if saved is None:
+                    aws.delete_object(Bucket=BUCKET, Key=f"{PREFIX}_access.yaml")
+                else:
+                    aws.put_object(Bucket=BUCKET, Key=f"{PREFIX}_access.yaml", Body=saved)
+
+        client.meta.events.register("after-call.s3.GetObject", after_rules)
+        claims = (lambda: event_sequencers(settings)) if log_kind == "dynamodb" else None
+        report = Indexer(S3Source(BUCKET, PREFIX, client=client), store, None, SyncOptions(full=True),
+                         claims=claims).sync()  # fmt: skip
+        assert saved_once, "the sync never read the access file"
+        if saved is not None and saved.endswith(b"[hr\n"):
+            assert report.error and "_access.yaml" in report.error, report
+            assert access_of(store, "hr/Pay.md") == initial, "an unusable access file changes nothing"
+        else:
+            assert report.error is None, report
+            assert access_of(store, "hr/Pay.md") == {after}, "the access file as it is now decides"
+            assert report.access_updated >= 1, report
+        assert access_of(store, "pub/Welcome.md") == {("public",)}
+    finally:
+        store.close()
