@@ -67,6 +67,24 @@ def access_of(store: Any, path: str) -> set[tuple[str, ...]]:
     return {tuple(p.get("access") or ()) for p in store.points().values() if p["path"] == path}
 
 
+def pay_kb(aws: Any, tmp_path: Path, log_kind: str, rules: bytes) -> tuple[Settings, Any]:
+    """The bucket's KB (these rules, hr/Pay.md, pub/Welcome.md), indexed by a first sync into an embedded store;
+    the sequencer log in DynamoDB (``dynamodb``), beside the store (``file``) or none (anything else)."""
+    settings = Settings(kb_source=f"s3://{BUCKET}/{PREFIX}", qdrant_path=str(tmp_path / "store"),
+                        index_lease_table=TABLE if log_kind == "dynamodb" else "", embedding_api_key=None)  # fmt: skip
+    aws.put_object(Bucket=BUCKET, Key=f"{PREFIX}_access.yaml", Body=rules)
+    aws.put_object(Bucket=BUCKET, Key=f"{PREFIX}hr/Pay.md", Body=b"# Pay\n\nzqpaybands of every grade\n")
+    aws.put_object(Bucket=BUCKET, Key=f"{PREFIX}pub/Welcome.md", Body=b"# Welcome\n\nwelcome aboard\n")
+    store = open_store(settings, Secrets(settings))
+    try:
+        first = S3Source(BUCKET, PREFIX, client=boto3.session.Session(region_name=REGION).client("s3"))
+        assert Indexer(first, store, None, SyncOptions()).sync().added == 2
+    except BaseException:
+        store.close()
+        raise
+    return settings, store
+
+
 @pytest.mark.parametrize("log_kind", ["dynamodb", "file"])
 def test_a_full_sync_applies_again_an_access_file_an_event_batch_claimed_while_it_ran(
     aws: Any, tmp_path: Path, log_kind: str
@@ -79,15 +97,8 @@ def test_a_full_sync_applies_again_an_access_file_an_event_batch_claimed_while_i
     wrote: hr/Pay.md ends restricted. Before: public (a note readable by every caller) until v2's retry or the next
     sync, an hour. Driven through the batch's S3 client (a botocore hook after its read of v1 saves v2 and starts
     the sync) and the sync's store (its read of the index's state lets the batch finish)."""
-    settings = Settings(kb_source=f"s3://{BUCKET}/{PREFIX}", qdrant_path=str(tmp_path / "store"),
-                        index_lease_table=TABLE if log_kind == "dynamodb" else "", embedding_api_key=None)  # fmt: skip
-    aws.put_object(Bucket=BUCKET, Key=f"{PREFIX}_access.yaml", Body=RULES_V0)
-    aws.put_object(Bucket=BUCKET, Key=f"{PREFIX}hr/Pay.md", Body=b"# Pay\n\nzqpaybands of every grade\n")
-    aws.put_object(Bucket=BUCKET, Key=f"{PREFIX}pub/Welcome.md", Body=b"# Welcome\n\nwelcome aboard\n")
-    store = open_store(settings, Secrets(settings))
+    settings, store = pay_kb(aws, tmp_path, log_kind, RULES_V0)
     try:
-        first = S3Source(BUCKET, PREFIX, client=boto3.session.Session(region_name=REGION).client("s3"))
-        assert Indexer(first, store, None, SyncOptions()).sync().added == 2
         assert access_of(store, "hr/Pay.md") == {("hr",)}
         aws.put_object(Bucket=BUCKET, Key=f"{PREFIX}_access.yaml", Body=RULES_V1)
 

@@ -12,12 +12,11 @@ from typing import Any
 import boto3
 import pytest
 
-from kbsearch.config import Secrets, Settings
 from kbsearch.indexer import Indexer, SyncOptions, event_sequencers
-from kbsearch.qdrant import open_store
 from kbsearch.sources import S3Source
 from tests.conftest import ROOT
-from tests.integration.test_event_races import BUCKET, PREFIX, REGION, TABLE, aws
+from tests.integration.test_adv36b import access_of, pay_kb
+from tests.integration.test_event_races import BUCKET, PREFIX, REGION, aws
 from tests.integration.test_mcp_batches import post
 
 __all__ = ["aws"]  # the fixture, shared with test_event_races
@@ -56,10 +55,6 @@ RULES_OPEN = b"pub/: [public]\n"  # hr/ falls to the default: public
 RULES_HR = b"hr/: [hr]\n"
 
 
-def access_of(store: Any, path: str) -> set[tuple[str, ...]]:
-    return {tuple(p.get("access") or ()) for p in store.points().values() if p["path"] == path}
-
-
 @pytest.mark.parametrize(
     ("log_kind", "before", "saved", "after"),
     [
@@ -80,15 +75,8 @@ def test_a_full_sync_applies_the_access_file_saved_after_it_read_the_rules(
     every note's groups under the rules it read: hr/Pay.md public until the next sync (an hour). Now the sync, before
     it lets go of the lease, compares the access file's ETag with the one it read (one HEAD) and applies it again
     when it changed. Before: ``{('public',)} == {('hr',)}``."""
-    settings = Settings(kb_source=f"s3://{BUCKET}/{PREFIX}", qdrant_path=str(tmp_path / "store"),
-                        index_lease_table=TABLE if log_kind == "dynamodb" else "", embedding_api_key=None)  # fmt: skip
-    aws.put_object(Bucket=BUCKET, Key=f"{PREFIX}_access.yaml", Body=before)
-    aws.put_object(Bucket=BUCKET, Key=f"{PREFIX}hr/Pay.md", Body=b"# Pay\n\nzqpaybands of every grade\n")
-    aws.put_object(Bucket=BUCKET, Key=f"{PREFIX}pub/Welcome.md", Body=b"# Welcome\n\nwelcome aboard\n")
-    store = open_store(settings, Secrets(settings))
+    settings, store = pay_kb(aws, tmp_path, log_kind, before)
     try:
-        plain = S3Source(BUCKET, PREFIX, client=boto3.session.Session(region_name=REGION).client("s3"))
-        assert Indexer(plain, store, None, SyncOptions()).sync().added == 2
         initial = access_of(store, "hr/Pay.md")
         client = boto3.session.Session(region_name=REGION).client("s3")
         client.meta.events.register(
