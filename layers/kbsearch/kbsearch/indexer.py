@@ -377,6 +377,7 @@ class Indexer:
     def sync(self, stop_at: Deadline | None = None, call_deadline: Deadline | None = None) -> SyncReport:
         """One sync run. ``stop_at``: no new work starts after it; ``call_deadline`` bounds provider calls."""
         started, began = time.monotonic(), time.time()
+        self._rules_tag = None  # this run's (an Indexer kept for the next run must not compare with the last one's)
         report = SyncReport(
             source=self.source.uri, collection=self.store.collection, dense=self.embedder is not None,
             full=self.options.full,
