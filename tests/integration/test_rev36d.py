@@ -12,7 +12,8 @@ from typing import Any
 import boto3
 import pytest
 
-from kbsearch.indexer import Indexer, SyncOptions, event_sequencers
+from kbsearch.events import Change
+from kbsearch.indexer import ChangeSync, Indexer, SyncOptions, event_sequencers
 from kbsearch.sources import S3Source
 from tests.conftest import ROOT
 from tests.integration.test_adv36b import access_of, pay_kb
@@ -105,6 +106,45 @@ def test_a_full_sync_applies_the_access_file_saved_after_it_read_the_rules(
             assert report.error is None, report
             assert access_of(store, "hr/Pay.md") == {after}, "the access file as it is now decides"
             assert report.access_updated >= 1, report
+        assert access_of(store, "pub/Welcome.md") == {("public",)}
+    finally:
+        store.close()
+
+
+def test_a_rules_batch_that_read_older_rules_than_a_later_batch_applied_ends_with_the_newer(
+    aws: Any, tmp_path: Path
+) -> None:
+    """The rules change twice: r2 (the hr/ rule lost) and r3 (put back). r2's batch reads r2, then r3 is saved and
+    its batch runs to its end (the index already restricts hr/: nothing to change); r2's batch then reads the
+    index and gives hr/ notes r2's groups (public). Its re-read of the log after its writes finds r3's later claim
+    and applies the access file again as it is now: hr/Pay.md ends restricted, never older rules over newer
+    (held; the sequencer log in DynamoDB, as deployed)."""
+    settings, store = pay_kb(aws, tmp_path, "dynamodb", RULES_HR)
+    try:
+        assert access_of(store, "hr/Pay.md") == {("hr",)}
+        aws.put_object(Bucket=BUCKET, Key=f"{PREFIX}_access.yaml", Body=RULES_OPEN)  # r2
+        plain = S3Source(BUCKET, PREFIX, client=boto3.session.Session(region_name=REGION).client("s3"))
+        later: list[Any] = []
+
+        def r3_batch(context: Any, **_: Any) -> None:  # r2's batch has read r2: r3 saved and applied to its end
+            if context.get("rules") and not later:
+                aws.put_object(Bucket=BUCKET, Key=f"{PREFIX}_access.yaml", Body=RULES_HR)
+                r3 = Change("_access.yaml", f"{PREFIX}_access.yaml", False, "0065F1A0B0C0D0E003")
+                later.append(ChangeSync(plain, store, None, SyncOptions(), event_sequencers(settings)).apply([r3]))
+
+        client = boto3.session.Session(region_name=REGION).client("s3")
+        client.meta.events.register(
+            "before-call.s3.GetObject",
+            lambda params, context, **_: context.update(rules="_access.yaml" in params["url_path"]),
+        )
+        client.meta.events.register("after-call.s3.GetObject", r3_batch)
+        r2 = Change("_access.yaml", f"{PREFIX}_access.yaml", False, "0065F1A0B0C0D0E002")
+        report = ChangeSync(S3Source(BUCKET, PREFIX, client=client), store, None, SyncOptions(),
+                            event_sequencers(settings)).apply([r2])  # fmt: skip
+        assert later and later[0].error is None and not later[0].failed_paths, later
+        assert report.error is None and not report.failed_paths, report
+        assert report.superseded >= 1 and report.access_updated >= 2, report  # r2's groups were written, then r3 applied again by r2's batch
+        assert access_of(store, "hr/Pay.md") == {("hr",)}, "r3 restricts hr/: older rules must not stay"
         assert access_of(store, "pub/Welcome.md") == {("public",)}
     finally:
         store.close()
