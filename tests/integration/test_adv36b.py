@@ -67,6 +67,19 @@ def access_of(store: Any, path: str) -> set[tuple[str, ...]]:
     return {tuple(p.get("access") or ()) for p in store.points().values() if p["path"] == path}
 
 
+def rules_client(after: Any) -> Any:
+    """An S3 client that calls ``after()`` once each of its reads of the access file has answered."""
+    client = boto3.session.Session(region_name=REGION).client("s3")
+    client.meta.events.register(
+        "before-call.s3.GetObject",
+        lambda params, context, **_: context.update(rules="_access.yaml" in params["url_path"]),
+    )
+    client.meta.events.register(
+        "after-call.s3.GetObject", lambda context, **_: after() if context.get("rules") else None
+    )
+    return client
+
+
 def pay_kb(aws: Any, tmp_path: Path, log_kind: str, rules: bytes) -> tuple[Settings, Any]:
     """The bucket's KB (these rules, hr/Pay.md, pub/Welcome.md), indexed by a first sync into an embedded store;
     the sequencer log in DynamoDB (``dynamodb``), beside the store (``file``) or none (anything else)."""
@@ -103,19 +116,14 @@ def test_a_full_sync_applies_again_an_access_file_an_event_batch_claimed_while_i
         aws.put_object(Bucket=BUCKET, Key=f"{PREFIX}_access.yaml", Body=RULES_V1)
 
         read_v1, go = threading.Event(), threading.Event()
-        batch_client = boto3.session.Session(region_name=REGION).client("s3")
-        batch_client.meta.events.register(
-            "before-call.s3.GetObject",
-            lambda params, context, **_: context.update(rules="_access.yaml" in params["url_path"]),
-        )
 
-        def after_rules(context: Any, **_: Any) -> None:
-            if context.get("rules") and not read_v1.is_set():
+        def after_rules() -> None:
+            if not read_v1.is_set():
                 aws.put_object(Bucket=BUCKET, Key=f"{PREFIX}_access.yaml", Body=RULES_V2)  # v2 saved
                 read_v1.set()
                 assert go.wait(60)
 
-        batch_client.meta.events.register("after-call.s3.GetObject", after_rules)
+        batch_client = rules_client(after_rules)
         results: list[Any] = []
         change = Change("_access.yaml", f"{PREFIX}_access.yaml", False, "0065F1A0B0C0D0E001")
         batch = threading.Thread(target=lambda: results.append(ChangeSync(
@@ -180,14 +188,7 @@ def test_a_note_batch_that_read_the_rules_before_a_batch_applied_new_ones_gives_
             rules = Change("_access.yaml", f"{PREFIX}_access.yaml", False, "0065F1A0B0C0D0E002")
             other.append(ChangeSync(plain, store, None, SyncOptions(), event_sequencers(settings)).apply([rules]))
 
-        client = boto3.session.Session(region_name=REGION).client("s3")
-        client.meta.events.register(
-            "before-call.s3.GetObject",
-            lambda params, context, **_: context.update(rules="_access.yaml" in params["url_path"]),
-        )
-        client.meta.events.register(
-            "after-call.s3.GetObject", lambda context, **_: rule_batch() if context.get("rules") and not other else None
-        )
+        client = rules_client(lambda: rule_batch() if not other else None)
         change = Change("hr/New.md", f"{PREFIX}hr/New.md", False, "0065F1A0B0C0D0E001")
         report = ChangeSync(S3Source(BUCKET, PREFIX, client=client), store, None, SyncOptions(),
                             event_sequencers(settings)).apply([change])  # fmt: skip

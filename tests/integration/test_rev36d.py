@@ -16,7 +16,7 @@ from kbsearch.events import Change
 from kbsearch.indexer import ChangeSync, Indexer, SyncOptions, event_sequencers
 from kbsearch.sources import S3Source
 from tests.conftest import ROOT
-from tests.integration.test_adv36b import access_of, pay_kb
+from tests.integration.test_adv36b import access_of, pay_kb, rules_client
 from tests.integration.test_event_races import BUCKET, PREFIX, REGION, aws
 from tests.integration.test_mcp_batches import post
 
@@ -79,22 +79,17 @@ def test_a_full_sync_applies_the_access_file_saved_after_it_read_the_rules(
     settings, store = pay_kb(aws, tmp_path, log_kind, before)
     try:
         initial = access_of(store, "hr/Pay.md")
-        client = boto3.session.Session(region_name=REGION).client("s3")
-        client.meta.events.register(
-            "before-call.s3.GetObject",
-            lambda params, context, **_: context.update(rules="_access.yaml" in params["url_path"]),
-        )
         saved_once: list[bool] = []
 
-        def after_rules(context: Any, **_: Any) -> None:  # the sync has read the rules: the file changes
-            if context.get("rules") and not saved_once:
+        def after_rules() -> None:  # the sync has read the rules: the file changes
+            if not saved_once:
                 saved_once.append(True)
                 if saved is None:
                     aws.delete_object(Bucket=BUCKET, Key=f"{PREFIX}_access.yaml")
                 else:
                     aws.put_object(Bucket=BUCKET, Key=f"{PREFIX}_access.yaml", Body=saved)
 
-        client.meta.events.register("after-call.s3.GetObject", after_rules)
+        client = rules_client(after_rules)
         claims = (lambda: event_sequencers(settings)) if log_kind == "dynamodb" else None
         report = Indexer(S3Source(BUCKET, PREFIX, client=client), store, None, SyncOptions(full=True),
                          claims=claims).sync()  # fmt: skip
@@ -126,24 +121,21 @@ def test_a_rules_batch_that_read_older_rules_than_a_later_batch_applied_ends_wit
         plain = S3Source(BUCKET, PREFIX, client=boto3.session.Session(region_name=REGION).client("s3"))
         later: list[Any] = []
 
-        def r3_batch(context: Any, **_: Any) -> None:  # r2's batch has read r2: r3 saved and applied to its end
-            if context.get("rules") and not later:
+        def r3_batch() -> None:  # r2's batch has read r2: r3 saved and applied to its end
+            if not later:
                 aws.put_object(Bucket=BUCKET, Key=f"{PREFIX}_access.yaml", Body=RULES_HR)
                 r3 = Change("_access.yaml", f"{PREFIX}_access.yaml", False, "0065F1A0B0C0D0E003")
                 later.append(ChangeSync(plain, store, None, SyncOptions(), event_sequencers(settings)).apply([r3]))
 
-        client = boto3.session.Session(region_name=REGION).client("s3")
-        client.meta.events.register(
-            "before-call.s3.GetObject",
-            lambda params, context, **_: context.update(rules="_access.yaml" in params["url_path"]),
-        )
-        client.meta.events.register("after-call.s3.GetObject", r3_batch)
+        client = rules_client(r3_batch)
         r2 = Change("_access.yaml", f"{PREFIX}_access.yaml", False, "0065F1A0B0C0D0E002")
         report = ChangeSync(S3Source(BUCKET, PREFIX, client=client), store, None, SyncOptions(),
                             event_sequencers(settings)).apply([r2])  # fmt: skip
         assert later and later[0].error is None and not later[0].failed_paths, later
         assert report.error is None and not report.failed_paths, report
-        assert report.superseded >= 1 and report.access_updated >= 2, report  # r2's groups were written, then r3 applied again by r2's batch
+        assert report.superseded >= 1 and report.access_updated >= 2, (
+            report
+        )  # r2's groups were written, then r3 applied again by r2's batch
         assert access_of(store, "hr/Pay.md") == {("hr",)}, "r3 restricts hr/: older rules must not stay"
         assert access_of(store, "pub/Welcome.md") == {("public",)}
     finally:
