@@ -67,6 +67,37 @@ def access_of(store: Any, path: str) -> set[tuple[str, ...]]:
     return {tuple(p.get("access") or ()) for p in store.points().values() if p["path"] == path}
 
 
+def rules_client(after: Any) -> Any:
+    """An S3 client that calls ``after()`` once each of its reads of the access file has answered."""
+    client = boto3.session.Session(region_name=REGION).client("s3")
+    client.meta.events.register(
+        "before-call.s3.GetObject",
+        lambda params, context, **_: context.update(rules="_access.yaml" in params["url_path"]),
+    )
+    client.meta.events.register(
+        "after-call.s3.GetObject", lambda context, **_: after() if context.get("rules") else None
+    )
+    return client
+
+
+def pay_kb(aws: Any, tmp_path: Path, log_kind: str, rules: bytes) -> tuple[Settings, Any]:
+    """The bucket's KB (these rules, hr/Pay.md, pub/Welcome.md), indexed by a first sync into an embedded store;
+    the sequencer log in DynamoDB (``dynamodb``), beside the store (``file``) or none (anything else)."""
+    settings = Settings(kb_source=f"s3://{BUCKET}/{PREFIX}", qdrant_path=str(tmp_path / "store"),
+                        index_lease_table=TABLE if log_kind == "dynamodb" else "", embedding_api_key=None)  # fmt: skip
+    aws.put_object(Bucket=BUCKET, Key=f"{PREFIX}_access.yaml", Body=rules)
+    aws.put_object(Bucket=BUCKET, Key=f"{PREFIX}hr/Pay.md", Body=b"# Pay\n\nzqpaybands of every grade\n")
+    aws.put_object(Bucket=BUCKET, Key=f"{PREFIX}pub/Welcome.md", Body=b"# Welcome\n\nwelcome aboard\n")
+    store = open_store(settings, Secrets(settings))
+    try:
+        first = S3Source(BUCKET, PREFIX, client=boto3.session.Session(region_name=REGION).client("s3"))
+        assert Indexer(first, store, None, SyncOptions()).sync().added == 2
+    except BaseException:
+        store.close()
+        raise
+    return settings, store
+
+
 @pytest.mark.parametrize("log_kind", ["dynamodb", "file"])
 def test_a_full_sync_applies_again_an_access_file_an_event_batch_claimed_while_it_ran(
     aws: Any, tmp_path: Path, log_kind: str
@@ -79,32 +110,20 @@ def test_a_full_sync_applies_again_an_access_file_an_event_batch_claimed_while_i
     wrote: hr/Pay.md ends restricted. Before: public (a note readable by every caller) until v2's retry or the next
     sync, an hour. Driven through the batch's S3 client (a botocore hook after its read of v1 saves v2 and starts
     the sync) and the sync's store (its read of the index's state lets the batch finish)."""
-    settings = Settings(kb_source=f"s3://{BUCKET}/{PREFIX}", qdrant_path=str(tmp_path / "store"),
-                        index_lease_table=TABLE if log_kind == "dynamodb" else "", embedding_api_key=None)  # fmt: skip
-    aws.put_object(Bucket=BUCKET, Key=f"{PREFIX}_access.yaml", Body=RULES_V0)
-    aws.put_object(Bucket=BUCKET, Key=f"{PREFIX}hr/Pay.md", Body=b"# Pay\n\nzqpaybands of every grade\n")
-    aws.put_object(Bucket=BUCKET, Key=f"{PREFIX}pub/Welcome.md", Body=b"# Welcome\n\nwelcome aboard\n")
-    store = open_store(settings, Secrets(settings))
+    settings, store = pay_kb(aws, tmp_path, log_kind, RULES_V0)
     try:
-        first = S3Source(BUCKET, PREFIX, client=boto3.session.Session(region_name=REGION).client("s3"))
-        assert Indexer(first, store, None, SyncOptions()).sync().added == 2
         assert access_of(store, "hr/Pay.md") == {("hr",)}
         aws.put_object(Bucket=BUCKET, Key=f"{PREFIX}_access.yaml", Body=RULES_V1)
 
         read_v1, go = threading.Event(), threading.Event()
-        batch_client = boto3.session.Session(region_name=REGION).client("s3")
-        batch_client.meta.events.register(
-            "before-call.s3.GetObject",
-            lambda params, context, **_: context.update(rules="_access.yaml" in params["url_path"]),
-        )
 
-        def after_rules(context: Any, **_: Any) -> None:
-            if context.get("rules") and not read_v1.is_set():
+        def after_rules() -> None:
+            if not read_v1.is_set():
                 aws.put_object(Bucket=BUCKET, Key=f"{PREFIX}_access.yaml", Body=RULES_V2)  # v2 saved
                 read_v1.set()
                 assert go.wait(60)
 
-        batch_client.meta.events.register("after-call.s3.GetObject", after_rules)
+        batch_client = rules_client(after_rules)
         results: list[Any] = []
         change = Change("_access.yaml", f"{PREFIX}_access.yaml", False, "0065F1A0B0C0D0E001")
         batch = threading.Thread(target=lambda: results.append(ChangeSync(
@@ -169,14 +188,7 @@ def test_a_note_batch_that_read_the_rules_before_a_batch_applied_new_ones_gives_
             rules = Change("_access.yaml", f"{PREFIX}_access.yaml", False, "0065F1A0B0C0D0E002")
             other.append(ChangeSync(plain, store, None, SyncOptions(), event_sequencers(settings)).apply([rules]))
 
-        client = boto3.session.Session(region_name=REGION).client("s3")
-        client.meta.events.register(
-            "before-call.s3.GetObject",
-            lambda params, context, **_: context.update(rules="_access.yaml" in params["url_path"]),
-        )
-        client.meta.events.register(
-            "after-call.s3.GetObject", lambda context, **_: rule_batch() if context.get("rules") and not other else None
-        )
+        client = rules_client(lambda: rule_batch() if not other else None)
         change = Change("hr/New.md", f"{PREFIX}hr/New.md", False, "0065F1A0B0C0D0E001")
         report = ChangeSync(S3Source(BUCKET, PREFIX, client=client), store, None, SyncOptions(),
                             event_sequencers(settings)).apply([change])  # fmt: skip

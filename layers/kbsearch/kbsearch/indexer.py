@@ -382,10 +382,13 @@ class Indexer:
         #: this run read the record; and those this run found so (or kept)
         self._archived_read: dict[str, str] = {}
         self._archived_found: dict[str, str] = {}
+        #: the access file's ETag as this full sync read its rules ("" none); None: the run read no rules
+        self._rules_tag: str | None = None
 
     def sync(self, stop_at: Deadline | None = None, call_deadline: Deadline | None = None) -> SyncReport:
         """One sync run. ``stop_at``: no new work starts after it; ``call_deadline`` bounds provider calls."""
         started, began = time.monotonic(), time.time()
+        self._rules_tag = None  # this run's (an Indexer kept for the next run must not compare with the last one's)
         report = SyncReport(
             source=self.source.uri, collection=self.store.collection, dense=self.embedder is not None,
             full=self.options.full,
@@ -418,7 +421,7 @@ class Indexer:
         from kbsearch.events import Change
         from kbsearch.sequencers import ABANDONED_S
 
-        if self.claims is None or report.error:
+        if report.error:
             return
         prefix = getattr(self.source, "prefix", "")
         by_name = {(key[len(prefix) :] if prefix and key.startswith(prefix) else key): (path, key)
@@ -428,22 +431,25 @@ class Indexer:
         # whether this run wrote them or found them right (a rule lost then put back: the notes it restricts stayed
         # public until the next sync); applied again, the rules as they are now go to every note (ChangeSync)
         by_name[ACCESS_FILE] = (ACCESS_FILE, prefix + ACCESS_FILE)
+        # saved after this run read it (its event's batch failed back while this run holds the lease, claiming
+        # nothing; or no log at all): this run gave every note the older rules' groups (rev36d)
+        rules_moved = self._rules_moved(report)
+        held: dict[str, tuple[str, float | None]] = {}
         try:  # the names ChangeSync._name logs claims under
-            log = self.claims()
-            if log is None:  # no log (Qdrant Cloud without a lease table): no claims to read
-                return
-            held = log.claims(sorted(by_name))
+            log = self.claims() if self.claims is not None else None  # None: no log (Qdrant Cloud, no lease table)
+            held = log.claims(sorted(by_name)) if log is not None else {}
         except Exception as exc:  # the log unreachable: the run's writes stand, as before this check existed
             reason = f"{type(exc).__name__}: {str(exc)[:200]}"
             report.warnings.append({"path": "", "reason": f"the event batches' claims could not be read ({reason}): "
                                     "a note a batch wrote during this run may hold its older version until the "
                                     "next sync"})  # fmt: skip
             logger.warning("event claims not read after the sync", extra={"error": reason})
-            return
         recent = sorted(n for n, (_, at) in held.items() if at is not None and at >= began - ABANDONED_S)
+        report.claimed_meanwhile = len(recent)
+        if rules_moved and ACCESS_FILE not in recent:
+            recent.append(ACCESS_FILE)
         if not recent:
             return
-        report.claimed_meanwhile = len(recent)
         again = ChangeSync(self.source, self.store, self.embedder, self.options, None, self.links_lock)
         again.kind = "full" if self.options.full else "reconcile"
         result = again.apply([Change(*by_name[n], removed=False) for n in recent], stop_at, call_deadline)
@@ -463,6 +469,28 @@ class Indexer:
         report.warnings += [{"path": p, "reason": again_failed} for p in result.failed_paths]
         if result.error:
             report.error, report.incomplete = result.error, True
+
+    def _access_tag(self, listing: list[SourceObject]) -> str:
+        """The access file's ETag as this run lists it ("" when there is none): a folder's listing gives a file
+        that is no note no ETag, so it is looked up (an MD5 of the file)."""
+        found = next((obj for obj in listing if obj.path == ACCESS_FILE), None)
+        if found is None or found.etag:
+            return found.etag if found is not None else ""
+        now = head(self.source, getattr(self.source, "prefix", "") + ACCESS_FILE)
+        return now.etag if now is not None else ""
+
+    def _rules_moved(self, report: SyncReport) -> bool:
+        """Whether the access file changed (saved, deleted, created) since this run read its rules: one HEAD at
+        the run's end (:meth:`_reapply_claimed`). False when the run read no rules, or the HEAD failed (a warning)."""
+        if self._rules_tag is None:
+            return False
+        try:
+            now = head(self.source, getattr(self.source, "prefix", "") + ACCESS_FILE)
+        except SourceError as exc:
+            report.warnings.append({"path": ACCESS_FILE, "reason": f"not looked up again at the run's end ({exc}): "
+                                    "saved during the run, it applies with its event or the next sync"})  # fmt: skip
+            return False
+        return (now.etag if now is not None else "") != self._rules_tag
 
     def _embedding_signature(self, report: SyncReport) -> None:
         """Compare the collection's recorded embedding (model, dimensions, input format) with the embedder's.
@@ -769,6 +797,7 @@ class Indexer:
             return
         try:
             self._rules = self._access_rules(listing)
+            self._rules_tag = self._access_tag(listing)
         except (AccessFileError, SourceError) as exc:
             report.error = str(exc)
             report.incomplete = True

@@ -1121,6 +1121,9 @@ def head(source: Source, key: str) -> SourceObject | None:
             return None
         except OSError as exc:
             raise SourceError(f"cannot read {key!r}: {exc.strerror}") from None
+        if stat_module.S_ISDIR(os.fstat(fd).st_mode):  # a folder (or a link to one): no file (fdopen raised)
+            os.close(fd)
+            return None
         with os.fdopen(fd, "rb") as handle:
             info = os.fstat(handle.fileno())
             if (not stat_module.S_ISREG(info.st_mode) or _linked_elsewhere(full, str(source.root))

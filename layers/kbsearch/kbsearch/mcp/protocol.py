@@ -148,6 +148,12 @@ def _rpc_error(id_: Any, code: int, message: str, data: Any = None, modern: bool
     return HttpAnswer(status, _error_object(id_, code, message, data), {})
 
 
+def _unsupported(id_: Any, requested: str | None) -> HttpAnswer:
+    """-32022 (400) for an ``MCP-Protocol-Version`` header naming no version this server speaks, with those it does."""
+    return _rpc_error(id_, UNSUPPORTED_PROTOCOL_VERSION, "Unsupported protocol version",
+                      {"supported": [*MODERN_VERSIONS, *HANDSHAKE_VERSIONS], "requested": _cut(requested)})  # fmt: skip
+
+
 def body_error(exc: BadBody) -> HttpAnswer:
     """A body that cannot be read as JSON (not UTF-8, not a JSON media type, too deep, ...) as a JSON-RPC error."""
     if exc.status == 415:
@@ -270,6 +276,8 @@ class McpServer:
         version_header = headers.get("mcp-protocol-version") if headers is not None else None
         header_modern = version_header is not None and version_header not in HANDSHAKE_VERSIONS
         if not isinstance(params, dict):  # over stdio no _meta to read: the status is not sent anyway
+            if header_modern and version_header not in MODERN_VERSIONS:  # a version we do not speak: say which we do
+                return _unsupported(id_, version_header)
             return _rpc_error(id_, INVALID_PARAMS, "params must be an object", modern=header_modern)
         if headers is not None:
             modern = header_modern
@@ -378,9 +386,7 @@ class McpServer:
         if not isinstance(meta, dict) or PROTOCOL_VERSION_KEY not in meta or CLIENT_CAPABILITIES_KEY not in meta:
             requested = headers.get("mcp-protocol-version") if headers is not None else None
             if headers is not None and requested not in MODERN_VERSIONS:
-                # a version we do not speak: say which we do, not what _meta lacks
-                return _rpc_error(id_, UNSUPPORTED_PROTOCOL_VERSION, "Unsupported protocol version",
-                                  {"supported": [*MODERN_VERSIONS, *HANDSHAKE_VERSIONS], "requested": _cut(requested)})  # fmt: skip
+                return _unsupported(id_, requested)  # a version we do not speak: say which we do, not what _meta lacks
             return _rpc_error(id_, INVALID_PARAMS, f"params._meta must carry {PROTOCOL_VERSION_KEY!r} and "
                               f"{CLIENT_CAPABILITIES_KEY!r}")  # fmt: skip
         version = meta[PROTOCOL_VERSION_KEY]
