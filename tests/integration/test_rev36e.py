@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from kbsearch.qdrant.embedded import EdgeStore
+from kbsearch_tools.s3events import EventPath
+from tests.integration.test_events import PREFIX, Indexer, aws  # noqa: F401 (the moto fixture)
 from tests.integration.test_walk36 import skipped_reasons
+from tests.integration.test_walk36b import _logged
 
 SECRET = "sk-live-4f9a2c7e1b"
+LINKERS = 300
 
 
 def test_kbsearch_index_names_a_dropped_fields_type_never_its_value(tmp_path: Path) -> None:
@@ -29,3 +37,45 @@ def test_kbsearch_index_names_a_dropped_fields_type_never_its_value(tmp_path: Pa
         "warning nested.md": "frontmatter field 'secrets' dropped: a value at line 4 is not a valid float",
         "warning date.md": "frontmatter field 'updated' dropped: a value at line 3 is not a valid date or time",
     }, run.stdout
+
+
+def test_an_s3_event_editing_a_note_many_link_to_reads_none_of_them_for_dangling_links(
+    aws: EventPath,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An event batch (or a sync) rewriting a note checked every link to the titles and aliases the note had, kept
+    or not: one edit of a note 300 notes link to by its title read those 300 notes' first chunks, and a note 50,000
+    notes link to would be read in full on every save of it. A title or alias the rewritten note still has names
+    it: only the names it no longer has are looked up. Counted: the points the store's scrolls returned while the
+    edit's batch ran (the handler, moto S3 and SQS, the embedded Qdrant)."""
+    indexer = Indexer(monkeypatch, tmp_path, None)
+    aws.receive()
+    aws.put(f"{PREFIX}hub.md", b"---\ntitle: Hub\naliases: [Centre]\n---\n# Hub\n\nthe hub\n")
+    for i in range(LINKERS):
+        aws.put(f"{PREFIX}n/{i:03}.md", f"# Note {i}\n\nSee [[Hub]] and [[Centre]].\n".encode())
+    assert indexer(aws.receive()) == []
+    read: list[int] = []
+    scroll = EdgeStore.scroll
+
+    def counted(self: EdgeStore, request: dict[str, Any], timeout_s: float) -> tuple[list[dict[str, Any]], Any]:
+        points, offset = scroll(self, request, timeout_s)
+        read.append(len(points))
+        return points, offset
+
+    monkeypatch.setattr(EdgeStore, "scroll", counted)
+    caplog.clear()
+    aws.put(f"{PREFIX}hub.md", b"---\ntitle: Hub\naliases: [Centre]\n---\n# Hub\n\nthe hub, edited\n")
+    assert indexer(aws.receive()) == []
+    batch = _logged(caplog, "event batch applied")
+    assert batch["dangling_links"] == 0, batch
+    assert sum(read) < LINKERS, read  # main: the 300 linking notes' first chunks, and their targets
+    # the alias dropped: the 300 links to it are read, and said
+    read.clear()
+    caplog.clear()
+    aws.put(f"{PREFIX}hub.md", b"---\ntitle: Hub\n---\n# Hub\n\nthe hub, no alias\n")
+    assert indexer(aws.receive()) == []
+    batch = _logged(caplog, "event batch applied")
+    assert batch["dangling_links"] == LINKERS, batch
+    assert batch["dangling"] == [{"path": f"n/{i:03}.md", "link": "centre"} for i in range(10)]

@@ -1167,9 +1167,12 @@ class Indexer:
         wrote, and the links of any note to ``lost`` (the keys of the notes it deleted) or to a title or alias the
         notes it deleted or rewrote had (:attr:`_old_names`). Logged once (how many, the first few); a failed read
         is a warning."""
+        # a title or alias a rewritten note still has names it: only the names no note written has are looked up
+        # (an edit of a note 50,000 notes link to by its title read those 50,000 first chunks at every save)
+        kept = {key for keys in self._names_written.values() for key in keys}
         try:
             report.dangling_links, report.dangling = dangling_links(
-                self.store, lost | self._old_names, self._links_written
+                self.store, lost | (self._old_names - kept), self._links_written
             )
         except StoreError as exc:
             report.warnings.append({"path": "", "reason": f"the links left naming no note could not be read ({exc})"})
