@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from kbsearch.errors import StoreError
+from kbsearch.indexer import DANGLING_UNREAD
 from kbsearch.qdrant.embedded import EdgeStore
 from kbsearch_tools.s3events import EventPath
 from tests.integration.test_events import PREFIX, Indexer, aws  # noqa: F401 (the moto fixture)
@@ -79,3 +83,45 @@ def test_an_s3_event_editing_a_note_many_link_to_reads_none_of_them_for_dangling
     batch = _logged(caplog, "event batch applied")
     assert batch["dangling_links"] == LINKERS, batch
     assert batch["dangling"] == [{"path": f"n/{i:03}.md", "link": "centre"} for i in range(10)]
+
+
+def test_an_s3_event_batch_whose_dangling_link_read_fails_says_so_in_its_log(
+    aws: EventPath,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A failed read of the links a change left dangling is a warning, never the run's error, as walk36b says; but
+    on the S3-event path the warning went nowhere (the batch's record leaves ``warnings`` out, no metric counts
+    them) and its record said ``dangling_links: 0``: a check that could not run read as a KB with no dangling link.
+    The failure is its own WARNING record now, with the store's error; the deletion is applied all the same."""
+    indexer = Indexer(monkeypatch, tmp_path, None)
+    aws.receive()
+    aws.put(f"{PREFIX}notes/target.md", b"# Target\n\nhere\n")
+    aws.put(f"{PREFIX}ops/linker.md", b"# Linker\n\nSee [[target]].\n")
+    assert indexer(aws.receive()) == []
+    scroll = EdgeStore.scroll
+
+    def refusing(self: EdgeStore, request: dict[str, Any], timeout_s: float) -> tuple[list[dict[str, Any]], Any]:
+        if '"l:' in json.dumps(request):  # a scroll of the notes linking to a key: the check's first read
+            raise StoreError("Qdrant scroll failed (ResponseHandlingException)")
+        return scroll(self, request, timeout_s)
+
+    monkeypatch.setattr(EdgeStore, "scroll", refusing)
+    caplog.clear()
+    aws.delete(f"{PREFIX}notes/target.md")
+    indexer_log = logging.getLogger("kbsearch.indexer")  # the Lambda's logger set-up keeps it from the root's
+    indexer_log.addHandler(caplog.handler)
+    try:
+        assert indexer(aws.receive()) == []
+    finally:
+        indexer_log.removeHandler(caplog.handler)
+    assert _logged(caplog, "event batch applied") == {"dangling_links": 0, "dangling": []}
+    said = [r for r in caplog.records if r.getMessage() == DANGLING_UNREAD]
+    assert [(r.levelname, getattr(r, "error", None)) for r in said] == [
+        ("WARNING", "Qdrant scroll failed (ResponseHandlingException)")
+    ], [r.getMessage() for r in caplog.records]
+    monkeypatch.setattr(EdgeStore, "scroll", scroll)
+    aws.put(f"{PREFIX}notes/target.md", b"# Target\n\nback\n")
+    assert indexer(aws.receive()) == []  # the store answers again: the deletion was applied (the note is new)
+    assert _logged(caplog, "event batch applied")["dangling_links"] == 0

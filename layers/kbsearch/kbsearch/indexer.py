@@ -1175,7 +1175,9 @@ class Indexer:
                 self.store, lost | (self._old_names - kept), self._links_written
             )
         except StoreError as exc:
-            report.warnings.append({"path": "", "reason": f"the links left naming no note could not be read ({exc})"})
+            report.warnings.append({"path": "", "reason": f"{DANGLING_UNREAD} ({exc})"})
+            # its own record: an event batch's record leaves the warnings out, and says dangling_links 0
+            logger.warning(DANGLING_UNREAD, extra={"error": str(exc)})
             return
         if report.dangling_links:
             logger.warning(DANGLING_LOGGED, report.dangling_links,
@@ -2678,6 +2680,8 @@ def link_carriers(
 DANGLING_SHOWN = 10
 #: The message of a sync's log record of its dangling links (``kbsearch serve --watch`` says them on its line instead)
 DANGLING_LOGGED = "%d wiki-link(s) name no note"
+#: The warning (and log record) of a sync whose dangling links could not be read (a store error): not the run's error
+DANGLING_UNREAD = "the links left naming no note could not be read"
 
 
 def dangling_links(
