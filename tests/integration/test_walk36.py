@@ -73,7 +73,7 @@ def test_kbsearch_serve_watch_names_a_saved_note_s_warnings(tmp_path: Path) -> N
         "id of a.md)"
     ), initial
     assert saved.endswith(
-        "; 1 warning: dated.md (frontmatter field 'updated' dropped: '2026-13-45' is not a valid date or time)"
+        "; 1 warning: dated.md (frontmatter field 'updated' dropped: a value at line 3 is not a valid date or time)"
     ), saved
 
 

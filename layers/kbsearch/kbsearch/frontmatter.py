@@ -54,7 +54,16 @@ class FrontmatterError(Exception):
 
 
 class _Unbuildable(Exception):
-    """One value YAML parsed but kb-search cannot build; its top-level field is dropped."""
+    """One value YAML parsed but kb-search cannot build; its top-level field is dropped. ``mark``: where the value
+    is, when the reason names the value's line instead of quoting it."""
+
+    def __init__(self, reason: str, mark: Any = None) -> None:
+        super().__init__(reason)
+        self.reason, self.mark = reason, mark
+
+    def said(self, first_line: int) -> str:
+        """The reason, a value's line before it when it has one (``a value at line 4 is not a valid int``)."""
+        return f"a value{_line(self.mark, first_line)} {self.reason}" if self.mark is not None else self.reason
 
 
 @dataclass
@@ -245,9 +254,10 @@ def _scalar(node: ScalarNode, loader: yaml.SafeLoader, written: bool = False) ->
     except (
         Exception
     ):  # PyYAML's constructors raise ValueError, IndexError, KeyError, AttributeError, binascii.Error ...
-        shown = value if len(value) <= 40 else value[:37] + "..."
+        # the value is not quoted: a field dropped here may hold a secret (`api_key: !!int sk-...`), and the reason
+        # goes to the sync's summary, its log and `serve --watch`'s line; the field, its line and the type find it
         kind = "date or time" if name == "timestamp" else name
-        raise _Unbuildable(f"{shown!r} is not a valid {kind}") from None
+        raise _Unbuildable(f"is not a valid {kind}", node.start_mark) from None
 
 
 #: Scalars YAML types by how they look (``01`` an octal 1, ``1.10`` the float 1.1, ``0x1F``, ``1_000``, ``+1``,
@@ -368,7 +378,9 @@ def parse_frontmatter(
                 continue
             key = _key(key_node, loader)
         except _Unbuildable as exc:
-            result.warnings.append(f"frontmatter entry{_line(key_node.start_mark, first_line)} dropped: {exc}")
+            result.warnings.append(
+                f"frontmatter entry{_line(key_node.start_mark, first_line)} dropped: {exc.said(first_line)}"
+            )
             # the fields the entry named, as a reader sees them (a tagged or complex key `!x access`, a merge of
             # `{access: [hr], x: !x y}`): their reader learns they were dropped (`access` was read as undeclared)
             from kbsearch.access import declares_access
@@ -396,7 +408,7 @@ def parse_frontmatter(
             result.data[key] = _build(value_node, loader, naming or key in as_written or folded in as_written)
         except _Unbuildable as exc:
             result.data.pop(key, None)
-            result.warnings.append(f"frontmatter field {key!r} dropped: {exc}")
+            result.warnings.append(f"frontmatter field {key!r} dropped: {exc.said(first_line)}")
     result.data = merged | result.data
     return result
 

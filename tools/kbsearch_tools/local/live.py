@@ -37,6 +37,7 @@ from kbsearch.errors import KbSearchError
 from kbsearch.events import Change
 from kbsearch.indexer import (
     DANGLING_LOGGED,
+    DANGLING_UNREAD,
     ChangeReport,
     ChangeSync,
     Indexer,
@@ -450,7 +451,8 @@ class SaidByTheWatchLine(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         watching = threading.current_thread().name == WATCH_THREAD
-        said = str(record.msg).startswith("note skipped: ") or record.msg == DANGLING_LOGGED  # (its dangling links)
+        dangling = record.msg in (DANGLING_LOGGED, DANGLING_UNREAD)  # its dangling links, or their read's failure
+        said = str(record.msg).startswith("note skipped: ") or dangling
         return not (watching and record.levelno == logging.WARNING and said)
 
 
