@@ -682,7 +682,7 @@ class _SummarisedErrors(logging.Filter):
 
 def cmd_index(args: argparse.Namespace) -> int:
     indexer_log = logging.getLogger("kbsearch.indexer")
-    summarised = _SummarisedErrors()
+    summarised, level = _SummarisedErrors(), indexer_log.level
     if not args.verbose:
         indexer_log.setLevel(logging.ERROR)  # the summary lists skipped notes
         indexer_log.addFilter(summarised)  # and prints the run's error
@@ -690,6 +690,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         return _index(args, summarised, indexer_log)
     finally:  # a run that ended without a report (a second Ctrl-C, a failure) shows what it held back
         summarised.release(indexer_log, None)
+        indexer_log.setLevel(level)  # the process's logger as it was (a test run in process, an embedding caller)
 
 
 def _index(args: argparse.Namespace, summarised: _SummarisedErrors, indexer_log: logging.Logger) -> int:
