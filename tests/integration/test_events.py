@@ -360,15 +360,9 @@ def test_note_events_keep_the_restricted_link_targets_current(
     the same run: a link into a note just restricted is hidden from a caller who may not read it."""
     indexer = Indexer(monkeypatch, tmp_path, None)
     aws.receive()
-    settings = synced(
-        indexer,
-        aws,
-        {
-            "_access.yaml": b"hr/: [hr]\n",
-            "pub/welcome.md": doc("Welcome", "welcome: see [[Plan]] and [[pay]]"),
-            "hr/pay.md": doc("Pay", "pay bands"),
-        },
-    )
+    settings = synced(indexer, aws, {"_access.yaml": b"hr/: [hr]\n",
+                                     "pub/welcome.md": doc("Welcome", "welcome: see [[Plan]] and [[pay]]"),
+                                     "hr/pay.md": doc("Pay", "pay bands")})  # fmt: skip
     # no note Plan yet: hidden from a caller from whom [[pay]] is hidden, as a link to a restricted note is
     assert hits_as(settings, Scope.public()) == {"pub/welcome.md": []}
     assert hits_as(settings, Scope.of("k", ["hr"]))["pub/welcome.md"] == ["Plan", "pay"]  # hidden nothing
@@ -847,15 +841,9 @@ def test_a_note_moved_into_a_restricted_folder_over_two_batches_hides_its_links_
     end is a clean full sync's (adv36b)."""
     indexer = Indexer(monkeypatch, tmp_path, None)
     aws.receive()
-    settings = synced(
-        indexer,
-        aws,
-        {
-            "_access.yaml": b"hr/: [hr]\n",
-            "pub/welcome.md": doc("Welcome", "welcome: see [[Plan]]"),
-            "pub/plan.md": doc("Plan", "the plan"),
-        },
-    )
+    settings = synced(indexer, aws, {"_access.yaml": b"hr/: [hr]\n",
+                                     "pub/welcome.md": doc("Welcome", "welcome: see [[Plan]]"),
+                                     "pub/plan.md": doc("Plan", "the plan")})  # fmt: skip
     assert hits_as(settings, Scope.public())["pub/welcome.md"] == ["Plan"]
 
     aws.delete(f"{PREFIX}pub/plan.md")
