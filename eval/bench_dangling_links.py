@@ -3,8 +3,9 @@ rev36e; committed in round 37 by tidy37: the two scripts had stayed in ``/tmp``)
 
 The store is a KB folder indexed BM25 only into a fresh scratch store (``--kb``, the Obsidian vault by default), or
 a store already built (``--store``), or rev36e's hub KB (``--hub N``: ``N`` notes ``n/00000.md``... each ``# Note
-i`` linking ``[[hub]]``, and ``hub.md`` whose H1 is ``Centre``, so only its path answers the link). Every first
-chunk's ``l:`` keys are read with ``indexer._scrolled``, then ``time.perf_counter()`` is taken around
+i`` linking ``[[hub]]``, and ``hub.md`` whose H1 is ``Centre``, so only its path answers the link; once indexed,
+``hub.md`` is renamed ``hub2.md`` and synced again: every link dangles, and ``hub`` is hub.md's lost keys). Every
+first chunk's ``l:`` keys are read with ``indexer._scrolled``, then ``time.perf_counter()`` is taken around
 ``dangling_links(store, lost, written)`` (median of ``--calls`` calls, the whole repeated ``--runs`` times) for:
 
 - ``every``: every note's keys written (a first index);
@@ -84,20 +85,25 @@ def main() -> None:
             started = time.perf_counter()
             report = run_sync(settings, Secrets(settings), source_uri=str(kb))
             print(json.dumps({"indexed": report.added, "index_s": round(time.perf_counter() - started, 1)}), flush=True)
+            if args.hub:  # rev36e: hub.md renamed hub2.md and synced; the check then reads hub.md's lost keys
+                (kb / "hub.md").rename(kb / "hub2.md")
+                report = run_sync(settings, Secrets(settings), source_uri=str(kb))
+                print(json.dumps({"renamed": "hub.md -> hub2.md", "dangling_links": report.dangling_links}), flush=True)
         settings = Settings(qdrant_path=str(path), qdrant_url="")
         store = open_store(settings, Secrets(settings))
         try:
-            run(store, cases, args.calls, args.runs)
+            run(store, cases, args.calls, args.runs, "hub.md" if args.hub else None)
         finally:
             store.close()
 
 
-def run(store: Any, cases: Sequence[str], calls: int, runs: int) -> None:
+def run(store: Any, cases: Sequence[str], calls: int, runs: int, hub: str | None) -> None:
+    """``hub``: the note whose keys ``hub`` loses (else the indexed note most linked to)."""
     first_chunks = {"filter": {"must": [{"key": "chunk_index", "match": {"value": 0}}]}}
     firsts = list(_scrolled(store, [first_chunks], ["path", "graph_keys"], 1024))
     written: Mapping[str, Sequence[str]] = {p["path"]: stored_keys(p, LINK_KEY) for p in firsts}
     linked = Counter(key for keys in written.values() for key in keys)
-    hub = max(written, key=lambda p: sum(linked[k] for k in path_keys(p)))
+    hub = hub or max(written, key=lambda p: sum(linked[k] for k in path_keys(p)))
     one = dict([next(iter(written.items()))])
     checks = {
         "every": lambda: dangling_links(store, set(), written),
