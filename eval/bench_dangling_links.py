@@ -4,9 +4,10 @@ rev36e; committed in round 37 by tidy37: the two scripts had stayed in ``/tmp``)
 The store is a KB folder indexed BM25 only into a fresh scratch store (``--kb``, the Obsidian vault by default), or
 a store already built (``--store``), or rev36e's hub KB (``--hub N``: ``N`` notes ``n/00000.md``... each ``# Note
 i`` linking ``[[hub]]``, and ``hub.md`` whose H1 is ``Centre``, so only its path answers the link; once indexed,
-``hub.md`` is renamed ``hub2.md`` and synced again: every link dangles, and ``hub`` is hub.md's lost keys). Every
-first chunk's ``l:`` keys are read with ``indexer._scrolled``, then ``time.perf_counter()`` is taken around
-``dangling_links(store, lost, written)`` (median of ``--calls`` calls, the whole repeated ``--runs`` times) for:
+``hub.md`` is renamed ``hub2.md`` and synced again: every link dangles, and ``hub`` is hub.md's lost keys;
+``--keep-hub``: no rename, the keys all still resolve). Every first chunk's ``l:`` keys are read with
+``indexer._scrolled``, then ``time.perf_counter()`` is taken around ``dangling_links(store, lost, written)`` (median
+of ``--calls`` calls, the whole repeated ``--runs`` times) for:
 
 - ``every``: every note's keys written (a first index);
 - ``one``: one note's keys written (a one-note sync or event);
@@ -66,6 +67,7 @@ def main() -> None:
     source.add_argument("--kb", type=Path, default=VAULT, help="a KB folder, indexed BM25 only into a scratch store")
     source.add_argument("--store", type=Path, help="an embedded store already built (QDRANT_PATH)")
     source.add_argument("--hub", type=int, help="rev36e's hub KB of this many linking notes, made and indexed")
+    parser.add_argument("--keep-hub", action="store_true", help="with --hub: no rename, hub.md's keys still resolve")
     parser.add_argument("--cases", default=",".join(CASES), help=f"a comma-separated subset of {','.join(CASES)}")
     parser.add_argument("--calls", type=int, default=7, help="calls per case, the median reported")
     parser.add_argument("--runs", type=int, default=3)
@@ -85,7 +87,9 @@ def main() -> None:
             started = time.perf_counter()
             report = run_sync(settings, Secrets(settings), source_uri=str(kb))
             print(json.dumps({"indexed": report.added, "index_s": round(time.perf_counter() - started, 1)}), flush=True)
-            if args.hub:  # rev36e: hub.md renamed hub2.md and synced; the check then reads hub.md's lost keys
+            if (
+                args.hub and not args.keep_hub
+            ):  # rev36e: hub.md renamed hub2.md and synced; the check then reads hub.md's lost keys
                 (kb / "hub.md").rename(kb / "hub2.md")
                 report = run_sync(settings, Secrets(settings), source_uri=str(kb))
                 print(json.dumps({"renamed": "hub.md -> hub2.md", "dangling_links": report.dangling_links}), flush=True)
