@@ -26,6 +26,7 @@ import math
 import os
 import statistics
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -76,35 +77,43 @@ def _corpus(dense_legs: list[list[Any]]) -> str | None:
     return None
 
 
+def _hooked(
+    rows: list[tuple[str, Any, float, float]], ctx: dict[str, Any], value: Callable[[str, Any, float, float], float]
+) -> list[float] | None:
+    """The hooks' one walk: the search's corpus found from its dense legs' chunks (counted in ``UNFOUND``), each
+    chunk's corrected value on the dense scale, ``value(corpus, chunk, floor, span)``, each note given its best."""
+    legs = ctx["dense_legs"]
+    if not legs or ctx["span"] <= 0:
+        return None
+    UNFOUND[1] += 1
+    corpus = _corpus(legs)
+    if corpus is None:
+        UNFOUND[0] += 1
+        return None
+    floor, span = ctx["floor"], ctx["span"]
+    corrected: dict[str, float] = {}
+    for leg in legs:
+        for c in leg:
+            corrected_value = value(corpus, c, floor, span)
+            path = c.payload["path"]
+            if corrected_value > corrected.get(path, -1.0):
+                corrected[path] = corrected_value
+    return _scores(rows, ctx, corrected)
+
+
 def occurrence(mu: float) -> Any:
     """Each chunk's value on the dense scale lowered by ``mu × max(0, (log(1 + N) − median) / spread)``, ``N`` its
     k-occurrence across (how many chunks of the other language have it among their 10 nearest of its language): a
     hub of the other language's leg, counted over the corpus's own chunks as stand-ins for queries; only above the
     median (a note rarely anyone's neighbour is not raised)."""
 
-    def hook(rows: list[tuple[str, Any, float, float]], ctx: dict[str, Any]) -> list[float] | None:
-        legs = ctx["dense_legs"]
-        if not legs or ctx["span"] <= 0:
-            return None
-        UNFOUND[1] += 1
-        corpus = _corpus(legs)
-        if corpus is None:
-            UNFOUND[0] += 1
-            return None
-        table, (median, spread) = TABLES[corpus], OCCURRENCE[corpus]
-        floor, span = ctx["floor"], ctx["span"]
-        corrected: dict[str, float] = {}
-        for leg in legs:
-            for c in leg:
-                row = table.get((c.payload["path"], c.payload["chunk_index"]))
-                z = max(0.0, (math.log1p(row[3]) - median) / spread) if row is not None and spread > 0 else 0.0
-                value = max(0.0, (c.score - floor) / span - mu * z)
-                path = c.payload["path"]
-                if value > corrected.get(path, -1.0):
-                    corrected[path] = value
-        return _scores(rows, ctx, corrected)
+    def value(corpus: str, c: Any, floor: float, span: float) -> float:
+        median, spread = OCCURRENCE[corpus]
+        row = TABLES[corpus].get((c.payload["path"], c.payload["chunk_index"]))
+        z = max(0.0, (math.log1p(row[3]) - median) / spread) if row is not None and spread > 0 else 0.0
+        return max(0.0, (c.score - floor) / span - mu * z)
 
-    return hook
+    return lambda rows, ctx: _hooked(rows, ctx, value)
 
 
 def _scores(rows: list[tuple[str, Any, float, float]], ctx: dict[str, Any], corrected: dict[str, float]) -> list[float]:
@@ -125,31 +134,14 @@ def csls(lam: float, across: bool, scaled: bool = False) -> Any:
     cosines span (a cross-language query's are compressed: a fixed cosine outweighs them)."""
     column = 2 if across else 1
 
-    def hook(rows: list[tuple[str, Any, float, float]], ctx: dict[str, Any]) -> list[float] | None:
-        legs = ctx["dense_legs"]
-        if not legs or ctx["span"] <= 0:
-            return None
-        UNFOUND[1] += 1
-        corpus = _corpus(legs)
-        if corpus is None:
-            UNFOUND[0] += 1
-            return None
-        table, (median, spread) = TABLES[corpus], STATS[corpus][column - 1]
-        floor, span = ctx["floor"], ctx["span"]
-        corrected: dict[str, float] = {}
-        for leg in legs:
-            for c in leg:
-                r = table.get((c.payload["path"], c.payload["chunk_index"]), ("", median, median))[column]
-                if scaled:
-                    value = max(0.0, (c.score - floor) / span - lam * (r - median) / spread)
-                else:
-                    value = max(0.0, (c.score - lam * (r - median) - floor) / span)
-                path = c.payload["path"]
-                if value > corrected.get(path, -1.0):
-                    corrected[path] = value
-        return _scores(rows, ctx, corrected)
+    def value(corpus: str, c: Any, floor: float, span: float) -> float:
+        median, spread = STATS[corpus][column - 1]
+        r = TABLES[corpus].get((c.payload["path"], c.payload["chunk_index"]), ("", median, median))[column]
+        if scaled:
+            return max(0.0, (c.score - floor) / span - lam * (r - median) / spread)
+        return max(0.0, (c.score - lam * (r - median) - floor) / span)
 
-    return hook
+    return lambda rows, ctx: _hooked(rows, ctx, value)
 
 
 def unfound() -> str:

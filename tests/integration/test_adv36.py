@@ -24,19 +24,12 @@ import pytest
 
 from kbsearch_tools.fakes import FakeEndpoint
 from kbsearch_tools.local.process import serve_process
-from tests.conftest import KBSEARCH_CMD, ROOT, copy_store, subprocess_env
+from tests.conftest import KBSEARCH_CMD, ROOT, subprocess_env
 
 INIT = {"jsonrpc": "2.0", "id": 0, "method": "initialize",
         "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}  # fmt: skip
 #: Each answer's limit: a search against a provider answering 503 at once takes well under a second.
 ANSWER_S = 30.0
-
-
-@pytest.fixture
-def store(bm25_index: Path, tmp_path: Path) -> Path:
-    path = tmp_path / "q"
-    copy_store(bm25_index, path)
-    return path
 
 
 @pytest.fixture
@@ -62,10 +55,10 @@ def _answer(stdout: Any, timeout: float) -> dict[str, Any] | None:
 
 
 @pytest.mark.timeout(300)
-def test_a_client_that_never_reads_stderr_is_answered_every_call(store: Path, provider_down: FakeEndpoint) -> None:
+def test_a_client_that_never_reads_stderr_is_answered_every_call(bm25_store: Path, provider_down: FakeEndpoint) -> None:
     base = provider_down.url
     env = subprocess_env(
-        QDRANT_PATH=str(store), KB_SOURCE=str(ROOT / "sample-kb"), EMBEDDING_API_KEY="test-key",
+        QDRANT_PATH=str(bm25_store), KB_SOURCE=str(ROOT / "sample-kb"), EMBEDDING_API_KEY="test-key",
         EMBEDDING_URL=f"{base}/v1/openai/embeddings", EMBEDDING_FALLBACK_URL=f"{base}/inference/v1/embeddings",
         RERANKER_URL=f"{base}/v1/inference/Qwen/Qwen3-Reranker-8B", RERANKER_FALLBACK_URL=f"{base}/v1/rerank",
     )  # fmt: skip

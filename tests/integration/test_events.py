@@ -286,6 +286,17 @@ def link_names(settings: Settings) -> KeyFilter | None:
         store.close()
 
 
+def synced(indexer: Indexer, aws: EventPath, notes: dict[str, bytes]) -> Settings:
+    """Puts ``notes`` (paths under the KB prefix, in order; ``_access.yaml`` among them), applies their events as one
+    batch and runs the hourly reconcile once; the settings the index was built with."""
+    for path, body in notes.items():
+        aws.put(PREFIX + path, body)
+    assert indexer(aws.receive()) == []
+    settings = indexer.settings()
+    assert run_sync(settings, Secrets(settings)).error is None
+    return settings
+
+
 def test_an_access_file_event_applies_to_every_note_at_once(
     aws: EventPath, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, deepinfra: FakeProvider, load_search_app: Any
 ) -> None:
@@ -301,11 +312,7 @@ def test_an_access_file_event_applies_to_every_note_at_once(
         "HR/Sub/review.md": doc("Review", "welcome review cycle"),  # the rule matches in any case, any depth
         "ops/runbook.md": doc("Runbook", "welcome runbook", "access: [oncall]\n"),  # the note's own word stands
     }
-    for path, body in notes.items():
-        aws.put(PREFIX + path, body)
-    assert indexer(aws.receive()) == []
-    settings = indexer.settings()
-    assert run_sync(settings, Secrets(settings)).error is None  # the hourly reconcile, once, before the change
+    settings = synced(indexer, aws, notes)  # the hourly reconcile, once, before the change
     everyone = {"pub/welcome.md", "hr/pay.md", "HR/Sub/review.md"}
     assert set(api_hits(load_search_app, settings, None)) == everyone
 
@@ -353,12 +360,9 @@ def test_note_events_keep_the_restricted_link_targets_current(
     the same run: a link into a note just restricted is hidden from a caller who may not read it."""
     indexer = Indexer(monkeypatch, tmp_path, None)
     aws.receive()
-    aws.put(f"{PREFIX}_access.yaml", b"hr/: [hr]\n")
-    aws.put(f"{PREFIX}pub/welcome.md", doc("Welcome", "welcome: see [[Plan]] and [[pay]]"))
-    aws.put(f"{PREFIX}hr/pay.md", doc("Pay", "pay bands"))
-    assert indexer(aws.receive()) == []
-    settings = indexer.settings()
-    assert run_sync(settings, Secrets(settings)).error is None
+    settings = synced(indexer, aws, {"_access.yaml": b"hr/: [hr]\n",
+                                     "pub/welcome.md": doc("Welcome", "welcome: see [[Plan]] and [[pay]]"),
+                                     "hr/pay.md": doc("Pay", "pay bands")})  # fmt: skip
     # no note Plan yet: hidden from a caller from whom [[pay]] is hidden, as a link to a restricted note is
     assert hits_as(settings, Scope.public()) == {"pub/welcome.md": []}
     assert hits_as(settings, Scope.of("k", ["hr"]))["pub/welcome.md"] == ["Plan", "pay"]  # hidden nothing
@@ -398,10 +402,7 @@ def test_batches_applied_at_once_take_turns_on_the_link_list(
 
     indexer = Indexer(monkeypatch, tmp_path, None)
     aws.receive()
-    aws.put(f"{PREFIX}pub/welcome.md", doc("Welcome", "welcome: see [[Plan]]"))
-    assert indexer(aws.receive()) == []
-    settings = indexer.settings()
-    assert run_sync(settings, Secrets(settings)).error is None
+    settings = synced(indexer, aws, {"pub/welcome.md": doc("Welcome", "welcome: see [[Plan]]")})
     other = Lease(TABLE, "links#kb", ttl_s=60, owner="another batch")
     other.acquire()
     release = threading.Timer(1.0, other.release)
@@ -840,12 +841,9 @@ def test_a_note_moved_into_a_restricted_folder_over_two_batches_hides_its_links_
     end is a clean full sync's (adv36b)."""
     indexer = Indexer(monkeypatch, tmp_path, None)
     aws.receive()
-    aws.put(f"{PREFIX}_access.yaml", b"hr/: [hr]\n")
-    aws.put(f"{PREFIX}pub/welcome.md", doc("Welcome", "welcome: see [[Plan]]"))
-    aws.put(f"{PREFIX}pub/plan.md", doc("Plan", "the plan"))
-    assert indexer(aws.receive()) == []
-    settings = indexer.settings()
-    assert run_sync(settings, Secrets(settings)).error is None
+    settings = synced(indexer, aws, {"_access.yaml": b"hr/: [hr]\n",
+                                     "pub/welcome.md": doc("Welcome", "welcome: see [[Plan]]"),
+                                     "pub/plan.md": doc("Plan", "the plan")})  # fmt: skip
     assert hits_as(settings, Scope.public())["pub/welcome.md"] == ["Plan"]
 
     aws.delete(f"{PREFIX}pub/plan.md")

@@ -22,7 +22,7 @@ from kbsearch_tools.cli import _ProgressBar
 from kbsearch_tools.fakes import FakeProvider, provider_env
 from kbsearch_tools.local.apigw import HttpRequest, build_event
 from kbsearch_tools.local.process import serve_process
-from tests.conftest import KBSEARCH_CMD, PROCESS_TIMEOUT_S, ROOT, copy_store, subprocess_env
+from tests.conftest import KBSEARCH_CMD, PROCESS_TIMEOUT_S, ROOT, subprocess_env
 
 EVENTS = ROOT / "events"
 URL_SETTINGS = ["QDRANT_URL", "EMBEDDING_URL", "EMBEDDING_FALLBACK_URL", "RERANKER_URL", "RERANKER_FALLBACK_URL",
@@ -127,17 +127,10 @@ sys.stdin.read()
 
 
 @pytest.fixture
-def store(bm25_index: Path, tmp_path: Path) -> Path:
-    path = tmp_path / "q"
-    copy_store(bm25_index, path)
-    return path
-
-
-@pytest.fixture
-def held(store: Path) -> Iterator[subprocess.Popen[str]]:
+def held(bm25_store: Path) -> Iterator[subprocess.Popen[str]]:
     """Another process holding the embedded store open (as a running `kbsearch index` does)."""
     pytest.importorskip("qdrant_edge", reason="no Qdrant Edge wheel on this platform")
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(store / "edge" / "kb")], stdin=subprocess.PIPE,
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(bm25_store / "edge" / "kb")], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True)  # fmt: skip
     assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
     yield holder
@@ -165,9 +158,9 @@ def test_health_is_not_ready_before_the_index_is_built(load_search_app, tmp_path
 
 
 def test_health_says_another_process_holds_the_store_and_recovers(
-    load_search_app, store: Path, held: subprocess.Popen[str]
+    load_search_app, bm25_store: Path, held: subprocess.Popen[str]
 ) -> None:
-    call = load_search_app(QDRANT_PATH=str(store))
+    call = load_search_app(QDRANT_PATH=str(bm25_store))
     body = health_of(call)
     assert body["ready"] is False and f"pid {held.pid}" in body["reasons"][0], body
     status, answer = search_status(call)
@@ -180,7 +173,7 @@ def test_health_says_another_process_holds_the_store_and_recovers(
     assert health_of(call) == {**health_of(call), "ready": True, "reasons": []}
 
 
-def test_health_makes_no_round_trip(load_search_app, store: Path) -> None:
+def test_health_makes_no_round_trip(load_search_app, bm25_store: Path) -> None:
     """Qdrant Cloud: /health asks nothing of Qdrant; a failed search makes it not ready (with the search's public
     reason) until a search answers."""
     from kbsearch_tools.fakes import FakeEndpoint
@@ -214,15 +207,15 @@ def test_health_makes_no_round_trip(load_search_app, store: Path) -> None:
         qdrant.stop()
 
 
-def test_invoke_search_says_the_known_cause(store: Path, held: subprocess.Popen[str]) -> None:
-    proc = run("invoke", "SearchFunction", "--event", str(EVENTS / "search.json"), QDRANT_PATH=str(store))
+def test_invoke_search_says_the_known_cause(bm25_store: Path, held: subprocess.Popen[str]) -> None:
+    proc = run("invoke", "SearchFunction", "--event", str(EVENTS / "search.json"), QDRANT_PATH=str(bm25_store))
     result = json.loads(proc.stdout)
     assert result["statusCode"] == 503, result
     assert json.loads(result["body"])["message"].startswith("the local index is open in another process")
 
 
-def test_search_counts_its_results_in_english(store: Path) -> None:
-    lines = {n: run("search", "qdrant snapshot", "--top-k", str(n), QDRANT_PATH=str(store)).stdout.splitlines()[0]
+def test_search_counts_its_results_in_english(bm25_store: Path) -> None:
+    lines = {n: run("search", "qdrant snapshot", "--top-k", str(n), QDRANT_PATH=str(bm25_store)).stdout.splitlines()[0]
              for n in (1, 2)}  # fmt: skip
     assert lines[1].startswith("1 result for 'qdrant snapshot' in "), lines
     assert lines[2].startswith("2 results for 'qdrant snapshot' in "), lines
@@ -384,10 +377,10 @@ def test_bench_prices_and_engines_that_are_none_are_usage_errors(args: list[str]
     assert proc.stderr.strip().splitlines()[-1].startswith("kbsearch bench: error: ") and expected in proc.stderr
 
 
-def test_bench_runs_given_are_the_runs_made(store: Path) -> None:
+def test_bench_runs_given_are_the_runs_made(bm25_store: Path) -> None:
     """`kbsearch bench legs --runs 5` ran 3: a kind's own default (3) replaced the option whenever it held the
     general one (5), as --queries 200 became 30, 50 or 60."""
-    proc = run("bench", "legs", "--runs", "5", "--queries", "2", "--json", QDRANT_PATH=str(store))
+    proc = run("bench", "legs", "--runs", "5", "--queries", "2", "--json", QDRANT_PATH=str(bm25_store))
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["runs"] == 5
 
@@ -579,8 +572,8 @@ def test_ctrl_c_at_a_terminal_during_a_large_index_stops_as_a_small_one_does(slo
 # -- OpenAPI, README, progress bar --------------------------------------------------------------------------------
 
 
-def test_openapi_has_readable_operation_ids_and_no_422_without_input(load_search_app, store: Path) -> None:
-    call = load_search_app(QDRANT_PATH=str(store))
+def test_openapi_has_readable_operation_ids_and_no_422_without_input(load_search_app, bm25_store: Path) -> None:
+    call = load_search_app(QDRANT_PATH=str(bm25_store))
     doc = json.loads(call(build_event(HttpRequest("GET", "/openapi.json", "", [], b""), "/openapi.json", {}, "dev"))
                      ["body"])  # fmt: skip
     ids = [op["operationId"] for item in doc["paths"].values() for op in item.values()]
