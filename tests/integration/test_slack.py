@@ -212,14 +212,19 @@ def test_filtered_command_searches_with_the_filters(app, response_url: FakeEndpo
     ("text", "said"),
     [("How do I use Синхронизация", "Searching for “How do I use Синхронизация”…"),
      ("Can I rename Заметки", "Searching for “Can I rename Заметки”…"),
-     ("Edit Layer Attributes опускать", "Ищу «Edit Layer Attributes опускать»…")],
+     ("Edit Layer Attributes опускать", "Ищу «Edit Layer Attributes опускать»…"),
+     ("Where is Настройки", "Searching for “Where is Настройки”…"),  # session 37 (lang37): a Russian label
+     ("HOW DO I USE Синхронизация", "Searching for “HOW DO I USE Синхронизация”…"),  # typed in capitals
+     ("Aperçu Préférences Général опускать", "Ищу «Aperçu Préférences Général опускать»…")],  # accented labels
 )  # fmt: skip
 def test_an_english_question_naming_a_russian_term_is_answered_in_english(
     app, response_url: FakeEndpoint, text: str, said: str
 ) -> None:
     """The answer's language is the query's (:func:`kbsearch.lexical.query_language`): an English question whose
     first word and "I" open with a capital is English, though it names a Russian term; a label quoted from an
-    English interface beside a Russian word is a Russian query (EVAL.md, session 36 review, rev36a)."""
+    English interface beside a Russian word is a Russian query (EVAL.md, session 36 review, rev36a). In an English
+    sentence a Cyrillic word opening with a capital is a Russian label, a sentence in capitals is English, and an
+    accented Latin label is a label too (EVAL.md, session 37, lang37)."""
     result = app(slack_event(form(text, response_url.url)))
     assert result["statusCode"] == 200
     assert json.loads(result["body"])["text"] == said

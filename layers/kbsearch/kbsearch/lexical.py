@@ -418,19 +418,36 @@ def query_language(query: str) -> str | None:
     questions, though most of their letters are Latin; "how to set up индексатор" is English. Beside a Cyrillic word,
     a Latin word opening with a capital is a name or a label quoted from an English interface and is not counted
     either: "Edit Layer Attributes опускать" is Russian (EVAL.md, session 36, the lead); not in an English sentence
-    (:func:`_english_grammar`): "How do I use Синхронизация" is English (session 36 review, rev36a). A query of
+    (:func:`_english_grammar`): "How do I use Синхронизация" is English (session 36 review, rev36a). The label may be
+    hyphenated or accented ("Drag-and-Drop", "Préférences"); in an English sentence, a Cyrillic word opening with a
+    capital is a Russian label and is not counted ("Where is Настройки" is English), and a sentence typed in
+    capitals is read by its function words ("HOW DO I USE Синхронизация": session 37, lang37). A query of
     identifiers alone is judged by all of its letters. The query is read as BM25 reads it (:func:`reading`: a
     query typed in full width is judged as its reader sees it)."""
     query = reading(query)
     words = query.split()
     naming = _naming(words)
-    stripped = [w.strip(_WORD_PUNCTUATION) for w in words if not naming.search(w.strip(_WORD_PUNCTUATION))]
-    if any(_CYRILLIC_LETTER.search(w) for w in stripped) and not _english_grammar(stripped):
+    bare = [w.strip(_WORD_PUNCTUATION) for w in words]
+    # A sentence typed in capitals ("HOW DO I USE Синхронизация", "WHERE IS Настройки"): two capitals make every
+    # word a name, but an English function word is no name, so where the query opens with one and holds another,
+    # those in capitals are counted (EVAL.md, session 37, lang37). One alone may be an acronym ("IT отдел"), and a
+    # function word in capitals after other words ("поиск AND OR NOT") stays a name.
+    shouted = bool(bare) and _shouted_function_word(bare[0]) and sum(map(_shouted_function_word, bare)) >= 2
+    kept = [i for i, w in enumerate(bare) if not naming.search(w) or (shouted and _shouted_function_word(w))]
+    stripped = [bare[i] for i in kept]
+    english = shouted or _english_grammar(stripped)
+    if any(_CYRILLIC_LETTER.search(w) for w in stripped) and not english:
         # Beside a Russian word, a Latin word that opens with a capital is a name or a label the writer quotes
-        # from an English interface ("Edit Layer Attributes опускать", "Author: Emil Brink регистрации"): it
-        # belongs to no language, as an identifier does (EVAL.md, session 36: the lead). Not in an English
-        # sentence, whose first word and "I" are capitals too (EVAL.md, session 36 review, rev36a).
-        stripped = [w for w in stripped if not _QUOTED_NAME.match(w)] or stripped
+        # from an English interface ("Edit Layer Attributes опускать", "Author: Emil Brink регистрации",
+        # "Drag-and-Drop", "Élément"): it belongs to no language, as an identifier does (EVAL.md, session 36: the
+        # lead; hyphens and accents, session 37, lang37). Not in an English sentence, whose first word and "I" are
+        # capitals too (EVAL.md, session 36 review, rev36a).
+        stripped = [w for w in stripped if not _quoted_name(w)] or stripped
+    elif english:
+        # In an English sentence, a Cyrillic word opening with a capital, not as the query's first word, is a label
+        # quoted from a Russian interface ("Where is Настройки", "What Is Хранилище"): it belongs to no language
+        # either (EVAL.md, session 37, lang37). A lower-case one is a Russian word the question uses and counts.
+        stripped = [bare[i] for i in kept if i == 0 or not _QUOTED_LABEL.match(bare[i])] or stripped
     languages = [text_language(w) for w in stripped]
     judged = [lang for lang in languages if lang is not None]
     if not judged:
@@ -458,8 +475,25 @@ def _english_grammar(words: list[str]) -> bool:
     return False
 
 
-#: A Latin word opening with a capital (:func:`query_language`: beside a Russian word, a quoted English name).
-_QUOTED_NAME = re.compile(r"[A-Z][A-Za-z'’]*[:.]?$")
+#: Latin letters, accented ones too (``é``, ``Ä``, ``ł``): a name quoted from a French or German interface is Latin.
+_LATIN_LETTERS = "A-Za-zÀ-ÖØ-öø-ɏ"
+#: A Latin word, joined by ``-`` between letters or not ("Drag-and-Drop", "Jean-Luc", "Élément"); its capital is
+#: checked by :func:`_quoted_name`.
+_QUOTED_NAME = re.compile(rf"[{_LATIN_LETTERS}][{_LATIN_LETTERS}'’]*(?:-[{_LATIN_LETTERS}'’]+)*[:.]?$")
+#: A Cyrillic word opening with a capital (:func:`query_language`: in an English sentence, a quoted Russian label).
+_QUOTED_LABEL = re.compile(r"[А-ЯЁ][а-яёА-ЯЁ'’]*(?:-[а-яёА-ЯЁ'’]+)*[:.]?$")
+
+
+def _quoted_name(word: str) -> bool:
+    """A Latin word opening with a capital (:func:`query_language`: beside a Russian word, a quoted English name)."""
+    return word[:1].isupper() and _QUOTED_NAME.match(word) is not None
+
+
+def _shouted_function_word(word: str) -> bool:
+    """An English function word (:data:`STOP_WORDS_EN`) typed in capitals ("HOW", "DO", "I"): two capitals would make
+    it a name (:data:`_NAMED`)."""
+    bare = word.rstrip(":.")
+    return bare.isupper() and bare.isalpha() and bare.lower() in STOP_WORDS_EN
 
 
 def identifier_terms(query: str, language: str | None = None) -> frozenset[str]:
