@@ -34,7 +34,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_bilingual import LANGS, _unique
+from make_bilingual import LANGS, _unique, write_sets
 from make_query_sets import _notes, known_items_in
 
 HERE = Path(__file__).resolve().parent
@@ -97,22 +97,14 @@ def main() -> int:
     chosen = build_kb(ROOT / KB)
     print(f"{KB}: {sum(1 for lg in chosen.values() if lg == 'ru')} Russian and "
           f"{sum(1 for lg in chosen.values() if lg == 'en')} English pages")  # fmt: skip
-    SETS.mkdir(exist_ok=True)
-    manifest = []
-    for name, items in query_sets(ROOT / KB, chosen).items():
-        out = SETS / f"{name}.yaml"
-        header = f"# {len(items)} queries ({name}) over the bilingual KB {KB}, made by eval/make_bilingual_gnome.py.\n"
-        out.write_text(header + yaml.safe_dump(items, allow_unicode=True, sort_keys=False, width=1000), "utf-8")
-        manifest.append({"class": name, "corpus": KB, "queries": f"eval/bilg/{name}.yaml"})
-        print(f"{out.relative_to(HERE)}: {len(items)} queries")
     header = (
         "# The query classes over a second KB written in two languages (issue 19, session 37, bil37): each page of\n"
         "# GNOME Help in Russian or in English, never both. Build the KB first (it is not committed):\n"
         "#   .venv/bin/python eval/make_bilingual_gnome.py   # writes .kbsearch/bilg/, eval/bilg/, this file\n"
         "# then `kbsearch eval --classes eval/classes-bilg.yaml`. Made by eval/make_bilingual_gnome.py.\n"
     )
-    (HERE / "classes-bilg.yaml").write_text(header + yaml.safe_dump(manifest, allow_unicode=True, sort_keys=False),
-                                            "utf-8")  # fmt: skip
+    sets = query_sets(ROOT / KB, chosen)
+    write_sets(sets, KB, SETS, HERE / "classes-bilg.yaml", "eval/make_bilingual_gnome.py", header)
     return 0
 
 

@@ -25,14 +25,14 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from other_leg_deep import split
+from hubs import indexed_notes
+from other_leg_deep import fused_pair
 from replay import hooked_fusion, load
 from texts import class_corpora
 
-from kbsearch.chunking import chunk_note
-from kbsearch.lexical import text_language
-from kbsearch.notes import NoteError, parse_note
 from kbsearch_tools.metrics import ndcg_at
 
 HERE = Path(__file__).resolve().parent
@@ -48,17 +48,7 @@ def module() -> Any:
 
 def note_languages(corpus: Path) -> dict[str, str]:
     """Each note's language as the indexer records it (``text_language`` of its title and chunks)."""
-    out: dict[str, str] = {}
-    for file in sorted(corpus.rglob("*.md")):
-        path = file.relative_to(corpus).as_posix()
-        try:
-            note = parse_note(path, file.read_bytes())
-        except (NoteError, OSError):
-            continue
-        lang = text_language(note.title + "\n" + "\n".join(c.text for c in chunk_note(note)))
-        if lang is not None:
-            out[path] = lang
-    return out
+    return {path: lang for path, _, lang in indexed_notes(corpus) if lang is not None}
 
 
 def minority_share(languages: dict[str, str]) -> float:
@@ -83,6 +73,30 @@ def hub_table(model: str, cache: str, corpora: set[Path], languages: dict[Path, 
     return out
 
 
+def sibling_table(model: str, cache: str, corpora: set[Path]) -> dict[str, dict[str, str]]:
+    """corpus → note → its nearest note of another language (the highest cosine between any two of their chunks):
+    the page a KB of two languages holds on the same subject, computable at index time from the stored vectors."""
+    from hubs import connect, corpus_vectors
+
+    db = connect(model, cache)
+    out: dict[str, dict[str, str]] = {}
+    for corpus in corpora:
+        keys, _, langs, m, _ = corpus_vectors(corpus, model, db)
+        if m is None:
+            continue
+        sims = m @ m.T
+        lang = np.array(langs)
+        sims[lang[:, None] == lang[None, :]] = -np.inf
+        nearest = sims.argmax(axis=1)
+        best: dict[str, tuple[float, str]] = {}
+        for i, (path, _) in enumerate(keys):
+            score = float(sims[i, nearest[i]])
+            if np.isfinite(score) and score > best.get(path, (-2.0, ""))[0]:
+                best[path] = (score, keys[int(nearest[i])][0])
+        out[str(corpus)] = {path: other for path, (_, other) in best.items()}
+    return out
+
+
 def main(argv: list[str]) -> int:
     paths = [Path(a) for a in argv if a.endswith(".pkl")]
     caches = {m: argv[argv.index(f"--cache-{m}") + 1] for m in ("e5", "use") if f"--cache-{m}" in argv}
@@ -98,7 +112,9 @@ def main(argv: list[str]) -> int:
             print(f"{c}: {len(languages[c])} notes, minority share {variants.SHARES[str(c)]:.3f}")
         return 0
     gated = {c for c in used if variants.SHARES[str(c)] >= variants.SHARE}
-    hubs = {m: hub_table(m, caches[m], gated, languages) for m in {m for m, _ in cells} if m in caches}
+    models = {m for m, _ in cells if m in caches}
+    hubs = {m: hub_table(m, caches[m], gated, languages) for m in models}
+    siblings = {m: sibling_table(m, caches[m], gated) for m in models}
     chosen = [(n, h) for n, h in variants.VARIANTS if only is None or n in only]
     fusion = hooked_fusion()
     for name, hook in chosen:
@@ -107,15 +123,10 @@ def main(argv: list[str]) -> int:
         fall = (0.0, "")
         for (model, cell), captured in sorted(cells.items()):
             variants.CORPUS = str(corpora_of[cell])
-            variants.HUBS = hubs.get(model, {})
+            variants.HUBS, variants.SIBLINGS = hubs.get(model, {}), siblings.get(model, {})
             before, after = [], []
             for _, relevant, results, evidence, limit in captured["rows"]:
-                base, extended = split(results, evidence.language)
-                fusion.HOOK = None
-                a = [c.payload.get("path") for c in fusion.fuse(base, evidence, limit, "hybrid")]
-                fusion.HOOK = hook
-                b = [c.payload.get("path") for c in fusion.fuse(extended, evidence, limit, "hybrid")]
-                fusion.HOOK = None
+                a, b = fused_pair(fusion, hook, results, evidence, limit)
                 before.append(ndcg_at(a, set(relevant), 10))
                 after.append(ndcg_at(b, set(relevant), 10))
                 if "--changes" in argv and after[-1] < before[-1] - 1e-9:

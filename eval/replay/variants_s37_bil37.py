@@ -26,7 +26,12 @@ each cell.
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from variants_s36_fus36a import _curves, _score  # fus36a's scoring and sub-legs, unchanged
 
 #: the gate: the minority language's share of the KB's notes at which the other language's leg is read
 SHARE = 0.25
@@ -34,29 +39,8 @@ CORPUS: str = ""
 SHARES: dict[str, float] = {}
 #: corpus → (note path → (its language, its k-occurrence across summed over its chunks))
 HUBS: dict[str, dict[str, tuple[str, float]]] = {}
-
-
-def _score(note: str, n: Any, value: float, agreed: float, ctx: dict[str, Any]) -> float:
-    p, lead, stray = ctx["p"], ctx["lead"], ctx["stray"]
-    dense = value if value <= p.close else p.close + p.close_weight * (value - p.close)
-    bonus = max(p.lead_bonus if note == lead else 0.0, p.stray_bonus if note == stray else 0.0)
-    return dense + p.lexical_weight * n.lexical + p.rare_agreement * agreed + bonus
-
-
-def _curves(rows: list[tuple[str, Any, float, float]], language: str) -> tuple[list[float], list[int]]:
-    own, other = [], []
-    for i, (_, n, _, _) in enumerate(rows):
-        c = n.dense_chunk
-        if c is None or n.dense <= 0.0:
-            continue
-        lang = c.payload.get("lang")
-        if lang == language:
-            own.append(n.dense)
-        elif lang is not None:
-            other.append(i)
-    own.sort(reverse=True)
-    other.sort(key=lambda i: (-rows[i][1].dense, rows[i][0]))
-    return own, other
+#: corpus → note → its nearest note of another language (``other_leg_gated.sibling_table``)
+SIBLINGS: dict[str, dict[str, str]] = {}
 
 
 def _quantile(values: list[float], q: float) -> float:
@@ -73,6 +57,7 @@ def offset(
     hub: float | None = None,
     hubscale: bool = False,
     gate: bool = True,
+    sibling: bool = False,
 ) -> Any:
     """fus36a's ``offset`` (the other language's notes raised by ``f`` × the sub-legs' systematic offset less
     ``margin``), only where the KB's minority share reaches :data:`SHARE` (``gate``), hubs discounted."""
@@ -99,6 +84,12 @@ def offset(
                     per_note[i] = 0.0
                 if hubscale:
                     per_note[i] *= min(1.0, (1.0 + _quantile(peers, 0.5)) / (1.0 + occ))
+        if sibling:  # not the dense first's own-subject page of the other language (either's nearest is the other)
+            near = SIBLINGS.get(CORPUS, {})
+            first = max(range(len(rows)), key=lambda i: (rows[i][1].dense, rows[i][0]))
+            for i in other:
+                if near.get(rows[i][0]) == rows[first][0] or near.get(rows[first][0]) == rows[i][0]:
+                    per_note[i] = 0.0
         return [_score(note, n, n.dense + f * per_note[i] if i in per_note else n.dense, agreed, ctx)
                 for i, (note, n, _, agreed) in enumerate(rows)]  # fmt: skip
 
@@ -112,5 +103,9 @@ for s, d, st, m in BASES:
     VARIANTS.append((label, offset(1.0, s, d, st, m)))
     VARIANTS += [(f"{label} hub {q}", offset(1.0, s, d, st, m, hub=q)) for q in (0.8, 0.9, 0.95)]
     VARIANTS.append((f"{label} hubscale", offset(1.0, s, d, st, m, hubscale=True)))
+#: tried after the held-out KB's USE result (a sibling lost its page's first place): not held-out evidence
+VARIANTS += [("offset r2-10 min less 0.05 hub 0.9 sibling", offset(1.0, 2, 10, "min", 0.05, hub=0.9, sibling=True)),
+             ("offset r3-20 median less 0.05 hub 0.9 sibling", offset(1.0, 3, 20, "median", 0.05, hub=0.9,
+                                                                        sibling=True))]  # fmt: skip
 if os.environ.get("BIL37_ONLY"):
     VARIANTS = [v for v in VARIANTS if v[0] in os.environ["BIL37_ONLY"].split(";")]
