@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from variants_s36_fus36a import _curves, _score  # fus36a's scoring and sub-legs, unchanged
+from variants_s36_fus36a import _score, lifted  # fus36a's scoring and lift, unchanged
 
 #: the gate: the minority language's share of the KB's notes at which the other language's leg is read
 SHARE = 0.25
@@ -66,12 +66,7 @@ def offset(
         language = ctx["evidence"].language
         if language is None or (gate and SHARES.get(CORPUS, 0.0) < SHARE):
             return None
-        own, other = _curves(rows, language)
-        pairs = [own[r] - rows[other[r]][1].dense for r in range(start - 1, min(depth, len(own), len(other)))]
-        if not pairs:
-            return None
-        pairs.sort()
-        lift = {"median": pairs[len(pairs) // 2], "mean": sum(pairs) / len(pairs), "min": pairs[0]}[stat] - margin
+        lift, other = lifted(rows, language, start, depth, stat, margin)
         if lift <= 0.0:
             return None
         table = HUBS.get(CORPUS, {})
