@@ -122,30 +122,44 @@ def _unique(items: list[dict[str, object]]) -> list[dict[str, object]]:
     return [item for item in items if count[item["query"]] == 1]
 
 
+def write_sets(
+    sets: dict[str, list[dict[str, object]]],
+    kb: str,
+    out: Path,
+    listing: Path,
+    script: str,
+    header: str,
+    parallel: dict[str, str] | None = None,
+) -> None:
+    """Each class's set into ``out`` (``<class>.yaml``, a header line naming its KB and ``script``) and the manifest
+    ``listing`` (``header`` first; a class's ``parallel`` where ``parallel`` names one)."""
+    out.mkdir(exist_ok=True)
+    manifest = []
+    for name, items in sets.items():
+        path = out / f"{name}.yaml"
+        line = f"# {len(items)} queries ({name}) over the bilingual KB {kb}, made by {script}.\n"
+        path.write_text(line + yaml.safe_dump(items, allow_unicode=True, sort_keys=False, width=1000), "utf-8")
+        entry = {"class": name, "corpus": kb, "queries": path.relative_to(ROOT).as_posix()}
+        if parallel and name in parallel:  # the same items in the other language, in the same order (expanded phase)
+            entry["parallel"] = parallel[name]
+        manifest.append(entry)
+        print(f"{path.relative_to(HERE)}: {len(items)} queries")
+    listing.write_text(header + yaml.safe_dump(manifest, allow_unicode=True, sort_keys=False), "utf-8")
+
+
 def main() -> int:
     vault = Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_VAULT
     languages = build_kb(vault, ROOT / KB)
     print(f"{KB}: {sum(1 for lg in languages.values() if lg == 'ru')} Russian and "
           f"{sum(1 for lg in languages.values() if lg == 'en')} English pages")  # fmt: skip
-    SETS.mkdir(exist_ok=True)
-    manifest = []
-    for name, items in query_sets(vault, ROOT / KB, languages).items():
-        out = SETS / f"{name}.yaml"
-        header = f"# {len(items)} queries ({name}) over the bilingual KB {KB}, made by eval/make_bilingual.py.\n"
-        out.write_text(header + yaml.safe_dump(items, allow_unicode=True, sort_keys=False, width=1000), "utf-8")
-        entry = {"class": name, "corpus": KB, "queries": f"eval/bil/{name}.yaml"}
-        if name in PARALLEL:  # the same items in the other language, in the same order (the expanded phase)
-            entry["parallel"] = PARALLEL[name]
-        manifest.append(entry)
-        print(f"{out.relative_to(HERE)}: {len(items)} queries")
     header = (
         "# The query classes over a KB written in two languages (issue 19, session 33): each page of the Obsidian\n"
         "# help vault in Russian or in English, never both. Build the KB first (it is not committed):\n"
         "#   .venv/bin/python eval/make_bilingual.py        # writes .kbsearch/bil/, eval/bil/, this file\n"
         "# then `kbsearch eval --classes eval/classes-bil.yaml` (make eval-bil). Made by eval/make_bilingual.py.\n"
     )
-    (HERE / "classes-bil.yaml").write_text(header + yaml.safe_dump(manifest, allow_unicode=True, sort_keys=False),
-                                           "utf-8")  # fmt: skip
+    sets = query_sets(vault, ROOT / KB, languages)
+    write_sets(sets, KB, SETS, HERE / "classes-bil.yaml", "eval/make_bilingual.py", header, PARALLEL)
     return 0
 
 

@@ -23,6 +23,7 @@ import hashlib
 import os
 import sqlite3
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from texts import ROOT, class_corpora
 
-from kbsearch.chunking import chunk_note
+from kbsearch.chunking import Chunk, chunk_note
 from kbsearch.lexical import text_language
 from kbsearch.notes import NoteError, parse_note
 
@@ -45,14 +46,14 @@ def _key(model: str, text: str) -> str:
     return hashlib.sha256(f"{model}\x00{0}\x00{text}".encode()).hexdigest()
 
 
-def corpus_table(corpus: Path, model: str, db: sqlite3.Connection, k: int = 10) -> tuple[Table, int, int]:
-    """The corpus's chunks' ``r`` (mean cosine to the ``k`` nearest chunks of other notes), the chunks found in the
-    cache and all chunks."""
-    keys: list[tuple[str, int]] = []
-    texts: list[str] = []
-    languages: list[str] = []
-    vectors: list[np.ndarray] = []
-    total = 0
+#: a corpus's chunks found in the cache: their keys (path, chunk index), texts, notes' languages, unit vectors (a row
+#: each), and the count of all its chunks
+Vectors = tuple[list[tuple[str, int]], list[str], list[str], np.ndarray | None, int]
+
+
+def indexed_notes(corpus: Path) -> Iterator[tuple[str, list[Chunk], str | None]]:
+    """Each note of ``corpus`` as the indexer reads it: its path, its chunks and its language (the payload's
+    ``lang``: ``text_language`` of its title and chunks); a note the indexer skips is left out."""
     for file in sorted(corpus.rglob("*.md")):
         path = file.relative_to(corpus).as_posix()
         try:
@@ -60,7 +61,18 @@ def corpus_table(corpus: Path, model: str, db: sqlite3.Connection, k: int = 10) 
         except (NoteError, OSError):
             continue
         chunks = chunk_note(note)
-        language = str(text_language(note.title + "\n" + "\n".join(c.text for c in chunks)))  # the payload's lang
+        yield path, chunks, text_language(note.title + "\n" + "\n".join(c.text for c in chunks))
+
+
+def corpus_vectors(corpus: Path, model: str, db: sqlite3.Connection) -> Vectors:
+    """Each chunk of ``corpus`` as the indexer chunks it, with its vector from the cache (unit length), where found."""
+    keys: list[tuple[str, int]] = []
+    texts: list[str] = []
+    languages: list[str] = []
+    vectors: list[np.ndarray] = []
+    total = 0
+    for path, chunks, lang in indexed_notes(corpus):
+        language = str(lang)
         for chunk in chunks:
             total += 1
             row = db.execute("SELECT vec FROM v WHERE k = ?", (_key(model, chunk.embed_text),)).fetchone()
@@ -71,9 +83,18 @@ def corpus_table(corpus: Path, model: str, db: sqlite3.Connection, k: int = 10) 
             languages.append(language)
             vectors.append(np.frombuffer(bytes(row[0]), dtype="<f4"))
     if not vectors:
-        return {}, 0, total
+        return keys, texts, languages, None, total
     m = np.stack(vectors).astype(np.float32)
     m /= np.linalg.norm(m, axis=1, keepdims=True)
+    return keys, texts, languages, m, total
+
+
+def corpus_table(corpus: Path, model: str, db: sqlite3.Connection, k: int = 10) -> tuple[Table, int, int]:
+    """The corpus's chunks' ``r`` (mean cosine to the ``k`` nearest chunks of other notes), the chunks found in the
+    cache and all chunks."""
+    keys, texts, languages, m, total = corpus_vectors(corpus, model, db)
+    if m is None:
+        return {}, 0, total
     sims = m @ m.T
     notes = np.array([p for p, _ in keys])
     sims[notes[:, None] == notes[None, :]] = -np.inf  # the note's own chunks (itself included) are no neighbours

@@ -60,6 +60,19 @@ def split(results: list[Any], language: str | None) -> tuple[list[Any], list[Any
     return base, [*base, (extra, other)]
 
 
+def fused_pair(fusion: Any, hook: Any, results: list[Any], evidence: Any, limit: int) -> tuple[list[Any], list[Any]]:
+    """One search's paths as main fuses its captured legs (no hook), and with the other language's leg and ``hook``."""
+    base, extended = split(results, evidence.language)
+    fusion.HOOK = None
+    a = [c.payload.get("path") for c in fusion.fuse(base, evidence, limit, "hybrid")]
+    fusion.HOOK = hook
+    try:
+        b = [c.payload.get("path") for c in fusion.fuse(extended, evidence, limit, "hybrid")]
+    finally:
+        fusion.HOOK = None
+    return a, b
+
+
 def hubs(cells: dict[tuple[str, str], dict[str, Any]]) -> None:
     firsts: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
     for (model, _), captured in cells.items():
@@ -91,11 +104,7 @@ def main(argv: list[str]) -> int:
         for (model, cell), captured in sorted(cells.items()):
             before, after = [], []
             for _, relevant, results, evidence, limit in captured["rows"]:
-                base, extended = split(results, evidence.language)
-                fusion.HOOK = None
-                a = [c.payload.get("path") for c in fusion.fuse(base, evidence, limit, "hybrid")]
-                fusion.HOOK = hook
-                b = [c.payload.get("path") for c in fusion.fuse(extended, evidence, limit, "hybrid")]
+                a, b = fused_pair(fusion, hook, results, evidence, limit)
                 before.append(ndcg_at(a, set(relevant), 10))
                 after.append(ndcg_at(b, set(relevant), 10))
                 if changes and after[-1] < before[-1] - 1e-9:

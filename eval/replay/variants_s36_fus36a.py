@@ -94,6 +94,18 @@ def _curves(rows: list[tuple[str, Any, float, float]], language: str) -> tuple[l
     return own, other
 
 
+def lifted(
+    rows: list[tuple[str, Any, float, float]], language: str, start: int, depth: int, stat: str, margin: float
+) -> tuple[float, list[int]]:
+    """The ``offset`` lift (the ``stat`` over ranks ``start``..``depth`` of the own language's r-th note's dense
+    value − the other language's r-th, less ``margin``; 0 where no rank pairs) and the other language's rows."""
+    own, other = _curves(rows, language)
+    pairs = sorted(own[r] - rows[other[r]][1].dense for r in range(start - 1, min(depth, len(own), len(other))))
+    if not pairs:
+        return 0.0, other
+    return {"median": pairs[len(pairs) // 2], "mean": sum(pairs) / len(pairs), "min": pairs[0]}[stat] - margin, other
+
+
 def offset(
     f: float, start: int, depth: int, stat: str = "median", margin: float = 0.0, agree: bool = False, firsts: int = 0
 ) -> Any:
@@ -105,12 +117,7 @@ def offset(
         language = ctx["evidence"].language
         if language is None:
             return None
-        own, other = _curves(rows, language)
-        pairs = [own[r] - rows[other[r]][1].dense for r in range(start - 1, min(depth, len(own), len(other)))]
-        if not pairs:
-            return None
-        pairs.sort()
-        lift = {"median": pairs[len(pairs) // 2], "mean": sum(pairs) / len(pairs), "min": pairs[0]}[stat] - margin
+        lift, other = lifted(rows, language, start, depth, stat, margin)
         if lift <= 0.0:
             return None
         if agree:  # the legs agree on a note of the query's language: dense's first is BM25's first

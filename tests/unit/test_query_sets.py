@@ -130,3 +130,33 @@ def test_the_bilingual_kb_holds_each_page_once_and_its_sets_are_what_the_script_
     for item in codes:  # whole pairs (an unquoted comma would cut a value)
         assert set(item) == {"relevant", "en", "ru"} and isinstance(item["en"], str) and isinstance(item["ru"], str)
     assert [q["query"] for q in built["code-en"]] == [item["en"] for item in codes]
+
+
+def test_the_held_out_bilingual_kb_holds_each_gnome_page_once_and_its_sets_are_what_the_script_builds(
+    tmp_path: Path,
+) -> None:
+    """Session 37 (issue 19, bil37): the second KB written in two languages keeps each of GNOME Help's 243 pages in
+    Russian or in English, never both, about half each, with the page's own bytes; the committed sets (eval/bilg/) are
+    what eval/make_bilingual_gnome.py builds over it, every label names a note of it, a known item's relevant notes
+    hold every term of the query, and each class asks in the language it names for a page in the language it names."""
+    module = _script("make_bilingual_gnome")
+    kb = tmp_path / "bilg"
+    chosen = module.build_kb(kb)  # type: ignore[attr-defined]
+    gnome = ROOT / "eval" / "gnome"
+    assert len(chosen) == 243 and sorted(chosen) == sorted(p.name for p in kb.glob("*.md"))
+    assert sorted(collections.Counter(chosen.values()).values()) == [121, 122]
+    for name, lang in chosen.items():
+        assert (kb / name).read_bytes() == (gnome / lang / name).read_bytes()
+    built = module.query_sets(kb, chosen)  # type: ignore[attr-defined]
+    manifest = yaml.safe_load((ROOT / "eval" / "classes-bilg.yaml").read_text(encoding="utf-8"))
+    assert [m["class"] for m in manifest] == list(built) and len(built) == 14
+    for m in manifest:
+        assert m["corpus"] == module.KB  # type: ignore[attr-defined]
+        committed = yaml.safe_load((ROOT / m["queries"]).read_text(encoding="utf-8"))
+        assert committed == built[m["class"]], m["class"]
+        _labels_hold(kb, m)
+    for lang, other in (("en", "ru"), ("ru", "en")):
+        for own, across in (("title", "title"), ("describe", "describe"), ("question", "cross")):
+            assert all(chosen[q["relevant"][0]] == lang for q in built[f"{own}-{lang}"])
+            to = f"{across}-{lang}-to-{other}"
+            assert built[to] and all(chosen[q["relevant"][0]] == other for q in built[to])
