@@ -871,7 +871,7 @@ class Indexer:
         report.missed_by_events = self._missed_by_events(report, [w for w in work if w[0].path not in missed])
         self._record_restricted_links(report, notes)
         # the keys of the notes gone from the KB (one whose deletion was held back still holds them: nothing dangles)
-        self._report_dangling(report, {k for path in state if path not in notes for k in path_keys(path)})
+        self._report_dangling(report, {k for path in state if path not in notes for k in path_keys(path)}, stop_at)
 
     # -- access scopes ----------------------------------------------------------------------------------------
     def _access_rules(self, listing: list[SourceObject]) -> FolderRules:
@@ -1191,23 +1191,26 @@ class Indexer:
             return "repair"
         return "unchanged"
 
-    def _report_dangling(self, report: SyncReport, lost: set[str]) -> None:
+    def _report_dangling(self, report: SyncReport, lost: set[str], stop_at: Deadline) -> None:
         """Report the wiki-links this run left naming no note (:func:`dangling_links`): the links of the notes it
         wrote, and the links of any note to ``lost`` (the keys of the notes it deleted) or to a title or alias the
         notes it deleted or rewrote had (:attr:`_old_names`). Logged once (how many, the first few); a failed read
-        is a warning."""
+        is a warning; so is a check cut at the run's deadline (``stop_at``: what it found so far is reported)."""
         # a title or alias a rewritten note still has names it: only the names no note written has are looked up
         # (an edit of a note 50,000 notes link to by its title read those 50,000 first chunks at every save)
         kept = {key for keys in self._names_written.values() for key in keys}
         try:
-            report.dangling_links, report.dangling = dangling_links(
-                self.store, lost | (self._old_names - kept), self._links_written
-            )
+            report.dangling_links, report.dangling, cut = dangling_links(
+                self.store, lost | (self._old_names - kept), self._links_written, stop_at=stop_at.within()
+            )  # its time, not its lease (within: a plain Deadline): it only reads, and a lost lease refuses writes
         except StoreError as exc:
             report.warnings.append({"path": "", "reason": f"{DANGLING_UNREAD} ({exc})"})
             # its own record: an event batch's record leaves the warnings out, and says dangling_links 0
             logger.warning(DANGLING_UNREAD, extra={"error": str(exc)})
             return
+        if cut:  # the run's end came first: never its error (the notes are written), its own record and warning
+            report.warnings.append({"path": "", "reason": DANGLING_CUT % report.dangling_links})
+            logger.warning(DANGLING_CUT, report.dangling_links, extra={"dangling_links": report.dangling_links})
         if report.dangling_links:
             logger.warning(DANGLING_LOGGED, report.dangling_links,
                            extra={"dangling_links": report.dangling_links, "dangling": report.dangling})  # fmt: skip
@@ -2711,49 +2714,75 @@ DANGLING_SHOWN = 10
 DANGLING_LOGGED = "%d wiki-link(s) name no note"
 #: The warning (and log record) of a sync whose dangling links could not be read (a store error): not the run's error
 DANGLING_UNREAD = "the links left naming no note could not be read"
+#: The warning (and log record) of a sync whose dangling-link check the run's deadline cut: what it found so far
+DANGLING_CUT = "the check of the links left naming no note was cut at the deadline: %d found so far"
 
 
 def dangling_links(
-    store: Store, lost: Collection[str], written: Mapping[str, Sequence[str]], shown: int = DANGLING_SHOWN
-) -> tuple[int, list[dict[str, str]]]:
+    store: Store,
+    lost: Collection[str],
+    written: Mapping[str, Sequence[str]],
+    shown: int = DANGLING_SHOWN,
+    stop_at: Deadline | None = None,
+) -> tuple[int, list[dict[str, str]], bool]:
     """The wiki-links that name no indexed note, among the links of the notes ``written`` (path → their link keys)
     and the links of every indexed note to one of the keys ``lost`` (a note deleted or renamed: its path's keys; a
-    title or alias a note no longer has): how many (a note's link to a key counted once) and the first ``shown`` by
-    linking note and key, ``{"path": ..., "link": ...}``. A link resolves as the graph resolves it
-    (:func:`kbsearch.links.resolve`: its path, a tail of it, a title, an alias) among every indexed note, whatever
-    its groups: a link to a restricted note is not dangling. Scrolls of first chunks: those linking to ``lost``,
-    then those the links could name (none when there is nothing to check)."""
+    title or alias a note no longer has): how many (a note's link to a key counted once), the first ``shown`` by
+    linking note and key, ``{"path": ..., "link": ...}``, and whether ``stop_at`` cut the check. A link resolves as
+    the graph resolves it (:func:`kbsearch.links.resolve`: its path, a tail of it, a title, an alias) among every
+    indexed note, whatever its groups: a link to a restricted note is not dangling. Scrolls of first chunks: those
+    linking to ``lost``, then those the links could name (none when there is nothing to check). No page is asked
+    for once ``stop_at`` has passed: the check is then cut, and counts only the links whose keys it resolved (the
+    links it read to ``lost`` so far, and its targets' requests of 512 keys that were read to their end)."""
     if not lost and not any(written.values()):
-        return 0, []
+        return 0, [], False
     old = not store.metadata().get(GRAPH_KEYS_ONLY)
     pairs = {(path, key) for path, keys in written.items() for key in keys}
     ordered = sorted(lost)
     linking: list[dict[str, Any]] = [{"filter": {"should": graph_clauses(LINK_KEY, ordered[i : i + 512], old)}}
                                      for i in range(0, len(ordered), 512)]  # fmt: skip
-    for payload in _scrolled(store, linking, ["path", GRAPH_FIELD, OLD_GRAPH_FIELDS[LINK_KEY]], 1024):
-        pairs |= {(payload["path"], key) for key in stored_keys(payload, LINK_KEY) if key in lost}
+    cut = False
+    try:
+        for payload in _scrolled(store, linking, ["path", GRAPH_FIELD, OLD_GRAPH_FIELDS[LINK_KEY]], 1024, stop_at):
+            pairs |= {(payload["path"], key) for key in stored_keys(payload, LINK_KEY) if key in lost}
+    except _CheckCut:
+        cut = True
     wanted = sorted({key for _, key in pairs})
-    named: list[dict[str, Any]] = [{"filter": {"should": [*graph_clauses(PATH_KEY, wanted[i : i + 512], old),
-                                                          *graph_clauses(NAME_KEY, wanted[i : i + 512], old)]}}
-                                   for i in range(0, len(wanted), 512)]  # fmt: skip
     by_key: dict[str, list[Linkable]] = {}
+    resolved: set[str] = set()
     fields = ["path", "title", GRAPH_FIELD, OLD_GRAPH_FIELDS[PATH_KEY], OLD_GRAPH_FIELDS[NAME_KEY]]
-    for payload in _scrolled(store, named, fields, 1024):
-        note = linkable(payload)
-        if note is not None:
-            for key in {*note.path_keys, *note.name_keys}:
-                by_key.setdefault(key, []).append(note)
-    dangling = sorted(p for p in pairs if resolve(p[1], p[0], by_key.get(p[1], ())) is None)
-    return len(dangling), [{"path": path, "link": key} for path, key in dangling[:shown]]
+    for i in range(0, len(wanted) if not cut else 0, 512):
+        keys = wanted[i : i + 512]
+        named = {"filter": {"should": [*graph_clauses(PATH_KEY, keys, old), *graph_clauses(NAME_KEY, keys, old)]}}
+        try:
+            for payload in _scrolled(store, [named], fields, 1024, stop_at):
+                note = linkable(payload)
+                if note is not None:
+                    for key in {*note.path_keys, *note.name_keys}:
+                        by_key.setdefault(key, []).append(note)
+        except _CheckCut:
+            cut = True
+            break
+        resolved.update(keys)
+    dangling = sorted(p for p in pairs if p[1] in resolved and resolve(p[1], p[0], by_key.get(p[1], ())) is None)
+    return len(dangling), [{"path": path, "link": key} for path, key in dangling[:shown]], cut
 
 
-def _scrolled(store: Store, requests: list[dict[str, Any]], fields: list[str], page: int) -> Iterator[dict[str, Any]]:
+class _CheckCut(Exception):
+    """:func:`_scrolled`'s ``stop_at`` passed before its next page was asked for."""
+
+
+def _scrolled(
+    store: Store, requests: list[dict[str, Any]], fields: list[str], page: int, stop_at: Deadline | None = None
+) -> Iterator[dict[str, Any]]:
     """The payloads (``fields`` of them) of the points each filter request selects, page by page; a point without
-    a path is none of a note's."""
+    a path is none of a note's. With ``stop_at``: :class:`_CheckCut` instead of a page asked for after it."""
     for request in requests:
         request |= {"limit": page, "with_payload": {"include": fields}}
         seen: set[str] = set()
         while True:
+            if stop_at is not None and stop_at.remaining() <= 0:
+                raise _CheckCut
             points, offset = store.scroll(request, 30.0)
             for point in points:
                 payload = point.get("payload") or {}
@@ -3429,7 +3458,7 @@ class ChangeSync:
             failed.add(ACCESS_FILE)
         self._record_restricted_links()
         self.indexer._old_names = self._names  # the titles and aliases the batch's notes had
-        self.indexer._report_dangling(report, {k for p in self._touched - self._present for k in path_keys(p)})
+        self.indexer._report_dangling(report, {k for p in self._touched - self._present for k in path_keys(p)}, stop_at)
         return done
 
 
