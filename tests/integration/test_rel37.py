@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
+import subprocess
+import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +17,8 @@ from kbsearch.links import GRAPH_KEYS, PATH_KEY
 from kbsearch.qdrant.embedded import EdgeStore
 from kbsearch_tools.local.runtime import LambdaContext
 from kbsearch_tools.s3events import EventPath
+from tests.conftest import KBSEARCH_CMD, ROOT, subprocess_env
+from tests.integration.test_adv36 import kept_or_counted
 from tests.integration.test_events import PREFIX, Indexer, aws  # noqa: F401 (the moto fixture)
 
 LINKS = 1_100  # three requests (512 link keys a request) for the notes the links could name
@@ -59,3 +66,93 @@ def test_a_scheduled_sync_near_its_deadline_cuts_the_dangling_link_check_and_say
     )
     assert cut == [said], reasons  # main: every request read, nothing said
     assert report["dangling_links"] in (0, 511) and len(asked) < 3, (report["dangling_links"], asked)
+
+
+# -- debt 2: kbsearch serve's log lines, a launcher that never reads its stderr --------------------------------
+
+
+def _read_all(fd: int, into: bytearray) -> threading.Thread:
+    def read() -> None:
+        while chunk := os.read(fd, 65536):
+            into.extend(chunk)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    return reader
+
+
+def _ask(url: str, answered: list[int]) -> None:
+    with urllib.request.urlopen(url, timeout=60) as response:
+        answered.append(response.status)
+
+
+@pytest.mark.timeout(180)
+def test_kbsearch_serve_answers_every_request_while_nobody_reads_its_stderr(tmp_path: Path) -> None:
+    """`kbsearch serve` wrote its access line (one a request, INFO) straight to stderr: started by a launcher that
+    pipes its stderr and never reads it, it blocked on the line after the pipe filled (~64 KiB, ~700 requests; here
+    the pipe shrunk to one page, 4096 bytes, as adv36's stdio test does) and answered nothing more. Now its stderr
+    is a relay (``kbsearch mcp``'s): a request's line is handed to a writer thread, and past its bound the oldest
+    lines waiting go, counted (the relay's own test below). Spawned; stdout read (the banner), stderr not, 300 `GET /health`."""
+    process = subprocess.Popen([*KBSEARCH_CMD, "serve", "--host", "127.0.0.1", "--port", "0"], cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env=subprocess_env(QDRANT_PATH=str(tmp_path / "q"), KB_SOURCE=str(tmp_path / "kb"),
+                                                  EMBEDDING_API_KEY="", EMBEDDING_API_KEY_PARAM=""))  # fmt: skip
+    assert process.stdout is not None and process.stderr is not None
+    fcntl.fcntl(process.stderr.fileno(), fcntl.F_SETPIPE_SZ, 4096)
+    try:
+        banner = process.stdout.readline().decode()
+        assert " on http://" in banner, banner
+        base = banner.split(" on ")[1].strip()
+        _read_all(process.stdout.fileno(), bytearray())  # stdout read (a launcher reads what it parses): not stderr
+        for i in range(300):
+            answered: list[int] = []
+
+            asking = threading.Thread(target=_ask, args=(f"{base}/health?i={i}", answered), daemon=True)
+            asking.start()
+            asking.join(30)
+            assert answered, f"no answer to request {i} within 30 s: the server is blocked"  # main: request ~40
+        said = bytearray()
+        reader = _read_all(process.stderr.fileno(), said)  # the launcher reads at last
+        time.sleep(1.0)
+        process.terminate()
+        assert process.wait(30) in (0, 143, -15)
+        reader.join(10)
+        text = said.decode()
+        # 300 lines are within the relay's bound (256 K characters): every one waited and is read, in order
+        at = [text.find(f'"GET /health?i={i} HTTP/1.1" 200') for i in range(300)]
+        assert -1 not in at and at == sorted(at), text[-500:]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+
+
+# -- debt 3: the relay drops the oldest lines, never the newest ------------------------------------------------
+
+
+def test_the_stderr_relay_keeps_the_newest_lines_and_says_how_many_older_ones_went() -> None:
+    """adv36's relay dropped what came once its bound was reached: a reader looking late (a client that reads
+    stderr after the server died) found the first lines (start-up) and a count, never the last lines before the
+    end, a crash's traceback among them. Now the oldest waiting lines go, whole, and the count stands where they
+    were, before the newest; a traceback written last (one write of many lines) is read whole."""
+    from kbsearch_tools.mcp_stdio import StderrRelay
+
+    unread, err = os.pipe()
+    fcntl.fcntl(err, fcntl.F_SETPIPE_SZ, 4096)
+    target = os.fdopen(err, "w", encoding="utf-8")
+    relay = StderrRelay(target, limit=8192)
+    for i in range(3000):
+        relay.write(f"WARNING kbsearch.search: line {i:08}...\n")
+    trace = "Traceback (most recent call last):\n" + "".join(f'  File "x.py", line {n}\n' for n in range(40))
+    relay.write(trace + "RuntimeError: the end\n")
+    said = bytearray()
+    reader = _read_all(unread, said)
+    assert relay.drain(10)
+    target.close()
+    reader.join(10)
+    os.close(unread)
+    text = said.decode()
+    assert text.endswith(trace + "RuntimeError: the end\n"), text[-300:]  # main: the count last, no traceback
+    kept = text[: -len(trace) - len("RuntimeError: the end\n")]
+    assert kept_or_counted(kept, lambda i: f"WARNING kbsearch.search: line {i:08}...") == 3000
+    assert "line 00002999..." in kept

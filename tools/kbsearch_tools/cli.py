@@ -230,6 +230,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     imported or the store is opened, as while it serves (it was Python's default before the server listened: the
     process gone without its line). Whatever start-up has begun (the oracle, the socket, the hand-off socket's file,
     the watcher) is shut down by the same steps, whatever ends it (a Ctrl-C, a SIGTERM, an error)."""
+    from kbsearch_tools.stderr_relay import relay_stderr
+
+    relay_stderr("kbsearch serve")  # a request's log line never waits on a launcher that does not read stderr
     stopped: KeyboardInterrupt | None = None
     with _terminate_as_interrupt():
         oracle: Any = None
@@ -1626,7 +1629,8 @@ def build_parser() -> argparse.ArgumentParser:
         "still arriving KB_LOCAL_REQUEST_READ_S (default 30) seconds after its first byte is answered 408 and its "
         "connection closed; with every connection taken and none idle, the one whose request has been arriving "
         "longest, KB_LOCAL_SLOW_EVICT_AFTER_S (default 5) seconds or more, is answered 408 and closed to make room (each from 0.1 "
-        "to 3600).",
+        "to 3600). The log (a line a request, on stderr) never waits on its reader: lines wait in memory (at most "
+        "256 K characters; past that the oldest go, and a line says how many).",
     )
     p.add_argument(
         "--host",
@@ -1726,8 +1730,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="an MCP server on stdin/stdout for desktop assistants (local index, or a bridge to a deployment)",
         description="Speak MCP (JSON-RPC, one message per line, both protocol eras; JSON-RPC batches in a session "
         "that negotiated 2025-03-26) on stdin/stdout until stdin closes (SIGTERM ends it the same way, exit 143); "
-        "logs go to stderr, never waiting on it (a client that does not read it: lines past 256 K characters are "
-        "dropped and counted). Local (default): the "
+        "logs go to stderr, never waiting on it (a client that does not read it: past 256 K characters the oldest "
+        "lines waiting are dropped and counted). Local (default): the "
         "index at QDRANT_PATH (or Qdrant Cloud with QDRANT_URL) and the notes at KB_SOURCE, read-only, through the "
         "same services as kbsearch serve; --oracle e5|use loads that model in this process (an index built with "
         "kbsearch index --oracle), before the first message is read. --remote URL: forward every message to URL/mcp "
