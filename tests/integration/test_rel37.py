@@ -60,11 +60,13 @@ def test_a_scheduled_sync_near_its_deadline_cuts_the_dangling_link_check_and_say
     report = indexer.app.lambda_handler({}, LambdaContext("kb-search-test-indexer", 2048, 65))
     assert report["added"] == 2 and report["error"] is None and not report["incomplete"], report
     reasons = [w["reason"] for w in report["warnings"]]
-    cut = [r for r in reasons if "cut at the deadline" in r]
+    cut = [r for r in reasons if r.startswith("the check of the links left naming no note")]
     said = (
         f"the check of the links left naming no note was cut at the deadline: {report['dangling_links']} found so far"
     )
     assert cut == [said], reasons  # main: every request read, nothing said
+    # the count of every dangling link of the KB (rel37's debt 4) is cut too, and says so: never a count made up
+    assert report["dangling_total"] is None and any(r.endswith("counted (cut at the deadline)") for r in reasons)
     assert report["dangling_links"] in (0, 511) and len(asked) < 3, (report["dangling_links"], asked)
 
 
@@ -156,3 +158,26 @@ def test_the_stderr_relay_keeps_the_newest_lines_and_says_how_many_older_ones_we
     kept = text[: -len(trace) - len("RuntimeError: the end\n")]
     assert kept_or_counted(kept, lambda i: f"WARNING kbsearch.search: line {i:08}...") == 3000
     assert "line 00002999..." in kept
+
+
+# -- debt 4: the links already dangling, counted at every run --------------------------------------------------
+
+
+def test_kbsearch_index_counts_the_links_already_dangling_and_names_the_new_ones(tmp_path: Path) -> None:
+    """An incremental `kbsearch index` said only the links its own changes left naming no note: a KB holding a
+    dangling link said nothing of it on the next run, and an unchanged KB nothing at all, as if none dangled. Now
+    every run of `kbsearch index` counts them all (one scroll of every note's first chunk) and names the new ones."""
+    from tests.integration.test_walk36b import _index, _kb
+
+    kb = _kb(tmp_path, {"a.md": "# A\n\nSee [[nowhere]].\n", "b.md": "# B\n\nSee [[a]].\n"})
+    store = tmp_path / "q"
+    assert _index(kb, store) == [
+        "  dangling links: 1 wiki-link this run left naming no note; 1 in the KB in all",
+        "  dangling a.md: [[nowhere]] names no note",
+    ]
+    (kb / "b.md").write_text("# B\n\nSee [[a]] and [[elsewhere]].\n")
+    assert _index(kb, store) == [  # main: the new one only
+        "  dangling links: 1 wiki-link this run left naming no note; 2 in the KB in all",
+        "  dangling b.md: [[elsewhere]] names no note",
+    ]
+    assert _index(kb, store) == ["  dangling links: 2 wiki-links in the KB name no note, none new this run"]  # main: []

@@ -619,12 +619,18 @@ def _print_sync_summary(report: dict[str, Any]) -> None:
         print(f"  skipped {_one_line(item['path'])}: {_one_line(item['reason'])}")
     for item in report["warnings"]:
         print(f"  warning {_one_line(item['path'])}: {_one_line(item['reason'])}")
+    in_all = report.get("dangling_total")  # every link of the index naming no note: said at every run, by count
+    whole = "" if in_all is None else f"; {in_all} in the KB in all"
     if report.get("dangling_links"):  # a renamed note's links, a saved note's: each names no indexed note
         shown, total = report.get("dangling") or [], report["dangling_links"]
         first = f" (the first {len(shown)} by note)" if total > len(shown) else ""
-        print(f"  dangling links: {total} wiki-link{'' if total == 1 else 's'} this run left naming no note{first}")
+        print(f"  dangling links: {total} wiki-link{'' if total == 1 else 's'} this run left naming no note{first}"
+              f"{whole}")  # fmt: skip
         for item in shown:
             print(f"  dangling {_one_line(item['path'])}: [[{_one_line(item['link'])}]] names no note")
+    elif in_all:  # none new: the ones already there are counted, not named again
+        print(f"  dangling links: {in_all} wiki-link{'' if in_all == 1 else 's'} in the KB name no note, none new "
+              "this run")  # fmt: skip
     if report["deletion_blocked"]:
         print(f"  deletions blocked: {report['deletion_blocked']}")
     if report.get("unwritten"):

@@ -203,6 +203,10 @@ class SyncReport:
     #: (:func:`dangling_links`): ``{"path": the linking note, "link": the link's key}``
     dangling_links: int = 0
     dangling: list[dict[str, str]] = field(default_factory=list)
+    #: every wiki-link of the index that names no note, this run's and the ones already there (a note's link to a key
+    #: counted once): counted by a run whose options ask it (``count_dangling``: ``kbsearch index``, the scheduled
+    #: run), None otherwise or when the run's deadline cut the count (:func:`dangling_total`)
+    dangling_total: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -283,6 +287,9 @@ class SyncOptions:
     #: the longest one note's parse, chunking and points may take (NOTE_PARSE_LIMIT_S), CPU time: past it the note is
     #: skipped, and not parsed again until it changes (:data:`PARSE_REFUSED`)
     parse_limit_s: float = DEFAULT_PARSE_LIMIT_S
+    #: count every dangling link of the index after the run (:attr:`SyncReport.dangling_total`): one scroll of every
+    #: note's first chunk; a run of the whole KB's listing asks it (``run_sync``), an event batch or a save does not
+    count_dangling: bool = False
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> SyncOptions:
@@ -872,6 +879,8 @@ class Indexer:
         self._record_restricted_links(report, notes)
         # the keys of the notes gone from the KB (one whose deletion was held back still holds them: nothing dangles)
         self._report_dangling(report, {k for path in state if path not in notes for k in path_keys(path)}, stop_at)
+        if self.options.count_dangling:
+            self._count_dangling(report, stop_at)
 
     # -- access scopes ----------------------------------------------------------------------------------------
     def _access_rules(self, listing: list[SourceObject]) -> FolderRules:
@@ -1214,6 +1223,19 @@ class Indexer:
         if report.dangling_links:
             logger.warning(DANGLING_LOGGED, report.dangling_links,
                            extra={"dangling_links": report.dangling_links, "dangling": report.dangling})  # fmt: skip
+
+    def _count_dangling(self, report: SyncReport, stop_at: Deadline) -> None:
+        """Count every dangling link of the index (:func:`dangling_total`) into the report; a failed read or a
+        count cut at the run's deadline is a warning, never the run's error (the count stays None)."""
+        try:
+            report.dangling_total = dangling_total(self.store, stop_at.within())
+        except StoreError as exc:
+            report.warnings.append({"path": "", "reason": f"{DANGLING_UNCOUNTED} ({exc})"})
+            logger.warning(DANGLING_UNCOUNTED, extra={"error": str(exc)})
+            return
+        if report.dangling_total is None:
+            report.warnings.append({"path": "", "reason": f"{DANGLING_UNCOUNTED} (cut at the deadline)"})
+            logger.warning(DANGLING_UNCOUNTED, extra={"error": "cut at the deadline"})
 
     def _delete_missing(
         self, report: SyncReport, state: dict[str, NoteState], notes: dict[str, SourceObject], stop_at: Deadline
@@ -2531,7 +2553,11 @@ def run_sync(
         try:
             embedder = build_embedder(settings, secrets, None)  # the shared client, made if a note is embedded
             options = SyncOptions.from_settings(
-                settings, full=full, allow_mass_delete=allow_mass_delete, caller_sets=caller_sets(secrets)
+                settings,
+                full=full,
+                allow_mass_delete=allow_mass_delete,
+                caller_sets=caller_sets(secrets),
+                count_dangling=True,
             )
             if rebuild and not store.embedded:
                 report = rebuild_behind_alias(
@@ -2766,6 +2792,31 @@ def dangling_links(
         resolved.update(keys)
     dangling = sorted(p for p in pairs if p[1] in resolved and resolve(p[1], p[0], by_key.get(p[1], ())) is None)
     return len(dangling), [{"path": path, "link": key} for path, key in dangling[:shown]], cut
+
+
+#: The warning of a run whose count of every dangling link could not be made (a store error, or its deadline)
+DANGLING_UNCOUNTED = "the wiki-links of the whole index naming no note could not be counted"
+
+
+def dangling_total(store: Store, stop_at: Deadline | None = None) -> int | None:
+    """How many wiki-links of the whole index name no indexed note (a note's link to a key counted once), resolved
+    as :func:`dangling_links` resolves them, among every note whatever its groups: one scroll of every note's first
+    chunk (1,024 a page), its links and names kept in memory (a few keys a note). None when ``stop_at`` passed
+    before its last page."""
+    requests: list[dict[str, Any]] = [{"filter": {"must": [{"key": "chunk_index", "match": {"value": 0}}]}}]
+    fields = ["path", "title", GRAPH_FIELD, *(OLD_GRAPH_FIELDS[kind] for kind in (PATH_KEY, NAME_KEY, LINK_KEY))]
+    by_key: dict[str, list[Linkable]] = {}
+    links: list[tuple[str, str]] = []
+    try:
+        for payload in _scrolled(store, requests, fields, 1024, stop_at):
+            note = linkable(payload)
+            if note is not None:
+                for key in {*note.path_keys, *note.name_keys}:
+                    by_key.setdefault(key, []).append(note)
+            links.extend((payload["path"], key) for key in set(stored_keys(payload, LINK_KEY)))
+    except _CheckCut:
+        return None
+    return sum(1 for path, key in links if resolve(key, path, by_key.get(key, ())) is None)
 
 
 class _CheckCut(Exception):
