@@ -20,6 +20,7 @@ from kbsearch_tools.s3events import EventPath
 from tests.conftest import KBSEARCH_CMD, ROOT, subprocess_env
 from tests.integration.test_adv36 import kept_or_counted
 from tests.integration.test_events import PREFIX, Indexer, aws  # noqa: F401 (the moto fixture)
+from tests.integration.test_lease import s3_kb_and_lease_table  # noqa: F401 (the moto fixture)
 
 LINKS = 1_100  # three requests (512 link keys a request) for the notes the links could name
 
@@ -181,3 +182,92 @@ def test_kbsearch_index_counts_the_links_already_dangling_and_names_the_new_ones
         "  dangling b.md: [[elsewhere]] names no note",
     ]
     assert _index(kb, store) == ["  dangling links: 2 wiki-links in the KB name no note, none new this run"]  # main: []
+
+
+# -- debt 6: Intelligent-Tiering's archive tiers -----------------------------------------------------------------
+
+REFUSED = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>InvalidObjectState</Code><Message>The operation is not '
+    b"valid for the object's access tier</Message><StorageClass>INTELLIGENT_TIERING</StorageClass>"
+    b"<AccessTier>ARCHIVE_ACCESS</AccessTier><RequestId>R1</RequestId></Error>"
+)
+
+
+def _in_archive_access(keys: dict[str, tuple[str, int]], archived: list[bool]) -> None:
+    """S3 as it answers for INTELLIGENT_TIERING objects (``keys``: key → ETag and size) in their Archive Access tier
+    while ``archived[0]``: a GET 403 ``InvalidObjectState`` naming the tier, a HEAD naming it
+    (``x-amz-archive-status``); moto has no such tier (it serves every INTELLIGENT_TIERING object), so the answers
+    are made where botocore sends the request (its ``before-send`` hook, as test_rev36c's), first of the default
+    session's handlers."""
+    import boto3
+    from botocore.awsrequest import AWSResponse, HTTPHeaders
+
+    from tests.integration.test_rev36c import _Body
+
+    def send(request: Any, **_: Any) -> AWSResponse | None:
+        key = request.url.split("?")[0].rsplit("/", 1)[-1]
+        if not archived[0] or key not in keys:
+            return None
+        etag, size = keys[key]
+        headers = HTTPHeaders()
+        if request.method == "HEAD":
+            for name, value in {"ETag": f'"{etag}"', "Content-Length": str(size), "x-amz-archive-status":
+                                "ARCHIVE_ACCESS", "x-amz-storage-class": "INTELLIGENT_TIERING",
+                                "Last-Modified": "Mon, 07 Dec 2026 12:00:00 GMT"}.items():  # fmt: skip
+                headers[name] = value
+            return AWSResponse(request.url, 200, headers, _Body(b""))
+        headers["Content-Type"] = "application/xml"
+        return AWSResponse(request.url, 403, headers, _Body(REFUSED))
+
+    assert boto3.DEFAULT_SESSION is not None
+    hooks: Any = boto3.DEFAULT_SESSION.events
+    hooks.register_first("before-send.s3.GetObject", send)
+    hooks.register_first("before-send.s3.HeadObject", send)
+
+
+def test_a_note_in_intelligent_tierings_archive_tier_is_skipped_with_its_tier_kept_and_asked_about_by_a_head(
+    s3_kb_and_lease_table: Any,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An INTELLIGENT_TIERING note in its Archive Access tier: the listing says INTELLIGENT_TIERING only (the tier
+    is a HEAD's ``ArchiveStatus``), S3 refuses its GET. rel36's record of archived notes took GLACIER and
+    DEEP_ARCHIVE only: such a note was asked for (a refused GET) at every sync that reads it, its reason S3's bare
+    error. Now the reason names the tier, a note indexed before stays in the index (a full sync too), and it is
+    recorded: later syncs ask with a HEAD, no GET, and read it once S3 moves it out of the archive tiers."""
+    import boto3
+
+    from kbsearch.config import Secrets, Settings
+    from kbsearch.qdrant import open_store
+    from tests.integration.test_lease import _load_indexer, _scheduled_sync_of_the_bucket, archived_in_the_bucket
+
+    s3 = boto3.client("s3", region_name="us-east-1")
+    it: Any = "INTELLIGENT_TIERING"  # (a Literal to the stubs)
+    s3.put_object(Bucket="kb-notes", Key="cold.md", Body=b"# Cold\n\nquokka tiers\n", StorageClass=it)
+    assert _scheduled_sync_of_the_bucket(tmp_path, monkeypatch).get("error") is None  # indexed while served
+    s3.put_object(Bucket="kb-notes", Key="frozen.md", Body=b"# Frozen\n\nwombat tiers\n", StorageClass=it)
+    heads = {k: s3.head_object(Bucket="kb-notes", Key=k) for k in ("cold.md", "frozen.md")}
+    archived = [True]  # both in the Archive Access tier now: frozen.md before any sync read it
+    _in_archive_access({k: (h["ETag"].strip('"'), h["ContentLength"]) for k, h in heads.items()}, archived)
+    gets = archived_in_the_bucket()  # (no key put: the GETs asked for from now on)
+    app = _load_indexer(monkeypatch)  # the environment the scheduled run set
+    full = app.lambda_handler({"full": True}, LambdaContext("kb-search-test-indexer", 2048, 900))
+    for key in ("cold.md", "frozen.md"):
+        reason = " ".join(s["reason"] for s in full["skipped"] if s["path"] == key)
+        assert "in S3 Intelligent-Tiering's ARCHIVE_ACCESS tier, not restored" in reason, full  # main: S3's error
+    assert full["error"] is None and full["deleted"] == 0, full
+    settings = Settings(qdrant_path=str(tmp_path / "qdrant"), embedding_api_key=None)
+    store = open_store(settings, Secrets(settings))
+    try:
+        assert any(p.get("path") == "cold.md" for p in store.points().values())  # kept: never deleted for it
+    finally:
+        store.close()
+    gets.clear()
+    again = _scheduled_sync_of_the_bucket(tmp_path, monkeypatch)
+    reason = " ".join(s["reason"] for s in again["skipped"] if s["path"] == "frozen.md")
+    assert "frozen.md" not in gets, gets  # main: its GET asked for (and refused) at every sync
+    assert "archived in S3 Intelligent-Tiering's archive tiers at this version" in reason, again
+    archived[0] = False  # restored: out of the archive tiers, the HEAD names none, the GET is served
+    gets.clear()
+    thawed = _scheduled_sync_of_the_bucket(tmp_path, monkeypatch)
+    assert "frozen.md" in gets and thawed["added"] == 1 and not thawed["skipped"], thawed

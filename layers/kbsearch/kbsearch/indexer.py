@@ -1830,8 +1830,10 @@ ARCHIVED_NOTES = "archived_notes"
 #: lifecycle rule archiving a bucket's 100,000 notes made it ~9 MB (Qdrant's default max_request_size_mb is 32).
 #: Notes past it are asked for at every sync, S3 refusing each GET, as before the record.
 ARCHIVED_MAX = 1000
-#: The storage classes whose objects S3 serves only once restored.
-ARCHIVE_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
+#: The storage classes whose objects S3 may serve only once restored: GLACIER and DEEP_ARCHIVE always;
+#: INTELLIGENT_TIERING when the object sits in its Archive Access or Deep Archive Access tier, which no listing
+#: names (``ArchiveStatus`` is a HEAD's): such a note is recorded only once S3 refused its GET (``InvalidObjectState``).
+ARCHIVE_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE", "INTELLIGENT_TIERING"})
 
 
 def archive_tag(obj: SourceObject) -> str | None:
@@ -1840,7 +1842,8 @@ def archive_tag(obj: SourceObject) -> str | None:
 
 
 def archived_reason(obj: SourceObject) -> str:
-    return (f"archived in S3 {obj.storage_class} at this version, not restored: an earlier run could not read it; "
+    where = "Intelligent-Tiering's archive tiers" if obj.storage_class == "INTELLIGENT_TIERING" else obj.storage_class
+    return (f"archived in S3 {where} at this version, not restored: an earlier run could not read it; "
             "asked about (a HEAD, no GET) at every sync, and read at the first after a restore, or when its ETag or "
             "storage class changes")  # fmt: skip
 
