@@ -27,6 +27,7 @@ import bisect
 import contextlib
 import datetime as dt
 import gc
+import hashlib
 import json
 import logging
 import math
@@ -880,7 +881,7 @@ class Indexer:
         # the keys of the notes gone from the KB (one whose deletion was held back still holds them: nothing dangles)
         self._report_dangling(report, {k for path in state if path not in notes for k in path_keys(path)}, stop_at)
         if self.options.count_dangling:
-            self._count_dangling(report, stop_at)
+            self._count_dangling(report, stop_at, state)
 
     # -- access scopes ----------------------------------------------------------------------------------------
     def _access_rules(self, listing: list[SourceObject]) -> FolderRules:
@@ -1224,11 +1225,27 @@ class Indexer:
             logger.warning(DANGLING_LOGGED, report.dangling_links,
                            extra={"dangling_links": report.dangling_links, "dangling": report.dangling})  # fmt: skip
 
-    def _count_dangling(self, report: SyncReport, stop_at: Deadline) -> None:
+    def _count_dangling(self, report: SyncReport, stop_at: Deadline, state: dict[str, NoteState]) -> None:
         """Count every dangling link of the index (:func:`dangling_total`) into the report; a failed read or a
-        count cut at the run's deadline is a warning, never the run's error (the count stays None)."""
+        count cut at the run's deadline is a warning, never the run's error (the count stays None). A run that
+        wrote and deleted nothing, over an index whose notes (path → versions, ``state`` as the run read it) are
+        those the last count was made over (:data:`DANGLING_RECORD`), reports that count unread: an unchanged KB
+        costs one metadata read, not a scroll of every note."""
+        held = hashlib.md5(usedforsecurity=False)
+        for path in sorted(state):
+            held.update(f"{path}\0{sorted(state[path].chunks)}\n".encode())
+        versions, quiet = held.hexdigest(), not self._written_ids and not report.deleted
         try:
+            recorded = self.store.metadata().get(DANGLING_RECORD)
+            same = quiet and isinstance(recorded, dict) and recorded.get("notes") == versions
+            if same and isinstance(recorded, dict) and isinstance(recorded.get("count"), int):
+                report.dangling_total = recorded["count"]
+                return
             report.dangling_total = dangling_total(self.store, stop_at.within())
+            record = {"count": report.dangling_total, "notes": versions if quiet else None}
+            if report.dangling_total is not None and record != recorded:  # (a write only when it changes)
+                with contextlib.suppress(StoreError, LeaseLostError):  # not recorded: counted again next run
+                    self.store.merge_metadata({DANGLING_RECORD: record})
         except StoreError as exc:
             report.warnings.append({"path": "", "reason": f"{DANGLING_UNCOUNTED} ({exc})"})
             logger.warning(DANGLING_UNCOUNTED, extra={"error": str(exc)})
@@ -2797,6 +2814,10 @@ def dangling_links(
     return len(dangling), [{"path": path, "link": key} for path, key in dangling[:shown]], cut
 
 
+#: Metadata key of the index: the last count of its dangling links (:func:`dangling_total`), ``{"count", "notes"}``,
+#: ``notes`` a digest of the indexed notes' paths and versions it was made over (None when the run that made it had
+#: written: the next run counts again), so that a run over the same notes reports it unread
+DANGLING_RECORD = "dangling_links_counted"
 #: The warning of a run whose count of every dangling link could not be made (a store error, or its deadline)
 DANGLING_UNCOUNTED = "the wiki-links of the whole index naming no note could not be counted"
 
@@ -2804,22 +2825,33 @@ DANGLING_UNCOUNTED = "the wiki-links of the whole index naming no note could not
 def dangling_total(store: Store, stop_at: Deadline | None = None) -> int | None:
     """How many wiki-links of the whole index name no indexed note (a note's link to a key counted once), resolved
     as :func:`dangling_links` resolves them, among every note whatever its groups: one scroll of every note's first
-    chunk (1,024 a page), its links and names kept in memory (a few keys a note). None when ``stop_at`` passed
-    before its last page."""
+    chunk (1,024 a page), its graph keys kept in memory (a few a note); a note is made a :class:`Linkable` only
+    when a link's key is one of its own. None when ``stop_at`` passed before its last page."""
     requests: list[dict[str, Any]] = [{"filter": {"must": [{"key": "chunk_index", "match": {"value": 0}}]}}]
     fields = ["path", "title", GRAPH_FIELD, *(OLD_GRAPH_FIELDS[kind] for kind in (PATH_KEY, NAME_KEY, LINK_KEY))]
-    by_key: dict[str, list[Linkable]] = {}
+    by_key: dict[str, list[dict[str, Any]]] = {}
     links: list[tuple[str, str]] = []
     try:
         for payload in _scrolled(store, requests, fields, 1024, stop_at):
-            note = linkable(payload)
-            if note is not None:
-                for key in {*note.path_keys, *note.name_keys}:
-                    by_key.setdefault(key, []).append(note)
-            links.extend((payload["path"], key) for key in set(stored_keys(payload, LINK_KEY)))
+            merged = payload.get(GRAPH_FIELD)
+            if isinstance(merged, list):  # one pass over the note's graph keys (p:, n:, l:)
+                named = {k[2:] for k in merged if isinstance(k, str) and k[:2] in (PATH_KEY, NAME_KEY)}
+                linked = {k[2:] for k in merged if isinstance(k, str) and k[:2] == LINK_KEY}
+            else:  # a note a store made before graph_keys, not rewritten yet: its old fields
+                named = {*stored_keys(payload, PATH_KEY), *stored_keys(payload, NAME_KEY)}
+                linked = set(stored_keys(payload, LINK_KEY))
+            for key in named:
+                by_key.setdefault(key, []).append(payload)
+            links.extend((payload["path"], key) for key in linked)
     except _CheckCut:
         return None
-    return sum(1 for path, key in links if resolve(key, path, by_key.get(key, ())) is None)
+    made: dict[str, Linkable | None] = {}
+
+    def candidates(key: str) -> list[Linkable]:
+        found = [made.setdefault(p["path"], linkable(p)) for p in by_key.get(key, ())]
+        return [note for note in found if note is not None]
+
+    return sum(1 for path, key in links if resolve(key, path, candidates(key)) is None)
 
 
 class _CheckCut(Exception):
@@ -3374,6 +3406,41 @@ class ChangeSync:
         self._record_restricted_links(every_note=True)
         return not report.incomplete
 
+    def _rules_version(self, report: ChangeReport) -> str | None:
+        """The access file's ETag now ("" when there is none; None when S3 did not answer: a warning)."""
+        try:
+            now = head(self.source, getattr(self.source, "prefix", "") + ACCESS_FILE)
+        except SourceError as exc:
+            report.warnings.append({"path": ACCESS_FILE, "reason": f"not looked up ({exc}): saved while this batch "
+                                    "applied it, it applies with its event or the next sync"})  # fmt: skip
+            return None
+        return now.etag if now is not None else ""
+
+    def _rules_kept(self, report: ChangeReport, before: str | None, stop_at: Deadline) -> bool:
+        """After this batch gave every note its groups: whether the access file is still the version it read
+        (``before``, looked up just before the read). A rules batch slower than a whole full sync wrote its older
+        rules' groups after the sync had applied newer ones, and the newer version's event, failed back while the
+        sync held the lease, claimed nothing (adv36b, rev36d): nothing else would apply them until its retry or the
+        next sync. Saved since: the rules as they are now are read and applied again (``superseded``), at most
+        :data:`SUPERSEDED_ROUNDS` times; False (the event is retried) when they keep changing, cannot be used, or
+        the deadline cut an apply short."""
+        for _ in range(SUPERSEDED_ROUNDS):
+            now = self._rules_version(report)
+            if before is None or now is None or now == before:
+                return True  # unchanged, or not looked up (a warning says so)
+            before = now
+            report.superseded += 1
+            logger.warning("the access file was saved while its batch applied it; applied again as it is now")
+            try:
+                self.indexer._rules = self._access_rules(stop_at)
+            except (AccessFileError, SourceError) as exc:  # as a batch of it: the notes keep the groups they have
+                report.error = str(exc) if isinstance(exc, AccessFileError) else f"access rules not read: {exc}"
+                report.incomplete = True
+                return False
+            if not self._apply_rules(report, stop_at):
+                return False
+        return False
+
     def _record_restricted_links(self, every_note: bool = False) -> None:
         """Bring the restricted link targets (collection metadata, see :func:`kbsearch.access.visible_links`) up
         to date in this run. ``every_note`` (an access file change): the list is derived afresh from every indexed
@@ -3435,6 +3502,8 @@ class ChangeSync:
                 failed.add(path)
                 logger.warning("note not readable; its event is retried", extra={"path": path, "error": str(exc)})
         rules_read = ACCESS_FILE in todo or any(obj is not None for obj in current.values())
+        # the access file's version before its rules are read: looked up again once they are applied (rel37)
+        rules_tag = self._rules_version(report) if ACCESS_FILE in todo else None
         if rules_read:  # deletions alone read no rules (a replay reads nothing at all): nothing is indexed under them
             try:
                 prefix = getattr(self.source, "prefix", "")  # the folders as the keys spell them (a Mac's NFD)
@@ -3506,7 +3575,7 @@ class ChangeSync:
                 failed.add(path)
         self.tracking.unreadable.clear()
         if ACCESS_FILE in todo and rules_read:
-            if self._apply_rules(report, stop_at):
+            if self._apply_rules(report, stop_at) and self._rules_kept(report, rules_tag, stop_at):
                 self._changed.add(ACCESS_FILE)
                 return [*done, ACCESS_FILE]  # the whole list was recorded again
             failed.add(ACCESS_FILE)
