@@ -21,6 +21,7 @@ from tests.conftest import KBSEARCH_CMD, ROOT, subprocess_env
 from tests.integration.test_adv36 import kept_or_counted
 from tests.integration.test_events import PREFIX, Indexer, aws  # noqa: F401 (the moto fixture)
 from tests.integration.test_lease import s3_kb_and_lease_table  # noqa: F401 (the moto fixture)
+from tests.integration.test_rev36b import _read_all
 
 LINKS = 1_100  # three requests (512 link keys a request) for the notes the links could name
 
@@ -72,16 +73,6 @@ def test_a_scheduled_sync_near_its_deadline_cuts_the_dangling_link_check_and_say
 
 
 # -- debt 2: kbsearch serve's log lines, a launcher that never reads its stderr --------------------------------
-
-
-def _read_all(fd: int, into: bytearray) -> threading.Thread:
-    def read() -> None:
-        while chunk := os.read(fd, 65536):
-            into.extend(chunk)
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    return reader
 
 
 def _ask(url: str, answered: list[int]) -> None:

@@ -492,13 +492,8 @@ class Indexer:
         the run's end (:meth:`_reapply_claimed`). False when the run read no rules, or the HEAD failed (a warning)."""
         if self._rules_tag is None:
             return False
-        try:
-            now = head(self.source, getattr(self.source, "prefix", "") + ACCESS_FILE)
-        except SourceError as exc:
-            report.warnings.append({"path": ACCESS_FILE, "reason": f"not looked up again at the run's end ({exc}): "
-                                    "saved during the run, it applies with its event or the next sync"})  # fmt: skip
-            return False
-        return (now.etag if now is not None else "") != self._rules_tag
+        now = access_version(self.source, report.warnings, "not looked up again at the run's end", "during the run")
+        return now is not None and now != self._rules_tag
 
     def _embedding_signature(self, report: SyncReport) -> None:
         """Compare the collection's recorded embedding (model, dimensions, input format) with the embedder's.
@@ -2764,6 +2759,18 @@ DANGLING_UNREAD = "the links left naming no note could not be read"
 DANGLING_CUT = "the check of the links left naming no note was cut at the deadline: %d found so far"
 
 
+def access_version(source: Source, warnings: list[dict[str, str]], said: str, saved: str) -> str | None:
+    """The access file's ETag now, one HEAD ("" when there is none); None when the source did not answer, with a
+    warning (``said`` what was not done, ``saved`` when a save is then missed until its event or the next sync)."""
+    try:
+        now = head(source, getattr(source, "prefix", "") + ACCESS_FILE)
+    except SourceError as exc:
+        warnings.append({"path": ACCESS_FILE, "reason": f"{said} ({exc}): saved {saved}, it applies with its event "
+                         "or the next sync"})  # fmt: skip
+        return None
+    return now.etag if now is not None else ""
+
+
 def dangling_links(
     store: Store,
     lost: Collection[str],
@@ -3407,14 +3414,8 @@ class ChangeSync:
         return not report.incomplete
 
     def _rules_version(self, report: ChangeReport) -> str | None:
-        """The access file's ETag now ("" when there is none; None when S3 did not answer: a warning)."""
-        try:
-            now = head(self.source, getattr(self.source, "prefix", "") + ACCESS_FILE)
-        except SourceError as exc:
-            report.warnings.append({"path": ACCESS_FILE, "reason": f"not looked up ({exc}): saved while this batch "
-                                    "applied it, it applies with its event or the next sync"})  # fmt: skip
-            return None
-        return now.etag if now is not None else ""
+        """The access file's ETag now (:func:`access_version`)."""
+        return access_version(self.source, report.warnings, "not looked up", "while this batch applied it")
 
     def _rules_kept(self, report: ChangeReport, before: str | None, stop_at: Deadline) -> bool:
         """After this batch gave every note its groups: whether the access file is still the version it read
