@@ -58,11 +58,6 @@ class StderrRelay(io.TextIOBase):
     def encoding(self) -> str:  # type: ignore[override]
         return getattr(self._target, "encoding", None) or "utf-8"
 
-    @property
-    def dropped(self) -> int:
-        """The lines dropped and not yet said (a test's and a probe's look)."""
-        return self._dropped
-
     def write(self, text: str) -> int:
         if not isinstance(text, str):  # as a text stream refuses it, to its caller: in the writer thread's join it
             # ended that thread, and stderr with it, for the rest of the process (round 36 review)
