@@ -173,6 +173,20 @@ def test_kbsearch_index_counts_the_links_already_dangling_and_names_the_new_ones
         "  dangling b.md: [[elsewhere]] names no note",
     ]
     assert _index(kb, store) == ["  dangling links: 2 wiki-links in the KB name no note, none new this run"]  # main: []
+    # that run wrote nothing: its count is recorded with the notes it was made over, and the next run reports it
+    # unread (one metadata read, no scroll of every note); the KB unchanged, the same line
+    from kbsearch.config import Secrets, Settings
+    from kbsearch.indexer import DANGLING_RECORD
+    from kbsearch.qdrant import open_store
+
+    settings = Settings(qdrant_path=str(store), embedding_api_key=None)
+    opened = open_store(settings, Secrets(settings))
+    try:
+        recorded = opened.metadata()[DANGLING_RECORD]
+    finally:
+        opened.close()
+    assert recorded["count"] == 2 and isinstance(recorded["notes"], str), recorded
+    assert _index(kb, store) == ["  dangling links: 2 wiki-links in the KB name no note, none new this run"]
 
 
 # -- debt 6: Intelligent-Tiering's archive tiers -----------------------------------------------------------------
