@@ -52,16 +52,17 @@ def test_kbsearch_index_names_the_links_a_rename_leaves_dangling(tmp_path: Path)
     assert _index(kb, store) == []
     (kb / "notes/target.md").rename(kb / "notes/renamed.md")
     assert _index(kb, store) == [
-        "  dangling links: 2 wiki-links this run left naming no note",
+        "  dangling links: 2 wiki-links this run left naming no note; 2 in the KB in all",
         "  dangling hr/pay.md: [[notes/target]] names no note",
         "  dangling ops/linker.md: [[target]] names no note",
     ]
-    assert _index(kb, store) == []  # an unchanged KB: nothing written, nothing gone, nothing read
+    # an unchanged KB: nothing new, the two still there counted (rel37), not named again
+    assert _index(kb, store) == ["  dangling links: 2 wiki-links in the KB name no note, none new this run"]
     (kb / "notes/renamed.md").rename(kb / "notes/target.md")  # renamed back: they resolve again, nothing said
     assert _index(kb, store) == []
     (kb / "notes/target.md").write_text(TARGET.replace("Quokka facts", "Quokka notes"))  # its title changed
     assert _index(kb, store) == [
-        "  dangling links: 1 wiki-link this run left naming no note",
+        "  dangling links: 1 wiki-link this run left naming no note; 1 in the KB in all",
         "  dangling ops/linker.md: [[quokka facts]] names no note",
     ]
 
@@ -73,7 +74,7 @@ def test_kbsearch_index_counts_ten_thousand_dangling_links_and_names_the_first(t
     kb = _kb(tmp_path, notes)
     lines = _index(kb, tmp_path / "q")
     assert lines == [
-        "  dangling links: 10000 wiki-links this run left naming no note (the first 10 by note)",
+        "  dangling links: 10000 wiki-links this run left naming no note (the first 10 by note); 10000 in the KB in all",
         *(f"  dangling n0.md: [[gone 0-{j:04d}]] names no note" for j in range(10)),
     ]
     (kb / "n0.md").write_text(notes["n0.md"] + "\nmore\n")
@@ -81,6 +82,7 @@ def test_kbsearch_index_counts_ten_thousand_dangling_links_and_names_the_first(t
                          env=subprocess_env(QDRANT_PATH=str(tmp_path / "q")), timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
     report = json.loads(run.stdout)
     assert report["dangling_links"] == 1000  # the links of the note it wrote
+    assert report["dangling_total"] == 10_000  # and every one of the KB's (rel37)
     assert report["dangling"] == [{"path": "n0.md", "link": f"gone 0-{j:04d}"} for j in range(10)]
 
 

@@ -230,6 +230,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     imported or the store is opened, as while it serves (it was Python's default before the server listened: the
     process gone without its line). Whatever start-up has begun (the oracle, the socket, the hand-off socket's file,
     the watcher) is shut down by the same steps, whatever ends it (a Ctrl-C, a SIGTERM, an error)."""
+    from kbsearch_tools.stderr_relay import relay_stderr
+
+    relay_stderr("kbsearch serve")  # a request's log line never waits on a launcher that does not read stderr
     stopped: KeyboardInterrupt | None = None
     with _terminate_as_interrupt():
         oracle: Any = None
@@ -616,12 +619,18 @@ def _print_sync_summary(report: dict[str, Any]) -> None:
         print(f"  skipped {_one_line(item['path'])}: {_one_line(item['reason'])}")
     for item in report["warnings"]:
         print(f"  warning {_one_line(item['path'])}: {_one_line(item['reason'])}")
+    in_all = report.get("dangling_total")  # every link of the index naming no note: said at every run, by count
+    whole = "" if in_all is None else f"; {in_all} in the KB in all"
     if report.get("dangling_links"):  # a renamed note's links, a saved note's: each names no indexed note
         shown, total = report.get("dangling") or [], report["dangling_links"]
         first = f" (the first {len(shown)} by note)" if total > len(shown) else ""
-        print(f"  dangling links: {total} wiki-link{'' if total == 1 else 's'} this run left naming no note{first}")
+        print(f"  dangling links: {total} wiki-link{'' if total == 1 else 's'} this run left naming no note{first}"
+              f"{whole}")  # fmt: skip
         for item in shown:
             print(f"  dangling {_one_line(item['path'])}: [[{_one_line(item['link'])}]] names no note")
+    elif in_all:  # none new: the ones already there are counted, not named again
+        print(f"  dangling links: {in_all} wiki-link{'' if in_all == 1 else 's'} in the KB name no note, none new "
+              "this run")  # fmt: skip
     if report["deletion_blocked"]:
         print(f"  deletions blocked: {report['deletion_blocked']}")
     if report.get("unwritten"):
@@ -1626,7 +1635,8 @@ def build_parser() -> argparse.ArgumentParser:
         "still arriving KB_LOCAL_REQUEST_READ_S (default 30) seconds after its first byte is answered 408 and its "
         "connection closed; with every connection taken and none idle, the one whose request has been arriving "
         "longest, KB_LOCAL_SLOW_EVICT_AFTER_S (default 5) seconds or more, is answered 408 and closed to make room (each from 0.1 "
-        "to 3600).",
+        "to 3600). The log (a line a request, on stderr) never waits on its reader: lines wait in memory (at most "
+        "256 K characters; past that the oldest go, and a line says how many).",
     )
     p.add_argument(
         "--host",
@@ -1726,8 +1736,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="an MCP server on stdin/stdout for desktop assistants (local index, or a bridge to a deployment)",
         description="Speak MCP (JSON-RPC, one message per line, both protocol eras; JSON-RPC batches in a session "
         "that negotiated 2025-03-26) on stdin/stdout until stdin closes (SIGTERM ends it the same way, exit 143); "
-        "logs go to stderr, never waiting on it (a client that does not read it: lines past 256 K characters are "
-        "dropped and counted). Local (default): the "
+        "logs go to stderr, never waiting on it (a client that does not read it: past 256 K characters the oldest "
+        "lines waiting are dropped and counted). Local (default): the "
         "index at QDRANT_PATH (or Qdrant Cloud with QDRANT_URL) and the notes at KB_SOURCE, read-only, through the "
         "same services as kbsearch serve; --oracle e5|use loads that model in this process (an index built with "
         "kbsearch index --oracle), before the first message is read. --remote URL: forward every message to URL/mcp "

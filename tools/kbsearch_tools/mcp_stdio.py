@@ -17,10 +17,8 @@ stdout carries only MCP messages: anything else printed by accident goes to stde
 
 from __future__ import annotations
 
-import atexit
 import base64
 import contextlib
-import io
 import json
 import logging
 import os
@@ -29,8 +27,10 @@ import threading
 import types
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, TextIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import urlsplit, urlunsplit
+
+from kbsearch_tools.stderr_relay import StderrRelay, relay_stderr  # noqa: F401 (kbsearch mcp's, and its tests')
 
 if TYPE_CHECKING:
     from kbsearch.mcp.stdio import Message
@@ -65,112 +65,6 @@ def _without_httpx_cli() -> None:
 
     stand_in.main = main  # type: ignore[attr-defined]
     sys.modules["httpx._main"] = stand_in
-
-
-class StderrRelay(io.TextIOBase):
-    """stderr for ``kbsearch mcp``: what is written (log lines, a stray ``print``) is handed to a writer thread, so
-    no write ever waits on the reader. MCP lets a client "capture, forward, or ignore" a server's stderr, and a
-    client that pipes it and never reads it (mark3labs/mcp-go#956) filled the pipe's 64 KiB after ~700 searches that
-    each logged a provider's failure: the next log line blocked the server, and every call after it went unanswered.
-    At most ``limit`` characters wait (or one write, however long, when nothing else does); once a write is dropped,
-    every write is until the reader has taken what waited, and the count then follows what was kept, where the gap
-    is, on a line of its own (round 36 review: a line of more than ``limit`` characters was dropped with the reader
-    reading, and a short write kept after a long one dropped put later text before the count, or glued a print's
-    text to the next line). At exit what still waits is given :data:`EXIT_DRAIN_S` (``atexit``)."""
-
-    EXIT_DRAIN_S = 2.0
-
-    def __init__(self, target: TextIO, limit: int = 256 * 1024) -> None:
-        self._target = target
-        self._limit = limit
-        self._pending: list[str] = []
-        self._size = 0
-        self._dropping = False  # a write was dropped: every write is, until the writer takes what waits
-        self._dropped = 0  # the newlines of what was dropped
-        self._open = False  # what was dropped ended within a line (one more line, cut)
-        self._writing = False
-        self._gone = False  # the target cannot be written (closed): everything from then on is dropped
-        self._cond = threading.Condition()
-        threading.Thread(target=self._run, name="kbsearch-stderr", daemon=True).start()
-
-    def writable(self) -> bool:
-        return True
-
-    def isatty(self) -> bool:
-        return self._target.isatty()
-
-    def fileno(self) -> int:
-        return self._target.fileno()
-
-    @property
-    def encoding(self) -> str:  # type: ignore[override]
-        return getattr(self._target, "encoding", None) or "utf-8"
-
-    def write(self, text: str) -> int:
-        if not isinstance(text, str):  # as a text stream refuses it, to its caller: in the writer thread's join it
-            # ended that thread, and stderr with it, for the rest of the process (round 36 review)
-            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
-        with self._cond:
-            if self._gone or not text:
-                pass
-            elif self._dropping or (self._size and self._size + len(text) > self._limit):
-                # dropped until the reader takes what waits: the count then stands where the gap is
-                self._dropping = True
-                self._dropped += text.count("\n")
-                self._open = not text.endswith("\n")
-                self._cond.notify()  # the count is said even when nothing else comes
-            else:
-                self._pending.append(text)
-                self._size += len(text)
-                self._cond.notify()
-        return len(text)
-
-    def flush(self) -> None:
-        """Nothing to wait for here: the writer thread flushes what it writes."""
-
-    def drain(self, timeout_s: float) -> bool:
-        """Wait up to ``timeout_s`` for what waits to be written; whether it was."""
-        with self._cond:
-            return self._cond.wait_for(lambda: self._gone or not (self._pending or self._dropping or self._writing),
-                                       timeout_s)  # fmt: skip
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                self._cond.wait_for(lambda: bool(self._pending or self._dropping))
-                text = "".join(self._pending)
-                if self._dropping:  # on a line of its own, after what was kept before the gap
-                    text += ("\n" if text and not text.endswith("\n") else "") + (
-                        f"kbsearch mcp: {self._dropped + self._open:,} log lines were dropped: nobody read stderr "
-                        "while they were written\n")  # fmt: skip
-                self._pending, self._size, self._writing = [], 0, True
-                self._dropping, self._dropped, self._open = False, 0, False
-            try:
-                self._target.write(text)
-                self._target.flush()
-            except (OSError, ValueError):  # closed by the client: nobody will read it
-                with self._cond:
-                    self._gone = True
-            with self._cond:
-                self._writing = False
-                self._cond.notify_all()
-                if self._gone:
-                    return
-
-
-def relay_stderr() -> StderrRelay | None:
-    """``sys.stderr`` (and the log handlers writing to it) through a :class:`StderrRelay`, for the rest of the
-    process: called first by ``kbsearch mcp``. None when there is no stderr (started with it closed)."""
-    current = sys.stderr
-    if current is None or isinstance(current, StderrRelay):
-        return current
-    relay = StderrRelay(current)
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.StreamHandler) and handler.stream is current:
-            handler.setStream(relay)
-    sys.stderr = relay
-    atexit.register(relay.drain, StderrRelay.EXIT_DRAIN_S)
-    return relay
 
 
 def _streams() -> tuple[BinaryIO, BinaryIO]:

@@ -27,6 +27,7 @@ import bisect
 import contextlib
 import datetime as dt
 import gc
+import hashlib
 import json
 import logging
 import math
@@ -203,6 +204,10 @@ class SyncReport:
     #: (:func:`dangling_links`): ``{"path": the linking note, "link": the link's key}``
     dangling_links: int = 0
     dangling: list[dict[str, str]] = field(default_factory=list)
+    #: every wiki-link of the index that names no note, this run's and the ones already there (a note's link to a key
+    #: counted once): counted by a run whose options ask it (``count_dangling``: ``kbsearch index``, the scheduled
+    #: run), None otherwise or when the run's deadline cut the count (:func:`dangling_total`)
+    dangling_total: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -283,6 +288,9 @@ class SyncOptions:
     #: the longest one note's parse, chunking and points may take (NOTE_PARSE_LIMIT_S), CPU time: past it the note is
     #: skipped, and not parsed again until it changes (:data:`PARSE_REFUSED`)
     parse_limit_s: float = DEFAULT_PARSE_LIMIT_S
+    #: count every dangling link of the index after the run (:attr:`SyncReport.dangling_total`): one scroll of every
+    #: note's first chunk; a run of the whole KB's listing asks it (``run_sync``), an event batch or a save does not
+    count_dangling: bool = False
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> SyncOptions:
@@ -484,13 +492,8 @@ class Indexer:
         the run's end (:meth:`_reapply_claimed`). False when the run read no rules, or the HEAD failed (a warning)."""
         if self._rules_tag is None:
             return False
-        try:
-            now = head(self.source, getattr(self.source, "prefix", "") + ACCESS_FILE)
-        except SourceError as exc:
-            report.warnings.append({"path": ACCESS_FILE, "reason": f"not looked up again at the run's end ({exc}): "
-                                    "saved during the run, it applies with its event or the next sync"})  # fmt: skip
-            return False
-        return (now.etag if now is not None else "") != self._rules_tag
+        now = access_version(self.source, report.warnings, "not looked up again at the run's end", "during the run")
+        return now is not None and now != self._rules_tag
 
     def _embedding_signature(self, report: SyncReport) -> None:
         """Compare the collection's recorded embedding (model, dimensions, input format) with the embedder's.
@@ -871,7 +874,9 @@ class Indexer:
         report.missed_by_events = self._missed_by_events(report, [w for w in work if w[0].path not in missed])
         self._record_restricted_links(report, notes)
         # the keys of the notes gone from the KB (one whose deletion was held back still holds them: nothing dangles)
-        self._report_dangling(report, {k for path in state if path not in notes for k in path_keys(path)})
+        self._report_dangling(report, {k for path in state if path not in notes for k in path_keys(path)}, stop_at)
+        if self.options.count_dangling:
+            self._count_dangling(report, stop_at, state)
 
     # -- access scopes ----------------------------------------------------------------------------------------
     def _access_rules(self, listing: list[SourceObject]) -> FolderRules:
@@ -1191,26 +1196,58 @@ class Indexer:
             return "repair"
         return "unchanged"
 
-    def _report_dangling(self, report: SyncReport, lost: set[str]) -> None:
+    def _report_dangling(self, report: SyncReport, lost: set[str], stop_at: Deadline) -> None:
         """Report the wiki-links this run left naming no note (:func:`dangling_links`): the links of the notes it
         wrote, and the links of any note to ``lost`` (the keys of the notes it deleted) or to a title or alias the
         notes it deleted or rewrote had (:attr:`_old_names`). Logged once (how many, the first few); a failed read
-        is a warning."""
+        is a warning; so is a check cut at the run's deadline (``stop_at``: what it found so far is reported)."""
         # a title or alias a rewritten note still has names it: only the names no note written has are looked up
         # (an edit of a note 50,000 notes link to by its title read those 50,000 first chunks at every save)
         kept = {key for keys in self._names_written.values() for key in keys}
         try:
-            report.dangling_links, report.dangling = dangling_links(
-                self.store, lost | (self._old_names - kept), self._links_written
-            )
+            report.dangling_links, report.dangling, cut = dangling_links(
+                self.store, lost | (self._old_names - kept), self._links_written, stop_at=stop_at.within()
+            )  # its time, not its lease (within: a plain Deadline): it only reads, and a lost lease refuses writes
         except StoreError as exc:
             report.warnings.append({"path": "", "reason": f"{DANGLING_UNREAD} ({exc})"})
             # its own record: an event batch's record leaves the warnings out, and says dangling_links 0
             logger.warning(DANGLING_UNREAD, extra={"error": str(exc)})
             return
+        if cut:  # the run's end came first: never its error (the notes are written), its own record and warning
+            report.warnings.append({"path": "", "reason": DANGLING_CUT % report.dangling_links})
+            logger.warning(DANGLING_CUT, report.dangling_links, extra={"dangling_links": report.dangling_links})
         if report.dangling_links:
             logger.warning(DANGLING_LOGGED, report.dangling_links,
                            extra={"dangling_links": report.dangling_links, "dangling": report.dangling})  # fmt: skip
+
+    def _count_dangling(self, report: SyncReport, stop_at: Deadline, state: dict[str, NoteState]) -> None:
+        """Count every dangling link of the index (:func:`dangling_total`) into the report; a failed read or a
+        count cut at the run's deadline is a warning, never the run's error (the count stays None). A run that
+        wrote and deleted nothing, over an index whose notes (path → versions, ``state`` as the run read it) are
+        those the last count was made over (:data:`DANGLING_RECORD`), reports that count unread: an unchanged KB
+        costs one metadata read, not a scroll of every note."""
+        held = hashlib.md5(usedforsecurity=False)
+        for path in sorted(state):
+            held.update(f"{path}\0{sorted(state[path].chunks)}\n".encode())
+        versions, quiet = held.hexdigest(), not self._written_ids and not report.deleted
+        try:
+            recorded = self.store.metadata().get(DANGLING_RECORD)
+            same = quiet and isinstance(recorded, dict) and recorded.get("notes") == versions
+            if same and isinstance(recorded, dict) and isinstance(recorded.get("count"), int):
+                report.dangling_total = recorded["count"]
+                return
+            report.dangling_total = dangling_total(self.store, stop_at.within())
+            record = {"count": report.dangling_total, "notes": versions if quiet else None}
+            if report.dangling_total is not None and record != recorded:  # (a write only when it changes)
+                with contextlib.suppress(StoreError, LeaseLostError):  # not recorded: counted again next run
+                    self.store.merge_metadata({DANGLING_RECORD: record})
+        except StoreError as exc:
+            report.warnings.append({"path": "", "reason": f"{DANGLING_UNCOUNTED} ({exc})"})
+            logger.warning(DANGLING_UNCOUNTED, extra={"error": str(exc)})
+            return
+        if report.dangling_total is None:
+            report.warnings.append({"path": "", "reason": f"{DANGLING_UNCOUNTED} (cut at the deadline)"})
+            logger.warning(DANGLING_UNCOUNTED, extra={"error": "cut at the deadline"})
 
     def _delete_missing(
         self, report: SyncReport, state: dict[str, NoteState], notes: dict[str, SourceObject], stop_at: Deadline
@@ -1805,8 +1842,10 @@ ARCHIVED_NOTES = "archived_notes"
 #: lifecycle rule archiving a bucket's 100,000 notes made it ~9 MB (Qdrant's default max_request_size_mb is 32).
 #: Notes past it are asked for at every sync, S3 refusing each GET, as before the record.
 ARCHIVED_MAX = 1000
-#: The storage classes whose objects S3 serves only once restored.
-ARCHIVE_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
+#: The storage classes whose objects S3 may serve only once restored: GLACIER and DEEP_ARCHIVE always;
+#: INTELLIGENT_TIERING when the object sits in its Archive Access or Deep Archive Access tier, which no listing
+#: names (``ArchiveStatus`` is a HEAD's): such a note is recorded only once S3 refused its GET (``InvalidObjectState``).
+ARCHIVE_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE", "INTELLIGENT_TIERING"})
 
 
 def archive_tag(obj: SourceObject) -> str | None:
@@ -1815,7 +1854,8 @@ def archive_tag(obj: SourceObject) -> str | None:
 
 
 def archived_reason(obj: SourceObject) -> str:
-    return (f"archived in S3 {obj.storage_class} at this version, not restored: an earlier run could not read it; "
+    where = "Intelligent-Tiering's archive tiers" if obj.storage_class == "INTELLIGENT_TIERING" else obj.storage_class
+    return (f"archived in S3 {where} at this version, not restored: an earlier run could not read it; "
             "asked about (a HEAD, no GET) at every sync, and read at the first after a restore, or when its ETag or "
             "storage class changes")  # fmt: skip
 
@@ -2528,7 +2568,11 @@ def run_sync(
         try:
             embedder = build_embedder(settings, secrets, None)  # the shared client, made if a note is embedded
             options = SyncOptions.from_settings(
-                settings, full=full, allow_mass_delete=allow_mass_delete, caller_sets=caller_sets(secrets)
+                settings,
+                full=full,
+                allow_mass_delete=allow_mass_delete,
+                caller_sets=caller_sets(secrets),
+                count_dangling=True,
             )
             if rebuild and not store.embedded:
                 report = rebuild_behind_alias(
@@ -2711,49 +2755,127 @@ DANGLING_SHOWN = 10
 DANGLING_LOGGED = "%d wiki-link(s) name no note"
 #: The warning (and log record) of a sync whose dangling links could not be read (a store error): not the run's error
 DANGLING_UNREAD = "the links left naming no note could not be read"
+#: The warning (and log record) of a sync whose dangling-link check the run's deadline cut: what it found so far
+DANGLING_CUT = "the check of the links left naming no note was cut at the deadline: %d found so far"
+
+
+def access_version(source: Source, warnings: list[dict[str, str]], said: str, saved: str) -> str | None:
+    """The access file's ETag now, one HEAD ("" when there is none); None when the source did not answer, with a
+    warning (``said`` what was not done, ``saved`` when a save is then missed until its event or the next sync)."""
+    try:
+        now = head(source, getattr(source, "prefix", "") + ACCESS_FILE)
+    except SourceError as exc:
+        warnings.append({"path": ACCESS_FILE, "reason": f"{said} ({exc}): saved {saved}, it applies with its event "
+                         "or the next sync"})  # fmt: skip
+        return None
+    return now.etag if now is not None else ""
 
 
 def dangling_links(
-    store: Store, lost: Collection[str], written: Mapping[str, Sequence[str]], shown: int = DANGLING_SHOWN
-) -> tuple[int, list[dict[str, str]]]:
+    store: Store,
+    lost: Collection[str],
+    written: Mapping[str, Sequence[str]],
+    shown: int = DANGLING_SHOWN,
+    stop_at: Deadline | None = None,
+) -> tuple[int, list[dict[str, str]], bool]:
     """The wiki-links that name no indexed note, among the links of the notes ``written`` (path → their link keys)
     and the links of every indexed note to one of the keys ``lost`` (a note deleted or renamed: its path's keys; a
-    title or alias a note no longer has): how many (a note's link to a key counted once) and the first ``shown`` by
-    linking note and key, ``{"path": ..., "link": ...}``. A link resolves as the graph resolves it
-    (:func:`kbsearch.links.resolve`: its path, a tail of it, a title, an alias) among every indexed note, whatever
-    its groups: a link to a restricted note is not dangling. Scrolls of first chunks: those linking to ``lost``,
-    then those the links could name (none when there is nothing to check)."""
+    title or alias a note no longer has): how many (a note's link to a key counted once), the first ``shown`` by
+    linking note and key, ``{"path": ..., "link": ...}``, and whether ``stop_at`` cut the check. A link resolves as
+    the graph resolves it (:func:`kbsearch.links.resolve`: its path, a tail of it, a title, an alias) among every
+    indexed note, whatever its groups: a link to a restricted note is not dangling. Scrolls of first chunks: those
+    linking to ``lost``, then those the links could name (none when there is nothing to check). No page is asked
+    for once ``stop_at`` has passed: the check is then cut, and counts only the links whose keys it resolved (the
+    links it read to ``lost`` so far, and its targets' requests of 512 keys that were read to their end)."""
     if not lost and not any(written.values()):
-        return 0, []
+        return 0, [], False
     old = not store.metadata().get(GRAPH_KEYS_ONLY)
     pairs = {(path, key) for path, keys in written.items() for key in keys}
     ordered = sorted(lost)
     linking: list[dict[str, Any]] = [{"filter": {"should": graph_clauses(LINK_KEY, ordered[i : i + 512], old)}}
                                      for i in range(0, len(ordered), 512)]  # fmt: skip
-    for payload in _scrolled(store, linking, ["path", GRAPH_FIELD, OLD_GRAPH_FIELDS[LINK_KEY]], 1024):
-        pairs |= {(payload["path"], key) for key in stored_keys(payload, LINK_KEY) if key in lost}
+    cut = False
+    try:
+        for payload in _scrolled(store, linking, ["path", GRAPH_FIELD, OLD_GRAPH_FIELDS[LINK_KEY]], 1024, stop_at):
+            pairs |= {(payload["path"], key) for key in stored_keys(payload, LINK_KEY) if key in lost}
+    except _CheckCut:
+        cut = True
     wanted = sorted({key for _, key in pairs})
-    named: list[dict[str, Any]] = [{"filter": {"should": [*graph_clauses(PATH_KEY, wanted[i : i + 512], old),
-                                                          *graph_clauses(NAME_KEY, wanted[i : i + 512], old)]}}
-                                   for i in range(0, len(wanted), 512)]  # fmt: skip
     by_key: dict[str, list[Linkable]] = {}
+    resolved: set[str] = set()
     fields = ["path", "title", GRAPH_FIELD, OLD_GRAPH_FIELDS[PATH_KEY], OLD_GRAPH_FIELDS[NAME_KEY]]
-    for payload in _scrolled(store, named, fields, 1024):
-        note = linkable(payload)
-        if note is not None:
-            for key in {*note.path_keys, *note.name_keys}:
-                by_key.setdefault(key, []).append(note)
-    dangling = sorted(p for p in pairs if resolve(p[1], p[0], by_key.get(p[1], ())) is None)
-    return len(dangling), [{"path": path, "link": key} for path, key in dangling[:shown]]
+    for i in range(0, len(wanted) if not cut else 0, 512):
+        keys = wanted[i : i + 512]
+        named = {"filter": {"should": [*graph_clauses(PATH_KEY, keys, old), *graph_clauses(NAME_KEY, keys, old)]}}
+        try:
+            for payload in _scrolled(store, [named], fields, 1024, stop_at):
+                note = linkable(payload)
+                if note is not None:
+                    for key in {*note.path_keys, *note.name_keys}:
+                        by_key.setdefault(key, []).append(note)
+        except _CheckCut:
+            cut = True
+            break
+        resolved.update(keys)
+    dangling = sorted(p for p in pairs if p[1] in resolved and resolve(p[1], p[0], by_key.get(p[1], ())) is None)
+    return len(dangling), [{"path": path, "link": key} for path, key in dangling[:shown]], cut
 
 
-def _scrolled(store: Store, requests: list[dict[str, Any]], fields: list[str], page: int) -> Iterator[dict[str, Any]]:
+#: Metadata key of the index: the last count of its dangling links (:func:`dangling_total`), ``{"count", "notes"}``,
+#: ``notes`` a digest of the indexed notes' paths and versions it was made over (None when the run that made it had
+#: written: the next run counts again), so that a run over the same notes reports it unread
+DANGLING_RECORD = "dangling_links_counted"
+#: The warning of a run whose count of every dangling link could not be made (a store error, or its deadline)
+DANGLING_UNCOUNTED = "the wiki-links of the whole index naming no note could not be counted"
+
+
+def dangling_total(store: Store, stop_at: Deadline | None = None) -> int | None:
+    """How many wiki-links of the whole index name no indexed note (a note's link to a key counted once), resolved
+    as :func:`dangling_links` resolves them, among every note whatever its groups: one scroll of every note's first
+    chunk (1,024 a page), its graph keys kept in memory (a few a note); a note is made a :class:`Linkable` only
+    when a link's key is one of its own. None when ``stop_at`` passed before its last page."""
+    requests: list[dict[str, Any]] = [{"filter": {"must": [{"key": "chunk_index", "match": {"value": 0}}]}}]
+    fields = ["path", "title", GRAPH_FIELD, *(OLD_GRAPH_FIELDS[kind] for kind in (PATH_KEY, NAME_KEY, LINK_KEY))]
+    by_key: dict[str, list[dict[str, Any]]] = {}
+    links: list[tuple[str, str]] = []
+    try:
+        for payload in _scrolled(store, requests, fields, 1024, stop_at):
+            merged = payload.get(GRAPH_FIELD)
+            if isinstance(merged, list):  # one pass over the note's graph keys (p:, n:, l:)
+                named = {k[2:] for k in merged if isinstance(k, str) and k[:2] in (PATH_KEY, NAME_KEY)}
+                linked = {k[2:] for k in merged if isinstance(k, str) and k[:2] == LINK_KEY}
+            else:  # a note a store made before graph_keys, not rewritten yet: its old fields
+                named = {*stored_keys(payload, PATH_KEY), *stored_keys(payload, NAME_KEY)}
+                linked = set(stored_keys(payload, LINK_KEY))
+            for key in named:
+                by_key.setdefault(key, []).append(payload)
+            links.extend((payload["path"], key) for key in linked)
+    except _CheckCut:
+        return None
+    made: dict[str, Linkable | None] = {}
+
+    def candidates(key: str) -> list[Linkable]:
+        found = [made.setdefault(p["path"], linkable(p)) for p in by_key.get(key, ())]
+        return [note for note in found if note is not None]
+
+    return sum(1 for path, key in links if resolve(key, path, candidates(key)) is None)
+
+
+class _CheckCut(Exception):
+    """:func:`_scrolled`'s ``stop_at`` passed before its next page was asked for."""
+
+
+def _scrolled(
+    store: Store, requests: list[dict[str, Any]], fields: list[str], page: int, stop_at: Deadline | None = None
+) -> Iterator[dict[str, Any]]:
     """The payloads (``fields`` of them) of the points each filter request selects, page by page; a point without
-    a path is none of a note's."""
+    a path is none of a note's. With ``stop_at``: :class:`_CheckCut` instead of a page asked for after it."""
     for request in requests:
         request |= {"limit": page, "with_payload": {"include": fields}}
         seen: set[str] = set()
         while True:
+            if stop_at is not None and stop_at.remaining() <= 0:
+                raise _CheckCut
             points, offset = store.scroll(request, 30.0)
             for point in points:
                 payload = point.get("payload") or {}
@@ -3291,6 +3413,35 @@ class ChangeSync:
         self._record_restricted_links(every_note=True)
         return not report.incomplete
 
+    def _rules_version(self, report: ChangeReport) -> str | None:
+        """The access file's ETag now (:func:`access_version`)."""
+        return access_version(self.source, report.warnings, "not looked up", "while this batch applied it")
+
+    def _rules_kept(self, report: ChangeReport, before: str | None, stop_at: Deadline) -> bool:
+        """After this batch gave every note its groups: whether the access file is still the version it read
+        (``before``, looked up just before the read). A rules batch slower than a whole full sync wrote its older
+        rules' groups after the sync had applied newer ones, and the newer version's event, failed back while the
+        sync held the lease, claimed nothing (adv36b, rev36d): nothing else would apply them until its retry or the
+        next sync. Saved since: the rules as they are now are read and applied again (``superseded``), at most
+        :data:`SUPERSEDED_ROUNDS` times; False (the event is retried) when they keep changing, cannot be used, or
+        the deadline cut an apply short."""
+        for _ in range(SUPERSEDED_ROUNDS):
+            now = self._rules_version(report)
+            if before is None or now is None or now == before:
+                return True  # unchanged, or not looked up (a warning says so)
+            before = now
+            report.superseded += 1
+            logger.warning("the access file was saved while its batch applied it; applied again as it is now")
+            try:
+                self.indexer._rules = self._access_rules(stop_at)
+            except (AccessFileError, SourceError) as exc:  # as a batch of it: the notes keep the groups they have
+                report.error = str(exc) if isinstance(exc, AccessFileError) else f"access rules not read: {exc}"
+                report.incomplete = True
+                return False
+            if not self._apply_rules(report, stop_at):
+                return False
+        return False
+
     def _record_restricted_links(self, every_note: bool = False) -> None:
         """Bring the restricted link targets (collection metadata, see :func:`kbsearch.access.visible_links`) up
         to date in this run. ``every_note`` (an access file change): the list is derived afresh from every indexed
@@ -3352,6 +3503,8 @@ class ChangeSync:
                 failed.add(path)
                 logger.warning("note not readable; its event is retried", extra={"path": path, "error": str(exc)})
         rules_read = ACCESS_FILE in todo or any(obj is not None for obj in current.values())
+        # the access file's version before its rules are read: looked up again once they are applied (rel37)
+        rules_tag = self._rules_version(report) if ACCESS_FILE in todo else None
         if rules_read:  # deletions alone read no rules (a replay reads nothing at all): nothing is indexed under them
             try:
                 prefix = getattr(self.source, "prefix", "")  # the folders as the keys spell them (a Mac's NFD)
@@ -3423,13 +3576,13 @@ class ChangeSync:
                 failed.add(path)
         self.tracking.unreadable.clear()
         if ACCESS_FILE in todo and rules_read:
-            if self._apply_rules(report, stop_at):
+            if self._apply_rules(report, stop_at) and self._rules_kept(report, rules_tag, stop_at):
                 self._changed.add(ACCESS_FILE)
                 return [*done, ACCESS_FILE]  # the whole list was recorded again
             failed.add(ACCESS_FILE)
         self._record_restricted_links()
         self.indexer._old_names = self._names  # the titles and aliases the batch's notes had
-        self.indexer._report_dangling(report, {k for p in self._touched - self._present for k in path_keys(p)})
+        self.indexer._report_dangling(report, {k for p in self._touched - self._present for k in path_keys(p)}, stop_at)
         return done
 
 

@@ -893,7 +893,8 @@ class S3Source:
             if code in ("PreconditionFailed", "412"):
                 raise SourceError(f"cannot read s3://{self.bucket}/{key}: {CHANGED}") from None
             if code == "InvalidObjectState":  # archived, not restored: what the indexer remembers (NoteArchived)
-                raise NoteArchived(f"cannot read s3://{self.bucket}/{key}: {_aws_message(exc)}") from None
+                tier = _access_tier(exc)  # Intelligent-Tiering's archive tiers: no listing names them
+                raise NoteArchived(f"cannot read s3://{self.bucket}/{key}: {tier}{_aws_message(exc)}") from None
             raise SourceError(f"cannot read s3://{self.bucket}/{key}: {_aws_message(exc)}") from None
         if len(body) > MAX_FILE_BYTES:
             raise NoteUnreadable(key, f"larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB (more than it declared)")
@@ -1029,6 +1030,15 @@ def _checked(path: str) -> str:
     return path
 
 
+def _access_tier(exc: Exception) -> str:
+    """The Intelligent-Tiering archive tier S3's ``InvalidObjectState`` names (its ``AccessTier``), as the start of
+    the reason: ``in S3 Intelligent-Tiering's ARCHIVE_ACCESS tier, not restored; ``; "" when it names none."""
+    tier = (getattr(exc, "response", None) or {}).get("AccessTier") or (
+        (getattr(exc, "response", None) or {}).get("Error", {}).get("AccessTier")
+    )
+    return f"in S3 Intelligent-Tiering's {tier} tier, not restored; " if isinstance(tier, str) and tier else ""
+
+
 def _aws_message(exc: Exception) -> str:
     """botocore's error as one line; where no credentials were found (``kbsearch index s3://...`` on a laptop with
     no AWS profile), what provides them: it said only "NoCredentialsError: Unable to locate credentials" (walk33)."""
@@ -1078,12 +1088,17 @@ def _storage_class(entry: Any) -> str | None:
 
 def restored(source: Source, obj: SourceObject) -> bool:
     """Whether S3 holds a restored copy of the archived object ``obj`` (one HEAD: ``Restore: ongoing-request="false",
-    expiry-date=...``), so that a GET of it is served; False for a folder's file, an object not restored or whose
+    expiry-date=...``; an INTELLIGENT_TIERING object whose HEAD names no ``ArchiveStatus``, out of its archive
+    tiers), so that a GET of it is served; False for a folder's file, an object not restored or whose
     restore is under way, and when S3 does not answer the HEAD (:class:`SourceError`, the caller's to handle)."""
     if not isinstance(source, S3Source):
         return False
     meta = source.head_key(obj.key)
-    return meta is not None and 'ongoing-request="false"' in str(meta.get("Restore") or "")
+    if meta is None:
+        return False
+    if obj.storage_class == "INTELLIGENT_TIERING" and not meta.get("ArchiveStatus"):
+        return True  # out of its archive tiers (a restore moves it to Frequent Access): a GET is served
+    return 'ongoing-request="false"' in str(meta.get("Restore") or "")
 
 
 def entry_problem(source: Source, path: str) -> str | None:

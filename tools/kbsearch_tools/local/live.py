@@ -36,6 +36,7 @@ from kbsearch.access import ACCESS_FILE
 from kbsearch.errors import KbSearchError
 from kbsearch.events import Change
 from kbsearch.indexer import (
+    DANGLING_CUT,
     DANGLING_LOGGED,
     DANGLING_UNREAD,
     ChangeReport,
@@ -451,7 +452,7 @@ class SaidByTheWatchLine(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         watching = threading.current_thread().name == WATCH_THREAD
-        dangling = record.msg in (DANGLING_LOGGED, DANGLING_UNREAD)  # its dangling links, or their read's failure
+        dangling = record.msg in (DANGLING_LOGGED, DANGLING_UNREAD, DANGLING_CUT)  # said on the watch's line
         said = str(record.msg).startswith("note skipped: ") or dangling
         return not (watching and record.levelno == logging.WARNING and said)
 

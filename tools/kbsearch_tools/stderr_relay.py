@@ -1,0 +1,145 @@
+"""stderr that never blocks its writer: ``kbsearch mcp`` and ``kbsearch serve`` log through it (round 36, 37).
+
+A process launched with its stderr piped to a parent that never reads it (MCP lets a client "capture, forward, or
+ignore" it; a launcher may do the same to ``kbsearch serve``) blocked on its next log line once the pipe's 64 KiB
+were full: every call after it went unanswered. Here a write appends to memory and returns; a writer thread writes
+what waits. Past the bound the **oldest** waiting lines go, never the newest (a crash's traceback, the last lines
+before an end, are what a reader looking late wants), and a line of its own says how many went, where they were.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import io
+import logging
+import sys
+import threading
+from typing import TextIO
+
+
+class StderrRelay(io.TextIOBase):
+    """stderr for a process whose parent may not read it: what is written (log lines, a stray ``print``) is handed
+    to a writer thread, so no write ever waits on the reader. At most ``limit`` characters wait; past that the
+    oldest whole lines waiting are dropped (the newest line is kept however long, with the line not yet ended),
+    and once the writer takes what waits, their count goes first, on a line of its own, where the gap is
+    (``<name>: N log lines were dropped: nobody read stderr while they were written``). A line the writer took
+    before its end arrived, whose end was then dropped, is ended before the count (rev36b: a print's text and its
+    newline are two writes; no line is glued to another, none blank, none counted twice). A target that cannot be
+    written (closed) drops everything after. At exit what still waits is given :data:`EXIT_DRAIN_S` (``atexit``)."""
+
+    EXIT_DRAIN_S = 2.0
+
+    def __init__(self, target: TextIO, limit: int = 256 * 1024, name: str = "kbsearch mcp") -> None:
+        self._target = target
+        self._limit = limit
+        self._name = name
+        self._lines: collections.deque[str] = collections.deque()  # whole lines waiting, oldest first
+        self._tail = ""  # the last line written, not yet ended
+        self._size = 0  # the characters of _lines and _tail
+        self._dropped = 0  # the whole lines dropped since the writer last took what waited
+        self._continues = False  # the first line waiting ends one the writer took without its end
+        self._broken = False  # that line's end was dropped: the writer ends it before the count
+        self._writing = False
+        self._gone = False  # the target cannot be written (closed): everything from then on is dropped
+        self._cond = threading.Condition()
+        threading.Thread(target=self._run, name="kbsearch-stderr", daemon=True).start()
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return self._target.isatty()
+
+    def fileno(self) -> int:
+        return self._target.fileno()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self._target, "encoding", None) or "utf-8"
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):  # as a text stream refuses it, to its caller: in the writer thread's join it
+            # ended that thread, and stderr with it, for the rest of the process (round 36 review)
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        with self._cond:
+            if self._gone or not text:
+                return len(text)
+            if "\n" in text:
+                *ended, self._tail = (self._tail + text).split("\n")
+                self._lines.extend(line + "\n" for line in ended)
+            else:
+                self._tail += text
+            self._size += len(text)
+            if len(self._tail) > self._limit and len(self._tail) > len(text):  # a line never ended: its start goes
+                self._size -= len(self._tail) - len(text)
+                self._tail = text
+                self._dropped += 1
+                if self._continues and not self._lines:  # the rest of a line already written: it is cut
+                    self._continues, self._broken = False, True
+            self._shed()
+            self._cond.notify()
+        return len(text)
+
+    def _shed(self) -> None:
+        """Drop the oldest whole lines waiting until what waits is within the bound, keeping the newest line (and
+        the line not yet ended); a line not yet ended that alone passes the bound loses what it had before."""
+        while self._size > self._limit and (len(self._lines) > 1 or (self._lines and self._tail)):
+            line = self._lines.popleft()
+            self._size -= len(line)
+            if self._continues:  # the end of a line already written: that line is cut, not gone
+                self._continues, self._broken = False, True
+                self._dropped += line != "\n"
+            else:
+                self._dropped += 1
+
+    def flush(self) -> None:
+        """Nothing to wait for here: the writer thread flushes what it writes."""
+
+    def drain(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for what waits to be written; whether it was."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._gone or not (self._waiting() or self._writing), timeout_s)
+
+    def _waiting(self) -> bool:
+        return bool(self._lines or self._tail or self._dropped or self._broken)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(self._waiting)
+                said = "\n" if self._broken else ""
+                if self._dropped:  # on a line of its own, where the gap is: before what was kept after it
+                    said += (f"{self._name}: {self._dropped:,} log lines were dropped: nobody read stderr while "
+                             "they were written\n")  # fmt: skip
+                text = said + "".join(self._lines) + self._tail
+                self._continues = bool(self._tail)  # the next line waiting ends the one taken here
+                self._lines, self._tail, self._size, self._writing = collections.deque(), "", 0, True
+                self._dropped, self._broken = 0, False
+            try:
+                self._target.write(text)
+                self._target.flush()
+            except (OSError, ValueError):  # closed by the client: nobody will read it
+                with self._cond:
+                    self._gone = True
+            with self._cond:
+                self._writing = False
+                self._cond.notify_all()
+                if self._gone:
+                    return
+
+
+def relay_stderr(name: str = "kbsearch mcp") -> StderrRelay | None:
+    """``sys.stderr`` (and the log handlers writing to it) through a :class:`StderrRelay`, for the rest of the
+    process: called first by ``kbsearch mcp`` and ``kbsearch serve``. None when there is no stderr (started with
+    it closed)."""
+    current = sys.stderr
+    if current is None or isinstance(current, StderrRelay):
+        return current
+    relay = StderrRelay(current, name=name)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler) and handler.stream is current:
+            handler.setStream(relay)
+    sys.stderr = relay
+    atexit.register(relay.drain, StderrRelay.EXIT_DRAIN_S)
+    return relay
