@@ -38,11 +38,14 @@ def test_growth_measures_each_size_and_side_in_the_same_rounds(tmp_path: Path) -
         assert row["index_others_cpu_runs_s"][0] >= 0 and row["index_steal_runs_s"][0] >= 0
         assert len(row["index_cpu_runs_s"]) == 1 and abs(row["index_cpu_s"] - row["index_cpu_runs_s"][0]) < 0.01
         assert row["index_cpu_s"] > 0
+        # the pages a warm search waited for the disk for (a count: the load does not change it)
+        assert row["search_majflt_p50"] >= 0 and 2 * row["search_majflt_p50"] == int(2 * row["search_majflt_p50"])
     assert rows[(2, "kbsearch")]["chunks"] == 2 * rows[(1, "kbsearch")]["chunks"]
     assert rows[(1, "kbsearch")]["chunks"] == rows[(1, "baseline")]["chunks"]
     assert set(rows[(1, "kbsearch")]["ratio_to_baseline"]) >= {"index_s", "search_p50_ms", "no_change_s"}
     table = format_growth(results)
     assert "/baseline" in table and "no-change" in table and "others' CPU" in table
+    assert "a warm search's major page faults, p50" in table
 
 
 def test_index_peak_rss_counts_the_parsing_process(tmp_path: Path) -> None:

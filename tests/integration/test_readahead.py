@@ -273,3 +273,17 @@ def test_closing_the_store_stops_the_readahead(built: Path, monkeypatch: pytest.
     reader.join(timeout=60)
     assert not reader.is_alive() and len(advice.calls) == 1
     retriever.close()
+
+
+#: What read_ahead finds of each kind on the 100x vault's store (315,200 chunks, 1,024 dimensions, 31 sealed
+#: segments; BENCHMARKS.md, "Session 37: 100x warm search"): MiB of int8 vectors, of the unsealed segment's floats,
+#: of payloads, of sealed floats.
+VAULT_100X_MIB = (308.8, 0.9, 351.0, 1230.3)
+
+
+def test_the_default_cap_reads_the_100x_vaults_payloads_ahead_not_its_floats() -> None:
+    """A search of the 100x vault reads ~150 payloads: not read ahead, each was a page fault from disk, 149 of a
+    fresh process's 160 a search (perf37). The default cap takes them whole, and still not the sealed floats."""
+    cap = Settings.model_fields["qdrant_embedded_readahead_mb"].default
+    int8, unsealed, payloads, floats = VAULT_100X_MIB
+    assert int8 + unsealed + payloads <= cap < int8 + unsealed + payloads + floats

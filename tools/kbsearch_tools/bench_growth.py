@@ -139,7 +139,8 @@ def _side(
         "index_others_cpu_s": index["others_cpu_s"], "index_steal_s": index["steal_s"],
         "index_cpu_s": index["cpu_s"], "index_children_cpu_s": index["children_cpu_s"], "store_mb": size,
         "open_s": search["open_s"], "search_p50_ms": search["search_p50_ms"],
-        "search_p95_ms": search.get("search_p95_ms"), "retrieve_p50_ms": search["retrieve_p50_ms"],
+        "search_p95_ms": search.get("search_p95_ms"), "search_majflt_p50": search.get("search_majflt_p50"),
+        "retrieve_p50_ms": search["retrieve_p50_ms"],
         "retrieve_p95_ms": search["retrieve_p95_ms"], "search_rss_mb": search["peak_rss_mb"],
         "no_change_s": statistics.median(walls) if walls else None, "no_change_runs_s": walls,
     }  # fmt: skip
@@ -161,8 +162,8 @@ def _rows(copies: int, measured: dict[str, list[dict[str, Any]]]) -> list[dict[s
                                                              if "index_children_cpu_s" in s]}  # fmt: skip
         for key in ("index_s", "index_cpu_s", "index_children_cpu_s", "index_rss_mb", "index_own_rss_mb",
                     "index_children_rss_mb", "store_mb", "open_s",
-                    "search_p50_ms", "search_p95_ms", "retrieve_p50_ms", "retrieve_p95_ms", "search_rss_mb",
-                    "no_change_s"):  # fmt: skip
+                    "search_p50_ms", "search_p95_ms", "search_majflt_p50", "retrieve_p50_ms", "retrieve_p95_ms",
+                    "search_rss_mb", "no_change_s"):  # fmt: skip
             row[key] = median(side, key)
         row["no_change_runs_s"] = [round(x, 2) for s in steps for x in s.get("no_change_runs_s") or []]
         rows.append(row)
@@ -221,6 +222,9 @@ def format_growth(results: dict[str, Any]) -> str:
         if r.get("index_cpu_runs_s"):
             lines.append(f"({r['copies']}x {r['side']}: the indexing process's own CPU {r['index_cpu_runs_s']} cpu-s, "
                          f"its children's (the parsing process) {r['index_children_cpu_runs_s']})")  # fmt: skip
+        if r.get("search_majflt_p50") is not None:
+            lines.append(f"({r['copies']}x {r['side']}: a warm search's major page faults, p50: "
+                         f"{r['search_majflt_p50']:.0f}; reads from disk, whatever the load)")  # fmt: skip
         if r.get("index_children_rss_mb"):
             lines.append(f"({r['copies']}x {r['side']}: index RSS {r['index_own_rss_mb']:.0f} MB own + "
                          f"{r['index_children_rss_mb']:.0f} MB its children's)")  # fmt: skip

@@ -1880,7 +1880,7 @@ def build_parser() -> argparse.ArgumentParser:
         "peer: ours next to LlamaIndex (IngestionPipeline + QdrantVectorStore on local mode, its retriever) on the "
         "vault and its copies, the same fake embedder: full index wall and peak RSS, warm search p50; "
         "growth: 1x, 10x and 100x the vault: full index, its peak RSS (with its parsing process), store size, "
-        "store open, warm search p50/p95, no-change sync, next to LlamaIndex at --peer-copies (and a --baseline source tree in the same rounds); "
+        "store open, warm search p50/p95 (and its major page faults), no-change sync, next to LlamaIndex at --peer-copies (and a --baseline source tree in the same rounds); "
         "legs: where warm searches' one Qdrant call spends its time on the store QDRANT_PATH holds (e.g. a growth "
         "store), per leg (dense, BM25, probes) and for the dense leg per engine setting (--queries 30, --runs 3); "
         "coldstart: fresh-interpreter import + first "

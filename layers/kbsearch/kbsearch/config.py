@@ -34,6 +34,10 @@ logger = logging.getLogger(__name__)
 #: Chunks an embedded (Edge) segment holds before it is sealed (int8 vectors; an HNSW graph when HNSW_M > 0), and at
 #: most: each seal is bounded in time and memory (BENCHMARKS.md, "Sealed segments").
 EDGE_GRAPH_FROM = 10_000
+#: MB a search process reads ahead of the embedded store by default (``QDRANT_EMBEDDED_READAHEAD_MB``): what every
+#: search reads whole, and the payloads when they fit whole: at 100x the vault, 309 MiB of int8 vectors and 351 MiB of
+#: payloads (BENCHMARKS.md, "Session 37: 100x warm search").
+READAHEAD_MB = 768
 DEEPINFRA_EMBEDDINGS_URL = "https://api.deepinfra.com/v1/openai/embeddings"
 DEEPINFRA_RERANK_URL = "https://api.deepinfra.com/v1/inference/Qwen/Qwen3-Reranker-8B"
 DEEPINFRA_CHAT_URL = "https://api.deepinfra.com/v1/openai/chat/completions"
@@ -307,9 +311,10 @@ class Settings(BaseModel):
     qdrant_embedded_hnsw_m: int = Field(default=0, ge=0, le=64)
     qdrant_embedded_graph_from: int = Field(default=EDGE_GRAPH_FROM, ge=100, le=MAX_GRAPH_FROM)
     # MB a search process has the kernel read ahead when it opens the embedded store: the segments' int8 vectors,
-    # then the payloads and the floats when each fits whole (at 10x the vault, not at 100x); 0: none
-    # (qdrant/embedded.py READAHEAD; BENCHMARKS.md, "Reading ahead").
-    qdrant_embedded_readahead_mb: int = Field(default=512, ge=0)
+    # then the payloads and the floats when each fits whole (both at 10x the vault; at 100x the payloads, 660 MiB
+    # with the int8 vectors, not the floats); 0: none (qdrant/embedded.py READAHEAD; BENCHMARKS.md, "Reading
+    # ahead", "Session 37: 100x warm search").
+    qdrant_embedded_readahead_mb: int = Field(default=READAHEAD_MB, ge=0)
     qdrant_collection: str = "kb"
     qdrant_timeout_s: float = Field(default=10.0, gt=0, le=MAX_CALL_S)
 

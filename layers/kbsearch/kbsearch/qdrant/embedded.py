@@ -124,7 +124,9 @@ REFRESH_BATCH = 1024
 #: exactly). Then what a search reads at random, each only when all of it fits in what is left: the payloads (of
 #: the hits) and the sealed segments' floats (the candidates it rescores): once they are in the page cache, a page
 #: fault there maps its neighbours too, so the process's RSS grows with them (10x the vault: 37 and 122 MB, search
-#: RSS 318 -> 413 MB, warm p50 -12%; 100x: 371 MB and 1.2 GB, left to the searches). BENCHMARKS.md, "Reading ahead".
+#: RSS 318 -> 413 MB, warm p50 -12%; 100x: 351 MB, read by the default cap, and 1.2 GB, left to the searches: a
+#: search reads ~150 payloads, each a page fault from disk when not read ahead). BENCHMARKS.md, "Reading ahead",
+#: "Session 37: 100x warm search".
 SEALED_FLOATS = "vector_storage-*/matrix.dat"
 READAHEAD: tuple[tuple[str, bool], ...] = (
     ("vector_storage-*/quantized.data", True), ("vector_storage-*/vectors/chunk_*.mmap", True),
