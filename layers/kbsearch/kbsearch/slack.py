@@ -174,8 +174,13 @@ FILTER_KEYS = {"tag": "tags", "tags": "tags", "type": "type", "status": "status"
                "path": "path_prefix", "after": "updated_after", "since": "updated_after"}  # fmt: skip
 _LIST_FILTERS = ("tags", "type", "status")
 #: A typographic quote ends at ” and a value never holds “: an unclosed “ is a word of the question, found by
-#: reading to the next “ (it read to the end of the text from every “: quadratic).
-_WORD = re.compile(r'(?P<key>[A-Za-z]{2,6}):(?:"(?P<q1>[^"]*)"|“(?P<q2>[^”“]*)”|(?P<bare>\S*))|\S+')
+#: reading to the next “ (it read to the end of the text from every “: quadratic). The Russian quotes too, «…» and
+#: „…“ (what a Russian keyboard's smart punctuation makes of "): ``in:«ru/Лицензии и оплата»`` was the folder
+#: ``«ru/Лицензии`` and the words ``и оплата»`` of the question.
+_WORD = re.compile(
+    r'(?P<key>[A-Za-z]{2,6}):(?:"(?P<q1>[^"]*)"|“(?P<q2>[^”“]*)”|«(?P<q3>[^«»]*)»|„(?P<q4>[^„“”]*)[“”]|(?P<bare>\S*))'
+    r"|\S+"
+)
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}(?:[T ][0-9:.]+(?:Z|[+-][0-9:]+)?)?")
 
 
@@ -227,7 +232,7 @@ def parse_text(text: str) -> Intent:
             query.append(m.group(0))
             continue
         name = FILTER_KEYS[key]
-        value = next((v for v in (m.group("q1"), m.group("q2"), m.group("bare")) if v is not None), "").strip()
+        value = next((v for v in m.group("q1", "q2", "q3", "q4", "bare") if v is not None), "").strip()
         if not value:
             return usage("needs_value", key=key)
         if name in _LIST_FILTERS:

@@ -1,0 +1,110 @@
+"""Round 37: two new users' hours (walk37). The Slack user typing `/kb` as colleagues type it, and the access admin
+giving teams their scopes from the README alone. The Slack tests go through the search function's handler with
+Slack-signed API Gateway events (the worker's answer on a loopback `response_url`) and read the blocks as Slack
+shows them; the admin's through `kbsearch index` spawned. Each fails on main's code (1fe9faf)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kbsearch_tools.fakes import FakeEndpoint
+from tests.conftest import KBSEARCH_CMD, PROCESS_TIMEOUT_S, ROOT, index_bm25, subprocess_env
+from tests.integration.test_slack import SECRET, form, slack_event
+from tests.integration.test_slack_e2e import next_post
+
+#: A help page as the Obsidian help writes them (the vault's en/User interface/Settings.md and en/Obsidian Sync
+#: pages): a bold link, a block id closing a paragraph, and a paragraph long enough that the search's snippet (300
+#: characters) ends inside a bold run.
+ACCOUNT = """---
+title: Account settings
+tags: [account]
+---
+# Account settings
+
+View your account information. Select **[Manage](https://obsidian.example/account)** to access account settings,
+or select **Log out** to sign out on the app. By linking notes you build a network of knowledge. ^b15695
+"""
+LOGIN = (
+    "---\ntitle: Login status\n---\n# Login status\n\n"
+    + "Obsidian Sync has detected that you are not currently logged in and asks you to log back in on the app "
+    + "in the account section of the settings. In some cases a community plugin can also prevent Obsidian Sync "
+    + "from confirming the login status of your account, so please enter **Restricted mode for a moment** and "
+    + "try again.\n"
+)
+
+
+@pytest.fixture
+def hook() -> Any:
+    endpoint = FakeEndpoint().start()
+    yield endpoint
+    endpoint.stop()
+
+
+@pytest.fixture
+def help_app(load_search_app: Any, tmp_path: Path) -> Any:
+    kb = tmp_path / "kb"
+    (kb / "en" / "Sync").mkdir(parents=True)
+    (kb / "en" / "Sync" / "Account settings.md").write_text(ACCOUNT, encoding="utf-8")
+    (kb / "en" / "Sync" / "Login status.md").write_text(LOGIN, encoding="utf-8")
+    (kb / "ru" / "Лицензии и оплата").mkdir(parents=True)
+    (kb / "ru" / "Лицензии и оплата" / "Возврат.md").write_text(
+        "# Политика возврата\n\nВозврат средств за лицензию возможен в течение 14 дней.\n", encoding="utf-8"
+    )
+    (kb / "ru" / "Лицензии").mkdir()
+    (kb / "ru" / "Лицензии" / "Каталог.md").write_text("# Каталог лицензий\n\nЛицензия на каталог.\n", "utf-8")
+    store = tmp_path / "q"
+    index_bm25(kb, store)
+    return load_search_app(QDRANT_PATH=str(store), SLACK_SIGNING_SECRET=SECRET, SLACK_RESPONSE_HOSTS="127.0.0.1")
+
+
+def _command(app: Any, hook: FakeEndpoint, text: str) -> tuple[str, dict[str, Any]]:
+    """`/kb text` through the handler: the acknowledgement's text and the worker's answer."""
+    before = len(hook.requests)
+    result = app(slack_event(form(text, f"{hook.url}/c{before}", trigger=f"{time.time_ns()}.1.x")))
+    assert result["statusCode"] == 200, result
+    return json.loads(result["body"])["text"], next_post(hook, before)
+
+
+def _sections(message: dict[str, Any]) -> list[str]:
+    return [b["text"]["text"] for b in message["blocks"] if b["type"] == "section"]
+
+
+def test_a_bold_link_a_cut_bold_run_and_a_block_id_read_as_slack_shows_them(help_app: Any, hook: FakeEndpoint) -> None:
+    """The Slack user asked how to log out and read `Select **<https://…|Manage>*, … or select **Log out* …
+    knowledge. ^b15695`: bold was read between the links, so `**[Manage](url)**` lost one pair of asterisks and every
+    later bold run of the line was shifted by one; the block id is Obsidian's anchor, not text. A snippet the search
+    cut inside a bold run ended `please enter **Restricted mode…`, the asterisks shown as they are."""
+    _, answer = _command(help_app, hook, "manage account log out")
+    (shown,) = [s for s in _sections(answer) if "Account settings" in s]
+    assert "Select *<https://obsidian.example/account|Manage>* to access account settings" in shown, shown
+    assert "or select *Log out* to sign out" in shown and "**" not in shown, shown
+    assert shown.endswith("network of knowledge.") and "^b15695" not in shown, shown
+    _, answer = _command(help_app, hook, "restricted mode login status")
+    (shown,) = [s for s in _sections(answer) if "Login status" in s]
+    assert "**" not in shown and "please enter Restricted" in shown and shown.endswith("…"), shown
+
+
+def test_a_folder_in_russian_quotes_is_one_filter(help_app: Any, hook: FakeEndpoint) -> None:
+    """A Russian keyboard's smart punctuation turns `"` into «…» (or „…“): `in:«ru/Лицензии и оплата» возврат` was
+    the folder `«ru/Лицензии` and the question «и оплата» возврат», answered "no note has the folder «ru/Лицензии»".
+    The folder is the quoted one now, as `in:"…"` and `in:“…”` are; the help says so."""
+    for quoted in ("«ru/Лицензии и оплата»", "„ru/Лицензии и оплата“", '"ru/Лицензии и оплата"'):
+        ack, answer = _command(help_app, hook, f"in:{quoted} возврат")
+        assert ack == "Ищу «возврат»…", ack
+        text = json.dumps(answer, ensure_ascii=False)
+        assert "Политика возврата" in text and "в папке `ru/Лицензии и оплата`" in text, text
+        assert "Каталог" not in text, text
+    result = help_app(slack_event(form("помощь", hook.url)))
+    assert "`in:«ru/как это»`" in json.loads(result["body"])["text"]
+
+
+def _index(kb: Path, store: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*KBSEARCH_CMD, "index", str(kb), *args], capture_output=True, text=True, cwd=ROOT,
+                          env=subprocess_env(QDRANT_PATH=str(store), **env), timeout=PROCESS_TIMEOUT_S,
+                          check=False)  # fmt: skip
