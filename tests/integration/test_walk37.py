@@ -108,3 +108,29 @@ def _index(kb: Path, store: Path, *args: str, **env: str) -> subprocess.Complete
     return subprocess.run([*KBSEARCH_CMD, "index", str(kb), *args], capture_output=True, text=True, cwd=ROOT,
                           env=subprocess_env(QDRANT_PATH=str(store), **env), timeout=PROCESS_TIMEOUT_S,
                           check=False)  # fmt: skip
+
+
+def test_a_folder_rule_that_names_no_folder_is_said_with_the_folder_meant(tmp_path: Path) -> None:
+    """The admin restricted the teams' folder with a slip, `en/Team/: [teams]` for `en/Teams`: the sync said
+    `sync done` and nothing else, and every note of `en/Teams` stayed readable by every caller. A rule whose folder
+    holds no note is a warning of the sync now, naming the rule as written and the folder meant; the rule that
+    matches is not named, and the notes' groups are as the rules say (the rule is not guessed into force)."""
+    kb = tmp_path / "kb"
+    for folder, name in (("en/Teams", "Deploy.md"), ("ru/Лицензии и оплата", "Возврат.md"), ("en", "Home.md")):
+        (kb / folder).mkdir(parents=True, exist_ok=True)
+        (kb / folder / name).write_text(f"# {name[:-3]}\n\nquokka {name[:-3]}\n", encoding="utf-8")
+    (kb / "_access.yaml").write_text("en/Team/: [teams]\nru/Лицензии и оплата/: [finance]\n", encoding="utf-8")
+    done = _index(kb, tmp_path / "q")
+    assert done.returncode == 0, done.stderr
+    warned = [line.strip() for line in done.stdout.splitlines() if line.strip().startswith("warning _access.yaml")]
+    assert warned == [
+        "warning _access.yaml: the rule 'en/Team/' names no folder holding a note, so its groups (teams) restrict "
+        "nothing: did you mean 'en/Teams/'?"
+    ], done.stdout
+    report = json.loads(_index(kb, tmp_path / "q", "--json").stdout)
+    assert [w["path"] for w in report["warnings"]] == ["_access.yaml"], report["warnings"]
+    public = subprocess.run([*KBSEARCH_CMD, "search", "--scope", "public", "--json", "quokka"], capture_output=True,
+                            text=True, cwd=ROOT, env=subprocess_env(QDRANT_PATH=str(tmp_path / "q")),
+                            timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
+    paths = sorted(hit["path"] for hit in json.loads(public.stdout)["results"])
+    assert paths == ["en/Home.md", "en/Teams/Deploy.md"], public.stdout

@@ -136,6 +136,8 @@ class FolderRules:
     """The access file's folder rules (folder → groups), longest match first."""
 
     rules: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    #: each rule's folder as the file writes it (the rules hold it folded: :func:`_fold`), for what is said of it
+    written: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def parse(cls, raw: bytes) -> FolderRules:
@@ -158,6 +160,7 @@ class FolderRules:
         if len(parsed.data) > MAX_RULES:
             raise AccessFileError(f"{ACCESS_FILE} has {len(parsed.data)} rules (at most {MAX_RULES})")
         rules: dict[str, tuple[str, ...]] = {}
+        written: dict[str, str] = {}
         for folder, value in parsed.data.items():
             key = _fold(folder).strip()
             segments = [s for s in key.split("/") if s]
@@ -173,6 +176,7 @@ class FolderRules:
                 raise AccessFileError(f"{ACCESS_FILE}: {folder[:80]!r} names a folder whose name no reader sees (only "
                                       f"invisible characters, {folder[:80]!a}); rename the folder and its rule")  # fmt: skip
             prefix = "/".join(segments)
+            written[prefix] = str(folder).strip()
             if prefix in rules:
                 raise AccessFileError(f"{ACCESS_FILE}: folder {folder!r} has two rules")
             try:
@@ -180,7 +184,33 @@ class FolderRules:
             except ValueError as exc:
                 raise AccessFileError(str(exc)) from None
         ordered = sorted(rules.items(), key=lambda r: -len(r[0]))
-        return cls(tuple(ordered))
+        return cls(tuple(ordered), tuple(written.items()))
+
+    def idle(self, paths: Iterable[str]) -> list[str]:
+        """What to say of each rule whose folder holds none of the notes ``paths`` (a full sync's listing): a
+        folder misspelt in the access file (``en/Team/`` for ``en/Teams``) restricts nothing, and the notes it was
+        meant for are read by every caller the rules of their own folders allow; so is a folder renamed since.
+        Each names the rule as written and, when one is close, the folder of the KB meant."""
+        import difflib
+
+        if not self.rules:
+            return []
+        folded = {_fold(p): p for p in paths}
+        folders: dict[str, str] = {}
+        for key, path in folded.items():
+            key_parts, path_parts = key.split("/")[:-1], path.split("/")[:-1]
+            for depth in range(1, len(key_parts) + 1):
+                folders.setdefault("/".join(key_parts[:depth]), "/".join(path_parts[:depth]))
+        written = dict(self.written)
+        said: list[str] = []
+        for prefix, groups in sorted(self.rules):
+            if not prefix or prefix in folders:
+                continue
+            meant = difflib.get_close_matches(prefix, sorted(folders), n=1, cutoff=0.75)
+            hint = f": did you mean {folders[meant[0]] + '/'!r}?" if meant else ""
+            said.append(f"the rule {written.get(prefix, prefix)!r} names no folder holding a note, so its groups "
+                        f"({', '.join(groups)}) restrict nothing{hint}")  # fmt: skip
+        return said
 
     def match(self, path: str) -> tuple[str, tuple[str, ...]] | None:
         """The longest rule whose folder holds ``path`` (case-insensitively): (folder, groups), or None."""

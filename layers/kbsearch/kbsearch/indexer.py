@@ -805,6 +805,8 @@ class Indexer:
             return
         self._read_reach()
         notes = self._notes(report, listing)
+        for said in self._rules.idle(obj.path for obj in listing if obj.is_note):
+            report.warnings.append({"path": ACCESS_FILE, "reason": said})
         if not report.notes_listed:
             report.no_notes = no_notes(self.source.uri, sum(1 for obj in listing if not obj.is_note))
         state = self.store.indexed_state()
