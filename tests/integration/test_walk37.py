@@ -6,6 +6,7 @@ shows them; the admin's through `kbsearch index` spawned. Each fails on main's c
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -134,3 +135,31 @@ def test_a_folder_rule_that_names_no_folder_is_said_with_the_folder_meant(tmp_pa
                             timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
     paths = sorted(hit["path"] for hit in json.loads(public.stdout)["results"])
     assert paths == ["en/Home.md", "en/Teams/Deploy.md"], public.stdout
+
+
+def test_a_caller_s_group_no_note_is_restricted_to_is_said_by_the_sync(tmp_path: Path) -> None:
+    """The admin gave a Slack user `finanse` for `finance` and an API key a group whose notes are not written yet:
+    each caller read the public notes only, and nothing said so anywhere (`/whoami` answers what the mapping says;
+    the search cannot tell a slip from a group to come). A full sync reads the same caller mapping (for its reach
+    tokens): it names each caller holding a group no folder rule or note restricts a note to, with the group meant,
+    never a key's value (a local key by its position)."""
+    kb = tmp_path / "kb"
+    (kb / "finance").mkdir(parents=True)
+    (kb / "finance" / "Budget.md").write_text("# Budget\n\nquokka budget\n", encoding="utf-8")
+    (kb / "Home.md").write_text("# Home\n\nquokka home\n", encoding="utf-8")
+    (kb / "_access.yaml").write_text("finance/: [finance]\n", encoding="utf-8")
+    mapping = {"api_keys": {"k7x2": {"name": "hr-portal", "groups": ["hr"]}},
+               "slack": {"T0001/C0001/U0001": ["finanse"], "T0001": ["finance"]}}  # fmt: skip
+    done = _index(kb, tmp_path / "q", ACCESS_GROUPS=json.dumps(mapping), KB_LOCAL_API_KEYS="s3cr3t-value:financ")
+    assert done.returncode == 0, done.stderr
+    warned = [re.sub(r"'local-[0-9a-f]{12}'", "'local-…'", line.strip()) for line in done.stdout.splitlines()
+              if line.strip().startswith("warning ACCESS_GROUPS")]  # fmt: skip
+    assert warned == [
+        "warning ACCESS_GROUPS: api key 'k7x2' (hr-portal) holds the group 'hr', to which no note is restricted "
+        "(the KB's groups: finance), so it adds nothing to public",
+        "warning ACCESS_GROUPS: api key 'local-…' (KB_LOCAL_API_KEYS #1) holds the group 'financ', to which no note "
+        "is restricted (the KB's groups: finance), so it adds nothing to public: did you mean 'finance'?",
+        "warning ACCESS_GROUPS: slack 'T0001/C0001/U0001' holds the group 'finanse', to which no note is restricted "
+        "(the KB's groups: finance), so it adds nothing to public: did you mean 'finance'?",
+    ], done.stdout
+    assert "s3cr3t-value" not in done.stdout + done.stderr

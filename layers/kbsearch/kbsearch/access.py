@@ -518,6 +518,13 @@ class CallerMap:
         tokens = {reach_token(groups) for groups in held}
         return sorted(t for t in tokens if t is not None and len(t) <= MAX_TOKEN_CHARS)
 
+    def holders(self) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        """Each caller of the map as the admin wrote it (``api key 'id' (name)``, ``slack 'T/C'``) and its groups:
+        what a sync checks against the groups the KB restricts notes to."""
+        keys = [(f"api key {key_id!r}" + (f" ({name})" if name != key_id else ""), groups)
+                for key_id, (name, groups) in sorted(self.api_keys.items())]  # fmt: skip
+        return tuple(keys + [(f"slack {where!r}", groups) for where, groups in sorted(self.slack.items())])
+
     def for_api_key(self, key_id: str | None) -> Scope:
         """An API Gateway caller by its key's id (``requestContext.identity.apiKeyId``); an unknown key, or
         none, holds ``public`` only."""

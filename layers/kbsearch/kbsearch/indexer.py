@@ -280,6 +280,9 @@ class SyncOptions:
     #: the tokens of the group sets callers hold (:meth:`kbsearch.access.CallerMap.set_tokens`, :func:`caller_sets`):
     #: a full sync gives them to chunks' ``reach`` and records them; none known: only the recorded ones are kept
     caller_sets: tuple[str, ...] = ()
+    #: the callers of the caller mapping and their groups (:meth:`kbsearch.access.CallerMap.holders`): a full sync
+    #: names a group one holds that no note is restricted to (a slip, ``finanse``: the caller reads public notes only)
+    callers: tuple[tuple[str, tuple[str, ...]], ...] = ()
     #: the longest one note's parse, chunking and points may take (NOTE_PARSE_LIMIT_S), CPU time: past it the note is
     #: skipped, and not parsed again until it changes (:data:`PARSE_REFUSED`)
     parse_limit_s: float = DEFAULT_PARSE_LIMIT_S
@@ -954,6 +957,7 @@ class Indexer:
             logger.warning("more group sets than reach tokens: their callers are matched by their groups (slower)",
                            extra={"tokens": len(sets), "cap": MAX_REACH_SETS})  # fmt: skip
         self._repair_restricted_reach(sets)
+        self._report_unheld_groups(report)
         target = reach_target(self._reach_recorded, self._access.values(), self._rules)
         fresh = target != self._reach_recorded or sets != self._sets_recorded or not self._reach_marked
         give_reach(self.store, target, sets)  # a sync that wrote nothing too: a batch that died before catching up
@@ -962,6 +966,24 @@ class Indexer:
             give_reach(self.store, target, sets)  # a public chunk written meanwhile by a batch that read fewer
             self._repair_restricted_reach(sets)  # a restricted one so
         self._reach_recorded, self._reach_marked, self._sets_recorded = target, True, sets
+
+    def _report_unheld_groups(self, report: SyncReport) -> None:
+        """Warn of each group a caller of the mapping holds that neither a folder rule nor an indexed note restricts
+        a note to (``"T0123/C0456": ["finanse"]`` for ``finance``): the caller reads the public notes only, and the
+        search cannot tell a slip from a group whose notes are still to come. With the group meant, when one is
+        close. The KB's groups are named (they are the admin's own words), never a note."""
+        import difflib
+
+        if not self.options.callers:
+            return
+        current = set(reach_target([], self._access.values(), self._rules)) - {PUBLIC}
+        for who, groups in self.options.callers:
+            for group in sorted(set(groups) - current - {PUBLIC}):
+                meant = difflib.get_close_matches(group, sorted(current), n=1, cutoff=0.6)
+                known = f"the KB's groups: {', '.join(sorted(current))}" if current else "the KB has none"
+                report.warnings.append({"path": "ACCESS_GROUPS", "reason": (
+                    f"{who} holds the group {group!r}, to which no note is restricted ({known}), so it adds nothing "
+                    "to public" + (f": did you mean {meant[0]!r}?" if meant else ""))})  # fmt: skip
 
     def _repair_restricted_reach(self, sets: list[str]) -> None:
         """Give each restricted chunk whose ``reach`` is not its own groups its groups, from what the chunk records,
@@ -2530,7 +2552,7 @@ def run_sync(
         try:
             embedder = build_embedder(settings, secrets, None)  # the shared client, made if a note is embedded
             options = SyncOptions.from_settings(
-                settings, full=full, allow_mass_delete=allow_mass_delete, caller_sets=caller_sets(secrets)
+                settings, full=full, allow_mass_delete=allow_mass_delete, **caller_options(secrets)
             )
             if rebuild and not store.embedded:
                 report = rebuild_behind_alias(
@@ -2606,17 +2628,19 @@ def _until_lease_lost(stop_at: Deadline, lease: Any) -> Deadline:
     return stop_at if lease is None else _LeaseDeadline(stop_at, lease)
 
 
-def caller_sets(secrets: Secrets) -> tuple[str, ...]:
-    """The tokens of the group sets callers hold (:meth:`kbsearch.access.CallerMap.set_tokens`), from the caller
-    mapping the search reads (``ACCESS_GROUPS``: the SSM SecureString ``ACCESS_GROUPS_PARAM`` in Lambda). A mapping
-    that cannot be read or understood gives none (a warning naming why, never a value): the sync goes on, its
-    callers keep the tokens already recorded, and no caller is given a token it was not before."""
+def caller_options(secrets: Secrets) -> dict[str, Any]:
+    """:class:`SyncOptions`' ``caller_sets`` and ``callers``, from the caller mapping the search reads
+    (``ACCESS_GROUPS``: the SSM SecureString ``ACCESS_GROUPS_PARAM`` in Lambda): the tokens of the group sets callers
+    hold (:meth:`kbsearch.access.CallerMap.set_tokens`) and who holds which groups. A mapping that cannot be read or
+    understood gives none (a warning naming why, never a value): the sync goes on, its callers keep the tokens
+    already recorded, and no caller is given a token it was not before."""
     try:
-        return tuple(CallerMap.parse(secrets.get("ACCESS_GROUPS")).set_tokens())
+        mapping = CallerMap.parse(secrets.get("ACCESS_GROUPS"))
     except (ConfigError, CallerMapError) as exc:
         logger.warning("the caller mapping cannot be used: no new group-set tokens this sync (callers of several "
                        "groups new to it are matched by their groups)", extra={"error": str(exc)})  # fmt: skip
-        return ()
+        return {"caller_sets": (), "callers": ()}
+    return {"caller_sets": tuple(mapping.set_tokens()), "callers": mapping.holders()}
 
 
 def _remember_source(store: Store, source: Source, report: SyncReport) -> None:
