@@ -163,3 +163,22 @@ def test_a_caller_s_group_no_note_is_restricted_to_is_said_by_the_sync(tmp_path:
         "(the KB's groups: finance), so it adds nothing to public: did you mean 'finance'?",
     ], done.stdout
     assert "s3cr3t-value" not in done.stdout + done.stderr
+
+
+def test_a_misspelt_filter_word_is_said_not_searched_for(help_app: Any, hook: FakeEndpoint) -> None:
+    """`/kb tga:account log out` (the `tag:` typed fast) was searched for as the words `tga:account log out`, the
+    filter silently not applied, and answered with every note that held the words. A `word:` one slip from a filter
+    word (a letter wrong, missing or added, two swapped) is answered at once, in the question's language, naming the
+    filter meant and how to search for the word itself; `error: timeout` and other words stay the question's."""
+    result = help_app(slack_event(form("tga:account manage log out", hook.url)))
+    assert json.loads(result["body"])["text"].startswith(
+        "Sorry: `tga:` is not a filter: did you mean `tag:`? (to search for the word itself, leave out the colon)."
+    ), result["body"]
+    result = help_app(slack_event(form("afetr:2026-01-01 политика возврата", hook.url)))
+    assert json.loads(result["body"])["text"].startswith(
+        "Не получилось: `afetr:` — не фильтр: может быть, `after:`? (чтобы искать само слово, уберите двоеточие)."
+    ), result["body"]
+    time.sleep(0.3)
+    assert hook.requests == []  # answered at once, nothing handed off
+    ack, answer = _command(help_app, hook, "error: sync: log out")
+    assert ack == "Searching for “error: sync: log out”…" and "Account settings" in json.dumps(answer), answer
