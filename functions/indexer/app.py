@@ -28,6 +28,7 @@ from aws_lambda_powertools.logging.utils import copy_config_to_registered_logger
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from kbsearch.access import ACCESS_FILE
 from kbsearch.api.container import Container
 from kbsearch.errors import KbSearchError
 from kbsearch.indexer import ChangeReport, run_changes, run_sync
@@ -195,6 +196,9 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     metrics.add_metric(name="missed_by_events", unit=MetricUnit.Count, value=report["missed_by_events"])
     metrics.add_metric(name="duration", unit=MetricUnit.Milliseconds, value=report["duration_ms"])
     logger.info("sync finished", extra={k: v for k, v in report.items() if k not in ("skipped", "warnings")})
+    for warning in report["warnings"]:  # the access settings' (a rule naming no folder, a caller's unheld group):
+        if warning["path"] in (ACCESS_FILE, "ACCESS_GROUPS"):  # the admin's, a few at most; a note's stay in the report
+            logger.warning("access setting", extra={"setting": warning["path"], "reason": warning["reason"]})
     if report["error"]:
         raise IndexerRunError(report["error"])
     return report

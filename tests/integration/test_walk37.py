@@ -182,3 +182,44 @@ def test_a_misspelt_filter_word_is_said_not_searched_for(help_app: Any, hook: Fa
     assert hook.requests == []  # answered at once, nothing handed off
     ack, answer = _command(help_app, hook, "error: sync: log out")
     assert ack == "Searching for “error: sync: log out”…" and "Account settings" in json.dumps(answer), answer
+
+
+def test_a_caller_mapping_that_cannot_be_used_is_said_by_the_sync(tmp_path: Path) -> None:
+    """The admin pasted one key twice into the mapping (a key in two places): the search refuses the whole mapping
+    and gives every caller the public notes only, logged by the search function at the next request, while the sync
+    that read the same mapping said nothing (`kbsearch index`'s summary showed no line). It says so now, naming the
+    problem as the search logs it (the key id, never a value)."""
+    kb = tmp_path / "kb"
+    (kb / "finance").mkdir(parents=True)
+    (kb / "finance" / "Budget.md").write_text("# Budget\n\nquokka budget\n", encoding="utf-8")
+    (kb / "_access.yaml").write_text("finance/: [finance]\n", encoding="utf-8")
+    twice = '{"api_keys": {"k7x2": ["finance"], "k7x2": ["hr"]}}'
+    done = _index(kb, tmp_path / "q", ACCESS_GROUPS=twice)
+    assert done.returncode == 0, done.stderr
+    warned = [line.strip() for line in done.stdout.splitlines() if line.strip().startswith("warning ACCESS_GROUPS")]
+    assert warned == [
+        "warning ACCESS_GROUPS: cannot be used, so every caller reads the public notes only: ACCESS_GROUPS gives "
+        "'k7x2' more than once (in one object)"
+    ], done.stdout
+
+
+def test_the_indexer_function_logs_what_it_says_of_the_access_settings(tmp_path: Path) -> None:
+    """Deployed, the admin reads the indexer's log, not a summary: its "sync finished" line leaves the warnings out
+    (a note's are many). The access settings' warnings are few and the admin's: each is a log line of its own."""
+    kb = tmp_path / "kb"
+    (kb / "en" / "Teams").mkdir(parents=True)
+    (kb / "en" / "Teams" / "Deploy.md").write_text("# Deploy\n\nquokka\n", encoding="utf-8")
+    (kb / "_access.yaml").write_text("en/Team/: [teams]\n", encoding="utf-8")
+    done = subprocess.run([*KBSEARCH_CMD, "invoke", "IndexerFunction", "--event",
+                           str(ROOT / "events" / "indexer_schedule.json")], capture_output=True, text=True, cwd=ROOT,
+                          env=subprocess_env(KB_SOURCE=str(kb), QDRANT_PATH=str(tmp_path / "q"),
+                                             ACCESS_GROUPS='{"slack": {"T0001": ["teamz"]}}'),
+                          timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
+    assert done.returncode == 0 and '"errorType"' not in done.stdout, done.stdout + done.stderr
+    lines = [json.loads(line) for line in (done.stdout + done.stderr).splitlines() if '"access setting"' in line]
+    assert [(line["level"], line["setting"]) for line in lines] == [
+        ("WARNING", "_access.yaml"),
+        ("WARNING", "ACCESS_GROUPS"),
+    ], lines
+    assert "did you mean 'en/Teams/'?" in lines[0]["reason"], lines[0]
+    assert "slack 'T0001' holds the group 'teamz'" in lines[1]["reason"], lines[1]

@@ -283,6 +283,8 @@ class SyncOptions:
     #: the callers of the caller mapping and their groups (:meth:`kbsearch.access.CallerMap.holders`): a full sync
     #: names a group one holds that no note is restricted to (a slip, ``finanse``: the caller reads public notes only)
     callers: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    #: why the caller mapping could not be used (a key given twice, not JSON, SSM unreadable): a full sync says it
+    callers_problem: str = ""
     #: the longest one note's parse, chunking and points may take (NOTE_PARSE_LIMIT_S), CPU time: past it the note is
     #: skipped, and not parsed again until it changes (:data:`PARSE_REFUSED`)
     parse_limit_s: float = DEFAULT_PARSE_LIMIT_S
@@ -968,12 +970,16 @@ class Indexer:
         self._reach_recorded, self._reach_marked, self._sets_recorded = target, True, sets
 
     def _report_unheld_groups(self, report: SyncReport) -> None:
-        """Warn of each group a caller of the mapping holds that neither a folder rule nor an indexed note restricts
-        a note to (``"T0123/C0456": ["finanse"]`` for ``finance``): the caller reads the public notes only, and the
-        search cannot tell a slip from a group whose notes are still to come. With the group meant, when one is
-        close. The KB's groups are named (they are the admin's own words), never a note."""
+        """Warn of a caller mapping that cannot be used (every caller reads the public notes only), and of each group
+        a caller of it holds that neither a folder rule nor an indexed note restricts a note to (``"T0123/C0456":
+        ["finanse"]`` for ``finance``): the caller reads the public notes only, and the search cannot tell a slip
+        from a group whose notes are still to come. With the group meant, when one is close. The KB's groups are
+        named (they are the admin's own words), never a note."""
         import difflib
 
+        if self.options.callers_problem:  # the search gives every caller public notes only: the admin is told here too
+            report.warnings.append({"path": "ACCESS_GROUPS", "reason": f"cannot be used, so every caller reads the "
+                                    f"public notes only: {self.options.callers_problem}"})  # fmt: skip
         if not self.options.callers:
             return
         current = set(reach_target([], self._access.values(), self._rules)) - {PUBLIC}
@@ -2639,7 +2645,7 @@ def caller_options(secrets: Secrets) -> dict[str, Any]:
     except (ConfigError, CallerMapError) as exc:
         logger.warning("the caller mapping cannot be used: no new group-set tokens this sync (callers of several "
                        "groups new to it are matched by their groups)", extra={"error": str(exc)})  # fmt: skip
-        return {"caller_sets": (), "callers": ()}
+        return {"caller_sets": (), "callers": (), "callers_problem": str(exc)}
     return {"caller_sets": tuple(mapping.set_tokens()), "callers": mapping.holders()}
 
 
