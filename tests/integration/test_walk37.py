@@ -17,7 +17,7 @@ import pytest
 from kbsearch_tools.fakes import FakeEndpoint
 from tests.conftest import KBSEARCH_CMD, PROCESS_TIMEOUT_S, ROOT, index_bm25, subprocess_env
 from tests.integration.test_slack import SECRET, form, slack_event
-from tests.integration.test_slack_e2e import next_post
+from tests.integration.test_walk35 import _command, hook  # noqa: F401 (hook: a fixture)
 
 #: A help page as the Obsidian help writes them (the vault's en/User interface/Settings.md and en/Obsidian Sync
 #: pages): a bold link, a block id closing a paragraph, and a paragraph long enough that the search's snippet (300
@@ -41,13 +41,6 @@ LOGIN = (
 
 
 @pytest.fixture
-def hook() -> Any:
-    endpoint = FakeEndpoint().start()
-    yield endpoint
-    endpoint.stop()
-
-
-@pytest.fixture
 def help_app(load_search_app: Any, tmp_path: Path) -> Any:
     kb = tmp_path / "kb"
     (kb / "en" / "Sync").mkdir(parents=True)
@@ -64,19 +57,14 @@ def help_app(load_search_app: Any, tmp_path: Path) -> Any:
     return load_search_app(QDRANT_PATH=str(store), SLACK_SIGNING_SECRET=SECRET, SLACK_RESPONSE_HOSTS="127.0.0.1")
 
 
-def _command(app: Any, hook: FakeEndpoint, text: str) -> tuple[str, dict[str, Any]]:
-    """`/kb text` through the handler: the acknowledgement's text and the worker's answer."""
-    before = len(hook.requests)
-    result = app(slack_event(form(text, f"{hook.url}/c{before}", trigger=f"{time.time_ns()}.1.x")))
-    assert result["statusCode"] == 200, result
-    return json.loads(result["body"])["text"], next_post(hook, before)
-
-
 def _sections(message: dict[str, Any]) -> list[str]:
     return [b["text"]["text"] for b in message["blocks"] if b["type"] == "section"]
 
 
-def test_a_bold_link_a_cut_bold_run_and_a_block_id_read_as_slack_shows_them(help_app: Any, hook: FakeEndpoint) -> None:
+def test_a_bold_link_a_cut_bold_run_and_a_block_id_read_as_slack_shows_them(
+    help_app: Any,
+    hook: FakeEndpoint,  # noqa: F811
+) -> None:
     """The Slack user asked how to log out and read `Select **<https://…|Manage>*, … or select **Log out* …
     knowledge. ^b15695`: bold was read between the links, so `**[Manage](url)**` lost one pair of asterisks and every
     later bold run of the line was shifted by one; the block id is Obsidian's anchor, not text. A snippet the search
@@ -91,7 +79,10 @@ def test_a_bold_link_a_cut_bold_run_and_a_block_id_read_as_slack_shows_them(help
     assert "**" not in shown and "please enter Restricted" in shown and shown.endswith("…"), shown
 
 
-def test_a_folder_in_russian_quotes_is_one_filter(help_app: Any, hook: FakeEndpoint) -> None:
+def test_a_folder_in_russian_quotes_is_one_filter(
+    help_app: Any,
+    hook: FakeEndpoint,  # noqa: F811
+) -> None:
     """A Russian keyboard's smart punctuation turns `"` into «…» (or „…“): `in:«ru/Лицензии и оплата» возврат` was
     the folder `«ru/Лицензии` and the question «и оплата» возврат», answered "no note has the folder «ru/Лицензии»".
     The folder is the quoted one now, as `in:"…"` and `in:“…”` are; the help says so."""
@@ -103,6 +94,12 @@ def test_a_folder_in_russian_quotes_is_one_filter(help_app: Any, hook: FakeEndpo
         assert "Каталог" not in text, text
     result = help_app(slack_event(form("помощь", hook.url)))
     assert "`in:«ru/как это»`" in json.loads(result["body"])["text"]
+
+
+def _warned(done: subprocess.CompletedProcess[str], about: str) -> list[str]:
+    """The lines of `kbsearch index`'s summary that warn of ``about`` (`_access.yaml`, `ACCESS_GROUPS`)."""
+    assert done.returncode == 0, done.stderr
+    return [line.strip() for line in done.stdout.splitlines() if line.strip().startswith(f"warning {about}")]
 
 
 def _index(kb: Path, store: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -122,8 +119,7 @@ def test_a_folder_rule_that_names_no_folder_is_said_with_the_folder_meant(tmp_pa
         (kb / folder / name).write_text(f"# {name[:-3]}\n\nquokka {name[:-3]}\n", encoding="utf-8")
     (kb / "_access.yaml").write_text("en/Team/: [teams]\nru/Лицензии и оплата/: [finance]\n", encoding="utf-8")
     done = _index(kb, tmp_path / "q")
-    assert done.returncode == 0, done.stderr
-    warned = [line.strip() for line in done.stdout.splitlines() if line.strip().startswith("warning _access.yaml")]
+    warned = _warned(done, "_access.yaml")
     assert warned == [
         "warning _access.yaml: the rule 'en/Team/' names no folder holding a note, so its groups (teams) restrict "
         "nothing: did you mean 'en/Teams/'?"
@@ -151,9 +147,7 @@ def test_a_caller_s_group_no_note_is_restricted_to_is_said_by_the_sync(tmp_path:
     mapping = {"api_keys": {"k7x2": {"name": "hr-portal", "groups": ["hr"]}},
                "slack": {"T0001/C0001/U0001": ["finanse"], "T0001": ["finance"]}}  # fmt: skip
     done = _index(kb, tmp_path / "q", ACCESS_GROUPS=json.dumps(mapping), KB_LOCAL_API_KEYS="s3cr3t-value:financ")
-    assert done.returncode == 0, done.stderr
-    warned = [re.sub(r"'local-[0-9a-f]{12}'", "'local-…'", line.strip()) for line in done.stdout.splitlines()
-              if line.strip().startswith("warning ACCESS_GROUPS")]  # fmt: skip
+    warned = [re.sub(r"'local-[0-9a-f]{12}'", "'local-…'", line) for line in _warned(done, "ACCESS_GROUPS")]
     assert warned == [
         "warning ACCESS_GROUPS: api key 'k7x2' (hr-portal) holds the group 'hr', to which no note is restricted "
         "(the KB's groups: finance), so it adds nothing to public",
@@ -165,7 +159,10 @@ def test_a_caller_s_group_no_note_is_restricted_to_is_said_by_the_sync(tmp_path:
     assert "s3cr3t-value" not in done.stdout + done.stderr
 
 
-def test_a_misspelt_filter_word_is_said_not_searched_for(help_app: Any, hook: FakeEndpoint) -> None:
+def test_a_misspelt_filter_word_is_said_not_searched_for(
+    help_app: Any,
+    hook: FakeEndpoint,  # noqa: F811
+) -> None:
     """`/kb tga:account log out` (the `tag:` typed fast) was searched for as the words `tga:account log out`, the
     filter silently not applied, and answered with every note that held the words. A `word:` one slip from a filter
     word (a letter wrong, missing or added, two swapped) is answered at once, in the question's language, naming the
@@ -195,8 +192,7 @@ def test_a_caller_mapping_that_cannot_be_used_is_said_by_the_sync(tmp_path: Path
     (kb / "_access.yaml").write_text("finance/: [finance]\n", encoding="utf-8")
     twice = '{"api_keys": {"k7x2": ["finance"], "k7x2": ["hr"]}}'
     done = _index(kb, tmp_path / "q", ACCESS_GROUPS=twice)
-    assert done.returncode == 0, done.stderr
-    warned = [line.strip() for line in done.stdout.splitlines() if line.strip().startswith("warning ACCESS_GROUPS")]
+    warned = _warned(done, "ACCESS_GROUPS")
     assert warned == [
         "warning ACCESS_GROUPS: cannot be used, so every caller reads the public notes only: ACCESS_GROUPS gives "
         "'k7x2' more than once (in one object)"
