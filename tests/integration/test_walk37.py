@@ -50,6 +50,9 @@ def help_app(load_search_app: Any, tmp_path: Path) -> Any:
     (kb / "ru" / "Лицензии и оплата" / "Возврат.md").write_text(
         "# Политика возврата\n\nВозврат средств за лицензию возможен в течение 14 дней.\n", encoding="utf-8"
     )
+    for n in range(9):  # folders enough that a list of them is cut
+        (kb / "en" / f"Topic {n}").mkdir()
+        (kb / "en" / f"Topic {n}" / "Note.md").write_text(f"# Topic {n}\n\nwombat {n}\n", encoding="utf-8")
     (kb / "ru" / "Лицензии").mkdir()
     (kb / "ru" / "Лицензии" / "Каталог.md").write_text("# Каталог лицензий\n\nЛицензия на каталог.\n", "utf-8")
     store = tmp_path / "q"
@@ -219,3 +222,17 @@ def test_the_indexer_function_logs_what_it_says_of_the_access_settings(tmp_path:
     ], lines
     assert "did you mean 'en/Teams/'?" in lines[0]["reason"], lines[0]
     assert "slack 'T0001' holds the group 'teamz'" in lines[1]["reason"], lines[1]
+
+
+def test_a_long_list_of_folders_the_asker_may_read_ends_as_a_sentence(
+    help_app: Any,
+    hook: FakeEndpoint,  # noqa: F811
+) -> None:
+    """No note in the folder asked for, and more than ten folders the asker may read: the list ended `..., ru/x, ....`
+    (the cut's dots and the sentence's). It says how many more now, in the question's language."""
+    _, answer = _command(help_app, hook, "in:en/Nowhere manage account")
+    (shown,) = _sections(answer)
+    assert "; the folders: " in shown and " and 1 more." in shown and "..." not in shown, shown
+    _, answer = _command(help_app, hook, "in:xqzwvk политика возврата")
+    (shown,) = _sections(answer)
+    assert "; есть: " in shown and " и ещё 4." in shown and "..." not in shown, shown

@@ -260,5 +260,5 @@ def unheld_sentence(language: str, filter_: Unheld, option: str) -> str:
         return say(language, "unheld_meant", line=line, meant=filter_.meant)
     if not filter_.held:
         return say(language, "unheld_none", line=line, what_plural=say(language, f"whats_{filter_.what}"))
-    held = ", ".join(filter_.held[:10]) + (", ..." if len(filter_.held) > 10 else "")
+    held = ", ".join(filter_.held[:10]) + (f" и ещё {len(filter_.held) - 10}" if len(filter_.held) > 10 else "")
     return say(language, "unheld_held", line=line, held=held)
