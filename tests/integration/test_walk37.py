@@ -236,3 +236,32 @@ def test_a_long_list_of_folders_the_asker_may_read_ends_as_a_sentence(
     _, answer = _command(help_app, hook, "in:xqzwvk политика возврата")
     (shown,) = _sections(answer)
     assert "; есть: " in shown and " и ещё 4." in shown and "..." not in shown, shown
+
+
+def test_mapping_entries_that_match_no_caller_are_said_never_a_pasted_key_value(tmp_path: Path) -> None:
+    """The admin mapped a channel by its name (`T0123/#security`), a user by `@maria`, a team in lower case, and a
+    key by its value where its id belongs: each entry matched no caller (its callers read public notes only) and
+    nothing said so. The sync names each; a key's value is never shown (it is named by its place in `api_keys`,
+    also where the unheld-group warning names its holder), and the admin is told to rotate it."""
+    kb = tmp_path / "kb"
+    (kb / "finance").mkdir(parents=True)
+    (kb / "finance" / "Budget.md").write_text("# Budget\n\nquokka budget\n", encoding="utf-8")
+    (kb / "_access.yaml").write_text("finance/: [finance]\n", encoding="utf-8")
+    value = "Zq3xT8vNp2Lk9WmR4sYb7cHdJ5fGtA1eUiOo"
+    mapping = {"api_keys": {value: ["financ"]},
+               "slack": {"T0123/#security": ["finance"], "t0123": ["finance"], "T0123/C0456/@maria": ["finance"],
+                         "T0123/C0456/U0789": ["finance"]}}  # fmt: skip
+    done = _index(kb, tmp_path / "q", ACCESS_GROUPS=json.dumps(mapping))
+    assert _warned(done, "ACCESS_GROUPS") == [
+        "warning ACCESS_GROUPS: api key #1 of api_keys is 36 characters, not an id (API Gateway's are 10): if it is a "
+        "key's value, map the key's id instead and rotate that key",
+        "warning ACCESS_GROUPS: slack 'T0123/#security': '#security' is not a Slack channel id (C… or G…, as in "
+        "channel_id, not its #name), so the entry matches no caller",
+        "warning ACCESS_GROUPS: slack 'T0123/C0456/@maria': '@maria' is not a Slack user id (U… or W…, as in user_id, "
+        "not an @name), so the entry matches no caller",
+        "warning ACCESS_GROUPS: slack 't0123': 't0123' is not a Slack team id (T…, as in team_id), so the entry "
+        "matches no caller",
+        "warning ACCESS_GROUPS: api key #1 holds the group 'financ', to which no note is restricted (the KB's "
+        "groups: finance), so it adds nothing to public: did you mean 'finance'?",
+    ], done.stdout
+    assert value not in done.stdout + done.stderr

@@ -447,6 +447,15 @@ class Scope:
                 "unrestricted": self.groups is None}  # fmt: skip
 
 
+#: The longest key id shown: API Gateway's ids are 10 characters, ``kbsearch serve``'s ``local-`` and 12 hex.
+MAX_KEY_ID_SHOWN = 24
+#: Slack's ids as its payloads carry them (``team_id``, ``channel_id``, ``user_id``): upper-case letters and digits.
+_SLACK_ID = {"team": re.compile(r"[TE][A-Z0-9]{1,30}"), "channel": re.compile(r"[CGD][A-Z0-9]{1,30}"),
+             "user": re.compile(r"[UW][A-Z0-9]{1,30}")}  # fmt: skip
+_SLACK_ID_SAID = {"team": "T…, as in team_id", "channel": "C… or G…, as in channel_id, not its #name",
+                  "user": "U… or W…, as in user_id, not an @name"}  # fmt: skip
+
+
 def _once_each(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """A JSON object of the caller mapping, refused when it names a key twice: ``json`` keeps the last silently,
     so a key id, a Slack team or ``api_keys`` itself given twice granted (or revoked) whatever came last."""
@@ -520,10 +529,34 @@ class CallerMap:
 
     def holders(self) -> tuple[tuple[str, tuple[str, ...]], ...]:
         """Each caller of the map as the admin wrote it (``api key 'id' (name)``, ``slack 'T/C'``) and its groups:
-        what a sync checks against the groups the KB restricts notes to."""
-        keys = [(f"api key {key_id!r}" + (f" ({name})" if name != key_id else ""), groups)
-                for key_id, (name, groups) in sorted(self.api_keys.items())]  # fmt: skip
-        return tuple(keys + [(f"slack {where!r}", groups) for where, groups in sorted(self.slack.items())])
+        what a sync checks against the groups the KB restricts notes to. A key id longer than any id API Gateway or
+        ``kbsearch serve`` gives (:data:`MAX_KEY_ID_SHOWN`) is named by its place in ``api_keys``, never shown: it may
+        be a key's value pasted where its id belongs (:meth:`problems`)."""
+        keys = []
+        for place, (key_id, (name, groups)) in enumerate(self.api_keys.items(), start=1):
+            shown = repr(key_id) if len(key_id) <= MAX_KEY_ID_SHOWN else f"#{place}"
+            keys.append((f"api key {shown}" + (f" ({name})" if name != key_id else ""), groups))
+        return tuple(sorted(keys) + [(f"slack {where!r}", groups) for where, groups in sorted(self.slack.items())])
+
+    def problems(self) -> list[str]:
+        """Entries that can match no caller, in the admin's words: a key id that is no id (longer than any: a key's
+        value pasted where its id belongs, which puts a secret into the mapping), a Slack entry whose parts are not
+        Slack ids (``T0123/#security``, a lower-case or spaced id). Such an entry is accepted (the rest of the mapping
+        serves), but its callers read the public notes only."""
+        said = []
+        for place, key_id in enumerate(self.api_keys, start=1):
+            if len(key_id) > MAX_KEY_ID_SHOWN:
+                said.append(f"api key #{place} of api_keys is {len(key_id)} characters, not an id (API Gateway's are "
+                            "10): if it is a key's value, map the key's id instead and rotate that key")  # fmt: skip
+        for where in sorted(self.slack):
+            parts = where.split("/")
+            kinds = ("team", "channel", "user")[: len(parts)]
+            for part, kind in zip(parts, kinds, strict=True):
+                if not _SLACK_ID[kind].fullmatch(part):
+                    said.append(f"slack {where[:120]!r}: {part[:40]!r} is not a Slack {kind} id "
+                                f"({_SLACK_ID_SAID[kind]}), so the entry matches no caller")  # fmt: skip
+                    break
+        return said
 
     def for_api_key(self, key_id: str | None) -> Scope:
         """An API Gateway caller by its key's id (``requestContext.identity.apiKeyId``); an unknown key, or

@@ -285,6 +285,8 @@ class SyncOptions:
     callers: tuple[tuple[str, tuple[str, ...]], ...] = ()
     #: why the caller mapping could not be used (a key given twice, not JSON, SSM unreadable): a full sync says it
     callers_problem: str = ""
+    #: its entries that match no caller (:meth:`kbsearch.access.CallerMap.problems`): a full sync names them
+    callers_unmatched: tuple[str, ...] = ()
     #: the longest one note's parse, chunking and points may take (NOTE_PARSE_LIMIT_S), CPU time: past it the note is
     #: skipped, and not parsed again until it changes (:data:`PARSE_REFUSED`)
     parse_limit_s: float = DEFAULT_PARSE_LIMIT_S
@@ -980,6 +982,8 @@ class Indexer:
         if self.options.callers_problem:  # the search gives every caller public notes only: the admin is told here too
             report.warnings.append({"path": "ACCESS_GROUPS", "reason": f"cannot be used, so every caller reads the "
                                     f"public notes only: {self.options.callers_problem}"})  # fmt: skip
+        for said in self.options.callers_unmatched:  # entries that match no caller (the rest of the mapping serves)
+            report.warnings.append({"path": "ACCESS_GROUPS", "reason": said})
         if not self.options.callers:
             return
         current = set(reach_target([], self._access.values(), self._rules)) - {PUBLIC}
@@ -2646,7 +2650,8 @@ def caller_options(secrets: Secrets) -> dict[str, Any]:
         logger.warning("the caller mapping cannot be used: no new group-set tokens this sync (callers of several "
                        "groups new to it are matched by their groups)", extra={"error": str(exc)})  # fmt: skip
         return {"caller_sets": (), "callers": (), "callers_problem": str(exc)}
-    return {"caller_sets": tuple(mapping.set_tokens()), "callers": mapping.holders()}
+    return {"caller_sets": tuple(mapping.set_tokens()), "callers": mapping.holders(),
+            "callers_unmatched": tuple(mapping.problems())}  # fmt: skip
 
 
 def _remember_source(store: Store, source: Source, report: SyncReport) -> None:
