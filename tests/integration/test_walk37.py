@@ -17,6 +17,7 @@ import pytest
 from kbsearch_tools.fakes import FakeEndpoint
 from tests.conftest import KBSEARCH_CMD, PROCESS_TIMEOUT_S, ROOT, index_bm25, subprocess_env
 from tests.integration.test_slack import SECRET, form, slack_event
+from tests.integration.test_walk32 import watched_save
 from tests.integration.test_walk35 import _command, hook  # noqa: F401 (hook: a fixture)
 
 #: A help page as the Obsidian help writes them (the vault's en/User interface/Settings.md and en/Obsidian Sync
@@ -265,3 +266,14 @@ def test_mapping_entries_that_match_no_caller_are_said_never_a_pasted_key_value(
         "groups: finance), so it adds nothing to public: did you mean 'finance'?",
     ], done.stdout
     assert value not in done.stdout + done.stderr
+
+
+def test_a_rule_naming_no_folder_is_said_by_the_run_its_save_triggers(tmp_path: Path) -> None:
+    """The admin writes `_access.yaml` where `kbsearch serve --watch` (or an S3 event) sees the save: that run applies
+    the rules to every indexed note but said nothing of a rule whose folder holds none; the next full sync would
+    have. The run its save triggers says it now, on the watch's line (and the indexer function's log)."""
+    _, _, initial, saved = watched_save(tmp_path, {"Home.md": "# Home\n\nquokka\n"}, "_access.yaml", "hr/: [hr]\n")
+    assert "warning" not in initial, initial
+    assert saved.endswith(
+        "; 1 warning: _access.yaml (the rule 'hr/' names no folder holding a note, so its groups (hr) restrict nothing)"
+    ), saved

@@ -3326,6 +3326,8 @@ class ChangeSync:
                     unknown.append(obj)
         indexer._reread_access(report, unknown, state, stop_at)  # (writes the groups gathered above too)
         self._record_restricted_links(every_note=True)
+        for said in indexer._rules.idle(state):  # a slip in the file just saved: said by the run its save triggers
+            report.warnings.append({"path": ACCESS_FILE, "reason": said})
         return not report.incomplete
 
     def _record_restricted_links(self, every_note: bool = False) -> None:
