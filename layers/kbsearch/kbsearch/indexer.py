@@ -277,13 +277,13 @@ class SyncOptions:
     window_chunks: int = 512  # chunks parsed ahead and embedded together (4 x batch size x concurrency)
     event_grace_s: float = 300.0  # a change younger than this may still have its event in flight (missed_by_events)
     access_default: str = PUBLIC  # public | deny (ACCESS_DEFAULT)
-    #: the tokens of the group sets callers hold (:meth:`kbsearch.access.CallerMap.set_tokens`, :func:`caller_sets`):
+    #: the tokens of the group sets callers hold (:meth:`kbsearch.access.CallerMap.set_tokens`, :func:`caller_options`):
     #: a full sync gives them to chunks' ``reach`` and records them; none known: only the recorded ones are kept
     caller_sets: tuple[str, ...] = ()
     #: the callers of the caller mapping and their groups (:meth:`kbsearch.access.CallerMap.holders`): a full sync
     #: names a group one holds that no note is restricted to (a slip, ``finanse``: the caller reads public notes only)
     callers: tuple[tuple[str, tuple[str, ...]], ...] = ()
-    #: why the caller mapping could not be used (a key given twice, not JSON, SSM unreadable): a full sync says it
+    #: what kept the caller mapping from this sync (a key given twice, not JSON; SSM unreadable): a full sync says it
     callers_problem: str = ""
     #: its entries that match no caller (:meth:`kbsearch.access.CallerMap.problems`): a full sync names them
     callers_unmatched: tuple[str, ...] = ()
@@ -979,9 +979,8 @@ class Indexer:
         named (they are the admin's own words), never a note."""
         import difflib
 
-        if self.options.callers_problem:  # the search gives every caller public notes only: the admin is told here too
-            report.warnings.append({"path": "ACCESS_GROUPS", "reason": f"cannot be used, so every caller reads the "
-                                    f"public notes only: {self.options.callers_problem}"})  # fmt: skip
+        if self.options.callers_problem:  # unusable: the search gives every caller public notes only (it is told)
+            report.warnings.append({"path": "ACCESS_GROUPS", "reason": self.options.callers_problem})
         for said in self.options.callers_unmatched:  # entries that match no caller (the rest of the mapping serves)
             report.warnings.append({"path": "ACCESS_GROUPS", "reason": said})
         if not self.options.callers:
@@ -2649,7 +2648,10 @@ def caller_options(secrets: Secrets) -> dict[str, Any]:
     except (ConfigError, CallerMapError) as exc:
         logger.warning("the caller mapping cannot be used: no new group-set tokens this sync (callers of several "
                        "groups new to it are matched by their groups)", extra={"error": str(exc)})  # fmt: skip
-        return {"caller_sets": (), "callers": (), "callers_problem": str(exc)}
+        unusable = isinstance(exc, CallerMapError)  # the search refuses it too; SSM unread here may serve the search
+        problem = (f"cannot be used, so every caller reads the public notes only: {exc}" if unusable
+                   else f"not read by this sync, so its callers were not checked: {exc}")  # fmt: skip
+        return {"caller_sets": (), "callers": (), "callers_problem": problem}
     return {"caller_sets": tuple(mapping.set_tokens()), "callers": mapping.holders(),
             "callers_unmatched": tuple(mapping.problems())}  # fmt: skip
 
