@@ -28,6 +28,7 @@ from aws_lambda_powertools.logging.utils import copy_config_to_registered_logger
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from kbsearch.access import ACCESS_FILE
 from kbsearch.api.container import Container
 from kbsearch.errors import KbSearchError
 from kbsearch.indexer import ChangeReport, run_changes, run_sync
@@ -144,10 +145,19 @@ def handle_changes(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     summary = {k: v for k, v in data.items() if k not in ("skipped", "warnings", "ignored", "lag_s")}
     summary["lag_max_s"] = max(report.lag_s, default=None)
     logger.info("event batch applied", extra=summary)
+    _log_access_settings(data["warnings"])
     failed = set(report.failed_messages)
     if failed and report.error and "holds the index lease" in report.error:
         _retry_soon(event, failed, LEASE_RETRY_S)
     return {"batchItemFailures": [{"itemIdentifier": m} for m in sorted(failed)]}
+
+
+def _log_access_settings(warnings: list[dict[str, str]]) -> None:
+    """The run's warnings of the access settings (a rule naming no folder, a caller's unheld group), a log line each:
+    the admin's, a few at most (the run's summary line leaves its warnings out: a note's are many)."""
+    for warning in warnings:
+        if warning["path"] in (ACCESS_FILE, "ACCESS_GROUPS"):
+            logger.warning("access setting", extra={"setting": warning["path"], "reason": warning["reason"]})
 
 
 @metrics.log_metrics
@@ -195,6 +205,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     metrics.add_metric(name="missed_by_events", unit=MetricUnit.Count, value=report["missed_by_events"])
     metrics.add_metric(name="duration", unit=MetricUnit.Milliseconds, value=report["duration_ms"])
     logger.info("sync finished", extra={k: v for k, v in report.items() if k not in ("skipped", "warnings")})
+    _log_access_settings(report["warnings"])
     if report["error"]:
         raise IndexerRunError(report["error"])
     return report

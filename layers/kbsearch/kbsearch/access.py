@@ -136,6 +136,8 @@ class FolderRules:
     """The access file's folder rules (folder → groups), longest match first."""
 
     rules: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    #: each rule's folder as the file writes it (the rules hold it folded: :func:`_fold`), for what is said of it
+    written: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def parse(cls, raw: bytes) -> FolderRules:
@@ -158,6 +160,7 @@ class FolderRules:
         if len(parsed.data) > MAX_RULES:
             raise AccessFileError(f"{ACCESS_FILE} has {len(parsed.data)} rules (at most {MAX_RULES})")
         rules: dict[str, tuple[str, ...]] = {}
+        written: dict[str, str] = {}
         for folder, value in parsed.data.items():
             key = _fold(folder).strip()
             segments = [s for s in key.split("/") if s]
@@ -173,6 +176,7 @@ class FolderRules:
                 raise AccessFileError(f"{ACCESS_FILE}: {folder[:80]!r} names a folder whose name no reader sees (only "
                                       f"invisible characters, {folder[:80]!a}); rename the folder and its rule")  # fmt: skip
             prefix = "/".join(segments)
+            written[prefix] = str(folder).strip()
             if prefix in rules:
                 raise AccessFileError(f"{ACCESS_FILE}: folder {folder!r} has two rules")
             try:
@@ -180,7 +184,33 @@ class FolderRules:
             except ValueError as exc:
                 raise AccessFileError(str(exc)) from None
         ordered = sorted(rules.items(), key=lambda r: -len(r[0]))
-        return cls(tuple(ordered))
+        return cls(tuple(ordered), tuple(written.items()))
+
+    def idle(self, paths: Iterable[str]) -> list[str]:
+        """What to say of each rule whose folder holds none of the notes ``paths`` (a full sync's listing): a
+        folder misspelt in the access file (``en/Team/`` for ``en/Teams``) restricts nothing, and the notes it was
+        meant for are read by every caller the rules of their own folders allow; so is a folder renamed since.
+        Each names the rule as written and, when one is close, the folder of the KB meant."""
+        import difflib
+
+        if not self.rules:
+            return []
+        folded = {_fold(p): p for p in paths}
+        folders: dict[str, str] = {}
+        for key, path in folded.items():
+            key_parts, path_parts = key.split("/")[:-1], path.split("/")[:-1]
+            for depth in range(1, len(key_parts) + 1):
+                folders.setdefault("/".join(key_parts[:depth]), "/".join(path_parts[:depth]))
+        written = dict(self.written)
+        said: list[str] = []
+        for prefix, groups in sorted(self.rules):
+            if not prefix or prefix in folders:
+                continue
+            meant = difflib.get_close_matches(prefix, sorted(folders), n=1, cutoff=0.75)
+            hint = f": did you mean {folders[meant[0]] + '/'!r}?" if meant else ""
+            said.append(f"the rule {written.get(prefix, prefix)!r} names no folder holding a note, so its groups "
+                        f"({', '.join(groups)}) restrict nothing{hint}")  # fmt: skip
+        return said
 
     def match(self, path: str) -> tuple[str, tuple[str, ...]] | None:
         """The longest rule whose folder holds ``path`` (case-insensitively): (folder, groups), or None."""
@@ -417,6 +447,15 @@ class Scope:
                 "unrestricted": self.groups is None}  # fmt: skip
 
 
+#: The longest key id shown: API Gateway's ids are 10 characters, ``kbsearch serve``'s ``local-`` and 12 hex.
+MAX_KEY_ID_SHOWN = 24
+#: Slack's ids as its payloads carry them (``team_id``, ``channel_id``, ``user_id``): upper-case letters and digits.
+_SLACK_ID = {"team": re.compile(r"[TE][A-Z0-9]{1,30}"), "channel": re.compile(r"[CGD][A-Z0-9]{1,30}"),
+             "user": re.compile(r"[UW][A-Z0-9]{1,30}")}  # fmt: skip
+_SLACK_ID_SAID = {"team": "T…, as in team_id", "channel": "C… or G…, as in channel_id, not its #name",
+                  "user": "U… or W…, as in user_id, not an @name"}  # fmt: skip
+
+
 def _once_each(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """A JSON object of the caller mapping, refused when it names a key twice: ``json`` keeps the last silently,
     so a key id, a Slack team or ``api_keys`` itself given twice granted (or revoked) whatever came last."""
@@ -487,6 +526,37 @@ class CallerMap:
         held = [groups for _, groups in self.api_keys.values()] + list(self.slack.values())
         tokens = {reach_token(groups) for groups in held}
         return sorted(t for t in tokens if t is not None and len(t) <= MAX_TOKEN_CHARS)
+
+    def holders(self) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        """Each caller of the map as the admin wrote it (``api key 'id' (name)``, ``slack 'T/C'``) and its groups:
+        what a sync checks against the groups the KB restricts notes to. A key id longer than any id API Gateway or
+        ``kbsearch serve`` gives (:data:`MAX_KEY_ID_SHOWN`) is named by its place in ``api_keys``, never shown: it may
+        be a key's value pasted where its id belongs (:meth:`problems`)."""
+        keys = []
+        for place, (key_id, (name, groups)) in enumerate(self.api_keys.items(), start=1):
+            shown = repr(key_id) if len(key_id) <= MAX_KEY_ID_SHOWN else f"#{place}"
+            keys.append((f"api key {shown}" + (f" ({name})" if name != key_id else ""), groups))
+        return tuple(sorted(keys) + [(f"slack {where!r}", groups) for where, groups in sorted(self.slack.items())])
+
+    def problems(self) -> list[str]:
+        """Entries that can match no caller, in the admin's words: a key id that is no id (longer than any: a key's
+        value pasted where its id belongs, which puts a secret into the mapping), a Slack entry whose parts are not
+        Slack ids (``T0123/#security``, a lower-case or spaced id). Such an entry is accepted (the rest of the mapping
+        serves), but its callers read the public notes only."""
+        said = []
+        for place, key_id in enumerate(self.api_keys, start=1):
+            if len(key_id) > MAX_KEY_ID_SHOWN:
+                said.append(f"api key #{place} of api_keys is {len(key_id)} characters, not an id (API Gateway's are "
+                            "10): if it is a key's value, map the key's id instead and rotate that key")  # fmt: skip
+        for where in sorted(self.slack):
+            parts = where.split("/")
+            kinds = ("team", "channel", "user")[: len(parts)]
+            for part, kind in zip(parts, kinds, strict=True):
+                if not _SLACK_ID[kind].fullmatch(part):
+                    said.append(f"slack {where[:120]!r}: {part[:40]!r} is not a Slack {kind} id "
+                                f"({_SLACK_ID_SAID[kind]}), so the entry matches no caller")  # fmt: skip
+                    break
+        return said
 
     def for_api_key(self, key_id: str | None) -> Scope:
         """An API Gateway caller by its key's id (``requestContext.identity.apiKeyId``); an unknown key, or

@@ -215,7 +215,8 @@ class UnheldFilter:
             line += f": no note has any {self.what}"
         else:
             plural = "statuses" if self.what == "status" else f"{self.what}s"  # it said "the statuss: active"
-            line += f"; the {plural}: {', '.join(self.held[:10])}{', ...' if len(self.held) > 10 else ''}"
+            more = f" and {len(self.held) - 10} more" if len(self.held) > 10 else ""  # ", ...." closed the sentence
+            line += f"; the {plural}: {', '.join(self.held[:10])}{more}"
         if not sentence:
             return line
         return line[:1].upper() + line[1:] + ("" if line.endswith("?") else ".")

@@ -282,9 +282,16 @@ class SyncOptions:
     window_chunks: int = 512  # chunks parsed ahead and embedded together (4 x batch size x concurrency)
     event_grace_s: float = 300.0  # a change younger than this may still have its event in flight (missed_by_events)
     access_default: str = PUBLIC  # public | deny (ACCESS_DEFAULT)
-    #: the tokens of the group sets callers hold (:meth:`kbsearch.access.CallerMap.set_tokens`, :func:`caller_sets`):
+    #: the tokens of the group sets callers hold (:meth:`kbsearch.access.CallerMap.set_tokens`, :func:`caller_options`):
     #: a full sync gives them to chunks' ``reach`` and records them; none known: only the recorded ones are kept
     caller_sets: tuple[str, ...] = ()
+    #: the callers of the caller mapping and their groups (:meth:`kbsearch.access.CallerMap.holders`): a full sync
+    #: names a group one holds that no note is restricted to (a slip, ``finanse``: the caller reads public notes only)
+    callers: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    #: what kept the caller mapping from this sync (a key given twice, not JSON; SSM unreadable): a full sync says it
+    callers_problem: str = ""
+    #: its entries that match no caller (:meth:`kbsearch.access.CallerMap.problems`): a full sync names them
+    callers_unmatched: tuple[str, ...] = ()
     #: the longest one note's parse, chunking and points may take (NOTE_PARSE_LIMIT_S), CPU time: past it the note is
     #: skipped, and not parsed again until it changes (:data:`PARSE_REFUSED`)
     parse_limit_s: float = DEFAULT_PARSE_LIMIT_S
@@ -808,6 +815,8 @@ class Indexer:
             return
         self._read_reach()
         notes = self._notes(report, listing)
+        for said in self._rules.idle(obj.path for obj in listing if obj.is_note):
+            report.warnings.append({"path": ACCESS_FILE, "reason": said})
         if not report.notes_listed:
             report.no_notes = no_notes(self.source.uri, sum(1 for obj in listing if not obj.is_note))
         state = self.store.indexed_state()
@@ -957,6 +966,7 @@ class Indexer:
             logger.warning("more group sets than reach tokens: their callers are matched by their groups (slower)",
                            extra={"tokens": len(sets), "cap": MAX_REACH_SETS})  # fmt: skip
         self._repair_restricted_reach(sets)
+        self._report_unheld_groups(report)
         target = reach_target(self._reach_recorded, self._access.values(), self._rules)
         fresh = target != self._reach_recorded or sets != self._sets_recorded or not self._reach_marked
         give_reach(self.store, target, sets)  # a sync that wrote nothing too: a batch that died before catching up
@@ -965,6 +975,29 @@ class Indexer:
             give_reach(self.store, target, sets)  # a public chunk written meanwhile by a batch that read fewer
             self._repair_restricted_reach(sets)  # a restricted one so
         self._reach_recorded, self._reach_marked, self._sets_recorded = target, True, sets
+
+    def _report_unheld_groups(self, report: SyncReport) -> None:
+        """Warn of a caller mapping that cannot be used (every caller reads the public notes only), and of each group
+        a caller of it holds that neither a folder rule nor an indexed note restricts a note to (``"T0123/C0456":
+        ["finanse"]`` for ``finance``): the caller reads the public notes only, and the search cannot tell a slip
+        from a group whose notes are still to come. With the group meant, when one is close. The KB's groups are
+        named (they are the admin's own words), never a note."""
+        import difflib
+
+        if self.options.callers_problem:  # unusable: the search gives every caller public notes only (it is told)
+            report.warnings.append({"path": "ACCESS_GROUPS", "reason": self.options.callers_problem})
+        for said in self.options.callers_unmatched:  # entries that match no caller (the rest of the mapping serves)
+            report.warnings.append({"path": "ACCESS_GROUPS", "reason": said})
+        if not self.options.callers:
+            return
+        current = set(reach_target([], self._access.values(), self._rules)) - {PUBLIC}
+        for who, groups in self.options.callers:
+            for group in sorted(set(groups) - current - {PUBLIC}):
+                meant = difflib.get_close_matches(group, sorted(current), n=1, cutoff=0.6)
+                known = f"the KB's groups: {', '.join(sorted(current))}" if current else "the KB has none"
+                report.warnings.append({"path": "ACCESS_GROUPS", "reason": (
+                    f"{who} holds the group {group!r}, to which no note is restricted ({known}), so it adds nothing "
+                    "to public" + (f": did you mean {meant[0]!r}?" if meant else ""))})  # fmt: skip
 
     def _repair_restricted_reach(self, sets: list[str]) -> None:
         """Give each restricted chunk whose ``reach`` is not its own groups its groups, from what the chunk records,
@@ -2571,8 +2604,8 @@ def run_sync(
                 settings,
                 full=full,
                 allow_mass_delete=allow_mass_delete,
-                caller_sets=caller_sets(secrets),
                 count_dangling=True,
+                **caller_options(secrets),
             )
             if rebuild and not store.embedded:
                 report = rebuild_behind_alias(
@@ -2648,17 +2681,23 @@ def _until_lease_lost(stop_at: Deadline, lease: Any) -> Deadline:
     return stop_at if lease is None else _LeaseDeadline(stop_at, lease)
 
 
-def caller_sets(secrets: Secrets) -> tuple[str, ...]:
-    """The tokens of the group sets callers hold (:meth:`kbsearch.access.CallerMap.set_tokens`), from the caller
-    mapping the search reads (``ACCESS_GROUPS``: the SSM SecureString ``ACCESS_GROUPS_PARAM`` in Lambda). A mapping
-    that cannot be read or understood gives none (a warning naming why, never a value): the sync goes on, its
-    callers keep the tokens already recorded, and no caller is given a token it was not before."""
+def caller_options(secrets: Secrets) -> dict[str, Any]:
+    """:class:`SyncOptions`' ``caller_sets`` and ``callers``, from the caller mapping the search reads
+    (``ACCESS_GROUPS``: the SSM SecureString ``ACCESS_GROUPS_PARAM`` in Lambda): the tokens of the group sets callers
+    hold (:meth:`kbsearch.access.CallerMap.set_tokens`) and who holds which groups. A mapping that cannot be read or
+    understood gives none (a warning naming why, never a value): the sync goes on, its callers keep the tokens
+    already recorded, and no caller is given a token it was not before."""
     try:
-        return tuple(CallerMap.parse(secrets.get("ACCESS_GROUPS")).set_tokens())
+        mapping = CallerMap.parse(secrets.get("ACCESS_GROUPS"))
     except (ConfigError, CallerMapError) as exc:
         logger.warning("the caller mapping cannot be used: no new group-set tokens this sync (callers of several "
                        "groups new to it are matched by their groups)", extra={"error": str(exc)})  # fmt: skip
-        return ()
+        unusable = isinstance(exc, CallerMapError)  # the search refuses it too; SSM unread here may serve the search
+        problem = (f"cannot be used, so every caller reads the public notes only: {exc}" if unusable
+                   else f"not read by this sync, so its callers were not checked: {exc}")  # fmt: skip
+        return {"caller_sets": (), "callers": (), "callers_problem": problem}
+    return {"caller_sets": tuple(mapping.set_tokens()), "callers": mapping.holders(),
+            "callers_unmatched": tuple(mapping.problems())}  # fmt: skip
 
 
 def _remember_source(store: Store, source: Source, report: SyncReport) -> None:
@@ -3411,6 +3450,8 @@ class ChangeSync:
                     unknown.append(obj)
         indexer._reread_access(report, unknown, state, stop_at)  # (writes the groups gathered above too)
         self._record_restricted_links(every_note=True)
+        for said in indexer._rules.idle(state):  # a slip in the file just saved: said by the run its save triggers
+            report.warnings.append({"path": ACCESS_FILE, "reason": said})
         return not report.incomplete
 
     def _rules_version(self, report: ChangeReport) -> str | None:

@@ -174,9 +174,37 @@ FILTER_KEYS = {"tag": "tags", "tags": "tags", "type": "type", "status": "status"
                "path": "path_prefix", "after": "updated_after", "since": "updated_after"}  # fmt: skip
 _LIST_FILTERS = ("tags", "type", "status")
 #: A typographic quote ends at ” and a value never holds “: an unclosed “ is a word of the question, found by
-#: reading to the next “ (it read to the end of the text from every “: quadratic).
-_WORD = re.compile(r'(?P<key>[A-Za-z]{2,6}):(?:"(?P<q1>[^"]*)"|“(?P<q2>[^”“]*)”|(?P<bare>\S*))|\S+')
+#: reading to the next “ (it read to the end of the text from every “: quadratic). The Russian quotes too, «…» and
+#: „…“ (what a Russian keyboard's smart punctuation makes of "): ``in:«ru/Лицензии и оплата»`` was the folder
+#: ``«ru/Лицензии`` and the words ``и оплата»`` of the question.
+_WORD = re.compile(
+    r'(?P<key>[A-Za-z]{2,6}):(?:"(?P<q1>[^"]*)"|“(?P<q2>[^”“]*)”|«(?P<q3>[^«»]*)»|„(?P<q4>[^„“”]*)[“”]|(?P<bare>\S*))'
+    r"|\S+"
+)
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}(?:[T ][0-9:.]+(?:Z|[+-][0-9:]+)?)?")
+
+
+def _one_slip(typed: str, word: str) -> bool:
+    """Whether ``typed`` is ``word`` with one letter wrong, missing, added, or two neighbours swapped."""
+    if typed == word or abs(len(typed) - len(word)) > 1:
+        return False
+    if len(typed) == len(word):
+        diffs = [i for i, (a, b) in enumerate(zip(typed, word, strict=True)) if a != b]
+        return len(diffs) == 1 or (
+            len(diffs) == 2 and diffs[1] == diffs[0] + 1 and typed[diffs[0]] == word[diffs[1]]
+            and typed[diffs[1]] == word[diffs[0]]
+        )  # fmt: skip
+    short, long = sorted((typed, word), key=len)
+    return any(long[:i] + long[i + 1 :] == short for i in range(len(long)))
+
+
+def filter_meant(key: str) -> str | None:
+    """The filter word a ``key:`` of three letters or more that is none was meant to be, one slip away and with its
+    first letter (``tga:``, ``stauts:``, ``afetr:``): it was searched for as words of the question, the filter
+    silently not applied. ``in`` is too short to tell a slip of it (``int:``, ``pin:``), ``math:`` no ``path:``."""
+    if len(key) < 3 or key in FILTER_KEYS:
+        return None
+    return next((w for w in FILTER_KEYS if len(w) > 2 and w[0] == key[0] and _one_slip(key, w)), None)
 
 
 def _filter_problem(filters: dict[str, Any]) -> str:
@@ -224,10 +252,13 @@ def parse_text(text: str) -> Intent:
     for m in _WORD.finditer(rest):
         key = (m.group("key") or "").lower()
         if key not in FILTER_KEYS:
+            meant = filter_meant(key)
+            if meant is not None:  # a search without the filter meant would answer another question
+                return usage("not_a_filter", key=m.group("key"), meant=meant)
             query.append(m.group(0))
             continue
         name = FILTER_KEYS[key]
-        value = next((v for v in (m.group("q1"), m.group("q2"), m.group("bare")) if v is not None), "").strip()
+        value = next((v for v in m.group("q1", "q2", "q3", "q4", "bare") if v is not None), "").strip()
         if not value:
             return usage("needs_value", key=key)
         if name in _LIST_FILTERS:

@@ -152,29 +152,47 @@ def link(url: str, label: str) -> str:
     return f"<{target}|{_label(label)}>" if label.strip() else f"<{target}>"
 
 
+#: Obsidian's block id (``^b15695``, ``^my-block``) closing a line, or a line of its own: a link's anchor, never
+#: text a reader is meant to see (a snippet ended "create a network of knowledge. ^b15695").
+_BLOCK_ID = re.compile(r"(?:^|[ \t]+)\^[A-Za-z0-9-]{1,64}[ \t]*$")
+#: A ``**`` or ``~~`` the emphasis pass left without its pair, opening or closing a word: a snippet cut inside a
+#: bold run (``select **Disable…``), shown by Slack as the asterisks themselves.
+_UNPAIRED = re.compile(r"(?<!\S)(?:\*\*|~~)(?=\S)|(?<=\S)(?:\*\*|~~)(?!\S)")
+#: Where a converted link, code span or wiki-link stands while bold and italics are read (characters ``clean``
+#: drops from note text, so no note can hold them).
+_HOLE = re.compile("\x00([0-9]+)\x01")
+
+
 def inline(text: str) -> str:
     """One line of Markdown as mrkdwn: code spans, links, images (their alt text), wiki-links, bold, italics,
-    strike-through; the rest escaped."""
+    strike-through; the rest escaped. Bold and italics are read over the whole line, links and code spans held in
+    their place, so ``**[Manage](url)**`` is a bold link (read between the links, its ``**`` pairs were split:
+    ``**<url|Manage>*``, and every later bold run of the line shifted by one); a ``**`` left without its pair is
+    dropped, as is a closing block id."""
+    text = _BLOCK_ID.sub("", text.replace("\x00", "").replace("\x01", ""))
+    held: list[str] = []
     out: list[str] = []
     pos = 0
     for m in _INLINE.finditer(text):
-        out.append(_emphasis(escape(text[pos : m.start()])))
+        out.append(escape(text[pos : m.start()]))
         pos = m.end()
         if m.group("code") is not None:
-            out.append(f"`{escape(m.group('code_text'))}`")
+            held.append(f"`{escape(m.group('code_text'))}`")
         elif m.group("image") is not None:
-            out.append(escape(m.group("alt")) or "(image)")
+            held.append(escape(m.group("alt")) or "(image)")
         elif m.group("link") is not None:
-            out.append(link(m.group("url"), m.group("label")))
+            held.append(link(m.group("url"), m.group("label")))
         elif m.group("wiki") is not None:
             alias = m.group("alias")
             shown = alias if alias else m.group("target").split("#", 1)[0] or m.group("target")
-            out.append(_label(shown))
+            held.append(_label(shown))
         else:
             target = safe_url(m.group("auto_url"))
-            out.append(f"<{target}>" if target else escape(m.group(0)))
-    out.append(_emphasis(escape(text[pos:])))
-    return "".join(out)
+            held.append(f"<{target}>" if target else escape(m.group(0)))
+        out.append(f"\x00{len(held) - 1}\x01")
+    out.append(escape(text[pos:]))
+    converted = _UNPAIRED.sub("", _emphasis("".join(out)))
+    return _HOLE.sub(lambda m: held[int(m.group(1))], converted)
 
 
 # -- block Markdown ---------------------------------------------------------------------------------------------

@@ -62,7 +62,7 @@ HELP = {
         "• `{command} share <вопрос>`: опубликовать ответ в канале\n"
         "• Фильтры, в любом месте вопроса: `tag:runbook` (любой из тегов, регистр не важен, вложенные тоже; "
         "`tag:a,b` или повторите), `type:decision`, `status:active`, `in:ru/ранбуки` (папка), `after:2026-01-01` "
-        '(обновлено после); значение с пробелами в кавычках: `in:"en/how to"`\n'
+        '(обновлено после); значение с пробелами в кавычках: `in:"en/how to"` или `in:«ru/как это»`\n'
         "  например, `{command} tag:ранбук in:ru/ранбуки ротация ключей`\n"
         "• `{command} помощь` (или `{command} help`): это сообщение\n"
         "Совет: лучше всего работают несколько точных слов (`восстановление снапшота qdrant`); можно спрашивать "
@@ -80,6 +80,8 @@ _WORDS: dict[str, dict[str, str]] = {
         "given_twice": "`{key}:` given twice",
         "takes_date": "`{key}:` takes a date like 2026-01-01, not “{value}”",
         "needs_folder": "`{key}:` needs a folder",
+        "not_a_filter": "`{key}:` is not a filter: did you mean `{meant}:`? (to search for the word itself, leave out "
+        "the colon)",
         "bad_filter": "bad filter ({problem})",
         "needs_question": "filters need a question to go with them",
         "nothing_to_search": "the question has no letter or digit: nothing to search for",
@@ -127,6 +129,7 @@ _WORDS: dict[str, dict[str, str]] = {
         "given_twice": "`{key}:` указан дважды",
         "takes_date": "`{key}:` принимает дату вида 2026-01-01, а не «{value}»",
         "needs_folder": "для `{key}:` нужна папка",
+        "not_a_filter": "`{key}:` — не фильтр: может быть, `{meant}:`? (чтобы искать само слово, уберите двоеточие)",
         "bad_filter": "неверный фильтр ({problem})",
         "needs_question": "к фильтрам нужен вопрос",
         "nothing_to_search": "в вопросе нет ни буквы, ни цифры: искать нечего",
@@ -257,5 +260,5 @@ def unheld_sentence(language: str, filter_: Unheld, option: str) -> str:
         return say(language, "unheld_meant", line=line, meant=filter_.meant)
     if not filter_.held:
         return say(language, "unheld_none", line=line, what_plural=say(language, f"whats_{filter_.what}"))
-    held = ", ".join(filter_.held[:10]) + (", ..." if len(filter_.held) > 10 else "")
+    held = ", ".join(filter_.held[:10]) + (f" и ещё {len(filter_.held) - 10}" if len(filter_.held) > 10 else "")
     return say(language, "unheld_held", line=line, held=held)

@@ -45,7 +45,7 @@ from kbsearch.indexer import (
     ParsingProcess,
     SyncOptions,
     SyncReport,
-    caller_sets,
+    caller_options,
     explain_other_folder,
 )
 from kbsearch.providers.resilience import Deadline
@@ -98,9 +98,7 @@ class LiveIndex:
     ) -> SyncReport:
         """``stop_at``: no note is started after it (the watcher's, when the server shuts down)."""
         with self.lock:
-            options = self.options(
-                full=full, allow_mass_delete=allow_mass_delete, caller_sets=caller_sets(self.secrets)
-            )
+            options = self.options(full=full, allow_mass_delete=allow_mass_delete, **caller_options(self.secrets))
             kb = open_source(source)
             report = Indexer(kb, self.store, self.embedder, options, parser=self.parser).sync(stop_at)
             if report.deletion_blocked:  # a second KB's folder handed to this server's store
