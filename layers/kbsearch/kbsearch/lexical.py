@@ -8,9 +8,11 @@ compatibility forms folded, NFKC; then the diacritical marks no letter composed 
 as macOS tools write it), holding a soft hyphen or a zero-width space inside a word (pasted from a web page or a
 PDF), written in full-width letters (``ｑｄｒａｎｔ``: an input method left in full-width mode), half-width katakana or
 ligatures (``ﬁnch`` from a PDF's text layer), or printed with stress marks (``ве́домость``: a mark no letter
-composes with) splits no word and reads as its reader sees it (``Йогурт`` was the token ``огурт``,
+composes with), or mixing Latin and Cyrillic letters that look alike (``ЕRR-4012`` with a Cyrillic ``Е``, ``пaпка``
+with a Latin ``a``: :func:`one_script`) splits no word and reads as its reader sees it (``Йогурт`` was the token ``огурт``,
 ``qd\u00adrant`` the tokens ``qd`` and ``rant``, ``ｑｄｒａｎｔ`` a token no query typed in ASCII makes,
-``ве́домость`` the tokens ``ве`` and ``домост``: a search for the word missed the note, silently).
+``ве́домость`` the tokens ``ве`` and ``домост``, ``ЕRR`` the token ``еrr``: a search for the word missed the note,
+silently).
 Term ids: the first 4 bytes of BLAKE2b of the stem, so every process and machine agrees.
 
 Documents carry BM25's term-frequency part, ``tf·(k1+1) / (tf + k1·(1 − b + b·dl/avgdl))`` with k1 = 1.2,
@@ -48,8 +50,9 @@ if TYPE_CHECKING:
 #: marks dropped, glued symbols set apart, a capital dotted I read as ``i`` (round 16); 4: a note's first chunk
 #: holds its front-matter ``id`` too (:func:`kbsearch.chunking.lexical_text`, session 24); 5: a chunk quoting the name
 #: of a note it links to counts the name's words only where it holds them nowhere else (:func:`document_vector`'s
-#: ``links``, read from the payload's ``links``; session 31).
-READING_VERSION = 5
+#: ``links``, read from the payload's ``links``; session 31); 6: a word mixing Latin and Cyrillic look-alikes read in
+#: the one script its reader sees (:func:`one_script`: ``ЕRR-4012`` with a Cyrillic ``Е`` is ``err``; round 37).
+READING_VERSION = 6
 
 K1 = 1.2
 B = 0.75
@@ -130,8 +133,45 @@ def _stemmers() -> tuple[snowballstemmer.stemmer, snowballstemmer.stemmer]:
     return pair
 
 
+#: Lower-case Cyrillic letters a reader cannot tell from a Latin one (``е`` and ``e``; ``н`` is the capital ``Н``
+#: beside ``H``, ``в`` the capital ``В`` beside ``B``, and a word's capitals are lower-cased before this is read), and
+#: the Latin letters a reader cannot tell from a Russian one. A keyboard left on the other layout for one key writes
+#: them: ``ЕRR-4012`` with a Cyrillic ``Е``, ``пaпка`` with a Latin ``a``.
+_LOOK_ALIKE_LATIN = str.maketrans("авекмнорстухіјѕԁԛԝӏ", "abekmhopctyxijsdqwl")
+_LOOK_ALIKE_CYRILLIC = str.maketrans("abcehkmoptxy", "авсенкмортху")
+_LOOK_ALIKE_CYRILLIC_LETTERS = frozenset("авекмнорстухіјѕԁԛԝӏ")
+_LOOK_ALIKE_LATIN_LETTERS = frozenset("abcehkmoptxy")
+#: A Cyrillic letter, including the look-alikes of other Cyrillic alphabets (``і``, ``ј``, ``ѕ``, ``ԁ``, ``ԛ``, ``ԝ``,
+#: ``ӏ``) that a Latin word typed with them holds.
+_CYRILLIC_ANY = re.compile("[а-яёіјѕԁԛԝӏ]")
+
+
+def one_script(word: str) -> str:
+    """A lower-cased word that mixes Latin and Cyrillic letters, written in one script where its reader sees one:
+    the Cyrillic letters of a word whose every Cyrillic letter has a Latin look-alike become Latin (``еrr`` with a
+    Cyrillic ``е``: ``err``; ``сpu``: ``cpu``), the Latin letters of a word whose every Latin letter has a Cyrillic
+    look-alike Cyrillic (``пaпке``: ``папке``); when both are possible, the script most of its letters are in (a tie:
+    Latin). A word with a letter of each script that has no look-alike (``dockerфайл``) is kept as written, as is
+    every word in one script. A Russian ending glued to a Latin name (``vpnа``) becomes Latin (``vpna``): found by
+    neither spelling before, nor now. The Obsidian help vault holds one mixed word (``\nосновной``, a literal
+    ``\n``): kept."""
+    if word.isascii() or not _LATIN.search(word) or not _CYRILLIC_ANY.search(word):
+        return word
+    cyrillic = [c for c in word if _CYRILLIC_ANY.match(c)]
+    latin = [c for c in word if "a" <= c <= "z"]
+    to_latin = all(c in _LOOK_ALIKE_CYRILLIC_LETTERS for c in cyrillic)
+    to_cyrillic = all(c in _LOOK_ALIKE_LATIN_LETTERS for c in latin)
+    if to_latin and (not to_cyrillic or len(latin) >= len(cyrillic)):
+        return word.translate(_LOOK_ALIKE_LATIN)
+    if to_cyrillic:
+        return word.translate(_LOOK_ALIKE_CYRILLIC)
+    return word
+
+
 def _stem(word: str) -> str | None:
-    """Stem of one lower-cased word with ``ё`` folded, or None for a stop word."""
+    """Stem of one lower-cased word with ``ё`` folded, or None for a stop word; a word mixing Latin and Cyrillic
+    look-alikes is read in the one script its reader sees (:func:`one_script`)."""
+    word = one_script(word)
     if word in STOP_WORDS_RU or word in STOP_WORDS_EN:
         return None
     ru, en = _stemmers()
@@ -231,7 +271,7 @@ def words(text: str) -> tuple[str, ...]:
     """The words of ``text`` as BM25 reads them before stemming, in order, stop words kept: read (:func:`reading`),
     lower-cased, ``ё`` as ``е``; punctuation, quotes and markup no word (a title named by its words: "ежик" names
     "Ёжик", "official website?" and ``"Official website"`` name "Official website.", not "Official website list")."""
-    return tuple(_WORD.findall(_lowered(text)))
+    return tuple(one_script(word) for word in _WORD.findall(_lowered(text)))
 
 
 def _lowered(text: str) -> str:
