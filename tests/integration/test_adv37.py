@@ -3,9 +3,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
-from tests.integration.test_hostile_notes import _each_query_finds_its_note
+from kbsearch.config import Settings
+from tests.integration.test_hostile_notes import _each_query_finds_its_note, mcp_event
+from tests.integration.test_notes_graph import get, sync, write_kb
 
 #: Notes holding a letter of the other script that looks like the one meant: a code with a Cyrillic `Е`, an English
 #: word with a Cyrillic `С` (on a Russian keyboard, the key of the Latin `C`: a layout switched a letter late), Russian
@@ -44,3 +48,30 @@ def test_words_mixing_latin_and_cyrillic_look_alikes_are_found_by_the_word_their
     first, or no hit at all), and a query typing the look-alike missed the plain note. A word mixing the scripts
     is read in the one script its reader sees (`lexical.one_script`): each is found."""
     _each_query_finds_its_note(tmp_path, load_search_app, LOOK_ALIKES, LOOK_ALIKE_FINDS)
+
+
+def test_a_section_whose_heading_holds_a_look_alike_is_found_by_the_heading_its_reader_sees(
+    load_search_app: Any, tmp_path: Path
+) -> None:
+    """`?section=` and `kb_get_note`'s `section` naming a heading that holds a letter of the other script (`Ошибка
+    ЕRR-4012` with a Cyrillic `Е`, `Сanary rollout` with a Cyrillic `С`, `Новая пaпка` with a Latin `a`): the name
+    as its reader types it (and as an assistant echoes it back from the search's hit) was a 404 `no_section` listing
+    a heading that looked the same. Headings and names are compared with such words read in one script
+    (`lexical.folded`); another word is still a 404."""
+    headings = {"Ошибка \u0415RR-4012": "ошибка ERR-4012", "\u0421anary rollout": "Canary rollout",
+                "Новая п\x61пка": "новая папка"}  # fmt: skip
+    body = "".join(f"## {heading}\n\ntext of {i}\n\n" for i, heading in enumerate(headings))
+    folder = write_kb(tmp_path / "kb", {"Odd.md": f"# Odd\n\n{body}"})
+    store = tmp_path / "q"
+    settings = Settings(qdrant_path=str(store), qdrant_url="", embedding_api_key=None, embedding_api_key_param="")
+    sync(settings, folder)
+    app = load_search_app(QDRANT_PATH=str(store), KB_SOURCE=str(folder))
+    for i, (heading, typed) in enumerate(headings.items()):
+        for asked in (typed, heading, f"Odd > {typed}"):
+            status, answer = get(app, "/notes/Odd.md", {"section": asked})
+            assert status == 200 and answer["section"] == ["Odd", heading], (ascii(asked), answer)
+            assert f"text of {i}" in answer["body"], answer
+        result = json.loads(app(mcp_event("kb_get_note", {"path": "Odd.md", "section": typed}))["body"])["result"]
+        assert result["structuredContent"]["section"] == ["Odd", heading], (ascii(typed), result)
+    status, answer = get(app, "/notes/Odd.md", {"section": "ERR-4013"})  # another name: still a 404
+    assert status == 404 and answer["error"] == "no_section", answer

@@ -262,8 +262,10 @@ def tag_keys(tags: Iterable[str]) -> list[str]:
 
 def folded(text: str) -> str:
     """``text`` as a reader types it: read as BM25 reads it (:func:`reading`), its whitespace runs one space,
-    case-folded (a title or a heading named by its words, whatever its form)."""
-    return " ".join(reading(text).split()).casefold()
+    case-folded, each word mixing Latin and Cyrillic look-alikes in the one script its reader sees
+    (:func:`one_script`) (a title or a heading named by its words, whatever its form)."""
+    text = " ".join(reading(text).split()).casefold()
+    return text if text.isascii() else _WORD.sub(lambda word: one_script(word[0]), text)
 
 
 @functools.lru_cache(maxsize=4096)  # a KB's titles, compared search after search (~1 µs each, ~0.1 µs cached)
