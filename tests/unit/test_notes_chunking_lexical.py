@@ -357,3 +357,23 @@ def test_a_word_mixing_latin_and_cyrillic_look_alikes_is_read_in_the_script_its_
     assert tokenize("с\x6fк") == tokenize("сок")  # both scripts possible: most letters Cyrillic
     assert tokenize("dockerфайл") == ["dockerфайл"]  # ф has no Latin look-alike, r no Cyrillic one: as written
     assert tokenize("Сок Cop") == ["сок", "cop"]  # one script each: untouched
+
+
+@pytest.mark.parametrize(
+    ("typed", "seen"),
+    [("\u0415RR-4012", "ERR-4012"), ("\u0421PU", "CPU"), ("\u0421anary", "Canary"),
+     ("как настроить \u0421anary", "как настроить Canary"), ("\x63инхронизация", "синхронизация"),
+     ("ошибка \u0415RR-4012 при выгрузке", "ошибка ERR-4012 при выгрузке")],
+)  # fmt: skip
+def test_a_query_holding_a_look_alike_of_the_other_script_is_judged_as_the_query_its_reader_sees(
+    typed: str, seen: str
+) -> None:
+    """`ЕRR-4012` with a Cyrillic `Е` was judged a Russian query (`СPU`, `Сanary` too), and `как настроить Сanary` read
+    no foreign name: the fusion's evidence (language, identifiers, codes, names) differed from the one the query
+    its reader sees gets, so the search trusted its legs otherwise. Each is judged on its words read in one script."""
+    from kbsearch.fusion import analyse
+
+    got, want = analyse(typed), analyse(seen)
+    assert (got.language, got.terms, got.identifiers, got.codes, got.names) == (
+        want.language, want.terms, want.identifiers, want.codes, want.names,
+    ), typed  # fmt: skip

@@ -133,39 +133,55 @@ def _stemmers() -> tuple[snowballstemmer.stemmer, snowballstemmer.stemmer]:
     return pair
 
 
-#: Lower-case Cyrillic letters a reader cannot tell from a Latin one (``е`` and ``e``; ``н`` is the capital ``Н``
-#: beside ``H``, ``в`` the capital ``В`` beside ``B``, and a word's capitals are lower-cased before this is read), and
-#: the Latin letters a reader cannot tell from a Russian one. A keyboard left on the other layout for one key writes
-#: them: ``ЕRR-4012`` with a Cyrillic ``Е``, ``пaпка`` with a Latin ``a``.
-_LOOK_ALIKE_LATIN = str.maketrans("авекмнорстухіјѕԁԛԝӏ", "abekmhopctyxijsdqwl")
-_LOOK_ALIKE_CYRILLIC = str.maketrans("abcehkmoptxy", "авсенкмортху")
-_LOOK_ALIKE_CYRILLIC_LETTERS = frozenset("авекмнорстухіјѕԁԛԝӏ")
-_LOOK_ALIKE_LATIN_LETTERS = frozenset("abcehkmoptxy")
+#: Cyrillic letters a reader cannot tell from a Latin one (``Е`` and ``E``; ``н`` is the capital ``Н`` beside ``H``, ``в``
+#: the capital ``В`` beside ``B``: BM25 reads a word lower-cased), and the Latin letters a reader cannot tell from a
+#: Russian one. A keyboard layout switched a letter late writes them (``С`` is the Latin ``C``'s key on a Russian
+#: keyboard), and so do a chat's paste and an OCR'd scan: ``ЕRR-4012`` with a Cyrillic ``Е``, ``пaпка`` with a Latin ``a``.
+_CYRILLIC_LOOK_ALIKES = "авекмнорстухіјѕԁԛԝӏАВЕКМНОРСТУХІЈЅԀԚԜӀ"
+_LATIN_LOOK_ALIKES = "abcehkmoptxyABCEHKMOPTXY"
+_TO_LATIN = str.maketrans(_CYRILLIC_LOOK_ALIKES, "abekmhopctyxijsdqwlABEKMHOPCTYXIJSDQWL")
+_TO_CYRILLIC = str.maketrans(_LATIN_LOOK_ALIKES, "авсенкмортхуАВСЕНКМОРТХУ")
 #: A Cyrillic letter, including the look-alikes of other Cyrillic alphabets (``і``, ``ј``, ``ѕ``, ``ԁ``, ``ԛ``, ``ԝ``,
-#: ``ӏ``) that a Latin word typed with them holds.
-_CYRILLIC_ANY = re.compile("[а-яёіјѕԁԛԝӏ]")
+#: ``ӏ``) that a Latin word typed with them holds; a Latin one.
+_CYRILLIC_ANY = re.compile("[а-яёіјѕԁԛԝӏ]", re.IGNORECASE)
+_LATIN_ANY = re.compile("[a-z]", re.IGNORECASE)
+#: Where a word mixes the two scripts: a letter of one beside a letter of the other (one scan tells a text that has
+#: none, :func:`as_seen`).
+_SCRIPTS_MEET = re.compile(
+    f"{_LATIN_ANY.pattern}{_CYRILLIC_ANY.pattern}|{_CYRILLIC_ANY.pattern}{_LATIN_ANY.pattern}", re.IGNORECASE
+)
 
 
 def one_script(word: str) -> str:
-    """A lower-cased word that mixes Latin and Cyrillic letters, written in one script where its reader sees one:
-    the Cyrillic letters of a word whose every Cyrillic letter has a Latin look-alike become Latin (``еrr`` with a
-    Cyrillic ``е``: ``err``; ``сpu``: ``cpu``), the Latin letters of a word whose every Latin letter has a Cyrillic
-    look-alike Cyrillic (``пaпке``: ``папке``); when both are possible, the script most of its letters are in (a tie:
-    Latin). A word with a letter of each script that has no look-alike (``dockerфайл``) is kept as written, as is
-    every word in one script. A Russian ending glued to a Latin name (``vpnа``) becomes Latin (``vpna``): found by
-    neither spelling before, nor now. The Obsidian help vault holds one mixed word (``\nосновной``, a literal
-    ``\n``): kept."""
-    if word.isascii() or not _LATIN.search(word) or not _CYRILLIC_ANY.search(word):
+    """A word that mixes Latin and Cyrillic letters, written in the one script its reader sees: the Cyrillic letters
+    of a word whose every Cyrillic letter has a Latin look-alike become Latin (``ЕRR`` with a Cyrillic ``Е``:
+    ``ERR``; ``СPU``: ``CPU``), the Latin letters of a word whose every Latin letter has a Cyrillic look-alike
+    Cyrillic (``пaпке``: ``папке``); when both are possible, the script most of its letters are in (a tie: Latin).
+    A word with a letter of each script that has no look-alike (``dockerфайл``) is kept as written, as is every
+    word in one script. A Russian ending glued to a Latin name (``VPNа``) becomes Latin (``VPNa``): found by
+    neither spelling before, nor now. The Obsidian help vault holds one mixed word (``\\nосновной``, a literal
+    ``\\n``): kept."""
+    if word.isascii() or not _LATIN_ANY.search(word) or not _CYRILLIC_ANY.search(word):
         return word
-    cyrillic = [c for c in word if _CYRILLIC_ANY.match(c)]
-    latin = [c for c in word if "a" <= c <= "z"]
-    to_latin = all(c in _LOOK_ALIKE_CYRILLIC_LETTERS for c in cyrillic)
-    to_cyrillic = all(c in _LOOK_ALIKE_LATIN_LETTERS for c in latin)
+    cyrillic = _CYRILLIC_ANY.findall(word)
+    latin = _LATIN_ANY.findall(word)
+    to_latin = all(c in _CYRILLIC_LOOK_ALIKES for c in cyrillic)
+    to_cyrillic = all(c in _LATIN_LOOK_ALIKES for c in latin)
     if to_latin and (not to_cyrillic or len(latin) >= len(cyrillic)):
-        return word.translate(_LOOK_ALIKE_LATIN)
+        return word.translate(_TO_LATIN)
     if to_cyrillic:
-        return word.translate(_LOOK_ALIKE_CYRILLIC)
+        return word.translate(_TO_CYRILLIC)
     return word
+
+
+def as_seen(text: str) -> str:
+    """``text`` as BM25 reads it (:func:`reading`), each word mixing Latin and Cyrillic look-alikes in the one
+    script its reader sees (:func:`one_script`), its case kept: what a query's language, identifiers, codes and names
+    are judged on (``ЕRR-4012`` with a Cyrillic ``Е`` is the code ``ERR-4012`` of no language, not a Russian word)."""
+    text = reading(text)
+    if text.isascii() or _SCRIPTS_MEET.search(text) is None:
+        return text
+    return _WORD.sub(lambda word: one_script(word[0]), text)
 
 
 def _stem(word: str) -> str | None:
@@ -462,8 +478,9 @@ def query_language(query: str) -> str | None:
     either: "Edit Layer Attributes опускать" is Russian (EVAL.md, session 36, the lead); not in an English sentence
     (:func:`_english_grammar`): "How do I use Синхронизация" is English (session 36 review, rev36a). A query of
     identifiers alone is judged by all of its letters. The query is read as BM25 reads it (:func:`reading`: a
-    query typed in full width is judged as its reader sees it)."""
-    query = reading(query)
+    query typed in full width, or a word holding a look-alike of the other script, is judged as its reader sees it:
+    :func:`as_seen`)."""
+    query = as_seen(query)
     words = query.split()
     naming = _naming(words)
     stripped = [w.strip(_WORD_PUNCTUATION) for w in words if not naming.search(w.strip(_WORD_PUNCTUATION))]
@@ -511,7 +528,7 @@ def identifier_terms(query: str, language: str | None = None) -> frozenset[str]:
     product or a file name inside a Russian question). ``language``: the query's (:func:`query_language`), when
     the caller has it. The query is read as BM25 reads it (:func:`reading`: ``ＱＤＲＡＮＴ＿ＵＲＬ`` typed in full width is the identifier ``QDRANT_URL``)."""
     russian = (language or query_language(query)) == "ru"
-    words = reading(query).split()
+    words = as_seen(query).split()
     pattern = _naming(words)
     out: set[str] = set()
     for raw in words:
@@ -529,7 +546,7 @@ def code_terms(query: str) -> frozenset[str]:
     or a borrowed word both languages write. A question's code is its one bridge to a note of another language
     (:func:`kbsearch.fusion._bridged`); an identifier that is no code is none (EVAL.md, session 35, fus35b)."""
     out: set[str] = set()
-    for raw in reading(query).split():
+    for raw in as_seen(query).split():
         word = raw.strip(_WORD_PUNCTUATION)
         if _CODE.search(word):
             out.update(tokenize(word))
@@ -554,7 +571,7 @@ def proper_names(query: str, language: str | None = None) -> frozenset[str]:
     if (language or query_language(query)) != "ru":
         return frozenset()
     out: set[str] = set()
-    for raw in reading(query).split():
+    for raw in as_seen(query).split():
         word = raw.strip(_WORD_PUNCTUATION)
         first = next((c for c in word if c.isalnum()), "")  # "3D", "2FA" open with a number: no name
         # "OK", "CD", "C++": two capitals or fewer, no code (:data:`_CODE`), no name
