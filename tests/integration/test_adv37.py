@@ -7,7 +7,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from kbsearch.config import Settings
+from kbsearch.config import Secrets, Settings
+from kbsearch.indexer import run_sync
+from kbsearch_tools.local.apigw import HttpRequest, build_event, parse_result
+from tests.integration.test_events import CALLERS
 from tests.integration.test_hostile_notes import _each_query_finds_its_note, mcp_event
 from tests.integration.test_notes_graph import get, sync, write_kb
 
@@ -75,3 +78,52 @@ def test_a_section_whose_heading_holds_a_look_alike_is_found_by_the_heading_its_
         assert result["structuredContent"]["section"] == ["Odd", heading], (ascii(typed), result)
     status, answer = get(app, "/notes/Odd.md", {"section": "ERR-4013"})  # another name: still a 404
     assert status == 404 and answer["error"] == "no_section", answer
+
+
+def links_as(load_search_app: Any, settings: Settings, key_id: str | None, path: str) -> dict[str, Any]:
+    """``GET /notes/{path}``'s ``links`` as the caller with ``key_id`` (None: no key) gets them, a new container."""
+    app = load_search_app(QDRANT_PATH=settings.qdrant_path, ACCESS_GROUPS=json.dumps(CALLERS))
+    try:
+        event = build_event(HttpRequest("GET", f"/notes/{path}", "", [], b""), "/notes/{path+}", {"path": path}, "dev")
+        event["requestContext"]["identity"]["apiKeyId"] = key_id
+        answer = parse_result(app(event))
+        assert answer.status == 200, answer.body
+        return dict(json.loads(answer.body)["links"])
+    finally:
+        app.module.api.container.close()
+
+
+def test_wiki_links_relative_to_the_linking_note_resolve_as_obsidian_writes_them(
+    tmp_path: Path, load_search_app: Any
+) -> None:
+    """Obsidian's "New link format: Relative path to file" (Settings > Files and links) writes wiki-links from the
+    linking note's folder: `[[../ops/Runbook|Runbook]]`, `[[./sub/Child]]`. A Markdown link so was resolved (round
+    21), a wiki-link was not: `../ops/Runbook` answered as a link to no note (`path` null, no backlink on the
+    runbook, counted among the sync's dangling links) and `./sub/Child` as `sub/Child` from the KB's root (a note
+    `sub/Child.md` there, not the one beside the linking note). A wiki-link's `./` and `../` are read from the
+    linking note's folder too; one climbing out of the KB is no link; a restricted target is still hidden from a
+    caller who cannot read it, and shown to one who can."""
+    folder = write_kb(tmp_path / "kb", {
+        "_access.yaml": "hr/: [hr]\n",
+        "pub/Welcome.md": "# Welcome\n\nSee [[../ops/Runbook|Runbook]], [[./sub/Child]], [[../hr/Pay|pay]] and "
+                          "[[../../Outside]].\n",
+        "ops/Runbook.md": "# Runbook\n\nsteps\n",
+        "pub/sub/Child.md": "# Child\n\nthe one beside\n",
+        "sub/Child.md": "# Child\n\nthe one at the root\n",
+        "hr/Pay.md": "# Pay\n\nbands\n",
+    })  # fmt: skip
+    settings = Settings(qdrant_path=str(tmp_path / "q"), qdrant_url="", embedding_api_key=None,
+                        embedding_api_key_param="")  # fmt: skip
+    report = run_sync(settings, Secrets(settings), source_uri=str(folder))
+    assert report.error is None and report.dangling_links == 0, report.dangling
+    public = links_as(load_search_app, settings, None, "pub/Welcome.md")
+    assert [(r["target"], r["path"]) for r in public["outgoing"]] == [
+        ("ops/Runbook", "ops/Runbook.md"), ("pub/sub/Child", "pub/sub/Child.md"),
+    ]  # fmt: skip
+    hr = links_as(load_search_app, settings, "id-hr", "pub/Welcome.md")
+    assert [(r["target"], r["path"]) for r in hr["outgoing"]] == [
+        ("ops/Runbook", "ops/Runbook.md"), ("pub/sub/Child", "pub/sub/Child.md"), ("hr/Pay", "hr/Pay.md"),
+    ]  # fmt: skip
+    for note in ("ops/Runbook.md", "pub/sub/Child.md"):
+        assert [r["path"] for r in links_as(load_search_app, settings, None, note)["backlinks"]] == ["pub/Welcome.md"]
+    assert links_as(load_search_app, settings, None, "sub/Child.md")["backlinks"] == []
