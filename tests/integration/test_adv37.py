@@ -3,16 +3,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from kbsearch.config import Secrets, Settings
 from kbsearch.indexer import run_sync
-from kbsearch_tools.local.apigw import HttpRequest, build_event, parse_result
-from tests.integration.test_events import CALLERS
-from tests.integration.test_hostile_notes import _each_query_finds_its_note, mcp_event
-from tests.integration.test_notes_graph import get, sync, write_kb
+from tests.integration.test_access_links import note_links
+from tests.integration.test_hostile_notes import _each_query_finds_its_note
+from tests.integration.test_notes_graph import write_kb
 
 #: Notes holding a letter of the other script that looks like the one meant: a code with a Cyrillic `Е`, an English
 #: word with a Cyrillic `С` (on a Russian keyboard, the key of the Latin `C`: a layout switched a letter late), Russian
@@ -53,46 +51,6 @@ def test_words_mixing_latin_and_cyrillic_look_alikes_are_found_by_the_word_their
     _each_query_finds_its_note(tmp_path, load_search_app, LOOK_ALIKES, LOOK_ALIKE_FINDS)
 
 
-def test_a_section_whose_heading_holds_a_look_alike_is_found_by_the_heading_its_reader_sees(
-    load_search_app: Any, tmp_path: Path
-) -> None:
-    """`?section=` and `kb_get_note`'s `section` naming a heading that holds a letter of the other script (`Ошибка
-    ЕRR-4012` with a Cyrillic `Е`, `Сanary rollout` with a Cyrillic `С`, `Новая пaпка` with a Latin `a`): the name
-    as its reader types it (and as an assistant echoes it back from the search's hit) was a 404 `no_section` listing
-    a heading that looked the same. Headings and names are compared with such words read in one script
-    (`lexical.folded`); another word is still a 404."""
-    headings = {"Ошибка \u0415RR-4012": "ошибка ERR-4012", "\u0421anary rollout": "Canary rollout",
-                "Новая п\x61пка": "новая папка"}  # fmt: skip
-    body = "".join(f"## {heading}\n\ntext of {i}\n\n" for i, heading in enumerate(headings))
-    folder = write_kb(tmp_path / "kb", {"Odd.md": f"# Odd\n\n{body}"})
-    store = tmp_path / "q"
-    settings = Settings(qdrant_path=str(store), qdrant_url="", embedding_api_key=None, embedding_api_key_param="")
-    sync(settings, folder)
-    app = load_search_app(QDRANT_PATH=str(store), KB_SOURCE=str(folder))
-    for i, (heading, typed) in enumerate(headings.items()):
-        for asked in (typed, heading, f"Odd > {typed}"):
-            status, answer = get(app, "/notes/Odd.md", {"section": asked})
-            assert status == 200 and answer["section"] == ["Odd", heading], (ascii(asked), answer)
-            assert f"text of {i}" in answer["body"], answer
-        result = json.loads(app(mcp_event("kb_get_note", {"path": "Odd.md", "section": typed}))["body"])["result"]
-        assert result["structuredContent"]["section"] == ["Odd", heading], (ascii(typed), result)
-    status, answer = get(app, "/notes/Odd.md", {"section": "ERR-4013"})  # another name: still a 404
-    assert status == 404 and answer["error"] == "no_section", answer
-
-
-def links_as(load_search_app: Any, settings: Settings, key_id: str | None, path: str) -> dict[str, Any]:
-    """``GET /notes/{path}``'s ``links`` as the caller with ``key_id`` (None: no key) gets them, a new container."""
-    app = load_search_app(QDRANT_PATH=settings.qdrant_path, ACCESS_GROUPS=json.dumps(CALLERS))
-    try:
-        event = build_event(HttpRequest("GET", f"/notes/{path}", "", [], b""), "/notes/{path+}", {"path": path}, "dev")
-        event["requestContext"]["identity"]["apiKeyId"] = key_id
-        answer = parse_result(app(event))
-        assert answer.status == 200, answer.body
-        return dict(json.loads(answer.body)["links"])
-    finally:
-        app.module.api.container.close()
-
-
 def test_wiki_links_relative_to_the_linking_note_resolve_as_obsidian_writes_them(
     tmp_path: Path, load_search_app: Any
 ) -> None:
@@ -116,14 +74,14 @@ def test_wiki_links_relative_to_the_linking_note_resolve_as_obsidian_writes_them
                         embedding_api_key_param="")  # fmt: skip
     report = run_sync(settings, Secrets(settings), source_uri=str(folder))
     assert report.error is None and report.dangling_links == 0, report.dangling
-    public = links_as(load_search_app, settings, None, "pub/Welcome.md")
+    public = note_links(load_search_app, settings, None, "pub/Welcome.md")
     assert [(r["target"], r["path"]) for r in public["outgoing"]] == [
         ("ops/Runbook", "ops/Runbook.md"), ("pub/sub/Child", "pub/sub/Child.md"),
     ]  # fmt: skip
-    hr = links_as(load_search_app, settings, "id-hr", "pub/Welcome.md")
+    hr = note_links(load_search_app, settings, "id-hr", "pub/Welcome.md")
     assert [(r["target"], r["path"]) for r in hr["outgoing"]] == [
         ("ops/Runbook", "ops/Runbook.md"), ("pub/sub/Child", "pub/sub/Child.md"), ("hr/Pay", "hr/Pay.md"),
     ]  # fmt: skip
     for note in ("ops/Runbook.md", "pub/sub/Child.md"):
-        assert [r["path"] for r in links_as(load_search_app, settings, None, note)["backlinks"]] == ["pub/Welcome.md"]
-    assert links_as(load_search_app, settings, None, "sub/Child.md")["backlinks"] == []
+        assert [r["path"] for r in note_links(load_search_app, settings, None, note)["backlinks"]] == ["pub/Welcome.md"]
+    assert note_links(load_search_app, settings, None, "sub/Child.md")["backlinks"] == []
