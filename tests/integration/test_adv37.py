@@ -56,7 +56,7 @@ def test_wiki_links_relative_to_the_linking_note_resolve_as_obsidian_writes_them
 ) -> None:
     """Obsidian's "New link format: Relative path to file" (Settings > Files and links) writes wiki-links from the
     linking note's folder: `[[../ops/Runbook|Runbook]]`, `[[./sub/Child]]`. A Markdown link so was resolved (round
-    21), a wiki-link was not: `../ops/Runbook` answered as a link to no note (`path` null, no backlink on the
+    24b), a wiki-link was not: `../ops/Runbook` answered as a link to no note (`path` null, no backlink on the
     runbook, counted among the sync's dangling links) and `./sub/Child` as `sub/Child` from the KB's root (a note
     `sub/Child.md` there, not the one beside the linking note). A wiki-link's `./` and `../` are read from the
     linking note's folder too; one climbing out of the KB is no link; a restricted target is still hidden from a
