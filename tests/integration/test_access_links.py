@@ -43,17 +43,22 @@ from tests.integration.test_events import aws as aws  # noqa: PLC0414 (the fixtu
 from tests.integration.test_events import restricted_list as recorded
 
 
-def outgoing(load_search_app: Any, settings: Settings, key_id: str | None, path: str) -> list[dict[str, Any]]:
-    """``GET /notes/{path}``'s outgoing links as the caller with ``key_id`` gets them."""
+def note_links(load_search_app: Any, settings: Settings, key_id: str | None, path: str) -> dict[str, Any]:
+    """``GET /notes/{path}``'s ``links`` as the caller with ``key_id`` (None: no key) gets them, a new container."""
     app = load_search_app(QDRANT_PATH=settings.qdrant_path, ACCESS_GROUPS=json.dumps(CALLERS))
     try:
         event = build_event(HttpRequest("GET", f"/notes/{path}", "", [], b""), "/notes/{path+}", {"path": path}, "dev")
         event["requestContext"]["identity"]["apiKeyId"] = key_id
         answer = parse_result(app(event))
         assert answer.status == 200, answer.body
-        return list(json.loads(answer.body)["links"]["outgoing"])
+        return dict(json.loads(answer.body)["links"])
     finally:
         app.module.api.container.close()
+
+
+def outgoing(load_search_app: Any, settings: Settings, key_id: str | None, path: str) -> list[dict[str, Any]]:
+    """``GET /notes/{path}``'s outgoing links as the caller with ``key_id`` gets them."""
+    return list(note_links(load_search_app, settings, key_id, path)["outgoing"])
 
 
 def test_a_deleted_restricted_note_answers_as_a_note_that_never_existed(

@@ -659,6 +659,10 @@ ODD_HEADINGS = {
     "Zebra\u00adfinch care": "zebrafinch care",  # a soft hyphen pasted from a PDF
     "Quokka\u200bkeys": "Quokkakeys",  # a zero-width space
     "\uff31\uff44\uff52\uff41\uff4e\uff54 backup": "Qdrant backup",  # full width
+    # a letter of the other script that looks the same (round 37): a Cyrillic Е and С, a Latin a
+    "Ошибка \u0415RR-4012": "ошибка ERR-4012",
+    "\u0421anary rollout": "Canary rollout",
+    "Новая п\x61пка": "новая папка",
 }
 
 
@@ -667,7 +671,9 @@ def test_a_section_is_found_by_its_heading_as_a_reader_types_it(load_search_app:
     a soft hyphen or a zero-width space inside a word, or in full-width letters: the heading was matched code point
     by code point, so the name as its reader types it (and as an assistant echoes it back) was a 404 `no section`
     listing a heading that looked the same. Headings and the name asked for are compared as BM25 reads them
-    (`lexical.reading`), case- and space-insensitive as before."""
+    (`lexical.reading`), case- and space-insensitive as before. Round 37: so was a heading holding a letter of the
+    other script that looks the same (`Ошибка ЕRR-4012` with a Cyrillic `Е`, `Новая пaпка` with a Latin `a`): words
+    mixing the scripts are read in one (`lexical.folded`)."""
     body = "".join(f"## {heading}\n\ntext of {i}\n\n" for i, heading in enumerate(ODD_HEADINGS))
     folder = write_kb(tmp_path / "kb", {"Odd.md": f"# Odd\n\n{body}"})
     store = tmp_path / "q"

@@ -311,6 +311,7 @@ READING_CANARY = (
     "\uff14\uff10\uff11\uff12 \uff31uokka \uff76\uff80\uff76\uff85", "\ufb01nch \ufb02attened x² H₂O",
     "Ве\u0301домость q\u0303uokka", "№123 Docker™ 20℃ ㎏", "İstanbul DİKKAT", "The runners were running and ran",
     "Мы бежали по дорогам, и они бегут", "don't it’s O'Reilly", "a" * 41 + " short",
+    "\u0415RR-4012 п\x61пке \u0421PU \x63оздать сoк dockerфайл",  # reading 6: look-alikes of the other script
 )  # fmt: skip
 
 
@@ -341,6 +342,38 @@ def test_the_reading_version_names_the_reading() -> None:
     ]
     vectors = [[v.indices, [round(x, 9) for x in v.values]] for v in read]
     digest = hashlib.sha256(json.dumps(vectors).encode()).hexdigest()[:16]
-    assert (READING_VERSION, digest) == (5, "9a9f27010e104191"), (
+    assert (READING_VERSION, digest) == (6, "70bdc7e9c5a4d062"), (
         "BM25's reading changed: bump READING_VERSION, record the digest"
     )
+
+
+def test_a_word_mixing_latin_and_cyrillic_look_alikes_is_read_in_the_script_its_reader_sees() -> None:
+    """`ЕRR-4012` with a Cyrillic `Е`, `СPU` with a Cyrillic `С`, `пaпке` and `cоздать` with a Latin `a`, `c`: BM25 read
+    tokens no query in one script makes (`еrr`, `пaпке` unstemmed). Each is read as the word its reader sees; a
+    word whose letters of both scripts cannot all be look-alikes is kept, and so is every word in one script."""
+    assert tokenize("\u0415RR-4012") == tokenize("ERR-4012") == ["err", "4012"]
+    assert tokenize("\u0421PU") == tokenize("CPU")
+    assert tokenize("п\x61пке") == tokenize("папке") and tokenize("\x63оздать") == tokenize("создать")
+    assert tokenize("с\x6fк") == tokenize("сок")  # both scripts possible: most letters Cyrillic
+    assert tokenize("dockerфайл") == ["dockerфайл"]  # ф has no Latin look-alike, r no Cyrillic one: as written
+    assert tokenize("Сок Cop") == ["сок", "cop"]  # one script each: untouched
+
+
+@pytest.mark.parametrize(
+    ("typed", "seen"),
+    [("\u0415RR-4012", "ERR-4012"), ("\u0421PU", "CPU"), ("\u0421anary", "Canary"),
+     ("как настроить \u0421anary", "как настроить Canary"), ("\x63инхронизация", "синхронизация"),
+     ("ошибка \u0415RR-4012 при выгрузке", "ошибка ERR-4012 при выгрузке")],
+)  # fmt: skip
+def test_a_query_holding_a_look_alike_of_the_other_script_is_judged_as_the_query_its_reader_sees(
+    typed: str, seen: str
+) -> None:
+    """`ЕRR-4012` with a Cyrillic `Е` was judged a Russian query (`СPU`, `Сanary` too), and `как настроить Сanary` read
+    no foreign name: the fusion's evidence (language, identifiers, codes, names) differed from the one the query
+    its reader sees gets, so the search trusted its legs otherwise. Each is judged on its words read in one script."""
+    from kbsearch.fusion import analyse
+
+    got, want = analyse(typed), analyse(seen)
+    assert (got.language, got.terms, got.identifiers, got.codes, got.names) == (
+        want.language, want.terms, want.identifiers, want.codes, want.names,
+    ), typed  # fmt: skip

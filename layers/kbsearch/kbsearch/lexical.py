@@ -8,9 +8,11 @@ compatibility forms folded, NFKC; then the diacritical marks no letter composed 
 as macOS tools write it), holding a soft hyphen or a zero-width space inside a word (pasted from a web page or a
 PDF), written in full-width letters (``ｑｄｒａｎｔ``: an input method left in full-width mode), half-width katakana or
 ligatures (``ﬁnch`` from a PDF's text layer), or printed with stress marks (``ве́домость``: a mark no letter
-composes with) splits no word and reads as its reader sees it (``Йогурт`` was the token ``огурт``,
+composes with), or mixing Latin and Cyrillic letters that look alike (``ЕRR-4012`` with a Cyrillic ``Е``, ``пaпка``
+with a Latin ``a``: :func:`one_script`) splits no word and reads as its reader sees it (``Йогурт`` was the token ``огурт``,
 ``qd\u00adrant`` the tokens ``qd`` and ``rant``, ``ｑｄｒａｎｔ`` a token no query typed in ASCII makes,
-``ве́домость`` the tokens ``ве`` and ``домост``: a search for the word missed the note, silently).
+``ве́домость`` the tokens ``ве`` and ``домост``, ``ЕRR`` the token ``еrr``: a search for the word missed the note,
+silently).
 Term ids: the first 4 bytes of BLAKE2b of the stem, so every process and machine agrees.
 
 Documents carry BM25's term-frequency part, ``tf·(k1+1) / (tf + k1·(1 − b + b·dl/avgdl))`` with k1 = 1.2,
@@ -48,8 +50,9 @@ if TYPE_CHECKING:
 #: marks dropped, glued symbols set apart, a capital dotted I read as ``i`` (round 16); 4: a note's first chunk
 #: holds its front-matter ``id`` too (:func:`kbsearch.chunking.lexical_text`, session 24); 5: a chunk quoting the name
 #: of a note it links to counts the name's words only where it holds them nowhere else (:func:`document_vector`'s
-#: ``links``, read from the payload's ``links``; session 31).
-READING_VERSION = 5
+#: ``links``, read from the payload's ``links``; session 31); 6: a word mixing Latin and Cyrillic look-alikes read in
+#: the one script its reader sees (:func:`one_script`: ``ЕRR-4012`` with a Cyrillic ``Е`` is ``err``; round 37).
+READING_VERSION = 6
 
 K1 = 1.2
 B = 0.75
@@ -130,8 +133,61 @@ def _stemmers() -> tuple[snowballstemmer.stemmer, snowballstemmer.stemmer]:
     return pair
 
 
+#: Cyrillic letters a reader cannot tell from a Latin one (``Е`` and ``E``; ``н`` is the capital ``Н`` beside ``H``, ``в``
+#: the capital ``В`` beside ``B``: BM25 reads a word lower-cased), and the Latin letters a reader cannot tell from a
+#: Russian one. A keyboard layout switched a letter late writes them (``С`` is the Latin ``C``'s key on a Russian
+#: keyboard), and so do a chat's paste and an OCR'd scan: ``ЕRR-4012`` with a Cyrillic ``Е``, ``пaпка`` with a Latin ``a``.
+_CYRILLIC_LOOK_ALIKES = "авекмнорстухіјѕԁԛԝӏАВЕКМНОРСТУХІЈЅԀԚԜӀ"
+_LATIN_LOOK_ALIKES = "abcehkmoptxyABCEHKMOPTXY"
+_TO_LATIN = str.maketrans(_CYRILLIC_LOOK_ALIKES, "abekmhopctyxijsdqwlABEKMHOPCTYXIJSDQWL")
+_TO_CYRILLIC = str.maketrans(_LATIN_LOOK_ALIKES, "авсенкмортхуАВСЕНКМОРТХУ")
+#: A Cyrillic letter, including the look-alikes of other Cyrillic alphabets (``і``, ``ј``, ``ѕ``, ``ԁ``, ``ԛ``, ``ԝ``,
+#: ``ӏ``) that a Latin word typed with them holds; a Latin one.
+_CYRILLIC_ANY = re.compile("[а-яёіјѕԁԛԝӏ]", re.IGNORECASE)
+_LATIN_ANY = re.compile("[a-z]", re.IGNORECASE)
+#: Where a word mixes the two scripts: a letter of one beside a letter of the other (one scan tells a text that has
+#: none, :func:`as_seen`).
+_SCRIPTS_MEET = re.compile(
+    f"{_LATIN_ANY.pattern}{_CYRILLIC_ANY.pattern}|{_CYRILLIC_ANY.pattern}{_LATIN_ANY.pattern}", re.IGNORECASE
+)
+
+
+def one_script(word: str) -> str:
+    """A word that mixes Latin and Cyrillic letters, written in the one script its reader sees: the Cyrillic letters
+    of a word whose every Cyrillic letter has a Latin look-alike become Latin (``ЕRR`` with a Cyrillic ``Е``:
+    ``ERR``; ``СPU``: ``CPU``), the Latin letters of a word whose every Latin letter has a Cyrillic look-alike
+    Cyrillic (``пaпке``: ``папке``); when both are possible, the script most of its letters are in (a tie: Latin).
+    A word with a letter of each script that has no look-alike (``dockerфайл``) is kept as written, as is every
+    word in one script. A Russian ending glued to a Latin name (``VPNа``) becomes Latin (``VPNa``): found by
+    neither spelling before, nor now. The Obsidian help vault holds one mixed word (``\\nосновной``, a literal
+    ``\\n``): kept."""
+    if word.isascii() or not _LATIN_ANY.search(word) or not _CYRILLIC_ANY.search(word):
+        return word
+    cyrillic = _CYRILLIC_ANY.findall(word)
+    latin = _LATIN_ANY.findall(word)
+    to_latin = all(c in _CYRILLIC_LOOK_ALIKES for c in cyrillic)
+    to_cyrillic = all(c in _LATIN_LOOK_ALIKES for c in latin)
+    if to_latin and (not to_cyrillic or len(latin) >= len(cyrillic)):
+        return word.translate(_TO_LATIN)
+    if to_cyrillic:
+        return word.translate(_TO_CYRILLIC)
+    return word
+
+
+def as_seen(text: str) -> str:
+    """``text`` as BM25 reads it (:func:`reading`), each word mixing Latin and Cyrillic look-alikes in the one
+    script its reader sees (:func:`one_script`), its case kept: what a query's language, identifiers, codes and names
+    are judged on (``ЕRR-4012`` with a Cyrillic ``Е`` is the code ``ERR-4012`` of no language, not a Russian word)."""
+    text = reading(text)
+    if text.isascii() or _SCRIPTS_MEET.search(text) is None:
+        return text
+    return _WORD.sub(lambda word: one_script(word[0]), text)
+
+
 def _stem(word: str) -> str | None:
-    """Stem of one lower-cased word with ``ё`` folded, or None for a stop word."""
+    """Stem of one lower-cased word with ``ё`` folded, or None for a stop word; a word mixing Latin and Cyrillic
+    look-alikes is read in the one script its reader sees (:func:`one_script`)."""
+    word = one_script(word)
     if word in STOP_WORDS_RU or word in STOP_WORDS_EN:
         return None
     ru, en = _stemmers()
@@ -222,8 +278,10 @@ def tag_keys(tags: Iterable[str]) -> list[str]:
 
 def folded(text: str) -> str:
     """``text`` as a reader types it: read as BM25 reads it (:func:`reading`), its whitespace runs one space,
-    case-folded (a title or a heading named by its words, whatever its form)."""
-    return " ".join(reading(text).split()).casefold()
+    case-folded, each word mixing Latin and Cyrillic look-alikes in the one script its reader sees
+    (:func:`one_script`) (a title or a heading named by its words, whatever its form)."""
+    text = " ".join(reading(text).split()).casefold()
+    return text if text.isascii() else _WORD.sub(lambda word: one_script(word[0]), text)
 
 
 @functools.lru_cache(maxsize=4096)  # a KB's titles, compared search after search (~1 µs each, ~0.1 µs cached)
@@ -231,7 +289,7 @@ def words(text: str) -> tuple[str, ...]:
     """The words of ``text`` as BM25 reads them before stemming, in order, stop words kept: read (:func:`reading`),
     lower-cased, ``ё`` as ``е``; punctuation, quotes and markup no word (a title named by its words: "ежик" names
     "Ёжик", "official website?" and ``"Official website"`` name "Official website.", not "Official website list")."""
-    return tuple(_WORD.findall(_lowered(text)))
+    return tuple(one_script(word) for word in _WORD.findall(_lowered(text)))
 
 
 def _lowered(text: str) -> str:
@@ -423,8 +481,9 @@ def query_language(query: str) -> str | None:
     capital is a Russian label and is not counted ("Where is Настройки" is English), and a sentence typed in
     capitals is read by its function words ("HOW DO I USE Синхронизация": session 37, lang37). A query of
     identifiers alone is judged by all of its letters. The query is read as BM25 reads it (:func:`reading`: a
-    query typed in full width is judged as its reader sees it)."""
-    query = reading(query)
+    query typed in full width, or a word holding a look-alike of the other script, is judged as its reader sees it:
+    :func:`as_seen`)."""
+    query = as_seen(query)
     words = query.split()
     naming = _naming(words)
     bare = [w.strip(_WORD_PUNCTUATION) for w in words]
@@ -503,7 +562,7 @@ def identifier_terms(query: str, language: str | None = None) -> frozenset[str]:
     product or a file name inside a Russian question). ``language``: the query's (:func:`query_language`), when
     the caller has it. The query is read as BM25 reads it (:func:`reading`: ``ＱＤＲＡＮＴ＿ＵＲＬ`` typed in full width is the identifier ``QDRANT_URL``)."""
     russian = (language or query_language(query)) == "ru"
-    words = reading(query).split()
+    words = as_seen(query).split()
     pattern = _naming(words)
     out: set[str] = set()
     for raw in words:
@@ -521,7 +580,7 @@ def code_terms(query: str) -> frozenset[str]:
     or a borrowed word both languages write. A question's code is its one bridge to a note of another language
     (:func:`kbsearch.fusion._bridged`); an identifier that is no code is none (EVAL.md, session 35, fus35b)."""
     out: set[str] = set()
-    for raw in reading(query).split():
+    for raw in as_seen(query).split():
         word = raw.strip(_WORD_PUNCTUATION)
         if _CODE.search(word):
             out.update(tokenize(word))
@@ -546,7 +605,7 @@ def proper_names(query: str, language: str | None = None) -> frozenset[str]:
     if (language or query_language(query)) != "ru":
         return frozenset()
     out: set[str] = set()
-    for raw in reading(query).split():
+    for raw in as_seen(query).split():
         word = raw.strip(_WORD_PUNCTUATION)
         first = next((c for c in word if c.isalnum()), "")  # "3D", "2FA" open with a number: no name
         # "OK", "CD", "C++": two capitals or fewer, no code (:data:`_CODE`), no name

@@ -334,6 +334,13 @@ def markdown_link_note(target: str, folder: str) -> str | None:
         return None
     if not note.lower().endswith(".md") and _OTHER_FILE.search(note):
         return None  # a file of another kind (``index.html``, ``report.pdf``); ``Note`` alone is a note's name
+    return relative_note(note, folder)
+
+
+def relative_note(note: str, folder: str) -> str | None:
+    """A link's note part as a path from the KB's root: ``../ops/Note`` and ``./Note`` relative to ``folder`` (the
+    linking note's), as Obsidian writes links under "New link format: Relative path to file", a Markdown link's or a
+    wiki-link's alike; None for a path out of the KB; any other name as written (a name, or a path from the root)."""
     if not note.startswith(("./", "../")):
         return note
     parts = folder.split("/") if folder else []
@@ -353,7 +360,7 @@ def _render_links(line: str, links: LinkSet) -> str:
 
     def repl(m: re.Match[str]) -> str:
         shown, note = _link_display(m.group(2))
-        links.add(note)
+        links.add(relative_note(note, links.folder) or "")
         return shown
 
     def prose(text: str) -> str:
