@@ -75,6 +75,8 @@ def main() -> None:
     cases = [c for c in args.cases.split(",") if c]
     if unknown := set(cases) - set(CASES):
         parser.error(f"--cases takes {','.join(CASES)}, got {','.join(sorted(unknown))}")
+    if args.keep_hub and not args.hub:
+        parser.error("--keep-hub keeps the hub of --hub N: give --hub")
 
     with tempfile.TemporaryDirectory(prefix="bench-dangling-") as scratch:
         path = args.store
@@ -96,15 +98,19 @@ def main() -> None:
         settings = Settings(qdrant_path=str(path), qdrant_url="")
         store = open_store(settings, Secrets(settings))
         try:
-            run(store, cases, args.calls, args.runs, "hub.md" if args.hub else None)
+            if not run(store, cases, args.calls, args.runs, "hub.md" if args.hub else None):
+                parser.exit(2, f"{parser.prog}: error: the store holds no note to time the check on\n")
         finally:
             store.close()
 
 
-def run(store: Any, cases: Sequence[str], calls: int, runs: int, hub: str | None) -> None:
-    """``hub``: the note whose keys ``hub`` loses (else the indexed note most linked to)."""
+def run(store: Any, cases: Sequence[str], calls: int, runs: int, hub: str | None) -> bool:
+    """``hub``: the note whose keys ``hub`` loses (else the indexed note most linked to). False, timing nothing, when
+    the store holds no note."""
     first_chunks = {"filter": {"must": [{"key": "chunk_index", "match": {"value": 0}}]}}
     firsts = list(_scrolled(store, [first_chunks], ["path", "graph_keys"], 1024))
+    if not firsts:
+        return False
     written: Mapping[str, Sequence[str]] = {p["path"]: stored_keys(p, LINK_KEY) for p in firsts}
     linked = Counter(key for keys in written.values() for key in keys)
     hub = hub or max(written, key=lambda p: sum(linked[k] for k in path_keys(p)))
@@ -124,6 +130,7 @@ def run(store: Any, cases: Sequence[str], calls: int, runs: int, hub: str | None
             ms, found = timed(checks[case], calls)
             line[case] = {"median_ms": round(ms, 2), "dangling": found}
         print(json.dumps(line), flush=True)
+    return True
 
 
 if __name__ == "__main__":

@@ -215,7 +215,9 @@ def test_filtered_command_searches_with_the_filters(app, response_url: FakeEndpo
      ("Edit Layer Attributes опускать", "Ищу «Edit Layer Attributes опускать»…"),
      ("Where is Настройки", "Searching for “Where is Настройки”…"),  # session 37 (lang37): a Russian label
      ("HOW DO I USE Синхронизация", "Searching for “HOW DO I USE Синхронизация”…"),  # typed in capitals
-     ("Aperçu Préférences Général опускать", "Ищу «Aperçu Préférences Général опускать»…")],  # accented labels
+     ("Aperçu Préférences Général опускать", "Ищу «Aperçu Préférences Général опускать»…"),  # accented labels
+     ('Где Кнопка "Open in new tab"', 'Ищу «Где Кнопка "Open in new tab"»…'),  # session 37 review (rev37a): a
+     ("Ошибка out of memory При Индексации", "Ищу «Ошибка out of memory При Индексации»…")],  # Russian sentence
 )  # fmt: skip
 def test_an_english_question_naming_a_russian_term_is_answered_in_english(
     app, response_url: FakeEndpoint, text: str, said: str
@@ -224,7 +226,8 @@ def test_an_english_question_naming_a_russian_term_is_answered_in_english(
     first word and "I" open with a capital is English, though it names a Russian term; a label quoted from an
     English interface beside a Russian word is a Russian query (EVAL.md, session 36 review, rev36a). In an English
     sentence a Cyrillic word opening with a capital is a Russian label, a sentence in capitals is English, and an
-    accented Latin label is a label too (EVAL.md, session 37, lang37)."""
+    accented Latin label is a label too (EVAL.md, session 37, lang37); only in a sentence opening in English: a
+    Russian sentence quoting an English phrase keeps its capitalised Russian words (session 37 review, rev37a)."""
     result = app(slack_event(form(text, response_url.url)))
     assert result["statusCode"] == 200
     assert json.loads(result["body"])["text"] == said

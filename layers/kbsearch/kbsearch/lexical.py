@@ -477,8 +477,9 @@ def query_language(query: str) -> str | None:
     a Latin word opening with a capital is a name or a label quoted from an English interface and is not counted
     either: "Edit Layer Attributes опускать" is Russian (EVAL.md, session 36, the lead); not in an English sentence
     (:func:`_english_grammar`): "How do I use Синхронизация" is English (session 36 review, rev36a). The label may be
-    hyphenated or accented ("Drag-and-Drop", "Préférences"); in an English sentence, a Cyrillic word opening with a
-    capital is a Russian label and is not counted ("Where is Настройки" is English), and a sentence typed in
+    hyphenated or accented ("Drag-and-Drop", "Préférences"); in a sentence opening with an English function word, a
+    Cyrillic word opening with a capital is a Russian label and is not counted ("Where is Настройки" is English;
+    'Где Кнопка "Open in new tab"' stays Russian: session 37 review, rev37a), and a sentence typed in
     capitals is read by its function words ("HOW DO I USE Синхронизация": session 37, lang37). A query of
     identifiers alone is judged by all of its letters. The query is read as BM25 reads it (:func:`reading`: a
     query typed in full width, or a word holding a look-alike of the other script, is judged as its reader sees it:
@@ -502,10 +503,14 @@ def query_language(query: str) -> str | None:
         # lead; hyphens and accents, session 37, lang37). Not in an English sentence, whose first word and "I" are
         # capitals too (EVAL.md, session 36 review, rev36a).
         stripped = [w for w in stripped if not _quoted_name(w)] or stripped
-    elif english:
+    elif shouted or _english_grammar(stripped[:1]):
         # In an English sentence, a Cyrillic word opening with a capital, not as the query's first word, is a label
         # quoted from a Russian interface ("Where is Настройки", "What Is Хранилище"): it belongs to no language
         # either (EVAL.md, session 37, lang37). A lower-case one is a Russian word the question uses and counts.
+        # Only in a sentence that opens in English: a lower-case function word further on may belong to an English
+        # phrase or label a Russian sentence quotes ('Где Кнопка "Open in new tab"', "Ошибка out of memory При
+        # Индексации", "Как Настроить Синхронизацию on a Mac"), whose capitalised Russian words are its own
+        # (EVAL.md, session 37 review, rev37a).
         stripped = [bare[i] for i in kept if i == 0 or not _QUOTED_LABEL.match(bare[i])] or stripped
     languages = [text_language(w) for w in stripped]
     judged = [lang for lang in languages if lang is not None]
