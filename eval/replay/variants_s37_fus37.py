@@ -43,7 +43,7 @@ from typing import Any
 import kbsearch.fusion
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from other_leg_gated import minority_share, note_languages
+from other_leg_gated import cell_moved, minority_share, note_languages, print_moved
 from replay import hooked_fusion, load
 from texts import class_corpora
 
@@ -160,17 +160,8 @@ def main(argv: list[str]) -> int:
                     way = "better" if after[-1] > before[-1] else "worse"
                     print(f"      {way} {model} {cell} {evidence.text!r} {sorted(relevant)}: {a[:2]} → {b[:2]}")
                     print(f"        {why(results, evidence, sorted(relevant))}")
-            up = sum(y > x + 1e-9 for x, y in zip(before, after, strict=True))
-            down = sum(y < x - 1e-9 for x, y in zip(before, after, strict=True))
-            tally = per_corpus[corpus.name]
-            tally[0], tally[1] = tally[0] + up, tally[1] + down
-            mb, ma = sum(before) / len(before), sum(after) / len(after)
-            fall = min(fall, (ma - mb, f"{model} {cell}"))
-            if up or down:
-                print(f"    {model:4} {cell:26} n={len(before):4} hybrid {mb:.4f} → {ma:.4f} ({ma - mb:+.4f}) "
-                      f"better/worse {up}/{down}")  # fmt: skip
-        moved = ", ".join(f"{c} {u}/{d}" for c, (u, d) in sorted(per_corpus.items()) if u or d)
-        print(f"    largest fall {fall[0]:+.4f} {fall[1]}; better/worse by corpus: {moved or 'none moved'}")
+            fall = min(fall, cell_moved(model, cell, before, after, per_corpus[corpus.name]))
+        print_moved(per_corpus, fall)
     return 0
 
 
