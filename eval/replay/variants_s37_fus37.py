@@ -111,6 +111,11 @@ def why(results: list[Any], evidence: Any, relevant: list[str]) -> str:
         scores.setdefault(c.payload.get("path"), c.score)
     top = [*list(scores.values())[:2], 0.0, 0.0]
     margin = (top[0] - top[1]) / top[0] if top[0] > 0 else 0.0
+    cosine: dict[str, float] = {}
+    for c in dense:
+        cosine.setdefault(c.payload.get("path"), c.score)
+    best_own = max((cosine[p] for p, lang in order.items() if lang == evidence.language), default=0.0)
+    gap = max(cosine.values(), default=0.0) - best_own
     own = sum(1 for lang in order.values() if lang == evidence.language)
     first = next(iter(order.values()), None)
     answer = relevant[0]
@@ -118,7 +123,8 @@ def why(results: list[Any], evidence: Any, relevant: list[str]) -> str:
     return (
         f"q {evidence.language}, dense first {first}, dense notes own/other {own}/{len(order) - own}; answer "
         f"{order.get(answer, '?')} dense {rank(list(order))} bm25 {rank(bm25)}; bm25 first {top[0]:.1f} margin "
-        f"{margin:.2f}, its dense rank {list(order).index(bm25[0]) + 1 if bm25 and bm25[0] in order else '-'}"
+        f"{margin:.2f}, its dense rank {list(order).index(bm25[0]) + 1 if bm25 and bm25[0] in order else '-'}; dense's first "
+        f"above its best of the query's language by {gap:.3f}"
     )
 
 
