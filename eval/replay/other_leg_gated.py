@@ -131,18 +131,27 @@ def main(argv: list[str]) -> int:
                 after.append(ndcg_at(b, set(relevant), 10))
                 if "--changes" in argv and after[-1] < before[-1] - 1e-9:
                     print(f"      worse {model} {cell} {evidence.text!r} {sorted(relevant)}: {a[:2]} → {b[:2]}")
-            up = sum(y > x + 1e-9 for x, y in zip(before, after, strict=True))
-            down = sum(y < x - 1e-9 for x, y in zip(before, after, strict=True))
-            tally = per_corpus[Path(variants.CORPUS).name]
-            tally[0], tally[1] = tally[0] + up, tally[1] + down
-            mb, ma = sum(before) / len(before), sum(after) / len(after)
-            fall = min(fall, (ma - mb, f"{model} {cell}"))
-            if up or down:
-                print(f"    {model:4} {cell:26} n={len(before):4} hybrid {mb:.4f} → {ma:.4f} ({ma - mb:+.4f}) "
-                      f"better/worse {up}/{down}")  # fmt: skip
-        corpora = ", ".join(f"{c} {u}/{d}" for c, (u, d) in sorted(per_corpus.items()) if u or d)
-        print(f"    largest fall {fall[0]:+.4f} {fall[1]}; better/worse by corpus: {corpora or 'none moved'}")
+            fall = min(fall, cell_moved(model, cell, before, after, per_corpus[Path(variants.CORPUS).name]))
+        print_moved(per_corpus, fall)
     return 0
+
+
+def cell_moved(model: str, cell: str, before: list[float], after: list[float], tally: list[int]) -> tuple[float, str]:
+    """Adds the cell's searches better / worse to its corpus's ``tally``, prints the cell if any moved, and returns
+    its change of the mean with its name (the largest fall is the least of these)."""
+    up = sum(y > x + 1e-9 for x, y in zip(before, after, strict=True))
+    down = sum(y < x - 1e-9 for x, y in zip(before, after, strict=True))
+    tally[0], tally[1] = tally[0] + up, tally[1] + down
+    mb, ma = sum(before) / len(before), sum(after) / len(after)
+    if up or down:
+        print(f"    {model:4} {cell:26} n={len(before):4} hybrid {mb:.4f} → {ma:.4f} ({ma - mb:+.4f}) "
+              f"better/worse {up}/{down}")  # fmt: skip
+    return ma - mb, f"{model} {cell}"
+
+
+def print_moved(per_corpus: dict[str, list[int]], fall: tuple[float, str]) -> None:
+    corpora = ", ".join(f"{c} {u}/{d}" for c, (u, d) in sorted(per_corpus.items()) if u or d)
+    print(f"    largest fall {fall[0]:+.4f} {fall[1]}; better/worse by corpus: {corpora or 'none moved'}")
 
 
 if __name__ == "__main__":

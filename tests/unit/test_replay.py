@@ -497,3 +497,19 @@ def test_vocabulary_refuses_a_capture_that_is_not_the_committed_set_unless_allow
     assert f"{capture}: e5 sample-kb: 1 captured queries not in eval/sample-kb-queries.yaml" in done.stderr
     allowed = run_script(VOCABULARY, capture, "--no-texts", "--allow-stale")
     assert allowed.returncode == 0 and f"STALE {capture}: e5 sample-kb" in allowed.stderr, allowed.stderr
+
+
+def test_fus37_s_variants_still_edit_this_tree_s_across() -> None:
+    """eval/replay/variants_s37_fus37.py rewrites lines of ``fusion._across`` (EVAL.md, session 37, fus37): each
+    variant's edits must still find their line once, or its figures would replay main's ``_across``."""
+    sys.path.insert(0, str(ROOT / "eval" / "replay"))
+    spec = importlib.util.spec_from_file_location(
+        "variants_s37_fus37", ROOT / "eval" / "replay" / "variants_s37_fus37.py"
+    )
+    assert spec is not None and spec.loader is not None
+    variants = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(variants)
+    fusion = variants.hooked_fusion()
+    for name in variants.EDITS:
+        edited = variants.variant(fusion, name)
+        assert callable(edited) and edited is not fusion._across
