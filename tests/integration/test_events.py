@@ -803,7 +803,7 @@ def test_a_slow_root_listing_stops_at_the_run_s_deadline(
     def slow(model: Any, params: dict[str, Any], **_: Any) -> None:
         if model.name == "ListObjectsV2" and (params.get("query_string") or {}).get("delimiter") == "/":
             pages.append(model.name)
-            time.sleep(1.0)
+            time.sleep(2.0)
 
     boto3.setup_default_session()
     assert boto3.DEFAULT_SESSION is not None
@@ -814,16 +814,18 @@ def test_a_slow_root_listing_stops_at_the_run_s_deadline(
         records = aws.receive()
         keys = {r["messageId"]: unquote(json.loads(r["body"])["Records"][0]["s3"]["object"]["key"]) for r in records}
         caplog.clear()
-        # 4 s left: the run's deadline is 3 s away (a quarter kept back); each page takes 1 s
-        result = indexer.app.lambda_handler(sqs_event(records), LambdaContext("kb-search-test-indexer", 2048, 4))
+        # 8 s left: the run's deadline is 6 s away (a quarter kept back); each page takes 2 s. (A 4 s Lambda and 1 s
+        # pages failed on a loaded machine: the handler's own start took the 3 s, so neither the deletion nor S3 was
+        # reached before the run's end. Twice the times keep the same pages and twice the slack.)
+        result = indexer.app.lambda_handler(sqs_event(records), LambdaContext("kb-search-test-indexer", 2048, 8))
     finally:
         boto3.setup_default_session()
     failures = [item["itemIdentifier"] for item in result["batchItemFailures"]]
     assert [keys[m] for m in failures] == [f"{PREFIX}n2.md"]  # the new note waits; the deletion applied
     assert len(pages) <= 3  # of the 4 pages the root holds
     report = next(vars(r) for r in caplog.records if r.getMessage() == "event batch applied")
-    # stopped between pages at the run's deadline, or (adv34) a page cut at the calls' deadline (here, a 4 s
-    # Lambda, 1 s in: before the run's deadline at 3 s), or (rev34c) S3 not asked once that deadline had passed
+    # stopped between pages at the run's deadline, or (adv34) a page cut at the calls' deadline (here, an 8 s
+    # Lambda, 2 s in: before the run's deadline at 6 s), or (rev34c) S3 not asked once that deadline had passed
     assert ("listing the KB root ran past the run's deadline" in report["error"]
             or "S3 gave no whole answer by the run's end" in report["error"]
             or "the run's end came before S3 was asked" in report["error"]), report["error"]  # fmt: skip
