@@ -456,12 +456,22 @@ _SLACK_ID_SAID = {"team": "T…, as in team_id", "channel": "C… or G…, as in
                   "user": "U… or W…, as in user_id, not an @name"}  # fmt: skip
 
 
+def _key_shown(key_id: str, place: int) -> str:
+    """An API key id as a warning or error names it: quoted, or by its place in ``api_keys`` when it is longer than
+    any id (:data:`MAX_KEY_ID_SHOWN`): a key's value pasted where its id belongs is never shown."""
+    return repr(key_id) if len(key_id) <= MAX_KEY_ID_SHOWN else f"#{place}"
+
+
 def _once_each(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """A JSON object of the caller mapping, refused when it names a key twice: ``json`` keeps the last silently,
     so a key id, a Slack team or ``api_keys`` itself given twice granted (or revoked) whatever came last."""
     seen: set[str] = set()
     for key, _ in pairs:
         if key in seen:
+            if len(key) > MAX_KEY_ID_SHOWN and "/" not in key:  # a key's value pasted where its id belongs
+                raise CallerMapError(f"ACCESS_GROUPS gives a key of {len(key)} characters more than once (in one "
+                                     f"object; not shown: an id is at most {MAX_KEY_ID_SHOWN}, so it may be a key's "
+                                     "value)")  # fmt: skip
             raise CallerMapError(f"ACCESS_GROUPS gives {key[:80]!r} more than once (in one object)")
         seen.add(key)
     return dict(pairs)
@@ -496,12 +506,12 @@ class CallerMap:
         raw_keys = data.get("api_keys", {})
         if not isinstance(raw_keys, dict):
             raise CallerMapError("ACCESS_GROUPS.api_keys must be an object of key id → groups")
-        for key_id, entry in raw_keys.items():
+        for place, (key_id, entry) in enumerate(raw_keys.items(), start=1):
             name, groups = key_id, entry
             if isinstance(entry, dict):
                 name, groups = str(entry.get("name") or key_id), entry.get("groups")
             try:
-                keys[key_id] = (name, tuple(_groups(groups, f"api key {key_id!r}")))
+                keys[key_id] = (name, tuple(_groups(groups, f"api key {_key_shown(key_id, place)}")))
             except ValueError as exc:
                 raise CallerMapError(f"ACCESS_GROUPS: {exc}") from None
         slack: dict[str, tuple[str, ...]] = {}
@@ -534,8 +544,7 @@ class CallerMap:
         be a key's value pasted where its id belongs (:meth:`problems`)."""
         keys = []
         for place, (key_id, (name, groups)) in enumerate(self.api_keys.items(), start=1):
-            shown = repr(key_id) if len(key_id) <= MAX_KEY_ID_SHOWN else f"#{place}"
-            keys.append((f"api key {shown}" + (f" ({name})" if name != key_id else ""), groups))
+            keys.append((f"api key {_key_shown(key_id, place)}" + (f" ({name})" if name != key_id else ""), groups))
         return tuple(sorted(keys) + [(f"slack {where!r}", groups) for where, groups in sorted(self.slack.items())])
 
     def problems(self) -> list[str]:
