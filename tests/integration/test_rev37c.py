@@ -4,6 +4,7 @@ index` spawned. Each fails on walk37's merge (a6b2699)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -86,3 +87,19 @@ def test_many_callers_of_a_group_to_come_are_one_warning_not_one_each(tmp_path: 
         "warning ACCESS_GROUPS: slack 'T0001/C0002' holds the group 'finanse', to which no note is restricted (the "
         "KB's groups: finance), so it adds nothing to public: did you mean 'finance'?",
     ], done.stdout
+
+
+def test_a_local_key_is_named_never_by_its_id_the_hash_of_its_value(tmp_path: Path) -> None:
+    """`kbsearch serve`'s local key's id is `local-` and 12 hex of its value's SHA-256. walk37's unheld-group warning
+    named the key `api key 'local-<hash>' (KB_LOCAL_API_KEYS #1)`: 48 bits of an unsalted hash of a secret, in the
+    sync's summary and log, from which a short key (`s3cr3t`) is found by trying words. It is named by its name."""
+    kb = tmp_path / "kb"
+    (kb / "finance").mkdir(parents=True)
+    (kb / "finance" / "Budget.md").write_text("# Budget\n\nquokka budget\n", encoding="utf-8")
+    (kb / "_access.yaml").write_text("finance/: [finance]\n", encoding="utf-8")
+    done = _index(kb, tmp_path / "q", KB_LOCAL_API_KEYS="s3cr3t:financ")
+    assert _warned(done, "ACCESS_GROUPS") == [
+        "warning ACCESS_GROUPS: api key KB_LOCAL_API_KEYS #1 holds the group 'financ', to which no note is restricted "
+        "(the KB's groups: finance), so it adds nothing to public: did you mean 'finance'?"
+    ], done.stdout
+    assert hashlib.sha256(b"s3cr3t").hexdigest()[:12] not in done.stdout + done.stderr

@@ -449,6 +449,10 @@ class Scope:
 
 #: The longest key id shown: API Gateway's ids are 10 characters, ``kbsearch serve``'s ``local-`` and 12 hex.
 MAX_KEY_ID_SHOWN = 24
+#: How ``kbsearch serve``'s local keys' ids begin (``local-`` and 12 hex of the key's SHA-256,
+#: :func:`kbsearch_tools.local.keys.local_key_id`): a hash of a secret, which a warning never shows (a short key is
+#: found from it by trying words); the key is named by its name, ``KB_LOCAL_API_KEYS #n``.
+LOCAL_KEY_PREFIX = "local-"
 #: Slack's ids as its payloads carry them (``team_id``, ``channel_id``, ``user_id``): upper-case letters and digits.
 _SLACK_ID = {"team": re.compile(r"[TE][A-Z0-9]{1,30}"), "channel": re.compile(r"[CGD][A-Z0-9]{1,30}"),
              "user": re.compile(r"[UW][A-Z0-9]{1,30}")}  # fmt: skip
@@ -544,6 +548,9 @@ class CallerMap:
         be a key's value pasted where its id belongs (:meth:`problems`)."""
         keys = []
         for place, (key_id, (name, groups)) in enumerate(self.api_keys.items(), start=1):
+            if key_id.startswith(LOCAL_KEY_PREFIX) and name != key_id:  # its id is its key's hash: by its name alone
+                keys.append((f"api key {name}", groups))
+                continue
             keys.append((f"api key {_key_shown(key_id, place)}" + (f" ({name})" if name != key_id else ""), groups))
         return tuple(sorted(keys) + [(f"slack {where!r}", groups) for where, groups in sorted(self.slack.items())])
 
