@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from kbsearch_tools.fakes import FakeEndpoint
-from tests.integration.test_slack import form, slack_event
+from tests.conftest import index_bm25
+from tests.integration.test_slack import SECRET, form, slack_event
 from tests.integration.test_walk35 import _command, hook  # noqa: F401 (hook: a fixture)
 from tests.integration.test_walk37 import _index, _warned, help_app  # noqa: F401 (help_app: a fixture)
 
@@ -103,3 +104,29 @@ def test_a_local_key_is_named_never_by_its_id_the_hash_of_its_value(tmp_path: Pa
         "(the KB's groups: finance), so it adds nothing to public: did you mean 'finance'?"
     ], done.stdout
     assert hashlib.sha256(b"s3cr3t").hexdigest()[:12] not in done.stdout + done.stderr
+
+
+def test_a_note_s_double_star_and_caret_text_is_shown_not_taken_for_a_cut_or_a_block_id(
+    load_search_app: Any,
+    tmp_path: Path,
+    hook: FakeEndpoint,  # noqa: F811
+) -> None:
+    """walk37 drops a `**` left without its pair (a snippet cut inside a bold run) and a `^id` closing a line
+    (Obsidian's block id). A developer's note says `pass **kwargs to the client` and `needs react ^18`: Slack showed
+    `pass kwargs to the client` and `needs react`. An opening `**` is dropped on the line the snippet cut (ending
+    "…") only, and a block id holds a letter (`^b15695`, `^my-block`), so both lines are shown as written."""
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "Client.md").write_text(
+        "# Wombat client\n\nTo configure the wombat client, pass **kwargs to the client\n\n"
+        "The wombat widget needs react ^18\n\nSee the wombat guide. ^b15695\n",
+        encoding="utf-8",
+    )
+    store = tmp_path / "q"
+    index_bm25(kb, store)
+    app = load_search_app(QDRANT_PATH=str(store), SLACK_SIGNING_SECRET=SECRET, SLACK_RESPONSE_HOSTS="127.0.0.1")
+    _, answer = _command(app, hook, "wombat client")
+    (shown,) = [b["text"]["text"] for b in answer["blocks"] if b["type"] == "section" and "Wombat" in b["text"]["text"]]
+    assert "pass **kwargs to the client" in shown, shown
+    assert "needs react ^18" in shown, shown
+    assert "See the wombat guide." in shown and "^b15695" not in shown, shown
