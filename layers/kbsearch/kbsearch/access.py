@@ -449,11 +449,21 @@ class Scope:
 
 #: The longest key id shown: API Gateway's ids are 10 characters, ``kbsearch serve``'s ``local-`` and 12 hex.
 MAX_KEY_ID_SHOWN = 24
+#: How ``kbsearch serve``'s local keys' ids begin (``local-`` and 12 hex of the key's SHA-256,
+#: :func:`kbsearch_tools.local.keys.local_key_id`): a hash of a secret, which a warning never shows (a short key is
+#: found from it by trying words); the key is named by its name, ``KB_LOCAL_API_KEYS #n``.
+LOCAL_KEY_PREFIX = "local-"
 #: Slack's ids as its payloads carry them (``team_id``, ``channel_id``, ``user_id``): upper-case letters and digits.
 _SLACK_ID = {"team": re.compile(r"[TE][A-Z0-9]{1,30}"), "channel": re.compile(r"[CGD][A-Z0-9]{1,30}"),
              "user": re.compile(r"[UW][A-Z0-9]{1,30}")}  # fmt: skip
 _SLACK_ID_SAID = {"team": "T…, as in team_id", "channel": "C… or G…, as in channel_id, not its #name",
                   "user": "U… or W…, as in user_id, not an @name"}  # fmt: skip
+
+
+def _key_shown(key_id: str, place: int) -> str:
+    """An API key id as a warning or error names it: quoted, or by its place in ``api_keys`` when it is longer than
+    any id (:data:`MAX_KEY_ID_SHOWN`): a key's value pasted where its id belongs is never shown."""
+    return repr(key_id) if len(key_id) <= MAX_KEY_ID_SHOWN else f"#{place}"
 
 
 def _once_each(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -462,6 +472,10 @@ def _once_each(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     seen: set[str] = set()
     for key, _ in pairs:
         if key in seen:
+            if len(key) > MAX_KEY_ID_SHOWN and "/" not in key:  # a key's value pasted where its id belongs
+                raise CallerMapError(f"ACCESS_GROUPS gives a key of {len(key)} characters more than once (in one "
+                                     f"object; not shown: an id is at most {MAX_KEY_ID_SHOWN}, so it may be a key's "
+                                     "value)")  # fmt: skip
             raise CallerMapError(f"ACCESS_GROUPS gives {key[:80]!r} more than once (in one object)")
         seen.add(key)
     return dict(pairs)
@@ -496,12 +510,12 @@ class CallerMap:
         raw_keys = data.get("api_keys", {})
         if not isinstance(raw_keys, dict):
             raise CallerMapError("ACCESS_GROUPS.api_keys must be an object of key id → groups")
-        for key_id, entry in raw_keys.items():
+        for place, (key_id, entry) in enumerate(raw_keys.items(), start=1):
             name, groups = key_id, entry
             if isinstance(entry, dict):
                 name, groups = str(entry.get("name") or key_id), entry.get("groups")
             try:
-                keys[key_id] = (name, tuple(_groups(groups, f"api key {key_id!r}")))
+                keys[key_id] = (name, tuple(_groups(groups, f"api key {_key_shown(key_id, place)}")))
             except ValueError as exc:
                 raise CallerMapError(f"ACCESS_GROUPS: {exc}") from None
         slack: dict[str, tuple[str, ...]] = {}
@@ -534,8 +548,10 @@ class CallerMap:
         be a key's value pasted where its id belongs (:meth:`problems`)."""
         keys = []
         for place, (key_id, (name, groups)) in enumerate(self.api_keys.items(), start=1):
-            shown = repr(key_id) if len(key_id) <= MAX_KEY_ID_SHOWN else f"#{place}"
-            keys.append((f"api key {shown}" + (f" ({name})" if name != key_id else ""), groups))
+            if key_id.startswith(LOCAL_KEY_PREFIX) and name != key_id:  # its id is its key's hash: by its name alone
+                keys.append((f"api key {name}", groups))
+                continue
+            keys.append((f"api key {_key_shown(key_id, place)}" + (f" ({name})" if name != key_id else ""), groups))
         return tuple(sorted(keys) + [(f"slack {where!r}", groups) for where, groups in sorted(self.slack.items())])
 
     def problems(self) -> list[str]:

@@ -271,6 +271,10 @@ def fewer_collections(young: int = GC_YOUNG_WHILE_WRITING) -> Iterator[None]:
 DEFAULT_PARSE_LIMIT_S: float = Settings.model_fields["note_parse_limit_s"].default
 
 
+#: The most lines a sync says of the caller mapping's entries that match no caller (the rest are counted in one).
+MAX_ACCESS_LINES = 10
+
+
 @dataclass
 class SyncOptions:
     full: bool = False
@@ -986,18 +990,32 @@ class Indexer:
 
         if self.options.callers_problem:  # unusable: the search gives every caller public notes only (it is told)
             report.warnings.append({"path": "ACCESS_GROUPS", "reason": self.options.callers_problem})
-        for said in self.options.callers_unmatched:  # entries that match no caller (the rest of the mapping serves)
+        unmatched = self.options.callers_unmatched  # entries that match no caller (the rest of the mapping serves)
+        for said in unmatched[:MAX_ACCESS_LINES]:
             report.warnings.append({"path": "ACCESS_GROUPS", "reason": said})
+        if len(unmatched) > MAX_ACCESS_LINES:  # 500 channels mapped by #name were 500 lines each hourly sync
+            report.warnings.append({"path": "ACCESS_GROUPS", "reason": f"and {len(unmatched) - MAX_ACCESS_LINES} "
+                                    "more entries that match no caller"})  # fmt: skip
         if not self.options.callers:
             return
         current = set(reach_target([], self._access.values(), self._rules)) - {PUBLIC}
+        holders: dict[str, list[str]] = {}  # an unheld group → its callers, in the mapping's order: a line a group
         for who, groups in self.options.callers:
             for group in sorted(set(groups) - current - {PUBLIC}):
-                meant = difflib.get_close_matches(group, sorted(current), n=1, cutoff=0.6)
-                known = f"the KB's groups: {', '.join(sorted(current))}" if current else "the KB has none"
-                report.warnings.append({"path": "ACCESS_GROUPS", "reason": (
-                    f"{who} holds the group {group!r}, to which no note is restricted ({known}), so it adds nothing "
-                    "to public" + (f": did you mean {meant[0]!r}?" if meant else ""))})  # fmt: skip
+                holders.setdefault(group, []).append(who)
+        for group, whom in holders.items():
+            meant = difflib.get_close_matches(group, sorted(current), n=1, cutoff=0.6)
+            known = f"the KB's groups: {', '.join(sorted(current))}" if current else "the KB has none"
+            hint = f"did you mean {meant[0]!r}?" if meant else ""
+            said = f"to which no note is restricted ({known}), so it adds nothing to public"
+            if len(whom) == 1:
+                reason = f"{whom[0]} holds the group {group!r}, {said}" + (f": {hint}" if hint else "")
+            else:  # 300 users given a group before its notes are written were 300 lines, every hourly sync
+                named = ", ".join(whom[:3]) + (f" and {len(whom) - 3} more" if len(whom) > 3 else "")
+                reason = f"{len(whom)} callers hold the group {group!r}, {said}: {named}" + (
+                    f"; {hint}" if hint else ""
+                )
+            report.warnings.append({"path": "ACCESS_GROUPS", "reason": reason})
 
     def _repair_restricted_reach(self, sets: list[str]) -> None:
         """Give each restricted chunk whose ``reach`` is not its own groups its groups, from what the chunk records,

@@ -251,14 +251,16 @@ def parse_text(text: str) -> Intent:
     query: list[str] = []
     for m in _WORD.finditer(rest):
         key = (m.group("key") or "").lower()
+        value = next((v for v in m.group("q1", "q2", "q3", "q4", "bare") if v is not None), "").strip()
         if key not in FILTER_KEYS:
-            meant = filter_meant(key)
+            # a filter's value is attached (``tga:sync``); a word of prose has a space after its colon (``Tax: how``,
+            # ``Patch: log out``), which was refused as a misspelt ``tag:`` / ``path:`` and searched for nothing
+            meant = filter_meant(key) if value else None
             if meant is not None:  # a search without the filter meant would answer another question
                 return usage("not_a_filter", key=m.group("key"), meant=meant)
             query.append(m.group(0))
             continue
         name = FILTER_KEYS[key]
-        value = next((v for v in m.group("q1", "q2", "q3", "q4", "bare") if v is not None), "").strip()
         if not value:
             return usage("needs_value", key=key)
         if name in _LIST_FILTERS:

@@ -154,10 +154,13 @@ def link(url: str, label: str) -> str:
 
 #: Obsidian's block id (``^b15695``, ``^my-block``) closing a line, or a line of its own: a link's anchor, never
 #: text a reader is meant to see (a snippet ended "create a network of knowledge. ^b15695").
-_BLOCK_ID = re.compile(r"(?:^|[ \t]+)\^[A-Za-z0-9-]{1,64}[ \t]*$")
-#: A ``**`` or ``~~`` the emphasis pass left without its pair, opening or closing a word: a snippet cut inside a
-#: bold run (``select **Disable…``), shown by Slack as the asterisks themselves.
-_UNPAIRED = re.compile(r"(?<!\S)(?:\*\*|~~)(?=\S)|(?<=\S)(?:\*\*|~~)(?!\S)")
+#: An id holds a letter: ``react ^18`` and ``2^10 is ^1024`` closing a line are text (walk37 dropped them).
+_BLOCK_ID = re.compile(r"(?:^|[ \t]+)\^(?=[0-9-]*[A-Za-z])[A-Za-z0-9-]{1,64}[ \t]*$")
+#: A ``**`` or ``~~`` the emphasis pass left without its pair, closing a word, or opening one on a line the snippet
+#: cut (ending "…"): a snippet cut inside a bold run (``select **Disable…``), shown by Slack as the asterisks
+#: themselves. An opening one on a whole line is text: ``pass **kwargs to the client`` (walk37 dropped it).
+_UNPAIRED = re.compile(r"(?<=\S)(?:\*\*|~~)(?!\S)")
+_UNPAIRED_OPENING = re.compile(r"(?<!\S)(?:\*\*|~~)(?=\S)")
 #: Where a converted link, code span or wiki-link stands while bold and italics are read (characters ``clean``
 #: drops from note text, so no note can hold them).
 _HOLE = re.compile("\x00([0-9]+)\x01")
@@ -192,6 +195,8 @@ def inline(text: str) -> str:
         out.append(f"\x00{len(held) - 1}\x01")
     out.append(escape(text[pos:]))
     converted = _UNPAIRED.sub("", _emphasis("".join(out)))
+    if text.rstrip().endswith("…"):  # the snippet's cut: a bold run it opened is cut off
+        converted = _UNPAIRED_OPENING.sub("", converted)
     return _HOLE.sub(lambda m: held[int(m.group(1))], converted)
 
 

@@ -57,7 +57,9 @@ def parse_api_keys(value: str | None) -> dict[str, tuple[str, ...]]:
 def local_key_id(key: str) -> str:
     """The id a local key gets in the event (``requestContext.identity.apiKeyId``), as API Gateway gives each
     key an id: derived from the key, never the key itself."""
-    return "local-" + hashlib.sha256(key.encode()).hexdigest()[:12]
+    from kbsearch.access import LOCAL_KEY_PREFIX
+
+    return LOCAL_KEY_PREFIX + hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
 def caller_mapping(keys: Mapping[str, tuple[str, ...]], existing: str | None) -> str | None:
