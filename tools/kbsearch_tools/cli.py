@@ -230,9 +230,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     imported or the store is opened, as while it serves (it was Python's default before the server listened: the
     process gone without its line). Whatever start-up has begun (the oracle, the socket, the hand-off socket's file,
     the watcher) is shut down by the same steps, whatever ends it (a Ctrl-C, a SIGTERM, an error)."""
-    from kbsearch_tools.stderr_relay import relay_stderr
+    from kbsearch_tools.stderr_relay import relay_stderr, relay_stdout
 
     relay_stderr("kbsearch serve")  # a request's log line never waits on a launcher that does not read stderr
+    relay_stdout("kbsearch serve")  # nor its functions' (Powertools logs and metrics go to stdout, as in Lambda)
     stopped: KeyboardInterrupt | None = None
     with _terminate_as_interrupt():
         oracle: Any = None
