@@ -230,9 +230,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     imported or the store is opened, as while it serves (it was Python's default before the server listened: the
     process gone without its line). Whatever start-up has begun (the oracle, the socket, the hand-off socket's file,
     the watcher) is shut down by the same steps, whatever ends it (a Ctrl-C, a SIGTERM, an error)."""
-    from kbsearch_tools.stderr_relay import relay_stderr
+    from kbsearch_tools.stderr_relay import relay_stderr, relay_stdout
 
     relay_stderr("kbsearch serve")  # a request's log line never waits on a launcher that does not read stderr
+    relay_stdout("kbsearch serve")  # nor its functions' (Powertools logs and metrics go to stdout, as in Lambda)
     stopped: KeyboardInterrupt | None = None
     with _terminate_as_interrupt():
         oracle: Any = None
@@ -1635,8 +1636,9 @@ def build_parser() -> argparse.ArgumentParser:
         "still arriving KB_LOCAL_REQUEST_READ_S (default 30) seconds after its first byte is answered 408 and its "
         "connection closed; with every connection taken and none idle, the one whose request has been arriving "
         "longest, KB_LOCAL_SLOW_EVICT_AFTER_S (default 5) seconds or more, is answered 408 and closed to make room (each from 0.1 "
-        "to 3600). The log (a line a request, on stderr) never waits on its reader: lines wait in memory (at most "
-        "256 K characters; past that the oldest go, and a line says how many).",
+        "to 3600). The log never waits on its reader: the server's line a request (stderr) nor its functions' "
+        "Powertools log and metrics (stdout, as in Lambda): each stream's lines wait in memory (at most 256 K "
+        "characters; past that the oldest go, and a line says how many).",
     )
     p.add_argument(
         "--host",

@@ -1,4 +1,5 @@
-"""stderr that never blocks its writer: ``kbsearch mcp`` and ``kbsearch serve`` log through it (round 36, 37).
+"""stderr that never blocks its writer: ``kbsearch mcp`` and ``kbsearch serve`` log through it (round 36, 37);
+``kbsearch serve``'s stdout too, where its functions log as in Lambda (rev37b).
 
 A process launched with its stderr piped to a parent that never reads it (MCP lets a client "capture, forward, or
 ignore" it; a launcher may do the same to ``kbsearch serve``) blocked on its next log line once the pipe's 64 KiB
@@ -15,6 +16,7 @@ import io
 import logging
 import sys
 import threading
+import time
 from typing import TextIO
 
 
@@ -30,8 +32,11 @@ class StderrRelay(io.TextIOBase):
 
     EXIT_DRAIN_S = 2.0
 
-    def __init__(self, target: TextIO, limit: int = 256 * 1024, name: str = "kbsearch mcp") -> None:
+    def __init__(
+        self, target: TextIO, limit: int = 256 * 1024, name: str = "kbsearch mcp", stream: str = "stderr"
+    ) -> None:
         self._target = target
+        self._stream = stream  # what the count's line says nobody read
         self._limit = limit
         self._name = name
         self._lines: collections.deque[str] = collections.deque()  # whole lines waiting, oldest first
@@ -110,7 +115,7 @@ class StderrRelay(io.TextIOBase):
                 self._cond.wait_for(self._waiting)
                 said = "\n" if self._broken else ""
                 if self._dropped:  # on a line of its own, where the gap is: before what was kept after it
-                    said += (f"{self._name}: {self._dropped:,} log lines were dropped: nobody read stderr while "
+                    said += (f"{self._name}: {self._dropped:,} log lines were dropped: nobody read {self._stream} while "
                              "they were written\n")  # fmt: skip
                 text = said + "".join(self._lines) + self._tail
                 self._continues = bool(self._tail)  # the next line waiting ends the one taken here
@@ -133,13 +138,45 @@ def relay_stderr(name: str = "kbsearch mcp") -> StderrRelay | None:
     """``sys.stderr`` (and the log handlers writing to it) through a :class:`StderrRelay`, for the rest of the
     process: called first by ``kbsearch mcp`` and ``kbsearch serve``. None when there is no stderr (started with
     it closed)."""
-    current = sys.stderr
+    return _relay("stderr", name)
+
+
+def relay_stdout(name: str = "kbsearch serve") -> StderrRelay | None:
+    """``sys.stdout`` through a :class:`StderrRelay` too (rev37b), for ``kbsearch serve``: its functions log as they
+    do in Lambda, Powertools' JSON lines and metrics on **stdout** (the search's ``access`` line and its EMF blob,
+    ~1 KB a search), and a launcher that reads the banner's URL and no more (rel37's own timing script) blocked the
+    server on its next search once that pipe's 64 KiB were full. Called before the functions are imported, so their
+    loggers' handlers take the relay as their stream. None when there is no stdout."""
+    return _relay("stdout", name)
+
+
+def _relay(which: str, name: str) -> StderrRelay | None:
+    """``sys.<which>`` through a relay, and every log handler that writes to the stream it was (the root's and any
+    logger's: Powertools copies its handler onto the ``kbsearch`` loggers)."""
+    current = getattr(sys, which)
     if current is None or isinstance(current, StderrRelay):
         return current
-    relay = StderrRelay(current, name=name)
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.StreamHandler) and handler.stream is current:
-            handler.setStream(relay)
-    sys.stderr = relay
-    atexit.register(relay.drain, StderrRelay.EXIT_DRAIN_S)
+    relay = StderrRelay(current, name=name, stream=which)
+    loggers = [logging.getLogger(), *(lg for lg in logging.Logger.manager.loggerDict.values()
+                                      if isinstance(lg, logging.Logger))]  # fmt: skip
+    for logger in loggers:
+        for handler in logger.handlers:
+            if isinstance(handler, logging.StreamHandler) and handler.stream is current:
+                handler.setStream(relay)
+    setattr(sys, which, relay)
+    if not _RELAYS:
+        atexit.register(_drain_all)
+    _RELAYS.append(relay)
     return relay
+
+
+#: The relays :func:`_relay` made, drained together at exit.
+_RELAYS: list[StderrRelay] = []
+
+
+def _drain_all() -> None:
+    """At exit, what waits in every relay is given :data:`StderrRelay.EXIT_DRAIN_S` in all, not each its own: with
+    stdout and stderr both unread (``kbsearch serve``), its end waited twice as long (rev37b)."""
+    until = time.monotonic() + StderrRelay.EXIT_DRAIN_S
+    for relay in reversed(_RELAYS):  # stdout's first: the last lines a reader of it waits for
+        relay.drain(max(0.0, until - time.monotonic()))
