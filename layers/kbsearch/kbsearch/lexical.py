@@ -141,9 +141,11 @@ _CYRILLIC_LOOK_ALIKES = "авекмнорстухіјѕԁԛԝӏАВЕКМНОР�
 _LATIN_LOOK_ALIKES = "abcehkmoptxyABCEHKMOPTXY"
 _TO_LATIN = str.maketrans(_CYRILLIC_LOOK_ALIKES, "abekmhopctyxijsdqwlABEKMHOPCTYXIJSDQWL")
 _TO_CYRILLIC = str.maketrans(_LATIN_LOOK_ALIKES, "авсенкмортхуАВСЕНКМОРТХУ")
-#: A Cyrillic letter, including the look-alikes of other Cyrillic alphabets (``і``, ``ј``, ``ѕ``, ``ԁ``, ``ԛ``, ``ԝ``,
-#: ``ӏ``) that a Latin word typed with them holds; a Latin one.
-_CYRILLIC_ANY = re.compile("[а-яёіјѕԁԛԝӏ]", re.IGNORECASE)
+#: A Cyrillic letter of any alphabet (the Cyrillic and Cyrillic Supplement blocks, their combining marks left out):
+#: the look-alikes of other alphabets (``і``, ``ј``, ``ѕ``, ``ԁ``, ``ԛ``, ``ԝ``, ``ӏ``) that a Latin word typed with
+#: them holds, and the letters no Latin one looks like (Kazakh ``ә``, ``ң``, Ukrainian ``ї``, ``є``), which make a
+#: word Cyrillic (``әкe`` with a Latin ``e`` is ``әке``, not ``әke``: rev37d); a Latin one.
+_CYRILLIC_ANY = re.compile("[\u0400-\u0482\u048a-\u052f]", re.IGNORECASE)
 _LATIN_ANY = re.compile("[a-z]", re.IGNORECASE)
 #: Where a word mixes the two scripts: a letter of one beside a letter of the other (one scan tells a text that has
 #: none, :func:`as_seen`).
@@ -156,7 +158,8 @@ def one_script(word: str) -> str:
     """A word that mixes Latin and Cyrillic letters, written in the one script its reader sees: the Cyrillic letters
     of a word whose every Cyrillic letter has a Latin look-alike become Latin (``ЕRR`` with a Cyrillic ``Е``:
     ``ERR``; ``СPU``: ``CPU``), the Latin letters of a word whose every Latin letter has a Cyrillic look-alike
-    Cyrillic (``пaпке``: ``папке``); when both are possible, the script most of its letters are in (a tie: Latin).
+    Cyrillic (``пaпке``: ``папке``); when both are possible, the script most of its letters are in (a tie: Latin),
+    Latin for a word holding a digit (``0xСА`` with a Cyrillic ``С`` and ``А``: the code ``0xCA``).
     A word with a letter of each script that has no look-alike (``dockerфайл``) is kept as written, as is every
     word in one script. A Russian ending glued to a Latin name (``VPNа``) becomes Latin (``VPNa``): found by
     neither spelling before, nor now. The Obsidian help vault holds one mixed word (``\\nосновной``, a literal
@@ -167,7 +170,8 @@ def one_script(word: str) -> str:
     latin = _LATIN_ANY.findall(word)
     to_latin = all(c in _CYRILLIC_LOOK_ALIKES for c in cyrillic)
     to_cyrillic = all(c in _LATIN_LOOK_ALIKES for c in latin)
-    if to_latin and (not to_cyrillic or len(latin) >= len(cyrillic)):
+    # a word with a digit is a code (``0xСА``, ``А1B2``), and a code is written in Latin letters (rev37d)
+    if to_latin and (not to_cyrillic or len(latin) >= len(cyrillic) or any(c.isdigit() for c in word)):
         return word.translate(_TO_LATIN)
     if to_cyrillic:
         return word.translate(_TO_CYRILLIC)
