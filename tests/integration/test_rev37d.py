@@ -19,22 +19,25 @@ CODES_AND_ALPHABETS = {
     "register.md": "Регистр 0x\u0421\u0410 хранит флаги прерываний.",
     "ports.md": "Port CA and register 0xCB hold the mask.",
     "family.md": "Менің \u04d9\u043a\x65 инженер болып жұмыс істейді.",
+    "ukrainian.md": "Довiдка мiстить iнформацiю про налаштування.",  # Latin i: a Russian keyboard has no і
 }
 FINDS = [
     ("0xCA", "register.md"),
     ("0x\u0421\u0410", "register.md"),
     ("\u04d9\u043a\u0435", "family.md"),
+    ("\u0456нформацію", "ukrainian.md"),
 ]
 
 
-def test_a_code_typed_on_the_other_layout_and_a_kazakh_word_are_read_as_their_reader_sees_them(
+def test_a_code_typed_on_the_other_layout_and_kazakh_and_ukrainian_words_are_read_as_their_reader_sees_them(
     tmp_path: Path, load_search_app: Any
 ) -> None:
     """`0xСА` (Cyrillic `С`, `А`) is the code `0xCA` to its reader: adv37 read it as the Cyrillic `0хса` (two
     Cyrillic look-alikes outvote one Latin `x`), so a search for `0xCA` found nothing. A word holding a digit is a
     code, read in Latin where it can be. `әкe` (Kazakh, a Latin `e`): `ә` is a Cyrillic letter no Latin one looks
     like, so the word is Cyrillic (`әке`); adv37 did not count `ә` (nor `ң`, `ї`, `є`...) as Cyrillic and read `әke`,
-    which the plain `әке` did not find."""
+    which the plain `әке` did not find. `iнформацiю` (Ukrainian typed on a Russian keyboard, which has no `і`: the
+    Latin `i` stands for it) stayed a mixed word no query typed: a Latin `i` in a word that cannot be Latin is `і`."""
     _each_query_finds_its_note(tmp_path, load_search_app, CODES_AND_ALPHABETS, FINDS)
 
 

@@ -139,8 +139,12 @@ def _stemmers() -> tuple[snowballstemmer.stemmer, snowballstemmer.stemmer]:
 #: keyboard), and so do a chat's paste and an OCR'd scan: ``ЕRR-4012`` with a Cyrillic ``Е``, ``пaпка`` with a Latin ``a``.
 _CYRILLIC_LOOK_ALIKES = "авекмнорстухіјѕԁԛԝӏАВЕКМНОРСТУХІЈЅԀԚԜӀ"
 _LATIN_LOOK_ALIKES = "abcehkmoptxyABCEHKMOPTXY"
+#: and the Latin ``i``, the Ukrainian and Belarusian ``і`` a Russian keyboard lacks (``iнформацiя`` typed so is
+#: ``інформація``): read so only in a word that cannot be Latin (``iОС`` with a Cyrillic ``О``, ``С`` stays ``iOS``;
+#: rev37d).
+_LATIN_LOOK_ALIKES_I = _LATIN_LOOK_ALIKES + "iI"
 _TO_LATIN = str.maketrans(_CYRILLIC_LOOK_ALIKES, "abekmhopctyxijsdqwlABEKMHOPCTYXIJSDQWL")
-_TO_CYRILLIC = str.maketrans(_LATIN_LOOK_ALIKES, "авсенкмортхуАВСЕНКМОРТХУ")
+_TO_CYRILLIC = str.maketrans(_LATIN_LOOK_ALIKES_I, "авсенкмортхуАВСЕНКМОРТХУіІ")
 #: A Cyrillic letter of any alphabet (the Cyrillic and Cyrillic Supplement blocks, their combining marks left out):
 #: the look-alikes of other alphabets (``і``, ``ј``, ``ѕ``, ``ԁ``, ``ԛ``, ``ԝ``, ``ӏ``) that a Latin word typed with
 #: them holds, and the letters no Latin one looks like (Kazakh ``ә``, ``ң``, Ukrainian ``ї``, ``є``), which make a
@@ -159,7 +163,8 @@ def one_script(word: str) -> str:
     of a word whose every Cyrillic letter has a Latin look-alike become Latin (``ЕRR`` with a Cyrillic ``Е``:
     ``ERR``; ``СPU``: ``CPU``), the Latin letters of a word whose every Latin letter has a Cyrillic look-alike
     Cyrillic (``пaпке``: ``папке``); when both are possible, the script most of its letters are in (a tie: Latin),
-    Latin for a word holding a digit (``0xСА`` with a Cyrillic ``С`` and ``А``: the code ``0xCA``).
+    Latin for a word holding a digit (``0xСА`` with a Cyrillic ``С`` and ``А``: the code ``0xCA``); a Latin ``i``
+    in a word that cannot be Latin is the Ukrainian ``і`` (``iнформацiя``: ``інформація``).
     A word with a letter of each script that has no look-alike (``dockerфайл``) is kept as written, as is every
     word in one script. A Russian ending glued to a Latin name (``VPNа``) becomes Latin (``VPNa``): found by
     neither spelling before, nor now. The Obsidian help vault holds one mixed word (``\\nосновной``, a literal
@@ -173,7 +178,7 @@ def one_script(word: str) -> str:
     # a word with a digit is a code (``0xСА``, ``А1B2``), and a code is written in Latin letters (rev37d)
     if to_latin and (not to_cyrillic or len(latin) >= len(cyrillic) or any(c.isdigit() for c in word)):
         return word.translate(_TO_LATIN)
-    if to_cyrillic:
+    if to_cyrillic or (not to_latin and all(c in _LATIN_LOOK_ALIKES_I for c in latin)):
         return word.translate(_TO_CYRILLIC)
     return word
 
