@@ -6,11 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from kbsearch.config import Secrets, Settings
-from kbsearch.indexer import run_sync
 from tests.integration.test_access_links import note_links
+from tests.integration.test_adv37 import synced_kb
 from tests.integration.test_hostile_notes import _each_query_finds_its_note
-from tests.integration.test_notes_graph import write_kb
 
 #: A hex code whose letters were typed on a Russian layout (Cyrillic `С` and `А`: two look-alikes against the Latin
 #: `x`, so adv37's "most of its letters" read it as the Cyrillic `0хса`), and a Kazakh word with a Latin `e` (`ә`
@@ -45,16 +43,13 @@ def test_a_relative_link_to_a_folder_links_no_note_named_as_the_folder(tmp_path:
     """`[[./]]` in `pub/Welcome.md`, `[[../]]` in `a/b/Deep.md` and `[Home](./)` name a folder, not a note: adv37's
     relative reading made them the links `pub` and `a`, which resolved to the root notes `pub.md` and `a.md` (a
     backlink from a note that never linked them, an outgoing link the writer never wrote). Now no link."""
-    folder = write_kb(tmp_path / "kb", {
+    settings, report = synced_kb(tmp_path, {
         "pub/Welcome.md": "# Welcome\n\nUp: [[./]], [Home](./) and [[./Child]].\n",
         "pub/Child.md": "# Child\n\nbeside\n",
         "a/b/Deep.md": "# Deep\n\nBack to [[../]] or [[..]].\n",
         "pub.md": "# Pub\n\nthe root note named pub\n",
         "a.md": "# A\n\nthe root note named a\n",
     })  # fmt: skip
-    settings = Settings(qdrant_path=str(tmp_path / "q"), qdrant_url="", embedding_api_key=None,
-                        embedding_api_key_param="")  # fmt: skip
-    report = run_sync(settings, Secrets(settings), source_uri=str(folder))
     assert report.error is None, report.error
     welcome = note_links(load_search_app, settings, None, "pub/Welcome.md")
     assert [(r["target"], r["path"]) for r in welcome["outgoing"]] == [("pub/Child", "pub/Child.md")]
