@@ -51,8 +51,10 @@ if TYPE_CHECKING:
 #: holds its front-matter ``id`` too (:func:`kbsearch.chunking.lexical_text`, session 24); 5: a chunk quoting the name
 #: of a note it links to counts the name's words only where it holds them nowhere else (:func:`document_vector`'s
 #: ``links``, read from the payload's ``links``; session 31); 6: a word mixing Latin and Cyrillic look-alikes read in
-#: the one script its reader sees (:func:`one_script`: ``ЕRR-4012`` with a Cyrillic ``Е`` is ``err``; round 37).
-READING_VERSION = 6
+#: the one script its reader sees (:func:`one_script`: ``ЕRR-4012`` with a Cyrillic ``Е`` is ``err``; round 37); 7:
+#: a code of look-alikes (``0xСА``) read in Latin, a letter of any Cyrillic alphabet (``ә``) making a word Cyrillic,
+#: a Latin ``i`` in a word that cannot be Latin read as ``і`` (rev37d, round 37).
+READING_VERSION = 7
 
 K1 = 1.2
 B = 0.75
