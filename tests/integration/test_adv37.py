@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from kbsearch.config import Secrets, Settings
-from kbsearch.indexer import run_sync
+from kbsearch.indexer import SyncReport, run_sync
 from tests.integration.test_access_links import note_links
 from tests.integration.test_hostile_notes import _each_query_finds_its_note
 from tests.integration.test_notes_graph import write_kb
@@ -39,6 +39,15 @@ LOOK_ALIKE_FINDS = [
 ]
 
 
+def synced_kb(tmp_path: Path, notes: dict[str, str]) -> tuple[Settings, SyncReport]:
+    """``notes`` (path → text) written to a KB folder and synced by the indexer into an embedded Qdrant (no
+    provider: BM25 and the graph); the settings and the sync's report."""
+    folder = write_kb(tmp_path / "kb", notes)
+    settings = Settings(qdrant_path=str(tmp_path / "q"), qdrant_url="", embedding_api_key=None,
+                        embedding_api_key_param="")  # fmt: skip
+    return settings, run_sync(settings, Secrets(settings), source_uri=str(folder))
+
+
 def test_words_mixing_latin_and_cyrillic_look_alikes_are_found_by_the_word_their_reader_sees(
     tmp_path: Path, load_search_app
 ) -> None:
@@ -61,7 +70,7 @@ def test_wiki_links_relative_to_the_linking_note_resolve_as_obsidian_writes_them
     `sub/Child.md` there, not the one beside the linking note). A wiki-link's `./` and `../` are read from the
     linking note's folder too; one climbing out of the KB is no link; a restricted target is still hidden from a
     caller who cannot read it, and shown to one who can."""
-    folder = write_kb(tmp_path / "kb", {
+    settings, report = synced_kb(tmp_path, {
         "_access.yaml": "hr/: [hr]\n",
         "pub/Welcome.md": "# Welcome\n\nSee [[../ops/Runbook|Runbook]], [[./sub/Child]], [[../hr/Pay|pay]] and "
                           "[[../../Outside]].\n",
@@ -70,9 +79,6 @@ def test_wiki_links_relative_to_the_linking_note_resolve_as_obsidian_writes_them
         "sub/Child.md": "# Child\n\nthe one at the root\n",
         "hr/Pay.md": "# Pay\n\nbands\n",
     })  # fmt: skip
-    settings = Settings(qdrant_path=str(tmp_path / "q"), qdrant_url="", embedding_api_key=None,
-                        embedding_api_key_param="")  # fmt: skip
-    report = run_sync(settings, Secrets(settings), source_uri=str(folder))
     assert report.error is None and report.dangling_links == 0, report.dangling
     public = note_links(load_search_app, settings, None, "pub/Welcome.md")
     assert [(r["target"], r["path"]) for r in public["outgoing"]] == [

@@ -312,6 +312,7 @@ READING_CANARY = (
     "Ве\u0301домость q\u0303uokka", "№123 Docker™ 20℃ ㎏", "İstanbul DİKKAT", "The runners were running and ran",
     "Мы бежали по дорогам, и они бегут", "don't it’s O'Reilly", "a" * 41 + " short",
     "\u0415RR-4012 п\x61пке \u0421PU \x63оздать сoк dockerфайл",  # reading 6: look-alikes of the other script
+    "0x\u0421\u0410 \u04d9\u043a\x65 \x69нформац\x69я",  # reading 7: a code in Latin, ә Cyrillic, i as і (rev37d)
 )  # fmt: skip
 
 
@@ -342,7 +343,7 @@ def test_the_reading_version_names_the_reading() -> None:
     ]
     vectors = [[v.indices, [round(x, 9) for x in v.values]] for v in read]
     digest = hashlib.sha256(json.dumps(vectors).encode()).hexdigest()[:16]
-    assert (READING_VERSION, digest) == (6, "70bdc7e9c5a4d062"), (
+    assert (READING_VERSION, digest) == (7, "d2c045925872eef7"), (
         "BM25's reading changed: bump READING_VERSION, record the digest"
     )
 

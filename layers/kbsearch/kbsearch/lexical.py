@@ -51,8 +51,10 @@ if TYPE_CHECKING:
 #: holds its front-matter ``id`` too (:func:`kbsearch.chunking.lexical_text`, session 24); 5: a chunk quoting the name
 #: of a note it links to counts the name's words only where it holds them nowhere else (:func:`document_vector`'s
 #: ``links``, read from the payload's ``links``; session 31); 6: a word mixing Latin and Cyrillic look-alikes read in
-#: the one script its reader sees (:func:`one_script`: ``ЕRR-4012`` with a Cyrillic ``Е`` is ``err``; round 37).
-READING_VERSION = 6
+#: the one script its reader sees (:func:`one_script`: ``ЕRR-4012`` with a Cyrillic ``Е`` is ``err``; round 37); 7:
+#: a code of look-alikes (``0xСА``) read in Latin, a letter of any Cyrillic alphabet (``ә``) making a word Cyrillic,
+#: a Latin ``i`` in a word that cannot be Latin read as ``і`` (rev37d, round 37).
+READING_VERSION = 7
 
 K1 = 1.2
 B = 0.75
@@ -139,11 +141,17 @@ def _stemmers() -> tuple[snowballstemmer.stemmer, snowballstemmer.stemmer]:
 #: keyboard), and so do a chat's paste and an OCR'd scan: ``ЕRR-4012`` with a Cyrillic ``Е``, ``пaпка`` with a Latin ``a``.
 _CYRILLIC_LOOK_ALIKES = "авекмнорстухіјѕԁԛԝӏАВЕКМНОРСТУХІЈЅԀԚԜӀ"
 _LATIN_LOOK_ALIKES = "abcehkmoptxyABCEHKMOPTXY"
+#: and the Latin ``i``, the Ukrainian and Belarusian ``і`` a Russian keyboard lacks (``iнформацiя`` typed so is
+#: ``інформація``): read so only in a word that cannot be Latin (``iОС`` with a Cyrillic ``О``, ``С`` stays ``iOS``;
+#: rev37d).
+_LATIN_LOOK_ALIKES_I = _LATIN_LOOK_ALIKES + "iI"
 _TO_LATIN = str.maketrans(_CYRILLIC_LOOK_ALIKES, "abekmhopctyxijsdqwlABEKMHOPCTYXIJSDQWL")
-_TO_CYRILLIC = str.maketrans(_LATIN_LOOK_ALIKES, "авсенкмортхуАВСЕНКМОРТХУ")
-#: A Cyrillic letter, including the look-alikes of other Cyrillic alphabets (``і``, ``ј``, ``ѕ``, ``ԁ``, ``ԛ``, ``ԝ``,
-#: ``ӏ``) that a Latin word typed with them holds; a Latin one.
-_CYRILLIC_ANY = re.compile("[а-яёіјѕԁԛԝӏ]", re.IGNORECASE)
+_TO_CYRILLIC = str.maketrans(_LATIN_LOOK_ALIKES_I, "авсенкмортхуАВСЕНКМОРТХУіІ")
+#: A Cyrillic letter of any alphabet (the Cyrillic and Cyrillic Supplement blocks, their combining marks left out):
+#: the look-alikes of other alphabets (``і``, ``ј``, ``ѕ``, ``ԁ``, ``ԛ``, ``ԝ``, ``ӏ``) that a Latin word typed with
+#: them holds, and the letters no Latin one looks like (Kazakh ``ә``, ``ң``, Ukrainian ``ї``, ``є``), which make a
+#: word Cyrillic (``әкe`` with a Latin ``e`` is ``әке``, not ``әke``: rev37d); a Latin one.
+_CYRILLIC_ANY = re.compile("[\u0400-\u0482\u048a-\u052f]", re.IGNORECASE)
 _LATIN_ANY = re.compile("[a-z]", re.IGNORECASE)
 #: Where a word mixes the two scripts: a letter of one beside a letter of the other (one scan tells a text that has
 #: none, :func:`as_seen`).
@@ -156,7 +164,9 @@ def one_script(word: str) -> str:
     """A word that mixes Latin and Cyrillic letters, written in the one script its reader sees: the Cyrillic letters
     of a word whose every Cyrillic letter has a Latin look-alike become Latin (``ЕRR`` with a Cyrillic ``Е``:
     ``ERR``; ``СPU``: ``CPU``), the Latin letters of a word whose every Latin letter has a Cyrillic look-alike
-    Cyrillic (``пaпке``: ``папке``); when both are possible, the script most of its letters are in (a tie: Latin).
+    Cyrillic (``пaпке``: ``папке``); when both are possible, the script most of its letters are in (a tie: Latin),
+    Latin for a word holding a digit (``0xСА`` with a Cyrillic ``С`` and ``А``: the code ``0xCA``); a Latin ``i``
+    in a word that cannot be Latin is the Ukrainian ``і`` (``iнформацiя``: ``інформація``).
     A word with a letter of each script that has no look-alike (``dockerфайл``) is kept as written, as is every
     word in one script. A Russian ending glued to a Latin name (``VPNа``) becomes Latin (``VPNa``): found by
     neither spelling before, nor now. The Obsidian help vault holds one mixed word (``\\nосновной``, a literal
@@ -167,9 +177,10 @@ def one_script(word: str) -> str:
     latin = _LATIN_ANY.findall(word)
     to_latin = all(c in _CYRILLIC_LOOK_ALIKES for c in cyrillic)
     to_cyrillic = all(c in _LATIN_LOOK_ALIKES for c in latin)
-    if to_latin and (not to_cyrillic or len(latin) >= len(cyrillic)):
+    # a word with a digit is a code (``0xСА``, ``А1B2``), and a code is written in Latin letters (rev37d)
+    if to_latin and (not to_cyrillic or len(latin) >= len(cyrillic) or any(c.isdigit() for c in word)):
         return word.translate(_TO_LATIN)
-    if to_cyrillic:
+    if to_cyrillic or (not to_latin and all(c in _LATIN_LOOK_ALIKES_I for c in latin)):
         return word.translate(_TO_CYRILLIC)
     return word
 

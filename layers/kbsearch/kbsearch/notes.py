@@ -340,11 +340,18 @@ def markdown_link_note(target: str, folder: str) -> str | None:
 def relative_note(note: str, folder: str) -> str | None:
     """A link's note part as a path from the KB's root: ``../ops/Note`` and ``./Note`` relative to ``folder`` (the
     linking note's), as Obsidian writes links under "New link format: Relative path to file", a Markdown link's or a
-    wiki-link's alike; None for a path out of the KB; any other name as written (a name, or a path from the root)."""
+    wiki-link's alike; None for a path out of the KB or one naming a folder (``./``, ``../``, ``..``: no note, where
+    the folder's name read as a note's named ``pub.md`` or a note titled ``pub``: rev37d); any other name as written
+    (a name, or a path from the root)."""
+    if note in (".", ".."):
+        return None
     if not note.startswith(("./", "../")):
         return note
+    segments = note.split("/")
+    if segments[-1] in ("", ".", ".."):
+        return None  # a folder
     parts = folder.split("/") if folder else []
-    for segment in note.split("/"):
+    for segment in segments:
         if segment == "..":
             if not parts:
                 return None  # out of the KB
