@@ -299,7 +299,25 @@ def load(
                              "--allow-stale):\n" + "\n".join(lines))  # fmt: skip
         for line in lines:
             print(f"STALE {line}", file=sys.stderr)
+    for captured in cells.values():
+        legs_replayed(captured)
     return attach(cells) if texts else cells
+
+
+def legs_replayed(captured: dict[str, Any]) -> None:
+    """A capture taken with ``--phases hybrid`` alone (bil37's ``bilg``, fus36a's deep captures) has no leg phase to
+    measure a gap against: each missing leg's nDCG@10 is the captured legs fused in that leg's own mode (one note per
+    best chunk of the dense, or of the BM25, legs: :func:`kbsearch.fusion.fuse`'s ``dense`` and ``lexical``), the
+    phase recorded in ``legs_replayed``. Over GIMP's captures, which hold both, this reads the eval's leg phases."""
+    phases = captured["phases"]
+    missing = [mode for mode in ("lexical", "dense") if mode not in phases]
+    for mode in missing:
+        phases[mode] = round(sum(ndcg_at([c.payload.get("path") for c in kbsearch.fusion.fuse(results, evidence, limit, mode)],
+                                         set(relevant), 10)
+                                 for _, relevant, results, evidence, limit in captured["rows"])
+                             / max(1, len(captured["rows"])), 4)  # fmt: skip
+    if missing:
+        captured["legs_replayed"] = missing
 
 
 def run(
