@@ -26,6 +26,10 @@ set changed, such as replay32's ``stale-lo`` pair) is refused, each such cell na
 ``--allow-stale`` replays it, each flagged ``STALE`` on stderr (:func:`stale_cells`; session 35). A class no listing
 names (a capture file named outside ``<model>-<anything>.pkl``) or whose corpus is not here counts as such a cell.
 
+A capture taken with ``--phases hybrid`` alone (bil37's ``bilg``) has its missing leg phases replayed from its
+captured legs (:func:`legs_replayed`: ``fuse``'s ``dense`` and ``lexical`` modes, which read GIMP's captures' eval
+phases exactly), so its cells' gaps print as every other capture's.
+
 ``MISMATCH`` means the tree replaying fuses differently from the tree that captured: the check is against the eval
 of the capture's tree, so a change to the fusion (or ``analyse``) since the capture shows there. Session 27's
 captures (taken after its two exact-match rules, before rev27's fixes: a checkout of ``02c051b`` replays them ``OK``
