@@ -78,9 +78,9 @@ from kbsearch.links import (
     linkable,
     links_to_others,
     name_keys,
+    names_a_note,
     path_keys,
     payload_aliases,
-    resolve,
     stored_keys,
 )
 from kbsearch.markdown import PARSE_VERSION
@@ -2874,7 +2874,7 @@ def dangling_links(
             cut = True
             break
         resolved.update(keys)
-    dangling = sorted(p for p in pairs if p[1] in resolved and resolve(p[1], p[0], by_key.get(p[1], ())) is None)
+    dangling = sorted(p for p in pairs if p[1] in resolved and not names_a_note(p[1], by_key.get(p[1], ())))
     return len(dangling), [{"path": path, "link": key} for path, key in dangling[:shown]], cut
 
 
@@ -2910,12 +2910,16 @@ def dangling_total(store: Store, stop_at: Deadline | None = None) -> int | None:
     except _CheckCut:
         return None
     made: dict[str, Linkable | None] = {}
+    answered: dict[str, bool] = {}
 
-    def candidates(key: str) -> list[Linkable]:
-        found = [made.setdefault(p["path"], linkable(p)) for p in by_key.get(key, ())]
-        return [note for note in found if note is not None]
+    def names(key: str) -> bool:  # whether a link's key names a note: a key asked by many links is answered once
+        if key not in answered:
+            found = (made[p["path"]] if p["path"] in made else made.setdefault(p["path"], linkable(p))
+                     for p in by_key.get(key, ()))  # fmt: skip
+            answered[key] = names_a_note(key, (note for note in found if note is not None))
+        return answered[key]
 
-    return sum(1 for path, key in links if resolve(key, path, candidates(key)) is None)
+    return sum(1 for _, key in links if not names(key))
 
 
 class _CheckCut(Exception):

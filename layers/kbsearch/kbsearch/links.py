@@ -208,17 +208,30 @@ def _folder(path: str) -> str:
     return path.rsplit("/", 1)[0] if "/" in path else ""
 
 
+def _match(key: str, note: Linkable) -> int | None:
+    """How the link ``key`` names ``note``: 0 its whole path, 1 a tail of its path (the file name included), 2 its
+    title or an alias; None when it does not name it."""
+    if note.path_keys and key == note.path_keys[-1]:
+        return 0
+    if key in note.path_keys:
+        return 1
+    if key in note.name_keys:
+        return 2
+    return None
+
+
+def names_a_note(key: str, candidates: Iterable[Linkable]) -> bool:
+    """Whether the link ``key`` names any of ``candidates`` (:func:`resolve` is not None), stopping at the first it
+    names: a count of dangling links asks only this, never which note is meant."""
+    return any(_match(key, note) is not None for note in candidates)
+
+
 def resolve(key: str, source_path: str, candidates: Iterable[Linkable]) -> Linkable | None:
     """The note that the link ``key``, written in the note at ``source_path``, means; None when none matches."""
     best: tuple[tuple[int, int, int, str], Linkable] | None = None
     for note in candidates:
-        if note.path_keys and key == note.path_keys[-1]:
-            kind = 0  # the whole path
-        elif key in note.path_keys:
-            kind = 1  # a tail of the path (the file name included)
-        elif key in note.name_keys:
-            kind = 2  # the title or an alias
-        else:
+        kind = _match(key, note)
+        if kind is None:
             continue
         rank = (kind, 0 if _folder(note.path) == _folder(source_path) else 1, note.path.count("/"), note.path)
         if best is None or rank < best[0]:
