@@ -10,6 +10,7 @@ from kbsearch.config import Secrets
 from kbsearch.indexer import run_sync
 from tests.integration.test_access_links import note_links
 from tests.integration.test_adv37 import synced_kb
+from tests.integration.test_hostile_notes import _each_query_finds_its_note
 
 
 def test_a_relative_link_whose_note_is_missing_links_no_namesake_in_another_folder(
@@ -52,3 +53,24 @@ def test_a_relative_link_whose_note_is_missing_links_no_namesake_in_another_fold
     assert gone.error is None and gone.dangling == [{"path": "pub/Welcome.md", "link": "/runbook"}], gone.dangling
     assert gone.dangling_total == 2, gone
     assert note_links(load_search_app, settings, None, "pub/Welcome.md")["outgoing"][0]["path"] is None
+
+
+#: Codes whose letters are all Cyrillic look-alikes (`А4`, `1С`, the `А2` of `Б1-А2`), one note written with the other
+#: script's letter (`Б1-A2` with a Latin `A`), and a note holding `Б1` alone twice, which BM25 puts first when it
+#: misses the code's second half.
+CYRILLIC_CODES = {
+    "paper.md": "Печать на листах \u04104, альбомная ориентация.",
+    "onec.md": "Выгрузка из 1\u0421 в таблицу раз в сутки.",
+    "part.md": "Деталь \u04111-\x412 лежит на складе.",
+    "other.md": "Детали \u04111-\u04113 и \u04111-\u04114: \u04111 на полке.",
+}
+CYRILLIC_CODE_FINDS = [("A4", "paper.md"), ("1C", "onec.md"), ("\u04111-\u04102", "part.md"), ("\u04104", "paper.md")]
+
+
+def test_a_code_in_cyrillic_look_alikes_is_found_by_the_latin_code(tmp_path: Path, load_search_app: Any) -> None:
+    """`А4` with a Cyrillic `А` (the paper size as Russian text writes it), `1С` with a Cyrillic `С` (the software):
+    one script, so adv37's reading of look-alikes kept them, and `A4`, `1C` typed in Latin found nothing (BM25 only);
+    `Б1-А2` typed in Cyrillic missed the note writing `Б1-A2` with a Latin `A` (the code split at the hyphen, `а2`
+    against `a2`: the note holding `Б1` alone came first). A code whose letters are all Cyrillic look-alikes is read
+    as the Latin code (`lexical.one_script`)."""
+    _each_query_finds_its_note(tmp_path, load_search_app, CYRILLIC_CODES, CYRILLIC_CODE_FINDS)
