@@ -163,7 +163,7 @@ _DIGIT = re.compile(r"\d")
 #: The most letters a code in Cyrillic look-alikes alone holds to be read as the Latin code (:func:`one_script`)
 CODE_LETTERS = 3
 #: A Cyrillic letter beside a digit: where a code in Cyrillic look-alikes may be (``А4``, ``1С``; :func:`as_seen`).
-_CODE_MEETS = re.compile(f"\\d{_CYRILLIC_ANY.pattern}|{_CYRILLIC_ANY.pattern}\\d", re.IGNORECASE)
+_CODE_MEETS = re.compile(f"\\d{_CYRILLIC_ANY.pattern}|{_CYRILLIC_ANY.pattern}\\d")
 
 
 def one_script(word: str) -> str:
