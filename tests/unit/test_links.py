@@ -91,7 +91,7 @@ def test_a_link_names_a_note_exactly_when_the_graph_resolves_it_to_one() -> None
     from kbsearch.links import Linkable, names_a_note, resolve
 
     rng = random.Random(38)
-    keys = ["guide", "ops/guide", "a/ops/guide", "runbook", "Runbook", "ops", "", "a", "x/y"]
+    keys = ["guide", "ops/guide", "a/ops/guide", "/ops/guide", "/guide", "runbook", "Runbook", "ops", "", "a", "x/y"]
     notes = [
         Linkable(f"{folder}guide.md", title, ("guide", "ops/guide", f"{folder}guide")[: rng.randint(1, 3)], names)
         for folder, title, names in itertools.product(

@@ -59,12 +59,41 @@ def _key(text: str) -> str | None:
     return key if key and len(key) <= MAX_KEY_CHARS else None
 
 
+#: The mark of a link key anchored at the KB's root (:func:`link_key`): only a note's whole path matches it.
+ROOT = "/"
+
+
 def link_key(target: str) -> str | None:
     """The key of a link target (the note part of ``[[target#heading|alias]]``); None for a link to the same note
-    (``[[#heading]]``) or to an attachment."""
+    (``[[#heading]]``) or to an attachment. A target written from the KB's root (``/ops/Runbook``: what
+    :func:`kbsearch.notes.relative_note` makes of ``[[../ops/Runbook]]``) keeps its leading :data:`ROOT`: only the
+    note at that whole path matches it (:func:`resolve`), never a namesake elsewhere, as Obsidian leaves a relative
+    link whose note is not there unresolved (adv38)."""
     if _ATTACHMENT.search(target.strip()):
         return None
-    return _key(target)
+    key = _key(target)
+    if key is not None and unicodedata.normalize("NFC", target).lstrip().startswith(ROOT):
+        return ROOT + key
+    return key
+
+
+def unanchored(key: str) -> str:
+    """A link key without its :data:`ROOT` mark: the path key a note at that whole path holds (what the graph's
+    filters ask the index for; :func:`resolve` then keeps the whole path alone)."""
+    return key[len(ROOT) :] if key.startswith(ROOT) else key
+
+
+def anchored_keys(path: str) -> list[str]:
+    """The anchored link key (:data:`ROOT` + its whole path key) that names the note at ``path``: a note's backlinks
+    and a deleted note's dangling links are looked for under it too (:func:`keys_naming`)."""
+    keys = path_keys(path)
+    return [ROOT + keys[-1]] if keys else []
+
+
+def keys_naming(path: str) -> list[str]:
+    """Every link key naming the note at ``path`` by its path: its :func:`path_keys` and its :func:`anchored_keys`
+    (the links a deleted note leaves dangling are those to these)."""
+    return [*path_keys(path), *anchored_keys(path)]
 
 
 #: :func:`link_key` remembered for the links searches show: a warm search's hits bring the same notes' links again
@@ -145,7 +174,7 @@ def links_to_others(targets: Iterable[str], path: str, title: object) -> list[st
     the links whose words BM25 counts as another note's name (:func:`kbsearch.lexical.document_vector`'s ``links``).
     The title heads each of the note's chunks (its heading path): a self-link discounted it there (rev31a)."""
     own = {*path_keys(path), *name_keys(title if isinstance(title, str) else None, None)}
-    return [target for target in targets if link_key(target) not in own]
+    return [target for target in targets if unanchored(link_key(target) or "") not in own]
 
 
 def graph_keys(paths: Iterable[str], names: Iterable[str], links: Iterable[str]) -> list[str]:
@@ -211,8 +240,10 @@ def _folder(path: str) -> str:
 def _match(key: str, note: Linkable) -> int | None:
     """How the link ``key`` names ``note``: 0 its whole path, 1 a tail of its path (the file name included), 2 its
     title or an alias; None when it does not name it."""
-    if note.path_keys and key == note.path_keys[-1]:
+    if note.path_keys and unanchored(key) == note.path_keys[-1]:
         return 0
+    if key.startswith(ROOT):
+        return None  # a key anchored at the root: the whole path alone
     if key in note.path_keys:
         return 1
     if key in note.name_keys:
