@@ -620,6 +620,12 @@ def _print_sync_summary(report: dict[str, Any]) -> None:
         print(f"  skipped {_one_line(item['path'])}: {_one_line(item['reason'])}")
     for item in report["warnings"]:
         print(f"  warning {_one_line(item['path'])}: {_one_line(item['reason'])}")
+    standing = report.get("access_standing")  # said by an earlier sync, unchanged since: not said again
+    if standing:
+        n = standing["count"]
+        print(f"  access settings: {n} warning{'' if n == 1 else 's'} of _access.yaml or ACCESS_GROUPS said by the "
+              f"sync of {standing['since']} still stand{'s' if n == 1 else ''}, not said again until the rules, the "
+              "folders they name or the caller mapping change")  # fmt: skip
     in_all = report.get("dangling_total")  # every link of the index naming no note: said at every run, by count
     whole = "" if in_all is None else f"; {in_all} in the KB in all"
     if report.get("dangling_links"):  # a renamed note's links, a saved note's: each names no indexed note

@@ -70,6 +70,7 @@ from kbsearch.links import (
     NAME_KEY,
     OLD_GRAPH_FIELDS,
     PATH_KEY,
+    RESOLVE_VERSION,
     KeyFilter,
     Linkable,
     graph_clauses,
@@ -208,6 +209,11 @@ class SyncReport:
     #: counted once): counted by a run whose options ask it (``count_dangling``: ``kbsearch index``, the scheduled
     #: run), None otherwise or when the run's deadline cut the count (:func:`dangling_total`)
     dangling_total: int | None = None
+    #: the warnings of the access settings (``_access.yaml``, ``ACCESS_GROUPS``) a full sync found exactly as the
+    #: last one that said them (the same rules file, the same lines): not said again (one WARNING line each, every
+    #: hourly sync, forever, for a rule of a folder still to be filled); ``{"count", "since"}``, ``since`` the time
+    #: of the sync that said them (:meth:`Indexer._fold_access_warnings`). None: none stand unsaid
+    access_standing: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -416,6 +422,7 @@ class Indexer:
             self._sync(report, stop_at or Deadline(), call_deadline)
             if not self._lost(report, stop_at or Deadline()):
                 self._reapply_claimed(report, began, stop_at or Deadline(), call_deadline)
+                self._fold_access_warnings(report)
                 record_sync(self.store, report, "full" if self.options.full else "reconcile")
         except LeaseLostError:  # a write refused once the lease was lost (Store.may_write): none sent since
             report.incomplete = True
@@ -426,6 +433,30 @@ class Indexer:
         finally:
             report.duration_ms = int((time.monotonic() - started) * 1000)
         return report
+
+    def _fold_access_warnings(self, report: SyncReport) -> None:
+        """A run that read the rules from its listing says the access settings' warnings only when they differ
+        from those the last such run said (:data:`ACCESS_WARNED`: a digest of the access file's ETag and the
+        lines): a rule for a folder a team has not filled yet, a group given ahead of its notes, were a WARNING line
+        each at every hourly sync until the notes came (rev37c). Unchanged, they leave ``warnings`` and the report
+        says how many stand and since when (``access_standing``); a change of the rules file, of the folders or
+        groups a line names, or of the mapping's lines says them all again. Recorded only by a run without error
+        (its checks all ran); a failed write of the record: said again next run."""
+        if self._rules_tag is None or report.error:
+            return
+        said = [w for w in report.warnings if w["path"] in (ACCESS_FILE, "ACCESS_GROUPS")]
+        digest = hashlib.md5(self._rules_tag.encode(), usedforsecurity=False)
+        for line in sorted(f"{w['path']}\0{w['reason']}" for w in said):
+            digest.update(f"\n{line}".encode())
+        recorded = self.store.metadata().get(ACCESS_WARNED)
+        if isinstance(recorded, dict) and recorded.get("digest") == digest.hexdigest():
+            if said:
+                report.warnings = [w for w in report.warnings if w not in said]
+                report.access_standing = {"count": len(said), "since": recorded.get("since")}
+            return
+        since = dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        with contextlib.suppress(StoreError, LeaseLostError):
+            self.store.merge_metadata({ACCESS_WARNED: {"digest": digest.hexdigest(), "since": since}})
 
     def _reapply_claimed(
         self, report: SyncReport, began: float, stop_at: Deadline, call_deadline: Deadline | None
@@ -1283,12 +1314,17 @@ class Indexer:
         versions, quiet = held.hexdigest(), not self._written_ids and not report.deleted
         try:
             recorded = self.store.metadata().get(DANGLING_RECORD)
-            same = quiet and isinstance(recorded, dict) and recorded.get("notes") == versions
+            same = (
+                quiet
+                and isinstance(recorded, dict)
+                and recorded.get("notes") == versions
+                and recorded.get("resolve") == RESOLVE_VERSION
+            )  # counted as links resolve now (rel38)
             if same and isinstance(recorded, dict) and isinstance(recorded.get("count"), int):
                 report.dangling_total = recorded["count"]
                 return
             report.dangling_total = dangling_total(self.store, stop_at.within())
-            record = {"count": report.dangling_total, "notes": versions if quiet else None}
+            record = {"count": report.dangling_total, "notes": versions if quiet else None, "resolve": RESOLVE_VERSION}
             if report.dangling_total is not None and record != recorded:  # (a write only when it changes)
                 with contextlib.suppress(StoreError, LeaseLostError):  # not recorded: counted again next run
                     self.store.merge_metadata({DANGLING_RECORD: record})
@@ -2878,8 +2914,11 @@ def dangling_links(
     return len(dangling), [{"path": path, "link": key} for path, key in dangling[:shown]], cut
 
 
-#: Metadata key of the index: the last count of its dangling links (:func:`dangling_total`), ``{"count", "notes"}``,
-#: ``notes`` a digest of the indexed notes' paths and versions it was made over (None when the run that made it had
+#: Metadata key of the index: what the last full sync said of the access settings, ``{"digest", "since"}``
+#: (:meth:`Indexer._fold_access_warnings`)
+ACCESS_WARNED = "access_warned"
+#: Metadata key of the index: the last count of its dangling links (:func:`dangling_total`), ``{"count", "notes",
+#: "resolve"}``, ``resolve`` the :data:`~kbsearch.links.RESOLVE_VERSION` it was made with, ``notes`` a digest of the indexed notes' paths and versions it was made over (None when the run that made it had
 #: written: the next run counts again), so that a run over the same notes reports it unread
 DANGLING_RECORD = "dangling_links_counted"
 #: The warning of a run whose count of every dangling link could not be made (a store error, or its deadline)

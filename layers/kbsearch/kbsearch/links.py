@@ -208,6 +208,13 @@ def _folder(path: str) -> str:
     return path.rsplit("/", 1)[0] if "/" in path else ""
 
 
+#: The version of how a link's key is resolved to a note (:func:`resolve`, and how the indexer reads a note's keys
+#: into candidates for it): a count of the links naming no note made by another version is made again
+#: (``kbsearch.indexer.DANGLING_RECORD``), as a change of how notes are read moves ``PARSE_VERSION``. Raise it with any
+#: change that makes a link resolve differently (2: rel38, the first recorded; a record without one is older).
+RESOLVE_VERSION = 2
+
+
 def resolve(key: str, source_path: str, candidates: Iterable[Linkable]) -> Linkable | None:
     """The note that the link ``key``, written in the note at ``source_path``, means; None when none matches."""
     best: tuple[tuple[int, int, int, str], Linkable] | None = None

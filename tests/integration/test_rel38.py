@@ -1,0 +1,148 @@
+"""Round 38: the debts round 37 left (rel38). Each test fails on main's code (7ca88c1) before its fix."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import KBSEARCH_CMD, PROCESS_TIMEOUT_S, ROOT, subprocess_env
+from tests.integration.test_walk37 import _index, _warned
+
+# -- debt 1: the access admin's warnings, said once per change -------------------------------------------------
+
+
+def _kb_with_rules(tmp_path: Path, rules: str) -> Path:
+    kb = tmp_path / "kb"
+    (kb / "en" / "Teams").mkdir(parents=True, exist_ok=True)
+    (kb / "en" / "Teams" / "Deploy.md").write_text("# Deploy\n\nquokka deploy\n", encoding="utf-8")
+    (kb / "Home.md").write_text("# Home\n\nquokka home\n", encoding="utf-8")
+    (kb / "_access.yaml").write_text(rules, encoding="utf-8")
+    return kb
+
+
+def _standing(done: subprocess.CompletedProcess[str]) -> list[str]:
+    return [line.strip() for line in done.stdout.splitlines() if line.strip().startswith("access settings:")]
+
+
+def test_a_valid_rule_over_a_folder_still_empty_is_said_once_per_change_not_at_every_sync(tmp_path: Path) -> None:
+    """A rule for a folder a team has not filled yet (`finance/: [finance]`) is valid, and every full sync said it
+    again, one warning line each hour, forever (rev37c, walk37). Now a sync says the access settings' warnings when
+    they differ from what the last sync said (the rules file, the lines); unchanged, the summary says how many stand
+    and since when, and `--json` carries it; the rules saved anew, every warning is said again."""
+    kb = _kb_with_rules(tmp_path, "en/Teams/: [teams]\nfinance/: [finance]\n")
+    store = tmp_path / "q"
+    rule = ("warning _access.yaml: the rule 'finance/' names no folder holding a note, so its groups (finance) "
+            "restrict nothing")  # fmt: skip
+    first = _index(kb, store)
+    assert _warned(first, "_access.yaml") == [rule] and _standing(first) == [], first.stdout
+    again = _index(kb, store)
+    assert _warned(again, "_access.yaml") == [], again.stdout  # main: the same line, every sync
+    standing = _standing(again)
+    assert len(standing) == 1 and standing[0].startswith("access settings: 1 warning of _access.yaml"), again.stdout
+    report = json.loads(_index(kb, store, "--json").stdout)
+    assert report["warnings"] == [] and report["access_standing"]["count"] == 1, report
+    # the rules changed (a rule added): what they say is said again, all of it
+    (kb / "_access.yaml").write_text("en/Teams/: [teams]\nfinance/: [finance]\nlegal/: [legal]\n", encoding="utf-8")
+    changed = _index(kb, store)
+    assert len(_warned(changed, "_access.yaml")) == 2 and _standing(changed) == [], changed.stdout
+    # the folder filled: nothing to say, and nothing standing
+    (kb / "finance").mkdir()
+    (kb / "finance" / "Budget.md").write_text("# Budget\n\nquokka budget\n", encoding="utf-8")
+    filled = _index(kb, store)
+    assert [w.split("'")[1] for w in _warned(filled, "_access.yaml")] == ["legal/"], filled.stdout
+    assert _standing(_index(kb, store)) != [] and _warned(_index(kb, store), "_access.yaml") == []
+
+
+def _invoke_scheduled(kb: Path, store: Path) -> list[dict[str, Any]]:
+    done = subprocess.run([*KBSEARCH_CMD, "invoke", "IndexerFunction", "--event",
+                           str(ROOT / "events" / "indexer_schedule.json")], capture_output=True, text=True, cwd=ROOT,
+                          env=subprocess_env(KB_SOURCE=str(kb), QDRANT_PATH=str(store),
+                                             ACCESS_GROUPS='{"slack": {"T0001": ["auditors"]}}'),
+                          timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
+    assert done.returncode == 0 and '"errorType"' not in done.stdout, done.stdout + done.stderr
+    lines = [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("{")]
+    return [json.loads(line) for line in lines if '"message"' in line]
+
+
+def test_the_scheduled_run_logs_the_access_settings_warnings_once_per_change(tmp_path: Path) -> None:
+    """Deployed, each hourly run logged a WARNING `access setting` line for a rule over a folder still empty and for
+    a group given ahead of its notes. The first run logs them; the next, unchanged, logs none and its `sync
+    finished` line says how many stand (`access_standing`)."""
+    kb = _kb_with_rules(tmp_path, "finance/: [finance]\n")
+    store = tmp_path / "q"
+    first = _invoke_scheduled(kb, store)
+    assert [line["setting"] for line in first if line["message"] == "access setting"] == [
+        "_access.yaml",
+        "ACCESS_GROUPS",
+    ], first
+    second = _invoke_scheduled(kb, store)
+    assert [line for line in second if line["message"] == "access setting"] == [], second  # main: both again
+    finished = [line for line in second if line["message"] == "sync finished"]
+    assert len(finished) == 1 and finished[0]["access_standing"]["count"] == 2, finished
+
+
+# -- debt 2: the dangling-link count, versioned by how links resolve --------------------------------------------
+
+
+def _rewrite_record(store: Path, count: int) -> None:
+    """The dangling count's record as a kb-search whose links resolved otherwise left it (rel37's form: no
+    ``resolve``; a count of links that resolve now): the notes are the same, so main reuses the count."""
+    from kbsearch.config import Secrets, Settings
+    from kbsearch.indexer import DANGLING_RECORD
+    from kbsearch.qdrant import open_store
+
+    settings = Settings(qdrant_path=str(store), embedding_api_key=None)
+    opened = open_store(settings, Secrets(settings))
+    try:
+        recorded = opened.metadata()[DANGLING_RECORD]
+        assert isinstance(recorded["notes"], str), recorded  # made by a run that wrote nothing: reused if it can be
+        opened.merge_metadata({DANGLING_RECORD: {"count": count, "notes": recorded["notes"]}})
+    finally:
+        opened.close()
+
+
+def _dangling_kb(tmp_path: Path) -> Path:
+    kb = tmp_path / "kb"
+    (kb / "ops").mkdir(parents=True)
+    (kb / "ops" / "Runbook.md").write_text("# Runbook\n\nSee [[nowhere]].\n", encoding="utf-8")
+    (kb / "team" / "sub").mkdir(parents=True)
+    (kb / "team" / "sub" / "Child.md").write_text("# Child\n\nchild\n", encoding="utf-8")
+    (kb / "team" / "Home.md").write_text("# Home\n\n[[../ops/Runbook]] and [[./sub/Child]].\n", encoding="utf-8")
+    return kb
+
+
+def test_kbsearch_index_counts_again_when_links_resolve_otherwise_than_when_it_counted(tmp_path: Path) -> None:
+    """The KB-wide count of links naming no note is reused when a run writes nothing; it carried no version of how
+    links resolve, so a kb-search resolving links otherwise (adv37's relative links: `[[../ops/Runbook]]` named no
+    note before) kept reporting the count it made then. The record names the version it was made with now, and one
+    made by another is made again."""
+    kb, store = _dangling_kb(tmp_path), tmp_path / "q"
+    for _ in range(2):  # the second run writes nothing: its count is recorded with the notes' digest
+        done = _index(kb, store, "--json")
+        assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["dangling_total"] == 1
+    _rewrite_record(store, 3)  # as counted when the two relative links named no note
+    report = json.loads(_index(kb, store, "--json").stdout)
+    assert report["dangling_total"] == 1, report["dangling_total"]  # main: 3, reused
+    assert json.loads(_index(kb, store, "--json").stdout)["dangling_total"] == 1  # recorded anew, reused
+
+
+def test_the_scheduled_run_counts_again_when_links_resolve_otherwise_than_when_it_counted(tmp_path: Path) -> None:
+    """The same through the indexer function's scheduled run (its report's `dangling_total`)."""
+    kb, store = _dangling_kb(tmp_path), tmp_path / "q"
+
+    def total() -> int | None:
+        done = subprocess.run([*KBSEARCH_CMD, "invoke", "IndexerFunction", "--event",
+                               str(ROOT / "events" / "indexer_schedule.json")], capture_output=True, text=True,
+                              cwd=ROOT, env=subprocess_env(KB_SOURCE=str(kb), QDRANT_PATH=str(store)),
+                              timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
+        assert done.returncode == 0 and '"errorType"' not in done.stdout, done.stdout + done.stderr
+        finished = [json.loads(line) for line in (done.stdout + done.stderr).splitlines()
+                    if line.startswith("{") and '"sync finished"' in line]  # fmt: skip
+        return finished[-1]["dangling_total"]
+
+    assert [total(), total()] == [1, 1]
+    _rewrite_record(store, 3)
+    assert total() == 1  # main: 3
