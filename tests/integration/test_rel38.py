@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import KBSEARCH_CMD, PROCESS_TIMEOUT_S, ROOT, subprocess_env
+from tests.integration.test_event_races import aws  # noqa: F401 (the moto fixture)
 from tests.integration.test_walk37 import _index, _warned
 
 # -- debt 1: the access admin's warnings, said once per change -------------------------------------------------
@@ -146,3 +147,68 @@ def test_the_scheduled_run_counts_again_when_links_resolve_otherwise_than_when_i
     assert [total(), total()] == [1, 1]
     _rewrite_record(store, 3)
     assert total() == 1  # main: 3
+
+
+# -- debt 3: a note batch slower than a whole full sync ---------------------------------------------------------
+
+
+def _note_client(name: str, after: Any) -> Any:
+    """An S3 client that calls ``after()`` once each of its reads (GET) of the note ``name`` has answered."""
+    import boto3
+
+    from tests.integration.test_event_races import REGION
+
+    client = boto3.session.Session(region_name=REGION).client("s3")
+    client.meta.events.register(
+        "before-call.s3.GetObject", lambda params, context, **_: context.update(note=name in params["url_path"])
+    )
+    client.meta.events.register(
+        "after-call.s3.GetObject", lambda context, **_: after() if context.get("note") else None
+    )
+    return client
+
+
+def test_a_note_batch_slower_than_a_whole_full_sync_applies_the_version_saved_meanwhile(
+    aws: Any,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """v1 of a note is saved; its event's batch reads v1 and is slow. v2 is saved; its event's batch is failed back
+    while the hourly full sync holds the lease (retried after the queue's visibility timeout, 5,400 s). The sync
+    reads v2, writes it and ends, all while v1's batch works: then v1's batch writes v1. The sync's re-apply of
+    claimed notes ran before that write, and the batch's re-read of the log finds no later claim: the index held v1
+    until v2's retry or the next sync (rel37 left it). Now a batch that began before a full sync's recorded end looks
+    each note it wrote up again (a HEAD, only then) and applies the one saved meanwhile. Through the batch's S3
+    client (a botocore hook after its read of v1 saves v2 and runs the whole sync), moto's S3 and DynamoDB, the
+    embedded store."""
+    import boto3
+
+    from kbsearch.events import Change
+    from kbsearch.indexer import ChangeSync, Indexer, SyncOptions, event_sequencers
+    from kbsearch.sources import S3Source
+    from tests.integration.test_adv36b import RULES_V0, pay_kb
+    from tests.integration.test_event_races import BUCKET, PREFIX, REGION
+
+    settings, store = pay_kb(aws, tmp_path, "dynamodb", RULES_V0)
+    try:
+        key = f"{PREFIX}pub/Welcome.md"
+        aws.put_object(Bucket=BUCKET, Key=key, Body=b"# Welcome\n\nzqversionone of the page\n")
+        reports: list[Any] = []
+
+        def after_read() -> None:  # v1 read: v2 saved, and a whole full sync runs and ends before v1's batch writes
+            if reports:
+                return
+            aws.put_object(Bucket=BUCKET, Key=key, Body=b"# Welcome\n\nzqversiontwo of the page\n")
+            sync_source = S3Source(BUCKET, PREFIX, client=boto3.session.Session(region_name=REGION).client("s3"))
+            reports.append(Indexer(sync_source, store, None, SyncOptions(),
+                                   claims=lambda: event_sequencers(settings)).sync())  # fmt: skip
+            assert reports[0].error is None, reports
+
+        change = Change("pub/Welcome.md", key, False, "0065F1A0B0C0D0E001")
+        batch = ChangeSync(S3Source(BUCKET, PREFIX, client=_note_client("Welcome.md", after_read)), store, None,
+                           SyncOptions(), event_sequencers(settings)).apply([change])  # fmt: skip
+        assert reports and batch.error is None, (reports, batch)
+        texts = " ".join(str(p.get("text")) for p in store.points().values() if p["path"] == "pub/Welcome.md")
+        assert "zqversiontwo" in texts and "zqversionone" not in texts, texts  # main: v1, the older version
+        assert batch.superseded == 1, batch
+    finally:
+        store.close()

@@ -2801,12 +2801,22 @@ def give_reach(store: Store, groups: list[str], sets: Iterable[str] = ()) -> boo
     return True
 
 
+#: Collection metadata: when the last full sync (or reconcile) ended, epoch seconds, whatever its outcome: an event
+#: batch that began before it checks the notes it wrote (:meth:`ChangeSync._reapply_after_sync`)
+SYNC_ENDED = "full_sync_ended"
+
+
 def record_sync(store: Store, report: SyncReport, kind: str) -> None:
-    """Record a successful run (no error, nothing left over) in the collection's metadata, for ``/health``."""
+    """Record a successful run (no error, nothing left over) in the collection's metadata, for ``/health``; a full
+    sync's end (:data:`SYNC_ENDED`) in any case, in the same write."""
+    ended = {SYNC_ENDED: time.time()} if kind in ("full", "reconcile") else {}
     if report.error or report.incomplete:
+        if ended:  # a sync cut at its deadline wrote notes too
+            with contextlib.suppress(StoreError, LeaseLostError):
+                store.merge_metadata(ended)
         return
     when = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    store.merge_metadata({LAST_SYNC_AT: when, LAST_SYNC_KIND: kind})
+    store.merge_metadata({LAST_SYNC_AT: when, LAST_SYNC_KIND: kind, **ended})
 
 
 #: Collection metadata: how the recorded restricted link targets were derived (2: from the index, names included;
@@ -3257,6 +3267,9 @@ class ChangeSync:
         self._touched: set[str] = set()  # the batch's notes (read: present or gone)
         self._names: set[str] = set()  # the link keys of their titles and aliases, before and after the batch
         self._present: set[str] = set()  # the batch's notes that are in the KB now
+        #: per note this batch applied, the ETag it read and wrote (None: applied as gone): what a check after a full
+        #: sync that ended during the batch compares with the note now (:meth:`_reapply_after_sync`)
+        self._applied: dict[str, str | None] = {}
         #: held while the restricted link targets are rewritten (run_changes: a short lease in the lease table)
         self.links_lock: Callable[[], AbstractContextManager[Any]] = links_lock or contextlib.nullcontext
         self.kind = "events"  # what the collection's last-sync record says ran (``watch`` under kbsearch serve)
@@ -3273,8 +3286,8 @@ class ChangeSync:
         from kbsearch.events import latest_per_key, newer
         from kbsearch.sequencers import abandoned
 
-        started = time.monotonic()
-        self._changed = set()
+        started, began = time.monotonic(), time.time()
+        self._changed, self._applied = set(), {}
         report = report or ChangeReport(source=self.source.uri, collection=self.store.collection,
                                         dense=self.indexer.embedder is not None)  # fmt: skip
         report.events += len(changes)
@@ -3308,7 +3321,10 @@ class ChangeSync:
                     news.setdefault(change.path, []).append(change)
             done = self._apply_current(report, todo, failed, stop_at or Deadline(), call_deadline)
             self._reapply_superseded(report, todo, news, done, failed, stop_at or Deadline(), call_deadline)
-            self._catch_up_reach(report)
+            metadata = self._catch_up_reach(report)
+            if self._reapply_after_sync(report, todo, done, failed, began, metadata, stop_at or Deadline(),
+                                        call_deadline):  # fmt: skip
+                self._catch_up_reach(report)  # the notes written again, with the groups recorded now
             record_sync(self.store, report, self.kind)
             self._record_lag(report, [todo[p] for p in done if p in self._changed])
         except LeaseLostError:  # only a sync's re-apply of claimed notes holds a lease (a batch's store has none):
@@ -3465,7 +3481,53 @@ class ChangeSync:
         failed.update(check)  # claims still coming: retried (the later claims' batches apply what is there)
         logger.warning("notes claimed again on every re-read; their events are retried", extra={"paths": check})
 
-    def _catch_up_reach(self, report: ChangeReport) -> None:
+    def _reapply_after_sync(
+        self,
+        report: ChangeReport,
+        todo: dict[str, Change],
+        done: list[str],
+        failed: set[str],
+        began: float,
+        metadata: dict[str, Any],
+        stop_at: Deadline,
+        call_deadline: Deadline | None,
+    ) -> bool:
+        """A batch slower than a whole full sync: it read a note's older version, a newer one was saved (its event
+        failed back while the sync held the lease: claimed nothing), the sync read and wrote the newer one and
+        ended, then this batch wrote the older one: neither the sync's re-apply of claimed notes (it ran before
+        this write) nor :meth:`_reapply_superseded` (no later claim) could see it, and the index held the older
+        version until that event's retry or the next sync (rel37). So, when a full sync ended after this batch began
+        (:data:`SYNC_ENDED`, read from the metadata :meth:`_catch_up_reach` reads anyway: no call on the common
+        path), each note this batch wrote is looked up again (one HEAD each, only then) and one whose ETag moved
+        since this batch read it is read and applied again (``superseded``), at most :data:`SUPERSEDED_ROUNDS`
+        times, then its messages are retried. True when a note was applied again."""
+        from kbsearch.sources import current as current_entry
+
+        ended = metadata.get(SYNC_ENDED)
+        check = [p for p in done if p in todo and p != ACCESS_FILE]
+        if not check or not isinstance(ended, int | float) or ended < began:
+            return False
+        again_any = False
+        for _ in range(SUPERSEDED_ROUNDS):
+            moved: dict[str, Change] = {}
+            for path in check:
+                try:
+                    now = current_entry(self.source, todo[path].key)
+                except SourceError:
+                    continue  # not looked up: as before this check (the next sync reads it)
+                if (now.etag if now is not None else None) != self._applied.get(path):
+                    moved[path] = todo[path]
+            if not moved:
+                return again_any
+            again_any = True
+            report.superseded += len(moved)
+            logger.warning("notes saved again while a full sync ran during this batch: applied as they are now",
+                           extra={"paths": sorted(moved)})  # fmt: skip
+            check = self._apply_current(report, moved, failed, stop_at, call_deadline)
+        failed.update(check)  # still moving: retried
+        return again_any
+
+    def _catch_up_reach(self, report: ChangeReport) -> dict[str, Any]:
         """A batch never records groups of ``reach`` (a full sync does, :meth:`Indexer._record_reach`); but one that
         read the recorded groups before a full sync recorded more wrote its chunks with fewer: once its writes are
         done, public chunks are given the groups and group-set tokens recorded now, restricted chunks the tokens of
@@ -3478,6 +3540,7 @@ class ChangeSync:
         recorded, sets = sorted(reach_groups(metadata)), sorted(reach_sets(metadata))
         give_reach(self.store, recorded, sets)
         self.indexer._repair_restricted_reach(sets)
+        return metadata
 
     def _apply_rules(self, report: ChangeReport, stop_at: Deadline) -> bool:
         """The access file changed (created, edited or deleted): every indexed note's groups under the rules as
@@ -3630,6 +3693,7 @@ class ChangeSync:
         self.indexer._access = {p: (list(a[0]) if (a := st.access()) else None) for p, st in state.items()}
         self._touched = set(current)
         self._present = {p for p, obj in current.items() if obj is not None}
+        self._applied.update({p: (obj.etag if obj is not None else None) for p, obj in current.items()})
         absent = self._touched - self._present
         self.indexer._gone = absent.__contains__ if absent else None  # (their refusals are dropped)
         done: list[str] = []
