@@ -7,6 +7,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.conftest import KBSEARCH_CMD, PROCESS_TIMEOUT_S, ROOT, subprocess_env
 from tests.integration.test_event_races import aws  # noqa: F401 (the moto fixture)
 from tests.integration.test_walk37 import _index, _warned
@@ -212,3 +214,59 @@ def test_a_note_batch_slower_than_a_whole_full_sync_applies_the_version_saved_me
         assert batch.superseded == 1, batch
     finally:
         store.close()
+
+
+# -- debt 4: what writes to file descriptor 2 below Python --------------------------------------------------------
+
+
+@pytest.mark.timeout(240)
+def test_kbsearch_serve_answers_after_thread_dumps_while_nobody_reads_its_stderr(tmp_path: Path) -> None:
+    """`kill -USR1` makes `kbsearch serve` print every thread's stack (faulthandler): written by C code to file
+    descriptor 2 from the signal's handler, past the stderr relay. Started by a launcher that pipes stderr and never
+    reads it, the dumps filled the pipe and the next one blocked the thread the signal interrupted (the server's):
+    no answer after. Now descriptor 2 itself is a pipe the relay drains (a dump of a few KiB appends and returns), so
+    what faulthandler or a native library writes there waits, or is dropped and counted, like a log line. Spawned,
+    the stderr pipe shrunk to one page and never read; 40 dumps, then `GET /health`; the dumps are there once read."""
+    import fcntl
+    import signal
+    import threading
+    import time
+    import urllib.request
+
+    from tests.integration.test_rev36b import _read_all
+
+    process = subprocess.Popen([*KBSEARCH_CMD, "serve", "--host", "127.0.0.1", "--port", "0"], cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env=subprocess_env(QDRANT_PATH=str(tmp_path / "q"), KB_SOURCE=str(tmp_path / "kb"),
+                                                  EMBEDDING_API_KEY="", EMBEDDING_API_KEY_PARAM=""))  # fmt: skip
+    assert process.stdout is not None and process.stderr is not None
+    fcntl.fcntl(process.stderr.fileno(), fcntl.F_SETPIPE_SZ, 4096)
+    try:
+        banner = process.stdout.readline().decode()
+        assert " on http://" in banner, banner
+        base = banner.split(" on ")[1].strip()
+        _read_all(process.stdout.fileno(), bytearray())
+        for _ in range(40):
+            process.send_signal(signal.SIGUSR1)
+            time.sleep(0.05)
+        answered: list[int] = []
+
+        def ask() -> None:
+            with urllib.request.urlopen(f"{base}/health", timeout=60) as response:
+                answered.append(response.status)
+
+        asking = threading.Thread(target=ask, daemon=True)
+        asking.start()
+        asking.join(30)
+        assert answered == [200], "no answer within 30 s after the thread dumps: the server is blocked"  # main
+        said = bytearray()
+        reader = _read_all(process.stderr.fileno(), said)
+        time.sleep(1.0)
+        process.terminate()
+        assert process.wait(30) in (0, 143, -15)
+        reader.join(10)
+        assert b"Most recent call first" in said or b"Current thread" in said, bytes(said[-500:])
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
