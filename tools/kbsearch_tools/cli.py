@@ -1644,7 +1644,8 @@ def build_parser() -> argparse.ArgumentParser:
         "longest, KB_LOCAL_SLOW_EVICT_AFTER_S (default 5) seconds or more, is answered 408 and closed to make room (each from 0.1 "
         "to 3600). The log never waits on its reader: the server's line a request (stderr) nor its functions' "
         "Powertools log and metrics (stdout, as in Lambda): each stream's lines wait in memory (at most 256 K "
-        "characters; past that the oldest go, and a line says how many).",
+        "characters; past that the oldest go, and a line says how many); so does what writes to file descriptor 2 "
+        "below Python (kill -USR1's thread dump, a native library).",
     )
     p.add_argument(
         "--host",
@@ -1745,7 +1746,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Speak MCP (JSON-RPC, one message per line, both protocol eras; JSON-RPC batches in a session "
         "that negotiated 2025-03-26) on stdin/stdout until stdin closes (SIGTERM ends it the same way, exit 143); "
         "logs go to stderr, never waiting on it (a client that does not read it: past 256 K characters the oldest "
-        "lines waiting are dropped and counted). Local (default): the "
+        "lines waiting are dropped and counted; file descriptor 2 too, a thread dump or a native library's "
+        "message). Local (default): the "
         "index at QDRANT_PATH (or Qdrant Cloud with QDRANT_URL) and the notes at KB_SOURCE, read-only, through the "
         "same services as kbsearch serve; --oracle e5|use loads that model in this process (an index built with "
         "kbsearch index --oracle), before the first message is read. --remote URL: forward every message to URL/mcp "
