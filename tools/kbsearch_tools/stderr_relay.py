@@ -159,9 +159,11 @@ def _relay(which: str, name: str) -> StderrRelay | None:
     current = getattr(sys, which)
     if current is None or isinstance(current, StderrRelay):
         return current
-    relay = StderrRelay(_relay_fd(current) if which == "stderr" else current, name=name, stream=which)
-    if which == "stderr" and relay._target is not current:
+    drained = _relay_fd(current) if which == "stderr" else None
+    relay = StderrRelay(drained[0] if drained else current, name=name, stream=which)
+    if drained:
         relay._fd = current.fileno()
+        threading.Thread(target=_drain_fd, args=(drained[1], relay), name="kbsearch-fd2", daemon=True).start()
     loggers = [logging.getLogger(), *(lg for lg in logging.Logger.manager.loggerDict.values()
                                       if isinstance(lg, logging.Logger))]  # fmt: skip
     for logger in loggers:
@@ -181,18 +183,18 @@ def _relay(which: str, name: str) -> StderrRelay | None:
 FD_PIPE_BYTES = 1 << 20
 
 
-def _relay_fd(current: TextIO) -> TextIO:
+def _relay_fd(current: TextIO) -> tuple[TextIO, int] | None:
     """File descriptor 2 itself made a pipe that a thread drains into the relay (rel38): what writes there below
     Python (faulthandler's ``SIGUSR1`` thread dump, a native library's message, a child process that inherits it)
     went straight to the launcher's pipe, past the relay, and blocked once nobody read it. The stream the relay
-    writes to is a copy of the descriptor as it was (``os.dup``). ``current`` as it is when the descriptor cannot be
-    had (no ``fileno``, a closed descriptor)."""
+    writes to is a copy of the descriptor as it was (``os.dup``): that stream, and the pipe's end to drain. None
+    when the descriptor cannot be had (no ``fileno``, a closed descriptor): ``current`` is relayed as it is."""
     try:
         fd = current.fileno()
         current.flush()
         saved = os.dup(fd)
     except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
-        return current
+        return None
     read_end, write_end = os.pipe()
     try:
         import fcntl
@@ -204,13 +206,13 @@ def _relay_fd(current: TextIO) -> TextIO:
     target = open(saved, "w", encoding=encoding, errors="backslashreplace", closefd=True)  # noqa: SIM115 (for good)
     os.dup2(write_end, fd)
     os.close(write_end)
-    threading.Thread(target=_drain_fd, args=(read_end, encoding), name="kbsearch-fd2", daemon=True).start()
-    return target
+    return target, read_end
 
 
-def _drain_fd(read_end: int, encoding: str) -> None:
-    """Read what is written to the descriptor and hand it to ``sys.stderr`` (the relay): never waits on a reader."""
-    decoder = codecs.getincrementaldecoder(encoding)(errors="backslashreplace")
+def _drain_fd(read_end: int, relay: StderrRelay) -> None:
+    """Read what is written to the descriptor and hand it to ``relay`` (never ``sys.stderr``: code that puts back
+    ``sys.__stderr__``, a stream on that descriptor, would loop): never waits on a reader."""
+    decoder = codecs.getincrementaldecoder(relay.encoding)(errors="backslashreplace")
     while True:
         try:
             data = os.read(read_end, 65536)
@@ -220,7 +222,7 @@ def _drain_fd(read_end: int, encoding: str) -> None:
             return
         text = decoder.decode(data)
         if text:
-            sys.stderr.write(text)
+            relay.write(text)
 
 
 #: The relays :func:`_relay` made, drained together at exit.
