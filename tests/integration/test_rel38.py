@@ -227,25 +227,18 @@ def test_kbsearch_serve_answers_after_thread_dumps_while_nobody_reads_its_stderr
     no answer after. Now descriptor 2 itself is a pipe the relay drains (a dump of a few KiB appends and returns), so
     what faulthandler or a native library writes there waits, or is dropped and counted, like a log line. Spawned,
     the stderr pipe shrunk to one page and never read; 40 dumps, then `GET /health`; the dumps are there once read."""
-    import fcntl
     import signal
     import threading
     import time
     import urllib.request
 
+    from tests.integration.test_rel37 import serve_with_stderr_unread, served_at
     from tests.integration.test_rev36b import _read_all
 
-    process = subprocess.Popen([*KBSEARCH_CMD, "serve", "--host", "127.0.0.1", "--port", "0"], cwd=ROOT,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               env=subprocess_env(QDRANT_PATH=str(tmp_path / "q"), KB_SOURCE=str(tmp_path / "kb"),
-                                                  EMBEDDING_API_KEY="", EMBEDDING_API_KEY_PARAM=""))  # fmt: skip
-    assert process.stdout is not None and process.stderr is not None
-    fcntl.fcntl(process.stderr.fileno(), fcntl.F_SETPIPE_SZ, 4096)
+    process = serve_with_stderr_unread(tmp_path)
+    assert process.stderr is not None
     try:
-        banner = process.stdout.readline().decode()
-        assert " on http://" in banner, banner
-        base = banner.split(" on ")[1].strip()
-        _read_all(process.stdout.fileno(), bytearray())
+        base = served_at(process)
         for _ in range(40):
             process.send_signal(signal.SIGUSR1)
             time.sleep(0.05)
