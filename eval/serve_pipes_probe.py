@@ -15,6 +15,7 @@ checkout's), BM25 only, over a KB of one note indexed into a store in a temporar
 from __future__ import annotations
 
 import argparse
+import atexit
 import fcntl
 import json
 import os
@@ -36,8 +37,10 @@ def _spawn(tree: Path, work: Path, stdout: object, stderr: object) -> subprocess
                KB_SOURCE=str(work / "kb"), EMBEDDING_API_KEY="", EMBEDDING_API_KEY_PARAM="")  # fmt: skip
     subprocess.run([sys.executable, "-m", "kbsearch_tools.cli", "index", str(work / "kb")], cwd=ROOT, env=env,
                    capture_output=True, check=True)  # fmt: skip
-    return subprocess.Popen([sys.executable, "-m", "kbsearch_tools.cli", "serve", "--port", "0"], cwd=ROOT,
-                            stdout=stdout, stderr=stderr, env=env)  # type: ignore[arg-type]  # fmt: skip
+    process = subprocess.Popen([sys.executable, "-m", "kbsearch_tools.cli", "serve", "--port", "0"], cwd=ROOT,
+                               stdout=stdout, stderr=stderr, env=env)  # type: ignore[arg-type]  # fmt: skip
+    atexit.register(lambda: process.poll() is None and process.kill())  # a probe that fails leaves no server
+    return process
 
 
 def health(tree: Path) -> str:
