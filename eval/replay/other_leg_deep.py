@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from replay import hooked_fusion, load
+from replay import fused_paths, hooked_fusion, load
 
 from kbsearch_tools.metrics import ndcg_at
 
@@ -62,15 +62,7 @@ def split(results: list[Any], language: str | None) -> tuple[list[Any], list[Any
 
 def fused_pair(fusion: Any, hook: Any, results: list[Any], evidence: Any, limit: int) -> tuple[list[Any], list[Any]]:
     """One search's paths as main fuses its captured legs (no hook), and with the other language's leg and ``hook``."""
-    base, extended = split(results, evidence.language)
-    fusion.HOOK = None
-    a = [c.payload.get("path") for c in fusion.fuse(base, evidence, limit, "hybrid")]
-    fusion.HOOK = hook
-    try:
-        b = [c.payload.get("path") for c in fusion.fuse(extended, evidence, limit, "hybrid")]
-    finally:
-        fusion.HOOK = None
-    return a, b
+    return fused_paths(fusion, "HOOK", (None, hook), split(results, evidence.language), evidence, limit)
 
 
 def hubs(cells: dict[tuple[str, str], dict[str, Any]]) -> None:

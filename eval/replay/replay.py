@@ -164,6 +164,21 @@ def hooked_fusion() -> types.ModuleType:
     return module
 
 
+def fused_paths(
+    fusion: types.ModuleType, name: str, values: tuple[Any, Any], legs: tuple[Any, Any], evidence: Any, limit: int
+) -> tuple[list[Any], list[Any]]:
+    """One search's paths fused twice: with ``fusion.<name>`` set to ``values[0]`` over ``legs[0]``, then to
+    ``values[1]`` over ``legs[1]`` (a replay hook, a rule swapped in), the first value put back whatever happens."""
+    out: list[list[Any]] = []
+    try:
+        for value, results in zip(values, legs, strict=True):
+            setattr(fusion, name, value)
+            out.append([c.payload.get("path") for c in fusion.fuse(results, evidence, limit, "hybrid")])
+    finally:
+        setattr(fusion, name, values[0])
+    return out[0], out[1]
+
+
 def leg_firsts(rows: list[tuple[str, Any, float, float]]) -> tuple[int | None, float, float, int | None, float, float]:
     """Row index of dense's first note (by the per-note dense value), its value and the second's; the same for BM25
     (by the lexical value after the trust and the language factor). Ties: by note path."""

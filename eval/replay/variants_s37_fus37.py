@@ -44,7 +44,7 @@ import kbsearch.fusion
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from other_leg_gated import cell_moved, minority_share, note_languages, print_moved
-from replay import hooked_fusion, load
+from replay import fused_paths, hooked_fusion, load
 from texts import class_corpora
 
 from kbsearch_tools.metrics import ndcg_at
@@ -153,13 +153,7 @@ def main(argv: list[str]) -> int:
             before, after = [], []
             for _, relevant, captured_legs, evidence, limit in captured["rows"]:
                 results = [(leg, chunks) for leg, chunks in captured_legs if leg.kind != "dense-deep"]  # bil37's
-                fusion._across = original
-                a = [c.payload.get("path") for c in fusion.fuse(results, evidence, limit, "hybrid")]
-                fusion._across = edited
-                try:
-                    b = [c.payload.get("path") for c in fusion.fuse(results, evidence, limit, "hybrid")]
-                finally:
-                    fusion._across = original
+                a, b = fused_paths(fusion, "_across", (original, edited), (results, results), evidence, limit)
                 before.append(ndcg_at(a, set(relevant), 10))
                 after.append(ndcg_at(b, set(relevant), 10))
                 if "--changes" in argv and abs(after[-1] - before[-1]) > 1e-9:

@@ -80,6 +80,27 @@ def _ask(url: str, answered: list[int]) -> None:
         answered.append(response.status)
 
 
+def serve_with_stderr_unread(tmp_path: Path) -> subprocess.Popen[bytes]:
+    """`kbsearch serve` spawned BM25 only over ``tmp_path``'s kb and store, its stderr pipe shrunk to one page (4096
+    bytes, as adv36's stdio test does), for a test that does not read it."""
+    process = subprocess.Popen([*KBSEARCH_CMD, "serve", "--host", "127.0.0.1", "--port", "0"], cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env=subprocess_env(QDRANT_PATH=str(tmp_path / "q"), KB_SOURCE=str(tmp_path / "kb"),
+                                                  EMBEDDING_API_KEY="", EMBEDDING_API_KEY_PARAM=""))  # fmt: skip
+    assert process.stderr is not None
+    fcntl.fcntl(process.stderr.fileno(), fcntl.F_SETPIPE_SZ, 4096)
+    return process
+
+
+def served_at(process: subprocess.Popen[bytes]) -> str:
+    """The server's URL from its banner; its stdout read from then on (a launcher reads what it parses), not stderr."""
+    assert process.stdout is not None
+    banner = process.stdout.readline().decode()
+    assert " on http://" in banner, banner
+    _read_all(process.stdout.fileno(), bytearray())
+    return banner.split(" on ")[1].strip()
+
+
 @pytest.mark.timeout(180)
 def test_kbsearch_serve_answers_every_request_while_nobody_reads_its_stderr(tmp_path: Path) -> None:
     """`kbsearch serve` wrote its access line (one a request, INFO) straight to stderr: started by a launcher that
@@ -87,17 +108,10 @@ def test_kbsearch_serve_answers_every_request_while_nobody_reads_its_stderr(tmp_
     the pipe shrunk to one page, 4096 bytes, as adv36's stdio test does) and answered nothing more. Now its stderr
     is a relay (``kbsearch mcp``'s): a request's line is handed to a writer thread, and past its bound the oldest
     lines waiting go, counted (the relay's own test below). Spawned; stdout read (the banner), stderr not, 300 `GET /health`."""
-    process = subprocess.Popen([*KBSEARCH_CMD, "serve", "--host", "127.0.0.1", "--port", "0"], cwd=ROOT,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               env=subprocess_env(QDRANT_PATH=str(tmp_path / "q"), KB_SOURCE=str(tmp_path / "kb"),
-                                                  EMBEDDING_API_KEY="", EMBEDDING_API_KEY_PARAM=""))  # fmt: skip
-    assert process.stdout is not None and process.stderr is not None
-    fcntl.fcntl(process.stderr.fileno(), fcntl.F_SETPIPE_SZ, 4096)
+    process = serve_with_stderr_unread(tmp_path)
+    assert process.stderr is not None
     try:
-        banner = process.stdout.readline().decode()
-        assert " on http://" in banner, banner
-        base = banner.split(" on ")[1].strip()
-        _read_all(process.stdout.fileno(), bytearray())  # stdout read (a launcher reads what it parses): not stderr
+        base = served_at(process)
         for i in range(300):
             answered: list[int] = []
 

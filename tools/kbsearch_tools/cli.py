@@ -620,6 +620,12 @@ def _print_sync_summary(report: dict[str, Any]) -> None:
         print(f"  skipped {_one_line(item['path'])}: {_one_line(item['reason'])}")
     for item in report["warnings"]:
         print(f"  warning {_one_line(item['path'])}: {_one_line(item['reason'])}")
+    standing = report.get("access_standing")  # said by an earlier sync, unchanged since: not said again
+    if standing:
+        n = standing["count"]
+        print(f"  access settings: {n} warning{'' if n == 1 else 's'} of _access.yaml or ACCESS_GROUPS said by the "
+              f"sync of {standing['since']} still stand{'s' if n == 1 else ''}, not said again until the rules, the "
+              "folders they name or the caller mapping change")  # fmt: skip
     in_all = report.get("dangling_total")  # every link of the index naming no note: said at every run, by count
     whole = "" if in_all is None else f"; {in_all} in the KB in all"
     if report.get("dangling_links"):  # a renamed note's links, a saved note's: each names no indexed note
@@ -1638,7 +1644,8 @@ def build_parser() -> argparse.ArgumentParser:
         "longest, KB_LOCAL_SLOW_EVICT_AFTER_S (default 5) seconds or more, is answered 408 and closed to make room (each from 0.1 "
         "to 3600). The log never waits on its reader: the server's line a request (stderr) nor its functions' "
         "Powertools log and metrics (stdout, as in Lambda): each stream's lines wait in memory (at most 256 K "
-        "characters; past that the oldest go, and a line says how many).",
+        "characters; past that the oldest go, and a line says how many); so does what writes to file descriptor 2 "
+        "below Python (kill -USR1's thread dump, a native library).",
     )
     p.add_argument(
         "--host",
@@ -1739,7 +1746,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Speak MCP (JSON-RPC, one message per line, both protocol eras; JSON-RPC batches in a session "
         "that negotiated 2025-03-26) on stdin/stdout until stdin closes (SIGTERM ends it the same way, exit 143); "
         "logs go to stderr, never waiting on it (a client that does not read it: past 256 K characters the oldest "
-        "lines waiting are dropped and counted). Local (default): the "
+        "lines waiting are dropped and counted; file descriptor 2 too, a thread dump or a native library's "
+        "message). Local (default): the "
         "index at QDRANT_PATH (or Qdrant Cloud with QDRANT_URL) and the notes at KB_SOURCE, read-only, through the "
         "same services as kbsearch serve; --oracle e5|use loads that model in this process (an index built with "
         "kbsearch index --oracle), before the first message is read. --remote URL: forward every message to URL/mcp "

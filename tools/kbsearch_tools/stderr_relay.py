@@ -11,9 +11,11 @@ before an end, are what a reader looking late wants), and a line of its own says
 from __future__ import annotations
 
 import atexit
+import codecs
 import collections
 import io
 import logging
+import os
 import sys
 import threading
 import time
@@ -48,6 +50,7 @@ class StderrRelay(io.TextIOBase):
         self._writing = False
         self._gone = False  # the target cannot be written (closed): everything from then on is dropped
         self._cond = threading.Condition()
+        self._fd: int | None = None  # the descriptor it stands for, once that is a pipe it drains (_relay_fd)
         threading.Thread(target=self._run, name="kbsearch-stderr", daemon=True).start()
 
     def writable(self) -> bool:
@@ -57,7 +60,7 @@ class StderrRelay(io.TextIOBase):
         return self._target.isatty()
 
     def fileno(self) -> int:
-        return self._target.fileno()
+        return self._target.fileno() if self._fd is None else self._fd
 
     @property
     def encoding(self) -> str:  # type: ignore[override]
@@ -156,7 +159,11 @@ def _relay(which: str, name: str) -> StderrRelay | None:
     current = getattr(sys, which)
     if current is None or isinstance(current, StderrRelay):
         return current
-    relay = StderrRelay(current, name=name, stream=which)
+    drained = _relay_fd(current) if which == "stderr" else None
+    relay = StderrRelay(drained[0] if drained else current, name=name, stream=which)
+    if drained:
+        relay._fd = current.fileno()
+        threading.Thread(target=_drain_fd, args=(drained[1], relay), name="kbsearch-fd2", daemon=True).start()
     loggers = [logging.getLogger(), *(lg for lg in logging.Logger.manager.loggerDict.values()
                                       if isinstance(lg, logging.Logger))]  # fmt: skip
     for logger in loggers:
@@ -168,6 +175,54 @@ def _relay(which: str, name: str) -> StderrRelay | None:
         atexit.register(_drain_all)
     _RELAYS.append(relay)
     return relay
+
+
+#: The pipe that stands for file descriptor 2 (:func:`_relay_fd`): its size where the system allows (Linux), so that a
+#: thread dump written from a signal's handler (which may hold the interpreter's lock the draining thread needs)
+#: fits whole
+FD_PIPE_BYTES = 1 << 20
+
+
+def _relay_fd(current: TextIO) -> tuple[TextIO, int] | None:
+    """File descriptor 2 itself made a pipe that a thread drains into the relay (rel38): what writes there below
+    Python (faulthandler's ``SIGUSR1`` thread dump, a native library's message, a child process that inherits it)
+    went straight to the launcher's pipe, past the relay, and blocked once nobody read it. The stream the relay
+    writes to is a copy of the descriptor as it was (``os.dup``): that stream, and the pipe's end to drain. None
+    when the descriptor cannot be had (no ``fileno``, a closed descriptor): ``current`` is relayed as it is."""
+    try:
+        fd = current.fileno()
+        current.flush()
+        saved = os.dup(fd)
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return None
+    read_end, write_end = os.pipe()
+    try:
+        import fcntl
+
+        fcntl.fcntl(write_end, getattr(fcntl, "F_SETPIPE_SZ", 1031), FD_PIPE_BYTES)
+    except (ImportError, OSError):  # not Linux, or above the system's pipe-max-size: the default size
+        pass
+    encoding = getattr(current, "encoding", None) or "utf-8"
+    target = open(saved, "w", encoding=encoding, errors="backslashreplace", closefd=True)  # noqa: SIM115 (for good)
+    os.dup2(write_end, fd)
+    os.close(write_end)
+    return target, read_end
+
+
+def _drain_fd(read_end: int, relay: StderrRelay) -> None:
+    """Read what is written to the descriptor and hand it to ``relay`` (never ``sys.stderr``: code that puts back
+    ``sys.__stderr__``, a stream on that descriptor, would loop): never waits on a reader."""
+    decoder = codecs.getincrementaldecoder(relay.encoding)(errors="backslashreplace")
+    while True:
+        try:
+            data = os.read(read_end, 65536)
+        except OSError:
+            return
+        if not data:
+            return
+        text = decoder.decode(data)
+        if text:
+            relay.write(text)
 
 
 #: The relays :func:`_relay` made, drained together at exit.

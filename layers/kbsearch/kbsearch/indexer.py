@@ -70,6 +70,7 @@ from kbsearch.links import (
     NAME_KEY,
     OLD_GRAPH_FIELDS,
     PATH_KEY,
+    RESOLVE_VERSION,
     KeyFilter,
     Linkable,
     graph_clauses,
@@ -210,6 +211,11 @@ class SyncReport:
     #: counted once): counted by a run whose options ask it (``count_dangling``: ``kbsearch index``, the scheduled
     #: run), None otherwise or when the run's deadline cut the count (:func:`dangling_total`)
     dangling_total: int | None = None
+    #: the warnings of the access settings (``_access.yaml``, ``ACCESS_GROUPS``) a full sync found exactly as the
+    #: last one that said them (the same rules file, the same lines): not said again (one WARNING line each, every
+    #: hourly sync, forever, for a rule of a folder still to be filled); ``{"count", "since"}``, ``since`` the time
+    #: of the sync that said them (:meth:`Indexer._fold_access_warnings`). None: none stand unsaid
+    access_standing: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -418,6 +424,7 @@ class Indexer:
             self._sync(report, stop_at or Deadline(), call_deadline)
             if not self._lost(report, stop_at or Deadline()):
                 self._reapply_claimed(report, began, stop_at or Deadline(), call_deadline)
+                self._fold_access_warnings(report)
                 record_sync(self.store, report, "full" if self.options.full else "reconcile")
         except LeaseLostError:  # a write refused once the lease was lost (Store.may_write): none sent since
             report.incomplete = True
@@ -428,6 +435,30 @@ class Indexer:
         finally:
             report.duration_ms = int((time.monotonic() - started) * 1000)
         return report
+
+    def _fold_access_warnings(self, report: SyncReport) -> None:
+        """A run that read the rules from its listing says the access settings' warnings only when they differ
+        from those the last such run said (:data:`ACCESS_WARNED`: a digest of the access file's ETag and the
+        lines): a rule for a folder a team has not filled yet, a group given ahead of its notes, were a WARNING line
+        each at every hourly sync until the notes came (rev37c). Unchanged, they leave ``warnings`` and the report
+        says how many stand and since when (``access_standing``); a change of the rules file, of the folders or
+        groups a line names, or of the mapping's lines says them all again. Recorded only by a run without error
+        (its checks all ran); a failed write of the record: said again next run."""
+        if self._rules_tag is None or report.error:
+            return
+        said = [w for w in report.warnings if w["path"] in (ACCESS_FILE, "ACCESS_GROUPS")]
+        digest = hashlib.md5(self._rules_tag.encode(), usedforsecurity=False)
+        for line in sorted(f"{w['path']}\0{w['reason']}" for w in said):
+            digest.update(f"\n{line}".encode())
+        recorded = self.store.metadata().get(ACCESS_WARNED)
+        if isinstance(recorded, dict) and recorded.get("digest") == digest.hexdigest():
+            if said:
+                report.warnings = [w for w in report.warnings if w not in said]
+                report.access_standing = {"count": len(said), "since": recorded.get("since")}
+            return
+        since = dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        with contextlib.suppress(StoreError, LeaseLostError):
+            self.store.merge_metadata({ACCESS_WARNED: {"digest": digest.hexdigest(), "since": since}})
 
     def _reapply_claimed(
         self, report: SyncReport, began: float, stop_at: Deadline, call_deadline: Deadline | None
@@ -1285,12 +1316,17 @@ class Indexer:
         versions, quiet = held.hexdigest(), not self._written_ids and not report.deleted
         try:
             recorded = self.store.metadata().get(DANGLING_RECORD)
-            same = quiet and isinstance(recorded, dict) and recorded.get("notes") == versions
+            same = (
+                quiet
+                and isinstance(recorded, dict)
+                and recorded.get("notes") == versions
+                and recorded.get("resolve") == RESOLVE_VERSION
+            )  # counted as links resolve now (rel38)
             if same and isinstance(recorded, dict) and isinstance(recorded.get("count"), int):
                 report.dangling_total = recorded["count"]
                 return
             report.dangling_total = dangling_total(self.store, stop_at.within())
-            record = {"count": report.dangling_total, "notes": versions if quiet else None}
+            record = {"count": report.dangling_total, "notes": versions if quiet else None, "resolve": RESOLVE_VERSION}
             if report.dangling_total is not None and record != recorded:  # (a write only when it changes)
                 with contextlib.suppress(StoreError, LeaseLostError):  # not recorded: counted again next run
                     self.store.merge_metadata({DANGLING_RECORD: record})
@@ -2767,12 +2803,22 @@ def give_reach(store: Store, groups: list[str], sets: Iterable[str] = ()) -> boo
     return True
 
 
+#: Collection metadata: when the last full sync (or reconcile) ended, epoch seconds, whatever its outcome: an event
+#: batch that began before it checks the notes it wrote (:meth:`ChangeSync._reapply_after_sync`)
+SYNC_ENDED = "full_sync_ended"
+
+
 def record_sync(store: Store, report: SyncReport, kind: str) -> None:
-    """Record a successful run (no error, nothing left over) in the collection's metadata, for ``/health``."""
+    """Record a successful run (no error, nothing left over) in the collection's metadata, for ``/health``; a full
+    sync's end (:data:`SYNC_ENDED`) in any case, in the same write."""
+    ended = {SYNC_ENDED: time.time()} if kind in ("full", "reconcile") else {}
     if report.error or report.incomplete:
+        if ended:  # a sync cut at its deadline wrote notes too
+            with contextlib.suppress(StoreError, LeaseLostError):
+                store.merge_metadata(ended)
         return
     when = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    store.merge_metadata({LAST_SYNC_AT: when, LAST_SYNC_KIND: kind})
+    store.merge_metadata({LAST_SYNC_AT: when, LAST_SYNC_KIND: kind, **ended})
 
 
 #: Collection metadata: how the recorded restricted link targets were derived (2: from the index, names included;
@@ -2882,8 +2928,11 @@ def dangling_links(
     return len(dangling), [{"path": path, "link": key} for path, key in dangling[:shown]], cut
 
 
-#: Metadata key of the index: the last count of its dangling links (:func:`dangling_total`), ``{"count", "notes"}``,
-#: ``notes`` a digest of the indexed notes' paths and versions it was made over (None when the run that made it had
+#: Metadata key of the index: what the last full sync said of the access settings, ``{"digest", "since"}``
+#: (:meth:`Indexer._fold_access_warnings`)
+ACCESS_WARNED = "access_warned"
+#: Metadata key of the index: the last count of its dangling links (:func:`dangling_total`), ``{"count", "notes",
+#: "resolve"}``, ``resolve`` the :data:`~kbsearch.links.RESOLVE_VERSION` it was made with, ``notes`` a digest of the indexed notes' paths and versions it was made over (None when the run that made it had
 #: written: the next run counts again), so that a run over the same notes reports it unread
 DANGLING_RECORD = "dangling_links_counted"
 #: The warning of a run whose count of every dangling link could not be made (a store error, or its deadline)
@@ -3226,6 +3275,9 @@ class ChangeSync:
         self._touched: set[str] = set()  # the batch's notes (read: present or gone)
         self._names: set[str] = set()  # the link keys of their titles and aliases, before and after the batch
         self._present: set[str] = set()  # the batch's notes that are in the KB now
+        #: per note this batch applied, the ETag it read and wrote (None: applied as gone): what a check after a full
+        #: sync that ended during the batch compares with the note now (:meth:`_reapply_after_sync`)
+        self._applied: dict[str, str | None] = {}
         #: held while the restricted link targets are rewritten (run_changes: a short lease in the lease table)
         self.links_lock: Callable[[], AbstractContextManager[Any]] = links_lock or contextlib.nullcontext
         self.kind = "events"  # what the collection's last-sync record says ran (``watch`` under kbsearch serve)
@@ -3242,8 +3294,8 @@ class ChangeSync:
         from kbsearch.events import latest_per_key, newer
         from kbsearch.sequencers import abandoned
 
-        started = time.monotonic()
-        self._changed = set()
+        started, began = time.monotonic(), time.time()
+        self._changed, self._applied = set(), {}
         report = report or ChangeReport(source=self.source.uri, collection=self.store.collection,
                                         dense=self.indexer.embedder is not None)  # fmt: skip
         report.events += len(changes)
@@ -3277,7 +3329,10 @@ class ChangeSync:
                     news.setdefault(change.path, []).append(change)
             done = self._apply_current(report, todo, failed, stop_at or Deadline(), call_deadline)
             self._reapply_superseded(report, todo, news, done, failed, stop_at or Deadline(), call_deadline)
-            self._catch_up_reach(report)
+            metadata = self._catch_up_reach(report)
+            if self._reapply_after_sync(report, todo, done, failed, began, metadata, stop_at or Deadline(),
+                                        call_deadline):  # fmt: skip
+                self._catch_up_reach(report)  # the notes written again, with the groups recorded now
             record_sync(self.store, report, self.kind)
             self._record_lag(report, [todo[p] for p in done if p in self._changed])
         except LeaseLostError:  # only a sync's re-apply of claimed notes holds a lease (a batch's store has none):
@@ -3434,7 +3489,53 @@ class ChangeSync:
         failed.update(check)  # claims still coming: retried (the later claims' batches apply what is there)
         logger.warning("notes claimed again on every re-read; their events are retried", extra={"paths": check})
 
-    def _catch_up_reach(self, report: ChangeReport) -> None:
+    def _reapply_after_sync(
+        self,
+        report: ChangeReport,
+        todo: dict[str, Change],
+        done: list[str],
+        failed: set[str],
+        began: float,
+        metadata: dict[str, Any],
+        stop_at: Deadline,
+        call_deadline: Deadline | None,
+    ) -> bool:
+        """A batch slower than a whole full sync: it read a note's older version, a newer one was saved (its event
+        failed back while the sync held the lease: claimed nothing), the sync read and wrote the newer one and
+        ended, then this batch wrote the older one: neither the sync's re-apply of claimed notes (it ran before
+        this write) nor :meth:`_reapply_superseded` (no later claim) could see it, and the index held the older
+        version until that event's retry or the next sync (rel37). So, when a full sync ended after this batch began
+        (:data:`SYNC_ENDED`, read from the metadata :meth:`_catch_up_reach` reads anyway: no call on the common
+        path), each note this batch wrote is looked up again (one HEAD each, only then) and one whose ETag moved
+        since this batch read it is read and applied again (``superseded``), at most :data:`SUPERSEDED_ROUNDS`
+        times, then its messages are retried. True when a note was applied again."""
+        from kbsearch.sources import current as current_entry
+
+        ended = metadata.get(SYNC_ENDED)
+        check = [p for p in done if p in todo and p != ACCESS_FILE]
+        if not check or not isinstance(ended, int | float) or ended < began:
+            return False
+        again_any = False
+        for _ in range(SUPERSEDED_ROUNDS):
+            moved: dict[str, Change] = {}
+            for path in check:
+                try:
+                    now = current_entry(self.source, todo[path].key)
+                except SourceError:
+                    continue  # not looked up: as before this check (the next sync reads it)
+                if (now.etag if now is not None else None) != self._applied.get(path):
+                    moved[path] = todo[path]
+            if not moved:
+                return again_any
+            again_any = True
+            report.superseded += len(moved)
+            logger.warning("notes saved again while a full sync ran during this batch: applied as they are now",
+                           extra={"paths": sorted(moved)})  # fmt: skip
+            check = self._apply_current(report, moved, failed, stop_at, call_deadline)
+        failed.update(check)  # still moving: retried
+        return again_any
+
+    def _catch_up_reach(self, report: ChangeReport) -> dict[str, Any]:
         """A batch never records groups of ``reach`` (a full sync does, :meth:`Indexer._record_reach`); but one that
         read the recorded groups before a full sync recorded more wrote its chunks with fewer: once its writes are
         done, public chunks are given the groups and group-set tokens recorded now, restricted chunks the tokens of
@@ -3447,6 +3548,7 @@ class ChangeSync:
         recorded, sets = sorted(reach_groups(metadata)), sorted(reach_sets(metadata))
         give_reach(self.store, recorded, sets)
         self.indexer._repair_restricted_reach(sets)
+        return metadata
 
     def _apply_rules(self, report: ChangeReport, stop_at: Deadline) -> bool:
         """The access file changed (created, edited or deleted): every indexed note's groups under the rules as
@@ -3599,6 +3701,7 @@ class ChangeSync:
         self.indexer._access = {p: (list(a[0]) if (a := st.access()) else None) for p, st in state.items()}
         self._touched = set(current)
         self._present = {p for p, obj in current.items() if obj is not None}
+        self._applied.update({p: (obj.etag if obj is not None else None) for p, obj in current.items()})
         absent = self._touched - self._present
         self.indexer._gone = absent.__contains__ if absent else None  # (their refusals are dropped)
         done: list[str] = []

@@ -237,6 +237,14 @@ def _folder(path: str) -> str:
     return path.rsplit("/", 1)[0] if "/" in path else ""
 
 
+#: The version of how a link's key is resolved to a note (:func:`resolve`, and how the indexer reads a note's keys
+#: into candidates for it): a count of the links naming no note made by another version is made again
+#: (``kbsearch.indexer.DANGLING_RECORD``), as a change of how notes are read moves ``PARSE_VERSION``. Raise it with any
+#: change that makes a link resolve differently (2: rel38, the first recorded, with adv38's
+#: links anchored at the root; a record without one is older).
+RESOLVE_VERSION = 2
+
+
 def _match(key: str, note: Linkable) -> int | None:
     """How the link ``key`` names ``note``: 0 its whole path, 1 a tail of its path (the file name included), 2 its
     title or an alias; None when it does not name it."""
