@@ -109,19 +109,34 @@ def _split_oversized(block: str, is_code: bool, max_tokens: int) -> list[str]:
 
 
 def _tail(text: str, tokens: int) -> str:
-    """The last words of ``text`` worth about ``tokens`` tokens (the overlap carried into the next chunk)."""
+    """The overlap carried into the next chunk: the last whole lines of ``text`` worth at most ``tokens`` tokens,
+    line breaks kept (``…`` on a line of its own before them), else the last whole sentences of its last line
+    (``… `` before them), else nothing. It started mid-line at any word (``… палитру команд. > 2. Выберите``, a
+    quote's and a list's marks mid-line, which every surface showed so: walk38); a line or a sentence starts
+    where a reader can."""
     if tokens <= 0:
         return ""
-    words = text.split()
+    lines = [line.rstrip() for line in text.split("\n")]
     out: list[str] = []
     so_far = NO_COUNTS
-    for word in reversed(words):
-        with_word = plus(so_far, counts(word))
-        if estimate(with_word) > tokens:
+    for line in reversed(lines):
+        with_line = plus(so_far, counts(line))
+        if estimate(with_line) > tokens:
             break
-        out.append(word)
-        so_far = with_word
-    return " ".join(reversed(out))
+        out.append(line)
+        so_far = with_line
+    kept = "\n".join(reversed(out)).strip("\n")
+    if kept.strip():
+        return "…\n" + kept
+    sentences = [s for s in _SENTENCE.split(lines[-1].strip()) if s][1:]  # never the line's first: no boundary
+    out, so_far = [], NO_COUNTS
+    for sentence in reversed(sentences):
+        with_sentence = plus(so_far, counts(sentence))
+        if estimate(with_sentence) > tokens:
+            break
+        out.append(sentence)
+        so_far = with_sentence
+    return "… " + " ".join(reversed(out)) if out else ""
 
 
 def split_section(
@@ -146,7 +161,7 @@ def split_section(
             overlap = "" if (last_code or is_code) else _tail(current[-1], overlap_tokens)
             current, current_counts = [], NO_COUNTS
             if overlap and estimate_tokens(overlap) + estimate(block_counts) < max_tokens:
-                current.append(f"… {overlap}")
+                current.append(overlap)
                 current_counts = counts(current[0])
         current.append(block)
         current_counts = plus(current_counts, block_counts)

@@ -59,10 +59,15 @@ def _key(text: str) -> str | None:
     return key if key and len(key) <= MAX_KEY_CHARS else None
 
 
+def is_attachment(name: str) -> bool:
+    """Whether a link's note part names an attachment (an image, a PDF, a canvas ...), not a note."""
+    return bool(_ATTACHMENT.search(name.strip()))
+
+
 def link_key(target: str) -> str | None:
     """The key of a link target (the note part of ``[[target#heading|alias]]``); None for a link to the same note
     (``[[#heading]]``) or to an attachment."""
-    if _ATTACHMENT.search(target.strip()):
+    if is_attachment(target):
         return None
     return _key(target)
 
