@@ -5,14 +5,16 @@ the blocks as Slack shows them. Each fails on main's code (7ca88c1)."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from kbsearch_tools.fakes import FakeEndpoint
-from tests.conftest import index_bm25
+from tests.conftest import KBSEARCH_CMD, PROCESS_TIMEOUT_S, index_bm25
 from tests.integration.test_slack import SECRET, form, slack_event
 from tests.integration.test_walk35 import _command, hook  # noqa: F401 (hook: a fixture)
 
@@ -107,3 +109,46 @@ def test_a_real_word_before_a_colon_is_searched_a_slip_of_a_filter_word_is_said(
         result = help_app(slack_event(form(typed, f"{hook.url}/u")))  # said at once: no worker, no answer
         ack = json.loads(result["body"])["text"]
         assert ack.startswith(f"Sorry: `{typed.split(':')[0]}:` is not a filter: did you mean `{meant}:`?"), ack
+
+
+def _stdio(cwd: Path, env: dict[str, str], *messages: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
+    """`kbsearch mcp` as an assistant's config launches it: a fresh environment (HOME, no PATH, no venv), a working
+    folder of the assistant's own; one JSON-RPC message a line. Its answers, and its stderr (the log pane)."""
+    lines = "".join(json.dumps(m, ensure_ascii=False) + "\n" for m in messages)
+    done = subprocess.run([*KBSEARCH_CMD, "mcp", *env.pop("ARGS").split("\0")], input=lines, capture_output=True,
+                          text=True, cwd=cwd, env=env, timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return [json.loads(line) for line in done.stdout.splitlines()], done.stderr
+
+
+def test_an_assistant_s_tool_error_says_where_the_index_was_looked_for(tmp_path: Path) -> None:
+    """The README's config launched with its `env` left out (or a QDRANT_PATH mistyped): the log pane said where the
+    store was looked for, but the assistant's `kb_search` and `kb_list` answered "the index has not been built yet:
+    run the indexer first", and the assistant told the user to run `kbsearch index`, which they had done, in another
+    folder. The tool's answer names the folder looked in and the setting the config gives."""
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "Home.md").write_text("# Home\n\nquokka\n", encoding="utf-8")
+    index_bm25(kb, tmp_path / "checkout" / ".kbsearch" / "qdrant")
+    elsewhere = tmp_path / "assistant"
+    elsewhere.mkdir()
+    env = {"HOME": str(tmp_path), "PYTHONPATH": os.environ.get("PYTHONPATH", ""), "ARGS": f"--kb\0{kb}"}
+    hello = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "walk38", "version": "1"}}
+    answers, log = _stdio(
+        elsewhere,
+        env,
+        {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": hello},
+        {
+            "jsonrpc": "2.0",
+            "id": 2,
+            "method": "tools/call",
+            "params": {"name": "kb_search", "arguments": {"query": "q"}},
+        },
+        {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "kb_list", "arguments": {}}},
+    )
+    for answer in answers[1:]:
+        said = answer["result"]["content"][0]["text"]
+        assert answer["result"]["isError"] is True, answer
+        assert f"no index in {elsewhere.resolve()}/.kbsearch/qdrant" in said and "give QDRANT_PATH" in said, said
+        assert "has not been built yet" not in said, said
+    assert "give QDRANT_PATH" in log, log
