@@ -27,7 +27,7 @@ import threading
 import types
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 from urllib.parse import urlsplit, urlunsplit
 
 from kbsearch_tools.stderr_relay import StderrRelay, relay_stderr  # noqa: F401 (kbsearch mcp's, and its tests')
@@ -170,8 +170,12 @@ def run_local(kb: str | None, idle_close_s: float, scope_text: str | None = None
 
     for line in groups_no_note_holds(settings, scope):  # an assistant's log pane: as kbsearch search says it
         logger.warning("%s", line)
-    browse = _Locating(BrowseService(service, NoteReader(lambda: _opened(source), default=settings.access_default)),
-                       settings)  # fmt: skip
+    browse = cast(
+        "BrowseService",
+        _Locating(
+            BrowseService(service, NoteReader(lambda: _opened(source), default=settings.access_default)), settings
+        ),
+    )  # fmt: skip  (its methods, each saying where it looked)
     search = _Locating(service, settings).search
     server = McpServer(Backend(search=lambda request, budget: search(request, scope=scope, budget_s=budget),
                                browse=lambda: browse, scope=lambda: scope,
