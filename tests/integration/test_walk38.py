@@ -152,3 +152,42 @@ def test_an_assistant_s_tool_error_says_where_the_index_was_looked_for(tmp_path:
         assert f"no index in {elsewhere.resolve()}/.kbsearch/qdrant" in said and "give QDRANT_PATH" in said, said
         assert "has not been built yet" not in said, said
     assert "give QDRANT_PATH" in log, log
+
+
+def test_a_home_folder_typed_with_a_tilde_in_an_assistant_s_config_is_said_with_its_absolute_path(
+    tmp_path: Path,
+) -> None:
+    """The README's config with the paths typed as at a shell, `"args": ["mcp", "--kb", "~/kb"]` and
+    `"QDRANT_PATH": "~/kb-index"`: an assistant launches the command with no shell, so `~` is a folder's name.
+    `kbsearch mcp` exited with "KB folder ~/kb does not exist (in <the assistant's folder>)", and the tool answer of
+    the index said a folder `<the assistant's folder>/~/kb-index`; neither said why. Both say now that `~` is not
+    expanded and give the absolute path it would be."""
+    home = tmp_path / "home"
+    (home / "kb").mkdir(parents=True)
+    (home / "kb" / "Home.md").write_text("# Home\n\nquokka\n", encoding="utf-8")
+    index_bm25(home / "kb", home / "kb-index")
+    elsewhere = tmp_path / "assistant"
+    elsewhere.mkdir()
+    hello = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "walk38", "version": "1"}}
+    first = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": hello}) + "\n"
+    env = {"HOME": str(home), "PYTHONPATH": os.environ.get("PYTHONPATH", ""), "QDRANT_PATH": str(home / "kb-index")}
+    done = subprocess.run([*KBSEARCH_CMD, "mcp", "--kb", "~/kb"], input=first, capture_output=True, text=True,
+                          cwd=elsewhere, env=env, timeout=PROCESS_TIMEOUT_S, check=False)  # fmt: skip
+    assert done.returncode != 0 and not done.stdout, done
+    assert f"'~' is not expanded here (no shell reads these settings): give the absolute path, {home}/kb" in (
+        done.stderr
+    ), done.stderr
+    answers, _ = _stdio(
+        elsewhere,
+        {**env, "QDRANT_PATH": "~/kb-index", "ARGS": f"--kb\0{home / 'kb'}"},
+        {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": hello},
+        {
+            "jsonrpc": "2.0",
+            "id": 2,
+            "method": "tools/call",
+            "params": {"name": "kb_search", "arguments": {"query": "q"}},
+        },
+    )
+    said = answers[1]["result"]["content"][0]["text"]
+    assert f"give the absolute path, {home}/kb-index" in said, said
+    assert not (elsewhere / "~").exists()  # looking made no folder named ~
