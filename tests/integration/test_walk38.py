@@ -17,6 +17,7 @@ from kbsearch_tools.fakes import FakeEndpoint
 from tests.conftest import KBSEARCH_CMD, PROCESS_TIMEOUT_S, index_bm25
 from tests.integration.test_slack import SECRET, form, slack_event
 from tests.integration.test_walk35 import _command, hook  # noqa: F401 (hook: a fixture)
+from tests.integration.test_walk37 import _sections
 
 #: The Obsidian help's way of naming a button (ru/Интерфейс пользователя/Настройки.md): the icon embedded after it.
 SETTINGS = """---
@@ -53,13 +54,10 @@ def help_app(load_search_app: Any, tmp_path: Path) -> Any:
     (kb / "en" / "Refunds.md").write_text(
         "# Refunds\n\nA refund of a licence includes the VAT paid; the tax is returned with it.\n", encoding="utf-8"
     )
-    store = tmp_path / "q"
-    index_bm25(kb, store)
-    return load_search_app(QDRANT_PATH=str(store), SLACK_SIGNING_SECRET=SECRET, SLACK_RESPONSE_HOSTS="127.0.0.1")
-
-
-def _sections(message: dict[str, Any]) -> list[str]:
-    return [b["text"]["text"] for b in message["blocks"] if b["type"] == "section"]
+    index_bm25(kb, tmp_path / "q")
+    return load_search_app(
+        QDRANT_PATH=str(tmp_path / "q"), SLACK_SIGNING_SECRET=SECRET, SLACK_RESPONSE_HOSTS="127.0.0.1"
+    )
 
 
 def test_an_embedded_icon_or_image_is_not_shown_as_its_file_name(

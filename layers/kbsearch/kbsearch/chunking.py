@@ -108,6 +108,19 @@ def _split_oversized(block: str, is_code: bool, max_tokens: int) -> list[str]:
     return pieces
 
 
+def _last_within(units: list[str], tokens: int) -> list[str]:
+    """The last of ``units``, in order, whose counts together are at most ``tokens``."""
+    out: list[str] = []
+    so_far = NO_COUNTS
+    for unit in reversed(units):
+        with_unit = plus(so_far, counts(unit))
+        if estimate(with_unit) > tokens:
+            break
+        out.append(unit)
+        so_far = with_unit
+    return out[::-1]
+
+
 def _tail(text: str, tokens: int) -> str:
     """The overlap carried into the next chunk: the last whole lines of ``text`` worth at most ``tokens`` tokens,
     line breaks kept (``…`` on a line of its own before them), else the last whole sentences of its last line
@@ -117,26 +130,12 @@ def _tail(text: str, tokens: int) -> str:
     if tokens <= 0:
         return ""
     lines = [line.rstrip() for line in text.split("\n")]
-    out: list[str] = []
-    so_far = NO_COUNTS
-    for line in reversed(lines):
-        with_line = plus(so_far, counts(line))
-        if estimate(with_line) > tokens:
-            break
-        out.append(line)
-        so_far = with_line
-    kept = "\n".join(reversed(out)).strip("\n")
+    kept = "\n".join(_last_within(lines, tokens)).strip("\n")
     if kept.strip():
         return "…\n" + kept
     sentences = [s for s in _SENTENCE.split(lines[-1].strip()) if s][1:]  # never the line's first: no boundary
-    out, so_far = [], NO_COUNTS
-    for sentence in reversed(sentences):
-        with_sentence = plus(so_far, counts(sentence))
-        if estimate(with_sentence) > tokens:
-            break
-        out.append(sentence)
-        so_far = with_sentence
-    return "… " + " ".join(reversed(out)) if out else ""
+    out = _last_within(sentences, tokens)
+    return "… " + " ".join(out) if out else ""
 
 
 def split_section(
